@@ -1,0 +1,5 @@
+"""The command line: parse, call, render, exit."""
+
+
+def main() -> None:
+    raise SystemExit("not yet")

@@ -1,0 +1,47 @@
+"""The only place that reads the wall clock or sleeps; everything else takes a `Clock`."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch (wall clock, for stored timestamps)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (for deadlines and durations)."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """Epoch seconds as an RFC 3339 UTC string (`2026-11-29T02:24:16Z`), None stays None."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(text: str) -> float:
+    """An RFC 3339 / ISO 8601 time as epoch seconds (naive times are taken as UTC)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -1,0 +1,108 @@
+"""Every error choreo-ingest raises on purpose.
+
+    ChoreoIngestError
+    ├── ConfigError                 bad config file, key, value or usage (exit 2)
+    ├── StateError                  the state store cannot be used (exit 4)
+    │   ├── SchemaTooNew            written by a newer choreo-ingest
+    │   ├── NotAStateFile           not a choreo-ingest DB, or corrupt
+    │   └── LockHeld                another run holds the run lock (exit 75)
+    └── ProviderError               a burst failed (exit 3)
+        ├── TransientError          upstream trouble worth retrying (5xx, timeouts, connection errors)
+        │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
+        │   └── DeadlineExceeded    the burst deadline passed inside a page
+        ├── PermanentError          retrying the same request will not help (400, 401, 403, bad data)
+        │   └── AuthError           401/403: check openchoreo.token
+        └── CursorExpired           a listing's cursor is gone (410); restart that listing
+
+Third-party exceptions are translated into these once, at the module that owns the library.
+"""
+
+from __future__ import annotations
+
+
+class ChoreoIngestError(Exception):
+    """Base class of every error choreo-ingest raises on purpose."""
+
+
+class ConfigError(ChoreoIngestError):
+    """The configuration (file, key or value) or the command line is wrong."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class StateError(ChoreoIngestError):
+    """The state store cannot be opened, read or written."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class SchemaTooNew(StateError):
+    """The state file was written by a newer version of choreo-ingest."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path}: state schema version {found} is newer than this choreo-ingest supports "
+            f"({supported}); upgrade choreo-ingest",
+            path=path,
+        )
+
+
+class NotAStateFile(StateError):
+    """The file exists but is not a choreo-ingest state DB (or is corrupt)."""
+
+
+class LockHeld(StateError):
+    """Another `choreo-ingest run` holds the run lock."""
+
+
+class ProviderError(ChoreoIngestError):
+    """A provider could not produce its next page."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class TransientError(ProviderError):
+    """Upstream trouble that a later attempt may not meet."""
+
+
+class RetryAfter(TransientError):
+    """The upstream asked us to come back later."""
+
+    def __init__(self, message: str, *, retry_after: float, **fields: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **fields)  # type: ignore[arg-type]
+
+
+class DeadlineExceeded(TransientError):
+    """The burst deadline passed before a page was complete."""
+
+
+class PermanentError(ProviderError):
+    """Retrying the same request will not help."""
+
+
+class AuthError(PermanentError):
+    """The API refused our credentials (401/403)."""
+
+
+class CursorExpired(ProviderError):
+    """A listing cursor expired (HTTP 410); only that listing restarts."""

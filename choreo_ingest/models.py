@@ -1,0 +1,127 @@
+"""Plain data shared by every layer: provider states, entities, pages, events."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = Any
+"""A value that survives `json.dumps` / `json.loads` unchanged."""
+
+
+class ProviderState(enum.StrEnum):
+    IDLE = "idle"  # never run, or after `reset`
+    BURSTING = "bursting"  # a burst started (seen from another shell, or after a crash)
+    INTERSTITIAL = "interstitial"  # a burst ended with work left
+    RESTING = "resting"  # a cycle completed
+    BACKING_OFF = "backing_off"  # a burst failed
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One Backstage catalog entity as a provider emits it."""
+
+    kind: str
+    namespace: str
+    name: str
+    body: Mapping[str, JSON]
+    scope: str = ""
+    """Where the entity sits in the source's hierarchy (`org/project/component`), for scoped removal."""
+
+    @property
+    def ref(self) -> str:
+        return entity_ref(self.kind, self.namespace, self.name)
+
+
+def entity_ref(kind: str, namespace: str, name: str) -> str:
+    """Backstage's full entity ref, lower-cased kind: `component:acme/checkout`."""
+    return f"{kind.lower()}:{namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """An item a provider pushes onto one of its durable work queues.
+
+    `key` makes the push idempotent within a cycle: pushing the same key twice keeps the first.
+    """
+
+    queue: str
+    key: str
+    value: JSON
+
+
+@dataclass(frozen=True)
+class QueuedItem:
+    """An item read back from a queue, with its position (strictly increasing within a queue)."""
+
+    position: int
+    key: str
+    value: JSON
+
+
+@dataclass(frozen=True)
+class EntityIteratorResult:
+    """What one `next()` call produced: one page, committed by the engine in one transaction."""
+
+    done: bool
+    entities: Sequence[Entity] = ()
+    cursor: JSON = None
+    queue_items: Sequence[QueueItem] = ()
+    counters: Mapping[str, int] = field(default_factory=dict)
+    """Increments for persistent per-provider counters (e.g. `cursor_resets`, `requests`)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """An OpenChoreo change notification: says what changed, not the new content."""
+
+    kind: str  # Organization | Project | Component
+    name: str
+    action: str  # created | updated | deleted
+    namespace: str | None = None  # the organization, for projects and components
+    project: str | None = None  # for components
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What handling one event produced: entities to upsert and refs to remove."""
+
+    upserts: Sequence[Entity] = ()
+    removals: Sequence[str] = ()
+    removal_scopes: Sequence[str] = ()
+    """Remove every entity whose scope is one of these or lies below one (`acme` takes `acme/x/y`)."""
+
+
+@dataclass
+class ProviderRecord:
+    """One row of `openchoreo_incremental_ingestion_state`."""
+
+    name: str
+    state: ProviderState = ProviderState.IDLE
+    cycle_id: int = 0
+    cursor: JSON = None
+    next_action_at: float | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    last_burst_at: float | None = None
+    last_burst_duration: float | None = None
+    cycle_started_at: float | None = None
+    last_completed_at: float | None = None
+    last_cycle_duration: float | None = None
+    blocked_removals: int = 0
+    cursor_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PageStats:
+    upserted: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    removed: int
+    blocked: int
+    reason: str | None = None
