@@ -1,4 +1,4 @@
-"""choreo-ingest: mirror an OpenChoreo platform into a Backstage catalog, one bounded burst at a time.
+"""choreo-ingest: mirror OpenChoreo into a Backstage catalog, one bounded burst at a time.
 
 The public surface for provider authors is re-exported here.
 """

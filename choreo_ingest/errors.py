@@ -7,10 +7,10 @@
     │   ├── NotAStateFile           not a choreo-ingest DB, or corrupt
     │   └── LockHeld                another run holds the run lock (exit 75)
     └── ProviderError               a burst failed (exit 3)
-        ├── TransientError          upstream trouble worth retrying (5xx, timeouts, connection errors)
+        ├── TransientError          worth retrying (5xx, timeouts, connection errors)
         │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
         │   └── DeadlineExceeded    the burst deadline passed inside a page
-        ├── PermanentError          retrying the same request will not help (400, 401, 403, bad data)
+        ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   └── AuthError           401/403: check openchoreo.token
         └── CursorExpired           a listing's cursor is gone (410); restart that listing
 

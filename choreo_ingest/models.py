@@ -28,7 +28,7 @@ class Entity:
     name: str
     body: Mapping[str, JSON]
     scope: str = ""
-    """Where the entity sits in the source's hierarchy (`org/project/component`), for scoped removal."""
+    """Where it sits in the source's hierarchy (`org/project/component`), for scoped removal."""
 
     @property
     def ref(self) -> str:
@@ -91,7 +91,7 @@ class Delta:
     upserts: Sequence[Entity] = ()
     removals: Sequence[str] = ()
     removal_scopes: Sequence[str] = ()
-    """Remove every entity whose scope is one of these or lies below one (`acme` takes `acme/x/y`)."""
+    """Remove every entity whose scope is one of these or lies below (`acme` takes `acme/x/y`)."""
 
 
 @dataclass
