@@ -1,0 +1,20 @@
+"""The state store: the only package that touches SQLite."""
+
+from choreo_ingest.store.catalog import SweepGuards, canonical_json
+from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.migrations import MIGRATION_NAMES, SCHEMA_VERSION
+from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
+from choreo_ingest.store.store import Store, StoreQueueReader
+
+__all__ = [
+    "MIGRATION_NAMES",
+    "SCHEMA_VERSION",
+    "BlockedRemovals",
+    "ChangeRow",
+    "CycleRow",
+    "Store",
+    "StoreQueueReader",
+    "SweepGuards",
+    "Tracer",
+    "canonical_json",
+]

@@ -1,0 +1,276 @@
+"""One invocation of `choreo-ingest run`: decide, burst, checkpoint every page, report."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config
+from choreo_ingest.errors import DeadlineExceeded, PermanentError, ProviderError, RetryAfter
+from choreo_ingest.models import JSON, ProviderRecord, ProviderState
+from choreo_ingest.providers.base import BurstContext, IncrementalEntityProvider
+from choreo_ingest.schedule import Burst, Event, backoff_delay, decide, transition
+from choreo_ingest.store import Store, StoreQueueReader, SweepGuards, canonical_json
+
+log = structlog.get_logger("choreo_ingest.engine")
+
+
+@dataclass
+class ProviderOutcome:
+    name: str
+    action: str  # burst | waiting | failed | interrupted
+    state: ProviderState
+    pages: int = 0
+    entities_upserted: int = 0
+    entities_unchanged: int = 0
+    entities_removed: int = 0
+    removals_blocked: int = 0
+    cycle_completed: bool = False
+    next_action_at: float | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class StopSignal:
+    """Set by SIGTERM/SIGINT; checked between pages so the current page is committed first."""
+
+    _event: threading.Event = field(default_factory=threading.Event)
+    signal_number: int | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, signal_number: int | None = None) -> None:
+        self.signal_number = signal_number
+        self._event.set()
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        """Route SIGTERM and SIGINT to this flag for the duration (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(number: int, frame: FrameType | None) -> None:
+            self.set(number)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class BurstEngine:
+    """Runs at most one burst per provider against a store the caller has opened and locked."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stop = stop or StopSignal()
+
+    def run_provider(
+        self, provider: IncrementalEntityProvider, *, force: bool = False
+    ) -> ProviderOutcome:
+        settings = self.config.incremental
+        record = self.store.load_provider(provider.name)
+        now = self.clock.now()
+        decision = decide(record, settings, now, force=force)
+        if not isinstance(decision, Burst):
+            return ProviderOutcome(
+                name=record.name,
+                action="waiting",
+                state=record.state,
+                next_action_at=decision.until,
+                reason=decision.reason,
+            )
+        self._begin_burst(record, decision, now)
+        return self._burst(provider, record)
+
+    def _begin_burst(self, record: ProviderRecord, decision: Burst, now: float) -> None:
+        record.last_burst_at = now
+        if decision.new_cycle:
+            record.state = transition(record.state, Event.CYCLE_STARTED)
+            record.cycle_id += 1
+            record.cursor = None
+            record.cycle_started_at = now
+            self.store.start_cycle(record, now)
+        else:
+            record.state = transition(record.state, Event.BURST_STARTED)
+            self.store.save_provider(record, now)
+        log.info(
+            "burst_started",
+            provider=record.name,
+            cycle=record.cycle_id,
+            new_cycle=decision.new_cycle,
+            reason=decision.reason,
+        )
+
+    def _burst(
+        self, provider: IncrementalEntityProvider, record: ProviderRecord
+    ) -> ProviderOutcome:
+        settings = self.config.incremental
+        started = self.clock.monotonic()
+        context = BurstContext(
+            config=self.config,
+            clock=self.clock,
+            deadline=started + settings.burst_length,
+            queues=StoreQueueReader(self.store, provider.name),
+            cancelled=self.stop.is_set,
+        )
+        outcome = ProviderOutcome(name=record.name, action="burst", state=record.state)
+        done = False
+        try:
+            with provider.around(context) as provider_context:
+                while True:
+                    page = provider.next(provider_context, record.cursor)
+                    cursor_text = _checked_cursor(provider.name, page.cursor)
+                    stats = self.store.commit_page(
+                        record.name, record.cycle_id, page, cursor_text, self.clock.now()
+                    )
+                    record.cursor = page.cursor
+                    outcome.pages += 1
+                    outcome.entities_upserted += stats.upserted
+                    outcome.entities_unchanged += stats.unchanged
+                    log.debug(
+                        "page_committed",
+                        provider=record.name,
+                        pages=outcome.pages,
+                        entities=len(page.entities),
+                        upserted=stats.upserted,
+                        cursor_bytes=len(cursor_text or ""),
+                    )
+                    if page.done:
+                        done = True
+                        break
+                    if self.stop.is_set() or self.clock.monotonic() >= context.deadline:
+                        break
+        except DeadlineExceeded as error:
+            if outcome.pages == 0:
+                return self._fail(record, outcome, error, started)
+        except ProviderError as error:
+            return self._fail(record, outcome, error, started)
+        except Exception as error:
+            self._fail(record, outcome, error, started)
+            raise
+        record.last_burst_duration = self.clock.monotonic() - started
+        if done:
+            return self._complete_cycle(record, outcome)
+        return self._pause(record, outcome)
+
+    def _complete_cycle(self, record: ProviderRecord, outcome: ProviderOutcome) -> ProviderOutcome:
+        settings = self.config.incremental
+        now = self.clock.now()
+        record.state = transition(record.state, Event.CYCLE_COMPLETED)
+        record.cursor = None
+        record.attempts = 0
+        record.last_error = None
+        record.last_completed_at = now
+        record.last_cycle_duration = now - (record.cycle_started_at or now)
+        record.next_action_at = now + settings.rest_length
+        guards = SweepGuards(
+            reject_empty_source_collections=settings.reject_empty_source_collections,
+            reject_removals_above_percentage=settings.reject_removals_above_percentage,
+        )
+        sweep = self.store.complete_cycle(record, guards, now)
+        if sweep.reason:
+            log.warning(
+                "removals_blocked", provider=record.name, count=sweep.blocked, reason=sweep.reason
+            )
+        log.info(
+            "cycle_completed",
+            provider=record.name,
+            cycle=record.cycle_id,
+            removed=sweep.removed,
+            blocked=sweep.blocked,
+        )
+        outcome.cycle_completed = True
+        outcome.entities_removed = sweep.removed
+        outcome.removals_blocked = sweep.blocked
+        outcome.state = record.state
+        outcome.next_action_at = record.next_action_at
+        return outcome
+
+    def _pause(self, record: ProviderRecord, outcome: ProviderOutcome) -> ProviderOutcome:
+        now = self.clock.now()
+        record.state = transition(record.state, Event.BURST_ENDED_WITH_WORK_LEFT)
+        record.attempts = 0
+        record.last_error = None
+        if self.stop.is_set():
+            outcome.action = "interrupted"
+            record.next_action_at = now
+        else:
+            record.next_action_at = now + self.config.incremental.burst_interval
+        self.store.save_provider(record, now)
+        outcome.state = record.state
+        outcome.next_action_at = record.next_action_at
+        return outcome
+
+    def _fail(
+        self,
+        record: ProviderRecord,
+        outcome: ProviderOutcome,
+        error: Exception,
+        started: float,
+    ) -> ProviderOutcome:
+        now = self.clock.now()
+        record.state = transition(record.state, Event.BURST_FAILED)
+        record.attempts += 1
+        record.last_error = str(error) or type(error).__name__
+        record.last_burst_duration = self.clock.monotonic() - started
+        retry_after = error.retry_after if isinstance(error, RetryAfter) else None
+        delay = backoff_delay(record.attempts, self.config.incremental, self.rng, retry_after)
+        record.next_action_at = now + delay
+        self.store.record_failure(record, now)
+        log.warning(
+            "burst_failed",
+            provider=record.name,
+            attempts=record.attempts,
+            retry_in=round(delay, 1),
+            error=record.last_error,
+        )
+        outcome.action = "failed"
+        outcome.state = record.state
+        outcome.error = record.last_error
+        outcome.next_action_at = record.next_action_at
+        return outcome
+
+
+def _checked_cursor(provider: str, cursor: JSON) -> str | None:
+    """The cursor as stored JSON text; refuses one that does not survive a JSON round trip."""
+    if cursor is None:
+        return None
+    try:
+        text = canonical_json(cursor)
+        same = json.loads(text) == cursor
+    except (TypeError, ValueError) as error:
+        raise PermanentError(
+            f"provider {provider!r} returned a cursor that is not JSON: {error}"
+        ) from error
+    if not same:
+        raise PermanentError(
+            f"provider {provider!r} returned a cursor that does not survive a JSON round trip "
+            "(tuples, non-string keys or NaN are not allowed)"
+        )
+    return text

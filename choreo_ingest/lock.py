@@ -1,0 +1,69 @@
+"""The run lock: a non-blocking `flock` on `<state path>.lock`, never on the DB file itself."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from choreo_ingest.errors import LockHeld, StateError
+
+
+def lock_path_for(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".lock")
+
+
+class RunLock:
+    """Held for the whole of one `run` (or `migrate`, `reset`, ...); released by the OS on death."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = lock_path_for(state_path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StateError(
+                f"{self.path}: cannot open the run lock: {error.strerror}", path=str(self.path)
+            ) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(
+                f"another choreo-ingest run holds {self.path}; nothing done", path=str(self.path)
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True if another process holds the lock (for `status`; never takes it for long)."""
+        if not self.path.exists():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()

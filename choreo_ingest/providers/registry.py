@@ -1,0 +1,66 @@
+"""Which providers exist: the built-ins plus the `choreo_ingest.providers` entry point group."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from choreo_ingest.config import Config
+from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.providers.base import IncrementalEntityProvider, ProviderFactory
+
+ENTRY_POINT_GROUP = "choreo_ingest.providers"
+BUILT_IN = {"openchoreo": "choreo_ingest.providers.openchoreo:create_provider"}
+
+
+class ProviderLoadError(ChoreoIngestError):
+    """A configured provider could not be imported, built, or does not follow the protocol."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(f"provider {name!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    name: str
+    source: str  # "built-in" or the entry point's `module:attr`
+
+
+def available_providers() -> list[ProviderInfo]:
+    found = {name: ProviderInfo(name, "built-in") for name in BUILT_IN}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name, ProviderInfo(point.name, point.value))
+    return sorted(found.values(), key=lambda info: info.name)
+
+
+def load_provider(name: str, config: Config) -> IncrementalEntityProvider:
+    """Build the provider called `name`; raises ProviderLoadError naming it on any problem."""
+    try:
+        factory = _factory(name)
+        provider = factory(config)
+    except ProviderLoadError:
+        raise
+    except Exception as error:
+        raise ProviderLoadError(name, f"failed to load: {type(error).__name__}: {error}") from error
+    missing = [attr for attr in ("name", "around", "next") if not hasattr(provider, attr)]
+    if missing:
+        raise ProviderLoadError(
+            name, f"does not implement IncrementalEntityProvider (missing {', '.join(missing)})"
+        )
+    if provider.name != name:
+        raise ProviderLoadError(name, f"calls itself {provider.name!r}; names must match")
+    return provider
+
+
+def _factory(name: str) -> ProviderFactory:
+    if name in BUILT_IN:
+        module_name, _, attr = BUILT_IN[name].partition(":")
+        factory: ProviderFactory = getattr(importlib.import_module(module_name), attr)
+        return factory
+    for point in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        loaded: ProviderFactory = point.load()
+        return loaded
+    known = ", ".join(info.name for info in available_providers())
+    raise ProviderLoadError(name, f"not installed (known providers: {known})")

@@ -1,0 +1,114 @@
+"""What the store knows, shaped for `status`, `health` and the metrics textfile."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from choreo_ingest.clock import rfc3339
+from choreo_ingest.config import Config
+from choreo_ingest.metrics import ProviderMetrics
+from choreo_ingest.models import ProviderRecord
+from choreo_ingest.schedule import health_problems
+from choreo_ingest.store import Store
+
+ERROR_SHOWN_CHARS = 500
+"""`status` shows this much of the last error; the store keeps all of it."""
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    record: ProviderRecord
+    active_entities: int
+    removals_blocked: int
+    removals_reason: str | None
+    cursor_resets: int
+    health_problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.record
+        return {
+            "name": record.name,
+            "state": record.state.value,
+            "cycleId": record.cycle_id,
+            "cycleStartedAt": rfc3339(record.cycle_started_at),
+            "nextActionAt": rfc3339(record.next_action_at),
+            "attempts": record.attempts,
+            "lastError": shorten(record.last_error),
+            "lastBurstAt": rfc3339(record.last_burst_at),
+            "lastCompletedAt": rfc3339(record.last_completed_at),
+            "activeEntities": self.active_entities,
+            "cursorBytes": record.cursor_bytes,
+            "cursorResets": self.cursor_resets,
+            "removals": {
+                "blocked": self.removals_blocked > 0,
+                "count": self.removals_blocked,
+                "reason": self.removals_reason,
+            },
+            "healthy": not self.health_problems,
+            "problems": self.health_problems,
+        }
+
+
+def shorten(text: str | None, limit: int = ERROR_SHOWN_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def provider_names(store: Store, config: Config) -> list[str]:
+    """The configured providers, then any others the state file knows."""
+    names = list(config.providers)
+    names += [name for name in store.provider_names() if name not in names]
+    return names
+
+
+def provider_status(store: Store, config: Config, name: str, now: float) -> ProviderStatus:
+    record = store.load_provider(name)
+    blocked = store.blocked_removals(name)
+    return ProviderStatus(
+        record=record,
+        active_entities=store.active_count(name),
+        removals_blocked=blocked.count,
+        removals_reason=blocked.reason,
+        cursor_resets=store.counters(name).get("cursor_resets", 0),
+        health_problems=health_problems(
+            record, config.incremental, now, blocked_removals=blocked.count
+        ),
+    )
+
+
+def provider_metrics(store: Store, name: str, *, run_at: float | None) -> ProviderMetrics:
+    record = store.load_provider(name)
+    totals = store.counters(name)
+    return ProviderMetrics(
+        provider=name,
+        state=record.state,
+        last_run_at=run_at if run_at is not None else record.last_burst_at,
+        last_success_at=record.last_completed_at,
+        last_cycle_duration=record.last_cycle_duration,
+        last_burst_duration=record.last_burst_duration,
+        next_action_at=record.next_action_at,
+        consecutive_failures=record.attempts,
+        entities_by_kind=store.entity_counts(name),
+        entities_upserted_total=totals.get("entities_upserted", 0),
+        entities_removed_total=totals.get("entities_removed", 0),
+        pages_total=totals.get("pages", 0),
+        removals_blocked=store.blocked_removals(name).count,
+        cycles_total={
+            outcome: totals.get(f"cycles_{outcome}", 0) for outcome in ("completed", "blocked")
+        },
+        cursor_resets_total=totals.get("cursor_resets", 0),
+        events_total={
+            outcome: totals[f"events_{outcome}"]
+            for outcome in ("applied", "rejected", "parked", "retried")
+            if f"events_{outcome}" in totals
+        },
+    )
+
+
+def all_metrics(
+    store: Store, names: Sequence[str], *, run_at: float | None
+) -> list[ProviderMetrics]:
+    return [provider_metrics(store, name, run_at=run_at) for name in names]

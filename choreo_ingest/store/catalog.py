@@ -1,0 +1,350 @@
+"""The write path: pages, cycles, the sweep and event deltas, each one transaction.
+
+A crash at any instant leaves a page (or a cycle completion, or a delta) applied or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from choreo_ingest.models import (
+    Delta,
+    Entity,
+    EntityIteratorResult,
+    PageStats,
+    ProviderRecord,
+    SweepResult,
+)
+from choreo_ingest.store.connection import Connection
+
+REFS = "openchoreo_incremental_entity_refs"
+STATE = "openchoreo_incremental_ingestion_state"
+_IN_BATCH = 500  # SQLite's default limit on bound variables is generous; keep statements small
+
+
+@dataclass(frozen=True)
+class SweepGuards:
+    reject_empty_source_collections: bool
+    reject_removals_above_percentage: float | None
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def save_provider(conn: Connection, record: ProviderRecord, now: float) -> None:
+    cursor_text = None if record.cursor is None else canonical_json(record.cursor)
+    conn.execute(
+        f"""
+        INSERT INTO {STATE} (provider, state, cycle_id, cursor, next_action_at, attempts,
+            last_error, last_burst_at, last_burst_duration, cycle_started_at, last_completed_at,
+            last_cycle_duration, blocked_removals, updated_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (provider) DO UPDATE SET
+            state = excluded.state, cycle_id = excluded.cycle_id, cursor = excluded.cursor,
+            next_action_at = excluded.next_action_at, attempts = excluded.attempts,
+            last_error = excluded.last_error, last_burst_at = excluded.last_burst_at,
+            last_burst_duration = excluded.last_burst_duration,
+            cycle_started_at = excluded.cycle_started_at,
+            last_completed_at = excluded.last_completed_at,
+            last_cycle_duration = excluded.last_cycle_duration,
+            blocked_removals = excluded.blocked_removals, updated_at = excluded.updated_at
+        """,
+        [
+            record.name,
+            record.state.value,
+            record.cycle_id,
+            cursor_text,
+            record.next_action_at,
+            record.attempts,
+            record.last_error,
+            record.last_burst_at,
+            record.last_burst_duration,
+            record.cycle_started_at,
+            record.last_completed_at,
+            record.last_cycle_duration,
+            record.blocked_removals,
+            now,
+        ],
+    )
+
+
+def start_cycle(conn: Connection, record: ProviderRecord, now: float) -> None:
+    """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row."""
+    with conn.transaction():
+        conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
+        conn.execute(
+            "INSERT OR REPLACE INTO cycles (provider, cycle_id, started_at) VALUES (?, ?, ?)",
+            [record.name, record.cycle_id, now],
+        )
+        save_provider(conn, record, now)
+
+
+def commit_page(
+    conn: Connection,
+    provider: str,
+    cycle_id: int,
+    page: EntityIteratorResult,
+    cursor_text: str | None,
+    now: float,
+) -> PageStats:
+    """Apply one page: entities, seen refs, queue pushes, cursor, counters, change log."""
+    with conn.transaction():
+        stats = _upsert_entities(conn, provider, cycle_id, page.entities, now)
+        _push_queue_items(conn, provider, page)
+        conn.execute(
+            f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
+            [cursor_text, now, provider],
+        )
+        conn.execute(
+            """UPDATE cycles SET pages = pages + 1, upserted = upserted + ?,
+               unchanged = unchanged + ? WHERE provider = ? AND cycle_id = ?""",
+            [stats.upserted, stats.unchanged, provider, cycle_id],
+        )
+        bump_counters(
+            conn,
+            provider,
+            {
+                "pages": 1,
+                "entities_upserted": stats.upserted,
+                "entities_unchanged": stats.unchanged,
+                **page.counters,
+            },
+        )
+    return stats
+
+
+def complete_cycle(
+    conn: Connection, record: ProviderRecord, guards: SweepGuards, now: float
+) -> SweepResult:
+    """Sweep what this cycle did not see (unless a guard blocks it) and save `record` as given."""
+    provider, cycle_id = record.name, record.cycle_id
+    with conn.transaction():
+        stale = _count(conn, "provider = ? AND last_seen_cycle < ?", [provider, cycle_id])
+        reason = _blocking_reason(conn, provider, cycle_id, stale, guards)
+        removed = 0
+        if reason is None:
+            removed = _remove_refs_where(conn, provider, "last_seen_cycle < ?", [cycle_id], now)
+            record.blocked_removals = 0
+            blocked_cycle: int | None = None
+        else:
+            record.blocked_removals = stale
+            blocked_cycle = cycle_id
+        conn.execute(
+            f"UPDATE {STATE} SET blocked_cycle_id = ?, blocked_reason = ? WHERE provider = ?",
+            [blocked_cycle, reason, provider],
+        )
+        outcome = "blocked" if reason else "completed"
+        conn.execute(
+            """UPDATE cycles SET completed_at = ?, removed = ?, blocked = ?, outcome = ?
+               WHERE provider = ? AND cycle_id = ?""",
+            [now, removed, record.blocked_removals, outcome, provider, cycle_id],
+        )
+        bump_counters(conn, provider, {f"cycles_{outcome}": 1})
+        save_provider(conn, record, now)
+    return SweepResult(removed=removed, blocked=record.blocked_removals, reason=reason)
+
+
+def record_failure(conn: Connection, record: ProviderRecord, now: float) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE cycles SET errors = errors + 1 WHERE provider = ? AND cycle_id = ?",
+            [record.name, record.cycle_id],
+        )
+        bump_counters(conn, record.name, {"bursts_failed": 1})
+        save_provider(conn, record, now)
+
+
+def approve_removals(conn: Connection, provider: str, now: float) -> int:
+    """Apply a blocked sweep: remove what the blocked cycle did not see. Returns the count."""
+    with conn.transaction():
+        blocked_cycle = conn.scalar(
+            f"SELECT blocked_cycle_id FROM {STATE} WHERE provider = ?", [provider]
+        )
+        if blocked_cycle is None:
+            return 0
+        removed = _remove_refs_where(conn, provider, "last_seen_cycle < ?", [blocked_cycle], now)
+        conn.execute(
+            f"""UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL,
+                blocked_removals = 0, updated_at = ? WHERE provider = ?""",
+            [now, provider],
+        )
+        conn.execute(
+            "UPDATE cycles SET removed = removed + ? WHERE provider = ? AND cycle_id = ?",
+            [removed, provider, blocked_cycle],
+        )
+    return removed
+
+
+def apply_delta(
+    conn: Connection, provider: str, cycle_id: int, delta: Delta, now: float
+) -> tuple[PageStats, int]:
+    """Apply an event's delta in one transaction: upserts count as seen, removals leave the set."""
+    with conn.transaction():
+        stats = _upsert_entities(conn, provider, cycle_id, delta.upserts, now)
+        removed = 0
+        for ref in delta.removals:
+            removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
+        for scope in delta.removal_scopes:
+            removed += _remove_refs_where(
+                conn,
+                provider,
+                "entity_ref IN (SELECT ref FROM entities WHERE provider = ? "
+                "AND (scope = ? OR substr(scope, 1, ?) = ?))",
+                [provider, scope, len(scope) + 1, scope + "/"],
+                now,
+            )
+        bump_counters(conn, provider, {"entities_upserted": stats.upserted})
+    return stats, removed
+
+
+def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now: float) -> int:
+    """Back to idle with a fresh cycle next run; `purge` also removes its entities and refs."""
+    with conn.transaction():
+        removed = 0
+        if purge:
+            removed = _remove_refs_where(conn, record.name, "1 = 1", [], now)
+            conn.execute("DELETE FROM entities WHERE provider = ?", [record.name])
+        conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
+        conn.execute(
+            f"UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL WHERE provider = ?",
+            [record.name],
+        )
+        save_provider(conn, record, now)
+    return removed
+
+
+def bump_counters(conn: Connection, provider: str, increments: dict[str, int]) -> None:
+    rows = [(provider, name, value) for name, value in increments.items() if value]
+    conn.executemany(
+        """INSERT INTO counters (provider, name, value) VALUES (?, ?, ?)
+           ON CONFLICT (provider, name) DO UPDATE SET value = value + excluded.value""",
+        rows,
+    )
+
+
+def _upsert_entities(
+    conn: Connection, provider: str, cycle_id: int, entities: Sequence[Entity], now: float
+) -> PageStats:
+    by_ref = {entity.ref: entity for entity in entities}
+    encoded = {ref: canonical_json(entity.body) for ref, entity in by_ref.items()}
+    hashes = {ref: hashlib.sha256(text.encode()).hexdigest()[:32] for ref, text in encoded.items()}
+    existing = _existing_hashes(conn, list(by_ref))
+    changed = [ref for ref in by_ref if existing.get(ref) != (hashes[ref], provider)]
+    conn.executemany(
+        """INSERT INTO entities
+               (ref, kind, namespace, name, scope, body, hash, provider, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (ref) DO UPDATE SET kind = excluded.kind, namespace = excluded.namespace,
+               name = excluded.name, scope = excluded.scope, body = excluded.body,
+               hash = excluded.hash, provider = excluded.provider,
+               updated_at = excluded.updated_at""",
+        [
+            (
+                ref,
+                by_ref[ref].kind,
+                by_ref[ref].namespace,
+                by_ref[ref].name,
+                by_ref[ref].scope,
+                encoded[ref],
+                hashes[ref],
+                provider,
+                now,
+            )
+            for ref in changed
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'upsert', ?, ?)",
+        [(now, ref, provider) for ref in changed],
+    )
+    conn.executemany(
+        f"""INSERT INTO {REFS} (provider, entity_ref, first_seen_cycle, last_seen_cycle,
+               first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (provider, entity_ref) DO UPDATE SET
+               last_seen_cycle = excluded.last_seen_cycle, last_seen_at = excluded.last_seen_at""",
+        [(provider, ref, cycle_id, cycle_id, now, now) for ref in by_ref],
+    )
+    return PageStats(upserted=len(changed), unchanged=len(by_ref) - len(changed))
+
+
+def _existing_hashes(conn: Connection, refs: list[str]) -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(refs), _IN_BATCH):
+        batch = refs[start : start + _IN_BATCH]
+        marks = ",".join("?" * len(batch))
+        for ref, hash_, owner in conn.execute(
+            f"SELECT ref, hash, provider FROM entities WHERE ref IN ({marks})", batch
+        ):
+            found[ref] = (hash_, owner)
+    return found
+
+
+def _push_queue_items(conn: Connection, provider: str, page: EntityIteratorResult) -> None:
+    by_queue: dict[str, list[tuple[str, str]]] = {}
+    for item in page.queue_items:
+        by_queue.setdefault(item.queue, []).append((item.key, canonical_json(item.value)))
+    for queue, items in by_queue.items():
+        last = conn.scalar(
+            "SELECT coalesce(max(position), 0) FROM queue_items WHERE provider = ? AND queue = ?",
+            [provider, queue],
+        )
+        conn.executemany(
+            """INSERT OR IGNORE INTO queue_items (provider, queue, position, key, value)
+               VALUES (?, ?, ?, ?, ?)""",
+            [
+                (provider, queue, int(last) + offset, key, value)
+                for offset, (key, value) in enumerate(items, start=1)
+            ],
+        )
+
+
+def _blocking_reason(
+    conn: Connection, provider: str, cycle_id: int, stale: int, guards: SweepGuards
+) -> str | None:
+    if not stale:
+        return None
+    if guards.reject_empty_source_collections:
+        seen = _count(conn, "provider = ? AND last_seen_cycle = ?", [provider, cycle_id])
+        if seen == 0:
+            return (
+                f"the cycle saw no entities while {stale} are active (rejectEmptySourceCollections)"
+            )
+    threshold = guards.reject_removals_above_percentage
+    if threshold is not None:
+        before = _count(conn, "provider = ? AND first_seen_cycle < ?", [provider, cycle_id])
+        share = 100.0 * stale / before if before else 100.0
+        if share > threshold:
+            return (
+                f"{stale} of {before} active entities ({share:.1f}%) would be removed, "
+                f"above rejectRemovalsAbovePercentage {threshold:g}"
+            )
+    return None
+
+
+def _count(conn: Connection, where: str, params: Iterable[object]) -> int:
+    return int(conn.scalar(f"SELECT count(*) FROM {REFS} WHERE {where}", list(params)))
+
+
+def _remove_refs_where(
+    conn: Connection, provider: str, where: str, params: list[object], now: float
+) -> int:
+    """Remove the provider's refs matching `where` and the entities it owns, logging deletes."""
+    match = f"FROM {REFS} WHERE provider = ? AND {where}"
+    args = [provider, *params]
+    conn.execute(
+        f"""INSERT INTO changes (at, op, ref, provider)
+            SELECT ?, 'delete', entity_ref, provider {match}
+            AND entity_ref IN (SELECT ref FROM entities WHERE provider = ?)""",
+        [now, *args, provider],
+    )
+    conn.execute(
+        f"DELETE FROM entities WHERE provider = ? AND ref IN (SELECT entity_ref {match})",
+        [provider, *args],
+    )
+    removed = conn.execute(f"DELETE {match}", args).rowcount
+    bump_counters(conn, provider, {"entities_removed": removed})
+    return removed

@@ -1,0 +1,121 @@
+"""Numbered schema migrations for the state DB.
+
+Each migration is registered in order and sets `PRAGMA user_version` to its number, so a DB
+written by a newer choreo-ingest (a higher version than `SCHEMA_VERSION`) is recognised and refused.
+Migrations only ever add: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATION_SET = "choreo_ingest"
+migrations = Migrations(MIGRATION_SET)
+
+
+@migrations(name="0001_initial")
+def _initial(db: Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE openchoreo_incremental_ingestion_state (
+            provider TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            cycle_id INTEGER NOT NULL DEFAULT 0,
+            cursor TEXT,
+            next_action_at REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_burst_at REAL,
+            last_burst_duration REAL,
+            cycle_started_at REAL,
+            last_completed_at REAL,
+            last_cycle_duration REAL,
+            blocked_removals INTEGER NOT NULL DEFAULT 0,
+            blocked_cycle_id INTEGER,
+            blocked_reason TEXT,
+            updated_at REAL
+        );
+        CREATE TABLE openchoreo_incremental_entity_refs (
+            provider TEXT NOT NULL,
+            entity_ref TEXT NOT NULL,
+            first_seen_cycle INTEGER NOT NULL,
+            last_seen_cycle INTEGER NOT NULL,
+            first_seen_at REAL NOT NULL,
+            last_seen_at REAL NOT NULL,
+            PRIMARY KEY (provider, entity_ref)
+        ) WITHOUT ROWID;
+        CREATE INDEX entity_refs_by_cycle
+            ON openchoreo_incremental_entity_refs (provider, last_seen_cycle);
+        CREATE TABLE entities (
+            ref TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            namespace TEXT NOT NULL,
+            name TEXT NOT NULL,
+            scope TEXT NOT NULL DEFAULT '',
+            body TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX entities_by_provider_kind ON entities (provider, kind);
+        CREATE INDEX entities_by_scope ON entities (provider, scope);
+        CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+            ref TEXT NOT NULL,
+            provider TEXT NOT NULL
+        );
+        CREATE TABLE cycles (
+            provider TEXT NOT NULL,
+            cycle_id INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            completed_at REAL,
+            pages INTEGER NOT NULL DEFAULT 0,
+            upserted INTEGER NOT NULL DEFAULT 0,
+            unchanged INTEGER NOT NULL DEFAULT 0,
+            removed INTEGER NOT NULL DEFAULT 0,
+            blocked INTEGER NOT NULL DEFAULT 0,
+            errors INTEGER NOT NULL DEFAULT 0,
+            outcome TEXT,
+            PRIMARY KEY (provider, cycle_id)
+        );
+        CREATE TABLE queue_items (
+            provider TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (provider, queue, position),
+            UNIQUE (provider, queue, key)
+        );
+        CREATE TABLE event_inbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            received_at REAL NOT NULL,
+            body TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            parked INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT
+        );
+        CREATE TABLE counters (
+            provider TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (provider, name)
+        );
+        """,
+    )
+    db.execute("PRAGMA user_version = 1")
+
+
+def _run_script(db: Database, script: str) -> None:
+    # executescript() would COMMIT the migration's transaction first; run statement by statement.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+SCHEMA_VERSION = 1
+MIGRATION_NAMES = ("0001_initial",)

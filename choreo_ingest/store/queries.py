@@ -1,0 +1,162 @@
+"""Read-only queries for status, health, metrics, export and the change log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
+from choreo_ingest.store.catalog import REFS, STATE
+from choreo_ingest.store.connection import Connection
+
+
+@dataclass(frozen=True)
+class BlockedRemovals:
+    count: int
+    reason: str | None
+    cycle_id: int | None
+
+
+@dataclass(frozen=True)
+class CycleRow:
+    cycle_id: int
+    started_at: float
+    completed_at: float | None
+    pages: int
+    upserted: int
+    unchanged: int
+    removed: int
+    blocked: int
+    errors: int
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    seq: int
+    at: float
+    op: str
+    ref: str
+    provider: str
+
+
+def load_provider(conn: Connection, name: str) -> ProviderRecord:
+    row = conn.execute(
+        f"""SELECT state, cycle_id, cursor, next_action_at, attempts, last_error, last_burst_at,
+               last_burst_duration, cycle_started_at, last_completed_at, last_cycle_duration,
+               blocked_removals FROM {STATE} WHERE provider = ?""",
+        [name],
+    ).fetchone()
+    if row is None:
+        return ProviderRecord(name=name)
+    cursor_text = row[2]
+    return ProviderRecord(
+        name=name,
+        state=ProviderState(row[0]),
+        cycle_id=row[1],
+        cursor=None if cursor_text is None else json.loads(cursor_text),
+        next_action_at=row[3],
+        attempts=row[4],
+        last_error=row[5],
+        last_burst_at=row[6],
+        last_burst_duration=row[7],
+        cycle_started_at=row[8],
+        last_completed_at=row[9],
+        last_cycle_duration=row[10],
+        blocked_removals=row[11],
+        cursor_bytes=0 if cursor_text is None else len(cursor_text.encode()),
+    )
+
+
+def provider_names(conn: Connection) -> list[str]:
+    return [row[0] for row in conn.execute(f"SELECT provider FROM {STATE} ORDER BY provider")]
+
+
+def active_count(conn: Connection, provider: str) -> int:
+    return int(conn.scalar(f"SELECT count(*) FROM {REFS} WHERE provider = ?", [provider]))
+
+
+def entity_counts(conn: Connection, provider: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT kind, count(*) FROM entities WHERE provider = ? GROUP BY kind ORDER BY kind",
+        [provider],
+    )
+    return dict(rows)
+
+
+def counters(conn: Connection, provider: str) -> dict[str, int]:
+    rows = conn.execute("SELECT name, value FROM counters WHERE provider = ?", [provider])
+    return dict(rows)
+
+
+def blocked_removals(conn: Connection, provider: str) -> BlockedRemovals:
+    row = conn.execute(
+        f"""SELECT blocked_removals, blocked_reason, blocked_cycle_id FROM {STATE}
+            WHERE provider = ?""",
+        [provider],
+    ).fetchone()
+    if row is None or row[2] is None:
+        return BlockedRemovals(count=0, reason=None, cycle_id=None)
+    return BlockedRemovals(count=row[0], reason=row[1], cycle_id=row[2])
+
+
+def pending_removal_refs(conn: Connection, provider: str, limit: int | None = None) -> list[str]:
+    """The refs a blocked sweep would remove (recomputed from the active set)."""
+    blocked = blocked_removals(conn, provider)
+    if blocked.cycle_id is None:
+        return []
+    rows = conn.execute(
+        f"""SELECT entity_ref FROM {REFS} WHERE provider = ? AND last_seen_cycle < ?
+            ORDER BY entity_ref LIMIT ?""",
+        [provider, blocked.cycle_id, -1 if limit is None else limit],
+    )
+    return [row[0] for row in rows]
+
+
+def last_cycle(conn: Connection, provider: str, *, completed: bool = False) -> CycleRow | None:
+    where = "AND completed_at IS NOT NULL" if completed else ""
+    row = conn.execute(
+        f"""SELECT cycle_id, started_at, completed_at, pages, upserted, unchanged, removed,
+               blocked, errors, outcome FROM cycles WHERE provider = ? {where}
+            ORDER BY cycle_id DESC LIMIT 1""",
+        [provider],
+    ).fetchone()
+    return None if row is None else CycleRow(*row)
+
+
+def read_queue(
+    conn: Connection, provider: str, queue: str, after: int, limit: int
+) -> list[QueuedItem]:
+    rows = conn.execute(
+        """SELECT position, key, value FROM queue_items
+           WHERE provider = ? AND queue = ? AND position > ? ORDER BY position LIMIT ?""",
+        [provider, queue, after, limit],
+    )
+    return [QueuedItem(position=p, key=k, value=json.loads(v)) for p, k, v in rows]
+
+
+def iter_entities(conn: Connection, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every entity body, ordered by ref; streamed, never all in memory."""
+    if kind is None:
+        rows = conn.execute("SELECT body FROM entities ORDER BY ref")
+    else:
+        rows = conn.execute(
+            "SELECT body FROM entities WHERE lower(kind) = lower(?) ORDER BY ref", [kind]
+        )
+    for (body,) in rows:
+        yield json.loads(body)
+
+
+def entity_body(conn: Connection, ref: str) -> dict[str, Any] | None:
+    body = conn.scalar("SELECT body FROM entities WHERE ref = ?", [ref])
+    return None if body is None else dict(json.loads(body))
+
+
+def changes(conn: Connection, since: int, limit: int | None) -> list[ChangeRow]:
+    rows = conn.execute(
+        "SELECT seq, at, op, ref, provider FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+        [since, -1 if limit is None else limit],
+    )
+    return [ChangeRow(*row) for row in rows]

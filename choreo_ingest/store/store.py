@@ -1,0 +1,166 @@
+"""`Store`: the narrow interface the engine and CLI use; the only way in to the state DB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from choreo_ingest.errors import StateError
+from choreo_ingest.models import (
+    Delta,
+    EntityIteratorResult,
+    PageStats,
+    ProviderRecord,
+    QueuedItem,
+    SweepResult,
+)
+from choreo_ingest.store import catalog, queries
+from choreo_ingest.store.catalog import SweepGuards
+from choreo_ingest.store.connection import Connection, Tracer
+from choreo_ingest.store.migrations import SCHEMA_VERSION
+from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
+
+
+class Store:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.path = conn.path
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
+        """Open (or, unless `readonly`, create) the state DB at `path`; schema is not migrated."""
+        if readonly and not path.exists():
+            raise StateError(
+                f"{path}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` "
+                "creates it)",
+                path=str(path),
+            )
+        if not readonly and not path.parent.exists():
+            raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
+        return cls(Connection(path, readonly=readonly, tracer=tracer))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    supported_schema_version = SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        return self._conn.schema_version()
+
+    def applied_migrations(self) -> list[str]:
+        return self._conn.applied_migrations()
+
+    def pending_migrations(self) -> list[str]:
+        return self._conn.pending_migrations()
+
+    def migrate(self) -> list[str]:
+        return self._conn.migrate()
+
+    def require_current_schema(self) -> None:
+        self._conn.require_current_schema()
+
+    # -- the write path ---------------------------------------------------------------------
+
+    def save_provider(self, record: ProviderRecord, now: float) -> None:
+        with self._conn.transaction():
+            catalog.save_provider(self._conn, record, now)
+
+    def start_cycle(self, record: ProviderRecord, now: float) -> None:
+        catalog.start_cycle(self._conn, record, now)
+
+    def commit_page(
+        self,
+        provider: str,
+        cycle_id: int,
+        page: EntityIteratorResult,
+        cursor_text: str | None,
+        now: float,
+    ) -> PageStats:
+        return catalog.commit_page(self._conn, provider, cycle_id, page, cursor_text, now)
+
+    def complete_cycle(
+        self, record: ProviderRecord, guards: SweepGuards, now: float
+    ) -> SweepResult:
+        return catalog.complete_cycle(self._conn, record, guards, now)
+
+    def record_failure(self, record: ProviderRecord, now: float) -> None:
+        catalog.record_failure(self._conn, record, now)
+
+    def approve_removals(self, provider: str, now: float) -> int:
+        return catalog.approve_removals(self._conn, provider, now)
+
+    def apply_delta(
+        self, provider: str, cycle_id: int, delta: Delta, now: float
+    ) -> tuple[PageStats, int]:
+        return catalog.apply_delta(self._conn, provider, cycle_id, delta, now)
+
+    def reset_provider(self, record: ProviderRecord, *, purge: bool, now: float) -> int:
+        return catalog.reset_provider(self._conn, record, purge=purge, now=now)
+
+    def bump_counters(self, provider: str, increments: dict[str, int]) -> None:
+        with self._conn.transaction():
+            catalog.bump_counters(self._conn, provider, increments)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def load_provider(self, name: str) -> ProviderRecord:
+        return queries.load_provider(self._conn, name)
+
+    def provider_names(self) -> list[str]:
+        return queries.provider_names(self._conn)
+
+    def active_count(self, provider: str) -> int:
+        return queries.active_count(self._conn, provider)
+
+    def entity_counts(self, provider: str) -> dict[str, int]:
+        return queries.entity_counts(self._conn, provider)
+
+    def counters(self, provider: str) -> dict[str, int]:
+        return queries.counters(self._conn, provider)
+
+    def blocked_removals(self, provider: str) -> BlockedRemovals:
+        return queries.blocked_removals(self._conn, provider)
+
+    def pending_removal_refs(self, provider: str, limit: int | None = None) -> list[str]:
+        return queries.pending_removal_refs(self._conn, provider, limit)
+
+    def last_cycle(self, provider: str, *, completed: bool = False) -> CycleRow | None:
+        return queries.last_cycle(self._conn, provider, completed=completed)
+
+    def read_queue(self, provider: str, queue: str, after: int, limit: int) -> list[QueuedItem]:
+        return queries.read_queue(self._conn, provider, queue, after, limit)
+
+    def iter_entities(self, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        return queries.iter_entities(self._conn, kind)
+
+    def entity_body(self, ref: str) -> dict[str, Any] | None:
+        return queries.entity_body(self._conn, ref)
+
+    def changes(self, since: int = 0, limit: int | None = None) -> list[ChangeRow]:
+        return queries.changes(self._conn, since, limit)
+
+
+class StoreQueueReader:
+    """A provider's view of its queues (`choreo_ingest.providers.base.QueueReader`)."""
+
+    def __init__(self, store: Store, provider: str) -> None:
+        self._store = store
+        self._provider = provider
+
+    def read(self, queue: str, after: int, limit: int) -> Sequence[QueuedItem]:
+        return self._store.read_queue(self._provider, queue, after, limit)
