@@ -5,10 +5,21 @@ Durations are seconds except `restLength`, which is minutes (as in the original 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import difflib
+import math
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from choreo_ingest.errors import ConfigError
 
 DEFAULT_PROVIDERS = ("openchoreo",)
 DEFAULT_OWNER = "group:default/guests"
@@ -57,7 +68,414 @@ class Config:
     """Options for each provider by name (`providers: [{name: csv, path: ...}]`)."""
     source: Path | None = None
     """The file this config was read from; None when built in code or absent."""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """What `load_config` found worth fixing in the file (a readable token, no TLS checks)."""
 
     @property
     def incremental(self) -> IncrementalConfig:
         return self.openchoreo.incremental
+
+
+CONFIG_ENV = "CHOREO_INGEST_CONFIG"
+STATE_ENV = "CHOREO_INGEST_DB"
+DEFAULT_CONFIG_FILE = Path("choreo-ingest.yaml")
+DEFAULT_STATE_FILE = Path("choreo-ingest.db")
+MAX_CHUNK_SIZE = 1024  # the API clamps a larger `limit` silently
+
+
+def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; None (no file) gives the defaults.
+
+    Relative paths in the file (`state.path`, `metrics.textfile`, `catalog.directory`,
+    `openchoreo.caBundle`) are relative to the file's directory, whatever cron's cwd is.
+    """
+    if path is None:
+        return Config()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read: not UTF-8 text") from None
+    document = _parse_yaml(path, text)
+    found: dict[str, Any] = {}
+    _walk(document, "", os.environ if env is None else env, found)
+    config = _build(found, base=path.parent)
+    return replace(config, source=path, warnings=_file_warnings(path, document, config))
+
+
+def find_config_path(cli_value: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """`--config`, else `$CHOREO_INGEST_CONFIG`, else `./choreo-ingest.yaml` if it exists."""
+    env = os.environ if env is None else env
+    if cli_value is not None:
+        explicit, origin = cli_value, "--config"
+    elif env.get(CONFIG_ENV):
+        explicit, origin = Path(env[CONFIG_ENV]).expanduser(), f"${CONFIG_ENV}"
+    else:
+        return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+    if not explicit.exists():
+        raise ConfigError(f"{explicit}: no such config file (given by {origin})")
+    return explicit
+
+
+def resolve_state_path(
+    cli_db: Path | None, config: Config, env: Mapping[str, str] | None = None
+) -> Path:
+    """`--db`, else `$CHOREO_INGEST_DB`, else `state.path`, else `./choreo-ingest.db`."""
+    env = os.environ if env is None else env
+    if cli_db is not None:
+        return cli_db
+    if env.get(STATE_ENV):
+        return Path(env[STATE_ENV]).expanduser()
+    return config.state_path or DEFAULT_STATE_FILE
+
+
+def config_warnings(config: Config) -> list[str]:
+    """One line per thing in the file the operator should fix; none for a config built in code."""
+    return list(config.warnings)
+
+
+def require_api(config: Config) -> None:
+    """Raise ConfigError unless the config says how to reach the OpenChoreo API."""
+    if not config.openchoreo.base_url:
+        raise ConfigError("required to call the API", path="openchoreo.baseUrl")
+    _parse_key("openchoreo.baseUrl", config.openchoreo.base_url, {})
+
+
+# Parsers take a YAML value (after ${VAR} interpolation) and return the field's value or raise
+# _Invalid; _parse_key adds the key path and never shows the value of a secret.
+
+T = TypeVar("T")
+_NOTHING = object()
+
+
+class _Invalid(Exception):
+    def __init__(self, problem: str, value: object = _NOTHING, *, where: str = "") -> None:
+        self.problem, self.value, self.where = problem, value, where
+
+
+def _within(where: str, parse: Callable[[], T]) -> T:
+    """Run `parse`, placing its failure at `where` (`[2]`, `.name`) below the current key."""
+    try:
+        return parse()
+    except _Invalid as err:
+        raise _Invalid(err.problem, err.value, where=where + err.where) from None
+
+
+def _describe(value: object, *, secret: bool = False) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, dict | list):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str | int | float) and secret:
+        return "a string" if isinstance(value, str) else "a number"
+    if not isinstance(value, str | int | float):
+        return f"a {type(value).__name__}"  # a date, say
+    return repr(value if len(str(value)) <= 60 else f"{str(value)[:57]}...")
+
+
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _number(value: object) -> float:
+    # Text that spells a number counts (as in Backstage): ${VAR} always yields text.
+    number = float(value) if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value) else value
+    if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+        raise _Invalid("expected a number", value)
+    return float(number)
+
+
+def _positive(value: object) -> float:
+    if (number := _number(value)) <= 0:
+        raise _Invalid("must be greater than 0", value)
+    return number
+
+
+def _minutes(value: object) -> float:
+    return _positive(value) * 60
+
+
+def _count(value: object) -> int:
+    if not (number := _positive(value)).is_integer():
+        raise _Invalid("expected a whole number", value)
+    return int(number)
+
+
+def _chunk_size(value: object) -> int:
+    if (size := _count(value)) > MAX_CHUNK_SIZE:
+        raise _Invalid(f"must be at most {MAX_CHUNK_SIZE} (the API's largest page)", value)
+    return size
+
+
+def _percentage(value: object) -> float:
+    if not 0 <= (number := _number(value)) <= 100:
+        raise _Invalid("must be between 0 and 100", value)
+    return number
+
+
+def _backoff(value: object) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise _Invalid("expected a list of seconds", value)
+    if not value:
+        raise _Invalid("must list at least one delay")
+    return tuple(_within(f"[{i}]", partial(_positive, step)) for i, step in enumerate(value))
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise _Invalid("expected true or false", value)
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("expected a non-empty string", value)
+    return value
+
+
+def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
+    """Null, or an empty string (as from `${VAR:-}`), leaves the setting unset."""
+    return lambda value: None if value is None or value == "" else parse(value)
+
+
+def _file_path(value: object) -> Path:
+    return Path(_text(value)).expanduser()
+
+
+def _http_url(value: object) -> str:
+    url = _text(value).strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        valid = False
+    if valid and (parts.username or parts.password):
+        raise _Invalid("must not hold credentials; set openchoreo.token")
+    if not valid or parts.query or parts.fragment:
+        raise _Invalid("expected an http:// or https:// URL with a host and no query", value)
+    return url
+
+
+# Backstage's rules for kind, namespace (a DNS label) and name.
+_ENTITY_REF = re.compile(
+    r"[A-Za-z][A-Za-z0-9]*:[a-z0-9]+(?:-[a-z0-9]+)*/[A-Za-z0-9](?:[-_.A-Za-z0-9]*[A-Za-z0-9])?"
+)
+
+
+def _owner_ref(value: object) -> str:
+    if not _ENTITY_REF.fullmatch(ref := _text(value)):
+        raise _Invalid("expected a full ref kind:namespace/name like group:default/guests", value)
+    return ref
+
+
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _providers(value: object) -> dict[str, Mapping[str, Any] | None]:
+    """Provider name -> its options (None for a bare name), in the order given."""
+    if not isinstance(value, list):
+        raise _Invalid("expected a list of names or {name: ..., <options>} mappings", value)
+    if not value:
+        raise _Invalid("must name at least one provider")
+    chosen: dict[str, Mapping[str, Any] | None] = {}
+    for index, item in enumerate(value):
+        where, name, options = f"[{index}]", item, None
+        if isinstance(item, dict):
+            if "name" not in item:
+                raise _Invalid("missing name", where=where)
+            where, name = f"{where}.name", item["name"]
+            options = {k: v for k, v in item.items() if k != "name"}
+        if not isinstance(name, str):
+            raise _Invalid("expected a provider name (a string)", name, where=where)
+        if not _PROVIDER_NAME.fullmatch(name):
+            raise _Invalid("expected letters, digits, '.', '_' or '-'", name, where=where)
+        if name in chosen:
+            raise _Invalid(f"duplicate provider name {name!r}", where=where)
+        chosen[name] = options
+    return chosen
+
+
+# ${VAR}, ${VAR:-default} (the default when VAR is unset or empty), $$ for a literal $.
+_SUBSTITUTION = re.compile(r"\$(?:\$|\{([^}]*)(\})?)")
+_REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+def _interpolate(text: str, env: Mapping[str, str], *, secret: bool) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        body, closed = match.group(1), match.group(2)
+        reference = _REFERENCE.fullmatch(body) if closed else None
+        if reference is None:
+            shown = "" if secret else f" ${{{body}{closed or ''}"
+            raise _Invalid(f"bad substitution{shown}: use ${{NAME}}, ${{NAME:-default}} or $$")
+        name, default = reference.groups()
+        if default is not None and not env.get(name):
+            return default
+        if name not in env:
+            raise _Invalid(f"environment variable {name} is not set (or use ${{{name}:-default}})")
+        return env[name]
+
+    return _SUBSTITUTION.sub(substitute, text)
+
+
+def _expand(value: object, env: Mapping[str, str], *, secret: bool) -> object:
+    if isinstance(value, str):
+        return _interpolate(value, env, secret=secret)
+    if isinstance(value, list):
+        return [
+            _within(f"[{i}]", partial(_expand, item, env, secret=secret))
+            for i, item in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        return {
+            key: _within(f".{key}", partial(_expand, item, env, secret=secret))
+            for key, item in value.items()
+        }
+    return value
+
+
+# The schema: YAML key path -> parser. A key sets the Config field its path spells in snake
+# case (openchoreo.incremental.burst_length) unless _TARGETS names another.
+_SCHEMA: dict[str, Callable[[object], object]] = {
+    "openchoreo.baseUrl": _optional(_http_url),
+    "openchoreo.token": _optional(_text),
+    "openchoreo.caBundle": _optional(_file_path),
+    "openchoreo.insecureSkipVerify": _flag,
+    "openchoreo.incremental.burstLength": _positive,
+    "openchoreo.incremental.burstInterval": _positive,
+    "openchoreo.incremental.restLength": _minutes,
+    "openchoreo.incremental.chunkSize": _chunk_size,
+    "openchoreo.incremental.backoff": _backoff,
+    "openchoreo.incremental.maxAttempts": _count,
+    "openchoreo.incremental.rejectRemovalsAbovePercentage": _optional(_percentage),
+    "openchoreo.incremental.rejectEmptySourceCollections": _flag,
+    "openchoreo.incremental.maxConcurrentRequests": _count,
+    "openchoreo.incremental.maxRequestsPerSecond": _optional(_positive),
+    "openchoreo.incremental.requestTimeout": _positive,
+    "mapping.defaultOwner": _owner_ref,
+    "mapping.lifecycle": _text,
+    "state.path": _optional(_file_path),
+    "metrics.textfile": _optional(_file_path),
+    "catalog.directory": _optional(_file_path),
+    "providers": _providers,
+}
+_TARGETS = {
+    "state.path": "state_path",
+    "metrics.textfile": "metrics_textfile",
+    "catalog.directory": "catalog_directory",
+}
+_SECRETS = frozenset({"openchoreo.token"})
+
+_CHILDREN: dict[str, list[str]] = {}  # section path ("" for the top) -> its keys
+for _path in _SCHEMA:
+    _parts = _path.split(".")
+    for _depth in range(len(_parts)):
+        _siblings = _CHILDREN.setdefault(".".join(_parts[:_depth]), [])
+        if _parts[_depth] not in _siblings:
+            _siblings.append(_parts[_depth])
+
+
+def _walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
+    if node is None:  # a section whose keys are all commented out
+        return
+    if not isinstance(node, dict):
+        raise ConfigError(f"expected a mapping, got {_describe(node)}", path=section or None)
+    for key, value in node.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"keys must be strings, got {_describe(key)}", path=section or None)
+        path = f"{section}.{key}" if section else key
+        if path in _CHILDREN:
+            _walk(value, path, env, found)
+        elif path in _SCHEMA:
+            target = _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
+            found[target] = _parse_key(path, value, env)
+        else:
+            known = _CHILDREN[section]
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"expected one of: {', '.join(known)}"
+            raise ConfigError(f"unknown key ({hint})", path=path)
+
+
+def _parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
+    secret = path in _SECRETS
+    try:
+        return _SCHEMA[path](_expand(value, env, secret=secret))
+    except _Invalid as err:
+        got = "" if err.value is _NOTHING else f", got {_describe(err.value, secret=secret)}"
+        raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
+
+
+def _build(found: dict[str, Any], base: Path) -> Config:
+    found = {target: base / v if isinstance(v, Path) else v for target, v in found.items()}
+    if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
+        found["openchoreo.ca_bundle"] = str(ca_bundle)
+
+    def fields(prefix: str) -> dict[str, Any]:
+        return {
+            target.removeprefix(prefix): value
+            for target, value in found.items()
+            if target.startswith(prefix) and "." not in target.removeprefix(prefix)
+        }
+
+    top = fields("")
+    if "providers" in top:
+        chosen: dict[str, Mapping[str, Any] | None] = top["providers"]
+        top["providers"] = tuple(chosen)
+        options = {name: given for name, given in chosen.items() if given is not None}
+        top["provider_options"] = options
+    incremental = IncrementalConfig(**fields("openchoreo.incremental."))
+    openchoreo = OpenChoreoConfig(incremental=incremental, **fields("openchoreo."))
+    return Config(openchoreo=openchoreo, mapping=MappingConfig(**fields("mapping.")), **top)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if (key_node.tag, key_node.value) in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep=deep)
+
+
+def _parse_yaml(file: Path, text: str) -> dict[Any, Any]:
+    try:
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:  # its str() quotes the line, which may hold the token
+        mark, problem = err.problem_mark or err.context_mark, err.problem or err.context
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: invalid YAML: {err}") from None
+    if document is None:  # an empty file, or only comments
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level, got {_describe(document)}")
+    return document
+
+
+def _file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
+    warnings = []
+    raw_token = (document.get("openchoreo") or {}).get("token")
+    literal = isinstance(raw_token, str) and all(
+        match.group(0) == "$$" for match in _SUBSTITUTION.finditer(raw_token)
+    )
+    if literal and config.openchoreo.token and (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
+        warnings.append(
+            f"{file} holds openchoreo.token and is readable by others (mode {mode:04o}); "
+            "chmod 600 it"
+        )
+    if config.openchoreo.insecure_skip_verify:
+        warnings.append(
+            "openchoreo.insecureSkipVerify is true: TLS certificates are not verified; "
+            "prefer openchoreo.caBundle"
+        )
+    return tuple(warnings)

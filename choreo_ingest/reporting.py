@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
+from choreo_ingest.errors import ConfigError
+from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ProviderMetrics
 from choreo_ingest.models import ProviderRecord
 from choreo_ingest.schedule import health_problems
-from choreo_ingest.store import Store
+from choreo_ingest.store import ChangeRow, Store
 
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
@@ -112,3 +116,86 @@ def all_metrics(
     store: Store, names: Sequence[str], *, run_at: float | None
 ) -> list[ProviderMetrics]:
     return [provider_metrics(store, name, run_at=run_at) for name in names]
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    state_file: Path
+    schema_version: int
+    running: bool
+    providers: list[ProviderStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stateFile": str(self.state_file),
+            "schemaVersion": self.schema_version,
+            "running": self.running,
+            "providers": [status.to_json() for status in self.providers],
+        }
+
+
+@contextmanager
+def reading(state_path: Path) -> Iterator[Store]:
+    """The store opened read-only, schema checked; never takes the run lock, never writes."""
+    with Store.open(state_path, readonly=True) as store:
+        store.require_current_schema()
+        yield store
+
+
+def status_report(
+    state_path: Path, config: Config, now: float, *, only: str | None = None
+) -> StatusReport:
+    with reading(state_path) as store:
+        names = provider_names(store, config)
+        if only is not None:
+            if only not in names:
+                raise ConfigError(
+                    f"unknown provider {only!r} (known: {', '.join(names)})", path="PROVIDER"
+                )
+            names = [only]
+        return StatusReport(
+            state_file=state_path,
+            schema_version=store.schema_version(),
+            running=RunLock(state_path).is_held_elsewhere(),
+            providers=[provider_status(store, config, name, now) for name in names],
+        )
+
+
+@dataclass(frozen=True)
+class PendingRemovals:
+    provider: str
+    count: int
+    reason: str | None
+    refs: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.provider,
+            "blocked": self.count > 0,
+            "count": self.count,
+            "reason": self.reason,
+            "refs": self.refs,
+        }
+
+
+def pending_removals(
+    state_path: Path, config: Config, *, only: str | None = None, limit: int | None = None
+) -> list[PendingRemovals]:
+    with reading(state_path) as store:
+        names = [only] if only else provider_names(store, config)
+        found = []
+        for name in names:
+            blocked = store.blocked_removals(name)
+            refs = store.pending_removal_refs(name, limit) if blocked.count else []
+            found.append(PendingRemovals(name, blocked.count, blocked.reason, refs))
+        return found
+
+
+def iter_export(state_path: Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    with reading(state_path) as store:
+        yield from store.iter_entities(kind)
+
+
+def list_changes(state_path: Path, since: int, limit: int | None) -> list[ChangeRow]:
+    with reading(state_path) as store:
+        return store.changes(since, limit)

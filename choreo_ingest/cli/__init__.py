@@ -1,5 +1,5 @@
 """The command line: parse, call, render, exit."""
 
+from choreo_ingest.cli.app import app, main
 
-def main() -> None:
-    raise SystemExit("not yet")
+__all__ = ["app", "main"]

@@ -1,0 +1,3 @@
+from choreo_ingest.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""Exit codes, in one place (documented in the README; `--json` carries the same outcome)."""
+
+from __future__ import annotations
+
+import enum
+
+from choreo_ingest.errors import (
+    ChoreoIngestError,
+    ConfigError,
+    LockHeld,
+    ProviderError,
+    StateError,
+)
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # done: a burst ran, or nothing was due
+    INTERNAL_ERROR = 1  # a bug (also: `health` found problems)
+    USAGE = 2  # usage or configuration error
+    BURST_FAILED = 3  # upstream trouble; backoff scheduled
+    STATE_ERROR = 4  # state store unreadable, newer schema, not writable
+    LOCKED = 75  # another run holds the lock; nothing done (EX_TEMPFAIL)
+    INTERRUPTED = 130  # SIGTERM/SIGINT; the last page was checkpointed
+
+
+RUN_OUTCOMES = {
+    "burst": ExitCode.OK,
+    "waiting": ExitCode.OK,
+    "failed": ExitCode.BURST_FAILED,
+    "interrupted": ExitCode.INTERRUPTED,
+    "locked": ExitCode.LOCKED,
+}
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    if isinstance(error, LockHeld):
+        return ExitCode.LOCKED
+    if isinstance(error, StateError):
+        return ExitCode.STATE_ERROR
+    if isinstance(error, ConfigError):
+        return ExitCode.USAGE
+    if isinstance(error, ProviderError):
+        return ExitCode.BURST_FAILED
+    if isinstance(error, ChoreoIngestError):
+        return ExitCode.USAGE
+    return ExitCode.INTERNAL_ERROR

@@ -1,0 +1,89 @@
+"""All terminal output: JSON documents on stdout, tables for people, one-line errors on stderr.
+
+The only module that imports rich.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+_out = Console(soft_wrap=True)
+_err = Console(stderr=True, soft_wrap=True)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_json(document: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_json_lines(rows: Iterable[Any]) -> None:
+    for row in rows:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def print_text(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def error_line(message: str) -> None:
+    """One line on stderr, never markup-interpreted (error texts contain brackets)."""
+    sys.stderr.write(f"choreo-ingest: error: {message}\n")
+    sys.stderr.flush()
+
+
+def note_line(message: str) -> None:
+    _err.print(message, markup=False, highlight=False)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    _out.print(grid)
+
+
+def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
+    grid = Table(title=title, title_justify="left", show_header=False, box=None)
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for key, value in pairs.items():
+        grid.add_row(key, "" if value is None else str(value))
+    _out.print(grid)
+
+
+@contextmanager
+def live_status(enabled: bool) -> Iterator[LiveLine]:
+    """A single self-updating line on stderr (only on a TTY): `update(text)` replaces it."""
+    line = LiveLine(enabled)
+    if not enabled:
+        yield line
+        return
+    with Live("", console=_err, refresh_per_second=8, transient=False) as live:
+        line.live = live
+        yield line
+
+
+class LiveLine:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.live: Live | None = None
+
+    def update(self, text: str) -> None:
+        if self.live is not None:
+            self.live.update(text)

@@ -1,0 +1,303 @@
+"""Commands that need only the state file: status, health, providers, reset, migrate, removals,
+export, changes."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import typer
+import yaml
+
+from choreo_ingest.cli import render
+from choreo_ingest.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    YesOption,
+    confirm_or_abort,
+    open_session,
+    reported_errors,
+)
+from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.clock import rfc3339
+from choreo_ingest.errors import ConfigError
+from choreo_ingest.invocation import approve_removals, migrate, reset
+from choreo_ingest.providers.registry import available_providers
+from choreo_ingest.reporting import (
+    iter_export,
+    list_changes,
+    pending_removals,
+    shorten,
+    status_report,
+)
+
+ProviderArgument = Annotated[str | None, typer.Argument(help="Only this provider.")]
+
+
+def status(
+    ctx: typer.Context,
+    provider: ProviderArgument = None,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Show each provider's state, schedule, progress and blocked removals (takes no lock)."""
+    with reported_errors(json_output):
+        session = open_session(ctx, config, db)
+        report = status_report(
+            session.state_path, session.config, session.clock.now(), only=provider
+        )
+        if json_output:
+            render.print_json(report.to_json())
+            return
+        render.table(
+            f"{report.state_file} (schema {report.schema_version}"
+            f"{', a run is in progress' if report.running else ''})",
+            ["provider", "state", "cycle", "next action", "attempts", "active", "blocked", "error"],
+            [
+                [
+                    item.record.name,
+                    item.record.state.value,
+                    item.record.cycle_id,
+                    rfc3339(item.record.next_action_at),
+                    item.record.attempts,
+                    item.active_entities,
+                    item.removals_blocked or "",
+                    shorten(item.record.last_error, 80),
+                ]
+                for item in report.providers
+            ],
+        )
+
+
+def health(
+    ctx: typer.Context,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Exit 0 if every provider is healthy, 1 if not (failing, removals blocked, or stale)."""
+    with reported_errors(json_output, healthy=False):
+        session = open_session(ctx, config, db)
+        report = status_report(session.state_path, session.config, session.clock.now())
+        healthy = all(not item.health_problems for item in report.providers)
+        if json_output:
+            render.print_json(
+                {
+                    "healthy": healthy,
+                    "providers": [
+                        {
+                            "name": item.record.name,
+                            "healthy": not item.health_problems,
+                            "problems": item.health_problems,
+                        }
+                        for item in report.providers
+                    ],
+                }
+            )
+        else:
+            for item in report.providers:
+                for problem in item.health_problems:
+                    render.print_text(f"{item.record.name}: {problem}")
+            if healthy and render.stdout_is_tty():
+                render.print_text("healthy")
+    if not healthy:
+        raise typer.Exit(int(ExitCode.INTERNAL_ERROR))
+
+
+def providers(
+    ctx: typer.Context,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """List the providers that are installed and which of them the config runs."""
+    with reported_errors(json_output):
+        session = open_session(ctx, config, db)
+        configured = set(session.config.providers)
+        rows = [
+            {"name": info.name, "source": info.source, "configured": info.name in configured}
+            for info in available_providers()
+        ]
+        known = {row["name"] for row in rows}
+        rows += [
+            {"name": name, "source": "not installed", "configured": True}
+            for name in session.config.providers
+            if name not in known
+        ]
+        if json_output:
+            render.print_json({"providers": rows})
+        else:
+            render.table(
+                None,
+                ["provider", "source", "configured"],
+                [[row["name"], row["source"], "yes" if row["configured"] else ""] for row in rows],
+            )
+
+
+def reset_command(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Argument(help="The provider to reset.")],
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also remove its entities and active set.")
+    ] = False,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Start PROVIDER afresh: the next run begins a new cycle (entities stay unless --purge)."""
+    with reported_errors(json_output):
+        session = open_session(ctx, config, db)
+        what = "reset" + (" and PURGE all entities of" if purge else "")
+        confirm_or_abort(f"{what} provider {provider!r}?", yes)
+        removed = reset(session.state_path, provider, session.clock, purge=purge)
+        if json_output:
+            render.print_json({"provider": provider, "reset": True, "purged": removed})
+        elif render.stdout_is_tty():
+            render.print_text(f"{provider}: reset; {removed} entities purged")
+
+
+def migrate_command(
+    ctx: typer.Context,
+    status_only: Annotated[
+        bool, typer.Option("--status", help="Only list applied and pending migrations.")
+    ] = False,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Apply pending state schema migrations (also done automatically by `run`)."""
+    with reported_errors(json_output):
+        session = open_session(ctx, config, db)
+        report = migrate(session.state_path, apply=not status_only)
+        if json_output:
+            render.print_json(
+                {
+                    "stateFile": str(session.state_path),
+                    "schemaVersion": report.schema_version,
+                    "supportedVersion": report.supported_version,
+                    "applied": report.applied,
+                    "pending": report.pending,
+                    "appliedNow": report.applied_now,
+                }
+            )
+        elif render.stdout_is_tty() or report.applied_now:
+            render.print_text(
+                f"{session.state_path}: schema {report.schema_version} "
+                f"(supported {report.supported_version}); applied now: "
+                f"{', '.join(report.applied_now) or 'nothing'}; pending: "
+                f"{', '.join(report.pending) or 'nothing'}"
+            )
+
+
+def removals(
+    ctx: typer.Context,
+    action_or_provider: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PROVIDER | approve PROVIDER]",
+            help="List blocked removals (a dry run), or `approve PROVIDER` to apply them.",
+        ),
+    ] = None,
+    approved_provider: Annotated[str | None, typer.Argument(hidden=True)] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Refs to list per provider.")] = 100,
+    yes: YesOption = False,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """List removals a sweep guard blocked, or apply them with `removals approve PROVIDER`."""
+    with reported_errors(json_output):
+        session = open_session(ctx, config, db)
+        if action_or_provider == "approve":
+            if not approved_provider:
+                raise ConfigError("name the provider to approve: removals approve PROVIDER")
+            confirm_or_abort(f"remove the blocked entities of {approved_provider!r}?", yes)
+            removed = approve_removals(session.state_path, approved_provider, session.clock)
+            if json_output:
+                render.print_json({"provider": approved_provider, "removed": removed})
+            elif render.stdout_is_tty():
+                render.print_text(f"{approved_provider}: {removed} entities removed")
+            return
+        found = pending_removals(
+            session.state_path, session.config, only=action_or_provider, limit=limit
+        )
+        if json_output:
+            render.print_json({"providers": [item.to_json() for item in found]})
+            return
+        for item in found:
+            if not item.count:
+                render.print_text(f"{item.provider}: no blocked removals")
+                continue
+            render.print_text(f"{item.provider}: {item.count} removals blocked: {item.reason}")
+            for ref in item.refs:
+                render.print_text(f"  {ref}")
+            if item.count > len(item.refs):
+                render.print_text(f"  ... and {item.count - len(item.refs)} more")
+            render.print_text(f"  apply with: choreo-ingest removals approve {item.provider}")
+
+
+class ExportFormat(enum.StrEnum):
+    NDJSON = "ndjson"
+    YAML = "yaml"
+
+
+def export(
+    ctx: typer.Context,
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = ExportFormat.NDJSON,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this entity kind.")] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Print the catalog: one entity per line (ndjson) or a multi-document YAML stream."""
+    with reported_errors(False):
+        session = open_session(ctx, config, db)
+        entities = iter_export(session.state_path, kind)
+        if output_format is ExportFormat.NDJSON:
+            render.print_json_lines(entities)
+            return
+        for entity in entities:
+            render.print_text("---\n" + yaml.safe_dump(entity, sort_keys=False, allow_unicode=True))
+
+
+def changes(
+    ctx: typer.Context,
+    since: Annotated[int, typer.Option("--since", help="Only changes after this seq.")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many.")] = None,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Tail the change log: NDJSON rows {seq, at, op, ref, provider}, or one doc with --json."""
+    with reported_errors(json_output):
+        session = open_session(ctx, config, db)
+        rows = [
+            {
+                "seq": row.seq,
+                "at": rfc3339(row.at),
+                "op": row.op,
+                "ref": row.ref,
+                "provider": row.provider,
+            }
+            for row in list_changes(session.state_path, since, limit)
+        ]
+        if json_output:
+            last = rows[-1]["seq"] if rows else since
+            render.print_json({"changes": rows, "lastSeq": last})
+        else:
+            render.print_json_lines(rows)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(health)
+    app.command()(providers)
+    app.command("reset")(reset_command)
+    app.command("migrate")(migrate_command)
+    app.command()(removals)
+    app.command()(export)
+    app.command()(changes)

@@ -1,0 +1,207 @@
+"""Prometheus textfile export: stored per-provider state -> one `.prom` file, written atomically.
+
+Every call builds a fresh `CollectorRegistry` (never the process-global one) holding one collector
+that turns `ProviderMetrics` snapshots into metric families. Counters are rebuilt from totals
+persisted in the state DB, so they only ever grow across processes; no `_created` samples, no
+sample timestamps.
+A timestamp or duration that was never recorded (None) is left out rather than written as 0.
+
+Cycle outcomes (`choreo_ingest_cycles_total{outcome}`):
+    completed   the cycle completed and its sweep was applied
+    blocked     the cycle completed but its removals were blocked by a guard
+A failed burst does not end a cycle (the cycle resumes from its cursor), so there is no `failed`
+outcome: failures show as `choreo_ingest_consecutive_failures` and `choreo_ingest_state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from choreo_ingest.errors import ConfigError
+from choreo_ingest.models import ProviderState
+
+PREFIX = "choreo_ingest"
+CYCLE_OUTCOMES = ("completed", "blocked")
+EVENT_OUTCOMES = ("applied", "rejected", "parked", "retried")
+ENTITY_KINDS = ("Domain", "System", "Component", "API")
+"""Kinds always exported (as 0 when absent) so alerts on them have a series to read."""
+
+
+@dataclass(frozen=True)
+class ProviderMetrics:
+    """What the state DB knows about one provider, as of the end of this invocation."""
+
+    provider: str
+    state: ProviderState
+    last_run_at: float | None = None
+    """Epoch seconds when the last burst started."""
+    last_success_at: float | None = None
+    """Epoch seconds when the last cycle completed (waiting never bumps it)."""
+    last_cycle_duration: float | None = None
+    last_burst_duration: float | None = None
+    next_action_at: float | None = None
+    consecutive_failures: int = 0
+    entities_by_kind: Mapping[str, int] = field(default_factory=dict)
+    entities_upserted_total: int = 0
+    entities_removed_total: int = 0
+    pages_total: int = 0
+    removals_blocked: int = 0
+    """Removals currently held back by a sweep guard."""
+    cycles_total: Mapping[str, int] = field(default_factory=dict)
+    """Outcome (`CYCLE_OUTCOMES`) -> completed cycles."""
+    cursor_resets_total: int = 0
+    events_total: Mapping[str, int] = field(default_factory=dict)
+    """Outcome (`EVENT_OUTCOMES`) -> events handled."""
+
+    def __post_init__(self) -> None:
+        ProviderState(self.state)  # an unknown state is a bug upstream: fail here, not in Grafana
+
+
+def render_metrics(providers: Sequence[ProviderMetrics]) -> bytes:
+    """The text exposition of `providers` (what `write_metrics_textfile` writes)."""
+    return generate_latest(_registry_for(providers))
+
+
+def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> None:
+    """Write the metrics of `providers` to `path`: a temp file in the same directory, then a rename.
+
+    Readers (node_exporter's textfile collector) see the old file or the new one, never a part.
+    """
+    registry = _registry_for(providers)
+    try:
+        write_to_textfile(str(path), registry)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot write metrics textfile {path}: {reason}", path="metrics.textfile"
+        ) from exc
+
+
+def _registry_for(providers: Sequence[ProviderMetrics]) -> CollectorRegistry:
+    names = [p.provider for p in providers]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"provider listed more than once in metrics: {', '.join(duplicates)}")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_StoredStateCollector(tuple(providers)))
+    return registry
+
+
+class _StoredStateCollector(Collector):
+    """Exports stored values as they are; holds no state of its own between scrapes."""
+
+    def __init__(self, providers: Sequence[ProviderMetrics]) -> None:
+        self._providers = providers
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._timestamps()
+        yield from self._gauges()
+        yield from self._counters()
+
+    def _timestamps(self) -> Iterator[Metric]:
+        optional_values: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], ...] = (
+            (
+                "last_run_timestamp_seconds",
+                "When the last burst started.",
+                lambda p: p.last_run_at,
+            ),
+            (
+                "last_success_timestamp_seconds",
+                "When the last ingestion cycle completed.",
+                lambda p: p.last_success_at,
+            ),
+            (
+                "cycle_duration_seconds",
+                "Wall time of the last completed cycle, from its first burst to its sweep.",
+                lambda p: p.last_cycle_duration,
+            ),
+            (
+                "burst_duration_seconds",
+                "Wall time of the last burst.",
+                lambda p: p.last_burst_duration,
+            ),
+            (
+                "next_action_timestamp_seconds",
+                "When the provider is next due to burst.",
+                lambda p: p.next_action_at,
+            ),
+        )
+        for suffix, help_text, read in optional_values:
+            family = GaugeMetricFamily(f"{PREFIX}_{suffix}", help_text, labels=["provider"])
+            for provider in self._providers:
+                value = read(provider)
+                if value is not None:
+                    family.add_metric([provider.provider], value)
+            yield family
+
+    def _gauges(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            f"{PREFIX}_state",
+            "Current ingestion state of the provider (1 for the current state, 0 otherwise).",
+            labels=["provider", "state"],
+        )
+        failures = GaugeMetricFamily(
+            f"{PREFIX}_consecutive_failures",
+            "Bursts that failed in a row since the last successful one.",
+            labels=["provider"],
+        )
+        entities = GaugeMetricFamily(
+            f"{PREFIX}_entities",
+            "Catalog entities the provider currently owns, by kind.",
+            labels=["provider", "kind"],
+        )
+        blocked = GaugeMetricFamily(
+            f"{PREFIX}_removals_blocked",
+            "Entity removals currently held back by a sweep guard, awaiting approval.",
+            labels=["provider"],
+        )
+        for provider in self._providers:
+            name = provider.provider
+            current = ProviderState(provider.state)
+            for candidate in ProviderState:
+                state.add_metric([name, candidate.value], 1.0 if candidate is current else 0.0)
+            failures.add_metric([name], provider.consecutive_failures)
+            for kind, count in _with_defaults(provider.entities_by_kind, ENTITY_KINDS):
+                entities.add_metric([name, kind], count)
+            blocked.add_metric([name], provider.removals_blocked)
+        yield from (state, failures, entities, blocked)
+
+    def _counters(self) -> Iterator[Metric]:
+        upserted = _counter("entities_upserted_total", "Entities written (new or changed).")
+        removed = _counter("entities_removed_total", "Entities removed by sweeps and events.")
+        pages = _counter("pages_total", "Provider pages committed.")
+        resets = _counter(
+            "cursor_resets_total", "Listings restarted because their API cursor expired."
+        )
+        cycles = _counter("cycles_total", "Ingestion cycles completed, by outcome.", "outcome")
+        events = _counter("events_total", "Change events handled, by outcome.", "outcome")
+        for provider in self._providers:
+            name = provider.provider
+            upserted.add_metric([name], provider.entities_upserted_total)
+            removed.add_metric([name], provider.entities_removed_total)
+            pages.add_metric([name], provider.pages_total)
+            resets.add_metric([name], provider.cursor_resets_total)
+            for outcome, count in _with_defaults(provider.cycles_total, CYCLE_OUTCOMES):
+                cycles.add_metric([name, outcome], count)
+            for outcome, count in _with_defaults(provider.events_total, EVENT_OUTCOMES):
+                events.add_metric([name, outcome], count)
+        yield from (upserted, removed, pages, resets, cycles, events)
+
+
+def _counter(suffix: str, help_text: str, *extra_labels: str) -> CounterMetricFamily:
+    # CounterMetricFamily strips `_total` from the family name and adds it back to the sample.
+    return CounterMetricFamily(f"{PREFIX}_{suffix}", help_text, labels=["provider", *extra_labels])
+
+
+def _with_defaults(counts: Mapping[str, int], always: Iterable[str]) -> list[tuple[str, int]]:
+    """`counts` plus a 0 for each key of `always` it lacks; `always` keys first, then the rest."""
+    known = list(always)
+    extra = sorted(key for key in counts if key not in known)
+    return [(key, counts.get(key, 0)) for key in [*known, *extra]]

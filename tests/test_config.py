@@ -1,0 +1,641 @@
+from __future__ import annotations
+
+import errno
+import os
+import re
+import textwrap
+from pathlib import Path, PosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from choreo_ingest.config import (
+    Config,
+    IncrementalConfig,
+    MappingConfig,
+    OpenChoreoConfig,
+    config_warnings,
+    find_config_path,
+    load_config,
+    require_api,
+    resolve_state_path,
+)
+from choreo_ingest.errors import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "config.yaml"
+SECRET = "s3cr3t-t0ken-value"
+
+
+def write(directory: Path, text: str, name: str = "choreo-ingest.yaml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def write_bytes(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def load_text(directory: Path, text: str, env: dict[str, str] | None = None) -> Config:
+    return load_config(write(directory, text), env=env or {})
+
+
+def leaf_paths(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict) and node:
+        return set().union(*(leaf_paths(value, f"{prefix}{key}.") for key, value in node.items()))
+    return {prefix.rstrip(".")}
+
+
+class TestDefaults:
+    def test_no_config_file_gives_defaults(self) -> None:
+        assert load_config(None) == Config()
+        assert load_config(None).source is None
+
+    @pytest.mark.parametrize(
+        "text",
+        ["", "# only a comment\n", "openchoreo:\n  incremental:\nmapping:\n"],
+        ids=["empty", "comments-only", "empty-sections"],
+    )
+    def test_file_without_settings_gives_defaults(self, tmp_path: Path, text: str) -> None:
+        path = write(tmp_path, text)
+        assert load_config(path, env={}) == Config(source=path)
+
+
+class TestExample:
+    EVERY_KEY = frozenset(
+        {
+            "openchoreo.baseUrl",
+            "openchoreo.token",
+            "openchoreo.caBundle",
+            "openchoreo.insecureSkipVerify",
+            *(
+                f"openchoreo.incremental.{key}"
+                for key in (
+                    "burstLength",
+                    "burstInterval",
+                    "restLength",
+                    "chunkSize",
+                    "backoff",
+                    "maxAttempts",
+                    "rejectRemovalsAbovePercentage",
+                    "rejectEmptySourceCollections",
+                    "maxConcurrentRequests",
+                    "maxRequestsPerSecond",
+                    "requestTimeout",
+                )
+            ),
+            "mapping.defaultOwner",
+            "mapping.lifecycle",
+            "state.path",
+            "metrics.textfile",
+            "catalog.directory",
+            "providers",
+        }
+    )
+
+    def test_example_loads_to_the_documented_defaults(self) -> None:
+        config = load_config(EXAMPLE, env={"OPENCHOREO_TOKEN": "tok"})
+        assert config == Config(
+            openchoreo=OpenChoreoConfig(base_url="http://127.0.0.1:8080/api/v1", token="tok"),
+            source=EXAMPLE,
+        )
+        assert config.openchoreo.token == "tok"  # token is excluded from repr, not from eq
+        assert config.warnings == ()
+
+    def test_example_documents_every_key_with_a_comment(self) -> None:
+        text = EXAMPLE.read_text(encoding="utf-8")
+        assert leaf_paths(yaml.safe_load(text)) == self.EVERY_KEY
+        for line in text.splitlines():
+            if ":" in line and not line.lstrip().startswith("#") and not line.endswith(":"):
+                assert "  # " in line, f"undocumented: {line}"
+
+
+class TestValues:
+    def test_every_key_sets_its_field(self, tmp_path: Path) -> None:
+        config = load_text(
+            tmp_path,
+            """
+            openchoreo:
+              baseUrl: https://api.example/api/v1/
+              token: tok
+              caBundle: certs/ca.pem
+              insecureSkipVerify: false
+              incremental:
+                burstLength: 3.5
+                burstInterval: 60
+                restLength: 2
+                chunkSize: 1024
+                backoff: [1, 2.5]
+                maxAttempts: 7
+                rejectRemovalsAbovePercentage: 0
+                rejectEmptySourceCollections: false
+                maxConcurrentRequests: 1
+                maxRequestsPerSecond: 0.5
+                requestTimeout: 4
+            mapping: {defaultOwner: "user:team-a/jane.doe", lifecycle: experimental}
+            state: {path: state/ingest.db}
+            metrics: {textfile: /var/lib/node_exporter/choreo.prom}
+            catalog: {directory: ~/catalog}
+            providers: [openchoreo, {name: csv, path: things.csv, limit: 3}]
+            """,
+        )
+        assert config == Config(
+            openchoreo=OpenChoreoConfig(
+                base_url="https://api.example/api/v1",
+                token="tok",
+                ca_bundle=str(tmp_path / "certs/ca.pem"),
+                incremental=IncrementalConfig(
+                    burst_length=3.5,
+                    burst_interval=60.0,
+                    rest_length=120.0,
+                    chunk_size=1024,
+                    backoff=(1.0, 2.5),
+                    max_attempts=7,
+                    reject_removals_above_percentage=0.0,
+                    reject_empty_source_collections=False,
+                    max_concurrent_requests=1,
+                    max_requests_per_second=0.5,
+                    request_timeout=4.0,
+                ),
+            ),
+            mapping=MappingConfig(default_owner="user:team-a/jane.doe", lifecycle="experimental"),
+            state_path=tmp_path / "state/ingest.db",
+            metrics_textfile=Path("/var/lib/node_exporter/choreo.prom"),
+            catalog_directory=Path("~/catalog").expanduser(),
+            providers=("openchoreo", "csv"),
+            provider_options={"csv": {"path": "things.csv", "limit": 3}},
+            source=tmp_path / "choreo-ingest.yaml",
+        )
+
+    def test_bare_provider_names_have_no_options(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, "providers: [csv, openchoreo]\n")
+        assert config.providers == ("csv", "openchoreo")
+        assert config.provider_options == {}
+
+    def test_numbers_and_flags_may_come_from_the_environment(self, tmp_path: Path) -> None:
+        config = load_text(
+            tmp_path,
+            """
+            openchoreo:
+              insecureSkipVerify: ${INSECURE}
+              incremental: {chunkSize: "${CHUNK}", backoff: ["${FIRST}", 9]}
+            """,
+            env={"INSECURE": "True", "CHUNK": "200", "FIRST": "1.5"},
+        )
+        assert config.openchoreo.insecure_skip_verify is True
+        assert config.incremental.chunk_size == 200
+        assert config.incremental.backoff == (1.5, 9.0)
+
+    @pytest.mark.parametrize(
+        "value", ["null", '""', "'${UNSET_TOKEN:-}'"], ids=["null", "empty", "empty-default"]
+    )
+    def test_empty_optional_value_leaves_it_unset(self, tmp_path: Path, value: str) -> None:
+        config = load_text(tmp_path, f"openchoreo: {{token: {value}, baseUrl: {value}}}\n")
+        assert config.openchoreo.token is None
+        assert config.openchoreo.base_url is None
+
+
+BAD_CONFIGS = [
+    # (yaml, key path, message fragment)
+    (
+        "openchoreo: {incremental: {burstLenght: 5}}",
+        "openchoreo.incremental.burstLenght",
+        "unknown key (did you mean burstLength?)",
+    ),
+    ("mapping: {owner: x}", "mapping.owner", "unknown key (expected one of: defaultOwner, "),
+    ("openchoreoo: {}", "openchoreoo", "did you mean openchoreo?"),
+    (
+        "openchoreo: {incremental: {burstLength: abc}}",
+        "openchoreo.incremental.burstLength",
+        "expected a number, got 'abc'",
+    ),
+    (
+        "openchoreo: {incremental: {burstLength: true}}",
+        "openchoreo.incremental.burstLength",
+        "expected a number, got true",
+    ),
+    (
+        "openchoreo: {incremental: {requestTimeout: .inf}}",
+        "openchoreo.incremental.requestTimeout",
+        "expected a number, got inf",
+    ),
+    (
+        "openchoreo: {incremental: {burstInterval: 0}}",
+        "openchoreo.incremental.burstInterval",
+        "must be greater than 0, got 0",
+    ),
+    (
+        "openchoreo: {incremental: {restLength: -1}}",
+        "openchoreo.incremental.restLength",
+        "must be greater than 0, got -1",
+    ),
+    (
+        "openchoreo: {incremental: {chunkSize: 1025}}",
+        "openchoreo.incremental.chunkSize",
+        "must be at most 1024",
+    ),
+    (
+        "openchoreo: {incremental: {chunkSize: 2.5}}",
+        "openchoreo.incremental.chunkSize",
+        "expected a whole number, got 2.5",
+    ),
+    (
+        "openchoreo: {incremental: {maxAttempts: 0}}",
+        "openchoreo.incremental.maxAttempts",
+        "must be greater than 0",
+    ),
+    (
+        "openchoreo: {incremental: {maxConcurrentRequests: null}}",
+        "openchoreo.incremental.maxConcurrentRequests",
+        "expected a number, got null",
+    ),
+    (
+        "openchoreo: {incremental: {maxRequestsPerSecond: 0}}",
+        "openchoreo.incremental.maxRequestsPerSecond",
+        "must be greater than 0",
+    ),
+    (
+        "openchoreo: {incremental: {backoff: []}}",
+        "openchoreo.incremental.backoff",
+        "must list at least one delay",
+    ),
+    (
+        "openchoreo: {incremental: {backoff: 30}}",
+        "openchoreo.incremental.backoff",
+        "expected a list of seconds, got 30",
+    ),
+    (
+        "openchoreo: {incremental: {backoff: [30, 0]}}",
+        "openchoreo.incremental.backoff[1]",
+        "must be greater than 0, got 0",
+    ),
+    (
+        "openchoreo: {incremental: {rejectRemovalsAbovePercentage: 101}}",
+        "openchoreo.incremental.rejectRemovalsAbovePercentage",
+        "must be between 0 and 100, got 101",
+    ),
+    (
+        "openchoreo: {incremental: {rejectRemovalsAbovePercentage: -5}}",
+        "openchoreo.incremental.rejectRemovalsAbovePercentage",
+        "must be between 0 and 100",
+    ),
+    (
+        "openchoreo: {incremental: {rejectEmptySourceCollections: 1}}",
+        "openchoreo.incremental.rejectEmptySourceCollections",
+        "expected true or false, got 1",
+    ),
+    ("openchoreo: {baseUrl: ftp://x/api}", "openchoreo.baseUrl", "expected an http:// or https://"),
+    ("openchoreo: {baseUrl: 'http:///api'}", "openchoreo.baseUrl", "with a host"),
+    ("openchoreo: {baseUrl: 'http://h/api?x=1'}", "openchoreo.baseUrl", "no query"),
+    (
+        "openchoreo: {baseUrl: 'http://u:p@h/api'}",
+        "openchoreo.baseUrl",
+        "must not hold credentials",
+    ),
+    ("openchoreo: {baseUrl: 8080}", "openchoreo.baseUrl", "expected a non-empty string, got 8080"),
+    ("openchoreo: {incremental: [1]}", "openchoreo.incremental", "expected a mapping, got a list"),
+    ("openchoreo: yes", "openchoreo", "expected a mapping, got true"),
+    ("mapping: {defaultOwner: guests}", "mapping.defaultOwner", "expected a full ref"),
+    ("mapping: {defaultOwner: 'group:Default/x'}", "mapping.defaultOwner", "kind:namespace/name"),
+    ("mapping: {lifecycle: ''}", "mapping.lifecycle", "expected a non-empty string, got ''"),
+    ("state: {path: [a]}", "state.path", "expected a non-empty string, got a list"),
+    ("providers: []", "providers", "must name at least one provider"),
+    ("providers: openchoreo", "providers", "expected a list of names"),
+    ("providers: [openchoreo, 3]", "providers[1]", "expected a provider name (a string), got 3"),
+    ("providers: [{name: [a]}]", "providers[0].name", "expected a provider name (a string)"),
+    ("providers: [{path: x.csv}]", "providers[0]", "missing name"),
+    ("providers: ['my provider']", "providers[0]", "expected letters, digits"),
+    ("providers: [csv, {name: csv}]", "providers[1].name", "duplicate provider name 'csv'"),
+    ("1: x", None, "keys must be strings, got 1"),
+]
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("text", "key_path", "fragment"),
+        BAD_CONFIGS,
+        ids=[f"{path or 'top'}:{fragment[:24]}" for _, path, fragment in BAD_CONFIGS],
+    )
+    def test_bad_value_names_key_path_and_problem(
+        self, tmp_path: Path, text: str, key_path: str | None, fragment: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text + "\n")
+        assert caught.value.path == key_path
+        assert fragment in str(caught.value)
+        assert str(caught.value).startswith(f"{key_path}: " if key_path else "")
+        assert "\n" not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("text", "fragment"),
+        [
+            ("- a\n- b\n", "expected a mapping at the top level, got a list"),
+            ("just text\n", "expected a mapping at the top level, got 'just text'"),
+            ("openchoreo:\n  baseUrl: [x\n", "invalid YAML at line 3, column 1: "),
+            ("a: 1\n\tb: 2\n", "invalid YAML at line 2, column 1: "),
+            ("mapping: {lifecycle: a, lifecycle: b}\n", "line 1, column 25: duplicate key"),
+            ("x: !!python/object:os.system {}\n", "invalid YAML at line 1, column 4: "),
+        ],
+        ids=["list", "scalar", "unclosed-flow", "tab", "duplicate-key", "unsafe-tag"],
+    )
+    def test_unusable_file_is_named(self, tmp_path: Path, text: str, fragment: str) -> None:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=f"^{path}: ") as caught:
+            load_config(path, env={})
+        assert fragment in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("make", "problem"),
+        [
+            (lambda tmp: tmp / "missing.yaml", "No such file or directory"),
+            (lambda tmp: tmp, "Is a directory"),
+            (
+                lambda tmp: write_bytes(tmp / "x.yaml", b"\xff\xfe"),
+                "UTF-8",
+            ),
+        ],
+        ids=["missing", "directory", "not-utf8"],
+    )
+    def test_unreadable_file_says_why(self, tmp_path: Path, make: Any, problem: str) -> None:
+        path = make(tmp_path)
+        with pytest.raises(ConfigError, match=f"^{path}: cannot read: .*{problem}"):
+            load_config(path, env={})
+
+    def test_permission_denied_is_reported(self, tmp_path: Path) -> None:
+        class Unreadable(PosixPath):
+            def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+        path = Unreadable(tmp_path / "choreo-ingest.yaml")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, env={})
+        assert str(caught.value) == f"{path}: cannot read: Permission denied"
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+    def test_file_without_read_permission_is_reported(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "providers: [openchoreo]\n")
+        path.chmod(0o000)
+        with pytest.raises(ConfigError, match="cannot read: Permission denied"):
+            load_config(path, env={})
+
+
+class TestInterpolation:
+    @pytest.mark.parametrize(
+        ("raw", "env", "expected"),
+        [
+            ("${LIFE}", {"LIFE": "beta"}, "beta"),
+            ("pre-${LIFE}-post", {"LIFE": "beta"}, "pre-beta-post"),
+            ("${A}${B}", {"A": "x", "B": "y"}, "xy"),
+            ("${LIFE:-fallback}", {}, "fallback"),
+            ("${LIFE:-fallback}", {"LIFE": ""}, "fallback"),
+            ("${LIFE:-fallback}", {"LIFE": "set"}, "set"),
+            ("${LIFE:-with spaces: and colons}", {}, "with spaces: and colons"),
+            ("x${LIFE}", {"LIFE": ""}, "x"),
+            ("cost$$5", {}, "cost$5"),
+            ("$${LIFE}", {"LIFE": "beta"}, "${LIFE}"),
+            ("$$$${LIFE}", {"LIFE": "beta"}, "$${LIFE}"),
+            ("a$b$", {}, "a$b$"),
+            ("${LIFE}", {"LIFE": "${NOT_AGAIN}"}, "${NOT_AGAIN}"),
+        ],
+        ids=[
+            "whole",
+            "inside",
+            "two",
+            "default-unset",
+            "default-empty",
+            "default-unused",
+            "default-punctuation",
+            "set-but-empty",
+            "escaped-dollar",
+            "escaped-reference",
+            "two-escapes",
+            "lone-dollars",
+            "no-recursion",
+        ],
+    )
+    def test_string_values_are_interpolated(
+        self, tmp_path: Path, raw: str, env: dict[str, str], expected: str
+    ) -> None:
+        config = load_text(tmp_path, f"mapping: {{lifecycle: '{raw}'}}\n", env=env)
+        assert config.mapping.lifecycle == expected
+
+    def test_provider_options_are_interpolated(self, tmp_path: Path) -> None:
+        config = load_text(
+            tmp_path,
+            "providers: [{name: csv, files: ['${DIR}/a.csv'], auth: {user: '${USER_NAME}'}}]\n",
+            env={"DIR": "/data", "USER_NAME": "bot"},
+        )
+        assert config.provider_options["csv"] == {"files": ["/data/a.csv"], "auth": {"user": "bot"}}
+
+    def test_environment_defaults_to_os_environ(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CHOREO_TEST_LIFECYCLE", "staging")
+        config = load_config(write(tmp_path, "mapping: {lifecycle: '${CHOREO_TEST_LIFECYCLE}'}\n"))
+        assert config.mapping.lifecycle == "staging"
+
+    @pytest.mark.parametrize(
+        ("text", "key_path", "fragment"),
+        [
+            (
+                "openchoreo: {caBundle: '${CA_FILE}'}",
+                "openchoreo.caBundle",
+                "environment variable CA_FILE is not set",
+            ),
+            (
+                "providers: [{name: csv, files: [a, '${CSV_DIR}/b']}]",
+                "providers[0].files[1]",
+                "environment variable CSV_DIR is not set",
+            ),
+            ("mapping: {lifecycle: '${1BAD}'}", "mapping.lifecycle", "bad substitution ${1BAD}"),
+            ("mapping: {lifecycle: '${OPEN'}", "mapping.lifecycle", "bad substitution ${OPEN"),
+            ("mapping: {lifecycle: '${}'}", "mapping.lifecycle", "bad substitution ${}"),
+        ],
+        ids=["unset", "unset-in-options", "bad-name", "unterminated", "empty"],
+    )
+    def test_bad_reference_names_variable_and_key_path(
+        self, tmp_path: Path, text: str, key_path: str, fragment: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text + "\n")
+        assert caught.value.path == key_path
+        assert fragment in str(caught.value)
+
+
+class TestSecrets:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            f"openchoreo: {{token: [{SECRET}]}}",
+            f"openchoreo: {{token: {{{SECRET}: 1}}}}",
+            "openchoreo: {token: 123456789}",
+            f"openchoreo: {{token: '${{{SECRET}-x}}'}}",
+            f"openchoreo: {{token: '{SECRET}${{UNSET}}'}}",
+            f"openchoreo: {{token: '{SECRET}${{'}}",
+            f'openchoreo:\n  token: "{SECRET}\n',
+            f"openchoreo:\n  token: {SECRET}\n  token: {SECRET}",
+            f"openchoreo:\n  token: {SECRET}\n  bad key {SECRET}",
+        ],
+        ids=[
+            "list",
+            "mapping",
+            "number",
+            "bad-reference",
+            "unset-variable",
+            "unterminated",
+            "unclosed-quote",
+            "duplicate",
+            "yaml-error-after-token",
+        ],
+    )
+    def test_token_value_never_appears_in_errors(self, tmp_path: Path, text: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text + "\n")
+        for secret in (SECRET, "123456789"):
+            assert secret not in str(caught.value)
+            assert secret not in repr(caught.value.args)
+
+    def test_token_value_not_in_repr_or_warnings(self, tmp_path: Path) -> None:
+        path = write(tmp_path, f"openchoreo: {{token: {SECRET}, insecureSkipVerify: true}}\n")
+        path.chmod(0o644)
+        config = load_config(path, env={})
+        assert config.openchoreo.token == SECRET
+        assert SECRET not in repr(config)
+        assert len(config.warnings) == 2
+        assert all(SECRET not in warning for warning in config.warnings)
+
+
+class TestWarnings:
+    def test_literal_token_in_readable_file_is_warned(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "openchoreo: {token: abc}\n")
+        path.chmod(0o644)
+        assert config_warnings(load_config(path, env={})) == [
+            f"{path} holds openchoreo.token and is readable by others (mode 0644); chmod 600 it"
+        ]
+
+    @pytest.mark.parametrize(
+        ("token", "mode"),
+        [("abc", 0o600), ("abc", 0o400), ("'${TOKEN}'", 0o644), ("null", 0o644)],
+        ids=["private-file", "read-only-private", "token-from-env", "no-token"],
+    )
+    def test_no_warning_when_token_is_safe(self, tmp_path: Path, token: str, mode: int) -> None:
+        path = write(tmp_path, f"openchoreo: {{token: {token}}}\n")
+        path.chmod(mode)
+        assert config_warnings(load_config(path, env={"TOKEN": "t"})) == []
+
+    def test_group_readable_counts_as_readable_by_others(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "openchoreo: {token: abc}\n")
+        path.chmod(0o640)
+        assert "(mode 0640)" in config_warnings(load_config(path, env={}))[0]
+
+    def test_insecure_skip_verify_is_warned(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "openchoreo: {insecureSkipVerify: true}\n")
+        warnings = config_warnings(load_config(path, env={}))
+        assert len(warnings) == 1
+        assert "openchoreo.insecureSkipVerify" in warnings[0]
+
+    def test_warnings_do_not_change_equality(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "openchoreo: {insecureSkipVerify: true}\n")
+        config = load_config(path, env={})
+        expected = Config(openchoreo=OpenChoreoConfig(insecure_skip_verify=True), source=path)
+        assert config == expected
+
+
+class TestFindConfigPath:
+    def test_flag_wins_over_environment_and_local_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        flag, from_env = write(tmp_path, "", "flag.yaml"), write(tmp_path, "", "env.yaml")
+        write(tmp_path, "")
+        assert find_config_path(flag, env={"CHOREO_INGEST_CONFIG": str(from_env)}) == flag
+
+    def test_environment_wins_over_local_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        from_env = write(tmp_path, "", "env.yaml")
+        write(tmp_path, "")
+        assert find_config_path(None, env={"CHOREO_INGEST_CONFIG": str(from_env)}) == from_env
+
+    @pytest.mark.parametrize("env", [{}, {"CHOREO_INGEST_CONFIG": ""}], ids=["unset", "empty"])
+    def test_local_file_is_used_when_present(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        write(tmp_path, "")
+        assert find_config_path(None, env=env) == Path("choreo-ingest.yaml")
+
+    def test_no_config_anywhere_is_none(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        assert find_config_path(None, env={}) is None
+
+    @pytest.mark.parametrize(
+        ("flag", "env", "origin"),
+        [
+            (Path("nope.yaml"), {}, "--config"),
+            (None, {"CHOREO_INGEST_CONFIG": "nope.yaml"}, "$CHOREO_INGEST_CONFIG"),
+        ],
+        ids=["flag", "environment"],
+    )
+    def test_explicit_missing_file_is_an_error(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        flag: Path | None,
+        env: dict[str, str],
+        origin: str,
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        write(tmp_path, "")  # a local file must not stand in for a wrong explicit one
+        with pytest.raises(
+            ConfigError, match=re.escape(f"nope.yaml: no such config file (given by {origin})")
+        ):
+            find_config_path(flag, env=env)
+
+
+class TestResolveStatePath:
+    CONFIGURED = Config(state_path=Path("/srv/from-config.db"))
+
+    @pytest.mark.parametrize(
+        ("flag", "env", "config", "expected"),
+        [
+            (Path("flag.db"), {"CHOREO_INGEST_DB": "env.db"}, CONFIGURED, Path("flag.db")),
+            (None, {"CHOREO_INGEST_DB": "env.db"}, CONFIGURED, Path("env.db")),
+            (None, {"CHOREO_INGEST_DB": ""}, CONFIGURED, Path("/srv/from-config.db")),
+            (None, {}, CONFIGURED, Path("/srv/from-config.db")),
+            (None, {}, Config(), Path("choreo-ingest.db")),
+        ],
+        ids=["flag", "environment", "empty-environment", "config", "default"],
+    )
+    def test_precedence(
+        self, flag: Path | None, env: dict[str, str], config: Config, expected: Path
+    ) -> None:
+        assert resolve_state_path(flag, config, env=env) == expected
+
+    def test_relative_config_path_is_relative_to_the_file(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, "state: {path: data/ingest.db}\n")
+        assert resolve_state_path(None, config, env={}) == tmp_path / "data" / "ingest.db"
+
+
+class TestRequireApi:
+    def test_missing_base_url_is_an_error(self) -> None:
+        with pytest.raises(ConfigError) as caught:
+            require_api(Config())
+        assert str(caught.value) == "openchoreo.baseUrl: required to call the API"
+        assert caught.value.path == "openchoreo.baseUrl"
+
+    def test_configured_base_url_passes(self) -> None:
+        require_api(Config(openchoreo=OpenChoreoConfig(base_url="http://127.0.0.1:8080/api/v1")))
+
+    def test_base_url_set_in_code_is_validated_too(self) -> None:
+        with pytest.raises(ConfigError, match=r"^openchoreo\.baseUrl: expected an http"):
+            require_api(Config(openchoreo=OpenChoreoConfig(base_url="127.0.0.1:8080")))
+
+    def test_commands_without_the_api_load_without_base_url(self, tmp_path: Path) -> None:
+        assert load_text(tmp_path, "mapping: {lifecycle: beta}\n").openchoreo.base_url is None

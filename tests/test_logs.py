@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import structlog
+
+from choreo_ingest.logs import Redactor, configure_logging, get_logger, register_secret
+
+# Registered secrets live for the whole process: these are unlike anything other tests log.
+REGISTERED_TOKEN = "tok-4f1c9e7a-registered-in-test-logs"
+
+
+class TerminalStream(io.StringIO):
+    """A stream that says it is a terminal, as stderr does in an interactive shell."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def log_one_json_event(**fields: Any) -> dict[str, Any]:
+    stream = io.StringIO()
+    configure_logging(json=True, stream=stream)
+    get_logger().warning("request_failed", **fields)
+    [event] = json_lines(stream)
+    return event
+
+
+class TestJsonOutput:
+    def test_writes_one_json_object_per_line_with_event_level_and_timestamp(self) -> None:
+        stream = io.StringIO()
+        configure_logging(json=True, verbosity=1, stream=stream)
+        log = get_logger()
+
+        log.info("page_committed", pages=7, entities=50)
+        log.warning("removals_blocked", provider="openchoreo", stale=12)
+
+        first, second = json_lines(stream)
+        assert first["event"] == "page_committed"
+        assert first["level"] == "info"
+        assert (first["pages"], first["entities"]) == (7, 50)
+        assert second["event"] == "removals_blocked"
+        assert second["level"] == "warning"
+
+    def test_timestamps_are_iso_utc(self) -> None:
+        event = log_one_json_event()
+
+        assert event["timestamp"].endswith("Z")
+        moment = datetime.fromisoformat(event["timestamp"])
+        assert moment.utcoffset() == UTC.utcoffset(None)
+
+    def test_is_the_default_off_a_terminal(self) -> None:
+        stream = io.StringIO()
+        configure_logging(stream=stream)
+
+        get_logger().warning("burst_failed", attempts=3)
+
+        assert json_lines(stream)[0]["event"] == "burst_failed"
+
+    def test_names_the_logger(self) -> None:
+        stream = io.StringIO()
+        configure_logging(json=True, stream=stream)
+
+        get_logger("choreo_ingest.engine").warning("lock_held")
+
+        assert json_lines(stream)[0]["logger"] == "choreo_ingest.engine"
+
+    def test_logger_made_before_configuration_follows_it(self) -> None:
+        made_at_import_time = get_logger("early")
+        stream = io.StringIO()
+        configure_logging(json=True, stream=stream)
+
+        made_at_import_time.warning("cursor_expired")
+
+        assert json_lines(stream)[0]["event"] == "cursor_expired"
+
+    def test_exception_traceback_is_rendered_into_the_event(self) -> None:
+        stream = io.StringIO()
+        configure_logging(json=True, stream=stream)
+
+        try:
+            raise RuntimeError("upstream closed the connection")
+        except RuntimeError:
+            get_logger().exception("burst_crashed")
+
+        [event] = json_lines(stream)
+        assert "RuntimeError: upstream closed the connection" in event["exception"]
+
+
+class TestConsoleOutput:
+    def test_is_the_default_on_a_terminal(self) -> None:
+        stream = TerminalStream()
+        configure_logging(stream=stream)
+
+        get_logger().info("cycle_completed", entities=250)
+
+        line = stream.getvalue()
+        assert "cycle_completed" in line
+        assert "entities" in line
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
+
+    def test_json_flag_overrides_the_terminal(self) -> None:
+        stream = TerminalStream()
+        configure_logging(json=True, stream=stream)
+
+        get_logger().info("cycle_completed")
+
+        assert json_lines(stream)[0]["event"] == "cycle_completed"
+
+    def test_json_false_gives_console_lines_off_a_terminal(self) -> None:
+        stream = io.StringIO()
+        configure_logging(json=False, stream=stream)
+
+        get_logger().warning("cycle_completed")
+
+        assert "cycle_completed" in stream.getvalue()
+        assert not stream.getvalue().startswith("{")
+
+    def test_no_color_turns_colors_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("NO_COLOR", "1")
+        stream = TerminalStream()
+        configure_logging(stream=stream)
+
+        get_logger().warning("cycle_completed")
+
+        assert "\x1b[" not in stream.getvalue()
+
+
+class TestLevels:
+    @pytest.mark.parametrize(
+        ("verbosity", "stream_type", "shown"),
+        [
+            (0, io.StringIO, {"warning", "error"}),
+            (0, TerminalStream, {"info", "warning", "error"}),
+            (1, io.StringIO, {"info", "warning", "error"}),
+            (2, io.StringIO, {"debug", "info", "warning", "error"}),
+            (2, TerminalStream, {"debug", "info", "warning", "error"}),
+        ],
+        ids=["quiet-under-cron", "info-on-terminal", "v-info", "vv-debug", "vv-debug-on-terminal"],
+    )
+    def test_verbosity_and_terminal_pick_the_level(
+        self, verbosity: int, stream_type: type[io.StringIO], shown: set[str]
+    ) -> None:
+        stream = stream_type()
+        configure_logging(verbosity=verbosity, json=True, stream=stream)
+        log = get_logger()
+
+        log.debug("debug_logged")
+        log.info("info_logged")
+        log.warning("warning_logged")
+        log.error("error_logged")
+
+        assert {event["level"] for event in json_lines(stream)} == shown
+
+    def test_successful_cron_run_prints_nothing(self) -> None:
+        stream = io.StringIO()
+        configure_logging(stream=stream)
+
+        get_logger().info("burst_finished", pages=3)
+
+        assert stream.getvalue() == ""
+
+
+class TestStreams:
+    def test_writes_to_stderr_and_never_stdout(self, capsys: pytest.CaptureFixture[str]) -> None:
+        configure_logging(verbosity=2)
+        log = get_logger()
+
+        log.debug("debug_logged")
+        log.warning("warning_logged")
+
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert "debug_logged" in captured.err
+        assert "warning_logged" in captured.err
+
+
+class TestRedaction:
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"token": "abc123"}, ("token",)),
+            ({"Authorization": "Bearer abc123"}, ("Authorization",)),
+            ({"openchoreo_token": "abc123"}, ("openchoreo_token",)),
+            ({"headers": {"authorization": "Bearer abc123"}}, ("headers", "authorization")),
+            ({"config": {"db": {"Password": "abc123"}}}, ("config", "db", "Password")),
+            ({"client": {"client_secret": "abc123"}}, ("client", "client_secret")),
+            ({"request": {"API-Key": "abc123"}}, ("request", "API-Key")),
+        ],
+        ids=["token", "authorization", "suffix", "nested", "deep", "secret", "api-key"],
+    )
+    def test_masks_values_of_credential_named_keys(
+        self, fields: dict[str, Any], path: tuple[str, ...]
+    ) -> None:
+        event = log_one_json_event(**fields)
+
+        value: Any = event
+        for key in path:
+            value = value[key]
+        assert value == "***"
+        assert "abc123" not in json.dumps(event)
+
+    def test_masks_credential_keys_inside_lists(self) -> None:
+        event = log_one_json_event(attempts=[{"token": "abc123", "status": 401}])
+
+        assert event["attempts"] == [{"token": "***", "status": 401}]
+
+    def test_keeps_other_fields(self) -> None:
+        event = log_one_json_event(status=401, path="/api/v1/orgs", headers={"accept": "json"})
+
+        assert (event["status"], event["path"]) == (401, "/api/v1/orgs")
+        assert event["headers"] == {"accept": "json"}
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            {"url": f"https://choreo.example/api?access={REGISTERED_TOKEN}"},
+            {"detail": {"body": f"invalid token {REGISTERED_TOKEN}"}},
+            {"args": ["--token", REGISTERED_TOKEN]},
+            {"error": RuntimeError(f"refused {REGISTERED_TOKEN}")},
+        ],
+        ids=["string", "nested-string", "list-item", "object-repr"],
+    )
+    def test_masks_a_registered_secret_inside_any_value(self, fields: dict[str, Any]) -> None:
+        register_secret(REGISTERED_TOKEN)
+
+        event = log_one_json_event(**fields)
+
+        line = json.dumps(event)
+        assert REGISTERED_TOKEN not in line
+        assert "***" in line
+
+    def test_masks_a_registered_secret_in_the_event_and_traceback(self) -> None:
+        register_secret(REGISTERED_TOKEN)
+        stream = io.StringIO()
+        configure_logging(json=False, stream=stream)
+
+        try:
+            raise ValueError(f"bad header Bearer {REGISTERED_TOKEN}")
+        except ValueError:
+            get_logger().exception(f"auth_failed {REGISTERED_TOKEN}")
+
+        output = stream.getvalue()
+        assert REGISTERED_TOKEN not in output
+        assert "ValueError: bad header Bearer ***" in output
+
+    def test_redactor_masks_the_longest_secret_first(self) -> None:
+        redactor = Redactor()
+        redactor.register("abc")
+        redactor.register("abcdef")
+
+        assert redactor.scrub("x abcdef y abc") == "x *** y ***"
+
+    def test_redactor_ignores_an_empty_secret(self) -> None:
+        redactor = Redactor()
+        redactor.register("")
+
+        assert redactor.scrub("nothing to hide") == "nothing to hide"

@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from choreo_ingest.errors import ConfigError
+from choreo_ingest.metrics import (
+    CYCLE_OUTCOMES,
+    EVENT_OUTCOMES,
+    ProviderMetrics,
+    render_metrics,
+    write_metrics_textfile,
+)
+from choreo_ingest.models import ProviderState
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+EVERY_SERIES = (
+    "choreo_ingest_last_run_timestamp_seconds",
+    "choreo_ingest_last_success_timestamp_seconds",
+    "choreo_ingest_cycle_duration_seconds",
+    "choreo_ingest_burst_duration_seconds",
+    "choreo_ingest_state",
+    "choreo_ingest_next_action_timestamp_seconds",
+    "choreo_ingest_consecutive_failures",
+    "choreo_ingest_entities",
+    "choreo_ingest_entities_upserted_total",
+    "choreo_ingest_entities_removed_total",
+    "choreo_ingest_pages_total",
+    "choreo_ingest_removals_blocked",
+    "choreo_ingest_cycles_total",
+    "choreo_ingest_cursor_resets_total",
+    "choreo_ingest_events_total",
+)
+
+BUSY = ProviderMetrics(
+    provider="openchoreo",
+    state=ProviderState.INTERSTITIAL,
+    last_run_at=1_800_000_100.5,
+    last_success_at=1_800_000_000.0,
+    last_cycle_duration=312.25,
+    last_burst_duration=9.75,
+    next_action_at=1_800_000_140.0,
+    consecutive_failures=2,
+    entities_by_kind={"Domain": 3, "System": 12, "Component": 140, "API": 95},
+    entities_upserted_total=1234,
+    entities_removed_total=17,
+    pages_total=88,
+    removals_blocked=5,
+    cycles_total={"completed": 41, "blocked": 2},
+    cursor_resets_total=3,
+    events_total={"applied": 9, "rejected": 1, "parked": 0, "retried": 4},
+)
+
+BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
+    ("choreo_ingest_last_run_timestamp_seconds", {}, 1_800_000_100.5),
+    ("choreo_ingest_last_success_timestamp_seconds", {}, 1_800_000_000.0),
+    ("choreo_ingest_cycle_duration_seconds", {}, 312.25),
+    ("choreo_ingest_burst_duration_seconds", {}, 9.75),
+    ("choreo_ingest_next_action_timestamp_seconds", {}, 1_800_000_140.0),
+    ("choreo_ingest_consecutive_failures", {}, 2),
+    ("choreo_ingest_entities", {"kind": "Component"}, 140),
+    ("choreo_ingest_entities", {"kind": "API"}, 95),
+    ("choreo_ingest_entities_upserted_total", {}, 1234),
+    ("choreo_ingest_entities_removed_total", {}, 17),
+    ("choreo_ingest_pages_total", {}, 88),
+    ("choreo_ingest_removals_blocked", {}, 5),
+    ("choreo_ingest_cycles_total", {"outcome": "completed"}, 41),
+    ("choreo_ingest_cycles_total", {"outcome": "blocked"}, 2),
+    ("choreo_ingest_cursor_resets_total", {}, 3),
+    ("choreo_ingest_events_total", {"outcome": "retried"}, 4),
+]
+
+FRESH = ProviderMetrics(provider="csv", state=ProviderState.IDLE)
+
+
+def parse(text: bytes) -> tuple[Samples, dict[str, str]]:
+    """Samples keyed by (sample name, labels), and each family's HELP text."""
+    samples: Samples = {}
+    helps: dict[str, str] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        helps[family.name] = family.documentation
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"duplicate series {key}"
+            assert sample.timestamp is None
+            samples[key] = sample.value
+    return samples, helps
+
+
+def series_of(samples: Samples, provider: str) -> set[str]:
+    return {name for name, labels in samples if ("provider", provider) in labels}
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+class TestRenderMetrics:
+    def test_exports_every_series_with_the_provider_label(self) -> None:
+        samples, _ = parse(render_metrics([BUSY]))
+
+        assert series_of(samples, "openchoreo") == set(EVERY_SERIES)
+        assert all(("provider", "openchoreo") in labels for _, labels in samples)
+
+    @pytest.mark.parametrize(
+        ("name", "labels", "expected"),
+        BUSY_VALUES,
+        ids=[
+            name.removeprefix("choreo_ingest_") + "".join(f"-{v}" for v in labels.values())
+            for name, labels, _ in BUSY_VALUES
+        ],
+    )
+    def test_values_match_the_stored_state(
+        self, name: str, labels: dict[str, str], expected: float
+    ) -> None:
+        samples, _ = parse(render_metrics([BUSY]))
+
+        assert value(samples, name, provider="openchoreo", **labels) == expected
+
+    @pytest.mark.parametrize("state", list(ProviderState), ids=str)
+    def test_state_is_one_hot(self, state: ProviderState) -> None:
+        provider = ProviderMetrics(provider="openchoreo", state=state)
+        samples, _ = parse(render_metrics([provider]))
+
+        states = {
+            dict(labels)["state"]: v
+            for (name, labels), v in samples.items()
+            if name == "choreo_ingest_state"
+        }
+        assert states == {s.value: (1.0 if s is state else 0.0) for s in ProviderState}
+
+    def test_missing_timestamps_are_omitted_not_zero(self) -> None:
+        samples, _ = parse(render_metrics([FRESH]))
+
+        assert series_of(samples, "csv") == set(EVERY_SERIES) - {
+            "choreo_ingest_last_run_timestamp_seconds",
+            "choreo_ingest_last_success_timestamp_seconds",
+            "choreo_ingest_cycle_duration_seconds",
+            "choreo_ingest_burst_duration_seconds",
+            "choreo_ingest_next_action_timestamp_seconds",
+        }
+
+    def test_known_outcomes_and_kinds_are_exported_as_zero_when_absent(self) -> None:
+        samples, _ = parse(render_metrics([FRESH]))
+
+        def cycles(outcome: str) -> float:
+            return value(samples, "choreo_ingest_cycles_total", provider="csv", outcome=outcome)
+
+        def events(outcome: str) -> float:
+            return value(samples, "choreo_ingest_events_total", provider="csv", outcome=outcome)
+
+        for outcome in CYCLE_OUTCOMES:
+            assert (
+                value(samples, "choreo_ingest_cycles_total", provider="csv", outcome=outcome) == 0
+            )
+        for outcome in EVENT_OUTCOMES:
+            assert (
+                value(samples, "choreo_ingest_events_total", provider="csv", outcome=outcome) == 0
+            )
+        assert value(samples, "choreo_ingest_entities", provider="csv", kind="Domain") == 0
+
+    def test_unknown_kinds_and_outcomes_are_exported_too(self) -> None:
+        provider = ProviderMetrics(
+            provider="csv",
+            state=ProviderState.RESTING,
+            entities_by_kind={"Resource": 4},
+            events_total={"ignored": 6},
+        )
+        samples, _ = parse(render_metrics([provider]))
+
+        assert value(samples, "choreo_ingest_entities", provider="csv", kind="Resource") == 4
+        assert value(samples, "choreo_ingest_events_total", provider="csv", outcome="ignored") == 6
+
+    def test_keeps_providers_apart(self) -> None:
+        samples, _ = parse(render_metrics([BUSY, FRESH]))
+
+        assert value(samples, "choreo_ingest_pages_total", provider="openchoreo") == 88
+        assert value(samples, "choreo_ingest_pages_total", provider="csv") == 0
+
+    def test_counters_have_no_created_samples(self) -> None:
+        text = render_metrics([BUSY]).decode()
+
+        assert "_created" not in text
+        assert "# TYPE choreo_ingest_pages_total counter" in text
+
+    def test_every_family_has_help_text(self) -> None:
+        _, helps = parse(render_metrics([BUSY]))
+
+        assert all(helps.values())
+        assert len(helps) == len(EVERY_SERIES)
+
+    def test_no_providers_renders_only_help_and_type_lines(self) -> None:
+        lines = render_metrics([]).decode().splitlines()
+
+        assert lines
+        assert all(line.startswith("#") for line in lines)
+
+    def test_rejects_a_provider_listed_twice(self) -> None:
+        with pytest.raises(ValueError, match="csv"):
+            render_metrics([FRESH, FRESH])
+
+    def test_rejects_an_unknown_state(self) -> None:
+        with pytest.raises(ValueError, match="dozing"):
+            ProviderMetrics(provider="csv", state="dozing")  # type: ignore[arg-type]
+
+
+def in_missing_directory(root: Path) -> Path:
+    return root / "missing" / "choreo_ingest.prom"
+
+
+def at_a_directory(root: Path) -> Path:
+    (root / "choreo_ingest.prom").mkdir()
+    return root / "choreo_ingest.prom"
+
+
+def under_a_file(root: Path) -> Path:
+    (root / "file").touch()
+    return root / "file" / "choreo_ingest.prom"
+
+
+class TestWriteMetricsTextfile:
+    def test_written_file_parses_and_matches_render(self, tmp_path: Path) -> None:
+        target = tmp_path / "choreo_ingest.prom"
+
+        write_metrics_textfile(target, [BUSY, FRESH])
+
+        assert target.read_bytes() == render_metrics([BUSY, FRESH])
+        samples, _ = parse(target.read_bytes())
+        assert series_of(samples, "openchoreo") == set(EVERY_SERIES)
+
+    def test_replaces_the_file_by_rename_never_rewriting_it_in_place(self, tmp_path: Path) -> None:
+        target = tmp_path / "choreo_ingest.prom"
+        write_metrics_textfile(target, [FRESH])
+        before = target.read_bytes()
+        old_inode = target.stat().st_ino
+
+        with target.open("rb") as reader_of_old_file:
+            write_metrics_textfile(target, [BUSY])
+            still_seen_by_old_reader = reader_of_old_file.read()
+
+        assert still_seen_by_old_reader == before
+        assert target.stat().st_ino != old_inode
+        assert target.read_bytes() == render_metrics([BUSY])
+
+    def test_leaves_no_temp_files_behind(self, tmp_path: Path) -> None:
+        target = tmp_path / "choreo_ingest.prom"
+
+        write_metrics_textfile(target, [BUSY])
+        write_metrics_textfile(target, [BUSY])
+
+        assert [p.name for p in tmp_path.iterdir()] == ["choreo_ingest.prom"]
+
+    @pytest.mark.parametrize(
+        ("make_path", "reason"),
+        [
+            (in_missing_directory, "No such file or directory"),
+            (at_a_directory, "Is a directory"),
+            (under_a_file, "Not a directory"),
+        ],
+        ids=["missing-directory", "target-is-a-directory", "parent-is-a-file"],
+    )
+    def test_unwritable_path_is_a_one_line_config_error(
+        self, tmp_path: Path, make_path: Callable[[Path], Path], reason: str
+    ) -> None:
+        path = make_path(tmp_path)
+
+        with pytest.raises(ConfigError) as caught:
+            write_metrics_textfile(path, [BUSY])
+
+        message = str(caught.value)
+        assert caught.value.path == "metrics.textfile"
+        assert message == f"metrics.textfile: cannot write metrics textfile {path}: {reason}"
+        assert "\n" not in message
+        assert [p.name for p in tmp_path.rglob("*.prom.*")] == []
