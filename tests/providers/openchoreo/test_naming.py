@@ -1,0 +1,313 @@
+"""Backstage's naming, tag and ref rules, the sanitizers onto them, and `validate_entity`."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import pytest
+
+from choreo_ingest.config import MappingConfig
+from choreo_ingest.providers.openchoreo.entities import (
+    api_entity_name,
+    component_entities,
+    organization_namespace,
+    validate_entity,
+)
+from choreo_ingest.providers.openchoreo.naming import (
+    EntityRefError,
+    entity_name,
+    is_valid_entity_name,
+    is_valid_namespace,
+    is_valid_tag,
+    lower_kebab,
+    namespace_name,
+    parse_entity_ref,
+    tag,
+    tags,
+)
+
+HASH = r"[0-9a-f]{8}"
+
+
+class TestApiEntityName:
+    @pytest.mark.parametrize(
+        ("component_name", "endpoint", "expected"),
+        [
+            ("orders", "http", "orders-http"),
+            ("orders", "v1.rest_api", "orders-v1.rest_api"),
+            ("orders", "REST_api.v1", rf"orders-rest_api\.v1-{HASH}"),
+            ("orders", "my endpoint", rf"orders-my-endpoint-{HASH}"),
+            ("orders", "Çafé", rf"orders-cafe-{HASH}"),
+            ("orders", "日本語", rf"orders-{HASH}"),
+            ("orders", "", rf"orders-{HASH}"),
+            ("orders", "a..b", "orders-a..b"),
+            ("orders", "-leading", "orders--leading"),
+            ("orders", "trailing.", rf"orders-trailing-{HASH}"),
+            ("orders", "slash/inside", rf"orders-slash-inside-{HASH}"),
+            ("orders", "e" * 70, rf"orders-e{{47}}-{HASH}"),
+        ],
+        ids=[
+            "valid-kept",
+            "dots-and-underscores-kept",
+            "upper-case",
+            "space",
+            "accents",
+            "non-ascii-only",
+            "empty",
+            "double-dot-is-valid",
+            "dash-run-is-valid",
+            "trailing-dot",
+            "slash",
+            "70-chars",
+        ],
+    )
+    def test_sanitizes_to_backstage_names(
+        self, component_name: str, endpoint: str, expected: str
+    ) -> None:
+        name = api_entity_name(component_name, endpoint)
+        assert re.fullmatch(expected, name), name
+        assert is_valid_entity_name(name)
+        assert name == name.lower()
+
+    def test_hash_suffix_is_stable_across_releases(self) -> None:
+        # A changed algorithm would rename every sanitized API in existing catalogs.
+        assert api_entity_name("orders", "REST_api.v1") == "orders-rest_api.v1-3a5b31a8"
+
+    def test_long_name_is_cut_to_63_characters(self) -> None:
+        assert len(api_entity_name("c" * 63, "e" * 70)) == 63
+
+    def test_distinct_endpoints_never_share_a_name_even_ignoring_case(self) -> None:
+        long = "x" * 70
+        names = [
+            "api",
+            "Api",
+            "API",
+            "a b",
+            "a-b",
+            "a_b",
+            "a.b",
+            "a--b",
+            "a  b",
+            "a/b",
+            "a:b",
+            "日本",
+            "中文",
+            "",
+            " ",
+            "  ",
+            long + "1",
+            long + "2",
+            "ü",
+            "u",
+            "Ü",
+        ]
+        produced = {api_entity_name("orders", name).lower() for name in names}
+        assert len(produced) == len(names)
+
+
+class TestNames:
+    @pytest.mark.parametrize(
+        "raw",
+        ["acme", "a", "a" * 63, "shop-2", "x.y_z"],
+        ids=["plain", "one", "63", "dash", "dots"],
+    )
+    def test_valid_lower_case_names_are_kept(self, raw: str) -> None:
+        assert entity_name(raw) == raw
+
+    @pytest.mark.parametrize(
+        "raw",
+        ["Acme", "a" * 64, "has space", "-x", "", "ü"],
+        ids=["upper", "64", "space", "dash", "empty", "umlaut"],
+    )
+    def test_invalid_names_become_valid_and_distinct(self, raw: str) -> None:
+        name = entity_name(raw)
+        assert is_valid_entity_name(name)
+        assert name != raw
+
+    @pytest.mark.parametrize(
+        ("raw", "kept"),
+        [
+            ("acme", True),
+            ("a-b", True),
+            ("Acme", False),
+            ("a.b", False),
+            ("a_b", False),
+            ("a" * 64, False),
+        ],
+        ids=["plain", "dash", "upper", "dot", "underscore", "64"],
+    )
+    def test_namespaces_are_dns_labels(self, raw: str, kept: bool) -> None:
+        namespace = namespace_name(raw)
+        assert is_valid_namespace(namespace)
+        assert (namespace == raw) is kept
+        assert organization_namespace(raw) == namespace
+
+
+class TestTags:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("deployment", "deployment"),
+            ("Web App", "web-app"),
+            ("deployment/web-app", "deployment-web-app"),
+            ("C++", "c++"),
+            ("C#", "c#"),
+            ("gRPC", "grpc"),
+            ("--x--", "x"),
+            ("Çafé ünï", "cafe-uni"),
+            ("日本", None),
+            ("", None),
+            ("t" * 70, "t" * 63),
+            ("a" * 62 + "-b", "a" * 62),
+        ],
+        ids=[
+            "plain",
+            "space",
+            "slash",
+            "plus",
+            "hash",
+            "mixed-case",
+            "edge-dashes",
+            "accents",
+            "non-ascii",
+            "empty",
+            "too-long",
+            "cut-at-dash",
+        ],
+    )
+    def test_tag_rules(self, raw: str, expected: str | None) -> None:
+        assert tag(raw) == expected
+        if expected is not None:
+            assert is_valid_tag(expected)
+
+    def test_empty_and_duplicate_tags_are_dropped_in_order(self) -> None:
+        assert tags(["Web App", None, "", "web-app", "deployment", "日本", "WEB APP"]) == [
+            "web-app",
+            "deployment",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("ScheduledTask", "scheduled-task"),
+        ("APIProxy", "api-proxy"),
+        ("WebApplication", "web-application"),
+        ("REST_api.v1", "rest-api-v1"),
+        ("web-app", "web-app"),
+        ("HTTP2Server", "http2-server"),
+    ],
+    ids=["camel", "acronym", "two-words", "separators", "kebab", "digits"],
+)
+def test_lower_kebab(raw: str, expected: str) -> None:
+    assert lower_kebab(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("api:acme/x", ("api", "acme", "x")),
+        ("acme/x", ("System", "acme", "x")),
+        ("x", ("System", "home", "x")),
+        ("group:default/guests", ("group", "default", "guests")),
+        ("default/acme", ("System", "default", "acme")),
+    ],
+    ids=["full", "no-kind", "bare", "owner", "namespaced"],
+)
+def test_parse_entity_ref_applies_defaults(ref: str, expected: tuple[str, str, str]) -> None:
+    assert parse_entity_ref(ref, default_kind="System", default_namespace="home") == expected
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["", "api:", ":x", "acme/", "/x"],
+    ids=["empty", "no-name", "no-kind", "ns-no-name", "no-ns"],
+)
+def test_parse_entity_ref_rejects_malformed(ref: str) -> None:
+    with pytest.raises(EntityRefError):
+        parse_entity_ref(ref, default_kind="System")
+
+
+_GOOD = component_entities(
+    {"name": "orders", "type": "Service", "workload": {"endpoints": {"http": {"type": "REST"}}}},
+    "acme",
+    "shop",
+    MappingConfig(),
+    "openchoreo",
+)[0].body
+_DROP = object()
+
+
+def _with(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of a valid Component body with one field set (or dropped, with `_DROP`)."""
+    body = copy.deepcopy(dict(_GOOD))
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DROP:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return body
+
+
+ANNOTATIONS = ("metadata", "annotations")
+LABELS = ("metadata", "labels")
+MANAGED = "openchoreo.io/managed"
+REJECTED = [
+    ("name-space", ("metadata", "name"), "has space", "metadata.name"),
+    ("name-64", ("metadata", "name"), "n" * 64, "metadata.name"),
+    ("name-trailing-dash", ("metadata", "name"), "x-", "metadata.name"),
+    ("name-newline", ("metadata", "name"), "x\n", "metadata.name"),
+    ("namespace-upper", ("metadata", "namespace"), "Acme", "metadata.namespace"),
+    ("namespace-underscore", ("metadata", "namespace"), "a_b", "metadata.namespace"),
+    ("title-empty", ("metadata", "title"), "", "metadata.title"),
+    ("title-blank", ("metadata", "title"), "  ", "metadata.title"),
+    ("description-null", ("metadata", "description"), None, "metadata.description"),
+    ("annotation-null", (*ANNOTATIONS, "openchoreo.io/uid"), None, "metadata.annotations"),
+    ("annotation-int", (*ANNOTATIONS, "openchoreo.io/port"), 80, "metadata.annotations"),
+    ("annotation-key-slashes", (*ANNOTATIONS, "a/b/c"), "x", "metadata.annotations"),
+    ("annotation-key-prefix", (*ANNOTATIONS, "Bad_Prefix/x"), "x", "metadata.annotations"),
+    ("label-space", (*LABELS, MANAGED), "yes please", "metadata.labels"),
+    ("label-64", (*LABELS, MANAGED), "x" * 64, "metadata.labels"),
+    ("tag-upper", ("metadata", "tags"), ["Web"], "metadata.tags"),
+    ("tag-double-dash", ("metadata", "tags"), ["a--b"], "metadata.tags"),
+    ("tags-not-list", ("metadata", "tags"), "web", "metadata.tags"),
+    ("kind-unknown", ("kind",), "Template", "kind"),
+    ("kind-list", ("kind",), ["Component"], "kind"),
+    ("api-version-k8s", ("apiVersion",), "v1", "apiVersion"),
+    ("api-version-unknown", ("apiVersion",), "backstage.io/v1", "apiVersion"),
+    ("foreign-root-field", ("status",), {}, "status"),
+    ("metadata-missing", ("metadata",), _DROP, "metadata"),
+    ("spec-list", ("spec",), [], "spec"),
+    ("type-missing", ("spec", "type"), _DROP, "spec.type"),
+    ("lifecycle-empty", ("spec", "lifecycle"), "", "spec.lifecycle"),
+    ("owner-number", ("spec", "owner"), 3, "spec.owner"),
+    ("owner-a-system", ("spec", "owner"), "system:acme/shop", "spec.owner"),
+    ("system-no-name", ("spec", "system"), "acme/", "spec.system"),
+    ("provided-api-empty", ("spec", "providesApis"), [""], "spec.providesApis"),
+    ("provided-apis-not-list", ("spec", "providesApis"), "api:acme/x", "spec.providesApis"),
+    ("provided-api-bad-ns", ("spec", "providesApis"), ["api:Acme Corp/x"], "spec.providesApis"),
+    ("api-without-definition", ("kind",), "API", "spec.definition"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"), [case[1:] for case in REJECTED], ids=[case[0] for case in REJECTED]
+)
+def test_validate_entity_rejects_what_backstage_rejects(
+    path: tuple[str, ...], value: Any, field: str
+) -> None:
+    problems = validate_entity(_with(path, value))
+    assert any(problem.startswith(field) for problem in problems), problems
+
+
+def test_validate_entity_accepts_the_unchanged_base() -> None:
+    assert validate_entity(_with(("metadata", "name"), "orders")) == []
+
+
+@pytest.mark.parametrize("body", [None, [], "entity"], ids=["none", "list", "string"])
+def test_validate_entity_rejects_non_objects(body: Any) -> None:
+    assert validate_entity(body) == ["entity: not an object"]
