@@ -1,0 +1,405 @@
+"""The OpenChoreo HTTP client: the only module that imports httpx.
+
+One `OpenChoreoClient` lives for one burst. It sends every request through a shared
+`RequestLimiter`, caps each request's timeouts at the time left before the burst deadline,
+retries what is worth retrying, and translates every failure once into the errors of
+`choreo_ingest.errors`. Error texts name method, path, status and the API's code, never the token.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import ssl
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import OpenChoreoConfig
+from choreo_ingest.errors import (
+    AuthError,
+    ConfigError,
+    CursorExpired,
+    DeadlineExceeded,
+    PermanentError,
+    ProviderError,
+    RetryAfter,
+    TransientError,
+)
+from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
+
+MAX_ATTEMPTS = 4
+"""Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
+BACKOFF_BASE = 0.2
+"""Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
+MAX_PAGE_LIMIT = 1024
+"""The API clamps a larger `limit` silently."""
+MAX_UNBOUNDED_WAIT = 60.0
+"""Longest Retry-After honoured in place when the client has no deadline."""
+
+Params = Mapping[str, str | int]
+_Error = TypeVar("_Error", bound=ProviderError)
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a cursor-paginated listing; `next_cursor == ""` means the listing is finished."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str
+
+
+@dataclass(frozen=True)
+class NotFound:
+    """`get_many`'s marker for a resource that answered 404 (deleted meanwhile)."""
+
+    path: str
+    code: str | None = None
+
+
+class NotFoundError(PermanentError):
+    """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
+
+
+def default_user_agent() -> str:
+    # Imported here so that the package's __init__ may one day import this module without a cycle.
+    from choreo_ingest import __version__
+
+    return f"choreo-ingest/{__version__}"
+
+
+class OpenChoreoClient:
+    """A burst's connection to the OpenChoreo API; use it as a context manager."""
+
+    def __init__(
+        self,
+        config: OpenChoreoConfig,
+        *,
+        clock: Clock,
+        deadline: float | None,
+        transport: object | None = None,
+        user_agent: str | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not config.base_url:
+            raise ConfigError("is required", path="openchoreo.baseUrl")
+        self._base_url = config.base_url.rstrip("/")
+        self._token = config.token or None
+        self._clock = clock
+        self._deadline = deadline
+        self._request_timeout = config.incremental.request_timeout
+        self._rng = rng
+        self._limiter = RequestLimiter(
+            max_concurrent=config.incremental.max_concurrent_requests,
+            max_per_second=config.incremental.max_requests_per_second,
+            clock=clock,
+        )
+        headers = {"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        self._http = httpx.Client(
+            base_url=self._base_url + "/",
+            headers=headers,
+            transport=_transport(transport),
+            verify=_verify(config),
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=self._limiter.max_concurrent,
+                max_keepalive_connections=self._limiter.max_concurrent,
+            ),
+        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._count_lock = threading.Lock()
+        self._requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"OpenChoreoClient(base_url={self._base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._http.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent so far, retries included."""
+        with self._count_lock:
+            return self._requests_sent
+
+    def list_page(self, path: str, *, limit: int, cursor: str | None) -> ListPage:
+        """One page of a listing; raises PermanentError for a server without cursor pagination."""
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        params["pagination"] = "cursor"
+        data = self.get(path, params)
+        items = data.get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise self._error(
+                PermanentError, "GET", path, 200, None, "response data has no list of items"
+            )
+        next_cursor = data.get("nextCursor")
+        if next_cursor is None:
+            raise PermanentError(
+                f"the OpenChoreo API at {self._base_url} does not support cursor pagination "
+                f"(no nextCursor in GET {path})",
+                method="GET",
+                path=path,
+                status=200,
+            )
+        if not isinstance(next_cursor, str):
+            raise self._error(PermanentError, "GET", path, 200, None, "nextCursor is not a string")
+        return ListPage(items=items, next_cursor=next_cursor)
+
+    def get(self, path: str, params: Params | None = None) -> dict[str, Any]:
+        """The `data` object of a successful GET; every failure raises a ProviderError."""
+        response = self._send("GET", path, params)
+        return self._data(path, response)
+
+    def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[dict[str, Any] | NotFound]:
+        """GET each (path, params) with bounded concurrency; results in input order.
+
+        A 404 gives a `NotFound` in its place; any other failure raises (the first one in
+        input order among those that failed) and cancels what has not started yet.
+        """
+        if len(requests) <= 1:
+            return [self._get_or_not_found(path, params) for path, params in requests]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._limiter.max_concurrent, thread_name_prefix="openchoreo"
+            )
+        futures = [
+            self._pool.submit(self._get_or_not_found, path, params) for path, params in requests
+        ]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        failed = [future for future in futures if future in done and future.exception()]
+        if failed:
+            wait([future for future in pending if not future.cancelled()])
+            raise _exception_of(failed[0])
+        return [future.result() for future in futures]
+
+    def _get_or_not_found(self, path: str, params: Params) -> dict[str, Any] | NotFound:
+        try:
+            return self.get(path, params)
+        except NotFoundError as gone:
+            return NotFound(path=path, code=gone.code)
+
+    def _send(self, method: str, path: str, params: Params | None) -> httpx.Response:
+        path = path.partition("?")[0]
+        failure: ProviderError | None = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = self._send_once(method, path, params)
+            except httpx.TimeoutException:
+                failure = TransientError(
+                    f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
+                )
+                if self._deadline is not None and self._clock.monotonic() >= self._deadline:
+                    raise DeadlineExceeded(
+                        f"{method} {path}: timed out at the burst deadline",
+                        method=method,
+                        path=path,
+                    ) from None
+            except httpx.TransportError as error:
+                failure = TransientError(
+                    self._redact(f"{method} {path}: {type(error).__name__}: {error}"),
+                    method=method,
+                    path=path,
+                    code="CONNECTION_ERROR",
+                )
+            else:
+                if response.is_success:
+                    return response
+                failure = self._translate(method, path, response, attempt)
+                if not isinstance(failure, TransientError):
+                    raise failure
+            delay = (
+                failure.retry_after
+                if isinstance(failure, RetryAfter)
+                else BACKOFF_BASE * 2 ** (attempt - 1) * (0.5 + self._rng())
+            )
+            if attempt == MAX_ATTEMPTS or not self._fits(delay):
+                raise failure
+            self._clock.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    def _send_once(self, method: str, path: str, params: Params | None) -> httpx.Response:
+        self._check_deadline(method, path)
+        try:
+            with self._limiter.slot(self._deadline):
+                timeout = self._request_timeout
+                if self._deadline is not None:
+                    timeout = min(timeout, self._deadline - self._clock.monotonic())
+                    if timeout <= 0:
+                        self._check_deadline(method, path)
+                with self._count_lock:
+                    self._requests_sent += 1
+                return self._http.request(
+                    method,
+                    path.lstrip("/"),
+                    params=dict(params) if params else None,
+                    timeout=httpx.Timeout(timeout),
+                )
+        except DeadlineExceeded as error:
+            if error.path is not None:
+                raise
+            raise DeadlineExceeded(f"{method} {path}: {error}", method=method, path=path) from None
+
+    def _check_deadline(self, method: str, path: str) -> None:
+        if self._deadline is not None and self._clock.monotonic() >= self._deadline:
+            raise DeadlineExceeded(
+                f"{method} {path}: the burst deadline has passed", method=method, path=path
+            )
+
+    def _fits(self, delay: float) -> bool:
+        """Whether waiting `delay` seconds still leaves the request before the deadline."""
+        if self._deadline is None:
+            return delay <= MAX_UNBOUNDED_WAIT
+        return self._clock.monotonic() + delay < self._deadline
+
+    def _translate(
+        self, method: str, path: str, response: httpx.Response, attempt: int
+    ) -> ProviderError:
+        status = response.status_code
+        code, message = _error_fields(response)
+        if status in (401, 403):
+            return self._error(
+                AuthError, method, path, status, code, f"{message}; check openchoreo.token"
+            )
+        if status == 404:
+            return self._error(NotFoundError, method, path, status, code, message)
+        if status == 410:
+            return self._error(CursorExpired, method, path, status, code, message)
+        if status == 429:
+            retry_after = _retry_after_seconds(response.headers.get("Retry-After"), self._clock)
+            if retry_after is None:
+                retry_after = BACKOFF_BASE * 2 ** (attempt - 1) * (0.5 + self._rng())
+            text = self._redact(_describe(method, path, status, code, message))
+            return RetryAfter(
+                text, retry_after=retry_after, method=method, path=path, status=status, code=code
+            )
+        if status >= 500 or status == 408:
+            return self._error(TransientError, method, path, status, code, message)
+        return self._error(PermanentError, method, path, status, code, message)
+
+    def _data(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            raise self._error(
+                PermanentError, "GET", path, status, None, "response body is not JSON"
+            ) from None
+        if not isinstance(body, dict) or "data" not in body or body.get("success") is False:
+            raise self._error(
+                PermanentError, "GET", path, status, None, "response is not an OpenChoreo envelope"
+            )
+        data = body["data"]
+        if not isinstance(data, dict):
+            raise self._error(PermanentError, "GET", path, status, None, "data is not an object")
+        return data
+
+    def _error(
+        self,
+        kind: type[_Error],
+        method: str,
+        path: str,
+        status: int,
+        code: str | None,
+        message: str,
+    ) -> _Error:
+        text = self._redact(_describe(method, path, status, code, message))
+        return kind(text, method=method, path=path, status=status, code=code)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "<redacted>") if self._token else text
+
+
+def _describe(method: str, path: str, status: int, code: str | None, message: str) -> str:
+    head = f"{method} {path}: HTTP {status}" + (f" {code}" if code else "")
+    return f"{head}: {message}" if message else head
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
+    """(API code, server message) from an error body: the envelope or the 401 `{error, message}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, response.reason_phrase
+    if not isinstance(body, dict):
+        return None, response.reason_phrase
+    metadata = body.get("metadata")
+    if "code" in body:
+        code, message = body.get("code"), body.get("error") or body.get("message")
+    elif isinstance(metadata, dict) and "code" in metadata:
+        code, message = metadata.get("code"), body.get("error") or body.get("message")
+    else:
+        code, message = body.get("error"), body.get("message")
+    return (
+        str(code) if code else None,
+        str(message) if message else response.reason_phrase,
+    )
+
+
+def _retry_after_seconds(value: str | None, clock: Clock) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp() - clock.now()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _exception_of(future: Future[Any]) -> BaseException:
+    error = future.exception()
+    assert error is not None
+    return error
+
+
+def _transport(transport: object | None) -> httpx.BaseTransport | None:
+    if transport is None or isinstance(transport, httpx.BaseTransport):
+        return transport
+    raise TypeError(f"transport must be an httpx.BaseTransport, got {type(transport).__name__}")
+
+
+def _verify(config: OpenChoreoConfig) -> ssl.SSLContext | bool:
+    if config.insecure_skip_verify:
+        return False
+    try:
+        return ssl.create_default_context(cafile=config.ca_bundle)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            f"cannot load CA bundle {config.ca_bundle}: {error}", path="openchoreo.caBundle"
+        ) from None

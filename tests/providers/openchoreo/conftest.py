@@ -1,0 +1,197 @@
+"""Fakes for the OpenChoreo client and traversal tests: configs, an engine that drives the
+provider page by page, and a clock that only moves when every worker thread is asleep."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.models import Entity, EntityIteratorResult, QueuedItem, QueueItem
+from choreo_ingest.providers.base import BurstContext
+
+if TYPE_CHECKING:  # only the traversal tests need the simulator; keep the client tests apart
+    from choreo_ingest.simulator.api import SimulatorApi
+
+BASE_URL = "https://openchoreo.test/api/v1"
+TOKEN = "tok-9f8e7d-very-secret"
+USER_AGENT = "choreo-ingest/test"
+MAX_CURSOR_BYTES = 512
+
+
+def make_openchoreo_config(token: str | None = TOKEN, **incremental: Any) -> OpenChoreoConfig:
+    """A config for BASE_URL; `incremental` overrides IncrementalConfig fields by name."""
+    return OpenChoreoConfig(
+        base_url=BASE_URL, token=token, incremental=replace(IncrementalConfig(), **incremental)
+    )
+
+
+def make_config(token: str | None = TOKEN, **incremental: Any) -> Config:
+    return Config(openchoreo=make_openchoreo_config(token, **incremental))
+
+
+class MemoryQueues:
+    """The engine's durable queues in memory; a key queued this cycle is not pushed again."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[QueuedItem]] = {}
+        self._position = 0
+
+    def push(self, item: QueueItem) -> None:
+        queued = self.items.setdefault(item.queue, [])
+        if any(existing.key == item.key for existing in queued):
+            return
+        self._position += 1
+        queued.append(QueuedItem(position=self._position, key=item.key, value=item.value))
+
+    def read(self, queue: str, after: int, limit: int) -> Sequence[QueuedItem]:
+        return [item for item in self.items.get(queue, []) if item.position > after][:limit]
+
+    def keys(self, queue: str) -> list[str]:
+        return [item.key for item in self.items.get(queue, [])]
+
+
+@dataclass
+class FakeEngine:
+    """Drives a provider the way the engine does: one burst context, pages in order, the
+    cursor passed back only after a JSON round trip, queue pushes applied per page."""
+
+    provider: Any
+    clock: Any
+    config: Config
+    burst_seconds: float = 3600.0
+    queues: MemoryQueues = field(default_factory=MemoryQueues)
+    cursor: Any = None
+    results: list[EntityIteratorResult] = field(default_factory=list)
+    entities: dict[str, Entity] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def burst(self) -> BurstContext:
+        return BurstContext(
+            config=self.config,
+            clock=self.clock,
+            deadline=self.clock.monotonic() + self.burst_seconds,
+            queues=self.queues,
+            cancelled=lambda: False,
+        )
+
+    def page(self) -> EntityIteratorResult:
+        """One `next()` call in a burst of its own."""
+        with self.provider.around(self.burst) as context:
+            return self._apply(self.provider.next(context, self.cursor))
+
+    def run(
+        self, *, max_pages: int = 500, between_pages: Callable[[int], None] | None = None
+    ) -> list[EntityIteratorResult]:
+        """Pages until done, all in one burst; `between_pages(n)` runs after the n-th page."""
+        with self.provider.around(self.burst) as context:
+            for number in range(1, max_pages + 1):
+                result = self._apply(self.provider.next(context, self.cursor))
+                if result.done:
+                    return self.results
+                if between_pages is not None:
+                    between_pages(number)
+        raise AssertionError(f"not done after {max_pages} pages")
+
+    def _apply(self, result: EntityIteratorResult) -> EntityIteratorResult:
+        encoded = json.dumps(result.cursor, separators=(",", ":"))
+        assert len(encoded.encode()) <= MAX_CURSOR_BYTES, encoded
+        assert json.loads(encoded) == result.cursor
+        for item in result.queue_items:
+            self.queues.push(item)
+        for entity in result.entities:
+            self.entities[entity.ref] = entity
+        for name, increment in result.counters.items():
+            self.counters[name] = self.counters.get(name, 0) + increment
+        self.cursor = json.loads(encoded)
+        self.results.append(result)
+        return result
+
+
+class SteppingClock:
+    """Virtual time for threaded tests: it moves only when every registered worker is asleep,
+    to the earliest wake-up. What a thread does between two sleeps happens at one instant."""
+
+    def __init__(self, workers: int, start: float = 1000.0) -> None:
+        self._time = start
+        self._active = workers
+        self._wakeups: list[float] = []
+        self._condition = threading.Condition()
+
+    def now(self) -> float:
+        return self.monotonic()
+
+    def monotonic(self) -> float:
+        with self._condition:
+            return self._time
+
+    def sleep(self, seconds: float) -> None:
+        with self._condition:
+            target = self._time + max(seconds, 0.0)
+            heapq.heappush(self._wakeups, target)
+            self._advance_if_all_asleep()
+            if not self._condition.wait_for(lambda: self._time >= target, timeout=10):
+                raise AssertionError("SteppingClock: a worker never slept or finished")
+
+    def worker_finished(self) -> None:
+        with self._condition:
+            self._active -= 1
+            self._advance_if_all_asleep()
+
+    def _advance_if_all_asleep(self) -> None:
+        if self._wakeups and len(self._wakeups) >= self._active:
+            self._time = max(self._time, self._wakeups[0])
+            while self._wakeups and self._wakeups[0] <= self._time:
+                heapq.heappop(self._wakeups)
+            self._condition.notify_all()
+
+
+def simulator_transport(api: SimulatorApi) -> httpx.MockTransport:
+    """The simulator's pure handler as an in-process httpx transport (no sockets)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        answer = api.handle(
+            request.method, request.url.path, request.url.query.decode(), dict(request.headers)
+        )
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.fixture
+def transport_for() -> Callable[[SimulatorApi], httpx.MockTransport]:
+    return simulator_transport
+
+
+@pytest.fixture
+def base_url() -> str:
+    return BASE_URL
+
+
+@pytest.fixture
+def token() -> str:
+    return TOKEN
+
+
+@pytest.fixture
+def config_for() -> Callable[..., Config]:
+    """`config_for(token=..., chunk_size=2, ...)`: a Config for BASE_URL."""
+    return make_config
+
+
+@pytest.fixture
+def fake_engine() -> Callable[..., FakeEngine]:
+    return FakeEngine
+
+
+@pytest.fixture
+def stepping_clock() -> Callable[[int], SteppingClock]:
+    return SteppingClock
