@@ -14,10 +14,12 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
+from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import write_metrics_textfile
+from choreo_ingest.mirror import sync_mirror
 from choreo_ingest.models import ProviderState
-from choreo_ingest.providers.base import IncrementalEntityProvider
+from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.schedule import Event, transition
@@ -30,6 +32,7 @@ log = structlog.get_logger("choreo_ingest.invocation")
 class RunResult:
     outcome: str  # burst | waiting | failed | interrupted
     providers: list[ProviderOutcome] = field(default_factory=list)
+    events: DrainStats = field(default_factory=DrainStats)
 
 
 @dataclass(frozen=True)
@@ -75,30 +78,67 @@ def run_once(
     result = RunResult(outcome="waiting")
     with locked_store(state_path) as store, stop.installed():
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop)
+        loaded = {name: _load(name, config, providers) for name in names}
         try:
-            for name in names:
+            for provider in loaded.values():
+                if isinstance(provider, EventHandlingProvider) and not stop.is_set():
+                    _drain(store, provider, config, clock, stop, result.events)
+            for name, provider in loaded.items():
                 if stop.is_set():
                     break
-                result.providers.append(_run_provider(engine, name, providers, force))
+                result.providers.append(_run_provider(engine, name, provider, force))
+            mirror_error = _sync_mirror(config, store, stop)
         finally:
             _write_metrics(config, store, clock.now())
+    if mirror_error is not None:
+        raise mirror_error
     result.outcome = _overall_outcome(result.providers, stop)
     return result
+
+
+def _load(
+    name: str, config: Config, overrides: Mapping[str, IncrementalEntityProvider] | None
+) -> IncrementalEntityProvider | ChoreoIngestError:
+    try:
+        return (overrides or {}).get(name) or load_provider(name, config)
+    except ChoreoIngestError as error:
+        log.error("provider_unavailable", provider=name, error=str(error))
+        return error
+
+
+def _drain(
+    store: Store,
+    provider: EventHandlingProvider,
+    config: Config,
+    clock: Clock,
+    stop: StopSignal,
+    totals: DrainStats,
+) -> None:
+    try:
+        stats = drain_inbox(store, provider, config, clock, stop.is_set)
+    except ChoreoIngestError as error:  # e.g. the client could not be built: events wait
+        log.error("events_not_drained", provider=provider.name, error=str(error))
+        return
+    for key, value in vars(stats).items():
+        setattr(totals, key, getattr(totals, key) + value)
 
 
 def _run_provider(
     engine: BurstEngine,
     name: str,
-    overrides: Mapping[str, IncrementalEntityProvider] | None,
+    provider: IncrementalEntityProvider | ChoreoIngestError,
     force: bool,
 ) -> ProviderOutcome:
-    try:
-        provider = (overrides or {}).get(name) or load_provider(name, engine.config)
-    except ChoreoIngestError as error:
-        log.error("provider_unavailable", provider=name, error=str(error))
+    if isinstance(provider, ChoreoIngestError):
         record = engine.store.load_provider(name)
-        return ProviderOutcome(name=name, action="failed", state=record.state, error=str(error))
-    return engine.run_provider(provider, force=force)
+        return ProviderOutcome(name=name, action="failed", state=record.state, error=str(provider))
+    try:
+        return engine.run_provider(provider, force=force)
+    except Exception as error:  # a provider's bug must not stop the other providers
+        log.error("provider_crashed", provider=name, exc_info=True)
+        message = f"internal error in provider {name!r}: {type(error).__name__}: {error}"
+        record = engine.store.load_provider(name)
+        return ProviderOutcome(name=name, action="failed", state=record.state, error=message)
 
 
 def _overall_outcome(outcomes: list[ProviderOutcome], stop: StopSignal) -> str:
@@ -110,6 +150,21 @@ def _overall_outcome(outcomes: list[ProviderOutcome], stop: StopSignal) -> str:
     if "burst" in actions:
         return "burst"
     return "waiting"
+
+
+def _sync_mirror(config: Config, store: Store, stop: StopSignal) -> ChoreoIngestError | None:
+    """Bring the YAML mirror up to date; an error is returned, to be raised after the metrics."""
+    if config.catalog_directory is None or stop.is_set():
+        return None  # an interrupted run leaves it to the next one
+    try:
+        stats = sync_mirror(store, config.catalog_directory)
+    except ChoreoIngestError as error:
+        log.error("mirror_not_written", error=str(error))
+        return error
+    log.debug(
+        "mirror_synced", written=stats.written, deleted=stats.deleted, position=stats.position
+    )
+    return None
 
 
 def _write_metrics(config: Config, store: Store, now: float) -> None:

@@ -91,7 +91,8 @@ class Delta:
     upserts: Sequence[Entity] = ()
     removals: Sequence[str] = ()
     removal_scopes: Sequence[str] = ()
-    """Remove every entity whose scope is one of these or lies below (`acme` takes `acme/x/y`)."""
+    """Remove every entity whose scope is one of these or lies below (`acme` takes `acme/x/y`),
+    except the upserts of this delta: an updated component drops the APIs it no longer has."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ProviderMetrics
 from choreo_ingest.models import ProviderRecord
 from choreo_ingest.schedule import health_problems
-from choreo_ingest.store import ChangeRow, Store
+from choreo_ingest.store import ChangeRow, InboxCounts, Store
 
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
@@ -124,6 +124,7 @@ class StatusReport:
     schema_version: int
     running: bool
     providers: list[ProviderStatus]
+    events: InboxCounts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +132,7 @@ class StatusReport:
             "schemaVersion": self.schema_version,
             "running": self.running,
             "providers": [status.to_json() for status in self.providers],
+            "events": {"pending": self.events.pending, "parked": self.events.parked},
         }
 
 
@@ -158,6 +160,7 @@ def status_report(
             schema_version=store.schema_version(),
             running=RunLock(state_path).is_held_elsewhere(),
             providers=[provider_status(store, config, name, now) for name in names],
+            events=store.inbox_counts(),
         )
 
 

@@ -100,6 +100,7 @@ _TRANSITIONS: dict[tuple[ProviderState, Event], ProviderState] = {
     (_S.BACKING_OFF, Event.REFRESHED): _S.BACKING_OFF,
     (_S.INTERSTITIAL, Event.REFRESHED): _S.INTERSTITIAL,
     (_S.IDLE, Event.REFRESHED): _S.IDLE,
+    (_S.BURSTING, Event.REFRESHED): _S.BURSTING,  # a crashed burst: already due
 }
 
 

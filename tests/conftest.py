@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
-from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from choreo_ingest.models import Entity
+import structlog
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -27,28 +23,9 @@ def state_path(tmp_path: Path) -> Path:
     return tmp_path / "state.db"
 
 
-def versioned_entity(name: str, version: int = 1) -> Entity:
-    """`make_entity(name)` whose body (so content hash) changes with `version`."""
-    entity = make_entity(name)
-    metadata = {**entity.body["metadata"], "annotations": {"test/version": str(version)}}
-    return replace(entity, body={**entity.body, "metadata": metadata})
-
-
-def read_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table in the state DB (migration bookkeeping aside), sorted.
-
-    Read through a separate read-only connection, so it shows what another process would see.
-    """
-    uri = f"{path.resolve().as_uri()}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as conn:
-        names = [
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT IN ('_sqlite_migrations') ORDER BY name"
-            )
-        ]
-        return {
-            name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
-            for name in names
-        }
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """CLI tests configure structlog onto streams CliRunner closes afterwards: start clean."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from choreo_ingest import __version__
-from choreo_ingest.cli import demo_commands, run_commands, state_commands
+from choreo_ingest.cli import (
+    demo_commands,
+    event_commands,
+    mirror_commands,
+    run_commands,
+    state_commands,
+)
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
 from choreo_ingest.logs import configure_logging
 
@@ -55,6 +61,8 @@ def main_options(
 run_commands.register(app)
 state_commands.register(app)
 demo_commands.register(app)
+event_commands.register(app)
+mirror_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,170 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from choreo_ingest.cli import render
+from choreo_ingest.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    open_session,
+    reported_errors,
+)
+from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.state_commands import show_status
+from choreo_ingest.clock import SystemClock
+from choreo_ingest.config import Config
+from choreo_ingest.demo import DemoProgress, WorldSize, run_demo
+from choreo_ingest.preflight import run_checks
+from choreo_ingest.reporting import status_report
+from choreo_ingest.simulator import serve_forever
+
+simulate_app = typer.Typer(help="The built-in OpenChoreo simulator.", no_args_is_help=True)
+
+Count = Annotated[int, typer.Option(min=0)]
+
+
+def demo(
+    orgs: Annotated[int, typer.Option("--orgs", min=1, help="Organizations.")] = 3,
+    projects: Annotated[int, typer.Option("--projects", min=0, help="Projects per org.")] = 4,
+    components: Annotated[
+        int, typer.Option("--components", min=0, help="Components per project.")
+    ] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated world.")] = 0,
+    burst_length: Annotated[
+        float, typer.Option("--burst-length", min=0.1, help="Seconds per burst.")
+    ] = 2.0,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="State file (default: a new one in a temporary directory)."),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Mirror a simulated OpenChoreo platform: start the simulator, run until a cycle completes."""
+    with reported_errors(json_output):
+        state_path = db or Path(tempfile.mkdtemp(prefix="choreo-ingest-demo-")) / "state.db"
+        with render.live_status(render.stdout_is_tty() and not json_output) as line:
+
+            def show(progress: DemoProgress) -> None:
+                counts = ", ".join(f"{n} {kind}" for kind, n in sorted(progress.entities.items()))
+                line.update(
+                    f"run {progress.runs}: phase {progress.phase}, {counts or 'no entities yet'}, "
+                    f"{progress.requests} requests"
+                )
+
+            result = run_demo(
+                WorldSize(orgs, projects, components, seed),
+                state_path,
+                SystemClock(),
+                burst_length=burst_length,
+                on_progress=show,
+            )
+        if json_output:
+            render.print_json(
+                {
+                    "stateFile": str(result.state_path),
+                    "simulator": result.base_url,
+                    "runs": result.runs,
+                    "cycleCompleted": result.cycle_completed,
+                    "entities": result.entities,
+                    "requests": result.requests,
+                }
+            )
+        else:
+            show_status(status_report(state_path, Config(), SystemClock().now()))
+            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.entities.items()))
+            done = "completed" if result.cycle_completed else "NOT completed"
+            render.print_text(
+                f"cycle {done} in {result.runs} run(s), {result.requests} requests: {counts}\n"
+                f"state file: {result.state_path}\n"
+                f"try: choreo-ingest status --db {result.state_path}\n"
+                f"     choreo-ingest export --db {result.state_path} --format yaml"
+            )
+    if not result.cycle_completed:
+        raise typer.Exit(int(ExitCode.BURST_FAILED))
+
+
+@simulate_app.command("serve")
+def simulate_serve(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback).")] = "127.0.0.1",
+    orgs: Count = 3,
+    projects: Count = 4,
+    components: Count = 5,
+    seed: int = 0,
+    endpoints_max: Count = 3,
+    hidden_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.99, help="Items filtered out after paging.")
+    ] = 0.05,
+    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of 5xx.")] = 0.0,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Requests per second before 429s.")
+    ] = None,
+    cursor_ttl: Annotated[float, typer.Option(help="Seconds a cursor lives (410 after).")] = 300.0,
+    latency: Annotated[float, typer.Option(min=0.0, help="Seconds added per request.")] = 0.0,
+    token: Annotated[
+        str | None, typer.Option(envvar="SIMULATOR_TOKEN", help="Require this bearer token.")
+    ] = None,
+    no_cursor_support: Annotated[
+        bool, typer.Option(help="Behave like a server without cursor pagination.")
+    ] = False,
+) -> None:
+    """Serve a simulated OpenChoreo API until interrupted (prints its URL on stderr)."""
+    with reported_errors(False):
+        serve_forever(
+            host=host,
+            port=port,
+            orgs=orgs,
+            projects=projects,
+            components=components,
+            seed=seed,
+            endpoints_max=endpoints_max,
+            hidden_fraction=hidden_fraction,
+            error_rate=error_rate,
+            rate_limit=rate_limit,
+            cursor_ttl=cursor_ttl,
+            latency=latency,
+            token=token,
+            no_cursor_support=no_cursor_support,
+        )
+
+
+def check(
+    ctx: typer.Context,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Check config, API reachability, auth, cursor support, and that output paths are writable."""
+    with reported_errors(json_output, ok=False, checks=[]):
+        session = open_session(ctx, config, db)
+        checks = run_checks(session.config, session.state_path, session.clock)
+        ok = all(item.ok for item in checks)
+        if json_output:
+            render.print_json(
+                {
+                    "ok": ok,
+                    "checks": [
+                        {"name": item.name, "ok": item.ok, "detail": item.detail} for item in checks
+                    ],
+                }
+            )
+        else:
+            for item in checks:
+                if not item.ok:
+                    render.error_line(f"{item.name}: {item.detail}")
+                elif render.stdout_is_tty():
+                    render.print_text(f"ok  {item.name}: {item.detail}")
+    if not ok:
+        raise typer.Exit(int(ExitCode.USAGE))
 
 
 def register(app: typer.Typer) -> None:
-    del app
+    app.command()(demo)
+    app.command()(check)
+    app.add_typer(simulate_app, name="simulate")

@@ -25,6 +25,7 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import approve_removals, migrate, reset
 from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.reporting import (
+    StatusReport,
     iter_export,
     list_changes,
     pending_removals,
@@ -51,24 +52,28 @@ def status(
         if json_output:
             render.print_json(report.to_json())
             return
-        render.table(
-            f"{report.state_file} (schema {report.schema_version}"
-            f"{', a run is in progress' if report.running else ''})",
-            ["provider", "state", "cycle", "next action", "attempts", "active", "blocked", "error"],
+        show_status(report)
+
+
+def show_status(report: StatusReport) -> None:
+    render.table(
+        f"{report.state_file} (schema {report.schema_version}"
+        f"{', a run is in progress' if report.running else ''})",
+        ["provider", "state", "cycle", "next action", "attempts", "active", "blocked", "error"],
+        [
             [
-                [
-                    item.record.name,
-                    item.record.state.value,
-                    item.record.cycle_id,
-                    rfc3339(item.record.next_action_at),
-                    item.record.attempts,
-                    item.active_entities,
-                    item.removals_blocked or "",
-                    shorten(item.record.last_error, 80),
-                ]
-                for item in report.providers
-            ],
-        )
+                item.record.name,
+                item.record.state.value,
+                item.record.cycle_id,
+                rfc3339(item.record.next_action_at),
+                item.record.attempts,
+                item.active_entities,
+                item.removals_blocked or "",
+                shorten(item.record.last_error, 80),
+            ]
+            for item in report.providers
+        ],
+    )
 
 
 def health(

@@ -1,0 +1,28 @@
+"""The built-in OpenChoreo simulator, for `demo`, tests and benchmarks.
+
+    World            a seeded world (generated lazily) plus mutations; the query API for tests
+    SimulatorApi     the API contract as a pure, thread-safe handler: handle(...) -> SimResponse
+    start_server     the handler on a loopback HTTP/1.1 server (RunningServer, a context manager)
+    serve_forever    the blocking server behind `choreo-ingest simulate serve`
+
+It imports nothing from the engine, the store or the providers.
+"""
+
+from choreo_ingest.simulator.api import SimResponse, SimulatorApi, SimulatorOptions
+from choreo_ingest.simulator.metering import LoggedRequest, SimulatorStats
+from choreo_ingest.simulator.server import RunningServer, serve_forever, start_server
+from choreo_ingest.simulator.world import NotFound, Page, World
+
+__all__ = [
+    "LoggedRequest",
+    "NotFound",
+    "Page",
+    "RunningServer",
+    "SimResponse",
+    "SimulatorApi",
+    "SimulatorOptions",
+    "SimulatorStats",
+    "World",
+    "serve_forever",
+    "start_server",
+]

@@ -2,6 +2,7 @@
 
 from choreo_ingest.store.catalog import SweepGuards, canonical_json
 from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.migrations import MIGRATION_NAMES, SCHEMA_VERSION
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
 from choreo_ingest.store.store import Store, StoreQueueReader
@@ -12,6 +13,8 @@ __all__ = [
     "BlockedRemovals",
     "ChangeRow",
     "CycleRow",
+    "InboxCounts",
+    "InboxEvent",
     "Store",
     "StoreQueueReader",
     "SweepGuards",

@@ -188,15 +188,25 @@ def apply_delta(
         removed = 0
         for ref in delta.removals:
             removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
+        kept = {entity.ref for entity in delta.upserts}
         for scope in delta.removal_scopes:
-            removed += _remove_refs_where(
-                conn,
-                provider,
-                "entity_ref IN (SELECT ref FROM entities WHERE provider = ? "
-                "AND (scope = ? OR substr(scope, 1, ?) = ?))",
-                [provider, scope, len(scope) + 1, scope + "/"],
-                now,
-            )
+            # Collected first: _remove_refs_where deletes the entities before the refs, so a
+            # condition that reads the entities table would match nothing by then.
+            scoped = [
+                ref
+                for (ref,) in conn.execute(
+                    "SELECT ref FROM entities WHERE provider = ? "
+                    "AND (scope = ? OR substr(scope, 1, ?) = ?)",
+                    [provider, scope, len(scope) + 1, scope + "/"],
+                )
+                if ref not in kept
+            ]
+            for start in range(0, len(scoped), _IN_BATCH):
+                batch = scoped[start : start + _IN_BATCH]
+                marks = ",".join("?" * len(batch))
+                removed += _remove_refs_where(
+                    conn, provider, f"entity_ref IN ({marks})", list(batch), now
+                )
         bump_counters(conn, provider, {"entities_upserted": stats.upserted})
     return stats, removed
 

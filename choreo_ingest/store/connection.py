@@ -33,6 +33,7 @@ class Connection:
         self.readonly = readonly
         self._tracer = tracer
         _refuse_foreign_file(path)
+        conn: sqlite3.Connection | None = None
         try:
             if readonly:
                 conn = sqlite3.connect(
@@ -47,11 +48,15 @@ class Connection:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.DatabaseError as error:
-            raise NotAStateFile(
-                f"{path}: not a usable choreo-ingest state file ({error}); left untouched",
-                path=str(path),
-            ) from error
+        except BaseException as error:
+            if conn is not None:
+                conn.close()  # a refused file must not stay open (ResourceWarning on 3.13+)
+            if isinstance(error, sqlite3.DatabaseError):
+                raise NotAStateFile(
+                    f"{path}: not a usable choreo-ingest state file ({error}); left untouched",
+                    path=str(path),
+                ) from error
+            raise
 
     def close(self) -> None:
         self.db.conn.close()
@@ -120,20 +125,24 @@ class Connection:
             )
 
     def _check_is_ours(self) -> None:
+        # Ownership first: other apps set user_version too, and must not read as "too new".
         version = self.schema_version()
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
         tables = set(self.db.table_names())
-        if not tables:
-            return
-        if migrations.migrations_table not in tables or not self.scalar(
-            f"SELECT count(*) FROM {migrations.migrations_table} WHERE migration_set = ?",
-            [MIGRATION_SET],
+        if tables and (
+            migrations.migrations_table not in tables
+            or not self.scalar(
+                f"SELECT count(*) FROM {migrations.migrations_table} WHERE migration_set = ?",
+                [MIGRATION_SET],
+            )
         ):
             raise NotAStateFile(
                 f"{self.path}: an SQLite file, but not a choreo-ingest state file; left untouched",
                 path=str(self.path),
             )
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
+        if not tables:
+            return
         unknown = set(self.applied_migrations()) - set(MIGRATION_NAMES)
         if unknown:
             raise SchemaTooNew(str(self.path), version + len(unknown), SCHEMA_VERSION)

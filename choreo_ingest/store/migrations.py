@@ -93,6 +93,7 @@ def _initial(db: Database) -> None:
         );
         CREATE TABLE event_inbox (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            provider TEXT NOT NULL,
             received_at REAL NOT NULL,
             body TEXT NOT NULL,
             attempts INTEGER NOT NULL DEFAULT 0,
@@ -110,6 +111,14 @@ def _initial(db: Database) -> None:
     db.execute("PRAGMA user_version = 1")
 
 
+@migrations(name="0002_positions")
+def _positions(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE positions (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute("PRAGMA user_version = 2")
+
+
 def _run_script(db: Database, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):
@@ -117,5 +126,5 @@ def _run_script(db: Database, script: str) -> None:
             db.execute(statement)
 
 
-SCHEMA_VERSION = 1
-MIGRATION_NAMES = ("0001_initial",)
+SCHEMA_VERSION = 2
+MIGRATION_NAMES = ("0001_initial", "0002_positions")

@@ -34,6 +34,16 @@ class CycleRow:
 
 
 @dataclass(frozen=True)
+class EntityLocation:
+    """An entity's identity columns and body: where a file mirror puts it and what it writes."""
+
+    kind: str
+    namespace: str
+    name: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ChangeRow:
     seq: int
     at: float
@@ -152,6 +162,25 @@ def iter_entities(conn: Connection, kind: str | None = None) -> Iterator[dict[st
 def entity_body(conn: Connection, ref: str) -> dict[str, Any] | None:
     body = conn.scalar("SELECT body FROM entities WHERE ref = ?", [ref])
     return None if body is None else dict(json.loads(body))
+
+
+def entity_location(conn: Connection, ref: str) -> EntityLocation | None:
+    row = conn.execute(
+        "SELECT kind, namespace, name, body FROM entities WHERE ref = ?", [ref]
+    ).fetchone()
+    return None if row is None else EntityLocation(row[0], row[1], row[2], json.loads(row[3]))
+
+
+def iter_entity_locations(conn: Connection) -> Iterator[EntityLocation]:
+    """Every entity with its identity columns, ordered by ref; streamed, never all in memory."""
+    rows = conn.execute("SELECT kind, namespace, name, body FROM entities ORDER BY ref")
+    for kind, namespace, name, body in rows:
+        yield EntityLocation(kind, namespace, name, json.loads(body))
+
+
+def last_change_seq(conn: Connection) -> int:
+    """The newest change log sequence number; 0 when the log is empty."""
+    return int(conn.scalar("SELECT coalesce(max(seq), 0) FROM changes"))
 
 
 def changes(conn: Connection, since: int, limit: int | None) -> list[ChangeRow]:

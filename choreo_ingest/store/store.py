@@ -9,6 +9,7 @@ from typing import Any
 
 from choreo_ingest.errors import StateError
 from choreo_ingest.models import (
+    JSON,
     Delta,
     EntityIteratorResult,
     PageStats,
@@ -16,11 +17,12 @@ from choreo_ingest.models import (
     QueuedItem,
     SweepResult,
 )
-from choreo_ingest.store import catalog, queries
+from choreo_ingest.store import catalog, inbox, positions, queries
 from choreo_ingest.store.catalog import SweepGuards
 from choreo_ingest.store.connection import Connection, Tracer
+from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.migrations import SCHEMA_VERSION
-from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
+from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
 
 
 class Store:
@@ -116,6 +118,25 @@ class Store:
         with self._conn.transaction():
             catalog.bump_counters(self._conn, provider, increments)
 
+    # -- the event inbox -------------------------------------------------------------------
+
+    def add_events(self, provider: str, bodies: Sequence[JSON], now: float) -> list[int]:
+        return inbox.add_events(self._conn, provider, bodies, now)
+
+    def pending_events(self, provider: str, limit: int = 1000) -> list[InboxEvent]:
+        return inbox.pending_events(self._conn, provider, limit)
+
+    def apply_event(
+        self, provider: str, cycle_id: int, seq: int, delta: Delta, now: float
+    ) -> tuple[PageStats, int]:
+        return inbox.apply_event(self._conn, provider, cycle_id, seq, delta, now)
+
+    def fail_event(self, provider: str, seq: int, error: str, *, max_attempts: int) -> bool:
+        return inbox.fail_event(self._conn, provider, seq, error, max_attempts=max_attempts)
+
+    def inbox_counts(self) -> InboxCounts:
+        return inbox.inbox_counts(self._conn)
+
     # -- reads ----------------------------------------------------------------------------
 
     def load_provider(self, name: str) -> ProviderRecord:
@@ -151,8 +172,25 @@ class Store:
     def entity_body(self, ref: str) -> dict[str, Any] | None:
         return queries.entity_body(self._conn, ref)
 
+    def entity_location(self, ref: str) -> EntityLocation | None:
+        return queries.entity_location(self._conn, ref)
+
+    def iter_entity_locations(self) -> Iterator[EntityLocation]:
+        return queries.iter_entity_locations(self._conn)
+
     def changes(self, since: int = 0, limit: int | None = None) -> list[ChangeRow]:
         return queries.changes(self._conn, since, limit)
+
+    def last_change_seq(self) -> int:
+        return queries.last_change_seq(self._conn)
+
+    # -- positions of change log consumers --------------------------------------------------
+
+    def get_position(self, name: str) -> int:
+        return positions.get_position(self._conn, name)
+
+    def set_position(self, name: str, value: int) -> None:
+        positions.set_position(self._conn, name, value)
 
 
 class StoreQueueReader:

@@ -11,11 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
-from backstage_validator import (
-    entity_lines,
-    run_backstage_validator,
-    skip_unless_backstage_validator,
-)
 
 from choreo_ingest.config import MappingConfig
 from choreo_ingest.models import Entity
@@ -24,6 +19,12 @@ from choreo_ingest.providers.openchoreo.entities import (
     organization_entity,
     project_entity,
     validate_entity,
+)
+
+from backstage_validator import (
+    entity_lines,
+    run_backstage_validator,
+    skip_unless_backstage_validator,
 )
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,15 @@ from urllib.parse import quote
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import CursorExpired, PermanentError
-from choreo_ingest.models import JSON, Entity, EntityIteratorResult, QueuedItem, QueueItem
+from choreo_ingest.models import (
+    JSON,
+    Delta,
+    Entity,
+    EntityIteratorResult,
+    Event,
+    QueuedItem,
+    QueueItem,
+)
 from choreo_ingest.providers.base import BurstContext, QueueReader
 from choreo_ingest.providers.openchoreo.client import (
     MAX_PAGE_LIMIT,
@@ -32,6 +40,7 @@ from choreo_ingest.providers.openchoreo.client import (
     OpenChoreoClient,
     default_user_agent,
 )
+from choreo_ingest.providers.openchoreo.deltas import event_delta
 from choreo_ingest.providers.openchoreo.entities import (
     component_entities,
     organization_entity,
@@ -153,6 +162,10 @@ class OpenChoreoProvider:
             user_agent=default_user_agent(),
         ) as client:
             yield OpenChoreoContext(client=client, queues=burst.queues)
+
+    def handle_event(self, context: OpenChoreoContext, event: Event) -> Delta:
+        """Re-read the resource the event names (delta updates between cycles)."""
+        return event_delta(context.client, event, self._config.mapping, self._name)
 
     def next(self, context: OpenChoreoContext, cursor: JSON) -> EntityIteratorResult:
         state = TraversalCursor.from_json(cursor)

@@ -1,0 +1,20 @@
+"""Named positions in the change log (how far a consumer such as the YAML mirror has read)."""
+
+from __future__ import annotations
+
+from choreo_ingest.store.connection import Connection
+
+
+def get_position(conn: Connection, name: str) -> int:
+    """The stored position called `name`; 0 (before the first change) when none is stored."""
+    value = conn.scalar("SELECT value FROM positions WHERE name = ?", [name])
+    return 0 if value is None else int(value)
+
+
+def set_position(conn: Connection, name: str, value: int) -> None:
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO positions (name, value) VALUES (?, ?)
+               ON CONFLICT (name) DO UPDATE SET value = excluded.value""",
+            [name, value],
+        )

@@ -1,0 +1,45 @@
+"""Helpers for the store tests (and their SIGKILL child): versioned entities, raw table reads.
+
+Kept out of conftest.py: several conftest modules exist, so `from conftest import` is ambiguous.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from choreo_ingest.models import Entity
+
+from fakes import make_entity
+
+Tables = dict[str, list[tuple[Any, ...]]]
+
+
+def versioned_entity(name: str, version: int = 1) -> Entity:
+    """`make_entity(name)` whose body (so content hash) changes with `version`."""
+    entity = make_entity(name)
+    metadata = {**entity.body["metadata"], "annotations": {"test/version": str(version)}}
+    return replace(entity, body={**entity.body, "metadata": metadata})
+
+
+def read_tables(path: Path) -> Tables:
+    """Every row of every table in the state DB (migration bookkeeping aside), sorted.
+
+    Read through a separate read-only connection, so it shows what another process would see.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT IN ('_sqlite_migrations') ORDER BY name"
+            )
+        ]
+        return {
+            name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+            for name in names
+        }

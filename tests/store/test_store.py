@@ -1,0 +1,577 @@
+"""The state store on real SQLite files: schema, foreign files, the write path, sweeps."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from store_support import read_tables, versioned_entity
+
+from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
+from choreo_ingest.models import (
+    Delta,
+    Entity,
+    EntityIteratorResult,
+    ProviderRecord,
+    ProviderState,
+    QueueItem,
+    SweepResult,
+)
+from choreo_ingest.reporting import provider_metrics, provider_status
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store, SweepGuards
+
+from fakes import make_config, make_entity
+
+T0 = 1_800_000_000.0
+NO_GUARDS = SweepGuards(
+    reject_empty_source_collections=False, reject_removals_above_percentage=None
+)
+
+
+@pytest.fixture
+def store(state_path: Path) -> Iterator[Store]:
+    with Store.open(state_path) as opened:
+        opened.migrate()
+        yield opened
+
+
+def sql(path: Path, statement: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    """Run one statement through a separate plain connection (as another program would)."""
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(statement, params).fetchall()
+        conn.commit()
+        return rows
+
+
+def begin_cycle(store: Store, now: float = T0, name: str = "fake") -> ProviderRecord:
+    record = store.load_provider(name)
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    record.cycle_started_at = now
+    store.start_cycle(record, now)
+    return record
+
+
+def page(
+    entities: Sequence[Entity] = (),
+    *,
+    cursor: object = None,
+    queue_items: Sequence[QueueItem] = (),
+    done: bool = False,
+) -> EntityIteratorResult:
+    return EntityIteratorResult(
+        done=done, entities=entities, cursor=cursor, queue_items=queue_items
+    )
+
+
+def run_cycle(
+    store: Store,
+    entities: Sequence[Entity],
+    guards: SweepGuards = NO_GUARDS,
+    now: float = T0,
+) -> SweepResult:
+    """One whole cycle in one page, as the engine would run it."""
+    record = begin_cycle(store, now)
+    store.commit_page("fake", record.cycle_id, page(entities, done=True), None, now)
+    record.state = ProviderState.RESTING
+    return store.complete_cycle(record, guards, now)
+
+
+def entity_refs(store: Store) -> set[str]:
+    return {
+        f"{e['kind'].lower()}:{e['metadata']['namespace']}/{e['metadata']['name']}"
+        for e in store.iter_entities()
+    }
+
+
+def refs_of(entities: Sequence[Entity]) -> set[str]:
+    return {entity.ref for entity in entities}
+
+
+TEN = [make_entity(f"e{i}") for i in range(10)]
+
+
+class TestSchema:
+    def test_migrations_apply_once(self, state_path: Path) -> None:
+        with Store.open(state_path) as store:
+            assert store.pending_migrations() == list(MIGRATION_NAMES)
+            assert store.migrate() == list(MIGRATION_NAMES)
+            assert store.migrate() == []
+            assert store.applied_migrations() == list(MIGRATION_NAMES)
+            assert store.schema_version() == SCHEMA_VERSION
+        with Store.open(state_path) as reopened:
+            assert reopened.migrate() == []
+
+    def test_unmigrated_store_is_not_current(self, state_path: Path) -> None:
+        with Store.open(state_path) as store:
+            with pytest.raises(StateError, match="choreo-ingest migrate"):
+                store.require_current_schema()
+            store.migrate()
+            store.require_current_schema()
+
+    @pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
+    def test_newer_schema_is_refused_naming_the_version(
+        self, state_path: Path, readonly: bool
+    ) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        newer = SCHEMA_VERSION + 1
+        sql(state_path, f"PRAGMA user_version = {newer}")
+        original = state_path.read_bytes()
+
+        with pytest.raises(SchemaTooNew, match=f"version {newer} is newer") as caught:
+            Store.open(state_path, readonly=readonly)
+
+        assert (caught.value.found, caught.value.supported) == (newer, SCHEMA_VERSION)
+        assert state_path.read_bytes() == original
+
+    def test_unknown_applied_migration_is_refused(self, state_path: Path) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        sql(
+            state_path,
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES (?, ?, ?)",
+            ["choreo_ingest", "9999_from_the_future", "2030-01-01"],
+        )
+        with pytest.raises(SchemaTooNew):
+            Store.open(state_path)
+
+    def test_readonly_open_of_missing_file_creates_nothing(self, tmp_path: Path) -> None:
+        with pytest.raises(StateError, match="no state file yet"):
+            Store.open(tmp_path / "absent.db", readonly=True)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_open_in_missing_directory_is_a_state_error(self, tmp_path: Path) -> None:
+        with pytest.raises(StateError, match="does not exist"):
+            Store.open(tmp_path / "nowhere" / "state.db")
+
+
+def write_text_file(path: Path) -> None:
+    path.write_text("state: not really\n")
+
+
+def write_binary_junk(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+def write_short_file(path: Path) -> None:
+    path.write_bytes(b"hi")
+
+
+def write_other_app_db(path: Path, user_version: int = 0) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE bookmarks (url TEXT)")
+        conn.execute("INSERT INTO bookmarks VALUES ('https://example.org')")
+        conn.execute(f"PRAGMA user_version = {user_version}")
+        conn.commit()
+
+
+def write_versioned_other_app_db(path: Path) -> None:
+    write_other_app_db(path, user_version=70)  # many apps version their schema this way
+
+
+def write_other_sqlite_utils_app_db(path: Path) -> None:
+    write_other_app_db(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE _sqlite_migrations (migration_set, name, applied_at)")
+        conn.execute("INSERT INTO _sqlite_migrations VALUES ('bookmarks', '001', '2025-01-01')")
+        conn.commit()
+
+
+def write_newer_state_file(path: Path) -> None:
+    with Store.open(path) as store:
+        store.migrate()
+    sql(path, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+
+def open_handles(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if _link(fd) == str(path.resolve()))
+
+
+def _link(fd: Path) -> str | None:
+    try:
+        return str(fd.readlink())
+    except OSError:  # closed between listing and reading
+        return None
+
+
+FOREIGN_FILES: dict[str, Callable[[Path], None]] = {
+    "text-file": write_text_file,
+    "binary-junk": write_binary_junk,
+    "two-byte-file": write_short_file,
+    "other-app-sqlite": write_other_app_db,
+    "other-app-sqlite-with-user-version": write_versioned_other_app_db,
+    "other-sqlite-utils-app": write_other_sqlite_utils_app_db,
+}
+
+
+class TestForeignFiles:
+    @pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
+    @pytest.mark.parametrize("write", FOREIGN_FILES.values(), ids=FOREIGN_FILES.keys())
+    def test_foreign_file_is_refused_and_left_untouched(
+        self, tmp_path: Path, write: Callable[[Path], None], readonly: bool
+    ) -> None:
+        path = tmp_path / "state.db"
+        write(path)
+        original = path.read_bytes()
+
+        with pytest.raises(NotAStateFile, match="left untouched"):
+            Store.open(path, readonly=readonly)
+
+        assert path.read_bytes() == original
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+
+    @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
+    @pytest.mark.parametrize(
+        "write",
+        [write_other_app_db, write_versioned_other_app_db, write_newer_state_file],
+        ids=["other-app", "other-app-with-user-version", "newer-state-file"],
+    )
+    def test_refused_file_is_closed(self, tmp_path: Path, write: Callable[[Path], None]) -> None:
+        path = tmp_path / "state.db"
+        write(path)
+
+        with pytest.raises(StateError) as caught:
+            Store.open(path)
+
+        # checked while the exception (and its traceback's frames) are still alive
+        assert caught.value is not None
+        assert open_handles(path) == 0
+
+
+class TestWritePath:
+    def test_unchanged_entity_is_not_rewritten(self, store: Store, state_path: Path) -> None:
+        record = begin_cycle(store)
+        entity = versioned_entity("checkout", 1)
+
+        first = store.commit_page("fake", record.cycle_id, page([entity]), None, T0)
+        again = store.commit_page("fake", record.cycle_id, page([entity]), None, T0 + 5)
+
+        assert (first.upserted, first.unchanged) == (1, 0)
+        assert (again.upserted, again.unchanged) == (0, 1)
+        assert [change.op for change in store.changes()] == ["upsert"]
+        assert sql(state_path, "SELECT updated_at FROM entities") == [(T0,)]
+        # still marked as seen, at the later time
+        assert sql(state_path, "SELECT last_seen_at FROM openchoreo_incremental_entity_refs") == [
+            (T0 + 5,)
+        ]
+
+    def test_changed_entity_is_rewritten_and_logged(self, store: Store, state_path: Path) -> None:
+        record = begin_cycle(store)
+        store.commit_page("fake", record.cycle_id, page([versioned_entity("a", 1)]), None, T0)
+
+        stats = store.commit_page(
+            "fake", record.cycle_id, page([versioned_entity("a", 2)]), None, T0 + 5
+        )
+
+        assert stats.upserted == 1
+        assert [change.op for change in store.changes()] == ["upsert", "upsert"]
+        assert sql(state_path, "SELECT updated_at FROM entities") == [(T0 + 5,)]
+        body = store.entity_body(versioned_entity("a").ref)
+        assert body is not None
+        assert body["metadata"]["annotations"] == {"test/version": "2"}
+
+    def test_page_stores_cursor_and_bumps_counters(self, store: Store) -> None:
+        record = begin_cycle(store)
+        store.commit_page("fake", record.cycle_id, page(TEN[:3]), '{"offset":3}', T0)
+        counted = EntityIteratorResult(done=False, entities=TEN[3:4], counters={"requests": 7})
+        store.commit_page("fake", record.cycle_id, counted, '{"offset":4}', T0)
+
+        assert store.load_provider("fake").cursor == {"offset": 4}
+        counters = store.counters("fake")
+        assert counters["pages"] == 2
+        assert counters["entities_upserted"] == 4
+        assert counters["requests"] == 7
+        cycle = store.last_cycle("fake")
+        assert cycle is not None
+        assert (cycle.pages, cycle.upserted) == (2, 4)
+
+    def test_queue_push_dedups_by_key_and_reads_in_order(self, store: Store) -> None:
+        record = begin_cycle(store)
+        first = [QueueItem("orgs", "acme", {"v": 1}), QueueItem("orgs", "globex", {"v": 1})]
+        second = [QueueItem("orgs", "globex", {"v": 2}), QueueItem("orgs", "initech", {"v": 1})]
+        store.commit_page("fake", record.cycle_id, page(queue_items=first), None, T0)
+        store.commit_page("fake", record.cycle_id, page(queue_items=second), None, T0)
+        store.commit_page(
+            "fake", record.cycle_id, page(queue_items=[QueueItem("projects", "x", 1)]), None, T0
+        )
+
+        items = store.read_queue("fake", "orgs", 0, 100)
+
+        assert [(item.key, item.value) for item in items] == [
+            ("acme", {"v": 1}),
+            ("globex", {"v": 1}),  # the first push of a key wins
+            ("initech", {"v": 1}),
+        ]
+        positions = [item.position for item in items]
+        assert positions == sorted(set(positions))
+        after_first = store.read_queue("fake", "orgs", positions[0], 100)
+        assert [item.key for item in after_first] == ["globex", "initech"]
+        assert [item.key for item in store.read_queue("fake", "orgs", 0, 1)] == ["acme"]
+        assert store.read_queue("fake", "orgs", positions[-1], 100) == []
+        assert [item.key for item in store.read_queue("fake", "projects", 0, 9)] == ["x"]
+
+    def test_change_log_sequence_is_monotonic(self, store: Store) -> None:
+        run_cycle(store, TEN[:4])
+        run_cycle(store, [versioned_entity("e0", 2), *TEN[1:3]], now=T0 + 10)
+        run_cycle(store, TEN[:2], now=T0 + 20)
+
+        changes = store.changes()
+        seqs = [change.seq for change in changes]
+
+        assert seqs == sorted(set(seqs))
+        assert len(changes) == 4 + 1 + 1 + 1 + 1  # 4 new, e0 changed, e3 gone, e0 back, e2 gone
+        assert [c.seq for c in store.changes(since=seqs[3])] == seqs[4:]
+        assert [c.seq for c in store.changes(since=seqs[0], limit=2)] == seqs[1:3]
+
+
+class TestSweep:
+    def test_sweep_removes_stale_refs_and_their_entities_and_logs_deletes(
+        self, store: Store
+    ) -> None:
+        run_cycle(store, TEN)
+
+        result = run_cycle(store, TEN[:8], now=T0 + 10)
+
+        assert (result.removed, result.blocked, result.reason) == (2, 0, None)
+        assert entity_refs(store) == refs_of(TEN[:8])
+        assert store.active_count("fake") == 8
+        deletes = [c for c in store.changes() if c.op == "delete"]
+        assert {c.ref for c in deletes} == refs_of(TEN[8:])
+        assert {c.at for c in deletes} == {T0 + 10}
+        assert store.counters("fake")["entities_removed"] == 2
+
+    def test_empty_cycle_is_blocked_by_reject_empty_source_collections(self, store: Store) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=True, reject_removals_above_percentage=None
+        )
+        run_cycle(store, TEN, guards)
+
+        result = run_cycle(store, [], guards, now=T0 + 10)
+
+        assert (result.removed, result.blocked) == (0, 10)
+        assert result.reason is not None
+        assert "rejectEmptySourceCollections" in result.reason
+        assert entity_refs(store) == refs_of(TEN)
+
+    def test_empty_cycle_sweeps_everything_when_the_guard_is_off(self, store: Store) -> None:
+        run_cycle(store, TEN)
+        assert run_cycle(store, [], now=T0 + 10).removed == 10
+        assert entity_refs(store) == set()
+
+    def test_first_empty_cycle_is_not_blocked(self, store: Store) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=True, reject_removals_above_percentage=0.0
+        )
+        assert run_cycle(store, [], guards) == SweepResult(removed=0, blocked=0, reason=None)
+
+    @pytest.mark.parametrize(
+        ("missing", "blocked"),
+        [(1, False), (2, False), (3, True), (10, True)],
+        ids=["10pct-below", "20pct-at-threshold", "30pct-above", "100pct-above"],
+    )
+    def test_reject_removals_above_percentage(
+        self, store: Store, missing: int, blocked: bool
+    ) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+
+        result = run_cycle(store, TEN[missing:], guards, now=T0 + 10)
+
+        if blocked:
+            assert (result.removed, result.blocked) == (0, missing)
+            assert result.reason is not None
+            assert "rejectRemovalsAbovePercentage" in result.reason
+            assert entity_refs(store) == refs_of(TEN)
+        else:
+            assert (result.removed, result.blocked, result.reason) == (missing, 0, None)
+            assert entity_refs(store) == refs_of(TEN[missing:])
+
+    def test_new_entities_do_not_count_as_previously_active(self, store: Store) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+        newcomers = [make_entity(f"n{i}") for i in range(10)]
+
+        # 3 of the 10 previously active go: 30 %, even though 17 are active now
+        result = run_cycle(store, [*TEN[3:], *newcomers], guards, now=T0 + 10)
+
+        assert result.blocked == 3
+
+    def test_blocked_sweep_is_visible(self, store: Store, tmp_path: Path) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+        run_cycle(store, TEN[3:], guards, now=T0 + 10)
+
+        blocked = store.blocked_removals("fake")
+        assert (blocked.count, blocked.cycle_id) == (3, 2)
+        assert blocked.reason is not None
+        assert "30.0%" in blocked.reason
+        assert store.pending_removal_refs("fake") == sorted(refs_of(TEN[:3]))
+        assert store.pending_removal_refs("fake", limit=1) == sorted(refs_of(TEN[:3]))[:1]
+        status = provider_status(store, make_config(tmp_path), "fake", T0 + 10)
+        assert any("3 removals blocked" in problem for problem in status.health_problems)
+        assert status.to_json()["removals"] == {
+            "blocked": True,
+            "count": 3,
+            "reason": blocked.reason,
+        }
+        assert provider_metrics(store, "fake", run_at=None).removals_blocked == 3
+        cycle = store.last_cycle("fake")
+        assert cycle is not None
+        assert cycle.outcome == "blocked"
+
+    def test_blocked_sweep_survives_next_cycle(self, store: Store) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+        run_cycle(store, TEN[3:], guards, now=T0 + 10)
+
+        # the blocked state stays while the next cycle runs ...
+        record = begin_cycle(store, T0 + 20)
+        assert store.blocked_removals("fake").count == 3
+        store.commit_page("fake", record.cycle_id, page(TEN[3:], done=True), None, T0 + 20)
+        record.state = ProviderState.RESTING
+        # ... and is recomputed from the active set when it completes
+        result = store.complete_cycle(record, guards, T0 + 20)
+
+        assert result.blocked == 3
+        blocked = store.blocked_removals("fake")
+        assert (blocked.count, blocked.cycle_id) == (3, 3)
+        assert store.pending_removal_refs("fake") == sorted(refs_of(TEN[:3]))
+        assert entity_refs(store) == refs_of(TEN)
+
+    def test_blocked_sweep_clears_when_the_source_comes_back(self, store: Store) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+        run_cycle(store, TEN[3:], guards, now=T0 + 10)
+
+        result = run_cycle(store, TEN, guards, now=T0 + 20)
+
+        assert result == SweepResult(removed=0, blocked=0, reason=None)
+        assert store.blocked_removals("fake").count == 0
+        assert store.pending_removal_refs("fake") == []
+
+    def test_approve_removals_applies_the_blocked_sweep(self, store: Store, tmp_path: Path) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+        run_cycle(store, TEN[3:], guards, now=T0 + 10)
+
+        assert store.approve_removals("fake", T0 + 30) == 3
+
+        assert entity_refs(store) == refs_of(TEN[3:])
+        assert store.active_count("fake") == 7
+        assert {c.ref for c in store.changes() if c.op == "delete"} == refs_of(TEN[:3])
+        assert store.blocked_removals("fake").count == 0
+        assert store.pending_removal_refs("fake") == []
+        assert store.load_provider("fake").blocked_removals == 0
+        status = provider_status(store, make_config(tmp_path), "fake", T0 + 30)
+        assert status.health_problems == []
+        assert store.approve_removals("fake", T0 + 40) == 0
+
+    def test_approve_spares_what_the_running_cycle_saw_again(self, store: Store) -> None:
+        guards = SweepGuards(
+            reject_empty_source_collections=False, reject_removals_above_percentage=20.0
+        )
+        run_cycle(store, TEN, guards)
+        run_cycle(store, TEN[3:], guards, now=T0 + 10)
+        record = begin_cycle(store, T0 + 20)
+        store.commit_page("fake", record.cycle_id, page(TEN[:1]), None, T0 + 20)
+
+        assert store.approve_removals("fake", T0 + 30) == 2
+
+        assert entity_refs(store) == {TEN[0].ref, *refs_of(TEN[3:])}
+
+
+def scoped(name: str, scope: str) -> Entity:
+    body = {"kind": "System", "metadata": {"name": name, "namespace": "default"}}
+    return Entity(kind="System", namespace="default", name=name, body=body, scope=scope)
+
+
+class TestDelta:
+    def test_upserts_count_as_seen_in_the_cycle(self, store: Store) -> None:
+        run_cycle(store, TEN[:2])
+        stats, removed = store.apply_delta("fake", 1, Delta(upserts=[make_entity("late")]), T0)
+
+        assert (stats.upserted, removed) == (1, 0)
+        assert store.active_count("fake") == 3
+        assert make_entity("late").ref in entity_refs(store)
+
+    def test_removal_by_ref_removes_at_once_and_logs_it(self, store: Store) -> None:
+        run_cycle(store, TEN[:3])
+
+        _, removed = store.apply_delta(
+            "fake", 1, Delta(removals=[TEN[1].ref, "component:default/unknown"]), T0 + 5
+        )
+
+        assert removed == 1
+        assert entity_refs(store) == {TEN[0].ref, TEN[2].ref}
+        assert store.active_count("fake") == 2
+        assert [(c.op, c.ref) for c in store.changes() if c.op == "delete"] == [
+            ("delete", TEN[1].ref)
+        ]
+
+    def test_scope_removal_takes_the_scope_and_everything_below_it(self, store: Store) -> None:
+        entities = [
+            scoped("acme", "acme"),
+            scoped("acme-shop", "acme/shop"),
+            scoped("acme-shop-cart", "acme/shop/cart"),
+            scoped("acmecorp", "acmecorp"),
+            scoped("globex-acme", "globex/acme"),
+        ]
+        run_cycle(store, entities)
+
+        _, removed = store.apply_delta("fake", 1, Delta(removal_scopes=["acme"]), T0 + 5)
+
+        assert removed == 3
+        assert entity_refs(store) == {"system:default/acmecorp", "system:default/globex-acme"}
+        assert store.active_count("fake") == 2
+
+    def test_delta_removals_are_not_resurrected_by_the_sweep(self, store: Store) -> None:
+        run_cycle(store, TEN[:3])
+        store.apply_delta("fake", 1, Delta(removals=[TEN[0].ref]), T0 + 5)
+
+        result = run_cycle(store, TEN[1:3], now=T0 + 10)
+
+        assert result.removed == 0
+        deletes = Counter(c.ref for c in store.changes() if c.op == "delete")
+        assert deletes == {TEN[0].ref: 1}
+
+
+class TestReset:
+    def test_purge_removes_entities_refs_and_queues(self, store: Store, state_path: Path) -> None:
+        run_cycle(store, TEN[:4])
+        record = store.load_provider("fake")
+        record.state = ProviderState.IDLE
+
+        removed = store.reset_provider(record, purge=True, now=T0 + 5)
+
+        assert removed == 4
+        assert entity_refs(store) == set()
+        assert store.active_count("fake") == 0
+        assert read_tables(state_path)["queue_items"] == []
+        assert sum(1 for c in store.changes() if c.op == "delete") == 4
+
+    def test_reset_without_purge_keeps_the_catalog(self, store: Store) -> None:
+        run_cycle(store, TEN[:4])
+        record = store.load_provider("fake")
+        record.state = ProviderState.IDLE
+
+        assert store.reset_provider(record, purge=False, now=T0 + 5) == 0
+        assert entity_refs(store) == refs_of(TEN[:4])
+        assert store.load_provider("fake").state is ProviderState.IDLE

@@ -1,0 +1,466 @@
+"""The burst engine over several `run_once` calls: fake clock, fake provider, a real state file."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo_ingest.config import Config
+from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
+from choreo_ingest.errors import DeadlineExceeded, RetryAfter, TransientError
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderState
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.reporting import provider_status
+from choreo_ingest.schedule import JITTER
+from choreo_ingest.store import Store
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+TEN = [make_entity(f"e{i}") for i in range(10)]
+
+
+class ProcessDied(BaseException):
+    """Stands for the process vanishing mid-burst: nothing in the engine may handle it."""
+
+
+def run(
+    config: Config,
+    state_path: Path,
+    clock: FakeClock,
+    *providers: Any,
+    stop: StopSignal | None = None,
+    force: bool = False,
+) -> RunResult:
+    return run_once(
+        config,
+        state_path,
+        clock,
+        providers={provider.name: provider for provider in providers},
+        stop=stop,
+        force=force,
+        rng=random.Random(0),
+    )
+
+
+def run_one(config: Config, state_path: Path, clock: FakeClock, provider: Any) -> ProviderOutcome:
+    [outcome] = run(config, state_path, clock, provider).providers
+    return outcome
+
+
+def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
+    with Store.open(state_path, readonly=True) as store:
+        return store.load_provider(name)
+
+
+def upserts_by_ref(state_path: Path) -> Counter[str]:
+    with Store.open(state_path, readonly=True) as store:
+        return Counter(change.ref for change in store.changes() if change.op == "upsert")
+
+
+def health(config: Config, state_path: Path, clock: FakeClock) -> list[str]:
+    with Store.open(state_path, readonly=True) as store:
+        return provider_status(store, config, "fake", clock.now()).health_problems
+
+
+class TestCycle:
+    def test_full_cycle_over_several_runs(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+        provider = FakeProvider(TEN, page_size=2, page_cost=5.0)  # two pages fit in a burst
+
+        first = run_one(config, state_path, clock, provider)
+        assert (first.action, first.state, first.pages) == ("burst", ProviderState.INTERSTITIAL, 2)
+        assert first.next_action_at == clock.now() + 30.0
+        assert stored(state_path).cycle_id == 1
+
+        early = run_one(config, state_path, clock, provider)
+        assert (early.action, early.next_action_at) == ("waiting", first.next_action_at)
+        assert len(provider.calls) == 2
+
+        clock.advance(30.0)
+        second = run_one(config, state_path, clock, provider)
+        assert (second.state, second.pages) == (ProviderState.INTERSTITIAL, 2)
+
+        clock.advance(30.0)
+        last = run_one(config, state_path, clock, provider)
+        assert (last.state, last.pages, last.cycle_completed) == (ProviderState.RESTING, 1, True)
+        assert last.next_action_at == clock.now() + 600.0
+        assert provider.calls == [None, {"offset": 2}, {"offset": 4}, {"offset": 6}, {"offset": 8}]
+        with Store.open(state_path, readonly=True) as store:
+            cycle = store.last_cycle("fake", completed=True)
+            assert cycle is not None
+            assert (cycle.cycle_id, cycle.pages, cycle.upserted, cycle.outcome) == (
+                1,
+                5,
+                10,
+                "completed",
+            )
+            assert store.active_count("fake") == 10
+            assert store.load_provider("fake").cursor is None
+
+        clock.advance(599.0)
+        assert run_one(config, state_path, clock, provider).action == "waiting"
+        clock.advance(1.0)
+        fresh = run_one(config, state_path, clock, provider)
+        assert fresh.action == "burst"
+        assert provider.calls[5] is None  # the new cycle starts from no cursor
+        assert stored(state_path).cycle_id == 2
+        assert fresh.entities_unchanged == 4
+        assert fresh.entities_upserted == 0
+
+    def test_burst_stops_after_burst_length_and_next_run_resumes_at_cursor(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0, burst_interval=5.0)
+        provider = FakeProvider(TEN, page_size=2, page_cost=5.0)
+        started = clock.monotonic()
+
+        assert run_one(config, state_path, clock, provider).pages == 2
+        assert clock.monotonic() - started == 10.0  # stopped at the deadline, not later
+        assert stored(state_path).cursor == {"offset": 4}
+
+        clock.advance(5.0)
+        run_one(config, state_path, clock, provider)
+        assert provider.calls[2:] == [{"offset": 4}, {"offset": 6}]
+
+    def test_waiting_run_does_not_touch_the_provider(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0)
+        provider = FakeProvider(TEN, page_size=2, page_cost=5.0)
+        run_one(config, state_path, clock, provider)
+        before = stored(state_path)
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert outcome.action == "waiting"
+        assert outcome.reason
+        assert stored(state_path) == before
+        assert len(provider.calls) == 2
+
+    def test_forced_run_bursts_without_waiting_out_the_interval(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0)
+        provider = FakeProvider(TEN, page_size=2, page_cost=5.0)
+        run_one(config, state_path, clock, provider)
+
+        [forced] = run(config, state_path, clock, provider, force=True).providers
+
+        assert (forced.action, forced.pages) == ("burst", 2)
+        assert provider.calls[2] == {"offset": 4}
+        assert stored(state_path).cycle_id == 1
+
+    def test_new_cycle_starts_with_empty_queues(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, rest_length=60.0)
+        run_one(config, state_path, clock, FakeProvider(TEN, page_size=5))
+        with Store.open(state_path, readonly=True) as store:
+            assert len(store.read_queue("fake", "seen", 0, 100)) == 10
+
+        clock.advance(60.0)
+        run_one(config, state_path, clock, FakeProvider(TEN[:3], page_size=5))
+
+        with Store.open(state_path, readonly=True) as store:
+            names = [item.key for item in store.read_queue("fake", "seen", 0, 100)]
+        assert names == ["e0", "e1", "e2"]
+
+
+class TestFailures:
+    def test_resumes_at_failed_page(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, backoff=(10.0, 20.0))
+        provider = FakeProvider(TEN, fail_at={2: TransientError("upstream 503", status=503)})
+
+        failed = run_one(config, state_path, clock, provider)
+
+        assert (failed.action, failed.state, failed.pages) == (
+            "failed",
+            ProviderState.BACKING_OFF,
+            2,
+        )
+        record = stored(state_path)
+        assert (record.attempts, record.cursor, record.last_error) == (
+            1,
+            {"offset": 4},
+            "upstream 503",
+        )
+        assert record.next_action_at is not None
+        assert 10.0 * (1 - JITTER) <= record.next_action_at - clock.now() <= 10.0 * (1 + JITTER)
+        assert run_one(config, state_path, clock, provider).action == "waiting"
+
+        clock.advance(10.0 * (1 + JITTER))
+        resumed = run_one(config, state_path, clock, provider)
+
+        assert resumed.cycle_completed
+        assert provider.calls == [
+            None,
+            {"offset": 2},
+            {"offset": 4},  # failed
+            {"offset": 4},  # retried from the same page
+            {"offset": 6},
+            {"offset": 8},
+        ]
+        assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
+        record = stored(state_path)
+        assert (record.attempts, record.last_error) == (0, None)
+        with Store.open(state_path, readonly=True) as store:
+            cycle = store.last_cycle("fake")
+            assert cycle is not None
+            assert (cycle.pages, cycle.upserted, cycle.errors) == (5, 10, 1)
+            assert store.active_count("fake") == 10
+
+    def test_keeps_retrying_at_last_step_and_turns_red_after_max_attempts(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, backoff=(10.0, 20.0, 40.0), max_attempts=3)
+        provider = FakeProvider(TEN[:4])
+
+        for attempt in range(1, 7):
+            provider.fail_at[0] = TransientError("connection refused")
+            outcome = run_one(config, state_path, clock, provider)
+            assert outcome.action == "failed"
+            record = stored(state_path)
+            assert record.attempts == attempt
+            step = (10.0, 20.0, 40.0)[min(attempt, 3) - 1]
+            assert record.next_action_at is not None
+            delay = record.next_action_at - clock.now()
+            assert step * (1 - JITTER) <= delay <= step * (1 + JITTER)
+            problems = health(config, state_path, clock)
+            assert any("consecutive failed bursts" in p for p in problems) is (attempt >= 3)
+            clock.advance(delay)
+
+        assert len(provider.calls) == 6  # never gave up
+        recovered = run_one(config, state_path, clock, provider)
+        assert recovered.cycle_completed
+        assert stored(state_path).attempts == 0
+        assert health(config, state_path, clock) == []
+
+    def test_retry_after_schedules_at_least_retry_after(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, backoff=(1.0,))
+        limited = RetryAfter("429 too many requests", retry_after=300.0, status=429)
+        provider = FakeProvider(TEN, fail_at={0: limited})
+
+        run_one(config, state_path, clock, provider)
+
+        record = stored(state_path)
+        assert record.next_action_at is not None
+        assert record.next_action_at - clock.now() >= 300.0
+        clock.advance(299.0)
+        assert run_one(config, state_path, clock, provider).action == "waiting"
+        clock.advance(1.0)
+        assert run_one(config, state_path, clock, provider).action == "burst"
+
+    def test_deadline_exceeded_before_any_page_is_a_failure(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = FakeProvider(TEN, fail_at={0: DeadlineExceeded("deadline passed in request")})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.state) == ("failed", ProviderState.BACKING_OFF)
+
+    def test_deadline_exceeded_after_committed_pages_is_a_pause(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_interval=30.0)
+        provider = FakeProvider(TEN, fail_at={2: DeadlineExceeded("deadline passed in request")})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.state, outcome.pages) == (
+            "burst",
+            ProviderState.INTERSTITIAL,
+            2,
+        )
+        record = stored(state_path)
+        assert (record.attempts, record.cursor) == (0, {"offset": 4})
+
+    def test_cursor_that_is_not_json_fails_without_committing_the_page(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        @dataclass
+        class TupleCursorProvider(FakeProvider):
+            def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+                page = super().next(context, cursor)
+                offset = page.cursor["offset"]
+                return replace(page, cursor=page.cursor if offset < 4 else ("offset", offset))
+
+        config = make_config(tmp_path)
+
+        outcome = run_one(config, state_path, clock, TupleCursorProvider(TEN))
+
+        assert outcome.action == "failed"
+        assert outcome.error is not None
+        assert "JSON" in outcome.error
+        record = stored(state_path)
+        assert record.cursor == {"offset": 2}
+        with Store.open(state_path, readonly=True) as store:
+            assert store.active_count("fake") == 2
+
+    def test_engine_records_a_provider_bug_as_a_failure_and_reraises(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        with Store.open(state_path) as store:
+            store.migrate()
+            engine = BurstEngine(config, store, clock, rng=random.Random(0))
+            with pytest.raises(KeyError):
+                engine.run_provider(BuggyProvider(TEN))
+
+        record = stored(state_path)
+        assert (record.state, record.attempts, record.cursor) == (
+            ProviderState.BACKING_OFF,
+            1,
+            {"offset": 2},
+        )
+        assert record.last_error == "'offset'"
+
+    def test_run_contains_a_provider_bug_and_runs_the_others(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = replace(make_config(tmp_path), providers=("fake", "other"))
+        other = FakeProvider(TEN, name="other")
+
+        result = run(config, state_path, clock, BuggyProvider(TEN), other)
+
+        buggy, fine = result.providers
+        assert (buggy.action, buggy.state) == ("failed", ProviderState.BACKING_OFF)
+        assert buggy.error is not None
+        assert "provider 'fake'" in buggy.error
+        assert "KeyError" in buggy.error
+        assert fine.cycle_completed
+        assert result.outcome == "failed"
+        assert stored(state_path).attempts == 1
+        assert config.metrics_textfile is not None
+        assert config.metrics_textfile.exists()
+
+    def test_crashed_burst_is_resumed_from_its_last_page(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        @dataclass
+        class DyingProvider(FakeProvider):
+            die_at: int | None = 2
+
+            def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+                if cursor is not None and cursor["offset"] // self.page_size == self.die_at:
+                    self.die_at = None
+                    raise ProcessDied
+                return super().next(context, cursor)
+
+        config = make_config(tmp_path)
+        provider = DyingProvider(TEN)
+        with pytest.raises(ProcessDied):
+            run(config, state_path, clock, provider)
+        record = stored(state_path)
+        assert (record.state, record.cursor) == (ProviderState.BURSTING, {"offset": 4})
+
+        resumed = run_one(config, state_path, clock, provider)
+
+        assert resumed.cycle_completed
+        # the dying call never reached FakeProvider.next, so it is not in `calls`
+        assert provider.calls == [None, {"offset": 2}, {"offset": 4}, {"offset": 6}, {"offset": 8}]
+        assert stored(state_path).cycle_id == 1  # the same cycle, not a new one
+        assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
+
+
+@dataclass
+class BuggyProvider(FakeProvider):
+    """Serves the first page, then fails with a bug (not a ProviderError)."""
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is not None:
+            raise KeyError("offset")
+        return super().next(context, cursor)
+
+
+@dataclass
+class StoppingProvider(FakeProvider):
+    """Asks the run to stop while it serves page `stop_on_page` (0-based), as SIGTERM would."""
+
+    stop: StopSignal | None = None
+    stop_on_page: int = 1
+    use_real_signal: bool = False
+    cancelled_seen: list[bool] | None = None
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        page_index = 0 if cursor is None else cursor["offset"] // self.page_size
+        if page_index == self.stop_on_page:
+            if self.use_real_signal:
+                os.kill(os.getpid(), signal.SIGTERM)
+            elif self.stop is not None:
+                self.stop.set(signal.SIGTERM)
+            self.stop_on_page = -1
+        if self.cancelled_seen is not None:
+            self.cancelled_seen.append(context.cancelled())
+        return super().next(context, cursor)
+
+
+class TestStop:
+    def test_stop_mid_burst_commits_the_page_and_interrupts(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_interval=30.0)
+        stop = StopSignal()
+        provider = StoppingProvider(TEN, stop=stop, cancelled_seen=[])
+
+        result = run(config, state_path, clock, provider, stop=stop)
+
+        [outcome] = result.providers
+        assert result.outcome == "interrupted"
+        assert (outcome.action, outcome.state, outcome.pages) == (
+            "interrupted",
+            ProviderState.INTERSTITIAL,
+            2,
+        )
+        record = stored(state_path)
+        assert record.cursor == {"offset": 4}  # page 2 was committed before stopping
+        assert record.next_action_at == clock.now()  # due again at once, not after the interval
+        assert provider.cancelled_seen == [False, True]
+
+        resumed = run_one(config, state_path, clock, provider)
+
+        assert resumed.cycle_completed
+        assert provider.calls[2] == {"offset": 4}
+        assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
+
+    def test_sigterm_stops_the_burst_after_the_current_page(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        before = signal.getsignal(signal.SIGTERM)
+        provider = StoppingProvider(TEN, use_real_signal=True)
+
+        result = run(config, state_path, clock, provider)
+
+        assert result.outcome == "interrupted"
+        assert result.providers[0].pages == 2
+        assert stored(state_path).cursor == {"offset": 4}
+        assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+
+    def test_stop_skips_the_remaining_providers(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = replace(make_config(tmp_path), providers=("fake", "other"))
+        stop = StopSignal()
+        first = StoppingProvider(TEN, stop=stop)
+        other = FakeProvider(TEN, name="other")
+
+        result = run(config, state_path, clock, first, other, stop=stop)
+
+        assert [outcome.name for outcome in result.providers] == ["fake"]
+        assert other.calls == []

@@ -1,0 +1,317 @@
+"""Whole invocations: run_once's lock, migration and metrics, and the operator's commands."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from choreo_ingest.config import Config
+from choreo_ingest.errors import ConfigError, LockHeld, TransientError
+from choreo_ingest.invocation import (
+    RunResult,
+    approve_removals,
+    migrate,
+    refresh,
+    reset,
+    run_once,
+)
+from choreo_ingest.lock import RunLock
+from choreo_ingest.metrics import ProviderMetrics, render_metrics
+from choreo_ingest.models import ProviderRecord, ProviderState
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+TEN = [make_entity(f"e{i}") for i in range(10)]
+
+EVERY_SERIES = {
+    "choreo_ingest_last_run_timestamp_seconds",
+    "choreo_ingest_last_success_timestamp_seconds",
+    "choreo_ingest_cycle_duration_seconds",
+    "choreo_ingest_burst_duration_seconds",
+    "choreo_ingest_next_action_timestamp_seconds",
+    "choreo_ingest_state",
+    "choreo_ingest_consecutive_failures",
+    "choreo_ingest_entities",
+    "choreo_ingest_removals_blocked",
+    "choreo_ingest_entities_upserted_total",
+    "choreo_ingest_entities_removed_total",
+    "choreo_ingest_pages_total",
+    "choreo_ingest_cursor_resets_total",
+    "choreo_ingest_cycles_total",
+    "choreo_ingest_events_total",
+}
+
+
+def run(config: Config, state_path: Path, clock: FakeClock, *providers: FakeProvider) -> RunResult:
+    return run_once(
+        config,
+        state_path,
+        clock,
+        providers={provider.name: provider for provider in providers},
+        rng=random.Random(0),
+    )
+
+
+def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
+    with Store.open(state_path, readonly=True) as store:
+        return store.load_provider(name)
+
+
+def series(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a textfile, keyed by sample name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(path.read_text())
+        for sample in family.samples
+    }
+
+
+def provider_series(path: Path, provider: str) -> set[str]:
+    return {name for name, labels in series(path) if ("provider", provider) in labels}
+
+
+class TestMetricsFile:
+    def test_every_series_metrics_py_writes_is_listed_here(self) -> None:
+        everything = ProviderMetrics(
+            provider="p",
+            state=ProviderState.RESTING,
+            last_run_at=1.0,
+            last_success_at=1.0,
+            last_cycle_duration=1.0,
+            last_burst_duration=1.0,
+            next_action_at=1.0,
+        )
+        rendered = render_metrics([everything]).decode()
+        names = {
+            sample.name
+            for family in text_string_to_metric_families(rendered)
+            for sample in family.samples
+        }
+        assert names == EVERY_SERIES
+
+    def test_metrics_file_after_a_cycle_has_every_series_for_the_provider(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        run(config, state_path, clock, FakeProvider(TEN, page_size=5))
+
+        assert config.metrics_textfile is not None
+        assert provider_series(config.metrics_textfile, "fake") == EVERY_SERIES
+        values = series(config.metrics_textfile)
+        fake = ("provider", "fake")
+        assert values[("choreo_ingest_pages_total", frozenset({fake}))] == 2
+        assert values[("choreo_ingest_entities_upserted_total", frozenset({fake}))] == 10
+        entities = frozenset({fake, ("kind", "Component")})
+        assert values[("choreo_ingest_entities", entities)] == 10
+        assert values[("choreo_ingest_state", frozenset({fake, ("state", "resting")}))] == 1
+        assert values[("choreo_ingest_state", frozenset({fake, ("state", "bursting")}))] == 0
+        completed = frozenset({fake, ("outcome", "completed")})
+        assert values[("choreo_ingest_cycles_total", completed)] == 1
+        assert values[("choreo_ingest_last_run_timestamp_seconds", frozenset({fake}))] == (
+            clock.now()
+        )
+
+    def test_metrics_file_is_written_when_the_burst_fails(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = FakeProvider(TEN, fail_at={0: TransientError("upstream 502")})
+
+        result = run(config, state_path, clock, provider)
+
+        assert result.outcome == "failed"
+        assert config.metrics_textfile is not None
+        values = series(config.metrics_textfile)
+        fake = frozenset({("provider", "fake")})
+        assert values[("choreo_ingest_consecutive_failures", fake)] == 1
+        backing_off = frozenset({("provider", "fake"), ("state", "backing_off")})
+        assert values[("choreo_ingest_state", backing_off)] == 1
+
+    def test_metrics_cover_providers_the_state_file_knows_but_config_dropped(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        run(config, state_path, clock, FakeProvider(TEN, name="fake"))
+        renamed = replace(config, providers=("other",))
+
+        run(renamed, state_path, clock, FakeProvider(TEN, name="other"))
+
+        assert renamed.metrics_textfile is not None
+        assert provider_series(renamed.metrics_textfile, "fake") == EVERY_SERIES
+        assert provider_series(renamed.metrics_textfile, "other") == EVERY_SERIES
+
+
+class TestRunOnce:
+    def test_nothing_due_is_a_waiting_outcome(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = FakeProvider(TEN, page_size=5)
+        assert run(config, state_path, clock, provider).outcome == "burst"
+
+        assert run(config, state_path, clock, provider).outcome == "waiting"
+
+    def test_only_runs_the_named_provider(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = replace(make_config(tmp_path), providers=("fake", "other"))
+        fake, other = FakeProvider(TEN), FakeProvider(TEN, name="other")
+
+        result = run_once(
+            config, state_path, clock, only="other", providers={"fake": fake, "other": other}
+        )
+
+        assert [outcome.name for outcome in result.providers] == ["other"]
+        assert fake.calls == []
+
+    def test_only_an_unconfigured_provider_is_a_config_error(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        with pytest.raises(ConfigError, match=r"'nope' is not configured.*fake"):
+            run_once(make_config(tmp_path), state_path, clock, only="nope")
+        assert not state_path.exists()
+
+    def test_run_while_locked_does_nothing(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        provider = FakeProvider(TEN)
+        with RunLock(state_path), pytest.raises(LockHeld):
+            run(make_config(tmp_path), state_path, clock, provider)
+        assert provider.calls == []
+        assert not state_path.exists()
+
+    def test_first_run_migrates_a_new_state_file(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        run(make_config(tmp_path), state_path, clock, FakeProvider(TEN))
+        with Store.open(state_path, readonly=True) as store:
+            assert store.applied_migrations() == list(MIGRATION_NAMES)
+
+
+class TestMigrate:
+    def test_migrate_applies_pending_once(self, state_path: Path) -> None:
+        first = migrate(state_path)
+        assert first.applied_now == list(MIGRATION_NAMES)
+        assert (first.schema_version, first.supported_version) == (SCHEMA_VERSION, SCHEMA_VERSION)
+        assert first.pending == []
+
+        second = migrate(state_path)
+
+        assert second.applied_now == []
+        assert second.applied == list(MIGRATION_NAMES)
+
+    def test_report_only_on_a_missing_file_creates_nothing(self, state_path: Path) -> None:
+        report = migrate(state_path, apply=False)
+        assert report.pending == list(MIGRATION_NAMES)
+        assert report.schema_version == 0
+        assert list(state_path.parent.iterdir()) == []
+
+    def test_report_only_does_not_apply(self, state_path: Path) -> None:
+        with Store.open(state_path):
+            pass  # an empty, unmigrated file
+        report = migrate(state_path, apply=False)
+        assert report.pending == list(MIGRATION_NAMES)
+        assert report.applied_now == []
+
+    def test_migrate_while_locked_is_refused(self, state_path: Path) -> None:
+        with RunLock(state_path), pytest.raises(LockHeld):
+            migrate(state_path)
+
+
+class TestOperatorCommands:
+    def test_refresh_ends_the_rest_at_once(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, rest_length=3600.0)
+        provider = FakeProvider(TEN, page_size=5)
+        run(config, state_path, clock, provider)
+        assert run(config, state_path, clock, provider).outcome == "waiting"
+
+        assert refresh(state_path, "fake", clock) is ProviderState.RESTING
+
+        assert stored(state_path).next_action_at == clock.now()
+        assert run(config, state_path, clock, provider).outcome == "burst"
+        assert stored(state_path).cycle_id == 2
+
+    def test_refresh_ends_a_backoff_at_once(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, backoff=(600.0,))
+        provider = FakeProvider(TEN, fail_at={1: TransientError("boom")})
+        run(config, state_path, clock, provider)
+
+        assert refresh(state_path, "fake", clock) is ProviderState.BACKING_OFF
+
+        resumed = run(config, state_path, clock, provider).providers[0]
+        assert resumed.action == "burst"
+        assert provider.calls[-resumed.pages] == {"offset": 2}
+
+    def test_refresh_after_a_crashed_burst_is_harmless(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+            crashed = ProviderRecord(
+                name="fake", state=ProviderState.BURSTING, cycle_id=1, cursor={"offset": 4}
+            )
+            store.start_cycle(crashed, clock.now())
+
+        assert refresh(state_path, "fake", clock) is ProviderState.BURSTING
+
+        provider = FakeProvider(TEN)
+        run(make_config(tmp_path), state_path, clock, provider)
+        assert provider.calls[0] == {"offset": 4}
+
+    def test_reset_starts_a_fresh_cycle_and_keeps_the_catalog(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0)
+        provider = FakeProvider(TEN, page_cost=5.0)
+        run(config, state_path, clock, provider)  # interstitial at offset 4
+
+        assert reset(state_path, "fake", clock, purge=False) == 0
+
+        record = stored(state_path)
+        assert (record.state, record.cursor, record.next_action_at) == (
+            ProviderState.IDLE,
+            None,
+            None,
+        )
+        with Store.open(state_path, readonly=True) as store:
+            assert store.active_count("fake") == 4
+        run(config, state_path, clock, provider)
+        assert provider.calls[2] is None
+        assert stored(state_path).cycle_id == 2
+
+    def test_reset_with_purge_removes_the_providers_entities(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        run(make_config(tmp_path), state_path, clock, FakeProvider(TEN, page_size=5))
+
+        assert reset(state_path, "fake", clock, purge=True) == 10
+
+        with Store.open(state_path, readonly=True) as store:
+            assert list(store.iter_entities()) == []
+            assert store.active_count("fake") == 0
+            assert sum(change.op == "delete" for change in store.changes()) == 10
+
+    def test_approve_removals_applies_a_blocked_sweep(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, rest_length=60.0, reject_removals_above_percentage=10.0)
+        run(config, state_path, clock, FakeProvider(TEN, page_size=5))
+        clock.advance(60.0)
+        blocked = run(config, state_path, clock, FakeProvider(TEN[5:], page_size=5))
+        assert blocked.providers[0].removals_blocked == 5
+
+        assert approve_removals(state_path, "fake", clock) == 5
+
+        with Store.open(state_path, readonly=True) as store:
+            assert store.active_count("fake") == 5
+            assert store.blocked_removals("fake").count == 0
+        assert approve_removals(state_path, "fake", clock) == 0

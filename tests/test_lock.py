@@ -1,0 +1,118 @@
+"""The run lock: one writer at a time, across processes; readers never take it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from choreo_ingest.errors import LockHeld, StateError
+from choreo_ingest.lock import RunLock, lock_path_for
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from choreo_ingest.lock import RunLock
+lock = RunLock(Path(sys.argv[1]))
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def lock_held_by_another_process(state_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A child process holding the run lock until its stdin closes."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(state_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.communicate(timeout=10)
+
+
+def test_lock_file_sits_beside_the_state_file_never_on_it(state_path: Path) -> None:
+    assert lock_path_for(state_path) == state_path.with_name("state.db.lock")
+    with RunLock(state_path) as lock:
+        assert lock.path.exists()
+        assert not state_path.exists()
+
+
+def test_second_lock_in_the_same_process_is_refused(state_path: Path) -> None:
+    # flock belongs to the open file description, so two RunLocks conflict even in one process
+    with (
+        RunLock(state_path),
+        pytest.raises(LockHeld, match="another choreo-ingest run holds") as caught,
+    ):
+        RunLock(state_path).acquire()
+    assert isinstance(caught.value, StateError)
+    assert caught.value.path == str(lock_path_for(state_path))
+
+
+def test_lock_is_free_again_after_release(state_path: Path) -> None:
+    with RunLock(state_path):
+        pass
+    second = RunLock(state_path)
+    second.acquire()
+    second.release()
+    second.release()  # releasing twice is harmless
+
+
+def test_refused_acquire_leaves_the_holder_holding(state_path: Path) -> None:
+    with RunLock(state_path):
+        with pytest.raises(LockHeld):
+            RunLock(state_path).acquire()
+        assert RunLock(state_path).is_held_elsewhere()
+
+
+@pytest.mark.slow
+def test_lock_held_by_another_process_is_refused_until_it_exits(state_path: Path) -> None:
+    with lock_held_by_another_process(state_path):
+        with pytest.raises(LockHeld):
+            RunLock(state_path).acquire()
+        assert RunLock(state_path).is_held_elsewhere()
+
+    with RunLock(state_path):
+        pass
+
+
+@pytest.mark.slow
+def test_lock_of_a_killed_process_is_released_by_the_os(state_path: Path) -> None:
+    with lock_held_by_another_process(state_path) as child:
+        child.kill()
+        child.wait(timeout=10)
+
+    assert not RunLock(state_path).is_held_elsewhere()
+    with RunLock(state_path):
+        pass
+
+
+def test_status_check_on_a_missing_lock_file_creates_nothing(state_path: Path) -> None:
+    assert not RunLock(state_path).is_held_elsewhere()
+    assert list(state_path.parent.iterdir()) == []
+
+
+def test_status_check_never_takes_the_lock(state_path: Path) -> None:
+    with RunLock(state_path):
+        pass  # leaves the lock file behind, unlocked
+    reader = RunLock(state_path)
+
+    assert not reader.is_held_elsewhere()
+
+    with RunLock(state_path):  # the check left nothing held
+        assert reader.is_held_elsewhere()
+
+
+def test_lock_in_a_missing_directory_is_a_state_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="cannot open the run lock"):
+        RunLock(tmp_path / "missing" / "state.db").acquire()

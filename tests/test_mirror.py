@@ -1,0 +1,462 @@
+"""The YAML mirror follows the change log: one file per entity, atomic writes, crash repair."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+import structlog
+import yaml
+from typer.testing import CliRunner
+
+from choreo_ingest.cli.app import app
+from choreo_ingest.config import Config
+from choreo_ingest.errors import ConfigError, TransientError
+from choreo_ingest.invocation import locked_store, run_once
+from choreo_ingest.lock import RunLock
+from choreo_ingest.mirror import (
+    entity_yaml,
+    mirror_path,
+    position_name,
+    rebuild_mirror,
+    sync_mirror,
+)
+from choreo_ingest.models import Delta, Entity, EntityIteratorResult
+from choreo_ingest.reporting import iter_export
+from choreo_ingest.store import Store
+from choreo_ingest.store.migrations import migrations
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """The CLI binds logging to the stderr CliRunner closes afterwards; undo that."""
+    yield
+    structlog.reset_defaults()
+
+
+def described(name: str, description: str, namespace: str = "default") -> Entity:
+    entity = make_entity(name, namespace=namespace)
+    body = {**entity.body, "metadata": {**entity.body["metadata"], "description": description}}
+    return replace(entity, body=body)
+
+
+def mirror_config(tmp_path: Path) -> Config:
+    return replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
+
+
+def run_cycle(config: Config, clock: FakeClock, entities: Sequence[Entity]) -> None:
+    """One complete cycle of the fake provider serving `entities` (the sweep removes the rest)."""
+    assert config.state_path is not None
+    provider = FakeProvider(list(entities))
+    result = run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
+    assert result.outcome == "burst"
+    assert result.providers[0].cycle_completed
+
+
+def mirrored(directory: Path) -> dict[str, Any]:
+    """Every mirror file, relative path -> parsed YAML."""
+    return {
+        path.relative_to(directory).as_posix(): yaml.safe_load(path.read_text(encoding="utf-8"))
+        for path in sorted(directory.glob("*/*/*.yaml"))
+    }
+
+
+def exported(state_path: Path) -> dict[str, Any]:
+    """What `choreo-ingest export` prints, keyed by where the mirror should put each entity."""
+    return {
+        f"{body['kind'].lower()}/{body['metadata']['namespace']}/{body['metadata']['name']}.yaml": (
+            body
+        )
+        for body in iter_export(state_path)
+    }
+
+
+def all_files(directory: Path) -> list[str]:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
+def commit_without_mirror(
+    state_path: Path, clock: FakeClock, entities: Sequence[Entity], removals: Sequence[str] = ()
+) -> None:
+    """What a run that died between its DB commit and its file writes leaves behind."""
+    page = EntityIteratorResult(done=False, entities=entities)
+    with locked_store(state_path) as store:
+        store.commit_page("fake", 1, page, None, clock.now())
+        store.apply_delta("fake", 1, Delta(removals=removals), clock.now())
+
+
+class TestFollowsTheCatalog:
+    def test_files_equal_export_after_cycles_with_upserts_and_deletions(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        cycles = [
+            [described(n, "v1") for n in ("a", "b", "c", "d", "e")],
+            [described("a", "v2"), described("b", "v1"), described("d", "v1")],  # c, e removed
+            [described("a", "v2"), described("f", "v1", namespace="acme"), described("c", "v3")],
+        ]
+        for entities in cycles:
+            run_cycle(config, clock, entities)
+            assert config.state_path is not None
+            assert mirrored(tmp_path / "catalog") == exported(config.state_path)
+        assert sorted(mirrored(tmp_path / "catalog")) == [
+            "component/acme/f.yaml",
+            "component/default/a.yaml",
+            "component/default/c.yaml",
+        ]
+        assert mirrored(tmp_path / "catalog")["component/default/a.yaml"]["metadata"] == {
+            "name": "a",
+            "namespace": "default",
+            "description": "v2",
+        }
+
+    def test_file_holds_one_document_with_the_body_in_stored_order(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        run_cycle(config, clock, [described("a", "Ünïcode ✓")])
+        text = (tmp_path / "catalog/component/default/a.yaml").read_text(encoding="utf-8")
+        assert len(list(yaml.safe_load_all(text))) == 1
+        assert text.startswith("apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:")
+        assert "Ünïcode ✓" in text
+
+    @pytest.mark.parametrize(
+        "name",
+        ["my.service_v1", "a_b", "x.y.z", "UPPER.case", "1e3", "0o17"],
+        ids=["dots-and-underscore", "underscore", "many-dots", "upper-case", "exponent", "octal"],
+    )
+    def test_awkward_names_get_their_own_file_and_lose_it_on_removal(
+        self, tmp_path: Path, clock: FakeClock, name: str
+    ) -> None:
+        config = mirror_config(tmp_path)
+        run_cycle(config, clock, [make_entity(name), make_entity("keep")])
+        path = tmp_path / "catalog" / "component" / "default" / f"{name}.yaml"
+        assert yaml.safe_load(path.read_text(encoding="utf-8"))["metadata"]["name"] == name
+        run_cycle(config, clock, [make_entity("keep")])
+        assert not path.exists()
+        assert all_files(tmp_path / "catalog") == ["component/default/keep.yaml"]
+
+
+class TestYaml:
+    @pytest.mark.parametrize(
+        "text",
+        ["1e3", "1.5e3", "+.5", "0o17", "0x1F", "8080", "yes", "null", "1_000"],
+        ids=["exponent", "float-exp", "signed-dot", "octal", "hex", "int", "bool", "null", "under"],
+    )
+    def test_strings_yaml_12_reads_as_numbers_are_quoted(self, text: str) -> None:
+        dumped = entity_yaml({"metadata": {"name": text}}).decode()
+        assert dumped == f"metadata:\n  name: '{text}'\n"
+        assert yaml.safe_load(dumped) == {"metadata": {"name": text}}
+
+    @pytest.mark.parametrize(
+        ("kind", "namespace", "name"),
+        [
+            ("Component", "default", ".hidden"),
+            ("Component", "default", "../escape"),
+            ("Component", "..", "x"),
+            ("Component", "", "x"),
+            ("Component", "default", "n" * 300),
+        ],
+        ids=["leading-dot", "slash", "dot-dot-namespace", "empty-namespace", "too-long"],
+    )
+    def test_parts_that_cannot_be_file_names_have_no_path(
+        self, tmp_path: Path, kind: str, namespace: str, name: str
+    ) -> None:
+        assert mirror_path(tmp_path, kind, namespace, name) is None
+
+    def test_kind_folder_is_lower_case(self, tmp_path: Path) -> None:
+        assert mirror_path(tmp_path, "API", "acme", "pay-v1") == tmp_path / "api/acme/pay-v1.yaml"
+
+
+class TestCrashRepair:
+    def test_commit_without_file_writes_is_repaired_by_next_sync(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [described(n, "v1") for n in ("a", "b", "c")])
+        commit_without_mirror(
+            config.state_path,
+            clock,
+            [described("a", "v2"), make_entity("z")],
+            removals=["component:default/b"],
+        )
+        assert mirrored(tmp_path / "catalog") != exported(config.state_path)
+
+        with locked_store(config.state_path) as store:
+            stats = sync_mirror(store, tmp_path / "catalog")
+
+        assert (stats.written, stats.deleted, stats.rebuilt) == (2, 1, False)
+        assert mirrored(tmp_path / "catalog") == exported(config.state_path)
+
+    def test_crash_before_position_is_stored_replays_harmlessly(
+        self, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [described(n, "v1") for n in ("a", "b", "c")])
+        commit_without_mirror(
+            config.state_path,
+            clock,
+            [described("a", "v2"), make_entity("z")],
+            removals=["component:default/b"],
+        )
+        with locked_store(config.state_path) as store:
+            before = store.get_position(position_name(tmp_path / "catalog"))
+
+            def crash(name: str, value: int) -> None:
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(store, "set_position", crash)
+            with pytest.raises(KeyboardInterrupt):
+                sync_mirror(store, tmp_path / "catalog", batch_size=1)
+            monkeypatch.undo()
+            assert store.get_position(position_name(tmp_path / "catalog")) == before
+            stats = sync_mirror(store, tmp_path / "catalog", batch_size=1)
+
+        assert stats.position > before
+        assert mirrored(tmp_path / "catalog") == exported(config.state_path)
+
+    def test_failed_run_still_mirrors_what_it_committed(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        provider = FakeProvider(
+            [make_entity(n) for n in "abcd"], fail_at={1: TransientError("upstream 503")}
+        )
+        result = run_once(config, config.state_path, clock, providers={"fake": provider})
+        assert result.outcome == "failed"
+        assert sorted(mirrored(tmp_path / "catalog")) == [
+            "component/default/a.yaml",
+            "component/default/b.yaml",
+        ]
+
+
+class TestAtomicWrites:
+    def test_existing_file_is_replaced_not_truncated(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        run_cycle(config, clock, [described("a", "old text")])
+        path = tmp_path / "catalog/component/default/a.yaml"
+        old_inode = path.stat().st_ino
+        with path.open("rb") as reader_of_old_file:
+            run_cycle(config, clock, [described("a", "new text")])
+            assert b"old text" in reader_of_old_file.read()  # the old file is intact
+        assert path.stat().st_ino != old_inode
+        assert "new text" in path.read_text(encoding="utf-8")
+        assert all_files(tmp_path / "catalog") == ["component/default/a.yaml"]
+
+    def test_unchanged_entity_file_is_not_rewritten(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [described("a", "same"), described("b", "v1")])
+        inode = (tmp_path / "catalog/component/default/a.yaml").stat().st_ino
+        run_cycle(config, clock, [described("a", "same"), described("b", "v2")])
+        assert (tmp_path / "catalog/component/default/a.yaml").stat().st_ino == inode
+
+    def test_failed_write_keeps_old_file_leaves_no_temp_and_names_the_key(
+        self, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [described("a", "old")])
+        commit_without_mirror(config.state_path, clock, [described("a", "new")])
+
+        def disk_full(fd: int) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "fsync", disk_full)
+        with locked_store(config.state_path) as store, pytest.raises(ConfigError) as failure:
+            sync_mirror(store, tmp_path / "catalog")
+        monkeypatch.undo()
+
+        assert failure.value.path == "catalog.directory"
+        assert "No space left on device" in str(failure.value)
+        assert all_files(tmp_path / "catalog") == ["component/default/a.yaml"]
+        assert "old" in (tmp_path / "catalog/component/default/a.yaml").read_text()
+
+    def test_mirror_files_are_world_readable(self, tmp_path: Path, clock: FakeClock) -> None:
+        run_cycle(mirror_config(tmp_path), clock, [make_entity("a")])
+        mode = (tmp_path / "catalog/component/default/a.yaml").stat().st_mode & 0o777
+        assert mode == 0o644
+
+
+class TestPositionAndRebuild:
+    def test_position_is_stored_and_a_sync_without_changes_touches_nothing(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])  # rebuilds: first sync
+        run_cycle(config, clock, [make_entity("a"), make_entity("c")])  # follows the change log
+        with locked_store(config.state_path) as store:
+            last = store.last_change_seq()
+            assert last == 4  # upsert a, upsert b, upsert c, delete b
+            assert store.get_position(position_name(tmp_path / "catalog")) == last
+            stats = sync_mirror(store, tmp_path / "catalog")
+        assert (stats.written, stats.deleted, stats.position, stats.rebuilt) == (0, 0, last, False)
+
+    def test_first_sync_of_a_directory_rebuilds_it(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = make_config(tmp_path)  # runs without a mirror first
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])
+        with locked_store(config.state_path) as store:
+            stats = sync_mirror(store, tmp_path / "elsewhere")
+        assert stats.rebuilt
+        assert mirrored(tmp_path / "elsewhere") == exported(config.state_path)
+
+    def test_position_past_the_end_of_the_log_rebuilds(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a")])
+        with locked_store(config.state_path) as store:
+            store.set_position(position_name(tmp_path / "catalog"), 10_000)  # an older state file
+            stats = sync_mirror(store, tmp_path / "catalog")
+            assert stats.rebuilt
+            assert store.get_position(position_name(tmp_path / "catalog")) == (
+                store.last_change_seq()
+            )
+
+    def test_rebuild_removes_strays_and_temp_files_but_nothing_else(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a"), make_entity("b.c")])
+        catalog = tmp_path / "catalog"
+        strays = ["component/default/ghost.yaml", "Component/default/a.yaml", "api/x/y.yaml"]
+        kept = ["README.md", "component/default/notes.txt", "deep/er/than/the.yaml"]
+        for relative in [*strays, *kept, "component/default/.a.yaml.x1y2.tmp"]:
+            (catalog / relative).parent.mkdir(parents=True, exist_ok=True)
+            (catalog / relative).write_text("kind: Stray\n")
+        (catalog / "component/default/a.yaml").write_text("edited: by hand\n")
+
+        with locked_store(config.state_path) as store:
+            stats = rebuild_mirror(store, catalog)
+            last = store.last_change_seq()
+
+        assert (stats.written, stats.unchanged, stats.deleted) == (1, 1, 3)
+        assert stats.position == last
+        assert mirrored(catalog) == exported(config.state_path)
+        assert all_files(catalog) == sorted(
+            [*kept, "component/default/a.yaml", "component/default/b.c.yaml"]
+        )
+
+    def test_each_directory_keeps_its_own_position(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a")])
+        with Store.open(config.state_path, readonly=True) as store:
+            assert store.get_position(position_name(tmp_path / "catalog")) > 0
+            assert store.get_position(position_name(tmp_path / "other")) == 0
+
+    def test_unusable_names_are_skipped_without_writing_outside(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        run_cycle(config, clock, [make_entity("../../escape"), make_entity("ok")])
+        assert all_files(tmp_path / "catalog") == ["component/default/ok.yaml"]
+        assert not (tmp_path / "escape.yaml").exists()
+
+
+class TestPositionsMigration:
+    def test_schema_1_state_file_gains_positions_on_migrate(self, tmp_path: Path) -> None:
+        path = tmp_path / "state.db"
+        with Store.open(path) as store:
+            database = sqlite_utils.Database(store.path)
+            migrations.apply(database, stop_before="0002_positions")
+            database.close()
+            assert (store.schema_version(), store.pending_migrations()) == (1, ["0002_positions"])
+
+            assert store.migrate() == ["0002_positions"]
+
+            assert store.schema_version() == 2
+            assert store.get_position("mirror:/anywhere") == 0
+            store.set_position("mirror:/anywhere", 7)
+            store.set_position("mirror:/anywhere", 9)
+            assert store.get_position("mirror:/anywhere") == 9
+
+
+class TestRunHook:
+    def test_unwritable_directory_fails_the_run_after_metrics_naming_the_key(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        (tmp_path / "a-file").write_text("not a directory\n")
+        config = replace(make_config(tmp_path), catalog_directory=tmp_path / "a-file" / "catalog")
+        assert config.state_path is not None
+        provider = FakeProvider([make_entity("a")])
+        with pytest.raises(ConfigError) as failure:
+            run_once(config, config.state_path, clock, providers={"fake": provider})
+        assert failure.value.path == "catalog.directory"
+        assert config.metrics_textfile is not None
+        assert config.metrics_textfile.exists()
+        assert list(iter_export(config.state_path))  # the burst itself was committed
+
+    def test_no_directory_configured_writes_no_mirror(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        run_cycle(config, clock, [make_entity("a")])
+        assert not list(tmp_path.glob("**/*.yaml"))
+
+
+class TestCli:
+    def write_config(self, tmp_path: Path, directory: str | None) -> Path:
+        path = tmp_path / "choreo-ingest.yaml"
+        catalog = f"catalog:\n  directory: {directory}\n" if directory else ""
+        path.write_text(f"state:\n  path: state.db\n{catalog}providers: [fake]\n")
+        return path
+
+    def test_mirror_json_brings_directory_up_to_date(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config_file = self.write_config(tmp_path, "catalog")
+        config = make_config(tmp_path)  # same state file, no mirror: the CLI writes it
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])
+
+        result = CliRunner().invoke(app, ["mirror", "--json", "--config", str(config_file)])
+
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert document["directory"] == str(tmp_path / "catalog")
+        assert (document["written"], document["deleted"]) == (2, 0)
+        assert mirrored(tmp_path / "catalog") == exported(config.state_path)
+
+    def test_mirror_rebuild_json_reports_rebuild(self, tmp_path: Path, clock: FakeClock) -> None:
+        config_file = self.write_config(tmp_path, "catalog")
+        run_cycle(mirror_config(tmp_path), clock, [make_entity("a")])
+        (tmp_path / "catalog/component/default/stray.yaml").write_text("kind: Stray\n")
+
+        result = CliRunner().invoke(
+            app, ["mirror", "--rebuild", "--json", "--config", str(config_file)]
+        )
+
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert (document["rebuilt"], document["deleted"], document["unchanged"]) == (True, 1, 1)
+
+    def test_mirror_without_directory_is_a_config_error(self, tmp_path: Path) -> None:
+        config_file = self.write_config(tmp_path, None)
+        result = CliRunner().invoke(app, ["mirror", "--json", "--config", str(config_file)])
+        assert result.exit_code == 2
+        assert "catalog.directory" in json.loads(result.stdout)["error"]
+
+    def test_mirror_waits_for_nobody_when_the_run_lock_is_held(self, tmp_path: Path) -> None:
+        config_file = self.write_config(tmp_path, "catalog")
+        with RunLock(tmp_path / "state.db"):
+            result = CliRunner().invoke(app, ["mirror", "--config", str(config_file)])
+        assert result.exit_code == 75
+        assert not (tmp_path / "catalog").exists()
