@@ -8,6 +8,7 @@ metrics stay exact.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import AuthError, ChoreoIngestError, TransientError
 from choreo_ingest.lock import RunLock
 from choreo_ingest.models import Event
 from choreo_ingest.providers.base import BurstContext, EventHandlingProvider
@@ -29,6 +30,9 @@ KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
 MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
+KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""Organization, project and component names: an event naming anything else (`a/b`, `..`) is
+refused, since a name becomes one URL path segment and one level of the removal scope."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def event_problem(item: object) -> str | None:
         value = item.get(key)
         if not isinstance(value, str) or not value.strip():
             return f"{kind} event needs a non-empty {key!r}"
+        if not KUBERNETES_NAME.fullmatch(value):
+            return f"{key} {value!r:.80} is not an OpenChoreo name (lowercase a-z, 0-9, '-', '.')"
     return None
 
 
@@ -118,14 +124,23 @@ def to_event(body: Mapping[str, Any]) -> Event:
 
 
 def store_events(
-    state_path: Path, provider: str, bodies: list[dict[str, Any]], clock: Clock
+    state_path: Path,
+    provider: str,
+    bodies: list[dict[str, Any]],
+    clock: Clock,
+    *,
+    rejected: int = 0,
 ) -> int:
-    """Put events in the inbox without the run lock (a burst may be running)."""
+    """Put events in the inbox without the run lock (a burst may be running); count `rejected`
+    ones (for `choreo_ingest_events_total{outcome="rejected"}`). Returns how many were stored."""
     with Store.open(state_path) as store:
         if store.pending_migrations():
             with RunLock(state_path):
                 store.migrate()
-        return len(store.add_events(provider, bodies, clock.now()))
+        stored = len(store.add_events(provider, bodies, clock.now()))
+        if rejected:
+            store.bump_counters(provider, {"events_rejected": rejected})
+        return stored
 
 
 def drain_inbox(
@@ -135,7 +150,15 @@ def drain_inbox(
     clock: Clock,
     cancelled: Callable[[], bool],
 ) -> DrainStats:
-    """Apply this provider's pending events in arrival order; stop at the first that fails."""
+    """Apply this provider's pending events in arrival order.
+
+    A failed event keeps its place with one more attempt (parked after MAX_EVENT_ATTEMPTS).
+    A transient or auth failure says the API is unwell, so the drain stops there instead of
+    spending every event's attempts. Any other failure of a `created`/`updated` event concerns
+    that event alone (bad data, a bug in the provider), so the events after it still apply:
+    such an event re-reads the state when it is retried, so applying it late cannot undo a
+    newer event. A failed `deleted` event (which could) always stops the drain.
+    """
     stats = DrainStats()
     pending = store.pending_events(provider.name)
     if not pending:
@@ -154,21 +177,11 @@ def drain_inbox(
                 break
             try:
                 delta = provider.handle_event(provider_context, to_event(item.body))
-            except ChoreoIngestError as error:
-                parked = store.fail_event(
-                    provider.name, item.seq, str(error), max_attempts=MAX_EVENT_ATTEMPTS
-                )
-                stats.parked += parked
-                stats.retried += not parked
-                log.warning(
-                    "event_failed",
-                    provider=provider.name,
-                    seq=item.seq,
-                    parked=parked,
-                    error=str(error),
-                )
-                if not parked:
-                    break  # later events may concern the same resource: keep the order
+            except Exception as error:
+                parked = _count_failure(store, provider.name, item.seq, error, stats)
+                api_unwell = isinstance(error, (TransientError, AuthError))
+                if not parked and (api_unwell or item.body.get("action") == "deleted"):
+                    break
                 continue
             page, removed = store.apply_event(provider.name, cycle_id, item.seq, delta, clock.now())
             stats.applied += 1
@@ -176,3 +189,23 @@ def drain_inbox(
             stats.removed += removed
     log.info("events_applied", provider=provider.name, **vars(stats))
     return stats
+
+
+def _count_failure(
+    store: Store, provider: str, seq: int, error: Exception, stats: DrainStats
+) -> bool:
+    """One more attempt for event `seq`; True if that parked it."""
+    expected = isinstance(error, ChoreoIngestError)
+    message = str(error) if expected else f"internal error: {type(error).__name__}: {error}"
+    parked = store.fail_event(provider, seq, message, max_attempts=MAX_EVENT_ATTEMPTS)
+    stats.parked += parked
+    stats.retried += not parked
+    log.warning(
+        "event_failed",
+        provider=provider,
+        seq=seq,
+        parked=parked,
+        error=message,
+        exc_info=not expected,
+    )
+    return parked

@@ -21,6 +21,7 @@ from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config
 from choreo_ingest.demo import DemoProgress, WorldSize, run_demo
+from choreo_ingest.errors import ConfigError
 from choreo_ingest.preflight import run_checks
 from choreo_ingest.reporting import status_report
 from choreo_ingest.simulator import serve_forever
@@ -114,25 +115,35 @@ def simulate_serve(
     no_cursor_support: Annotated[
         bool, typer.Option(help="Behave like a server without cursor pagination.")
     ] = False,
+    control: Annotated[
+        bool,
+        typer.Option(help="Serve the /_control/ debug routes (stats, world, mutations)."),
+    ] = False,
 ) -> None:
     """Serve a simulated OpenChoreo API until interrupted (prints its URL on stderr)."""
     with reported_errors(False):
-        serve_forever(
-            host=host,
-            port=port,
-            orgs=orgs,
-            projects=projects,
-            components=components,
-            seed=seed,
-            endpoints_max=endpoints_max,
-            hidden_fraction=hidden_fraction,
-            error_rate=error_rate,
-            rate_limit=rate_limit,
-            cursor_ttl=cursor_ttl,
-            latency=latency,
-            token=token,
-            no_cursor_support=no_cursor_support,
-        )
+        try:
+            serve_forever(
+                host=host,
+                port=port,
+                orgs=orgs,
+                projects=projects,
+                components=components,
+                seed=seed,
+                endpoints_max=endpoints_max,
+                hidden_fraction=hidden_fraction,
+                error_rate=error_rate,
+                rate_limit=rate_limit,
+                cursor_ttl=cursor_ttl,
+                latency=latency,
+                token=token,
+                no_cursor_support=no_cursor_support,
+                control=control,
+            )
+        except OSError as error:  # binding the port: in use, or not ours to take
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}", path="--port"
+            ) from error
 
 
 def check(

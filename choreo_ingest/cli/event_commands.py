@@ -36,10 +36,21 @@ def event(
     """Queue events for the next `run`; invalid ones are rejected one by one (exit 2)."""
     with reported_errors(json_output, stored=0, rejected=[]):
         session = open_session(ctx, config, db)
+        if provider not in session.config.providers:
+            configured = ", ".join(session.config.providers)
+            raise ConfigError(
+                f"provider {provider!r} is not configured (configured: {configured}); "
+                "its events would never be applied",
+                path="--provider",
+            )
         parsed = parse_events(_read(source))
-        stored = 0
-        if parsed.valid:
-            stored = store_events(session.state_path, provider, parsed.valid, session.clock)
+        stored = store_events(
+            session.state_path,
+            provider,
+            parsed.valid,
+            session.clock,
+            rejected=len(parsed.rejected),
+        )
         for rejected in parsed.rejected:
             render.error_line(str(rejected))
         code = ExitCode.USAGE if parsed.rejected else ExitCode.OK

@@ -15,12 +15,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-_out = Console(soft_wrap=True)
+PIPED_WIDTH = 160
+"""Tables written to a file or pipe are not folded to 80 columns."""
+_out = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
 _err = Console(stderr=True, soft_wrap=True)
 
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
 
 
 def print_json(document: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import structlog
 import typer
 
 from choreo_ingest.cli import render
@@ -21,6 +22,8 @@ from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.errors import LockHeld
 from choreo_ingest.invocation import RunResult, refresh, run_once
 from choreo_ingest.providers.registry import BUILT_IN
+
+log = structlog.get_logger("choreo_ingest.cli")
 
 ProviderOption = Annotated[
     str | None, typer.Option("--provider", "-p", help="Run only this configured provider.")
@@ -86,7 +89,11 @@ def _api_session(ctx: typer.Context, config: Any, db: Any, provider: str | None)
 def _report_locked(json_output: bool, message: str) -> None:
     if json_output:
         render.print_json({"outcome": "locked", "exitCode": int(ExitCode.LOCKED), "providers": []})
-    render.note_line(f"choreo-ingest: {message}")
+    # Overlapping calls are normal under cron: say so only to a person (or at -v).
+    if render.stderr_is_tty():
+        render.note_line(f"choreo-ingest: {message}")
+    else:
+        log.info("run_skipped", reason=message)
     raise typer.Exit(int(ExitCode.LOCKED))
 
 
@@ -98,6 +105,11 @@ def _report_run(result: RunResult, json_output: bool) -> None:
                 "outcome": result.outcome,
                 "exitCode": int(code),
                 "providers": [_outcome_json(outcome) for outcome in result.providers],
+                "events": {
+                    "applied": result.events.applied,
+                    "retried": result.events.retried,
+                    "parked": result.events.parked,
+                },
             }
         )
     else:

@@ -20,6 +20,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
 from choreo_ingest.clock import Clock, SystemClock
+from choreo_ingest.simulator.control import CONTROL_PREFIX, ControlRoutes
 from choreo_ingest.simulator.cursors import (
     CursorExpired,
     CursorPosition,
@@ -80,6 +81,8 @@ class SimulatorOptions:
     fault_seed: int = 0
     log_requests: bool = False
     """Keep a `LoggedRequest` for every request (see `SimulatorApi.request_log`)."""
+    control: bool = False
+    """Serve the `/_control/*` debug routes (stats, world dump, mutations; see control.py)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
@@ -146,6 +149,7 @@ class SimulatorApi:
         self._meter = RequestMeter(self._clock)
         self._faults = random.Random(self._options.fault_seed)
         self._faults_lock = threading.Lock()
+        self._control = ControlRoutes(world, self._meter.snapshot, self._meter.reset)
 
     @property
     def options(self) -> SimulatorOptions:
@@ -180,6 +184,9 @@ class SimulatorApi:
     ) -> SimResponse:
         options = self._options
         params = parse_qs(query, keep_blank_values=True) if isinstance(query, str) else query
+        if options.control and path.startswith(CONTROL_PREFIX):
+            status, body = self._control.answer(method, path, params)
+            return SimResponse(status, dict(JSON_HEADERS), body)
         headers = {key.lower(): value for key, value in headers.items()}
         route, names = _route(path, options.base_path)
         self._meter.enter(route)

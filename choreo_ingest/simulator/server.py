@@ -243,6 +243,7 @@ def serve_forever(
     no_cursor_support: bool = False,
     repeat_cursor_bug: bool = False,
     base_path: str = "/api/v1",
+    control: bool = False,
 ) -> None:
     """Build a world and serve it until SIGINT or SIGTERM; prints only its URL, to stderr."""
     world = World.generate(orgs, projects, components, seed, endpoints_max, hidden_fraction)
@@ -258,6 +259,7 @@ def serve_forever(
         rate_limit_rps=rate_limit,
         latency=latency,
         fault_seed=seed,
+        control=control,
     )
     server = _LoopbackServer(SimulatorApi(world, options), host, port)
     print(f"openchoreo simulator at {_url(host, server.port, base_path)}", file=sys.stderr)

@@ -184,30 +184,37 @@ def apply_delta(
 ) -> tuple[PageStats, int]:
     """Apply an event's delta in one transaction: upserts count as seen, removals leave the set."""
     with conn.transaction():
-        stats = _upsert_entities(conn, provider, cycle_id, delta.upserts, now)
-        removed = 0
-        for ref in delta.removals:
-            removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
-        kept = {entity.ref for entity in delta.upserts}
-        for scope in delta.removal_scopes:
-            # Collected first: _remove_refs_where deletes the entities before the refs, so a
-            # condition that reads the entities table would match nothing by then.
-            scoped = [
-                ref
-                for (ref,) in conn.execute(
-                    "SELECT ref FROM entities WHERE provider = ? "
-                    "AND (scope = ? OR substr(scope, 1, ?) = ?)",
-                    [provider, scope, len(scope) + 1, scope + "/"],
-                )
-                if ref not in kept
-            ]
-            for start in range(0, len(scoped), _IN_BATCH):
-                batch = scoped[start : start + _IN_BATCH]
-                marks = ",".join("?" * len(batch))
-                removed += _remove_refs_where(
-                    conn, provider, f"entity_ref IN ({marks})", list(batch), now
-                )
-        bump_counters(conn, provider, {"entities_upserted": stats.upserted})
+        return apply_delta_rows(conn, provider, cycle_id, delta, now)
+
+
+def apply_delta_rows(
+    conn: Connection, provider: str, cycle_id: int, delta: Delta, now: float
+) -> tuple[PageStats, int]:
+    """`apply_delta` inside a transaction the caller holds."""
+    stats = _upsert_entities(conn, provider, cycle_id, delta.upserts, now)
+    removed = 0
+    for ref in delta.removals:
+        removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
+    kept = {entity.ref for entity in delta.upserts}
+    for scope in delta.removal_scopes:
+        # Collected first: _remove_refs_where deletes the entities before the refs, so a
+        # condition that reads the entities table would match nothing by then.
+        scoped = [
+            ref
+            for (ref,) in conn.execute(
+                "SELECT ref FROM entities WHERE provider = ? "
+                "AND (scope = ? OR substr(scope, 1, ?) = ?)",
+                [provider, scope, len(scope) + 1, scope + "/"],
+            )
+            if ref not in kept
+        ]
+        for start in range(0, len(scoped), _IN_BATCH):
+            batch = scoped[start : start + _IN_BATCH]
+            marks = ",".join("?" * len(batch))
+            removed += _remove_refs_where(
+                conn, provider, f"entity_ref IN ({marks})", list(batch), now
+            )
+    bump_counters(conn, provider, {"entities_upserted": stats.upserted})
     return stats, removed
 
 
@@ -318,8 +325,12 @@ def _blocking_reason(
     if not stale:
         return None
     if guards.reject_empty_source_collections:
-        seen = _count(conn, "provider = ? AND last_seen_cycle = ?", [provider, cycle_id])
-        if seen == 0:
+        # What the cycle's pages saw; entities applied from events do not count.
+        seen = conn.scalar(
+            "SELECT upserted + unchanged FROM cycles WHERE provider = ? AND cycle_id = ?",
+            [provider, cycle_id],
+        )
+        if not seen:
             return (
                 f"the cycle saw no entities while {stale} are active (rejectEmptySourceCollections)"
             )
@@ -343,18 +354,17 @@ def _remove_refs_where(
     conn: Connection, provider: str, where: str, params: list[object], now: float
 ) -> int:
     """Remove the provider's refs matching `where` and the entities it owns, logging deletes."""
-    match = f"FROM {REFS} WHERE provider = ? AND {where}"
     args = [provider, *params]
+    # Driven by the matching refs, each entity found through its primary key: filtering on
+    # `entities.provider` instead makes SQLite scan every entity of the provider.
+    owned = f"""FROM {REFS} r JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
+        WHERE r.provider = ? AND {where}"""
     conn.execute(
-        f"""INSERT INTO changes (at, op, ref, provider)
-            SELECT ?, 'delete', entity_ref, provider {match}
-            AND entity_ref IN (SELECT ref FROM entities WHERE provider = ?)""",
-        [now, *args, provider],
+        "INSERT INTO changes (at, op, ref, provider) "
+        f"SELECT ?, 'delete', e.ref, r.provider {owned}",
+        [now, *args],
     )
-    conn.execute(
-        f"DELETE FROM entities WHERE provider = ? AND ref IN (SELECT entity_ref {match})",
-        [provider, *args],
-    )
-    removed = conn.execute(f"DELETE {match}", args).rowcount
+    conn.execute(f"DELETE FROM entities WHERE rowid IN (SELECT e.rowid {owned})", args)
+    removed = conn.execute(f"DELETE FROM {REFS} WHERE provider = ? AND {where}", args).rowcount
     bump_counters(conn, provider, {"entities_removed": removed})
     return removed

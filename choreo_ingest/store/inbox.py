@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from choreo_ingest.models import JSON, Delta, PageStats
-from choreo_ingest.store.catalog import apply_delta, bump_counters, canonical_json
+from choreo_ingest.store.catalog import apply_delta_rows, bump_counters, canonical_json
 from choreo_ingest.store.connection import Connection
 
 
@@ -52,7 +52,7 @@ def apply_event(
 ) -> tuple[PageStats, int]:
     """The event's delta and its removal from the inbox, in one transaction."""
     with conn.transaction():
-        result = apply_delta(conn, provider, cycle_id, delta, now)
+        result = apply_delta_rows(conn, provider, cycle_id, delta, now)
         conn.execute("DELETE FROM event_inbox WHERE seq = ?", [seq])
         bump_counters(conn, provider, {"events_applied": 1})
     return result

@@ -11,6 +11,8 @@ import pytest
 from choreo_ingest.simulator.api import SimulatorApi, SimulatorOptions
 from choreo_ingest.simulator.world import World
 
+from sim_support import simulator_transport
+
 BASE_URL = "http://simulator.test/api/v1"
 
 
@@ -38,17 +40,6 @@ class FakeClock:
         with self._lock:
             self._now += seconds
             self._monotonic += seconds
-
-
-def simulator_transport(api: SimulatorApi) -> httpx.MockTransport:
-    """The simulator's pure handler as an in-process httpx transport (no sockets)."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        query = request.url.query.decode("ascii")
-        answer = api.handle(request.method, request.url.path, query, request.headers)
-        return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
-
-    return httpx.MockTransport(handle)
 
 
 @pytest.fixture

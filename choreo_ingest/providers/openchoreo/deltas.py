@@ -9,6 +9,7 @@ from choreo_ingest.errors import PermanentError
 from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.openchoreo.client import NotFoundError, OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
+    being_deleted,
     component_entities,
     organization_entity,
     project_entity,
@@ -40,6 +41,8 @@ def event_delta(
             project = client.get(f"{org_path}/projects/{_segment(event.name)}")
         except NotFoundError:
             return Delta(removal_scopes=[scope])
+        if being_deleted(project):
+            return Delta(removal_scopes=[scope])
         return Delta(upserts=[project_entity(project, org_name, mapping, provider)])
     if event.kind == "Component":
         project_name = _required(event.project, event, "project")
@@ -50,6 +53,8 @@ def event_delta(
         try:
             detail = client.get(path, DETAIL_PARAMS)
         except NotFoundError:
+            return Delta(removal_scopes=[scope])
+        if being_deleted(detail):
             return Delta(removal_scopes=[scope])
         entities = component_entities(detail, org_name, project_name, mapping, provider)
         return Delta(upserts=entities, removal_scopes=[scope])

@@ -58,11 +58,22 @@ _API_TYPES = {
     "udp": "udp",
 }
 _UNKNOWN = "unknown"
+_YAML_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml's emitter when PyYAML has it: the same text as the pure-Python one, 5x faster."""
 
 
 def organization_namespace(org: str) -> str:
     """The Backstage namespace that holds an organization's systems, components and APIs."""
     return namespace_name(org)
+
+
+def being_deleted(resource: Mapping[str, Any]) -> bool:
+    """A resource with a `deletionTimestamp` is on its way out: the catalog treats it as gone."""
+    return bool(resource.get("deletionTimestamp"))
+
+
+def live(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [resource for resource in resources if not being_deleted(resource)]
 
 
 def organization_entity(org: Mapping[str, Any], mapping: MappingConfig, provider: str) -> Entity:
@@ -319,15 +330,19 @@ def _generated_definition(
         if port:
             document["servers"] = [{"url": f"http://{component}:{port}"}]
         document["paths"] = {}
-        return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        return _yaml_text(document)
     if spec_type == "asyncapi":
         document = {"asyncapi": "2.6.0", "info": info}
         if port:
             document["servers"] = {"default": {"url": f"{component}:{port}", "protocol": "ws"}}
         document["channels"] = {}
-        return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        return _yaml_text(document)
     where = f" on port {port}" if port else ""
     return f"{type_label} endpoint '{endpoint}' of component {component}{where}; no schema.\n"
+
+
+def _yaml_text(document: Mapping[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
 
 
 def _source_location(component: Mapping[str, Any]) -> str | None:

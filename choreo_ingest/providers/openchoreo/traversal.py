@@ -42,7 +42,9 @@ from choreo_ingest.providers.openchoreo.client import (
 )
 from choreo_ingest.providers.openchoreo.deltas import event_delta
 from choreo_ingest.providers.openchoreo.entities import (
+    being_deleted,
     component_entities,
+    live,
     organization_entity,
     project_entity,
 )
@@ -222,7 +224,7 @@ class OpenChoreoProvider:
             return _Page(cursor_resets=1)
         page = _Page()
         if isinstance(listed, ListPage):
-            for project in listed.items:
+            for project in live(listed.items):
                 name = _name_of(project, path)
                 page.entities.append(project_entity(project, org, self._config.mapping, self._name))
                 page.queue_items.append(
@@ -250,12 +252,12 @@ class OpenChoreoProvider:
             return _Page(cursor_resets=1)
         page = _Page()
         if isinstance(listed, ListPage):
-            names = [_name_of(component, path) for component in listed.items]
+            names = [_name_of(component, path) for component in live(listed.items)]
             details = context.client.get_many(
                 [(f"{path}/{quote(name, safe='')}", DETAIL_PARAMS) for name in names]
             )
             for detail in details:
-                if not isinstance(detail, NotFound):  # deleted since it was listed
+                if not isinstance(detail, NotFound) and not being_deleted(detail):
                     page.entities.extend(
                         component_entities(detail, org, project, self._config.mapping, self._name)
                     )

@@ -17,6 +17,8 @@ from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.models import Entity, EntityIteratorResult, QueuedItem, QueueItem
 from choreo_ingest.providers.base import BurstContext
 
+from sim_support import simulator_transport
+
 if TYPE_CHECKING:  # only the traversal tests need the simulator; keep the client tests apart
     from choreo_ingest.simulator.api import SimulatorApi
 
@@ -152,18 +154,6 @@ class SteppingClock:
             while self._wakeups and self._wakeups[0] <= self._time:
                 heapq.heappop(self._wakeups)
             self._condition.notify_all()
-
-
-def simulator_transport(api: SimulatorApi) -> httpx.MockTransport:
-    """The simulator's pure handler as an in-process httpx transport (no sockets)."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        answer = api.handle(
-            request.method, request.url.path, request.url.query.decode(), dict(request.headers)
-        )
-        return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
-
-    return httpx.MockTransport(handle)
 
 
 @pytest.fixture

@@ -1,0 +1,171 @@
+"""The simulator as a test seam, and what a complete, exact catalog of a simulated world holds.
+
+`simulator_transport(api)` serves the simulator's pure handler to httpx in-process (no
+sockets). `expected_refs(world)` and `expected_counts(world)` compute, from the world's own
+query API and the documented entity mapping alone, the refs a finished cycle must leave in
+the catalog: nothing more, nothing less.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.engine import ProviderOutcome
+from choreo_ingest.invocation import run_once
+from choreo_ingest.models import entity_ref
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo.entities import ORGANIZATION_NAMESPACE, api_entity_name
+from choreo_ingest.providers.openchoreo.naming import entity_name, namespace_name
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
+
+PROVIDER = "openchoreo"
+IN_PROCESS_URL = "http://openchoreo.test/api/v1"
+CLI_TIMEOUT_SECONDS = 60
+INHERITED_SETTINGS = ("CHOREO_INGEST_CONFIG", "CHOREO_INGEST_DB", "OPENCHOREO_TOKEN")
+
+
+def simulator_transport(api: SimulatorApi) -> httpx.MockTransport:
+    """The simulator's pure handler as an in-process httpx transport (no sockets)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        answer = api.handle(
+            request.method, request.url.path, request.url.query.decode(), dict(request.headers)
+        )
+        return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
+
+    return httpx.MockTransport(handle)
+
+
+def ingest_world(
+    state_path: Path, world: World, clock: Clock, *, force: bool = False
+) -> ProviderOutcome:
+    """One `run` against `world` in-process; on a clock that does not move while the burst
+    runs, that is a whole cycle (one page per `next()`, five items per page)."""
+    config = Config(
+        openchoreo=OpenChoreoConfig(
+            base_url=IN_PROCESS_URL, incremental=IncrementalConfig(chunk_size=5)
+        ),
+        providers=(PROVIDER,),
+    )
+    api = SimulatorApi(world, SimulatorOptions(), clock)
+    provider = OpenChoreoProvider(config, transport=simulator_transport(api))
+    result = run_once(config, state_path, clock, force=force, providers={PROVIDER: provider})
+    [outcome] = result.providers
+    assert outcome.cycle_completed, outcome
+    return outcome
+
+
+def endpoint_names(detail: Mapping[str, Any]) -> list[str]:
+    """The endpoint names of a component detail (`workload.endpoints` keys)."""
+    workload = detail.get("workload") or {}
+    return sorted(workload.get("endpoints") or {})
+
+
+def iter_expected(world: World) -> Iterator[tuple[str, str]]:
+    """(kind, ref) of every entity a complete walk of `world` as it stands now must produce."""
+    for org in world.orgs():
+        org_name = org["name"]
+        namespace = namespace_name(org_name)
+        yield "Domain", entity_ref("Domain", ORGANIZATION_NAMESPACE, entity_name(org_name))
+        for project in world.projects(org_name):
+            project_name = project["name"]
+            yield "System", entity_ref("System", namespace, entity_name(project_name))
+            for item in world.components(org_name, project_name):
+                component = item["name"]
+                yield "Component", entity_ref("Component", namespace, entity_name(component))
+                detail = world.component(org_name, project_name, component)
+                for endpoint in endpoint_names(detail):
+                    yield "API", entity_ref("API", namespace, api_entity_name(component, endpoint))
+
+
+def expected_refs(world: World) -> set[str]:
+    refs = [ref for _, ref in iter_expected(world)]
+    assert len(refs) == len(set(refs)), "the world maps two resources onto one ref"
+    return set(refs)
+
+
+def expected_counts(world: World) -> dict[str, int]:
+    """Entities per kind, for the kinds the world has (as `Store.entity_counts` gives them)."""
+    return dict(Counter(kind for kind, _ in iter_expected(world)))
+
+
+def ref_of(body: Mapping[str, Any]) -> str:
+    metadata = body["metadata"]
+    return entity_ref(body["kind"], metadata["namespace"], metadata["name"])
+
+
+def unresolved_refs(bodies: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every `spec.domain`, `spec.system` and `spec.providesApis` that names no entity here."""
+    bodies = list(bodies)
+    present = {ref_of(body) for body in bodies}
+    problems = []
+    for body in bodies:
+        namespace, spec = body["metadata"]["namespace"], body["spec"]
+        wanted: list[tuple[str, str]] = []
+        if "domain" in spec:
+            wanted.append(("domain", spec["domain"]))
+        if "system" in spec:
+            wanted.append(("system", spec["system"]))
+        wanted += [("api", ref) for ref in spec.get("providesApis", [])]
+        for kind, target in wanted:
+            if _resolve(kind, target, namespace) not in present:
+                problems.append(f"{ref_of(body)} -> {kind} {target}")
+    return problems
+
+
+def _resolve(kind: str, target: str, namespace: str) -> str:
+    """A (possibly short) Backstage ref made full: `[kind:][namespace/]name`."""
+    if ":" in target:
+        kind, target = target.split(":", 1)
+    if "/" in target:
+        namespace, target = target.split("/", 1)
+    return entity_ref(kind, namespace, target)
+
+
+def write_config(path: Path, base_url: str | None, **sections: Any) -> Path:
+    """A YAML config file: `openchoreo.baseUrl` plus any top-level sections given.
+
+    `incremental={...}` and `token=...` go below `openchoreo`; other keywords are top-level
+    sections (`metrics={"textfile": ...}`).
+    """
+    openchoreo: dict[str, Any] = {}
+    if base_url is not None:
+        openchoreo["baseUrl"] = base_url
+    if "token" in sections:
+        openchoreo["token"] = sections.pop("token")
+    if "incremental" in sections:
+        openchoreo["incremental"] = sections.pop("incremental")
+    document = {"openchoreo": openchoreo, **sections} if openchoreo else sections
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def run_cli(
+    *args: str | Path, cwd: Path, env: Mapping[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m choreo_ingest ARGS` off a TTY (pipes), with none of the caller's
+    choreo-ingest settings in its environment; `env` adds variables."""
+    environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
+    environment.update({"COLUMNS": "200", "NO_COLOR": "1"}, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "choreo_ingest", *map(str, args)],
+        cwd=cwd,
+        env=environment,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_SECONDS,
+        check=False,
+    )

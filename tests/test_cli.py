@@ -1,0 +1,302 @@
+"""The operator's CLI: commands, options, exit codes, and stdout that carries data only.
+
+Where stdout purity or the exit status of a real process is the point, the tests start
+`python -m choreo_ingest` off a TTY; elsewhere typer's CliRunner calls the app in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner, Result
+
+from choreo_ingest.cli.app import app
+from choreo_ingest.lock import RunLock
+from choreo_ingest.reporting import iter_export
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+from choreo_ingest.store import MIGRATION_NAMES
+
+from fakes import FakeClock
+from sim_support import expected_refs, ingest_world, ref_of, run_cli, write_config
+
+COMMANDS = (
+    "run", "status", "providers", "health", "reset", "refresh", "migrate", "removals",
+    "export", "changes", "check", "demo", "simulate", "event", "mirror",
+)  # fmt: skip
+RUN_KEYS = {"outcome", "exitCode", "providers", "events"}
+RUN_PROVIDER_KEYS = {
+    "name", "action", "state", "pages", "entitiesUpserted", "entitiesUnchanged",
+    "entitiesRemoved", "removalsBlocked", "cycleCompleted", "nextActionAt", "error",
+}  # fmt: skip
+UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No config or state file from the caller's environment or working directory."""
+    for name in ("CHOREO_INGEST_CONFIG", "CHOREO_INGEST_DB", "OPENCHOREO_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def document(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def world() -> World:
+    return World.generate(2, 2, 3, seed=12)
+
+
+@pytest.fixture
+def ingested(tmp_path: Path, world: World) -> Path:
+    """A state file holding one completed cycle over `world`."""
+    state_path = tmp_path / "state.db"
+    ingest_world(state_path, world, FakeClock())
+    return state_path
+
+
+@pytest.fixture
+def blocked(ingested: Path) -> Path:
+    """The state after a second cycle saw nothing: its sweep is blocked."""
+    outcome = ingest_world(ingested, World.empty(), FakeClock(), force=True)
+    assert outcome.removals_blocked > 0
+    return ingested
+
+
+@pytest.fixture
+def server_url(world: World) -> Iterator[str]:
+    with start_server(SimulatorApi(world, SimulatorOptions())) as server:
+        yield server.url
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, server_url: str) -> Path:
+    return write_config(tmp_path / "config.yaml", server_url, incremental={"chunkSize": 5})
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    done = run_cli("--help", cwd=tmp_path)
+
+    assert done.returncode == 0
+    listed = set(re.findall(r"^│ ([a-z]+)\s", done.stdout, flags=re.MULTILINE))
+    assert listed >= set(COMMANDS), set(COMMANDS) - listed
+
+
+def test_migrate_applies_once_then_finds_nothing_pending(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+
+    first = run_cli("migrate", "--db", db, "--json", cwd=tmp_path)
+    second = run_cli("migrate", "--db", db, "--json", cwd=tmp_path)
+
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert json.loads(first.stdout)["appliedNow"] == list(MIGRATION_NAMES)
+    again = json.loads(second.stdout)
+    assert again["appliedNow"] == []
+    assert again["pending"] == []
+    assert again["applied"] == list(MIGRATION_NAMES)
+
+
+class TestRun:
+    def test_json_is_exactly_one_document_with_the_documented_keys(
+        self, tmp_path: Path, config_file: Path, world: World
+    ) -> None:
+        done = run_cli("run", "--json", "--config", config_file, "--db", "state.db", cwd=tmp_path)
+
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)  # raises if stdout holds anything more
+        assert set(result) == RUN_KEYS
+        assert (result["outcome"], result["exitCode"]) == ("burst", 0)
+        [provider] = result["providers"]
+        assert set(provider) == RUN_PROVIDER_KEYS
+        assert provider["cycleCompleted"] is True
+        assert provider["entitiesUpserted"] == len(expected_refs(world))
+
+    def test_off_a_tty_prints_nothing_on_success(self, tmp_path: Path, config_file: Path) -> None:
+        burst = run_cli("run", "--config", config_file, "--db", "state.db", cwd=tmp_path)
+        nothing_due = run_cli("run", "--config", config_file, "--db", "state.db", cwd=tmp_path)
+
+        for done in (burst, nothing_due):
+            assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        assert (tmp_path / "state.db").is_file()
+
+    @pytest.mark.parametrize(
+        ("args", "says"),
+        [
+            (["run"], ""),
+            (["-v", "run"], "another choreo-ingest run holds"),
+            (["run", "--json"], None),
+        ],
+        ids=["quiet-under-cron", "verbose", "json"],
+    )
+    def test_exits_75_while_another_run_holds_the_lock(
+        self, tmp_path: Path, args: list[str], says: str | None
+    ) -> None:
+        config = write_config(tmp_path / "config.yaml", UNREACHABLE_URL)
+        db = tmp_path / "state.db"
+
+        with RunLock(db):
+            done = run_cli(*args, "--config", config, "--db", db, cwd=tmp_path)
+
+        assert done.returncode == 75
+        if says is None:
+            assert json.loads(done.stdout) == {"outcome": "locked", "exitCode": 75, "providers": []}
+            return
+        assert done.stdout == ""
+        assert says in done.stderr if says else done.stderr == ""
+
+    @pytest.mark.parametrize(
+        ("yaml_text", "key_path"),
+        [
+            ("openchoreo: {incremental: {chunkSize: 5000}}\n", "openchoreo.incremental.chunkSize"),
+            ("openchoreo: {incremental: {burstLenght: 5}}\n", "openchoreo.incremental.burstLenght"),
+            ("mapping:\n  defaultOwner: guests\n", "mapping.defaultOwner"),
+            ("providers: openchoreo\n", "providers"),
+        ],
+        ids=["out-of-range", "misspelt-key", "short-owner-ref", "not-a-list"],
+    )
+    def test_bad_config_exits_2_naming_the_key_path(
+        self, tmp_path: Path, yaml_text: str, key_path: str
+    ) -> None:
+        config = tmp_path / "bad.yaml"
+        config.write_text(yaml_text)
+
+        result = invoke("run", "--config", config, "--db", tmp_path / "state.db")
+
+        assert result.exit_code == 2
+        assert f"error: {key_path}:" in result.stderr
+        assert result.stdout == ""
+        assert not (tmp_path / "state.db").exists()
+
+
+class TestStateCommands:
+    def test_config_and_db_are_accepted_after_the_command_name(
+        self, tmp_path: Path, ingested: Path
+    ) -> None:
+        config = write_config(tmp_path / "config.yaml", None, state={"path": ingested.name})
+
+        outcomes = [
+            invoke("--db", ingested, "status", "--json"),
+            invoke("status", "--json", "--db", ingested),
+            invoke("--config", config, "status", "--json"),
+            invoke("status", "--config", config, "--json"),
+        ]
+
+        assert [result.exit_code for result in outcomes] == [0, 0, 0, 0]
+        states = [document(result)["providers"][0]["state"] for result in outcomes]
+        assert states == ["resting"] * 4
+        assert {Path(document(result)["stateFile"]).resolve() for result in outcomes} == {
+            ingested.resolve()
+        }
+
+    @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+    def test_status_on_a_missing_state_file_exits_4(self, tmp_path: Path, as_json: bool) -> None:
+        flags = ["--json"] if as_json else []
+
+        result = invoke("status", *flags, "--db", tmp_path / "missing.db")
+
+        assert result.exit_code == 4
+        assert "no state file yet" in result.stderr
+        if as_json:
+            assert document(result)["exitCode"] == 4
+        assert not (tmp_path / "missing.db").exists()
+
+    def test_reset_off_a_tty_needs_yes(self, ingested: Path) -> None:
+        refused = invoke("reset", "openchoreo", "--db", ingested)
+        still = document(invoke("status", "--json", "--db", ingested))["providers"][0]
+        done = invoke("reset", "openchoreo", "--yes", "--purge", "--json", "--db", ingested)
+        after = document(invoke("status", "--json", "--db", ingested))["providers"][0]
+
+        assert refused.exit_code == 2
+        assert "--yes" in refused.stderr
+        assert still["state"] == "resting"
+        assert done.exit_code == 0
+        assert document(done)["purged"] == still["activeEntities"] > 0
+        assert (after["state"], after["activeEntities"]) == ("idle", 0)
+
+    def test_blocked_removals_are_listed_then_applied_on_approval(self, blocked: Path) -> None:
+        listed = invoke("removals", "--json", "--db", blocked)
+        unconfirmed = invoke("removals", "approve", "openchoreo", "--db", blocked)
+        approved = invoke("removals", "approve", "openchoreo", "--yes", "--json", "--db", blocked)
+        after = invoke("removals", "openchoreo", "--json", "--db", blocked)
+
+        [pending] = document(listed)["providers"]
+        assert pending["blocked"] is True
+        assert "rejectEmptySourceCollections" in pending["reason"]
+        assert len(pending["refs"]) == min(pending["count"], 100)
+        assert unconfirmed.exit_code == 2
+        assert document(approved)["removed"] == pending["count"]
+        assert document(after)["providers"][0]["blocked"] is False
+        assert list(iter_export(blocked)) == []
+
+    def test_yaml_export_is_a_yaml_stream_of_the_catalog(
+        self, tmp_path: Path, ingested: Path, world: World
+    ) -> None:
+        done = run_cli("export", "--format", "yaml", "--db", ingested, cwd=tmp_path)
+
+        assert done.returncode == 0, done.stderr
+        documents = list(yaml.safe_load_all(done.stdout))
+        assert documents == list(iter_export(ingested))
+        assert {ref_of(body) for body in documents} == expected_refs(world)
+
+    def test_export_by_kind_prints_only_that_kind(self, ingested: Path, world: World) -> None:
+        result = invoke("export", "--kind", "system", "--db", ingested)
+
+        kinds = [json.loads(line)["kind"] for line in result.stdout.splitlines()]
+        assert kinds == ["System"] * sum(1 for ref in expected_refs(world) if ref[:7] == "system:")
+
+    def test_changes_since_a_sequence_number(self, ingested: Path, world: World) -> None:
+        everything = document(invoke("changes", "--json", "--db", ingested))
+        window = ("--since", "5", "--limit", "3", "--db", ingested)
+        tail = document(invoke("changes", *window, "--json"))
+        lines = invoke("changes", *window).stdout
+
+        assert len(everything["changes"]) == len(expected_refs(world))
+        assert everything["lastSeq"] == everything["changes"][-1]["seq"]
+        assert [row["seq"] for row in tail["changes"]] == [6, 7, 8]
+        assert tail["lastSeq"] == 8
+        assert [json.loads(line) for line in lines.splitlines()] == tail["changes"]
+        assert set(tail["changes"][0]) == {"seq", "at", "op", "ref", "provider"}
+
+
+class TestCheck:
+    def test_passes_against_a_reachable_simulator(self, tmp_path: Path, config_file: Path) -> None:
+        done = run_cli("check", "--json", "--config", config_file, "--db", "state.db", cwd=tmp_path)
+
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["ok"] is True
+        api = [check for check in report["checks"] if check["name"] == "openchoreo"]
+        assert [check["ok"] for check in api] == [True]
+        assert "cursor pagination supported" in api[0]["detail"]
+
+    def test_fails_against_a_dead_port(self, tmp_path: Path) -> None:
+        url = f"http://127.0.0.1:{free_port()}/api/v1"
+        config = write_config(tmp_path / "config.yaml", url, incremental={"requestTimeout": 1})
+
+        done = run_cli("check", "--json", "--config", config, "--db", "state.db", cwd=tmp_path)
+
+        assert done.returncode == 2
+        report = json.loads(done.stdout)
+        assert report["ok"] is False
+        failed = [check["name"] for check in report["checks"] if not check["ok"]]
+        assert failed == ["openchoreo"]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

@@ -1,0 +1,660 @@
+"""Events: parsing and validation, the inbox, the `event` command, and draining at `run`
+(with a fake provider that also handles events)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from choreo_ingest.cli.app import app
+from choreo_ingest.config import Config
+from choreo_ingest.errors import AuthError, PermanentError, TransientError
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, parse_events, store_events
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.lock import RunLock
+from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
+from choreo_ingest.providers.base import (
+    BurstContext,
+    EventHandlingProvider,
+    IncrementalEntityProvider,
+)
+from choreo_ingest.reporting import provider_metrics
+from choreo_ingest.store import Store
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+
+def component_event(name: str, action: str) -> dict[str, Any]:
+    return {
+        "kind": "Component",
+        "name": name,
+        "namespace": "default",
+        "project": "p",
+        "action": action,
+    }
+
+
+@dataclass
+class EventFakeProvider(FakeProvider):
+    """A FakeProvider whose events re-read `entities` (the same world its pages come from).
+
+    `failures` maps an entity name to the errors its next re-reads raise, one per attempt.
+    """
+
+    failures: dict[str, list[Exception]] = field(default_factory=dict)
+    handled: list[Event] = field(default_factory=list)
+
+    def handle_event(self, context: BurstContext, event: Event) -> Delta:
+        self.handled.append(event)
+        errors = self.failures.get(event.name)
+        if errors:
+            raise errors.pop(0)
+        found = [entity for entity in self.entities if entity.name == event.name]
+        if event.action == "deleted" or not found:
+            return Delta(removal_scopes=[event.name])
+        return Delta(upserts=found, removal_scopes=[event.name])
+
+
+class EmptyListing:
+    """A source whose listing answers two empty pages (one per burst) while re-reads work."""
+
+    name = "fake"
+
+    @contextmanager
+    def around(self, burst: BurstContext) -> Iterator[BurstContext]:
+        yield burst
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is None:
+            context.clock.sleep(context.remaining() + 1)  # the burst ends after this page
+        return EntityIteratorResult(done=cursor is not None, entities=[], cursor={"page": 1})
+
+    def handle_event(self, context: BurstContext, event: Event) -> Delta:
+        return Delta(upserts=[make_entity(event.name)], removal_scopes=[event.name])
+
+
+def run(config: Config, clock: FakeClock, *providers: IncrementalEntityProvider) -> RunResult:
+    assert config.state_path is not None
+    return run_once(
+        config,
+        config.state_path,
+        clock,
+        providers={provider.name: provider for provider in providers},
+        rng=random.Random(0),
+    )
+
+
+def feed(config: Config, clock: FakeClock, *bodies: dict[str, Any], provider: str = "fake") -> None:
+    assert config.state_path is not None
+    store_events(config.state_path, provider, list(bodies), clock)
+
+
+def catalog_names(config: Config) -> set[str]:
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return {body["metadata"]["name"] for body in store.iter_entities()}
+
+
+def provider_state(config: Config, name: str = "fake") -> ProviderState:
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return store.load_provider(name).state
+
+
+def inbox(config: Config, provider: str = "fake") -> list[tuple[str, int]]:
+    """(entity name, attempts) of the provider's pending events, in order."""
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return [(item.body["name"], item.attempts) for item in store.pending_events(provider)]
+
+
+def events_total(config: Config) -> dict[str, float]:
+    assert config.metrics_textfile is not None
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(config.metrics_textfile.read_text())
+        for sample in family.samples
+        if sample.name == "choreo_ingest_events_total"
+    }
+
+
+FIVE = [make_entity(f"e{i}") for i in range(5)]
+
+
+class TestParseEvents:
+    @pytest.mark.parametrize(
+        ("text", "names"),
+        [
+            ('{"kind": "Organization", "name": "acme", "action": "created"}', ["acme"]),
+            (
+                json.dumps([component_event("a", "created"), component_event("b", "deleted")]),
+                ["a", "b"],
+            ),
+            (
+                "\n".join(json.dumps(component_event(n, "updated")) for n in "abc"),
+                ["a", "b", "c"],
+            ),
+            (
+                f"\n{json.dumps(component_event('a', 'created'))}\n\n"
+                f"{json.dumps(component_event('b', 'created'))}\n",
+                ["a", "b"],
+            ),
+            (json.dumps(component_event("a", "created"), indent=2), ["a"]),
+        ],
+        ids=["one-object", "array", "ndjson", "ndjson-blank-lines", "pretty-object"],
+    )
+    def test_accepts_every_input_shape(self, text: str, names: list[str]) -> None:
+        parsed = parse_events(text)
+
+        assert [event["name"] for event in parsed.valid] == names
+        assert parsed.rejected == []
+
+    @pytest.mark.parametrize(
+        ("event", "problem"),
+        [
+            ({"kind": "Widget", "name": "a", "action": "created"}, "unknown kind 'Widget'"),
+            ({"name": "a", "action": "created"}, "unknown kind None"),
+            ({"kind": "component", "name": "a", "action": "created"}, "unknown kind"),
+            ({"kind": "Organization", "name": "a", "action": "renamed"}, "unknown action"),
+            ({"kind": "Organization", "name": "a"}, "unknown action None"),
+            ({"kind": "Organization", "action": "deleted"}, "needs a non-empty 'name'"),
+            ({"kind": "Organization", "name": " ", "action": "deleted"}, "non-empty 'name'"),
+            ({"kind": "Organization", "name": 7, "action": "deleted"}, "non-empty 'name'"),
+            ({"kind": "Project", "name": "shop", "action": "created"}, "'namespace'"),
+            (
+                {"kind": "Component", "name": "c", "namespace": "acme", "action": "created"},
+                "needs a non-empty 'project'",
+            ),
+            ({"kind": "Organization", "name": "acme/shop", "action": "deleted"}, "not an Open"),
+            (
+                {"kind": "Component", "name": "..", "namespace": "a", "action": "x"},
+                "unknown action",
+            ),
+            (
+                {"kind": "Component", "name": "..", "namespace": "a", "project": "p",
+                 "action": "created"},
+                "name '..' is not an OpenChoreo name",
+            ),
+            (
+                {"kind": "Project", "name": "shop", "namespace": "Acme", "action": "created"},
+                "namespace 'Acme' is not an OpenChoreo name",
+            ),
+            (["not", "an", "object"], "expected a JSON object, got list"),
+            ("text", "expected a JSON object, got str"),
+        ],
+        ids=[
+            "unknown-kind",
+            "no-kind",
+            "kind-is-case-sensitive",
+            "unknown-action",
+            "no-action",
+            "no-name",
+            "blank-name",
+            "name-not-a-string",
+            "project-without-namespace",
+            "component-without-project",
+            "name-with-slash",
+            "kind-checked-before-name",
+            "dot-dot-name",
+            "uppercase-namespace",
+            "array-item",
+            "string-item",
+        ],
+    )  # fmt: skip
+    def test_rejects_an_invalid_event_with_its_reason(self, event: Any, problem: str) -> None:
+        parsed = parse_events(json.dumps([event]))
+
+        assert parsed.valid == []
+        assert len(parsed.rejected) == 1
+        assert parsed.rejected[0].index == 1
+        assert problem in parsed.rejected[0].problem
+
+    def test_mixed_array_keeps_the_valid_events_and_numbers_the_rejected_ones(self) -> None:
+        events = [
+            component_event("a", "created"),
+            {"kind": "Widget", "name": "x", "action": "created"},
+            component_event("b", "deleted"),
+            {"kind": "Organization", "action": "deleted"},
+        ]
+
+        parsed = parse_events(json.dumps(events))
+
+        assert [event["name"] for event in parsed.valid] == ["a", "b"]
+        assert [str(rejected) for rejected in parsed.rejected] == [
+            "event 2: unknown kind 'Widget' (expected one of Organization, Project, Component)",
+            "event 4: Organization event needs a non-empty 'name'",
+        ]
+
+    def test_ndjson_line_that_is_not_json_is_rejected_by_its_line_number(self) -> None:
+        lines = [json.dumps(component_event("a", "created")), "{oops", "", "[1"]
+        lines.append(json.dumps(component_event("b", "created")))
+
+        parsed = parse_events("\n".join(lines))
+
+        assert [event["name"] for event in parsed.valid] == ["a", "b"]
+        assert [(r.index, r.problem.split(" (")[0]) for r in parsed.rejected] == [
+            (2, "not JSON"),
+            (4, "not JSON"),
+        ]
+
+    @pytest.mark.parametrize("text", ["", "  \n\t"], ids=["empty", "whitespace"])
+    def test_empty_input_is_rejected(self, text: str) -> None:
+        parsed = parse_events(text)
+
+        assert parsed.valid == []
+        assert [str(rejected) for rejected in parsed.rejected] == [
+            "event 1: no events in the input"
+        ]
+
+
+class TestInbox:
+    def test_events_wait_in_arrival_order(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = make_config(tmp_path)
+        feed(config, clock, component_event("b", "created"), component_event("a", "deleted"))
+        feed(config, clock, component_event("c", "updated"))
+
+        assert inbox(config) == [("b", 0), ("a", 0), ("c", 0)]
+
+    def test_a_batch_is_stored_whole_or_not_at_all(
+        self, state_path: Path, clock: FakeClock
+    ) -> None:
+        unencodable = {**component_event("b", "created"), "extra": object()}
+        with Store.open(state_path) as store:
+            store.migrate()
+            with pytest.raises(TypeError):
+                store.add_events("fake", [component_event("a", "created"), unencodable], 1.0)
+
+            assert store.pending_events("fake") == []
+
+    def test_storing_events_does_not_need_the_run_lock(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        run(config, clock, FakeProvider(FIVE))
+        assert config.state_path is not None
+
+        with RunLock(config.state_path):  # a burst is running
+            feed(config, clock, component_event("a", "created"))
+
+        assert inbox(config) == [("a", 0)]
+
+    def test_the_first_event_creates_and_migrates_the_state_file(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+
+        feed(config, clock, component_event("a", "created"))
+
+        assert inbox(config) == [("a", 0)]
+
+    def test_events_are_kept_per_provider(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = make_config(tmp_path)
+        feed(config, clock, component_event("a", "created"), provider="other")
+
+        assert inbox(config) == []
+        assert inbox(config, "other") == [("a", 0)]
+
+
+class TestEventCommand:
+    @pytest.fixture
+    def config_file(self, tmp_path: Path) -> Path:
+        path = tmp_path / "choreo-ingest.yaml"
+        path.write_text("state:\n  path: state.db\nproviders:\n  - openchoreo\n", encoding="utf-8")
+        return path
+
+    def invoke(self, *args: str, stdin: str | None = None) -> Any:
+        return CliRunner().invoke(app, list(args), input=stdin)
+
+    def pending(self, tmp_path: Path) -> list[str]:
+        with Store.open(tmp_path / "state.db", readonly=True) as store:
+            return [item.body["name"] for item in store.pending_events("openchoreo")]
+
+    def test_invalid_events_exit_2_and_the_valid_ones_are_stored(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        events = tmp_path / "events.json"
+        events.write_text(
+            json.dumps(
+                [
+                    component_event("a", "created"),
+                    {"kind": "Component", "namespace": "acme", "project": "p", "action": "created"},
+                    component_event("b", "deleted"),
+                    {"kind": "Component", "name": "c", "action": "exploded"},
+                ]
+            ),
+            encoding="utf-8",
+        )
+
+        result = self.invoke("event", str(events), "--json", "--config", str(config_file))
+
+        assert result.exit_code == 2, result.output
+        document = json.loads(result.stdout)
+        assert document["stored"] == 2
+        assert document["exitCode"] == 2
+        assert [item["index"] for item in document["rejected"]] == [2, 4]
+        assert "needs a non-empty 'name'" in document["rejected"][0]["problem"]
+        assert "unknown action 'exploded'" in document["rejected"][1]["problem"]
+        assert "event 4: unknown action 'exploded'" in result.stderr
+        assert self.pending(tmp_path) == ["a", "b"]
+
+    def test_ndjson_on_stdin_is_stored_in_order(self, tmp_path: Path, config_file: Path) -> None:
+        ndjson = "".join(json.dumps(component_event(n, "updated")) + "\n" for n in ("z", "y"))
+
+        result = self.invoke("event", "-", "--json", "--config", str(config_file), stdin=ndjson)
+
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {"stored": 2, "rejected": [], "exitCode": 0}
+        assert self.pending(tmp_path) == ["z", "y"]
+
+    def test_event_succeeds_while_a_run_holds_the_lock(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        first = self.invoke("event", "--config", str(config_file), stdin="[]")
+        assert first.exit_code == 0, first.output
+
+        with RunLock(tmp_path / "state.db"):
+            result = self.invoke(
+                "event",
+                "--config",
+                str(config_file),
+                stdin=json.dumps(component_event("a", "created")),
+            )
+
+        assert result.exit_code == 0, result.output
+        assert self.pending(tmp_path) == ["a"]
+
+    def test_an_unreadable_file_is_a_usage_error(self, tmp_path: Path, config_file: Path) -> None:
+        result = self.invoke("event", str(tmp_path / "missing.json"), "--config", str(config_file))
+
+        assert result.exit_code == 2
+        assert "missing.json: cannot read" in result.stderr
+
+    def test_events_for_an_unconfigured_provider_are_refused(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        result = self.invoke(
+            "event",
+            "--provider",
+            "nope",
+            "--config",
+            str(config_file),
+            stdin=json.dumps(component_event("a", "created")),
+        )
+
+        assert result.exit_code == 2
+        assert "'nope' is not configured" in result.stderr
+        assert not (tmp_path / "state.db").exists()
+
+    def test_status_json_counts_pending_and_parked_events(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        events = [component_event(name, "created") for name in ("a", "b", "c")]
+        self.invoke("event", "--config", str(config_file), stdin=json.dumps(events))
+        with Store.open(tmp_path / "state.db") as store:
+            first = store.pending_events("openchoreo")[0]
+            store.fail_event("openchoreo", first.seq, "down", max_attempts=1)
+
+        result = self.invoke("status", "--json", "--config", str(config_file))
+
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["events"] == {"pending": 2, "parked": 1}
+
+
+class TestDrain:
+    def test_events_apply_in_arrival_order(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        run(config, clock, provider)
+        provider.entities = [*FIVE[1:], make_entity("new")]  # e0 gone, e2 re-created, new added
+        arrivals = [("e2", "deleted"), ("e0", "deleted"), ("new", "created"), ("e2", "created")]
+        feed(config, clock, *(component_event(name, action) for name, action in arrivals))
+
+        result = run(config, clock, provider)
+
+        assert [(event.name, event.action) for event in provider.handled] == arrivals
+        assert catalog_names(config) == {"e1", "e2", "e3", "e4", "new"}
+        assert result.events.applied == 4
+        assert inbox(config) == []
+
+    @pytest.mark.parametrize(
+        ("state", "action"),
+        [
+            (ProviderState.IDLE, "burst"),
+            (ProviderState.INTERSTITIAL, "waiting"),
+            (ProviderState.RESTING, "waiting"),
+            (ProviderState.BACKING_OFF, "waiting"),
+        ],
+        ids=["idle", "interstitial", "resting", "backing-off"],
+    )
+    def test_events_are_drained_whatever_the_provider_state(
+        self, tmp_path: Path, clock: FakeClock, state: ProviderState, action: str
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0)
+        provider = EventFakeProvider(list(FIVE))
+        if state is ProviderState.INTERSTITIAL:
+            provider.page_cost = 11.0  # one page per burst
+        if state is ProviderState.BACKING_OFF:
+            provider.fail_at = {0: TransientError("502")}
+        if state is not ProviderState.IDLE:
+            run(config, clock, provider)
+        provider.page_cost = 0.0
+        provider.entities = [*FIVE, make_entity("new")]
+        feed(config, clock, component_event("new", "created"))
+        assert provider_state(config) is state
+
+        result = run(config, clock, provider)
+
+        assert "new" in catalog_names(config)
+        assert result.events.applied == 1
+        assert [outcome.action for outcome in result.providers] == [action]
+
+    def test_transient_failure_keeps_the_event_and_stops_the_drain(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        run(config, clock, provider)
+        provider.entities = [*FIVE, make_entity("a"), make_entity("b")]
+        provider.failures = {"a": [TransientError("503 from the API")]}
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        first = run(config, clock, provider)
+
+        assert (first.events.applied, first.events.retried) == (0, 1)
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        assert {"a", "b"}.isdisjoint(catalog_names(config))
+        assert [outcome.action for outcome in first.providers] == ["waiting"]
+
+        second = run(config, clock, provider)
+
+        assert second.events.applied == 2
+        assert inbox(config) == []
+        assert {"a", "b"} <= catalog_names(config)
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            PermanentError("400 INVALID_INPUT"),
+            KeyError("displayName"),  # a bug in the provider's mapping
+        ],
+        ids=["permanent-error", "provider-bug"],
+    )
+    def test_failure_of_one_event_does_not_hold_back_the_others_or_the_burst(
+        self, tmp_path: Path, clock: FakeClock, error: Exception
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
+        provider.failures = {"a": [error]}
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        result = run(config, clock, provider)
+
+        assert (result.events.applied, result.events.retried) == (1, 1)
+        assert inbox(config) == [("a", 1)]
+        assert [outcome.action for outcome in result.providers] == ["burst"]
+        assert result.outcome == "burst"
+
+    @pytest.mark.parametrize(
+        ("error", "action"),
+        [
+            (AuthError("401; check openchoreo.token"), "updated"),
+            (PermanentError("the source refused the removal"), "deleted"),
+        ],
+        ids=["auth-error", "failed-deletion"],
+    )
+    def test_failure_that_may_concern_later_events_stops_the_drain(
+        self, tmp_path: Path, clock: FakeClock, error: Exception, action: str
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        provider.failures = {"e1": [error]}
+        feed(config, clock, component_event("e1", action), component_event("e1", "created"))
+
+        run(config, clock, provider)
+
+        assert inbox(config) == [("e1", 1), ("e1", 0)]
+
+    def test_event_is_parked_after_its_last_attempt_and_shown_by_status(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("b")])
+        provider.failures = {"a": [TransientError("503")] * MAX_EVENT_ATTEMPTS}
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        for attempt in range(1, MAX_EVENT_ATTEMPTS):
+            run(config, clock, provider)
+            assert inbox(config) == [("a", attempt), ("b", 0)]
+        last = run(config, clock, provider)
+
+        assert (last.events.parked, last.events.applied) == (1, 1)
+        assert inbox(config) == []
+        assert config.state_path is not None
+        with Store.open(config.state_path, readonly=True) as store:
+            counts = store.inbox_counts()
+        assert (counts.pending, counts.parked) == (0, 1)
+        assert events_total(config) == {
+            "applied": 1,
+            "parked": 1,
+            "retried": MAX_EVENT_ATTEMPTS - 1,
+            "rejected": 0,
+        }
+
+    def test_provider_without_handle_event_leaves_its_events_pending(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = FakeProvider(list(FIVE))
+        assert not isinstance(provider, EventHandlingProvider)
+        feed(config, clock, component_event("e0", "deleted"))
+
+        result = run(config, clock, provider)
+
+        assert result.outcome == "burst"
+        assert result.events.applied == 0
+        assert inbox(config) == [("e0", 0)]
+        assert "e0" in catalog_names(config)
+
+    def test_only_the_named_provider_is_drained(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = replace(make_config(tmp_path), providers=("fake", "other"))
+        fake = EventFakeProvider(list(FIVE))
+        other = EventFakeProvider(list(FIVE), name="other")
+        feed(config, clock, component_event("e0", "deleted"))
+        feed(config, clock, component_event("e0", "deleted"), provider="other")
+        assert config.state_path is not None
+
+        run_once(
+            config, config.state_path, clock, only="other", providers={"fake": fake, "other": other}
+        )
+
+        assert (inbox(config, "fake"), inbox(config, "other")) == ([("e0", 0)], [])
+
+    def test_event_changes_reach_the_change_log_counters_and_metrics(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        run(config, clock, provider)
+        assert config.state_path is not None
+        with Store.open(config.state_path, readonly=True) as store:
+            since = store.last_change_seq()
+            before = store.counters("fake")
+        provider.entities = [*FIVE[1:], make_entity("new")]
+        feed(
+            config,
+            clock,
+            component_event("e0", "deleted"),
+            component_event("new", "created"),
+            component_event("e1", "updated"),  # unchanged: no change row, no upsert
+        )
+        store_events(config.state_path, "fake", [], clock, rejected=2)
+
+        run(config, clock, provider)
+
+        with Store.open(config.state_path, readonly=True) as store:
+            rows = [(row.op, row.ref) for row in store.changes(since)]
+            after = store.counters("fake")
+            metrics = provider_metrics(store, "fake", run_at=None)
+        assert rows == [("delete", "component:default/e0"), ("upsert", "component:default/new")]
+        assert after["entities_upserted"] - before["entities_upserted"] == 1
+        assert after["entities_removed"] - before.get("entities_removed", 0) == 1
+        assert metrics.events_total == {"applied": 3, "rejected": 2}
+        assert events_total(config) == {"applied": 3, "rejected": 2, "parked": 0, "retried": 0}
+
+
+class TestEventsAndTheSweep:
+    def test_event_before_the_first_cycle_stays_when_the_first_cycle_sees_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0)
+        provider = EventFakeProvider(list(FIVE), page_cost=11.0)
+        feed(config, clock, component_event("e4", "created"))
+
+        run(config, clock, provider)  # drains at cycle 0, then cycle 1 starts: one page
+        provider.page_cost = 0.0
+        clock.advance(60)
+        run(config, clock, provider)
+
+        assert provider_state(config) is ProviderState.RESTING
+        assert catalog_names(config) == {"e0", "e1", "e2", "e3", "e4"}
+
+    def test_event_entity_from_an_older_cycle_is_swept_when_the_new_cycle_no_longer_sees_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0)
+        provider = EventFakeProvider([*FIVE, make_entity("brief")], page_cost=11.0)
+        feed(config, clock, component_event("brief", "created"))
+        run(config, clock, provider)
+        assert "brief" in catalog_names(config)
+
+        provider.entities = list(FIVE)  # deleted again, and no event said so
+        provider.page_cost = 0.0
+        clock.advance(60)
+        run(config, clock, provider)
+
+        assert provider_state(config) is ProviderState.RESTING
+        assert catalog_names(config) == {"e0", "e1", "e2", "e3", "e4"}
+
+    def test_event_during_a_cycle_that_saw_nothing_does_not_defeat_the_empty_source_guard(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path, burst_length=10.0)
+        run(config, clock, EventFakeProvider(list(FIVE), page_size=5))
+        clock.advance(config.incremental.rest_length + 1)
+        broken = EmptyListing()
+        run(config, clock, broken)  # cycle 2: an empty first page
+        feed(config, clock, component_event("e0", "updated"))  # one re-read still works
+        clock.advance(config.incremental.burst_interval + 1)
+
+        run(config, clock, broken)  # the event, then an empty last page: the cycle saw nothing
+
+        assert catalog_names(config) == {"e0", "e1", "e2", "e3", "e4"}

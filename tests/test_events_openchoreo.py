@@ -1,0 +1,455 @@
+"""Events through the OpenChoreo provider and the in-process simulator: re-reads, scoped
+removals, and every ordering of an event against the cycle's traversal."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.events import store_events
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
+from choreo_ingest.store import Store
+
+from fakes import FakeClock
+from sim_support import IN_PROCESS_URL, PROVIDER, expected_refs, ref_of, simulator_transport
+
+BURST_LENGTH = 10.0
+BURST_INTERVAL = 1.0
+REST_LENGTH = 3600.0
+REST = {"type": "REST", "port": 8080}
+
+
+class SwitchableTransport(httpx.BaseTransport):
+    """The simulator in-process; while `down`, every request answers 503 INTERNAL_ERROR."""
+
+    def __init__(self, api: SimulatorApi) -> None:
+        self._simulator = simulator_transport(api)
+        self.down = False
+        self.requests: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request.url.path)
+        if self.down:
+            body = {"success": False, "error": "unavailable", "code": "INTERNAL_ERROR"}
+            return httpx.Response(503, json=body)
+        return self._simulator.handle_request(request)
+
+
+class PausingProvider:
+    """The OpenChoreo provider, whose burst ends (as if its deadline had passed) right after
+    the page that holds the ref `pause_after`, or after `pages_left` pages; remembers every
+    ref its pages returned."""
+
+    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock) -> None:
+        self._inner = inner
+        self._clock = clock
+        self.pause_after: str | None = None
+        self.pages_left: int | None = None
+        self.traversed: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def around(self, burst: BurstContext) -> AbstractContextManager[Any]:
+        return self._inner.around(burst)
+
+    def handle_event(self, context: Any, event: Event) -> Delta:
+        return self._inner.handle_event(context, event)
+
+    def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
+        page = self._inner.next(context, cursor)
+        refs = [entity.ref for entity in page.entities]
+        self.traversed += refs
+        if self.pages_left is not None:
+            self.pages_left -= 1
+        if self.pause_after in refs or self.pages_left == 0:
+            self.pause_after = self.pages_left = None
+            self._clock.advance(BURST_LENGTH + 1)
+        return page
+
+
+class Platform:
+    """A small simulated OpenChoreo, the provider that mirrors it, and its state file.
+
+    acme:   shop (cart, checkout, pay; each with a `rest` endpoint), web (frontend)
+    globex: ops (monitor)
+    With one item per page, a cycle's pages hold: acme, globex | shop, web, ops |
+    cart, checkout, pay, frontend, monitor (each component with its APIs).
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.world = World.empty()
+        self.world.add_org("acme")
+        self.world.add_org("globex")
+        self.world.add_project("acme", "shop")
+        self.world.add_project("acme", "web")
+        self.world.add_project("globex", "ops")
+        for name in ("cart", "checkout", "pay"):
+            self.world.add_component("acme", "shop", name, endpoints={"rest": REST})
+        self.world.add_component("acme", "web", "frontend")
+        self.world.add_component("globex", "ops", "monitor", endpoints={"metrics": REST})
+        api = SimulatorApi(self.world, SimulatorOptions(cursor_ttl=None), self.clock)
+        self.transport = SwitchableTransport(api)
+        settings = IncrementalConfig(
+            burst_length=BURST_LENGTH,
+            burst_interval=BURST_INTERVAL,
+            rest_length=REST_LENGTH,
+            chunk_size=1,
+            max_concurrent_requests=1,
+        )
+        self.config = Config(
+            openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, incremental=settings),
+            state_path=tmp_path / "state.db",
+            providers=(PROVIDER,),
+        )
+        inner = OpenChoreoProvider(self.config, transport=self.transport)
+        self.provider = PausingProvider(inner, self.clock)
+
+    @property
+    def state_path(self) -> Path:
+        assert self.config.state_path is not None
+        return self.config.state_path
+
+    def run(self, *, pause_after: str | None = None, pages: int | None = None) -> RunResult:
+        """The next cron call, once the burst interval is over (a rest is not); its burst, if
+        any, ends after the page holding `pause_after` or after `pages` pages."""
+        self.clock.advance(BURST_INTERVAL + 1)
+        self.provider.pause_after, self.provider.pages_left = pause_after, pages
+        result = run_once(
+            self.config,
+            self.state_path,
+            self.clock,
+            providers={PROVIDER: self.provider},
+            rng=random.Random(0),
+        )
+        assert self.provider.pause_after is None, f"the traversal never reached {pause_after}"
+        return result
+
+    def complete_cycle(self) -> None:
+        self.run()
+        assert self.state() is ProviderState.RESTING
+
+    def end_rest(self) -> None:
+        self.clock.advance(REST_LENGTH)
+
+    def feed(self, kind: str, name: str, action: str, **scope: str) -> None:
+        body = {"kind": kind, "name": name, "action": action, **scope}
+        store_events(self.state_path, PROVIDER, [body], self.clock)
+
+    def feed_component(self, name: str, action: str, project: str = "shop") -> None:
+        self.feed("Component", name, action, namespace="acme", project=project)
+
+    def state(self) -> ProviderState:
+        with Store.open(self.state_path, readonly=True) as store:
+            return store.load_provider(PROVIDER).state
+
+    def cycle_id(self) -> int:
+        with Store.open(self.state_path, readonly=True) as store:
+            return store.load_provider(PROVIDER).cycle_id
+
+    def refs(self) -> set[str]:
+        with Store.open(self.state_path, readonly=True) as store:
+            return {ref_of(body) for body in store.iter_entities()}
+
+    def body(self, ref: str) -> dict[str, Any] | None:
+        with Store.open(self.state_path, readonly=True) as store:
+            return store.entity_body(ref)
+
+    def last_change(self) -> int:
+        with Store.open(self.state_path, readonly=True) as store:
+            return store.last_change_seq()
+
+    def changes_since(self, seq: int) -> list[tuple[str, str]]:
+        with Store.open(self.state_path, readonly=True) as store:
+            return [(row.op, row.ref) for row in store.changes(seq)]
+
+    def inbox(self) -> list[tuple[str, int]]:
+        with Store.open(self.state_path, readonly=True) as store:
+            return [(item.body["name"], item.attempts) for item in store.pending_events(PROVIDER)]
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Platform:
+    platform = Platform(tmp_path)
+    platform.complete_cycle()
+    assert platform.refs() == expected_refs(platform.world)
+    return platform
+
+
+CHECKOUT = {"component:acme/checkout", "api:acme/checkout-rest"}
+BASKET = {"component:acme/basket", "api:acme/basket-rest"}
+
+
+class TestAcceptance:
+    def test_events_update_the_catalog_while_the_provider_rests(self, platform: Platform) -> None:
+        since = platform.last_change()
+        platform.world.delete_component("acme", "shop", "checkout")
+        platform.feed_component("checkout", "deleted")
+
+        deleted = platform.run()
+
+        assert [outcome.action for outcome in deleted.providers] == ["waiting"]
+        assert (platform.state(), platform.cycle_id()) == (ProviderState.RESTING, 1)
+        assert CHECKOUT.isdisjoint(platform.refs())
+        assert platform.changes_since(since) == [
+            ("delete", "api:acme/checkout-rest"),
+            ("delete", "component:acme/checkout"),
+        ]
+
+        since = platform.last_change()
+        platform.world.add_component("acme", "shop", "basket", endpoints={"rest": REST})
+        platform.feed_component("basket", "created")
+
+        created = platform.run()
+
+        assert [outcome.action for outcome in created.providers] == ["waiting"]
+        assert (platform.state(), platform.cycle_id()) == (ProviderState.RESTING, 1)
+        assert sorted(platform.changes_since(since)) == [
+            ("upsert", "api:acme/basket-rest"),
+            ("upsert", "component:acme/basket"),
+        ]
+        assert platform.refs() == expected_refs(platform.world)
+        component = platform.body("component:acme/basket")
+        assert component is not None
+        assert component["spec"]["providesApis"] == ["api:acme/basket-rest"]
+        assert (created.events.applied, created.events.upserted) == (1, 2)
+
+
+def add_basket(platform: Platform) -> None:
+    platform.world.add_component("acme", "shop", "basket", endpoints={"rest": REST})
+    platform.feed_component("basket", "created")
+
+
+def delete_checkout(platform: Platform) -> None:
+    platform.world.delete_component("acme", "shop", "checkout")
+    platform.feed_component("checkout", "deleted")
+
+
+Step = Callable[[Platform], None]
+PAUSES = {"mid-cycle-not-reached": "system:globex/ops", "mid-cycle-passed": "api:acme/pay-rest"}
+"""Where cycle 2 stands when the change comes: every project listed and no component yet, or
+shop's components all walked while web's and ops' are still to come."""
+
+
+def change_at(platform: Platform, timing: str, change: Step, right_after: Step) -> None:
+    """Make `change` (world and event) at `timing` relative to cycle 2, call `right_after` once
+    the run that drains the event has walked at most one page, then let cycle 2 complete."""
+    platform.end_rest()
+    if timing == "after-cycle":
+        platform.complete_cycle()
+    platform.provider.traversed.clear()
+    if timing in PAUSES:
+        platform.run(pause_after=PAUSES[timing])
+        assert platform.state() is ProviderState.INTERSTITIAL
+        passed_shop = "component:acme/pay" in platform.provider.traversed
+        assert passed_shop is (timing == "mid-cycle-passed")
+    change(platform)
+    platform.run(pages=1)
+    right_after(platform)
+    platform.complete_cycle()
+    assert platform.cycle_id() == 2
+
+
+def basket_is_in(platform: Platform) -> None:
+    assert platform.refs() >= BASKET
+
+
+def checkout_is_out(platform: Platform) -> None:
+    assert CHECKOUT.isdisjoint(platform.refs())
+
+
+TIMINGS = ["before-cycle", "mid-cycle-not-reached", "mid-cycle-passed", "after-cycle"]
+
+
+class TestEventAgainstTheTraversal:
+    @pytest.mark.parametrize(
+        ("timing", "traversal_sees_it"),
+        [
+            ("before-cycle", True),
+            ("mid-cycle-not-reached", True),
+            ("mid-cycle-passed", False),  # only the event keeps it through the sweep
+            ("after-cycle", False),
+        ],
+        ids=TIMINGS,
+    )
+    def test_created_component_is_present_and_survives_the_sweep(
+        self, platform: Platform, timing: str, traversal_sees_it: bool
+    ) -> None:
+        change_at(platform, timing, add_basket, right_after=basket_is_in)
+
+        assert platform.refs() == expected_refs(platform.world)
+        assert platform.refs() >= BASKET
+        assert ("component:acme/basket" in platform.provider.traversed) is traversal_sees_it
+        platform.end_rest()
+        platform.complete_cycle()
+        assert platform.refs() == expected_refs(platform.world)
+
+    @pytest.mark.parametrize("timing", TIMINGS, ids=TIMINGS)
+    def test_deleted_component_is_absent_and_does_not_come_back(
+        self, platform: Platform, timing: str
+    ) -> None:
+        since = platform.last_change()
+
+        change_at(platform, timing, delete_checkout, right_after=checkout_is_out)
+
+        checkout_is_out(platform)
+        assert platform.refs() == expected_refs(platform.world)
+        platform.end_rest()
+        platform.complete_cycle()
+        checkout_is_out(platform)
+        changes = [(op, ref) for op, ref in platform.changes_since(since) if ref in CHECKOUT]
+        assert sorted(changes) == [("delete", ref) for ref in sorted(CHECKOUT)]
+
+
+class TestReRead:
+    def test_updated_component_gains_and_loses_apis(self, platform: Platform) -> None:
+        since = platform.last_change()
+        platform.world.set_endpoints("acme", "shop", "cart", {"grpc": {"type": "gRPC", "port": 9}})
+        platform.feed_component("cart", "updated")
+
+        platform.run()
+
+        assert {"api:acme/cart-grpc", "component:acme/cart"} <= platform.refs()
+        assert "api:acme/cart-rest" not in platform.refs()
+        assert sorted(platform.changes_since(since)) == [
+            ("delete", "api:acme/cart-rest"),
+            ("upsert", "api:acme/cart-grpc"),
+            ("upsert", "component:acme/cart"),
+        ]
+
+    def test_unchanged_component_writes_nothing(self, platform: Platform) -> None:
+        since = platform.last_change()
+        platform.feed_component("cart", "updated")
+
+        result = platform.run()
+
+        assert result.events.applied == 1
+        assert platform.changes_since(since) == []
+
+    @pytest.mark.parametrize("action", ["created", "updated"], ids=["created", "updated"])
+    def test_not_found_on_re_read_removes_the_component(
+        self, platform: Platform, action: str
+    ) -> None:
+        platform.world.delete_component("acme", "shop", "checkout")
+        platform.feed_component("checkout", action)
+
+        result = platform.run()
+
+        assert CHECKOUT.isdisjoint(platform.refs())
+        assert result.events.removed == 2
+
+    def test_updated_project_rewrites_only_its_system(self, platform: Platform) -> None:
+        since = platform.last_change()
+        platform.world.update_project("acme", "shop", {"displayName": "The Shop"})
+        platform.feed("Project", "shop", "updated", namespace="acme")
+
+        platform.run()
+
+        assert platform.changes_since(since) == [("upsert", "system:acme/shop")]
+        system = platform.body("system:acme/shop")
+        assert system is not None
+        assert system["metadata"]["title"] == "The Shop"
+
+    def test_updated_organization_rewrites_only_its_domain(self, platform: Platform) -> None:
+        since = platform.last_change()
+        platform.world.update_org("globex", {"displayName": "Globex Corp"})
+        platform.feed("Organization", "globex", "updated")
+
+        platform.run()
+
+        assert platform.changes_since(since) == [("upsert", "domain:default/globex")]
+
+    @pytest.mark.parametrize(
+        ("kind", "name", "scope", "gone"),
+        [
+            (
+                "Project",
+                "shop",
+                {"namespace": "acme"},
+                {
+                    "system:acme/shop",
+                    "component:acme/cart",
+                    "api:acme/cart-rest",
+                    "component:acme/pay",
+                    "api:acme/pay-rest",
+                    *CHECKOUT,
+                },
+            ),
+            (
+                "Organization",
+                "globex",
+                {},
+                {
+                    "domain:default/globex",
+                    "system:globex/ops",
+                    "component:globex/monitor",
+                    "api:globex/monitor-metrics",
+                },
+            ),
+        ],
+        ids=["project", "organization"],
+    )
+    @pytest.mark.parametrize("action", ["deleted", "updated"], ids=["deleted", "404-on-re-read"])
+    def test_removal_takes_everything_below_and_nothing_else(
+        self,
+        platform: Platform,
+        kind: str,
+        name: str,
+        scope: dict[str, str],
+        gone: set[str],
+        action: str,
+    ) -> None:
+        before = platform.refs()
+        if kind == "Project":
+            platform.world.delete_project("acme", name)
+        else:
+            platform.world.delete_org(name)
+        platform.feed(kind, name, action, **scope)
+
+        platform.run()
+
+        assert gone <= before
+        assert platform.refs() == before - gone == expected_refs(platform.world)
+        assert platform.state() is ProviderState.RESTING
+
+
+class TestReReadFailures:
+    def test_event_waits_out_an_outage_then_applies(self, platform: Platform) -> None:
+        add_basket(platform)
+        platform.transport.down = True
+
+        failed = platform.run()
+
+        assert failed.events.retried == 1
+        assert platform.inbox() == [("basket", 1)]
+        assert BASKET.isdisjoint(platform.refs())
+
+        platform.transport.down = False
+        platform.run()
+
+        assert platform.inbox() == []
+        assert platform.refs() >= BASKET
+
+    def test_deleted_event_needs_no_api_call(self, platform: Platform) -> None:
+        platform.transport.down = True
+        platform.transport.requests.clear()
+        delete_checkout(platform)
+
+        result = platform.run()
+
+        assert platform.transport.requests == []
+        assert result.events.applied == 1
+        assert CHECKOUT.isdisjoint(platform.refs())
