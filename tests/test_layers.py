@@ -1,0 +1,72 @@
+"""Imports point down only: cli -> engine -> store / providers -> config, models, errors, clock."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "choreo_ingest"
+
+# Higher number = higher layer; a module may import only from layers at or below its own.
+LAYERS = {
+    "cli": 4,
+    "engine": 3,
+    "invocation": 3,
+    "events": 3,
+    "demo": 3,
+    "preflight": 3,
+    "reporting": 3,
+    "mirror": 3,
+    "lock": 3,
+    "metrics": 3,
+    "logs": 3,
+    "schedule": 3,
+    "store": 2,
+    "providers": 2,
+    "simulator": 2,
+    "config": 1,
+    "models": 1,
+    "errors": 1,
+    "clock": 1,
+    "__init__": 1,
+    "__main__": 5,
+}
+SIBLINGS_THAT_MUST_NOT_MEET = {("store", "providers"), ("providers", "store")}
+SIMULATOR_MAY_USE = {"clock"}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+    return [name for name in found if name.startswith("choreo_ingest.")]
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
+def test_module_imports_point_down(path: Path) -> None:
+    here = layer_of("choreo_ingest." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
+    for imported in imports_of(path):
+        there = layer_of(imported)
+        if there == here:
+            continue
+        if here == "simulator":
+            assert there in SIMULATOR_MAY_USE, f"the simulator imports {imported}"
+            continue
+        if here == "__init__" and there in {"providers"}:
+            continue  # the package root re-exports the provider protocol for provider authors
+        assert (here, there) not in SIBLINGS_THAT_MUST_NOT_MEET, f"{here} imports {imported}"
+        assert LAYERS[there] <= LAYERS[here], f"{path.name} ({here}) imports {imported} ({there})"
