@@ -44,9 +44,18 @@ class RunLock:
             self._fd = None
 
     def is_held_elsewhere(self) -> bool:
-        """True if another process holds the lock (for `status`; never takes it for long)."""
-        if not self.path.exists():
+        """True if another process holds the lock (for `status`).
+
+        Read from /proc/locks, so a `run` starting at the same instant is never turned away;
+        where that file does not exist, a non-blocking shared lock taken for an instant.
+        """
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
             return False
+        held = _held_in_proc_locks(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+        if held is not None:
+            return held
         fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -67,3 +76,22 @@ class RunLock:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+PROC_LOCKS = Path("/proc/locks")
+
+
+def _held_in_proc_locks(major: int, minor: int, inode: int) -> bool | None:
+    """Whether /proc/locks lists a flock on that file; None if /proc/locks cannot be read."""
+    try:
+        lines = PROC_LOCKS.read_text().splitlines()
+    except OSError:
+        return None
+    wanted = f"{major:02x}:{minor:02x}:{inode}"
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return True
+    return False

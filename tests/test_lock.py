@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from choreo_ingest import lock as lock_module
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.lock import RunLock, lock_path_for
 
@@ -116,3 +118,32 @@ def test_status_check_never_takes_the_lock(state_path: Path) -> None:
 def test_lock_in_a_missing_directory_is_a_state_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="cannot open the run lock"):
         RunLock(tmp_path / "missing" / "state.db").acquire()
+
+
+def test_status_check_reads_proc_locks_without_taking_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = RunLock(tmp_path / "state.db")
+    holder.acquire()
+    try:
+        taken: list[int] = []
+        real_flock = fcntl.flock
+        monkeypatch.setattr(fcntl, "flock", lambda fd, op: taken.append(op) or real_flock(fd, op))
+        assert RunLock(tmp_path / "state.db").is_held_elsewhere()
+        assert taken == []
+    finally:
+        monkeypatch.undo()
+        holder.release()
+
+
+def test_status_check_falls_back_to_a_probe_without_proc_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lock_module, "PROC_LOCKS", tmp_path / "no-such-file")
+    holder = RunLock(tmp_path / "state.db")
+    holder.acquire()
+    try:
+        assert RunLock(tmp_path / "state.db").is_held_elsewhere()
+    finally:
+        holder.release()
+    assert not RunLock(tmp_path / "state.db").is_held_elsewhere()
