@@ -289,15 +289,13 @@ def _upsert_entities(
 
 
 def _existing_hashes(conn: Connection, refs: list[str]) -> dict[str, tuple[str, str]]:
-    found: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(refs), _IN_BATCH):
-        batch = refs[start : start + _IN_BATCH]
-        marks = ",".join("?" * len(batch))
-        for ref, hash_, owner in conn.execute(
-            f"SELECT ref, hash, provider FROM entities WHERE ref IN ({marks})", batch
-        ):
-            found[ref] = (hash_, owner)
-    return found
+    # One statement for any page size: `IN (?, ?, ...)` would compile (and keep, in the
+    # connection's statement cache) one statement per distinct number of entities in a page.
+    rows = conn.execute(
+        "SELECT ref, hash, provider FROM entities WHERE ref IN (SELECT value FROM json_each(?))",
+        [json.dumps(refs)],
+    )
+    return {ref: (hash_, owner) for ref, hash_, owner in rows}
 
 
 def _push_queue_items(conn: Connection, provider: str, page: EntityIteratorResult) -> None:

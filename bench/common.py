@@ -1,0 +1,285 @@
+"""Shared pieces of the benchmarks and the soak: measured child processes, the simulator process,
+config files, and the result table.
+
+Every figure about the client is the child process's own cost, read with `os.wait4` by
+bench/spawner.py: user and system CPU, wall time and peak RSS (`ru_maxrss`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROVIDER = "openchoreo"
+
+
+def cli() -> list[str]:
+    """The command that runs choreo-ingest: this interpreter's entry script, else `python -m`.
+
+    The script next to `sys.executable` is preferred to PATH, where a version manager's shim
+    (pyenv) would add its own start-up to every measurement."""
+    script = Path(sys.executable).with_name("choreo-ingest")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("choreo-ingest")
+    return [found] if found else [sys.executable, "-m", "choreo_ingest"]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A finished child process and what it cost."""
+
+    argv: list[str]
+    returncode: int
+    wall: float
+    user: float
+    sys: float
+    maxrss_kib: int
+    stdout: str
+    stderr: str
+    killed: bool = False
+    """True when `kill_after` fired and SIGKILL ended the process."""
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.sys
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def check(self, *codes: int) -> Measured:
+        if self.returncode not in (codes or (0,)):
+            raise RuntimeError(
+                f"{' '.join(self.argv)} exited {self.returncode}:\n{self.stderr[-3000:]}"
+            )
+        return self
+
+
+class _Spawner:
+    """bench/spawner.py, started once: it starts every measured child (see its docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = subprocess.Popen(
+                    [sys.executable, str(BENCH_DIR / "spawner.py")],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                atexit.register(self._process.kill)
+            assert self._process.stdin is not None
+            assert self._process.stdout is not None
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+            answer: dict[str, Any] = json.loads(self._process.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(f"spawner: {answer['error']} (running {request['argv']})")
+        return answer
+
+
+_SPAWNER = _Spawner()
+
+
+def run_measured(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input_text: str | None = None,
+    timeout: float = 3600.0,
+    kill_after: float | None = None,
+) -> Measured:
+    """Run `argv` to its end and read its own rusage; `kill_after` seconds sends SIGKILL."""
+    answer = _SPAWNER.run(
+        {
+            "argv": list(argv),
+            "cwd": None if cwd is None else str(cwd),
+            "env": env,
+            "input": input_text,
+            "timeout": timeout,
+            "kill_after": kill_after,
+        }
+    )
+    return Measured(argv=list(argv), **answer)
+
+
+@dataclass
+class SimulatorProcess:
+    """`choreo-ingest simulate serve --control` on a free loopback port, as its own process."""
+
+    orgs: int = 2
+    projects: int = 4
+    components: int = 25
+    seed: int = 0
+    error_rate: float = 0.0
+    rate_limit: float | None = None
+    cursor_ttl: float = 300.0
+    latency: float = 0.0
+    hidden_fraction: float = 0.05
+    url: str = ""
+    _process: subprocess.Popen[str] | None = field(default=None, repr=False)
+    _stderr: list[str] = field(default_factory=list, repr=False)
+
+    def start(self) -> SimulatorProcess:
+        argv = [
+            *cli(), "simulate", "serve", "--port", "0", "--control",
+            "--orgs", str(self.orgs), "--projects", str(self.projects),
+            "--components", str(self.components), "--seed", str(self.seed),
+            "--error-rate", str(self.error_rate), "--cursor-ttl", str(self.cursor_ttl),
+            "--latency", str(self.latency), "--hidden-fraction", str(self.hidden_fraction),
+        ]  # fmt: skip
+        if self.rate_limit is not None:
+            argv += ["--rate-limit", str(self.rate_limit)]
+        self._process = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        assert self._process.stderr is not None
+        line = self._process.stderr.readline()
+        if "openchoreo simulator at " not in line:
+            self.stop()
+            raise RuntimeError(f"simulator did not start: {line}{''.join(self._stderr)}")
+        self.url = line.rsplit(" ", 1)[-1].strip()
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _drain(self) -> None:
+        assert self._process is not None
+        assert self._process.stderr is not None
+        for line in self._process.stderr:
+            self._stderr.append(line)
+
+    @property
+    def root(self) -> str:
+        return self.url.rsplit("/api/", 1)[0]
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def control(self, method: str, route: str, **params: str) -> Any:
+        response = httpx.request(
+            method, f"{self.root}/_control/{route}", params=params, timeout=120.0
+        )
+        body = response.json()
+        if response.status_code != 200:
+            raise RuntimeError(f"control {route}: HTTP {response.status_code}: {body}")
+        return body["data"]
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.control("GET", "stats"))
+
+    def reset_stats(self) -> None:
+        self.control("POST", "reset_stats")
+
+    def world(self) -> dict[str, Any]:
+        return dict(self.control("GET", "world"))
+
+    def errors(self) -> str:
+        """What the simulator wrote to stderr after its URL line (tracebacks of its bugs)."""
+        return "".join(self._stderr)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __enter__(self) -> SimulatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def write_config(
+    directory: Path,
+    url: str,
+    *,
+    metrics: bool = True,
+    **incremental: Any,
+) -> Path:
+    """A config file for `url` with the state file (and metrics textfile) in `directory`.
+
+    `incremental` keys are the YAML names (burstLength, chunkSize, ...)."""
+    document: dict[str, Any] = {
+        "openchoreo": {"baseUrl": url, "incremental": {"restLength": 30, **incremental}},
+        "state": {"path": str(directory / "state.db")},
+    }
+    if metrics:
+        document["metrics"] = {"textfile": str(directory / "metrics.prom")}
+    path = directory / "choreo-ingest.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def ingest(config: Path, *args: str, **kwargs: Any) -> Measured:
+    """`choreo-ingest --config CONFIG ARGS...`, measured."""
+    return run_measured([*cli(), "--config", str(config), *args], **kwargs)
+
+
+def status(config: Path) -> dict[str, Any]:
+    """The one provider's entry of `status --json`."""
+    document = ingest(config, "status", "--json").check().json()
+    return dict(document["providers"][0])
+
+
+def metric_value(textfile: Path, name: str) -> float | None:
+    """The value of an unlabelled-but-for-provider series in a Prometheus textfile."""
+    for line in textfile.read_text().splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=f"choreo-bench-{prefix}-") as directory:
+        yield Path(directory)
+
+
+@dataclass(frozen=True)
+class Result:
+    benchmark: str
+    target: str
+    measured: str
+    passed: bool | None
+    """None: a figure reported for context, with no target."""
+
+
+def print_table(results: Sequence[Result]) -> None:
+    headers = ("benchmark", "target", "measured", "")
+    rows = [
+        (r.benchmark, r.target, r.measured, {True: "PASS", False: "FAIL", None: "info"}[r.passed])
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(4)]
+    line = "  ".join("-" * width for width in widths)
+    print(line)
+    for row in [headers, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if row is headers:
+            print(line)
+    print(line)

@@ -1,0 +1,110 @@
+"""choreo-ingest benchmarks against the physical floor (see bench/README.md).
+
+    python bench/run.py [--quick] [--only overhead,memory,scale,load]
+
+Each benchmark starts the built-in simulator as its own process on loopback and measures the
+client processes it starts (user+system CPU, wall time, peak RSS through `os.wait4`). Prints one
+table (target, measured figure, PASS/FAIL) and exits 1 if any target is missed. `--quick` uses
+smaller platforms where a benchmark's figure does not depend on the size (it says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import load
+import memory
+import overhead
+import scale
+from common import Result, print_table
+from overhead import Shape
+
+
+@dataclass(frozen=True)
+class Plan:
+    overhead_shape: Shape
+    overhead_repeats: int
+    memory_small: Shape
+    memory_large: Shape
+    sweep_active: int
+    sweep_stale: int
+    status_refs: int
+    capped_components: int
+    bounded_bursts: int
+
+
+FULL = Plan(
+    overhead_shape=Shape(4, 25, 200),
+    overhead_repeats=3,
+    memory_small=Shape(4, 25, 100),
+    memory_large=Shape(4, 500, 100),
+    sweep_active=200_000,
+    sweep_stale=100_000,
+    status_refs=1_000_000,
+    capped_components=600,
+    bounded_bursts=6,
+)
+QUICK = Plan(
+    overhead_shape=Shape(2, 10, 150),
+    overhead_repeats=2,
+    memory_small=Shape(2, 10, 100),
+    memory_large=Shape(2, 100, 100),
+    sweep_active=200_000,
+    sweep_stale=100_000,
+    status_refs=1_000_000,
+    capped_components=300,
+    bounded_bursts=4,
+)
+
+BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
+    "overhead": lambda plan: overhead.run(plan.overhead_shape, plan.overhead_repeats),
+    "memory": lambda plan: memory.run(plan.memory_small, plan.memory_large),
+    "scale": lambda plan: scale.run(plan.sweep_active, plan.sweep_stale, plan.status_refs),
+    "load": lambda plan: load.run(plan.capped_components, plan.bounded_bursts),
+}
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller platforms (< 3 minutes)")
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help="comma-separated: " + ",".join(BENCHMARKS)
+    )
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    plan = QUICK if args.quick else FULL
+    print(f"machine: {machine()}; {'--quick' if args.quick else 'full'} run", flush=True)
+    results: list[Result] = []
+    started = time.perf_counter()
+    for name in chosen:
+        began = time.perf_counter()
+        found = BENCHMARKS[name](plan)
+        results += found
+        print(f"{name}: done in {time.perf_counter() - began:.0f} s", flush=True)
+    print_table(results)
+    failed = [result for result in results if result.passed is False]
+    print(f"{len(failed)} target(s) missed; {time.perf_counter() - started:.0f} s in all")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

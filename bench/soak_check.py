@@ -1,0 +1,144 @@
+"""The soak's end checks: the catalog against the simulator's world, the change log replayed,
+health, and the metrics textfile."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import PROVIDER, ingest
+from prometheus_client.parser import text_string_to_metric_families
+
+from choreo_ingest.config import MappingConfig
+from choreo_ingest.providers.openchoreo.entities import (
+    component_entities,
+    organization_entity,
+    project_entity,
+)
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, passed: bool, detail: str) -> None:
+        self.checks.append(Check(name, passed, detail))
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+
+def expected_catalog(world: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """ref -> body of every entity the simulator's world maps to (the product's own mapping)."""
+    mapping = MappingConfig()
+    expected: dict[str, dict[str, Any]] = {}
+    for org in world["orgs"]:
+        entity = organization_entity(org, mapping, PROVIDER)
+        expected[entity.ref] = entity.body
+    for project in world["projects"]:
+        entity = project_entity(project, project["orgName"], mapping, PROVIDER)
+        expected[entity.ref] = entity.body
+    for detail in world["components"]:
+        for entity in component_entities(
+            detail, detail["orgName"], detail["projectName"], mapping, PROVIDER
+        ):
+            expected[entity.ref] = entity.body
+    return expected
+
+
+def exported_catalog(config: Path) -> list[dict[str, Any]]:
+    export = ingest(config, "export", "--format", "ndjson").check()
+    return [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+
+
+def body_ref(body: dict[str, Any]) -> str:
+    metadata = body["metadata"]
+    return f"{body['kind'].lower()}:{metadata['namespace']}/{metadata['name']}"
+
+
+def check_catalog(verdict: Verdict, config: Path, world: dict[str, Any]) -> set[str]:
+    """Every ref, kind and body equal to the world's; returns the catalog's refs."""
+    expected = expected_catalog(world)
+    bodies = exported_catalog(config)
+    refs = [body_ref(body) for body in bodies]
+    duplicates = [ref for ref, count in Counter(refs).items() if count > 1]
+    catalog = {body_ref(body): body for body in bodies}
+    missing = sorted(set(expected) - set(catalog))
+    extra = sorted(set(catalog) - set(expected))
+    differing = sorted(ref for ref in set(expected) & set(catalog) if expected[ref] != catalog[ref])
+    kinds = Counter(body["kind"] for body in bodies)
+    verdict.add(
+        "catalog equals the world",
+        not (missing or extra or differing or duplicates),
+        f"{len(catalog):,} entities ({', '.join(f'{n:,} {k}' for k, n in sorted(kinds.items()))}); "
+        f"missing {len(missing)} {missing[:3]}, extra {len(extra)} {extra[:3]}, "
+        f"different bodies {len(differing)} {differing[:3]}, duplicates {len(duplicates)}",
+    )
+    return set(catalog)
+
+
+def check_change_log(verdict: Verdict, config: Path, catalog_refs: set[str]) -> int:
+    """Replaying upserts and deletes in seq order gives the catalog's refs; returns the rows."""
+    rows = ingest(config, "changes", "--json").check().json()
+    rows = rows["changes"] if isinstance(rows, dict) else rows
+    live: set[str] = set()
+    last_seq = 0
+    ordered = True
+    for row in rows:
+        ordered = ordered and row["seq"] > last_seq
+        last_seq = row["seq"]
+        if row["op"] == "upsert":
+            live.add(row["ref"])
+        else:
+            live.discard(row["ref"])
+    verdict.add(
+        "change log replays to the catalog",
+        ordered and live == catalog_refs,
+        f"{len(rows):,} rows, seq increasing: {ordered}; replayed {len(live):,} live refs; "
+        f"only in replay {len(live - catalog_refs)}, only in catalog {len(catalog_refs - live)}",
+    )
+    return len(rows)
+
+
+def check_health(verdict: Verdict, config: Path) -> None:
+    health = ingest(config, "health", "--json")
+    verdict.add("health is green", health.returncode == 0, f"exit {health.returncode}")
+
+
+def metrics(textfile: Path) -> dict[str, float]:
+    """`name{labels}` -> value for every sample; raises if the file does not parse."""
+    samples = {}
+    for family in text_string_to_metric_families(textfile.read_text()):
+        for sample in family.samples:
+            labels = sorted(sample.labels.items())
+            shown = ",".join(f"{key}={value}" for key, value in labels if key != "provider")
+            samples[f"{sample.name}{{{shown}}}"] = sample.value
+    return samples
+
+
+def check_metrics(verdict: Verdict, textfile: Path, catalog_size: int) -> dict[str, float]:
+    try:
+        found = metrics(textfile)
+    except (OSError, ValueError) as error:
+        verdict.add("metrics textfile parses", False, str(error))
+        return {}
+    entities = sum(
+        value for name, value in found.items() if name.startswith("choreo_ingest_entities{")
+    )
+    verdict.add(
+        "metrics textfile parses",
+        entities == catalog_size,
+        f"{len(found)} samples; choreo_ingest_entities sums to {entities:,.0f}",
+    )
+    return found
