@@ -131,9 +131,6 @@ class WorldModel:
 
 
 def soak(options: Options, log: Any = sys.stderr) -> tuple[Figures, Verdict]:
-    rng = random.Random(options.seed)
-    figures = Figures()
-    verdict = Verdict()
     started = time.perf_counter()
     projects = max(1, round(options.components / (ORGS * options.per_project)))
     simulator = SimulatorProcess(
@@ -146,81 +143,106 @@ def soak(options: Options, log: Any = sys.stderr) -> tuple[Figures, Verdict]:
         cursor_ttl=options.cursor_ttl,
     )
     with simulator, scratch("soak") as directory:
-        config = write_config(
-            directory,
-            simulator.url,
-            burstLength=options.burst_length,
+        run = Soak(options, simulator, directory, log)
+        run.kill_loop()
+        run.figures.phase_seconds["kills"] = round(time.perf_counter() - started, 1)
+        run.finish()
+        run.figures.phase_seconds["finishing"] = round(
+            time.perf_counter() - started - run.figures.phase_seconds["kills"], 1
+        )
+        verdict = run.verify()
+    run.figures.elapsed_seconds = round(time.perf_counter() - started, 1)
+    return run.figures, verdict
+
+
+class Soak:
+    def __init__(
+        self, options: Options, simulator: SimulatorProcess, directory: Path, log: Any
+    ) -> None:
+        self.options = options
+        self.simulator = simulator
+        self.directory = directory
+        self.log = log
+        self.rng = random.Random(options.seed)
+        self.figures = Figures()
+        self.codes: Counter[str] = Counter()
+        self.config = self._config(options.burst_length)
+        self.model = WorldModel(simulator, simulator.world(), self.rng)
+
+    def _config(self, burst_length: float) -> Path:
+        return write_config(
+            self.directory,
+            self.simulator.url,
+            burstLength=burst_length,
             burstInterval=1,
             backoff=[1, 2],
             requestTimeout=2,
         )
-        model = WorldModel(simulator, simulator.world(), rng)
-        codes: Counter[str] = Counter()
-        pending_events: list[dict[str, str]] = []
+
+    def kill_loop(self) -> None:
+        """Mutate, feed events, maybe wait out the cursor TTL, run and SIGKILL; until N kills."""
+        options, figures, rng = self.options, self.figures, self.rng
+        pending: list[dict[str, str]] = []
         kill_window = options.burst_length + 1.0  # start-up, burst, the end
         iteration = last_wait = 0
         while figures.kills < options.kills:
             iteration += 1
-            pending_events += [model.mutate() for _ in range(rng.randint(0, 3))]
-            if pending_events and rng.random() < 0.5:
-                _feed(config, pending_events)
-                figures.events_fed += len(pending_events)
-                pending_events = []
+            pending += [self.model.mutate() for _ in range(rng.randint(0, 3))]
+            if pending and rng.random() < 0.5:
+                self._feed(pending)
+                pending = []
             earliest_kill = 0.0
             due = options.expire_every and iteration - last_wait >= options.expire_every
-            if due and _holds_api_cursor(directory / "state.db"):
+            if due and _holds_api_cursor(self.directory / "state.db"):
                 time.sleep(options.cursor_ttl + 0.5)  # the stored API cursor expires: 410
                 figures.cursor_waits += 1
                 last_wait = iteration
                 earliest_kill = RESUME_SECONDS  # let the run get as far as resuming the listing
             kill_after = rng.uniform(earliest_kill, kill_window)
-            run = ingest(config, "run", "--force", kill_after=kill_after)
+            run = ingest(self.config, "run", "--force", kill_after=kill_after)
             figures.runs += 1
             if run.killed:
                 figures.kills += 1
+                if figures.kills % 10 == 0:
+                    print(f"soak: {figures.kills} kills, {figures.runs} runs", file=self.log)
             else:
-                codes[str(run.returncode)] += 1
+                self.codes[str(run.returncode)] += 1
                 _require_expected_exit(run.returncode, run.stderr)
-            if figures.kills and figures.kills % 10 == 0 and run.killed:
-                print(f"soak: {figures.kills} kills, {figures.runs} runs", file=log, flush=True)
-        if pending_events:
-            _feed(config, pending_events)
-            figures.events_fed += len(pending_events)
-        figures.phase_seconds["kills"] = round(time.perf_counter() - started, 1)
-        print("soak: kills done; finishing the cycle, then one more", file=log, flush=True)
-        config = write_config(
-            directory,
-            simulator.url,
-            burstLength=max(options.burst_length, FINISHING_BURST_LENGTH),
-            burstInterval=1,
-            backoff=[1, 2],
-            requestTimeout=2,
-        )
+        if pending:
+            self._feed(pending)
+
+    def finish(self) -> None:
+        """Longer bursts until the interrupted cycle completes, then one more full cycle."""
+        print("soak: kills done; finishing the cycle, then one more", file=self.log, flush=True)
+        self.config = self._config(max(self.options.burst_length, FINISHING_BURST_LENGTH))
         for _ in range(2):
-            figures.finishing_runs += _run_until_cycle_completes(config, codes)
-        figures.phase_seconds["finishing"] = round(
-            time.perf_counter() - started - figures.phase_seconds["kills"], 1
-        )
-        figures.exit_codes = dict(codes)
-        figures.mutations = dict(model.counts)
-        world = simulator.world()
+            self.figures.finishing_runs += _run_until_cycle_completes(self.config, self.codes)
+
+    def verify(self) -> Verdict:
+        figures, verdict = self.figures, Verdict()
+        figures.exit_codes = dict(self.codes)
+        figures.mutations = dict(self.model.counts)
+        world = self.simulator.world()
         believed = {(c["orgName"], c["projectName"], c["name"]) for c in world["components"]}
         verdict.add(
             "simulator world matches the soak's mutations",
-            believed == model.components,
+            believed == self.model.components,
             f"{len(believed):,} components",
         )
-        catalog_refs = check_catalog(verdict, config, world)
-        figures.change_rows = check_change_log(verdict, config, catalog_refs)
-        check_health(verdict, config)
-        check_metrics(verdict, directory / "metrics.prom", len(catalog_refs))
-        _read_counters(directory / "state.db", figures)
-        figures.server = _server_figures(simulator.stats())
-        verdict.add(
-            "simulator raised no internal errors", not simulator.errors(), simulator.errors()[-500:]
-        )
-    figures.elapsed_seconds = round(time.perf_counter() - started, 1)
-    return figures, verdict
+        catalog_refs = check_catalog(verdict, self.config, world)
+        figures.change_rows = check_change_log(verdict, self.config, catalog_refs)
+        check_health(verdict, self.config)
+        check_metrics(verdict, self.directory / "metrics.prom", len(catalog_refs))
+        _read_counters(self.directory / "state.db", figures)
+        figures.server = _server_figures(self.simulator.stats())
+        errors = self.simulator.errors()
+        verdict.add("simulator raised no internal errors", not errors, errors[-500:])
+        return verdict
+
+    def _feed(self, events: list[dict[str, str]]) -> None:
+        ndjson = "".join(json.dumps(event) + "\n" for event in events)
+        ingest(self.config, "event", "-", input_text=ndjson).check()
+        self.figures.events_fed += len(events)
 
 
 def _holds_api_cursor(state_path: Path) -> bool:
@@ -231,11 +253,6 @@ def _holds_api_cursor(state_path: Path) -> bool:
         cursor = store.load_provider(PROVIDER).cursor
     keys = ("orgApiCursor", "projectApiCursor", "componentApiCursor")
     return isinstance(cursor, dict) and any(cursor.get(key) for key in keys)
-
-
-def _feed(config: Path, events: list[dict[str, str]]) -> None:
-    ndjson = "".join(json.dumps(event) + "\n" for event in events)
-    ingest(config, "event", "-", input_text=ndjson).check()
 
 
 def _require_expected_exit(code: int, stderr: str) -> None:
