@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -17,6 +18,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import DeadlineExceeded, PermanentError, ProviderError, RetryAfter
 from choreo_ingest.models import JSON, ProviderRecord, ProviderState
+from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import BurstContext, IncrementalEntityProvider
 from choreo_ingest.schedule import Burst, Event, backoff_delay, decide, transition
 from choreo_ingest.store import Store, StoreQueueReader, SweepGuards, canonical_json
@@ -130,54 +132,60 @@ class BurstEngine:
     def _burst(
         self, provider: IncrementalEntityProvider, record: ProviderRecord
     ) -> ProviderOutcome:
-        settings = self.config.incremental
         started = self.clock.monotonic()
+        writer = PageWriter(self.store, record.name, record.cycle_id, record.cursor)
         context = BurstContext(
             config=self.config,
             clock=self.clock,
-            deadline=started + settings.burst_length,
-            queues=StoreQueueReader(self.store, provider.name),
+            deadline=started + self.config.incremental.burst_length,
+            queues=StoreQueueReader(self.store, provider.name, before_read=writer.wait),
             cancelled=self.stop.is_set,
         )
-        outcome = ProviderOutcome(name=record.name, action="burst", state=record.state)
         done = False
+        error: Exception | None = None
         try:
-            with provider.around(context) as provider_context:
-                while True:
-                    page = provider.next(provider_context, record.cursor)
-                    cursor_text = _checked_cursor(provider.name, page.cursor)
-                    stats = self.store.commit_page(
-                        record.name, record.cycle_id, page, cursor_text, self.clock.now()
-                    )
-                    record.cursor = page.cursor
-                    outcome.pages += 1
-                    outcome.entities_upserted += stats.upserted
-                    outcome.entities_unchanged += stats.unchanged
-                    log.debug(
-                        "page_committed",
-                        provider=record.name,
-                        pages=outcome.pages,
-                        entities=len(page.entities),
-                        upserted=stats.upserted,
-                        cursor_bytes=len(cursor_text or ""),
-                    )
-                    if page.done:
-                        done = True
-                        break
-                    if self.stop.is_set() or self.clock.monotonic() >= context.deadline:
-                        break
-        except DeadlineExceeded as error:
-            if outcome.pages == 0:
-                return self._fail(record, outcome, error, started)
-        except ProviderError as error:
-            return self._fail(record, outcome, error, started)
-        except Exception as error:
-            self._fail(record, outcome, error, started)
-            raise
+            with writer, provider.around(context) as provider_context:
+                done = self._walk(provider, provider_context, writer, context.deadline)
+        except Exception as caught:
+            error = caught
+        record.cursor = writer.cursor
         record.last_burst_duration = self.clock.monotonic() - started
+        outcome = ProviderOutcome(
+            name=record.name,
+            action="burst",
+            state=record.state,
+            pages=writer.pages,
+            entities_upserted=writer.upserted,
+            entities_unchanged=writer.unchanged,
+        )
+        if isinstance(error, DeadlineExceeded) and writer.pages:
+            error = None  # the deadline cut a page short after others were committed: a pause
+        if error is not None:
+            failed = self._fail(record, outcome, error)
+            if not isinstance(error, ProviderError):
+                raise error
+            return failed
         if done:
             return self._complete_cycle(record, outcome)
         return self._pause(record, outcome)
+
+    def _walk(
+        self,
+        provider: IncrementalEntityProvider,
+        provider_context: Any,
+        writer: PageWriter,
+        deadline: float,
+    ) -> bool:
+        """Fetch and submit pages until the cycle is done (True), the deadline or a stop."""
+        cursor = writer.cursor
+        while True:
+            page = provider.next(provider_context, cursor)
+            writer.submit(page, _checked_cursor(provider.name, page.cursor), self.clock.now())
+            cursor = page.cursor
+            if page.done:
+                return True
+            if self.stop.is_set() or self.clock.monotonic() >= deadline:
+                return False
 
     def _complete_cycle(self, record: ProviderRecord, outcome: ProviderOutcome) -> ProviderOutcome:
         settings = self.config.incremental
@@ -232,13 +240,11 @@ class BurstEngine:
         record: ProviderRecord,
         outcome: ProviderOutcome,
         error: Exception,
-        started: float,
     ) -> ProviderOutcome:
         now = self.clock.now()
         record.state = transition(record.state, Event.BURST_FAILED)
         record.attempts += 1
         record.last_error = str(error) or type(error).__name__
-        record.last_burst_duration = self.clock.monotonic() - started
         retry_after = error.retry_after if isinstance(error, RetryAfter) else None
         delay = backoff_delay(record.attempts, self.config.incremental, self.rng, retry_after)
         record.next_action_at = now + delay

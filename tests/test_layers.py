@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "choreo_ingest"
 LAYERS = {
     "cli": 4,
     "engine": 3,
+    "page_writer": 3,
     "invocation": 3,
     "events": 3,
     "demo": 3,

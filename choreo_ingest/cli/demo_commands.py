@@ -1,4 +1,8 @@
-"""`demo`, `simulate serve` and `check`: the built-in simulator and the preflight check."""
+"""`demo`, `simulate serve` and `check`: the built-in simulator and the preflight check.
+
+The simulator, the demo driver and the checks are imported by their commands only, not when the
+application is built: every `choreo-ingest run` from cron would pay for them otherwise.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +24,8 @@ from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config
-from choreo_ingest.demo import DemoProgress, WorldSize, run_demo
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.preflight import run_checks
 from choreo_ingest.reporting import status_report
-from choreo_ingest.simulator import serve_forever
 
 simulate_app = typer.Typer(help="The built-in OpenChoreo simulator.", no_args_is_help=True)
 
@@ -48,6 +49,8 @@ def demo(
     json_output: JsonOption = False,
 ) -> None:
     """Mirror a simulated OpenChoreo platform: start the simulator, run until a cycle completes."""
+    from choreo_ingest.demo import DemoProgress, WorldSize, run_demo
+
     with reported_errors(json_output):
         state_path = db or Path(tempfile.mkdtemp(prefix="choreo-ingest-demo-")) / "state.db"
         with render.live_status(render.stdout_is_tty() and not json_output) as line:
@@ -121,6 +124,8 @@ def simulate_serve(
     ] = False,
 ) -> None:
     """Serve a simulated OpenChoreo API until interrupted (prints its URL on stderr)."""
+    from choreo_ingest.simulator import serve_forever
+
     with reported_errors(False):
         try:
             serve_forever(
@@ -153,6 +158,8 @@ def check(
     db: DbOption = None,
 ) -> None:
     """Check config, API reachability, auth, cursor support, and that output paths are writable."""
+    from choreo_ingest.preflight import run_checks
+
     with reported_errors(json_output, ok=False, checks=[]):
         session = open_session(ctx, config, db)
         checks = run_checks(session.config, session.state_path, session.clock)

@@ -3,8 +3,8 @@
 from choreo_ingest.store.catalog import SweepGuards, canonical_json
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
-from choreo_ingest.store.migrations import MIGRATION_NAMES, SCHEMA_VERSION
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
+from choreo_ingest.store.schema import MIGRATION_NAMES, SCHEMA_VERSION
 from choreo_ingest.store.store import Store, StoreQueueReader
 
 __all__ = [

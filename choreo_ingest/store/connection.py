@@ -8,14 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
-from choreo_ingest.store.migrations import (
+from choreo_ingest.store.schema import (
     MIGRATION_NAMES,
     MIGRATION_SET,
+    MIGRATIONS_TABLE,
     SCHEMA_VERSION,
-    migrations,
 )
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -26,7 +24,11 @@ Tracer = Callable[[str, Any], None]
 
 
 class Connection:
-    """A sqlite-utils Database with our pragmas, explicit transactions and a statement tracer."""
+    """An SQLite connection with our pragmas, explicit transactions and a statement tracer.
+
+    Not thread-safe: it may move between threads (the engine commits pages on a writer thread),
+    but only one thread may use it at a time.
+    """
 
     def __init__(self, path: Path, *, readonly: bool, tracer: Tracer | None = None) -> None:
         self.path = path
@@ -37,12 +39,15 @@ class Connection:
         try:
             if readonly:
                 conn = sqlite3.connect(
-                    f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+                    f"{path.resolve().as_uri()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
                 )
             else:
-                conn = sqlite3.connect(str(path), isolation_level=None)
+                conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.db = Database(conn, execute_plugins=False)
+            self.raw = conn
             self._check_is_ours()
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -59,19 +64,19 @@ class Connection:
             raise
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.raw.close()
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         if self._tracer is not None:
             self._tracer(sql, params)
-        return self.db.conn.execute(sql, params)
+        return self.raw.execute(sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         if self._tracer is not None:
             self._tracer(sql, rows)
-        self.db.conn.executemany(sql, rows)
+        self.raw.executemany(sql, rows)
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.execute(sql, params).fetchone()
@@ -80,7 +85,7 @@ class Connection:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt)."""
-        conn = self.db.conn
+        conn = self.raw
         self.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -96,7 +101,13 @@ class Connection:
         return int(self.scalar("PRAGMA user_version") or 0)
 
     def applied_migrations(self) -> list[str]:
-        return [m.name for m in migrations.applied(self.db)]
+        if MIGRATIONS_TABLE not in self._table_names():
+            return []
+        rows = self.execute(
+            f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ? ORDER BY rowid",
+            [MIGRATION_SET],
+        )
+        return [name for (name,) in rows]
 
     def pending_migrations(self) -> list[str]:
         applied = set(self.applied_migrations())
@@ -106,8 +117,13 @@ class Connection:
         """Apply pending migrations (the caller holds the run lock); returns what was applied."""
         pending = self.pending_migrations()
         if pending:
+            # Loaded here only: sqlite-utils (and the numpy it imports) cost a run ~0.2 s.
+            from sqlite_utils import Database
+
+            from choreo_ingest.store.migrations import migrations
+
             try:
-                migrations.apply(self.db)
+                migrations.apply(Database(self.raw, execute_plugins=False))
             except sqlite3.Error as error:
                 raise StateError(
                     f"{self.path}: migration failed: {error}", path=str(self.path)
@@ -124,14 +140,18 @@ class Connection:
                 path=str(self.path),
             )
 
+    def _table_names(self) -> set[str]:
+        rows = self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
     def _check_is_ours(self) -> None:
         # Ownership first: other apps set user_version too, and must not read as "too new".
         version = self.schema_version()
-        tables = set(self.db.table_names())
+        tables = self._table_names()
         if tables and (
-            migrations.migrations_table not in tables
+            MIGRATIONS_TABLE not in tables
             or not self.scalar(
-                f"SELECT count(*) FROM {migrations.migrations_table} WHERE migration_set = ?",
+                f"SELECT count(*) FROM {MIGRATIONS_TABLE} WHERE migration_set = ?",
                 [MIGRATION_SET],
             )
         ):

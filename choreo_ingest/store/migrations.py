@@ -10,7 +10,8 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-MIGRATION_SET = "choreo_ingest"
+from choreo_ingest.store.schema import MIGRATION_SET
+
 migrations = Migrations(MIGRATION_SET)
 
 
@@ -124,7 +125,3 @@ def _run_script(db: Database, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
-
-
-SCHEMA_VERSION = 2
-MIGRATION_NAMES = ("0001_initial", "0002_positions")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,8 +21,8 @@ from choreo_ingest.store import catalog, inbox, positions, queries
 from choreo_ingest.store.catalog import SweepGuards
 from choreo_ingest.store.connection import Connection, Tracer
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
-from choreo_ingest.store.migrations import SCHEMA_VERSION
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
+from choreo_ingest.store.schema import SCHEMA_VERSION
 
 
 class Store:
@@ -194,11 +194,34 @@ class Store:
 
 
 class StoreQueueReader:
-    """A provider's view of its queues (`choreo_ingest.providers.base.QueueReader`)."""
+    """A provider's view of its queues (`choreo_ingest.providers.base.QueueReader`).
 
-    def __init__(self, store: Store, provider: str) -> None:
+    `before_read` runs before every read that goes to the DB (the engine passes the wait for the
+    page its writer thread is committing). A read that returned all `limit` items it asked for is
+    settled: within a cycle queues only grow, at the end, so the items after a position never
+    change once there are that many. Settled reads are answered from memory, without waiting.
+    """
+
+    _SETTLED_KEPT = 64
+
+    def __init__(
+        self, store: Store, provider: str, *, before_read: Callable[[], None] | None = None
+    ) -> None:
         self._store = store
         self._provider = provider
+        self._before_read = before_read
+        self._settled: dict[tuple[str, int, int], list[QueuedItem]] = {}
 
     def read(self, queue: str, after: int, limit: int) -> Sequence[QueuedItem]:
-        return self._store.read_queue(self._provider, queue, after, limit)
+        key = (queue, after, limit)
+        settled = self._settled.get(key)
+        if settled is not None:
+            return settled
+        if self._before_read is not None:
+            self._before_read()
+        items = self._store.read_queue(self._provider, queue, after, limit)
+        if len(items) == limit:
+            if len(self._settled) >= self._SETTLED_KEPT:
+                self._settled.clear()
+            self._settled[key] = items
+        return items

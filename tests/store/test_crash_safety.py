@@ -26,9 +26,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,7 @@ class CrashingTracer:
     after_commits: list[Tables] = field(default_factory=list)
     _counting: bool = False
     _commit_pending: bool = False
+    _ignored_thread: int | None = None
 
     def start(self) -> None:
         self.before, self._counting = read_tables(self.state_path), True
@@ -97,9 +100,17 @@ class CrashingTracer:
         if self._counting:
             self.after, self._counting = read_tables(self.state_path), False
 
+    @contextmanager
+    def not_counting_this_thread(self) -> Iterator[None]:
+        self._ignored_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._ignored_thread = None
+
     def __call__(self, sql: str, params: Any) -> None:
         self._settle()
-        if not self._counting:
+        if not self._counting or threading.get_ident() == self._ignored_thread:
             return
         self.statements.append(_label(sql))
         if len(self.statements) == self.crash_at:
@@ -134,7 +145,11 @@ def _copy_db_files(state_path: Path, directory: Path) -> None:
 
 @dataclass
 class RegionProvider(FakeProvider):
-    """A FakeProvider that starts and stops the tracer's region as pages are requested."""
+    """A FakeProvider that starts and stops the tracer's region as pages are requested.
+
+    The engine commits page N on its writer thread while page N+1 is requested; a queue read
+    waits for the pages in flight, so the region starts and stops between whole transactions.
+    """
 
     tracer: CrashingTracer | None = None
     start_on_page: int = -1
@@ -142,6 +157,9 @@ class RegionProvider(FakeProvider):
 
     def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
         page_index = 0 if cursor is None else cursor["offset"] // self.page_size
+        if self.tracer is not None:
+            with self.tracer.not_counting_this_thread():
+                context.queues.read("seen", after=len(self.entities), limit=1)
         if self.tracer is not None and page_index == self.stop_on_page:
             self.tracer.stop()
         if self.tracer is not None and page_index == self.start_on_page:

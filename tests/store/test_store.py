@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 from store_support import read_tables, versioned_entity
 
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
@@ -23,6 +26,8 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.reporting import provider_metrics, provider_status
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store, SweepGuards
+from choreo_ingest.store.migrations import migrations
+from choreo_ingest.store.schema import MIGRATION_SET, MIGRATIONS_TABLE
 
 from fakes import make_config, make_entity
 
@@ -105,6 +110,29 @@ class TestSchema:
             assert store.schema_version() == SCHEMA_VERSION
         with Store.open(state_path) as reopened:
             assert reopened.migrate() == []
+
+    def test_schema_names_match_the_registered_migrations(self, state_path: Path) -> None:
+        database = sqlite_utils.Database(memory=True)
+        assert [m.name for m in migrations.pending(database)] == list(MIGRATION_NAMES)
+        assert migrations.name == MIGRATION_SET
+        assert migrations.migrations_table == MIGRATIONS_TABLE
+        migrations.apply(database)
+        assert database.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+    def test_current_state_file_opens_without_loading_sqlite_utils(self, state_path: Path) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        script = (
+            "import sys; from pathlib import Path; from choreo_ingest.store import Store\n"
+            f"with Store.open(Path({str(state_path)!r})) as store:\n"
+            "    assert store.migrate() == []\n"
+            "    store.require_current_schema()\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('sqlite_utils', 'numpy'))))\n"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        )
+        assert loaded.stdout.strip() == "[]"
 
     def test_unmigrated_store_is_not_current(self, state_path: Path) -> None:
         with Store.open(state_path) as store:
