@@ -23,7 +23,7 @@ import load
 import memory
 import overhead
 import scale
-from common import Result, print_table
+from common import Result, compile_package, print_table
 from overhead import Shape
 
 
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     plan = QUICK if args.quick else FULL
     print(f"machine: {machine()}; {'--quick' if args.quick else 'full'} run", flush=True)
+    compile_package()
     results: list[Result] = []
     started = time.perf_counter()
     for name in chosen:

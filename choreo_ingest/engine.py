@@ -17,6 +17,7 @@ import structlog
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import DeadlineExceeded, PermanentError, ProviderError, RetryAfter
+from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.models import JSON, ProviderRecord, ProviderState
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import BurstContext, IncrementalEntityProvider
@@ -85,12 +86,14 @@ class BurstEngine:
         *,
         rng: random.Random | None = None,
         stop: StopSignal | None = None,
+        heap: HeapTrimmer | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
         self.rng = rng or random.Random()
         self.stop = stop or StopSignal()
+        self.heap = heap or HeapTrimmer()
 
     def run_provider(
         self, provider: IncrementalEntityProvider, *, force: bool = False
@@ -158,8 +161,14 @@ class BurstEngine:
             entities_upserted=writer.upserted,
             entities_unchanged=writer.unchanged,
         )
-        if isinstance(error, DeadlineExceeded) and writer.pages:
-            error = None  # the deadline cut a page short after others were committed: a pause
+        wait_at_least = 0.0
+        if isinstance(error, DeadlineExceeded | RetryAfter) and writer.pages:
+            # Cut short after pages were committed: the burst made progress, so this is a pause
+            # (for a 429, "end the burst and come back" after its Retry-After), not a failure.
+            if isinstance(error, RetryAfter):
+                wait_at_least = error.retry_after
+                log.info("burst_rate_limited", provider=record.name, retry_after=wait_at_least)
+            error = None
         if error is not None:
             failed = self._fail(record, outcome, error)
             if not isinstance(error, ProviderError):
@@ -167,7 +176,7 @@ class BurstEngine:
             return failed
         if done:
             return self._complete_cycle(record, outcome)
-        return self._pause(record, outcome)
+        return self._pause(record, outcome, wait_at_least)
 
     def _walk(
         self,
@@ -182,6 +191,7 @@ class BurstEngine:
             page = provider.next(provider_context, cursor)
             writer.submit(page, _checked_cursor(provider.name, page.cursor), self.clock.now())
             cursor = page.cursor
+            self.heap.page_done()
             if page.done:
                 return True
             if self.stop.is_set() or self.clock.monotonic() >= deadline:
@@ -220,7 +230,9 @@ class BurstEngine:
         outcome.next_action_at = record.next_action_at
         return outcome
 
-    def _pause(self, record: ProviderRecord, outcome: ProviderOutcome) -> ProviderOutcome:
+    def _pause(
+        self, record: ProviderRecord, outcome: ProviderOutcome, wait_at_least: float
+    ) -> ProviderOutcome:
         now = self.clock.now()
         record.state = transition(record.state, Event.BURST_ENDED_WITH_WORK_LEFT)
         record.attempts = 0
@@ -229,7 +241,8 @@ class BurstEngine:
             outcome.action = "interrupted"
             record.next_action_at = now
         else:
-            record.next_action_at = now + self.config.incremental.burst_interval
+            interval = self.config.incremental.burst_interval
+            record.next_action_at = now + max(interval, wait_at_least)
         self.store.save_provider(record, now)
         outcome.state = record.state
         outcome.next_action_at = record.next_action_at

@@ -290,6 +290,39 @@ class TestFailures:
         record = stored(state_path)
         assert (record.attempts, record.cursor) == (0, {"offset": 4})
 
+    def test_rate_limit_after_committed_pages_is_a_pause_until_retry_after(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_interval=30.0)
+        limited = RetryAfter("429 too many requests", retry_after=300.0, status=429)
+        provider = FakeProvider(TEN, fail_at={2: limited})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.state, outcome.pages) == (
+            "burst",
+            ProviderState.INTERSTITIAL,
+            2,
+        )
+        record = stored(state_path)
+        assert (record.attempts, record.last_error, record.cursor) == (0, None, {"offset": 4})
+        assert record.next_action_at == clock.now() + 300.0
+        assert health(config, state_path, clock) == []
+        clock.advance(299.0)
+        assert run_one(config, state_path, clock, provider).action == "waiting"
+        clock.advance(1.0)
+        assert run_one(config, state_path, clock, provider).cycle_completed
+
+    def test_short_retry_after_after_committed_pages_waits_the_burst_interval(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, burst_interval=30.0)
+        limited = RetryAfter("429 too many requests", retry_after=5.0, status=429)
+
+        run_one(config, state_path, clock, FakeProvider(TEN, fail_at={1: limited}))
+
+        assert stored(state_path).next_action_at == clock.now() + 30.0
+
     def test_cursor_that_is_not_json_fails_without_committing_the_page(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:

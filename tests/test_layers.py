@@ -14,6 +14,7 @@ LAYERS = {
     "cli": 4,
     "engine": 3,
     "page_writer": 3,
+    "heap": 1,
     "invocation": 3,
     "events": 3,
     "demo": 3,

@@ -25,7 +25,13 @@ from choreo_ingest.models import (
     SweepResult,
 )
 from choreo_ingest.reporting import provider_metrics, provider_status
-from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store, SweepGuards
+from choreo_ingest.store import (
+    MIGRATION_NAMES,
+    SCHEMA_VERSION,
+    Store,
+    StoreQueueReader,
+    SweepGuards,
+)
 from choreo_ingest.store.migrations import migrations
 from choreo_ingest.store.schema import MIGRATION_SET, MIGRATIONS_TABLE
 
@@ -603,3 +609,32 @@ class TestReset:
         assert store.reset_provider(record, purge=False, now=T0 + 5) == 0
         assert entity_refs(store) == refs_of(TEN[:4])
         assert store.load_provider("fake").state is ProviderState.IDLE
+
+
+class TestQueueReader:
+    def test_settled_reads_come_from_memory_and_others_wait_first(self, state_path: Path) -> None:
+        waits: list[int] = []
+        with Store.open(state_path) as store:
+            store.migrate()
+            record = store.load_provider("fake")
+            record.cycle_id = 1
+            store.start_cycle(record, 1.0)
+            store.commit_page("fake", 1, page_pushing("a", "b"), None, 1.0)
+            reader = StoreQueueReader(store, "fake", before_read=lambda: waits.append(1))
+
+            assert [i.key for i in reader.read("seen", after=0, limit=2)] == ["a", "b"]
+            assert [i.key for i in reader.read("seen", after=2, limit=1)] == []
+            store.commit_page("fake", 1, page_pushing("c"), None, 2.0)
+            assert [i.key for i in reader.read("seen", after=0, limit=2)] == ["a", "b"]
+            assert [i.key for i in reader.read("seen", after=2, limit=1)] == ["c"]
+
+        assert len(waits) == 3  # not 4: the settled read, asked again, was not
+
+
+def page_pushing(*keys: str) -> EntityIteratorResult:
+    return EntityIteratorResult(
+        done=False,
+        entities=[],
+        cursor=None,
+        queue_items=[QueueItem("seen", key, {"name": key}) for key in keys],
+    )
