@@ -258,6 +258,12 @@ class BurstEngine:
         record.state = transition(record.state, Event.BURST_FAILED)
         record.attempts += 1
         record.last_error = str(error) or type(error).__name__
+        if isinstance(error, DeadlineExceeded):  # here only when no page was committed
+            record.last_error += (
+                "; no page was completed within burstLength "
+                f"({self.config.incremental.burst_length:g} s): raise "
+                "openchoreo.incremental.burstLength or lower openchoreo.incremental.chunkSize"
+            )
         retry_after = error.retry_after if isinstance(error, RetryAfter) else None
         delay = backoff_delay(record.attempts, self.config.incremental, self.rng, retry_after)
         record.next_action_at = now + delay

@@ -273,6 +273,10 @@ class TestFailures:
         outcome = run_one(config, state_path, clock, provider)
 
         assert (outcome.action, outcome.state) == ("failed", ProviderState.BACKING_OFF)
+        assert outcome.error is not None
+        assert outcome.error.startswith("deadline passed in request; no page was completed")
+        assert "raise openchoreo.incremental.burstLength" in outcome.error
+        assert "lower openchoreo.incremental.chunkSize" in outcome.error
 
     def test_deadline_exceeded_after_committed_pages_is_a_pause(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

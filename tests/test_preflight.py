@@ -1,0 +1,36 @@
+"""`check` warns when a page of components cannot fit in a burst at the API's latency."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from choreo_ingest.config import IncrementalConfig
+from choreo_ingest.preflight import page_time_check
+
+DEFAULTS = IncrementalConfig()  # chunkSize 50, maxConcurrentRequests 5, burstLength 10 s
+
+
+@pytest.mark.parametrize(
+    ("latency", "settings", "ok", "seconds"),
+    [
+        (0.01, DEFAULTS, True, "0.1"),
+        (5 / 11, DEFAULTS, True, "5.0"),  # 1 list + 10 rounds of 5 details: exactly half
+        (0.9, DEFAULTS, False, "9.9"),
+        (0.9, replace(DEFAULTS, burst_length=30.0), True, "9.9"),
+        (0.9, replace(DEFAULTS, chunk_size=10), True, "2.7"),
+        (0.01, replace(DEFAULTS, max_requests_per_second=5.0), False, "10.2"),
+    ],
+    ids=["fast", "half-the-burst", "slow", "longer-burst", "smaller-pages", "rate-capped"],
+)
+def test_page_time_against_burst_length(
+    latency: float, settings: IncrementalConfig, ok: bool, seconds: str
+) -> None:
+    check = page_time_check(latency, settings)
+
+    assert (check.name, check.ok) == ("openchoreo.incremental", ok)
+    assert f"takes about {seconds} s" in check.detail
+    if not ok:
+        assert "raise openchoreo.incremental.burstLength" in check.detail
+        assert "lower openchoreo.incremental.chunkSize" in check.detail
