@@ -52,7 +52,7 @@ FULL = Plan(
     bounded_bursts=6,
 )
 QUICK = Plan(
-    overhead_shape=Shape(2, 10, 150),
+    overhead_shape=Shape(2, 20, 150),
     overhead_repeats=2,
     memory_small=Shape(2, 10, 100),
     memory_large=Shape(2, 100, 100),

@@ -157,7 +157,8 @@ def check(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Check config, API reachability, auth, cursor support, and that output paths are writable."""
+    """Check config, API reachability, auth, cursor support, that a page fits in a burst at the
+    API's latency, and that output paths are writable."""
     from choreo_ingest.preflight import run_checks
 
     with reported_errors(json_output, ok=False, checks=[]):

@@ -117,7 +117,8 @@ class Connection:
         """Apply pending migrations (the caller holds the run lock); returns what was applied."""
         pending = self.pending_migrations()
         if pending:
-            # Loaded here only: sqlite-utils (and the numpy it imports) cost a run ~0.2 s.
+            # Loaded here only: sqlite-utils (with numpy, which it imports when installed)
+            # costs every process about 0.1 s.
             from sqlite_utils import Database
 
             from choreo_ingest.store.migrations import migrations
