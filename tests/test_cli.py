@@ -131,6 +131,16 @@ class TestRun:
             assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
         assert (tmp_path / "state.db").is_file()
 
+    def test_config_warning_is_logged_once(self, tmp_path: Path, server_url: str) -> None:
+        config = write_config(tmp_path / "config.yaml", server_url, token="s3cret")
+        config.chmod(0o644)
+
+        done = run_cli("run", "--config", config, "--db", "state.db", cwd=tmp_path)
+
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.count("readable by others") == 1
+        assert "s3cret" not in done.stderr
+
     @pytest.mark.parametrize(
         ("args", "says"),
         [

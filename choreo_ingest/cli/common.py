@@ -20,7 +20,6 @@ from choreo_ingest.config import (
     config_warnings,
     find_config_path,
     load_config,
-    require_api,
     resolve_state_path,
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
@@ -66,9 +65,7 @@ class Session:
     clock: Clock
 
 
-def open_session(
-    ctx: typer.Context, config: Path | None, db: Path | None, *, needs_api: bool = False
-) -> Session:
+def open_session(ctx: typer.Context, config: Path | None, db: Path | None) -> Session:
     """Config and state path from the command's options, else the global ones, else defaults."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
     loaded = load_config(find_config_path(config or shared.config))
@@ -76,8 +73,6 @@ def open_session(
         register_secret(loaded.openchoreo.token)
     for warning in config_warnings(loaded):
         log.warning("config_warning", message=warning)
-    if needs_api:
-        require_api(loaded)
     return Session(loaded, resolve_state_path(db or shared.db, loaded), SystemClock())
 
 

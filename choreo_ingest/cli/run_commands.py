@@ -18,6 +18,7 @@ from choreo_ingest.cli.common import (
 )
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, ExitCode
 from choreo_ingest.clock import rfc3339
+from choreo_ingest.config import require_api
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.errors import LockHeld
 from choreo_ingest.invocation import RunResult, refresh, run_once
@@ -82,7 +83,7 @@ def _api_session(ctx: typer.Context, config: Any, db: Any, provider: str | None)
     session = open_session(ctx, config, db)
     names = [provider] if provider else list(session.config.providers)
     if any(name in BUILT_IN for name in names):
-        return open_session(ctx, config, db, needs_api=True)
+        require_api(session.config)
     return session
 
 
