@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
@@ -24,6 +24,14 @@ from choreo_ingest.errors import ConfigError
 DEFAULT_PROVIDERS = ("openchoreo",)
 DEFAULT_OWNER = "group:default/guests"
 DEFAULT_LIFECYCLE = "production"
+API_AUTO, API_V1, API_ORGS = "auto", "v1", "orgs"
+API_CHOICES = (API_AUTO, API_V1, API_ORGS)
+APIS_WITHOUT_SCHEMA_CHOICES = ("skip", "stub")
+
+_SHORTHAND = "openchoreo.token"
+_AUTH = "openchoreo.auth"
+_OAUTH = "openchoreo.auth.oauth"
+_AUTH_MODES = f"{_AUTH}.token, {_AUTH}.tokenFile or {_AUTH}.oauth"
 
 
 @dataclass(frozen=True)
@@ -42,18 +50,122 @@ class IncrementalConfig:
 
 
 @dataclass(frozen=True)
+class OAuthConfig:
+    """OAuth2 client credentials (`client_secret_post`); exactly one of the two secret fields."""
+
+    token_url: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    client_secret_file: Path | None = None
+    """Read when a token is requested, never at config load."""
+    scope: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [key for key, value in self._secret_keys() if value is not None]
+        if len(given) > 1:
+            raise ConfigError(f"cannot be combined with {given[0]}; give one", path=given[1])
+        if not given:
+            raise ConfigError(
+                f"required: set it or {_OAUTH}.clientSecretFile", path=f"{_OAUTH}.clientSecret"
+            )
+
+    @property
+    def secret_key(self) -> str:
+        """The config key path the client secret comes from."""
+        return next(key for key, value in self._secret_keys() if value is not None)
+
+    def _secret_keys(self) -> list[tuple[str, object]]:
+        return [
+            (f"{_OAUTH}.clientSecret", self.client_secret),
+            (f"{_OAUTH}.clientSecretFile", self.client_secret_file),
+        ]
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How to authenticate to the API: at most one of a token, a token file, or OAuth2."""
+
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    """Re-read at each use (a Kubernetes secret or systemd credential may be rotated)."""
+    oauth: OAuthConfig | None = None
+    token_key: str = field(default=f"{_AUTH}.token", compare=False)
+    """The key the static token was given under (`openchoreo.token` is its shorthand)."""
+
+    def __post_init__(self) -> None:
+        given = self._modes()
+        if len(given) > 1:
+            raise ConfigError(
+                f"cannot be combined with {given[0]}; set exactly one of {_AUTH_MODES}",
+                path=given[1],
+            )
+
+    @property
+    def mode_key(self) -> str | None:
+        """The key path of the mode in use (`openchoreo.auth.tokenFile`); None: no credentials."""
+        given = self._modes()
+        return given[0] if given else None
+
+    @property
+    def config_key(self) -> str:
+        """The key path to name when the credentials are refused; "" when none are configured."""
+        if self.oauth is not None:
+            return self.oauth.secret_key
+        if self.token_file is not None:
+            return f"{_AUTH}.tokenFile"
+        return self.token_key if self.token is not None else ""
+
+    def _modes(self) -> list[str]:
+        found: list[tuple[str, object]] = [
+            (self.token_key, self.token),
+            (f"{_AUTH}.tokenFile", self.token_file),
+            (f"{_AUTH}.oauth", self.oauth),
+        ]
+        return [key for key, value in found if value is not None]
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    max_pending: int = 1000
+    """Past this many pending events for one provider, drop the backlog and schedule a refresh."""
+
+
+@dataclass(frozen=True)
 class OpenChoreoConfig:
+    """`token` is the shorthand `openchoreo.token`; it and `auth.token` always agree.
+
+    Built in code, `OpenChoreoConfig(token=...)` is the same as `auth=AuthConfig(token=...)`.
+    """
+
     base_url: str | None = None
     token: str | None = field(default=None, repr=False)
     ca_bundle: str | None = None
     insecure_skip_verify: bool = False
+    api: str = API_AUTO
+    """`auto` (ask the server), `v1` (OpenChoreo v1.x) or `orgs` (the organization-era API)."""
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     incremental: IncrementalConfig = field(default_factory=IncrementalConfig)
+
+    def __post_init__(self) -> None:
+        if not self.token:  # None, or "" as from an unset environment variable
+            object.__setattr__(self, "token", self.auth.token)
+        elif self.auth.mode_key is None:
+            object.__setattr__(self, "auth", AuthConfig(token=self.token, token_key=_SHORTHAND))
+        elif self.auth.token != self.token:
+            raise ConfigError(
+                f"cannot be combined with {self.auth.mode_key} "
+                f"(openchoreo.token is shorthand for {_AUTH}.token); give one",
+                path=_SHORTHAND,
+            )
 
 
 @dataclass(frozen=True)
 class MappingConfig:
     default_owner: str = DEFAULT_OWNER
     lifecycle: str = DEFAULT_LIFECYCLE
+    apis_without_schema: str = "skip"
+    """An endpoint without a schema: `skip` it, or map it to a `stub` API entity."""
 
 
 @dataclass(frozen=True)
@@ -80,14 +192,17 @@ CONFIG_ENV = "CHOREO_INGEST_CONFIG"
 STATE_ENV = "CHOREO_INGEST_DB"
 DEFAULT_CONFIG_FILE = Path("choreo-ingest.yaml")
 DEFAULT_STATE_FILE = Path("choreo-ingest.db")
-MAX_CHUNK_SIZE = 1024  # the API clamps a larger `limit` silently
+MAX_CHUNK_SIZE = 1024  # the organization-era API clamps a larger `limit` silently
+MAX_CHUNK_SIZE_V1 = 100  # OpenChoreo v1.x clamps `limit` to 100
 
 
 def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate a config file; None (no file) gives the defaults.
 
     Relative paths in the file (`state.path`, `metrics.textfile`, `catalog.directory`,
-    `openchoreo.caBundle`) are relative to the file's directory, whatever cron's cwd is.
+    `openchoreo.caBundle`, `openchoreo.auth.tokenFile`, `openchoreo.auth.oauth.clientSecretFile`)
+    are relative to the file's directory, whatever cron's cwd is. Secret files are not read here:
+    only the commands that call the API read them, when they need them.
     """
     if path is None:
         return Config()
@@ -133,6 +248,34 @@ def resolve_state_path(
 def config_warnings(config: Config) -> list[str]:
     """One line per thing in the file the operator should fix; none for a config built in code."""
     return list(config.warnings)
+
+
+def effective_chunk_size(config: Config | OpenChoreoConfig, api: str) -> tuple[int, str | None]:
+    """The page size to ask `api` (`v1` or `orgs`, as detected) for, and a warning if capped.
+
+    Config load cannot cap it: under `api: auto` the API is known only once the server answers.
+    """
+    if api not in (API_V1, API_ORGS):
+        raise ValueError(f"api must be {API_V1!r} or {API_ORGS!r} once detected, not {api!r}")
+    size = config.incremental.chunk_size
+    largest = MAX_CHUNK_SIZE_V1 if api == API_V1 else MAX_CHUNK_SIZE
+    if size <= largest:
+        return size, None
+    return largest, (
+        f"openchoreo.incremental.chunkSize is {size} but the OpenChoreo {api} API serves at "
+        f"most {largest} items a page; using {largest}"
+    )
+
+
+def secret_values(config: Config) -> list[str]:
+    """Every secret the config itself holds (a token, a client secret), to mask in logs.
+
+    Secrets in files (`tokenFile`, `clientSecretFile`) and issued access tokens are known only
+    once read or granted; the credentials object reports those.
+    """
+    auth = config.openchoreo.auth
+    found = [auth.token, auth.oauth.client_secret if auth.oauth else None]
+    return [value for value in found if value]
 
 
 def require_api(config: Config) -> None:
@@ -246,16 +389,41 @@ def _file_path(value: object) -> Path:
 
 def _http_url(value: object) -> str:
     url = _text(value).strip().rstrip("/")
+    parts = _url_parts(url, value, expected="with a host and no query", hint=f"set {_AUTH}")
+    if parts.query or parts.fragment:
+        raise _Invalid("expected an http:// or https:// URL with a host and no query", value)
+    return url
+
+
+def _token_url(value: object) -> str:
+    # Kept as given (a trailing slash may matter to an identity provider); a query may too.
+    url = _text(value).strip()
+    hint = f"set {_OAUTH}.clientId and clientSecret"
+    if _url_parts(url, value, expected="with a host and no fragment", hint=hint).fragment:
+        raise _Invalid("expected an http:// or https:// URL with a host and no fragment", value)
+    return url
+
+
+def _url_parts(url: str, value: object, *, expected: str, hint: str) -> SplitResult:
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a bad port or IPv6 literal
         valid = False
-    if valid and (parts.username or parts.password):
-        raise _Invalid("must not hold credentials; set openchoreo.token")
-    if not valid or parts.query or parts.fragment:
-        raise _Invalid("expected an http:// or https:// URL with a host and no query", value)
-    return url
+    if not valid:
+        raise _Invalid(f"expected an http:// or https:// URL {expected}", value)
+    if parts.username or parts.password:
+        raise _Invalid(f"must not hold credentials; {hint}")
+    return parts
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in choices:
+            raise _Invalid(f"expected one of: {', '.join(choices)}", value)
+        return str(value)
+
+    return parse
 
 
 # Backstage's rules for kind, namespace (a DNS label) and name.
@@ -341,7 +509,15 @@ def _expand(value: object, env: Mapping[str, str], *, secret: bool) -> object:
 # case (openchoreo.incremental.burst_length) unless _TARGETS names another.
 _SCHEMA: dict[str, Callable[[object], object]] = {
     "openchoreo.baseUrl": _optional(_http_url),
+    "openchoreo.api": _choice(*API_CHOICES),
     "openchoreo.token": _optional(_text),
+    "openchoreo.auth.token": _optional(_text),
+    "openchoreo.auth.tokenFile": _optional(_file_path),
+    "openchoreo.auth.oauth.tokenUrl": _optional(_token_url),
+    "openchoreo.auth.oauth.clientId": _optional(_text),
+    "openchoreo.auth.oauth.clientSecret": _optional(_text),
+    "openchoreo.auth.oauth.clientSecretFile": _optional(_file_path),
+    "openchoreo.auth.oauth.scope": _optional(_text),
     "openchoreo.caBundle": _optional(_file_path),
     "openchoreo.insecureSkipVerify": _flag,
     "openchoreo.incremental.burstLength": _positive,
@@ -355,8 +531,10 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "openchoreo.incremental.maxConcurrentRequests": _count,
     "openchoreo.incremental.maxRequestsPerSecond": _optional(_positive),
     "openchoreo.incremental.requestTimeout": _positive,
+    "openchoreo.events.maxPending": _count,
     "mapping.defaultOwner": _owner_ref,
     "mapping.lifecycle": _text,
+    "mapping.apisWithoutSchema": _choice(*APIS_WITHOUT_SCHEMA_CHOICES),
     "state.path": _optional(_file_path),
     "metrics.textfile": _optional(_file_path),
     "catalog.directory": _optional(_file_path),
@@ -367,7 +545,11 @@ _TARGETS = {
     "metrics.textfile": "metrics_textfile",
     "catalog.directory": "catalog_directory",
 }
-_SECRETS = frozenset({"openchoreo.token"})
+_SECRETS = frozenset({_SHORTHAND, f"{_AUTH}.token", f"{_OAUTH}.clientSecret"})
+# Sections that hold a secret: a scalar given in place of one may be that secret.
+_SECRET_SECTIONS = frozenset(
+    path.rsplit(".", depth)[0] for path in _SECRETS for depth in range(1, path.count(".") + 1)
+) - {"openchoreo"}
 
 _CHILDREN: dict[str, list[str]] = {}  # section path ("" for the top) -> its keys
 for _path in _SCHEMA:
@@ -382,7 +564,8 @@ def _walk(node: object, section: str, env: Mapping[str, str], found: dict[str, A
     if node is None:  # a section whose keys are all commented out
         return
     if not isinstance(node, dict):
-        raise ConfigError(f"expected a mapping, got {_describe(node)}", path=section or None)
+        shown = _describe(node, secret=section in _SECRET_SECTIONS)
+        raise ConfigError(f"expected a mapping, got {shown}", path=section or None)
     for key, value in node.items():
         if not isinstance(key, str):
             raise ConfigError(f"keys must be strings, got {_describe(key)}", path=section or None)
@@ -427,8 +610,37 @@ def _build(found: dict[str, Any], base: Path) -> Config:
         options = {name: given for name, given in chosen.items() if given is not None}
         top["provider_options"] = options
     incremental = IncrementalConfig(**fields("openchoreo.incremental."))
-    openchoreo = OpenChoreoConfig(incremental=incremental, **fields("openchoreo."))
+    openchoreo = OpenChoreoConfig(
+        incremental=incremental,
+        auth=_auth(fields),
+        events=EventsConfig(**fields("openchoreo.events.")),
+        **{key: value for key, value in fields("openchoreo.").items() if key != "token"},
+    )
     return Config(openchoreo=openchoreo, mapping=MappingConfig(**fields("mapping.")), **top)
+
+
+def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:
+    """`openchoreo.token` or one `openchoreo.auth` mode; two at once name each other."""
+    shorthand = fields("openchoreo.").get("token")
+    auth = {key: value for key, value in fields(f"{_AUTH}.").items() if value is not None}
+    oauth = {key: value for key, value in fields(f"{_OAUTH}.").items() if value is not None}
+    given = [_SHORTHAND] if shorthand is not None else []
+    given += [f"{_AUTH}.{'tokenFile' if key == 'token_file' else key}" for key in auth]
+    given += [f"{_OAUTH}"] if oauth else []
+    if len(given) > 1:
+        also = " (its shorthand)" if given[:2] == [_SHORTHAND, f"{_AUTH}.token"] else ""
+        raise ConfigError(
+            f"cannot be combined with {given[0]}{also}; set exactly one of {_AUTH_MODES}",
+            path=given[1],
+        )
+    if shorthand is not None:
+        return AuthConfig(token=shorthand, token_key=_SHORTHAND)
+    if oauth:
+        for key, name in (("token_url", "tokenUrl"), ("client_id", "clientId")):
+            if key not in oauth:
+                raise ConfigError("required for OAuth2 client credentials", path=f"{_OAUTH}.{name}")
+        auth["oauth"] = OAuthConfig(**oauth)
+    return AuthConfig(**auth)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -464,15 +676,18 @@ def _parse_yaml(file: Path, text: str) -> dict[Any, Any]:
 
 def _file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
     warnings = []
-    raw_token = (document.get("openchoreo") or {}).get("token")
-    literal = isinstance(raw_token, str) and all(
-        match.group(0) == "$$" for match in _SUBSTITUTION.finditer(raw_token)
-    )
-    if literal and config.openchoreo.token and (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
-        warnings.append(
-            f"{file} holds openchoreo.token and is readable by others (mode {mode:04o}); "
-            "chmod 600 it"
+    for path in sorted(_SECRETS):
+        raw: object = document
+        for key in path.split("."):
+            raw = raw.get(key) if isinstance(raw, dict) else None
+        literal = isinstance(raw, str) and all(
+            match.group(0) == "$$" for match in _SUBSTITUTION.finditer(raw)
         )
+        given = literal and bool(str(raw).strip())  # a blank value leaves the key unset
+        if given and (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
+            warnings.append(
+                f"{file} holds {path} and is readable by others (mode {mode:04o}); chmod 600 it"
+            )
     if config.openchoreo.insecure_skip_verify:
         warnings.append(
             "openchoreo.insecureSkipVerify is true: TLS certificates are not verified; "

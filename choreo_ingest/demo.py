@@ -1,19 +1,32 @@
-"""`choreo-ingest demo`: the simulator on a free loopback port; `run --force` until a cycle ends."""
+"""`choreo-ingest demo`: the simulator on a free loopback port; `run --force` until a cycle ends.
+
+The simulator speaks OpenChoreo v1 (what every release serves) and hands out OAuth2 tokens by
+client credentials, as a real installation does; `--api orgs` shows the organization-era API.
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.config import (
+    AuthConfig,
+    Config,
+    IncrementalConfig,
+    OAuthConfig,
+    OpenChoreoConfig,
+)
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.reporting import reading
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
 PROVIDER = "openchoreo"
+DEMO_CLIENT_ID = "choreo-ingest-demo"
+TOKEN_ENDPOINT = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 MAX_RUNS = 1000
 """A demo world finishes in a few runs; this only stops a broken one from looping forever."""
 
@@ -24,6 +37,7 @@ class WorldSize:
     projects: int = 4
     components: int = 5
     seed: int = 0
+    api: str = "v1"
 
 
 @dataclass(frozen=True)
@@ -55,9 +69,15 @@ def run_demo(
     on_progress: Callable[[DemoProgress], None] | None = None,
 ) -> DemoResult:
     world = World.generate(size.orgs, size.projects, size.components, size.seed)
-    api = SimulatorApi(world, SimulatorOptions())
+    secret = secrets.token_urlsafe(24)  # a fresh client secret: nothing to configure, or to leak
+    options = SimulatorOptions(
+        api="v1" if size.api == "v1" else "orgs",
+        oauth_client_id=DEMO_CLIENT_ID,
+        oauth_client_secret=secret,
+    )
+    api = SimulatorApi(world, options)
     with start_server(api) as server:
-        config = _demo_config(server.url, state_path, burst_length)
+        config = _demo_config(server.url, state_path, burst_length, secret)
         runs = 0
         while True:
             result = run_once(config, state_path, clock, force=True)
@@ -81,10 +101,16 @@ def run_demo(
         )
 
 
-def _demo_config(base_url: str, state_path: Path, burst_length: float) -> Config:
+def _demo_config(base_url: str, state_path: Path, burst_length: float, secret: str) -> Config:
     incremental = replace(IncrementalConfig(), burst_length=burst_length, burst_interval=1.0)
+    server_root = base_url.rstrip("/").removesuffix("/api/v1")
+    oauth = OAuthConfig(
+        token_url=server_root + TOKEN_ENDPOINT, client_id=DEMO_CLIENT_ID, client_secret=secret
+    )
     return Config(
-        openchoreo=OpenChoreoConfig(base_url=base_url, incremental=incremental),
+        openchoreo=OpenChoreoConfig(
+            base_url=base_url, auth=AuthConfig(oauth=oauth), incremental=incremental
+        ),
         state_path=state_path,
         providers=(PROVIDER,),
     )

@@ -6,7 +6,7 @@ import json
 import random
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -20,9 +20,19 @@ from choreo_ingest.errors import DeadlineExceeded, PermanentError, ProviderError
 from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.models import JSON, ProviderRecord, ProviderState
 from choreo_ingest.page_writer import PageWriter
-from choreo_ingest.providers.base import BurstContext, IncrementalEntityProvider
+from choreo_ingest.providers.base import (
+    AdvisingProvider,
+    BurstContext,
+    IncrementalEntityProvider,
+)
 from choreo_ingest.schedule import Burst, Event, backoff_delay, decide, transition
-from choreo_ingest.store import Store, StoreQueueReader, SweepGuards, canonical_json
+from choreo_ingest.store import (
+    Store,
+    StoreIndexReader,
+    StoreQueueReader,
+    SweepGuards,
+    canonical_json,
+)
 
 log = structlog.get_logger("choreo_ingest.engine")
 
@@ -143,6 +153,10 @@ class BurstEngine:
             deadline=started + self.config.incremental.burst_length,
             queues=StoreQueueReader(self.store, provider.name, before_read=writer.wait),
             cancelled=self.stop.is_set,
+            index=StoreIndexReader(
+                self.store, provider.name, record.cycle_id, before_read=writer.wait
+            ),
+            facts=self.store.facts(provider.name),
         )
         done = False
         error: Exception | None = None
@@ -170,7 +184,7 @@ class BurstEngine:
                 log.info("burst_rate_limited", provider=record.name, retry_after=wait_at_least)
             error = None
         if error is not None:
-            failed = self._fail(record, outcome, error)
+            failed = self._fail(record, outcome, error, provider)
             if not isinstance(error, ProviderError):
                 raise error
             return failed
@@ -187,8 +201,10 @@ class BurstEngine:
     ) -> bool:
         """Fetch and submit pages until the cycle is done (True), the deadline or a stop."""
         cursor = writer.cursor
+        facts = self.store.facts(provider.name)
         while True:
             page = provider.next(provider_context, cursor)
+            _log_changed_facts(provider.name, facts, page.facts)
             writer.submit(page, _checked_cursor(provider.name, page.cursor), self.clock.now())
             cursor = page.cursor
             self.heap.page_done()
@@ -253,16 +269,21 @@ class BurstEngine:
         record: ProviderRecord,
         outcome: ProviderOutcome,
         error: Exception,
+        provider: IncrementalEntityProvider,
     ) -> ProviderOutcome:
         now = self.clock.now()
         record.state = transition(record.state, Event.BURST_FAILED)
         record.attempts += 1
         record.last_error = str(error) or type(error).__name__
         if isinstance(error, DeadlineExceeded):  # here only when no page was committed
+            advice = (
+                provider.no_page_advice()
+                if isinstance(provider, AdvisingProvider)
+                else "raise openchoreo.incremental.burstLength"
+            )
             record.last_error += (
                 "; no page was completed within burstLength "
-                f"({self.config.incremental.burst_length:g} s): raise "
-                "openchoreo.incremental.burstLength or lower openchoreo.incremental.chunkSize"
+                f"({self.config.incremental.burst_length:g} s): {advice}"
             )
         retry_after = error.retry_after if isinstance(error, RetryAfter) else None
         delay = backoff_delay(record.attempts, self.config.incremental, self.rng, retry_after)
@@ -280,6 +301,22 @@ class BurstEngine:
         outcome.error = record.last_error
         outcome.next_action_at = record.next_action_at
         return outcome
+
+
+def _log_changed_facts(
+    provider: str, known: dict[str, str], facts: Mapping[str, str | None]
+) -> None:
+    """Log each fact a page changes (`api` from v1 to orgs, say); `known` is kept up to date."""
+    for name, value in facts.items():
+        if known.get(name) == value:
+            continue
+        log.info(
+            "provider_fact_changed", provider=provider, fact=name, before=known.get(name), now=value
+        )
+        if value is None:
+            known.pop(name, None)
+        else:
+            known[name] = value
 
 
 def _checked_cursor(provider: str, cursor: JSON) -> str | None:

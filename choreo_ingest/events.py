@@ -8,7 +8,6 @@ metrics stay exact.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,20 @@ from choreo_ingest.config import Config
 from choreo_ingest.errors import AuthError, ChoreoIngestError, TransientError
 from choreo_ingest.lock import RunLock
 from choreo_ingest.models import Event
-from choreo_ingest.providers.base import BurstContext, EventHandlingProvider
-from choreo_ingest.store import Store, StoreQueueReader
+from choreo_ingest.providers.base import (
+    BurstContext,
+    EventCheckingProvider,
+    EventHandlingProvider,
+    IncrementalEntityProvider,
+)
+from choreo_ingest.schedule import Event as ScheduleEvent
+from choreo_ingest.schedule import transition
+from choreo_ingest.store import Store, StoreIndexReader, StoreQueueReader
 
 log = structlog.get_logger("choreo_ingest.events")
 
-KINDS = ("Organization", "Project", "Component")
-ACTIONS = ("created", "updated", "deleted")
 MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
-KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-"""Organization, project and component names: an event naming anything else (`a/b`, `..`) is
-refused, since a name becomes one URL path segment and one level of the removal scope."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Rejected:
 class ParsedEvents:
     valid: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    ignored: int = 0
+    """Valid events about kinds the provider does not ingest: acknowledged, not stored."""
 
 
 @dataclass
@@ -57,10 +60,13 @@ class DrainStats:
     parked: int = 0
     upserted: int = 0
     removed: int = 0
+    dropped: int = 0
+    """Events dropped unread because the backlog was past the provider's limit."""
 
 
-def parse_events(text: str) -> ParsedEvents:
-    """One JSON object, a JSON array of them, or NDJSON; each event checked on its own."""
+def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -> ParsedEvents:
+    """One JSON object, a JSON array of them, or NDJSON; each event checked on its own, by the
+    provider that will apply them when it says how (`EventCheckingProvider`)."""
     parsed = ParsedEvents()
     stripped = text.strip()
     if not stripped:
@@ -80,37 +86,28 @@ def parse_events(text: str) -> ParsedEvents:
                 items.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
                 parsed.rejected.append(Rejected(number, f"not JSON ({error.msg})"))
+    checking = provider if isinstance(provider, EventCheckingProvider) else None
     for index, item in items:
-        problem = event_problem(item)
+        problem = _shape_problem(item)
+        if problem is None and checking is not None:
+            problem = checking.event_problem(item)
         if problem:
             parsed.rejected.append(Rejected(index, problem))
+        elif checking is not None and checking.is_ignored(item):
+            parsed.ignored += 1
         else:
             parsed.valid.append(item)
     return parsed
 
 
-def event_problem(item: object) -> str | None:
-    """Why `item` is not a usable OpenChoreo event, or None."""
+def _shape_problem(item: object) -> str | None:
+    """What every event needs, whoever applies it: an object with a kind, a name, an action."""
     if not isinstance(item, Mapping):
         return f"expected a JSON object, got {type(item).__name__}"
-    kind, action = item.get("kind"), item.get("action")
-    if kind not in KINDS:
-        return f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})"
-    if action not in ACTIONS:
-        return f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})"
-    for key in ("name", *_required_scope(str(kind))):
-        value = item.get(key)
-        if not isinstance(value, str) or not value.strip():
-            return f"{kind} event needs a non-empty {key!r}"
-        if not KUBERNETES_NAME.fullmatch(value):
-            return f"{key} {value!r:.80} is not an OpenChoreo name (lowercase a-z, 0-9, '-', '.')"
+    for key in ("kind", "name", "action"):
+        if not isinstance(item.get(key), str) or not item[key].strip():
+            return f"event needs a non-empty {key!r}"
     return None
-
-
-def _required_scope(kind: str) -> tuple[str, ...]:
-    return {"Organization": (), "Project": ("namespace",), "Component": ("namespace", "project")}[
-        kind
-    ]
 
 
 def to_event(body: Mapping[str, Any]) -> Event:
@@ -118,7 +115,7 @@ def to_event(body: Mapping[str, Any]) -> Event:
         kind=body["kind"],
         name=body["name"],
         action=body["action"],
-        namespace=body.get("namespace"),
+        namespace=body.get("namespace") or None,
         project=body.get("project"),
     )
 
@@ -130,16 +127,17 @@ def store_events(
     clock: Clock,
     *,
     rejected: int = 0,
+    ignored: int = 0,
 ) -> int:
     """Put events in the inbox without the run lock (a burst may be running); count `rejected`
-    ones (for `choreo_ingest_events_total{outcome="rejected"}`). Returns how many were stored."""
+    and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored."""
     with Store.open(state_path) as store:
         if store.pending_migrations():
             with RunLock(state_path):
                 store.migrate()
         stored = len(store.add_events(provider, bodies, clock.now()))
-        if rejected:
-            store.bump_counters(provider, {"events_rejected": rejected})
+        if rejected or ignored:
+            store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})
         return stored
 
 
@@ -160,17 +158,23 @@ def drain_inbox(
     newer event. A failed `deleted` event (which could) always stops the drain.
     """
     stats = DrainStats()
+    limit = provider.max_pending_events if isinstance(provider, EventCheckingProvider) else None
+    if limit is not None and store.pending_event_count(provider.name) > limit:
+        stats.dropped = _drop_backlog(store, provider.name, limit, clock)
+        return stats
     pending = store.pending_events(provider.name)
     if not pending:
         return stats
+    cycle_id = store.load_provider(provider.name).cycle_id
     context = BurstContext(
         config=config,
         clock=clock,
         deadline=clock.monotonic() + config.incremental.burst_length,
         queues=StoreQueueReader(store, provider.name),
         cancelled=cancelled,
+        index=StoreIndexReader(store, provider.name, cycle_id),
+        facts=store.facts(provider.name),
     )
-    cycle_id = store.load_provider(provider.name).cycle_id
     with provider.around(context) as provider_context:
         for item in pending:
             if cancelled() or context.remaining() <= 0:
@@ -189,6 +193,25 @@ def drain_inbox(
             stats.removed += removed
     log.info("events_applied", provider=provider.name, **vars(stats))
     return stats
+
+
+def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock) -> int:
+    """Too many events to re-read one by one (an event forwarder that just started sends one per
+    object): drop them and make the provider due for a fresh walk instead."""
+    now = clock.now()
+    dropped = store.drop_events(provider)
+    record = store.load_provider(provider)
+    record.state = transition(record.state, ScheduleEvent.REFRESHED)
+    record.next_action_at = now
+    store.save_provider(record, now)
+    log.warning(
+        "event_backlog_dropped",
+        provider=provider,
+        dropped=dropped,
+        limit=limit,
+        message=f"{dropped} pending events are more than {limit}: a full walk catches up instead",
+    )
+    return dropped
 
 
 def _count_failure(

@@ -7,9 +7,16 @@ fields: `log.info("page_committed", pages=7, entities=50)`.
 
 Two layers keep credentials out:
 - `Redactor` replaces the value of any key named like a credential (token, authorization,
-  password, secret, api key, cookie), at any depth, and every occurrence of a registered secret in
-  any string value (`register_secret`, which the CLI calls with the configured token);
+  password, secret, api key, cookie), at any depth, and every registered secret in any string
+  value (`register_secret`: the CLI registers the configured secrets, and every token the
+  credentials learn at runtime);
 - the rendered line is scrubbed once more, which also covers secrets inside `repr()` of objects.
+
+A registered secret is masked as a whole token, never inside a word: a one-letter token must not
+turn `projects` into `projec***s`. It counts where it stands between the ends of the text and
+characters no token holds (whitespace, quotes, `=:,;()[]{}<>&?#/` and backslash, or a full stop
+that ends a sentence). A secret shorter than four characters is masked only where a whole value
+equals it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO, cast
 
@@ -28,22 +36,42 @@ REDACTED = "***"
 SENSITIVE_KEY = re.compile(r"token|authorization|password|passwd|secret|api[-_]?key|cookie", re.I)
 
 
+MIN_SEARCHED_LENGTH = 4
+"""Shorter secrets are masked only where a whole value equals them: searched for inside text,
+they would match all over it (and a secret that short is guessable anyway)."""
+
+# Characters that cannot be part of a token, so a secret next to one stands alone. The backslash
+# and the escapes \n, \r, \t before a secret cover JSON and repr() text (`\"tok\"`, `\ntok`).
+_APART = r"""\s'"`=:,;()\[\]{}<>&?#/\\"""
+_BEFORE = rf"(?:(?<![^{_APART}])|(?<=\\[nrt]))"
+_AFTER = rf"""(?=[{_APART}]|[.!]?$|[.!][\s'"\\])"""  # a full stop or ! that ends a sentence
+
+
 class Redactor:
     """A structlog processor that masks credential-named keys and registered secret values."""
 
     def __init__(self) -> None:
-        self._secrets: set[str] = set()
+        self._secrets: frozenset[str] = frozenset()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
 
     def register(self, secret: str) -> None:
-        if secret:
-            self._secrets.add(secret)
+        """Mask `secret` from now on; safe to call from any thread (credentials do, at runtime)."""
+        if not secret or secret in self._secrets:
+            return
+        with self._lock:
+            secrets = self._secrets | {secret}
+            searched = sorted((s for s in secrets if len(s) >= MIN_SEARCHED_LENGTH), key=len)
+            alternatives = "|".join(re.escape(s) for s in reversed(searched))  # longest first
+            pattern = re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}") if searched else None
+            self._secrets, self._pattern = secrets, pattern
 
     def scrub(self, text: str) -> str:
-        """`text` with every registered secret replaced by `***` (longest first)."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        """`text` with every registered secret that stands as a whole token replaced by `***`."""
+        if text in self._secrets:
+            return REDACTED
+        pattern = self._pattern
+        return pattern.sub(REDACTED, text) if pattern is not None else text
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         return {key: self._clean(key, value) for key, value in event_dict.items()}
@@ -64,7 +92,11 @@ _REDACTOR = Redactor()
 
 
 def register_secret(value: str) -> None:
-    """Mask every later occurrence of `value` in log output (the CLI registers the API token)."""
+    """Mask `value` wherever it stands as a whole token in later log output.
+
+    The CLI registers `config.secret_values(config)` and passes this function as the
+    credentials' `on_secret`, so token-file contents and issued access tokens are masked too.
+    """
     _REDACTOR.register(value)
 
 

@@ -29,7 +29,7 @@ from choreo_ingest.models import ProviderState
 
 PREFIX = "choreo_ingest"
 CYCLE_OUTCOMES = ("completed", "blocked")
-EVENT_OUTCOMES = ("applied", "rejected", "parked", "retried")
+EVENT_OUTCOMES = ("applied", "rejected", "parked", "retried", "ignored", "dropped")
 ENTITY_KINDS = ("Domain", "System", "Component", "API")
 """Kinds always exported (as 0 when absent) so alerts on them have a series to read."""
 
@@ -59,6 +59,8 @@ class ProviderMetrics:
     cursor_resets_total: int = 0
     events_total: Mapping[str, int] = field(default_factory=dict)
     """Outcome (`EVENT_OUTCOMES`) -> events handled."""
+    api: str | None = None
+    """The API generation the provider's source speaks, when it says (`v1`, `orgs`)."""
 
     def __post_init__(self) -> None:
         ProviderState(self.state)  # an unknown state is a bug upstream: fail here, not in Grafana
@@ -162,6 +164,11 @@ class _StoredStateCollector(Collector):
             "Entity removals currently held back by a sweep guard, awaiting approval.",
             labels=["provider"],
         )
+        api = GaugeMetricFamily(
+            f"{PREFIX}_api_info",
+            "The API generation the provider's source speaks (always 1; see the api label).",
+            labels=["provider", "api"],
+        )
         for provider in self._providers:
             name = provider.provider
             current = ProviderState(provider.state)
@@ -171,7 +178,9 @@ class _StoredStateCollector(Collector):
             for kind, count in _with_defaults(provider.entities_by_kind, ENTITY_KINDS):
                 entities.add_metric([name, kind], count)
             blocked.add_metric([name], provider.removals_blocked)
-        yield from (state, failures, entities, blocked)
+            if provider.api is not None:
+                api.add_metric([name, provider.api], 1.0)
+        yield from (state, failures, entities, blocked, api)
 
     def _counters(self) -> Iterator[Metric]:
         upserted = _counter("entities_upserted_total", "Entities written (new or changed).")

@@ -62,6 +62,21 @@ class QueuedItem:
 
 
 @dataclass(frozen=True)
+class IndexEntry:
+    """A row of a provider's own durable lookup index: not a catalog entity, but what a provider
+    needs to find again by key or by group (e.g. a workload, grouped by its component).
+
+    Rows live across cycles; a row not written again in a completed cycle is pruned at its end.
+    `value` None deletes the row.
+    """
+
+    table: str
+    key: str
+    group: str = ""
+    value: JSON = None
+
+
+@dataclass(frozen=True)
 class EntityIteratorResult:
     """What one `next()` call produced: one page, committed by the engine in one transaction."""
 
@@ -71,17 +86,22 @@ class EntityIteratorResult:
     queue_items: Sequence[QueueItem] = ()
     counters: Mapping[str, int] = field(default_factory=dict)
     """Increments for persistent per-provider counters (e.g. `cursor_resets`, `requests`)."""
+    index: Sequence[IndexEntry] = ()
+    """Rows for the provider's lookup index, written in the page's transaction."""
+    facts: Mapping[str, str | None] = field(default_factory=dict)
+    """What the provider learnt about its source (`api: v1`), shown by `status` and the metrics;
+    the fact `problem` is a health problem. None removes a fact."""
 
 
 @dataclass(frozen=True)
 class Event:
     """An OpenChoreo change notification: says what changed, not the new content."""
 
-    kind: str  # Organization | Project | Component
+    kind: str  # the resource's kind, in the source's own vocabulary (Component, Workload, ...)
     name: str
     action: str  # created | updated | deleted
-    namespace: str | None = None  # the organization, for projects and components
-    project: str | None = None  # for components
+    namespace: str | None = None  # the organization or namespace, for namespaced kinds
+    project: str | None = None  # for org-era components
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,8 @@ class Delta:
     removal_scopes: Sequence[str] = ()
     """Remove every entity whose scope is one of these or lies below (`acme` takes `acme/x/y`),
     except the upserts of this delta: an updated component drops the APIs it no longer has."""
+    index: Sequence[IndexEntry] = ()
+    """Rows for the provider's lookup index, written in the delta's transaction."""
 
 
 @dataclass
@@ -126,3 +148,14 @@ class SweepResult:
     removed: int
     blocked: int
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `choreo-ingest check`: what was checked, whether it passed, and what was
+    found (or what to do about it). A warning passes but asks for a look."""
+
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False

@@ -12,11 +12,13 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.lock import RunLock
-from choreo_ingest.metrics import ProviderMetrics
+from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import ProviderRecord
 from choreo_ingest.schedule import health_problems
 from choreo_ingest.store import ChangeRow, InboxCounts, Store
 
+PROBLEM_FACT = "problem"
+"""A provider fact that is a health problem (`EntityIteratorResult.facts`)."""
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
 
@@ -29,6 +31,8 @@ class ProviderStatus:
     removals_reason: str | None
     cursor_resets: int
     health_problems: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    """What the provider learnt about its source (`api`), shown as keys of its own."""
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
@@ -50,6 +54,7 @@ class ProviderStatus:
                 "count": self.removals_blocked,
                 "reason": self.removals_reason,
             },
+            **{name: value for name, value in self.facts.items() if name != PROBLEM_FACT},
             "healthy": not self.health_problems,
             "problems": self.health_problems,
         }
@@ -71,15 +76,18 @@ def provider_names(store: Store, config: Config) -> list[str]:
 def provider_status(store: Store, config: Config, name: str, now: float) -> ProviderStatus:
     record = store.load_provider(name)
     blocked = store.blocked_removals(name)
+    facts = store.facts(name)
+    problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)
+    if PROBLEM_FACT in facts:
+        problems.append(facts[PROBLEM_FACT])
     return ProviderStatus(
         record=record,
         active_entities=store.active_count(name),
         removals_blocked=blocked.count,
         removals_reason=blocked.reason,
         cursor_resets=store.counters(name).get("cursor_resets", 0),
-        health_problems=health_problems(
-            record, config.incremental, now, blocked_removals=blocked.count
-        ),
+        health_problems=problems,
+        facts=facts,
     )
 
 
@@ -106,9 +114,10 @@ def provider_metrics(store: Store, name: str, *, run_at: float | None) -> Provid
         cursor_resets_total=totals.get("cursor_resets", 0),
         events_total={
             outcome: totals[f"events_{outcome}"]
-            for outcome in ("applied", "rejected", "parked", "retried")
+            for outcome in EVENT_OUTCOMES
             if f"events_{outcome}" in totals
         },
+        api=store.facts(name).get("api"),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.errors import ProviderError
-from choreo_ingest.models import Entity, EntityIteratorResult, QueueItem
+from choreo_ingest.models import Entity, EntityIteratorResult, IndexEntry, QueueItem
 from choreo_ingest.providers.base import BurstContext
 
 
@@ -66,6 +66,8 @@ class FakeProvider:
     calls: list[Any] = field(default_factory=list)
     page_cost: float = 0.0
     """Seconds of fake-clock time each page takes."""
+    index_table: str | None = None
+    """When set, every page also writes one lookup-index row per entity and a fact."""
 
     @contextmanager
     def around(self, burst: BurstContext) -> Iterator[BurstContext]:
@@ -82,11 +84,17 @@ class FakeProvider:
             raise error
         page = list(self.entities[offset : offset + self.page_size])
         end = offset + len(page)
+        index, facts = [], {}
+        if self.index_table is not None:
+            index = [IndexEntry(self.index_table, e.name, "all", e.body["metadata"]) for e in page]
+            facts = {"lastPage": str(page_index)}
         return EntityIteratorResult(
             done=end >= len(self.entities),
             entities=page,
             cursor={"offset": end},
             queue_items=[QueueItem("seen", e.name, {"name": e.name}) for e in page],
+            index=index,
+            facts=facts,
         )
 
 

@@ -1,9 +1,9 @@
 """The simulator as a test seam, and what a complete, exact catalog of a simulated world holds.
 
 `simulator_transport(api)` serves the simulator's pure handler to httpx in-process (no
-sockets). `expected_refs(world)` and `expected_counts(world)` compute, from the world's own
-query API and the documented entity mapping alone, the refs a finished cycle must leave in
-the catalog: nothing more, nothing less.
+sockets; request bodies included, for the OAuth2 token endpoint). `expected_refs(world)` and
+`expected_counts(world)` compute, from the world's own query API and the documented entity
+mapping alone, the refs a finished cycle must leave in the catalog: nothing more, nothing less.
 """
 
 from __future__ import annotations
@@ -36,15 +36,46 @@ INHERITED_SETTINGS = ("CHOREO_INGEST_CONFIG", "CHOREO_INGEST_DB", "OPENCHOREO_TO
 
 
 def simulator_transport(api: SimulatorApi) -> httpx.MockTransport:
-    """The simulator's pure handler as an in-process httpx transport (no sockets)."""
+    """The simulator's pure handler as an in-process httpx transport (no sockets).
+
+    Any host works: `httpx.Client(transport=simulator_transport(api),
+    base_url="http://openchoreo.test/api/v1")` reaches the API routes, `http://openchoreo.test/`
+    the public routes and `POST /oauth2/token`; the `Host` header names the token issuer.
+    Request bodies reach the handler; the server's loopback socket is never involved.
+    """
 
     def handle(request: httpx.Request) -> httpx.Response:
         answer = api.handle(
-            request.method, request.url.path, request.url.query.decode(), dict(request.headers)
+            request.method,
+            request.url.path,
+            request.url.query.decode(),
+            dict(request.headers),
+            request.read(),
         )
         return httpx.Response(answer.status, headers=answer.headers, content=answer.body)
 
     return httpx.MockTransport(handle)
+
+
+def walk_v1(
+    client: httpx.Client, path: str, **params: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every item of a v1 listing (`{items, pagination}`) and the pages it came in; the walk
+    ends only where a page has no `nextCursor`, and fails on a cursor that does not advance."""
+    items: list[dict[str, Any]] = []
+    pages: list[dict[str, Any]] = []
+    query: dict[str, Any] = dict(params)
+    while True:
+        response = client.get(path, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        pages.append(page)
+        items.extend(page["items"])
+        cursor = page["pagination"].get("nextCursor")
+        if not cursor:
+            return items, pages
+        assert cursor != query.get("cursor"), "the cursor did not advance"
+        query["cursor"] = cursor
 
 
 def ingest_world(
@@ -58,7 +89,7 @@ def ingest_world(
         ),
         providers=(PROVIDER,),
     )
-    api = SimulatorApi(world, SimulatorOptions(), clock)
+    api = SimulatorApi(world, SimulatorOptions(api="orgs"), clock)
     provider = OpenChoreoProvider(config, transport=simulator_transport(api))
     result = run_once(config, state_path, clock, force=force, providers={PROVIDER: provider})
     [outcome] = result.providers

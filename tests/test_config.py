@@ -4,6 +4,7 @@ import errno
 import os
 import re
 import textwrap
+from dataclasses import replace
 from pathlib import Path, PosixPath
 from typing import Any
 
@@ -11,20 +12,33 @@ import pytest
 import yaml
 
 from choreo_ingest.config import (
+    AuthConfig,
     Config,
+    EventsConfig,
     IncrementalConfig,
     MappingConfig,
+    OAuthConfig,
     OpenChoreoConfig,
     config_warnings,
+    effective_chunk_size,
     find_config_path,
     load_config,
     require_api,
     resolve_state_path,
+    secret_values,
 )
 from choreo_ingest.errors import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "config.yaml"
 SECRET = "s3cr3t-t0ken-value"
+OAUTH = """
+openchoreo:
+  auth:
+    oauth:
+      tokenUrl: http://thunder.openchoreo.localhost:8080/oauth2/token/
+      clientId: choreo-ingest
+      {secret}
+"""
 
 
 def write(directory: Path, text: str, name: str = "choreo-ingest.yaml") -> Path:
@@ -67,9 +81,17 @@ class TestExample:
     EVERY_KEY = frozenset(
         {
             "openchoreo.baseUrl",
+            "openchoreo.api",
             "openchoreo.token",
+            "openchoreo.auth.token",
+            "openchoreo.auth.tokenFile",
+            *(
+                f"openchoreo.auth.oauth.{key}"
+                for key in ("tokenUrl", "clientId", "clientSecret", "clientSecretFile", "scope")
+            ),
             "openchoreo.caBundle",
             "openchoreo.insecureSkipVerify",
+            "openchoreo.events.maxPending",
             *(
                 f"openchoreo.incremental.{key}"
                 for key in (
@@ -88,6 +110,7 @@ class TestExample:
             ),
             "mapping.defaultOwner",
             "mapping.lifecycle",
+            "mapping.apisWithoutSchema",
             "state.path",
             "metrics.textfile",
             "catalog.directory",
@@ -102,7 +125,21 @@ class TestExample:
             source=EXAMPLE,
         )
         assert config.openchoreo.token == "tok"  # token is excluded from repr, not from eq
+        assert config.openchoreo.auth == AuthConfig(token="tok")
         assert config.warnings == ()
+
+    def test_commented_oauth_example_loads(self, tmp_path: Path) -> None:
+        """The commented OpenChoreo v1.x example is valid once uncommented."""
+        text = EXAMPLE.read_text(encoding="utf-8")
+        block = text[text.index("# OpenChoreo v1.x with OAuth2") :].splitlines()[2:]
+        config = load_text(tmp_path, "\n".join(line.removeprefix("# ") for line in block))
+        oauth = config.openchoreo.auth.oauth
+        assert config.openchoreo.api == "v1"
+        assert oauth is not None
+        assert oauth.token_url == "http://thunder.openchoreo.localhost:8080/oauth2/token"
+        assert oauth.client_secret is None
+        assert oauth.client_secret_file is not None
+        assert config.openchoreo.auth.config_key == "openchoreo.auth.oauth.clientSecretFile"
 
     def test_example_documents_every_key_with_a_comment(self) -> None:
         text = EXAMPLE.read_text(encoding="utf-8")
@@ -119,9 +156,11 @@ class TestValues:
             """
             openchoreo:
               baseUrl: https://api.example/api/v1/
+              api: v1
               token: tok
               caBundle: certs/ca.pem
               insecureSkipVerify: false
+              events: {maxPending: 20}
               incremental:
                 burstLength: 3.5
                 burstInterval: 60
@@ -134,7 +173,8 @@ class TestValues:
                 maxConcurrentRequests: 1
                 maxRequestsPerSecond: 0.5
                 requestTimeout: 4
-            mapping: {defaultOwner: "user:team-a/jane.doe", lifecycle: experimental}
+            mapping: {defaultOwner: "user:team-a/jane.doe", lifecycle: experimental,
+                      apisWithoutSchema: stub}
             state: {path: state/ingest.db}
             metrics: {textfile: /var/lib/node_exporter/choreo.prom}
             catalog: {directory: ~/catalog}
@@ -144,8 +184,10 @@ class TestValues:
         assert config == Config(
             openchoreo=OpenChoreoConfig(
                 base_url="https://api.example/api/v1",
+                api="v1",
                 token="tok",
                 ca_bundle=str(tmp_path / "certs/ca.pem"),
+                events=EventsConfig(max_pending=20),
                 incremental=IncrementalConfig(
                     burst_length=3.5,
                     burst_interval=60.0,
@@ -160,7 +202,11 @@ class TestValues:
                     request_timeout=4.0,
                 ),
             ),
-            mapping=MappingConfig(default_owner="user:team-a/jane.doe", lifecycle="experimental"),
+            mapping=MappingConfig(
+                default_owner="user:team-a/jane.doe",
+                lifecycle="experimental",
+                apis_without_schema="stub",
+            ),
             state_path=tmp_path / "state/ingest.db",
             metrics_textfile=Path("/var/lib/node_exporter/choreo.prom"),
             catalog_directory=Path("~/catalog").expanduser(),
@@ -309,6 +355,40 @@ BAD_CONFIGS = [
     ("providers: ['my provider']", "providers[0]", "expected letters, digits"),
     ("providers: [csv, {name: csv}]", "providers[1].name", "duplicate provider name 'csv'"),
     ("1: x", None, "keys must be strings, got 1"),
+    ("openchoreo: {api: v2}", "openchoreo.api", "expected one of: auto, v1, orgs, got 'v2'"),
+    ("openchoreo: {api: null}", "openchoreo.api", "expected one of: auto, v1, orgs, got null"),
+    (
+        "openchoreo: {events: {maxPending: 0}}",
+        "openchoreo.events.maxPending",
+        "must be greater than 0",
+    ),
+    (
+        "openchoreo: {events: {maxPending: 1.5}}",
+        "openchoreo.events.maxPending",
+        "expected a whole number",
+    ),
+    ("openchoreo: {events: {maxPendng: 5}}", "openchoreo.events.maxPendng", "did you mean"),
+    (
+        "mapping: {apisWithoutSchema: drop}",
+        "mapping.apisWithoutSchema",
+        "expected one of: skip, stub, got 'drop'",
+    ),
+    ("openchoreo: {auth: {tokenFile: [a]}}", "openchoreo.auth.tokenFile", "expected a non-empty"),
+    (
+        "openchoreo: {auth: {oauth: {tokenUrl: 'ftp://idp/token', clientId: c, clientSecret: s}}}",
+        "openchoreo.auth.oauth.tokenUrl",
+        "expected an http:// or https:// URL",
+    ),
+    (
+        "openchoreo: {auth: {oauth: {tokenUrl: 'https://idp/t#x', clientId: c, clientSecret: s}}}",
+        "openchoreo.auth.oauth.tokenUrl",
+        "no fragment",
+    ),
+    (
+        "openchoreo: {auth: {oauth: {tokenUrl: 'https://u:p@idp/t'}}}",
+        "openchoreo.auth.oauth.tokenUrl",
+        "must not hold credentials",
+    ),
 ]
 
 
@@ -498,6 +578,36 @@ class TestSecrets:
             assert secret not in str(caught.value)
             assert secret not in repr(caught.value.args)
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            f"openchoreo: {{auth: {{token: [{SECRET}]}}}}",
+            f"openchoreo: {{auth: {{oauth: {{clientSecret: [{SECRET}]}}}}}}",
+            f"openchoreo: {{auth: {{oauth: {{clientSecret: '{SECRET}${{UNSET}}'}}}}}}",
+            f"openchoreo: {{auth: {SECRET}}}",
+            f"openchoreo: {{auth: {{oauth: {SECRET}}}}}",
+            "openchoreo: {auth: {oauth: 123456789}}",
+            f"openchoreo: {{auth: {{token: {SECRET}, tokenFile: f}}}}",
+            f"openchoreo: {{token: {SECRET}, auth: {{token: {SECRET}}}}}",
+        ],
+        ids=[
+            "auth-token-list",
+            "client-secret-list",
+            "client-secret-unset-variable",
+            "auth-scalar",
+            "oauth-scalar",
+            "oauth-number",
+            "two-modes",
+            "shorthand-and-token",
+        ],
+    )
+    def test_auth_secrets_never_appear_in_errors(self, tmp_path: Path, text: str) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text + "\n")
+        for secret in (SECRET, "123456789"):
+            assert secret not in str(caught.value)
+            assert secret not in repr(caught.value.args)
+
     def test_token_value_not_in_repr_or_warnings(self, tmp_path: Path) -> None:
         path = write(tmp_path, f"openchoreo: {{token: {SECRET}, insecureSkipVerify: true}}\n")
         path.chmod(0o644)
@@ -531,6 +641,35 @@ class TestWarnings:
         path.chmod(0o640)
         assert "(mode 0640)" in config_warnings(load_config(path, env={}))[0]
 
+    @pytest.mark.parametrize(
+        ("text", "key_path"),
+        [
+            ("openchoreo: {auth: {token: abc}}", "openchoreo.auth.token"),
+            (OAUTH.format(secret="clientSecret: abc"), "openchoreo.auth.oauth.clientSecret"),
+        ],
+        ids=["auth-token", "client-secret"],
+    )
+    def test_literal_auth_secret_in_readable_file_is_warned(
+        self, tmp_path: Path, text: str, key_path: str
+    ) -> None:
+        path = write(tmp_path, text)
+        path.chmod(0o644)
+        assert config_warnings(load_config(path, env={})) == [
+            f"{path} holds {key_path} and is readable by others (mode 0644); chmod 600 it"
+        ]
+
+    @pytest.mark.parametrize(
+        "secret",
+        ["clientSecret: '${CS}'", "clientSecretFile: /run/secrets/cs"],
+        ids=["from-environment", "from-file"],
+    )
+    def test_no_warning_for_a_client_secret_kept_elsewhere(
+        self, tmp_path: Path, secret: str
+    ) -> None:
+        path = write(tmp_path, OAUTH.format(secret=secret))
+        path.chmod(0o644)
+        assert config_warnings(load_config(path, env={"CS": "s"})) == []
+
     def test_insecure_skip_verify_is_warned(self, tmp_path: Path) -> None:
         path = write(tmp_path, "openchoreo: {insecureSkipVerify: true}\n")
         warnings = config_warnings(load_config(path, env={}))
@@ -542,6 +681,210 @@ class TestWarnings:
         config = load_config(path, env={})
         expected = Config(openchoreo=OpenChoreoConfig(insecure_skip_verify=True), source=path)
         assert config == expected
+
+
+class TestAuth:
+    def test_no_credentials_by_default(self) -> None:
+        auth = Config().openchoreo.auth
+        assert auth == AuthConfig()
+        assert (auth.mode_key, auth.config_key) == (None, "")
+
+    def test_token_shorthand_and_auth_token_load_alike(self, tmp_path: Path) -> None:
+        shorthand = load_text(tmp_path, "openchoreo: {token: tok}\n")
+        explicit = load_text(tmp_path, "openchoreo: {auth: {token: tok}}\n")
+        assert shorthand.openchoreo == explicit.openchoreo
+        assert shorthand.openchoreo.token == explicit.openchoreo.token == "tok"
+        assert shorthand.openchoreo.auth.token == explicit.openchoreo.auth.token == "tok"
+
+    def test_messages_name_the_key_the_token_was_given_under(self, tmp_path: Path) -> None:
+        shorthand = load_text(tmp_path, "openchoreo: {token: tok}\n")
+        explicit = load_text(tmp_path, "openchoreo: {auth: {token: tok}}\n")
+        assert shorthand.openchoreo.auth.config_key == "openchoreo.token"
+        assert explicit.openchoreo.auth.config_key == "openchoreo.auth.token"
+
+    def test_token_file_is_a_path_relative_to_the_config_and_not_read(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, "openchoreo: {auth: {tokenFile: secrets/token}}\n")
+        auth = config.openchoreo.auth
+        assert auth == AuthConfig(token_file=tmp_path / "secrets/token")  # need not exist yet
+        assert config.openchoreo.token is None
+        assert auth.config_key == "openchoreo.auth.tokenFile"
+
+    def test_oauth_with_a_literal_secret(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, OAUTH.format(secret=f"clientSecret: {SECRET}"))
+        assert config.openchoreo.auth == AuthConfig(
+            oauth=OAuthConfig(
+                token_url="http://thunder.openchoreo.localhost:8080/oauth2/token/",  # kept as given
+                client_id="choreo-ingest",
+                client_secret=SECRET,
+            )
+        )
+        assert config.openchoreo.token is None
+        assert config.openchoreo.auth.config_key == "openchoreo.auth.oauth.clientSecret"
+        assert SECRET not in repr(config)
+
+    def test_oauth_with_a_secret_file_and_scope(self, tmp_path: Path) -> None:
+        secret = "clientSecretFile: ~/cs\n      scope: 'openid catalog:read'"
+        oauth = load_text(tmp_path, OAUTH.format(secret=secret)).openchoreo.auth.oauth
+        assert oauth is not None
+        assert oauth.client_secret_file == Path("~/cs").expanduser()
+        assert oauth.scope == "openid catalog:read"
+        assert oauth.secret_key == "openchoreo.auth.oauth.clientSecretFile"
+
+    def test_oauth_keys_all_null_configure_nothing(self, tmp_path: Path) -> None:
+        text = "openchoreo: {auth: {oauth: {tokenUrl: null, clientId: null, scope: null}}}\n"
+        assert load_text(tmp_path, text).openchoreo.auth == AuthConfig()
+
+    def test_token_url_may_carry_a_query(self, tmp_path: Path) -> None:
+        url = "https://login.example/tenant/token?p=b2c_1_machine"
+        text = OAUTH.format(secret="clientSecret: s").replace(
+            "http://thunder.openchoreo.localhost:8080/oauth2/token/", url
+        )
+        oauth = load_text(tmp_path, text).openchoreo.auth.oauth
+        assert oauth is not None
+        assert oauth.token_url == url
+
+    @pytest.mark.parametrize(
+        ("auth", "key_path", "names"),
+        [
+            ("token: a\n  auth: {token: b}", "openchoreo.auth.token", "openchoreo.token"),
+            ("token: a\n  auth: {tokenFile: f}", "openchoreo.auth.tokenFile", "openchoreo.token"),
+            (
+                "token: a\n  auth: {oauth: {clientId: c}}",
+                "openchoreo.auth.oauth",
+                "openchoreo.token",
+            ),
+            (
+                "auth: {token: a, tokenFile: f}",
+                "openchoreo.auth.tokenFile",
+                "openchoreo.auth.token",
+            ),
+            (
+                "auth: {tokenFile: f, oauth: {tokenUrl: 'http://idp/t'}}",
+                "openchoreo.auth.oauth",
+                "openchoreo.auth.tokenFile",
+            ),
+        ],
+        ids=[
+            "shorthand-and-token",
+            "shorthand-and-file",
+            "shorthand-and-oauth",
+            "token-and-file",
+            "file-and-oauth",
+        ],
+    )
+    def test_two_auth_modes_name_both_keys(
+        self, tmp_path: Path, auth: str, key_path: str, names: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, f"openchoreo:\n  {auth}\n")
+        assert caught.value.path == key_path
+        assert f"cannot be combined with {names}" in str(caught.value)
+        assert "set exactly one of" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("secret", "key_path", "fragment"),
+        [
+            (
+                "clientSecret: s\n      clientSecretFile: f",
+                "openchoreo.auth.oauth.clientSecretFile",
+                "cannot be combined with openchoreo.auth.oauth.clientSecret",
+            ),
+            (
+                "scope: x",
+                "openchoreo.auth.oauth.clientSecret",
+                "required: set it or openchoreo.auth.oauth.clientSecretFile",
+            ),
+            (
+                "clientSecret: '${UNSET_SECRET:-}'",
+                "openchoreo.auth.oauth.clientSecret",
+                "required",
+            ),
+        ],
+        ids=["both-secrets", "no-secret", "empty-secret"],
+    )
+    def test_oauth_needs_exactly_one_client_secret(
+        self, tmp_path: Path, secret: str, key_path: str, fragment: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, OAUTH.format(secret=secret))
+        assert caught.value.path == key_path
+        assert fragment in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("oauth", "key_path"),
+        [
+            ("{clientId: c, clientSecret: s}", "openchoreo.auth.oauth.tokenUrl"),
+            ("{tokenUrl: 'http://idp/t', clientSecret: s}", "openchoreo.auth.oauth.clientId"),
+        ],
+        ids=["token-url", "client-id"],
+    )
+    def test_oauth_needs_token_url_and_client_id(
+        self, tmp_path: Path, oauth: str, key_path: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, f"openchoreo: {{auth: {{oauth: {oauth}}}}}\n")
+        assert caught.value.path == key_path
+        assert str(caught.value) == f"{key_path}: required for OAuth2 client credentials"
+
+    def test_built_in_code_token_and_auth_token_agree(self) -> None:
+        assert OpenChoreoConfig(token="tok").auth.token == "tok"
+        assert OpenChoreoConfig(auth=AuthConfig(token="tok")).token == "tok"
+        assert OpenChoreoConfig(token="tok") == OpenChoreoConfig(auth=AuthConfig(token="tok"))
+        assert OpenChoreoConfig(token="") == OpenChoreoConfig()
+
+    def test_replace_keeps_the_credentials(self) -> None:
+        config = OpenChoreoConfig(auth=AuthConfig(token="tok"))
+        assert replace(config, base_url="http://h").auth == config.auth
+
+    @pytest.mark.parametrize(
+        "auth",
+        [AuthConfig(token="other"), AuthConfig(token_file=Path("t"))],
+        ids=["other-token", "token-file"],
+    )
+    def test_built_in_code_token_conflicting_with_auth_is_an_error(self, auth: AuthConfig) -> None:
+        with pytest.raises(ConfigError, match=r"^openchoreo\.token: cannot be combined with"):
+            OpenChoreoConfig(token="tok", auth=auth)
+
+    def test_built_in_code_two_modes_are_an_error(self) -> None:
+        with pytest.raises(ConfigError) as caught:
+            AuthConfig(token="tok", token_file=Path("t"))
+        assert caught.value.path == "openchoreo.auth.tokenFile"
+
+    def test_secret_values_lists_the_secrets_the_config_holds(self, tmp_path: Path) -> None:
+        oauth = load_text(tmp_path, OAUTH.format(secret=f"clientSecret: {SECRET}"))
+        from_file = load_text(tmp_path, OAUTH.format(secret="clientSecretFile: f"))
+        assert secret_values(oauth) == [SECRET]
+        assert secret_values(from_file) == []
+        assert secret_values(Config(openchoreo=OpenChoreoConfig(token="tok"))) == ["tok"]
+        assert secret_values(Config()) == []
+
+
+class TestEffectiveChunkSize:
+    @pytest.mark.parametrize(
+        ("chunk_size", "api", "expected"),
+        [(50, "v1", 50), (100, "v1", 100), (1024, "orgs", 1024), (500, "orgs", 500)],
+        ids=["v1-small", "v1-largest", "orgs-largest", "orgs-large"],
+    )
+    def test_fitting_size_is_kept_without_warning(
+        self, chunk_size: int, api: str, expected: int
+    ) -> None:
+        config = Config(
+            openchoreo=OpenChoreoConfig(incremental=IncrementalConfig(chunk_size=chunk_size))
+        )
+        assert effective_chunk_size(config, api) == (expected, None)
+
+    def test_v1_caps_at_100_and_says_so(self) -> None:
+        config = OpenChoreoConfig(incremental=IncrementalConfig(chunk_size=500))
+        size, warning = effective_chunk_size(config, "v1")
+        assert size == 100
+        assert warning is not None
+        assert "openchoreo.incremental.chunkSize" in warning
+        assert "500" in warning
+        assert "100" in warning
+
+    def test_auto_must_be_resolved_first(self) -> None:
+        with pytest.raises(ValueError, match="once detected"):
+            effective_chunk_size(Config(), "auto")
 
 
 class TestFindConfigPath:

@@ -275,8 +275,27 @@ class TestFailures:
         assert (outcome.action, outcome.state) == ("failed", ProviderState.BACKING_OFF)
         assert outcome.error is not None
         assert outcome.error.startswith("deadline passed in request; no page was completed")
-        assert "raise openchoreo.incremental.burstLength" in outcome.error
-        assert "lower openchoreo.incremental.chunkSize" in outcome.error
+        assert outcome.error.endswith("raise openchoreo.incremental.burstLength")
+
+    def test_no_page_advice_comes_from_a_provider_that_knows_its_settings(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """The engine knows no provider's page size; a provider that does names it."""
+
+        @dataclass
+        class AdvisingFake(FakeProvider):
+            def no_page_advice(self) -> str:
+                return "lower fake.pageSize"
+
+        config = make_config(tmp_path)
+        provider = AdvisingFake(TEN, fail_at={0: DeadlineExceeded("deadline passed in request")})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert outcome.error is not None
+        assert outcome.error.endswith(
+            "no page was completed within burstLength (10 s): lower fake.pageSize"
+        )
 
     def test_deadline_exceeded_after_committed_pages_is_a_pause(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

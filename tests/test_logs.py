@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -260,14 +261,120 @@ class TestRedaction:
         assert "ValueError: bad header Bearer ***" in output
 
     def test_redactor_masks_the_longest_secret_first(self) -> None:
+        """A secret that holds another and a separator is masked whole, not as `***:efgh`."""
         redactor = Redactor()
-        redactor.register("abc")
-        redactor.register("abcdef")
+        redactor.register("abcd")
+        redactor.register("abcd:efgh")
 
-        assert redactor.scrub("x abcdef y abc") == "x *** y ***"
+        assert redactor.scrub("x abcd:efgh y abcd") == "x *** y ***"
 
     def test_redactor_ignores_an_empty_secret(self) -> None:
         redactor = Redactor()
         redactor.register("")
 
         assert redactor.scrub("nothing to hide") == "nothing to hide"
+
+
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9"
+    ".eyJzdWIiOiJiYWNrc3RhZ2UiLCJleHAiOjE4MDAwMDM2MDB9"
+    ".c2lnbmF0dXJlLW9mLXRoZS10b2tlbg_-"
+)
+
+
+class TestWholeTokenRedaction:
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "GET /api/v1/namespaces/acme/projects: HTTP 500",
+            "component checkout-service committed",
+            '{"kind": "Component", "metadata": {"name": "c"}}',
+        ],
+        ids=["path", "words", "json"],
+    )
+    def test_one_character_secret_does_not_mangle_words(self, text: str) -> None:
+        redactor = Redactor()
+        redactor.register("c")
+
+        assert redactor.scrub(text) == text
+
+    @pytest.mark.parametrize("secret", ["c", "ab", "xyz"], ids=["one", "two", "three"])
+    def test_short_secret_is_masked_where_a_whole_value_equals_it(self, secret: str) -> None:
+        redactor = Redactor()
+        redactor.register(secret)
+
+        assert redactor.scrub(secret) == "***"
+        assert redactor.scrub(f"say {secret}") == f"say {secret}"
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (f"Authorization: Bearer {JWT}", "Authorization: Bearer ***"),
+            (f'{{"access_token": "{JWT}", "expires_in": 3600}}', '{"access_token": "***", '),
+            (f"RuntimeError('refused {JWT}')", "RuntimeError('refused ***')"),
+            (f"https://idp.example/cb?token={JWT}&state=1", "https://idp.example/cb?token=***&"),
+            (f"headers=[{JWT}]", "headers=[***]"),
+            (f"line one\\n{JWT}\\n", "line one\\n***\\n"),
+            (f"rejected {JWT}.", "rejected ***."),
+            (JWT, "***"),
+        ],
+        ids=["bearer", "json", "repr", "query", "brackets", "json-escape", "sentence", "whole"],
+    )
+    def test_a_whole_token_is_masked_wherever_it_stands(self, text: str, expected: str) -> None:
+        redactor = Redactor()
+        redactor.register(JWT)
+
+        scrubbed = redactor.scrub(text)
+
+        assert JWT not in scrubbed
+        assert scrubbed.startswith(expected)
+
+    @pytest.mark.parametrize(
+        "text",
+        ["prefix-tok-8c1d2e", "tok-8c1d2e-suffix", "xtok-8c1d2e", "tok-8c1d2e.example.com"],
+        ids=["prefixed", "suffixed", "glued", "hostname"],
+    )
+    def test_a_secret_inside_a_longer_word_is_left_alone(self, text: str) -> None:
+        """Only a whole token is the secret; a longer word that contains it is something else."""
+        redactor = Redactor()
+        redactor.register("tok-8c1d2e")
+
+        assert redactor.scrub(text) == text
+
+    def test_secret_with_regex_characters_is_matched_literally(self) -> None:
+        redactor = Redactor()
+        redactor.register("a+b*c?d")
+
+        assert redactor.scrub("secret a+b*c?d here, aab*c?d not") == "secret *** here, aab*c?d not"
+
+    def test_a_value_equal_to_a_secret_is_masked_under_any_key(self) -> None:
+        redactor = Redactor()
+        redactor.register("x9")
+
+        cleaned = redactor(None, "warning", {"event": "e", "detail": "x9", "ids": ["x9", "x99"]})
+
+        assert cleaned == {"event": "e", "detail": "***", "ids": ["***", "x99"]}
+
+    def test_access_token_registered_at_runtime_is_masked_from_then_on(self) -> None:
+        access_token = "at-5e0b7c21-issued-at-runtime"
+        before = log_one_json_event(detail=f"got {access_token}")
+
+        register_secret(access_token)
+        after = log_one_json_event(
+            detail=f"sent Bearer {access_token}", error=KeyError(access_token)
+        )
+
+        assert before["detail"] == f"got {access_token}"  # not yet known
+        assert access_token not in json.dumps(after)
+        assert after["detail"] == "sent Bearer ***"
+
+    def test_registering_from_many_threads_keeps_every_secret(self) -> None:
+        redactor = Redactor()
+        secrets = [f"token-{n:04d}-from-a-thread" for n in range(64)]
+        threads = [threading.Thread(target=redactor.register, args=(s,)) for s in secrets]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert redactor.scrub(" ".join(secrets)) == " ".join(["***"] * len(secrets))

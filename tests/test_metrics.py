@@ -34,6 +34,7 @@ EVERY_SERIES = (
     "choreo_ingest_cycles_total",
     "choreo_ingest_cursor_resets_total",
     "choreo_ingest_events_total",
+    "choreo_ingest_api_info",
 )
 
 BUSY = ProviderMetrics(
@@ -53,9 +54,11 @@ BUSY = ProviderMetrics(
     cycles_total={"completed": 41, "blocked": 2},
     cursor_resets_total=3,
     events_total={"applied": 9, "rejected": 1, "parked": 0, "retried": 4},
+    api="v1",
 )
 
 BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
+    ("choreo_ingest_api_info", {"api": "v1"}, 1),
     ("choreo_ingest_last_run_timestamp_seconds", {}, 1_800_000_100.5),
     ("choreo_ingest_last_success_timestamp_seconds", {}, 1_800_000_000.0),
     ("choreo_ingest_cycle_duration_seconds", {}, 312.25),

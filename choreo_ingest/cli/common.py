@@ -21,6 +21,7 @@ from choreo_ingest.config import (
     find_config_path,
     load_config,
     resolve_state_path,
+    secret_values,
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
 from choreo_ingest.logs import register_secret
@@ -69,8 +70,8 @@ def open_session(ctx: typer.Context, config: Path | None, db: Path | None) -> Se
     """Config and state path from the command's options, else the global ones, else defaults."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
     loaded = load_config(find_config_path(config or shared.config))
-    if loaded.openchoreo.token:
-        register_secret(loaded.openchoreo.token)
+    for secret in secret_values(loaded):
+        register_secret(secret)
     for warning in config_warnings(loaded):
         log.warning("config_warning", message=warning)
     return Session(loaded, resolve_state_path(db or shared.db, loaded), SystemClock())

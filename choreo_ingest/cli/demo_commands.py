@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -39,6 +39,13 @@ def demo(
         int, typer.Option("--components", min=0, help="Components per project.")
     ] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated world.")] = 0,
+    api: Annotated[
+        str,
+        typer.Option(
+            "--api",
+            help="The API the simulator speaks: v1 (every OpenChoreo release) or orgs.",
+        ),
+    ] = "v1",
     burst_length: Annotated[
         float, typer.Option("--burst-length", min=0.1, help="Seconds per burst.")
     ] = 2.0,
@@ -62,8 +69,10 @@ def demo(
                     f"{progress.requests} requests"
                 )
 
+            if api not in ("v1", "orgs"):
+                raise ConfigError(f"expected v1 or orgs, got {api!r}", path="--api")
             result = run_demo(
-                WorldSize(orgs, projects, components, seed),
+                WorldSize(orgs, projects, components, seed, api),
                 state_path,
                 SystemClock(),
                 burst_length=burst_length,
@@ -122,6 +131,21 @@ def simulate_serve(
         bool,
         typer.Option(help="Serve the /_control/ debug routes (stats, world, mutations)."),
     ] = False,
+    api: Annotated[
+        Literal["v1", "orgs"],
+        typer.Option(help="API generation: v1 (every release) or orgs (organization era)."),
+    ] = "v1",
+    oauth_client_id: Annotated[
+        str | None,
+        typer.Option(help="Serve POST /oauth2/token for this client and require its tokens."),
+    ] = None,
+    oauth_client_secret: Annotated[
+        str | None,
+        typer.Option(envvar="SIMULATOR_OAUTH_CLIENT_SECRET", help="The OAuth client's secret."),
+    ] = None,
+    token_lifetime: Annotated[
+        int, typer.Option(min=1, help="Seconds an issued access token stays valid.")
+    ] = 3600,
 ) -> None:
     """Serve a simulated OpenChoreo API until interrupted (prints its URL on stderr)."""
     from choreo_ingest.simulator import serve_forever
@@ -144,7 +168,13 @@ def simulate_serve(
                 token=token,
                 no_cursor_support=no_cursor_support,
                 control=control,
+                api=api,
+                oauth_client_id=oauth_client_id,
+                oauth_client_secret=oauth_client_secret,
+                token_lifetime=token_lifetime,
             )
+        except ValueError as error:  # options that do not fit together (e.g. an id, no secret)
+            raise ConfigError(str(error)) from error
         except OSError as error:  # binding the port: in use, or not ours to take
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}", path="--port"
@@ -170,7 +200,13 @@ def check(
                 {
                     "ok": ok,
                     "checks": [
-                        {"name": item.name, "ok": item.ok, "detail": item.detail} for item in checks
+                        {
+                            "name": item.name,
+                            "ok": item.ok,
+                            "warning": item.warning,
+                            "detail": item.detail,
+                        }
+                        for item in checks
                     ],
                 }
             )
@@ -178,6 +214,8 @@ def check(
             for item in checks:
                 if not item.ok:
                     render.error_line(f"{item.name}: {item.detail}")
+                elif item.warning:
+                    render.error_line(f"warning: {item.name}: {item.detail}")
                 elif render.stdout_is_tty():
                     render.print_text(f"ok  {item.name}: {item.detail}")
     if not ok:

@@ -19,6 +19,7 @@ from choreo_ingest.cli.common import (
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.events import parse_events, store_events
+from choreo_ingest.providers.registry import load_provider
 
 
 def event(
@@ -33,7 +34,8 @@ def event(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Queue events for the next `run`; invalid ones are rejected one by one (exit 2)."""
+    """Queue events for the next `run`; invalid ones are rejected one by one (exit 2), and events
+    about kinds the provider does not ingest are acknowledged and counted, not queued."""
     with reported_errors(json_output, stored=0, rejected=[]):
         session = open_session(ctx, config, db)
         if provider not in session.config.providers:
@@ -43,13 +45,14 @@ def event(
                 "its events would never be applied",
                 path="--provider",
             )
-        parsed = parse_events(_read(source))
+        parsed = parse_events(_read(source), load_provider(provider, session.config))
         stored = store_events(
             session.state_path,
             provider,
             parsed.valid,
             session.clock,
             rejected=len(parsed.rejected),
+            ignored=parsed.ignored,
         )
         for rejected in parsed.rejected:
             render.error_line(str(rejected))
@@ -58,6 +61,7 @@ def event(
             render.print_json(
                 {
                     "stored": stored,
+                    "ignored": parsed.ignored,
                     "rejected": [
                         {"index": item.index, "problem": item.problem} for item in parsed.rejected
                     ],

@@ -59,10 +59,21 @@ def show_status(report: StatusReport) -> None:
     render.table(
         f"{report.state_file} (schema {report.schema_version}"
         f"{', a run is in progress' if report.running else ''})",
-        ["provider", "state", "cycle", "next action", "attempts", "active", "blocked", "error"],
+        [
+            "provider",
+            "api",
+            "state",
+            "cycle",
+            "next action",
+            "attempts",
+            "active",
+            "blocked",
+            "error",
+        ],
         [
             [
                 item.record.name,
+                item.facts.get("api", ""),
                 item.record.state.value,
                 item.record.cycle_id,
                 rfc3339(item.record.next_action_at),

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
-from choreo_ingest.models import JSON, Delta, EntityIteratorResult, Event, QueuedItem
+from choreo_ingest.models import (
+    JSON,
+    Check,
+    Delta,
+    EntityIteratorResult,
+    Event,
+    IndexEntry,
+    QueuedItem,
+)
 
 
 class QueueReader(Protocol):
@@ -18,6 +26,32 @@ class QueueReader(Protocol):
     def read(self, queue: str, after: int, limit: int) -> Sequence[QueuedItem]:
         """Items of `queue` with a position greater than `after`, in order, at most `limit`."""
         ...
+
+
+class IndexReader(Protocol):
+    """Read access to a provider's durable lookup index (`EntityIteratorResult.index`)."""
+
+    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+        """The rows of `table` with these keys; absent keys are left out."""
+        ...
+
+    def by_group(
+        self, table: str, groups: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, list[IndexEntry]]:
+        """Each group's rows ordered by key (`current_only`: written in the current cycle)."""
+        ...
+
+
+class NoIndex:
+    """The index of a provider that has none (custom providers built before the index)."""
+
+    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+        return {}
+
+    def by_group(
+        self, table: str, groups: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, list[IndexEntry]]:
+        return {group: [] for group in groups}
 
 
 @dataclass(frozen=True)
@@ -31,6 +65,10 @@ class BurstContext:
     queues: QueueReader
     cancelled: Callable[[], bool]
     """True once SIGTERM/SIGINT asked the run to stop."""
+    index: IndexReader = field(default_factory=NoIndex)
+    """The provider's lookup index; sees every page `next()` returned before."""
+    facts: Mapping[str, str] = field(default_factory=dict)
+    """The facts the provider's pages stored last (`EntityIteratorResult.facts`)."""
 
     def remaining(self) -> float:
         return self.deadline - self.clock.monotonic()
@@ -60,6 +98,38 @@ class EventHandlingProvider(IncrementalEntityProvider, Protocol):
     """A provider that can also apply delta updates from events."""
 
     def handle_event(self, context: Any, event: Event) -> Delta: ...
+
+
+@runtime_checkable
+class EventCheckingProvider(EventHandlingProvider, Protocol):
+    """An event-handling provider that checks events before they are queued."""
+
+    @property
+    def max_pending_events(self) -> int | None:
+        """Past this many pending events the backlog is dropped and a fresh walk scheduled."""
+        ...
+
+    def event_problem(self, body: Mapping[str, Any]) -> str | None:
+        """Why `body` is not an event this provider can apply, or None."""
+        ...
+
+    def is_ignored(self, body: Mapping[str, Any]) -> bool:
+        """A valid event about something the provider does not ingest (counted, not queued)."""
+        ...
+
+
+@runtime_checkable
+class CheckingProvider(IncrementalEntityProvider, Protocol):
+    """A provider that can check, before any run, that its source is reachable and usable."""
+
+    def preflight(self, clock: Clock) -> list[Check]: ...
+
+
+@runtime_checkable
+class AdvisingProvider(IncrementalEntityProvider, Protocol):
+    """A provider that knows which of its settings to change when a burst commits no page."""
+
+    def no_page_advice(self) -> str: ...
 
 
 ProviderFactory = Callable[[Config], IncrementalEntityProvider]

@@ -1,25 +1,25 @@
-"""The OpenChoreo API contract as one pure, thread-safe request handler.
+"""The OpenChoreo API as one pure, thread-safe request handler, in either generation.
 
-`SimulatorApi.handle(method, path, query, headers)` answers the routes of
-shared/openchoreo-api.md from a `World`: envelopes, cursor pagination and its legacy first
-page, auth, 404 codes, and the faults real servers show (5xx, 429, expired and repeated
-cursors, hidden items). The loopback server and in-process test transports both sit on it.
+`SimulatorApi.handle(method, path, query, headers, body)` answers from a `World`, as
+`SimulatorOptions.api` says: "v1" (shared/openchoreo-v1-api.md; its routes and pages live in
+api_v1.py) or "orgs" (shared/openchoreo-api.md: envelopes, cursor pagination and its legacy first
+page, 404 codes; handled here). Both share what sits around the handlers: the public routes,
+the OAuth2 token endpoint and bearer check (oauth.py), latency, the rate limit, injected faults
+and the counters (metering.py). The loopback server and in-process test transports sit on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
-import json
 import random
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
 from choreo_ingest.clock import Clock, SystemClock
+from choreo_ingest.simulator import api_v1
 from choreo_ingest.simulator.control import CONTROL_PREFIX, ControlRoutes
 from choreo_ingest.simulator.cursors import (
     CursorExpired,
@@ -32,9 +32,21 @@ from choreo_ingest.simulator.cursors import (
 from choreo_ingest.simulator.metering import (
     LoggedRequest,
     RequestMeter,
+    RouteFamily,
     SimulatorStats,
 )
+from choreo_ingest.simulator.oauth import TOKEN_PATH, TokenAuthority
+from choreo_ingest.simulator.options import SimulatorOptions
+from choreo_ingest.simulator.responses import (
+    JSON_HEADERS,
+    ApiError,
+    SimResponse,
+    dump,
+    json_response,
+)
 from choreo_ingest.simulator.world import NotFound, ParentKey, World
+
+__all__ = ["SimResponse", "SimulatorApi", "SimulatorOptions"]
 
 Query = Mapping[str, list[str]]
 
@@ -45,96 +57,31 @@ NOT_FOUND_CODES: Final = {
 }
 SERVER_ERROR_STATUSES: Final = (500, 502, 503, 504)
 INTEGER: Final = re.compile(r"^-?[0-9]+$")
-JSON_HEADERS: Final = {"Content-Type": "application/json"}
 ROUTE_KINDS: Final = (
     "list_orgs", "get_org", "list_projects", "get_project", "list_components", "get_component",
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class SimulatorOptions:
-    """How the simulated server behaves; every fault is off by default."""
-
-    base_path: str = "/api/v1"
-    token: str | None = None
-    """When set, every request but /health needs `Authorization: Bearer <token>`."""
-    forbidden: bool = False
-    """Answer every authenticated request with 403 FORBIDDEN."""
-    default_limit: int = 16
-    max_limit: int = 1024
-    cursor_ttl: float | None = 300.0
-    """Seconds a cursor stays valid (None: forever); older cursors get 410."""
-    cursor_ttl_from_listing_start: bool = False
-    """Count expiry from the listing's first page (as Kubernetes does) instead of each cursor."""
-    cursor_first_page_always: bool = False
-    """Serve the first page in cursor mode even without `pagination=cursor`."""
-    no_cursor_support: bool = False
-    """Never paginate: every list call gets the legacy envelope with all items."""
-    repeat_cursor_bug: bool = False
-    """A page requested with a cursor hands back that same cursor again."""
-    error_rate: float = 0.0
-    """Fraction of requests answered 500/502/503/504 INTERNAL_ERROR."""
-    rate_limit_rps: float | None = None
-    """Requests above this many per (sliding) second get 429 with `Retry-After`."""
-    latency: float = 0.0
-    """Seconds slept (through the clock) before answering."""
-    fault_seed: int = 0
-    log_requests: bool = False
-    """Keep a `LoggedRequest` for every request (see `SimulatorApi.request_log`)."""
-    control: bool = False
-    """Serve the `/_control/*` debug routes (stats, world dump, mutations; see control.py)."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.error_rate <= 1.0:
-            raise ValueError("error_rate must be between 0 and 1")
-        if self.latency < 0:
-            raise ValueError("latency must not be negative")
-        if self.rate_limit_rps is not None and self.rate_limit_rps < 1:
-            raise ValueError("rate_limit_rps must be at least 1")
-        if self.cursor_ttl is not None and self.cursor_ttl < 0:
-            raise ValueError("cursor_ttl must not be negative")
-        if not 1 <= self.default_limit <= self.max_limit:
-            raise ValueError("default_limit must be between 1 and max_limit")
-        if not self.base_path.startswith("/"):
-            raise ValueError("base_path must start with '/'")
-
-
-@dataclass(frozen=True)
-class SimResponse:
-    status: int
-    headers: dict[str, str]
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    method: str
+    route: str
+    family: RouteFamily
+    names: tuple[str, ...]
+    query: Query
+    headers: Mapping[str, str]
     body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class ApiError(Exception):
-    """An error answered with the usual envelope."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        metadata: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        self.metadata = metadata
-        self.headers = headers or {}
-        super().__init__(message)
 
 
 class SimulatorApi:
     """Answers OpenChoreo API requests from a `World`; safe to call from many threads.
 
-    A request meets the checks in the order a gateway in front of the server would apply them:
-    /health (always 200, no auth) -> rate limit (429) -> token (401) -> `forbidden` (403) ->
+    A request meets the checks in the order a gateway in front of the server would apply them.
+    orgs: /health (200, no auth) -> rate limit (429) -> token (401) -> `forbidden` (403) ->
     injected server error (5xx) -> method (405) -> route (404) -> limit/cursor (400, 410).
+    v1: public routes (no auth) -> rate limit (429) -> route (404), method (405), `limit`
+    format (400, text) -> token (401) -> injected server error (5xx) -> the handler (403,
+    404, 500 for a bad cursor). The token endpoint (with OAuth configured) takes no token.
     """
 
     def __init__(
@@ -149,7 +96,11 @@ class SimulatorApi:
         self._meter = RequestMeter(self._clock)
         self._faults = random.Random(self._options.fault_seed)
         self._faults_lock = threading.Lock()
-        self._control = ControlRoutes(world, self._meter.snapshot, self._meter.reset)
+        self._tokens = TokenAuthority(self._clock)
+        self._v1 = api_v1.V1Routes(world, self._clock)
+        self._control = ControlRoutes(
+            world, self._meter.snapshot, self._meter.reset, lambda: self._options.api
+        )
 
     @property
     def options(self) -> SimulatorOptions:
@@ -181,42 +132,75 @@ class SimulatorApi:
         path: str,
         query: Query | str,
         headers: Mapping[str, str],
+        body: bytes = b"",
     ) -> SimResponse:
+        """Answer one request; `body` matters only to the token endpoint."""
         options = self._options
         params = parse_qs(query, keep_blank_values=True) if isinstance(query, str) else query
+        path = path.split("?", 1)[0]
         if options.control and path.startswith(CONTROL_PREFIX):
-            status, body = self._control.answer(method, path, params)
-            return SimResponse(status, dict(JSON_HEADERS), body)
-        headers = {key.lower(): value for key, value in headers.items()}
-        route, names = _route(path, options.base_path)
-        self._meter.enter(route)
+            status, answer = self._control.answer(method, path, params)
+            return SimResponse(status, dict(JSON_HEADERS), answer)
+        lowered = {key.lower(): value for key, value in headers.items()}
+        request = _classify(options, method, path, params, lowered, body)
+        self._meter.enter(request.route, request.family)
         response = SimResponse(500, dict(JSON_HEADERS), b"")
+        expired = False
         try:
             if options.latency > 0:
                 self._clock.sleep(options.latency)
-            response = self._respond(options, method, route, names, params, headers)
+            response = self._respond(options, request)
         except ApiError as error:
-            response = _error_response(error)
+            expired = error.cursor_expired
+            if options.api == "v1":
+                response = api_v1.error_response(error)
+            else:
+                response = _error_response(error)
         finally:
             logged = None
             if options.log_requests:
                 query_copy = {key: list(values) for key, values in params.items()}
-                has_auth = "authorization" in headers
+                has_auth = "authorization" in lowered
                 logged = LoggedRequest(method, path, query_copy, has_auth, response.status)
-            self._meter.leave(response.status, logged)
+            self._meter.leave(response.status, logged, expired)
         return response
 
-    def _respond(
-        self,
-        options: SimulatorOptions,
-        method: str,
-        route: str,
-        names: tuple[str, ...],
-        query: Query,
-        headers: Mapping[str, str],
-    ) -> SimResponse:
-        if route == "health":
-            return SimResponse(200, {"Content-Type": "text/plain"}, b"OK")
+    def _respond(self, options: SimulatorOptions, request: _Request) -> SimResponse:
+        if request.family == "token":
+            return self._tokens.token_response(
+                options, request.method, request.body, request.headers
+            )
+        v1_route = api_v1.Route(request.route, request.names)
+        if request.family == "public":
+            if options.api == "orgs":
+                return SimResponse(200, {"Content-Type": "text/plain"}, b"OK")
+            return self._v1.public(v1_route, options, request.headers)
+        self._admit(options)
+        if options.api == "v1":
+            early = self._v1.precheck(request.method, v1_route, request.query)
+            if early is not None:
+                return early
+        unauthorized = self._tokens.check(options, request.headers.get("authorization"))
+        if unauthorized is not None:
+            return unauthorized
+        if options.api == "v1":
+            self._maybe_fail(options)
+            return self._v1.respond(v1_route, request.query, options)
+        if options.forbidden:
+            raise ApiError(403, "FORBIDDEN", "the caller may not read this resource")
+        self._maybe_fail(options)
+        if request.method.upper() != "GET":
+            raise ApiError(405, "METHOD_NOT_ALLOWED", f"{request.method} is not supported here")
+        if request.route == "unknown":
+            raise ApiError(404, "NOT_FOUND", "no such route")
+        try:
+            if request.route.startswith("list_"):
+                return _ok(self._list(options, request.names, request.query))
+            return _ok(self._get(request.names, request.query))
+        except NotFound as missing:
+            raise ApiError(404, NOT_FOUND_CODES[missing.kind], str(missing)) from missing
+
+    def _admit(self, options: SimulatorOptions) -> None:
         retry_after = self._meter.admit(options.rate_limit_rps)
         if retry_after is not None:
             raise ApiError(
@@ -225,32 +209,16 @@ class SimulatorApi:
                 "rate limit exceeded",
                 headers={"Retry-After": str(retry_after)},
             )
-        if options.token is not None:
-            unauthorized = _check_token(headers.get("authorization"), options.token)
-            if unauthorized is not None:
-                return unauthorized
-        if options.forbidden:
-            raise ApiError(403, "FORBIDDEN", "the caller may not read this resource")
-        self._maybe_fail(options.error_rate)
-        if method.upper() != "GET":
-            raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not supported here")
-        if route == "unknown":
-            raise ApiError(404, "NOT_FOUND", "no such route")
-        try:
-            if route.startswith("list_"):
-                return _ok(self._list(options, names, query))
-            return _ok(self._get(names, query))
-        except NotFound as missing:
-            raise ApiError(404, NOT_FOUND_CODES[missing.kind], str(missing)) from missing
 
-    def _maybe_fail(self, error_rate: float) -> None:
-        if error_rate <= 0:
+    def _maybe_fail(self, options: SimulatorOptions) -> None:
+        if options.error_rate <= 0:
             return
         with self._faults_lock:
-            failing = self._faults.random() < error_rate
+            failing = self._faults.random() < options.error_rate
             status = self._faults.choice(SERVER_ERROR_STATUSES)
         if failing:
-            raise ApiError(status, "INTERNAL_ERROR", "injected server error")
+            message = "Internal server error" if options.api == "v1" else "injected server error"
+            raise ApiError(status, "INTERNAL_ERROR", message)
 
     def _get(self, names: tuple[str, ...], query: Query) -> dict[str, Any]:
         if len(names) == 1:
@@ -292,9 +260,31 @@ class SimulatorApi:
         return {"items": page.items, "nextCursor": next_cursor}
 
 
+def _classify(
+    options: SimulatorOptions,
+    method: str,
+    path: str,
+    query: Query,
+    headers: Mapping[str, str],
+    body: bytes,
+) -> _Request:
+    """Which route a request is for, and its family (api, public or token)."""
+    family: RouteFamily = "api"
+    names: tuple[str, ...] = ()
+    if options.oauth and path == TOKEN_PATH:
+        route, family = "token", "token"
+    elif options.api == "v1":
+        found = api_v1.route(path)
+        route, names = found.kind, found.names
+        family = "public" if found.public else "api"
+    else:
+        route, names = _route(path, options.base_path)
+        family = "public" if route == "health" else "api"
+    return _Request(method, route, family, names, query, headers, body)
+
+
 def _route(path: str, base_path: str) -> tuple[str, tuple[str, ...]]:
-    """The route kind and the names in the path (org, project, component)."""
-    path = path.split("?", 1)[0]
+    """The org-era route kind and the names in the path (org, project, component)."""
     base = base_path.rstrip("/")
     if path in ("/health", f"{base}/health"):
         return "health", ()
@@ -334,31 +324,12 @@ def _decode(cursor: str, listing: str, now: float, ttl: float | None) -> CursorP
         raise ApiError(410, "CONTINUE_TOKEN_EXPIRED", str(error), metadata=metadata) from error
 
 
-def _check_token(authorization: str | None, token: str) -> SimResponse | None:
-    scheme, _, presented = (authorization or "").strip().partition(" ")
-    if not presented.strip():
-        return _unauthorized("MISSING_TOKEN", "a bearer token is required")
-    valid = scheme.lower() == "bearer" and hmac.compare_digest(
-        presented.strip().encode(), token.encode()
-    )
-    return None if valid else _unauthorized("INVALID_TOKEN", "the bearer token is not valid")
-
-
-def _unauthorized(error: str, message: str) -> SimResponse:
-    body = json.dumps({"error": error, "message": message}).encode()
-    return SimResponse(401, {**JSON_HEADERS, "WWW-Authenticate": "Bearer"}, body)
-
-
 def _ok(data: Any) -> SimResponse:
-    return SimResponse(200, dict(JSON_HEADERS), _dump({"success": True, "data": data}))
+    return json_response(200, {"success": True, "data": data})
 
 
 def _error_response(error: ApiError) -> SimResponse:
     envelope: dict[str, Any] = {"success": False, "error": error.message, "code": error.code}
     if error.metadata is not None:
         envelope["metadata"] = error.metadata
-    return SimResponse(error.status, {**JSON_HEADERS, **error.headers}, _dump(envelope))
-
-
-def _dump(document: Any) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return SimResponse(error.status, {**JSON_HEADERS, **error.headers}, dump(envelope))

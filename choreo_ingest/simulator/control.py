@@ -2,13 +2,21 @@
 
     GET  /_control/stats                 the request counters (SimulatorStats) as JSON
     POST /_control/reset_stats           forget the counters
-    GET  /_control/world                 every visible org, project and component detail
-    POST /_control/add_component?org=&project=&name=[&type=][&endpoints=<JSON map>]
-    POST /_control/delete_component?org=&project=&name=
+    GET  /_control/world[?api=v1|orgs]   every visible item, in the served generation's shapes:
+                                         v1 {namespaces, projects, components, workloads},
+                                         orgs {orgs, projects, components (details)}
+    POST /_control/add_component?namespace=&project=&name=[&type=][&endpoints=<JSON map>]
+                                 [&owner=][&repository=]
+    POST /_control/delete_component?namespace=&name=[&project=]
+    POST /_control/update?kind=namespace|project|component|workload&namespace=&name=
+                          [&project=]&changes=<JSON object>   (e.g. {"deletionTimestamp": ...})
+    POST /_control/add_workload?namespace=&name=&component=[&image=][&endpoints=<JSON map>]
+    POST /_control/delete_workload?namespace=&name=
 
-They answer `{"success": true, "data": ...}` or `{"success": false, "error": ...}`, take their
-parameters from the query string (the server reads no request bodies), and bypass the token,
-latency, faults and the counters, so a soak can watch and change the world while it runs.
+`org` works wherever `namespace` does. Endpoints for components are org-era (as the world
+stores them; v1 shows `REST` as `HTTP`), for workloads v1. They answer `{"success": true, "data":
+...}` or `{"success": false, "error": ...}`, take their parameters from the query string, and
+bypass the token, latency, faults and the counters, so a soak can watch and change the world.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from choreo_ingest.simulator.metering import SimulatorStats
-from choreo_ingest.simulator.world import NotFound, World
+from choreo_ingest.simulator.records_v1 import OWNER
+from choreo_ingest.simulator.world import Hidden, NotFound, World
 
 CONTROL_PREFIX: Final = "/_control/"
 
@@ -30,11 +39,16 @@ Answer = tuple[int, Any]
 
 class ControlRoutes:
     def __init__(
-        self, world: World, stats: Callable[[], SimulatorStats], reset: Callable[[], None]
+        self,
+        world: World,
+        stats: Callable[[], SimulatorStats],
+        reset: Callable[[], None],
+        api: Callable[[], str] = lambda: "orgs",
     ) -> None:
         self._world = world
         self._stats = stats
         self._reset = reset
+        self._api = api
 
     def answer(self, method: str, path: str, query: Query) -> tuple[int, bytes]:
         """Status and JSON body for a request under CONTROL_PREFIX."""
@@ -45,6 +59,9 @@ class ControlRoutes:
             "world": ("GET", self._get_world),
             "add_component": ("POST", self._add_component),
             "delete_component": ("POST", self._delete_component),
+            "update": ("POST", self._update),
+            "add_workload": ("POST", self._add_workload),
+            "delete_workload": ("POST", self._delete_workload),
         }
         if route not in handlers:
             return _body(404, f"no control route {route!r}")
@@ -53,7 +70,7 @@ class ControlRoutes:
             return _body(405, f"{route} takes {wanted}")
         try:
             return _body(*handler(query))
-        except NotFound as missing:
+        except (NotFound, Hidden) as missing:
             return _body(404, str(missing))
         except (KeyError, ValueError) as error:
             return _body(400, f"bad parameters: {error}")
@@ -70,6 +87,11 @@ class ControlRoutes:
         return 200, {"reset": True}
 
     def _get_world(self, query: Query) -> Answer:
+        api = _one(query, "api", self._api())
+        if api == "v1":
+            return 200, self._v1_world()
+        if api != "orgs":
+            raise ValueError("api must be v1 or orgs")
         world = self._world
         orgs, projects, components = [], [], []
         for org in world.orgs():
@@ -84,23 +106,81 @@ class ControlRoutes:
                     components.append(detail)
         return 200, {"orgs": orgs, "projects": projects, "components": components}
 
+    def _v1_world(self) -> dict[str, list[Any]]:
+        world = self._world
+        dump: dict[str, list[Any]] = {
+            "namespaces": [],
+            "projects": [],
+            "components": [],
+            "workloads": [],
+        }
+        for namespace in world.v1_namespaces():
+            name = namespace["metadata"]["name"]
+            dump["namespaces"].append(namespace)
+            dump["projects"] += world.v1_projects(name)
+            dump["components"] += world.v1_components(name)
+            dump["workloads"] += world.v1_workloads(name)
+        return dump
+
     def _add_component(self, query: Query) -> Answer:
-        endpoints = json.loads(_one(query, "endpoints", "{}"))
-        if not isinstance(endpoints, dict):
-            raise ValueError("endpoints must be a JSON object")
+        endpoints = _json(query, "endpoints", "{}")
+        owner = query.get("owner")
         detail = self._world.add_component(
-            _one(query, "org"),
+            _namespace(query),
             _one(query, "project"),
             _one(query, "name"),
             component_type=_one(query, "type", "deployment/service"),
             endpoints=endpoints,
+            repository_url=query["repository"][0] if query.get("repository") else None,
+            annotations={OWNER: owner[0]} if owner else None,
         )
         return 200, detail
 
     def _delete_component(self, query: Query) -> Answer:
-        name = _one(query, "name")
-        self._world.delete_component(_one(query, "org"), _one(query, "project"), name)
+        namespace, name = _namespace(query), _one(query, "name")
+        project = _one(query, "project", "") or self._project_of(namespace, name)
+        self._world.delete_component(namespace, project, name)
         return 200, {"deleted": name}
+
+    def _update(self, query: Query) -> Answer:
+        kind, namespace, name = _one(query, "kind"), _namespace(query), _one(query, "name")
+        changes = _json(query, "changes", "{}")
+        world = self._world
+        if kind == "namespace":
+            return 200, world.update_org(name, changes)
+        if kind == "project":
+            return 200, world.update_project(namespace, name, changes)
+        if kind == "component":
+            project = _one(query, "project", "") or self._project_of(namespace, name)
+            return 200, world.update_component(namespace, project, name, changes)
+        if kind == "workload":
+            return 200, world.update_workload(namespace, name, changes)
+        raise ValueError(f"unknown kind {kind!r}")
+
+    def _add_workload(self, query: Query) -> Answer:
+        workload = self._world.add_workload(
+            _namespace(query),
+            _one(query, "name"),
+            component=_one(query, "component"),
+            image=query["image"][0] if query.get("image") else None,
+            endpoints=_json(query, "endpoints", "{}"),
+        )
+        return 200, workload
+
+    def _delete_workload(self, query: Query) -> Answer:
+        name = _one(query, "name")
+        self._world.delete_workload(_namespace(query), name)
+        return 200, {"deleted": name}
+
+    def _project_of(self, namespace: str, component: str) -> str:
+        found = self._world.v1.locate_component(namespace, component)
+        if found is None:
+            raise NotFound("component", component)
+        return found[0]
+
+
+def _namespace(query: Query) -> str:
+    return _one(query, "namespace", "") or _one(query, "org")
 
 
 def _one(query: Query, key: str, default: str | None = None) -> str:
@@ -110,6 +190,13 @@ def _one(query: Query, key: str, default: str | None = None) -> str:
     if default is None:
         raise KeyError(key)
     return default
+
+
+def _json(query: Query, key: str, default: str) -> dict[str, Any]:
+    document = json.loads(_one(query, key, default))
+    if not isinstance(document, dict):
+        raise ValueError(f"{key} must be a JSON object")
+    return document
 
 
 def _body(status: int, document: Any) -> tuple[int, bytes]:

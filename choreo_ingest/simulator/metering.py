@@ -1,4 +1,9 @@
-"""What the simulator counts about the requests it serves, and its rate limiter."""
+"""What the simulator counts about the requests it serves, and its rate limiter.
+
+Requests fall in three families: "api" (the resource routes, whatever they answer), "public"
+(health, readiness, version, the protected-resource metadata) and "token" (the OAuth2 token
+endpoint). `total_requests` counts all three; `api_requests` is what a client's walk costs.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 from choreo_ingest.clock import Clock
+
+RouteFamily = Literal["api", "public", "token"]
 
 WINDOW_SECONDS = 1.0
 
@@ -25,14 +33,22 @@ class LoggedRequest:
 @dataclass
 class SimulatorStats:
     total_requests: int = 0
+    api_requests: int = 0
+    """Requests to the API's resource routes (known or not): neither public nor token."""
+    public_requests: int = 0
+    """Requests to the public routes (/health, /ready, /version, /.well-known/...)."""
+    token_requests: int = 0
+    """Requests to the OAuth2 token endpoint."""
     requests_by_route: dict[str, int] = field(default_factory=dict)
+    """Per route kind: `list_namespaces`, `get_workload`, `list_orgs`, `unknown`, `health`,
+    `token`, ..."""
     responses_by_status: dict[int, int] = field(default_factory=dict)
     max_in_flight: int = 0
     """Most requests ever being handled at the same moment."""
     max_requests_per_second: int = 0
     """Most requests that arrived within any one-second window (sliding)."""
     expired_cursors: int = 0
-    """410 responses served."""
+    """Requests refused for an expired cursor (410 in orgs, 500 in v1)."""
     rate_limited: int = 0
     """429 responses served."""
     server_errors: int = 0
@@ -51,11 +67,14 @@ class RequestMeter:
         self._admitted: deque[float] = deque()
         self._log: list[LoggedRequest] = []
 
-    def enter(self, route: str) -> None:
+    def enter(self, route: str, family: RouteFamily = "api") -> None:
         now = self._clock.monotonic()
         with self._lock:
             stats = self._stats
             stats.total_requests += 1
+            stats.api_requests += family == "api"
+            stats.public_requests += family == "public"
+            stats.token_requests += family == "token"
             stats.requests_by_route[route] = stats.requests_by_route.get(route, 0) + 1
             self._in_flight += 1
             stats.max_in_flight = max(stats.max_in_flight, self._in_flight)
@@ -76,12 +95,14 @@ class RequestMeter:
             self._admitted.append(now)
             return None
 
-    def leave(self, status: int, logged: LoggedRequest | None) -> None:
+    def leave(
+        self, status: int, logged: LoggedRequest | None, cursor_expired: bool = False
+    ) -> None:
         with self._lock:
             stats = self._stats
             self._in_flight -= 1
             stats.responses_by_status[status] = stats.responses_by_status.get(status, 0) + 1
-            stats.expired_cursors += status == 410
+            stats.expired_cursors += status == 410 or cursor_expired
             stats.rate_limited += status == 429
             stats.server_errors += status >= 500
             if logged is not None:

@@ -1,10 +1,10 @@
 """A real loopback HTTP/1.1 server (keep-alive, one thread per connection) around `SimulatorApi`.
 
 `http.server` spends more time parsing than the simulator spends answering, so this is a
-small HTTP/1.1 server of its own: it reads a request head, discards any body, calls the
-pure handler and writes the response in one send. It speaks enough HTTP for httpx, curl and
-browsers (keep-alive, pipelining, `Connection: close`, HTTP/1.0); it does not take chunked
-request bodies, which no OpenChoreo client sends.
+small HTTP/1.1 server of its own: it reads a request head and its body (only the token
+endpoint reads one), calls the pure handler and writes the response in one send. It speaks
+enough HTTP for httpx, curl and browsers (keep-alive, pipelining, `Connection: close`,
+HTTP/1.0); it does not take chunked request bodies, which no OpenChoreo client sends.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from types import FrameType, TracebackType
 from typing import Final
 
 from choreo_ingest.simulator.api import SimResponse, SimulatorApi, SimulatorOptions
+from choreo_ingest.simulator.options import ApiGeneration
 from choreo_ingest.simulator.world import World
 
 MAX_HEAD_BYTES: Final = 65_536
@@ -153,16 +154,18 @@ class _LoopbackServer:
                 if not chunk:
                     return
                 buffer += chunk
-            buffer = buffer[length:]  # the API reads no request bodies
-            response = self._answer(request)
+            body, buffer = buffer[:length], buffer[length:]
+            response = self._answer(request, body)
             with_body = request.method != "HEAD"
             connection.sendall(_serialize(response, request.keep_alive, with_body))
             if not request.keep_alive:
                 return
 
-    def _answer(self, request: _Request) -> SimResponse:
+    def _answer(self, request: _Request, body: bytes) -> SimResponse:
         try:
-            return self.api.handle(request.method, request.path, request.query, request.headers)
+            return self.api.handle(
+                request.method, request.path, request.query, request.headers, body
+            )
         except Exception:  # a simulator bug: answer 500 and say why, keep serving
             traceback.print_exc(file=sys.stderr)
             body = b'{"success":false,"error":"simulator bug","code":"INTERNAL_ERROR"}'
@@ -180,7 +183,8 @@ def _url(host: str, port: int, base_path: str) -> str:
 
 
 class RunningServer:
-    """A simulator serving on a background thread; `url` includes the API base path."""
+    """A simulator serving on a background thread; `url` includes the API root (`/api/v1` for
+    v1, the base path for orgs), `root_url` does not (public routes, the token endpoint)."""
 
     def __init__(self, server: _LoopbackServer, host: str, thread: threading.Thread) -> None:
         self._server = server
@@ -188,7 +192,7 @@ class RunningServer:
         self.api = server.api
         self.host = host
         self.port = server.port
-        self.url = _url(host, server.port, self.api.options.base_path)
+        self.url = _url(host, server.port, self.api.options.api_root)
         self.root_url = _url(host, server.port, "")
 
     @property
@@ -244,12 +248,20 @@ def serve_forever(
     repeat_cursor_bug: bool = False,
     base_path: str = "/api/v1",
     control: bool = False,
+    api: ApiGeneration = "v1",
+    oauth_client_id: str | None = None,
+    oauth_client_secret: str | None = None,
+    token_lifetime: int = 3600,
 ) -> None:
     """Build a world and serve it until SIGINT or SIGTERM; prints only its URL, to stderr."""
     world = World.generate(orgs, projects, components, seed, endpoints_max, hidden_fraction)
     options = SimulatorOptions(
+        api=api,
         base_path=base_path,
         token=token,
+        oauth_client_id=oauth_client_id,
+        oauth_client_secret=oauth_client_secret,
+        token_lifetime=token_lifetime,
         forbidden=forbidden,
         cursor_ttl=cursor_ttl,
         cursor_first_page_always=cursor_first_page_always,
@@ -262,7 +274,7 @@ def serve_forever(
         control=control,
     )
     server = _LoopbackServer(SimulatorApi(world, options), host, port)
-    print(f"openchoreo simulator at {_url(host, server.port, base_path)}", file=sys.stderr)
+    print(f"openchoreo simulator at {_url(host, server.port, options.api_root)}", file=sys.stderr)
     sys.stderr.flush()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_quietly)

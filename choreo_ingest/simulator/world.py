@@ -1,24 +1,31 @@
 """The simulated OpenChoreo world: generated items plus the mutations made since.
 
 A `World` holds one listing per parent (the orgs; the projects of an org; the components of a
-project). A listing is its generated slots (computed by the `Blueprint` on demand) merged with
-explicit overrides, so a world of 200k components costs a few hundred bytes per listing read
-plus its mutations, and a page costs O(page + log n). Hidden items sit in the listings (they
-take up room in a page) but are never part of the visible world. All methods are thread-safe.
+project; see listing.py), so a world of 200k components costs little memory and a page costs
+O(page + log n). Hidden items sit in the listings (they take up room in an org-era page) but are
+never part of the visible world. The records are organization-era (records.py); `World.v1`
+serves the same world as OpenChoreo v1 resources (world_v1.py). All methods are thread-safe.
 """
 
 from __future__ import annotations
 
-import bisect
 import copy
-import heapq
 import itertools
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
 
 from choreo_ingest.clock import rfc3339
+from choreo_ingest.simulator.listing import (
+    KINDS,
+    Hidden,
+    Kind,
+    Listing,
+    NotFound,
+    Page,
+    ParentKey,
+    Slot,
+)
 from choreo_ingest.simulator.records import (
     EPOCH,
     KUBERNETES_NAME,
@@ -28,111 +35,12 @@ from choreo_ingest.simulator.records import (
     list_item,
     workflow,
 )
+from choreo_ingest.simulator.records_v1 import V1_ONLY_FIELDS
+from choreo_ingest.simulator.world_v1 import V1Page, V1View
 
-Kind = Literal["organization", "project", "component"]
-ParentKey = tuple[str, ...]
-"""Names of a listing's parents: () for orgs, (org,) for projects, (org, project) for components."""
+__all__ = ["Hidden", "Kind", "NotFound", "Page", "ParentKey", "V1Page", "World"]
 
-KINDS: Final[tuple[Kind, Kind, Kind]] = ("organization", "project", "component")
 QUERY_CHUNK: Final = 256
-
-
-class NotFound(LookupError):
-    """The named org, project or component does not exist or is not visible to the caller."""
-
-    def __init__(self, kind: Kind, name: str) -> None:
-        self.kind = kind
-        self.name = name
-        super().__init__(f"{kind} {name!r} not found")
-
-
-class Slot(NamedTuple):
-    """One item of a listing, visible or not."""
-
-    name: str
-    hidden: bool
-    position: int | None
-    """Index of the generated item it is (or overrides); None for an added item."""
-    record: Record | None
-    """The stored record (the detail, for components); None: generate it from `position`."""
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[Record]
-    """The visible items of the page, as list calls return them."""
-    last_name: str | None
-    """Name of the last item the page covered, hidden or not (where the next page starts)."""
-    has_more: bool
-
-
-class _Listing:
-    """A sorted listing: generated slots merged with overrides (replacements and deletions)."""
-
-    def __init__(self, blueprint: Blueprint | None, parent: tuple[int, ...]) -> None:
-        self._blueprint = blueprint
-        self.parent = parent
-        """Indices of the generated parents (meaningless when there is no blueprint)."""
-        self._overrides: dict[str, Slot | None] = {}
-        self._added: list[str] = []  # sorted names whose override is a Slot
-
-    def get(self, name: str) -> Slot | None:
-        if name in self._overrides:
-            return self._overrides[name]
-        if self._blueprint is None:
-            return None
-        found = self._blueprint.locate(self.parent, name)
-        if found is None:
-            return None
-        index, hidden = found
-        return Slot(name, hidden, index, None)
-
-    def put(self, name: str, record: Record, hidden: bool, position: int | None = None) -> None:
-        if self._overrides.get(name) is None:
-            bisect.insort(self._added, name)
-        self._overrides[name] = Slot(name, hidden, position, record)
-
-    def record(self, slot: Slot) -> Record:
-        """A private copy of the slot's record (stored, or generated on the spot)."""
-        if slot.record is not None:
-            return copy.deepcopy(slot.record)
-        assert self._blueprint is not None
-        assert slot.position is not None
-        return self._blueprint.record(self.parent, slot.position)
-
-    def remove(self, name: str) -> None:
-        if self._overrides.get(name) is not None:
-            del self._added[bisect.bisect_left(self._added, name)]
-        self._overrides[name] = None
-
-    def slots_after(self, after: str | None) -> Iterator[Slot]:
-        generated = (s for s in self._generated_after(after) if s.name not in self._overrides)
-        start = 0 if after is None else bisect.bisect_right(self._added, after)
-        added = (self._overrides[self._added[i]] for i in range(start, len(self._added)))
-        return heapq.merge(generated, (s for s in added if s is not None), key=_slot_name)
-
-    def _generated_after(self, after: str | None) -> Iterator[Slot]:
-        blueprint, parent = self._blueprint, self.parent
-        if blueprint is None:
-            return
-        count = blueprint.count(parent)
-        start = 0
-        if after is not None:
-            start = bisect.bisect_right(
-                range(count), after, key=lambda i: blueprint.name(parent, i)
-            )
-            if start > 0:  # hidden items between the previous visible one and `start`
-                for hidden in blueprint.hidden_names(parent, start - 1):
-                    if hidden > after:
-                        yield Slot(hidden, True, None, None)
-        for index in range(start, count):
-            yield Slot(blueprint.name(parent, index), False, index, None)
-            for hidden in blueprint.hidden_names(parent, index):
-                yield Slot(hidden, True, None, None)
-
-
-def _slot_name(slot: Slot) -> str:
-    return slot.name
 
 
 class World:
@@ -141,8 +49,14 @@ class World:
     def __init__(self, blueprint: Blueprint) -> None:
         self.blueprint = blueprint
         self._lock = threading.RLock()
-        self._listings: dict[ParentKey, _Listing] = {(): _Listing(blueprint, ())}
+        self._listings: dict[ParentKey, Listing] = {(): Listing(blueprint, ())}
         self._mutations = 0
+        self._v1 = V1View(self._lock, self._listing, blueprint.seed)
+
+    @property
+    def v1(self) -> V1View:
+        """The world as OpenChoreo v1 serves it: refilled pages and lookups (for the API)."""
+        return self._v1
 
     @classmethod
     def generate(
@@ -236,6 +150,34 @@ class World:
                 components += sum(1 for _ in self.components(org["name"], project["name"]))
         return orgs, projects, components
 
+    def v1_namespaces(self) -> Iterator[Record]:
+        """Visible orgs as v1 Namespaces, in name order."""
+        return _all_pages(lambda after: self._v1.namespaces(after, QUERY_CHUNK))
+
+    def v1_projects(self, namespace: str) -> Iterator[Record]:
+        return _all_pages(lambda after: self._v1.projects(namespace, after, QUERY_CHUNK))
+
+    def v1_components(self, namespace: str, project: str | None = None) -> Iterator[Record]:
+        """Visible components of the namespace (of one project, if given) as v1 Components."""
+        return _all_pages(lambda after: self._v1.components(namespace, after, QUERY_CHUNK, project))
+
+    def v1_workloads(self, namespace: str, component: str | None = None) -> Iterator[Record]:
+        """Visible workloads of the namespace (owned by one component, if given)."""
+        return _all_pages(
+            lambda after: self._v1.workloads(namespace, after, QUERY_CHUNK, component)
+        )
+
+    def v1_counts(self) -> dict[str, int]:
+        """Visible namespaces, projects, components and workloads now."""
+        counts = dict.fromkeys(("namespaces", "projects", "components", "workloads"), 0)
+        for namespace in self.v1_namespaces():
+            name = namespace["metadata"]["name"]
+            counts["namespaces"] += 1
+            counts["projects"] += sum(1 for _ in self.v1_projects(name))
+            counts["components"] += sum(1 for _ in self.v1_components(name))
+            counts["workloads"] += sum(1 for _ in self.v1_workloads(name))
+        return counts
+
     # -- mutations -------------------------------------------------------------------------
 
     def add_org(
@@ -245,19 +187,22 @@ class World:
         display_name: str | None = None,
         description: str | None = None,
         status: str | None = "Ready",
+        annotations: Mapping[str, str] | None = None,
         hidden: bool = False,
     ) -> Record:
-        """Add (or replace, with no projects) an organization."""
+        """Add (or replace, with no projects) an organization; `annotations` show in v1 only."""
         _check_name(name)
         with self._lock:
             record: Record = {"name": name}
             _set_text(record, display_name, description)
             record.update(namespace=name, createdAt=self._next_created_at())
             _set_optional(record, "status", status)
+            _set_annotations(record, annotations)
             self._listings[()].put(name, record, hidden)
             self._drop_children((name,))
-            self._listings[(name,)] = _Listing(None, ())
-            return copy.deepcopy(record)
+            self._listings[(name,)] = Listing(None, ())
+            self._v1.forget(name)
+            return _org_era(record)
 
     def add_project(
         self,
@@ -267,6 +212,7 @@ class World:
         display_name: str | None = None,
         description: str | None = None,
         status: str | None = "Ready",
+        annotations: Mapping[str, str] | None = None,
         hidden: bool = False,
     ) -> Record:
         """Add (or replace, with no components) a project of an existing org."""
@@ -277,10 +223,12 @@ class World:
             _set_text(record, display_name, description)
             record.update(deploymentPipeline="default-pipeline", createdAt=self._next_created_at())
             _set_optional(record, "status", status)
+            _set_annotations(record, annotations)
             listing.put(name, record, hidden)
             self._drop_children((org, name))
-            self._listings[(org, name)] = _Listing(None, ())
-            return copy.deepcopy(record)
+            self._listings[(org, name)] = Listing(None, ())
+            self._v1.forget(org, project=name)
+            return _org_era(record)
 
     def add_component(
         self,
@@ -296,12 +244,18 @@ class World:
         branch: str | None = "main",
         status: str | None = "Ready",
         auto_deploy: bool = False,
+        annotations: Mapping[str, str] | None = None,
         hidden: bool = False,
     ) -> Record:
-        """Add (or replace) a component of an existing project; returns its detail."""
+        """Add (or replace) a component of an existing project; returns its detail.
+
+        Component names are unique in their org (a Kubernetes namespace): a name another project
+        of the org holds is refused. `annotations` (e.g. `backstage.io/owner`) show in v1 only.
+        """
         _check_name(name)
         with self._lock:
             listing = self._listing((org, project))
+            self._check_unique(org, project, name)
             record: Record = {"uid": self._next_uid(), "name": name}
             _set_text(record, display_name, description)
             record.update(
@@ -317,11 +271,17 @@ class World:
             record["workload"]["endpoints"] = copy.deepcopy(dict(endpoints or {}))
             if repository_url is not None:
                 record["componentWorkflow"] = workflow("docker", repository_url, branch)
+            _set_annotations(record, annotations)
             listing.put(name, record, hidden)
-            return copy.deepcopy(record)
+            self._v1.forget(org, component=name)
+            return _org_era(record)
 
     def update_org(self, name: str, changes: Mapping[str, Any]) -> Record:
-        """Change fields (JSON names; None removes the field) of a visible org."""
+        """Change fields (JSON names; None removes the field) of a visible org.
+
+        On every kind, `deletionTimestamp` shows in both APIs (a v1 Namespace turns
+        `Terminating`), and `annotations`/`labels` replace the v1-only metadata extras.
+        """
         return self._update((), name, changes)
 
     def update_project(self, org: str, name: str, changes: Mapping[str, Any]) -> Record:
@@ -347,17 +307,21 @@ class World:
         """Delete and re-add under a new name: same fields, new uid (as Kubernetes does)."""
         _check_name(new_name)
         with self._lock:
-            record = self._record((org, project), name)
+            listing, slot = self._require((org, project), name, visible_only=True)
+            record = listing.record(slot)
+            self._check_unique(org, project, new_name)
             self.delete_component(org, project, name)
             record.update(name=new_name, uid=self._next_uid(), createdAt=self._next_created_at())
             self._listing((org, project)).put(new_name, record, False)
-            return copy.deepcopy(record)
+            self._v1.forget(org, component=new_name)
+            return _org_era(record)
 
     def delete_org(self, name: str) -> None:
         with self._lock:
             self._require((), name, visible_only=False)
             self._listings[()].remove(name)
             self._drop_children((name,))
+            self._v1.forget(name)
 
     def delete_project(self, org: str, name: str) -> None:
         with self._lock:
@@ -365,12 +329,39 @@ class World:
             self._require((org,), name, visible_only=False)
             listing.remove(name)
             self._drop_children((org, name))
+            self._v1.forget(org, project=name)
 
     def delete_component(self, org: str, project: str, name: str) -> None:
         with self._lock:
             listing = self._listing((org, project))
             self._require((org, project), name, visible_only=False)
             listing.remove(name)
+            self._v1.forget(org, component=name)
+
+    # -- v1 workload mutations (the derived workloads follow their component otherwise) ----
+
+    def add_workload(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        component: str,
+        image: str | None = None,
+        endpoints: Mapping[str, Mapping[str, Any]] | None = None,
+        hidden: bool = False,
+    ) -> Record:
+        """Add (or replace) a v1 Workload owned by a visible component; `endpoints` are stored
+        as given (v1 shape), None leaves the map out. Returns the Workload."""
+        _check_name(name)
+        return self._v1.add_workload(namespace, name, component, image, endpoints, hidden)
+
+    def update_workload(self, namespace: str, name: str, changes: Mapping[str, Any]) -> Record:
+        """Change `spec` fields (`container`, `endpoints`) or `metadata` fields (`annotations`,
+        `labels`, `deletionTimestamp`) of a visible workload; None removes the field."""
+        return self._v1.update_workload(namespace, name, changes)
+
+    def delete_workload(self, namespace: str, name: str) -> None:
+        self._v1.delete_workload(namespace, name)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -384,7 +375,7 @@ class World:
                 return
             after = page.last_name
 
-    def _listing(self, parent: ParentKey) -> _Listing:
+    def _listing(self, parent: ParentKey) -> Listing:
         """The listing under `parent`; raises NotFound naming the first missing or hidden parent."""
         listing = self._listings[()]
         for depth, name in enumerate(parent):
@@ -395,14 +386,12 @@ class World:
             child = self._listings.get(key)
             if child is None:  # a generated parent; an added one always has a stored listing
                 assert slot.position is not None
-                child = _Listing(self.blueprint, (*listing.parent, slot.position))
+                child = Listing(self.blueprint, (*listing.parent, slot.position))
                 self._listings[key] = child
             listing = child
         return listing
 
-    def _require(
-        self, parent: ParentKey, name: str, *, visible_only: bool
-    ) -> tuple[_Listing, Slot]:
+    def _require(self, parent: ParentKey, name: str, *, visible_only: bool) -> tuple[Listing, Slot]:
         listing = self._listing(parent)
         slot = listing.get(name)
         if slot is None or (visible_only and slot.hidden):
@@ -412,7 +401,7 @@ class World:
     def _record(self, parent: ParentKey, name: str) -> Record:
         """A private copy of the record (the detail, for components) of a visible item."""
         listing, slot = self._require(parent, name, visible_only=True)
-        return listing.record(slot)
+        return _strip_v1_fields(listing.record(slot))
 
     def _update(self, parent: ParentKey, name: str, changes: Mapping[str, Any]) -> Record:
         with self._lock:
@@ -426,7 +415,13 @@ class World:
                 else:
                     record[key] = copy.deepcopy(value)
             self._listing(parent).put(name, record, slot.hidden, slot.position)
-            return copy.deepcopy(record)
+            self._v1.changed()
+            return _org_era(record)
+
+    def _check_unique(self, org: str, project: str, name: str) -> None:
+        found = self._v1.locate_component(org, name)
+        if found is not None and found[0] != project:
+            raise ValueError(f"component {name!r} already exists in project {found[0]!r}")
 
     def _drop_children(self, parent: ParentKey) -> None:
         for key in [k for k in self._listings if k[: len(parent)] == parent]:
@@ -440,9 +435,37 @@ class World:
         return rfc3339(EPOCH + 3 * 365 * 86_400 + self._mutations * 60) or ""
 
 
-def _list_record(listing: _Listing, slot: Slot, parent: ParentKey) -> Record:
-    record = listing.record(slot)
+def _list_record(listing: Listing, slot: Slot, parent: ParentKey) -> Record:
+    record = _strip_v1_fields(listing.record(slot))
     return list_item(record) if len(parent) == 2 else record
+
+
+def _strip_v1_fields(record: Record) -> Record:
+    """The record as the org-era API shows it (in place)."""
+    for key in V1_ONLY_FIELDS:
+        record.pop(key, None)
+    return record
+
+
+def _org_era(record: Record) -> Record:
+    """A private copy of a stored record as the org-era API shows it."""
+    return _strip_v1_fields(copy.deepcopy(record))
+
+
+def _all_pages(page_of: Callable[[str | None], V1Page]) -> Iterator[Record]:
+    """Every item of a v1 listing, a chunk at a time so no lock is held between yields."""
+    after: str | None = None
+    while True:
+        page = page_of(after)
+        yield from page.items
+        if not page.has_more:
+            return
+        after = page.last_name
+
+
+def _set_annotations(record: Record, annotations: Mapping[str, str] | None) -> None:
+    if annotations is not None:
+        record["annotations"] = dict(annotations)
 
 
 def _check_name(name: str) -> None:

@@ -1,11 +1,11 @@
 """The state store: the only package that touches SQLite."""
 
-from choreo_ingest.store.catalog import SweepGuards, canonical_json
-from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.catalog import SweepGuards
+from choreo_ingest.store.connection import Tracer, canonical_json
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
 from choreo_ingest.store.schema import MIGRATION_NAMES, SCHEMA_VERSION
-from choreo_ingest.store.store import Store, StoreQueueReader
+from choreo_ingest.store.store import Store, StoreIndexReader, StoreQueueReader
 
 __all__ = [
     "MIGRATION_NAMES",
@@ -16,6 +16,7 @@ __all__ = [
     "InboxCounts",
     "InboxEvent",
     "Store",
+    "StoreIndexReader",
     "StoreQueueReader",
     "SweepGuards",
     "Tracer",

@@ -18,7 +18,8 @@ from choreo_ingest.models import (
     ProviderRecord,
     SweepResult,
 )
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.connection import Connection, canonical_json
+from choreo_ingest.store.index import clear_index, prune_index, write_facts, write_index
 
 REFS = "openchoreo_incremental_entity_refs"
 STATE = "openchoreo_incremental_ingestion_state"
@@ -29,10 +30,6 @@ _IN_BATCH = 500  # SQLite's default limit on bound variables is generous; keep s
 class SweepGuards:
     reject_empty_source_collections: bool
     reject_removals_above_percentage: float | None
-
-
-def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def save_provider(conn: Connection, record: ProviderRecord, now: float) -> None:
@@ -95,6 +92,8 @@ def commit_page(
     with conn.transaction():
         stats = _upsert_entities(conn, provider, cycle_id, page.entities, now)
         _push_queue_items(conn, provider, page)
+        write_index(conn, provider, cycle_id, page.index)
+        write_facts(conn, provider, page.facts, now)
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
             [cursor_text, now, provider],
@@ -128,6 +127,7 @@ def complete_cycle(
         removed = 0
         if reason is None:
             removed = _remove_refs_where(conn, provider, "last_seen_cycle < ?", [cycle_id], now)
+            prune_index(conn, provider, cycle_id)
             record.blocked_removals = 0
             blocked_cycle: int | None = None
         else:
@@ -192,6 +192,7 @@ def apply_delta_rows(
 ) -> tuple[PageStats, int]:
     """`apply_delta` inside a transaction the caller holds."""
     stats = _upsert_entities(conn, provider, cycle_id, delta.upserts, now)
+    write_index(conn, provider, cycle_id, delta.index)
     removed = 0
     for ref in delta.removals:
         removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
@@ -225,6 +226,7 @@ def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now
         if purge:
             removed = _remove_refs_where(conn, record.name, "1 = 1", [], now)
             conn.execute("DELETE FROM entities WHERE provider = ?", [record.name])
+            clear_index(conn, record.name)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
         conn.execute(
             f"UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL WHERE provider = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,11 @@ BUSY_TIMEOUT_MS = 10_000
 
 Tracer = Callable[[str, Any], None]
 """Called before every statement (sqlite-utils' tracer signature); used for SQL debug logging."""
+
+
+def canonical_json(value: object) -> str:
+    """The one text form of a JSON value that the store writes (and hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class Connection:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from choreo_ingest.models import JSON, Delta, PageStats
-from choreo_ingest.store.catalog import apply_delta_rows, bump_counters, canonical_json
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.catalog import apply_delta_rows, bump_counters
+from choreo_ingest.store.connection import Connection, canonical_json
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,24 @@ def pending_events(conn: Connection, provider: str, limit: int) -> list[InboxEve
         [provider, limit],
     )
     return [InboxEvent(seq, name, json.loads(body), attempts) for seq, name, body, attempts in rows]
+
+
+def pending_event_count(conn: Connection, provider: str) -> int:
+    return int(
+        conn.scalar(
+            "SELECT count(*) FROM event_inbox WHERE provider = ? AND parked = 0", [provider]
+        )
+    )
+
+
+def drop_events(conn: Connection, provider: str) -> int:
+    """Remove the provider's pending events (not the parked ones); returns how many."""
+    with conn.transaction():
+        dropped = conn.execute(
+            "DELETE FROM event_inbox WHERE provider = ? AND parked = 0", [provider]
+        ).rowcount
+        bump_counters(conn, provider, {"events_dropped": dropped})
+    return int(dropped)
 
 
 def apply_event(

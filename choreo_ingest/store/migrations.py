@@ -120,6 +120,33 @@ def _positions(db: Database) -> None:
     db.execute("PRAGMA user_version = 2")
 
 
+@migrations(name="0003_provider_index")
+def _provider_index(db: Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE provider_index (
+            provider TEXT NOT NULL,
+            tbl TEXT NOT NULL,
+            key TEXT NOT NULL,
+            grp TEXT NOT NULL DEFAULT '',
+            value TEXT NOT NULL,
+            cycle_id INTEGER NOT NULL,
+            PRIMARY KEY (provider, tbl, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX provider_index_by_group ON provider_index (provider, tbl, grp);
+        CREATE TABLE provider_facts (
+            provider TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (provider, name)
+        ) WITHOUT ROWID;
+        """,
+    )
+    db.execute("PRAGMA user_version = 3")
+
+
 def _run_script(db: Database, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

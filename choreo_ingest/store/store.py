@@ -12,12 +12,13 @@ from choreo_ingest.models import (
     JSON,
     Delta,
     EntityIteratorResult,
+    IndexEntry,
     PageStats,
     ProviderRecord,
     QueuedItem,
     SweepResult,
 )
-from choreo_ingest.store import catalog, inbox, positions, queries
+from choreo_ingest.store import catalog, inbox, index, positions, queries
 from choreo_ingest.store.catalog import SweepGuards
 from choreo_ingest.store.connection import Connection, Tracer
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
@@ -126,6 +127,12 @@ class Store:
     def pending_events(self, provider: str, limit: int = 1000) -> list[InboxEvent]:
         return inbox.pending_events(self._conn, provider, limit)
 
+    def pending_event_count(self, provider: str) -> int:
+        return inbox.pending_event_count(self._conn, provider)
+
+    def drop_events(self, provider: str) -> int:
+        return inbox.drop_events(self._conn, provider)
+
     def apply_event(
         self, provider: str, cycle_id: int, seq: int, delta: Delta, now: float
     ) -> tuple[PageStats, int]:
@@ -184,6 +191,17 @@ class Store:
     def last_change_seq(self) -> int:
         return queries.last_change_seq(self._conn)
 
+    def index_by_key(self, provider: str, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+        return index.index_by_key(self._conn, provider, table, keys)
+
+    def index_by_group(
+        self, provider: str, table: str, groups: Sequence[str], *, min_cycle: int = 0
+    ) -> dict[str, list[IndexEntry]]:
+        return index.index_by_group(self._conn, provider, table, groups, min_cycle=min_cycle)
+
+    def facts(self, provider: str) -> dict[str, str]:
+        return index.read_facts(self._conn, provider)
+
     # -- positions of change log consumers --------------------------------------------------
 
     def get_position(self, name: str) -> int:
@@ -225,3 +243,38 @@ class StoreQueueReader:
                 self._settled.clear()
             self._settled[key] = items
         return items
+
+
+class StoreIndexReader:
+    """A provider's view of its lookup index (`choreo_ingest.providers.base.IndexReader`).
+
+    `before_read` runs before every read (the engine passes the wait for the page its writer
+    thread is committing), so a lookup sees every page `next()` returned before it.
+    `current_cycle` is what `current_only` reads mean: rows written in this cycle.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        provider: str,
+        current_cycle: int,
+        *,
+        before_read: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._provider = provider
+        self._current_cycle = current_cycle
+        self._before_read = before_read
+
+    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+        if self._before_read is not None:
+            self._before_read()
+        return self._store.index_by_key(self._provider, table, keys)
+
+    def by_group(
+        self, table: str, groups: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, list[IndexEntry]]:
+        if self._before_read is not None:
+            self._before_read()
+        min_cycle = self._current_cycle if current_only else 0
+        return self._store.index_by_group(self._provider, table, groups, min_cycle=min_cycle)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
+import structlog
 
 from choreo_ingest.config import MappingConfig
 from choreo_ingest.models import Entity
@@ -19,6 +21,16 @@ from choreo_ingest.providers.openchoreo.entities import (
     organization_entity,
     project_entity,
     validate_entity,
+)
+from choreo_ingest.providers.openchoreo.entities_v1 import (
+    component_entities as v1_component_entities,
+)
+from choreo_ingest.providers.openchoreo.entities_v1 import (
+    namespace_entity,
+    project_owner,
+)
+from choreo_ingest.providers.openchoreo.entities_v1 import (
+    project_entity as v1_project_entity,
 )
 
 from backstage_validator import (
@@ -305,3 +317,179 @@ def test_backstage_reports_unresolved_and_duplicate_refs() -> None:
     found = sorted((problem["line"], problem["check"]) for problem in problems)
     # the System's domain is missing, and the API appears twice
     assert found == [(1, "ref"), (4, "duplicate")]
+
+
+# --- the v1 mapping (OpenChoreo's own provider's shapes) ----------------------------------------
+
+V1_COMPONENT_TYPES = [
+    {"kind": "ComponentType", "name": "deployment/service"},
+    {"kind": "ClusterComponentType", "name": "deployment/web-application"},
+    {"kind": "ComponentType", "name": "statefulset/db"},
+    {"kind": "ComponentType", "name": "cronjob/report"},
+    {"kind": "ComponentType", "name": "job/migrate"},
+    {"kind": "ComponentType", "name": "proxy/gateway"},
+    {"kind": "ComponentType", "name": "Odd Type/Ünïcode ✓"},
+    {"kind": "ComponentType"},
+    None,
+]
+V1_READY = [None, "True", "False", "Unknown"]
+V1_OWNERS = [None, "team-x", "Team-X", "group:acme/platform", "user:default/jane", "a b", "x/y/z"]
+V1_SCHEMA_TYPES = ["openapi", "OpenAPI", "graphql", "proto", "grpc", "asyncapi", "WSDL 1.1", None]
+
+
+def _v1_resource(name: str, namespace: str | None, **extra: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "creationTimestamp": "2025-01-02T03:04:05Z"}
+    metadata.update(extra.pop("metadata", {}))
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"metadata": metadata, **extra}
+
+
+def _v1_status(ready: str | None) -> dict[str, Any]:
+    if ready is None:
+        return {}
+    return {"conditions": [{"type": "Ready", "status": ready, "reason": "Reconciled"}]}
+
+
+def _v1_endpoints(names: list[str]) -> dict[str, Any]:
+    endpoints: dict[str, Any] = {}
+    types = ["HTTP", "gRPC", "GraphQL", "Websocket", "TCP", "UDP", ""]
+    for index, name in enumerate(names):
+        endpoint: dict[str, Any] = {
+            "type": types[index % len(types)],
+            "port": 8000 + index,
+            "visibility": [["project"], ["namespace", "external"], []][index % 3],
+        }
+        if index % 3 != 2:
+            schema_type = V1_SCHEMA_TYPES[index % len(V1_SCHEMA_TYPES)]
+            endpoint["schema"] = {"content": "openapi: 3.0.0\npaths: {}\n"}
+            if schema_type is not None:
+                endpoint["schema"]["type"] = schema_type
+        if index % 4 == 1:
+            endpoint["displayName"] = ["Orders API", "  ", "Zählwerk ✓"][index % 3]
+        endpoints[name] = endpoint
+    return endpoints
+
+
+def v1_world() -> list[Entity]:
+    """Two namespaces, three projects, components of every type, readiness and owner
+    annotation, with every kind of endpoint, mapped once without and once with stub APIs."""
+    mapping = MappingConfig()
+    stubs = replace(mapping, apis_without_schema="stub")
+    namespaces = [
+        _v1_resource(
+            "acme",
+            None,
+            metadata={"annotations": {"openchoreo.dev/display-name": "Ácme 日本"}},
+            status={"phase": "Active"},
+        ),
+        _v1_resource(LONG, None, metadata={"deletionTimestamp": "2025-03-01T00:00:00Z"}),
+    ]
+    entities = [namespace_entity(namespace, mapping, PROVIDER) for namespace in namespaces]
+    projects = [
+        _v1_resource("shop", "acme", metadata={"annotations": {"backstage.io/owner": "team-p"}}),
+        _v1_resource(LONG, "acme", metadata={"annotations": {"backstage.io/owner": "a b"}}),
+        _v1_resource("default", LONG, status=_v1_status("True")),
+    ]
+    owners = {}
+    for resource in projects:
+        entities.append(v1_project_entity(resource, mapping, PROVIDER))
+        metadata = resource["metadata"]
+        owners[(metadata["namespace"], metadata["name"])] = project_owner(resource)
+    placement = [("acme", "shop"), ("acme", LONG), (LONG, "default")]
+    index = 0
+    for namespace, project in placement:
+        for stub in (False, True):
+            for component_type in V1_COMPONENT_TYPES:
+                index += 1
+                name = f"c-{index}" if index % 5 else f"{LONG[:-3]}-{index:02d}"
+                owner = V1_OWNERS[index % len(V1_OWNERS)]
+                spec: dict[str, Any] = {
+                    "owner": {"projectName": project},
+                    "componentType": component_type,
+                    "workflow": {
+                        "parameters": {"repository": REPOSITORIES[index % len(REPOSITORIES)]}
+                    },
+                }
+                metadata = {
+                    "uid": f"uid-{index}",
+                    "annotations": {
+                        "openchoreo.dev/display-name": ["", "Orders ✓", "  "][index % 3]
+                    },
+                }
+                if owner is not None:
+                    metadata["annotations"]["backstage.io/owner"] = owner
+                if index % 6 == 0:
+                    metadata["deletionTimestamp"] = "2025-03-01T00:00:00Z"
+                component = _v1_resource(
+                    name,
+                    namespace,
+                    metadata=metadata,
+                    spec=spec,
+                    status=_v1_status(V1_READY[index % len(V1_READY)]),
+                )
+                endpoint_names = AWKWARD_ENDPOINT_NAMES if index % 4 == 0 else ["api", "grpc"]
+                workload = (
+                    None
+                    if index % 7 == 0
+                    else _v1_resource(
+                        f"{name}-workload",
+                        namespace,
+                        spec={
+                            "owner": {"projectName": project, "componentName": name},
+                            "endpoints": _v1_endpoints(endpoint_names),
+                        },
+                    )
+                )
+                with structlog.testing.capture_logs():  # unusable owner annotations warn
+                    entities += v1_component_entities(
+                        component,
+                        workload,
+                        owners[(namespace, project)],
+                        stubs if stub else mapping,
+                        PROVIDER,
+                    )
+    return entities
+
+
+def test_v1_world_is_large_enough_to_mean_something() -> None:
+    entities = v1_world()
+    assert {entity.kind for entity in entities} == {"Domain", "System", "Component", "API"}
+    assert sum(entity.kind == "API" for entity in entities) > 100
+    assert any("providesApis" in entity.body["spec"] for entity in entities)
+    assert any("/" in entity.body["spec"].get("type", "") for entity in entities)
+
+
+def test_every_v1_entity_passes_backstage_validation() -> None:
+    """Component types with a slash, `not ready` lifecycles, bare owners: Backstage takes them,
+    and every domain, system and providesApis ref resolves inside the catalog."""
+    skip_unless_backstage_validator()
+    entities = v1_world()
+    problems = run_backstage_validator(entity_lines(entity.body for entity in entities))
+    assert problems == []
+
+
+def test_python_validator_accepts_every_v1_entity() -> None:
+    problems = {entity.ref: validate_entity(entity.body) for entity in v1_world()}
+    assert {ref: found for ref, found in problems.items() if found} == {}
+
+
+def test_backstage_reports_a_v1_component_whose_api_is_missing() -> None:
+    """The conformance run really resolves providesApis: without its API the component fails."""
+    skip_unless_backstage_validator()
+    mapping = MappingConfig()
+    domain = namespace_entity({"metadata": {"name": "acme"}}, mapping, PROVIDER)
+    system = v1_project_entity(_v1_resource("shop", "acme"), mapping, PROVIDER)
+    component, api = v1_component_entities(
+        _v1_resource("orders", "acme", spec={"owner": {"projectName": "shop"}}),
+        _v1_resource("orders-workload", "acme", spec={"endpoints": _v1_endpoints(["api"])}),
+        None,
+        mapping,
+        PROVIDER,
+    )
+    assert component.body["spec"]["providesApis"] == [api.ref]
+    bodies = [domain.body, system.body, component.body]
+    problems = run_backstage_validator(entity_lines(bodies))
+    assert [(problem["line"], problem["check"]) for problem in problems] == [(3, "ref")]
+    assert "spec.providesApis" in problems[0]["message"]
+    assert run_backstage_validator(entity_lines([*bodies, api.body])) == []

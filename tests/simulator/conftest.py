@@ -1,4 +1,9 @@
-"""Fixtures for the simulator tests: a fake clock and the handler as an httpx transport."""
+"""Fixtures for the simulator tests: a fake clock and the handler as an httpx transport.
+
+`simulate` serves the organization-era API (`api="orgs"`), which the older tests exercise;
+`simulate_v1` serves OpenChoreo v1. Both build clients on `BASE_URL` (`/api/v1`), so v1 paths
+read `/namespaces/...`; `ROOT_URL` reaches the public routes and the token endpoint.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from choreo_ingest.simulator.world import World
 from sim_support import simulator_transport
 
 BASE_URL = "http://simulator.test/api/v1"
+ROOT_URL = "http://simulator.test"
 
 
 class FakeClock:
@@ -55,17 +61,30 @@ def small_world() -> World:
 SimulatorFactory = Callable[..., tuple[SimulatorApi, httpx.Client]]
 
 
+def _factory(clock: FakeClock, api: str, clients: list[httpx.Client]) -> SimulatorFactory:
+    def make(world: World, **options: object) -> tuple[SimulatorApi, httpx.Client]:
+        settings = {"api": api, **options}
+        simulator = SimulatorApi(world, SimulatorOptions(**settings), clock)  # type: ignore[arg-type]
+        client = httpx.Client(transport=simulator_transport(simulator), base_url=BASE_URL)
+        clients.append(client)
+        return simulator, client
+
+    return make
+
+
 @pytest.fixture
 def simulate(clock: FakeClock) -> Iterator[SimulatorFactory]:
-    """`simulate(world, **options)` -> (api, httpx.Client on it), on the fake clock."""
+    """`simulate(world, **options)` -> (api, httpx.Client on it): org-era, on the fake clock."""
     clients: list[httpx.Client] = []
+    yield _factory(clock, "orgs", clients)
+    for client in clients:
+        client.close()
 
-    def make(world: World, **options: object) -> tuple[SimulatorApi, httpx.Client]:
-        api = SimulatorApi(world, SimulatorOptions(**options), clock)  # type: ignore[arg-type]
-        client = httpx.Client(transport=simulator_transport(api), base_url=BASE_URL)
-        clients.append(client)
-        return api, client
 
-    yield make
+@pytest.fixture
+def simulate_v1(clock: FakeClock) -> Iterator[SimulatorFactory]:
+    """`simulate_v1(world, **options)` -> (api, httpx.Client on it): v1, on the fake clock."""
+    clients: list[httpx.Client] = []
+    yield _factory(clock, "v1", clients)
     for client in clients:
         client.close()

@@ -92,7 +92,7 @@ class TestRoutesAndEnvelopes:
         assert body["error"]
 
     def test_custom_base_path_is_served(self, clock: FakeClock, small_world: World) -> None:
-        api = SimulatorApi(small_world, SimulatorOptions(base_path="/v2"), clock)
+        api = SimulatorApi(small_world, SimulatorOptions(api="orgs", base_path="/v2"), clock)
         assert api.handle("GET", "/v2/orgs", "", {}).status == 200
         assert api.handle("GET", "/api/v1/orgs", "", {}).status == 404
 
@@ -238,7 +238,8 @@ class TestObservability:
         assert TOKEN not in repr(api.request_log)
 
     def test_concurrent_requests_are_counted_in_flight(self, small_world: World) -> None:
-        api = SimulatorApi(small_world, SimulatorOptions(latency=0.05), SystemClock())
+        options = SimulatorOptions(api="orgs", latency=0.05)
+        api = SimulatorApi(small_world, options, SystemClock())
         barrier = threading.Barrier(6)
 
         def call() -> None:
@@ -256,7 +257,7 @@ class TestObservability:
         assert stats.max_requests_per_second == 6
 
     def test_handler_is_thread_safe_under_mutation(self, small_world: World) -> None:
-        api = SimulatorApi(small_world, SimulatorOptions(), SystemClock())
+        api = SimulatorApi(small_world, SimulatorOptions(api="orgs"), SystemClock())
         org, project, _ = names(small_world)
         path = f"/api/v1/orgs/{org}/projects/{project}/components"
         statuses: list[int] = []

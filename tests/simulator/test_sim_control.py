@@ -120,22 +120,139 @@ def test_control_bypasses_token_and_injected_faults(
     assert client.get(f"{ROOT}/_control/stats").json()["data"]["server_errors"] == 1
 
 
-@pytest.mark.slow
-def test_simulate_serve_control_flag_serves_the_routes() -> None:
+def v1_world() -> World:
+    world = World.empty()
+    world.add_org("acme")
+    world.add_project("acme", "shop")
+    world.add_component("acme", "shop", "cart", endpoints={"http": {"type": "REST", "port": 80}})
+    return world
+
+
+class TestV1:
+    def test_world_dump_holds_the_v1_resources(
+        self, simulate_v1: SimulatorFactory, small_world: World
+    ) -> None:
+        _, client = simulate_v1(small_world, control=True)
+        dump = client.get(f"{ROOT}/_control/world").json()["data"]
+        names = [n["metadata"]["name"] for n in small_world.v1_namespaces()]
+        assert dump == {
+            "namespaces": list(small_world.v1_namespaces()),
+            "projects": [p for name in names for p in small_world.v1_projects(name)],
+            "components": [c for name in names for c in small_world.v1_components(name)],
+            "workloads": [w for name in names for w in small_world.v1_workloads(name)],
+        }
+        orgs = client.get(f"{ROOT}/_control/world", params={"api": "orgs"}).json()["data"]
+        assert orgs["orgs"] == list(small_world.orgs())
+
+    def test_component_routes_take_namespace_and_find_the_project(
+        self, simulate_v1: SimulatorFactory
+    ) -> None:
+        _, client = simulate_v1(v1_world(), control=True)
+        params = {"namespace": "acme", "project": "shop", "name": "basket", "owner": "team-x"}
+        assert client.post(f"{ROOT}/_control/add_component", params=params).status_code == 200
+        basket = client.get("/namespaces/acme/components/basket").json()
+        assert basket["metadata"]["annotations"] == {"backstage.io/owner": "team-x"}
+        deleted = client.post(
+            f"{ROOT}/_control/delete_component", params={"namespace": "acme", "name": "basket"}
+        )
+        assert deleted.status_code == 200
+        assert client.get("/namespaces/acme/components/basket").status_code == 404
+
+    def test_workload_routes_add_change_and_delete_workloads(
+        self, simulate_v1: SimulatorFactory
+    ) -> None:
+        _, client = simulate_v1(v1_world(), control=True)
+        endpoints = {"grpc": {"type": "gRPC", "port": 50051}}
+        added = client.post(
+            f"{ROOT}/_control/add_workload",
+            params={"namespace": "acme", "name": "cart-2", "component": "cart",
+                    "endpoints": json.dumps(endpoints)},
+        )  # fmt: skip
+        assert added.json()["data"]["spec"]["endpoints"] == endpoints
+        changes = json.dumps({"deletionTimestamp": "2026-01-01T00:00:00Z"})
+        update = {"kind": "workload", "namespace": "acme", "name": "cart-2", "changes": changes}
+        assert client.post(f"{ROOT}/_control/update", params=update).status_code == 200
+        workload = client.get("/namespaces/acme/workloads/cart-2").json()
+        assert workload["metadata"]["deletionTimestamp"] == "2026-01-01T00:00:00Z"
+        gone = {"namespace": "acme", "name": "cart-workload"}
+        assert client.post(f"{ROOT}/_control/delete_workload", params=gone).status_code == 200
+        listed = client.get("/namespaces/acme/workloads").json()["items"]
+        assert [w["metadata"]["name"] for w in listed] == ["cart-2"]
+
+    @pytest.mark.parametrize(
+        ("kind", "name"), [("namespace", "acme"), ("project", "shop"), ("component", "cart")]
+    )
+    def test_update_sets_a_deletion_timestamp_on_any_kind(
+        self, simulate_v1: SimulatorFactory, kind: str, name: str
+    ) -> None:
+        _, client = simulate_v1(v1_world(), control=True)
+        changes = json.dumps({"deletionTimestamp": "2026-01-01T00:00:00Z"})
+        params = {"kind": kind, "namespace": "acme", "name": name, "changes": changes}
+        assert client.post(f"{ROOT}/_control/update", params=params).status_code == 200
+        path = {"namespace": "", "project": "/projects/shop", "component": "/components/cart"}
+        resource = client.get(f"/namespaces/acme{path[kind]}").json()
+        assert resource["metadata"]["deletionTimestamp"] == "2026-01-01T00:00:00Z"
+
+    @pytest.mark.parametrize(
+        ("route", "params", "status"),
+        [
+            ("update", {"kind": "teapot", "namespace": "acme", "name": "x"}, 400),
+            ("update", {"kind": "workload", "namespace": "acme", "name": "ghost"}, 404),
+            ("add_workload", {"namespace": "acme", "name": "w", "component": "ghost"}, 404),
+            ("delete_workload", {"namespace": "acme", "name": "ghost"}, 404),
+            ("delete_component", {"namespace": "acme", "name": "ghost"}, 404),
+        ],
+        ids=["kind", "missing-workload", "missing-component", "delete-missing", "no-project"],
+    )
+    def test_bad_v1_control_requests_get_an_error_envelope(
+        self, simulate_v1: SimulatorFactory, route: str, params: dict[str, str], status: int
+    ) -> None:
+        _, client = simulate_v1(v1_world(), control=True)
+        response = client.post(f"{ROOT}/_control/{route}", params=params)
+        assert response.status_code == status
+        assert response.json()["success"] is False
+
+
+def serve(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """`choreo-ingest simulate serve --port 0 OPTIONS` and the URL it prints."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "choreo_ingest", "simulate", "serve", "--port", "0", "--control"],
+        [sys.executable, "-m", "choreo_ingest", "simulate", "serve", "--port", "0", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stderr is not None
+    return process, process.stderr.readline().rsplit(" ", 1)[-1].strip()
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    process.communicate(timeout=10)
+    assert process.returncode == 0
+
+
+@pytest.mark.slow
+def test_simulate_serve_speaks_v1_with_oauth_by_default() -> None:
+    process, url = serve("--control", "--oauth-client-id", "c", "--oauth-client-secret", "s")
     try:
-        assert process.stderr is not None
-        url = process.stderr.readline().rsplit(" ", 1)[-1].strip()
         root = url.removesuffix("/api/v1")
-        httpx.get(f"{url}/orgs", params={"pagination": "cursor"})
+        form = {"grant_type": "client_credentials", "client_id": "c", "client_secret": "s"}
+        token = httpx.post(f"{root}/oauth2/token", data=form).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert len(httpx.get(f"{url}/namespaces", headers=headers).json()["items"]) == 3
+        stats = httpx.get(f"{root}/_control/stats").json()["data"]
+        assert (stats["api_requests"], stats["token_requests"]) == (1, 1)
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_simulate_serve_control_flag_serves_the_routes() -> None:
+    process, url = serve("--control", "--api", "orgs")
+    try:
+        root = url.removesuffix("/api/v1")
+        assert httpx.get(f"{url}/orgs", params={"pagination": "cursor"}).status_code == 200
         stats = httpx.get(f"{root}/_control/stats").json()["data"]
         assert stats["total_requests"] == 1
     finally:
-        process.terminate()
-        process.communicate(timeout=10)
-    assert process.returncode == 0
+        stop(process)

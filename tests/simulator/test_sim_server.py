@@ -26,7 +26,7 @@ def world() -> World:
 
 @pytest.fixture
 def server(world: World) -> Iterator[RunningServer]:
-    with start_server(SimulatorApi(world, SimulatorOptions(token=TOKEN))) as running:
+    with start_server(SimulatorApi(world, SimulatorOptions(api="orgs", token=TOKEN))) as running:
         yield running
 
 
@@ -124,7 +124,7 @@ def test_stop_closes_idle_keep_alive_connections(world: World) -> None:
 def test_serve_forever_prints_only_its_url_and_stays_quiet() -> None:
     code = (
         "from choreo_ingest.simulator.server import serve_forever\n"
-        "serve_forever(port=0, orgs=2, projects=1, components=3, token='t')\n"
+        "serve_forever(port=0, orgs=2, projects=1, components=3, token='t', api='orgs')\n"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -144,3 +144,24 @@ def test_serve_forever_prints_only_its_url_and_stays_quiet() -> None:
     assert process.returncode == 0
     assert stdout == ""
     assert stderr == ""
+
+
+def test_v1_token_and_walk_over_real_sockets(world: World) -> None:
+    options = SimulatorOptions(oauth_client_id="c", oauth_client_secret="s", base_path="/v2")
+    with start_server(SimulatorApi(world, options)) as running:
+        assert running.url == f"http://127.0.0.1:{running.port}/api/v1"
+        form = {"grant_type": "client_credentials", "client_id": "c", "client_secret": "s"}
+        with httpx.Client(base_url=running.url) as client:
+            token = client.post(f"{running.root_url}/oauth2/token", data=form).json()
+            client.headers["Authorization"] = f"Bearer {token['access_token']}"
+            namespace = next(world.v1_namespaces())["metadata"]["name"]
+            params: dict[str, str | int] = {"limit": 7}
+            seen: list[str] = []
+            while True:
+                page = client.get(f"/namespaces/{namespace}/workloads", params=params).json()
+                seen += [item["metadata"]["name"] for item in page["items"]]
+                if not page["pagination"].get("nextCursor"):
+                    break
+                params["cursor"] = page["pagination"]["nextCursor"]
+        assert seen == [w["metadata"]["name"] for w in world.v1_workloads(namespace)]
+        assert running.accepted_connections == 1

@@ -66,6 +66,8 @@ REGIONS: dict[str, tuple[int, int | None]] = {
     "complete_cycle": (3, None),  # to the end of the run
 }
 TRANSACTIONS = {"commit_page": 1, "complete_cycle": 2}
+INDEX = "seen-entity"
+"""The lookup-index table the providers of this scenario write, one row per entity."""
 """How many transactions each region holds: one per page, one per cycle completion."""
 
 
@@ -174,11 +176,17 @@ def scenario_config(directory: Path) -> Config:
 def run_cycle_two_traced(directory: Path, region: str, tracer: CrashingTracer) -> None:
     """Cycle 1 through `run_once`; cycle 2 through the engine on a traced store."""
     config, clock, state_path = scenario_config(directory), FakeClock(), directory / "state.db"
-    run_once(config, state_path, clock, providers={"fake": FakeProvider(SOURCE_1, PAGE_SIZE)})
+    first = FakeProvider(SOURCE_1, PAGE_SIZE, index_table=INDEX)
+    run_once(config, state_path, clock, providers={"fake": first})
     clock.advance(REST)
     start, stop = REGIONS[region]
     provider = RegionProvider(
-        SOURCE_2, PAGE_SIZE, tracer=tracer, start_on_page=start, stop_on_page=stop
+        SOURCE_2,
+        PAGE_SIZE,
+        index_table=INDEX,
+        tracer=tracer,
+        start_on_page=start,
+        stop_on_page=stop,
     )
     with Store.open(state_path, tracer=tracer) as store:
         outcome = BurstEngine(config, store, clock, rng=random.Random(0)).run_provider(provider)
@@ -224,7 +232,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def converge(state_path: Path, clock: FakeClock) -> None:
     """Run as cron would until cycle 2 completes (a crashed burst resumes at once)."""
-    provider = FakeProvider(SOURCE_2, PAGE_SIZE)
+    provider = FakeProvider(SOURCE_2, PAGE_SIZE, index_table=INDEX)
     config = scenario_config(state_path.parent)
     for _ in range(3):
         result = run_once(config, state_path, clock, providers={"fake": provider})
@@ -273,6 +281,12 @@ def assert_cycle_two_converged(state_path: Path) -> None:
     assert counters["entities_upserted"] == 8 + 3
     assert counters["entities_removed"] == 2
     assert counters["cycles_completed"] == 2
+    index = read_tables(state_path)["provider_index"]
+    assert sorted(row[2] for row in index) == sorted(entity.name for entity in SOURCE_2)
+    assert {row[5] for row in index} == {2}, "rows of cycle 1 only are pruned by cycle 2"
+    facts = read_tables(state_path)["provider_facts"]
+    # "4": a resumed burst asks for the empty page after the last one to learn it is done
+    assert [(row[1], row[2]) for row in facts] in ([("lastPage", "3")], [("lastPage", "4")])
 
 
 class TestTracedCrash:
@@ -297,8 +311,15 @@ class TestTracedCrash:
             "openchoreo_incremental_ingestion_state",
             "cycles",
             "counters",
+            "provider_index",
+            "provider_facts",
         ):
             assert table in statements
+
+    def test_cycle_completion_prunes_the_lookup_index(self) -> None:
+        statements = reference("complete_cycle").statements
+
+        assert "delete-provider_index" in statements
 
     def test_crash_leaves_operation_whole_and_next_run_converges(
         self, tmp_path: Path, crash_point: tuple[str, int]

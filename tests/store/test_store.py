@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from choreo_ingest.models import (
     Delta,
     Entity,
     EntityIteratorResult,
+    IndexEntry,
     ProviderRecord,
     ProviderState,
     QueueItem,
@@ -638,3 +640,108 @@ def page_pushing(*keys: str) -> EntityIteratorResult:
         cursor=None,
         queue_items=[QueueItem("seen", key, {"name": key}) for key in keys],
     )
+
+
+def indexed(table: str, key: str, group: str = "", value: object = True) -> IndexEntry:
+    return IndexEntry(table, key, group, value)
+
+
+class TestLookupIndex:
+    def test_page_rows_are_found_by_key_and_by_group_in_key_order(self, store: Store) -> None:
+        record = begin_cycle(store)
+        rows = [indexed("w", "ns/b", "ns/c1", 2), indexed("w", "ns/a", "ns/c1", 1),
+                indexed("w", "ns/z", "ns/c2", 3), indexed("other", "ns/a", "ns/c1", 9)]  # fmt: skip
+        store.commit_page("fake", record.cycle_id, replace(page(), index=rows), None, T0)
+
+        by_key = store.index_by_key("fake", "w", ["ns/a", "ns/missing"])
+        by_group = store.index_by_group("fake", "w", ["ns/c1", "ns/c2", "ns/none"])
+
+        assert {key: row.value for key, row in by_key.items()} == {"ns/a": 1}
+        assert {g: [row.value for row in found] for g, found in by_group.items()} == {
+            "ns/c1": [1, 2],
+            "ns/c2": [3],
+            "ns/none": [],
+        }
+
+    def test_a_later_row_replaces_and_a_none_value_deletes(self, store: Store) -> None:
+        record = begin_cycle(store)
+        store.commit_page(
+            "fake", record.cycle_id, replace(page(), index=[indexed("w", "k", "g1", 1)]), None, T0
+        )
+        store.commit_page(
+            "fake", record.cycle_id, replace(page(), index=[indexed("w", "k", "g2", 2)]), None, T0
+        )
+        assert [row.value for row in store.index_by_group("fake", "w", ["g2"])["g2"]] == [2]
+        assert store.index_by_group("fake", "w", ["g1"])["g1"] == []
+
+        delta = Delta(index=[IndexEntry("w", "k")])
+        store.apply_delta("fake", record.cycle_id, delta, T0)
+
+        assert store.index_by_key("fake", "w", ["k"]) == {}
+
+    def test_min_cycle_hides_rows_an_earlier_cycle_wrote(self, store: Store) -> None:
+        first = begin_cycle(store)
+        store.commit_page(
+            "fake", first.cycle_id, replace(page(), index=[indexed("w", "old", "g")]), None, T0
+        )
+        second = begin_cycle(store)
+        store.commit_page(
+            "fake", second.cycle_id, replace(page(), index=[indexed("w", "new", "g")]), None, T0
+        )
+
+        current = store.index_by_group("fake", "w", ["g"], min_cycle=second.cycle_id)["g"]
+        every = store.index_by_group("fake", "w", ["g"])["g"]
+
+        assert [row.key for row in current] == ["new"]
+        assert [row.key for row in every] == ["new", "old"]
+
+    def test_completed_cycle_prunes_rows_it_did_not_write(self, store: Store) -> None:
+        first = begin_cycle(store)
+        rows = [indexed("w", "kept", "g"), indexed("w", "gone", "g")]
+        store.commit_page(
+            "fake", first.cycle_id, replace(page([make_entity("a")]), index=rows), None, T0
+        )
+        store.complete_cycle(first, NO_GUARDS, T0)
+        second = begin_cycle(store)
+        kept = replace(page([make_entity("a")]), index=[indexed("w", "kept", "g")])
+        store.commit_page("fake", second.cycle_id, kept, None, T0)
+
+        store.complete_cycle(second, NO_GUARDS, T0)
+
+        assert [row.key for row in store.index_by_group("fake", "w", ["g"])["g"]] == ["kept"]
+
+    def test_rows_belong_to_their_provider(self, store: Store) -> None:
+        record = begin_cycle(store)
+        store.commit_page(
+            "fake", record.cycle_id, replace(page(), index=[indexed("w", "k", "g")]), None, T0
+        )
+
+        assert store.index_by_key("other", "w", ["k"]) == {}
+
+    def test_facts_are_set_replaced_and_removed_with_pages(self, store: Store) -> None:
+        record = begin_cycle(store)
+        store.commit_page(
+            "fake", record.cycle_id, replace(page(), facts={"api": "orgs", "x": "1"}), None, T0
+        )
+        store.commit_page(
+            "fake", record.cycle_id, replace(page(), facts={"api": "v1", "x": None}), None, T0
+        )
+
+        assert store.facts("fake") == {"api": "v1"}
+        assert store.facts("other") == {}
+
+    def test_status_shows_facts_and_reports_the_problem_fact(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        record = begin_cycle(store)
+        facts = {"api": "v1", "problem": "the listing never completes"}
+        store.commit_page("fake", record.cycle_id, replace(page(), facts=facts), None, T0)
+
+        status = provider_status(store, make_config(tmp_path), "fake", T0).to_json()
+        metrics = provider_metrics(store, "fake", run_at=T0)
+
+        assert status["api"] == "v1"
+        assert "problem" not in status
+        assert "the listing never completes" in status["problems"]
+        assert status["healthy"] is False
+        assert metrics.api == "v1"

@@ -2,8 +2,11 @@
 
 One `OpenChoreoClient` lives for one burst. It sends every request through a shared
 `RequestLimiter`, caps each request's timeouts at the time left before the burst deadline,
-retries what is worth retrying, and translates every failure once into the errors of
-`choreo_ingest.errors`. Error texts name method, path, status and the API's code, never the token.
+sends the bearer token its `Credentials` hold (refreshing it once on a 401), retries what is worth
+retrying, and translates every failure once into the errors of `choreo_ingest.errors`. It knows
+no API generation: it returns parsed JSON bodies, and the generation modules (`api_v1`,
+`api_orgs`) read envelopes and pagination and say which statuses mean an expired cursor.
+Error texts name method, path, status and the API's code, never a secret.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 import random
 import ssl
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC
@@ -34,27 +37,27 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
+from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
 BACKOFF_BASE = 0.2
 """Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
-MAX_PAGE_LIMIT = 1024
-"""The API clamps a larger `limit` silently."""
+API_PREFIX = "/api/v1"
+"""Every generation's resource routes sit below it; a base URL may or may not end with it."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 
+MIN_REDACTED_LENGTH = 8
+"""Shorter secrets are not searched for in error texts: a one-letter token would mangle words."""
+FORBIDDEN_ADVICE = (
+    "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
+    "role for catalogs is backstage-catalog-reader)"
+)
+
 Params = Mapping[str, str | int]
 _Error = TypeVar("_Error", bound=ProviderError)
-
-
-@dataclass(frozen=True)
-class ListPage:
-    """One page of a cursor-paginated listing; `next_cursor == ""` means the listing is finished."""
-
-    items: list[dict[str, Any]]
-    next_cursor: str
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,12 @@ class OpenChoreoClient:
         transport: object | None = None,
         user_agent: str | None = None,
         rng: Callable[[], float] = random.random,
+        credentials: Credentials | None = None,
     ) -> None:
         if not config.base_url:
             raise ConfigError("is required", path="openchoreo.baseUrl")
-        self._base_url = config.base_url.rstrip("/")
-        self._token = config.token or None
+        self._base_url = api_root(config.base_url)
+        self.server_root = self._base_url.removesuffix(API_PREFIX)
         self._clock = clock
         self._deadline = deadline
         self._request_timeout = config.incremental.request_timeout
@@ -103,8 +107,6 @@ class OpenChoreoClient:
             clock=clock,
         )
         headers = {"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
         self._http = httpx.Client(
             base_url=self._base_url + "/",
             headers=headers,
@@ -115,6 +117,9 @@ class OpenChoreoClient:
                 max_connections=self._limiter.max_concurrent,
                 max_keepalive_connections=self._limiter.max_concurrent,
             ),
+        )
+        self._credentials = credentials or credentials_for(
+            config.auth, clock=clock, post_form=form_poster(config, transport)
         )
         self._pool: ThreadPoolExecutor | None = None
         self._count_lock = threading.Lock()
@@ -146,37 +151,40 @@ class OpenChoreoClient:
         with self._count_lock:
             return self._requests_sent
 
-    def list_page(self, path: str, *, limit: int, cursor: str | None) -> ListPage:
-        """One page of a listing; raises PermanentError for a server without cursor pagination."""
-        params: dict[str, str | int] = {"limit": limit}
-        if cursor is not None:
-            params["cursor"] = cursor
-        params["pagination"] = "cursor"
-        data = self.get(path, params)
-        items = data.get("items")
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise self._error(
-                PermanentError, "GET", path, 200, None, "response data has no list of items"
-            )
-        next_cursor = data.get("nextCursor")
-        if next_cursor is None:
-            raise PermanentError(
-                f"the OpenChoreo API at {self._base_url} does not support cursor pagination "
-                f"(no nextCursor in GET {path})",
-                method="GET",
-                path=path,
-                status=200,
-            )
-        if not isinstance(next_cursor, str):
-            raise self._error(PermanentError, "GET", path, 200, None, "nextCursor is not a string")
-        return ListPage(items=items, next_cursor=next_cursor)
+    @property
+    def base_url(self) -> str:
+        """The API root every request path is relative to (`https://host/api/v1`)."""
+        return self._base_url
 
-    def get(self, path: str, params: Params | None = None) -> dict[str, Any]:
-        """The `data` object of a successful GET; every failure raises a ProviderError."""
-        response = self._send("GET", path, params)
-        return self._data(path, response)
+    def get_json(
+        self, path: str, params: Params | None = None, *, expired_on: Collection[int] = ()
+    ) -> Any:
+        """The parsed JSON body of a successful GET; every failure raises a ProviderError.
 
-    def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[dict[str, Any] | NotFound]:
+        A status in `expired_on` means the request's cursor has expired (CursorExpired, never
+        retried): the generation knows which statuses say so.
+        """
+        response = self._send("GET", path, params, expired_on)
+        return self._json(path, response)
+
+    def get_public(self, path: str) -> Any:
+        """A public route at the server root (`/version`, `/.well-known/...`), sent without
+        credentials, once, no retries: what a probe needs."""
+        url = self.server_root + path
+        self._check_deadline("GET", path)
+        try:
+            with self._count_lock:
+                self._requests_sent += 1
+            response = self._http.get(url, timeout=httpx.Timeout(self._timeout_now()))
+        except httpx.HTTPError as error:
+            raise TransientError(
+                f"GET {path}: {type(error).__name__}", method="GET", path=path
+            ) from None
+        if not response.is_success:
+            raise self._translate("GET", path, response, MAX_ATTEMPTS, ())
+        return self._json(path, response)
+
+    def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | NotFound]:
         """GET each (path, params) with bounded concurrency; results in input order.
 
         A 404 gives a `NotFound` in its place; any other failure raises (the first one in
@@ -200,18 +208,22 @@ class OpenChoreoClient:
             raise _exception_of(failed[0])
         return [future.result() for future in futures]
 
-    def _get_or_not_found(self, path: str, params: Params) -> dict[str, Any] | NotFound:
+    def _get_or_not_found(self, path: str, params: Params) -> Any | NotFound:
         try:
-            return self.get(path, params)
+            return self.get_json(path, params)
         except NotFoundError as gone:
             return NotFound(path=path, code=gone.code)
 
-    def _send(self, method: str, path: str, params: Params | None) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, params: Params | None, expired_on: Collection[int]
+    ) -> httpx.Response:
         path = path.partition("?")[0]
         failure: ProviderError | None = None
+        refreshed = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            token = self._credentials.bearer()
             try:
-                response = self._send_once(method, path, params)
+                response = self._send_once(method, path, params, token)
             except httpx.TimeoutException:
                 failure = TransientError(
                     f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
@@ -232,7 +244,11 @@ class OpenChoreoClient:
             else:
                 if response.is_success:
                     return response
-                failure = self._translate(method, path, response, attempt)
+                if response.status_code == 401 and not refreshed and self._credentials.config_key:
+                    refreshed = True  # a token that expired early, or a rotated token file
+                    self._credentials.refresh(token)
+                    continue
+                failure = self._translate(method, path, response, attempt, expired_on)
                 if not isinstance(failure, TransientError):
                     raise failure
             delay = (
@@ -245,27 +261,35 @@ class OpenChoreoClient:
             self._clock.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
-    def _send_once(self, method: str, path: str, params: Params | None) -> httpx.Response:
+    def _send_once(
+        self, method: str, path: str, params: Params | None, token: str | None
+    ) -> httpx.Response:
         self._check_deadline(method, path)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             with self._limiter.slot(self._deadline):
-                timeout = self._request_timeout
-                if self._deadline is not None:
-                    timeout = min(timeout, self._deadline - self._clock.monotonic())
-                    if timeout <= 0:
-                        self._check_deadline(method, path)
+                timeout = self._timeout_now()
+                if timeout <= 0:
+                    self._check_deadline(method, path)
                 with self._count_lock:
                     self._requests_sent += 1
                 return self._http.request(
                     method,
                     path.lstrip("/"),
                     params=dict(params) if params else None,
+                    headers=headers,
                     timeout=httpx.Timeout(timeout),
                 )
         except DeadlineExceeded as error:
             if error.path is not None:
                 raise
             raise DeadlineExceeded(f"{method} {path}: {error}", method=method, path=path) from None
+
+    def _timeout_now(self) -> float:
+        """The request timeout, cut to the time left before the burst deadline."""
+        if self._deadline is None:
+            return self._request_timeout
+        return min(self._request_timeout, self._deadline - self._clock.monotonic())
 
     def _check_deadline(self, method: str, path: str) -> None:
         if self._deadline is not None and self._clock.monotonic() >= self._deadline:
@@ -280,18 +304,27 @@ class OpenChoreoClient:
         return self._clock.monotonic() + delay < self._deadline
 
     def _translate(
-        self, method: str, path: str, response: httpx.Response, attempt: int
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        attempt: int,
+        expired_on: Collection[int],
     ) -> ProviderError:
         status = response.status_code
         code, message = _error_fields(response)
-        if status in (401, 403):
+        if status in expired_on:
+            return self._error(CursorExpired, method, path, status, code, message)
+        if status == 401:
+            key = self._credentials.config_key
+            advice = f"check {key}" if key else "the API needs credentials: set openchoreo.auth"
+            return self._error(AuthError, method, path, status, code, f"{message}; {advice}")
+        if status == 403:
             return self._error(
-                AuthError, method, path, status, code, f"{message}; check openchoreo.token"
+                AuthError, method, path, status, code, f"{message}; {FORBIDDEN_ADVICE}"
             )
         if status == 404:
             return self._error(NotFoundError, method, path, status, code, message)
-        if status == 410:
-            return self._error(CursorExpired, method, path, status, code, message)
         if status == 429:
             retry_after = _retry_after_seconds(response.headers.get("Retry-After"), self._clock)
             if retry_after is None:
@@ -304,22 +337,13 @@ class OpenChoreoClient:
             return self._error(TransientError, method, path, status, code, message)
         return self._error(PermanentError, method, path, status, code, message)
 
-    def _data(self, path: str, response: httpx.Response) -> dict[str, Any]:
-        status = response.status_code
+    def _json(self, path: str, response: httpx.Response) -> Any:
         try:
-            body = response.json()
+            return response.json()
         except ValueError:
             raise self._error(
-                PermanentError, "GET", path, status, None, "response body is not JSON"
+                PermanentError, "GET", path, response.status_code, None, "response body is not JSON"
             ) from None
-        if not isinstance(body, dict) or "data" not in body or body.get("success") is False:
-            raise self._error(
-                PermanentError, "GET", path, status, None, "response is not an OpenChoreo envelope"
-            )
-        data = body["data"]
-        if not isinstance(data, dict):
-            raise self._error(PermanentError, "GET", path, status, None, "data is not an object")
-        return data
 
     def _error(
         self,
@@ -334,7 +358,10 @@ class OpenChoreoClient:
         return kind(text, method=method, path=path, status=status, code=code)
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, "<redacted>") if self._token else text
+        for secret in self._credentials.secrets():
+            if len(secret) >= MIN_REDACTED_LENGTH:
+                text = text.replace(secret, "<redacted>")
+        return text
 
 
 def _describe(method: str, path: str, status: int, code: str | None, message: str) -> str:
@@ -342,12 +369,56 @@ def _describe(method: str, path: str, status: int, code: str | None, message: st
     return f"{head}: {message}" if message else head
 
 
+def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> PostForm:
+    """A `PostForm` for the OAuth token endpoint: one short-lived connection per grant (a grant
+    is rare), with the API's TLS settings, so credentials can outlive any one burst's client."""
+
+    def post_form(url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+        where = _without_query(url)
+        try:
+            with httpx.Client(
+                transport=_transport(transport), verify=_verify(config), follow_redirects=False
+            ) as http:
+                response = http.post(
+                    url,
+                    data=dict(fields),
+                    headers={"Accept": "application/json", "User-Agent": default_user_agent()},
+                    timeout=httpx.Timeout(config.incremental.request_timeout),
+                )
+        except httpx.HTTPError as error:
+            raise TransientError(
+                f"POST {where}: {type(error).__name__}",
+                method="POST",
+                path=where,
+                code="CONNECTION_ERROR",
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return response.status_code, body
+
+    return post_form
+
+
+def api_root(base_url: str) -> str:
+    """The configured base URL with the `/api/v1` prefix, whether or not it was given with it."""
+    base = base_url.rstrip("/")
+    return base if base.endswith(API_PREFIX) else base + API_PREFIX
+
+
+def _without_query(url: str) -> str:
+    return url.partition("?")[0]
+
+
 def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
-    """(API code, server message) from an error body: the envelope or the 401 `{error, message}`."""
+    """(API code, server message) from an error body: an error object (`{error, code}`, the
+    org-era envelope, the 401 `{error, message}`) or a short text (a 400 naming a parameter)."""
     try:
         body = response.json()
     except ValueError:
-        return None, response.reason_phrase
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+        return None, text or response.reason_phrase
     if not isinstance(body, dict):
         return None, response.reason_phrase
     metadata = body.get("metadata")

@@ -11,6 +11,7 @@ entity refs case-insensitively: `c-Api` and `c-api` would be one entity to it.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -236,7 +237,7 @@ def _spec_problems(kind: str, spec: Mapping[str, Any], namespace: str) -> list[s
             problems.append(f"{where}: {problem}")
     owner = spec.get("owner")
     if _is_non_empty_str(owner):
-        problem = _ref_problem(owner, "Group", namespace, allowed_kinds=_OWNER_KINDS)
+        problem = owner_problem(owner, namespace)
         if problem:
             problems.append(f"spec.owner: {problem}")
     return problems
@@ -260,6 +261,15 @@ def _ref_problem(
     return None
 
 
+def owner_problem(owner: object, namespace: str = "default") -> str | None:
+    """Why `owner` cannot be an entity's `spec.owner` (None when it can): it must parse as an
+    entity ref, name a Group (the default kind) or a User, and name an entity that can exist.
+
+    A bare name (`team-x`) is fine: Backstage reads it as a group in the entity's namespace.
+    """
+    return _ref_problem(owner, "Group", namespace, allowed_kinds=_OWNER_KINDS)
+
+
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
@@ -281,10 +291,24 @@ def entity_name(raw: str) -> str:
 
     OpenChoreo's own names (Kubernetes names) always pass unchanged.
     """
-    if is_valid_entity_name(raw) and raw == raw.lower():
+    if _is_plain_name(raw):
         return raw
+    return hashed_entity_name(raw, raw)
+
+
+def hashed_entity_name(raw: str, key: str) -> str:
+    """`raw` made a valid name (sanitized, cut to fit) that always ends in a hash of `key`.
+
+    For a name that must differ from `raw` even when `raw` is valid (its plain form is taken),
+    and for names built by joining parts: `key` should encode the parts unambiguously, so two
+    different inputs that join to one string still get different names.
+    """
     base = _SEPARATOR_RUN.sub(lambda run: run.group(0)[0], _NOT_NAME_CHAR.sub("-", _ascii(raw)))
-    return _with_hash(base.strip("-_."), raw, "-_.")
+    return _with_hash(base.strip("-_."), key, "-_.")
+
+
+def _is_plain_name(raw: str) -> bool:
+    return is_valid_entity_name(raw) and raw == raw.lower()
 
 
 def namespace_name(raw: str) -> str:
@@ -301,6 +325,31 @@ def api_entity_name(component: str, endpoint: str) -> str:
     their inputs do, and every changed name carries a hash of its whole unsanitized input.
     """
     return entity_name(f"{component}-{endpoint}")
+
+
+def v1_api_entity_name(project: str, component: str, endpoint: str) -> str:
+    """The API entity name of an endpoint under the v1 API: `<project>-<component>-<endpoint>`,
+    the name OpenChoreo's own Backstage provider gives it, made valid.
+
+    A valid lower-case joined name is kept as it is, so refs stay those that provider's users
+    already have. Otherwise the name is sanitized, cut to fit 63 characters and given a hash of
+    the whole unsanitized triple (not of the joined string), so two different triples never
+    meet on one sanitized name.
+
+    Two triples can still meet on one *plain* name: (`a`, `b-c`, `e`) and (`a-b`, `c`, `e`)
+    both give `a-b-c-e`, as they do in OpenChoreo's provider. Telling those apart needs the
+    whole catalog, so it is the caller's job (it passes its own `api_name` to the mapping).
+    """
+    joined = f"{project}-{component}-{endpoint}"
+    if _is_plain_name(joined):
+        return joined
+    return hashed_entity_name(joined, json.dumps([project, component, endpoint]))
+
+
+def entity_ref_of(kind: str, namespace: str, name: str) -> str:
+    """The full ref (`component:acme/orders`) of the entity we write for the OpenChoreo
+    resource `name` in `namespace`, both made valid as the mappings make them."""
+    return f"{kind.lower()}:{namespace_name(namespace)}/{entity_name(name)}"
 
 
 def tag(raw: str) -> str | None:

@@ -1,143 +1,120 @@
-"""The OpenChoreo provider: a three-phase walk, one API list page per `next()` call.
+"""The OpenChoreo provider: a walk through one API generation's listings, one page per `next()`.
 
-    orgs        GET /orgs                                   -> Domain entities, push each org
-    projects    per queued org: GET /orgs/{org}/projects    -> System entities, push each project
-    components  per queued project: GET .../components, then one detail call per component
-                (`include=type,workload`)                   -> Component + API entities
+The generation (`api_v1`, `api_orgs`) says which listings there are, in which order, and what
+their items become; this module keeps the place. Its cursor holds the generation, the phase, the
+one listing cursor in use and the position reached in the queue the phase iterates, so it stays
+small however big the platform is. Queue pushes and index rows ride in the same page as the
+listing that found them, which makes restarting a listing harmless.
 
-The cursor holds only the three listings' API cursors and the positions reached in the engine's
-durable org and project queues, so it stays small however big the platform is. Queue pushes ride
-in the same page as the listing that found them; the engine drops a re-push of a key it already
-holds in this cycle, which makes restarting a listing harmless.
+Under `openchoreo.api: auto` the first request of a cycle decides the generation: the first page
+of v1's namespace listing, else of the org-era organization listing. That page is the walk's
+first page, so detection costs no request of its own.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any
 
-from choreo_ingest.config import Config
-from choreo_ingest.errors import CursorExpired, PermanentError
-from choreo_ingest.models import (
-    JSON,
-    Delta,
-    Entity,
-    EntityIteratorResult,
-    Event,
-    QueuedItem,
-    QueueItem,
-)
-from choreo_ingest.providers.base import BurstContext, QueueReader
+import structlog
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config, effective_chunk_size
+from choreo_ingest.errors import CursorExpired, PermanentError, TransientError
+from choreo_ingest.models import JSON, Check, Delta, EntityIteratorResult, Event, QueuedItem
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
-    MAX_PAGE_LIMIT,
-    ListPage,
-    NotFound,
     NotFoundError,
     OpenChoreoClient,
     default_user_agent,
+    form_poster,
 )
-from choreo_ingest.providers.openchoreo.deltas import event_delta
-from choreo_ingest.providers.openchoreo.entities import (
-    being_deleted,
-    component_entities,
-    live,
-    organization_entity,
-    project_entity,
+from choreo_ingest.providers.openchoreo.generation import Generation, Harvest, ListPage, Walk
+from choreo_ingest.providers.openchoreo.generations import (
+    GENERATIONS,
+    configured_api,
+    generation_named,
 )
 
-Phase = Literal["orgs", "projects", "components"]
-PHASES: tuple[Phase, ...] = ("orgs", "projects", "components")
-ORG_QUEUE = "orgs"
-PROJECT_QUEUE = "projects"
+log = structlog.get_logger("choreo_ingest.providers.openchoreo")
+
 BEFORE_FIRST = -1
 """Queue position before any item (positions are never negative)."""
-DETAIL_PARAMS = {"include": "type,workload"}
+MAX_RESTARTS_PER_BURST = 3
+"""Restarts of one listing within one burst before the burst fails."""
+STALE_STARTS_REPORTED = 3
+"""Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
+_LEGACY_PHASES = ("orgs", "projects", "components")
 
 
 @dataclass
 class TraversalCursor:
-    """Where the walk stands; serialized with the camelCase keys of DESIGN.md."""
+    """Where the walk stands; serialized with camelCase keys."""
 
-    phase: Phase = "orgs"
-    org_api_cursor: str | None = None
-    project_api_cursor: str | None = None
-    component_api_cursor: str | None = None
-    org_position: int = BEFORE_FIRST
-    """Position of the last org whose projects are all listed."""
-    project_position: int = BEFORE_FIRST
-    """Position of the last project whose components are all listed."""
+    api: str
+    phase: int = 0
+    api_cursor: str | None = None
+    position: int = BEFORE_FIRST
+    """Position of the last queue item whose listing is complete (in the phase's queue)."""
     cursor_reset_count: int = 0
-    bad_cursor_restarts: int = 0
-    """Restarts of the current listing after a 400 on its cursor; a second 400 fails the burst."""
+    stale_starts: int = 0
+    """Bursts in a row that began on a stored cursor that had expired."""
 
-    def to_json(self) -> dict[str, JSON]:
+    def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
-            "phase": self.phase,
-            "orgApiCursor": self.org_api_cursor,
-            "projectApiCursor": self.project_api_cursor,
-            "componentApiCursor": self.component_api_cursor,
-            "orgPosition": self.org_position,
-            "projectPosition": self.project_position,
+            "api": self.api,
+            "phase": generation.phases[self.phase].name,
+            "apiCursor": self.api_cursor,
+            "position": self.position,
             "cursorResetCount": self.cursor_reset_count,
-            "badCursorRestarts": self.bad_cursor_restarts,
+            "staleStarts": self.stale_starts,
         }
 
     @classmethod
     def from_json(cls, raw: JSON) -> TraversalCursor:
-        """The cursor the engine stored; None starts a new cycle."""
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping) or raw.get("phase") not in PHASES:
+        """The stored cursor (also one written before generations existed)."""
+        if not isinstance(raw, Mapping):
+            raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")
+        if "api" not in raw and raw.get("phase") in _LEGACY_PHASES:
+            return _from_legacy(raw)
+        generation = generation_named(raw.get("api"))
+        names = [phase.name for phase in generation.phases]
+        if raw.get("phase") not in names:
             raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")
         return cls(
-            phase=raw["phase"],
-            org_api_cursor=_optional_text(raw, "orgApiCursor"),
-            project_api_cursor=_optional_text(raw, "projectApiCursor"),
-            component_api_cursor=_optional_text(raw, "componentApiCursor"),
-            org_position=_whole_number(raw, "orgPosition", BEFORE_FIRST),
-            project_position=_whole_number(raw, "projectPosition", BEFORE_FIRST),
+            api=generation.name,
+            phase=names.index(raw["phase"]),
+            api_cursor=_optional_text(raw, "apiCursor"),
+            position=_whole_number(raw, "position", BEFORE_FIRST),
             cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
-            bad_cursor_restarts=_whole_number(raw, "badCursorRestarts", 0),
+            stale_starts=_whole_number(raw, "staleStarts", 0),
         )
 
-    def finish_listing(self) -> None:
-        self.org_api_cursor = self.project_api_cursor = self.component_api_cursor = None
-        self.bad_cursor_restarts = 0
-
-
-@dataclass(frozen=True)
-class OpenChoreoContext:
-    """What `around()` yields for one burst."""
-
-    client: OpenChoreoClient
-    queues: QueueReader
-
-
-class _Outcome(enum.Enum):
-    GONE = "gone"  # the listed org or project answered 404: skip it
-    RESTARTED = "restarted"  # the listing's cursor was refused: read its first page next
-
-
-GONE = _Outcome.GONE
-RESTARTED = _Outcome.RESTARTED
+    def next_phase(self) -> None:
+        self.phase += 1
+        self.position = BEFORE_FIRST
+        self.api_cursor = None
 
 
 @dataclass
-class _Page:
-    """What one `next()` call gathers before it becomes an EntityIteratorResult."""
+class OpenChoreoContext:
+    """What `around()` yields for one burst: the walk's tools and what this burst has seen."""
 
-    entities: list[Entity] = field(default_factory=list)
-    queue_items: list[QueueItem] = field(default_factory=list)
-    cursor_resets: int = 0
-    done: bool = False
+    walk: Walk
+    facts: Mapping[str, str]
+    restarts: dict[str, int] = field(default_factory=dict)
+    listed_once: bool = False
+
+    @property
+    def client(self) -> OpenChoreoClient:
+        return self.walk.client
 
 
 class OpenChoreoProvider:
-    """Walks organizations, projects and components of one OpenChoreo API."""
+    """Walks one OpenChoreo API (whichever generation it serves) into catalog entities."""
 
     def __init__(
         self, config: Config, *, name: str = "openchoreo", transport: object | None = None
@@ -145,14 +122,37 @@ class OpenChoreoProvider:
         self._config = config
         self._name = name
         self._transport = transport
-        self._limit = min(config.incremental.chunk_size, MAX_PAGE_LIMIT)
+        self._warned_limit: set[str] = set()
+        self._credentials: Credentials | None = None
+        """One per process: an OAuth token is granted once and reused across bursts."""
 
     @property
     def name(self) -> str:
         return self._name
 
+    @property
+    def max_pending_events(self) -> int:
+        return self._config.openchoreo.events.max_pending
+
+    def preflight(self, clock: Clock) -> list[Check]:
+        from choreo_ingest.providers.openchoreo.preflight import openchoreo_checks
+
+        return openchoreo_checks(self._config, clock, self.credentials(clock), self._transport)
+
+    def no_page_advice(self) -> str:
+        return "raise openchoreo.incremental.burstLength or lower openchoreo.incremental.chunkSize"
+
     def around(self, burst: BurstContext) -> AbstractContextManager[OpenChoreoContext]:
         return self._around(burst)
+
+    def credentials(self, clock: Clock) -> Credentials:
+        """The process's credentials (secrets and files are read only when a request needs them)."""
+        if self._credentials is None:
+            settings = self._config.openchoreo
+            self._credentials = credentials_for(
+                settings.auth, clock=clock, post_form=form_poster(settings, self._transport)
+            )
+        return self._credentials
 
     @contextmanager
     def _around(self, burst: BurstContext) -> Iterator[OpenChoreoContext]:
@@ -162,142 +162,182 @@ class OpenChoreoProvider:
             deadline=burst.deadline,
             transport=self._transport,
             user_agent=default_user_agent(),
+            credentials=self.credentials(burst.clock),
         ) as client:
-            yield OpenChoreoContext(client=client, queues=burst.queues)
+            walk = Walk(client, burst.queues, burst.index, self._config, self._name)
+            yield OpenChoreoContext(walk=walk, facts=burst.facts)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def event_problem(self, body: Mapping[str, Any]) -> str | None:
+        """Why `body` is not an event any configured generation takes, or None."""
+        problems = [generation.event_problem(body) for generation in self._event_generations()]
+        if any(problem is None for problem in problems):
+            return None
+        return problems[0]
+
+    def is_ignored(self, body: Mapping[str, Any]) -> bool:
+        """Ignored when no generation that takes the event ingests what it names."""
+        taking = [g for g in self._event_generations() if g.event_problem(body) is None]
+        return bool(taking) and all(generation.is_ignored(body) for generation in taking)
 
     def handle_event(self, context: OpenChoreoContext, event: Event) -> Delta:
         """Re-read the resource the event names (delta updates between cycles)."""
-        return event_delta(context.client, event, self._config.mapping, self._name)
+        spoken = context.facts.get("api")
+        candidates = self._event_generations(spoken)
+        body = {"kind": event.kind, "name": event.name, "namespace": event.namespace}
+        if event.project is not None:
+            body["project"] = event.project
+        for generation in candidates:
+            if generation.event_problem(body) is None and not generation.is_ignored(body):
+                return generation.event_delta(context.walk, event)
+        raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
+
+    def _event_generations(self, spoken: str | None = None) -> list[Generation]:
+        api = configured_api(self._config)
+        if api != "auto":
+            return [generation_named(api)]
+        ordered = sorted(GENERATIONS, key=lambda generation: generation.name != spoken)
+        return list(ordered)
+
+    # -- the walk ---------------------------------------------------------------------------
 
     def next(self, context: OpenChoreoContext, cursor: JSON) -> EntityIteratorResult:
-        state = TraversalCursor.from_json(cursor)
         sent_before = context.client.requests_sent
-        page = self._step(context, state)
+        facts: dict[str, str | None] = {}
+        if cursor is None:
+            state, generation, first = self._start_cycle(context, facts)
+        else:
+            state = TraversalCursor.from_json(cursor)
+            generation, first = generation_named(state.api), None
+        resets_before = state.cursor_reset_count
+        harvest, done = self._step(context, state, generation, first, facts)
         counters = {"requests": context.client.requests_sent - sent_before}
-        if page.cursor_resets:
-            counters["cursor_resets"] = page.cursor_resets
+        if state.cursor_reset_count > resets_before:
+            counters["cursor_resets"] = state.cursor_reset_count - resets_before
         return EntityIteratorResult(
-            done=page.done,
-            entities=page.entities,
-            cursor=None if page.done else state.to_json(),
-            queue_items=page.queue_items,
+            done=done,
+            entities=harvest.entities,
+            cursor=None if done else state.to_json(generation),
+            queue_items=harvest.queue_items,
             counters=counters,
+            index=harvest.index,
+            facts=facts,
         )
 
-    def _step(self, context: OpenChoreoContext, state: TraversalCursor) -> _Page:
-        if state.phase == "orgs":
-            return self._orgs_page(context, state)
-        if state.phase == "projects":
-            org = _item_after(context.queues, ORG_QUEUE, state.org_position)
-            if org is not None:
-                return self._projects_page(context, state, org)
-            state.phase = "components"
-            state.finish_listing()
-        project = _item_after(context.queues, PROJECT_QUEUE, state.project_position)
-        if project is None:
-            return _Page(done=True)
-        return self._components_page(context, state, project)
-
-    def _orgs_page(self, context: OpenChoreoContext, state: TraversalCursor) -> _Page:
-        listed = self._list(context, state, "/orgs", state.org_api_cursor, skippable=False)
-        if not isinstance(listed, ListPage):  # restarted: /orgs is never skipped
-            return _Page(cursor_resets=1)
-        page = _Page()
-        for org in listed.items:
-            name = _name_of(org, "/orgs")
-            page.entities.append(organization_entity(org, self._config.mapping, self._name))
-            page.queue_items.append(QueueItem(queue=ORG_QUEUE, key=name, value={"name": name}))
-        if listed.next_cursor:
-            state.org_api_cursor = listed.next_cursor
+    def _start_cycle(
+        self, context: OpenChoreoContext, facts: dict[str, str | None]
+    ) -> tuple[TraversalCursor, Generation, ListPage | None]:
+        """The generation for this cycle, and the first page of its first listing if detecting
+        it needed that page."""
+        api = configured_api(self._config)
+        first: ListPage | None = None
+        if api == "auto":
+            generation, first = self._detect(context)
         else:
-            state.phase = "projects"
-            state.finish_listing()
-        return page
+            generation = generation_named(api)
+        facts["api"] = generation.name
+        facts["problem"] = None
+        return TraversalCursor(api=generation.name), generation, first
 
-    def _projects_page(
-        self, context: OpenChoreoContext, state: TraversalCursor, queued: QueuedItem
-    ) -> _Page:
-        org = _queued_name(queued, "name")
-        path = f"/orgs/{quote(org, safe='')}/projects"
-        listed = self._list(context, state, path, state.project_api_cursor, skippable=True)
-        if listed is RESTARTED:
-            return _Page(cursor_resets=1)
-        page = _Page()
-        if isinstance(listed, ListPage):
-            for project in live(listed.items):
-                name = _name_of(project, path)
-                page.entities.append(project_entity(project, org, self._config.mapping, self._name))
-                page.queue_items.append(
-                    QueueItem(
-                        queue=PROJECT_QUEUE,
-                        key=f"{org}/{name}",
-                        value={"org": org, "project": name},
-                    )
+    def _detect(self, context: OpenChoreoContext) -> tuple[Generation, ListPage]:
+        client = context.client
+        tried = []
+        for generation in GENERATIONS:
+            path = generation.phases[0].path(None)
+            tried.append(client.base_url.removeprefix(client.server_root) + path)
+            try:
+                page = generation.list_page(
+                    client, path, limit=self._limit(generation), cursor=None
                 )
-            if listed.next_cursor:
-                state.project_api_cursor = listed.next_cursor
-                return page
-        state.org_position = queued.position
-        state.finish_listing()
-        return page
+            except NotFoundError:
+                continue
+            context.listed_once = True
+            if context.facts.get("api") not in (None, generation.name):
+                log.warning(
+                    "openchoreo_api_changed",
+                    provider=self._name,
+                    before=context.facts.get("api"),
+                    now=generation.name,
+                )
+            return generation, page
+        raise PermanentError(
+            f"no OpenChoreo API at {self._config.openchoreo.base_url} "
+            f"(tried {' and '.join(tried)})",
+            status=404,
+        )
 
-    def _components_page(
-        self, context: OpenChoreoContext, state: TraversalCursor, queued: QueuedItem
-    ) -> _Page:
-        org = _queued_name(queued, "org")
-        project = _queued_name(queued, "project")
-        path = f"/orgs/{quote(org, safe='')}/projects/{quote(project, safe='')}/components"
-        listed = self._list(context, state, path, state.component_api_cursor, skippable=True)
-        if listed is RESTARTED:
-            return _Page(cursor_resets=1)
-        page = _Page()
-        if isinstance(listed, ListPage):
-            names = [_name_of(component, path) for component in live(listed.items)]
-            details = context.client.get_many(
-                [(f"{path}/{quote(name, safe='')}", DETAIL_PARAMS) for name in names]
-            )
-            for detail in details:
-                if not isinstance(detail, NotFound) and not being_deleted(detail):
-                    page.entities.extend(
-                        component_entities(detail, org, project, self._config.mapping, self._name)
-                    )
+    def _step(
+        self,
+        context: OpenChoreoContext,
+        state: TraversalCursor,
+        generation: Generation,
+        first: ListPage | None,
+        facts: dict[str, str | None],
+    ) -> tuple[Harvest, bool]:
+        phases = generation.phases
+        while state.phase < len(phases):
+            phase = phases[state.phase]
+            item: QueuedItem | None = None
+            if phase.queue is not None:
+                item = _item_after(context, phase.queue, state.position)
+                if item is None:
+                    state.next_phase()
+                    continue
+            path = phase.path(item)
+            listed = first or self._list(context, state, generation, path, facts)
+            if listed is None:  # restarted, or the parent is gone
+                return Harvest(), False
+            harvest = phase.harvest(context.walk, item, listed.items)
             if listed.next_cursor:
-                state.component_api_cursor = listed.next_cursor
-                return page
-        state.project_position = queued.position
-        state.finish_listing()
-        page.done = _item_after(context.queues, PROJECT_QUEUE, queued.position) is None
-        return page
+                state.api_cursor = listed.next_cursor
+                return harvest, False
+            state.api_cursor = None
+            if item is None:
+                state.next_phase()
+                return harvest, state.phase >= len(phases)
+            state.position = item.position
+            last_phase = state.phase == len(phases) - 1
+            done = last_phase and _item_after(context, phase.queue or "", item.position) is None
+            return harvest, done
+        return Harvest(), True
 
     def _list(
         self,
         context: OpenChoreoContext,
         state: TraversalCursor,
+        generation: Generation,
         path: str,
-        api_cursor: str | None,
-        *,
-        skippable: bool,
-    ) -> ListPage | _Outcome:
-        """One page of a listing; GONE when its parent answered 404 (if `skippable`), RESTARTED
-        when its cursor was refused and the listing starts over (the state already says so)."""
+        facts: dict[str, str | None],
+    ) -> ListPage | None:
+        """One page of the current listing; None when the listing restarts (its cursor expired)
+        or its parent answered 404 (the state already says what comes next)."""
+        stored = not context.listed_once and state.api_cursor is not None
+        context.listed_once = True
         try:
-            listed = context.client.list_page(path, limit=self._limit, cursor=api_cursor)
+            listed = generation.list_page(
+                context.client, path, limit=self._limit(generation), cursor=state.api_cursor
+            )
         except CursorExpired:
-            if api_cursor is None:
+            if state.api_cursor is None:
                 raise
-            _restart(state)
-            return RESTARTED
+            if stored:
+                self._note_stale_start(state, generation, facts)
+            self._restart(context, state, generation, path)
+            return None
         except NotFoundError:
-            if not skippable:
+            if generation.phases[state.phase].queue is None:
                 raise
-            return GONE
-        except PermanentError as error:
-            if error.status != 400 or api_cursor is None or state.bad_cursor_restarts:
-                raise
-            _restart(state)
-            state.bad_cursor_restarts = 1
-            return RESTARTED
-        if api_cursor is not None and listed.next_cursor == api_cursor:
+            state.api_cursor = None
+            item = _item_after(context, generation.phases[state.phase].queue or "", state.position)
+            if item is not None:
+                state.position = item.position
+            return None
+        if stored and state.stale_starts:
+            if state.stale_starts >= STALE_STARTS_REPORTED:
+                facts["problem"] = None
+            state.stale_starts = 0
+        if state.api_cursor is not None and listed.next_cursor == state.api_cursor:
             raise PermanentError(
                 f"GET {path} returned the same cursor again; refusing to loop",
                 method="GET",
@@ -305,35 +345,71 @@ class OpenChoreoProvider:
             )
         return listed
 
+    def _restart(
+        self, context: OpenChoreoContext, state: TraversalCursor, generation: Generation, path: str
+    ) -> None:
+        """Read the listing from its first page again; past the limit the burst fails."""
+        restarts = context.restarts.get(path, 0) + 1
+        if restarts > MAX_RESTARTS_PER_BURST:
+            raise TransientError(
+                f"GET {path}: the listing's cursor expired {restarts} times in one burst; "
+                "the API may not keep cursors long enough for a page "
+                "(lower openchoreo.incremental.chunkSize)",
+                method="GET",
+                path=path,
+            )
+        context.restarts[path] = restarts
+        state.api_cursor = None
+        state.cursor_reset_count += 1
+        log.info(
+            "listing_restarted",
+            provider=self._name,
+            api=generation.name,
+            path=path,
+            restarts=restarts,
+        )
 
-def _restart(state: TraversalCursor) -> None:
-    """Drop the current listing's API cursor so the next call reads its first page again."""
-    if state.phase == "orgs":
-        state.org_api_cursor = None
-    elif state.phase == "projects":
-        state.project_api_cursor = None
-    else:
-        state.component_api_cursor = None
-    state.cursor_reset_count += 1
+    def _note_stale_start(
+        self, state: TraversalCursor, generation: Generation, facts: dict[str, str | None]
+    ) -> None:
+        state.stale_starts += 1
+        if state.stale_starts >= STALE_STARTS_REPORTED:
+            phase = generation.phases[state.phase].name
+            facts["problem"] = (
+                f"the {phase} listing's cursor expired between the last {state.stale_starts} "
+                "bursts, so the listing restarts every burst and may never complete: "
+                "shorten openchoreo.incremental.burstInterval or lengthen "
+                "openchoreo.incremental.burstLength"
+            )
+
+    def _limit(self, generation: Generation) -> int:
+        size, warning = effective_chunk_size(self._config, generation.name)
+        if warning and generation.name not in self._warned_limit:
+            self._warned_limit.add(generation.name)
+            log.warning("chunk_size_capped", provider=self._name, message=warning)
+        return size
 
 
-def _item_after(queues: QueueReader, queue: str, position: int) -> QueuedItem | None:
-    items = queues.read(queue, after=position, limit=1)
+def _item_after(context: OpenChoreoContext, queue: str, position: int) -> QueuedItem | None:
+    items = context.walk.queues.read(queue, after=position, limit=1)
     return items[0] if items else None
 
 
-def _name_of(item: Mapping[str, Any], path: str) -> str:
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        raise PermanentError(f"GET {path}: an item has no name: {dict(item)!r:.200}", path=path)
-    return name
-
-
-def _queued_name(queued: QueuedItem, key: str) -> str:
-    value = queued.value.get(key) if isinstance(queued.value, Mapping) else None
-    if not isinstance(value, str) or not value:
-        raise PermanentError(f"queue item {queued.key!r} has no {key}: {queued.value!r:.200}")
-    return value
+def _from_legacy(raw: Mapping[str, Any]) -> TraversalCursor:
+    """A cursor stored by a choreo-ingest that spoke only the org-era API."""
+    phase = _LEGACY_PHASES.index(raw["phase"])
+    cursors = ("orgApiCursor", "projectApiCursor", "componentApiCursor")
+    positions = (None, "orgPosition", "projectPosition")
+    position_key = positions[phase]
+    return TraversalCursor(
+        api="orgs",
+        phase=phase,
+        api_cursor=_optional_text(raw, cursors[phase]),
+        position=BEFORE_FIRST
+        if position_key is None
+        else _whole_number(raw, position_key, BEFORE_FIRST),
+        cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
+    )
 
 
 def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:

@@ -1,5 +1,6 @@
 """Fakes for the OpenChoreo client and traversal tests: configs, an engine that drives the
-provider page by page, and a clock that only moves when every worker thread is asleep."""
+provider page by page (with its queues, lookup index and facts in memory), and a clock that only
+moves when every worker thread is asleep."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import httpx
 import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.models import Entity, EntityIteratorResult, QueuedItem, QueueItem
+from choreo_ingest.models import (
+    JSON,
+    Entity,
+    EntityIteratorResult,
+    IndexEntry,
+    QueuedItem,
+    QueueItem,
+)
 from choreo_ingest.providers.base import BurstContext
 
 from sim_support import simulator_transport
@@ -28,15 +36,21 @@ USER_AGENT = "choreo-ingest/test"
 MAX_CURSOR_BYTES = 512
 
 
-def make_openchoreo_config(token: str | None = TOKEN, **incremental: Any) -> OpenChoreoConfig:
-    """A config for BASE_URL; `incremental` overrides IncrementalConfig fields by name."""
+def make_openchoreo_config(
+    token: str | None = TOKEN, *, api: str = "auto", **incremental: Any
+) -> OpenChoreoConfig:
+    """A config for BASE_URL; `api` is `openchoreo.api` (`auto`, `v1` or `orgs`), and
+    `incremental` overrides IncrementalConfig fields by name."""
     return OpenChoreoConfig(
-        base_url=BASE_URL, token=token, incremental=replace(IncrementalConfig(), **incremental)
+        base_url=BASE_URL,
+        token=token,
+        api=api,
+        incremental=replace(IncrementalConfig(), **incremental),
     )
 
 
-def make_config(token: str | None = TOKEN, **incremental: Any) -> Config:
-    return Config(openchoreo=make_openchoreo_config(token, **incremental))
+def make_config(token: str | None = TOKEN, *, api: str = "auto", **incremental: Any) -> Config:
+    return Config(openchoreo=make_openchoreo_config(token, api=api, **incremental))
 
 
 class MemoryQueues:
@@ -60,16 +74,61 @@ class MemoryQueues:
         return [item.key for item in self.items.get(queue, [])]
 
 
+class MemoryIndex:
+    """The provider's durable lookup index in memory: each page's rows applied after it, read
+    back by key or by group (ordered by key); a completed cycle prunes the rows it did not write,
+    as the store does."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], tuple[IndexEntry, int]] = {}
+        self._cycle = 1
+
+    def apply(self, entries: Sequence[IndexEntry]) -> None:
+        for entry in entries:
+            if entry.value is None:
+                self._rows.pop((entry.table, entry.key), None)
+            else:
+                self._rows[(entry.table, entry.key)] = (entry, self._cycle)
+
+    def complete_cycle(self) -> None:
+        self._rows = {key: row for key, row in self._rows.items() if row[1] == self._cycle}
+        self._cycle += 1
+
+    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+        found = (self._rows.get((table, key)) for key in keys)
+        return {row[0].key: row[0] for row in found if row is not None}
+
+    def by_group(
+        self, table: str, groups: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, list[IndexEntry]]:
+        found: dict[str, list[IndexEntry]] = {group: [] for group in groups}
+        for (row_table, _), (entry, cycle) in sorted(self._rows.items()):
+            if row_table != table or entry.group not in found:
+                continue
+            if current_only and cycle != self._cycle:
+                continue
+            found[entry.group].append(entry)
+        return found
+
+    def values(self, table: str) -> dict[str, JSON]:
+        """Every row of `table` as key -> value, for assertions."""
+        return {key: entry.value for (row_table, key), (entry, _) in self._rows.items()
+                if row_table == table}
+
+
 @dataclass
 class FakeEngine:
     """Drives a provider the way the engine does: one burst context, pages in order, the
-    cursor passed back only after a JSON round trip, queue pushes applied per page."""
+    cursor passed back only after a JSON round trip, queue pushes, index rows and facts applied
+    per page (and seen by the next burst)."""
 
     provider: Any
     clock: Any
     config: Config
     burst_seconds: float = 3600.0
     queues: MemoryQueues = field(default_factory=MemoryQueues)
+    index: MemoryIndex = field(default_factory=MemoryIndex)
+    facts: dict[str, str] = field(default_factory=dict)
     cursor: Any = None
     results: list[EntityIteratorResult] = field(default_factory=list)
     entities: dict[str, Entity] = field(default_factory=dict)
@@ -83,6 +142,8 @@ class FakeEngine:
             deadline=self.clock.monotonic() + self.burst_seconds,
             queues=self.queues,
             cancelled=lambda: False,
+            index=self.index,
+            facts=dict(self.facts),
         )
 
     def page(self) -> EntityIteratorResult:
@@ -103,6 +164,15 @@ class FakeEngine:
                     between_pages(number)
         raise AssertionError(f"not done after {max_pages} pages")
 
+    def pages(self, count: int) -> list[EntityIteratorResult]:
+        """`count` pages in one burst (fewer if the walk is done first); an error propagates
+        with the pages before it applied."""
+        done: list[EntityIteratorResult] = []
+        with self.provider.around(self.burst) as context:
+            while len(done) < count and not (done and done[-1].done):
+                done.append(self._apply(self.provider.next(context, self.cursor)))
+        return done
+
     def _apply(self, result: EntityIteratorResult) -> EntityIteratorResult:
         encoded = json.dumps(result.cursor, separators=(",", ":"))
         assert len(encoded.encode()) <= MAX_CURSOR_BYTES, encoded
@@ -111,6 +181,14 @@ class FakeEngine:
             self.queues.push(item)
         for entity in result.entities:
             self.entities[entity.ref] = entity
+        self.index.apply(result.index)
+        for name, value in result.facts.items():
+            if value is None:
+                self.facts.pop(name, None)
+            else:
+                self.facts[name] = value
+        if result.done:
+            self.index.complete_cycle()
         for name, increment in result.counters.items():
             self.counters[name] = self.counters.get(name, 0) + increment
         self.cursor = json.loads(encoded)

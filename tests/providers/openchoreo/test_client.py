@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,7 +12,7 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 import choreo_ingest
-from choreo_ingest.config import OpenChoreoConfig
+from choreo_ingest.config import AuthConfig, OpenChoreoConfig
 from choreo_ingest.errors import (
     AuthError,
     ConfigError,
@@ -21,32 +23,46 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
+from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
+from choreo_ingest.providers.openchoreo.auth import Credentials
 from choreo_ingest.providers.openchoreo.client import (
-    ListPage,
     NotFound,
     NotFoundError,
     OpenChoreoClient,
     default_user_agent,
 )
+from choreo_ingest.providers.openchoreo.generation import ListPage
 
 USER_AGENT = "choreo-ingest/test"
+FORBIDDEN_ADVICE = (
+    "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
+    "role for catalogs is backstage-catalog-reader)"
+)
 
 MakeClient = Callable[..., OpenChoreoClient]
 
 
 @pytest.fixture
 def make_client(clock, config_for) -> Iterator[MakeClient]:
-    """`make_client(deadline_in=60, token=..., **incremental)`; jitter fixed at its midpoint."""
+    """`make_client(deadline_in=60, token=..., config=..., credentials=..., **incremental)`;
+    jitter fixed at its midpoint."""
     clients: list[OpenChoreoClient] = []
 
-    def build(*, deadline_in: float | None = 60.0, **settings: Any) -> OpenChoreoClient:
+    def build(
+        *,
+        deadline_in: float | None = 60.0,
+        config: OpenChoreoConfig | None = None,
+        credentials: Credentials | None = None,
+        **settings: Any,
+    ) -> OpenChoreoClient:
         deadline = None if deadline_in is None else clock.monotonic() + deadline_in
         client = OpenChoreoClient(
-            config_for(**settings).openchoreo,
+            config or config_for(**settings).openchoreo,
             clock=clock,
             deadline=deadline,
             user_agent=USER_AGENT,
             rng=lambda: 0.5,
+            credentials=credentials,
         )
         clients.append(client)
         return client
@@ -60,8 +76,101 @@ def failure(message: str, code: str) -> dict[str, Any]:
     return {"success": False, "error": message, "code": code}
 
 
+@dataclass
+class RotatingCredentials:
+    """Credentials whose refresh moves on to the next token, as an OAuth grant or a rotated
+    token file would; records which token each refresh was told was rejected."""
+
+    tokens: list[str]
+    config_key: str = "openchoreo.auth.oauth.clientSecret"
+    rejected: list[str | None] = field(default_factory=list)
+
+    def bearer(self) -> str:
+        return self.tokens[0]
+
+    def refresh(self, rejected: str | None = None) -> str:
+        self.rejected.append(rejected)
+        if len(self.tokens) > 1:
+            self.tokens.pop(0)
+        return self.tokens[0]
+
+    def secrets(self) -> list[str]:
+        return list(self.tokens)
+
+
 class TestRequests:
-    def test_list_page_sends_limit_pagination_and_credentials(
+    def test_get_json_sends_params_and_credentials_and_returns_the_body(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str, token: str
+    ) -> None:
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/acme/projects/shop/components/cart?include=type,workload",
+            match_headers={
+                "Authorization": f"Bearer {token}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            json={"success": True, "data": {"name": "cart"}},
+        )
+        client = make_client()
+
+        body = client.get_json(
+            "/orgs/acme/projects/shop/components/cart", {"include": "type,workload"}
+        )
+
+        assert body == {"success": True, "data": {"name": "cart"}}
+        assert client.requests_sent == 1
+
+    def test_get_json_returns_any_json_body_unread(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        """The client knows no envelope: a v1 list body comes back as the server sent it."""
+        body = {"items": [{"metadata": {"name": "ns"}}], "pagination": {"nextCursor": "n"}}
+        httpx_mock.add_response(json=body)
+
+        assert make_client().get_json("/namespaces", {"limit": 5}) == body
+
+    def test_no_authorization_header_without_a_token(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(json={"success": True, "data": {}})
+
+        make_client(token=None).get_json("/orgs/acme")
+
+        assert "Authorization" not in httpx_mock.get_request().headers
+
+    def test_get_public_goes_to_the_server_root_without_credentials(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
+    ) -> None:
+        server_root = base_url.removesuffix("/api/v1")
+        httpx_mock.add_response(url=f"{server_root}/version", json={"version": "v1.0.0"})
+        client = make_client()
+
+        assert client.get_public("/version") == {"version": "v1.0.0"}
+
+        request = httpx_mock.get_request()
+        assert "Authorization" not in request.headers
+        assert request.headers["User-Agent"] == USER_AGENT
+        assert client.requests_sent == 1
+
+    def test_get_public_is_not_retried(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        httpx_mock.add_response(status_code=503, text="upstream down")
+
+        with pytest.raises(TransientError, match=r"^GET /version: HTTP 503: upstream down$"):
+            make_client().get_public("/version")
+
+        assert len(httpx_mock.get_requests()) == 1
+        assert clock.monotonic() == 1000.0
+
+    def test_default_user_agent_names_the_version(self) -> None:
+        assert default_user_agent() == f"choreo-ingest/{choreo_ingest.__version__}"
+
+
+class TestOrgEraWireFormat:
+    """The org-era envelope and pagination, read by `api_orgs` over the client."""
+
+    def test_list_page_sends_limit_pagination_and_cursor(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str, token: str
     ) -> None:
         httpx_mock.add_response(
@@ -76,14 +185,14 @@ class TestRequests:
         )
         client = make_client()
 
-        first = client.list_page("/orgs", limit=2, cursor=None)
-        second = client.list_page("/orgs", limit=2, cursor="c1")
+        first = ORGS.list_page(client, "/orgs", limit=2, cursor=None)
+        second = ORGS.list_page(client, "/orgs", limit=2, cursor="c1")
 
         assert first == ListPage(items=[{"name": "acme"}], next_cursor="c1")
         assert second == ListPage(items=[], next_cursor="")
         assert client.requests_sent == 2
 
-    def test_get_returns_data_with_params(
+    def test_get_object_returns_the_data_of_the_envelope(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
     ) -> None:
         httpx_mock.add_response(
@@ -91,23 +200,11 @@ class TestRequests:
             json={"success": True, "data": {"name": "cart"}},
         )
 
-        data = make_client().get(
-            "/orgs/acme/projects/shop/components/cart", {"include": "type,workload"}
+        data = get_object(
+            make_client(), "/orgs/acme/projects/shop/components/cart", {"include": "type,workload"}
         )
 
         assert data == {"name": "cart"}
-
-    def test_no_authorization_header_without_a_token(
-        self, httpx_mock: HTTPXMock, make_client: MakeClient
-    ) -> None:
-        httpx_mock.add_response(json={"success": True, "data": {}})
-
-        make_client(token=None).get("/orgs/acme")
-
-        assert "Authorization" not in httpx_mock.get_request().headers
-
-    def test_default_user_agent_names_the_version(self) -> None:
-        assert default_user_agent() == f"choreo-ingest/{choreo_ingest.__version__}"
 
     def test_legacy_server_without_next_cursor_is_refused(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
@@ -116,123 +213,51 @@ class TestRequests:
         httpx_mock.add_response(json={"success": True, "data": legacy})
 
         with pytest.raises(PermanentError) as caught:
-            make_client().list_page("/orgs", limit=50, cursor=None)
+            ORGS.list_page(make_client(), "/orgs", limit=50, cursor=None)
 
         assert str(caught.value) == (
             f"the OpenChoreo API at {base_url} does not support cursor pagination "
             "(no nextCursor in GET /orgs)"
         )
 
-
-ERRORS = [
-    (
-        400,
-        failure("invalid cursor", "INVALID_CURSOR_FORMAT"),
-        PermanentError,
-        "INVALID_CURSOR_FORMAT",
-        "GET /orgs: HTTP 400 INVALID_CURSOR_FORMAT: invalid cursor",
-    ),
-    (
-        401,
-        {"error": "INVALID_TOKEN", "message": "token is expired"},
-        AuthError,
-        "INVALID_TOKEN",
-        "GET /orgs: HTTP 401 INVALID_TOKEN: token is expired; check openchoreo.token",
-    ),
-    (
-        403,
-        failure("not allowed to list organizations", "FORBIDDEN"),
-        AuthError,
-        "FORBIDDEN",
-        "GET /orgs: HTTP 403 FORBIDDEN: not allowed to list organizations; check openchoreo.token",
-    ),
-    (
-        404,
-        failure("organization not found", "ORGANIZATION_NOT_FOUND"),
-        NotFoundError,
-        "ORGANIZATION_NOT_FOUND",
-        "GET /orgs: HTTP 404 ORGANIZATION_NOT_FOUND: organization not found",
-    ),
-    (
-        410,
-        failure("continue token expired", "CONTINUE_TOKEN_EXPIRED")
-        | {"metadata": {"retryable": True, "code": "CONTINUE_TOKEN_EXPIRED"}},
-        CursorExpired,
-        "CONTINUE_TOKEN_EXPIRED",
-        "GET /orgs: HTTP 410 CONTINUE_TOKEN_EXPIRED: continue token expired",
-    ),
-    (
-        410,
-        {"success": False, "error": "expired", "metadata": {"code": "CONTINUE_TOKEN_EXPIRED"}},
-        CursorExpired,
-        "CONTINUE_TOKEN_EXPIRED",
-        "GET /orgs: HTTP 410 CONTINUE_TOKEN_EXPIRED: expired",
-    ),
-    (
-        409,
-        failure("conflict", "CONFLICT"),
-        PermanentError,
-        "CONFLICT",
-        "GET /orgs: HTTP 409 CONFLICT: conflict",
-    ),
-    (
-        401,
-        "<html>nope</html>",
-        AuthError,
-        None,
-        "GET /orgs: HTTP 401: Unauthorized; check openchoreo.token",
-    ),
-]
-ERROR_IDS = [
-    "400-bad-cursor",
-    "401-token-body",
-    "403-forbidden",
-    "404-gone",
-    "410-expired",
-    "410-code-in-metadata",
-    "409-other-4xx",
-    "401-not-json",
-]
-
-
-class TestErrorTranslation:
-    @pytest.mark.parametrize(("status", "body", "kind", "code", "message"), ERRORS, ids=ERROR_IDS)
-    def test_status_becomes_error_without_retrying(
+    @pytest.mark.parametrize(
+        ("status", "cursor", "kind"),
+        [
+            (410, "c1", CursorExpired),
+            (410, None, CursorExpired),
+            (400, "c1", CursorExpired),
+            (400, None, PermanentError),
+        ],
+        ids=["410-with-cursor", "410-first-page", "400-with-cursor", "400-first-page"],
+    )
+    def test_expiry_is_410_or_a_400_on_a_cursor(
         self,
         httpx_mock: HTTPXMock,
         make_client: MakeClient,
         status: int,
-        body: Any,
+        cursor: str | None,
         kind: type[ProviderError],
-        code: str | None,
-        message: str,
     ) -> None:
-        if isinstance(body, str):
-            httpx_mock.add_response(status_code=status, text=body)
-        else:
-            httpx_mock.add_response(status_code=status, json=body)
+        httpx_mock.add_response(status_code=status, json=failure("expired", "CURSOR"))
 
         with pytest.raises(ProviderError) as caught:
-            make_client().get("/orgs")
+            ORGS.list_page(make_client(), "/orgs", limit=5, cursor=cursor)
 
         assert type(caught.value) is kind
-        assert (caught.value.method, caught.value.path) == ("GET", "/orgs")
-        assert (caught.value.status, caught.value.code) == (status, code)
-        assert str(caught.value) == message
+        assert str(caught.value) == f"GET /orgs: HTTP {status} CURSOR: expired"
         assert len(httpx_mock.get_requests()) == 1
 
     @pytest.mark.parametrize(
         ("response", "problem"),
         [
-            ({"text": "not json at all"}, "response body is not JSON"),
             ({"json": [1, 2]}, "response is not an OpenChoreo envelope"),
             ({"json": {"items": []}}, "response is not an OpenChoreo envelope"),
             ({"json": {"success": False, "data": {}}}, "response is not an OpenChoreo envelope"),
             ({"json": {"success": True, "data": "x"}}, "data is not an object"),
         ],
-        ids=["not-json", "json-list", "no-envelope", "success-false", "data-not-object"],
+        ids=["json-list", "no-envelope", "success-false", "data-not-object"],
     )
-    def test_bad_success_body_is_permanent(
+    def test_bad_envelope_is_permanent(
         self,
         httpx_mock: HTTPXMock,
         make_client: MakeClient,
@@ -242,9 +267,9 @@ class TestErrorTranslation:
         httpx_mock.add_response(**response)
 
         with pytest.raises(PermanentError) as caught:
-            make_client().get("/orgs/acme")
+            get_object(make_client(), "/orgs/acme")
 
-        assert str(caught.value) == f"GET /orgs/acme: HTTP 200: {problem}"
+        assert str(caught.value) == f"GET /orgs/acme: {problem}"
 
     def test_bad_list_items_are_permanent(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
@@ -252,7 +277,161 @@ class TestErrorTranslation:
         httpx_mock.add_response(json={"success": True, "data": {"items": "x", "nextCursor": ""}})
 
         with pytest.raises(PermanentError, match=r"GET /orgs: HTTP 200: .*no list of items"):
-            make_client().list_page("/orgs", limit=5, cursor=None)
+            ORGS.list_page(make_client(), "/orgs", limit=5, cursor=None)
+
+    def test_error_names_the_path_without_the_query(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(status_code=400, json=failure("bad", "INVALID_INPUT"))
+
+        with pytest.raises(CursorExpired) as caught:
+            ORGS.list_page(make_client(), "/orgs", limit=5, cursor="opaque-cursor-value")
+
+        assert caught.value.path == "/orgs"
+        assert str(caught.value) == "GET /orgs: HTTP 400 INVALID_INPUT: bad"
+
+
+ERRORS = [
+    (
+        400,
+        failure("invalid cursor", "INVALID_CURSOR_FORMAT"),
+        (),
+        PermanentError,
+        "INVALID_CURSOR_FORMAT",
+        "GET /orgs: HTTP 400 INVALID_CURSOR_FORMAT: invalid cursor",
+    ),
+    (
+        403,
+        failure("not allowed to list organizations", "FORBIDDEN"),
+        (),
+        AuthError,
+        "FORBIDDEN",
+        f"GET /orgs: HTTP 403 FORBIDDEN: not allowed to list organizations; {FORBIDDEN_ADVICE}",
+    ),
+    (
+        404,
+        failure("organization not found", "ORGANIZATION_NOT_FOUND"),
+        (),
+        NotFoundError,
+        "ORGANIZATION_NOT_FOUND",
+        "GET /orgs: HTTP 404 ORGANIZATION_NOT_FOUND: organization not found",
+    ),
+    (
+        410,
+        failure("continue token expired", "CONTINUE_TOKEN_EXPIRED"),
+        (),
+        PermanentError,
+        "CONTINUE_TOKEN_EXPIRED",
+        "GET /orgs: HTTP 410 CONTINUE_TOKEN_EXPIRED: continue token expired",
+    ),
+    (
+        410,
+        failure("continue token expired", "CONTINUE_TOKEN_EXPIRED")
+        | {"metadata": {"retryable": True, "code": "CONTINUE_TOKEN_EXPIRED"}},
+        (410,),
+        CursorExpired,
+        "CONTINUE_TOKEN_EXPIRED",
+        "GET /orgs: HTTP 410 CONTINUE_TOKEN_EXPIRED: continue token expired",
+    ),
+    (
+        410,
+        {"success": False, "error": "expired", "metadata": {"code": "CONTINUE_TOKEN_EXPIRED"}},
+        (410,),
+        CursorExpired,
+        "CONTINUE_TOKEN_EXPIRED",
+        "GET /orgs: HTTP 410 CONTINUE_TOKEN_EXPIRED: expired",
+    ),
+    (
+        500,
+        {"error": "Internal server error", "code": "INTERNAL_ERROR"},
+        (500,),
+        CursorExpired,
+        "INTERNAL_ERROR",
+        "GET /orgs: HTTP 500 INTERNAL_ERROR: Internal server error",
+    ),
+    (
+        409,
+        failure("conflict", "CONFLICT"),
+        (),
+        PermanentError,
+        "CONFLICT",
+        "GET /orgs: HTTP 409 CONFLICT: conflict",
+    ),
+]
+ERROR_IDS = [
+    "400-bad-cursor",
+    "403-forbidden-names-the-role",
+    "404-gone",
+    "410-not-special-by-itself",
+    "410-expired-on",
+    "410-code-in-metadata",
+    "500-expired-on-not-retried",
+    "409-other-4xx",
+]
+
+
+class TestErrorTranslation:
+    @pytest.mark.parametrize(
+        ("status", "body", "expired_on", "kind", "code", "message"), ERRORS, ids=ERROR_IDS
+    )
+    def test_status_becomes_error_without_retrying(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        status: int,
+        body: Any,
+        expired_on: tuple[int, ...],
+        kind: type[ProviderError],
+        code: str | None,
+        message: str,
+    ) -> None:
+        httpx_mock.add_response(status_code=status, json=body)
+
+        with pytest.raises(ProviderError) as caught:
+            make_client().get_json("/orgs", expired_on=expired_on)
+
+        assert type(caught.value) is kind
+        assert (caught.value.method, caught.value.path) == ("GET", "/orgs")
+        assert (caught.value.status, caught.value.code) == (status, code)
+        assert str(caught.value) == message
+        assert len(httpx_mock.get_requests()) == 1
+
+    def test_text_error_body_gives_its_first_line_as_the_message(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(
+            status_code=400,
+            headers={"Content-Type": "text/plain; charset=utf-8"},
+            text="invalid limit parameter: must be a positive integer\nsee the API docs\n",
+        )
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/namespaces", {"limit": "x"})
+
+        assert str(caught.value) == (
+            "GET /namespaces: HTTP 400: invalid limit parameter: must be a positive integer"
+        )
+        assert caught.value.code is None
+
+    def test_empty_error_body_gives_the_reason_phrase(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(status_code=409)
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/orgs")
+
+        assert str(caught.value) == "GET /orgs: HTTP 409: Conflict"
+
+    def test_body_that_is_not_json_is_permanent(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(text="not json at all")
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/orgs/acme")
+
+        assert str(caught.value) == "GET /orgs/acme: HTTP 200: response body is not JSON"
 
     def test_error_names_the_path_without_the_query(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
@@ -260,11 +439,99 @@ class TestErrorTranslation:
         httpx_mock.add_response(status_code=400, json=failure("bad", "INVALID_INPUT"))
 
         with pytest.raises(PermanentError) as caught:
-            make_client().list_page("/orgs", limit=5, cursor="opaque-cursor-value")
+            make_client().get_json("/orgs?debug=1", {"limit": 5, "cursor": "opaque-cursor-value"})
 
         assert caught.value.path == "/orgs"
-        assert "opaque-cursor-value" not in str(caught.value)
-        assert "limit" not in str(caught.value)
+        assert str(caught.value) == "GET /orgs: HTTP 400 INVALID_INPUT: bad"
+
+
+def config_with_credentials(source: str, base_url: str, token: str, tmp_path: Path):
+    """An OpenChoreoConfig whose token comes from the config key `source`."""
+    if source == "openchoreo.token":
+        return OpenChoreoConfig(base_url=base_url, token=token)
+    if source == "openchoreo.auth.token":
+        return OpenChoreoConfig(base_url=base_url, auth=AuthConfig(token=token))
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    return OpenChoreoConfig(base_url=base_url, auth=AuthConfig(token_file=token_file))
+
+
+class TestUnauthorized:
+    def test_refreshes_once_and_retries_with_the_new_token(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
+    ) -> None:
+        credentials = RotatingCredentials(["old-token-0001", "new-token-0002"])
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs",
+            match_headers={"Authorization": "Bearer old-token-0001"},
+            status_code=401,
+            json={"error": "INVALID_TOKEN", "message": "token is expired"},
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs",
+            match_headers={"Authorization": "Bearer new-token-0002"},
+            json={"success": True, "data": {"items": []}},
+        )
+        client = make_client(credentials=credentials)
+
+        assert client.get_json("/orgs") == {"success": True, "data": {"items": []}}
+
+        assert credentials.rejected == ["old-token-0001"]
+        assert client.requests_sent == 2
+
+    @pytest.mark.parametrize(
+        "source", ["openchoreo.token", "openchoreo.auth.token", "openchoreo.auth.tokenFile"]
+    )
+    def test_second_401_fails_naming_the_config_key(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        base_url: str,
+        token: str,
+        tmp_path: Path,
+        source: str,
+    ) -> None:
+        for _ in range(2):
+            httpx_mock.add_response(
+                status_code=401, json={"error": "INVALID_TOKEN", "message": "token is expired"}
+            )
+        client = make_client(config=config_with_credentials(source, base_url, token, tmp_path))
+
+        with pytest.raises(AuthError) as caught:
+            client.get_json("/orgs")
+
+        assert str(caught.value) == (
+            f"GET /orgs: HTTP 401 INVALID_TOKEN: token is expired; check {source}"
+        )
+        assert (caught.value.status, caught.value.code) == (401, "INVALID_TOKEN")
+        assert [request.headers["Authorization"] for request in httpx_mock.get_requests()] == [
+            f"Bearer {token}"
+        ] * 2
+
+    def test_401_with_a_body_that_is_not_json_names_the_config_key(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        for _ in range(2):
+            httpx_mock.add_response(status_code=401, text="<html>nope</html>")
+
+        with pytest.raises(AuthError) as caught:
+            make_client().get_json("/orgs")
+
+        assert str(caught.value) == "GET /orgs: HTTP 401: <html>nope</html>; check openchoreo.token"
+        assert caught.value.code is None
+
+    def test_without_credentials_401_is_not_retried_and_says_to_configure_them(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(status_code=401, json={"error": "MISSING_TOKEN", "message": "no"})
+
+        with pytest.raises(AuthError) as caught:
+            make_client(token=None).get_json("/orgs")
+
+        assert str(caught.value) == (
+            "GET /orgs: HTTP 401 MISSING_TOKEN: no; the API needs credentials: set openchoreo.auth"
+        )
+        assert len(httpx_mock.get_requests()) == 1
 
 
 class TestRetries:
@@ -273,10 +540,10 @@ class TestRetries:
     ) -> None:
         httpx_mock.add_response(status_code=503, json=failure("busy", "INTERNAL_ERROR"))
         httpx_mock.add_response(status_code=502, text="<html>bad gateway</html>")
-        httpx_mock.add_response(json={"success": True, "data": {"name": "acme"}})
+        httpx_mock.add_response(json={"name": "acme"})
         started = clock.monotonic()
 
-        assert make_client().get("/orgs/acme") == {"name": "acme"}
+        assert make_client().get_json("/orgs/acme") == {"name": "acme"}
 
         assert clock.monotonic() - started == pytest.approx(0.2 + 0.4)  # base 0.2 s, doubling
 
@@ -289,7 +556,7 @@ class TestRetries:
             )
 
         with pytest.raises(TransientError) as caught:
-            make_client().get("/orgs/acme/projects")
+            make_client().get_json("/orgs/acme/projects")
 
         assert (
             str(caught.value) == "GET /orgs/acme/projects: HTTP 503 INTERNAL_ERROR: upstream down"
@@ -314,7 +581,7 @@ class TestRetries:
             httpx_mock.add_exception(exception)
 
         with pytest.raises(TransientError) as caught:
-            make_client().get("/orgs")
+            make_client().get_json("/orgs")
 
         assert type(caught.value) is TransientError
         assert str(caught.value) == message
@@ -322,9 +589,9 @@ class TestRetries:
 
     def test_timeout_then_success(self, httpx_mock: HTTPXMock, make_client: MakeClient) -> None:
         httpx_mock.add_exception(httpx.ReadTimeout("read timed out"))
-        httpx_mock.add_response(json={"success": True, "data": {"ok": True}})
+        httpx_mock.add_response(json={"ok": True})
 
-        assert make_client().get("/orgs") == {"ok": True}
+        assert make_client().get_json("/orgs") == {"ok": True}
 
     def test_no_backoff_past_the_deadline(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
@@ -333,7 +600,7 @@ class TestRetries:
         client = make_client(deadline_in=0.15)
 
         with pytest.raises(TransientError, match="HTTP 500 INTERNAL_ERROR: boom"):
-            client.get("/orgs")
+            client.get_json("/orgs")
 
         assert clock.monotonic() == 1000.0  # gave up instead of sleeping 0.2 s
 
@@ -343,9 +610,9 @@ class TestRateLimited:
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
     ) -> None:
         httpx_mock.add_response(status_code=429, headers={"Retry-After": "3"})
-        httpx_mock.add_response(json={"success": True, "data": {}})
+        httpx_mock.add_response(json={})
 
-        make_client().get("/orgs")
+        make_client().get_json("/orgs")
 
         assert clock.monotonic() == 1003.0
 
@@ -354,9 +621,9 @@ class TestRateLimited:
     ) -> None:
         retry_at = formatdate(clock.now() + 5, usegmt=True)
         httpx_mock.add_response(status_code=429, headers={"Retry-After": retry_at})
-        httpx_mock.add_response(json={"success": True, "data": {}})
+        httpx_mock.add_response(json={})
 
-        make_client().get("/orgs")
+        make_client().get_json("/orgs")
 
         assert clock.monotonic() == 1005.0
 
@@ -368,7 +635,7 @@ class TestRateLimited:
         )
 
         with pytest.raises(RetryAfter) as caught:
-            make_client(deadline_in=60).get("/orgs")
+            make_client(deadline_in=60).get_json("/orgs")
 
         assert caught.value.retry_after == 120.0
         assert str(caught.value) == "GET /orgs: HTTP 429 RATE: slow down"
@@ -378,9 +645,9 @@ class TestRateLimited:
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
     ) -> None:
         httpx_mock.add_response(status_code=429)
-        httpx_mock.add_response(json={"success": True, "data": {}})
+        httpx_mock.add_response(json={})
 
-        make_client().get("/orgs")
+        make_client().get_json("/orgs")
 
         assert clock.monotonic() == pytest.approx(1000.2)
 
@@ -391,7 +658,7 @@ class TestDeadline:
         clock.advance(5)
 
         with pytest.raises(DeadlineExceeded, match="GET /orgs: the burst deadline has passed"):
-            client.get("/orgs")
+            client.get_json("/orgs")
 
         assert client.requests_sent == 0
 
@@ -407,9 +674,9 @@ class TestDeadline:
         deadline_in: float | None,
         expected: float,
     ) -> None:
-        httpx_mock.add_response(json={"success": True, "data": {}})
+        httpx_mock.add_response(json={})
 
-        make_client(deadline_in=deadline_in, request_timeout=10.0).get("/orgs")
+        make_client(deadline_in=deadline_in, request_timeout=10.0).get_json("/orgs")
 
         timeouts = httpx_mock.get_request().extensions["timeout"]
         assert timeouts == dict.fromkeys(("connect", "read", "write", "pool"), expected)
@@ -424,7 +691,7 @@ class TestDeadline:
         httpx_mock.add_callback(time_out)
 
         with pytest.raises(DeadlineExceeded, match="GET /orgs: timed out at the burst deadline"):
-            make_client(deadline_in=2).get("/orgs")
+            make_client(deadline_in=2).get_json("/orgs")
 
 
 def echoed_in_envelope(status: int, code: str, attempts: int = 1) -> Callable[..., None]:
@@ -436,11 +703,23 @@ def echoed_in_envelope(status: int, code: str, attempts: int = 1) -> Callable[..
 
 
 def echoed_in_401_body(mock: HTTPXMock, token: str) -> None:
-    mock.add_response(status_code=401, json={"error": "INVALID_TOKEN", "message": f"got {token}"})
+    for _ in range(2):  # the first 401 refreshes the token and retries once
+        mock.add_response(
+            status_code=401, json={"error": "INVALID_TOKEN", "message": f"got {token}"}
+        )
 
 
 def echoed_in_429_text(mock: HTTPXMock, token: str) -> None:
     mock.add_response(status_code=429, headers={"Retry-After": "9999"}, text=f"no, {token}")
+
+
+def echoed_in_400_text(mock: HTTPXMock, token: str) -> None:
+    mock.add_response(status_code=400, text=f"bad header: Bearer {token}\nmore")
+
+
+def echoed_in_401_error_field(mock: HTTPXMock, token: str) -> None:
+    for _ in range(2):
+        mock.add_response(status_code=401, json={"error": f"bad token {token}"})
 
 
 def echoed_in_connection_error(mock: HTTPXMock, token: str) -> None:
@@ -452,14 +731,36 @@ def echoed_in_connection_error(mock: HTTPXMock, token: str) -> None:
     "register",
     [
         echoed_in_envelope(400, "INVALID_INPUT"),
+        echoed_in_400_text,
         echoed_in_401_body,
+        pytest.param(
+            echoed_in_401_error_field,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "production bug: client.py _error()/_translate() redact the message but "
+                    "not `code`; a 401 body {error: '...<token>'} (no `code`) makes `error` "
+                    "the code, so the token stays in ProviderError.code"
+                ),
+            ),
+        ),
         echoed_in_envelope(403, "FORBIDDEN"),
         echoed_in_envelope(404, "ORGANIZATION_NOT_FOUND"),
         echoed_in_429_text,
         echoed_in_envelope(500, "INTERNAL_ERROR", attempts=4),
         echoed_in_connection_error,
     ],
-    ids=["400", "401", "403", "404", "429", "500", "connection-error"],
+    ids=[
+        "400",
+        "400-text",
+        "401",
+        "401-error-field-becomes-code",
+        "403",
+        "404",
+        "429",
+        "500",
+        "connection-error",
+    ],
 )
 def test_token_never_appears_in_errors(
     httpx_mock: HTTPXMock, make_client: MakeClient, token: str, register: Callable[..., None]
@@ -468,7 +769,7 @@ def test_token_never_appears_in_errors(
     client = make_client()
 
     with pytest.raises(ProviderError) as caught:
-        client.get("/orgs")
+        client.get_json("/orgs")
 
     error = caught.value
     for text in (str(error), repr(error), repr(error.args), repr(vars(error)), repr(client)):
@@ -496,10 +797,17 @@ class TestGetMany:
         )
 
         assert results == [
-            {"name": "a"},
+            {"success": True, "data": {"name": "a"}},
             NotFound(path="/orgs/acme/projects/p/components/b", code="COMPONENT_NOT_FOUND"),
-            {"name": "c"},
+            {"success": True, "data": {"name": "c"}},
         ]
+
+    def test_a_single_request_gives_a_not_found_marker_too(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(status_code=404, json={"error": "gone", "code": "NOT_FOUND"})
+
+        assert make_client().get_many([("/x/a", {})]) == [NotFound(path="/x/a", code="NOT_FOUND")]
 
     def test_other_failures_raise(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
@@ -508,9 +816,7 @@ class TestGetMany:
             url=f"{base_url}/x/bad", status_code=400, json=failure("nope", "INVALID_INPUT")
         )
         for name in ("a", "b", "c"):
-            httpx_mock.add_response(
-                url=f"{base_url}/x/{name}", json={"success": True, "data": {}}, is_optional=True
-            )
+            httpx_mock.add_response(url=f"{base_url}/x/{name}", json={}, is_optional=True)
 
         with pytest.raises(PermanentError, match="GET /x/bad: HTTP 400 INVALID_INPUT: nope"):
             make_client().get_many([(f"/x/{name}", {}) for name in ("a", "bad", "b", "c")])
@@ -529,7 +835,7 @@ class TestGetMany:
                 state.notify_all()
                 state.wait_for(lambda: most >= 3, timeout=5)  # hold until the cap is reached once
                 in_flight -= 1
-            return httpx.Response(200, json={"success": True, "data": {"path": request.url.path}})
+            return httpx.Response(200, json={"path": request.url.path})
 
         httpx_mock.add_callback(slow, is_reusable=True)
 
@@ -545,6 +851,29 @@ class TestConstruction:
     def test_base_url_is_required(self, clock) -> None:
         with pytest.raises(ConfigError, match=r"openchoreo\.baseUrl"):
             OpenChoreoClient(OpenChoreoConfig(), clock=clock, deadline=None)
+
+    @pytest.mark.parametrize(
+        ("configured", "root"),
+        [
+            ("https://openchoreo.test", "https://openchoreo.test"),
+            ("https://openchoreo.test/", "https://openchoreo.test"),
+            ("https://openchoreo.test/api/v1", "https://openchoreo.test"),
+            ("https://openchoreo.test/api/v1/", "https://openchoreo.test"),
+            ("https://gw.test/choreo", "https://gw.test/choreo"),
+            ("https://gw.test/choreo/api/v1", "https://gw.test/choreo"),
+        ],
+        ids=["bare", "bare-slash", "with-api", "with-api-slash", "prefix", "prefix-with-api"],
+    )
+    def test_api_prefix_is_appended_unless_given(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, configured: str, root: str
+    ) -> None:
+        httpx_mock.add_response(url=f"{root}/api/v1/namespaces?limit=1", json={"items": []})
+        client = make_client(config=OpenChoreoConfig(base_url=configured))
+
+        client.get_json("/namespaces", {"limit": 1})
+
+        assert (client.base_url, client.server_root) == (f"{root}/api/v1", root)
+        assert str(httpx_mock.get_request().url) == f"{root}/api/v1/namespaces?limit=1"
 
     def test_unreadable_ca_bundle_is_a_config_error(self, clock, tmp_path, base_url: str) -> None:
         config = OpenChoreoConfig(base_url=base_url, ca_bundle=str(tmp_path / "missing.pem"))
@@ -563,13 +892,13 @@ class TestConstruction:
 
         def handler(request: httpx.Request) -> httpx.Response:
             seen.append(request)
-            return httpx.Response(200, json={"success": True, "data": {"v": 1}})
+            return httpx.Response(200, json={"v": 1})
 
         config = OpenChoreoConfig(base_url=base_url + "/", insecure_skip_verify=True)
         with OpenChoreoClient(
             config, clock=clock, deadline=None, transport=httpx.MockTransport(handler)
         ) as client:
-            assert client.get("/orgs/acme") == {"v": 1}
+            assert client.get_json("/orgs/acme") == {"v": 1}
 
         assert str(seen[0].url) == f"{base_url}/orgs/acme"
         assert seen[0].headers["User-Agent"] == default_user_agent()

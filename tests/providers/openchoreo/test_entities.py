@@ -14,6 +14,7 @@ from choreo_ingest.config import MappingConfig
 from choreo_ingest.errors import PermanentError
 from choreo_ingest.models import Entity
 from choreo_ingest.providers.openchoreo.entities import (
+    api_entity_name,
     component_entities,
     organization_entity,
     project_entity,
@@ -375,6 +376,57 @@ class TestApi:
     def test_port_annotation_is_a_string_or_absent(self, port: Any, annotation: str | None) -> None:
         _, api = map_component(component(**endpoints(ep={"type": "TCP", "port": port})))
         assert api.body["metadata"]["annotations"].get("openchoreo.io/endpoint-port") == annotation
+
+
+DELETION = {"openchoreo.io/deletion-timestamp": "2025-02-03T04:05:06Z"}
+
+
+class TestBeingDeleted:
+    """A resource with a `deletionTimestamp` stays in the catalog, annotated."""
+
+    @pytest.mark.parametrize(
+        "build",
+        [
+            lambda data: organization_entity(data, MAPPING, PROVIDER),
+            lambda data: project_entity(data, "acme", MAPPING, PROVIDER),
+            lambda data: map_component(data)[0],
+        ],
+        ids=["organization", "project", "component"],
+    )
+    def test_resource_being_deleted_is_kept_and_annotated(self, build: Any) -> None:
+        data = component(deletionTimestamp=" 2025-02-03T04:05:06Z ")
+        annotations = build(data).body["metadata"]["annotations"]
+        assert annotations.items() >= DELETION.items()
+
+    @pytest.mark.parametrize("blank", [None, "", "  "], ids=["null", "empty", "spaces"])
+    def test_no_deletion_annotation_without_a_timestamp(self, blank: Any) -> None:
+        entities = map_component(
+            component(deletionTimestamp=blank, **endpoints(http={"type": "REST"}))
+        )
+        for entity in entities:
+            assert "openchoreo.io/deletion-timestamp" not in entity.body["metadata"]["annotations"]
+
+
+class TestApiNameOverride:
+    def test_api_name_callback_names_the_apis_and_the_provided_refs(self) -> None:
+        data = component(**endpoints(http={"type": "REST"}, grpc={"type": "gRPC"}))
+        calls: list[tuple[str, str]] = []
+
+        def api_name(component_name: str, endpoint: str) -> str:
+            calls.append((component_name, endpoint))
+            return f"renamed-{endpoint}"
+
+        entities = component_entities(data, "acme", "shop", MAPPING, PROVIDER, api_name=api_name)
+        assert calls == [("orders", "grpc"), ("orders", "http")]
+        assert [entity.name for entity in entities[1:]] == ["renamed-grpc", "renamed-http"]
+        assert entities[0].body["spec"]["providesApis"] == [
+            "api:acme/renamed-grpc",
+            "api:acme/renamed-http",
+        ]
+
+    def test_default_api_name_is_component_dash_endpoint(self) -> None:
+        _, api = map_component(component(**endpoints(http={"type": "REST"})))
+        assert api.name == api_entity_name("orders", "http") == "orders-http"
 
 
 AWKWARD_COMPONENTS = [

@@ -18,14 +18,19 @@ from choreo_ingest.providers.openchoreo.entities import (
 from choreo_ingest.providers.openchoreo.naming import (
     EntityRefError,
     entity_name,
+    entity_ref_of,
+    hashed_entity_name,
     is_valid_entity_name,
     is_valid_namespace,
     is_valid_tag,
     lower_kebab,
     namespace_name,
+    owner_problem,
     parse_entity_ref,
+    short_hash,
     tag,
     tags,
+    v1_api_entity_name,
 )
 
 HASH = r"[0-9a-f]{8}"
@@ -105,6 +110,120 @@ class TestApiEntityName:
         ]
         produced = {api_entity_name("orders", name).lower() for name in names}
         assert len(produced) == len(names)
+
+
+class TestV1ApiEntityName:
+    @pytest.mark.parametrize(
+        ("project", "component_name", "endpoint", "expected"),
+        [
+            ("shop", "orders", "http", "shop-orders-http"),
+            ("shop", "orders", "v1.rest_api", "shop-orders-v1.rest_api"),
+            ("shop", "orders", "REST", rf"shop-orders-rest-{HASH}"),
+            ("shop", "orders", "my endpoint", rf"shop-orders-my-endpoint-{HASH}"),
+            ("shop", "orders", "日本語", rf"shop-orders-{HASH}"),
+            ("shop", "orders", "", rf"shop-orders-{HASH}"),
+            ("shop", "orders", "e" * 60, rf"shop-orders-e{{42}}-{HASH}"),
+            ("p" * 63, "c" * 63, "e" * 63, rf"p{{54}}-{HASH}"),
+        ],
+        ids=[
+            "valid-kept",
+            "dots-and-underscores-kept",
+            "upper-case",
+            "space",
+            "non-ascii",
+            "empty-endpoint",
+            "too-long",
+            "all-parts-63",
+        ],
+    )
+    def test_project_component_endpoint_made_valid(
+        self, project: str, component_name: str, endpoint: str, expected: str
+    ) -> None:
+        name = v1_api_entity_name(project, component_name, endpoint)
+        assert re.fullmatch(expected, name), name
+        assert is_valid_entity_name(name)
+        assert len(name) <= 63
+        assert name == name.lower()
+
+    def test_hash_suffix_is_stable_across_releases(self) -> None:
+        # A changed algorithm would rename every sanitized v1 API in existing catalogs.
+        assert v1_api_entity_name("shop", "orders", "REST") == "shop-orders-rest-2c9c1247"
+
+    def test_ambiguous_triples_share_their_plain_name(self) -> None:
+        """OpenChoreo's provider joins with `-` too; the caller resolves this clash."""
+        assert v1_api_entity_name("a", "b-c", "e") == v1_api_entity_name("a-b", "c", "e")
+        assert v1_api_entity_name("a", "b-c", "e") == "a-b-c-e"
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [
+            (("a", "b-c", "E"), ("a-b", "c", "E")),
+            (("a", "b-c d", "e"), ("a-b", "c d", "e")),
+            (
+                ("x" * 40, "y" * 20 + "-" + "y" * 20, "e"),
+                ("x" * 40 + "-" + "y" * 20, "y" * 20, "e"),
+            ),
+        ],
+        ids=["upper-case", "space", "too-long"],
+    )
+    def test_ambiguous_triples_never_share_a_sanitized_name(
+        self, first: tuple[str, str, str], second: tuple[str, str, str]
+    ) -> None:
+        """The hash covers the whole unsanitized triple, not the joined string."""
+        assert "-".join(first) == "-".join(second)
+        assert v1_api_entity_name(*first) != v1_api_entity_name(*second)
+
+    def test_distinct_endpoints_of_one_component_never_share_a_name(self) -> None:
+        endpoints = ["api", "Api", "API", "a b", "a-b", "a_b", "", " ", "日本", "中文", "ü", "u"]
+        produced = {v1_api_entity_name("shop", "orders", e).lower() for e in endpoints}
+        assert len(produced) == len(endpoints)
+
+
+class TestHashedEntityName:
+    def test_always_carries_the_hash_of_its_key(self) -> None:
+        assert hashed_entity_name("orders-http", "k1") == f"orders-http-{short_hash('k1')}"
+        assert hashed_entity_name("orders-http", "k1") != hashed_entity_name("orders-http", "k2")
+
+    @pytest.mark.parametrize("raw", ["a" * 80, "Has Space", "日本", ""], ids=str)
+    def test_is_a_valid_name(self, raw: str) -> None:
+        name = hashed_entity_name(raw, raw)
+        assert is_valid_entity_name(name)
+        assert name == name.lower()
+
+
+@pytest.mark.parametrize(
+    ("kind", "namespace", "name", "expected"),
+    [
+        ("Component", "acme", "orders", "component:acme/orders"),
+        ("Domain", "default", "acme", "domain:default/acme"),
+        ("API", "Acme", "orders", rf"api:acme-{HASH}/orders"),
+    ],
+    ids=["component", "domain", "namespace-made-valid"],
+)
+def test_entity_ref_of(kind: str, namespace: str, name: str, expected: str) -> None:
+    assert re.fullmatch(expected, entity_ref_of(kind, namespace, name))
+
+
+@pytest.mark.parametrize(
+    ("owner", "usable"),
+    [
+        ("team-x", True),
+        ("Team-X", True),
+        ("group:team-x", True),
+        ("group:default/team-x", True),
+        ("user:acme/jane", True),
+        ("a b", False),
+        ("group:", False),
+        ("x/y/z", False),
+        ("system:acme/shop", False),
+        ("group:Acme/team", False),
+        ("", False),
+        (7, False),
+    ],
+    ids=str,
+)
+def test_owner_problem(owner: Any, usable: bool) -> None:
+    assert (owner_problem(owner) is None) is usable
 
 
 class TestNames:

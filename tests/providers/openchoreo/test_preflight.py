@@ -1,4 +1,4 @@
-"""`check` warns when a page of components cannot fit in a burst at the API's latency."""
+"""`check` warns when a page cannot fit in a burst at the API's latency."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from choreo_ingest.config import IncrementalConfig
-from choreo_ingest.preflight import page_time_check
+from choreo_ingest.providers.openchoreo.preflight import page_time_check
 
 DEFAULTS = IncrementalConfig()  # chunkSize 50, maxConcurrentRequests 5, burstLength 10 s
 
@@ -24,13 +24,31 @@ DEFAULTS = IncrementalConfig()  # chunkSize 50, maxConcurrentRequests 5, burstLe
     ],
     ids=["fast", "half-the-burst", "slow", "longer-burst", "smaller-pages", "rate-capped"],
 )
-def test_page_time_against_burst_length(
+def test_org_era_page_time_against_burst_length(
     latency: float, settings: IncrementalConfig, ok: bool, seconds: str
 ) -> None:
-    check = page_time_check(latency, settings)
+    check = page_time_check(latency, settings, "orgs")
 
     assert (check.name, check.ok) == ("openchoreo.incremental", ok)
     assert f"takes about {seconds} s" in check.detail
     if not ok:
         assert "raise openchoreo.incremental.burstLength" in check.detail
         assert "lower openchoreo.incremental.chunkSize" in check.detail
+
+
+@pytest.mark.parametrize(
+    ("latency", "settings", "ok", "seconds"),
+    [
+        (0.9, DEFAULTS, True, "0.9"),  # one list call per page: no detail calls in v1
+        (6.0, DEFAULTS, False, "6.0"),
+        (0.01, replace(DEFAULTS, max_requests_per_second=0.1), False, "10.0"),
+    ],
+    ids=["one-request", "slow", "rate-capped"],
+)
+def test_v1_page_is_one_request(
+    latency: float, settings: IncrementalConfig, ok: bool, seconds: str
+) -> None:
+    check = page_time_check(latency, settings, "v1")
+
+    assert check.ok is ok
+    assert f"a page takes about {seconds} s" in check.detail

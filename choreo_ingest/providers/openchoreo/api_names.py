@@ -1,0 +1,98 @@
+"""API entity names that never collide: when two endpoints would get the same name, the one
+whose (project, component, endpoint) sorts first keeps it and the other gets a hash suffix.
+
+`<project>-<component>-<endpoint>` is ambiguous: project `a` with component `b-c` and project
+`a-b` with component `c` give one name (in the org era, component `a` with endpoint `b-c` and
+component `a-b` with endpoint `c`). Which of the two arrives first depends on page order and
+events, so every endpoint records a claim on its plain name in the provider's lookup index; the
+claims of a name decide who holds it, whatever the order. When a newcomer sorts before the
+current holder, the holder is displaced: the caller re-reads it so it moves to its hashed name
+in the same page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from choreo_ingest.models import IndexEntry
+from choreo_ingest.providers.openchoreo.generation import Harvest, Walk
+
+CLAIMS = "api-name"
+"""The index table of claims: grouped by `<namespace>/<plain name>`."""
+
+Owner = tuple[str, ...]
+"""Who owns an endpoint, outermost first: (project, component)."""
+ClaimKey = tuple[str, ...]
+"""(*owner, endpoint): what claims sort by."""
+
+
+@dataclass(frozen=True)
+class ApiClaim:
+    namespace: str
+    owner: Owner
+    endpoint: str
+    plain: str
+
+    @property
+    def sort_key(self) -> ClaimKey:
+        return (*self.owner, self.endpoint)
+
+    @property
+    def group(self) -> str:
+        return f"{self.namespace}/{self.plain}"
+
+
+Pending = dict[str, dict[ClaimKey, bool]]
+"""Claims decided earlier in the same page: group -> claim -> holds the plain name."""
+
+
+def resolve_api_names(
+    walk: Walk,
+    claims: Sequence[ApiClaim],
+    hashed: Callable[[Owner, str], str],
+    pending: Pending | None = None,
+) -> tuple[dict[ClaimKey, str], Harvest, list[Owner]]:
+    """Names for `claims`, the index rows that record them, and the owners displaced from a
+    plain name they held (to be re-read and renamed by the caller)."""
+    pending = {} if pending is None else pending
+    stored = walk.index.by_group(CLAIMS, sorted({claim.group for claim in claims}))
+    names: dict[ClaimKey, str] = {}
+    harvest = Harvest()
+    displaced: list[Owner] = []
+    for group, rows in stored.items():
+        known = {_claim_key(row): bool(_value(row).get("holds")) for row in rows}
+        known.update(pending.get(group, {}))
+        ours = [claim for claim in claims if claim.group == group]
+        contenders = set(known) | {claim.sort_key for claim in ours}
+        winner = min(contenders)
+        for claim in ours:
+            holds = claim.sort_key == winner
+            names[claim.sort_key] = claim.plain if holds else hashed(claim.owner, claim.endpoint)
+            harvest.index.append(_row(claim, holds))
+            known[claim.sort_key] = holds
+        for key, holds in known.items():
+            owner = key[:-1]
+            if holds and key != winner and owner not in displaced:
+                displaced.append(owner)
+                known[key] = False
+        pending[group] = known
+    return names, harvest, displaced
+
+
+def _row(claim: ApiClaim, holds: bool) -> IndexEntry:
+    key = f"{claim.group}|{'/'.join(claim.sort_key)}"
+    value = {"owner": list(claim.owner), "endpoint": claim.endpoint, "holds": holds}
+    return IndexEntry(CLAIMS, key, claim.group, value)
+
+
+def _value(row: IndexEntry) -> Mapping[str, object]:
+    return row.value if isinstance(row.value, Mapping) else {}
+
+
+def _claim_key(row: IndexEntry) -> ClaimKey:
+    value = _value(row)
+    owner = value.get("owner")
+    endpoint = value.get("endpoint")
+    parts = [str(part) for part in owner] if isinstance(owner, list) else []
+    return (*parts, str(endpoint))

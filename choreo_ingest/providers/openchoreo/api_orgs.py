@@ -1,0 +1,290 @@
+"""The organization-era OpenChoreo API (`openchoreo-api.md`): the seed's design, no release.
+
+    orgs        GET /orgs                                   -> Domain entities, push each org
+    projects    per queued org: GET /orgs/{org}/projects    -> System entities, push each project
+    components  per queued project: GET .../components, then one detail call per component
+                (`include=type,workload`)                   -> Component + API entities
+
+Envelope `{success, data}`; a listing ends at `nextCursor == ""`, and a server that sends no
+`nextCursor` at all does not paginate and is refused. 410 (and a 400 on a request that carried a
+cursor) means the cursor is gone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from choreo_ingest.errors import PermanentError
+from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
+from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
+from choreo_ingest.providers.openchoreo.client import NotFound, NotFoundError, OpenChoreoClient
+from choreo_ingest.providers.openchoreo.entities import (
+    api_entity_name,
+    component_entities,
+    organization_entity,
+    organization_namespace,
+    project_entity,
+)
+from choreo_ingest.providers.openchoreo.generation import (
+    Harvest,
+    ListPage,
+    Phase,
+    Resource,
+    Walk,
+    name_of,
+    queued_text,
+)
+from choreo_ingest.providers.openchoreo.naming import hashed_entity_name
+
+ORG_QUEUE = "orgs"
+PROJECT_QUEUE = "projects"
+DETAIL_PARAMS = {"include": "type,workload"}
+KINDS = ("Organization", "Project", "Component")
+ACTIONS = ("created", "updated", "deleted")
+KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""Organization, project and component names: an event naming anything else (`a/b`, `..`) is
+refused, since a name becomes one URL path segment and one level of the removal scope."""
+_SCOPE_KEYS = {"Organization": (), "Project": ("namespace",), "Component": ("namespace", "project")}
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def unwrap(body: Any, path: str) -> dict[str, Any]:
+    """The `data` object of an org-era envelope."""
+    if not isinstance(body, dict) or "data" not in body or body.get("success") is False:
+        raise PermanentError(
+            f"GET {path}: response is not an OpenChoreo envelope", method="GET", path=path
+        )
+    data = body["data"]
+    if not isinstance(data, dict):
+        raise PermanentError(f"GET {path}: data is not an object", method="GET", path=path)
+    return data
+
+
+def get_object(
+    client: OpenChoreoClient, path: str, params: Mapping[str, str] | None = None
+) -> Resource:
+    return unwrap(client.get_json(path, params), path)
+
+
+@dataclass(frozen=True)
+class _Orgs:
+    name: str = "orgs"
+    queue: str | None = None
+
+    def path(self, item: QueuedItem | None) -> str:
+        return "/orgs"
+
+    def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
+        harvest = Harvest()
+        for org in resources:
+            name = name_of(org, "/orgs")
+            harvest.entities.append(organization_entity(org, walk.config.mapping, walk.provider))
+            harvest.queue_items.append(QueueItem(ORG_QUEUE, name, {"name": name}))
+        return harvest
+
+
+@dataclass(frozen=True)
+class _Projects:
+    name: str = "projects"
+    queue: str | None = ORG_QUEUE
+
+    def path(self, item: QueuedItem | None) -> str:
+        return f"/orgs/{_segment(queued_text(item, 'name'))}/projects"
+
+    def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
+        org = queued_text(item, "name")
+        harvest = Harvest()
+        for project in resources:
+            name = name_of(project, self.path(item))
+            harvest.entities.append(
+                project_entity(project, org, walk.config.mapping, walk.provider)
+            )
+            harvest.queue_items.append(
+                QueueItem(PROJECT_QUEUE, f"{org}/{name}", {"org": org, "project": name})
+            )
+        return harvest
+
+
+@dataclass(frozen=True)
+class _Components:
+    name: str = "components"
+    queue: str | None = PROJECT_QUEUE
+
+    def path(self, item: QueuedItem | None) -> str:
+        org, project = queued_text(item, "org"), queued_text(item, "project")
+        return f"/orgs/{_segment(org)}/projects/{_segment(project)}/components"
+
+    def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
+        org, project = queued_text(item, "org"), queued_text(item, "project")
+        path = self.path(item)
+        names = [name_of(component, path) for component in resources]
+        details = walk.client.get_many(
+            [(f"{path}/{_segment(name)}", DETAIL_PARAMS) for name in names]
+        )
+        found = [unwrap(detail, path) for detail in details if not isinstance(detail, NotFound)]
+        return component_harvest(walk, org, project, found)
+
+
+def component_harvest(
+    walk: Walk,
+    org: str,
+    project: str,
+    details: Sequence[Resource],
+    pending: Pending | None = None,
+    *,
+    displacing: bool = True,
+) -> Harvest:
+    """Component and API entities of these component details, API names resolved against every
+    other component's claims (two endpoints never share a ref)."""
+    pending = {} if pending is None else pending
+    claims = [
+        ApiClaim(
+            namespace=organization_namespace(org),
+            owner=(project, name_of(detail, "component")),
+            endpoint=endpoint,
+            plain=api_entity_name(name_of(detail, "component"), endpoint),
+        )
+        for detail in details
+        for endpoint in _endpoint_names(detail)
+    ]
+    names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
+    for detail in details:
+        harvest.entities += component_entities(
+            detail,
+            org,
+            project,
+            walk.config.mapping,
+            walk.provider,
+            api_name=lambda component, endpoint: names[(project, component, endpoint)],
+        )
+    for project_name, component in displaced if displacing else ():
+        path = f"/orgs/{_segment(org)}/projects/{_segment(project_name)}/components/"
+        try:
+            detail = get_object(walk.client, path + _segment(component), DETAIL_PARAMS)
+        except NotFoundError:
+            continue
+        harvest.add(component_harvest(walk, org, project_name, [detail], pending, displacing=False))
+    return harvest
+
+
+def _hashed_name(owner: tuple[str, ...], endpoint: str) -> str:
+    return hashed_entity_name(f"{owner[-1]}-{endpoint}", "/".join((*owner, endpoint)))
+
+
+def _endpoint_names(detail: Mapping[str, Any]) -> list[str]:
+    workload = detail.get("workload")
+    endpoints = workload.get("endpoints") if isinstance(workload, Mapping) else None
+    if isinstance(endpoints, Mapping):
+        return [str(key) for key in endpoints]
+    if isinstance(endpoints, list):
+        return [
+            item["name"]
+            for item in endpoints
+            if isinstance(item, Mapping) and isinstance(item.get("name"), str)
+        ]
+    return []
+
+
+class OrgsGeneration:
+    """The org-era API as the traversal needs it."""
+
+    name = "orgs"
+    max_limit = 1024
+    phases: Sequence[Phase] = (_Orgs(), _Projects(), _Components())
+
+    def list_page(
+        self, client: OpenChoreoClient, path: str, *, limit: int, cursor: str | None
+    ) -> ListPage:
+        params: dict[str, str | int] = {"limit": limit}
+        expired_on: tuple[int, ...] = (410,)
+        if cursor is not None:
+            params["cursor"] = cursor
+            expired_on = (410, 400)
+        params["pagination"] = "cursor"
+        data = unwrap(client.get_json(path, params, expired_on=expired_on), path)
+        items = data.get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise PermanentError(
+                f"GET {path}: HTTP 200: response data has no list of items", path=path, status=200
+            )
+        next_cursor = data.get("nextCursor")
+        if next_cursor is None:
+            raise PermanentError(
+                f"the OpenChoreo API at {client.base_url} does not support cursor pagination "
+                f"(no nextCursor in GET {path})",
+                method="GET",
+                path=path,
+                status=200,
+            )
+        if not isinstance(next_cursor, str):
+            raise PermanentError(f"GET {path}: HTTP 200: nextCursor is not a string", path=path)
+        return ListPage(items=items, next_cursor=next_cursor)
+
+    def event_problem(self, body: Mapping[str, Any]) -> str | None:
+        kind, action = body.get("kind"), body.get("action")
+        if kind not in KINDS:
+            return f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})"
+        if action not in ACTIONS:
+            return f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})"
+        for key in ("name", *_SCOPE_KEYS[str(kind)]):
+            value = body.get(key)
+            if not isinstance(value, str) or not value.strip():
+                return f"{kind} event needs a non-empty {key!r}"
+            if not KUBERNETES_NAME.fullmatch(value):
+                return (
+                    f"{key} {value!r:.80} is not an OpenChoreo name (lowercase a-z, 0-9, '-', '.')"
+                )
+        return None
+
+    def is_ignored(self, body: Mapping[str, Any]) -> bool:
+        return False
+
+    def event_delta(self, walk: Walk, event: Event) -> Delta:
+        """What the catalog must do for `event`; a 404 on re-read means the resource is gone."""
+        mapping, provider = walk.config.mapping, walk.provider
+        if event.kind == "Organization":
+            if event.action == "deleted":
+                return Delta(removal_scopes=[event.name])
+            try:
+                org = get_object(walk.client, f"/orgs/{_segment(event.name)}")
+            except NotFoundError:
+                return Delta(removal_scopes=[event.name])
+            return Delta(upserts=[organization_entity(org, mapping, provider)])
+        org_name = _required(event.namespace, event, "namespace")
+        org_path = f"/orgs/{_segment(org_name)}"
+        if event.kind == "Project":
+            scope = f"{org_name}/{event.name}"
+            if event.action == "deleted":
+                return Delta(removal_scopes=[scope])
+            try:
+                project = get_object(walk.client, f"{org_path}/projects/{_segment(event.name)}")
+            except NotFoundError:
+                return Delta(removal_scopes=[scope])
+            return Delta(upserts=[project_entity(project, org_name, mapping, provider)])
+        project_name = _required(event.project, event, "project")
+        scope = f"{org_name}/{project_name}/{event.name}"
+        if event.action == "deleted":
+            return Delta(removal_scopes=[scope])
+        path = f"{org_path}/projects/{_segment(project_name)}/components/{_segment(event.name)}"
+        try:
+            detail = get_object(walk.client, path, DETAIL_PARAMS)
+        except NotFoundError:
+            return Delta(removal_scopes=[scope])
+        harvest = component_harvest(walk, org_name, project_name, [detail])
+        return Delta(upserts=harvest.entities, removal_scopes=[scope], index=harvest.index)
+
+
+def _required(value: str | None, event: Event, key: str) -> str:
+    if not value:
+        raise PermanentError(f"{event.kind} event for {event.name!r} has no {key!r}")
+    return value
+
+
+ORGS = OrgsGeneration()

@@ -1,0 +1,366 @@
+"""Where the API's bearer token comes from: a static token, a token file, or OAuth2.
+
+The HTTP client asks `bearer()` before every request and calls `refresh()` once after a 401.
+`credentials_for` picks the source `openchoreo.auth` configures:
+
+- a static token (`openchoreo.auth.token`, or its shorthand `openchoreo.token`);
+- a token file, read at every `bearer()` so a rotated Kubernetes secret or systemd credential is
+  picked up without a restart;
+- OAuth2 client credentials (`client_secret_post`), as OpenChoreo v1.x's identity provider
+  (Thunder by default) issues them to machine clients. The access token lives in memory only; one
+  grant serves every request thread until `exp - min(60 s, lifetime / 2)`, and while a grant is in
+  flight the other threads wait for it instead of asking again.
+
+This module sends nothing itself: the client injects `post_form` (it owns httpx) and a `Clock`.
+Error texts name the config key path and never hold a secret; `secrets()` lists every secret
+known so far for redaction, and `on_secret` hears of each new one as it is learned.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import AuthConfig, OAuthConfig
+from choreo_ingest.errors import AuthError, ProviderError, TransientError
+
+PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
+"""POST a form to an absolute URL -> (HTTP status, parsed JSON body or None).
+
+Raises TransientError itself on connection errors and timeouts."""
+OnSecret = Callable[[str], None]
+"""Told every secret value as it is learned (the CLI passes `logs.register_secret`)."""
+
+REFRESH_MARGIN = 60.0
+"""Seconds before `exp` to replace a token (OpenChoreo's own plugins use the same 60 s)."""
+DEFAULT_LIFETIME = 300.0
+"""Seconds to keep a token that says nothing of its expiry (no JWT `exp`, no `expires_in`)."""
+EXPIRED_REUSE = 10.0
+"""Seconds to keep a token that is already expired by our clock (clock skew, or a broken
+identity provider): asking again at every request would not help, and a 401 still refreshes."""
+MIN_REDACTED_LENGTH = 4
+"""Shorter secrets are not searched for in error texts: they would mangle words (and such a
+secret is guessable anyway)."""
+MAX_DESCRIPTION = 160
+"""Longest `error_description` quoted in an error; a longer one is likely an HTML page."""
+
+_OAUTH = "openchoreo.auth.oauth"
+_TOKEN_URL_KEY = f"{_OAUTH}.tokenUrl"
+
+
+class Credentials(Protocol):
+    """What the HTTP client needs to authenticate its requests."""
+
+    config_key: str
+    """The config key path in use, for error messages; "" when no credentials are configured."""
+
+    def bearer(self) -> str | None:
+        """The token to send now; None when no credentials are configured."""
+        ...
+
+    def refresh(self, rejected: str | None = None) -> str | None:
+        """After a 401: drop any cached token and get a new one.
+
+        `rejected` is the token the API refused: when another thread has already replaced it,
+        that newer token is returned without a new grant (several requests may see one 401).
+        """
+        ...
+
+    def secrets(self) -> list[str]:
+        """Every secret value known so far (tokens, client secret, issued access tokens)."""
+        ...
+
+
+def credentials_for(
+    auth: AuthConfig,
+    *,
+    clock: Clock,
+    post_form: PostForm,
+    on_secret: OnSecret | None = None,
+) -> Credentials:
+    """The credentials `auth` configures (NoCredentials when it configures none)."""
+    known = _Known(on_secret)
+    if auth.oauth is not None:
+        return ClientCredentials(auth.oauth, clock=clock, post_form=post_form, known=known)
+    if auth.token_file is not None:
+        return TokenFile(auth.token_file, known=known)
+    if auth.token is not None:
+        return StaticToken(auth.token, config_key=auth.token_key, known=known)
+    return NoCredentials()
+
+
+class NoCredentials:
+    """No `openchoreo.auth`: requests go without an Authorization header."""
+
+    config_key = ""
+
+    def bearer(self) -> str | None:
+        return None
+
+    def refresh(self, rejected: str | None = None) -> str | None:
+        return None
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+class StaticToken:
+    """A token from the config; a refresh gives the same token back."""
+
+    def __init__(self, token: str, *, config_key: str, known: _Known | None = None) -> None:
+        self.config_key = config_key
+        self._token = token
+        self._known = known or _Known()
+        self._known.add(token)
+
+    def __repr__(self) -> str:
+        return f"StaticToken(config_key={self.config_key!r})"
+
+    def bearer(self) -> str:
+        return self._token
+
+    def refresh(self, rejected: str | None = None) -> str:
+        return self._token
+
+    def secrets(self) -> list[str]:
+        return self._known.values()
+
+
+class TokenFile:
+    """A token read from a file at every use, so a rotated file takes effect at once."""
+
+    config_key = "openchoreo.auth.tokenFile"
+
+    def __init__(self, path: Path, *, known: _Known | None = None) -> None:
+        self.path = path
+        self._known = known or _Known()
+
+    def __repr__(self) -> str:
+        return f"TokenFile(path={str(self.path)!r})"
+
+    def bearer(self) -> str:
+        token = _read_secret(self.path, self.config_key)
+        if any(char.isspace() or not char.isprintable() for char in token):
+            raise AuthError(f"{self.config_key} ({self.path}): expected one token on one line")
+        self._known.add(token)
+        return token
+
+    def refresh(self, rejected: str | None = None) -> str:
+        return self.bearer()
+
+    def secrets(self) -> list[str]:
+        return self._known.values()
+
+
+class ClientCredentials:
+    """OAuth2 client credentials: one grant, shared by every thread until its refresh point."""
+
+    def __init__(
+        self,
+        oauth: OAuthConfig,
+        *,
+        clock: Clock,
+        post_form: PostForm,
+        known: _Known | None = None,
+    ) -> None:
+        self.config_key = oauth.secret_key
+        self._oauth = oauth
+        self._clock = clock
+        self._post_form = post_form
+        self._known = known or _Known()
+        if oauth.client_secret is not None:
+            self._known.add(oauth.client_secret)
+        self._lock = threading.Lock()  # held through a grant: the other threads wait for it
+        self._token: str | None = None
+        self._refresh_at = -math.inf
+
+    def __repr__(self) -> str:
+        return f"ClientCredentials(token_url={self._oauth.token_url!r})"
+
+    def bearer(self) -> str:
+        with self._lock:
+            if self._token is None or self._clock.now() >= self._refresh_at:
+                return self._grant()
+            return self._token
+
+    def refresh(self, rejected: str | None = None) -> str:
+        with self._lock:
+            current, fresh = self._token, self._clock.now() < self._refresh_at
+            if current is not None and fresh and rejected not in (None, current):
+                return current  # another thread's refresh already replaced the rejected token
+            return self._grant()
+
+    def secrets(self) -> list[str]:
+        return self._known.values()
+
+    def _grant(self) -> str:
+        """Ask the token endpoint for a new access token (the caller holds the lock)."""
+        self._token, self._refresh_at = None, -math.inf
+        oauth = self._oauth
+        secret = oauth.client_secret
+        if secret is None:
+            assert oauth.client_secret_file is not None  # OAuthConfig requires one of the two
+            secret = _read_secret(oauth.client_secret_file, f"{_OAUTH}.clientSecretFile")
+            self._known.add(secret)
+        fields = {
+            "grant_type": "client_credentials",
+            "client_id": oauth.client_id,
+            "client_secret": secret,
+        }
+        if oauth.scope:
+            fields["scope"] = oauth.scope
+        granted_at = self._clock.now()
+        status, body = self._post_form(oauth.token_url, fields)
+        if not 200 <= status < 300:
+            raise self._refused(status, body)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token.strip():
+            shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
+            raise self._error(AuthError, f"HTTP {status} with {shape}", status=status)
+        token = token.strip()
+        token_type = body.get("token_type")
+        if isinstance(token_type, str) and token_type.lower() != "bearer":
+            problem = f"HTTP {status}: token_type {_printable(token_type, 32)!r} is not Bearer"
+            raise self._error(AuthError, problem, status=status)
+        self._known.add(token)
+        self._token = token
+        self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
+        return token
+
+    def _refused(self, status: int, body: Any) -> ProviderError:
+        fields = body if isinstance(body, dict) else {}
+        code = _printable(fields.get("error"), 64)
+        code = self._known.redact(code) if code else None  # it becomes the error's `code` too
+        description = _printable(fields.get("error_description"), MAX_DESCRIPTION)
+        problem = f"HTTP {status}" + (f" {code}" if code else "")
+        problem += f": {description}" if description else ""
+        if status >= 500 or status in (408, 429):
+            return self._error(TransientError, problem, status=status, code=code)
+        return self._error(AuthError, f"{problem}; {self._advice(status, code)}", status, code)
+
+    def _advice(self, status: int, code: str | None) -> str:
+        if code == "invalid_client" or (code is None and status in (400, 401, 403)):
+            return f"check {_OAUTH}.clientId and {self.config_key}"
+        if code == "invalid_scope":
+            return f"check {_OAUTH}.scope"
+        if code in ("unauthorized_client", "unsupported_grant_type"):
+            return (
+                "the identity provider must allow the client_credentials grant "
+                f"for {_OAUTH}.clientId"
+            )
+        if code is None:
+            return f"check {_TOKEN_URL_KEY}"
+        return f"check {_OAUTH}"
+
+    def _error(
+        self,
+        kind: type[ProviderError],
+        problem: str,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> ProviderError:
+        url = self._oauth.token_url
+        text = self._known.redact(f"token request to {_TOKEN_URL_KEY} ({url}): {problem}")
+        where = url.partition("?")[0]
+        return kind(text, method="POST", path=where, status=status, code=code)
+
+
+def refresh_point(token: str, expires_in: object, granted_at: float) -> float:
+    """When to replace `token`, granted at `granted_at` (epoch seconds).
+
+    `exp - min(60 s, lifetime / 2)`, where exp is the JWT's `exp` claim when the token is a JWT
+    that has one (decoded, not verified: the API verifies it), else `granted_at + expires_in`;
+    lifetime is exp minus the JWT's `iat`, else minus `granted_at`.
+    """
+    claims = jwt_claims(token)
+    exp = _seconds(claims.get("exp"))
+    if exp is None:
+        given = _seconds(expires_in)
+        exp = granted_at + (given if given is not None and given > 0 else DEFAULT_LIFETIME)
+    issued = _seconds(claims.get("iat"))
+    lifetime = max(exp - (granted_at if issued is None else issued), 0.0)
+    refresh_at = exp - min(REFRESH_MARGIN, lifetime / 2)
+    if refresh_at > granted_at:
+        return refresh_at
+    if exp > granted_at:  # an `iat` far behind our clock: keep half of what is left
+        return granted_at + (exp - granted_at) / 2
+    return granted_at + EXPIRED_REUSE
+
+
+def jwt_claims(token: str) -> Mapping[str, Any]:
+    """The payload of a JWT (three base64url parts), unverified; {} for anything else."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload))
+    except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+class _Known:
+    """Secret values learned so far, shared by one credentials object; thread-safe."""
+
+    def __init__(self, on_secret: OnSecret | None = None) -> None:
+        self._values: list[str] = []
+        self._lock = threading.Lock()
+        self._on_secret = on_secret
+
+    def add(self, value: str) -> None:
+        with self._lock:
+            if not value or value in self._values:
+                return
+            self._values.append(value)
+        if self._on_secret is not None:
+            self._on_secret(value)
+
+    def values(self) -> list[str]:
+        with self._lock:
+            return list(self._values)
+
+    def redact(self, text: str) -> str:
+        for value in sorted(self.values(), key=len, reverse=True):
+            if len(value) >= MIN_REDACTED_LENGTH:
+                text = text.replace(value, "***")
+        return text
+
+
+def _read_secret(path: Path, key: str) -> str:
+    """A secret file's content, stripped; errors name the key and the path, never the content."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise AuthError(f"{key} ({path}): cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise AuthError(f"{key} ({path}): cannot read: not UTF-8 text") from None
+    if not text:
+        raise AuthError(f"{key} ({path}): the file is empty")
+    return text
+
+
+def _seconds(value: object) -> float | None:
+    """A finite number of seconds from JSON (a numeric string counts), else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _printable(value: object, limit: int) -> str | None:
+    """A short one-line text from an untrusted body; None when absent, blank or too long."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return text if text and len(text) <= limit else None

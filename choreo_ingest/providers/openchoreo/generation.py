@@ -1,0 +1,127 @@
+"""What an OpenChoreo API generation is, for the shared traversal: its wire format, its walk
+as a list of phases, and its events.
+
+A generation module (`api_v1`, `api_orgs`) holds everything that differs between OpenChoreo API
+generations: paths, envelope, where a listing ends, which status means an expired cursor, the
+resource shapes and how they become entities. The traversal (`traversal.py`) holds what they
+share: cursors, queues, restarts, checkpoints. A third generation is one more module plus a line
+in `GENERATIONS` (`generations.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from choreo_ingest.config import Config
+from choreo_ingest.errors import PermanentError
+from choreo_ingest.models import Delta, Entity, Event, IndexEntry, QueuedItem, QueueItem
+from choreo_ingest.providers.base import IndexReader, QueueReader
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
+
+Resource = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a listing; the listing is finished when `next_cursor` is empty."""
+
+    items: list[Resource]
+    next_cursor: str
+
+
+@dataclass
+class Harvest:
+    """What one listed page becomes: entities, queue pushes and index rows, committed together."""
+
+    entities: list[Entity] = field(default_factory=list)
+    queue_items: list[QueueItem] = field(default_factory=list)
+    index: list[IndexEntry] = field(default_factory=list)
+
+    def add(self, other: Harvest) -> None:
+        self.entities += other.entities
+        self.queue_items += other.queue_items
+        self.index += other.index
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What a phase or an event handler may use during one burst (or one inbox drain)."""
+
+    client: OpenChoreoClient
+    queues: QueueReader
+    index: IndexReader
+    config: Config
+    provider: str
+
+
+class Phase(Protocol):
+    """One kind of listing in the walk: either a single listing (`queue` None) or one listing per
+    item of a queue that an earlier phase filled."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def queue(self) -> str | None: ...
+
+    def path(self, item: QueuedItem | None) -> str:
+        """The listing's path below the API root, for this queue item."""
+        ...
+
+    def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
+        """Turn one page of the listing into entities, queue pushes and index rows."""
+        ...
+
+
+class Generation(Protocol):
+    """One OpenChoreo API generation."""
+
+    @property
+    def name(self) -> str:
+        """What `openchoreo.api` calls it, and what `status` shows: `v1`, `orgs`."""
+        ...
+
+    @property
+    def max_limit(self) -> int:
+        """The largest page the API serves; larger `limit` values are clamped by the server."""
+        ...
+
+    @property
+    def phases(self) -> Sequence[Phase]: ...
+
+    def list_page(
+        self, client: OpenChoreoClient, path: str, *, limit: int, cursor: str | None
+    ) -> ListPage:
+        """One page of a listing; an expired cursor raises CursorExpired."""
+        ...
+
+    def event_problem(self, body: Mapping[str, Any]) -> str | None:
+        """Why `body` is not an event of this generation, or None."""
+        ...
+
+    def is_ignored(self, body: Mapping[str, Any]) -> bool:
+        """A valid event about a kind this provider does not ingest (acknowledged, counted)."""
+        ...
+
+    def event_delta(self, walk: Walk, event: Event) -> Delta:
+        """Re-read what the event names and say what the catalog must do."""
+        ...
+
+
+def name_of(resource: Mapping[str, Any], path: str) -> str:
+    """A listed item's name (`metadata.name` or, in the org era, `name`)."""
+    metadata = resource.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else resource.get("name")
+    if not isinstance(name, str) or not name:
+        raise PermanentError(f"GET {path}: an item has no name: {dict(resource)!r:.200}", path=path)
+    return name
+
+
+def queued_text(item: QueuedItem | None, key: str) -> str:
+    value = item.value.get(key) if item is not None and isinstance(item.value, Mapping) else None
+    if not isinstance(value, str) or not value:
+        where = item.key if item is not None else "(none)"
+        raise PermanentError(f"queue item {where!r} has no {key}")
+    return value

@@ -1,0 +1,156 @@
+"""Pieces both OpenChoreo mappings share (the organization era in `entities`, v1 in
+`entities_v1`): the entity envelope, metadata with our annotations, and readers for the loosely
+typed values OpenChoreo sends (blank strings, ports, schemas, repositories).
+
+Everything here is pure and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from choreo_ingest.errors import PermanentError
+from choreo_ingest.models import JSON, Entity
+from choreo_ingest.providers.openchoreo.naming import lower_kebab, tags
+
+API_VERSION = "backstage.io/v1alpha1"
+MANAGED_LABEL = "openchoreo.io/managed"
+LOCATION = "backstage.io/managed-by-location"
+ORIGIN_LOCATION = "backstage.io/managed-by-origin-location"
+SOURCE_LOCATION = "backstage.io/source-location"
+PREFIX = "openchoreo.io/"
+DELETION_TIMESTAMP = "deletion-timestamp"
+"""Annotation key (under PREFIX) of a resource on its way out: its entity stays until it is gone."""
+UNKNOWN = "unknown"
+
+_ENDPOINT_API_TYPES = {
+    "rest": "openapi",
+    "http": "openapi",
+    "graphql": "graphql",
+    "grpc": "grpc",
+    "websocket": "asyncapi",
+    "tcp": "tcp",
+    "udp": "udp",
+}
+
+
+def entity(kind: str, metadata: dict[str, Any], spec: dict[str, JSON], *, scope: str) -> Entity:
+    body = {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
+    return Entity(kind, metadata["namespace"], metadata["name"], body, scope)
+
+
+def metadata(
+    name: str,
+    namespace: str,
+    provider: str,
+    openchoreo: Mapping[str, str | None],
+    *,
+    title: object = None,
+    description: object = None,
+    entity_tags: list[str] | None = None,
+) -> dict[str, Any]:
+    """`metadata` with `openchoreo.io/<key>` annotations (None values left out), our location
+    annotations and managed label; blank titles and descriptions are left out (Backstage
+    rejects an empty title)."""
+    annotations = {PREFIX + key: value for key, value in openchoreo.items() if value is not None}
+    annotations[LOCATION] = annotations[ORIGIN_LOCATION] = f"provider:{provider}"
+    body: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "annotations": annotations,
+        "labels": {MANAGED_LABEL: "true"},
+    }
+    shown = text(title)
+    if shown:
+        body["title"] = shown
+    about = text(description)
+    if about:
+        body["description"] = about
+    if entity_tags:
+        body["tags"] = entity_tags
+    return body
+
+
+def required_name(value: object, what: str, resource: Mapping[str, Any]) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise PermanentError(f"OpenChoreo {what} without a name: {preview(resource)}")
+    return value
+
+
+def text(value: object) -> str | None:
+    """A string stripped of surrounding blanks; None for blanks and non-strings."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def port(value: object) -> str | None:
+    """A port as the string an annotation holds; None when it is not a number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return value.strip()
+    return None
+
+
+def as_mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def preview(resource: Mapping[str, Any]) -> str:
+    return json.dumps(resource, sort_keys=True, default=str)[:200]
+
+
+def type_tags(openchoreo_type: str | None) -> list[str]:
+    """`deployment/web-app` -> [`deployment`, `web-app`]; `ScheduledTask` -> [`scheduled-task`]."""
+    if not openchoreo_type:
+        return []
+    return tags(lower_kebab(part) for part in openchoreo_type.split("/"))
+
+
+def endpoint_api_type(endpoint_type: str | None) -> str:
+    """The API `spec.type` for an endpoint type: `REST`/`HTTP` -> `openapi`, `gRPC` -> `grpc`..."""
+    if not endpoint_type:
+        return UNKNOWN
+    return _ENDPOINT_API_TYPES.get(endpoint_type.lower()) or lower_kebab(endpoint_type) or UNKNOWN
+
+
+def schema_content(details: Mapping[str, Any]) -> str | None:
+    """An endpoint's inline schema text; None when absent or blank."""
+    content = as_mapping(details.get("schema")).get("content")
+    if isinstance(content, str):
+        return content if content.strip() else None
+    if isinstance(content, Mapping | list) and content:
+        return json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False)
+    return None
+
+
+def source_location(parameters: Mapping[str, Any]) -> str | None:
+    """`url:<repository>` in Backstage's location format, from build parameters that hold
+    `repository: {url, revision: {branch}}` (a `revision` beside `repository` also counts),
+    when the repository is an http(s) URL.
+
+    GitHub and GitLab get their branch-tree URL when the branch is known; other hosts get the
+    repository URL alone, since their tree-URL conventions differ.
+    """
+    repository = as_mapping(parameters.get("repository"))
+    url = text(repository.get("url"))
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
+    branch = text(revision.get("branch"))
+    host = parts.hostname or ""
+    if branch and host in ("github.com", "gitlab.com"):
+        base = url.rstrip("/").removesuffix(".git")
+        tree = "/tree/" if host == "github.com" else "/-/tree/"
+        return f"url:{base}{tree}{quote(branch, safe='/')}/"
+    return f"url:{url}"

@@ -1,0 +1,178 @@
+"""`choreo-ingest check` for OpenChoreo: the server, its security, the grant, the API generation,
+what the client may see, and whether a page fits in a burst at the API's latency."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config, IncrementalConfig, effective_chunk_size, require_api
+from choreo_ingest.errors import ChoreoIngestError, ProviderError
+from choreo_ingest.models import Check
+from choreo_ingest.providers.openchoreo.auth import Credentials
+from choreo_ingest.providers.openchoreo.client import (
+    NotFoundError,
+    OpenChoreoClient,
+    default_user_agent,
+)
+from choreo_ingest.providers.openchoreo.generation import Generation, ListPage
+from choreo_ingest.providers.openchoreo.generations import GENERATIONS, generation_named
+
+ROLE_BINDING = """\
+# openchoreo-control-plane Helm values (keep the chart's default mappings next to it):
+openchoreoApi:
+  config:
+    security:
+      authorization:
+        bootstrap:
+          mappings:
+            - name: choreo-ingest-catalog-reader-binding
+              kind: ClusterAuthzRoleBinding
+              roleMappings:
+                - roleRef: {name: backstage-catalog-reader, kind: ClusterAuthzRole}
+              entitlement: {claim: sub, value: "<openchoreo.auth.oauth.clientId>"}
+              effect: allow"""
+"""What binds a new OAuth client to OpenChoreo's read-only catalog role."""
+
+
+def openchoreo_checks(
+    config: Config, clock: Clock, credentials: Credentials, transport: object | None = None
+) -> list[Check]:
+    try:
+        require_api(config)
+    except ChoreoIngestError as error:
+        return [Check("openchoreo", False, str(error))]
+    settings = config.openchoreo
+    deadline = clock.monotonic() + 3 * settings.incremental.request_timeout
+    try:
+        with OpenChoreoClient(
+            settings,
+            clock=clock,
+            deadline=deadline,
+            transport=transport,
+            user_agent=default_user_agent(),
+            credentials=credentials,
+        ) as client:
+            checks = [_server_check(client)]
+            if credentials.config_key:
+                checks.append(_grant_check(credentials))
+                if not checks[-1].ok:
+                    return checks
+            return checks + _api_checks(client, config, clock)
+    except ChoreoIngestError as error:
+        return [Check("openchoreo", False, str(error))]
+
+
+def _server_check(client: OpenChoreoClient) -> Check:
+    """The public routes: the server's version, and whether security is on (RFC 9728)."""
+    parts = []
+    try:
+        version = client.get_public("/version")
+        shown = version.get("version") if isinstance(version, Mapping) else None
+        parts.append(f"OpenChoreo {shown}" if shown else "a /version without a version")
+    except ProviderError:
+        parts.append("no /version (an OpenChoreo before v1.0?)")
+    try:
+        resource = client.get_public("/.well-known/oauth-protected-resource")
+        parts.append(_security(resource))
+    except ProviderError:
+        parts.append("no /.well-known/oauth-protected-resource")
+    return Check("openchoreo.server", True, f"{client.server_root}: {'; '.join(parts)}")
+
+
+def _security(resource: Any) -> str:
+    if not isinstance(resource, Mapping):
+        return "security metadata unreadable"
+    if resource.get("openchoreo_security_enabled") is False:
+        return "security off: requests need no token"
+    issuers = resource.get("authorization_servers")
+    issuer = issuers[0] if isinstance(issuers, list) and issuers else "an unnamed issuer"
+    return f"security on, tokens from {issuer}"
+
+
+def _grant_check(credentials: Credentials) -> Check:
+    try:
+        credentials.bearer()
+    except ProviderError as error:
+        return Check(credentials.config_key, False, str(error))
+    return Check(credentials.config_key, True, "a token was obtained")
+
+
+def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[Check]:
+    api = config.openchoreo.api
+    candidates = GENERATIONS if api == "auto" else (generation_named(api),)
+    for generation in candidates:
+        path = generation.phases[0].path(None)
+        try:
+            page = generation.list_page(client, path, limit=1, cursor=None)
+        except NotFoundError:
+            continue
+        except ProviderError as error:
+            return [Check("openchoreo.api", False, str(error))]
+        started = clock.monotonic()
+        generation.list_page(client, path, limit=1, cursor=None)
+        latency = clock.monotonic() - started
+        return [
+            _listing_check(client, config, generation, page),
+            page_time_check(latency, config.incremental, generation.name),
+            *_chunk_check(config, generation),
+        ]
+    tried = " and ".join(f"/api/v1{g.phases[0].path(None)}" for g in candidates)
+    return [
+        Check("openchoreo.api", False, f"no OpenChoreo API at {client.base_url} (tried {tried})")
+    ]
+
+
+def _listing_check(
+    client: OpenChoreoClient, config: Config, generation: Generation, page: ListPage
+) -> Check:
+    what = generation.phases[0].name
+    more = "more to list" if page.next_cursor else "listing complete"
+    detail = (
+        f"{client.base_url}: the {generation.name} API, reachable and authorized "
+        f"({len(page.items)} {what} on the first page, {more})"
+    )
+    if page.items:
+        return Check("openchoreo.api", True, detail)
+    advice = (
+        f"{detail}, but it lists no {what}: a list answers with what the client may see, so a "
+        "client without a role binding sees nothing. Bind it to the read-only role "
+        f"backstage-catalog-reader:\n{ROLE_BINDING}"
+    )
+    return Check("openchoreo.api", True, advice, warning=True)
+
+
+def _chunk_check(config: Config, generation: Generation) -> list[Check]:
+    _, warning = effective_chunk_size(config, generation.name)
+    return (
+        [Check("openchoreo.incremental.chunkSize", True, warning, warning=True)] if warning else []
+    )
+
+
+def page_time_check(latency: float, settings: IncrementalConfig, api: str) -> Check:
+    """Does a page fit in a burst at this request latency? A burst that commits no page fails,
+    and the next one fails the same way, so a page should take at most half of it.
+
+    A v1 page is one list call. An org-era components page is one list call, then `chunkSize`
+    detail calls `maxConcurrentRequests` at a time, and no faster than `maxRequestsPerSecond`.
+    """
+    chunk = settings.chunk_size
+    requests = 1 if api == "v1" else 1 + chunk
+    rounds = 1 if api == "v1" else 1 + math.ceil(chunk / settings.max_concurrent_requests)
+    seconds = rounds * latency
+    if settings.max_requests_per_second:
+        seconds = max(seconds, requests / settings.max_requests_per_second)
+    what = "a page" if api == "v1" else f"a page of {chunk} components"
+    estimate = f"{what} takes about {seconds:.1f} s at {latency * 1000:.0f} ms per request"
+    burst = settings.burst_length
+    if seconds <= burst / 2:
+        return Check("openchoreo.incremental", True, f"{estimate}; burstLength is {burst:g} s")
+    return Check(
+        "openchoreo.incremental",
+        False,
+        f"{estimate}, more than half of burstLength ({burst:g} s): bursts may end "
+        "before any page is committed; raise openchoreo.incremental.burstLength or lower "
+        "openchoreo.incremental.chunkSize",
+    )

@@ -1,0 +1,114 @@
+"""A provider's own lookup index and facts: what it must find again that is not an entity.
+
+The index holds rows a provider writes with its pages and deltas (a workload, grouped by the
+component it belongs to) and reads back by key or by group with one indexed statement, so a join
+across pages goes through the store instead of a map that grows with the platform. Each row
+remembers the cycle that last wrote it; a completed cycle prunes the rows it did not write.
+
+Facts are a few named strings per provider (which API generation the source speaks, a problem
+that only the provider can see), shown by `status` and the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from choreo_ingest.models import IndexEntry
+from choreo_ingest.store.connection import Connection, canonical_json
+
+
+def write_index(
+    conn: Connection, provider: str, cycle_id: int, entries: Sequence[IndexEntry]
+) -> None:
+    """Upsert (or, for a None value, delete) index rows inside the caller's transaction."""
+    if not entries:
+        return
+    latest = {(entry.table, entry.key): entry for entry in entries}
+    conn.executemany(
+        "DELETE FROM provider_index WHERE provider = ? AND tbl = ? AND key = ?",
+        [(provider, e.table, e.key) for e in latest.values() if e.value is None],
+    )
+    conn.executemany(
+        """INSERT INTO provider_index (provider, tbl, key, grp, value, cycle_id)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (provider, tbl, key) DO UPDATE SET grp = excluded.grp,
+               value = excluded.value, cycle_id = excluded.cycle_id""",
+        [
+            (provider, e.table, e.key, e.group, canonical_json(e.value), cycle_id)
+            for e in latest.values()
+            if e.value is not None
+        ],
+    )
+
+
+def prune_index(conn: Connection, provider: str, cycle_id: int) -> int:
+    """Drop the rows the completed cycle `cycle_id` did not write; returns how many."""
+    cursor = conn.execute(
+        "DELETE FROM provider_index WHERE provider = ? AND cycle_id < ?", [provider, cycle_id]
+    )
+    return int(cursor.rowcount)
+
+
+def clear_index(conn: Connection, provider: str) -> None:
+    conn.execute("DELETE FROM provider_index WHERE provider = ?", [provider])
+
+
+def index_by_key(
+    conn: Connection, provider: str, table: str, keys: Sequence[str]
+) -> dict[str, IndexEntry]:
+    """The rows of `table` with these keys (absent keys are left out)."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        """SELECT key, grp, value FROM provider_index WHERE provider = ? AND tbl = ?
+           AND key IN (SELECT value FROM json_each(?))""",
+        [provider, table, json.dumps(list(keys))],
+    )
+    return {key: IndexEntry(table, key, group, json.loads(value)) for key, group, value in rows}
+
+
+def index_by_group(
+    conn: Connection,
+    provider: str,
+    table: str,
+    groups: Sequence[str],
+    *,
+    min_cycle: int = 0,
+) -> dict[str, list[IndexEntry]]:
+    """The rows of `table` in each of `groups` written in cycle `min_cycle` or later, each group's
+    rows ordered by key; a group without rows maps to an empty list."""
+    found: dict[str, list[IndexEntry]] = {group: [] for group in groups}
+    if not groups:
+        return found
+    rows = conn.execute(
+        """SELECT grp, key, value FROM provider_index WHERE provider = ? AND tbl = ?
+           AND grp IN (SELECT value FROM json_each(?)) AND cycle_id >= ? ORDER BY grp, key""",
+        [provider, table, json.dumps(list(found)), min_cycle],
+    )
+    for group, key, value in rows:
+        found[group].append(IndexEntry(table, key, group, json.loads(value)))
+    return found
+
+
+def write_facts(
+    conn: Connection, provider: str, facts: Mapping[str, str | None], now: float
+) -> None:
+    """Set (or, for None, remove) a provider's facts inside the caller's transaction."""
+    conn.executemany(
+        "DELETE FROM provider_facts WHERE provider = ? AND name = ?",
+        [(provider, name) for name, value in facts.items() if value is None],
+    )
+    conn.executemany(
+        """INSERT INTO provider_facts (provider, name, value, updated_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (provider, name) DO UPDATE SET value = excluded.value,
+               updated_at = excluded.updated_at""",
+        [(provider, name, value, now) for name, value in facts.items() if value is not None],
+    )
+
+
+def read_facts(conn: Connection, provider: str) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT name, value FROM provider_facts WHERE provider = ? ORDER BY name", [provider]
+    )
+    return dict(rows)

@@ -1,0 +1,532 @@
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo_ingest.config import AuthConfig, OAuthConfig
+from choreo_ingest.errors import AuthError, TransientError
+from choreo_ingest.providers.openchoreo.auth import (
+    ClientCredentials,
+    NoCredentials,
+    StaticToken,
+    TokenFile,
+    credentials_for,
+    jwt_claims,
+)
+
+from fakes import FakeClock
+
+TOKEN_URL = "http://thunder.openchoreo.localhost:8080/oauth2/token"
+CLIENT_SECRET = "cs-7b3f0e2a-very-secret"
+START = 1_800_000_000.0
+
+
+def jwt(**claims: Any) -> str:
+    """An unsigned-looking JWT with `claims` (the credentials never verify signatures)."""
+
+    def part(data: Mapping[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class FakeTokenEndpoint:
+    """A token endpoint: answers from `responses` in turn, then issues `access-N` tokens."""
+
+    def __init__(self, *responses: tuple[int, Any], expires_in: object = 3600) -> None:
+        self.responses = list(responses)
+        self.expires_in = expires_in
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+        with self._lock:
+            self.calls.append((url, dict(fields)))
+            if self.responses:
+                return self.responses.pop(0)
+            body = {"access_token": f"access-{len(self.calls)}", "token_type": "Bearer"}
+            return 200, body | {"expires_in": self.expires_in}
+
+
+def oauth_config(**overrides: Any) -> OAuthConfig:
+    settings: dict[str, Any] = {
+        "token_url": TOKEN_URL,
+        "client_id": "choreo-ingest",
+        "client_secret": CLIENT_SECRET,
+    }
+    return OAuthConfig(**(settings | overrides))
+
+
+def client_credentials(
+    endpoint: FakeTokenEndpoint, clock: FakeClock, **overrides: Any
+) -> ClientCredentials:
+    credentials = credentials_for(
+        AuthConfig(oauth=oauth_config(**overrides)), clock=clock, post_form=endpoint
+    )
+    assert isinstance(credentials, ClientCredentials)
+    return credentials
+
+
+class TestCredentialsFor:
+    def test_no_auth_sends_no_token(self) -> None:
+        credentials = credentials_for(
+            AuthConfig(), clock=FakeClock(), post_form=FakeTokenEndpoint()
+        )
+        assert isinstance(credentials, NoCredentials)
+        assert (credentials.bearer(), credentials.refresh(), credentials.secrets()) == (
+            None,
+            None,
+            [],
+        )
+        assert credentials.config_key == ""
+
+    @pytest.mark.parametrize(
+        ("auth", "kind", "config_key"),
+        [
+            (AuthConfig(token="tok-1234"), StaticToken, "openchoreo.auth.token"),
+            (
+                AuthConfig(token="tok-1234", token_key="openchoreo.token"),
+                StaticToken,
+                "openchoreo.token",
+            ),
+            (AuthConfig(token_file=Path("t")), TokenFile, "openchoreo.auth.tokenFile"),
+            (
+                AuthConfig(oauth=oauth_config()),
+                ClientCredentials,
+                "openchoreo.auth.oauth.clientSecret",
+            ),
+            (
+                AuthConfig(oauth=oauth_config(client_secret=None, client_secret_file=Path("f"))),
+                ClientCredentials,
+                "openchoreo.auth.oauth.clientSecretFile",
+            ),
+        ],
+        ids=["token", "shorthand", "token-file", "oauth", "oauth-secret-file"],
+    )
+    def test_picks_the_configured_source_and_names_its_key(
+        self, auth: AuthConfig, kind: type, config_key: str
+    ) -> None:
+        credentials = credentials_for(auth, clock=FakeClock(), post_form=FakeTokenEndpoint())
+        assert isinstance(credentials, kind)
+        assert credentials.config_key == config_key
+
+    def test_no_file_is_read_and_no_token_requested_until_first_use(self, tmp_path: Path) -> None:
+        endpoint = FakeTokenEndpoint()
+        auth = AuthConfig(oauth=oauth_config(client_secret=None, client_secret_file=tmp_path / "x"))
+        credentials_for(auth, clock=FakeClock(), post_form=endpoint)
+        credentials_for(
+            AuthConfig(token_file=tmp_path / "y"), clock=FakeClock(), post_form=endpoint
+        )
+        assert endpoint.calls == []
+
+
+class TestStaticToken:
+    def test_refresh_gives_the_same_token(self) -> None:
+        credentials = StaticToken("tok-1234", config_key="openchoreo.auth.token")
+        assert credentials.bearer() == credentials.refresh() == "tok-1234"
+        assert credentials.secrets() == ["tok-1234"]
+        assert "tok-1234" not in repr(credentials)
+
+
+class TestTokenFile:
+    def test_file_is_read_again_at_each_call(self, tmp_path: Path) -> None:
+        path = tmp_path / "token"
+        path.write_text("first-token\n", encoding="utf-8")
+        credentials = TokenFile(path)
+        assert credentials.bearer() == "first-token"
+
+        path.write_text("  rotated-token  \n", encoding="utf-8")
+
+        assert credentials.bearer() == "rotated-token"
+        assert credentials.secrets() == ["first-token", "rotated-token"]
+        assert "rotated-token" not in repr(credentials)
+
+    def test_refresh_reads_the_file_again(self, tmp_path: Path) -> None:
+        path = tmp_path / "token"
+        path.write_text("old-token", encoding="utf-8")
+        credentials = TokenFile(path)
+        credentials.bearer()
+        path.write_text("new-token", encoding="utf-8")
+
+        assert credentials.refresh("old-token") == "new-token"
+
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            (None, "cannot read: No such file or directory"),
+            (b"", "the file is empty"),
+            (b" \n\t\n", "the file is empty"),
+            (b"\xff\xfe-secret-bytes", "cannot read: not UTF-8 text"),
+            (b"secret-part-one\nsecret-part-two\n", "expected one token on one line"),
+        ],
+        ids=["missing", "empty", "blank", "not-utf8", "two-lines"],
+    )
+    def test_unusable_file_names_key_and_path_not_content(
+        self, tmp_path: Path, content: bytes | None, problem: str
+    ) -> None:
+        path = tmp_path / "token"
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(AuthError) as caught:
+            TokenFile(path).bearer()
+        assert str(caught.value) == f"openchoreo.auth.tokenFile ({path}): {problem}"
+        assert "secret" not in str(caught.value)
+
+    def test_on_secret_hears_each_token_once(self, tmp_path: Path) -> None:
+        heard: list[str] = []
+        path = tmp_path / "token"
+        path.write_text("file-token", encoding="utf-8")
+        auth = AuthConfig(token_file=path)
+        credentials = credentials_for(
+            auth, clock=FakeClock(), post_form=FakeTokenEndpoint(), on_secret=heard.append
+        )
+        credentials.bearer()
+        credentials.bearer()
+        assert heard == ["file-token"]
+
+
+class TestGrant:
+    def test_sends_client_credentials_as_a_form(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(endpoint, FakeClock())
+
+        assert credentials.bearer() == "access-1"
+
+        assert endpoint.calls == [
+            (
+                TOKEN_URL,
+                {
+                    "grant_type": "client_credentials",
+                    "client_id": "choreo-ingest",
+                    "client_secret": CLIENT_SECRET,
+                },
+            )
+        ]
+
+    def test_sends_the_scope_when_configured(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        client_credentials(endpoint, FakeClock(), scope="openid catalog").bearer()
+        assert endpoint.calls[0][1]["scope"] == "openid catalog"
+
+    def test_client_secret_file_is_read_at_each_grant(self, tmp_path: Path) -> None:
+        """A rotated client secret is used by the next grant, without a restart."""
+        path = tmp_path / "client-secret"
+        path.write_text("secret-one\n", encoding="utf-8")
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(
+            endpoint, FakeClock(), client_secret=None, client_secret_file=path
+        )
+        credentials.bearer()
+        path.write_text("secret-two\n", encoding="utf-8")
+
+        credentials.refresh()
+
+        assert [fields["client_secret"] for _, fields in endpoint.calls] == [
+            "secret-one",
+            "secret-two",
+        ]
+        assert {"secret-one", "secret-two"} <= set(credentials.secrets())
+
+    def test_unreadable_client_secret_file_names_key_and_path(self, tmp_path: Path) -> None:
+        path = tmp_path / "missing"
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(
+            endpoint, FakeClock(), client_secret=None, client_secret_file=path
+        )
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+        assert str(caught.value).startswith(f"openchoreo.auth.oauth.clientSecretFile ({path}): ")
+        assert endpoint.calls == []
+
+    def test_secrets_holds_the_client_secret_and_every_access_token(self) -> None:
+        heard: list[str] = []
+        endpoint = FakeTokenEndpoint()
+        credentials = credentials_for(
+            AuthConfig(oauth=oauth_config()),
+            clock=FakeClock(),
+            post_form=endpoint,
+            on_secret=heard.append,
+        )
+        credentials.bearer()
+        credentials.refresh()
+
+        assert credentials.secrets() == [CLIENT_SECRET, "access-1", "access-2"]
+        assert heard == [CLIENT_SECRET, "access-1", "access-2"]
+        assert CLIENT_SECRET not in repr(credentials)
+        assert "access-2" not in repr(credentials)
+
+
+class TestReuse:
+    def test_token_is_reused_until_60_seconds_before_expiry(self) -> None:
+        clock, endpoint = FakeClock(START), FakeTokenEndpoint(expires_in=3600)
+        credentials = client_credentials(endpoint, clock)
+        assert credentials.bearer() == "access-1"
+
+        clock.advance(3539)
+        assert credentials.bearer() == "access-1"
+        clock.advance(1)
+        assert credentials.bearer() == "access-2"
+        assert len(endpoint.calls) == 2
+
+    def test_jwt_exp_wins_over_expires_in(self) -> None:
+        clock = FakeClock(START)
+        token = jwt(sub="backstage", iat=START, exp=START + 600)
+        endpoint = FakeTokenEndpoint((200, {"access_token": token, "expires_in": 3600}))
+        credentials = client_credentials(endpoint, clock)
+        assert credentials.bearer() == token
+
+        clock.advance(539)
+        assert credentials.bearer() == token
+        clock.advance(1)
+        assert credentials.bearer() == "access-2"
+
+    def test_expires_in_is_used_when_the_token_is_not_a_jwt(self) -> None:
+        clock = FakeClock(START)
+        endpoint = FakeTokenEndpoint((200, {"access_token": "opaque", "expires_in": "120"}))
+        credentials = client_credentials(endpoint, clock)
+        credentials.bearer()
+
+        clock.advance(59)  # 120 s lifetime: refresh 60 s before its end
+        assert credentials.bearer() == "opaque"
+        clock.advance(1)
+        assert credentials.bearer() == "access-2"
+
+    @pytest.mark.parametrize(
+        "response",
+        [
+            {"access_token": "opaque", "expires_in": 20},
+            {"access_token": jwt(iat=START, exp=START + 20)},
+            {"access_token": jwt(exp=START + 20), "expires_in": 9999},
+        ],
+        ids=["expires-in", "jwt-with-iat", "jwt-without-iat"],
+    )
+    def test_short_token_is_replaced_halfway(self, response: dict[str, Any]) -> None:
+        """A 20 s token is replaced after 10 s, not 60 s before it expires (before it exists)."""
+        clock = FakeClock(START)
+        endpoint = FakeTokenEndpoint((200, response))
+        credentials = client_credentials(endpoint, clock)
+        first = credentials.bearer()
+
+        clock.advance(9.9)
+        assert credentials.bearer() == first
+        clock.advance(0.1)
+        assert credentials.bearer() == "access-2"
+
+    def test_lifetime_counts_from_iat(self) -> None:
+        """A token issued 30 s before we got it, valid 100 s: lifetime 100 s, margin 50 s."""
+        clock = FakeClock(START)
+        token = jwt(iat=START - 30, exp=START + 70)
+        credentials = client_credentials(FakeTokenEndpoint((200, {"access_token": token})), clock)
+        credentials.bearer()
+
+        clock.advance(19.9)
+        assert credentials.bearer() == token
+        clock.advance(0.1)
+        assert credentials.bearer() == "access-2"
+
+    def test_token_without_expiry_is_kept_five_minutes(self) -> None:
+        clock = FakeClock(START)
+        credentials = client_credentials(FakeTokenEndpoint((200, {"access_token": "o"})), clock)
+        credentials.bearer()
+
+        clock.advance(239)
+        assert credentials.bearer() == "o"
+        clock.advance(1)
+        assert credentials.bearer() == "access-2"
+
+    def test_token_expired_by_our_clock_is_not_requested_at_every_call(self) -> None:
+        """Clock skew must not turn every request into a grant; a 401 still refreshes."""
+        clock = FakeClock(START)
+        token = jwt(iat=START - 3700, exp=START - 100)
+        endpoint = FakeTokenEndpoint((200, {"access_token": token}))
+        credentials = client_credentials(endpoint, clock)
+
+        assert [credentials.bearer() for _ in range(5)] == [token] * 5
+        assert len(endpoint.calls) == 1
+        clock.advance(10)
+        assert credentials.bearer() == "access-2"
+
+    def test_refresh_forces_a_new_grant(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(endpoint, FakeClock())
+        assert credentials.bearer() == "access-1"
+
+        assert credentials.refresh() == "access-2"
+        assert credentials.bearer() == "access-2"
+        assert len(endpoint.calls) == 2
+
+    def test_refresh_of_a_token_already_replaced_asks_nobody(self) -> None:
+        """Several requests that met one 401 with the same token cause one new grant."""
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(endpoint, FakeClock())
+        rejected = credentials.bearer()
+
+        assert credentials.refresh(rejected) == "access-2"
+        assert credentials.refresh(rejected) == "access-2"
+        assert credentials.refresh("access-2") == "access-3"
+        assert len(endpoint.calls) == 3
+
+    def test_failed_grant_leaves_no_token_behind(self) -> None:
+        endpoint = FakeTokenEndpoint((503, None))
+        credentials = client_credentials(endpoint, FakeClock())
+        with pytest.raises(TransientError):
+            credentials.bearer()
+
+        assert credentials.bearer() == "access-2"
+
+    def test_failed_refresh_drops_the_old_token(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(endpoint, FakeClock())
+        credentials.bearer()
+        endpoint.responses.append((401, {"error": "invalid_client"}))
+
+        with pytest.raises(AuthError):
+            credentials.refresh()
+        assert credentials.bearer() == "access-3"  # asks again; never the rejected access-1
+
+    def test_concurrent_callers_share_one_grant(self) -> None:
+        entered, release = threading.Event(), threading.Event()
+        endpoint = FakeTokenEndpoint()
+
+        def slow_endpoint(url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+            entered.set()
+            release.wait(timeout=5)
+            return endpoint(url, fields)
+
+        credentials = credentials_for(
+            AuthConfig(oauth=oauth_config()), clock=FakeClock(), post_form=slow_endpoint
+        )
+        tokens: list[str | None] = []
+
+        def call() -> None:
+            tokens.append(credentials.bearer())
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        threads[0].start()
+        assert entered.wait(timeout=5)
+        for thread in threads[1:]:
+            thread.start()
+        time.sleep(0.05)  # let the others reach the lock while the grant is in flight
+        release.set()
+        for thread in threads:
+            thread.join(timeout=5)
+
+        assert tokens == ["access-1"] * 8
+        assert len(endpoint.calls) == 1
+
+
+class TestEndpointErrors:
+    def test_refused_client_names_key_status_and_code(self) -> None:
+        endpoint = FakeTokenEndpoint(
+            (401, {"error": "invalid_client", "error_description": "Client authentication failed"})
+        )
+        with pytest.raises(AuthError) as caught:
+            client_credentials(endpoint, FakeClock()).bearer()
+
+        assert str(caught.value) == (
+            f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): HTTP 401 "
+            "invalid_client: Client authentication failed; check openchoreo.auth.oauth.clientId "
+            "and openchoreo.auth.oauth.clientSecret"
+        )
+        assert (caught.value.status, caught.value.code) == (401, "invalid_client")
+
+    @pytest.mark.parametrize(
+        ("status", "body", "fragment"),
+        [
+            (400, {"error": "invalid_scope"}, "HTTP 400 invalid_scope; check openchoreo.auth."),
+            (400, {"error": "unauthorized_client"}, "must allow the client_credentials grant"),
+            (404, None, "HTTP 404; check openchoreo.auth.oauth.tokenUrl"),
+            (401, None, "HTTP 401; check openchoreo.auth.oauth.clientId and"),
+            (200, {"token_type": "Bearer"}, "HTTP 200 with no access_token"),
+            (200, {"access_token": "  "}, "HTTP 200 with no access_token"),
+            (200, None, "HTTP 200 with a body that is not JSON"),
+            (200, {"access_token": "t", "token_type": "mac"}, "token_type 'mac' is not Bearer"),
+        ],
+        ids=[
+            "invalid-scope",
+            "grant-not-allowed",
+            "not-found",
+            "bare-401",
+            "no-access-token",
+            "blank-access-token",
+            "not-json",
+            "not-bearer",
+        ],
+    )
+    def test_unusable_answer_is_an_auth_error(self, status: int, body: Any, fragment: str) -> None:
+        with pytest.raises(AuthError) as caught:
+            client_credentials(FakeTokenEndpoint((status, body)), FakeClock()).bearer()
+        assert str(caught.value).startswith("token request to openchoreo.auth.oauth.tokenUrl (")
+        assert fragment in str(caught.value)
+
+    @pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
+    def test_server_trouble_is_transient(self, status: int) -> None:
+        endpoint = FakeTokenEndpoint((status, {"error": "temporarily_unavailable"}))
+        with pytest.raises(TransientError) as caught:
+            client_credentials(endpoint, FakeClock()).bearer()
+        assert not isinstance(caught.value, AuthError)
+        assert f"HTTP {status} temporarily_unavailable" in str(caught.value)
+        assert caught.value.status == status
+
+    def test_transient_error_from_post_form_passes_through(self) -> None:
+        def unreachable(url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+            raise TransientError("POST http://thunder/oauth2/token: ConnectError")
+
+        credentials = credentials_for(
+            AuthConfig(oauth=oauth_config()), clock=FakeClock(), post_form=unreachable
+        )
+        with pytest.raises(TransientError, match="ConnectError"):
+            credentials.bearer()
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"error": "invalid_client", "error_description": f"bad secret {CLIENT_SECRET}"},
+            {"error": f"bad-{CLIENT_SECRET}", "error_description": "no"},
+            {"error": "invalid_request", "error_description": f"client_secret={CLIENT_SECRET}"},
+        ],
+        ids=["description", "code", "echoed-form"],
+    )
+    def test_secret_echoed_by_the_endpoint_never_reaches_the_message(
+        self, body: dict[str, str]
+    ) -> None:
+        with pytest.raises(AuthError) as caught:
+            client_credentials(FakeTokenEndpoint((400, body)), FakeClock()).bearer()
+        assert CLIENT_SECRET not in str(caught.value)
+        assert CLIENT_SECRET not in repr(caught.value.args)
+        assert CLIENT_SECRET not in str(caught.value.code)
+
+    def test_long_description_is_left_out(self) -> None:
+        page = "<html>" + "x" * 500 + "</html>"
+        endpoint = FakeTokenEndpoint((400, {"error": "invalid_request", "error_description": page}))
+        with pytest.raises(AuthError) as caught:
+            client_credentials(endpoint, FakeClock()).bearer()
+        assert "<html>" not in str(caught.value)
+        assert "HTTP 400 invalid_request;" in str(caught.value)
+
+    def test_message_has_one_line(self) -> None:
+        body = {"error": "invalid_client", "error_description": "line one\nline two\r\n"}
+        with pytest.raises(AuthError) as caught:
+            client_credentials(FakeTokenEndpoint((401, body)), FakeClock()).bearer()
+        assert "line one line two;" in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+
+class TestJwtClaims:
+    @pytest.mark.parametrize(
+        "token",
+        ["opaque-token", "a.b", "a.%%%.c", "a." + base64.urlsafe_b64encode(b"[1]").decode() + ".c"],
+        ids=["opaque", "two-parts", "bad-base64", "not-an-object"],
+    )
+    def test_anything_but_a_jwt_has_no_claims(self, token: str) -> None:
+        assert jwt_claims(token) == {}
+
+    def test_decodes_unpadded_base64url(self) -> None:
+        assert jwt_claims(jwt(sub="a?b>", exp=START)) == {"sub": "a?b>", "exp": START}

@@ -1,0 +1,298 @@
+"""The v1 walk through the engine against the simulator's v1 API: what lands in the catalog,
+what it costs, and how it behaves when cursors expire, namespaces vanish and servers misbehave.
+
+The expected catalog is computed from the world's own v1 query API and the mapping rules of
+`openchoreo-v1-api.md` (APIs only for endpoints with schema content, the first workload by name),
+not from the provider's code."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+
+from choreo_ingest.config import (
+    AuthConfig,
+    Config,
+    IncrementalConfig,
+    OAuthConfig,
+    OpenChoreoConfig,
+)
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import entity_ref
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo.naming import entity_name, v1_api_entity_name
+from choreo_ingest.reporting import status_report
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
+from choreo_ingest.store import Store
+
+from fakes import FakeClock
+from sim_support import IN_PROCESS_URL, simulator_transport, walk_v1
+
+PROVIDER = "openchoreo"
+CLIENT_ID, CLIENT_SECRET = "catalog-client", "s3cret-for-tests"
+
+
+def v1_world(namespaces: int = 2, projects: int = 3, components: int = 7) -> World:
+    return World.generate(namespaces, projects, components, seed=11)
+
+
+def config_for(state_path: Path, **incremental: Any) -> Config:
+    settings = replace(IncrementalConfig(), **{"chunk_size": 100, **incremental})
+    oauth = OAuthConfig(
+        token_url="http://openchoreo.test/oauth2/token",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+    return Config(
+        openchoreo=OpenChoreoConfig(
+            base_url=IN_PROCESS_URL, auth=AuthConfig(oauth=oauth), incremental=settings
+        ),
+        state_path=state_path,
+        providers=(PROVIDER,),
+    )
+
+
+def simulator(world: World, clock: FakeClock, **options: Any) -> SimulatorApi:
+    defaults: dict[str, Any] = {
+        "api": "v1",
+        "oauth_client_id": CLIENT_ID,
+        "oauth_client_secret": CLIENT_SECRET,
+        "log_requests": True,
+    }
+    return SimulatorApi(world, SimulatorOptions(**{**defaults, **options}), clock)
+
+
+def run(config: Config, api: SimulatorApi, clock: FakeClock, *, force: bool = True) -> RunResult:
+    assert config.state_path is not None
+    provider = OpenChoreoProvider(config, transport=simulator_transport(api))
+    return run_once(config, config.state_path, clock, force=force, providers={PROVIDER: provider})
+
+
+def until_completed(config: Config, api: SimulatorApi, clock: FakeClock, runs: int = 50) -> int:
+    """Runs as cron would (the clock moves a burst interval between them); how many it took."""
+    for number in range(1, runs + 1):
+        result = run(config, api, clock, force=False)
+        [outcome] = result.providers
+        assert outcome.action != "failed", outcome.error
+        if outcome.cycle_completed:
+            return number
+        clock.advance(config.incremental.burst_interval)
+    pytest.fail(f"no cycle completed in {runs} runs")
+
+
+def expected_catalog(world: World) -> dict[str, set[str]]:
+    """Ref -> the refs it must provide (`providesApis`, for components; else empty)."""
+    found: dict[str, set[str]] = {}
+    for namespace in world.v1_namespaces():
+        ns = namespace["metadata"]["name"]
+        found[entity_ref("Domain", "default", entity_name(ns))] = set()
+        for project in world.v1_projects(ns):
+            found[entity_ref("System", ns, entity_name(project["metadata"]["name"]))] = set()
+        for component in world.v1_components(ns):
+            name = component["metadata"]["name"]
+            project = component["spec"]["owner"]["projectName"]
+            workloads = sorted(world.v1_workloads(ns, name), key=lambda w: w["metadata"]["name"])
+            endpoints = workloads[0]["spec"].get("endpoints", {}) if workloads else {}
+            apis = {
+                entity_ref("API", ns, v1_api_entity_name(project, name, endpoint))
+                for endpoint, details in endpoints.items()
+                if ((details.get("schema") or {}).get("content") or "").strip()
+            }
+            found[entity_ref("Component", ns, entity_name(name))] = apis
+            for api in apis:
+                found[api] = set()
+    return found
+
+
+def catalog(state_path: Path) -> dict[str, set[str]]:
+    with Store.open(state_path, readonly=True) as store:
+        return {
+            entity_ref(body["kind"], body["metadata"]["namespace"], body["metadata"]["name"]): set(
+                body["spec"].get("providesApis", [])
+            )
+            for body in store.iter_entities()
+        }
+
+
+def list_pages_at(world: World, limit: int) -> int:
+    """How many list pages a flat walk of `world` reads at `limit` items a page."""
+    api = SimulatorApi(world, SimulatorOptions(api="v1"))
+    with httpx.Client(transport=simulator_transport(api), base_url=IN_PROCESS_URL) as client:
+        namespaces, pages = walk_v1(client, "/namespaces", limit=limit)
+        total = len(pages)
+        for namespace in namespaces:
+            ns = namespace["metadata"]["name"]
+            for listing in ("projects", "workloads", "components"):
+                total += len(walk_v1(client, f"/namespaces/{ns}/{listing}", limit=limit)[1])
+        return total
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class TestFullCycle:
+    def test_catalog_is_exactly_the_v1_world(self, tmp_path: Path, clock: FakeClock) -> None:
+        world = v1_world()
+        config = config_for(tmp_path / "state.db")
+
+        result = run(config, simulator(world, clock), clock)
+
+        assert result.providers[0].cycle_completed
+        assert catalog(tmp_path / "state.db") == expected_catalog(world)
+
+    def test_one_request_per_list_page_and_none_per_component(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        world = v1_world(components=40)
+        api = simulator(world, clock)
+
+        run(config_for(tmp_path / "state.db"), api, clock)
+
+        stats = api.stats
+        assert stats.api_requests == list_pages_at(world, 100)
+        assert set(stats.requests_by_route) - {"token", "public"} <= {
+            "list_namespaces", "list_projects", "list_workloads", "list_components",
+        }  # fmt: skip
+        assert stats.token_requests == 1
+        assert all(request.has_authorization for request in api.request_log
+                   if request.path.startswith("/api/"))  # fmt: skip
+
+    def test_auto_picks_v1_and_status_says_so(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = config_for(tmp_path / "state.db")
+
+        run(config, simulator(v1_world(), clock), clock)
+
+        report = status_report(tmp_path / "state.db", config, clock.now())
+        assert report.to_json()["providers"][0]["api"] == "v1"
+
+    def test_auto_picks_the_org_era_api_where_v1_is_missing(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = config_for(tmp_path / "state.db")
+        config = replace(config, openchoreo=replace(config.openchoreo, auth=AuthConfig()))
+        api = SimulatorApi(v1_world(), SimulatorOptions(api="orgs"), clock)
+
+        result = run(config, api, clock)
+
+        assert result.providers[0].cycle_completed
+        report = status_report(tmp_path / "state.db", config, clock.now())
+        assert report.to_json()["providers"][0]["api"] == "orgs"
+
+    def test_no_api_at_either_path_names_both(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = config_for(tmp_path / "state.db")
+        gone = httpx.MockTransport(
+            lambda request: httpx.Response(404, json={"error": "nope", "code": "NOT_FOUND"})
+        )
+        provider = OpenChoreoProvider(
+            replace(config, openchoreo=replace(config.openchoreo, auth=AuthConfig())),
+            transport=gone,
+        )
+
+        result = run_once(config, tmp_path / "state.db", clock, providers={PROVIDER: provider})
+
+        error = result.providers[0].error or ""
+        assert "no OpenChoreo API at http://openchoreo.test/api/v1" in error
+        assert "(tried /api/v1/namespaces and /api/v1/orgs)" in error
+
+    def test_chunk_size_above_100_is_capped_with_a_warning(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        api = simulator(v1_world(namespaces=1, projects=1, components=150), clock)
+
+        with structlog.testing.capture_logs() as logs:
+            run(config_for(tmp_path / "state.db", chunk_size=500), api, clock)
+
+        limits = {r.query["limit"][0] for r in api.request_log if "limit" in r.query}
+        assert limits == {"100"}
+        [warning] = [log for log in logs if log["event"] == "chunk_size_capped"]
+        assert "openchoreo.incremental.chunkSize" in warning["message"]
+
+
+def stored_cursor(state_path: Path) -> Any:
+    with Store.open(state_path, readonly=True) as store:
+        return store.load_provider(PROVIDER).cursor
+
+
+def cursor_resets(state_path: Path) -> int:
+    with Store.open(state_path, readonly=True) as store:
+        return store.counters(PROVIDER).get("cursor_resets", 0)
+
+
+class TestCursors:
+    """Each request costs a second of simulated time, so a 2.5 s burst reads about two pages
+    and stops inside a listing; cursors live 5 s, so one stored across a 30 s pause expires."""
+
+    def test_expired_stored_cursor_costs_one_restart_of_its_own_listing(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        world = v1_world(namespaces=1, projects=2, components=40)
+        api = simulator(world, clock, cursor_ttl=5.0, latency=1.0)
+        short = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
+        for _ in range(10):
+            run(short, api, clock)
+            if (stored_cursor(tmp_path / "state.db") or {}).get("phase") == "components":
+                break
+        cursor = stored_cursor(tmp_path / "state.db")
+        assert cursor["phase"] == "components", cursor
+        assert cursor["apiCursor"], cursor
+        clock.advance(30.0)
+
+        result = run(config_for(tmp_path / "state.db", chunk_size=10), api, clock)
+
+        assert result.providers[0].cycle_completed
+        assert cursor_resets(tmp_path / "state.db") == 1
+        assert api.stats.expired_cursors == 1
+        assert catalog(tmp_path / "state.db") == expected_catalog(world)
+
+    def test_listing_whose_cursor_expires_between_every_burst_is_reported(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        api = simulator(v1_world(namespaces=1, projects=1, components=80), clock,
+                        cursor_ttl=5.0, latency=1.0)  # fmt: skip
+        config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
+
+        for _ in range(12):
+            run(config, api, clock)
+            clock.advance(30.0)
+
+        problems = status_report(tmp_path / "state.db", config, clock.now()).providers[0]
+        assert any(
+            "cursor expired between the last" in problem
+            and "shorten openchoreo.incremental.burstInterval" in problem
+            for problem in problems.health_problems
+        ), problems.health_problems
+
+    def test_more_than_three_restarts_in_one_burst_fail_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Cursors that die before the next page is asked for: the burst gives up, saying why."""
+        api = simulator(v1_world(namespaces=1, projects=1, components=30), clock,
+                        cursor_ttl=0.5, latency=1.0)  # fmt: skip
+
+        config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=60.0)
+
+        result = run(config, api, clock)
+
+        [outcome] = result.providers
+        assert outcome.action == "failed"
+        assert "cursor expired 4 times in one burst" in (outcome.error or "")
+        assert cursor_resets(tmp_path / "state.db") == 3  # each committed with the page after it
+
+    def test_cursor_handed_back_unchanged_fails_instead_of_looping(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        api = simulator(v1_world(namespaces=1, projects=1, components=30), clock,
+                        repeat_cursor_bug=True)  # fmt: skip
+
+        result = run(config_for(tmp_path / "state.db", chunk_size=10), api, clock)
+
+        [outcome] = result.providers
+        assert outcome.action == "failed"
+        assert "returned the same cursor again" in (outcome.error or "")
