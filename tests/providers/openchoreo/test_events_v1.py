@@ -1,0 +1,196 @@
+"""v1 events (the event forwarder's `{kind, name, namespace, action}`): each re-reads what it
+names whatever `action` says; 404 means gone. Driven through `event` storage and `run`, against
+the simulator's v1 API, after a completed cycle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_walk_v1 import PROVIDER, catalog, config_for, expected_catalog, run, simulator
+
+from choreo_ingest.config import Config
+from choreo_ingest.events import parse_events, store_events
+from choreo_ingest.models import entity_ref
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.simulator import SimulatorApi, World
+from choreo_ingest.store import Store
+
+from fakes import FakeClock
+
+SCHEMA = {"type": "openapi", "content": "openapi: 3.0.0\ninfo: {title: x, version: '1'}\n"}
+
+
+def event(kind: str, name: str, namespace: str, action: str = "updated") -> dict[str, Any]:
+    return {"kind": kind, "name": name, "namespace": namespace, "action": action}
+
+
+class Scenario:
+    """A world mirrored by one completed cycle; then the world changes and events arrive."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.world = World.generate(2, 2, 4, seed=11)
+        self.api: SimulatorApi = simulator(self.world, self.clock)
+        self.config: Config = config_for(tmp_path / "state.db")
+        self.state_path = tmp_path / "state.db"
+        assert run(self.config, self.api, self.clock).providers[0].cycle_completed
+        self.namespace = next(self.world.v1_namespaces())["metadata"]["name"]
+        self.project = next(self.world.v1_projects(self.namespace))["metadata"]["name"]
+
+    def send(self, *bodies: dict[str, Any]) -> int:
+        """Queue events as `choreo-ingest event` would; returns how many were ignored."""
+        provider = OpenChoreoProvider(self.config)
+        parsed = parse_events(json.dumps(list(bodies)), provider)
+        assert parsed.rejected == []
+        store_events(self.state_path, PROVIDER, parsed.valid, self.clock, ignored=parsed.ignored)
+        return parsed.ignored
+
+    def drain(self) -> None:
+        """A `run` while the provider rests: it applies the inbox and bursts nowhere."""
+        self.api.reset_stats()
+        result = run(self.config, self.api, self.clock, force=False)
+        assert result.events.parked == 0, result.events
+        assert [outcome.action for outcome in result.providers] == ["waiting"]
+
+    def ref(self, kind: str, name: str) -> str:
+        return entity_ref(kind, self.namespace, name)
+
+
+@pytest.fixture
+def scenario(tmp_path: Path) -> Scenario:
+    return Scenario(tmp_path)
+
+
+def test_new_component_arrives_with_its_apis(scenario: Scenario) -> None:
+    endpoints = {"rest": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+    scenario.world.add_component(
+        scenario.namespace, scenario.project, "zz-new", endpoints=endpoints
+    )
+
+    scenario.send(event("Component", "zz-new", scenario.namespace, "created"))
+    scenario.drain()
+
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+    assert scenario.api.stats.requests_by_route.get("get_component") == 1
+    assert scenario.api.stats.requests_by_route.get("list_workloads") == 1
+
+
+def test_workload_change_recomputes_its_components_apis(scenario: Scenario) -> None:
+    component = next(scenario.world.v1_components(scenario.namespace))
+    name = component["metadata"]["name"]
+    [workload, *_] = sorted(
+        scenario.world.v1_workloads(scenario.namespace, name), key=lambda w: w["metadata"]["name"]
+    ) or [None]
+    if workload is None:
+        scenario.world.add_workload(scenario.namespace, f"{name}-w", component=name)
+        workload_name = f"{name}-w"
+    else:
+        workload_name = workload["metadata"]["name"]
+    new = {"fresh": {"type": "gRPC", "port": 9000, "schema": {"type": "proto", "content": "x"}}}
+    scenario.world.update_workload(scenario.namespace, workload_name, {"endpoints": new})
+
+    scenario.send(event("Workload", workload_name, scenario.namespace))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found == expected_catalog(scenario.world)
+    assert any("fresh" in api for api in found[scenario.ref("Component", name)])
+
+
+def test_deleted_workload_is_found_through_the_stored_link(scenario: Scenario) -> None:
+    """The workload answers 404, so only the index knows which component it belonged to."""
+    with_apis = [
+        ref for ref, apis in catalog(scenario.state_path).items()
+        if ref.startswith(f"component:{scenario.namespace}/") and apis
+    ]  # fmt: skip
+    assert with_apis, "the seeded world should give some component an API"
+    name = with_apis[0].rpartition("/")[2]
+    for workload in list(scenario.world.v1_workloads(scenario.namespace, name)):
+        scenario.world.delete_workload(scenario.namespace, workload["metadata"]["name"])
+    gone = sorted(catalog(scenario.state_path)[with_apis[0]])
+
+    for workload_name in set(_indexed_workloads(scenario, name)):
+        scenario.send(event("Workload", workload_name, scenario.namespace, "deleted"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found[with_apis[0]] == set()
+    assert not set(gone) & set(found)
+    assert found == expected_catalog(scenario.world)
+
+
+def _indexed_workloads(scenario: Scenario, component: str) -> list[str]:
+    with Store.open(scenario.state_path, readonly=True) as store:
+        group = f"{scenario.namespace}/{component}"
+        rows = store.index_by_group(PROVIDER, "workload", [group])[group]
+    return [row.key.partition("/")[2] for row in rows]
+
+
+def test_deleted_component_takes_its_apis_along(scenario: Scenario) -> None:
+    name, apis = next(
+        (ref.rpartition("/")[2], apis)
+        for ref, apis in catalog(scenario.state_path).items()
+        if ref.startswith(f"component:{scenario.namespace}/") and apis
+    )
+    project = next(
+        c["spec"]["owner"]["projectName"]
+        for c in scenario.world.v1_components(scenario.namespace)
+        if c["metadata"]["name"] == name
+    )
+    scenario.world.delete_component(scenario.namespace, project, name)
+
+    scenario.send(event("Component", name, scenario.namespace, "deleted"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("Component", name) not in found
+    assert not apis & set(found)
+    assert found == expected_catalog(scenario.world)
+
+
+def test_deleted_namespace_takes_everything_in_it(scenario: Scenario) -> None:
+    scenario.world.delete_org(scenario.namespace)
+
+    scenario.send(event("Namespace", scenario.namespace, "", "deleted"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found == expected_catalog(scenario.world)
+    assert not any(f":{scenario.namespace}/" in ref for ref in found)
+    assert entity_ref("Domain", "default", scenario.namespace) not in found
+
+
+def test_updated_project_rewrites_its_system(scenario: Scenario) -> None:
+    before = _body(scenario, scenario.ref("System", scenario.project))
+    scenario.world.update_project(
+        scenario.namespace, scenario.project, {"displayName": "A new title"}
+    )
+
+    scenario.send(event("Project", scenario.project, scenario.namespace, "created"))
+    scenario.drain()
+
+    after = _body(scenario, scenario.ref("System", scenario.project))
+    assert after != before
+    assert after["metadata"]["title"] == "A new title"
+
+
+def _body(scenario: Scenario, ref: str) -> dict[str, Any]:
+    with Store.open(scenario.state_path, readonly=True) as store:
+        body = store.entity_body(ref)
+    assert body is not None, ref
+    return body
+
+
+def test_kinds_not_ingested_are_counted_and_not_queued(scenario: Scenario) -> None:
+    ignored = scenario.send(
+        event("ReleaseBinding", "api-dev", scenario.namespace),
+        event("Environment", "dev", scenario.namespace, "created"),
+    )
+
+    assert ignored == 2
+    with Store.open(scenario.state_path, readonly=True) as store:
+        assert store.pending_event_count(PROVIDER) == 0
+        assert store.counters(PROVIDER)["events_ignored"] == 2

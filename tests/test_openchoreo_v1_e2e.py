@@ -1,0 +1,152 @@
+"""choreo-ingest against the simulator's v1 API on a loopback port, through the command line, as
+an operator runs it: OAuth2 client credentials from a secret file, cron-style calls, `check`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+
+from sim_support import list_pages_at, run_cli, unresolved_refs
+
+pytestmark = pytest.mark.slow
+
+CLIENT_ID = "choreo-ingest-e2e"
+CLIENT_SECRET = "e2e-client-secret-9f3b7a21"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., SimulatorApi]]:
+    """`serve(world, **options) -> api` on a loopback port (`api.url`)."""
+    servers = []
+
+    def start(world: World, **options: Any) -> SimulatorApi:
+        api = SimulatorApi(world, SimulatorOptions(**options))
+        server = start_server(api)
+        servers.append(server)
+        api.url = server.url  # type: ignore[attr-defined]
+        return api
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def write_oauth_config(directory: Path, base_url: str, secret: str, **incremental: Any) -> Path:
+    secret_file = directory / "client-secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    server = base_url.removesuffix("/api/v1")
+    document = {
+        "openchoreo": {
+            "baseUrl": server,  # without /api/v1: as OpenChoreo's own clients accept it
+            "auth": {
+                "oauth": {
+                    "tokenUrl": f"{server}/oauth2/token",
+                    "clientId": CLIENT_ID,
+                    "clientSecretFile": str(secret_file),
+                }
+            },
+            "incremental": {"burstInterval": 1, **incremental},
+        },
+        "state": {"path": str(directory / "state.db")},
+        "metrics": {"textfile": str(directory / "metrics.prom")},
+    }
+    path = directory / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_cron_style_calls_complete_a_v1_cycle_with_expiring_tokens(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    world = World.generate(3, 10, 100, seed=3)  # the issue's shape: 3 x 10 x 100
+    api = serve(world, api="v1", oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET,
+                token_lifetime=20.0, log_requests=True)  # fmt: skip
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, chunkSize=100, burstLength=0.5)
+
+    codes = []
+    for _ in range(60):
+        done = run_cli("run", "--json", "--config", config, cwd=tmp_path)
+        codes.append(done.returncode)
+        assert done.returncode == 0, done.stderr
+        if json.loads(done.stdout)["providers"][0]["cycleCompleted"]:
+            break
+    else:
+        pytest.fail(f"no cycle completed in {len(codes)} calls")
+    status = json.loads(run_cli("status", "--json", "--config", config, cwd=tmp_path).stdout)
+    exported = run_cli("export", "--config", config, cwd=tmp_path).stdout.splitlines()
+
+    [provider] = status["providers"]
+    assert (provider["api"], provider["attempts"], provider["lastError"]) == ("v1", 0, None)
+    assert len(codes) > 1, "the cycle should take several bursts at this size"
+    assert unresolved_refs(json.loads(line) for line in exported) == []
+    assert api.stats.responses_by_status.get(401, 0) == 0
+    assert api.stats.requests_by_route.get("get_component", 0) == 0
+    assert api.stats.api_requests <= 1.01 * list_pages_at(world, 100)
+    assert (
+        'choreo_ingest_api_info{api="v1",provider="openchoreo"} 1.0'
+        in (tmp_path / "metrics.prom").read_text()
+    )
+
+
+def test_wrong_client_secret_exits_3_naming_the_key_and_never_the_secret(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    wrong = "not-the-secret-5d1e8c"
+    config = write_oauth_config(tmp_path, api.url, wrong)
+
+    ran = run_cli("-vv", "run", "--json", "--config", config, cwd=tmp_path)
+    status = run_cli("status", "--json", "--config", config, cwd=tmp_path)
+
+    assert ran.returncode == 3, ran.stderr
+    assert "openchoreo.auth.oauth.clientSecret" in ran.stderr
+    assert "invalid_client" in ran.stderr
+    [provider] = json.loads(status.stdout)["providers"]
+    assert "openchoreo.auth.oauth.clientSecret" in provider["lastError"]
+    shown = ran.stdout + ran.stderr + status.stdout + status.stderr
+    shown += (tmp_path / "metrics.prom").read_text()
+    assert wrong not in shown
+    assert CLIENT_SECRET not in shown
+    assert api.stats.api_requests == 0, "never an unauthenticated call when auth is configured"
+
+
+def test_check_reports_server_grant_and_api(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(2, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET)
+
+    done = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    checks = {item["name"]: item for item in json.loads(done.stdout)["checks"]}
+    assert "security on" in checks["openchoreo.server"]["detail"]
+    assert checks["openchoreo.auth.oauth.clientSecretFile"]["ok"]
+    assert "the v1 API" in checks["openchoreo.api"]["detail"]
+    assert not checks["openchoreo.api"]["warning"]
+
+
+def test_check_warns_when_the_client_sees_no_namespace(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """A list never answers 403: a client without a role binding sees empty lists."""
+    api = serve(World.generate(0, 0, 0), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET)
+
+    done = run_cli("check", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "warning: openchoreo.api" in done.stderr
+    assert "backstage-catalog-reader" in done.stderr
+    assert "ClusterAuthzRoleBinding" in done.stderr
