@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import compileall
 import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -134,7 +136,12 @@ def run_measured(
 
 @dataclass
 class SimulatorProcess:
-    """`choreo-ingest simulate serve --control` on a free loopback port, as its own process."""
+    """`choreo-ingest simulate serve --control` on a free loopback port, as its own process.
+
+    `api` is the generation it serves, always passed as `--api`: "v1" (the simulator's default,
+    every OpenChoreo release) or "orgs" (the organization-era API the first benchmarks measured).
+    With `oauth_client_id` and `oauth_client_secret` it serves `POST /oauth2/token` and requires
+    its tokens, which live `token_lifetime` seconds."""
 
     orgs: int = 2
     projects: int = 4
@@ -145,6 +152,10 @@ class SimulatorProcess:
     cursor_ttl: float = 300.0
     latency: float = 0.0
     hidden_fraction: float = 0.05
+    api: str = "v1"
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    token_lifetime: int = 3600
     url: str = ""
     _process: subprocess.Popen[str] | None = field(default=None, repr=False)
     _stderr: list[str] = field(default_factory=list, repr=False)
@@ -156,11 +167,18 @@ class SimulatorProcess:
             "--components", str(self.components), "--seed", str(self.seed),
             "--error-rate", str(self.error_rate), "--cursor-ttl", str(self.cursor_ttl),
             "--latency", str(self.latency), "--hidden-fraction", str(self.hidden_fraction),
+            "--api", self.api,
         ]  # fmt: skip
         if self.rate_limit is not None:
             argv += ["--rate-limit", str(self.rate_limit)]
+        env = None
+        if self.oauth_client_id is not None:
+            argv += ["--oauth-client-id", self.oauth_client_id]
+            argv += ["--token-lifetime", str(self.token_lifetime)]
+            # the secret through the environment, not the command line (`ps` shows argv)
+            env = {**os.environ, "SIMULATOR_OAUTH_CLIENT_SECRET": self.oauth_client_secret or ""}
         self._process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
         assert self._process.stderr is not None
         line = self._process.stderr.readline()
@@ -180,6 +198,10 @@ class SimulatorProcess:
     @property
     def root(self) -> str:
         return self.url.rsplit("/api/", 1)[0]
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.root}/oauth2/token"
 
     @property
     def pid(self) -> int:
@@ -202,7 +224,8 @@ class SimulatorProcess:
         self.control("POST", "reset_stats")
 
     def world(self) -> dict[str, Any]:
-        return dict(self.control("GET", "world"))
+        """The world dump in the served generation's shapes (`?api=`, always explicit)."""
+        return dict(self.control("GET", "world", api=self.api))
 
     def errors(self) -> str:
         """What the simulator wrote to stderr after its URL line (tracebacks of its bugs)."""
@@ -228,19 +251,29 @@ def write_config(
     directory: Path,
     url: str,
     *,
+    api: str = "auto",
+    oauth: dict[str, str] | None = None,
     metrics: bool = True,
     **incremental: Any,
 ) -> Path:
     """A config file for `url` with the state file (and metrics textfile) in `directory`.
 
-    `incremental` keys are the YAML names (burstLength, chunkSize, ...)."""
+    `api` is `openchoreo.api` (org-era benchmarks pass "orgs": under "auto" a cycle would first
+    try v1's namespace listing, one request the floor does not make); `oauth` is
+    `openchoreo.auth.oauth` (tokenUrl, clientId, clientSecret). `incremental` keys are the YAML
+    names (burstLength, chunkSize, ...)."""
+    openchoreo: dict[str, Any] = {"baseUrl": url, "api": api}
+    if oauth is not None:
+        openchoreo["auth"] = {"oauth": dict(oauth)}
+    openchoreo["incremental"] = {"restLength": 30, **incremental}
     document: dict[str, Any] = {
-        "openchoreo": {"baseUrl": url, "incremental": {"restLength": 30, **incremental}},
+        "openchoreo": openchoreo,
         "state": {"path": str(directory / "state.db")},
     }
     if metrics:
         document["metrics"] = {"textfile": str(directory / "metrics.prom")}
     path = directory / "choreo-ingest.yaml"
+    path.touch(mode=0o600)  # it may hold a client secret: readable by its owner only
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
@@ -293,3 +326,12 @@ def print_table(results: Sequence[Result]) -> None:
         if row is headers:
             print(line)
     print(line)
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"

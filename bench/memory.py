@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 from common import PROVIDER, Result, SimulatorProcess, ingest, scratch, status, write_config
-from overhead import Shape, floor_walk
+from overhead import API, Shape, floor_walk
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import load_config
@@ -49,10 +49,10 @@ class Peak:
 def peak_rss(shape: Shape) -> Peak:
     """Peak RSS of one full cycle in one process, and of the floor walk of the same world."""
     with (
-        SimulatorProcess(shape.orgs, shape.projects, shape.components) as simulator,
+        SimulatorProcess(shape.orgs, shape.projects, shape.components, api=API) as simulator,
         scratch("rss") as directory,
     ):
-        config = write_config(directory, simulator.url, burstLength=86_400, chunkSize=50)
+        config = write_config(directory, simulator.url, api=API, burstLength=86_400, chunkSize=50)
         cycle = ingest(config, "run", "--force", "--json").check()
         outcome = cycle.json()["providers"][0]
         if not outcome["cycleCompleted"]:
@@ -91,10 +91,12 @@ def cursor_bytes_by_page(projects: int, components: int) -> list[int]:
     """cursorBytes after 1..CURSOR_POINTS component pages of one org's walk."""
     found = []
     with (
-        SimulatorProcess(1, projects, components) as simulator,
+        SimulatorProcess(1, projects, components, api=API) as simulator,
         scratch("cursor") as directory,
     ):
-        config_path = write_config(directory, simulator.url, burstLength=86_400, chunkSize=50)
+        config_path = write_config(
+            directory, simulator.url, api=API, burstLength=86_400, chunkSize=50
+        )
         config = load_config(config_path)
         state_path = directory / "state.db"
         for _ in range(CURSOR_POINTS):

@@ -22,6 +22,8 @@ from common import (
     write_config,
 )
 
+API = "orgs"
+"""The organization-era API: the floor walk (bench/floor_walk.py) speaks it."""
 CHUNK_SIZE = 50
 CONCURRENCY = 5
 CPU_RATIO_TARGET = 1.5
@@ -54,6 +56,7 @@ def full_cycle(url: str, label: str) -> tuple[Measured, int]:
         config = write_config(
             directory,
             url,
+            api=API,
             burstLength=86_400,
             chunkSize=CHUNK_SIZE,
             maxConcurrentRequests=CONCURRENCY,
@@ -69,7 +72,7 @@ def startup(url: str) -> tuple[Measured, Measured]:
     """The fixed cost of a process: `status --json` on a fresh state file, and the floor's
     interpreter with httpx imported."""
     with scratch("startup") as directory:
-        config = write_config(directory, url)
+        config = write_config(directory, url, api=API)
         ingest(config, "migrate").check()
         cli_process = ingest(config, "status", "--json").check()
     return cli_process, run_measured([sys.executable, "-c", "import httpx"]).check()
@@ -78,7 +81,7 @@ def startup(url: str) -> tuple[Measured, Measured]:
 def run(shape: Shape, repeats: int) -> list[Result]:
     floors: list[Measured] = []
     cycles: list[Measured] = []
-    with SimulatorProcess(shape.orgs, shape.projects, shape.components) as simulator:
+    with SimulatorProcess(shape.orgs, shape.projects, shape.components, api=API) as simulator:
         floor_walk(simulator.url)  # warm the simulator's name caches for both sides
         for attempt in range(repeats):
             simulator.reset_stats()

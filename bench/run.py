@@ -1,6 +1,6 @@
 """choreo-ingest benchmarks against the physical floor (see bench/README.md).
 
-    python bench/run.py [--quick] [--only overhead,memory,scale,load]
+    python bench/run.py [--quick] [--only overhead,memory,scale,load,requests]
 
 Each benchmark starts the built-in simulator as its own process on loopback and measures the
 client processes it starts (user+system CPU, wall time, peak RSS through `os.wait4`). Prints one
@@ -11,20 +11,19 @@ smaller platforms where a benchmark's figure does not depend on the size (it say
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import load
 import memory
 import overhead
+import request_cost
 import scale
-from common import Result, compile_package, print_table
+from common import Result, compile_package, machine, print_table
 from overhead import Shape
+from request_cost import World
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,7 @@ class Plan:
     status_refs: int
     capped_components: int
     bounded_bursts: int
+    request_worlds: tuple[World, ...]
 
 
 FULL = Plan(
@@ -50,6 +50,7 @@ FULL = Plan(
     status_refs=1_000_000,
     capped_components=600,
     bounded_bursts=6,
+    request_worlds=request_cost.FULL,
 )
 QUICK = Plan(
     overhead_shape=Shape(2, 20, 150),
@@ -61,6 +62,7 @@ QUICK = Plan(
     status_refs=1_000_000,
     capped_components=300,
     bounded_bursts=4,
+    request_worlds=request_cost.QUICK,
 )
 
 BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
@@ -68,16 +70,8 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     "memory": lambda plan: memory.run(plan.memory_small, plan.memory_large),
     "scale": lambda plan: scale.run(plan.sweep_active, plan.sweep_stale, plan.status_refs),
     "load": lambda plan: load.run(plan.capped_components, plan.bounded_bursts),
+    "requests": lambda plan: request_cost.run(plan.request_worlds),
 }
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -199,10 +199,15 @@ class BurstEngine:
         writer: PageWriter,
         deadline: float,
     ) -> bool:
-        """Fetch and submit pages until the cycle is done (True), the deadline or a stop."""
+        """Fetch and submit pages until the cycle is done (True), the deadline or a stop.
+
+        A page is not begun when the one before it took longer than the time left: the
+        deadline would cut its request short, and the next burst would ask for it again.
+        """
         cursor = writer.cursor
         facts = self.store.facts(provider.name)
         while True:
+            started = self.clock.monotonic()
             page = provider.next(provider_context, cursor)
             _log_changed_facts(provider.name, facts, page.facts)
             writer.submit(page, _checked_cursor(provider.name, page.cursor), self.clock.now())
@@ -210,7 +215,8 @@ class BurstEngine:
             self.heap.page_done()
             if page.done:
                 return True
-            if self.stop.is_set() or self.clock.monotonic() >= deadline:
+            now = self.clock.monotonic()
+            if self.stop.is_set() or now + (now - started) > deadline:
                 return False
 
     def _complete_cycle(self, record: ProviderRecord, outcome: ProviderOutcome) -> ProviderOutcome:

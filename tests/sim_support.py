@@ -26,7 +26,11 @@ from choreo_ingest.invocation import run_once
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.entities import ORGANIZATION_NAMESPACE, api_entity_name
-from choreo_ingest.providers.openchoreo.naming import entity_name, namespace_name
+from choreo_ingest.providers.openchoreo.naming import (
+    entity_name,
+    namespace_name,
+    v1_api_entity_name,
+)
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 
 PROVIDER = "openchoreo"
@@ -200,3 +204,43 @@ def run_cli(
         timeout=CLI_TIMEOUT_SECONDS,
         check=False,
     )
+
+
+def expected_catalog(world: World) -> dict[str, set[str]]:
+    """The v1 catalog of `world` as a finished cycle must leave it: ref -> the refs it provides
+    (`providesApis`, for components; else empty). From the world's own v1 query API and the
+    mapping rules of `openchoreo-v1-api.md`: APIs only for endpoints with schema content of a
+    component's first workload by name."""
+    found: dict[str, set[str]] = {}
+    for namespace in world.v1_namespaces():
+        ns = namespace["metadata"]["name"]
+        found[entity_ref("Domain", "default", entity_name(ns))] = set()
+        for project in world.v1_projects(ns):
+            found[entity_ref("System", ns, entity_name(project["metadata"]["name"]))] = set()
+        for component in world.v1_components(ns):
+            name = component["metadata"]["name"]
+            project = component["spec"]["owner"]["projectName"]
+            workloads = sorted(world.v1_workloads(ns, name), key=lambda w: w["metadata"]["name"])
+            endpoints = workloads[0]["spec"].get("endpoints", {}) if workloads else {}
+            apis = {
+                entity_ref("API", ns, v1_api_entity_name(project, name, endpoint))
+                for endpoint, details in endpoints.items()
+                if ((details.get("schema") or {}).get("content") or "").strip()
+            }
+            found[entity_ref("Component", ns, entity_name(name))] = apis
+            for api in apis:
+                found[api] = set()
+    return found
+
+
+def list_pages_at(world: World, limit: int) -> int:
+    """How many list pages a flat walk of `world` reads at `limit` items a page."""
+    api = SimulatorApi(world, SimulatorOptions(api="v1"))
+    with httpx.Client(transport=simulator_transport(api), base_url=IN_PROCESS_URL) as client:
+        namespaces, pages = walk_v1(client, "/namespaces", limit=limit)
+        total = len(pages)
+        for namespace in namespaces:
+            ns = namespace["metadata"]["name"]
+            for listing in ("projects", "workloads", "components"):
+                total += len(walk_v1(client, f"/namespaces/{ns}/{listing}", limit=limit)[1])
+        return total

@@ -77,7 +77,7 @@ def blocked(ingested: Path) -> Path:
 
 @pytest.fixture
 def server_url(world: World) -> Iterator[str]:
-    with start_server(SimulatorApi(world, SimulatorOptions())) as server:
+    with start_server(SimulatorApi(world, SimulatorOptions(api="orgs"))) as server:
         yield server.url
 
 
@@ -287,9 +287,10 @@ class TestCheck:
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
         assert report["ok"] is True
-        api = [check for check in report["checks"] if check["name"] == "openchoreo"]
-        assert [check["ok"] for check in api] == [True]
-        assert "cursor pagination supported" in api[0]["detail"]
+        checks = {check["name"]: check for check in report["checks"]}
+        assert checks["openchoreo.server"]["ok"]
+        assert checks["openchoreo.api"]["ok"]
+        assert "the orgs API, reachable and authorized" in checks["openchoreo.api"]["detail"]
 
     def test_fails_against_a_dead_port(self, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{free_port()}/api/v1"
@@ -300,8 +301,9 @@ class TestCheck:
         assert done.returncode == 2
         report = json.loads(done.stdout)
         assert report["ok"] is False
-        failed = [check["name"] for check in report["checks"] if not check["ok"]]
-        assert failed == ["openchoreo"]
+        failed = [check for check in report["checks"] if not check["ok"]]
+        assert [check["name"] for check in failed] == ["openchoreo.server"]
+        assert "unreachable" in failed[0]["detail"]
 
 
 def free_port() -> int:

@@ -71,6 +71,23 @@ def health(config: Config, state_path: Path, clock: FakeClock) -> list[str]:
 
 
 class TestCycle:
+    @pytest.mark.parametrize(
+        ("page_cost", "pages"),
+        [(4.0, 2), (3.0, 3), (6.0, 1), (11.0, 1)],
+        ids=["third-would-end-at-12", "fourth-would-end-at-12", "second-at-12", "first-always"],
+    )
+    def test_a_page_is_not_begun_when_the_last_one_took_longer_than_the_time_left(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path, page_cost: float, pages: int
+    ) -> None:
+        """Its request would be cut at the deadline and asked for again by the next burst."""
+        config = make_config(tmp_path, burst_length=10.0)
+        provider = FakeProvider(TEN, page_size=1, page_cost=page_cost)
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.pages) == ("burst", pages)
+        assert len(provider.calls) == pages
+
     def test_full_cycle_over_several_runs(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:

@@ -101,7 +101,7 @@ class Platform:
             self.world.add_component("acme", "shop", name, endpoints={"rest": REST})
         self.world.add_component("acme", "web", "frontend")
         self.world.add_component("globex", "ops", "monitor", endpoints={"metrics": REST})
-        api = SimulatorApi(self.world, SimulatorOptions(cursor_ttl=None), self.clock)
+        api = SimulatorApi(self.world, SimulatorOptions(api="orgs", cursor_ttl=None), self.clock)
         self.transport = SwitchableTransport(api)
         settings = IncrementalConfig(
             burst_length=BURST_LENGTH,

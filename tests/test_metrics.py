@@ -145,6 +145,7 @@ class TestRenderMetrics:
             "choreo_ingest_cycle_duration_seconds",
             "choreo_ingest_burst_duration_seconds",
             "choreo_ingest_next_action_timestamp_seconds",
+            "choreo_ingest_api_info",
         }
 
     def test_known_outcomes_and_kinds_are_exported_as_zero_when_absent(self) -> None:

@@ -68,7 +68,7 @@ def test_cron_style_calls_complete_a_v1_cycle_with_expiring_tokens(
 ) -> None:
     world = World.generate(3, 10, 100, seed=3)  # the shape: 3 x 10 x 100
     api = serve(world, api="v1", oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET,
-                token_lifetime=20.0, log_requests=True)  # fmt: skip
+                token_lifetime=20, log_requests=True)  # fmt: skip
     config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, chunkSize=100, burstLength=0.5)
 
     codes = []

@@ -126,7 +126,7 @@ class TokenAuthority:
             "iss": issued_by,
             "sub": subject,
             "iat": now,
-            "exp": now + options.token_lifetime,
+            "exp": now + int(options.token_lifetime),
             "jti": f"sim-{serial}",
         }
         if scope:

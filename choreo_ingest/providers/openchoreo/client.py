@@ -330,8 +330,14 @@ class OpenChoreoClient:
             if retry_after is None:
                 retry_after = BACKOFF_BASE * 2 ** (attempt - 1) * (0.5 + self._rng())
             text = self._redact(_describe(method, path, status, code, message))
+            shown_code = self._redact(code) if code else None
             return RetryAfter(
-                text, retry_after=retry_after, method=method, path=path, status=status, code=code
+                text,
+                retry_after=retry_after,
+                method=method,
+                path=path,
+                status=status,
+                code=shown_code,
             )
         if status >= 500 or status == 408:
             return self._error(TransientError, method, path, status, code, message)
@@ -355,7 +361,8 @@ class OpenChoreoClient:
         message: str,
     ) -> _Error:
         text = self._redact(_describe(method, path, status, code, message))
-        return kind(text, method=method, path=path, status=status, code=code)
+        shown_code = self._redact(code) if code else None
+        return kind(text, method=method, path=path, status=status, code=shown_code)
 
     def _redact(self, text: str) -> str:
         for secret in self._credentials.secrets():

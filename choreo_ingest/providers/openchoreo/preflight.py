@@ -56,6 +56,8 @@ def openchoreo_checks(
             credentials=credentials,
         ) as client:
             checks = [_server_check(client)]
+            if not checks[0].ok:
+                return checks
             if credentials.config_key:
                 checks.append(_grant_check(credentials))
                 if not checks[-1].ok:
@@ -72,8 +74,10 @@ def _server_check(client: OpenChoreoClient) -> Check:
         version = client.get_public("/version")
         shown = version.get("version") if isinstance(version, Mapping) else None
         parts.append(f"OpenChoreo {shown}" if shown else "a /version without a version")
-    except ProviderError:
-        parts.append("no /version (an OpenChoreo before v1.0?)")
+    except NotFoundError:
+        parts.append("no /version (not an OpenChoreo release)")
+    except ProviderError as error:
+        return Check("openchoreo.server", False, f"{client.server_root}: unreachable: {error}")
     try:
         resource = client.get_public("/.well-known/oauth-protected-resource")
         parts.append(_security(resource))

@@ -80,7 +80,12 @@ class TraversalCursor:
             raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")
         if "api" not in raw and raw.get("phase") in _LEGACY_PHASES:
             return _from_legacy(raw)
-        generation = generation_named(raw.get("api"))
+        try:
+            generation = generation_named(raw.get("api"))
+        except PermanentError as error:
+            raise PermanentError(
+                f"not an OpenChoreo traversal cursor ({error}): {raw!r:.200}"
+            ) from None
         names = [phase.name for phase in generation.phases]
         if raw.get("phase") not in names:
             raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")

@@ -733,17 +733,7 @@ def echoed_in_connection_error(mock: HTTPXMock, token: str) -> None:
         echoed_in_envelope(400, "INVALID_INPUT"),
         echoed_in_400_text,
         echoed_in_401_body,
-        pytest.param(
-            echoed_in_401_error_field,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "production bug: client.py _error()/_translate() redact the message but "
-                    "not `code`; a 401 body {error: '...<token>'} (no `code`) makes `error` "
-                    "the code, so the token stays in ProviderError.code"
-                ),
-            ),
-        ),
+        echoed_in_401_error_field,
         echoed_in_envelope(403, "FORBIDDEN"),
         echoed_in_envelope(404, "ORGANIZATION_NOT_FOUND"),
         echoed_in_429_text,

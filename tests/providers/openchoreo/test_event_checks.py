@@ -51,15 +51,22 @@ def test_org_era_refuses_with_its_reason(event: dict[str, Any], problem: str) ->
     assert provider("orgs").event_problem(event) == found
 
 
+def v1_event(
+    kind: str, name: str = "a", namespace: str | None = "n", action: str = "created"
+) -> dict[str, Any]:
+    body = {"kind": kind, "name": name, "action": action}
+    return body if namespace is None else {**body, "namespace": namespace}
+
+
 @pytest.mark.parametrize(
     ("event", "problem"),
     [
-        ({"kind": "component", "name": "a", "namespace": "n", "action": "created"}, "not a resource kind"),
-        ({"kind": "Component", "name": "a", "namespace": "n", "action": "renamed"}, "unknown action"),
-        ({"kind": "Component", "name": "a", "action": "created"}, "needs a namespace"),
-        ({"kind": "Workload", "name": "a", "namespace": "", "action": "updated"}, "needs a namespace"),
-        ({"kind": "Component", "name": "a/b", "namespace": "n", "action": "created"}, "not an OpenChoreo name"),
-        ({"kind": "Project", "name": "p", "namespace": "N", "action": "created"}, "needs a namespace"),
+        (v1_event("component"), "not a resource kind"),
+        (v1_event("Component", action="renamed"), "unknown action"),
+        (v1_event("Component", namespace=None), "needs a namespace"),
+        (v1_event("Workload", namespace="", action="updated"), "needs a namespace"),
+        (v1_event("Component", name="a/b"), "not an OpenChoreo name"),
+        (v1_event("Project", name="p", namespace="N"), "needs a namespace"),
     ],
     ids=["lower-case-kind", "unknown-action", "component-without-namespace",
          "workload-with-empty-namespace", "name-with-slash", "uppercase-namespace"],

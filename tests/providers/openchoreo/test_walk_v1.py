@@ -25,13 +25,12 @@ from choreo_ingest.config import (
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
-from choreo_ingest.providers.openchoreo.naming import entity_name, v1_api_entity_name
 from choreo_ingest.reporting import status_report
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock
-from sim_support import IN_PROCESS_URL, simulator_transport, walk_v1
+from sim_support import IN_PROCESS_URL, expected_catalog, list_pages_at, simulator_transport
 
 PROVIDER = "openchoreo"
 CLIENT_ID, CLIENT_SECRET = "catalog-client", "s3cret-for-tests"
@@ -85,30 +84,6 @@ def until_completed(config: Config, api: SimulatorApi, clock: FakeClock, runs: i
     pytest.fail(f"no cycle completed in {runs} runs")
 
 
-def expected_catalog(world: World) -> dict[str, set[str]]:
-    """Ref -> the refs it must provide (`providesApis`, for components; else empty)."""
-    found: dict[str, set[str]] = {}
-    for namespace in world.v1_namespaces():
-        ns = namespace["metadata"]["name"]
-        found[entity_ref("Domain", "default", entity_name(ns))] = set()
-        for project in world.v1_projects(ns):
-            found[entity_ref("System", ns, entity_name(project["metadata"]["name"]))] = set()
-        for component in world.v1_components(ns):
-            name = component["metadata"]["name"]
-            project = component["spec"]["owner"]["projectName"]
-            workloads = sorted(world.v1_workloads(ns, name), key=lambda w: w["metadata"]["name"])
-            endpoints = workloads[0]["spec"].get("endpoints", {}) if workloads else {}
-            apis = {
-                entity_ref("API", ns, v1_api_entity_name(project, name, endpoint))
-                for endpoint, details in endpoints.items()
-                if ((details.get("schema") or {}).get("content") or "").strip()
-            }
-            found[entity_ref("Component", ns, entity_name(name))] = apis
-            for api in apis:
-                found[api] = set()
-    return found
-
-
 def catalog(state_path: Path) -> dict[str, set[str]]:
     with Store.open(state_path, readonly=True) as store:
         return {
@@ -117,19 +92,6 @@ def catalog(state_path: Path) -> dict[str, set[str]]:
             )
             for body in store.iter_entities()
         }
-
-
-def list_pages_at(world: World, limit: int) -> int:
-    """How many list pages a flat walk of `world` reads at `limit` items a page."""
-    api = SimulatorApi(world, SimulatorOptions(api="v1"))
-    with httpx.Client(transport=simulator_transport(api), base_url=IN_PROCESS_URL) as client:
-        namespaces, pages = walk_v1(client, "/namespaces", limit=limit)
-        total = len(pages)
-        for namespace in namespaces:
-            ns = namespace["metadata"]["name"]
-            for listing in ("projects", "workloads", "components"):
-                total += len(walk_v1(client, f"/namespaces/{ns}/{listing}", limit=limit)[1])
-        return total
 
 
 @pytest.fixture
@@ -226,8 +188,8 @@ def cursor_resets(state_path: Path) -> int:
 
 
 class TestCursors:
-    """Each request costs a second of simulated time, so a 2.5 s burst reads about two pages
-    and stops inside a listing; cursors live 5 s, so one stored across a 30 s pause expires."""
+    """Each request costs a second of simulated time, so a 2.5 s burst reads two pages and
+    stops inside a listing; cursors live 5 s, so one stored across a 30 s pause expires."""
 
     def test_expired_stored_cursor_costs_one_restart_of_its_own_listing(
         self, tmp_path: Path, clock: FakeClock
@@ -235,7 +197,7 @@ class TestCursors:
         world = v1_world(namespaces=1, projects=2, components=40)
         api = simulator(world, clock, cursor_ttl=5.0, latency=1.0)
         short = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
-        for _ in range(10):
+        for _ in range(30):
             run(short, api, clock)
             if (stored_cursor(tmp_path / "state.db") or {}).get("phase") == "components":
                 break
