@@ -11,8 +11,8 @@
         │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
         │   └── DeadlineExceeded    the burst deadline passed inside a page
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
-        │   └── AuthError           401/403: check openchoreo.token
-        └── CursorExpired           a listing's cursor is gone (410); restart that listing
+        │   └── AuthError           401/403: the credentials in openchoreo.auth
+        └── CursorExpired           a listing's cursor is gone; restart that listing
 
 Third-party exceptions are translated into these once, at the module that owns the library.
 """
@@ -105,4 +105,4 @@ class AuthError(PermanentError):
 
 
 class CursorExpired(ProviderError):
-    """A listing cursor expired (HTTP 410); only that listing restarts."""
+    """A listing cursor expired (410 in the org era; 500 on a cursor in v1): that listing restarts."""

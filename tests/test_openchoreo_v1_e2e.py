@@ -13,7 +13,8 @@ import yaml
 
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
-from sim_support import list_pages_at, run_cli, unresolved_refs
+from backstage_validator import run_backstage_validator, skip_unless_backstage_validator
+from sim_support import expected_catalog, list_pages_at, ref_of, run_cli, unresolved_refs
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +88,9 @@ def test_cron_style_calls_complete_a_v1_cycle_with_expiring_tokens(
     assert (provider["api"], provider["attempts"], provider["lastError"]) == ("v1", 0, None)
     assert len(codes) > 1, "the cycle should take several bursts at this size"
     assert unresolved_refs(json.loads(line) for line in exported) == []
+    assert {ref_of(json.loads(line)) for line in exported} == set(expected_catalog(world))
+    skip_unless_backstage_validator()
+    assert run_backstage_validator(exported) == []
     assert api.stats.responses_by_status.get(401, 0) == 0
     assert api.stats.requests_by_route.get("get_component", 0) == 0
     assert api.stats.api_requests <= 1.01 * list_pages_at(world, 100)

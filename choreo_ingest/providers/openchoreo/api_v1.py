@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import structlog
+
 from choreo_ingest.errors import PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
@@ -55,6 +57,8 @@ from choreo_ingest.providers.openchoreo.naming import (
     namespace_name,
     v1_api_entity_name,
 )
+
+log = structlog.get_logger("choreo_ingest.providers.openchoreo")
 
 NAMESPACES = "namespaces"
 PROJECT_OWNERS = "project"
@@ -176,6 +180,7 @@ def component_harvest(
     else the index as it stands) and with its project's owner."""
     pending = {} if pending is None else pending
     mapping = walk.config.mapping
+    components = [c for c in components if _in_a_project(c, namespace)]
     names = [name_of(component, "component") for component in components]
     workloads = walk.index.by_group(
         WORKLOADS, [f"{namespace}/{name}" for name in names], current_only=listed
@@ -211,6 +216,20 @@ def component_harvest(
     for owner in displaced if displacing else ():
         harvest.add(_rename_displaced(walk, namespace, owner, pending))
     return harvest
+
+
+def _in_a_project(component: Resource, namespace: str) -> bool:
+    """A component names its project (`spec.owner.projectName`); one that does not cannot be
+    placed in the catalog, and is skipped rather than failing the page it came in."""
+    if _spec_owner(component, "projectName") is not None:
+        return True
+    log.warning(
+        "component_without_project",
+        namespace=namespace,
+        component=name_of(component, "component"),
+        message="spec.owner.projectName is missing; the component is left out",
+    )
+    return False
 
 
 def _rename_displaced(walk: Walk, namespace: str, owner: Owner, pending: Pending) -> Harvest:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import structlog
 from pytest_httpx import HTTPXMock
 
 from choreo_ingest.clock import SystemClock
@@ -1046,3 +1047,36 @@ class TestAgainstSimulator:
 
         assert api.stats.rate_limited > 0
         assert engine.entities == visible_world(world, engine.config)
+
+
+def v1_items(*items: dict[str, Any]) -> dict[str, Any]:
+    return {"items": list(items), "pagination": {}}
+
+
+def test_a_v1_component_naming_no_project_is_left_out_not_fatal(
+    httpx_mock: HTTPXMock, walk, base_url: str
+) -> None:
+    """A real server's data can lack `spec.owner.projectName`: that component cannot be placed,
+    and the rest of its page must still land."""
+    component = {"metadata": {"name": "good", "namespace": "acme"},
+                 "spec": {"owner": {"projectName": "shop"}}}  # fmt: skip
+    orphan = {"metadata": {"name": "orphan", "namespace": "acme"}, "spec": {}}
+    pages = {
+        "/namespaces": v1_items({"metadata": {"name": "acme"}}),
+        "/namespaces/acme/projects": v1_items({"metadata": {"name": "shop"}}),
+        "/namespaces/acme/workloads": v1_items(),
+        "/namespaces/acme/components": v1_items(component, orphan),
+    }
+    for path, body in pages.items():
+        httpx_mock.add_response(url=f"{base_url}{path}?limit=2", json=body)
+
+    with structlog.testing.capture_logs() as logs:
+        engine = walk(api="v1")
+        engine.run()
+
+    assert sorted(engine.entities) == [
+        "component:acme/good", "domain:default/acme", "system:acme/shop",
+    ]  # fmt: skip
+    assert [log["component"] for log in logs if log["event"] == "component_without_project"] == [
+        "orphan"
+    ]
