@@ -105,4 +105,4 @@ class AuthError(PermanentError):
 
 
 class CursorExpired(ProviderError):
-    """A listing cursor expired (410 in the org era; 500 on a cursor in v1): that listing restarts."""
+    """A listing cursor expired (org era: 410; v1: a 500 on a cursor): that listing restarts."""
