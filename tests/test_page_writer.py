@@ -16,7 +16,7 @@ from choreo_ingest.engine import BurstEngine
 from choreo_ingest.models import EntityIteratorResult, ProviderState
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.store import Store, StoreQueueReader
+from choreo_ingest.store import Store, StoreIndexReader, StoreQueueReader
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -95,6 +95,18 @@ class TestPageWriter:
             writer.submit(pushed, '{"offset":2}', 1.0)
 
             assert [item.key for item in queues.read("seen", after=0, limit=5)] == ["e0", "e1"]
+            assert writer.pages == 1
+
+    def test_index_lookup_through_the_barrier_sees_the_page_in_flight(self, store: Store) -> None:
+        """A v1 components page finds the workloads of the page just before it, even while that
+        page is still being committed."""
+        indexed = FakeProvider(TEN, index_table="workload").next(_context(), None)
+        with PageWriter(store, "fake", 1, None) as writer:
+            index = StoreIndexReader(store, "fake", 1, before_read=writer.wait)
+            writer.submit(indexed, '{"offset":2}', 1.0)
+
+            found = index.by_group("workload", ["all"], current_only=True)["all"]
+            assert [row.key for row in found] == ["e0", "e1"]
             assert writer.pages == 1
 
 
