@@ -80,6 +80,9 @@ OAUTH_SECRET = secrets.token_urlsafe(24)
 """A fresh client secret per soak: the simulator gets it through its environment."""
 MAX_ATTEMPTS = 4
 """Attempts the client makes at one request (retries of 5xx and 429 included)."""
+RATE_LIMITS = {"orgs": 150.0, "v1": 30.0}
+"""The default cap: the org era reads every component's detail 5 at a time; a v1 walk sends
+one list request at a time, so it meets a cap of 150 a second only rarely."""
 PER_COMPONENT_ROUTES = ("get_component", "get_workload")
 """v1 routes a walk never needs: only events (and API-name displacements) read single objects."""
 
@@ -91,14 +94,20 @@ class Options:
     components: int = 20_000
     seed: int = 1
     error_rate: float = 0.05
-    rate_limit: float = 150.0
+    rate_limit: float | None = None
+    """Requests per second before 429s; None: RATE_LIMITS[api] (a v1 walk sends far fewer)."""
     cursor_ttl: float = 6.0
     expire_every: int = 10
     burst_length: float = 3.0
     per_project: int = 100
     """Components per project: more pages per listing, more moments in the middle of one."""
     token_lifetime: int = 20
-    """v1 only: seconds an OAuth access token lives (the runs refresh it on the way)."""
+    """v1 only: seconds an OAuth access token lives. Every run grants its own; a run replaces
+    it after half its lifetime, so runs longer than that refresh it on the way."""
+
+    @property
+    def requests_per_second(self) -> float:
+        return RATE_LIMITS[self.api] if self.rate_limit is None else self.rate_limit
 
 
 @dataclass
@@ -376,7 +385,7 @@ def soak(options: Options, log: Any = sys.stderr) -> tuple[Figures, Verdict]:
         options.per_project,
         seed=options.seed,
         error_rate=options.error_rate,
-        rate_limit=options.rate_limit,
+        rate_limit=options.requests_per_second,
         cursor_ttl=options.cursor_ttl,
         api=options.api,
         oauth_client_id=OAUTH_CLIENT if v1 else None,
@@ -622,6 +631,7 @@ def _server_figures(stats: dict[str, Any]) -> dict[str, Any]:
         # the org era's name for the same count (410 there; 500 in v1)
         "expired_cursors_410": stats["expired_cursors"],
         "max_in_flight": stats["max_in_flight"],
+        "max_requests_per_second": stats["max_requests_per_second"],
     }
 
 
@@ -633,7 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--components", type=int, default=defaults.components)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--error-rate", type=float, default=defaults.error_rate)
-    parser.add_argument("--rate-limit", type=float, default=defaults.rate_limit)
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=defaults.rate_limit,
+        help=f"requests per second before 429s (default: {RATE_LIMITS})",
+    )
     parser.add_argument("--cursor-ttl", type=float, default=defaults.cursor_ttl)
     parser.add_argument(
         "--expire-every",
@@ -657,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         components=args.components,
         seed=args.seed,
         error_rate=args.error_rate,
-        rate_limit=args.rate_limit,
+        rate_limit=RATE_LIMITS[args.api] if args.rate_limit is None else args.rate_limit,
         cursor_ttl=args.cursor_ttl,
         expire_every=args.expire_every,
         burst_length=args.burst_length,

@@ -16,7 +16,13 @@ import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
-from choreo_ingest.errors import DeadlineExceeded, PermanentError, ProviderError, RetryAfter
+from choreo_ingest.errors import (
+    DeadlineExceeded,
+    PermanentError,
+    ProviderError,
+    RetryAfter,
+    TransientError,
+)
 from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.models import JSON, ProviderRecord, ProviderState
 from choreo_ingest.page_writer import PageWriter
@@ -176,12 +182,15 @@ class BurstEngine:
             entities_unchanged=writer.unchanged,
         )
         wait_at_least = 0.0
-        if isinstance(error, DeadlineExceeded | RetryAfter) and writer.pages:
-            # Cut short after pages were committed: the burst made progress, so this is a pause
-            # (for a 429, "end the burst and come back" after its Retry-After), not a failure.
+        if isinstance(error, TransientError) and writer.pages:
+            # Cut short after pages were committed (the deadline, a 429, a 5xx whose retry did
+            # not fit): the burst made progress, so this is a pause, not a failure; for a 429,
+            # "end the burst and come back" after its Retry-After.
             if isinstance(error, RetryAfter):
                 wait_at_least = error.retry_after
                 log.info("burst_rate_limited", provider=record.name, retry_after=wait_at_least)
+            elif not isinstance(error, DeadlineExceeded):
+                log.info("burst_cut_short", provider=record.name, error=str(error))
             error = None
         if error is not None:
             failed = self._fail(record, outcome, error, provider)

@@ -14,7 +14,7 @@ import pytest
 
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
-from choreo_ingest.errors import DeadlineExceeded, RetryAfter, TransientError
+from choreo_ingest.errors import DeadlineExceeded, PermanentError, RetryAfter, TransientError
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderState
 from choreo_ingest.providers.base import BurstContext
@@ -194,11 +194,45 @@ class TestCycle:
 
 
 class TestFailures:
+    def test_transient_error_after_committed_pages_is_a_pause(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """A 5xx whose retry does not fit before the deadline, after pages were committed: the
+        burst made progress, so it comes back after burstInterval, not after a backoff."""
+        config = make_config(tmp_path, burst_interval=30.0, backoff=(300.0,))
+        provider = FakeProvider(TEN, fail_at={2: TransientError("upstream 503", status=503)})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.state, outcome.pages) == (
+            "burst",
+            ProviderState.INTERSTITIAL,
+            2,
+        )
+        record = stored(state_path)
+        assert (record.attempts, record.last_error, record.cursor) == (0, None, {"offset": 4})
+        assert record.next_action_at == clock.now() + 30.0
+
+    def test_transient_error_before_any_page_is_a_failure(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path, backoff=(300.0,))
+        provider = FakeProvider(TEN, fail_at={0: TransientError("upstream 503", status=503)})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.state, outcome.error) == (
+            "failed",
+            ProviderState.BACKING_OFF,
+            "upstream 503",
+        )
+        assert stored(state_path).attempts == 1
+
     def test_resumes_at_failed_page(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
         config = make_config(tmp_path, backoff=(10.0, 20.0))
-        provider = FakeProvider(TEN, fail_at={2: TransientError("upstream 503", status=503)})
+        provider = FakeProvider(TEN, fail_at={2: PermanentError("upstream 400", status=400)})
 
         failed = run_one(config, state_path, clock, provider)
 
@@ -211,7 +245,7 @@ class TestFailures:
         assert (record.attempts, record.cursor, record.last_error) == (
             1,
             {"offset": 4},
-            "upstream 503",
+            "upstream 400",
         )
         assert record.next_action_at is not None
         assert 10.0 * (1 - JITTER) <= record.next_action_at - clock.now() <= 10.0 * (1 + JITTER)

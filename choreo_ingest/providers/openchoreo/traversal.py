@@ -22,7 +22,7 @@ import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
-from choreo_ingest.errors import CursorExpired, PermanentError, TransientError
+from choreo_ingest.errors import CursorExpired, PermanentError, ProviderError
 from choreo_ingest.models import JSON, Check, Delta, EntityIteratorResult, Event, QueuedItem
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
@@ -360,8 +360,8 @@ class OpenChoreoProvider:
     ) -> None:
         """Read the listing from its first page again; past the limit the burst fails."""
         restarts = context.restarts.get(path, 0) + 1
-        if restarts > MAX_RESTARTS_PER_BURST:
-            raise TransientError(
+        if restarts > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
+            raise ProviderError(
                 f"GET {path}: the listing's cursor expired {restarts} times in one burst; "
                 "the API may not keep cursors long enough for a page "
                 "(lower openchoreo.incremental.chunkSize)",

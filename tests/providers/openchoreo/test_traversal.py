@@ -11,7 +11,13 @@ from pytest_httpx import HTTPXMock
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config
-from choreo_ingest.errors import AuthError, CursorExpired, PermanentError, TransientError
+from choreo_ingest.errors import (
+    AuthError,
+    CursorExpired,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
 from choreo_ingest.models import Entity, QueueItem
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider, create_provider
@@ -416,9 +422,10 @@ class TestListingRules:
             )
         engine = walk()
 
-        with pytest.raises(TransientError) as caught:
+        with pytest.raises(ProviderError) as caught:
             engine.pages(8)
 
+        assert not isinstance(caught.value, TransientError), "a failure, even after pages"
         assert str(caught.value) == (
             "GET /orgs: the listing's cursor expired 4 times in one burst; the API may not keep "
             "cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
@@ -438,7 +445,7 @@ class TestListingRules:
             url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor", status_code=410
         )
         engine = walk()
-        with pytest.raises(TransientError):
+        with pytest.raises(ProviderError):
             engine.pages(8)
 
         restarted = engine.page()
