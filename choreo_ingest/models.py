@@ -91,6 +91,9 @@ class EntityIteratorResult:
     facts: Mapping[str, str | None] = field(default_factory=dict)
     """What the provider learnt about its source (`api: v1`), shown by `status` and the metrics;
     the fact `problem` is a health problem. None removes a fact."""
+    removal_scopes: Sequence[str] = ()
+    """Scopes the source says are gone (a listing of them answered 404): their entities leave
+    with this page, as for a `deleted` event (`Delta.removal_scopes`), not at the sweep."""
 
 
 @dataclass(frozen=True)

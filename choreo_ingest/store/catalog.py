@@ -94,6 +94,7 @@ def commit_page(
         _push_queue_items(conn, provider, page)
         write_index(conn, provider, cycle_id, page.index)
         write_facts(conn, provider, page.facts, now)
+        _remove_scopes(conn, provider, page.removal_scopes, set(), now)
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
             [cursor_text, now, provider],
@@ -196,8 +197,33 @@ def apply_delta_rows(
     removed = 0
     for ref in delta.removals:
         removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
-    kept = {entity.ref for entity in delta.upserts}
-    for scope in delta.removal_scopes:
+    removed += _remove_scopes(
+        conn, provider, delta.removal_scopes, {entity.ref for entity in delta.upserts}, now
+    )
+    _recount_blocked(conn, provider)
+    bump_counters(conn, provider, {"entities_upserted": stats.upserted})
+    return stats, removed
+
+
+def _recount_blocked(conn: Connection, provider: str) -> None:
+    """Keep a blocked sweep's count exact when an event removes (or sees again) one of the refs
+    it holds back: what `removals approve` would remove is what the count says."""
+    conn.execute(
+        f"""UPDATE {STATE} SET blocked_removals = (
+                SELECT count(*) FROM {REFS} r
+                WHERE r.provider = {STATE}.provider AND r.last_seen_cycle < {STATE}.blocked_cycle_id
+            ) WHERE provider = ? AND blocked_cycle_id IS NOT NULL""",
+        [provider],
+    )
+
+
+def _remove_scopes(
+    conn: Connection, provider: str, scopes: Sequence[str], kept: set[str], now: float
+) -> int:
+    """Remove the provider's entities in each scope or below it (`acme` takes `acme/x/y`),
+    except the refs in `kept`; returns how many."""
+    removed = 0
+    for scope in scopes:
         # Collected first: _remove_refs_where deletes the entities before the refs, so a
         # condition that reads the entities table would match nothing by then.
         scoped = [
@@ -215,8 +241,7 @@ def apply_delta_rows(
             removed += _remove_refs_where(
                 conn, provider, f"entity_ref IN ({marks})", list(batch), now
             )
-    bump_counters(conn, provider, {"entities_upserted": stats.upserted})
-    return stats, removed
+    return removed
 
 
 def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now: float) -> int:

@@ -97,6 +97,9 @@ class _Namespaces:
     def path(self, item: QueuedItem | None) -> str:
         return "/namespaces"
 
+    def gone(self, item: QueuedItem) -> list[str]:
+        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
+
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
         for namespace in resources:
@@ -113,6 +116,9 @@ class _Projects:
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/projects"
+
+    def gone(self, item: QueuedItem) -> list[str]:
+        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         namespace = queued_text(item, "namespace")
@@ -133,6 +139,9 @@ class _Workloads:
     def path(self, item: QueuedItem | None) -> str:
         return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/workloads"
 
+    def gone(self, item: QueuedItem) -> list[str]:
+        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
+
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         namespace = queued_text(item, "namespace")
         return Harvest(index=[row for w in resources if (row := _workload_row(namespace, w))])
@@ -145,6 +154,9 @@ class _Components:
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/components"
+
+    def gone(self, item: QueuedItem) -> list[str]:
+        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         return component_harvest(walk, queued_text(item, "namespace"), resources, listed=True)

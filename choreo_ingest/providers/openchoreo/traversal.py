@@ -232,6 +232,7 @@ class OpenChoreoProvider:
             queue_items=harvest.queue_items,
             counters=counters,
             index=harvest.index,
+            removal_scopes=harvest.removal_scopes,
             facts=facts,
         )
 
@@ -296,8 +297,8 @@ class OpenChoreoProvider:
                     continue
             path = phase.path(item)
             listed = first or self._list(context, state, generation, path, facts)
-            if listed is None:  # restarted, or the parent is gone
-                return Harvest(), False
+            if isinstance(listed, Harvest):  # restarted, or the parent is gone
+                return listed, False
             harvest = phase.harvest(context.walk, item, listed.items)
             if listed.next_cursor:
                 state.api_cursor = listed.next_cursor
@@ -319,9 +320,10 @@ class OpenChoreoProvider:
         generation: Generation,
         path: str,
         facts: dict[str, str | None],
-    ) -> ListPage | None:
-        """One page of the current listing; None when the listing restarts (its cursor expired)
-        or its parent answered 404 (the state already says what comes next)."""
+    ) -> ListPage | Harvest:
+        """One page of the current listing; instead, what the page holds when the listing
+        restarts (its cursor expired: nothing) or its parent answered 404 (the parent's scope
+        leaves the catalog); the state already says what comes next."""
         stored = not context.listed_once and state.api_cursor is not None
         context.listed_once = True
         try:
@@ -334,15 +336,18 @@ class OpenChoreoProvider:
             if stored:
                 self._note_stale_start(state, generation, facts)
             self._restart(context, state, generation, path)
-            return None
+            return Harvest()
         except NotFoundError:
-            if generation.phases[state.phase].queue is None:
+            phase = generation.phases[state.phase]
+            if phase.queue is None:
                 raise
             state.api_cursor = None
-            item = _item_after(context, generation.phases[state.phase].queue or "", state.position)
-            if item is not None:
-                state.position = item.position
-            return None
+            item = _item_after(context, phase.queue, state.position)
+            if item is None:
+                return Harvest()
+            state.position = item.position
+            log.info("listing_parent_gone", provider=self._name, path=path)
+            return Harvest(removal_scopes=phase.gone(item))
         if stored and state.stale_starts:
             if state.stale_starts >= STALE_STARTS_REPORTED:
                 facts["problem"] = None

@@ -1,0 +1,83 @@
+"""Removals outside the sweep: a page that says a scope is gone, and events that touch refs a
+blocked sweep holds back (its count must stay what `removals approve` would remove)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
+from choreo_ingest.store import Store, SweepGuards
+
+from fakes import make_entity
+
+T0 = 1_800_000_000.0
+GUARDED = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=10)
+
+
+def scoped(name: str, scope: str) -> Entity:
+    return replace(make_entity(name), scope=scope)
+
+
+@pytest.fixture
+def store(state_path: Path) -> Iterator[Store]:
+    with Store.open(state_path) as opened:
+        opened.migrate()
+        yield opened
+
+
+def cycle(store: Store, entities: list[Entity], guards: SweepGuards = GUARDED) -> int:
+    """One cycle in one page; returns how many removals its sweep held back."""
+    record = store.load_provider("fake")
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, T0)
+    store.commit_page("fake", record.cycle_id, EntityIteratorResult(True, entities), None, T0)
+    record.state = ProviderState.RESTING
+    return store.complete_cycle(record, guards, T0).blocked
+
+
+def names(store: Store) -> set[str]:
+    return {body["metadata"]["name"] for body in store.iter_entities()}
+
+
+def test_a_page_removes_the_scopes_it_says_are_gone_with_everything_below(store: Store) -> None:
+    cycle(store, [scoped("org-a", "a"), scoped("sys", "a/p"), scoped("cmp", "a/p/c"),
+                  scoped("org-b", "b")])  # fmt: skip
+    record = store.load_provider("fake")
+
+    page = EntityIteratorResult(False, [scoped("org-b", "b")], removal_scopes=["a"])
+    store.commit_page("fake", record.cycle_id, page, None, T0)
+
+    assert names(store) == {"org-b"}
+    deletes = [change.ref for change in store.changes() if change.op == "delete"]
+    assert sorted(deletes) == sorted(make_entity(n).ref for n in ("org-a", "sys", "cmp"))
+    assert store.counters("fake")["entities_removed"] == 3
+
+
+def test_event_removing_a_held_back_ref_lowers_the_blocked_count(store: Store) -> None:
+    everything = [scoped(f"e{i}", f"s/e{i}") for i in range(10)]
+    cycle(store, everything)
+    assert cycle(store, everything[:7]) == 3  # 30% stale: above the 10% guard
+    record = store.load_provider("fake")
+
+    store.apply_delta("fake", record.cycle_id, Delta(removal_scopes=["s/e9"]), T0)
+
+    assert store.blocked_removals("fake").count == 2
+    assert store.approve_removals("fake", T0) == 2
+
+
+def test_event_seeing_a_held_back_ref_again_lowers_the_blocked_count(store: Store) -> None:
+    everything = [scoped(f"e{i}", f"s/e{i}") for i in range(10)]
+    cycle(store, everything)
+    assert cycle(store, everything[:7]) == 3
+    record = store.load_provider("fake")
+
+    store.apply_delta("fake", record.cycle_id, Delta(upserts=[everything[8]]), T0)
+
+    assert store.blocked_removals("fake").count == 2
+    assert store.approve_removals("fake", T0) == 2
+    assert names(store) == {f"e{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8)}
