@@ -330,6 +330,20 @@ class TestReRead:
             ("upsert", "component:acme/cart"),
         ]
 
+    def test_component_of_a_project_no_cycle_listed_brings_its_system(
+        self, platform: Platform
+    ) -> None:
+        platform.world.add_project("acme", "mobile")
+        platform.world.add_component("acme", "mobile", "app", endpoints={"rest": REST})
+        platform.feed_component("app", "created", project="mobile")
+
+        platform.run()
+
+        assert {"system:acme/mobile", "component:acme/app", "api:acme/app-rest"} <= (
+            platform.refs()
+        )
+        assert platform.refs() == expected_refs(platform.world)
+
     def test_unchanged_component_writes_nothing(self, platform: Platform) -> None:
         since = platform.last_change()
         platform.feed_component("cart", "updated")

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from choreo_ingest.errors import PermanentError
-from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
+from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
 from choreo_ingest.providers.openchoreo.client import NotFound, NotFoundError, OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
@@ -42,6 +42,8 @@ from choreo_ingest.providers.openchoreo.naming import hashed_entity_name
 
 ORG_QUEUE = "orgs"
 PROJECT_QUEUE = "projects"
+PROJECTS = "project"
+"""Index: `<org>/<project>` for every project a cycle listed or an event read."""
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
@@ -115,6 +117,7 @@ class _Projects:
             harvest.queue_items.append(
                 QueueItem(PROJECT_QUEUE, f"{org}/{name}", {"org": org, "project": name})
             )
+            harvest.index.append(_project_row(org, name))
         return harvest
 
 
@@ -139,6 +142,23 @@ class _Components:
         )
         found = [unwrap(detail, path) for detail in details if not isinstance(detail, NotFound)]
         return component_harvest(walk, org, project, found)
+
+
+def _project_row(org: str, project: str) -> IndexEntry:
+    return IndexEntry(PROJECTS, f"{org}/{project}", "", True)
+
+
+def _missing_project(walk: Walk, org: str, project: str) -> Harvest:
+    """The System of a component's project that no cycle has listed yet (an event may name a
+    component of a new project before the project's own event is applied)."""
+    if walk.index.by_key(PROJECTS, [f"{org}/{project}"]):
+        return Harvest()
+    try:
+        found = get_object(walk.client, f"/orgs/{_segment(org)}/projects/{_segment(project)}")
+    except NotFoundError:
+        return Harvest()
+    entity = project_entity(found, org, walk.config.mapping, walk.provider)
+    return Harvest(entities=[entity], index=[_project_row(org, project)])
 
 
 def component_harvest(
@@ -275,8 +295,9 @@ class OrgsGeneration:
             try:
                 project = get_object(walk.client, f"{org_path}/projects/{_segment(event.name)}")
             except NotFoundError:
-                return Delta(removal_scopes=[scope])
-            return Delta(upserts=[project_entity(project, org_name, mapping, provider)])
+                return Delta(removal_scopes=[scope], index=[IndexEntry(PROJECTS, scope)])
+            entity = project_entity(project, org_name, mapping, provider)
+            return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
         project_name = _required(event.project, event, "project")
         scope = f"{org_name}/{project_name}/{event.name}"
         if event.action == "deleted":
@@ -286,7 +307,8 @@ class OrgsGeneration:
             detail = get_object(walk.client, path, DETAIL_PARAMS)
         except NotFoundError:
             return Delta(removal_scopes=[scope])
-        harvest = component_harvest(walk, org_name, project_name, [detail])
+        harvest = _missing_project(walk, org_name, project_name)
+        harvest.add(component_harvest(walk, org_name, project_name, [detail]))
         return Delta(upserts=harvest.entities, removal_scopes=[scope], index=harvest.index)
 
 

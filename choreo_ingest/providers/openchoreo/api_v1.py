@@ -363,15 +363,31 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
         return _component_gone(walk, namespace, component, workloads)
     listed = [row for w in workloads if (row := _workload_row(namespace, w))]
     stale = _stale_workload_rows(walk, namespace, component, listed)
-    # The fresh rows are committed with the delta; the join must see them already.
-    overlay = _with_rows(walk, listed, stale)
-    harvest = component_harvest(overlay, namespace, [resource], listed=False)
     project = _spec_owner(resource, "projectName") or ""
+    system = _missing_project(walk, namespace, project)
+    # The fresh rows are committed with the delta; the join must see them already.
+    overlay = _with_rows(walk, [*listed, *system.index], stale)
+    harvest = component_harvest(overlay, namespace, [resource], listed=False)
     return Delta(
-        upserts=harvest.entities,
+        upserts=[*system.entities, *harvest.entities],
         removal_scopes=[f"{namespace}/{project}/{component}"],
-        index=[*stale, *listed, *harvest.index],
+        index=[*stale, *listed, *system.index, *harvest.index],
     )
+
+
+def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
+    """The System (and owner row) of a component's project that the catalog does not hold yet:
+    an event may name a component of a project that no cycle has listed."""
+    key = f"{namespace}/{project}"
+    if not project or walk.index.by_key(PROJECT_OWNERS, [key]):
+        return Harvest()
+    path = f"/namespaces/{_segment(namespace)}/projects/{_segment(project)}"
+    try:
+        resource = _object(walk.client.get_json(path), path)
+    except NotFoundError:
+        return Harvest()
+    entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
+    return Harvest(entities=[entity], index=[_owner_row(namespace, resource)])
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_walk_v1 import PROVIDER, catalog, config_for, expected_catalog, run, simulator
+from test_walk_v1 import PROVIDER, catalog, config_for, run, simulator
 
 from choreo_ingest.config import Config
 from choreo_ingest.events import parse_events, store_events
@@ -19,6 +19,7 @@ from choreo_ingest.simulator import SimulatorApi, World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock
+from sim_support import expected_catalog
 
 SCHEMA = {"type": "openapi", "content": "openapi: 3.0.0\ninfo: {title: x, version: '1'}\n"}
 
@@ -194,3 +195,27 @@ def test_kinds_not_ingested_are_counted_and_not_queued(scenario: Scenario) -> No
     with Store.open(scenario.state_path, readonly=True) as store:
         assert store.pending_event_count(PROVIDER) == 0
         assert store.counters(PROVIDER)["events_ignored"] == 2
+
+
+def test_component_of_a_project_no_cycle_listed_brings_its_system(scenario: Scenario) -> None:
+    scenario.world.add_project(scenario.namespace, "brand-new")
+    endpoints = {"rest": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+    scenario.world.add_component(scenario.namespace, "brand-new", "zz-fresh", endpoints=endpoints)
+
+    scenario.send(event("Component", "zz-fresh", scenario.namespace, "created"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("System", "brand-new") in found
+    assert found == expected_catalog(scenario.world)
+    assert scenario.api.stats.requests_by_route.get("get_project") == 1
+
+
+def test_component_of_a_known_project_reads_no_project(scenario: Scenario) -> None:
+    scenario.world.add_component(scenario.namespace, scenario.project, "zz-more")
+
+    scenario.send(event("Component", "zz-more", scenario.namespace, "created"))
+    scenario.drain()
+
+    assert scenario.api.stats.requests_by_route.get("get_project", 0) == 0
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
