@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
+import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import OpenChoreoConfig
@@ -39,6 +40,8 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
+
+log = structlog.get_logger("choreo_ingest.http")
 
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
@@ -273,13 +276,22 @@ class OpenChoreoClient:
                     self._check_deadline(method, path)
                 with self._count_lock:
                     self._requests_sent += 1
-                return self._http.request(
+                started = self._clock.monotonic()
+                response = self._http.request(
                     method,
                     path.lstrip("/"),
                     params=dict(params) if params else None,
                     headers=headers,
                     timeout=httpx.Timeout(timeout),
                 )
+                log.debug(
+                    "http_request",
+                    method=method,
+                    path=path,
+                    status=response.status_code,
+                    seconds=round(self._clock.monotonic() - started, 3),
+                )
+                return response
         except DeadlineExceeded as error:
             if error.path is not None:
                 raise

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from pytest_httpx import HTTPXMock
 
 import choreo_ingest
@@ -892,3 +893,21 @@ class TestConstruction:
 
         assert str(seen[0].url) == f"{base_url}/orgs/acme"
         assert seen[0].headers["User-Agent"] == default_user_agent()
+
+
+def test_each_request_is_logged_at_debug_without_its_query_or_credentials(
+    httpx_mock: HTTPXMock, make_client: MakeClient
+) -> None:
+    """What `-vv` shows an operator: method, path, status, duration; never a token or cursor."""
+    httpx_mock.add_response(json={"items": []})
+
+    with structlog.testing.capture_logs() as logs:
+        make_client(token="tok-secret-123456").get_json("/orgs", {"cursor": "c-opaque"})
+
+    [entry] = [log for log in logs if log["event"] == "http_request"]
+    assert (entry["log_level"], entry["method"], entry["path"], entry["status"]) == (
+        "debug", "GET", "/orgs", 200,
+    )  # fmt: skip
+    assert entry["seconds"] >= 0
+    assert "tok-secret-123456" not in repr(logs)
+    assert "c-opaque" not in repr(logs)
