@@ -29,8 +29,7 @@ from choreo_ingest.providers.base import (
     ProviderFactory,
     QueueReader,
 )
-
-__version__ = "0.1.0"
+from choreo_ingest.version import __version__
 
 __all__ = [
     "AuthError",

@@ -2,6 +2,7 @@
 
     ChoreoIngestError
     ├── ConfigError                 bad config file, key, value or usage (exit 2)
+    ├── ProviderLoadError           a configured provider cannot be imported or built (exit 3)
     ├── StateError                  the state store cannot be used (exit 4)
     │   ├── SchemaTooNew            written by a newer choreo-ingest
     │   ├── NotAStateFile           not a choreo-ingest DB, or corrupt
@@ -11,10 +12,13 @@
         │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
         │   └── DeadlineExceeded    the burst deadline passed inside a page
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
-        │   └── AuthError           401/403: the credentials in openchoreo.auth
+        │   ├── AuthError           401/403: the credentials in openchoreo.auth
+        │   └── NotFoundError       404: the resource is gone (deleted while being walked)
         └── CursorExpired           a listing's cursor is gone; restart that listing
 
 Third-party exceptions are translated into these once, at the module that owns the library.
+Outside the tree, `IllegalTransition` (a ValueError) is a bug: a state change the design does not
+allow, never bad input, so it ends as an internal error (exit 1).
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ class ConfigError(ChoreoIngestError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+class ProviderLoadError(ChoreoIngestError):
+    """A configured provider could not be imported, built, or does not follow the protocol."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(f"provider {name!r}: {problem}")
+
+
+class IllegalTransition(ValueError):
+    """A provider state change the state machine does not allow: a bug, never bad input."""
 
 
 class StateError(ChoreoIngestError):
@@ -102,6 +118,10 @@ class PermanentError(ProviderError):
 
 class AuthError(PermanentError):
     """The API refused our credentials (401/403)."""
+
+
+class NotFoundError(PermanentError):
+    """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
 
 
 class CursorExpired(ProviderError):

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from choreo_ingest.config import IncrementalConfig
+from choreo_ingest.errors import IllegalTransition
 from choreo_ingest.models import ProviderRecord, ProviderState
 
 JITTER = 0.2
@@ -79,10 +80,6 @@ class Event(enum.Enum):
     BURST_FAILED = "burst_failed"
     RESET = "reset"
     REFRESHED = "refreshed"
-
-
-class IllegalTransition(ValueError):
-    pass
 
 
 _S = ProviderState

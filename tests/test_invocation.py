@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ConfigError, LockHeld, TransientError
+from choreo_ingest.errors import ConfigError, LockHeld, PermanentError, TransientError
 from choreo_ingest.invocation import (
     RunResult,
     approve_removals,
@@ -242,7 +242,7 @@ class TestOperatorCommands:
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
         config = make_config(tmp_path, backoff=(600.0,))
-        provider = FakeProvider(TEN, fail_at={1: TransientError("boom")})
+        provider = FakeProvider(TEN, fail_at={1: PermanentError("boom", status=400)})
         run(config, state_path, clock, provider)
 
         assert refresh(state_path, "fake", clock) is ProviderState.BACKING_OFF

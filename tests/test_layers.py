@@ -32,6 +32,7 @@ LAYERS = {
     "models": 1,
     "errors": 1,
     "clock": 1,
+    "version": 1,
     "__init__": 1,
     "__main__": 5,
 }
@@ -45,6 +46,8 @@ def layer_of(module: str) -> str:
 
 
 def imports_of(path: Path) -> list[str]:
+    """Every module of the package `path` imports; `from choreo_ingest import x` counts as the
+    package root (`choreo_ingest`)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = []
     for node in ast.walk(tree):
@@ -52,7 +55,7 @@ def imports_of(path: Path) -> list[str]:
             found.append(node.module)
         elif isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)
-    return [name for name in found if name.startswith("choreo_ingest.")]
+    return [name for name in found if name == "choreo_ingest" or name.startswith("choreo_ingest.")]
 
 
 MODULES = sorted(PACKAGE.rglob("*.py"))
@@ -72,3 +75,29 @@ def test_module_imports_point_down(path: Path) -> None:
             continue  # the package root re-exports the provider protocol for provider authors
         assert (here, there) not in SIBLINGS_THAT_MUST_NOT_MEET, f"{here} imports {imported}"
         assert LAYERS[there] <= LAYERS[here], f"{path.name} ({here}) imports {imported} ({there})"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[str(p.relative_to(PACKAGE)) for p in MODULES])
+def test_no_module_imports_the_package_root(path: Path) -> None:
+    """The root re-exports the provider protocol for provider authors; inside the package it
+    would pull every layer it re-exports into whatever imports it."""
+    assert "choreo_ingest" not in imports_of(path), f"{path.name} imports the package root"
+
+
+def test_scheduling_is_pure() -> None:
+    """`schedule` decides from state, settings and `now` alone: no store, no clock, no I/O."""
+    allowed = {"choreo_ingest.config", "choreo_ingest.models", "choreo_ingest.errors"}
+    assert set(imports_of(PACKAGE / "schedule.py")) <= allowed
+
+
+def test_a_provider_package_is_reached_only_through_the_registry() -> None:
+    """The engine, the CLI and the core know providers only by the protocol: a provider's own
+    package is imported by itself alone (the registry names it by a string)."""
+    for path in MODULES:
+        relative = path.relative_to(PACKAGE).parts
+        if relative[:2] == ("providers", "openchoreo"):
+            continue
+        for imported in imports_of(path):
+            assert not imported.startswith("choreo_ingest.providers.openchoreo"), (
+                f"{path.relative_to(PACKAGE)} imports {imported}"
+            )

@@ -7,19 +7,11 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import ProviderLoadError
 from choreo_ingest.providers.base import IncrementalEntityProvider, ProviderFactory
 
 ENTRY_POINT_GROUP = "choreo_ingest.providers"
 BUILT_IN = {"openchoreo": "choreo_ingest.providers.openchoreo:create_provider"}
-
-
-class ProviderLoadError(ChoreoIngestError):
-    """A configured provider could not be imported, built, or does not follow the protocol."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        self.name = name
-        super().__init__(f"provider {name!r}: {problem}")
 
 
 @dataclass(frozen=True)

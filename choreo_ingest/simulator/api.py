@@ -22,9 +22,9 @@ from choreo_ingest.clock import Clock, SystemClock
 from choreo_ingest.simulator import api_v1
 from choreo_ingest.simulator.control import CONTROL_PREFIX, ControlRoutes
 from choreo_ingest.simulator.cursors import (
-    CursorExpired,
     CursorPosition,
     CursorRejected,
+    CursorTooOld,
     decode_cursor,
     encode_cursor,
     listing_id,
@@ -319,7 +319,7 @@ def _decode(cursor: str, listing: str, now: float, ttl: float | None) -> CursorP
         return decode_cursor(cursor, listing, now, ttl)
     except CursorRejected as error:
         raise ApiError(400, "INVALID_CURSOR_FORMAT", str(error)) from error
-    except CursorExpired as error:
+    except CursorTooOld as error:
         metadata = {"retryable": True, "code": "CONTINUE_TOKEN_EXPIRED"}
         raise ApiError(410, "CONTINUE_TOKEN_EXPIRED", str(error), metadata=metadata) from error
 

@@ -29,9 +29,9 @@ from urllib.parse import unquote
 from choreo_ingest.clock import Clock
 from choreo_ingest.simulator import oauth
 from choreo_ingest.simulator.cursors import (
-    CursorExpired,
     CursorPosition,
     CursorRejected,
+    CursorTooOld,
     decode_cursor,
     encode_cursor,
     listing_id,
@@ -226,7 +226,7 @@ def _decode(cursor: str, listing: str, now: float, ttl: float | None) -> CursorP
         return decode_cursor(cursor, listing, now, ttl)
     except CursorRejected as error:
         raise server_error(500) from error
-    except CursorExpired as error:
+    except CursorTooOld as error:
         expired = ApiError(500, "INTERNAL_ERROR", "Internal server error", cursor_expired=True)
         raise expired from error
 

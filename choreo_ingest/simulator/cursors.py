@@ -22,7 +22,7 @@ class CursorRejected(ValueError):
     """The cursor is malformed or belongs to another listing (HTTP 400)."""
 
 
-class CursorExpired(ValueError):
+class CursorTooOld(ValueError):
     """The cursor is older than the server keeps cursors (HTTP 410)."""
 
 
@@ -45,7 +45,7 @@ def encode_cursor(listing: str, after: str, issued_at: float) -> str:
 
 
 def decode_cursor(cursor: str, listing: str, now: float, ttl: float | None) -> CursorPosition:
-    """The position a cursor stands for; raises CursorRejected or CursorExpired."""
+    """The position a cursor stands for; raises CursorRejected or CursorTooOld."""
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise CursorRejected("cursor is longer than 512 characters")
     try:
@@ -61,5 +61,5 @@ def decode_cursor(cursor: str, listing: str, now: float, ttl: float | None) -> C
     if document.get("l") != listing:
         raise CursorRejected("cursor belongs to another listing")
     if ttl is not None and now - issued_at > ttl:
-        raise CursorExpired("the continue token has expired; restart the listing")
+        raise CursorTooOld("the continue token has expired; restart the listing")
     return CursorPosition(after, float(issued_at))

@@ -24,7 +24,7 @@ T = TypeVar("T")
 Record = dict[str, Any]
 """An API object with the API's JSON field names."""
 
-KUBERNETES_NAME: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+RESOURCE_NAME: Final = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_NAME_LENGTH: Final = 63
 EPOCH: Final = 1_704_067_200.0  # 2024-01-01T00:00:00Z: every generated createdAt is later
 CREATION_SPAN: Final = 2 * 365 * 86_400

@@ -28,7 +28,7 @@ from choreo_ingest.simulator.listing import (
 )
 from choreo_ingest.simulator.records import (
     EPOCH,
-    KUBERNETES_NAME,
+    RESOURCE_NAME,
     Blueprint,
     Draws,
     Record,
@@ -469,7 +469,7 @@ def _set_annotations(record: Record, annotations: Mapping[str, str] | None) -> N
 
 
 def _check_name(name: str) -> None:
-    if not KUBERNETES_NAME.match(name):
+    if not RESOURCE_NAME.match(name):
         raise ValueError(f"{name!r} is not a Kubernetes name ([a-z0-9-], at most 63 chars)")
 
 

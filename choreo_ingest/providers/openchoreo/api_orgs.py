@@ -12,16 +12,15 @@ cursor) means the cursor is gone.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from choreo_ingest.errors import PermanentError
+from choreo_ingest.errors import NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
-from choreo_ingest.providers.openchoreo.client import NotFound, NotFoundError, OpenChoreoClient
+from choreo_ingest.providers.openchoreo.client import Gone, OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
     component_entities,
@@ -30,6 +29,7 @@ from choreo_ingest.providers.openchoreo.entities import (
     project_entity,
 )
 from choreo_ingest.providers.openchoreo.generation import (
+    KUBERNETES_NAME,
     Harvest,
     ListPage,
     Phase,
@@ -47,9 +47,6 @@ PROJECTS = "project"
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
-KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-"""Organization, project and component names: an event naming anything else (`a/b`, `..`) is
-refused, since a name becomes one URL path segment and one level of the removal scope."""
 _SCOPE_KEYS = {"Organization": (), "Project": ("namespace",), "Component": ("namespace", "project")}
 
 
@@ -140,7 +137,7 @@ class _Components:
         details = walk.client.get_many(
             [(f"{path}/{_segment(name)}", DETAIL_PARAMS) for name in names]
         )
-        found = [unwrap(detail, path) for detail in details if not isinstance(detail, NotFound)]
+        found = [unwrap(detail, path) for detail in details if not isinstance(detail, Gone)]
         return component_harvest(walk, org, project, found)
 
 

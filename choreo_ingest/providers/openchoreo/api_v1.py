@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import structlog
 
-from choreo_ingest.errors import PermanentError
+from choreo_ingest.errors import NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
     ApiClaim,
@@ -33,7 +33,7 @@ from choreo_ingest.providers.openchoreo.api_names import (
     Pending,
     resolve_api_names,
 )
-from choreo_ingest.providers.openchoreo.client import NotFoundError, OpenChoreoClient
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
     component_entities,
@@ -43,6 +43,7 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
     trim_workload,
 )
 from choreo_ingest.providers.openchoreo.generation import (
+    KUBERNETES_NAME,
     Harvest,
     ListPage,
     Phase,
@@ -68,7 +69,6 @@ WORKLOADS = "workload"
 MAX_LIMIT = 100
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
 ACTIONS = ("created", "updated", "deleted")
-KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 KIND_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 
 

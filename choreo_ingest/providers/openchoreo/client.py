@@ -33,6 +33,7 @@ from choreo_ingest.errors import (
     ConfigError,
     CursorExpired,
     DeadlineExceeded,
+    NotFoundError,
     PermanentError,
     ProviderError,
     RetryAfter,
@@ -40,6 +41,7 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
+from choreo_ingest.version import __version__
 
 log = structlog.get_logger("choreo_ingest.http")
 
@@ -64,21 +66,14 @@ _Error = TypeVar("_Error", bound=ProviderError)
 
 
 @dataclass(frozen=True)
-class NotFound:
+class Gone:
     """`get_many`'s marker for a resource that answered 404 (deleted meanwhile)."""
 
     path: str
     code: str | None = None
 
 
-class NotFoundError(PermanentError):
-    """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
-
-
 def default_user_agent() -> str:
-    # Imported here so that the package's __init__ may one day import this module without a cycle.
-    from choreo_ingest import __version__
-
     return f"choreo-ingest/{__version__}"
 
 
@@ -187,10 +182,10 @@ class OpenChoreoClient:
             raise self._translate("GET", path, response, MAX_ATTEMPTS, ())
         return self._json(path, response)
 
-    def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | NotFound]:
+    def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
         """GET each (path, params) with bounded concurrency; results in input order.
 
-        A 404 gives a `NotFound` in its place; any other failure raises (the first one in
+        A 404 gives a `Gone` in its place; any other failure raises (the first one in
         input order among those that failed) and cancels what has not started yet.
         """
         if len(requests) <= 1:
@@ -211,11 +206,11 @@ class OpenChoreoClient:
             raise _exception_of(failed[0])
         return [future.result() for future in futures]
 
-    def _get_or_not_found(self, path: str, params: Params) -> Any | NotFound:
+    def _get_or_not_found(self, path: str, params: Params) -> Any | Gone:
         try:
             return self.get_json(path, params)
         except NotFoundError as gone:
-            return NotFound(path=path, code=gone.code)
+            return Gone(path=path, code=gone.code)
 
     def _send(
         self, method: str, path: str, params: Params | None, expired_on: Collection[int]

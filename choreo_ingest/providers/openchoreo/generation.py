@@ -10,6 +10,7 @@ in `GENERATIONS` (`generations.py`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,9 @@ from choreo_ingest.providers.base import IndexReader, QueueReader
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 
 Resource = dict[str, Any]
+KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+"""A name an event may give (a Kubernetes object name): it becomes one URL path segment and one
+level of a removal scope, so `a/b` or `..` is refused."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ from typing import Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, IncrementalConfig, effective_chunk_size, require_api
-from choreo_ingest.errors import ChoreoIngestError, ProviderError
+from choreo_ingest.errors import ChoreoIngestError, NotFoundError, ProviderError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.openchoreo.auth import Credentials
 from choreo_ingest.providers.openchoreo.client import (
-    NotFoundError,
     OpenChoreoClient,
     default_user_agent,
 )

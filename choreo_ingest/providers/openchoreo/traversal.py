@@ -22,12 +22,11 @@ import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
-from choreo_ingest.errors import CursorExpired, PermanentError, ProviderError
+from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError, ProviderError
 from choreo_ingest.models import JSON, Check, Delta, EntityIteratorResult, Event, QueuedItem
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
-    NotFoundError,
     OpenChoreoClient,
     default_user_agent,
     form_poster,

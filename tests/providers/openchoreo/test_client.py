@@ -27,7 +27,7 @@ from choreo_ingest.errors import (
 from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
 from choreo_ingest.providers.openchoreo.auth import Credentials
 from choreo_ingest.providers.openchoreo.client import (
-    NotFound,
+    Gone,
     NotFoundError,
     OpenChoreoClient,
     default_user_agent,
@@ -789,7 +789,7 @@ class TestGetMany:
 
         assert results == [
             {"success": True, "data": {"name": "a"}},
-            NotFound(path="/orgs/acme/projects/p/components/b", code="COMPONENT_NOT_FOUND"),
+            Gone(path="/orgs/acme/projects/p/components/b", code="COMPONENT_NOT_FOUND"),
             {"success": True, "data": {"name": "c"}},
         ]
 
@@ -798,7 +798,7 @@ class TestGetMany:
     ) -> None:
         httpx_mock.add_response(status_code=404, json={"error": "gone", "code": "NOT_FOUND"})
 
-        assert make_client().get_many([("/x/a", {})]) == [NotFound(path="/x/a", code="NOT_FOUND")]
+        assert make_client().get_many([("/x/a", {})]) == [Gone(path="/x/a", code="NOT_FOUND")]
 
     def test_other_failures_raise(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
