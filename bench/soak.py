@@ -354,7 +354,7 @@ class V1WorldModel:
         return owned
 
     def _endpoints(self, component: str) -> dict[str, Any]:
-        chosen = json.loads(json.dumps(self._rng.choice(V1_ENDPOINT_SETS)))
+        chosen: dict[str, Any] = json.loads(json.dumps(self._rng.choice(V1_ENDPOINT_SETS)))
         for endpoint, details in chosen.items():
             schema = details.get("schema") or {}
             content = schema.get("content", "")

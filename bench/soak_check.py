@@ -9,8 +9,10 @@ workload by name and its project's owner annotation; API names as the provider s
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,15 @@ class Verdict:
         return all(check.passed for check in self.checks)
 
 
-def expected_catalog(world: dict[str, Any], api: str = "orgs") -> dict[str, dict[str, Any]]:
+def expected_catalog(world: dict[str, Any], api: str = "orgs") -> dict[str, Mapping[str, Any]]:
     """ref -> body of every entity the simulator's world (dumped with `?api=<api>`) maps to."""
     return expected_v1_catalog(world) if api == "v1" else expected_orgs_catalog(world)
 
 
-def expected_orgs_catalog(world: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def expected_orgs_catalog(world: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
     """ref -> body of every entity the org-era world maps to (the product's own mapping)."""
     mapping = MappingConfig()
-    expected: dict[str, dict[str, Any]] = {}
+    expected: dict[str, Mapping[str, Any]] = {}
     for org in world["orgs"]:
         entity = organization_entity(org, mapping, PROVIDER)
         expected[entity.ref] = entity.body
@@ -80,7 +82,7 @@ def first_workloads(world: dict[str, Any]) -> dict[tuple[str, str], dict[str, An
     first: dict[tuple[str, str], dict[str, Any]] = {}
     for workload in world["workloads"]:
         meta, owner = workload["metadata"], workload["spec"].get("owner") or {}
-        key = (meta["namespace"], owner.get("componentName"))
+        key = (str(meta["namespace"]), str(owner.get("componentName")))
         known = first.get(key)
         if known is None or meta["name"] < known["metadata"]["name"]:
             first[key] = workload
@@ -122,11 +124,11 @@ def v1_api_names(
     return names, contested
 
 
-def expected_v1_catalog(world: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def expected_v1_catalog(world: dict[str, Any]) -> dict[str, Mapping[str, Any]]:
     """ref -> body of every entity the v1 world maps to (`entities_v1`): each component joined
     with its first workload by name and its project's `backstage.io/owner` annotation."""
     mapping = MappingConfig()
-    expected: dict[str, dict[str, Any]] = {}
+    expected: dict[str, Mapping[str, Any]] = {}
     for namespace in world["namespaces"]:
         entity = entities_v1.namespace_entity(namespace, mapping, PROVIDER)
         expected[entity.ref] = entity.body
@@ -148,10 +150,20 @@ def expected_v1_catalog(world: dict[str, Any]) -> dict[str, dict[str, Any]]:
             owners.get((namespace, project)),
             mapping,
             PROVIDER,
-            api_name=lambda p, c, e, ns=namespace: api_names[(ns, p, c, e)],
+            api_name=functools.partial(_api_name, api_names, namespace),
         ):
             expected[entity.ref] = entity.body
     return expected
+
+
+def _api_name(
+    names: dict[tuple[str, str, str, str], str],
+    namespace: str,
+    project: str,
+    component: str,
+    endpoint: str,
+) -> str:
+    return names[(namespace, project, component, endpoint)]
 
 
 def exported_catalog(config: Path) -> list[dict[str, Any]]:

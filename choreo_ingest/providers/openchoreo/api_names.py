@@ -80,10 +80,14 @@ def resolve_api_names(
     return names, harvest, displaced
 
 
+def claim_key(claim: ApiClaim) -> str:
+    """The index key of a claim (to release it, write an IndexEntry with this key and no value)."""
+    return f"{claim.group}|{'/'.join(claim.sort_key)}"
+
+
 def _row(claim: ApiClaim, holds: bool) -> IndexEntry:
-    key = f"{claim.group}|{'/'.join(claim.sort_key)}"
     value = {"owner": list(claim.owner), "endpoint": claim.endpoint, "holds": holds}
-    return IndexEntry(CLAIMS, key, claim.group, value)
+    return IndexEntry(CLAIMS, claim_key(claim), claim.group, value)
 
 
 def _value(row: IndexEntry) -> Mapping[str, object]:

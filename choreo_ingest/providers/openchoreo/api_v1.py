@@ -25,12 +25,14 @@ from urllib.parse import quote
 
 import structlog
 
-from choreo_ingest.errors import NotFoundError, PermanentError
+from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
+    CLAIMS,
     ApiClaim,
     Owner,
     Pending,
+    claim_key,
     resolve_api_names,
 )
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -279,9 +281,15 @@ class V1Generation:
         self, client: OpenChoreoClient, path: str, *, limit: int, cursor: str | None
     ) -> ListPage:
         params: dict[str, str | int] = {"limit": min(limit, MAX_LIMIT)}
-        if cursor is not None:
-            params["cursor"] = cursor
-        body = client.get_json(path, params, expired_on=(500,) if cursor is not None else ())
+        if cursor is None:
+            return parse_list(client.get_json(path, params), path)
+        params["cursor"] = cursor
+        try:
+            body = client.get_json(path, params, expired_on=(500,))
+        except CursorExpired:
+            # v1 answers 500 for an expired cursor and for any other fault: once more tells
+            # them apart, since an expired cursor keeps answering 500.
+            body = client.get_json(path, params, expired_on=(500,))
         return parse_list(body, path)
 
     def event_problem(self, body: Mapping[str, Any]) -> str | None:
@@ -433,17 +441,32 @@ def _stale_workload_rows(
 def _component_gone(
     walk: Walk, namespace: str, component: str, workloads: Sequence[Resource]
 ) -> Delta:
-    """A component that answered 404: it leaves with its APIs and its indexed workloads."""
+    """A component that answered 404: it leaves with its APIs, its indexed workloads and its
+    claims on API names (a component that lost a name to it gets it back at its next read)."""
     group = f"{namespace}/{component}"
     known = walk.index.by_group(WORKLOADS, [group])[group]
-    projects = {_spec_owner(w, "projectName") for w in workloads}
-    projects |= {
-        _spec_owner(row.value, "projectName") for row in known if isinstance(row.value, Mapping)
-    }
+    owners = [*workloads, *(row.value for row in known if isinstance(row.value, Mapping))]
+    projects = sorted({p for w in owners if (p := _spec_owner(w, "projectName"))})
+    chosen = _first_value(known)
+    claims = [
+        claim_key(
+            ApiClaim(
+                namespace=namespace_name(namespace),
+                owner=(project, component),
+                endpoint=endpoint,
+                plain=v1_api_entity_name(project, component, endpoint),
+            )
+        )
+        for project in projects
+        for endpoint in api_endpoint_names(chosen, walk.config.mapping)
+    ]
     return Delta(
         removals=[entity_ref("Component", namespace_name(namespace), entity_name(component))],
-        removal_scopes=[f"{namespace}/{p}/{component}" for p in sorted(filter(None, projects))],
-        index=[IndexEntry(WORKLOADS, row.key) for row in known],
+        removal_scopes=[f"{namespace}/{project}/{component}" for project in projects],
+        index=[
+            *(IndexEntry(WORKLOADS, row.key) for row in known),
+            *(IndexEntry(CLAIMS, key) for key in claims),
+        ],
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import AuthConfig, OAuthConfig
+from choreo_ingest.config import AuthConfig, OAuthConfig, reveal
 from choreo_ingest.errors import AuthError, ProviderError, TransientError
 
 PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
@@ -84,14 +84,18 @@ def credentials_for(
     post_form: PostForm,
     on_secret: OnSecret | None = None,
 ) -> Credentials:
-    """The credentials `auth` configures (NoCredentials when it configures none)."""
+    """The credentials `auth` configures (NoCredentials when it configures none).
+
+    Raises ConfigError for a secret the config could not interpolate (`config.DeferredSecret`).
+    """
     known = _Known(on_secret)
     if auth.oauth is not None:
         return ClientCredentials(auth.oauth, clock=clock, post_form=post_form, known=known)
     if auth.token_file is not None:
         return TokenFile(auth.token_file, known=known)
-    if auth.token is not None:
-        return StaticToken(auth.token, config_key=auth.token_key, known=known)
+    token = reveal(auth.token)
+    if token is not None:
+        return StaticToken(token, config_key=auth.token_key, known=known)
     return NoCredentials()
 
 
@@ -174,8 +178,9 @@ class ClientCredentials:
         self._clock = clock
         self._post_form = post_form
         self._known = known or _Known()
-        if oauth.client_secret is not None:
-            self._known.add(oauth.client_secret)
+        self._secret = reveal(oauth.client_secret)
+        if self._secret is not None:
+            self._known.add(self._secret)
         self._lock = threading.Lock()  # held through a grant: the other threads wait for it
         self._token: str | None = None
         self._refresh_at = -math.inf
@@ -203,7 +208,7 @@ class ClientCredentials:
         """Ask the token endpoint for a new access token (the caller holds the lock)."""
         self._token, self._refresh_at = None, -math.inf
         oauth = self._oauth
-        secret = oauth.client_secret
+        secret = self._secret
         if secret is None:
             assert oauth.client_secret_file is not None  # OAuthConfig requires one of the two
             secret = _read_secret(oauth.client_secret_file, f"{_OAUTH}.clientSecretFile")

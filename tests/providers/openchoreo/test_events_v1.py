@@ -219,3 +219,26 @@ def test_component_of_a_known_project_reads_no_project(scenario: Scenario) -> No
 
     assert scenario.api.stats.requests_by_route.get("get_project", 0) == 0
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
+
+def test_a_deleted_component_frees_the_api_name_it_held(scenario: Scenario) -> None:
+    """`a` + `x-c` and `a-x` + `c` share `a-x-c-e`; once the holder is deleted, the other takes
+    the plain name at its next read, not a cycle later."""
+    ns = scenario.namespace
+    for project, component in (("a", "x-c"), ("a-x", "c")):
+        scenario.world.add_project(ns, project)
+        endpoints = {"e": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+        scenario.world.add_component(ns, project, component, endpoints=endpoints)
+    scenario.clock.advance(3600.0)
+    assert run(scenario.config, scenario.api, scenario.clock).providers[0].cycle_completed
+    plain = scenario.ref("API", "a-x-c-e")
+    assert catalog(scenario.state_path)[scenario.ref("Component", "x-c")] == {plain}
+
+    scenario.world.delete_component(ns, "a", "x-c")
+    scenario.send(event("Component", "x-c", ns, "deleted"))
+    scenario.drain()
+    scenario.send(event("Component", "c", ns, "updated"))
+    scenario.drain()
+
+    assert catalog(scenario.state_path)[scenario.ref("Component", "c")] == {plain}
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)

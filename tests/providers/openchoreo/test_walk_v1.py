@@ -7,6 +7,7 @@ not from the provider's code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,13 @@ class TestCursors:
         assert cursor["apiCursor"], cursor
         clock.advance(30.0)
 
-        result = run(config_for(tmp_path / "state.db", chunk_size=10), api, clock)
+        result = run(
+            config_for(tmp_path / "state.db", chunk_size=10, burst_length=60.0), api, clock
+        )
 
         assert result.providers[0].cycle_completed
         assert cursor_resets(tmp_path / "state.db") == 1
-        assert api.stats.expired_cursors == 1
+        assert api.stats.expired_cursors == 2  # asked once more: v1's 500 may be any fault
         assert catalog(tmp_path / "state.db") == expected_catalog(world)
 
     def test_listing_whose_cursor_expires_between_every_burst_is_reported(
@@ -246,6 +249,27 @@ class TestCursors:
         assert outcome.action == "failed"
         assert "cursor expired 4 times in one burst" in (outcome.error or "")
         assert cursor_resets(tmp_path / "state.db") == 3  # each committed with the page after it
+
+    def test_a_single_500_on_a_cursor_is_retried_not_taken_for_expiry(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """v1 says "expired" with a 500, which any server fault also answers: one more try
+        tells them apart, so a passing fault costs one request, not a restarted listing."""
+        world = v1_world(namespaces=1, projects=1, components=30)
+        api = simulator(world, clock)
+        faults = FailOnce(api, lambda request: "cursor=" in str(request.url))
+
+        provider = OpenChoreoProvider(
+            config_for(tmp_path / "state.db", chunk_size=10),
+            transport=faults.transport(),
+        )
+        config = config_for(tmp_path / "state.db", chunk_size=10)
+        result = run_once(config, tmp_path / "state.db", clock, providers={PROVIDER: provider})
+
+        assert result.providers[0].cycle_completed
+        assert faults.failed == 1
+        assert cursor_resets(tmp_path / "state.db") == 0
+        assert catalog(tmp_path / "state.db") == expected_catalog(world)
 
     def test_cursor_handed_back_unchanged_fails_instead_of_looping(
         self, tmp_path: Path, clock: FakeClock
@@ -336,3 +360,23 @@ class TestMapping:
         clock.advance(3600.0)  # what this cycle saw before the namespace went goes with the next
         until_completed(config, api, clock)
         assert catalog(tmp_path / "state.db") == expected_catalog(world)
+
+
+class FailOnce:
+    """The simulator behind a transport that answers the first request `matches` picks with a
+    bare 500 `INTERNAL_ERROR`, as any v1 server fault looks."""
+
+    def __init__(self, api: SimulatorApi, matches: Callable[[httpx.Request], bool]) -> None:
+        self._inner = simulator_transport(api)
+        self._matches = matches
+        self.failed = 0
+
+    def transport(self) -> httpx.MockTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            if not self.failed and self._matches(request):
+                self.failed += 1
+                body = {"error": "Internal server error", "code": "INTERNAL_ERROR"}
+                return httpx.Response(500, json=body)
+            return self._inner.handle_request(request)
+
+        return httpx.MockTransport(handle)
