@@ -41,6 +41,8 @@ class ProviderMetrics:
     provider: str
     state: ProviderState
     last_run_at: float | None = None
+    """Epoch seconds of the last invocation that wrote the textfile (a burst or not)."""
+    last_burst_at: float | None = None
     """Epoch seconds when the last burst started."""
     last_success_at: float | None = None
     """Epoch seconds when the last cycle completed (waiting never bumps it)."""
@@ -111,8 +113,13 @@ class _StoredStateCollector(Collector):
         optional_values: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], ...] = (
             (
                 "last_run_timestamp_seconds",
-                "When the last burst started.",
+                "When choreo-ingest last ran and wrote this file, whether or not it burst.",
                 lambda p: p.last_run_at,
+            ),
+            (
+                "last_burst_timestamp_seconds",
+                "When the last burst started.",
+                lambda p: p.last_burst_at,
             ),
             (
                 "last_success_timestamp_seconds",

@@ -98,6 +98,7 @@ def provider_metrics(store: Store, name: str, *, run_at: float | None) -> Provid
         provider=name,
         state=record.state,
         last_run_at=run_at if run_at is not None else record.last_burst_at,
+        last_burst_at=record.last_burst_at,
         last_success_at=record.last_completed_at,
         last_cycle_duration=record.last_cycle_duration,
         last_burst_duration=record.last_burst_duration,

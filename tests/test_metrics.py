@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.invocation import run_once
 from choreo_ingest.metrics import (
     CYCLE_OUTCOMES,
     EVENT_OUTCOMES,
@@ -16,10 +17,13 @@ from choreo_ingest.metrics import (
 )
 from choreo_ingest.models import ProviderState
 
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 EVERY_SERIES = (
     "choreo_ingest_last_run_timestamp_seconds",
+    "choreo_ingest_last_burst_timestamp_seconds",
     "choreo_ingest_last_success_timestamp_seconds",
     "choreo_ingest_cycle_duration_seconds",
     "choreo_ingest_burst_duration_seconds",
@@ -41,6 +45,7 @@ BUSY = ProviderMetrics(
     provider="openchoreo",
     state=ProviderState.INTERSTITIAL,
     last_run_at=1_800_000_100.5,
+    last_burst_at=1_800_000_090.0,
     last_success_at=1_800_000_000.0,
     last_cycle_duration=312.25,
     last_burst_duration=9.75,
@@ -60,6 +65,7 @@ BUSY = ProviderMetrics(
 BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
     ("choreo_ingest_api_info", {"api": "v1"}, 1),
     ("choreo_ingest_last_run_timestamp_seconds", {}, 1_800_000_100.5),
+    ("choreo_ingest_last_burst_timestamp_seconds", {}, 1_800_000_090.0),
     ("choreo_ingest_last_success_timestamp_seconds", {}, 1_800_000_000.0),
     ("choreo_ingest_cycle_duration_seconds", {}, 312.25),
     ("choreo_ingest_burst_duration_seconds", {}, 9.75),
@@ -141,6 +147,7 @@ class TestRenderMetrics:
 
         assert series_of(samples, "csv") == set(EVERY_SERIES) - {
             "choreo_ingest_last_run_timestamp_seconds",
+            "choreo_ingest_last_burst_timestamp_seconds",
             "choreo_ingest_last_success_timestamp_seconds",
             "choreo_ingest_cycle_duration_seconds",
             "choreo_ingest_burst_duration_seconds",
@@ -280,3 +287,25 @@ class TestWriteMetricsTextfile:
         assert message == f"metrics.textfile: cannot write metrics textfile {path}: {reason}"
         assert "\n" not in message
         assert [p.name for p in tmp_path.rglob("*.prom.*")] == []
+
+
+def test_a_run_that_waits_moves_the_last_run_time_but_not_the_last_burst_time(
+    tmp_path: Path,
+) -> None:
+    """A textfile that says when choreo-ingest last ran tells "cron stopped" from "resting"."""
+    clock = FakeClock()
+    config = make_config(tmp_path, rest_length=3600.0)
+    assert config.state_path is not None
+    assert config.metrics_textfile is not None
+    provider = FakeProvider([make_entity("a")])
+    run_once(config, config.state_path, clock, providers={"fake": provider})
+    burst_at = clock.now()
+    clock.advance(60.0)
+
+    run_once(config, config.state_path, clock, providers={"fake": provider})
+
+    samples, _ = parse(config.metrics_textfile.read_bytes())
+    assert value(samples, "choreo_ingest_last_run_timestamp_seconds", provider="fake") == (
+        clock.now()
+    )
+    assert value(samples, "choreo_ingest_last_burst_timestamp_seconds", provider="fake") == burst_at
