@@ -12,6 +12,7 @@ import compileall
 import json
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -158,6 +159,7 @@ class SimulatorProcess:
     token_lifetime: int = 3600
     url: str = ""
     _process: subprocess.Popen[str] | None = field(default=None, repr=False)
+    _control_token: str | None = field(default=None, repr=False)
     _stderr: list[str] = field(default_factory=list, repr=False)
 
     def start(self) -> SimulatorProcess:
@@ -175,8 +177,14 @@ class SimulatorProcess:
         if self.oauth_client_id is not None:
             argv += ["--oauth-client-id", self.oauth_client_id]
             argv += ["--token-lifetime", str(self.token_lifetime)]
-            # the secret through the environment, not the command line (`ps` shows argv)
-            env = {**os.environ, "SIMULATOR_OAUTH_CLIENT_SECRET": self.oauth_client_secret or ""}
+            # the secrets through the environment, not the command line (`ps` shows argv); the
+            # static token is the bench's own key to the /_control/ routes, which need one too
+            self._control_token = secrets.token_urlsafe(24)
+            env = {
+                **os.environ,
+                "SIMULATOR_OAUTH_CLIENT_SECRET": self.oauth_client_secret or "",
+                "SIMULATOR_TOKEN": self._control_token,
+            }
         self._process = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -209,8 +217,9 @@ class SimulatorProcess:
         return self._process.pid
 
     def control(self, method: str, route: str, **params: str) -> Any:
+        headers = {"Authorization": f"Bearer {self._control_token}"} if self._control_token else {}
         response = httpx.request(
-            method, f"{self.root}/_control/{route}", params=params, timeout=120.0
+            method, f"{self.root}/_control/{route}", params=params, headers=headers, timeout=120.0
         )
         body = response.json()
         if response.status_code != 200:

@@ -6,6 +6,7 @@ application is built: every `choreo-ingest run` from cron would pay for them oth
 
 from __future__ import annotations
 
+import ipaddress
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -150,6 +151,13 @@ def simulate_serve(
     """Serve a simulated OpenChoreo API until interrupted (prints its URL on stderr)."""
     from choreo_ingest.simulator import serve_forever
 
+    if not _is_loopback(host):
+        secured = token is not None or oauth_client_id is not None
+        render.error_line(
+            f"warning: --host {host} serves the simulator beyond this machine"
+            + ("" if secured else ", with no authentication (set --token or --oauth-client-id)")
+            + (": its --control routes can change the simulated world" if control else "")
+        )
     with reported_errors(False):
         try:
             serve_forever(
@@ -179,6 +187,15 @@ def simulate_serve(
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}", path="--port"
             ) from error
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check(

@@ -138,10 +138,14 @@ class SimulatorApi:
         options = self._options
         params = parse_qs(query, keep_blank_values=True) if isinstance(query, str) else query
         path = path.split("?", 1)[0]
+        lowered = {key.lower(): value for key, value in headers.items()}
         if options.control and path.startswith(CONTROL_PREFIX):
+            # The debug routes change the world: they need what the API needs, when it needs any.
+            unauthorized = self._tokens.check(options, lowered.get("authorization"))
+            if unauthorized is not None:
+                return unauthorized
             status, answer = self._control.answer(method, path, params)
             return SimResponse(status, dict(JSON_HEADERS), answer)
-        lowered = {key.lower(): value for key, value in headers.items()}
         request = _classify(options, method, path, params, lowered, body)
         self._meter.enter(request.route, request.family)
         response = SimResponse(500, dict(JSON_HEADERS), b"")

@@ -25,6 +25,18 @@ def test_control_routes_are_off_by_default(simulate: SimulatorFactory, small_wor
     assert api.stats.total_requests == 2  # served as API requests; nothing was reset
 
 
+def test_control_routes_need_the_token_when_the_api_does(
+    simulate_v1: SimulatorFactory, small_world: World
+) -> None:
+    """The debug routes change the world: on a simulator with a token they are no back door."""
+    _, client = simulate_v1(small_world, control=True, token="sim-token-9c1d")
+
+    assert client.get(f"{ROOT}/_control/stats").status_code == 401
+    assert client.post(f"{ROOT}/_control/reset_stats").status_code == 401
+    authorized = {"Authorization": "Bearer sim-token-9c1d"}
+    assert client.get(f"{ROOT}/_control/stats", headers=authorized).status_code == 200
+
+
 def test_stats_count_api_requests_but_not_control_requests(
     simulate: SimulatorFactory, small_world: World
 ) -> None:
@@ -112,12 +124,14 @@ def test_bad_control_requests_get_an_error_envelope(
     assert response.json()["success"] is False
 
 
-def test_control_bypasses_token_and_injected_faults(
+def test_control_bypasses_injected_faults_but_not_the_token(
     simulate: SimulatorFactory, small_world: World
 ) -> None:
     _, client = simulate(small_world, control=True, token="t", error_rate=1.0)
-    assert client.get("/orgs", headers={"Authorization": "Bearer t"}).status_code >= 500
-    assert client.get(f"{ROOT}/_control/stats").json()["data"]["server_errors"] == 1
+    authorized = {"Authorization": "Bearer t"}
+    assert client.get("/orgs", headers=authorized).status_code >= 500
+    stats = client.get(f"{ROOT}/_control/stats", headers=authorized).json()["data"]
+    assert stats["server_errors"] == 1
 
 
 def v1_world() -> World:
@@ -240,7 +254,7 @@ def test_simulate_serve_speaks_v1_with_oauth_by_default() -> None:
         token = httpx.post(f"{root}/oauth2/token", data=form).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         assert len(httpx.get(f"{url}/namespaces", headers=headers).json()["items"]) == 3
-        stats = httpx.get(f"{root}/_control/stats").json()["data"]
+        stats = httpx.get(f"{root}/_control/stats", headers=headers).json()["data"]
         assert (stats["api_requests"], stats["token_requests"]) == (1, 1)
     finally:
         stop(process)
@@ -256,3 +270,37 @@ def test_simulate_serve_control_flag_serves_the_routes() -> None:
         assert stats["total_requests"] == 1
     finally:
         stop(process)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "warned"),
+    [
+        ([], "with no authentication"),
+        (["--token", "t0ken-abc", "--control"], "can change the simulated world"),
+    ],
+    ids=["unauthenticated", "with-token-and-control"],
+)
+def test_serving_beyond_loopback_is_warned_about(arguments: list[str], warned: str) -> None:
+    """An address other than loopback exposes an API anyone on the network may call. The test
+    names a documentation address (192.0.2.10, RFC 5737) that no machine holds: the warning comes
+    first, then binding fails, so nothing is ever served beyond this machine."""
+    done = subprocess.run(
+        [sys.executable, "-m", "choreo_ingest", "simulate", "serve", "--port", "0",
+         "--host", "192.0.2.10", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    assert "warning: --host 192.0.2.10 serves the simulator beyond this machine" in done.stderr
+    assert warned in done.stderr
+    assert "cannot listen on 192.0.2.10" in done.stderr
+    assert "t0ken-abc" not in done.stderr
+
+
+def test_loopback_is_not_warned_about() -> None:
+    process, url = serve("--host", "127.0.0.1")  # its first line is the URL, not a warning
+    stop(process)
+    assert url.startswith("http://127.0.0.1:")
