@@ -19,15 +19,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.files import replace_atomically
 from choreo_ingest.models import ProviderState
 
 PREFIX = "choreo_ingest"
+TEXTFILE_MODE = 0o644
+"""node_exporter reads the textfile as another user, whatever our umask."""
 CYCLE_OUTCOMES = ("completed", "blocked")
 EVENT_OUTCOMES = ("applied", "rejected", "parked", "retried", "ignored", "dropped")
 ENTITY_KINDS = ("Domain", "System", "Component", "API")
@@ -78,9 +81,9 @@ def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> 
 
     Readers (node_exporter's textfile collector) see the old file or the new one, never a part.
     """
-    registry = _registry_for(providers)
+    data = generate_latest(_registry_for(providers))
     try:
-        write_to_textfile(str(path), registry)
+        replace_atomically(path, data, TEXTFILE_MODE)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError(

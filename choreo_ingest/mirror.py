@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import structlog
 import yaml
 
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.files import TEMP_SUFFIX, make_directories, replace_atomically
 from choreo_ingest.store import Store
 from choreo_ingest.store.queries import EntityLocation
 
@@ -34,8 +34,8 @@ log = structlog.get_logger("choreo_ingest.mirror")
 BATCH_SIZE = 1000
 """Change log rows read (and files touched) between two stored positions."""
 FILE_MODE = 0o644  # Backstage usually runs as another user
+DIRECTORY_MODE = 0o755
 _MAX_FILE_NAME_BYTES = 255
-_TEMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,14 @@ def rebuild_mirror(store: Store, directory: Path) -> MirrorStats:
     position = store.last_change_seq()  # taken first: later changes are replayed by the next sync
     writer = _Writer(directory)
     with _file_errors(directory):
-        directory.mkdir(parents=True, exist_ok=True)
+        make_directories(directory, DIRECTORY_MODE)
         for location in store.iter_entity_locations():
             writer.write(location)
         for path in sorted(directory.glob("*/*/*.yaml")):
             kind, namespace = path.parent.parent.name, path.parent.name
             if store.entity_location(f"{kind}:{namespace}/{path.stem}") is None:
                 writer.remove(path)
-        for leftover in directory.glob(f"*/*/.*{_TEMP_SUFFIX}"):
+        for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):
             leftover.unlink(missing_ok=True)
         writer.flush()
     store.set_position(position_name(directory), position)
@@ -128,7 +128,7 @@ def _is_file_name(part: str) -> bool:
         and not part.startswith(".")
         and "/" not in part
         and "\0" not in part
-        and len(part.encode()) <= _MAX_FILE_NAME_BYTES - len(_TEMP_SUFFIX) - 16
+        and len(part.encode()) <= _MAX_FILE_NAME_BYTES - len(TEMP_SUFFIX) - 16
     )
 
 
@@ -151,9 +151,9 @@ class _Writer:
                 self.unchanged += 1
                 return
         if not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_directories(path.parent, DIRECTORY_MODE)
             self._touched.update((path.parent.parent, self.directory))
-        _replace_atomically(path, data)
+        replace_atomically(path, data, FILE_MODE)
         self._touched.add(path.parent)
         self.written += 1
 
@@ -189,23 +189,6 @@ class _Writer:
     def _skip(self, ref: str) -> None:
         self.skipped += 1
         log.warning("mirror_entity_skipped", ref=ref, reason="not usable as a file path")
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    handle, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX
-    )
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        temp.chmod(FILE_MODE)
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _fsync_directories(directories: Iterable[Path]) -> None:

@@ -33,6 +33,7 @@ LAYERS = {
     "errors": 1,
     "clock": 1,
     "version": 1,
+    "files": 1,
     "__init__": 1,
     "__main__": 5,
 }

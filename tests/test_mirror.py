@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ConfigError, TransientError
+from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import locked_store, run_once
 from choreo_ingest.lock import RunLock
 from choreo_ingest.mirror import (
@@ -231,7 +231,7 @@ class TestCrashRepair:
         config = mirror_config(tmp_path)
         assert config.state_path is not None
         provider = FakeProvider(
-            [make_entity(n) for n in "abcd"], fail_at={1: TransientError("upstream 503")}
+            [make_entity(n) for n in "abcd"], fail_at={1: PermanentError("upstream 400")}
         )
         result = run_once(config, config.state_path, clock, providers={"fake": provider})
         assert result.outcome == "failed"
