@@ -2,7 +2,8 @@
 
     ChoreoIngestError
     ├── ConfigError                 bad config file, key, value or usage (exit 2)
-    ├── ProviderLoadError           a configured provider cannot be imported or built (exit 3)
+    ├── ProviderLoadError           a configured provider cannot be imported or built (`run`: 3)
+    ├── InboxFull                   the event inbox is full; new events refused (exit 2)
     ├── StateError                  the state store cannot be used (exit 4)
     │   ├── SchemaTooNew            written by a newer choreo-ingest
     │   ├── NotAStateFile           not a choreo-ingest DB, or corrupt
@@ -46,6 +47,20 @@ class ProviderLoadError(ChoreoIngestError):
 
 class IllegalTransition(ValueError):
     """A provider state change the state machine does not allow: a bug, never bad input."""
+
+
+class InboxFull(ChoreoIngestError):
+    """A provider's inbox holds `limit` pending events: new ones are refused (exit 2)."""
+
+    def __init__(self, provider: str, limit: int, refused: int) -> None:
+        self.provider = provider
+        self.limit = limit
+        self.refused = refused
+        super().__init__(
+            f"the event inbox of {provider!r} is full ({limit:,} pending events, the limit): "
+            f"{refused:,} new events refused; `choreo-ingest run` applies or drops the backlog, "
+            f"`choreo-ingest event purge {provider}` empties it"
+        )
 
 
 class StateError(ChoreoIngestError):

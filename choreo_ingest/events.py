@@ -8,7 +8,7 @@ metrics stay exact.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,11 @@ log = structlog.get_logger("choreo_ingest.events")
 
 MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
+MAX_EVENT_BYTES = 64 * 1024
+"""An event is at most this big as compact JSON; a forwarder's events are a few hundred bytes."""
+MAX_EVENT_DEPTH = 32
+"""Objects and arrays in an event nest at most this deep (a forwarder's events nest one or two):
+so a crafted event cannot exhaust the stack of any later `json` call on its way to the inbox."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
         items: list[tuple[int, Any]] = (
             list(enumerate(document, start=1)) if isinstance(document, list) else [(1, document)]
         )
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # NDJSON, or one line of it nests too deep
         items = []
         for number, line in enumerate(stripped.splitlines(), start=1):
             if not line.strip():
@@ -86,9 +91,11 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
                 items.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
                 parsed.rejected.append(Rejected(number, f"not JSON ({error.msg})"))
+            except RecursionError:
+                parsed.rejected.append(Rejected(number, _too_deep()))
     checking = provider if isinstance(provider, EventCheckingProvider) else None
     for index, item in items:
-        problem = _shape_problem(item)
+        problem = _size_problem(item) or _shape_problem(item)
         if problem is None and checking is not None:
             problem = checking.event_problem(item)
         if problem:
@@ -98,6 +105,39 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
         else:
             parsed.valid.append(item)
     return parsed
+
+
+def _size_problem(item: object) -> str | None:
+    """Too deep or too big to keep; checked first, so nothing after it recurses that deep."""
+    if _depth(item) > MAX_EVENT_DEPTH:
+        return _too_deep()
+    size = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_EVENT_BYTES:
+        return f"{size:,} bytes as JSON; an event may have at most {MAX_EVENT_BYTES:,}"
+    return None
+
+
+def _too_deep() -> str:
+    return f"nested deeper than {MAX_EVENT_DEPTH} levels"
+
+
+def _depth(item: object) -> int:
+    """How deep objects and arrays nest in `item` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(item, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_EVENT_DEPTH:
+            return deepest  # enough to reject; no need to walk the rest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _shape_problem(item: object) -> str | None:
@@ -139,6 +179,17 @@ def store_events(
         if rejected or ignored:
             store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})
         return stored
+
+
+def purge_events(state_path: Path, provider: str | None = None) -> int:
+    """Empty the inbox (of one provider), pending and parked events alike. Takes no run lock, as
+    `event` takes none: a drain that meets a purged event has nothing left to delete. Returns how
+    many events were removed."""
+    if not state_path.exists():
+        return 0
+    with Store.open(state_path) as store:
+        store.require_current_schema()
+        return store.purge_events(provider)
 
 
 def drain_inbox(

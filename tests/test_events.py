@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,13 @@ from typer.testing import CliRunner
 from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config
 from choreo_ingest.errors import AuthError, PermanentError, TransientError
-from choreo_ingest.events import MAX_EVENT_ATTEMPTS, parse_events, store_events
+from choreo_ingest.events import (
+    MAX_EVENT_ATTEMPTS,
+    MAX_EVENT_BYTES,
+    MAX_EVENT_DEPTH,
+    parse_events,
+    store_events,
+)
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.lock import RunLock
 from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
@@ -29,6 +35,13 @@ from choreo_ingest.providers.base import (
 )
 from choreo_ingest.reporting import provider_metrics
 from choreo_ingest.store import Store
+from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.inbox import (
+    InboxFull,
+    add_events,
+    pending_event_count,
+    pending_events,
+)
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -248,6 +261,51 @@ class TestParseEvents:
             "event 1: no events in the input"
         ]
 
+    def test_event_larger_than_64_kib_is_rejected_by_its_index(self) -> None:
+        big = {**component_event("big", "created"), "note": "x" * MAX_EVENT_BYTES}
+        events = [component_event("a", "created"), big, component_event("b", "created")]
+
+        parsed = parse_events(json.dumps(events))
+
+        assert [event["name"] for event in parsed.valid] == ["a", "b"]
+        [rejected] = parsed.rejected
+        assert rejected.index == 2
+        assert f"an event may have at most {MAX_EVENT_BYTES:,}" in rejected.problem
+
+    def test_event_of_exactly_64_kib_is_kept(self) -> None:
+        event = {**component_event("a", "created"), "note": ""}
+        padding = MAX_EVENT_BYTES - len(json.dumps(event, separators=(",", ":")))
+        event["note"] = "x" * padding
+
+        parsed = parse_events(json.dumps(event, indent=2))
+
+        assert (len(parsed.valid), parsed.rejected) == (1, [])
+
+    def test_event_nested_past_the_limit_is_rejected(self) -> None:
+        deep: Any = "bottom"
+        for _ in range(MAX_EVENT_DEPTH):
+            deep = {"inner": deep}
+        events = [component_event("a", "created"), {**component_event("b", "created"), "x": deep}]
+
+        parsed = parse_events(json.dumps(events))
+
+        assert [event["name"] for event in parsed.valid] == ["a"]
+        assert [str(rejected) for rejected in parsed.rejected] == [
+            f"event 2: nested deeper than {MAX_EVENT_DEPTH} levels"
+        ]
+
+    @pytest.mark.parametrize("line", ["[" * 100_000, '{"a":' * 100_000], ids=["arrays", "objects"])
+    def test_line_too_deep_to_parse_is_rejected_by_its_line_number(self, line: str) -> None:
+        """Deeper than Python's recursion limit: json raises RecursionError, not a JSON error."""
+        text = "\n".join([line, json.dumps(component_event("a", "created"))])
+
+        parsed = parse_events(text)
+
+        assert [event["name"] for event in parsed.valid] == ["a"]
+        assert [str(rejected) for rejected in parsed.rejected] == [
+            f"event 1: nested deeper than {MAX_EVENT_DEPTH} levels"
+        ]
+
 
 class TestInbox:
     def test_events_wait_in_arrival_order(self, tmp_path: Path, clock: FakeClock) -> None:
@@ -295,6 +353,146 @@ class TestInbox:
 
         assert inbox(config) == []
         assert inbox(config, "other") == [("a", 0)]
+
+
+class TestCoalescing:
+    """Pending events about one object coalesce into the newest, which keeps its place."""
+
+    def bodies(self, config: Config, provider: str = "fake") -> list[dict[str, Any]]:
+        assert config.state_path is not None
+        with Store.open(config.state_path, readonly=True) as store:
+            return [item.body for item in store.pending_events(provider)]
+
+    def test_a_newer_event_replaces_the_pending_one_and_takes_the_newest_place(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        feed(config, clock, component_event("a", "deleted"))
+
+        assert [(body["name"], body["action"]) for body in self.bodies(config)] == [
+            ("b", "created"),
+            ("a", "deleted"),
+        ]
+
+    def test_duplicates_in_one_batch_keep_the_last(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = make_config(tmp_path)
+        arrivals = [("a", "created"), ("b", "updated"), ("a", "updated"), ("b", "deleted")]
+
+        feed(config, clock, *(component_event(name, action) for name, action in arrivals))
+
+        assert [(body["name"], body["action"]) for body in self.bodies(config)] == [
+            ("a", "updated"),
+            ("b", "deleted"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("other", "coalesced"),
+        [
+            ({"namespace": ""}, False),
+            ({"namespace": "other"}, False),
+            ({"project": "q"}, False),
+            ({"kind": "Workload"}, False),
+            ({"name": "b"}, False),
+            ({"action": "deleted", "extra": 1}, True),
+        ],
+        ids=["no-namespace", "other-namespace", "other-project", "other-kind", "other-name",
+             "other-action"],
+    )  # fmt: skip
+    def test_the_key_is_provider_kind_namespace_name_and_project(
+        self, tmp_path: Path, clock: FakeClock, other: dict[str, Any], coalesced: bool
+    ) -> None:
+        config = make_config(tmp_path)
+        first = component_event("a", "created")
+
+        feed(config, clock, first, {**first, **other})
+        feed(config, clock, first, provider="other")
+
+        assert len(self.bodies(config)) == (1 if coalesced else 2)
+        assert len(self.bodies(config, "other")) == 1
+
+    def test_a_blank_namespace_is_no_namespace(self, tmp_path: Path, clock: FakeClock) -> None:
+        config = make_config(tmp_path)
+        bare = {"kind": "Namespace", "name": "acme", "action": "created"}
+
+        feed(config, clock, bare, {**bare, "namespace": ""}, {**bare, "namespace": None})
+
+        assert self.bodies(config) == [{**bare, "namespace": None}]
+
+    def test_a_parked_event_is_not_replaced(self, tmp_path: Path, clock: FakeClock) -> None:
+        """A parked event stays for `status` to show; the new one waits for the next run."""
+        config = make_config(tmp_path)
+        feed(config, clock, component_event("a", "created"))
+        assert config.state_path is not None
+        with Store.open(config.state_path) as store:
+            [parked] = store.pending_events("fake")
+            store.fail_event("fake", parked.seq, "down", max_attempts=1)
+
+        feed(config, clock, component_event("a", "updated"))
+
+        with Store.open(config.state_path, readonly=True) as store:
+            counts = store.inbox_counts()
+        assert (counts.pending, counts.parked) == (1, 1)
+
+    def test_twenty_thousand_identical_events_cost_one_re_read(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        feed(config, clock, *[component_event("e1", "updated")] * 20_000)
+
+        result = run(config, clock, provider)
+
+        assert [(event.name, event.action) for event in provider.handled] == [("e1", "updated")]
+        assert result.events.applied == 1
+
+    @pytest.mark.parametrize(
+        ("actions", "present"),
+        [(("created", "deleted"), False), (("deleted", "created"), True)],
+        ids=["deleted-last", "created-last"],
+    )
+    def test_the_newest_action_decides(
+        self, tmp_path: Path, clock: FakeClock, actions: tuple[str, str], present: bool
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        run(config, clock, provider)
+        feed(config, clock, *(component_event("e1", action) for action in actions))
+
+        run(config, clock, provider)
+
+        assert [event.action for event in provider.handled] == [actions[-1]]
+        assert ("e1" in catalog_names(config)) is present
+
+
+class TestInboxCapacity:
+    def test_events_past_the_capacity_are_refused_whole(self, state_path: Path) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        with closing(Connection(state_path, readonly=False)) as conn:
+            add_events(conn, "fake", [component_event("a", "created")], 1.0, capacity=2)
+            with pytest.raises(InboxFull, match=r"full \(2 pending events, the limit\)"):
+                add_events(
+                    conn,
+                    "fake",
+                    [component_event("b", "created"), component_event("c", "created")],
+                    1.0,
+                    capacity=2,
+                )
+            assert [item.body["name"] for item in pending_events(conn, "fake", 10)] == ["a"]
+
+    def test_a_full_inbox_still_takes_events_that_replace_pending_ones(
+        self, state_path: Path
+    ) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        with closing(Connection(state_path, readonly=False)) as conn:
+            events = [component_event("a", "created"), component_event("b", "created")]
+            add_events(conn, "fake", events, 1.0, capacity=2)
+
+            add_events(conn, "fake", [component_event("a", "deleted")], 1.0, capacity=2)
+
+            assert pending_event_count(conn, "fake") == 2
 
 
 class TestEventCommand:
@@ -412,14 +610,14 @@ class TestDrain:
         config = make_config(tmp_path)
         provider = EventFakeProvider(list(FIVE))
         run(config, clock, provider)
-        provider.entities = [*FIVE[1:], make_entity("new")]  # e0 gone, e2 re-created, new added
-        arrivals = [("e2", "deleted"), ("e0", "deleted"), ("new", "created"), ("e2", "created")]
+        provider.entities = [*FIVE[1:], make_entity("new")]  # e0 gone, new added
+        arrivals = [("e2", "deleted"), ("e0", "deleted"), ("new", "created"), ("e3", "updated")]
         feed(config, clock, *(component_event(name, action) for name, action in arrivals))
 
         result = run(config, clock, provider)
 
         assert [(event.name, event.action) for event in provider.handled] == arrivals
-        assert catalog_names(config) == {"e1", "e2", "e3", "e4", "new"}
+        assert catalog_names(config) == {"e1", "e3", "e4", "new"}
         assert result.events.applied == 4
         assert inbox(config) == []
 
@@ -515,11 +713,11 @@ class TestDrain:
         config = make_config(tmp_path)
         provider = EventFakeProvider(list(FIVE))
         provider.failures = {"e1": [error]}
-        feed(config, clock, component_event("e1", action), component_event("e1", "created"))
+        feed(config, clock, component_event("e1", action), component_event("e2", "created"))
 
         run(config, clock, provider)
 
-        assert inbox(config) == [("e1", 1), ("e1", 0)]
+        assert inbox(config) == [("e1", 1), ("e2", 0)]
 
     def test_event_is_parked_after_its_last_attempt_and_shown_by_status(
         self, tmp_path: Path, clock: FakeClock

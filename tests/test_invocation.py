@@ -30,6 +30,7 @@ TEN = [make_entity(f"e{i}") for i in range(10)]
 
 EVERY_SERIES = {
     "choreo_ingest_last_run_timestamp_seconds",
+    "choreo_ingest_last_burst_timestamp_seconds",
     "choreo_ingest_last_success_timestamp_seconds",
     "choreo_ingest_cycle_duration_seconds",
     "choreo_ingest_burst_duration_seconds",
@@ -81,6 +82,7 @@ class TestMetricsFile:
             provider="p",
             state=ProviderState.RESTING,
             last_run_at=1.0,
+            last_burst_at=1.0,
             last_success_at=1.0,
             last_cycle_duration=1.0,
             last_burst_duration=1.0,

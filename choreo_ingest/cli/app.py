@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Annotated, NoReturn
 
 import typer
 
-from choreo_ingest import __version__
 from choreo_ingest.cli import (
     demo_commands,
     event_commands,
     mirror_commands,
+    render,
     run_commands,
     state_commands,
 )
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
+from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.logs import configure_logging
+from choreo_ingest.version import __version__
+
+PROG_NAME = "choreo-ingest"
 
 app = typer.Typer(
-    name="choreo-ingest",
+    name=PROG_NAME,
     help=(
         "Keep a Backstage catalog in step with OpenChoreo, one bounded burst per call.\n\n"
         "cron or a systemd timer calls `choreo-ingest run` every minute; all state lives in one "
@@ -65,5 +73,46 @@ event_commands.register(app)
 mirror_commands.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
-    app(args=argv, prog_name="choreo-ingest")
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The process: run one command, then exit with its ExitCode."""
+    # SIGTERM means what SIGINT means, from the first moment: before `run` routes both to its
+    # stop flag (and after it), the default action would kill the process with 143.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = _invoke(args)
+    except render.StdoutClosed:
+        code = ExitCode.OK
+    except KeyboardInterrupt:  # before or after typer's own handling
+        code = ExitCode.INTERRUPTED
+    with contextlib.suppress(render.StdoutClosed):  # the reader left before the last lines:
+        render.flush_stdout()  # the command's own code stands
+    sys.exit(int(code))
+
+
+def _invoke(args: list[str]) -> int:
+    try:
+        result = app(args=args, prog_name=PROG_NAME, standalone_mode=False)
+    except typer.TyperException as error:  # a usage error: typer found it before any command ran
+        return _usage_error(error, args)
+    except typer.Abort:  # a confirmation prompt got Ctrl-C or end of input
+        render.error_line("aborted")
+        return ExitCode.INTERRUPTED
+    # Without standalone mode, typer returns the code of a typer.Exit, or the command's None.
+    return result if isinstance(result, int) else ExitCode.OK
+
+
+def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
+    """One line on stderr (and, with --json, the one JSON document the caller waits for)."""
+    code = int(getattr(error, "exit_code", ExitCode.USAGE))
+    if type(error).__name__ == "NoArgsIsHelpError":  # typer printed the help already
+        return code
+    message = error.format_message()
+    context = getattr(error, "ctx", None)
+    command = context.command_path.removeprefix(PROG_NAME).strip() if context else ""
+    help_hint = f" (see `{context.command_path} --help`)" if context else ""
+    render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
+    options = args[: args.index("--")] if "--" in args else args
+    if "--json" in options:
+        render.print_json({"exitCode": code, "error": message})
+    return code

@@ -1,4 +1,4 @@
-"""`event`: take OpenChoreo change events into the inbox (no API call, no run lock)."""
+"""`event`: take OpenChoreo change events into the inbox (no API call, no run lock), or empty it."""
 
 from __future__ import annotations
 
@@ -13,38 +13,60 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    YesOption,
+    confirm_or_abort,
     open_session,
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.state_commands import ProviderScope, checked_provider
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.events import parse_events, store_events
+from choreo_ingest.events import parse_events, purge_events, store_events
 from choreo_ingest.providers.registry import load_provider
+
+PURGE = "purge"
+DEFAULT_PROVIDER = "openchoreo"
 
 
 def event(
     ctx: typer.Context,
     source: Annotated[
-        str, typer.Argument(metavar="[FILE|-]", help="Events as JSON, a JSON array or NDJSON.")
+        str,
+        typer.Argument(
+            metavar="FILE|-|purge",
+            help="Events as JSON, a JSON array or NDJSON; or `purge [PROVIDER]` to empty the "
+            "inbox (a file called purge: ./purge).",
+        ),
     ] = "-",
+    purged_provider: Annotated[str | None, typer.Argument(metavar="PROVIDER", hidden=True)] = None,
     provider: Annotated[
-        str, typer.Option("--provider", "-p", help="The provider that applies them.")
-    ] = "openchoreo",
+        str | None,
+        typer.Option(
+            "--provider", "-p", help="The provider that applies them.  [default: openchoreo]"
+        ),
+    ] = None,
+    yes: YesOption = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
     """Queue events for the next `run`; invalid ones are rejected one by one (exit 2), and events
-    about kinds the provider does not ingest are acknowledged and counted, not queued."""
+    about kinds the provider does not ingest are acknowledged and counted, not queued.
+
+    An event is at most 64 KiB. A newer event about an object replaces the pending one; past
+    100,000 pending events new ones are refused (exit 2). `event purge [PROVIDER]` empties the
+    inbox (of PROVIDER), parked events included.
+    """
+    if source == PURGE:
+        _purge(ctx, purged_provider, provider, yes, json_output, config, db)
+        return
     with reported_errors(json_output, stored=0, rejected=[]):
-        session = open_session(ctx, config, db)
-        if provider not in session.config.providers:
-            configured = ", ".join(session.config.providers)
+        if purged_provider is not None:
             raise ConfigError(
-                f"provider {provider!r} is not configured (configured: {configured}); "
-                "its events would never be applied",
-                path="--provider",
+                f"unexpected argument {purged_provider!r}: event [FILE|-] or event purge [PROVIDER]"
             )
+        session = open_session(ctx, config, db)
+        provider = checked_provider(session, provider or DEFAULT_PROVIDER, option="--provider")
         parsed = parse_events(_read(source), load_provider(provider, session.config))
         stored = store_events(
             session.state_path,
@@ -74,14 +96,45 @@ def event(
         raise typer.Exit(int(code))
 
 
+def _purge(
+    ctx: typer.Context,
+    named: str | None,
+    option: str | None,
+    yes: bool,
+    json_output: bool,
+    config: Path | None,
+    db: Path | None,
+) -> None:
+    with reported_errors(json_output, purged=0):
+        if named and option and named != option:
+            raise ConfigError(f"two providers to purge, {named!r} and {option!r}: name one")
+        provider = named or option
+        session = open_session(ctx, config, db)
+        if provider is not None:
+            checked_provider(session, provider, ProviderScope.KNOWN)
+        whose = f"of {provider!r}" if provider else "of every provider"
+        confirm_or_abort(f"delete every queued event {whose}, parked ones included?", yes)
+        purged = purge_events(session.state_path, provider)
+        if json_output:
+            render.print_json({"provider": provider, "purged": purged})
+        elif render.stdout_is_tty():
+            render.print_text(f"{purged} events purged {whose}")
+
+
 def _read(source: str) -> str:
-    if source == "-":
-        return sys.stdin.read()
-    path = Path(source)
+    """The input as text: UTF-8 (a byte order mark is allowed), else a usage error naming it."""
+    name = "stdin" if source == "-" else source
     try:
-        return path.read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from error
+        raise ConfigError(f"{name}: cannot read: {error.strerror or error}") from error
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{name}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            "events are JSON"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

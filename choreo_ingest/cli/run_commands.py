@@ -17,6 +17,7 @@ from choreo_ingest.cli.common import (
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, ExitCode
+from choreo_ingest.cli.state_commands import checked_provider
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import require_api
 from choreo_ingest.engine import ProviderOutcome
@@ -47,7 +48,10 @@ def run(
     4 state store error, 75 another run holds the lock, 130 interrupted (last page saved).
     """
     with reported_errors(json_output, outcome="error", providers=[]):
-        session = _api_session(ctx, config, db, provider)
+        session = open_session(ctx, config, db)
+        if provider is not None:
+            checked_provider(session, provider, option="--provider")
+        _require_api(session, provider)
         try:
             result = run_once(
                 session.config, session.state_path, session.clock, only=provider, force=force
@@ -67,7 +71,10 @@ def refresh_command(
 ) -> None:
     """Make PROVIDER due at once (ends a rest or a backoff); the next `run` acts on it."""
     with reported_errors(json_output, outcome="error", providers=[]):
-        session = _api_session(ctx, config, db, provider) if now else open_session(ctx, config, db)
+        session = open_session(ctx, config, db)
+        checked_provider(session, provider)
+        if now:
+            _require_api(session, provider)
         state = refresh(session.state_path, provider, session.clock)
         if not now:
             if json_output:
@@ -79,12 +86,11 @@ def refresh_command(
         _report_run(result, json_output)
 
 
-def _api_session(ctx: typer.Context, config: Any, db: Any, provider: str | None) -> Session:
-    session = open_session(ctx, config, db)
+def _require_api(session: Session, provider: str | None) -> None:
+    """The API settings, if a built-in provider is about to call its API."""
     names = [provider] if provider else list(session.config.providers)
     if any(name in BUILT_IN for name in names):
         require_api(session.config)
-    return session
 
 
 def _report_locked(json_output: bool, message: str) -> None:

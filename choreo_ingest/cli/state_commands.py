@@ -1,10 +1,13 @@
 """Commands that need only the state file: status, health, providers, reset, migrate, removals,
-export, changes."""
+export, changes; and `checked_provider`, the one check of a provider name every command makes."""
 
 from __future__ import annotations
 
 import enum
-from typing import Annotated
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -14,6 +17,7 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    Session,
     YesOption,
     confirm_or_abort,
     open_session,
@@ -22,18 +26,86 @@ from choreo_ingest.cli.common import (
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.invocation import approve_removals, migrate, reset
+from choreo_ingest.invocation import approve_removals, locked_store, migrate, reset
+from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.reporting import (
     StatusReport,
     iter_export,
     list_changes,
     pending_removals,
+    reading,
     shorten,
     status_report,
 )
 
 ProviderArgument = Annotated[str | None, typer.Argument(help="Only this provider.")]
+
+
+class ProviderScope(enum.Enum):
+    """Which provider names a command takes."""
+
+    CONFIGURED = "configured"  # it acts on the provider: run, refresh, reset, event
+    KNOWN = "known"  # configured, or still in the state file: status, removals, event purge
+    FORGOTTEN = "forgotten"  # in the state file, gone from the config: reset --forget
+
+
+def checked_provider(
+    session: Session,
+    name: str,
+    scope: ProviderScope = ProviderScope.CONFIGURED,
+    *,
+    option: str | None = None,
+) -> str:
+    """`name`, if the command may take it; else a usage error (exit 2) listing the names it may.
+
+    The one check of a provider name: a typo must not reach the store, where `refresh` or
+    `reset` would create a provider that then lives on in status, health and the metrics.
+    """
+    configured = list(session.config.providers)
+    if scope is not ProviderScope.FORGOTTEN and name in configured:
+        return name
+    in_state = _state_provider_names(session.state_path)
+    if name in in_state and (
+        scope is ProviderScope.KNOWN
+        or (scope is ProviderScope.FORGOTTEN and name not in configured)
+    ):
+        return name
+    raise ConfigError(_unknown_provider(name, scope, configured, in_state), path=option)
+
+
+def _state_provider_names(state_path: Path) -> list[str]:
+    if not state_path.exists():
+        return []
+    with reading(state_path) as store:
+        return store.provider_names()
+
+
+def _unknown_provider(
+    name: str, scope: ProviderScope, configured: Sequence[str], in_state: Sequence[str]
+) -> str:
+    only_in_state = [other for other in in_state if other not in configured]
+    if scope is ProviderScope.FORGOTTEN:
+        if name in configured:
+            return (
+                f"provider {name!r} is still configured; --forget is for a provider removed "
+                "from the config (--purge removes the entities of a configured one)"
+            )
+        return f"the state file holds no provider {name!r} to forget (it holds: {_names(in_state)})"
+    known = f"configured: {_names(configured)}"
+    if scope is ProviderScope.KNOWN and only_in_state:
+        known += f"; only in the state file: {_names(only_in_state)}"
+    known += f"; installed: {_names(info.name for info in available_providers())}"
+    if scope is ProviderScope.KNOWN:
+        return f"unknown provider {name!r} ({known})"
+    hint = ""
+    if name in only_in_state:
+        hint = f"; it is only in the state file: `reset {name} --forget` removes it"
+    return f"provider {name!r} is not configured ({known}){hint}"
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(names) or "none"
 
 
 def status(
@@ -46,6 +118,8 @@ def status(
     """Show each provider's state, schedule, progress and blocked removals (takes no lock)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
+        if provider is not None:
+            checked_provider(session, provider, ProviderScope.KNOWN)
         report = status_report(
             session.state_path, session.config, session.clock.now(), only=provider
         )
@@ -158,6 +232,13 @@ def reset_command(
     purge: Annotated[
         bool, typer.Option("--purge", help="Also remove its entities and active set.")
     ] = False,
+    forget: Annotated[
+        bool,
+        typer.Option(
+            "--forget",
+            help="For a provider removed from the config: remove its state, entities and metrics.",
+        ),
+    ] = False,
     yes: YesOption = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
@@ -166,13 +247,25 @@ def reset_command(
     """Start PROVIDER afresh: the next run begins a new cycle (entities stay unless --purge)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        what = "reset" + (" and PURGE all entities of" if purge else "")
-        confirm_or_abort(f"{what} provider {provider!r}?", yes)
-        removed = reset(session.state_path, provider, session.clock, purge=purge)
+        if forget:
+            checked_provider(session, provider, ProviderScope.FORGOTTEN)
+            confirm_or_abort(
+                f"forget provider {provider!r}: remove its state, entities and metrics?", yes
+            )
+            with locked_store(session.state_path) as store:
+                removed = store.forget_provider(provider, session.clock.now())
+        else:
+            checked_provider(session, provider)
+            what = "reset" + (" and PURGE all entities of" if purge else "")
+            confirm_or_abort(f"{what} provider {provider!r}?", yes)
+            removed = reset(session.state_path, provider, session.clock, purge=purge)
         if json_output:
-            render.print_json({"provider": provider, "reset": True, "purged": removed})
+            render.print_json(
+                {"provider": provider, "reset": True, "forgotten": forget, "purged": removed}
+            )
         elif render.stdout_is_tty():
-            render.print_text(f"{provider}: reset; {removed} entities purged")
+            done = "forgotten" if forget else "reset"
+            render.print_text(f"{provider}: {done}; {removed} entities purged")
 
 
 def migrate_command(
@@ -199,6 +292,15 @@ def migrate_command(
                     "appliedNow": report.applied_now,
                 }
             )
+        elif status_only:  # asked for: printed off a TTY too, one line per migration
+            render.print_text(
+                f"{session.state_path}: schema {report.schema_version} "
+                f"(supported {report.supported_version})"
+            )
+            for name in report.applied:
+                render.print_text(f"{name} applied")
+            for name in report.pending:
+                render.print_text(f"{name} pending")
         elif render.stdout_is_tty() or report.applied_now:
             render.print_text(
                 f"{session.state_path}: schema {report.schema_version} "
@@ -213,12 +315,14 @@ def removals(
     action_or_provider: Annotated[
         str | None,
         typer.Argument(
-            metavar="[PROVIDER | approve PROVIDER]",
+            metavar="PROVIDER|approve",
             help="List blocked removals (a dry run), or `approve PROVIDER` to apply them.",
         ),
     ] = None,
-    approved_provider: Annotated[str | None, typer.Argument(hidden=True)] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Refs to list per provider.")] = 100,
+    approved_provider: Annotated[
+        str | None, typer.Argument(metavar="PROVIDER", hidden=True)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Refs to list per provider.")] = 100,
     yes: YesOption = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
@@ -230,6 +334,7 @@ def removals(
         if action_or_provider == "approve":
             if not approved_provider:
                 raise ConfigError("name the provider to approve: removals approve PROVIDER")
+            checked_provider(session, approved_provider, ProviderScope.KNOWN)
             confirm_or_abort(f"remove the blocked entities of {approved_provider!r}?", yes)
             removed = approve_removals(session.state_path, approved_provider, session.clock)
             if json_output:
@@ -237,6 +342,13 @@ def removals(
             elif render.stdout_is_tty():
                 render.print_text(f"{approved_provider}: {removed} entities removed")
             return
+        if approved_provider is not None:
+            raise ConfigError(
+                f"unexpected argument {approved_provider!r}: removals [PROVIDER] "
+                "or removals approve PROVIDER"
+            )
+        if action_or_provider is not None:
+            checked_provider(session, action_or_provider, ProviderScope.KNOWN)
         found = pending_removals(
             session.state_path, session.config, only=action_or_provider, limit=limit
         )
@@ -265,14 +377,19 @@ def export(
     output_format: Annotated[
         ExportFormat, typer.Option("--format", "-f", help="Output format.")
     ] = ExportFormat.NDJSON,
-    kind: Annotated[str | None, typer.Option("--kind", help="Only this entity kind.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind", help=f"Only this entity kind ({', '.join(ENTITY_KINDS)}; any case)."
+        ),
+    ] = None,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
     """Print the catalog: one entity per line (ndjson) or a multi-document YAML stream."""
     with reported_errors(False):
         session = open_session(ctx, config, db)
-        entities = iter_export(session.state_path, kind)
+        entities = _checked_kind(iter_export(session.state_path, kind), kind)
         if output_format is ExportFormat.NDJSON:
             render.print_json_lines(entities)
             return
@@ -280,10 +397,23 @@ def export(
             render.print_text("---\n" + yaml.safe_dump(entity, sort_keys=False, allow_unicode=True))
 
 
+def _checked_kind(entities: Iterator[dict[str, Any]], kind: str | None) -> Iterator[dict[str, Any]]:
+    """`entities`, unless `kind` is none of the kinds choreo-ingest writes and the catalog has
+    no entity of it (a provider of your own may write other kinds): then a usage error."""
+    if kind is None or kind.lower() in {known.lower() for known in ENTITY_KINDS}:
+        return entities
+    first = next(entities, None)
+    if first is None:
+        raise ConfigError(
+            f"no entity of kind {kind!r} (kinds: {', '.join(ENTITY_KINDS)})", path="--kind"
+        )
+    return itertools.chain([first], entities)
+
+
 def changes(
     ctx: typer.Context,
-    since: Annotated[int, typer.Option("--since", help="Only changes after this seq.")] = 0,
-    limit: Annotated[int | None, typer.Option("--limit", help="At most this many.")] = None,
+    since: Annotated[int, typer.Option("--since", min=0, help="Only changes after this seq.")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most this many.")] = None,
     json_output: JsonOption = False,
     config: ConfigOption = None,
     db: DbOption = None,

@@ -261,6 +261,32 @@ def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now
     return removed
 
 
+def forget_provider(conn: Connection, provider: str, now: float) -> int:
+    """Remove everything the state holds of a provider the config no longer has: its entities
+    (each logged as a delete, so the mirror and Backstage drop them too), then its refs, state,
+    cycles, queues, index, facts, counters (its metrics) and events. Returns the entities removed.
+    """
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO changes (at, op, ref, provider) "
+            "SELECT ?, 'delete', ref, provider FROM entities WHERE provider = ? ORDER BY ref",
+            [now, provider],
+        )
+        removed = conn.execute("DELETE FROM entities WHERE provider = ?", [provider]).rowcount
+        for table in (
+            REFS,
+            STATE,
+            "cycles",
+            "queue_items",
+            "provider_index",
+            "provider_facts",
+            "counters",
+            "event_inbox",
+        ):
+            conn.execute(f"DELETE FROM {table} WHERE provider = ?", [provider])
+    return int(removed)
+
+
 def bump_counters(conn: Connection, provider: str, increments: dict[str, int]) -> None:
     rows = [(provider, name, value) for name, value in increments.items() if value]
     conn.executemany(

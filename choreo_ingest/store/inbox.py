@@ -1,14 +1,33 @@
-"""The event inbox: events wait here, in arrival order, until a run applies them."""
+"""The event inbox: events wait here, in arrival order, until a run applies them.
+
+An event says what changed, not the new content, so of the pending events about one object only
+the newest matters: storing an event drops the older pending ones with its key (provider, kind,
+namespace, name, project). The newest keeps its place, last in arrival order, which keeps the
+order right: a `deleted` after a `created` still ends with the removal, a `created` after a
+`deleted` with the re-read, and whatever the newer event says is applied after the events that
+arrived before it.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from choreo_ingest.errors import InboxFull
 from choreo_ingest.models import JSON, Delta, PageStats
 from choreo_ingest.store.catalog import apply_delta_rows, bump_counters
 from choreo_ingest.store.connection import Connection, canonical_json
+
+INBOX_CAPACITY = 100_000
+"""Pending events one provider may have. Past it new events are refused: a `run` applies or
+drops the backlog (`openchoreo.events.maxPending`) long before, so an inbox this full means no
+run has come for a long time, and a fresh walk is the way back, not more rows."""
+
+_EVENT_KEY = """json_extract(body, '$.kind'), nullif(json_extract(body, '$.namespace'), ''),
+    json_extract(body, '$.name'), json_extract(body, '$.project')"""
+"""What makes two events about the same object (the fields `events.to_event` reads; an empty
+namespace is no namespace)."""
 
 
 @dataclass(frozen=True)
@@ -25,8 +44,19 @@ class InboxCounts:
     parked: int
 
 
-def add_events(conn: Connection, provider: str, bodies: Sequence[JSON], now: float) -> list[int]:
-    """Store every event in one transaction: all of them, or none."""
+def add_events(
+    conn: Connection,
+    provider: str,
+    bodies: Sequence[JSON],
+    now: float,
+    *,
+    capacity: int = INBOX_CAPACITY,
+) -> list[int]:
+    """Store every event in one transaction, all of them or none, each replacing the older pending
+    events about the same object (the module docstring says why the newest is kept). Raises
+    InboxFull if that would leave more than `capacity` pending events. Returns the new seqs."""
+    if not bodies:
+        return []
     seqs = []
     with conn.transaction():
         for body in bodies:
@@ -35,7 +65,34 @@ def add_events(conn: Connection, provider: str, bodies: Sequence[JSON], now: flo
                 [provider, now, canonical_json(body)],
             )
             seqs.append(int(cursor.lastrowid or 0))
+        _coalesce(conn, provider, bodies)
+        if pending_event_count(conn, provider) > capacity:
+            raise InboxFull(provider, capacity, len(bodies))
     return seqs
+
+
+def _coalesce(conn: Connection, provider: str, bodies: Sequence[JSON]) -> None:
+    """Keep only the newest pending event of each key among the keys of `bodies`.
+
+    One statement, whatever the number of keys. The names of `bodies` pick the candidates first:
+    reading one field of every pending event costs a fifth of reading the whole key (0.1 s, not
+    0.5 s, at 100,000 pending events).
+    """
+    names = json.dumps([body.get("name") for body in bodies if isinstance(body, Mapping)])
+    conn.execute(
+        f"""DELETE FROM event_inbox WHERE seq IN (
+               SELECT seq FROM (
+                   SELECT seq, row_number() OVER (
+                       PARTITION BY {_EVENT_KEY} ORDER BY seq DESC
+                   ) AS newer
+                   FROM event_inbox
+                   WHERE provider = ? AND parked = 0 AND json_extract(body, '$.name') IN (
+                       SELECT value FROM json_each(?)
+                   )
+               ) WHERE newer > 1
+           )""",
+        [provider, names],
+    )
 
 
 def pending_events(conn: Connection, provider: str, limit: int) -> list[InboxEvent]:
@@ -63,6 +120,14 @@ def drop_events(conn: Connection, provider: str) -> int:
         ).rowcount
         bump_counters(conn, provider, {"events_dropped": dropped})
     return int(dropped)
+
+
+def purge_events(conn: Connection, provider: str | None = None) -> int:
+    """Empty the inbox (of one provider): pending and parked events alike. Returns how many."""
+    where, params = ("WHERE provider = ?", [provider]) if provider is not None else ("", [])
+    with conn.transaction():
+        purged = conn.execute(f"DELETE FROM event_inbox {where}", params).rowcount
+    return int(purged)
 
 
 def apply_event(

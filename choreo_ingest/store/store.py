@@ -115,6 +115,9 @@ class Store:
     def reset_provider(self, record: ProviderRecord, *, purge: bool, now: float) -> int:
         return catalog.reset_provider(self._conn, record, purge=purge, now=now)
 
+    def forget_provider(self, provider: str, now: float) -> int:
+        return catalog.forget_provider(self._conn, provider, now)
+
     def bump_counters(self, provider: str, increments: dict[str, int]) -> None:
         with self._conn.transaction():
             catalog.bump_counters(self._conn, provider, increments)
@@ -132,6 +135,9 @@ class Store:
 
     def drop_events(self, provider: str) -> int:
         return inbox.drop_events(self._conn, provider)
+
+    def purge_events(self, provider: str | None = None) -> int:
+        return inbox.purge_events(self._conn, provider)
 
     def apply_event(
         self, provider: str, cycle_id: int, seq: int, delta: Delta, now: float
