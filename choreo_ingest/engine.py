@@ -6,7 +6,7 @@ import json
 import random
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -153,16 +153,14 @@ class BurstEngine:
     ) -> ProviderOutcome:
         started = self.clock.monotonic()
         writer = PageWriter(self.store, record.name, record.cycle_id, record.cursor)
-        context = BurstContext(
-            config=self.config,
-            clock=self.clock,
-            deadline=started + self.config.incremental.burst_length,
-            queues=StoreQueueReader(self.store, provider.name, before_read=writer.wait),
+        context = burst_context(
+            self.config,
+            self.store,
+            self.clock,
+            provider.name,
+            record.cycle_id,
             cancelled=self.stop.is_set,
-            index=StoreIndexReader(
-                self.store, provider.name, record.cycle_id, before_read=writer.wait
-            ),
-            facts=self.store.facts(provider.name),
+            before_read=writer.wait,
         )
         done = False
         error: Exception | None = None
@@ -316,6 +314,30 @@ class BurstEngine:
         outcome.error = record.last_error
         outcome.next_action_at = record.next_action_at
         return outcome
+
+
+def burst_context(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    provider: str,
+    cycle_id: int,
+    *,
+    cancelled: Callable[[], bool],
+    before_read: Callable[[], None] | None = None,
+) -> BurstContext:
+    """What a provider's `around()` gets for one burst or one inbox drain: a deadline
+    `burstLength` from now, and its queues, index and facts as the store holds them (reads
+    wait for `before_read` first: the page the writer thread is committing)."""
+    return BurstContext(
+        config=config,
+        clock=clock,
+        deadline=clock.monotonic() + config.incremental.burst_length,
+        queues=StoreQueueReader(store, provider, before_read=before_read),
+        cancelled=cancelled,
+        index=StoreIndexReader(store, provider, cycle_id, before_read=before_read),
+        facts=store.facts(provider),
+    )
 
 
 def _log_changed_facts(

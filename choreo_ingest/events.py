@@ -17,18 +17,18 @@ import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
+from choreo_ingest.engine import burst_context
 from choreo_ingest.errors import AuthError, ChoreoIngestError, TransientError
 from choreo_ingest.lock import RunLock
 from choreo_ingest.models import Event
 from choreo_ingest.providers.base import (
-    BurstContext,
     EventCheckingProvider,
     EventHandlingProvider,
     IncrementalEntityProvider,
 )
 from choreo_ingest.schedule import Event as ScheduleEvent
 from choreo_ingest.schedule import transition
-from choreo_ingest.store import Store, StoreIndexReader, StoreQueueReader
+from choreo_ingest.store import Store
 
 log = structlog.get_logger("choreo_ingest.events")
 
@@ -217,15 +217,7 @@ def drain_inbox(
     if not pending:
         return stats
     cycle_id = store.load_provider(provider.name).cycle_id
-    context = BurstContext(
-        config=config,
-        clock=clock,
-        deadline=clock.monotonic() + config.incremental.burst_length,
-        queues=StoreQueueReader(store, provider.name),
-        cancelled=cancelled,
-        index=StoreIndexReader(store, provider.name, cycle_id),
-        facts=store.facts(provider.name),
-    )
+    context = burst_context(config, store, clock, provider.name, cycle_id, cancelled=cancelled)
     with provider.around(context) as provider_context:
         for item in pending:
             if cancelled() or context.remaining() <= 0:
