@@ -29,9 +29,39 @@ API_CHOICES = (API_AUTO, API_V1, API_ORGS)
 APIS_WITHOUT_SCHEMA_CHOICES = ("skip", "stub")
 
 _SHORTHAND = "openchoreo.token"
+_CA_BUNDLE = "openchoreo.caBundle"
 _AUTH = "openchoreo.auth"
 _OAUTH = "openchoreo.auth.oauth"
 _AUTH_MODES = f"{_AUTH}.token, {_AUTH}.tokenFile or {_AUTH}.oauth"
+
+
+@dataclass(frozen=True)
+class DeferredSecret:
+    """A secret whose `${VAR}` could not be interpolated at load (VAR is unset, say).
+
+    The config still loads, so the commands that never call the API (`status`, `export`, ...)
+    need no secret; `reveal` (the credentials) and `require_secrets` (`run`, `refresh --now`,
+    `check`, before they call the API) raise the ConfigError that load would have raised.
+    """
+
+    key: str
+    """The config key path (`openchoreo.auth.token`)."""
+    problem: str
+    """What is wrong, never the value (`environment variable OPENCHOREO_TOKEN is not set`)."""
+
+    def error(self) -> ConfigError:
+        return ConfigError(self.problem, path=self.key)
+
+
+Secret = str | DeferredSecret
+"""A secret as the config holds it: its value, or why it has none yet."""
+
+
+def reveal(secret: Secret | None) -> str | None:
+    """The value of a secret field; raises the ConfigError of a deferred one."""
+    if isinstance(secret, DeferredSecret):
+        raise secret.error()
+    return secret
 
 
 @dataclass(frozen=True)
@@ -55,7 +85,7 @@ class OAuthConfig:
 
     token_url: str
     client_id: str
-    client_secret: str | None = field(default=None, repr=False)
+    client_secret: Secret | None = field(default=None, repr=False)
     client_secret_file: Path | None = None
     """Read when a token is requested, never at config load."""
     scope: str | None = None
@@ -85,7 +115,7 @@ class OAuthConfig:
 class AuthConfig:
     """How to authenticate to the API: at most one of a token, a token file, or OAuth2."""
 
-    token: str | None = field(default=None, repr=False)
+    token: Secret | None = field(default=None, repr=False)
     token_file: Path | None = None
     """Re-read at each use (a Kubernetes secret or systemd credential may be rotated)."""
     oauth: OAuthConfig | None = None
@@ -138,7 +168,7 @@ class OpenChoreoConfig:
     """
 
     base_url: str | None = None
-    token: str | None = field(default=None, repr=False)
+    token: Secret | None = field(default=None, repr=False)
     ca_bundle: str | None = None
     insecure_skip_verify: bool = False
     api: str = API_AUTO
@@ -271,18 +301,33 @@ def secret_values(config: Config) -> list[str]:
     """Every secret the config itself holds (a token, a client secret), to mask in logs.
 
     Secrets in files (`tokenFile`, `clientSecretFile`) and issued access tokens are known only
-    once read or granted; the credentials object reports those.
+    once read or granted; the credentials object reports those. A deferred secret (its variable
+    is unset) has no value to mask.
     """
-    auth = config.openchoreo.auth
-    found = [auth.token, auth.oauth.client_secret if auth.oauth else None]
-    return [value for value in found if value]
+    return [value for value in _secrets(config) if isinstance(value, str) and value]
+
+
+def require_secrets(config: Config) -> None:
+    """Raise the ConfigError of the first deferred secret (an unset `${VAR}`), if any.
+
+    For the commands that call the API, before they call it; the others never need a secret.
+    """
+    for value in _secrets(config):
+        reveal(value)
 
 
 def require_api(config: Config) -> None:
-    """Raise ConfigError unless the config says how to reach the OpenChoreo API."""
+    """Raise ConfigError unless the config says how to reach the OpenChoreo API and holds the
+    secrets it names (`run`, `refresh --now` and `check` call this before the first request)."""
     if not config.openchoreo.base_url:
         raise ConfigError("required to call the API", path="openchoreo.baseUrl")
     _parse_key("openchoreo.baseUrl", config.openchoreo.base_url, {})
+    require_secrets(config)
+
+
+def _secrets(config: Config) -> list[Secret | None]:
+    auth = config.openchoreo.auth
+    return [auth.token, auth.oauth.client_secret if auth.oauth else None]
 
 
 # Parsers take a YAML value (after ${VAR} interpolation) and return the field's value or raise
@@ -583,17 +628,30 @@ def _walk(node: object, section: str, env: Mapping[str, str], found: dict[str, A
 
 
 def _parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
+    """The value of the key at `path`. A secret given as `${VAR}` text that fails for what the
+    environment holds (VAR unset, say) becomes a DeferredSecret: only the API needs it."""
     secret = path in _SECRETS
     try:
         return _SCHEMA[path](_expand(value, env, secret=secret))
     except _Invalid as err:
         got = "" if err.value is _NOTHING else f", got {_describe(err.value, secret=secret)}"
+        if secret and isinstance(value, str) and _uses_environment(value):
+            return DeferredSecret(path + err.where, f"{err.problem}{got}")
         raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
+
+
+def _uses_environment(text: str) -> bool:
+    """Whether `text` holds a `${...}` reference and all of them are well formed."""
+    references = [match for match in _SUBSTITUTION.finditer(text) if match.group(0) != "$$"]
+    return bool(references) and all(
+        match.group(2) and _REFERENCE.fullmatch(match.group(1)) for match in references
+    )
 
 
 def _build(found: dict[str, Any], base: Path) -> Config:
     found = {target: base / v if isinstance(v, Path) else v for target, v in found.items()}
     if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
+        _check_ca_bundle(ca_bundle)
         found["openchoreo.ca_bundle"] = str(ca_bundle)
 
     def fields(prefix: str) -> dict[str, Any]:
@@ -641,6 +699,25 @@ def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:
                 raise ConfigError("required for OAuth2 client credentials", path=f"{_OAUTH}.{name}")
         auth["oauth"] = OAuthConfig(**oauth)
     return AuthConfig(**auth)
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
+
+
+def _check_ca_bundle(path: Path) -> None:
+    """Refuse a CA bundle that cannot be used: every command would otherwise load, and `run`
+    would fail only once it builds its HTTP client."""
+    try:
+        content = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a PEM file", path=_CA_BUNDLE) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=_CA_BUNDLE) from None
+    if not _PEM_CERTIFICATE.search(content):
+        raise ConfigError(
+            f"{path}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path=_CA_BUNDLE,
+        )
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -21,6 +21,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     RetryAfter,
+    StateError,
     TransientError,
 )
 from choreo_ingest.heap import HeapTrimmer
@@ -190,6 +191,8 @@ class BurstEngine:
             elif not isinstance(error, DeadlineExceeded):
                 log.info("burst_cut_short", provider=record.name, error=str(error))
             error = None
+        if isinstance(error, StateError):  # the store failed, not the source: no backoff
+            raise error
         if error is not None:
             failed = self._fail(record, outcome, error, provider)
             if not isinstance(error, ProviderError):

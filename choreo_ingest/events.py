@@ -18,7 +18,7 @@ import structlog
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import burst_context
-from choreo_ingest.errors import AuthError, ChoreoIngestError, TransientError
+from choreo_ingest.errors import AuthError, ChoreoIngestError, LockHeld, TransientError
 from choreo_ingest.lock import RunLock
 from choreo_ingest.models import Event
 from choreo_ingest.providers.base import (
@@ -173,12 +173,31 @@ def store_events(
     and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored."""
     with Store.open(state_path) as store:
         if store.pending_migrations():
-            with RunLock(state_path):
-                store.migrate()
+            _migrated(store, state_path, clock)
         stored = len(store.add_events(provider, bodies, clock.now()))
         if rejected or ignored:
             store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})
         return stored
+
+
+SCHEMA_WAIT_SECONDS = 10.0
+"""How long `event` waits for a run that holds the lock to create the schema."""
+
+
+def _migrated(store: Store, state_path: Path, clock: Clock) -> None:
+    """Bring a new (or older) state file's schema up to date, under the run lock; when a run
+    holds the lock it migrates first thing, so wait for that instead of giving up (an event
+    must not be lost because cron started a run at the same moment)."""
+    try:
+        with RunLock(state_path):
+            store.migrate()
+        return
+    except LockHeld:
+        give_up_at = clock.monotonic() + SCHEMA_WAIT_SECONDS
+        while store.pending_migrations():
+            if clock.monotonic() >= give_up_at:
+                raise
+            clock.sleep(0.05)
 
 
 def purge_events(state_path: Path, provider: str | None = None) -> int:

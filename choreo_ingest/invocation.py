@@ -13,7 +13,7 @@ import structlog
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
-from choreo_ingest.errors import ChoreoIngestError, ConfigError
+from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import write_metrics_textfile
@@ -116,6 +116,8 @@ def _drain(
 ) -> None:
     try:
         stats = drain_inbox(store, provider, config, clock, stop.is_set)
+    except StateError:  # the store failed: nothing else can be written either
+        raise
     except ChoreoIngestError as error:  # e.g. the client could not be built: events wait
         log.error("events_not_drained", provider=provider.name, error=str(error))
         return
@@ -134,6 +136,8 @@ def _run_provider(
         return ProviderOutcome(name=name, action="failed", state=record.state, error=str(provider))
     try:
         return engine.run_provider(provider, force=force)
+    except StateError:  # the store failed (a full disk): no other provider can write either
+        raise
     except Exception as error:  # a provider's bug must not stop the other providers
         log.error("provider_crashed", provider=name, exc_info=True)
         message = f"internal error in provider {name!r}: {type(error).__name__}: {error}"

@@ -9,6 +9,9 @@ from types import TracebackType
 
 from choreo_ingest.errors import LockHeld, StateError
 
+LOCK_FILE_MODE = 0o640
+"""Mode of a new lock file, whatever the umask (like the state file's)."""
+
 
 def lock_path_for(state_path: Path) -> Path:
     return state_path.with_name(state_path.name + ".lock")
@@ -23,7 +26,7 @@ class RunLock:
 
     def acquire(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = _open_lock_file(self.path)
         except OSError as error:
             raise StateError(
                 f"{self.path}: cannot open the run lock: {error.strerror}", path=str(self.path)
@@ -56,7 +59,10 @@ class RunLock:
         held = _held_in_proc_locks(os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
         if held is not None:
             return held
-        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:  # a reader that may not open it (mode 0640): say nothing is known
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -76,6 +82,21 @@ class RunLock:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open the lock file, creating it with LOCK_FILE_MODE (then fchmod, as a umask of 077
+    would narrow the mode given to open)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, LOCK_FILE_MODE)
+    except FileExistsError:
+        return os.open(path, os.O_RDWR)
+    try:
+        os.fchmod(fd, LOCK_FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 PROC_LOCKS = Path("/proc/locks")

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.simulator import World
 from choreo_ingest.store import MIGRATION_NAMES, Store
@@ -508,3 +509,41 @@ def open_once_read(fifo: Path, process: subprocess.Popen[str]) -> int:
         assert process.poll() is None, process.communicate()
         time.sleep(0.01)
     pytest.fail("the command never opened the FIFO")
+
+
+class TestNoStateYet:
+    def test_health_without_a_state_file_is_unhealthy_not_a_store_error(
+        self, tmp_path: Path, cli: Any
+    ) -> None:
+        done = cli("health", "--json")
+
+        assert done.returncode == 1, done.stderr
+        report = json.loads(done.stdout)
+        assert report["healthy"] is False
+        assert "no state yet" in report["problems"][0]
+
+    def test_event_while_a_run_holds_the_lock_of_a_new_state_file_is_queued(
+        self, tmp_path: Path, cli: Any, config_file: Path
+    ) -> None:
+        """cron may start `run` and `event` together on a fresh install: the run migrates the
+        new file under its lock, and the event waits for that instead of being lost."""
+        state = tmp_path / "state.db"
+        events = tmp_path / "events.json"
+        events.write_text(json.dumps(component_event("cart")))
+        held = RunLock(state)
+        held.__enter__()
+        try:
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "choreo_ingest", "event", "--config", str(config_file),
+                 "--db", str(state), str(events)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            )  # fmt: skip
+            time.sleep(1.0)  # the event command is waiting for the schema by now
+            with Store.open(state) as store:
+                store.migrate()  # what the run holding the lock does first
+        finally:
+            held.__exit__(None, None, None)
+
+        _, errors = waiting.communicate(timeout=30)
+        assert waiting.returncode == 0, errors
+        assert [event["name"] for event in pending(state)] == ["cart"]

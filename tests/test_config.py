@@ -14,6 +14,7 @@ import yaml
 from choreo_ingest.config import (
     AuthConfig,
     Config,
+    DeferredSecret,
     EventsConfig,
     IncrementalConfig,
     MappingConfig,
@@ -24,13 +25,18 @@ from choreo_ingest.config import (
     find_config_path,
     load_config,
     require_api,
+    require_secrets,
     resolve_state_path,
     secret_values,
 )
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.providers.openchoreo.auth import credentials_for
+
+from fakes import FakeClock
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "config.yaml"
 SECRET = "s3cr3t-t0ken-value"
+PEM_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
 OAUTH = """
 openchoreo:
   auth:
@@ -54,6 +60,13 @@ def write_bytes(path: Path, content: bytes) -> Path:
 
 def load_text(directory: Path, text: str, env: dict[str, str] | None = None) -> Config:
     return load_config(write(directory, text), env=env or {})
+
+
+def write_ca_bundle(path: Path) -> Path:
+    """A file that looks like a PEM bundle (config load checks no more than that)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(PEM_BUNDLE, encoding="ascii")
+    return path
 
 
 def leaf_paths(node: Any, prefix: str = "") -> set[str]:
@@ -151,6 +164,7 @@ class TestExample:
 
 class TestValues:
     def test_every_key_sets_its_field(self, tmp_path: Path) -> None:
+        write_ca_bundle(tmp_path / "certs/ca.pem")
         config = load_text(
             tmp_path,
             """
@@ -572,8 +586,9 @@ class TestSecrets:
         ],
     )
     def test_token_value_never_appears_in_errors(self, tmp_path: Path, text: str) -> None:
+        """Whether the error comes at load or, for an unset variable, when the API needs it."""
         with pytest.raises(ConfigError) as caught:
-            load_text(tmp_path, text + "\n")
+            require_secrets(load_text(tmp_path, text + "\n"))
         for secret in (SECRET, "123456789"):
             assert secret not in str(caught.value)
             assert secret not in repr(caught.value.args)
@@ -602,8 +617,9 @@ class TestSecrets:
         ],
     )
     def test_auth_secrets_never_appear_in_errors(self, tmp_path: Path, text: str) -> None:
+        """Whether the error comes at load or, for an unset variable, when the API needs it."""
         with pytest.raises(ConfigError) as caught:
-            load_text(tmp_path, text + "\n")
+            require_secrets(load_text(tmp_path, text + "\n"))
         for secret in (SECRET, "123456789"):
             assert secret not in str(caught.value)
             assert secret not in repr(caught.value.args)
@@ -616,6 +632,128 @@ class TestSecrets:
         assert SECRET not in repr(config)
         assert len(config.warnings) == 2
         assert all(SECRET not in warning for warning in config.warnings)
+
+
+DEFERRED = {
+    "token": ("openchoreo: {token: '${OPENCHOREO_TOKEN}'}", "openchoreo.token"),
+    "auth-token": (
+        "openchoreo: {auth: {token: 'prefix-${OPENCHOREO_TOKEN}'}}",
+        "openchoreo.auth.token",
+    ),
+    "client-secret": (
+        OAUTH.format(secret="clientSecret: '${CLIENT_SECRET}'"),
+        "openchoreo.auth.oauth.clientSecret",
+    ),
+}
+
+
+class TestDeferredSecrets:
+    """A secret from an unset variable loads; it fails only where the API needs it."""
+
+    @pytest.mark.parametrize(("text", "key"), DEFERRED.values(), ids=DEFERRED)
+    def test_unset_variable_is_reported_by_require_secrets_naming_the_key(
+        self, tmp_path: Path, text: str, key: str
+    ) -> None:
+        config = load_text(tmp_path, text + "\n")
+
+        assert secret_values(config) == []
+        with pytest.raises(ConfigError) as caught:
+            require_secrets(config)
+        variable = "CLIENT_SECRET" if "CLIENT" in text else "OPENCHOREO_TOKEN"
+        assert str(caught.value).startswith(f"{key}: environment variable {variable} is not set")
+        assert caught.value.path == key
+
+    @pytest.mark.parametrize(("text", "key"), DEFERRED.values(), ids=DEFERRED)
+    def test_credentials_for_a_deferred_secret_raise_its_error(
+        self, tmp_path: Path, text: str, key: str
+    ) -> None:
+        auth = load_text(tmp_path, text + "\n").openchoreo.auth
+
+        with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
+            credentials_for(auth, clock=FakeClock(), post_form=lambda url, form: (500, None))
+
+    def test_require_api_checks_the_secrets_too(self, tmp_path: Path) -> None:
+        config = load_text(
+            tmp_path, "openchoreo: {baseUrl: 'http://127.0.0.1:8080', token: '${TOKEN}'}\n"
+        )
+        with pytest.raises(ConfigError, match=r"^openchoreo\.token: environment variable TOKEN"):
+            require_api(config)
+
+    @pytest.mark.parametrize(("text", "key"), DEFERRED.values(), ids=DEFERRED)
+    def test_a_set_variable_is_the_secret(self, tmp_path: Path, text: str, key: str) -> None:
+        env = {"OPENCHOREO_TOKEN": SECRET, "CLIENT_SECRET": SECRET}
+        config = load_text(tmp_path, text + "\n", env=env)
+
+        require_secrets(config)
+        [value] = secret_values(config)
+        assert value.endswith(SECRET)
+
+    def test_a_deferred_secret_still_counts_as_its_auth_mode(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match=r"^openchoreo\.auth\.tokenFile: cannot be combined"):
+            load_text(tmp_path, "openchoreo: {auth: {token: '${UNSET}', tokenFile: t}}\n")
+        config = load_text(tmp_path, "openchoreo: {token: '${UNSET}'}\n")
+        assert config.openchoreo.auth.config_key == "openchoreo.token"
+        assert config.openchoreo.token == DeferredSecret(
+            "openchoreo.token", "environment variable UNSET is not set (or use ${UNSET:-default})"
+        )
+
+    @pytest.mark.parametrize(
+        "value",
+        ["'${1BAD}'", "'${UNCLOSED'", "'${}'", "['${UNSET}']"],
+        ids=["bad-name", "unclosed", "empty", "list"],
+    )
+    def test_a_secret_the_file_itself_gets_wrong_fails_at_load(
+        self, tmp_path: Path, value: str
+    ) -> None:
+        with pytest.raises(ConfigError, match=r"^openchoreo\.token(\[0\])?: "):
+            load_text(tmp_path, f"openchoreo: {{token: {value}}}\n")
+
+
+class TestCaBundle:
+    """`openchoreo.caBundle` is checked at load: `run` would fail only inside its burst."""
+
+    def test_a_pem_file_is_kept_as_its_path(self, tmp_path: Path) -> None:
+        bundle = write_ca_bundle(tmp_path / "ca.pem")
+        config = load_text(tmp_path, "openchoreo: {caBundle: ca.pem}\n")
+        assert config.openchoreo.ca_bundle == str(bundle)
+
+    @pytest.mark.parametrize(
+        ("make", "problem"),
+        [
+            (lambda tmp: tmp / "missing.pem", "cannot read: No such file or directory"),
+            (lambda tmp: tmp, "is a directory, not a PEM file"),
+            (
+                lambda tmp: write_bytes(tmp / "x.pem", b"not a certificate\n"),
+                "no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            ),
+        ],
+        ids=["missing", "directory", "not-pem"],
+    )
+    def test_an_unusable_bundle_names_the_key_and_the_file(
+        self, tmp_path: Path, make: Any, problem: str
+    ) -> None:
+        path = make(tmp_path)
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, f"openchoreo: {{caBundle: '{path}'}}\n")
+        assert str(caught.value) == f"openchoreo.caBundle: {path}: {problem}"
+        assert caught.value.path == "openchoreo.caBundle"
+
+    def test_a_bundle_this_user_may_not_read_is_reported(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """(As uid 65534 through the command line: test_readonly.py.)"""
+        bundle = write_ca_bundle(tmp_path / "ca.pem")
+        real_read_bytes = Path.read_bytes
+
+        def refused(self: Path) -> bytes:
+            if self == bundle:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            return real_read_bytes(self)
+
+        monkeypatch.setattr(Path, "read_bytes", refused)
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, "openchoreo: {caBundle: ca.pem}\n")
+        assert str(caught.value) == f"openchoreo.caBundle: {bundle}: cannot read: Permission denied"
 
 
 class TestWarnings:

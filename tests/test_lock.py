@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +26,15 @@ lock = RunLock(Path(sys.argv[1]))
 lock.acquire()
 print("held", flush=True)
 sys.stdin.read()
+"""
+
+
+TAKE_LOCK = """
+import sys
+from pathlib import Path
+from choreo_ingest.lock import RunLock
+with RunLock(Path(sys.argv[1])):
+    pass
 """
 
 
@@ -146,4 +158,41 @@ def test_status_check_falls_back_to_a_probe_without_proc_locks(
         assert RunLock(tmp_path / "state.db").is_held_elsewhere()
     finally:
         holder.release()
+    assert not RunLock(tmp_path / "state.db").is_held_elsewhere()
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o000], ids=["umask-077", "umask-000"])
+def test_a_new_lock_file_is_0640_whatever_the_umask(state_path: Path, umask: int) -> None:
+    subprocess.run(
+        [sys.executable, "-c", TAKE_LOCK, str(state_path)], check=True, umask=umask, timeout=30
+    )
+
+    assert stat.S_IMODE(lock_path_for(state_path).stat().st_mode) == 0o640
+
+
+def test_an_existing_lock_file_keeps_its_mode(state_path: Path) -> None:
+    with RunLock(state_path) as lock:
+        pass
+    lock.path.chmod(0o600)
+
+    with RunLock(state_path):
+        assert stat.S_IMODE(lock.path.stat().st_mode) == 0o600
+
+
+def test_status_check_by_a_user_who_may_not_open_the_lock_file_says_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without /proc/locks, a reader of a 0640 lock file it may not open: nothing is known."""
+    with RunLock(tmp_path / "state.db") as holder:
+        pass
+    monkeypatch.setattr(lock_module, "PROC_LOCKS", tmp_path / "no-such-file")
+    real_open = os.open
+
+    def refused(path: str | Path, flags: int, mode: int = 0o777) -> int:
+        if Path(path) == holder.path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(lock_module.os, "open", refused)
+
     assert not RunLock(tmp_path / "state.db").is_held_elsewhere()

@@ -167,9 +167,17 @@ def health(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Exit 0 if every provider is healthy, 1 if not (failing, removals blocked, or stale)."""
+    """Exit 0 if every provider is healthy, 1 if not (failing, removals blocked, stale, or no
+    state yet)."""
     with reported_errors(json_output, healthy=False):
         session = open_session(ctx, config, db)
+        if not session.state_path.exists():
+            problem = f"no state yet at {session.state_path}: run `choreo-ingest run`"
+            if json_output:
+                render.print_json({"healthy": False, "providers": [], "problems": [problem]})
+            else:
+                render.print_text(problem)
+            raise typer.Exit(int(ExitCode.INTERNAL_ERROR))
         report = status_report(session.state_path, session.config, session.clock.now())
         healthy = all(not item.health_problems for item in report.providers)
         if json_output:

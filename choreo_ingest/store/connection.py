@@ -1,11 +1,19 @@
-"""Opening the state DB safely: refuse what is not ours, set the pragmas, run transactions."""
+"""Opening the state DB safely: refuse what is not ours, set the pragmas, run transactions.
+
+What SQLite says about the state file itself (a full disk, an I/O error, a file or directory
+this user may not write, corruption) leaves here as a StateError naming the file, translated
+once: in `execute`, `executemany` and the rows a cursor yields (`transaction`'s COMMIT too).
+Any other sqlite3 error (bad SQL, a broken constraint) is a bug and stays what it is.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +27,9 @@ from choreo_ingest.store.schema import (
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
+STATE_FILE_MODE = 0o640
+"""Mode of a new state file, whatever the umask; SQLite gives its -wal and -shm the same."""
+WAL_FILE_SUFFIXES = ("-wal", "-shm")
 
 Tracer = Callable[[str, Any], None]
 """Called before every statement (sqlite-utils' tracer signature); used for SQL debug logging."""
@@ -41,9 +52,12 @@ class Connection:
         self.readonly = readonly
         self._tracer = tracer
         _refuse_foreign_file(path)
+        if not readonly:
+            _create_state_file(path)
         conn: sqlite3.Connection | None = None
         try:
             if readonly:
+                # Never `immutable=1`: a writer may be appending to the WAL while we read.
                 conn = sqlite3.connect(
                     f"{path.resolve().as_uri()}?mode=ro",
                     uri=True,
@@ -59,30 +73,37 @@ class Connection:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:  # a `chmod` of the state file reaches its -wal and -shm here
+                _keep_wal_files(path, create=False)
         except BaseException as error:
             if conn is not None:
                 conn.close()  # a refused file must not stay open (ResourceWarning on 3.13+)
-            if isinstance(error, sqlite3.DatabaseError):
-                raise NotAStateFile(
-                    f"{path}: not a usable choreo-ingest state file ({error}); left untouched",
-                    path=str(path),
-                ) from error
+            cause = error.__cause__ if isinstance(error, StateError) else error
+            if isinstance(cause, sqlite3.DatabaseError):
+                raise self._opening_error(cause) from cause
             raise
 
     def close(self) -> None:
         self.raw.close()
+        if not self.readonly:
+            _keep_wal_files(self.path, create=True)
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         if self._tracer is not None:
             self._tracer(sql, params)
-        return self.raw.execute(sql, params)
+        cursor = self.raw.cursor(_Cursor)
+        cursor.state_path = self.path
+        with translated_errors(self.path):
+            cursor.execute(sql, params)
+        return cursor
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         if self._tracer is not None:
             self._tracer(sql, rows)
-        self.raw.executemany(sql, rows)
+        with translated_errors(self.path):
+            self.raw.executemany(sql, rows)
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.execute(sql, params).fetchone()
@@ -91,15 +112,20 @@ class Connection:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt)."""
-        conn = self.raw
         self.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.execute("COMMIT")  # may fail too (a full disk): then roll back, as for the rest
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """End a failed transaction; an error here must not hide the one that caused it."""
+        if self.raw.in_transaction:
+            # On failure SQLite rolls the transaction back itself when the connection closes.
+            with suppress(sqlite3.Error):
+                self.raw.execute("ROLLBACK")
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -132,9 +158,7 @@ class Connection:
             try:
                 migrations.apply(Database(self.raw, execute_plugins=False))
             except sqlite3.Error as error:
-                raise StateError(
-                    f"{self.path}: migration failed: {error}", path=str(self.path)
-                ) from error
+                raise state_error(self.path, error, doing="migration failed") from error
         return pending
 
     def require_current_schema(self) -> None:
@@ -173,6 +197,159 @@ class Connection:
         unknown = set(self.applied_migrations()) - set(MIGRATION_NAMES)
         if unknown:
             raise SchemaTooNew(str(self.path), version + len(unknown), SCHEMA_VERSION)
+
+    def _opening_error(self, error: sqlite3.DatabaseError) -> StateError:
+        path = self.path
+        cannot_open = _primary_code(error) == sqlite3.SQLITE_CANTOPEN
+        no_shm = getattr(error, "sqlite_errorcode", 0) == _READONLY_DIRECTORY
+        if self.readonly and (cannot_open or no_shm):
+            problems = _unreadable_wal_files(path)
+            if problems:  # SQLite's own text ("attempt to write a readonly database") misleads
+                return StateError(
+                    f"state store {path}: cannot be read without write access to "
+                    f"{path.parent}: {', '.join(problems)} (the next `choreo-ingest run` or "
+                    "`migrate` puts them back, with the state file's mode)",
+                    path=str(path),
+                )
+        if _primary_code(error) in _CORRUPT:
+            return NotAStateFile(
+                f"{path}: not a usable choreo-ingest state file ({error}); left untouched",
+                path=str(path),
+            )
+        return state_error(path, error)
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose rows, fetched after `execute`, fail as StateError too."""
+
+    state_path = Path()
+
+    def __next__(self) -> Any:
+        try:  # no context manager: this runs once a row (an export reads them all)
+            return super().__next__()
+        except sqlite3.DatabaseError as error:
+            if _primary_code(error) not in _FILE_PROBLEMS:
+                raise
+            raise state_error(self.state_path, error) from error
+
+    def fetchone(self) -> Any:
+        with translated_errors(self.state_path):
+            return super().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        with translated_errors(self.state_path):
+            return super().fetchall()
+
+
+_FILE_PROBLEMS = {
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_IOERR: "I/O error",
+    sqlite3.SQLITE_READONLY: "not writable",
+    sqlite3.SQLITE_CANTOPEN: "cannot open",
+    sqlite3.SQLITE_PERM: "not permitted",
+    sqlite3.SQLITE_BUSY: "busy",
+    sqlite3.SQLITE_LOCKED: "busy",
+    sqlite3.SQLITE_CORRUPT: "corrupt",
+    sqlite3.SQLITE_NOTADB: "corrupt",
+}
+"""Primary result codes that mean trouble with the state file, not with our SQL."""
+_CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+_READONLY_DIRECTORY = 1544  # SQLITE_READONLY_DIRECTORY: no -shm, and no right to create one
+
+
+def _primary_code(error: sqlite3.Error) -> int:
+    return int(getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+@contextmanager
+def translated_errors(path: Path) -> Iterator[None]:
+    """Raise what SQLite says about the state file as StateError; bugs stay what they are."""
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        if _primary_code(error) not in _FILE_PROBLEMS:
+            raise
+        raise state_error(path, error) from error
+
+
+def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateError:
+    """One line naming the state file and what is wrong with it (`state store s.db: disk full`)."""
+    code = _primary_code(error)
+    problem = _FILE_PROBLEMS.get(code)
+    if problem is None:
+        problem = str(error)
+    elif code != sqlite3.SQLITE_FULL:  # SQLite's text adds nothing to "disk full"
+        problem = f"{problem} ({error})"
+    if doing:
+        problem = f"{doing}: {problem}"
+    kind = NotAStateFile if code in _CORRUPT else StateError
+    return kind(f"state store {path}: {problem}", path=str(path))
+
+
+def _create_state_file(path: Path) -> None:
+    """Create a missing state file empty, with STATE_FILE_MODE whatever the umask.
+
+    An empty file is an empty SQLite database; SQLite creates the -wal and -shm files with the
+    mode (and, run as root, the owner) of the database file.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STATE_FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise StateError(
+            f"state store {path}: cannot create: {error.strerror}", path=str(path)
+        ) from error
+    try:
+        os.fchmod(fd, STATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _keep_wal_files(path: Path, *, create: bool) -> None:
+    """Give the -wal and -shm files the state file's mode and group (and, run as root, its
+    owner), as SQLite does when it creates them; `create`: put them back, empty, after a close
+    deleted them.
+
+    A reader that may not write to the directory (`status` as a monitoring user: SQLite
+    `mode=ro`) can open a WAL database only if both exist. Empty ones are what SQLite itself
+    leaves with SQLITE_FCNTL_PERSIST_WAL (which Python cannot set); the next writer takes them
+    over. Nothing is truncated: another process may have opened them since. Best effort: the
+    state is intact either way (on a full disk, say).
+    """
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    mode, owner = stat.S_IMODE(info.st_mode), info.st_uid if os.geteuid() == 0 else -1
+    flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    for end in WAL_FILE_SUFFIXES:
+        try:
+            fd = os.open(f"{path}{end}", flags, 0o600)
+        except OSError:
+            continue
+        try:
+            found = os.fstat(fd)
+            if stat.S_IMODE(found.st_mode) != mode:
+                os.fchmod(fd, mode)
+            if (found.st_uid, found.st_gid) != (info.st_uid, info.st_gid):
+                os.fchown(fd, owner, info.st_gid)
+        except OSError:
+            pass  # not ours to change: a reader's error names the file
+        finally:
+            os.close(fd)
+
+
+def _unreadable_wal_files(path: Path) -> list[str]:
+    """`s.db-shm missing`, `s.db-wal not readable`: what keeps a read-only reader out."""
+    problems = []
+    for end in WAL_FILE_SUFFIXES:
+        name = f"{path}{end}"
+        if not os.path.lexists(name):
+            problems.append(f"{path.name}{end} missing")
+        elif not os.access(name, os.R_OK):
+            problems.append(f"{path.name}{end} not readable")
+    return problems
 
 
 def _refuse_foreign_file(path: Path) -> None:
