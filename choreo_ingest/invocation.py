@@ -18,7 +18,7 @@ from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
-from choreo_ingest.models import ProviderState
+from choreo_ingest.models import UNAVAILABLE_FACT, ProviderState
 from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
@@ -131,9 +131,15 @@ def _run_provider(
     provider: IncrementalEntityProvider | ChoreoIngestError,
     force: bool,
 ) -> ProviderOutcome:
+    store = engine.store
     if isinstance(provider, ChoreoIngestError):
-        record = engine.store.load_provider(name)
+        record = store.load_provider(name)
+        record.attempts += 1
+        record.last_error = str(provider)
+        store.record_unavailable(record, str(provider), engine.clock.now())
         return ProviderOutcome(name=name, action="failed", state=record.state, error=str(provider))
+    if UNAVAILABLE_FACT in store.facts(name):  # installed again
+        store.set_facts(name, {UNAVAILABLE_FACT: None}, engine.clock.now())
     try:
         return engine.run_provider(provider, force=force)
     except StateError:  # the store failed (a full disk): no other provider can write either
@@ -203,9 +209,22 @@ def _migration_report(store: Store, applied_now: list[str]) -> MigrationReport:
     )
 
 
-def reset(state_path: Path, name: str, clock: Clock, *, purge: bool) -> int:
-    """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
+@contextmanager
+def changing_state(state_path: Path, config: Config | None, clock: Clock) -> Iterator[Store]:
+    """`locked_store` for an operator's command that changes state (`reset`, `refresh`,
+    `removals approve`): the metrics textfile is rewritten after it, so that what it says (blocked
+    removals, state) is not stale until the next run."""
     with locked_store(state_path) as store:
+        yield store
+        if config is not None:
+            _write_metrics(config, store, clock.now())
+
+
+def reset(
+    state_path: Path, name: str, clock: Clock, *, purge: bool, config: Config | None = None
+) -> int:
+    """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
+    with changing_state(state_path, config, clock) as store:
         record = store.load_provider(name)
         record.state = transition(record.state, Event.RESET)
         record.cursor = None
@@ -216,9 +235,11 @@ def reset(state_path: Path, name: str, clock: Clock, *, purge: bool) -> int:
         return store.reset_provider(record, purge=purge, now=clock.now())
 
 
-def refresh(state_path: Path, name: str, clock: Clock) -> ProviderState:
+def refresh(
+    state_path: Path, name: str, clock: Clock, *, config: Config | None = None
+) -> ProviderState:
     """Make the provider due now, whatever it waits for."""
-    with locked_store(state_path) as store:
+    with changing_state(state_path, config, clock) as store:
         record = store.load_provider(name)
         now = clock.now()
         record.state = transition(record.state, Event.REFRESHED)
@@ -227,6 +248,8 @@ def refresh(state_path: Path, name: str, clock: Clock) -> ProviderState:
         return record.state
 
 
-def approve_removals(state_path: Path, name: str, clock: Clock) -> int:
-    with locked_store(state_path) as store:
+def approve_removals(
+    state_path: Path, name: str, clock: Clock, *, config: Config | None = None
+) -> int:
+    with changing_state(state_path, config, clock) as store:
         return store.approve_removals(name, clock.now())

@@ -61,6 +61,12 @@ class QueuedItem:
     value: JSON
 
 
+PROBLEM_FACT = "problem"
+"""A provider fact that is a health problem the provider reports in its pages."""
+UNAVAILABLE_FACT = "unavailable"
+"""A provider fact that is a health problem: why the configured provider could not be loaded."""
+
+
 @dataclass(frozen=True)
 class IndexEntry:
     """A row of a provider's own durable lookup index: not a catalog entity, but what a provider

@@ -13,12 +13,12 @@ from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
-from choreo_ingest.models import ProviderRecord
+from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
 from choreo_ingest.schedule import health_problems
 from choreo_ingest.store import ChangeRow, InboxCounts, Store
 
-PROBLEM_FACT = "problem"
-"""A provider fact that is a health problem (`EntityIteratorResult.facts`)."""
+PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
+"""Provider facts that are health problems, shown in `problems` rather than as keys."""
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
 
@@ -54,7 +54,7 @@ class ProviderStatus:
                 "count": self.removals_blocked,
                 "reason": self.removals_reason,
             },
-            **{name: value for name, value in self.facts.items() if name != PROBLEM_FACT},
+            **{name: value for name, value in self.facts.items() if name not in PROBLEM_FACTS},
             "healthy": not self.health_problems,
             "problems": self.health_problems,
         }
@@ -78,8 +78,7 @@ def provider_status(store: Store, config: Config, name: str, now: float) -> Prov
     blocked = store.blocked_removals(name)
     facts = store.facts(name)
     problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)
-    if PROBLEM_FACT in facts:
-        problems.append(facts[PROBLEM_FACT])
+    problems += [facts[name] for name in PROBLEM_FACTS if name in facts]
     return ProviderStatus(
         record=record,
         active_entities=store.active_count(name),

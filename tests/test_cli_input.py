@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,12 @@ import pytest
 
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ENTITY_KINDS
+from choreo_ingest.models import EntityIteratorResult
 from choreo_ingest.simulator import World
 from choreo_ingest.store import MIGRATION_NAMES, Store
 from choreo_ingest.store.inbox import INBOX_CAPACITY
 
-from fakes import FakeClock
+from fakes import FakeClock, make_entity
 from sim_support import (
     CLI_TIMEOUT_SECONDS,
     INHERITED_SETTINGS,
@@ -547,3 +549,53 @@ class TestNoStateYet:
         _, errors = waiting.communicate(timeout=30)
         assert waiting.returncode == 0, errors
         assert [event["name"] for event in pending(state)] == ["cart"]
+
+
+class TestProviderNotInstalled:
+    """A config that names a provider this machine does not have: every run fails for it, so
+    `health` must say so, not stay green while cron mails exit 3 every minute."""
+
+    def test_health_is_red_status_shows_why_and_the_metric_counts(self, tmp_path: Path) -> None:
+        config = write_config(
+            tmp_path / "choreo-ingest.yaml",
+            None,
+            providers=["not-installed"],
+            state={"path": "state.db"},
+            metrics={"textfile": "metrics.prom"},
+        )
+
+        ran = run_cli("run", "--config", config, cwd=tmp_path)
+        health = run_cli("health", "--json", "--config", config, cwd=tmp_path)
+        status = run_cli("status", "--json", "--config", config, cwd=tmp_path)
+
+        assert ran.returncode == 3, ran.stderr
+        assert health.returncode == 1, health.stderr
+        [problems] = [p["problems"] for p in json.loads(health.stdout)["providers"]]
+        assert any(
+            "not-installed" in problem and "not installed" in problem for problem in problems
+        )
+        [provider] = json.loads(status.stdout)["providers"]
+        assert "not installed" in (provider["lastError"] or "")
+        metrics = (tmp_path / "metrics.prom").read_text()
+        assert 'choreo_ingest_consecutive_failures{provider="not-installed"} 1.0' in metrics
+
+
+def test_export_as_yaml_quotes_what_yaml_1_2_would_read_as_a_number(tmp_path: Path) -> None:
+    """Backstage's parser is YAML 1.2: an unquoted `1e3` is a number there; the mirror's dumper
+    quotes it, and `export --format yaml` uses the same one."""
+    state = tmp_path / "state.db"
+    entity = make_entity("svc")
+    metadata = {**entity.body["metadata"], "annotations": {"example.com/size": "1e3"}}
+    body = {**entity.body, "metadata": metadata}
+    with Store.open(state) as store:
+        store.migrate()
+        record = store.load_provider("fake")
+        record.cycle_id = 1
+        store.start_cycle(record, 0.0)
+        page = EntityIteratorResult(True, [replace(entity, body=body)])
+        store.commit_page("fake", 1, page, None, 0.0)
+
+    done = run_cli("export", "--format", "yaml", "--db", state, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "example.com/size: '1e3'" in done.stdout or 'example.com/size: "1e3"' in done.stdout

@@ -317,3 +317,30 @@ class TestOperatorCommands:
             assert store.active_count("fake") == 5
             assert store.blocked_removals("fake").count == 0
         assert approve_removals(state_path, "fake", clock) == 0
+
+    @pytest.mark.parametrize("command", ["approve", "reset", "refresh"])
+    def test_commands_that_change_state_rewrite_the_metrics_textfile(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path, command: str
+    ) -> None:
+        """`removals_blocked` and the state must not say the old thing until the next run."""
+        config = make_config(tmp_path, rest_length=60.0, reject_removals_above_percentage=10.0)
+        run(config, state_path, clock, FakeProvider(TEN, page_size=5))
+        clock.advance(60.0)
+        run(config, state_path, clock, FakeProvider(TEN[5:], page_size=5))
+        assert config.metrics_textfile is not None
+        fake = frozenset({("provider", "fake")})
+        assert series(config.metrics_textfile)[("choreo_ingest_removals_blocked", fake)] == 5
+        clock.advance(1.0)
+
+        if command == "approve":
+            approve_removals(state_path, "fake", clock, config=config)
+        elif command == "reset":
+            reset(state_path, "fake", clock, purge=False, config=config)
+        else:
+            refresh(state_path, "fake", clock, config=config)
+
+        written = series(config.metrics_textfile)
+        last_run = written[("choreo_ingest_last_run_timestamp_seconds", fake)]
+        assert last_run == clock.now()
+        if command != "refresh":
+            assert written[("choreo_ingest_removals_blocked", fake)] == 0

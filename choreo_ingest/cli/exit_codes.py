@@ -13,6 +13,7 @@ from choreo_ingest.errors import (
 )
 
 
+@enum.unique
 class ExitCode(enum.IntEnum):
     OK = 0  # done: a burst ran, or nothing was due
     INTERNAL_ERROR = 1  # a bug (also: `health` found problems)

@@ -75,7 +75,7 @@ def refresh_command(
         checked_provider(session, provider)
         if now:
             _require_api(session, provider)
-        state = refresh(session.state_path, provider, session.clock)
+        state = refresh(session.state_path, provider, session.clock, config=session.config)
         if not now:
             if json_output:
                 render.print_json({"provider": provider, "state": state.value, "due": True})

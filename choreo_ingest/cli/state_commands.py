@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from choreo_ingest.cli import render
 from choreo_ingest.cli.common import (
@@ -28,6 +27,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import approve_removals, locked_store, migrate, reset
 from choreo_ingest.metrics import ENTITY_KINDS
+from choreo_ingest.mirror import entity_yaml
 from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.reporting import (
     StatusReport,
@@ -266,7 +266,9 @@ def reset_command(
             checked_provider(session, provider)
             what = "reset" + (" and PURGE all entities of" if purge else "")
             confirm_or_abort(f"{what} provider {provider!r}?", yes)
-            removed = reset(session.state_path, provider, session.clock, purge=purge)
+            removed = reset(
+                session.state_path, provider, session.clock, purge=purge, config=session.config
+            )
         if json_output:
             render.print_json(
                 {"provider": provider, "reset": True, "forgotten": forget, "purged": removed}
@@ -344,7 +346,9 @@ def removals(
                 raise ConfigError("name the provider to approve: removals approve PROVIDER")
             checked_provider(session, approved_provider, ProviderScope.KNOWN)
             confirm_or_abort(f"remove the blocked entities of {approved_provider!r}?", yes)
-            removed = approve_removals(session.state_path, approved_provider, session.clock)
+            removed = approve_removals(
+                session.state_path, approved_provider, session.clock, config=session.config
+            )
             if json_output:
                 render.print_json({"provider": approved_provider, "removed": removed})
             elif render.stdout_is_tty():
@@ -401,8 +405,8 @@ def export(
         if output_format is ExportFormat.NDJSON:
             render.print_json_lines(entities)
             return
-        for entity in entities:
-            render.print_text("---\n" + yaml.safe_dump(entity, sort_keys=False, allow_unicode=True))
+        for entity in entities:  # the mirror's dumper: what YAML 1.1 and 1.2 both read alike
+            render.print_text("---\n" + entity_yaml(entity).decode("utf-8"))
 
 
 def _checked_kind(entities: Iterator[dict[str, Any]], kind: str | None) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from choreo_ingest.models import (
+    UNAVAILABLE_FACT,
     Delta,
     Entity,
     EntityIteratorResult,
@@ -157,6 +158,18 @@ def record_failure(conn: Connection, record: ProviderRecord, now: float) -> None
         )
         bump_counters(conn, record.name, {"bursts_failed": 1})
         save_provider(conn, record, now)
+
+
+def record_unavailable(conn: Connection, record: ProviderRecord, problem: str, now: float) -> None:
+    with conn.transaction():
+        bump_counters(conn, record.name, {"bursts_failed": 1})
+        write_facts(conn, record.name, {UNAVAILABLE_FACT: problem}, now)
+        save_provider(conn, record, now)
+
+
+def set_facts(conn: Connection, provider: str, facts: dict[str, str | None], now: float) -> None:
+    with conn.transaction():
+        write_facts(conn, provider, facts, now)
 
 
 def approve_removals(conn: Connection, provider: str, now: float) -> int:

@@ -115,6 +115,14 @@ class Store:
     def reset_provider(self, record: ProviderRecord, *, purge: bool, now: float) -> int:
         return catalog.reset_provider(self._conn, record, purge=purge, now=now)
 
+    def record_unavailable(self, record: ProviderRecord, problem: str, now: float) -> None:
+        """A configured provider that could not be loaded: its failure counted and kept as the
+        fact `unavailable` (what `health` reports) until it loads again."""
+        catalog.record_unavailable(self._conn, record, problem, now)
+
+    def set_facts(self, provider: str, facts: dict[str, str | None], now: float) -> None:
+        catalog.set_facts(self._conn, provider, facts, now)
+
     def forget_provider(self, provider: str, now: float) -> int:
         return catalog.forget_provider(self._conn, provider, now)
 

@@ -23,7 +23,15 @@ import structlog
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
 from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError, ProviderError
-from choreo_ingest.models import JSON, Check, Delta, EntityIteratorResult, Event, QueuedItem
+from choreo_ingest.models import (
+    JSON,
+    PROBLEM_FACT,
+    Check,
+    Delta,
+    EntityIteratorResult,
+    Event,
+    QueuedItem,
+)
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
@@ -247,7 +255,7 @@ class OpenChoreoProvider:
         else:
             generation = generation_named(api)
         facts["api"] = generation.name
-        facts["problem"] = None
+        facts[PROBLEM_FACT] = None
         return TraversalCursor(api=generation.name), generation, first
 
     def _detect(self, context: OpenChoreoContext) -> tuple[Generation, ListPage]:
@@ -349,7 +357,7 @@ class OpenChoreoProvider:
             return Harvest(removal_scopes=phase.gone(item))
         if stored and state.stale_starts:
             if state.stale_starts >= STALE_STARTS_REPORTED:
-                facts["problem"] = None
+                facts[PROBLEM_FACT] = None
             state.stale_starts = 0
         if state.api_cursor is not None and listed.next_cursor == state.api_cursor:
             raise PermanentError(
@@ -389,7 +397,7 @@ class OpenChoreoProvider:
         state.stale_starts += 1
         if state.stale_starts >= STALE_STARTS_REPORTED:
             phase = generation.phases[state.phase].name
-            facts["problem"] = (
+            facts[PROBLEM_FACT] = (
                 f"the {phase} listing's cursor expired between the last {state.stale_starts} "
                 "bursts, so the listing restarts every burst and may never complete: "
                 "shorten openchoreo.incremental.burstInterval or lengthen "
