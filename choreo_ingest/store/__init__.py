@@ -1,11 +1,11 @@
 """The state store: the only package that touches SQLite."""
 
-from choreo_ingest.store.catalog import SweepGuards
 from choreo_ingest.store.connection import Tracer, canonical_json
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
 from choreo_ingest.store.schema import MIGRATION_NAMES, SCHEMA_VERSION
 from choreo_ingest.store.store import Store, StoreIndexReader, StoreQueueReader
+from choreo_ingest.store.writes import SweepGuards
 
 __all__ = [
     "MIGRATION_NAMES",

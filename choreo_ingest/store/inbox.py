@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from choreo_ingest.errors import InboxFull
 from choreo_ingest.models import JSON, Delta, PageStats
-from choreo_ingest.store.catalog import apply_delta_rows, bump_counters
 from choreo_ingest.store.connection import Connection, canonical_json
+from choreo_ingest.store.writes import apply_delta_rows, bump_counters
 
 INBOX_CAPACITY = 100_000
 """Pending events one provider may have. Past it new events are refused: a `run` applies or

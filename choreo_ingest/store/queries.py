@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
-from choreo_ingest.store.catalog import REFS, STATE
 from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.writes import REFS, STATE
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from choreo_ingest.models import (
     QueuedItem,
     SweepResult,
 )
-from choreo_ingest.store import catalog, inbox, index, positions, queries
-from choreo_ingest.store.catalog import SweepGuards
+from choreo_ingest.store import inbox, index, positions, queries, writes
 from choreo_ingest.store.connection import Connection, Tracer
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
 from choreo_ingest.store.schema import SCHEMA_VERSION
+from choreo_ingest.store.writes import SweepGuards
 
 
 class Store:
@@ -81,10 +81,10 @@ class Store:
 
     def save_provider(self, record: ProviderRecord, now: float) -> None:
         with self._conn.transaction():
-            catalog.save_provider(self._conn, record, now)
+            writes.save_provider(self._conn, record, now)
 
     def start_cycle(self, record: ProviderRecord, now: float) -> None:
-        catalog.start_cycle(self._conn, record, now)
+        writes.start_cycle(self._conn, record, now)
 
     def commit_page(
         self,
@@ -94,41 +94,41 @@ class Store:
         cursor_text: str | None,
         now: float,
     ) -> PageStats:
-        return catalog.commit_page(self._conn, provider, cycle_id, page, cursor_text, now)
+        return writes.commit_page(self._conn, provider, cycle_id, page, cursor_text, now)
 
     def complete_cycle(
         self, record: ProviderRecord, guards: SweepGuards, now: float
     ) -> SweepResult:
-        return catalog.complete_cycle(self._conn, record, guards, now)
+        return writes.complete_cycle(self._conn, record, guards, now)
 
     def record_failure(self, record: ProviderRecord, now: float) -> None:
-        catalog.record_failure(self._conn, record, now)
+        writes.record_failure(self._conn, record, now)
 
     def approve_removals(self, provider: str, now: float) -> int:
-        return catalog.approve_removals(self._conn, provider, now)
+        return writes.approve_removals(self._conn, provider, now)
 
     def apply_delta(
         self, provider: str, cycle_id: int, delta: Delta, now: float
     ) -> tuple[PageStats, int]:
-        return catalog.apply_delta(self._conn, provider, cycle_id, delta, now)
+        return writes.apply_delta(self._conn, provider, cycle_id, delta, now)
 
     def reset_provider(self, record: ProviderRecord, *, purge: bool, now: float) -> int:
-        return catalog.reset_provider(self._conn, record, purge=purge, now=now)
+        return writes.reset_provider(self._conn, record, purge=purge, now=now)
 
     def record_unavailable(self, record: ProviderRecord, problem: str, now: float) -> None:
         """A configured provider that could not be loaded: its failure counted and kept as the
         fact `unavailable` (what `health` reports) until it loads again."""
-        catalog.record_unavailable(self._conn, record, problem, now)
+        writes.record_unavailable(self._conn, record, problem, now)
 
     def set_facts(self, provider: str, facts: dict[str, str | None], now: float) -> None:
-        catalog.set_facts(self._conn, provider, facts, now)
+        writes.set_facts(self._conn, provider, facts, now)
 
     def forget_provider(self, provider: str, now: float) -> int:
-        return catalog.forget_provider(self._conn, provider, now)
+        return writes.forget_provider(self._conn, provider, now)
 
     def bump_counters(self, provider: str, increments: dict[str, int]) -> None:
         with self._conn.transaction():
-            catalog.bump_counters(self._conn, provider, increments)
+            writes.bump_counters(self._conn, provider, increments)
 
     # -- the event inbox -------------------------------------------------------------------
 
