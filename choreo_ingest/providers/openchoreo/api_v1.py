@@ -100,7 +100,7 @@ class _Namespaces:
         return "/namespaces"
 
     def gone(self, item: QueuedItem) -> list[str]:
-        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
+        return []  # a single listing: its 404 is an error, never a parent gone
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
@@ -112,15 +112,23 @@ class _Namespaces:
 
 
 @dataclass(frozen=True)
-class _Projects:
-    name: str = "projects"
+class _InNamespace:
+    """A listing in each namespace, `/namespaces/{ns}/<name>`. A namespace that is gone lists as
+    empty (no 404 in v1): the sweep takes what it had."""
+
+    name: str
     queue: str | None = NAMESPACES
 
     def path(self, item: QueuedItem | None) -> str:
-        return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/projects"
+        return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/{self.name}"
 
     def gone(self, item: QueuedItem) -> list[str]:
-        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
+        return []
+
+
+@dataclass(frozen=True)
+class _Projects(_InNamespace):
+    name: str = "projects"
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         namespace = queued_text(item, "namespace")
@@ -134,15 +142,8 @@ class _Projects:
 
 
 @dataclass(frozen=True)
-class _Workloads:
+class _Workloads(_InNamespace):
     name: str = "workloads"
-    queue: str | None = NAMESPACES
-
-    def path(self, item: QueuedItem | None) -> str:
-        return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/workloads"
-
-    def gone(self, item: QueuedItem) -> list[str]:
-        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         namespace = queued_text(item, "namespace")
@@ -150,15 +151,8 @@ class _Workloads:
 
 
 @dataclass(frozen=True)
-class _Components:
+class _Components(_InNamespace):
     name: str = "components"
-    queue: str | None = NAMESPACES
-
-    def path(self, item: QueuedItem | None) -> str:
-        return f"/namespaces/{_segment(queued_text(item, 'namespace'))}/components"
-
-    def gone(self, item: QueuedItem) -> list[str]:
-        return []  # a v1 namespace that is gone lists as empty; the sweep takes what it had
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         return component_harvest(walk, queued_text(item, "namespace"), resources, listed=True)
