@@ -2,14 +2,18 @@
 
 The simulator speaks OpenChoreo v1 (what every release serves) and hands out OAuth2 tokens by
 client credentials, as a real installation does; `--api orgs` shows the organization-era API.
+The state lives in a directory the user names (`--dir`), else in a new temporary one that stays
+after the demo (the user is told where): every demo leaves its state file to look at.
 """
 
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import (
@@ -19,7 +23,7 @@ from choreo_ingest.config import (
     OAuthConfig,
     OpenChoreoConfig,
 )
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import ChoreoIngestError, ConfigError
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.reporting import reading
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
@@ -29,6 +33,37 @@ DEMO_CLIENT_ID = "choreo-ingest-demo"
 TOKEN_ENDPOINT = "/oauth2/token"  # noqa: S105 - a URL path, not a secret
 MAX_RUNS = 1000
 """A demo world finishes in a few runs; this only stops a broken one from looping forever."""
+STATE_FILE = "state.db"
+TEMPORARY_PREFIX = "choreo-ingest-demo-"
+
+
+@dataclass(frozen=True)
+class DemoPlace:
+    """Where a demo keeps its state: `state_path`, in `directory`."""
+
+    state_path: Path
+    directory: Path
+    temporary: bool
+    """The demo made `directory` under the system's temporary directory; it stays afterwards."""
+
+
+def demo_place(directory: Path | None = None, state_path: Path | None = None) -> DemoPlace:
+    """`directory/state.db` (the directory made if missing), `state_path` as given, else a
+    state file in a new temporary directory. `directory` and `state_path` exclude each other."""
+    if directory is not None and state_path is not None:
+        raise ConfigError("give --dir or --db, not both", path="--dir")
+    if state_path is not None:
+        return DemoPlace(state_path, state_path.parent, temporary=False)
+    if directory is None:
+        made = Path(tempfile.mkdtemp(prefix=TEMPORARY_PREFIX))
+        return DemoPlace(made / STATE_FILE, made, temporary=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file in the way, or not ours to write
+        raise ConfigError(
+            f"cannot create {directory}: {error.strerror or error}", path="--dir"
+        ) from error
+    return DemoPlace(directory / STATE_FILE, directory, temporary=False)
 
 
 @dataclass(frozen=True)
@@ -51,7 +86,7 @@ class DemoProgress:
 
 @dataclass(frozen=True)
 class DemoResult:
-    state_path: Path
+    place: DemoPlace
     base_url: str
     runs: int
     cycle_completed: bool
@@ -59,10 +94,27 @@ class DemoResult:
     requests: int
     last_run: RunResult
 
+    @property
+    def state_path(self) -> Path:
+        return self.place.state_path
+
+    def document(self) -> dict[str, Any]:
+        """What `demo --json` prints."""
+        return {
+            "stateFile": str(self.place.state_path),
+            "directory": str(self.place.directory),
+            "temporaryDirectory": self.place.temporary,
+            "simulator": self.base_url,
+            "runs": self.runs,
+            "cycleCompleted": self.cycle_completed,
+            "entities": self.entities,
+            "requests": self.requests,
+        }
+
 
 def run_demo(
     size: WorldSize,
-    state_path: Path,
+    place: DemoPlace,
     clock: Clock,
     *,
     burst_length: float = 2.0,
@@ -76,11 +128,14 @@ def run_demo(
         oauth_client_secret=secret,
     )
     api = SimulatorApi(world, options)
+    state_path = place.state_path
     with start_server(api) as server:
         config = _demo_config(server.url, state_path, burst_length, secret)
         runs = 0
         while True:
             result = run_once(config, state_path, clock, force=True)
+            if result.outcome == "interrupted":  # Ctrl-C or SIGTERM: the last page is saved
+                raise KeyboardInterrupt
             runs += 1
             progress = _progress(state_path, runs)
             if on_progress is not None:
@@ -91,7 +146,7 @@ def run_demo(
             if outcome.cycle_completed or runs >= MAX_RUNS:
                 break
         return DemoResult(
-            state_path=state_path,
+            place=place,
             base_url=server.url,
             runs=runs,
             cycle_completed=result.providers[0].cycle_completed,

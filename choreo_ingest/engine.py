@@ -25,14 +25,14 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.heap import HeapTrimmer
-from choreo_ingest.models import JSON, ProviderRecord, ProviderState
+from choreo_ingest.models import JSON, ProviderAction, ProviderRecord, ProviderState
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import (
     AdvisingProvider,
     BurstContext,
     IncrementalEntityProvider,
 )
-from choreo_ingest.schedule import Burst, Event, backoff_delay, decide, transition
+from choreo_ingest.schedule import Burst, BurstResult, after_burst, before_burst, decide
 from choreo_ingest.store import (
     Store,
     StoreIndexReader,
@@ -47,7 +47,7 @@ log = structlog.get_logger("choreo_ingest.engine")
 @dataclass
 class ProviderOutcome:
     name: str
-    action: str  # burst | waiting | failed | interrupted
+    action: ProviderAction
     state: ProviderState
     pages: int = 0
     entities_upserted: int = 0
@@ -122,24 +122,18 @@ class BurstEngine:
         if not isinstance(decision, Burst):
             return ProviderOutcome(
                 name=record.name,
-                action="waiting",
+                action=ProviderAction.WAITING,
                 state=record.state,
                 next_action_at=decision.until,
                 reason=decision.reason,
             )
-        self._begin_burst(record, decision, now)
-        return self._burst(provider, record)
+        return self._burst(provider, self._begin_burst(record, decision, now))
 
-    def _begin_burst(self, record: ProviderRecord, decision: Burst, now: float) -> None:
-        record.last_burst_at = now
+    def _begin_burst(self, record: ProviderRecord, decision: Burst, now: float) -> ProviderRecord:
+        record = before_burst(record, decision, now)
         if decision.new_cycle:
-            record.state = transition(record.state, Event.CYCLE_STARTED)
-            record.cycle_id += 1
-            record.cursor = None
-            record.cycle_started_at = now
             self.store.start_cycle(record, now)
         else:
-            record.state = transition(record.state, Event.BURST_STARTED)
             self.store.save_provider(record, now)
         log.info(
             "burst_started",
@@ -148,6 +142,7 @@ class BurstEngine:
             new_cycle=decision.new_cycle,
             reason=decision.reason,
         )
+        return record
 
     def _burst(
         self, provider: IncrementalEntityProvider, record: ProviderRecord
@@ -170,37 +165,59 @@ class BurstEngine:
                 done = self._walk(provider, provider_context, writer, context.deadline)
         except Exception as caught:
             error = caught
-        record.cursor = writer.cursor
-        record.last_burst_duration = self.clock.monotonic() - started
-        outcome = ProviderOutcome(
-            name=record.name,
-            action="burst",
-            state=record.state,
-            pages=writer.pages,
-            entities_upserted=writer.upserted,
-            entities_unchanged=writer.unchanged,
-        )
-        wait_at_least = 0.0
+        duration = self.clock.monotonic() - started
+        retry_after = error.retry_after if isinstance(error, RetryAfter) else None
         if isinstance(error, TransientError) and writer.pages:
             # Cut short after pages were committed (the deadline, a 429, a 5xx whose retry did
             # not fit): the burst made progress, so this is a pause, not a failure; for a 429,
             # "end the burst and come back" after its Retry-After.
-            if isinstance(error, RetryAfter):
-                wait_at_least = error.retry_after
-                log.info("burst_rate_limited", provider=record.name, retry_after=wait_at_least)
+            if retry_after is not None:
+                log.info("burst_rate_limited", provider=record.name, retry_after=retry_after)
             elif not isinstance(error, DeadlineExceeded):
                 log.info("burst_cut_short", provider=record.name, error=str(error))
             error = None
         if isinstance(error, StateError):  # the store failed, not the source: no backoff
             raise error
+        result = BurstResult(
+            cursor=writer.cursor,
+            duration=duration,
+            done=done,
+            error=None if error is None else _failure_message(error, provider, self.config),
+            retry_after=retry_after,
+            interrupted=self.stop.is_set(),
+        )
+        return self._end_burst(record, result, writer, error)
+
+    def _end_burst(
+        self,
+        record: ProviderRecord,
+        result: BurstResult,
+        writer: PageWriter,
+        error: Exception | None,
+    ) -> ProviderOutcome:
+        """Store what `schedule.after_burst` makes of the record; raise a failure that is a bug."""
+        now = self.clock.now()
+        record = after_burst(record, result, self.config.incremental, now, self.rng)
+        outcome = ProviderOutcome(
+            name=record.name,
+            action=ProviderAction.BURST,
+            state=record.state,
+            pages=writer.pages,
+            entities_upserted=writer.upserted,
+            entities_unchanged=writer.unchanged,
+            next_action_at=record.next_action_at,
+        )
         if error is not None:
-            failed = self._fail(record, outcome, error, provider)
+            self._record_failure(record, outcome, now)
             if not isinstance(error, ProviderError):
                 raise error
-            return failed
-        if done:
-            return self._complete_cycle(record, outcome)
-        return self._pause(record, outcome, wait_at_least)
+        elif result.done:
+            self._complete_cycle(record, outcome, now)
+        else:
+            self.store.save_provider(record, now)
+            if result.interrupted:
+                outcome.action = ProviderAction.INTERRUPTED
+        return outcome
 
     def _walk(
         self,
@@ -229,16 +246,8 @@ class BurstEngine:
             if self.stop.is_set() or now + (now - started) > deadline:
                 return False
 
-    def _complete_cycle(self, record: ProviderRecord, outcome: ProviderOutcome) -> ProviderOutcome:
+    def _complete_cycle(self, record: ProviderRecord, outcome: ProviderOutcome, now: float) -> None:
         settings = self.config.incremental
-        now = self.clock.now()
-        record.state = transition(record.state, Event.CYCLE_COMPLETED)
-        record.cursor = None
-        record.attempts = 0
-        record.last_error = None
-        record.last_completed_at = now
-        record.last_cycle_duration = now - (record.cycle_started_at or now)
-        record.next_action_at = now + settings.rest_length
         guards = SweepGuards(
             reject_empty_source_collections=settings.reject_empty_source_collections,
             reject_removals_above_percentage=settings.reject_removals_above_percentage,
@@ -258,65 +267,35 @@ class BurstEngine:
         outcome.cycle_completed = True
         outcome.entities_removed = sweep.removed
         outcome.removals_blocked = sweep.blocked
-        outcome.state = record.state
-        outcome.next_action_at = record.next_action_at
-        return outcome
 
-    def _pause(
-        self, record: ProviderRecord, outcome: ProviderOutcome, wait_at_least: float
-    ) -> ProviderOutcome:
-        now = self.clock.now()
-        record.state = transition(record.state, Event.BURST_ENDED_WITH_WORK_LEFT)
-        record.attempts = 0
-        record.last_error = None
-        if self.stop.is_set():
-            outcome.action = "interrupted"
-            record.next_action_at = now
-        else:
-            interval = self.config.incremental.burst_interval
-            record.next_action_at = now + max(interval, wait_at_least)
-        self.store.save_provider(record, now)
-        outcome.state = record.state
-        outcome.next_action_at = record.next_action_at
-        return outcome
-
-    def _fail(
-        self,
-        record: ProviderRecord,
-        outcome: ProviderOutcome,
-        error: Exception,
-        provider: IncrementalEntityProvider,
-    ) -> ProviderOutcome:
-        now = self.clock.now()
-        record.state = transition(record.state, Event.BURST_FAILED)
-        record.attempts += 1
-        record.last_error = str(error) or type(error).__name__
-        if isinstance(error, DeadlineExceeded):  # here only when no page was committed
-            advice = (
-                provider.no_page_advice()
-                if isinstance(provider, AdvisingProvider)
-                else "raise openchoreo.incremental.burstLength"
-            )
-            record.last_error += (
-                "; no page was completed within burstLength "
-                f"({self.config.incremental.burst_length:g} s): {advice}"
-            )
-        retry_after = error.retry_after if isinstance(error, RetryAfter) else None
-        delay = backoff_delay(record.attempts, self.config.incremental, self.rng, retry_after)
-        record.next_action_at = now + delay
+    def _record_failure(self, record: ProviderRecord, outcome: ProviderOutcome, now: float) -> None:
         self.store.record_failure(record, now)
         log.warning(
             "burst_failed",
             provider=record.name,
             attempts=record.attempts,
-            retry_in=round(delay, 1),
+            retry_in=round((record.next_action_at or now) - now, 1),
             error=record.last_error,
         )
-        outcome.action = "failed"
-        outcome.state = record.state
+        outcome.action = ProviderAction.FAILED
         outcome.error = record.last_error
-        outcome.next_action_at = record.next_action_at
-        return outcome
+
+
+def _failure_message(error: Exception, provider: IncrementalEntityProvider, config: Config) -> str:
+    """What `status` shows for a failed burst; a deadline that no page fitted in says what to
+    change (here only when no page was committed)."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, DeadlineExceeded):
+        advice = (
+            provider.no_page_advice()
+            if isinstance(provider, AdvisingProvider)
+            else "raise openchoreo.incremental.burstLength"
+        )
+        message += (
+            "; no page was completed within burstLength "
+            f"({config.incremental.burst_length:g} s): {advice}"
+        )
+    return message
 
 
 def burst_context(

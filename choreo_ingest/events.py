@@ -26,8 +26,7 @@ from choreo_ingest.providers.base import (
     EventHandlingProvider,
     IncrementalEntityProvider,
 )
-from choreo_ingest.schedule import Event as ScheduleEvent
-from choreo_ingest.schedule import transition
+from choreo_ingest.schedule import after_refresh
 from choreo_ingest.store import Store
 
 log = structlog.get_logger("choreo_ingest.events")
@@ -262,10 +261,7 @@ def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock) -> int:
     object): drop them and make the provider due for a fresh walk instead."""
     now = clock.now()
     dropped = store.drop_events(provider)
-    record = store.load_provider(provider)
-    record.state = transition(record.state, ScheduleEvent.REFRESHED)
-    record.next_action_at = now
-    store.save_provider(record, now)
+    store.save_provider(after_refresh(store.load_provider(provider), now), now)
     log.warning(
         "event_backlog_dropped",
         provider=provider,

@@ -18,11 +18,11 @@ from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
-from choreo_ingest.models import UNAVAILABLE_FACT, ProviderState
+from choreo_ingest.models import UNAVAILABLE_FACT, ProviderAction, ProviderState, RunOutcome
 from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
-from choreo_ingest.schedule import Event, transition
+from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
 
 log = structlog.get_logger("choreo_ingest.invocation")
@@ -30,7 +30,7 @@ log = structlog.get_logger("choreo_ingest.invocation")
 
 @dataclass
 class RunResult:
-    outcome: str  # burst | waiting | failed | interrupted
+    outcome: RunOutcome
     providers: list[ProviderOutcome] = field(default_factory=list)
     events: DrainStats = field(default_factory=DrainStats)
 
@@ -75,7 +75,7 @@ def run_once(
             )
         names = [only]
     stop = stop or StopSignal()
-    result = RunResult(outcome="waiting")
+    result = RunResult(outcome=RunOutcome.WAITING)
     with locked_store(state_path) as store, stop.installed():
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop)
         loaded = {name: _load(name, config, providers) for name in names}
@@ -87,7 +87,7 @@ def run_once(
                 if stop.is_set():
                     break
                 result.providers.append(_run_provider(engine, name, provider, force))
-            mirror_error = _sync_mirror(config, store, stop)
+            mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
         finally:
             _write_metrics(config, store, clock.now())
     if mirror_error is not None:
@@ -133,11 +133,11 @@ def _run_provider(
 ) -> ProviderOutcome:
     store = engine.store
     if isinstance(provider, ChoreoIngestError):
-        record = store.load_provider(name)
-        record.attempts += 1
-        record.last_error = str(provider)
+        record = after_unavailable(store.load_provider(name), str(provider))
         store.record_unavailable(record, str(provider), engine.clock.now())
-        return ProviderOutcome(name=name, action="failed", state=record.state, error=str(provider))
+        return ProviderOutcome(
+            name=name, action=ProviderAction.FAILED, state=record.state, error=str(provider)
+        )
     if UNAVAILABLE_FACT in store.facts(name):  # installed again
         store.set_facts(name, {UNAVAILABLE_FACT: None}, engine.clock.now())
     try:
@@ -148,32 +148,72 @@ def _run_provider(
         log.error("provider_crashed", provider=name, exc_info=True)
         message = f"internal error in provider {name!r}: {type(error).__name__}: {error}"
         record = engine.store.load_provider(name)
-        return ProviderOutcome(name=name, action="failed", state=record.state, error=message)
+        return ProviderOutcome(
+            name=name, action=ProviderAction.FAILED, state=record.state, error=message
+        )
 
 
-def _overall_outcome(outcomes: list[ProviderOutcome], stop: StopSignal) -> str:
+def _overall_outcome(outcomes: list[ProviderOutcome], stop: StopSignal) -> RunOutcome:
     actions = {outcome.action for outcome in outcomes}
-    if stop.is_set() or "interrupted" in actions:
-        return "interrupted"
-    if "failed" in actions:
-        return "failed"
-    if "burst" in actions:
-        return "burst"
-    return "waiting"
+    if stop.is_set() or ProviderAction.INTERRUPTED in actions:
+        return RunOutcome.INTERRUPTED
+    if ProviderAction.FAILED in actions:
+        return RunOutcome.FAILED
+    if ProviderAction.BURST in actions:
+        return RunOutcome.BURST
+    return RunOutcome.WAITING
 
 
-def _sync_mirror(config: Config, store: Store, stop: StopSignal) -> ChoreoIngestError | None:
-    """Bring the YAML mirror up to date; an error is returned, to be raised after the metrics."""
-    if config.catalog_directory is None or stop.is_set():
+def _sync_mirror(
+    config: Config,
+    store: Store,
+    clock: Clock,
+    stop: StopSignal,
+    outcomes: list[ProviderOutcome],
+) -> ChoreoIngestError | None:
+    """Bring the YAML mirror up to date within the run's time; an error is returned, to be raised
+    after the metrics.
+
+    The mirror counts inside the burst budget: it goes on until `burstLength` after the start of
+    the run's last burst (the whole `burstLength` from now when no burst ran), or until SIGTERM.
+    What it leaves, the next run carries on with.
+    """
+    directory = config.catalog_directory
+    if directory is None or stop.is_set():
         return None  # an interrupted run leaves it to the next one
+    burst_length = config.incremental.burst_length
+    # The engine's deadline (monotonic) is not kept, the burst's start is (wall time): a step of
+    # the wall clock costs at most this run's mirror time, never more than burstLength. A provider
+    # that could not load had no burst, and its last start is an older run's.
+    started = []
+    for outcome in outcomes:
+        unavailable = UNAVAILABLE_FACT in store.facts(outcome.name)
+        if outcome.action == ProviderAction.WAITING or unavailable:
+            continue
+        last_burst_at = store.load_provider(outcome.name).last_burst_at
+        if last_burst_at is not None:
+            started.append(last_burst_at)
+    elapsed = clock.now() - max(started) if started else 0.0
+    deadline = clock.monotonic() + min(max(burst_length - elapsed, 0.0), burst_length)
+
+    def cancelled() -> bool:
+        return stop.is_set() or clock.monotonic() >= deadline
+
     try:
-        stats = sync_mirror(store, config.catalog_directory)
+        stats = sync_mirror(store, directory, cancelled=cancelled)
     except ChoreoIngestError as error:
         log.error("mirror_not_written", error=str(error))
         return error
     log.debug(
         "mirror_synced", written=stats.written, deleted=stats.deleted, position=stats.position
     )
+    if not stats.caught_up:
+        log.info(
+            "mirror_cut_short",
+            position=stats.position,
+            changes_left=store.last_change_seq() - stats.position,
+            reason="stopped" if stop.is_set() else "burstLength spent",
+        )
     return None
 
 
@@ -225,13 +265,7 @@ def reset(
 ) -> int:
     """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
     with changing_state(state_path, config, clock) as store:
-        record = store.load_provider(name)
-        record.state = transition(record.state, Event.RESET)
-        record.cursor = None
-        record.next_action_at = None
-        record.attempts = 0
-        record.last_error = None
-        record.blocked_removals = 0
+        record = after_reset(store.load_provider(name))
         return store.reset_provider(record, purge=purge, now=clock.now())
 
 
@@ -240,10 +274,8 @@ def refresh(
 ) -> ProviderState:
     """Make the provider due now, whatever it waits for."""
     with changing_state(state_path, config, clock) as store:
-        record = store.load_provider(name)
         now = clock.now()
-        record.state = transition(record.state, Event.REFRESHED)
-        record.next_action_at = now
+        record = after_refresh(store.load_provider(name), now)
         store.save_provider(record, now)
         return record.state
 

@@ -103,17 +103,20 @@ def register_secret(value: str) -> None:
 def configure_logging(
     *, verbosity: int = 0, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
-    """Route structlog to `stream` (default: stderr at call time).
+    """Route structlog to `stream` (default: stderr as it is when each line is written).
 
     `verbosity`: 0 -> WARNING off a terminal, INFO on one; 1 (`-v`) -> INFO; 2+ (`-vv`) -> DEBUG.
     `json`: force JSON lines (True) or the console renderer (False); None picks by terminal.
+
+    Without `stream`, lines go to whatever `sys.stderr` is at the time: a live display that takes
+    stderr over (the demo's progress line, rich's `Live`) prints them above itself instead of
+    having them written over it.
     """
-    target = stream if stream is not None else sys.stderr
-    on_terminal = _is_terminal(target)
+    on_terminal = _is_terminal(stream if stream is not None else sys.stderr)
     structlog.configure(
         processors=_processors(as_json=not on_terminal if json is None else json, tty=on_terminal),
         wrapper_class=structlog.make_filtering_bound_logger(_level(verbosity, on_terminal)),
-        logger_factory=_NamedPrintLoggerFactory(target),
+        logger_factory=_NamedPrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
 
@@ -139,11 +142,13 @@ class _NamedPrintLoggerFactory:
     (`structlog.get_logger(logger=...)` is not possible: `logger` is one of its own parameters.)
     """
 
-    def __init__(self, file: TextIO) -> None:
+    def __init__(self, file: TextIO | None) -> None:
         self._file = file
+        """None: `sys.stderr` when the logger is made, i.e. at every log call (nothing caches)."""
 
     def __call__(self, *args: Any) -> _NamedPrintLogger:
-        return _NamedPrintLogger(self._file, str(args[0]) if args else None)
+        file = self._file if self._file is not None else sys.stderr
+        return _NamedPrintLogger(file, str(args[0]) if args else None)
 
 
 def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -6,16 +6,20 @@ position: for every ref changed since, it writes the entity's current body or de
 then stores the new position. Replaying a change is harmless, so a crash between the DB commit
 and the file writes is repaired by the next call.
 
-Every write is atomic (a temp file in the same directory, fsync, rename): Backstage reads the old
-file or the new one, never a part. Temp files start with a dot and end in `.tmp`, so the glob
-never matches them.
+Every write is atomic (a temp file in the same directory, renamed over the target): Backstage
+reads the old file or the new one, never a part. A batch of changes costs two disk flushes
+whatever its size (`files.DurableBatch`): the new contents reach the disk before any rename, the
+renames before the position moves past them. Temp files start with a dot and end in `.tmp`, so
+the glob never matches them.
+
+A run gives the mirror what is left of its time (`cancelled`): it stops between two entities,
+makes what it wrote durable, stores how far that covers, and the next run carries on.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +29,8 @@ import structlog
 import yaml
 
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.files import TEMP_SUFFIX, make_directories, replace_atomically
-from choreo_ingest.store import Store
+from choreo_ingest.files import TEMP_SUFFIX, DurableBatch, make_directories
+from choreo_ingest.store import ChangeRow, Store
 from choreo_ingest.store.queries import EntityLocation
 
 log = structlog.get_logger("choreo_ingest.mirror")
@@ -49,6 +53,8 @@ class MirrorStats:
     skipped: int = 0
     """Entities whose kind, namespace or name cannot be a file name (see the log)."""
     rebuilt: bool = False
+    caught_up: bool = True
+    """False when `cancelled` stopped the call before the end of the change log."""
 
 
 def position_name(directory: Path) -> str:
@@ -56,51 +62,108 @@ def position_name(directory: Path) -> str:
     return f"mirror:{directory.resolve()}"
 
 
-def sync_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZE) -> MirrorStats:
+def sync_mirror(
+    store: Store,
+    directory: Path,
+    *,
+    cancelled: Callable[[], bool] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> MirrorStats:
     """Bring `directory` up to date with the change log since the stored position.
 
-    A directory never synced (or a position past the end of the log, as after restoring an older
-    state file) is rebuilt from scratch instead. Raises ConfigError (`catalog.directory`) when the
-    directory cannot be written.
+    Raises ConfigError (`catalog.directory`) when the directory cannot be written.
+
+    Unbounded (`cancelled` None, as `choreo-ingest mirror` calls it), a directory never synced,
+    missing, or whose position is past the end of the log (after restoring an older state file)
+    is rebuilt.
+
+    Bounded, `cancelled()` is asked before each entity; once it is true, the files written so far
+    are made durable, the position moves to the last change they cover, and the stats say
+    `caught_up=False`. A bounded call never rebuilds, since a rebuild cannot stop halfway and
+    carry on later (it learns which files to delete only once it has written them all): it
+    replays the change log from its start instead, which writes every entity the store holds and
+    stops and resumes like any sync. Files of entities the store does not hold are left to
+    `mirror --rebuild`.
     """
     name = position_name(directory)
     position = store.get_position(name)
-    if position == 0 or position > store.last_change_seq() or not directory.is_dir():
-        return rebuild_mirror(store, directory)
-    writer = _Writer(directory)
-    with _file_errors(directory):
-        while changes := store.changes(position, batch_size):
-            for ref in dict.fromkeys(change.ref for change in changes):
-                location = store.entity_location(ref)
-                if location is None:
-                    writer.delete(ref)
-                else:
-                    writer.write(location)
-            writer.flush()
-            position = changes[-1].seq
+    last = store.last_change_seq()
+    missing = not directory.is_dir()
+    if position == 0 or position > last or missing:
+        if cancelled is None:
+            return rebuild_mirror(store, directory, batch_size=batch_size)
+        if position != 0:
+            log.warning(
+                "mirror_replayed_from_start",
+                directory=str(directory),
+                reason="directory missing" if missing else "position past the end of the log",
+                position=position,
+                last_change=last,
+                advice="`choreo-ingest mirror --rebuild` deletes files of entities not held",
+            )
+            position = 0
             store.set_position(name, position)
-            if len(changes) < batch_size:
+    writer = _Writer(directory)
+    caught_up = True
+    with _file_errors(directory), writer:
+        make_directories(directory, DIRECTORY_MODE)
+        while changes := store.changes(position, batch_size):
+            covered, caught_up = _apply_changes(store, writer, changes, cancelled)
+            writer.flush()
+            if covered is not None:
+                position = covered
+                store.set_position(name, position)
+            if not caught_up or len(changes) < batch_size:
                 break
-    return writer.stats(position)
+    return writer.stats(position, caught_up=caught_up)
 
 
-def rebuild_mirror(store: Store, directory: Path) -> MirrorStats:
+def _apply_changes(
+    store: Store,
+    writer: _Writer,
+    changes: Sequence[ChangeRow],
+    cancelled: Callable[[], bool] | None,
+) -> tuple[int | None, bool]:
+    """Write or delete the file of each ref in `changes`, once each, in the order of its first
+    change, until `cancelled()`. Returns the last seq all of whose refs are done (None for none
+    of them) and whether every change was applied."""
+    covered = None
+    done: set[str] = set()
+    for change in changes:
+        if change.ref not in done:
+            if cancelled is not None and cancelled():
+                return covered, False
+            location = store.entity_location(change.ref)
+            if location is None:
+                writer.delete(change.ref)
+            else:
+                writer.write(location)
+            done.add(change.ref)
+        covered = change.seq
+    return covered, True
+
+
+def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZE) -> MirrorStats:
     """Write every entity, delete every mirror file the catalog does not hold, store the position.
 
     Only `<directory>/*/*/*.yaml` files (and this module's own leftover temp files) are touched.
+    Unbounded: it runs to the end (`choreo-ingest mirror`), committing every `batch_size` files
+    so that no more temp files than that wait for their rename.
     """
     position = store.last_change_seq()  # taken first: later changes are replayed by the next sync
     writer = _Writer(directory)
-    with _file_errors(directory):
+    with _file_errors(directory), writer:
         make_directories(directory, DIRECTORY_MODE)
+        for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):  # before staging temp files
+            leftover.unlink(missing_ok=True)
         for location in store.iter_entity_locations():
             writer.write(location)
+            if writer.pending >= batch_size:
+                writer.flush()
         for path in sorted(directory.glob("*/*/*.yaml")):
             kind, namespace = path.parent.parent.name, path.parent.name
             if store.entity_location(f"{kind}:{namespace}/{path.stem}") is None:
                 writer.remove(path)
-        for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):
-            leftover.unlink(missing_ok=True)
         writer.flush()
     store.set_position(position_name(directory), position)
     log.info("mirror_rebuilt", directory=str(directory), position=position)
@@ -133,12 +196,18 @@ def _is_file_name(part: str) -> bool:
 
 
 class _Writer:
-    """Writes and deletes mirror files, counting them; `flush()` makes the renames durable."""
+    """Writes and deletes mirror files, counting them; `flush()` makes them durable and visible.
+
+    Leaving its block with an exception deletes the temp files not yet renamed."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.written = self.unchanged = self.deleted = self.skipped = 0
-        self._touched: set[Path] = set()
+        self._batch = DurableBatch(FILE_MODE, DIRECTORY_MODE)
+
+    @property
+    def pending(self) -> int:
+        return self._batch.pending
 
     def write(self, location: EntityLocation) -> None:
         path = mirror_path(self.directory, location.kind, location.namespace, location.name)
@@ -150,11 +219,7 @@ class _Writer:
             if path.read_bytes() == data:
                 self.unchanged += 1
                 return
-        if not path.parent.is_dir():
-            make_directories(path.parent, DIRECTORY_MODE)
-            self._touched.update((path.parent.parent, self.directory))
-        replace_atomically(path, data, FILE_MODE)
-        self._touched.add(path.parent)
+        self._batch.replace(path, data)
         self.written += 1
 
     def delete(self, ref: str) -> None:
@@ -167,16 +232,13 @@ class _Writer:
         self.remove(path)
 
     def remove(self, path: Path) -> None:
-        with suppress(FileNotFoundError):
-            path.unlink()
-            self._touched.add(path.parent)
+        if self._batch.remove(path):
             self.deleted += 1
 
     def flush(self) -> None:
-        _fsync_directories(self._touched)
-        self._touched.clear()
+        self._batch.commit()
 
-    def stats(self, position: int, *, rebuilt: bool = False) -> MirrorStats:
+    def stats(self, position: int, *, rebuilt: bool = False, caught_up: bool = True) -> MirrorStats:
         return MirrorStats(
             written=self.written,
             deleted=self.deleted,
@@ -184,21 +246,19 @@ class _Writer:
             unchanged=self.unchanged,
             skipped=self.skipped,
             rebuilt=rebuilt,
+            caught_up=caught_up,
         )
+
+    def __enter__(self) -> _Writer:
+        self._batch.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._batch.__exit__(*exc_info)
 
     def _skip(self, ref: str) -> None:
         self.skipped += 1
         log.warning("mirror_entity_skipped", ref=ref, reason="not usable as a file path")
-
-
-def _fsync_directories(directories: Iterable[Path]) -> None:
-    """Make renames and unlinks in `directories` durable before the position moves past them."""
-    for directory in directories:
-        handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
 
 
 @contextmanager

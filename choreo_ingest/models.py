@@ -1,4 +1,4 @@
-"""Plain data shared by every layer: provider states, entities, pages, events."""
+"""Plain data shared by every layer: provider states, run outcomes, entities, pages, events."""
 
 from __future__ import annotations
 
@@ -17,6 +17,26 @@ class ProviderState(enum.StrEnum):
     INTERSTITIAL = "interstitial"  # a burst ended with work left
     RESTING = "resting"  # a cycle completed
     BACKING_OFF = "backing_off"  # a burst failed
+
+
+class ProviderAction(enum.StrEnum):
+    """What one `run` did for one provider (`--json`: `providers[].action`)."""
+
+    BURST = "burst"  # a burst ran: the cycle completed, or paused with work left
+    WAITING = "waiting"  # nothing was due
+    FAILED = "failed"  # the burst failed (backoff scheduled), or the provider could not load
+    INTERRUPTED = "interrupted"  # SIGTERM/SIGINT ended the burst; the last page was saved
+
+
+class RunOutcome(enum.StrEnum):
+    """What one `run` did overall (`--json`: `outcome`); the CLI maps it to the exit code."""
+
+    BURST = "burst"  # at least one burst ran, none failed
+    WAITING = "waiting"  # nothing was due
+    FAILED = "failed"  # a provider failed; backoff scheduled
+    INTERRUPTED = "interrupted"  # SIGTERM/SIGINT; the last page was checkpointed
+    LOCKED = "locked"  # another run holds the lock; nothing done
+    ERROR = "error"  # the run could not start or went wrong (config, state store, a bug)
 
 
 @dataclass(frozen=True)

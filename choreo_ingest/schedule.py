@@ -1,17 +1,21 @@
-"""Pure scheduling: what a provider should do now, and which state follows which.
+"""Pure scheduling: what a provider should do now, which state follows which, and when it is due.
 
-Nothing here reads a clock or touches storage; `now` and the random source are arguments.
+`decide` chooses; `transition` is the state machine; `before_burst`, `after_burst`,
+`after_reset`, `after_refresh` and `after_unavailable` are the only places that change a
+record's state, `next_action_at` and `attempts`: each returns a new record and leaves storing
+it to the caller. Nothing here reads a clock or touches storage; `now` and the random source
+are arguments.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from choreo_ingest.config import IncrementalConfig
 from choreo_ingest.errors import IllegalTransition
-from choreo_ingest.models import ProviderRecord, ProviderState
+from choreo_ingest.models import JSON, ProviderRecord, ProviderState
 
 JITTER = 0.2
 """Backoff steps are stretched or shrunk by up to this fraction, so retries do not align."""
@@ -72,7 +76,12 @@ def backoff_delay(
     return delay
 
 
-class Event(enum.Enum):
+class Trigger(enum.Enum):
+    """What happened to a provider: the input of the state machine (`transition`).
+
+    Not `Event`: that is `models.Event`, an OpenChoreo change notification.
+    """
+
     CYCLE_STARTED = "cycle_started"
     BURST_STARTED = "burst_started"
     BURST_ENDED_WITH_WORK_LEFT = "burst_ended_with_work_left"
@@ -83,30 +92,134 @@ class Event(enum.Enum):
 
 
 _S = ProviderState
-_TRANSITIONS: dict[tuple[ProviderState, Event], ProviderState] = {
-    **{(state, Event.RESET): _S.IDLE for state in _S},
-    **{(state, Event.CYCLE_STARTED): _S.BURSTING for state in (_S.IDLE, _S.RESTING)},
+_TRANSITIONS: dict[tuple[ProviderState, Trigger], ProviderState] = {
+    **{(state, Trigger.RESET): _S.IDLE for state in _S},
+    **{(state, Trigger.CYCLE_STARTED): _S.BURSTING for state in (_S.IDLE, _S.RESTING)},
     **{
-        (state, Event.BURST_STARTED): _S.BURSTING
+        (state, Trigger.BURST_STARTED): _S.BURSTING
         for state in (_S.INTERSTITIAL, _S.BACKING_OFF, _S.BURSTING)
     },
-    (_S.BURSTING, Event.BURST_ENDED_WITH_WORK_LEFT): _S.INTERSTITIAL,
-    (_S.BURSTING, Event.CYCLE_COMPLETED): _S.RESTING,
-    (_S.BURSTING, Event.BURST_FAILED): _S.BACKING_OFF,
-    (_S.RESTING, Event.REFRESHED): _S.RESTING,
-    (_S.BACKING_OFF, Event.REFRESHED): _S.BACKING_OFF,
-    (_S.INTERSTITIAL, Event.REFRESHED): _S.INTERSTITIAL,
-    (_S.IDLE, Event.REFRESHED): _S.IDLE,
-    (_S.BURSTING, Event.REFRESHED): _S.BURSTING,  # a crashed burst: already due
+    (_S.BURSTING, Trigger.BURST_ENDED_WITH_WORK_LEFT): _S.INTERSTITIAL,
+    (_S.BURSTING, Trigger.CYCLE_COMPLETED): _S.RESTING,
+    (_S.BURSTING, Trigger.BURST_FAILED): _S.BACKING_OFF,
+    (_S.RESTING, Trigger.REFRESHED): _S.RESTING,
+    (_S.BACKING_OFF, Trigger.REFRESHED): _S.BACKING_OFF,
+    (_S.INTERSTITIAL, Trigger.REFRESHED): _S.INTERSTITIAL,
+    (_S.IDLE, Trigger.REFRESHED): _S.IDLE,
+    (_S.BURSTING, Trigger.REFRESHED): _S.BURSTING,  # a crashed burst: already due
 }
 
 
-def transition(state: ProviderState, event: Event) -> ProviderState:
-    """The state after `event`; raises IllegalTransition for a move the design does not allow."""
+def transition(state: ProviderState, trigger: Trigger) -> ProviderState:
+    """The state after `trigger`; raises IllegalTransition for a move the design does not allow."""
     try:
-        return _TRANSITIONS[(state, event)]
+        return _TRANSITIONS[(state, trigger)]
     except KeyError:
-        raise IllegalTransition(f"{event.value} is not allowed in state {state.value}") from None
+        raise IllegalTransition(f"{trigger.value} is not allowed in state {state.value}") from None
+
+
+def before_burst(record: ProviderRecord, burst: Burst, now: float) -> ProviderRecord:
+    """The record as the burst `decide` chose begins: a new cycle starts from no cursor; any other
+    burst resumes from the stored one."""
+    if burst.new_cycle:
+        return replace(
+            record,
+            state=transition(record.state, Trigger.CYCLE_STARTED),
+            cycle_id=record.cycle_id + 1,
+            cursor=None,
+            cycle_started_at=now,
+            last_burst_at=now,
+        )
+    return replace(record, state=transition(record.state, Trigger.BURST_STARTED), last_burst_at=now)
+
+
+@dataclass(frozen=True)
+class BurstResult:
+    """How a burst ended, as the engine saw it: the input of `after_burst`."""
+
+    cursor: JSON
+    """The cursor after the last committed page (the one the burst began with, if none was)."""
+    duration: float
+    """Seconds the burst ran."""
+    done: bool = False
+    """The provider finished the cycle."""
+    error: str | None = None
+    """Why the burst failed (set, it wins over `done`): a backoff follows."""
+    retry_after: float | None = None
+    """The source asked for at least this many seconds before the next request (a 429)."""
+    interrupted: bool = False
+    """SIGTERM/SIGINT ended the burst between pages: due again at once, unless failed or done."""
+
+
+def after_burst(
+    record: ProviderRecord,
+    result: BurstResult,
+    config: IncrementalConfig,
+    now: float,
+    rng: random.Random,
+) -> ProviderRecord:
+    """The record after a burst of a `bursting` provider ended at `now`.
+
+    - failed: backing off for `backoff_delay` (at least `retry_after`), one more attempt;
+    - done: resting for `restLength`, the cycle's cursor dropped, the failures forgotten;
+    - otherwise: interstitial for `burstInterval` (at least `retry_after`; no wait when
+      interrupted), the cursor kept, the failures forgotten.
+    """
+    ended = replace(record, cursor=result.cursor, last_burst_duration=result.duration)
+    if result.error is not None:
+        attempts = record.attempts + 1
+        delay = backoff_delay(attempts, config, rng, result.retry_after)
+        return replace(
+            ended,
+            state=transition(record.state, Trigger.BURST_FAILED),
+            attempts=attempts,
+            last_error=result.error,
+            next_action_at=now + delay,
+        )
+    if result.done:
+        return replace(
+            ended,
+            state=transition(record.state, Trigger.CYCLE_COMPLETED),
+            cursor=None,
+            attempts=0,
+            last_error=None,
+            last_completed_at=now,
+            last_cycle_duration=now - (record.cycle_started_at or now),
+            next_action_at=now + config.rest_length,
+        )
+    wait = 0.0 if result.interrupted else max(config.burst_interval, result.retry_after or 0.0)
+    return replace(
+        ended,
+        state=transition(record.state, Trigger.BURST_ENDED_WITH_WORK_LEFT),
+        attempts=0,
+        last_error=None,
+        next_action_at=now + wait,
+    )
+
+
+def after_reset(record: ProviderRecord) -> ProviderRecord:
+    """Back to idle, forgetting the cursor, the failures and the blocked removals: the next run
+    starts a fresh cycle."""
+    return replace(
+        record,
+        state=transition(record.state, Trigger.RESET),
+        cursor=None,
+        next_action_at=None,
+        attempts=0,
+        last_error=None,
+        blocked_removals=0,
+    )
+
+
+def after_refresh(record: ProviderRecord, now: float) -> ProviderRecord:
+    """Due at `now`, whatever the provider waits for; its state and cursor stay."""
+    return replace(record, state=transition(record.state, Trigger.REFRESHED), next_action_at=now)
+
+
+def after_unavailable(record: ProviderRecord, problem: str) -> ProviderRecord:
+    """A configured provider that could not be loaded: one more failure, counted towards
+    `maxAttempts`; its state and schedule stay, so it runs as soon as it loads again."""
+    return replace(record, attempts=record.attempts + 1, last_error=problem)
 
 
 def health_problems(

@@ -312,3 +312,36 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_piped_status_draws_its_table_in_ascii(tmp_path: Path, ingested: Path) -> None:
+    """Off a TTY (a pipe, a file, cron's mail) a table needs no box-drawing characters."""
+    done = run_cli("status", "--db", ingested, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "openchoreo" in done.stdout
+    assert done.stdout.isascii(), sorted({c for c in done.stdout if not c.isascii()})
+    assert "+---" in done.stdout
+
+
+def test_help_offers_shell_completion(tmp_path: Path) -> None:
+    done = run_cli("--help", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "--install-completion" in done.stdout
+    assert "--show-completion" in done.stdout
+
+
+def test_shell_completion_completes_command_names(tmp_path: Path) -> None:
+    """What the installed completion script asks: bash's words in, candidates out."""
+    done = run_cli(
+        cwd=tmp_path,
+        env={
+            "_CHOREO_INGEST_COMPLETE": "complete_bash",
+            "COMP_WORDS": "choreo-ingest st",
+            "COMP_CWORD": "1",
+        },
+    )
+
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.split() == ["status"]

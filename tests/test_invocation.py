@@ -5,14 +5,17 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import Config
+from choreo_ingest.engine import ProviderOutcome, StopSignal
 from choreo_ingest.errors import ConfigError, LockHeld, PermanentError, TransientError
 from choreo_ingest.invocation import (
     RunResult,
+    _overall_outcome,
     approve_removals,
     migrate,
     refresh,
@@ -21,7 +24,7 @@ from choreo_ingest.invocation import (
 )
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ProviderMetrics, render_metrics
-from choreo_ingest.models import ProviderRecord, ProviderState
+from choreo_ingest.models import ProviderAction, ProviderRecord, ProviderState, RunOutcome
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -193,6 +196,50 @@ class TestRunOnce:
         run(make_config(tmp_path), state_path, clock, FakeProvider(TEN))
         with Store.open(state_path, readonly=True) as store:
             assert store.applied_migrations() == list(MIGRATION_NAMES)
+
+
+A = ProviderAction
+
+
+class TestOverallOutcome:
+    """One provider's trouble decides the run's outcome (and so its exit code)."""
+
+    # (actions of the providers, stop signal set, expected)
+    CASES: ClassVar = [
+        ("no-providers", [], False, RunOutcome.WAITING),
+        ("all-waiting", [A.WAITING, A.WAITING], False, RunOutcome.WAITING),
+        ("one-burst", [A.WAITING, A.BURST], False, RunOutcome.BURST),
+        ("a-failure-beats-a-burst", [A.BURST, A.FAILED], False, RunOutcome.FAILED),
+        ("an-interrupt-beats-a-failure", [A.FAILED, A.INTERRUPTED], False, RunOutcome.INTERRUPTED),
+        ("stopped-before-any-provider", [], True, RunOutcome.INTERRUPTED),
+        ("stopped-after-a-burst", [A.BURST], True, RunOutcome.INTERRUPTED),
+    ]
+
+    @pytest.mark.parametrize(
+        ("actions", "stopped", "expected"),
+        [case[1:] for case in CASES],
+        ids=[case[0] for case in CASES],
+    )
+    def test_outcome(
+        self, actions: list[ProviderAction], stopped: bool, expected: RunOutcome
+    ) -> None:
+        outcomes = [
+            ProviderOutcome(name=f"p{i}", action=action, state=ProviderState.IDLE)
+            for i, action in enumerate(actions)
+        ]
+        stop = StopSignal()
+        if stopped:
+            stop.set()
+        assert _overall_outcome(outcomes, stop) is expected
+
+    def test_json_strings_are_the_enum_values(self) -> None:
+        """`--json` prints these values; scripts match on them."""
+        assert [outcome.value for outcome in RunOutcome] == [
+            "burst", "waiting", "failed", "interrupted", "locked", "error"
+        ]  # fmt: skip
+        assert [action.value for action in ProviderAction] == [
+            "burst", "waiting", "failed", "interrupted"
+        ]  # fmt: skip
 
 
 class TestMigrate:

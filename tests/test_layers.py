@@ -18,6 +18,7 @@ LAYERS = {
     "invocation": 3,
     "events": 3,
     "demo": 3,
+    "testing": 3,
     "preflight": 3,
     "reporting": 3,
     "mirror": 3,

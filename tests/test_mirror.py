@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ import structlog
 import yaml
 from typer.testing import CliRunner
 
+from choreo_ingest import files
 from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError, PermanentError
@@ -272,10 +272,10 @@ class TestAtomicWrites:
         run_cycle(config, clock, [described("a", "old")])
         commit_without_mirror(config.state_path, clock, [described("a", "new")])
 
-        def disk_full(fd: int) -> None:
+        def disk_full(**paths: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(os, "fsync", disk_full)
+        monkeypatch.setattr(files, "flush_to_disk", disk_full)
         with locked_store(config.state_path) as store, pytest.raises(ConfigError) as failure:
             sync_mirror(store, tmp_path / "catalog")
         monkeypatch.undo()
@@ -297,7 +297,7 @@ class TestPositionAndRebuild:
     ) -> None:
         config = mirror_config(tmp_path)
         assert config.state_path is not None
-        run_cycle(config, clock, [make_entity("a"), make_entity("b")])  # rebuilds: first sync
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])  # replays the log from 0
         run_cycle(config, clock, [make_entity("a"), make_entity("c")])  # follows the change log
         with locked_store(config.state_path) as store:
             last = store.last_change_seq()

@@ -1,4 +1,5 @@
-"""The pure scheduler: decide(), the state machine, backoff and health, with no clock and no DB."""
+"""The pure scheduler: decide(), the state machine, the record after each trigger, backoff and
+health, with no clock and no DB."""
 
 from __future__ import annotations
 
@@ -11,14 +12,20 @@ from typing import Any, ClassVar
 import pytest
 
 from choreo_ingest.config import IncrementalConfig
+from choreo_ingest.errors import IllegalTransition
 from choreo_ingest.models import ProviderRecord, ProviderState
 from choreo_ingest.schedule import (
     JITTER,
     Burst,
-    Event,
-    IllegalTransition,
+    BurstResult,
+    Trigger,
     Wait,
+    after_burst,
+    after_refresh,
+    after_reset,
+    after_unavailable,
     backoff_delay,
+    before_burst,
     decide,
     health_problems,
     transition,
@@ -92,47 +99,47 @@ class TestDecide:
 
 
 # The legal moves, as DESIGN.md's state table describes them; every other pair must raise.
-LEGAL: dict[tuple[ProviderState, Event], ProviderState] = {
-    **{(state, Event.RESET): S.IDLE for state in S},
-    (S.IDLE, Event.CYCLE_STARTED): S.BURSTING,
-    (S.RESTING, Event.CYCLE_STARTED): S.BURSTING,
-    (S.INTERSTITIAL, Event.BURST_STARTED): S.BURSTING,
-    (S.BACKING_OFF, Event.BURST_STARTED): S.BURSTING,
-    (S.BURSTING, Event.BURST_STARTED): S.BURSTING,  # resuming a crashed burst
-    (S.BURSTING, Event.BURST_ENDED_WITH_WORK_LEFT): S.INTERSTITIAL,
-    (S.BURSTING, Event.CYCLE_COMPLETED): S.RESTING,
-    (S.BURSTING, Event.BURST_FAILED): S.BACKING_OFF,
-    **{(state, Event.REFRESHED): state for state in S},  # refresh only moves next_action_at
+LEGAL: dict[tuple[ProviderState, Trigger], ProviderState] = {
+    **{(state, Trigger.RESET): S.IDLE for state in S},
+    (S.IDLE, Trigger.CYCLE_STARTED): S.BURSTING,
+    (S.RESTING, Trigger.CYCLE_STARTED): S.BURSTING,
+    (S.INTERSTITIAL, Trigger.BURST_STARTED): S.BURSTING,
+    (S.BACKING_OFF, Trigger.BURST_STARTED): S.BURSTING,
+    (S.BURSTING, Trigger.BURST_STARTED): S.BURSTING,  # resuming a crashed burst
+    (S.BURSTING, Trigger.BURST_ENDED_WITH_WORK_LEFT): S.INTERSTITIAL,
+    (S.BURSTING, Trigger.CYCLE_COMPLETED): S.RESTING,
+    (S.BURSTING, Trigger.BURST_FAILED): S.BACKING_OFF,
+    **{(state, Trigger.REFRESHED): state for state in S},  # refresh only moves next_action_at
 }
-ALL_PAIRS = list(itertools.product(S, Event))
+ALL_PAIRS = list(itertools.product(S, Trigger))
 
 
 class TestTransition:
     @pytest.mark.parametrize(
-        ("state", "event"),
+        ("state", "trigger"),
         [pair for pair in ALL_PAIRS if pair in LEGAL],
-        ids=[f"{s.value}-{e.value}" for s, e in ALL_PAIRS if (s, e) in LEGAL],
+        ids=[f"{s.value}-{t.value}" for s, t in ALL_PAIRS if (s, t) in LEGAL],
     )
-    def test_legal_move(self, state: ProviderState, event: Event) -> None:
-        assert transition(state, event) is LEGAL[(state, event)]
+    def test_legal_move(self, state: ProviderState, trigger: Trigger) -> None:
+        assert transition(state, trigger) is LEGAL[(state, trigger)]
 
     @pytest.mark.parametrize(
-        ("state", "event"),
+        ("state", "trigger"),
         [pair for pair in ALL_PAIRS if pair not in LEGAL],
-        ids=[f"{s.value}-{e.value}" for s, e in ALL_PAIRS if (s, e) not in LEGAL],
+        ids=[f"{s.value}-{t.value}" for s, t in ALL_PAIRS if (s, t) not in LEGAL],
     )
-    def test_illegal_move_raises(self, state: ProviderState, event: Event) -> None:
-        with pytest.raises(IllegalTransition, match=f"{event.value}.*{state.value}"):
-            transition(state, event)
+    def test_illegal_move_raises(self, state: ProviderState, trigger: Trigger) -> None:
+        with pytest.raises(IllegalTransition, match=f"{trigger.value}.*{state.value}"):
+            transition(state, trigger)
 
     def test_walk_reaches_every_state_and_every_state_can_be_left(self) -> None:
         reached, edges = {S.IDLE}, set()
         frontier = deque([S.IDLE])
         while frontier:
             state = frontier.popleft()
-            for event in Event:
+            for trigger in Trigger:
                 try:
-                    target = transition(state, event)
+                    target = transition(state, trigger)
                 except IllegalTransition:
                     continue
                 edges.add((state, target))
@@ -147,8 +154,274 @@ class TestTransition:
             assert S.BURSTING in exits or state is S.BURSTING
 
     def test_bursting_ends_in_each_outcome_state(self) -> None:
-        endings = {transition(S.BURSTING, event) for event in Event if (S.BURSTING, event) in LEGAL}
+        endings = {
+            transition(S.BURSTING, trigger) for trigger in Trigger if (S.BURSTING, trigger) in LEGAL
+        }
         assert {S.INTERSTITIAL, S.RESTING, S.BACKING_OFF, S.IDLE} <= endings
+
+
+CURSOR = {"offset": 20}
+STARTED = NOW - 300.0  # when the cycle in progress started
+
+
+def running(state: ProviderState = S.BURSTING, **fields: Any) -> ProviderRecord:
+    """A provider four cycles in, with a cursor and a cycle start stored."""
+    defaults: dict[str, Any] = {"cycle_id": 4, "cursor": CURSOR, "cycle_started_at": STARTED}
+    return record(state, LATER, **(defaults | fields))
+
+
+def changed(before: ProviderRecord, after: ProviderRecord) -> dict[str, object]:
+    """The fields `after` differs in from `before`, with their new values."""
+    return {name: value for name, value in vars(after).items() if getattr(before, name) != value}
+
+
+class TestBeforeBurst:
+    # (state, new_cycle, expected changes)
+    CASES: ClassVar = [
+        (
+            "idle-starts-a-cycle",
+            S.IDLE,
+            True,
+            {"state": S.BURSTING, "cycle_id": 5, "cursor": None, "cycle_started_at": NOW},
+        ),
+        (
+            "resting-starts-a-cycle-without-the-old-cursor",
+            S.RESTING,
+            True,
+            {"state": S.BURSTING, "cycle_id": 5, "cursor": None, "cycle_started_at": NOW},
+        ),
+        ("interstitial-resumes-at-the-cursor", S.INTERSTITIAL, False, {"state": S.BURSTING}),
+        ("backing-off-resumes-at-the-cursor", S.BACKING_OFF, False, {"state": S.BURSTING}),
+        ("crashed-burst-resumes-at-the-cursor", S.BURSTING, False, {}),
+    ]
+
+    @pytest.mark.parametrize(
+        ("state", "new_cycle", "expected"),
+        [case[1:] for case in CASES],
+        ids=[case[0] for case in CASES],
+    )
+    def test_record_as_the_burst_begins(
+        self, state: ProviderState, new_cycle: bool, expected: dict[str, object]
+    ) -> None:
+        before = running(state)
+        after = before_burst(before, Burst(new_cycle=new_cycle, reason="test"), NOW)
+        assert changed(before, after) == {**expected, "last_burst_at": NOW}
+        assert before == running(state), "the record passed in is left alone"
+
+    @pytest.mark.parametrize(
+        ("state", "new_cycle"),
+        [(S.INTERSTITIAL, True), (S.BACKING_OFF, True), (S.BURSTING, True), (S.IDLE, False)],
+        ids=[
+            "interstitial-new-cycle",
+            "backing-off-new-cycle",
+            "bursting-new-cycle",
+            "idle-resume",
+        ],
+    )
+    def test_a_burst_decide_never_chooses_raises(
+        self, state: ProviderState, new_cycle: bool
+    ) -> None:
+        with pytest.raises(IllegalTransition):
+            before_burst(running(state), Burst(new_cycle=new_cycle, reason="test"), NOW)
+
+
+class TestAfterBurst:
+    """SETTINGS: backoff 10, 20, 40 s (+-20 %), restLength 600 s, burstInterval 30 s."""
+
+    NEXT_CURSOR: ClassVar = {"offset": 30}
+    # (fields of the bursting record, BurstResult fields, expected changes, due between)
+    CASES: ClassVar = [
+        (
+            "done-rests-for-rest-length",
+            {},
+            {"done": True},
+            {
+                "state": S.RESTING,
+                "cursor": None,
+                "last_completed_at": NOW,
+                "last_cycle_duration": NOW - STARTED,
+            },
+            (NOW + 600, NOW + 600),
+        ),
+        (
+            "done-forgets-earlier-failures",
+            {"attempts": 2, "last_error": "boom"},
+            {"done": True},
+            {
+                "state": S.RESTING,
+                "cursor": None,
+                "attempts": 0,
+                "last_error": None,
+                "last_completed_at": NOW,
+                "last_cycle_duration": NOW - STARTED,
+            },
+            (NOW + 600, NOW + 600),
+        ),
+        (
+            "done-when-interrupted-still-completes",
+            {},
+            {"done": True, "interrupted": True},
+            {
+                "state": S.RESTING,
+                "cursor": None,
+                "last_completed_at": NOW,
+                "last_cycle_duration": NOW - STARTED,
+            },
+            (NOW + 600, NOW + 600),
+        ),
+        (
+            "work-left-waits-the-burst-interval",
+            {},
+            {},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW + 30, NOW + 30),
+        ),
+        (
+            "work-left-forgets-earlier-failures",
+            {"attempts": 4, "last_error": "boom"},
+            {},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR, "attempts": 0, "last_error": None},
+            (NOW + 30, NOW + 30),
+        ),
+        (
+            "work-left-longer-retry-after-wins",
+            {},
+            {"retry_after": 90.0},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW + 90, NOW + 90),
+        ),
+        (
+            "work-left-shorter-retry-after-loses-to-the-interval",
+            {},
+            {"retry_after": 5.0},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW + 30, NOW + 30),
+        ),
+        (
+            "interrupted-is-due-at-once",
+            {},
+            {"interrupted": True, "retry_after": 90.0},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW, NOW),
+        ),
+        (
+            "failed-first-time-first-step",
+            {},
+            {"error": "boom"},
+            {"state": S.BACKING_OFF, "cursor": NEXT_CURSOR, "attempts": 1, "last_error": "boom"},
+            (NOW + 8, NOW + 12),
+        ),
+        (
+            "failed-again-next-step",
+            {"attempts": 1, "last_error": "old"},
+            {"error": "boom"},
+            {"state": S.BACKING_OFF, "cursor": NEXT_CURSOR, "attempts": 2, "last_error": "boom"},
+            (NOW + 16, NOW + 24),
+        ),
+        (
+            "failed-past-the-last-step-stays-there",
+            {"attempts": 7},
+            {"error": "boom"},
+            {"state": S.BACKING_OFF, "cursor": NEXT_CURSOR, "attempts": 8, "last_error": "boom"},
+            (NOW + 32, NOW + 48),
+        ),
+        (
+            "failed-longer-retry-after-wins",
+            {},
+            {"error": "429", "retry_after": 500.0},
+            {"state": S.BACKING_OFF, "cursor": NEXT_CURSOR, "attempts": 1, "last_error": "429"},
+            (NOW + 500, NOW + 500),
+        ),
+        (
+            "failed-wins-over-done-and-interrupted",
+            {},
+            {"error": "boom", "done": True, "interrupted": True},
+            {"state": S.BACKING_OFF, "cursor": NEXT_CURSOR, "attempts": 1, "last_error": "boom"},
+            (NOW + 8, NOW + 12),
+        ),
+    ]
+
+    @pytest.mark.parametrize(
+        ("fields", "ending", "expected", "due"),
+        [case[1:] for case in CASES],
+        ids=[case[0] for case in CASES],
+    )
+    def test_record_after_the_burst(
+        self,
+        fields: dict[str, Any],
+        ending: dict[str, Any],
+        expected: dict[str, object],
+        due: tuple[float, float],
+    ) -> None:
+        before = running(**fields)
+        result = BurstResult(cursor=self.NEXT_CURSOR, duration=7.5, **ending)
+        after = after_burst(before, result, SETTINGS, NOW, random.Random(0))
+        differences = changed(before, after)
+        next_action_at = differences.pop("next_action_at")
+        assert differences == {**expected, "last_burst_duration": 7.5}
+        assert isinstance(next_action_at, float)
+        assert due[0] <= next_action_at <= due[1]
+        assert before == running(**fields), "the record passed in is left alone"
+
+    def test_backoff_uses_the_random_source(self) -> None:
+        """Same seed, same retry time: no hidden randomness."""
+        result = BurstResult(cursor=None, duration=1.0, error="boom")
+
+        def retry_at(seed: int) -> float | None:
+            return after_burst(running(), result, SETTINGS, NOW, random.Random(seed)).next_action_at
+
+        assert retry_at(3) == retry_at(3)
+
+    def test_first_cycle_without_a_start_time_took_no_time(self) -> None:
+        result = BurstResult(cursor=None, duration=1.0, done=True)
+        after = after_burst(running(cycle_started_at=None), result, SETTINGS, NOW, random.Random(0))
+        assert after.last_cycle_duration == 0.0
+
+    @pytest.mark.parametrize(
+        "state", [state for state in S if state is not S.BURSTING], ids=lambda state: state.value
+    )
+    def test_only_a_bursting_provider_ends_a_burst(self, state: ProviderState) -> None:
+        for ending in ({"done": True}, {}, {"error": "boom"}):
+            result = BurstResult(cursor=None, duration=1.0, **ending)
+            with pytest.raises(IllegalTransition):
+                after_burst(running(state), result, SETTINGS, NOW, random.Random(0))
+
+
+class TestOperatorCommands:
+    @pytest.mark.parametrize("state", list(S), ids=lambda state: state.value)
+    def test_reset_forgets_cursor_schedule_failures_and_blocked_removals(
+        self, state: ProviderState
+    ) -> None:
+        before = running(state, attempts=3, last_error="boom", blocked_removals=12)
+        after = after_reset(before)
+        assert changed(before, after) == {
+            "cursor": None,
+            "next_action_at": None,
+            "attempts": 0,
+            "last_error": None,
+            "blocked_removals": 0,
+        } | ({"state": S.IDLE} if state is not S.IDLE else {})
+        assert after.cycle_id == before.cycle_id, "the next cycle still gets a new id"
+
+    @pytest.mark.parametrize("state", list(S), ids=lambda state: state.value)
+    def test_refresh_makes_due_now_and_keeps_the_rest(self, state: ProviderState) -> None:
+        before = running(state, attempts=3, last_error="boom")
+        assert changed(before, after_refresh(before, NOW)) == {"next_action_at": NOW}
+
+    @pytest.mark.parametrize(
+        ("attempts", "state"),
+        [(0, S.IDLE), (2, S.RESTING), (5, S.BACKING_OFF)],
+        ids=["first-failure", "after-a-completed-cycle", "past-max-attempts"],
+    )
+    def test_an_unavailable_provider_counts_a_failure_and_keeps_its_schedule(
+        self, attempts: int, state: ProviderState
+    ) -> None:
+        before = running(state, attempts=attempts)
+        after = after_unavailable(before, "no module named x")
+        assert changed(before, after) == {
+            "attempts": attempts + 1,
+            "last_error": "no module named x",
+        }
 
 
 class TestBackoffDelay:

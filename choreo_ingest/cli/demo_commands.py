@@ -7,7 +7,6 @@ application is built: every `choreo-ingest run` from cron would pay for them oth
 from __future__ import annotations
 
 import ipaddress
-import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -50,18 +49,28 @@ def demo(
     burst_length: Annotated[
         float, typer.Option("--burst-length", min=0.1, help="Seconds per burst.")
     ] = 2.0,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Directory for the demo's state (made if missing; default: a new temporary one).",
+            show_default=False,
+        ),
+    ] = None,
     db: Annotated[
         Path | None,
-        typer.Option("--db", help="State file (default: a new one in a temporary directory)."),
+        typer.Option("--db", help="State file (instead of --dir).", show_default=False),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Mirror a simulated OpenChoreo platform: start the simulator, run until a cycle completes."""
-    from choreo_ingest.demo import DemoProgress, WorldSize, run_demo
+    from choreo_ingest.demo import DemoProgress, WorldSize, demo_place, run_demo
 
     with reported_errors(json_output):
-        state_path = db or Path(tempfile.mkdtemp(prefix="choreo-ingest-demo-")) / "state.db"
-        with render.live_status(render.stdout_is_tty() and not json_output) as line:
+        if api not in ("v1", "orgs"):
+            raise ConfigError(f"expected v1 or orgs, got {api!r}", path="--api")
+        place = demo_place(directory, db)
+        with render.live_status(render.stderr_is_tty() and not json_output) as line:
 
             def show(progress: DemoProgress) -> None:
                 counts = ", ".join(f"{n} {kind}" for kind, n in sorted(progress.entities.items()))
@@ -70,35 +79,35 @@ def demo(
                     f"{progress.requests} requests"
                 )
 
-            if api not in ("v1", "orgs"):
-                raise ConfigError(f"expected v1 or orgs, got {api!r}", path="--api")
-            result = run_demo(
-                WorldSize(orgs, projects, components, seed, api),
-                state_path,
-                SystemClock(),
-                burst_length=burst_length,
-                on_progress=show,
-            )
+            try:
+                result = run_demo(
+                    WorldSize(orgs, projects, components, seed, api),
+                    place,
+                    SystemClock(),
+                    burst_length=burst_length,
+                    on_progress=show,
+                )
+            except BaseException:
+                if place.temporary:
+                    render.note_line(f"the demo's files stay in {place.directory}")
+                raise
         if json_output:
-            render.print_json(
-                {
-                    "stateFile": str(result.state_path),
-                    "simulator": result.base_url,
-                    "runs": result.runs,
-                    "cycleCompleted": result.cycle_completed,
-                    "entities": result.entities,
-                    "requests": result.requests,
-                }
-            )
+            render.print_json(result.document())
         else:
-            show_status(status_report(state_path, Config(), SystemClock().now()))
+            show_status(status_report(place.state_path, Config(), SystemClock().now()))
             counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.entities.items()))
             done = "completed" if result.cycle_completed else "NOT completed"
+            stays = (
+                f"the demo's files stay in {place.directory} (rm -r {place.directory} when done)\n"
+                if place.temporary
+                else ""
+            )
             render.print_text(
                 f"cycle {done} in {result.runs} run(s), {result.requests} requests: {counts}\n"
-                f"state file: {result.state_path}\n"
-                f"try: choreo-ingest status --db {result.state_path}\n"
-                f"     choreo-ingest export --db {result.state_path} --format yaml"
+                f"state file: {place.state_path}\n"
+                f"{stays}"
+                f"try: choreo-ingest status --db {place.state_path}\n"
+                f"     choreo-ingest export --db {place.state_path} --format yaml"
             )
     if not result.cycle_completed:
         raise typer.Exit(int(ExitCode.BURST_FAILED))

@@ -11,6 +11,7 @@ from choreo_ingest.errors import (
     ProviderError,
     StateError,
 )
+from choreo_ingest.models import RunOutcome
 
 
 @enum.unique
@@ -24,13 +25,15 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # SIGTERM/SIGINT; the last page was checkpointed
 
 
-RUN_OUTCOMES = {
-    "burst": ExitCode.OK,
-    "waiting": ExitCode.OK,
-    "failed": ExitCode.BURST_FAILED,
-    "interrupted": ExitCode.INTERRUPTED,
-    "locked": ExitCode.LOCKED,
+RUN_OUTCOMES: dict[RunOutcome, ExitCode] = {
+    RunOutcome.BURST: ExitCode.OK,
+    RunOutcome.WAITING: ExitCode.OK,
+    RunOutcome.FAILED: ExitCode.BURST_FAILED,
+    RunOutcome.INTERRUPTED: ExitCode.INTERRUPTED,
+    RunOutcome.LOCKED: ExitCode.LOCKED,
 }
+"""The code of each outcome a run reports; `RunOutcome.ERROR` has none of its own: its code is
+the error's (`exit_code_for`)."""
 
 
 def exit_code_for(error: BaseException) -> ExitCode:

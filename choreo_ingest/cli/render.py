@@ -13,12 +13,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 PIPED_WIDTH = 160
 """Tables written to a file or pipe are not folded to 80 columns."""
+PIPED_BOX = box.ASCII
+"""Tables written to a file or pipe are drawn in ASCII: a mail, a log or `grep` needs no
+box-drawing characters (nor a UTF-8 locale)."""
 
 
 class StdoutClosed(SystemExit):
@@ -105,7 +110,9 @@ def note_line(message: str) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    grid = Table(title=title, title_justify="left")
+    grid = Table(
+        title=title, title_justify="left", box=box.HEAVY_HEAD if stdout_is_tty() else PIPED_BOX
+    )
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
@@ -124,12 +131,27 @@ def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
 
 @contextmanager
 def live_status(enabled: bool) -> Iterator[LiveLine]:
-    """A single self-updating line on stderr (only on a TTY): `update(text)` replaces it."""
+    """A single self-updating line on stderr (meant for a TTY): `update(text)` replaces it.
+
+    While it shows, whatever is written to `sys.stderr` (log lines: `logs` looks stderr up at
+    every line) goes through the live display, which prints it above the line and draws the line
+    again below: written straight to the terminal, a log line would be glued to the end of the
+    progress line and the next refresh would draw over the rest. stdout is left alone (it may be
+    a pipe while stderr is the terminal).
+    """
     line = LiveLine(enabled)
     if not enabled:
         yield line
         return
-    with Live("", console=_err, refresh_per_second=8, transient=False) as live:
+    live = Live(
+        "",
+        console=_err,
+        refresh_per_second=8,
+        transient=False,
+        redirect_stdout=False,
+        redirect_stderr=True,
+    )
+    with live:
         line.live = live
         yield line
 
@@ -141,4 +163,4 @@ class LiveLine:
 
     def update(self, text: str) -> None:
         if self.live is not None:
-            self.live.update(text)
+            self.live.update(Text(text), refresh=True)  # Text: no markup in the line

@@ -16,13 +16,14 @@ from choreo_ingest.cli.common import (
     open_session,
     reported_errors,
 )
-from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, ExitCode
+from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
 from choreo_ingest.cli.state_commands import checked_provider
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import require_api
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.errors import LockHeld
 from choreo_ingest.invocation import RunResult, refresh, run_once
+from choreo_ingest.models import ProviderAction, RunOutcome
 from choreo_ingest.providers.registry import BUILT_IN
 
 log = structlog.get_logger("choreo_ingest.cli")
@@ -47,7 +48,7 @@ def run(
     Exit codes: 0 done or nothing due, 2 config error, 3 burst failed (backoff scheduled),
     4 state store error, 75 another run holds the lock, 130 interrupted (last page saved).
     """
-    with reported_errors(json_output, outcome="error", providers=[]):
+    with reported_errors(json_output, outcome=RunOutcome.ERROR.value, providers=[]):
         session = open_session(ctx, config, db)
         if provider is not None:
             checked_provider(session, provider, option="--provider")
@@ -70,7 +71,7 @@ def refresh_command(
     db: DbOption = None,
 ) -> None:
     """Make PROVIDER due at once (ends a rest or a backoff); the next `run` acts on it."""
-    with reported_errors(json_output, outcome="error", providers=[]):
+    with reported_errors(json_output, outcome=RunOutcome.ERROR.value, providers=[]):
         session = open_session(ctx, config, db)
         checked_provider(session, provider)
         if now:
@@ -95,13 +96,19 @@ def _require_api(session: Session, provider: str | None) -> None:
 
 def _report_locked(json_output: bool, message: str) -> None:
     if json_output:
-        render.print_json({"outcome": "locked", "exitCode": int(ExitCode.LOCKED), "providers": []})
+        render.print_json(
+            {
+                "outcome": RunOutcome.LOCKED.value,
+                "exitCode": int(RUN_OUTCOMES[RunOutcome.LOCKED]),
+                "providers": [],
+            }
+        )
     # Overlapping calls are normal under cron: say so only to a person (or at -v).
     if render.stderr_is_tty():
         render.note_line(f"choreo-ingest: {message}")
     else:
         log.info("run_skipped", reason=message)
-    raise typer.Exit(int(ExitCode.LOCKED))
+    raise typer.Exit(int(RUN_OUTCOMES[RunOutcome.LOCKED]))
 
 
 def _report_run(result: RunResult, json_output: bool) -> None:
@@ -109,7 +116,7 @@ def _report_run(result: RunResult, json_output: bool) -> None:
     if json_output:
         render.print_json(
             {
-                "outcome": result.outcome,
+                "outcome": result.outcome.value,
                 "exitCode": int(code),
                 "providers": [_outcome_json(outcome) for outcome in result.providers],
                 "events": {
@@ -131,7 +138,7 @@ def _report_run(result: RunResult, json_output: bool) -> None:
 def _outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
     return {
         "name": outcome.name,
-        "action": outcome.action,
+        "action": outcome.action.value,
         "state": outcome.state.value,
         "pages": outcome.pages,
         "entitiesUpserted": outcome.entities_upserted,
@@ -146,10 +153,10 @@ def _outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
 
 def _outcome_line(outcome: ProviderOutcome) -> str:
     until = rfc3339(outcome.next_action_at) or "-"
-    if outcome.action == "waiting":
+    if outcome.action is ProviderAction.WAITING:
         return f"{outcome.name}: nothing due ({outcome.reason}) until {until}"
     line = (
-        f"{outcome.name}: {outcome.action}, {outcome.pages} pages, "
+        f"{outcome.name}: {outcome.action.value}, {outcome.pages} pages, "
         f"{outcome.entities_upserted} upserted, {outcome.entities_unchanged} unchanged"
     )
     if outcome.cycle_completed:
