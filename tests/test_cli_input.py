@@ -599,3 +599,15 @@ def test_export_as_yaml_quotes_what_yaml_1_2_would_read_as_a_number(tmp_path: Pa
 
     assert done.returncode == 0, done.stderr
     assert "example.com/size: '1e3'" in done.stdout or 'example.com/size: "1e3"' in done.stdout
+
+
+def test_the_script_entry_point_loads_nothing_heavy_before_it_takes_sigterm() -> None:
+    """`choreo-ingest` runs `choreo_ingest.cli:main`: what importing that module loads is the
+    window in which SIGTERM would still kill the process outright (exit 143, not 130)."""
+    probe = (
+        "import sys, choreo_ingest.cli;"
+        "print(sorted(m for m in ('typer', 'rich', 'httpx', 'sqlite3') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+
+    assert done.stdout.strip() == "[]"
