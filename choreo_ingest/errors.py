@@ -18,8 +18,9 @@
         └── CursorExpired           a listing's cursor is gone; restart that listing
 
 Third-party exceptions are translated into these once, at the module that owns the library.
-Outside the tree, `IllegalTransition` (a ValueError) is a bug: a state change the design does not
-allow, never bad input, so it ends as an internal error (exit 1).
+Outside the tree: `IllegalTransition` (a ValueError) is a bug, a state change the design does not
+allow, so it ends as an internal error (exit 1); `EntityRefError` (a ValueError) is what parsing
+an entity ref says about a malformed one, handled where it is parsed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class ProviderLoadError(ChoreoIngestError):
     def __init__(self, name: str, problem: str) -> None:
         self.name = name
         super().__init__(f"provider {name!r}: {problem}")
+
+
+class EntityRefError(ValueError):
+    """A string that is not an entity ref (`[<kind>:][<namespace>/]<name>`): a parsing result the
+    mapping handles (an owner annotation is skipped), never an error a command ends with."""
 
 
 class IllegalTransition(ValueError):

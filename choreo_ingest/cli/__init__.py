@@ -15,13 +15,14 @@ INTERRUPTED = 130
 """`ExitCode.INTERRUPTED`, spelt out: the enum lives in the module this one has not loaded yet."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run one command (`argv`, default the process's arguments), then exit with its code."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         from choreo_ingest.cli.app import main as run
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
-    run()
+    run(argv)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,13 +13,14 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    ProviderScope,
     YesOption,
+    checked_provider,
     confirm_or_abort,
     open_session,
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
-from choreo_ingest.cli.state_commands import ProviderScope, checked_provider
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.events import parse_events, purge_events, store_events
 from choreo_ingest.providers.registry import load_provider

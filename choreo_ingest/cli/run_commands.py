@@ -13,11 +13,11 @@ from choreo_ingest.cli.common import (
     DbOption,
     JsonOption,
     Session,
+    checked_provider,
     open_session,
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
-from choreo_ingest.cli.state_commands import checked_provider
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import require_api
 from choreo_ingest.engine import ProviderOutcome

@@ -17,6 +17,8 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeGuard
 
+from choreo_ingest.errors import EntityRefError
+
 MAX_NAME_LENGTH = 63
 MAX_DNS_SUBDOMAIN_LENGTH = 253
 HASH_LENGTH = 8
@@ -105,10 +107,6 @@ def _is_valid_prefixed(value: object, is_valid_suffix: Callable[[str], bool]) ->
 
 
 # --- entity refs ---------------------------------------------------------------------------
-
-
-class EntityRefError(ValueError):
-    """A string that is not an entity ref (`[<kind>:][<namespace>/]<name>`)."""
 
 
 def parse_entity_ref(
