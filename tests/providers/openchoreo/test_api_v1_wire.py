@@ -1,0 +1,133 @@
+"""The v1 wire format as `openchoreo-v1-api.md` states it, tested against the document's own
+shapes (not against what the simulator happens to send): where a listing ends, pages left empty
+by authorization filtering, error bodies, workloads named freely and joined by their owner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pytest_httpx import HTTPXMock
+
+from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo.api_v1 import parse_list
+
+BASE = "https://openchoreo.test/api/v1"
+
+
+@pytest.mark.parametrize(
+    ("body", "next_cursor"),
+    [
+        ({"items": [], "pagination": {"nextCursor": "c2"}}, "c2"),
+        ({"items": [{"metadata": {"name": "a"}}], "pagination": {}}, ""),
+        ({"items": [], "pagination": {"nextCursor": ""}}, ""),
+        ({"items": [], "pagination": {"nextCursor": None}}, ""),
+        ({"items": []}, ""),
+    ],
+    ids=["empty-page-goes-on", "pagination-empty-ends", "blank-ends", "null-ends", "absent-ends"],
+)
+def test_only_a_missing_next_cursor_ends_a_listing(body: dict[str, Any], next_cursor: str) -> None:
+    assert parse_list(body, "/namespaces").next_cursor == next_cursor
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"data": {"items": []}}, {"items": "x"}, {"items": [], "pagination": {"nextCursor": 7}}],
+    ids=["org-era-envelope", "items-not-a-list", "cursor-not-text"],
+)
+def test_a_body_that_is_not_a_v1_list_is_refused_naming_the_path(body: dict[str, Any]) -> None:
+    with pytest.raises(PermanentError, match="GET /namespaces/acme/components"):
+        parse_list(body, "/namespaces/acme/components")
+
+
+def walk_pages(httpx_mock: HTTPXMock, pages: dict[str, list[dict[str, Any]]]) -> None:
+    """Serve `path?query -> [response, ...]` in order."""
+    for path, responses in pages.items():
+        for response in responses:
+            httpx_mock.add_response(url=f"{BASE}{path}", **response)
+
+
+def items(*resources: dict[str, Any], cursor: str | None = None) -> dict[str, Any]:
+    pagination = {"nextCursor": cursor} if cursor else {}
+    return {"json": {"items": list(resources), "pagination": pagination}}
+
+
+def named(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "acme"}, "spec": spec}
+
+
+SCHEMA = {"type": "openapi", "content": "openapi: 3.0.0"}
+
+
+def test_a_page_emptied_by_filtering_does_not_end_the_walk_and_free_named_workloads_join(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """A page may come back empty with a cursor (items the caller may not see); a workload is
+    named freely and joined to its component by `spec.owner.componentName`, the first by name
+    when there are two."""
+    owner = {"projectName": "shop", "componentName": "cart"}
+    later = named("zz-second", owner=owner, endpoints={"late": {"type": "HTTP", "schema": SCHEMA}})
+    first = named("aa-first", owner=owner, endpoints={"rest": {"type": "HTTP", "schema": SCHEMA}})
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=2": [items(named("shop"))],
+            "/namespaces/acme/workloads?limit=2": [items(later, cursor="w2")],
+            "/namespaces/acme/workloads?limit=2&cursor=w2": [items(cursor="w3")],
+            "/namespaces/acme/workloads?limit=2&cursor=w3": [items(first)],
+            "/namespaces/acme/components?limit=2": [items(cursor="c2")],
+            "/namespaces/acme/components?limit=2&cursor=c2": [
+                items(named("cart", owner={"projectName": "shop"}))
+            ],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    engine.run()
+
+    component = engine.entities["component:acme/cart"].body
+    assert component["spec"]["providesApis"] == ["api:acme/shop-cart-rest"]
+    assert component["metadata"]["annotations"]["openchoreo.io/workload"] == "aa-first"
+    assert "api:acme/shop-cart-late" not in engine.entities
+
+
+def test_a_single_read_404_is_the_documents_not_found_shape(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    httpx_mock.add_response(
+        url=f"{BASE}/namespaces/acme",
+        status_code=404,
+        json={"error": "Namespace not found", "code": "NOT_FOUND"},
+    )
+    config = config_for(api="v1")
+    provider = OpenChoreoProvider(config)
+
+    burst = fake_engine(provider, clock, config).burst
+    with provider.around(burst) as context, pytest.raises(NotFoundError) as caught:
+        context.client.get_json("/namespaces/acme")
+
+    assert (caught.value.status, caught.value.code) == (404, "NOT_FOUND")
+    assert "Namespace not found" in str(caught.value)
+
+
+def test_a_401_from_the_jwt_middleware_is_read_in_its_own_shape(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """401 bodies are `{error: CODE, message}`, unlike the handlers' `{error: message, code}`."""
+    for _ in range(2):  # the first 401 is answered by a refresh and one more try
+        httpx_mock.add_response(
+            url=f"{BASE}/namespaces?limit=50",
+            status_code=401,
+            json={"error": "INVALID_TOKEN", "message": "token is expired"},
+        )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with pytest.raises(AuthError) as caught:
+        engine.page()
+
+    assert caught.value.code == "INVALID_TOKEN"
+    assert "token is expired" in str(caught.value)
