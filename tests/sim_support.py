@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,14 +188,23 @@ def write_config(path: Path, base_url: str | None, **sections: Any) -> Path:
 
 
 def run_cli(
-    *args: str | Path, cwd: Path, env: Mapping[str, str] | None = None, stdin: str | None = None
+    *args: str | Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    unset: Sequence[str] = (),
+    entry: Sequence[str] = ("-m", "choreo_ingest"),
+    umask: int = -1,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m choreo_ingest ARGS` off a TTY (pipes), with none of the caller's
-    choreo-ingest settings in its environment; `env` adds variables."""
-    environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
+    choreo-ingest settings (nor the variables in `unset`) in its environment; `env` adds
+    variables. `entry` replaces `-m choreo_ingest` (a `-c` wrapper that sets something up, then
+    runs the CLI with the ARGS after its own)."""
+    skipped = (*INHERITED_SETTINGS, *unset)
+    environment = {k: v for k, v in os.environ.items() if k not in skipped}
     environment.update({"COLUMNS": "200", "NO_COLOR": "1"}, **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "choreo_ingest", *map(str, args)],
+        [sys.executable, *entry, *map(str, args)],
         cwd=cwd,
         env=environment,
         input=stdin if stdin is not None else "",
@@ -203,6 +212,7 @@ def run_cli(
         text=True,
         timeout=CLI_TIMEOUT_SECONDS,
         check=False,
+        umask=umask,
     )
 
 

@@ -18,7 +18,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,11 @@ from choreo_ingest.simulator import World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock, make_entity
-from sim_support import CLI_TIMEOUT_SECONDS, INHERITED_SETTINGS, expected_refs, ingest_world
+from sim_support import (
+    expected_refs,
+    ingest_world,
+    run_cli,
+)
 
 NOBODY = 65534
 UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
@@ -113,19 +116,13 @@ def choreo(
 ) -> subprocess.CompletedProcess[str]:
     """`python -m choreo_ingest ARGS` off a TTY, as cron runs it (as `user` if given), without
     the caller's choreo-ingest settings or the secrets these tests leave unset."""
-    skipped = (*INHERITED_SETTINGS, *SECRET_VARIABLES)
-    environment = {k: v for k, v in os.environ.items() if k not in skipped}
-    environment.update({"COLUMNS": "200", "NO_COLOR": "1", "HOME": str(cwd)}, **(env or {}))
-    command = ["-m", "choreo_ingest"] if user is None else ["-c", AS_USER, str(user)]
-    return subprocess.run(
-        [sys.executable, *command, *map(str, args)],
+    entry = ("-m", "choreo_ingest") if user is None else ("-c", AS_USER, str(user))
+    return run_cli(
+        *args,
         cwd=cwd,
-        env=environment,
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-        check=False,
+        env={"HOME": str(cwd), **(env or {})},
+        unset=SECRET_VARIABLES,
+        entry=entry,
         umask=umask,
     )
 

@@ -12,7 +12,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
@@ -30,7 +29,7 @@ from choreo_ingest.store import Store
 from choreo_ingest.store.connection import Connection
 
 from fakes import make_entity
-from sim_support import CLI_TIMEOUT_SECONDS, INHERITED_SETTINGS, expected_refs
+from sim_support import expected_refs, run_cli
 
 T0 = 1_800_000_000.0
 PADDING = "x" * 3000
@@ -210,21 +209,9 @@ class TestRunCommand:
     def choreo(
         self, *args: str | Path, cwd: Path, extra_pages: int | None = None
     ) -> subprocess.CompletedProcess[str]:
-        environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
-        environment.update({"COLUMNS": "200", "NO_COLOR": "1"})
-        command = ["-m", "choreo_ingest"]
-        if extra_pages is not None:
-            command = ["-c", CAPPED_CLI, str(extra_pages)]
-        return subprocess.run(
-            [sys.executable, *command, *map(str, args)],
-            cwd=cwd,
-            env=environment,
-            input="",
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_SECONDS,
-            check=False,
-        )
+        if extra_pages is None:
+            return run_cli(*args, cwd=cwd)
+        return run_cli(*args, cwd=cwd, entry=("-c", CAPPED_CLI, str(extra_pages)))
 
     def status(self, config_file: Path, cwd: Path) -> dict[str, Any]:
         done = self.choreo("status", "--json", "--config", config_file, cwd=cwd)
