@@ -55,10 +55,16 @@ class DeferredSecret:
 
 Secret = str | DeferredSecret
 """A secret as the config holds it: its value, or why it has none yet."""
+SecretPath = Path | DeferredSecret
+"""The path of a file holding a secret (`tokenFile`), or why it has none yet: a path built from
+an unset `${CREDENTIALS_DIRECTORY}` must not stop the commands that never read it."""
+
+_Revealed = TypeVar("_Revealed", str, Path)
 
 
-def reveal(secret: Secret | None) -> str | None:
-    """The value of a secret field; raises the ConfigError of a deferred one."""
+def reveal(secret: _Revealed | DeferredSecret | None) -> _Revealed | None:
+    """The value of a secret field (or secret file's path); raises the ConfigError of a
+    deferred one."""
     if isinstance(secret, DeferredSecret):
         raise secret.error()
     return secret
@@ -86,7 +92,7 @@ class OAuthConfig:
     token_url: str
     client_id: str
     client_secret: Secret | None = field(default=None, repr=False)
-    client_secret_file: Path | None = None
+    client_secret_file: SecretPath | None = None
     """Read when a token is requested, never at config load."""
     scope: str | None = None
 
@@ -116,7 +122,7 @@ class AuthConfig:
     """How to authenticate to the API: at most one of a token, a token file, or OAuth2."""
 
     token: Secret | None = field(default=None, repr=False)
-    token_file: Path | None = None
+    token_file: SecretPath | None = None
     """Re-read at each use (a Kubernetes secret or systemd credential may be rotated)."""
     oauth: OAuthConfig | None = None
     token_key: str = field(default=f"{_AUTH}.token", compare=False)
@@ -152,6 +158,12 @@ class AuthConfig:
             (f"{_AUTH}.oauth", self.oauth),
         ]
         return [key for key, value in found if value is not None]
+
+
+DEFAULT_INBOX_CAPACITY = 100_000
+"""A `run` applies or drops the backlog (`openchoreo.events.maxPending`) long before an inbox
+holds this many: one this full means no run has come for a long time, and a fresh walk is the
+way back, not more rows."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,32 @@ class OpenChoreoConfig:
             )
 
 
+DEFAULT_LISTEN = "127.0.0.1:8080"
+SERVE_TOKEN_ENV = "CHOREO_INGEST_SERVE_TOKEN"  # noqa: S105 (the variable's name, not a token)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`choreo-ingest serve`: where it listens and what its callers must show."""
+
+    listen: str = DEFAULT_LISTEN
+    """host:port (`[::1]:8080` for IPv6); loopback unless a token protects the API."""
+    token_file: SecretPath | None = None
+    """The bearer token of the management and feed routes (else $CHOREO_INGEST_SERVE_TOKEN)."""
+    events_secret_file: SecretPath | None = None
+    """A shared secret the event routes then require (header or last path segment)."""
+    max_body_bytes: int = 1024 * 1024
+    """Request bodies past this size are refused (413)."""
+
+
+@dataclass(frozen=True)
+class ChangesConfig:
+    """How much of the change log is kept for consumers (`/changes`, `changes`)."""
+
+    retain_days: float = 7.0
+    max_rows: int = 1_000_000
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     default_owner: str = DEFAULT_OWNER
@@ -210,6 +248,11 @@ class Config:
     """Options for each provider by name (`providers: [{name: csv, path: ...}]`)."""
     source: Path | None = None
     """The file this config was read from; None when built in code or absent."""
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    changes: ChangesConfig = field(default_factory=ChangesConfig)
+    inbox_capacity: int = DEFAULT_INBOX_CAPACITY
+    """Pending events one provider may have (`events.inboxCapacity`); past it new events are
+    refused and a refresh is scheduled."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """What `load_config` found worth fixing in the file (a readable token, no TLS checks)."""
 
@@ -313,7 +356,8 @@ def require_secrets(config: Config) -> None:
     For the commands that call the API, before they call it; the others never need a secret.
     """
     for value in _secrets(config):
-        reveal(value)
+        if isinstance(value, DeferredSecret):
+            raise value.error()
 
 
 def require_api(config: Config) -> None:
@@ -325,9 +369,15 @@ def require_api(config: Config) -> None:
     require_secrets(config)
 
 
-def _secrets(config: Config) -> list[Secret | None]:
+def _secrets(config: Config) -> list[Secret | SecretPath | None]:
     auth = config.openchoreo.auth
-    return [auth.token, auth.oauth.client_secret if auth.oauth else None]
+    oauth = auth.oauth
+    return [
+        auth.token,
+        auth.token_file,
+        oauth.client_secret if oauth else None,
+        oauth.client_secret_file if oauth else None,
+    ]
 
 
 # Parsers take a YAML value (after ${VAR} interpolation) and return the field's value or raise
@@ -430,6 +480,25 @@ def _optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
 
 def _file_path(value: object) -> Path:
     return Path(_text(value)).expanduser()
+
+
+def parse_listen(text: str, *, option: str) -> str:
+    """A `--listen` address checked as `serve.listen` is; ConfigError naming `option`."""
+    try:
+        return _listen(text)
+    except _Invalid as err:
+        raise ConfigError(f"{err.problem}, got {text!r}", path=option) from None
+
+
+def _listen(value: object) -> str:
+    """host:port, the port 1-65535; an IPv6 host in brackets."""
+    text = _text(value).strip()
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid("expected host:port (e.g. 127.0.0.1:8080 or [::1]:8080)", value)
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise _Invalid("an IPv6 host goes in brackets ([::1]:8080)", value)
+    return text
 
 
 def _http_url(value: object) -> str:
@@ -580,6 +649,13 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "mapping.defaultOwner": _owner_ref,
     "mapping.lifecycle": _text,
     "mapping.apisWithoutSchema": _choice(*APIS_WITHOUT_SCHEMA_CHOICES),
+    "events.inboxCapacity": _count,
+    "serve.listen": _listen,
+    "serve.auth.tokenFile": _optional(_file_path),
+    "serve.events.secretFile": _optional(_file_path),
+    "serve.maxBodyBytes": _count,
+    "changes.retainDays": _positive,
+    "changes.maxRows": _count,
     "state.path": _optional(_file_path),
     "metrics.textfile": _optional(_file_path),
     "catalog.directory": _optional(_file_path),
@@ -589,8 +665,15 @@ _TARGETS = {
     "state.path": "state_path",
     "metrics.textfile": "metrics_textfile",
     "catalog.directory": "catalog_directory",
+    "events.inboxCapacity": "inbox_capacity",
+    "serve.auth.tokenFile": "serve.token_file",
+    "serve.events.secretFile": "serve.events_secret_file",
 }
 _SECRETS = frozenset({_SHORTHAND, f"{_AUTH}.token", f"{_OAUTH}.clientSecret"})
+_SECRET_FILES = frozenset(
+    {f"{_AUTH}.tokenFile", f"{_OAUTH}.clientSecretFile", "serve.auth.tokenFile"}
+    | {"serve.events.secretFile"}
+)
 # Sections that hold a secret: a scalar given in place of one may be that secret.
 _SECRET_SECTIONS = frozenset(
     path.rsplit(".", depth)[0] for path in _SECRETS for depth in range(1, path.count(".") + 1)
@@ -628,14 +711,16 @@ def _walk(node: object, section: str, env: Mapping[str, str], found: dict[str, A
 
 
 def _parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
-    """The value of the key at `path`. A secret given as `${VAR}` text that fails for what the
-    environment holds (VAR unset, say) becomes a DeferredSecret: only the API needs it."""
+    """The value of the key at `path`. A secret (or a secret file's path) given as `${VAR}` text
+    that fails for what the environment holds (VAR unset, say) becomes a DeferredSecret: only
+    the API needs it."""
     secret = path in _SECRETS
+    deferrable = secret or path in _SECRET_FILES
     try:
         return _SCHEMA[path](_expand(value, env, secret=secret))
     except _Invalid as err:
         got = "" if err.value is _NOTHING else f", got {_describe(err.value, secret=secret)}"
-        if secret and isinstance(value, str) and _uses_environment(value):
+        if deferrable and isinstance(value, str) and _uses_environment(value):
             return DeferredSecret(path + err.where, f"{err.problem}{got}")
         raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
 
@@ -674,7 +759,13 @@ def _build(found: dict[str, Any], base: Path) -> Config:
         events=EventsConfig(**fields("openchoreo.events.")),
         **{key: value for key, value in fields("openchoreo.").items() if key != "token"},
     )
-    return Config(openchoreo=openchoreo, mapping=MappingConfig(**fields("mapping.")), **top)
+    return Config(
+        openchoreo=openchoreo,
+        mapping=MappingConfig(**fields("mapping.")),
+        serve=ServeConfig(**fields("serve.")),
+        changes=ChangesConfig(**fields("changes.")),
+        **top,
+    )
 
 
 def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:

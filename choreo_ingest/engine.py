@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -92,6 +92,15 @@ class StopSignal:
                 signal.signal(sig, old)
 
 
+class BetweenPages(Protocol):
+    """Work a burst makes room for after a committed page (`serve` applies events received
+    meanwhile), so that what it writes comes after that page and wins over it."""
+
+    def wanted(self) -> bool: ...
+
+    def __call__(self) -> None: ...
+
+
 class BurstEngine:
     """Runs at most one burst per provider against a store the caller has opened and locked."""
 
@@ -104,7 +113,9 @@ class BurstEngine:
         rng: random.Random | None = None,
         stop: StopSignal | None = None,
         heap: HeapTrimmer | None = None,
+        between_pages: BetweenPages | None = None,
     ) -> None:
+        self.between_pages = between_pages
         self.config = config
         self.store = store
         self.clock = clock
@@ -240,6 +251,9 @@ class BurstEngine:
             writer.submit(page, _checked_cursor(provider.name, page.cursor), self.clock.now())
             cursor = page.cursor
             self.heap.page_done()
+            if self.between_pages is not None and self.between_pages.wanted():
+                writer.wait()  # the page is committed before what comes after it
+                self.between_pages()
             if page.done:
                 return True
             now = self.clock.monotonic()

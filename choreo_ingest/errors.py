@@ -4,6 +4,7 @@
     ├── ConfigError                 bad config file, key, value or usage (exit 2)
     ├── ProviderLoadError           a configured provider cannot be imported or built (`run`: 3)
     ├── InboxFull                   the event inbox is full; new events refused (exit 2)
+    ├── ChangesGone                 a change feed consumer must copy the catalog again (410)
     ├── StateError                  the state store cannot be used (exit 4)
     │   ├── SchemaTooNew            written by a newer choreo-ingest
     │   ├── NotAStateFile           not a choreo-ingest DB, or corrupt
@@ -67,6 +68,16 @@ class InboxFull(ChoreoIngestError):
             f"{refused:,} new events refused; `choreo-ingest run` applies or drops the backlog, "
             f"`choreo-ingest event purge {provider}` empties it"
         )
+
+
+class ChangesGone(ChoreoIngestError):
+    """The changes a consumer asks for are not in the change log (pruned, or written to another
+    state file than the one it copied): it copies the whole catalog again."""
+
+    def __init__(self, reason: str, *, store_id: str, oldest_seq: int) -> None:
+        self.store_id = store_id
+        self.oldest_seq = oldest_seq
+        super().__init__(f"{reason}; resync from GET /entities")
 
 
 class StateError(ChoreoIngestError):

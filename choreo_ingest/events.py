@@ -15,17 +15,25 @@ from typing import Any
 
 import structlog
 
-from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config
+from choreo_ingest.clock import Clock, rfc3339
+from choreo_ingest.config import DEFAULT_INBOX_CAPACITY, Config
 from choreo_ingest.engine import burst_context
-from choreo_ingest.errors import AuthError, ChoreoIngestError, LockHeld, TransientError
+from choreo_ingest.errors import (
+    AuthError,
+    ChoreoIngestError,
+    ConfigError,
+    InboxFull,
+    LockHeld,
+    TransientError,
+)
 from choreo_ingest.lock import RunLock
-from choreo_ingest.models import Event
+from choreo_ingest.models import REFRESH_REQUESTED_FACT, Event
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
     IncrementalEntityProvider,
 )
+from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.schedule import after_refresh
 from choreo_ingest.store import Store
 
@@ -55,6 +63,60 @@ class ParsedEvents:
     rejected: list[Rejected] = field(default_factory=list)
     ignored: int = 0
     """Valid events about kinds the provider does not ingest: acknowledged, not stored."""
+
+
+@dataclass(frozen=True)
+class EventReceipt:
+    """What became of events handed in (`event`, serve's event routes)."""
+
+    provider: str
+    stored: int
+    ignored: int
+    rejected: list[Rejected]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored,
+            "ignored": self.ignored,
+            "rejected": [{"index": item.index, "problem": item.problem} for item in self.rejected],
+        }
+
+
+def decode_events(data: bytes, source: str) -> str:
+    """Events as text: UTF-8 (a byte order mark is allowed), else a usage error naming `source`."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{source}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}); events are JSON"
+        ) from None
+
+
+def receive_events(
+    state_path: Path,
+    config: Config,
+    provider_name: str,
+    text: str,
+    clock: Clock,
+    *,
+    provider: IncrementalEntityProvider | None = None,
+) -> EventReceipt:
+    """Check events as the provider (loaded, unless given) would apply them and store the valid
+    ones in its inbox (no run lock, no API call). InboxFull when the inbox is full: then a
+    refresh is scheduled."""
+    provider = provider or load_provider(provider_name, config)
+    parsed = parse_events(text, provider)
+    stored = store_events(
+        state_path,
+        provider_name,
+        parsed.valid,
+        clock,
+        rejected=len(parsed.rejected),
+        ignored=parsed.ignored,
+        capacity=config.inbox_capacity,
+    )
+    return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected)
 
 
 @dataclass
@@ -167,13 +229,22 @@ def store_events(
     *,
     rejected: int = 0,
     ignored: int = 0,
+    capacity: int = DEFAULT_INBOX_CAPACITY,
 ) -> int:
     """Put events in the inbox without the run lock (a burst may be running); count `rejected`
-    and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored."""
+    and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored.
+
+    Past `capacity` pending events the new ones are refused (InboxFull) and the next run
+    refreshes the provider: the changes they carried reach the catalog through a fresh walk."""
     with Store.open(state_path) as store:
         if store.pending_migrations():
             _migrated(store, state_path, clock)
-        stored = len(store.add_events(provider, bodies, clock.now()))
+        try:
+            stored = len(store.add_events(provider, bodies, clock.now(), capacity=capacity))
+        except InboxFull:
+            now = clock.now()
+            store.set_facts(provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+            raise
         if rejected or ignored:
             store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})
         return stored

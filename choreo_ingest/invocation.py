@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
-from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
+from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.events import DrainStats, drain_inbox
+from choreo_ingest.feed import prune_change_log
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
-from choreo_ingest.models import UNAVAILABLE_FACT, ProviderAction, ProviderState, RunOutcome
+from choreo_ingest.models import (
+    REFRESH_REQUESTED_FACT,
+    UNAVAILABLE_FACT,
+    ProviderAction,
+    ProviderState,
+    RunOutcome,
+)
+from choreo_ingest.provider_scope import checked_provider
 from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
@@ -64,30 +74,38 @@ def run_once(
     providers: Mapping[str, IncrementalEntityProvider] | None = None,
     stop: StopSignal | None = None,
     rng: random.Random | None = None,
+    events_arrived: threading.Event | None = None,
 ) -> RunResult:
-    """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry)."""
+    """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry).
+
+    `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
+    between its pages too, not only before the burst.
+    """
     names = list(config.providers)
     if only is not None:
-        if only not in names:
-            raise ConfigError(
-                f"provider {only!r} is not configured (configured: {', '.join(names)})",
-                path="--provider",
-            )
-        names = [only]
+        names = [checked_provider(config, state_path, only, option="--provider")]
     stop = stop or StopSignal()
     result = RunResult(outcome=RunOutcome.WAITING)
     with locked_store(state_path) as store, stop.installed():
-        engine = BurstEngine(config, store, clock, rng=rng, stop=stop)
         loaded = {name: _load(name, config, providers) for name in names}
+        between_pages = None
+        if events_arrived is not None:
+            events_arrived.clear()  # the drain below takes what is stored so far
+            handlers = [p for p in loaded.values() if isinstance(p, EventHandlingProvider)]
+            between_pages = _EventsBetweenPages(
+                events_arrived, lambda: _drain_all(store, handlers, config, clock, stop, result)
+            )
+        engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         try:
-            for provider in loaded.values():
-                if isinstance(provider, EventHandlingProvider) and not stop.is_set():
-                    _drain(store, provider, config, clock, stop, result.events)
+            for name in names:
+                _apply_refresh_request(store, name, clock)
+            _drain_all(store, loaded.values(), config, clock, stop, result)
             for name, provider in loaded.items():
                 if stop.is_set():
                     break
                 result.providers.append(_run_provider(engine, name, provider, force))
             mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
+            prune_change_log(store, config, clock.now())
         finally:
             _write_metrics(config, store, clock.now())
     if mirror_error is not None:
@@ -104,6 +122,47 @@ def _load(
     except ChoreoIngestError as error:
         log.error("provider_unavailable", provider=name, error=str(error))
         return error
+
+
+def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
+    requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
+    if requested is None:
+        return
+    now = clock.now()
+    store.save_provider(after_refresh(store.load_provider(name), now), now)
+    store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
+    log.warning(
+        "refresh_requested",
+        provider=name,
+        requested_at=requested,
+        message="events were refused (the inbox was full): a fresh walk catches up",
+    )
+
+
+@dataclass(frozen=True)
+class _EventsBetweenPages:
+    arrived: threading.Event
+    drain: Callable[[], None]
+
+    def wanted(self) -> bool:
+        return self.arrived.is_set()
+
+    def __call__(self) -> None:
+        self.arrived.clear()
+        self.drain()
+
+
+def _drain_all(
+    store: Store,
+    providers: Iterable[IncrementalEntityProvider | ChoreoIngestError],
+    config: Config,
+    clock: Clock,
+    stop: StopSignal,
+    result: RunResult,
+) -> None:
+    for provider in providers:
+        if isinstance(provider, EventHandlingProvider) and not stop.is_set():
+            _drain(store, provider, config, clock, stop, result.events)
 
 
 def _drain(
@@ -285,3 +344,24 @@ def approve_removals(
 ) -> int:
     with changing_state(state_path, config, clock) as store:
         return store.approve_removals(name, clock.now())
+
+
+def forget(state_path: Path, name: str, clock: Clock, *, config: Config | None = None) -> int:
+    """Remove what the state holds of a provider the config dropped. Returns entities removed."""
+    with changing_state(state_path, config, clock) as store:
+        return store.forget_provider(name, clock.now())
+
+
+# The documents `--json` prints and serve answers, for the commands that change state.
+
+
+def refresh_json(provider: str, state: ProviderState) -> dict[str, Any]:
+    return {"provider": provider, "state": state.value, "due": True}
+
+
+def reset_json(provider: str, *, forgotten: bool, removed: int) -> dict[str, Any]:
+    return {"provider": provider, "reset": True, "forgotten": forgotten, "purged": removed}
+
+
+def approval_json(provider: str, removed: int) -> dict[str, Any]:
+    return {"provider": provider, "removed": removed}

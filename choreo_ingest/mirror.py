@@ -84,12 +84,27 @@ def sync_mirror(
     replays the change log from its start instead, which writes every entity the store holds and
     stops and resumes like any sync. Files of entities the store does not hold are left to
     `mirror --rebuild`.
+
+    Bounded or not, when changes the directory has yet to apply were pruned (it was set up, or
+    configured again, after the change log lost its start), only a rebuild brings it up to date,
+    and it is rebuilt. `feed.prune_change_log` keeps what a configured mirror has yet to apply.
     """
     name = position_name(directory)
     position = store.get_position(name)
-    last = store.last_change_seq()
+    pruned_through, last = store.change_bounds()
     missing = not directory.is_dir()
-    if position == 0 or position > last or missing:
+    from_start = position == 0 or position > last or missing
+    if (0 if from_start else position) < pruned_through:
+        if cancelled is not None or not from_start:
+            log.warning(
+                "mirror_rebuilt_after_pruning",
+                directory=str(directory),
+                position=position,
+                pruned_through=pruned_through,
+                reason="changes the directory has yet to apply were pruned",
+            )
+        return rebuild_mirror(store, directory, batch_size=batch_size)
+    if from_start:
         if cancelled is None:
             return rebuild_mirror(store, directory, batch_size=batch_size)
         if position != 0:

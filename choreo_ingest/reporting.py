@@ -10,10 +10,11 @@ from typing import Any
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ConfigError
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
+from choreo_ingest.provider_scope import ProviderScope, checked_provider
+from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.schedule import health_problems
 from choreo_ingest.store import ChangeRow, InboxCounts, Store
 
@@ -144,6 +145,50 @@ class StatusReport:
             "events": {"pending": self.events.pending, "parked": self.events.parked},
         }
 
+    @property
+    def healthy(self) -> bool:
+        return all(not item.health_problems for item in self.providers)
+
+    def health_json(self) -> dict[str, Any]:
+        """The `health --json` document (and serve's `/health`)."""
+        return {
+            "healthy": self.healthy,
+            "providers": [
+                {
+                    "name": item.record.name,
+                    "healthy": not item.health_problems,
+                    "problems": item.health_problems,
+                }
+                for item in self.providers
+            ],
+        }
+
+
+def no_state_health(state_path: Path) -> dict[str, Any]:
+    """`health --json` before the first run made a state file: unhealthy."""
+    problem = f"no state yet at {state_path}: run `choreo-ingest run`"
+    return {"healthy": False, "providers": [], "problems": [problem]}
+
+
+def providers_json(config: Config) -> dict[str, Any]:
+    """The `providers --json` document: installed providers, and which the config runs."""
+    configured = set(config.providers)
+    rows: list[dict[str, Any]] = [
+        {"name": info.name, "source": info.source, "configured": info.name in configured}
+        for info in available_providers()
+    ]
+    known = {row["name"] for row in rows}
+    rows += [
+        {"name": name, "source": "not installed", "configured": True}
+        for name in config.providers
+        if name not in known
+    ]
+    return {"providers": rows}
+
+
+def removals_json(found: Sequence[PendingRemovals]) -> dict[str, Any]:
+    return {"providers": [item.to_json() for item in found]}
+
 
 @contextmanager
 def reading(state_path: Path) -> Iterator[Store]:
@@ -156,14 +201,10 @@ def reading(state_path: Path) -> Iterator[Store]:
 def status_report(
     state_path: Path, config: Config, now: float, *, only: str | None = None
 ) -> StatusReport:
+    if only is not None:
+        checked_provider(config, state_path, only, ProviderScope.KNOWN)
     with reading(state_path) as store:
-        names = provider_names(store, config)
-        if only is not None:
-            if only not in names:
-                raise ConfigError(
-                    f"unknown provider {only!r} (known: {', '.join(names)})", path="PROVIDER"
-                )
-            names = [only]
+        names = [only] if only is not None else provider_names(store, config)
         return StatusReport(
             state_file=state_path,
             schema_version=store.schema_version(),
@@ -193,8 +234,10 @@ class PendingRemovals:
 def pending_removals(
     state_path: Path, config: Config, *, only: str | None = None, limit: int | None = None
 ) -> list[PendingRemovals]:
+    if only is not None:
+        checked_provider(config, state_path, only, ProviderScope.KNOWN)
     with reading(state_path) as store:
-        names = [only] if only else provider_names(store, config)
+        names = [only] if only is not None else provider_names(store, config)
         found = []
         for name in names:
             blocked = store.blocked_removals(name)

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
+from choreo_ingest.config import DEFAULT_INBOX_CAPACITY as INBOX_CAPACITY
 from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.models import EntityIteratorResult
 from choreo_ingest.simulator import World
 from choreo_ingest.store import MIGRATION_NAMES, Store
-from choreo_ingest.store.inbox import INBOX_CAPACITY
 
 from fakes import FakeClock, make_entity
 from sim_support import (
@@ -179,6 +179,25 @@ class TestEventInput:
         assert len(names) == INBOX_CAPACITY
         assert "one-more" not in names
         assert names[-1] == "c7"
+
+    def test_the_configured_capacity_refuses_and_schedules_a_refresh(
+        self, tmp_path: Path, state_path: Path
+    ) -> None:
+        write_config(
+            tmp_path / "choreo-ingest.yaml",
+            UNREACHABLE_URL,
+            state={"path": "state.db"},
+            events={"inboxCapacity": 2},
+        )
+        two = [component_event("a"), component_event("b")]
+        assert run_cli("event", "-", cwd=tmp_path, stdin=json.dumps(two)).returncode == 0
+
+        refused = run_cli("event", "-", cwd=tmp_path, stdin=json.dumps(component_event("c")))
+        status = run_cli("status", "--json", cwd=tmp_path)
+
+        assert refused.returncode == 2
+        assert "is full (2 pending events, the limit)" in one_error_line(refused.stderr)
+        assert "refreshRequested" in json.loads(status.stdout)["providers"][0]
 
 
 class TestEventPurge:

@@ -129,6 +129,13 @@ class TestExample:
             "state.path",
             "metrics.textfile",
             "catalog.directory",
+            "events.inboxCapacity",
+            "changes.retainDays",
+            "changes.maxRows",
+            "serve.listen",
+            "serve.auth.tokenFile",
+            "serve.events.secretFile",
+            "serve.maxBodyBytes",
             "providers",
         }
     )
@@ -194,6 +201,7 @@ class TestValues:
             state: {path: state/ingest.db}
             metrics: {textfile: /var/lib/node_exporter/choreo.prom}
             catalog: {directory: ~/catalog}
+            events: {inboxCapacity: 5000}
             providers: [openchoreo, {name: csv, path: things.csv, limit: 3}]
             """,
         )
@@ -226,6 +234,7 @@ class TestValues:
             state_path=tmp_path / "state/ingest.db",
             metrics_textfile=Path("/var/lib/node_exporter/choreo.prom"),
             catalog_directory=Path("~/catalog").expanduser(),
+            inbox_capacity=5000,
             providers=("openchoreo", "csv"),
             provider_options={"csv": {"path": "things.csv", "limit": 3}},
             source=tmp_path / "choreo-ingest.yaml",
@@ -384,6 +393,11 @@ BAD_CONFIGS = [
         "expected a whole number",
     ),
     ("openchoreo: {events: {maxPendng: 5}}", "openchoreo.events.maxPendng", "did you mean"),
+    ("events: {inboxCapacity: -1}", "events.inboxCapacity", "must be greater than 0"),
+    ("serve: {listen: localhost}", "serve.listen", "expected host:port"),
+    ("serve: {listen: '127.0.0.1:70000'}", "serve.listen", "expected host:port"),
+    ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
+    ("changes: {maxRows: 0}", "changes.maxRows", "must be greater than 0"),
     (
         "mapping: {apisWithoutSchema: drop}",
         "mapping.apisWithoutSchema",
@@ -660,6 +674,16 @@ DEFERRED = {
         "openchoreo.auth.oauth.clientSecret",
     ),
 }
+DEFERRED_FILES = {
+    "token-file": (
+        "openchoreo: {auth: {tokenFile: '${CREDENTIALS_DIRECTORY}/token'}}",
+        "openchoreo.auth.tokenFile",
+    ),
+    "client-secret-file": (
+        OAUTH.format(secret="clientSecretFile: '${CREDENTIALS_DIRECTORY}/secret'"),
+        "openchoreo.auth.oauth.clientSecretFile",
+    ),
+}
 
 
 class TestDeferredSecrets:
@@ -686,6 +710,31 @@ class TestDeferredSecrets:
 
         with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
             credentials_for(auth, clock=FakeClock(), post_form=lambda url, form: (500, None))
+
+    @pytest.mark.parametrize(("text", "key"), DEFERRED_FILES.values(), ids=DEFERRED_FILES)
+    def test_a_secret_files_path_from_an_unset_variable_fails_only_where_it_is_read(
+        self, tmp_path: Path, text: str, key: str
+    ) -> None:
+        config = load_text(tmp_path, text + "\n")
+
+        with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
+            require_secrets(config)
+        auth = config.openchoreo.auth
+        with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
+            credentials_for(
+                auth, clock=FakeClock(), post_form=lambda url, form: (500, None)
+            ).bearer()
+
+    @pytest.mark.parametrize(("text", "key"), DEFERRED_FILES.values(), ids=DEFERRED_FILES)
+    def test_a_secret_files_path_from_a_set_variable_is_that_path(
+        self, tmp_path: Path, text: str, key: str
+    ) -> None:
+        config = load_text(tmp_path, text + "\n", env={"CREDENTIALS_DIRECTORY": "/run/creds"})
+
+        require_secrets(config)
+        auth = config.openchoreo.auth
+        path = auth.oauth.client_secret_file if auth.oauth else auth.token_file
+        assert str(path).startswith("/run/creds/")
 
     def test_require_api_checks_the_secrets_too(self, tmp_path: Path) -> None:
         config = load_text(

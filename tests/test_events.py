@@ -27,7 +27,13 @@ from choreo_ingest.events import (
 )
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.lock import RunLock
-from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
+from choreo_ingest.models import (
+    REFRESH_REQUESTED_FACT,
+    Delta,
+    EntityIteratorResult,
+    Event,
+    ProviderState,
+)
 from choreo_ingest.providers.base import (
     BurstContext,
     EventHandlingProvider,
@@ -493,6 +499,38 @@ class TestInboxCapacity:
             add_events(conn, "fake", [component_event("a", "deleted")], 1.0, capacity=2)
 
             assert pending_event_count(conn, "fake") == 2
+
+    def test_a_refused_event_makes_the_next_run_refresh_the_provider(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path, rest_length=3600.0)
+        assert config.state_path is not None
+        provider = EventFakeProvider([make_entity("a"), make_entity("b")])
+        run(config, clock, provider)  # a whole cycle: resting for an hour
+        store_events(
+            config.state_path, "fake", [component_event("a", "updated")], clock, capacity=1
+        )
+        clock.advance(60.0)
+        assert run(config, clock, provider).outcome == "waiting"  # the event was applied
+
+        store_events(
+            config.state_path, "fake", [component_event("a", "updated")], clock, capacity=1
+        )
+        with pytest.raises(InboxFull):
+            store_events(
+                config.state_path, "fake", [component_event("b", "updated")], clock, capacity=1
+            )
+        with Store.open(config.state_path, readonly=True) as store:
+            assert REFRESH_REQUESTED_FACT in store.facts("fake")
+
+        clock.advance(60.0)
+        result = run(config, clock, provider)
+
+        assert result.outcome == "burst"
+        with Store.open(config.state_path, readonly=True) as store:
+            assert store.load_provider("fake").cycle_id == 2
+            assert REFRESH_REQUESTED_FACT not in store.facts("fake")
+        assert run(config, clock, provider).outcome == "waiting"
 
 
 class TestEventCommand:

@@ -5,7 +5,9 @@ environment and the crontab's own variables, in $HOME); examples/systemd/choreo-
 ExecStart= runs the way systemd starts it (its Environment=, $STATE_DIRECTORY, the credential
 in $CREDENTIALS_DIRECTORY, UMask=, an empty working directory standing for /, and
 MemoryDenyWriteExecute= where the kernel can enforce it), each against a simulated OpenChoreo
-API. `systemd-analyze verify` and `systemd-analyze security --offline=yes` check the unit files.
+API. `systemd-analyze verify` and `systemd-analyze security --offline=yes` check the unit files,
+choreo-ingest-serve.service (`choreo-ingest serve`, the timer's long-running alternative) too,
+whose paths, credentials and listen address are checked against config-serve.yaml.
 
 The examples name the install location `/usr/local/bin/choreo-ingest`; the tests substitute the
 script pip installed here (the scripts directory differs between machines) and every
@@ -16,6 +18,7 @@ fails the tests instead of skipping them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -44,6 +47,8 @@ CONFIG = EXAMPLES / "config.yaml"
 SERVICE = EXAMPLES / "systemd" / "choreo-ingest.service"
 TIMER = EXAMPLES / "systemd" / "choreo-ingest.timer"
 SERVICE_CONFIG = EXAMPLES / "systemd" / "config.yaml"
+SERVE_SERVICE = EXAMPLES / "systemd" / "choreo-ingest-serve.service"
+SERVE_CONFIG = EXAMPLES / "systemd" / "config-serve.yaml"
 
 SHIPPED_SCRIPT = "/usr/local/bin/choreo-ingest"  # where the examples say pip put the script
 CRON_PATH = "/usr/bin:/bin"  # cron's own PATH for jobs
@@ -297,6 +302,43 @@ def test_service_timeout_leaves_room_for_a_burst() -> None:
     assert service["Type"] == ["oneshot"]
 
 
+def test_serve_service_and_config_agree() -> None:
+    """choreo-ingest-serve.service and config-serve.yaml: the state in StateDirectory=, both
+    tokens (OpenChoreo's, serve's own) from LoadCredential=, under systemd and by hand (their
+    defaults); serve on loopback; a long-running unit that leaves time to finish a page on
+    stop and keeps the timer from running beside it."""
+    unit = parse_unit(SERVE_SERVICE, Path(SHIPPED_SCRIPT))
+    service = unit["Service"]
+    assert shlex.split(service["ExecStart"][0])[1:2] == ["serve"]
+    (state_directory,) = service["StateDirectory"]
+    sources = dict(item.partition(":")[::2] for item in service["LoadCredential"])
+    under_systemd = load_config(
+        SERVE_CONFIG,
+        env={"STATE_DIRECTORY": f"/var/lib/{state_directory}", "CREDENTIALS_DIRECTORY": "/cred"},
+    )
+    by_hand = load_config(SERVE_CONFIG, env={})
+    for config in (under_systemd, by_hand):
+        assert config.state_path == Path(f"/var/lib/{state_directory}/state.db")
+    token_files = [
+        ("openchoreo.auth.tokenFile", under_systemd.openchoreo.auth.token_file,
+         by_hand.openchoreo.auth.token_file),
+        ("serve.auth.tokenFile", under_systemd.serve.token_file, by_hand.serve.token_file),
+    ]  # fmt: skip
+    for key, systemd_file, hand_file in token_files:
+        assert isinstance(systemd_file, Path), f"{key}: no token file"
+        assert systemd_file.parent == Path("/cred"), f"{key}: not a credential"
+        assert systemd_file.name in sources, f"{key}: no LoadCredential={systemd_file.name}"
+        assert hand_file == Path(sources[systemd_file.name])
+    assert by_hand.warnings == ()
+    host = by_hand.serve.listen.rpartition(":")[0].strip("[]")
+    assert ipaddress.ip_address(host).is_loopback, by_hand.serve.listen
+    assert service["Type"] == ["exec"]
+    assert service["Restart"] == ["on-failure"]
+    (stop_timeout,) = service["TimeoutStopSec"]
+    assert seconds(stop_timeout) >= 2 * by_hand.incremental.burst_length
+    assert TIMER.name in " ".join(unit["Unit"]["Conflicts"]).split()
+
+
 def start_as_systemd(
     tmp_path: Path, simulator: str, *, mdwe: bool
 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
@@ -365,19 +407,20 @@ def test_service_runs_under_memory_deny_write_execute(tmp_path: Path, simulator:
     assert_one_burst(state_directory / "state.db", cwd=tmp_path)
 
 
-def installed_units(tmp_path: Path) -> list[Path]:
+def installed_units(tmp_path: Path, shipped: tuple[Path, ...] = (SERVICE, TIMER)) -> list[Path]:
     script = installed_script()
     units = []
-    for unit in (SERVICE, TIMER):
+    for unit in shipped:
         target = tmp_path / unit.name  # verify finds the timer's service next to it
         target.write_text(installed_unit_text(unit, script), encoding="utf-8")
         units.append(target)
     return units
 
 
-def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shipped", [(SERVICE, TIMER), (SERVE_SERVICE,)], ids=["timer", "serve"])
+def test_units_pass_systemd_analyze_verify(tmp_path: Path, shipped: tuple[Path, ...]) -> None:
     analyze = require_tool("systemd-analyze", "systemd")
-    units = installed_units(tmp_path)
+    units = installed_units(tmp_path, shipped)
     completed = subprocess.run(
         [analyze, "verify", "--man=no", *map(str, units)],
         capture_output=True,
@@ -390,9 +433,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert ours == []
 
 
-def test_service_exposure_is_low(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [SERVICE, SERVE_SERVICE], ids=lambda unit: unit.name)
+def test_service_exposure_is_low(tmp_path: Path, unit: Path) -> None:
     analyze = require_tool("systemd-analyze", "systemd")
-    service, _ = installed_units(tmp_path)
+    (service,) = installed_units(tmp_path, (unit,))
     completed = subprocess.run(
         [
             analyze,

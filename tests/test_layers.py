@@ -15,8 +15,10 @@ LAYERS = {
     # the front door, and what runs it
     "__main__": ENTRY,
     "cli": APP,
+    "server": APP,
     # whole invocations and their front-door helpers
     "invocation": 4,
+    "service": 4,
     "demo": 4,
     "preflight": 4,
     "testing": 4,
@@ -26,6 +28,8 @@ LAYERS = {
     "events": 3,
     "mirror": 3,
     "reporting": 3,
+    "provider_scope": 3,
+    "feed": 3,
     "metrics": 3,
     "lock": 3,
     "logs": 3,

@@ -29,7 +29,7 @@ from choreo_ingest.mirror import (
 )
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.reporting import iter_export
-from choreo_ingest.store import Store
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
 from choreo_ingest.store.migrations import migrations
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -378,12 +378,12 @@ class TestPositionsMigration:
             database = sqlite_utils.Database(store.path)
             migrations.apply(database, stop_before="0002_positions")
             database.close()
-            pending = ["0002_positions", "0003_provider_index"]
+            pending = list(MIGRATION_NAMES[1:])
             assert (store.schema_version(), store.pending_migrations()) == (1, pending)
 
             assert store.migrate() == pending
 
-            assert store.schema_version() == 3
+            assert store.schema_version() == SCHEMA_VERSION
             assert store.get_position("mirror:/anywhere") == 0
             store.set_position("mirror:/anywhere", 7)
             store.set_position("mirror:/anywhere", 9)

@@ -40,7 +40,7 @@ from sim_support import (
 
 NOBODY = 65534
 UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
-SECRET_VARIABLES = ("OPENCHOREO_TOKEN", "CLIENT_SECRET")
+SECRET_VARIABLES = ("OPENCHOREO_TOKEN", "CLIENT_SECRET", "CREDENTIALS_DIRECTORY")
 TOKEN_AUTH = {"token": "${OPENCHOREO_TOKEN}"}
 OAUTH_AUTH = {
     "auth": {
@@ -56,6 +56,10 @@ SECRET_CONFIGS = {
     "oauth": (
         OAUTH_AUTH,
         "openchoreo.auth.oauth.clientSecret: environment variable CLIENT_SECRET is not set",
+    ),
+    "token-file": (  # systemd's LoadCredential= sets CREDENTIALS_DIRECTORY
+        {"auth": {"tokenFile": "${CREDENTIALS_DIRECTORY}/token"}},
+        "openchoreo.auth.tokenFile: environment variable CREDENTIALS_DIRECTORY is not set",
     ),
 }
 READ_ONLY_COMMANDS = {
@@ -253,6 +257,10 @@ class TestWithoutSecrets:
     ) -> None:
         """Set, the variable gets past the config: the run then fails upstream (exit 3)."""
         env = dict.fromkeys(SECRET_VARIABLES, "s3cr3t-value")
+        credentials = tmp_path / "credentials"
+        credentials.mkdir()
+        (credentials / "token").write_text("s3cr3t-value\n", encoding="utf-8")
+        env["CREDENTIALS_DIRECTORY"] = str(credentials)
 
         done = choreo("run", "--force", "--config", config_file, cwd=tmp_path, env=env)
 

@@ -16,6 +16,7 @@ from choreo_ingest.cli import (
     mirror_commands,
     render,
     run_commands,
+    serve_commands,
     state_commands,
 )
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
@@ -71,6 +72,7 @@ state_commands.register(app)
 demo_commands.register(app)
 event_commands.register(app)
 mirror_commands.register(app)
+serve_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import enum
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
 from choreo_ingest.logs import register_secret
-from choreo_ingest.providers.registry import available_providers
-from choreo_ingest.reporting import reading
 
 log = structlog.get_logger("choreo_ingest.cli")
 
@@ -114,69 +111,3 @@ def confirm_or_abort(question: str, yes: bool) -> None:
         raise ConfigError("refusing without confirmation off a TTY; pass --yes", path="--yes")
     if not typer.confirm(question, default=False):
         raise typer.Exit(int(ExitCode.OK))
-
-
-class ProviderScope(enum.Enum):
-    """Which provider names a command takes."""
-
-    CONFIGURED = "configured"  # it acts on the provider: run, refresh, reset, event
-    KNOWN = "known"  # configured, or still in the state file: status, removals, event purge
-    FORGOTTEN = "forgotten"  # in the state file, gone from the config: reset --forget
-
-
-def checked_provider(
-    session: Session,
-    name: str,
-    scope: ProviderScope = ProviderScope.CONFIGURED,
-    *,
-    option: str | None = None,
-) -> str:
-    """`name`, if the command may take it; else a usage error (exit 2) listing the names it may.
-
-    The one check of a provider name: a typo must not reach the store, where `refresh` or
-    `reset` would create a provider that then lives on in status, health and the metrics.
-    """
-    configured = list(session.config.providers)
-    if scope is not ProviderScope.FORGOTTEN and name in configured:
-        return name
-    in_state = _state_provider_names(session.state_path)
-    if name in in_state and (
-        scope is ProviderScope.KNOWN
-        or (scope is ProviderScope.FORGOTTEN and name not in configured)
-    ):
-        return name
-    raise ConfigError(_unknown_provider(name, scope, configured, in_state), path=option)
-
-
-def _state_provider_names(state_path: Path) -> list[str]:
-    if not state_path.exists():
-        return []
-    with reading(state_path) as store:
-        return store.provider_names()
-
-
-def _unknown_provider(
-    name: str, scope: ProviderScope, configured: Sequence[str], in_state: Sequence[str]
-) -> str:
-    only_in_state = [other for other in in_state if other not in configured]
-    if scope is ProviderScope.FORGOTTEN:
-        if name in configured:
-            return (
-                f"provider {name!r} is still configured; --forget is for a provider removed "
-                "from the config (--purge removes the entities of a configured one)"
-            )
-        return f"the state file holds no provider {name!r} to forget (it holds: {_names(in_state)})"
-    known = f"configured: {_names(configured)}"
-    if scope is ProviderScope.KNOWN and only_in_state:
-        known += f"; only in the state file: {_names(only_in_state)}"
-    known += f"; installed: {_names(info.name for info in available_providers())}"
-    if scope is ProviderScope.KNOWN:
-        return f"unknown provider {name!r} ({known})"
-    hint = ""
-    if name in only_in_state:
-        hint = f"; it is only in the state file: `reset {name} --forget` removes it"
-    return f"provider {name!r} is not configured ({known}){hint}"
-
-
-def _names(names: Iterable[str]) -> str:
-    return ", ".join(names) or "none"

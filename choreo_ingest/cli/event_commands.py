@@ -13,17 +13,15 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
-    ProviderScope,
     YesOption,
-    checked_provider,
     confirm_or_abort,
     open_session,
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.events import parse_events, purge_events, store_events
-from choreo_ingest.providers.registry import load_provider
+from choreo_ingest.events import decode_events, purge_events, receive_events
+from choreo_ingest.provider_scope import ProviderScope, checked_provider
 
 PURGE = "purge"
 DEFAULT_PROVIDER = "openchoreo"
@@ -67,32 +65,19 @@ def event(
                 f"unexpected argument {purged_provider!r}: event [FILE|-] or event purge [PROVIDER]"
             )
         session = open_session(ctx, config, db)
-        provider = checked_provider(session, provider or DEFAULT_PROVIDER, option="--provider")
-        parsed = parse_events(_read(source), load_provider(provider, session.config))
-        stored = store_events(
-            session.state_path,
-            provider,
-            parsed.valid,
-            session.clock,
-            rejected=len(parsed.rejected),
-            ignored=parsed.ignored,
+        provider = checked_provider(
+            session.config, session.state_path, provider or DEFAULT_PROVIDER, option="--provider"
         )
-        for rejected in parsed.rejected:
+        receipt = receive_events(
+            session.state_path, session.config, provider, _read(source), session.clock
+        )
+        for rejected in receipt.rejected:
             render.error_line(str(rejected))
-        code = ExitCode.USAGE if parsed.rejected else ExitCode.OK
+        code = ExitCode.USAGE if receipt.rejected else ExitCode.OK
         if json_output:
-            render.print_json(
-                {
-                    "stored": stored,
-                    "ignored": parsed.ignored,
-                    "rejected": [
-                        {"index": item.index, "problem": item.problem} for item in parsed.rejected
-                    ],
-                    "exitCode": int(code),
-                }
-            )
+            render.print_json({**receipt.to_json(), "exitCode": int(code)})
         elif render.stdout_is_tty():
-            render.print_text(f"{stored} events queued for {provider}")
+            render.print_text(f"{receipt.stored} events queued for {provider}")
     if code is not ExitCode.OK:
         raise typer.Exit(int(code))
 
@@ -112,7 +97,7 @@ def _purge(
         provider = named or option
         session = open_session(ctx, config, db)
         if provider is not None:
-            checked_provider(session, provider, ProviderScope.KNOWN)
+            checked_provider(session.config, session.state_path, provider, ProviderScope.KNOWN)
         whose = f"of {provider!r}" if provider else "of every provider"
         confirm_or_abort(f"delete every queued event {whose}, parked ones included?", yes)
         purged = purge_events(session.state_path, provider)
@@ -129,13 +114,7 @@ def _read(source: str) -> str:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as error:
         raise ConfigError(f"{name}: cannot read: {error.strerror or error}") from error
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ConfigError(
-            f"{name}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "events are JSON"
-        ) from None
+    return decode_events(data, name)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,6 @@ from choreo_ingest.cli.common import (
     DbOption,
     JsonOption,
     Session,
-    checked_provider,
     open_session,
     reported_errors,
 )
@@ -22,8 +21,9 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import require_api
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.errors import LockHeld
-from choreo_ingest.invocation import RunResult, refresh, run_once
+from choreo_ingest.invocation import RunResult, refresh, refresh_json, run_once
 from choreo_ingest.models import ProviderAction, RunOutcome
+from choreo_ingest.provider_scope import checked_provider
 from choreo_ingest.providers.registry import BUILT_IN
 
 log = structlog.get_logger("choreo_ingest.cli")
@@ -51,8 +51,8 @@ def run(
     with reported_errors(json_output, outcome=RunOutcome.ERROR.value, providers=[]):
         session = open_session(ctx, config, db)
         if provider is not None:
-            checked_provider(session, provider, option="--provider")
-        _require_api(session, provider)
+            checked_provider(session.config, session.state_path, provider, option="--provider")
+        require_api_for(session, provider)
         try:
             result = run_once(
                 session.config, session.state_path, session.clock, only=provider, force=force
@@ -73,13 +73,13 @@ def refresh_command(
     """Make PROVIDER due at once (ends a rest or a backoff); the next `run` acts on it."""
     with reported_errors(json_output, outcome=RunOutcome.ERROR.value, providers=[]):
         session = open_session(ctx, config, db)
-        checked_provider(session, provider)
+        checked_provider(session.config, session.state_path, provider)
         if now:
-            _require_api(session, provider)
+            require_api_for(session, provider)
         state = refresh(session.state_path, provider, session.clock, config=session.config)
         if not now:
             if json_output:
-                render.print_json({"provider": provider, "state": state.value, "due": True})
+                render.print_json(refresh_json(provider, state))
             elif render.stdout_is_tty():
                 render.print_text(f"{provider}: due now ({state.value}); the next run acts on it")
             return
@@ -87,7 +87,7 @@ def refresh_command(
         _report_run(result, json_output)
 
 
-def _require_api(session: Session, provider: str | None) -> None:
+def require_api_for(session: Session, provider: str | None) -> None:
     """The API settings, if a built-in provider is about to call its API."""
     names = [provider] if provider else list(session.config.providers)
     if any(name in BUILT_IN for name in names):

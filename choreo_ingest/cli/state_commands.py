@@ -15,9 +15,7 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
-    ProviderScope,
     YesOption,
-    checked_provider,
     confirm_or_abort,
     open_session,
     reported_errors,
@@ -25,15 +23,25 @@ from choreo_ingest.cli.common import (
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.invocation import approve_removals, locked_store, migrate, reset
+from choreo_ingest.invocation import (
+    approval_json,
+    approve_removals,
+    migrate,
+    reset,
+    reset_json,
+)
+from choreo_ingest.invocation import forget as forget_provider
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.mirror import entity_yaml
-from choreo_ingest.providers.registry import available_providers
+from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.reporting import (
     StatusReport,
     iter_export,
     list_changes,
+    no_state_health,
     pending_removals,
+    providers_json,
+    removals_json,
     shorten,
     status_report,
 )
@@ -51,8 +59,6 @@ def status(
     """Show each provider's state, schedule, progress and blocked removals (takes no lock)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        if provider is not None:
-            checked_provider(session, provider, ProviderScope.KNOWN)
         report = status_report(
             session.state_path, session.config, session.clock.now(), only=provider
         )
@@ -105,28 +111,16 @@ def health(
     with reported_errors(json_output, healthy=False):
         session = open_session(ctx, config, db)
         if not session.state_path.exists():
-            problem = f"no state yet at {session.state_path}: run `choreo-ingest run`"
+            document = no_state_health(session.state_path)
             if json_output:
-                render.print_json({"healthy": False, "providers": [], "problems": [problem]})
+                render.print_json(document)
             else:
-                render.print_text(problem)
+                render.print_text(document["problems"][0])
             raise typer.Exit(int(ExitCode.INTERNAL_ERROR))
         report = status_report(session.state_path, session.config, session.clock.now())
-        healthy = all(not item.health_problems for item in report.providers)
+        healthy = report.healthy
         if json_output:
-            render.print_json(
-                {
-                    "healthy": healthy,
-                    "providers": [
-                        {
-                            "name": item.record.name,
-                            "healthy": not item.health_problems,
-                            "problems": item.health_problems,
-                        }
-                        for item in report.providers
-                    ],
-                }
-            )
+            render.print_json(report.health_json())
         else:
             for item in report.providers:
                 for problem in item.health_problems:
@@ -146,19 +140,10 @@ def providers(
     """List the providers that are installed and which of them the config runs."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        configured = set(session.config.providers)
-        rows = [
-            {"name": info.name, "source": info.source, "configured": info.name in configured}
-            for info in available_providers()
-        ]
-        known = {row["name"] for row in rows}
-        rows += [
-            {"name": name, "source": "not installed", "configured": True}
-            for name in session.config.providers
-            if name not in known
-        ]
+        document = providers_json(session.config)
+        rows = document["providers"]
         if json_output:
-            render.print_json({"providers": rows})
+            render.print_json(document)
         else:
             render.table(
                 None,
@@ -189,23 +174,22 @@ def reset_command(
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
         if forget:
-            checked_provider(session, provider, ProviderScope.FORGOTTEN)
+            checked_provider(session.config, session.state_path, provider, ProviderScope.FORGOTTEN)
             confirm_or_abort(
                 f"forget provider {provider!r}: remove its state, entities and metrics?", yes
             )
-            with locked_store(session.state_path) as store:
-                removed = store.forget_provider(provider, session.clock.now())
+            removed = forget_provider(
+                session.state_path, provider, session.clock, config=session.config
+            )
         else:
-            checked_provider(session, provider)
+            checked_provider(session.config, session.state_path, provider)
             what = "reset" + (" and PURGE all entities of" if purge else "")
             confirm_or_abort(f"{what} provider {provider!r}?", yes)
             removed = reset(
                 session.state_path, provider, session.clock, purge=purge, config=session.config
             )
         if json_output:
-            render.print_json(
-                {"provider": provider, "reset": True, "forgotten": forget, "purged": removed}
-            )
+            render.print_json(reset_json(provider, forgotten=forget, removed=removed))
         elif render.stdout_is_tty():
             done = "forgotten" if forget else "reset"
             render.print_text(f"{provider}: {done}; {removed} entities purged")
@@ -277,13 +261,15 @@ def removals(
         if action_or_provider == "approve":
             if not approved_provider:
                 raise ConfigError("name the provider to approve: removals approve PROVIDER")
-            checked_provider(session, approved_provider, ProviderScope.KNOWN)
+            checked_provider(
+                session.config, session.state_path, approved_provider, ProviderScope.KNOWN
+            )
             confirm_or_abort(f"remove the blocked entities of {approved_provider!r}?", yes)
             removed = approve_removals(
                 session.state_path, approved_provider, session.clock, config=session.config
             )
             if json_output:
-                render.print_json({"provider": approved_provider, "removed": removed})
+                render.print_json(approval_json(approved_provider, removed))
             elif render.stdout_is_tty():
                 render.print_text(f"{approved_provider}: {removed} entities removed")
             return
@@ -292,13 +278,11 @@ def removals(
                 f"unexpected argument {approved_provider!r}: removals [PROVIDER] "
                 "or removals approve PROVIDER"
             )
-        if action_or_provider is not None:
-            checked_provider(session, action_or_provider, ProviderScope.KNOWN)
         found = pending_removals(
             session.state_path, session.config, only=action_or_provider, limit=limit
         )
         if json_output:
-            render.print_json({"providers": [item.to_json() for item in found]})
+            render.print_json(removals_json(found))
             return
         for item in found:
             if not item.count:

@@ -120,6 +120,16 @@ class Connection:
             self._rollback()
             raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same state of the file, whatever
+        other connections commit meanwhile (a read-only connection may hold one too)."""
+        self.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            self._rollback()  # nothing was written: ending the read is all there is to do
+
     def _rollback(self) -> None:
         """End a failed transaction; an error here must not hide the one that caused it."""
         if self.raw.in_transaction:

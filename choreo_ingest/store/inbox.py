@@ -19,11 +19,6 @@ from choreo_ingest.models import JSON, Delta, PageStats
 from choreo_ingest.store.connection import Connection, canonical_json
 from choreo_ingest.store.writes import apply_delta_rows, bump_counters
 
-INBOX_CAPACITY = 100_000
-"""Pending events one provider may have. Past it new events are refused: a `run` applies or
-drops the backlog (`openchoreo.events.maxPending`) long before, so an inbox this full means no
-run has come for a long time, and a fresh walk is the way back, not more rows."""
-
 _EVENT_KEY = """json_extract(body, '$.kind'), nullif(json_extract(body, '$.namespace'), ''),
     json_extract(body, '$.name'), json_extract(body, '$.project')"""
 """What makes two events about the same object (the fields `events.to_event` reads; an empty
@@ -50,7 +45,7 @@ def add_events(
     bodies: Sequence[JSON],
     now: float,
     *,
-    capacity: int = INBOX_CAPACITY,
+    capacity: int,
 ) -> list[int]:
     """Store every event in one transaction, all of them or none, each replacing the older pending
     events about the same object (the module docstring says why the newest is kept). Raises

@@ -7,9 +7,12 @@ Migrations only ever add: nothing is dropped silently.
 
 from __future__ import annotations
 
+import secrets
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from choreo_ingest.store.meta import PRUNED_THROUGH, STORE_ID
 from choreo_ingest.store.schema import MIGRATION_SET
 
 migrations = Migrations(MIGRATION_SET)
@@ -145,6 +148,17 @@ def _provider_index(db: Database) -> None:
         """,
     )
     db.execute("PRAGMA user_version = 3")
+
+
+@migrations(name="0004_feed")
+def _feed(db: Database) -> None:
+    # The store id is made here, so every new (or replaced) state file has its own.
+    db.execute("CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+    db.execute(
+        "INSERT INTO store_meta (name, value) VALUES (?, ?), (?, '0')",
+        [STORE_ID, secrets.token_hex(16), PRUNED_THROUGH],
+    )
+    db.execute("PRAGMA user_version = 4")
 
 
 def _run_script(db: Database, script: str) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
+from choreo_ingest.store.change_log import newest_seq
 from choreo_ingest.store.connection import Connection
 from choreo_ingest.store.writes import REFS, STATE
+
+_REFS_PER_QUERY = 500
 
 
 @dataclass(frozen=True)
@@ -178,9 +181,35 @@ def iter_entity_locations(conn: Connection) -> Iterator[EntityLocation]:
         yield EntityLocation(kind, namespace, name, json.loads(body))
 
 
+def entity_bodies(conn: Connection, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The bodies of those of `refs` the catalog holds, by ref."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(refs), _REFS_PER_QUERY):
+        # One statement for any number of refs (see writes._existing_hashes).
+        rows = conn.execute(
+            "SELECT ref, body FROM entities WHERE ref IN (SELECT value FROM json_each(?))",
+            [json.dumps(list(refs[start : start + _REFS_PER_QUERY]))],
+        )
+        found.update((ref, json.loads(body)) for ref, body in rows)
+    return found
+
+
+def entities_after(
+    conn: Connection, ref: str | None, limit: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Up to `limit` entities, ordered by ref, after `ref` (from the first when None)."""
+    if ref is None:
+        rows = conn.execute("SELECT ref, body FROM entities ORDER BY ref LIMIT ?", [limit])
+    else:
+        rows = conn.execute(
+            "SELECT ref, body FROM entities WHERE ref > ? ORDER BY ref LIMIT ?", [ref, limit]
+        )
+    return [(found, json.loads(body)) for found, body in rows]
+
+
 def last_change_seq(conn: Connection) -> int:
-    """The newest change log sequence number; 0 when the log is empty."""
-    return int(conn.scalar("SELECT coalesce(max(seq), 0) FROM changes"))
+    """The last sequence number given to a change, pruned or not; 0 before the first change."""
+    return newest_seq(conn)
 
 
 def changes(conn: Connection, since: int, limit: int | None) -> list[ChangeRow]:

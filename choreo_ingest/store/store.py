@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from choreo_ingest.config import DEFAULT_INBOX_CAPACITY
 from choreo_ingest.errors import StateError
 from choreo_ingest.models import (
     JSON,
@@ -18,7 +20,7 @@ from choreo_ingest.models import (
     QueuedItem,
     SweepResult,
 )
-from choreo_ingest.store import inbox, index, positions, queries, writes
+from choreo_ingest.store import change_log, inbox, index, meta, positions, queries, writes
 from choreo_ingest.store.connection import Connection, Tracer
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
@@ -132,8 +134,15 @@ class Store:
 
     # -- the event inbox -------------------------------------------------------------------
 
-    def add_events(self, provider: str, bodies: Sequence[JSON], now: float) -> list[int]:
-        return inbox.add_events(self._conn, provider, bodies, now)
+    def add_events(
+        self,
+        provider: str,
+        bodies: Sequence[JSON],
+        now: float,
+        *,
+        capacity: int = DEFAULT_INBOX_CAPACITY,
+    ) -> list[int]:
+        return inbox.add_events(self._conn, provider, bodies, now, capacity=capacity)
 
     def pending_events(self, provider: str, limit: int = 1000) -> list[InboxEvent]:
         return inbox.pending_events(self._conn, provider, limit)
@@ -215,6 +224,35 @@ class Store:
 
     def facts(self, provider: str) -> dict[str, str]:
         return index.read_facts(self._conn, provider)
+
+    def entity_bodies(self, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return queries.entity_bodies(self._conn, refs)
+
+    def entities_after(self, ref: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        return queries.entities_after(self._conn, ref, limit)
+
+    # -- the change feed: the store's identity and the change log's bounds ----------------
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads inside see one state of the file (a read transaction); no writes inside."""
+        return self._conn.snapshot()
+
+    def store_id(self) -> str:
+        return meta.store_id(self._conn)
+
+    def renew_store_id(self, now: float) -> str:
+        with self._conn.transaction():
+            return meta.renew_store_id(self._conn, now)
+
+    def change_bounds(self) -> tuple[int, int]:
+        """(pruned through, newest seq): every change at or below the first is gone; the second
+        is the last seq ever given, pruned or not (0 for none)."""
+        return change_log.change_bounds(self._conn)
+
+    def prune_changes(
+        self, older_than: float, max_rows: int, *, keep_after: int | None = None
+    ) -> int:
+        return change_log.prune_changes(self._conn, older_than, max_rows, keep_after=keep_after)
 
     # -- positions of change log consumers --------------------------------------------------
 

@@ -21,6 +21,7 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.store.connection import Connection, canonical_json
 from choreo_ingest.store.index import clear_index, prune_index, write_facts, write_index
+from choreo_ingest.store.meta import renew_store_id
 
 REFS = "openchoreo_incremental_entity_refs"
 STATE = "openchoreo_incremental_ingestion_state"
@@ -258,13 +259,15 @@ def _remove_scopes(
 
 
 def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now: float) -> int:
-    """Back to idle with a fresh cycle next run; `purge` also removes its entities and refs."""
+    """Back to idle with a fresh cycle next run; `purge` also removes its entities and refs, and
+    renews the store id (consumers of the change log copy the catalog again)."""
     with conn.transaction():
         removed = 0
         if purge:
             removed = _remove_refs_where(conn, record.name, "1 = 1", [], now)
             conn.execute("DELETE FROM entities WHERE provider = ?", [record.name])
             clear_index(conn, record.name)
+            renew_store_id(conn, now)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
         conn.execute(
             f"UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL WHERE provider = ?",
@@ -277,7 +280,8 @@ def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now
 def forget_provider(conn: Connection, provider: str, now: float) -> int:
     """Remove everything the state holds of a provider the config no longer has: its entities
     (each logged as a delete, so the mirror and Backstage drop them too), then its refs, state,
-    cycles, queues, index, facts, counters (its metrics) and events. Returns the entities removed.
+    cycles, queues, index, facts, counters (its metrics) and events, and renews the store id
+    (consumers of the change log copy the catalog again). Returns the entities removed.
     """
     with conn.transaction():
         conn.execute(
@@ -297,6 +301,7 @@ def forget_provider(conn: Connection, provider: str, now: float) -> int:
             "event_inbox",
         ):
             conn.execute(f"DELETE FROM {table} WHERE provider = ?", [provider])
+        renew_store_id(conn, now)
     return int(removed)
 
 

@@ -16,6 +16,7 @@ from choreo_ingest.models import Entity
 from fakes import make_entity
 
 Tables = dict[str, list[tuple[Any, ...]]]
+STORE_ID = "<store id>"
 
 
 def versioned_entity(name: str, version: int = 1) -> Entity:
@@ -29,6 +30,8 @@ def read_tables(path: Path) -> Tables:
     """Every row of every table in the state DB (migration bookkeeping aside), sorted.
 
     Read through a separate read-only connection, so it shows what another process would see.
+    The store id, random in every state file, reads as `STORE_ID`, so that two files that went
+    through the same operations compare equal.
     """
     uri = f"{path.resolve().as_uri()}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as conn:
@@ -39,7 +42,13 @@ def read_tables(path: Path) -> Tables:
                 "AND name NOT IN ('_sqlite_migrations') ORDER BY name"
             )
         ]
-        return {
+        tables = {
             name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
             for name in names
         }
+    if "store_meta" in tables:
+        tables["store_meta"] = [
+            (name, STORE_ID if name == "store_id" else value)
+            for name, value in tables["store_meta"]
+        ]
+    return tables

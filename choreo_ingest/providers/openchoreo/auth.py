@@ -91,8 +91,9 @@ def credentials_for(
     known = _Known(on_secret)
     if auth.oauth is not None:
         return ClientCredentials(auth.oauth, clock=clock, post_form=post_form, known=known)
-    if auth.token_file is not None:
-        return TokenFile(auth.token_file, known=known)
+    token_file = reveal(auth.token_file)
+    if token_file is not None:
+        return TokenFile(token_file, known=known)
     token = reveal(auth.token)
     if token is not None:
         return StaticToken(token, config_key=auth.token_key, known=known)
@@ -210,8 +211,9 @@ class ClientCredentials:
         oauth = self._oauth
         secret = self._secret
         if secret is None:
-            assert oauth.client_secret_file is not None  # OAuthConfig requires one of the two
-            secret = _read_secret(oauth.client_secret_file, f"{_OAUTH}.clientSecretFile")
+            path = reveal(oauth.client_secret_file)
+            assert path is not None  # OAuthConfig requires one of the two
+            secret = _read_secret(path, f"{_OAUTH}.clientSecretFile")
             self._known.add(secret)
         fields = {
             "grant_type": "client_credentials",

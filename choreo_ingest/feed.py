@@ -1,0 +1,242 @@
+"""The change feed: what a consumer that keeps a copy of the catalog reads (the HTTP service serves
+it, a Backstage module follows it).
+
+A consumer copies the catalog with `entities_page` (no cursor, then each `nextCursor` until it is
+null), then follows `changes_page` from the `newestSeq` the copy reported, fetching the refs of
+upserts with `entities_batch`. Every answer carries the `storeId`: when it changes, or a call
+raises ChangesGone, the copy is made again from the start.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import structlog
+
+from choreo_ingest.clock import rfc3339
+from choreo_ingest.config import Config
+from choreo_ingest.errors import ChangesGone, ConfigError
+from choreo_ingest.mirror import position_name
+from choreo_ingest.store import ChangeRow, Store
+
+log = structlog.get_logger("choreo_ingest.feed")
+
+MAX_CHANGES = 10_000
+"""The most changes one `changes_page` returns."""
+MAX_REFS = 1_000
+"""The most refs one `entities_batch` asks for."""
+MAX_ENTITIES = 1_000
+"""The most entities one `entities_page` returns."""
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    store_id: str
+    oldest_seq: int
+    """The oldest seq the log may still hold: every change before it was pruned."""
+    newest_seq: int
+    changes: list[ChangeRow]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "storeId": self.store_id,
+            "oldestSeq": self.oldest_seq,
+            "newestSeq": self.newest_seq,
+            "changes": [
+                {
+                    "seq": change.seq,
+                    "at": rfc3339(change.at),
+                    "op": change.op,
+                    "ref": change.ref,
+                    "provider": change.provider,
+                }
+                for change in self.changes
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class EntitiesBatch:
+    store_id: str
+    entities: list[dict[str, Any]]
+    missing: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"storeId": self.store_id, "entities": self.entities, "missing": self.missing}
+
+
+@dataclass(frozen=True)
+class EntitiesPage:
+    store_id: str
+    newest_seq: int
+    entities: list[dict[str, Any]]
+    next_cursor: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "storeId": self.store_id,
+            "newestSeq": self.newest_seq,
+            "entities": self.entities,
+            "nextCursor": self.next_cursor,
+        }
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    after: str
+    seq: int
+    store_id: str
+
+
+def changes_page(store: Store, since: int, limit: int) -> ChangesPage:
+    """Up to `limit` changes after seq `since`, oldest first.
+
+    Raises ChangesGone when some change after `since` was pruned (`since` below
+    `oldestSeq - 1`), or when `since` is past the newest change (the state file is an older
+    copy than the one the consumer followed).
+    """
+    _check_count("limit", limit, MAX_CHANGES)
+    _check_seq("since", since)
+    with store.snapshot():
+        store_id = store.store_id()
+        pruned_through, newest = store.change_bounds()
+        _require_changes_after(since, store_id, pruned_through, newest)
+        changes = store.changes(since, limit)
+    return ChangesPage(store_id, pruned_through + 1, newest, changes)
+
+
+def entities_batch(store: Store, refs: list[str]) -> EntitiesBatch:
+    """The bodies of `refs`, in the order asked (a ref asked twice comes once), and the refs
+    the catalog does not hold."""
+    wanted = list(dict.fromkeys(_checked_refs(refs)))
+    with store.snapshot():
+        store_id = store.store_id()
+        bodies = store.entity_bodies(wanted)
+    return EntitiesBatch(
+        store_id,
+        entities=[bodies[ref] for ref in wanted if ref in bodies],
+        missing=[ref for ref in wanted if ref not in bodies],
+    )
+
+
+def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
+    """One page of a walk over the whole catalog in ref order: `cursor` None starts a walk,
+    `nextCursor` (null on the last page) goes on with it.
+
+    Every page of a walk reports the `newestSeq` the walk started at. The pages are not a frozen
+    snapshot: each shows the entities as they are when it is read, so the copy they make is at
+    least as new as `newestSeq`, and every entity that changed while the walk went on has a
+    change after it. A consumer that applies `changes_page(since=newestSeq)` (and the pages after
+    it) once the walk is done holds the current catalog.
+
+    Raises ConfigError (`cursor`) for a cursor this function did not make, and ChangesGone for
+    one from another state file (another storeId) or whose `newestSeq` is no longer followable
+    (changes after it were pruned): the consumer starts its walk again.
+    """
+    _check_count("limit", limit, MAX_ENTITIES)
+    position = None if cursor is None else _decode_cursor(cursor)
+    with store.snapshot():
+        store_id = store.store_id()
+        pruned_through, newest = store.change_bounds()
+        if position is None:
+            after, seq = None, newest
+        else:
+            if position.store_id != store_id:
+                raise ChangesGone(
+                    f"the cursor is from another state store ({position.store_id}, not {store_id})",
+                    store_id=store_id,
+                    oldest_seq=pruned_through + 1,
+                )
+            _require_changes_after(position.seq, store_id, pruned_through, newest)
+            after, seq = position.after, position.seq
+        rows = store.entities_after(after, limit + 1)
+    page = rows[:limit]
+    next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if len(rows) > limit else None
+    return EntitiesPage(store_id, seq, [body for _, body in page], next_cursor)
+
+
+def prune_change_log(store: Store, config: Config, now: float) -> int:
+    """Prune the changes `changes.retainDays` and `changes.maxRows` let go, but never one the
+    YAML mirror (`catalog.directory`) has yet to apply. Returns how many were pruned."""
+    keep_after = None
+    if config.catalog_directory is not None:
+        keep_after = store.get_position(position_name(config.catalog_directory))
+    settings = config.changes
+    pruned = store.prune_changes(
+        now - settings.retain_days * SECONDS_PER_DAY, settings.max_rows, keep_after=keep_after
+    )
+    if pruned:
+        log.debug("changes_pruned", count=pruned, mirror_position=keep_after)
+    return pruned
+
+
+def _require_changes_after(seq: int, store_id: str, pruned_through: int, newest: int) -> None:
+    oldest = pruned_through + 1
+    if seq < pruned_through:
+        reason = f"changes after seq {seq} were pruned (oldest retained: {oldest})"
+    elif seq > newest:
+        reason = (
+            f"seq {seq} is past the newest change ({newest}): the state file is an older copy "
+            "than the one followed"
+        )
+    else:
+        return
+    raise ChangesGone(reason, store_id=store_id, oldest_seq=oldest)
+
+
+def _check_count(name: str, value: object, most: int) -> None:
+    if not _is_int(value) or not 1 <= value <= most:
+        raise ConfigError(f"must be a whole number from 1 to {most:,}, got {value!r}", path=name)
+
+
+def _check_seq(name: str, value: object) -> None:
+    if not _is_int(value) or value < 0:
+        raise ConfigError(
+            f"must be a change seq (a whole number, 0 or more), got {value!r}", path=name
+        )
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_refs(refs: object) -> list[str]:
+    if isinstance(refs, str) or not isinstance(refs, Sequence):
+        raise ConfigError(f"expected a list of entity refs, got {type(refs).__name__}", path="refs")
+    if len(refs) > MAX_REFS:
+        raise ConfigError(f"at most {MAX_REFS:,} refs at a time, got {len(refs):,}", path="refs")
+    for number, ref in enumerate(refs):
+        if not isinstance(ref, str):
+            raise ConfigError(
+                f"expected an entity ref (a string), got {type(ref).__name__}",
+                path=f"refs[{number}]",
+            )
+    return list(refs)
+
+
+def _encode_cursor(cursor: _Cursor) -> str:
+    fields = {"after": cursor.after, "seq": cursor.seq, "storeId": cursor.store_id}
+    text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
+
+
+def _decode_cursor(cursor: object) -> _Cursor:
+    problem = ConfigError("not a cursor from a page of GET /entities", path="cursor")
+    if not isinstance(cursor, str) or not cursor.isascii():
+        raise problem
+    try:
+        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        fields = json.loads(text)
+    except ValueError as error:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        raise problem from error
+    if not isinstance(fields, dict):
+        raise problem
+    after, seq, store_id = fields.get("after"), fields.get("seq"), fields.get("storeId")
+    if isinstance(after, str) and _is_int(seq) and seq >= 0 and isinstance(store_id, str):
+        return _Cursor(after, seq, store_id)
+    raise problem

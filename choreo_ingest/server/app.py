@@ -1,0 +1,506 @@
+"""The routes of `serve`: each calls the core in a worker thread and answers the document the
+matching command prints with `--json`.
+
+Errors answer `{"error": message}` with the status the error means: 400 bad input, 401 no or
+wrong token, 403 wrong events secret, 404 unknown provider, 409 a burst holds the run lock
+longer than the wait, 410 a feed position that was pruned, 413 too large, 503 the inbox is
+full or the store cannot be read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config
+from choreo_ingest.errors import (
+    ChangesGone,
+    ChoreoIngestError,
+    ConfigError,
+    InboxFull,
+    LockHeld,
+    StateError,
+)
+from choreo_ingest.events import EventReceipt, decode_events, receive_events
+from choreo_ingest.feed import changes_page, entities_batch, entities_page
+from choreo_ingest.invocation import (
+    approval_json,
+    approve_removals,
+    refresh,
+    refresh_json,
+    reset,
+    reset_json,
+)
+from choreo_ingest.metrics import render_metrics
+from choreo_ingest.provider_scope import ProviderScope, checked_provider
+from choreo_ingest.reporting import (
+    all_metrics,
+    no_state_health,
+    pending_removals,
+    provider_names,
+    providers_json,
+    reading,
+    removals_json,
+    status_report,
+)
+from choreo_ingest.server.page import PAGE_CSP, render_status_page
+from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
+from choreo_ingest.service import Service
+
+log = structlog.get_logger("choreo_ingest.server")
+
+INBOX_FULL_RETRY_SECONDS = 60
+PAGE_CHANGES = 20
+"""The status page shows this many of the newest changes."""
+
+
+@dataclass
+class Server:
+    """What the routes need: the settings, the loop they report to, the secrets they check."""
+
+    config: Config
+    state_path: Path
+    clock: Clock
+    service: Service
+    credentials: Credentials = field(default_factory=Credentials)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "choreo_ingest_http_requests",
+            "HTTP requests served by `choreo-ingest serve`, by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+
+
+class HTTPProblem(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+        self.fields = fields or {}
+
+
+def build_app(server: Server) -> ASGIApp:
+    """The ASGI application: the routes, behind the request log and counters."""
+    routes = [
+        Route("/", _page(server), methods=["GET"]),
+        Route("/healthz", _healthz(server), methods=["GET"]),
+        Route("/readyz", _readyz(server), methods=["GET"]),
+        Route("/metrics", _metrics(server), methods=["GET"]),
+        *_event_routes(server),
+        *_reading_routes(server),
+        *_operator_routes(server),
+        *_feed_routes(server),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPProblem: _problem_response})
+    return _RequestLog(app, server)
+
+
+# -- documents and errors ----------------------------------------------------------------------
+
+
+def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(document, status_code=status, headers=headers)
+
+
+async def _problem_response(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPProblem)
+    return _json({"error": str(error), **error.fields}, error.status, error.headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _in_thread(server: Server, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`work` in a worker thread, its ChoreoIngestError turned into the HTTP status it means."""
+
+    async def call() -> Any:
+        try:
+            return await run_in_threadpool(work, *args, **kwargs)
+        except ChangesGone as error:
+            position = {"storeId": error.store_id, "oldestSeq": error.oldest_seq}
+            raise HTTPProblem(410, str(error), fields=position) from None
+        except InboxFull as error:
+            retry = {"Retry-After": str(INBOX_FULL_RETRY_SECONDS)}
+            raise HTTPProblem(503, str(error), retry) from None
+        except LockHeld as error:
+            retry = {"Retry-After": str(int(server.config.incremental.burst_length) + 1)}
+            raise HTTPProblem(409, str(error), retry) from None
+        except StateError as error:
+            raise HTTPProblem(503, str(error)) from None
+        except ConfigError as error:
+            raise HTTPProblem(400, str(error)) from None
+        except ChoreoIngestError as error:
+            raise HTTPProblem(500, str(error)) from None
+
+    return call()
+
+
+def _provider(server: Server, request: Request, scope: ProviderScope) -> str:
+    name = request.path_params.get("provider") or request.query_params.get("provider")
+    if not name:
+        raise HTTPProblem(400, "name the provider: /providers/{provider}/... or ?provider=")
+    try:
+        return checked_provider(server.config, server.state_path, name, scope)
+    except ConfigError as error:
+        raise HTTPProblem(404, str(error)) from None
+    except StateError as error:
+        raise HTTPProblem(503, str(error)) from None
+
+
+def _require_token(server: Server, request: Request) -> None:
+    if not server.credentials.api_allows(request.headers.get("authorization")):
+        raise HTTPProblem(
+            401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="api"'}
+        )
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise HTTPProblem(400, f"{name}: expected a whole number, got {text!r}") from None
+
+
+async def _body(server: Server, request: Request) -> bytes:
+    limit = server.config.serve.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, f"request body of {int(declared):,} bytes; at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(413, f"request body over {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- liveness, readiness, metrics, the page ----------------------------------------------------
+
+
+def _healthz(server: Server) -> Handler:
+    async def healthz(request: Request) -> Response:
+        alive = server.service.alive()
+        return _json({"alive": alive}, 200 if alive else 503)
+
+    return healthz
+
+
+def _readyz(server: Server) -> Handler:
+    def check() -> None:
+        with reading(server.state_path):
+            pass
+
+    async def readyz(request: Request) -> Response:
+        if not server.state_path.exists():
+            return _json({"ready": False, "error": "no state file yet"}, 503)
+        try:
+            await run_in_threadpool(check)
+        except ChoreoIngestError as error:
+            return _json({"ready": False, "error": str(error)}, 503)
+        return _json({"ready": True})
+
+    return readyz
+
+
+def _metrics(server: Server) -> Handler:
+    def exposition() -> bytes:
+        data = b""
+        if server.state_path.exists():
+            with reading(server.state_path) as store:
+                names = provider_names(store, server.config)
+                data = render_metrics(all_metrics(store, names, run_at=server.service.last_tick_at))
+        return data + generate_latest(server.registry)
+
+    async def metrics(request: Request) -> Response:
+        data = await _in_thread(server, exposition)
+        return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return metrics
+
+
+def _page(server: Server) -> Handler:
+    def page() -> str:
+        now = server.clock.now()
+        report = status_report(server.state_path, server.config, now)
+        with reading(server.state_path) as store:
+            since = max(0, store.last_change_seq() - PAGE_CHANGES)
+            changes = store.changes(since, PAGE_CHANGES)
+        return render_status_page(report, changes, now)
+
+    async def status_page(request: Request) -> Response:
+        if not server.state_path.exists():
+            raise HTTPProblem(503, no_state_health(server.state_path)["problems"][0])
+        html = await _in_thread(server, page)
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
+
+    return status_page
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def _event_routes(server: Server) -> list[Route]:
+    async def receive(request: Request) -> Response:
+        path_secret = request.path_params.get("secret")
+        header = request.headers.get(EVENTS_SECRET_HEADER)
+        if not server.credentials.events_allow(header, path_secret):
+            raise HTTPProblem(403, "a valid events secret is required")
+        provider = _provider(server, request, ProviderScope.CONFIGURED)
+        body = await _body(server, request)
+        try:
+            text = decode_events(body, "request body")
+        except ConfigError as error:
+            raise HTTPProblem(400, str(error)) from None
+        receipt = await _in_thread(server, _receive, server, provider, text)
+        if receipt.stored:
+            server.service.events_stored()
+        return _json(receipt.to_json(), 400 if receipt.rejected else 202)
+
+    paths = ["/events/{provider}", "/api/events/http/{provider}"]
+    return [
+        Route(path + suffix, receive, methods=["POST"])
+        for path in paths
+        for suffix in ("", "/{secret}")
+    ]
+
+
+def _receive(server: Server, provider: str, text: str) -> EventReceipt:
+    return receive_events(
+        server.state_path,
+        server.config,
+        provider,
+        text,
+        server.clock,
+        provider=server.service.provider(provider),
+    )
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def _reading_routes(server: Server) -> list[Route]:
+    async def status(request: Request) -> Response:
+        only = None
+        if "provider" in request.path_params:
+            only = _provider(server, request, ProviderScope.KNOWN)
+        if not server.state_path.exists():
+            raise HTTPProblem(503, no_state_health(server.state_path)["problems"][0])
+        report = await _in_thread(
+            server, status_report, server.state_path, server.config, server.clock.now(), only=only
+        )
+        return _json(report.to_json())
+
+    async def health(request: Request) -> Response:
+        if not server.state_path.exists():
+            return _json(no_state_health(server.state_path), 503)
+        report = await _in_thread(
+            server, status_report, server.state_path, server.config, server.clock.now()
+        )
+        return _json(report.health_json(), 200 if report.healthy else 503)
+
+    async def providers(request: Request) -> Response:
+        return _json(providers_json(server.config))
+
+    async def removals(request: Request) -> Response:
+        provider = _provider(server, request, ProviderScope.KNOWN)
+        limit = _int_param(request, "limit", 100)
+        found = await _in_thread(
+            server, pending_removals, server.state_path, server.config, only=provider, limit=limit
+        )
+        return _json(removals_json(found))
+
+    return [
+        Route("/status", status, methods=["GET"]),
+        Route("/status/{provider}", status, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/providers", providers, methods=["GET"]),
+        Route("/providers/{provider}", status, methods=["GET"]),
+        Route("/providers/{provider}/removals", removals, methods=["GET"]),
+        # Backstage's incremental-ingestion module's routes, answering our documents:
+        Route("/incremental/health", health, methods=["GET"]),
+        Route("/incremental/providers", providers, methods=["GET"]),
+        Route("/incremental/providers/{provider}", status, methods=["GET"]),
+    ]
+
+
+# -- the operator's commands -------------------------------------------------------------------
+
+
+def _operator_routes(server: Server) -> list[Route]:
+    def refreshed(provider: str) -> dict[str, Any]:
+        state = server.service.while_locked(
+            lambda: refresh(server.state_path, provider, server.clock, config=server.config)
+        )
+        server.service.wake()
+        return refresh_json(provider, state)
+
+    def was_reset(provider: str, purge: bool) -> dict[str, Any]:
+        removed = server.service.while_locked(
+            lambda: reset(
+                server.state_path, provider, server.clock, purge=purge, config=server.config
+            )
+        )
+        server.service.wake()
+        return reset_json(provider, forgotten=False, removed=removed)
+
+    def approved(provider: str) -> dict[str, Any]:
+        removed = server.service.while_locked(
+            lambda: approve_removals(
+                server.state_path, provider, server.clock, config=server.config
+            )
+        )
+        return approval_json(provider, removed)
+
+    async def refresh_route(request: Request) -> Response:
+        _require_token(server, request)
+        provider = _provider(server, request, ProviderScope.CONFIGURED)
+        return _json(await _in_thread(server, refreshed, provider))
+
+    def reset_route(purge: bool | None) -> Handler:
+        async def route(request: Request) -> Response:
+            _require_token(server, request)
+            provider = _provider(server, request, ProviderScope.CONFIGURED)
+            wanted = purge
+            if wanted is None:
+                wanted = request.query_params.get("purge", "false").lower() in ("true", "1")
+            return _json(await _in_thread(server, was_reset, provider, wanted))
+
+        return route
+
+    async def approve_route(request: Request) -> Response:
+        _require_token(server, request)
+        provider = _provider(server, request, ProviderScope.KNOWN)
+        return _json(await _in_thread(server, approved, provider))
+
+    return [
+        Route("/providers/{provider}/refresh", refresh_route, methods=["POST"]),
+        Route("/providers/{provider}/reset", reset_route(None), methods=["POST"]),
+        Route("/providers/{provider}/removals/approve", approve_route, methods=["POST"]),
+        # The seed's documented routes (?provider=NAME):
+        Route("/refresh", refresh_route, methods=["POST"]),
+        Route("/reset", reset_route(None), methods=["POST"]),
+        # Backstage's incremental-ingestion module's routes:
+        Route("/incremental/providers/{provider}/trigger", refresh_route, methods=["POST"]),
+        Route("/incremental/providers/{provider}/start", reset_route(False), methods=["POST"]),
+        Route("/incremental/providers/{provider}/cancel", reset_route(False), methods=["POST"]),
+        Route("/incremental/providers/{provider}", reset_route(True), methods=["DELETE"]),
+    ]
+
+
+# -- the feed ----------------------------------------------------------------------------------
+
+
+def _feed_routes(server: Server) -> list[Route]:
+    def read(work: Callable[..., Any], *args: Any) -> dict[str, Any]:
+        with reading(server.state_path) as store:
+            document: dict[str, Any] = work(store, *args).to_json()
+            return document
+
+    async def changes(request: Request) -> Response:
+        _require_token(server, request)
+        since = _int_param(request, "since", 0)
+        limit = _int_param(request, "limit", 1000)
+        return _json(await _in_thread(server, read, changes_page, since, limit))
+
+    async def batch(request: Request) -> Response:
+        _require_token(server, request)
+        refs = _json_body(await _body(server, request)).get("refs")
+        if not isinstance(refs, list):
+            raise HTTPProblem(400, 'expected {"refs": [entity refs]}')
+        return _json(await _in_thread(server, read, entities_batch, refs))
+
+    async def entities(request: Request) -> Response:
+        _require_token(server, request)
+        cursor = request.query_params.get("cursor") or None
+        limit = _int_param(request, "limit", 500)
+        return _json(await _in_thread(server, read, entities_page, cursor, limit))
+
+    return [
+        Route("/changes", changes, methods=["GET"]),
+        Route("/entities/batch", batch, methods=["POST"]),
+        Route("/entities", entities, methods=["GET"]),
+    ]
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise HTTPProblem(400, f"request body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise HTTPProblem(400, "request body: expected a JSON object")
+    return document
+
+
+# -- the request log ---------------------------------------------------------------------------
+
+
+class _RequestLog:
+    """One log line per request (at -v) and the request counter; the path's events secret, if
+    any, never reaches either: routes are logged and counted by their template."""
+
+    def __init__(self, app: ASGIApp, server: Server) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        clock = self.server.clock
+        started = clock.monotonic()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = _route_template(scope)
+            self.server.requests.labels(route, scope["method"], str(status)).inc()
+            log.info(
+                "http_request",
+                method=scope["method"],
+                route=route,
+                status=status,
+                duration_ms=round((clock.monotonic() - started) * 1000, 1),
+            )
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    return "unmatched"

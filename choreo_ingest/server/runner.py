@@ -1,0 +1,118 @@
+"""Run `serve`: the service loop in a thread, uvicorn in the main one, one orderly stop.
+
+SIGTERM (or SIGINT) stops both at once: the burst in flight ends after its page, uvicorn stops
+accepting connections and finishes the requests it has, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config
+from choreo_ingest.errors import ConfigError
+from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.security import Address, check_exposure, load_credentials
+from choreo_ingest.service import Service
+
+log = structlog.get_logger("choreo_ingest.server")
+
+HTTP_SHUTDOWN_SECONDS = 5
+"""Requests still open this long after SIGTERM are cut."""
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve` stops it together with the loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve(
+    config: Config,
+    state_path: Path,
+    clock: Clock,
+    *,
+    listen: str | None = None,
+    insecure_no_auth: bool = False,
+) -> None:
+    """Serve until SIGTERM/SIGINT. ConfigError for a bad address, missing token or busy port."""
+    address = Address.parse(listen or config.serve.listen)
+    credentials = load_credentials(config)
+    if check_exposure(address, credentials, insecure_no_auth):
+        log.warning(
+            "api_exposed_without_auth",
+            listen=str(address),
+            message="--insecure-no-auth: anyone who reaches this address can reset providers "
+            "and read the catalog",
+        )
+    sock = _bind(address)
+    service = Service(config, state_path, clock)
+    app = build_app(Server(config, state_path, clock, service, credentials))
+    server = _Uvicorn(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=HTTP_SHUTDOWN_SECONDS,
+            server_header=False,
+        )
+    )
+    loop_thread = threading.Thread(target=service.run, name="choreo-ingest-service", daemon=True)
+    loop_thread.start()
+    log.info("serving", listen=str(address), state_file=str(state_path))
+    try:
+        asyncio.run(_serve(server, service, sock))
+    finally:
+        service.stop()
+        loop_thread.join(timeout=config.incremental.burst_length + 30)
+        sock.close()
+
+
+async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop(number: int) -> None:
+        log.info("stopping", signal=signal.Signals(number).name)
+        service.stop()
+        server.should_exit = True
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop, number)
+    await server.serve(sockets=[sock])
+    # The HTTP side has stopped; wait for the burst in flight to end after its page.
+    await asyncio.to_thread(_wait_for_loop, service)
+
+
+def _wait_for_loop(service: Service) -> None:
+    for thread in threading.enumerate():
+        if thread.name == "choreo-ingest-service":
+            thread.join()
+
+
+def _bind(address: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {address}: {error.strerror or error}", path="serve.listen"
+        ) from None
+    sock.set_inheritable(True)
+    return sock

@@ -1,0 +1,104 @@
+"""Who may call what: the API token, the events secret, and where `serve` may listen."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from choreo_ingest.config import SERVE_TOKEN_ENV, Config, DeferredSecret, SecretPath
+from choreo_ingest.errors import ConfigError
+
+EVENTS_SECRET_HEADER = "x-choreo-ingest-secret"  # noqa: S105 (a header name)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The secrets `serve` checks callers against; None: that check is off."""
+
+    api_token: str | None = field(default=None, repr=False)
+    events_secret: str | None = field(default=None, repr=False)
+
+    def api_allows(self, authorization: str | None) -> bool:
+        """An `Authorization: Bearer <token>` header, when a token is configured."""
+        if self.api_token is None:
+            return True
+        scheme, _, given = (authorization or "").partition(" ")
+        return scheme.lower() == "bearer" and _same(given.strip(), self.api_token)
+
+    def events_allow(self, header: str | None, path_secret: str | None) -> bool:
+        """The events secret, as a header or as the path's last segment, when one is set."""
+        if self.events_secret is None:
+            return path_secret is None  # a secret segment nobody configured is a wrong URL
+        given = header if header is not None else path_secret
+        return given is not None and _same(given, self.events_secret)
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Credentials:
+    """Read the token (`serve.auth.tokenFile`, else $CHOREO_INGEST_SERVE_TOKEN) and the events
+    secret (`serve.events.secretFile`); an unreadable or empty file is a config error."""
+    environment = os.environ if env is None else env
+    token = _read_secret_file(config.serve.token_file, "serve.auth.tokenFile")
+    if token is None:
+        token = environment.get(SERVE_TOKEN_ENV, "").strip() or None
+    secret = _read_secret_file(config.serve.events_secret_file, "serve.events.secretFile")
+    return Credentials(api_token=token, events_secret=secret)
+
+
+def _read_secret_file(path: SecretPath | None, key: str) -> str | None:
+    if isinstance(path, DeferredSecret):
+        raise path.error()
+    if path is None:
+        return None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"cannot read {path}: {reason}", path=key) from None
+    if not value:
+        raise ConfigError(f"{path} is empty", path=key)
+    return value
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, listen: str) -> Address:
+        host, _, port = listen.rpartition(":")
+        return cls(host.removeprefix("[").removesuffix("]"), int(port))
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def check_exposure(address: Address, credentials: Credentials, insecure_no_auth: bool) -> bool:
+    """Whether the API is open to whoever reaches `address`; refuses (ConfigError) an address
+    beyond loopback without a token, unless `insecure_no_auth`."""
+    if credentials.api_token is not None or address.is_loopback:
+        return False
+    if not insecure_no_auth:
+        raise ConfigError(
+            f"refusing to serve the API on {address} without a token: set serve.auth.tokenFile "
+            f"or ${SERVE_TOKEN_ENV}, listen on 127.0.0.1, or pass --insecure-no-auth",
+            path="serve.listen",
+        )
+    return True

@@ -1,0 +1,174 @@
+"""What `serve` runs besides HTTP: the decisions of `run` on a short tick, one burst at a time.
+
+The run lock is taken for each tick (a burst, or a drain of the inbox), never for the service's
+life: `status`, `event`, the operator's commands and a cron `run` work beside it. A tick that
+finds the lock held (a cron `run` is bursting) is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config
+from choreo_ingest.engine import StopSignal
+from choreo_ingest.errors import ChoreoIngestError, LockHeld
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.providers.base import IncrementalEntityProvider
+from choreo_ingest.providers.registry import load_provider
+
+log = structlog.get_logger("choreo_ingest.service")
+
+T = TypeVar("T")
+
+TICK_SECONDS = 1.0
+"""How often the service asks whether a provider is due (an event wakes it at once)."""
+LOCK_WAIT_GRACE_SECONDS = 5.0
+"""An operator's command waits for a burst in progress this long past `burstLength`."""
+
+
+@dataclass
+class TickRecord:
+    started_at: float  # monotonic
+    result: RunResult | None = None
+    skipped: bool = False
+    error: str | None = None
+
+
+class Service:
+    """The loop of `serve`. `run` blocks until `stop()`; the HTTP side calls `events_stored()`
+    after it commits events and `while_locked()` for commands that need the run lock."""
+
+    def __init__(
+        self,
+        config: Config,
+        state_path: Path,
+        clock: Clock,
+        *,
+        providers: Mapping[str, IncrementalEntityProvider] | None = None,
+        rng: random.Random | None = None,
+        tick_seconds: float = TICK_SECONDS,
+    ) -> None:
+        self.config = config
+        self.state_path = state_path
+        self.clock = clock
+        self._providers = dict(providers or {})
+        self._providers_lock = threading.Lock()
+        self.rng = rng or random.Random()
+        self.tick_seconds = tick_seconds
+        self.stop_signal = StopSignal()
+        self.events_arrived = threading.Event()
+        self._wake = threading.Event()
+        self._operators_waiting = 0
+        self._operators_lock = threading.Lock()
+        self.last_tick: TickRecord | None = None
+        self.last_tick_at: float | None = None
+        """When the last tick began (wall time): the metrics' last run."""
+        self.heartbeat = clock.monotonic()
+        """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
+
+    def alive(self) -> bool:
+        """The loop went round recently enough: a burst, its mirror and a tick fit in between."""
+        allowed = 3 * self.config.incremental.burst_length + 10 * self.tick_seconds + 30
+        return self.clock.monotonic() - self.heartbeat <= allowed
+
+    def run(self) -> None:
+        """Tick until stopped; a burst in progress when `stop()` comes ends after its page."""
+        log.info("service_started", state_file=str(self.state_path))
+        while not self.stop_signal.is_set():
+            self.heartbeat = self.clock.monotonic()
+            if not self._operators_waiting:
+                self.tick()
+            self._wake.wait(self.tick_seconds)
+            self._wake.clear()
+        log.info("service_stopped")
+
+    def tick(self) -> TickRecord:
+        record = TickRecord(started_at=self.clock.monotonic())
+        self.last_tick_at = self.clock.now()
+        try:
+            record.result = run_once(
+                self.config,
+                self.state_path,
+                self.clock,
+                providers=self._loaded_providers(),
+                stop=self.stop_signal,
+                rng=self.rng,
+                events_arrived=self.events_arrived,
+            )
+        except LockHeld:
+            record.skipped = True
+            log.debug("tick_skipped", reason="another run holds the lock")
+        except ChoreoIngestError as error:
+            record.error = str(error)
+            log.error("tick_failed", error=str(error))
+        except Exception as error:  # a bug must not end the service: the next tick tries again
+            record.error = f"internal error: {type(error).__name__}: {error}"
+            log.error("tick_crashed", exc_info=True)
+        self.last_tick = record
+        return record
+
+    def _loaded_providers(self) -> dict[str, IncrementalEntityProvider]:
+        """The configured providers, each loaded once for the service's life (its client and
+        credentials with it: one OAuth grant per process, as for `run`). One that cannot load
+        is left to `run_once`, which records why, and is tried again at the next tick."""
+        for name in self.config.providers:
+            with contextlib.suppress(ChoreoIngestError):
+                self.provider(name)
+        with self._providers_lock:
+            return dict(self._providers)
+
+    def provider(self, name: str) -> IncrementalEntityProvider:
+        """The provider `name`, loaded once (ProviderLoadError when it cannot be)."""
+        with self._providers_lock:
+            if name not in self._providers:
+                self._providers[name] = load_provider(name, self.config)
+            return self._providers[name]
+
+    def stop(self) -> None:
+        self.stop_signal.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look again now (an operator made a provider due)."""
+        self._wake.set()
+
+    def events_stored(self) -> None:
+        """Events were committed to the inbox: apply them now, mid-burst or at the next tick."""
+        self.events_arrived.set()
+        self._wake.set()
+
+    def while_locked(self, action: Callable[[], T]) -> T:
+        """Run `action` (which takes the run lock itself), waiting for a burst in progress to end
+        rather than failing at once; new ticks wait meanwhile. LockHeld after the wait."""
+        give_up_at = (
+            self.clock.monotonic() + self.config.incremental.burst_length + LOCK_WAIT_GRACE_SECONDS
+        )
+        with self._operator_turn():
+            while True:
+                try:
+                    return action()
+                except LockHeld:
+                    if self.clock.monotonic() >= give_up_at:
+                        raise
+                    self.clock.sleep(0.1)
+
+    @contextmanager
+    def _operator_turn(self) -> Iterator[None]:
+        with self._operators_lock:
+            self._operators_waiting += 1
+        try:
+            yield
+        finally:
+            with self._operators_lock:
+                self._operators_waiting -= 1
+            self._wake.set()

@@ -1,0 +1,60 @@
+"""How much of the change log is kept: pruning its oldest rows, and the bounds consumers read.
+
+Pruning only ever removes a prefix of the log: every change at or below `changes_pruned_through`
+is gone, every change after it is kept.
+"""
+
+from __future__ import annotations
+
+from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.meta import PRUNED_THROUGH, raise_pruned_through
+
+_NEWEST_SEQ = """max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0),
+                    coalesce((SELECT max(seq) FROM changes), 0))"""
+"""The last seq ever given to a change (the AUTOINCREMENT's counter): pruned rows count too."""
+
+
+def newest_seq(conn: Connection) -> int:
+    return int(conn.scalar(f"SELECT {_NEWEST_SEQ}"))
+
+
+def change_bounds(conn: Connection) -> tuple[int, int]:
+    """(pruned through, newest seq), read by one statement: one state of the file."""
+    row = conn.execute(
+        f"""SELECT (SELECT CAST(value AS INTEGER) FROM store_meta WHERE name = ?),
+                   {_NEWEST_SEQ}""",
+        [PRUNED_THROUGH],
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def prune_changes(
+    conn: Connection, older_than: float, max_rows: int, *, keep_after: int | None = None
+) -> int:
+    """Delete, in one transaction, the oldest changes: those made before `older_than` and those
+    beyond the newest `max_rows`, never one after `keep_after` (a consumer's position); raise
+    `changes_pruned_through` to the highest seq deleted. Returns how many were deleted.
+
+    By age, what goes is the longest run of oldest changes all made before `older_than`: after
+    a step back of the wall clock, an old change newer than a young one waits for the next prune.
+    """
+    with conn.transaction():
+        first_young = conn.scalar(
+            "SELECT seq FROM changes WHERE at >= ? ORDER BY seq LIMIT 1", [older_than]
+        )
+        if first_young is None:
+            by_age = int(conn.scalar("SELECT coalesce(max(seq), 0) FROM changes"))
+        else:
+            by_age = int(first_young) - 1
+        beyond_rows = conn.scalar(
+            "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?", [max(max_rows, 0)]
+        )
+        through = max(by_age, 0 if beyond_rows is None else int(beyond_rows))
+        if keep_after is not None:
+            through = min(through, keep_after)
+        highest = conn.scalar("SELECT max(seq) FROM changes WHERE seq <= ?", [through])
+        if highest is None:
+            return 0
+        deleted = conn.execute("DELETE FROM changes WHERE seq <= ?", [highest]).rowcount
+        raise_pruned_through(conn, int(highest))
+    return int(deleted)

@@ -1,0 +1,51 @@
+"""What the state file says about itself (table `store_meta`): its id and how far the change log
+was pruned.
+
+The store id names one unbroken history of the change log. A consumer that copied the catalog
+keeps it; when it changes (a new state file, or entities removed without a consumer being able
+to follow, as `reset --purge` and `reset --forget` do), the copy must be made again.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from choreo_ingest.store.connection import Connection
+
+STORE_ID = "store_id"
+STORE_ID_RENEWED_AT = "store_id_renewed_at"
+PRUNED_THROUGH = "changes_pruned_through"
+"""Every change with a seq at or below this has been pruned."""
+
+
+def store_id(conn: Connection) -> str:
+    return str(conn.scalar("SELECT value FROM store_meta WHERE name = ?", [STORE_ID]))
+
+
+def renew_store_id(conn: Connection, now: float) -> str:
+    """A new store id (and when it was made), inside a transaction the caller holds."""
+    new_id = secrets.token_hex(16)
+    _set(conn, STORE_ID, new_id)
+    _set(conn, STORE_ID_RENEWED_AT, repr(now))
+    return new_id
+
+
+def pruned_through(conn: Connection) -> int:
+    return int(conn.scalar("SELECT value FROM store_meta WHERE name = ?", [PRUNED_THROUGH]))
+
+
+def raise_pruned_through(conn: Connection, seq: int) -> None:
+    """Move the pruned mark up to `seq`, never down."""
+    conn.execute(
+        """UPDATE store_meta SET value = CAST(max(CAST(value AS INTEGER), ?) AS TEXT)
+           WHERE name = ?""",
+        [seq, PRUNED_THROUGH],
+    )
+
+
+def _set(conn: Connection, name: str, value: str) -> None:
+    conn.execute(
+        """INSERT INTO store_meta (name, value) VALUES (?, ?)
+           ON CONFLICT (name) DO UPDATE SET value = excluded.value""",
+        [name, value],
+    )

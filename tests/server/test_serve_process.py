@@ -1,0 +1,222 @@
+"""`choreo-ingest serve` as a process, as Kubernetes or systemd runs it: against the v1
+simulator, events over HTTP, SIGTERM, and the ways it refuses to start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from choreo_ingest.simulator.api import SimulatorApi
+from choreo_ingest.simulator.options import SimulatorOptions
+from choreo_ingest.simulator.server import RunningServer, start_server
+from choreo_ingest.simulator.world import World
+
+from sim_support import run_cli, write_config
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "serve-api-token"
+NAMESPACE, PROJECT = "org-00-umbrella", "proj-00-search"
+START_SECONDS = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def call(
+    method: str, url: str, body: Any = None, token: str | None = TOKEN
+) -> tuple[int, dict[str, Any], httpx.Headers]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    answer = httpx.request(method, url, json=body, headers=headers, timeout=10)
+    return answer.status_code, answer.json() if answer.content else {}, answer.headers
+
+
+def wait_until(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def simulator() -> Iterator[RunningServer]:
+    api = SimulatorApi(World.generate(2, 2, 3, seed=12), SimulatorOptions(api="v1", control=True))
+    with start_server(api) as server:
+        yield server
+
+
+def serve_process(
+    tmp_path: Path, simulator_url: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    config = write_config(
+        tmp_path / "choreo-ingest.yaml",
+        simulator_url,
+        token="openchoreo-token",
+        state={"path": "state.db"},
+        incremental={"burstLength": 2, "burstInterval": 1, "restLength": 10},
+    )
+    port = free_port()
+    listen = args[args.index("--listen") + 1] if "--listen" in args else f"127.0.0.1:{port}"
+    extra = [] if "--listen" in args else ["--listen", listen]
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("CHOREO_INGEST")
+    }
+    environment.update(env or {})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "choreo_ingest", "serve", "--config", str(config), *extra, *args],
+        cwd=tmp_path,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process, f"http://127.0.0.1:{listen.rpartition(':')[2]}"
+
+
+def ready(process: subprocess.Popen[str], url: str) -> None:
+    def answered() -> bool:
+        assert process.poll() is None, process.communicate()
+        try:
+            return call("GET", url + "/readyz")[0] == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answered, START_SECONDS, "serve to be ready")
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 15.0) -> tuple[int, str, str]:
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def control(simulator: RunningServer, route: str) -> None:
+    answer = httpx.post(simulator.root_url + "/_control/" + route, timeout=10)
+    assert answer.json()["success"], answer.text
+
+
+def in_catalog(url: str, ref: str) -> bool:
+    status, document, _ = call("POST", url + "/entities/batch", {"refs": [ref]})
+    assert status == 200, document
+    return not document["missing"]
+
+
+def test_serve_ingests_applies_events_over_http_and_stops_with_0(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    process, url = serve_process(tmp_path, simulator.url, env={"CHOREO_INGEST_SERVE_TOKEN": TOKEN})
+    try:
+        ready(process, url)
+        wait_until(
+            lambda: call("GET", url + "/status")[1]["providers"][0]["lastCompletedAt"],
+            START_SECONDS,
+            "the first cycle",
+        )
+        control(simulator, f"add_component?namespace={NAMESPACE}&project={PROJECT}&name=fresh")
+        created = {"kind": "Component", "name": "fresh", "namespace": NAMESPACE}
+        status, receipt, _ = call(
+            "POST", url + "/api/events/http/openchoreo", {**created, "action": "created"}, None
+        )
+        assert (status, receipt["stored"]) == (202, 1)
+        wait_until(lambda: in_catalog(url, f"component:{NAMESPACE}/fresh"), 5.0, "the create")
+
+        control(simulator, f"delete_component?namespace={NAMESPACE}&name=fresh")
+        call("POST", url + "/events/openchoreo", {**created, "action": "deleted"}, None)
+        wait_until(lambda: not in_catalog(url, f"component:{NAMESPACE}/fresh"), 5.0, "the delete")
+
+        served = call("GET", url + "/status")[1]
+        printed = json.loads(run_cli("status", "--json", cwd=tmp_path).stdout)
+        for document in (served, printed):
+            document.pop("running")  # serve may be bursting between the two reads
+            document.pop("stateFile")  # as given: absolute for serve, relative for the CLI
+            for provider in document["providers"]:
+                provider.pop("state"), provider.pop("nextActionAt"), provider.pop("lastBurstAt")
+        assert served == printed
+    finally:
+        started = time.monotonic()
+        code, _, err = stop(process)
+    assert code == 0, err
+    assert time.monotonic() - started < 2 + 10  # burstLength, and then some
+    assert TOKEN not in err
+
+
+def test_a_cron_run_beside_serve_is_turned_away_or_runs_but_never_overlaps(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    process, url = serve_process(tmp_path, simulator.url)
+    try:
+        ready(process, url)
+        codes = {run_cli("run", "--force", cwd=tmp_path).returncode for _ in range(3)}
+        status = call("GET", url + "/status", token=None)[0]
+    finally:
+        code, _, err = stop(process)
+    assert codes <= {0, 75}
+    assert status == 200
+    assert code == 0, err
+
+
+def test_a_non_loopback_address_without_a_token_is_refused(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    process, _ = serve_process(tmp_path, simulator.url, "--listen", f"0.0.0.0:{free_port()}")
+    _, err = process.communicate(timeout=START_SECONDS)
+
+    assert process.returncode == 2
+    assert "serve.listen" in err
+    assert "--insecure-no-auth" in err
+
+
+def test_insecure_no_auth_starts_and_warns(tmp_path: Path, simulator: RunningServer) -> None:
+    process, url = serve_process(
+        tmp_path, simulator.url, "--listen", f"0.0.0.0:{free_port()}", "--insecure-no-auth"
+    )
+    try:
+        ready(process, url)
+    finally:
+        code, _, err = stop(process)
+    assert code == 0
+    assert "api_exposed_without_auth" in err
+
+
+def test_a_busy_port_is_a_usage_error(tmp_path: Path, simulator: RunningServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        process, _ = serve_process(tmp_path, simulator.url, "--listen", f"127.0.0.1:{port}")
+        _, err = process.communicate(timeout=START_SECONDS)
+
+    assert process.returncode == 2
+    assert f"serve.listen: cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_without_the_serve_extra_it_exits_2_naming_the_extra(tmp_path: Path) -> None:
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", token="t")
+    without_uvicorn = (
+        "import sys; sys.modules['uvicorn'] = None; "
+        "from choreo_ingest.cli import main; main(sys.argv[1:])"
+    )
+
+    done = run_cli("serve", cwd=tmp_path, entry=("-c", without_uvicorn))
+
+    assert done.returncode == 2
+    assert "pip install 'choreo-ingest[serve]'" in done.stderr

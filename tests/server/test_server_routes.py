@@ -1,0 +1,425 @@
+"""serve's routes in-process (Starlette's AsgiClient), over a real state file: status codes, the
+documents (the same as the CLI's `--json`), auth, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
+from choreo_ingest.lock import RunLock
+from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.security import Credentials
+from choreo_ingest.service import Service
+from choreo_ingest.simulator.world import World
+from choreo_ingest.store import Store
+
+from asgi_support import AsgiClient
+from fakes import FakeClock
+from sim_support import ingest_world, run_cli, write_config
+
+TOKEN = "api-token-for-tests"
+SECRET = "events-secret-for-tests"
+UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
+PROVIDER = "openchoreo"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def component_event(name: str, action: str = "created") -> dict[str, Any]:
+    return {"kind": "Component", "name": name, "namespace": "acme", "action": action}
+
+
+@pytest.fixture
+def world() -> World:
+    return World.generate(2, 2, 3, seed=12)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path / "choreo-ingest.yaml",
+        UNREACHABLE_URL,
+        token="openchoreo-token",
+        state={"path": "state.db"},
+        incremental={"restLength": 600, "burstLength": 1},
+    )
+
+
+@pytest.fixture
+def config(config_file: Path) -> Config:
+    from choreo_ingest.config import load_config
+
+    return load_config(config_file)
+
+
+@pytest.fixture
+def ingested(tmp_path: Path, world: World, clock: FakeClock) -> Path:
+    ingest_world(tmp_path / "state.db", world, clock)
+    return tmp_path / "state.db"
+
+
+def make_client(
+    config: Config,
+    state_path: Path,
+    clock: FakeClock,
+    credentials: Credentials | None = None,
+) -> AsgiClient:
+    service = Service(config, state_path, clock)
+    server = Server(config, state_path, clock, service, credentials or Credentials())
+    return AsgiClient(build_app(server))
+
+
+@pytest.fixture
+def client(config: Config, ingested: Path, clock: FakeClock) -> Iterator[AsgiClient]:
+    with make_client(config, ingested, clock, Credentials(TOKEN, None)) as test_client:
+        yield test_client
+
+
+def cli_json(tmp_path: Path, *args: str) -> Any:
+    done = run_cli(*args, "--json", cwd=tmp_path)
+    return json.loads(done.stdout)
+
+
+def pending(state_path: Path) -> list[dict[str, Any]]:
+    with Store.open(state_path, readonly=True) as store:
+        return [item.body for item in store.pending_events(PROVIDER)]
+
+
+class TestEvents:
+    @pytest.mark.parametrize("path", ["/events/openchoreo", "/api/events/http/openchoreo"])
+    def test_an_event_is_stored_before_the_202(
+        self, client: AsgiClient, ingested: Path, path: str
+    ) -> None:
+        answer = client.post(path, json=component_event("new-one"))
+
+        assert answer.status_code == 202
+        assert answer.json() == {"stored": 1, "ignored": 0, "rejected": []}
+        assert pending(ingested) == [component_event("new-one")]
+
+    def test_duplicates_coalesce(self, client: AsgiClient, ingested: Path) -> None:
+        for _ in range(3):
+            assert client.post("/events/openchoreo", json=component_event("x")).status_code == 202
+
+        assert pending(ingested) == [component_event("x")]
+
+    def test_kinds_the_provider_does_not_ingest_are_acknowledged_not_stored(
+        self, client: AsgiClient, ingested: Path
+    ) -> None:
+        event = {"kind": "ReleaseBinding", "name": "r", "namespace": "acme", "action": "created"}
+
+        answer = client.post("/events/openchoreo", json=event)
+
+        assert (answer.status_code, answer.json()["ignored"]) == (202, 1)
+        assert pending(ingested) == []
+
+    @pytest.mark.parametrize(
+        ("body", "problem"),
+        [
+            (b"{not json", "not JSON"),
+            (b'{"kind": "Component"}', "name"),
+            (b"\xff\xfe\x00garbage", "request body: not UTF-8 text"),
+            (b"", "no events in the input"),
+        ],
+        ids=["not-json", "missing-fields", "binary", "empty"],
+    )
+    def test_a_malformed_event_is_400_with_the_reason(
+        self, client: AsgiClient, ingested: Path, body: bytes, problem: str
+    ) -> None:
+        answer = client.post("/events/openchoreo", content=body)
+
+        assert answer.status_code == 400
+        assert problem in json.dumps(answer.json())
+        assert pending(ingested) == []
+
+    def test_a_body_over_the_limit_is_413(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        small = replace(config, serve=ServeConfig(max_body_bytes=100))
+        with make_client(small, ingested, clock) as client:
+            answer = client.post(
+                "/events/openchoreo", json=[component_event(f"c{i}") for i in range(9)]
+            )
+
+        assert answer.status_code == 413
+        assert pending(ingested) == []
+
+    def test_a_full_inbox_is_503_with_retry_after(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        tiny = replace(config, inbox_capacity=1)
+        with make_client(tiny, ingested, clock) as client:
+            assert client.post("/events/openchoreo", json=component_event("a")).status_code == 202
+            answer = client.post("/events/openchoreo", json=component_event("b"))
+
+        assert answer.status_code == 503
+        assert int(answer.headers["retry-after"]) > 0
+        assert "is full (1 pending events, the limit)" in answer.json()["error"]
+
+    def test_an_unknown_provider_is_404(self, client: AsgiClient) -> None:
+        answer = client.post("/events/nosuch", json=component_event("a"))
+
+        assert answer.status_code == 404
+        assert "nosuch" in answer.json()["error"]
+
+    @pytest.mark.parametrize(
+        ("path", "headers", "status"),
+        [
+            (f"/events/openchoreo/{SECRET}", {}, 202),
+            (f"/api/events/http/openchoreo/{SECRET}", {}, 202),
+            ("/events/openchoreo", {"X-Choreo-Ingest-Secret": SECRET}, 202),
+            ("/events/openchoreo", {}, 403),
+            ("/events/openchoreo/wrong", {}, 403),
+            ("/events/openchoreo", {"X-Choreo-Ingest-Secret": "wrong"}, 403),
+        ],
+        ids=["path", "alias-path", "header", "none", "wrong-path", "wrong-header"],
+    )
+    def test_the_events_secret_when_one_is_set(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        path: str,
+        headers: dict[str, str],
+        status: int,
+    ) -> None:
+        with make_client(config, ingested, clock, Credentials(None, SECRET)) as client:
+            answer = client.post(path, json=component_event("a"), headers=headers)
+
+        assert answer.status_code == status
+        assert (pending(ingested) != []) is (status == 202)
+
+    def test_a_secret_segment_nobody_configured_is_refused(self, client: AsgiClient) -> None:
+        answer = client.post("/events/openchoreo/guess", json=component_event("a"))
+
+        assert answer.status_code == 403
+
+
+class TestReading:
+    def test_status_is_the_status_json_document(
+        self, client: AsgiClient, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        answer = client.get("/status")
+
+        assert answer.status_code == 200
+        served, printed = answer.json(), cli_json(tmp_path, "status")
+        # The CLI shows the path as the config gives it (relative to the config's directory).
+        assert Path(served.pop("stateFile")) == tmp_path / printed.pop("stateFile")
+        assert served == printed
+
+    def test_status_of_one_provider_and_its_aliases(self, client: AsgiClient) -> None:
+        documents = [
+            client.get(path).json()
+            for path in (
+                "/status/openchoreo",
+                "/providers/openchoreo",
+                "/incremental/providers/openchoreo",
+            )
+        ]
+
+        assert [len(doc["providers"]) for doc in documents] == [1, 1, 1]
+        assert documents[0] == documents[1] == documents[2]
+
+    def test_status_of_an_unknown_provider_is_404(self, client: AsgiClient) -> None:
+        assert client.get("/status/typo").status_code == 404
+
+    def test_health_is_the_health_json_document(self, client: AsgiClient, tmp_path: Path) -> None:
+        done = run_cli("health", "--json", cwd=tmp_path)
+        answer = client.get("/health")
+
+        assert answer.json() == json.loads(done.stdout)
+        assert answer.status_code == (200 if done.returncode == 0 else 503)
+        assert client.get("/incremental/health").json() == answer.json()
+
+    def test_health_without_a_state_file_is_503(
+        self, config: Config, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        with make_client(config, tmp_path / "none.db", clock) as client:
+            answer = client.get("/health")
+
+        assert answer.status_code == 503
+        assert answer.json()["healthy"] is False
+
+    def test_providers_is_the_providers_json_document(
+        self, client: AsgiClient, tmp_path: Path
+    ) -> None:
+        assert client.get("/providers").json() == cli_json(tmp_path, "providers")
+
+    def test_removals_is_the_removals_json_document(
+        self, client: AsgiClient, tmp_path: Path
+    ) -> None:
+        expected = cli_json(tmp_path, "removals", PROVIDER)
+        assert client.get("/providers/openchoreo/removals").json() == expected
+
+    def test_liveness_and_readiness(
+        self, client: AsgiClient, config: Config, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        assert client.get("/healthz").json() == {"alive": True}
+        assert client.get("/readyz").json() == {"ready": True}
+        with make_client(config, tmp_path / "none.db", clock) as fresh:
+            assert fresh.get("/readyz").status_code == 503
+
+    def test_metrics_has_the_textfile_series_and_the_request_counter(
+        self, client: AsgiClient
+    ) -> None:
+        client.get("/healthz")
+        answer = client.get("/metrics")
+
+        names = {family.name for family in text_string_to_metric_families(answer.text)}
+        assert "choreo_ingest_entities" in names
+        assert "choreo_ingest_state" in names
+        assert "choreo_ingest_http_requests" in names
+        assert 'route="/healthz"' in answer.text
+
+
+class TestOperatorRoutes:
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [
+            ("POST", "/providers/openchoreo/refresh"),
+            ("POST", "/providers/openchoreo/reset"),
+            ("POST", "/providers/openchoreo/removals/approve"),
+            ("POST", "/refresh?provider=openchoreo"),
+            ("POST", "/reset?provider=openchoreo"),
+            ("POST", "/incremental/providers/openchoreo/trigger"),
+            ("DELETE", "/incremental/providers/openchoreo"),
+            ("GET", "/changes"),
+            ("GET", "/entities"),
+            ("POST", "/entities/batch"),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "authorization", [None, "Bearer wrong", f"Basic {TOKEN}", f"Bearer {TOKEN}x"]
+    )
+    def test_protected_routes_need_the_token(
+        self, client: AsgiClient, ingested: Path, method: str, path: str, authorization: str | None
+    ) -> None:
+        with Store.open(ingested, readonly=True) as store:
+            before = store.load_provider(PROVIDER)
+        headers = {} if authorization is None else {"Authorization": authorization}
+
+        answer = client.request(method, path, headers=headers, json={"refs": []})
+
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        with Store.open(ingested, readonly=True) as store:
+            assert store.load_provider(PROVIDER) == before
+
+    def test_refresh_answers_the_refresh_json_document(
+        self, client: AsgiClient, ingested: Path, clock: FakeClock
+    ) -> None:
+        answer = client.post("/providers/openchoreo/refresh", headers=AUTH)
+
+        assert answer.status_code == 200
+        assert answer.json() == {"provider": PROVIDER, "state": "resting", "due": True}
+        with Store.open(ingested, readonly=True) as store:
+            assert store.load_provider(PROVIDER).next_action_at == clock.now()
+
+    def test_the_seed_alias_takes_the_provider_as_a_parameter(self, client: AsgiClient) -> None:
+        answer = client.post("/refresh", params={"provider": PROVIDER}, headers=AUTH)
+
+        assert answer.json()["provider"] == PROVIDER
+
+    def test_reset_with_purge_removes_the_entities(
+        self, client: AsgiClient, ingested: Path
+    ) -> None:
+        answer = client.post("/providers/openchoreo/reset?purge=true", headers=AUTH)
+
+        assert answer.status_code == 200
+        document = answer.json()
+        assert document["reset"] is True
+        assert document["purged"] > 0
+        with Store.open(ingested, readonly=True) as store:
+            assert store.active_count(PROVIDER) == 0
+
+    def test_a_command_waits_for_the_lock_then_gives_up_with_409(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        quick = replace(
+            config,
+            openchoreo=replace(config.openchoreo, incremental=IncrementalConfig(burst_length=0.01)),
+        )
+        with make_client(quick, ingested, clock) as client, RunLock(ingested):
+            answer = client.post("/providers/openchoreo/refresh")
+
+        assert answer.status_code == 409
+        assert int(answer.headers["retry-after"]) >= 1
+
+    def test_an_unknown_provider_is_404_and_creates_nothing(
+        self, client: AsgiClient, ingested: Path
+    ) -> None:
+        answer = client.post("/providers/typo/refresh", headers=AUTH)
+
+        assert answer.status_code == 404
+        with Store.open(ingested, readonly=True) as store:
+            assert store.provider_names() == [PROVIDER]
+
+
+class TestFeed:
+    def test_entities_pages_through_the_whole_catalog(
+        self, client: AsgiClient, tmp_path: Path
+    ) -> None:
+        bodies, cursor = [], None
+        while True:
+            params = {"limit": 7, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/entities", params=params, headers=AUTH).json()
+            bodies += page["entities"]
+            cursor = page["nextCursor"]
+            if cursor is None:
+                break
+
+        exported = [
+            json.loads(line) for line in run_cli("export", cwd=tmp_path).stdout.splitlines()
+        ]
+        assert sorted(map(json.dumps, bodies)) == sorted(map(json.dumps, exported))
+
+    def test_batch_returns_bodies_and_lists_the_missing(self, client: AsgiClient) -> None:
+        first = client.get("/entities", params={"limit": 2}, headers=AUTH).json()["entities"]
+        refs = [
+            f"{b['kind'].lower()}:{b['metadata']['namespace']}/{b['metadata']['name']}"
+            for b in first
+        ]
+
+        answer = client.post(
+            "/entities/batch", json={"refs": [*refs, "component:x/nope"]}, headers=AUTH
+        )
+
+        assert answer.status_code == 200
+        assert answer.json()["entities"] == first
+        assert answer.json()["missing"] == ["component:x/nope"]
+
+    def test_batch_refuses_more_than_a_thousand_refs(self, client: AsgiClient) -> None:
+        refs = [f"component:x/c{i}" for i in range(1001)]
+        answer = client.post("/entities/batch", json={"refs": refs}, headers=AUTH)
+
+        assert answer.status_code == 400
+
+    def test_changes_answer_the_feed_document(self, client: AsgiClient) -> None:
+        document = client.get("/changes", params={"since": 0, "limit": 5}, headers=AUTH).json()
+
+        assert set(document) == {"storeId", "oldestSeq", "newestSeq", "changes"}
+        assert [change["seq"] for change in document["changes"]] == [1, 2, 3, 4, 5]
+
+    def test_changes_below_the_oldest_retained_are_410(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        from choreo_ingest.feed import prune_change_log
+
+        few = replace(config, changes=ChangesConfig(max_rows=3))
+        with Store.open(ingested) as store:
+            pruned = prune_change_log(store, few, clock.now())
+        assert pruned > 0
+        with make_client(config, ingested, clock) as client:
+            newest = pruned + 3
+            gone = client.get("/changes", params={"since": 0})
+            kept = client.get("/changes", params={"since": newest - 3})
+
+        assert gone.status_code == 410
+        assert gone.json()["oldestSeq"] == newest - 2
+        assert kept.status_code == 200
+        assert len(kept.json()["changes"]) == 3

@@ -1,0 +1,196 @@
+"""serve's loop without HTTP: ticks, events applied between pages (and winning over the page
+before them), the lock shared with cron runs and operator commands, stopping."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo_ingest.errors import LockHeld
+from choreo_ingest.events import store_events
+from choreo_ingest.lock import RunLock
+from choreo_ingest.models import Delta, EntityIteratorResult, Event
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.service import Service
+from choreo_ingest.store import Store
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+NAMES = [f"e{i}" for i in range(10)]
+
+
+@dataclass
+class EventsMidBurst(FakeProvider):
+    """Serves `entities` two per page; while page `event_at_page` is being fetched, the event
+    `event` arrives (stored and announced, as serve's webhook route does)."""
+
+    event_at_page: int = -1
+    event: dict[str, Any] = field(default_factory=dict)
+    announce: threading.Event | None = None
+    state_path: Path | None = None
+    deleted: set[str] = field(default_factory=set)
+    handled: list[Event] = field(default_factory=list)
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        page = super().next(context, cursor)
+        offset = 0 if cursor is None else int(cursor["offset"])
+        if offset // self.page_size == self.event_at_page:
+            assert self.state_path is not None
+            assert self.announce is not None
+            self.deleted.add(self.event["name"])  # the source deletes it, after serving the page
+            store_events(self.state_path, self.name, [self.event], context.clock)
+            self.announce.set()
+        return page
+
+    def handle_event(self, context: BurstContext, event: Event) -> Delta:
+        self.handled.append(event)
+        found = [e for e in self.entities if e.name == event.name and e.name not in self.deleted]
+        return Delta(upserts=found, removal_scopes=[event.name])
+
+
+def catalog(state_path: Path) -> set[str]:
+    with Store.open(state_path, readonly=True) as store:
+        return {body["metadata"]["name"] for body in store.iter_entities()}
+
+
+def make_service(tmp_path: Path, clock: FakeClock, provider: FakeProvider) -> Service:
+    config = make_config(tmp_path, burst_length=3600.0, rest_length=3600.0)
+    assert config.state_path is not None
+    return Service(config, config.state_path, clock, providers={provider.name: provider})
+
+
+def deleting(name: str) -> dict[str, Any]:
+    return {"kind": "Component", "name": name, "namespace": "acme", "action": "deleted"}
+
+
+class TestEventsBetweenPages:
+    def test_an_event_received_mid_burst_is_applied_in_that_burst(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = EventsMidBurst([make_entity(n) for n in NAMES], event_at_page=3)
+        service = make_service(tmp_path, clock, provider)
+        provider.state_path, provider.announce = service.state_path, service.events_arrived
+        provider.event = deleting("e1")  # served by page 0, long before
+
+        service.tick()
+
+        assert [event.name for event in provider.handled] == ["e1"]
+        assert catalog(service.state_path) == set(NAMES) - {"e1"}
+
+    def test_a_delete_after_a_page_was_fetched_wins_over_that_page(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The page holding e6 is fetched, then e6's `deleted` event arrives: the page must not
+        bring it back, though the page is committed after the event was stored."""
+        many = NAMES + [f"filler{i:04}" for i in range(2990)]
+        # Big pages: a page's commit takes long enough that an event applied while it is still
+        # being written would be overwritten by it.
+        provider = EventsMidBurst([make_entity(n) for n in many], page_size=1000, event_at_page=0)
+        service = make_service(tmp_path, clock, provider)
+        provider.state_path, provider.announce = service.state_path, service.events_arrived
+        provider.event = deleting("e6")  # on page 0 itself
+
+        record = service.tick()
+
+        assert record.result is not None
+        assert record.result.providers[0].cycle_completed
+        assert "e6" not in catalog(service.state_path)
+        with Store.open(service.state_path, readonly=True) as store:
+            assert store.pending_events(provider.name) == []
+
+    def test_without_news_a_burst_does_not_stop_to_drain(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = EventsMidBurst([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+
+        service.tick()
+
+        assert provider.handled == []
+        assert catalog(service.state_path) == set(NAMES)
+
+
+class TestLock:
+    def test_a_tick_is_skipped_while_a_cron_run_holds_the_lock(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = FakeProvider([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+
+        with RunLock(service.state_path):
+            record = service.tick()
+
+        assert record.skipped
+        assert provider.calls == []
+        assert service.tick().result is not None
+
+    def test_the_lock_is_free_between_ticks(self, tmp_path: Path, clock: FakeClock) -> None:
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        service.tick()
+
+        with RunLock(service.state_path):  # a cron `run`, `reset` or `refresh` gets it
+            pass
+
+    def test_an_operator_command_waits_for_the_lock_then_runs(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        attempts = []
+
+        def action() -> str:
+            attempts.append(clock.monotonic())
+            if len(attempts) < 3:
+                raise LockHeld("held")
+            return "done"
+
+        assert service.while_locked(action) == "done"
+        assert len(attempts) == 3
+
+    def test_an_operator_command_gives_up_after_a_burst_and_a_grace(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        started = clock.monotonic()
+
+        def action() -> None:
+            raise LockHeld("held")
+
+        with pytest.raises(LockHeld):
+            service.while_locked(action)
+        waited = clock.monotonic() - started
+        assert 3600.0 <= waited <= 3600.0 + 6.0
+
+
+class TestLoop:
+    def test_stop_ends_the_loop_and_a_stored_event_wakes_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = FakeProvider([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick_seconds = 3600.0  # only a wake-up can make it go round again
+        thread = threading.Thread(target=service.run)
+        thread.start()
+        try:
+            first = _wait_for(lambda: service.last_tick is not None)
+            ticks = service.last_tick
+            service.events_stored()
+            _wait_for(lambda: service.last_tick is not ticks)
+        finally:
+            service.stop()
+            thread.join(timeout=10)
+        assert first
+        assert not thread.is_alive()
+        assert service.alive()
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    waited = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return True
+        waited.wait(0.01)
+    raise AssertionError("condition not met in time")
