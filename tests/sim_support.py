@@ -32,6 +32,7 @@ from choreo_ingest.providers.openchoreo.naming import (
     v1_api_entity_name,
 )
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
+from choreo_ingest.simulator.options import ApiGeneration
 
 PROVIDER = "openchoreo"
 IN_PROCESS_URL = "http://openchoreo.test/api/v1"
@@ -83,18 +84,24 @@ def walk_v1(
 
 
 def ingest_world(
-    state_path: Path, world: World, clock: Clock, *, force: bool = False
+    state_path: Path,
+    world: World,
+    clock: Clock,
+    *,
+    force: bool = False,
+    api: ApiGeneration = "orgs",
 ) -> ProviderOutcome:
-    """One `run` against `world` in-process; on a clock that does not move while the burst
-    runs, that is a whole cycle (one page per `next()`, five items per page)."""
+    """One `run` against `world` in-process, served as the `api` generation (v1 or orgs); on a
+    clock that does not move while the burst runs, that is a whole cycle (one page per
+    `next()`, five items per page)."""
     config = Config(
         openchoreo=OpenChoreoConfig(
             base_url=IN_PROCESS_URL, incremental=IncrementalConfig(chunk_size=5)
         ),
         providers=(PROVIDER,),
     )
-    api = SimulatorApi(world, SimulatorOptions(api="orgs"), clock)
-    provider = OpenChoreoProvider(config, transport=simulator_transport(api))
+    simulator = SimulatorApi(world, SimulatorOptions(api=api), clock)
+    provider = OpenChoreoProvider(config, transport=simulator_transport(simulator))
     result = run_once(config, state_path, clock, force=force, providers={PROVIDER: provider})
     [outcome] = result.providers
     assert outcome.cycle_completed, outcome

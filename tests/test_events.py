@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field, replace
@@ -341,6 +342,25 @@ class TestInbox:
 
         with RunLock(config.state_path):  # a burst is running
             feed(config, clock, component_event("a", "created"))
+
+        assert inbox(config) == [("a", 0)]
+
+    def test_an_event_meeting_the_first_migration_half_begun_is_stored(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The first run creates the migrations table, then applies the first migration: an
+        event stored in between must not find "not a choreo-ingest state file" (serve would
+        answer 503, and the forwarder does not try again)."""
+        config = make_config(tmp_path)
+        assert config.state_path is not None
+        with closing(sqlite3.connect(config.state_path)) as half_begun:
+            half_begun.execute(
+                "CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, migration_set TEXT, "
+                "name TEXT, applied_at TEXT)"
+            )
+            half_begun.commit()
+
+        feed(config, clock, component_event("a", "created"))
 
         assert inbox(config) == [("a", 0)]
 

@@ -156,9 +156,21 @@ def simulate_serve(
     token_lifetime: Annotated[
         int, typer.Option(min=1, help="Seconds an issued access token stays valid.")
     ] = 3600,
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook",
+            metavar="URL",
+            help="POST OpenChoreo's event-forwarder events ({kind, name, namespace, action}) "
+            "to URL for every change made through the --control routes; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a simulated OpenChoreo API until interrupted (prints its URL on stderr)."""
     from choreo_ingest.simulator import serve_forever
+
+    webhooks = tuple(webhook or ())
 
     if not _is_loopback(host):
         secured = token is not None or oauth_client_id is not None
@@ -168,6 +180,12 @@ def simulate_serve(
             + (": its --control routes can change the simulated world" if control else "")
         )
     with reported_errors(False):
+        if webhooks and not control:
+            raise ConfigError(
+                "the simulator posts events only for changes made through its control routes: "
+                "add --control",
+                path="--webhook",
+            )
         try:
             serve_forever(
                 host=host,
@@ -189,6 +207,7 @@ def simulate_serve(
                 oauth_client_id=oauth_client_id,
                 oauth_client_secret=oauth_client_secret,
                 token_lifetime=token_lifetime,
+                webhooks=webhooks,
             )
         except ValueError as error:  # options that do not fit together (e.g. an id, no secret)
             raise ConfigError(str(error)) from error

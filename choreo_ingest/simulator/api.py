@@ -44,6 +44,7 @@ from choreo_ingest.simulator.responses import (
     dump,
     json_response,
 )
+from choreo_ingest.simulator.webhooks import EventForwarder
 from choreo_ingest.simulator.world import NotFound, ParentKey, World
 
 __all__ = ["SimResponse", "SimulatorApi", "SimulatorOptions"]
@@ -98,8 +99,15 @@ class SimulatorApi:
         self._faults_lock = threading.Lock()
         self._tokens = TokenAuthority(self._clock)
         self._v1 = api_v1.V1Routes(world, self._clock)
+        self._forwarder: EventForwarder | None = None
+        if self._options.webhooks:
+            self._forwarder = EventForwarder(self._options.webhooks)
         self._control = ControlRoutes(
-            world, self._meter.snapshot, self._meter.reset, lambda: self._options.api
+            world,
+            self._snapshot,
+            self.reset_stats,
+            lambda: self._options.api,
+            forwarder=lambda: self._forwarder,
         )
 
     @property
@@ -107,17 +115,25 @@ class SimulatorApi:
         return self._options
 
     def update_options(self, **changes: Any) -> SimulatorOptions:
-        """Change options between (or during) requests, e.g. switch faults on mid-soak."""
+        """Change options between (or during) requests, e.g. switch faults on mid-soak; new
+        `webhooks` replace the forwarder (the events the old one still held are dropped)."""
         with self._faults_lock:
+            old = self._options
             self._options = dataclasses.replace(self._options, **changes)
             if "fault_seed" in changes:
                 self._faults.seed(self._options.fault_seed)
+            if self._options.webhooks != old.webhooks:
+                if self._forwarder is not None:
+                    self._forwarder.close()
+                self._forwarder = None
+                if self._options.webhooks:
+                    self._forwarder = EventForwarder(self._options.webhooks)
         return self._options
 
     @property
     def stats(self) -> SimulatorStats:
         """A snapshot of the counters."""
-        return self._meter.snapshot()
+        return self._snapshot()
 
     @property
     def request_log(self) -> list[LoggedRequest]:
@@ -125,6 +141,27 @@ class SimulatorApi:
 
     def reset_stats(self) -> None:
         self._meter.reset()
+        if self._forwarder is not None:
+            self._forwarder.reset_counts()
+
+    def wait_for_webhooks(self, timeout: float | None = None) -> bool:
+        """Whether every event queued so far was posted (or failed) within `timeout` seconds;
+        True at once without webhooks."""
+        forwarder = self._forwarder
+        return forwarder is None or forwarder.wait_idle(timeout)
+
+    def close(self) -> None:
+        """Stop the webhook forwarder, if any (events not yet posted are dropped)."""
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.close()
+
+    def _snapshot(self) -> SimulatorStats:
+        stats = self._meter.snapshot()
+        forwarder = self._forwarder
+        if forwarder is None:
+            return stats
+        return dataclasses.replace(stats, **vars(forwarder.counts()))
 
     def handle(
         self,

@@ -53,6 +53,15 @@ class SimulatorStats:
     """429 responses served."""
     server_errors: int = 0
     """5xx responses served."""
+    webhook_events: int = 0
+    """Events queued for the `webhooks` (changes made through the control routes)."""
+    webhook_dropped: int = 0
+    """Events dropped unsent: the forwarder's queue (1024) was full."""
+    webhook_posts: int = 0
+    """Webhook POSTs answered 2xx."""
+    webhook_failures: int = 0
+    """Webhook POSTs that failed (not 2xx, refused, timed out); each is tried once."""
+    webhook_last_error: str | None = None
 
 
 class RequestMeter:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from choreo_ingest.simulator.webhooks import check_webhook_url
+
 ApiGeneration = Literal["v1", "orgs"]
 
 
@@ -55,6 +57,9 @@ class SimulatorOptions:
     """Keep a `LoggedRequest` for every request (see `SimulatorApi.request_log`)."""
     control: bool = False
     """Serve the `/_control/*` debug routes (stats, world dump, mutations; see control.py)."""
+    webhooks: tuple[str, ...] = ()
+    """URLs to POST OpenChoreo's event-forwarder events to, for every change made through the
+    control routes (see webhooks.py); read when the `SimulatorApi` is built."""
 
     def __post_init__(self) -> None:
         if self.api not in ("v1", "orgs"):
@@ -75,6 +80,8 @@ class SimulatorOptions:
             raise ValueError("oauth_client_id and oauth_client_secret must be set together")
         if self.token_lifetime < 1:
             raise ValueError("token_lifetime must be at least 1 second")
+        for url in self.webhooks:
+            check_webhook_url(url)
 
     @property
     def oauth(self) -> bool:

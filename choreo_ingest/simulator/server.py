@@ -252,8 +252,12 @@ def serve_forever(
     oauth_client_id: str | None = None,
     oauth_client_secret: str | None = None,
     token_lifetime: int = 3600,
+    webhooks: tuple[str, ...] = (),
 ) -> None:
-    """Build a world and serve it until SIGINT or SIGTERM; prints only its URL, to stderr."""
+    """Build a world and serve it until SIGINT or SIGTERM; prints only its URL, to stderr.
+
+    With `webhooks`, every change made through the control routes is POSTed there as OpenChoreo's
+    event forwarder would post it."""
     world = World.generate(orgs, projects, components, seed, endpoints_max, hidden_fraction)
     options = SimulatorOptions(
         api=api,
@@ -272,18 +276,26 @@ def serve_forever(
         latency=latency,
         fault_seed=seed,
         control=control,
+        webhooks=webhooks,
     )
-    server = _LoopbackServer(SimulatorApi(world, options), host, port)
+    api_handler = SimulatorApi(world, options)
+    try:
+        server = _LoopbackServer(api_handler, host, port)
+    except BaseException:
+        api_handler.close()
+        raise
+    if threading.current_thread() is threading.main_thread():
+        # before the URL is announced: a caller may send SIGTERM as soon as it has read it
+        signal.signal(signal.SIGTERM, _exit_quietly)
     print(f"openchoreo simulator at {_url(host, server.port, options.api_root)}", file=sys.stderr)
     sys.stderr.flush()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         server.serve()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        api_handler.close()
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:

@@ -25,7 +25,6 @@ from choreo_ingest.store.schema import (
     SCHEMA_VERSION,
 )
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
 STATE_FILE_MODE = 0o640
 """Mode of a new state file, whatever the umask; SQLite gives its -wal and -shm the same."""
@@ -51,7 +50,12 @@ class Connection:
         self.path = path
         self.readonly = readonly
         self._tracer = tracer
-        _refuse_foreign_file(path)
+        # No plain open() of the state file or its -wal/-shm here or anywhere in the process:
+        # closing any descriptor of a file drops all of the process's POSIX locks on it,
+        # SQLite's too, and another process would then think this one is gone (and truncate
+        # the -shm it maps, or checkpoint and unlink the -wal under it). SQLite itself reads
+        # the header first, so a foreign file is refused (SQLITE_NOTADB) before anything is
+        # written to it.
         if not readonly:
             _create_state_file(path)
         conn: sqlite3.Connection | None = None
@@ -189,6 +193,8 @@ class Connection:
         # Ownership first: other apps set user_version too, and must not read as "too new".
         version = self.schema_version()
         tables = self._table_names()
+        if tables == {MIGRATIONS_TABLE} and not self.scalar(f"SELECT count(*) FROM {tables.pop()}"):
+            tables = set()  # a new state file: the first migration is being applied right now
         if tables and (
             MIGRATIONS_TABLE not in tables
             or not self.scalar(
@@ -221,6 +227,11 @@ class Connection:
                     "`migrate` puts them back, with the state file's mode)",
                     path=str(path),
                 )
+        if _primary_code(error) == sqlite3.SQLITE_NOTADB:
+            return NotAStateFile(
+                f"{path}: not an SQLite file, so not a choreo-ingest state file; left untouched",
+                path=str(path),
+            )
         if _primary_code(error) in _CORRUPT:
             return NotAStateFile(
                 f"{path}: not a usable choreo-ingest state file ({error}); left untouched",
@@ -326,24 +337,33 @@ def _keep_wal_files(path: Path, *, create: bool) -> None:
     leaves with SQLITE_FCNTL_PERSIST_WAL (which Python cannot set); the next writer takes them
     over. Nothing is truncated: another process may have opened them since. Best effort: the
     state is intact either way (on a full disk, say).
+
+    Existing files are changed through an O_PATH descriptor (by /proc/self/fd), whose close
+    leaves the process's POSIX locks alone; only a file that does not exist yet is opened.
     """
     try:
         info = path.stat()
     except OSError:
         return
     mode, owner = stat.S_IMODE(info.st_mode), info.st_uid if os.geteuid() == 0 else -1
-    flags = os.O_WRONLY | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
     for end in WAL_FILE_SUFFIXES:
+        name = f"{path}{end}"
+        if create:
+            with suppress(OSError):  # FileExistsError: no descriptor was made
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         try:
-            fd = os.open(f"{path}{end}", flags, 0o600)
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW)
         except OSError:
             continue
         try:
             found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode):
+                continue
+            by_fd = f"/proc/self/fd/{fd}"
             if stat.S_IMODE(found.st_mode) != mode:
-                os.fchmod(fd, mode)
+                Path(by_fd).chmod(mode)
             if (found.st_uid, found.st_gid) != (info.st_uid, info.st_gid):
-                os.fchown(fd, owner, info.st_gid)
+                os.chown(by_fd, owner, info.st_gid)
         except OSError:
             pass  # not ours to change: a reader's error names the file
         finally:
@@ -360,19 +380,3 @@ def _unreadable_wal_files(path: Path) -> list[str]:
         elif not os.access(name, os.R_OK):
             problems.append(f"{path.name}{end} not readable")
     return problems
-
-
-def _refuse_foreign_file(path: Path) -> None:
-    """Refuse a non-SQLite file before SQLite gets to touch it (WAL mode would write to it)."""
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as error:
-        raise StateError(f"{path}: cannot read: {error.strerror}", path=str(path)) from error
-    if header and header != SQLITE_HEADER:
-        raise NotAStateFile(
-            f"{path}: not an SQLite file, so not a choreo-ingest state file; left untouched",
-            path=str(path),
-        )

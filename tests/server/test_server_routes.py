@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
@@ -17,10 +18,16 @@ from choreo_ingest.lock import RunLock
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
+from choreo_ingest.simulator.options import ApiGeneration
 from choreo_ingest.simulator.world import World
 from choreo_ingest.store import Store
 
 from asgi_support import AsgiClient
+from backstage_validator import (
+    entity_lines,
+    run_backstage_validator,
+    skip_unless_backstage_validator,
+)
 from fakes import FakeClock
 from sim_support import ingest_world, run_cli, write_config
 
@@ -423,3 +430,44 @@ class TestFeed:
         assert gone.json()["oldestSeq"] == newest - 2
         assert kept.status_code == 200
         assert len(kept.json()["changes"]) == 3
+
+
+class TestSnapshotConformance:
+    @pytest.mark.parametrize("api", ["v1", "orgs"])
+    def test_a_snapshot_paged_through_entities_passes_backstages_validators(
+        self, config: Config, tmp_path: Path, clock: FakeClock, api: ApiGeneration
+    ) -> None:
+        skip_unless_backstage_validator()
+        state_path = tmp_path / f"{api}.db"
+        ingest_world(state_path, World.generate(3, 3, 5, seed=7), clock, api=api)
+        bodies, cursor = [], None
+        with make_client(config, state_path, clock) as client:
+            while True:
+                params = {"limit": 9, **({"cursor": cursor} if cursor else {})}
+                page = client.get("/entities", params=params).json()
+                bodies += page["entities"]
+                if (cursor := page["nextCursor"]) is None:
+                    break
+
+        assert len(bodies) > 50
+        assert run_backstage_validator(entity_lines(bodies)) == []
+
+
+class TestRequestLog:
+    def test_one_line_per_request_naming_the_route_never_the_secret(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        with (
+            make_client(config, ingested, clock, Credentials(TOKEN, SECRET)) as client,
+            structlog.testing.capture_logs() as logs,
+        ):
+            client.post(f"/events/openchoreo/{SECRET}", json=component_event("a"))
+            client.get("/status", headers=AUTH)
+
+        lines = [line for line in logs if line["event"] == "http_request"]
+        assert [(line["method"], line["route"], line["status"]) for line in lines] == [
+            ("POST", "/events/{provider}/{secret}", 202),
+            ("GET", "/status", 200),
+        ]
+        assert SECRET not in repr(logs)
+        assert TOKEN not in repr(logs)

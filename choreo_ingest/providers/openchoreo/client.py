@@ -11,6 +11,7 @@ Error texts name method, path, status and the API's code, never a secret.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import ssl
@@ -483,8 +484,15 @@ def _verify(config: OpenChoreoConfig) -> ssl.SSLContext | bool:
     if config.insecure_skip_verify:
         return False
     try:
-        return ssl.create_default_context(cafile=config.ca_bundle)
+        return _tls_context(config.ca_bundle)
     except (OSError, ssl.SSLError) as error:
         raise ConfigError(
             f"cannot load CA bundle {config.ca_bundle}: {error}", path="openchoreo.caBundle"
         ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    """One context per CA bundle for the process: loading the trust store costs ~40 ms, and a
+    client is built per burst and per inbox drain (serve drains for every few events)."""
+    return ssl.create_default_context(cafile=cafile)
