@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,7 +25,6 @@ from choreo_ingest.errors import (
     LockHeld,
     TransientError,
 )
-from choreo_ingest.lock import RunLock
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, Event
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
@@ -35,7 +33,7 @@ from choreo_ingest.providers.base import (
 )
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.schedule import after_refresh
-from choreo_ingest.store import Store
+from choreo_ingest.store import StateRef, Store, state_location
 
 log = structlog.get_logger("choreo_ingest.events")
 
@@ -94,7 +92,7 @@ def decode_events(data: bytes, source: str) -> str:
 
 
 def receive_events(
-    state_path: Path,
+    state: StateRef,
     config: Config,
     provider_name: str,
     text: str,
@@ -108,7 +106,7 @@ def receive_events(
     provider = provider or load_provider(provider_name, config)
     parsed = parse_events(text, provider)
     stored = store_events(
-        state_path,
+        state,
         provider_name,
         parsed.valid,
         clock,
@@ -222,7 +220,7 @@ def to_event(body: Mapping[str, Any]) -> Event:
 
 
 def store_events(
-    state_path: Path,
+    state: StateRef,
     provider: str,
     bodies: list[dict[str, Any]],
     clock: Clock,
@@ -236,9 +234,9 @@ def store_events(
 
     Past `capacity` pending events the new ones are refused (InboxFull) and the next run
     refreshes the provider: the changes they carried reach the catalog through a fresh walk."""
-    with Store.open(state_path) as store:
+    with state_location(state).open() as store:
         if store.pending_migrations():
-            _migrated(store, state_path, clock)
+            _migrated(store, state, clock)
         try:
             stored = len(store.add_events(provider, bodies, clock.now(), capacity=capacity))
         except InboxFull:
@@ -254,12 +252,12 @@ SCHEMA_WAIT_SECONDS = 10.0
 """How long `event` waits for a run that holds the lock to create the schema."""
 
 
-def _migrated(store: Store, state_path: Path, clock: Clock) -> None:
+def _migrated(store: Store, state: StateRef, clock: Clock) -> None:
     """Bring a new (or older) state file's schema up to date, under the run lock; when a run
     holds the lock it migrates first thing, so wait for that instead of giving up (an event
     must not be lost because cron started a run at the same moment)."""
     try:
-        with RunLock(state_path):
+        with state_location(state).run_lock():
             store.migrate()
         return
     except LockHeld:
@@ -270,13 +268,13 @@ def _migrated(store: Store, state_path: Path, clock: Clock) -> None:
             clock.sleep(0.05)
 
 
-def purge_events(state_path: Path, provider: str | None = None) -> int:
+def purge_events(state: StateRef, provider: str | None = None) -> int:
     """Empty the inbox (of one provider), pending and parked events alike. Takes no run lock, as
     `event` takes none: a drain that meets a purged event has nothing left to delete. Returns how
     many events were removed."""
-    if not state_path.exists():
+    if not state_location(state).exists():
         return 0
-    with Store.open(state_path) as store:
+    with state_location(state).open() as store:
         store.require_current_schema()
         return store.purge_events(provider)
 

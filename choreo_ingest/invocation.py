@@ -7,7 +7,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -18,7 +17,6 @@ from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.feed import prune_change_log
-from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
 from choreo_ingest.models import (
@@ -33,7 +31,7 @@ from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntit
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
-from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateRef, Store, state_location
 
 log = structlog.get_logger("choreo_ingest.invocation")
 
@@ -55,18 +53,19 @@ class MigrationReport:
 
 
 @contextmanager
-def locked_store(state_path: Path) -> Iterator[Store]:
-    """The run lock, then the store, migrated: what every writing command needs."""
-    with RunLock(state_path), Store.open(state_path) as store:
+def locked_store(state: StateRef) -> Iterator[Store]:
+    """The store under the run lock, migrated: what every writing command needs."""
+    location = state_location(state)
+    with location.open_locked() as store:
         applied = store.migrate()
         if applied:
-            log.info("schema_migrated", path=str(state_path), applied=applied)
+            log.info("schema_migrated", state=str(location), applied=applied)
         yield store
 
 
 def run_once(
     config: Config,
-    state_path: Path,
+    state: StateRef,
     clock: Clock,
     *,
     only: str | None = None,
@@ -83,10 +82,10 @@ def run_once(
     """
     names = list(config.providers)
     if only is not None:
-        names = [checked_provider(config, state_path, only, option="--provider")]
+        names = [checked_provider(config, state, only, option="--provider")]
     stop = stop or StopSignal()
     result = RunResult(outcome=RunOutcome.WAITING)
-    with locked_store(state_path) as store, stop.installed():
+    with locked_store(state) as store, stop.installed():
         loaded = {name: _load(name, config, providers) for name in names}
         between_pages = None
         if events_arrived is not None:
@@ -286,14 +285,14 @@ def _write_metrics(config: Config, store: Store, now: float) -> None:
         log.error("metrics_not_written", error=str(error))
 
 
-def migrate(state_path: Path, *, apply: bool = True) -> MigrationReport:
+def migrate(state: StateRef, *, apply: bool = True) -> MigrationReport:
     """Apply pending migrations under the run lock (or only report them)."""
     if not apply:
-        if not state_path.exists():
+        if not state_location(state).exists():
             return MigrationReport(0, SCHEMA_VERSION, [], list(MIGRATION_NAMES), [])
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state).open(readonly=True) as store:
             return _migration_report(store, [])
-    with RunLock(state_path), Store.open(state_path) as store:
+    with state_location(state).open_locked() as store:
         applied_now = store.migrate()
         return _migration_report(store, applied_now)
 
@@ -309,30 +308,30 @@ def _migration_report(store: Store, applied_now: list[str]) -> MigrationReport:
 
 
 @contextmanager
-def changing_state(state_path: Path, config: Config | None, clock: Clock) -> Iterator[Store]:
+def changing_state(state: StateRef, config: Config | None, clock: Clock) -> Iterator[Store]:
     """`locked_store` for an operator's command that changes state (`reset`, `refresh`,
     `removals approve`): the metrics textfile is rewritten after it, so that what it says (blocked
     removals, state) is not stale until the next run."""
-    with locked_store(state_path) as store:
+    with locked_store(state) as store:
         yield store
         if config is not None:
             _write_metrics(config, store, clock.now())
 
 
 def reset(
-    state_path: Path, name: str, clock: Clock, *, purge: bool, config: Config | None = None
+    state: StateRef, name: str, clock: Clock, *, purge: bool, config: Config | None = None
 ) -> int:
     """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
-    with changing_state(state_path, config, clock) as store:
+    with changing_state(state, config, clock) as store:
         record = after_reset(store.load_provider(name))
         return store.reset_provider(record, purge=purge, now=clock.now())
 
 
 def refresh(
-    state_path: Path, name: str, clock: Clock, *, config: Config | None = None
+    state: StateRef, name: str, clock: Clock, *, config: Config | None = None
 ) -> ProviderState:
     """Make the provider due now, whatever it waits for."""
-    with changing_state(state_path, config, clock) as store:
+    with changing_state(state, config, clock) as store:
         now = clock.now()
         record = after_refresh(store.load_provider(name), now)
         store.save_provider(record, now)
@@ -340,15 +339,15 @@ def refresh(
 
 
 def approve_removals(
-    state_path: Path, name: str, clock: Clock, *, config: Config | None = None
+    state: StateRef, name: str, clock: Clock, *, config: Config | None = None
 ) -> int:
-    with changing_state(state_path, config, clock) as store:
+    with changing_state(state, config, clock) as store:
         return store.approve_removals(name, clock.now())
 
 
-def forget(state_path: Path, name: str, clock: Clock, *, config: Config | None = None) -> int:
+def forget(state: StateRef, name: str, clock: Clock, *, config: Config | None = None) -> int:
     """Remove what the state holds of a provider the config dropped. Returns entities removed."""
-    with changing_state(state_path, config, clock) as store:
+    with changing_state(state, config, clock) as store:
         return store.forget_provider(name, clock.now())
 
 

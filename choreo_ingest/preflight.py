@@ -16,9 +16,10 @@ from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
 from choreo_ingest.providers.registry import load_provider
+from choreo_ingest.store import StateRef, state_location
 
 
-def run_checks(config: Config, state_path: Path, clock: Clock) -> list[Check]:
+def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
     checks = [Check("config", True, str(config.source or "no config file: defaults"))]
     checks += [Check("config", False, warning) for warning in config.warnings]
     for name in config.providers:
@@ -29,7 +30,9 @@ def run_checks(config: Config, state_path: Path, clock: Clock) -> list[Check]:
             continue
         if isinstance(provider, CheckingProvider):
             checks += provider.preflight(clock)
-    checks.append(_writable("state.path", state_path))
+    location = state_location(state)
+    problem = location.write_problem()
+    checks.append(Check("state.path", problem is None, problem or f"{location}: writable"))
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
     if config.catalog_directory is not None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.providers.registry import available_providers
-from choreo_ingest.store import Store
+from choreo_ingest.store import StateRef, state_location
 
 
 class ProviderScope(enum.Enum):
@@ -26,7 +25,7 @@ class ProviderScope(enum.Enum):
 
 def checked_provider(
     config: Config,
-    state_path: Path,
+    state: StateRef,
     name: str,
     scope: ProviderScope = ProviderScope.CONFIGURED,
     *,
@@ -37,7 +36,7 @@ def checked_provider(
     configured = list(config.providers)
     if scope is not ProviderScope.FORGOTTEN and name in configured:
         return name
-    in_state = state_provider_names(state_path)
+    in_state = state_provider_names(state)
     if name in in_state and (
         scope is ProviderScope.KNOWN
         or (scope is ProviderScope.FORGOTTEN and name not in configured)
@@ -46,10 +45,10 @@ def checked_provider(
     raise ConfigError(_unknown_provider(name, scope, configured, in_state), path=option)
 
 
-def state_provider_names(state_path: Path) -> list[str]:
-    if not state_path.exists():
+def state_provider_names(state: StateRef) -> list[str]:
+    if not state_location(state).exists():
         return []
-    with Store.open(state_path, readonly=True) as store:
+    with state_location(state).open(readonly=True) as store:
         store.require_current_schema()
         return store.provider_names()
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
-from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.schedule import health_problems
-from choreo_ingest.store import ChangeRow, InboxCounts, Store
+from choreo_ingest.store import ChangeRow, InboxCounts, StateRef, Store, state_location
 
 PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
@@ -130,7 +128,8 @@ def all_metrics(
 
 @dataclass(frozen=True)
 class StatusReport:
-    state_file: Path
+    state_file: str
+    """Where the state is, as shown to people."""
     schema_version: int
     running: bool
     providers: list[ProviderStatus]
@@ -138,7 +137,7 @@ class StatusReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "stateFile": str(self.state_file),
+            "stateFile": self.state_file,
             "schemaVersion": self.schema_version,
             "running": self.running,
             "providers": [status.to_json() for status in self.providers],
@@ -164,9 +163,9 @@ class StatusReport:
         }
 
 
-def no_state_health(state_path: Path) -> dict[str, Any]:
+def no_state_health(state: StateRef) -> dict[str, Any]:
     """`health --json` before the first run made a state file: unhealthy."""
-    problem = f"no state yet at {state_path}: run `choreo-ingest run`"
+    problem = f"no state yet at {state}: run `choreo-ingest run`"
     return {"healthy": False, "providers": [], "problems": [problem]}
 
 
@@ -191,24 +190,24 @@ def removals_json(found: Sequence[PendingRemovals]) -> dict[str, Any]:
 
 
 @contextmanager
-def reading(state_path: Path) -> Iterator[Store]:
+def reading(state: StateRef) -> Iterator[Store]:
     """The store opened read-only, schema checked; never takes the run lock, never writes."""
-    with Store.open(state_path, readonly=True) as store:
+    with state_location(state).open(readonly=True) as store:
         store.require_current_schema()
         yield store
 
 
 def status_report(
-    state_path: Path, config: Config, now: float, *, only: str | None = None
+    state: StateRef, config: Config, now: float, *, only: str | None = None
 ) -> StatusReport:
     if only is not None:
-        checked_provider(config, state_path, only, ProviderScope.KNOWN)
-    with reading(state_path) as store:
+        checked_provider(config, state, only, ProviderScope.KNOWN)
+    with reading(state) as store:
         names = [only] if only is not None else provider_names(store, config)
         return StatusReport(
-            state_file=state_path,
+            state_file=str(state_location(state)),
             schema_version=store.schema_version(),
-            running=RunLock(state_path).is_held_elsewhere(),
+            running=state_location(state).lock_held_elsewhere(),
             providers=[provider_status(store, config, name, now) for name in names],
             events=store.inbox_counts(),
         )
@@ -232,11 +231,11 @@ class PendingRemovals:
 
 
 def pending_removals(
-    state_path: Path, config: Config, *, only: str | None = None, limit: int | None = None
+    state: StateRef, config: Config, *, only: str | None = None, limit: int | None = None
 ) -> list[PendingRemovals]:
     if only is not None:
-        checked_provider(config, state_path, only, ProviderScope.KNOWN)
-    with reading(state_path) as store:
+        checked_provider(config, state, only, ProviderScope.KNOWN)
+    with reading(state) as store:
         names = [only] if only is not None else provider_names(store, config)
         found = []
         for name in names:
@@ -246,11 +245,11 @@ def pending_removals(
         return found
 
 
-def iter_export(state_path: Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
-    with reading(state_path) as store:
+def iter_export(state: StateRef, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    with reading(state) as store:
         yield from store.iter_entities(kind)
 
 
-def list_changes(state_path: Path, since: int, limit: int | None) -> list[ChangeRow]:
-    with reading(state_path) as store:
+def list_changes(state: StateRef, since: int, limit: int | None) -> list[ChangeRow]:
+    with reading(state) as store:
         return store.changes(since, limit)

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import structlog
@@ -25,6 +24,7 @@ from choreo_ingest.errors import ChoreoIngestError, LockHeld
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
+from choreo_ingest.store import StateRef, state_location
 
 log = structlog.get_logger("choreo_ingest.service")
 
@@ -51,7 +51,7 @@ class Service:
     def __init__(
         self,
         config: Config,
-        state_path: Path,
+        state: StateRef,
         clock: Clock,
         *,
         providers: Mapping[str, IncrementalEntityProvider] | None = None,
@@ -59,7 +59,7 @@ class Service:
         tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self.config = config
-        self.state_path = state_path
+        self.state = state_location(state)
         self.clock = clock
         self._providers = dict(providers or {})
         self._providers_lock = threading.Lock()
@@ -83,7 +83,7 @@ class Service:
 
     def run(self) -> None:
         """Tick until stopped; a burst in progress when `stop()` comes ends after its page."""
-        log.info("service_started", state_file=str(self.state_path))
+        log.info("service_started", state_file=str(self.state))
         while not self.stop_signal.is_set():
             self.heartbeat = self.clock.monotonic()
             if not self._operators_waiting:
@@ -98,7 +98,7 @@ class Service:
         try:
             record.result = run_once(
                 self.config,
-                self.state_path,
+                self.state,
                 self.clock,
                 providers=self._loaded_providers(),
                 stop=self.stop_signal,

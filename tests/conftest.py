@@ -9,6 +9,7 @@ import pytest
 import structlog
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from pg_support import PgCluster, throwaway_cluster
 
 __all__ = ["FakeClock", "FakeProvider", "make_config", "make_entity"]
 
@@ -29,3 +30,19 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL server for the whole session (pg_support.py says how it runs);
+    skips the tests that use it where none can be started, fails them under CI."""
+    with throwaway_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """The URL of a new, empty database of its own, dropped after the test."""
+    url = pg_cluster.fresh_database()
+    yield url
+    pg_cluster.drop_database(url)

@@ -18,10 +18,10 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from choreo_ingest.cli.app import app
-from choreo_ingest.lock import RunLock
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import MIGRATION_NAMES
+from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock
 from sim_support import expected_refs, ingest_world, ref_of, run_cli, write_config

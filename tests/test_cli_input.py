@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY as INBOX_CAPACITY
-from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.models import EntityIteratorResult
 from choreo_ingest.simulator import World
 from choreo_ingest.store import MIGRATION_NAMES, Store
+from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, make_entity
 from sim_support import (

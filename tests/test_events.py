@@ -27,7 +27,6 @@ from choreo_ingest.events import (
     store_events,
 )
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.lock import RunLock
 from choreo_ingest.models import (
     REFRESH_REQUESTED_FACT,
     Delta,
@@ -49,6 +48,7 @@ from choreo_ingest.store.inbox import (
     pending_event_count,
     pending_events,
 )
+from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 

@@ -22,10 +22,10 @@ from choreo_ingest.invocation import (
     reset,
     run_once,
 )
-from choreo_ingest.lock import RunLock
 from choreo_ingest.metrics import ProviderMetrics, render_metrics
 from choreo_ingest.models import ProviderAction, ProviderRecord, ProviderState, RunOutcome
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
+from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 

@@ -31,7 +31,6 @@ LAYERS = {
     "provider_scope": 3,
     "feed": 3,
     "metrics": 3,
-    "lock": 3,
     "logs": 3,
     # the store, the providers and the simulator (siblings), and pure scheduling
     "store": 2,
@@ -113,3 +112,14 @@ def test_a_provider_package_is_reached_only_through_the_registry() -> None:
             assert not imported.startswith("choreo_ingest.providers.openchoreo"), (
                 f"{path.relative_to(PACKAGE)} imports {imported}"
             )
+
+
+def test_only_the_store_opens_and_locks_the_state() -> None:
+    """Opening and locking belong to the store's location (SQLite's file today, PostgreSQL
+    next): nothing above it opens a Store by path or takes the run lock itself."""
+    for path in MODULES:
+        if path.relative_to(PACKAGE).parts[0] == "store":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "Store.open(" not in text, f"{path.relative_to(PACKAGE)} opens a Store by path"
+        assert "RunLock" not in text, f"{path.relative_to(PACKAGE)} takes the run lock itself"

@@ -19,7 +19,6 @@ from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import locked_store, run_once
-from choreo_ingest.lock import RunLock
 from choreo_ingest.mirror import (
     entity_yaml,
     mirror_path,
@@ -31,6 +30,7 @@ from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
 from choreo_ingest.store.migrations import migrations
+from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 

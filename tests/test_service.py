@@ -12,11 +12,11 @@ import pytest
 
 from choreo_ingest.errors import LockHeld
 from choreo_ingest.events import store_events
-from choreo_ingest.lock import RunLock
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.service import Service
 from choreo_ingest.store import Store
+from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -73,13 +73,13 @@ class TestEventsBetweenPages:
     ) -> None:
         provider = EventsMidBurst([make_entity(n) for n in NAMES], event_at_page=3)
         service = make_service(tmp_path, clock, provider)
-        provider.state_path, provider.announce = service.state_path, service.events_arrived
+        provider.state_path, provider.announce = service.state.path, service.events_arrived
         provider.event = deleting("e1")  # served by page 0, long before
 
         service.tick()
 
         assert [event.name for event in provider.handled] == ["e1"]
-        assert catalog(service.state_path) == set(NAMES) - {"e1"}
+        assert catalog(service.state.path) == set(NAMES) - {"e1"}
 
     def test_a_delete_after_a_page_was_fetched_wins_over_that_page(
         self, tmp_path: Path, clock: FakeClock
@@ -91,15 +91,15 @@ class TestEventsBetweenPages:
         # being written would be overwritten by it.
         provider = EventsMidBurst([make_entity(n) for n in many], page_size=1000, event_at_page=0)
         service = make_service(tmp_path, clock, provider)
-        provider.state_path, provider.announce = service.state_path, service.events_arrived
+        provider.state_path, provider.announce = service.state.path, service.events_arrived
         provider.event = deleting("e6")  # on page 0 itself
 
         record = service.tick()
 
         assert record.result is not None
         assert record.result.providers[0].cycle_completed
-        assert "e6" not in catalog(service.state_path)
-        with Store.open(service.state_path, readonly=True) as store:
+        assert "e6" not in catalog(service.state.path)
+        with Store.open(service.state.path, readonly=True) as store:
             assert store.pending_events(provider.name) == []
 
     def test_without_news_a_burst_does_not_stop_to_drain(
@@ -111,7 +111,7 @@ class TestEventsBetweenPages:
         service.tick()
 
         assert provider.handled == []
-        assert catalog(service.state_path) == set(NAMES)
+        assert catalog(service.state.path) == set(NAMES)
 
 
 class TestLock:
@@ -121,7 +121,7 @@ class TestLock:
         provider = FakeProvider([make_entity(n) for n in NAMES])
         service = make_service(tmp_path, clock, provider)
 
-        with RunLock(service.state_path):
+        with RunLock(service.state.path):
             record = service.tick()
 
         assert record.skipped
@@ -132,7 +132,7 @@ class TestLock:
         service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
         service.tick()
 
-        with RunLock(service.state_path):  # a cron `run`, `reset` or `refresh` gets it
+        with RunLock(service.state.path):  # a cron `run`, `reset` or `refresh` gets it
             pass
 
     def test_an_operator_command_waits_for_the_lock_then_runs(

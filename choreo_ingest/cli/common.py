@@ -25,6 +25,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
 from choreo_ingest.logs import register_secret
+from choreo_ingest.store import StateLocation, state_location
 
 log = structlog.get_logger("choreo_ingest.cli")
 
@@ -62,19 +63,20 @@ class GlobalOptions:
 @dataclass(frozen=True)
 class Session:
     config: Config
-    state_path: Path
+    state: StateLocation
     clock: Clock
 
 
 def open_session(ctx: typer.Context, config: Path | None, db: Path | None) -> Session:
-    """Config and state path from the command's options, else the global ones, else defaults."""
+    """Config and state from the command's options, else the global ones, else defaults."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
     loaded = load_config(find_config_path(config or shared.config))
     for secret in secret_values(loaded):
         register_secret(secret)
     for warning in config_warnings(loaded):
         log.warning("config_warning", message=warning)
-    return Session(loaded, resolve_state_path(db or shared.db, loaded), SystemClock())
+    state = state_location(resolve_state_path(db or shared.db, loaded))
+    return Session(loaded, state, SystemClock())
 
 
 @contextmanager

@@ -238,7 +238,7 @@ def check(
 
     with reported_errors(json_output, ok=False, checks=[]):
         session = open_session(ctx, config, db)
-        checks = run_checks(session.config, session.state_path, session.clock)
+        checks = run_checks(session.config, session.state, session.clock)
         ok = all(item.ok for item in checks)
         if json_output:
             render.print_json(

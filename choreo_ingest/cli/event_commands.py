@@ -66,10 +66,10 @@ def event(
             )
         session = open_session(ctx, config, db)
         provider = checked_provider(
-            session.config, session.state_path, provider or DEFAULT_PROVIDER, option="--provider"
+            session.config, session.state, provider or DEFAULT_PROVIDER, option="--provider"
         )
         receipt = receive_events(
-            session.state_path, session.config, provider, _read(source), session.clock
+            session.state, session.config, provider, _read(source), session.clock
         )
         for rejected in receipt.rejected:
             render.error_line(str(rejected))
@@ -97,10 +97,10 @@ def _purge(
         provider = named or option
         session = open_session(ctx, config, db)
         if provider is not None:
-            checked_provider(session.config, session.state_path, provider, ProviderScope.KNOWN)
+            checked_provider(session.config, session.state, provider, ProviderScope.KNOWN)
         whose = f"of {provider!r}" if provider else "of every provider"
         confirm_or_abort(f"delete every queued event {whose}, parked ones included?", yes)
-        purged = purge_events(session.state_path, provider)
+        purged = purge_events(session.state, provider)
         if json_output:
             render.print_json({"provider": provider, "purged": purged})
         elif render.stdout_is_tty():

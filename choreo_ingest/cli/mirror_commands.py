@@ -41,7 +41,7 @@ def mirror(
         directory = session.config.catalog_directory
         if directory is None:
             raise ConfigError("not set; the mirror needs a directory", path="catalog.directory")
-        with locked_store(session.state_path) as store:
+        with locked_store(session.state) as store:
             stats = rebuild_mirror(store, directory) if rebuild else sync_mirror(store, directory)
         if json_output:
             render.print_json(

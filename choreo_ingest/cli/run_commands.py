@@ -51,11 +51,11 @@ def run(
     with reported_errors(json_output, outcome=RunOutcome.ERROR.value, providers=[]):
         session = open_session(ctx, config, db)
         if provider is not None:
-            checked_provider(session.config, session.state_path, provider, option="--provider")
+            checked_provider(session.config, session.state, provider, option="--provider")
         require_api_for(session, provider)
         try:
             result = run_once(
-                session.config, session.state_path, session.clock, only=provider, force=force
+                session.config, session.state, session.clock, only=provider, force=force
             )
         except LockHeld as error:
             _report_locked(json_output, str(error))
@@ -73,17 +73,17 @@ def refresh_command(
     """Make PROVIDER due at once (ends a rest or a backoff); the next `run` acts on it."""
     with reported_errors(json_output, outcome=RunOutcome.ERROR.value, providers=[]):
         session = open_session(ctx, config, db)
-        checked_provider(session.config, session.state_path, provider)
+        checked_provider(session.config, session.state, provider)
         if now:
             require_api_for(session, provider)
-        state = refresh(session.state_path, provider, session.clock, config=session.config)
+        state = refresh(session.state, provider, session.clock, config=session.config)
         if not now:
             if json_output:
                 render.print_json(refresh_json(provider, state))
             elif render.stdout_is_tty():
                 render.print_text(f"{provider}: due now ({state.value}); the next run acts on it")
             return
-        result = run_once(session.config, session.state_path, session.clock, only=provider)
+        result = run_once(session.config, session.state, session.clock, only=provider)
         _report_run(result, json_output)
 
 

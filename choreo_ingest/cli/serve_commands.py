@@ -53,7 +53,7 @@ def serve(
             ) from None
         run_server(
             session.config,
-            session.state_path,
+            session.state,
             session.clock,
             listen=address,
             insecure_no_auth=insecure_no_auth,

@@ -59,9 +59,7 @@ def status(
     """Show each provider's state, schedule, progress and blocked removals (takes no lock)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        report = status_report(
-            session.state_path, session.config, session.clock.now(), only=provider
-        )
+        report = status_report(session.state, session.config, session.clock.now(), only=provider)
         if json_output:
             render.print_json(report.to_json())
             return
@@ -110,14 +108,14 @@ def health(
     state yet)."""
     with reported_errors(json_output, healthy=False):
         session = open_session(ctx, config, db)
-        if not session.state_path.exists():
-            document = no_state_health(session.state_path)
+        if not session.state.exists():
+            document = no_state_health(session.state)
             if json_output:
                 render.print_json(document)
             else:
                 render.print_text(document["problems"][0])
             raise typer.Exit(int(ExitCode.INTERNAL_ERROR))
-        report = status_report(session.state_path, session.config, session.clock.now())
+        report = status_report(session.state, session.config, session.clock.now())
         healthy = report.healthy
         if json_output:
             render.print_json(report.health_json())
@@ -174,19 +172,17 @@ def reset_command(
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
         if forget:
-            checked_provider(session.config, session.state_path, provider, ProviderScope.FORGOTTEN)
+            checked_provider(session.config, session.state, provider, ProviderScope.FORGOTTEN)
             confirm_or_abort(
                 f"forget provider {provider!r}: remove its state, entities and metrics?", yes
             )
-            removed = forget_provider(
-                session.state_path, provider, session.clock, config=session.config
-            )
+            removed = forget_provider(session.state, provider, session.clock, config=session.config)
         else:
-            checked_provider(session.config, session.state_path, provider)
+            checked_provider(session.config, session.state, provider)
             what = "reset" + (" and PURGE all entities of" if purge else "")
             confirm_or_abort(f"{what} provider {provider!r}?", yes)
             removed = reset(
-                session.state_path, provider, session.clock, purge=purge, config=session.config
+                session.state, provider, session.clock, purge=purge, config=session.config
             )
         if json_output:
             render.print_json(reset_json(provider, forgotten=forget, removed=removed))
@@ -207,11 +203,11 @@ def migrate_command(
     """Apply pending state schema migrations (also done automatically by `run`)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        report = migrate(session.state_path, apply=not status_only)
+        report = migrate(session.state, apply=not status_only)
         if json_output:
             render.print_json(
                 {
-                    "stateFile": str(session.state_path),
+                    "stateFile": str(session.state),
                     "schemaVersion": report.schema_version,
                     "supportedVersion": report.supported_version,
                     "applied": report.applied,
@@ -221,7 +217,7 @@ def migrate_command(
             )
         elif status_only:  # asked for: printed off a TTY too, one line per migration
             render.print_text(
-                f"{session.state_path}: schema {report.schema_version} "
+                f"{session.state}: schema {report.schema_version} "
                 f"(supported {report.supported_version})"
             )
             for name in report.applied:
@@ -230,7 +226,7 @@ def migrate_command(
                 render.print_text(f"{name} pending")
         elif render.stdout_is_tty() or report.applied_now:
             render.print_text(
-                f"{session.state_path}: schema {report.schema_version} "
+                f"{session.state}: schema {report.schema_version} "
                 f"(supported {report.supported_version}); applied now: "
                 f"{', '.join(report.applied_now) or 'nothing'}; pending: "
                 f"{', '.join(report.pending) or 'nothing'}"
@@ -261,12 +257,10 @@ def removals(
         if action_or_provider == "approve":
             if not approved_provider:
                 raise ConfigError("name the provider to approve: removals approve PROVIDER")
-            checked_provider(
-                session.config, session.state_path, approved_provider, ProviderScope.KNOWN
-            )
+            checked_provider(session.config, session.state, approved_provider, ProviderScope.KNOWN)
             confirm_or_abort(f"remove the blocked entities of {approved_provider!r}?", yes)
             removed = approve_removals(
-                session.state_path, approved_provider, session.clock, config=session.config
+                session.state, approved_provider, session.clock, config=session.config
             )
             if json_output:
                 render.print_json(approval_json(approved_provider, removed))
@@ -279,7 +273,7 @@ def removals(
                 "or removals approve PROVIDER"
             )
         found = pending_removals(
-            session.state_path, session.config, only=action_or_provider, limit=limit
+            session.state, session.config, only=action_or_provider, limit=limit
         )
         if json_output:
             render.print_json(removals_json(found))
@@ -318,7 +312,7 @@ def export(
     """Print the catalog: one entity per line (ndjson) or a multi-document YAML stream."""
     with reported_errors(False):
         session = open_session(ctx, config, db)
-        entities = _checked_kind(iter_export(session.state_path, kind), kind)
+        entities = _checked_kind(iter_export(session.state, kind), kind)
         if output_format is ExportFormat.NDJSON:
             render.print_json_lines(entities)
             return
@@ -358,7 +352,7 @@ def changes(
                 "ref": row.ref,
                 "provider": row.provider,
             }
-            for row in list_changes(session.state_path, since, limit)
+            for row in list_changes(session.state, since, limit)
         ]
         if json_output:
             last = rows[-1]["seq"] if rows else since

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -59,6 +58,7 @@ from choreo_ingest.reporting import (
 from choreo_ingest.server.page import PAGE_CSP, render_status_page
 from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
 from choreo_ingest.service import Service
+from choreo_ingest.store import StateLocation
 
 log = structlog.get_logger("choreo_ingest.server")
 
@@ -72,7 +72,7 @@ class Server:
     """What the routes need: the settings, the loop they report to, the secrets they check."""
 
     config: Config
-    state_path: Path
+    state: StateLocation
     clock: Clock
     service: Service
     credentials: Credentials = field(default_factory=Credentials)
@@ -163,7 +163,7 @@ def _provider(server: Server, request: Request, scope: ProviderScope) -> str:
     if not name:
         raise HTTPProblem(400, "name the provider: /providers/{provider}/... or ?provider=")
     try:
-        return checked_provider(server.config, server.state_path, name, scope)
+        return checked_provider(server.config, server.state, name, scope)
     except ConfigError as error:
         raise HTTPProblem(404, str(error)) from None
     except StateError as error:
@@ -214,11 +214,11 @@ def _healthz(server: Server) -> Handler:
 
 def _readyz(server: Server) -> Handler:
     def check() -> None:
-        with reading(server.state_path):
+        with reading(server.state):
             pass
 
     async def readyz(request: Request) -> Response:
-        if not server.state_path.exists():
+        if not server.state.exists():
             return _json({"ready": False, "error": "no state file yet"}, 503)
         try:
             await run_in_threadpool(check)
@@ -232,8 +232,8 @@ def _readyz(server: Server) -> Handler:
 def _metrics(server: Server) -> Handler:
     def exposition() -> bytes:
         data = b""
-        if server.state_path.exists():
-            with reading(server.state_path) as store:
+        if server.state.exists():
+            with reading(server.state) as store:
                 names = provider_names(store, server.config)
                 data = render_metrics(all_metrics(store, names, run_at=server.service.last_tick_at))
         return data + generate_latest(server.registry)
@@ -248,15 +248,15 @@ def _metrics(server: Server) -> Handler:
 def _page(server: Server) -> Handler:
     def page() -> str:
         now = server.clock.now()
-        report = status_report(server.state_path, server.config, now)
-        with reading(server.state_path) as store:
+        report = status_report(server.state, server.config, now)
+        with reading(server.state) as store:
             since = max(0, store.last_change_seq() - PAGE_CHANGES)
             changes = store.changes(since, PAGE_CHANGES)
         return render_status_page(report, changes, now)
 
     async def status_page(request: Request) -> Response:
-        if not server.state_path.exists():
-            raise HTTPProblem(503, no_state_health(server.state_path)["problems"][0])
+        if not server.state.exists():
+            raise HTTPProblem(503, no_state_health(server.state)["problems"][0])
         html = await _in_thread(server, page)
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
@@ -293,7 +293,7 @@ def _event_routes(server: Server) -> list[Route]:
 
 def _receive(server: Server, provider: str, text: str) -> EventReceipt:
     return receive_events(
-        server.state_path,
+        server.state,
         server.config,
         provider,
         text,
@@ -310,18 +310,18 @@ def _reading_routes(server: Server) -> list[Route]:
         only = None
         if "provider" in request.path_params:
             only = _provider(server, request, ProviderScope.KNOWN)
-        if not server.state_path.exists():
-            raise HTTPProblem(503, no_state_health(server.state_path)["problems"][0])
+        if not server.state.exists():
+            raise HTTPProblem(503, no_state_health(server.state)["problems"][0])
         report = await _in_thread(
-            server, status_report, server.state_path, server.config, server.clock.now(), only=only
+            server, status_report, server.state, server.config, server.clock.now(), only=only
         )
         return _json(report.to_json())
 
     async def health(request: Request) -> Response:
-        if not server.state_path.exists():
-            return _json(no_state_health(server.state_path), 503)
+        if not server.state.exists():
+            return _json(no_state_health(server.state), 503)
         report = await _in_thread(
-            server, status_report, server.state_path, server.config, server.clock.now()
+            server, status_report, server.state, server.config, server.clock.now()
         )
         return _json(report.health_json(), 200 if report.healthy else 503)
 
@@ -332,7 +332,7 @@ def _reading_routes(server: Server) -> list[Route]:
         provider = _provider(server, request, ProviderScope.KNOWN)
         limit = _int_param(request, "limit", 100)
         found = await _in_thread(
-            server, pending_removals, server.state_path, server.config, only=provider, limit=limit
+            server, pending_removals, server.state, server.config, only=provider, limit=limit
         )
         return _json(removals_json(found))
 
@@ -355,26 +355,22 @@ def _reading_routes(server: Server) -> list[Route]:
 
 def _operator_routes(server: Server) -> list[Route]:
     def refreshed(provider: str) -> dict[str, Any]:
-        state = server.service.while_locked(
-            lambda: refresh(server.state_path, provider, server.clock, config=server.config)
+        provider_state = server.service.while_locked(
+            lambda: refresh(server.state, provider, server.clock, config=server.config)
         )
         server.service.wake()
-        return refresh_json(provider, state)
+        return refresh_json(provider, provider_state)
 
     def was_reset(provider: str, purge: bool) -> dict[str, Any]:
         removed = server.service.while_locked(
-            lambda: reset(
-                server.state_path, provider, server.clock, purge=purge, config=server.config
-            )
+            lambda: reset(server.state, provider, server.clock, purge=purge, config=server.config)
         )
         server.service.wake()
         return reset_json(provider, forgotten=False, removed=removed)
 
     def approved(provider: str) -> dict[str, Any]:
         removed = server.service.while_locked(
-            lambda: approve_removals(
-                server.state_path, provider, server.clock, config=server.config
-            )
+            lambda: approve_removals(server.state, provider, server.clock, config=server.config)
         )
         return approval_json(provider, removed)
 
@@ -419,7 +415,7 @@ def _operator_routes(server: Server) -> list[Route]:
 
 def _feed_routes(server: Server) -> list[Route]:
     def read(work: Callable[..., Any], *args: Any) -> dict[str, Any]:
-        with reading(server.state_path) as store:
+        with reading(server.state) as store:
             document: dict[str, Any] = work(store, *args).to_json()
             return document
 

@@ -12,7 +12,6 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import structlog
 import uvicorn
@@ -23,6 +22,7 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.security import Address, check_exposure, load_credentials
 from choreo_ingest.service import Service
+from choreo_ingest.store import StateRef
 
 log = structlog.get_logger("choreo_ingest.server")
 
@@ -40,7 +40,7 @@ class _Uvicorn(uvicorn.Server):
 
 def serve(
     config: Config,
-    state_path: Path,
+    state: StateRef,
     clock: Clock,
     *,
     listen: str | None = None,
@@ -57,8 +57,8 @@ def serve(
             "and read the catalog",
         )
     sock = _bind(address)
-    service = Service(config, state_path, clock)
-    app = build_app(Server(config, state_path, clock, service, credentials))
+    service = Service(config, state, clock)
+    app = build_app(Server(config, service.state, clock, service, credentials))
     server = _Uvicorn(
         uvicorn.Config(
             app,
@@ -72,7 +72,7 @@ def serve(
     )
     loop_thread = threading.Thread(target=service.run, name="choreo-ingest-service", daemon=True)
     loop_thread.start()
-    log.info("serving", listen=str(address), state_file=str(state_path))
+    log.info("serving", listen=str(address), state_file=str(state))
     try:
         asyncio.run(_serve(server, service, sock))
     finally:

@@ -1,8 +1,15 @@
-"""The state store: the only package that touches SQLite."""
+"""The state store: the only package that touches SQLite, and what opens and locks it."""
 
 from choreo_ingest.store.connection import Tracer, canonical_json
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
+from choreo_ingest.store.location import (
+    SqliteLocation,
+    StateLocation,
+    StateRef,
+    state_location,
+)
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
+from choreo_ingest.store.run_lock import RunLock
 from choreo_ingest.store.schema import MIGRATION_NAMES, SCHEMA_VERSION
 from choreo_ingest.store.store import Store, StoreIndexReader, StoreQueueReader
 from choreo_ingest.store.writes import SweepGuards
@@ -15,10 +22,15 @@ __all__ = [
     "CycleRow",
     "InboxCounts",
     "InboxEvent",
+    "RunLock",
+    "SqliteLocation",
+    "StateLocation",
+    "StateRef",
     "Store",
     "StoreIndexReader",
     "StoreQueueReader",
     "SweepGuards",
     "Tracer",
     "canonical_json",
+    "state_location",
 ]

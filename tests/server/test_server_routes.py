@@ -14,13 +14,13 @@ import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
-from choreo_ingest.lock import RunLock
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.options import ApiGeneration
 from choreo_ingest.simulator.world import World
 from choreo_ingest.store import Store
+from choreo_ingest.store.run_lock import RunLock
 
 from asgi_support import AsgiClient
 from backstage_validator import (

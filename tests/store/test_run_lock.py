@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from choreo_ingest import lock as lock_module
 from choreo_ingest.errors import LockHeld, StateError
-from choreo_ingest.lock import RunLock, lock_path_for
+from choreo_ingest.store import run_lock as lock_module
+from choreo_ingest.store.run_lock import RunLock, lock_path_for
 
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from choreo_ingest.lock import RunLock
+from choreo_ingest.store.run_lock import RunLock
 lock = RunLock(Path(sys.argv[1]))
 lock.acquire()
 print("held", flush=True)
@@ -32,7 +32,7 @@ sys.stdin.read()
 TAKE_LOCK = """
 import sys
 from pathlib import Path
-from choreo_ingest.lock import RunLock
+from choreo_ingest.store.run_lock import RunLock
 with RunLock(Path(sys.argv[1])):
     pass
 """

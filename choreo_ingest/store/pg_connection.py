@@ -1,0 +1,453 @@
+"""The state store's connection to PostgreSQL: `connection.Connection`'s counterpart.
+
+Same methods, same meaning, so the store's modules can run their SQL on either: `execute`
+(a cursor with `fetchone`, `fetchall`, iteration and `rowcount`), `executemany`, `scalar`,
+`transaction()` and `snapshot()`. The SQL keeps SQLite's `?` placeholders (`:name` with a dict);
+they become psycopg's `%s` (`%(name)s`) outside string literals, quoted identifiers and comments,
+and every `%` becomes `%%`. Not translated: PostgreSQL's JSONB operators `?`, `?|` and `?&`
+(write `jsonb_exists()` and friends instead).
+
+Autocommit, as the SQLite connection: a statement outside `transaction()` or `snapshot()` is a
+transaction of its own, and between them the session holds no snapshot and no row lock. A
+session left "idle in transaction" would keep VACUUM from cleaning up, and a server with
+`idle_in_transaction_session_timeout` would end it, and the run's advisory lock with it.
+`transaction()` is READ COMMITTED (PostgreSQL's default): one writer at a time is what the run
+lock is for. `snapshot()` is REPEATABLE READ, READ ONLY.
+
+Errors: whatever psycopg raises (the server unreachable, a password refused, the connection
+lost, a statement refused) leaves here once, as a StateError whose message names the URL with
+its password redacted (`redact_url`) and ends with the SQLSTATE; the psycopg error is its cause.
+
+Not thread-safe, like the SQLite one: one thread at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from types import TracebackType
+from typing import Any
+
+from choreo_ingest.errors import ConfigError, StateError
+from choreo_ingest.store.connection import Tracer
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.pq import TransactionStatus
+except ImportError as missing:  # pragma: no cover - the extra is installed wherever tests run
+    raise ConfigError(
+        "a PostgreSQL state store needs psycopg: pip install 'choreo-ingest[postgres]'"
+    ) from missing
+
+DEFAULT_SCHEMA = "choreo_ingest"
+APPLICATION_NAME = "choreo-ingest"
+CONNECT_TIMEOUT = 10
+"""Seconds to reach the server, unless the URL says (`?connect_timeout=`): the URL's own
+settings win over every default here."""
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+"""TCP keepalives unless the URL sets its own: a server gone without a word (a network cut,
+a failover) ends a waiting statement with StateError in about a minute instead of never."""
+REDACTED = "***"
+
+_IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
+_BIGINT = range(-(2**63), 2**63)
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to be shown: the password in it (`user:secret@`, `?password=secret`) is `***`.
+
+    Also takes libpq's `key=value` connection strings (`host=db password=secret`).
+    """
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
+    scheme, rest = url.split("://", 1)
+    # Up to the last `@` before the query: a password with an unescaped `/` stays hidden too.
+    end = min((i for i in (rest.find(c) for c in "?#") if i >= 0), default=len(rest))
+    head, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = head.rpartition("@")
+    if at and ":" in userinfo:
+        head = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{hosts}"
+    tail = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", tail)
+    return f"{scheme}://{head}{tail}"
+
+
+_KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def advisory_key(name: str) -> int:
+    """A stable 64-bit advisory lock key for `name` (a schema, say): one lock per name."""
+    digest = hashlib.sha256(f"choreo-ingest:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PgConnection:
+    """A psycopg connection to the state schema, in autocommit, with explicit transactions.
+
+    `url`: a libpq URL (`postgresql://user@host:5432/db?sslmode=require`); `password`, when
+    given, wins over one in the URL (else libpq's own: the URL, `PGPASSWORD`, `~/.pgpass`).
+    `schema`: where the state's tables live (the session's `search_path`); made when missing
+    unless `readonly`. `readonly`: every transaction of the session is read only, as the
+    server sees it (`default_transaction_read_only`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        readonly: bool = False,
+        password: str | None = None,
+        application_name: str = APPLICATION_NAME,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.url = url
+        self.display_url = redact_url(url)
+        self.schema = schema
+        self.readonly = readonly
+        self._tracer = tracer
+        self._secrets = [password] if password else []
+        self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
+        try:
+            options = conninfo_to_dict(url)
+        except psycopg.Error as error:
+            raise self._state_error(error, doing="not a PostgreSQL URL") from error
+        if options.get("password"):
+            self._secrets.append(str(options["password"]))
+        defaults: dict[str, Any] = {
+            "application_name": application_name,
+            "connect_timeout": CONNECT_TIMEOUT,
+            **KEEPALIVES,
+        }
+        extra = {key: value for key, value in defaults.items() if key not in options}
+        if password is not None:
+            extra["password"] = password
+        try:
+            self.raw = psycopg.connect(url, autocommit=True, **extra)
+        except psycopg.Error as error:
+            raise self._state_error(error, doing="cannot connect") from error
+        try:
+            self._enter_schema()
+        except BaseException:
+            self.raw.close()
+            raise
+
+    def _enter_schema(self) -> None:
+        raw = self._raw
+        with self._translated():
+            if self.readonly:
+                raw.execute("SET default_transaction_read_only = on")
+            found = raw.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema])
+            if found.fetchone() is None:
+                if self.readonly:
+                    raise StateError(
+                        f"state store {self.display_url}: no schema {self.schema!r} "
+                        "(`choreo-ingest migrate` makes it)",
+                        path=self.display_url,
+                    )
+                # IF NOT EXISTS still fails when another session makes it at the same moment.
+                with suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+                    raw.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self.schema)
+                        )
+                    )
+            raw.execute(
+                "SELECT set_config('search_path', %s, false)",
+                [sql.Identifier(self.schema).as_string(raw)],
+            )
+
+    def __enter__(self) -> PgConnection:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.raw is not None:
+            self.raw.close()
+
+    @property
+    def _raw(self) -> psycopg.Connection[tuple[Any, ...]]:
+        assert self.raw is not None  # set, or __init__ raised
+        return self.raw
+
+    @property
+    def backend_pid(self) -> int:
+        """The server process of this session (`pg_stat_activity.pid`)."""
+        return int(self._raw.info.backend_pid)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._raw.info.transaction_status in _IN_TRANSACTION
+
+    # -- statements ---------------------------------------------------------------------
+
+    def execute(self, sql_text: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor:
+        if self._tracer is not None:
+            self._tracer(sql_text, params)
+        named = isinstance(params, dict)
+        query = translate_placeholders(sql_text, named=named)
+        with self._translated():
+            cursor = self._raw.cursor()
+            cursor.execute(query, params if isinstance(params, dict) else list(params))
+        return PgCursor(cursor, self)
+
+    def executemany(self, sql_text: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self._tracer is not None:
+            self._tracer(sql_text, rows)
+        query = translate_placeholders(sql_text)
+        with self._translated(), self._raw.cursor() as cursor:
+            cursor.executemany(query, [list(row) for row in rows])
+
+    def scalar(self, sql_text: str, params: Sequence[Any] = ()) -> Any:
+        row = self.execute(sql_text, params).fetchone()
+        return None if row is None else row[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt).
+
+        Should the connection be lost inside, the server rolls the transaction back and the
+        next statement (or the COMMIT) raises StateError.
+        """
+        self._begin("BEGIN")
+        try:
+            yield
+            if self._raw.info.transaction_status == TransactionStatus.INERROR:
+                # PostgreSQL answers COMMIT of a failed transaction with a quiet ROLLBACK.
+                raise StateError(
+                    f"state store {self.display_url}: a statement failed inside the "
+                    "transaction, so nothing of it was written",
+                    path=self.display_url,
+                )
+            self._run("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction: every query inside sees the same state of the database (taken
+        at its first query), whatever other sessions commit meanwhile; writes are refused."""
+        self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try:
+            yield
+        finally:
+            self._rollback()  # nothing was written: ending the read is all there is to do
+
+    def _begin(self, statement: str) -> None:
+        if self.raw is not None and self.in_transaction:
+            # SQLite refuses a nested BEGIN; PostgreSQL only warns, and would commit early.
+            raise RuntimeError("a transaction is already open on this connection")
+        self._run(statement)
+
+    def _run(self, statement: str) -> None:
+        if self._tracer is not None:
+            self._tracer(statement, ())
+        with self._translated():
+            self._raw.execute(statement)
+
+    def _rollback(self) -> None:
+        """End a failed transaction; an error here must not hide the one that caused it."""
+        if self.raw is not None and not self.raw.closed and self.in_transaction:
+            with suppress(psycopg.Error):
+                self.raw.execute("ROLLBACK")
+
+    # -- the run lock -------------------------------------------------------------------
+
+    def advisory_lock_try(self, key: int) -> bool:
+        """Take the session-level advisory lock `key` if no other session holds it.
+
+        Held until `advisory_unlock` or the end of the session: a connection that dies (or is
+        closed) lets it go with everything it had not committed. Re-entrant within a session
+        (each success needs its own unlock), so take it once per connection.
+        """
+        return bool(self._lock_call("SELECT pg_try_advisory_lock(CAST(%s AS bigint))", key))
+
+    def advisory_unlock(self, key: int) -> bool:
+        """Release `key` once; False when this session did not hold it."""
+        return bool(self._lock_call("SELECT pg_advisory_unlock(CAST(%s AS bigint))", key))
+
+    def _lock_call(self, statement: str, key: int) -> Any:
+        if key not in _BIGINT:
+            raise ValueError(f"advisory lock key {key} is not a 64-bit signed integer")
+        with self._translated():
+            row = self._raw.execute(statement, [key]).fetchone()
+        return None if row is None else row[0]
+
+    # -- errors -------------------------------------------------------------------------
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as error:
+            raise self._state_error(error) from error
+
+    def _state_error(self, error: psycopg.Error, *, doing: str = "") -> StateError:
+        """One line naming the (redacted) URL and the problem, SQLSTATE last."""
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        problem = lines[0] if lines else type(error).__name__
+        if self.raw is not None and (self.raw.broken or self.raw.closed) and not doing:
+            problem = f"connection lost ({problem})"
+        if error.sqlstate:
+            problem = f"{problem} [SQLSTATE {error.sqlstate}]"
+        if doing:
+            problem = f"{doing}: {problem}"
+        if self.url:
+            problem = problem.replace(self.url, self.display_url)
+        for secret in self._secrets:
+            problem = problem.replace(secret, REDACTED)
+        return StateError(f"state store {self.display_url}: {problem}", path=self.display_url)
+
+
+class PgCursor:
+    """The rows of one statement; like sqlite3's cursor, a statement without rows has none
+    (psycopg would raise), and errors while reading leave as StateError."""
+
+    def __init__(self, cursor: psycopg.Cursor[tuple[Any, ...]], conn: PgConnection) -> None:
+        self.raw = cursor
+        self._conn = conn
+
+    @property
+    def rowcount(self) -> int:
+        return int(self.raw.rowcount)
+
+    @property
+    def description(self) -> Any:
+        return self.raw.description
+
+    def fetchone(self) -> Any:
+        if self.raw.description is None:
+            return None
+        with self._conn._translated():
+            return self.raw.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        if self.raw.description is None:
+            return []
+        with self._conn._translated():
+            return self.raw.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+@functools.lru_cache(maxsize=1024)
+def translate_placeholders(sql_text: str, *, named: bool = False) -> str:
+    """SQLite's placeholders as psycopg's: `?` → `%s` (`named`: `:name` → `%(name)s`) outside
+    string literals, quoted identifiers, dollar quotes and comments; every `%` → `%%`."""
+    out: list[str] = []
+    i, n = 0, len(sql_text)
+
+    def skip_to(end: int) -> None:
+        nonlocal i
+        out.append(sql_text[i:end].replace("%", "%%"))
+        i = end
+
+    while i < n:
+        char = sql_text[i]
+        previous = sql_text[i - 1] if i else ""
+        if char == "'":
+            escapes = previous in "eE" and not (i > 1 and _is_word(sql_text[i - 2]))
+            skip_to(_quoted_end(sql_text, i, "'", backslash=escapes))
+        elif char == '"':
+            skip_to(_quoted_end(sql_text, i, '"', backslash=False))
+        elif sql_text.startswith("--", i):
+            newline = sql_text.find("\n", i)
+            skip_to(n if newline < 0 else newline + 1)
+        elif sql_text.startswith("/*", i):
+            skip_to(_block_comment_end(sql_text, i))
+        elif char == "$" and not _is_word(previous) and (tag := _DOLLAR_QUOTE.match(sql_text, i)):
+            close = sql_text.find(tag.group(), tag.end())
+            skip_to(n if close < 0 else close + len(tag.group()))
+        elif char == "?":
+            out.append("%s")
+            i += 1
+        elif char == "%":
+            out.append("%%")
+            i += 1
+        elif named and char == ":" and sql_text.startswith("::", i):
+            out.append("::")
+            i += 2
+        elif named and char == ":" and i + 1 < n and _starts_word(sql_text[i + 1]):
+            end = i + 1
+            while end < n and _is_word(sql_text[end]):
+                end += 1
+            out.append(f"%({sql_text[i + 1 : end]})s")
+            i = end
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _starts_word(char: str) -> bool:
+    return char.isalpha() or char == "_"
+
+
+def _quoted_end(text: str, start: int, quote: str, *, backslash: bool) -> int:
+    """The index after the quote closing the one at `start` (a doubled quote is one quote)."""
+    i = start + 1
+    while i < len(text):
+        if backslash and text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == quote:
+            if text.startswith(quote, i + 1):
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return len(text)
+
+
+def _block_comment_end(text: str, start: int) -> int:
+    """The index after the `*/` closing the comment at `start` (PostgreSQL's nest)."""
+    depth, i = 0, start
+    while i < len(text):
+        if text.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif text.startswith("*/", i):
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return len(text)

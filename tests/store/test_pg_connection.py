@@ -1,0 +1,373 @@
+"""PgConnection against a real PostgreSQL server (tests/pg_support.py starts one per session):
+SQLite's placeholders, transactions, snapshots, the error translation (passwords never shown),
+a connection killed under it, and the advisory lock the run lock will be made of."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pg_support import PgCluster, require_psycopg
+
+require_psycopg()
+
+import psycopg  # noqa: E402
+
+from choreo_ingest.errors import StateError  # noqa: E402
+from choreo_ingest.store.pg_connection import (  # noqa: E402
+    PgConnection,
+    advisory_key,
+    redact_url,
+    translate_placeholders,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def conn(pg_url: str) -> Iterator[PgConnection]:
+    with PgConnection(pg_url) as connection:
+        connection.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, note TEXT)")
+        yield connection
+
+
+def terminate(cluster: PgCluster, conn: PgConnection) -> None:
+    """End `conn`'s server process, as a DBA (or a failover) would, and wait until it is gone."""
+    with cluster.admin() as admin:
+        assert admin.execute(
+            "SELECT pg_terminate_backend(%s, 5000)", [conn.backend_pid]
+        ).fetchone() == (True,)
+
+
+def count(url: str) -> int:
+    """Rows of the test table, read by another session: what the database really holds."""
+    with PgConnection(url, readonly=True) as other:
+        return int(other.scalar("SELECT count(*) FROM t"))
+
+
+# -- placeholders --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "psycopg_sql"),
+    [
+        ("SELECT ? + ?", "SELECT %s + %s"),
+        ("SELECT '?', \"a?\", ?", "SELECT '?', \"a?\", %s"),
+        ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', %s"),
+        ("SELECT E'\\'?', ?", "SELECT E'\\'?', %s"),
+        ("SELECT ? -- why?\n, ?", "SELECT %s -- why?\n, %s"),
+        ("SELECT /* a? /* b? */ c? */ ?", "SELECT /* a? /* b? */ c? */ %s"),
+        ("SELECT $$?$$, $x$ ? $x$, ?", "SELECT $$?$$, $x$ ? $x$, %s"),
+        ("SELECT 'a%' LIKE ? || '%'", "SELECT 'a%%' LIKE %s || '%%'"),
+    ],
+)
+def test_placeholders_are_translated_outside_literals_and_comments(
+    sqlite: str, psycopg_sql: str
+) -> None:
+    assert translate_placeholders(sqlite) == psycopg_sql
+
+
+def test_named_placeholders_with_a_dict_and_casts_left_alone() -> None:
+    assert translate_placeholders("SELECT :a::text, ':b'", named=True) == "SELECT %(a)s::text, ':b'"
+    assert translate_placeholders("SELECT 1::int, ?") == "SELECT 1::int, %s"
+
+
+def test_statements_run_with_sqlite_placeholders(conn: PgConnection) -> None:
+    conn.executemany("INSERT INTO t (id, note) VALUES (?, ?)", [(1, "a?"), (2, "50%"), (3, None)])
+    conn.executemany("INSERT INTO t (id, note) VALUES (?, ?)", [])  # nothing, no error
+    assert conn.scalar("SELECT note FROM t WHERE id = ? AND note LIKE '%\\%'", [2]) == "50%"
+    assert conn.execute("SELECT ?, '?', ? || '%'", [1, "x"]).fetchone() == (1, "?", "x%")
+    assert conn.execute("SELECT note FROM t WHERE id = :id", {"id": 1}).fetchall() == [("a?",)]
+    assert list(conn.execute("SELECT id FROM t ORDER BY id")) == [(1,), (2,), (3,)]
+    assert conn.execute("UPDATE t SET note = 'b' WHERE id > ?", [1]).rowcount == 2
+    assert conn.scalar("SELECT note FROM t WHERE id = ?", [99]) is None
+    # Like sqlite3: a statement without rows has none (psycopg itself would raise).
+    done = conn.execute("DELETE FROM t WHERE id = ?", [3])
+    assert (done.rowcount, done.fetchone(), done.fetchall(), list(done)) == (1, None, [], [])
+
+
+def test_the_tracer_sees_the_statements_as_written(pg_url: str) -> None:
+    seen: list[tuple[str, Any]] = []
+    with PgConnection(pg_url, tracer=lambda sql, params: seen.append((sql, params))) as conn:
+        conn.execute("SELECT ?", [1])
+        with conn.transaction():
+            pass
+    assert seen == [("SELECT ?", [1]), ("BEGIN", ()), ("COMMIT", ())]
+
+
+# -- the schema ------------------------------------------------------------------------------
+
+
+def test_the_schema_is_made_and_searched(pg_url: str) -> None:
+    with PgConnection(pg_url, schema="Mixed Case") as conn:
+        conn.execute("CREATE TABLE made_here (x INT)")
+        assert conn.scalar("SELECT current_schema()") == "Mixed Case"
+    with psycopg.connect(pg_url) as raw:
+        found = raw.execute(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'made_here'"
+        ).fetchall()
+    assert found == [("Mixed Case",)]
+
+
+def test_readonly_makes_no_schema_and_writes_nothing(pg_url: str) -> None:
+    with pytest.raises(StateError, match=r"no schema 'choreo_ingest' \(`choreo-ingest migrate`"):
+        PgConnection(pg_url, readonly=True)
+    with psycopg.connect(pg_url) as raw:
+        assert (
+            raw.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'choreo_ingest'").fetchone()
+            is None
+        )
+    PgConnection(pg_url).close()
+    with PgConnection(pg_url, readonly=True) as reader:
+        with pytest.raises(StateError, match=r"read-only transaction.*\[SQLSTATE 25006\]"):
+            reader.execute("CREATE TABLE nope (x INT)")
+        with pytest.raises(StateError, match="SQLSTATE 25006"), reader.transaction():
+            reader.execute("CREATE TABLE nope (x INT)")
+        assert not reader.in_transaction
+
+
+# -- transactions and snapshots --------------------------------------------------------------
+
+
+def test_a_transaction_commits_all_of_it(conn: PgConnection, pg_url: str) -> None:
+    with conn.transaction():
+        conn.execute("INSERT INTO t (id) VALUES (1)")
+        conn.execute("INSERT INTO t (id) VALUES (2)")
+        assert conn.in_transaction
+        assert count(pg_url) == 0  # not yet seen by anyone else
+    assert not conn.in_transaction
+    assert count(pg_url) == 2
+
+
+@pytest.mark.parametrize("error", [ValueError("bug"), KeyboardInterrupt()])
+def test_a_transaction_rolls_back_on_any_exception(
+    conn: PgConnection, pg_url: str, error: BaseException
+) -> None:
+    def write_then_fail() -> None:
+        with conn.transaction():
+            conn.execute("INSERT INTO t (id) VALUES (1)")
+            raise error
+
+    with pytest.raises(type(error)):
+        write_then_fail()
+    assert not conn.in_transaction
+    assert count(pg_url) == 0
+    conn.execute("INSERT INTO t (id) VALUES (1)")  # the connection is fine afterwards
+    assert count(pg_url) == 1
+
+
+def test_a_failed_statement_caught_inside_still_writes_nothing(
+    conn: PgConnection, pg_url: str
+) -> None:
+    """PostgreSQL ends a transaction at its first error (COMMIT then rolls back, quietly):
+    one that goes on as if nothing happened must not look committed."""
+
+    def write_twice() -> None:
+        with conn.transaction():
+            conn.execute("INSERT INTO t (id) VALUES (1)")
+            with pytest.raises(StateError, match=r"duplicate key.*SQLSTATE 23505"):
+                conn.execute("INSERT INTO t (id) VALUES (1)")
+
+    with pytest.raises(StateError, match="a statement failed inside the transaction"):
+        write_twice()
+    assert count(pg_url) == 0
+
+
+def test_a_transaction_inside_a_transaction_is_a_bug(conn: PgConnection) -> None:
+    with conn.transaction():
+        with pytest.raises(RuntimeError, match="already open"), conn.transaction():
+            pass
+        with pytest.raises(RuntimeError, match="already open"), conn.snapshot():
+            pass
+
+
+def test_a_snapshot_sees_one_state_whatever_others_commit(conn: PgConnection, pg_url: str) -> None:
+    conn.execute("INSERT INTO t (id) VALUES (1)")
+    with PgConnection(pg_url) as writer, PgConnection(pg_url, readonly=True) as reader:
+        with reader.snapshot():
+            assert reader.scalar("SELECT count(*) FROM t") == 1
+            with writer.transaction():
+                writer.execute("INSERT INTO t (id) VALUES (2)")
+            writer.execute("DELETE FROM t WHERE id = 1")
+            assert reader.scalar("SELECT count(*) FROM t") == 1
+            assert reader.scalar("SELECT min(id) FROM t") == 1
+            assert conn.scalar("SELECT count(*) FROM t WHERE id = 2") == 1  # outside: news
+        assert not reader.in_transaction
+        assert reader.execute("SELECT id FROM t").fetchall() == [(2,)]
+
+
+def test_a_snapshot_writes_nothing(conn: PgConnection, pg_url: str) -> None:
+    with pytest.raises(StateError, match="SQLSTATE 25006"), conn.snapshot():
+        conn.execute("INSERT INTO t (id) VALUES (1)")
+    assert not conn.in_transaction
+    assert count(pg_url) == 0
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3cr%40t@db:5432/x?sslmode=require", "postgresql://u:***@db:5432/x?sslmode=require"),
+        ("postgresql://u:s3/cr@db/x", "postgresql://u:***@db/x"),
+        ("postgresql://u@db/x?sslmode=verify-full&password=s3", "postgresql://u@db/x?sslmode=verify-full&password=***"),
+        ("postgres://:s3@[::1]/x", "postgres://:***@[::1]/x"),
+        ("postgresql://u@h1:5432,h2:5433/x", "postgresql://u@h1:5432,h2:5433/x"),
+        ("host=db user=u password='s 3' dbname=x", "host=db user=u password=*** dbname=x"),
+    ],
+)  # fmt: skip
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_an_error_names_the_url_without_its_password(pg_cluster: PgCluster) -> None:
+    secret = "Sup3rSecretValue"
+    url = f"postgresql://postgres:{secret}@{pg_cluster.host}:{pg_cluster.port}/no_such_db"
+    with pytest.raises(StateError) as caught:
+        PgConnection(url)
+    message = str(caught.value)
+    assert secret not in message
+    assert message.startswith(f"state store {redact_url(url)}: cannot connect: ")
+    assert 'database "no_such_db" does not exist' in message
+    assert caught.value.path == redact_url(url)
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+
+
+def test_a_refused_password_is_never_shown(pg_cluster: PgCluster, pg_url: str) -> None:
+    right = pg_cluster.password
+    url = pg_cluster.password_url(pg_url)
+    at_url = pg_cluster.password_url(pg_url, password=right + "x")
+    for attempt in (lambda: PgConnection(url, password=right + "x"), lambda: PgConnection(at_url)):
+        with pytest.raises(StateError, match="password authentication failed") as caught:
+            attempt()
+        assert right not in str(caught.value)
+    with PgConnection(url, password=right) as conn:  # the right one, as an argument
+        assert conn.scalar("SELECT current_user") == pg_cluster.password_user
+    with PgConnection(pg_cluster.password_url(pg_url, password=right)) as conn:  # in the URL
+        assert conn.scalar("SELECT current_user") == pg_cluster.password_user
+
+
+def test_a_server_that_is_not_there(pg_cluster: PgCluster) -> None:
+    url = f"postgresql://postgres:hidden@127.0.0.1:{_closed_port()}/postgres"
+    with pytest.raises(StateError, match=r"cannot connect: .*refused") as caught:
+        PgConnection(url)
+    assert "hidden" not in str(caught.value)
+
+
+def test_a_bad_url() -> None:
+    with pytest.raises(StateError, match=r"not a PostgreSQL URL") as caught:
+        PgConnection("postgresql://u:hidden@db/x?no_such_option=1")
+    assert "hidden" not in str(caught.value)
+
+
+def test_statement_errors_are_state_errors_naming_the_url(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    password = pg_cluster.password
+    url = pg_cluster.password_url(pg_url, password=password)
+    with PgConnection(url) as conn:
+        with pytest.raises(StateError) as caught:
+            conn.execute("SELEC 1")
+        assert str(caught.value).startswith(f"state store {redact_url(url)}: syntax error")
+        assert str(caught.value).endswith("[SQLSTATE 42601]")
+        assert password not in str(caught.value)
+        assert isinstance(caught.value.__cause__, psycopg.errors.SyntaxError)
+        with pytest.raises(StateError, match="no_table"):
+            conn.executemany("INSERT INTO no_table VALUES (?)", [(1,)])
+        assert conn.scalar("SELECT 1") == 1  # autocommit: the session goes on
+
+
+# -- a connection lost -----------------------------------------------------------------------
+
+
+def test_a_killed_connection_rolls_back_and_says_so(
+    conn: PgConnection, pg_cluster: PgCluster, pg_url: str
+) -> None:
+    conn.execute("INSERT INTO t (id) VALUES (1)")
+
+    def page_killed_midway() -> None:
+        with conn.transaction():
+            conn.execute("INSERT INTO t (id) VALUES (2)")
+            terminate(pg_cluster, conn)
+            conn.execute("INSERT INTO t (id) VALUES (3)")
+
+    with pytest.raises(StateError, match="connection lost") as caught:
+        page_killed_midway()
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+    assert count(pg_url) == 1  # the page in flight is gone, the one before it is not
+    with pytest.raises(StateError, match="connection lost"):
+        conn.scalar("SELECT 1")
+    with pytest.raises(StateError, match="connection lost"), conn.transaction():
+        pass
+
+
+def test_a_connection_killed_between_statements(conn: PgConnection, pg_cluster: PgCluster) -> None:
+    terminate(pg_cluster, conn)
+    with pytest.raises(StateError, match=r"connection lost \(.*administrator command"):
+        conn.execute("SELECT 1")
+
+
+def test_a_connection_killed_before_commit(
+    conn: PgConnection, pg_cluster: PgCluster, pg_url: str
+) -> None:
+    def killed_before_commit() -> None:
+        with conn.transaction():
+            conn.execute("INSERT INTO t (id) VALUES (1)")
+            terminate(pg_cluster, conn)
+
+    with pytest.raises(StateError, match="connection lost"):
+        killed_before_commit()
+    assert count(pg_url) == 0
+
+
+# -- the advisory lock -----------------------------------------------------------------------
+
+
+def test_the_advisory_lock_excludes_other_sessions(pg_url: str) -> None:
+    key = advisory_key("choreo_ingest")
+    with PgConnection(pg_url) as first, PgConnection(pg_url) as second:
+        assert first.advisory_lock_try(key)
+        assert not second.advisory_lock_try(key)
+        assert second.advisory_lock_try(key + 1)  # another key: another lock
+        with first.transaction():
+            pass
+        assert not second.advisory_lock_try(key)  # held across transactions: session-level
+        assert not second.advisory_unlock(key)  # not the holder
+        assert first.advisory_unlock(key)
+        assert second.advisory_lock_try(key)
+        assert not first.advisory_lock_try(key)
+    with PgConnection(pg_url) as third:  # closing the holder let it go
+        assert third.advisory_lock_try(key)
+
+
+def test_the_advisory_lock_dies_with_its_connection(pg_url: str, pg_cluster: PgCluster) -> None:
+    key = advisory_key("choreo_ingest")
+    with PgConnection(pg_url) as holder, PgConnection(pg_url) as waiter:
+        assert holder.advisory_lock_try(key)
+        assert not waiter.advisory_lock_try(key)
+        terminate(pg_cluster, holder)
+        assert waiter.advisory_lock_try(key)
+        with pytest.raises(StateError, match="connection lost"):
+            holder.advisory_unlock(key)
+
+
+def test_advisory_keys() -> None:
+    assert advisory_key("choreo_ingest") == advisory_key("choreo_ingest")
+    assert advisory_key("choreo_ingest") != advisory_key("other")
+    assert -(2**63) <= advisory_key("x") < 2**63
+
+
+def test_a_key_beyond_64_bits_is_refused(conn: PgConnection) -> None:
+    with pytest.raises(ValueError, match="64-bit"):
+        conn.advisory_lock_try(2**63)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
