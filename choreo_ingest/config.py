@@ -203,6 +203,8 @@ class OpenChoreoConfig:
 
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_STATE_SCHEMA = "choreo_ingest"
+DATABASE_URL_SCHEMES = ("postgresql", "postgres")
 SERVE_TOKEN_ENV = "CHOREO_INGEST_SERVE_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
@@ -241,6 +243,12 @@ class Config:
     openchoreo: OpenChoreoConfig = field(default_factory=OpenChoreoConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     state_path: Path | None = None
+    state_url: str | None = field(default=None, repr=False)
+    """`postgresql://...` (`state.url`): the state in PostgreSQL instead of a file. May hold a
+    password; shown only redacted."""
+    state_password_file: SecretPath | None = None
+    """The PostgreSQL password (`state.passwordFile`; else PGPASSWORD or ~/.pgpass)."""
+    state_schema: str = DEFAULT_STATE_SCHEMA
     metrics_textfile: Path | None = None
     catalog_directory: Path | None = None
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
@@ -307,15 +315,17 @@ def find_config_path(cli_value: Path | None, env: Mapping[str, str] | None = Non
 
 
 def resolve_state_path(
-    cli_db: Path | None, config: Config, env: Mapping[str, str] | None = None
-) -> Path:
-    """`--db`, else `$CHOREO_INGEST_DB`, else `state.path`, else `./choreo-ingest.db`."""
+    cli_db: Path | str | None, config: Config, env: Mapping[str, str] | None = None
+) -> Path | str:
+    """`--db`, else `$CHOREO_INGEST_DB`, else `state.url`, else `state.path`, else
+    `./choreo-ingest.db`: a state file's path, or a PostgreSQL URL (text)."""
     env = os.environ if env is None else env
-    if cli_db is not None:
-        return cli_db
-    if env.get(STATE_ENV):
-        return Path(env[STATE_ENV]).expanduser()
-    return config.state_path or DEFAULT_STATE_FILE
+    given = str(cli_db) if isinstance(cli_db, Path) else cli_db
+    if not given:
+        given = env.get(STATE_ENV) or None
+    if given is not None:
+        return given if is_database_url(given) else Path(given).expanduser()
+    return config.state_url or config.state_path or DEFAULT_STATE_FILE
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -490,6 +500,32 @@ def parse_listen(text: str, *, option: str) -> str:
         raise ConfigError(f"{err.problem}, got {text!r}", path=option) from None
 
 
+def is_database_url(text: str) -> bool:
+    """Whether `--db`, $CHOREO_INGEST_DB or `state.url` names a PostgreSQL database."""
+    return text.split(":", 1)[0].lower() in DATABASE_URL_SCHEMES and "://" in text
+
+
+def _database_url(value: object) -> str:
+    # The value is never shown: it may hold a password.
+    text = _text(value).strip()
+    expected = "expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
+    try:
+        parts = urlsplit(text)
+        valid = is_database_url(text) and bool(parts.hostname or parts.query) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise _Invalid(expected)
+    return text
+
+
+def _schema_name(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
+        raise _Invalid("expected a lower-case SQL name (letters, digits, _; at most 63)", value)
+    return text
+
+
 def _listen(value: object) -> str:
     """host:port, the port 1-65535; an IPv6 host in brackets."""
     text = _text(value).strip()
@@ -657,12 +693,18 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "changes.retainDays": _positive,
     "changes.maxRows": _count,
     "state.path": _optional(_file_path),
+    "state.url": _optional(_database_url),
+    "state.passwordFile": _optional(_file_path),
+    "state.schema": _schema_name,
     "metrics.textfile": _optional(_file_path),
     "catalog.directory": _optional(_file_path),
     "providers": _providers,
 }
 _TARGETS = {
     "state.path": "state_path",
+    "state.url": "state_url",
+    "state.passwordFile": "state_password_file",
+    "state.schema": "state_schema",
     "metrics.textfile": "metrics_textfile",
     "catalog.directory": "catalog_directory",
     "events.inboxCapacity": "inbox_capacity",
@@ -672,7 +714,7 @@ _TARGETS = {
 _SECRETS = frozenset({_SHORTHAND, f"{_AUTH}.token", f"{_OAUTH}.clientSecret"})
 _SECRET_FILES = frozenset(
     {f"{_AUTH}.tokenFile", f"{_OAUTH}.clientSecretFile", "serve.auth.tokenFile"}
-    | {"serve.events.secretFile"}
+    | {"serve.events.secretFile", "state.passwordFile"}
 )
 # Sections that hold a secret: a scalar given in place of one may be that secret.
 _SECRET_SECTIONS = frozenset(
@@ -759,6 +801,8 @@ def _build(found: dict[str, Any], base: Path) -> Config:
         events=EventsConfig(**fields("openchoreo.events.")),
         **{key: value for key, value in fields("openchoreo.").items() if key != "token"},
     )
+    if top.get("state_url") and top.get("state_path"):
+        raise ConfigError("cannot be combined with state.path; give one", path="state.url")
     return Config(
         openchoreo=openchoreo,
         mapping=MappingConfig(**fields("mapping.")),

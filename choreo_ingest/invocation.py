@@ -32,6 +32,7 @@ from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateRef, Store, state_location
+from choreo_ingest.store.copy import CopyReport
 
 log = structlog.get_logger("choreo_ingest.invocation")
 
@@ -349,6 +350,13 @@ def forget(state: StateRef, name: str, clock: Clock, *, config: Config | None = 
     """Remove what the state holds of a provider the config dropped. Returns entities removed."""
     with changing_state(state, config, clock) as store:
         return store.forget_provider(name, clock.now())
+
+
+def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> CopyReport:
+    """The whole state of `source` copied to `target` (both migrated first), holding both run
+    locks; a target that holds a state is refused unless `force`."""
+    with locked_store(source) as origin, locked_store(target) as destination:
+        return origin.copy_to(destination, force=force)
 
 
 # The documents `--json` prints and serve answers, for the commands that change state.

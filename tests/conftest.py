@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import structlog
 
+from choreo_ingest.store import PostgresLocation, SqliteLocation, StateLocation
+
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 from pg_support import PgCluster, throwaway_cluster
 
@@ -46,3 +48,15 @@ def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
     url = pg_cluster.fresh_database()
     yield url
     pg_cluster.drop_database(url)
+
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=BACKENDS)
+def any_location(request: pytest.FixtureRequest, tmp_path: Path) -> StateLocation:
+    """A new, empty state on each backend in turn: an SQLite file, then a PostgreSQL database
+    of its own (the `pg_url` fixture: skipped, or failed under CI, where no server can run)."""
+    if request.param == "sqlite":
+        return SqliteLocation(tmp_path / "state.db")
+    return PostgresLocation(request.getfixturevalue("pg_url"))

@@ -146,6 +146,21 @@ class PgCluster:
             )
         return self.database_url(name)
 
+    def copy_database(self, url: str) -> str:
+        """A new database made from the one at `url` (which nobody may be connected to), as it
+        stands: what copying an SQLite file is to the crash tests. Drop it with drop_database."""
+        from psycopg import sql
+
+        self._databases += 1
+        name = f"t{os.getpid()}_{self._databases}_{secrets.token_hex(3)}"
+        with self.admin() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(url.rsplit("/", 1)[1])
+                )
+            )
+        return self.database_url(name)
+
     def drop_database(self, url: str) -> None:
         """Drop a database `fresh_database` made, whoever is still connected to it."""
         from psycopg import sql

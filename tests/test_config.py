@@ -127,6 +127,9 @@ class TestExample:
             "mapping.lifecycle",
             "mapping.apisWithoutSchema",
             "state.path",
+            "state.url",
+            "state.passwordFile",
+            "state.schema",
             "metrics.textfile",
             "catalog.directory",
             "events.inboxCapacity",
@@ -398,6 +401,10 @@ BAD_CONFIGS = [
     ("serve: {listen: '127.0.0.1:70000'}", "serve.listen", "expected host:port"),
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
     ("changes: {maxRows: 0}", "changes.maxRows", "must be greater than 0"),
+    ("state: {url: 'mysql://u@h/db'}", "state.url", "expected postgresql://"),
+    ("state: {url: 'postgresql://u:pw@/'}", "state.url", "expected postgresql://"),
+    ("state: {url: 'postgresql://h/db', path: x.db}", "state.url", "cannot be combined"),
+    ("state: {schema: Bad-Name}", "state.schema", "expected a lower-case SQL name"),
     (
         "mapping: {apisWithoutSchema: drop}",
         "mapping.apisWithoutSchema",
@@ -1184,3 +1191,30 @@ class TestRequireApi:
 
     def test_commands_without_the_api_load_without_base_url(self, tmp_path: Path) -> None:
         assert load_text(tmp_path, "mapping: {lifecycle: beta}\n").openchoreo.base_url is None
+
+
+class TestStateUrl:
+    def test_a_bad_url_never_shows_the_password(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, "state: {url: 'postgresql://u:hunter2@:0/db'}\n")
+        assert "hunter2" not in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("db", "env", "expected"),
+        [
+            ("postgresql://h/db", {}, "postgresql://h/db"),
+            (None, {"CHOREO_INGEST_DB": "postgres://h/db"}, "postgres://h/db"),
+            ("other.db", {"CHOREO_INGEST_DB": "postgres://h/db"}, Path("other.db")),
+            (None, {}, "postgresql://configured/db"),
+        ],
+        ids=["option", "environment", "option-wins", "config"],
+    )
+    def test_db_and_the_environment_take_a_path_or_a_url(
+        self, tmp_path: Path, db: str | None, env: dict[str, str], expected: object
+    ) -> None:
+        config = load_text(tmp_path, "state: {url: 'postgresql://configured/db'}\n")
+        assert resolve_state_path(db, config, env) == expected
+
+    def test_the_password_file_is_a_deferred_secret_path(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, "state: {passwordFile: '${CREDENTIALS_DIRECTORY}/pg'}\n")
+        assert isinstance(config.state_password_file, DeferredSecret)

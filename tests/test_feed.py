@@ -30,7 +30,7 @@ from choreo_ingest.invocation import run_once
 from choreo_ingest.mirror import position_name, sync_mirror
 from choreo_ingest.models import Delta, Entity
 from choreo_ingest.reporting import iter_export
-from choreo_ingest.store import Store
+from choreo_ingest.store import StateLocation, Store
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -39,16 +39,17 @@ DAY = 86_400.0
 
 
 @pytest.fixture
-def writer(state_path: Path) -> Iterator[Store]:
-    with Store.open(state_path) as store:
+def writer(any_location: StateLocation) -> Iterator[Store]:
+    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
+    with any_location.open() as store:
         store.migrate()
         yield store
 
 
 @pytest.fixture
-def reader(writer: Store, state_path: Path) -> Iterator[Store]:
-    """What a consumer's server reads through: the same file, opened read-only."""
-    with Store.open(state_path, readonly=True) as store:
+def reader(writer: Store, any_location: StateLocation) -> Iterator[Store]:
+    """What a consumer's server reads through: the same state, opened read-only."""
+    with any_location.open(readonly=True) as store:
         yield store
 
 

@@ -89,7 +89,7 @@ def _purge(
     yes: bool,
     json_output: bool,
     config: Path | None,
-    db: Path | None,
+    db: str | None,
 ) -> None:
     with reported_errors(json_output, purged=0):
         if named and option and named != option:

@@ -15,17 +15,21 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    Session,
     YesOption,
     confirm_or_abort,
     open_session,
     reported_errors,
+    state_for,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.clock import rfc3339
+from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import (
     approval_json,
     approve_removals,
+    copy_state,
     migrate,
     reset,
     reset_json,
@@ -196,13 +200,29 @@ def migrate_command(
     status_only: Annotated[
         bool, typer.Option("--status", help="Only list applied and pending migrations.")
     ] = False,
+    copy_to: Annotated[
+        str | None,
+        typer.Option(
+            "--copy-to",
+            metavar="PATH|URL",
+            help="Copy the whole state to another store (a state file, or postgresql://...).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --copy-to: replace a state the target holds.")
+    ] = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Apply pending state schema migrations (also done automatically by `run`)."""
+    """Apply pending state schema migrations (also done automatically by `run`), or copy the
+    state to another store (`--copy-to`: SQLite to PostgreSQL or back, holding both run locks)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
+        if copy_to is not None:
+            _copy(session, copy_to, force, json_output)
+            return
         report = migrate(session.state, apply=not status_only)
         if json_output:
             render.print_json(
@@ -231,6 +251,16 @@ def migrate_command(
                 f"{', '.join(report.applied_now) or 'nothing'}; pending: "
                 f"{', '.join(report.pending) or 'nothing'}"
             )
+
+
+def _copy(session: Session, copy_to: str, force: bool, json_output: bool) -> None:
+    target = state_for(resolve_state_path(copy_to, session.config, env={}), session.config)
+    copied = copy_state(session.state, target, force=force)
+    if json_output:
+        render.print_json({"from": str(session.state), "to": str(target), **copied.to_json()})
+    elif render.stdout_is_tty():
+        rows = ", ".join(f"{table} {count:,}" for table, count in copied.rows.items() if count)
+        render.print_text(f"{session.state} -> {target}: {rows or 'nothing to copy'}")
 
 
 def removals(

@@ -1,8 +1,10 @@
-"""The state store: the only package that touches SQLite, and what opens and locks it."""
+"""The state store: the only package that touches SQLite or PostgreSQL, and what opens and
+locks it."""
 
 from choreo_ingest.store.connection import Tracer, canonical_json
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.location import (
+    PostgresLocation,
     SqliteLocation,
     StateLocation,
     StateRef,
@@ -22,6 +24,7 @@ __all__ = [
     "CycleRow",
     "InboxCounts",
     "InboxEvent",
+    "PostgresLocation",
     "RunLock",
     "SqliteLocation",
     "StateLocation",

@@ -6,30 +6,38 @@ is gone, every change after it is kept.
 
 from __future__ import annotations
 
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.dialect import AnyConnection, is_postgres
 from choreo_ingest.store.meta import PRUNED_THROUGH, raise_pruned_through
 
 _NEWEST_SEQ = """max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0),
                     coalesce((SELECT max(seq) FROM changes), 0))"""
 """The last seq ever given to a change (the AUTOINCREMENT's counter): pruned rows count too."""
+_PG_NEWEST_SEQ = f"""greatest(coalesce((SELECT max(seq) FROM changes), 0),
+    (SELECT CAST(value AS BIGINT) FROM store_meta WHERE name = '{PRUNED_THROUGH}'))"""
+"""The same on PostgreSQL, whose identity sequence also counts seqs of rolled-back changes:
+the newest change kept, else the last one pruned (pruning never goes past the newest)."""
 
 
-def newest_seq(conn: Connection) -> int:
-    return int(conn.scalar(f"SELECT {_NEWEST_SEQ}"))
+def _newest_seq_sql(conn: AnyConnection) -> str:
+    return _PG_NEWEST_SEQ if is_postgres(conn) else _NEWEST_SEQ
 
 
-def change_bounds(conn: Connection) -> tuple[int, int]:
+def newest_seq(conn: AnyConnection) -> int:
+    return int(conn.scalar(f"SELECT {_newest_seq_sql(conn)}"))
+
+
+def change_bounds(conn: AnyConnection) -> tuple[int, int]:
     """(pruned through, newest seq), read by one statement: one state of the file."""
     row = conn.execute(
-        f"""SELECT (SELECT CAST(value AS INTEGER) FROM store_meta WHERE name = ?),
-                   {_NEWEST_SEQ}""",
+        f"""SELECT (SELECT CAST(value AS BIGINT) FROM store_meta WHERE name = ?),
+                   {_newest_seq_sql(conn)}""",
         [PRUNED_THROUGH],
     ).fetchone()
     return int(row[0]), int(row[1])
 
 
 def prune_changes(
-    conn: Connection, older_than: float, max_rows: int, *, keep_after: int | None = None
+    conn: AnyConnection, older_than: float, max_rows: int, *, keep_after: int | None = None
 ) -> int:
     """Delete, in one transaction, the oldest changes: those made before `older_than` and those
     beyond the newest `max_rows`, never one after `keep_after` (a consumer's position); raise

@@ -46,6 +46,9 @@ class Connection:
     but only one thread may use it at a time.
     """
 
+    dialect = "sqlite"
+    """Which SQL the store's modules write for it (`PgConnection`'s is "postgres")."""
+
     def __init__(self, path: Path, *, readonly: bool, tracer: Tracer | None = None) -> None:
         self.path = path
         self.readonly = readonly
@@ -112,6 +115,10 @@ class Connection:
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
+
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of a query read as they are iterated, never all in memory (for exports)."""
+        yield from self.execute(sql, params)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -15,11 +15,12 @@ import json
 from collections.abc import Mapping, Sequence
 
 from choreo_ingest.models import IndexEntry
-from choreo_ingest.store.connection import Connection, canonical_json
+from choreo_ingest.store.connection import canonical_json
+from choreo_ingest.store.dialect import AnyConnection, in_values
 
 
 def write_index(
-    conn: Connection, provider: str, cycle_id: int, entries: Sequence[IndexEntry]
+    conn: AnyConnection, provider: str, cycle_id: int, entries: Sequence[IndexEntry]
 ) -> None:
     """Upsert (or, for a None value, delete) index rows inside the caller's transaction."""
     if not entries:
@@ -42,7 +43,7 @@ def write_index(
     )
 
 
-def prune_index(conn: Connection, provider: str, cycle_id: int) -> int:
+def prune_index(conn: AnyConnection, provider: str, cycle_id: int) -> int:
     """Drop the rows the completed cycle `cycle_id` did not write; returns how many."""
     cursor = conn.execute(
         "DELETE FROM provider_index WHERE provider = ? AND cycle_id < ?", [provider, cycle_id]
@@ -50,26 +51,27 @@ def prune_index(conn: Connection, provider: str, cycle_id: int) -> int:
     return int(cursor.rowcount)
 
 
-def clear_index(conn: Connection, provider: str) -> None:
+def clear_index(conn: AnyConnection, provider: str) -> None:
     conn.execute("DELETE FROM provider_index WHERE provider = ?", [provider])
 
 
 def index_by_key(
-    conn: Connection, provider: str, table: str, keys: Sequence[str]
+    conn: AnyConnection, provider: str, table: str, keys: Sequence[str]
 ) -> dict[str, IndexEntry]:
     """The rows of `table` with these keys (absent keys are left out)."""
     if not keys:
         return {}
+    condition, values = in_values(conn, "key", keys)
     rows = conn.execute(
-        """SELECT key, grp, value FROM provider_index WHERE provider = ? AND tbl = ?
-           AND key IN (SELECT value FROM json_each(?))""",
-        [provider, table, json.dumps(list(keys))],
+        f"""SELECT key, grp, value FROM provider_index WHERE provider = ? AND tbl = ?
+            AND {condition}""",
+        [provider, table, values],
     )
     return {key: IndexEntry(table, key, group, json.loads(value)) for key, group, value in rows}
 
 
 def index_by_group(
-    conn: Connection,
+    conn: AnyConnection,
     provider: str,
     table: str,
     groups: Sequence[str],
@@ -81,10 +83,11 @@ def index_by_group(
     found: dict[str, list[IndexEntry]] = {group: [] for group in groups}
     if not groups:
         return found
+    condition, values = in_values(conn, "grp", list(found))
     rows = conn.execute(
-        """SELECT grp, key, value FROM provider_index WHERE provider = ? AND tbl = ?
-           AND grp IN (SELECT value FROM json_each(?)) AND cycle_id >= ? ORDER BY grp, key""",
-        [provider, table, json.dumps(list(found)), min_cycle],
+        f"""SELECT grp, key, value FROM provider_index WHERE provider = ? AND tbl = ?
+            AND {condition} AND cycle_id >= ? ORDER BY grp, key""",
+        [provider, table, values, min_cycle],
     )
     for group, key, value in rows:
         found[group].append(IndexEntry(table, key, group, json.loads(value)))
@@ -92,7 +95,7 @@ def index_by_group(
 
 
 def write_facts(
-    conn: Connection, provider: str, facts: Mapping[str, str | None], now: float
+    conn: AnyConnection, provider: str, facts: Mapping[str, str | None], now: float
 ) -> None:
     """Set (or, for None, remove) a provider's facts inside the caller's transaction."""
     conn.executemany(
@@ -107,7 +110,7 @@ def write_facts(
     )
 
 
-def read_facts(conn: Connection, provider: str) -> dict[str, str]:
+def read_facts(conn: AnyConnection, provider: str) -> dict[str, str]:
     rows = conn.execute(
         "SELECT name, value FROM provider_facts WHERE provider = ? ORDER BY name", [provider]
     )

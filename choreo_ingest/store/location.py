@@ -1,14 +1,18 @@
 """Where the state lives, and what opens and locks it there: nothing above the store takes a
-file path (a PostgreSQL location joins SQLite's here)."""
+file path. Two kinds: an SQLite file (`SqliteLocation`) and a schema of a PostgreSQL database
+(`PostgresLocation`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
 
+from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.run_lock import RunLock
 from choreo_ingest.store.store import Store
@@ -60,14 +64,210 @@ class SqliteLocation:
         return None
 
 
-StateLocation = SqliteLocation
-"""Where a state is kept; SQLite's file is the one kind so far."""
+if TYPE_CHECKING:  # psycopg is an optional extra: loaded only for a PostgreSQL location
+    from choreo_ingest.store.pg_connection import PgConnection
+
+DEFAULT_PG_SCHEMA = "choreo_ingest"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True)
+class PostgresLocation:
+    """A schema of a PostgreSQL database (`url`: a libpq URL; `password` wins over the URL's,
+    else libpq's own: the URL, `PGPASSWORD`, `~/.pgpass`).
+
+    The run lock is a session-level advisory lock, one per schema (`advisory_key(schema)`).
+    `open_locked` takes it on the store's own connection, so every write of a burst goes
+    through the session that holds it: should that session die, the lock and the writes it
+    had not committed end together, and a second host that then takes the lock can never
+    interleave with a stale writer.
+    """
+
+    url: str
+    schema: str = DEFAULT_PG_SCHEMA
+    password: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        """As shown to people: the URL with its password redacted."""
+        from choreo_ingest.store.pg_connection import redact_url
+
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"PostgresLocation({str(self)!r}, schema={self.schema!r})"
+
+    def _connect(
+        self, *, readonly: bool, schema: str | None = None, tracer: Tracer | None = None
+    ) -> PgConnection:
+        from choreo_ingest.store.pg_connection import PgConnection
+
+        return PgConnection(
+            self.url,
+            schema=self.schema if schema is None else schema,
+            readonly=readonly,
+            password=self.password,
+            tracer=tracer,
+        )
+
+    def _lock_key(self) -> int:
+        from choreo_ingest.store.pg_connection import advisory_key
+
+        return advisory_key(self.schema)
+
+    def exists(self) -> bool:
+        """Whether the schema holds a state (our migrations table) yet; nothing is made."""
+        with self._connect(readonly=True, schema="pg_catalog") as conn:
+            return bool(
+                conn.scalar(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = ? AND tablename = ?",
+                    [self.schema, _PG_MIGRATIONS_TABLE],
+                )
+            )
+
+    def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
+        """The store in the schema (made unless `readonly`); schema is not migrated. Refused
+        like a foreign or newer SQLite file: a schema that is not a choreo-ingest state
+        (NotAStateFile), or one a newer choreo-ingest migrated (SchemaTooNew)."""
+        return Store(self._checked(self._connect(readonly=readonly, tracer=tracer)))
+
+    @staticmethod
+    def _checked(conn: PgConnection) -> PgConnection:
+        from choreo_ingest.store.pg_schema import check_is_ours
+
+        try:
+            check_is_ours(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def run_lock(self) -> PgRunLock:
+        """The run lock on a connection of its own: for where the store is already open (a
+        migration by the event path); a burst takes it with `open_locked` instead."""
+        return PgRunLock(self)
+
+    @contextmanager
+    def open_locked(self) -> Iterator[Store]:
+        """The store, opened for writing, holding the run lock on its own connection (LockHeld
+        if another session holds it); released on exit."""
+        conn = self._checked(self._connect(readonly=False))
+        try:
+            key = self._lock_key()
+            if not conn.advisory_lock_try(key):
+                raise LockHeld(
+                    f"another choreo-ingest run holds the run lock of {self} "
+                    f"(schema {self.schema!r}); nothing done",
+                    path=str(self),
+                )
+            with Store(conn) as store:
+                try:
+                    yield store
+                finally:
+                    # A lost session has let the lock go already; closing ends it anyway.
+                    with suppress(StateError):
+                        conn.advisory_unlock(key)
+        finally:
+            conn.close()
+
+    def lock_held_elsewhere(self) -> bool:
+        """Whether another session holds the run lock (for `status`), read from `pg_locks`."""
+        key = self._lock_key()
+        with self._connect(readonly=True, schema="pg_catalog") as conn:
+            return bool(
+                conn.scalar(
+                    """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                       AND database = (SELECT oid FROM pg_database
+                                       WHERE datname = current_database())
+                       AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ?
+                       AND objsubid = 1 AND pid <> pg_backend_pid()""",
+                    [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
+                )
+            )
+
+    def write_problem(self) -> str | None:
+        """Why a run could not write the state here (for `check`), or None."""
+        try:
+            with self._connect(readonly=True, schema="pg_catalog") as conn:
+                has_schema = conn.scalar(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = ?", [self.schema]
+                )
+                if has_schema:
+                    allowed = conn.scalar("SELECT has_schema_privilege(?, 'CREATE')", [self.schema])
+                    where = f"schema {self.schema!r}"
+                else:
+                    allowed = conn.scalar(
+                        "SELECT has_database_privilege(current_database(), 'CREATE')"
+                    )
+                    where = f"the database (to make schema {self.schema!r})"
+        except StateError as error:
+            return str(error)
+        if not allowed:
+            return f"{self}: no CREATE right on {where}"
+        return None
+
+
+_PG_MIGRATIONS_TABLE = "_migrations"  # pg_schema.PG_MIGRATIONS_TABLE, without loading psycopg
+
+
+class PgRunLock:
+    """The PostgreSQL run lock held by a connection of its own (`PostgresLocation.run_lock`)."""
+
+    def __init__(self, location: PostgresLocation) -> None:
+        self._location = location
+        self._conn: PgConnection | None = None
+
+    def acquire(self) -> None:
+        conn = self._location._connect(readonly=False)
+        try:
+            taken = conn.advisory_lock_try(self._location._lock_key())
+        except BaseException:
+            conn.close()
+            raise
+        if not taken:
+            conn.close()
+            raise LockHeld(
+                f"another choreo-ingest run holds the run lock of {self._location} "
+                f"(schema {self._location.schema!r}); nothing done",
+                path=str(self._location),
+            )
+        self._conn = conn
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # ending the session lets the lock go
+            self._conn = None
+
+    def is_held_elsewhere(self) -> bool:
+        return self._location.lock_held_elsewhere()
+
+    def __enter__(self) -> PgRunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+StateLocation = SqliteLocation | PostgresLocation
+"""Where a state is kept: an SQLite file or a PostgreSQL schema."""
+
+
+def is_postgres_url(text: str) -> bool:
+    return text.startswith(POSTGRES_SCHEMES)
 
 
 def state_location(state: StateLocation | Path | str) -> StateLocation:
-    """`state` as a location: a location as it is, a path (or its text) as a state file."""
-    if isinstance(state, SqliteLocation):
+    """`state` as a location: a location as it is, a `postgresql://` (or `postgres://`) URL as
+    the default schema of that database, a path (or its text) as a state file."""
+    if isinstance(state, (SqliteLocation, PostgresLocation)):
         return state
+    if isinstance(state, str) and is_postgres_url(state):
+        return PostgresLocation(state)
     return SqliteLocation(Path(state))
 
 

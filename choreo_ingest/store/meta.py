@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.dialect import AnyConnection, greatest
 
 STORE_ID = "store_id"
 STORE_ID_RENEWED_AT = "store_id_renewed_at"
@@ -18,11 +18,11 @@ PRUNED_THROUGH = "changes_pruned_through"
 """Every change with a seq at or below this has been pruned."""
 
 
-def store_id(conn: Connection) -> str:
+def store_id(conn: AnyConnection) -> str:
     return str(conn.scalar("SELECT value FROM store_meta WHERE name = ?", [STORE_ID]))
 
 
-def renew_store_id(conn: Connection, now: float) -> str:
+def renew_store_id(conn: AnyConnection, now: float) -> str:
     """A new store id (and when it was made), inside a transaction the caller holds."""
     new_id = secrets.token_hex(16)
     _set(conn, STORE_ID, new_id)
@@ -30,20 +30,20 @@ def renew_store_id(conn: Connection, now: float) -> str:
     return new_id
 
 
-def pruned_through(conn: Connection) -> int:
+def pruned_through(conn: AnyConnection) -> int:
     return int(conn.scalar("SELECT value FROM store_meta WHERE name = ?", [PRUNED_THROUGH]))
 
 
-def raise_pruned_through(conn: Connection, seq: int) -> None:
+def raise_pruned_through(conn: AnyConnection, seq: int) -> None:
     """Move the pruned mark up to `seq`, never down."""
     conn.execute(
-        """UPDATE store_meta SET value = CAST(max(CAST(value AS INTEGER), ?) AS TEXT)
-           WHERE name = ?""",
+        f"""UPDATE store_meta SET value = CAST({greatest(conn)}(CAST(value AS BIGINT), ?) AS TEXT)
+            WHERE name = ?""",
         [seq, PRUNED_THROUGH],
     )
 
 
-def _set(conn: Connection, name: str, value: str) -> None:
+def _set(conn: AnyConnection, name: str, value: str) -> None:
     conn.execute(
         """INSERT INTO store_meta (name, value) VALUES (?, ?)
            ON CONFLICT (name) DO UPDATE SET value = excluded.value""",

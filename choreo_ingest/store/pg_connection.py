@@ -33,6 +33,7 @@ from typing import Any
 
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.schema import MIGRATION_NAMES
 
 try:
     import psycopg
@@ -58,6 +59,8 @@ KEEPALIVES = {
 """TCP keepalives unless the URL sets its own: a server gone without a word (a network cut,
 a failover) ends a waiting statement with StateError in about a minute instead of never."""
 REDACTED = "***"
+STREAM_ROWS = 1000
+"""Rows fetched at a time by `stream`'s server-side cursor."""
 
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
 _BIGINT = range(-(2**63), 2**63)
@@ -101,6 +104,9 @@ class PgConnection:
     server sees it (`default_transaction_read_only`).
     """
 
+    dialect = "postgres"
+    """Which SQL the store's modules write for it (`Connection`'s is "sqlite")."""
+
     def __init__(
         self,
         url: str,
@@ -117,6 +123,7 @@ class PgConnection:
         self.readonly = readonly
         self._tracer = tracer
         self._secrets = [password] if password else []
+        self._streams = 0
         self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
         try:
             options = conninfo_to_dict(url)
@@ -221,6 +228,33 @@ class PgConnection:
         row = self.execute(sql_text, params).fetchone()
         return None if row is None else row[0]
 
+    def stream(self, sql_text: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """The rows of a query read as they are iterated, `STREAM_ROWS` at a time through a
+        server-side cursor, never all in memory (for exports). Outside a transaction the rows
+        come from a snapshot of their own, held until the last row is read (or the iterator is
+        closed): a named cursor lives in one transaction."""
+        if self.in_transaction:
+            yield from self._stream(sql_text, params)
+            return
+        with self.snapshot():
+            yield from self._stream(sql_text, params)
+
+    def _stream(self, sql_text: str, params: Sequence[Any]) -> Iterator[Any]:
+        if self._tracer is not None:
+            self._tracer(sql_text, params)
+        query = translate_placeholders(sql_text)
+        self._streams += 1
+        name = f"choreo_ingest_stream_{self._streams}"
+        with self._translated(), self._raw.cursor(name=name) as cursor:
+            cursor.itersize = STREAM_ROWS
+            cursor.execute(query, list(params))
+            while True:
+                with self._translated():
+                    rows = cursor.fetchmany(STREAM_ROWS)
+                if not rows:
+                    return
+                yield from rows
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt).
@@ -270,6 +304,36 @@ class PgConnection:
         if self.raw is not None and not self.raw.closed and self.in_transaction:
             with suppress(psycopg.Error):
                 self.raw.execute("ROLLBACK")
+
+    # -- schema (pg_schema's migrations; loaded here only, as it imports this module) -----
+
+    def schema_version(self) -> int:
+        """How many of the known migrations are applied (SQLite's `user_version`)."""
+        return len(set(self.applied_migrations()) & set(MIGRATION_NAMES))
+
+    def applied_migrations(self) -> list[str]:
+        from choreo_ingest.store.pg_schema import pg_applied_migrations
+
+        return pg_applied_migrations(self)
+
+    def pending_migrations(self) -> list[str]:
+        applied = set(self.applied_migrations())
+        return [name for name in MIGRATION_NAMES if name not in applied]
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns what was applied."""
+        from choreo_ingest.store.pg_schema import pg_migrate
+
+        return pg_migrate(self)
+
+    def require_current_schema(self) -> None:
+        pending = self.pending_migrations()
+        if pending:
+            raise StateError(
+                f"state store {self.display_url} (schema {self.schema!r}): state schema is not "
+                f"up to date ({len(pending)} pending migration(s)); run `choreo-ingest migrate`",
+                path=self.display_url,
+            )
 
     # -- the run lock -------------------------------------------------------------------
 

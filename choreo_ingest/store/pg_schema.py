@@ -201,7 +201,7 @@ def pg_migrate(conn: PgConnection) -> list[str]:
     """
     with conn.transaction():
         _take_turn(conn)
-        _check_is_ours(conn)
+        check_is_ours(conn)
         conn.execute(
             f"""CREATE TABLE IF NOT EXISTS {PG_MIGRATIONS_TABLE} (
                     migration_set {_T} NOT NULL,
@@ -246,7 +246,9 @@ def _take_turn(conn: PgConnection) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(?)", [advisory_key(f"migrate:{conn.schema}")])
 
 
-def _check_is_ours(conn: PgConnection) -> None:
+def check_is_ours(conn: PgConnection) -> None:
+    """Refuse a schema holding tables that are not a choreo-ingest state (NotAStateFile) and
+    one a newer choreo-ingest migrated (SchemaTooNew), as SQLite's open does."""
     tables = _table_names(conn)
     if tables == {PG_MIGRATIONS_TABLE} and not conn.scalar(
         f"SELECT count(*) FROM {PG_MIGRATIONS_TABLE}"

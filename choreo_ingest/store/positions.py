@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.dialect import AnyConnection
 
 
-def get_position(conn: Connection, name: str) -> int:
+def get_position(conn: AnyConnection, name: str) -> int:
     """The stored position called `name`; 0 (before the first change) when none is stored."""
     value = conn.scalar("SELECT value FROM positions WHERE name = ?", [name])
     return 0 if value is None else int(value)
 
 
-def set_position(conn: Connection, name: str, value: int) -> None:
+def set_position(conn: AnyConnection, name: str, value: int) -> None:
     with conn.transaction():
         conn.execute(
             """INSERT INTO positions (name, value) VALUES (?, ?)

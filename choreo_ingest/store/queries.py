@@ -9,7 +9,7 @@ from typing import Any
 
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
 from choreo_ingest.store.change_log import newest_seq
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
 from choreo_ingest.store.writes import REFS, STATE
 
 _REFS_PER_QUERY = 500
@@ -55,7 +55,7 @@ class ChangeRow:
     provider: str
 
 
-def load_provider(conn: Connection, name: str) -> ProviderRecord:
+def load_provider(conn: AnyConnection, name: str) -> ProviderRecord:
     row = conn.execute(
         f"""SELECT state, cycle_id, cursor, next_action_at, attempts, last_error, last_burst_at,
                last_burst_duration, cycle_started_at, last_completed_at, last_cycle_duration,
@@ -83,15 +83,15 @@ def load_provider(conn: Connection, name: str) -> ProviderRecord:
     )
 
 
-def provider_names(conn: Connection) -> list[str]:
+def provider_names(conn: AnyConnection) -> list[str]:
     return [row[0] for row in conn.execute(f"SELECT provider FROM {STATE} ORDER BY provider")]
 
 
-def active_count(conn: Connection, provider: str) -> int:
+def active_count(conn: AnyConnection, provider: str) -> int:
     return int(conn.scalar(f"SELECT count(*) FROM {REFS} WHERE provider = ?", [provider]))
 
 
-def entity_counts(conn: Connection, provider: str) -> dict[str, int]:
+def entity_counts(conn: AnyConnection, provider: str) -> dict[str, int]:
     rows = conn.execute(
         "SELECT kind, count(*) FROM entities WHERE provider = ? GROUP BY kind ORDER BY kind",
         [provider],
@@ -99,12 +99,12 @@ def entity_counts(conn: Connection, provider: str) -> dict[str, int]:
     return dict(rows)
 
 
-def counters(conn: Connection, provider: str) -> dict[str, int]:
+def counters(conn: AnyConnection, provider: str) -> dict[str, int]:
     rows = conn.execute("SELECT name, value FROM counters WHERE provider = ?", [provider])
     return dict(rows)
 
 
-def blocked_removals(conn: Connection, provider: str) -> BlockedRemovals:
+def blocked_removals(conn: AnyConnection, provider: str) -> BlockedRemovals:
     row = conn.execute(
         f"""SELECT blocked_removals, blocked_reason, blocked_cycle_id FROM {STATE}
             WHERE provider = ?""",
@@ -115,7 +115,7 @@ def blocked_removals(conn: Connection, provider: str) -> BlockedRemovals:
     return BlockedRemovals(count=row[0], reason=row[1], cycle_id=row[2])
 
 
-def pending_removal_refs(conn: Connection, provider: str, limit: int | None = None) -> list[str]:
+def pending_removal_refs(conn: AnyConnection, provider: str, limit: int | None = None) -> list[str]:
     """The refs a blocked sweep would remove (recomputed from the active set)."""
     blocked = blocked_removals(conn, provider)
     if blocked.cycle_id is None:
@@ -123,12 +123,12 @@ def pending_removal_refs(conn: Connection, provider: str, limit: int | None = No
     rows = conn.execute(
         f"""SELECT entity_ref FROM {REFS} WHERE provider = ? AND last_seen_cycle < ?
             ORDER BY entity_ref LIMIT ?""",
-        [provider, blocked.cycle_id, -1 if limit is None else limit],
+        [provider, blocked.cycle_id, no_limit(conn) if limit is None else limit],
     )
     return [row[0] for row in rows]
 
 
-def last_cycle(conn: Connection, provider: str, *, completed: bool = False) -> CycleRow | None:
+def last_cycle(conn: AnyConnection, provider: str, *, completed: bool = False) -> CycleRow | None:
     where = "AND completed_at IS NOT NULL" if completed else ""
     row = conn.execute(
         f"""SELECT cycle_id, started_at, completed_at, pages, upserted, unchanged, removed,
@@ -140,7 +140,7 @@ def last_cycle(conn: Connection, provider: str, *, completed: bool = False) -> C
 
 
 def read_queue(
-    conn: Connection, provider: str, queue: str, after: int, limit: int
+    conn: AnyConnection, provider: str, queue: str, after: int, limit: int
 ) -> list[QueuedItem]:
     rows = conn.execute(
         """SELECT position, key, value FROM queue_items
@@ -150,52 +150,50 @@ def read_queue(
     return [QueuedItem(position=p, key=k, value=json.loads(v)) for p, k, v in rows]
 
 
-def iter_entities(conn: Connection, kind: str | None = None) -> Iterator[dict[str, Any]]:
+def iter_entities(conn: AnyConnection, kind: str | None = None) -> Iterator[dict[str, Any]]:
     """Every entity body, ordered by ref; streamed, never all in memory."""
     if kind is None:
-        rows = conn.execute("SELECT body FROM entities ORDER BY ref")
+        rows = conn.stream("SELECT body FROM entities ORDER BY ref")
     else:
-        rows = conn.execute(
+        rows = conn.stream(
             "SELECT body FROM entities WHERE lower(kind) = lower(?) ORDER BY ref", [kind]
         )
     for (body,) in rows:
         yield json.loads(body)
 
 
-def entity_body(conn: Connection, ref: str) -> dict[str, Any] | None:
+def entity_body(conn: AnyConnection, ref: str) -> dict[str, Any] | None:
     body = conn.scalar("SELECT body FROM entities WHERE ref = ?", [ref])
     return None if body is None else dict(json.loads(body))
 
 
-def entity_location(conn: Connection, ref: str) -> EntityLocation | None:
+def entity_location(conn: AnyConnection, ref: str) -> EntityLocation | None:
     row = conn.execute(
         "SELECT kind, namespace, name, body FROM entities WHERE ref = ?", [ref]
     ).fetchone()
     return None if row is None else EntityLocation(row[0], row[1], row[2], json.loads(row[3]))
 
 
-def iter_entity_locations(conn: Connection) -> Iterator[EntityLocation]:
+def iter_entity_locations(conn: AnyConnection) -> Iterator[EntityLocation]:
     """Every entity with its identity columns, ordered by ref; streamed, never all in memory."""
-    rows = conn.execute("SELECT kind, namespace, name, body FROM entities ORDER BY ref")
+    rows = conn.stream("SELECT kind, namespace, name, body FROM entities ORDER BY ref")
     for kind, namespace, name, body in rows:
         yield EntityLocation(kind, namespace, name, json.loads(body))
 
 
-def entity_bodies(conn: Connection, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
+def entity_bodies(conn: AnyConnection, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The bodies of those of `refs` the catalog holds, by ref."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(refs), _REFS_PER_QUERY):
         # One statement for any number of refs (see writes._existing_hashes).
-        rows = conn.execute(
-            "SELECT ref, body FROM entities WHERE ref IN (SELECT value FROM json_each(?))",
-            [json.dumps(list(refs[start : start + _REFS_PER_QUERY]))],
-        )
+        condition, values = in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
+        rows = conn.execute(f"SELECT ref, body FROM entities WHERE {condition}", [values])
         found.update((ref, json.loads(body)) for ref, body in rows)
     return found
 
 
 def entities_after(
-    conn: Connection, ref: str | None, limit: int
+    conn: AnyConnection, ref: str | None, limit: int
 ) -> list[tuple[str, dict[str, Any]]]:
     """Up to `limit` entities, ordered by ref, after `ref` (from the first when None)."""
     if ref is None:
@@ -207,14 +205,14 @@ def entities_after(
     return [(found, json.loads(body)) for found, body in rows]
 
 
-def last_change_seq(conn: Connection) -> int:
+def last_change_seq(conn: AnyConnection) -> int:
     """The last sequence number given to a change, pruned or not; 0 before the first change."""
     return newest_seq(conn)
 
 
-def changes(conn: Connection, since: int, limit: int | None) -> list[ChangeRow]:
+def changes(conn: AnyConnection, since: int, limit: int | None) -> list[ChangeRow]:
     rows = conn.execute(
         "SELECT seq, at, op, ref, provider FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
-        [since, -1 if limit is None else limit],
+        [since, no_limit(conn) if limit is None else limit],
     )
     return [ChangeRow(*row) for row in rows]

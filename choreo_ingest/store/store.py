@@ -20,8 +20,18 @@ from choreo_ingest.models import (
     QueuedItem,
     SweepResult,
 )
-from choreo_ingest.store import change_log, inbox, index, meta, positions, queries, writes
+from choreo_ingest.store import (
+    change_log,
+    copy,
+    inbox,
+    index,
+    meta,
+    positions,
+    queries,
+    writes,
+)
 from choreo_ingest.store.connection import Connection, Tracer
+from choreo_ingest.store.dialect import AnyConnection
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
 from choreo_ingest.store.schema import SCHEMA_VERSION
@@ -29,9 +39,14 @@ from choreo_ingest.store.writes import SweepGuards
 
 
 class Store:
-    def __init__(self, conn: Connection) -> None:
+    """The state, over an SQLite `Connection` or a PostgreSQL `PgConnection`: the same methods
+    and the same guarantees on both (`dialect` says which it is)."""
+
+    def __init__(self, conn: AnyConnection) -> None:
         self._conn = conn
-        self.path = conn.path
+        self.dialect = conn.dialect
+        self.path: Path | None = conn.path if isinstance(conn, Connection) else None
+        """The state file (SQLite), else None."""
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
@@ -253,6 +268,12 @@ class Store:
         self, older_than: float, max_rows: int, *, keep_after: int | None = None
     ) -> int:
         return change_log.prune_changes(self._conn, older_than, max_rows, keep_after=keep_after)
+
+    def copy_to(self, target: Store, *, force: bool = False) -> copy.CopyReport:
+        """This whole state, written over `target` (same schema; the caller holds both run
+        locks); ConfigError if `target` holds a state and not `force`."""
+        newest = {"changes": self.change_bounds()[1]}
+        return copy.copy_state(self._conn, target._conn, newest_seqs=newest, force=force)
 
     # -- positions of change log consumers --------------------------------------------------
 

@@ -6,7 +6,6 @@ A crash at any instant leaves a page (or a cycle completion, or a delta) applied
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +18,8 @@ from choreo_ingest.models import (
     ProviderRecord,
     SweepResult,
 )
-from choreo_ingest.store.connection import Connection, canonical_json
+from choreo_ingest.store.connection import canonical_json
+from choreo_ingest.store.dialect import AnyConnection, in_values, row_key
 from choreo_ingest.store.index import clear_index, prune_index, write_facts, write_index
 from choreo_ingest.store.meta import renew_store_id
 
@@ -34,7 +34,7 @@ class SweepGuards:
     reject_removals_above_percentage: float | None
 
 
-def save_provider(conn: Connection, record: ProviderRecord, now: float) -> None:
+def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
     cursor_text = None if record.cursor is None else canonical_json(record.cursor)
     conn.execute(
         f"""
@@ -71,19 +71,22 @@ def save_provider(conn: Connection, record: ProviderRecord, now: float) -> None:
     )
 
 
-def start_cycle(conn: Connection, record: ProviderRecord, now: float) -> None:
+def start_cycle(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
     """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row."""
     with conn.transaction():
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
         conn.execute(
-            "INSERT OR REPLACE INTO cycles (provider, cycle_id, started_at) VALUES (?, ?, ?)",
+            """INSERT INTO cycles (provider, cycle_id, started_at) VALUES (?, ?, ?)
+               ON CONFLICT (provider, cycle_id) DO UPDATE SET started_at = excluded.started_at,
+                   completed_at = NULL, pages = 0, upserted = 0, unchanged = 0, removed = 0,
+                   blocked = 0, errors = 0, outcome = NULL""",
             [record.name, record.cycle_id, now],
         )
         save_provider(conn, record, now)
 
 
 def commit_page(
-    conn: Connection,
+    conn: AnyConnection,
     provider: str,
     cycle_id: int,
     page: EntityIteratorResult,
@@ -120,7 +123,7 @@ def commit_page(
 
 
 def complete_cycle(
-    conn: Connection, record: ProviderRecord, guards: SweepGuards, now: float
+    conn: AnyConnection, record: ProviderRecord, guards: SweepGuards, now: float
 ) -> SweepResult:
     """Sweep what this cycle did not see (unless a guard blocks it) and save `record` as given."""
     provider, cycle_id = record.name, record.cycle_id
@@ -151,7 +154,7 @@ def complete_cycle(
     return SweepResult(removed=removed, blocked=record.blocked_removals, reason=reason)
 
 
-def record_failure(conn: Connection, record: ProviderRecord, now: float) -> None:
+def record_failure(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
     with conn.transaction():
         conn.execute(
             "UPDATE cycles SET errors = errors + 1 WHERE provider = ? AND cycle_id = ?",
@@ -161,19 +164,21 @@ def record_failure(conn: Connection, record: ProviderRecord, now: float) -> None
         save_provider(conn, record, now)
 
 
-def record_unavailable(conn: Connection, record: ProviderRecord, problem: str, now: float) -> None:
+def record_unavailable(
+    conn: AnyConnection, record: ProviderRecord, problem: str, now: float
+) -> None:
     with conn.transaction():
         bump_counters(conn, record.name, {"bursts_failed": 1})
         write_facts(conn, record.name, {UNAVAILABLE_FACT: problem}, now)
         save_provider(conn, record, now)
 
 
-def set_facts(conn: Connection, provider: str, facts: dict[str, str | None], now: float) -> None:
+def set_facts(conn: AnyConnection, provider: str, facts: dict[str, str | None], now: float) -> None:
     with conn.transaction():
         write_facts(conn, provider, facts, now)
 
 
-def approve_removals(conn: Connection, provider: str, now: float) -> int:
+def approve_removals(conn: AnyConnection, provider: str, now: float) -> int:
     """Apply a blocked sweep: remove what the blocked cycle did not see. Returns the count."""
     with conn.transaction():
         blocked_cycle = conn.scalar(
@@ -195,7 +200,7 @@ def approve_removals(conn: Connection, provider: str, now: float) -> int:
 
 
 def apply_delta(
-    conn: Connection, provider: str, cycle_id: int, delta: Delta, now: float
+    conn: AnyConnection, provider: str, cycle_id: int, delta: Delta, now: float
 ) -> tuple[PageStats, int]:
     """Apply an event's delta in one transaction: upserts count as seen, removals leave the set."""
     with conn.transaction():
@@ -203,7 +208,7 @@ def apply_delta(
 
 
 def apply_delta_rows(
-    conn: Connection, provider: str, cycle_id: int, delta: Delta, now: float
+    conn: AnyConnection, provider: str, cycle_id: int, delta: Delta, now: float
 ) -> tuple[PageStats, int]:
     """`apply_delta` inside a transaction the caller holds."""
     stats = _upsert_entities(conn, provider, cycle_id, delta.upserts, now)
@@ -219,7 +224,7 @@ def apply_delta_rows(
     return stats, removed
 
 
-def _recount_blocked(conn: Connection, provider: str) -> None:
+def _recount_blocked(conn: AnyConnection, provider: str) -> None:
     """Keep a blocked sweep's count exact when an event removes (or sees again) one of the refs
     it holds back: what `removals approve` would remove is what the count says."""
     conn.execute(
@@ -232,7 +237,7 @@ def _recount_blocked(conn: Connection, provider: str) -> None:
 
 
 def _remove_scopes(
-    conn: Connection, provider: str, scopes: Sequence[str], kept: set[str], now: float
+    conn: AnyConnection, provider: str, scopes: Sequence[str], kept: set[str], now: float
 ) -> int:
     """Remove the provider's entities in each scope or below it (`acme` takes `acme/x/y`),
     except the refs in `kept`; returns how many."""
@@ -258,7 +263,7 @@ def _remove_scopes(
     return removed
 
 
-def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now: float) -> int:
+def reset_provider(conn: AnyConnection, record: ProviderRecord, *, purge: bool, now: float) -> int:
     """Back to idle with a fresh cycle next run; `purge` also removes its entities and refs, and
     renews the store id (consumers of the change log copy the catalog again)."""
     with conn.transaction():
@@ -277,7 +282,7 @@ def reset_provider(conn: Connection, record: ProviderRecord, *, purge: bool, now
     return removed
 
 
-def forget_provider(conn: Connection, provider: str, now: float) -> int:
+def forget_provider(conn: AnyConnection, provider: str, now: float) -> int:
     """Remove everything the state holds of a provider the config no longer has: its entities
     (each logged as a delete, so the mirror and Backstage drop them too), then its refs, state,
     cycles, queues, index, facts, counters (its metrics) and events, and renews the store id
@@ -305,17 +310,17 @@ def forget_provider(conn: Connection, provider: str, now: float) -> int:
     return int(removed)
 
 
-def bump_counters(conn: Connection, provider: str, increments: dict[str, int]) -> None:
+def bump_counters(conn: AnyConnection, provider: str, increments: dict[str, int]) -> None:
     rows = [(provider, name, value) for name, value in increments.items() if value]
     conn.executemany(
         """INSERT INTO counters (provider, name, value) VALUES (?, ?, ?)
-           ON CONFLICT (provider, name) DO UPDATE SET value = value + excluded.value""",
+           ON CONFLICT (provider, name) DO UPDATE SET value = counters.value + excluded.value""",
         rows,
     )
 
 
 def _upsert_entities(
-    conn: Connection, provider: str, cycle_id: int, entities: Sequence[Entity], now: float
+    conn: AnyConnection, provider: str, cycle_id: int, entities: Sequence[Entity], now: float
 ) -> PageStats:
     by_ref = {entity.ref: entity for entity in entities}
     encoded = {ref: canonical_json(entity.body) for ref, entity in by_ref.items()}
@@ -359,17 +364,15 @@ def _upsert_entities(
     return PageStats(upserted=len(changed), unchanged=len(by_ref) - len(changed))
 
 
-def _existing_hashes(conn: Connection, refs: list[str]) -> dict[str, tuple[str, str]]:
+def _existing_hashes(conn: AnyConnection, refs: list[str]) -> dict[str, tuple[str, str]]:
     # One statement for any page size: `IN (?, ?, ...)` would compile (and keep, in the
     # connection's statement cache) one statement per distinct number of entities in a page.
-    rows = conn.execute(
-        "SELECT ref, hash, provider FROM entities WHERE ref IN (SELECT value FROM json_each(?))",
-        [json.dumps(refs)],
-    )
+    condition, values = in_values(conn, "ref", refs)
+    rows = conn.execute(f"SELECT ref, hash, provider FROM entities WHERE {condition}", [values])
     return {ref: (hash_, owner) for ref, hash_, owner in rows}
 
 
-def _push_queue_items(conn: Connection, provider: str, page: EntityIteratorResult) -> None:
+def _push_queue_items(conn: AnyConnection, provider: str, page: EntityIteratorResult) -> None:
     by_queue: dict[str, list[tuple[str, str]]] = {}
     for item in page.queue_items:
         by_queue.setdefault(item.queue, []).append((item.key, canonical_json(item.value)))
@@ -379,8 +382,8 @@ def _push_queue_items(conn: Connection, provider: str, page: EntityIteratorResul
             [provider, queue],
         )
         conn.executemany(
-            """INSERT OR IGNORE INTO queue_items (provider, queue, position, key, value)
-               VALUES (?, ?, ?, ?, ?)""",
+            """INSERT INTO queue_items (provider, queue, position, key, value)
+               VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
             [
                 (provider, queue, int(last) + offset, key, value)
                 for offset, (key, value) in enumerate(items, start=1)
@@ -389,7 +392,7 @@ def _push_queue_items(conn: Connection, provider: str, page: EntityIteratorResul
 
 
 def _blocking_reason(
-    conn: Connection, provider: str, cycle_id: int, stale: int, guards: SweepGuards
+    conn: AnyConnection, provider: str, cycle_id: int, stale: int, guards: SweepGuards
 ) -> str | None:
     if not stale:
         return None
@@ -415,12 +418,12 @@ def _blocking_reason(
     return None
 
 
-def _count(conn: Connection, where: str, params: Iterable[object]) -> int:
+def _count(conn: AnyConnection, where: str, params: Iterable[object]) -> int:
     return int(conn.scalar(f"SELECT count(*) FROM {REFS} WHERE {where}", list(params)))
 
 
 def _remove_refs_where(
-    conn: Connection, provider: str, where: str, params: list[object], now: float
+    conn: AnyConnection, provider: str, where: str, params: list[object], now: float
 ) -> int:
     """Remove the provider's refs matching `where` and the entities it owns, logging deletes."""
     args = [provider, *params]
@@ -433,7 +436,8 @@ def _remove_refs_where(
         f"SELECT ?, 'delete', e.ref, r.provider {owned}",
         [now, *args],
     )
-    conn.execute(f"DELETE FROM entities WHERE rowid IN (SELECT e.rowid {owned})", args)
+    key = row_key(conn)
+    conn.execute(f"DELETE FROM entities WHERE {key} IN (SELECT e.{key} {owned})", args)
     removed = conn.execute(f"DELETE FROM {REFS} WHERE provider = ? AND {where}", args).rowcount
     bump_counters(conn, provider, {"entities_removed": removed})
     return removed

@@ -14,12 +14,13 @@ import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
+from choreo_ingest.invocation import copy_state
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.options import ApiGeneration
 from choreo_ingest.simulator.world import World
-from choreo_ingest.store import Store
+from choreo_ingest.store import PostgresLocation, StateLocation, Store, state_location
 from choreo_ingest.store.run_lock import RunLock
 
 from asgi_support import AsgiClient
@@ -73,12 +74,12 @@ def ingested(tmp_path: Path, world: World, clock: FakeClock) -> Path:
 
 def make_client(
     config: Config,
-    state_path: Path,
+    state: Path | StateLocation,
     clock: FakeClock,
     credentials: Credentials | None = None,
 ) -> AsgiClient:
-    service = Service(config, state_path, clock)
-    server = Server(config, state_path, clock, service, credentials or Credentials())
+    service = Service(config, state, clock)
+    server = Server(config, service.state, clock, service, credentials or Credentials())
     return AsgiClient(build_app(server))
 
 
@@ -471,3 +472,23 @@ class TestRequestLog:
         ]
         assert SECRET not in repr(logs)
         assert TOKEN not in repr(logs)
+
+
+class TestOnPostgres:
+    def test_the_routes_answer_the_same_over_a_postgresql_state(
+        self, config: Config, ingested: Path, clock: FakeClock, pg_url: str
+    ) -> None:
+        postgres = PostgresLocation(pg_url)
+        copy_state(ingested, postgres)
+        documents = {}
+        for name, location in (("sqlite", state_location(ingested)), ("postgres", postgres)):
+            with make_client(config, location, clock, Credentials(TOKEN, None)) as client:
+                assert client.get("/readyz").json() == {"ready": True}
+                status = client.get("/status").json()
+                status.pop("stateFile")
+                changes = client.get("/changes", params={"limit": 50}, headers=AUTH).json()
+                stored = client.post("/events/openchoreo", json=component_event("pg-one"))
+                documents[name] = (status, changes, stored.status_code)
+
+        assert documents["postgres"] == documents["sqlite"]
+        assert "secret" not in str(postgres)

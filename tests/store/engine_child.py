@@ -1,6 +1,8 @@
 """The child process of test_crash_safety's SIGKILL test (not a test module).
 
-    python engine_child.py STATE_PATH SOURCE_JSON
+    python engine_child.py STATE SOURCE_JSON
+
+STATE: a state file's path, or a `postgresql://` URL (the default schema of that database).
 
 Runs `run_once(force=True)` over a FakeProvider serving SOURCE_JSON (`[[name, version], ...]`)
 in a loop, each page taking a few real milliseconds, until it is killed. Prints `ready` on
@@ -24,6 +26,7 @@ from store_support import versioned_entity  # beside this script, so on sys.path
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.invocation import run_once
+from choreo_ingest.store import state_location
 
 from fakes import FakeProvider, make_config
 
@@ -31,17 +34,18 @@ PAGE_COST = 0.003
 """Real seconds each page takes."""
 
 
-def main(state_path: Path, source_path: Path) -> None:
+def main(state: str, source_path: Path) -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pairs = json.loads(source_path.read_text())
     source = [versioned_entity(name, version) for name, version in pairs]
-    config = replace(make_config(state_path.parent), state_path=state_path, metrics_textfile=None)
+    location = state_location(state)
+    config = replace(make_config(source_path.parent), state_path=None, metrics_textfile=None)
     provider = FakeProvider(source, page_size=2, page_cost=PAGE_COST)
     print("ready", file=sys.stderr, flush=True)
     while True:
-        run_once(config, state_path, SystemClock(), force=True, providers={"fake": provider})
+        run_once(config, location, SystemClock(), force=True, providers={"fake": provider})
         provider.calls.clear()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(sys.argv[1], Path(sys.argv[2]))

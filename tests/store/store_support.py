@@ -6,12 +6,14 @@ Kept out of conftest.py: several conftest modules exist, so `from conftest impor
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from choreo_ingest.models import Entity
+from choreo_ingest.store import Store
 
 from fakes import make_entity
 
@@ -44,6 +46,56 @@ def read_tables(path: Path) -> Tables:
         ]
         tables = {
             name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+            for name in names
+        }
+    if "store_meta" in tables:
+        tables["store_meta"] = [
+            (name, STORE_ID if name == "store_id" else value)
+            for name, value in tables["store_meta"]
+        ]
+    return tables
+
+
+def store_sql(store: Store, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement through a separate connection to the store's state (as another program
+    would), committed: a plain sqlite3 connection to the file, or a PostgreSQL session."""
+    if store.path is not None:
+        with closing(sqlite3.connect(store.path)) as conn:
+            rows = conn.execute(statement, params).fetchall()
+            conn.commit()
+            return rows
+    from choreo_ingest.store.pg_connection import PgConnection
+
+    own = store._conn
+    assert isinstance(own, PgConnection)
+    with PgConnection(own.url, schema=own.schema) as other:
+        return [tuple(row) for row in other.execute(statement, list(params)).fetchall()]
+
+
+def read_pg_tables(url: str, schema: str = "choreo_ingest") -> Tables:
+    """`read_tables` for a PostgreSQL state: every row of every table of `schema` (migration
+    bookkeeping aside), sorted, through a session of its own; the store id as `STORE_ID`."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+                "AND tablename <> '_migrations' ORDER BY tablename",
+                [schema],
+            )
+        ]
+        tables = {
+            name: sorted(
+                conn.execute(
+                    sql.SQL("SELECT * FROM {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(name)
+                    )
+                ).fetchall(),
+                key=repr,
+            )
             for name in names
         }
     if "store_meta" in tables:

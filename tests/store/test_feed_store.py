@@ -1,6 +1,6 @@
-"""What the store gives the change feed, on real SQLite files: the store id, pruning the change
-log and its bounds, entities by ref and in ref order, consistent reads, and prune's all-or-nothing
-transaction."""
+"""What the store gives the change feed: the store id, pruning the change log and its bounds,
+entities by ref and in ref order, consistent reads (what takes the `store` fixture: on SQLite and
+on PostgreSQL), and prune's all-or-nothing transaction (SQLite files)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sqlite_utils
 from store_support import read_tables
 
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
-from choreo_ingest.store import SCHEMA_VERSION, Store
+from choreo_ingest.store import SCHEMA_VERSION, StateLocation, Store
 from choreo_ingest.store.migrations import migrations
 
 from fakes import make_entity
@@ -26,8 +26,9 @@ DAY = 86_400.0
 
 
 @pytest.fixture
-def store(state_path: Path) -> Iterator[Store]:
-    with Store.open(state_path) as opened:
+def store(any_location: StateLocation) -> Iterator[Store]:
+    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
+    with any_location.open() as opened:
         opened.migrate()
         yield opened
 
@@ -228,10 +229,10 @@ class TestEntityReads:
 
 class TestSnapshot:
     def test_reads_inside_see_one_state_whatever_another_writer_commits(
-        self, store: Store, state_path: Path
+        self, store: Store, any_location: StateLocation
     ) -> None:
         log_changes(store, [T0] * 4)
-        with Store.open(state_path, readonly=True) as reader:
+        with any_location.open(readonly=True) as reader:
             with reader.snapshot():
                 before = reader.change_bounds()
                 store.prune_changes(T0 + 1, max_rows=1)

@@ -1,4 +1,5 @@
-"""The state store on real SQLite files: schema, foreign files, the write path, sweeps."""
+"""The state store: schema, foreign files, the write path, sweeps. What takes the `store` fixture
+runs on both backends (a real SQLite file, a real PostgreSQL database); the rest is SQLite's own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from store_support import read_tables, versioned_entity
+from store_support import store_sql, versioned_entity
 
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
 from choreo_ingest.models import (
@@ -30,6 +31,7 @@ from choreo_ingest.reporting import provider_metrics, provider_status
 from choreo_ingest.store import (
     MIGRATION_NAMES,
     SCHEMA_VERSION,
+    StateLocation,
     Store,
     StoreQueueReader,
     SweepGuards,
@@ -46,8 +48,9 @@ NO_GUARDS = SweepGuards(
 
 
 @pytest.fixture
-def store(state_path: Path) -> Iterator[Store]:
-    with Store.open(state_path) as opened:
+def store(any_location: StateLocation) -> Iterator[Store]:
+    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
+    with any_location.open() as opened:
         opened.migrate()
         yield opened
 
@@ -109,15 +112,18 @@ TEN = [make_entity(f"e{i}") for i in range(10)]
 
 
 class TestSchema:
-    def test_migrations_apply_once(self, state_path: Path) -> None:
-        with Store.open(state_path) as store:
+    def test_migrations_apply_once(self, any_location: StateLocation) -> None:
+        with any_location.open() as store:
+            assert store.schema_version() == 0
             assert store.pending_migrations() == list(MIGRATION_NAMES)
             assert store.migrate() == list(MIGRATION_NAMES)
             assert store.migrate() == []
             assert store.applied_migrations() == list(MIGRATION_NAMES)
             assert store.schema_version() == SCHEMA_VERSION
-        with Store.open(state_path) as reopened:
+        with any_location.open() as reopened:
             assert reopened.migrate() == []
+        with any_location.open(readonly=True) as reader:
+            reader.require_current_schema()
 
     def test_schema_names_match_the_registered_migrations(self, state_path: Path) -> None:
         database = sqlite_utils.Database(memory=True)
@@ -142,8 +148,8 @@ class TestSchema:
         )
         assert loaded.stdout.strip() == "[]"
 
-    def test_unmigrated_store_is_not_current(self, state_path: Path) -> None:
-        with Store.open(state_path) as store:
+    def test_unmigrated_store_is_not_current(self, any_location: StateLocation) -> None:
+        with any_location.open() as store:
             with pytest.raises(StateError, match="choreo-ingest migrate"):
                 store.require_current_schema()
             store.migrate()
@@ -281,7 +287,7 @@ class TestForeignFiles:
 
 
 class TestWritePath:
-    def test_unchanged_entity_is_not_rewritten(self, store: Store, state_path: Path) -> None:
+    def test_unchanged_entity_is_not_rewritten(self, store: Store) -> None:
         record = begin_cycle(store)
         entity = versioned_entity("checkout", 1)
 
@@ -291,13 +297,12 @@ class TestWritePath:
         assert (first.upserted, first.unchanged) == (1, 0)
         assert (again.upserted, again.unchanged) == (0, 1)
         assert [change.op for change in store.changes()] == ["upsert"]
-        assert sql(state_path, "SELECT updated_at FROM entities") == [(T0,)]
+        assert store_sql(store, "SELECT updated_at FROM entities") == [(T0,)]
         # still marked as seen, at the later time
-        assert sql(state_path, "SELECT last_seen_at FROM openchoreo_incremental_entity_refs") == [
-            (T0 + 5,)
-        ]
+        seen = store_sql(store, "SELECT last_seen_at FROM openchoreo_incremental_entity_refs")
+        assert seen == [(T0 + 5,)]
 
-    def test_changed_entity_is_rewritten_and_logged(self, store: Store, state_path: Path) -> None:
+    def test_changed_entity_is_rewritten_and_logged(self, store: Store) -> None:
         record = begin_cycle(store)
         store.commit_page("fake", record.cycle_id, page([versioned_entity("a", 1)]), None, T0)
 
@@ -307,7 +312,7 @@ class TestWritePath:
 
         assert stats.upserted == 1
         assert [change.op for change in store.changes()] == ["upsert", "upsert"]
-        assert sql(state_path, "SELECT updated_at FROM entities") == [(T0 + 5,)]
+        assert store_sql(store, "SELECT updated_at FROM entities") == [(T0 + 5,)]
         body = store.entity_body(versioned_entity("a").ref)
         assert body is not None
         assert body["metadata"]["annotations"] == {"test/version": "2"}
@@ -590,7 +595,7 @@ class TestDelta:
 
 
 class TestReset:
-    def test_purge_removes_entities_refs_and_queues(self, store: Store, state_path: Path) -> None:
+    def test_purge_removes_entities_refs_and_queues(self, store: Store) -> None:
         run_cycle(store, TEN[:4])
         record = store.load_provider("fake")
         record.state = ProviderState.IDLE
@@ -600,7 +605,7 @@ class TestReset:
         assert removed == 4
         assert entity_refs(store) == set()
         assert store.active_count("fake") == 0
-        assert read_tables(state_path)["queue_items"] == []
+        assert store_sql(store, "SELECT * FROM queue_items") == []
         assert sum(1 for c in store.changes() if c.op == "delete") == 4
 
     def test_reset_without_purge_keeps_the_catalog(self, store: Store) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderRecord, ProviderState
-from choreo_ingest.store import Store, SweepGuards
+from choreo_ingest.store import StateLocation, Store, SweepGuards
 
 from fakes import make_entity
 
@@ -21,8 +20,9 @@ MINE = make_entity("mine")
 
 
 @pytest.fixture
-def store(state_path: Path) -> Iterator[Store]:
-    with Store.open(state_path) as opened:
+def store(any_location: StateLocation) -> Iterator[Store]:
+    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
+    with any_location.open() as opened:
         opened.migrate()
         yield opened
 

@@ -1,0 +1,171 @@
+"""`migrate --copy-to`: a whole state, copied to another store (SQLite <-> PostgreSQL).
+
+Everything a running installation has goes across in one transaction of the target: entities,
+the active set, cursors and cycles, queues, the lookup index and facts, counters, the inbox,
+the change log with its seqs, the consumers' positions and the store id, so that a consumer of
+the feed carries on where it was and no new full cycle is needed. The caller holds both run
+locks; the source is read in one snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from choreo_ingest.errors import ConfigError
+from choreo_ingest.store.dialect import AnyConnection, is_postgres
+
+BATCH_ROWS = 1000
+
+# Every table of the schema that holds state (not the migrations' own records), with the
+# columns copied, in the order rows are read (their keys).
+STATE_TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
+    "openchoreo_incremental_ingestion_state": (
+        (
+            "provider",
+            "state",
+            "cycle_id",
+            "cursor",
+            "next_action_at",
+            "attempts",
+            "last_error",
+            "last_burst_at",
+            "last_burst_duration",
+            "cycle_started_at",
+            "last_completed_at",
+            "last_cycle_duration",
+            "blocked_removals",
+            "blocked_cycle_id",
+            "blocked_reason",
+            "updated_at",
+        ),
+        ("provider",),
+    ),
+    "openchoreo_incremental_entity_refs": (
+        (
+            "provider",
+            "entity_ref",
+            "first_seen_cycle",
+            "last_seen_cycle",
+            "first_seen_at",
+            "last_seen_at",
+        ),
+        ("provider", "entity_ref"),
+    ),
+    "entities": (
+        ("ref", "kind", "namespace", "name", "scope", "body", "hash", "provider", "updated_at"),
+        ("ref",),
+    ),
+    "changes": (("seq", "at", "op", "ref", "provider"), ("seq",)),
+    "cycles": (
+        (
+            "provider",
+            "cycle_id",
+            "started_at",
+            "completed_at",
+            "pages",
+            "upserted",
+            "unchanged",
+            "removed",
+            "blocked",
+            "errors",
+            "outcome",
+        ),
+        ("provider", "cycle_id"),
+    ),
+    "queue_items": (
+        ("provider", "queue", "position", "key", "value"),
+        ("provider", "queue", "position"),
+    ),
+    "event_inbox": (
+        ("seq", "provider", "received_at", "body", "attempts", "parked", "last_error"),
+        ("seq",),
+    ),
+    "counters": (("provider", "name", "value"), ("provider", "name")),
+    "positions": (("name", "value"), ("name",)),
+    "provider_index": (
+        ("provider", "tbl", "key", "grp", "value", "cycle_id"),
+        ("provider", "tbl", "key"),
+    ),
+    "provider_facts": (("provider", "name", "value", "updated_at"), ("provider", "name")),
+    "store_meta": (("name", "value"), ("name",)),
+}
+SEQUENCED = {"changes": "seq", "event_inbox": "seq"}
+"""Tables whose key a counter hands out: the target's counter must go on after the source's."""
+JSONB_COLUMNS = {("event_inbox", "body")}
+"""Columns PostgreSQL keeps as JSONB (pg_schema): copied as text, as SQLite keeps them."""
+HOLDS_STATE = ("openchoreo_incremental_ingestion_state", "entities", "changes", "event_inbox")
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    rows: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"copied": dict(self.rows)}
+
+
+def holds_state(conn: AnyConnection) -> bool:
+    return any(conn.scalar(f"SELECT count(*) FROM {table}") for table in HOLDS_STATE)
+
+
+def copy_state(
+    source: AnyConnection, target: AnyConnection, *, newest_seqs: dict[str, int], force: bool
+) -> CopyReport:
+    """Copy every state table from `source` to `target` (both migrated to the same schema);
+    `newest_seqs` are the source's counters (the last seq handed out, pruned rows included).
+    A target that already holds state is refused unless `force`, which replaces it."""
+    if holds_state(target) and not force:
+        raise ConfigError("the target already holds a state; --force replaces it", path="--copy-to")
+    rows: dict[str, int] = {}
+    with source.snapshot(), target.transaction():
+        for table, (columns, key) in STATE_TABLES.items():
+            target.execute(f"DELETE FROM {table}")
+            rows[table] = _copy_table(source, target, table, columns, key)
+        for table, column in SEQUENCED.items():
+            _continue_counter(target, table, column, newest_seqs.get(table, 0))
+    return CopyReport(rows)
+
+
+def _copy_table(
+    source: AnyConnection,
+    target: AnyConnection,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+) -> int:
+    names = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    insert = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+    read = ", ".join(_as_text(source, table, column) for column in columns)
+    copied, batch = 0, []
+    for row in source.execute(f"SELECT {read} FROM {table} ORDER BY {', '.join(key)}"):
+        batch.append(tuple(row))
+        if len(batch) == BATCH_ROWS:
+            target.executemany(insert, batch)
+            copied, batch = copied + len(batch), []
+    if batch:
+        target.executemany(insert, batch)
+        copied += len(batch)
+    return copied
+
+
+def _as_text(source: AnyConnection, table: str, column: str) -> str:
+    """A column as the other store takes it: PostgreSQL's one JSONB column read as its text."""
+    if is_postgres(source) and (table, column) in JSONB_COLUMNS:
+        return f"CAST({column} AS TEXT)"
+    return column
+
+
+def _continue_counter(target: AnyConnection, table: str, column: str, newest: int) -> None:
+    highest = max(newest, int(target.scalar(f"SELECT coalesce(max({column}), 0) FROM {table}")))
+    if is_postgres(target):
+        if highest:
+            target.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), ?)", [highest]
+            )
+        return
+    target.execute("DELETE FROM sqlite_sequence WHERE name = ?", [table])
+    if highest:
+        target.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", [table, highest])

@@ -1,0 +1,246 @@
+"""The event inbox on both stores (SQLite, PostgreSQL): arrival order, all-or-nothing batches,
+coalescing by key, the capacity, parking, and events drained by a run (tests/test_events.py
+covers the rest of the event path on SQLite)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from choreo_ingest.errors import InboxFull
+from choreo_ingest.events import store_events
+from choreo_ingest.invocation import run_once
+from choreo_ingest.models import Delta, Event
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.store import StateLocation, Store
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+
+def component_event(name: str, action: str, **other: Any) -> dict[str, Any]:
+    return {
+        "kind": "Component",
+        "name": name,
+        "namespace": "default",
+        "project": "p",
+        "action": action,
+        **other,
+    }
+
+
+@pytest.fixture
+def store(any_location: StateLocation) -> Iterator[Store]:
+    with any_location.open() as opened:
+        opened.migrate()
+        yield opened
+
+
+def pending(store: Store, provider: str = "fake") -> list[tuple[str, str]]:
+    return [(e.body["name"], e.body["action"]) for e in store.pending_events(provider)]
+
+
+def test_events_wait_in_arrival_order_and_per_provider(store: Store) -> None:
+    first = store.add_events("fake", [component_event("b", "created")], 1.0)
+    second = store.add_events(
+        "fake", [component_event("a", "deleted"), component_event("c", "updated")], 2.0
+    )
+    store.add_events("other", [component_event("a", "created")], 3.0)
+
+    assert pending(store) == [("b", "created"), ("a", "deleted"), ("c", "updated")]
+    assert pending(store, "other") == [("a", "created")]
+    assert first[0] < second[0] < second[1]
+    assert [e.seq for e in store.pending_events("fake")] == [*first, *second]
+    assert store.pending_event_count("fake") == 3
+
+
+def test_bodies_come_back_as_stored(store: Store) -> None:
+    body = component_event("a", "created", extra={"n": 1.5, "list": [1, "x", None], "u": "é"})
+    store.add_events("fake", [body], 1.0)
+    [event] = store.pending_events("fake")
+    assert event.body == body
+    assert event.attempts == 0
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(store: Store) -> None:
+    unencodable = {**component_event("b", "created"), "extra": object()}
+    with pytest.raises(TypeError):
+        store.add_events("fake", [component_event("a", "created"), unencodable], 1.0)
+    assert store.pending_events("fake") == []
+    store.add_events("fake", [component_event("a", "created")], 1.0)  # the store still works
+    assert pending(store) == [("a", "created")]
+
+
+def test_a_newer_event_replaces_the_pending_one_and_takes_the_newest_place(store: Store) -> None:
+    store.add_events("fake", [component_event("a", "created"), component_event("b", "created")], 1)
+    store.add_events("fake", [component_event("a", "deleted")], 2.0)
+    arrivals = [("c", "created"), ("d", "updated"), ("c", "updated"), ("d", "deleted")]
+    store.add_events("fake", [component_event(n, a) for n, a in arrivals], 3.0)
+
+    assert pending(store) == [
+        ("b", "created"),
+        ("a", "deleted"),
+        ("c", "updated"),
+        ("d", "deleted"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("other", "coalesced"),
+    [
+        ({"namespace": ""}, False),
+        ({"namespace": "other"}, False),
+        ({"project": "q"}, False),
+        ({"kind": "Workload"}, False),
+        ({"name": "b"}, False),
+        ({"action": "deleted", "extra": 1}, True),
+    ],
+    ids=["no-namespace", "other-namespace", "other-project", "other-kind", "other-name",
+         "other-action"],
+)  # fmt: skip
+def test_the_key_is_provider_kind_namespace_name_and_project(
+    store: Store, other: dict[str, Any], coalesced: bool
+) -> None:
+    first = component_event("a", "created")
+    store.add_events("fake", [first, {**first, **other}], 1.0)
+    store.add_events("other", [first], 1.0)
+
+    assert store.pending_event_count("fake") == (1 if coalesced else 2)
+    assert store.pending_event_count("other") == 1
+
+
+def test_a_blank_namespace_is_no_namespace(store: Store) -> None:
+    bare = {"kind": "Namespace", "name": "acme", "action": "created"}
+    store.add_events("fake", [bare, {**bare, "namespace": ""}, {**bare, "namespace": None}], 1.0)
+    assert [e.body for e in store.pending_events("fake")] == [{**bare, "namespace": None}]
+
+
+def test_a_parked_event_is_not_replaced(store: Store) -> None:
+    store.add_events("fake", [component_event("a", "created")], 1.0)
+    [event] = store.pending_events("fake")
+    assert not store.fail_event("fake", event.seq, "down", max_attempts=2)
+    assert store.pending_events("fake")[0].attempts == 1
+    assert store.fail_event("fake", event.seq, "down", max_attempts=2)
+
+    store.add_events("fake", [component_event("a", "updated")], 2.0)
+
+    counts = store.inbox_counts()
+    assert (counts.pending, counts.parked) == (1, 1)
+    assert pending(store) == [("a", "updated")]
+    assert store.counters("fake")["events_parked"] == 1
+
+
+def test_events_past_the_capacity_are_refused_whole(store: Store) -> None:
+    store.add_events("fake", [component_event("a", "created")], 1.0, capacity=2)
+    with pytest.raises(InboxFull, match=r"full \(2 pending events, the limit\)"):
+        store.add_events(
+            "fake",
+            [component_event("b", "created"), component_event("c", "created")],
+            1.0,
+            capacity=2,
+        )
+    assert pending(store) == [("a", "created")]
+    # a full inbox still takes events that replace pending ones
+    store.add_events("fake", [component_event("b", "created")], 1.0, capacity=2)
+    store.add_events("fake", [component_event("a", "deleted")], 1.0, capacity=2)
+    assert pending(store) == [("b", "created"), ("a", "deleted")]
+
+
+def test_drop_and_purge(store: Store) -> None:
+    store.add_events("fake", [component_event("a", "created"), component_event("b", "x")], 1.0)
+    store.add_events("other", [component_event("a", "created")], 1.0)
+    [first, _] = store.pending_events("fake")
+    store.fail_event("fake", first.seq, "down", max_attempts=1)
+
+    assert store.drop_events("fake") == 1  # the parked one stays
+    assert store.counters("fake")["events_dropped"] == 1
+    assert store.purge_events("fake") == 1
+    assert store.purge_events() == 1
+    assert store.inbox_counts().pending == store.inbox_counts().parked == 0
+
+
+def test_concurrent_writers_coalesce_and_count_exactly(
+    store: Store, any_location: StateLocation
+) -> None:
+    """Writers on connections of their own at the same time (serve's replicas): every key keeps
+    exactly one pending event, and the capacity is never exceeded."""
+    names = [f"n{i}" for i in range(8)]
+    errors: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with any_location.open() as own:
+                for _ in range(15):
+                    batch = [component_event(rng.choice(names), "updated") for _ in range(3)]
+                    own.add_events("fake", batch, 1.0, capacity=len(names))
+        except BaseException as error:  # reported below: a thread's error is otherwise lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    found = [name for name, _ in pending(store)]
+    assert sorted(found) == sorted(set(found))
+    assert set(found) <= set(names)
+
+
+class EventFakeProvider(FakeProvider):
+    """A FakeProvider whose events re-read `entities` (as tests/test_events.py's)."""
+
+    def handle_event(self, context: BurstContext, event: Event) -> Delta:
+        found = [entity for entity in self.entities if entity.name == event.name]
+        if event.action == "deleted" or not found:
+            return Delta(removal_scopes=[event.name])
+        return Delta(upserts=found, removal_scopes=[event.name])
+
+
+def test_a_run_drains_the_events_in_arrival_order(
+    any_location: StateLocation, tmp_path: Any
+) -> None:
+    clock = FakeClock()
+    config = make_config(tmp_path)
+    five = [make_entity(f"e{i}") for i in range(5)]
+    provider = EventFakeProvider(list(five))
+    run_once(config, any_location, clock, providers={"fake": provider}, rng=random.Random(0))
+    provider.entities = [*five[1:], make_entity("new")]
+    arrivals = [("e2", "deleted"), ("e0", "deleted"), ("new", "created"), ("e3", "updated")]
+    store_events(any_location, "fake", [component_event(n, a) for n, a in arrivals], clock)
+
+    result = run_once(
+        config, any_location, clock, providers={"fake": provider}, rng=random.Random(0)
+    )
+
+    assert result.events.applied == 4
+    with any_location.open(readonly=True) as store:
+        names = {body["metadata"]["name"] for body in store.iter_entities()}
+        assert names == {"e1", "e3", "e4", "new"}
+        assert store.pending_events("fake") == []
+        assert store.counters("fake")["events_applied"] == 4
+
+
+def test_the_first_event_creates_and_migrates_the_state(any_location: StateLocation) -> None:
+    assert not any_location.exists()
+
+    store_events(any_location, "fake", [component_event("a", "created")], FakeClock())
+
+    assert any_location.exists()
+    with any_location.open(readonly=True) as store:
+        store.require_current_schema()
+        assert pending(store) == [("a", "created")]
+
+
+def test_storing_events_does_not_need_the_run_lock(any_location: StateLocation) -> None:
+    clock = FakeClock()
+    store_events(any_location, "fake", [component_event("a", "created")], clock)
+    with any_location.open_locked():  # a burst is running
+        assert store_events(any_location, "fake", [component_event("b", "created")], clock) == 1
+    with any_location.open(readonly=True) as store:
+        assert pending(store) == [("a", "created"), ("b", "created")]

@@ -1,0 +1,131 @@
+"""`migrate --copy-to`: a running installation moves to another store without a new cycle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo_ingest.errors import ConfigError, LockHeld
+from choreo_ingest.events import store_events
+from choreo_ingest.feed import changes_page, entities_page
+from choreo_ingest.invocation import copy_state
+from choreo_ingest.simulator.world import World
+from choreo_ingest.store import PostgresLocation, RunLock, state_location
+
+from fakes import FakeClock
+from sim_support import ingest_world, run_cli, write_config
+
+
+def snapshot(state: Any) -> dict[str, Any]:
+    """What a consumer and an operator see of a state: the feed, the catalog, the providers."""
+    with state_location(state).open(readonly=True) as store:
+        changes = changes_page(store, 0, 10_000).to_json()
+        catalog = entities_page(store, None, 1_000).to_json()
+        catalog.pop("nextCursor")
+        return {
+            "changes": changes,
+            "catalog": catalog,
+            "providers": [store.load_provider(name) for name in store.provider_names()],
+            "inbox": [event.body for event in store.pending_events("openchoreo")],
+            "facts": store.facts("openchoreo"),
+        }
+
+
+@pytest.fixture
+def source(tmp_path: Path, clock: FakeClock) -> Path:
+    state = tmp_path / "source.db"
+    ingest_world(state, World.generate(2, 2, 3, seed=12), clock, api="v1")
+    event = {"kind": "Component", "name": "x", "namespace": "org-00-umbrella", "action": "created"}
+    store_events(state, "openchoreo", [event], clock)
+    return state
+
+
+def test_a_copy_is_the_same_state_down_to_the_seqs_and_the_store_id(
+    source: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "target.db"
+
+    report = copy_state(source, target)
+
+    assert report.rows["entities"] > 0
+    assert snapshot(target) == snapshot(source)
+
+
+def test_the_copy_goes_on_counting_after_the_source(
+    source: Path, tmp_path: Path, clock: FakeClock
+) -> None:
+    target = tmp_path / "target.db"
+    copy_state(source, target)
+    before = snapshot(target)["changes"]["newestSeq"]
+
+    ingest_world(target, World.generate(2, 2, 4, seed=12), clock, api="v1", force=True)
+
+    seqs = [change["seq"] for change in snapshot(target)["changes"]["changes"]]
+    assert seqs == sorted(set(seqs))
+    assert max(seqs) > before
+
+
+def test_a_target_holding_a_state_is_refused_unless_forced(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target.db"
+    copy_state(source, target)
+
+    with pytest.raises(ConfigError, match="already holds a state; --force"):
+        copy_state(source, target)
+    copy_state(source, target, force=True)
+
+    assert snapshot(target) == snapshot(source)
+
+
+def test_the_copy_takes_both_run_locks(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target.db"
+    with RunLock(target), pytest.raises(LockHeld):
+        copy_state(source, target)
+    with RunLock(source), pytest.raises(LockHeld):
+        copy_state(source, target)
+
+
+def test_the_command_copies_and_prints_one_document(source: Path, tmp_path: Path) -> None:
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", state={"path": "source.db"})
+
+    done = run_cli("migrate", "--copy-to", "copy.db", "--json", cwd=tmp_path)
+    again = run_cli("migrate", "--copy-to", "copy.db", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["to"] == "copy.db"
+    assert document["copied"]["entities"] > 0
+    assert again.returncode == 2
+    assert "--force" in again.stderr
+    assert snapshot(tmp_path / "copy.db") == snapshot(source)
+
+
+def test_sqlite_to_postgresql_and_back_keeps_everything(
+    source: Path, tmp_path: Path, pg_url: str, clock: FakeClock
+) -> None:
+    postgres = PostgresLocation(pg_url)
+    back = tmp_path / "back.db"
+
+    copy_state(source, postgres)
+    copy_state(postgres, back)
+
+    assert snapshot(postgres) == snapshot(source)
+    assert snapshot(back) == snapshot(source)
+    ingest_world(postgres, World.generate(2, 2, 4, seed=12), clock, api="v1", force=True)
+    seqs = [change["seq"] for change in snapshot(postgres)["changes"]["changes"]]
+    assert seqs == sorted(set(seqs))
+    assert max(seqs) > snapshot(source)["changes"]["newestSeq"]
+
+
+def test_the_command_copies_to_a_postgresql_url(source: Path, tmp_path: Path, pg_url: str) -> None:
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", state={"path": "source.db"})
+
+    done = run_cli("migrate", "--copy-to", pg_url, "--json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert snapshot(PostgresLocation(pg_url)) == snapshot(source)
+    status = run_cli("status", "--json", "--db", pg_url, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["providers"][0]["activeEntities"] > 0
