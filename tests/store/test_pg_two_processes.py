@@ -25,17 +25,17 @@ from sim_support import expected_catalog, ref_of, run_cli, write_config
 pytestmark = pytest.mark.slow
 
 MAX_CONCURRENT = 1
-DEADLINE_SECONDS = 90.0
+DEADLINE_SECONDS = 240.0
 
 
 @pytest.fixture
 def world() -> World:
-    return World.generate(3, 4, 12, seed=5)
+    return World.generate(2, 3, 10, seed=5)
 
 
 @pytest.fixture
 def simulator(world: World) -> Iterator[RunningServer]:
-    options = SimulatorOptions(api="v1", latency=0.02, token="openchoreo-token")
+    options = SimulatorOptions(api="v1", latency=0.1, token="openchoreo-token")
     with start_server(SimulatorApi(world, options)) as server:
         yield server
 
@@ -70,10 +70,11 @@ def test_two_processes_never_burst_together_and_one_takes_over_from_a_killed_one
         token="openchoreo-token",
         state={"url": pg_url},
         incremental={
-            "burstLength": 0.5,
+            "burstLength": 2,
             "burstInterval": 0.1,
             "restLength": 600,
-            "chunkSize": 5,
+            "chunkSize": 3,
+            "backoff": [0.5],
             "maxConcurrentRequests": MAX_CONCURRENT,
         },
     )
@@ -102,7 +103,9 @@ def test_two_processes_never_burst_together_and_one_takes_over_from_a_killed_one
     started = time.monotonic()
     try:
         while not cycle_completed(tmp_path):
-            assert time.monotonic() - started < DEADLINE_SECONDS, "no cycle completed in time"
+            assert time.monotonic() - started < DEADLINE_SECONDS, (
+                f"no cycle completed in time; exits {codes}, errors {errors}"
+            )
             if not killed and codes.count(0) >= 1:
                 with lock:  # the one that has run longest is the one bursting
                     running = list(alive.values())
