@@ -19,11 +19,13 @@ from choreo_ingest.models import (
     SweepResult,
 )
 from choreo_ingest.store.connection import canonical_json
-from choreo_ingest.store.dialect import AnyConnection, in_values, row_key
+from choreo_ingest.store.dialect import AnyConnection, in_values, refresh_statistics, row_key
 from choreo_ingest.store.index import clear_index, prune_index, write_facts, write_index
 from choreo_ingest.store.meta import renew_store_id
 
 REFS = "openchoreo_incremental_entity_refs"
+LARGE_SWEEP = 10_000
+"""Stale refs past which a sweep first refreshes the planner's statistics (PostgreSQL)."""
 STATE = "openchoreo_incremental_ingestion_state"
 _IN_BATCH = 500  # SQLite's default limit on bound variables is generous; keep statements small
 
@@ -132,6 +134,8 @@ def complete_cycle(
         reason = _blocking_reason(conn, provider, cycle_id, stale, guards)
         removed = 0
         if reason is None:
+            if stale >= LARGE_SWEEP:
+                refresh_statistics(conn, REFS, "entities")
             removed = _remove_refs_where(conn, provider, "last_seen_cycle < ?", [cycle_id], now)
             prune_index(conn, provider, cycle_id)
             record.blocked_removals = 0

@@ -30,11 +30,12 @@ from choreo_ingest.store import (  # noqa: E402
     SqliteLocation,
     StateLocation,
     state_location,
+    writes,
 )
 from choreo_ingest.store.connection import Tracer  # noqa: E402
 from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
 
-from fakes import FakeClock, make_entity  # noqa: E402
+from fakes import FakeClock, FakeProvider, make_entity  # noqa: E402
 from sim_support import IN_PROCESS_URL, PROVIDER, expected_refs, simulator_transport  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -333,3 +334,46 @@ def test_status_reads_without_the_lock_and_shows_the_url_without_its_password(
     assert status_report(pg_url, config, 1_800_000_000.0).to_json()["running"] is False
     exported = list(iter_export(pg_url))
     assert {ref_of(body) for body in exported} == expected_refs(WORLD)
+
+
+@dataclass(frozen=True)
+class TracingLocation(PostgresLocation):
+    """Records every statement its stores run."""
+
+    statements: list[str] = field(default_factory=list, compare=False)
+
+    def _connect(
+        self, *, readonly: bool, schema: str | None = None, tracer: Tracer | None = None
+    ) -> PgConnection:
+        def record(statement: str, params: object) -> None:
+            self.statements.append(statement)
+
+        return super()._connect(readonly=readonly, schema=schema, tracer=record)
+
+
+@pytest.mark.parametrize(("stale", "analyzed"), [(3, True), (2, False)])
+def test_a_large_sweep_first_refreshes_the_planners_statistics(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, stale: int, analyzed: bool
+) -> None:
+    """Rows a cycle wrote seconds ago look like none to PostgreSQL's planner until autovacuum
+    analyses them: a large sweep then probed 200k refs one by one (3 s, over its 2 s target)."""
+    monkeypatch.setattr(writes, "LARGE_SWEEP", 3)
+    location = TracingLocation(pg_url)
+    clock = FakeClock()
+    config = Config(
+        openchoreo=OpenChoreoConfig(
+            incremental=IncrementalConfig(
+                reject_removals_above_percentage=None, reject_empty_source_collections=False
+            )
+        ),
+        providers=("fake",),
+    )
+    entities = [make_entity(f"e{i}") for i in range(stale)]
+    run_once(config, location, clock, providers={"fake": FakeProvider(entities, page_size=10)})
+    location.statements.clear()
+
+    run_once(config, location, clock, force=True, providers={"fake": FakeProvider([])})
+
+    assert any(sql.startswith("ANALYZE") for sql in location.statements) is analyzed
+    with location.open(readonly=True) as store:
+        assert store.active_count("fake") == 0
