@@ -20,7 +20,12 @@ from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderS
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.reporting import provider_status
 from choreo_ingest.schedule import JITTER
-from choreo_ingest.store import Store
+from choreo_ingest.store import (
+    PostgresLocation,
+    SqliteLocation,
+    StateLocation,
+    state_location,
+)
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -29,6 +34,14 @@ TEN = [make_entity(f"e{i}") for i in range(10)]
 
 class ProcessDied(BaseException):
     """Stands for the process vanishing mid-burst: nothing in the engine may handle it."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_path(request: pytest.FixtureRequest, tmp_path: Path) -> StateLocation:
+    """The engine's tests run on each store: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return SqliteLocation(tmp_path / "state.db")
+    return PostgresLocation(request.getfixturevalue("pg_url"))
 
 
 def run(
@@ -56,17 +69,17 @@ def run_one(config: Config, state_path: Path, clock: FakeClock, provider: Any) -
 
 
 def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
-    with Store.open(state_path, readonly=True) as store:
+    with state_location(state_path).open(readonly=True) as store:
         return store.load_provider(name)
 
 
 def upserts_by_ref(state_path: Path) -> Counter[str]:
-    with Store.open(state_path, readonly=True) as store:
+    with state_location(state_path).open(readonly=True) as store:
         return Counter(change.ref for change in store.changes() if change.op == "upsert")
 
 
 def health(config: Config, state_path: Path, clock: FakeClock) -> list[str]:
-    with Store.open(state_path, readonly=True) as store:
+    with state_location(state_path).open(readonly=True) as store:
         return provider_status(store, config, "fake", clock.now()).health_problems
 
 
@@ -112,7 +125,7 @@ class TestCycle:
         assert (last.state, last.pages, last.cycle_completed) == (ProviderState.RESTING, 1, True)
         assert last.next_action_at == clock.now() + 600.0
         assert provider.calls == [None, {"offset": 2}, {"offset": 4}, {"offset": 6}, {"offset": 8}]
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             cycle = store.last_cycle("fake", completed=True)
             assert cycle is not None
             assert (cycle.cycle_id, cycle.pages, cycle.upserted, cycle.outcome) == (
@@ -182,13 +195,13 @@ class TestCycle:
     ) -> None:
         config = make_config(tmp_path, rest_length=60.0)
         run_one(config, state_path, clock, FakeProvider(TEN, page_size=5))
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             assert len(store.read_queue("fake", "seen", 0, 100)) == 10
 
         clock.advance(60.0)
         run_one(config, state_path, clock, FakeProvider(TEN[:3], page_size=5))
 
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             names = [item.key for item in store.read_queue("fake", "seen", 0, 100)]
         assert names == ["e0", "e1", "e2"]
 
@@ -266,7 +279,7 @@ class TestFailures:
         assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
         record = stored(state_path)
         assert (record.attempts, record.last_error) == (0, None)
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             cycle = store.last_cycle("fake")
             assert cycle is not None
             assert (cycle.pages, cycle.upserted, cycle.errors) == (5, 10, 1)
@@ -416,14 +429,14 @@ class TestFailures:
         assert "JSON" in outcome.error
         record = stored(state_path)
         assert record.cursor == {"offset": 2}
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             assert store.active_count("fake") == 2
 
     def test_engine_records_a_provider_bug_as_a_failure_and_reraises(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
         config = make_config(tmp_path)
-        with Store.open(state_path) as store:
+        with state_location(state_path).open() as store:
             store.migrate()
             engine = BurstEngine(config, store, clock, rng=random.Random(0))
             with pytest.raises(KeyError):

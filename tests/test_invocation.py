@@ -24,8 +24,14 @@ from choreo_ingest.invocation import (
 )
 from choreo_ingest.metrics import ProviderMetrics, render_metrics
 from choreo_ingest.models import ProviderAction, ProviderRecord, ProviderState, RunOutcome
-from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
-from choreo_ingest.store.run_lock import RunLock
+from choreo_ingest.store import (
+    MIGRATION_NAMES,
+    SCHEMA_VERSION,
+    PostgresLocation,
+    SqliteLocation,
+    StateLocation,
+    state_location,
+)
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -51,6 +57,14 @@ EVERY_SERIES = {
 }
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_path(request: pytest.FixtureRequest, tmp_path: Path) -> StateLocation:
+    """Whole invocations run on each store: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return SqliteLocation(tmp_path / "state.db")
+    return PostgresLocation(request.getfixturevalue("pg_url"))
+
+
 def run(config: Config, state_path: Path, clock: FakeClock, *providers: FakeProvider) -> RunResult:
     return run_once(
         config,
@@ -62,7 +76,7 @@ def run(config: Config, state_path: Path, clock: FakeClock, *providers: FakeProv
 
 
 def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
-    with Store.open(state_path, readonly=True) as store:
+    with state_location(state_path).open(readonly=True) as store:
         return store.load_provider(name)
 
 
@@ -179,22 +193,22 @@ class TestRunOnce:
     ) -> None:
         with pytest.raises(ConfigError, match=r"'nope' is not configured.*fake"):
             run_once(make_config(tmp_path), state_path, clock, only="nope")
-        assert not state_path.exists()
+        assert not state_location(state_path).exists()
 
     def test_run_while_locked_does_nothing(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
         provider = FakeProvider(TEN)
-        with RunLock(state_path), pytest.raises(LockHeld):
+        with state_location(state_path).run_lock(), pytest.raises(LockHeld):
             run(make_config(tmp_path), state_path, clock, provider)
         assert provider.calls == []
-        assert not state_path.exists()
+        assert not state_location(state_path).exists()
 
     def test_first_run_migrates_a_new_state_file(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
         run(make_config(tmp_path), state_path, clock, FakeProvider(TEN))
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             assert store.applied_migrations() == list(MIGRATION_NAMES)
 
 
@@ -254,21 +268,23 @@ class TestMigrate:
         assert second.applied_now == []
         assert second.applied == list(MIGRATION_NAMES)
 
-    def test_report_only_on_a_missing_file_creates_nothing(self, state_path: Path) -> None:
+    def test_report_only_on_a_missing_file_creates_nothing(self, state_path: StateLocation) -> None:
         report = migrate(state_path, apply=False)
         assert report.pending == list(MIGRATION_NAMES)
         assert report.schema_version == 0
-        assert list(state_path.parent.iterdir()) == []
+        assert not state_path.exists()
+        if isinstance(state_path, SqliteLocation):  # not even a lock file or a -wal
+            assert list(state_path.path.parent.iterdir()) == []
 
     def test_report_only_does_not_apply(self, state_path: Path) -> None:
-        with Store.open(state_path):
+        with state_location(state_path).open():
             pass  # an empty, unmigrated file
         report = migrate(state_path, apply=False)
         assert report.pending == list(MIGRATION_NAMES)
         assert report.applied_now == []
 
     def test_migrate_while_locked_is_refused(self, state_path: Path) -> None:
-        with RunLock(state_path), pytest.raises(LockHeld):
+        with state_location(state_path).run_lock(), pytest.raises(LockHeld):
             migrate(state_path)
 
 
@@ -303,7 +319,7 @@ class TestOperatorCommands:
     def test_refresh_after_a_crashed_burst_is_harmless(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
-        with Store.open(state_path) as store:
+        with state_location(state_path).open() as store:
             store.migrate()
             crashed = ProviderRecord(
                 name="fake", state=ProviderState.BURSTING, cycle_id=1, cursor={"offset": 4}
@@ -331,7 +347,7 @@ class TestOperatorCommands:
             None,
             None,
         )
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             assert store.active_count("fake") == 4
         run(config, state_path, clock, provider)
         assert provider.calls[2] is None
@@ -344,7 +360,7 @@ class TestOperatorCommands:
 
         assert reset(state_path, "fake", clock, purge=True) == 10
 
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             assert list(store.iter_entities()) == []
             assert store.active_count("fake") == 0
             assert sum(change.op == "delete" for change in store.changes()) == 10
@@ -360,7 +376,7 @@ class TestOperatorCommands:
 
         assert approve_removals(state_path, "fake", clock) == 5
 
-        with Store.open(state_path, readonly=True) as store:
+        with state_location(state_path).open(readonly=True) as store:
             assert store.active_count("fake") == 5
             assert store.blocked_removals("fake").count == 0
         assert approve_removals(state_path, "fake", clock) == 0
