@@ -1,0 +1,54 @@
+"""The command line on a PostgreSQL state: the password file, and the extra when it is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pg_support import PgCluster
+from sim_support import run_cli, write_config
+
+
+def test_the_password_comes_from_the_password_file_and_is_never_shown(
+    tmp_path: Path, pg_cluster: PgCluster, pg_url: str
+) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    with pg_cluster.admin(database) as admin:
+        admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO {pg_cluster.password_user}')
+    url = pg_cluster.password_url(pg_url)  # no password in it
+    secret = tmp_path / "pg-password"
+    write_config(
+        tmp_path / "choreo-ingest.yaml",
+        "http://127.0.0.1:9",
+        state={"url": url, "passwordFile": str(secret)},
+    )
+
+    secret.write_text("wrong-password-123\n", encoding="utf-8")
+    refused = run_cli("migrate", "--json", cwd=tmp_path, unset=["PGPASSWORD"])
+    secret.write_text(pg_cluster.password + "\n", encoding="utf-8")
+    migrated = run_cli("migrate", "--json", cwd=tmp_path, unset=["PGPASSWORD"])
+
+    assert refused.returncode == 4
+    assert "wrong-password-123" not in refused.stdout + refused.stderr
+    assert migrated.returncode == 0, migrated.stderr
+    document = json.loads(migrated.stdout)
+    assert document["pending"] == []
+    assert pg_cluster.password not in migrated.stdout + migrated.stderr
+
+
+def test_without_the_postgres_extra_a_url_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; "
+        "from choreo_ingest.cli import main; main(sys.argv[1:])"
+    )
+
+    done = run_cli(
+        "status",
+        "--db",
+        "postgresql://127.0.0.1:9/nowhere",
+        cwd=tmp_path,
+        entry=("-c", without_psycopg),
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "choreo-ingest[postgres]" in done.stderr
