@@ -9,10 +9,12 @@ mapping alone, the refs a finished cycle must leave in the catalog: nothing more
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +263,22 @@ def list_pages_at(world: World, limit: int) -> int:
             for listing in ("projects", "workloads", "components"):
                 total += len(walk_v1(client, f"/namespaces/{ns}/{listing}", limit=limit)[1])
         return total
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """`condition()`'s first true value, polled every 0.05 s; AssertionError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

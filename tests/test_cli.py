@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from choreo_ingest.store import MIGRATION_NAMES
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock
-from sim_support import expected_refs, ingest_world, ref_of, run_cli, write_config
+from sim_support import expected_refs, free_port, ingest_world, ref_of, run_cli, write_config
 
 COMMANDS = (
     "run", "status", "providers", "health", "reset", "refresh", "migrate", "removals",
@@ -304,14 +303,6 @@ class TestCheck:
         failed = [check for check in report["checks"] if not check["ok"]]
         assert [check["name"] for check in failed] == ["openchoreo.server"]
         assert "unreachable" in failed[0]["detail"]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_piped_status_draws_its_table_in_ascii(tmp_path: Path, ingested: Path) -> None:

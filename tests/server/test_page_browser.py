@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,7 +44,14 @@ from choreo_ingest.server.page import PAGE_CSP
 from choreo_ingest.simulator import World
 
 from fakes import FakeClock
-from sim_support import INHERITED_SETTINGS, PROVIDER, expected_refs, ingest_world, write_config
+from sim_support import (
+    INHERITED_SETTINGS,
+    PROVIDER,
+    expected_refs,
+    free_port,
+    ingest_world,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -90,13 +96,6 @@ def find_browser() -> str:
 @pytest.fixture
 def browser() -> str:
     return find_browser()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def clean_environment(**extra: str) -> dict[str, str]:

@@ -37,7 +37,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -56,7 +55,7 @@ from choreo_ingest.models import entity_ref
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import Store
 
-from sim_support import INHERITED_SETTINGS, expected_catalog, write_config
+from sim_support import INHERITED_SETTINGS, expected_catalog, free_port, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -246,13 +245,6 @@ class Poster(threading.Thread):
 
 
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def catalog(state_path: Path) -> dict[str, set[str]]:

@@ -22,7 +22,7 @@ from choreo_ingest.simulator.options import SimulatorOptions
 from choreo_ingest.simulator.server import RunningServer, start_server
 from choreo_ingest.simulator.world import World
 
-from sim_support import run_cli, write_config
+from sim_support import free_port, run_cli, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -31,29 +31,12 @@ NAMESPACE, PROJECT = "org-00-umbrella", "proj-00-search"
 START_SECONDS = 20.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def call(
     method: str, url: str, body: Any = None, token: str | None = TOKEN
 ) -> tuple[int, dict[str, Any], httpx.Headers]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     answer = httpx.request(method, url, json=body, headers=headers, timeout=10)
     return answer.status_code, answer.json() if answer.content else {}, answer.headers
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

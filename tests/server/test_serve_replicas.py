@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,28 +19,11 @@ from choreo_ingest.simulator.options import SimulatorOptions
 from choreo_ingest.simulator.server import RunningServer, start_server
 from choreo_ingest.simulator.world import World
 
-from sim_support import expected_catalog, ref_of, run_cli, write_config
+from sim_support import expected_catalog, free_port, ref_of, run_cli, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
 NAMESPACE, PROJECT = "org-00-umbrella", "proj-00-search"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
