@@ -370,6 +370,23 @@ def require_secrets(config: Config) -> None:
             raise value.error()
 
 
+def read_secret_file(path: SecretPath | None, key: str) -> str | None:
+    """The secret in the file `key` names (trimmed); None when unset. A deferred path, an
+    unreadable or an empty file is a ConfigError naming `key`."""
+    if isinstance(path, DeferredSecret):
+        raise path.error()
+    if path is None:
+        return None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"cannot read {path}: {reason}", path=key) from None
+    if not value:
+        raise ConfigError(f"{path} is empty", path=key)
+    return value
+
+
 def require_api(config: Config) -> None:
     """Raise ConfigError unless the config says how to reach the OpenChoreo API and holds the
     secrets it names (`run`, `refresh --now` and `check` call this before the first request)."""

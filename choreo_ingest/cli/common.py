@@ -21,16 +21,13 @@ from choreo_ingest.config import (
     find_config_path,
     load_config,
     resolve_state_path,
-    reveal,
     secret_values,
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
 from choreo_ingest.logs import register_secret
-from choreo_ingest.store import StateLocation, state_location
+from choreo_ingest.store import StateLocation, configured_location
 
 log = structlog.get_logger("choreo_ingest.cli")
-
-POSTGRES_EXTRA = "pip install 'choreo-ingest[postgres]'"
 
 ConfigOption = Annotated[
     Path | None,
@@ -80,7 +77,7 @@ def open_session(ctx: typer.Context, config: Path | None, db: str | None) -> Ses
         register_secret(secret)
     for warning in config_warnings(loaded):
         log.warning("config_warning", message=warning)
-    state = state_for(resolve_state_path(db or shared.db, loaded), loaded)
+    state = configured_location(resolve_state_path(db or shared.db, loaded), loaded)
     return Session(loaded, state, SystemClock())
 
 
@@ -118,24 +115,3 @@ def confirm_or_abort(question: str, yes: bool) -> None:
         raise ConfigError("refusing without confirmation off a TTY; pass --yes", path="--yes")
     if not typer.confirm(question, default=False):
         raise typer.Exit(int(ExitCode.OK))
-
-
-def state_for(resolved: Path | str, config: Config) -> StateLocation:
-    """The location `--db`/`$CHOREO_INGEST_DB`/`state.*` name: a file, or a PostgreSQL schema
-    (the password from `state.passwordFile`, else libpq's PGPASSWORD or ~/.pgpass)."""
-    if isinstance(resolved, Path):
-        return state_location(resolved)
-    password_file = reveal(config.state_password_file)
-    password = None
-    if password_file is not None:
-        try:
-            password = password_file.read_text(encoding="utf-8").strip() or None
-        except OSError as error:
-            raise ConfigError(
-                f"cannot read {password_file}: {error.strerror}", path="state.passwordFile"
-            ) from None
-    try:
-        from choreo_ingest.store import PostgresLocation
-    except ImportError as error:  # psycopg missing: the store says which extra to install
-        raise ConfigError(f"a PostgreSQL state needs {POSTGRES_EXTRA} ({error})") from None
-    return PostgresLocation(resolved, schema=config.state_schema, password=password)

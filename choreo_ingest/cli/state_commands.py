@@ -20,7 +20,6 @@ from choreo_ingest.cli.common import (
     confirm_or_abort,
     open_session,
     reported_errors,
-    state_for,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.clock import rfc3339
@@ -49,6 +48,7 @@ from choreo_ingest.reporting import (
     shorten,
     status_report,
 )
+from choreo_ingest.store import configured_location
 
 ProviderArgument = Annotated[str | None, typer.Argument(help="Only this provider.")]
 
@@ -254,7 +254,9 @@ def migrate_command(
 
 
 def _copy(session: Session, copy_to: str, force: bool, json_output: bool) -> None:
-    target = state_for(resolve_state_path(copy_to, session.config, env={}), session.config)
+    target = configured_location(
+        resolve_state_path(copy_to, session.config, env={}), session.config
+    )
     copied = copy_state(session.state, target, force=force)
     if json_output:
         render.print_json({"from": str(session.state), "to": str(target), **copied.to_json()})

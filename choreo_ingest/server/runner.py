@@ -76,7 +76,7 @@ def serve(
     try:
         asyncio.run(_serve(server, service, sock))
     finally:
-        service.stop()
+        service.stop()  # the burst in flight ends after its page
         loop_thread.join(timeout=config.incremental.burst_length + 30)
         sock.close()
 
@@ -92,14 +92,6 @@ async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) 
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop, number)
     await server.serve(sockets=[sock])
-    # The HTTP side has stopped; wait for the burst in flight to end after its page.
-    await asyncio.to_thread(_wait_for_loop, service)
-
-
-def _wait_for_loop(service: Service) -> None:
-    for thread in threading.enumerate():
-        if thread.name == "choreo-ingest-service":
-            thread.join()
 
 
 def _bind(address: Address) -> socket.socket:

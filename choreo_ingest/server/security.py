@@ -7,9 +7,8 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from choreo_ingest.config import SERVE_TOKEN_ENV, Config, DeferredSecret, SecretPath
+from choreo_ingest.config import SERVE_TOKEN_ENV, Config, read_secret_file
 from choreo_ingest.errors import ConfigError
 
 EVENTS_SECRET_HEADER = "x-choreo-ingest-secret"  # noqa: S105 (a header name)
@@ -45,26 +44,11 @@ def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Cr
     """Read the token (`serve.auth.tokenFile`, else $CHOREO_INGEST_SERVE_TOKEN) and the events
     secret (`serve.events.secretFile`); an unreadable or empty file is a config error."""
     environment = os.environ if env is None else env
-    token = _read_secret_file(config.serve.token_file, "serve.auth.tokenFile")
+    token = read_secret_file(config.serve.token_file, "serve.auth.tokenFile")
     if token is None:
         token = environment.get(SERVE_TOKEN_ENV, "").strip() or None
-    secret = _read_secret_file(config.serve.events_secret_file, "serve.events.secretFile")
+    secret = read_secret_file(config.serve.events_secret_file, "serve.events.secretFile")
     return Credentials(api_token=token, events_secret=secret)
-
-
-def _read_secret_file(path: SecretPath | None, key: str) -> str | None:
-    if isinstance(path, DeferredSecret):
-        raise path.error()
-    if path is None:
-        return None
-    try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ConfigError(f"cannot read {path}: {reason}", path=key) from None
-    if not value:
-        raise ConfigError(f"{path} is empty", path=key)
-    return value
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from choreo_ingest.store.location import (
     SqliteLocation,
     StateLocation,
     StateRef,
+    configured_location,
     state_location,
 )
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
@@ -35,5 +36,6 @@ __all__ = [
     "SweepGuards",
     "Tracer",
     "canonical_json",
+    "configured_location",
     "state_location",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.run_lock import RunLock
@@ -273,3 +274,13 @@ def state_location(state: StateLocation | Path | str) -> StateLocation:
 
 StateRef = StateLocation | Path
 """What the library's entry points take: a location, or a state file's path (tests, scripts)."""
+
+
+def configured_location(resolved: Path | str, config: Config) -> StateLocation:
+    """The location `--db`, $CHOREO_INGEST_DB or `state.*` name (`resolve_state_path`): a state
+    file, or a PostgreSQL schema (its password from `state.passwordFile`, else libpq's
+    PGPASSWORD or ~/.pgpass)."""
+    if isinstance(resolved, Path):
+        return SqliteLocation(resolved)
+    password = read_secret_file(config.state_password_file, "state.passwordFile")
+    return PostgresLocation(resolved, schema=config.state_schema, password=password)
