@@ -154,6 +154,9 @@ class SimulatorProcess:
     latency: float = 0.0
     hidden_fraction: float = 0.05
     api: str = "v1"
+    endpoints_max: int | None = None
+    """`--endpoints-max` (None: the simulator's default, 3); the org-era generator draws each
+    component's endpoint count uniformly from 0..endpoints_max, so 1 gives half of them one."""
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = None
     token_lifetime: int = 3600
@@ -173,6 +176,8 @@ class SimulatorProcess:
         ]  # fmt: skip
         if self.rate_limit is not None:
             argv += ["--rate-limit", str(self.rate_limit)]
+        if self.endpoints_max is not None:
+            argv += ["--endpoints-max", str(self.endpoints_max)]
         env = None
         if self.oauth_client_id is not None:
             argv += ["--oauth-client-id", self.oauth_client_id]

@@ -1,6 +1,6 @@
 """choreo-ingest benchmarks against the physical floor (see bench/README.md).
 
-    python bench/run.py [--quick] [--only overhead,memory,scale,load,requests]
+    python bench/run.py [--quick] [--only overhead,memory,scale,load,requests,idle,floor]
 
 Each benchmark starts the built-in simulator as its own process on loopback and measures the
 client processes it starts (user+system CPU, wall time, peak RSS through `os.wait4`). Prints one
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lean
 import load
 import memory
 import overhead
@@ -38,6 +39,10 @@ class Plan:
     capped_components: int
     bounded_bursts: int
     request_worlds: tuple[World, ...]
+    idle_size: lean.Size
+    idle_runs: int
+    floor_sizes: tuple[lean.Size, ...]
+    floor_repeats: int
 
 
 FULL = Plan(
@@ -51,6 +56,10 @@ FULL = Plan(
     capped_components=600,
     bounded_bursts=6,
     request_worlds=request_cost.FULL,
+    idle_size=lean.IDLE_SIZE,
+    idle_runs=lean.IDLE_RUNS,
+    floor_sizes=lean.FLOOR_SIZES,
+    floor_repeats=3,
 )
 QUICK = Plan(
     overhead_shape=Shape(2, 20, 150),
@@ -63,6 +72,10 @@ QUICK = Plan(
     capped_components=300,
     bounded_bursts=4,
     request_worlds=request_cost.QUICK,
+    idle_size=lean.IDLE_SIZE,  # the goal is set at 50,000 entities: one cycle builds them
+    idle_runs=lean.IDLE_RUNS,
+    floor_sizes=lean.QUICK_FLOOR_SIZES,  # 1k and 10k
+    floor_repeats=3,
 )
 
 BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
@@ -71,6 +84,8 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
     "scale": lambda plan: scale.run(plan.sweep_active, plan.sweep_stale, plan.status_refs),
     "load": lambda plan: load.run(plan.capped_components, plan.bounded_bursts),
     "requests": lambda plan: request_cost.run(plan.request_worlds),
+    "idle": lambda plan: lean.run_idle(plan.idle_size, plan.idle_runs),
+    "floor": lambda plan: lean.run_floor(plan.floor_sizes, plan.floor_repeats),
 }
 
 

@@ -1,35 +1,77 @@
 """choreo-ingest: mirror OpenChoreo into a Backstage catalog, one bounded burst at a time.
 
-The public surface for provider authors is re-exported here.
+The public surface for provider authors is re-exported here, each name loaded when first asked
+for: importing any module of the package runs this file first, and a `run` with nothing due
+must not pay for the provider interfaces (see `choreo_ingest/idle.py`).
 """
 
-from choreo_ingest.errors import (
-    AuthError,
-    ChoreoIngestError,
-    ConfigError,
-    CursorExpired,
-    PermanentError,
-    ProviderError,
-    RetryAfter,
-    TransientError,
-)
-from choreo_ingest.models import (
-    Delta,
-    Entity,
-    EntityIteratorResult,
-    Event,
-    QueuedItem,
-    QueueItem,
-    entity_ref,
-)
-from choreo_ingest.providers.base import (
-    BurstContext,
-    EventHandlingProvider,
-    IncrementalEntityProvider,
-    ProviderFactory,
-    QueueReader,
-)
-from choreo_ingest.version import __version__
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from choreo_ingest.errors import (
+        AuthError,
+        ChoreoIngestError,
+        ConfigError,
+        CursorExpired,
+        PermanentError,
+        ProviderError,
+        RetryAfter,
+        TransientError,
+    )
+    from choreo_ingest.models import (
+        Delta,
+        Entity,
+        EntityIteratorResult,
+        Event,
+        QueuedItem,
+        QueueItem,
+        entity_ref,
+    )
+    from choreo_ingest.providers.base import (
+        BurstContext,
+        EventHandlingProvider,
+        IncrementalEntityProvider,
+        ProviderFactory,
+        QueueReader,
+    )
+    from choreo_ingest.version import __version__
+
+_EXPORTS = {
+    "AuthError": "choreo_ingest.errors",
+    "BurstContext": "choreo_ingest.providers.base",
+    "ChoreoIngestError": "choreo_ingest.errors",
+    "ConfigError": "choreo_ingest.errors",
+    "CursorExpired": "choreo_ingest.errors",
+    "Delta": "choreo_ingest.models",
+    "Entity": "choreo_ingest.models",
+    "EntityIteratorResult": "choreo_ingest.models",
+    "Event": "choreo_ingest.models",
+    "EventHandlingProvider": "choreo_ingest.providers.base",
+    "IncrementalEntityProvider": "choreo_ingest.providers.base",
+    "PermanentError": "choreo_ingest.errors",
+    "ProviderError": "choreo_ingest.errors",
+    "ProviderFactory": "choreo_ingest.providers.base",
+    "QueueItem": "choreo_ingest.models",
+    "QueueReader": "choreo_ingest.providers.base",
+    "QueuedItem": "choreo_ingest.models",
+    "RetryAfter": "choreo_ingest.errors",
+    "TransientError": "choreo_ingest.errors",
+    "__version__": "choreo_ingest.version",
+    "entity_ref": "choreo_ingest.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AuthError",

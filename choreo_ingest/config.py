@@ -5,7 +5,6 @@ Durations are seconds except `restLength`, which is minutes (as in the original 
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -17,8 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
-import yaml
-
+from choreo_ingest.config_file import read_document
 from choreo_ingest.errors import ConfigError
 
 DEFAULT_PROVIDERS = ("openchoreo",)
@@ -287,13 +285,7 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
     """
     if path is None:
         return Config()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: cannot read: not UTF-8 text") from None
-    document = _parse_yaml(path, text)
+    document = read_document(path, parse=_parse_yaml, secret_free=_without_literal_secrets)
     found: dict[str, Any] = {}
     _walk(document, "", os.environ if env is None else env, found)
     config = _build(found, base=path.parent)
@@ -764,6 +756,8 @@ def _walk(node: object, section: str, env: Mapping[str, str], found: dict[str, A
             found[target] = _parse_key(path, value, env)
         else:
             known = _CHILDREN[section]
+            import difflib  # only for a mistake
+
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {near[0]}?" if near else f"expected one of: {', '.join(known)}"
             raise ConfigError(f"unknown key ({hint})", path=path)
@@ -872,24 +866,13 @@ def _check_ca_bundle(path: Path) -> None:
         )
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if (key_node.tag, key_node.value) in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
-                    )
-                seen.add((key_node.tag, key_node.value))
-        return super().construct_mapping(node, deep=deep)
-
-
 def _parse_yaml(file: Path, text: str) -> dict[Any, Any]:
+    import yaml  # a tenth of a second: only when the file changed (config_file.py)
+
+    from choreo_ingest.config_yaml import StrictLoader
+
     try:
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as err:  # its str() quotes the line, which may hold the token
         mark, problem = err.problem_mark or err.context_mark, err.problem or err.context
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -903,8 +886,9 @@ def _parse_yaml(file: Path, text: str) -> dict[Any, Any]:
     return document
 
 
-def _file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
-    warnings = []
+def _literal_secrets(document: dict[Any, Any]) -> list[str]:
+    """The secret keys `document` gives a value in plain text (not only through ${VAR})."""
+    found = []
     for path in sorted(_SECRETS):
         raw: object = document
         for key in path.split("."):
@@ -912,8 +896,19 @@ def _file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tupl
         literal = isinstance(raw, str) and all(
             match.group(0) == "$$" for match in _SUBSTITUTION.finditer(raw)
         )
-        given = literal and bool(str(raw).strip())  # a blank value leaves the key unset
-        if given and (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
+        if literal and str(raw).strip():  # a blank value leaves the key unset
+            found.append(path)
+    return found
+
+
+def _without_literal_secrets(document: dict[Any, Any]) -> bool:
+    return not _literal_secrets(document)
+
+
+def _file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
+    warnings = []
+    for path in _literal_secrets(document):
+        if (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
             warnings.append(
                 f"{file} holds {path} and is readable by others (mode {mode:04o}); chmod 600 it"
             )

@@ -15,15 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-import structlog
-
-from choreo_ingest.clock import rfc3339
-from choreo_ingest.config import Config
 from choreo_ingest.errors import ChangesGone, ConfigError
-from choreo_ingest.mirror import position_name
 from choreo_ingest.store import ChangeRow, Store
-
-log = structlog.get_logger("choreo_ingest.feed")
 
 MAX_CHANGES = 10_000
 """The most changes one `changes_page` returns."""
@@ -31,7 +24,6 @@ MAX_REFS = 1_000
 """The most refs one `entities_batch` asks for."""
 MAX_ENTITIES = 1_000
 """The most entities one `entities_page` returns."""
-SECONDS_PER_DAY = 86_400
 
 
 @dataclass(frozen=True)
@@ -47,16 +39,7 @@ class ChangesPage:
             "storeId": self.store_id,
             "oldestSeq": self.oldest_seq,
             "newestSeq": self.newest_seq,
-            "changes": [
-                {
-                    "seq": change.seq,
-                    "at": rfc3339(change.at),
-                    "op": change.op,
-                    "ref": change.ref,
-                    "provider": change.provider,
-                }
-                for change in self.changes
-            ],
+            "changes": [change.to_json() for change in self.changes],
         }
 
 
@@ -158,21 +141,6 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
     page = rows[:limit]
     next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if len(rows) > limit else None
     return EntitiesPage(store_id, seq, [body for _, body in page], next_cursor)
-
-
-def prune_change_log(store: Store, config: Config, now: float) -> int:
-    """Prune the changes `changes.retainDays` and `changes.maxRows` let go, but never one the
-    YAML mirror (`catalog.directory`) has yet to apply. Returns how many were pruned."""
-    keep_after = None
-    if config.catalog_directory is not None:
-        keep_after = store.get_position(position_name(config.catalog_directory))
-    settings = config.changes
-    pruned = store.prune_changes(
-        now - settings.retain_days * SECONDS_PER_DAY, settings.max_rows, keep_after=keep_after
-    )
-    if pruned:
-        log.debug("changes_pruned", count=pruned, mirror_position=keep_after)
-    return pruned
 
 
 def _require_changes_after(seq: int, store_id: str, pruned_through: int, newest: int) -> None:

@@ -3,7 +3,6 @@ we mean whatever the umask; and making many such writes durable with a fixed num
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import sys
@@ -132,6 +131,8 @@ def sync_filesystem(path: Path) -> bool:
     syncfs = _libc_syncfs()
     if syncfs is None:
         return False
+    import ctypes
+
     handle = os.open(path, os.O_RDONLY)
     try:
         if syncfs(handle) != 0:
@@ -189,6 +190,8 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     """libc's syncfs(2) (glibc 2.14+, musl), looked up once; None off Linux or without it."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # loads libffi: only for the mirror's sync, never for a run with nothing due
+
     try:
         function = ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):

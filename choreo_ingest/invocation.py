@@ -16,7 +16,6 @@ from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.events import DrainStats, drain_inbox
-from choreo_ingest.feed import prune_change_log
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
 from choreo_ingest.models import (
@@ -30,6 +29,7 @@ from choreo_ingest.provider_scope import checked_provider
 from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
+from choreo_ingest.retention import prune_change_log
 from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateRef, Store, state_location
 from choreo_ingest.store.copy import CopyReport
@@ -105,7 +105,9 @@ def run_once(
                     break
                 result.providers.append(_run_provider(engine, name, provider, force))
             mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
-            prune_change_log(store, config, clock.now())
+            pruned = prune_change_log(store, config, clock.now())
+            if pruned:
+                log.debug("changes_pruned", count=pruned)
         finally:
             _write_metrics(config, store, clock.now())
     if mirror_error is not None:

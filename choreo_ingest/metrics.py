@@ -1,9 +1,11 @@
 """Prometheus textfile export: stored per-provider state -> one `.prom` file, written atomically.
 
-Every call builds a fresh `CollectorRegistry` (never the process-global one) holding one collector
-that turns `ProviderMetrics` snapshots into metric families. Counters are rebuilt from totals
-persisted in the state DB, so they only ever grow across processes; no `_created` samples, no
-sample timestamps.
+The text exposition format (version 0.0.4) is written here, not by prometheus-client: a `run` with
+nothing due writes this file every minute, and importing prometheus-client would cost it more
+than everything else it does (`tests/test_metrics.py` reads the output back with
+prometheus-client's own parser and compares it with what its `generate_latest` writes).
+Counters are rebuilt from totals persisted in the state DB, so they only ever grow across
+processes; no `_created` samples, no sample timestamps.
 A timestamp or duration that was never recorded (None) is left out rather than written as 0.
 
 Cycle outcomes (`choreo_ingest_cycles_total{outcome}`):
@@ -15,14 +17,10 @@ outcome: failures show as `choreo_ingest_consecutive_failures` and `choreo_inges
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import replace_atomically
@@ -73,7 +71,12 @@ class ProviderMetrics:
 
 def render_metrics(providers: Sequence[ProviderMetrics]) -> bytes:
     """The text exposition of `providers` (what `write_metrics_textfile` writes)."""
-    return generate_latest(_registry_for(providers))
+    names = [p.provider for p in providers]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"provider listed more than once in metrics: {', '.join(duplicates)}")
+    families = [*_timestamps(providers), *_gauges(providers), *_counters(providers)]
+    return "".join(family.text() for family in families).encode("utf-8")
 
 
 def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> None:
@@ -81,7 +84,7 @@ def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> 
 
     Readers (node_exporter's textfile collector) see the old file or the new one, never a part.
     """
-    data = generate_latest(_registry_for(providers))
+    data = render_metrics(providers)
     try:
         replace_atomically(path, data, TEXTFILE_MODE)
     except OSError as exc:
@@ -91,132 +94,140 @@ def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> 
         ) from exc
 
 
-def _registry_for(providers: Sequence[ProviderMetrics]) -> CollectorRegistry:
-    names = [p.provider for p in providers]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"provider listed more than once in metrics: {', '.join(duplicates)}")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StoredStateCollector(tuple(providers)))
-    return registry
+class _Family:
+    """One metric family: its HELP and TYPE lines, then its samples (as `generate_latest` writes
+    them: a counter's name ends in `_total`, labels are sorted by name)."""
+
+    def __init__(self, name: str, help_text: str, kind: str, labels: Sequence[str]) -> None:
+        self.name, self.help, self.type, self.labels = name, help_text, kind, labels
+        self.samples: list[str] = []
+
+    def add(self, values: Sequence[str], value: float) -> None:
+        pairs = sorted(zip(self.labels, values, strict=True))
+        text = ",".join(f'{label}="{_escaped_label(value)}"' for label, value in pairs)
+        self.samples.append(f"{self.name}{{{text}}} {_go_float(value)}\n")
+
+    def text(self) -> str:
+        help_text = self.help.replace("\\", "\\\\").replace("\n", "\\n")
+        head = f"# HELP {self.name} {help_text}\n# TYPE {self.name} {self.type}\n"
+        return head + "".join(self.samples)
 
 
-class _StoredStateCollector(Collector):
-    """Exports stored values as they are; holds no state of its own between scrapes."""
-
-    def __init__(self, providers: Sequence[ProviderMetrics]) -> None:
-        self._providers = providers
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._timestamps()
-        yield from self._gauges()
-        yield from self._counters()
-
-    def _timestamps(self) -> Iterator[Metric]:
-        optional_values: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], ...] = (
-            (
-                "last_run_timestamp_seconds",
-                "When choreo-ingest last ran and wrote this file, whether or not it burst.",
-                lambda p: p.last_run_at,
-            ),
-            (
-                "last_burst_timestamp_seconds",
-                "When the last burst started.",
-                lambda p: p.last_burst_at,
-            ),
-            (
-                "last_success_timestamp_seconds",
-                "When the last ingestion cycle completed.",
-                lambda p: p.last_success_at,
-            ),
-            (
-                "cycle_duration_seconds",
-                "Wall time of the last completed cycle, from its first burst to its sweep.",
-                lambda p: p.last_cycle_duration,
-            ),
-            (
-                "burst_duration_seconds",
-                "Wall time of the last burst.",
-                lambda p: p.last_burst_duration,
-            ),
-            (
-                "next_action_timestamp_seconds",
-                "When the provider is next due to burst.",
-                lambda p: p.next_action_at,
-            ),
-        )
-        for suffix, help_text, read in optional_values:
-            family = GaugeMetricFamily(f"{PREFIX}_{suffix}", help_text, labels=["provider"])
-            for provider in self._providers:
-                value = read(provider)
-                if value is not None:
-                    family.add_metric([provider.provider], value)
-            yield family
-
-    def _gauges(self) -> Iterator[Metric]:
-        state = GaugeMetricFamily(
-            f"{PREFIX}_state",
-            "Current ingestion state of the provider (1 for the current state, 0 otherwise).",
-            labels=["provider", "state"],
-        )
-        failures = GaugeMetricFamily(
-            f"{PREFIX}_consecutive_failures",
-            "Bursts that failed in a row since the last successful one.",
-            labels=["provider"],
-        )
-        entities = GaugeMetricFamily(
-            f"{PREFIX}_entities",
-            "Catalog entities the provider currently owns, by kind.",
-            labels=["provider", "kind"],
-        )
-        blocked = GaugeMetricFamily(
-            f"{PREFIX}_removals_blocked",
-            "Entity removals currently held back by a sweep guard, awaiting approval.",
-            labels=["provider"],
-        )
-        api = GaugeMetricFamily(
-            f"{PREFIX}_api_info",
-            "The API generation the provider's source speaks (always 1; see the api label).",
-            labels=["provider", "api"],
-        )
-        for provider in self._providers:
-            name = provider.provider
-            current = ProviderState(provider.state)
-            for candidate in ProviderState:
-                state.add_metric([name, candidate.value], 1.0 if candidate is current else 0.0)
-            failures.add_metric([name], provider.consecutive_failures)
-            for kind, count in _with_defaults(provider.entities_by_kind, ENTITY_KINDS):
-                entities.add_metric([name, kind], count)
-            blocked.add_metric([name], provider.removals_blocked)
-            if provider.api is not None:
-                api.add_metric([name, provider.api], 1.0)
-        yield from (state, failures, entities, blocked, api)
-
-    def _counters(self) -> Iterator[Metric]:
-        upserted = _counter("entities_upserted_total", "Entities written (new or changed).")
-        removed = _counter("entities_removed_total", "Entities removed by sweeps and events.")
-        pages = _counter("pages_total", "Provider pages committed.")
-        resets = _counter(
-            "cursor_resets_total", "Listings restarted because their API cursor expired."
-        )
-        cycles = _counter("cycles_total", "Ingestion cycles completed, by outcome.", "outcome")
-        events = _counter("events_total", "Change events handled, by outcome.", "outcome")
-        for provider in self._providers:
-            name = provider.provider
-            upserted.add_metric([name], provider.entities_upserted_total)
-            removed.add_metric([name], provider.entities_removed_total)
-            pages.add_metric([name], provider.pages_total)
-            resets.add_metric([name], provider.cursor_resets_total)
-            for outcome, count in _with_defaults(provider.cycles_total, CYCLE_OUTCOMES):
-                cycles.add_metric([name, outcome], count)
-            for outcome, count in _with_defaults(provider.events_total, EVENT_OUTCOMES):
-                events.add_metric([name, outcome], count)
-        yield from (upserted, removed, pages, resets, cycles, events)
+def _escaped_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _counter(suffix: str, help_text: str, *extra_labels: str) -> CounterMetricFamily:
-    # CounterMetricFamily strips `_total` from the family name and adds it back to the sample.
-    return CounterMetricFamily(f"{PREFIX}_{suffix}", help_text, labels=["provider", *extra_labels])
+def _go_float(value: float) -> str:
+    """A sample value as prometheus-client writes it (Go's formatting, which uses an exponent
+    from 1e7 where Python's repr waits until 1e16)."""
+    number = float(value)
+    if math.isinf(number):
+        return "+Inf" if number > 0 else "-Inf"
+    if math.isnan(number):
+        return "NaN"
+    text = repr(number)
+    dot = text.find(".")
+    if number > 0 and dot > 6:
+        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return text
+
+
+def _gauge(suffix: str, help_text: str, *labels: str) -> _Family:
+    return _Family(f"{PREFIX}_{suffix}", help_text, "gauge", ["provider", *labels])
+
+
+def _counter(suffix: str, help_text: str, *labels: str) -> _Family:
+    return _Family(f"{PREFIX}_{suffix}", help_text, "counter", ["provider", *labels])
+
+
+_TIMESTAMPS: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], ...] = (
+    (
+        "last_run_timestamp_seconds",
+        "When choreo-ingest last ran and wrote this file, whether or not it burst.",
+        lambda p: p.last_run_at,
+    ),
+    ("last_burst_timestamp_seconds", "When the last burst started.", lambda p: p.last_burst_at),
+    (
+        "last_success_timestamp_seconds",
+        "When the last ingestion cycle completed.",
+        lambda p: p.last_success_at,
+    ),
+    (
+        "cycle_duration_seconds",
+        "Wall time of the last completed cycle, from its first burst to its sweep.",
+        lambda p: p.last_cycle_duration,
+    ),
+    ("burst_duration_seconds", "Wall time of the last burst.", lambda p: p.last_burst_duration),
+    (
+        "next_action_timestamp_seconds",
+        "When the provider is next due to burst.",
+        lambda p: p.next_action_at,
+    ),
+)
+
+
+def _timestamps(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
+    for suffix, help_text, read in _TIMESTAMPS:
+        family = _gauge(suffix, help_text)
+        for provider in providers:
+            value = read(provider)
+            if value is not None:
+                family.add([provider.provider], value)
+        yield family
+
+
+def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
+    state = _gauge(
+        "state",
+        "Current ingestion state of the provider (1 for the current state, 0 otherwise).",
+        "state",
+    )
+    failures = _gauge(
+        "consecutive_failures", "Bursts that failed in a row since the last successful one."
+    )
+    entities = _gauge("entities", "Catalog entities the provider currently owns, by kind.", "kind")
+    blocked = _gauge(
+        "removals_blocked",
+        "Entity removals currently held back by a sweep guard, awaiting approval.",
+    )
+    api = _gauge(
+        "api_info",
+        "The API generation the provider's source speaks (always 1; see the api label).",
+        "api",
+    )
+    for provider in providers:
+        name = provider.provider
+        current = ProviderState(provider.state)
+        for candidate in ProviderState:
+            state.add([name, candidate.value], 1.0 if candidate is current else 0.0)
+        failures.add([name], provider.consecutive_failures)
+        for kind, count in _with_defaults(provider.entities_by_kind, ENTITY_KINDS):
+            entities.add([name, kind], count)
+        blocked.add([name], provider.removals_blocked)
+        if provider.api is not None:
+            api.add([name, provider.api], 1.0)
+    yield from (state, failures, entities, blocked, api)
+
+
+def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
+    upserted = _counter("entities_upserted_total", "Entities written (new or changed).")
+    removed = _counter("entities_removed_total", "Entities removed by sweeps and events.")
+    pages = _counter("pages_total", "Provider pages committed.")
+    resets = _counter("cursor_resets_total", "Listings restarted because their API cursor expired.")
+    cycles = _counter("cycles_total", "Ingestion cycles completed, by outcome.", "outcome")
+    events = _counter("events_total", "Change events handled, by outcome.", "outcome")
+    for provider in providers:
+        name = provider.provider
+        upserted.add([name], provider.entities_upserted_total)
+        removed.add([name], provider.entities_removed_total)
+        pages.add([name], provider.pages_total)
+        resets.add([name], provider.cursor_resets_total)
+        for outcome, count in _with_defaults(provider.cycles_total, CYCLE_OUTCOMES):
+            cycles.add([name, outcome], count)
+        for outcome, count in _with_defaults(provider.events_total, EVENT_OUTCOMES):
+            events.add([name, outcome], count)
+    yield from (upserted, removed, pages, resets, cycles, events)
 
 
 def _with_defaults(counts: Mapping[str, int], always: Iterable[str]) -> list[tuple[str, int]]:

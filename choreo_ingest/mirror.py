@@ -30,7 +30,7 @@ import yaml
 
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import TEMP_SUFFIX, DurableBatch, make_directories
-from choreo_ingest.store import ChangeRow, Store
+from choreo_ingest.store import ChangeRow, Store, position_name
 from choreo_ingest.store.queries import EntityLocation
 
 log = structlog.get_logger("choreo_ingest.mirror")
@@ -55,11 +55,6 @@ class MirrorStats:
     rebuilt: bool = False
     caught_up: bool = True
     """False when `cancelled` stopped the call before the end of the change log."""
-
-
-def position_name(directory: Path) -> str:
-    """The stored position of the mirror in `directory` (another directory starts afresh)."""
-    return f"mirror:{directory.resolve()}"
 
 
 def sync_mirror(

@@ -253,3 +253,8 @@ def iter_export(state: StateRef, kind: str | None = None) -> Iterator[dict[str, 
 def list_changes(state: StateRef, since: int, limit: int | None) -> list[ChangeRow]:
     with reading(state) as store:
         return store.changes(since, limit)
+
+
+def changes_json(rows: Sequence[ChangeRow], since: int) -> dict[str, Any]:
+    """The `changes --json` document: the rows, and the seq to read on from."""
+    return {"changes": [row.to_json() for row in rows], "lastSeq": rows[-1].seq if rows else since}

@@ -34,6 +34,17 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed config copies (config_file.py) go to a directory of the test's own, never the home
+    of whoever runs the suite (nor the test's tmp_path, whose contents tests check); the
+    processes a test starts inherit it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """A throwaway PostgreSQL server for the whole session (pg_support.py says how it runs);

@@ -31,6 +31,10 @@ def snapshot(state: Any) -> dict[str, Any]:
             "providers": [store.load_provider(name) for name in store.provider_names()],
             "inbox": [event.body for event in store.pending_events("openchoreo")],
             "facts": store.facts("openchoreo"),
+            "counts": {  # kept by the target's triggers (0005_counts), not copied
+                name: (store.entity_counts(name), store.active_count(name))
+                for name in store.provider_names()
+            },
         }
 
 

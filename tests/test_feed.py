@@ -24,12 +24,12 @@ from choreo_ingest.feed import (
     changes_page,
     entities_batch,
     entities_page,
-    prune_change_log,
 )
 from choreo_ingest.invocation import run_once
 from choreo_ingest.mirror import position_name, sync_mirror
 from choreo_ingest.models import Delta, Entity
 from choreo_ingest.reporting import iter_export
+from choreo_ingest.retention import prune_change_log
 from choreo_ingest.store import StateLocation, Store
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity

@@ -22,6 +22,7 @@ LAYERS = {
     "demo": 4,
     "preflight": 4,
     "testing": 4,
+    "idle": 4,
     # the engine: one burst, the inbox, the mirror, and what they report
     "engine": 3,
     "page_writer": 3,
@@ -30,6 +31,7 @@ LAYERS = {
     "reporting": 3,
     "provider_scope": 3,
     "feed": 3,
+    "retention": 3,
     "metrics": 3,
     "logs": 3,
     # the store, the providers and the simulator (siblings), and pure scheduling
@@ -39,6 +41,8 @@ LAYERS = {
     "schedule": 2,
     # leaves
     "config": 1,
+    "config_file": 1,
+    "config_yaml": 1,
     "models": 1,
     "errors": 1,
     "clock": 1,

@@ -4,7 +4,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import run_once
@@ -203,6 +206,40 @@ class TestRenderMetrics:
 
         assert all(helps.values())
         assert len(helps) == len(EVERY_SERIES)
+
+    @pytest.mark.parametrize(
+        "providers",
+        [
+            [BUSY, FRESH],
+            [
+                ProviderMetrics(
+                    provider='odd "name" \\ with\na newline',
+                    state=ProviderState.BACKING_OFF,
+                    last_run_at=float("inf"),
+                    last_burst_at=1e-9,
+                    last_cycle_duration=12_345_678.9,
+                    pages_total=10**12,
+                    entities_by_kind={"Ünïcode": 1},
+                )
+            ],
+        ],
+        ids=["busy-and-fresh", "escapes-and-extremes"],
+    )
+    def test_writes_byte_for_byte_what_prometheus_client_writes(
+        self, providers: list[ProviderMetrics]
+    ) -> None:
+        """The exposition is written without prometheus-client (the idle path does not import
+        it): read back by prometheus-client's parser and written out by its `generate_latest`,
+        the same families come out byte for byte."""
+        text = render_metrics(providers)
+
+        class Parsed(Collector):
+            def collect(self) -> list[Metric]:
+                return list(text_string_to_metric_families(text.decode()))
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Parsed())
+        assert generate_latest(registry) == text
 
     def test_no_providers_renders_only_help_and_type_lines(self) -> None:
         lines = render_metrics([]).decode().splitlines()

@@ -1,23 +1,34 @@
-"""All terminal output: JSON documents on stdout, tables for people, one-line errors on stderr.
+"""All terminal output: the plain writers of `output` (JSON documents on stdout, one-line errors
+on stderr), plus tables and a live line for people.
 
-The only module that imports rich. A reader that closes stdout early (`export | head -1`) has
-taken what it wanted: every write here turns that into StdoutClosed, a quiet exit 0.
+The only module that imports rich. A broken pipe under rich ends like one under `output`: a quiet
+StdoutClosed, exit 0.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from choreo_ingest.cli.output import (
+    StdoutClosed,
+    error_line,
+    flush_stdout,
+    print_json,
+    print_json_lines,
+    print_text,
+    stderr_is_tty,
+    stdout_closed,
+    stdout_is_tty,
+)
 
 PIPED_WIDTH = 160
 """Tables written to a file or pipe are not folded to 80 columns."""
@@ -26,83 +37,14 @@ PIPED_BOX = box.ASCII
 box-drawing characters (nor a UTF-8 locale)."""
 
 
-class StdoutClosed(SystemExit):
-    """stdout's reader went away: the command stops here and exits 0, saying nothing.
-
-    A SystemExit, so that no `except Exception` on the way out takes it for a bug.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(0)
-
-
-def _stdout_closed() -> NoReturn:
-    # The recipe of the Python docs (signal, "Note on SIGPIPE"): point stdout at /dev/null, so
-    # the interpreter's last flush of what is still buffered cannot fail again at exit.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):  # not a real file (a test's capture): nothing to redirect
-        pass
-    raise StdoutClosed
-
-
-@contextmanager
-def _writing() -> Iterator[None]:
-    try:
-        yield
-    except BrokenPipeError:
-        _stdout_closed()
-
-
 class _StdoutConsole(Console):
     def on_broken_pipe(self) -> None:  # rich's own would exit 1
         self.quiet = True
-        _stdout_closed()
+        stdout_closed()
 
 
 _out = _StdoutConsole(width=None if sys.stdout.isatty() else PIPED_WIDTH)
 _err = Console(stderr=True, soft_wrap=True)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()
-
-
-def print_json(document: Any) -> None:
-    """Exactly one JSON document on stdout."""
-    with _writing():
-        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-
-
-def print_json_lines(rows: Iterable[Any]) -> None:
-    with _writing():
-        for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
-
-
-def print_text(text: str) -> None:
-    with _writing():
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-def flush_stdout() -> None:
-    """Write out what is still buffered (StdoutClosed if the reader went away meanwhile)."""
-    with _writing():
-        sys.stdout.flush()
-
-
-def error_line(message: str) -> None:
-    """One line on stderr, never markup-interpreted (error texts contain brackets)."""
-    sys.stderr.write(f"choreo-ingest: error: {message}\n")
-    sys.stderr.flush()
 
 
 def note_line(message: str) -> None:
@@ -164,3 +106,20 @@ class LiveLine:
     def update(self, text: str) -> None:
         if self.live is not None:
             self.live.update(Text(text), refresh=True)  # Text: no markup in the line
+
+
+__all__ = [
+    "LiveLine",
+    "StdoutClosed",
+    "error_line",
+    "flush_stdout",
+    "key_values",
+    "live_status",
+    "note_line",
+    "print_json",
+    "print_json_lines",
+    "print_text",
+    "stderr_is_tty",
+    "stdout_is_tty",
+    "table",
+]

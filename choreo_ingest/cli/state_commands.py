@@ -22,6 +22,7 @@ from choreo_ingest.cli.common import (
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.lean import show_changes, show_health
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
@@ -41,7 +42,6 @@ from choreo_ingest.reporting import (
     StatusReport,
     iter_export,
     list_changes,
-    no_state_health,
     pending_removals,
     providers_json,
     removals_json,
@@ -112,25 +112,9 @@ def health(
     state yet)."""
     with reported_errors(json_output, healthy=False):
         session = open_session(ctx, config, db)
-        if not session.state.exists():
-            document = no_state_health(session.state)
-            if json_output:
-                render.print_json(document)
-            else:
-                render.print_text(document["problems"][0])
-            raise typer.Exit(int(ExitCode.INTERNAL_ERROR))
-        report = status_report(session.state, session.config, session.clock.now())
-        healthy = report.healthy
-        if json_output:
-            render.print_json(report.health_json())
-        else:
-            for item in report.providers:
-                for problem in item.health_problems:
-                    render.print_text(f"{item.record.name}: {problem}")
-            if healthy and render.stdout_is_tty():
-                render.print_text("healthy")
-    if not healthy:
-        raise typer.Exit(int(ExitCode.INTERNAL_ERROR))
+        code = show_health(session.state, session.config, as_json=json_output)
+    if code != ExitCode.OK:
+        raise typer.Exit(code)
 
 
 def providers(
@@ -376,21 +360,7 @@ def changes(
     """Tail the change log: NDJSON rows {seq, at, op, ref, provider}, or one doc with --json."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        rows = [
-            {
-                "seq": row.seq,
-                "at": rfc3339(row.at),
-                "op": row.op,
-                "ref": row.ref,
-                "provider": row.provider,
-            }
-            for row in list_changes(session.state, since, limit)
-        ]
-        if json_output:
-            last = rows[-1]["seq"] if rows else since
-            render.print_json({"changes": rows, "lastSeq": last})
-        else:
-            render.print_json_lines(rows)
+        show_changes(list_changes(session.state, since, limit), since, as_json=json_output)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ProviderLoadError
-from choreo_ingest.providers.base import IncrementalEntityProvider, ProviderFactory
+
+if TYPE_CHECKING:
+    from choreo_ingest.providers.base import IncrementalEntityProvider, ProviderFactory
 
 ENTRY_POINT_GROUP = "choreo_ingest.providers"
 BUILT_IN = {"openchoreo": "choreo_ingest.providers.openchoreo:create_provider"}
@@ -21,6 +23,8 @@ class ProviderInfo:
 
 
 def available_providers() -> list[ProviderInfo]:
+    from importlib.metadata import entry_points  # reads every installed package's metadata
+
     found = {name: ProviderInfo(name, "built-in") for name in BUILT_IN}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(point.name, ProviderInfo(point.name, point.value))
@@ -51,6 +55,8 @@ def _factory(name: str) -> ProviderFactory:
         module_name, _, attr = BUILT_IN[name].partition(":")
         factory: ProviderFactory = getattr(importlib.import_module(module_name), attr)
         return factory
+    from importlib.metadata import entry_points
+
     for point in entry_points(group=ENTRY_POINT_GROUP, name=name):
         loaded: ProviderFactory = point.load()
         return loaded

@@ -11,6 +11,7 @@ from choreo_ingest.store.location import (
     configured_location,
     state_location,
 )
+from choreo_ingest.store.positions import position_name
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
 from choreo_ingest.store.run_lock import RunLock
 from choreo_ingest.store.schema import MIGRATION_NAMES, SCHEMA_VERSION
@@ -37,5 +38,6 @@ __all__ = [
     "Tracer",
     "canonical_json",
     "configured_location",
+    "position_name",
     "state_location",
 ]

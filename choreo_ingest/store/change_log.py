@@ -37,7 +37,7 @@ def change_bounds(conn: AnyConnection) -> tuple[int, int]:
 
 
 def prune_changes(
-    conn: AnyConnection, older_than: float, max_rows: int, *, keep_after: int | None = None
+    conn: AnyConnection, older_than: float, max_rows: int, keep_after: int | None = None
 ) -> int:
     """Delete, in one transaction, the oldest changes: those made before `older_than` and those
     beyond the newest `max_rows`, never one after `keep_after` (a consumer's position); raise
@@ -47,22 +47,37 @@ def prune_changes(
     a step back of the wall clock, an old change newer than a young one waits for the next prune.
     """
     with conn.transaction():
-        first_young = conn.scalar(
-            "SELECT seq FROM changes WHERE at >= ? ORDER BY seq LIMIT 1", [older_than]
-        )
-        if first_young is None:
-            by_age = int(conn.scalar("SELECT coalesce(max(seq), 0) FROM changes"))
-        else:
-            by_age = int(first_young) - 1
-        beyond_rows = conn.scalar(
-            "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?", [max(max_rows, 0)]
-        )
-        through = max(by_age, 0 if beyond_rows is None else int(beyond_rows))
-        if keep_after is not None:
-            through = min(through, keep_after)
-        highest = conn.scalar("SELECT max(seq) FROM changes WHERE seq <= ?", [through])
+        highest = _prune_through(conn, older_than, max_rows, keep_after)
         if highest is None:
             return 0
         deleted = conn.execute("DELETE FROM changes WHERE seq <= ?", [highest]).rowcount
-        raise_pruned_through(conn, int(highest))
+        raise_pruned_through(conn, highest)
     return int(deleted)
+
+
+def prunable_changes(
+    conn: AnyConnection, older_than: float, max_rows: int, keep_after: int | None = None
+) -> bool:
+    """Whether `prune_changes` with the same arguments would delete anything."""
+    return _prune_through(conn, older_than, max_rows, keep_after) is not None
+
+
+def _prune_through(
+    conn: AnyConnection, older_than: float, max_rows: int, keep_after: int | None
+) -> int | None:
+    """The highest seq `prune_changes` deletes, or None when it deletes nothing."""
+    first_young = conn.scalar(
+        "SELECT seq FROM changes WHERE at >= ? ORDER BY seq LIMIT 1", [older_than]
+    )
+    if first_young is None:
+        by_age = int(conn.scalar("SELECT coalesce(max(seq), 0) FROM changes"))
+    else:
+        by_age = int(first_young) - 1
+    beyond_rows = conn.scalar(
+        "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?", [max(max_rows, 0)]
+    )
+    through = max(by_age, 0 if beyond_rows is None else int(beyond_rows))
+    if keep_after is not None:
+        through = min(through, keep_after)
+    highest = conn.scalar("SELECT max(seq) FROM changes WHERE seq <= ?", [through])
+    return None if highest is None else int(highest)

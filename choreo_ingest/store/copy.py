@@ -3,8 +3,10 @@
 Everything a running installation has goes across in one transaction of the target: entities,
 the active set, cursors and cycles, queues, the lookup index and facts, counters, the inbox,
 the change log with its seqs, the consumers' positions and the store id, so that a consumer of
-the feed carries on where it was and no new full cycle is needed. The caller holds both run
-locks; the source is read in one snapshot.
+the feed carries on where it was and no new full cycle is needed. The counts of entities and
+active refs are not copied: the target's triggers count the rows as they are written (and
+uncount the ones `force` deletes). The caller holds both run locks; the source is read in one
+snapshot.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from choreo_ingest.store.dialect import AnyConnection, is_postgres
 
 BATCH_ROWS = 1000
 
-# Every table of the schema that holds state (not the migrations' own records), with the
-# columns copied, in the order rows are read (their keys).
+# Every table of the schema that holds state (not the migrations' own records, nor the counts
+# the triggers keep), with the columns copied, in the order rows are read (their keys).
 STATE_TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
     "openchoreo_incremental_ingestion_state": (
         (
@@ -135,20 +137,31 @@ def _copy_table(
     columns: Sequence[str],
     key: Sequence[str],
 ) -> int:
-    names = ", ".join(columns)
-    marks = ", ".join("?" for _ in columns)
-    insert = f"INSERT INTO {table} ({names}) VALUES ({marks})"
     read = ", ".join(_as_text(source, table, column) for column in columns)
     copied, batch = 0, []
     for row in source.execute(f"SELECT {read} FROM {table} ORDER BY {', '.join(key)}"):
         batch.append(tuple(row))
         if len(batch) == BATCH_ROWS:
-            target.executemany(insert, batch)
+            _insert(target, table, columns, batch)
             copied, batch = copied + len(batch), []
     if batch:
-        target.executemany(insert, batch)
+        _insert(target, table, columns, batch)
         copied += len(batch)
     return copied
+
+
+def _insert(
+    target: AnyConnection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """The rows written; the count triggers (migration 0005_counts) count them. PostgreSQL
+    takes a batch as one statement: its triggers count once a statement, and one a row would
+    update the same count rows thousands of times in the copy's one transaction."""
+    marks = "(" + ", ".join("?" for _ in columns) + ")"
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    if is_postgres(target):
+        target.execute(insert + ", ".join(marks for _ in rows), [v for row in rows for v in row])
+    else:
+        target.executemany(insert + marks, rows)
 
 
 def _as_text(source: AnyConnection, table: str, column: str) -> str:

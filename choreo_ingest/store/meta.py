@@ -8,8 +8,6 @@ to follow, as `reset --purge` and `reset --forget` do), the copy must be made ag
 
 from __future__ import annotations
 
-import secrets
-
 from choreo_ingest.store.dialect import AnyConnection, greatest
 
 STORE_ID = "store_id"
@@ -24,6 +22,8 @@ def store_id(conn: AnyConnection) -> str:
 
 def renew_store_id(conn: AnyConnection, now: float) -> str:
     """A new store id (and when it was made), inside a transaction the caller holds."""
+    import secrets  # with hmac and OpenSSL: not for the reads of an idle call
+
     new_id = secrets.token_hex(16)
     _set(conn, STORE_ID, new_id)
     _set(conn, STORE_ID_RENEWED_AT, repr(now))

@@ -161,6 +161,67 @@ def _feed(db: Database) -> None:
     db.execute("PRAGMA user_version = 4")
 
 
+@migrations(name="0005_counts")
+def _counts(db: Database) -> None:
+    # Counts kept as rows change, by triggers: in the same transaction as the change, so exact
+    # after any crash, and `status` and the metrics read one row instead of scanning the
+    # catalog. A count that reaches 0 loses its row: the tables hold what a
+    # `GROUP BY ... count(*)` would give, nothing more.
+    _run_script(
+        db,
+        """
+        CREATE TABLE entity_counts (
+            provider TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (provider, kind)
+        ) WITHOUT ROWID;
+        CREATE TABLE ref_counts (
+            provider TEXT PRIMARY KEY,
+            count INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO entity_counts (provider, kind, count)
+            SELECT provider, kind, count(*) FROM entities GROUP BY provider, kind;
+        INSERT INTO ref_counts (provider, count)
+            SELECT provider, count(*) FROM openchoreo_incremental_entity_refs GROUP BY provider
+        """,
+    )
+    # One statement each (their bodies hold semicolons). UPDATE OF with WHEN: the busy path's
+    # upserts set every column, and only a changed provider or kind moves a count.
+    for statement in COUNT_TRIGGERS:
+        db.execute(statement)
+    db.execute("PRAGMA user_version = 5")
+
+
+_ENTITY_ADD = """
+    INSERT INTO entity_counts (provider, kind, count) VALUES (new.provider, new.kind, 1)
+        ON CONFLICT (provider, kind) DO UPDATE SET count = count + 1;"""
+_ENTITY_TAKE = """
+    UPDATE entity_counts SET count = count - 1 WHERE provider = old.provider AND kind = old.kind;
+    DELETE FROM entity_counts WHERE provider = old.provider AND kind = old.kind AND count = 0;"""
+_REF_ADD = """
+    INSERT INTO ref_counts (provider, count) VALUES (new.provider, 1)
+        ON CONFLICT (provider) DO UPDATE SET count = count + 1;"""
+_REF_TAKE = """
+    UPDATE ref_counts SET count = count - 1 WHERE provider = old.provider;
+    DELETE FROM ref_counts WHERE provider = old.provider AND count = 0;"""
+_REFS = "openchoreo_incremental_entity_refs"
+COUNT_TRIGGERS = (
+    f"CREATE TRIGGER entities_counted_insert AFTER INSERT ON entities BEGIN {_ENTITY_ADD} END",
+    f"CREATE TRIGGER entities_counted_delete AFTER DELETE ON entities BEGIN {_ENTITY_TAKE} END",
+    f"""CREATE TRIGGER entities_counted_update AFTER UPDATE OF provider, kind ON entities
+        WHEN old.provider IS NOT new.provider OR old.kind IS NOT new.kind
+        BEGIN {_ENTITY_TAKE} {_ENTITY_ADD} END""",
+    f"CREATE TRIGGER entity_refs_counted_insert AFTER INSERT ON {_REFS} BEGIN {_REF_ADD} END",
+    f"CREATE TRIGGER entity_refs_counted_delete AFTER DELETE ON {_REFS} BEGIN {_REF_TAKE} END",
+    f"""CREATE TRIGGER entity_refs_counted_update AFTER UPDATE OF provider ON {_REFS}
+        WHEN old.provider IS NOT new.provider
+        BEGIN {_REF_TAKE} {_REF_ADD} END""",
+)
+"""The triggers that keep `entity_counts` and `ref_counts`. No statement of the store replaces
+a row (`INSERT OR REPLACE`), whose implicit delete fires no delete trigger here."""
+
+
 def _run_script(db: Database, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):

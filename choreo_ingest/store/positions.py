@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from choreo_ingest.store.dialect import AnyConnection
+
+
+def position_name(directory: Path) -> str:
+    """The stored position of the YAML mirror in `directory` (another directory starts afresh)."""
+    return f"mirror:{directory.resolve()}"
 
 
 def get_position(conn: AnyConnection, name: str) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
 from choreo_ingest.store.change_log import newest_seq
 from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
@@ -54,6 +55,16 @@ class ChangeRow:
     ref: str
     provider: str
 
+    def to_json(self) -> dict[str, Any]:
+        """As the change feed and `changes` show it."""
+        return {
+            "seq": self.seq,
+            "at": rfc3339(self.at),
+            "op": self.op,
+            "ref": self.ref,
+            "provider": self.provider,
+        }
+
 
 def load_provider(conn: AnyConnection, name: str) -> ProviderRecord:
     row = conn.execute(
@@ -88,12 +99,15 @@ def provider_names(conn: AnyConnection) -> list[str]:
 
 
 def active_count(conn: AnyConnection, provider: str) -> int:
-    return int(conn.scalar(f"SELECT count(*) FROM {REFS} WHERE provider = ?", [provider]))
+    """The provider's active refs: one row of the counts its triggers keep (migration
+    0005_counts), never a scan of the active set."""
+    return int(conn.scalar("SELECT count FROM ref_counts WHERE provider = ?", [provider]) or 0)
 
 
 def entity_counts(conn: AnyConnection, provider: str) -> dict[str, int]:
+    """The provider's entities per kind, ordered by kind, from the counts kept as they change."""
     rows = conn.execute(
-        "SELECT kind, count(*) FROM entities WHERE provider = ? GROUP BY kind ORDER BY kind",
+        "SELECT kind, count FROM entity_counts WHERE provider = ? AND count > 0 ORDER BY kind",
         [provider],
     )
     return dict(rows)

@@ -6,8 +6,14 @@ installed): a run on a current state file checks these with plain SQL and never 
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATION_SET = "choreo_ingest"
-MIGRATION_NAMES = ("0001_initial", "0002_positions", "0003_provider_index", "0004_feed")
+MIGRATION_NAMES = (
+    "0001_initial",
+    "0002_positions",
+    "0003_provider_index",
+    "0004_feed",
+    "0005_counts",
+)
 MIGRATIONS_TABLE = "_sqlite_migrations"
 """sqlite-utils' record of applied migrations: one row per (migration_set, name)."""

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY
 from choreo_ingest.errors import StateError
@@ -22,7 +22,6 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.store import (
     change_log,
-    copy,
     inbox,
     index,
     meta,
@@ -36,6 +35,9 @@ from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
 from choreo_ingest.store.schema import SCHEMA_VERSION
 from choreo_ingest.store.writes import SweepGuards
+
+if TYPE_CHECKING:
+    from choreo_ingest.store.copy import CopyReport
 
 
 class Store:
@@ -264,16 +266,21 @@ class Store:
         is the last seq ever given, pruned or not (0 for none)."""
         return change_log.change_bounds(self._conn)
 
-    def prune_changes(
-        self, older_than: float, max_rows: int, *, keep_after: int | None = None
-    ) -> int:
-        return change_log.prune_changes(self._conn, older_than, max_rows, keep_after=keep_after)
+    def prune_changes(self, older_than: float, max_rows: int, keep_after: int | None = None) -> int:
+        return change_log.prune_changes(self._conn, older_than, max_rows, keep_after)
 
-    def copy_to(self, target: Store, *, force: bool = False) -> copy.CopyReport:
+    def prunable_changes(
+        self, older_than: float, max_rows: int, keep_after: int | None = None
+    ) -> bool:
+        return change_log.prunable_changes(self._conn, older_than, max_rows, keep_after)
+
+    def copy_to(self, target: Store, *, force: bool = False) -> CopyReport:
         """This whole state, written over `target` (same schema; the caller holds both run
         locks); ConfigError if `target` holds a state and not `force`."""
         newest = {"changes": self.change_bounds()[1]}
-        return copy.copy_state(self._conn, target._conn, newest_seqs=newest, force=force)
+        from choreo_ingest.store.copy import copy_state  # `migrate --copy-to` only
+
+        return copy_state(self._conn, target._conn, newest_seqs=newest, force=force)
 
     # -- positions of change log consumers --------------------------------------------------
 

@@ -416,7 +416,7 @@ class TestFeed:
     def test_changes_below_the_oldest_retained_are_410(
         self, config: Config, ingested: Path, clock: FakeClock
     ) -> None:
-        from choreo_ingest.feed import prune_change_log
+        from choreo_ingest.retention import prune_change_log
 
         few = replace(config, changes=ChangesConfig(max_rows=3))
         with Store.open(ingested) as store:

@@ -6,6 +6,7 @@ Kept out of conftest.py: several conftest modules exist, so `from conftest impor
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -104,3 +105,14 @@ def read_pg_tables(url: str, schema: str = "choreo_ingest") -> Tables:
             for name, value in tables["store_meta"]
         ]
     return tables
+
+
+def assert_counts_match(tables: Tables) -> None:
+    """The counts the triggers keep (migration 0005_counts) are those of the rows: entities per
+    provider and kind, active refs per provider, and no count left at 0."""
+    entities = Counter((row[7], row[1]) for row in tables["entities"])  # provider, kind
+    refs = Counter(row[0] for row in tables["openchoreo_incremental_entity_refs"])
+    assert {(provider, kind): n for provider, kind, n in tables["entity_counts"]} == entities
+    assert len(tables["entity_counts"]) == len(entities)
+    assert dict(tables["ref_counts"]) == refs
+    assert len(tables["ref_counts"]) == len(refs)

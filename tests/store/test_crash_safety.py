@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 import structlog
-from store_support import Tables, read_tables, versioned_entity
+from store_support import Tables, assert_counts_match, read_tables, versioned_entity
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config
@@ -252,9 +252,12 @@ def assert_holds_exactly(state_path: Path, source: list[Entity]) -> None:
         seqs = [change.seq for change in store.changes()]
         assert store.load_provider("fake").state is ProviderState.RESTING
     assert bodies == {entity.ref: dict(entity.body) for entity in source}
-    refs = read_tables(state_path)["openchoreo_incremental_entity_refs"]
+    tables = read_tables(state_path)
+    refs = tables["openchoreo_incremental_entity_refs"]
     assert sorted(row[1] for row in refs) == sorted(entity.ref for entity in source)
     assert seqs == sorted(set(seqs))
+    assert_counts_match(tables)
+    assert tables["ref_counts"] == [("fake", len(source))]
 
 
 def assert_cycle_two_converged(state_path: Path) -> None:
@@ -335,8 +338,11 @@ class TestTracedCrash:
         assert tuple(tracer.statements) == ref.statements[:crash_at]
         unwound = read_tables(state_path)
         assert unwound in ref.legitimate_states, "half an operation survived the rollback"
+        assert_counts_match(unwound)
         killed_path = killed_dir / "state.db"
-        assert read_tables(killed_path) in ref.legitimate_states, "half an operation survived"
+        killed = read_tables(killed_path)
+        assert killed in ref.legitimate_states, "half an operation survived"
+        assert_counts_match(killed)
 
         converge(state_path, FakeClock(start=1_800_010_000.0))
         assert_cycle_two_converged(state_path)

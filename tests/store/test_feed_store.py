@@ -16,13 +16,15 @@ import sqlite_utils
 from store_support import read_tables
 
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
-from choreo_ingest.store import SCHEMA_VERSION, StateLocation, Store
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateLocation, Store
 from choreo_ingest.store.migrations import migrations
 
 from fakes import make_entity
 
 T0 = 1_800_000_000.0
 DAY = 86_400.0
+LATER = list(MIGRATION_NAMES[MIGRATION_NAMES.index("0004_feed") :])
+"""What a schema-3 state file has still to apply."""
 
 
 @pytest.fixture
@@ -107,19 +109,22 @@ class TestMigration:
             database = sqlite_utils.Database(store.path)
             migrations.apply(database, stop_before="0004_feed")
             database.close()
-            assert (store.schema_version(), store.pending_migrations()) == (3, ["0004_feed"])
+            assert (store.schema_version(), store.pending_migrations()) == (3, LATER)
             upsert(store, [make_entity("a"), make_entity("b")])
             remove(store, [make_entity("a").ref], T0 + 1)
             before = read_tables(state_path)
 
-            assert store.migrate() == ["0004_feed"]
+            assert store.migrate() == LATER
 
             after = read_tables(state_path)
-            assert store.schema_version() == SCHEMA_VERSION == 4
+            assert store.schema_version() == SCHEMA_VERSION == 5
             assert re.fullmatch("[0-9a-f]{32}", store.store_id())
             assert store.change_bounds() == (0, 3)
-        assert {name: rows for name, rows in after.items() if name != "store_meta"} == before
+        added = ("store_meta", "entity_counts", "ref_counts")
+        assert {name: rows for name, rows in after.items() if name not in added} == before
         assert after["store_meta"] == [("changes_pruned_through", "0"), ("store_id", "<store id>")]
+        assert after["entity_counts"] == [("fake", "Component", 1)]  # 0005_counts: b only
+        assert after["ref_counts"] == [("fake", 1)]
 
 
 class TestPrune:

@@ -33,7 +33,12 @@ from pg_support import PgCluster, require_psycopg
 require_psycopg()
 
 import psycopg  # noqa: E402
-from store_support import Tables, read_pg_tables, versioned_entity  # noqa: E402
+from store_support import (  # noqa: E402
+    Tables,
+    assert_counts_match,
+    read_pg_tables,
+    versioned_entity,
+)
 
 from choreo_ingest.clock import SystemClock  # noqa: E402
 from choreo_ingest.errors import StateError  # noqa: E402
@@ -195,12 +200,16 @@ def test_dying_before_any_statement_leaves_each_transaction_whole_or_none_of_it(
                     traced(url, Tracer(crash_at=crash_at, how=how), steps)
                 # the transactions whose COMMIT came before the crash, and nothing else
                 committed = recorded.statements[: crash_at - 1].count("COMMIT")
-                state = comparable(read_pg_tables(url))
+                tables = read_pg_tables(url)
+                assert_counts_match(tables)
+                state = comparable(tables)
                 assert state == states[committed], f"{how} before statement {crash_at}"
                 with PostgresLocation(url).open() as store:  # the next run does the rest
                     for step in steps[committed:]:
                         step(store)
-                assert comparable(read_pg_tables(url)) == states[-1], f"{how}, {crash_at}, again"
+                tables = read_pg_tables(url)
+                assert_counts_match(tables)
+                assert comparable(tables) == states[-1], f"{how}, {crash_at}, again"
                 pg_cluster.drop_database(copies.pop())
     finally:
         for url in copies:
@@ -275,7 +284,9 @@ def test_a_sigkilled_engine_lets_the_lock_go_and_converges_to_exactly_the_source
         bodies = {ref_of(body): body for body in store.iter_entities()}
         assert store.load_provider("fake").state is ProviderState.RESTING
         assert store.active_count("fake") == len(source)
+        assert store.entity_counts("fake") == {"Component": len(source)}
         changes = store.changes()
+    assert_counts_match(read_pg_tables(pg_url))
     assert bodies == {entity.ref: dict(entity.body) for entity in source}
     seqs = [change.seq for change in changes]
     assert seqs == sorted(set(seqs))

@@ -1,0 +1,130 @@
+"""Reading the config file's YAML document, through a parsed copy kept between calls.
+
+Importing PyYAML costs a `run` with nothing due more than everything else it does, and cron makes
+that call every minute. So the document, as parsed (before `${VAR}` interpolation: the
+environment is read afresh by every call), is kept as JSON in a cache directory, together with
+the config file's absolute path and identity (device, inode, size, and modification and change
+times in nanoseconds). A call that finds the file with the same identity reads the JSON and never
+imports PyYAML; any other parses the YAML and writes the copy again. An edit, a `mv` of a new
+file over it, or a Kubernetes ConfigMap update (a new file behind a symlink) each changes the
+identity.
+
+No copy is written of a document that holds a secret in plain text (`secret_free` says), nor of
+one JSON cannot hold exactly (YAML dates, keys that are not strings). The cache directory is
+systemd's `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/choreo-ingest`, else
+`~/.cache/choreo-ingest`; where none can be written (a read-only home), the YAML is parsed every
+time, which is slower and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from choreo_ingest.errors import ConfigError
+
+CACHE_SUBDIRECTORY = "choreo-ingest"
+CACHE_FORMAT = 1
+
+
+def read_document(
+    path: Path,
+    *,
+    parse: Callable[[Path, str], dict[Any, Any]],
+    secret_free: Callable[[dict[Any, Any]], bool],
+) -> dict[Any, Any]:
+    """The document in `path`: its parsed copy if the file is unchanged, else `parse(path, text)`
+    (which imports PyYAML), whose result is then copied unless `secret_free` says no."""
+    absolute = str(path.absolute())  # not resolve(): a symlink swapped later must be seen
+    identity = _identity(path)
+    cache = _cache_file(absolute)
+    if cache is not None and identity is not None:
+        cached = _read_cache(cache, absolute, identity)
+        if cached is not None:
+            return cached
+    document = parse(path, _read_text(path))
+    if cache is not None and identity is not None and secret_free(document):
+        _write_cache(cache, absolute, identity, document)
+    return document
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read: not UTF-8 text") from None
+
+
+def _identity(path: Path) -> list[int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None  # reading it fails next, and says why
+    return [found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns]
+
+
+def cache_directory(env: dict[str, str] | None = None) -> Path | None:
+    """Where the parsed copies go (None: nowhere to put them)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=, already ours alone
+        return Path(env["CACHE_DIRECTORY"].split(":")[0])
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / CACHE_SUBDIRECTORY
+    if env.get("HOME"):
+        return Path(env["HOME"]) / ".cache" / CACHE_SUBDIRECTORY
+    return None
+
+
+def _cache_file(absolute: str) -> Path | None:
+    directory = cache_directory()
+    if directory is None:
+        return None
+    # The name only spreads files out: the copy holds the path, and is used only for that path.
+    return directory / f"config-{zlib.crc32(absolute.encode()):08x}.json"
+
+
+def _read_cache(cache: Path, absolute: str, identity: list[int]) -> dict[Any, Any] | None:
+    try:
+        with cache.open(encoding="utf-8") as file:
+            copy = json.load(file)
+    except (OSError, ValueError):  # none yet, or torn, or not ours: parse the YAML
+        return None
+    if not isinstance(copy, dict):
+        return None
+    if (copy.get("format"), copy.get("path"), copy.get("identity")) != (
+        CACHE_FORMAT,
+        absolute,
+        identity,
+    ):
+        return None
+    document = copy.get("document")
+    return document if isinstance(document, dict) else None
+
+
+def _write_cache(cache: Path, absolute: str, identity: list[int], document: dict[Any, Any]) -> None:
+    try:
+        text = json.dumps(
+            {"format": CACHE_FORMAT, "path": absolute, "identity": identity, "document": document},
+            allow_nan=False,
+        )
+    except (TypeError, ValueError):  # a YAML date, a NaN: JSON cannot hold it
+        return
+    if json.loads(text)["document"] != document:  # keys that were not strings
+        return
+    temp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        temp.replace(cache)
+    except OSError:  # nowhere to keep it: the next call parses the YAML again
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)

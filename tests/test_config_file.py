@@ -1,0 +1,186 @@
+"""The parsed copy of the config file (config_file.py): used only while the file is unchanged,
+never holding a secret, and never in the way when it cannot be kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from choreo_ingest.config import load_config
+from choreo_ingest.config_file import cache_directory
+from choreo_ingest.errors import ConfigError
+
+BASE = "http://openchoreo.test/api/v1"
+
+
+def cached_copies() -> list[Path]:
+    directory = cache_directory()
+    assert directory is not None
+    return sorted(directory.glob("config-*.json")) if directory.is_dir() else []
+
+
+def tamper(copy: Path, base_url: str) -> None:
+    """Change the kept document, identity untouched: a load that returns it used the copy."""
+    kept = json.loads(copy.read_text())
+    kept["document"]["openchoreo"]["baseUrl"] = base_url
+    copy.write_text(json.dumps(kept))
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "choreo-ingest.yaml"
+    path.write_text(f"openchoreo:\n  baseUrl: {BASE}\n")
+    return path
+
+
+def test_an_unchanged_file_is_read_from_its_copy(config_file: Path) -> None:
+    assert load_config(config_file).openchoreo.base_url == BASE
+    [copy] = cached_copies()
+    tamper(copy, "http://from-the-copy.test")
+
+    assert load_config(config_file).openchoreo.base_url == "http://from-the-copy.test"
+
+
+def test_the_copy_is_private(config_file: Path) -> None:
+    load_config(config_file)
+    [copy] = cached_copies()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
+
+
+def replaced_by_mv(path: Path) -> None:
+    new = path.with_name("new.yaml")
+    new.write_text(path.read_text())
+    new.replace(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda path: path.write_text(f"openchoreo:\n  baseUrl: {BASE}/v2\n"),
+        lambda path: os.utime(path, ns=(1, path.stat().st_mtime_ns + 1)),
+        replaced_by_mv,
+    ],
+    ids=["edited", "touched", "replaced-by-mv"],
+)
+def test_a_changed_file_is_parsed_again(
+    config_file: Path, change: Callable[[Path], object]
+) -> None:
+    load_config(config_file)
+    [copy] = cached_copies()
+    tamper(copy, "http://stale.test")
+
+    change(config_file)
+
+    assert str(load_config(config_file).openchoreo.base_url).startswith(BASE)
+
+
+def test_a_new_file_behind_a_symlink_is_seen(tmp_path: Path) -> None:
+    """How a Kubernetes ConfigMap volume updates: the link moves to a new file."""
+    (tmp_path / "v1.yaml").write_text(f"openchoreo:\n  baseUrl: {BASE}/one\n")
+    (tmp_path / "v2.yaml").write_text(f"openchoreo:\n  baseUrl: {BASE}/two\n")
+    link = tmp_path / "choreo-ingest.yaml"
+    link.symlink_to("v1.yaml")
+    assert load_config(link).openchoreo.base_url == f"{BASE}/one"
+
+    link.unlink()
+    link.symlink_to("v2.yaml")
+
+    assert load_config(link).openchoreo.base_url == f"{BASE}/two"
+
+
+def test_variables_are_read_at_every_call_not_kept(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_file.write_text("openchoreo:\n  baseUrl: ${CHOREO_URL}\n")
+    monkeypatch.setenv("CHOREO_URL", "http://first.test")
+    assert load_config(config_file).openchoreo.base_url == "http://first.test"
+    monkeypatch.setenv("CHOREO_URL", "http://second.test")
+
+    assert load_config(config_file).openchoreo.base_url == "http://second.test"
+    [copy] = cached_copies()
+    assert "first.test" not in copy.read_text()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "openchoreo:\n  token: plain-token-value\n",
+        "openchoreo:\n  auth:\n    token: plain-token-value\n",
+        "openchoreo:\n  auth:\n    oauth:\n      tokenUrl: http://idp.test/token\n"
+        "      clientId: reader\n      clientSecret: plain-token-value\n",
+    ],
+    ids=["token", "auth.token", "oauth.clientSecret"],
+)
+def test_a_file_holding_a_secret_is_never_copied(config_file: Path, secret: str) -> None:
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n" + secret.partition("\n")[2])
+    config_file.chmod(0o600)
+
+    load_config(config_file)
+
+    assert cached_copies() == []
+
+
+def test_a_secret_from_the_environment_is_copied_as_its_reference(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENCHOREO_TOKEN", "token-from-env")
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n  token: ${{OPENCHOREO_TOKEN}}\n")
+
+    load_config(config_file)
+
+    [copy] = cached_copies()
+    assert "${OPENCHOREO_TOKEN}" in copy.read_text()
+    assert "token-from-env" not in copy.read_text()
+
+
+def test_what_json_cannot_hold_is_parsed_every_time(config_file: Path) -> None:
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\nsomeday: 2026-12-01\n")
+
+    with pytest.raises(ConfigError, match="someday"):  # an unknown key; read, and not copied
+        load_config(config_file)
+
+    assert cached_copies() == []
+
+
+def test_a_torn_copy_is_parsed_again_and_rewritten(config_file: Path) -> None:
+    load_config(config_file)
+    [copy] = cached_copies()
+    copy.write_text('{"format": 1, "pa')
+
+    assert load_config(config_file).openchoreo.base_url == BASE
+    assert json.loads(copy.read_text())["document"]["openchoreo"]["baseUrl"] == BASE
+
+
+def test_nowhere_to_keep_a_copy_only_means_parsing_every_time(
+    config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+
+    assert load_config(config_file).openchoreo.base_url == BASE
+    assert load_config(config_file).openchoreo.base_url == BASE
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"CACHE_DIRECTORY": "/var/cache/choreo-ingest", "HOME": "/home/x"},
+            "/var/cache/choreo-ingest",
+        ),
+        ({"XDG_CACHE_HOME": "/xdg", "HOME": "/home/x"}, "/xdg/choreo-ingest"),
+        ({"HOME": "/home/x"}, "/home/x/.cache/choreo-ingest"),
+        ({}, None),
+    ],
+    ids=["systemd", "xdg", "home", "none"],
+)
+def test_where_copies_go(env: dict[str, str], expected: str | None) -> None:
+    found = cache_directory(env)
+    assert (str(found) if found else None) == expected

@@ -1,0 +1,340 @@
+"""A `run` with nothing due, and the other lean calls: what they do, and what they import.
+
+`run_if_idle` must do exactly what a full `run` does when nothing is due (rewrite the metrics
+textfile) and nothing at all otherwise, leaving the work to the full run. The lean entry's import
+set is pinned, so that a later change cannot pull a heavy module back into the calls cron and
+scripts make every minute.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from choreo_ingest.clock import SystemClock
+from choreo_ingest.config import Config, load_config
+from choreo_ingest.idle import run_if_idle
+from choreo_ingest.invocation import run_once
+from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
+from choreo_ingest.store import RunLock, SqliteLocation, position_name
+
+from fakes import FakeClock, FakeProvider, make_entity
+from sim_support import run_cli
+
+PROVIDER = "openchoreo"
+REST_SECONDS = 30 * 60
+
+# No third-party package at all: with the config file unchanged since the last call, not even
+# PyYAML (config_file.py keeps the parsed document).
+ALLOWED_THIRD_PARTY: set[str] = set()
+# choreo-ingest's own modules on the lean path: a new one here is a decision, not an accident.
+ALLOWED_OWN = {
+    "choreo_ingest",
+    "choreo_ingest.cli",
+    "choreo_ingest.cli.exit_codes",
+    "choreo_ingest.cli.lean",
+    "choreo_ingest.cli.output",
+    "choreo_ingest.clock",
+    "choreo_ingest.config",
+    "choreo_ingest.config_file",
+    "choreo_ingest.errors",
+    "choreo_ingest.files",
+    "choreo_ingest.idle",
+    "choreo_ingest.metrics",
+    "choreo_ingest.models",
+    "choreo_ingest.provider_scope",
+    "choreo_ingest.providers",
+    "choreo_ingest.providers.registry",
+    "choreo_ingest.reporting",
+    "choreo_ingest.retention",
+    "choreo_ingest.schedule",
+    "choreo_ingest.store",
+    "choreo_ingest.store.change_log",
+    "choreo_ingest.store.connection",
+    "choreo_ingest.store.dialect",
+    "choreo_ingest.store.inbox",
+    "choreo_ingest.store.index",
+    "choreo_ingest.store.location",
+    "choreo_ingest.store.meta",
+    "choreo_ingest.store.positions",
+    "choreo_ingest.store.queries",
+    "choreo_ingest.store.run_lock",
+    "choreo_ingest.store.schema",
+    "choreo_ingest.store.store",
+    "choreo_ingest.store.writes",
+    "choreo_ingest.version",
+}
+# Standard-library modules that cost a lean call more than it does itself.
+FORBIDDEN_STDLIB = {"asyncio", "ssl", "http", "email", "concurrent", "logging", "ctypes", "decimal"}
+
+RECORDER = """
+import atexit, json, sys
+atexit.register(lambda: open({out!r}, "w").write(json.dumps(sorted(sys.modules))))
+{prelude}
+{call}
+"""
+CALL_THE_CLI = "from choreo_ingest.cli import main; main(sys.argv[1:])"
+
+
+def write_config(tmp_path: Path, **sections: Any) -> Path:
+    document: dict[str, Any] = {
+        "openchoreo": {"baseUrl": "http://openchoreo.test/api/v1"},
+        "state": {"path": "state.db"},
+        "metrics": {"textfile": "metrics.prom"},
+        "providers": [PROVIDER],
+        **sections,
+    }
+    path = tmp_path / "choreo-ingest.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def resting_state(config: Config, clock: Any) -> SqliteLocation:
+    """A state whose provider completed a cycle at `clock.now()` and now rests."""
+    assert config.state_path is not None
+    location = SqliteLocation(config.state_path)
+    entities = [make_entity(f"service-{n}") for n in range(5)]
+    provider = FakeProvider(entities, page_size=10, name=PROVIDER)
+    run_once(config, location, clock, providers={PROVIDER: provider})
+    with location.open(readonly=True) as store:
+        assert store.load_provider(PROVIDER).state.value == "resting"
+    return location
+
+
+def state_dump(location: SqliteLocation) -> dict[str, Any]:
+    with location.open(readonly=True) as store:
+        record = store.load_provider(PROVIDER)
+        return {
+            "record": record,
+            "facts": store.facts(PROVIDER),
+            "counters": store.counters(PROVIDER),
+            "entities": store.entity_counts(PROVIDER),
+            "changes": store.change_bounds(),
+            "events": store.pending_event_count(PROVIDER),
+        }
+
+
+def without_run_time(metrics: str) -> list[str]:
+    return [line for line in metrics.splitlines() if "last_run_timestamp" not in line]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+class TestRunIfIdle:
+    def test_rewrites_only_the_metrics_and_changes_no_state(self, config_file: Path) -> None:
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        assert config.metrics_textfile is not None
+        written_by_the_run = config.metrics_textfile.read_text()
+        before = state_dump(location)
+        clock.advance(60)
+
+        assert run_if_idle(config, location, clock) is True
+
+        assert state_dump(location) == before
+        metrics = config.metrics_textfile.read_text()
+        assert without_run_time(metrics) == without_run_time(written_by_the_run)
+        assert f'last_run_timestamp_seconds{{provider="{PROVIDER}"}} 1.80000006e+09' in metrics
+        assert not RunLock(location.path).is_held_elsewhere()
+
+    @pytest.mark.parametrize(
+        "make_work",
+        [
+            pytest.param(lambda store, clock: clock.advance(REST_SECONDS), id="rest-over"),
+            pytest.param(
+                lambda store, clock: store.add_events(PROVIDER, [{"kind": "x"}], clock.now()),
+                id="an-event-waits",
+            ),
+            pytest.param(
+                lambda store, clock: store.set_facts(
+                    PROVIDER, {REFRESH_REQUESTED_FACT: "2026-12-01T00:00:00Z"}, clock.now()
+                ),
+                id="refresh-requested",
+            ),
+            pytest.param(
+                lambda store, clock: store.set_facts(
+                    PROVIDER, {UNAVAILABLE_FACT: "was not installed"}, clock.now()
+                ),
+                id="was-unavailable",
+            ),
+        ],
+    )
+    def test_leaves_the_work_to_the_full_run(
+        self, config_file: Path, make_work: Callable[[Any, FakeClock], Any]
+    ) -> None:
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        assert config.metrics_textfile is not None
+        config.metrics_textfile.unlink()
+        with location.open() as store:
+            make_work(store, clock)
+        before = state_dump(location)
+
+        assert run_if_idle(config, location, clock) is False
+
+        assert state_dump(location) == before
+        assert not config.metrics_textfile.exists()
+
+    def test_a_mirror_behind_the_change_log_is_work(self, tmp_path: Path) -> None:
+        config = load_config(write_config(tmp_path, catalog={"directory": "catalog"}))
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)  # the run wrote the mirror: it is up to date
+        assert config.catalog_directory is not None
+        assert run_if_idle(config, location, clock) is True
+
+        with location.open() as store:
+            store.set_position(position_name(config.catalog_directory), 1)
+        assert run_if_idle(config, location, clock) is False
+
+    def test_changes_old_enough_to_prune_are_work(self, tmp_path: Path) -> None:
+        config = load_config(write_config(tmp_path, changes={"retainDays": 1}))
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        clock.advance(2 * 86_400)  # the cycle's changes are now two days old
+        with location.open() as store:  # and the provider rests on
+            record = store.load_provider(PROVIDER)
+            store.save_provider(replace(record, next_action_at=clock.now() + 3600), clock.now())
+
+        assert run_if_idle(config, location, clock) is False
+
+    def test_another_run_holding_the_lock_is_left_to_the_full_run(self, config_file: Path) -> None:
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        with RunLock(location.path):
+            assert run_if_idle(config, location, clock) is False
+
+    def test_a_provider_that_is_not_built_in_is_left_to_the_full_run(
+        self, config_file: Path
+    ) -> None:
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        assert run_if_idle(replace(config, providers=(PROVIDER, "csv")), location, clock) is False
+
+    def test_no_state_yet_and_no_api_settings_are_left_to_the_full_run(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        assert run_if_idle(config, SqliteLocation(tmp_path / "none.db"), clock) is False
+        location = resting_state(config, clock)
+        no_api = replace(config, openchoreo=replace(config.openchoreo, base_url=None))
+        assert run_if_idle(no_api, location, clock) is False
+
+
+def lean_call(
+    tmp_path: Path, *args: str, prelude: str = "", call: str = CALL_THE_CLI
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """The CLI as a process (off a TTY), and the modules it loaded beyond what the bare
+    interpreter loads here (site's .pth files, say)."""
+    out = tmp_path / f"modules-{len(list(tmp_path.glob('modules-*')))}.json"
+    script = RECORDER.format(out=str(out), prelude=prelude, call=call)
+    done = run_cli(*args, cwd=tmp_path, entry=("-c", script))
+    loaded = set(json.loads(out.read_text()))
+    if call == "pass":
+        return done, loaded
+    return done, loaded - lean_call(tmp_path, call="pass")[1]
+
+
+def import_violations(modules: set[str]) -> list[str]:
+    top_level = {name.partition(".")[0] for name in modules}
+    third_party = {
+        name
+        for name in top_level
+        if name not in sys.stdlib_module_names and name not in {"__main__", "choreo_ingest"}
+    }
+    own = {name for name in modules if name.startswith("choreo_ingest")}
+    problems = [f"third-party: {name}" for name in sorted(third_party - ALLOWED_THIRD_PARTY)]
+    problems += [f"own: {name}" for name in sorted(own - ALLOWED_OWN)]
+    problems += [f"stdlib: {name}" for name in sorted(top_level & FORBIDDEN_STDLIB)]
+    return problems
+
+
+LEAN_CALLS = [
+    ["run"],
+    ["status", "--json"],
+    ["health"],
+    ["health", "--json"],
+    ["export"],
+    ["changes", "--json"],
+    ["changes", "--since", "2", "--limit", "1"],
+]
+
+
+@pytest.mark.slow
+class TestLeanEntry:
+    @pytest.mark.parametrize("args", LEAN_CALLS, ids=[" ".join(call) for call in LEAN_CALLS])
+    def test_answers_without_heavy_imports_what_the_full_command_answers(
+        self, tmp_path: Path, config_file: Path, args: list[str]
+    ) -> None:
+        resting_state(load_config(config_file), clock_at_now())
+        lean, modules = lean_call(tmp_path, "--config", str(config_file), *args)
+
+        assert import_violations(modules) == []
+        assert "typer" not in modules  # it took the lean path
+        full = run_cli("-v", "--config", config_file, *args, cwd=tmp_path)  # -v: the full path
+        assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout)
+        assert lean.stderr == ""
+
+    def test_an_edited_config_is_parsed_again_and_then_kept(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        resting_state(load_config(config_file), clock_at_now())
+        config_file.write_text(config_file.read_text() + "# edited\n")
+
+        first, modules = lean_call(tmp_path, "--config", str(config_file), "run")
+        assert first.returncode == 0, first.stderr
+        assert "yaml" in modules
+        second, modules = lean_call(tmp_path, "--config", str(config_file), "run")
+        assert second.returncode == 0, second.stderr
+        assert "yaml" not in modules
+
+    def test_the_pin_catches_a_heavy_import(self, tmp_path: Path, config_file: Path) -> None:
+        resting_state(load_config(config_file), clock_at_now())
+        _, modules = lean_call(
+            tmp_path, "--config", str(config_file), "run", prelude="import httpx"
+        )
+        assert "third-party: httpx" in import_violations(modules)
+
+    def test_a_run_with_work_to_do_goes_to_the_full_command(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        # No state yet: the full run creates it (and fails to reach the API, exit 3).
+        done, modules = lean_call(tmp_path, "--config", str(config_file), "run")
+        assert "typer" in modules
+        assert done.returncode == 3, done.stderr
+        assert (tmp_path / "state.db").exists()
+
+    def test_the_idle_run_leaves_the_state_alone_and_rewrites_the_metrics(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        location = resting_state(load_config(config_file), clock_at_now())
+        metrics = tmp_path / "metrics.prom"
+        metrics.unlink()
+        before = state_dump(location)
+
+        done, _ = lean_call(tmp_path, "--config", str(config_file), "run")
+
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        assert state_dump(location) == before
+        assert "choreo_ingest_state" in metrics.read_text()
+
+
+def clock_at_now() -> FakeClock:
+    """The wall clock's now, held still: a cycle run with it rests until half an hour from now,
+    as the processes under test see it."""
+    return FakeClock(SystemClock().now())
