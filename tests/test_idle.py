@@ -310,14 +310,19 @@ class TestLeanEntry:
         )
         assert "third-party: httpx" in import_violations(modules)
 
-    def test_a_run_with_work_to_do_goes_to_the_full_command(
+    def test_a_run_with_work_to_do_bursts_without_typer_rich_or_pydantic(
         self, tmp_path: Path, config_file: Path
     ) -> None:
-        # No state yet: the full run creates it (and fails to reach the API, exit 3).
-        done, modules = lean_call(tmp_path, "--config", str(config_file), "run")
-        assert "typer" in modules
+        # A state that rests, and a burst forced (that fails to reach the API: exit 3). (A new
+        # state file's first run also loads sqlite-utils, and with it click, to migrate.)
+        resting_state(load_config(config_file), clock_at_now())
+        done, modules = lean_call(tmp_path, "--config", str(config_file), "run", "--force")
+
         assert done.returncode == 3, done.stderr
-        assert (tmp_path / "state.db").exists()
+        assert "GET /namespaces: ConnectError" in done.stderr
+        assert "choreo_ingest.engine" in modules
+        top_level = {name.partition(".")[0] for name in modules}
+        assert top_level & {"typer", "click", "rich", "pygments", "pydantic"} == set()
 
     def test_the_idle_run_leaves_the_state_alone_and_rewrites_the_metrics(
         self, tmp_path: Path, config_file: Path

@@ -10,6 +10,7 @@ whose imports (typer, rich, the commands) take a few tenths of a second.
 from __future__ import annotations
 
 import gc
+import importlib
 import signal
 import sys
 from collections.abc import Iterator
@@ -33,10 +34,27 @@ def main(argv: list[str] | None = None) -> None:
             flush_stdout()
             sys.exit(code)
         with _no_collection():
+            import_libraries_lightly()
             from choreo_ingest.cli.app import main as run
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
     run(args)
+
+
+def import_libraries_lightly() -> None:
+    """Import structlog and httpx without what they load for features choreo-ingest never uses,
+    a tenth of a second of every call that bursts: structlog's `dev` module loads rich's console,
+    traceback and pretty-printing (and pygments) for exception rendering `logs` does not ask for
+    (it renders with `plain_traceback`), and httpx loads its command-line client (click, rich,
+    pygments). Each is hidden for the one import; rich stays importable for `render`'s tables."""
+    for library, hidden in (("structlog", "rich"), ("httpx", "httpx._main")):
+        if library in sys.modules or hidden in sys.modules:
+            continue
+        sys.modules[hidden] = None  # type: ignore[assignment]  # importing it raises ImportError
+        try:
+            importlib.import_module(library)
+        finally:
+            del sys.modules[hidden]
 
 
 @contextmanager

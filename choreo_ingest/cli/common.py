@@ -9,25 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import structlog
 import typer
 
-from choreo_ingest.cli import render
-from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
-from choreo_ingest.clock import Clock, SystemClock
-from choreo_ingest.config import (
-    Config,
-    config_warnings,
-    find_config_path,
-    load_config,
-    resolve_state_path,
-    secret_values,
-)
-from choreo_ingest.errors import ChoreoIngestError, ConfigError
-from choreo_ingest.logs import register_secret
-from choreo_ingest.store import StateLocation, configured_location
-
-log = structlog.get_logger("choreo_ingest.cli")
+from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import reported
+from choreo_ingest.cli.session import Session, load_session
+from choreo_ingest.errors import ConfigError
 
 ConfigOption = Annotated[
     Path | None,
@@ -62,23 +49,10 @@ class GlobalOptions:
     db: str | None = None
 
 
-@dataclass(frozen=True)
-class Session:
-    config: Config
-    state: StateLocation
-    clock: Clock
-
-
 def open_session(ctx: typer.Context, config: Path | None, db: str | None) -> Session:
     """Config and state from the command's options, else the global ones, else defaults."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
-    loaded = load_config(find_config_path(config or shared.config))
-    for secret in secret_values(loaded):
-        register_secret(secret)
-    for warning in config_warnings(loaded):
-        log.warning("config_warning", message=warning)
-    state = configured_location(resolve_state_path(db or shared.db, loaded), loaded)
-    return Session(loaded, state, SystemClock())
+    return load_session(config or shared.config, db or shared.db)
 
 
 @contextmanager
@@ -88,23 +62,8 @@ def reported_errors(as_json: bool, **json_fields: Any) -> Iterator[None]:
         yield
     except typer.Exit:
         raise
-    except ChoreoIngestError as error:
-        _fail(as_json, str(error), exit_code_for(error), json_fields)
-    except KeyboardInterrupt:
-        _fail(as_json, "interrupted", ExitCode.INTERRUPTED, json_fields)
-    except Exception as error:
-        log.debug("internal_error", exc_info=True)
-        message = (
-            f"internal error: {type(error).__name__}: {error} (a bug; run with -vv for details)"
-        )
-        _fail(as_json, message, ExitCode.INTERNAL_ERROR, json_fields)
-
-
-def _fail(as_json: bool, message: str, code: ExitCode, fields: dict[str, Any]) -> None:
-    render.error_line(message)
-    if as_json:
-        render.print_json({**fields, "exitCode": int(code), "error": message})
-    raise typer.Exit(int(code))
+    except (Exception, KeyboardInterrupt) as error:
+        raise typer.Exit(reported(error, as_json, json_fields)) from None
 
 
 def confirm_or_abort(question: str, yes: bool) -> None:

@@ -1,25 +1,29 @@
-"""The lean entry: the calls made most often, answered without typer, rich, httpx or structlog.
+"""The lean entry: the calls made most often, answered without typer, rich or pydantic.
 
 cron calls `run` every minute and scripts call `status --json`; importing the whole application
 (typer builds its parameter adapters with pydantic, structlog loads rich) would cost several
 times what such a call does. `lean_main` takes these command lines:
 
-    [GLOBAL] run [OPTIONS]                   nothing due, and no terminal to talk to
-    [GLOBAL] status --json [OPTIONS]
-    [GLOBAL] health [--json] [OPTIONS]
-    [GLOBAL] export [--format ndjson] [OPTIONS]
-    [GLOBAL] changes [--since N] [--limit N] [--json] [OPTIONS]
+    [GLOBAL] run [--provider NAME] [--force] [--json] [OPTIONS]
+    status --json [OPTIONS]
+    health [--json] [OPTIONS]
+    export [--format ndjson] [OPTIONS]
+    changes [--since N] [--limit N] [--json] [OPTIONS]
 
-where GLOBAL and OPTIONS are `--config`/`-c` and `--db` (each at most once). For anything else
-(another command or option, a terminal, a config warning to log, an error to report, a run with
-work to do) it returns None having printed nothing, and `main` hands the same arguments to the
-typer application, which does everything as before. Both print documents built by the same
-core functions, and `health` and `changes` by the same renderers below.
+where OPTIONS are `--config`/`-c` and `--db` (each at most once, before or after the command)
+and GLOBAL adds `-v`, `--log-json` and `--log-console`. A plain `run` off a terminal with nothing
+due is answered by `idle.run_if_idle` before anything a burst needs is imported; any other `run`
+goes through `run_flow`, as the typer command does. For anything else (another command or
+option, a config warning to log, an error to report before anything was printed) it returns None
+having printed nothing, and `main` hands the same arguments to the typer application, which
+does everything as before. Both print documents built by the same core functions, and `health`
+and `changes` by the same renderers below.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +42,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.idle import run_if_idle
+from choreo_ingest.models import RunOutcome
 from choreo_ingest.reporting import (
     changes_json,
     iter_export,
@@ -48,12 +53,17 @@ from choreo_ingest.reporting import (
 from choreo_ingest.store import StateLocation, configured_location
 
 _SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
+_VERBOSE = re.compile(r"-v+")
 
 
 class _Call(NamedTuple):  # not a dataclass: each costs this entry a millisecond to define
     command: str
     options: dict[str, str]
     flags: set[str]
+    verbosity: int = 0
+    """`-v` (and `--verbose`) given before the command, counted."""
+    log_json: bool | None = None
+    """`--log-json` (True) or `--log-console` (False) before the command."""
 
 
 _Handler = Callable[[_Call, Config, StateLocation], "int | None"]
@@ -63,7 +73,7 @@ def lean_main(args: Sequence[str]) -> int | None:
     """The exit code of the command line `args` if this entry answered it; None, with nothing
     printed, when the full application must."""
     call = _parse(args)
-    if call is None:
+    if call is None or (call.command != "run" and (call.verbosity or call.log_json is not None)):
         return None
     try:
         config = load_config(find_config_path(_path(call.options.get("config"))))
@@ -90,10 +100,19 @@ def _parse(args: Sequence[str]) -> _Call | None:
     command: str | None = None
     options: dict[str, str] = {}
     flags: set[str] = set()
+    verbosity, log_json = 0, None
     index = 0
     while index < len(args):
         arg = args[index]
         name, equals, value = arg.partition("=")
+        if command is None and (arg == "--verbose" or _VERBOSE.fullmatch(arg)):
+            verbosity += 1 if arg == "--verbose" else len(arg) - 1
+            index += 1
+            continue
+        if command is None and arg in ("--log-json", "--log-console"):
+            log_json = arg == "--log-json"
+            index += 1
+            continue
         known = _SHARED_OPTIONS.get(name)
         if known is None and command is not None:
             known = _COMMANDS[command].options.get(name)
@@ -115,13 +134,28 @@ def _parse(args: Sequence[str]) -> _Call | None:
         else:
             return None
         index += 1
-    return None if command is None else _Call(command, options, flags)
+    return None if command is None else _Call(command, options, flags, verbosity, log_json)
 
 
-def _run(call: _Call, config: Config, state: StateLocation) -> int | None:
-    if sys.stdout.isatty() or sys.stderr.isatty():
-        return None  # a person: the full command says what it did
-    return int(ExitCode.OK) if run_if_idle(config, state, SystemClock()) else None
+def _run(call: _Call, config: Config, state: StateLocation) -> int:
+    plain = not (call.flags or call.options.keys() - {"config", "db"} or call.verbosity)
+    quiet = plain and call.log_json is None and not (sys.stdout.isatty() or sys.stderr.isatty())
+    if quiet and run_if_idle(config, state, SystemClock()):
+        return int(ExitCode.OK)
+    from choreo_ingest.cli import import_libraries_lightly
+
+    import_libraries_lightly()
+    from choreo_ingest.cli.run_flow import run_and_report  # the engine, providers, logging
+
+    return run_and_report(
+        config,
+        call.options.get("db"),
+        verbosity=call.verbosity,
+        log_json=call.log_json,
+        provider=call.options.get("provider"),
+        force="--force" in call.flags,
+        json_output="--json" in call.flags,
+    )
 
 
 def _status(call: _Call, config: Config, state: StateLocation) -> int | None:
@@ -205,7 +239,12 @@ class _Command(NamedTuple):
 
 
 _COMMANDS = {
-    "run": _Command(_run),
+    "run": _Command(
+        _run,
+        options={"--provider": "provider", "-p": "provider"},
+        flags=frozenset({"--force", "--json"}),
+        json_fields=MappingProxyType({"outcome": RunOutcome.ERROR.value, "providers": []}),
+    ),
     "status": _Command(_status, flags=frozenset({"--json"})),
     "health": _Command(
         _health, flags=frozenset({"--json"}), json_fields=MappingProxyType({"healthy": False})

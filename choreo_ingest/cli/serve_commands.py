@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from choreo_ingest.cli.common import ConfigOption, DbOption, open_session, reported_errors
-from choreo_ingest.cli.run_commands import require_api_for
+from choreo_ingest.cli.run_flow import require_api_for
 from choreo_ingest.config import parse_listen
 from choreo_ingest.errors import ConfigError
 

@@ -15,7 +15,6 @@ from choreo_ingest.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
-    Session,
     YesOption,
     confirm_or_abort,
     open_session,
@@ -23,6 +22,7 @@ from choreo_ingest.cli.common import (
 )
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.lean import show_changes, show_health
+from choreo_ingest.cli.session import Session
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError

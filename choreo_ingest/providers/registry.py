@@ -10,6 +10,8 @@ from choreo_ingest.config import Config
 from choreo_ingest.errors import ProviderLoadError
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoints
+
     from choreo_ingest.providers.base import IncrementalEntityProvider, ProviderFactory
 
 ENTRY_POINT_GROUP = "choreo_ingest.providers"
@@ -22,9 +24,15 @@ class ProviderInfo:
     source: str  # "built-in" or the entry point's `module:attr`
 
 
-def available_providers() -> list[ProviderInfo]:
-    from importlib.metadata import entry_points  # reads every installed package's metadata
+def entry_points(group: str, name: str | None = None) -> EntryPoints:
+    """importlib.metadata's, imported when first needed (a `run` with nothing due never does)."""
+    from importlib.metadata import entry_points as installed
 
+    found = installed(group=group)
+    return found if name is None else found.select(name=name)
+
+
+def available_providers() -> list[ProviderInfo]:
     found = {name: ProviderInfo(name, "built-in") for name in BUILT_IN}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(point.name, ProviderInfo(point.name, point.value))
@@ -55,8 +63,6 @@ def _factory(name: str) -> ProviderFactory:
         module_name, _, attr = BUILT_IN[name].partition(":")
         factory: ProviderFactory = getattr(importlib.import_module(module_name), attr)
         return factory
-    from importlib.metadata import entry_points
-
     for point in entry_points(group=ENTRY_POINT_GROUP, name=name):
         loaded: ProviderFactory = point.load()
         return loaded

@@ -78,6 +78,12 @@ def default_user_agent() -> str:
     return f"choreo-ingest/{__version__}"
 
 
+FAST_ANSWER_SECONDS = 0.003
+"""A server that answers a request in less than this gets its detail calls one at a time: on a
+server that answers at once, `maxConcurrentRequests` threads cost a fifth more CPU per request
+than one connection (bench/README.md, benchmark 9), for no gain in time."""
+
+
 class OpenChoreoClient:
     """A burst's connection to the OpenChoreo API; use it as a context manager."""
 
@@ -91,6 +97,7 @@ class OpenChoreoClient:
         user_agent: str | None = None,
         rng: Callable[[], float] = random.random,
         credentials: Credentials | None = None,
+        sequential_below: float = FAST_ANSWER_SECONDS,
     ) -> None:
         if not config.base_url:
             raise ConfigError("is required", path="openchoreo.baseUrl")
@@ -121,6 +128,8 @@ class OpenChoreoClient:
             config.auth, clock=clock, post_form=form_poster(config, transport)
         )
         self._pool: ThreadPoolExecutor | None = None
+        self._sequential_below = sequential_below
+        self._answer_time: float | None = None
         self._count_lock = threading.Lock()
         self._requests_sent = 0
 
@@ -184,13 +193,35 @@ class OpenChoreoClient:
         return self._json(path, response)
 
     def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
-        """GET each (path, params) with bounded concurrency; results in input order.
+        """GET each (path, params); results in input order.
 
-        A 404 gives a `Gone` in its place; any other failure raises (the first one in
-        input order among those that failed) and cancels what has not started yet.
+        One at a time while the server answers faster than `sequential_below` (the first
+        request of every call is timed alone, and so is each one after it while that holds),
+        else the rest with up to `maxConcurrentRequests` in flight: threads hide the time spent
+        waiting for answers, and with next to none to hide they only add CPU.
+
+        A 404 gives a `Gone` in its place; any other failure raises (the first one in input
+        order among those that failed) and cancels what has not started yet.
         """
-        if len(requests) <= 1:
-            return [self._get_or_not_found(path, params) for path, params in requests]
+        results: list[Any | Gone] = []
+        while len(results) < len(requests) and (not results or self._answers_fast()):
+            path, params = requests[len(results)]
+            started = self._clock.monotonic()
+            results.append(self._get_or_not_found(path, params))
+            self._note_answer_time(self._clock.monotonic() - started)
+        if len(results) < len(requests):
+            results += self._concurrently(requests[len(results) :])
+        return results
+
+    def _answers_fast(self) -> bool:
+        return self._answer_time is not None and self._answer_time < self._sequential_below
+
+    def _note_answer_time(self, seconds: float) -> None:
+        """A moving average of the time one request takes, timed alone."""
+        known = self._answer_time
+        self._answer_time = seconds if known is None else 0.7 * known + 0.3 * seconds
+
+    def _concurrently(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self._limiter.max_concurrent, thread_name_prefix="openchoreo"

@@ -10,6 +10,7 @@ entity refs case-insensitively: `c-Api` and `c-api` would be one entity to it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -350,6 +351,7 @@ def entity_ref_of(kind: str, namespace: str, name: str) -> str:
     return f"{kind.lower()}:{namespace_name(namespace)}/{entity_name(name)}"
 
 
+@functools.lru_cache(maxsize=4096)  # the same few types, names and labels, on every component
 def tag(raw: str) -> str | None:
     """`raw` as a Backstage tag (lower-case, invalid runs -> `-`, at most 63); None if empty."""
     cleaned = _NOT_TAG_CHAR.sub("-", _ascii(raw)).strip("-")
@@ -367,14 +369,17 @@ def tags(raws: Iterable[str | None]) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def lower_kebab(raw: str) -> str:
     """`ScheduledTask` -> `scheduled-task`, `APIProxy` -> `api-proxy`, `a_b.c` -> `a-b-c`."""
-    split = _CAMEL_BOUNDARY.sub("-", unicodedata.normalize("NFKD", raw))
+    split = _CAMEL_BOUNDARY.sub("-", raw if raw.isascii() else unicodedata.normalize("NFKD", raw))
     return _NOT_LABEL_CHAR.sub("-", _ascii(split)).strip("-")
 
 
 def _ascii(raw: str) -> str:
     """Lower-cased, accents dropped (`Café` -> `cafe`); other non-ASCII is left to callers."""
+    if raw.isascii():  # nearly always: nothing to decompose
+        return raw.lower()
     decomposed = unicodedata.normalize("NFKD", raw)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
 

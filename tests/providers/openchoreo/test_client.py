@@ -27,6 +27,7 @@ from choreo_ingest.errors import (
 from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
 from choreo_ingest.providers.openchoreo.auth import Credentials
 from choreo_ingest.providers.openchoreo.client import (
+    FAST_ANSWER_SECONDS,
     Gone,
     NotFoundError,
     OpenChoreoClient,
@@ -54,6 +55,7 @@ def make_client(clock, config_for) -> Iterator[MakeClient]:
         deadline_in: float | None = 60.0,
         config: OpenChoreoConfig | None = None,
         credentials: Credentials | None = None,
+        sequential_below: float = FAST_ANSWER_SECONDS,
         **settings: Any,
     ) -> OpenChoreoClient:
         deadline = None if deadline_in is None else clock.monotonic() + deadline_in
@@ -64,6 +66,7 @@ def make_client(clock, config_for) -> Iterator[MakeClient]:
             user_agent=USER_AGENT,
             rng=lambda: 0.5,
             credentials=credentials,
+            sequential_below=sequential_below,
         )
         clients.append(client)
         return client
@@ -830,11 +833,47 @@ class TestGetMany:
 
         httpx_mock.add_callback(slow, is_reusable=True)
 
+        # A server slower than FAST_ANSWER_SECONDS, as this fake clock cannot tell
+        client = make_client(max_concurrent_requests=3, sequential_below=0.0)
+        results = client.get_many([(f"/x/{n}", {}) for n in range(9)])
+
+        assert most == 3
+        assert results == [{"path": f"/api/v1/x/{n}"} for n in range(9)]
+
+    @pytest.mark.parametrize(
+        ("answer_seconds", "most_in_flight"), [(0.0, 1), (0.02, 3)], ids=["fast", "slow"]
+    )
+    def test_a_fast_server_is_asked_one_request_at_a_time(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        clock: Any,
+        answer_seconds: float,
+        most_in_flight: int,
+    ) -> None:
+        """Threads hide waiting for answers; a server that answers at once gets one request at
+        a time (each timed on the client's clock), a slower one up to the cap."""
+        lock = threading.Lock()
+        in_flight = most = 0
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            nonlocal in_flight, most
+            with lock:
+                in_flight += 1
+                most = max(most, in_flight)
+            clock.advance(answer_seconds)  # the time the request takes, on the client's clock
+            threading.Event().wait(0.01)  # room for others to start, were they running
+            with lock:
+                in_flight -= 1
+            return httpx.Response(200, json={"path": request.url.path})
+
+        httpx_mock.add_callback(answer, is_reusable=True)
+
         results = make_client(max_concurrent_requests=3).get_many(
             [(f"/x/{n}", {}) for n in range(9)]
         )
 
-        assert most == 3
+        assert most == most_in_flight
         assert results == [{"path": f"/api/v1/x/{n}"} for n in range(9)]
 
 

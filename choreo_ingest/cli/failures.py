@@ -1,0 +1,34 @@
+"""An error turned into what the user sees: one line on stderr (and with --json, one document
+on stdout) and an exit code. The typer commands (`common.reported_errors`) and the lean `run`
+(`run_flow`) both report through `reported`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
+from choreo_ingest.cli.output import error_line, print_json
+from choreo_ingest.errors import ChoreoIngestError
+
+log = structlog.get_logger("choreo_ingest.cli")
+
+
+def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:
+    """Say what went wrong; returns the exit code. A bug is named as one, its traceback at -vv."""
+    if isinstance(error, ChoreoIngestError):
+        message, code = str(error), exit_code_for(error)
+    elif isinstance(error, KeyboardInterrupt):
+        message, code = "interrupted", ExitCode.INTERRUPTED
+    else:
+        log.debug("internal_error", exc_info=error)
+        message = (
+            f"internal error: {type(error).__name__}: {error} (a bug; run with -vv for details)"
+        )
+        code = ExitCode.INTERNAL_ERROR
+    error_line(message)
+    if as_json:
+        print_json({**fields, "exitCode": int(code), "error": message})
+    return int(code)

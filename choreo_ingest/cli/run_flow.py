@@ -1,0 +1,144 @@
+"""`run` without typer: the burst (or nothing), what it prints, and its exit code.
+
+The lean entry (`cli/lean.py`) runs every plain `run` through `run_and_report`, so that a busy
+cron call does not pay for typer's parameter machinery or rich; the typer command
+(`cli/run_commands.py`) parses its options and calls `run_command` too. Both print the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
+from choreo_ingest.cli.failures import reported
+from choreo_ingest.cli.output import (
+    error_line,
+    print_json,
+    print_text,
+    stderr_is_tty,
+    stdout_is_tty,
+)
+from choreo_ingest.cli.session import Session, session_of
+from choreo_ingest.clock import rfc3339
+from choreo_ingest.config import Config, require_api
+from choreo_ingest.engine import ProviderOutcome
+from choreo_ingest.errors import LockHeld
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.logs import configure_logging
+from choreo_ingest.models import ProviderAction, RunOutcome
+from choreo_ingest.provider_scope import checked_provider
+from choreo_ingest.providers.registry import BUILT_IN
+
+log = structlog.get_logger("choreo_ingest.cli")
+
+ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": []}
+"""What `run --json` prints besides `exitCode` and `error` when it fails before any burst."""
+
+
+def run_and_report(
+    config: Config,
+    db: str | None,
+    *,
+    verbosity: int,
+    log_json: bool | None,
+    provider: str | None,
+    force: bool,
+    json_output: bool,
+) -> int:
+    """The whole `run` command for the lean entry: logging, session, run, report."""
+    configure_logging(verbosity=verbosity, json=log_json)
+    try:
+        session = session_of(config, db)
+        return run_command(session, provider=provider, force=force, json_output=json_output)
+    except (Exception, KeyboardInterrupt) as error:
+        return reported(error, json_output, ERROR_FIELDS)
+
+
+def run_command(session: Session, *, provider: str | None, force: bool, json_output: bool) -> int:
+    """At most one burst per provider (only `provider`'s, if given); prints the outcome."""
+    if provider is not None:
+        checked_provider(session.config, session.state, provider, option="--provider")
+    require_api_for(session, provider)
+    try:
+        result = run_once(session.config, session.state, session.clock, only=provider, force=force)
+    except LockHeld as error:
+        return report_locked(json_output, str(error))
+    return report_run(result, json_output)
+
+
+def require_api_for(session: Session, provider: str | None) -> None:
+    """The API settings, if a built-in provider is about to call its API."""
+    names = [provider] if provider else list(session.config.providers)
+    if any(name in BUILT_IN for name in names):
+        require_api(session.config)
+
+
+def report_locked(json_output: bool, message: str) -> int:
+    code = int(RUN_OUTCOMES[RunOutcome.LOCKED])
+    if json_output:
+        print_json({"outcome": RunOutcome.LOCKED.value, "exitCode": code, "providers": []})
+    # Overlapping calls are normal under cron: say so only to a person (or at -v).
+    if stderr_is_tty():
+        from choreo_ingest.cli.render import note_line  # rich: for a terminal only
+
+        note_line(f"choreo-ingest: {message}")
+    else:
+        log.info("run_skipped", reason=message)
+    return code
+
+
+def report_run(result: RunResult, json_output: bool) -> int:
+    code = RUN_OUTCOMES[result.outcome]
+    if json_output:
+        print_json(
+            {
+                "outcome": result.outcome.value,
+                "exitCode": int(code),
+                "providers": [outcome_json(outcome) for outcome in result.providers],
+                "events": {
+                    "applied": result.events.applied,
+                    "retried": result.events.retried,
+                    "parked": result.events.parked,
+                },
+            }
+        )
+    else:
+        for outcome in result.providers:
+            if outcome.error:
+                error_line(f"{outcome.name}: {outcome.error}")
+            elif stdout_is_tty():
+                print_text(outcome_line(outcome))
+    return int(code)
+
+
+def outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
+    return {
+        "name": outcome.name,
+        "action": outcome.action.value,
+        "state": outcome.state.value,
+        "pages": outcome.pages,
+        "entitiesUpserted": outcome.entities_upserted,
+        "entitiesUnchanged": outcome.entities_unchanged,
+        "entitiesRemoved": outcome.entities_removed,
+        "removalsBlocked": outcome.removals_blocked,
+        "cycleCompleted": outcome.cycle_completed,
+        "nextActionAt": rfc3339(outcome.next_action_at),
+        "error": outcome.error,
+    }
+
+
+def outcome_line(outcome: ProviderOutcome) -> str:
+    until = rfc3339(outcome.next_action_at) or "-"
+    if outcome.action is ProviderAction.WAITING:
+        return f"{outcome.name}: nothing due ({outcome.reason}) until {until}"
+    line = (
+        f"{outcome.name}: {outcome.action.value}, {outcome.pages} pages, "
+        f"{outcome.entities_upserted} upserted, {outcome.entities_unchanged} unchanged"
+    )
+    if outcome.cycle_completed:
+        line += f", cycle completed, {outcome.entities_removed} removed"
+        if outcome.removals_blocked:
+            line += f", {outcome.removals_blocked} removals BLOCKED (see `choreo-ingest removals`)"
+    return f"{line}; {outcome.state.value} until {until}"

@@ -1,0 +1,44 @@
+"""What a command works with: the config, where the state is, and the clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from choreo_ingest.clock import Clock, SystemClock
+from choreo_ingest.config import (
+    Config,
+    config_warnings,
+    find_config_path,
+    load_config,
+    resolve_state_path,
+    secret_values,
+)
+from choreo_ingest.logs import register_secret
+from choreo_ingest.store import StateLocation, configured_location
+
+log = structlog.get_logger("choreo_ingest.cli")
+
+
+@dataclass(frozen=True)
+class Session:
+    config: Config
+    state: StateLocation
+    clock: Clock
+
+
+def load_session(config: Path | None, db: str | None) -> Session:
+    """The config (`--config`, else the defaults' search) and the state (`--db`, else the
+    config's), with the config's secrets kept out of the logs and its warnings logged."""
+    return session_of(load_config(find_config_path(config)), db)
+
+
+def session_of(loaded: Config, db: str | None) -> Session:
+    for secret in secret_values(loaded):
+        register_secret(secret)
+    for warning in config_warnings(loaded):
+        log.warning("config_warning", message=warning)
+    state = configured_location(resolve_state_path(db, loaded), loaded)
+    return Session(loaded, state, SystemClock())

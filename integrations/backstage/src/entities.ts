@@ -1,0 +1,40 @@
+/**
+ * Turning the feed's entity bodies and refs into what the catalog takes: the managed-by
+ * annotations, the location key, and refs in Backstage's own spelling.
+ */
+import {
+  ANNOTATION_LOCATION,
+  ANNOTATION_ORIGIN_LOCATION,
+  type Entity,
+  parseEntityRef,
+  stringifyEntityRef,
+} from '@backstage/catalog-model';
+import type { DeferredEntity } from '@backstage/plugin-catalog-node';
+import type { FeedEntity } from './feedClient';
+
+/** The one location key of everything a choreo-ingest instance (its base URL) provides. */
+export function locationKeyFor(baseUrl: string): string {
+  return `choreo-ingest:${baseUrl.replace(/\/+$/, '')}`;
+}
+
+/**
+ * The entity as the catalog gets it: choreo-ingest's own managed-by annotations are kept
+ * (`provider:<name>`); an entity without them gets the location key as its location.
+ */
+export function toDeferredEntity(body: FeedEntity, locationKey: string): DeferredEntity {
+  const annotations = { ...(body.metadata.annotations ?? {}) };
+  annotations[ANNOTATION_LOCATION] ??= locationKey;
+  annotations[ANNOTATION_ORIGIN_LOCATION] ??= annotations[ANNOTATION_LOCATION];
+  const entity = { ...body, metadata: { ...body.metadata, annotations } } as Entity;
+  return { entity, locationKey };
+}
+
+/** Backstage's spelling of an entity's ref. */
+export function refOfEntity(entity: Entity): string {
+  return stringifyEntityRef(entity);
+}
+
+/** Backstage's spelling of a ref as choreo-ingest writes it (`component:ns/name`). */
+export function normalizeRef(ref: string): string {
+  return stringifyEntityRef(parseEntityRef(ref));
+}

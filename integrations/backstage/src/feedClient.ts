@@ -1,0 +1,198 @@
+/**
+ * The HTTP client for choreo-ingest's change feed (`choreo-ingest serve`):
+ * `GET /changes`, `POST /entities/batch` and `GET /entities`.
+ *
+ * Errors name the route and the HTTP status, never the token.
+ */
+
+/** An entity body as choreo-ingest serves it (a Backstage entity). */
+export type FeedEntity = {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    annotations?: Record<string, string>;
+    [key: string]: unknown;
+  };
+  [key: string]: unknown;
+};
+
+export type FeedChange = {
+  seq: number;
+  at: string;
+  op: string;
+  ref: string;
+  provider: string;
+};
+
+export type ChangesPage = {
+  storeId: string;
+  oldestSeq: number;
+  newestSeq: number;
+  changes: FeedChange[];
+};
+
+export type EntitiesBatch = {
+  storeId: string;
+  entities: FeedEntity[];
+  missing: string[];
+};
+
+export type EntitiesPage = {
+  storeId: string;
+  newestSeq: number;
+  entities: FeedEntity[];
+  nextCursor: string | null;
+};
+
+/** The most refs one `POST /entities/batch` takes. */
+export const MAX_BATCH_REFS = 1000;
+/** The most entities one `GET /entities` page holds. */
+export const MAX_PAGE_ENTITIES = 1000;
+/** The most changes one `GET /changes` page holds. */
+export const MAX_CHANGES = 10000;
+
+/** A failed feed request: the route, the HTTP status (when there was an answer) and why. */
+export class FeedError extends Error {
+  readonly status: number | undefined;
+  readonly route: string;
+
+  constructor(route: string, status: number | undefined, detail: string) {
+    super(
+      status === undefined
+        ? `choreo-ingest ${route} failed: ${detail}`
+        : `choreo-ingest ${route} answered HTTP ${status}: ${detail}`,
+    );
+    this.name = 'FeedError';
+    this.route = route;
+    this.status = status;
+  }
+}
+
+/** The feed position can no longer be followed (HTTP 410): copy the catalog again. */
+export class FeedGoneError extends FeedError {
+  constructor(route: string, detail: string) {
+    super(route, 410, detail);
+    this.name = 'FeedGoneError';
+  }
+}
+
+export type FeedClientOptions = {
+  baseUrl: string;
+  token?: string;
+  /** Per request, in milliseconds. */
+  timeoutMs?: number;
+};
+
+const DEFAULT_TIMEOUT_MS = 60_000;
+
+export class FeedClient {
+  private readonly baseUrl: string;
+  private readonly token: string | undefined;
+  private readonly timeoutMs: number;
+
+  constructor(options: FeedClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.token = options.token;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** Up to `limit` changes after seq `since`, oldest first. Throws FeedGoneError on 410. */
+  async changes(since: number, limit: number): Promise<ChangesPage> {
+    const query = new URLSearchParams({ since: String(since), limit: String(limit) });
+    const page = await this.request<ChangesPage>('GET /changes', `/changes?${query}`);
+    requireFields('GET /changes', page, ['storeId', 'newestSeq', 'changes']);
+    return page;
+  }
+
+  /** The bodies of `refs` (at most MAX_BATCH_REFS) and the refs the catalog no longer holds. */
+  async entitiesBatch(refs: string[]): Promise<EntitiesBatch> {
+    if (refs.length > MAX_BATCH_REFS) {
+      throw new Error(`at most ${MAX_BATCH_REFS} refs per POST /entities/batch, got ${refs.length}`);
+    }
+    const batch = await this.request<EntitiesBatch>('POST /entities/batch', '/entities/batch', {
+      method: 'POST',
+      body: JSON.stringify({ refs }),
+    });
+    requireFields('POST /entities/batch', batch, ['storeId', 'entities', 'missing']);
+    return batch;
+  }
+
+  /** One page of a walk over the whole catalog; `cursor` undefined starts a walk. */
+  async entitiesPage(cursor: string | undefined, limit: number): Promise<EntitiesPage> {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (cursor !== undefined) {
+      query.set('cursor', cursor);
+    }
+    const page = await this.request<EntitiesPage>('GET /entities', `/entities?${query}`);
+    requireFields('GET /entities', page, ['storeId', 'newestSeq', 'entities', 'nextCursor']);
+    return page;
+  }
+
+  private async request<T>(route: string, path: string, init: RequestInit = {}): Promise<T> {
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (init.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+    }
+    if (this.token) {
+      headers.Authorization = `Bearer ${this.token}`;
+    }
+    let response: Response;
+    try {
+      response = await fetch(`${this.baseUrl}${path}`, {
+        ...init,
+        headers,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (error) {
+      throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${describe(error)})`);
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      const detail = errorDetail(text) ?? response.statusText;
+      if (response.status === 410) {
+        throw new FeedGoneError(route, detail);
+      }
+      throw new FeedError(route, response.status, detail);
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new FeedError(route, response.status, 'the answer is not JSON');
+    }
+  }
+}
+
+function requireFields(route: string, document: unknown, fields: string[]): void {
+  if (typeof document !== 'object' || document === null) {
+    throw new FeedError(route, 200, 'the answer is not a JSON object');
+  }
+  for (const field of fields) {
+    if (!(field in document)) {
+      throw new FeedError(route, 200, `the answer has no "${field}"`);
+    }
+  }
+}
+
+/** The `error` of choreo-ingest's `{"error": "..."}` answers, else the start of the body. */
+function errorDetail(text: string): string | undefined {
+  try {
+    const document: unknown = JSON.parse(text);
+    if (typeof document === 'object' && document !== null && 'error' in document) {
+      return String((document as { error: unknown }).error);
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  const trimmed = text.trim();
+  return trimmed ? trimmed.slice(0, 200) : undefined;
+}
+
+function describe(error: unknown): string {
+  if (error instanceof Error) {
+    const cause = (error as Error & { cause?: unknown }).cause;
+    return cause instanceof Error ? `${error.message}: ${cause.message}` : error.message;
+  }
+  return String(error);
+}

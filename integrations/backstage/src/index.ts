@@ -1,0 +1,17 @@
+/**
+ * A Backstage catalog backend module that applies choreo-ingest's change feed as small
+ * delta mutations.
+ *
+ * @packageDocumentation
+ */
+export { catalogModuleChoreoIngest as default } from './module';
+export { catalogModuleChoreoIngest, CONFIG_PATH, DEFAULT_SCHEDULE, TASK_ID } from './module';
+export {
+  ChoreoIngestEntityProvider,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_MAX_REMOVAL_RATIO,
+  type ChoreoIngestEntityProviderOptions,
+  type SyncResult,
+} from './provider';
+export { FeedClient, FeedError, FeedGoneError } from './feedClient';
+export { locationKeyFor } from './entities';

@@ -1,0 +1,65 @@
+/**
+ * The module's own schema in the catalog's database, as Knex migrations with their own
+ * bookkeeping table (so they never mix with the catalog's migrations).
+ */
+import type { Knex } from 'knex';
+
+export const POSITION_TABLE = 'choreo_ingest_feed_position';
+export const APPLIED_TABLE = 'choreo_ingest_applied_refs';
+export const MIGRATIONS_TABLE = 'choreo_ingest_knex_migrations';
+
+type Migration = {
+  name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+};
+
+const MIGRATIONS: Migration[] = [
+  {
+    name: '20261201_01_init',
+    async up(knex) {
+      await knex.schema.createTable(POSITION_TABLE, table => {
+        table.comment('Where the choreo-ingest module is in the feed, per provider');
+        table.string('provider', 255).primary().notNullable();
+        table.string('store_id', 255).nullable().comment('storeId the position belongs to');
+        table.bigInteger('seq').nullable().comment('last /changes seq applied; null: none yet');
+        table.integer('generation').notNullable().defaultTo(0).comment('latest resync started');
+        table.boolean('resync_active').notNullable().defaultTo(false);
+        table.text('resync_cursor').nullable().comment('nextCursor of the last page applied');
+        table.string('resync_store_id', 255).nullable().comment('storeId of the walk');
+        table.bigInteger('resync_newest_seq').nullable().comment('newestSeq of its first page');
+        table.boolean('sweep_pending').notNullable().defaultTo(false);
+        table.string('updated_at', 40).notNullable();
+      });
+      await knex.schema.createTable(APPLIED_TABLE, table => {
+        table.comment('The entity refs the choreo-ingest module applied, per provider');
+        table.string('provider', 255).notNullable();
+        table.string('ref', 512).notNullable();
+        table.integer('generation').notNullable();
+        table.primary(['provider', 'ref']);
+        table.index(['provider', 'generation'], 'choreo_ingest_applied_generation_idx');
+      });
+    },
+    async down(knex) {
+      await knex.schema.dropTableIfExists(APPLIED_TABLE);
+      await knex.schema.dropTableIfExists(POSITION_TABLE);
+    },
+  },
+];
+
+const migrationSource: Knex.MigrationSource<Migration> = {
+  async getMigrations() {
+    return MIGRATIONS;
+  },
+  getMigrationName(migration) {
+    return migration.name;
+  },
+  async getMigration(migration) {
+    return migration;
+  },
+};
+
+/** Bring the module's tables up to date (idempotent; Knex's lock keeps replicas apart). */
+export async function migrate(database: Knex): Promise<void> {
+  await database.migrate.latest({ migrationSource, tableName: MIGRATIONS_TABLE });
+}

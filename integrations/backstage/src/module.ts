@@ -1,0 +1,72 @@
+/**
+ * The catalog backend module: reads `catalog.providers.choreoIngest`, adds the provider to the
+ * catalog and schedules its sync as one cluster-wide task (one sync at a time across replicas).
+ */
+import {
+  coreServices,
+  createBackendModule,
+  readSchedulerServiceTaskScheduleDefinitionFromConfig,
+  type SchedulerServiceTaskScheduleDefinition,
+} from '@backstage/backend-plugin-api';
+import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
+import { ChoreoIngestEntityProvider } from './provider';
+
+export const CONFIG_PATH = 'catalog.providers.choreoIngest';
+/** The scheduler task id: fixed, so every replica takes turns at the same task. */
+export const TASK_ID = 'choreo-ingest-entity-provider:sync';
+
+export const DEFAULT_SCHEDULE: SchedulerServiceTaskScheduleDefinition = {
+  frequency: { seconds: 30 },
+  timeout: { minutes: 15 },
+  initialDelay: { seconds: 15 },
+};
+
+export const catalogModuleChoreoIngest = createBackendModule({
+  pluginId: 'catalog',
+  moduleId: 'choreo-ingest',
+  register(env) {
+    env.registerInit({
+      deps: {
+        catalog: catalogProcessingExtensionPoint,
+        config: coreServices.rootConfig,
+        logger: coreServices.logger,
+        scheduler: coreServices.scheduler,
+        database: coreServices.database,
+      },
+      async init({ catalog, config, logger, scheduler, database }) {
+        const settings = config.getOptionalConfig(CONFIG_PATH);
+        if (!settings) {
+          logger.warn(`choreo-ingest: no ${CONFIG_PATH} in the config; the module does nothing`);
+          return;
+        }
+        const schedule = settings.has('schedule')
+          ? readSchedulerServiceTaskScheduleDefinitionFromConfig(settings.getConfig('schedule'))
+          : DEFAULT_SCHEDULE;
+        const provider = new ChoreoIngestEntityProvider({
+          baseUrl: settings.getString('baseUrl'),
+          token: settings.getOptionalString('token'),
+          batchSize: settings.getOptionalNumber('batchSize'),
+          maxRemovalRatio: settings.getOptionalNumber('maxRemovalRatio'),
+          logger,
+          database: await database.getClient(),
+        });
+        catalog.addEntityProvider(provider);
+        await scheduler.scheduleTask({
+          id: TASK_ID,
+          ...schedule,
+          fn: async () => {
+            if (!provider.connected) {
+              logger.debug('choreo-ingest: the catalog has not connected the provider yet');
+              return;
+            }
+            try {
+              await provider.run();
+            } catch (error) {
+              logger.error(`choreo-ingest: sync failed: ${(error as Error).message}`);
+            }
+          },
+        });
+      },
+    });
+  },
+});

@@ -1,0 +1,352 @@
+/**
+ * ChoreoIngestEntityProvider: follows choreo-ingest's change feed and applies each page of
+ * changes to the catalog as one small `delta` mutation.
+ *
+ * One `run()` is one sync step:
+ *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId) or under
+ *      way (it resumes from the stored cursor): the whole catalog from `GET /entities`, one
+ *      delta per page, then the removal of what earlier generations applied and this one did
+ *      not (refused above `maxRemovalRatio`, and re-checked at every later step);
+ *   2. the changes after the stored position from `GET /changes`, one delta per page, until
+ *      caught up.
+ * The stored position moves only after the catalog accepted the mutation: a crash in between
+ * replays the page, which the catalog takes as the same upserts and removals again.
+ */
+import type { LoggerService } from '@backstage/backend-plugin-api';
+import type {
+  EntityProvider,
+  EntityProviderConnection,
+  EntityProviderMutation,
+} from '@backstage/plugin-catalog-node';
+import type { Knex } from 'knex';
+import { locationKeyFor, normalizeRef, refOfEntity, toDeferredEntity } from './entities';
+import {
+  type ChangesPage,
+  FeedClient,
+  FeedError,
+  FeedGoneError,
+  MAX_BATCH_REFS,
+  MAX_CHANGES,
+  MAX_PAGE_ENTITIES,
+} from './feedClient';
+import { type FeedState, StateStore, chunks } from './state';
+
+export const DEFAULT_BATCH_SIZE = 500;
+export const DEFAULT_MAX_REMOVAL_RATIO = 0.2;
+const PROVIDER_NAME = 'choreo-ingest';
+/** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
+const MAX_WALK_RESTARTS = 3;
+
+export type SyncResult = { applied: number; removed: number; resynced: boolean };
+
+export type ChoreoIngestEntityProviderOptions = {
+  /** choreo-ingest serve's base URL, such as `http://choreo-ingest:8080`. */
+  baseUrl: string;
+  /** Its bearer token (`serve.auth.tokenFile` / `$CHOREO_INGEST_SERVE_TOKEN`). */
+  token?: string;
+  logger: LoggerService;
+  /** A Knex client of the catalog's database: the module keeps its two tables there. */
+  database: Knex;
+  /** Changes per `/changes` page, and entities per `/entities` page (at most 1,000). */
+  batchSize?: number;
+  /** The most a resync may remove, as a share of the provider's entities (0..1). */
+  maxRemovalRatio?: number;
+  /** Per request, in milliseconds. */
+  requestTimeoutMs?: number;
+  /** Called after a mutation was accepted, before the position is written (a test seam). */
+  afterMutation?: (mutation: EntityProviderMutation) => Promise<void> | void;
+};
+
+class StoreChanged extends Error {}
+
+export class ChoreoIngestEntityProvider implements EntityProvider {
+  private readonly client: FeedClient;
+  private readonly logger: LoggerService;
+  private readonly store: StateStore;
+  private readonly locationKey: string;
+  private readonly batchSize: number;
+  private readonly maxRemovalRatio: number;
+  private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
+  private connection: EntityProviderConnection | undefined;
+  private running: Promise<SyncResult> | undefined;
+
+  constructor(options: ChoreoIngestEntityProviderOptions) {
+    if (!options.baseUrl) {
+      throw new Error('choreo-ingest: baseUrl is required');
+    }
+    const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_CHANGES) {
+      throw new Error(`choreo-ingest: batchSize must be a whole number from 1 to ${MAX_CHANGES}`);
+    }
+    const ratio = options.maxRemovalRatio ?? DEFAULT_MAX_REMOVAL_RATIO;
+    if (!(ratio >= 0 && ratio <= 1)) {
+      throw new Error('choreo-ingest: maxRemovalRatio must be from 0 to 1');
+    }
+    this.client = new FeedClient({
+      baseUrl: options.baseUrl,
+      token: options.token,
+      timeoutMs: options.requestTimeoutMs,
+    });
+    this.logger = options.logger;
+    this.store = new StateStore(options.database, PROVIDER_NAME);
+    this.locationKey = locationKeyFor(options.baseUrl);
+    this.batchSize = batchSize;
+    this.maxRemovalRatio = ratio;
+    this.afterMutation = options.afterMutation;
+  }
+
+  getProviderName(): string {
+    return PROVIDER_NAME;
+  }
+
+  async connect(connection: EntityProviderConnection): Promise<void> {
+    this.connection = connection;
+    await this.store.ready();
+  }
+
+  get connected(): boolean {
+    return this.connection !== undefined;
+  }
+
+  /** The refs this provider has applied, in Backstage's spelling, sorted. */
+  async appliedRefs(): Promise<string[]> {
+    return this.store.appliedRefs();
+  }
+
+  /** One sync step; steps never overlap within a process (the scheduler keeps replicas apart). */
+  run(): Promise<SyncResult> {
+    if (!this.running) {
+      this.running = this.sync().finally(() => {
+        this.running = undefined;
+      });
+    }
+    return this.running;
+  }
+
+  private async sync(): Promise<SyncResult> {
+    const connection = this.connection;
+    if (!connection) {
+      throw new Error('choreo-ingest: run() before connect(): the catalog has not started');
+    }
+    const result: SyncResult = { applied: 0, removed: 0, resynced: false };
+    let state = (await this.store.load()) ?? { generation: 0, sweepPending: false };
+    if (state.seq === undefined && !state.resync) {
+      state = await this.startResync(state, 'first start');
+    }
+    for (let restarts = 0; ; restarts += 1) {
+      if (restarts > MAX_WALK_RESTARTS) {
+        throw new Error(`choreo-ingest: gave up after ${MAX_WALK_RESTARTS} resyncs in one step`);
+      }
+      if (state.resync) {
+        state = await this.walk(connection, state, result);
+        result.resynced = true;
+      }
+      try {
+        state = await this.follow(connection, state, result);
+        break;
+      } catch (error) {
+        if (!(error instanceof FeedGoneError || error instanceof StoreChanged)) {
+          throw error;
+        }
+        state = await this.startResync(state, error.message);
+      }
+    }
+    if (state.sweepPending) {
+      state = await this.sweep(connection, state, result);
+    }
+    if (result.applied || result.removed || result.resynced) {
+      this.logger.info(
+        `choreo-ingest: applied ${result.applied}, removed ${result.removed}` +
+          `${result.resynced ? ' (resynced)' : ''}; at seq ${state.seq}`,
+      );
+    }
+    return result;
+  }
+
+  private async startResync(state: FeedState, reason: string): Promise<FeedState> {
+    const next: FeedState = { ...state, generation: state.generation + 1, resync: {} };
+    this.logger.info(`choreo-ingest: resync (generation ${next.generation}): ${reason}`);
+    await this.store.commit({ state: next });
+    return next;
+  }
+
+  /** Page through `GET /entities`, resuming at the stored cursor; return the state after it. */
+  private async walk(
+    connection: EntityProviderConnection,
+    initial: FeedState,
+    result: SyncResult,
+  ): Promise<FeedState> {
+    let state = initial;
+    const limit = Math.min(this.batchSize, MAX_PAGE_ENTITIES);
+    for (let restarts = 0; ; ) {
+      const resync = state.resync ?? {};
+      let page;
+      try {
+        page = await this.client.entitiesPage(resync.cursor, limit);
+      } catch (error) {
+        const expired =
+          resync.cursor !== undefined &&
+          error instanceof FeedError &&
+          (error.status === 410 || error.status === 400);
+        if (!expired) {
+          throw error;
+        }
+        state = await this.restartWalk(state, (restarts += 1), error.message);
+        continue;
+      }
+      if (resync.storeId !== undefined && page.storeId !== resync.storeId) {
+        const why = `storeId changed during the walk (${resync.storeId} -> ${page.storeId})`;
+        state = await this.restartWalk(state, (restarts += 1), why);
+        continue;
+      }
+      const added = page.entities.map(body => toDeferredEntity(body, this.locationKey));
+      if (added.length) {
+        await this.apply(connection, { type: 'delta', added, removed: [] });
+      }
+      const storeId = resync.storeId ?? page.storeId;
+      const newestSeq = resync.newestSeq ?? page.newestSeq;
+      const next: FeedState = page.nextCursor
+        ? { ...state, resync: { cursor: page.nextCursor, storeId, newestSeq } }
+        : { ...state, resync: undefined, storeId, seq: newestSeq, sweepPending: true };
+      await this.store.commit({
+        state: next,
+        applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
+      });
+      result.applied += added.length;
+      state = next;
+      if (!page.nextCursor) {
+        return state;
+      }
+    }
+  }
+
+  private async restartWalk(state: FeedState, restarts: number, why: string): Promise<FeedState> {
+    if (restarts > MAX_WALK_RESTARTS) {
+      throw new Error(`choreo-ingest: the resync walk restarted ${MAX_WALK_RESTARTS} times: ${why}`);
+    }
+    return this.startResync(state, `walk restarted: ${why}`);
+  }
+
+  /** Apply `/changes` after the stored seq, one delta per page, until caught up. */
+  private async follow(
+    connection: EntityProviderConnection,
+    initial: FeedState,
+    result: SyncResult,
+  ): Promise<FeedState> {
+    let state = initial;
+    for (;;) {
+      const since = state.seq ?? 0;
+      const page = await this.client.changes(since, this.batchSize);
+      this.requireStore(state, page.storeId);
+      if (!page.changes.length) {
+        return state;
+      }
+      const { upserts, deletes } = lastOpPerRef(page);
+      const bodies = [];
+      const missing: string[] = [];
+      for (const refs of chunks(upserts, MAX_BATCH_REFS)) {
+        const batch = await this.client.entitiesBatch(refs);
+        this.requireStore(state, batch.storeId);
+        bodies.push(...batch.entities);
+        missing.push(...batch.missing);
+      }
+      const added = bodies.map(body => toDeferredEntity(body, this.locationKey));
+      // A ref gone since its upsert was logged has a delete after it: remove it now.
+      const removedRefs = [...new Set([...deletes, ...missing].map(normalizeRef))];
+      if (added.length || removedRefs.length) {
+        await this.apply(connection, {
+          type: 'delta',
+          added,
+          removed: removedRefs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
+        });
+      }
+      const next: FeedState = { ...state, seq: page.changes[page.changes.length - 1].seq };
+      await this.store.commit({
+        state: next,
+        applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
+        removed: removedRefs,
+      });
+      result.applied += added.length;
+      result.removed += removedRefs.length;
+      state = next;
+      if (page.changes.length < this.batchSize) {
+        return state;
+      }
+    }
+  }
+
+  /** Remove what earlier generations applied and the latest resync did not, within the ratio. */
+  private async sweep(
+    connection: EntityProviderConnection,
+    state: FeedState,
+    result: SyncResult,
+  ): Promise<FeedState> {
+    const stale = await this.store.staleRefs(state.generation);
+    const total = await this.store.appliedCount();
+    if (stale.length && stale.length > this.maxRemovalRatio * total) {
+      this.logger.warn(
+        `choreo-ingest: refusing to remove ${stale.length} of ${total} entities ` +
+          `(${((100 * stale.length) / total).toFixed(1)}%, above maxRemovalRatio ` +
+          `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
+          'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
+          'the changes or the next resync to agree',
+      );
+      return state;
+    }
+    let current = state;
+    const batches = chunks(stale, MAX_BATCH_REFS);
+    for (const [index, refs] of batches.entries()) {
+      await this.apply(connection, {
+        type: 'delta',
+        added: [],
+        removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
+      });
+      current = { ...current, sweepPending: index < batches.length - 1 };
+      await this.store.commit({ state: current, removed: refs });
+      result.removed += refs.length;
+    }
+    if (current.sweepPending) {
+      current = { ...current, sweepPending: false };
+      await this.store.commit({ state: current });
+    }
+    if (stale.length) {
+      this.logger.info(`choreo-ingest: removed ${stale.length} entities the resync did not see`);
+    }
+    return current;
+  }
+
+  private async apply(
+    connection: EntityProviderConnection,
+    mutation: EntityProviderMutation & { type: 'delta' },
+  ): Promise<void> {
+    await connection.applyMutation(mutation);
+    await this.afterMutation?.(mutation);
+  }
+
+  private requireStore(state: FeedState, storeId: string): void {
+    if (state.storeId !== undefined && storeId !== state.storeId) {
+      throw new StoreChanged(`storeId changed (${state.storeId} -> ${storeId})`);
+    }
+  }
+}
+
+/** The refs of a page's changes, by the last op each ref had in it. */
+function lastOpPerRef(page: ChangesPage): { upserts: string[]; deletes: string[] } {
+  const last = new Map<string, string>();
+  for (const change of page.changes) {
+    last.delete(change.ref);
+    last.set(change.ref, change.op);
+  }
+  const upserts: string[] = [];
+  const deletes: string[] = [];
+  for (const [ref, op] of last) {
+    if (op === 'upsert') {
+      upserts.push(ref);
+    } else if (op === 'delete') {
+      deletes.push(ref);
+    } else {
+      throw new FeedError('GET /changes', 200, `unknown op "${op}" for ${ref}`);
+    }
+  }
+  return { upserts, deletes };
+}

@@ -1,0 +1,165 @@
+/**
+ * The module's state in the catalog's database: its feed position (with the storeId and a
+ * resync in progress) and the set of entity refs it applied, each with the resync generation
+ * that last applied it.
+ */
+import type { Knex } from 'knex';
+import { APPLIED_TABLE, POSITION_TABLE, migrate } from './migrations';
+
+export type Resync = {
+  /** The `nextCursor` to read next; undefined: the walk has not read a page yet. */
+  cursor?: string;
+  /** The storeId and newestSeq the walk's first page reported. */
+  storeId?: string;
+  newestSeq?: number;
+};
+
+export type FeedState = {
+  storeId?: string;
+  /** The last /changes seq applied; undefined before the first resync finished. */
+  seq?: number;
+  /** The generation of the latest resync started (0: none yet). */
+  generation: number;
+  /** A resync in progress. */
+  resync?: Resync;
+  /** A removal of earlier generations' refs was refused and waits. */
+  sweepPending: boolean;
+};
+
+/** What one step wrote, committed in one transaction after its mutation was accepted. */
+export type Commit = {
+  state: FeedState;
+  applied?: { refs: string[]; generation: number };
+  removed?: string[];
+};
+
+const CHUNK = 400;
+
+export class StateStore {
+  private readonly db: Knex;
+  private readonly provider: string;
+  private migrated: Promise<void> | undefined;
+
+  constructor(db: Knex, provider: string) {
+    this.db = db;
+    this.provider = provider;
+  }
+
+  /** Create or update the tables (once per instance). */
+  async ready(): Promise<void> {
+    if (!this.migrated) {
+      this.migrated = migrate(this.db).catch(error => {
+        this.migrated = undefined;
+        throw error;
+      });
+    }
+    return this.migrated;
+  }
+
+  async load(): Promise<FeedState | undefined> {
+    await this.ready();
+    const row = await this.db(POSITION_TABLE).where({ provider: this.provider }).first();
+    if (!row) {
+      return undefined;
+    }
+    return {
+      storeId: row.store_id ?? undefined,
+      seq: optionalNumber(row.seq),
+      generation: Number(row.generation),
+      resync: truthy(row.resync_active)
+        ? {
+            cursor: row.resync_cursor ?? undefined,
+            storeId: row.resync_store_id ?? undefined,
+            newestSeq: optionalNumber(row.resync_newest_seq),
+          }
+        : undefined,
+      sweepPending: truthy(row.sweep_pending),
+    };
+  }
+
+  /** Write the position, and the applied set's changes, in one transaction. */
+  async commit(commit: Commit): Promise<void> {
+    await this.ready();
+    await this.db.transaction(async trx => {
+      if (commit.removed?.length) {
+        for (const refs of chunks(commit.removed, CHUNK)) {
+          await trx(APPLIED_TABLE).where({ provider: this.provider }).whereIn('ref', refs).delete();
+        }
+      }
+      if (commit.applied?.refs.length) {
+        const { generation } = commit.applied;
+        for (const refs of chunks(commit.applied.refs, CHUNK)) {
+          await trx(APPLIED_TABLE)
+            .insert(refs.map(ref => ({ provider: this.provider, ref, generation })))
+            .onConflict(['provider', 'ref'])
+            .merge(['generation']);
+        }
+      }
+      await this.writeState(trx, commit.state);
+    });
+  }
+
+  /** Refs applied by a generation before `generation`. */
+  async staleRefs(generation: number): Promise<string[]> {
+    await this.ready();
+    const rows: Array<{ ref: string }> = await this.db(APPLIED_TABLE)
+      .where({ provider: this.provider })
+      .andWhere('generation', '<', generation)
+      .orderBy('ref')
+      .select('ref');
+    return rows.map(row => row.ref);
+  }
+
+  /** How many refs the provider has applied (all generations). */
+  async appliedCount(): Promise<number> {
+    await this.ready();
+    const row = await this.db(APPLIED_TABLE)
+      .where({ provider: this.provider })
+      .count({ count: '*' })
+      .first();
+    return Number(row?.count ?? 0);
+  }
+
+  /** Every applied ref, sorted (for tests and operators). */
+  async appliedRefs(): Promise<string[]> {
+    await this.ready();
+    const rows: Array<{ ref: string }> = await this.db(APPLIED_TABLE)
+      .where({ provider: this.provider })
+      .orderBy('ref')
+      .select('ref');
+    return rows.map(row => row.ref);
+  }
+
+  private async writeState(trx: Knex.Transaction, state: FeedState): Promise<void> {
+    const row = {
+      provider: this.provider,
+      store_id: state.storeId ?? null,
+      seq: state.seq ?? null,
+      generation: state.generation,
+      resync_active: state.resync !== undefined,
+      resync_cursor: state.resync?.cursor ?? null,
+      resync_store_id: state.resync?.storeId ?? null,
+      resync_newest_seq: state.resync?.newestSeq ?? null,
+      sweep_pending: state.sweepPending,
+      updated_at: new Date().toISOString(),
+    };
+    await trx(POSITION_TABLE).insert(row).onConflict('provider').merge();
+  }
+}
+
+function optionalNumber(value: unknown): number | undefined {
+  return value === null || value === undefined ? undefined : Number(value);
+}
+
+/** Booleans come back as 0/1 from SQLite and MySQL. */
+function truthy(value: unknown): boolean {
+  return value === true || value === 1 || value === '1' || value === 't';
+}
+
+export function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let start = 0; start < items.length; start += size) {
+    out.push(items.slice(start, start + size));
+  }
+  return out;
+}

@@ -1,0 +1,158 @@
+/**
+ * The acceptance shape: 3 namespaces x 10 projects x 100 components, a real `choreo-ingest
+ * serve`, and the module's sync steps applied to a recording fake connection.
+ */
+import {
+  ANNOTATION_LOCATION,
+  ANNOTATION_ORIGIN_LOCATION,
+} from '@backstage/catalog-model';
+import type { Knex } from 'knex';
+import { ChoreoIngestEntityProvider } from '../src';
+import { locationKeyFor } from '../src/entities';
+import { SERVE_TOKEN, type Choreo, startChoreo, waitUntil } from './support/choreo';
+import { RecordingConnection } from './support/connection';
+import { sqlite } from './support/db';
+import { TestLogger } from './support/logger';
+
+const NAMESPACE = 'org-00-cyberdyne';
+const BATCH_SIZE = 500;
+const OPENAPI = 'openapi: 3.0.0\ninfo: {title: fresh, version: 1.0.0}\npaths: {}\n';
+
+let choreo: Choreo;
+let database: Knex;
+let connection: RecordingConnection;
+let provider: ChoreoIngestEntityProvider;
+const logger = new TestLogger();
+/** The refs the created component brought (the Component and its API). */
+let arrived: string[] = [];
+
+beforeAll(async () => {
+  choreo = await startChoreo({ orgs: 3, projects: 10, components: 100 });
+  database = sqlite();
+  connection = new RecordingConnection();
+  provider = new ChoreoIngestEntityProvider({
+    baseUrl: choreo.serveUrl,
+    token: SERVE_TOKEN,
+    logger,
+    database,
+    batchSize: BATCH_SIZE,
+  });
+  await provider.connect(connection);
+});
+
+afterAll(async () => {
+  await database?.destroy();
+  await choreo?.stop();
+});
+
+/** A project of the namespace, from the simulator's world. */
+async function someProject(): Promise<string> {
+  const response = await fetch(`${choreo.simulatorUrl}/_control/world`);
+  const world = (await response.json()) as {
+    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
+  };
+  const project = world.data.projects.find(p => p.metadata.namespace === NAMESPACE);
+  if (!project) {
+    throw new Error(`no project in ${NAMESPACE}`);
+  }
+  return project.metadata.name;
+}
+
+async function waitForSeq(atLeast: number): Promise<void> {
+  await waitUntil(async () => (await choreo.feedHead()).newestSeq >= atLeast, `seq ${atLeast}`);
+}
+
+test('the first step copies the catalog as deltas: the applied set equals export', async () => {
+  const result = await provider.run();
+  const exported = await choreo.exportRefs();
+
+  expect(exported.length).toBeGreaterThan(3000);
+  expect(result).toEqual({ applied: exported.length, removed: 0, resynced: true });
+  expect(connection.refs()).toEqual(exported);
+  expect(await provider.appliedRefs()).toEqual(exported);
+  const key = locationKeyFor(choreo.serveUrl);
+  for (const summary of connection.summaries) {
+    expect(summary.type).toBe('delta');
+    expect(summary.added.length).toBeLessThanOrEqual(BATCH_SIZE);
+    expect(summary.locationKeys).toEqual([key]);
+  }
+  expect(connection.summaries.length).toBe(Math.ceil(exported.length / BATCH_SIZE));
+  for (const entity of connection.entities.values()) {
+    expect(entity.metadata.annotations?.[ANNOTATION_LOCATION]).toBeTruthy();
+    expect(entity.metadata.annotations?.[ANNOTATION_ORIGIN_LOCATION]).toBeTruthy();
+  }
+
+  connection.clearLog();
+  expect(await provider.run()).toEqual({ applied: 0, removed: 0, resynced: false });
+  expect(connection.summaries).toEqual([]);
+});
+
+test('a created component arrives as one delta with the Component and its API', async () => {
+  connection.clearLog();
+  const project = await someProject();
+  const before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('add_component', {
+    namespace: NAMESPACE,
+    project,
+    name: 'fresh-arrival',
+    endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
+  });
+  await waitForSeq(before + 2);
+
+  const result = await provider.run();
+
+  expect(result).toEqual({ applied: 2, removed: 0, resynced: false });
+  expect(connection.summaries).toHaveLength(1);
+  const [delta] = connection.summaries;
+  expect(delta.type).toBe('delta');
+  expect(delta.removed).toEqual([]);
+  arrived = [...delta.added].sort();
+  expect(arrived).toHaveLength(2);
+  expect(arrived[0]).toMatch(new RegExp(`^api:${NAMESPACE}/${project.slice(0, 20)}`));
+  expect(arrived[1]).toBe(`component:${NAMESPACE}/fresh-arrival`);
+  expect(connection.entities.get(arrived[0])?.metadata.annotations?.['openchoreo.io/component']).toBe(
+    'fresh-arrival',
+  );
+  expect(connection.refs()).toEqual(await choreo.exportRefs());
+});
+
+test('a deleted component leaves as one delta removing its refs', async () => {
+  connection.clearLog();
+  const before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('delete_component', { namespace: NAMESPACE, name: 'fresh-arrival' });
+  await waitForSeq(before + 2);
+
+  const result = await provider.run();
+
+  expect(result).toEqual({ applied: 0, removed: 2, resynced: false });
+  expect(connection.summaries).toHaveLength(1);
+  const [delta] = connection.summaries;
+  expect(delta.added).toEqual([]);
+  expect([...delta.removed].sort()).toEqual(arrived);
+  expect(connection.refs()).toEqual(await choreo.exportRefs());
+  expect(await provider.appliedRefs()).toEqual(connection.refs());
+});
+
+test('a reset of the choreo-ingest state (new storeId) resyncs with no removal', async () => {
+  const { storeId, newestSeq } = await choreo.feedHead();
+  const status = async () => (await choreo.serve('GET', '/status')).json.providers[0];
+  const cycleBefore = (await status()).cycleId;
+  const reset = await choreo.serve('POST', '/providers/openchoreo/reset?purge=true');
+  expect(reset.status).toBe(200);
+  // serve starts the new cycle at once; wait until it has filled the store again.
+  await waitUntil(async () => {
+    const provider = await status();
+    return provider.cycleId > cycleBefore && provider.state === 'resting';
+  }, 'the cycle after the reset', 60_000);
+  expect((await choreo.feedHead()).storeId).not.toBe(storeId);
+  expect((await choreo.feedHead()).newestSeq).toBeGreaterThan(newestSeq);
+  connection.clearLog();
+
+  const result = await provider.run();
+
+  expect(result.resynced).toBe(true);
+  expect(result.removed).toBe(0);
+  expect(connection.summaries.every(s => s.removed.length === 0)).toBe(true);
+  expect(connection.refs()).toEqual(await choreo.exportRefs());
+  expect(await provider.appliedRefs()).toEqual(connection.refs());
+});
