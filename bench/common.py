@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -324,6 +325,29 @@ class Result:
     measured: str
     passed: bool | None
     """None: a figure reported for context, with no target."""
+
+
+def fetch_token(simulator: SimulatorProcess, client_id: str, client_secret: str) -> str:
+    """An access token from the simulator's OAuth2 token endpoint (client credentials)."""
+    response = httpx.post(
+        simulator.token_url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+        timeout=30.0,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+def summarize(results: Sequence[Result], started: float) -> int:
+    """Print the table and the count of missed targets; the exit code (1 if any was missed)."""
+    print_table(results)
+    failed = [result for result in results if result.passed is False]
+    print(f"{len(failed)} target(s) missed; {time.perf_counter() - started:.0f} s in all")
+    return 1 if failed else 0
 
 
 def print_table(results: Sequence[Result]) -> None:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from common import (
     BENCH_DIR,
     Measured,
@@ -45,12 +44,13 @@ from common import (
     SimulatorProcess,
     cli,
     compile_package,
+    fetch_token,
     ingest,
     machine,
     metric_value,
-    print_table,
     run_measured,
     scratch,
+    summarize,
     write_config,
 )
 
@@ -133,20 +133,6 @@ def config_for(directory: Path, simulator: SimulatorProcess, **incremental: Any)
         "clientSecret": OAUTH_SECRET,
     }
     return write_config(directory, simulator.url, oauth=oauth, **incremental)
-
-
-def fetch_token(simulator: SimulatorProcess) -> str:
-    response = httpx.post(
-        simulator.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": OAUTH_CLIENT,
-            "client_secret": OAUTH_SECRET,
-        },
-        timeout=30.0,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
 
 
 def full_cycle(simulator: SimulatorProcess, directory: Path, **incremental: Any) -> Measured:
@@ -354,7 +340,7 @@ def measure_pair(api: str, size: Size, repeats: int) -> Pair:
     cycles: list[Measured] = []
     entities = 0
     with simulator_for(api, size) as simulator:
-        token = fetch_token(simulator) if api == "v1" else None
+        token = fetch_token(simulator, OAUTH_CLIENT, OAUTH_SECRET) if api == "v1" else None
         floor_walk(simulator, token)  # warm the simulator's caches for both sides
         for attempt in range(repeats):
             simulator.reset_stats()
@@ -484,10 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     for name in chosen:
         results += BENCHMARKS[name](args)
-    print_table(results)
-    failed = [result for result in results if result.passed is False]
-    print(f"{len(failed)} target(s) missed; {time.perf_counter() - started:.0f} s in all")
-    return 1 if failed else 0
+    return summarize(results, started)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 import structlog
-from common import Result, compile_package, machine, print_table
+from common import Result, compile_package, machine, summarize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -464,10 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  sweep done, {time.perf_counter() - started:.0f} s", flush=True)
         if "status" in only:
             results += status(cluster, sizes.status_refs, sizes.status_runs)
-    print_table(results)
-    failed = [result for result in results if result.passed is False]
-    print(f"{len(failed)} target(s) missed; {time.perf_counter() - started:.0f} s in all")
-    return 1 if failed else 0
+    return summarize(results, started)
 
 
 if __name__ == "__main__":

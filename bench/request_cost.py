@@ -36,6 +36,7 @@ from common import (
     Result,
     SimulatorProcess,
     compile_package,
+    fetch_token,
     ingest,
     machine,
     print_table,
@@ -90,25 +91,14 @@ class FlatWalk:
         return listed + self.items["components"]
 
 
-def token(simulator: SimulatorProcess) -> str:
-    response = httpx.post(
-        simulator.token_url,
-        data={
-            "grant_type": "client_credentials",
-            "client_id": OAUTH_CLIENT,
-            "client_secret": OAUTH_SECRET,
-        },
-        timeout=30.0,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
 def flat_walk(simulator: SimulatorProcess) -> FlatWalk:
     """Every list page of the v1 walk, read directly: the fewest requests the cycle can make."""
     pages = dict.fromkeys(LISTINGS, 0)
     items = dict.fromkeys(LISTINGS, 0)
-    headers = {"Authorization": f"Bearer {token(simulator)}", "Accept": "application/json"}
+    headers = {
+        "Authorization": f"Bearer {fetch_token(simulator, OAUTH_CLIENT, OAUTH_SECRET)}",
+        "Accept": "application/json",
+    }
     with httpx.Client(base_url=simulator.url.rstrip("/") + "/", headers=headers) as client:
 
         def listing(kind: str, path: str) -> list[dict[str, Any]]:

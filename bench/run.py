@@ -22,7 +22,7 @@ import memory
 import overhead
 import request_cost
 import scale
-from common import Result, compile_package, machine, print_table
+from common import Result, compile_package, machine, summarize
 from overhead import Shape
 from request_cost import World
 
@@ -110,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         found = BENCHMARKS[name](plan)
         results += found
         print(f"{name}: done in {time.perf_counter() - began:.0f} s", flush=True)
-    print_table(results)
-    failed = [result for result in results if result.passed is False]
-    print(f"{len(failed)} target(s) missed; {time.perf_counter() - started:.0f} s in all")
-    return 1 if failed else 0
+    return summarize(results, started)
 
 
 if __name__ == "__main__":

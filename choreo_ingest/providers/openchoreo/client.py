@@ -217,9 +217,10 @@ class OpenChoreoClient:
         return self._answer_time is not None and self._answer_time < self._sequential_below
 
     def _note_answer_time(self, seconds: float) -> None:
-        """A moving average of the time one request takes, timed alone."""
+        """A moving average of the time one request takes, timed alone: one slow answer (a
+        pause of the server's) does not switch a fast server to threads."""
         known = self._answer_time
-        self._answer_time = seconds if known is None else 0.7 * known + 0.3 * seconds
+        self._answer_time = seconds if known is None else 0.9 * known + 0.1 * seconds
 
     def _concurrently(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
         if self._pool is None:
