@@ -188,13 +188,13 @@ def component_harvest(
     else the index as it stands) and with its project's owner."""
     pending = {} if pending is None else pending
     mapping = walk.config.mapping
-    components = [c for c in components if _in_a_project(c, namespace)]
-    names = [name_of(component, "component") for component in components]
+    placed = [(c, p) for c in components if (p := _project_of(c, namespace)) is not None]
+    names = [name_of(component, "component") for component, _ in placed]
     workloads = walk.index.by_group(
         WORKLOADS, [f"{namespace}/{name}" for name in names], current_only=listed
     )
     chosen = {name: _first_value(workloads[f"{namespace}/{name}"]) for name in names}
-    projects = {_spec_owner(component, "projectName") or "" for component in components}
+    projects = {project for _, project in placed}
     owners = walk.index.by_key(PROJECT_OWNERS, [f"{namespace}/{p}" for p in sorted(projects)])
     claims = [
         ApiClaim(
@@ -203,13 +203,11 @@ def component_harvest(
             endpoint=endpoint,
             plain=v1_api_entity_name(project, name, endpoint),
         )
-        for component, name in zip(components, names, strict=True)
-        if (project := _spec_owner(component, "projectName") or "")
+        for (_, project), name in zip(placed, names, strict=True)
         for endpoint in api_endpoint_names(chosen[name], mapping)
     ]
     api_names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
-    for component, name in zip(components, names, strict=True):
-        project = _spec_owner(component, "projectName") or ""
+    for (component, project), name in zip(placed, names, strict=True):
         owner_row = owners.get(f"{namespace}/{project}")
         project_default = owner_row.value.get("owner") if owner_row is not None else None
         harvest.entities += component_entities(
@@ -226,18 +224,19 @@ def component_harvest(
     return harvest
 
 
-def _in_a_project(component: Resource, namespace: str) -> bool:
-    """A component names its project (`spec.owner.projectName`); one that does not cannot be
-    placed in the catalog, and is skipped rather than failing the page it came in."""
-    if _spec_owner(component, "projectName") is not None:
-        return True
+def _project_of(component: Resource, namespace: str) -> str | None:
+    """The project a component names (`spec.owner.projectName`); one that names none cannot be
+    placed in the catalog, and is skipped (None) rather than failing the page it came in."""
+    project = _spec_owner(component, "projectName")
+    if project is not None:
+        return project
     log.warning(
         "component_without_project",
         namespace=namespace,
         component=name_of(component, "component"),
         message="spec.owner.projectName is missing; the component is left out",
     )
-    return False
+    return None
 
 
 def _rename_displaced(walk: Walk, namespace: str, owner: Owner, pending: Pending) -> Harvest:
