@@ -327,6 +327,27 @@ class Result:
     """None: a figure reported for context, with no target."""
 
 
+@dataclass(frozen=True)
+class World:
+    """A simulated platform's shape: namespaces (orgs) x projects x components per project."""
+
+    namespaces: int
+    projects: int
+    components: int
+    """Components per project."""
+
+    @property
+    def total(self) -> int:
+        return self.namespaces * self.projects * self.components
+
+    @property
+    def label(self) -> str:
+        return f"{self.total // 1000}k" if self.total >= 1000 else str(self.total)
+
+    def __str__(self) -> str:
+        return f"{self.total:,} components ({self.namespaces}x{self.projects}x{self.components})"
+
+
 def fetch_token(simulator: SimulatorProcess, client_id: str, client_secret: str) -> str:
     """An access token from the simulator's OAuth2 token endpoint (client credentials)."""
     response = httpx.post(

@@ -42,6 +42,7 @@ from common import (
     Measured,
     Result,
     SimulatorProcess,
+    World,
     cli,
     compile_package,
     fetch_token,
@@ -74,28 +75,9 @@ RSS_GROWTH_TARGET = 0.10
 LAST_RUN = "choreo_ingest_last_run_timestamp_seconds"
 
 
-@dataclass(frozen=True)
-class Size:
-    namespaces: int
-    projects: int
-    components: int
-    """Components per project."""
-
-    @property
-    def total(self) -> int:
-        return self.namespaces * self.projects * self.components
-
-    @property
-    def label(self) -> str:
-        return f"{self.total // 1000}k" if self.total >= 1000 else str(self.total)
-
-    def __str__(self) -> str:
-        return f"{self.total:,} components ({self.namespaces}x{self.projects}x{self.components})"
-
-
-FLOOR_SIZES = (Size(5, 10, 20), Size(5, 10, 200), Size(5, 10, 1000))
+FLOOR_SIZES = (World(5, 10, 20), World(5, 10, 200), World(5, 10, 1000))
 QUICK_FLOOR_SIZES = FLOOR_SIZES[:2]
-IDLE_SIZE = Size(5, 10, 740)
+IDLE_SIZE = World(5, 10, 740)
 """v1 at 37,000 components: about 52,000 entities (Component, API, System, Domain)."""
 APIS = ("orgs", "v1")
 
@@ -103,7 +85,7 @@ APIS = ("orgs", "v1")
 # -- shared ----------------------------------------------------------------------------------
 
 
-def simulator_for(api: str, size: Size) -> SimulatorProcess:
+def simulator_for(api: str, size: World) -> SimulatorProcess:
     if api == "orgs":
         return SimulatorProcess(
             size.namespaces,
@@ -199,7 +181,7 @@ def entry_script_check(name: str) -> Result:
     )
 
 
-def run_idle(size: Size = IDLE_SIZE, runs: int = IDLE_RUNS) -> list[Result]:
+def run_idle(size: World = IDLE_SIZE, runs: int = IDLE_RUNS) -> list[Result]:
     name = "8 idle"
     script = entry_script_check(name)
     with simulator_for("v1", size) as simulator, scratch("idle") as directory:
@@ -311,7 +293,7 @@ class Pair:
     """What one size measured: runs of each side, the requests and the entities."""
 
     api: str
-    size: Size
+    size: World
     floors: list[Measured]
     cycles: list[Measured]
     requests: int
@@ -335,7 +317,7 @@ def api_routes(stats: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in stats["requests_by_route"].items() if k != "token"}
 
 
-def measure_pair(api: str, size: Size, repeats: int) -> Pair:
+def measure_pair(api: str, size: World, repeats: int) -> Pair:
     floors: list[Measured] = []
     cycles: list[Measured] = []
     entities = 0
@@ -429,7 +411,7 @@ def pair_results(pair: Pair, reference: Pair | None) -> list[Result]:
 
 
 def run_floor(
-    sizes: Sequence[Size] = FLOOR_SIZES, repeats: int = 3, apis: Sequence[str] = APIS
+    sizes: Sequence[World] = FLOOR_SIZES, repeats: int = 3, apis: Sequence[str] = APIS
 ) -> list[Result]:
     results: list[Result] = []
     for api in apis:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import lean
-from common import cli, compile_package, scratch
+from common import World, cli, compile_package, scratch
 
 CPU_RUNNER = """
 import cProfile, runpy, sys, time
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    size = lean.Size(*(int(part) for part in args.shape.split("x")))
+    size = World(*(int(part) for part in args.shape.split("x")))
     out = args.out or Path(tempfile.gettempdir()) / f"choreo-{args.api}-{size.label}.prof"
     compile_package()
     with lean.simulator_for(args.api, size) as simulator, scratch("profile") as directory:

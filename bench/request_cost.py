@@ -35,6 +35,7 @@ from common import (
     Measured,
     Result,
     SimulatorProcess,
+    World,
     compile_package,
     fetch_token,
     ingest,
@@ -51,21 +52,6 @@ OAUTH_CLIENT = "choreo-ingest-bench"
 OAUTH_SECRET = "bench-client-secret"  # noqa: S105 (a loopback simulator's, made up here)
 LISTINGS = ("namespaces", "projects", "workloads", "components")
 SINGLE_READS = ("get_namespace", "get_project", "get_component", "get_workload")
-
-
-@dataclass(frozen=True)
-class World:
-    namespaces: int
-    projects: int
-    components: int
-    """Components per project."""
-
-    @property
-    def total(self) -> int:
-        return self.namespaces * self.projects * self.components
-
-    def __str__(self) -> str:
-        return f"{self.total:,} components ({self.namespaces}x{self.projects}x{self.components})"
 
 
 FULL = (World(5, 10, 200), World(5, 10, 1000))

@@ -22,9 +22,8 @@ import memory
 import overhead
 import request_cost
 import scale
-from common import Result, compile_package, machine, summarize
+from common import Result, World, compile_package, machine, summarize
 from overhead import Shape
-from request_cost import World
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,9 @@ class Plan:
     capped_components: int
     bounded_bursts: int
     request_worlds: tuple[World, ...]
-    idle_size: lean.Size
+    idle_size: World
     idle_runs: int
-    floor_sizes: tuple[lean.Size, ...]
+    floor_sizes: tuple[World, ...]
     floor_repeats: int
 
 

@@ -40,6 +40,7 @@ ALLOWED_OWN = {
     "choreo_ingest",
     "choreo_ingest.cli",
     "choreo_ingest.cli.exit_codes",
+    "choreo_ingest.cli.failures",
     "choreo_ingest.cli.lean",
     "choreo_ingest.cli.output",
     "choreo_ingest.clock",

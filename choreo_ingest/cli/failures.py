@@ -1,19 +1,19 @@
 """An error turned into what the user sees: one line on stderr (and with --json, one document
-on stdout) and an exit code. The typer commands (`common.reported_errors`) and the lean `run`
-(`run_flow`) both report through `reported`."""
+on stdout) and an exit code. The typer commands (`common.reported_errors`), the lean entry and
+the lean `run` (`run_flow`) all report through `reported`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
 from choreo_ingest.cli.output import error_line, print_json
 from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.models import RunOutcome
 
-log = structlog.get_logger("choreo_ingest.cli")
+RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": []}
+"""What `run --json` prints besides `exitCode` and `error` when it fails before any burst."""
 
 
 def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:
@@ -23,7 +23,9 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
     elif isinstance(error, KeyboardInterrupt):
         message, code = "interrupted", ExitCode.INTERRUPTED
     else:
-        log.debug("internal_error", exc_info=error)
+        import structlog  # loaded by then wherever a bug can happen: not on the lean entry's path
+
+        structlog.get_logger("choreo_ingest.cli").debug("internal_error", exc_info=error)
         message = (
             f"internal error: {type(error).__name__}: {error} (a bug; run with -vv for details)"
         )

@@ -30,8 +30,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
-from choreo_ingest.cli.output import error_line, print_json, print_json_lines, print_text
+from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
+from choreo_ingest.cli.output import print_json, print_json_lines, print_text
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import (
     Config,
@@ -42,7 +43,6 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.idle import run_if_idle
-from choreo_ingest.models import RunOutcome
 from choreo_ingest.reporting import (
     changes_json,
     iter_export,
@@ -83,12 +83,8 @@ def lean_main(args: Sequence[str]) -> int | None:
         return _COMMANDS[call.command].handler(call, config, state)
     except ChoreoIngestError:
         return None  # met again, and reported, by the full command
-    except KeyboardInterrupt:  # SIGINT or SIGTERM: said as the full command says it
-        error_line("interrupted")
-        if "--json" in call.flags:
-            fields = _COMMANDS[call.command].json_fields
-            print_json({**fields, "exitCode": int(ExitCode.INTERRUPTED), "error": "interrupted"})
-        return int(ExitCode.INTERRUPTED)
+    except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM: said as the full command says it
+        return reported(interrupt, "--json" in call.flags, _COMMANDS[call.command].json_fields)
 
 
 def _path(value: str | None) -> Path | None:
@@ -205,8 +201,7 @@ def _print_lines(rows: Iterator[Any]) -> int:
     try:
         print_json_lines(itertools.chain([first], rows))
     except ChoreoIngestError as error:
-        error_line(str(error))
-        return int(exit_code_for(error))
+        return reported(error, False, {})
     return int(ExitCode.OK)
 
 
@@ -243,7 +238,7 @@ _COMMANDS = {
         _run,
         options={"--provider": "provider", "-p": "provider"},
         flags=frozenset({"--force", "--json"}),
-        json_fields=MappingProxyType({"outcome": RunOutcome.ERROR.value, "providers": []}),
+        json_fields=MappingProxyType(RUN_ERROR_FIELDS),
     ),
     "status": _Command(_status, flags=frozenset({"--json"})),
     "health": _Command(

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
-from choreo_ingest.cli.failures import reported
+from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
     error_line,
     print_json,
@@ -33,9 +33,6 @@ from choreo_ingest.providers.registry import BUILT_IN
 
 log = structlog.get_logger("choreo_ingest.cli")
 
-ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": []}
-"""What `run --json` prints besides `exitCode` and `error` when it fails before any burst."""
-
 
 def run_and_report(
     config: Config,
@@ -53,7 +50,7 @@ def run_and_report(
         session = session_of(config, db)
         return run_command(session, provider=provider, force=force, json_output=json_output)
     except (Exception, KeyboardInterrupt) as error:
-        return reported(error, json_output, ERROR_FIELDS)
+        return reported(error, json_output, RUN_ERROR_FIELDS)
 
 
 def run_command(session: Session, *, provider: str | None, force: bool, json_output: bool) -> int:
