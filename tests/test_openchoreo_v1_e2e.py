@@ -93,7 +93,17 @@ def test_cron_style_calls_complete_a_v1_cycle_with_expiring_tokens(
     assert run_backstage_validator(exported) == []
     assert api.stats.responses_by_status.get(401, 0) == 0
     assert api.stats.requests_by_route.get("get_component", 0) == 0
-    assert api.stats.api_requests <= 1.01 * list_pages_at(world, 100)
+    # Every page is read once, but for the page in flight when a burst's deadline cut its request
+    # off, which the next call reads again: at most one repeat a call.
+    reads = [
+        (entry.path, sorted((key, tuple(values)) for key, values in entry.query.items()))
+        for entry in api.request_log
+        if entry.path.startswith("/api/")
+    ]
+    assert len(reads) == api.stats.api_requests
+    repeats = len(reads) - len({repr(read) for read in reads})
+    assert repeats <= len(codes) - 1
+    assert api.stats.api_requests - repeats <= 1.01 * list_pages_at(world, 100)
     assert (
         'choreo_ingest_api_info{api="v1",provider="openchoreo"} 1.0'
         in (tmp_path / "metrics.prom").read_text()
