@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.gettempdir()) / f"choreo-{args.api}-{size.label}.prof"
     compile_package()
     with lean.simulator_for(args.api, size) as simulator, scratch("profile") as directory:
-        token = lean.fetch_token(simulator) if args.api == "v1" else None
+        token = None
+        if args.api == "v1":
+            token = lean.fetch_token(simulator, lean.OAUTH_CLIENT, lean.OAUTH_SECRET)
         lean.floor_walk(simulator, token)
         config = lean.config_for(
             directory, simulator, burstLength=86_400, chunkSize=lean.CHUNK_SIZE

@@ -311,19 +311,22 @@ class TestLeanEntry:
         )
         assert "third-party: httpx" in import_violations(modules)
 
+    @pytest.mark.parametrize("new_state", [False, True], ids=["resting", "new-state-file"])
     def test_a_run_with_work_to_do_bursts_without_typer_rich_or_pydantic(
-        self, tmp_path: Path, config_file: Path
+        self, tmp_path: Path, config_file: Path, new_state: bool
     ) -> None:
-        # A state that rests, and a burst forced (that fails to reach the API: exit 3). (A new
-        # state file's first run also loads sqlite-utils, and with it click, to migrate.)
-        resting_state(load_config(config_file), clock_at_now())
+        # A state that rests (or none yet: the first run makes and migrates it), and a burst
+        # forced (that fails to reach the API: exit 3).
+        if not new_state:
+            resting_state(load_config(config_file), clock_at_now())
         done, modules = lean_call(tmp_path, "--config", str(config_file), "run", "--force")
 
         assert done.returncode == 3, done.stderr
         assert "GET /namespaces: ConnectError" in done.stderr
         assert "choreo_ingest.engine" in modules
         top_level = {name.partition(".")[0] for name in modules}
-        assert top_level & {"typer", "click", "rich", "pygments", "pydantic"} == set()
+        heavy = {"typer", "click", "rich", "pygments", "pydantic", "sqlite_utils", "numpy"}
+        assert top_level & heavy == set()
 
     def test_the_idle_run_leaves_the_state_alone_and_rewrites_the_metrics(
         self, tmp_path: Path, config_file: Path

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 import structlog
 import yaml
 from typer.testing import CliRunner
@@ -29,7 +30,7 @@ from choreo_ingest.mirror import (
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
-from choreo_ingest.store.migrations import migrations
+from choreo_ingest.store.migrations import apply_migrations
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -375,9 +376,8 @@ class TestPositionsMigration:
     def test_schema_1_state_file_gains_positions_on_migrate(self, tmp_path: Path) -> None:
         path = tmp_path / "state.db"
         with Store.open(path) as store:
-            database = sqlite_utils.Database(store.path)
-            migrations.apply(database, stop_before="0002_positions")
-            database.close()
+            with closing(sqlite3.connect(store.path, isolation_level=None)) as raw:
+                apply_migrations(raw, stop_before="0002_positions")
             pending = list(MIGRATION_NAMES[1:])
             assert (store.schema_version(), store.pending_migrations()) == (1, pending)
 

@@ -170,14 +170,10 @@ class Connection:
         """Apply pending migrations (the caller holds the run lock); returns what was applied."""
         pending = self.pending_migrations()
         if pending:
-            # Loaded here only: sqlite-utils (with numpy, which it imports when installed)
-            # costs every process about 0.1 s.
-            from sqlite_utils import Database
-
-            from choreo_ingest.store.migrations import migrations
+            from choreo_ingest.store.migrations import apply_migrations
 
             try:
-                migrations.apply(Database(self.raw, execute_plugins=False))
+                apply_migrations(self.raw)
             except sqlite3.Error as error:
                 raise state_error(self.path, error, doing="migration failed") from error
         return pending

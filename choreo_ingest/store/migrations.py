@@ -1,25 +1,86 @@
-"""Numbered schema migrations for the state DB.
+"""Numbered schema migrations for the state DB, and the runner that applies them.
 
 Each migration is registered in order and sets `PRAGMA user_version` to its number, so a DB
 written by a newer choreo-ingest (a higher version than `SCHEMA_VERSION`) is recognised and refused.
 Migrations only ever add: nothing is dropped silently.
+
+Applied migrations are recorded as sqlite-utils' `Migrations` records them (the table
+`_sqlite_migrations`: `id` primary key, `migration_set`, `name`, `applied_at`, unique on
+`(migration_set, name)`), which is what earlier releases used to apply them. The runner here is
+our own because importing sqlite-utils (and numpy, which it loads when installed) costs the
+first run on a new state file about 0.15 s; the files stay readable by sqlite-utils both ways.
 """
 
 from __future__ import annotations
 
 import secrets
-
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+import sqlite3
+from collections.abc import Callable
 
 from choreo_ingest.store.meta import PRUNED_THROUGH, STORE_ID
-from choreo_ingest.store.schema import MIGRATION_SET
+from choreo_ingest.store.schema import MIGRATION_SET, MIGRATIONS_TABLE
 
-migrations = Migrations(MIGRATION_SET)
+Step = Callable[[sqlite3.Connection], None]
+"""One migration: statements run on the connection inside the runner's transaction."""
+
+MIGRATIONS: list[tuple[str, Step]] = []
+"""(name, step) in the order they apply; `schema.MIGRATION_NAMES` lists the same names."""
 
 
-@migrations(name="0001_initial")
-def _initial(db: Database) -> None:
+def migration(name: str) -> Callable[[Step], Step]:
+    def register(step: Step) -> Step:
+        MIGRATIONS.append((name, step))
+        return step
+
+    return register
+
+
+def apply_migrations(raw: sqlite3.Connection, *, stop_before: str | None = None) -> list[str]:
+    """Apply the pending migrations in order, each with its record in one transaction (so a
+    crash leaves it applied and recorded, or neither); returns the names applied. `raw` is in
+    autocommit mode (`isolation_level=None`). `stop_before` (for tests that build an older
+    state file) stops at that migration."""
+    applied: list[str] = []
+    for name, step in MIGRATIONS:
+        if name == stop_before:
+            break
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            raw.execute(_MIGRATIONS_TABLE)
+            raw.execute(_MIGRATIONS_INDEX)
+            done = raw.execute(
+                f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE migration_set = ? AND name = ?",
+                [MIGRATION_SET, name],
+            ).fetchone()
+            if done is None:
+                step(raw)
+                raw.execute(
+                    f"""INSERT INTO {MIGRATIONS_TABLE} (migration_set, name, applied_at) VALUES
+                        (?, ?, strftime('%Y-%m-%d %H:%M:%f', 'now') || '+00:00')""",
+                    [MIGRATION_SET, name],
+                )
+                applied.append(name)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
+    return applied
+
+
+# sqlite-utils' own statements (stored without `IF NOT EXISTS`, as SQLite keeps schema text).
+_MIGRATIONS_TABLE = f"""CREATE TABLE IF NOT EXISTS "{MIGRATIONS_TABLE}" (
+   "id" INTEGER PRIMARY KEY,
+   "migration_set" TEXT,
+   "name" TEXT,
+   "applied_at" TEXT
+)"""
+_MIGRATIONS_INDEX = f"""CREATE UNIQUE INDEX IF NOT EXISTS
+    "idx_{MIGRATIONS_TABLE}_migration_set_name" ON "{MIGRATIONS_TABLE}" ("migration_set", "name")"""
+
+
+@migration("0001_initial")
+def _initial(db: sqlite3.Connection) -> None:
     _run_script(
         db,
         """
@@ -115,16 +176,16 @@ def _initial(db: Database) -> None:
     db.execute("PRAGMA user_version = 1")
 
 
-@migrations(name="0002_positions")
-def _positions(db: Database) -> None:
+@migration("0002_positions")
+def _positions(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE positions (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
     )
     db.execute("PRAGMA user_version = 2")
 
 
-@migrations(name="0003_provider_index")
-def _provider_index(db: Database) -> None:
+@migration("0003_provider_index")
+def _provider_index(db: sqlite3.Connection) -> None:
     _run_script(
         db,
         """
@@ -150,8 +211,8 @@ def _provider_index(db: Database) -> None:
     db.execute("PRAGMA user_version = 3")
 
 
-@migrations(name="0004_feed")
-def _feed(db: Database) -> None:
+@migration("0004_feed")
+def _feed(db: sqlite3.Connection) -> None:
     # The store id is made here, so every new (or replaced) state file has its own.
     db.execute("CREATE TABLE store_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
     db.execute(
@@ -161,8 +222,8 @@ def _feed(db: Database) -> None:
     db.execute("PRAGMA user_version = 4")
 
 
-@migrations(name="0005_counts")
-def _counts(db: Database) -> None:
+@migration("0005_counts")
+def _counts(db: sqlite3.Connection) -> None:
     # Counts kept as rows change, by triggers: in the same transaction as the change, so exact
     # after any crash, and `status` and the metrics read one row instead of scanning the
     # catalog. A count that reaches 0 loses its row: the tables hold what a
@@ -222,7 +283,7 @@ COUNT_TRIGGERS = (
 a row (`INSERT OR REPLACE`), whose implicit delete fires no delete trigger here."""
 
 
-def _run_script(db: Database, script: str) -> None:
+def _run_script(db: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT the migration's transaction first; run statement by statement.
     for statement in script.split(";"):
         if statement.strip():

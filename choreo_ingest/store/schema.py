@@ -1,7 +1,7 @@
 """What a choreo-ingest state file's schema is: the names a file is checked against on open.
 
-Kept apart from `migrations`, which needs sqlite-utils (and sqlite-utils imports numpy when it is
-installed): a run on a current state file checks these with plain SQL and never loads either.
+Kept apart from `migrations` (the statements): a run on a current state file checks these names
+with plain SQL and never loads the migrations.
 """
 
 from __future__ import annotations

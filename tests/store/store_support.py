@@ -13,13 +13,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sqlite_utils.migrations import Migrations
+
 from choreo_ingest.models import Entity
 from choreo_ingest.store import Store
+from choreo_ingest.store.migrations import MIGRATIONS
+from choreo_ingest.store.schema import MIGRATION_SET
 
 from fakes import make_entity
 
 Tables = dict[str, list[tuple[Any, ...]]]
 STORE_ID = "<store id>"
+
+
+def earlier_release_migrations() -> Migrations:
+    """Our migrations registered with sqlite-utils' runner, which releases before schema 5's own
+    runner applied them with: the state files those releases left behind."""
+    migrations = Migrations(MIGRATION_SET)
+    for name, step in MIGRATIONS:
+        migrations(name=name)(step)
+    return migrations
 
 
 def versioned_entity(name: str, version: int = 1) -> Entity:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlite_utils import Database
-from store_support import store_sql
+from store_support import earlier_release_migrations, store_sql
 
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
 from choreo_ingest.store import StateLocation, Store, SweepGuards
@@ -212,11 +212,9 @@ def assert_backfilled(store: Store) -> None:
 
 
 def test_migrating_a_schema_4_file_counts_its_rows(tmp_path: Path) -> None:
-    from choreo_ingest.store.migrations import migrations
-
     path = tmp_path / "state.db"
     with closing(sqlite3.connect(path, isolation_level=None)) as raw:
-        migrations.apply(Database(raw), stop_before="0005_counts")
+        earlier_release_migrations().apply(Database(raw), stop_before="0005_counts")
         assert raw.execute("PRAGMA user_version").fetchone() == (4,)
         for statement in SCHEMA_4_ROWS:
             raw.execute(statement)

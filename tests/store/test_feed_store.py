@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 import sqlite_utils
-from store_support import read_tables
+from store_support import earlier_release_migrations, read_tables
 
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateLocation, Store
-from choreo_ingest.store.migrations import migrations
 
 from fakes import make_entity
 
@@ -107,7 +106,7 @@ class TestMigration:
     ) -> None:
         with Store.open(state_path) as store:
             database = sqlite_utils.Database(store.path)
-            migrations.apply(database, stop_before="0004_feed")
+            earlier_release_migrations().apply(database, stop_before="0004_feed")
             database.close()
             assert (store.schema_version(), store.pending_migrations()) == (3, LATER)
             upsert(store, [make_entity("a"), make_entity("b")])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from store_support import store_sql, versioned_entity
+from store_support import earlier_release_migrations, store_sql, versioned_entity
 
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
 from choreo_ingest.models import (
@@ -36,7 +36,7 @@ from choreo_ingest.store import (
     StoreQueueReader,
     SweepGuards,
 )
-from choreo_ingest.store.migrations import migrations
+from choreo_ingest.store.migrations import MIGRATIONS, apply_migrations
 from choreo_ingest.store.schema import MIGRATION_SET, MIGRATIONS_TABLE
 
 from fakes import make_config, make_entity
@@ -125,21 +125,81 @@ class TestSchema:
         with any_location.open(readonly=True) as reader:
             reader.require_current_schema()
 
-    def test_schema_names_match_the_registered_migrations(self, state_path: Path) -> None:
-        database = sqlite_utils.Database(memory=True)
-        assert [m.name for m in migrations.pending(database)] == list(MIGRATION_NAMES)
-        assert migrations.name == MIGRATION_SET
-        assert migrations.migrations_table == MIGRATIONS_TABLE
-        migrations.apply(database)
-        assert database.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    def test_schema_names_match_the_registered_migrations(self) -> None:
+        assert [name for name, _ in MIGRATIONS] == list(MIGRATION_NAMES)
+        with closing(sqlite3.connect(":memory:", isolation_level=None)) as raw:
+            assert apply_migrations(raw) == list(MIGRATION_NAMES)
+            assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            assert apply_migrations(raw) == []
 
-    def test_current_state_file_opens_without_loading_sqlite_utils(self, state_path: Path) -> None:
+    def test_sqlite_utils_reads_our_migration_records_as_its_own(self, state_path: Path) -> None:
         with Store.open(state_path) as store:
             store.migrate()
+        database = sqlite_utils.Database(state_path)
+        migrations = earlier_release_migrations()
+        assert migrations.migrations_table == MIGRATIONS_TABLE
+        assert [m.name for m in migrations.applied(database)] == list(MIGRATION_NAMES)
+        assert migrations.pending(database) == []
+        records = database[MIGRATIONS_TABLE]
+        made_by_sqlite_utils = sqlite_utils.Database(memory=True)
+        migrations.ensure_migrations_table(made_by_sqlite_utils)
+        assert records.schema == made_by_sqlite_utils[MIGRATIONS_TABLE].schema
+        assert [(i.columns, i.unique) for i in records.indexes] == [
+            (i.columns, i.unique) for i in made_by_sqlite_utils[MIGRATIONS_TABLE].indexes
+        ]
+        assert records.pks == ["id"]
+        database.close()
+
+    @pytest.mark.parametrize("stop_before", MIGRATION_NAMES[1:])
+    def test_a_file_earlier_releases_migrated_with_sqlite_utils_is_completed(
+        self, state_path: Path, stop_before: str
+    ) -> None:
+        database = sqlite_utils.Database(state_path)
+        earlier_release_migrations().apply(database, stop_before=stop_before)
+        database.close()
+        applied = list(MIGRATION_NAMES[: MIGRATION_NAMES.index(stop_before)])
+        with Store.open(state_path) as store:
+            assert store.applied_migrations() == applied
+            assert store.migrate() == list(MIGRATION_NAMES[len(applied) :])
+            assert store.schema_version() == SCHEMA_VERSION
+            store.require_current_schema()
+        with closing(sqlite3.connect(state_path)) as raw:
+            rows = raw.execute(f"SELECT id, migration_set, name FROM {MIGRATIONS_TABLE}").fetchall()
+        assert rows == [(n, MIGRATION_SET, name) for n, name in enumerate(MIGRATION_NAMES, 1)]
+
+    def test_a_failing_migration_leaves_neither_its_changes_nor_its_record(
+        self, state_path: Path
+    ) -> None:
+        def broken(db: sqlite3.Connection) -> None:
+            db.execute("CREATE TABLE half_done (x)")
+            raise sqlite3.OperationalError("disk I/O error")
+
+        third = MIGRATIONS[2]
+        with Store.open(state_path) as store:
+            MIGRATIONS[2] = (third[0], broken)
+            try:
+                with pytest.raises(StateError, match="migration failed"):
+                    store.migrate()
+            finally:
+                MIGRATIONS[2] = third
+            assert store.applied_migrations() == list(MIGRATION_NAMES[:2])
+            assert store.migrate() == list(MIGRATION_NAMES[2:])
+        with closing(sqlite3.connect(state_path)) as raw:
+            tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
+        assert "half_done" not in tables
+
+    @pytest.mark.parametrize("new", [False, True], ids=["current", "new"])
+    def test_a_state_file_opens_and_migrates_without_loading_sqlite_utils(
+        self, state_path: Path, new: bool
+    ) -> None:
+        if not new:
+            with Store.open(state_path) as store:
+                store.migrate()
+        expected = [] if not new else list(MIGRATION_NAMES)
         script = (
             "import sys; from pathlib import Path; from choreo_ingest.store import Store\n"
             f"with Store.open(Path({str(state_path)!r})) as store:\n"
-            "    assert store.migrate() == []\n"
+            f"    assert store.migrate() == {expected!r}\n"
             "    store.require_current_schema()\n"
             "print(sorted(m for m in sys.modules if m.startswith(('sqlite_utils', 'numpy'))))\n"
         )
