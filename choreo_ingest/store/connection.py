@@ -36,7 +36,11 @@ Tracer = Callable[[str, Any], None]
 
 def canonical_json(value: object) -> str:
     """The one text form of a JSON value that the store writes (and hashes)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
+
+
+# One encoder for every call: `json.dumps` with options builds a new one each time.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class Connection:

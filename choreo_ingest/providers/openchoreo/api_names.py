@@ -56,14 +56,17 @@ def resolve_api_names(
     """Names for `claims`, the index rows that record them, and the owners displaced from a
     plain name they held (to be re-read and renamed by the caller)."""
     pending = {} if pending is None else pending
-    stored = walk.index.by_group(CLAIMS, sorted({claim.group for claim in claims}))
+    by_group: dict[str, list[ApiClaim]] = {}
+    for claim in claims:
+        by_group.setdefault(claim.group, []).append(claim)
+    stored = walk.index.by_group(CLAIMS, sorted(by_group))
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
     displaced: list[Owner] = []
     for group, rows in stored.items():
         known = {_claim_key(row): bool(_value(row).get("holds")) for row in rows}
         known.update(pending.get(group, {}))
-        ours = [claim for claim in claims if claim.group == group]
+        ours = by_group[group]
         contenders = set(known) | {claim.sort_key for claim in ours}
         winner = min(contenders)
         for claim in ours:

@@ -175,7 +175,7 @@ def component_entities(
         "project": project,
         "namespace": ns,
         "created-at": text(meta.get("creationTimestamp")),
-        "status": _ready_status(component),
+        "status": _status(ready),
         "workload": workload_name,
         DELETION_TIMESTAMP: text(meta.get("deletionTimestamp")),
     }
@@ -188,8 +188,8 @@ def component_entities(
         body["annotations"][SOURCE_LOCATION] = source
     place = _Place(ns, project, name, workload_name, owner, provider, f"{ns}/{project}/{name}")
     apis = [
-        _api_entity(place, endpoint, details, mapping, api_name)
-        for endpoint, details in _api_endpoints(workload, mapping)
+        _api_entity(place, endpoint, details, content, mapping, api_name)
+        for endpoint, details, content in _api_endpoints(workload, mapping)
     ]
     component_spec: dict[str, JSON] = {
         "type": type_name or UNKNOWN,
@@ -206,7 +206,7 @@ def api_endpoint_names(workload: Mapping[str, Any] | None, mapping: MappingConfi
     """The endpoints of `workload` that `component_entities` maps to APIs, in the same (name)
     order: those with schema content, or all of them when `mapping.apis_without_schema` is
     `stub`. For a caller that settles API names before mapping."""
-    return [endpoint for endpoint, _ in _api_endpoints(workload, mapping)]
+    return [endpoint for endpoint, _, _ in _api_endpoints(workload, mapping)]
 
 
 def trim_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,27 +250,33 @@ class _Place:
 
 def _api_endpoints(
     workload: Mapping[str, Any] | None, mapping: MappingConfig
-) -> list[tuple[str, Mapping[str, Any]]]:
-    """The (name, details) of the endpoints that get an API, sorted by name."""
+) -> list[tuple[str, Mapping[str, Any], str | None]]:
+    """The (name, details, schema content) of the endpoints that get an API, sorted by name."""
     stub = mapping.apis_without_schema == STUB
-    return [pair for pair in _endpoints(workload) if stub or schema_content(pair[1])]
+    found = []
+    for name, details in _endpoints(workload):
+        content = schema_content(details)
+        if content or stub:
+            found.append((name, details, content))
+    return found
 
 
 def _api_entity(
     place: _Place,
     endpoint: str,
     details: Mapping[str, Any],
+    content: str | None,
     mapping: MappingConfig,
     api_name: ApiName,
 ) -> Entity:
-    """The API of one endpoint: its schema, else (stubs wanted) a generated definition."""
+    """The API of one endpoint: its schema `content`, else (stubs wanted) a generated
+    definition."""
     endpoint_type = text(details.get("type"))
     endpoint_port = port(details.get("port"))
     type_label = endpoint_type or "Unknown"
     description = f"{type_label} endpoint '{endpoint}' of component {place.component}" + (
         f", port {endpoint_port}" if endpoint_port else ""
     )
-    content = schema_content(details)
     if content:
         spec_type = _schema_api_type(as_mapping(details.get("schema")).get("type"))
         definition = content
@@ -410,9 +416,12 @@ def _ready_condition(resource: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _ready_status(resource: Mapping[str, Any]) -> str | None:
-    """`Ready` / `Not Ready`, as OpenChoreo's provider writes them; None without a Ready
-    condition (that provider writes `Not Ready` then, though nothing has been reconciled yet)."""
-    condition = _ready_condition(resource)
+    return _status(_ready_condition(resource))
+
+
+def _status(condition: Mapping[str, Any] | None) -> str | None:
+    """`Ready` / `Not Ready` from the Ready condition, as OpenChoreo's provider writes them; None
+    without one (that provider writes `Not Ready` then, though nothing has been reconciled yet)."""
     if condition is None:
         return None
     return "Ready" if condition.get("status") == "True" else "Not Ready"

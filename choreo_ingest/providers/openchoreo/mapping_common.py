@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -97,9 +98,16 @@ def port(value: object) -> str | None:
 
 
 def as_mapping(value: object) -> Mapping[str, Any]:
-    if type(value) is dict:  # what JSON decodes to: no ABC check (a third of the mapping's time)
+    # What JSON decodes to (a dict, or None for a missing key) skips the ABC check, a third of
+    # the mapping's time.
+    if type(value) is dict:
         return value
-    return value if isinstance(value, Mapping) else {}
+    if value is None:
+        return _EMPTY
+    return value if isinstance(value, Mapping) else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def preview(resource: Mapping[str, Any]) -> str:
@@ -142,17 +150,27 @@ def source_location(parameters: Mapping[str, Any]) -> str | None:
     url = text(repository.get("url"))
     if not url:
         return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
+    host = _FORGE_PREFIXES.get(url[: url.find("/", 8) + 1]) if url.isascii() else None
+    if host is None:
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            return None
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return None
+        host = parts.hostname or ""
     revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
     branch = text(revision.get("branch"))
-    host = parts.hostname or ""
     if branch and host in ("github.com", "gitlab.com"):
         base = url.rstrip("/").removesuffix(".git")
         tree = "/tree/" if host == "github.com" else "/-/tree/"
         return f"url:{base}{tree}{quote(branch, safe='/')}/"
     return f"url:{url}"
+
+
+_FORGE_PREFIXES = {
+    f"{scheme}://{host}/": host
+    for scheme in ("http", "https")
+    for host in ("github.com", "gitlab.com")
+}
+"""URL starts whose host `urlsplit` would give as it stands (the common case, without parsing)."""

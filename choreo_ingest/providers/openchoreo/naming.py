@@ -285,6 +285,7 @@ def short_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_LENGTH]
 
 
+@functools.lru_cache(maxsize=4096)  # a project's name, on each of its components and APIs
 def entity_name(raw: str) -> str:
     """`raw` if it is a valid lower-case Backstage name, else a valid one with a hash suffix.
 
@@ -310,6 +311,7 @@ def _is_plain_name(raw: str) -> bool:
     return is_valid_entity_name(raw) and raw == raw.lower()
 
 
+@functools.lru_cache(maxsize=4096)  # a namespace's name, on everything in it
 def namespace_name(raw: str) -> str:
     """`raw` if it is a valid Backstage namespace (a DNS label), else a valid one with a hash."""
     if is_valid_namespace(raw):
