@@ -4,8 +4,8 @@ Everything a running installation has goes across in one transaction of the targ
 the active set, cursors and cycles, queues, the lookup index and facts, counters, the inbox,
 the change log with its seqs, the consumers' positions and the store id, so that a consumer of
 the feed carries on where it was and no new full cycle is needed. The counts of entities and
-active refs are not copied: the target's triggers count the rows as they are written (and
-uncount the ones `force` deletes). The caller holds both run locks; the source is read in one
+active refs are not copied: the target's are emptied with its tables, and its triggers count
+the rows as they are written. The caller holds both run locks; the source is read in one
 snapshot.
 """
 
@@ -97,6 +97,9 @@ SEQUENCED = {"changes": "seq", "event_inbox": "seq"}
 """Tables whose key a counter hands out: the target's counter must go on after the source's."""
 JSONB_COLUMNS = {("event_inbox", "body")}
 """Columns PostgreSQL keeps as JSONB (pg_schema): copied as text, as SQLite keeps them."""
+COUNTS = ("entity_counts", "ref_counts")
+"""The counts of entities and refs (migration 0005_counts): emptied with the tables they count,
+then kept by the triggers as the rows are written."""
 HOLDS_STATE = ("openchoreo_incremental_ingestion_state", "entities", "changes", "event_inbox")
 
 
@@ -122,8 +125,9 @@ def copy_state(
         raise ConfigError("the target already holds a state; --force replaces it", path="--copy-to")
     rows: dict[str, int] = {}
     with source.snapshot(), target.transaction():
-        for table, (columns, key) in STATE_TABLES.items():
+        for table in (*STATE_TABLES, *COUNTS):  # SQLite has no triggers counting deletes
             target.execute(f"DELETE FROM {table}")
+        for table, (columns, key) in STATE_TABLES.items():
             rows[table] = _copy_table(source, target, table, columns, key)
         for table, column in SEQUENCED.items():
             _continue_counter(target, table, column, newest_seqs.get(table, 0))

@@ -293,12 +293,18 @@ def _identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _counted_deletes(conn: PgConnection) -> None:
+    """Nothing here: SQLite's 0006 replaces its row triggers on delete by counts the deleting
+    statements keep; PostgreSQL's statement triggers (0005) count a delete once already."""
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[PgConnection], None]], ...] = (
     ("0001_initial", _initial),
     ("0002_positions", _positions),
     ("0003_provider_index", _provider_index),
     ("0004_feed", _feed),
     ("0005_counts", _counts),
+    ("0006_counted_deletes", _counted_deletes),
 )
 """In order; the names are `schema.MIGRATION_NAMES`, the SQLite migrations' own."""
 

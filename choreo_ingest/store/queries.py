@@ -99,8 +99,8 @@ def provider_names(conn: AnyConnection) -> list[str]:
 
 
 def active_count(conn: AnyConnection, provider: str) -> int:
-    """The provider's active refs: one row of the counts its triggers keep (migration
-    0005_counts), never a scan of the active set."""
+    """The provider's active refs: one row of the counts kept as refs are written and deleted
+    (migrations 0005_counts, 0006_counted_deletes), never a scan of the active set."""
     return int(conn.scalar("SELECT count FROM ref_counts WHERE provider = ?", [provider]) or 0)
 
 

@@ -6,7 +6,7 @@ with plain SQL and never loads the migrations.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIGRATION_SET = "choreo_ingest"
 MIGRATION_NAMES = (
     "0001_initial",
@@ -14,6 +14,7 @@ MIGRATION_NAMES = (
     "0003_provider_index",
     "0004_feed",
     "0005_counts",
+    "0006_counted_deletes",
 )
 MIGRATIONS_TABLE = "_sqlite_migrations"
 """sqlite-utils' record of applied migrations: one row per (migration_set, name)."""

@@ -1,7 +1,8 @@
-"""The counts `status` and the metrics read (entities per kind, active refs) are kept by
-triggers as rows change (migration 0005_counts): after every write path they equal what a
-`count(*)` of the rows gives, on both backends, and a state migrated from schema 4 starts with
-the counts of the rows it already holds."""
+"""The counts `status` and the metrics read (entities per kind, active refs) are kept as rows
+change: by triggers on insert and update (migration 0005_counts), and on delete by the deleting
+statements on SQLite (0006) and by statement triggers on PostgreSQL. After every write path
+they equal what a `count(*)` of the rows gives, on both backends, and a state migrated from
+schema 4 starts with the counts of the rows it already holds."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from sqlite_utils import Database
 from store_support import earlier_release_migrations, store_sql
 
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
-from choreo_ingest.store import StateLocation, Store, SweepGuards
+from choreo_ingest.store import (
+    MIGRATION_NAMES,
+    SCHEMA_VERSION,
+    StateLocation,
+    Store,
+    SweepGuards,
+    writes,
+)
 from choreo_ingest.store.dialect import AnyConnection
 
 from fakes import make_entity
@@ -151,24 +159,23 @@ def test_reset_purge_and_forget_leave_no_counts_behind(store: Store) -> None:
     assert store_sql(store, "SELECT count(*) FROM ref_counts") == [(0,)]
 
 
-def test_a_rolled_back_write_leaves_the_counts_as_they_were(store: Store) -> None:
+def test_a_rolled_back_write_leaves_the_counts_as_they_were(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cycle(store, [scoped("a", "a"), scoped("b", "b")])
     before = counted(store._conn)
-
     seen: list[tuple[Any, ...]] = []
 
-    def delete_everything_then_fail() -> None:
-        with store._conn.transaction():
-            store._conn.execute("DELETE FROM entities")
-            store._conn.execute(f"DELETE FROM {REFS}")
-            seen.extend(counted(store._conn)[0])
-            raise RuntimeError("rolled back")
+    def fail_at_the_last_step(conn: AnyConnection, now: float) -> None:
+        seen.extend(counted(conn)[0])  # everything deleted (and counted out) by now
+        raise RuntimeError("rolled back")
 
-    with pytest.raises(RuntimeError):
-        delete_everything_then_fail()
+    monkeypatch.setattr(writes, "renew_store_id", fail_at_the_last_step)
+    record = store.load_provider("fake")
+    with pytest.raises(RuntimeError, match="rolled back"):
+        store.reset_provider(record, purge=True, now=T0)
 
     assert seen == []
-
     assert counted(store._conn) == before
 
 
@@ -204,7 +211,7 @@ SCHEMA_4_ROWS = [
 
 
 def assert_backfilled(store: Store) -> None:
-    assert store.applied_migrations()[-1] == "0005_counts"
+    assert store.applied_migrations() == list(MIGRATION_NAMES)
     assert_counts_exact(store)
     assert store.entity_counts("p") == {"Component": 2, "System": 1}
     assert store.entity_counts("q") == {"API": 1}
@@ -220,9 +227,9 @@ def test_migrating_a_schema_4_file_counts_its_rows(tmp_path: Path) -> None:
             raw.execute(statement)
 
     with Store.open(path) as store:
-        assert store.pending_migrations() == ["0005_counts"]
-        assert store.migrate() == ["0005_counts"]
-        assert store.schema_version() == 5
+        assert store.pending_migrations() == list(MIGRATION_NAMES[4:])
+        assert store.migrate() == list(MIGRATION_NAMES[4:])
+        assert store.schema_version() == SCHEMA_VERSION
         assert_backfilled(store)
 
 
@@ -240,8 +247,8 @@ def test_migrating_a_schema_4_postgresql_state_counts_its_rows(
         monkeypatch.undo()
         for statement in SCHEMA_4_ROWS:
             store._conn.execute(statement)
-        assert store.pending_migrations() == ["0005_counts"]
-        assert store.migrate() == ["0005_counts"]
+        assert store.pending_migrations() == list(MIGRATION_NAMES[4:])
+        assert store.migrate() == list(MIGRATION_NAMES[4:])
         assert_backfilled(store)
 
 

@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 import sqlite_utils
-from store_support import earlier_release_migrations, read_tables
+from store_support import earlier_release_migrations, read_tables, store_sql
 
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateLocation, Store
 
 from fakes import make_entity
 
+REFS = "openchoreo_incremental_entity_refs"
 T0 = 1_800_000_000.0
 DAY = 86_400.0
 LATER = list(MIGRATION_NAMES[MIGRATION_NAMES.index("0004_feed") :])
@@ -110,13 +111,21 @@ class TestMigration:
             database.close()
             assert (store.schema_version(), store.pending_migrations()) == (3, LATER)
             upsert(store, [make_entity("a"), make_entity("b")])
-            remove(store, [make_entity("a").ref], T0 + 1)
+            # The removal as a schema-3 release wrote it (today's counts its deletes).
+            gone = make_entity("a").ref
+            store_sql(store, "DELETE FROM entities WHERE ref = ?", [gone])
+            store_sql(store, f"DELETE FROM {REFS} WHERE entity_ref = ?", [gone])
+            store_sql(
+                store,
+                "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'delete', ?, 'fake')",
+                [T0 + 1, gone],
+            )
             before = read_tables(state_path)
 
             assert store.migrate() == LATER
 
             after = read_tables(state_path)
-            assert store.schema_version() == SCHEMA_VERSION == 5
+            assert store.schema_version() == SCHEMA_VERSION
             assert re.fullmatch("[0-9a-f]{32}", store.store_id())
             assert store.change_bounds() == (0, 3)
         added = ("store_meta", "entity_counts", "ref_counts")
