@@ -54,6 +54,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     name_of,
     queued_text,
 )
+from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     hashed_entity_name,
@@ -85,9 +86,7 @@ def _object(body: Any, path: str) -> Resource:
 
 
 def _spec_owner(resource: Mapping[str, Any], key: str) -> str | None:
-    spec = resource.get("spec")
-    owner = spec.get("owner") if isinstance(spec, Mapping) else None
-    value = owner.get(key) if isinstance(owner, Mapping) else None
+    value = as_mapping(as_mapping(resource.get("spec")).get("owner")).get(key)
     return value if isinstance(value, str) and value else None
 
 

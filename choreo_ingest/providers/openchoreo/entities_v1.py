@@ -225,7 +225,7 @@ def trim_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
             k: owner[k] for k in ("projectName", "componentName") if k in owner
         }
     raw = spec.get("endpoints")
-    if isinstance(raw, Mapping):
+    if type(raw) is dict or isinstance(raw, Mapping):
         trimmed_spec["endpoints"] = {
             str(key): _trim_endpoint(as_mapping(value)) for key, value in raw.items()
         }

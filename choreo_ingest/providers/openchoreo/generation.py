@@ -124,7 +124,11 @@ class Generation(Protocol):
 def name_of(resource: Mapping[str, Any], path: str) -> str:
     """A listed item's name (`metadata.name` or, in the org era, `name`)."""
     metadata = resource.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, Mapping) else resource.get("name")
+    # A dict (decoded JSON) skips the ABC check: this runs for every listed item.
+    if type(metadata) is dict or isinstance(metadata, Mapping):
+        name = metadata.get("name")
+    else:
+        name = resource.get("name")
     if not isinstance(name, str) or not name:
         raise PermanentError(f"GET {path}: an item has no name: {dict(resource)!r:.200}", path=path)
     return name

@@ -131,6 +131,8 @@ def endpoint_api_type(endpoint_type: str | None) -> str:
 def schema_content(details: Mapping[str, Any]) -> str | None:
     """An endpoint's inline schema text; None when absent or blank."""
     content = as_mapping(details.get("schema")).get("content")
+    if content is None:
+        return None
     if isinstance(content, str):
         return content if content.strip() else None
     if isinstance(content, Mapping | list) and content:
