@@ -328,6 +328,27 @@ class TestLeanEntry:
         heavy = {"typer", "click", "rich", "pygments", "pydantic", "sqlite_utils", "numpy"}
         assert top_level & heavy == set()
 
+    def test_a_burst_does_not_load_trio_where_it_is_installed(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        # httpcore imports trio when it can (for async clients under trio), which costs a
+        # burst 85 ms where trio is installed. A stand-in trio on the path shows the import.
+        fake = tmp_path / "site" / "trio"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text("")
+        path = f"import sys; sys.path.insert(0, {str(fake.parent)!r})"
+        resting_state(load_config(config_file), clock_at_now())
+
+        done, modules = lean_call(
+            tmp_path, "--config", str(config_file), "run", "--force", prelude=path
+        )
+        assert done.returncode == 3, done.stderr
+        assert "httpx" in modules
+        assert "trio" not in modules
+        control_call = f"{path}; import httpx; httpx.Client().close()"
+        _, control = lean_call(tmp_path, prelude=control_call, call="pass")
+        assert "trio" in control
+
     def test_the_idle_run_leaves_the_state_alone_and_rewrites_the_metrics(
         self, tmp_path: Path, config_file: Path
     ) -> None:
