@@ -23,6 +23,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import structlog
@@ -306,11 +307,7 @@ class OpenChoreoClient:
                     self._requests_sent += 1
                 started = self._clock.monotonic()
                 response = self._http.request(
-                    method,
-                    path.lstrip("/"),
-                    params=dict(params) if params else None,
-                    headers=headers,
-                    timeout=httpx.Timeout(timeout),
+                    method, self._url(path, params), headers=headers, timeout=httpx.Timeout(timeout)
                 )
                 log.debug(
                     "http_request",
@@ -324,6 +321,15 @@ class OpenChoreoClient:
             if error.path is not None:
                 raise
             raise DeadlineExceeded(f"{method} {path}: {error}", method=method, path=path) from None
+
+    def _url(self, path: str, params: Params | None) -> str:
+        """The request's absolute URL, its query encoded as httpx encodes `params`: given a
+        path and `params`, httpx parses three URLs a request (base, path, query), half of
+        building the request and about a tenth of its CPU."""
+        url = f"{self._base_url}/{path.lstrip('/')}"
+        if not params:
+            return url
+        return url + "?" + urlencode([(key, _query_value(value)) for key, value in params.items()])
 
     def _timeout_now(self) -> float:
         """The request timeout, cut to the time left before the burst deadline."""
@@ -446,6 +452,12 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         return response.status_code, body
 
     return post_form
+
+
+def _query_value(value: str | int) -> str:
+    if isinstance(value, bool):  # as httpx writes them
+        return "true" if value else "false"
+    return str(value)
 
 
 def api_root(base_url: str) -> str:

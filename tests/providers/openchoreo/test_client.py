@@ -124,6 +124,34 @@ class TestRequests:
         assert body == {"success": True, "data": {"name": "cart"}}
         assert client.requests_sent == 1
 
+    @pytest.mark.parametrize(
+        ("path", "params"),
+        [
+            ("/orgs/acme/projects/shop/components/cart", {"include": "type,workload"}),
+            ("namespaces/a%20b/components", {"limit": 100, "cursor": "eyJvIjoxfQ+/=="}),
+            ("/orgs", {"q": "a b/c?d&e=f#g", "caf\u00e9": "\u00fcber", "on": True, "off": False}),
+            ("/namespaces", {}),
+        ],
+    )
+    def test_request_url_is_the_one_httpx_builds_from_path_and_params(
+        self, clock: Any, base_url: str, path: str, params: dict[str, Any]
+    ) -> None:
+        seen: list[httpx.URL] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request.url)
+            return httpx.Response(200, json={})
+
+        config = OpenChoreoConfig(base_url=base_url)
+        client = OpenChoreoClient(
+            config, clock=clock, deadline=None, transport=httpx.MockTransport(answer)
+        )
+        with client, httpx.Client(base_url=f"{base_url}/") as reference:
+            client.get_json(path, params)
+            expected = reference.build_request("GET", path.lstrip("/"), params=params or None)
+        assert seen == [expected.url]
+        assert str(seen[0]) == str(expected.url)
+
     def test_get_json_returns_any_json_body_unread(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
     ) -> None:
