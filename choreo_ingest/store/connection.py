@@ -84,7 +84,7 @@ class Connection:
                 conn.execute("PRAGMA journal_mode = WAL")
                 # Some builds (Debian's) zero every freed page: a sweep of 100,000 entities then
                 # writes six times the WAL. FAST still clears what is deleted from the pages a
-                # statement writes anyway; the entities are catalog data, never a secret.
+                # statement writes anyway; the state holds catalog data, never a secret.
                 conn.execute("PRAGMA secure_delete = FAST")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
