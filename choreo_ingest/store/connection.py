@@ -34,6 +34,11 @@ Tracer = Callable[[str, Any], None]
 """Called before every statement (sqlite-utils' tracer signature); used for SQL debug logging."""
 
 
+MIN_SQLITE_VERSION = (3, 35, 0)
+"""For `RETURNING` (the inbox's seqs, the counts of deleted entities). Debian 11 and RHEL 9 ship
+SQLite 3.34: a Python there needs a newer SQLite of its own."""
+
+
 def canonical_json(value: object) -> str:
     """The one text form of a JSON value that the store writes (and hashes)."""
     return _CANONICAL.encode(value)
@@ -57,6 +62,12 @@ class Connection:
         self.path = path
         self.readonly = readonly
         self._tracer = tracer
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise StateError(
+                f"{path}: choreo-ingest needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or "
+                f"later; this Python's sqlite3 module uses SQLite {sqlite3.sqlite_version}",
+                path=str(path),
+            )
         # No plain open() of the state file or its -wal/-shm here or anywhere in the process:
         # closing any descriptor of a file drops all of the process's POSIX locks on it,
         # SQLite's too, and another process would then think this one is gone (and truncate

@@ -312,6 +312,31 @@ FOREIGN_FILES: dict[str, Callable[[Path], None]] = {
 }
 
 
+class TestSqliteVersion:
+    @pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
+    def test_an_sqlite_without_returning_is_refused_by_name_before_anything_is_written(
+        self, state_path: Path, monkeypatch: pytest.MonkeyPatch, readonly: bool
+    ) -> None:
+        if readonly:
+            with Store.open(state_path) as store:
+                store.migrate()
+        before = state_path.read_bytes() if readonly else None
+        monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+        monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+
+        with pytest.raises(StateError) as refused:
+            Store.open(state_path, readonly=readonly)
+
+        assert str(refused.value) == (
+            f"{state_path}: choreo-ingest needs SQLite 3.35.0 or later; "
+            "this Python's sqlite3 module uses SQLite 3.34.1"
+        )
+        if readonly:
+            assert state_path.read_bytes() == before
+        else:
+            assert not state_path.exists()
+
+
 class TestForeignFiles:
     @pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
     @pytest.mark.parametrize("write", FOREIGN_FILES.values(), ids=FOREIGN_FILES.keys())
