@@ -19,8 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from common import PROVIDER, Result, SimulatorProcess, ingest, scratch, status, write_config
-from overhead import API, Shape, floor_walk
+from common import (
+    PROVIDER,
+    Result,
+    SimulatorProcess,
+    World,
+    ingest,
+    scratch,
+    status,
+    write_config,
+)
+from overhead import API, floor_walk
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import load_config
@@ -46,10 +55,10 @@ class Peak:
     wall: float
 
 
-def peak_rss(shape: Shape) -> Peak:
+def peak_rss(shape: World) -> Peak:
     """Peak RSS of one full cycle in one process, and of the floor walk of the same world."""
     with (
-        SimulatorProcess(shape.orgs, shape.projects, shape.components, api=API) as simulator,
+        SimulatorProcess(shape.namespaces, shape.projects, shape.components, api=API) as simulator,
         scratch("rss") as directory,
     ):
         config = write_config(directory, simulator.url, api=API, burstLength=86_400, chunkSize=50)
@@ -127,7 +136,7 @@ def _quiet() -> Iterator[None]:
         structlog.reset_defaults()
 
 
-def run(small_shape: Shape, large_shape: Shape) -> list[Result]:
+def run(small_shape: World, large_shape: World) -> list[Result]:
     small, large = peak_rss(small_shape), peak_rss(large_shape)
     growth = large.cycle_kib / small.cycle_kib - 1
     floor_growth = large.floor_kib / small.floor_kib - 1

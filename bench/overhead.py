@@ -9,13 +9,13 @@ alternating floor and cycle so that both see the same machine.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 from common import (
     BENCH_DIR,
     Measured,
     Result,
     SimulatorProcess,
+    World,
     ingest,
     run_measured,
     scratch,
@@ -28,20 +28,6 @@ CHUNK_SIZE = 50
 CONCURRENCY = 5
 CPU_RATIO_TARGET = 1.5
 WALL_RATIO_TARGET = 1.3
-
-
-@dataclass(frozen=True)
-class Shape:
-    orgs: int
-    projects: int
-    components: int
-
-    @property
-    def total(self) -> int:
-        return self.orgs * self.projects * self.components
-
-    def __str__(self) -> str:
-        return f"{self.total:,} components ({self.orgs}x{self.projects}x{self.components})"
 
 
 def floor_walk(url: str) -> Measured:
@@ -78,10 +64,10 @@ def startup(url: str) -> tuple[Measured, Measured]:
     return cli_process, run_measured([sys.executable, "-c", "import httpx"]).check()
 
 
-def run(shape: Shape, repeats: int) -> list[Result]:
+def run(shape: World, repeats: int) -> list[Result]:
     floors: list[Measured] = []
     cycles: list[Measured] = []
-    with SimulatorProcess(shape.orgs, shape.projects, shape.components, api=API) as simulator:
+    with SimulatorProcess(shape.namespaces, shape.projects, shape.components, api=API) as simulator:
         floor_walk(simulator.url)  # warm the simulator's name caches for both sides
         for attempt in range(repeats):
             simulator.reset_stats()

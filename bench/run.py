@@ -23,15 +23,14 @@ import overhead
 import request_cost
 import scale
 from common import Result, World, compile_package, machine, summarize
-from overhead import Shape
 
 
 @dataclass(frozen=True)
 class Plan:
-    overhead_shape: Shape
+    overhead_shape: World
     overhead_repeats: int
-    memory_small: Shape
-    memory_large: Shape
+    memory_small: World
+    memory_large: World
     sweep_active: int
     sweep_stale: int
     status_refs: int
@@ -45,10 +44,10 @@ class Plan:
 
 
 FULL = Plan(
-    overhead_shape=Shape(4, 25, 200),
+    overhead_shape=World(4, 25, 200),
     overhead_repeats=3,
-    memory_small=Shape(4, 25, 100),
-    memory_large=Shape(4, 500, 100),
+    memory_small=World(4, 25, 100),
+    memory_large=World(4, 500, 100),
     sweep_active=200_000,
     sweep_stale=100_000,
     status_refs=1_000_000,
@@ -61,10 +60,10 @@ FULL = Plan(
     floor_repeats=3,
 )
 QUICK = Plan(
-    overhead_shape=Shape(2, 20, 150),
+    overhead_shape=World(2, 20, 150),
     overhead_repeats=2,
-    memory_small=Shape(2, 10, 100),
-    memory_large=Shape(2, 100, 100),
+    memory_small=World(2, 10, 100),
+    memory_large=World(2, 100, 100),
     sweep_active=200_000,
     sweep_stale=100_000,
     status_refs=1_000_000,
