@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
-import structlog
-
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
@@ -25,6 +23,7 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.heap import HeapTrimmer
+from choreo_ingest.logs import get_logger
 from choreo_ingest.models import JSON, ProviderAction, ProviderRecord, ProviderState
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import (
@@ -41,7 +40,7 @@ from choreo_ingest.store import (
     canonical_json,
 )
 
-log = structlog.get_logger("choreo_ingest.engine")
+log = get_logger("choreo_ingest.engine")
 
 
 @dataclass

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from choreo_ingest.clock import Clock, rfc3339
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY, Config
 from choreo_ingest.engine import burst_context
@@ -25,6 +23,7 @@ from choreo_ingest.errors import (
     LockHeld,
     TransientError,
 )
+from choreo_ingest.logs import get_logger
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, Event
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
@@ -35,7 +34,7 @@ from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.schedule import after_refresh
 from choreo_ingest.store import StateRef, Store, state_location
 
-log = structlog.get_logger("choreo_ingest.events")
+log = get_logger("choreo_ingest.events")
 
 MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""

@@ -9,13 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.events import DrainStats, drain_inbox
+from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
 from choreo_ingest.models import (
@@ -34,7 +33,7 @@ from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateRef, Store, state_location
 from choreo_ingest.store.copy import CopyReport
 
-log = structlog.get_logger("choreo_ingest.invocation")
+log = get_logger("choreo_ingest.invocation")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""structlog configuration, called once by the CLI; secrets never reach the log stream.
+"""Logging through structlog, loaded only for a line to write; secrets never reach the stream.
 
 Logs go to stderr only (stdout carries command output such as `--json`). On a terminal they are
 rendered for people at INFO; otherwise (cron, systemd) they are JSON lines at WARNING, because cron
@@ -17,20 +17,22 @@ turn `projects` into `projec***s`. It counts where it stands between the ends of
 characters no token holds (whitespace, quotes, `=:,;()[]{}<>&?#/` and backslash, or a full stop
 that ends a sentence). A secret shorter than four characters is masked only where a whole value
 equals it.
+
+Importing structlog costs a call that bursts about 70 ms of CPU, and off a terminal a burst that
+goes well writes nothing. So `get_logger` gives a `Logger` that drops a call below the configured
+level before anything is imported, and the first call to be written loads structlog (`log_setup`)
+and configures it as `configure_logging` was told. Where structlog is loaded already (tests,
+anything that imported it), `configure_logging` configures it at once and every call goes to
+structlog, which filters by level itself, as `structlog.testing.capture_logs` expects.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, TextIO, cast
-
-import structlog
-from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+from collections.abc import Mapping, MutableMapping
+from typing import Any, NamedTuple, TextIO
 
 REDACTED = "***"
 SENSITIVE_KEY = re.compile(r"token|authorization|password|passwd|secret|api[-_]?key|cookie", re.I)
@@ -73,7 +75,9 @@ class Redactor:
         pattern = self._pattern
         return pattern.sub(REDACTED, text) if pattern is not None else text
 
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> dict[str, Any]:
         return {key: self._clean(key, value) for key, value in event_dict.items()}
 
     def _clean(self, key: object, value: object) -> object:
@@ -100,10 +104,28 @@ def register_secret(value: str) -> None:
     _REDACTOR.register(value)
 
 
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+"""The standard library's level numbers, which structlog's filtering loggers use."""
+
+
+class _Settings(NamedTuple):
+    level: int
+    as_json: bool
+    tty: bool
+    stream: TextIO | None
+
+
+_STATE_LOCK = threading.Lock()
+_threshold = 0
+"""Calls below this level are dropped before structlog is loaded; 0 while structlog filters."""
+_pending: _Settings | None = None
+"""Settings that `configure_logging` was given while structlog was not loaded, not yet applied."""
+
+
 def configure_logging(
     *, verbosity: int = 0, json: bool | None = None, stream: TextIO | None = None
 ) -> None:
-    """Route structlog to `stream` (default: stderr as it is when each line is written).
+    """Route log lines to `stream` (default: stderr as it is when each line is written).
 
     `verbosity`: 0 -> WARNING off a terminal, INFO on one; 1 (`-v`) -> INFO; 2+ (`-vv`) -> DEBUG.
     `json`: force JSON lines (True) or the console renderer (False); None picks by terminal.
@@ -112,58 +134,96 @@ def configure_logging(
     stderr over (the demo's progress line, rich's `Live`) prints them above itself instead of
     having them written over it.
     """
+    global _threshold, _pending
     on_terminal = _is_terminal(stream if stream is not None else sys.stderr)
-    structlog.configure(
-        processors=_processors(as_json=not on_terminal if json is None else json, tty=on_terminal),
-        wrapper_class=structlog.make_filtering_bound_logger(_level(verbosity, on_terminal)),
-        logger_factory=_NamedPrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
+    settings = _Settings(
+        level=_level(verbosity, on_terminal),
+        as_json=not on_terminal if json is None else json,
+        tty=on_terminal,
+        stream=stream,
     )
+    with _STATE_LOCK:
+        if "structlog" in sys.modules:
+            _threshold, _pending = 0, None
+            _apply(settings)
+        else:
+            _threshold, _pending = settings.level, settings
 
 
-def get_logger(name: str | None = None) -> FilteringBoundLogger:
+def get_logger(name: str | None = None) -> Logger:
     """A logger; `name` (e.g. the module) is added to every event as `logger`.
 
-    Safe to call at import time: configuration is looked up on each call, not when created.
+    Safe to call at import time: nothing is loaded or looked up until a call is written.
     """
-    factory_args = (name,) if name else ()
-    return cast(FilteringBoundLogger, structlog.get_logger(*factory_args))
+    return Logger(name)
 
 
-class _NamedPrintLogger(structlog.PrintLogger):
-    def __init__(self, file: TextIO, name: str | None) -> None:
-        super().__init__(file)
-        self.name = name
+class Logger:
+    """`log.info("page_committed", pages=7)`: structlog's methods; a line to write loads it."""
+
+    __slots__ = ("_name", "_structlog")
+
+    def __init__(self, name: str | None) -> None:
+        self._name = name
+        self._structlog: Any = None
+
+    def debug(self, event: str, **fields: Any) -> None:
+        if _threshold <= DEBUG:
+            self._logger().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        if _threshold <= INFO:
+            self._logger().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        if _threshold <= WARNING:
+            self._logger().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        if _threshold <= ERROR:
+            self._logger().error(event, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        """An error with the exception being handled (its traceback)."""
+        if _threshold <= ERROR:
+            self._logger().exception(event, **fields)
+
+    def _logger(self) -> Any:
+        if _pending is not None:
+            _apply_pending()
+        if self._structlog is None:
+            from choreo_ingest.log_setup import structlog_logger
+
+            self._structlog = structlog_logger(self._name)
+        return self._structlog
 
 
-class _NamedPrintLoggerFactory:
-    """`structlog.PrintLoggerFactory` that keeps `get_logger`'s name for `_add_logger_name`.
-
-    (`structlog.get_logger(logger=...)` is not possible: `logger` is one of its own parameters.)
-    """
-
-    def __init__(self, file: TextIO | None) -> None:
-        self._file = file
-        """None: `sys.stderr` when the logger is made, i.e. at every log call (nothing caches)."""
-
-    def __call__(self, *args: Any) -> _NamedPrintLogger:
-        file = self._file if self._file is not None else sys.stderr
-        return _NamedPrintLogger(file, str(args[0]) if args else None)
+def _apply_pending() -> None:
+    global _pending
+    with _STATE_LOCK:
+        if _pending is not None:
+            _apply(_pending)
+            _pending = None
 
 
-def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    name = getattr(logger, "name", None)
-    if name:
-        event_dict.setdefault("logger", name)
-    return event_dict
+def _apply(settings: _Settings) -> None:
+    from choreo_ingest.log_setup import configure
+
+    configure(
+        level=settings.level,
+        as_json=settings.as_json,
+        tty=settings.tty,
+        stream=settings.stream,
+        redactor=_REDACTOR,
+    )
 
 
 def _level(verbosity: int, on_terminal: bool) -> int:
     if verbosity >= 2:
-        return logging.DEBUG
+        return DEBUG
     if verbosity == 1 or on_terminal:
-        return logging.INFO
-    return logging.WARNING
+        return INFO
+    return WARNING
 
 
 def _is_terminal(stream: TextIO) -> bool:
@@ -171,33 +231,3 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # closed or stream-like objects without a terminal
         return False
-
-
-def _processors(*, as_json: bool, tty: bool) -> list[Processor]:
-    renderer: Processor
-    if as_json:
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(
-            colors=tty and "NO_COLOR" not in os.environ,
-            exception_formatter=structlog.dev.plain_traceback,
-        )
-    return [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        # Tracebacks become text here, before redaction, so secrets in them are masked too
-        # (and rich's default formatter, which prints local variables, never runs).
-        structlog.processors.format_exc_info,
-        _REDACTOR,
-        _scrubbed(renderer),
-    ]
-
-
-def _scrubbed(renderer: Processor) -> Callable[[WrappedLogger, str, EventDict], Any]:
-    def render(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> Any:
-        line = renderer(logger, method_name, event_dict)
-        return _REDACTOR.scrub(line) if isinstance(line, str) else line
-
-    return render

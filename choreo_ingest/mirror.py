@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 import yaml
 
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import TEMP_SUFFIX, DurableBatch, make_directories
+from choreo_ingest.logs import get_logger
 from choreo_ingest.store import ChangeRow, Store, position_name
 from choreo_ingest.store.queries import EntityLocation
 
-log = structlog.get_logger("choreo_ingest.mirror")
+log = get_logger("choreo_ingest.mirror")
 
 BATCH_SIZE = 1000
 """Change log rows read (and files touched) between two stored positions."""

@@ -17,12 +17,11 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 
-import structlog
-
+from choreo_ingest.logs import get_logger
 from choreo_ingest.models import JSON, EntityIteratorResult, PageStats
 from choreo_ingest.store import Store
 
-log = structlog.get_logger("choreo_ingest.engine")
+log = get_logger("choreo_ingest.engine")
 
 
 class PageWriter:

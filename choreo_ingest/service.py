@@ -15,18 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-import structlog
-
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import StopSignal
 from choreo_ingest.errors import ChoreoIngestError, LockHeld
 from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.logs import get_logger
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.store import StateRef, state_location
 
-log = structlog.get_logger("choreo_ingest.service")
+log = get_logger("choreo_ingest.service")
 
 T = TypeVar("T")
 

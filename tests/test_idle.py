@@ -24,6 +24,7 @@ from choreo_ingest.config import Config, load_config
 from choreo_ingest.idle import run_if_idle
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import RunLock, SqliteLocation, position_name
 
 from fakes import FakeClock, FakeProvider, make_entity
@@ -327,6 +328,31 @@ class TestLeanEntry:
         top_level = {name.partition(".")[0] for name in modules}
         heavy = {"typer", "click", "rich", "pygments", "pydantic", "sqlite_utils", "numpy"}
         assert top_level & heavy == set()
+        # The failed burst is logged (a warning, written off a terminal): structlog is loaded
+        # for it, and rich is not.
+        [logged] = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+        assert (logged["event"], logged["level"]) == ("burst_failed", "warning")
+        assert "structlog" in modules
+
+    def test_a_burst_that_goes_well_writes_nothing_and_never_loads_structlog(
+        self, tmp_path: Path
+    ) -> None:
+        # Off a terminal only warnings are written; importing structlog would cost this call
+        # about 70 ms of CPU (and asyncio, which structlog.stdlib imports) for nothing.
+        server = start_server(SimulatorApi(World.generate(1, 2, 3, seed=7), SimulatorOptions()))
+        try:
+            config = write_config(tmp_path, openchoreo={"baseUrl": server.url})
+            done, modules = lean_call(tmp_path, "--config", str(config), "run", "--force")
+        finally:
+            server.stop()
+
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+        assert "choreo_ingest.engine" in modules
+        with SqliteLocation(tmp_path / "state.db").open(readonly=True) as store:
+            assert store.load_provider(PROVIDER).cycle_id == 1
+            assert sum(store.entity_counts(PROVIDER).values()) > 0
+        top_level = {name.partition(".")[0] for name in modules}
+        assert top_level & {"structlog", "asyncio"} == set()
 
     def test_a_burst_does_not_load_trio_where_it_is_installed(
         self, tmp_path: Path, config_file: Path

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,6 +41,42 @@ def log_one_json_event(**fields: Any) -> dict[str, Any]:
     get_logger().warning("request_failed", **fields)
     [event] = json_lines(stream)
     return event
+
+
+DEFERRED = """
+import sys
+from choreo_ingest.logs import configure_logging, get_logger, register_secret
+register_secret("tok-deferred-5e1f")
+configure_logging()  # off a terminal: warnings and above, as JSON lines
+log = get_logger("choreo_ingest.test")
+log.info("page_committed", pages=7)
+log.debug("request_sent", authorization="Bearer tok-deferred-5e1f")
+assert "structlog" not in sys.modules, "a call below the level loaded structlog"
+log.warning("request_failed", detail="Bearer tok-deferred-5e1f was refused")
+assert "structlog" in sys.modules
+assert "rich" not in sys.modules, "structlog was loaded with rich"
+"""
+
+
+class TestLoadedForALineToWrite:
+    """A process that has not loaded structlog (the CLI) loads it for the first line to write."""
+
+    def test_calls_below_the_level_load_nothing_and_the_first_line_is_configured_and_masked(
+        self,
+    ) -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", DEFERRED],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert done.returncode == 0, done.stderr
+        [event] = [json.loads(line) for line in done.stderr.splitlines()]
+        assert (event["event"], event["level"]) == ("request_failed", "warning")
+        assert event["logger"] == "choreo_ingest.test"
+        assert event["detail"] == "Bearer *** was refused"
 
 
 class TestJsonOutput:

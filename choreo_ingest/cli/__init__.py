@@ -10,7 +10,6 @@ whose imports (typer, rich, the commands) take a few tenths of a second.
 from __future__ import annotations
 
 import gc
-import importlib
 import signal
 import sys
 from collections.abc import Iterator
@@ -42,28 +41,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def import_libraries_lightly() -> None:
-    """Import structlog and httpx without what they load for features choreo-ingest never uses,
-    a tenth of a second or more of every call that bursts: structlog's `dev` module loads rich's
-    console, traceback and pretty-printing (and pygments) for exception rendering `logs` does not
-    ask for (it renders with `plain_traceback`); httpx loads its command-line client (click,
-    rich, pygments); httpcore loads trio when it is installed, for async clients under trio
-    (85 ms here). Each is hidden for the one import; rich stays importable for `render`'s
-    tables, and trio for whatever else wants it."""
-    for library, hidden in (
-        ("structlog", ("rich",)),
-        ("httpx", ("httpx._main",)),
-        ("httpcore", ("trio",)),  # httpx imports it when it first builds a client
-    ):
-        if library in sys.modules:
-            continue
-        hiding = [name for name in hidden if name not in sys.modules]
-        for name in hiding:
-            sys.modules[name] = None  # type: ignore[assignment]  # importing it raises ImportError
-        try:
-            importlib.import_module(library)
-        finally:
-            for name in hiding:
-                del sys.modules[name]
+    """Import httpx and httpcore without what they load for features choreo-ingest never uses
+    (`light_imports`): a tenth of a second or more of every call that bursts. structlog is
+    loaded by `logs`, the same way, only for a line to write."""
+    from choreo_ingest.light_imports import import_without
+
+    import_without("httpx", ("httpx._main",))
+    import_without("httpcore", ("trio",))  # httpx imports it when it first builds a client
 
 
 @contextmanager

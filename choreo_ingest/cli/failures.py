@@ -23,9 +23,9 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
     elif isinstance(error, KeyboardInterrupt):
         message, code = "interrupted", ExitCode.INTERRUPTED
     else:
-        import structlog  # loaded by then wherever a bug can happen: not on the lean entry's path
+        from choreo_ingest.logs import get_logger  # not on the lean entry's idle path
 
-        structlog.get_logger("choreo_ingest.cli").debug("internal_error", exc_info=error)
+        get_logger("choreo_ingest.cli").debug("internal_error", exc_info=error)
         message = (
             f"internal error: {type(error).__name__}: {error} (a bug; run with -vv for details)"
         )

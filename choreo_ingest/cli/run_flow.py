@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
 from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
@@ -26,12 +24,12 @@ from choreo_ingest.config import Config, require_api
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.errors import LockHeld
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.logs import configure_logging
+from choreo_ingest.logs import configure_logging, get_logger
 from choreo_ingest.models import ProviderAction, RunOutcome
 from choreo_ingest.provider_scope import checked_provider
 from choreo_ingest.providers.registry import BUILT_IN
 
-log = structlog.get_logger("choreo_ingest.cli")
+log = get_logger("choreo_ingest.cli")
 
 
 def run_and_report(

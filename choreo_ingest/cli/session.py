@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from choreo_ingest.clock import Clock, SystemClock
 from choreo_ingest.config import (
     Config,
@@ -16,10 +14,10 @@ from choreo_ingest.config import (
     resolve_state_path,
     secret_values,
 )
-from choreo_ingest.logs import register_secret
+from choreo_ingest.logs import get_logger, register_secret
 from choreo_ingest.store import StateLocation, configured_location
 
-log = structlog.get_logger("choreo_ingest.cli")
+log = get_logger("choreo_ingest.cli")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +42,7 @@ from choreo_ingest.invocation import (
     reset,
     reset_json,
 )
+from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import render_metrics
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.reporting import (
@@ -60,7 +60,7 @@ from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateLocation
 
-log = structlog.get_logger("choreo_ingest.server")
+log = get_logger("choreo_ingest.server")
 
 INBOX_FULL_RETRY_SECONDS = 60
 PAGE_CHANGES = 20

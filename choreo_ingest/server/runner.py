@@ -13,18 +13,18 @@ import socket
 import threading
 from collections.abc import Iterator
 
-import structlog
 import uvicorn
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.logs import get_logger
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.security import Address, check_exposure, load_credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateRef
 
-log = structlog.get_logger("choreo_ingest.server")
+log = get_logger("choreo_ingest.server")
 
 HTTP_SHUTDOWN_SECONDS = 5
 """Requests still open this long after SIGTERM are cut."""

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import structlog
-
 from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError
+from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
     CLAIMS,
@@ -62,7 +61,7 @@ from choreo_ingest.providers.openchoreo.naming import (
     v1_api_entity_name,
 )
 
-log = structlog.get_logger("choreo_ingest.providers.openchoreo")
+log = get_logger("choreo_ingest.providers.openchoreo")
 
 NAMESPACES = "namespaces"
 PROJECT_OWNERS = "project"

@@ -26,7 +26,6 @@ from typing import Any, Self, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-import structlog
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import OpenChoreoConfig
@@ -41,11 +40,12 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
+from choreo_ingest.logs import get_logger
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.version import __version__
 
-log = structlog.get_logger("choreo_ingest.http")
+log = get_logger("choreo_ingest.http")
 
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""

@@ -21,10 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from choreo_ingest.config import MappingConfig
 from choreo_ingest.errors import PermanentError
+from choreo_ingest.logs import get_logger
 from choreo_ingest.models import JSON, Entity
 from choreo_ingest.providers.openchoreo.definitions import generated_definition
 from choreo_ingest.providers.openchoreo.mapping_common import (
@@ -64,7 +63,7 @@ __all__ = [
     "v1_api_entity_name",
 ]
 
-log = structlog.get_logger("choreo_ingest.providers.openchoreo")
+log = get_logger("choreo_ingest.providers.openchoreo")
 
 ApiName = Callable[[str, str, str], str]
 """Names an endpoint's API entity from (project, component, endpoint)."""

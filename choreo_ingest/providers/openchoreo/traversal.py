@@ -18,11 +18,10 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
 from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError, ProviderError
+from choreo_ingest.logs import get_logger
 from choreo_ingest.models import (
     JSON,
     PROBLEM_FACT,
@@ -46,7 +45,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     generation_named,
 )
 
-log = structlog.get_logger("choreo_ingest.providers.openchoreo")
+log = get_logger("choreo_ingest.providers.openchoreo")
 
 BEFORE_FIRST = -1
 """Queue position before any item (positions are never negative)."""
