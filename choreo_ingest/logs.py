@@ -104,7 +104,7 @@ def register_secret(value: str) -> None:
     _REDACTOR.register(value)
 
 
-DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 """The standard library's level numbers, which structlog's filtering loggers use."""
 
 
