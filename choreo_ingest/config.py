@@ -261,6 +261,10 @@ class Config:
     refused and a refresh is scheduled."""
     warnings: tuple[str, ...] = field(default=(), compare=False)
     """What `load_config` found worth fixing in the file (a readable token, no TLS checks)."""
+    secrets_withheld: bool = False
+    """Read (`load_config(secrets=False)`) from the file's kept copy, which holds `WITHHELD` in
+    place of the token or client secret the file gives in plain text: fit for deciding and
+    reporting, not for a request."""
 
     @property
     def incremental(self) -> IncrementalConfig:
@@ -275,21 +279,36 @@ MAX_CHUNK_SIZE = 1024  # the organization-era API clamps a larger `limit` silent
 MAX_CHUNK_SIZE_V1 = 100  # OpenChoreo v1.x clamps `limit` to 100
 
 
-def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path | None, *, env: Mapping[str, str] | None = None, secrets: bool = True
+) -> Config:
     """Read, interpolate and validate a config file; None (no file) gives the defaults.
 
     Relative paths in the file (`state.path`, `metrics.textfile`, `catalog.directory`,
     `openchoreo.caBundle`, `openchoreo.auth.tokenFile`, `openchoreo.auth.oauth.clientSecretFile`)
     are relative to the file's directory, whatever cron's cwd is. Secret files are not read here:
     only the commands that call the API read them, when they need them.
+
+    `secrets=False` is for a call that makes no request: it may get a config whose token or
+    client secret is withheld (`Config.secrets_withheld`), read without PyYAML.
     """
     if path is None:
         return Config()
-    document = read_document(path, parse=_parse_yaml, secret_free=_without_literal_secrets)
+    document, withheld = read_document(
+        path, parse=_parse_yaml, for_cache=_for_cache, secrets=secrets
+    )
     found: dict[str, Any] = {}
     _walk(document, "", os.environ if env is None else env, found)
     config = _build(found, base=path.parent)
-    return replace(config, source=path, warnings=_file_warnings(path, document, config))
+    warnings = _file_warnings(path, document, config)
+    return replace(config, source=path, warnings=warnings, secrets_withheld=withheld)
+
+
+def with_secrets(config: Config) -> Config:
+    """`config` itself, or read again with its secrets if they were withheld."""
+    if not config.secrets_withheld:
+        return config
+    return load_config(config.source)
 
 
 def find_config_path(cli_value: Path | None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -890,9 +909,7 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
     """The secret keys `document` gives a value in plain text (not only through ${VAR})."""
     found = []
     for path in sorted(_SECRETS):
-        raw: object = document
-        for key in path.split("."):
-            raw = raw.get(key) if isinstance(raw, dict) else None
+        raw = _dig(document, path)
         literal = isinstance(raw, str) and all(
             match.group(0) == "$$" for match in _SUBSTITUTION.finditer(raw)
         )
@@ -901,8 +918,37 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
     return found
 
 
-def _without_literal_secrets(document: dict[Any, Any]) -> bool:
-    return not _literal_secrets(document)
+WITHHELD = "withheld-from-the-kept-copy"
+"""What the config file's kept copy holds in place of a token or client secret given in plain
+text (config_file.py)."""
+_PASSWORD_IN_URL = re.compile(r"://[^/@:]*:[^/@]+@")
+
+
+def _for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
+    """What the config file's kept copy may hold: the document itself, or (True) a copy with its
+    plain-text API secrets replaced by `WITHHELD`, or nothing (None) when `state.url` holds a
+    password in plain text, which every call needs."""
+    url = _dig(document, "state.url")
+    if isinstance(url, str) and _PASSWORD_IN_URL.search(_SUBSTITUTION.sub("", url)):
+        return None, False
+    secrets = _literal_secrets(document)
+    for path in secrets:
+        document = _replaced(document, path.split("."), WITHHELD)
+    return document, bool(secrets)
+
+
+def _dig(document: dict[Any, Any], path: str) -> object:
+    found: object = document
+    for key in path.split("."):
+        found = found.get(key) if isinstance(found, dict) else None
+    return found
+
+
+def _replaced(document: dict[Any, Any], keys: list[str], value: object) -> dict[Any, Any]:
+    """A copy of `document` with the value at `keys` (dicts all the way down) set to `value`;
+    the rest is shared, not copied."""
+    head, *rest = keys
+    return {**document, head: _replaced(document[head], rest, value) if rest else value}
 
 
 def _file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:

@@ -9,9 +9,14 @@ imports PyYAML; any other parses the YAML and writes the copy again. An edit, a 
 file over it, or a Kubernetes ConfigMap update (a new file behind a symlink) each changes the
 identity.
 
-No copy is written of a document that holds a secret in plain text (`secret_free` says), nor of
-one JSON cannot hold exactly (YAML dates, keys that are not strings). The cache directory is
-systemd's `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/choreo-ingest`, else
+No copy ever holds a secret in plain text. A document whose API secrets (a token, a client
+secret) are written out in it is copied with them left out, marked so: that copy answers only a
+call that makes no request (`secrets=False`: the lean entry's `run` deciding whether anything is
+due, `status`, `health`, `export`, `changes`); any other parses the YAML. A document holding a
+secret every call needs (a password in `state.url`) is not copied at all, nor is one JSON cannot
+hold exactly (YAML dates, keys that are not strings). `for_cache` (config.py) says which.
+
+The cache directory is systemd's `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/choreo-ingest`, else
 `~/.cache/choreo-ingest`; where none can be written (a read-only home), the YAML is parsed every
 time, which is slower and nothing else.
 """
@@ -29,28 +34,41 @@ from typing import Any
 from choreo_ingest.errors import ConfigError
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+
+Document = dict[Any, Any]
 
 
 def read_document(
     path: Path,
     *,
-    parse: Callable[[Path, str], dict[Any, Any]],
-    secret_free: Callable[[dict[Any, Any]], bool],
-) -> dict[Any, Any]:
-    """The document in `path`: its parsed copy if the file is unchanged, else `parse(path, text)`
-    (which imports PyYAML), whose result is then copied unless `secret_free` says no."""
+    parse: Callable[[Path, str], Document],
+    for_cache: Callable[[Document], tuple[Document | None, bool]],
+    secrets: bool = True,
+) -> tuple[Document, bool]:
+    """The document in `path`, and whether its secrets are left out (only if `secrets` is False).
+
+    Its parsed copy answers if the file is unchanged, else `parse(path, text)` (which imports
+    PyYAML). `for_cache(document)` gives what to copy (None: nothing) and whether that copy left
+    secrets out.
+    """
     absolute = str(path.absolute())  # not resolve(): a symlink swapped later must be seen
     identity = _identity(path)
     cache = _cache_file(absolute)
+    cached = None
     if cache is not None and identity is not None:
         cached = _read_cache(cache, absolute, identity)
-        if cached is not None:
+        if cached is not None and not (cached[1] and secrets):
             return cached
     document = parse(path, _read_text(path))
-    if cache is not None and identity is not None and secret_free(document):
-        _write_cache(cache, absolute, identity, document)
-    return document
+    if cache is not None and identity is not None and cached is None:
+        copy, withheld = for_cache(document)
+        if copy is not None:
+            _write_cache(cache, absolute, identity, copy, withheld)
+        else:  # a copy an earlier release kept may hold what this one keeps out
+            with contextlib.suppress(OSError):
+                cache.unlink(missing_ok=True)
+    return document, False
 
 
 def _read_text(path: Path) -> str:
@@ -90,7 +108,7 @@ def _cache_file(absolute: str) -> Path | None:
     return directory / f"config-{zlib.crc32(absolute.encode()):08x}.json"
 
 
-def _read_cache(cache: Path, absolute: str, identity: list[int]) -> dict[Any, Any] | None:
+def _read_cache(cache: Path, absolute: str, identity: list[int]) -> tuple[Document, bool] | None:
     try:
         with cache.open(encoding="utf-8") as file:
             copy = json.load(file)
@@ -104,16 +122,18 @@ def _read_cache(cache: Path, absolute: str, identity: list[int]) -> dict[Any, An
         identity,
     ):
         return None
-    document = copy.get("document")
-    return document if isinstance(document, dict) else None
+    document, withheld = copy.get("document"), copy.get("withheld")
+    if not isinstance(document, dict) or not isinstance(withheld, bool):
+        return None
+    return document, withheld
 
 
-def _write_cache(cache: Path, absolute: str, identity: list[int], document: dict[Any, Any]) -> None:
+def _write_cache(
+    cache: Path, absolute: str, identity: list[int], document: Document, withheld: bool
+) -> None:
+    kept = {"format": CACHE_FORMAT, "path": absolute, "identity": identity}
     try:
-        text = json.dumps(
-            {"format": CACHE_FORMAT, "path": absolute, "identity": identity, "document": document},
-            allow_nan=False,
-        )
+        text = json.dumps({**kept, "document": document, "withheld": withheld}, allow_nan=False)
     except (TypeError, ValueError):  # a YAML date, a NaN: JSON cannot hold it
         return
     if json.loads(text)["document"] != document:  # keys that were not strings

@@ -1,5 +1,6 @@
 """The parsed copy of the config file (config_file.py): used only while the file is unchanged,
-never holding a secret, and never in the way when it cannot be kept."""
+never holding a secret (a copy without them answers only calls that need none), and never in
+the way when it cannot be kept."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo_ingest.config import load_config
+from choreo_ingest.config import WITHHELD, Config, load_config, reveal, with_secrets
 from choreo_ingest.config_file import cache_directory
 from choreo_ingest.errors import ConfigError
 
@@ -107,23 +108,105 @@ def test_variables_are_read_at_every_call_not_kept(
     assert "first.test" not in copy.read_text()
 
 
-@pytest.mark.parametrize(
-    "secret",
-    [
-        "openchoreo:\n  token: plain-token-value\n",
-        "openchoreo:\n  auth:\n    token: plain-token-value\n",
-        "openchoreo:\n  auth:\n    oauth:\n      tokenUrl: http://idp.test/token\n"
-        "      clientId: reader\n      clientSecret: plain-token-value\n",
-    ],
-    ids=["token", "auth.token", "oauth.clientSecret"],
-)
-def test_a_file_holding_a_secret_is_never_copied(config_file: Path, secret: str) -> None:
+SECRETS = [
+    "openchoreo:\n  token: plain-token-value\n",
+    "openchoreo:\n  auth:\n    token: plain-token-value\n",
+    "openchoreo:\n  auth:\n    oauth:\n      tokenUrl: http://idp.test/token\n"
+    "      clientId: reader\n      clientSecret: plain-token-value\n",
+]
+SECRET_IDS = ["token", "auth.token", "oauth.clientSecret"]
+
+
+def with_secret(config_file: Path, secret: str) -> None:
     config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n" + secret.partition("\n")[2])
     config_file.chmod(0o600)
 
-    load_config(config_file)
 
+def given_secret(config: Config) -> object:
+    auth = config.openchoreo.auth
+    secret = auth.oauth.client_secret if auth.oauth is not None else auth.token
+    return reveal(secret)
+
+
+@pytest.mark.parametrize("secret", SECRETS, ids=SECRET_IDS)
+def test_a_file_holding_a_secret_is_copied_without_it(config_file: Path, secret: str) -> None:
+    with_secret(config_file, secret)
+
+    full = load_config(config_file)
+
+    assert given_secret(full) == "plain-token-value"
+    assert not full.secrets_withheld
+    [copy] = cached_copies()
+    assert "plain-token-value" not in copy.read_text()
+    assert json.loads(copy.read_text())["withheld"] is True
+
+
+@pytest.mark.parametrize("secret", SECRETS, ids=SECRET_IDS)
+def test_the_copy_without_the_secret_answers_only_calls_that_need_none(
+    config_file: Path, secret: str
+) -> None:
+    with_secret(config_file, secret)
+    load_config(config_file)
+    [copy] = cached_copies()
+    tamper(copy, "http://from-the-copy.test")
+
+    lean = load_config(config_file, secrets=False)
+    assert lean.openchoreo.base_url == "http://from-the-copy.test"
+    assert lean.secrets_withheld
+    assert given_secret(lean) == WITHHELD
+
+    full = load_config(config_file)  # parses the file: the copy has no secret to give
+    assert full.openchoreo.base_url == BASE
+    assert given_secret(full) == "plain-token-value"
+    assert with_secrets(lean) == full
+    assert with_secrets(full) is full
+
+
+def test_a_file_with_a_readable_secret_warns_the_same_from_its_copy(config_file: Path) -> None:
+    with_secret(config_file, SECRETS[0])
+    config_file.chmod(0o644)
+    warned = load_config(config_file).warnings
+
+    assert warned
+    assert load_config(config_file, secrets=False).warnings == warned
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://reader:pg-pass-123@db.test/choreo", "postgres://:pg-pass-123@db.test/choreo"],
+)
+def test_a_password_in_the_state_url_is_never_copied(config_file: Path, url: str) -> None:
+    """Every call opens the state, so a copy without the password would answer none."""
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\nstate:\n  url: {url}\n")
+    config_file.chmod(0o600)
+
+    assert load_config(config_file).state_url == url
+    assert load_config(config_file, secrets=False).state_url == url
     assert cached_copies() == []
+
+
+def test_a_copy_an_earlier_release_kept_of_a_password_is_removed(config_file: Path) -> None:
+    url = "postgresql://reader:pg-pass-123@db.test/choreo"
+    load_config(config_file)
+    [copy] = cached_copies()  # this file's copy, as a release that kept passwords wrote it
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\nstate:\n  url: {url}\n")
+    copy.write_text(copy.read_text().replace(BASE, url))
+
+    assert load_config(config_file).state_url == url
+    assert cached_copies() == []
+
+
+def test_a_password_from_the_environment_in_the_state_url_is_copied_as_its_reference(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PGPASS", "pg-pass-123")
+    url = "postgresql://reader:${PGPASS}@db.test/choreo"
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\nstate:\n  url: {url}\n")
+
+    assert load_config(config_file).state_url == "postgresql://reader:pg-pass-123@db.test/choreo"
+    [copy] = cached_copies()
+    assert "${PGPASS}" in copy.read_text()
+    assert "pg-pass-123" not in copy.read_text()
 
 
 def test_a_secret_from_the_environment_is_copied_as_its_reference(

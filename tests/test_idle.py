@@ -9,6 +9,7 @@ scripts make every minute.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import yaml
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config, load_config
+from choreo_ingest.config_file import cache_directory
 from choreo_ingest.idle import run_if_idle
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
@@ -304,6 +306,69 @@ class TestLeanEntry:
         second, modules = lean_call(tmp_path, "--config", str(config_file), "run")
         assert second.returncode == 0, second.stderr
         assert "yaml" not in modules
+
+    @pytest.mark.parametrize("args", LEAN_CALLS, ids=[" ".join(call) for call in LEAN_CALLS])
+    def test_a_file_holding_a_token_answers_from_its_copy_as_the_full_command(
+        self, tmp_path: Path, args: list[str]
+    ) -> None:
+        config_file = write_config(
+            tmp_path,
+            openchoreo={"baseUrl": "http://openchoreo.test/api/v1", "token": "token-in-file-7d"},
+        )
+        config_file.chmod(0o600)
+        resting_state(load_config(config_file), clock_at_now())  # and keeps the copy
+
+        lean, modules = lean_call(tmp_path, "--config", str(config_file), *args)
+
+        assert import_violations(modules) == []
+        assert "yaml" not in modules
+        full = run_cli("-v", "--config", config_file, *args, cwd=tmp_path)  # -v: the full path
+        assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout)
+        assert lean.stderr == ""
+
+    def test_a_client_secret_in_the_file_is_left_out_of_its_copy_and_read_for_a_burst(
+        self, tmp_path: Path
+    ) -> None:
+        # The file holds the OAuth client secret in plain text (chmod 600): the calls with
+        # nothing to do answer from the kept copy, which holds no secret; a burst reads it again.
+        secret = "client-secret-in-the-file-3b9c"
+        options = SimulatorOptions(oauth_client_id="reader", oauth_client_secret=secret)
+        server = start_server(SimulatorApi(World.generate(1, 2, 3, seed=7), options))
+        oauth = {
+            "tokenUrl": f"{server.root_url}/oauth2/token",
+            "clientId": "reader",
+            "clientSecret": secret,
+        }
+        config_file = write_config(
+            tmp_path, openchoreo={"baseUrl": server.url, "auth": {"oauth": oauth}}
+        )
+        config_file.chmod(0o600)
+        try:
+            resting_state(load_config(config_file), clock_at_now())
+            # Touched since this process kept its copy: the next call parses it again.
+            os.utime(config_file, ns=(1, config_file.stat().st_mtime_ns + 1))
+            first, modules = lean_call(tmp_path, "--config", str(config_file), "run")
+            assert first.returncode == 0, first.stderr
+            assert "yaml" in modules
+            second, modules = lean_call(tmp_path, "--config", str(config_file), "run")
+            assert second.returncode == 0, second.stderr
+            assert "yaml" not in modules
+
+            burst, modules = lean_call(
+                tmp_path, "--config", str(config_file), "run", "--force", "--json"
+            )
+        finally:
+            server.stop()
+
+        assert (burst.returncode, burst.stderr) == (0, ""), burst.stderr
+        [outcome] = json.loads(burst.stdout)["providers"]
+        assert outcome["entitiesUpserted"] > 0  # with a token granted for the secret
+        assert "yaml" in modules  # the file read again, for its secret
+        directory = cache_directory()
+        assert directory is not None
+        kept = [path.read_text() for path in directory.glob("config-*.json")]
+        assert kept
+        assert not any(secret in text for text in kept)
 
     def test_the_pin_catches_a_heavy_import(self, tmp_path: Path, config_file: Path) -> None:
         resting_state(load_config(config_file), clock_at_now())

@@ -40,6 +40,7 @@ from choreo_ingest.config import (
     find_config_path,
     load_config,
     resolve_state_path,
+    with_secrets,
 )
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.idle import run_if_idle
@@ -76,7 +77,9 @@ def lean_main(args: Sequence[str]) -> int | None:
     if call is None or (call.command != "run" and (call.verbosity or call.log_json is not None)):
         return None
     try:
-        config = load_config(find_config_path(_path(call.options.get("config"))))
+        # No call here makes a request before `_run` knows it must: the kept copy of a file with
+        # a token or client secret in it (withheld there) answers without PyYAML.
+        config = load_config(find_config_path(_path(call.options.get("config"))), secrets=False)
         if config_warnings(config):
             return None  # the full command logs them
         state = configured_location(resolve_state_path(call.options.get("db"), config), config)
@@ -144,7 +147,7 @@ def _run(call: _Call, config: Config, state: StateLocation) -> int:
     from choreo_ingest.cli.run_flow import run_and_report  # the engine, providers, logging
 
     return run_and_report(
-        config,
+        with_secrets(config),
         call.options.get("db"),
         verbosity=call.verbosity,
         log_json=call.log_json,

@@ -158,6 +158,8 @@ class OpenChoreoProvider:
 
     def credentials(self, clock: Clock) -> Credentials:
         """The process's credentials (secrets and files are read only when a request needs them)."""
+        if self._config.secrets_withheld:  # a bug: such a config is for calls that send nothing
+            raise RuntimeError("a config read without its secrets cannot make requests")
         if self._credentials is None:
             settings = self._config.openchoreo
             self._credentials = credentials_for(
