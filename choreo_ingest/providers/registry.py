@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ProviderLoadError
@@ -18,8 +17,7 @@ ENTRY_POINT_GROUP = "choreo_ingest.providers"
 BUILT_IN = {"openchoreo": "choreo_ingest.providers.openchoreo:create_provider"}
 
 
-@dataclass(frozen=True)
-class ProviderInfo:
+class ProviderInfo(NamedTuple):
     name: str
     source: str  # "built-in" or the entry point's `module:attr`
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from choreo_ingest.errors import InboxFull
 from choreo_ingest.models import JSON, Delta, PageStats
@@ -30,16 +30,14 @@ def _event_key(conn: AnyConnection) -> str:
     return f"{kind}, nullif({namespace}, ''), {name}, {project}"
 
 
-@dataclass(frozen=True)
-class InboxEvent:
+class InboxEvent(NamedTuple):
     seq: int
     provider: str
     body: JSON
     attempts: int
 
 
-@dataclass(frozen=True)
-class InboxCounts:
+class InboxCounts(NamedTuple):
     pending: int
     parked: int
 

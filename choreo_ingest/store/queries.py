@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
@@ -16,15 +16,14 @@ from choreo_ingest.store.writes import REFS, STATE
 _REFS_PER_QUERY = 500
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True)  # not a NamedTuple: a field named `count` would shadow tuple.count
 class BlockedRemovals:
     count: int
     reason: str | None
     cycle_id: int | None
 
 
-@dataclass(frozen=True)
-class CycleRow:
+class CycleRow(NamedTuple):
     cycle_id: int
     started_at: float
     completed_at: float | None
@@ -37,8 +36,7 @@ class CycleRow:
     outcome: str | None
 
 
-@dataclass(frozen=True)
-class EntityLocation:
+class EntityLocation(NamedTuple):
     """An entity's identity columns and body: where a file mirror puts it and what it writes."""
 
     kind: str
@@ -47,8 +45,7 @@ class EntityLocation:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class ChangeRow:
+class ChangeRow(NamedTuple):
     seq: int
     at: float
     op: str

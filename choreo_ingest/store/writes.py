@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from choreo_ingest.models import (
     UNAVAILABLE_FACT,
@@ -36,8 +36,7 @@ STATE = "openchoreo_incremental_ingestion_state"
 _IN_BATCH = 500  # SQLite's default limit on bound variables is generous; keep statements small
 
 
-@dataclass(frozen=True)
-class SweepGuards:
+class SweepGuards(NamedTuple):
     reject_empty_source_collections: bool
     reject_removals_above_percentage: float | None
 
