@@ -921,7 +921,6 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
 WITHHELD = "withheld-from-the-kept-copy"
 """What the config file's kept copy holds in place of a token or client secret given in plain
 text (config_file.py)."""
-_PASSWORD_IN_URL = re.compile(r"://[^/@:]*:[^/@]+@")
 
 
 def _for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
@@ -929,12 +928,19 @@ def _for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
     plain-text API secrets replaced by `WITHHELD`, or nothing (None) when `state.url` holds a
     password in plain text, which every call needs."""
     url = _dig(document, "state.url")
-    if isinstance(url, str) and _PASSWORD_IN_URL.search(_SUBSTITUTION.sub("", url)):
+    if isinstance(url, str) and _holds_password(_SUBSTITUTION.sub("", url)):
         return None, False
     secrets = _literal_secrets(document)
     for path in secrets:
         document = _replaced(document, path.split("."), WITHHELD)
     return document, bool(secrets)
+
+
+def _holds_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # cannot tell: keep it out of the copy
+        return True
 
 
 def _dig(document: dict[Any, Any], path: str) -> object:

@@ -168,25 +168,24 @@ class Logger:
         self._structlog: Any = None
 
     def debug(self, event: str, **fields: Any) -> None:
-        if _threshold <= DEBUG:
-            self._logger().debug(event, **fields)
+        self._write(DEBUG, "debug", event, fields)
 
     def info(self, event: str, **fields: Any) -> None:
-        if _threshold <= INFO:
-            self._logger().info(event, **fields)
+        self._write(INFO, "info", event, fields)
 
     def warning(self, event: str, **fields: Any) -> None:
-        if _threshold <= WARNING:
-            self._logger().warning(event, **fields)
+        self._write(WARNING, "warning", event, fields)
 
     def error(self, event: str, **fields: Any) -> None:
-        if _threshold <= ERROR:
-            self._logger().error(event, **fields)
+        self._write(ERROR, "error", event, fields)
 
     def exception(self, event: str, **fields: Any) -> None:
         """An error with the exception being handled (its traceback)."""
-        if _threshold <= ERROR:
-            self._logger().exception(event, **fields)
+        self._write(ERROR, "exception", event, fields)
+
+    def _write(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+        if _threshold <= level:
+            getattr(self._logger(), method)(event, **fields)
 
     def _logger(self) -> Any:
         if _pending is not None:
