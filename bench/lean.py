@@ -299,6 +299,8 @@ class Pair:
     requests: int
     routes: dict[str, int]
     entities: int
+    write_floor: dict[str, Any]
+    """bench/write_floor.py on the last cycle's state file: what storing its entities costs."""
 
     @property
     def cycle_rss(self) -> float:
@@ -321,6 +323,7 @@ def measure_pair(api: str, size: World, repeats: int) -> Pair:
     floors: list[Measured] = []
     cycles: list[Measured] = []
     entities = 0
+    stored: dict[str, Any] = {}
     with simulator_for(api, size) as simulator:
         token = fetch_token(simulator, OAUTH_CLIENT, OAUTH_SECRET) if api == "v1" else None
         floor_walk(simulator, token)  # warm the simulator's caches for both sides
@@ -331,8 +334,10 @@ def measure_pair(api: str, size: World, repeats: int) -> Pair:
             simulator.reset_stats()
             with scratch(f"floor-{api}-{attempt}") as directory:
                 cycle = full_cycle(simulator, directory)
+                entities = int(cycle.json()["providers"][0]["entitiesUpserted"])
+                if attempt == repeats - 1:
+                    stored = store_again(directory / "state.db", entities, size)
             cycles.append(cycle)
-            entities = int(cycle.json()["providers"][0]["entitiesUpserted"])
             cycle_stats = simulator.stats()
             if api_routes(floor_stats) != api_routes(cycle_stats) or floor_stats["token_requests"]:
                 raise RuntimeError(
@@ -349,7 +354,18 @@ def measure_pair(api: str, size: World, repeats: int) -> Pair:
         int(floor_stats["api_requests"]),
         api_routes(floor_stats),
         entities,
+        stored,
     )
+
+
+def store_again(state: Path, entities: int, size: World) -> dict[str, Any]:
+    """bench/write_floor.py on a cycle's state file, a transaction per component page's worth
+    of entities (its Component and API entities, with the System and Domain ones spread over)."""
+    per_page = max(1, round(entities / size.total * CHUNK_SIZE))
+    argv = [sys.executable, str(BENCH_DIR / "write_floor.py"), str(state)]
+    measured = run_measured([*argv, "--per-page", str(per_page), "--json"]).check()
+    document: dict[str, Any] = measured.json()
+    return document
 
 
 def pair_results(pair: Pair, reference: Pair | None) -> list[Result]:
@@ -390,6 +406,8 @@ def pair_results(pair: Pair, reference: Pair | None) -> list[Result]:
             None if small else wall_ratio <= WALL_TARGET,
         ),
     ]
+    if not small:
+        results.append(write_floor_result(pair, cpu_target))
     rss = (
         f"cycle {spread([mib(m) for m in pair.cycles], ' MiB', 1)}, "
         f"floor {spread([mib(m) for m in pair.floors], ' MiB', 1)}"
@@ -408,6 +426,26 @@ def pair_results(pair: Pair, reference: Pair | None) -> list[Result]:
             )
         )
     return results
+
+
+def write_floor_result(pair: Pair, cpu_target: float) -> Result:
+    """The CPU the target leaves beyond the floor, against what storing the cycle's entities
+    costs by itself (bench/write_floor.py): a bound, not a measurement of the cycle."""
+    floor_cpu = median([m.cpu for m in pair.floors])
+    budget = (cpu_target - 1) * floor_cpu
+    stored = pair.write_floor
+    each = 1e6 / stored["entities"]
+    rows, encoded = stored["rows_cpu"], stored["entities_cpu"]
+    return Result(
+        f"9 floor {pair.api} {pair.size.label}: storing the entities alone (info)",
+        "-",
+        f"{rows:.2f} s for their rows ({rows * each:.0f} us an entity), "
+        f"{encoded:.2f} s with canonical JSON and hashes ({encoded * each:.0f} us), "
+        f"{stored['entities']:,} entities in "
+        f"{stored['transactions']} transactions; the target leaves {budget:.2f} s "
+        f"({cpu_target - 1:.1f} x floor {floor_cpu:.2f} s) for all the cycle does beyond the floor",
+        None,
+    )
 
 
 def run_floor(
