@@ -21,7 +21,7 @@ from choreo_ingest.store import StateRef, state_location
 
 def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
     checks = [Check("config", True, str(config.source or "no config file: defaults"))]
-    checks += [Check("config", False, warning) for warning in config.warnings]
+    checks += [Check("config", True, warning, warning=True) for warning in config.warnings]
     for name in config.providers:
         try:
             provider = load_provider(name, config)

@@ -291,6 +291,28 @@ class TestCheck:
         assert checks["openchoreo.api"]["ok"]
         assert "the orgs API, reachable and authorized" in checks["openchoreo.api"]["detail"]
 
+    def test_a_config_warning_passes_as_a_warning(self, tmp_path: Path, server_url: str) -> None:
+        """What `run` only warns about (a token in a file others may read) asks for a look;
+        it does not fail the preflight."""
+        config = write_config(tmp_path / "config.yaml", server_url, token="s3cret")
+        config.chmod(0o644)
+
+        report = run_cli("check", "--json", "--config", config, "--db", "state.db", cwd=tmp_path)
+        lines = run_cli("check", "--config", config, "--db", "state.db", cwd=tmp_path)
+
+        assert report.returncode == 0, report.stderr
+        document = json.loads(report.stdout)
+        assert document["ok"] is True
+        [warned] = [check for check in document["checks"] if check["warning"]]
+        assert warned["name"] == "config"
+        assert warned["ok"] is True
+        assert "readable by others (mode 0644); chmod 600 it" in warned["detail"]
+        assert lines.returncode == 0, lines.stderr
+        [line] = lines.stderr.splitlines()  # once: as a check, not also as a log line
+        assert line.startswith("choreo-ingest: warning: config: ")
+        assert line.endswith("chmod 600 it")
+        assert "s3cret" not in report.stdout + report.stderr + lines.stderr
+
     def test_fails_against_a_dead_port(self, tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{free_port()}/api/v1"
         config = write_config(tmp_path / "config.yaml", url, incremental={"requestTimeout": 1})

@@ -49,10 +49,12 @@ class GlobalOptions:
     db: str | None = None
 
 
-def open_session(ctx: typer.Context, config: Path | None, db: str | None) -> Session:
+def open_session(
+    ctx: typer.Context, config: Path | None, db: str | None, *, log_warnings: bool = True
+) -> Session:
     """Config and state from the command's options, else the global ones, else defaults."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
-    return load_session(config or shared.config, db or shared.db)
+    return load_session(config or shared.config, db or shared.db, log_warnings=log_warnings)
 
 
 @contextmanager

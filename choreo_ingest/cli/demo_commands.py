@@ -237,7 +237,7 @@ def check(
     from choreo_ingest.preflight import run_checks
 
     with reported_errors(json_output, ok=False, checks=[]):
-        session = open_session(ctx, config, db)
+        session = open_session(ctx, config, db, log_warnings=False)  # they are checks here
         checks = run_checks(session.config, session.state, session.clock)
         ok = all(item.ok for item in checks)
         if json_output:
@@ -260,7 +260,7 @@ def check(
                 if not item.ok:
                     render.error_line(f"{item.name}: {item.detail}")
                 elif item.warning:
-                    render.error_line(f"warning: {item.name}: {item.detail}")
+                    render.warning_line(f"{item.name}: {item.detail}")
                 elif render.stdout_is_tty():
                     render.print_text(f"ok  {item.name}: {item.detail}")
     if not ok:

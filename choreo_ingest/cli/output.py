@@ -80,5 +80,14 @@ def flush_stdout() -> None:
 
 def error_line(message: str) -> None:
     """One line on stderr, never markup-interpreted (error texts contain brackets)."""
-    sys.stderr.write(f"choreo-ingest: error: {message}\n")
+    _stderr_line(f"choreo-ingest: error: {message}")
+
+
+def warning_line(message: str) -> None:
+    """One line on stderr for what works but asks for a look."""
+    _stderr_line(f"choreo-ingest: warning: {message}")
+
+
+def _stderr_line(line: str) -> None:
+    sys.stderr.write(f"{line}\n")
     sys.stderr.flush()

@@ -28,6 +28,7 @@ from choreo_ingest.cli.output import (
     stderr_is_tty,
     stdout_closed,
     stdout_is_tty,
+    warning_line,
 )
 
 PIPED_WIDTH = 160
@@ -122,4 +123,5 @@ __all__ = [
     "stderr_is_tty",
     "stdout_is_tty",
     "table",
+    "warning_line",
 ]

@@ -27,16 +27,17 @@ class Session:
     clock: Clock
 
 
-def load_session(config: Path | None, db: str | None) -> Session:
+def load_session(config: Path | None, db: str | None, *, log_warnings: bool = True) -> Session:
     """The config (`--config`, else the defaults' search) and the state (`--db`, else the
-    config's), with the config's secrets kept out of the logs and its warnings logged."""
-    return session_of(load_config(find_config_path(config)), db)
+    config's), with the config's secrets kept out of the logs and its warnings logged (unless
+    the command reports them itself)."""
+    return session_of(load_config(find_config_path(config)), db, log_warnings=log_warnings)
 
 
-def session_of(loaded: Config, db: str | None) -> Session:
+def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> Session:
     for secret in secret_values(loaded):
         register_secret(secret)
-    for warning in config_warnings(loaded):
+    for warning in config_warnings(loaded) if log_warnings else ():
         log.warning("config_warning", message=warning)
     state = configured_location(resolve_state_path(db, loaded), loaded)
     return Session(loaded, state, SystemClock())
