@@ -40,6 +40,9 @@ LAYERS = {
     "schedule": 2,
     # leaves
     "config": 1,
+    "config_model": 1,
+    "config_values": 1,
+    "config_document": 1,
     "config_file": 1,
     "config_yaml": 1,
     "models": 1,

@@ -1,0 +1,343 @@
+"""The config file's document -> Config: the schema (key path -> parser), the walk that names
+an unknown or invalid key by its path, the dataclasses built from what it found, and what
+the file's kept copy may hold (config_file.py).
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from choreo_ingest.config_model import (
+    API_CHOICES,
+    APIS_WITHOUT_SCHEMA_CHOICES,
+    AUTH_KEY,
+    AUTH_MODES,
+    OAUTH_KEY,
+    TOKEN_SHORTHAND,
+    AuthConfig,
+    ChangesConfig,
+    Config,
+    DeferredSecret,
+    EventsConfig,
+    IncrementalConfig,
+    MappingConfig,
+    OAuthConfig,
+    OpenChoreoConfig,
+    ServeConfig,
+)
+from choreo_ingest.config_values import (
+    NOTHING,
+    SUBSTITUTION,
+    Invalid,
+    as_backoff,
+    as_chunk_size,
+    as_count,
+    as_database_url,
+    as_file_path,
+    as_flag,
+    as_http_url,
+    as_listen,
+    as_minutes,
+    as_owner_ref,
+    as_percentage,
+    as_positive,
+    as_providers,
+    as_schema_name,
+    as_text,
+    as_token_url,
+    choice,
+    describe,
+    expand,
+    optional,
+    uses_environment,
+)
+from choreo_ingest.errors import ConfigError
+
+_CA_BUNDLE = "openchoreo.caBundle"
+
+# The schema: YAML key path -> parser. A key sets the Config field its path spells in snake
+# case (openchoreo.incremental.burst_length) unless _TARGETS names another.
+_SCHEMA: dict[str, Callable[[object], object]] = {
+    "openchoreo.baseUrl": optional(as_http_url),
+    "openchoreo.api": choice(*API_CHOICES),
+    "openchoreo.token": optional(as_text),
+    "openchoreo.auth.token": optional(as_text),
+    "openchoreo.auth.tokenFile": optional(as_file_path),
+    "openchoreo.auth.oauth.tokenUrl": optional(as_token_url),
+    "openchoreo.auth.oauth.clientId": optional(as_text),
+    "openchoreo.auth.oauth.clientSecret": optional(as_text),
+    "openchoreo.auth.oauth.clientSecretFile": optional(as_file_path),
+    "openchoreo.auth.oauth.scope": optional(as_text),
+    "openchoreo.caBundle": optional(as_file_path),
+    "openchoreo.insecureSkipVerify": as_flag,
+    "openchoreo.incremental.burstLength": as_positive,
+    "openchoreo.incremental.burstInterval": as_positive,
+    "openchoreo.incremental.restLength": as_minutes,
+    "openchoreo.incremental.chunkSize": as_chunk_size,
+    "openchoreo.incremental.backoff": as_backoff,
+    "openchoreo.incremental.maxAttempts": as_count,
+    "openchoreo.incremental.rejectRemovalsAbovePercentage": optional(as_percentage),
+    "openchoreo.incremental.rejectEmptySourceCollections": as_flag,
+    "openchoreo.incremental.maxConcurrentRequests": as_count,
+    "openchoreo.incremental.maxRequestsPerSecond": optional(as_positive),
+    "openchoreo.incremental.requestTimeout": as_positive,
+    "openchoreo.events.maxPending": as_count,
+    "mapping.defaultOwner": as_owner_ref,
+    "mapping.lifecycle": as_text,
+    "mapping.apisWithoutSchema": choice(*APIS_WITHOUT_SCHEMA_CHOICES),
+    "events.inboxCapacity": as_count,
+    "serve.listen": as_listen,
+    "serve.auth.tokenFile": optional(as_file_path),
+    "serve.events.secretFile": optional(as_file_path),
+    "serve.maxBodyBytes": as_count,
+    "changes.retainDays": as_positive,
+    "changes.maxRows": as_count,
+    "state.path": optional(as_file_path),
+    "state.url": optional(as_database_url),
+    "state.passwordFile": optional(as_file_path),
+    "state.schema": as_schema_name,
+    "metrics.textfile": optional(as_file_path),
+    "catalog.directory": optional(as_file_path),
+    "providers": as_providers,
+}
+_TARGETS = {
+    "state.path": "state_path",
+    "state.url": "state_url",
+    "state.passwordFile": "state_password_file",
+    "state.schema": "state_schema",
+    "metrics.textfile": "metrics_textfile",
+    "catalog.directory": "catalog_directory",
+    "events.inboxCapacity": "inbox_capacity",
+    "serve.auth.tokenFile": "serve.token_file",
+    "serve.events.secretFile": "serve.events_secret_file",
+}
+_SECRETS = frozenset({TOKEN_SHORTHAND, f"{AUTH_KEY}.token", f"{OAUTH_KEY}.clientSecret"})
+_SECRET_FILES = frozenset(
+    {f"{AUTH_KEY}.tokenFile", f"{OAUTH_KEY}.clientSecretFile", "serve.auth.tokenFile"}
+    | {"serve.events.secretFile", "state.passwordFile"}
+)
+# Sections that hold a secret: a scalar given in place of one may be that secret.
+_SECRET_SECTIONS = frozenset(
+    path.rsplit(".", depth)[0] for path in _SECRETS for depth in range(1, path.count(".") + 1)
+) - {"openchoreo"}
+
+_CHILDREN: dict[str, list[str]] = {}  # section path ("" for the top) -> its keys
+for _path in _SCHEMA:
+    _parts = _path.split(".")
+    for _depth in range(len(_parts)):
+        _siblings = _CHILDREN.setdefault(".".join(_parts[:_depth]), [])
+        if _parts[_depth] not in _siblings:
+            _siblings.append(_parts[_depth])
+
+
+def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
+    if node is None:  # a section whose keys are all commented out
+        return
+    if not isinstance(node, dict):
+        shown = describe(node, secret=section in _SECRET_SECTIONS)
+        raise ConfigError(f"expected a mapping, got {shown}", path=section or None)
+    for key, value in node.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"keys must be strings, got {describe(key)}", path=section or None)
+        path = f"{section}.{key}" if section else key
+        if path in _CHILDREN:
+            walk(value, path, env, found)
+        elif path in _SCHEMA:
+            target = _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
+            found[target] = parse_key(path, value, env)
+        else:
+            known = _CHILDREN[section]
+            import difflib  # only for a mistake
+
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {near[0]}?" if near else f"expected one of: {', '.join(known)}"
+            raise ConfigError(f"unknown key ({hint})", path=path)
+
+
+def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
+    """The value of the key at `path`. A secret (or a secret file's path) given as `${VAR}` text
+    that fails for what the environment holds (VAR unset, say) becomes a DeferredSecret: only
+    the API needs it."""
+    secret = path in _SECRETS
+    deferrable = secret or path in _SECRET_FILES
+    try:
+        return _SCHEMA[path](expand(value, env, secret=secret))
+    except Invalid as err:
+        got = "" if err.value is NOTHING else f", got {describe(err.value, secret=secret)}"
+        if deferrable and isinstance(value, str) and uses_environment(value):
+            return DeferredSecret(path + err.where, f"{err.problem}{got}")
+        raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
+
+
+def build(found: dict[str, Any], base: Path) -> Config:
+    found = {target: base / v if isinstance(v, Path) else v for target, v in found.items()}
+    if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
+        _check_ca_bundle(ca_bundle)
+        found["openchoreo.ca_bundle"] = str(ca_bundle)
+
+    def fields(prefix: str) -> dict[str, Any]:
+        return {
+            target.removeprefix(prefix): value
+            for target, value in found.items()
+            if target.startswith(prefix) and "." not in target.removeprefix(prefix)
+        }
+
+    top = fields("")
+    if "providers" in top:
+        chosen: dict[str, Mapping[str, Any] | None] = top["providers"]
+        top["providers"] = tuple(chosen)
+        options = {name: given for name, given in chosen.items() if given is not None}
+        top["provider_options"] = options
+    incremental = IncrementalConfig(**fields("openchoreo.incremental."))
+    openchoreo = OpenChoreoConfig(
+        incremental=incremental,
+        auth=_auth(fields),
+        events=EventsConfig(**fields("openchoreo.events.")),
+        **{key: value for key, value in fields("openchoreo.").items() if key != "token"},
+    )
+    if top.get("state_url") and top.get("state_path"):
+        raise ConfigError("cannot be combined with state.path; give one", path="state.url")
+    return Config(
+        openchoreo=openchoreo,
+        mapping=MappingConfig(**fields("mapping.")),
+        serve=ServeConfig(**fields("serve.")),
+        changes=ChangesConfig(**fields("changes.")),
+        **top,
+    )
+
+
+def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:
+    """`openchoreo.token` or one `openchoreo.auth` mode; two at once name each other."""
+    shorthand = fields("openchoreo.").get("token")
+    auth = {key: value for key, value in fields(f"{AUTH_KEY}.").items() if value is not None}
+    oauth = {key: value for key, value in fields(f"{OAUTH_KEY}.").items() if value is not None}
+    given = [TOKEN_SHORTHAND] if shorthand is not None else []
+    given += [f"{AUTH_KEY}.{'tokenFile' if key == 'token_file' else key}" for key in auth]
+    given += [f"{OAUTH_KEY}"] if oauth else []
+    if len(given) > 1:
+        also = " (its shorthand)" if given[:2] == [TOKEN_SHORTHAND, f"{AUTH_KEY}.token"] else ""
+        raise ConfigError(
+            f"cannot be combined with {given[0]}{also}; set exactly one of {AUTH_MODES}",
+            path=given[1],
+        )
+    if shorthand is not None:
+        return AuthConfig(token=shorthand, token_key=TOKEN_SHORTHAND)
+    if oauth:
+        for key, name in (("token_url", "tokenUrl"), ("client_id", "clientId")):
+            if key not in oauth:
+                raise ConfigError(
+                    "required for OAuth2 client credentials", path=f"{OAUTH_KEY}.{name}"
+                )
+        auth["oauth"] = OAuthConfig(**oauth)
+    return AuthConfig(**auth)
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
+
+
+def _check_ca_bundle(path: Path) -> None:
+    """Refuse a CA bundle that cannot be used: every command would otherwise load, and `run`
+    would fail only once it builds its HTTP client."""
+    try:
+        content = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a PEM file", path=_CA_BUNDLE) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=_CA_BUNDLE) from None
+    if not _PEM_CERTIFICATE.search(content):
+        raise ConfigError(
+            f"{path}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path=_CA_BUNDLE,
+        )
+
+
+def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
+    import yaml  # a tenth of a second: only when the file changed (config_file.py)
+
+    from choreo_ingest.config_yaml import StrictLoader
+
+    try:
+        document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:  # its str() quotes the line, which may hold the token
+        mark, problem = err.problem_mark or err.context_mark, err.problem or err.context
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: invalid YAML: {err}") from None
+    if document is None:  # an empty file, or only comments
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level, got {describe(document)}")
+    return document
+
+
+def _literal_secrets(document: dict[Any, Any]) -> list[str]:
+    """The secret keys `document` gives a value in plain text (not only through ${VAR})."""
+    found = []
+    for path in sorted(_SECRETS):
+        raw = _dig(document, path)
+        literal = isinstance(raw, str) and all(
+            match.group(0) == "$$" for match in SUBSTITUTION.finditer(raw)
+        )
+        if literal and str(raw).strip():  # a blank value leaves the key unset
+            found.append(path)
+    return found
+
+
+WITHHELD = "withheld-from-the-kept-copy"
+"""What the config file's kept copy holds in place of a token or client secret given in plain
+text (config_file.py)."""
+
+
+def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
+    """What the config file's kept copy may hold: the document itself, or (True) a copy with its
+    plain-text API secrets replaced by `WITHHELD`, or nothing (None) when `state.url` holds a
+    password in plain text, which every call needs."""
+    url = _dig(document, "state.url")
+    if isinstance(url, str) and _holds_password(SUBSTITUTION.sub("", url)):
+        return None, False
+    secrets = _literal_secrets(document)
+    for path in secrets:
+        document = _replaced(document, path.split("."), WITHHELD)
+    return document, bool(secrets)
+
+
+def _holds_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:  # cannot tell: keep it out of the copy
+        return True
+
+
+def _dig(document: dict[Any, Any], path: str) -> object:
+    found: object = document
+    for key in path.split("."):
+        found = found.get(key) if isinstance(found, dict) else None
+    return found
+
+
+def _replaced(document: dict[Any, Any], keys: list[str], value: object) -> dict[Any, Any]:
+    """A copy of `document` with the value at `keys` (dicts all the way down) set to `value`;
+    the rest is shared, not copied."""
+    head, *rest = keys
+    return {**document, head: _replaced(document[head], rest, value) if rest else value}
+
+
+def file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
+    warnings = []
+    for path in _literal_secrets(document):
+        if (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
+            warnings.append(
+                f"{file} holds {path} and is readable by others (mode {mode:04o}); chmod 600 it"
+            )
+    if config.openchoreo.insecure_skip_verify:
+        warnings.append(
+            "openchoreo.insecureSkipVerify is true: TLS certificates are not verified; "
+            "prefer openchoreo.caBundle"
+        )
+    return tuple(warnings)

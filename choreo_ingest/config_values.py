@@ -1,0 +1,292 @@
+"""One value of the config file, checked: the schema's parsers and `${VAR}` substitution.
+
+A parser takes a YAML value (after interpolation) and returns the field's value or raises
+`Invalid`; `config_document.parse_key` adds the key path and never shows a secret's value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, urlsplit
+
+from choreo_ingest.config_model import (
+    AUTH_KEY,
+    DATABASE_URL_SCHEMES,
+    MAX_CHUNK_SIZE,
+    OAUTH_KEY,
+)
+from choreo_ingest.errors import ConfigError
+
+T = TypeVar("T")
+NOTHING = object()
+
+
+class Invalid(Exception):
+    def __init__(self, problem: str, value: object = NOTHING, *, where: str = "") -> None:
+        self.problem, self.value, self.where = problem, value, where
+
+
+def within(where: str, parse: Callable[[], T]) -> T:
+    """Run `parse`, placing its failure at `where` (`[2]`, `.name`) below the current key."""
+    try:
+        return parse()
+    except Invalid as err:
+        raise Invalid(err.problem, err.value, where=where + err.where) from None
+
+
+def describe(value: object, *, secret: bool = False) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, dict | list):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str | int | float) and secret:
+        return "a string" if isinstance(value, str) else "a number"
+    if not isinstance(value, str | int | float):
+        return f"a {type(value).__name__}"  # a date, say
+    return repr(value if len(str(value)) <= 60 else f"{str(value)[:57]}...")
+
+
+_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def as_number(value: object) -> float:
+    # Text that spells a number counts (as in Backstage): ${VAR} always yields text.
+    number = float(value) if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value) else value
+    if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+        raise Invalid("expected a number", value)
+    return float(number)
+
+
+def as_positive(value: object) -> float:
+    if (number := as_number(value)) <= 0:
+        raise Invalid("must be greater than 0", value)
+    return number
+
+
+def as_minutes(value: object) -> float:
+    return as_positive(value) * 60
+
+
+def as_count(value: object) -> int:
+    if not (number := as_positive(value)).is_integer():
+        raise Invalid("expected a whole number", value)
+    return int(number)
+
+
+def as_chunk_size(value: object) -> int:
+    if (size := as_count(value)) > MAX_CHUNK_SIZE:
+        raise Invalid(f"must be at most {MAX_CHUNK_SIZE} (the API's largest page)", value)
+    return size
+
+
+def as_percentage(value: object) -> float:
+    if not 0 <= (number := as_number(value)) <= 100:
+        raise Invalid("must be between 0 and 100", value)
+    return number
+
+
+def as_backoff(value: object) -> tuple[float, ...]:
+    if not isinstance(value, list):
+        raise Invalid("expected a list of seconds", value)
+    if not value:
+        raise Invalid("must list at least one delay")
+    return tuple(within(f"[{i}]", partial(as_positive, step)) for i, step in enumerate(value))
+
+
+def as_flag(value: object) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise Invalid("expected true or false", value)
+    return value
+
+
+def as_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid("expected a non-empty string", value)
+    return value
+
+
+def optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
+    """Null, or an empty string (as from `${VAR:-}`), leaves the setting unset."""
+    return lambda value: None if value is None or value == "" else parse(value)
+
+
+def as_file_path(value: object) -> Path:
+    return Path(as_text(value)).expanduser()
+
+
+def parse_listen(text: str, *, option: str) -> str:
+    """A `--listen` address checked as `serve.listen` is; ConfigError naming `option`."""
+    try:
+        return as_listen(text)
+    except Invalid as err:
+        raise ConfigError(f"{err.problem}, got {text!r}", path=option) from None
+
+
+def is_database_url(text: str) -> bool:
+    """Whether `--db`, $CHOREO_INGEST_DB or `state.url` names a PostgreSQL database."""
+    return text.split(":", 1)[0].lower() in DATABASE_URL_SCHEMES and "://" in text
+
+
+def as_database_url(value: object) -> str:
+    # The value is never shown: it may hold a password.
+    text = as_text(value).strip()
+    expected = "expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
+    try:
+        parts = urlsplit(text)
+        valid = is_database_url(text) and bool(parts.hostname or parts.query) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise Invalid(expected)
+    return text
+
+
+def as_schema_name(value: object) -> str:
+    text = as_text(value)
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
+        raise Invalid("expected a lower-case SQL name (letters, digits, _; at most 63)", value)
+    return text
+
+
+def as_listen(value: object) -> str:
+    """host:port, the port 1-65535; an IPv6 host in brackets."""
+    text = as_text(value).strip()
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise Invalid("expected host:port (e.g. 127.0.0.1:8080 or [::1]:8080)", value)
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise Invalid("an IPv6 host goes in brackets ([::1]:8080)", value)
+    return text
+
+
+def as_http_url(value: object) -> str:
+    url = as_text(value).strip().rstrip("/")
+    parts = _url_parts(url, value, expected="with a host and no query", hint=f"set {AUTH_KEY}")
+    if parts.query or parts.fragment:
+        raise Invalid("expected an http:// or https:// URL with a host and no query", value)
+    return url
+
+
+def as_token_url(value: object) -> str:
+    # Kept as given (a trailing slash may matter to an identity provider); a query may too.
+    url = as_text(value).strip()
+    hint = f"set {OAUTH_KEY}.clientId and clientSecret"
+    if _url_parts(url, value, expected="with a host and no fragment", hint=hint).fragment:
+        raise Invalid("expected an http:// or https:// URL with a host and no fragment", value)
+    return url
+
+
+def _url_parts(url: str, value: object, *, expected: str, hint: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port or IPv6 literal
+        valid = False
+    if not valid:
+        raise Invalid(f"expected an http:// or https:// URL {expected}", value)
+    if parts.username or parts.password:
+        raise Invalid(f"must not hold credentials; {hint}")
+    return parts
+
+
+def choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        if value not in choices:
+            raise Invalid(f"expected one of: {', '.join(choices)}", value)
+        return str(value)
+
+    return parse
+
+
+# Backstage's rules for kind, namespace (a DNS label) and name.
+_ENTITY_REF = re.compile(
+    r"[A-Za-z][A-Za-z0-9]*:[a-z0-9]+(?:-[a-z0-9]+)*/[A-Za-z0-9](?:[-_.A-Za-z0-9]*[A-Za-z0-9])?"
+)
+
+
+def as_owner_ref(value: object) -> str:
+    if not _ENTITY_REF.fullmatch(ref := as_text(value)):
+        raise Invalid("expected a full ref kind:namespace/name like group:default/guests", value)
+    return ref
+
+
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def as_providers(value: object) -> dict[str, Mapping[str, Any] | None]:
+    """Provider name -> its options (None for a bare name), in the order given."""
+    if not isinstance(value, list):
+        raise Invalid("expected a list of names or {name: ..., <options>} mappings", value)
+    if not value:
+        raise Invalid("must name at least one provider")
+    chosen: dict[str, Mapping[str, Any] | None] = {}
+    for index, item in enumerate(value):
+        where, name, options = f"[{index}]", item, None
+        if isinstance(item, dict):
+            if "name" not in item:
+                raise Invalid("missing name", where=where)
+            where, name = f"{where}.name", item["name"]
+            options = {k: v for k, v in item.items() if k != "name"}
+        if not isinstance(name, str):
+            raise Invalid("expected a provider name (a string)", name, where=where)
+        if not _PROVIDER_NAME.fullmatch(name):
+            raise Invalid("expected letters, digits, '.', '_' or '-'", name, where=where)
+        if name in chosen:
+            raise Invalid(f"duplicate provider name {name!r}", where=where)
+        chosen[name] = options
+    return chosen
+
+
+# ${VAR}, ${VAR:-default} (the default when VAR is unset or empty), $$ for a literal $.
+SUBSTITUTION = re.compile(r"\$(?:\$|\{([^}]*)(\})?)")
+REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+def interpolate(text: str, env: Mapping[str, str], *, secret: bool) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        body, closed = match.group(1), match.group(2)
+        reference = REFERENCE.fullmatch(body) if closed else None
+        if reference is None:
+            shown = "" if secret else f" ${{{body}{closed or ''}"
+            raise Invalid(f"bad substitution{shown}: use ${{NAME}}, ${{NAME:-default}} or $$")
+        name, default = reference.groups()
+        if default is not None and not env.get(name):
+            return default
+        if name not in env:
+            raise Invalid(f"environment variable {name} is not set (or use ${{{name}:-default}})")
+        return env[name]
+
+    return SUBSTITUTION.sub(substitute, text)
+
+
+def expand(value: object, env: Mapping[str, str], *, secret: bool) -> object:
+    if isinstance(value, str):
+        return interpolate(value, env, secret=secret)
+    if isinstance(value, list):
+        return [
+            within(f"[{i}]", partial(expand, item, env, secret=secret))
+            for i, item in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        return {
+            key: within(f".{key}", partial(expand, item, env, secret=secret))
+            for key, item in value.items()
+        }
+    return value
+
+
+def uses_environment(text: str) -> bool:
+    """Whether `text` holds a `${...}` reference and all of them are well formed."""
+    references = [match for match in SUBSTITUTION.finditer(text) if match.group(0) != "$$"]
+    return bool(references) and all(
+        match.group(2) and REFERENCE.fullmatch(match.group(1)) for match in references
+    )
