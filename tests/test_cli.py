@@ -93,6 +93,22 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
     assert listed >= set(COMMANDS), set(COMMANDS) - listed
 
 
+def test_help_shows_a_type_only_beside_an_option_that_takes_a_value(tmp_path: Path) -> None:
+    top = run_cli("--help", cwd=tmp_path, env={"COLUMNS": "120"})
+    run = run_cli("run", "--help", cwd=tmp_path, env={"COLUMNS": "120"})
+
+    rows = {  # an option's first column, and the type shown beside it ("" for none)
+        line.split()[1]: (re.findall(r"<[a-z]+>", line) or [""])[0]
+        for done in (top, run)
+        for line in done.stdout.splitlines()
+        if line.startswith("│ --")
+    }
+    assert rows["--config"] == "<path>"
+    assert rows["--provider"] == "<str>"
+    flags_and_counts = ("--force", "--json", "--verbose", "--version", "--log-json", "--help")
+    assert {flag: rows[flag] for flag in flags_and_counts} == dict.fromkeys(flags_and_counts, "")
+
+
 def test_migrate_applies_once_then_finds_nothing_pending(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
 

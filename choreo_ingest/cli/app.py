@@ -6,7 +6,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -25,6 +25,25 @@ from choreo_ingest.logs import configure_logging
 from choreo_ingest.version import __version__
 
 PROG_NAME = "choreo-ingest"
+
+
+def _flags_show_no_type() -> None:
+    """typer 0.28+ prints a type beside every option in its rich help, flags and counts too
+    (`--force <bool>`, `-v <int>`), as if they took a value; its plain help leaves them out, and
+    so does the rich help here."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None:  # typer before 0.28 shows no type for them
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name=PROG_NAME,
