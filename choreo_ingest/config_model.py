@@ -1,5 +1,6 @@
 """The configuration as the code sees it: frozen dataclasses with their defaults, and how a
-secret is held (its value, or why it has none yet). config.py re-exports every name.
+secret is held (its value, or why it has none yet). The rest of the package imports these from
+`config`, which re-exports them.
 """
 
 from __future__ import annotations
