@@ -507,7 +507,8 @@ class TestSigterm:
             *args, "--db", tmp_path / "state.db", cwd=tmp_path, stdout=subprocess.PIPE
         )
 
-        writer = open_once_read(fifo, process)  # the command now waits in a read of the FIFO
+        writer = open_once_read(fifo, process)
+        wait_until_blocked_in_read(process)
         try:
             process.send_signal(signal.SIGTERM)
             _, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
@@ -516,6 +517,27 @@ class TestSigterm:
 
         assert process.returncode == 130, stderr
         assert one_error_line(stderr) == "choreo-ingest: error: interrupted"
+
+
+def wait_until_blocked_in_read(process: subprocess.Popen[str]) -> None:
+    """Until the kernel says `process` sleeps in a read of a pipe (Linux: /proc/PID/wchan).
+
+    A signal that comes between the FIFO's open and the read of it can be lost: Python runs a
+    handler between bytecodes, and a read that has begun waits for the writer, which writes
+    nothing here. Once the read sleeps, SIGTERM interrupts it (EINTR) and the handler runs.
+    """
+    wchan = Path(f"/proc/{process.pid}/wchan")
+    deadline = time.monotonic() + CLI_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        sleeping_in = wchan.read_text(encoding="ascii", errors="replace")
+        if sleeping_in in ("", "0"):  # a kernel that does not say: give the read time to begin
+            time.sleep(0.5)
+            return
+        if "pipe_read" in sleeping_in:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"the command never waited in a read of the FIFO ({wchan.read_text()!r})")
 
 
 def open_once_read(fifo: Path, process: subprocess.Popen[str]) -> int:
