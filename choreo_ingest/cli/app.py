@@ -34,7 +34,7 @@ def _flags_show_no_type() -> None:
     from typer.core import TyperOption
 
     shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is None:  # typer before 0.28 shows no type for them
+    if shown is None:  # typer before 0.28, which shows no type beside a flag
         return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
