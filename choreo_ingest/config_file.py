@@ -14,7 +14,7 @@ secret) are written out in it is copied with them left out, marked so: that copy
 call that makes no request (`secrets=False`: the lean entry's `run` deciding whether anything is
 due, `status`, `health`, `export`, `changes`); any other parses the YAML. A document holding a
 secret every call needs (a password in `state.url`) is not copied at all, nor is one JSON cannot
-hold exactly (YAML dates, keys that are not strings). `for_cache` (config.py) says which.
+hold exactly (YAML dates, keys that are not strings). `for_cache` (config_document.py) says which.
 
 The cache directory is systemd's `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/choreo-ingest`, else
 `~/.cache/choreo-ingest`; where none can be written (a read-only home), the YAML is parsed every
