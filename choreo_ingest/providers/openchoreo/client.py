@@ -12,17 +12,14 @@ Error texts name method, path, status and the API's code, never a secret.
 from __future__ import annotations
 
 import functools
-import math
 import random
 import ssl
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import httpx
@@ -30,9 +27,7 @@ import httpx
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import (
-    AuthError,
     ConfigError,
-    CursorExpired,
     DeadlineExceeded,
     NotFoundError,
     PermanentError,
@@ -42,6 +37,7 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.logs import get_logger
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
+from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.version import __version__
 
@@ -49,22 +45,12 @@ log = get_logger("choreo_ingest.http")
 
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
-BACKOFF_BASE = 0.2
-"""Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
 API_PREFIX = "/api/v1"
 """Every generation's resource routes sit below it; a base URL may or may not end with it."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 
-MIN_REDACTED_LENGTH = 8
-"""Shorter secrets are not searched for in error texts: a one-letter token would mangle words."""
-FORBIDDEN_ADVICE = (
-    "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
-    "role for catalogs is backstage-catalog-reader)"
-)
-
 Params = Mapping[str, str | int]
-_Error = TypeVar("_Error", bound=ProviderError)
 
 
 @dataclass(frozen=True)
@@ -128,6 +114,7 @@ class OpenChoreoClient:
         self._credentials = credentials or credentials_for(
             config.auth, clock=clock, post_form=form_poster(config, transport)
         )
+        self._errors = ErrorTranslator(self._credentials, clock, rng)
         self._pool: ThreadPoolExecutor | None = None
         self._sequential_below = sequential_below
         self._answer_time: float | None = None
@@ -190,7 +177,7 @@ class OpenChoreoClient:
                 f"GET {path}: {type(error).__name__}", method="GET", path=path
             ) from None
         if not response.is_success:
-            raise self._translate("GET", path, response, MAX_ATTEMPTS, ())
+            raise self._errors.translate("GET", path, response, MAX_ATTEMPTS, ())
         return self._json(path, response)
 
     def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
@@ -268,7 +255,7 @@ class OpenChoreoClient:
                     ) from None
             except httpx.TransportError as error:
                 failure = TransientError(
-                    self._redact(f"{method} {path}: {type(error).__name__}: {error}"),
+                    self._errors.redact(f"{method} {path}: {type(error).__name__}: {error}"),
                     method=method,
                     path=path,
                     code="CONNECTION_ERROR",
@@ -280,13 +267,13 @@ class OpenChoreoClient:
                     refreshed = True  # a token that expired early, or a rotated token file
                     self._credentials.refresh(token)
                     continue
-                failure = self._translate(method, path, response, attempt, expired_on)
+                failure = self._errors.translate(method, path, response, attempt, expired_on)
                 if not isinstance(failure, TransientError):
                     raise failure
             delay = (
                 failure.retry_after
                 if isinstance(failure, RetryAfter)
-                else BACKOFF_BASE * 2 ** (attempt - 1) * (0.5 + self._rng())
+                else backoff_delay(attempt, self._rng())
             )
             if attempt == MAX_ATTEMPTS or not self._fits(delay):
                 raise failure
@@ -349,77 +336,13 @@ class OpenChoreoClient:
             return delay <= MAX_UNBOUNDED_WAIT
         return self._clock.monotonic() + delay < self._deadline
 
-    def _translate(
-        self,
-        method: str,
-        path: str,
-        response: httpx.Response,
-        attempt: int,
-        expired_on: Collection[int],
-    ) -> ProviderError:
-        status = response.status_code
-        code, message = _error_fields(response)
-        if status in expired_on:
-            return self._error(CursorExpired, method, path, status, code, message)
-        if status == 401:
-            key = self._credentials.config_key
-            advice = f"check {key}" if key else "the API needs credentials: set openchoreo.auth"
-            return self._error(AuthError, method, path, status, code, f"{message}; {advice}")
-        if status == 403:
-            return self._error(
-                AuthError, method, path, status, code, f"{message}; {FORBIDDEN_ADVICE}"
-            )
-        if status == 404:
-            return self._error(NotFoundError, method, path, status, code, message)
-        if status == 429:
-            retry_after = _retry_after_seconds(response.headers.get("Retry-After"), self._clock)
-            if retry_after is None:
-                retry_after = BACKOFF_BASE * 2 ** (attempt - 1) * (0.5 + self._rng())
-            text = self._redact(_describe(method, path, status, code, message))
-            shown_code = self._redact(code) if code else None
-            return RetryAfter(
-                text,
-                retry_after=retry_after,
-                method=method,
-                path=path,
-                status=status,
-                code=shown_code,
-            )
-        if status >= 500 or status == 408:
-            return self._error(TransientError, method, path, status, code, message)
-        return self._error(PermanentError, method, path, status, code, message)
-
     def _json(self, path: str, response: httpx.Response) -> Any:
         try:
             return response.json()
         except ValueError:
-            raise self._error(
+            raise self._errors.error(
                 PermanentError, "GET", path, response.status_code, None, "response body is not JSON"
             ) from None
-
-    def _error(
-        self,
-        kind: type[_Error],
-        method: str,
-        path: str,
-        status: int,
-        code: str | None,
-        message: str,
-    ) -> _Error:
-        text = self._redact(_describe(method, path, status, code, message))
-        shown_code = self._redact(code) if code else None
-        return kind(text, method=method, path=path, status=status, code=shown_code)
-
-    def _redact(self, text: str) -> str:
-        for secret in self._credentials.secrets():
-            if len(secret) >= MIN_REDACTED_LENGTH:
-                text = text.replace(secret, "<redacted>")
-        return text
-
-
-def _describe(method: str, path: str, status: int, code: str | None, message: str) -> str:
-    head = f"{method} {path}: HTTP {status}" + (f" {code}" if code else "")
-    return f"{head}: {message}" if message else head
 
 
 def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> PostForm:
@@ -468,48 +391,6 @@ def api_root(base_url: str) -> str:
 
 def _without_query(url: str) -> str:
     return url.partition("?")[0]
-
-
-def _error_fields(response: httpx.Response) -> tuple[str | None, str]:
-    """(API code, server message) from an error body: an error object (`{error, code}`, the
-    org-era envelope, the 401 `{error, message}`) or a short text (a 400 naming a parameter)."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-        return None, text or response.reason_phrase
-    if not isinstance(body, dict):
-        return None, response.reason_phrase
-    metadata = body.get("metadata")
-    if "code" in body:
-        code, message = body.get("code"), body.get("error") or body.get("message")
-    elif isinstance(metadata, dict) and "code" in metadata:
-        code, message = metadata.get("code"), body.get("error") or body.get("message")
-    else:
-        code, message = body.get("error"), body.get("message")
-    return (
-        str(code) if code else None,
-        str(message) if message else response.reason_phrase,
-    )
-
-
-def _retry_after_seconds(value: str | None, clock: Clock) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or bad."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = moment.timestamp() - clock.now()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _exception_of(future: Future[Any]) -> BaseException:

@@ -1,0 +1,184 @@
+"""What an unsuccessful answer of the OpenChoreo API means: the one ProviderError to raise.
+
+The HTTP client (`client.py`) hands over every answer that is not a success. This module reads
+the error bodies the API sends (v1's `{error, code}`, its JWT middleware's 401
+`{error, message}`, the org era's envelope, a plain-text 400 naming a parameter), picks the error
+class and writes its text: method, path, status and the API's code, with every secret the
+credentials know taken out. It imports no HTTP library: an answer is anything shaped like one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol, TypeVar
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.errors import (
+    AuthError,
+    CursorExpired,
+    NotFoundError,
+    PermanentError,
+    ProviderError,
+    RetryAfter,
+    TransientError,
+)
+from choreo_ingest.providers.openchoreo.auth import Credentials
+
+BACKOFF_BASE = 0.2
+"""Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
+MIN_REDACTED_LENGTH = 8
+"""Shorter secrets are not searched for in error texts: a one-letter token would mangle words."""
+FORBIDDEN_ADVICE = (
+    "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
+    "role for catalogs is backstage-catalog-reader)"
+)
+
+_Error = TypeVar("_Error", bound=ProviderError)
+
+
+class Answer(Protocol):
+    """The parts of an HTTP response an error is read from (an `httpx.Response` has them)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def reason_phrase(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def backoff_delay(attempt: int, jitter: float) -> float:
+    """Seconds to wait after failed attempt `attempt` (1-based); `jitter` is in [0, 1)."""
+    return BACKOFF_BASE * 2.0 ** (attempt - 1) * (0.5 + jitter)
+
+
+class ErrorTranslator:
+    """Turns one client's unsuccessful answers into errors.
+
+    It knows the client's credentials (to name their config key and keep their secrets out of
+    every text), its clock (a Retry-After date) and its jitter (a 429 without Retry-After).
+    """
+
+    def __init__(self, credentials: Credentials, clock: Clock, rng: Callable[[], float]) -> None:
+        self._credentials = credentials
+        self._clock = clock
+        self._rng = rng
+
+    def translate(
+        self,
+        method: str,
+        path: str,
+        answer: Answer,
+        attempt: int,
+        expired_on: Collection[int],
+    ) -> ProviderError:
+        """The error an answer with a status outside 2xx means.
+
+        A status in `expired_on` says the request's cursor has expired (the generation knows
+        which); 429, 408 and 5xx are transient; other 4xx permanent, 401 and 403 with advice.
+        """
+        status = answer.status_code
+        code, message = _error_fields(answer)
+        if status in expired_on:
+            return self.error(CursorExpired, method, path, status, code, message)
+        if status == 401:
+            key = self._credentials.config_key
+            advice = f"check {key}" if key else "the API needs credentials: set openchoreo.auth"
+            return self.error(AuthError, method, path, status, code, f"{message}; {advice}")
+        if status == 403:
+            return self.error(
+                AuthError, method, path, status, code, f"{message}; {FORBIDDEN_ADVICE}"
+            )
+        if status == 404:
+            return self.error(NotFoundError, method, path, status, code, message)
+        if status == 429:
+            retry_after = _retry_after_seconds(answer.headers.get("Retry-After"), self._clock)
+            if retry_after is None:
+                retry_after = backoff_delay(attempt, self._rng())
+            return RetryAfter(
+                self.redact(_describe(method, path, status, code, message)),
+                retry_after=retry_after,
+                method=method,
+                path=path,
+                status=status,
+                code=self.redact(code) if code else None,
+            )
+        if status >= 500 or status == 408:
+            return self.error(TransientError, method, path, status, code, message)
+        return self.error(PermanentError, method, path, status, code, message)
+
+    def error(
+        self,
+        kind: type[_Error],
+        method: str,
+        path: str,
+        status: int,
+        code: str | None,
+        message: str,
+    ) -> _Error:
+        text = self.redact(_describe(method, path, status, code, message))
+        shown_code = self.redact(code) if code else None
+        return kind(text, method=method, path=path, status=status, code=shown_code)
+
+    def redact(self, text: str) -> str:
+        for secret in self._credentials.secrets():
+            if len(secret) >= MIN_REDACTED_LENGTH:
+                text = text.replace(secret, "<redacted>")
+        return text
+
+
+def _describe(method: str, path: str, status: int, code: str | None, message: str) -> str:
+    head = f"{method} {path}: HTTP {status}" + (f" {code}" if code else "")
+    return f"{head}: {message}" if message else head
+
+
+def _error_fields(answer: Answer) -> tuple[str | None, str]:
+    """(API code, server message) from an error body: an error object (`{error, code}`, the
+    org-era envelope, the 401 `{error, message}`) or a short text (a 400 naming a parameter)."""
+    try:
+        body = answer.json()
+    except ValueError:
+        text = answer.text.strip().splitlines()[0][:200] if answer.text.strip() else ""
+        return None, text or answer.reason_phrase
+    if not isinstance(body, dict):
+        return None, answer.reason_phrase
+    metadata = body.get("metadata")
+    if "code" in body:
+        code, message = body.get("code"), body.get("error") or body.get("message")
+    elif isinstance(metadata, dict) and "code" in metadata:
+        code, message = metadata.get("code"), body.get("error") or body.get("message")
+    else:
+        code, message = body.get("error"), body.get("message")
+    return (
+        str(code) if code else None,
+        str(message) if message else answer.reason_phrase,
+    )
+
+
+def _retry_after_seconds(value: str | None, clock: Clock) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or bad."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp() - clock.now()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
