@@ -197,6 +197,16 @@ class Logger:
         return self._structlog
 
 
+def configure_structlog_now() -> None:
+    """Load structlog and give it the settings `configure_logging` was told, before any line.
+
+    For code that logs through structlog itself, as a provider plugin may: unconfigured,
+    structlog prints every level to stdout, which carries data only (and cron mails it).
+    """
+    if _pending is not None:
+        _apply_pending()
+
+
 def _apply_pending() -> None:
     global _pending
     with _STATE_LOCK:

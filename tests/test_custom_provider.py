@@ -32,6 +32,7 @@ from choreo_ingest.reporting import iter_export, status_report
 from choreo_ingest.store import Store
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from sim_support import run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_provider"
 BACKSTAGE = Path(__file__).resolve().parent / "backstage"
@@ -450,3 +451,62 @@ class TestCli:
         assert BROKEN_MESSAGES[breakage] in outcomes["broken"]["error"]
         assert (outcomes["csv"]["action"], outcomes["csv"]["cycleCompleted"]) == ("burst", True)
         assert outcomes["csv"]["entitiesUpserted"] == len(ROWS)
+
+
+class TestInstalledPluginLogging:
+    """A plugin that logs through structlog itself, in a `choreo-ingest` process of its own
+    (in this test process structlog is loaded and configured already, which hides the case)."""
+
+    def installed(self, tmp_path: Path) -> dict[str, str]:
+        """The example on PYTHONPATH with an entry point listing it, as `pip install` leaves it."""
+        dist_info = tmp_path / "site" / "choreo_ingest_csv_provider-0.dist-info"
+        dist_info.mkdir(parents=True)
+        (dist_info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: choreo-ingest-csv-provider\nVersion: 0\n",
+            encoding="utf-8",
+        )
+        (dist_info / "entry_points.txt").write_text(
+            f"[{GROUP}]\ncsv = {CSV_ENTRY_POINT.value}\n", encoding="utf-8"
+        )
+        return {"PYTHONPATH": os.pathsep.join([str(EXAMPLE), str(tmp_path / "site")])}
+
+    def test_its_warning_is_a_json_line_on_stderr_and_stdout_stays_data_only(
+        self, tmp_path: Path
+    ) -> None:
+        write_csv(tmp_path / "services.csv", [ROWS[2], "Gadget,,odd,,,,,,"])
+        config = tmp_path / "choreo-ingest.yaml"
+        config.write_text(
+            "state:\n  path: state.db\nproviders:\n  - name: csv\n    path: services.csv\n",
+            encoding="utf-8",
+        )
+
+        done = run_cli(
+            "run", "--json", "--config", config, cwd=tmp_path, env=self.installed(tmp_path)
+        )
+
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["providers"][0]["entitiesUpserted"] == 1
+        lines = [json.loads(line) for line in done.stderr.splitlines()]
+        assert [(line["event"], line["level"], line["row"]) for line in lines] == [
+            ("csv_row_rejected", "warning", 2)
+        ]
+
+    def test_its_info_line_is_dropped_off_a_terminal(self, tmp_path: Path) -> None:
+        csv_file = write_csv(tmp_path / "services.csv", ROWS[:4])
+        config = tmp_path / "choreo-ingest.yaml"
+        config.write_text(
+            "state:\n  path: state.db\nproviders:\n  - name: csv\n    path: services.csv\n"
+            "    pageSize: 1\nopenchoreo:\n  incremental:\n    burstLength: 0.001\n",
+            encoding="utf-8",
+        )
+        env = self.installed(tmp_path)
+        first = run_cli("run", "--json", "--config", config, cwd=tmp_path, env=env)
+        write_csv(csv_file, ROWS[:5])  # the stored cursor's file version no longer matches
+
+        second = run_cli("run", "--force", "--config", config, cwd=tmp_path, env=env)
+
+        assert (first.returncode, first.stderr) == (0, "")
+        assert json.loads(first.stdout)["providers"][0]["cycleCompleted"] is False
+        assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
+        status = run_cli("status", "--json", "--config", config, cwd=tmp_path, env=env)
+        assert json.loads(status.stdout)["providers"][0]["cursorResets"] == 1

@@ -62,6 +62,9 @@ def _factory(name: str) -> ProviderFactory:
         factory: ProviderFactory = getattr(importlib.import_module(module_name), attr)
         return factory
     for point in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        from choreo_ingest.logs import configure_structlog_now  # not on the idle path
+
+        configure_structlog_now()  # a plugin may log through structlog itself, even on import
         loaded: ProviderFactory = point.load()
         return loaded
     known = ", ".join(info.name for info in available_providers())
