@@ -20,7 +20,6 @@ from choreo_ingest.store.pg_connection import (  # noqa: E402
     PgConnection,
     advisory_key,
     redact_url,
-    translate_placeholders,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,31 +46,7 @@ def count(url: str) -> int:
         return int(other.scalar("SELECT count(*) FROM t"))
 
 
-# -- placeholders --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sqlite", "psycopg_sql"),
-    [
-        ("SELECT ? + ?", "SELECT %s + %s"),
-        ("SELECT '?', \"a?\", ?", "SELECT '?', \"a?\", %s"),
-        ("SELECT 'it''s ?', ?", "SELECT 'it''s ?', %s"),
-        ("SELECT E'\\'?', ?", "SELECT E'\\'?', %s"),
-        ("SELECT ? -- why?\n, ?", "SELECT %s -- why?\n, %s"),
-        ("SELECT /* a? /* b? */ c? */ ?", "SELECT /* a? /* b? */ c? */ %s"),
-        ("SELECT $$?$$, $x$ ? $x$, ?", "SELECT $$?$$, $x$ ? $x$, %s"),
-        ("SELECT 'a%' LIKE ? || '%'", "SELECT 'a%%' LIKE %s || '%%'"),
-    ],
-)
-def test_placeholders_are_translated_outside_literals_and_comments(
-    sqlite: str, psycopg_sql: str
-) -> None:
-    assert translate_placeholders(sqlite) == psycopg_sql
-
-
-def test_named_placeholders_with_a_dict_and_casts_left_alone() -> None:
-    assert translate_placeholders("SELECT :a::text, ':b'", named=True) == "SELECT %(a)s::text, ':b'"
-    assert translate_placeholders("SELECT 1::int, ?") == "SELECT 1::int, %s"
+# -- placeholders (their translation: test_pg_placeholders.py) ---------------------------
 
 
 def test_statements_run_with_sqlite_placeholders(conn: PgConnection) -> None:
