@@ -239,7 +239,8 @@ class OpenChoreoClient:
         path = path.partition("?")[0]
         failure: ProviderError | None = None
         refreshed = False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             token = self._credentials.bearer()
             try:
                 response = self._send_once(method, path, params, token)
@@ -266,7 +267,7 @@ class OpenChoreoClient:
                 if response.status_code == 401 and not refreshed and self._credentials.config_key:
                     refreshed = True  # a token that expired early, or a rotated token file
                     self._credentials.refresh(token)
-                    continue
+                    continue  # the same attempt again, whichever attempt it was
                 failure = self._errors.translate(method, path, response, attempt, expired_on)
                 if not isinstance(failure, TransientError):
                     raise failure
@@ -278,7 +279,7 @@ class OpenChoreoClient:
             if attempt == MAX_ATTEMPTS or not self._fits(delay):
                 raise failure
             self._clock.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+            attempt += 1
 
     def _send_once(
         self, method: str, path: str, params: Params | None, token: str | None

@@ -28,6 +28,7 @@ from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
 from choreo_ingest.providers.openchoreo.auth import Credentials
 from choreo_ingest.providers.openchoreo.client import (
     FAST_ANSWER_SECONDS,
+    MAX_ATTEMPTS,
     Gone,
     NotFoundError,
     OpenChoreoClient,
@@ -510,6 +511,40 @@ class TestUnauthorized:
 
         assert credentials.rejected == ["old-token-0001"]
         assert client.requests_sent == 2
+
+    def test_a_401_after_the_last_retry_refreshes_and_sends_that_attempt_again(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
+    ) -> None:
+        credentials = RotatingCredentials(["old-token-0001", "new-token-0002"])
+        for _ in range(MAX_ATTEMPTS - 1):
+            httpx_mock.add_response(status_code=503, json=failure("busy", "INTERNAL_ERROR"))
+        httpx_mock.add_response(
+            status_code=401, json={"error": "INVALID_TOKEN", "message": "token is expired"}
+        )
+        httpx_mock.add_response(json={"items": [], "pagination": {}})
+        client = make_client(credentials=credentials)
+
+        assert client.get_json("/namespaces") == {"items": [], "pagination": {}}
+
+        assert credentials.rejected == ["old-token-0001"]
+        assert client.requests_sent == MAX_ATTEMPTS + 1
+
+    def test_a_refresh_leaves_every_attempt_to_the_failures_after_it(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        credentials = RotatingCredentials(["old-token-0001", "new-token-0002"])
+        httpx_mock.add_response(
+            status_code=401, json={"error": "INVALID_TOKEN", "message": "token is expired"}
+        )
+        for _ in range(MAX_ATTEMPTS):
+            httpx_mock.add_response(status_code=503, json=failure("busy", "INTERNAL_ERROR"))
+        client = make_client(credentials=credentials)
+
+        with pytest.raises(TransientError) as caught:
+            client.get_json("/namespaces")
+
+        assert str(caught.value) == "GET /namespaces: HTTP 503 INTERNAL_ERROR: busy"
+        assert client.requests_sent == MAX_ATTEMPTS + 1
 
     @pytest.mark.parametrize(
         "source", ["openchoreo.token", "openchoreo.auth.token", "openchoreo.auth.tokenFile"]
