@@ -317,8 +317,12 @@ class V1Generation:
 
 
 def parse_list(body: Any, path: str) -> ListPage:
-    """`{items, pagination: {nextCursor?}}`; a missing, null or empty cursor ends the listing."""
-    items = body.get("items") if isinstance(body, dict) else None
+    """`{items, pagination: {nextCursor?}}`; a missing, null or empty cursor ends the listing.
+    `items: null` is an empty page (Go writes an empty slice so); a body without `items` is not
+    a v1 list."""
+    items = body.get("items", ...) if isinstance(body, dict) else None
+    if items is None and isinstance(body, dict):
+        items = []
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
         raise PermanentError(
             f"GET {path}: HTTP 200: the response has no list of items", path=path, status=200
@@ -408,14 +412,23 @@ def _workloads_of(walk: Walk, namespace: str, component: str) -> list[Resource]:
     path = f"/namespaces/{_segment(namespace)}/workloads"
     found: list[Resource] = []
     cursor: str | None = None
+    seen: set[str] = set()
     while True:
         params: dict[str, str | int] = {"component": component, "limit": MAX_LIMIT}
         if cursor:
             params["cursor"] = cursor
         page = parse_list(walk.client.get_json(path, params), path)
         found += page.items
-        if not page.next_cursor or page.next_cursor == cursor:
+        if not page.next_cursor:
             return found
+        if page.next_cursor in seen or page.next_cursor == cursor:
+            # Taken for the end, a cut-short list would remove the workloads it left out.
+            raise PermanentError(
+                f"GET {path} returned a cursor it had returned before; refusing to loop",
+                method="GET",
+                path=path,
+            )
+        seen.add(page.next_cursor)
         cursor = page.next_cursor
 
 

@@ -4,12 +4,14 @@ by authorization filtering, error bodies, workloads named freely and joined by t
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
 from pytest_httpx import HTTPXMock
 
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
+from choreo_ingest.models import Event
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.api_v1 import parse_list
 
@@ -24,8 +26,16 @@ BASE = "https://openchoreo.test/api/v1"
         ({"items": [], "pagination": {"nextCursor": ""}}, ""),
         ({"items": [], "pagination": {"nextCursor": None}}, ""),
         ({"items": []}, ""),
+        ({"items": None, "pagination": {"nextCursor": "c2"}}, "c2"),
     ],
-    ids=["empty-page-goes-on", "pagination-empty-ends", "blank-ends", "null-ends", "absent-ends"],
+    ids=[
+        "empty-page-goes-on",
+        "pagination-empty-ends",
+        "blank-ends",
+        "null-ends",
+        "absent-ends",
+        "null-items-is-an-empty-page",
+    ],
 )
 def test_only_a_missing_next_cursor_ends_a_listing(body: dict[str, Any], next_cursor: str) -> None:
     assert parse_list(body, "/namespaces").next_cursor == next_cursor
@@ -33,8 +43,13 @@ def test_only_a_missing_next_cursor_ends_a_listing(body: dict[str, Any], next_cu
 
 @pytest.mark.parametrize(
     "body",
-    [{"data": {"items": []}}, {"items": "x"}, {"items": [], "pagination": {"nextCursor": 7}}],
-    ids=["org-era-envelope", "items-not-a-list", "cursor-not-text"],
+    [
+        {"data": {"items": []}},
+        {"items": "x"},
+        {"items": [], "pagination": {"nextCursor": 7}},
+        {"pagination": {}},
+    ],
+    ids=["org-era-envelope", "items-not-a-list", "cursor-not-text", "no-items"],
 )
 def test_a_body_that_is_not_a_v1_list_is_refused_naming_the_path(body: dict[str, Any]) -> None:
     with pytest.raises(PermanentError, match="GET /namespaces/acme/components"):
@@ -131,3 +146,41 @@ def test_a_401_from_the_jwt_middleware_is_read_in_its_own_shape(
 
     assert caught.value.code == "INVALID_TOKEN"
     assert "token is expired" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "cursors",
+    [["w2", "w2"], ["w2", "w3", "w2"]],
+    ids=["the-request-cursor-echoed", "a-cursor-from-two-pages-back"],
+)
+def test_an_events_workload_listing_that_repeats_a_cursor_fails_instead_of_ending(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, cursors: list[str]
+) -> None:
+    """Taken for the end, the cut-short listing would drop the workloads it had not reached,
+    and the component's APIs with them."""
+    owner = {"projectName": "shop", "componentName": "cart"}
+    workload = named("cart-w", owner=owner, endpoints={"rest": {"type": "HTTP", "schema": SCHEMA}})
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=2": [items(named("shop"))],
+            "/namespaces/acme/workloads?limit=2": [items(workload)],
+            "/namespaces/acme/components?limit=2": [
+                items(named("cart", owner={"projectName": "shop"}))
+            ],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.run()
+    listing = "/namespaces/acme/workloads?component=cart&limit=100"
+    httpx_mock.add_response(url=f"{BASE}{listing}", **items(cursor=cursors[0]))
+    for sent, answered in pairwise(cursors):
+        httpx_mock.add_response(url=f"{BASE}{listing}&cursor={sent}", **items(cursor=answered))
+
+    with engine.provider.around(engine.burst) as context, pytest.raises(PermanentError) as caught:
+        engine.provider.handle_event(context, Event("Component", "cart", "updated", "acme"))
+
+    assert "returned a cursor it had returned before" in str(caught.value)
+    assert caught.value.path == "/namespaces/acme/workloads"
