@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError
+from choreo_ingest.errors import AuthError, CursorExpired, NotFoundError, PermanentError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
@@ -303,7 +303,28 @@ class V1Generation:
         return body.get("kind") not in INGESTED_KINDS
 
     def event_delta(self, walk: Walk, event: Event) -> Delta:
-        """Re-read what the event names, whatever its action says (404: it is gone)."""
+        """Re-read what the event names, whatever its action says (404: it is gone).
+
+        A 403 says the object exists where this client may not look: the event forwarder posts
+        the events of every namespace, and a role may cover only some. Such an event changes
+        nothing (the walk, whose lists leave those objects out, settles the catalog); as an
+        error it would hold up every event after it and then be parked.
+        """
+        try:
+            return self._event_delta(walk, event)
+        except AuthError as error:
+            if error.status != 403:
+                raise
+            log.info(
+                "event_not_visible",
+                kind=event.kind,
+                name=event.name,
+                namespace=event.namespace,
+                path=error.path,
+            )
+            return Delta()
+
+    def _event_delta(self, walk: Walk, event: Event) -> Delta:
         if event.kind == "Namespace":
             return _namespace_delta(walk, event.name)
         namespace = event.namespace or ""

@@ -11,7 +11,7 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
-from choreo_ingest.models import Event
+from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.api_v1 import parse_list
 
@@ -184,3 +184,52 @@ def test_an_events_workload_listing_that_repeats_a_cursor_fails_instead_of_endin
 
     assert "returned a cursor it had returned before" in str(caught.value)
     assert caught.value.path == "/namespaces/acme/workloads"
+
+
+FORBIDDEN = {
+    "status_code": 403,
+    "json": {"error": "You do not have permission to perform this operation", "code": "FORBIDDEN"},
+}
+
+
+@pytest.mark.parametrize(
+    ("event", "read"),
+    [
+        (Event("Namespace", "hidden", "created", ""), "/namespaces/hidden"),
+        (Event("Project", "p", "updated", "hidden"), "/namespaces/hidden/projects/p"),
+        (Event("Component", "c", "updated", "hidden"), "/namespaces/hidden/components/c"),
+        (Event("Workload", "w", "deleted", "hidden"), "/namespaces/hidden/workloads/w"),
+    ],
+    ids=["namespace", "project", "component", "workload"],
+)
+def test_an_event_for_an_object_the_client_may_not_read_changes_nothing(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, event: Event, read: str
+) -> None:
+    """The forwarder posts every namespace's events; a role may cover only some of them."""
+    httpx_mock.add_response(url=f"{BASE}{read}", **FORBIDDEN)
+    httpx_mock.add_response(
+        url=f"{BASE}/namespaces/hidden/workloads?component=c&limit=100", **items(), is_optional=True
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, event)
+
+    assert delta == Delta()
+
+
+def test_a_401_on_an_events_read_still_fails_it(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    for _ in range(2):
+        httpx_mock.add_response(
+            url=f"{BASE}/namespaces/acme",
+            status_code=401,
+            json={"error": "INVALID_TOKEN", "message": "token is expired"},
+        )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context, pytest.raises(AuthError):
+        engine.provider.handle_event(context, Event("Namespace", "acme", "updated", ""))
