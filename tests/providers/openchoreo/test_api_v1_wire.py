@@ -13,7 +13,7 @@ from pytest_httpx import HTTPXMock
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
-from choreo_ingest.providers.openchoreo.api_v1 import parse_list
+from choreo_ingest.providers.openchoreo.resources_v1 import parse_list
 
 BASE = "https://openchoreo.test/api/v1"
 

@@ -1,0 +1,254 @@
+"""v1 events: the event forwarder's `{kind, name, namespace, action}`, applied as a delta.
+
+Each event re-reads what it names, whatever its `action` says (the forwarder does not say what
+changed): 404 means gone, and the entity leaves with everything below it. A workload event
+recomputes its component's APIs, found through the indexed workload -> component link even when
+the workload answers 404; a project event whose owner changed maps its components again, since
+those without an owner of their own take the project's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
+from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim_key
+from choreo_ingest.providers.openchoreo.entities_v1 import (
+    api_endpoint_names,
+    namespace_entity,
+    project_entity,
+)
+from choreo_ingest.providers.openchoreo.generation import Harvest, Resource, Walk
+from choreo_ingest.providers.openchoreo.naming import (
+    entity_name,
+    namespace_name,
+    v1_api_entity_name,
+)
+from choreo_ingest.providers.openchoreo.resources_v1 import (
+    MAX_LIMIT,
+    PROJECT_OWNERS,
+    WORKLOADS,
+    as_object,
+    component_harvest,
+    first_workload,
+    owner_row,
+    parse_list,
+    segment,
+    spec_owner,
+    workload_row,
+)
+
+log = get_logger("choreo_ingest.providers.openchoreo")
+
+INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
+
+
+def event_delta(walk: Walk, event: Event) -> Delta:
+    """The delta of one event of an ingested kind.
+
+    A 403 says the object exists where this client may not look: the event forwarder posts
+    the events of every namespace, and a role may cover only some. Such an event changes
+    nothing (the walk, whose lists leave those objects out, settles the catalog); as an
+    error it would hold up every event after it and then be parked.
+    """
+    try:
+        return _delta(walk, event)
+    except AuthError as error:
+        if error.status != 403:
+            raise
+        log.info(
+            "event_not_visible",
+            kind=event.kind,
+            name=event.name,
+            namespace=event.namespace,
+            path=error.path,
+        )
+        return Delta()
+
+
+def _delta(walk: Walk, event: Event) -> Delta:
+    if event.kind == "Namespace":
+        return _namespace_delta(walk, event.name)
+    namespace = event.namespace or ""
+    if event.kind == "Project":
+        return _project_delta(walk, namespace, event.name)
+    if event.kind == "Component":
+        return _component_delta(walk, namespace, event.name)
+    if event.kind == "Workload":
+        return _workload_delta(walk, namespace, event.name)
+    return Delta()
+
+
+def _namespace_delta(walk: Walk, namespace: str) -> Delta:
+    path = f"/namespaces/{segment(namespace)}"
+    try:
+        resource = as_object(walk.client.get_json(path), path)
+    except NotFoundError:
+        return Delta(removal_scopes=[namespace])
+    return Delta(upserts=[namespace_entity(resource, walk.config.mapping, walk.provider)])
+
+
+def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
+    path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
+    try:
+        resource = as_object(walk.client.get_json(path), path)
+    except NotFoundError:
+        return Delta(
+            removal_scopes=[f"{namespace}/{project}"],
+            index=[IndexEntry(PROJECT_OWNERS, f"{namespace}/{project}")],
+        )
+    entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
+    return Delta(upserts=[entity], index=[owner_row(namespace, resource)])
+
+
+def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
+    """The component as it is now, with its workloads read again (its APIs follow them)."""
+    base = f"/namespaces/{segment(namespace)}"
+    workloads = _workloads_of(walk, namespace, component)
+    try:
+        resource = as_object(walk.client.get_json(f"{base}/components/{segment(component)}"), base)
+    except NotFoundError:
+        return _component_gone(walk, namespace, component, workloads)
+    listed = [row for w in workloads if (row := workload_row(namespace, w))]
+    stale = _stale_workload_rows(walk, namespace, component, listed)
+    project = spec_owner(resource, "projectName") or ""
+    system = _missing_project(walk, namespace, project)
+    # The fresh rows are committed with the delta; the join must see them already.
+    overlay = _with_rows(walk, [*listed, *system.index], stale)
+    harvest = component_harvest(overlay, namespace, [resource], listed=False)
+    return Delta(
+        upserts=[*system.entities, *harvest.entities],
+        removal_scopes=[f"{namespace}/{project}/{component}"],
+        index=[*stale, *listed, *system.index, *harvest.index],
+    )
+
+
+def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
+    """The System (and owner row) of a component's project that the catalog does not hold yet:
+    an event may name a component of a project that no cycle has listed."""
+    key = f"{namespace}/{project}"
+    if not project or walk.index.by_key(PROJECT_OWNERS, [key]):
+        return Harvest()
+    path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
+    try:
+        resource = as_object(walk.client.get_json(path), path)
+    except NotFoundError:
+        return Harvest()
+    entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
+    return Harvest(entities=[entity], index=[owner_row(namespace, resource)])
+
+
+def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
+    path = f"/namespaces/{segment(namespace)}/workloads/{segment(workload)}"
+    try:
+        resource = as_object(walk.client.get_json(path), path)
+        component = spec_owner(resource, "componentName")
+    except NotFoundError:
+        known = walk.index.by_key(WORKLOADS, [f"{namespace}/{workload}"])
+        row = known.get(f"{namespace}/{workload}")
+        component = row.group.partition("/")[2] if row is not None else None
+    if component is None:
+        return Delta(index=[IndexEntry(WORKLOADS, f"{namespace}/{workload}")])
+    return _component_delta(walk, namespace, component)
+
+
+def _workloads_of(walk: Walk, namespace: str, component: str) -> list[Resource]:
+    """Every workload of one component: `?component=` pages (one page, as a rule)."""
+    path = f"/namespaces/{segment(namespace)}/workloads"
+    found: list[Resource] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    while True:
+        params: dict[str, str | int] = {"component": component, "limit": MAX_LIMIT}
+        if cursor:
+            params["cursor"] = cursor
+        page = parse_list(walk.client.get_json(path, params), path)
+        found += page.items
+        if not page.next_cursor:
+            return found
+        if page.next_cursor in seen or page.next_cursor == cursor:
+            # Taken for the end, a cut-short list would remove the workloads it left out.
+            raise PermanentError(
+                f"GET {path} returned a cursor it had returned before; refusing to loop",
+                method="GET",
+                path=path,
+            )
+        seen.add(page.next_cursor)
+        cursor = page.next_cursor
+
+
+def _stale_workload_rows(
+    walk: Walk, namespace: str, component: str, listed: Sequence[IndexEntry]
+) -> list[IndexEntry]:
+    """Deletions for the component's indexed workloads that it no longer has."""
+    group = f"{namespace}/{component}"
+    fresh = {row.key for row in listed}
+    known = walk.index.by_group(WORKLOADS, [group])[group]
+    return [IndexEntry(WORKLOADS, row.key) for row in known if row.key not in fresh]
+
+
+def _component_gone(
+    walk: Walk, namespace: str, component: str, workloads: Sequence[Resource]
+) -> Delta:
+    """A component that answered 404: it leaves with its APIs, its indexed workloads and its
+    claims on API names (a component that lost a name to it gets it back at its next read)."""
+    group = f"{namespace}/{component}"
+    known = walk.index.by_group(WORKLOADS, [group])[group]
+    owners = [*workloads, *(row.value for row in known if isinstance(row.value, Mapping))]
+    projects = sorted({p for w in owners if (p := spec_owner(w, "projectName"))})
+    chosen = first_workload(known)
+    claims = [
+        claim_key(
+            ApiClaim(
+                namespace=namespace_name(namespace),
+                owner=(project, component),
+                endpoint=endpoint,
+                plain=v1_api_entity_name(project, component, endpoint),
+            )
+        )
+        for project in projects
+        for endpoint in api_endpoint_names(chosen, walk.config.mapping)
+    ]
+    return Delta(
+        removals=[entity_ref("Component", namespace_name(namespace), entity_name(component))],
+        removal_scopes=[f"{namespace}/{project}/{component}" for project in projects],
+        index=[
+            *(IndexEntry(WORKLOADS, row.key) for row in known),
+            *(IndexEntry(CLAIMS, key) for key in claims),
+        ],
+    )
+
+
+class _OverlayIndex:
+    """The walk's index with rows a delta is about to write laid over it."""
+
+    def __init__(self, walk: Walk, rows: Sequence[IndexEntry], removed: Sequence[IndexEntry]):
+        self._index = walk.index
+        self._rows = list(rows)
+        self._removed = {(row.table, row.key) for row in removed}
+
+    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+        found = self._index.by_key(table, keys)
+        for row in self._rows:
+            if row.table == table and row.key in keys:
+                found[row.key] = row
+        return {k: v for k, v in found.items() if (table, k) not in self._removed}
+
+    def by_group(
+        self, table: str, groups: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, list[IndexEntry]]:
+        found = self._index.by_group(table, groups, current_only=current_only)
+        for group in groups:
+            mine = {row.key: row for row in self._rows if row.table == table and row.group == group}
+            kept = [
+                r for r in found[group] if (table, r.key) not in self._removed and r.key not in mine
+            ]
+            found[group] = sorted([*kept, *mine.values()], key=lambda row: row.key)
+        return found
+
+
+def _with_rows(walk: Walk, rows: Sequence[IndexEntry], removed: Sequence[IndexEntry]) -> Walk:
+    overlay = _OverlayIndex(walk, rows, removed)
+    return Walk(walk.client, walk.queues, overlay, walk.config, walk.provider)

@@ -1,0 +1,188 @@
+"""What the v1 API's resources become: list bodies read, index rows, Component and API entities.
+
+Shared by the walk (`api_v1`) and the events (`events_v1`): a list body's items and cursor
+(`parse_list`), the rows the lookup index keeps (a project's owner, a workload by component),
+and the entities of a page of components, each joined with its first workload by name and with
+its project's owner (`component_harvest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+from choreo_ingest.errors import NotFoundError, PermanentError
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import IndexEntry
+from choreo_ingest.providers.openchoreo.api_names import (
+    ApiClaim,
+    Owner,
+    Pending,
+    resolve_api_names,
+)
+from choreo_ingest.providers.openchoreo.entities_v1 import (
+    api_endpoint_names,
+    component_entities,
+    project_owner,
+    trim_workload,
+)
+from choreo_ingest.providers.openchoreo.generation import (
+    Harvest,
+    ListPage,
+    Resource,
+    Walk,
+    name_of,
+)
+from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
+from choreo_ingest.providers.openchoreo.naming import (
+    hashed_entity_name,
+    namespace_name,
+    v1_api_entity_name,
+)
+
+log = get_logger("choreo_ingest.providers.openchoreo")
+
+PROJECT_OWNERS = "project"
+"""Index: `<ns>/<project>` -> {owner}: the project's owner annotation, for its components."""
+WORKLOADS = "workload"
+"""Index: `<ns>/<workload>` grouped by `<ns>/<component>` -> the trimmed workload."""
+MAX_LIMIT = 100
+
+
+def segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def as_object(body: Any, path: str) -> Resource:
+    if not isinstance(body, dict):
+        raise PermanentError(f"GET {path}: HTTP 200: the response is not an object", path=path)
+    return body
+
+
+def spec_owner(resource: Mapping[str, Any], key: str) -> str | None:
+    value = as_mapping(as_mapping(resource.get("spec")).get("owner")).get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def parse_list(body: Any, path: str) -> ListPage:
+    """`{items, pagination: {nextCursor?}}`; a missing, null or empty cursor ends the listing.
+    `items: null` is an empty page (Go writes an empty slice so); a body without `items` is not
+    a v1 list."""
+    items = body.get("items", ...) if isinstance(body, dict) else None
+    if items is None and isinstance(body, dict):
+        items = []
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise PermanentError(
+            f"GET {path}: HTTP 200: the response has no list of items", path=path, status=200
+        )
+    pagination = body.get("pagination")
+    next_cursor = pagination.get("nextCursor") if isinstance(pagination, dict) else None
+    if next_cursor is not None and not isinstance(next_cursor, str):
+        raise PermanentError(f"GET {path}: HTTP 200: nextCursor is not a string", path=path)
+    return ListPage(items=items, next_cursor=next_cursor or "")
+
+
+def owner_row(namespace: str, project: Resource) -> IndexEntry:
+    name = name_of(project, "project")
+    return IndexEntry(PROJECT_OWNERS, f"{namespace}/{name}", "", {"owner": project_owner(project)})
+
+
+def workload_row(namespace: str, workload: Resource) -> IndexEntry | None:
+    """The workload as the index keeps it; None for one that names no component."""
+    component = spec_owner(workload, "componentName")
+    if component is None:
+        return None
+    name = name_of(workload, "workload")
+    return IndexEntry(
+        WORKLOADS, f"{namespace}/{name}", f"{namespace}/{component}", trim_workload(workload)
+    )
+
+
+def component_harvest(
+    walk: Walk,
+    namespace: str,
+    components: Sequence[Resource],
+    *,
+    listed: bool,
+    pending: Pending | None = None,
+    displacing: bool = True,
+) -> Harvest:
+    """Component and API entities of these components of `namespace`, each joined with its first
+    workload by name (`listed`: only workloads this cycle listed count, as for a listing page;
+    else the index as it stands) and with its project's owner."""
+    pending = {} if pending is None else pending
+    mapping = walk.config.mapping
+    placed = [(c, p) for c in components if (p := _project_of(c, namespace)) is not None]
+    names = [name_of(component, "component") for component, _ in placed]
+    workloads = walk.index.by_group(
+        WORKLOADS, [f"{namespace}/{name}" for name in names], current_only=listed
+    )
+    chosen = {name: first_workload(workloads[f"{namespace}/{name}"]) for name in names}
+    projects = {project for _, project in placed}
+    owners = walk.index.by_key(PROJECT_OWNERS, [f"{namespace}/{p}" for p in sorted(projects)])
+    claims = [
+        ApiClaim(
+            namespace=namespace_name(namespace),
+            owner=(project, name),
+            endpoint=endpoint,
+            plain=v1_api_entity_name(project, name, endpoint),
+        )
+        for (_, project), name in zip(placed, names, strict=True)
+        for endpoint in api_endpoint_names(chosen[name], mapping)
+    ]
+    api_names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
+    for (component, project), name in zip(placed, names, strict=True):
+        owner_row = owners.get(f"{namespace}/{project}")
+        project_default = owner_row.value.get("owner") if owner_row is not None else None
+        harvest.entities += component_entities(
+            component,
+            chosen[name],
+            project_default if isinstance(project_default, str) else None,
+            mapping,
+            walk.provider,
+            api_name=lambda p, c, e: api_names[(p, c, e)],
+            namespace=namespace,
+        )
+    for owner in displaced if displacing else ():
+        harvest.add(_rename_displaced(walk, namespace, owner, pending))
+    return harvest
+
+
+def _project_of(component: Resource, namespace: str) -> str | None:
+    """The project a component names (`spec.owner.projectName`); one that names none cannot be
+    placed in the catalog, and is skipped (None) rather than failing the page it came in."""
+    project = spec_owner(component, "projectName")
+    if project is not None:
+        return project
+    log.warning(
+        "component_without_project",
+        namespace=namespace,
+        component=name_of(component, "component"),
+        message="spec.owner.projectName is missing; the component is left out",
+    )
+    return None
+
+
+def _rename_displaced(walk: Walk, namespace: str, owner: Owner, pending: Pending) -> Harvest:
+    """A component that lost the plain name of one of its APIs, read again to move it."""
+    component = owner[-1]
+    path = f"/namespaces/{segment(namespace)}/components/{segment(component)}"
+    try:
+        resource = as_object(walk.client.get_json(path), path)
+    except NotFoundError:
+        return Harvest()
+    return component_harvest(
+        walk, namespace, [resource], listed=False, pending=pending, displacing=False
+    )
+
+
+def first_workload(rows: Sequence[IndexEntry]) -> Mapping[str, Any] | None:
+    """The first workload by name (rows come ordered by key, `<ns>/<workload>`)."""
+    return rows[0].value if rows and isinstance(rows[0].value, Mapping) else None
+
+
+def _hashed_name(owner: Owner, endpoint: str) -> str:
+    project, component = owner
+    triple = f"{project}/{component}/{endpoint}"
+    return hashed_entity_name(f"{project}-{component}-{endpoint}", triple)
