@@ -100,7 +100,14 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
             index=[IndexEntry(PROJECT_OWNERS, f"{namespace}/{project}")],
         )
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
-    return Delta(upserts=[entity], index=[owner_row(namespace, resource)])
+    row = owner_row(namespace, resource)
+    known = walk.index.by_key(PROJECT_OWNERS, [row.key]).get(row.key)
+    if (known.value if known is not None else {"owner": None}) == row.value:
+        return Delta(upserts=[entity], index=[row])
+    # Its components without an owner of their own take the project's: map them again.
+    components = _listed(walk, namespace, "components", project=project)
+    harvest = component_harvest(_with_rows(walk, [row], []), namespace, components, listed=False)
+    return Delta(upserts=[entity, *harvest.entities], index=[row, *harvest.index])
 
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
@@ -155,16 +162,28 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
 
 
 def _workloads_of(walk: Walk, namespace: str, component: str) -> list[Resource]:
-    """Every workload of one component: `?component=` pages (one page, as a rule)."""
-    path = f"/namespaces/{segment(namespace)}/workloads"
+    """Every workload of one component (one page, as a rule)."""
+    return _listed(walk, namespace, "workloads", component=component)
+
+
+def _listed(walk: Walk, namespace: str, listing: str, **only: str) -> list[Resource]:
+    """Every item of a namespace's listing that the filter `only` (`project=`, `component=`)
+    lets through, page by page. A first page that answers 404 (a filter naming a project
+    that does not exist) says there is nothing to list."""
+    path = f"/namespaces/{segment(namespace)}/{listing}"
     found: list[Resource] = []
     cursor: str | None = None
     seen: set[str] = set()
     while True:
-        params: dict[str, str | int] = {"component": component, "limit": MAX_LIMIT}
+        params: dict[str, str | int] = {**only, "limit": MAX_LIMIT}
         if cursor:
             params["cursor"] = cursor
-        page = parse_list(walk.client.get_json(path, params), path)
+        try:
+            page = parse_list(walk.client.get_json(path, params), path)
+        except NotFoundError:
+            if cursor:
+                raise
+            return []
         found += page.items
         if not page.next_cursor:
             return found

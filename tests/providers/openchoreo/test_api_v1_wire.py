@@ -233,3 +233,28 @@ def test_a_401_on_an_events_read_still_fails_it(
 
     with engine.provider.around(engine.burst) as context, pytest.raises(AuthError):
         engine.provider.handle_event(context, Event("Namespace", "acme", "updated", ""))
+
+
+def test_a_project_whose_components_listing_answers_404_maps_no_components(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """Its owner changed, so its components would be mapped again, but the `?project=` filter
+    answers the document's 404 (the project went away between the two reads)."""
+    project = named("shop")
+    project["metadata"]["annotations"] = {"backstage.io/owner": "group:default/team-new"}
+    httpx_mock.add_response(url=f"{BASE}/namespaces/acme/projects/shop", json=project)
+    httpx_mock.add_response(
+        url=f"{BASE}/namespaces/acme/components?project=shop&limit=100",
+        status_code=404,
+        json={"error": "Project not found", "code": "NOT_FOUND"},
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Project", "shop", "updated", "acme"))
+
+    assert [entity.ref for entity in delta.upserts] == ["system:acme/shop"]
+    assert [(row.key, row.value) for row in delta.index] == [
+        ("acme/shop", {"owner": "group:default/team-new"})
+    ]

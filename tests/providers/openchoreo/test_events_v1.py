@@ -242,3 +242,59 @@ def test_a_deleted_component_frees_the_api_name_it_held(scenario: Scenario) -> N
 
     assert catalog(scenario.state_path)[scenario.ref("Component", "c")] == {plain}
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
+
+OWNER = "backstage.io/owner"
+
+
+def _components_of(scenario: Scenario) -> list[dict[str, Any]]:
+    return list(scenario.world.v1_components(scenario.namespace, scenario.project))
+
+
+def test_a_projects_new_owner_reaches_its_components_without_one_of_their_own(
+    scenario: Scenario,
+) -> None:
+    first, *others = (c["metadata"]["name"] for c in _components_of(scenario))
+    scenario.world.update_component(
+        scenario.namespace, scenario.project, first, {"annotations": {}}
+    )  # an owner of its own no more
+    own = {
+        c["metadata"]["name"]: c["metadata"].get("annotations", {}).get(OWNER)
+        for c in _components_of(scenario)
+    }
+    assert own[first] is None
+    assert any(own[name] for name in others), "the seed should give one an owner of its own"
+    scenario.world.update_project(
+        scenario.namespace, scenario.project, {"annotations": {OWNER: "group:default/team-new"}}
+    )
+
+    scenario.send(event("Project", scenario.project, scenario.namespace))
+    scenario.drain()
+
+    assert _body(scenario, scenario.ref("System", scenario.project))["spec"]["owner"] == (
+        "group:default/team-new"
+    )
+    for name, annotation in own.items():
+        component = _body(scenario, scenario.ref("Component", name))
+        if annotation is None:
+            assert component["spec"]["owner"] == "group:default/team-new", name
+        else:
+            assert component["spec"]["owner"] != "group:default/team-new", name
+        for api in component["spec"].get("providesApis", []):
+            assert _body(scenario, api)["spec"]["owner"] == component["spec"]["owner"]
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+    assert scenario.api.stats.requests_by_route.get("list_components") == 1
+
+
+def test_a_project_event_that_leaves_its_owner_lists_none_of_its_components(
+    scenario: Scenario,
+) -> None:
+    scenario.world.update_project(scenario.namespace, scenario.project, {"displayName": "Renamed"})
+
+    scenario.send(event("Project", scenario.project, scenario.namespace))
+    scenario.drain()
+
+    assert _body(scenario, scenario.ref("System", scenario.project))["metadata"]["title"] == (
+        "Renamed"
+    )
+    assert scenario.api.stats.requests_by_route.get("list_components") is None
