@@ -9,7 +9,7 @@ this thread (`time.thread_time`) for each of:
 - `rows`: the three rows a seen entity takes (the entity with its stored text and hash, its ref
   for the sweep, its change-log row), with the store's own statements, count triggers and
   pragmas, from rows prepared beforehand: no mapping, no JSON, no hashing;
-- `entities`: the store's own entity write (`writes._upsert_entities`: canonical JSON, hashes,
+- `entities`: the store's own entity write (`entity_rows.upsert_entities`: canonical JSON, hashes,
   the lookup of existing hashes and the same three rows) from decoded entities.
 
 Neither includes the requests, the mapping, the workload index, the cursor and counters a page
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from choreo_ingest.models import Entity
-from choreo_ingest.store import writes
+from choreo_ingest.store import entity_rows
 from choreo_ingest.store.connection import Connection, canonical_json
 
 PROVIDER = "openchoreo"
@@ -79,9 +79,9 @@ def time_rows(conn: Connection, pages: list[list[Entity]]) -> float:
         ]
         for page in pages
     ]
-    marks = writes._ENTITY_MARKS
-    entity_sql = f"{writes._ENTITIES_INSERT} VALUES ({marks}) {writes._ENTITIES_CONFLICT}"
-    ref_sql = f"{writes._REFS_INSERT} VALUES (?, ?, ?, ?, ?, ?) {writes._REFS_CONFLICT}"
+    marks = entity_rows._ENTITY_MARKS
+    entity_sql = f"{entity_rows._ENTITIES_INSERT} VALUES ({marks}) {entity_rows._ENTITIES_CONFLICT}"
+    ref_sql = f"{entity_rows._REFS_INSERT} VALUES (?, ?, ?, ?, ?, ?) {entity_rows._REFS_CONFLICT}"
     change_sql = "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'upsert', ?, ?)"
     began = time.thread_time()
     for rows in prepared:
@@ -96,7 +96,7 @@ def time_entities(conn: Connection, pages: list[list[Entity]]) -> float:
     began = time.thread_time()
     for page in pages:
         with conn.transaction():
-            writes._upsert_entities(conn, PROVIDER, 1, page, NOW)
+            entity_rows.upsert_entities(conn, PROVIDER, 1, page, NOW)
     return time.thread_time() - began
 
 

@@ -67,6 +67,7 @@ ALLOWED_OWN = {
     "choreo_ingest.store.change_log",
     "choreo_ingest.store.connection",
     "choreo_ingest.store.dialect",
+    "choreo_ingest.store.entity_rows",
     "choreo_ingest.store.inbox",
     "choreo_ingest.store.index",
     "choreo_ingest.store.location",

@@ -18,7 +18,8 @@ from choreo_ingest.errors import InboxFull
 from choreo_ingest.models import JSON, Delta, PageStats
 from choreo_ingest.store.connection import canonical_json
 from choreo_ingest.store.dialect import AnyConnection, in_values, json_field, take_turn
-from choreo_ingest.store.writes import apply_delta_rows, bump_counters
+from choreo_ingest.store.entity_rows import bump_counters
+from choreo_ingest.store.writes import apply_delta_rows
 
 
 def _event_key(conn: AnyConnection) -> str:

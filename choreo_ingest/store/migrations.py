@@ -258,7 +258,7 @@ def _counts(db: sqlite3.Connection) -> None:
 def _counted_deletes(db: sqlite3.Connection) -> None:
     # A row trigger costs a sweep several microseconds a deleted row (about a second for 100,000
     # entities with their refs); the statements that delete count what they took instead
-    # (writes.py, `_delete_entities` and `_delete_refs`), in the same transaction.
+    # (entity_rows.py, `delete_entities` and `delete_refs`), in the same transaction.
     db.execute("DROP TRIGGER entities_counted_delete")
     db.execute("DROP TRIGGER entity_refs_counted_delete")
     db.execute("PRAGMA user_version = 6")

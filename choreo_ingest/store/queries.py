@@ -11,7 +11,8 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
 from choreo_ingest.store.change_log import newest_seq
 from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
-from choreo_ingest.store.writes import REFS, STATE
+from choreo_ingest.store.entity_rows import REFS
+from choreo_ingest.store.writes import STATE
 
 _REFS_PER_QUERY = 500
 
@@ -196,7 +197,7 @@ def entity_bodies(conn: AnyConnection, refs: Sequence[str]) -> dict[str, dict[st
     """The bodies of those of `refs` the catalog holds, by ref."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(refs), _REFS_PER_QUERY):
-        # One statement for any number of refs (see writes._existing_hashes).
+        # One statement for any number of refs (see entity_rows._existing_hashes).
         condition, values = in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
         rows = conn.execute(f"SELECT ref, body FROM entities WHERE {condition}", [values])
         found.update((ref, json.loads(body)) for ref, body in rows)

@@ -22,6 +22,7 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.store import (
     change_log,
+    entity_rows,
     inbox,
     index,
     meta,
@@ -147,7 +148,7 @@ class Store:
 
     def bump_counters(self, provider: str, increments: dict[str, int]) -> None:
         with self._conn.transaction():
-            writes.bump_counters(self._conn, provider, increments)
+            entity_rows.bump_counters(self._conn, provider, increments)
 
     # -- the event inbox -------------------------------------------------------------------
 

@@ -1,39 +1,39 @@
 """The write path: pages, cycles, the sweep and event deltas, each one transaction.
 
 A crash at any instant leaves a page (or a cycle completion, or a delta) applied or not at all.
+The entity rows themselves are written and removed by `entity_rows`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from choreo_ingest.models import (
     UNAVAILABLE_FACT,
     Delta,
-    Entity,
     EntityIteratorResult,
     PageStats,
     ProviderRecord,
     SweepResult,
 )
 from choreo_ingest.store.connection import canonical_json
-from choreo_ingest.store.dialect import (
-    AnyConnection,
-    in_values,
-    is_postgres,
-    refresh_statistics,
-    row_key,
+from choreo_ingest.store.dialect import AnyConnection, refresh_statistics
+from choreo_ingest.store.entity_rows import (
+    REFS,
+    bump_counters,
+    delete_entities,
+    delete_refs,
+    remove_refs_where,
+    remove_scopes,
+    upsert_entities,
 )
 from choreo_ingest.store.index import clear_index, prune_index, write_facts, write_index
 from choreo_ingest.store.meta import renew_store_id
 
-REFS = "openchoreo_incremental_entity_refs"
 LARGE_SWEEP = 10_000
 """Stale refs past which a sweep first refreshes the planner's statistics (PostgreSQL)."""
 STATE = "openchoreo_incremental_ingestion_state"
-_IN_BATCH = 500  # SQLite's default limit on bound variables is generous; keep statements small
 
 
 class SweepGuards(NamedTuple):
@@ -102,11 +102,11 @@ def commit_page(
 ) -> PageStats:
     """Apply one page: entities, seen refs, queue pushes, cursor, counters, change log."""
     with conn.transaction():
-        stats = _upsert_entities(conn, provider, cycle_id, page.entities, now)
+        stats = upsert_entities(conn, provider, cycle_id, page.entities, now)
         _push_queue_items(conn, provider, page)
         write_index(conn, provider, cycle_id, page.index)
         write_facts(conn, provider, page.facts, now)
-        _remove_scopes(conn, provider, page.removal_scopes, set(), now)
+        remove_scopes(conn, provider, page.removal_scopes, set(), now)
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
             [cursor_text, now, provider],
@@ -141,7 +141,7 @@ def complete_cycle(
         if reason is None:
             if stale >= LARGE_SWEEP:
                 refresh_statistics(conn, REFS, "entities")
-            removed = _remove_refs_where(conn, provider, "last_seen_cycle < ?", [cycle_id], now)
+            removed = remove_refs_where(conn, provider, "last_seen_cycle < ?", [cycle_id], now)
             prune_index(conn, provider, cycle_id)
             record.blocked_removals = 0
             blocked_cycle: int | None = None
@@ -195,7 +195,7 @@ def approve_removals(conn: AnyConnection, provider: str, now: float) -> int:
         )
         if blocked_cycle is None:
             return 0
-        removed = _remove_refs_where(conn, provider, "last_seen_cycle < ?", [blocked_cycle], now)
+        removed = remove_refs_where(conn, provider, "last_seen_cycle < ?", [blocked_cycle], now)
         conn.execute(
             f"""UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL,
                 blocked_removals = 0, updated_at = ? WHERE provider = ?""",
@@ -220,12 +220,12 @@ def apply_delta_rows(
     conn: AnyConnection, provider: str, cycle_id: int, delta: Delta, now: float
 ) -> tuple[PageStats, int]:
     """`apply_delta` inside a transaction the caller holds."""
-    stats = _upsert_entities(conn, provider, cycle_id, delta.upserts, now)
+    stats = upsert_entities(conn, provider, cycle_id, delta.upserts, now)
     write_index(conn, provider, cycle_id, delta.index)
     removed = 0
     for ref in delta.removals:
-        removed += _remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
-    removed += _remove_scopes(
+        removed += remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
+    removed += remove_scopes(
         conn, provider, delta.removal_scopes, {entity.ref for entity in delta.upserts}, now
     )
     _recount_blocked(conn, provider)
@@ -245,41 +245,14 @@ def _recount_blocked(conn: AnyConnection, provider: str) -> None:
     )
 
 
-def _remove_scopes(
-    conn: AnyConnection, provider: str, scopes: Sequence[str], kept: set[str], now: float
-) -> int:
-    """Remove the provider's entities in each scope or below it (`acme` takes `acme/x/y`),
-    except the refs in `kept`; returns how many."""
-    removed = 0
-    for scope in scopes:
-        # Collected first: _remove_refs_where deletes the entities before the refs, so a
-        # condition that reads the entities table would match nothing by then.
-        scoped = [
-            ref
-            for (ref,) in conn.execute(
-                "SELECT ref FROM entities WHERE provider = ? "
-                "AND (scope = ? OR substr(scope, 1, ?) = ?)",
-                [provider, scope, len(scope) + 1, scope + "/"],
-            )
-            if ref not in kept
-        ]
-        for start in range(0, len(scoped), _IN_BATCH):
-            batch = scoped[start : start + _IN_BATCH]
-            marks = ",".join("?" * len(batch))
-            removed += _remove_refs_where(
-                conn, provider, f"entity_ref IN ({marks})", list(batch), now
-            )
-    return removed
-
-
 def reset_provider(conn: AnyConnection, record: ProviderRecord, *, purge: bool, now: float) -> int:
     """Back to idle with a fresh cycle next run; `purge` also removes its entities and refs, and
     renews the store id (consumers of the change log copy the catalog again)."""
     with conn.transaction():
         removed = 0
         if purge:
-            removed = _remove_refs_where(conn, record.name, "1 = 1", [], now)
-            _delete_entities(conn, record.name, "provider = ?", [record.name])
+            removed = remove_refs_where(conn, record.name, "1 = 1", [], now)
+            delete_entities(conn, record.name, "provider = ?", [record.name])
             clear_index(conn, record.name)
             renew_store_id(conn, now)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
@@ -303,8 +276,8 @@ def forget_provider(conn: AnyConnection, provider: str, now: float) -> int:
             "SELECT ?, 'delete', ref, provider FROM entities WHERE provider = ? ORDER BY ref",
             [now, provider],
         )
-        removed = _delete_entities(conn, provider, "provider = ?", [provider])
-        _delete_refs(conn, provider, "1 = 1", [])
+        removed = delete_entities(conn, provider, "provider = ?", [provider])
+        delete_refs(conn, provider, "1 = 1", [])
         for table in (
             STATE,
             "cycles",
@@ -317,91 +290,6 @@ def forget_provider(conn: AnyConnection, provider: str, now: float) -> int:
             conn.execute(f"DELETE FROM {table} WHERE provider = ?", [provider])
         renew_store_id(conn, now)
     return int(removed)
-
-
-def bump_counters(conn: AnyConnection, provider: str, increments: dict[str, int]) -> None:
-    rows = [(provider, name, value) for name, value in increments.items() if value]
-    conn.executemany(
-        """INSERT INTO counters (provider, name, value) VALUES (?, ?, ?)
-           ON CONFLICT (provider, name) DO UPDATE SET value = counters.value + excluded.value""",
-        rows,
-    )
-
-
-def _upsert_entities(
-    conn: AnyConnection, provider: str, cycle_id: int, entities: Sequence[Entity], now: float
-) -> PageStats:
-    by_ref = {entity.ref: entity for entity in entities}
-    encoded = {ref: canonical_json(entity.body) for ref, entity in by_ref.items()}
-    from hashlib import sha256  # OpenSSL's loading is not for the calls that only read
-
-    hashes = {ref: sha256(text.encode()).hexdigest()[:32] for ref, text in encoded.items()}
-    existing = _existing_hashes(conn, list(by_ref))
-    changed = [ref for ref in by_ref if existing.get(ref) != (hashes[ref], provider)]
-    upserted = [
-        (
-            ref,
-            by_ref[ref].kind,
-            by_ref[ref].namespace,
-            by_ref[ref].name,
-            by_ref[ref].scope,
-            encoded[ref],
-            hashes[ref],
-            provider,
-            now,
-        )
-        for ref in changed
-    ]
-    seen = [(provider, ref, cycle_id, cycle_id, now, now) for ref in by_ref]
-    if is_postgres(conn):
-        # One statement a page, not one a row: the count triggers (0005_counts) then run once
-        # a page (see pg_schema._counts).
-        if upserted:
-            conn.execute(
-                f"{_ENTITIES_INSERT} SELECT * FROM unnest({_ENTITY_ARRAYS}) {_ENTITIES_CONFLICT}",
-                [list(column) for column in zip(*upserted, strict=True)],
-            )
-    else:
-        conn.executemany(
-            f"{_ENTITIES_INSERT} VALUES ({_ENTITY_MARKS}) {_ENTITIES_CONFLICT}", upserted
-        )
-    conn.executemany(
-        "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'upsert', ?, ?)",
-        [(now, ref, provider) for ref in changed],
-    )
-    if is_postgres(conn):
-        if seen:
-            conn.execute(
-                f"""{_REFS_INSERT} SELECT CAST(? AS TEXT), ref, CAST(? AS BIGINT),
-                       CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION)
-                    FROM unnest(CAST(? AS TEXT[])) AS ref {_REFS_CONFLICT}""",
-                [provider, cycle_id, cycle_id, now, now, list(by_ref)],
-            )
-    else:
-        conn.executemany(f"{_REFS_INSERT} VALUES (?, ?, ?, ?, ?, ?) {_REFS_CONFLICT}", seen)
-    return PageStats(upserted=len(changed), unchanged=len(by_ref) - len(changed))
-
-
-_ENTITIES_INSERT = """INSERT INTO entities
-    (ref, kind, namespace, name, scope, body, hash, provider, updated_at)"""
-_ENTITY_MARKS = ", ".join("?" * 9)
-_ENTITY_ARRAYS = ", ".join([*["CAST(? AS TEXT[])"] * 8, "CAST(? AS DOUBLE PRECISION[])"])
-_ENTITIES_CONFLICT = """ON CONFLICT (ref) DO UPDATE SET kind = excluded.kind,
-    namespace = excluded.namespace, name = excluded.name, scope = excluded.scope,
-    body = excluded.body, hash = excluded.hash, provider = excluded.provider,
-    updated_at = excluded.updated_at"""
-_REFS_INSERT = f"""INSERT INTO {REFS} (provider, entity_ref, first_seen_cycle, last_seen_cycle,
-    first_seen_at, last_seen_at)"""
-_REFS_CONFLICT = """ON CONFLICT (provider, entity_ref) DO UPDATE SET
-    last_seen_cycle = excluded.last_seen_cycle, last_seen_at = excluded.last_seen_at"""
-
-
-def _existing_hashes(conn: AnyConnection, refs: list[str]) -> dict[str, tuple[str, str]]:
-    # One statement for any page size: `IN (?, ?, ...)` would compile (and keep, in the
-    # connection's statement cache) one statement per distinct number of entities in a page.
-    condition, values = in_values(conn, "ref", refs)
-    rows = conn.execute(f"SELECT ref, hash, provider FROM entities WHERE {condition}", [values])
-    return {ref: (hash_, owner) for ref, hash_, owner in rows}
 
 
 def _push_queue_items(conn: AnyConnection, provider: str, page: EntityIteratorResult) -> None:
@@ -452,57 +340,3 @@ def _blocking_reason(
 
 def _count(conn: AnyConnection, where: str, params: Iterable[object]) -> int:
     return int(conn.scalar(f"SELECT count(*) FROM {REFS} WHERE {where}", list(params)))
-
-
-def _remove_refs_where(
-    conn: AnyConnection, provider: str, where: str, params: list[object], now: float
-) -> int:
-    """Remove the provider's refs matching `where` and the entities it owns, logging deletes."""
-    args = [provider, *params]
-    # Driven by the matching refs, each entity found through its primary key: filtering on
-    # `entities.provider` instead makes SQLite scan every entity of the provider.
-    owned = f"""FROM {REFS} r JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
-        WHERE r.provider = ? AND {where}"""
-    conn.execute(
-        "INSERT INTO changes (at, op, ref, provider) "
-        f"SELECT ?, 'delete', e.ref, r.provider {owned}",
-        [now, *args],
-    )
-    key = row_key(conn)
-    _delete_entities(conn, provider, f"{key} IN (SELECT e.{key} {owned})", args)
-    removed = _delete_refs(conn, provider, where, params)
-    bump_counters(conn, provider, {"entities_removed": removed})
-    return removed
-
-
-# Counts on delete. PostgreSQL's statement triggers (migration 0005) count every statement's
-# deletes. SQLite's row triggers on delete are gone since 0006 (they cost a sweep about a second
-# per 100,000 entities), so on SQLite every delete from `entities` or the refs goes through
-# these two, which take the counts down in the same transaction.
-
-
-def _delete_entities(conn: AnyConnection, provider: str, where: str, params: list[object]) -> int:
-    """Delete the entities matching `where` (all of them `provider`'s) and count them out."""
-    delete = f"DELETE FROM entities WHERE {where}"
-    if is_postgres(conn):
-        return int(conn.execute(delete, params).rowcount)
-    kinds = Counter(kind for (kind,) in conn.execute(f"{delete} RETURNING kind", params))
-    conn.executemany(
-        "UPDATE entity_counts SET count = count - ? WHERE provider = ? AND kind = ?",
-        [(taken, provider, kind) for kind, taken in kinds.items()],
-    )
-    if kinds:
-        conn.execute("DELETE FROM entity_counts WHERE provider = ? AND count <= 0", [provider])
-    return sum(kinds.values())
-
-
-def _delete_refs(conn: AnyConnection, provider: str, where: str, params: list[object]) -> int:
-    """Delete `provider`'s refs matching `where` and count them out."""
-    delete = f"DELETE FROM {REFS} WHERE provider = ? AND {where}"
-    removed = int(conn.execute(delete, [provider, *params]).rowcount)
-    if removed and not is_postgres(conn):
-        conn.execute(
-            "UPDATE ref_counts SET count = count - ? WHERE provider = ?", [removed, provider]
-        )
-        conn.execute("DELETE FROM ref_counts WHERE provider = ? AND count <= 0", [provider])
-    return removed

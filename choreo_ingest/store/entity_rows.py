@@ -1,0 +1,185 @@
+"""The rows of entities: written and removed with their refs, the change log and the counts.
+
+`upsert_entities` writes a page's (or an event's) entities: canonical JSON and its hash, an
+upsert and a change-log row for each entity that changed, and every entity's ref marked seen in
+the cycle. `remove_refs_where` and `remove_scopes` take refs away with the entities they own,
+logging each delete. The callers in `writes` hold the transaction around them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from choreo_ingest.models import Entity, PageStats
+from choreo_ingest.store.connection import canonical_json
+from choreo_ingest.store.dialect import AnyConnection, in_values, is_postgres, row_key
+
+REFS = "openchoreo_incremental_entity_refs"
+_IN_BATCH = 500  # SQLite's default limit on bound variables is generous; keep statements small
+
+
+def bump_counters(conn: AnyConnection, provider: str, increments: dict[str, int]) -> None:
+    rows = [(provider, name, value) for name, value in increments.items() if value]
+    conn.executemany(
+        """INSERT INTO counters (provider, name, value) VALUES (?, ?, ?)
+           ON CONFLICT (provider, name) DO UPDATE SET value = counters.value + excluded.value""",
+        rows,
+    )
+
+
+def upsert_entities(
+    conn: AnyConnection, provider: str, cycle_id: int, entities: Sequence[Entity], now: float
+) -> PageStats:
+    by_ref = {entity.ref: entity for entity in entities}
+    encoded = {ref: canonical_json(entity.body) for ref, entity in by_ref.items()}
+    from hashlib import sha256  # OpenSSL's loading is not for the calls that only read
+
+    hashes = {ref: sha256(text.encode()).hexdigest()[:32] for ref, text in encoded.items()}
+    existing = _existing_hashes(conn, list(by_ref))
+    changed = [ref for ref in by_ref if existing.get(ref) != (hashes[ref], provider)]
+    upserted = [
+        (
+            ref,
+            by_ref[ref].kind,
+            by_ref[ref].namespace,
+            by_ref[ref].name,
+            by_ref[ref].scope,
+            encoded[ref],
+            hashes[ref],
+            provider,
+            now,
+        )
+        for ref in changed
+    ]
+    seen = [(provider, ref, cycle_id, cycle_id, now, now) for ref in by_ref]
+    if is_postgres(conn):
+        # One statement a page, not one a row: the count triggers (0005_counts) then run once
+        # a page (see pg_schema._counts).
+        if upserted:
+            conn.execute(
+                f"{_ENTITIES_INSERT} SELECT * FROM unnest({_ENTITY_ARRAYS}) {_ENTITIES_CONFLICT}",
+                [list(column) for column in zip(*upserted, strict=True)],
+            )
+    else:
+        conn.executemany(
+            f"{_ENTITIES_INSERT} VALUES ({_ENTITY_MARKS}) {_ENTITIES_CONFLICT}", upserted
+        )
+    conn.executemany(
+        "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'upsert', ?, ?)",
+        [(now, ref, provider) for ref in changed],
+    )
+    if is_postgres(conn):
+        if seen:
+            conn.execute(
+                f"""{_REFS_INSERT} SELECT CAST(? AS TEXT), ref, CAST(? AS BIGINT),
+                       CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION)
+                    FROM unnest(CAST(? AS TEXT[])) AS ref {_REFS_CONFLICT}""",
+                [provider, cycle_id, cycle_id, now, now, list(by_ref)],
+            )
+    else:
+        conn.executemany(f"{_REFS_INSERT} VALUES (?, ?, ?, ?, ?, ?) {_REFS_CONFLICT}", seen)
+    return PageStats(upserted=len(changed), unchanged=len(by_ref) - len(changed))
+
+
+_ENTITIES_INSERT = """INSERT INTO entities
+    (ref, kind, namespace, name, scope, body, hash, provider, updated_at)"""
+_ENTITY_MARKS = ", ".join("?" * 9)
+_ENTITY_ARRAYS = ", ".join([*["CAST(? AS TEXT[])"] * 8, "CAST(? AS DOUBLE PRECISION[])"])
+_ENTITIES_CONFLICT = """ON CONFLICT (ref) DO UPDATE SET kind = excluded.kind,
+    namespace = excluded.namespace, name = excluded.name, scope = excluded.scope,
+    body = excluded.body, hash = excluded.hash, provider = excluded.provider,
+    updated_at = excluded.updated_at"""
+_REFS_INSERT = f"""INSERT INTO {REFS} (provider, entity_ref, first_seen_cycle, last_seen_cycle,
+    first_seen_at, last_seen_at)"""
+_REFS_CONFLICT = """ON CONFLICT (provider, entity_ref) DO UPDATE SET
+    last_seen_cycle = excluded.last_seen_cycle, last_seen_at = excluded.last_seen_at"""
+
+
+def _existing_hashes(conn: AnyConnection, refs: list[str]) -> dict[str, tuple[str, str]]:
+    # One statement for any page size: `IN (?, ?, ...)` would compile (and keep, in the
+    # connection's statement cache) one statement per distinct number of entities in a page.
+    condition, values = in_values(conn, "ref", refs)
+    rows = conn.execute(f"SELECT ref, hash, provider FROM entities WHERE {condition}", [values])
+    return {ref: (hash_, owner) for ref, hash_, owner in rows}
+
+
+def remove_scopes(
+    conn: AnyConnection, provider: str, scopes: Sequence[str], kept: set[str], now: float
+) -> int:
+    """Remove the provider's entities in each scope or below it (`acme` takes `acme/x/y`),
+    except the refs in `kept`; returns how many."""
+    removed = 0
+    for scope in scopes:
+        # Collected first: _remove_refs_where deletes the entities before the refs, so a
+        # condition that reads the entities table would match nothing by then.
+        scoped = [
+            ref
+            for (ref,) in conn.execute(
+                "SELECT ref FROM entities WHERE provider = ? "
+                "AND (scope = ? OR substr(scope, 1, ?) = ?)",
+                [provider, scope, len(scope) + 1, scope + "/"],
+            )
+            if ref not in kept
+        ]
+        for start in range(0, len(scoped), _IN_BATCH):
+            batch = scoped[start : start + _IN_BATCH]
+            marks = ",".join("?" * len(batch))
+            removed += remove_refs_where(
+                conn, provider, f"entity_ref IN ({marks})", list(batch), now
+            )
+    return removed
+
+
+def remove_refs_where(
+    conn: AnyConnection, provider: str, where: str, params: list[object], now: float
+) -> int:
+    """Remove the provider's refs matching `where` and the entities it owns, logging deletes."""
+    args = [provider, *params]
+    # Driven by the matching refs, each entity found through its primary key: filtering on
+    # `entities.provider` instead makes SQLite scan every entity of the provider.
+    owned = f"""FROM {REFS} r JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
+        WHERE r.provider = ? AND {where}"""
+    conn.execute(
+        "INSERT INTO changes (at, op, ref, provider) "
+        f"SELECT ?, 'delete', e.ref, r.provider {owned}",
+        [now, *args],
+    )
+    key = row_key(conn)
+    delete_entities(conn, provider, f"{key} IN (SELECT e.{key} {owned})", args)
+    removed = delete_refs(conn, provider, where, params)
+    bump_counters(conn, provider, {"entities_removed": removed})
+    return removed
+
+
+# Counts on delete. PostgreSQL's statement triggers (migration 0005) count every statement's
+# deletes. SQLite's row triggers on delete are gone since 0006 (they cost a sweep about a second
+# per 100,000 entities), so on SQLite every delete from `entities` or the refs goes through
+# these two, which take the counts down in the same transaction.
+
+
+def delete_entities(conn: AnyConnection, provider: str, where: str, params: list[object]) -> int:
+    """Delete the entities matching `where` (all of them `provider`'s) and count them out."""
+    delete = f"DELETE FROM entities WHERE {where}"
+    if is_postgres(conn):
+        return int(conn.execute(delete, params).rowcount)
+    kinds = Counter(kind for (kind,) in conn.execute(f"{delete} RETURNING kind", params))
+    conn.executemany(
+        "UPDATE entity_counts SET count = count - ? WHERE provider = ? AND kind = ?",
+        [(taken, provider, kind) for kind, taken in kinds.items()],
+    )
+    if kinds:
+        conn.execute("DELETE FROM entity_counts WHERE provider = ? AND count <= 0", [provider])
+    return sum(kinds.values())
+
+
+def delete_refs(conn: AnyConnection, provider: str, where: str, params: list[object]) -> int:
+    """Delete `provider`'s refs matching `where` and count them out."""
+    delete = f"DELETE FROM {REFS} WHERE provider = ? AND {where}"
+    removed = int(conn.execute(delete, [provider, *params]).rowcount)
+    if removed and not is_postgres(conn):
+        conn.execute(
+            "UPDATE ref_counts SET count = count - ? WHERE provider = ?", [removed, provider]
+        )
+        conn.execute("DELETE FROM ref_counts WHERE provider = ? AND count <= 0", [provider])
+    return removed
