@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
@@ -56,6 +56,7 @@ from choreo_ingest.reporting import (
     status_report,
 )
 from choreo_ingest.server.page import PAGE_CSP, render_status_page
+from choreo_ingest.server.request_log import RequestLog
 from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateLocation
@@ -115,7 +116,7 @@ def build_app(server: Server) -> ASGIApp:
         *_feed_routes(server),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPProblem: _problem_response})
-    return _RequestLog(app, server)
+    return RequestLog(app, server.clock, server.requests)
 
 
 # -- documents and errors ----------------------------------------------------------------------
@@ -453,50 +454,3 @@ def _json_body(body: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise HTTPProblem(400, "request body: expected a JSON object")
     return document
-
-
-# -- the request log ---------------------------------------------------------------------------
-
-
-class _RequestLog:
-    """One log line per request (at -v) and the request counter; the path's events secret, if
-    any, never reaches either: routes are logged and counted by their template."""
-
-    def __init__(self, app: ASGIApp, server: Server) -> None:
-        self.app = app
-        self.server = server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        clock = self.server.clock
-        started = clock.monotonic()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = _route_template(scope)
-            self.server.requests.labels(route, scope["method"], str(status)).inc()
-            log.info(
-                "http_request",
-                method=scope["method"],
-                route=route,
-                status=status,
-                duration_ms=round((clock.monotonic() - started) * 1000, 1),
-            )
-
-
-def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    return "unmatched"
