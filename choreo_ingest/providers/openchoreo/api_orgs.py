@@ -235,7 +235,9 @@ class OrgsGeneration:
             expired_on = (410, 400)
         params["pagination"] = "cursor"
         data = unwrap(client.get_json(path, params, expired_on=expired_on), path)
-        items = data.get("items")
+        items = data.get("items", ...)
+        if items is None:  # Go writes an empty slice so
+            items = []
         if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
             raise PermanentError(
                 f"GET {path}: HTTP 200: response data has no list of items", path=path, status=200

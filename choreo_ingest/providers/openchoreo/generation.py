@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import PermanentError
+from choreo_ingest.errors import NotFoundError, PermanentError, ProviderError
 from choreo_ingest.models import Delta, Entity, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.base import IndexReader, QueueReader
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -140,3 +140,16 @@ def queued_text(item: QueuedItem | None, key: str) -> str:
         where = item.key if item is not None else "(none)"
         raise PermanentError(f"queue item {where!r} has no {key}")
     return value
+
+
+ABSENT_STATUSES = (404, 405, 501)
+"""What a server that does not serve a generation answers its first listing: no such route,
+that method not allowed there, or not implemented."""
+
+
+def says_absent(error: ProviderError) -> bool:
+    """Whether the first listing's failure says the server does not serve that generation (so
+    `auto` tries the next one), rather than that it serves it and refused (401, 403, 429, 5xx)."""
+    return isinstance(error, NotFoundError) or (
+        isinstance(error, PermanentError) and error.status in ABSENT_STATUSES
+    )

@@ -85,7 +85,8 @@ class ErrorTranslator:
         """The error an answer with a status outside 2xx means.
 
         A status in `expired_on` says the request's cursor has expired (the generation knows
-        which); 429, 408 and 5xx are transient; other 4xx permanent, 401 and 403 with advice.
+        which); 429, 408 and 5xx but 501 (Not Implemented) are transient; other statuses
+        permanent, 401 and 403 with advice.
         """
         status = answer.status_code
         code, message = _error_fields(answer)
@@ -113,7 +114,7 @@ class ErrorTranslator:
                 status=status,
                 code=self.redact(code) if code else None,
             )
-        if status >= 500 or status == 408:
+        if (status >= 500 and status != 501) or status == 408:
             return self.error(TransientError, method, path, status, code, message)
         return self.error(PermanentError, method, path, status, code, message)
 

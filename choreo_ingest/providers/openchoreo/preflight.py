@@ -16,7 +16,7 @@ from choreo_ingest.providers.openchoreo.client import (
     OpenChoreoClient,
     default_user_agent,
 )
-from choreo_ingest.providers.openchoreo.generation import Generation, ListPage
+from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 from choreo_ingest.providers.openchoreo.generations import GENERATIONS, generation_named
 
 ROLE_BINDING = """\
@@ -110,9 +110,9 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         path = generation.phases[0].path(None)
         try:
             page = generation.list_page(client, path, limit=1, cursor=None)
-        except NotFoundError:
-            continue
         except ProviderError as error:
+            if says_absent(error):
+                continue
             return [Check("openchoreo.api", False, str(error))]
         started = clock.monotonic()
         generation.list_page(client, path, limit=1, cursor=None)

@@ -38,7 +38,13 @@ from choreo_ingest.providers.openchoreo.client import (
     default_user_agent,
     form_poster,
 )
-from choreo_ingest.providers.openchoreo.generation import Generation, Harvest, ListPage, Walk
+from choreo_ingest.providers.openchoreo.generation import (
+    Generation,
+    Harvest,
+    ListPage,
+    Walk,
+    says_absent,
+)
 from choreo_ingest.providers.openchoreo.generations import (
     GENERATIONS,
     configured_api,
@@ -269,7 +275,9 @@ class OpenChoreoProvider:
                 page = generation.list_page(
                     client, path, limit=self._limit(generation), cursor=None
                 )
-            except NotFoundError:
+            except PermanentError as error:
+                if not says_absent(error):
+                    raise
                 continue
             context.listed_once = True
             if context.facts.get("api") not in (None, generation.name):

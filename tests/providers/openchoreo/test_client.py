@@ -630,6 +630,16 @@ class TestRetries:
         )
         assert len(httpx_mock.get_requests()) == 4
 
+    def test_501_not_implemented_is_permanent_and_not_retried(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(status_code=501, text="Not Implemented")
+
+        with pytest.raises(PermanentError, match=r"^GET /namespaces: HTTP 501: Not Implemented$"):
+            make_client().get_json("/namespaces")
+
+        assert len(httpx_mock.get_requests()) == 1
+
     @pytest.mark.parametrize(
         ("exception", "message"),
         [

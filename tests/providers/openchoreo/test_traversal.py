@@ -230,12 +230,15 @@ class TestTinyWorld:
 
 
 class TestDetection:
-    def test_org_api_is_used_when_namespaces_is_404(
-        self, httpx_mock: HTTPXMock, walk, base_url: str
+    @pytest.mark.parametrize(
+        ("status", "body"),
+        [(404, "404 page not found"), (405, "Method Not Allowed"), (501, "Not Implemented")],
+        ids=["404", "405", "501"],
+    )
+    def test_org_api_is_used_when_namespaces_is_not_served(
+        self, httpx_mock: HTTPXMock, walk, base_url: str, status: int, body: str
     ) -> None:
-        httpx_mock.add_response(
-            url=f"{base_url}/namespaces?limit=2", status_code=404, text="404 page not found"
-        )
+        httpx_mock.add_response(url=f"{base_url}/namespaces?limit=2", status_code=status, text=body)
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["acme", "beta"], "o2")
         )
@@ -249,6 +252,18 @@ class TestDetection:
         assert page.cursor == cursor("orgs", api_cursor="o2")
         assert page.facts == FIRST_PAGE_FACTS
         assert dict(page.counters) == {"requests": 2}
+
+    def test_an_org_era_page_with_items_null_is_an_empty_page(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor",
+            json={"success": True, "data": {"items": None, "nextCursor": "o2"}},
+        )
+
+        page = walk(api="orgs").page()
+
+        assert (page.entities, page.cursor) == ([], cursor("orgs", api_cursor="o2"))
 
     def test_no_api_at_either_path_is_refused_naming_both(
         self, httpx_mock: HTTPXMock, walk, base_url: str
