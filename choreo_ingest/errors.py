@@ -158,3 +158,8 @@ class NotFoundError(PermanentError):
 
 class CursorExpired(ProviderError):
     """A listing cursor expired (org era: 410; v1: a 500 on a cursor): that listing restarts."""
+
+
+class CursorRejected(CursorExpired):
+    """The server refused a listing cursor as malformed (org era: a 400 on a request with a
+    cursor): that listing restarts once in a burst; refused again, the burst fails."""

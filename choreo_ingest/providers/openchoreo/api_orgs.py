@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from choreo_ingest.errors import NotFoundError, PermanentError
+from choreo_ingest.errors import CursorRejected, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
 from choreo_ingest.providers.openchoreo.client import Gone, OpenChoreoClient
@@ -229,12 +229,19 @@ class OrgsGeneration:
         self, client: OpenChoreoClient, path: str, *, limit: int, cursor: str | None
     ) -> ListPage:
         params: dict[str, str | int] = {"limit": limit}
-        expired_on: tuple[int, ...] = (410,)
         if cursor is not None:
             params["cursor"] = cursor
-            expired_on = (410, 400)
         params["pagination"] = "cursor"
-        data = unwrap(client.get_json(path, params, expired_on=expired_on), path)
+        try:
+            body = client.get_json(path, params, expired_on=(410,))
+        except PermanentError as error:
+            if cursor is None or error.status != 400:
+                raise
+            # INVALID_CURSOR_FORMAT or INVALID_INPUT: the cursor, since the rest was sent before.
+            raise CursorRejected(
+                str(error), method=error.method, path=error.path, status=400, code=error.code
+            ) from None
+        data = unwrap(body, path)
         items = data.get("items", ...)
         if items is None:  # Go writes an empty slice so
             items = []

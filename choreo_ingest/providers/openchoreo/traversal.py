@@ -20,7 +20,13 @@ from typing import Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
-from choreo_ingest.errors import CursorExpired, NotFoundError, PermanentError, ProviderError
+from choreo_ingest.errors import (
+    CursorExpired,
+    CursorRejected,
+    NotFoundError,
+    PermanentError,
+    ProviderError,
+)
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import (
     JSON,
@@ -346,12 +352,13 @@ class OpenChoreoProvider:
             listed = generation.list_page(
                 context.client, path, limit=self._limit(generation), cursor=state.api_cursor
             )
-        except CursorExpired:
+        except CursorExpired as expired:
             if state.api_cursor is None:
                 raise
-            if stored:
+            rejected = isinstance(expired, CursorRejected)
+            if stored and not rejected:
                 self._note_stale_start(state, generation, facts)
-            self._restart(context, state, generation, path)
+            self._restart(context, state, generation, path, expired)
             return Harvest()
         except NotFoundError:
             phase = generation.phases[state.phase]
@@ -377,10 +384,26 @@ class OpenChoreoProvider:
         return listed
 
     def _restart(
-        self, context: OpenChoreoContext, state: TraversalCursor, generation: Generation, path: str
+        self,
+        context: OpenChoreoContext,
+        state: TraversalCursor,
+        generation: Generation,
+        path: str,
+        expired: CursorExpired,
     ) -> None:
-        """Read the listing from its first page again; past the limit the burst fails."""
-        restarts = context.restarts.get(path, 0) + 1
+        """Read the listing from its first page again; past the limit the burst fails: an
+        expired cursor restarts it up to MAX_RESTARTS_PER_BURST times, a rejected one once."""
+        rejected = isinstance(expired, CursorRejected)
+        key = f"rejected {path}" if rejected else path
+        restarts = context.restarts.get(key, 0) + 1
+        if rejected and restarts > 1:
+            raise PermanentError(
+                f"{expired}; refused again after the listing restarted once in this burst",
+                method="GET",
+                path=path,
+                status=expired.status,
+                code=expired.code,
+            )
         if restarts > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
             raise ProviderError(
                 f"GET {path}: the listing's cursor expired {restarts} times in one burst; "
@@ -389,7 +412,7 @@ class OpenChoreoProvider:
                 method="GET",
                 path=path,
             )
-        context.restarts[path] = restarts
+        context.restarts[key] = restarts
         state.api_cursor = None
         state.cursor_reset_count += 1
         log.info(
@@ -398,6 +421,7 @@ class OpenChoreoProvider:
             api=generation.name,
             path=path,
             restarts=restarts,
+            reason="cursor rejected" if rejected else "cursor expired",
         )
 
     def _note_stale_start(

@@ -18,6 +18,7 @@ from choreo_ingest.errors import (
     AuthError,
     ConfigError,
     CursorExpired,
+    CursorRejected,
     DeadlineExceeded,
     PermanentError,
     ProviderError,
@@ -258,12 +259,12 @@ class TestOrgEraWireFormat:
         [
             (410, "c1", CursorExpired),
             (410, None, CursorExpired),
-            (400, "c1", CursorExpired),
+            (400, "c1", CursorRejected),
             (400, None, PermanentError),
         ],
         ids=["410-with-cursor", "410-first-page", "400-with-cursor", "400-first-page"],
     )
-    def test_expiry_is_410_or_a_400_on_a_cursor(
+    def test_expiry_is_410_and_a_400_on_a_cursor_rejects_it(
         self,
         httpx_mock: HTTPXMock,
         make_client: MakeClient,

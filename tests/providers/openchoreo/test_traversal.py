@@ -424,6 +424,33 @@ class TestListingRules:
         assert results[1].cursor == cursor("orgs", resets=1)
         assert results[2].cursor == cursor("projects", resets=1)
 
+    def test_a_cursor_rejected_again_after_one_restart_fails_the_burst(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """The document: a 400 for a cursor restarts the listing once, then backs off (an
+        expired cursor restarts it up to three times)."""
+        bad = {"success": False, "error": "bad cursor", "code": "INVALID_CURSOR_FORMAT"}
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        for n in (1, 2):
+            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+                status_code=400,
+                json=bad,
+            )
+        engine = walk()
+
+        with pytest.raises(PermanentError) as caught:
+            engine.pages(5)
+
+        assert str(caught.value) == (
+            "GET /orgs: HTTP 400 INVALID_CURSOR_FORMAT: bad cursor; refused again after the "
+            "listing restarted once in this burst"
+        )
+        assert (caught.value.status, caught.value.code) == (400, "INVALID_CURSOR_FORMAT")
+        assert engine.counters["cursor_resets"] == 1
+        assert len(engine.results) == 3
+
     def test_fourth_expiry_of_a_listing_in_one_burst_fails_the_burst(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
@@ -433,7 +460,7 @@ class TestListingRules:
             httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
             httpx_mock.add_response(
                 url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
-                status_code=410 if n % 2 else 400,  # both mean expired when a cursor was sent
+                status_code=410,
                 json=expired,
             )
         engine = walk()
