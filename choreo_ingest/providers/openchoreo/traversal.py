@@ -130,6 +130,8 @@ class OpenChoreoContext:
     facts: Mapping[str, str]
     restarts: dict[str, int] = field(default_factory=dict)
     listed_once: bool = False
+    detected_api: str | None = None
+    """The generation an event drain found the server to speak, when no cycle had said."""
 
     @property
     def client(self) -> OpenChoreoClient:
@@ -207,8 +209,15 @@ class OpenChoreoProvider:
         return bool(taking) and all(generation.is_ignored(body) for generation in taking)
 
     def handle_event(self, context: OpenChoreoContext, event: Event) -> Delta:
-        """Re-read the resource the event names (delta updates between cycles)."""
-        spoken = context.facts.get("api")
+        """Re-read the resource the event names (delta updates between cycles).
+
+        Under `auto`, before any cycle has said which API the server speaks (a new state file,
+        or one from before the facts were kept), the server is asked first: an event read
+        through the other generation's routes would answer 404 and remove what it names.
+        """
+        spoken = context.facts.get("api") or context.detected_api
+        if spoken is None and configured_api(self._config) == "auto":
+            spoken = context.detected_api = self._detect(context)[0].name
         candidates = self._event_generations(spoken)
         body = {
             "kind": event.kind,

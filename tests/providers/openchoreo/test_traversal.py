@@ -18,7 +18,7 @@ from choreo_ingest.errors import (
     ProviderError,
     TransientError,
 )
-from choreo_ingest.models import Entity, QueueItem
+from choreo_ingest.models import Entity, Event, QueueItem
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider, create_provider
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS
@@ -264,6 +264,32 @@ class TestDetection:
         page = walk(api="orgs").page()
 
         assert (page.entities, page.cursor) == ([], cursor("orgs", api_cursor="o2"))
+
+    def test_events_before_any_cycle_ask_the_server_which_api_it_speaks(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """No cycle has recorded the API yet (a new state file): read through v1's routes, an
+        org-era server's project would answer 404 and leave the catalog."""
+        httpx_mock.add_response(url=f"{base_url}/namespaces?limit=2", status_code=404)
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["acme"])
+        )
+        for _ in range(2):
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs/acme/projects/shop",
+                json={"success": True, "data": {"name": "shop", "orgName": "acme"}},
+            )
+        engine = walk(api="auto")
+        shop = Event("Project", "shop", "updated", "acme")
+
+        with engine.provider.around(engine.burst) as context:
+            deltas = [engine.provider.handle_event(context, shop) for _ in range(2)]
+
+        assert [[entity.ref for entity in delta.upserts] for delta in deltas] == [
+            ["system:acme/shop"]
+        ] * 2
+        assert [delta.removal_scopes for delta in deltas] == [(), ()]
+        assert len(httpx_mock.get_requests()) == 4  # the probe once, then the two reads
 
     def test_no_api_at_either_path_is_refused_naming_both(
         self, httpx_mock: HTTPXMock, walk, base_url: str
