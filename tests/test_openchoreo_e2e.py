@@ -309,14 +309,23 @@ class TestServerFaults:
         assert record.attempts == 2
         assert "returned the same cursor again" in (record.last_error or "")
 
+    @pytest.mark.parametrize("guarded", [False, True], ids=["unguarded", "guarded"])
     @pytest.mark.parametrize("deleted", ["org", "project"])
-    def test_parent_deleted_mid_walk_leaves_in_that_cycle_with_its_subtree(
-        self, simulated, deleted: str
+    def test_parent_deleted_mid_walk_is_skipped_and_swept_behind_the_guards(
+        self, simulated, deleted: str, guarded: bool
     ) -> None:
+        """The document: a listing whose parent answers 404 is skipped, "it will be swept as
+        stale". The sweep takes what the parent held, so the removal guards apply; the parent
+        itself, listed earlier in the cycle, goes in the next one."""
         world = World.generate(3, 3, 2, seed=17, hidden_fraction=0.0)
         sim = simulated(
             world,
-            incremental={"chunk_size": 2, "max_concurrent_requests": 1, "burst_length": 1.0},
+            incremental={
+                "chunk_size": 2,
+                "max_concurrent_requests": 1,
+                "burst_length": 1.0,
+                "reject_removals_above_percentage": 1.0 if guarded else None,
+            },
             latency=0.3,
         )
         sim.run_cycle()
@@ -347,10 +356,14 @@ class TestServerFaults:
         assert sim.api.stats.responses_by_status.get(404, 0) >= 1
         subtree -= expected_refs(world) | {gone_ref}
         assert subtree, "the deleted parent should have had entities below it"
-        # The parent was seen this cycle before it went; the 404 on its listing takes it, with
-        # everything below it, in this cycle rather than the next.
-        assert_catalog_is_exactly(sim, world)
-        assert gone_ref not in sim.refs()
+        removed = sum(outcome.entities_removed for outcome in outcomes)
+        blocked = outcomes[-1].removals_blocked
+        if guarded:
+            assert (removed, blocked) == (0, len(subtree))
+            assert sim.refs() == expected_refs(world) | {gone_ref} | subtree
+            return
+        assert (removed, blocked) == (len(subtree), 0)
+        assert sim.refs() == expected_refs(world) | {gone_ref}
 
         sim.clock.advance(sim.config.incremental.rest_length)
         sim.run_cycle()

@@ -80,9 +80,6 @@ class _Orgs:
     def path(self, item: QueuedItem | None) -> str:
         return "/orgs"
 
-    def gone(self, item: QueuedItem) -> list[str]:
-        return []
-
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
         for org in resources:
@@ -99,9 +96,6 @@ class _Projects:
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/orgs/{_segment(queued_text(item, 'name'))}/projects"
-
-    def gone(self, item: QueuedItem) -> list[str]:
-        return [queued_text(item, "name")]  # the organization, with its Domain
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         org = queued_text(item, "name")
@@ -126,9 +120,6 @@ class _Components:
     def path(self, item: QueuedItem | None) -> str:
         org, project = queued_text(item, "org"), queued_text(item, "project")
         return f"/orgs/{_segment(org)}/projects/{_segment(project)}/components"
-
-    def gone(self, item: QueuedItem) -> list[str]:
-        return [f"{queued_text(item, 'org')}/{queued_text(item, 'project')}"]  # with its System
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         org, project = queued_text(item, "org"), queued_text(item, "project")

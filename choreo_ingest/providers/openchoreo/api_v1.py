@@ -60,9 +60,6 @@ class _Namespaces:
     def path(self, item: QueuedItem | None) -> str:
         return "/namespaces"
 
-    def gone(self, item: QueuedItem) -> list[str]:
-        return []  # a single listing: its 404 is an error, never a parent gone
-
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
         for namespace in resources:
@@ -82,9 +79,6 @@ class _InNamespace:
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/namespaces/{segment(queued_text(item, 'namespace'))}/{self.name}"
-
-    def gone(self, item: QueuedItem) -> list[str]:
-        return []
 
 
 @dataclass(frozen=True)

@@ -42,13 +42,11 @@ class Harvest:
     entities: list[Entity] = field(default_factory=list)
     queue_items: list[QueueItem] = field(default_factory=list)
     index: list[IndexEntry] = field(default_factory=list)
-    removal_scopes: list[str] = field(default_factory=list)
 
     def add(self, other: Harvest) -> None:
         self.entities += other.entities
         self.queue_items += other.queue_items
         self.index += other.index
-        self.removal_scopes += other.removal_scopes
 
 
 @dataclass(frozen=True)
@@ -78,11 +76,6 @@ class Phase(Protocol):
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         """Turn one page of the listing into entities, queue pushes and index rows."""
-        ...
-
-    def gone(self, item: QueuedItem) -> list[str]:
-        """The scopes that leave the catalog when the listing for `item` answers 404 (its
-        parent was deleted): what an earlier phase of this cycle wrote for it."""
         ...
 
 

@@ -261,7 +261,6 @@ class OpenChoreoProvider:
             queue_items=harvest.queue_items,
             counters=counters,
             index=harvest.index,
-            removal_scopes=harvest.removal_scopes,
             facts=facts,
         )
 
@@ -352,9 +351,10 @@ class OpenChoreoProvider:
         path: str,
         facts: dict[str, str | None],
     ) -> ListPage | Harvest:
-        """One page of the current listing; instead, what the page holds when the listing
-        restarts (its cursor expired: nothing) or its parent answered 404 (the parent's scope
-        leaves the catalog); the state already says what comes next."""
+        """One page of the current listing; instead, nothing when the listing restarts (its
+        cursor expired) or its parent answered 404 (deleted while the platform was walked: the
+        walk goes on with the next parent, and the cycle's sweep, behind its guards, removes
+        what the parent held); the state already says what comes next."""
         stored = not context.listed_once and state.api_cursor is not None
         context.listed_once = True
         try:
@@ -379,7 +379,7 @@ class OpenChoreoProvider:
                 return Harvest()
             state.position = item.position
             log.info("listing_parent_gone", provider=self._name, path=path)
-            return Harvest(removal_scopes=phase.gone(item))
+            return Harvest()
         if stored and state.stale_starts:
             if state.stale_starts >= STALE_STARTS_REPORTED:
                 facts[PROBLEM_FACT] = None
