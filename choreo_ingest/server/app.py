@@ -288,7 +288,7 @@ def _event_routes(server: Server) -> list[Route]:
     return [
         Route(path + suffix, receive, methods=["POST"])
         for path in paths
-        for suffix in ("", "/{secret}")
+        for suffix in ("", "/{secret:path}")  # a secret may hold "/" (`openssl rand -base64`)
     ]
 
 

@@ -57,5 +57,5 @@ def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
-        return path
+        return path.replace(":path}", "}")  # the label, as before a secret could hold "/"
     return "unmatched"

@@ -202,6 +202,21 @@ class TestEvents:
         assert answer.status_code == status
         assert (pending(ingested) != []) is (status == 202)
 
+    @pytest.mark.parametrize(
+        "spelled", ["ab/cd+ef=", "ab%2Fcd%2Bef%3D"], ids=["as-is", "percent-encoded"]
+    )
+    def test_a_secret_holding_a_slash_works_in_the_path(
+        self, config: Config, ingested: Path, clock: FakeClock, spelled: str
+    ) -> None:
+        """`openssl rand -base64` secrets hold "/", "+" and "="; the forwarder can only send
+        the secret in its URL."""
+        with make_client(config, ingested, clock, Credentials(None, "ab/cd+ef=")) as client:
+            route = "/api/events/http/openchoreo"
+            answer = client.post(f"{route}/{spelled}", json=component_event("a"))
+            wrong = client.post(f"{route}/ab/cd", json=component_event("b"))
+
+        assert (answer.status_code, wrong.status_code) == (202, 403)
+
     def test_a_secret_segment_nobody_configured_is_refused(self, client: AsgiClient) -> None:
         answer = client.post("/events/openchoreo/guess", json=component_event("a"))
 
