@@ -355,7 +355,10 @@ def forget(state: StateRef, name: str, clock: Clock, *, config: Config | None = 
 
 def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> CopyReport:
     """The whole state of `source` copied to `target` (both migrated first), holding both run
-    locks; a target that holds a state is refused unless `force`."""
+    locks; a target that holds a state is refused unless `force`, and a source with none (a
+    mistyped `--db`) is refused before anything is created or copied."""
+    if not state_location(source).exists():
+        raise StateError(f"no state at {state_location(source)}: nothing to copy")
     with locked_store(source) as origin, locked_store(target) as destination:
         return origin.copy_to(destination, force=force)
 

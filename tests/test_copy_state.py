@@ -83,6 +83,24 @@ def test_a_target_holding_a_state_is_refused_unless_forced(source: Path, tmp_pat
     assert snapshot(target) == snapshot(source)
 
 
+def test_a_source_with_no_state_is_refused_and_nothing_is_created_or_overwritten(
+    source: Path, tmp_path: Path
+) -> None:
+    """A mistyped `--db` with `--force` emptied the target."""
+    target = tmp_path / "target.db"
+    copy_state(source, target)
+    before = snapshot(target)
+
+    done = run_cli(
+        "--db", "typo.db", "migrate", "--copy-to", "target.db", "--force", "--json", cwd=tmp_path
+    )
+
+    assert done.returncode == 4, done.stderr
+    assert json.loads(done.stdout)["error"] == "no state at typo.db: nothing to copy"
+    assert not list(tmp_path.glob("typo.db*"))
+    assert snapshot(target) == before
+
+
 def test_the_copy_takes_both_run_locks(source: Path, tmp_path: Path) -> None:
     target = tmp_path / "target.db"
     with RunLock(target), pytest.raises(LockHeld):
