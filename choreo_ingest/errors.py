@@ -74,10 +74,17 @@ class ChangesGone(ChoreoIngestError):
     """The changes a consumer asks for are not in the change log (pruned, or written to another
     state file than the one it copied): it copies the whole catalog again."""
 
-    def __init__(self, reason: str, *, store_id: str, oldest_seq: int) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        store_id: str,
+        oldest_seq: int,
+        advice: str = "resync from GET /entities",
+    ) -> None:
         self.store_id = store_id
         self.oldest_seq = oldest_seq
-        super().__init__(f"{reason}; resync from GET /entities")
+        super().__init__(f"{reason}; {advice}")
 
 
 class StateError(ChoreoIngestError):

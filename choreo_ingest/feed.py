@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from choreo_ingest.errors import ChangesGone, ConfigError
-from choreo_ingest.store import ChangeRow, Store
+from choreo_ingest.store import ChangeRow, Store, gap_after
 
 MAX_CHANGES = 10_000
 """The most changes one `changes_page` returns."""
@@ -144,17 +144,9 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
 
 
 def _require_changes_after(seq: int, store_id: str, pruned_through: int, newest: int) -> None:
-    oldest = pruned_through + 1
-    if seq < pruned_through:
-        reason = f"changes after seq {seq} were pruned (oldest retained: {oldest})"
-    elif seq > newest:
-        reason = (
-            f"seq {seq} is past the newest change ({newest}): the state file is an older copy "
-            "than the one followed"
-        )
-    else:
-        return
-    raise ChangesGone(reason, store_id=store_id, oldest_seq=oldest)
+    gap = gap_after(seq, pruned_through, newest)
+    if gap is not None:
+        raise ChangesGone(gap, store_id=store_id, oldest_seq=pruned_through + 1)
 
 
 def _check_count(name: str, value: object, most: int) -> None:

@@ -5,16 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
+from choreo_ingest.errors import ChangesGone
 from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.schedule import health_problems
-from choreo_ingest.store import ChangeRow, InboxCounts, StateRef, Store, state_location
+from choreo_ingest.store import (
+    ChangeRow,
+    InboxCounts,
+    StateRef,
+    Store,
+    gap_after,
+    state_location,
+)
 
 PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
@@ -250,11 +258,40 @@ def iter_export(state: StateRef, kind: str | None = None) -> Iterator[dict[str, 
         yield from store.iter_entities(kind)
 
 
-def list_changes(state: StateRef, since: int, limit: int | None) -> list[ChangeRow]:
-    with reading(state) as store:
-        return store.changes(since, limit)
+class ChangeListing(NamedTuple):
+    store_id: str
+    oldest_seq: int
+    newest_seq: int
+    rows: list[ChangeRow]
 
 
-def changes_json(rows: Sequence[ChangeRow], since: int) -> dict[str, Any]:
-    """The `changes --json` document: the rows, and the seq to read on from."""
-    return {"changes": [row.to_json() for row in rows], "lastSeq": rows[-1].seq if rows else since}
+RESYNC_ADVICE = "copy the catalog again (export), then read on from changes --json's newestSeq"
+
+
+def list_changes(state: StateRef, since: int | None, limit: int | None) -> ChangeListing:
+    """The change log after `since` (None: all it still holds). A `since` that changes after
+    it were pruned from, or past the newest change (an older copy of the state), raises
+    ChangesGone, as the feed does: reading on from it would miss changes without a word."""
+    with reading(state) as store, store.snapshot():
+        store_id = store.store_id()
+        pruned_through, newest = store.change_bounds()
+        gap = None if since is None else gap_after(since, pruned_through, newest)
+        if gap is not None:
+            oldest = pruned_through + 1
+            raise ChangesGone(gap, store_id=store_id, oldest_seq=oldest, advice=RESYNC_ADVICE)
+        rows = store.changes(since or 0, limit)
+    return ChangeListing(store_id, pruned_through + 1, newest, rows)
+
+
+def changes_json(listing: ChangeListing, since: int | None) -> dict[str, Any]:
+    """The `changes --json` document: the rows, the seq to read on from, and the bounds and
+    storeId a follower checks (a new storeId: the state was rebuilt, copy the catalog again)."""
+    rows = listing.rows
+    last = rows[-1].seq if rows else (listing.newest_seq if since is None else since)
+    return {
+        "storeId": listing.store_id,
+        "oldestSeq": listing.oldest_seq,
+        "newestSeq": listing.newest_seq,
+        "changes": [row.to_json() for row in rows],
+        "lastSeq": last,
+    }

@@ -19,7 +19,7 @@ from typer.testing import CliRunner, Result
 from choreo_ingest.cli.app import app
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
-from choreo_ingest.store import MIGRATION_NAMES
+from choreo_ingest.store import MIGRATION_NAMES, Store
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock
@@ -293,6 +293,44 @@ class TestStateCommands:
         assert tail["lastSeq"] == 8
         assert [json.loads(line) for line in lines.splitlines()] == tail["changes"]
         assert set(tail["changes"][0]) == {"seq", "at", "op", "ref", "provider"}
+
+    @pytest.mark.parametrize("entry", ["lean", "full"])
+    def test_changes_refuses_a_since_it_cannot_read_on_from(
+        self, ingested: Path, tmp_path: Path, entry: str
+    ) -> None:
+        """Pruned changes after `--since`, or a `--since` past the newest change: rows would go
+        missing without a word, so the command says so, as serve's /changes answers 410."""
+        with Store.open(ingested) as store:
+            store.prune_changes(0.0, max_rows=4)  # the newest four kept
+            newest = store.last_change_seq()
+
+        def changes(*args: str) -> tuple[int, str, str]:
+            if entry == "lean":
+                done = run_cli("changes", *args, "--json", "--db", ingested, cwd=tmp_path)
+                return done.returncode, done.stdout, done.stderr
+            result = invoke("changes", *args, "--json", "--db", ingested)
+            return result.exit_code, result.stdout, result.stderr
+
+        pruned = changes("--since", "3")
+        ahead = changes("--since", str(newest + 1))
+        retained = changes()
+
+        advice = "copy the catalog again (export), then read on from changes --json's newestSeq"
+        oldest = newest - 3
+        assert pruned[0] == ahead[0] == 2
+        assert json.loads(pruned[1])["error"] == (
+            f"changes after seq 3 were pruned (oldest retained: {oldest}); {advice}"
+        )
+        assert json.loads(ahead[1])["error"].startswith(f"seq {newest + 1} is past the newest")
+        assert retained[0] == 0, retained[2]
+        listing = json.loads(retained[1])
+        assert [row["seq"] for row in listing["changes"]] == list(range(oldest, newest + 1))
+        assert (listing["oldestSeq"], listing["newestSeq"], listing["lastSeq"]) == (
+            oldest,
+            newest,
+            newest,
+        )
+        assert listing["storeId"]
 
 
 class TestCheck:

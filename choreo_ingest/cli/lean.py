@@ -45,6 +45,7 @@ from choreo_ingest.config import (
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.idle import run_if_idle
 from choreo_ingest.reporting import (
+    ChangeListing,
     changes_json,
     iter_export,
     list_changes,
@@ -209,19 +210,19 @@ def _print_lines(rows: Iterator[Any]) -> int:
 
 
 def _changes(call: _Call, config: Config, state: StateLocation) -> int | None:
-    since, limit = _count(call.options.get("since", "0")), _count(call.options.get("limit"))
-    if since is None or (limit is None and "limit" in call.options):
+    since, limit = _count(call.options.get("since")), _count(call.options.get("limit"))
+    if (since is None and "since" in call.options) or (limit is None and "limit" in call.options):
         return None  # the full command's usage error
     show_changes(list_changes(state, since, limit), since, as_json="--json" in call.flags)
     return int(ExitCode.OK)
 
 
-def show_changes(rows: Sequence[Any], since: int, *, as_json: bool) -> None:
+def show_changes(listing: ChangeListing, since: int | None, *, as_json: bool) -> None:
     """`changes`: one document with --json, else NDJSON rows."""
     if as_json:
-        print_json(changes_json(rows, since))
+        print_json(changes_json(listing, since))
     else:
-        print_json_lines(row.to_json() for row in rows)
+        print_json_lines(row.to_json() for row in listing.rows)
 
 
 def _count(text: str | None) -> int | None:

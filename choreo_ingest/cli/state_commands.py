@@ -351,7 +351,14 @@ def _checked_kind(entities: Iterator[dict[str, Any]], kind: str | None) -> Itera
 
 def changes(
     ctx: typer.Context,
-    since: Annotated[int, typer.Option("--since", min=0, help="Only changes after this seq.")] = 0,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            min=0,
+            help="Only changes after this seq; refused when some were pruned (resync).",
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most this many.")] = None,
     json_output: JsonOption = False,
     config: ConfigOption = None,

@@ -1,6 +1,7 @@
 """The state store: the only package that touches SQLite or PostgreSQL, and what opens and
 locks it."""
 
+from choreo_ingest.store.change_log import gap_after
 from choreo_ingest.store.connection import Tracer, canonical_json
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.location import (
@@ -38,6 +39,7 @@ __all__ = [
     "Tracer",
     "canonical_json",
     "configured_location",
+    "gap_after",
     "position_name",
     "state_location",
 ]

@@ -36,6 +36,20 @@ def change_bounds(conn: AnyConnection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def gap_after(seq: int, pruned_through: int, newest: int) -> str | None:
+    """Why the log cannot give every change after `seq`, or None when it can: some were
+    pruned, or `seq` is past the newest change (the state is an older copy than the one the
+    consumer followed)."""
+    if seq < pruned_through:
+        return f"changes after seq {seq} were pruned (oldest retained: {pruned_through + 1})"
+    if seq > newest:
+        return (
+            f"seq {seq} is past the newest change ({newest}): the state file is an older copy "
+            "than the one followed"
+        )
+    return None
+
+
 def prune_changes(
     conn: AnyConnection, older_than: float, max_rows: int, keep_after: int | None = None
 ) -> int:
