@@ -120,6 +120,9 @@ _threshold = 0
 """Calls below this level are dropped before structlog is loaded; 0 while structlog filters."""
 _pending: _Settings | None = None
 """Settings that `configure_logging` was given while structlog was not loaded, not yet applied."""
+_configured = False
+"""Whether `configure_logging` was called: a line written before is routed as its defaults say
+(stderr, WARNING off a terminal), never by structlog's own defaults (stdout, every level)."""
 
 
 def configure_logging(
@@ -134,7 +137,8 @@ def configure_logging(
     stderr over (the demo's progress line, rich's `Live`) prints them above itself instead of
     having them written over it.
     """
-    global _threshold, _pending
+    global _threshold, _pending, _configured
+    _configured = True
     on_terminal = _is_terminal(stream if stream is not None else sys.stderr)
     settings = _Settings(
         level=_level(verbosity, on_terminal),
@@ -184,6 +188,8 @@ class Logger:
         self._write(ERROR, "exception", event, fields)
 
     def _write(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+        if not _configured and "structlog" not in sys.modules:
+            configure_logging()
         if _threshold <= level:
             getattr(self._logger(), method)(event, **fields)
 
@@ -203,6 +209,8 @@ def configure_structlog_now() -> None:
     For code that logs through structlog itself, as a provider plugin may: unconfigured,
     structlog prints every level to stdout, which carries data only (and cron mails it).
     """
+    if not _configured:
+        configure_logging()
     if _pending is not None:
         _apply_pending()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -313,6 +314,27 @@ class TestLeanEntry:
         full = run_cli("-v", "--config", config_file, *args, cwd=tmp_path)  # -v: the full path
         assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout)
         assert lean.stderr == ""
+
+    @pytest.mark.parametrize("json_flag", [["--json"], []], ids=["json", "text"])
+    def test_a_bug_is_reported_in_one_line_as_the_full_command_reports_it(
+        self, tmp_path: Path, config_file: Path, json_flag: list[str]
+    ) -> None:
+        """A state row no release writes (edited by hand, say) gave a bare traceback."""
+        location = resting_state(load_config(config_file), clock_at_now())
+        with sqlite3.connect(location.path) as conn:
+            conn.execute("UPDATE openchoreo_incremental_ingestion_state SET state = 'bogus'")
+        conn.close()
+
+        lean, _ = lean_call(tmp_path, "--config", str(config_file), "status", *json_flag)
+        full = run_cli("-v", "--config", config_file, "status", *json_flag, cwd=tmp_path)
+
+        message = "internal error: ValueError: 'bogus' is not a valid ProviderState"
+        assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout) == (1, lean.stdout)
+        assert lean.stderr.splitlines() == [
+            f"choreo-ingest: error: {message} (a bug; run with -vv for details)"
+        ]
+        if json_flag:
+            assert json.loads(lean.stdout)["error"].startswith(message)
 
     def test_an_edited_config_is_parsed_again_and_then_kept(
         self, tmp_path: Path, config_file: Path

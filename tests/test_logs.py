@@ -78,6 +78,23 @@ class TestLoadedForALineToWrite:
         assert event["logger"] == "choreo_ingest.test"
         assert event["detail"] == "Bearer *** was refused"
 
+    def test_a_line_written_before_anything_configured_logging_goes_to_stderr_at_warning(
+        self,
+    ) -> None:
+        """Unconfigured, structlog prints every level to stdout, which carries data only."""
+        script = (
+            "from choreo_ingest.logs import get_logger\n"
+            "log = get_logger('choreo_ingest.test')\n"
+            "log.debug('not_shown'); log.info('not_shown'); log.warning('shown', n=1)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+
+        assert (done.returncode, done.stdout) == (0, "")
+        [event] = [json.loads(line) for line in done.stderr.splitlines()]
+        assert (event["event"], event["level"], event["n"]) == ("shown", "warning", 1)
+
 
 class TestJsonOutput:
     def test_writes_one_json_object_per_line_with_event_level_and_timestamp(self) -> None:

@@ -87,8 +87,9 @@ def lean_main(args: Sequence[str]) -> int | None:
         return _COMMANDS[call.command].handler(call, config, state)
     except ChoreoIngestError:
         return None  # met again, and reported, by the full command
-    except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM: said as the full command says it
-        return reported(interrupt, "--json" in call.flags, _COMMANDS[call.command].json_fields)
+    except (KeyboardInterrupt, Exception) as error:  # SIGINT or SIGTERM, or a bug: said as the
+        # full command says it (a bug: one line, and with --json one document, no traceback)
+        return reported(error, "--json" in call.flags, _COMMANDS[call.command].json_fields)
 
 
 def _path(value: str | None) -> Path | None:
