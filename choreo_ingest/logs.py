@@ -49,6 +49,14 @@ _BEFORE = rf"(?:(?<![^{_APART}])|(?<=\\[nrt]))"
 _AFTER = rf"""(?=[{_APART}]|[.!]?$|[.!][\s'"\\])"""  # a full stop or ! that ends a sentence
 
 
+def spellings(secret: str) -> set[str]:
+    """A secret as text may hold it: itself, and percent-encoded as in a URL or a form body
+    (an identity provider may echo the request it refused, client secret and all)."""
+    from urllib.parse import quote, quote_plus
+
+    return {secret, quote(secret, safe=""), quote_plus(secret)}
+
+
 class Redactor:
     """A structlog processor that masks credential-named keys and registered secret values."""
 
@@ -62,7 +70,7 @@ class Redactor:
         if not secret or secret in self._secrets:
             return
         with self._lock:
-            secrets = self._secrets | {secret}
+            secrets = self._secrets | spellings(secret)
             searched = sorted((s for s in secrets if len(s) >= MIN_SEARCHED_LENGTH), key=len)
             alternatives = "|".join(re.escape(s) for s in reversed(searched))  # longest first
             pattern = re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}") if searched else None

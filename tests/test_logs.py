@@ -353,6 +353,19 @@ class TestWholeTokenRedaction:
 
         assert redactor.scrub(text) == text
 
+    @pytest.mark.parametrize(
+        "spelled",
+        ["cs+SECRET/98 x=7", "cs%2BSECRET%2F98+x%3D7", "cs%2BSECRET%2F98%20x%3D7"],
+        ids=["as-is", "form-encoded", "url-encoded"],
+    )
+    def test_a_secret_is_masked_percent_encoded_too(self, spelled: str) -> None:
+        redactor = Redactor()
+        redactor.register("cs+SECRET/98 x=7")
+
+        assert redactor.scrub(f"refused client_secret={spelled}&a=1") == (
+            "refused client_secret=***&a=1"
+        )
+
     @pytest.mark.parametrize("secret", ["c", "ab", "xyz"], ids=["one", "two", "three"])
     def test_short_secret_is_masked_where_a_whole_value_equals_it(self, secret: str) -> None:
         redactor = Redactor()

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import AuthConfig, OAuthConfig, reveal
 from choreo_ingest.errors import AuthError, ProviderError, TransientError
+from choreo_ingest.logs import spellings
 
 PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
 """POST a form to an absolute URL -> (HTTP status, parsed JSON body or None).
@@ -325,7 +326,7 @@ class _Known:
         with self._lock:
             if not value or value in self._values:
                 return
-            self._values.append(value)
+            self._values += [text for text in sorted(spellings(value)) if text not in self._values]
         if self._on_secret is not None:
             self._on_secret(value)
 

@@ -503,6 +503,24 @@ class TestEndpointErrors:
         assert CLIENT_SECRET not in repr(caught.value.args)
         assert CLIENT_SECRET not in str(caught.value.code)
 
+    @pytest.mark.parametrize(
+        "spelled",
+        ["cs+SECRET/98 x=7", "cs%2BSECRET%2F98+x%3D7", "cs%2BSECRET%2F98%20x%3D7"],
+        ids=["as-is", "form-encoded", "url-encoded"],
+    )
+    def test_a_secret_echoed_percent_encoded_never_reaches_the_message(self, spelled: str) -> None:
+        """An endpoint that echoes the form it refused writes the secret as the form held it."""
+        body = {"error": "invalid_request", "error_description": f"client_secret={spelled}&x=1"}
+        credentials = client_credentials(
+            FakeTokenEndpoint((400, body)), FakeClock(), client_secret="cs+SECRET/98 x=7"
+        )
+
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+
+        assert "SECRET" not in str(caught.value)
+        assert "client_secret=***&x=1" in str(caught.value)
+
     def test_long_description_is_left_out(self) -> None:
         page = "<html>" + "x" * 500 + "</html>"
         endpoint = FakeTokenEndpoint((400, {"error": "invalid_request", "error_description": page}))
