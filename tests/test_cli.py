@@ -17,6 +17,8 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from choreo_ingest.cli.app import app
+from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
+from choreo_ingest.errors import ConfigError, LockHeld
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import MIGRATION_NAMES, Store
@@ -180,6 +182,19 @@ class TestRun:
             return
         assert done.stdout == ""
         assert says in done.stderr if says else done.stderr == ""
+
+    def test_refresh_now_says_locked_as_run_does(self, tmp_path: Path) -> None:
+        config = write_config(tmp_path / "config.yaml", UNREACHABLE_URL)
+        db = tmp_path / "state.db"
+        args = ("--config", config, "--db", db)
+        assert run_cli("refresh", "openchoreo", *args, cwd=tmp_path).returncode == 0
+
+        with RunLock(db):
+            done = run_cli("refresh", "openchoreo", "--now", "--json", *args, cwd=tmp_path)
+
+        assert done.returncode == 75
+        document = json.loads(done.stdout)
+        assert (document["outcome"], document["exitCode"]) == ("locked", 75)
 
     @pytest.mark.parametrize(
         ("yaml_text", "key_path"),
@@ -412,3 +427,26 @@ def test_shell_completion_completes_command_names(tmp_path: Path) -> None:
 
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.split() == ["status"]
+
+
+class TestReported:
+    @pytest.mark.parametrize(
+        ("error", "outcome", "code"),
+        [
+            (KeyboardInterrupt(), "interrupted", 130),
+            (LockHeld("another choreo-ingest run holds the lock"), "locked", 75),
+            (ConfigError("bad", path="x"), "error", 2),
+        ],
+        ids=["interrupted", "locked", "config-error"],
+    )
+    def test_a_runs_json_outcome_says_what_happened(
+        self, capsys: pytest.CaptureFixture[str], error: BaseException, outcome: str, code: int
+    ) -> None:
+        assert reported(error, True, RUN_ERROR_FIELDS) == code
+
+        document = json.loads(capsys.readouterr().out)
+        assert (document["outcome"], document["exitCode"], document["providers"]) == (
+            outcome,
+            code,
+            [],
+        )

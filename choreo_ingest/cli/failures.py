@@ -32,5 +32,13 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
         code = ExitCode.INTERNAL_ERROR
     error_line(message)
     if as_json:
+        if "outcome" in fields and code in _OUTCOME_OF:  # the outcome says what happened
+            fields = {**fields, "outcome": _OUTCOME_OF[code]}
         print_json({**fields, "exitCode": int(code), "error": message})
     return int(code)
+
+
+_OUTCOME_OF = {
+    ExitCode.INTERRUPTED: RunOutcome.INTERRUPTED.value,
+    ExitCode.LOCKED: RunOutcome.LOCKED.value,
+}
