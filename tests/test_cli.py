@@ -450,3 +450,22 @@ class TestReported:
             code,
             [],
         )
+
+    @pytest.mark.parametrize(
+        ("args", "fields"),
+        [
+            (["run", "--bogus"], {"outcome": "error", "providers": []}),
+            (["health", "--bogus"], {"healthy": False}),
+            (["status", "--bogus"], {}),
+        ],
+        ids=["run", "health", "status"],
+    )
+    def test_a_usage_errors_json_carries_the_commands_usual_keys(
+        self, tmp_path: Path, args: list[str], fields: dict[str, Any]
+    ) -> None:
+        done = run_cli(*args, "--json", cwd=tmp_path)
+
+        assert done.returncode == 2
+        document = json.loads(done.stdout)
+        assert document.pop("error").startswith("No such option: --bogus")
+        assert document == {**fields, "exitCode": 2}

@@ -21,6 +21,7 @@ from choreo_ingest.cli import (
 )
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
 from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.logs import configure_logging
 from choreo_ingest.version import __version__
 
@@ -135,5 +136,6 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
     options = args[: args.index("--")] if "--" in args else args
     if "--json" in options:
-        render.print_json({"exitCode": code, "error": message})
+        fields = ERROR_FIELDS.get(context.command.name or "", {}) if context else {}
+        render.print_json({**fields, "exitCode": code, "error": message})
     return code

@@ -21,6 +21,7 @@ from choreo_ingest.cli.common import (
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config
@@ -236,7 +237,7 @@ def check(
     API's latency, and that output paths are writable."""
     from choreo_ingest.preflight import run_checks
 
-    with reported_errors(json_output, ok=False, checks=[]):
+    with reported_errors(json_output, **ERROR_FIELDS["check"]):
         session = open_session(ctx, config, db, log_warnings=False)  # they are checks here
         checks = run_checks(session.config, session.state, session.clock)
         ok = all(item.ok for item in checks)

@@ -19,6 +19,7 @@ from choreo_ingest.cli.common import (
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.events import decode_events, purge_events, receive_events
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
@@ -59,7 +60,7 @@ def event(
     if source == PURGE:
         _purge(ctx, purged_provider, provider, yes, json_output, config, db)
         return
-    with reported_errors(json_output, stored=0, rejected=[]):
+    with reported_errors(json_output, **ERROR_FIELDS["event"]):
         if purged_provider is not None:
             raise ConfigError(
                 f"unexpected argument {purged_provider!r}: event [FILE|-] or event purge [PROVIDER]"

@@ -14,6 +14,14 @@ from choreo_ingest.models import RunOutcome
 
 RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": []}
 """What `run --json` prints besides `exitCode` and `error` when it fails before any burst."""
+ERROR_FIELDS: dict[str, Mapping[str, Any]] = {
+    "run": RUN_ERROR_FIELDS,
+    "refresh": RUN_ERROR_FIELDS,
+    "health": {"healthy": False},
+    "check": {"ok": False, "checks": []},
+    "event": {"stored": 0, "rejected": []},
+}
+"""A command's usual keys that its `--json` error document carries (a usage error's too)."""
 
 
 def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from choreo_ingest.cli.exit_codes import ExitCode
-from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
+from choreo_ingest.cli.failures import ERROR_FIELDS, reported
 from choreo_ingest.cli.output import print_json, print_json_lines, print_text
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import (
@@ -243,12 +243,10 @@ _COMMANDS = {
         _run,
         options={"--provider": "provider", "-p": "provider"},
         flags=frozenset({"--force", "--json"}),
-        json_fields=MappingProxyType(RUN_ERROR_FIELDS),
+        json_fields=ERROR_FIELDS["run"],
     ),
     "status": _Command(_status, flags=frozenset({"--json"})),
-    "health": _Command(
-        _health, flags=frozenset({"--json"}), json_fields=MappingProxyType({"healthy": False})
-    ),
+    "health": _Command(_health, flags=frozenset({"--json"}), json_fields=ERROR_FIELDS["health"]),
     "export": _Command(_export, options={"--format": "format", "-f": "format"}),
     "changes": _Command(
         _changes, options={"--since": "since", "--limit": "limit"}, flags=frozenset({"--json"})

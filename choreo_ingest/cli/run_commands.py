@@ -15,7 +15,7 @@ from choreo_ingest.cli.common import (
     open_session,
     reported_errors,
 )
-from choreo_ingest.cli.failures import RUN_ERROR_FIELDS
+from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.run_flow import report_run, require_api_for, run_command
 from choreo_ingest.invocation import refresh, refresh_json, run_once
 from choreo_ingest.provider_scope import checked_provider
@@ -40,7 +40,7 @@ def run(
     Exit codes: 0 done or nothing due, 2 config error, 3 burst failed (backoff scheduled),
     4 state store error, 75 another run holds the lock, 130 interrupted (last page saved).
     """
-    with reported_errors(json_output, **RUN_ERROR_FIELDS):
+    with reported_errors(json_output, **ERROR_FIELDS["run"]):
         session = open_session(ctx, config, db)
         code = run_command(session, provider=provider, force=force, json_output=json_output)
     raise typer.Exit(code)
@@ -55,7 +55,7 @@ def refresh_command(
     db: DbOption = None,
 ) -> None:
     """Make PROVIDER due at once (ends a rest or a backoff); the next `run` acts on it."""
-    with reported_errors(json_output, **RUN_ERROR_FIELDS):
+    with reported_errors(json_output, **ERROR_FIELDS["run"]):
         session = open_session(ctx, config, db)
         checked_provider(session.config, session.state, provider)
         if now:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
-from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
+from choreo_ingest.cli.failures import ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
     error_line,
     print_json,
@@ -48,7 +48,7 @@ def run_and_report(
         session = session_of(config, db)
         return run_command(session, provider=provider, force=force, json_output=json_output)
     except (Exception, KeyboardInterrupt) as error:
-        return reported(error, json_output, RUN_ERROR_FIELDS)
+        return reported(error, json_output, ERROR_FIELDS["run"])
 
 
 def run_command(session: Session, *, provider: str | None, force: bool, json_output: bool) -> int:

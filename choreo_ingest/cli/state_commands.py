@@ -21,6 +21,7 @@ from choreo_ingest.cli.common import (
     reported_errors,
 )
 from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.lean import show_changes, show_health
 from choreo_ingest.cli.session import Session
 from choreo_ingest.clock import rfc3339
@@ -110,7 +111,7 @@ def health(
 ) -> None:
     """Exit 0 if every provider is healthy, 1 if not (failing, removals blocked, stale, or no
     state yet)."""
-    with reported_errors(json_output, healthy=False):
+    with reported_errors(json_output, **ERROR_FIELDS["health"]):
         session = open_session(ctx, config, db)
         code = show_health(session.state, session.config, as_json=json_output)
     if code != ExitCode.OK:
