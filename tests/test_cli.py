@@ -16,6 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
+from choreo_ingest.cli import report_early_interrupt
 from choreo_ingest.cli.app import app
 from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
 from choreo_ingest.errors import ConfigError, LockHeld
@@ -469,3 +470,27 @@ class TestReported:
         document = json.loads(done.stdout)
         assert document.pop("error").startswith("No such option: --bogus")
         assert document == {**fields, "exitCode": 2}
+
+    @pytest.mark.parametrize(
+        ("args", "document"),
+        [
+            (
+                ["--config", "c.yaml", "run", "--json"],
+                {"outcome": "interrupted", "providers": [], "exitCode": 130},
+            ),
+            (["status", "--json"], {"exitCode": 130}),
+            (["status"], None),
+        ],
+        ids=["run-json", "status-json", "status"],
+    )
+    def test_an_interrupt_while_modules_load_is_reported_as_a_command_reports_it(
+        self, capsys: pytest.CaptureFixture[str], args: list[str], document: dict[str, Any] | None
+    ) -> None:
+        report_early_interrupt(args)
+
+        out, err = capsys.readouterr()
+        assert err == "choreo-ingest: error: interrupted\n"
+        if document is None:
+            assert out == ""
+        else:
+            assert json.loads(out) == {**document, "error": "interrupted"}

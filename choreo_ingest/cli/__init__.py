@@ -13,7 +13,7 @@ import gc
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 INTERRUPTED = 130
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run one command (`argv`, default the process's arguments), then exit with its code."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = sys.argv[1:] if argv is None else list(argv)
+    code: int | None = None
     try:
         with _no_collection():
             from choreo_ingest.cli.lean import lean_main
@@ -36,8 +37,22 @@ def main(argv: list[str] | None = None) -> None:
             import_libraries_lightly()
             from choreo_ingest.cli.app import main as run
     except KeyboardInterrupt:
+        if code is None:  # nothing answered yet
+            report_early_interrupt(args)
         sys.exit(INTERRUPTED)
     run(args)
+
+
+def report_early_interrupt(args: list[str]) -> None:
+    """An interrupt that landed before any command could report it (while modules load), said
+    as a command says one: a line on stderr, and with --json the one document a script waits
+    for."""
+    with suppress(KeyboardInterrupt):  # a second signal: leave quietly
+        from choreo_ingest.cli.failures import ERROR_FIELDS, reported
+
+        options = args[: args.index("--")] if "--" in args else args
+        command = next((arg for arg in options if arg in ERROR_FIELDS), "")
+        reported(KeyboardInterrupt(), "--json" in options, ERROR_FIELDS.get(command, {}))
 
 
 def import_libraries_lightly() -> None:
