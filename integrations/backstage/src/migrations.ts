@@ -45,6 +45,19 @@ const MIGRATIONS: Migration[] = [
       await knex.schema.dropTableIfExists(POSITION_TABLE);
     },
   },
+  {
+    name: '20261202_01_location_key',
+    async up(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.string('location_key', 1024).nullable().comment('the key entities were applied under');
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.dropColumn('location_key');
+      });
+    },
+  },
 ];
 
 const migrationSource: Knex.MigrationSource<Migration> = {

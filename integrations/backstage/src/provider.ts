@@ -63,7 +63,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private readonly client: FeedClient;
   private readonly logger: LoggerService;
   private readonly store: StateStore;
-  private readonly locationKey: string;
+  private readonly baseUrl: string;
+  /** The key of this step's mutations: the stored one (see `FeedState.locationKey`). */
+  private locationKey = '';
   private readonly batchSize: number;
   private readonly maxRemovalRatio: number;
   private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
@@ -89,7 +91,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     });
     this.logger = options.logger;
     this.store = new StateStore(options.database, PROVIDER_NAME);
-    this.locationKey = locationKeyFor(options.baseUrl);
+    this.baseUrl = options.baseUrl;
     this.batchSize = batchSize;
     this.maxRemovalRatio = ratio;
     this.afterMutation = options.afterMutation;
@@ -129,7 +131,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       throw new Error('choreo-ingest: run() before connect(): the catalog has not started');
     }
     const result: SyncResult = { applied: 0, removed: 0, resynced: false };
-    let state = (await this.store.load()) ?? { generation: 0, sweepPending: false };
+    let state = await this.keyed((await this.store.load()) ?? { generation: 0, sweepPending: false });
     if (state.seq === undefined && !state.resync) {
       state = await this.startResync(state, 'first start');
     }
@@ -161,6 +163,26 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       );
     }
     return result;
+  }
+
+  /** The state with its location key: the stored one, else (first step, or a state from before
+   * the key was kept) the base URL's, stored at once. */
+  private async keyed(state: FeedState): Promise<FeedState> {
+    const configured = locationKeyFor(this.baseUrl);
+    if (state.locationKey === undefined) {
+      const next = { ...state, locationKey: configured };
+      await this.store.commit({ state: next });
+      this.locationKey = configured;
+      return next;
+    }
+    if (state.locationKey !== configured && this.locationKey !== state.locationKey) {
+      this.logger.info(
+        `choreo-ingest: keeping the location key ${state.locationKey} the catalog's entities ` +
+          `were applied under (baseUrl is now ${this.baseUrl})`,
+      );
+    }
+    this.locationKey = state.locationKey;
+    return state;
   }
 
   private async startResync(state: FeedState, reason: string): Promise<FeedState> {

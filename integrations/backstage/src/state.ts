@@ -24,6 +24,12 @@ export type FeedState = {
   resync?: Resync;
   /** A removal of earlier generations' refs was refused and waits. */
   sweepPending: boolean;
+  /**
+   * The location key every entity was applied under, kept from the first step: the catalog
+   * refuses an entity applied again under another key, so a changed `baseUrl` must not change
+   * it. Undefined in a state written before it was kept.
+   */
+  locationKey?: string;
 };
 
 /** What one step wrote, committed in one transaction after its mutation was accepted. */
@@ -74,6 +80,7 @@ export class StateStore {
           }
         : undefined,
       sweepPending: truthy(row.sweep_pending),
+      locationKey: row.location_key ?? undefined,
     };
   }
 
@@ -141,6 +148,7 @@ export class StateStore {
       resync_store_id: state.resync?.storeId ?? null,
       resync_newest_seq: state.resync?.newestSeq ?? null,
       sweep_pending: state.sweepPending,
+      location_key: state.locationKey ?? null,
       updated_at: new Date().toISOString(),
     };
     await trx(POSITION_TABLE).insert(row).onConflict('provider').merge();

@@ -133,6 +133,31 @@ test('a deleted component leaves as one delta removing its refs', async () => {
   expect(await provider.appliedRefs()).toEqual(connection.refs());
 });
 
+test('a changed baseUrl keeps the location key the entities were applied under', async () => {
+  // The catalog refuses an entity applied again under another key: a new key would drop updates.
+  const renamed = choreo.serveUrl.replace('127.0.0.1', 'localhost');
+  const moved = new ChoreoIngestEntityProvider({
+    baseUrl: `${renamed}/`,
+    token: SERVE_TOKEN,
+    logger,
+    database,
+    batchSize: BATCH_SIZE,
+  });
+  const recorded = new RecordingConnection();
+  await moved.connect(recorded);
+  const project = await someProject();
+  const before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('add_component', { namespace: NAMESPACE, project, name: 'moved-arrival' });
+  await waitForSeq(before + 1);
+
+  const result = await moved.run();
+
+  expect(result).toEqual({ applied: 1, removed: 0, resynced: false });
+  expect(recorded.summaries).toHaveLength(1);
+  expect(recorded.summaries[0].locationKeys).toEqual([locationKeyFor(choreo.serveUrl)]);
+  expect(locationKeyFor(renamed)).not.toEqual(locationKeyFor(choreo.serveUrl));
+});
+
 test('a reset of the choreo-ingest state (new storeId) resyncs with no removal', async () => {
   const { storeId, newestSeq } = await choreo.feedHead();
   const status = async () => (await choreo.serve('GET', '/status')).json.providers[0];
