@@ -168,8 +168,9 @@ def _workloads_of(walk: Walk, namespace: str, component: str) -> list[Resource]:
 
 def _listed(walk: Walk, namespace: str, listing: str, **only: str) -> list[Resource]:
     """Every item of a namespace's listing that the filter `only` (`project=`, `component=`)
-    lets through, page by page. A first page that answers 404 (a filter naming a project
-    that does not exist) says there is nothing to list."""
+    lets through, page by page. A first page that answers 404 to `project=` (the document's
+    answer for a project that does not exist) says there is nothing to list; any other 404
+    fails the event, which is tried again, rather than take its workloads for none."""
     path = f"/namespaces/{segment(namespace)}/{listing}"
     found: list[Resource] = []
     cursor: str | None = None
@@ -181,7 +182,7 @@ def _listed(walk: Walk, namespace: str, listing: str, **only: str) -> list[Resou
         try:
             page = parse_list(walk.client.get_json(path, params), path)
         except NotFoundError:
-            if cursor:
+            if cursor or "project" not in only:
                 raise
             return []
         found += page.items

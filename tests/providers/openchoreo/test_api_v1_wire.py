@@ -258,3 +258,20 @@ def test_a_project_whose_components_listing_answers_404_maps_no_components(
     assert [(row.key, row.value) for row in delta.index] == [
         ("acme/shop", {"owner": "group:default/team-new"})
     ]
+
+
+def test_a_404_on_a_components_workload_listing_fails_the_event_and_removes_nothing(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """The document's server answers an unknown `?component=` with an empty list, so a 404 is
+    something else (a proxy, a restart): taken for "no workloads", it would drop the APIs."""
+    httpx_mock.add_response(
+        url=f"{BASE}/namespaces/acme/workloads?component=cart&limit=100",
+        status_code=404,
+        text="404 page not found",
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context, pytest.raises(NotFoundError):
+        engine.provider.handle_event(context, Event("Component", "cart", "updated", "acme"))
