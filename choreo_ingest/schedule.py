@@ -39,13 +39,25 @@ Decision = Burst | Wait
 def decide(
     record: ProviderRecord, config: IncrementalConfig, now: float, *, force: bool = False
 ) -> Decision:
-    """Burst (maybe starting a cycle) or wait, from the stored state alone."""
-    del config  # the stored next_action_at already encodes every configured interval
-    state, due = record.state, record.next_action_at
+    """Burst (maybe starting a cycle) or wait, from the stored state alone.
+
+    The stored `next_action_at` is kept to no later than the configuration allows from when the
+    wait began (`latest_due`): a shorter interval configured since, or a clock set back, does
+    not hold a provider for the old time. A burst that did not finish (the process was killed)
+    counts as a failure: it resumes once the backoff step for it has passed since it began, so
+    a burst that kills its process every time backs off instead of running every minute.
+    """
+    state = record.state
     if state is ProviderState.IDLE:
         return Burst(new_cycle=True, reason="no cycle yet")
     if state is ProviderState.BURSTING:
+        began = record.last_burst_at
+        if began is not None and began <= now and not force:
+            resume_at = began + crash_backoff(record.attempts, config)
+            if now < resume_at:
+                return Wait(until=resume_at, reason="backing off after a burst that did not finish")
         return Burst(new_cycle=False, reason="resuming a burst that did not finish")
+    due = latest_due(record, config, now)
     is_due = due is None or now >= due
     if state is ProviderState.RESTING:
         if is_due or force:
@@ -61,18 +73,63 @@ def decide(
     return Wait(until=due, reason=hold)
 
 
+def latest_due(record: ProviderRecord, config: IncrementalConfig, now: float) -> float | None:
+    """When a resting, interstitial or backing-off provider is due: its stored time, but no
+    later than the longest wait the configuration allows after the event that began it (a
+    completed cycle, the end of a burst); at once when that event lies ahead of `now` (the
+    clock was set back)."""
+    due = record.next_action_at
+    if record.state is ProviderState.RESTING:
+        began, longest = record.last_completed_at, config.rest_length
+    elif record.last_burst_at is None:
+        return due
+    else:
+        began = record.last_burst_at + (record.last_burst_duration or 0.0)
+        longest = (
+            longest_wait(config)
+            if record.state is ProviderState.BACKING_OFF
+            else max(config.burst_interval, longest_retry_after(config))
+        )
+    if due is None or began is None:
+        return due
+    if began > now:
+        return now
+    return min(due, began + longest)
+
+
+def longest_retry_after(config: IncrementalConfig) -> float:
+    """The longest a server's Retry-After may hold a provider: a whole rest or the longest
+    backoff step, whichever is longer (a year-long Retry-After is a server's mistake)."""
+    return max(config.rest_length, max(config.backoff))
+
+
+def longest_wait(config: IncrementalConfig) -> float:
+    """The longest a failed burst may wait: the last backoff step with its jitter, or the
+    longest Retry-After honoured."""
+    return max(max(config.backoff) * (1 + JITTER), longest_retry_after(config))
+
+
+def crash_backoff(attempts: int, config: IncrementalConfig) -> float:
+    """Seconds after a burst that did not finish began before it resumes: the backoff step of
+    the failure it counts as, without jitter (the decision is made from the stored state
+    alone). The first such failure resumes at the next cron call."""
+    steps = config.backoff
+    return steps[min(attempts, len(steps) - 1)]
+
+
 def backoff_delay(
     attempts: int,
     config: IncrementalConfig,
     rng: random.Random,
     retry_after: float | None = None,
 ) -> float:
-    """Seconds to wait after the `attempts`-th consecutive failure (1-based)."""
+    """Seconds to wait after the `attempts`-th consecutive failure (1-based); a longer
+    `retry_after` wins, up to `longest_retry_after`."""
     steps = config.backoff
     step = steps[min(max(attempts, 1) - 1, len(steps) - 1)]
     delay = step * (1 + rng.uniform(-JITTER, JITTER))
     if retry_after is not None and retry_after > delay:
-        return retry_after
+        return min(retry_after, longest_retry_after(config))
     return delay
 
 
@@ -130,7 +187,18 @@ def before_burst(record: ProviderRecord, burst: Burst, now: float) -> ProviderRe
             cycle_started_at=now,
             last_burst_at=now,
         )
+    if record.state is ProviderState.BURSTING:  # the burst before it did not finish: a failure
+        return replace(
+            record,
+            state=transition(record.state, Trigger.BURST_STARTED),
+            last_burst_at=now,
+            attempts=record.attempts + 1,
+            last_error=CRASHED,
+        )
     return replace(record, state=transition(record.state, Trigger.BURST_STARTED), last_burst_at=now)
+
+
+CRASHED = "the burst before this one did not finish (the process was killed or crashed)"
 
 
 @dataclass(frozen=True)
@@ -187,7 +255,8 @@ def after_burst(
             last_cycle_duration=now - (record.cycle_started_at or now),
             next_action_at=now + config.rest_length,
         )
-    wait = 0.0 if result.interrupted else max(config.burst_interval, result.retry_after or 0.0)
+    retry_after = min(result.retry_after or 0.0, longest_retry_after(config))
+    wait = max(retry_after, 0.0 if result.interrupted else config.burst_interval)
     return replace(
         ended,
         state=transition(record.state, Trigger.BURST_ENDED_WITH_WORK_LEFT),

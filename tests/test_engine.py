@@ -488,10 +488,14 @@ class TestFailures:
             run(config, state_path, clock, provider)
         record = stored(state_path)
         assert (record.state, record.cursor) == (ProviderState.BURSTING, {"offset": 4})
+        # Counted as a failure: it resumes once the first backoff step has passed since it began.
+        assert run_one(config, state_path, clock, provider).action == "waiting"
+        clock.advance(config.incremental.backoff[0])
 
         resumed = run_one(config, state_path, clock, provider)
 
         assert resumed.cycle_completed
+        assert (stored(state_path).attempts, stored(state_path).last_error) == (0, None)
         # the dying call never reached FakeProvider.next, so it is not in `calls`
         assert provider.calls == [None, {"offset": 2}, {"offset": 4}, {"offset": 6}, {"offset": 8}]
         assert stored(state_path).cycle_id == 1  # the same cycle, not a new one

@@ -15,6 +15,7 @@ from choreo_ingest.config import IncrementalConfig
 from choreo_ingest.errors import IllegalTransition
 from choreo_ingest.models import ProviderRecord, ProviderState
 from choreo_ingest.schedule import (
+    CRASHED,
     JITTER,
     Burst,
     BurstResult,
@@ -92,6 +93,77 @@ class TestDecide:
 
     def test_every_state_is_covered_by_the_table(self) -> None:
         assert {case[1] for case in self.CASES} == set(ProviderState)
+
+    YEAR = 365 * 86400.0
+    # (fields of the record, expected): the stored time kept to what the configuration allows
+    # (SETTINGS: restLength 600 s, burstInterval 30 s, backoff 10, 20, 40 s).
+    BOUNDED: ClassVar = [
+        (
+            "resting-after-restlength-was-shortened",
+            {"state": S.RESTING, "next_action_at": NOW + 86400, "last_completed_at": NOW - 700},
+            ("burst", True),
+        ),
+        (
+            "resting-within-the-new-rest",
+            {"state": S.RESTING, "next_action_at": NOW + 86400, "last_completed_at": NOW - 100},
+            ("wait", NOW + 500),
+        ),
+        (
+            "resting-completed-in-the-future-the-clock-was-set-back",
+            {"state": S.RESTING, "next_action_at": NOW + YEAR, "last_completed_at": NOW + YEAR},
+            ("burst", True),
+        ),
+        (
+            "interstitial-held-at-most-a-retry-after-of-a-rest",
+            {
+                "state": S.INTERSTITIAL,
+                "next_action_at": NOW + YEAR,
+                "last_burst_at": NOW - 100,
+                "last_burst_duration": 5.0,
+            },
+            ("wait", NOW - 95 + 600),
+        ),
+        (
+            "backing-off-held-at-most-the-longest-wait",
+            {"state": S.BACKING_OFF, "next_action_at": NOW + YEAR, "last_burst_at": NOW - 700},
+            ("burst", False),
+        ),
+        (
+            "crashed-burst-resumes-after-the-first-step",
+            {"state": S.BURSTING, "last_burst_at": NOW - 15},
+            ("burst", False),
+        ),
+        (
+            "crashed-burst-waits-out-the-first-step",
+            {"state": S.BURSTING, "last_burst_at": NOW - 5},
+            ("wait", NOW + 5),
+        ),
+        (
+            "crashed-again-waits-out-a-later-step",
+            {"state": S.BURSTING, "last_burst_at": NOW - 15, "attempts": 2},
+            ("wait", NOW + 25),
+        ),
+        (
+            "crashed-burst-begun-in-the-future-resumes",
+            {"state": S.BURSTING, "last_burst_at": NOW + YEAR, "attempts": 2},
+            ("burst", False),
+        ),
+    ]
+
+    @pytest.mark.parametrize(
+        ("fields", "expected"), [case[1:] for case in BOUNDED], ids=[case[0] for case in BOUNDED]
+    )
+    def test_a_wait_is_no_longer_than_the_configuration_allows(
+        self, fields: dict[str, Any], expected: tuple[str, object]
+    ) -> None:
+        state, due = fields.pop("state"), fields.pop("next_action_at", None)
+        decision = decide(record(state, due, **fields), SETTINGS, NOW)
+
+        kind, detail = expected
+        if kind == "burst":
+            assert decision == Burst(new_cycle=bool(detail), reason=decision.reason)
+        else:
+            assert decision == Wait(until=float(str(detail)), reason=decision.reason)
 
     def test_forced_burst_says_it_was_forced(self) -> None:
         decision = decide(record(S.RESTING, LATER), SETTINGS, NOW, force=True)
@@ -192,7 +264,12 @@ class TestBeforeBurst:
         ),
         ("interstitial-resumes-at-the-cursor", S.INTERSTITIAL, False, {"state": S.BURSTING}),
         ("backing-off-resumes-at-the-cursor", S.BACKING_OFF, False, {"state": S.BURSTING}),
-        ("crashed-burst-resumes-at-the-cursor", S.BURSTING, False, {}),
+        (
+            "crashed-burst-resumes-at-the-cursor-counting-a-failure",
+            S.BURSTING,
+            False,
+            {"attempts": 1, "last_error": CRASHED},
+        ),
     ]
 
     @pytest.mark.parametrize(
@@ -300,9 +377,30 @@ class TestAfterBurst:
         (
             "interrupted-is-due-at-once",
             {},
-            {"interrupted": True, "retry_after": 90.0},
+            {"interrupted": True},
             {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
             (NOW, NOW),
+        ),
+        (
+            "interrupted-still-waits-out-a-retry-after",
+            {},
+            {"interrupted": True, "retry_after": 90.0},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW + 90, NOW + 90),
+        ),
+        (
+            "work-left-a-year-long-retry-after-is-cut-to-the-rest-length",
+            {},
+            {"retry_after": 365 * 86400.0},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW + 600, NOW + 600),
+        ),
+        (
+            "failed-a-year-long-retry-after-is-cut-to-the-rest-length",
+            {},
+            {"error": "429", "retry_after": 365 * 86400.0},
+            {"state": S.BACKING_OFF, "cursor": NEXT_CURSOR, "attempts": 1, "last_error": "429"},
+            (NOW + 600, NOW + 600),
         ),
         (
             "failed-first-time-first-step",
