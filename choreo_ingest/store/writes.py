@@ -107,6 +107,7 @@ def commit_page(
         write_index(conn, provider, cycle_id, page.index)
         write_facts(conn, provider, page.facts, now)
         remove_scopes(conn, provider, page.removal_scopes, set(), now)
+        _recount_blocked(conn, provider)  # the page may see again refs a blocked sweep holds
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
             [cursor_text, now, provider],
@@ -234,8 +235,9 @@ def apply_delta_rows(
 
 
 def _recount_blocked(conn: AnyConnection, provider: str) -> None:
-    """Keep a blocked sweep's count exact when an event removes (or sees again) one of the refs
-    it holds back: what `removals approve` would remove is what the count says."""
+    """Keep a blocked sweep's count exact when a page or an event sees again (or an event
+    removes) one of the refs it holds back: what `removals approve` would remove is what the
+    count says. A provider with no blocked sweep matches no row: nothing is counted."""
     conn.execute(
         f"""UPDATE {STATE} SET blocked_removals = (
                 SELECT count(*) FROM {REFS} r

@@ -493,6 +493,20 @@ class TestSweep:
         assert "rejectEmptySourceCollections" in result.reason
         assert entity_refs(store) == refs_of(TEN)
 
+    def test_a_blocked_count_follows_the_pages_of_the_next_cycle(self, store: Store) -> None:
+        """What `removals approve` removes is what status, health and the metric say."""
+        guards = SweepGuards(
+            reject_empty_source_collections=True, reject_removals_above_percentage=None
+        )
+        run_cycle(store, TEN, guards)
+        assert run_cycle(store, [], guards, now=T0 + 10).blocked == 10
+
+        record = begin_cycle(store, T0 + 20)
+        store.commit_page("fake", record.cycle_id, page(TEN[:3], cursor={"p": 1}), None, T0 + 20)
+
+        assert store.blocked_removals("fake").count == 7
+        assert len(store.pending_removal_refs("fake")) == 7
+
     def test_empty_cycle_sweeps_everything_when_the_guard_is_off(self, store: Store) -> None:
         run_cycle(store, TEN)
         assert run_cycle(store, [], now=T0 + 10).removed == 10
