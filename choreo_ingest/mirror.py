@@ -299,3 +299,17 @@ _Yaml12SafeDumper.add_implicit_resolver(
 _Yaml12SafeDumper.add_implicit_resolver(
     "tag:yaml.org,2002:int", re.compile(r"^(?:0o[0-7]+|0x[0-9a-fA-F]+)$"), ["0"]
 )
+
+
+_UNICODE_BREAKS = ("\x85", "\u2028", "\u2029")
+"""NEL, LS and PS: line breaks to YAML. In a plain or single-quoted scalar they fold into spaces
+(or end the quote), so a string holding one is written double-quoted, where they are escaped."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    if any(brk in text for brk in _UNICODE_BREAKS):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style='"')
+    return dumper.represent_str(text)
+
+
+_Yaml12SafeDumper.add_representer(str, _represent_str)

@@ -158,6 +158,21 @@ class TestYaml:
         assert yaml.safe_load(dumped) == {"metadata": {"name": text}}
 
     @pytest.mark.parametrize(
+        "text",
+        ["Orders\u2028API", "Line one\x85Line two", "first\n\x85second", "a\u2029", "plain"],
+        ids=["line-separator", "next-line", "newline-then-next-line", "paragraph", "plain"],
+    )
+    def test_unicode_line_breaks_survive_the_round_trip(self, text: str) -> None:
+        """Written raw in a quoted scalar, NEL, LS and PS folded into spaces (or broke the file,
+        and Backstage dropped the entity)."""
+        body = {"metadata": {"name": "x", "title": text, "annotations": {"a/b": text}}}
+
+        dumped = entity_yaml(body).decode()
+
+        assert yaml.safe_load(dumped) == body
+        assert not any(brk in dumped for brk in ("\x85", "\u2028", "\u2029"))
+
+    @pytest.mark.parametrize(
         ("kind", "namespace", "name"),
         [
             ("Component", "default", ".hidden"),
