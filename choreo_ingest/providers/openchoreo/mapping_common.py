@@ -8,10 +8,11 @@ Everything here is pure and deterministic.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from choreo_ingest.errors import PermanentError
 from choreo_ingest.models import JSON, Entity
@@ -143,31 +144,63 @@ def schema_content(details: Mapping[str, Any]) -> str | None:
 def source_location(parameters: Mapping[str, Any]) -> str | None:
     """`url:<repository>` in Backstage's location format, from build parameters that hold
     `repository: {url, revision: {branch}}` (a `revision` beside `repository` also counts),
-    when the repository is an http(s) URL.
+    when the repository is an http(s) URL, or a GitHub or GitLab SSH address (taken as its
+    https URL).
 
     GitHub and GitLab get their branch-tree URL when the branch is known; other hosts get the
-    repository URL alone, since their tree-URL conventions differ.
+    repository URL alone, since their tree-URL conventions differ. Credentials in the URL
+    (`https://user:token@host/...`) are left out: the annotation is for everyone to read.
     """
     repository = as_mapping(parameters.get("repository"))
-    url = text(repository.get("url"))
+    url = _forge_https(text(repository.get("url")) or "")
     if not url:
         return None
-    host = _FORGE_PREFIXES.get(url[: url.find("/", 8) + 1]) if url.isascii() else None
+    host = _FORGE_PREFIXES.get(url[: url.find("/", 8) + 1]) if _is_simple(url) else None
     if host is None:
         try:
             parts = urlsplit(url)
+            parts.port  # noqa: B018 (a port that is not a number raises here)
         except ValueError:  # e.g. an unclosed IPv6 bracket
             return None
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return None
         host = parts.hostname or ""
+        if parts.scheme.lower() not in ("http", "https") or not _is_host(host, parts.netloc):
+            return None
+        netloc = parts.netloc.rpartition("@")[2]  # without user and password
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
     branch = text(revision.get("branch"))
     if branch and host in ("github.com", "gitlab.com"):
-        base = url.rstrip("/").removesuffix(".git")
+        path = urlsplit(url).path.rstrip("/").removesuffix(".git")
         tree = "/tree/" if host == "github.com" else "/-/tree/"
-        return f"url:{base}{tree}{quote(branch, safe='/')}/"
+        scheme, netloc = urlsplit(url)[:2]
+        return f"url:{scheme}://{netloc}{path}{tree}{quote(branch, safe='/')}/"
     return f"url:{url}"
+
+
+_SSH_FORGE = re.compile(r"(?:ssh://)?git@(github\.com|gitlab\.com)[:/](?P<path>[^\s?#]+)")
+"""A GitHub or GitLab SSH address: `git@github.com:org/repo.git`, `ssh://git@gitlab.com/g/r`."""
+_NOT_IN_A_HOST = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+"""What a URL's host may not hold (WHATWG URL's forbidden host code points)."""
+
+
+def _forge_https(url: str) -> str:
+    """A GitHub or GitLab SSH address as the https URL of the same repository; else `url`."""
+    match = _SSH_FORGE.fullmatch(url)
+    return f"https://{match[1]}/{match['path'].removesuffix('.git')}" if match else url
+
+
+def _is_simple(url: str) -> bool:
+    """An ASCII URL with no user, query, fragment or space: taken as it stands."""
+    return url.isascii() and not any(mark in url for mark in "@?# \t")
+
+
+def _is_host(host: str, netloc: str) -> bool:
+    """Whether `host` is a host a browser's URL parser takes (an IPv6 address in brackets)."""
+    if not host:
+        return False
+    if "[" in netloc:
+        return all(c in "0123456789abcdef:." for c in host)
+    return not _NOT_IN_A_HOST.search(host) and host.isprintable()
 
 
 _FORGE_PREFIXES = {

@@ -429,7 +429,7 @@ class TestComponent:
                 {"url": "https://git.example.com/acme/orders", "revision": {"branch": "main"}},
                 "url:https://git.example.com/acme/orders",
             ),
-            ({"url": "git@github.com:acme/orders.git"}, None),
+            ({"url": "git@github.com:acme/orders.git"}, "url:https://github.com/acme/orders"),
             ({"url": " "}, None),
             ({}, None),
         ],
