@@ -255,7 +255,8 @@ def _ref_problem(
         return str(error)
     if allowed_kinds and kind.lower() not in allowed_kinds:
         return f"{ref!r} refers to a {kind}, expected one of {list(allowed_kinds)}"
-    if not is_valid_namespace(ref_namespace) or not is_valid_entity_name(name):
+    # Backstage compares refs case-insensitively: `Group:Default/Team` is group default/team.
+    if not is_valid_namespace(ref_namespace.lower()) or not is_valid_entity_name(name):
         return f"{ref!r} names an entity that cannot exist (bad namespace or name)"
     return None
 

@@ -216,7 +216,9 @@ def test_entity_ref_of(kind: str, namespace: str, name: str, expected: str) -> N
         ("group:", False),
         ("x/y/z", False),
         ("system:acme/shop", False),
-        ("group:Acme/team", False),
+        ("group:Acme/team", True),  # Backstage compares refs case-insensitively
+        ("Group:Default/Team", True),
+        ("group:Ac me/team", False),
         ("", False),
         (7, False),
     ],
