@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from choreo_ingest.clock import SystemClock
 from choreo_ingest.server.page import PAGE_CSP
 from choreo_ingest.simulator import World
 
@@ -166,7 +167,9 @@ def served(tmp_path: Path) -> Iterator[tuple[Service, World]]:
     """`choreo-ingest serve` on a free loopback port over a state file with a completed cycle;
     stopped at the end whatever the test did (the test itself checks the SIGTERM exit)."""
     world = World.generate(2, 2, 3, seed=12)
-    ingest_world(tmp_path / "state.db", world, FakeClock())
+    # Completed now: a completion in the future says the clock was set back, and serve would
+    # start a cycle at once.
+    ingest_world(tmp_path / "state.db", world, FakeClock(SystemClock().now()))
     config = write_config(
         tmp_path / "config.yaml",
         UNREACHABLE_URL,
