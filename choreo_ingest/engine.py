@@ -33,6 +33,7 @@ from choreo_ingest.providers.base import (
 )
 from choreo_ingest.schedule import Burst, BurstResult, after_burst, before_burst, decide
 from choreo_ingest.store import (
+    WALKED,
     Store,
     StoreIndexReader,
     StoreQueueReader,
@@ -159,6 +160,10 @@ class BurstEngine:
     ) -> ProviderOutcome:
         started = self.clock.monotonic()
         writer = PageWriter(self.store, record.name, record.cycle_id, record.cursor)
+        if self._walked(record):  # the run that committed the last page died before the sweep
+            log.info("cycle_walked_before", provider=record.name, cycle=record.cycle_id)
+            walked = BurstResult(cursor=None, duration=0.0, done=True)
+            return self._end_burst(record, walked, writer, None)
         context = burst_context(
             self.config,
             self.store,
@@ -228,6 +233,11 @@ class BurstEngine:
             if result.interrupted:
                 outcome.action = ProviderAction.INTERRUPTED
         return outcome
+
+    def _walked(self, record: ProviderRecord) -> bool:
+        """Whether this cycle's last page is committed already (its completion is not)."""
+        last = self.store.last_cycle(record.name)
+        return last is not None and last.cycle_id == record.cycle_id and last.outcome == WALKED
 
     def _walk(
         self,

@@ -24,6 +24,7 @@ from choreo_ingest.store import (
     PostgresLocation,
     SqliteLocation,
     StateLocation,
+    Store,
     state_location,
 )
 
@@ -499,6 +500,39 @@ class TestFailures:
         # the dying call never reached FakeProvider.next, so it is not in `calls`
         assert provider.calls == [None, {"offset": 2}, {"offset": 4}, {"offset": 6}, {"offset": 8}]
         assert stored(state_path).cycle_id == 1  # the same cycle, not a new one
+        assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
+
+    def test_a_run_killed_after_the_last_page_sweeps_without_walking_again(
+        self,
+        tmp_path: Path,
+        clock: FakeClock,
+        state_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The last page is committed, the process dies before the cycle's completion: the next
+        run goes on with the sweep instead of walking the whole platform again."""
+        config = make_config(tmp_path)
+        provider = FakeProvider(TEN)
+
+        def dies(*args: Any, **kwargs: Any) -> Any:
+            raise ProcessDied
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Store, "complete_cycle", dies)
+            with pytest.raises(ProcessDied):
+                run(config, state_path, clock, provider)
+        walked = list(provider.calls)
+        assert stored(state_path).state is ProviderState.BURSTING
+        clock.advance(config.incremental.backoff[0])
+
+        resumed = run_one(config, state_path, clock, provider)
+
+        assert resumed.cycle_completed
+        assert provider.calls == walked, "the platform was not walked again"
+        with state_location(state_path).open(readonly=True) as store:
+            cycle = store.last_cycle("fake")
+        assert cycle is not None
+        assert (cycle.cycle_id, cycle.pages, cycle.outcome) == (1, len(walked), "completed")
         assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
 
 

@@ -36,6 +36,10 @@ LARGE_SWEEP = 10_000
 STATE = "openchoreo_incremental_ingestion_state"
 
 
+WALKED = "walked"
+"""A cycle's outcome once its last page is committed and until its completion says more."""
+
+
 class SweepGuards(NamedTuple):
     reject_empty_source_collections: bool
     reject_removals_above_percentage: float | None
@@ -112,10 +116,13 @@ def commit_page(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
             [cursor_text, now, provider],
         )
+        # The last page marks the cycle WALKED: a run killed before the cycle's completion
+        # goes on with the sweep instead of walking the platform again.
         conn.execute(
             """UPDATE cycles SET pages = pages + 1, upserted = upserted + ?,
-               unchanged = unchanged + ? WHERE provider = ? AND cycle_id = ?""",
-            [stats.upserted, stats.unchanged, provider, cycle_id],
+               unchanged = unchanged + ?, outcome = CASE WHEN ? THEN ? ELSE outcome END
+               WHERE provider = ? AND cycle_id = ?""",
+            [stats.upserted, stats.unchanged, page.done, WALKED, provider, cycle_id],
         )
         bump_counters(
             conn,
