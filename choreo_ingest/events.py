@@ -142,7 +142,9 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
         )
     except (json.JSONDecodeError, RecursionError):  # NDJSON, or one line of it nests too deep
         items = []
-        for number, line in enumerate(stripped.splitlines(), start=1):
+        # Lines end at "\n" only: splitlines() also breaks at U+2028, U+0085, ... that JSON
+        # strings may hold as they are.
+        for number, line in enumerate(stripped.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -169,10 +171,32 @@ def _size_problem(item: object) -> str | None:
     """Too deep or too big to keep; checked first, so nothing after it recurses that deep."""
     if _depth(item) > MAX_EVENT_DEPTH:
         return _too_deep()
-    size = len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode())
+    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" in text and _holds_nul(item):  # JSONB cannot keep it: refused on every store
+        return "holds the character U+0000, which a state store cannot keep"
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:  # "\ud800" is valid JSON, but not Unicode text
+        return "holds a lone surrogate (such as \\ud800), which is not Unicode text"
     if size > MAX_EVENT_BYTES:
         return f"{size:,} bytes as JSON; an event may have at most {MAX_EVENT_BYTES:,}"
     return None
+
+
+def _holds_nul(item: object) -> bool:
+    """Whether a key or string anywhere in `item` holds U+0000."""
+    stack: list[object] = [item]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _too_deep() -> str:

@@ -259,6 +259,36 @@ class TestParseEvents:
             (4, "not JSON"),
         ]
 
+    def test_an_ndjson_line_breaks_only_at_a_newline(self) -> None:
+        """A JSON string may hold U+2028, U+0085, U+000C as they are; they do not end a line."""
+        odd = component_event("a", "created") | {"note": "x\u2028y\x85z\x0cw"}
+        lines = [json.dumps(odd, ensure_ascii=False), json.dumps(component_event("b", "created"))]
+
+        parsed = parse_events("\r\n".join(lines))
+
+        assert [event["name"] for event in parsed.valid] == ["a", "b"]
+        assert parsed.valid[0]["note"] == "x\u2028y\x85z\x0cw"
+        assert parsed.rejected == []
+
+    @pytest.mark.parametrize(
+        ("escape", "problem"),
+        [
+            ("\\ud800", "holds a lone surrogate (such as \\ud800), which is not Unicode text"),
+            ("\\u0000", "holds the character U+0000, which a state store cannot keep"),
+        ],
+        ids=["lone-surrogate", "nul"],
+    )
+    def test_an_event_no_store_can_keep_is_rejected_alone(self, escape: str, problem: str) -> None:
+        """A lone surrogate crashed the command (and lost the valid events beside it); U+0000
+        failed the whole batch on PostgreSQL, whose JSONB cannot hold it."""
+        bad = json.dumps(component_event("bad", "created")).replace('"bad"', f'"b{escape}d"')
+        text = "\n".join([json.dumps(component_event("a", "created")), bad])
+
+        parsed = parse_events(text)
+
+        assert [event["name"] for event in parsed.valid] == ["a"]
+        assert [(r.index, r.problem) for r in parsed.rejected] == [(2, problem)]
+
     @pytest.mark.parametrize("text", ["", "  \n\t"], ids=["empty", "whitespace"])
     def test_empty_input_is_rejected(self, text: str) -> None:
         parsed = parse_events(text)
