@@ -12,7 +12,7 @@ from typing import Any
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
-from choreo_ingest.errors import ChoreoIngestError, StateError
+from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import write_metrics_textfile
@@ -30,7 +30,15 @@ from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.retention import prune_change_log
 from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
-from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateRef, Store, state_location
+from choreo_ingest.store import (
+    MIGRATION_NAMES,
+    SCHEMA_VERSION,
+    SqliteLocation,
+    StateLocation,
+    StateRef,
+    Store,
+    state_location,
+)
 from choreo_ingest.store.copy import CopyReport
 
 log = get_logger("choreo_ingest.invocation")
@@ -357,10 +365,19 @@ def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> Co
     """The whole state of `source` copied to `target` (both migrated first), holding both run
     locks; a target that holds a state is refused unless `force`, and a source with none (a
     mistyped `--db`) is refused before anything is created or copied."""
-    if not state_location(source).exists():
-        raise StateError(f"no state at {state_location(source)}: nothing to copy")
+    copied, copy = state_location(source), state_location(target)
+    if not copied.exists():
+        raise StateError(f"no state at {copied}: nothing to copy")
+    if _same_store(copied, copy):
+        raise ConfigError(f"{copy} is the state being copied", path="--copy-to")
     with locked_store(source) as origin, locked_store(target) as destination:
         return origin.copy_to(destination, force=force)
+
+
+def _same_store(one: StateLocation, other: StateLocation) -> bool:
+    if isinstance(one, SqliteLocation) and isinstance(other, SqliteLocation):
+        return one.path.resolve() == other.path.resolve()
+    return str(one) == str(other)
 
 
 # The documents `--json` prints and serve answers, for the commands that change state.

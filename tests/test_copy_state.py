@@ -101,6 +101,17 @@ def test_a_source_with_no_state_is_refused_and_nothing_is_created_or_overwritten
     assert snapshot(target) == before
 
 
+def test_a_copy_onto_the_state_itself_is_a_usage_error(source: Path, tmp_path: Path) -> None:
+    """It said that another run held the lock (exit 75, which cron takes for "try again")."""
+    done = run_cli(
+        "--db", "source.db", "migrate", "--copy-to", "./source.db", "--force", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["error"] == "--copy-to: source.db is the state being copied"
+
+
 def test_the_copy_takes_both_run_locks(source: Path, tmp_path: Path) -> None:
     target = tmp_path / "target.db"
     with RunLock(target), pytest.raises(LockHeld):

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from choreo_ingest.errors import ConfigError, StateError
+from choreo_ingest.logs import Redactor
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.pg_placeholders import translate_placeholders
 from choreo_ingest.store.schema import MIGRATION_NAMES
@@ -74,14 +75,13 @@ def redact_url(url: str) -> str:
     if "://" not in url:
         return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
     scheme, rest = url.split("://", 1)
-    # Up to the last `@` before the query: a password with an unescaped `/` stays hidden too.
-    end = min((i for i in (rest.find(c) for c in "?#") if i >= 0), default=len(rest))
-    head, tail = rest[:end], rest[end:]
-    userinfo, at, hosts = head.rpartition("@")
+    # Up to the last `@` of all: a password with an unescaped `/`, `?` or `#` stays hidden too
+    # (an `@` in the query hides more than the password, never less).
+    userinfo, at, after = rest.rpartition("@")
     if at and ":" in userinfo:
-        head = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{hosts}"
-    tail = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", tail)
-    return f"{scheme}://{head}{tail}"
+        rest = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{after}"
+    rest = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", rest)
+    return f"{scheme}://{rest}"
 
 
 _KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
@@ -378,8 +378,10 @@ class PgConnection:
             problem = f"{doing}: {problem}"
         if self.url:
             problem = problem.replace(self.url, self.display_url)
+        masked = Redactor()  # whole tokens only: a password `p` must not mangle `supported`
         for secret in self._secrets:
-            problem = problem.replace(secret, REDACTED)
+            masked.register(secret)
+        problem = masked.scrub(problem)
         return StateError(f"state store {self.display_url}: {problem}", path=self.display_url)
 
 
