@@ -149,15 +149,25 @@ class TestRun:
             assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
         assert (tmp_path / "state.db").is_file()
 
-    def test_config_warning_is_logged_once(self, tmp_path: Path, server_url: str) -> None:
+    def test_config_warning_is_logged_once_at_v_and_not_mailed_by_cron(
+        self, tmp_path: Path, server_url: str
+    ) -> None:
+        """Off a terminal a config warning is an INFO line: cron would mail a deliberate
+        `insecureSkipVerify` every minute. `check`, a terminal and `-v` show it."""
         config = write_config(tmp_path / "config.yaml", server_url, token="s3cret")
         config.chmod(0o644)
 
-        done = run_cli("run", "--config", config, "--db", "state.db", cwd=tmp_path)
+        shown = run_cli("-v", "run", "--config", config, "--db", "state.db", cwd=tmp_path)
+        under_cron = [
+            run_cli("run", "--config", config, "--db", "state.db", cwd=tmp_path) for _ in "ab"
+        ]
 
-        assert done.returncode == 0, done.stderr
-        assert done.stderr.count("readable by others") == 1
-        assert "s3cret" not in done.stderr
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stderr.count("readable by others") == 1
+        assert "s3cret" not in shown.stderr
+        assert [(done.returncode, done.stdout, done.stderr) for done in under_cron] == [
+            (0, "", "")
+        ] * 2
 
     @pytest.mark.parametrize(
         ("args", "says"),

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS, reported
-from choreo_ingest.cli.output import print_json, print_json_lines, print_text
+from choreo_ingest.cli.output import print_json, print_json_lines, print_text, stderr_is_tty
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import (
     Config,
@@ -81,8 +81,8 @@ def lean_main(args: Sequence[str]) -> int | None:
         # No call here makes a request before `_run` knows it must: the kept copy of a file with
         # a token or client secret in it (withheld there) answers without PyYAML.
         config = load_config(find_config_path(_path(call.options.get("config"))), secrets=False)
-        if config_warnings(config):
-            return None  # the full command logs them
+        if config_warnings(config) and (call.verbosity or stderr_is_tty()):
+            return None  # the full command says them to a person; cron is not told every minute
         state = configured_location(resolve_state_path(call.options.get("db"), config), config)
         return _COMMANDS[call.command].handler(call, config, state)
     except ChoreoIngestError:

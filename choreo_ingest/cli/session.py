@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from choreo_ingest.cli.output import stderr_is_tty
 from choreo_ingest.clock import Clock, SystemClock
 from choreo_ingest.config import (
     Config,
@@ -38,6 +39,8 @@ def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> 
     for secret in secret_values(loaded):
         register_secret(secret)
     for warning in config_warnings(loaded) if log_warnings else ():
-        log.warning("config_warning", message=warning)
+        # For a person (a terminal, `-v`, `check`): off a terminal, cron would mail a deliberate
+        # `insecureSkipVerify` every minute, for good.
+        (log.warning if stderr_is_tty() else log.info)("config_warning", message=warning)
     state = configured_location(resolve_state_path(db, loaded), loaded)
     return Session(loaded, state, SystemClock())
