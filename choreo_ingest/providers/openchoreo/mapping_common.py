@@ -156,6 +156,7 @@ def source_location(parameters: Mapping[str, Any]) -> str | None:
     if not url:
         return None
     host = _FORGE_PREFIXES.get(url[: url.find("/", 8) + 1]) if _is_simple(url) else None
+    repository_url = url  # without query and fragment: what a tree path goes after
     if host is None:
         try:
             parts = urlsplit(url)
@@ -167,13 +168,13 @@ def source_location(parameters: Mapping[str, Any]) -> str | None:
             return None
         netloc = parts.netloc.rpartition("@")[2]  # without user and password
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        repository_url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
     branch = text(revision.get("branch"))
     if branch and host in ("github.com", "gitlab.com"):
-        path = urlsplit(url).path.rstrip("/").removesuffix(".git")
+        base = repository_url.rstrip("/").removesuffix(".git")
         tree = "/tree/" if host == "github.com" else "/-/tree/"
-        scheme, netloc = urlsplit(url)[:2]
-        return f"url:{scheme}://{netloc}{path}{tree}{quote(branch, safe='/')}/"
+        return f"url:{base}{tree}{quote(branch, safe='/')}/"
     return f"url:{url}"
 
 
