@@ -275,3 +275,37 @@ def test_a_404_on_a_components_workload_listing_fails_the_event_and_removes_noth
 
     with engine.provider.around(engine.burst) as context, pytest.raises(NotFoundError):
         engine.provider.handle_event(context, Event("Component", "cart", "updated", "acme"))
+
+
+INTERNAL = {
+    "status_code": 500,
+    "json": {"error": "Internal server error", "code": "INTERNAL_ERROR"},
+}
+
+
+def test_a_stale_cursor_answers_500_and_restarts_only_its_listing(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """The document: no 410 in v1; a cursor the server no longer knows answers 500 (and keeps
+    answering it), so a 500 on a request that carried a cursor restarts that listing from its
+    first page, counted as a cursor reset."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=2": [
+                items(named("shop"), named("web"), cursor="stale"),
+                items(named("shop"), named("web")),
+            ],
+            "/namespaces/acme/projects?limit=2&cursor=stale": [INTERNAL, INTERNAL],
+            "/namespaces/acme/workloads?limit=2": [items()],
+            "/namespaces/acme/components?limit=2": [items()],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    engine.run()
+
+    assert engine.counters["cursor_resets"] == 1
+    assert {"system:acme/shop", "system:acme/web", "domain:default/acme"} <= set(engine.entities)
