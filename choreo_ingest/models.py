@@ -121,8 +121,9 @@ class EntityIteratorResult:
     """What the provider learnt about its source (`api: v1`), shown by `status` and the metrics;
     the fact `problem` is a health problem. None removes a fact."""
     removal_scopes: Sequence[str] = ()
-    """Scopes the source says are gone (a listing of them answered 404): their entities leave
-    with this page, as for a `deleted` event (`Delta.removal_scopes`), not at the sweep."""
+    """Scopes a plugin's source says are gone: their entities leave with this page, as for a
+    `deleted` event (`Delta.removal_scopes`), without the sweep's guards. The OpenChoreo provider
+    sends none: a parent gone mid-walk is skipped and its subtree left to the guarded sweep."""
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ MAX_RESTARTS_PER_BURST = 3
 """Restarts of one listing within one burst before the burst fails."""
 STALE_STARTS_REPORTED = 3
 """Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
+MAX_CURSORS_REMEMBERED = 10_000
+"""A listing's cursors kept for the loop guard (a few hundred bytes each), then forgotten."""
 _LEGACY_PHASES = ("orgs", "projects", "components")
 
 
@@ -130,6 +132,8 @@ class OpenChoreoContext:
     facts: Mapping[str, str]
     restarts: dict[str, int] = field(default_factory=dict)
     listed_once: bool = False
+    returned: tuple[str, set[str]] = field(default_factory=lambda: ("", set()))
+    """The listing walked in this burst and the cursors it has returned (a loop guard)."""
     detected_api: str | None = None
     """The generation an event drain found the server to speak, when no cycle had said."""
 
@@ -390,6 +394,7 @@ class OpenChoreoProvider:
                 method="GET",
                 path=path,
             )
+        _check_not_looping(context, path, listed.next_cursor)
         return listed
 
     def _restart(
@@ -422,6 +427,7 @@ class OpenChoreoProvider:
                 path=path,
             )
         context.restarts[key] = restarts
+        context.returned = ("", set())
         state.api_cursor = None
         state.cursor_reset_count += 1
         log.info(
@@ -452,6 +458,24 @@ class OpenChoreoProvider:
             self._warned_limit.add(generation.name)
             log.warning("chunk_size_capped", provider=self._name, message=warning)
         return size
+
+
+def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:
+    """Fail a listing that hands back a cursor it returned before in this burst (A -> B -> A):
+    followed, it would walk the same pages for ever."""
+    if not next_cursor:
+        return
+    walked, returned = context.returned
+    if walked != path or len(returned) >= MAX_CURSORS_REMEMBERED:
+        returned = set()
+        context.returned = (path, returned)
+    if next_cursor in returned:
+        raise PermanentError(
+            f"GET {path} returned a cursor it had returned before; refusing to loop",
+            method="GET",
+            path=path,
+        )
+    returned.add(next_cursor)
 
 
 def _item_after(context: OpenChoreoContext, queue: str, position: int) -> QueuedItem | None:

@@ -309,3 +309,23 @@ def test_a_stale_cursor_answers_500_and_restarts_only_its_listing(
 
     assert engine.counters["cursor_resets"] == 1
     assert {"system:acme/shop", "system:acme/web", "domain:default/acme"} <= set(engine.entities)
+
+
+def test_a_listing_whose_cursors_come_round_again_fails_instead_of_looping(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """A -> B -> A: no page echoes its own cursor, yet followed the walk would never end."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=2": [items(named("shop"), named("web"), cursor="A")],
+            "/namespaces/acme/projects?limit=2&cursor=A": [items(named("api"), cursor="B")],
+            "/namespaces/acme/projects?limit=2&cursor=B": [items(named("db"), cursor="A")],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with pytest.raises(PermanentError, match="returned a cursor it had returned before"):
+        engine.run()
