@@ -31,8 +31,11 @@ class QueueReader(Protocol):
 class IndexReader(Protocol):
     """Read access to a provider's durable lookup index (`EntityIteratorResult.index`)."""
 
-    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
-        """The rows of `table` with these keys; absent keys are left out."""
+    def by_key(
+        self, table: str, keys: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, IndexEntry]:
+        """The rows of `table` with these keys (`current_only`: written in the current cycle);
+        absent keys are left out."""
         ...
 
     def by_group(
@@ -45,7 +48,9 @@ class IndexReader(Protocol):
 class NoIndex:
     """The index of a provider that has none (custom providers built before the index)."""
 
-    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+    def by_key(
+        self, table: str, keys: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, IndexEntry]:
         return {}
 
     def by_group(

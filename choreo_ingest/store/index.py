@@ -56,16 +56,22 @@ def clear_index(conn: AnyConnection, provider: str) -> None:
 
 
 def index_by_key(
-    conn: AnyConnection, provider: str, table: str, keys: Sequence[str]
+    conn: AnyConnection,
+    provider: str,
+    table: str,
+    keys: Sequence[str],
+    *,
+    min_cycle: int = 0,
 ) -> dict[str, IndexEntry]:
-    """The rows of `table` with these keys (absent keys are left out)."""
+    """The rows of `table` with these keys written in cycle `min_cycle` or later (absent keys
+    are left out)."""
     if not keys:
         return {}
     condition, values = in_values(conn, "key", keys)
     rows = conn.execute(
         f"""SELECT key, grp, value FROM provider_index WHERE provider = ? AND tbl = ?
-            AND {condition}""",
-        [provider, table, values],
+            AND {condition} AND cycle_id >= ?""",
+        [provider, table, values, min_cycle],
     )
     return {key: IndexEntry(table, key, group, json.loads(value)) for key, group, value in rows}
 

@@ -232,8 +232,10 @@ class Store:
     def last_change_seq(self) -> int:
         return queries.last_change_seq(self._conn)
 
-    def index_by_key(self, provider: str, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
-        return index.index_by_key(self._conn, provider, table, keys)
+    def index_by_key(
+        self, provider: str, table: str, keys: Sequence[str], *, min_cycle: int = 0
+    ) -> dict[str, IndexEntry]:
+        return index.index_by_key(self._conn, provider, table, keys, min_cycle=min_cycle)
 
     def index_by_group(
         self, provider: str, table: str, groups: Sequence[str], *, min_cycle: int = 0
@@ -347,10 +349,13 @@ class StoreIndexReader:
         self._current_cycle = current_cycle
         self._before_read = before_read
 
-    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+    def by_key(
+        self, table: str, keys: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, IndexEntry]:
         if self._before_read is not None:
             self._before_read()
-        return self._store.index_by_key(self._provider, table, keys)
+        min_cycle = self._current_cycle if current_only else 0
+        return self._store.index_by_key(self._provider, table, keys, min_cycle=min_cycle)
 
     def by_group(
         self, table: str, groups: Sequence[str], *, current_only: bool = False

@@ -102,12 +102,19 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     row = owner_row(namespace, resource)
     known = walk.index.by_key(PROJECT_OWNERS, [row.key]).get(row.key)
-    if (known.value if known is not None else {"owner": None}) == row.value:
-        return Delta(upserts=[entity], index=[row])
-    # Its components without an owner of their own take the project's: map them again.
+    domain = Harvest()
+    if known is None:
+        served = _served_namespace(walk, namespace)
+        if served is None:
+            return Delta()
+        domain = served
+    elif known.value == row.value:
+        return Delta(upserts=[*domain.entities, entity], index=[row])
+    # New to the catalog (its components were left out), or its owner changed (its components
+    # without an owner of their own take the project's): map its components again.
     components = _listed(walk, namespace, "components", project=project)
     harvest = component_harvest(_with_rows(walk, [row], []), namespace, components, listed=False)
-    return Delta(upserts=[entity, *harvest.entities], index=[row, *harvest.index])
+    return Delta(upserts=[*domain.entities, entity, *harvest.entities], index=[row, *harvest.index])
 
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
@@ -133,10 +140,14 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
 
 
 def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
-    """The System (and owner row) of a component's project that the catalog does not hold yet:
-    an event may name a component of a project that no cycle has listed."""
+    """The System (and owner row) of a component's project that the catalog does not hold yet,
+    with its namespace's Domain: an event may name a component of a project that no cycle has
+    listed. Nothing when either answers 404 (the component is then left out)."""
     key = f"{namespace}/{project}"
     if not project or walk.index.by_key(PROJECT_OWNERS, [key]):
+        return Harvest()
+    domain = _served_namespace(walk, namespace)
+    if domain is None:
         return Harvest()
     path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
     try:
@@ -144,7 +155,21 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     except NotFoundError:
         return Harvest()
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
-    return Harvest(entities=[entity], index=[owner_row(namespace, resource)])
+    return Harvest(entities=[*domain.entities, entity], index=[owner_row(namespace, resource)])
+
+
+def _served_namespace(walk: Walk, namespace: str) -> Harvest | None:
+    """The Domain of a namespace an event names before the catalog holds any project of it;
+    None when the server answers 404: the namespace is gone, or is not one OpenChoreo serves
+    (`/namespaces` lists only those labelled `openchoreo.dev/control-plane`, and the event
+    forwarder posts every namespace's events). Its resources stay out, as the walk leaves them."""
+    path = f"/namespaces/{segment(namespace)}"
+    try:
+        resource = as_object(walk.client.get_json(path), path)
+    except NotFoundError:
+        log.info("event_outside_catalog", namespace=namespace, path=path)
+        return None
+    return Harvest(entities=[namespace_entity(resource, walk.config.mapping, walk.provider)])
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
@@ -249,8 +274,10 @@ class _OverlayIndex:
         self._rows = list(rows)
         self._removed = {(row.table, row.key) for row in removed}
 
-    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
-        found = self._index.by_key(table, keys)
+    def by_key(
+        self, table: str, keys: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, IndexEntry]:
+        found = self._index.by_key(table, keys, current_only=current_only)
         for row in self._rows:
             if row.table == table and row.key in keys:
                 found[row.key] = row

@@ -110,17 +110,23 @@ def component_harvest(
 ) -> Harvest:
     """Component and API entities of these components of `namespace`, each joined with its first
     workload by name (`listed`: only workloads this cycle listed count, as for a listing page;
-    else the index as it stands) and with its project's owner."""
+    else the index as it stands) and with its project's owner. A component whose project is not
+    in the index (`listed`: not listed in this cycle) is left out: its System would not exist,
+    and Backstage takes a ref to a missing entity for an error (OpenChoreo's own provider lists
+    components project by project, so it never sees one either)."""
     pending = {} if pending is None else pending
     mapping = walk.config.mapping
-    placed = [(c, p) for c in components if (p := _project_of(c, namespace)) is not None]
+    named = [(c, p) for c in components if (p := _project_of(c, namespace)) is not None]
+    projects = sorted({project for _, project in named})
+    owners = walk.index.by_key(
+        PROJECT_OWNERS, [f"{namespace}/{p}" for p in projects], current_only=listed
+    )
+    placed = [(c, p) for c, p in named if _project_known(c, namespace, p, owners)]
     names = [name_of(component, "component") for component, _ in placed]
     workloads = walk.index.by_group(
         WORKLOADS, [f"{namespace}/{name}" for name in names], current_only=listed
     )
     chosen = {name: first_workload(workloads[f"{namespace}/{name}"]) for name in names}
-    projects = {project for _, project in placed}
-    owners = walk.index.by_key(PROJECT_OWNERS, [f"{namespace}/{p}" for p in sorted(projects)])
     claims = [
         ApiClaim(
             namespace=namespace_name(namespace),
@@ -162,6 +168,21 @@ def _project_of(component: Resource, namespace: str) -> str | None:
         message="spec.owner.projectName is missing; the component is left out",
     )
     return None
+
+
+def _project_known(
+    component: Resource, namespace: str, project: str, owners: Mapping[str, IndexEntry]
+) -> bool:
+    if f"{namespace}/{project}" in owners:
+        return True
+    log.info(
+        "component_of_unlisted_project",
+        namespace=namespace,
+        component=name_of(component, "component"),
+        project=project,
+        message="its project is not listed; the component is left out until it is",
+    )
+    return False
 
 
 def _rename_displaced(walk: Walk, namespace: str, owner: Owner, pending: Pending) -> Harvest:

@@ -94,9 +94,15 @@ class MemoryIndex:
         self._rows = {key: row for key, row in self._rows.items() if row[1] == self._cycle}
         self._cycle += 1
 
-    def by_key(self, table: str, keys: Sequence[str]) -> dict[str, IndexEntry]:
+    def by_key(
+        self, table: str, keys: Sequence[str], *, current_only: bool = False
+    ) -> dict[str, IndexEntry]:
         found = (self._rows.get((table, key)) for key in keys)
-        return {row[0].key: row[0] for row in found if row is not None}
+        return {
+            row[0].key: row[0]
+            for row in found
+            if row is not None and (not current_only or row[1] == self._cycle)
+        }
 
     def by_group(
         self, table: str, groups: Sequence[str], *, current_only: bool = False

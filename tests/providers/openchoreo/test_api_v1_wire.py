@@ -11,7 +11,7 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
-from choreo_ingest.models import Delta, Event
+from choreo_ingest.models import Delta, Event, IndexEntry
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.resources_v1 import parse_list
 
@@ -250,6 +250,7 @@ def test_a_project_whose_components_listing_answers_404_maps_no_components(
     )
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.index.apply([IndexEntry("project", "acme/shop", "", {"owner": "group:default/old"})])
 
     with engine.provider.around(engine.burst) as context:
         delta = engine.provider.handle_event(context, Event("Project", "shop", "updated", "acme"))
@@ -329,3 +330,166 @@ def test_a_listing_whose_cursors_come_round_again_fails_instead_of_looping(
 
     with pytest.raises(PermanentError, match="returned a cursor it had returned before"):
         engine.run()
+
+
+def refs_of(entity: Any) -> list[str]:
+    """The refs an entity's spec makes to other entities, as full refs."""
+    spec = entity.body["spec"]
+    namespace = entity.body["metadata"]["namespace"]
+    refs = [f"api:{ref.removeprefix('api:')}" for ref in spec.get("providesApis", [])]
+    if "system" in spec:
+        refs.append(f"system:{namespace}/{spec['system']}")
+    if "domain" in spec:
+        refs.append(f"domain:{spec['domain']}")
+    return refs
+
+
+def dangling(entities: dict[str, Any]) -> list[str]:
+    return [ref for e in entities.values() for ref in refs_of(e) if ref not in entities]
+
+
+def test_a_component_of_a_project_the_listing_lacks_is_left_out_not_left_dangling(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """Kubernetes does not enforce `spec.owner.projectName`: a component may name a project
+    that does not exist (yet). Its System would be missing, a ref Backstage reports."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=50": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=50": [items(named("shop"))],
+            "/namespaces/acme/workloads?limit=50": [items()],
+            "/namespaces/acme/components?limit=50": [
+                items(
+                    named("cart", owner={"projectName": "shop"}),
+                    named("stray", owner={"projectName": "ghost"}),
+                )
+            ],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    engine.run()
+
+    assert "component:acme/cart" in engine.entities
+    assert "component:acme/stray" not in engine.entities
+    assert dangling(engine.entities) == []
+
+
+def test_a_component_of_a_project_gone_since_the_last_cycle_is_left_out(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """The project's index row from the last cycle does not count: the sweep takes its System."""
+    cart = named("cart", owner={"projectName": "shop"})
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=50": [items(named("acme"))] * 2,
+            "/namespaces/acme/projects?limit=50": [items(named("shop")), items()],
+            "/namespaces/acme/workloads?limit=50": [items()] * 2,
+            "/namespaces/acme/components?limit=50": [items(cart)] * 2,
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.run()
+    engine.cursor, engine.entities = None, {}
+
+    engine.run()
+
+    assert set(engine.entities) == {"domain:default/acme"}
+
+
+NOT_FOUND = {"status_code": 404, "json": {"error": "Namespace not found", "code": "NOT_FOUND"}}
+
+
+def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """The forwarder posts every namespace's events; `/namespaces/{ns}` answers 404 for one
+    not labelled `openchoreo.dev/control-plane`, which the walk never lists either."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces/other/workloads?component=cart&limit=100": [items()],
+            "/namespaces/other/components/cart": [
+                {"json": named("cart", owner={"projectName": "p"})}
+            ],
+            "/namespaces/other": [NOT_FOUND],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(
+            context, Event("Component", "cart", "updated", "other")
+        )
+
+    assert delta.upserts == []
+
+
+def test_a_component_event_before_any_cycle_brings_its_system_and_domain(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces/acme/workloads?component=cart&limit=100": [items()],
+            "/namespaces/acme/components/cart": [
+                {"json": named("cart", owner={"projectName": "shop"})}
+            ],
+            "/namespaces/acme": [{"json": named("acme")}],
+            "/namespaces/acme/projects/shop": [{"json": named("shop")}],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Component", "cart", "created", "acme"))
+
+    upserts = {entity.ref: entity for entity in delta.upserts}
+    assert set(upserts) == {"domain:default/acme", "system:acme/shop", "component:acme/cart"}
+    assert dangling(upserts) == []
+
+
+def test_a_project_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    walk_pages(
+        httpx_mock,
+        {"/namespaces/other/projects/p": [{"json": named("p")}], "/namespaces/other": [NOT_FOUND]},
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Project", "p", "created", "other"))
+
+    assert delta == Delta()
+
+
+def test_a_new_projects_event_brings_its_domain_and_the_components_the_walk_left_out(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces/acme/projects/shop": [{"json": named("shop")}],
+            "/namespaces/acme": [{"json": named("acme")}],
+            "/namespaces/acme/components?project=shop&limit=100": [
+                items(named("cart", owner={"projectName": "shop"}))
+            ],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Project", "shop", "created", "acme"))
+
+    upserts = {entity.ref: entity for entity in delta.upserts}
+    assert set(upserts) == {"domain:default/acme", "system:acme/shop", "component:acme/cart"}
+    assert dangling(upserts) == []
