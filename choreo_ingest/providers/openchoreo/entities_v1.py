@@ -7,8 +7,11 @@ component -> Component `<ns>/<component>`, workload endpoint with a schema -> AP
 Where we differ from that provider, on purpose: `managed-by-location` is our own
 (`provider:<name>`), API names always fit Backstage's 63 characters, an owner annotation that
 is not an entity ref is skipped (with a warning) instead of written, a component without a
-`Ready` condition gets the configured lifecycle instead of `not ready`, and a blank title is
-left out instead of repeating the name (Backstage shows the name then anyway).
+`Ready` condition gets the configured lifecycle instead of `not ready`, a blank title of a
+System, Component or API is left out instead of repeating the name (Backstage shows the name
+then anyway), GitHub and GitLab SSH repository addresses become their https URL, credentials
+in a repository URL are left out, and an endpoint whose name holds a NUL character gets no API
+(neither PostgreSQL nor Backstage's database could store it).
 
 Every function is pure and deterministic apart from the warning it logs for an unusable owner
 annotation. A resource with a `metadata.deletionTimestamp` stays, annotated
@@ -76,14 +79,12 @@ DESCRIPTION = "openchoreo.dev/description"
 STUB = "stub"
 """`mapping.apis_without_schema` value that maps endpoints without a schema too."""
 
-_SCHEMA_API_TYPES = {"proto": "grpc"}
-"""Schema types renamed for Backstage; any other is lower-cased (`OpenAPI` -> `openapi`)."""
 _ENDPOINT_FIELDS = ("type", "port", "visibility", "displayName")
 _SCHEMA_FIELDS = ("type", "content")
 
 
 def namespace_entity(namespace: Mapping[str, Any], mapping: MappingConfig, provider: str) -> Entity:
-    """A namespace becomes the Domain `default/<ns>`."""
+    """A namespace becomes the Domain `default/<ns>`, titled with its display name or its name."""
     meta = as_mapping(namespace.get("metadata"))
     name = required_name(meta.get("name"), "namespace", namespace)
     annotations = {
@@ -93,6 +94,7 @@ def namespace_entity(namespace: Mapping[str, Any], mapping: MappingConfig, provi
         DELETION_TIMESTAMP: text(meta.get("deletionTimestamp")),
     }
     body = _metadata(entity_name(name), DOMAIN_NAMESPACE, meta, provider, annotations)
+    body.setdefault("title", name)
     return entity("Domain", body, {"owner": mapping.default_owner}, scope=name)
 
 
@@ -182,7 +184,7 @@ def component_entities(
         entity_name(name), namespace_name(ns), meta, provider, annotations, type_tags(type_name)
     )
     workflow = as_mapping(spec.get("workflow"))
-    source = source_location(as_mapping(workflow.get("parameters")))
+    source = source_location(as_mapping(workflow.get("parameters")), tree=False)
     if source:
         body["annotations"][SOURCE_LOCATION] = source
     place = _Place(ns, project, name, workload_name, owner, provider, f"{ns}/{project}/{name}")
@@ -226,7 +228,9 @@ def trim_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
     raw = spec.get("endpoints")
     if type(raw) is dict or isinstance(raw, Mapping):
         trimmed_spec["endpoints"] = {
-            str(key): _trim_endpoint(as_mapping(value)) for key, value in raw.items()
+            str(key): _trim_endpoint(as_mapping(value))
+            for key, value in raw.items()
+            if "\x00" not in str(key)
         }
     return {"metadata": {"name": meta["name"]} if "name" in meta else {}, "spec": trimmed_spec}
 
@@ -316,7 +320,8 @@ def _api_entity(
 def _endpoints(workload: Mapping[str, Any] | None) -> list[tuple[str, Mapping[str, Any]]]:
     """`spec.endpoints` as (name, details), sorted by name; no workload or endpoints -> []."""
     raw = as_mapping(as_mapping(as_mapping(workload).get("spec")).get("endpoints"))
-    return sorted(((str(key), as_mapping(value)) for key, value in raw.items()), key=_first)
+    found = ((str(key), as_mapping(value)) for key, value in raw.items())
+    return sorted((pair for pair in found if "\x00" not in pair[0]), key=_first)
 
 
 def _first(pair: tuple[str, Mapping[str, Any]]) -> str:
@@ -324,9 +329,9 @@ def _first(pair: tuple[str, Mapping[str, Any]]) -> str:
 
 
 def _schema_api_type(schema_type: object) -> str:
-    """`schema.type` lower-cased (`proto` -> `grpc`); missing or blank -> `openapi`."""
-    lowered = (text(schema_type) or "openapi").lower()
-    return _SCHEMA_API_TYPES.get(lowered, lowered)
+    """`schema.type` lower-cased, else as given (`proto` stays `proto`, as OpenChoreo's own
+    provider writes it); missing or blank -> `openapi`."""
+    return (text(schema_type) or "openapi").lower()
 
 
 def _visibility(value: object) -> str | None:

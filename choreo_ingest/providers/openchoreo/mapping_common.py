@@ -83,8 +83,11 @@ def required_name(value: object, what: str, resource: Mapping[str, Any]) -> str:
 
 
 def text(value: object) -> str | None:
-    """A string stripped of surrounding blanks; None for blanks and non-strings."""
+    """A string stripped of surrounding blanks, without NUL characters (PostgreSQL, Backstage's
+    usual database, cannot store them); None for blanks and non-strings."""
     if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "")
         return value.strip() or None
     return None
 
@@ -141,15 +144,15 @@ def schema_content(details: Mapping[str, Any]) -> str | None:
     return None
 
 
-def source_location(parameters: Mapping[str, Any]) -> str | None:
+def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str | None:
     """`url:<repository>` in Backstage's location format, from build parameters that hold
     `repository: {url, revision: {branch}}` (a `revision` beside `repository` also counts),
     when the repository is an http(s) URL, or a GitHub or GitLab SSH address (taken as its
     https URL).
 
-    GitHub and GitLab get their branch-tree URL when the branch is known; other hosts get the
-    repository URL alone, since their tree-URL conventions differ. Credentials in the URL
-    (`https://user:token@host/...`) are left out: the annotation is for everyone to read.
+    With `tree`, GitHub and GitLab get their branch-tree URL when the branch is known; other
+    hosts get the repository URL alone, since their tree-URL conventions differ. Credentials in
+    the URL (`https://user:token@host/...`) are left out: the annotation is for everyone to read.
     """
     repository = as_mapping(parameters.get("repository"))
     url = _forge_https(text(repository.get("url")) or "")
@@ -170,9 +173,9 @@ def source_location(parameters: Mapping[str, Any]) -> str | None:
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
         repository_url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
-    branch = text(revision.get("branch"))
-    if branch and host in ("github.com", "gitlab.com"):
-        base = repository_url.rstrip("/").removesuffix(".git")
+    branch = text(revision.get("branch")) if tree else None
+    base = repository_url.rstrip("/").removesuffix(".git")
+    if branch and host in ("github.com", "gitlab.com") and base.count("/") > 2:
         tree = "/tree/" if host == "github.com" else "/-/tree/"
         return f"url:{base}{tree}{quote(branch, safe='/')}/"
     return f"url:{url}"
@@ -191,8 +194,8 @@ def _forge_https(url: str) -> str:
 
 
 def _is_simple(url: str) -> bool:
-    """An ASCII URL with no user, query, fragment or space: taken as it stands."""
-    return url.isascii() and not any(mark in url for mark in "@?# \t")
+    """A printable ASCII URL with no user, query, fragment or space: taken as it stands."""
+    return url.isascii() and url.isprintable() and not any(mark in url for mark in "@?# ")
 
 
 def _is_host(host: str, netloc: str) -> bool:

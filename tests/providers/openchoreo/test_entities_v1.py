@@ -154,10 +154,11 @@ class TestNamespace:
     @pytest.mark.parametrize(
         "blank", ["", "   ", None, 7], ids=["empty", "spaces", "null", "number"]
     )
-    def test_blank_title_and_description_are_left_out(self, blank: Any) -> None:
+    def test_without_a_display_name_the_domain_is_titled_with_its_name(self, blank: Any) -> None:
+        """As OpenChoreo's own provider titles it (openchoreo-v1-api.md: display-name or name)."""
         meta = {"annotations": {"openchoreo.dev/display-name": blank}}
         body = namespace_entity(resource("acme", None, metadata=meta), MAPPING, PROVIDER).body
-        assert "title" not in body["metadata"]
+        assert body["metadata"]["title"] == "acme"
         assert "description" not in body["metadata"]
 
     def test_nameless_namespace_is_refused(self) -> None:
@@ -346,7 +347,7 @@ class TestComponent:
             "openchoreo.io/created-at": CREATED,
             "openchoreo.io/status": "Ready",
             "openchoreo.io/workload": "orders-workload",
-            "backstage.io/source-location": "url:https://github.com/acme/orders/tree/main/",
+            "backstage.io/source-location": "url:https://github.com/acme/orders.git",
             **LOCATIONS,
         }
 
@@ -418,11 +419,11 @@ class TestComponent:
         [
             (
                 {"url": "https://github.com/acme/orders.git", "revision": {"branch": "feat/a b"}},
-                "url:https://github.com/acme/orders/tree/feat/a%20b/",
+                "url:https://github.com/acme/orders.git",
             ),
             (
                 {"url": "https://gitlab.com/acme/orders", "revision": {"branch": "dev"}},
-                "url:https://gitlab.com/acme/orders/-/tree/dev/",
+                "url:https://gitlab.com/acme/orders",
             ),
             ({"url": "https://github.com/acme/orders"}, "url:https://github.com/acme/orders"),
             (
@@ -435,9 +436,11 @@ class TestComponent:
         ],
         ids=["github-branch", "gitlab-branch", "no-branch", "other-host", "ssh", "blank", "none"],
     )
-    def test_source_location_from_workflow_repository(
+    def test_source_location_is_the_workflow_repository_as_given(
         self, repository: dict[str, Any], expected: str | None
     ) -> None:
+        """`url:<repo>`, as the document and OpenChoreo's own provider write it (no branch tree);
+        an SSH address becomes the https URL Backstage can read."""
         data = component(spec={"workflow": {"parameters": {"repository": repository}}})
         [entity] = map_component(data)
         annotations = entity.body["metadata"]["annotations"]
@@ -503,6 +506,26 @@ class TestApis:
         assert (bare.body["spec"]["type"], ws.body["spec"]["type"]) == ("openapi", "asyncapi")
         assert yaml.safe_load(ws.body["spec"]["definition"])["asyncapi"]
 
+    def test_an_endpoint_whose_name_holds_a_nul_gets_no_api_and_is_not_indexed(self) -> None:
+        """PostgreSQL (the state store's, and Backstage's) cannot store a NUL in text."""
+        bad = {"type": "HTTP", "port": 80, "schema": {"content": "x"}}
+        data = workload(ep=bad)
+        data["spec"]["endpoints"]["api\x00v2"] = bad
+
+        entities = map_component(component(), data)
+
+        assert [entity.ref for entity in entities] == [
+            "component:acme/orders",
+            "api:acme/shop-orders-ep",
+        ]
+        assert "api\x00v2" not in trim_workload(data)["spec"]["endpoints"]
+        assert api_endpoint_names(data, MAPPING) == ["ep"]
+
+    def test_nul_characters_are_dropped_from_titles(self) -> None:
+        meta = {"annotations": {"openchoreo.dev/display-name": "Or\x00ders"}}
+        [entity] = map_component(component(metadata=meta))
+        assert entity.body["metadata"]["title"] == "Orders"
+
     @pytest.mark.parametrize(
         ("schema_type", "spec_type"),
         [
@@ -511,7 +534,7 @@ class TestApis:
             ("graphql", "graphql"),
             ("GraphQL", "graphql"),
             ("grpc", "grpc"),
-            ("proto", "grpc"),
+            ("proto", "proto"),
             ("asyncapi", "asyncapi"),
             ("AsyncAPI", "asyncapi"),
             ("WSDL", "wsdl"),
