@@ -176,8 +176,8 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
     branch = text(revision.get("branch")) if tree else None
     base = repository_url.rstrip("/").removesuffix(".git")
     if branch and host in ("github.com", "gitlab.com") and base.count("/") > 2:
-        tree = "/tree/" if host == "github.com" else "/-/tree/"
-        return f"url:{base}{tree}{quote(branch, safe='/')}/"
+        path = "/tree/" if host == "github.com" else "/-/tree/"
+        return f"url:{base}{path}{quote(branch, safe='/')}/"
     return f"url:{url}"
 
 
