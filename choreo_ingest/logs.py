@@ -50,11 +50,17 @@ _AFTER = rf"""(?=[{_APART}]|[.!]?$|[.!][\s'"\\])"""  # a full stop or ! that end
 
 
 def spellings(secret: str) -> set[str]:
-    """A secret as text may hold it: itself, and percent-encoded as in a URL or a form body
-    (an identity provider may echo the request it refused, client secret and all)."""
+    """A secret as text may hold it: itself; percent-encoded as in a URL or a form body (an
+    identity provider may echo the request it refused, client secret and all); escaped as
+    `repr()` of the text or of its UTF-8 bytes and JSON write it (an HTTP library quotes a header
+    value it refuses: `b'Bearer tok\\n'`); and on one line, its control characters and runs of
+    whitespace made one space each, as a one-line error text shows it."""
+    import json
     from urllib.parse import quote, quote_plus
 
-    return {secret, quote(secret, safe=""), quote_plus(secret)}
+    one_line = " ".join("".join(c if c.isprintable() else " " for c in secret).split())
+    escaped = {repr(secret)[1:-1], repr(secret.encode("utf-8"))[2:-1], json.dumps(secret)[1:-1]}
+    return {secret, quote(secret, safe=""), quote_plus(secret), one_line, *escaped} - {""}
 
 
 class Redactor:

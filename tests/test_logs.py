@@ -366,6 +366,34 @@ class TestWholeTokenRedaction:
             "refused client_secret=***&a=1"
         )
 
+    @pytest.mark.parametrize(
+        ("secret", "text"),
+        [
+            ("k8s-token-ABCD-123\n", "Illegal header value b'Bearer k8s-token-ABCD-123\\n'"),
+            ("k8s-token-ABCD-123\r", 'header "Bearer k8s-token-ABCD-123\\r" refused'),
+            ("tökenABCD-1234", "Illegal header value b'Bearer t\\xc3\\xb6kenABCD-1234'"),
+            ("tökenABCD-1234", 'token "t\\u00f6kenABCD-1234" refused'),
+        ],
+        ids=["bytes-repr-newline", "json-escaped-cr", "bytes-repr-not-ascii", "json-not-ascii"],
+    )
+    def test_a_secret_is_masked_escaped_as_repr_and_json_write_it(
+        self, secret: str, text: str
+    ) -> None:
+        """An HTTP library that refuses a header value quotes it as a bytes repr."""
+        redactor = Redactor()
+        redactor.register(secret)
+
+        assert "ABCD" not in redactor.scrub(text)
+
+    @pytest.mark.parametrize("secret", ["Abc\tDefSecret-9876", "Abc  DefSecret-9876"])
+    def test_a_secret_holding_whitespace_is_masked_as_one_line_shows_it(self, secret: str) -> None:
+        redactor = Redactor()
+        redactor.register(secret)
+
+        assert redactor.scrub("client secret Abc DefSecret-9876 is wrong") == (
+            "client secret *** is wrong"
+        )
+
     @pytest.mark.parametrize("secret", ["c", "ab", "xyz"], ids=["one", "two", "three"])
     def test_short_secret_is_masked_where_a_whole_value_equals_it(self, secret: str) -> None:
         redactor = Redactor()

@@ -14,6 +14,13 @@ The HTTP client asks `bearer()` before every request and calls `refresh()` once 
 This module sends nothing itself: the client injects `post_form` (it owns httpx) and a `Clock`.
 Error texts name the config key path and never hold a secret; `secrets()` lists every secret
 known so far for redaction, and `on_secret` hears of each new one as it is learned.
+
+A configured token (or a token file's content) loses its surrounding whitespace (a Kubernetes
+secret read from a file ends in a newline); one that still cannot be an HTTP header value
+(whitespace or a control character inside it, a character that is not ASCII) is a ConfigError
+naming its key, and so is a secret file that cannot be read or is empty: the operator must fix
+them, retrying will not. An access token the identity provider issues that cannot be sent is an
+AuthError. None of these errors quotes the value.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any, Protocol
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import AuthConfig, OAuthConfig, reveal
-from choreo_ingest.errors import AuthError, ProviderError, TransientError
+from choreo_ingest.errors import AuthError, ConfigError, ProviderError, TransientError
 from choreo_ingest.logs import spellings
 
 PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
@@ -87,7 +94,8 @@ def credentials_for(
 ) -> Credentials:
     """The credentials `auth` configures (NoCredentials when it configures none).
 
-    Raises ConfigError for a secret the config could not interpolate (`config.DeferredSecret`).
+    Raises ConfigError for a secret the config could not interpolate (`config.DeferredSecret`),
+    and for a static token that cannot be sent (`token_problem`).
     """
     known = _Known(on_secret)
     if auth.oauth is not None:
@@ -117,13 +125,17 @@ class NoCredentials:
 
 
 class StaticToken:
-    """A token from the config; a refresh gives the same token back."""
+    """A token from the config, without surrounding whitespace; a refresh gives it back."""
 
     def __init__(self, token: str, *, config_key: str, known: _Known | None = None) -> None:
         self.config_key = config_key
-        self._token = token
+        self._token = token.strip()
         self._known = known or _Known()
         self._known.add(token)
+        self._known.add(self._token)
+        problem = token_problem(self._token)
+        if problem is not None:
+            raise ConfigError(f"not a usable bearer token: {problem}", path=config_key)
 
     def __repr__(self) -> str:
         return f"StaticToken(config_key={self.config_key!r})"
@@ -152,9 +164,11 @@ class TokenFile:
 
     def bearer(self) -> str:
         token = _read_secret(self.path, self.config_key)
-        if any(char.isspace() or not char.isprintable() for char in token):
-            raise AuthError(f"{self.config_key} ({self.path}): expected one token on one line")
         self._known.add(token)
+        problem = token_problem(token)
+        if problem is not None:
+            problem = f"{self.path}: not a usable bearer token: {problem}"
+            raise ConfigError(problem, path=self.config_key)
         return token
 
     def refresh(self, rejected: str | None = None) -> str:
@@ -232,25 +246,33 @@ class ClientCredentials:
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
             raise self._error(AuthError, f"HTTP {status} with {shape}", status=status)
         token = token.strip()
+        self._known.add(token)
         token_type = body.get("token_type")
         if isinstance(token_type, str) and token_type.lower() != "bearer":
-            problem = f"HTTP {status}: token_type {_printable(token_type, 32)!r} is not Bearer"
+            problem = f"HTTP {status}: token_type {self._shown(token_type, 32)!r} is not Bearer"
             raise self._error(AuthError, problem, status=status)
-        self._known.add(token)
+        unusable = token_problem(token)
+        if unusable is not None:
+            problem = f"HTTP {status}: the access_token is not a usable bearer token: {unusable}"
+            raise self._error(AuthError, f"{problem}; check {_TOKEN_URL_KEY}", status=status)
         self._token = token
         self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
         return token
 
     def _refused(self, status: int, body: Any) -> ProviderError:
         fields = body if isinstance(body, dict) else {}
-        code = _printable(fields.get("error"), 64)
-        code = self._known.redact(code) if code else None  # it becomes the error's `code` too
-        description = _printable(fields.get("error_description"), MAX_DESCRIPTION)
+        code = self._shown(fields.get("error"), 64)  # it becomes the error's `code` too
+        description = self._shown(fields.get("error_description"), MAX_DESCRIPTION)
         problem = f"HTTP {status}" + (f" {code}" if code else "")
         problem += f": {description}" if description else ""
         if status >= 500 or status in (408, 429):
             return self._error(TransientError, problem, status=status, code=code)
         return self._error(AuthError, f"{problem}; {self._advice(status, code)}", status, code)
+
+    def _shown(self, value: object, limit: int) -> str | None:
+        """`_printable(value, limit)`, every known secret masked first: made one line, a secret
+        that holds a tab or two spaces would no longer match."""
+        return _printable(self._known.redact(value) if isinstance(value, str) else value, limit)
 
     def _advice(self, status: int, code: str | None) -> str:
         if code == "invalid_client" or (code is None and status in (400, 401, 403)):
@@ -341,16 +363,35 @@ class _Known:
         return text
 
 
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be sent as `Authorization: Bearer <token>`, never quoting it; None
+    when it can: one word of visible ASCII characters."""
+    if token.isascii() and token.isprintable() and " " not in token and token:
+        return None  # the common case, checked at C speed: the client asks before each request
+    if not token:
+        return "it is empty"
+    if "\n" in token or "\r" in token:
+        return "expected one token on one line"
+    if any(char.isspace() for char in token):
+        return "it holds whitespace"
+    if not token.isascii():
+        return "it holds a character that is not ASCII"
+    if not token.isprintable():
+        return "it holds a control character"
+    return None
+
+
 def _read_secret(path: Path, key: str) -> str:
-    """A secret file's content, stripped; errors name the key and the path, never the content."""
+    """A secret file's content, stripped. A file that cannot be read or is empty is a
+    ConfigError naming the key and the path, never the content: the operator must fix it."""
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as err:
-        raise AuthError(f"{key} ({path}): cannot read: {err.strerror or err}") from None
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=key) from None
     except UnicodeDecodeError:
-        raise AuthError(f"{key} ({path}): cannot read: not UTF-8 text") from None
+        raise ConfigError(f"{path}: cannot read: not UTF-8 text", path=key) from None
     if not text:
-        raise AuthError(f"{key} ({path}): the file is empty")
+        raise ConfigError(f"{path}: the file is empty", path=key)
     return text
 
 

@@ -27,6 +27,7 @@ import httpx
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import (
+    AuthError,
     ConfigError,
     DeadlineExceeded,
     NotFoundError,
@@ -35,9 +36,18 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
-from choreo_ingest.logs import get_logger
-from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
-from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay
+from choreo_ingest.logs import get_logger, spellings
+from choreo_ingest.providers.openchoreo.auth import (
+    Credentials,
+    PostForm,
+    credentials_for,
+    token_problem,
+)
+from choreo_ingest.providers.openchoreo.http_errors import (
+    ErrorTranslator,
+    backoff_delay,
+    one_line,
+)
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.version import __version__
 
@@ -49,6 +59,8 @@ API_PREFIX = "/api/v1"
 """Every generation's resource routes sit below it; a base URL may or may not end with it."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
+MIN_MASKED_LENGTH = 4
+"""Shorter spellings of a client secret are not searched for in a connection error's text."""
 
 Params = Mapping[str, str | int]
 
@@ -173,8 +185,9 @@ class OpenChoreoClient:
                 self._requests_sent += 1
             response = self._http.get(url, timeout=httpx.Timeout(self._timeout_now()))
         except httpx.HTTPError as error:
+            cause = one_line(self._errors.redact(_cause(error)))
             raise TransientError(
-                f"GET {path}: {type(error).__name__}", method="GET", path=path
+                f"GET {path}: {cause}", method="GET", path=path, code="CONNECTION_ERROR"
             ) from None
         if not response.is_success:
             raise self._errors.translate("GET", path, response, MAX_ATTEMPTS, ())
@@ -256,7 +269,7 @@ class OpenChoreoClient:
                     ) from None
             except httpx.TransportError as error:
                 failure = TransientError(
-                    self._errors.redact(f"{method} {path}: {type(error).__name__}: {error}"),
+                    f"{method} {path}: {one_line(self._errors.redact(_cause(error)))}",
                     method=method,
                     path=path,
                     code="CONNECTION_ERROR",
@@ -285,6 +298,11 @@ class OpenChoreoClient:
         self, method: str, path: str, params: Params | None, token: str | None
     ) -> httpx.Response:
         self._check_deadline(method, path)
+        unusable = token_problem(token) if token else None
+        if unusable is not None:  # httpx would refuse it in an error that quotes it
+            key = self._credentials.config_key or "openchoreo.auth"
+            problem = f"the token from {key} is not a usable bearer token: {unusable}"
+            raise AuthError(f"{method} {path}: {problem}", method=method, path=path)
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             with self._limiter.slot(self._deadline):
@@ -363,8 +381,9 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
                     timeout=httpx.Timeout(config.incremental.request_timeout),
                 )
         except httpx.HTTPError as error:
+            cause = one_line(_masked(_cause(error), fields.get("client_secret")))
             raise TransientError(
-                f"POST {where}: {type(error).__name__}",
+                f"POST {where}: {cause}",
                 method="POST",
                 path=where,
                 code="CONNECTION_ERROR",
@@ -376,6 +395,22 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         return response.status_code, body
 
     return post_form
+
+
+def _cause(error: httpx.HTTPError) -> str:
+    """What failed, as `_send` has always said it: `ConnectError: [SSL: ...] ...`."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _masked(text: str, secret: str | None) -> str:
+    """`text` with every spelling of `secret` (the client secret the form held) masked."""
+    if not secret:
+        return text
+    for spelled in sorted(spellings(secret), key=len, reverse=True):
+        if len(spelled) >= MIN_MASKED_LENGTH:
+            text = text.replace(spelled, "***")
+    return text
 
 
 def _query_value(value: str | int) -> str:

@@ -5,11 +5,17 @@ the error bodies the API sends (v1's `{error, code}`, its JWT middleware's 401
 `{error, message}`, the org era's envelope, a plain-text 400 naming a parameter), picks the error
 class and writes its text: method, path, status and the API's code, with every secret the
 credentials know taken out. It imports no HTTP library: an answer is anything shaped like one.
+
+What the server says is untrusted text that ends up on a terminal, in `--json` and in the state
+file: its code and message are masked first, then made one printable line (terminal escapes
+dropped, control characters and line breaks as spaces) and cut to `MAX_MESSAGE` characters. A
+body that is an HTML page (a proxy's 502) gives the status's reason phrase instead.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -31,12 +37,23 @@ BACKOFF_BASE = 0.2
 """Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
 MIN_REDACTED_LENGTH = 8
 """Shorter secrets are not searched for in error texts: a one-letter token would mangle words."""
+MAX_MESSAGE = 300
+"""Longest server message quoted in an error, in characters; a longer one is cut, with `…`."""
+MAX_CODE = 64
+"""Longest API code quoted in an error (it is also the error's `code`)."""
 FORBIDDEN_ADVICE = (
     "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
     "role for catalogs is backstage-catalog-reader)"
 )
 
 _Error = TypeVar("_Error", bound=ProviderError)
+_TERMINAL_ESCAPE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, clear screen
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC (a window title, a link), to BEL or ST
+    r"|\x1b[ -/]*[0-~]"  # any other escape sequence
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # the 8-bit CSI
+)
+"""A terminal (ANSI/VT) escape sequence."""
 
 
 class Answer(Protocol):
@@ -89,7 +106,7 @@ class ErrorTranslator:
         permanent, 401 and 403 with advice.
         """
         status = answer.status_code
-        code, message = _error_fields(answer)
+        code, message = _error_fields(answer, self.redact)
         if status in expired_on:
             return self.error(CursorExpired, method, path, status, code, message)
         if status == 401:
@@ -143,16 +160,20 @@ def _describe(method: str, path: str, status: int, code: str | None, message: st
     return f"{head}: {message}" if message else head
 
 
-def _error_fields(answer: Answer) -> tuple[str | None, str]:
+def _error_fields(answer: Answer, redact: Callable[[str], str]) -> tuple[str | None, str]:
     """(API code, server message) from an error body: an error object (`{error, code}`, the
-    org-era envelope, the 401 `{error, message}`) or a short text (a 400 naming a parameter)."""
+    org-era envelope, the 401 `{error, message}`) or a short text (a 400 naming a parameter),
+    each `redact`ed, then `one_line`; an HTML page or no text gives the reason phrase."""
+    reason = one_line(answer.reason_phrase)
     try:
         body = answer.json()
     except ValueError:
-        text = answer.text.strip().splitlines()[0][:200] if answer.text.strip() else ""
-        return None, text or answer.reason_phrase
+        text = answer.text.strip()
+        if not text or _is_html(answer, text):
+            return None, reason
+        return None, one_line(redact(text).strip().splitlines()[0]) or reason  # masked whole
     if not isinstance(body, dict):
-        return None, answer.reason_phrase
+        return None, reason
     metadata = body.get("metadata")
     if "code" in body:
         code, message = body.get("code"), body.get("error") or body.get("message")
@@ -160,10 +181,23 @@ def _error_fields(answer: Answer) -> tuple[str | None, str]:
         code, message = metadata.get("code"), body.get("error") or body.get("message")
     else:
         code, message = body.get("error"), body.get("message")
-    return (
-        str(code) if code else None,
-        str(message) if message else answer.reason_phrase,
-    )
+    shown_code = one_line(redact(str(code)), MAX_CODE) if code else ""
+    shown_message = one_line(redact(str(message))) if message else ""
+    return shown_code or None, shown_message or reason
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Untrusted `text` as one printable line: terminal escape sequences dropped, every other
+    control character and run of whitespace one space, cut to `limit` characters with `…`."""
+    text = _TERMINAL_ESCAPE.sub("", text)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _is_html(answer: Answer, text: str) -> bool:
+    """Whether an error body is a web page (a proxy's or load balancer's), not the API's."""
+    content_type = answer.headers.get("Content-Type", "").lower()
+    return "html" in content_type or text.startswith("<")
 
 
 def _retry_after_seconds(value: str | None, clock: Clock) -> float | None:

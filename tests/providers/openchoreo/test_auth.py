@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from choreo_ingest.config import AuthConfig, OAuthConfig
-from choreo_ingest.errors import AuthError, TransientError
+from choreo_ingest.errors import AuthError, ConfigError, TransientError
 from choreo_ingest.providers.openchoreo.auth import (
     ClientCredentials,
     NoCredentials,
@@ -134,6 +134,41 @@ class TestStaticToken:
         assert credentials.secrets() == ["tok-1234"]
         assert "tok-1234" not in repr(credentials)
 
+    @pytest.mark.parametrize(
+        "spelled", ["k8s-token-1234\n", "k8s-token-1234\r\n", " k8s-token-1234\t"]
+    )
+    def test_surrounding_whitespace_is_not_sent(self, spelled: str) -> None:
+        """`${OPENCHOREO_TOKEN}` from a Kubernetes secret file ends in a newline."""
+        credentials = StaticToken(spelled, config_key="openchoreo.auth.token")
+
+        assert credentials.bearer() == credentials.refresh() == "k8s-token-1234"
+        assert {spelled, "k8s-token-1234"} <= set(credentials.secrets())
+
+    @pytest.mark.parametrize(
+        ("token", "problem"),
+        [
+            ("k8s-token\nABCD-1234", "expected one token on one line"),
+            ("k8s-token ABCD-1234", "it holds whitespace"),
+            ("k8s-token\tABCD-1234", "it holds whitespace"),
+            ("k8s-tökenABCD-1234", "it holds a character that is not ASCII"),
+            ("k8s-token\x00ABCD-1234", "it holds a control character"),
+            ("k8s-token\x7fABCD-1234", "it holds a control character"),
+        ],
+        ids=["newline", "space", "tab", "not-ascii", "nul", "del"],
+    )
+    def test_a_token_that_cannot_be_a_header_is_a_config_error_naming_the_key(
+        self, token: str, problem: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            credentials_for(
+                AuthConfig(token=token, token_key="openchoreo.token"),
+                clock=FakeClock(),
+                post_form=FakeTokenEndpoint(),
+            )
+
+        assert str(caught.value) == f"openchoreo.token: not a usable bearer token: {problem}"
+        assert "ABCD" not in str(caught.value)
+
 
 class TestTokenFile:
     def test_file_is_read_again_at_each_call(self, tmp_path: Path) -> None:
@@ -161,23 +196,47 @@ class TestTokenFile:
         ("content", "problem"),
         [
             (None, "cannot read: No such file or directory"),
+            ("directory", "cannot read: Is a directory"),
             (b"", "the file is empty"),
             (b" \n\t\n", "the file is empty"),
-            (b"\xff\xfe-secret-bytes", "cannot read: not UTF-8 text"),
-            (b"secret-part-one\nsecret-part-two\n", "expected one token on one line"),
+            (b"\xff\xfe-Zq7x-bytes", "cannot read: not UTF-8 text"),
+            (
+                b"Zq7x-one\nZq7x-two\n",
+                "not a usable bearer token: expected one token on one line",
+            ),
+            (b"Zq7x one\n", "not a usable bearer token: it holds whitespace"),
+            (
+                "Zq7x-ö".encode(),
+                "not a usable bearer token: it holds a character that is not ASCII",
+            ),
         ],
-        ids=["missing", "empty", "blank", "not-utf8", "two-lines"],
+        ids=[
+            "missing",
+            "directory",
+            "empty",
+            "blank",
+            "not-utf8",
+            "two-lines",
+            "space",
+            "not-ascii",
+        ],
     )
-    def test_unusable_file_names_key_and_path_not_content(
-        self, tmp_path: Path, content: bytes | None, problem: str
+    def test_unusable_file_is_a_config_error_naming_key_and_path_not_content(
+        self, tmp_path: Path, content: bytes | str | None, problem: str
     ) -> None:
+        """The operator must fix the file: exit 2, as for an unset `${VAR}`, not a burst failure
+        that backs off for up to half an hour."""
         path = tmp_path / "token"
-        if content is not None:
+        if content == "directory":
+            path.mkdir()
+        elif isinstance(content, bytes):
             path.write_bytes(content)
-        with pytest.raises(AuthError) as caught:
+
+        with pytest.raises(ConfigError) as caught:
             TokenFile(path).bearer()
-        assert str(caught.value) == f"openchoreo.auth.tokenFile ({path}): {problem}"
-        assert "secret" not in str(caught.value)
+
+        assert str(caught.value) == f"openchoreo.auth.tokenFile: {path}: {problem}"
+        assert "Zq7x" not in str(caught.value)
 
     def test_on_secret_hears_each_token_once(self, tmp_path: Path) -> None:
         heard: list[str] = []
@@ -234,15 +293,32 @@ class TestGrant:
         ]
         assert {"secret-one", "secret-two"} <= set(credentials.secrets())
 
-    def test_unreadable_client_secret_file_names_key_and_path(self, tmp_path: Path) -> None:
-        path = tmp_path / "missing"
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            (None, "cannot read: No such file or directory"),
+            ("directory", "cannot read: Is a directory"),
+            (b"\n", "the file is empty"),
+        ],
+        ids=["missing", "directory", "empty"],
+    )
+    def test_unusable_client_secret_file_is_a_config_error_naming_key_and_path(
+        self, tmp_path: Path, content: bytes | str | None, problem: str
+    ) -> None:
+        path = tmp_path / "client-secret"
+        if content == "directory":
+            path.mkdir()
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
         endpoint = FakeTokenEndpoint()
         credentials = client_credentials(
             endpoint, FakeClock(), client_secret=None, client_secret_file=path
         )
-        with pytest.raises(AuthError) as caught:
+
+        with pytest.raises(ConfigError) as caught:
             credentials.bearer()
-        assert str(caught.value).startswith(f"openchoreo.auth.oauth.clientSecretFile ({path}): ")
+
+        assert str(caught.value) == f"openchoreo.auth.oauth.clientSecretFile: {path}: {problem}"
         assert endpoint.calls == []
 
     def test_secrets_holds_the_client_secret_and_every_access_token(self) -> None:
@@ -520,6 +596,50 @@ class TestEndpointErrors:
 
         assert "SECRET" not in str(caught.value)
         assert "client_secret=***&x=1" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        "secret", ["Abc\tDefSecret-9876", "Abc  DefSecret-9876", "Abc\nDefSecret-9876"]
+    )
+    def test_a_secret_holding_whitespace_echoed_by_the_endpoint_is_masked(
+        self, secret: str
+    ) -> None:
+        """Made one line first, the echoed secret would read `Abc DefSecret-9876` and no
+        longer match the configured one."""
+        body = {"error": "invalid_client", "error_description": f"client secret {secret} is bad"}
+        credentials = client_credentials(
+            FakeTokenEndpoint((401, body)), FakeClock(), client_secret=secret
+        )
+
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+
+        assert "DefSecret" not in str(caught.value)
+        assert "HTTP 401 invalid_client: client secret *** is bad;" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("token", "problem"),
+        [
+            ("abc-def\nghi-jkl", "expected one token on one line"),
+            ("abc-def ghi-jkl", "it holds whitespace"),
+            ("abc-déf-ghi-jkl", "it holds a character that is not ASCII"),
+        ],
+        ids=["newline", "space", "not-ascii"],
+    )
+    def test_an_access_token_that_cannot_be_a_header_is_an_auth_error_not_quoting_it(
+        self, token: str, problem: str
+    ) -> None:
+        endpoint = FakeTokenEndpoint((200, {"access_token": token, "token_type": "Bearer"}))
+        credentials = client_credentials(endpoint, FakeClock())
+
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+
+        assert str(caught.value) == (
+            f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): HTTP 200: the "
+            f"access_token is not a usable bearer token: {problem}; check "
+            "openchoreo.auth.oauth.tokenUrl"
+        )
+        assert token in credentials.secrets()
 
     def test_long_description_is_left_out(self) -> None:
         page = "<html>" + "x" * 500 + "</html>"

@@ -34,6 +34,7 @@ from choreo_ingest.providers.openchoreo.client import (
     NotFoundError,
     OpenChoreoClient,
     default_user_agent,
+    form_poster,
 )
 from choreo_ingest.providers.openchoreo.generation import ListPage
 
@@ -196,6 +197,25 @@ class TestRequests:
 
         assert len(httpx_mock.get_requests()) == 1
         assert clock.monotonic() == 1000.0
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            httpx.ConnectError("[Errno 111] Connection refused"),
+            httpx.ConnectError("[Errno -2] Name or service not known"),
+            httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+        ],
+        ids=["refused", "dns", "tls"],
+    )
+    def test_get_public_says_why_the_server_is_unreachable(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, error: httpx.HTTPError
+    ) -> None:
+        httpx_mock.add_exception(error)
+
+        with pytest.raises(TransientError) as caught:
+            make_client().get_public("/version")
+
+        assert str(caught.value) == f"GET /version: ConnectError: {error}"
 
     def test_default_user_agent_names_the_version(self) -> None:
         assert default_user_agent() == f"choreo-ingest/{choreo_ingest.__version__}"
@@ -447,6 +467,71 @@ class TestErrorTranslation:
         )
         assert caught.value.code is None
 
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            (
+                failure("first line\nsecond line\x1b[2J\x1b[31mRED\x1b[0m\x07", "BAD\x1b[5mINPUT"),
+                "GET /orgs: HTTP 400 BADINPUT: first line second lineRED",
+            ),
+            (failure("x" * 200_000, "BIG"), "GET /orgs: HTTP 400 BIG: " + "x" * 299 + "…"),
+            (
+                {"error": "\x1b]0;owned\x07\r\n\t", "code": "X"},
+                "GET /orgs: HTTP 400 X: Bad Request",
+            ),
+        ],
+        ids=["lines-and-terminal-escapes", "huge", "nothing-printable"],
+    )
+    def test_the_server_message_is_one_printable_line_of_bounded_length(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, body: Any, message: str
+    ) -> None:
+        """It is shown on a terminal, in `--json` and stored as the provider's lastError."""
+        httpx_mock.add_response(status_code=400, json=body)
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/orgs")
+
+        assert str(caught.value) == message
+
+    @pytest.mark.parametrize(
+        ("headers", "text"),
+        [
+            (
+                {"Content-Type": "text/html"},
+                "\n\n<html><body><h1>502 Bad Gateway</h1></body></html>",
+            ),
+            ({"Content-Type": "text/plain"}, "<!DOCTYPE html><html><title>oops</title>"),
+        ],
+        ids=["html-content-type", "html-looking-text"],
+    )
+    def test_an_html_page_gives_the_reason_phrase(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        headers: dict[str, str],
+        text: str,
+    ) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            httpx_mock.add_response(status_code=502, headers=headers, text=text)
+
+        with pytest.raises(TransientError) as caught:
+            make_client().get_json("/orgs")
+
+        assert str(caught.value) == "GET /orgs: HTTP 502: Bad Gateway"
+
+    def test_a_secret_holding_whitespace_is_masked_before_the_message_is_made_one_line(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        credentials = RotatingCredentials(["tok-0001-abcd", "Abc\tDefSecret-9876"])  # secrets: both
+        httpx_mock.add_response(
+            status_code=400, json=failure("echoed Abc\tDefSecret-9876 here", "INVALID_INPUT")
+        )
+
+        with pytest.raises(PermanentError) as caught:
+            make_client(credentials=credentials).get_json("/orgs")
+
+        assert str(caught.value) == "GET /orgs: HTTP 400 INVALID_INPUT: echoed <redacted> here"
+
     def test_empty_error_body_gives_the_reason_phrase(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
     ) -> None:
@@ -585,7 +670,7 @@ class TestUnauthorized:
         with pytest.raises(AuthError) as caught:
             make_client().get_json("/orgs")
 
-        assert str(caught.value) == "GET /orgs: HTTP 401: <html>nope</html>; check openchoreo.token"
+        assert str(caught.value) == "GET /orgs: HTTP 401: Unauthorized; check openchoreo.token"
         assert caught.value.code is None
 
     def test_without_credentials_401_is_not_retried_and_says_to_configure_them(
@@ -842,6 +927,92 @@ def test_token_never_appears_in_errors(
     error = caught.value
     for text in (str(error), repr(error), repr(error.args), repr(vars(error)), repr(client)):
         assert token not in text
+
+
+class TestTokensThatCannotBeHeaders:
+    """httpx refuses such a header value in an error that quotes it, token and all."""
+
+    def test_a_configured_token_is_sent_without_its_trailing_newline(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
+    ) -> None:
+        httpx_mock.add_response(match_headers={"Authorization": "Bearer k8s-token-1234"}, json={})
+        config = OpenChoreoConfig(base_url=base_url, auth=AuthConfig(token="k8s-token-1234\n"))
+
+        assert make_client(config=config).get_json("/namespaces") == {}
+
+    def test_a_configured_token_that_is_not_ascii_is_a_config_error_naming_the_key(
+        self, clock, base_url: str
+    ) -> None:
+        config = OpenChoreoConfig(base_url=base_url, auth=AuthConfig(token="tökenABCD-1234"))
+
+        with pytest.raises(ConfigError) as caught:
+            OpenChoreoClient(config, clock=clock, deadline=None)
+
+        assert str(caught.value) == (
+            "openchoreo.auth.token: not a usable bearer token: "
+            "it holds a character that is not ASCII"
+        )
+
+    @pytest.mark.parametrize("token", ["abc-def\nghi-jkl", "abc-def ghi-jkl", "abc-déf-ghi"])
+    def test_a_token_from_other_credentials_is_refused_before_sending(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, token: str
+    ) -> None:
+        credentials = RotatingCredentials([token])
+
+        with pytest.raises(AuthError) as caught:
+            make_client(credentials=credentials).get_json("/namespaces")
+
+        assert str(caught.value).startswith(
+            "GET /namespaces: the token from openchoreo.auth.oauth.clientSecret is not a usable "
+            "bearer token: "
+        )
+        assert "ghi" not in str(caught.value)
+        assert httpx_mock.get_requests() == []
+
+
+class TestTokenRequestFailures:
+    """`form_poster`: the OAuth token endpoint, reached with the API's TLS settings."""
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            httpx.ConnectError("[Errno 111] Connection refused"),
+            httpx.ConnectError("[Errno -2] Name or service not known"),
+            httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"),
+            httpx.ReadTimeout("timed out"),
+        ],
+        ids=["refused", "dns", "tls", "timeout"],
+    )
+    def test_a_connection_failure_says_why(self, base_url: str, error: httpx.HTTPError) -> None:
+        def fail(request: httpx.Request) -> httpx.Response:
+            raise error
+
+        post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(fail))
+
+        with pytest.raises(TransientError) as caught:
+            post_form("https://idp.test/oauth2/token?x=1", {"client_secret": "cs-1234-abcd"})
+
+        assert str(caught.value) == (
+            f"POST https://idp.test/oauth2/token: {type(error).__name__}: {error}"
+        )
+        assert (caught.value.code, caught.value.path) == (
+            "CONNECTION_ERROR",
+            "https://idp.test/oauth2/token",
+        )
+
+    @pytest.mark.parametrize("echoed", ["cs+SECRET/98 x=7", "cs%2BSECRET%2F98+x%3D7"])
+    def test_the_client_secret_never_reaches_the_message(self, base_url: str, echoed: str) -> None:
+        def fail(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError(f"proxy refused client_secret={echoed}\nnext line")
+
+        post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(fail))
+
+        with pytest.raises(TransientError) as caught:
+            post_form("https://idp.test/token", {"client_secret": "cs+SECRET/98 x=7"})
+
+        assert str(caught.value) == (
+            "POST https://idp.test/token: ConnectError: proxy refused client_secret=*** next line"
+        )
 
 
 class TestGetMany:
