@@ -102,12 +102,18 @@ def load_config(
     """
     if path is None:
         return Config()
-    document, withheld = read_document(path, parse=parse_yaml, for_cache=for_cache, secrets=secrets)
-    found: dict[str, Any] = {}
-    walk(document, "", os.environ if env is None else env, found)
-    config = build(found, base=path.parent)
-    warnings = file_warnings(path, document, config)
-    return replace(config, source=path, warnings=warnings, secrets_withheld=withheld)
+    environment = os.environ if env is None else env
+
+    def check(document: dict[Any, Any]) -> Config:
+        found: dict[str, Any] = {}
+        walk(document, "", environment, found)
+        config = build(found, base=path.parent)
+        return replace(config, warnings=file_warnings(path, document, config))
+
+    config, withheld = read_document(
+        path, parse=parse_yaml, check=check, for_cache=for_cache, secrets=secrets
+    )
+    return replace(config, source=path, secrets_withheld=withheld)
 
 
 def with_secrets(config: Config) -> Config:

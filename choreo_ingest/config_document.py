@@ -17,6 +17,7 @@ from choreo_ingest.config_model import (
     APIS_WITHOUT_SCHEMA_CHOICES,
     AUTH_KEY,
     AUTH_MODES,
+    BUILT_IN_PROVIDER,
     OAUTH_KEY,
     TOKEN_SHORTHAND,
     AuthConfig,
@@ -103,7 +104,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "state.schema": as_schema_name,
     "metrics.textfile": optional(as_file_path),
     "catalog.directory": optional(as_file_path),
-    "providers": as_providers,
+    "providers": lambda value: _providers(as_providers(value)),
 }
 _TARGETS = {
     "state.path": "state_path",
@@ -133,6 +134,31 @@ for _path in _SCHEMA:
         _siblings = _CHILDREN.setdefault(".".join(_parts[:_depth]), [])
         if _parts[_depth] not in _siblings:
             _siblings.append(_parts[_depth])
+
+
+def _providers(chosen: dict[str, Mapping[str, Any] | None]) -> dict[str, Mapping[str, Any] | None]:
+    """Refuse options given to the built-in provider: it reads `openchoreo.*` and nothing else,
+    so an option next to its name would be ignored without a word."""
+    for index, (name, options) in enumerate(chosen.items()):
+        if name == BUILT_IN_PROVIDER and options:
+            key = next(iter(options))
+            import difflib  # only for a mistake
+
+            near = difflib.get_close_matches(str(key), list(_OPENCHOREO_KEYS), n=1)
+            hint = f"did you mean {_OPENCHOREO_KEYS[near[0]]}?" if near else f"set {name}.* instead"
+            raise Invalid(
+                f"unknown key (the built-in {name} provider takes no options; {hint})",
+                where=f"[{index}].{key}",
+            )
+    return chosen
+
+
+# The last part of each `openchoreo.*` key and section -> its path (the first wins: `token` is
+# the shorthand `openchoreo.token`), for an option wrongly given next to the provider's name.
+_OPENCHOREO_KEYS: dict[str, str] = {}
+for _path in [*_SCHEMA, *_CHILDREN]:
+    if _path.startswith(f"{BUILT_IN_PROVIDER}."):
+        _OPENCHOREO_KEYS.setdefault(_path.rsplit(".", 1)[1], _path)
 
 
 def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
@@ -295,16 +321,48 @@ text (config_file.py)."""
 
 
 def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
-    """What the config file's kept copy may hold: the document itself, or (True) a copy with its
-    plain-text API secrets replaced by `WITHHELD`, or nothing (None) when `state.url` holds a
-    password in plain text, which every call needs."""
+    """What the config file's kept copy of a valid `document` may hold: the document itself, or
+    (True) a copy with its plain-text API secrets, and what looks like a secret among custom
+    providers' options (`_withheld_options`), replaced by `WITHHELD`; or nothing (None) when
+    `state.url` holds a password in plain text, which every call needs."""
     url = _dig(document, "state.url")
     if isinstance(url, str) and _holds_password(SUBSTITUTION.sub("", url)):
         return None, False
     secrets = _literal_secrets(document)
     for path in secrets:
         document = _replaced(document, path.split("."), WITHHELD)
+    providers = document.get("providers")
+    if isinstance(providers, list):
+        kept = [_withheld_options(item) for item in providers]
+        if kept != providers:
+            document, secrets = {**document, "providers": kept}, [*secrets, "providers"]
     return document, bool(secrets)
+
+
+# Option names a custom provider's secret may go by: its options are the provider's to check,
+# so their copy keeps no value under such a name, at any depth (`auth: {user: ..., pass: ...}`).
+_SECRET_NAME = re.compile(
+    r"token|secret|pass|pwd|credential|auth|cookie|private|key$|dsn", re.IGNORECASE
+)
+_ONLY_REFERENCES = re.compile(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
+
+
+def _withheld_options(node: object, *, secret: bool = False) -> object:
+    """`node` (a provider's entry, or a value in it) with `WITHHELD` in place of each value under
+    a secret-looking name unless it is only `${VAR}` references, and of each URL with a
+    password in it."""
+    if isinstance(node, dict):
+        return {
+            key: _withheld_options(value, secret=secret or bool(_SECRET_NAME.search(str(key))))
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_withheld_options(item, secret=secret) for item in node]
+    if not isinstance(node, str):
+        return WITHHELD if secret and node is not None else node
+    if not secret:
+        return WITHHELD if _holds_password(SUBSTITUTION.sub("", node)) else node
+    return node if not node or _ONLY_REFERENCES.fullmatch(node) else WITHHELD
 
 
 def _holds_password(url: str) -> bool:

@@ -9,12 +9,14 @@ imports PyYAML; any other parses the YAML and writes the copy again. An edit, a 
 file over it, or a Kubernetes ConfigMap update (a new file behind a symlink) each changes the
 identity.
 
-No copy ever holds a secret in plain text. A document whose API secrets (a token, a client
-secret) are written out in it is copied with them left out, marked so: that copy answers only a
-call that makes no request (`secrets=False`: the lean entry's `run` deciding whether anything is
-due, `status`, `health`, `export`, `changes`); any other parses the YAML. A document holding a
-secret every call needs (a password in `state.url`) is not copied at all, nor is one JSON cannot
-hold exactly (YAML dates, keys that are not strings). `for_cache` (config_document.py) says which.
+No copy ever holds a secret in plain text, nor anything the schema refused: only a valid
+document is copied. One whose API secrets (a token, a client secret), or custom providers'
+options that look secret, are written out in it is copied with them left out, marked so: that
+copy answers only a call that makes no request (`secrets=False`: the lean entry's `run`
+deciding whether anything is due, `status`, `health`, `export`, `changes`); any other parses the
+YAML. A document holding a secret every call needs (a password in `state.url`) is not copied at
+all, nor is one JSON cannot hold exactly (YAML dates, keys that are not strings). `for_cache`
+(config_document.py) says which.
 
 The cache directory is systemd's `$CACHE_DIRECTORY`, else `$XDG_CACHE_HOME/choreo-ingest`, else
 `~/.cache/choreo-ingest`; where none can be written (a read-only home), the YAML is parsed every
@@ -29,28 +31,34 @@ import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.files import replace_atomically
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
 CACHE_FORMAT = 2
 
 Document = dict[Any, Any]
+Checked = TypeVar("Checked")
 
 
 def read_document(
     path: Path,
     *,
     parse: Callable[[Path, str], Document],
+    check: Callable[[Document], Checked],
     for_cache: Callable[[Document], tuple[Document | None, bool]],
     secrets: bool = True,
-) -> tuple[Document, bool]:
-    """The document in `path`, and whether its secrets are left out (only if `secrets` is False).
+) -> tuple[Checked, bool]:
+    """`check(document)` of the document in `path`, and whether its secrets are left out (only
+    if `secrets` is False).
 
     Its parsed copy answers if the file is unchanged, else `parse(path, text)` (which imports
-    PyYAML). `for_cache(document)` gives what to copy (None: nothing) and whether that copy left
-    secrets out.
+    PyYAML). A document is copied only once `check` passed (it raises ConfigError otherwise), so
+    the copy never holds a key the schema does not know, a misspelt secret's say;
+    `for_cache(document)` gives what to copy (None: nothing) and whether that copy left secrets
+    out.
     """
     absolute = str(path.absolute())  # not resolve(): a symlink swapped later must be seen
     identity = _identity(path)
@@ -59,16 +67,26 @@ def read_document(
     if cache is not None and identity is not None:
         cached = _read_cache(cache, absolute, identity)
         if cached is not None and not (cached[1] and secrets):
-            return cached
+            return check(cached[0]), cached[1]
     document = parse(path, _read_text(path))
+    try:
+        checked = check(document)
+    except BaseException:
+        if cache is not None and cached is None:  # nor may an earlier release's copy stay
+            _forget(cache)
+        raise
     if cache is not None and identity is not None and cached is None:
         copy, withheld = for_cache(document)
         if copy is not None:
             _write_cache(cache, absolute, identity, copy, withheld)
         else:  # a copy an earlier release kept may hold what this one keeps out
-            with contextlib.suppress(OSError):
-                cache.unlink(missing_ok=True)
-    return document, False
+            _forget(cache)
+    return checked, False
+
+
+def _forget(cache: Path) -> None:
+    with contextlib.suppress(OSError):
+        cache.unlink(missing_ok=True)
 
 
 def _read_text(path: Path) -> str:
@@ -138,13 +156,9 @@ def _write_cache(
         return
     if json.loads(text)["document"] != document:  # keys that were not strings
         return
-    temp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        temp.replace(cache)
+        # A kill mid-write leaves one temp file, which the next write takes over (files.py).
+        replace_atomically(cache, text.encode("utf-8"), 0o600)
     except OSError:  # nowhere to keep it: the next call parses the YAML again
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
+        pass

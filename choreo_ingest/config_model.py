@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 
 from choreo_ingest.errors import ConfigError
 
-DEFAULT_PROVIDERS = ("openchoreo",)
+BUILT_IN_PROVIDER = "openchoreo"
+"""The provider choreo-ingest ships; its settings are `openchoreo.*`, it takes no options."""
+DEFAULT_PROVIDERS = (BUILT_IN_PROVIDER,)
 DEFAULT_OWNER = "group:default/guests"
 DEFAULT_LIFECYCLE = "production"
 API_AUTO, API_V1, API_ORGS = "auto", "v1", "orgs"

@@ -382,6 +382,22 @@ BAD_CONFIGS = [
     ("providers: [{path: x.csv}]", "providers[0]", "missing name"),
     ("providers: ['my provider']", "providers[0]", "expected letters, digits"),
     ("providers: [csv, {name: csv}]", "providers[1].name", "duplicate provider name 'csv'"),
+    (
+        "providers: [{name: openchoreo, chunkSzie: 7, token: ProviderOptSecretABC}]",
+        "providers[0].chunkSzie",
+        "unknown key (the built-in openchoreo provider takes no options; "
+        "did you mean openchoreo.incremental.chunkSize?)",
+    ),
+    (
+        "providers: [csv, {name: openchoreo, incremental: {burstLength: -5}}]",
+        "providers[1].incremental",
+        "did you mean openchoreo.incremental?",
+    ),
+    (
+        "providers: [{name: openchoreo, colour: blue}]",
+        "providers[0].colour",
+        "takes no options; set openchoreo.* instead",
+    ),
     ("1: x", None, "keys must be strings, got 1"),
     ("openchoreo: {api: v2}", "openchoreo.api", "expected one of: auto, v1, orgs, got 'v2'"),
     ("openchoreo: {api: null}", "openchoreo.api", "expected one of: auto, v1, orgs, got null"),
@@ -444,6 +460,16 @@ class TestErrors:
         assert fragment in str(caught.value)
         assert str(caught.value).startswith(f"{key_path}: " if key_path else "")
         assert "\n" not in str(caught.value)
+
+    def test_an_option_given_to_the_built_in_provider_is_refused_without_its_value(
+        self, tmp_path: Path
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, "providers: [{name: openchoreo, token: ProviderOptSecretABC}]\n")
+        assert str(caught.value) == (
+            "providers[0].token: unknown key (the built-in openchoreo provider takes no options; "
+            "did you mean openchoreo.token?)"
+        )
 
     @pytest.mark.parametrize(
         ("text", "fragment"),

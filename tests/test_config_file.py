@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -267,3 +269,95 @@ def test_nowhere_to_keep_a_copy_only_means_parsing_every_time(
 def test_where_copies_go(env: dict[str, str], expected: str | None) -> None:
     found = cache_directory(env)
     assert (str(found) if found else None) == expected
+
+
+KILLED_BEFORE_THE_COPY_IS_RENAMED = """
+import os, pathlib, signal, sys
+from choreo_ingest.config import load_config
+pathlib.Path.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+load_config(pathlib.Path(sys.argv[1]))
+"""
+
+
+def test_kills_while_the_copy_is_written_leave_one_temp_file_the_next_copy_removes(
+    config_file: Path,
+) -> None:
+    for _ in range(3):
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_BEFORE_THE_COPY_IS_RENAMED, str(config_file)]
+        )
+        assert killed.returncode == -9
+    directory = cache_directory()
+    assert directory is not None
+    assert len(list(directory.glob(".*.tmp"))) == 1, "one per copy, not one per kill"
+
+    assert load_config(config_file).openchoreo.base_url == BASE
+
+    assert sorted(p.name for p in directory.iterdir()) == [p.name for p in cached_copies()]
+
+
+def test_an_invalid_file_is_never_copied(config_file: Path) -> None:
+    """Nothing the schema does not know reaches the copy: a misspelt secret's key, say."""
+    config_file.write_text(
+        f"openchoreo:\n  baseUrl: {BASE}\n  auth:\n    oauth:\n"
+        "      tokenUrl: http://idp.test/token\n      clientId: reader\n"
+        "      client_secret: TypoSecretXYZ123456\n"
+    )
+
+    with pytest.raises(ConfigError, match="client_secret: unknown key"):
+        load_config(config_file, secrets=False)
+
+    assert cached_copies() == []
+
+
+PLUGIN_OPTIONS = """
+providers:
+  - openchoreo
+  - name: csv
+    path: services.csv
+    limit: 3
+    apiToken: PluginSecretABC
+    auth: {user: bot, pass: PluginPassDEF}
+    source: https://bot:PluginUrlPassGHI@csv.test/export
+    password: ${CSV_PASSWORD}
+"""
+
+
+def test_custom_provider_options_that_look_secret_are_withheld_from_the_copy(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CSV_PASSWORD", "from-the-environment")
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n{PLUGIN_OPTIONS}")
+
+    full = load_config(config_file)
+
+    [copy] = cached_copies()
+    kept = copy.read_text()
+    assert [word for word in ("Plugin", "environment") if word in kept] == []
+    assert json.loads(kept)["withheld"] is True
+    assert "services.csv" in kept
+    assert "${CSV_PASSWORD}" in kept
+    assert load_config(config_file, secrets=False).provider_options["csv"]["apiToken"] == WITHHELD
+    assert with_secrets(load_config(config_file, secrets=False)) == full
+    assert full.provider_options["csv"] == {
+        "path": "services.csv",
+        "limit": 3,
+        "apiToken": "PluginSecretABC",
+        "auth": {"user": "bot", "pass": "PluginPassDEF"},
+        "source": "https://bot:PluginUrlPassGHI@csv.test/export",
+        "password": "from-the-environment",
+    }
+
+
+def test_custom_provider_options_without_a_secret_are_copied_whole(config_file: Path) -> None:
+    config_file.write_text(
+        f"openchoreo:\n  baseUrl: {BASE}\nproviders: [{{name: csv, path: services.csv}}]\n"
+    )
+    load_config(config_file)
+    [copy] = cached_copies()
+    tamper(copy, "http://from-the-copy.test")
+
+    config = load_config(config_file)
+
+    assert config.openchoreo.base_url == "http://from-the-copy.test"
+    assert config.provider_options == {"csv": {"path": "services.csv"}}

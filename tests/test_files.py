@@ -1,10 +1,13 @@
 """Files other users read (the metrics textfile, the YAML mirror) get their modes whatever the
-umask of the cron job or unit that wrote them."""
+umask of the cron job or unit that wrote them; a writer killed mid-write leaves no temp file
+that outlives the next write, and never takes another live writer's."""
 
 from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -69,3 +72,86 @@ def test_a_run_writes_metrics_and_mirror_readable_by_others(tmp_path: Path, umas
     assert {mode(d) for d in (written.parent, written.parent.parent, tmp_path / "catalog")} == {
         0o755
     }
+
+
+KILLED_BEFORE_ITS_RENAME = """
+import os, pathlib, signal, sys
+from choreo_ingest.files import replace_atomically
+pathlib.Path.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+replace_atomically(pathlib.Path(sys.argv[1]), b"killed\\n", 0o644)
+"""
+
+PAUSED_BEFORE_ITS_RENAME = """
+import os, pathlib, sys
+from choreo_ingest.files import replace_atomically
+fsync = os.fsync
+def paused(handle):
+    print("writing", flush=True)
+    sys.stdin.readline()
+    fsync(handle)
+os.fsync = paused
+replace_atomically(pathlib.Path(sys.argv[1]), b"from the other writer\\n", 0o644)
+"""
+
+
+def temp_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_writes_killed_before_their_rename_leave_one_temp_file_the_next_write_removes(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "metrics.prom"
+    for _ in range(3):
+        killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_ITS_RENAME, str(target)])
+        assert killed.returncode == -9
+
+    assert len(temp_files(tmp_path)) == 1, "one per target, not one per kill"
+    replace_atomically(target, b"x 1\n", 0o644)
+
+    assert temp_files(tmp_path) == []
+    assert (target.read_bytes(), mode(target)) == (b"x 1\n", 0o644)
+
+
+def test_a_writer_mid_write_keeps_its_temp_file_while_another_writes(tmp_path: Path) -> None:
+    """`status` and `run` may both write the metrics textfile at once."""
+    target = tmp_path / "metrics.prom"
+    other = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_BEFORE_ITS_RENAME, str(target)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdout is not None
+    try:
+        assert other.stdout.readline() == "writing\n"
+        [held] = temp_files(tmp_path)
+
+        replace_atomically(target, b"from this writer\n", 0o644)
+
+        assert target.read_bytes() == b"from this writer\n"
+        assert temp_files(tmp_path) == [held]
+    finally:
+        other.communicate("\n", timeout=30)
+    assert other.returncode == 0
+    assert target.read_bytes() == b"from the other writer\n"
+    assert temp_files(tmp_path) == []
+
+
+def test_temp_files_an_earlier_release_left_go_once_well_older_than_the_target(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "metrics.prom"
+    subprocess.run([sys.executable, "-c", KILLED_BEFORE_ITS_RENAME, str(target)])  # a recovery
+    old = tmp_path / ".metrics.prom.k2v9_q1x.tmp"  # tempfile.mkstemp's name, from a kill long ago
+    recent = tmp_path / ".metrics.prom.a8b7c6d5.tmp"  # maybe a live writer's
+    others = [tmp_path / ".other.prom.k2v9_q1x.tmp", tmp_path / "metrics.prom.k2v9_q1x.tmp"]
+    for path in (old, recent, *others):
+        path.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    os.utime(others[0], (1, 1))
+    os.utime(others[1], (1, 1))
+
+    replace_atomically(target, b"x 1\n", 0o644)
+
+    assert temp_files(tmp_path) == sorted(p.name for p in (recent, *others))

@@ -15,13 +15,17 @@ from typing import TYPE_CHECKING
 from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
-from choreo_ingest.store.run_lock import RunLock
+from choreo_ingest.store.run_lock import RunLock, real_path
 from choreo_ingest.store.store import Store
 
 
 @dataclass(frozen=True)
 class SqliteLocation:
-    """A state file; its run lock is `<file>.lock` beside it."""
+    """A state file; its run lock is `<file>.lock` beside it.
+
+    Reached through a symlink, it is opened and locked at its real path: the lock, and the -wal
+    and -shm files SQLite and `connection.py` keep, are then beside the one real file, whichever
+    name each caller gives it (`--db link.db`, `state.path: state.db`)."""
 
     path: Path
 
@@ -29,16 +33,21 @@ class SqliteLocation:
         """As shown to people (`stateFile` in `status --json`)."""
         return str(self.path)
 
+    @property
+    def real_path(self) -> Path:
+        """`path` with its symlinks resolved (as given when it has none)."""
+        return real_path(self.path)
+
     def exists(self) -> bool:
         """Whether any state is there yet (read-only commands say "no state yet" otherwise)."""
         return self.path.exists()
 
     def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
-        return Store.open(self.path, readonly=readonly, tracer=tracer)
+        return Store.open(self.real_path, readonly=readonly, tracer=tracer)
 
     def run_lock(self) -> RunLock:
         """The lock one burst (or migration, or operator command) holds at a time."""
-        return RunLock(self.path)
+        return RunLock(self.real_path)
 
     @contextmanager
     def open_locked(self) -> Iterator[Store]:
@@ -47,15 +56,18 @@ class SqliteLocation:
         SQLite's lock is taken first, so a run turned away never touches the file; a server's
         store would take it on the connection that then does every write, so that the lock
         and the writes end together."""
-        with RunLock(self.path), Store.open(self.path) as store:
+        real = self.real_path
+        with RunLock(real), Store.open(real) as store:
             yield store
 
     def lock_held_elsewhere(self) -> bool:
-        return RunLock(self.path).is_held_elsewhere()
+        return RunLock(self.real_path).is_held_elsewhere()
 
     def write_problem(self) -> str | None:
-        """Why a run could not write the state here (for `check`), or None."""
-        path, directory = self.path, self.path.parent
+        """Why a run could not write the state here (for `check`), or None: where the real file
+        is, as SQLite writes its -wal and -shm (and we the lock) beside it."""
+        path = self.path
+        directory = self.real_path.parent
         if not directory.is_dir():
             return f"{path}: directory {directory} does not exist"
         if not os.access(directory, os.W_OK | os.X_OK):

@@ -1,4 +1,8 @@
-"""The run lock: a non-blocking `flock` on `<state path>.lock`, never on the DB file itself."""
+"""The run lock: a non-blocking `flock` on `<state file>.lock`, never on the DB file itself.
+
+The state file is named by its real path, symlinks resolved: `--db link.db` (a symlink to
+`state.db`) and `state.path: state.db` are one state, so they must be one lock, beside the
+file SQLite writes (its -wal and -shm follow the symlink too)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,15 @@ LOCK_FILE_MODE = 0o640
 
 
 def lock_path_for(state_path: Path) -> Path:
-    return state_path.with_name(state_path.name + ".lock")
+    real = real_path(state_path)
+    return real.with_name(real.name + ".lock")
+
+
+def real_path(path: Path) -> Path:
+    """`path` with its symlinks resolved (as far as they lead: the file may not exist yet); as
+    given when it has none, so that messages name it as the operator did."""
+    real = os.path.realpath(path)
+    return path if real == os.path.abspath(path) else Path(real)  # noqa: PTH100 - lexical
 
 
 class RunLock:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from choreo_ingest.errors import LockHeld, StateError
+from choreo_ingest.store import SqliteLocation
 from choreo_ingest.store import run_lock as lock_module
 from choreo_ingest.store.run_lock import RunLock, lock_path_for
 
@@ -109,6 +110,41 @@ def test_lock_of_a_killed_process_is_released_by_the_os(state_path: Path) -> Non
     assert not RunLock(state_path).is_held_elsewhere()
     with RunLock(state_path):
         pass
+
+
+def test_a_state_file_reached_through_a_symlink_is_locked_as_the_file_itself(
+    tmp_path: Path,
+) -> None:
+    """`--db link.db` (a symlink to state.db) and cron's `state.path: state.db` are one state:
+    two runs of it must not burst at once."""
+    (tmp_path / "real").mkdir()
+    state_path = tmp_path / "real" / "state.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(state_path)
+
+    with SqliteLocation(state_path).open_locked():
+        with pytest.raises(LockHeld), SqliteLocation(link).open_locked():
+            pass
+        assert SqliteLocation(link).lock_held_elsewhere()
+    with SqliteLocation(link).open_locked(), pytest.raises(LockHeld):
+        RunLock(state_path).acquire()
+
+    assert lock_path_for(link) == state_path.with_name("state.db.lock")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.db", "real"]
+    assert sorted(p.name for p in state_path.parent.iterdir()) == [
+        "state.db",
+        "state.db-shm",
+        "state.db-wal",
+        "state.db.lock",
+    ]
+
+
+def test_a_path_without_symlinks_is_locked_by_the_name_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert lock_path_for(Path("state.db")) == Path("state.db.lock")
 
 
 def test_status_check_on_a_missing_lock_file_creates_nothing(state_path: Path) -> None:

@@ -456,7 +456,8 @@ class OpenChoreoProvider:
         size, warning = effective_chunk_size(self._config, generation.name)
         if warning and generation.name not in self._warned_limit:
             self._warned_limit.add(generation.name)
-            log.warning("chunk_size_capped", provider=self._name, message=warning)
+            # Configured, like a config warning: INFO, shown on a terminal, by -v and `check`
+            log.info("chunk_size_capped", provider=self._name, message=warning)
         return size
 
 
