@@ -57,17 +57,30 @@ class IllegalTransition(ValueError):
 
 
 class InboxFull(ChoreoIngestError):
-    """A provider's inbox holds `limit` pending events: new ones are refused (exit 2)."""
+    """A provider's inbox has no room for a batch of new events: all of them are refused (a
+    batch is stored whole or not at all; exit 2). `pending`: the events it holds."""
 
-    def __init__(self, provider: str, limit: int, refused: int) -> None:
+    def __init__(self, provider: str, limit: int, refused: int, pending: int) -> None:
         self.provider = provider
         self.limit = limit
         self.refused = refused
-        super().__init__(
-            f"the event inbox of {provider!r} is full ({limit:,} pending events, the limit): "
-            f"{refused:,} new events refused; `choreo-ingest run` applies or drops the backlog, "
-            f"`choreo-ingest event purge {provider}` empties it"
-        )
+        self.pending = pending
+        inbox = f"the event inbox of {provider!r}"
+        if pending >= limit:
+            limit_text = "the limit" if pending == limit else f"the limit is {limit:,}"
+            message = (
+                f"{inbox} is full ({pending:,} pending events, {limit_text}): "
+                f"{refused:,} new events refused; `choreo-ingest run` applies or drops the "
+                f"backlog, `choreo-ingest event purge {provider}` empties it"
+            )
+        else:
+            message = (
+                f"{inbox} has room for {limit - pending:,} more events ({pending:,} pending, "
+                f"the limit is {limit:,}): all {refused:,} new events refused, as a batch is "
+                "stored whole or not at all; send smaller batches, or let `choreo-ingest run` "
+                "apply the backlog first"
+            )
+        super().__init__(message)
 
 
 class ChangesGone(ChoreoIngestError):

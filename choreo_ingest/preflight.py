@@ -16,7 +16,7 @@ from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.store import StateRef, state_location
+from choreo_ingest.store import SqliteLocation, StateRef, state_location
 
 
 def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
@@ -32,6 +32,8 @@ def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
             checks += provider.preflight(clock)
     location = state_location(state)
     problem = location.write_problem()
+    if problem is None and isinstance(location, SqliteLocation):
+        problem = _not_a_file(location.path)
     checks.append(Check("state.path", problem is None, problem or f"{location}: writable"))
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
@@ -56,6 +58,19 @@ def _writable(key: str, path: Path) -> Check:
         return Check(key, False, f"{path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
         return Check(key, False, f"{path}: directory {directory} is not writable")
+    problem = _not_a_file(path)
+    if problem is not None:
+        return Check(key, False, problem)
     if path.exists() and not os.access(path, os.W_OK):
         return Check(key, False, f"{path}: not writable")
     return Check(key, True, f"{path}: writable")
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be the file a run writes there (a directory, a FIFO, a device), or
+    None: a regular file, or nothing yet. A symlink counts as what it points to."""
+    if path.is_dir():
+        return f"{path}: is a directory; name a file in it"
+    if path.exists() and not path.is_file():
+        return f"{path}: not a regular file"
+    return None

@@ -116,7 +116,9 @@ def demo(
 
 @simulate_app.command("serve")
 def simulate_serve(
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8080,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1.")
+    ] = 8080,
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback).")] = "127.0.0.1",
     orgs: Count = 3,
     projects: Count = 4,

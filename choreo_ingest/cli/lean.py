@@ -55,6 +55,8 @@ from choreo_ingest.reporting import (
 from choreo_ingest.store import StateLocation, configured_location
 
 _SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
+MAX_COUNT = 2**63 - 1
+"""The largest count or seq an option takes (`--limit`, `--since`): the largest SQL integer."""
 _VERBOSE = re.compile(r"-v+")
 
 
@@ -227,7 +229,11 @@ def show_changes(listing: ChangeListing, since: int | None, *, as_json: bool) ->
 
 
 def _count(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isascii() and text.isdigit() else None
+    """A count or seq in range; None for anything else (the full command's usage error)."""
+    if text is None or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_COUNT else None
 
 
 class _Command(NamedTuple):

@@ -54,22 +54,35 @@ def note_line(message: str) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     grid = Table(
-        title=title, title_justify="left", box=box.HEAVY_HEAD if stdout_is_tty() else PIPED_BOX
+        title=_title(title),
+        title_justify="left",
+        box=box.HEAVY_HEAD if stdout_is_tty() else PIPED_BOX,
     )
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        grid.add_column(_plain(column), overflow="fold")
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(_plain(cell) for cell in row))
     _out.print(grid)
 
 
 def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
-    grid = Table(title=title, title_justify="left", show_header=False, box=None)
+    grid = Table(title=_title(title), title_justify="left", show_header=False, box=None)
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for key, value in pairs.items():
-        grid.add_row(key, "" if value is None else str(value))
+        grid.add_row(_plain(key), _plain(value))
     _out.print(grid)
+
+
+def _title(title: str | None) -> Text | None:
+    return None if title is None else Text(title, style="table.title")
+
+
+def _plain(value: Any) -> Text:
+    """`value` as text shown as it is: a table holds what the server or the operator wrote (an
+    error text, a path), where rich would read `[/]` or `[link=...]` as markup and `:x:` as an
+    emoji code."""
+    return Text("" if value is None else str(value))
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from choreo_ingest.cli.common import (
 )
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS
-from choreo_ingest.cli.lean import show_changes, show_health
+from choreo_ingest.cli.lean import MAX_COUNT, show_changes, show_health
 from choreo_ingest.cli.session import Session
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
@@ -52,6 +52,14 @@ from choreo_ingest.reporting import (
 from choreo_ingest.store import configured_location
 
 ProviderArgument = Annotated[str | None, typer.Argument(help="Only this provider.")]
+
+
+def _storable(value: int | None) -> int | None:
+    """A count or seq option's value, refused past what the state store holds (a usage error,
+    not an OverflowError from SQLite)."""
+    if value is not None and value > MAX_COUNT:
+        raise typer.BadParameter(f"{value} is too large (at most {MAX_COUNT:,})")
+    return value
 
 
 def status(
@@ -262,7 +270,9 @@ def removals(
     approved_provider: Annotated[
         str | None, typer.Argument(metavar="PROVIDER", hidden=True)
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="Refs to list per provider.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, callback=_storable, help="Refs to list per provider.")
+    ] = 100,
     yes: YesOption = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
@@ -357,10 +367,13 @@ def changes(
         typer.Option(
             "--since",
             min=0,
+            callback=_storable,
             help="Only changes after this seq; refused when some were pruned (resync).",
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="At most this many.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, callback=_storable, help="At most this many.")
+    ] = None,
     json_output: JsonOption = False,
     config: ConfigOption = None,
     db: DbOption = None,

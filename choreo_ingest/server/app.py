@@ -56,7 +56,7 @@ from choreo_ingest.reporting import (
     status_report,
 )
 from choreo_ingest.server.page import PAGE_CSP, render_status_page
-from choreo_ingest.server.request_log import RequestLog
+from choreo_ingest.server.request_log import RequestLog, internal_error_document
 from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateLocation
@@ -64,6 +64,11 @@ from choreo_ingest.store import StateLocation
 log = get_logger("choreo_ingest.server")
 
 INBOX_FULL_RETRY_SECONDS = 60
+MAX_INTEGER = 2**63 - 1
+"""The largest whole number a query parameter may hold: the largest the state store holds."""
+MAX_REF_LENGTH = 1_000
+"""The longest entity ref `POST /entities/batch` takes (a ref the catalog can hold is far
+shorter: a kind, and a namespace and name of at most 63 characters each)."""
 PAGE_CHANGES = 20
 """The status page shows this many of the newest changes."""
 
@@ -115,7 +120,8 @@ def build_app(server: Server) -> ASGIApp:
         *_operator_routes(server),
         *_feed_routes(server),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPProblem: _problem_response})
+    handlers = {HTTPProblem: _problem_response, Exception: _internal_error_response}
+    app = Starlette(routes=routes, exception_handlers=handlers)
     return RequestLog(app, server.clock, server.requests)
 
 
@@ -129,6 +135,11 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
 async def _problem_response(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPProblem)
     return _json({"error": str(error), **error.fields}, error.status, error.headers)
+
+
+async def _internal_error_response(request: Request, error: Exception) -> Response:
+    """A bug's 500, as a document like every other error's (`RequestLog` logs it)."""
+    return _json(internal_error_document(error), 500)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -183,9 +194,12 @@ def _int_param(request: Request, name: str, default: int) -> int:
     if text is None:
         return default
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise HTTPProblem(400, f"{name}: expected a whole number, got {text!r}") from None
+    if abs(value) > MAX_INTEGER:
+        raise HTTPProblem(400, f"{name}: {text} is out of range (±{MAX_INTEGER:,})")
+    return value
 
 
 async def _body(server: Server, request: Request) -> bytes:
@@ -431,6 +445,8 @@ def _feed_routes(server: Server) -> list[Route]:
         refs = _json_body(await _body(server, request)).get("refs")
         if not isinstance(refs, list):
             raise HTTPProblem(400, 'expected {"refs": [entity refs]}')
+        for number, ref in enumerate(refs):
+            _check_ref(number, ref)
         return _json(await _in_thread(server, read, entities_batch, refs))
 
     async def entities(request: Request) -> Response:
@@ -444,6 +460,27 @@ def _feed_routes(server: Server) -> list[Route]:
         Route("/entities/batch", batch, methods=["POST"]),
         Route("/entities", entities, methods=["GET"]),
     ]
+
+
+def _check_ref(number: int, ref: object) -> None:
+    """A ref the store can look up: text of a sane length, with no lone surrogate (JSON's
+    `"\\ud800"` escape decodes to one, which no UTF-8 text holds). What is not text is left to
+    `entities_batch`, which names it."""
+    if not isinstance(ref, str):
+        return
+    if len(ref) > MAX_REF_LENGTH:
+        raise HTTPProblem(
+            400,
+            f"refs[{number}]: {len(ref):,} characters; an entity ref has at most "
+            f"{MAX_REF_LENGTH:,}",
+        )
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPProblem(
+            400,
+            f"refs[{number}]: holds a lone surrogate (such as \\ud800), which is not Unicode text",
+        ) from None
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

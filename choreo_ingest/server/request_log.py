@@ -3,17 +3,29 @@
 Each request gives one log line (shown at -v) and one count in
 `choreo_ingest_http_requests_total`, by route template, method and status: a path that holds
 the events secret is never logged or counted as itself.
+
+A bug in a route ends here too: the client has its `{"error": ...}` 500 (the application's own
+handler answers it, else this middleware), and the log one `http_request_crashed` line, the
+traceback only at -vv; the server (uvicorn) never sees the exception, so it writes no traceback
+of its own to stderr.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.logs import get_logger
 
 log = get_logger("choreo_ingest.server")
+
+
+def internal_error_document(error: BaseException) -> dict[str, str]:
+    """What a client is told of a bug: its kind, not its text (which may hold what the
+    request sent, or a path of the server's)."""
+    return {"error": f"internal error: {type(error).__name__} (a bug; the server's log says more)"}
 
 
 class RequestLog:
@@ -32,15 +44,26 @@ class RequestLog:
         clock = self.clock
         started = clock.monotonic()
         status = 500
+        responded = False
 
         async def sending(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as error:  # a bug: one line, not the server's traceback on stderr
+            log.error(
+                "http_request_crashed",
+                method=scope["method"],
+                route=_route_template(scope),
+                error=f"{type(error).__name__}: {error}",
+            )
+            log.debug("http_request_crashed", exc_info=error)
+            if not responded:
+                await JSONResponse(internal_error_document(error), 500)(scope, receive, send)
         finally:
             route = _route_template(scope)
             self.requests.labels(route, scope["method"], str(status)).inc()

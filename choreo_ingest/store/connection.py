@@ -238,6 +238,9 @@ class Connection:
 
     def _opening_error(self, error: sqlite3.DatabaseError) -> StateError:
         path = self.path
+        denied = _access_problem(path)
+        if denied:  # before the -wal and -shm: without the file itself, they do not matter
+            return StateError(f"state store {path}: {denied}", path=str(path))
         cannot_open = _primary_code(error) == sqlite3.SQLITE_CANTOPEN
         no_shm = getattr(error, "sqlite_errorcode", 0) == _READONLY_DIRECTORY
         if self.readonly and (cannot_open or no_shm):
@@ -390,6 +393,25 @@ def _keep_wal_files(path: Path, *, create: bool) -> None:
             pass  # not ours to change: a reader's error names the file
         finally:
             os.close(fd)
+
+
+def _access_problem(path: Path) -> str | None:
+    """`permission denied: ...` if this process may not read the state file (as its effective
+    user: a root without CAP_DAC_OVERRIDE too), `is a directory` for a directory; else None.
+
+    Looked up without opening the file (see `Connection.__init__`)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None  # missing, or out of reach: SQLite's own error says what it met
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a state file"
+    if not os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
+        return (
+            f"permission denied: this user may not read it (mode {stat.filemode(info.st_mode)}, "
+            f"owner uid {info.st_uid})"
+        )
+    return None
 
 
 def _unreadable_wal_files(path: Path) -> list[str]:

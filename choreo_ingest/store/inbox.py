@@ -57,21 +57,31 @@ def add_events(
     if not bodies:
         return []
     seqs = []
-    with conn.transaction():
-        # Writers to the inbox take turns, so that the coalescing and the capacity check below
-        # see every event stored before (on SQLite, BEGIN IMMEDIATE already does that).
-        take_turn(conn, "inbox")
-        for body in bodies:
-            cursor = conn.execute(
-                "INSERT INTO event_inbox (provider, received_at, body) VALUES (?, ?, ?) "
-                "RETURNING seq",
-                [provider, now, canonical_json(body)],
-            )
-            seqs.append(int(cursor.fetchone()[0]))
-        _coalesce(conn, provider, bodies)
-        if pending_event_count(conn, provider) > capacity:
-            raise InboxFull(provider, capacity, len(bodies))
+    try:
+        with conn.transaction():
+            # Writers to the inbox take turns, so that the coalescing and the capacity check
+            # below see every event stored before (on SQLite, BEGIN IMMEDIATE already does that).
+            take_turn(conn, "inbox")
+            for body in bodies:
+                cursor = conn.execute(
+                    "INSERT INTO event_inbox (provider, received_at, body) VALUES (?, ?, ?) "
+                    "RETURNING seq",
+                    [provider, now, canonical_json(body)],
+                )
+                seqs.append(int(cursor.fetchone()[0]))
+            _coalesce(conn, provider, bodies)
+            if pending_event_count(conn, provider) > capacity:
+                raise _OverCapacity
+    except _OverCapacity:
+        # Rolled back: what is pending now is what was pending before (counted only here, on
+        # the way out, not for every batch that fits).
+        pending = pending_event_count(conn, provider)
+        raise InboxFull(provider, capacity, len(bodies), pending) from None
     return seqs
+
+
+class _OverCapacity(Exception):
+    """The batch would leave too many pending events: roll it back."""
 
 
 def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> None:

@@ -135,7 +135,7 @@ def test_a_parked_event_is_not_replaced(store: Store) -> None:
 
 def test_events_past_the_capacity_are_refused_whole(store: Store) -> None:
     store.add_events("fake", [component_event("a", "created")], 1.0, capacity=2)
-    with pytest.raises(InboxFull, match=r"full \(2 pending events, the limit\)"):
+    with pytest.raises(InboxFull, match=r"room for 1 more events \(1 pending, the limit is 2\)"):
         store.add_events(
             "fake",
             [component_event("b", "created"), component_event("c", "created")],
@@ -147,6 +147,33 @@ def test_events_past_the_capacity_are_refused_whole(store: Store) -> None:
     store.add_events("fake", [component_event("b", "created")], 1.0, capacity=2)
     store.add_events("fake", [component_event("a", "deleted")], 1.0, capacity=2)
     assert pending(store) == [("b", "created"), ("a", "deleted")]
+
+
+def test_a_full_inbox_says_how_many_events_it_holds(store: Store) -> None:
+    store.add_events("fake", [component_event(n, "created") for n in "ab"], 1.0, capacity=2)
+
+    with pytest.raises(InboxFull) as refused:
+        store.add_events("fake", [component_event("c", "created")], 1.0, capacity=2)
+
+    assert str(refused.value).startswith(
+        "the event inbox of 'fake' is full (2 pending events, the limit): 1 new events refused; "
+    )
+    assert (refused.value.pending, refused.value.refused) == (2, 1)
+
+
+def test_a_batch_larger_than_an_empty_inbox_states_the_real_count(store: Store) -> None:
+    """Nothing is pending: the message says so, not that the inbox holds its limit."""
+    batch = [component_event(f"c{number}", "created") for number in range(4)]
+
+    with pytest.raises(InboxFull) as refused:
+        store.add_events("fake", batch, 1.0, capacity=3)
+
+    assert str(refused.value).startswith(
+        "the event inbox of 'fake' has room for 3 more events (0 pending, the limit is 3): "
+        "all 4 new events refused, as a batch is stored whole or not at all; "
+    )
+    assert refused.value.pending == 0
+    assert pending(store) == []  # nothing of the batch was stored
 
 
 def test_drop_and_purge(store: Store) -> None:

@@ -1,0 +1,81 @@
+"""The tables people read (`status`): what a cell holds is shown as it is, never read as rich
+markup. An error text comes from the server and a state path from the operator; either may hold
+brackets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from choreo_ingest.cli import render
+from choreo_ingest.cli.app import app
+from choreo_ingest.models import ProviderRecord, ProviderState
+from choreo_ingest.store import Store
+
+MARKUP_ERROR = "HTTP 400: bad [/] [bold red]x[/bold red] [link=http://e]y :smile:"
+"""Unbalanced markup (rich raises MarkupError on `[/]`), styles, a link and an emoji code."""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CHOREO_INGEST_CONFIG", "CHOREO_INGEST_DB", "OPENCHOREO_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def failing_state(path: Path, error: str = MARKUP_ERROR) -> Path:
+    """A state file whose provider's last burst failed with `error`."""
+    with Store.open(path) as store:
+        store.migrate()
+        record = ProviderRecord(
+            name="openchoreo", state=ProviderState.BACKING_OFF, attempts=1, last_error=error
+        )
+        store.save_provider(record, 0.0)
+    return path
+
+
+@pytest.mark.parametrize("only", [[], ["openchoreo"]], ids=["all", "one-provider"])
+def test_status_shows_an_error_with_brackets_as_it_is(tmp_path: Path, only: list[str]) -> None:
+    state = failing_state(tmp_path / "state.db")
+
+    result = invoke("status", *only, "--db", state)
+
+    assert result.exit_code == 0, result.output
+    assert MARKUP_ERROR in result.stdout
+
+
+def test_status_of_a_state_file_with_brackets_in_its_path_names_it(tmp_path: Path) -> None:
+    directory = tmp_path / "x["
+    directory.mkdir()
+    state = failing_state(directory / "]y.db", error="down")  # the path reads `x[/]y.db`
+
+    result = invoke("status", "--db", "x[/]y.db")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("x[/]y.db (schema ")
+    assert state.exists()
+
+
+def test_a_table_shows_title_columns_and_cells_as_they_are(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    render.table("[bold]t[/]", ["[i]c[/i]"], [["[/]"], [None], [":smile:"]])
+
+    lines = [line.strip("|+ ") for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == "[bold]t[/]"
+    assert {"[i]c[/i]", "[/]", ":smile:"} <= set(lines)
+
+
+def test_key_values_show_keys_and_values_as_they_are(capsys: pytest.CaptureFixture[str]) -> None:
+    render.key_values("[red]t[/]", {"[b]k[/b]": "[/] [link=http://e]v", "none": None})
+
+    lines = [line.rstrip() for line in capsys.readouterr().out.splitlines()]
+    assert lines[0] == "[red]t[/]"
+    assert lines[1].split() == ["[b]k[/b]", "[/]", "[link=http://e]v"]
+    assert lines[2].split() == ["none"]
