@@ -56,72 +56,16 @@ from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
     generation_named,
 )
+from choreo_ingest.providers.openchoreo.traversal_cursor import TraversalCursor
 
 log = get_logger("choreo_ingest.providers.openchoreo")
 
-BEFORE_FIRST = -1
-"""Queue position before any item (positions are never negative)."""
 MAX_RESTARTS_PER_BURST = 3
 """Restarts of one listing within one burst before the burst fails."""
 STALE_STARTS_REPORTED = 3
 """Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
 MAX_CURSORS_REMEMBERED = 10_000
 """A listing's cursors kept for the loop guard (a few hundred bytes each), then forgotten."""
-_LEGACY_PHASES = ("orgs", "projects", "components")
-
-
-@dataclass
-class TraversalCursor:
-    """Where the walk stands; serialized with camelCase keys."""
-
-    api: str
-    phase: int = 0
-    api_cursor: str | None = None
-    position: int = BEFORE_FIRST
-    """Position of the last queue item whose listing is complete (in the phase's queue)."""
-    cursor_reset_count: int = 0
-    stale_starts: int = 0
-    """Bursts in a row that began on a stored cursor that had expired."""
-
-    def to_json(self, generation: Generation) -> dict[str, JSON]:
-        return {
-            "api": self.api,
-            "phase": generation.phases[self.phase].name,
-            "apiCursor": self.api_cursor,
-            "position": self.position,
-            "cursorResetCount": self.cursor_reset_count,
-            "staleStarts": self.stale_starts,
-        }
-
-    @classmethod
-    def from_json(cls, raw: JSON) -> TraversalCursor:
-        """The stored cursor (also one written before generations existed)."""
-        if not isinstance(raw, Mapping):
-            raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")
-        if "api" not in raw and raw.get("phase") in _LEGACY_PHASES:
-            return _from_legacy(raw)
-        try:
-            generation = generation_named(raw.get("api"))
-        except PermanentError as error:
-            raise PermanentError(
-                f"not an OpenChoreo traversal cursor ({error}): {raw!r:.200}"
-            ) from None
-        names = [phase.name for phase in generation.phases]
-        if raw.get("phase") not in names:
-            raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")
-        return cls(
-            api=generation.name,
-            phase=names.index(raw["phase"]),
-            api_cursor=_optional_text(raw, "apiCursor"),
-            position=_whole_number(raw, "position", BEFORE_FIRST),
-            cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
-            stale_starts=_whole_number(raw, "staleStarts", 0),
-        )
-
-    def next_phase(self) -> None:
-        self.phase += 1
-        self.position = BEFORE_FIRST
-        self.api_cursor = None
 
 
 @dataclass
@@ -482,34 +426,3 @@ def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) 
 def _item_after(context: OpenChoreoContext, queue: str, position: int) -> QueuedItem | None:
     items = context.walk.queues.read(queue, after=position, limit=1)
     return items[0] if items else None
-
-
-def _from_legacy(raw: Mapping[str, Any]) -> TraversalCursor:
-    """A cursor stored by a choreo-ingest that spoke only the org-era API."""
-    phase = _LEGACY_PHASES.index(raw["phase"])
-    cursors = ("orgApiCursor", "projectApiCursor", "componentApiCursor")
-    positions = (None, "orgPosition", "projectPosition")
-    position_key = positions[phase]
-    return TraversalCursor(
-        api="orgs",
-        phase=phase,
-        api_cursor=_optional_text(raw, cursors[phase]),
-        position=BEFORE_FIRST
-        if position_key is None
-        else _whole_number(raw, position_key, BEFORE_FIRST),
-        cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
-    )
-
-
-def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise PermanentError(f"traversal cursor field {key} is not a string: {value!r:.80}")
-
-
-def _whole_number(raw: Mapping[str, Any], key: str, default: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise PermanentError(f"traversal cursor field {key} is not an integer: {value!r:.80}")

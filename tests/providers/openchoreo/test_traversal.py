@@ -30,7 +30,7 @@ from choreo_ingest.providers.openchoreo.entities import (
     project_entity,
 )
 from choreo_ingest.providers.openchoreo.naming import hashed_entity_name, is_valid_entity_name
-from choreo_ingest.providers.openchoreo.traversal import TraversalCursor
+from choreo_ingest.providers.openchoreo.traversal_cursor import TraversalCursor
 from choreo_ingest.simulator.api import SimulatorApi, SimulatorOptions
 from choreo_ingest.simulator.world import World
 
