@@ -193,13 +193,18 @@ class BurstEngine:
             error = None
         if isinstance(error, StateError):  # the store failed, not the source: no backoff
             raise error
+        interrupted = self.stop.is_set()
+        if error is not None and interrupted:
+            _log_stopped(record.name, error)
+            error = None
         result = BurstResult(
             cursor=writer.cursor,
             duration=duration,
             done=done,
             error=None if error is None else _failure_message(error, provider, self.config),
             retry_after=retry_after,
-            interrupted=self.stop.is_set(),
+            interrupted=interrupted,
+            pages=writer.pages,
         )
         return self._end_burst(record, result, writer, error)
 
@@ -302,6 +307,17 @@ class BurstEngine:
         )
         outcome.action = ProviderAction.FAILED
         outcome.error = record.last_error
+
+
+def _log_stopped(provider: str, error: Exception) -> None:
+    """An error a burst ended with after SIGTERM/SIGINT is logged, not recorded: the request in
+    flight when the signal came went on and ran into the deadline (or was cut short), so the
+    burst was stopped, not failed: no attempt counted, no backoff, no advice about burstLength.
+    A bug is logged with its traceback; the next burst meets any error again if it stays."""
+    if isinstance(error, ProviderError):
+        log.info("burst_interrupted", provider=provider, error=str(error))
+    else:
+        log.warning("burst_interrupted", provider=provider, error=repr(error), exc_info=error)
 
 
 def _failure_message(error: Exception, provider: IncrementalEntityProvider, config: Config) -> str:

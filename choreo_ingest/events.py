@@ -31,7 +31,6 @@ from choreo_ingest.providers.base import (
     IncrementalEntityProvider,
 )
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.schedule import after_refresh
 from choreo_ingest.store import StateRef, Store, state_location
 
 log = get_logger("choreo_ingest.events")
@@ -263,8 +262,7 @@ def store_events(
         try:
             stored = len(store.add_events(provider, bodies, clock.now(), capacity=capacity))
         except InboxFull:
-            now = clock.now()
-            store.set_facts(provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+            request_refresh(store, provider, clock.now())
             raise
         if rejected or ignored:
             store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})
@@ -348,12 +346,24 @@ def drain_inbox(
     return stats
 
 
+def request_refresh(store: Store, provider: str, now: float) -> None:
+    """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
+    in `status --json`): the run applies the request once no burst of it is in flight
+    (`invocation.run_once`), as a new cycle."""
+    store.set_facts(provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+
+
 def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock) -> int:
     """Too many events to re-read one by one (an event forwarder that just started sends one per
-    object): drop them and make the provider due for a fresh walk instead."""
+    object): drop them and ask for a fresh walk instead.
+
+    The request is stored before the drop: a run killed between the two leaves the request and
+    the events (the next run drops them again, and walks anyway), never the events gone without
+    a request. It is not applied here: a drain between a burst's pages (`serve`) runs while
+    that burst holds the provider's record, which it stores when it ends."""
     now = clock.now()
+    request_refresh(store, provider, now)
     dropped = store.drop_events(provider)
-    store.save_provider(after_refresh(store.load_provider(provider), now), now)
     log.warning(
         "event_backlog_dropped",
         provider=provider,

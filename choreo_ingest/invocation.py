@@ -49,6 +49,9 @@ class RunResult:
     outcome: RunOutcome
     providers: list[ProviderOutcome] = field(default_factory=list)
     events: DrainStats = field(default_factory=DrainStats)
+    error: ChoreoIngestError | None = None
+    """An output the run could not write (the YAML mirror, the metrics textfile): the outcome is
+    then `error`, beside the bursts' outcomes, which stand (their pages are committed)."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,9 @@ def run_once(
             )
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         try:
-            for name in names:
-                _apply_refresh_request(store, name, clock)
             _drain_all(store, loaded.values(), config, clock, stop, result)
+            for name in names:  # after the drain, which may ask for one
+                _apply_refresh_request(store, name, clock)
             for name, provider in loaded.items():
                 if stop.is_set():
                     break
@@ -116,10 +119,9 @@ def run_once(
             if pruned:
                 log.debug("changes_pruned", count=pruned)
         finally:
-            _write_metrics(config, store, clock.now())
-    if mirror_error is not None:
-        raise mirror_error
-    result.outcome = _overall_outcome(result.providers, stop)
+            metrics_error = _write_metrics(config, store, clock.now())
+    result.error = mirror_error or metrics_error
+    result.outcome = _overall_outcome(result.providers, stop, result.error)
     return result
 
 
@@ -134,17 +136,23 @@ def _load(
 
 
 def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
+    """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
+    past the provider's limit) start a new cycle at once: the walk that stands in for them
+    begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
+    provider in flight. The request is cleared after the record is stored: a run killed in
+    between applies it again, which changes nothing before a burst."""
     requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
     if requested is None:
         return
     now = clock.now()
-    store.save_provider(after_refresh(store.load_provider(name), now), now)
+    store.save_provider(after_refresh(store.load_provider(name), now, new_cycle=True), now)
     store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
     log.warning(
         "refresh_requested",
         provider=name,
         requested_at=requested,
-        message="events were refused (the inbox was full): a fresh walk catches up",
+        message="events were refused (the inbox was full) or dropped (too many pending): "
+        "a new cycle walks the platform again",
     )
 
 
@@ -221,7 +229,13 @@ def _run_provider(
         )
 
 
-def _overall_outcome(outcomes: list[ProviderOutcome], stop: StopSignal) -> RunOutcome:
+def _overall_outcome(
+    outcomes: list[ProviderOutcome], stop: StopSignal, output_error: ChoreoIngestError | None
+) -> RunOutcome:
+    """What the run did overall. An output that could not be written makes it an error, as an
+    error that ends a run does: something an operator must fix, whatever the bursts did."""
+    if output_error is not None:
+        return RunOutcome.ERROR
     actions = {outcome.action for outcome in outcomes}
     if stop.is_set() or ProviderAction.INTERRUPTED in actions:
         return RunOutcome.INTERRUPTED
@@ -239,8 +253,8 @@ def _sync_mirror(
     stop: StopSignal,
     outcomes: list[ProviderOutcome],
 ) -> ChoreoIngestError | None:
-    """Bring the YAML mirror up to date within the run's time; an error is returned, to be raised
-    after the metrics.
+    """Bring the YAML mirror up to date within the run's time; an error is returned, for the
+    run's result (the bursts' outcomes stand beside it).
 
     The mirror counts inside the burst budget: it goes on until `burstLength` after the start of
     the run's last burst (the whole `burstLength` from now when no burst ran), or until SIGTERM.
@@ -285,14 +299,18 @@ def _sync_mirror(
     return None
 
 
-def _write_metrics(config: Config, store: Store, now: float) -> None:
+def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestError | None:
+    """Write the metrics textfile, if configured; an error is logged and returned (a run reports
+    it as it reports an unwritable mirror)."""
     if config.metrics_textfile is None:
-        return
+        return None
     try:
         names = provider_names(store, config)
         write_metrics_textfile(config.metrics_textfile, all_metrics(store, names, run_at=now))
     except ChoreoIngestError as error:
         log.error("metrics_not_written", error=str(error))
+        return error
+    return None
 
 
 def migrate(state: StateRef, *, apply: bool = True) -> MigrationReport:

@@ -150,6 +150,7 @@ class Trigger(enum.Enum):
     BURST_FAILED = "burst_failed"
     RESET = "reset"
     REFRESHED = "refreshed"
+    CYCLE_ABANDONED = "cycle_abandoned"
 
 
 _S = ProviderState
@@ -167,7 +168,13 @@ _TRANSITIONS: dict[tuple[ProviderState, Trigger], ProviderState] = {
     (_S.BACKING_OFF, Trigger.REFRESHED): _S.BACKING_OFF,
     (_S.INTERSTITIAL, Trigger.REFRESHED): _S.INTERSTITIAL,
     (_S.IDLE, Trigger.REFRESHED): _S.IDLE,
-    (_S.BURSTING, Trigger.REFRESHED): _S.BURSTING,  # a crashed burst: already due
+    # A crashed burst (`bursting` under the run lock): the failure it was, its backoff over.
+    (_S.BURSTING, Trigger.REFRESHED): _S.BACKING_OFF,
+    # A cycle in progress given up for a new one; between cycles, as after a completed one.
+    **{
+        (state, Trigger.CYCLE_ABANDONED): _S.RESTING
+        for state in (_S.INTERSTITIAL, _S.BACKING_OFF, _S.BURSTING)
+    },
 }
 
 
@@ -191,18 +198,19 @@ def before_burst(record: ProviderRecord, burst: Burst, now: float) -> ProviderRe
             cycle_started_at=now,
             last_burst_at=now,
         )
-    if record.state is ProviderState.BURSTING:  # the burst before it did not finish: a failure
-        return replace(
-            record,
-            state=transition(record.state, Trigger.BURST_STARTED),
-            last_burst_at=now,
-            attempts=record.attempts + 1,
-            last_error=CRASHED,
-        )
+    record = _crash_counted(record)
     return replace(record, state=transition(record.state, Trigger.BURST_STARTED), last_burst_at=now)
 
 
 CRASHED = "the burst before this one did not finish (the process was killed or crashed)"
+
+
+def _crash_counted(record: ProviderRecord) -> ProviderRecord:
+    """A `bursting` record found by a caller that holds the run lock is a burst that did not
+    finish: one more failure, counted once, by whatever moves it on first."""
+    if record.state is not ProviderState.BURSTING:
+        return record
+    return replace(record, attempts=record.attempts + 1, last_error=CRASHED)
 
 
 @dataclass(frozen=True)
@@ -220,7 +228,10 @@ class BurstResult:
     retry_after: float | None = None
     """The source asked for at least this many seconds before the next request (a 429)."""
     interrupted: bool = False
-    """SIGTERM/SIGINT ended the burst between pages: due again at once, unless failed or done."""
+    """SIGTERM/SIGINT ended the burst: due again at once, unless failed or done."""
+    pages: int = 0
+    """Pages the burst committed. An interrupted burst that committed none says nothing about
+    the source: the failures counted before it stand."""
 
 
 def after_burst(
@@ -235,7 +246,11 @@ def after_burst(
     - failed: backing off for `backoff_delay` (at least `retry_after`), one more attempt;
     - done: resting for `restLength`, the cycle's cursor dropped, the failures forgotten;
     - otherwise: interstitial for `burstInterval` (at least `retry_after`; no wait when
-      interrupted), the cursor kept, the failures forgotten.
+      interrupted), the cursor kept, the failures forgotten (unless it was interrupted before
+      its first page).
+
+    A cycle's duration is never negative: a wall clock set back during the cycle counts as no
+    time, not as time owed.
     """
     ended = replace(record, cursor=result.cursor, last_burst_duration=result.duration)
     if result.error is not None:
@@ -256,16 +271,17 @@ def after_burst(
             attempts=0,
             last_error=None,
             last_completed_at=now,
-            last_cycle_duration=now - (record.cycle_started_at or now),
+            last_cycle_duration=max(now - (record.cycle_started_at or now), 0.0),
             next_action_at=now + config.rest_length,
         )
     retry_after = min(result.retry_after or 0.0, longest_retry_after(config))
     wait = max(retry_after, 0.0 if result.interrupted else config.burst_interval)
+    proved_nothing = result.interrupted and not result.pages
     return replace(
         ended,
         state=transition(record.state, Trigger.BURST_ENDED_WITH_WORK_LEFT),
-        attempts=0,
-        last_error=None,
+        attempts=record.attempts if proved_nothing else 0,
+        last_error=record.last_error if proved_nothing else None,
         next_action_at=now + wait,
     )
 
@@ -284,8 +300,26 @@ def after_reset(record: ProviderRecord) -> ProviderRecord:
     )
 
 
-def after_refresh(record: ProviderRecord, now: float) -> ProviderRecord:
-    """Due at `now`, whatever the provider waits for; its state and cursor stay."""
+def after_refresh(record: ProviderRecord, now: float, *, new_cycle: bool = False) -> ProviderRecord:
+    """Due at `now`, whatever the provider waits for; its cursor stays, so a cycle in progress
+    goes on where it stopped. A crashed burst (the caller holds the run lock, so a `bursting`
+    record is one) counts as the failure it was, as `before_burst` would count it, and waits
+    out no crash backoff: backing off, due now.
+
+    `new_cycle` (a refresh standing in for events that were dropped or refused): a cycle in
+    progress is abandoned, so that the next burst starts a new cycle, whose walk begins after
+    those events; resuming would go on past the listings they were about. The abandoned cycle
+    is never swept (it walked part of the platform only), and the refs it marked seen count as
+    unseen in the new cycle, so its sweep removes what the events would have.
+    """
+    record = _crash_counted(record)
+    if new_cycle and (record.state, Trigger.CYCLE_ABANDONED) in _TRANSITIONS:
+        return replace(
+            record,
+            state=transition(record.state, Trigger.CYCLE_ABANDONED),
+            cursor=None,
+            next_action_at=now,
+        )
     return replace(record, state=transition(record.state, Trigger.REFRESHED), next_action_at=now)
 
 
@@ -306,7 +340,7 @@ def health_problems(
         )
     if blocked_removals:
         problems.append(f"{blocked_removals} removals blocked; see `choreo-ingest removals`")
-    cycle_time = record.last_cycle_duration or 0.0
+    cycle_time = max(record.last_cycle_duration or 0.0, 0.0)  # one stored by an older version
     allowed = 3 * (config.rest_length + cycle_time)
     since = record.last_completed_at
     if since is None:

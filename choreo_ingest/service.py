@@ -104,6 +104,8 @@ class Service:
                 rng=self.rng,
                 events_arrived=self.events_arrived,
             )
+            if record.result.error is not None:  # an output not written; logged by the run
+                record.error = str(record.result.error)
         except LockHeld:
             record.skipped = True
             log.debug("tick_skipped", reason="another run holds the lock")

@@ -207,6 +207,34 @@ class TestCycle:
         assert names == ["e0", "e1", "e2"]
 
 
+class TestBlockedRemovals:
+    def test_the_blocked_count_after_a_burst_is_what_its_pages_left(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """A blocked sweep's refs seen again mid-cycle leave the count at once: `status`, the
+        metrics and `health` say what `removals approve` would remove, burst after burst."""
+        config = make_config(
+            tmp_path, rest_length=60.0, burst_length=10.0, reject_removals_above_percentage=10.0
+        )
+        run_one(config, state_path, clock, FakeProvider(TEN, page_size=5))
+        clock.advance(60.0)
+        blocked = run_one(config, state_path, clock, FakeProvider(TEN[5:], page_size=5))
+        assert blocked.removals_blocked == 5  # e0..e4
+        clock.advance(60.0)
+        back = FakeProvider(TEN, page_size=2, page_cost=5.0)  # two pages a burst
+
+        first = run_one(config, state_path, clock, back)  # sees e0..e3 again
+
+        assert (first.state, first.pages) == (ProviderState.INTERSTITIAL, 2)
+        assert stored(state_path).blocked_removals == 1
+        with state_location(state_path).open(readonly=True) as store:
+            assert store.blocked_removals("fake").count == 1
+            assert store.pending_removal_refs("fake") == [TEN[4].ref]
+        assert health(config, state_path, clock) == [
+            "1 removals blocked; see `choreo-ingest removals`"
+        ]
+
+
 class TestFailures:
     def test_transient_error_after_committed_pages_is_a_pause(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
@@ -568,7 +596,89 @@ class StoppingProvider(FakeProvider):
         return super().next(context, cursor)
 
 
+@dataclass
+class StoppedInFlight(FakeProvider):
+    """SIGTERM arrives while page `stop_on_page` is being fetched: the request goes on and ends
+    with `error` (the deadline it ran into while the process waited for it, say)."""
+
+    stop: StopSignal | None = None
+    stop_on_page: int = 0
+    error: Exception | None = None
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        page_index = 0 if cursor is None else cursor["offset"] // self.page_size
+        if page_index == self.stop_on_page and self.stop is not None and self.error is not None:
+            self.stop.set(signal.SIGTERM)
+            context.clock.sleep(context.remaining())
+            raise self.error
+        return super().next(context, cursor)
+
+
+IN_FLIGHT_ERRORS = [
+    DeadlineExceeded("GET /namespaces: timed out at the burst deadline"),
+    TransientError("GET /namespaces: connection reset", status=None),
+    PermanentError("GET /namespaces: 400", status=400),
+    KeyError("offset"),
+]
+
+
 class TestStop:
+    @pytest.mark.parametrize(
+        "error", IN_FLIGHT_ERRORS, ids=["deadline", "transient", "permanent", "provider-bug"]
+    )
+    @pytest.mark.parametrize("stop_on_page", [0, 2], ids=["no-page-yet", "after-two-pages"])
+    def test_stop_during_a_request_is_an_interrupt_whatever_the_request_ended_with(
+        self,
+        tmp_path: Path,
+        clock: FakeClock,
+        state_path: Path,
+        error: Exception,
+        stop_on_page: int,
+    ) -> None:
+        """No attempt counted, no backoff, no lastError blaming burstLength: `health` stays
+        green however often systemd stops the service mid-request."""
+        config = make_config(tmp_path, burst_length=20.0, backoff=(300.0,))
+        stop = StopSignal()
+        provider = StoppedInFlight(TEN, stop=stop, stop_on_page=stop_on_page, error=error)
+
+        result = run(config, state_path, clock, provider, stop=stop)
+
+        [outcome] = result.providers
+        assert result.outcome == "interrupted"
+        assert (outcome.action, outcome.state, outcome.error) == (
+            "interrupted",
+            ProviderState.INTERSTITIAL,
+            None,
+        )
+        assert outcome.pages == stop_on_page
+        record = stored(state_path)
+        assert (record.attempts, record.last_error) == (0, None)
+        assert record.next_action_at == clock.now()  # due again at once, not after a backoff
+        assert health(config, state_path, clock) == []
+        with state_location(state_path).open(readonly=True) as store:
+            assert store.counters("fake").get("bursts_failed", 0) == 0
+
+    def test_stop_during_a_request_keeps_the_failures_counted_before_it(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """Stopped before its first page, a burst proves nothing about the source: the backoff
+        it followed still counts towards maxAttempts (and a page would have reset it)."""
+        config = make_config(tmp_path, backoff=(10.0,))
+        provider = FakeProvider(TEN, fail_at={0: TransientError("upstream 503", status=503)})
+        assert run_one(config, state_path, clock, provider).action == "failed"
+        clock.advance(15.0)
+        stop = StopSignal()
+        stopped = StoppedInFlight(
+            TEN, stop=stop, error=DeadlineExceeded("GET /namespaces: timed out")
+        )
+
+        result = run(config, state_path, clock, stopped, stop=stop)
+
+        assert result.providers[0].action == "interrupted"
+        record = stored(state_path)
+        assert (record.attempts, record.last_error) == (1, "upstream 503")
+        assert record.next_action_at == clock.now()
+
     def test_stop_mid_burst_commits_the_page_and_interrupts(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:

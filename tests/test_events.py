@@ -527,7 +527,9 @@ class TestInboxCapacity:
             store.migrate()
         with closing(Connection(state_path, readonly=False)) as conn:
             add_events(conn, "fake", [component_event("a", "created")], 1.0, capacity=2)
-            with pytest.raises(InboxFull, match=r"full \(2 pending events, the limit\)"):
+            with pytest.raises(
+                InboxFull, match=r"room for 1 more events \(1 pending, the limit is 2\)"
+            ):
                 add_events(
                     conn,
                     "fake",

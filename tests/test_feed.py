@@ -430,8 +430,10 @@ class TestRunPrunes:
         assert config.state_path is not None
         provider = FakeProvider(entities("a", "b", "c"))
 
-        with pytest.raises(ConfigError, match=r"catalog\.directory"):
-            run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
+        providers = {"fake": provider}
+        failed = run_once(config, config.state_path, clock, providers=providers, force=True)
+        assert isinstance(failed.error, ConfigError)
+        assert failed.error.path == "catalog.directory"
         assert bounds(config.state_path) == (0, 3)
 
         blocker.unlink()

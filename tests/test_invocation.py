@@ -218,24 +218,37 @@ A = ProviderAction
 class TestOverallOutcome:
     """One provider's trouble decides the run's outcome (and so its exit code)."""
 
-    # (actions of the providers, stop signal set, expected)
+    # (actions of the providers, stop signal set, an output not written, expected)
     CASES: ClassVar = [
-        ("no-providers", [], False, RunOutcome.WAITING),
-        ("all-waiting", [A.WAITING, A.WAITING], False, RunOutcome.WAITING),
-        ("one-burst", [A.WAITING, A.BURST], False, RunOutcome.BURST),
-        ("a-failure-beats-a-burst", [A.BURST, A.FAILED], False, RunOutcome.FAILED),
-        ("an-interrupt-beats-a-failure", [A.FAILED, A.INTERRUPTED], False, RunOutcome.INTERRUPTED),
-        ("stopped-before-any-provider", [], True, RunOutcome.INTERRUPTED),
-        ("stopped-after-a-burst", [A.BURST], True, RunOutcome.INTERRUPTED),
+        ("no-providers", [], False, False, RunOutcome.WAITING),
+        ("all-waiting", [A.WAITING, A.WAITING], False, False, RunOutcome.WAITING),
+        ("one-burst", [A.WAITING, A.BURST], False, False, RunOutcome.BURST),
+        ("a-failure-beats-a-burst", [A.BURST, A.FAILED], False, False, RunOutcome.FAILED),
+        (
+            "an-interrupt-beats-a-failure",
+            [A.FAILED, A.INTERRUPTED],
+            False,
+            False,
+            RunOutcome.INTERRUPTED,
+        ),
+        ("stopped-before-any-provider", [], True, False, RunOutcome.INTERRUPTED),
+        ("stopped-after-a-burst", [A.BURST], True, False, RunOutcome.INTERRUPTED),
+        ("an-output-not-written-after-a-burst", [A.BURST], False, True, RunOutcome.ERROR),
+        ("an-output-not-written-beats-a-failure", [A.FAILED], False, True, RunOutcome.ERROR),
+        ("an-output-not-written-while-waiting", [A.WAITING], False, True, RunOutcome.ERROR),
     ]
 
     @pytest.mark.parametrize(
-        ("actions", "stopped", "expected"),
+        ("actions", "stopped", "output_failed", "expected"),
         [case[1:] for case in CASES],
         ids=[case[0] for case in CASES],
     )
     def test_outcome(
-        self, actions: list[ProviderAction], stopped: bool, expected: RunOutcome
+        self,
+        actions: list[ProviderAction],
+        stopped: bool,
+        output_failed: bool,
+        expected: RunOutcome,
     ) -> None:
         outcomes = [
             ProviderOutcome(name=f"p{i}", action=action, state=ProviderState.IDLE)
@@ -244,7 +257,8 @@ class TestOverallOutcome:
         stop = StopSignal()
         if stopped:
             stop.set()
-        assert _overall_outcome(outcomes, stop) is expected
+        error = ConfigError("cannot write", path="metrics.textfile") if output_failed else None
+        assert _overall_outcome(outcomes, stop, error) is expected
 
     def test_json_strings_are_the_enum_values(self) -> None:
         """`--json` prints these values; scripts match on them."""
@@ -316,21 +330,35 @@ class TestOperatorCommands:
         assert resumed.action == "burst"
         assert provider.calls[-resumed.pages] == {"offset": 2}
 
-    def test_refresh_after_a_crashed_burst_is_harmless(
+    def test_refresh_after_a_crashed_burst_resumes_it_at_once(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
+        """Three killed bursts back off for the third step (40 s here); an operator's refresh
+        ends that wait, as it ends any other, and the crash still counts for `health`."""
+        config = make_config(tmp_path, backoff=(10.0, 20.0, 40.0))
         with state_location(state_path).open() as store:
             store.migrate()
             crashed = ProviderRecord(
-                name="fake", state=ProviderState.BURSTING, cycle_id=1, cursor={"offset": 4}
+                name="fake",
+                state=ProviderState.BURSTING,
+                cycle_id=1,
+                cursor={"offset": 4},
+                attempts=2,
+                last_burst_at=clock.now(),
             )
             store.start_cycle(crashed, clock.now())
-
-        assert refresh(state_path, "fake", clock) is ProviderState.BURSTING
-
+        clock.advance(1.0)
         provider = FakeProvider(TEN)
-        run(make_config(tmp_path), state_path, clock, provider)
+        assert run(config, state_path, clock, provider).outcome == "waiting"
+
+        assert refresh(state_path, "fake", clock) is ProviderState.BACKING_OFF
+
+        record = stored(state_path)
+        assert (record.attempts, record.next_action_at) == (3, clock.now())
+        resumed = run(config, state_path, clock, provider)
+        assert resumed.outcome == "burst"
         assert provider.calls[0] == {"offset": 4}
+        assert stored(state_path).attempts == 0
 
     def test_reset_starts_a_fresh_cycle_and_keeps_the_catalog(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

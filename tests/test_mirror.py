@@ -413,9 +413,11 @@ class TestRunHook:
         config = replace(make_config(tmp_path), catalog_directory=tmp_path / "a-file" / "catalog")
         assert config.state_path is not None
         provider = FakeProvider([make_entity("a")])
-        with pytest.raises(ConfigError) as failure:
-            run_once(config, config.state_path, clock, providers={"fake": provider})
-        assert failure.value.path == "catalog.directory"
+        result = run_once(config, config.state_path, clock, providers={"fake": provider})
+        assert result.outcome == "error"
+        assert isinstance(result.error, ConfigError)
+        assert result.error.path == "catalog.directory"
+        assert result.providers[0].cycle_completed  # the bursts' outcomes stand beside it
         assert config.metrics_textfile is not None
         assert config.metrics_textfile.exists()
         assert list(iter_export(config.state_path))  # the burst itself was committed

@@ -165,6 +165,48 @@ class TestDecide:
         else:
             assert decision == Wait(until=float(str(detail)), reason=decision.reason)
 
+    # (record before the refresh, expected decision right after it): the operator's refresh
+    # makes a provider due now whatever it waits for; SETTINGS' crash backoff is 10, 20, 40 s.
+    REFRESHED: ClassVar = [
+        (
+            "crashed-first-time-within-its-backoff",
+            {"state": S.BURSTING, "last_burst_at": NOW - 5},
+            ("burst", False),
+        ),
+        (
+            "crashed-again-within-a-later-step",
+            {"state": S.BURSTING, "last_burst_at": NOW - 15, "attempts": 2},
+            ("burst", False),
+        ),
+        (
+            "backing-off",
+            {"state": S.BACKING_OFF, "next_action_at": LATER, "last_burst_at": NOW - 5},
+            ("burst", False),
+        ),
+        (
+            "interstitial",
+            {"state": S.INTERSTITIAL, "next_action_at": LATER, "last_burst_at": NOW - 5},
+            ("burst", False),
+        ),
+        ("resting", {"state": S.RESTING, "next_action_at": LATER}, ("burst", True)),
+        ("idle", {"state": S.IDLE}, ("burst", True)),
+    ]
+
+    @pytest.mark.parametrize(
+        ("fields", "expected"),
+        [case[1:] for case in REFRESHED],
+        ids=[case[0] for case in REFRESHED],
+    )
+    def test_a_refreshed_provider_is_due_at_once(
+        self, fields: dict[str, Any], expected: tuple[str, bool]
+    ) -> None:
+        state, due = fields.pop("state"), fields.pop("next_action_at", None)
+        refreshed = after_refresh(record(state, due, **fields), NOW)
+
+        decision = decide(refreshed, SETTINGS, NOW)
+
+        assert decision == Burst(new_cycle=expected[1], reason=decision.reason)
+
     def test_forced_burst_says_it_was_forced(self) -> None:
         decision = decide(record(S.RESTING, LATER), SETTINGS, NOW, force=True)
         assert decision == Burst(new_cycle=True, reason="forced")
@@ -181,7 +223,13 @@ LEGAL: dict[tuple[ProviderState, Trigger], ProviderState] = {
     (S.BURSTING, Trigger.BURST_ENDED_WITH_WORK_LEFT): S.INTERSTITIAL,
     (S.BURSTING, Trigger.CYCLE_COMPLETED): S.RESTING,
     (S.BURSTING, Trigger.BURST_FAILED): S.BACKING_OFF,
-    **{(state, Trigger.REFRESHED): state for state in S},  # refresh only moves next_action_at
+    # refresh only moves next_action_at, but a crashed burst is the failure it was
+    **{(state, Trigger.REFRESHED): state for state in S if state is not S.BURSTING},
+    (S.BURSTING, Trigger.REFRESHED): S.BACKING_OFF,
+    # a refresh standing in for events gives up the cycle in progress
+    (S.INTERSTITIAL, Trigger.CYCLE_ABANDONED): S.RESTING,
+    (S.BACKING_OFF, Trigger.CYCLE_ABANDONED): S.RESTING,
+    (S.BURSTING, Trigger.CYCLE_ABANDONED): S.RESTING,
 }
 ALL_PAIRS = list(itertools.product(S, Trigger))
 
@@ -347,6 +395,18 @@ class TestAfterBurst:
             (NOW + 600, NOW + 600),
         ),
         (
+            "done-after-the-clock-was-set-back-took-no-time",
+            {"cycle_started_at": NOW + 3 * 3600},
+            {"done": True},
+            {
+                "state": S.RESTING,
+                "cursor": None,
+                "last_completed_at": NOW,
+                "last_cycle_duration": 0.0,
+            },
+            (NOW + 600, NOW + 600),
+        ),
+        (
             "work-left-waits-the-burst-interval",
             {},
             {},
@@ -378,6 +438,27 @@ class TestAfterBurst:
             "interrupted-is-due-at-once",
             {},
             {"interrupted": True},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW, NOW),
+        ),
+        (
+            "interrupted-after-a-page-forgets-earlier-failures",
+            {"attempts": 2, "last_error": "boom"},
+            {"interrupted": True, "pages": 1},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR, "attempts": 0, "last_error": None},
+            (NOW, NOW),
+        ),
+        (
+            "interrupted-before-any-page-keeps-earlier-failures",
+            {"attempts": 2, "last_error": "boom"},
+            {"interrupted": True, "pages": 0},
+            {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
+            (NOW, NOW),
+        ),
+        (
+            "interrupted-before-any-page-counts-no-failure",
+            {},
+            {"interrupted": True, "pages": 0},
             {"state": S.INTERSTITIAL, "cursor": NEXT_CURSOR},
             (NOW, NOW),
         ),
@@ -501,10 +582,53 @@ class TestOperatorCommands:
         } | ({"state": S.IDLE} if state is not S.IDLE else {})
         assert after.cycle_id == before.cycle_id, "the next cycle still gets a new id"
 
-    @pytest.mark.parametrize("state", list(S), ids=lambda state: state.value)
+    @pytest.mark.parametrize(
+        "state", [state for state in S if state is not S.BURSTING], ids=lambda state: state.value
+    )
     def test_refresh_makes_due_now_and_keeps_the_rest(self, state: ProviderState) -> None:
         before = running(state, attempts=3, last_error="boom")
         assert changed(before, after_refresh(before, NOW)) == {"next_action_at": NOW}
+
+    def test_refresh_of_a_crashed_burst_counts_its_failure_and_ends_its_backoff(self) -> None:
+        before = running(S.BURSTING, attempts=2, last_error="boom", last_burst_at=NOW - 1)
+        assert changed(before, after_refresh(before, NOW)) == {
+            "state": S.BACKING_OFF,
+            "attempts": 3,
+            "last_error": CRASHED,
+            "next_action_at": NOW,
+        }
+
+    # (state, expected changes) of a refresh that stands in for dropped or refused events
+    NEW_CYCLE: ClassVar = [
+        ("idle", S.IDLE, {}),
+        ("resting", S.RESTING, {}),
+        ("interstitial", S.INTERSTITIAL, {"state": S.RESTING, "cursor": None}),
+        ("backing-off", S.BACKING_OFF, {"state": S.RESTING, "cursor": None}),
+        (
+            "crashed-burst",
+            S.BURSTING,
+            {"state": S.RESTING, "cursor": None, "attempts": 4, "last_error": CRASHED},
+        ),
+    ]
+
+    @pytest.mark.parametrize(
+        ("state", "expected"),
+        [case[1:] for case in NEW_CYCLE],
+        ids=[case[0] for case in NEW_CYCLE],
+    )
+    def test_refresh_for_events_abandons_the_cycle_in_progress(
+        self, state: ProviderState, expected: dict[str, object]
+    ) -> None:
+        before = running(state, attempts=3, last_error="boom")
+
+        after = after_refresh(before, NOW, new_cycle=True)
+
+        assert changed(before, after) == {**expected, "next_action_at": NOW}
+        decision = decide(after, SETTINGS, NOW)
+        assert decision == Burst(new_cycle=True, reason=decision.reason)
+        begun = before_burst(after, decision, NOW)
+        assert (begun.cycle_id, begun.cursor) == (before.cycle_id + 1, None)
+        assert begun.attempts == after.attempts, "no failure counted twice"
 
     @pytest.mark.parametrize(
         ("attempts", "state"),
@@ -575,6 +699,18 @@ class TestHealthProblems:
         ),
         ("first-cycle-never-completes", {"cycle_started_at": NOW - 1801}, 0, ["no completed"]),
         ("first-cycle-still-young", {"cycle_started_at": NOW - 100}, 0, []),
+        (
+            "just-completed-a-cycle-that-stored-a-negative-duration",
+            {"last_completed_at": NOW, "last_cycle_duration": -10_791.0},
+            0,
+            [],
+        ),
+        (
+            "overdue-with-a-negative-duration-counts-it-as-none",
+            {"last_completed_at": NOW - 1801, "last_cycle_duration": -10_791.0},
+            0,
+            ["allowed 3 x (restLength + last cycle) = 1800s"],
+        ),
         (
             "everything-wrong",
             {"attempts": 5, "last_completed_at": NOW - 10_000},

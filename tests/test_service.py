@@ -4,7 +4,7 @@ before them), the lock shared with cron runs and operator commands, stopping."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,23 @@ class TestEventsBetweenPages:
 
         assert provider.handled == []
         assert catalog(service.state.path) == set(NAMES)
+
+
+class TestTick:
+    def test_a_tick_whose_mirror_cannot_be_written_keeps_its_result_and_says_why(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        (tmp_path / "a-file").write_text("not a directory\n")
+        provider = FakeProvider([make_entity("a")])
+        service = make_service(tmp_path, clock, provider)
+        service.config = replace(service.config, catalog_directory=tmp_path / "a-file" / "c")
+
+        record = service.tick()
+
+        assert record.result is not None
+        assert record.result.providers[0].cycle_completed
+        assert record.error is not None
+        assert record.error.startswith("catalog.directory: ")
 
 
 class TestLock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from choreo_ingest.cli.exit_codes import RUN_OUTCOMES
+from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, exit_code_for
 from choreo_ingest.cli.failures import ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
     error_line,
@@ -85,26 +85,33 @@ def report_locked(json_output: bool, message: str) -> int:
 
 
 def report_run(result: RunResult, json_output: bool) -> int:
-    code = RUN_OUTCOMES[result.outcome]
+    """Print what the run did; its exit code. An output the run could not write (the mirror,
+    the metrics textfile) is reported beside the providers' outcomes, with the exit code of its
+    error, as any error's (`exit_code_for`: 2 for the setting that names the path)."""
+    error = result.error
+    code = RUN_OUTCOMES[result.outcome] if error is None else exit_code_for(error)
     if json_output:
-        print_json(
-            {
-                "outcome": result.outcome.value,
-                "exitCode": int(code),
-                "providers": [outcome_json(outcome) for outcome in result.providers],
-                "events": {
-                    "applied": result.events.applied,
-                    "retried": result.events.retried,
-                    "parked": result.events.parked,
-                },
-            }
-        )
+        document: dict[str, Any] = {
+            "outcome": result.outcome.value,
+            "exitCode": int(code),
+            "providers": [outcome_json(outcome) for outcome in result.providers],
+            "events": {
+                "applied": result.events.applied,
+                "retried": result.events.retried,
+                "parked": result.events.parked,
+            },
+        }
+        if error is not None:
+            document["error"] = str(error)
+        print_json(document)
     else:
         for outcome in result.providers:
             if outcome.error:
                 error_line(f"{outcome.name}: {outcome.error}")
             elif stdout_is_tty():
                 print_text(outcome_line(outcome))
+    if error is not None:
+        error_line(str(error))
     return int(code)
 
 

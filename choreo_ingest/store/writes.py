@@ -46,6 +46,10 @@ class SweepGuards(NamedTuple):
 
 
 def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
+    """Store `record`; its `blocked_removals` only when the row is new. The stored count is the
+    store's own: pages and events recount it (`_recount_blocked`) while the caller holds a
+    record loaded before them, so only the statements that decide it (a cycle's completion,
+    an approval, a reset) write it."""
     cursor_text = None if record.cursor is None else canonical_json(record.cursor)
     conn.execute(
         f"""
@@ -60,8 +64,7 @@ def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> No
             last_burst_duration = excluded.last_burst_duration,
             cycle_started_at = excluded.cycle_started_at,
             last_completed_at = excluded.last_completed_at,
-            last_cycle_duration = excluded.last_cycle_duration,
-            blocked_removals = excluded.blocked_removals, updated_at = excluded.updated_at
+            last_cycle_duration = excluded.last_cycle_duration, updated_at = excluded.updated_at
         """,
         [
             record.name,
@@ -82,10 +85,21 @@ def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> No
     )
 
 
+ABANDONED = "abandoned"
+"""The outcome of a cycle given up before its completion (a refresh or a reset began a new
+one): it was never swept, and never will be."""
+
+
 def start_cycle(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
-    """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row."""
+    """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row;
+    an earlier cycle still open is marked abandoned."""
     with conn.transaction():
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
+        conn.execute(
+            """UPDATE cycles SET outcome = ? WHERE provider = ? AND cycle_id < ?
+               AND completed_at IS NULL AND (outcome IS NULL OR outcome = ?)""",
+            [ABANDONED, record.name, record.cycle_id, WALKED],
+        )
         conn.execute(
             """INSERT INTO cycles (provider, cycle_id, started_at) VALUES (?, ?, ?)
                ON CONFLICT (provider, cycle_id) DO UPDATE SET started_at = excluded.started_at,
@@ -157,8 +171,9 @@ def complete_cycle(
             record.blocked_removals = stale
             blocked_cycle = cycle_id
         conn.execute(
-            f"UPDATE {STATE} SET blocked_cycle_id = ?, blocked_reason = ? WHERE provider = ?",
-            [blocked_cycle, reason, provider],
+            f"""UPDATE {STATE} SET blocked_cycle_id = ?, blocked_reason = ?, blocked_removals = ?
+                WHERE provider = ?""",
+            [blocked_cycle, reason, record.blocked_removals, provider],
         )
         outcome = "blocked" if reason else "completed"
         conn.execute(
@@ -266,7 +281,8 @@ def reset_provider(conn: AnyConnection, record: ProviderRecord, *, purge: bool, 
             renew_store_id(conn, now)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
         conn.execute(
-            f"UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL WHERE provider = ?",
+            f"""UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL,
+                blocked_removals = 0 WHERE provider = ?""",
             [record.name],
         )
         save_provider(conn, record, now)

@@ -81,3 +81,26 @@ def test_event_seeing_a_held_back_ref_again_lowers_the_blocked_count(store: Stor
     assert store.blocked_removals("fake").count == 2
     assert store.approve_removals("fake", T0) == 2
     assert names(store) == {f"e{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8)}
+
+
+def test_a_burst_that_ends_keeps_the_count_its_pages_recounted(store: Store) -> None:
+    """The engine stores, as a burst ends, the record it loaded before the burst: the count in
+    it is older than the pages' recount, and must not overwrite it."""
+    everything = [scoped(f"e{i}", f"s/e{i}") for i in range(10)]
+    cycle(store, everything)
+    assert cycle(store, everything[:7]) == 3
+    record = store.load_provider("fake")
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, T0)  # the burst begins, holding `record` (3 blocked)
+
+    page = EntityIteratorResult(False, everything[7:9])  # sees two held-back refs again
+    store.commit_page("fake", record.cycle_id, page, '{"page": 1}', T0)
+    record.state = ProviderState.INTERSTITIAL
+    store.save_provider(record, T0 + 1)  # the burst ends
+
+    assert record.blocked_removals == 3
+    assert store.blocked_removals("fake").count == 1
+    assert store.load_provider("fake").blocked_removals == 1
+    assert store.pending_removal_refs("fake") == [everything[9].ref]
+    assert store.approve_removals("fake", T0) == 1

@@ -1,0 +1,89 @@
+"""`run` when an output it writes after the bursts cannot be written (the YAML mirror, the
+metrics textfile): the bursts' outcomes stay in the `--json` document, the error stands beside
+them, and the exit code is the error's, the same for either output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import structlog
+
+from choreo_ingest.cli.run_flow import report_run
+from choreo_ingest.config import Config
+from choreo_ingest.invocation import RunResult, run_once
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+
+def run(config: Config, clock: FakeClock) -> RunResult:
+    """One run, its log lines kept out of the output under test."""
+    assert config.state_path is not None
+    provider = FakeProvider([make_entity("a"), make_entity("b")])
+    with structlog.testing.capture_logs():
+        return run_once(config, config.state_path, clock, providers={"fake": provider})
+
+
+def unwritable_mirror(tmp_path: Path) -> Config:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    return replace(make_config(tmp_path), catalog_directory=tmp_path / "a-file" / "catalog")
+
+
+def unwritable_metrics(tmp_path: Path) -> Config:
+    (tmp_path / "metrics-dir").mkdir()
+    return replace(make_config(tmp_path), metrics_textfile=tmp_path / "metrics-dir")
+
+
+@pytest.mark.parametrize(
+    ("configured", "setting"),
+    [(unwritable_mirror, "catalog.directory"), (unwritable_metrics, "metrics.textfile")],
+    ids=["mirror", "metrics-textfile"],
+)
+def test_run_json_keeps_the_bursts_beside_an_output_it_could_not_write(
+    tmp_path: Path,
+    clock: FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    configured: Callable[[Path], Config],
+    setting: str,
+) -> None:
+    config = configured(tmp_path)
+
+    code = report_run(run(config, clock), json_output=True)
+
+    printed = capsys.readouterr()
+    document = json.loads(printed.out)
+    assert (code, document["outcome"], document["exitCode"]) == (2, "error", 2)
+    [provider] = document["providers"]
+    assert (provider["name"], provider["action"], provider["cycleCompleted"]) == (
+        "fake",
+        "burst",
+        True,
+    )
+    assert provider["entitiesUpserted"] == 2
+    assert document["error"].startswith(f"{setting}: ")
+    assert document["error"] in printed.err
+
+
+def test_run_text_names_the_output_it_could_not_write(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = report_run(run(unwritable_mirror(tmp_path), clock), json_output=False)
+
+    assert code == 2
+    assert "catalog.directory: cannot update the YAML mirror" in capsys.readouterr().err
+
+
+def test_run_json_with_its_outputs_written_says_no_error(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
+
+    code = report_run(run(config, clock), json_output=True)
+
+    document = json.loads(capsys.readouterr().out)
+    assert (code, document["outcome"], document["exitCode"]) == (0, "burst", 0)
+    assert "error" not in document
+    assert document["providers"][0]["cycleCompleted"] is True
