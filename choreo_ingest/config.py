@@ -78,6 +78,7 @@ __all__ = [
     "resolve_state_path",
     "reveal",
     "secret_values",
+    "token_problem",
     "with_secrets",
 ]
 
@@ -212,11 +213,45 @@ def read_secret_file(path: SecretPath | None, key: str) -> str | None:
 
 def require_api(config: Config) -> None:
     """Raise ConfigError unless the config says how to reach the OpenChoreo API and holds the
-    secrets it names (`run`, `refresh --now` and `check` call this before the first request)."""
+    secrets it names, usable: a token that can be sent, secret files that can be read (`run`,
+    `refresh --now` and `check` call this before the first request). Found here, a mistake is
+    a usage error, exit 2, instead of a failed burst that backs off."""
     if not config.openchoreo.base_url:
         raise ConfigError("required to call the API", path="openchoreo.baseUrl")
     parse_key("openchoreo.baseUrl", config.openchoreo.base_url, {})
     require_secrets(config)
+    auth = config.openchoreo.auth
+    if isinstance(auth.token, str):
+        _require_usable_token(auth.token.strip(), auth.token_key)
+    token = read_secret_file(auth.token_file, "openchoreo.auth.tokenFile")
+    if token is not None:
+        _require_usable_token(token, "openchoreo.auth.tokenFile")
+    if auth.oauth is not None:
+        read_secret_file(auth.oauth.client_secret_file, "openchoreo.auth.oauth.clientSecretFile")
+
+
+def _require_usable_token(token: str, key: str) -> None:
+    problem = token_problem(token)
+    if problem is not None:
+        raise ConfigError(f"not a usable bearer token: {problem}", path=key)
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be sent as `Authorization: Bearer <token>`, never quoting it; None
+    when it can: one word of visible ASCII characters."""
+    if token.isascii() and token.isprintable() and " " not in token and token:
+        return None  # the common case, checked at C speed: the client asks before each request
+    if not token:
+        return "it is empty"
+    if "\n" in token or "\r" in token:
+        return "expected one token on one line"
+    if any(char.isspace() for char in token):
+        return "it holds whitespace"
+    if not token.isascii():
+        return "it holds a character that is not ASCII"
+    if not token.isprintable():
+        return "it holds a control character"
+    return None
 
 
 def _secrets(config: Config) -> list[Secret | SecretPath | None]:

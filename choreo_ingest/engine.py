@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
+    ChoreoIngestError,
     DeadlineExceeded,
     PermanentError,
     ProviderError,
@@ -229,8 +230,8 @@ class BurstEngine:
         )
         if error is not None:
             self._record_failure(record, outcome, now)
-            if not isinstance(error, ProviderError):
-                raise error
+            if not isinstance(error, ChoreoIngestError):  # a bug; a ConfigError (a secret file
+                raise error  # gone while `serve` runs) is a failure the operator must mend
         elif result.done:
             self._complete_cycle(record, outcome, now)
         else:

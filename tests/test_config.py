@@ -1244,3 +1244,54 @@ class TestStateUrl:
     def test_the_password_file_is_a_deferred_secret_path(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "state: {passwordFile: '${CREDENTIALS_DIRECTORY}/pg'}\n")
         assert isinstance(config.state_password_file, DeferredSecret)
+
+
+class TestRequireApiSecrets:
+    """Found before the first request, an unusable secret is a usage error (exit 2); found in a
+    burst, it was a failure that backed off while the operator had already fixed it."""
+
+    @pytest.mark.parametrize(
+        ("token", "problem"),
+        [
+            ("tok en-123", "it holds whitespace"),
+            ("tok\\nen", "expected one token on one line"),
+            ("tökén", "not ASCII"),
+        ],
+        ids=["inner-space", "inner-newline", "non-ascii"],
+    )
+    def test_an_unusable_token_is_a_config_error_naming_its_key_not_its_value(
+        self, tmp_path: Path, token: str, problem: str
+    ) -> None:
+        text = f'openchoreo: {{baseUrl: "http://127.0.0.1:8080", auth: {{token: "{token}"}}}}\n'
+        config = load_text(tmp_path, text)
+
+        with pytest.raises(ConfigError, match=rf"^openchoreo\.auth\.token: .*{problem}") as caught:
+            require_api(config)
+        assert token.replace("\\n", "\n") not in str(caught.value)
+
+    def test_a_token_with_a_trailing_newline_is_usable(self, tmp_path: Path) -> None:
+        text = 'openchoreo: {baseUrl: "http://127.0.0.1:8080", auth: {token: "tok-123\\n"}}\n'
+        require_api(load_text(tmp_path, text))
+
+    @pytest.mark.parametrize("key", ["tokenFile", "oauth"])
+    def test_a_missing_secret_file_is_a_config_error_naming_its_key(
+        self, tmp_path: Path, key: str
+    ) -> None:
+        missing = tmp_path / "absent"
+        auth = (
+            f"tokenFile: {missing}"
+            if key == "tokenFile"
+            else f"oauth: {{tokenUrl: 'http://idp/token', clientId: c, clientSecretFile: {missing}}}"
+        )
+        config = load_text(
+            tmp_path, f"openchoreo: {{baseUrl: 'http://127.0.0.1:8080', auth: {{{auth}}}}}\n"
+        )
+
+        with pytest.raises(ConfigError, match=rf"openchoreo\.auth\.{key}.*cannot read"):
+            require_api(config)
+
+    def test_an_empty_token_file_is_a_config_error(self, tmp_path: Path) -> None:
+        (tmp_path / "token").write_text("\n")
+        text = f"openchoreo: {{baseUrl: 'http://127.0.0.1:8080', auth: {{tokenFile: {tmp_path}/token}}}}\n"
+        with pytest.raises(ConfigError, match=r"^openchoreo\.auth\.tokenFile: .* is empty"):
+            require_api(load_text(tmp_path, text))

@@ -14,7 +14,13 @@ import pytest
 
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
-from choreo_ingest.errors import DeadlineExceeded, PermanentError, RetryAfter, TransientError
+from choreo_ingest.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    PermanentError,
+    RetryAfter,
+    TransientError,
+)
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderState
 from choreo_ingest.providers.base import BurstContext
@@ -479,6 +485,20 @@ class TestFailures:
         )
         assert record.last_error == "'offset'"
 
+    def test_a_config_error_met_in_a_burst_is_a_recorded_failure_not_a_bug(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """A secret file removed while `serve` runs: the operator's to mend, reported as it is
+        (no "internal error", no traceback), with the backoff of any failure."""
+        config = make_config(tmp_path)
+
+        outcome = run_one(config, state_path, clock, SecretFileGone(TEN))
+
+        assert outcome.action == "failed"
+        assert outcome.error == "openchoreo.auth.tokenFile: /run/secrets/token: cannot read"
+        record = stored(state_path)
+        assert (record.state, record.attempts) == (ProviderState.BACKING_OFF, 1)
+
     def test_run_contains_a_provider_bug_and_runs_the_others(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
@@ -571,6 +591,16 @@ class BuggyProvider(FakeProvider):
     def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
         if cursor is not None:
             raise KeyError("offset")
+        return super().next(context, cursor)
+
+
+@dataclass
+class SecretFileGone(FakeProvider):
+    """Serves the first page, then cannot read its secret file."""
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is not None:
+            raise ConfigError("/run/secrets/token: cannot read", path="openchoreo.auth.tokenFile")
         return super().next(context, cursor)
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import AuthConfig, OAuthConfig, reveal
+from choreo_ingest.config import AuthConfig, OAuthConfig, reveal, token_problem
 from choreo_ingest.errors import AuthError, ConfigError, ProviderError, TransientError
 from choreo_ingest.logs import spellings
 
@@ -361,24 +361,6 @@ class _Known:
             if len(value) >= MIN_REDACTED_LENGTH:
                 text = text.replace(value, "***")
         return text
-
-
-def token_problem(token: str) -> str | None:
-    """Why `token` cannot be sent as `Authorization: Bearer <token>`, never quoting it; None
-    when it can: one word of visible ASCII characters."""
-    if token.isascii() and token.isprintable() and " " not in token and token:
-        return None  # the common case, checked at C speed: the client asks before each request
-    if not token:
-        return "it is empty"
-    if "\n" in token or "\r" in token:
-        return "expected one token on one line"
-    if any(char.isspace() for char in token):
-        return "it holds whitespace"
-    if not token.isascii():
-        return "it holds a character that is not ASCII"
-    if not token.isprintable():
-        return "it holds a control character"
-    return None
 
 
 def _read_secret(path: Path, key: str) -> str:

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import httpx
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import OpenChoreoConfig
+from choreo_ingest.config import OpenChoreoConfig, token_problem
 from choreo_ingest.errors import (
     AuthError,
     ConfigError,
@@ -37,12 +37,7 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.logs import get_logger, spellings
-from choreo_ingest.providers.openchoreo.auth import (
-    Credentials,
-    PostForm,
-    credentials_for,
-    token_problem,
-)
+from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.http_errors import (
     ErrorTranslator,
     backoff_delay,
