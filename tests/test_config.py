@@ -1281,7 +1281,7 @@ class TestRequireApiSecrets:
         auth = (
             f"tokenFile: {missing}"
             if key == "tokenFile"
-            else f"oauth: {{tokenUrl: 'http://idp/token', clientId: c, clientSecretFile: {missing}}}"
+            else f"oauth: {{tokenUrl: 'http://idp/t', clientId: c, clientSecretFile: {missing}}}"
         )
         config = load_text(
             tmp_path, f"openchoreo: {{baseUrl: 'http://127.0.0.1:8080', auth: {{{auth}}}}}\n"
@@ -1292,6 +1292,7 @@ class TestRequireApiSecrets:
 
     def test_an_empty_token_file_is_a_config_error(self, tmp_path: Path) -> None:
         (tmp_path / "token").write_text("\n")
-        text = f"openchoreo: {{baseUrl: 'http://127.0.0.1:8080', auth: {{tokenFile: {tmp_path}/token}}}}\n"
+        auth = f"{{tokenFile: {tmp_path}/token}}"
+        text = f"openchoreo: {{baseUrl: 'http://127.0.0.1:8080', auth: {auth}}}\n"
         with pytest.raises(ConfigError, match=r"^openchoreo\.auth\.tokenFile: .* is empty"):
             require_api(load_text(tmp_path, text))
