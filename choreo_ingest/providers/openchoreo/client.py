@@ -92,6 +92,7 @@ class OpenChoreoClient:
         rng: Callable[[], float] = random.random,
         credentials: Credentials | None = None,
         sequential_below: float = FAST_ANSWER_SECONDS,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> None:
         if not config.base_url:
             raise ConfigError("is required", path="openchoreo.baseUrl")
@@ -99,6 +100,7 @@ class OpenChoreoClient:
         self.server_root = self._base_url.removesuffix(API_PREFIX)
         self._clock = clock
         self._deadline = deadline
+        self._cancelled = cancelled
         self._request_timeout = config.incremental.request_timeout
         self._rng = rng
         self._limiter = RequestLimiter(
@@ -284,7 +286,7 @@ class OpenChoreoClient:
                 if isinstance(failure, RetryAfter)
                 else backoff_delay(attempt, self._rng())
             )
-            if attempt == MAX_ATTEMPTS or not self._fits(delay):
+            if attempt == MAX_ATTEMPTS or not self._fits(delay) or self._cancelled():
                 raise failure
             self._clock.sleep(delay)
             attempt += 1
@@ -339,9 +341,18 @@ class OpenChoreoClient:
         return min(self._request_timeout, self._deadline - self._clock.monotonic())
 
     def _check_deadline(self, method: str, path: str) -> None:
+        """No request begins after the deadline, or once the run was asked to stop (SIGTERM: a
+        service manager waits only so long)."""
         if self._deadline is not None and self._clock.monotonic() >= self._deadline:
             raise DeadlineExceeded(
                 f"{method} {path}: the burst deadline has passed", method=method, path=path
+            )
+        if self._cancelled():
+            raise TransientError(
+                f"{method} {path}: not sent: the run is stopping",
+                method=method,
+                path=path,
+                code="STOPPED",
             )
 
     def _fits(self, delay: float) -> bool:

@@ -138,6 +138,7 @@ class OpenChoreoProvider:
             transport=self._transport,
             user_agent=default_user_agent(),
             credentials=self.credentials(burst.clock),
+            cancelled=burst.cancelled,
         ) as client:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name)
             yield OpenChoreoContext(walk=walk, facts=burst.facts)

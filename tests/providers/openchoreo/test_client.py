@@ -59,6 +59,7 @@ def make_client(clock, config_for) -> Iterator[MakeClient]:
         config: OpenChoreoConfig | None = None,
         credentials: Credentials | None = None,
         sequential_below: float = FAST_ANSWER_SECONDS,
+        cancelled: Callable[[], bool] = lambda: False,
         **settings: Any,
     ) -> OpenChoreoClient:
         deadline = None if deadline_in is None else clock.monotonic() + deadline_in
@@ -70,6 +71,7 @@ def make_client(clock, config_for) -> Iterator[MakeClient]:
             rng=lambda: 0.5,
             credentials=credentials,
             sequential_below=sequential_below,
+            cancelled=cancelled,
         )
         clients.append(client)
         return client
@@ -715,6 +717,26 @@ class TestRetries:
             str(caught.value) == "GET /orgs/acme/projects: HTTP 503 INTERNAL_ERROR: upstream down"
         )
         assert len(httpx_mock.get_requests()) == 4
+
+    def test_a_failure_is_not_retried_once_the_run_is_asked_to_stop(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        """SIGTERM came while the request was in flight: a service manager waits only so long,
+        so no retry (and no new request) follows it."""
+        stop = threading.Event()
+
+        def busy(request: httpx.Request) -> httpx.Response:
+            stop.set()
+            return httpx.Response(503, json=failure("busy", "INTERNAL_ERROR"))
+
+        httpx_mock.add_callback(busy)
+        client = make_client(cancelled=stop.is_set)
+
+        with pytest.raises(TransientError, match="HTTP 503"):
+            client.get_json("/orgs/acme")
+        with pytest.raises(TransientError, match="not sent: the run is stopping"):
+            client.get_json("/orgs/acme")
+        assert len(httpx_mock.get_requests()) == 1
 
     def test_501_not_implemented_is_permanent_and_not_retried(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
