@@ -367,10 +367,30 @@ def refresh(
 
 
 def approve_removals(
-    state: StateRef, name: str, clock: Clock, *, config: Config | None = None
+    state: StateRef,
+    name: str,
+    clock: Clock,
+    *,
+    config: Config | None = None,
+    cycle: int | None = None,
 ) -> int:
+    """Remove what the blocked sweep held back; with `cycle`, only if the blocked sweep is still
+    that cycle's (the one reviewed), else a ConfigError saying what is blocked now."""
     with changing_state(state, config, clock) as store:
-        return store.approve_removals(name, clock.now())
+        removed = store.approve_removals(name, clock.now(), cycle=cycle)
+        if removed is not None:
+            return removed
+        blocked = store.blocked_removals(name)
+    now_blocked = (
+        f"cycle {blocked.cycle_id}'s {blocked.count:,} removals are blocked now"
+        if blocked.cycle_id is not None
+        else "no removals are blocked now"
+    )
+    raise ConfigError(
+        f"{name}: {now_blocked}, not cycle {cycle}'s; nothing removed "
+        f"(review them with: choreo-ingest removals {name})",
+        path="--cycle",
+    )
 
 
 def forget(state: StateRef, name: str, clock: Clock, *, config: Config | None = None) -> int:
@@ -409,5 +429,5 @@ def reset_json(provider: str, *, forgotten: bool, removed: int) -> dict[str, Any
     return {"provider": provider, "reset": True, "forgotten": forgotten, "purged": removed}
 
 
-def approval_json(provider: str, removed: int) -> dict[str, Any]:
-    return {"provider": provider, "removed": removed}
+def approval_json(provider: str, removed: int, cycle: int | None = None) -> dict[str, Any]:
+    return {"provider": provider, "removed": removed, "cycle": cycle}

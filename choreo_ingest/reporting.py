@@ -227,6 +227,8 @@ class PendingRemovals:
     count: int
     reason: str | None
     refs: list[str]
+    cycle: int | None = None
+    """The cycle whose sweep was blocked: `removals approve --cycle` pins the approval to it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -234,6 +236,7 @@ class PendingRemovals:
             "blocked": self.count > 0,
             "count": self.count,
             "reason": self.reason,
+            "cycle": self.cycle if self.count else None,
             "refs": self.refs,
         }
 
@@ -249,7 +252,9 @@ def pending_removals(
         for name in names:
             blocked = store.blocked_removals(name)
             refs = store.pending_removal_refs(name, limit) if blocked.count else []
-            found.append(PendingRemovals(name, blocked.count, blocked.reason, refs))
+            found.append(
+                PendingRemovals(name, blocked.count, blocked.reason, refs, blocked.cycle_id)
+            )
         return found
 
 

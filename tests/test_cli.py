@@ -291,6 +291,46 @@ class TestStateCommands:
         assert document(after)["providers"][0]["blocked"] is False
         assert list(iter_export(blocked)) == []
 
+    def test_an_approval_pinned_to_another_cycle_removes_nothing(self, blocked: Path) -> None:
+        """Reviewed, then a later cycle blocked other removals: `--cycle` approves only what
+        was reviewed (a script's `--yes` alone approves whatever is blocked by then)."""
+        [pending] = document(invoke("removals", "--json", "--db", blocked))["providers"]
+        cycle = pending["cycle"]
+        wrong = str(cycle + 1)
+
+        refused = invoke(
+            "removals",
+            "approve",
+            "openchoreo",
+            "--cycle",
+            wrong,
+            "--yes",
+            "--json",
+            "--db",
+            blocked,
+        )
+        still = document(invoke("removals", "openchoreo", "--json", "--db", blocked))
+        approved = invoke(
+            "removals", "approve", "openchoreo", "--cycle", str(cycle), "--yes", "--json",
+            "--db", blocked,
+        )  # fmt: skip
+
+        assert refused.exit_code == 2
+        assert f"cycle {cycle}'s {pending['count']:,} removals are blocked now" in refused.stderr
+        assert document(refused)["exitCode"] == 2
+        assert still["providers"][0]["count"] == pending["count"]
+        assert document(approved) == {"provider": "openchoreo", "removed": pending["count"],
+                                      "cycle": cycle}  # fmt: skip
+        assert list(iter_export(blocked)) == []
+
+    def test_the_listing_names_the_blocked_cycle_and_how_to_approve_it(self, blocked: Path) -> None:
+        [pending] = document(invoke("removals", "--json", "--db", blocked))["providers"]
+
+        listed = invoke("removals", "--db", blocked)
+
+        assert f"removals blocked (cycle {pending['cycle']})" in listed.stdout
+        assert f"removals approve openchoreo --cycle {pending['cycle']}" in listed.stdout
+
     def test_yaml_export_is_a_yaml_stream_of_the_catalog(
         self, tmp_path: Path, ingested: Path, world: World
     ) -> None:

@@ -273,6 +273,15 @@ def removals(
     limit: Annotated[
         int, typer.Option("--limit", min=0, callback=_storable, help="Refs to list per provider.")
     ] = 100,
+    cycle: Annotated[
+        int | None,
+        typer.Option(
+            "--cycle",
+            min=0,
+            callback=_storable,
+            help="approve: only if the blocked removals are still this cycle's (the ones listed).",
+        ),
+    ] = None,
     yes: YesOption = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
@@ -285,12 +294,25 @@ def removals(
             if not approved_provider:
                 raise ConfigError("name the provider to approve: removals approve PROVIDER")
             checked_provider(session.config, session.state, approved_provider, ProviderScope.KNOWN)
-            confirm_or_abort(f"remove the blocked entities of {approved_provider!r}?", yes)
+            if not yes:  # the question names what is blocked, and the answer approves only that
+                [shown] = pending_removals(
+                    session.state, session.config, only=approved_provider, limit=0
+                )
+                cycle = shown.cycle if cycle is None else cycle
+                confirm_or_abort(
+                    f"remove the {shown.count:,} entities of {approved_provider!r} that cycle "
+                    f"{shown.cycle} did not see?",
+                    yes,
+                )
             removed = approve_removals(
-                session.state, approved_provider, session.clock, config=session.config
+                session.state,
+                approved_provider,
+                session.clock,
+                config=session.config,
+                cycle=cycle,
             )
             if json_output:
-                render.print_json(approval_json(approved_provider, removed))
+                render.print_json(approval_json(approved_provider, removed, cycle))
             elif render.stdout_is_tty():
                 render.print_text(f"{approved_provider}: {removed} entities removed")
             return
@@ -309,12 +331,17 @@ def removals(
             if not item.count:
                 render.print_text(f"{item.provider}: no blocked removals")
                 continue
-            render.print_text(f"{item.provider}: {item.count} removals blocked: {item.reason}")
+            render.print_text(
+                f"{item.provider}: {item.count} removals blocked (cycle {item.cycle}): "
+                f"{item.reason}"
+            )
             for ref in item.refs:
                 render.print_text(f"  {ref}")
             if item.count > len(item.refs):
                 render.print_text(f"  ... and {item.count - len(item.refs)} more")
-            render.print_text(f"  apply with: choreo-ingest removals approve {item.provider}")
+            render.print_text(
+                f"  apply with: choreo-ingest removals approve {item.provider} --cycle {item.cycle}"
+            )
 
 
 class ExportFormat(enum.StrEnum):

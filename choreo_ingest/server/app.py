@@ -383,11 +383,13 @@ def _operator_routes(server: Server) -> list[Route]:
         server.service.wake()
         return reset_json(provider, forgotten=False, removed=removed)
 
-    def approved(provider: str) -> dict[str, Any]:
+    def approved(provider: str, cycle: int | None) -> dict[str, Any]:
         removed = server.service.while_locked(
-            lambda: approve_removals(server.state, provider, server.clock, config=server.config)
+            lambda: approve_removals(
+                server.state, provider, server.clock, config=server.config, cycle=cycle
+            )
         )
-        return approval_json(provider, removed)
+        return approval_json(provider, removed, cycle)
 
     async def refresh_route(request: Request) -> Response:
         _require_token(server, request)
@@ -408,7 +410,8 @@ def _operator_routes(server: Server) -> list[Route]:
     async def approve_route(request: Request) -> Response:
         _require_token(server, request)
         provider = _provider(server, request, ProviderScope.KNOWN)
-        return _json(await _in_thread(server, approved, provider))
+        cycle = _int_param(request, "cycle", -1) if "cycle" in request.query_params else None
+        return _json(await _in_thread(server, approved, provider, cycle))
 
     return [
         Route("/providers/{provider}/refresh", refresh_route, methods=["POST"]),

@@ -124,8 +124,10 @@ class Store:
     def record_failure(self, record: ProviderRecord, now: float) -> None:
         writes.record_failure(self._conn, record, now)
 
-    def approve_removals(self, provider: str, now: float) -> int:
-        return writes.approve_removals(self._conn, provider, now)
+    def approve_removals(
+        self, provider: str, now: float, *, cycle: int | None = None
+    ) -> int | None:
+        return writes.approve_removals(self._conn, provider, now, cycle=cycle)
 
     def apply_delta(
         self, provider: str, cycle_id: int, delta: Delta, now: float

@@ -210,12 +210,18 @@ def set_facts(conn: AnyConnection, provider: str, facts: dict[str, str | None], 
         write_facts(conn, provider, facts, now)
 
 
-def approve_removals(conn: AnyConnection, provider: str, now: float) -> int:
-    """Apply a blocked sweep: remove what the blocked cycle did not see. Returns the count."""
+def approve_removals(
+    conn: AnyConnection, provider: str, now: float, *, cycle: int | None = None
+) -> int | None:
+    """Apply a blocked sweep: remove what the blocked cycle did not see. Returns the count;
+    None, removing nothing, when `cycle` is given and the blocked sweep is not that cycle's (a
+    later cycle blocked other removals since they were reviewed)."""
     with conn.transaction():
         blocked_cycle = conn.scalar(
             f"SELECT blocked_cycle_id FROM {STATE} WHERE provider = ?", [provider]
         )
+        if cycle is not None and blocked_cycle != cycle:
+            return None
         if blocked_cycle is None:
             return 0
         removed = remove_refs_where(conn, provider, "last_seen_cycle < ?", [blocked_cycle], now)

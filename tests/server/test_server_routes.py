@@ -333,6 +333,22 @@ class TestOperatorRoutes:
         with Store.open(ingested, readonly=True) as store:
             assert store.load_provider(PROVIDER) == before
 
+    @pytest.mark.parametrize(
+        ("query", "error"),
+        [
+            ("cycle=7", "no removals are blocked now, not cycle 7's; nothing removed"),
+            ("cycle=seven", "cycle: expected a whole number"),
+        ],
+        ids=["another-cycle", "not-a-number"],
+    )
+    def test_an_approval_pinned_to_a_cycle_not_blocked_is_refused(
+        self, client: AsgiClient, query: str, error: str
+    ) -> None:
+        answer = client.post(f"/providers/openchoreo/removals/approve?{query}", headers=AUTH)
+
+        assert answer.status_code == 400
+        assert error in answer.json()["error"]
+
     def test_refresh_answers_the_refresh_json_document(
         self, client: AsgiClient, ingested: Path, clock: FakeClock
     ) -> None:
