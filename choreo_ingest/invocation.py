@@ -336,10 +336,21 @@ def _migration_report(store: Store, applied_now: list[str]) -> MigrationReport:
 
 
 @contextmanager
-def changing_state(state: StateRef, config: Config | None, clock: Clock) -> Iterator[Store]:
+def changing_state(
+    state: StateRef, config: Config | None, clock: Clock, *, existing: bool = True
+) -> Iterator[Store]:
     """`locked_store` for an operator's command that changes state (`reset`, `refresh`,
     `removals approve`): the metrics textfile is rewritten after it, so that what it says (blocked
-    removals, state) is not stale until the next run."""
+    removals, state) is not stale until the next run. Unless `existing` is False (`refresh`,
+    which a first `run` would follow), a state that is not there yet is a StateError: created
+    here, at a mistyped `--db`, it would take a change meant for another."""
+    location = state_location(state)
+    if existing and not location.exists():
+        raise StateError(
+            f"{location}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` "
+            "creates it)",
+            path=str(location),
+        )
     with locked_store(state) as store:
         yield store
         if config is not None:
@@ -359,7 +370,7 @@ def refresh(
     state: StateRef, name: str, clock: Clock, *, config: Config | None = None
 ) -> ProviderState:
     """Make the provider due now, whatever it waits for."""
-    with changing_state(state, config, clock) as store:
+    with changing_state(state, config, clock, existing=False) as store:
         now = clock.now()
         record = after_refresh(store.load_provider(name), now)
         store.save_provider(record, now)

@@ -8,8 +8,8 @@ fields: `log.info("page_committed", pages=7, entities=50)`.
 Two layers keep credentials out:
 - `Redactor` replaces the value of any key named like a credential (token, authorization,
   password, secret, api key, cookie), at any depth, and every registered secret in any string
-  value (`register_secret`: the CLI registers the configured secrets, and every token the
-  credentials learn at runtime);
+  value (`register_secret`: the CLI registers the configured secrets;
+  `register_learned_secret`: the latest tokens the credentials learn at runtime);
 - the rendered line is scrubbed once more, which also covers secrets inside `repr()` of objects.
 
 A registered secret is masked as a whole token, never inside a word: a one-letter token must not
@@ -63,6 +63,10 @@ def spellings(secret: str) -> set[str]:
     return {secret, quote(secret, safe=""), quote_plus(secret), one_line, *escaped} - {""}
 
 
+MAX_LEARNED_SECRETS = 16
+"""Secrets learned at runtime that log output is searched for, the latest first kept."""
+
+
 class Redactor:
     """A structlog processor that masks credential-named keys and registered secret values."""
 
@@ -70,13 +74,23 @@ class Redactor:
         self._secrets: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
+        self._kept: frozenset[str] = frozenset()
+        self._learned: tuple[str, ...] = ()
 
-    def register(self, secret: str) -> None:
-        """Mask `secret` from now on; safe to call from any thread (credentials do, at runtime)."""
+    def register(self, secret: str, *, learned: bool = False) -> None:
+        """Mask `secret` from now on; safe to call from any thread (credentials do, at runtime).
+
+        A `learned` secret (an issued access token, a token file's content) is one of the
+        latest MAX_LEARNED_SECRETS only: `serve` learns a token an hour for as long as it runs,
+        and every log line is searched for all of them."""
         if not secret or secret in self._secrets:
             return
         with self._lock:
-            secrets = self._secrets | spellings(secret)
+            if learned:
+                self._learned = (*self._learned, secret)[-MAX_LEARNED_SECRETS:]
+            else:
+                self._kept |= spellings(secret)
+            secrets = self._kept.union(*(spellings(value) for value in self._learned))
             searched = sorted((s for s in secrets if len(s) >= MIN_SEARCHED_LENGTH), key=len)
             alternatives = "|".join(re.escape(s) for s in reversed(searched))  # longest first
             pattern = re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}") if searched else None
@@ -110,12 +124,16 @@ _REDACTOR = Redactor()
 
 
 def register_secret(value: str) -> None:
-    """Mask `value` wherever it stands as a whole token in later log output.
-
-    The CLI registers `config.secret_values(config)` and passes this function as the
-    credentials' `on_secret`, so token-file contents and issued access tokens are masked too.
-    """
+    """Mask `value` wherever it stands as a whole token in later log output (the CLI registers
+    `config.secret_values(config)`)."""
     _REDACTOR.register(value)
+
+
+def register_learned_secret(value: str) -> None:
+    """`register_secret` for a secret learned at runtime, kept among the latest few only: the
+    OpenChoreo provider passes it as its credentials' `on_secret` (token-file contents, issued
+    access tokens)."""
+    _REDACTOR.register(value, learned=True)
 
 
 DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40

@@ -263,6 +263,23 @@ class TestStateCommands:
             assert document(result)["exitCode"] == 4
         assert not (tmp_path / "missing.db").exists()
 
+    @pytest.mark.parametrize(
+        "command",
+        [("reset", "openchoreo", "--yes"), ("removals", "approve", "openchoreo", "--yes")],
+        ids=["reset", "approve"],
+    )
+    def test_a_change_to_a_state_not_there_yet_is_refused_and_creates_none(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """A mistyped --db must not become a new, empty state that took the change."""
+        mistyped = tmp_path / "stat.db"
+
+        result = invoke(*command, "--json", "--db", mistyped)
+
+        assert result.exit_code == 4
+        assert "no state file yet" in document(result)["error"]
+        assert list(tmp_path.iterdir()) == []
+
     def test_reset_off_a_tty_needs_yes(self, ingested: Path) -> None:
         refused = invoke("reset", "openchoreo", "--db", ingested)
         still = document(invoke("status", "--json", "--db", ingested))["providers"][0]
@@ -405,7 +422,7 @@ class TestCheck:
 
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        assert report["ok"] is True
+        assert (report["ok"], report["exitCode"]) == (True, 0)
         checks = {check["name"]: check for check in report["checks"]}
         assert checks["openchoreo.server"]["ok"]
         assert checks["openchoreo.api"]["ok"]
@@ -441,7 +458,7 @@ class TestCheck:
 
         assert done.returncode == 2
         report = json.loads(done.stdout)
-        assert report["ok"] is False
+        assert (report["ok"], report["exitCode"]) == (False, 2)  # as every --json error says it
         failed = [check for check in report["checks"] if not check["ok"]]
         assert [check["name"] for check in failed] == ["openchoreo.server"]
         assert "unreachable" in failed[0]["detail"]

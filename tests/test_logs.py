@@ -11,8 +11,17 @@ from typing import Any
 
 import pytest
 import structlog
+from pytest_httpx import HTTPXMock
 
-from choreo_ingest.logs import Redactor, configure_logging, get_logger, register_secret
+from choreo_ingest.config import Config
+from choreo_ingest.logs import (
+    MAX_LEARNED_SECRETS,
+    Redactor,
+    configure_logging,
+    get_logger,
+    register_secret,
+)
+from choreo_ingest.testing import FakeClock
 
 # Registered secrets live for the whole process: these are unlike anything other tests log.
 REGISTERED_TOKEN = "tok-4f1c9e7a-registered-in-test-logs"
@@ -474,3 +483,46 @@ class TestWholeTokenRedaction:
             thread.join()
 
         assert redactor.scrub(" ".join(secrets)) == " ".join(["***"] * len(secrets))
+
+
+class TestLearnedSecrets:
+    def test_a_learned_secret_is_masked_and_only_the_latest_are_kept(self) -> None:
+        """`serve` learns an access token an hour: the oldest stop being searched for, the
+        configured ones never do."""
+        redactor = Redactor()
+        redactor.register("configured-secret-1")
+        learned = [f"issued-token-{n:04d}" for n in range(MAX_LEARNED_SECRETS + 2)]
+        for token in learned:
+            redactor.register(token, learned=True)
+
+        shown = redactor.scrub(" ".join(["configured-secret-1", *learned]))
+
+        assert shown.split() == ["***", learned[0], learned[1]] + ["***"] * MAX_LEARNED_SECRETS
+
+
+def test_the_openchoreo_provider_tells_the_log_of_the_tokens_it_is_issued(
+    httpx_mock: HTTPXMock,
+) -> None:
+    """An access token a log line quotes (an IdP or a proxy echoing it) is masked, as the
+    configured secrets are."""
+    from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
+    from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+
+    issued = "issued-access-token-7f3a9c"
+    httpx_mock.add_response(
+        url="https://idp.test/token",
+        json={"access_token": issued, "token_type": "Bearer", "expires_in": 3600},
+    )
+    oauth = OAuthConfig(token_url="https://idp.test/token", client_id="c", client_secret="s-3cr3t")
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url="https://oc.test", auth=AuthConfig(oauth=oauth))
+    )
+    stream = io.StringIO()
+    configure_logging(json=True, stream=stream)
+
+    credentials = OpenChoreoProvider(config).credentials(FakeClock())
+    assert credentials.bearer() == issued
+    get_logger("test").warning("echoed", detail=f"the proxy said: Bearer {issued}")
+
+    assert issued not in stream.getvalue()
+    assert "Bearer ***" in stream.getvalue()

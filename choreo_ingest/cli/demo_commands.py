@@ -247,6 +247,7 @@ def check(
             render.print_json(
                 {
                     "ok": ok,
+                    "exitCode": int(ExitCode.OK if ok else ExitCode.USAGE),
                     "checks": [
                         {
                             "name": item.name,

@@ -202,6 +202,13 @@ def _int_param(request: Request, name: str, default: int) -> int:
     return value
 
 
+def _flag_param(request: Request, name: str) -> bool:
+    text = request.query_params.get(name, "false").lower()
+    if text not in ("true", "1", "false", "0"):
+        raise HTTPProblem(400, f"{name}: expected true or false, got {text!r}")
+    return text in ("true", "1")
+
+
 async def _body(server: Server, request: Request) -> bytes:
     limit = server.config.serve.max_body_bytes
     declared = request.headers.get("content-length", "")
@@ -402,7 +409,7 @@ def _operator_routes(server: Server) -> list[Route]:
             provider = _provider(server, request, ProviderScope.CONFIGURED)
             wanted = purge
             if wanted is None:
-                wanted = request.query_params.get("purge", "false").lower() in ("true", "1")
+                wanted = _flag_param(request, "purge")
             return _json(await _in_thread(server, was_reset, provider, wanted))
 
         return route

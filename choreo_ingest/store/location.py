@@ -16,7 +16,7 @@ from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.run_lock import RunLock, real_path
-from choreo_ingest.store.store import Store
+from choreo_ingest.store.store import Store, state_file_exists
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class SqliteLocation:
 
     def exists(self) -> bool:
         """Whether any state is there yet (read-only commands say "no state yet" otherwise)."""
-        return self.path.exists()
+        return state_file_exists(self.path)
 
     def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)

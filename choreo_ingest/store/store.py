@@ -41,6 +41,18 @@ if TYPE_CHECKING:
     from choreo_ingest.store.copy import CopyReport
 
 
+def state_file_exists(path: Path) -> bool:
+    """Whether `path` exists; a directory on the way this user may not search is a StateError
+    saying so (`Path.exists` raises PermissionError for it)."""
+    try:
+        return path.exists()
+    except PermissionError:
+        raise StateError(
+            f"{path}: permission denied: this user may not look into {path.parent}",
+            path=str(path),
+        ) from None
+
+
 class Store:
     """The state, over an SQLite `Connection` or a PostgreSQL `PgConnection`: the same methods
     and the same guarantees on both (`dialect` says which it is)."""
@@ -54,13 +66,13 @@ class Store:
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         """Open (or, unless `readonly`, create) the state DB at `path`; schema is not migrated."""
-        if readonly and not path.exists():
+        if readonly and not state_file_exists(path):
             raise StateError(
                 f"{path}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` "
                 "creates it)",
                 path=str(path),
             )
-        if not readonly and not path.parent.exists():
+        if not readonly and not state_file_exists(path.parent):
             raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
         return cls(Connection(path, readonly=readonly, tracer=tracer))
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
 from choreo_ingest.invocation import copy_state
+from choreo_ingest.models import ProviderState
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
@@ -363,6 +364,17 @@ class TestOperatorRoutes:
         answer = client.post("/refresh", params={"provider": PROVIDER}, headers=AUTH)
 
         assert answer.json()["provider"] == PROVIDER
+
+    def test_a_purge_flag_that_is_not_true_or_false_is_refused(
+        self, client: AsgiClient, ingested: Path
+    ) -> None:
+        """`purge=yes` meant no purge and answered 200 `purged: 0`."""
+        answer = client.post("/providers/openchoreo/reset?purge=yes", headers=AUTH)
+
+        assert answer.status_code == 400
+        assert "purge: expected true or false" in answer.json()["error"]
+        with Store.open(ingested, readonly=True) as store:
+            assert store.load_provider(PROVIDER).state is not ProviderState.IDLE
 
     def test_reset_with_purge_removes_the_entities(
         self, client: AsgiClient, ingested: Path

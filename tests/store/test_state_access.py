@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from choreo_ingest.errors import StateError
-from choreo_ingest.store import Store
+from choreo_ingest.store import Store, state_location
 
 NOBODY = 65534
 
@@ -91,3 +91,25 @@ def test_a_readable_state_file_opens(reachable: Path) -> None:
 
     with as_nobody(), Store.open(path, readonly=True) as store:
         assert store.schema_version() > 0
+
+
+@pytest.mark.parametrize("readonly", [True, False], ids=["reader", "writer"])
+def test_a_directory_this_user_may_not_search_is_permission_denied(
+    reachable: Path, readonly: bool
+) -> None:
+    """`Path.exists` raises PermissionError below such a directory: it ended `status` and `run`
+    as an internal error (a bug, exit 1) instead of a state error naming it."""
+    closed = reachable / "closed"
+    closed.mkdir()
+    path = state_file(closed)
+    closed.chmod(0o600)  # no search (x) permission
+    try:
+        with as_nobody(), pytest.raises(StateError) as refused:
+            if readonly:
+                state_location(path).exists()
+            else:
+                Store.open(closed / "sub" / "state.db")
+
+        assert "permission denied: this user may not look into" in str(refused.value)
+    finally:
+        closed.chmod(0o755)

@@ -43,7 +43,7 @@ PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
 
 Raises TransientError itself on connection errors and timeouts."""
 OnSecret = Callable[[str], None]
-"""Told every secret value as it is learned (the CLI passes `logs.register_secret`)."""
+"""Told every secret value as it is learned (the provider passes `logs.register_learned_secret`)."""
 
 REFRESH_MARGIN = 60.0
 """Seconds before `exp` to replace a token (OpenChoreo's own plugins use the same 60 s)."""

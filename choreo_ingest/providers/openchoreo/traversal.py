@@ -27,7 +27,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
 )
-from choreo_ingest.logs import get_logger
+from choreo_ingest.logs import get_logger, register_learned_secret
 from choreo_ingest.models import (
     JSON,
     PROBLEM_FACT,
@@ -125,7 +125,10 @@ class OpenChoreoProvider:
         if self._credentials is None:
             settings = self._config.openchoreo
             self._credentials = credentials_for(
-                settings.auth, clock=clock, post_form=form_poster(settings, self._transport)
+                settings.auth,
+                clock=clock,
+                post_form=form_poster(settings, self._transport),
+                on_secret=register_learned_secret,  # token-file contents, issued tokens
             )
         return self._credentials
 
