@@ -104,11 +104,14 @@ def test_a_directory_this_user_may_not_search_is_permission_denied(
     path = state_file(closed)
     closed.chmod(0o600)  # no search (x) permission
     try:
-        with as_nobody(), pytest.raises(StateError) as refused:
+
+        def look() -> object:
             if readonly:
-                state_location(path).exists()
-            else:
-                Store.open(closed / "sub" / "state.db")
+                return state_location(path).exists()
+            return Store.open(closed / "sub" / "state.db")
+
+        with as_nobody(), pytest.raises(StateError) as refused:
+            look()
 
         assert "permission denied: this user may not look into" in str(refused.value)
     finally:
