@@ -152,7 +152,8 @@ def run_provider(
     metrics textfile and YAML mirror. Its `providers` list is replaced by `provider.name`.
     `force` ignores the burst interval, the rest or a backoff, as `run --force` does; otherwise a
     provider that is not due waits (advance `clock` to make it due). A failed burst is an
-    outcome (`error` says why, `next_action_at` when it is retried), not an exception.
+    outcome (`error` says why, `next_action_at` when it is retried), not an exception; an output
+    the config names that cannot be written (the metrics textfile, the mirror) raises its error.
     """
     settings = replace(config or Config(), providers=(provider.name,), state_path=state_path)
     result = run_once(
@@ -163,6 +164,8 @@ def run_provider(
         providers={provider.name: provider},
         rng=random.Random(JITTER_SEED),
     )
+    if result.error is not None:  # the metrics textfile or the YAML mirror, as `run` exits 2
+        raise result.error
     [outcome] = result.providers
     return outcome
 

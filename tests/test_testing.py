@@ -14,7 +14,7 @@ import pytest
 
 from choreo_ingest import testing
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.errors import TransientError
+from choreo_ingest.errors import ChoreoIngestError, TransientError
 from choreo_ingest.testing import (
     FakeClock,
     FakeProvider,
@@ -188,6 +188,14 @@ class TestRunProvider:
         assert (tmp_path / "state.db").is_file()
         assert not (tmp_path / "elsewhere.db").exists()
         assert 'provider="fake"' in (tmp_path / "metrics.prom").read_text()
+
+    def test_an_output_that_cannot_be_written_raises_its_error(self, tmp_path: Path) -> None:
+        """As `run` exits 2 naming it; the burst itself is done and stored."""
+        (tmp_path / "metrics.prom").mkdir()
+        config = replace(Config(), metrics_textfile=tmp_path / "metrics.prom")
+
+        with pytest.raises(ChoreoIngestError, match="metrics"):
+            run_provider(FakeProvider(FIVE), tmp_path / "state.db", FakeClock(), config)
 
     def test_catalog_of_one_kind(self, tmp_path: Path) -> None:
         state_path = tmp_path / "state.db"
