@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
+from cli_support import invoke, isolate
+from typer.testing import Result
 
 from choreo_ingest.cli import report_early_interrupt
-from choreo_ingest.cli.app import app
 from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
 from choreo_ingest.errors import ConfigError, LockHeld
 from choreo_ingest.reporting import iter_export
@@ -42,14 +42,7 @@ UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No config or state file from the caller's environment or working directory."""
-    for name in ("CHOREO_INGEST_CONFIG", "CHOREO_INGEST_DB", "OPENCHOREO_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(arg) for arg in args])
+    isolate(tmp_path, monkeypatch)
 
 
 def document(result: Result) -> Any:

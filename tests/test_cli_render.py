@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
+from cli_support import invoke, isolate
 
 from choreo_ingest.cli import render
-from choreo_ingest.cli.app import app
 from choreo_ingest.models import ProviderRecord, ProviderState
 from choreo_ingest.store import Store
 
@@ -20,13 +19,7 @@ MARKUP_ERROR = "HTTP 400: bad [/] [bold red]x[/bold red] [link=http://e]y :smile
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CHOREO_INGEST_CONFIG", "CHOREO_INGEST_DB", "OPENCHOREO_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def invoke(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(arg) for arg in args])
+    isolate(tmp_path, monkeypatch)
 
 
 def failing_state(path: Path, error: str = MARKUP_ERROR) -> Path:
