@@ -37,7 +37,9 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import replace_atomically
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
+"""Bumped when what a copy may hold changes: 3 withholds secret-looking custom options and holds
+validated documents only, so a copy an earlier release wrote is not trusted."""
 
 Document = dict[Any, Any]
 Checked = TypeVar("Checked")

@@ -88,7 +88,7 @@ def _claim(temp: Path, *, create: bool) -> tuple[int, bool] | None:
             return None
         handle, existed = opened
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(handle, made=not existed)
             found = os.fstat(handle)
             current = temp.lstat()
         except BlockingIOError:  # a live writer's
@@ -103,11 +103,26 @@ def _claim(temp: Path, *, create: bool) -> tuple[int, bool] | None:
         if (current.st_dev, current.st_ino) != (found.st_dev, found.st_ino):
             os.close(handle)
             continue
-        if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
+        # A file this writer made is its own, whoever the mount says owns it (NFS squashing
+        # root, a CIFS mount's uid=); one found there must be this user's to be taken over.
+        if not stat.S_ISREG(found.st_mode) or (existed and found.st_uid != os.geteuid()):
             os.close(handle)
             return None
         return handle, existed
     return None
+
+
+def _lock(handle: int, *, made: bool) -> None:
+    """Take `handle`'s flock (BlockingIOError: a live writer holds it). Where flock is not
+    supported (NFSv3 without its lock daemon), a file this writer made by O_EXCL is its own all
+    the same; one found there cannot be told from a live writer's, and is left alone."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError as error:
+        if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP) or not made:
+            raise BlockingIOError(error.errno, error.strerror) from None
 
 
 def _open_temp(temp: Path, *, create: bool) -> tuple[int, bool] | None:

@@ -140,12 +140,20 @@ def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     past the provider's limit) start a new cycle at once: the walk that stands in for them
     begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
     provider in flight. The request is cleared after the record is stored: a run killed in
-    between applies it again, which changes nothing before a burst."""
+    between applies it again, which changes nothing before a burst.
+
+    A cycle is given up once between two completed cycles at the most: one begun in place of an
+    abandoned one is resumed (made due), else backlogs that come more often than a cycle takes
+    would restart the walk for ever, and nothing would ever be swept. What those later events
+    were about the next cycle sees."""
     requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
     if requested is None:
         return
     now = clock.now()
-    store.save_provider(after_refresh(store.load_provider(name), now, new_cycle=True), now)
+    record = store.load_provider(name)
+    completed = store.last_cycle(name, completed=True)
+    after_abandoned = record.cycle_id - (completed.cycle_id if completed else 0) > 1
+    store.save_provider(after_refresh(record, now, new_cycle=not after_abandoned), now)
     store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
     log.warning(
         "refresh_requested",

@@ -333,6 +333,14 @@ class TestStateCommands:
                                       "cycle": cycle}  # fmt: skip
         assert list(iter_export(blocked)) == []
 
+    def test_approving_when_nothing_is_blocked_asks_nothing(self, ingested: Path) -> None:
+        """The question would name no cycle, and a yes given later would approve whatever a
+        cycle had blocked meanwhile, unseen."""
+        done = invoke("removals", "approve", "openchoreo", "--db", ingested)
+
+        assert done.exit_code == 0, done.stderr
+        assert done.stdout == "openchoreo: no blocked removals\n"
+
     def test_the_listing_names_the_blocked_cycle_and_how_to_approve_it(self, blocked: Path) -> None:
         [pending] = document(invoke("removals", "--json", "--db", blocked))["providers"]
 

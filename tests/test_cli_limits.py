@@ -111,3 +111,17 @@ def test_simulate_serve_refuses_a_port_past_65535(tmp_path: Path) -> None:
 
     assert done.returncode == 2, done.stderr
     assert "simulate serve: Invalid value for '--port'" in one_error_line(done.stderr)
+
+
+def test_a_number_of_thousands_of_digits_is_a_usage_error_not_a_bug(
+    tmp_path: Path, state: Path
+) -> None:
+    """`int()` refuses more than 4,300 digits with a ValueError: the lean entry reported it as
+    a bug (exit 1); the full command says the value is not valid."""
+    digits = "9" * 5000
+
+    done = run_cli("changes", "--limit", digits, "--json", "--db", state, cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["exitCode"] == 2
+    assert "internal error" not in done.stderr

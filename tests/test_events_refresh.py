@@ -240,6 +240,30 @@ def test_a_backlog_dropped_between_a_bursts_pages_is_walked_again_after_that_bur
     assert_abandoned(config, 2)
 
 
+def test_a_cycle_begun_in_place_of_an_abandoned_one_is_resumed_not_abandoned_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Backlogs that came more often than a cycle takes restarted the walk every time: no cycle
+    completed, and what the source deleted stayed in the catalog for good."""
+    config = scenario_config(tmp_path)
+    provider = start(config, clock, mid_cycle=True)
+    delete_from_source(provider)
+    assert config.state_path is not None
+    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    run(config, clock, provider)  # cycle 2 abandoned; cycle 3's first burst
+    assert (stored(config).cycle_id, stored(config).state) == (3, ProviderState.INTERSTITIAL)
+
+    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    clock.advance(30.0)
+    again = run(config, clock, provider)
+    run_until_resting(config, clock, provider)
+
+    assert again.events.dropped == 4
+    assert again.providers[0].action == "burst"
+    assert_caught_up(config, last_cycle=3, dropped=8)
+    assert_abandoned(config, 2)
+
+
 STEPS = ["set_facts", "drop_events", "save_provider", "set_facts", "start_cycle"]
 """The writes of a run that drops a backlog, up to its burst's first, each one transaction:
 the request, the drop, the cycle abandoned (or the rest ended), the request cleared, the new

@@ -155,3 +155,19 @@ def test_temp_files_an_earlier_release_left_go_once_well_older_than_the_target(
     replace_atomically(target, b"x 1\n", 0o644)
 
     assert temp_files(tmp_path) == sorted(p.name for p in (recent, *others))
+
+
+def test_a_file_written_where_the_mount_says_another_user_owns_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS squashing root, or a CIFS mount's `uid=`, shows the writer's own new temp file as
+    another user's: taken for someone else's leftover, every slot was refused ("16 writers of
+    it at once") and every run exited 2. Here the writer's uid is what differs."""
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 4242)
+    target = tmp_path / "metrics.prom"
+
+    replace_atomically(target, b"x 1\n", 0o644)
+    replace_atomically(target, b"x 2\n", 0o644)
+
+    assert target.read_bytes() == b"x 2\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.prom"]

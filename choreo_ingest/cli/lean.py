@@ -57,6 +57,7 @@ from choreo_ingest.store import StateLocation, configured_location
 _SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
 MAX_COUNT = 2**63 - 1
 """The largest count or seq an option takes (`--limit`, `--since`): the largest SQL integer."""
+MAX_COUNT_DIGITS = len(str(MAX_COUNT))
 _VERBOSE = re.compile(r"-v+")
 
 
@@ -230,8 +231,8 @@ def show_changes(listing: ChangeListing, since: int | None, *, as_json: bool) ->
 
 def _count(text: str | None) -> int | None:
     """A count or seq in range; None for anything else (the full command's usage error)."""
-    if text is None or not (text.isascii() and text.isdigit()):
-        return None
+    if text is None or not (text.isascii() and text.isdigit()) or len(text) > MAX_COUNT_DIGITS:
+        return None  # (int() refuses more than 4,300 digits, before any bound is checked)
     value = int(text)
     return value if value <= MAX_COUNT else None
 

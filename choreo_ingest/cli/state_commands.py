@@ -298,6 +298,12 @@ def removals(
                 [shown] = pending_removals(
                     session.state, session.config, only=approved_provider, limit=0
                 )
+                if not shown.count and cycle is None:
+                    if json_output:
+                        render.print_json(approval_json(approved_provider, 0))
+                    else:
+                        render.print_text(f"{approved_provider}: no blocked removals")
+                    return
                 cycle = shown.cycle if cycle is None else cycle
                 confirm_or_abort(
                     f"remove the {shown.count:,} entities of {approved_provider!r} that cycle "

@@ -43,7 +43,11 @@ PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
 
 Raises TransientError itself on connection errors and timeouts."""
 OnSecret = Callable[[str], None]
-"""Told every secret value as it is learned (the provider passes `logs.register_learned_secret`)."""
+"""Told a secret value as it is learned: `on_secret` of a lasting one (a client secret read from
+its file; the provider passes `logs.register_secret`), `on_token` of each token (an issued access
+token, a token file's content: they change while `serve` runs; `logs.register_learned_secret`)."""
+TOKENS_KNOWN = 4
+"""Tokens a credentials object keeps masking in error texts, the latest: older ones expired."""
 
 REFRESH_MARGIN = 60.0
 """Seconds before `exp` to replace a token (OpenChoreo's own plugins use the same 60 s)."""
@@ -91,13 +95,14 @@ def credentials_for(
     clock: Clock,
     post_form: PostForm,
     on_secret: OnSecret | None = None,
+    on_token: OnSecret | None = None,
 ) -> Credentials:
     """The credentials `auth` configures (NoCredentials when it configures none).
 
     Raises ConfigError for a secret the config could not interpolate (`config.DeferredSecret`),
     and for a static token that cannot be sent (`token_problem`).
     """
-    known = _Known(on_secret)
+    known = _Known(on_secret, on_token)
     if auth.oauth is not None:
         return ClientCredentials(auth.oauth, clock=clock, post_form=post_form, known=known)
     token_file = reveal(auth.token_file)
@@ -164,7 +169,7 @@ class TokenFile:
 
     def bearer(self) -> str:
         token = _read_secret(self.path, self.config_key)
-        self._known.add(token)
+        self._known.add_token(token)
         problem = token_problem(token)
         if problem is not None:
             problem = f"{self.path}: not a usable bearer token: {problem}"
@@ -246,7 +251,7 @@ class ClientCredentials:
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
             raise self._error(AuthError, f"HTTP {status} with {shape}", status=status)
         token = token.strip()
-        self._known.add(token)
+        self._known.add_token(token)
         token_type = body.get("token_type")
         if isinstance(token_type, str) and token_type.lower() != "bearer":
             problem = f"HTTP {status}: token_type {self._shown(token_type, 32)!r} is not Bearer"
@@ -337,12 +342,15 @@ def jwt_claims(token: str) -> Mapping[str, Any]:
 
 
 class _Known:
-    """Secret values learned so far, shared by one credentials object; thread-safe."""
+    """Secret values learned so far, shared by one credentials object; thread-safe. Tokens are
+    kept the latest TOKENS_KNOWN only: `serve` is issued one an hour for as long as it runs."""
 
-    def __init__(self, on_secret: OnSecret | None = None) -> None:
+    def __init__(self, on_secret: OnSecret | None = None, on_token: OnSecret | None = None):
         self._values: list[str] = []
+        self._tokens: list[str] = []
         self._lock = threading.Lock()
         self._on_secret = on_secret
+        self._on_token = on_token or on_secret
 
     def add(self, value: str) -> None:
         with self._lock:
@@ -352,9 +360,18 @@ class _Known:
         if self._on_secret is not None:
             self._on_secret(value)
 
+    def add_token(self, value: str) -> None:
+        with self._lock:
+            if not value or value in self._tokens or value in self._values:
+                return
+            self._tokens = [*self._tokens, value][-TOKENS_KNOWN:]
+        if self._on_token is not None:
+            self._on_token(value)
+
     def values(self) -> list[str]:
         with self._lock:
-            return list(self._values)
+            tokens = {text for token in self._tokens for text in spellings(token)}
+            return [*self._values, *sorted(tokens - set(self._values))]
 
     def redact(self, text: str) -> str:
         for value in sorted(self.values(), key=len, reverse=True):

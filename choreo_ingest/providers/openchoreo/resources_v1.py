@@ -151,7 +151,7 @@ def component_harvest(
             namespace=namespace,
         )
     for owner in displaced if displacing else ():
-        harvest.add(_rename_displaced(walk, namespace, owner, pending))
+        harvest.add(_rename_displaced(walk, namespace, owner, pending, listed=listed))
     return harvest
 
 
@@ -185,8 +185,11 @@ def _project_known(
     return False
 
 
-def _rename_displaced(walk: Walk, namespace: str, owner: Owner, pending: Pending) -> Harvest:
-    """A component that lost the plain name of one of its APIs, read again to move it."""
+def _rename_displaced(
+    walk: Walk, namespace: str, owner: Owner, pending: Pending, *, listed: bool
+) -> Harvest:
+    """A component that lost the plain name of one of its APIs, read again to move it (joined
+    as the page that displaced it is: `listed`, only with what this cycle listed)."""
     component = owner[-1]
     path = f"/namespaces/{segment(namespace)}/components/{segment(component)}"
     try:
@@ -194,7 +197,7 @@ def _rename_displaced(walk: Walk, namespace: str, owner: Owner, pending: Pending
     except NotFoundError:
         return Harvest()
     return component_harvest(
-        walk, namespace, [resource], listed=False, pending=pending, displacing=False
+        walk, namespace, [resource], listed=listed, pending=pending, displacing=False
     )
 
 

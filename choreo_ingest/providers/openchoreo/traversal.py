@@ -27,7 +27,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
 )
-from choreo_ingest.logs import get_logger, register_learned_secret
+from choreo_ingest.logs import get_logger, register_learned_secret, register_secret
 from choreo_ingest.models import (
     JSON,
     PROBLEM_FACT,
@@ -128,7 +128,8 @@ class OpenChoreoProvider:
                 settings.auth,
                 clock=clock,
                 post_form=form_poster(settings, self._transport),
-                on_secret=register_learned_secret,  # token-file contents, issued tokens
+                on_secret=register_secret,  # a client secret read from its file
+                on_token=register_learned_secret,  # token-file contents, issued tokens
             )
         return self._credentials
 

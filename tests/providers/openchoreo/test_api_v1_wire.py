@@ -493,3 +493,38 @@ def test_a_new_projects_event_brings_its_domain_and_the_components_the_walk_left
     upserts = {entity.ref: entity for entity in delta.upserts}
     assert set(upserts) == {"domain:default/acme", "system:acme/shop", "component:acme/cart"}
     assert dangling(upserts) == []
+
+
+def test_a_displaced_component_of_a_project_gone_is_left_out_not_left_dangling(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """Project `a-b` is gone, its component `c` remains; the new `a`/`b-c` takes the API name
+    `a-b-c-e`, and `c`, read again to be renamed, joined the project row of the last cycle."""
+    endpoint = {"e": {"type": "HTTP", "schema": SCHEMA}}
+    old = named("w-c", owner={"projectName": "a-b", "componentName": "c"}, endpoints=endpoint)
+    new = named("w-bc", owner={"projectName": "a", "componentName": "b-c"}, endpoints=endpoint)
+    c = named("c", owner={"projectName": "a-b"})
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=50": [items(named("acme"))] * 2,
+            "/namespaces/acme/projects?limit=50": [items(named("a-b")), items(named("a"))],
+            "/namespaces/acme/workloads?limit=50": [items(old), items(new, old)],
+            "/namespaces/acme/components?limit=50": [
+                items(c),
+                items(named("b-c", owner={"projectName": "a"}), c),
+            ],
+        },
+    )
+    httpx_mock.add_response(url=f"{BASE}/namespaces/acme/components/c", json=c, is_optional=True)
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.run()
+    assert "api:acme/a-b-c-e" in engine.entities
+    engine.cursor, engine.entities = None, {}
+
+    engine.run()
+
+    assert "component:acme/c" not in engine.entities
+    assert "api:acme/a-b-c-e" in engine.entities
+    assert dangling(engine.entities) == []

@@ -13,6 +13,7 @@ import pytest
 from choreo_ingest.config import AuthConfig, OAuthConfig
 from choreo_ingest.errors import AuthError, ConfigError, TransientError
 from choreo_ingest.providers.openchoreo.auth import (
+    TOKENS_KNOWN,
     ClientCredentials,
     NoCredentials,
     StaticToken,
@@ -337,6 +338,30 @@ class TestGrant:
         assert heard == [CLIENT_SECRET, "access-1", "access-2"]
         assert CLIENT_SECRET not in repr(credentials)
         assert "access-2" not in repr(credentials)
+
+    def test_a_client_secret_from_its_file_lasts_while_only_the_latest_tokens_are_kept(
+        self, tmp_path: Path
+    ) -> None:
+        """`serve` is issued a token an hour: masking every one ever issued grows without end,
+        and the client secret, sent with every grant, must never drop out."""
+        path = tmp_path / "client-secret"
+        path.write_text("file-client-secret-9f2c\n", encoding="utf-8")
+        lasting: list[str] = []
+        tokens: list[str] = []
+        credentials = credentials_for(
+            AuthConfig(oauth=oauth_config(client_secret=None, client_secret_file=path)),
+            clock=FakeClock(),
+            post_form=FakeTokenEndpoint(),
+            on_secret=lasting.append,
+            on_token=tokens.append,
+        )
+        for _ in range(TOKENS_KNOWN + 3):
+            credentials.refresh()
+
+        issued = [f"access-{n}" for n in range(1, TOKENS_KNOWN + 4)]
+        assert lasting == ["file-client-secret-9f2c"]
+        assert tokens == issued
+        assert credentials.secrets() == ["file-client-secret-9f2c", *sorted(issued[-TOKENS_KNOWN:])]
 
 
 class TestReuse:
