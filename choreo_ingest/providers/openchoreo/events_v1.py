@@ -101,12 +101,17 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
         )
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     row = owner_row(namespace, resource)
-    known = walk.index.by_key(PROJECT_OWNERS, [row.key]).get(row.key)
+    # Only a row this cycle wrote vouches for the namespace: one from an earlier cycle may
+    # outlive it (its label taken off: the Namespace event removed its entities, not its rows).
+    known = walk.index.by_key(PROJECT_OWNERS, [row.key], current_only=True).get(row.key)
     domain = Harvest()
     if known is None:
         served = _served_namespace(walk, namespace)
         if served is None:
-            return Delta()
+            return Delta(
+                removal_scopes=[f"{namespace}/{project}"],
+                index=[IndexEntry(PROJECT_OWNERS, row.key)],
+            )
         domain = served
     elif known.value == row.value:
         return Delta(upserts=[*domain.entities, entity], index=[row])
@@ -129,8 +134,10 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     stale = _stale_workload_rows(walk, namespace, component, listed)
     project = spec_owner(resource, "projectName") or ""
     system = _missing_project(walk, namespace, project)
+    kept = [row for row in system.index if row.value is not None]
+    dropped = [row for row in system.index if row.value is None]
     # The fresh rows are committed with the delta; the join must see them already.
-    overlay = _with_rows(walk, [*listed, *system.index], stale)
+    overlay = _with_rows(walk, [*listed, *kept], [*stale, *dropped])
     harvest = component_harvest(overlay, namespace, [resource], listed=False)
     return Delta(
         upserts=[*system.entities, *harvest.entities],
@@ -140,20 +147,23 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
 
 
 def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
-    """The System (and owner row) of a component's project that the catalog does not hold yet,
-    with its namespace's Domain: an event may name a component of a project that no cycle has
-    listed. Nothing when either answers 404 (the component is then left out)."""
+    """The System (and owner row) of a component's project that this cycle has not listed,
+    with its namespace's Domain, both read again: an event may name a component of a project
+    that no cycle has listed, and an owner row from an earlier cycle may outlive its project
+    (deleted since) or its namespace (unlabelled). When either answers 404, the row is dropped
+    (an IndexEntry without a value) and the component is left out."""
     key = f"{namespace}/{project}"
-    if not project or walk.index.by_key(PROJECT_OWNERS, [key]):
+    if not project or walk.index.by_key(PROJECT_OWNERS, [key], current_only=True):
         return Harvest()
+    gone = Harvest(index=[IndexEntry(PROJECT_OWNERS, key)])
     domain = _served_namespace(walk, namespace)
     if domain is None:
-        return Harvest()
+        return gone
     path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
     try:
         resource = as_object(walk.client.get_json(path), path)
     except NotFoundError:
-        return Harvest()
+        return gone
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     return Harvest(entities=[*domain.entities, entity], index=[owner_row(namespace, resource)])
 

@@ -468,7 +468,9 @@ def test_a_project_event_in_a_namespace_openchoreo_does_not_serve_changes_nothin
     with engine.provider.around(engine.burst) as context:
         delta = engine.provider.handle_event(context, Event("Project", "p", "created", "other"))
 
-    assert delta == Delta()
+    assert list(delta.upserts) == []
+    assert list(delta.removal_scopes) == ["other/p"]  # anything an earlier event left there
+    assert [(row.key, row.value) for row in delta.index] == [("other/p", None)]
 
 
 def test_a_new_projects_event_brings_its_domain_and_the_components_the_walk_left_out(
@@ -528,3 +530,44 @@ def test_a_displaced_component_of_a_project_gone_is_left_out_not_left_dangling(
     assert "component:acme/c" not in engine.entities
     assert "api:acme/a-b-c-e" in engine.entities
     assert dangling(engine.entities) == []
+
+
+PROJECT_GONE = {"status_code": 404, "json": {"error": "Project not found", "code": "NOT_FOUND"}}
+
+
+@pytest.mark.parametrize(
+    ("namespace_answer", "project_answer"),
+    [({"json": named("acme")}, PROJECT_GONE), (NOT_FOUND, None)],
+    ids=["project-deleted", "namespace-unlabelled"],
+)
+def test_a_component_event_does_not_trust_a_project_row_of_an_earlier_cycle(
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    namespace_answer: dict[str, Any],
+    project_answer: dict[str, Any] | None,
+) -> None:
+    """The row outlives its project (deleted mid-cycle: rows are pruned when the cycle
+    completes) or its namespace (unlabelled: the Namespace event removed entities, not rows);
+    trusted, it put the component in the catalog, seen this cycle, with its System swept."""
+    pages = {
+        "/namespaces/acme/workloads?component=cart&limit=100": [items()],
+        "/namespaces/acme/components/cart": [
+            {"json": named("cart", owner={"projectName": "shop"})}
+        ],
+        "/namespaces/acme": [namespace_answer],
+    }
+    if project_answer is not None:
+        pages["/namespaces/acme/projects/shop"] = [project_answer]
+    walk_pages(httpx_mock, pages)
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.index.apply([IndexEntry("project", "acme/shop", "", {"owner": None})])
+    engine.index.complete_cycle()  # the row is last cycle's
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Component", "cart", "updated", "acme"))
+
+    assert [entity.ref for entity in delta.upserts] == []
+    assert ("acme/shop", None) in [(row.key, row.value) for row in delta.index]
