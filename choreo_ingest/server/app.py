@@ -417,7 +417,9 @@ def _operator_routes(server: Server) -> list[Route]:
     async def approve_route(request: Request) -> Response:
         _require_token(server, request)
         provider = _provider(server, request, ProviderScope.KNOWN)
-        cycle = _int_param(request, "cycle", -1) if "cycle" in request.query_params else None
+        cycle = _int_param(request, "cycle", 0) if "cycle" in request.query_params else None
+        if cycle is not None and cycle < 0:
+            raise HTTPProblem(400, f"cycle: {cycle} is not a cycle (they count from 1)")
         return _json(await _in_thread(server, approved, provider, cycle))
 
     return [
