@@ -9,7 +9,6 @@ full or the store cannot be read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +56,14 @@ from choreo_ingest.reporting import (
 )
 from choreo_ingest.server.page import PAGE_CSP, render_status_page
 from choreo_ingest.server.request_log import RequestLog, internal_error_document
+from choreo_ingest.server.requests import (
+    HTTPProblem,
+    body_of,
+    check_ref,
+    flag_param,
+    int_param,
+    json_body,
+)
 from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateLocation
@@ -64,11 +71,6 @@ from choreo_ingest.store import StateLocation
 log = get_logger("choreo_ingest.server")
 
 INBOX_FULL_RETRY_SECONDS = 60
-MAX_INTEGER = 2**63 - 1
-"""The largest whole number a query parameter may hold: the largest the state store holds."""
-MAX_REF_LENGTH = 1_000
-"""The longest entity ref `POST /entities/batch` takes (a ref the catalog can hold is far
-shorter: a kind, and a namespace and name of at most 63 characters each)."""
 PAGE_CHANGES = 20
 """The status page shows this many of the newest changes."""
 
@@ -91,21 +93,6 @@ class Server:
             ["route", "method", "status"],
             registry=self.registry,
         )
-
-
-class HTTPProblem(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        headers: dict[str, str] | None = None,
-        *,
-        fields: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
-        self.fields = fields or {}
 
 
 def build_app(server: Server) -> ASGIApp:
@@ -189,40 +176,6 @@ def _require_token(server: Server, request: Request) -> None:
         )
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise HTTPProblem(400, f"{name}: expected a whole number, got {text!r}") from None
-    if abs(value) > MAX_INTEGER:
-        raise HTTPProblem(400, f"{name}: {text} is out of range (±{MAX_INTEGER:,})")
-    return value
-
-
-def _flag_param(request: Request, name: str) -> bool:
-    text = request.query_params.get(name, "false").lower()
-    if text not in ("true", "1", "false", "0"):
-        raise HTTPProblem(400, f"{name}: expected true or false, got {text!r}")
-    return text in ("true", "1")
-
-
-async def _body(server: Server, request: Request) -> bytes:
-    limit = server.config.serve.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPProblem(413, f"request body of {int(declared):,} bytes; at most {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem(413, f"request body over {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 # -- liveness, readiness, metrics, the page ----------------------------------------------------
 
 
@@ -295,7 +248,7 @@ def _event_routes(server: Server) -> list[Route]:
         if not server.credentials.events_allow(header, path_secret):
             raise HTTPProblem(403, "a valid events secret is required")
         provider = _provider(server, request, ProviderScope.CONFIGURED)
-        body = await _body(server, request)
+        body = await body_of(request, server.config.serve.max_body_bytes)
         try:
             text = decode_events(body, "request body")
         except ConfigError as error:
@@ -352,7 +305,7 @@ def _reading_routes(server: Server) -> list[Route]:
 
     async def removals(request: Request) -> Response:
         provider = _provider(server, request, ProviderScope.KNOWN)
-        limit = _int_param(request, "limit", 100)
+        limit = int_param(request, "limit", 100)
         found = await _in_thread(
             server, pending_removals, server.state, server.config, only=provider, limit=limit
         )
@@ -409,7 +362,7 @@ def _operator_routes(server: Server) -> list[Route]:
             provider = _provider(server, request, ProviderScope.CONFIGURED)
             wanted = purge
             if wanted is None:
-                wanted = _flag_param(request, "purge")
+                wanted = flag_param(request, "purge")
             return _json(await _in_thread(server, was_reset, provider, wanted))
 
         return route
@@ -417,7 +370,7 @@ def _operator_routes(server: Server) -> list[Route]:
     async def approve_route(request: Request) -> Response:
         _require_token(server, request)
         provider = _provider(server, request, ProviderScope.KNOWN)
-        cycle = _int_param(request, "cycle", 0) if "cycle" in request.query_params else None
+        cycle = int_param(request, "cycle", 0) if "cycle" in request.query_params else None
         if cycle is not None and cycle < 0:
             raise HTTPProblem(400, f"cycle: {cycle} is not a cycle (they count from 1)")
         return _json(await _in_thread(server, approved, provider, cycle))
@@ -448,23 +401,23 @@ def _feed_routes(server: Server) -> list[Route]:
 
     async def changes(request: Request) -> Response:
         _require_token(server, request)
-        since = _int_param(request, "since", 0)
-        limit = _int_param(request, "limit", 1000)
+        since = int_param(request, "since", 0)
+        limit = int_param(request, "limit", 1000)
         return _json(await _in_thread(server, read, changes_page, since, limit))
 
     async def batch(request: Request) -> Response:
         _require_token(server, request)
-        refs = _json_body(await _body(server, request)).get("refs")
+        refs = json_body(await body_of(request, server.config.serve.max_body_bytes)).get("refs")
         if not isinstance(refs, list):
             raise HTTPProblem(400, 'expected {"refs": [entity refs]}')
         for number, ref in enumerate(refs):
-            _check_ref(number, ref)
+            check_ref(number, ref)
         return _json(await _in_thread(server, read, entities_batch, refs))
 
     async def entities(request: Request) -> Response:
         _require_token(server, request)
         cursor = request.query_params.get("cursor") or None
-        limit = _int_param(request, "limit", 500)
+        limit = int_param(request, "limit", 500)
         return _json(await _in_thread(server, read, entities_page, cursor, limit))
 
     return [
@@ -472,34 +425,3 @@ def _feed_routes(server: Server) -> list[Route]:
         Route("/entities/batch", batch, methods=["POST"]),
         Route("/entities", entities, methods=["GET"]),
     ]
-
-
-def _check_ref(number: int, ref: object) -> None:
-    """A ref the store can look up: text of a sane length, with no lone surrogate (JSON's
-    `"\\ud800"` escape decodes to one, which no UTF-8 text holds). What is not text is left to
-    `entities_batch`, which names it."""
-    if not isinstance(ref, str):
-        return
-    if len(ref) > MAX_REF_LENGTH:
-        raise HTTPProblem(
-            400,
-            f"refs[{number}]: {len(ref):,} characters; an entity ref has at most "
-            f"{MAX_REF_LENGTH:,}",
-        )
-    try:
-        ref.encode("utf-8")
-    except UnicodeEncodeError:
-        raise HTTPProblem(
-            400,
-            f"refs[{number}]: holds a lone surrogate (such as \\ud800), which is not Unicode text",
-        ) from None
-
-
-def _json_body(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise HTTPProblem(400, f"request body is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise HTTPProblem(400, "request body: expected a JSON object")
-    return document

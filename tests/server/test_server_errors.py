@@ -11,7 +11,8 @@ import pytest
 import structlog.testing
 
 from choreo_ingest.config import Config, load_config
-from choreo_ingest.server.app import MAX_REF_LENGTH, Server, build_app
+from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.requests import MAX_REF_LENGTH
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.world import World

@@ -1,0 +1,96 @@
+"""What a request to `serve` carries, read and checked: whole-number and flag query parameters,
+a body of bounded size, a JSON object body, entity refs. What is wrong is an HTTPProblem, which
+the app answers as `{"error": ...}` with its status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+MAX_INTEGER = 2**63 - 1
+"""The largest whole number a query parameter may hold: the largest the state store holds."""
+MAX_REF_LENGTH = 1_000
+"""The longest entity ref `POST /entities/batch` takes (a ref the catalog can hold is far
+shorter: a kind, and a namespace and name of at most 63 characters each)."""
+
+
+class HTTPProblem(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+        self.fields = fields or {}
+
+
+def int_param(request: Request, name: str, default: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HTTPProblem(400, f"{name}: expected a whole number, got {text!r}") from None
+    if abs(value) > MAX_INTEGER:
+        raise HTTPProblem(400, f"{name}: {text} is out of range (±{MAX_INTEGER:,})")
+    return value
+
+
+def flag_param(request: Request, name: str) -> bool:
+    text = request.query_params.get(name, "false").lower()
+    if text not in ("true", "1", "false", "0"):
+        raise HTTPProblem(400, f"{name}: expected true or false, got {text!r}")
+    return text in ("true", "1")
+
+
+async def body_of(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, f"request body of {int(declared):,} bytes; at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(413, f"request body over {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_ref(number: int, ref: object) -> None:
+    """A ref the store can look up: text of a sane length, with no lone surrogate (JSON's
+    `"\\ud800"` escape decodes to one, which no UTF-8 text holds). What is not text is left to
+    `entities_batch`, which names it."""
+    if not isinstance(ref, str):
+        return
+    if len(ref) > MAX_REF_LENGTH:
+        raise HTTPProblem(
+            400,
+            f"refs[{number}]: {len(ref):,} characters; an entity ref has at most "
+            f"{MAX_REF_LENGTH:,}",
+        )
+    try:
+        ref.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPProblem(
+            400,
+            f"refs[{number}]: holds a lone surrogate (such as \\ud800), which is not Unicode text",
+        ) from None
+
+
+def json_body(body: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise HTTPProblem(400, f"request body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise HTTPProblem(400, "request body: expected a JSON object")
+    return document
