@@ -65,13 +65,19 @@ def _temp_for(path: Path, slot: int) -> Path:
 
 def _claim_temp(path: Path) -> tuple[Path, int, bool]:
     """The first temp slot of `path` no live writer holds: its path, a descriptor holding its
-    flock, and whether a writer that died had left it there."""
+    flock, and whether a writer that died had left it there. When every slot is taken (or
+    cannot be told from a live writer's: a mount that reports another owner, or has no flock,
+    keeps what killed writers left), a temp file of a name of its own, as releases before the
+    slots wrote: the write goes on, and its leftover is as it was then."""
     for slot in range(TEMP_SLOTS):
         temp = _temp_for(path, slot)
         claimed = _claim(temp, create=True)
         if claimed is not None:
             return temp, *claimed
-    raise OSError(errno.EAGAIN, f"{TEMP_SLOTS} writers of it at once", str(path))
+    import tempfile  # the last resort only
+
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    return Path(name), handle, False
 
 
 def _claim(temp: Path, *, create: bool) -> tuple[int, bool] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo_ingest.files import make_directories, replace_atomically
+from choreo_ingest.files import TEMP_SLOTS, make_directories, replace_atomically
 from choreo_ingest.invocation import run_once
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -171,3 +171,19 @@ def test_a_file_written_where_the_mount_says_another_user_owns_it_is_written(
 
     assert target.read_bytes() == b"x 2\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics.prom"]
+
+
+def test_when_every_slot_is_someone_elses_the_write_goes_on_under_a_name_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a mount that reports another owner, what killed writers left cannot be told from a
+    live writer's temp file: after TEMP_SLOTS kills every write failed."""
+    target = tmp_path / "metrics.prom"
+    for slot in range(TEMP_SLOTS):
+        (tmp_path / f".metrics.prom{f'.{slot}' if slot else ''}.tmp").write_bytes(b"left")
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 4242)
+
+    replace_atomically(target, b"x 1\n", 0o644)
+
+    assert target.read_bytes() == b"x 1\n"
+    assert len(list(tmp_path.glob(".metrics.prom*.tmp"))) == TEMP_SLOTS

@@ -277,7 +277,7 @@ def removals(
         int | None,
         typer.Option(
             "--cycle",
-            min=0,
+            min=1,
             callback=_storable,
             help="approve: only if the blocked removals are still this cycle's (the ones listed).",
         ),

@@ -371,7 +371,7 @@ def _operator_routes(server: Server) -> list[Route]:
         _require_token(server, request)
         provider = _provider(server, request, ProviderScope.KNOWN)
         cycle = int_param(request, "cycle", 0) if "cycle" in request.query_params else None
-        if cycle is not None and cycle < 0:
+        if cycle is not None and cycle < 1:
             raise HTTPProblem(400, f"cycle: {cycle} is not a cycle (they count from 1)")
         return _json(await _in_thread(server, approved, provider, cycle))
 
