@@ -52,11 +52,11 @@ from choreo_ingest.reporting import (
     no_state_health,
     status_report,
 )
-from choreo_ingest.store import StateLocation, configured_location
+from choreo_ingest.store import MAX_INTEGER, StateLocation, configured_location
 
 _SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
-MAX_COUNT = 2**63 - 1
-"""The largest count or seq an option takes (`--limit`, `--since`): the largest SQL integer."""
+MAX_COUNT = MAX_INTEGER
+"""The largest count or seq an option takes (`--limit`, `--since`)."""
 MAX_COUNT_DIGITS = len(str(MAX_COUNT))
 _VERBOSE = re.compile(r"-v+")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-MAX_INTEGER = 2**63 - 1
-"""The largest whole number a query parameter may hold: the largest the state store holds."""
+from choreo_ingest.store import MAX_INTEGER
+
 MAX_REF_LENGTH = 1_000
 """The longest entity ref `POST /entities/batch` takes (a ref the catalog can hold is far
 shorter: a kind, and a namespace and name of at most 63 characters each)."""

@@ -7,6 +7,9 @@ with plain SQL and never loads the migrations.
 from __future__ import annotations
 
 SCHEMA_VERSION = 6
+MAX_INTEGER = 2**63 - 1
+"""The largest whole number a column holds (SQLite INTEGER, PostgreSQL BIGINT): the bound of
+any count or sequence number a command or a request passes to the store."""
 MIGRATION_SET = "choreo_ingest"
 MIGRATION_NAMES = (
     "0001_initial",

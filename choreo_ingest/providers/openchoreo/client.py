@@ -36,7 +36,7 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
-from choreo_ingest.logs import get_logger, spellings
+from choreo_ingest.logs import Redactor, get_logger
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.http_errors import (
     ErrorTranslator,
@@ -54,8 +54,6 @@ API_PREFIX = "/api/v1"
 """Every generation's resource routes sit below it; a base URL may or may not end with it."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
-MIN_MASKED_LENGTH = 4
-"""Shorter spellings of a client secret are not searched for in a connection error's text."""
 
 Params = Mapping[str, str | int]
 
@@ -387,7 +385,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
                     timeout=httpx.Timeout(config.incremental.request_timeout),
                 )
         except httpx.HTTPError as error:
-            cause = one_line(_masked(_cause(error), fields.get("client_secret")))
+            cause = one_line(_masked(_cause(error), fields.get("client_secret") or ""))
             raise TransientError(
                 f"POST {where}: {cause}",
                 method="POST",
@@ -409,14 +407,11 @@ def _cause(error: httpx.HTTPError) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _masked(text: str, secret: str | None) -> str:
-    """`text` with every spelling of `secret` (the client secret the form held) masked."""
-    if not secret:
-        return text
-    for spelled in sorted(spellings(secret), key=len, reverse=True):
-        if len(spelled) >= MIN_MASKED_LENGTH:
-            text = text.replace(spelled, "***")
-    return text
+def _masked(text: str, secret: str) -> str:
+    """`text` with the client secret the form held masked, as log lines mask secrets."""
+    redactor = Redactor()
+    redactor.register(secret)
+    return redactor.scrub(text)
 
 
 def _query_value(value: str | int) -> str:
