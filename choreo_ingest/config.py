@@ -28,6 +28,10 @@ from choreo_ingest.config_file import read_document
 from choreo_ingest.config_model import (
     API_ORGS,
     API_V1,
+    CLIENT_AUTH_AUTO,
+    CLIENT_AUTH_METHODS,
+    CLIENT_SECRET_BASIC,
+    CLIENT_SECRET_POST,
     DEFAULT_INBOX_CAPACITY,
     MAX_CHUNK_SIZE,
     MAX_CHUNK_SIZE_V1,
@@ -50,6 +54,10 @@ from choreo_ingest.config_values import is_database_url, parse_listen
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
+    "CLIENT_AUTH_AUTO",
+    "CLIENT_AUTH_METHODS",
+    "CLIENT_SECRET_BASIC",
+    "CLIENT_SECRET_POST",
     "CONFIG_ENV",
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_INBOX_CAPACITY",

@@ -20,6 +20,14 @@ DEFAULT_LIFECYCLE = "production"
 API_AUTO, API_V1, API_ORGS = "auto", "v1", "orgs"
 API_CHOICES = (API_AUTO, API_V1, API_ORGS)
 APIS_WITHOUT_SCHEMA_CHOICES = ("skip", "stub")
+CLIENT_AUTH_AUTO, CLIENT_SECRET_POST, CLIENT_SECRET_BASIC = (
+    "auto",
+    "client_secret_post",
+    "client_secret_basic",
+)
+CLIENT_AUTH_METHODS = (CLIENT_AUTH_AUTO, CLIENT_SECRET_POST, CLIENT_SECRET_BASIC)
+"""How the client secret reaches the token endpoint, by the names identity providers give
+them (`token_endpoint_auth_method`); `auto` tries the form body, then HTTP Basic."""
 
 TOKEN_SHORTHAND = "openchoreo.token"  # noqa: S105 (a key path, not a token)
 AUTH_KEY = "openchoreo.auth"
@@ -79,7 +87,7 @@ class IncrementalConfig:
 
 @dataclass(frozen=True)
 class OAuthConfig:
-    """OAuth2 client credentials (`client_secret_post`); exactly one of the two secret fields."""
+    """OAuth2 client credentials; exactly one of the two secret fields."""
 
     token_url: str
     client_id: str
@@ -87,6 +95,7 @@ class OAuthConfig:
     client_secret_file: SecretPath | None = None
     """Read when a token is requested, never at config load."""
     scope: str | None = None
+    client_auth_method: str = CLIENT_AUTH_AUTO
 
     def __post_init__(self) -> None:
         given = [key for key, value in self._secret_keys() if value is not None]

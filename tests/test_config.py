@@ -102,7 +102,14 @@ class TestExample:
             "openchoreo.auth.tokenFile",
             *(
                 f"openchoreo.auth.oauth.{key}"
-                for key in ("tokenUrl", "clientId", "clientSecret", "clientSecretFile", "scope")
+                for key in (
+                    "tokenUrl",
+                    "clientId",
+                    "clientSecret",
+                    "clientSecretFile",
+                    "scope",
+                    "clientAuthMethod",
+                )
             ),
             "openchoreo.caBundle",
             "openchoreo.insecureSkipVerify",
@@ -742,7 +749,9 @@ class TestDeferredSecrets:
         auth = load_text(tmp_path, text + "\n").openchoreo.auth
 
         with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
-            credentials_for(auth, clock=FakeClock(), post_form=lambda url, form: (500, None))
+            credentials_for(
+                auth, clock=FakeClock(), post_form=lambda url, form, headers: (500, None)
+            )
 
     @pytest.mark.parametrize(("text", "key"), DEFERRED_FILES.values(), ids=DEFERRED_FILES)
     def test_a_secret_files_path_from_an_unset_variable_fails_only_where_it_is_read(
@@ -755,7 +764,7 @@ class TestDeferredSecrets:
         auth = config.openchoreo.auth
         with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
             credentials_for(
-                auth, clock=FakeClock(), post_form=lambda url, form: (500, None)
+                auth, clock=FakeClock(), post_form=lambda url, form, headers: (500, None)
             ).bearer()
 
     @pytest.mark.parametrize(("text", "key"), DEFERRED_FILES.values(), ids=DEFERRED_FILES)
@@ -964,6 +973,33 @@ class TestAuth:
         assert oauth.client_secret_file == Path("~/cs").expanduser()
         assert oauth.scope == "openid catalog:read"
         assert oauth.secret_key == "openchoreo.auth.oauth.clientSecretFile"
+
+    @pytest.mark.parametrize(
+        ("given", "method"),
+        [
+            ("", "auto"),
+            ("\n      clientAuthMethod: client_secret_basic", "client_secret_basic"),
+            ("\n      clientAuthMethod: client_secret_post", "client_secret_post"),
+            ("\n      clientAuthMethod: auto", "auto"),
+        ],
+        ids=["default", "basic", "post", "auto"],
+    )
+    def test_oauth_client_auth_method(self, tmp_path: Path, given: str, method: str) -> None:
+        text = OAUTH.format(secret=f"clientSecret: s{given}")
+        oauth = load_text(tmp_path, text).openchoreo.auth.oauth
+        assert oauth is not None
+        assert oauth.client_auth_method == method
+
+    def test_an_unknown_client_auth_method_names_the_key_and_the_choices(
+        self, tmp_path: Path
+    ) -> None:
+        text = OAUTH.format(secret="clientSecret: s\n      clientAuthMethod: basic")
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text)
+        assert str(caught.value) == (
+            "openchoreo.auth.oauth.clientAuthMethod: expected one of: auto, client_secret_post, "
+            "client_secret_basic, got 'basic'"
+        )
 
     def test_oauth_keys_all_null_configure_nothing(self, tmp_path: Path) -> None:
         text = "openchoreo: {auth: {oauth: {tokenUrl: null, clientId: null, scope: null}}}\n"

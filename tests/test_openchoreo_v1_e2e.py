@@ -39,7 +39,13 @@ def serve() -> Iterator[Callable[..., SimulatorApi]]:
         server.stop()
 
 
-def write_oauth_config(directory: Path, base_url: str, secret: str, **incremental: Any) -> Path:
+def write_oauth_config(
+    directory: Path,
+    base_url: str,
+    secret: str,
+    oauth: dict[str, str] | None = None,
+    **incremental: Any,
+) -> Path:
     secret_file = directory / "client-secret"
     secret_file.write_text(secret + "\n")
     secret_file.chmod(0o600)
@@ -52,6 +58,7 @@ def write_oauth_config(directory: Path, base_url: str, secret: str, **incrementa
                     "tokenUrl": f"{server}/oauth2/token",
                     "clientId": CLIENT_ID,
                     "clientSecretFile": str(secret_file),
+                    **(oauth or {}),
                 }
             },
             "incremental": {"burstInterval": 1, **incremental},
@@ -108,6 +115,32 @@ def test_cron_style_calls_complete_a_v1_cycle_with_expiring_tokens(
         'choreo_ingest_api_info{api="v1",provider="openchoreo"} 1.0'
         in (tmp_path / "metrics.prom").read_text()
     )
+
+
+def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_method(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """Thunder holds a client to the method it was registered with; OpenChoreo registers some
+    for `client_secret_basic`, which refuses the secret in the form body."""
+    world = World.generate(2, 2, 3, seed=5)
+    api = serve(world, api="v1", oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET,
+                oauth_client_auth="client_secret_basic")  # fmt: skip
+
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, chunkSize=100)
+    first = run_cli("run", "--json", "--config", config, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["providers"][0]["cycleCompleted"]
+    assert first.stderr == ""
+    assert api.stats.token_requests == 2  # the form body, refused; then HTTP Basic
+
+    basic = {"clientAuthMethod": "client_secret_basic"}
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, oauth=basic, chunkSize=100)
+    second = run_cli("run", "--force", "--json", "--config", config, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert api.stats.token_requests == 3
+
+    exported = run_cli("export", "--config", config, cwd=tmp_path).stdout.splitlines()
+    assert {ref_of(json.loads(line)) for line in exported} == set(expected_catalog(world))
 
 
 def test_wrong_client_secret_exits_3_naming_the_key_and_never_the_secret(

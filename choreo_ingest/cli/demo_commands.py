@@ -156,6 +156,14 @@ def simulate_serve(
         str | None,
         typer.Option(envvar="SIMULATOR_OAUTH_CLIENT_SECRET", help="The OAuth client's secret."),
     ] = None,
+    oauth_client_auth: Annotated[
+        Literal["client_secret_post", "client_secret_basic"] | None,
+        typer.Option(
+            help="Take the client's secret only this way (an identity provider holds a client "
+            "to the method it was registered with); by default either.",
+            show_default=False,
+        ),
+    ] = None,
     token_lifetime: Annotated[
         int, typer.Option(min=1, help="Seconds an issued access token stays valid.")
     ] = 3600,
@@ -209,6 +217,7 @@ def simulate_serve(
                 api=api,
                 oauth_client_id=oauth_client_id,
                 oauth_client_secret=oauth_client_secret,
+                oauth_client_auth=oauth_client_auth,
                 token_lifetime=token_lifetime,
                 webhooks=webhooks,
             )

@@ -23,7 +23,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.simulator.options import SimulatorOptions
@@ -62,7 +62,7 @@ class TokenAuthority:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             return _oauth_error(400, "invalid_request", "the body is not UTF-8")
-        client_id, client_secret = _client_credentials(form, headers)
+        client_id, client_secret = _client_credentials(form, headers, options.oauth_client_auth)
         if not self._client_matches(options, client_id, client_secret):
             return _oauth_error(401, "invalid_client", "client authentication failed")
         grant_type = _first(form, "grant_type")
@@ -168,16 +168,22 @@ def protected_resource(options: SimulatorOptions, headers: Mapping[str, str]) ->
 
 
 def _client_credentials(
-    form: Mapping[str, list[str]], headers: Mapping[str, str]
+    form: Mapping[str, list[str]], headers: Mapping[str, str], required: str | None
 ) -> tuple[str | None, str | None]:
-    """(client_id, client_secret) from the form (`client_secret_post`) or HTTP Basic."""
+    """(client_id, client_secret) from HTTP Basic (`client_secret_basic`: each part
+    form-encoded, RFC 6749 2.3.1) or the form (`client_secret_post`); (None, None) when they
+    come the other way than `required` says."""
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "basic" and value:
+        if required == "client_secret_post":
+            return None, None
         try:
             client_id, colon, client_secret = base64.b64decode(value).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None, None
-        return (client_id, client_secret) if colon else (None, None)
+        return (unquote_plus(client_id), unquote_plus(client_secret)) if colon else (None, None)
+    if required == "client_secret_basic":
+        return None, None
     return _first(form, "client_id"), _first(form, "client_secret")
 
 

@@ -7,6 +7,8 @@ from typing import Literal
 
 from choreo_ingest.simulator.webhooks import check_webhook_url
 
+CLIENT_AUTH_METHODS = ("client_secret_post", "client_secret_basic")
+
 ApiGeneration = Literal["v1", "orgs"]
 
 
@@ -27,6 +29,10 @@ class SimulatorOptions:
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = None
     """With both set, `POST /oauth2/token` issues JWTs (client credentials) the API accepts."""
+    oauth_client_auth: str | None = None
+    """`client_secret_post` or `client_secret_basic`: the one way the token endpoint takes the
+    client's secret, as an identity provider holds a client to the method it was registered
+    with (Thunder does); None takes either."""
     token_lifetime: int = 3600
     """Seconds an issued token stays valid (on the simulator's clock)."""
     forbidden: bool = False
@@ -78,6 +84,8 @@ class SimulatorOptions:
             raise ValueError("base_path must start with '/'")
         if (self.oauth_client_id is None) != (self.oauth_client_secret is None):
             raise ValueError("oauth_client_id and oauth_client_secret must be set together")
+        if self.oauth_client_auth not in (None, *CLIENT_AUTH_METHODS):
+            raise ValueError("oauth_client_auth must be client_secret_post or client_secret_basic")
         if self.token_lifetime < 1:
             raise ValueError("token_lifetime must be at least 1 second")
         for url in self.webhooks:

@@ -251,6 +251,7 @@ def serve_forever(
     api: ApiGeneration = "v1",
     oauth_client_id: str | None = None,
     oauth_client_secret: str | None = None,
+    oauth_client_auth: str | None = None,
     token_lifetime: int = 3600,
     webhooks: tuple[str, ...] = (),
 ) -> None:
@@ -265,6 +266,7 @@ def serve_forever(
         token=token,
         oauth_client_id=oauth_client_id,
         oauth_client_secret=oauth_client_secret,
+        oauth_client_auth=oauth_client_auth,
         token_lifetime=token_lifetime,
         forbidden=forbidden,
         cursor_ttl=cursor_ttl,

@@ -70,6 +70,42 @@ class TestTokenEndpoint:
         )
         assert response.status_code == 200
 
+    def test_basic_credentials_are_form_decoded_as_rfc_6749_says(
+        self, simulate_v1: SimulatorFactory, world: World
+    ) -> None:
+        _, client = simulate_v1(world, oauth_client_id="my client", oauth_client_secret="a+b/c d")
+        encoded = base64.b64encode(b"my+client:a%2Bb%2Fc+d").decode()
+        response = client.post(
+            TOKEN_URL,
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {encoded}"},
+        )
+        assert response.status_code == 200
+
+    @pytest.mark.parametrize(
+        ("required", "basic", "status"),
+        [
+            ("client_secret_basic", False, 401),
+            ("client_secret_basic", True, 200),
+            ("client_secret_post", True, 401),
+            ("client_secret_post", False, 200),
+        ],
+        ids=["basic-wanted-form-sent", "basic", "form-wanted-basic-sent", "form"],
+    )
+    def test_a_client_held_to_one_method_is_refused_the_other(
+        self, simulate_v1: SimulatorFactory, world: World, required: str, basic: bool, status: int
+    ) -> None:
+        _, client = simulate_v1(world, **CLIENT, oauth_client_auth=required)
+        if basic:
+            response = client.post(
+                TOKEN_URL, data={"grant_type": "client_credentials"}, auth=("backstage", "s3cret")
+            )
+        else:
+            response = grant(client)
+        assert response.status_code == status
+        if status == 401:
+            assert response.json()["error"] == "invalid_client"
+
     @pytest.mark.parametrize(
         ("changes", "status", "error"),
         [

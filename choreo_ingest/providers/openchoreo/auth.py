@@ -6,10 +6,14 @@ The HTTP client asks `bearer()` before every request and calls `refresh()` once 
 - a static token (`openchoreo.auth.token`, or its shorthand `openchoreo.token`);
 - a token file, read at every `bearer()` so a rotated Kubernetes secret or systemd credential is
   picked up without a restart;
-- OAuth2 client credentials (`client_secret_post`), as OpenChoreo v1.x's identity provider
-  (Thunder by default) issues them to machine clients. The access token lives in memory only; one
-  grant serves every request thread until `exp - min(60 s, lifetime / 2)`, and while a grant is in
-  flight the other threads wait for it instead of asking again.
+- OAuth2 client credentials, as OpenChoreo v1.x's identity provider (Thunder by default) issues
+  them to machine clients. The client secret goes in the form body (`client_secret_post`, the
+  API document's way) or as HTTP Basic (`client_secret_basic`, which RFC 6749 makes every server
+  accept and which some clients are registered for); `auto` tries the form body, then Basic
+  when the form is refused, and keeps whichever worked (as Go's oauth2 package does). The
+  access token lives in memory only; one grant serves every request thread until
+  `exp - min(60 s, lifetime / 2)`, and while a grant is in flight the other threads wait for it
+  instead of asking again.
 
 This module sends nothing itself: the client injects `post_form` (it owns httpx) and a `Clock`.
 Error texts name the config key path and never hold a secret; `secrets()` lists every secret
@@ -32,14 +36,24 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote_plus
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import AuthConfig, OAuthConfig, reveal, token_problem
+from choreo_ingest.config import (
+    CLIENT_AUTH_AUTO,
+    CLIENT_SECRET_BASIC,
+    CLIENT_SECRET_POST,
+    AuthConfig,
+    OAuthConfig,
+    reveal,
+    token_problem,
+)
 from choreo_ingest.errors import AuthError, ConfigError, ProviderError, TransientError
 from choreo_ingest.logs import spellings
 
-PostForm = Callable[[str, Mapping[str, str]], tuple[int, Any]]
-"""POST a form to an absolute URL -> (HTTP status, parsed JSON body or None).
+PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], tuple[int, Any]]
+"""POST a form to an absolute URL with these extra headers -> (HTTP status, parsed JSON body or
+None).
 
 Raises TransientError itself on connection errors and timeouts."""
 OnSecret = Callable[[str], None]
@@ -64,6 +78,9 @@ MAX_DESCRIPTION = 160
 
 _OAUTH = "openchoreo.auth.oauth"
 _TOKEN_URL_KEY = f"{_OAUTH}.tokenUrl"
+_METHOD_KEY = f"{_OAUTH}.clientAuthMethod"
+_NOT_CLIENT_AUTH = frozenset({"invalid_scope", "invalid_grant", "unsupported_grant_type"})
+"""Error codes of a refused grant that say what is wrong is not how the client authenticated."""
 
 
 class Credentials(Protocol):
@@ -205,6 +222,7 @@ class ClientCredentials:
         self._lock = threading.Lock()  # held through a grant: the other threads wait for it
         self._token: str | None = None
         self._refresh_at = -math.inf
+        self._methods = _methods(oauth.client_auth_method)
 
     def __repr__(self) -> str:
         return f"ClientCredentials(token_url={self._oauth.token_url!r})"
@@ -235,17 +253,19 @@ class ClientCredentials:
             assert path is not None  # OAuthConfig requires one of the two
             secret = _read_secret(path, f"{_OAUTH}.clientSecretFile")
             self._known.add(secret)
-        fields = {
-            "grant_type": "client_credentials",
-            "client_id": oauth.client_id,
-            "client_secret": secret,
-        }
-        if oauth.scope:
-            fields["scope"] = oauth.scope
         granted_at = self._clock.now()
-        status, body = self._post_form(oauth.token_url, fields)
+        status, body = self._post(self._methods[0], secret)
+        if len(self._methods) > 1 and _client_auth_refused(status, body):
+            tried = status, body
+            status, body = self._post(self._methods[1], secret)
+            if 200 <= status < 300:
+                self._methods = self._methods[1:]  # this provider wants Basic: ask so from now on
+            elif _client_auth_refused(status, body):
+                raise self._refused(*tried, basic_status=status)
         if not 200 <= status < 300:
             raise self._refused(status, body)
+        if len(self._methods) > 1:
+            self._methods = self._methods[:1]
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token.strip():
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
@@ -264,7 +284,26 @@ class ClientCredentials:
         self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
         return token
 
-    def _refused(self, status: int, body: Any) -> ProviderError:
+    def _post(self, method: str, secret: str) -> tuple[int, Any]:
+        """One token request, the client secret sent the way `method` says."""
+        oauth = self._oauth
+        fields = {"grant_type": "client_credentials"}
+        headers = {}
+        if method == CLIENT_SECRET_BASIC:
+            # RFC 6749 2.3.1: each part form-encoded first, as Go's oauth2 package sends them.
+            pair = f"{quote_plus(oauth.client_id)}:{quote_plus(secret)}"
+            encoded = base64.b64encode(pair.encode()).decode("ascii")
+            self._known.add(encoded)
+            headers["Authorization"] = f"Basic {encoded}"
+        else:
+            fields |= {"client_id": oauth.client_id, "client_secret": secret}
+        if oauth.scope:
+            fields["scope"] = oauth.scope
+        return self._post_form(oauth.token_url, fields, headers)
+
+    def _refused(self, status: int, body: Any, *, basic_status: int = 0) -> ProviderError:
+        """The error of a refused grant; `basic_status`: the answer to the same grant with the
+        secret sent as HTTP Basic (`auto`, after the form body was refused)."""
         fields = body if isinstance(body, dict) else {}
         code = self._shown(fields.get("error"), 64)  # it becomes the error's `code` too
         description = self._shown(fields.get("error_description"), MAX_DESCRIPTION)
@@ -272,7 +311,14 @@ class ClientCredentials:
         problem += f": {description}" if description else ""
         if status >= 500 or status in (408, 429):
             return self._error(TransientError, problem, status=status, code=code)
-        return self._error(AuthError, f"{problem}; {self._advice(status, code)}", status, code)
+        advice = self._advice(status, code)
+        if basic_status:
+            advice += f"; sent as HTTP Basic instead, it was refused too (HTTP {basic_status})"
+        elif self._oauth.client_auth_method != CLIENT_AUTH_AUTO and _client_auth_refused(
+            status, body
+        ):
+            advice += f", and {_METHOD_KEY} ({self._oauth.client_auth_method})"
+        return self._error(AuthError, f"{problem}; {advice}", status, code)
 
     def _shown(self, value: object, limit: int) -> str | None:
         """`_printable(value, limit)`, every known secret masked first: made one line, a secret
@@ -304,6 +350,21 @@ class ClientCredentials:
         text = self._known.redact(f"token request to {_TOKEN_URL_KEY} ({url}): {problem}")
         where = url.partition("?")[0]
         return kind(text, method="POST", path=where, status=status, code=code)
+
+
+def _client_auth_refused(status: int, body: Any) -> bool:
+    """Whether a grant's answer may say the client secret was not taken the way it was sent
+    (RFC 6749 5.2 answers `invalid_client` with 400 or 401; some providers say 403, or
+    `invalid_request` or `unauthorized_client` for a secret that is not where they want it)."""
+    code = body.get("error") if isinstance(body, dict) else None
+    return status in (400, 401, 403) and code not in _NOT_CLIENT_AUTH
+
+
+def _methods(configured: str) -> tuple[str, ...]:
+    """The ways to send the client secret, in the order to try them."""
+    if configured == CLIENT_AUTH_AUTO:
+        return (CLIENT_SECRET_POST, CLIENT_SECRET_BASIC)
+    return (configured,)
 
 
 def refresh_point(token: str, expires_in: object, granted_at: float) -> float:

@@ -372,7 +372,9 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
     """A `PostForm` for the OAuth token endpoint: one short-lived connection per grant (a grant
     is rare), with the API's TLS settings, so credentials can outlive any one burst's client."""
 
-    def post_form(url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+    def post_form(
+        url: str, fields: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, Any]:
         where = _without_query(url)
         try:
             with httpx.Client(
@@ -381,11 +383,17 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
                 response = http.post(
                     url,
                     data=dict(fields),
-                    headers={"Accept": "application/json", "User-Agent": default_user_agent()},
+                    headers={
+                        "Accept": "application/json",
+                        "User-Agent": default_user_agent(),
+                        **headers,
+                    },
                     timeout=httpx.Timeout(config.incremental.request_timeout),
                 )
         except httpx.HTTPError as error:
-            cause = one_line(_masked(_cause(error), fields.get("client_secret") or ""))
+            basic = (headers.get("Authorization") or "").removeprefix("Basic ")
+            secrets = [fields.get("client_secret") or "", basic]
+            cause = one_line(_masked(_cause(error), secrets))
             raise TransientError(
                 f"POST {where}: {cause}",
                 method="POST",
@@ -407,10 +415,11 @@ def _cause(error: httpx.HTTPError) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _masked(text: str, secret: str) -> str:
-    """`text` with the client secret the form held masked, as log lines mask secrets."""
+def _masked(text: str, secrets: Sequence[str]) -> str:
+    """`text` with the client secret the request held masked, as log lines mask secrets."""
     redactor = Redactor()
-    redactor.register(secret)
+    for secret in secrets:
+        redactor.register(secret)
     return redactor.scrub(text)
 
 

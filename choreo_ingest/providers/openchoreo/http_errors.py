@@ -41,6 +41,9 @@ MAX_MESSAGE = 300
 """Longest server message quoted in an error, in characters; a longer one is cut, with `…`."""
 MAX_CODE = 64
 """Longest API code quoted in an error (it is also the error's `code`)."""
+MAX_LOCATION = 200
+"""Longest redirect target quoted in an error."""
+OAUTH_KEY_PREFIX = "openchoreo.auth.oauth."
 FORBIDDEN_ADVICE = (
     "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
     "role for catalogs is backstage-catalog-reader)"
@@ -110,8 +113,7 @@ class ErrorTranslator:
         if status in expired_on:
             return self.error(CursorExpired, method, path, status, code, message)
         if status == 401:
-            key = self._credentials.config_key
-            advice = f"check {key}" if key else "the API needs credentials: set openchoreo.auth"
+            advice = _unauthorized_advice(self._credentials.config_key)
             return self.error(AuthError, method, path, status, code, f"{message}; {advice}")
         if status == 403:
             return self.error(
@@ -133,6 +135,10 @@ class ErrorTranslator:
             )
         if (status >= 500 and status != 501) or status == 408:
             return self.error(TransientError, method, path, status, code, message)
+        if 300 <= status < 400 and (location := answer.headers.get("Location")):
+            # Not followed: the bearer token must not go wherever a redirect points.
+            where = one_line(location, MAX_LOCATION)
+            message += f"; redirected to {where}, not followed: point openchoreo.baseUrl at the API"
         return self.error(PermanentError, method, path, status, code, message)
 
     def error(
@@ -153,6 +159,20 @@ class ErrorTranslator:
             if len(secret) >= MIN_REDACTED_LENGTH:
                 text = text.replace(secret, "<redacted>")
         return text
+
+
+def _unauthorized_advice(config_key: str) -> str:
+    """What to check after the API refused the token from `config_key` twice (the client
+    refreshes it once): an OAuth2 token was just issued, so it is the API that does not take
+    the identity provider's tokens, not the client secret that is wrong."""
+    if not config_key:
+        return "the API needs credentials: set openchoreo.auth"
+    if config_key.startswith(OAUTH_KEY_PREFIX):
+        return (
+            "the API refused a token just issued at openchoreo.auth.oauth.tokenUrl: check that "
+            "OpenChoreo trusts that identity provider (its issuer, audience and signing keys)"
+        )
+    return f"check {config_key}"
 
 
 def _describe(method: str, path: str, status: int, code: str | None, message: str) -> str:

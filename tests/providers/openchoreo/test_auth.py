@@ -39,17 +39,30 @@ def jwt(**claims: Any) -> str:
 
 
 class FakeTokenEndpoint:
-    """A token endpoint: answers from `responses` in turn, then issues `access-N` tokens."""
+    """A token endpoint: answers from `responses` in turn, then issues `access-N` tokens.
 
-    def __init__(self, *responses: tuple[int, Any], expires_in: object = 3600) -> None:
+    `accepts` (`client_secret_post` or `client_secret_basic`) refuses the client secret sent the
+    other way with 401 `invalid_client`, as a provider holds a client to its registered method."""
+
+    def __init__(
+        self, *responses: tuple[int, Any], expires_in: object = 3600, accepts: str | None = None
+    ) -> None:
         self.responses = list(responses)
         self.expires_in = expires_in
+        self.accepts = accepts
         self.calls: list[tuple[str, dict[str, str]]] = []
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
 
-    def __call__(self, url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+    def __call__(
+        self, url: str, fields: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, Any]:
         with self._lock:
             self.calls.append((url, dict(fields)))
+            self.headers.append(dict(headers))
+            basic = "Authorization" in headers
+            if self.accepts is not None and basic != (self.accepts == "client_secret_basic"):
+                return 401, {"error": "invalid_client", "error_description": "auth failed"}
             if self.responses:
                 return self.responses.pop(0)
             body = {"access_token": f"access-{len(self.calls)}", "token_type": "Bearer"}
@@ -496,10 +509,12 @@ class TestReuse:
         entered, release = threading.Event(), threading.Event()
         endpoint = FakeTokenEndpoint()
 
-        def slow_endpoint(url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+        def slow_endpoint(
+            url: str, fields: Mapping[str, str], headers: Mapping[str, str]
+        ) -> tuple[int, Any]:
             entered.set()
             release.wait(timeout=5)
-            return endpoint(url, fields)
+            return endpoint(url, fields, headers)
 
         credentials = credentials_for(
             AuthConfig(oauth=oauth_config()), clock=FakeClock(), post_form=slow_endpoint
@@ -525,16 +540,16 @@ class TestReuse:
 
 class TestEndpointErrors:
     def test_refused_client_names_key_status_and_code(self) -> None:
-        endpoint = FakeTokenEndpoint(
-            (401, {"error": "invalid_client", "error_description": "Client authentication failed"})
-        )
+        refused = (401, {"error": "invalid_client", "error_description": "Client auth failed"})
+        endpoint = FakeTokenEndpoint(refused, (400, {"error": "invalid_request"}))
         with pytest.raises(AuthError) as caught:
             client_credentials(endpoint, FakeClock()).bearer()
 
         assert str(caught.value) == (
             f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): HTTP 401 "
-            "invalid_client: Client authentication failed; check openchoreo.auth.oauth.clientId "
-            "and openchoreo.auth.oauth.clientSecret"
+            "invalid_client: Client auth failed; check openchoreo.auth.oauth.clientId "
+            "and openchoreo.auth.oauth.clientSecret; sent as HTTP Basic instead, it was "
+            "refused too (HTTP 400)"
         )
         assert (caught.value.status, caught.value.code) == (401, "invalid_client")
 
@@ -563,7 +578,9 @@ class TestEndpointErrors:
     )
     def test_unusable_answer_is_an_auth_error(self, status: int, body: Any, fragment: str) -> None:
         with pytest.raises(AuthError) as caught:
-            client_credentials(FakeTokenEndpoint((status, body)), FakeClock()).bearer()
+            client_credentials(
+                FakeTokenEndpoint((status, body), (status, body)), FakeClock()
+            ).bearer()
         assert str(caught.value).startswith("token request to openchoreo.auth.oauth.tokenUrl (")
         assert fragment in str(caught.value)
 
@@ -577,7 +594,9 @@ class TestEndpointErrors:
         assert caught.value.status == status
 
     def test_transient_error_from_post_form_passes_through(self) -> None:
-        def unreachable(url: str, fields: Mapping[str, str]) -> tuple[int, Any]:
+        def unreachable(
+            url: str, fields: Mapping[str, str], headers: Mapping[str, str]
+        ) -> tuple[int, Any]:
             raise TransientError("POST http://thunder/oauth2/token: ConnectError")
 
         credentials = credentials_for(
@@ -599,7 +618,7 @@ class TestEndpointErrors:
         self, body: dict[str, str]
     ) -> None:
         with pytest.raises(AuthError) as caught:
-            client_credentials(FakeTokenEndpoint((400, body)), FakeClock()).bearer()
+            client_credentials(FakeTokenEndpoint((400, body), (400, body)), FakeClock()).bearer()
         assert CLIENT_SECRET not in str(caught.value)
         assert CLIENT_SECRET not in repr(caught.value.args)
         assert CLIENT_SECRET not in str(caught.value.code)
@@ -613,7 +632,9 @@ class TestEndpointErrors:
         """An endpoint that echoes the form it refused writes the secret as the form held it."""
         body = {"error": "invalid_request", "error_description": f"client_secret={spelled}&x=1"}
         credentials = client_credentials(
-            FakeTokenEndpoint((400, body)), FakeClock(), client_secret="cs+SECRET/98 x=7"
+            FakeTokenEndpoint((400, body), (400, body)),
+            FakeClock(),
+            client_secret="cs+SECRET/98 x=7",
         )
 
         with pytest.raises(AuthError) as caught:
@@ -632,7 +653,7 @@ class TestEndpointErrors:
         longer match the configured one."""
         body = {"error": "invalid_client", "error_description": f"client secret {secret} is bad"}
         credentials = client_credentials(
-            FakeTokenEndpoint((401, body)), FakeClock(), client_secret=secret
+            FakeTokenEndpoint((401, body), (401, body)), FakeClock(), client_secret=secret
         )
 
         with pytest.raises(AuthError) as caught:
@@ -668,7 +689,8 @@ class TestEndpointErrors:
 
     def test_long_description_is_left_out(self) -> None:
         page = "<html>" + "x" * 500 + "</html>"
-        endpoint = FakeTokenEndpoint((400, {"error": "invalid_request", "error_description": page}))
+        refused = (400, {"error": "invalid_request", "error_description": page})
+        endpoint = FakeTokenEndpoint(refused, refused)
         with pytest.raises(AuthError) as caught:
             client_credentials(endpoint, FakeClock()).bearer()
         assert "<html>" not in str(caught.value)
@@ -677,9 +699,130 @@ class TestEndpointErrors:
     def test_message_has_one_line(self) -> None:
         body = {"error": "invalid_client", "error_description": "line one\nline two\r\n"}
         with pytest.raises(AuthError) as caught:
-            client_credentials(FakeTokenEndpoint((401, body)), FakeClock()).bearer()
+            client_credentials(FakeTokenEndpoint((401, body), (401, body)), FakeClock()).bearer()
         assert "line one line two;" in str(caught.value)
         assert "\n" not in str(caught.value)
+
+
+class TestClientAuthMethod:
+    """How the client secret reaches the token endpoint: `auto` (the default) sends it in the
+    form body, then as HTTP Basic when the form is refused, and keeps whichever worked."""
+
+    def test_auto_sends_the_secret_in_the_form_body_only_when_that_works(self) -> None:
+        endpoint = FakeTokenEndpoint(accepts="client_secret_post")
+        credentials = client_credentials(endpoint, FakeClock())
+
+        assert credentials.bearer() == "access-1"
+        assert credentials.refresh() == "access-2"
+
+        assert [fields["client_secret"] for _, fields in endpoint.calls] == [CLIENT_SECRET] * 2
+        assert endpoint.headers == [{}, {}]
+
+    def test_auto_turns_to_basic_when_the_form_is_refused_and_stays_with_it(self) -> None:
+        endpoint = FakeTokenEndpoint(accepts="client_secret_basic")
+        credentials = client_credentials(endpoint, FakeClock())
+
+        assert credentials.bearer() == "access-2"
+        assert credentials.refresh() == "access-3"
+
+        assert [("Authorization" in sent) for sent in endpoint.headers] == [False, True, True]
+        assert [sorted(fields) for _, fields in endpoint.calls[1:]] == [["grant_type"]] * 2
+
+    def test_auto_does_not_turn_to_basic_after_the_form_has_worked(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(endpoint, FakeClock())
+        credentials.bearer()
+        endpoint.responses = [(401, {"error": "invalid_client"})]  # the secret was rotated
+
+        with pytest.raises(AuthError, match="HTTP 401 invalid_client; check "):
+            credentials.refresh()
+
+        assert len(endpoint.calls) == 2
+
+    @pytest.mark.parametrize(
+        "refusal",
+        [
+            (400, {"error": "invalid_scope"}),
+            (400, {"error": "unsupported_grant_type"}),
+            (404, None),
+            (503, {"error": "temporarily_unavailable"}),
+        ],
+        ids=["scope", "grant-type", "not-found", "unavailable"],
+    )
+    def test_auto_sends_one_request_when_the_refusal_is_not_about_the_secret(
+        self, refusal: tuple[int, Any]
+    ) -> None:
+        endpoint = FakeTokenEndpoint(refusal)
+
+        with pytest.raises((AuthError, TransientError)):
+            client_credentials(endpoint, FakeClock()).bearer()
+
+        assert len(endpoint.calls) == 1
+
+    def test_auto_reports_trouble_with_the_basic_request_as_itself(self) -> None:
+        endpoint = FakeTokenEndpoint((401, {"error": "invalid_client"}), (503, None))
+
+        with pytest.raises(TransientError, match=r"HTTP 503$"):
+            client_credentials(endpoint, FakeClock()).bearer()
+
+    def test_basic_form_encodes_the_id_and_secret_before_base64_as_rfc_6749_says(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(
+            endpoint,
+            FakeClock(),
+            client_id="my client",
+            client_secret="cs+SECRET/98 x=7",
+            scope="openid",
+            client_auth_method="client_secret_basic",
+        )
+
+        credentials.bearer()
+
+        [(_, fields)] = endpoint.calls
+        assert fields == {"grant_type": "client_credentials", "scope": "openid"}
+        encoded = base64.b64encode(b"my+client:cs%2BSECRET%2F98+x%3D7").decode()
+        assert endpoint.headers == [{"Authorization": f"Basic {encoded}"}]
+
+    @pytest.mark.parametrize(
+        ("method", "accepts"),
+        [("client_secret_post", "client_secret_basic"), ("client_secret_basic", None)],
+        ids=["post", "basic"],
+    )
+    def test_a_configured_method_is_the_only_one_tried_and_the_advice_names_it(
+        self, method: str, accepts: str | None
+    ) -> None:
+        endpoint = FakeTokenEndpoint(accepts=accepts)
+        if accepts is None:
+            endpoint.responses = [(401, {"error": "invalid_client"})]
+
+        with pytest.raises(AuthError) as caught:
+            client_credentials(endpoint, FakeClock(), client_auth_method=method).bearer()
+
+        assert len(endpoint.calls) == 1
+        assert str(caught.value).endswith(
+            "; check openchoreo.auth.oauth.clientId and openchoreo.auth.oauth.clientSecret, "
+            f"and openchoreo.auth.oauth.clientAuthMethod ({method})"
+        )
+
+    def test_the_basic_credential_echoed_by_the_endpoint_never_reaches_the_message(
+        self,
+    ) -> None:
+        encoded = base64.b64encode(f"choreo-ingest:{CLIENT_SECRET}".encode()).decode()
+        refused = (401, {"error": "invalid_client", "error_description": f"bad Basic {encoded}"})
+        heard: list[str] = []
+        credentials = credentials_for(
+            AuthConfig(oauth=oauth_config(client_auth_method="client_secret_basic")),
+            clock=FakeClock(),
+            post_form=FakeTokenEndpoint(refused),
+            on_secret=heard.append,
+        )
+
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+
+        assert encoded not in str(caught.value)
+        assert "bad Basic ***;" in str(caught.value)
+        assert encoded in heard  # and so masked in log lines too
 
 
 class TestJwtClaims:

@@ -675,6 +675,27 @@ class TestUnauthorized:
         assert str(caught.value) == "GET /orgs: HTTP 401: Unauthorized; check openchoreo.token"
         assert caught.value.code is None
 
+    def test_a_second_401_with_oauth_blames_the_apis_trust_not_the_client_secret(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        """The identity provider took the secret and issued the token twice: what is wrong is
+        that the API does not take its tokens."""
+        for _ in range(2):
+            httpx_mock.add_response(
+                status_code=401, json={"error": "INVALID_TOKEN", "message": "invalid token"}
+            )
+        credentials = RotatingCredentials(["issued-token-0001", "issued-token-0002"])
+
+        with pytest.raises(AuthError) as caught:
+            make_client(credentials=credentials).get_json("/namespaces")
+
+        assert str(caught.value) == (
+            "GET /namespaces: HTTP 401 INVALID_TOKEN: invalid token; the API refused a token "
+            "just issued at openchoreo.auth.oauth.tokenUrl: check that OpenChoreo trusts that "
+            "identity provider (its issuer, audience and signing keys)"
+        )
+        assert credentials.rejected == ["issued-token-0001"]
+
     def test_without_credentials_401_is_not_retried_and_says_to_configure_them(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
     ) -> None:
@@ -687,6 +708,37 @@ class TestUnauthorized:
             "GET /orgs: HTTP 401 MISSING_TOKEN: no; the API needs credentials: set openchoreo.auth"
         )
         assert len(httpx_mock.get_requests()) == 1
+
+
+class TestRedirects:
+    @pytest.mark.parametrize("status", [301, 302, 307, 308])
+    def test_a_redirect_is_not_followed_and_the_error_says_where_it_points(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, status: int
+    ) -> None:
+        httpx_mock.add_response(
+            status_code=status, headers={"Location": "https://api.example.com/api/v1/namespaces"}
+        )
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/namespaces")
+
+        assert str(caught.value).endswith(
+            "; redirected to https://api.example.com/api/v1/namespaces, not followed: point "
+            "openchoreo.baseUrl at the API"
+        )
+        assert str(caught.value).startswith(f"GET /namespaces: HTTP {status}: ")
+        assert len(httpx_mock.get_requests()) == 1
+
+    def test_a_long_redirect_target_is_cut(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_response(status_code=302, headers={"Location": "/login?next=" + "x" * 400})
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/namespaces")
+
+        assert "redirected to /login?next=xxx" in str(caught.value)
+        assert "x" * 200 not in str(caught.value)
 
 
 class TestRetries:
@@ -1012,7 +1064,7 @@ class TestTokenRequestFailures:
         post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(fail))
 
         with pytest.raises(TransientError) as caught:
-            post_form("https://idp.test/oauth2/token?x=1", {"client_secret": "cs-1234-abcd"})
+            post_form("https://idp.test/oauth2/token?x=1", {"client_secret": "cs-1234-abcd"}, {})
 
         assert str(caught.value) == (
             f"POST https://idp.test/oauth2/token: {type(error).__name__}: {error}"
@@ -1030,10 +1082,38 @@ class TestTokenRequestFailures:
         post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(fail))
 
         with pytest.raises(TransientError) as caught:
-            post_form("https://idp.test/token", {"client_secret": "cs+SECRET/98 x=7"})
+            post_form("https://idp.test/token", {"client_secret": "cs+SECRET/98 x=7"}, {})
 
         assert str(caught.value) == (
             "POST https://idp.test/token: ConnectError: proxy refused client_secret=*** next line"
+        )
+
+    def test_headers_go_with_the_form_and_a_basic_credential_never_reaches_the_message(
+        self, base_url: str
+    ) -> None:
+        seen: list[httpx.Request] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            if len(seen) == 1:
+                return httpx.Response(200, json={"access_token": "t"})
+            raise httpx.ConnectError("proxy refused Authorization: Basic Y2xpZW50OnNlY3JldA==")
+
+        post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(answer))
+        basic = {"Authorization": "Basic Y2xpZW50OnNlY3JldA=="}
+
+        assert post_form("https://idp.test/token", {"grant_type": "x"}, basic) == (
+            200,
+            {"access_token": "t"},
+        )
+        with pytest.raises(TransientError) as caught:
+            post_form("https://idp.test/token", {"grant_type": "x"}, basic)
+
+        assert seen[0].headers["Authorization"] == "Basic Y2xpZW50OnNlY3JldA=="
+        assert seen[0].headers["Accept"] == "application/json"
+        assert seen[0].content == b"grant_type=x"
+        assert str(caught.value) == (
+            "POST https://idp.test/token: ConnectError: proxy refused Authorization: Basic ***"
         )
 
 
