@@ -77,6 +77,7 @@ AWKWARD_ENDPOINT_NAMES = [
     " ",
     "slash/inside",
     "Çafé",
+    "nul\x00inside",
 ]
 REPOSITORIES = [
     {"url": "https://github.com/acme/orders.git", "revision": {"branch": "feature/x y"}},
@@ -84,7 +85,10 @@ REPOSITORIES = [
     {"url": "https://git.example.com/acme/orders"},
     {"url": "git@github.com:acme/orders.git"},
     {"url": "   "},
+    {"url": "https://gitlab.example.com/g/r.git?private_token=glpat-SECRET#top"},
 ]
+NUL_SCHEMA = {"type": "openapi", "content": "openapi: 3.0.0\x00\npaths: {}\n"}
+"""PostgreSQL, Backstage's usual database, cannot store a NUL: the mapping drops them."""
 
 
 def _endpoints(names: list[str], types: list[str]) -> dict[str, Any]:
@@ -155,6 +159,12 @@ def awkward_world() -> list[Entity]:
             "Service",
             workload={"endpoints": {"a": {"type": "REST", "port": "8080"}, "b": {"type": "TCP"}}},
         ),
+        _component(
+            "nul-inputs",
+            "Service",
+            displayName="Nul\x00 inputs",
+            workload={"endpoints": {"api": {"type": "REST", "schema": NUL_SCHEMA}, "n\x00": {}}},
+        ),
     ]
     # Component names are unique within an org (they share its Kubernetes namespace).
     placement = [
@@ -185,6 +195,27 @@ def test_every_mapped_entity_passes_backstage_validation() -> None:
 def test_python_validator_accepts_what_backstage_accepts() -> None:
     problems = {entity.ref: validate_entity(entity.body) for entity in awkward_world()}
     assert {ref: found for ref, found in problems.items() if found} == {}
+
+
+def test_no_mapped_string_holds_a_nul_or_a_repository_token() -> None:
+    """The worlds' inputs hold NUL characters (which PostgreSQL, Backstage's usual database,
+    cannot store) and a token in a repository URL's query; their entities hold neither."""
+    entities = [*awkward_world(), *v1_world()]
+    refs = {entity.ref for entity in entities}
+    assert {"api:acme/nul-inputs-api", "api:acme/shop-nul-inputs-api"} <= refs
+    found = [text for entity in entities for text in _strings(entity.body)]
+    assert [text for text in found if "\x00" in text or "SECRET" in text] == []
+
+
+def _strings(node: object) -> list[str]:
+    """Every key and string value in `node`."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [*node, *(text for value in node.values() for text in _strings(value))]
+    if isinstance(node, list):
+        return [text for value in node for text in _strings(value)]
+    return []
 
 
 # --- the validator is not a no-op: each broken entity is reported, for its own fault ----------
@@ -449,6 +480,18 @@ def v1_world() -> list[Entity]:
                         stubs if stub else mapping,
                         PROVIDER,
                     )
+    nul_component = _v1_resource(
+        "nul-inputs",
+        "acme",
+        metadata={"annotations": {"openchoreo.dev/display-name": "Nul\x00 inputs"}},
+        spec={"owner": {"projectName": "shop"}},
+    )
+    endpoint = {"type": "HTTP", "visibility": ["pro\x00ject"], "schema": NUL_SCHEMA}
+    nul_workload = _v1_resource("nul-inputs", "acme", spec={"endpoints": {"api": endpoint}})
+    nul_workload["spec"]["endpoints"]["n\x00"] = endpoint
+    entities += v1_component_entities(
+        nul_component, nul_workload, owners[("acme", "shop")], mapping, PROVIDER
+    )
     return entities
 
 

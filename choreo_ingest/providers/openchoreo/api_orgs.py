@@ -24,6 +24,7 @@ from choreo_ingest.providers.openchoreo.client import Gone, OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
     component_entities,
+    endpoint_names,
     organization_entity,
     organization_namespace,
     project_entity,
@@ -169,7 +170,7 @@ def component_harvest(
             plain=api_entity_name(name_of(detail, "component"), endpoint),
         )
         for detail in details
-        for endpoint in _endpoint_names(detail)
+        for endpoint in endpoint_names(detail)
     ]
     names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
     for detail in details:
@@ -193,20 +194,6 @@ def component_harvest(
 
 def _hashed_name(owner: tuple[str, ...], endpoint: str) -> str:
     return hashed_entity_name(f"{owner[-1]}-{endpoint}", "/".join((*owner, endpoint)))
-
-
-def _endpoint_names(detail: Mapping[str, Any]) -> list[str]:
-    workload = detail.get("workload")
-    endpoints = workload.get("endpoints") if isinstance(workload, Mapping) else None
-    if isinstance(endpoints, Mapping):
-        return [str(key) for key in endpoints]
-    if isinstance(endpoints, list):
-        return [
-            item["name"]
-            for item in endpoints
-            if isinstance(item, Mapping) and isinstance(item.get("name"), str)
-        ]
-    return []
 
 
 class OrgsGeneration:

@@ -5,11 +5,13 @@ mapping is `entities_v1`.
 Every function is pure and deterministic: the same input gives an equal body, which the store
 content-hashes. `validate_entity` (from `naming`) checks a body against Backstage's rules.
 A resource with a `deletionTimestamp` is still mapped, annotated `openchoreo.io/deletion-timestamp`.
+An endpoint whose name holds a NUL character gets no API (PostgreSQL, Backstage's usual
+database, cannot store it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from choreo_ingest.config import MappingConfig
@@ -48,6 +50,7 @@ __all__ = [
     "api_entity_name",
     "being_deleted",
     "component_entities",
+    "endpoint_names",
     "live",
     "organization_entity",
     "organization_namespace",
@@ -233,8 +236,20 @@ def _metadata(
     )
 
 
-def _endpoints(component: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """`workload.endpoints` as (name, details), sorted by name; absent or empty -> nothing."""
+def endpoint_names(component: Mapping[str, Any]) -> list[str]:
+    """The endpoints of `component` (a detail with its workload) that `component_entities` maps
+    to APIs, in the workload's order. For a caller that settles API names before mapping."""
+    return [name for name, _ in _workload_endpoints(component)]
+
+
+def _endpoints(component: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """`workload.endpoints` as (name, details), sorted by name; absent or empty -> []."""
+    return sorted(_workload_endpoints(component), key=lambda pair: pair[0])
+
+
+def _workload_endpoints(component: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """`workload.endpoints` as (name, details) in the workload's order, without names that hold
+    a NUL."""
     raw = as_mapping(component.get("workload")).get("endpoints")
     if isinstance(raw, Mapping):
         pairs = [(str(key), as_mapping(value)) for key, value in raw.items()]
@@ -244,7 +259,7 @@ def _endpoints(component: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str,
         ]
     else:
         pairs = []
-    yield from sorted(pairs, key=lambda pair: pair[0])
+    return [pair for pair in pairs if "\x00" not in pair[0]]
 
 
 def _component_spec_type(openchoreo_type: str | None) -> str:

@@ -9,9 +9,9 @@ Where we differ from that provider, on purpose: `managed-by-location` is our own
 is not an entity ref is skipped (with a warning) instead of written, a component without a
 `Ready` condition gets the configured lifecycle instead of `not ready`, a blank title of a
 System, Component or API is left out instead of repeating the name (Backstage shows the name
-then anyway), GitHub and GitLab SSH repository addresses become their https URL, credentials
-in a repository URL are left out, and an endpoint whose name holds a NUL character gets no API
-(neither PostgreSQL nor Backstage's database could store it).
+then anyway), GitHub and GitLab SSH repository addresses become their https URL, credentials,
+query and fragment of a repository URL are left out, and an endpoint whose name holds a NUL
+character gets no API (neither PostgreSQL nor Backstage's database could store it).
 
 Every function is pure and deterministic apart from the warning it logs for an unusable owner
 annotation. A resource with a `metadata.deletionTimestamp` stays, annotated
@@ -337,7 +337,7 @@ def _schema_api_type(schema_type: object) -> str:
 def _visibility(value: object) -> str | None:
     if not isinstance(value, list):
         return None
-    return ",".join(item.strip() for item in value if text(item)) or None
+    return ",".join(shown for shown in map(text, value) if shown) or None
 
 
 def _trim_endpoint(details: Mapping[str, Any]) -> dict[str, Any]:

@@ -133,11 +133,14 @@ def endpoint_api_type(endpoint_type: str | None) -> str:
 
 
 def schema_content(details: Mapping[str, Any]) -> str | None:
-    """An endpoint's inline schema text; None when absent or blank."""
+    """An endpoint's inline schema text without NUL characters (as `text` drops them); None
+    when absent or blank."""
     content = as_mapping(details.get("schema")).get("content")
     if content is None:
         return None
     if isinstance(content, str):
+        if "\x00" in content:
+            content = content.replace("\x00", "")
         return content if content.strip() else None
     if isinstance(content, Mapping | list) and content:
         return json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False)
@@ -151,15 +154,15 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
     https URL).
 
     With `tree`, GitHub and GitLab get their branch-tree URL when the branch is known; other
-    hosts get the repository URL alone, since their tree-URL conventions differ. Credentials in
-    the URL (`https://user:token@host/...`) are left out: the annotation is for everyone to read.
+    hosts get the repository URL alone, since their tree-URL conventions differ. Credentials,
+    query and fragment are left out (`https://user:token@host/r?private_token=...`): the
+    annotation is for everyone to read.
     """
     repository = as_mapping(parameters.get("repository"))
     url = _forge_https(text(repository.get("url")) or "")
     if not url:
         return None
     host = _FORGE_PREFIXES.get(url[: url.find("/", 8) + 1]) if _is_simple(url) else None
-    repository_url = url  # without query and fragment: what a tree path goes after
     if host is None:
         try:
             parts = urlsplit(url)
@@ -170,11 +173,10 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
         if parts.scheme.lower() not in ("http", "https") or not _is_host(host, parts.netloc):
             return None
         netloc = parts.netloc.rpartition("@")[2]  # without user and password
-        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        repository_url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
     branch = text(revision.get("branch")) if tree else None
-    base = repository_url.rstrip("/").removesuffix(".git")
+    base = url.rstrip("/").removesuffix(".git")
     if branch and host in ("github.com", "gitlab.com") and base.count("/") > 2:
         path = "/tree/" if host == "github.com" else "/-/tree/"
         return f"url:{base}{path}{quote(branch, safe='/')}/"

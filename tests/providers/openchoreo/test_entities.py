@@ -16,6 +16,7 @@ from choreo_ingest.models import Entity
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
     component_entities,
+    endpoint_names,
     organization_entity,
     project_entity,
     validate_entity,
@@ -273,6 +274,17 @@ class TestComponent:
                 {"url": "https://user:tok3n@git.example.com/acme/orders"},
                 "url:https://git.example.com/acme/orders",
             ),
+            (
+                {
+                    "url": "https://gitlab.example.com/g/r.git?private_token=glpat-SECRET#top",
+                    "revision": {"branch": "main"},
+                },
+                "url:https://gitlab.example.com/g/r.git",
+            ),
+            (
+                {"url": "https://github.com/acme/orders?token=SECRET"},
+                "url:https://github.com/acme/orders",
+            ),
             ({"url": "https://exa mple.com/r"}, None),
             (
                 {"url": "https://github.com", "revision": {"branch": "main"}},
@@ -296,6 +308,8 @@ class TestComponent:
             "query-and-fragment-left-out-of-the-tree",
             "credentials-left-out",
             "credentials-left-out-other-host",
+            "query-and-fragment-left-out-other-host",
+            "query-left-out-without-a-branch",
             "space-in-host",
             "forge-without-a-repository-has-no-tree",
             "line-break-dropped-as-browsers-do",
@@ -371,6 +385,40 @@ class TestApi:
             )
         )
         assert api.body["spec"]["definition"] == schema
+
+    def test_nul_characters_are_dropped_from_the_schema_content(self) -> None:
+        schema = {"content": "type Query {\x00 orders: [String] }\n"}
+        _, api = map_component(
+            component(**endpoints(gql={"type": "GraphQL", "port": 1, "schema": schema}))
+        )
+        assert api.body["spec"]["definition"] == "type Query { orders: [String] }\n"
+
+    @pytest.mark.parametrize(
+        "workload",
+        [
+            {"ep": {"type": "REST", "port": 80}, "api\x00v2": {"type": "REST", "port": 81}},
+            [{"name": "api\x00v2", "type": "REST"}, {"name": "ep", "type": "REST", "port": 80}],
+        ],
+        ids=["by-name", "list"],
+    )
+    def test_an_endpoint_whose_name_holds_a_nul_gets_no_api(self, workload: Any) -> None:
+        """PostgreSQL (the state store's, and Backstage's) cannot store a NUL in text."""
+        data = component(workload={"endpoints": workload})
+
+        component_entity, *apis = map_component(data)
+
+        assert [api.ref for api in apis] == ["api:acme/orders-ep"]
+        assert component_entity.body["spec"]["providesApis"] == ["api:acme/orders-ep"]
+        assert endpoint_names(data) == ["ep"]
+
+    def test_endpoint_names_are_those_mapped_to_apis_in_workload_order(self) -> None:
+        data = component(**endpoints(zeta={}, alpha={"type": "gRPC"}, beta=None))
+        names = [
+            api.body["metadata"]["annotations"]["openchoreo.io/endpoint-name"]
+            for api in map_component(data)[1:]
+        ]
+        assert endpoint_names(data) == ["zeta", "alpha", "beta"]
+        assert names == sorted(endpoint_names(data))
 
     def test_generated_openapi_definition_is_a_minimal_document(self) -> None:
         _, api = map_component(

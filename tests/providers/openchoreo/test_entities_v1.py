@@ -431,16 +431,40 @@ class TestComponent:
                 "url:https://git.example.com/acme/orders",
             ),
             ({"url": "git@github.com:acme/orders.git"}, "url:https://github.com/acme/orders"),
+            (
+                {"url": "https://gitlab.example.com/g/r.git?private_token=glpat-SECRET#top"},
+                "url:https://gitlab.example.com/g/r.git",
+            ),
+            (
+                {"url": "https://github.com/acme/orders?token=SECRET", "revision": {"branch": "m"}},
+                "url:https://github.com/acme/orders",
+            ),
+            (
+                {"url": "https://u:SECRET@git.example.com/acme/orders"},
+                "url:https://git.example.com/acme/orders",
+            ),
             ({"url": " "}, None),
             ({}, None),
         ],
-        ids=["github-branch", "gitlab-branch", "no-branch", "other-host", "ssh", "blank", "none"],
+        ids=[
+            "github-branch",
+            "gitlab-branch",
+            "no-branch",
+            "other-host",
+            "ssh",
+            "query-and-fragment-left-out",
+            "query-left-out-on-a-forge",
+            "credentials-left-out",
+            "blank",
+            "none",
+        ],
     )
     def test_source_location_is_the_workflow_repository_as_given(
         self, repository: dict[str, Any], expected: str | None
     ) -> None:
         """`url:<repo>`, as the document and OpenChoreo's own provider write it (no branch tree);
-        an SSH address becomes the https URL Backstage can read."""
+        an SSH address becomes the https URL Backstage can read, and credentials, query and
+        fragment (`?private_token=`) are left out."""
         data = component(spec={"workflow": {"parameters": {"repository": repository}}})
         [entity] = map_component(data)
         annotations = entity.body["metadata"]["annotations"]
@@ -526,6 +550,17 @@ class TestApis:
         [entity] = map_component(component(metadata=meta))
         assert entity.body["metadata"]["title"] == "Orders"
 
+    def test_nul_characters_are_dropped_from_the_schema_content(self) -> None:
+        _, api = map_component(component(), workload(api=http(content="open\x00" + OPENAPI[4:])))
+        assert api.body["spec"]["definition"] == OPENAPI
+
+    def test_schema_content_of_nul_characters_and_blanks_is_no_content(self) -> None:
+        load = workload(api=http(content="\x00 \n\x00"))
+        assert [entity.kind for entity in map_component(component(), load)] == ["Component"]
+        _, stub = map_component(component(), load, mapping=STUBS)
+        document = yaml.safe_load(stub.body["spec"]["definition"])
+        assert document["info"]["description"].endswith("no schema was published.")
+
     @pytest.mark.parametrize(
         ("schema_type", "spec_type"),
         [
@@ -610,8 +645,15 @@ class TestApis:
 
     @pytest.mark.parametrize(
         ("visibility", "annotation"),
-        [(None, None), ([], None), (["internal"], "internal"), ([" ", 3, "a"], "a"), ("x", None)],
-        ids=["missing", "empty", "one", "junk-dropped", "not-a-list"],
+        [
+            (None, None),
+            ([], None),
+            (["internal"], "internal"),
+            ([" ", 3, "a"], "a"),
+            (["pro\x00ject", "\x00", " external\x00"], "project,external"),
+            ("x", None),
+        ],
+        ids=["missing", "empty", "one", "junk-dropped", "nul-dropped", "not-a-list"],
     )
     def test_visibility_annotation_is_comma_joined_or_absent(
         self, visibility: Any, annotation: str | None
