@@ -12,7 +12,9 @@ page). Every namespace's workloads are listed before any namespace's components,
 page always finds the workloads this cycle listed, whatever order the pages come in.
 
 Bare `{items, pagination: {nextCursor}}`; a listing ends when `nextCursor` is missing or empty.
-A 500 on a request that carried a cursor means the cursor expired (there is no 410 in v1).
+A 500 on a request that carried a cursor is taken for an expired cursor (there is no 410 in v1),
+though a server that fails on a resource of that page answers the same, every time: the
+traversal names both causes when a listing's restarts keep failing at one page.
 What a page's resources become is in `resources_v1`; how an event is applied, in `events_v1`.
 """
 
@@ -130,8 +132,9 @@ class V1Generation:
         try:
             body = client.get_json(path, params, expired_on=(500,))
         except CursorExpired:
-            # v1 answers 500 for an expired cursor and for any other fault: once more tells
-            # them apart, since an expired cursor keeps answering 500.
+            # v1 answers 500 for an expired cursor and for any other fault: once more tells a
+            # passing fault apart, since an expired cursor keeps answering 500 (as does a
+            # resource the server fails on, which the traversal tells by where it fails).
             body = client.get_json(path, params, expired_on=(500,))
         return parse_list(body, path)
 

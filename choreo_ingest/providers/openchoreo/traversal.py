@@ -56,7 +56,12 @@ from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
     generation_named,
 )
-from choreo_ingest.providers.openchoreo.traversal_cursor import TraversalCursor
+from choreo_ingest.providers.openchoreo.traversal_cursor import (
+    ListingPlace,
+    TraversalCursor,
+    next_page_of,
+    place_after,
+)
 
 log = get_logger("choreo_ingest.providers.openchoreo")
 
@@ -75,6 +80,10 @@ class OpenChoreoContext:
     walk: Walk
     facts: Mapping[str, str]
     restarts: dict[str, int] = field(default_factory=dict)
+    failed_at: dict[str, list[tuple[int, int] | None]] = field(default_factory=dict)
+    """Per listing, where each of its failed cursors failed: (page number, items before that
+    page), None when the listing had begun on a cursor stored by an earlier burst."""
+    place: ListingPlace | None = None
     listed_once: bool = False
     returned: tuple[str, set[str]] = field(default_factory=lambda: ("", set()))
     """The listing walked in this burst and the cursors it has returned (a loop guard)."""
@@ -282,6 +291,7 @@ class OpenChoreoProvider:
             listed = first or self._list(context, state, generation, path, facts)
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
+            context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
             harvest = phase.harvest(context.walk, item, listed.items)
             if listed.next_cursor:
                 state.api_cursor = listed.next_cursor
@@ -359,6 +369,9 @@ class OpenChoreoProvider:
         rejected = isinstance(expired, CursorRejected)
         key = f"rejected {path}" if rejected else path
         restarts = context.restarts.get(key, 0) + 1
+        failed_at = next_page_of(context.place, path)
+        context.place = None
+        context.failed_at.setdefault(key, []).append(failed_at)
         if rejected and restarts > 1:
             raise PermanentError(
                 f"{expired}; refused again after the listing restarted once in this burst",
@@ -369,11 +382,11 @@ class OpenChoreoProvider:
             )
         if restarts > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
             raise ProviderError(
-                f"GET {path}: the listing's cursor expired {restarts} times in one burst; "
-                "the API may not keep cursors long enough for a page "
-                "(lower openchoreo.incremental.chunkSize)",
+                f"GET {path}: {_restarts_exhausted(context.failed_at[key], expired)}",
                 method="GET",
                 path=path,
+                status=expired.status,
+                code=expired.code,
             )
         context.restarts[key] = restarts
         context.returned = ("", set())
@@ -386,6 +399,7 @@ class OpenChoreoProvider:
             path=path,
             restarts=restarts,
             reason="cursor rejected" if rejected else "cursor expired",
+            page=None if failed_at is None else failed_at[0],
         )
 
     def _note_stale_start(
@@ -408,6 +422,34 @@ class OpenChoreoProvider:
             # Configured, like a config warning: INFO, shown on a terminal, by -v and `check`
             log.info("chunk_size_capped", provider=self._name, message=warning)
         return size
+
+
+def _restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpired) -> str:
+    """Why a listing whose cursors kept failing fails the burst (`last`: the last failure).
+
+    A 5xx on a cursor is taken for an expired cursor, but a server that fails on a resource it
+    lists answers the same, and then at the same page every time. Cursors that expire after a
+    fixed time can do that too, so a listing that always failed at one page names both causes;
+    a cursor's age would not settle it, as the client cannot know how long the server keeps one.
+    """
+    answer = f"HTTP {last.status} {last.code or ''}".strip() if last.status else ""
+    located = [place for place in failed_at if place is not None]
+    server_fault = last.status is None or last.status >= 500
+    if server_fault and len(located) > 1 and len(set(located)) == 1:
+        page, items = located[0]
+        which = "" if len(located) == len(failed_at) else f", the last {len(located)}"
+        told = f" with {answer}" if answer else ""
+        return (
+            f"the listing failed {len(failed_at)} times in one burst{which} at its page {page} "
+            f"(after {items} items){told}; the server may be failing on a resource in that page "
+            "(see the openchoreo-api logs), or its cursors expire faster than a page takes "
+            "(lower openchoreo.incremental.chunkSize)"
+        )
+    told = f" (last: {answer})" if answer else ""
+    return (
+        f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
+        "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
+    )
 
 
 def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:

@@ -1,6 +1,7 @@
 """Where the OpenChoreo walk stands, as stored between bursts: the generation, the phase, the
 one listing cursor in use and the position reached in the phase's queue (camelCase JSON), also
-read from a cursor written before generations existed.
+read from a cursor written before generations existed; and how far a burst has read the
+listing in progress, which only the burst knows.
 """
 
 from __future__ import annotations
@@ -71,6 +72,35 @@ class TraversalCursor:
         self.phase += 1
         self.position = BEFORE_FIRST
         self.api_cursor = None
+
+
+@dataclass(frozen=True)
+class ListingPlace:
+    """How far a burst has read one listing since it asked for the listing's first page."""
+
+    path: str
+    pages: int
+    items: int
+
+
+def place_after(
+    place: ListingPlace | None, path: str, cursor: str | None, items: int
+) -> ListingPlace | None:
+    """The place after a page of `path` that was asked for with `cursor` (None: the first page)
+    and held `items` items; None when this burst did not read the listing from its start (a
+    stored cursor does not say which page it leads to)."""
+    if cursor is None:
+        return ListingPlace(path, 1, items)
+    if place is None or place.path != path:
+        return None
+    return ListingPlace(path, place.pages + 1, place.items + items)
+
+
+def next_page_of(place: ListingPlace | None, path: str) -> tuple[int, int] | None:
+    """The number of the page of `path` after `place`, and how many items came before it."""
+    if place is None or place.path != path:
+        return None
+    return place.pages + 1, place.items
 
 
 def _from_legacy(raw: Mapping[str, Any]) -> TraversalCursor:

@@ -480,6 +480,8 @@ class TestListingRules:
     def test_fourth_expiry_of_a_listing_in_one_burst_fails_the_burst(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
+        """A 410 says the cursor expired: failing at the same page every time does not make it
+        a server fault (as a 500 might be)."""
         first = f"{base_url}/orgs?limit=2&pagination=cursor"
         expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
         for n in range(1, 5):
@@ -496,9 +498,11 @@ class TestListingRules:
 
         assert not isinstance(caught.value, TransientError), "a failure, even after pages"
         assert str(caught.value) == (
-            "GET /orgs: the listing's cursor expired 4 times in one burst; the API may not keep "
-            "cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
+            "GET /orgs: the listing's cursor expired 4 times in one burst (last: HTTP 410 "
+            "CONTINUE_TOKEN_EXPIRED); the API may not keep cursors long enough for a page (lower "
+            "openchoreo.incremental.chunkSize)"
         )
+        assert (caught.value.status, caught.value.code) == (410, "CONTINUE_TOKEN_EXPIRED")
         assert len(engine.results) == 7
         assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3)
 
@@ -740,6 +744,20 @@ class TestApiNames:
             for key, value in engine.index.values(CLAIMS).items()
         }
         assert holds == {"p/a/b-c": True, "p/a-b/c": False}
+
+    def test_an_endpoint_whose_name_holds_a_nul_is_neither_claimed_nor_mapped(
+        self, org_and_project: str, httpx_mock: HTTPXMock, walk
+    ) -> None:
+        components = org_and_project
+        httpx_mock.add_response(url=f"{components}?limit=2&pagination=cursor", json=listing(["a"]))
+        endpoints = {"b-c": {"type": "REST"}, "b\x00c": {"type": "REST"}}
+        httpx_mock.add_response(url=f"{components}/a?{DETAIL}", json=detail("a", endpoints))
+        engine = walk()
+
+        engine.run()
+
+        assert [ref for ref in engine.entities if ref.startswith("api:")] == ["api:o/a-b-c"]
+        assert list(engine.index.values(CLAIMS)) == ["o/a-b-c|p/a/b-c"]
 
     def test_hashed_name_is_a_valid_name_that_differs(self) -> None:
         assert self.HASHED != "a-b-c"
