@@ -179,8 +179,28 @@ def test_check_reports_server_grant_and_api(
     checks = {item["name"]: item for item in json.loads(done.stdout)["checks"]}
     assert "security on" in checks["openchoreo.server"]["detail"]
     assert checks["openchoreo.auth.oauth.clientSecretFile"]["ok"]
+    assert not checks["openchoreo.auth.oauth.clientSecretFile"]["warning"]
     assert "the v1 API" in checks["openchoreo.api"]["detail"]
     assert not checks["openchoreo.api"]["warning"]
+
+
+def test_check_advises_the_client_auth_method_the_identity_provider_wants(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET,
+                oauth_client_auth="client_secret_basic")  # fmt: skip
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET)
+
+    done = run_cli("check", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert (
+        "warning: openchoreo.auth.oauth.clientSecretFile: a token was obtained with the client "
+        "secret sent as client_secret_basic, after the form body was refused: set "
+        "openchoreo.auth.oauth.clientAuthMethod: client_secret_basic to save that request at "
+        "every run"
+    ) in done.stderr
 
 
 def test_check_warns_when_the_client_sees_no_namespace(

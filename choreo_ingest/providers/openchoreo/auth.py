@@ -223,6 +223,8 @@ class ClientCredentials:
         self._token: str | None = None
         self._refresh_at = -math.inf
         self._methods = _methods(oauth.client_auth_method)
+        self.learned_method: str | None = None
+        """The way `auto` found the provider takes the secret, once the first way was refused."""
 
     def __repr__(self) -> str:
         return f"ClientCredentials(token_url={self._oauth.token_url!r})"
@@ -260,6 +262,7 @@ class ClientCredentials:
             status, body = self._post(self._methods[1], secret)
             if 200 <= status < 300:
                 self._methods = self._methods[1:]  # this provider wants Basic: ask so from now on
+                self.learned_method = self._methods[0]
             elif _client_auth_refused(status, body):
                 raise self._refused(*tried, basic_status=status)
         if not 200 <= status < 300:

@@ -11,7 +11,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, IncrementalConfig, effective_chunk_size, require_api
 from choreo_ingest.errors import ChoreoIngestError, NotFoundError, ProviderError
 from choreo_ingest.models import Check
-from choreo_ingest.providers.openchoreo.auth import Credentials
+from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import (
     OpenChoreoClient,
     default_user_agent,
@@ -100,6 +100,16 @@ def _grant_check(credentials: Credentials) -> Check:
         credentials.bearer()
     except ProviderError as error:
         return Check(credentials.config_key, False, str(error))
+    learned = credentials.learned_method if isinstance(credentials, ClientCredentials) else None
+    if learned is not None:
+        return Check(
+            credentials.config_key,
+            True,
+            f"a token was obtained with the client secret sent as {learned}, after the form "
+            f"body was refused: set openchoreo.auth.oauth.clientAuthMethod: {learned} to save "
+            "that request at every run",
+            warning=True,
+        )
     return Check(credentials.config_key, True, "a token was obtained")
 
 

@@ -717,6 +717,7 @@ class TestClientAuthMethod:
 
         assert [fields["client_secret"] for _, fields in endpoint.calls] == [CLIENT_SECRET] * 2
         assert endpoint.headers == [{}, {}]
+        assert credentials.learned_method is None
 
     def test_auto_turns_to_basic_when_the_form_is_refused_and_stays_with_it(self) -> None:
         endpoint = FakeTokenEndpoint(accepts="client_secret_basic")
@@ -727,6 +728,7 @@ class TestClientAuthMethod:
 
         assert [("Authorization" in sent) for sent in endpoint.headers] == [False, True, True]
         assert [sorted(fields) for _, fields in endpoint.calls[1:]] == [["grant_type"]] * 2
+        assert credentials.learned_method == "client_secret_basic"
 
     def test_auto_does_not_turn_to_basic_after_the_form_has_worked(self) -> None:
         endpoint = FakeTokenEndpoint()
