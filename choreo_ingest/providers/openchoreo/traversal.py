@@ -329,7 +329,7 @@ class OpenChoreoProvider:
                 raise
             rejected = isinstance(expired, CursorRejected)
             if stored and not rejected:
-                self._note_stale_start(state, generation, facts)
+                self._note_stale_start(state, generation, facts, expired)
             self._restart(context, state, generation, path, expired)
             return Harvest()
         except NotFoundError:
@@ -403,14 +403,26 @@ class OpenChoreoProvider:
         )
 
     def _note_stale_start(
-        self, state: TraversalCursor, generation: Generation, facts: dict[str, str | None]
+        self,
+        state: TraversalCursor,
+        generation: Generation,
+        facts: dict[str, str | None],
+        expired: CursorExpired,
     ) -> None:
         state.stale_starts += 1
         if state.stale_starts >= STALE_STARTS_REPORTED:
             phase = generation.phases[state.phase].name
+            # A 5xx is taken for an expired cursor, but a page the server fails to build
+            # answers the same (see _restarts_exhausted).
+            fault = (
+                " (or, as the answer was HTTP 5xx, the server fails on a resource of the page "
+                "it leads to: see the openchoreo-api logs)"
+                if expired.status is None or expired.status >= 500
+                else ""
+            )
             facts[PROBLEM_FACT] = (
                 f"the {phase} listing's cursor expired between the last {state.stale_starts} "
-                "bursts, so the listing restarts every burst and may never complete: "
+                f"bursts{fault}, so the listing restarts every burst and may never complete: "
                 "shorten openchoreo.incremental.burstInterval or lengthen "
                 "openchoreo.incremental.burstLength"
             )

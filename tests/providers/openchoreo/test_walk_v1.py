@@ -230,6 +230,7 @@ class TestCursors:
         problems = status_report(tmp_path / "state.db", config, clock.now()).providers[0]
         assert any(
             "cursor expired between the last" in problem
+            and "the server fails on a resource of the page it leads to" in problem
             and "shorten openchoreo.incremental.burstInterval" in problem
             for problem in problems.health_problems
         ), problems.health_problems
