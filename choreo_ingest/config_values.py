@@ -263,6 +263,9 @@ def interpolate(text: str, env: Mapping[str, str], *, secret: bool) -> str:
             return default
         if name not in env:
             raise Invalid(f"environment variable {name} is not set (or use ${{{name}:-default}})")
+        if secret and not env[name].strip():
+            # Set but empty (a token file that was never filled in): not the same as no secret.
+            raise Invalid(f"environment variable {name} is empty (${{{name}:-}} would allow that)")
         return env[name]
 
     return SUBSTITUTION.sub(substitute, text)

@@ -742,6 +742,29 @@ class TestDeferredSecrets:
         assert str(caught.value).startswith(f"{key}: environment variable {variable} is not set")
         assert caught.value.path == key
 
+    @pytest.mark.parametrize("empty", ["", "  \n"], ids=["empty", "blank"])
+    @pytest.mark.parametrize(("text", "key"), DEFERRED.values(), ids=DEFERRED)
+    def test_a_set_but_empty_variable_is_reported_naming_the_key(
+        self, tmp_path: Path, text: str, key: str, empty: str
+    ) -> None:
+        """An empty token file read into the variable is a mistake, not "no authentication"."""
+        env = {"OPENCHOREO_TOKEN": empty, "CLIENT_SECRET": empty}
+        config = load_text(tmp_path, text + "\n", env=env)
+
+        with pytest.raises(ConfigError) as caught:
+            require_secrets(config)
+        variable = "CLIENT_SECRET" if "CLIENT" in text else "OPENCHOREO_TOKEN"
+        assert str(caught.value) == (
+            f"{key}: environment variable {variable} is empty (${{{variable}:-}} would allow that)"
+        )
+
+    def test_an_empty_variable_with_an_empty_default_leaves_the_token_unset(
+        self, tmp_path: Path
+    ) -> None:
+        text = "openchoreo: {token: '${OPENCHOREO_TOKEN:-}'}\n"
+        config = load_text(tmp_path, text, env={"OPENCHOREO_TOKEN": ""})
+        assert config.openchoreo.auth == AuthConfig()
+
     @pytest.mark.parametrize(("text", "key"), DEFERRED.values(), ids=DEFERRED)
     def test_credentials_for_a_deferred_secret_raise_its_error(
         self, tmp_path: Path, text: str, key: str
