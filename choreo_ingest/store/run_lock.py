@@ -39,6 +39,10 @@ class RunLock:
     def acquire(self) -> None:
         try:
             fd = _open_lock_file(self.path)
+        except FileNotFoundError:  # as the store says when it opens the state file
+            raise StateError(
+                f"{self.path}: directory {self.path.parent} does not exist", path=str(self.path)
+            ) from None
         except OSError as error:
             raise StateError(
                 f"{self.path}: cannot open the run lock: {error.strerror}", path=str(self.path)

@@ -163,9 +163,19 @@ def test_status_check_never_takes_the_lock(state_path: Path) -> None:
         assert reader.is_held_elsewhere()
 
 
-def test_lock_in_a_missing_directory_is_a_state_error(tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="cannot open the run lock"):
+def test_lock_in_a_missing_directory_is_a_state_error_naming_the_directory(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(StateError) as caught:
         RunLock(tmp_path / "missing" / "state.db").acquire()
+    lock, directory = tmp_path / "missing" / "state.db.lock", tmp_path / "missing"
+    assert str(caught.value) == f"{lock}: directory {directory} does not exist"
+
+
+def test_a_lock_file_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
+    (tmp_path / "state.db.lock").mkdir()
+    with pytest.raises(StateError, match=r"state\.db\.lock: cannot open the run lock: Is a dir"):
+        RunLock(tmp_path / "state.db").acquire()
 
 
 def test_status_check_reads_proc_locks_without_taking_the_lock(

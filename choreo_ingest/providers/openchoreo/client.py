@@ -263,8 +263,9 @@ class OpenChoreoClient:
                         path=path,
                     ) from None
             except httpx.TransportError as error:
+                cause = one_line(self._errors.redact(_cause(error)))
                 failure = TransientError(
-                    f"{method} {path}: {one_line(self._errors.redact(_cause(error)))}",
+                    f"{method} {path}: {cause} (openchoreo.baseUrl {self.server_root})",
                     method=method,
                     path=path,
                     code="CONNECTION_ERROR",

@@ -806,7 +806,7 @@ class TestRetries:
             (httpx.ReadTimeout("read timed out"), "GET /orgs: timed out"),
             (
                 httpx.ConnectError("connection refused"),
-                "GET /orgs: ConnectError: connection refused",
+                "GET /orgs: ConnectError: connection refused (openchoreo.baseUrl https://openchoreo.test)",
             ),
         ],
         ids=["timeout", "connection-error"],
