@@ -104,7 +104,7 @@ class Walk:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("url", help="API root including /api/v1")
     parser.add_argument("--api", choices=("orgs", "v1"), required=True)
     parser.add_argument("--limit", type=int, default=50)

@@ -73,7 +73,7 @@ class FloorWalk:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("url", help="API root including /api/v1")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=5)

@@ -585,7 +585,7 @@ def _ms(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="3 x 4 x 50 components, 15 s")
     parser.add_argument("--seconds", type=float, help="how long changes are made")
     parser.add_argument("--rate", type=float, help="changes a second (default 2)")

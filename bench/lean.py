@@ -475,7 +475,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], list[Result]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="floor at 1k and 10k only")
     parser.add_argument("--only", default="idle,floor", help="comma-separated: idle,floor")
     parser.add_argument("--api", default=",".join(APIS), help="floor: orgs,v1")

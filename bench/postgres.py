@@ -437,7 +437,7 @@ def status(cluster: PgCluster, refs: int, runs: int) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="smaller sizes, a fast check")
     parser.add_argument("--only", default="cpu,sweep,status", help="comma-separated subset")
     parser.add_argument(

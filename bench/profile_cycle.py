@@ -69,7 +69,7 @@ def thread_cpu(argv: list[str]) -> tuple[int, dict[int, float], float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--api", choices=lean.APIS, default="orgs")
     parser.add_argument("--shape", default="5x10x200", help="namespaces x projects x components")
     parser.add_argument("--timer", choices=("wall", "cpu", "threads"), default="wall")

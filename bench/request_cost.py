@@ -210,7 +210,7 @@ def run(worlds: tuple[World, ...]) -> list[Result]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="only the 10k-component world")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}", flush=True)

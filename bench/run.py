@@ -88,7 +88,7 @@ BENCHMARKS: dict[str, Callable[[Plan], list[Result]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--quick", action="store_true", help="smaller platforms (< 3 minutes)")
     parser.add_argument(
         "--only", default=",".join(BENCHMARKS), help="comma-separated: " + ",".join(BENCHMARKS)

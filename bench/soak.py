@@ -637,7 +637,7 @@ def _server_figures(stats: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = Options()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--api", choices=("v1", "orgs"), default=defaults.api)
     parser.add_argument("--kills", type=int, default=defaults.kills)
     parser.add_argument("--components", type=int, default=defaults.components)

@@ -121,7 +121,7 @@ def measure(state: Path, per_page: int) -> WriteFloor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("state", type=Path, help="a state file holding a finished cycle")
     parser.add_argument("--per-page", type=int, default=75, help="entities per transaction")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")

@@ -30,8 +30,6 @@ from choreo_ingest.reporting import status_report
 
 simulate_app = typer.Typer(help="The built-in OpenChoreo simulator.", no_args_is_help=True)
 
-Count = Annotated[int, typer.Option(min=0)]
-
 
 def demo(
     orgs: Annotated[int, typer.Option("--orgs", min=1, help="Organizations.")] = 3,
@@ -120,11 +118,15 @@ def simulate_serve(
         int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1.")
     ] = 8080,
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback).")] = "127.0.0.1",
-    orgs: Count = 3,
-    projects: Count = 4,
-    components: Count = 5,
-    seed: int = 0,
-    endpoints_max: Count = 3,
+    orgs: Annotated[
+        int, typer.Option(min=0, help="Namespaces (v1) or organizations (orgs) in the world.")
+    ] = 3,
+    projects: Annotated[int, typer.Option(min=0, help="Projects in each of them.")] = 4,
+    components: Annotated[int, typer.Option(min=0, help="Components in each project.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the world and of injected faults.")] = 0,
+    endpoints_max: Annotated[
+        int, typer.Option(min=0, help="Most endpoints of a component's workload.")
+    ] = 3,
     hidden_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.99, help="Items filtered out after paging.")
     ] = 0.05,
@@ -132,13 +134,20 @@ def simulate_serve(
     rate_limit: Annotated[
         float | None, typer.Option(help="Requests per second before 429s.")
     ] = None,
-    cursor_ttl: Annotated[float, typer.Option(help="Seconds a cursor lives (410 after).")] = 300.0,
+    cursor_ttl: Annotated[
+        float,
+        typer.Option(help="Seconds a cursor lives (then v1 answers 500, the org era 410)."),
+    ] = 300.0,
     latency: Annotated[float, typer.Option(min=0.0, help="Seconds added per request.")] = 0.0,
     token: Annotated[
         str | None, typer.Option(envvar="SIMULATOR_TOKEN", help="Require this bearer token.")
     ] = None,
     no_cursor_support: Annotated[
-        bool, typer.Option(help="Behave like a server without cursor pagination.")
+        bool,
+        typer.Option(
+            "--no-cursor-support",
+            help="Behave like an org-era server without cursor pagination.",
+        ),
     ] = False,
     control: Annotated[
         bool,

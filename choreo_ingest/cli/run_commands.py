@@ -37,8 +37,9 @@ def run(
 ) -> None:
     """Do at most one burst per provider (or nothing, if nothing is due), then exit.
 
-    Exit codes: 0 done or nothing due, 2 config error, 3 burst failed (backoff scheduled),
-    4 state store error, 75 another run holds the lock, 130 interrupted (last page saved).
+    Exit codes: 0 done or nothing due, 1 a bug, 2 config error, 3 burst failed (backoff
+    scheduled), 4 state store error, 75 another run holds the lock, 130 interrupted (last page
+    saved).
     """
     with reported_errors(json_output, **ERROR_FIELDS["run"]):
         session = open_session(ctx, config, db)

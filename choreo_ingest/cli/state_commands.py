@@ -347,6 +347,7 @@ def removals(
                 render.print_text(f"  ... and {item.count - len(item.refs)} more")
             render.print_text(
                 f"  apply with: choreo-ingest removals approve {item.provider} --cycle {item.cycle}"
+                " (it asks first; --yes in a script)"
             )
 
 
