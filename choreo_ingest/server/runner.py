@@ -48,15 +48,16 @@ def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT. ConfigError for a bad address, missing token or busy port."""
     address = Address.parse(listen or config.serve.listen)
+    given_by = "--listen" if listen else "serve.listen"
     credentials = load_credentials(config)
-    if check_exposure(address, credentials, insecure_no_auth):
+    if check_exposure(address, credentials, insecure_no_auth, given_by=given_by):
         log.warning(
             "api_exposed_without_auth",
             listen=str(address),
             message="--insecure-no-auth: anyone who reaches this address can reset providers "
             "and read the catalog",
         )
-    sock = _bind(address)
+    sock = _bind(address, given_by)
     service = Service(config, state, clock)
     app = build_app(Server(config, service.state, clock, service, credentials))
     server = _Uvicorn(
@@ -94,7 +95,7 @@ async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) 
     await server.serve(sockets=[sock])
 
 
-def _bind(address: Address) -> socket.socket:
+def _bind(address: Address, given_by: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so: TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -104,7 +105,7 @@ def _bind(address: Address) -> socket.socket:
     except OSError as error:
         sock.close()
         raise ConfigError(
-            f"cannot listen on {address}: {error.strerror or error}", path="serve.listen"
+            f"cannot listen on {address}: {error.strerror or error}", path=given_by
         ) from None
     sock.set_inheritable(True)
     return sock

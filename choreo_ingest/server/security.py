@@ -74,15 +74,22 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def check_exposure(address: Address, credentials: Credentials, insecure_no_auth: bool) -> bool:
-    """Whether the API is open to whoever reaches `address`; refuses (ConfigError) an address
-    beyond loopback without a token, unless `insecure_no_auth`."""
+def check_exposure(
+    address: Address,
+    credentials: Credentials,
+    insecure_no_auth: bool,
+    *,
+    given_by: str = "serve.listen",
+) -> bool:
+    """Whether the API is open to whoever reaches `address`; refuses (ConfigError, naming
+    `given_by`: the option or key that gave the address) an address beyond loopback without a
+    token, unless `insecure_no_auth`."""
     if credentials.api_token is not None or address.is_loopback:
         return False
     if not insecure_no_auth:
         raise ConfigError(
             f"refusing to serve the API on {address} without a token: set serve.auth.tokenFile "
             f"or ${SERVE_TOKEN_ENV}, listen on 127.0.0.1, or pass --insecure-no-auth",
-            path="serve.listen",
+            path=given_by,
         )
     return True

@@ -164,7 +164,7 @@ def test_a_non_loopback_address_without_a_token_is_refused(
     _, err = process.communicate(timeout=START_SECONDS)
 
     assert process.returncode == 2
-    assert "serve.listen" in err
+    assert "--listen: refusing to serve the API on 0.0.0.0:" in err  # the option that gave it
     assert "--insecure-no-auth" in err
 
 
@@ -189,7 +189,7 @@ def test_a_busy_port_is_a_usage_error(tmp_path: Path, simulator: RunningServer) 
         _, err = process.communicate(timeout=START_SECONDS)
 
     assert process.returncode == 2
-    assert f"serve.listen: cannot listen on 127.0.0.1:{port}" in err
+    assert f"--listen: cannot listen on 127.0.0.1:{port}" in err
 
 
 def test_without_the_serve_extra_it_exits_2_naming_the_extra(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ import pytest
 import structlog.testing
 
 from choreo_ingest.config import Config, load_config
+from choreo_ingest.errors import ConfigError
 from choreo_ingest.server.app import Server, build_app
 from choreo_ingest.server.requests import MAX_REF_LENGTH
-from choreo_ingest.server.security import Credentials
+from choreo_ingest.server.security import Address, Credentials, check_exposure
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.world import World
 
@@ -141,3 +142,19 @@ def test_the_service_keeps_answering_after_a_bug(
 
     assert client.get("/healthz").status_code == 500
     assert client.get("/providers").status_code == 200
+
+
+@pytest.mark.parametrize("given_by", ["serve.listen", "--listen"])
+def test_an_exposed_address_without_a_token_is_refused_naming_what_gave_it(
+    given_by: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_exposure(Address.parse("0.0.0.0:8080"), Credentials(), False, given_by=given_by)
+    assert caught.value.path == given_by
+    assert str(caught.value).startswith(f"{given_by}: refusing to serve the API on 0.0.0.0:8080")
+
+
+def test_a_loopback_address_or_a_token_needs_no_refusal() -> None:
+    assert not check_exposure(Address.parse("127.0.0.1:8080"), Credentials(), False)
+    assert not check_exposure(Address.parse("0.0.0.0:8080"), Credentials(api_token="t" * 32), False)
+    assert check_exposure(Address.parse("0.0.0.0:8080"), Credentials(), True)
