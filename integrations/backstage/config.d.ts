@@ -1,4 +1,5 @@
 import { SchedulerServiceTaskScheduleDefinitionConfig } from '@backstage/backend-plugin-api';
+import { HumanDuration } from '@backstage/types';
 
 export interface Config {
   catalog?: {
@@ -12,12 +13,24 @@ export interface Config {
          * @visibility secret
          */
         token?: string;
-        /** How often to sync (default: every 30 s, 15 min timeout). */
+        /**
+         * How often to sync (default: every 30 s, 15 min timeout). A step stops between pages
+         * at 80% of the timeout; the next one resumes where it stopped.
+         */
         schedule?: SchedulerServiceTaskScheduleDefinitionConfig;
-        /** Changes per /changes page and entities per /entities page (default 500). */
+        /**
+         * Changes per /changes page, at most 10,000, and entities per /entities page, capped
+         * at 1,000 (default 500).
+         */
         batchSize?: number;
         /** The most a resync may remove, as a share of the provider's entities (default 0.2). */
         maxRemovalRatio?: number;
+        /**
+         * The time from one completed resync (the whole catalog again, as deltas) to the next:
+         * an ISO duration (`P1D`), a string such as `12h`, or a duration object such as
+         * `{ hours: 12 }` (default one day).
+         */
+        resyncInterval?: string | HumanDuration;
       };
     };
   };

@@ -22,6 +22,10 @@ export function locationKeyFor(baseUrl: string): string {
  * (`provider:<name>`); an entity without them gets the location key as its location.
  */
 export function toDeferredEntity(body: FeedEntity, locationKey: string): DeferredEntity {
+  if (!isObject(body) || !isObject(body.metadata)) {
+    // Not an entity envelope: left as it is, for the validation to refuse.
+    return { entity: body as unknown as Entity, locationKey };
+  }
   const annotations = { ...(body.metadata.annotations ?? {}) };
   annotations[ANNOTATION_LOCATION] ??= locationKey;
   annotations[ANNOTATION_ORIGIN_LOCATION] ??= annotations[ANNOTATION_LOCATION];
@@ -37,4 +41,20 @@ export function refOfEntity(entity: Entity): string {
 /** Backstage's spelling of a ref as choreo-ingest writes it (`component:ns/name`). */
 export function normalizeRef(ref: string): string {
   return stringifyEntityRef(parseEntityRef(ref));
+}
+
+/** A body's ref for a log line, however malformed the body is (at most 300 characters). */
+export function describeBody(body: unknown): string {
+  const text = (value: unknown) =>
+    typeof value === 'string' && value ? value : JSON.stringify(value) ?? 'undefined';
+  if (!isObject(body)) {
+    return `(not an entity: ${text(body)})`.slice(0, 300);
+  }
+  const metadata = isObject(body.metadata) ? body.metadata : {};
+  const namespace = metadata.namespace === undefined ? 'default' : text(metadata.namespace);
+  return `${text(body.kind)}:${namespace}/${text(metadata.name)}`.slice(0, 300);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

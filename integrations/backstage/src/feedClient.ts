@@ -148,7 +148,13 @@ export class FeedClient {
     } catch (error) {
       throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${describe(error)})`);
     }
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      // A timeout or a dropped connection while the body streams in.
+      throw new FeedError(route, response.status, `reading the answer failed (${describe(error)})`);
+    }
     if (!response.ok) {
       const detail = errorDetail(text) ?? response.statusText;
       if (response.status === 410) {

@@ -5,12 +5,20 @@
  * @packageDocumentation
  */
 export { catalogModuleChoreoIngest as default } from './module';
-export { catalogModuleChoreoIngest, CONFIG_PATH, DEFAULT_SCHEDULE, TASK_ID } from './module';
+export {
+  catalogModuleChoreoIngest,
+  CONFIG_PATH,
+  DEFAULT_SCHEDULE,
+  STEP_BUDGET_SHARE,
+  TASK_ID,
+} from './module';
 export {
   ChoreoIngestEntityProvider,
   DEFAULT_BATCH_SIZE,
   DEFAULT_MAX_REMOVAL_RATIO,
+  DEFAULT_RESYNC_INTERVAL_MS,
   type ChoreoIngestEntityProviderOptions,
+  type RunOptions,
   type SyncResult,
 } from './provider';
 export { FeedClient, FeedError, FeedGoneError } from './feedClient';

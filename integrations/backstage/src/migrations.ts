@@ -58,6 +58,19 @@ const MIGRATIONS: Migration[] = [
       });
     },
   },
+  {
+    name: '20261203_01_resynced_at',
+    async up(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.string('resynced_at', 40).nullable().comment('when the last resync walk completed');
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.dropColumn('resynced_at');
+      });
+    },
+  },
 ];
 
 const migrationSource: Knex.MigrationSource<Migration> = {

@@ -1,6 +1,9 @@
 /**
  * The catalog backend module: reads `catalog.providers.choreoIngest`, adds the provider to the
- * catalog and schedules its sync as one cluster-wide task (one sync at a time across replicas).
+ * catalog and schedules its sync as one cluster-wide task. The scheduler runs it on one replica
+ * at a time only until the schedule's timeout: then it aborts the task's signal and lets another
+ * replica claim the task, whether or not the step has ended. So a step stops between pages once
+ * the signal is aborted, and on its own once STEP_BUDGET_SHARE of the timeout has passed.
  */
 import {
   coreServices,
@@ -8,7 +11,9 @@ import {
   readSchedulerServiceTaskScheduleDefinitionFromConfig,
   type SchedulerServiceTaskScheduleDefinition,
 } from '@backstage/backend-plugin-api';
+import { readDurationFromConfig } from '@backstage/config';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
+import { durationToMilliseconds } from '@backstage/types';
 import { ChoreoIngestEntityProvider } from './provider';
 
 export const CONFIG_PATH = 'catalog.providers.choreoIngest';
@@ -20,6 +25,14 @@ export const DEFAULT_SCHEDULE: SchedulerServiceTaskScheduleDefinition = {
   timeout: { minutes: 15 },
   initialDelay: { seconds: 15 },
 };
+
+/** The share of the schedule's timeout a step may use before it stops between pages. */
+export const STEP_BUDGET_SHARE = 0.8;
+
+/** A schedule's duration (a luxon Duration or a HumanDuration) in milliseconds. */
+function milliseconds(duration: SchedulerServiceTaskScheduleDefinition['timeout']): number {
+  return 'toMillis' in duration ? duration.toMillis() : durationToMilliseconds(duration);
+}
 
 export const catalogModuleChoreoIngest = createBackendModule({
   pluginId: 'catalog',
@@ -47,6 +60,10 @@ export const catalogModuleChoreoIngest = createBackendModule({
           token: settings.getOptionalString('token'),
           batchSize: settings.getOptionalNumber('batchSize'),
           maxRemovalRatio: settings.getOptionalNumber('maxRemovalRatio'),
+          resyncIntervalMs: settings.has('resyncInterval')
+            ? durationToMilliseconds(readDurationFromConfig(settings, { key: 'resyncInterval' }))
+            : undefined,
+          stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
           logger,
           database: await database.getClient(),
         });
@@ -54,13 +71,13 @@ export const catalogModuleChoreoIngest = createBackendModule({
         await scheduler.scheduleTask({
           id: TASK_ID,
           ...schedule,
-          fn: async () => {
+          fn: async signal => {
             if (!provider.connected) {
               logger.debug('choreo-ingest: the catalog has not connected the provider yet');
               return;
             }
             try {
-              await provider.run();
+              await provider.run({ signal });
             } catch (error) {
               logger.error(`choreo-ingest: sync failed: ${(error as Error).message}`);
             }

@@ -8,21 +8,37 @@
  *      delta per page, then the removal of what earlier generations applied and this one did
  *      not (refused above `maxRemovalRatio`, and re-checked at every later step);
  *   2. the changes after the stored position from `GET /changes`, one delta per page, until
- *      caught up.
+ *      caught up;
+ *   3. the periodic resync (step 1 again, then 2), once `resyncIntervalMs` has passed since the
+ *      last resync completed: the catalog's applyMutation does not fail for an entity it skips
+ *      (a location-key conflict is only logged), and an entity deleted through the catalog's
+ *      API or by its orphan strategy never comes back otherwise. The catalog skips unchanged
+ *      entities by their hash, so it costs little.
  * The stored position moves only after the catalog accepted the mutation: a crash in between
- * replays the page, which the catalog takes as the same upserts and removals again.
+ * replays the page, which the catalog takes as the same upserts and removals again. A step
+ * stops between pages once its signal is aborted or its time budget is spent; the next step
+ * resumes from the stored position.
  */
 import type { LoggerService } from '@backstage/backend-plugin-api';
+import { entityEnvelopeSchemaValidator } from '@backstage/catalog-model';
 import type {
+  DeferredEntity,
   EntityProvider,
   EntityProviderConnection,
   EntityProviderMutation,
 } from '@backstage/plugin-catalog-node';
 import type { Knex } from 'knex';
-import { locationKeyFor, normalizeRef, refOfEntity, toDeferredEntity } from './entities';
+import {
+  describeBody,
+  locationKeyFor,
+  normalizeRef,
+  refOfEntity,
+  toDeferredEntity,
+} from './entities';
 import {
   type ChangesPage,
   FeedClient,
+  type FeedEntity,
   FeedError,
   FeedGoneError,
   MAX_BATCH_REFS,
@@ -33,11 +49,24 @@ import { type FeedState, StateStore, chunks } from './state';
 
 export const DEFAULT_BATCH_SIZE = 500;
 export const DEFAULT_MAX_REMOVAL_RATIO = 0.2;
+/** One day. */
+export const DEFAULT_RESYNC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 const PROVIDER_NAME = 'choreo-ingest';
 /** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
 const MAX_WALK_RESTARTS = 3;
 
-export type SyncResult = { applied: number; removed: number; resynced: boolean };
+export type SyncResult = {
+  applied: number;
+  removed: number;
+  resynced: boolean;
+  /** Set when the step stopped between pages (aborted, or out of its time budget). */
+  stopped?: true;
+};
+
+export type RunOptions = {
+  /** The scheduler's signal: once aborted, the step stops at the next page boundary. */
+  signal?: AbortSignal;
+};
 
 export type ChoreoIngestEntityProviderOptions = {
   /** choreo-ingest serve's base URL, such as `http://choreo-ingest:8080`. */
@@ -47,17 +76,32 @@ export type ChoreoIngestEntityProviderOptions = {
   logger: LoggerService;
   /** A Knex client of the catalog's database: the module keeps its two tables there. */
   database: Knex;
-  /** Changes per `/changes` page, and entities per `/entities` page (at most 1,000). */
+  /**
+   * Changes per `/changes` page (at most 10,000, the feed's limit), and entities per
+   * `/entities` page (capped at 1,000, that route's limit).
+   */
   batchSize?: number;
   /** The most a resync may remove, as a share of the provider's entities (0..1). */
   maxRemovalRatio?: number;
+  /** The time from one completed resync to the next periodic one (default one day). */
+  resyncIntervalMs?: number;
+  /**
+   * How long one step may go on before it stops at the next page boundary (default: no limit).
+   * The module sets it below the schedule's timeout, when the scheduler would let another
+   * replica start a step.
+   */
+  stepBudgetMs?: number;
   /** Per request, in milliseconds. */
   requestTimeoutMs?: number;
   /** Called after a mutation was accepted, before the position is written (a test seam). */
   afterMutation?: (mutation: EntityProviderMutation) => Promise<void> | void;
+  /** The clock, in milliseconds since the epoch (a test seam; default `Date.now`). */
+  now?: () => number;
 };
 
 class StoreChanged extends Error {}
+/** The step stops between pages: aborted, or out of its time budget. */
+class Stopped extends Error {}
 
 export class ChoreoIngestEntityProvider implements EntityProvider {
   private readonly client: FeedClient;
@@ -68,9 +112,19 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private locationKey = '';
   private readonly batchSize: number;
   private readonly maxRemovalRatio: number;
+  /** The time from one completed resync to the next periodic one, in milliseconds. */
+  readonly resyncIntervalMs: number;
+  /** How long one step may go on, in milliseconds (undefined: no limit). */
+  readonly stepBudgetMs: number | undefined;
   private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
+  private readonly now: () => number;
+  /** Backstage's own check of an entity's envelope, as the catalog's connection runs it. */
+  private readonly validateEnvelope = entityEnvelopeSchemaValidator();
   private connection: EntityProviderConnection | undefined;
   private running: Promise<SyncResult> | undefined;
+  /** The running step's signal and deadline (steps never overlap within a process). */
+  private signal: AbortSignal | undefined;
+  private deadline = Infinity;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
     if (!options.baseUrl) {
@@ -78,11 +132,21 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     }
     const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_CHANGES) {
-      throw new Error(`choreo-ingest: batchSize must be a whole number from 1 to ${MAX_CHANGES}`);
+      throw new Error(
+        `choreo-ingest: batchSize must be a whole number from 1 to ${thousands(MAX_CHANGES)} ` +
+          `(per /changes page; an /entities page holds at most ${thousands(MAX_PAGE_ENTITIES)})`,
+      );
     }
     const ratio = options.maxRemovalRatio ?? DEFAULT_MAX_REMOVAL_RATIO;
     if (!(ratio >= 0 && ratio <= 1)) {
       throw new Error('choreo-ingest: maxRemovalRatio must be from 0 to 1');
+    }
+    const resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
+    if (!(resyncIntervalMs > 0 && Number.isFinite(resyncIntervalMs))) {
+      throw new Error('choreo-ingest: resyncInterval must be a duration above zero');
+    }
+    if (options.stepBudgetMs !== undefined && !(options.stepBudgetMs > 0)) {
+      throw new Error('choreo-ingest: the step time budget must be above zero');
     }
     this.client = new FeedClient({
       baseUrl: options.baseUrl,
@@ -94,7 +158,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.baseUrl = options.baseUrl;
     this.batchSize = batchSize;
     this.maxRemovalRatio = ratio;
+    this.resyncIntervalMs = resyncIntervalMs;
+    this.stepBudgetMs = options.stepBudgetMs;
     this.afterMutation = options.afterMutation;
+    this.now = options.now ?? Date.now;
   }
 
   getProviderName(): string {
@@ -115,22 +182,58 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return this.store.appliedRefs();
   }
 
-  /** One sync step; steps never overlap within a process (the scheduler keeps replicas apart). */
-  run(): Promise<SyncResult> {
+  /**
+   * One sync step. Steps never overlap within a process. Across replicas the scheduler runs the
+   * task on one replica at a time only until the schedule's timeout: then it aborts `signal`
+   * and another replica may start a step. So a step stops at the next page boundary once
+   * `signal` is aborted or `stepBudgetMs` has passed, with the stored position at the last page
+   * applied, where the next step resumes.
+   */
+  run(options: RunOptions = {}): Promise<SyncResult> {
     if (!this.running) {
-      this.running = this.sync().finally(() => {
+      this.running = this.sync(options.signal).finally(() => {
         this.running = undefined;
       });
     }
     return this.running;
   }
 
-  private async sync(): Promise<SyncResult> {
+  private async sync(signal: AbortSignal | undefined): Promise<SyncResult> {
     const connection = this.connection;
     if (!connection) {
       throw new Error('choreo-ingest: run() before connect(): the catalog has not started');
     }
+    this.signal = signal;
+    this.deadline = this.stepBudgetMs === undefined ? Infinity : this.now() + this.stepBudgetMs;
     const result: SyncResult = { applied: 0, removed: 0, resynced: false };
+    let seq: number | undefined;
+    try {
+      seq = (await this.step(connection, result)).seq;
+    } catch (error) {
+      if (!(error instanceof Stopped)) {
+        throw error;
+      }
+      result.stopped = true;
+      this.logger.info(
+        `choreo-ingest: stopped between pages: ${error.message}; the next step resumes ` +
+          'from the stored position',
+      );
+    } finally {
+      this.signal = undefined;
+      this.deadline = Infinity;
+    }
+    if (result.applied || result.removed || result.resynced) {
+      this.logger.info(
+        `choreo-ingest: applied ${result.applied}, removed ${result.removed}` +
+          `${result.resynced ? ' (resynced)' : ''}` +
+          `${result.stopped ? '; stopped' : `; at seq ${seq}`}`,
+      );
+    }
+    return result;
+  }
+
+  private async step(connection: EntityProviderConnection, result: SyncResult): Promise<FeedState> {
+    this.checkpoint();
     let state = await this.keyed((await this.store.load()) ?? { generation: 0, sweepPending: false });
     if (state.seq === undefined && !state.resync) {
       state = await this.startResync(state, 'first start');
@@ -140,29 +243,55 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         throw new Error(`choreo-ingest: gave up after ${MAX_WALK_RESTARTS} resyncs in one step`);
       }
       if (state.resync) {
-        state = await this.walk(connection, state, result);
         result.resynced = true;
+        state = await this.walk(connection, state, result);
       }
       try {
         state = await this.follow(connection, state, result);
-        break;
       } catch (error) {
         if (!(error instanceof FeedGoneError || error instanceof StoreChanged)) {
           throw error;
         }
         state = await this.startResync(state, error.message);
+        continue;
       }
+      // Caught up: a periodic resync, when due, comes after the changes, so they wait for none.
+      if (!result.resynced && this.resyncDue(state)) {
+        state = await this.startResync(state, this.periodicReason(state));
+        continue;
+      }
+      break;
     }
     if (state.sweepPending) {
       state = await this.sweep(connection, state, result);
     }
-    if (result.applied || result.removed || result.resynced) {
-      this.logger.info(
-        `choreo-ingest: applied ${result.applied}, removed ${result.removed}` +
-          `${result.resynced ? ' (resynced)' : ''}; at seq ${state.seq}`,
-      );
+    return state;
+  }
+
+  /** Whether the periodic resync is due: `resyncIntervalMs` since the last one completed. */
+  private resyncDue(state: FeedState): boolean {
+    if (state.resync !== undefined || state.seq === undefined) {
+      return false;
     }
-    return result;
+    return state.resyncedAt === undefined || this.now() - state.resyncedAt >= this.resyncIntervalMs;
+  }
+
+  private periodicReason(state: FeedState): string {
+    const last =
+      state.resyncedAt === undefined
+        ? 'none recorded'
+        : `the last completed ${new Date(state.resyncedAt).toISOString()}`;
+    return `periodic, every ${this.resyncIntervalMs / 1000} s (${last})`;
+  }
+
+  /** Stop here, between pages, once the step was aborted or its time budget is spent. */
+  private checkpoint(): void {
+    if (this.signal?.aborted) {
+      throw new Stopped('the step was aborted (the schedule\'s timeout, or the backend stopping)');
+    }
+    if (this.now() >= this.deadline) {
+      throw new Stopped(`the step used its time budget of ${this.stepBudgetMs} ms`);
+    }
   }
 
   /** The state with its location key: the stored one, else (first step, or a state from before
@@ -201,6 +330,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     let state = initial;
     const limit = Math.min(this.batchSize, MAX_PAGE_ENTITIES);
     for (let restarts = 0; ; ) {
+      this.checkpoint();
       const resync = state.resync ?? {};
       let page;
       try {
@@ -221,7 +351,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         state = await this.restartWalk(state, (restarts += 1), why);
         continue;
       }
-      const added = page.entities.map(body => toDeferredEntity(body, this.locationKey));
+      const added = this.acceptable(page.entities);
       if (added.length) {
         await this.apply(connection, { type: 'delta', added, removed: [] });
       }
@@ -229,7 +359,14 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const newestSeq = resync.newestSeq ?? page.newestSeq;
       const next: FeedState = page.nextCursor
         ? { ...state, resync: { cursor: page.nextCursor, storeId, newestSeq } }
-        : { ...state, resync: undefined, storeId, seq: newestSeq, sweepPending: true };
+        : {
+            ...state,
+            resync: undefined,
+            storeId,
+            seq: newestSeq,
+            sweepPending: true,
+            resyncedAt: this.now(),
+          };
       await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
@@ -257,6 +394,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   ): Promise<FeedState> {
     let state = initial;
     for (;;) {
+      this.checkpoint();
       const since = state.seq ?? 0;
       const page = await this.client.changes(since, this.batchSize);
       this.requireStore(state, page.storeId);
@@ -272,7 +410,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         bodies.push(...batch.entities);
         missing.push(...batch.missing);
       }
-      const added = bodies.map(body => toDeferredEntity(body, this.locationKey));
+      const added = this.acceptable(bodies);
       // A ref gone since its upsert was logged has a delete after it: remove it now.
       const removedRefs = [...new Set([...deletes, ...missing].map(normalizeRef))];
       if (added.length || removedRefs.length) {
@@ -337,10 +475,35 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return current;
   }
 
+  /**
+   * The bodies as the catalog takes them, less those whose envelope it refuses: the catalog's
+   * connection checks every entity of a mutation and throws for the whole of it over one bad
+   * entity, which would hold back the page at every step. A refused entity is logged and left
+   * out (not recorded as applied); the rest of the page goes on.
+   */
+  private acceptable(bodies: FeedEntity[]): DeferredEntity[] {
+    const accepted: DeferredEntity[] = [];
+    for (const body of bodies) {
+      const item = toDeferredEntity(body, this.locationKey);
+      try {
+        this.validateEnvelope(item.entity);
+      } catch (error) {
+        this.logger.warn(
+          `choreo-ingest: skipped ${describeBody(body)}: the catalog refuses its envelope ` +
+            `(${(error as Error).message}); it stays out until choreo-ingest serves a valid one`,
+        );
+        continue;
+      }
+      accepted.push(item);
+    }
+    return accepted;
+  }
+
   private async apply(
     connection: EntityProviderConnection,
     mutation: EntityProviderMutation & { type: 'delta' },
   ): Promise<void> {
+    this.checkpoint();
     await connection.applyMutation(mutation);
     await this.afterMutation?.(mutation);
   }
@@ -350,6 +513,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       throw new StoreChanged(`storeId changed (${state.storeId} -> ${storeId})`);
     }
   }
+}
+
+function thousands(value: number): string {
+  return value.toLocaleString('en-US');
 }
 
 /** The refs of a page's changes, by the last op each ref had in it. */

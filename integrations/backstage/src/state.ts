@@ -25,11 +25,17 @@ export type FeedState = {
   /** A removal of earlier generations' refs was refused and waits. */
   sweepPending: boolean;
   /**
-   * The location key every entity was applied under, kept from the first step: the catalog
-   * refuses an entity applied again under another key, so a changed `baseUrl` must not change
-   * it. Undefined in a state written before it was kept.
+   * The location key every entity was applied under, kept from the first step, so that a
+   * changed `baseUrl` does not change it: the catalog's delta takes an entity applied again
+   * under another key as a removal and a new entity (a new uid, its relations and processing
+   * state rebuilt). Undefined in a state written before it was kept.
    */
   locationKey?: string;
+  /**
+   * When the last resync walk completed (ms since the epoch), for the periodic resync.
+   * Undefined before the first one, and in a state written before it was kept.
+   */
+  resyncedAt?: number;
 };
 
 /** What one step wrote, committed in one transaction after its mutation was accepted. */
@@ -81,6 +87,7 @@ export class StateStore {
         : undefined,
       sweepPending: truthy(row.sweep_pending),
       locationKey: row.location_key ?? undefined,
+      resyncedAt: optionalTime(row.resynced_at),
     };
   }
 
@@ -149,6 +156,7 @@ export class StateStore {
       resync_newest_seq: state.resync?.newestSeq ?? null,
       sweep_pending: state.sweepPending,
       location_key: state.locationKey ?? null,
+      resynced_at: state.resyncedAt === undefined ? null : new Date(state.resyncedAt).toISOString(),
       updated_at: new Date().toISOString(),
     };
     await trx(POSITION_TABLE).insert(row).onConflict('provider').merge();
@@ -157,6 +165,12 @@ export class StateStore {
 
 function optionalNumber(value: unknown): number | undefined {
   return value === null || value === undefined ? undefined : Number(value);
+}
+
+/** An ISO time as milliseconds since the epoch; undefined for none (or one that does not parse). */
+function optionalTime(value: unknown): number | undefined {
+  const time = typeof value === 'string' ? Date.parse(value) : NaN;
+  return Number.isNaN(time) ? undefined : time;
 }
 
 /** Booleans come back as 0/1 from SQLite and MySQL. */

@@ -8,6 +8,7 @@ import { ChoreoIngestEntityProvider, TASK_ID, catalogModuleChoreoIngest } from '
 import { SERVE_TOKEN, type Choreo, startChoreo } from './support/choreo';
 import { RecordingConnection } from './support/connection';
 import { sqlite } from './support/db';
+import { TestLogger } from './support/logger';
 
 let choreo: Choreo;
 
@@ -40,6 +41,7 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
                 token: SERVE_TOKEN,
                 batchSize: 7,
                 maxRemovalRatio: 0.3,
+                resyncInterval: { hours: 6 },
                 schedule: { frequency: { minutes: 10 }, timeout: { minutes: 5 } },
               },
             },
@@ -61,10 +63,19 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
       timeout: { minutes: 5 },
     });
 
+    // The resync interval from the config, and a step budget of 80% of the timeout.
+    expect((provider as ChoreoIngestEntityProvider).resyncIntervalMs).toBe(6 * 60 * 60 * 1000);
+    expect((provider as ChoreoIngestEntityProvider).stepBudgetMs).toBe(4 * 60 * 1000);
+
     // Before the catalog connects the provider, the task does nothing.
     await task.fn(new AbortController().signal);
     const connection = new RecordingConnection();
     await provider.connect(connection);
+    // The task hands its signal to the step: aborted (the timeout passed), it applies nothing.
+    const aborted = new AbortController();
+    aborted.abort();
+    await task.fn(aborted.signal);
+    expect(connection.summaries).toEqual([]);
     await task.fn(new AbortController().signal);
 
     const exported = await choreo.exportRefs();
@@ -73,6 +84,71 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
     expect(await (provider as ChoreoIngestEntityProvider).appliedRefs()).toEqual(exported);
   } finally {
     await backend.stop();
+    await knex.destroy();
+  }
+});
+
+test('resyncInterval takes the schedule\'s duration forms', async () => {
+  const intervals: Array<[unknown, number]> = [
+    ['PT12H', 12 * 60 * 60 * 1000],
+    ['90m', 90 * 60 * 1000],
+    [{ days: 2 }, 2 * 24 * 60 * 60 * 1000],
+    [undefined, 24 * 60 * 60 * 1000],
+  ];
+  for (const [resyncInterval, expected] of intervals) {
+    const providers: EntityProvider[] = [];
+    const knex = sqlite();
+    const backend = await startTestBackend({
+      extensionPoints: [
+        [
+          catalogProcessingExtensionPoint,
+          { addEntityProvider: (...added: any[]) => providers.push(...added.flat()) },
+        ],
+      ],
+      features: [
+        catalogModuleChoreoIngest,
+        mockServices.scheduler.mock().factory,
+        mockServices.database.factory({ knex }),
+        mockServices.rootConfig.factory({
+          data: {
+            catalog: {
+              providers: {
+                choreoIngest: {
+                  baseUrl: choreo.serveUrl,
+                  ...(resyncInterval === undefined ? {} : { resyncInterval }),
+                },
+              },
+            },
+          },
+        }),
+      ],
+    });
+    try {
+      const [provider] = providers as ChoreoIngestEntityProvider[];
+      expect(provider.resyncIntervalMs).toBe(expected);
+      // The default schedule's timeout is 15 minutes: a step may use 12.
+      expect(provider.stepBudgetMs).toBe(12 * 60 * 1000);
+    } finally {
+      await backend.stop();
+      await knex.destroy();
+    }
+  }
+});
+
+test('batchSize: up to 10,000 changes per /changes page; /entities pages hold 1,000', async () => {
+  const knex = sqlite();
+  try {
+    const options = { baseUrl: choreo.serveUrl, token: SERVE_TOKEN, logger: new TestLogger() };
+    const make = (batchSize: number) =>
+      new ChoreoIngestEntityProvider({ ...options, database: knex, batchSize });
+    expect(() => make(10_001)).toThrow(/batchSize must be a whole number from 1 to 10,000/);
+    const largest = make(10_000);
+    const connection = new RecordingConnection();
+    await largest.connect(connection);
+    // serve answers 400 to an /entities page above 1,000: the walk asks for 1,000.
+    expect((await largest.run()).resynced).toBe(true);
+    expect(connection.refs()).toEqual(await choreo.exportRefs());
+  } finally {
     await knex.destroy();
   }
 });

@@ -134,7 +134,8 @@ test('a deleted component leaves as one delta removing its refs', async () => {
 });
 
 test('a changed baseUrl keeps the location key the entities were applied under', async () => {
-  // The catalog refuses an entity applied again under another key: a new key would drop updates.
+  // The catalog's delta takes an entity applied again under another key as a removal and a new
+  // entity (a new uid, processing and relations rebuilt): one key keeps the uids stable.
   const renamed = choreo.serveUrl.replace('127.0.0.1', 'localhost');
   const moved = new ChoreoIngestEntityProvider({
     baseUrl: `${renamed}/`,

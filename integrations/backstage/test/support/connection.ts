@@ -1,10 +1,16 @@
 /**
  * A recording fake of the catalog's EntityProviderConnection: keeps every mutation (and, with a
  * file, appends a summary of each to it before answering, so a killed process leaves a record),
- * and folds them into the set of entities the catalog would hold.
+ * and folds them into the set of entities the catalog would hold. Like the catalog's own
+ * connection, it checks every entity's envelope first and refuses the whole mutation over one
+ * bad entity.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
-import { type Entity, stringifyEntityRef } from '@backstage/catalog-model';
+import {
+  type Entity,
+  entityEnvelopeSchemaValidator,
+  stringifyEntityRef,
+} from '@backstage/catalog-model';
 import type {
   EntityProviderConnection,
   EntityProviderMutation,
@@ -22,10 +28,23 @@ export class RecordingConnection implements EntityProviderConnection {
   readonly mutations: EntityProviderMutation[] = [];
   readonly summaries: MutationSummary[] = [];
   readonly entities = new Map<string, Entity>();
+  /** The mutations refused (a malformed envelope), with the catalog's message. */
+  readonly refused: string[] = [];
+  private readonly validate = entityEnvelopeSchemaValidator();
 
   constructor(private readonly file?: string) {}
 
   async applyMutation(mutation: EntityProviderMutation): Promise<void> {
+    const checked = mutation.type === 'full' ? mutation.entities : mutation.added;
+    for (const { entity } of checked) {
+      try {
+        this.validate(entity);
+      } catch (error) {
+        const message = `Malformed entity envelope, ${error}`;
+        this.refused.push(message);
+        throw new TypeError(message);
+      }
+    }
     const summary = summarize(mutation);
     if (mutation.type === 'full') {
       this.entities.clear();

@@ -1,0 +1,139 @@
+/**
+ * A step that must stop: the scheduler aborts its signal at the schedule's timeout and lets
+ * another replica start a step, so the step stops between pages once the signal is aborted,
+ * or once its own time budget (below the timeout) is spent. The position stays at the last
+ * page applied and the next step resumes there, with no page skipped or replayed.
+ */
+import type { EntityProviderMutation } from '@backstage/plugin-catalog-node';
+import type { Knex } from 'knex';
+import { ChoreoIngestEntityProvider } from '../src';
+import { StateStore } from '../src/state';
+import { SERVE_TOKEN, type Choreo, startChoreo, waitUntil } from './support/choreo';
+import { RecordingConnection } from './support/connection';
+import { sqlite } from './support/db';
+import { TestLogger } from './support/logger';
+
+const BATCH_SIZE = 3;
+
+let choreo: Choreo;
+const databases: Knex[] = [];
+let clock = Date.parse('2026-12-01T00:00:00Z');
+
+beforeAll(async () => {
+  choreo = await startChoreo({ orgs: 1, projects: 2, components: 4 });
+});
+
+afterAll(async () => {
+  await Promise.all(databases.map(database => database.destroy()));
+  await choreo?.stop();
+});
+
+function setup(options: {
+  afterMutation?: (mutation: EntityProviderMutation) => void;
+  stepBudgetMs?: number;
+  logger?: TestLogger;
+}) {
+  const database = sqlite();
+  databases.push(database);
+  const connection = new RecordingConnection();
+  const provider = new ChoreoIngestEntityProvider({
+    baseUrl: choreo.serveUrl,
+    token: SERVE_TOKEN,
+    logger: options.logger ?? new TestLogger(),
+    database,
+    batchSize: BATCH_SIZE,
+    afterMutation: options.afterMutation,
+    stepBudgetMs: options.stepBudgetMs,
+    now: () => clock,
+  });
+  return { database, connection, provider };
+}
+
+test('an aborted step stops between pages; the next step resumes where it stopped', async () => {
+  const controller = new AbortController();
+  let mutations = 0;
+  const logger = new TestLogger();
+  const { connection, provider } = setup({
+    logger,
+    afterMutation: () => {
+      mutations += 1;
+      if (mutations === 2) {
+        controller.abort();
+      }
+    },
+  });
+  await provider.connect(connection);
+
+  const stopped = await provider.run({ signal: controller.signal });
+
+  expect(stopped).toEqual({ applied: 2 * BATCH_SIZE, removed: 0, resynced: true, stopped: true });
+  expect(connection.summaries).toHaveLength(2);
+  expect(await provider.appliedRefs()).toEqual(connection.refs());
+  expect(logger.text()).toMatch(/stopped between pages: the step was aborted/);
+
+  const resumed = await provider.run();
+
+  const exported = await choreo.exportRefs();
+  expect(exported.length).toBeGreaterThan(3 * BATCH_SIZE);
+  const rest = exported.length - 2 * BATCH_SIZE;
+  expect(resumed).toEqual({ applied: rest, removed: 0, resynced: true });
+  expect(connection.refs()).toEqual(exported);
+  // Every entity went out once: the step after the abort neither skipped nor replayed a page.
+  expect(connection.summaries.flatMap(s => s.added).sort()).toEqual(exported);
+  expect(await provider.appliedRefs()).toEqual(exported);
+});
+
+test('a step whose signal is already aborted applies nothing', async () => {
+  const { connection, provider } = setup({});
+  await provider.connect(connection);
+  const controller = new AbortController();
+  controller.abort();
+
+  const result = await provider.run({ signal: controller.signal });
+
+  expect(result).toEqual({ applied: 0, removed: 0, resynced: false, stopped: true });
+  expect(connection.summaries).toEqual([]);
+  expect(await provider.appliedRefs()).toEqual([]);
+});
+
+test('a step stops once its time budget is spent, also while following /changes', async () => {
+  let tick = 0;
+  const { database, connection, provider } = setup({
+    stepBudgetMs: 1000,
+    afterMutation: () => {
+      clock += tick;
+    },
+  });
+  const store = new StateStore(database, 'choreo-ingest');
+  await provider.connect(connection);
+  expect((await provider.run()).resynced).toBe(true);
+  expect(connection.refs()).toEqual(await choreo.exportRefs());
+
+  const world = await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json();
+  const { name: project, namespace } = world.data.projects[0].metadata;
+  const before = (await store.load())!.seq!;
+  for (const name of ['budget-a', 'budget-b', 'budget-c', 'budget-d']) {
+    await choreo.control('add_component', { namespace, project, name });
+  }
+  await waitUntil(async () => (await choreo.feedHead()).newestSeq >= before + 4, 'the changes');
+  const { json: page } = await choreo.serve('GET', `/changes?since=${before}&limit=${BATCH_SIZE}`);
+  const firstPageEnd: number = page.changes[BATCH_SIZE - 1].seq;
+  connection.clearLog();
+  // Each page now takes a second of the clock: the whole budget, so the step stops after one.
+  tick = 1000;
+
+  const stopped = await provider.run();
+
+  tick = 0;
+  expect(stopped).toEqual({ applied: BATCH_SIZE, removed: 0, resynced: false, stopped: true });
+  expect(connection.summaries).toHaveLength(1);
+  expect((await store.load())?.seq).toBe(firstPageEnd);
+
+  const resumed = await provider.run();
+
+  expect(resumed.stopped).toBeUndefined();
+  expect(connection.summaries.flatMap(s => s.added).sort()).toEqual(
+    ['budget-a', 'budget-b', 'budget-c', 'budget-d'].map(name => `component:${namespace}/${name}`),
+  );
+  expect(connection.refs()).toEqual(await choreo.exportRefs());
+});

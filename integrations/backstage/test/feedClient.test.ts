@@ -1,0 +1,71 @@
+/**
+ * The feed client against a server that fails after the status line: a body that stops
+ * coming (the request timeout) or a connection dropped half-way through the body. Both fail
+ * as a FeedError with the route and the status, never the token.
+ */
+import { type Server, type ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { FeedClient, FeedError } from '../src';
+
+const TOKEN = 'client-token-never-in-errors';
+const PARTIAL = '{"storeId": "s1", "oldestSeq": 1, "newestSeq": 9, "changes": [';
+
+let server: Server;
+let baseUrl: string;
+const open = new Set<ServerResponse>();
+
+beforeAll(async () => {
+  server = createServer((request, response) => {
+    open.add(response);
+    response.on('close', () => open.delete(response));
+    response.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '100000' });
+    response.write(PARTIAL);
+    if (request.url?.startsWith('/changes?since=1&')) {
+      // Drop the connection half-way through the body.
+      setTimeout(() => response.socket?.destroy(), 50);
+    }
+    // Otherwise the rest of the body never comes.
+  });
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  for (const response of open) {
+    response.socket?.destroy();
+  }
+  await new Promise(resolve => server.close(resolve));
+});
+
+async function failure(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+test('a body that stops coming fails as a FeedError with the route and the status', async () => {
+  const client = new FeedClient({ baseUrl, token: TOKEN, timeoutMs: 300 });
+
+  const error = await failure(client.changes(0, 10));
+
+  expect(error).toBeInstanceOf(FeedError);
+  expect((error as FeedError).route).toBe('GET /changes');
+  expect((error as FeedError).status).toBe(200);
+  expect((error as Error).message).toMatch(
+    /^choreo-ingest GET \/changes answered HTTP 200: reading the answer failed \(/,
+  );
+  expect((error as Error).message).not.toContain(TOKEN);
+});
+
+test('a connection dropped in the body fails as a FeedError with route and status', async () => {
+  const client = new FeedClient({ baseUrl, token: TOKEN, timeoutMs: 10_000 });
+
+  const error = await failure(client.changes(1, 10));
+
+  expect(error).toBeInstanceOf(FeedError);
+  expect((error as FeedError).route).toBe('GET /changes');
+  expect((error as FeedError).status).toBe(200);
+  expect((error as Error).message).toMatch(/answered HTTP 200: reading the answer failed/);
+  expect((error as Error).message).not.toContain(TOKEN);
+});
