@@ -253,8 +253,9 @@ def check(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Check config, API reachability, auth, cursor support, that a page fits in a burst at the
-    API's latency, and that output paths are writable."""
+    """Check the config, the API, auth, cursor support and output paths before the first run.
+
+    Also that a page fits in a burst at the API's latency; ok lines only on a terminal."""
     from choreo_ingest.preflight import run_checks
 
     with reported_errors(json_output, **ERROR_FIELDS["check"]):

@@ -50,8 +50,9 @@ def event(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Queue events for the next `run`; invalid ones are rejected one by one (exit 2), and events
-    about kinds the provider does not ingest are acknowledged and counted, not queued.
+    """Queue events for the next `run`; invalid ones are rejected one by one (exit 2).
+
+    Events about kinds the provider does not ingest are acknowledged and counted, not queued.
 
     An event is at most 64 KiB. A newer event about an object replaces the pending one; past
     100,000 pending events new ones are refused (exit 2). `event purge [PROVIDER]` empties the

@@ -117,8 +117,7 @@ def health(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Exit 0 if every provider is healthy, 1 if not (failing, removals blocked, stale, or no
-    state yet)."""
+    """Exit 0 if all providers are healthy, else 1 (failing, removals blocked, stale, no state)."""
     with reported_errors(json_output, **ERROR_FIELDS["health"]):
         session = open_session(ctx, config, db)
         code = show_health(session.state, session.config, as_json=json_output)
@@ -209,8 +208,9 @@ def migrate_command(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Apply pending state schema migrations (also done automatically by `run`), or copy the
-    state to another store (`--copy-to`: SQLite to PostgreSQL or back, holding both run locks)."""
+    """Apply pending state schema migrations (`run` does too), or copy the state elsewhere.
+
+    `--copy-to` copies SQLite to PostgreSQL or back, holding both run locks."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
         if copy_to is not None:
