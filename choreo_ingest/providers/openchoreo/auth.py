@@ -7,11 +7,9 @@ The HTTP client asks `bearer()` before every request and calls `refresh()` once 
 - a token file, read at every `bearer()` so a rotated Kubernetes secret or systemd credential is
   picked up without a restart;
 - OAuth2 client credentials, as OpenChoreo v1.x's identity provider (Thunder by default) issues
-  them to machine clients. The client secret goes in the form body (`client_secret_post`, the
-  API document's way) or as HTTP Basic (`client_secret_basic`, which RFC 6749 makes every server
-  accept and which some clients are registered for); `auto` tries the form body, then Basic
-  when the form is refused, and keeps whichever worked (as Go's oauth2 package does). The
-  access token lives in memory only; one grant serves every request thread until
+  them to machine clients. The client secret goes in the form body or as HTTP Basic, as
+  `clientAuthMethod` says (`client_auth` has the ways and their order); the way that worked is
+  kept. The access token lives in memory only; one grant serves every request thread until
   `exp - min(60 s, lifetime / 2)`, and while a grant is in flight the other threads wait for it
   instead of asking again.
 
@@ -36,13 +34,10 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote_plus
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import (
     CLIENT_AUTH_AUTO,
-    CLIENT_SECRET_BASIC,
-    CLIENT_SECRET_POST,
     AuthConfig,
     OAuthConfig,
     reveal,
@@ -50,6 +45,14 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import AuthError, ConfigError, ProviderError, TransientError
 from choreo_ingest.logs import spellings
+from choreo_ingest.providers.openchoreo.client_auth import (
+    Way,
+    client_auth_refused,
+    configured_methods,
+    error_code,
+    request_for,
+    ways_to_try,
+)
 
 PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], tuple[int, Any]]
 """POST a form to an absolute URL with these extra headers -> (HTTP status, parsed JSON body or
@@ -79,8 +82,6 @@ MAX_DESCRIPTION = 160
 _OAUTH = "openchoreo.auth.oauth"
 _TOKEN_URL_KEY = f"{_OAUTH}.tokenUrl"
 _METHOD_KEY = f"{_OAUTH}.clientAuthMethod"
-_NOT_CLIENT_AUTH = frozenset({"invalid_scope", "invalid_grant", "unsupported_grant_type"})
-"""Error codes of a refused grant that say what is wrong is not how the client authenticated."""
 
 
 class Credentials(Protocol):
@@ -222,9 +223,10 @@ class ClientCredentials:
         self._lock = threading.Lock()  # held through a grant: the other threads wait for it
         self._token: str | None = None
         self._refresh_at = -math.inf
-        self._methods = _methods(oauth.client_auth_method)
+        self._methods = configured_methods(oauth.client_auth_method)
+        self._way: Way | None = None  # the way the secret was taken, once it was
         self.learned_method: str | None = None
-        """The way `auto` found the provider takes the secret, once the first way was refused."""
+        """The method `auto` found the provider takes the secret by, after the first was refused."""
 
     def __repr__(self) -> str:
         return f"ClientCredentials(token_url={self._oauth.token_url!r})"
@@ -256,19 +258,22 @@ class ClientCredentials:
             secret = _read_secret(path, f"{_OAUTH}.clientSecretFile")
             self._known.add(secret)
         granted_at = self._clock.now()
-        status, body = self._post(self._methods[0], secret)
-        if len(self._methods) > 1 and _client_auth_refused(status, body):
-            tried = status, body
-            status, body = self._post(self._methods[1], secret)
+        ways = [self._way] if self._way else ways_to_try(self._methods, oauth.client_id, secret)
+        refused: list[tuple[Way, int, Any]] = []
+        for way in ways:
+            status, body = self._post(way, secret)
             if 200 <= status < 300:
-                self._methods = self._methods[1:]  # this provider wants Basic: ask so from now on
-                self.learned_method = self._methods[0]
-            elif _client_auth_refused(status, body):
-                raise self._refused(*tried, basic_status=status)
+                self._way = way
+                if way.method != ways[0].method:
+                    self.learned_method = way.method
+                break
+            refused.append((way, status, body))
+            if not client_auth_refused(status, body):
+                break
+        else:
+            raise self._refused(refused)
         if not 200 <= status < 300:
-            raise self._refused(status, body)
-        if len(self._methods) > 1:
-            self._methods = self._methods[:1]
+            raise self._refused(refused)
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token.strip():
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
@@ -287,26 +292,29 @@ class ClientCredentials:
         self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
         return token
 
-    def _post(self, method: str, secret: str) -> tuple[int, Any]:
-        """One token request, the client secret sent the way `method` says."""
+    def _post(self, way: Way, secret: str) -> tuple[int, Any]:
+        """One token request, the client secret sent `way`."""
         oauth = self._oauth
-        fields = {"grant_type": "client_credentials"}
-        headers = {}
-        if method == CLIENT_SECRET_BASIC:
-            # RFC 6749 2.3.1: each part form-encoded first, as Go's oauth2 package sends them.
-            pair = f"{quote_plus(oauth.client_id)}:{quote_plus(secret)}"
-            encoded = base64.b64encode(pair.encode()).decode("ascii")
-            self._known.add(encoded)
-            headers["Authorization"] = f"Basic {encoded}"
-        else:
-            fields |= {"client_id": oauth.client_id, "client_secret": secret}
+        request = request_for(way, oauth.client_id, secret)
+        if request.credential is not None:
+            self._known.add(request.credential)
+        fields = {"grant_type": "client_credentials", **request.fields}
         if oauth.scope:
             fields["scope"] = oauth.scope
-        return self._post_form(oauth.token_url, fields, headers)
+        return self._post_form(oauth.token_url, fields, request.headers)
 
-    def _refused(self, status: int, body: Any, *, basic_status: int = 0) -> ProviderError:
-        """The error of a refused grant; `basic_status`: the answer to the same grant with the
-        secret sent as HTTP Basic (`auto`, after the form body was refused)."""
+    def _refused(self, answers: list[tuple[Way, int, Any]]) -> ProviderError:
+        """The error of a grant refused in each way tried (`answers`, in order). The answer
+        shown is the last when it is not about the client's authentication (what stopped the
+        tries: trouble of the server's, a scope), else the first that says `invalid_client`,
+        else the first: a provider that refuses a way the client is not registered for
+        (Thunder: `unauthorized_client`) says nothing of the secret."""
+        _, status, body = answers[-1]
+        if client_auth_refused(status, body):
+            _, status, body = next(
+                (answer for answer in answers if error_code(answer[2]) == "invalid_client"),
+                answers[0],
+            )
         fields = body if isinstance(body, dict) else {}
         code = self._shown(fields.get("error"), 64)  # it becomes the error's `code` too
         description = self._shown(fields.get("error_description"), MAX_DESCRIPTION)
@@ -315,13 +323,21 @@ class ClientCredentials:
         if status >= 500 or status in (408, 429):
             return self._error(TransientError, problem, status=status, code=code)
         advice = self._advice(status, code)
-        if basic_status:
-            advice += f"; sent as HTTP Basic instead, it was refused too (HTTP {basic_status})"
-        elif self._oauth.client_auth_method != CLIENT_AUTH_AUTO and _client_auth_refused(
+        if len(answers) > 1:
+            advice += f" (the secret was refused {'; '.join(map(self._answered, answers))})"
+        elif self._oauth.client_auth_method != CLIENT_AUTH_AUTO and client_auth_refused(
             status, body
         ):
-            advice += f", and {_METHOD_KEY} ({self._oauth.client_auth_method})"
+            advice += (
+                f"; or the identity provider takes this client's secret another way than "
+                f"{_METHOD_KEY} says ({self._oauth.client_auth_method})"
+            )
         return self._error(AuthError, f"{problem}; {advice}", status, code)
+
+    def _answered(self, answer: tuple[Way, int, Any]) -> str:
+        way, status, body = answer
+        code = self._shown(error_code(body), 64)
+        return f"{way.label}: HTTP {status}" + (f" {code}" if code else "")
 
     def _shown(self, value: object, limit: int) -> str | None:
         """`_printable(value, limit)`, every known secret masked first: made one line, a secret
@@ -353,21 +369,6 @@ class ClientCredentials:
         text = self._known.redact(f"token request to {_TOKEN_URL_KEY} ({url}): {problem}")
         where = url.partition("?")[0]
         return kind(text, method="POST", path=where, status=status, code=code)
-
-
-def _client_auth_refused(status: int, body: Any) -> bool:
-    """Whether a grant's answer may say the client secret was not taken the way it was sent
-    (RFC 6749 5.2 answers `invalid_client` with 400 or 401; some providers say 403, or
-    `invalid_request` or `unauthorized_client` for a secret that is not where they want it)."""
-    code = body.get("error") if isinstance(body, dict) else None
-    return status in (400, 401, 403) and code not in _NOT_CLIENT_AUTH
-
-
-def _methods(configured: str) -> tuple[str, ...]:
-    """The ways to send the client secret, in the order to try them."""
-    if configured == CLIENT_AUTH_AUTO:
-        return (CLIENT_SECRET_POST, CLIENT_SECRET_BASIC)
-    return (configured,)
 
 
 def refresh_point(token: str, expires_in: object, granted_at: float) -> float:

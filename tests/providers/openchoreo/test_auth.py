@@ -39,17 +39,23 @@ def jwt(**claims: Any) -> str:
 
 
 class FakeTokenEndpoint:
-    """A token endpoint: answers from `responses` in turn, then issues `access-N` tokens.
+    """A token endpoint: answers from `responses` in turn, then issues `access-N` tokens; with
+    `always`, answers every request with it.
 
     `accepts` (`client_secret_post` or `client_secret_basic`) refuses the client secret sent the
     other way with 401 `invalid_client`, as a provider holds a client to its registered method."""
 
     def __init__(
-        self, *responses: tuple[int, Any], expires_in: object = 3600, accepts: str | None = None
+        self,
+        *responses: tuple[int, Any],
+        expires_in: object = 3600,
+        accepts: str | None = None,
+        always: tuple[int, Any] | None = None,
     ) -> None:
         self.responses = list(responses)
         self.expires_in = expires_in
         self.accepts = accepts
+        self.always = always
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
@@ -63,6 +69,8 @@ class FakeTokenEndpoint:
             basic = "Authorization" in headers
             if self.accepts is not None and basic != (self.accepts == "client_secret_basic"):
                 return 401, {"error": "invalid_client", "error_description": "auth failed"}
+            if self.always is not None:
+                return self.always
             if self.responses:
                 return self.responses.pop(0)
             body = {"access_token": f"access-{len(self.calls)}", "token_type": "Bearer"}
@@ -548,10 +556,29 @@ class TestEndpointErrors:
         assert str(caught.value) == (
             f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): HTTP 401 "
             "invalid_client: Client auth failed; check openchoreo.auth.oauth.clientId "
-            "and openchoreo.auth.oauth.clientSecret; sent as HTTP Basic instead, it was "
-            "refused too (HTTP 400)"
+            "and openchoreo.auth.oauth.clientSecret (the secret was refused in the form body: "
+            "HTTP 401 invalid_client; as HTTP Basic: HTTP 400 invalid_request)"
         )
         assert (caught.value.status, caught.value.code) == (401, "invalid_client")
+
+    def test_a_secret_refused_as_basic_is_reported_over_the_form_bodys_method_refusal(
+        self,
+    ) -> None:
+        """Thunder refuses a way the client is not registered for before it looks at the
+        secret: the Basic answer is the one about the secret."""
+        endpoint = FakeTokenEndpoint(
+            (401, {"error": "unauthorized_client", "error_description": "method not allowed"}),
+            (401, {"error": "invalid_client", "error_description": "Invalid client credentials"}),
+        )
+        with pytest.raises(AuthError) as caught:
+            client_credentials(endpoint, FakeClock()).bearer()
+
+        assert str(caught.value) == (
+            f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): HTTP 401 "
+            "invalid_client: Invalid client credentials; check openchoreo.auth.oauth.clientId "
+            "and openchoreo.auth.oauth.clientSecret (the secret was refused in the form body: "
+            "HTTP 401 unauthorized_client; as HTTP Basic: HTTP 401 invalid_client)"
+        )
 
     @pytest.mark.parametrize(
         ("status", "body", "fragment"),
@@ -578,9 +605,7 @@ class TestEndpointErrors:
     )
     def test_unusable_answer_is_an_auth_error(self, status: int, body: Any, fragment: str) -> None:
         with pytest.raises(AuthError) as caught:
-            client_credentials(
-                FakeTokenEndpoint((status, body), (status, body)), FakeClock()
-            ).bearer()
+            client_credentials(FakeTokenEndpoint(always=(status, body)), FakeClock()).bearer()
         assert str(caught.value).startswith("token request to openchoreo.auth.oauth.tokenUrl (")
         assert fragment in str(caught.value)
 
@@ -618,7 +643,7 @@ class TestEndpointErrors:
         self, body: dict[str, str]
     ) -> None:
         with pytest.raises(AuthError) as caught:
-            client_credentials(FakeTokenEndpoint((400, body), (400, body)), FakeClock()).bearer()
+            client_credentials(FakeTokenEndpoint(always=(400, body)), FakeClock()).bearer()
         assert CLIENT_SECRET not in str(caught.value)
         assert CLIENT_SECRET not in repr(caught.value.args)
         assert CLIENT_SECRET not in str(caught.value.code)
@@ -632,7 +657,7 @@ class TestEndpointErrors:
         """An endpoint that echoes the form it refused writes the secret as the form held it."""
         body = {"error": "invalid_request", "error_description": f"client_secret={spelled}&x=1"}
         credentials = client_credentials(
-            FakeTokenEndpoint((400, body), (400, body)),
+            FakeTokenEndpoint(always=(400, body)),
             FakeClock(),
             client_secret="cs+SECRET/98 x=7",
         )
@@ -653,7 +678,7 @@ class TestEndpointErrors:
         longer match the configured one."""
         body = {"error": "invalid_client", "error_description": f"client secret {secret} is bad"}
         credentials = client_credentials(
-            FakeTokenEndpoint((401, body), (401, body)), FakeClock(), client_secret=secret
+            FakeTokenEndpoint(always=(401, body)), FakeClock(), client_secret=secret
         )
 
         with pytest.raises(AuthError) as caught:
@@ -689,8 +714,9 @@ class TestEndpointErrors:
 
     def test_long_description_is_left_out(self) -> None:
         page = "<html>" + "x" * 500 + "</html>"
-        refused = (400, {"error": "invalid_request", "error_description": page})
-        endpoint = FakeTokenEndpoint(refused, refused)
+        endpoint = FakeTokenEndpoint(
+            always=(400, {"error": "invalid_request", "error_description": page})
+        )
         with pytest.raises(AuthError) as caught:
             client_credentials(endpoint, FakeClock()).bearer()
         assert "<html>" not in str(caught.value)
@@ -699,7 +725,7 @@ class TestEndpointErrors:
     def test_message_has_one_line(self) -> None:
         body = {"error": "invalid_client", "error_description": "line one\nline two\r\n"}
         with pytest.raises(AuthError) as caught:
-            client_credentials(FakeTokenEndpoint((401, body), (401, body)), FakeClock()).bearer()
+            client_credentials(FakeTokenEndpoint(always=(401, body)), FakeClock()).bearer()
         assert "line one line two;" in str(caught.value)
         assert "\n" not in str(caught.value)
 
@@ -767,7 +793,9 @@ class TestClientAuthMethod:
         with pytest.raises(TransientError, match=r"HTTP 503$"):
             client_credentials(endpoint, FakeClock()).bearer()
 
-    def test_basic_form_encodes_the_id_and_secret_before_base64_as_rfc_6749_says(self) -> None:
+    def test_basic_sends_the_id_and_secret_as_they_are_first_as_thunder_reads_them(
+        self,
+    ) -> None:
         endpoint = FakeTokenEndpoint()
         credentials = client_credentials(
             endpoint,
@@ -782,8 +810,42 @@ class TestClientAuthMethod:
 
         [(_, fields)] = endpoint.calls
         assert fields == {"grant_type": "client_credentials", "scope": "openid"}
+        as_is = base64.b64encode(b"my client:cs+SECRET/98 x=7").decode()
+        assert endpoint.headers == [{"Authorization": f"Basic {as_is}"}]
+
+    def test_basic_form_encodes_them_next_as_rfc_6749_says_and_keeps_what_worked(
+        self,
+    ) -> None:
+        endpoint = FakeTokenEndpoint((401, {"error": "invalid_client"}))
+        credentials = client_credentials(
+            endpoint,
+            FakeClock(),
+            client_id="my client",
+            client_secret="cs+SECRET/98 x=7",
+            client_auth_method="client_secret_basic",
+        )
+
+        assert credentials.bearer() == "access-2"
+        assert credentials.refresh() == "access-3"
+
+        as_is = base64.b64encode(b"my client:cs+SECRET/98 x=7").decode()
         encoded = base64.b64encode(b"my+client:cs%2BSECRET%2F98+x%3D7").decode()
-        assert endpoint.headers == [{"Authorization": f"Basic {encoded}"}]
+        assert [sent["Authorization"] for sent in endpoint.headers] == [
+            f"Basic {as_is}",
+            f"Basic {encoded}",
+            f"Basic {encoded}",
+        ]
+        assert credentials.learned_method is None  # the configured method, only spelt another way
+
+    def test_a_secret_that_needs_no_encoding_is_sent_as_basic_once(self) -> None:
+        endpoint = FakeTokenEndpoint(always=(401, {"error": "invalid_client"}))
+
+        with pytest.raises(AuthError):
+            client_credentials(
+                endpoint, FakeClock(), client_auth_method="client_secret_basic"
+            ).bearer()
+
+        assert len(endpoint.calls) == 1
 
     @pytest.mark.parametrize(
         ("method", "accepts"),
@@ -802,8 +864,9 @@ class TestClientAuthMethod:
 
         assert len(endpoint.calls) == 1
         assert str(caught.value).endswith(
-            "; check openchoreo.auth.oauth.clientId and openchoreo.auth.oauth.clientSecret, "
-            f"and openchoreo.auth.oauth.clientAuthMethod ({method})"
+            "; check openchoreo.auth.oauth.clientId and openchoreo.auth.oauth.clientSecret; or "
+            "the identity provider takes this client's secret another way than "
+            f"openchoreo.auth.oauth.clientAuthMethod says ({method})"
         )
 
     def test_the_basic_credential_echoed_by_the_endpoint_never_reaches_the_message(
