@@ -39,11 +39,13 @@ class RunLock:
     def acquire(self) -> None:
         try:
             fd = _open_lock_file(self.path)
-        except FileNotFoundError:  # as the store says when it opens the state file
-            raise StateError(
-                f"{self.path}: directory {self.path.parent} does not exist", path=str(self.path)
-            ) from None
         except OSError as error:
+            if isinstance(error, FileNotFoundError) and not self.path.parent.is_dir():
+                # As the store says when it opens the state file.
+                raise StateError(
+                    f"{self.path}: directory {self.path.parent} does not exist",
+                    path=str(self.path),
+                ) from None
             raise StateError(
                 f"{self.path}: cannot open the run lock: {error.strerror}", path=str(self.path)
             ) from error

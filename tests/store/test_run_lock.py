@@ -172,6 +172,14 @@ def test_lock_in_a_missing_directory_is_a_state_error_naming_the_directory(
     assert str(caught.value) == f"{lock}: directory {directory} does not exist"
 
 
+def test_a_dangling_lock_symlink_is_not_taken_for_a_missing_directory(tmp_path: Path) -> None:
+    (tmp_path / "state.db.lock").symlink_to(tmp_path / "nowhere" / "lock")
+    with pytest.raises(
+        StateError, match="state\\.db\\.lock: cannot open the run lock: No such file"
+    ):
+        RunLock(tmp_path / "state.db").acquire()
+
+
 def test_a_lock_file_that_cannot_be_opened_says_why(tmp_path: Path) -> None:
     (tmp_path / "state.db.lock").mkdir()
     with pytest.raises(StateError, match=r"state\.db\.lock: cannot open the run lock: Is a dir"):

@@ -185,7 +185,9 @@ class OpenChoreoClient:
                 f"GET {path}: {cause}", method="GET", path=path, code="CONNECTION_ERROR"
             ) from None
         if not response.is_success:
-            raise self._errors.translate("GET", path, response, MAX_ATTEMPTS, ())
+            raise self._errors.translate(
+                "GET", path, response, MAX_ATTEMPTS, (), credentials_sent=False
+            )
         return self._json(path, response)
 
     def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:

@@ -44,6 +44,10 @@ MAX_CODE = 64
 MAX_LOCATION = 200
 """Longest redirect target quoted in an error."""
 OAUTH_KEY_PREFIX = "openchoreo.auth.oauth."
+PUBLIC_UNAUTHORIZED_ADVICE = (
+    "a public route (sent without credentials) asked for them: point openchoreo.baseUrl at "
+    "OpenChoreo's API itself, not at a gateway that wants a login"
+)
 FORBIDDEN_ADVICE = (
     "the client may not read this: bind it to a role that may (OpenChoreo's read-only "
     "role for catalogs is backstage-catalog-reader)"
@@ -101,19 +105,25 @@ class ErrorTranslator:
         answer: Answer,
         attempt: int,
         expired_on: Collection[int],
+        *,
+        credentials_sent: bool = True,
     ) -> ProviderError:
         """The error an answer with a status outside 2xx means.
 
         A status in `expired_on` says the request's cursor has expired (the generation knows
         which); 429, 408 and 5xx but 501 (Not Implemented) are transient; other statuses
-        permanent, 401 and 403 with advice.
+        permanent, 401 and 403 with advice (a 401's depends on whether the request carried
+        `credentials_sent`: public routes go without them).
         """
         status = answer.status_code
         code, message = _error_fields(answer, self.redact)
         if status in expired_on:
             return self.error(CursorExpired, method, path, status, code, message)
         if status == 401:
-            advice = _unauthorized_advice(self._credentials.config_key)
+            if credentials_sent:
+                advice = _unauthorized_advice(self._credentials.config_key)
+            else:
+                advice = PUBLIC_UNAUTHORIZED_ADVICE
             return self.error(AuthError, method, path, status, code, f"{message}; {advice}")
         if status == 403:
             return self.error(

@@ -219,6 +219,25 @@ class TestRequests:
 
         assert str(caught.value) == f"GET /version: ConnectError: {error}"
 
+    def test_a_401_on_a_public_route_blames_no_credentials(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        """A public route goes without a token: its 401 says nothing of one (a gateway in
+        front of the API that wants a login)."""
+        httpx_mock.add_response(status_code=401, json={"error": "unauthorized"})
+        credentials = RotatingCredentials(["issued-token-0001"])
+
+        with pytest.raises(AuthError) as caught:
+            make_client(credentials=credentials).get_public("/version")
+
+        assert str(caught.value) == (
+            "GET /version: HTTP 401 unauthorized: Unauthorized; a public route (sent without "
+            "credentials) asked for them: point openchoreo.baseUrl at OpenChoreo's API itself, "
+            "not at a gateway that wants a login"
+        )
+        assert "Authorization" not in httpx_mock.get_requests()[0].headers
+        assert credentials.rejected == []
+
     def test_default_user_agent_names_the_version(self) -> None:
         assert default_user_agent() == f"choreo-ingest/{choreo_ingest.__version__}"
 
