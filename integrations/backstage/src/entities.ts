@@ -43,6 +43,23 @@ export function normalizeRef(ref: string): string {
   return stringifyEntityRef(parseEntityRef(ref));
 }
 
+/**
+ * A body's ref in Backstage's spelling, where the body names one (a kind and a name, and a
+ * namespace or none for `default`), however the rest of it fails validation; else undefined.
+ */
+export function refOfBody(body: unknown): string | undefined {
+  if (!isObject(body) || !isObject(body.metadata)) {
+    return undefined;
+  }
+  const { kind } = body;
+  const { name, namespace } = body.metadata;
+  const named = (value: unknown): value is string => typeof value === 'string' && value !== '';
+  if (!named(kind) || !named(name) || !(namespace === undefined || named(namespace))) {
+    return undefined;
+  }
+  return stringifyEntityRef({ kind, namespace, name });
+}
+
 /** A body's ref for a log line, however malformed the body is (at most 300 characters). */
 export function describeBody(body: unknown): string {
   const text = (value: unknown) =>

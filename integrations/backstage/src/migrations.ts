@@ -85,7 +85,16 @@ const migrationSource: Knex.MigrationSource<Migration> = {
   },
 };
 
-/** Bring the module's tables up to date (idempotent; Knex's lock keeps replicas apart). */
+/**
+ * Bring the module's tables up to date (idempotent; Knex's lock keeps replicas apart). A
+ * migration of a later version in the bookkeeping table is left alone, so that a rollback to
+ * this version still starts (Knex would otherwise call the migration directory corrupt): keep
+ * every migration to what an earlier version can live with, such as a nullable column added.
+ */
 export async function migrate(database: Knex): Promise<void> {
-  await database.migrate.latest({ migrationSource, tableName: MIGRATIONS_TABLE });
+  await database.migrate.latest({
+    migrationSource,
+    tableName: MIGRATIONS_TABLE,
+    disableMigrationsListValidation: true,
+  });
 }

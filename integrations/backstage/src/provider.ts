@@ -16,8 +16,9 @@
  *      entities by their hash, so it costs little.
  * The stored position moves only after the catalog accepted the mutation: a crash in between
  * replays the page, which the catalog takes as the same upserts and removals again. A step
- * stops between pages once its signal is aborted or its time budget is spent; the next step
- * resumes from the stored position.
+ * stops between pages once its signal is aborted or its time budget is spent (a page already
+ * read still goes to the catalog unless the signal is aborted); the next step resumes from the
+ * stored position.
  */
 import type { LoggerService } from '@backstage/backend-plugin-api';
 import { entityEnvelopeSchemaValidator } from '@backstage/catalog-model';
@@ -32,6 +33,7 @@ import {
   describeBody,
   locationKeyFor,
   normalizeRef,
+  refOfBody,
   refOfEntity,
   toDeferredEntity,
 } from './entities';
@@ -284,13 +286,24 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return `periodic, every ${this.resyncIntervalMs / 1000} s (${last})`;
   }
 
-  /** Stop here, between pages, once the step was aborted or its time budget is spent. */
+  /**
+   * Stop here, before a page starts (or a write that follows no mutation), once the step was
+   * aborted or its time budget is spent.
+   */
   private checkpoint(): void {
-    if (this.signal?.aborted) {
-      throw new Stopped('the step was aborted (the schedule\'s timeout, or the backend stopping)');
-    }
+    this.checkAborted();
     if (this.now() >= this.deadline) {
       throw new Stopped(`the step used its time budget of ${this.stepBudgetMs} ms`);
+    }
+  }
+
+  /**
+   * Stop here once the step was aborted, but not for the budget: for a page already read, which
+   * goes on to the catalog however long it took to read (the scheduler aborts at the timeout).
+   */
+  private checkAborted(): void {
+    if (this.signal?.aborted) {
+      throw new Stopped('the step was aborted (the schedule\'s timeout, or the backend stopping)');
     }
   }
 
@@ -315,6 +328,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   }
 
   private async startResync(state: FeedState, reason: string): Promise<FeedState> {
+    // No write once the step must stop (a 410 may come back after the budget): the next step
+    // meets the same reason again.
+    this.checkpoint();
     const next: FeedState = { ...state, generation: state.generation + 1, resync: {} };
     this.logger.info(`choreo-ingest: resync (generation ${next.generation}): ${reason}`);
     await this.store.commit({ state: next });
@@ -351,9 +367,11 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         state = await this.restartWalk(state, (restarts += 1), why);
         continue;
       }
-      const added = this.acceptable(page.entities);
+      const { added, skipped } = this.acceptable(page.entities);
       if (added.length) {
         await this.apply(connection, { type: 'delta', added, removed: [] });
+      } else {
+        this.checkAborted();
       }
       const storeId = resync.storeId ?? page.storeId;
       const newestSeq = resync.newestSeq ?? page.newestSeq;
@@ -370,6 +388,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
+        // The catalog keeps the last valid version of an applied entity it now refuses: the
+        // walk saw it, so the sweep must not take it for gone.
+        kept: { refs: skipped, generation: state.generation },
       });
       result.applied += added.length;
       state = next;
@@ -410,7 +431,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         bodies.push(...batch.entities);
         missing.push(...batch.missing);
       }
-      const added = this.acceptable(bodies);
+      const { added } = this.acceptable(bodies);
       // A ref gone since its upsert was logged has a delete after it: remove it now.
       const removedRefs = [...new Set([...deletes, ...missing].map(normalizeRef))];
       if (added.length || removedRefs.length) {
@@ -419,6 +440,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
           added,
           removed: removedRefs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
         });
+      } else {
+        this.checkAborted();
       }
       const next: FeedState = { ...state, seq: page.changes[page.changes.length - 1].seq };
       await this.store.commit({
@@ -456,6 +479,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     let current = state;
     const batches = chunks(stale, MAX_BATCH_REFS);
     for (const [index, refs] of batches.entries()) {
+      this.checkpoint();
       await this.apply(connection, {
         type: 'delta',
         added: [],
@@ -466,6 +490,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       result.removed += refs.length;
     }
     if (current.sweepPending) {
+      this.checkpoint();
       current = { ...current, sweepPending: false };
       await this.store.commit({ state: current });
     }
@@ -479,10 +504,12 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
    * The bodies as the catalog takes them, less those whose envelope it refuses: the catalog's
    * connection checks every entity of a mutation and throws for the whole of it over one bad
    * entity, which would hold back the page at every step. A refused entity is logged and left
-   * out (not recorded as applied); the rest of the page goes on.
+   * out (not recorded as applied; the catalog keeps its last valid version, if it has one); the
+   * rest of the page goes on. `skipped` holds the refused bodies' refs, where they name one.
    */
-  private acceptable(bodies: FeedEntity[]): DeferredEntity[] {
+  private acceptable(bodies: FeedEntity[]): { added: DeferredEntity[]; skipped: string[] } {
     const accepted: DeferredEntity[] = [];
+    const skipped: string[] = [];
     for (const body of bodies) {
       const item = toDeferredEntity(body, this.locationKey);
       try {
@@ -490,20 +517,26 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       } catch (error) {
         this.logger.warn(
           `choreo-ingest: skipped ${describeBody(body)}: the catalog refuses its envelope ` +
-            `(${(error as Error).message}); it stays out until choreo-ingest serves a valid one`,
+            `(${(error as Error).message}); the catalog keeps its last valid version (one never ` +
+            'applied stays out) until choreo-ingest serves a valid one',
         );
+        const ref = refOfBody(body);
+        if (ref !== undefined) {
+          skipped.push(ref);
+        }
         continue;
       }
       accepted.push(item);
     }
-    return accepted;
+    return { added: accepted, skipped };
   }
 
   private async apply(
     connection: EntityProviderConnection,
     mutation: EntityProviderMutation & { type: 'delta' },
   ): Promise<void> {
-    this.checkpoint();
+    // The page is read: only an abort throws it away, however long the read took.
+    this.checkAborted();
     await connection.applyMutation(mutation);
     await this.afterMutation?.(mutation);
   }

@@ -42,6 +42,11 @@ export type FeedState = {
 export type Commit = {
   state: FeedState;
   applied?: { refs: string[]; generation: number };
+  /**
+   * Refs a resync saw but did not apply (the catalog refused their body): those already applied
+   * move on to `generation`, since the catalog keeps their last valid version; no row is added.
+   */
+  kept?: { refs: string[]; generation: number };
   removed?: string[];
 };
 
@@ -107,6 +112,15 @@ export class StateStore {
             .insert(refs.map(ref => ({ provider: this.provider, ref, generation })))
             .onConflict(['provider', 'ref'])
             .merge(['generation']);
+        }
+      }
+      if (commit.kept?.refs.length) {
+        const { generation } = commit.kept;
+        for (const refs of chunks(commit.kept.refs, CHUNK)) {
+          await trx(APPLIED_TABLE)
+            .where({ provider: this.provider })
+            .whereIn('ref', refs)
+            .update({ generation });
         }
       }
       await this.writeState(trx, commit.state);

@@ -1,0 +1,108 @@
+/**
+ * A small in-process stand-in for `choreo-ingest serve`'s feed routes (`/changes`, `/entities`,
+ * `/entities/batch`), for the tests that need a body the real one would never serve, or a hook
+ * as a request arrives (to move a test's clock, or abort a step, while a page is read).
+ * Components in the `default` namespace only.
+ */
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export type Body = Record<string, any>;
+
+type Change = { seq: number; at: string; op: 'upsert' | 'delete'; ref: string; provider: string };
+
+export class FakeFeed {
+  storeId = 'store-a';
+  /** The bodies it serves, by ref (`component:default/<name>`). */
+  readonly entities = new Map<string, Body>();
+  readonly changes: Change[] = [];
+  seq = 0;
+  /** Called as each request arrives, before it is answered (with the route, such as `/changes`). */
+  onRequest: ((route: string) => void) | undefined;
+  /** `/changes` answers 410 (the position was pruned). */
+  answer410 = false;
+  url = '';
+  private server: Server | undefined;
+
+  /** A valid Component body. */
+  static body(name: string): Body {
+    return {
+      apiVersion: 'backstage.io/v1alpha1',
+      kind: 'Component',
+      metadata: { name, namespace: 'default' },
+      spec: { type: 'service', lifecycle: 'production', owner: 'group:default/team' },
+    };
+  }
+
+  /** A body the catalog's envelope validation refuses (no apiVersion). */
+  static invalidBody(name: string): Body {
+    const { apiVersion: _dropped, ...rest } = FakeFeed.body(name);
+    return rest;
+  }
+
+  upsert(name: string, body: Body = FakeFeed.body(name)): void {
+    const ref = `component:default/${name}`;
+    this.entities.set(ref, body);
+    this.changes.push({ seq: ++this.seq, at: '', op: 'upsert', ref, provider: 'fake' });
+  }
+
+  remove(name: string): void {
+    const ref = `component:default/${name}`;
+    this.entities.delete(ref);
+    this.changes.push({ seq: ++this.seq, at: '', op: 'delete', ref, provider: 'fake' });
+  }
+
+  async start(): Promise<void> {
+    this.server = createServer(async (request, response) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) {
+        chunks.push(chunk as Buffer);
+      }
+      const url = new URL(request.url ?? '/', 'http://feed');
+      this.onRequest?.(url.pathname);
+      const send = (status: number, document: unknown) => {
+        response.writeHead(status, { 'Content-Type': 'application/json' });
+        response.end(JSON.stringify(document));
+      };
+      if (url.pathname === '/changes') {
+        if (this.answer410) {
+          return send(410, { error: 'the position was pruned' });
+        }
+        const since = Number(url.searchParams.get('since'));
+        const limit = Number(url.searchParams.get('limit'));
+        return send(200, {
+          storeId: this.storeId,
+          oldestSeq: 1,
+          newestSeq: this.seq,
+          changes: this.changes.filter(change => change.seq > since).slice(0, limit),
+        });
+      }
+      if (url.pathname === '/entities') {
+        const limit = Number(url.searchParams.get('limit'));
+        const start = Number(url.searchParams.get('cursor') ?? 0);
+        const refs = [...this.entities.keys()].sort();
+        return send(200, {
+          storeId: this.storeId,
+          newestSeq: this.seq,
+          entities: refs.slice(start, start + limit).map(ref => this.entities.get(ref)),
+          nextCursor: start + limit < refs.length ? String(start + limit) : null,
+        });
+      }
+      if (url.pathname === '/entities/batch') {
+        const { refs } = JSON.parse(Buffer.concat(chunks).toString()) as { refs: string[] };
+        return send(200, {
+          storeId: this.storeId,
+          entities: refs.filter(ref => this.entities.has(ref)).map(ref => this.entities.get(ref)),
+          missing: refs.filter(ref => !this.entities.has(ref)),
+        });
+      }
+      send(404, { error: 'no such route' });
+    });
+    await new Promise<void>(resolve => this.server!.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+
+  stop(): Promise<void> {
+    return new Promise(resolve => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}
