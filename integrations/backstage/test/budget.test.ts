@@ -5,46 +5,17 @@
  * aborted, but for the position of a page the catalog already accepted. A fake feed whose
  * requests move the test's clock.
  */
-import type { Knex } from 'knex';
-import { ChoreoIngestEntityProvider } from '../src';
-import { type FeedState, StateStore } from '../src/state';
-import { RecordingConnection } from './support/connection';
-import { sqlite } from './support/db';
+import type { FeedState } from '../src/state';
 import { FakeFeed } from './support/fakeFeed';
-import { TestLogger } from './support/logger';
+import { providerOnFakeFeed, stopFakeFeeds } from './support/fakeFeedProvider';
 
 const BUDGET_MS = 1000;
-const feeds: FakeFeed[] = [];
-const databases: Knex[] = [];
 
-afterAll(async () => {
-  await Promise.all(databases.map(database => database.destroy()));
-  await Promise.all(feeds.map(feed => feed.stop()));
-});
+afterAll(stopFakeFeeds);
 
-async function setup(names: number, options: { budget?: boolean } = {}) {
-  const feed = new FakeFeed();
-  feeds.push(feed);
-  await feed.start();
-  for (let index = 0; index < names; index += 1) {
-    feed.upsert(`c${index}`);
-  }
-  const database = sqlite();
-  databases.push(database);
-  const logger = new TestLogger();
-  const connection = new RecordingConnection();
-  const clock = { now: Date.parse('2026-12-01T00:00:00Z') };
-  const provider = new ChoreoIngestEntityProvider({
-    baseUrl: feed.url,
-    logger,
-    database,
-    batchSize: 5,
-    stepBudgetMs: options.budget === false ? undefined : BUDGET_MS,
-    now: () => clock.now,
-  });
-  await provider.connect(connection);
-  const store = new StateStore(database, 'choreo-ingest');
-  return { feed, logger, connection, clock, provider, store };
+function setup(names: number, options: { budget?: boolean } = {}) {
+  const stepBudgetMs = options.budget === false ? undefined : BUDGET_MS;
+  return providerOnFakeFeed(names, { batchSize: 5, stepBudgetMs });
 }
 
 test('a page slower than the whole budget is applied; the step stops before the next', async () => {

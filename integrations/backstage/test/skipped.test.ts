@@ -4,43 +4,15 @@
  * removing it nor refusing the removal over it. An entity never applied stays out. A fake feed,
  * to serve such bodies.
  */
-import type { Knex } from 'knex';
-import { ChoreoIngestEntityProvider } from '../src';
-import { RecordingConnection } from './support/connection';
-import { sqlite } from './support/db';
 import { FakeFeed } from './support/fakeFeed';
-import { TestLogger } from './support/logger';
+import { providerOnFakeFeed, stopFakeFeeds } from './support/fakeFeedProvider';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
-const feeds: FakeFeed[] = [];
-const databases: Knex[] = [];
 
-afterAll(async () => {
-  await Promise.all(databases.map(database => database.destroy()));
-  await Promise.all(feeds.map(feed => feed.stop()));
-});
+afterAll(stopFakeFeeds);
 
-async function setup(names: number) {
-  const feed = new FakeFeed();
-  feeds.push(feed);
-  await feed.start();
-  for (let index = 0; index < names; index += 1) {
-    feed.upsert(`c${index}`);
-  }
-  const database = sqlite();
-  databases.push(database);
-  const logger = new TestLogger();
-  const connection = new RecordingConnection();
-  const clock = { now: Date.parse('2026-12-01T00:00:00Z') };
-  const provider = new ChoreoIngestEntityProvider({
-    baseUrl: feed.url,
-    logger,
-    database,
-    batchSize: 4,
-    now: () => clock.now,
-  });
-  await provider.connect(connection);
-  return { feed, logger, connection, clock, provider };
+function setup(names: number) {
+  return providerOnFakeFeed(names, { batchSize: 4 });
 }
 
 const ref = (name: string) => `component:default/${name}`;
