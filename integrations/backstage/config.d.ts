@@ -15,7 +15,8 @@ export interface Config {
         token?: string;
         /**
          * How often to sync (default: every 30 s, 15 min timeout). A step stops between pages
-         * at 80% of the timeout; the next one resumes where it stopped.
+         * at 80% of the timeout; the next one resumes where it stopped. The scope is always
+         * `global` (one step at a time across replicas), whatever is given here.
          */
         schedule?: SchedulerServiceTaskScheduleDefinitionConfig;
         /**

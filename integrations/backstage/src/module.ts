@@ -71,6 +71,9 @@ export const catalogModuleChoreoIngest = createBackendModule({
         await scheduler.scheduleTask({
           id: TASK_ID,
           ...schedule,
+          // Always one step at a time across replicas: a `scope: local` from the config would
+          // run a step on every replica at once, each applying pages the others undo.
+          scope: 'global',
           fn: async signal => {
             if (!provider.connected) {
               logger.debug('choreo-ingest: the catalog has not connected the provider yet');

@@ -42,7 +42,7 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
                 batchSize: 7,
                 maxRemovalRatio: 0.3,
                 resyncInterval: { hours: 6 },
-                schedule: { frequency: { minutes: 10 }, timeout: { minutes: 5 } },
+                schedule: { frequency: { minutes: 10 }, timeout: { minutes: 5 }, scope: 'local' },
               },
             },
           },
@@ -61,6 +61,7 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
       id: TASK_ID,
       frequency: { minutes: 10 },
       timeout: { minutes: 5 },
+      scope: 'global', // whatever the config says: steps on two replicas at once would race
     });
 
     // The resync interval from the config, and a step budget of 80% of the timeout.
