@@ -76,9 +76,9 @@ def client_auth_refused(status: int, body: Any) -> bool:
     """Whether a grant's answer may say the client secret was not taken the way it was sent
     (RFC 6749 5.2 answers `invalid_client` with 400 or 401; some providers say 403, and
     Thunder says `unauthorized_client` for a method the client is not registered for)."""
-    code = body.get("error") if isinstance(body, dict) else None
-    return status in (400, 401, 403) and code not in NOT_CLIENT_AUTH
+    return status in (400, 401, 403) and error_code(body) not in NOT_CLIENT_AUTH
 
 
 def error_code(body: Any) -> object:
+    """The `error` of an OAuth2 error body (RFC 6749 5.2); None for any other body."""
     return body.get("error") if isinstance(body, dict) else None

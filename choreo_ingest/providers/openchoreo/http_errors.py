@@ -22,6 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, TypeVar
 
 from choreo_ingest.clock import Clock
+from choreo_ingest.config import OAUTH_KEY
 from choreo_ingest.errors import (
     AuthError,
     CursorExpired,
@@ -43,7 +44,6 @@ MAX_CODE = 64
 """Longest API code quoted in an error (it is also the error's `code`)."""
 MAX_LOCATION = 200
 """Longest redirect target quoted in an error."""
-OAUTH_KEY_PREFIX = "openchoreo.auth.oauth."
 PUBLIC_UNAUTHORIZED_ADVICE = (
     "a public route (sent without credentials) asked for them: point openchoreo.baseUrl at "
     "OpenChoreo's API itself, not at a gateway that wants a login"
@@ -177,7 +177,7 @@ def _unauthorized_advice(config_key: str) -> str:
     the identity provider's tokens, not the client secret that is wrong."""
     if not config_key:
         return "the API needs credentials: set openchoreo.auth"
-    if config_key.startswith(OAUTH_KEY_PREFIX):
+    if config_key.startswith(f"{OAUTH_KEY}."):
         return (
             "the API refused a token just issued at openchoreo.auth.oauth.tokenUrl: check that "
             "OpenChoreo trusts that identity provider (its issuer, audience and signing keys)"

@@ -412,12 +412,10 @@ class OpenChoreoProvider:
         state.stale_starts += 1
         if state.stale_starts >= STALE_STARTS_REPORTED:
             phase = generation.phases[state.phase].name
-            # A 5xx is taken for an expired cursor, but a page the server fails to build
-            # answers the same (see _restarts_exhausted).
             fault = (
                 " (or, as the answer was HTTP 5xx, the server fails on a resource of the page "
                 "it leads to: see the openchoreo-api logs)"
-                if expired.status is None or expired.status >= 500
+                if _may_be_server_fault(expired)
                 else ""
             )
             facts[PROBLEM_FACT] = (
@@ -446,8 +444,7 @@ def _restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExp
     """
     answer = f"HTTP {last.status} {last.code or ''}".strip() if last.status else ""
     located = [place for place in failed_at if place is not None]
-    server_fault = last.status is None or last.status >= 500
-    if server_fault and len(located) > 1 and len(set(located)) == 1:
+    if _may_be_server_fault(last) and len(located) > 1 and len(set(located)) == 1:
         page, items = located[0]
         which = "" if len(located) == len(failed_at) else f", the last {len(located)}"
         told = f" with {answer}" if answer else ""
@@ -462,6 +459,12 @@ def _restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExp
         f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
         "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
     )
+
+
+def _may_be_server_fault(expired: CursorExpired) -> bool:
+    """Whether the "expired" cursor was a 5xx (v1 has no 410), which a page the server fails
+    to build answers too; an org-era 410 says outright that the cursor expired."""
+    return expired.status is None or expired.status >= 500
 
 
 def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:
