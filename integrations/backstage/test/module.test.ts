@@ -3,6 +3,7 @@
  * catalog's processing extension point and schedules the sync under its fixed task id.
  */
 import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
+import type { JsonObject } from '@backstage/types';
 import { type EntityProvider, catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
 import { ChoreoIngestEntityProvider, TASK_ID, catalogModuleChoreoIngest } from '../src';
 import { SERVE_TOKEN, type Choreo, startChoreo } from './support/choreo';
@@ -20,7 +21,11 @@ afterAll(async () => {
   await choreo?.stop();
 });
 
-test('the module adds the provider and its scheduled task syncs the catalog', async () => {
+/**
+ * The module in a test backend with `choreoIngest` as its config and a mock scheduler; the
+ * providers it handed to the catalog, and what to stop afterwards.
+ */
+async function startModule(choreoIngest: JsonObject) {
   const providers: EntityProvider[] = [];
   const scheduler = mockServices.scheduler.mock();
   const knex = sqlite();
@@ -32,23 +37,24 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
       catalogModuleChoreoIngest,
       scheduler.factory,
       mockServices.database.factory({ knex }),
-      mockServices.rootConfig.factory({
-        data: {
-          catalog: {
-            providers: {
-              choreoIngest: {
-                baseUrl: choreo.serveUrl,
-                token: SERVE_TOKEN,
-                batchSize: 7,
-                maxRemovalRatio: 0.3,
-                resyncInterval: { hours: 6 },
-                schedule: { frequency: { minutes: 10 }, timeout: { minutes: 5 }, scope: 'local' },
-              },
-            },
-          },
-        },
-      }),
+      mockServices.rootConfig.factory({ data: { catalog: { providers: { choreoIngest } } } }),
     ],
+  });
+  const stop = async () => {
+    await backend.stop();
+    await knex.destroy();
+  };
+  return { providers, scheduler, stop };
+}
+
+test('the module adds the provider and its scheduled task syncs the catalog', async () => {
+  const { providers, scheduler, stop } = await startModule({
+    baseUrl: choreo.serveUrl,
+    token: SERVE_TOKEN,
+    batchSize: 7,
+    maxRemovalRatio: 0.3,
+    resyncInterval: { hours: 6 },
+    schedule: { frequency: { minutes: 10 }, timeout: { minutes: 5 }, scope: 'local' },
   });
   try {
     expect(providers).toHaveLength(1);
@@ -84,8 +90,7 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
     expect(connection.summaries.length).toBe(Math.ceil(exported.length / 7));
     expect(await (provider as ChoreoIngestEntityProvider).appliedRefs()).toEqual(exported);
   } finally {
-    await backend.stop();
-    await knex.destroy();
+    await stop();
   }
 });
 
@@ -97,32 +102,9 @@ test('resyncInterval takes the schedule\'s duration forms', async () => {
     [undefined, 24 * 60 * 60 * 1000],
   ];
   for (const [resyncInterval, expected] of intervals) {
-    const providers: EntityProvider[] = [];
-    const knex = sqlite();
-    const backend = await startTestBackend({
-      extensionPoints: [
-        [
-          catalogProcessingExtensionPoint,
-          { addEntityProvider: (...added: any[]) => providers.push(...added.flat()) },
-        ],
-      ],
-      features: [
-        catalogModuleChoreoIngest,
-        mockServices.scheduler.mock().factory,
-        mockServices.database.factory({ knex }),
-        mockServices.rootConfig.factory({
-          data: {
-            catalog: {
-              providers: {
-                choreoIngest: {
-                  baseUrl: choreo.serveUrl,
-                  ...(resyncInterval === undefined ? {} : { resyncInterval }),
-                },
-              },
-            },
-          },
-        }),
-      ],
+    const { providers, stop } = await startModule({
+      baseUrl: choreo.serveUrl,
+      ...(resyncInterval === undefined ? {} : { resyncInterval }),
     });
     try {
       const [provider] = providers as ChoreoIngestEntityProvider[];
@@ -130,8 +112,7 @@ test('resyncInterval takes the schedule\'s duration forms', async () => {
       // The default schedule's timeout is 15 minutes: a step may use 12.
       expect(provider.stepBudgetMs).toBe(12 * 60 * 1000);
     } finally {
-      await backend.stop();
-      await knex.destroy();
+      await stop();
     }
   }
 });
