@@ -58,15 +58,26 @@ class IllegalTransition(ValueError):
 
 class InboxFull(ChoreoIngestError):
     """A provider's inbox has no room for a batch of new events: all of them are refused (a
-    batch is stored whole or not at all; exit 2). `pending`: the events it holds."""
+    batch is stored whole or not at all; exit 2). `pending`: the events it holds; `distinct`: the
+    batch's own events once those about one object are coalesced. `never_fits`: the batch alone
+    is over the limit, so sending it again cannot help."""
 
-    def __init__(self, provider: str, limit: int, refused: int, pending: int) -> None:
+    def __init__(
+        self, provider: str, limit: int, refused: int, pending: int, distinct: int
+    ) -> None:
         self.provider = provider
         self.limit = limit
         self.refused = refused
         self.pending = pending
+        self.never_fits = distinct > limit
         inbox = f"the event inbox of {provider!r}"
-        if pending >= limit:
+        if self.never_fits:
+            message = (
+                f"a batch of {distinct:,} events about different objects never fits "
+                f"{inbox} (at most {limit:,} pending, `events.inboxCapacity`): all "
+                f"{refused:,} refused; send at most {limit:,} at a time"
+            )
+        elif pending >= limit:
             limit_text = "the limit" if pending == limit else f"the limit is {limit:,}"
             message = (
                 f"{inbox} is full ({pending:,} pending events, {limit_text}): "

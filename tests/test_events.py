@@ -539,6 +539,32 @@ class TestInboxCapacity:
                 )
             assert [item.body["name"] for item in pending_events(conn, "fake", 10)] == ["a"]
 
+    def test_a_batch_of_more_distinct_events_than_the_capacity_never_fits(
+        self, state_path: Path
+    ) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        with closing(Connection(state_path, readonly=False)) as conn:
+            batch = [component_event(name, "created") for name in ("a", "b", "c", "a")]
+            with pytest.raises(InboxFull, match=r"a batch of 3 events .* never fits") as refused:
+                add_events(conn, "fake", batch, 1.0, capacity=2)
+
+            assert refused.value.never_fits
+            assert pending_event_count(conn, "fake") == 0
+
+    def test_a_batch_that_fits_an_empty_inbox_is_not_told_it_never_fits(
+        self, state_path: Path
+    ) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()
+        with closing(Connection(state_path, readonly=False)) as conn:
+            add_events(conn, "fake", [component_event("a", "created")], 1.0, capacity=2)
+            batch = [component_event(name, "created") for name in ("b", "c", "b")]
+            with pytest.raises(InboxFull, match="room for 1 more") as refused:
+                add_events(conn, "fake", batch, 1.0, capacity=2)
+
+            assert not refused.value.never_fits
+
     def test_a_full_inbox_still_takes_events_that_replace_pending_ones(
         self, state_path: Path
     ) -> None:

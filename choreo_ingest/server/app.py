@@ -142,6 +142,8 @@ def _in_thread(server: Server, work: Callable[..., Any], *args: Any, **kwargs: A
             position = {"storeId": error.store_id, "oldestSeq": error.oldest_seq}
             raise HTTPProblem(410, str(error), fields=position) from None
         except InboxFull as error:
+            if error.never_fits:
+                raise HTTPProblem(413, str(error)) from None
             retry = {"Retry-After": str(INBOX_FULL_RETRY_SECONDS)}
             raise HTTPProblem(503, str(error), retry) from None
         except LockHeld as error:

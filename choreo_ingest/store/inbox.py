@@ -71,17 +71,33 @@ def add_events(
                 seqs.append(int(cursor.fetchone()[0]))
             _coalesce(conn, provider, bodies)
             if pending_event_count(conn, provider) > capacity:
-                raise _OverCapacity
-    except _OverCapacity:
+                raise _OverCapacity(_batch_left(conn, provider, seqs[0]))
+    except _OverCapacity as over:
         # Rolled back: what is pending now is what was pending before (counted only here, on
         # the way out, not for every batch that fits).
         pending = pending_event_count(conn, provider)
-        raise InboxFull(provider, capacity, len(bodies), pending) from None
+        raise InboxFull(provider, capacity, len(bodies), pending, over.distinct) from None
     return seqs
 
 
 class _OverCapacity(Exception):
-    """The batch would leave too many pending events: roll it back."""
+    """The batch would leave too many pending events: roll it back. `distinct`: the batch's
+    events left once those about the same object are coalesced."""
+
+    def __init__(self, distinct: int) -> None:
+        super().__init__(distinct)
+        self.distinct = distinct
+
+
+def _batch_left(conn: AnyConnection, provider: str, first_seq: int) -> int:
+    # Writers to the inbox take turns and seqs only grow, so the batch's events are the pending
+    # ones from its first seq on.
+    return int(
+        conn.scalar(
+            "SELECT count(*) FROM event_inbox WHERE provider = ? AND parked = 0 AND seq >= ?",
+            [provider, first_seq],
+        )
+    )
 
 
 def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> None:

@@ -170,6 +170,20 @@ class TestEvents:
         assert int(answer.headers["retry-after"]) > 0
         assert "is full (1 pending events, the limit)" in answer.json()["error"]
 
+    def test_a_batch_larger_than_the_inbox_is_413_without_retry_after(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        tiny = replace(config, inbox_capacity=2)
+        with make_client(tiny, ingested, clock) as client:
+            answer = client.post(
+                "/events/openchoreo", json=[component_event(f"c{i}") for i in range(3)]
+            )
+
+        assert answer.status_code == 413
+        assert "retry-after" not in answer.headers
+        assert "send at most 2 at a time" in answer.json()["error"]
+        assert pending(ingested) == []
+
     def test_an_unknown_provider_is_404(self, client: AsgiClient) -> None:
         answer = client.post("/events/nosuch", json=component_event("a"))
 
