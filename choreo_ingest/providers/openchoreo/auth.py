@@ -44,7 +44,7 @@ from choreo_ingest.config import (
     token_problem,
 )
 from choreo_ingest.errors import AuthError, ConfigError, ProviderError, TransientError
-from choreo_ingest.logs import spellings
+from choreo_ingest.logs import get_logger, spellings
 from choreo_ingest.providers.openchoreo.client_auth import (
     Way,
     client_auth_refused,
@@ -82,6 +82,8 @@ MAX_DESCRIPTION = 160
 _OAUTH = "openchoreo.auth.oauth"
 _TOKEN_URL_KEY = f"{_OAUTH}.tokenUrl"
 _METHOD_KEY = f"{_OAUTH}.clientAuthMethod"
+
+log = get_logger("choreo_ingest.http")
 
 
 class Credentials(Protocol):
@@ -293,7 +295,8 @@ class ClientCredentials:
         return token
 
     def _post(self, way: Way, secret: str) -> tuple[int, Any]:
-        """One token request, the client secret sent `way`."""
+        """One token request, the client secret sent `way`; logged at debug as the client logs
+        the API's requests. A connection failure names the token URL's key."""
         oauth = self._oauth
         request = request_for(way, oauth.client_id, secret)
         if request.credential is not None:
@@ -301,7 +304,18 @@ class ClientCredentials:
         fields = {"grant_type": "client_credentials", **request.fields}
         if oauth.scope:
             fields["scope"] = oauth.scope
-        return self._post_form(oauth.token_url, fields, request.headers)
+        where = oauth.token_url.partition("?")[0]
+        started = self._clock.monotonic()
+        try:
+            status, body = self._post_form(oauth.token_url, fields, request.headers)
+        except TransientError as error:
+            if type(error) is not TransientError:  # a deadline, a Retry-After: kept as they are
+                raise
+            text = self._known.redact(f"token request to {_TOKEN_URL_KEY}: {error}")
+            raise TransientError(text, method="POST", path=where, code=error.code) from None
+        seconds = round(self._clock.monotonic() - started, 3)
+        log.debug("http_request", method="POST", path=where, status=status, seconds=seconds)
+        return status, body
 
     def _refused(self, answers: list[tuple[Way, int, Any]]) -> ProviderError:
         """The error of a grant refused in each way tried (`answers`, in order). The answer

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import NotFoundError, PermanentError, ProviderError
+from choreo_ingest.errors import AuthError, NotFoundError, PermanentError, ProviderError
 from choreo_ingest.models import Delta, Entity, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.base import IndexReader, QueueReader
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -142,7 +142,11 @@ that method not allowed there, or not implemented."""
 
 def says_absent(error: ProviderError) -> bool:
     """Whether the first listing's failure says the server does not serve that generation (so
-    `auto` tries the next one), rather than that it serves it and refused (401, 403, 429, 5xx)."""
+    `auto` tries the next one), rather than that it serves it and refused (401, 403, 429, 5xx).
+    A failed token request (an AuthError, even a 404 from a wrong token URL) says nothing of the
+    API."""
+    if isinstance(error, AuthError):
+        return False
     return isinstance(error, NotFoundError) or (
         isinstance(error, PermanentError) and error.status in ABSENT_STATUSES
     )

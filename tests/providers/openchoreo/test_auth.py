@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from choreo_ingest.config import AuthConfig, OAuthConfig
 from choreo_ingest.errors import AuthError, ConfigError, TransientError
@@ -618,7 +619,7 @@ class TestEndpointErrors:
         assert f"HTTP {status} temporarily_unavailable" in str(caught.value)
         assert caught.value.status == status
 
-    def test_transient_error_from_post_form_passes_through(self) -> None:
+    def test_a_connection_failure_names_the_token_url_key(self) -> None:
         def unreachable(
             url: str, fields: Mapping[str, str], headers: Mapping[str, str]
         ) -> tuple[int, Any]:
@@ -627,8 +628,26 @@ class TestEndpointErrors:
         credentials = credentials_for(
             AuthConfig(oauth=oauth_config()), clock=FakeClock(), post_form=unreachable
         )
-        with pytest.raises(TransientError, match="ConnectError"):
+        with pytest.raises(TransientError) as caught:
             credentials.bearer()
+
+        assert str(caught.value) == (
+            "token request to openchoreo.auth.oauth.tokenUrl: "
+            "POST http://thunder/oauth2/token: ConnectError"
+        )
+        assert (caught.value.method, caught.value.path) == ("POST", TOKEN_URL)
+
+    def test_each_token_request_is_logged_at_debug_without_the_secret(self) -> None:
+        endpoint = FakeTokenEndpoint(always=(401, {"error": "invalid_client"}))
+        with structlog.testing.capture_logs() as logs, pytest.raises(AuthError):
+            client_credentials(endpoint, FakeClock()).bearer()
+
+        requests = [line for line in logs if line["event"] == "http_request"]
+        assert [(line["method"], line["status"]) for line in requests] == [("POST", 401)] * len(
+            endpoint.calls
+        )
+        assert requests
+        assert CLIENT_SECRET not in repr(logs)
 
     @pytest.mark.parametrize(
         "body",

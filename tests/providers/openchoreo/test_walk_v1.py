@@ -164,6 +164,26 @@ class TestFullCycle:
         assert "no OpenChoreo API at http://openchoreo.test/api/v1" in error
         assert "(tried /api/v1/namespaces and /api/v1/orgs)" in error
 
+    @pytest.mark.parametrize("status", [404, 405])
+    def test_a_wrong_token_url_is_named_not_taken_for_a_missing_api(
+        self, tmp_path: Path, clock: FakeClock, status: int
+    ) -> None:
+        config = config_for(tmp_path / "state.db")
+        assert config.openchoreo.api == "auto"
+
+        def serve(request: httpx.Request) -> httpx.Response:
+            if request.url.path == "/oauth2/token":
+                return httpx.Response(status, text="no such route")
+            return httpx.Response(200, json={"items": [], "pagination": {}})
+
+        provider = OpenChoreoProvider(config, transport=httpx.MockTransport(serve))
+        result = run_once(config, tmp_path / "state.db", clock, providers={PROVIDER: provider})
+
+        error = result.providers[0].error or ""
+        assert "no OpenChoreo API" not in error
+        assert "token request to openchoreo.auth.oauth.tokenUrl" in error
+        assert f"HTTP {status}" in error
+
     def test_chunk_size_above_100_is_capped_with_a_warning(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
