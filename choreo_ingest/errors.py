@@ -151,11 +151,14 @@ class ProviderError(ChoreoIngestError):
         path: str | None = None,
         status: int | None = None,
         code: str | None = None,
+        config_key: str | None = None,
     ) -> None:
         self.method = method
         self.path = path
         self.status = status
         self.code = code
+        self.config_key = config_key
+        """The config key the message tells the operator to check, when it names one."""
         super().__init__(message)
 
 

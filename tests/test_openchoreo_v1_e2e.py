@@ -184,6 +184,43 @@ def test_check_reports_server_grant_and_api(
     assert not checks["openchoreo.api"]["warning"]
 
 
+def test_check_names_the_token_url_when_it_is_not_a_token_endpoint(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    wrong = {"tokenUrl": api.url.removesuffix("/api/v1") + "/oauth2/nope"}
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, oauth=wrong)
+
+    done = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    failed = [item for item in json.loads(done.stdout)["checks"] if not item["ok"]]
+    assert [item["name"] for item in failed] == ["openchoreo.auth.oauth.tokenUrl"]
+    assert "HTTP 404" in failed[0]["detail"]
+
+
+def test_check_does_not_claim_a_static_token_was_obtained(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(1, 1, 1), api="v1", token="right-token-2c9d")
+    document = {
+        "openchoreo": {"baseUrl": api.url, "auth": {"token": "${E2E_TOKEN}"}},
+        "state": {"path": str(tmp_path / "state.db")},
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(document))
+
+    done = run_cli(
+        "check", "--json", "--config", config, cwd=tmp_path, env={"E2E_TOKEN": "wrong-token-77ab"}
+    )
+
+    checks = {item["name"]: item for item in json.loads(done.stdout)["checks"]}
+    assert "obtained" not in checks["openchoreo.auth.token"]["detail"]
+    assert not checks["openchoreo.api"]["ok"]
+    assert "HTTP 401" in checks["openchoreo.api"]["detail"]
+
+
 def test_check_advises_the_client_auth_method_the_identity_provider_wants(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:

@@ -279,7 +279,8 @@ class ClientCredentials:
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token.strip():
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
-            raise self._error(AuthError, f"HTTP {status} with {shape}", status=status)
+            problem = f"HTTP {status} with {shape}; check {_TOKEN_URL_KEY}"
+            raise self._error(AuthError, problem, status=status, key=_TOKEN_URL_KEY)
         token = token.strip()
         self._known.add_token(token)
         token_type = body.get("token_type")
@@ -289,7 +290,8 @@ class ClientCredentials:
         unusable = token_problem(token)
         if unusable is not None:
             problem = f"HTTP {status}: the access_token is not a usable bearer token: {unusable}"
-            raise self._error(AuthError, f"{problem}; check {_TOKEN_URL_KEY}", status=status)
+            problem = f"{problem}; check {_TOKEN_URL_KEY}"
+            raise self._error(AuthError, problem, status=status, key=_TOKEN_URL_KEY)
         self._token = token
         self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
         return token
@@ -312,7 +314,9 @@ class ClientCredentials:
             if type(error) is not TransientError:  # a deadline, a Retry-After: kept as they are
                 raise
             text = self._known.redact(f"token request to {_TOKEN_URL_KEY}: {error}")
-            raise TransientError(text, method="POST", path=where, code=error.code) from None
+            raise TransientError(
+                text, method="POST", path=where, code=error.code, config_key=_TOKEN_URL_KEY
+            ) from None
         seconds = round(self._clock.monotonic() - started, 3)
         log.debug("http_request", method="POST", path=where, status=status, seconds=seconds)
         return status, body
@@ -335,8 +339,8 @@ class ClientCredentials:
         problem = f"HTTP {status}" + (f" {code}" if code else "")
         problem += f": {description}" if description else ""
         if status >= 500 or status in (408, 429):
-            return self._error(TransientError, problem, status=status, code=code)
-        advice = self._advice(status, code)
+            return self._error(TransientError, problem, status, code, _TOKEN_URL_KEY)
+        key, advice = self._advice(status, code)
         if len(answers) > 1:
             advice += f" (the secret was refused {'; '.join(map(self._answered, answers))})"
         elif self._oauth.client_auth_method != CLIENT_AUTH_AUTO and client_auth_refused(
@@ -346,7 +350,7 @@ class ClientCredentials:
                 f"; or the identity provider takes this client's secret another way than "
                 f"{_METHOD_KEY} says ({self._oauth.client_auth_method})"
             )
-        return self._error(AuthError, f"{problem}; {advice}", status, code)
+        return self._error(AuthError, f"{problem}; {advice}", status, code, key)
 
     def _answered(self, answer: tuple[Way, int, Any]) -> str:
         way, status, body = answer
@@ -358,19 +362,20 @@ class ClientCredentials:
         that holds a tab or two spaces would no longer match."""
         return _printable(self._known.redact(value) if isinstance(value, str) else value, limit)
 
-    def _advice(self, status: int, code: str | None) -> str:
+    def _advice(self, status: int, code: str | None) -> tuple[str, str]:
+        """The config key a refused grant points at, and what to tell the operator."""
         if code == "invalid_client" or (code is None and status in (400, 401, 403)):
-            return f"check {_OAUTH}.clientId and {self.config_key}"
+            return self.config_key, f"check {_OAUTH}.clientId and {self.config_key}"
         if code == "invalid_scope":
-            return f"check {_OAUTH}.scope"
+            return f"{_OAUTH}.scope", f"check {_OAUTH}.scope"
         if code in ("unauthorized_client", "unsupported_grant_type"):
-            return (
+            return f"{_OAUTH}.clientId", (
                 "the identity provider must allow the client_credentials grant "
                 f"for {_OAUTH}.clientId"
             )
         if code is None:
-            return f"check {_TOKEN_URL_KEY}"
-        return f"check {_OAUTH}"
+            return _TOKEN_URL_KEY, f"check {_TOKEN_URL_KEY}"
+        return _OAUTH, f"check {_OAUTH}"
 
     def _error(
         self,
@@ -378,11 +383,12 @@ class ClientCredentials:
         problem: str,
         status: int | None = None,
         code: str | None = None,
+        key: str | None = None,
     ) -> ProviderError:
         url = self._oauth.token_url
         text = self._known.redact(f"token request to {_TOKEN_URL_KEY} ({url}): {problem}")
         where = url.partition("?")[0]
-        return kind(text, method="POST", path=where, status=status, code=code)
+        return kind(text, method="POST", path=where, status=status, code=code, config_key=key)
 
 
 def refresh_point(token: str, expires_in: object, granted_at: float) -> float:

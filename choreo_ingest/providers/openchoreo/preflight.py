@@ -99,7 +99,7 @@ def _grant_check(credentials: Credentials) -> Check:
     try:
         credentials.bearer()
     except ProviderError as error:
-        return Check(credentials.config_key, False, str(error))
+        return Check(error.config_key or credentials.config_key, False, str(error))
     learned = credentials.learned_method if isinstance(credentials, ClientCredentials) else None
     if learned is not None:
         return Check(
@@ -110,6 +110,8 @@ def _grant_check(credentials: Credentials) -> Check:
             "that request at every run",
             warning=True,
         )
+    if not isinstance(credentials, ClientCredentials):
+        return Check(credentials.config_key, True, "a token is set (openchoreo.api tries it)")
     return Check(credentials.config_key, True, "a token was obtained")
 
 
