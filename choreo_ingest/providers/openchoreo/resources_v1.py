@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from choreo_ingest.errors import NotFoundError, PermanentError
+from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.api_names import (
@@ -189,12 +189,18 @@ def _rename_displaced(
     walk: Walk, namespace: str, owner: Owner, pending: Pending, *, listed: bool
 ) -> Harvest:
     """A component that lost the plain name of one of its APIs, read again to move it (joined
-    as the page that displaced it is: `listed`, only with what this cycle listed)."""
+    as the page that displaced it is: `listed`, only with what this cycle listed). Gone (404),
+    or no longer readable by this client (403: the lists leave it out too), it is left to the
+    sweep."""
     component = owner[-1]
     path = f"/namespaces/{segment(namespace)}/components/{segment(component)}"
     try:
         resource = as_object(walk.client.get_json(path), path)
     except NotFoundError:
+        return Harvest()
+    except AuthError as error:
+        if error.status != 403:
+            raise
         return Harvest()
     return component_harvest(
         walk, namespace, [resource], listed=listed, pending=pending, displacing=False

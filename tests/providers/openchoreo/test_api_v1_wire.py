@@ -532,6 +532,56 @@ def test_a_displaced_component_of_a_project_gone_is_left_out_not_left_dangling(
     assert dangling(engine.entities) == []
 
 
+FORBIDDEN = {
+    "status_code": 403,
+    "json": {"error": "You do not have permission to perform this operation", "code": "FORBIDDEN"},
+}
+
+
+def test_a_displaced_component_the_client_may_no_longer_read_is_as_good_as_gone(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """`c` (project `a-b`) held the API name `a-b-c-e`; a narrowed role then filters it from
+    the lists and its read answers 403, while the new `a`/`b-c` takes the name. The 403 used to
+    fail every burst at that page, so no cycle completed again."""
+    endpoint = {"e": {"type": "HTTP", "schema": SCHEMA}}
+    old = named("w-c", owner={"projectName": "a-b", "componentName": "c"}, endpoints=endpoint)
+    new = named("w-bc", owner={"projectName": "a", "componentName": "b-c"}, endpoints=endpoint)
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=50": [items(named("acme"))] * 2,
+            "/namespaces/acme/projects?limit=50": [items(named("a-b")), items(named("a"))],
+            "/namespaces/acme/workloads?limit=50": [items(old), items(new)],
+            "/namespaces/acme/components?limit=50": [
+                items(named("c", owner={"projectName": "a-b"})),
+                items(named("b-c", owner={"projectName": "a"})),
+            ],
+            "/namespaces/acme/components/c": [FORBIDDEN],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.run()
+    assert (
+        engine.entities["api:acme/a-b-c-e"].body["metadata"]["annotations"][
+            "openchoreo.io/component"
+        ]
+        == "c"
+    )
+    engine.cursor, engine.entities = None, {}
+
+    engine.run()
+
+    assert (
+        engine.entities["api:acme/a-b-c-e"].body["metadata"]["annotations"][
+            "openchoreo.io/component"
+        ]
+        == "b-c"
+    )
+    assert dangling(engine.entities) == []
+
+
 PROJECT_GONE = {"status_code": 404, "json": {"error": "Project not found", "code": "NOT_FOUND"}}
 
 
