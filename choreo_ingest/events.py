@@ -19,6 +19,7 @@ from choreo_ingest.errors import (
     AuthError,
     ChoreoIngestError,
     ConfigError,
+    DeadlineExceeded,
     InboxFull,
     LockHeld,
     TransientError,
@@ -314,7 +315,8 @@ def drain_inbox(
     spending every event's attempts. Any other failure of a `created`/`updated` event concerns
     that event alone (bad data, a bug in the provider), so the events after it still apply:
     such an event re-reads the state when it is retried, so applying it late cannot undo a
-    newer event. A failed `deleted` event (which could) always stops the drain.
+    newer event. A failed `deleted` event (which could) always stops the drain. Running out
+    of the burst's time, or being asked to stop, ends the drain without counting an attempt.
     """
     stats = DrainStats()
     limit = provider.max_pending_events if isinstance(provider, EventCheckingProvider) else None
@@ -332,7 +334,11 @@ def drain_inbox(
                 break
             try:
                 delta = provider.handle_event(provider_context, to_event(item.body))
+            except DeadlineExceeded:
+                break  # out of time, not a failure of the event: the next run goes on from it
             except Exception as error:
+                if cancelled():
+                    break
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
                 api_unwell = isinstance(error, (TransientError, AuthError))
                 if not parked and (api_unwell or item.body.get("action") == "deleted"):

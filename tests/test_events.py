@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config
-from choreo_ingest.errors import AuthError, PermanentError, TransientError
+from choreo_ingest.errors import AuthError, DeadlineExceeded, PermanentError, TransientError
 from choreo_ingest.events import (
     MAX_EVENT_ATTEMPTS,
     MAX_EVENT_BYTES,
@@ -790,6 +791,26 @@ class TestDrain:
 
         assert second.events.applied == 2
         assert inbox(config) == []
+        assert {"a", "b"} <= catalog_names(config)
+
+    def test_running_out_of_burst_time_stops_the_drain_without_counting_an_attempt(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
+        provider.failures = {"a": [DeadlineExceeded("GET /a: the burst deadline has passed")]}
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        with structlog.testing.capture_logs() as logs:
+            first = run(config, clock, provider)
+
+        assert (first.events.applied, first.events.retried, first.events.parked) == (0, 0, 0)
+        assert inbox(config) == [("a", 0), ("b", 0)]
+        assert [line for line in logs if line["log_level"] == "warning"] == []
+
+        second = run(config, clock, provider)
+
+        assert second.events.applied == 2
         assert {"a", "b"} <= catalog_names(config)
 
     @pytest.mark.parametrize(
