@@ -91,6 +91,7 @@ class OpenChoreoClient:
         credentials: Credentials | None = None,
         sequential_below: float = FAST_ANSWER_SECONDS,
         cancelled: Callable[[], bool] = lambda: False,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         if not config.base_url:
             raise ConfigError("is required", path="openchoreo.baseUrl")
@@ -101,11 +102,7 @@ class OpenChoreoClient:
         self._cancelled = cancelled
         self._request_timeout = config.incremental.request_timeout
         self._rng = rng
-        self._limiter = RequestLimiter(
-            max_concurrent=config.incremental.max_concurrent_requests,
-            max_per_second=config.incremental.max_requests_per_second,
-            clock=clock,
-        )
+        self._limiter = limiter or request_limiter(config, clock)
         headers = {"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"}
         self._http = httpx.Client(
             base_url=self._base_url + "/",
@@ -369,6 +366,17 @@ class OpenChoreoClient:
             raise self._errors.error(
                 PermanentError, "GET", path, response.status_code, None, "response body is not JSON"
             ) from None
+
+
+def request_limiter(config: OpenChoreoConfig, clock: Clock) -> RequestLimiter:
+    """The caps of `openchoreo.incremental` on requests in flight and per second. Clients made
+    one after another in one process (an inbox drain, then a burst) share one, so that the caps
+    hold for the process, not for each client."""
+    return RequestLimiter(
+        max_concurrent=config.incremental.max_concurrent_requests,
+        max_per_second=config.incremental.max_requests_per_second,
+        clock=clock,
+    )
 
 
 def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> PostForm:

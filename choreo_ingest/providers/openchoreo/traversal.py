@@ -43,6 +43,7 @@ from choreo_ingest.providers.openchoreo.client import (
     OpenChoreoClient,
     default_user_agent,
     form_poster,
+    request_limiter,
 )
 from choreo_ingest.providers.openchoreo.generation import (
     Generation,
@@ -56,6 +57,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
     generation_named,
 )
+from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
     TraversalCursor,
@@ -107,6 +109,8 @@ class OpenChoreoProvider:
         self._warned_limit: set[str] = set()
         self._credentials: Credentials | None = None
         """One per process: an OAuth token is granted once and reused across bursts."""
+        self._limiter: RequestLimiter | None = None
+        """One per process: the drains and the burst of a run share the request caps."""
 
     @property
     def name(self) -> str:
@@ -144,6 +148,8 @@ class OpenChoreoProvider:
 
     @contextmanager
     def _around(self, burst: BurstContext) -> Iterator[OpenChoreoContext]:
+        if self._limiter is None:
+            self._limiter = request_limiter(self._config.openchoreo, burst.clock)
         with OpenChoreoClient(
             self._config.openchoreo,
             clock=burst.clock,
@@ -152,6 +158,7 @@ class OpenChoreoProvider:
             user_agent=default_user_agent(),
             credentials=self.credentials(burst.clock),
             cancelled=burst.cancelled,
+            limiter=self._limiter,
         ) as client:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name)
             yield OpenChoreoContext(walk=walk, facts=burst.facts)

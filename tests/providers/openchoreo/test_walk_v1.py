@@ -23,6 +23,7 @@ from choreo_ingest.config import (
     OAuthConfig,
     OpenChoreoConfig,
 )
+from choreo_ingest.events import store_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
@@ -163,6 +164,32 @@ class TestFullCycle:
         error = result.providers[0].error or ""
         assert "no OpenChoreo API at http://openchoreo.test/api/v1" in error
         assert "(tried /api/v1/namespaces and /api/v1/orgs)" in error
+
+    def test_the_request_rate_cap_holds_across_a_runs_drain_and_burst(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The drain and the burst of one run each made their own client: each got the whole
+        `maxRequestsPerSecond`, so the server saw up to twice the cap where one met the other.
+        (No OAuth here: the token endpoint, another server in a real install, is not capped.)"""
+        world = v1_world(namespaces=1, projects=2, components=5)
+        api = simulator(world, clock, oauth_client_id=None, oauth_client_secret=None)
+        config = config_for(tmp_path / "state.db", chunk_size=5, max_requests_per_second=4.0)
+        config = replace(config, openchoreo=replace(config.openchoreo, auth=AuthConfig()))
+        until_completed(config, api, clock)
+        [namespace] = [item["name"] for item in world.orgs()]
+        events = [
+            {"kind": "Component", "name": item["name"], "namespace": namespace, "action": "updated"}
+            for project in world.projects(namespace)
+            for item in world.components(namespace, project["name"])
+        ]
+        store_events(tmp_path / "state.db", PROVIDER, events, clock)
+        api.reset_stats()
+
+        result = run(config, api, clock)
+
+        assert result.events.applied == len({event["name"] for event in events})
+        assert result.providers[0].pages > 0
+        assert api.stats.max_requests_per_second <= 4
 
     @pytest.mark.parametrize("status", [404, 405])
     def test_a_wrong_token_url_is_named_not_taken_for_a_missing_api(
