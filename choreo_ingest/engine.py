@@ -95,11 +95,12 @@ class StopSignal:
 
 class BetweenPages(Protocol):
     """Work a burst makes room for after a committed page (`serve` applies events received
-    meanwhile), so that what it writes comes after that page and wins over it."""
+    meanwhile), so that what it writes comes after that page and wins over it; called with the
+    burst's deadline (monotonic), which it keeps to."""
 
     def wanted(self) -> bool: ...
 
-    def __call__(self) -> None: ...
+    def __call__(self, deadline: float) -> None: ...
 
 
 class BurstEngine:
@@ -268,7 +269,7 @@ class BurstEngine:
             self.heap.page_done()
             if self.between_pages is not None and self.between_pages.wanted():
                 writer.wait()  # the page is committed before what comes after it
-                self.between_pages()
+                self.between_pages(deadline)
             if page.done:
                 return True
             now = self.clock.monotonic()
@@ -347,14 +348,18 @@ def burst_context(
     *,
     cancelled: Callable[[], bool],
     before_read: Callable[[], None] | None = None,
+    deadline: float | None = None,
 ) -> BurstContext:
-    """What a provider's `around()` gets for one burst or one inbox drain: a deadline
-    `burstLength` from now, and its queues, index and facts as the store holds them (reads
-    wait for `before_read` first: the page the writer thread is committing)."""
+    """What a provider's `around()` gets for one burst or one inbox drain: a `deadline`
+    (monotonic; `burstLength` from now by default), and its queues, index and facts as the
+    store holds them (reads wait for `before_read` first: the page the writer thread is
+    committing)."""
+    if deadline is None:
+        deadline = clock.monotonic() + config.incremental.burst_length
     return BurstContext(
         config=config,
         clock=clock,
-        deadline=clock.monotonic() + config.incremental.burst_length,
+        deadline=deadline,
         queues=StoreQueueReader(store, provider, before_read=before_read),
         cancelled=cancelled,
         index=StoreIndexReader(store, provider, cycle_id, before_read=before_read),

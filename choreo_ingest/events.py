@@ -307,8 +307,10 @@ def drain_inbox(
     config: Config,
     clock: Clock,
     cancelled: Callable[[], bool],
+    deadline: float | None = None,
 ) -> DrainStats:
-    """Apply this provider's pending events in arrival order.
+    """Apply this provider's pending events in arrival order, until `deadline` (monotonic;
+    `burstLength` from now by default).
 
     A failed event keeps its place with one more attempt (parked after MAX_EVENT_ATTEMPTS).
     A transient or auth failure says the API is unwell, so the drain stops there instead of
@@ -327,7 +329,9 @@ def drain_inbox(
     if not pending:
         return stats
     cycle_id = store.load_provider(provider.name).cycle_id
-    context = burst_context(config, store, clock, provider.name, cycle_id, cancelled=cancelled)
+    context = burst_context(
+        config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
+    )
     with provider.around(context) as provider_context:
         for item in pending:
             if cancelled() or context.remaining() <= 0:

@@ -103,7 +103,8 @@ def run_once(
             events_arrived.clear()  # the drain below takes what is stored so far
             handlers = [p for p in loaded.values() if isinstance(p, EventHandlingProvider)]
             between_pages = _EventsBetweenPages(
-                events_arrived, lambda: _drain_all(store, handlers, config, clock, stop, result)
+                events_arrived,
+                lambda deadline: _drain_all(store, handlers, config, clock, stop, result, deadline),
             )
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         try:
@@ -167,14 +168,14 @@ def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
 @dataclass(frozen=True)
 class _EventsBetweenPages:
     arrived: threading.Event
-    drain: Callable[[], None]
+    drain: Callable[[float], None]
 
     def wanted(self) -> bool:
         return self.arrived.is_set()
 
-    def __call__(self) -> None:
+    def __call__(self, deadline: float) -> None:
         self.arrived.clear()
-        self.drain()
+        self.drain(deadline)
 
 
 def _drain_all(
@@ -184,10 +185,13 @@ def _drain_all(
     clock: Clock,
     stop: StopSignal,
     result: RunResult,
+    deadline: float | None = None,
 ) -> None:
+    """Apply each provider's inbox, until `deadline` (a burst's, for a drain between its pages;
+    else each drain has `burstLength`)."""
     for provider in providers:
         if isinstance(provider, EventHandlingProvider) and not stop.is_set():
-            _drain(store, provider, config, clock, stop, result.events)
+            _drain(store, provider, config, clock, stop, result.events, deadline)
 
 
 def _drain(
@@ -197,9 +201,10 @@ def _drain(
     clock: Clock,
     stop: StopSignal,
     totals: DrainStats,
+    deadline: float | None,
 ) -> None:
     try:
-        stats = drain_inbox(store, provider, config, clock, stop.is_set)
+        stats = drain_inbox(store, provider, config, clock, stop.is_set, deadline)
     except StateError:  # the store failed: nothing else can be written either
         raise
     except ChoreoIngestError as error:  # e.g. the client could not be built: events wait

@@ -34,19 +34,23 @@ class EventsMidBurst(FakeProvider):
     state_path: Path | None = None
     deleted: set[str] = field(default_factory=set)
     handled: list[Event] = field(default_factory=list)
+    deadlines: dict[str, set[float]] = field(default_factory=dict)
 
     def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        self.deadlines.setdefault("page", set()).add(context.deadline)
         page = super().next(context, cursor)
         offset = 0 if cursor is None else int(cursor["offset"])
         if offset // self.page_size == self.event_at_page:
             assert self.state_path is not None
             assert self.announce is not None
             self.deleted.add(self.event["name"])  # the source deletes it, after serving the page
+            context.clock.advance(1.0)  # type: ignore[attr-defined]  # the page took a second
             store_events(self.state_path, self.name, [self.event], context.clock)
             self.announce.set()
         return page
 
     def handle_event(self, context: BurstContext, event: Event) -> Delta:
+        self.deadlines.setdefault("event", set()).add(context.deadline)
         self.handled.append(event)
         found = [e for e in self.entities if e.name == event.name and e.name not in self.deleted]
         return Delta(upserts=found, removal_scopes=[event.name])
@@ -80,6 +84,21 @@ class TestEventsBetweenPages:
 
         assert [event.name for event in provider.handled] == ["e1"]
         assert catalog(service.state.path) == set(NAMES) - {"e1"}
+
+    def test_events_applied_between_pages_keep_to_the_bursts_deadline(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A drain between pages had a `burstLength` of its own, so a steady stream of events
+        kept a burst going for as long as it lasted."""
+        provider = EventsMidBurst([make_entity(n) for n in NAMES], event_at_page=2)
+        service = make_service(tmp_path, clock, provider)
+        provider.state_path, provider.announce = service.state.path, service.events_arrived
+        provider.event = deleting("e1")
+
+        service.tick()
+
+        assert provider.deadlines["event"] == provider.deadlines["page"]
+        assert len(provider.deadlines["page"]) == 1
 
     def test_a_delete_after_a_page_was_fetched_wins_over_that_page(
         self, tmp_path: Path, clock: FakeClock
