@@ -9,7 +9,8 @@ those without an owner of their own take the project's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
 from choreo_ingest.logs import get_logger
@@ -131,18 +132,25 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     except NotFoundError:
         return _component_gone(walk, namespace, component, workloads)
     listed = [row for w in workloads if (row := workload_row(namespace, w))]
-    stale = _stale_workload_rows(walk, namespace, component, listed)
+    known = walk.index.by_group(WORKLOADS, [f"{namespace}/{component}"])
+    indexed = known[f"{namespace}/{component}"]
+    fresh = {row.key for row in listed}
+    stale = [IndexEntry(WORKLOADS, row.key) for row in indexed if row.key not in fresh]
     project = spec_owner(resource, "projectName") or ""
+    # A component deleted and made again in another project: its APIs there, named after
+    # that project, and their claims on names go too (the indexed workloads say where it was).
+    left = sorted(_projects_of(row.value for row in indexed) - {project})
+    released = _released_claims(walk, namespace, component, left, first_workload(indexed))
     system = _missing_project(walk, namespace, project)
     kept = [row for row in system.index if row.value is not None]
     dropped = [row for row in system.index if row.value is None]
     # The fresh rows are committed with the delta; the join must see them already.
-    overlay = _with_rows(walk, [*listed, *kept], [*stale, *dropped])
+    overlay = _with_rows(walk, [*listed, *kept], [*stale, *dropped, *released])
     harvest = component_harvest(overlay, namespace, [resource], listed=False)
     return Delta(
         upserts=[*system.entities, *harvest.entities],
-        removal_scopes=[f"{namespace}/{project}/{component}"],
-        index=[*stale, *listed, *system.index, *harvest.index],
+        removal_scopes=[f"{namespace}/{p}/{component}" for p in [project, *left]],
+        index=[*stale, *listed, *released, *system.index, *harvest.index],
     )
 
 
@@ -234,16 +242,6 @@ def _listed(walk: Walk, namespace: str, listing: str, **only: str) -> list[Resou
         cursor = page.next_cursor
 
 
-def _stale_workload_rows(
-    walk: Walk, namespace: str, component: str, listed: Sequence[IndexEntry]
-) -> list[IndexEntry]:
-    """Deletions for the component's indexed workloads that it no longer has."""
-    group = f"{namespace}/{component}"
-    fresh = {row.key for row in listed}
-    known = walk.index.by_group(WORKLOADS, [group])[group]
-    return [IndexEntry(WORKLOADS, row.key) for row in known if row.key not in fresh]
-
-
 def _component_gone(
     walk: Walk, namespace: str, component: str, workloads: Sequence[Resource]
 ) -> Delta:
@@ -251,29 +249,51 @@ def _component_gone(
     claims on API names (a component that lost a name to it gets it back at its next read)."""
     group = f"{namespace}/{component}"
     known = walk.index.by_group(WORKLOADS, [group])[group]
-    owners = [*workloads, *(row.value for row in known if isinstance(row.value, Mapping))]
-    projects = sorted({p for w in owners if (p := spec_owner(w, "projectName"))})
-    chosen = first_workload(known)
-    claims = [
-        claim_key(
-            ApiClaim(
-                namespace=namespace_name(namespace),
-                owner=(project, component),
-                endpoint=endpoint,
-                plain=v1_api_entity_name(project, component, endpoint),
-            )
-        )
-        for project in projects
-        for endpoint in api_endpoint_names(chosen, walk.config.mapping)
-    ]
+    projects = sorted(_projects_of([*workloads, *(row.value for row in known)]))
     return Delta(
         removals=[entity_ref("Component", namespace_name(namespace), entity_name(component))],
         removal_scopes=[f"{namespace}/{project}/{component}" for project in projects],
         index=[
             *(IndexEntry(WORKLOADS, row.key) for row in known),
-            *(IndexEntry(CLAIMS, key) for key in claims),
+            *_released_claims(walk, namespace, component, projects, first_workload(known)),
         ],
     )
+
+
+def _projects_of(workloads: Iterable[object]) -> set[str]:
+    """The projects that `workloads` (resources or indexed values) say their component is in."""
+    return {
+        project
+        for workload in workloads
+        if isinstance(workload, Mapping) and (project := spec_owner(workload, "projectName"))
+    }
+
+
+def _released_claims(
+    walk: Walk,
+    namespace: str,
+    component: str,
+    projects: Sequence[str],
+    workload: Mapping[str, Any] | None,
+) -> list[IndexEntry]:
+    """Deletions of the component's claims on API names, as a member of each of `projects`,
+    for the endpoints of `workload` (its indexed one)."""
+    endpoints = api_endpoint_names(workload, walk.config.mapping) if projects else []
+    return [
+        IndexEntry(
+            CLAIMS,
+            claim_key(
+                ApiClaim(
+                    namespace=namespace_name(namespace),
+                    owner=(project, component),
+                    endpoint=endpoint,
+                    plain=v1_api_entity_name(project, component, endpoint),
+                )
+            ),
+        )
+        for project in projects
+        for endpoint in endpoints
+    ]
 
 
 class _OverlayIndex:

@@ -186,6 +186,52 @@ def test_an_events_workload_listing_that_repeats_a_cursor_fails_instead_of_endin
     assert caught.value.path == "/namespaces/acme/workloads"
 
 
+def test_a_component_made_again_in_another_project_takes_its_old_apis_and_claims_away(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """`cart` is deleted from `shop` and made again in `web`: the coalesced event is its
+    `created`. Its `shop-cart-e` API stayed until the next sweep, claiming that name."""
+    endpoint = {"e": {"type": "HTTP", "schema": SCHEMA}}
+    before = named(
+        "w-cart", owner={"projectName": "shop", "componentName": "cart"}, endpoints=endpoint
+    )
+    after = named(
+        "w-cart", owner={"projectName": "web", "componentName": "cart"}, endpoints=endpoint
+    )
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=50": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=50": [items(named("shop"), named("web"))],
+            "/namespaces/acme/workloads?limit=50": [items(before)],
+            "/namespaces/acme/components?limit=50": [
+                items(named("cart", owner={"projectName": "shop"}))
+            ],
+            "/namespaces/acme/workloads?component=cart&limit=100": [items(after)],
+            "/namespaces/acme/components/cart": [
+                {"json": named("cart", owner={"projectName": "web"})}
+            ],
+        },
+    )
+    for path, body in [
+        ("/namespaces/acme", named("acme")),
+        ("/namespaces/acme/projects/web", named("web")),
+    ]:
+        httpx_mock.add_response(url=f"{BASE}{path}", json=body, is_optional=True)
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.run()
+    assert "api:acme/shop-cart-e" in engine.entities
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Component", "cart", "created", "acme"))
+
+    assert "api:acme/web-cart-e" in {entity.ref for entity in delta.upserts}
+    assert set(delta.removal_scopes) == {"acme/web/cart", "acme/shop/cart"}
+    released = {row.key for row in delta.index if row.value is None}
+    assert "acme/shop-cart-e|shop/cart/e" in released
+
+
 FORBIDDEN = {
     "status_code": 403,
     "json": {"error": "You do not have permission to perform this operation", "code": "FORBIDDEN"},
