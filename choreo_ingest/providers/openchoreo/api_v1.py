@@ -144,7 +144,12 @@ class V1Generation:
             return f"kind {kind!r:.80} is not a resource kind (expected e.g. Component)"
         if action not in ACTIONS:
             return f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})"
-        if not isinstance(name, str) or not KUBERNETES_NAME.fullmatch(name):
+        # Only the names this provider reads back must be Kubernetes object names; other
+        # kinds (an RBAC role `system:admin`, say) are acknowledged and ignored whatever theirs.
+        if kind not in INGESTED_KINDS:
+            if not isinstance(name, str) or not name:
+                return f"name {name!r:.80} is not a resource name"
+        elif not isinstance(name, str) or not KUBERNETES_NAME.fullmatch(name):
             return f"name {name!r:.80} is not an OpenChoreo name (lowercase a-z, 0-9, '-', '.')"
         namespace = body.get("namespace")
         if kind in INGESTED_KINDS and kind != "Namespace":

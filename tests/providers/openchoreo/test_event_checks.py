@@ -67,9 +67,12 @@ def v1_event(
         (v1_event("Workload", namespace="", action="updated"), "needs a namespace"),
         (v1_event("Component", name="a/b"), "not an OpenChoreo name"),
         (v1_event("Project", name="p", namespace="N"), "needs a namespace"),
+        (v1_event("Component", name="system:admin"), "not an OpenChoreo name"),
+        (v1_event("Environment", name=""), "not a resource name"),
     ],
     ids=["lower-case-kind", "unknown-action", "component-without-namespace",
-         "workload-with-empty-namespace", "name-with-slash", "uppercase-namespace"],
+         "workload-with-empty-namespace", "name-with-slash", "uppercase-namespace",
+         "ingested-kind-name-with-colon", "ignored-kind-empty-name"],
 )  # fmt: skip
 def test_v1_refuses_with_its_reason(event: dict[str, Any], problem: str) -> None:
     found = V1.event_problem(event)
@@ -99,8 +102,10 @@ def test_v1_takes_the_forwarders_four_ingested_kinds(event: dict[str, Any]) -> N
         {"kind": "ReleaseBinding", "name": "api-dev", "namespace": "acme", "action": "updated"},
         {"kind": "ClusterComponentType", "name": "service", "namespace": "", "action": "created"},
         {"kind": "Environment", "name": "dev", "namespace": "acme", "action": "deleted"},
+        {"kind": "ClusterRole", "name": "system:admin", "namespace": "", "action": "updated"},
+        {"kind": "ConfigMap", "name": "Foo_Bar", "namespace": "acme", "action": "created"},
     ],
-    ids=["namespaced", "cluster-scoped", "deleted"],
+    ids=["namespaced", "cluster-scoped", "deleted", "name-with-colon", "name-not-dns"],
 )
 def test_v1_acknowledges_and_ignores_other_kinds(event: dict[str, Any]) -> None:
     assert V1.event_problem(event) is None
