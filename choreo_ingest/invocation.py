@@ -132,7 +132,7 @@ def _load(
     try:
         return (overrides or {}).get(name) or load_provider(name, config)
     except ChoreoIngestError as error:
-        log.error("provider_unavailable", provider=name, error=str(error))
+        log.info("provider_unavailable", provider=name, error=str(error))
         return error
 
 
@@ -297,7 +297,7 @@ def _sync_mirror(
     try:
         stats = sync_mirror(store, directory, cancelled=cancelled)
     except ChoreoIngestError as error:
-        log.error("mirror_not_written", error=str(error))
+        log.info("mirror_not_written", error=str(error))
         return error
     log.debug(
         "mirror_synced", written=stats.written, deleted=stats.deleted, position=stats.position
@@ -321,7 +321,7 @@ def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestErro
         names = provider_names(store, config)
         write_metrics_textfile(config.metrics_textfile, all_metrics(store, names, run_at=now))
     except ChoreoIngestError as error:
-        log.error("metrics_not_written", error=str(error))
+        log.info("metrics_not_written", error=str(error))
         return error
     return None
 

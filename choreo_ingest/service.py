@@ -21,6 +21,7 @@ from choreo_ingest.engine import StopSignal
 from choreo_ingest.errors import ChoreoIngestError, LockHeld
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.logs import get_logger
+from choreo_ingest.models import ProviderAction
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.store import StateRef, state_location
@@ -104,7 +105,8 @@ class Service:
                 rng=self.rng,
                 events_arrived=self.events_arrived,
             )
-            if record.result.error is not None:  # an output not written; logged by the run
+            _log_failures(record.result)
+            if record.result.error is not None:
                 record.error = str(record.result.error)
         except LockHeld:
             record.skipped = True
@@ -173,3 +175,17 @@ class Service:
             with self._operators_lock:
                 self._operators_waiting -= 1
             self._wake.set()
+
+
+def _log_failures(result: RunResult) -> None:
+    """What `run` prints as its error lines, as log lines: the service's only report of them."""
+    for outcome in result.providers:
+        if outcome.action == ProviderAction.FAILED:
+            log.warning(
+                "burst_failed",
+                provider=outcome.name,
+                next_action_at=outcome.next_action_at,
+                error=outcome.error,
+            )
+    if result.error is not None:
+        log.error("output_not_written", error=str(result.error))

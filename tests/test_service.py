@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
-from choreo_ingest.errors import LockHeld
+from choreo_ingest.errors import LockHeld, TransientError
 from choreo_ingest.events import store_events
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
@@ -148,6 +149,18 @@ class TestTick:
         assert record.result.providers[0].cycle_completed
         assert record.error is not None
         assert record.error.startswith("catalog.directory: ")
+
+    def test_a_failed_burst_is_logged_as_a_warning(self, tmp_path: Path, clock: FakeClock) -> None:
+        """`run` says it in its error line and logs it at info; the service has no such line."""
+        provider = FakeProvider([make_entity("a")], fail_at={0: TransientError("GET /x: 503")})
+        service = make_service(tmp_path, clock, provider)
+
+        with structlog.testing.capture_logs() as logs:
+            service.tick()
+
+        [failed] = [line for line in logs if line["log_level"] == "warning"]
+        assert (failed["event"], failed["provider"]) == ("burst_failed", "fake")
+        assert "GET /x: 503" in failed["error"]
 
 
 class TestLock:
