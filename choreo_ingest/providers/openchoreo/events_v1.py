@@ -132,8 +132,8 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     except NotFoundError:
         return _component_gone(walk, namespace, component, workloads)
     listed = [row for w in workloads if (row := workload_row(namespace, w))]
-    known = walk.index.by_group(WORKLOADS, [f"{namespace}/{component}"])
-    indexed = known[f"{namespace}/{component}"]
+    group = f"{namespace}/{component}"
+    indexed = walk.index.by_group(WORKLOADS, [group])[group]
     fresh = {row.key for row in listed}
     stale = [IndexEntry(WORKLOADS, row.key) for row in indexed if row.key not in fresh]
     project = spec_owner(resource, "projectName") or ""
