@@ -161,19 +161,37 @@ def test_a_full_inbox_says_how_many_events_it_holds(store: Store) -> None:
     assert (refused.value.pending, refused.value.refused) == (2, 1)
 
 
-def test_a_batch_larger_than_an_empty_inbox_states_the_real_count(store: Store) -> None:
-    """Nothing is pending: the message says so, not that the inbox holds its limit."""
+def test_a_batch_larger_than_the_inbox_says_it_never_fits(store: Store) -> None:
+    """Nothing is pending, and waiting would not help: the message says so, not that the inbox
+    holds its limit."""
     batch = [component_event(f"c{number}", "created") for number in range(4)]
 
     with pytest.raises(InboxFull) as refused:
         store.add_events("fake", batch, 1.0, capacity=3)
 
-    assert str(refused.value).startswith(
-        "the event inbox of 'fake' has room for 3 more events (0 pending, the limit is 3): "
-        "all 4 new events refused, as a batch is stored whole or not at all; "
+    assert str(refused.value) == (
+        "a batch of 4 events about different objects never fits the event inbox of 'fake' "
+        "(at most 3 pending, `events.inboxCapacity`): all 4 refused; send at most 3 at a time"
     )
-    assert refused.value.pending == 0
+    assert (refused.value.pending, refused.value.never_fits) == (0, True)
     assert pending(store) == []  # nothing of the batch was stored
+
+
+def test_a_batch_that_fits_the_inbox_but_not_its_room_says_how_much_room_there_is(
+    store: Store,
+) -> None:
+    store.add_events("fake", [component_event("a", "created")], 1.0, capacity=3)
+    batch = [component_event(f"c{number}", "created") for number in range(3)]
+
+    with pytest.raises(InboxFull) as refused:
+        store.add_events("fake", batch, 1.0, capacity=3)
+
+    assert str(refused.value).startswith(
+        "the event inbox of 'fake' has room for 2 more events (1 pending, the limit is 3): "
+        "all 3 new events refused, as a batch is stored whole or not at all; "
+    )
+    assert (refused.value.pending, refused.value.never_fits) == (1, False)
+    assert pending(store) == [("a", "created")]  # nothing of the batch was stored
 
 
 def test_drop_and_purge(store: Store) -> None:
