@@ -12,11 +12,11 @@ from pathlib import Path
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.store import SqliteLocation, StateRef, state_location
+from choreo_ingest.store import SqliteLocation, StateLocation, StateRef, state_location
 
 
 def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
@@ -30,16 +30,28 @@ def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
             continue
         if isinstance(provider, CheckingProvider):
             checks += provider.preflight(clock)
-    location = state_location(state)
-    problem = location.write_problem()
-    if problem is None and isinstance(location, SqliteLocation):
-        problem = _not_a_file(location.path)
-    checks.append(Check("state.path", problem is None, problem or f"{location}: writable"))
+    checks.append(_state_check(state_location(state)))
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
     if config.catalog_directory is not None:
         checks.append(_creatable("catalog.directory", config.catalog_directory))
     return checks
+
+
+def _state_check(location: StateLocation) -> Check:
+    """Whether a run can write the state there: the paths (or the database's rights), the run
+    lock, and a state already there opened read-only as `status` opens it, so that a file that
+    is not a choreo-ingest state, or one of a newer schema, is refused here in `run`'s words."""
+    problem = location.write_problem()
+    if problem is None and isinstance(location, SqliteLocation):
+        problem = _not_a_file(location.path)
+    if problem is None:
+        try:
+            if location.exists():
+                location.open(readonly=True).close()
+        except StateError as error:
+            problem = str(error)
+    return Check("state.path", problem is None, problem or f"{location}: writable")
 
 
 def _creatable(key: str, directory: Path) -> Check:

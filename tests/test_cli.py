@@ -182,10 +182,38 @@ class TestRun:
 
         assert done.returncode == 75
         if says is None:
-            assert json.loads(done.stdout) == {"outcome": "locked", "exitCode": 75, "providers": []}
+            assert json.loads(done.stdout) == {
+                "outcome": "locked",
+                "exitCode": 75,
+                "providers": [],
+                "events": {"applied": 0, "retried": 0, "parked": 0},
+            }
             return
         assert done.stdout == ""
         assert says in done.stderr if says else done.stderr == ""
+
+    def test_every_json_document_has_the_keys_of_a_burst(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        """A script reads `events` (and the rest) whatever the outcome: a burst, a lock held by
+        another run, a config error, a usage error."""
+        db = tmp_path / "state.db"
+        burst = run_cli("run", "--json", "--config", config_file, "--db", db, cwd=tmp_path)
+        with RunLock(db):
+            locked = run_cli("run", "--json", "--config", config_file, "--db", db, cwd=tmp_path)
+        no_api = write_config(tmp_path / "no-api.yaml", None)
+        config_error = run_cli("run", "--json", "--config", no_api, "--db", db, cwd=tmp_path)
+        usage_error = run_cli("run", "--json", "--bogus", cwd=tmp_path)
+
+        documents = [json.loads(done.stdout) for done in (burst, locked, config_error, usage_error)]
+        assert [(d["outcome"], d["exitCode"]) for d in documents] == [
+            ("burst", 0),
+            ("locked", 75),
+            ("error", 2),
+            ("error", 2),
+        ]
+        assert [set(d) - {"error"} for d in documents] == [RUN_KEYS] * 4
+        assert [set(d["events"]) for d in documents] == [set(documents[0]["events"])] * 4
 
     def test_refresh_now_says_locked_as_run_does(self, tmp_path: Path) -> None:
         config = write_config(tmp_path / "config.yaml", UNREACHABLE_URL)
@@ -255,6 +283,46 @@ class TestStateCommands:
         if as_json:
             assert document(result)["exitCode"] == 4
         assert not (tmp_path / "missing.db").exists()
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ("status",),
+            ("status", "--json"),
+            ("export",),
+            ("changes",),
+            ("removals",),
+            ("reset", "openchoreo", "--yes"),
+            ("removals", "approve", "openchoreo", "--yes"),
+        ],
+        ids=" ".join,
+    )
+    def test_a_state_file_whose_directory_is_missing_says_the_directory_is_missing(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """`run` and `migrate` would refuse that directory too: "no state file yet" alone sends
+        the operator to them."""
+        state = tmp_path / "nodir" / "x" / "state.db"
+
+        done = run_cli(*command, "--db", state, cwd=tmp_path)
+
+        assert done.returncode == 4
+        assert done.stderr.splitlines()[0] == (
+            f"choreo-ingest: error: {state}: no state file yet, and its directory "
+            f"{state.parent} does not exist: create it (`choreo-ingest run` and `migrate` do not)"
+        )
+        assert not (tmp_path / "nodir").exists()
+
+    def test_a_state_file_missing_from_a_directory_there_says_only_that(
+        self, tmp_path: Path
+    ) -> None:
+        done = run_cli("status", "--db", tmp_path / "state.db", cwd=tmp_path)
+
+        assert (done.returncode, done.stderr) == (
+            4,
+            f"choreo-ingest: error: {tmp_path / 'state.db'}: no state file yet "
+            "(`choreo-ingest run` or `choreo-ingest migrate` creates it)\n",
+        )
 
     @pytest.mark.parametrize(
         "command",
@@ -519,11 +587,19 @@ class TestReported:
             code,
             [],
         )
+        assert set(document) - {"error"} == RUN_KEYS
 
     @pytest.mark.parametrize(
         ("args", "fields"),
         [
-            (["run", "--bogus"], {"outcome": "error", "providers": []}),
+            (
+                ["run", "--bogus"],
+                {
+                    "outcome": "error",
+                    "providers": [],
+                    "events": {"applied": 0, "retried": 0, "parked": 0},
+                },
+            ),
             (["health", "--bogus"], {"healthy": False}),
             (["status", "--bogus"], {}),
         ],
@@ -544,7 +620,7 @@ class TestReported:
         [
             (
                 ["--config", "c.yaml", "run", "--json"],
-                {"outcome": "interrupted", "providers": [], "exitCode": 130},
+                {**RUN_ERROR_FIELDS, "outcome": "interrupted", "exitCode": 130},
             ),
             (["status", "--json"], {"exitCode": 130}),
             (["status"], None),

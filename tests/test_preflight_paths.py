@@ -1,19 +1,28 @@
 """`check`'s checks of the files a run writes (the state file, the metrics textfile): a path
-that exists must be a regular file a run can replace, not a directory or a FIFO."""
+that exists must be a regular file a run can replace, not a directory or a FIFO; a state file
+there must be one `run` would open, and its run lock one `run` could take."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
 
 from choreo_ingest.config import Config
+from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
-from choreo_ingest.store import Store
+from choreo_ingest.store import SCHEMA_VERSION, RunLock, Store
 
 from fakes import FakeClock
+
+NOBODY = 65534
 
 
 def checks_of(tmp_path: Path, textfile: Path, state: Path | None = None) -> dict[str, Check]:
@@ -78,3 +87,104 @@ def test_an_existing_state_file_is_writable(tmp_path: Path) -> None:
     check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
 
     assert (check.ok, check.detail) == (True, f"{state}: writable")
+
+
+class TestStateFileAsRunFindsIt:
+    """`check` opens an existing state file read-only, as `status` does, and the run lock as a
+    run opens it: what `run` would refuse, `check` refuses in the same words."""
+
+    @staticmethod
+    def refusal(state: Path) -> str:
+        """What `status` (a read-only open) says about the state file at `state`."""
+        with pytest.raises(StateError) as refused:
+            Store.open(state, readonly=True)
+        return str(refused.value)
+
+    def test_a_file_that_is_not_sqlite_is_refused(self, tmp_path: Path) -> None:
+        state = tmp_path / "notsql.db"
+        state.write_text("not an SQLite file, whatever its name says\n" * 10)
+
+        check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
+
+        assert (check.ok, check.detail) == (False, self.refusal(state))
+        assert check.detail == (
+            f"{state}: not an SQLite file, so not a choreo-ingest state file; left untouched"
+        )
+
+    def test_another_programs_sqlite_file_is_refused(self, tmp_path: Path) -> None:
+        state = tmp_path / "other.db"
+        with closing(sqlite3.connect(state)) as conn:
+            conn.execute("CREATE TABLE notes (body TEXT)")
+
+        check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
+
+        assert (check.ok, check.detail) == (False, self.refusal(state))
+        assert "not a choreo-ingest state file" in check.detail
+
+    def test_a_state_of_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        state = tmp_path / "state.db"
+        with Store.open(state) as store:
+            store.migrate()
+        with closing(sqlite3.connect(state)) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+        check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
+
+        assert (check.ok, check.detail) == (False, self.refusal(state))
+        assert f"version {SCHEMA_VERSION + 1} is newer" in check.detail
+
+    def test_a_run_lock_this_user_may_not_open_is_refused_as_run_refuses_it(
+        self, reachable: Path
+    ) -> None:
+        """Root opens any file, and CI runs as root: the check and the run's own attempt are
+        made as `nobody`, whose effective IDs the kernel checks."""
+        state = reachable / "state.db"
+        with RunLock(state):  # made as a run makes it (0640), then closed to everyone but root
+            pass
+        (reachable / "state.db.lock").chmod(0o440)
+
+        with as_nobody():
+            check = checks_of(reachable, reachable / "metrics.prom", state=state)["state.path"]
+            with pytest.raises(StateError) as refused:
+                RunLock(state).acquire()
+
+        assert (check.ok, check.detail) == (False, str(refused.value))
+        assert check.detail == f"{state}.lock: cannot open the run lock: Permission denied"
+
+    def test_a_lock_held_by_a_run_is_ok_and_stays_held(self, tmp_path: Path) -> None:
+        state = tmp_path / "state.db"
+        with Store.open(state) as store:
+            store.migrate()
+
+        with RunLock(state):
+            check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
+            with pytest.raises(LockHeld):
+                RunLock(state).acquire()
+
+        assert (check.ok, check.detail) == (True, f"{state}: writable")
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A directory every user may write (as /tmp: 1777); pytest's tmp_path is below a 0700
+    one that `nobody` may not even look into."""
+    directory = Path(tempfile.mkdtemp(prefix="choreo-ingest-test-"))
+    try:
+        directory.chmod(0o1777)
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """This process's effective user is `nobody` for the block, when it runs as root (another
+    user cannot open a mode-0440 file of its own for writing either)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)

@@ -27,11 +27,15 @@ def main(argv: list[str] | None = None) -> None:
     code: int | None = None
     try:
         with _no_collection():
+            from choreo_ingest.cli.failures import reported
             from choreo_ingest.cli.lean import lean_main
-            from choreo_ingest.cli.output import flush_stdout
+            from choreo_ingest.cli.output import StdoutFailed, flush_stdout
         code = lean_main(args)
         if code is not None:
-            flush_stdout()
+            try:
+                flush_stdout()
+            except StdoutFailed as failed:  # what the command did stands; its output is lost
+                code = reported(failed, False, {})
             sys.exit(code)
         with _no_collection():
             import_libraries_lightly()

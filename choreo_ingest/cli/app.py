@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
+import inspect
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from choreo_ingest.cli import (
 )
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
 from choreo_ingest.cli.exit_codes import ExitCode
-from choreo_ingest.cli.failures import ERROR_FIELDS
+from choreo_ingest.cli.failures import ERROR_FIELDS, print_error_document, reported
 from choreo_ingest.logs import configure_logging
 from choreo_ingest.version import __version__
 
@@ -62,7 +63,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"choreo-ingest {__version__}")
+        render.print_text(f"choreo-ingest {__version__}")
         raise typer.Exit()
 
 
@@ -95,6 +96,38 @@ mirror_commands.register(app)
 serve_commands.register(app)
 
 
+_LIST_ITEM = re.compile(r"\s*[-*] ")
+
+
+def flowed(text: str) -> str:
+    """`text` (a docstring) with each paragraph on one line, for rich to wrap to the terminal;
+    a line that starts a list item (`- `) stays a line of its own."""
+    paragraphs = []
+    for paragraph in text.split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not _LIST_ITEM.match(line):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _flow_help(typer_app: typer.Typer) -> None:
+    """typer joins the lines of a help's first paragraph only, and rich keeps every line break
+    of the others: a paragraph wrapped at 100 columns in the source would break mid-sentence
+    at 80 and stop short at 200. Every command's help is given flowed instead."""
+    for command in typer_app.registered_commands:
+        command.help = flowed(command.help or inspect.getdoc(command.callback) or "")
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _flow_help(group.typer_instance)
+
+
+_flow_help(app)
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     """The process: run one command, then exit with its ExitCode."""
     # SIGTERM means what SIGINT means, from the first moment: before `run` routes both to its
@@ -105,16 +138,28 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = _invoke(args)
     except render.StdoutClosed:
         code = ExitCode.OK
+    except render.StdoutFailed as failed:  # outside a command: the help, a usage error's JSON
+        code = reported(failed, False, {})
     except KeyboardInterrupt:  # before or after typer's own handling
         code = ExitCode.INTERRUPTED
-    with contextlib.suppress(render.StdoutClosed):  # the reader left before the last lines:
-        render.flush_stdout()  # the command's own code stands
+    try:
+        render.flush_stdout()
+    except render.StdoutClosed:  # the reader left before the last lines: the command's own
+        pass  # code stands
+    except render.StdoutFailed as failed:
+        code = reported(failed, False, {})
     sys.exit(int(code))
 
 
 def _invoke(args: list[str]) -> int:
     try:
         result = app(args=args, prog_name=PROG_NAME, standalone_mode=False)
+    except OSError as error:
+        if error.filename is not None or "--install-completion" in args:
+            raise
+        # Every command reports its own errors (`reported_errors`): a write that failed out here
+        # is typer's own, of the help or the completion script to stdout.
+        render.stdout_failed(error)
     except typer.TyperException as error:  # a usage error: typer found it before any command ran
         return _usage_error(error, args)
     except typer.Abort:  # a confirmation prompt got Ctrl-C or end of input
@@ -137,5 +182,5 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     options = args[: args.index("--")] if "--" in args else args
     if "--json" in options:
         fields = ERROR_FIELDS.get(context.command.name or "", {}) if context else {}
-        render.print_json({**fields, "exitCode": code, "error": message})
+        print_error_document({**fields, "exitCode": code, "error": message})
     return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+from choreo_ingest.cli.output import StdoutFailed
 from choreo_ingest.errors import (
     ChoreoIngestError,
     ConfigError,
@@ -21,6 +22,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # usage or configuration error
     BURST_FAILED = 3  # upstream trouble; backoff scheduled
     STATE_ERROR = 4  # state store unreadable, newer schema, not writable
+    OUTPUT_FAILED = 74  # stdout could not be written; what was done stands (EX_IOERR)
     LOCKED = 75  # another run holds the lock; nothing done (EX_TEMPFAIL)
     INTERRUPTED = 130  # SIGTERM/SIGINT; the last page was checkpointed
 
@@ -37,6 +39,8 @@ the error's (`exit_code_for`)."""
 
 
 def exit_code_for(error: BaseException) -> ExitCode:
+    if isinstance(error, StdoutFailed):
+        return ExitCode.OUTPUT_FAILED
     if isinstance(error, LockHeld):
         return ExitCode.LOCKED
     if isinstance(error, StateError):

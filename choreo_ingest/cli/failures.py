@@ -1,6 +1,7 @@
 """An error turned into what the user sees: one line on stderr (and with --json, one document
-on stdout) and an exit code. The typer commands (`common.reported_errors`), the lean entry and
-the lean `run` (`run_flow`) all report through `reported`."""
+on stdout, unless stdout itself failed) and an exit code. The typer commands
+(`common.reported_errors`), the lean entry and the lean `run` (`run_flow`) all report through
+`reported`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
-from choreo_ingest.cli.output import error_line, print_json
+from choreo_ingest.cli.output import StdoutFailed, error_line, print_json
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.models import RunOutcome
 
-RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": []}
-"""What `run --json` prints besides `exitCode` and `error` when it fails before any burst."""
+NO_EVENTS = {"applied": 0, "retried": 0, "parked": 0}
+"""`run --json`'s `events` where the run applied none (it failed, or found the lock held)."""
+RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": [], "events": NO_EVENTS}
+"""What `run --json` prints besides `exitCode` and `error` when it fails before any burst: the
+keys of every `run --json` document."""
 ERROR_FIELDS: dict[str, Mapping[str, Any]] = {
     "run": RUN_ERROR_FIELDS,
     "refresh": RUN_ERROR_FIELDS,
@@ -25,8 +29,10 @@ ERROR_FIELDS: dict[str, Mapping[str, Any]] = {
 
 
 def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:
-    """Say what went wrong; returns the exit code. A bug is named as one, its traceback at -vv."""
-    if isinstance(error, ChoreoIngestError):
+    """Say what went wrong; returns the exit code. A bug is named as one, its traceback at -vv.
+    A stdout that cannot be written is said on stderr alone; when it fails only as the JSON
+    document is printed, the error's own code stands, the failed write said beside it."""
+    if isinstance(error, (ChoreoIngestError, StdoutFailed)):
         message, code = str(error), exit_code_for(error)
     elif isinstance(error, KeyboardInterrupt):
         message, code = "interrupted", ExitCode.INTERRUPTED
@@ -39,11 +45,20 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
         )
         code = ExitCode.INTERNAL_ERROR
     error_line(message)
-    if as_json:
+    if as_json and not isinstance(error, StdoutFailed):
         if "outcome" in fields and code in _OUTCOME_OF:  # the outcome says what happened
             fields = {**fields, "outcome": _OUTCOME_OF[code]}
-        print_json({**fields, "exitCode": int(code), "error": message})
+        print_error_document({**fields, "exitCode": int(code), "error": message})
     return int(code)
+
+
+def print_error_document(document: Mapping[str, Any]) -> None:
+    """An error's `--json` document; a stdout that cannot take it is said on stderr, beside the
+    error (whose exit code stands)."""
+    try:
+        print_json(document)
+    except StdoutFailed as failed:
+        error_line(str(failed))
 
 
 _OUTCOME_OF = {

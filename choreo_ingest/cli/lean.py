@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -32,7 +31,13 @@ from typing import Any, NamedTuple
 
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS, reported
-from choreo_ingest.cli.output import print_json, print_json_lines, print_text, stderr_is_tty
+from choreo_ingest.cli.output import (
+    print_json,
+    print_json_lines,
+    print_text,
+    stderr_is_tty,
+    stdout_is_tty,
+)
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import (
     Config,
@@ -143,7 +148,7 @@ def _parse(args: Sequence[str]) -> _Call | None:
 
 def _run(call: _Call, config: Config, state: StateLocation) -> int:
     plain = not (call.flags or call.options.keys() - {"config", "db"} or call.verbosity)
-    quiet = plain and call.log_json is None and not (sys.stdout.isatty() or sys.stderr.isatty())
+    quiet = plain and call.log_json is None and not (stdout_is_tty() or stderr_is_tty())
     if quiet and run_if_idle(config, state, SystemClock()):
         return int(ExitCode.OK)
     from choreo_ingest.cli import import_libraries_lightly
@@ -189,7 +194,7 @@ def show_health(state: StateLocation, config: Config, *, as_json: bool) -> int:
         for item in report.providers:
             for problem in item.health_problems:
                 print_text(f"{item.record.name}: {problem}")
-        if report.healthy and sys.stdout.isatty():
+        if report.healthy and stdout_is_tty():
             print_text("healthy")
     return int(ExitCode.OK if report.healthy else ExitCode.INTERNAL_ERROR)
 

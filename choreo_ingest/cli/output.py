@@ -2,7 +2,9 @@
 
 What the lean commands (`cli/lean.py`) print, without rich: `render` adds the tables and the
 live line for people on top of these. A reader that closes stdout early (`export | head -1`) has
-taken what it wanted: every write here turns that into StdoutClosed, a quiet exit 0.
+taken what it wanted: every write here turns that into StdoutClosed, a quiet exit 0. Any other
+failed write (a full disk, an I/O error, stdout closed with `>&-`) is StdoutFailed: the
+command's output is lost, and it says so in one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 
 class StdoutClosed(SystemExit):
@@ -25,57 +27,103 @@ class StdoutClosed(SystemExit):
         super().__init__(0)
 
 
+class StdoutFailed(Exception):
+    """stdout could not take what the command printed (`cannot write to stdout: No space left on
+    device`). What the command did stands (a `run`'s committed pages); only its output is lost:
+    `reported` says so on stderr alone (no JSON document to the stdout that just failed), with
+    `ExitCode.OUTPUT_FAILED`.
+
+    Not a ChoreoIngestError: the lean entry hands those to the full application, which would do
+    the command (a `run`'s burst) a second time."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot write to stdout: {reason}")
+
+
 def stdout_closed() -> NoReturn:
+    _discard_stdout()
+    raise StdoutClosed
+
+
+def stdout_failed(error: OSError) -> NoReturn:
+    """StdoutClosed for a reader gone (EPIPE), else StdoutFailed naming what the OS said."""
+    if isinstance(error, BrokenPipeError):
+        stdout_closed()
+    _discard_stdout()
+    raise StdoutFailed(error.strerror or str(error)) from error
+
+
+def _discard_stdout() -> None:
     # The recipe of the Python docs (signal, "Note on SIGPIPE"): point stdout at /dev/null, so
     # the interpreter's last flush of what is still buffered cannot fail again at exit.
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):  # not a real file (a test's capture): nothing to redirect
-        pass
-    raise StdoutClosed
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing
+        pass  # to redirect
+
+
+def _stdout() -> TextIO:
+    out = sys.stdout
+    if out is None:  # the process was started with descriptor 1 closed (`>&-`)
+        raise StdoutFailed("it is closed")
+    return out
 
 
 @contextmanager
-def _writing() -> Iterator[None]:
+def writing_stdout() -> Iterator[None]:
+    """Writes to stdout inside (rich's too): a reader gone is StdoutClosed, any other failure
+    StdoutFailed. Only writes belong inside: an OSError from anything else would be taken for
+    stdout's."""
+    _stdout()
     try:
         yield
-    except BrokenPipeError:
-        stdout_closed()
+    except OSError as error:
+        stdout_failed(error)
+
+
+def _write(text: str, *, flush: bool = False) -> None:
+    out = _stdout()
+    try:
+        out.write(text)
+        if flush:
+            out.flush()
+    except OSError as error:
+        stdout_failed(error)
 
 
 def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()
+    """Whether stdout is a terminal (False when it is closed)."""
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()
+    return sys.stderr is not None and sys.stderr.isatty()
 
 
 def print_json(document: Any) -> None:
     """Exactly one JSON document on stdout."""
-    with _writing():
-        sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+    _write(json.dumps(document, indent=2, ensure_ascii=False) + "\n", flush=True)
 
 
 def print_json_lines(rows: Iterable[Any]) -> None:
-    with _writing():
-        for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
-        sys.stdout.flush()
+    """One compact JSON document a line; the rows are read between the writes (an export
+    streams from the store), so only the writes are taken for stdout's failures."""
+    for row in rows:
+        _write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+    flush_stdout()
 
 
 def print_text(text: str) -> None:
-    with _writing():
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    _write(text if text.endswith("\n") else text + "\n")
 
 
 def flush_stdout() -> None:
-    """Write out what is still buffered (StdoutClosed if the reader went away meanwhile)."""
-    with _writing():
-        sys.stdout.flush()
+    """Write out what is still buffered (StdoutClosed if the reader went away meanwhile,
+    StdoutFailed if it cannot be written); nothing to do when stdout is closed."""
+    if sys.stdout is not None:
+        _write("", flush=True)
 
 
 def error_line(message: str) -> None:
@@ -89,5 +137,7 @@ def warning_line(message: str) -> None:
 
 
 def _stderr_line(line: str) -> None:
+    if sys.stderr is None:  # started with descriptor 2 closed: nowhere to say it
+        return
     sys.stderr.write(f"{line}\n")
     sys.stderr.flush()

@@ -2,12 +2,11 @@
 on stderr), plus tables and a live line for people.
 
 The only module that imports rich. A broken pipe under rich ends like one under `output`: a quiet
-StdoutClosed, exit 0.
+StdoutClosed, exit 0; any other failed write is StdoutFailed, as there.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from rich.text import Text
 
 from choreo_ingest.cli.output import (
     StdoutClosed,
+    StdoutFailed,
     error_line,
     flush_stdout,
     print_json,
@@ -27,8 +27,10 @@ from choreo_ingest.cli.output import (
     print_text,
     stderr_is_tty,
     stdout_closed,
+    stdout_failed,
     stdout_is_tty,
     warning_line,
+    writing_stdout,
 )
 
 PIPED_WIDTH = 160
@@ -44,7 +46,7 @@ class _StdoutConsole(Console):
         stdout_closed()
 
 
-_out = _StdoutConsole(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+_out = _StdoutConsole(width=None if stdout_is_tty() else PIPED_WIDTH)
 _err = Console(stderr=True, soft_wrap=True)
 
 
@@ -62,7 +64,7 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
         grid.add_column(_plain(column), overflow="fold")
     for row in rows:
         grid.add_row(*(_plain(cell) for cell in row))
-    _out.print(grid)
+    _print(grid)
 
 
 def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
@@ -71,7 +73,13 @@ def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
     grid.add_column(overflow="fold")
     for key, value in pairs.items():
         grid.add_row(_plain(key), _plain(value))
-    _out.print(grid)
+    _print(grid)
+
+
+def _print(grid: Table) -> None:
+    """On stdout; rich would write nothing at all where stdout is closed (`>&-`)."""
+    with writing_stdout():
+        _out.print(grid)
 
 
 def _title(title: str | None) -> Text | None:
@@ -125,6 +133,7 @@ class LiveLine:
 __all__ = [
     "LiveLine",
     "StdoutClosed",
+    "StdoutFailed",
     "error_line",
     "flush_stdout",
     "key_values",
@@ -134,6 +143,7 @@ __all__ = [
     "print_json_lines",
     "print_text",
     "stderr_is_tty",
+    "stdout_failed",
     "stdout_is_tty",
     "table",
     "warning_line",

@@ -37,9 +37,15 @@ def run(
 ) -> None:
     """Do at most one burst per provider (or nothing, if nothing is due), then exit.
 
-    Exit codes: 0 done or nothing due, 1 a bug, 2 config error, 3 burst failed (backoff
-    scheduled), 4 state store error, 75 another run holds the lock, 130 interrupted (last page
-    saved).
+    Exit codes:
+    - 0 done, or nothing was due
+    - 1 a bug
+    - 2 config error
+    - 3 burst failed (backoff scheduled)
+    - 4 state store error
+    - 74 stdout could not be written (what the run did stands)
+    - 75 another run holds the lock
+    - 130 interrupted (last page saved)
     """
     with reported_errors(json_output, **ERROR_FIELDS["run"]):
         session = open_session(ctx, config, db)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, exit_code_for
-from choreo_ingest.cli.failures import ERROR_FIELDS, reported
+from choreo_ingest.cli.failures import ERROR_FIELDS, RUN_ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
     error_line,
     print_json,
@@ -73,7 +73,7 @@ def require_api_for(session: Session, provider: str | None) -> None:
 def report_locked(json_output: bool, message: str) -> int:
     code = int(RUN_OUTCOMES[RunOutcome.LOCKED])
     if json_output:
-        print_json({"outcome": RunOutcome.LOCKED.value, "exitCode": code, "providers": []})
+        print_json({**RUN_ERROR_FIELDS, "outcome": RunOutcome.LOCKED.value, "exitCode": code})
     # Overlapping calls are normal under cron: say so only to a person (or at -v).
     if stderr_is_tty():
         from choreo_ingest.cli.render import note_line  # rich: for a terminal only

@@ -37,9 +37,11 @@ def serve(
 ) -> None:
     """Run cycles, take OpenChoreo's event webhooks and answer the HTTP API until SIGTERM.
 
-    Exit codes: 0 stopped by SIGTERM/SIGINT (after the page in flight), 2 config error (a bad
-    --listen, a busy port, no token on a non-loopback address, the serve extra missing),
-    4 state store error.
+    Exit codes:
+    - 0 stopped by SIGTERM/SIGINT (after the page in flight)
+    - 2 config error (a bad --listen, a busy port, no token on a non-loopback address, the
+      serve extra missing)
+    - 4 state store error
     """
     with reported_errors(False):
         address = None if listen is None else parse_listen(listen, option="--listen")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
-from choreo_ingest.store.run_lock import RunLock, real_path
+from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
 from choreo_ingest.store.store import Store, state_file_exists
 
 
@@ -65,7 +65,8 @@ class SqliteLocation:
 
     def write_problem(self) -> str | None:
         """Why a run could not write the state here (for `check`), or None: where the real file
-        is, as SQLite writes its -wal and -shm (and we the lock) beside it."""
+        is, as SQLite writes its -wal and -shm (and we the lock) beside it; and whether the run
+        lock there, if it exists, can be opened as a run opens it."""
         path = self.path
         directory = self.real_path.parent
         if not directory.is_dir():
@@ -74,7 +75,7 @@ class SqliteLocation:
             return f"{path}: directory {directory} is not writable"
         if path.exists() and not os.access(path, os.W_OK):
             return f"{path}: not writable"
-        return None
+        return lock_problem(path)
 
 
 if TYPE_CHECKING:  # psycopg is an optional extra: loaded only for a PostgreSQL location

@@ -46,9 +46,7 @@ class RunLock:
                     f"{self.path}: directory {self.path.parent} does not exist",
                     path=str(self.path),
                 ) from None
-            raise StateError(
-                f"{self.path}: cannot open the run lock: {error.strerror}", path=str(self.path)
-            ) from error
+            raise StateError(_cannot_open(self.path, error), path=str(self.path)) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -100,6 +98,27 @@ class RunLock:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def lock_problem(state_path: Path) -> str | None:
+    """Why a run could not open the run lock of the state file at `state_path`, in the words
+    `RunLock.acquire` would use, or None (for `check`). An existing lock file is opened for
+    writing and closed at once, never locked: a flock belongs to the descriptor that took it,
+    so a run holding the lock keeps it. A missing one is not made (the run makes it, in a
+    directory `check` finds writable or not)."""
+    path = lock_path_for(state_path)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return _cannot_open(path, error)
+    os.close(fd)
+    return None
+
+
+def _cannot_open(path: Path, error: OSError) -> str:
+    return f"{path}: cannot open the run lock: {error.strerror}"
 
 
 def _open_lock_file(path: Path) -> int:

@@ -1,0 +1,95 @@
+"""Every command's `--help`, as rich renders it: paragraphs wrap to the terminal, never at the
+line breaks of the docstring they come from, and a list keeps one item a line."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from choreo_ingest.cli.app import app, flowed
+
+LIST_ITEM = re.compile(r"[-*] ")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+HELP_PADDING = 2
+"""rich leaves a column free on either side of the help text."""
+
+
+def command_paths(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The app's own path, and every command's and group's below it."""
+    found = [path]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        found += command_paths(sub, (*path, name))
+    return found
+
+
+COMMAND_PATHS = command_paths(typer.main.get_command(app))
+
+
+def description(path: tuple[str, ...], columns: int) -> list[str]:
+    """The lines of the help between its usage line and its first panel, without the padding."""
+    done = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)})
+    assert done.exit_code == 0, done.output
+    lines = ANSI.sub("", done.output).splitlines()
+    start = next(index for index, line in enumerate(lines) if line.lstrip().startswith("Usage:"))
+    end = next((index for index, line in enumerate(lines) if line.startswith("╭")), len(lines))
+    return [line[1:].rstrip() for line in lines[start + 1 : end]]
+
+
+def fragments(lines: list[str], width: int) -> list[tuple[str, str]]:
+    """Pairs of lines where the first ends although the next one's first word would have fit:
+    a hard line break of the source, not a wrap."""
+    return [
+        (line, after)
+        for line, after in itertools.pairwise(lines)
+        if line
+        and after
+        and not LIST_ITEM.match(after)
+        and len(line) + 1 + len(after.split()[0]) <= width - HELP_PADDING
+    ]
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+@pytest.mark.parametrize(
+    "path", COMMAND_PATHS, ids=[" ".join(path) or "choreo-ingest" for path in COMMAND_PATHS]
+)
+def test_help_paragraphs_wrap_to_the_terminal_not_at_the_sources_line_breaks(
+    path: tuple[str, ...], columns: int
+) -> None:
+    lines = description(path, columns)
+
+    assert any(lines), "no help text"
+    assert fragments(lines, columns) == []
+    assert max(map(len, lines)) <= columns - HELP_PADDING
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_each_exit_code_of_run_is_a_whole_line(columns: int) -> None:
+    lines = description(("run",), columns)
+
+    assert lines[lines.index("Exit codes:") + 1 :][:8] == [
+        "- 0 done, or nothing was due",
+        "- 1 a bug",
+        "- 2 config error",
+        "- 3 burst failed (backoff scheduled)",
+        "- 4 state store error",
+        "- 74 stdout could not be written (what the run did stands)",
+        "- 75 another run holds the lock",
+        "- 130 interrupted (last page saved)",
+    ]
+
+
+class TestFlowed:
+    def test_joins_the_lines_of_each_paragraph(self) -> None:
+        assert flowed("Summary line.\n\nOne sentence\nwrapped in the source.\n\nAnother.") == (
+            "Summary line.\n\nOne sentence wrapped in the source.\n\nAnother."
+        )
+
+    def test_keeps_list_items_on_lines_of_their_own_and_joins_their_continuations(self) -> None:
+        text = "Exit codes:\n- 0 done\n- 2 config error (a bad\n  --listen)\n* 4 state"
+
+        assert flowed(text) == "Exit codes:\n- 0 done\n- 2 config error (a bad --listen)\n* 4 state"
