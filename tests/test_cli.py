@@ -186,11 +186,34 @@ class TestRun:
                 "outcome": "locked",
                 "exitCode": 75,
                 "providers": [],
-                "events": {"applied": 0, "retried": 0, "parked": 0},
+                "events": {"applied": 0, "retried": 0, "parked": 0, "dropped": 0},
             }
             return
         assert done.stdout == ""
         assert says in done.stderr if says else done.stderr == ""
+
+    def test_a_dropped_event_backlog_is_counted_in_the_json(self, tmp_path: Path) -> None:
+        config = tmp_path / "config.yaml"
+        document = {"openchoreo": {"baseUrl": UNREACHABLE_URL, "events": {"maxPending": 1}}}
+        config.write_text(yaml.safe_dump(document))
+        db = tmp_path / "state.db"
+        events = [
+            {"kind": "Component", "name": f"c{number}", "namespace": "acme", "action": "updated"}
+            for number in range(3)
+        ]
+        stored = run_cli(
+            "event", "--config", config, "--db", db, cwd=tmp_path, stdin=json.dumps(events)
+        )
+        assert stored.returncode == 0, stored.stderr
+
+        done = run_cli("run", "--json", "--config", config, "--db", db, cwd=tmp_path)
+
+        assert json.loads(done.stdout)["events"] == {
+            "applied": 0,
+            "retried": 0,
+            "parked": 0,
+            "dropped": 3,
+        }
 
     def test_every_json_document_has_the_keys_of_a_burst(
         self, tmp_path: Path, config_file: Path
@@ -597,7 +620,7 @@ class TestReported:
                 {
                     "outcome": "error",
                     "providers": [],
-                    "events": {"applied": 0, "retried": 0, "parked": 0},
+                    "events": {"applied": 0, "retried": 0, "parked": 0, "dropped": 0},
                 },
             ),
             (["health", "--bogus"], {"healthy": False}),

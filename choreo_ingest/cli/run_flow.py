@@ -99,6 +99,7 @@ def report_run(result: RunResult, json_output: bool) -> int:
                 "applied": result.events.applied,
                 "retried": result.events.retried,
                 "parked": result.events.parked,
+                "dropped": result.events.dropped,
             },
         }
         if error is not None:
