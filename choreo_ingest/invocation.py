@@ -144,17 +144,21 @@ def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     between applies it again, which changes nothing before a burst.
 
     A cycle is given up once between two completed cycles at the most: one begun in place of an
-    abandoned one is resumed (made due), else backlogs that come more often than a cycle takes
-    would restart the walk for ever, and nothing would ever be swept. What those later events
-    were about the next cycle sees."""
+    abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
+    often than a cycle takes would restart the walk for ever, and nothing would ever be swept;
+    made due at each, it burst as often as they came (an event forwarder's start floods for
+    minutes). What those later events were about the next cycle sees."""
     requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
     if requested is None:
         return
     now = clock.now()
     record = store.load_provider(name)
     completed = store.last_cycle(name, completed=True)
-    after_abandoned = record.cycle_id - (completed.cycle_id if completed else 0) > 1
-    store.save_provider(after_refresh(record, now, new_cycle=not after_abandoned), now)
+    if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
+        store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
+        log.info("refresh_in_progress", provider=name, requested_at=requested)
+        return
+    store.save_provider(after_refresh(record, now, new_cycle=True), now)
     store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
     log.warning(
         "refresh_requested",

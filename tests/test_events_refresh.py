@@ -254,13 +254,19 @@ def test_a_cycle_begun_in_place_of_an_abandoned_one_is_resumed_not_abandoned_aga
     assert (stored(config).cycle_id, stored(config).state) == (3, ProviderState.INTERSTITIAL)
 
     store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
-    clock.advance(30.0)
+    clock.advance(10.0)  # within burstInterval (30 s): the cycle in progress is not made due
+    early = run(config, clock, provider)
+    assert early.events.dropped == 4
+    assert early.providers[0].action == "waiting"
+
+    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    clock.advance(20.0)
     again = run(config, clock, provider)
     run_until_resting(config, clock, provider)
 
     assert again.events.dropped == 4
     assert again.providers[0].action == "burst"
-    assert_caught_up(config, last_cycle=3, dropped=8)
+    assert_caught_up(config, last_cycle=3, dropped=12)
     assert_abandoned(config, 2)
 
 
