@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from choreo_ingest.config_model import (
     AUTH_KEY,
@@ -174,12 +174,20 @@ def as_http_url(value: object) -> str:
     return url
 
 
+_SECRET_PARAMETER = re.compile(r"secret|password|passwd|token|api[-_]?key", re.IGNORECASE)
+"""A query parameter of a token URL that holds a credential (`client_secret=...`)."""
+
+
 def as_token_url(value: object) -> str:
     # Kept as given (a trailing slash may matter to an identity provider); a query may too.
     url = as_text(value).strip()
     hint = f"set {OAUTH_KEY}.clientId and clientSecret"
-    if _url_parts(url, value, expected="with a host and no fragment", hint=hint).fragment:
+    parts = _url_parts(url, value, expected="with a host and no fragment", hint=hint)
+    if parts.fragment:
         raise Invalid("expected an http:// or https:// URL with a host and no fragment", value)
+    if any(_SECRET_PARAMETER.search(name) for name, _ in parse_qsl(parts.query)):
+        # Not echoed: the value is the credential. A URL is shown and cached as it is.
+        raise Invalid(f"must not hold credentials in its query; {hint}")
     return url
 
 

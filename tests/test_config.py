@@ -449,6 +449,11 @@ BAD_CONFIGS = [
         "openchoreo.auth.oauth.tokenUrl",
         "must not hold credentials",
     ),
+    (
+        "openchoreo: {auth: {oauth: {tokenUrl: 'https://idp/t?realm=x&client_secret=QQ99'}}}",
+        "openchoreo.auth.oauth.tokenUrl",
+        "must not hold credentials in its query",
+    ),
 ]
 
 
@@ -1355,3 +1360,27 @@ class TestRequireApiSecrets:
         text = f"openchoreo: {{baseUrl: 'http://127.0.0.1:8080', auth: {auth}}}\n"
         with pytest.raises(ConfigError, match=r"^openchoreo\.auth\.tokenFile: .* is empty"):
             require_api(load_text(tmp_path, text))
+
+
+def test_a_token_url_with_a_secret_in_its_query_is_refused_without_echoing_it(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "openchoreo: {auth: {oauth: {tokenUrl: 'https://idp/t?client_secret=QQ99-zz', "
+        "clientId: c}}}"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_text(tmp_path, text + "\n")
+
+    assert "QQ99-zz" not in str(caught.value)
+
+
+def test_a_token_url_with_another_query_is_kept_as_given(tmp_path: Path) -> None:
+    text = (
+        "openchoreo: {auth: {oauth: {tokenUrl: 'https://idp/t?realm=x', clientId: c, "
+        "clientSecret: s}}}"
+    )
+    config = load_text(tmp_path, text + "\n")
+
+    assert config.openchoreo.auth.oauth is not None
+    assert config.openchoreo.auth.oauth.token_url == "https://idp/t?realm=x"
