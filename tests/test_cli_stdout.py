@@ -142,6 +142,21 @@ class TestRun:
         assert provider["lastCompletedAt"] is not None  # the cycle was committed
         assert again["outcome"] == "waiting"  # and is not done a second time
 
+    def test_a_failed_burst_to_a_failed_stdout_is_said_on_stderr_with_its_own_code(
+        self, tmp_path: Path
+    ) -> None:
+        """The failure was only in the JSON document: lost with it, the call said nothing of it
+        and exited 74 instead of 3."""
+        config = write_config(tmp_path / "config.yaml", "http://127.0.0.1:9/api/v1")
+
+        done = run_cli_to(FULL_DISK, "run", "--force", "--json", "--config", config, cwd=tmp_path)
+
+        assert done.returncode == int(ExitCode.BURST_FAILED)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 2
+        assert lines[0].startswith("choreo-ingest: error: openchoreo: GET /namespaces: ")
+        assert lines[1] + "\n" == FULL
+
     def test_without_json_to_a_closed_stdout_is_quiet_as_usual(
         self, tmp_path: Path, config_file: Path
     ) -> None:

@@ -13,7 +13,9 @@ from choreo_ingest.cli.output import StdoutFailed, error_line, print_json
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.models import RunOutcome
 
-NO_EVENTS = {"applied": 0, "retried": 0, "parked": 0, "dropped": 0}
+EVENT_COUNTS = ("applied", "retried", "parked", "dropped")
+"""What `run --json`'s `events` says of the inbox: the fields of `events.DrainStats` so named."""
+NO_EVENTS = dict.fromkeys(EVENT_COUNTS, 0)
 """`run --json`'s `events` where the run applied none (it failed, or found the lock held)."""
 RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": [], "events": NO_EVENTS}
 """What `run --json` prints besides `exitCode` and `error` when it fails before any burst: the

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, exit_code_for
-from choreo_ingest.cli.failures import ERROR_FIELDS, RUN_ERROR_FIELDS, reported
+from choreo_ingest.cli.exit_codes import RUN_OUTCOMES, ExitCode, exit_code_for
+from choreo_ingest.cli.failures import ERROR_FIELDS, EVENT_COUNTS, RUN_ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
+    StdoutFailed,
     error_line,
     print_json,
     print_text,
@@ -87,33 +88,47 @@ def report_locked(json_output: bool, message: str) -> int:
 def report_run(result: RunResult, json_output: bool) -> int:
     """Print what the run did; its exit code. An output the run could not write (the mirror,
     the metrics textfile) is reported beside the providers' outcomes, with the exit code of its
-    error, as any error's (`exit_code_for`: 2 for the setting that names the path)."""
+    error, as any error's (`exit_code_for`: 2 for the setting that names the path). With
+    `--json` the failures are in the document; a stdout that cannot take it gets them said on
+    stderr instead, and the run's own code stands (74 only for a run that went well)."""
     error = result.error
     code = RUN_OUTCOMES[result.outcome] if error is None else exit_code_for(error)
-    if json_output:
+    if json_output:  # the providers' failures are in the document; an output's is said too
         document: dict[str, Any] = {
             "outcome": result.outcome.value,
             "exitCode": int(code),
             "providers": [outcome_json(outcome) for outcome in result.providers],
-            "events": {
-                "applied": result.events.applied,
-                "retried": result.events.retried,
-                "parked": result.events.parked,
-                "dropped": result.events.dropped,
-            },
+            "events": {name: getattr(result.events, name) for name in EVENT_COUNTS},
         }
         if error is not None:
             document["error"] = str(error)
-        print_json(document)
-    else:
+        try:
+            print_json(document)
+        except StdoutFailed as failed:
+            _provider_error_lines(result)
+            _output_error_line(result)
+            error_line(str(failed))
+            return int(code or ExitCode.OUTPUT_FAILED)
+        _output_error_line(result)
+        return int(code)
+    _provider_error_lines(result)
+    if stdout_is_tty():
         for outcome in result.providers:
-            if outcome.error:
-                error_line(f"{outcome.name}: {outcome.error}")
-            elif stdout_is_tty():
+            if not outcome.error:
                 print_text(outcome_line(outcome))
-    if error is not None:
-        error_line(str(error))
+    _output_error_line(result)
     return int(code)
+
+
+def _provider_error_lines(result: RunResult) -> None:
+    for outcome in result.providers:
+        if outcome.error:
+            error_line(f"{outcome.name}: {outcome.error}")
+
+
+def _output_error_line(result: RunResult) -> None:
+    if result.error is not None:
+        error_line(str(result.error))
 
 
 def outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
