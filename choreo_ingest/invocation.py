@@ -122,6 +122,8 @@ def run_once(
         finally:
             metrics_error = _write_metrics(config, store, clock.now())
     result.error = mirror_error or metrics_error
+    if mirror_error is not None and metrics_error is not None:  # the result carries one only
+        log.error("metrics_not_written", error=str(metrics_error))
     result.outcome = _overall_outcome(result.providers, stop, result.error)
     return result
 

@@ -182,7 +182,7 @@ def _log_failures(result: RunResult) -> None:
     for outcome in result.providers:
         if outcome.action == ProviderAction.FAILED:
             log.warning(
-                "burst_failed",
+                "provider_failed",
                 provider=outcome.name,
                 next_action_at=outcome.next_action_at,
                 error=outcome.error,

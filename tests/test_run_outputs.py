@@ -87,3 +87,18 @@ def test_run_json_with_its_outputs_written_says_no_error(
     assert (code, document["outcome"], document["exitCode"]) == (0, "burst", 0)
     assert "error" not in document
     assert document["providers"][0]["cycleCompleted"] is True
+
+
+def test_both_outputs_unwritten_each_is_said(tmp_path: Path, clock: FakeClock) -> None:
+    """The result carries the mirror's error; the metrics' is logged as an error beside it."""
+    config = unwritable_mirror(tmp_path)
+    config = replace(config, metrics_textfile=unwritable_metrics(tmp_path).metrics_textfile)
+    assert config.state_path is not None
+
+    with structlog.testing.capture_logs() as logs:
+        result = run_once(config, config.state_path, clock, providers={"fake": FakeProvider([])})
+
+    assert str(result.error).startswith("catalog.directory: ")
+    [metrics] = [line for line in logs if line["log_level"] == "error"]
+    assert metrics["event"] == "metrics_not_written"
+    assert metrics["error"].startswith("metrics.textfile: ")

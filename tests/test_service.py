@@ -159,7 +159,7 @@ class TestTick:
             service.tick()
 
         [failed] = [line for line in logs if line["log_level"] == "warning"]
-        assert (failed["event"], failed["provider"]) == ("burst_failed", "fake")
+        assert (failed["event"], failed["provider"]) == ("provider_failed", "fake")
         assert "GET /x: 503" in failed["error"]
 
 
