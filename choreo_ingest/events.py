@@ -318,7 +318,8 @@ def drain_inbox(
     that event alone (bad data, a bug in the provider), so the events after it still apply:
     such an event re-reads the state when it is retried, so applying it late cannot undo a
     newer event. A failed `deleted` event (which could) always stops the drain. Running out
-    of the burst's time, or being asked to stop, ends the drain without counting an attempt.
+    of the burst's time, or being asked to stop, ends the drain without counting an attempt,
+    unless the event ran out of a whole `burstLength` of its own.
     """
     stats = DrainStats()
     limit = provider.max_pending_events if isinstance(provider, EventCheckingProvider) else None
@@ -333,13 +334,18 @@ def drain_inbox(
         config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
     )
     with provider.around(context) as provider_context:
-        for item in pending:
+        for number, item in enumerate(pending):
             if cancelled() or context.remaining() <= 0:
                 break
             try:
                 delta = provider.handle_event(provider_context, to_event(item.body))
-            except DeadlineExceeded:
-                break  # out of time, not a failure of the event: the next run goes on from it
+            except DeadlineExceeded as error:
+                # Out of time: the next run goes on from this event. Unless it had a whole
+                # burstLength to itself: then it never fits one, and it counts as failed
+                # (parked in the end) rather than holding up every event after it for good.
+                if deadline is None and number == 0:
+                    _count_failure(store, provider.name, item.seq, error, stats)
+                break
             except Exception as error:
                 if cancelled():
                     break

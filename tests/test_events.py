@@ -799,19 +799,37 @@ class TestDrain:
         config = make_config(tmp_path)
         provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
         provider.failures = {"a": [DeadlineExceeded("GET /a: the burst deadline has passed")]}
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        feed(config, clock, component_event("b", "created"), component_event("a", "created"))
 
         with structlog.testing.capture_logs() as logs:
             first = run(config, clock, provider)
 
-        assert (first.events.applied, first.events.retried, first.events.parked) == (0, 0, 0)
-        assert inbox(config) == [("a", 0), ("b", 0)]
+        assert (first.events.applied, first.events.retried, first.events.parked) == (1, 0, 0)
+        assert inbox(config) == [("a", 0)]
         assert [line for line in logs if line["log_level"] == "warning"] == []
 
         second = run(config, clock, provider)
 
-        assert second.events.applied == 2
+        assert second.events.applied == 1
         assert {"a", "b"} <= catalog_names(config)
+
+    def test_an_event_that_never_fits_a_burst_is_parked_not_left_to_block_the_inbox(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
+        provider.failures = {
+            "a": [DeadlineExceeded("GET /a: the burst deadline has passed")] * MAX_EVENT_ATTEMPTS
+        }
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        results = [run(config, clock, provider) for _ in range(MAX_EVENT_ATTEMPTS + 1)]
+
+        assert [r.events.retried for r in results] == [1] * (MAX_EVENT_ATTEMPTS - 1) + [0, 0]
+        assert [r.events.parked for r in results[-2:]] == [1, 0]
+        assert results[-1].events.applied == 1
+        assert inbox(config) == []
+        assert "b" in catalog_names(config)
 
     @pytest.mark.parametrize(
         "error",
