@@ -18,6 +18,7 @@ from choreo_ingest.schedule import health_problems
 from choreo_ingest.store import (
     ChangeRow,
     InboxCounts,
+    SqliteLocation,
     StateRef,
     Store,
     gap_after,
@@ -173,7 +174,15 @@ class StatusReport:
 
 def no_state_health(state: StateRef) -> dict[str, Any]:
     """`health --json` before the first run made a state file: unhealthy."""
-    problem = f"no state yet at {state}: run `choreo-ingest run`"
+    location = state_location(state)
+    directory = location.missing_directory() if isinstance(location, SqliteLocation) else None
+    if directory is None:
+        problem = f"no state yet at {state}: run `choreo-ingest run`"
+    else:
+        problem = (
+            f"no state yet at {state}, and its directory {directory} does not exist: create it, "
+            "then run `choreo-ingest run`"
+        )
     return {"healthy": False, "providers": [], "problems": [problem]}
 
 

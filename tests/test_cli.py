@@ -336,6 +336,19 @@ class TestStateCommands:
         )
         assert not (tmp_path / "nodir").exists()
 
+    def test_health_of_a_state_whose_directory_is_missing_says_to_create_it(
+        self, tmp_path: Path
+    ) -> None:
+        state = tmp_path / "nodir" / "state.db"
+
+        done = run_cli("health", "--json", "--db", state, cwd=tmp_path)
+
+        assert done.returncode == 1
+        assert json.loads(done.stdout)["problems"] == [
+            f"no state yet at {state}, and its directory {state.parent} does not exist: "
+            "create it, then run `choreo-ingest run`"
+        ]
+
     def test_a_state_file_missing_from_a_directory_there_says_only_that(
         self, tmp_path: Path
     ) -> None:

@@ -52,10 +52,8 @@ def require_state_directory(state: StateLocation) -> None:
     that is missing too is a StateError saying so. `run` and `migrate` create the file, never
     its directory, so "no state file yet" alone would send the operator to a command that
     fails as well."""
-    if not isinstance(state, SqliteLocation) or state.exists():
-        return
-    directory = state.real_path.parent
-    if not directory.is_dir():
+    directory = state.missing_directory() if isinstance(state, SqliteLocation) else None
+    if directory is not None:
         raise StateError(
             f"{state}: no state file yet, and its directory {directory} does not exist: "
             "create it (`choreo-ingest run` and `migrate` do not)",

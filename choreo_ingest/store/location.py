@@ -42,6 +42,12 @@ class SqliteLocation:
         """Whether any state is there yet (read-only commands say "no state yet" otherwise)."""
         return state_file_exists(self.path)
 
+    def missing_directory(self) -> Path | None:
+        """The directory of a state file that is not there yet, when that is missing too:
+        `run` and `migrate` make the file, never its directory."""
+        directory = self.real_path.parent
+        return None if self.exists() or directory.is_dir() else directory
+
     def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)
 
