@@ -4,8 +4,6 @@ import errno
 import os
 import re
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path, PosixPath
 from typing import Any
@@ -35,6 +33,7 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.providers.openchoreo.auth import credentials_for
 
 from fakes import FakeClock
+from privileges import as_nobody
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "config.yaml"
 SECRET = "s3cr3t-t0ken-value"
@@ -535,19 +534,6 @@ class TestErrors:
         path.chmod(0o000)
         with as_nobody(), pytest.raises(ConfigError, match="cannot read: Permission denied"):
             load_config(path, env={})
-
-
-@contextmanager
-def as_nobody() -> Iterator[None]:
-    """This process's effective user is `nobody` (65534) for the block, when it runs as root."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(65534)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
 
 
 class TestInterpolation:

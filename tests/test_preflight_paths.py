@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,7 @@ from choreo_ingest.preflight import run_checks
 from choreo_ingest.store import SCHEMA_VERSION, RunLock, Store
 
 from fakes import FakeClock
-
-NOBODY = 65534
+from privileges import as_nobody
 
 
 def checks_of(tmp_path: Path, textfile: Path, state: Path | None = None) -> dict[str, Check]:
@@ -174,17 +173,3 @@ def reachable() -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory)
-
-
-@contextmanager
-def as_nobody() -> Iterator[None]:
-    """This process's effective user is `nobody` for the block, when it runs as root (another
-    user cannot open a mode-0440 file of its own for writing either)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)

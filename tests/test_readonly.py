@@ -32,13 +32,13 @@ from choreo_ingest.simulator import World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock, make_entity
+from privileges import NOBODY
 from sim_support import (
     expected_refs,
     ingest_world,
     run_cli,
 )
 
-NOBODY = 65534
 UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
 SECRET_VARIABLES = ("OPENCHOREO_TOKEN", "CLIENT_SECRET", "CREDENTIALS_DIRECTORY")
 TOKEN_AUTH = {"token": "${OPENCHOREO_TOKEN}"}

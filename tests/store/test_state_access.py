@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,21 +19,7 @@ import pytest
 from choreo_ingest.errors import StateError
 from choreo_ingest.store import Store, state_location
 
-NOBODY = 65534
-
-
-@contextmanager
-def as_nobody() -> Iterator[None]:
-    """This process's effective user is `nobody` for the block, when it runs as root (another
-    user cannot read a mode-000 file of its own either)."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.seteuid(NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
+from privileges import as_nobody
 
 
 @pytest.fixture

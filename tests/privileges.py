@@ -1,0 +1,23 @@
+"""Tests of permissions, run as root in CI: the effective user dropped to `nobody` for a block."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+NOBODY = 65534
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """This process's effective user is `nobody` for the block, when it runs as root (as any
+    other user, it is already one that a mode-000 file of its own refuses too)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
