@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 NOBODY = 65534
 
@@ -21,3 +24,15 @@ def as_nobody() -> Iterator[None]:
         yield
     finally:
         os.seteuid(0)
+
+
+@contextmanager
+def reachable_directory(mode: int) -> Iterator[Path]:
+    """A new directory of `mode` in the system temp directory, removed after the block: pytest's
+    tmp_path is below a 0700 one that `nobody` may not even look into."""
+    directory = Path(tempfile.mkdtemp(prefix="choreo-ingest-test-"))
+    try:
+        directory.chmod(mode)
+        yield directory
+    finally:
+        shutil.rmtree(directory)

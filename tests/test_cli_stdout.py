@@ -22,7 +22,7 @@ from choreo_ingest.cli.output import StdoutFailed
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
 from fakes import FakeClock
-from sim_support import CLI_TIMEOUT_SECONDS, INHERITED_SETTINGS, ingest_world, write_config
+from sim_support import CLI_TIMEOUT_SECONDS, INHERITED_SETTINGS, ingest_world, run_cli, write_config
 
 FULL = "choreo-ingest: error: cannot write to stdout: No space left on device\n"
 CLOSED = "choreo-ingest: error: cannot write to stdout: it is closed\n"
@@ -171,16 +171,7 @@ class TestRun:
 
 def subprocess_json(cwd: Path, *args: str | Path) -> Any:
     """The one JSON document a CLI call prints."""
-    environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
-    done = subprocess.run(
-        [sys.executable, "-m", "choreo_ingest", *map(str, args)],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_SECONDS,
-        check=False,
-    )
+    done = run_cli(*args, cwd=cwd)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -5,9 +5,7 @@ there must be one `run` would open, and its run lock one `run` could take."""
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -21,7 +19,7 @@ from choreo_ingest.preflight import run_checks
 from choreo_ingest.store import SCHEMA_VERSION, RunLock, Store
 
 from fakes import FakeClock
-from privileges import as_nobody
+from privileges import as_nobody, reachable_directory
 
 
 def checks_of(tmp_path: Path, textfile: Path, state: Path | None = None) -> dict[str, Check]:
@@ -165,11 +163,6 @@ class TestStateFileAsRunFindsIt:
 
 @pytest.fixture
 def reachable() -> Iterator[Path]:
-    """A directory every user may write (as /tmp: 1777); pytest's tmp_path is below a 0700
-    one that `nobody` may not even look into."""
-    directory = Path(tempfile.mkdtemp(prefix="choreo-ingest-test-"))
-    try:
-        directory.chmod(0o1777)
+    """A directory every user may write (as /tmp: 1777)."""
+    with reachable_directory(0o1777) as directory:
         yield directory
-    finally:
-        shutil.rmtree(directory)

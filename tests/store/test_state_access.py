@@ -9,8 +9,6 @@ effective IDs (and so its lack of CAP_DAC_OVERRIDE) are what the kernel checks.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,19 +17,14 @@ import pytest
 from choreo_ingest.errors import StateError
 from choreo_ingest.store import Store, state_location
 
-from privileges import as_nobody
+from privileges import as_nobody, reachable_directory
 
 
 @pytest.fixture
 def reachable() -> Iterator[Path]:
-    """A 0755 directory in the system temp directory, which every user may search (pytest's
-    tmp_path is below a 0700 one)."""
-    directory = Path(tempfile.mkdtemp(prefix="choreo-ingest-test-"))
-    try:
-        directory.chmod(0o755)
+    """A 0755 directory, which every user may search."""
+    with reachable_directory(0o755) as directory:
         yield directory
-    finally:
-        shutil.rmtree(directory)
 
 
 def state_file(directory: Path) -> Path:
