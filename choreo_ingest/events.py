@@ -8,6 +8,8 @@ metrics stay exact.
 from __future__ import annotations
 
 import json
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,10 @@ log = get_logger("choreo_ingest.events")
 
 MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
+FLOOD_EVENTS = 200
+FLOOD_SECONDS = 5.0
+"""More events than FLOOD_EVENTS in FLOOD_SECONDS (40 a second) are a flood (`ArrivalRate`):
+more than a drain re-reads at the default request cap (2-3 requests an event)."""
 MAX_EVENT_BYTES = 64 * 1024
 """An event is at most this big as compact JSON; a forwarder's events are a few hundred bytes."""
 MAX_EVENT_DEPTH = 32
@@ -301,6 +307,29 @@ def purge_events(state: StateRef, provider: str | None = None) -> int:
         return store.purge_events(provider)
 
 
+class ArrivalRate:
+    """Whether events are arriving as a flood: more than FLOOD_EVENTS in the last
+    FLOOD_SECONDS. `serve` applies events as they come, so a forwarder's start (`created` for
+    every object) never piles up past `maxPending` before a drain, and was re-read one object at
+    a time; while the flood lasts, its drains drop the inbox for a fresh walk instead. Events
+    are counted by whoever stores them (another thread); safe to share."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._times: deque[float] = deque(maxlen=FLOOD_EVENTS)
+
+    def add(self, count: int) -> None:
+        now = self._clock.monotonic()
+        with self._lock:
+            self._times.extend([now] * min(count, FLOOD_EVENTS))
+
+    def flooding(self) -> bool:
+        with self._lock:
+            full = len(self._times) == FLOOD_EVENTS
+            return full and self._clock.monotonic() - self._times[0] <= FLOOD_SECONDS
+
+
 def drain_inbox(
     store: Store,
     provider: EventHandlingProvider,
@@ -308,6 +337,7 @@ def drain_inbox(
     clock: Clock,
     cancelled: Callable[[], bool],
     deadline: float | None = None,
+    flooding: Callable[[], bool] | None = None,
 ) -> DrainStats:
     """Apply this provider's pending events in arrival order, until `deadline` (monotonic;
     `burstLength` from now by default).
@@ -323,9 +353,12 @@ def drain_inbox(
     """
     stats = DrainStats()
     limit = provider.max_pending_events if isinstance(provider, EventCheckingProvider) else None
-    if limit is not None and store.pending_event_count(provider.name) > limit:
-        stats.dropped = _drop_backlog(store, provider.name, limit, clock)
-        return stats
+    if limit is not None:
+        count = store.pending_event_count(provider.name)
+        flood = count > 0 and flooding is not None and flooding()
+        if count > limit or flood:
+            stats.dropped = _drop_backlog(store, provider.name, limit, clock, flood=flood)
+            return stats
     pending = store.pending_events(provider.name)
     if not pending:
         return stats
@@ -369,7 +402,7 @@ def request_refresh(store: Store, provider: str, now: float) -> None:
     store.set_facts(provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
 
 
-def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock) -> int:
+def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock, *, flood: bool) -> int:
     """Too many events to re-read one by one (an event forwarder that just started sends one per
     object): drop them and ask for a fresh walk instead.
 
@@ -385,7 +418,12 @@ def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock) -> int:
         provider=provider,
         dropped=dropped,
         limit=limit,
-        message=f"{dropped} pending events are more than {limit}: a full walk catches up instead",
+        message=(
+            f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s"
+            if flood
+            else f"{dropped} pending events are more than {limit}"
+        )
+        + ": a full walk catches up instead",
     )
     return dropped
 

@@ -85,11 +85,13 @@ def run_once(
     stop: StopSignal | None = None,
     rng: random.Random | None = None,
     events_arrived: threading.Event | None = None,
+    events_flooding: Callable[[], bool] | None = None,
 ) -> RunResult:
     """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry).
 
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
-    between its pages too, not only before the burst.
+    between its pages too, not only before the burst; while `events_flooding()` says events
+    arrive as a flood, a drain drops them for a fresh walk instead (`events.ArrivalRate`).
     """
     names = list(config.providers)
     if only is not None:
@@ -104,11 +106,13 @@ def run_once(
             handlers = [p for p in loaded.values() if isinstance(p, EventHandlingProvider)]
             between_pages = _EventsBetweenPages(
                 events_arrived,
-                lambda deadline: _drain_all(store, handlers, config, clock, stop, result, deadline),
+                lambda deadline: _drain_all(
+                    store, handlers, config, clock, stop, result, deadline, events_flooding
+                ),
             )
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         try:
-            _drain_all(store, loaded.values(), config, clock, stop, result)
+            _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
             for name in names:  # after the drain, which may ask for one
                 _apply_refresh_request(store, name, clock)
             for name, provider in loaded.items():
@@ -191,13 +195,14 @@ def _drain_all(
     clock: Clock,
     stop: StopSignal,
     result: RunResult,
-    deadline: float | None = None,
+    deadline: float | None,
+    flooding: Callable[[], bool] | None,
 ) -> None:
     """Apply each provider's inbox, until `deadline` (a burst's, for a drain between its pages;
     else each drain has `burstLength`)."""
     for provider in providers:
         if isinstance(provider, EventHandlingProvider) and not stop.is_set():
-            _drain(store, provider, config, clock, stop, result.events, deadline)
+            _drain(store, provider, config, clock, stop, result.events, deadline, flooding)
 
 
 def _drain(
@@ -208,9 +213,10 @@ def _drain(
     stop: StopSignal,
     totals: DrainStats,
     deadline: float | None,
+    flooding: Callable[[], bool] | None,
 ) -> None:
     try:
-        stats = drain_inbox(store, provider, config, clock, stop.is_set, deadline)
+        stats = drain_inbox(store, provider, config, clock, stop.is_set, deadline, flooding)
     except StateError:  # the store failed: nothing else can be written either
         raise
     except ChoreoIngestError as error:  # e.g. the client could not be built: events wait

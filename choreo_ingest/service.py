@@ -19,6 +19,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import StopSignal
 from choreo_ingest.errors import ChoreoIngestError, LockHeld
+from choreo_ingest.events import ArrivalRate
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import ProviderAction
@@ -67,6 +68,7 @@ class Service:
         self.tick_seconds = tick_seconds
         self.stop_signal = StopSignal()
         self.events_arrived = threading.Event()
+        self.arrivals = ArrivalRate(clock)
         self._wake = threading.Event()
         self._operators_waiting = 0
         self._operators_lock = threading.Lock()
@@ -104,6 +106,7 @@ class Service:
                 stop=self.stop_signal,
                 rng=self.rng,
                 events_arrived=self.events_arrived,
+                events_flooding=self.arrivals.flooding,
             )
             _log_failures(record.result)
             if record.result.error is not None:
@@ -145,8 +148,10 @@ class Service:
         """Look again now (an operator made a provider due)."""
         self._wake.set()
 
-    def events_stored(self) -> None:
-        """Events were committed to the inbox: apply them now, mid-burst or at the next tick."""
+    def events_stored(self, count: int) -> None:
+        """`count` events were committed to the inbox: apply them now, mid-burst or at the next
+        tick (or, in a flood, drop them for a fresh walk)."""
+        self.arrivals.add(count)
         self.events_arrived.set()
         self._wake.set()
 

@@ -21,9 +21,12 @@ from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config
 from choreo_ingest.errors import AuthError, DeadlineExceeded, PermanentError, TransientError
 from choreo_ingest.events import (
+    FLOOD_EVENTS,
+    FLOOD_SECONDS,
     MAX_EVENT_ATTEMPTS,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
+    ArrivalRate,
     parse_events,
     store_events,
 )
@@ -921,6 +924,32 @@ class TestDrain:
         assert [outcome.action for outcome in result.providers] == ["burst"]
         assert events_total(config)["dropped"] == 4
 
+    @pytest.mark.parametrize("flooding", [True, False], ids=["flood", "no-flood"])
+    def test_events_arriving_as_a_flood_are_dropped_for_a_fresh_walk_however_few_are_pending(
+        self, tmp_path: Path, clock: FakeClock, flooding: bool
+    ) -> None:
+        """`serve` drains as events come, so a forwarder's start never piled up past the limit
+        and was re-read one object at a time."""
+        config = make_config(tmp_path)
+        provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=3)
+        run(config, clock, provider)
+        feed(config, clock, *(component_event(f"e{i}", "updated") for i in range(2)))
+        assert config.state_path is not None
+
+        result = run_once(
+            config,
+            config.state_path,
+            clock,
+            providers={provider.name: provider},
+            rng=random.Random(0),
+            events_flooding=lambda: flooding,
+        )
+
+        assert (result.events.dropped, result.events.applied) == ((2, 0) if flooding else (0, 2))
+        assert [outcome.action for outcome in result.providers] == [
+            "burst" if flooding else "waiting"
+        ]
+
     def test_backlog_at_the_limit_is_applied(self, tmp_path: Path, clock: FakeClock) -> None:
         config = make_config(tmp_path)
         provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=3)
@@ -1046,3 +1075,27 @@ class TestEventsAndTheSweep:
         run(config, clock, broken)  # the event, then an empty last page: the cycle saw nothing
 
         assert catalog_names(config) == {"e0", "e1", "e2", "e3", "e4"}
+
+
+class TestArrivalRate:
+    def test_a_flood_is_more_than_flood_events_within_flood_seconds(self) -> None:
+        clock = FakeClock()
+        arrivals = ArrivalRate(clock)
+
+        arrivals.add(FLOOD_EVENTS - 1)
+        assert not arrivals.flooding()
+        clock.advance(FLOOD_SECONDS / 2)
+        arrivals.add(1)
+        assert arrivals.flooding()
+        clock.advance(FLOOD_SECONDS)
+        assert not arrivals.flooding()  # it ended: nothing came for a whole window
+
+    def test_events_spread_thinner_than_the_rate_are_no_flood(self) -> None:
+        clock = FakeClock()
+        arrivals = ArrivalRate(clock)
+
+        for _ in range(3 * FLOOD_EVENTS):
+            arrivals.add(1)
+            clock.advance(2 * FLOOD_SECONDS / FLOOD_EVENTS)
+
+        assert not arrivals.flooding()

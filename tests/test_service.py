@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from choreo_ingest.errors import LockHeld, TransientError
-from choreo_ingest.events import store_events
+from choreo_ingest.events import FLOOD_EVENTS, store_events
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.service import Service
@@ -55,6 +55,19 @@ class EventsMidBurst(FakeProvider):
         self.handled.append(event)
         found = [e for e in self.entities if e.name == event.name and e.name not in self.deleted]
         return Delta(upserts=found, removal_scopes=[event.name])
+
+
+@dataclass
+class CheckingEvents(EventsMidBurst):
+    """EventsMidBurst that checks events itself, with a limit on pending ones."""
+
+    max_pending_events: int = 1000
+
+    def event_problem(self, body: Any) -> str | None:
+        return None
+
+    def is_ignored(self, body: Any) -> bool:
+        return False
 
 
 def catalog(state_path: Path) -> set[str]:
@@ -132,6 +145,35 @@ class TestEventsBetweenPages:
 
         assert provider.handled == []
         assert catalog(service.state.path) == set(NAMES)
+
+
+class TestFlood:
+    def test_events_arriving_as_a_flood_are_dropped_for_a_fresh_walk(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = CheckingEvents([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
+
+        service.events_stored(FLOOD_EVENTS)
+        record = service.tick()
+
+        assert record.result is not None
+        assert (record.result.events.dropped, record.result.events.applied) == (2, 0)
+        assert provider.handled == []
+
+    def test_events_arriving_as_usual_are_applied(self, tmp_path: Path, clock: FakeClock) -> None:
+        provider = CheckingEvents([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
+
+        service.events_stored(2)
+        record = service.tick()
+
+        assert record.result is not None
+        assert (record.result.events.dropped, record.result.events.applied) == (0, 2)
 
 
 class TestTick:
@@ -226,7 +268,7 @@ class TestLoop:
         try:
             first = _wait_for(lambda: service.last_tick is not None)
             ticks = service.last_tick
-            service.events_stored()
+            service.events_stored(1)
             _wait_for(lambda: service.last_tick is not ticks)
         finally:
             service.stop()
