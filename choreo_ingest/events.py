@@ -413,7 +413,9 @@ def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock, *, floo
     now = clock.now()
     request_refresh(store, provider, now)
     dropped = store.drop_events(provider)
-    log.warning(
+    # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
+    # warning (`refresh_requested`), once.
+    (log.info if flood else log.warning)(
         "event_backlog_dropped",
         provider=provider,
         dropped=dropped,

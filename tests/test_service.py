@@ -157,11 +157,16 @@ class TestFlood:
         store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
         service.events_stored(FLOOD_EVENTS)
-        record = service.tick()
+        with structlog.testing.capture_logs() as logs:
+            record = service.tick()
 
         assert record.result is not None
         assert (record.result.events.dropped, record.result.events.applied) == (2, 0)
         assert provider.handled == []
+        levels = {line["event"]: line["log_level"] for line in logs}
+        # dropped again at each drain while the flood lasts: the one warning is the refresh's
+        assert levels["event_backlog_dropped"] == "info"
+        assert levels["refresh_requested"] == "warning"
 
     def test_events_arriving_as_usual_are_applied(self, tmp_path: Path, clock: FakeClock) -> None:
         provider = CheckingEvents([make_entity(n) for n in NAMES])
