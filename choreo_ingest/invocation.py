@@ -37,6 +37,7 @@ from choreo_ingest.store import (
     StateLocation,
     StateRef,
     Store,
+    no_state_yet,
     state_location,
 )
 from choreo_ingest.store.copy import CopyReport
@@ -371,11 +372,7 @@ def changing_state(
     here, at a mistyped `--db`, it would take a change meant for another."""
     location = state_location(state)
     if existing and not location.exists():
-        raise StateError(
-            f"{location}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` "
-            "creates it)",
-            path=str(location),
-        )
+        raise no_state_yet(location, location.missing_directory())
     with locked_store(state) as store:
         yield store
         if config is not None:

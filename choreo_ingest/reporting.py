@@ -18,7 +18,6 @@ from choreo_ingest.schedule import health_problems
 from choreo_ingest.store import (
     ChangeRow,
     InboxCounts,
-    SqliteLocation,
     StateRef,
     Store,
     gap_after,
@@ -174,8 +173,7 @@ class StatusReport:
 
 def no_state_health(state: StateRef) -> dict[str, Any]:
     """`health --json` before the first run made a state file: unhealthy."""
-    location = state_location(state)
-    directory = location.missing_directory() if isinstance(location, SqliteLocation) else None
+    directory = state_location(state).missing_directory()
     if directory is None:
         problem = f"no state yet at {state}: run `choreo-ingest run`"
     else:

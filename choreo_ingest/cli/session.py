@@ -15,9 +15,8 @@ from choreo_ingest.config import (
     resolve_state_path,
     secret_values,
 )
-from choreo_ingest.errors import StateError
 from choreo_ingest.logs import get_logger, register_secret
-from choreo_ingest.store import SqliteLocation, StateLocation, configured_location
+from choreo_ingest.store import StateLocation, configured_location
 
 log = get_logger("choreo_ingest.cli")
 
@@ -45,17 +44,3 @@ def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> 
         (log.warning if stderr_is_tty() else log.info)("config_warning", message=warning)
     state = configured_location(resolve_state_path(db, loaded), loaded)
     return Session(loaded, state, SystemClock())
-
-
-def require_state_directory(state: StateLocation) -> None:
-    """For a command that needs a state already there: a state file missing from a directory
-    that is missing too is a StateError saying so. `run` and `migrate` create the file, never
-    its directory, so "no state file yet" alone would send the operator to a command that
-    fails as well."""
-    directory = state.missing_directory() if isinstance(state, SqliteLocation) else None
-    if directory is not None:
-        raise StateError(
-            f"{state}: no state file yet, and its directory {directory} does not exist: "
-            "create it (`choreo-ingest run` and `migrate` do not)",
-            path=str(state),
-        )

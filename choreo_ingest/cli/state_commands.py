@@ -23,7 +23,7 @@ from choreo_ingest.cli.common import (
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.lean import MAX_COUNT, show_changes, show_health
-from choreo_ingest.cli.session import Session, require_state_directory
+from choreo_ingest.cli.session import Session
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
@@ -72,7 +72,6 @@ def status(
     """Show each provider's state, schedule, progress and blocked removals (takes no lock)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        require_state_directory(session.state)
         report = status_report(session.state, session.config, session.clock.now(), only=provider)
         if json_output:
             render.print_json(report.to_json())
@@ -168,7 +167,6 @@ def reset_command(
     """Start PROVIDER afresh: the next run begins a new cycle (entities stay unless --purge)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        require_state_directory(session.state)
         if forget:
             checked_provider(session.config, session.state, provider, ProviderScope.FORGOTTEN)
             confirm_or_abort(
@@ -292,7 +290,6 @@ def removals(
     """List removals a sweep guard blocked, or apply them with `removals approve PROVIDER`."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        require_state_directory(session.state)
         if action_or_provider == "approve":
             if not approved_provider:
                 raise ConfigError("name the provider to approve: removals approve PROVIDER")
@@ -376,7 +373,6 @@ def export(
     """Print the catalog: one entity per line (ndjson) or a multi-document YAML stream."""
     with reported_errors(False):
         session = open_session(ctx, config, db)
-        require_state_directory(session.state)
         entities = _checked_kind(iter_export(session.state, kind), kind)
         if output_format is ExportFormat.NDJSON:
             render.print_json_lines(entities)
@@ -419,7 +415,6 @@ def changes(
     """Tail the change log: NDJSON rows {seq, at, op, ref, provider}, or one doc with --json."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        require_state_directory(session.state)
         show_changes(list_changes(session.state, since, limit), since, as_json=json_output)
 
 

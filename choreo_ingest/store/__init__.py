@@ -16,7 +16,7 @@ from choreo_ingest.store.positions import position_name
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
 from choreo_ingest.store.run_lock import RunLock
 from choreo_ingest.store.schema import MAX_INTEGER, MIGRATION_NAMES, SCHEMA_VERSION
-from choreo_ingest.store.store import Store, StoreIndexReader, StoreQueueReader
+from choreo_ingest.store.store import Store, StoreIndexReader, StoreQueueReader, no_state_yet
 from choreo_ingest.store.writes import WALKED, SweepGuards
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "canonical_json",
     "configured_location",
     "gap_after",
+    "no_state_yet",
     "position_name",
     "state_location",
 ]

@@ -134,6 +134,10 @@ class PostgresLocation:
 
         return advisory_key(self.schema)
 
+    def missing_directory(self) -> Path | None:
+        """None: a database has no directory to make first."""
+        return None
+
     def exists(self) -> bool:
         """Whether the schema holds a state (our migrations table) yet; nothing is made."""
         with self._connect(readonly=True, schema="pg_catalog") as conn:

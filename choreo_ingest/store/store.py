@@ -53,6 +53,22 @@ def state_file_exists(path: Path) -> bool:
         ) from None
 
 
+def no_state_yet(state: object, missing_directory: Path | None) -> StateError:
+    """For a command that needs a state already there. `run` and `migrate` make a state file,
+    never its directory: when that is missing too (`missing_directory`), it is named, or the
+    advice would send the operator to a command that fails as well."""
+    if missing_directory is not None:
+        return StateError(
+            f"{state}: no state file yet, and its directory {missing_directory} does not exist: "
+            "create it (`choreo-ingest run` and `migrate` do not)",
+            path=str(state),
+        )
+    return StateError(
+        f"{state}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` creates it)",
+        path=str(state),
+    )
+
+
 class Store:
     """The state, over an SQLite `Connection` or a PostgreSQL `PgConnection`: the same methods
     and the same guarantees on both (`dialect` says which it is)."""
@@ -67,11 +83,7 @@ class Store:
     def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         """Open (or, unless `readonly`, create) the state DB at `path`; schema is not migrated."""
         if readonly and not state_file_exists(path):
-            raise StateError(
-                f"{path}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` "
-                "creates it)",
-                path=str(path),
-            )
+            raise no_state_yet(path, None if path.parent.is_dir() else path.parent)
         if not readonly and not state_file_exists(path.parent):
             raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
         return cls(Connection(path, readonly=readonly, tracer=tracer))
