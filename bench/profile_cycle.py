@@ -1,12 +1,13 @@
 """Profile one full cycle (the choreo-ingest side of benchmark 9) with cProfile.
 
     python bench/profile_cycle.py [--api orgs|v1] [--shape 5x10x200] [--timer wall|cpu|threads]
-                                  [--top 25] [--out FILE.prof]
+                                  [--top 25] [--out FILE.prof] [--steady]
 
 Starts the simulator as benchmark 9 does (org era: `--endpoints-max 1`; v1: OAuth2 client
 credentials), warms it with one floor walk, then runs
 `python -m cProfile -o FILE -m choreo_ingest --config C run --force --json` on a fresh state
-file (`--timer wall`, the default: cProfile's own clock, so waits for the server and for the
+file (with `--steady`: on the state file an unprofiled cycle just left, so that nothing has
+changed) (`--timer wall`, the default: cProfile's own clock, so waits for the server and for the
 detail threads show up, under `acquire`, `recv`, `poll`), or the same under
 `cProfile.Profile(time.thread_time)` (`--timer cpu`: the main thread's CPU only; the detail
 threads and the page writer are not profiled by cProfile in either mode). Prints the top
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", default="5x10x200", help="namespaces x projects x components")
     parser.add_argument("--timer", choices=("wall", "cpu", "threads"), default="wall")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="profile a cycle on the state the first (unprofiled) cycle left: nothing changed",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     size = World(*(int(part) for part in args.shape.split("x")))
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             directory, simulator, burstLength=86_400, chunkSize=lean.CHUNK_SIZE
         )
         command = ["--config", str(config), "run", "--force", "--json"]
+        if args.steady:
+            subprocess.run([*cli(), *command], check=True, stdout=subprocess.DEVNULL)
         if args.timer == "threads":
             pid, seen, wall = thread_cpu([*cli(), *command])
             total = sum(seen.values())

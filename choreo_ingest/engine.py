@@ -59,6 +59,9 @@ class ProviderOutcome:
     next_action_at: float | None = None
     error: str | None = None
     reason: str | None = None
+    unloadable: bool = False
+    """The provider could not be loaded (not installed, a bad option): a configuration problem,
+    not upstream trouble."""
 
 
 @dataclass

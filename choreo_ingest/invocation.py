@@ -238,7 +238,11 @@ def _run_provider(
         record = after_unavailable(store.load_provider(name), str(provider))
         store.record_unavailable(record, str(provider), engine.clock.now())
         return ProviderOutcome(
-            name=name, action=ProviderAction.FAILED, state=record.state, error=str(provider)
+            name=name,
+            action=ProviderAction.FAILED,
+            state=record.state,
+            error=str(provider),
+            unloadable=True,
         )
     if UNAVAILABLE_FACT in store.facts(name):  # installed again
         store.set_facts(name, {UNAVAILABLE_FACT: None}, engine.clock.now())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from choreo_ingest.cli.app import app, flowed
+
+from sim_support import run_cli
 
 LIST_ITEM = re.compile(r"[-*] ")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -93,3 +96,14 @@ class TestFlowed:
         text = "Exit codes:\n- 0 done\n- 2 config error (a bad\n  --listen)\n* 4 state"
 
         assert flowed(text) == "Exit codes:\n- 0 done\n- 2 config error (a bad --listen)\n* 4 state"
+
+
+@pytest.mark.parametrize("args", [(), ("simulate",)], ids=["nothing", "a-group-alone"])
+def test_a_command_line_naming_no_command_gets_the_help_on_stderr_and_exit_2(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    done = run_cli(*args, cwd=tmp_path)
+
+    assert done.returncode == 2
+    assert done.stdout == ""  # stdout carries data only
+    assert "Usage: choreo-ingest" in done.stderr

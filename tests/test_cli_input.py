@@ -594,7 +594,8 @@ class TestNoStateYet:
 
 class TestProviderNotInstalled:
     """A config that names a provider this machine does not have: every run fails for it, so
-    `health` must say so, not stay green while cron mails exit 3 every minute."""
+    `health` must say so, not stay green while cron mails an error every minute; the run exits
+    2 (a configuration to fix), not 3 (upstream trouble)."""
 
     def test_health_is_red_status_shows_why_and_the_metric_counts(self, tmp_path: Path) -> None:
         config = write_config(
@@ -609,7 +610,7 @@ class TestProviderNotInstalled:
         health = run_cli("health", "--json", "--config", config, cwd=tmp_path)
         status = run_cli("status", "--json", "--config", config, cwd=tmp_path)
 
-        assert ran.returncode == 3, ran.stderr
+        assert ran.returncode == 2, ran.stderr
         assert health.returncode == 1, health.stderr
         [problems] = [p["problems"] for p in json.loads(health.stdout)["providers"]]
         assert any(
@@ -619,6 +620,21 @@ class TestProviderNotInstalled:
         assert "not installed" in (provider["lastError"] or "")
         metrics = (tmp_path / "metrics.prom").read_text()
         assert 'choreo_ingest_consecutive_failures{provider="not-installed"} 1.0' in metrics
+
+    def test_a_run_that_also_met_upstream_trouble_exits_3(self, tmp_path: Path) -> None:
+        config = write_config(
+            tmp_path / "choreo-ingest.yaml",
+            "http://127.0.0.1:9",  # nothing listens there: the burst fails to connect
+            providers=["openchoreo", "not-installed"],
+            state={"path": "state.db"},
+        )
+
+        ran = run_cli("run", "--json", "--config", config, cwd=tmp_path)
+
+        assert ran.returncode == 3, ran.stderr
+        document = json.loads(ran.stdout)
+        assert document["exitCode"] == 3
+        assert [p["action"] for p in document["providers"]] == ["failed", "failed"]
 
 
 def test_export_as_yaml_quotes_what_yaml_1_2_would_read_as_a_number(tmp_path: Path) -> None:

@@ -442,9 +442,9 @@ class TestCli:
 
         result = self.invoke("run", "--json", "--config", str(config))
 
-        assert result.exit_code == 3, result.output
+        assert result.exit_code == 2, result.output  # a configuration to fix
         document = json.loads(result.stdout)
-        assert document["outcome"] == "failed"
+        assert (document["outcome"], document["exitCode"]) == ("failed", 2)
         outcomes = {p["name"]: p for p in document["providers"]}
         assert outcomes["broken"]["action"] == "failed"
         assert outcomes["broken"]["error"].startswith("provider 'broken': ")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext, redirect_stdout
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -153,7 +155,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _invoke(args: list[str]) -> int:
     try:
-        result = app(args=args, prog_name=PROG_NAME, standalone_mode=False)
+        # A command line that names no command is a usage error: its help goes to stderr,
+        # where typer would print it to stdout (which carries data only).
+        with redirect_stdout(sys.stderr) if _names_no_command(args) else nullcontext():
+            result = app(args=args, prog_name=PROG_NAME, standalone_mode=False)
     except OSError as error:
         if error.filename is not None or "--install-completion" in args:
             raise
@@ -167,6 +172,19 @@ def _invoke(args: list[str]) -> int:
         return ExitCode.INTERRUPTED
     # Without standalone mode, typer returns the code of a typer.Exit, or the command's None.
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _names_no_command(args: Sequence[str]) -> bool:
+    """Nothing at all, or a command group alone (`simulate`): typer answers with the help.
+    Not a shell's completion request (no arguments either), whose answer goes to stdout."""
+    if _COMPLETION_VARIABLE in os.environ:
+        return False
+    groups = {group.name for group in app.registered_groups}
+    return not args or (len(args) == 1 and args[0] in groups)
+
+
+_COMPLETION_VARIABLE = f"_{PROG_NAME.replace('-', '_').upper()}_COMPLETE"
+"""What the installed completion script sets (click's `_<PROG>_COMPLETE`)."""
 
 
 def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:

@@ -92,7 +92,7 @@ def report_run(result: RunResult, json_output: bool) -> int:
     `--json` the failures are in the document; a stdout that cannot take it gets them said on
     stderr instead, and the run's own code stands (74 only for a run that went well)."""
     error = result.error
-    code = RUN_OUTCOMES[result.outcome] if error is None else exit_code_for(error)
+    code = _exit_code(result)
     if json_output:  # the providers' failures are in the document; an output's is said too
         document: dict[str, Any] = {
             "outcome": result.outcome.value,
@@ -118,6 +118,17 @@ def report_run(result: RunResult, json_output: bool) -> int:
                 print_text(outcome_line(outcome))
     _output_error_line(result)
     return int(code)
+
+
+def _exit_code(result: RunResult) -> ExitCode:
+    """The code of the run's outcome, of its output's error, or 2 when the only failures are
+    providers that could not be loaded: a configuration to fix, not upstream trouble."""
+    if result.error is not None:
+        return exit_code_for(result.error)
+    failed = [o for o in result.providers if o.action is ProviderAction.FAILED]
+    if result.outcome is RunOutcome.FAILED and all(o.unloadable for o in failed):
+        return ExitCode.USAGE
+    return RUN_OUTCOMES[result.outcome]
 
 
 def _provider_error_lines(result: RunResult) -> None:
