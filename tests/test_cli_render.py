@@ -72,3 +72,26 @@ def test_key_values_show_keys_and_values_as_they_are(capsys: pytest.CaptureFixtu
     assert lines[0] == "[red]t[/]"
     assert lines[1].split() == ["[b]k[/b]", "[/]", "[link=http://e]v"]
     assert lines[2].split() == ["none"]
+
+
+def test_status_says_how_many_events_wait_in_the_inbox_and_nothing_when_none(
+    tmp_path: Path,
+) -> None:
+    state = failing_state(tmp_path / "state.db", error="down")
+    quiet = invoke("status", "--db", state)
+    with Store.open(state) as store:
+        seqs = store.add_events(
+            "openchoreo",
+            [
+                {"kind": "Component", "namespace": "acme", "name": name, "action": "updated"}
+                for name in ("cart", "shop", "pay")
+            ],
+            0.0,
+        )
+        store.fail_event("openchoreo", seqs[0], "HTTP 500", max_attempts=1)
+
+    waiting = invoke("status", "--db", state)
+
+    assert quiet.exit_code == waiting.exit_code == 0, waiting.output
+    assert "events:" not in quiet.stdout
+    assert waiting.stdout.splitlines()[-1] == "events: 2 pending, 1 parked"
