@@ -29,6 +29,8 @@ from choreo_ingest.logs import configure_logging
 from choreo_ingest.version import __version__
 
 PROG_NAME = "choreo-ingest"
+_COMPLETION_VARIABLE = f"_{PROG_NAME.replace('-', '_').upper()}_COMPLETE"
+"""What the installed completion script sets (click's `_<PROG>_COMPLETE`)."""
 
 
 def _flags_show_no_type() -> None:
@@ -181,10 +183,6 @@ def _names_no_command(args: Sequence[str]) -> bool:
         return False
     groups = {group.name for group in app.registered_groups}
     return not args or (len(args) == 1 and args[0] in groups)
-
-
-_COMPLETION_VARIABLE = f"_{PROG_NAME.replace('-', '_').upper()}_COMPLETE"
-"""What the installed completion script sets (click's `_<PROG>_COMPLETE`)."""
 
 
 def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
