@@ -16,7 +16,7 @@ from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
-from choreo_ingest.store.store import Store, state_file_exists
+from choreo_ingest.store.store import Store, missing_directory, state_file_exists
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,8 @@ class SqliteLocation:
         return state_file_exists(self.path)
 
     def missing_directory(self) -> Path | None:
-        """The directory of a state file that is not there yet, when that is missing too:
-        `run` and `migrate` make the file, never its directory."""
-        directory = self.real_path.parent
-        return None if self.exists() or directory.is_dir() else directory
+        """The directory of a state file that is not there yet, when that is missing too."""
+        return missing_directory(self.real_path)
 
     def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)

@@ -53,6 +53,12 @@ def state_file_exists(path: Path) -> bool:
         ) from None
 
 
+def missing_directory(path: Path) -> Path | None:
+    """The directory of a state file that is not there yet, when that is missing too: `run`
+    and `migrate` make the file, never its directory."""
+    return None if state_file_exists(path) or path.parent.is_dir() else path.parent
+
+
 def no_state_yet(state: object, missing_directory: Path | None) -> StateError:
     """For a command that needs a state already there. `run` and `migrate` make a state file,
     never its directory: when that is missing too (`missing_directory`), it is named, or the
@@ -83,7 +89,7 @@ class Store:
     def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         """Open (or, unless `readonly`, create) the state DB at `path`; schema is not migrated."""
         if readonly and not state_file_exists(path):
-            raise no_state_yet(path, None if path.parent.is_dir() else path.parent)
+            raise no_state_yet(path, missing_directory(path))
         if not readonly and not state_file_exists(path.parent):
             raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
         return cls(Connection(path, readonly=readonly, tracer=tracer))
