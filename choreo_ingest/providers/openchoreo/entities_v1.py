@@ -20,7 +20,7 @@ annotation. A resource with a `metadata.deletionTimestamp` stays, annotated
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +56,10 @@ from choreo_ingest.providers.openchoreo.naming import (
 __all__ = [
     "DOMAIN_NAMESPACE",
     "OWNER_ANNOTATION",
+    "ApiEndpoint",
     "ApiName",
     "api_endpoint_names",
+    "api_endpoints",
     "component_entities",
     "namespace_entity",
     "project_entity",
@@ -143,6 +145,7 @@ def component_entities(
     *,
     api_name: ApiName = v1_api_entity_name,
     namespace: str | None = None,
+    endpoints: Sequence[ApiEndpoint] | None = None,
 ) -> list[Entity]:
     """The Component `<ns>/<component>`, then its APIs in endpoint-name order.
 
@@ -152,7 +155,8 @@ def component_entities(
     of the component's project. The owner is the component's owner annotation, else
     `project_owner`, else `mapping.default_owner`; its APIs share it. `api_name(project,
     component, endpoint)` names the APIs: a caller that finds two triples meeting on one name
-    passes its own. The namespace is `metadata.namespace`, else `namespace`.
+    passes its own. The namespace is `metadata.namespace`, else `namespace`. `endpoints` is
+    `api_endpoints(workload, mapping)`, for a caller that has it already.
     """
     meta = as_mapping(component.get("metadata"))
     spec = as_mapping(component.get("spec"))
@@ -190,7 +194,9 @@ def component_entities(
     place = _Place(ns, project, name, workload_name, owner, provider, f"{ns}/{project}/{name}")
     apis = [
         _api_entity(place, endpoint, details, content, mapping, api_name)
-        for endpoint, details, content in _api_endpoints(workload, mapping)
+        for endpoint, details, content in (
+            api_endpoints(workload, mapping) if endpoints is None else endpoints
+        )
     ]
     component_spec: dict[str, JSON] = {
         "type": type_name or UNKNOWN,
@@ -207,7 +213,7 @@ def api_endpoint_names(workload: Mapping[str, Any] | None, mapping: MappingConfi
     """The endpoints of `workload` that `component_entities` maps to APIs, in the same (name)
     order: those with schema content, or all of them when `mapping.apis_without_schema` is
     `stub`. For a caller that settles API names before mapping."""
-    return [endpoint for endpoint, _, _ in _api_endpoints(workload, mapping)]
+    return [endpoint for endpoint, _, _ in api_endpoints(workload, mapping)]
 
 
 def trim_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,10 +257,12 @@ class _Place:
     scope: str
 
 
-def _api_endpoints(
-    workload: Mapping[str, Any] | None, mapping: MappingConfig
-) -> list[tuple[str, Mapping[str, Any], str | None]]:
-    """The (name, details, schema content) of the endpoints that get an API, sorted by name."""
+ApiEndpoint = tuple[str, Mapping[str, Any], str | None]
+"""An endpoint that gets an API: its name, its details and its schema content (None: stub)."""
+
+
+def api_endpoints(workload: Mapping[str, Any] | None, mapping: MappingConfig) -> list[ApiEndpoint]:
+    """The endpoints of `workload` that get an API, sorted by name."""
     stub = mapping.apis_without_schema == STUB
     found = []
     for name, details in _endpoints(workload):

@@ -22,7 +22,7 @@ from choreo_ingest.providers.openchoreo.api_names import (
     resolve_api_names,
 )
 from choreo_ingest.providers.openchoreo.entities_v1 import (
-    api_endpoint_names,
+    api_endpoints,
     component_entities,
     project_owner,
     trim_workload,
@@ -127,6 +127,7 @@ def component_harvest(
         WORKLOADS, [f"{namespace}/{name}" for name in names], current_only=listed
     )
     chosen = {name: first_workload(workloads[f"{namespace}/{name}"]) for name in names}
+    endpoints = {name: api_endpoints(chosen[name], mapping) for name in names}
     claims = [
         ApiClaim(
             namespace=namespace_name(namespace),
@@ -135,7 +136,7 @@ def component_harvest(
             plain=v1_api_entity_name(project, name, endpoint),
         )
         for (_, project), name in zip(placed, names, strict=True)
-        for endpoint in api_endpoint_names(chosen[name], mapping)
+        for endpoint, _, _ in endpoints[name]
     ]
     api_names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
     for (component, project), name in zip(placed, names, strict=True):
@@ -149,6 +150,7 @@ def component_harvest(
             walk.provider,
             api_name=lambda p, c, e: api_names[(p, c, e)],
             namespace=namespace,
+            endpoints=endpoints[name],
         )
     for owner in displaced if displacing else ():
         harvest.add(_rename_displaced(walk, namespace, owner, pending, listed=listed))

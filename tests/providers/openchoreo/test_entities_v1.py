@@ -18,6 +18,7 @@ from choreo_ingest.errors import PermanentError
 from choreo_ingest.models import Entity
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
+    api_endpoints,
     component_entities,
     namespace_entity,
     project_entity,
@@ -523,6 +524,10 @@ class TestApis:
             "shop-orders-ws",
         ]
         assert api_endpoint_names(load, STUBS) == ["api", "bare", "ws"]
+        given = component_entities(
+            component(), load, None, STUBS, PROVIDER, endpoints=api_endpoints(load, STUBS)
+        )
+        assert given == entities  # a caller that found the endpoints already passes them
         _, with_schema, bare, ws = entities
         assert with_schema.body["spec"]["definition"] == OPENAPI
         document = yaml.safe_load(bare.body["spec"]["definition"])
