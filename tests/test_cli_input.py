@@ -276,6 +276,20 @@ class TestClosedPipe:
 
         assert (process.returncode, stderr) == (0, "")
 
+    @pytest.mark.parametrize(
+        "args", [["--help"], ["status", "--help"], ["simulate", "--help"]], ids=" ".join
+    )
+    def test_the_help_to_a_reader_gone(self, tmp_path: Path, args: list[str]) -> None:
+        """rich answers a closed pipe with exit 1; the help exits 0 there as every command does."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        with write_end_closed(write_end):
+            process = start_cli(*args, cwd=tmp_path, stdout=write_end)
+
+        _, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
+
+        assert (process.returncode, stderr) == (0, "")
+
     def test_head_1_of_a_long_export(self, tmp_path: Path) -> None:
         state_path = tmp_path / "big.db"
         ingest_world(state_path, World.generate(3, 4, 8, seed=12), FakeClock())

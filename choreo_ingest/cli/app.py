@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext, redirect_stdout
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _invoke(args: list[str]) -> int:
+    stdout = _file_of_stdout()
     try:
         # A command line that names no command is a usage error: its help goes to stderr,
         # where typer would print it to stdout (which carries data only).
@@ -167,6 +169,12 @@ def _invoke(args: list[str]) -> int:
         # Every command reports its own errors (`reported_errors`): a write that failed out here
         # is typer's own, of the help or the completion script to stdout.
         render.stdout_failed(error)
+    except SystemExit as exiting:
+        # rich's answer to a reader gone while it wrote (`--help | head -1`): stdout pointed at
+        # /dev/null, exit 1. Every command exits 0 there, and so does the help.
+        if exiting.code == 1 and stdout != _file_of_stdout() == _devnull():
+            render.stdout_closed()
+        raise
     except typer.TyperException as error:  # a usage error: typer found it before any command ran
         return _usage_error(error, args)
     except typer.Abort:  # a confirmation prompt got Ctrl-C or end of input
@@ -174,6 +182,20 @@ def _invoke(args: list[str]) -> int:
         return ExitCode.INTERRUPTED
     # Without standalone mode, typer returns the code of a typer.Exit, or the command's None.
     return result if isinstance(result, int) else ExitCode.OK
+
+
+def _file_of_stdout() -> tuple[int, int] | None:
+    """What descriptor 1 is open on (device, inode); None when it is closed."""
+    try:
+        found = os.fstat(1)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _devnull() -> tuple[int, int]:
+    found = Path(os.devnull).stat()
+    return found.st_dev, found.st_ino
 
 
 def _names_no_command(args: Sequence[str]) -> bool:

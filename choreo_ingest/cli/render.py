@@ -143,6 +143,7 @@ __all__ = [
     "print_json_lines",
     "print_text",
     "stderr_is_tty",
+    "stdout_closed",
     "stdout_failed",
     "stdout_is_tty",
     "table",
