@@ -123,6 +123,9 @@ def project_entity(
     annotations = {
         "namespace": ns,
         "project": name,
+        # What OpenChoreo's Backstage permission policy reads a System's project from (its
+        # provider writes it; without it a per-project rule cannot match the System).
+        "project-id": name,
         "project-uid": text(meta.get("uid")),
         "created-at": text(meta.get("creationTimestamp")),
         "status": _ready_status(project),

@@ -187,6 +187,7 @@ class TestProject:
         assert entity.body["metadata"]["annotations"] == {
             "openchoreo.io/namespace": "acme",
             "openchoreo.io/project": "shop",
+            "openchoreo.io/project-id": "shop",  # OpenChoreo's permission policy reads it
             "openchoreo.io/project-uid": "p-uid",
             "openchoreo.io/created-at": CREATED,
             "openchoreo.io/status": "Ready",
