@@ -431,6 +431,9 @@ class TestLeanEntry:
             assert sum(store.entity_counts(PROVIDER).values()) > 0
         top_level = {name.partition(".")[0] for name in modules}
         assert top_level & {"structlog", "asyncio"} == set()
+        # `openchoreo.api: auto` met a v1 server first: the org era's module is not loaded.
+        assert "choreo_ingest.providers.openchoreo.api_v1" in modules
+        assert "choreo_ingest.providers.openchoreo.api_orgs" not in modules
 
     def test_a_burst_does_not_load_trio_where_it_is_installed(
         self, tmp_path: Path, config_file: Path

@@ -4,8 +4,8 @@ as a list of phases, and its events.
 A generation module (`api_v1`, `api_orgs`) holds everything that differs between OpenChoreo API
 generations: paths, envelope, where a listing ends, which status means an expired cursor, the
 resource shapes and how they become entities. The traversal (`traversal.py`) holds what they
-share: cursors, queues, restarts, checkpoints. A third generation is one more module plus a line
-in `GENERATIONS` (`generations.py`).
+share: cursors, queues, restarts, checkpoints. A third generation is one more module plus its
+loader in `generations.py`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from choreo_ingest.providers.openchoreo.client import (
     default_user_agent,
 )
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
-from choreo_ingest.providers.openchoreo.generations import GENERATIONS, generation_named
+from choreo_ingest.providers.openchoreo.generations import generation_named, generations
 
 ROLE_BINDING = """\
 # openchoreo-control-plane Helm values (keep the chart's default mappings next to it):
@@ -117,7 +117,7 @@ def _grant_check(credentials: Credentials) -> Check:
 
 def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[Check]:
     api = config.openchoreo.api
-    candidates = GENERATIONS if api == "auto" else (generation_named(api),)
+    candidates = list(generations()) if api == "auto" else [generation_named(api)]
     for generation in candidates:
         path = generation.phases[0].path(None)
         try:

@@ -53,9 +53,9 @@ from choreo_ingest.providers.openchoreo.generation import (
     says_absent,
 )
 from choreo_ingest.providers.openchoreo.generations import (
-    GENERATIONS,
     configured_api,
     generation_named,
+    generations,
 )
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
@@ -205,8 +205,7 @@ class OpenChoreoProvider:
         api = configured_api(self._config)
         if api != "auto":
             return [generation_named(api)]
-        ordered = sorted(GENERATIONS, key=lambda generation: generation.name != spoken)
-        return list(ordered)
+        return list(generations(first=spoken))
 
     # -- the walk ---------------------------------------------------------------------------
 
@@ -251,7 +250,7 @@ class OpenChoreoProvider:
     def _detect(self, context: OpenChoreoContext) -> tuple[Generation, ListPage]:
         client = context.client
         tried = []
-        for generation in GENERATIONS:
+        for generation in generations():
             path = generation.phases[0].path(None)
             tried.append(client.base_url.removeprefix(client.server_root) + path)
             try:
