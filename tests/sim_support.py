@@ -150,7 +150,8 @@ def ref_of(body: Mapping[str, Any]) -> str:
 
 
 def unresolved_refs(bodies: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Every `spec.domain`, `spec.system` and `spec.providesApis` that names no entity here."""
+    """Every `spec.domain`, `spec.system`, `spec.providesApis` and `spec.consumesApis` that
+    names no entity here."""
     bodies = list(bodies)
     present = {ref_of(body) for body in bodies}
     problems = []
@@ -162,6 +163,7 @@ def unresolved_refs(bodies: Iterable[Mapping[str, Any]]) -> list[str]:
         if "system" in spec:
             wanted.append(("system", spec["system"]))
         wanted += [("api", ref) for ref in spec.get("providesApis", [])]
+        wanted += [("api", ref) for ref in spec.get("consumesApis", [])]
         for kind, target in wanted:
             if _resolve(kind, target, namespace) not in present:
                 problems.append(f"{ref_of(body)} -> {kind} {target}")

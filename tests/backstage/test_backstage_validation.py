@@ -472,6 +472,8 @@ def v1_world() -> list[Entity]:
                         },
                     )
                 )
+                # Every third component consumes the APIs mapped before it in its namespace.
+                earlier = [e.ref for e in entities if e.kind == "API" and e.namespace == namespace]
                 with structlog.testing.capture_logs():  # unusable owner annotations warn
                     entities += v1_component_entities(
                         component,
@@ -479,6 +481,7 @@ def v1_world() -> list[Entity]:
                         owners[(namespace, project)],
                         stubs if stub else mapping,
                         PROVIDER,
+                        consumes=earlier[-3:] if index % 3 == 0 else (),
                     )
     nul_component = _v1_resource(
         "nul-inputs",
@@ -500,12 +503,13 @@ def test_v1_world_is_large_enough_to_mean_something() -> None:
     assert {entity.kind for entity in entities} == {"Domain", "System", "Component", "API"}
     assert sum(entity.kind == "API" for entity in entities) > 100
     assert any("providesApis" in entity.body["spec"] for entity in entities)
+    assert any("consumesApis" in entity.body["spec"] for entity in entities)
     assert any("/" in entity.body["spec"].get("type", "") for entity in entities)
 
 
 def test_every_v1_entity_passes_backstage_validation() -> None:
     """Component types with a slash, `not ready` lifecycles, bare owners: Backstage takes them,
-    and every domain, system and providesApis ref resolves inside the catalog."""
+    and every domain, system, providesApis and consumesApis ref resolves inside the catalog."""
     skip_unless_backstage_validator()
     entities = v1_world()
     problems = run_backstage_validator(entity_lines(entity.body for entity in entities))

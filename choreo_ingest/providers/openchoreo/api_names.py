@@ -56,9 +56,7 @@ def resolve_api_names(
     """Names for `claims`, the index rows that record them, and the owners displaced from a
     plain name they held (to be re-read and renamed by the caller)."""
     pending = {} if pending is None else pending
-    by_group: dict[str, list[ApiClaim]] = {}
-    for claim in claims:
-        by_group.setdefault(claim.group, []).append(claim)
+    by_group = _by_group(claims)
     stored = walk.index.by_group(CLAIMS, sorted(by_group))
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
@@ -81,6 +79,37 @@ def resolve_api_names(
                 known[key] = False
         pending[group] = known
     return names, harvest, displaced
+
+
+def predicted_names(
+    walk: Walk,
+    claims: Sequence[ApiClaim],
+    hashed: Callable[[Owner, str], str],
+    pending: Pending | None = None,
+) -> dict[ClaimKey, str]:
+    """The names `resolve_api_names` would give `claims` now, recording nothing: what a ref to
+    an API that another page or event maps names. The claims stored (and those `pending` in
+    this page) decide, by the same rule; the API's own page may still decide otherwise if a
+    claim that sorts first arrives before it."""
+    pending = {} if pending is None else pending
+    by_group = _by_group(claims)
+    stored = walk.index.by_group(CLAIMS, sorted(by_group))
+    names: dict[ClaimKey, str] = {}
+    for group, rows in stored.items():
+        ours = by_group[group]
+        contenders = {_claim_key(row) for row in rows} | set(pending.get(group, {}))
+        winner = min(contenders | {claim.sort_key for claim in ours})
+        for claim in ours:
+            holds = claim.sort_key == winner
+            names[claim.sort_key] = claim.plain if holds else hashed(claim.owner, claim.endpoint)
+    return names
+
+
+def _by_group(claims: Sequence[ApiClaim]) -> dict[str, list[ApiClaim]]:
+    grouped: dict[str, list[ApiClaim]] = {}
+    for claim in claims:
+        grouped.setdefault(claim.group, []).append(claim)
+    return grouped
 
 
 def claim_key(claim: ApiClaim) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from choreo_ingest.config import MappingConfig
 from choreo_ingest.errors import PermanentError
@@ -58,9 +58,11 @@ __all__ = [
     "OWNER_ANNOTATION",
     "ApiEndpoint",
     "ApiName",
+    "Dependency",
     "api_endpoint_names",
     "api_endpoints",
     "component_entities",
+    "dependencies",
     "namespace_entity",
     "project_entity",
     "project_owner",
@@ -149,6 +151,7 @@ def component_entities(
     api_name: ApiName = v1_api_entity_name,
     namespace: str | None = None,
     endpoints: Sequence[ApiEndpoint] | None = None,
+    consumes: Sequence[str] = (),
 ) -> list[Entity]:
     """The Component `<ns>/<component>`, then its APIs in endpoint-name order.
 
@@ -159,7 +162,9 @@ def component_entities(
     `project_owner`, else `mapping.default_owner`; its APIs share it. `api_name(project,
     component, endpoint)` names the APIs: a caller that finds two triples meeting on one name
     passes its own. The namespace is `metadata.namespace`, else `namespace`. `endpoints` is
-    `api_endpoints(workload, mapping)`, for a caller that has it already.
+    `api_endpoints(workload, mapping)`, for a caller that has it already. `consumes` holds the
+    refs of the APIs the workload's `dependencies` name, as the caller found them (they are other
+    components' APIs): `spec.consumesApis`, sorted.
     """
     meta = as_mapping(component.get("metadata"))
     spec = as_mapping(component.get("spec"))
@@ -209,6 +214,8 @@ def component_entities(
     }
     if apis:
         component_spec["providesApis"] = [api.ref for api in apis]
+    if consumes:
+        component_spec["consumesApis"] = sorted(set(consumes))
     return [entity("Component", body, component_spec, scope=place.scope), *apis]
 
 
@@ -219,9 +226,35 @@ def api_endpoint_names(workload: Mapping[str, Any] | None, mapping: MappingConfi
     return [endpoint for endpoint, _, _ in api_endpoints(workload, mapping)]
 
 
+Dependency = tuple[str | None, str, str]
+"""An endpoint a workload depends on: (its project, None for the workload's own; its component;
+the endpoint's name)."""
+
+
+def dependencies(workload: Mapping[str, Any] | None) -> list[Dependency]:
+    """`spec.dependencies.endpoints` as (project, component, endpoint), in their order; an entry
+    without a component or an endpoint name is skipped."""
+    spec = as_mapping(as_mapping(workload).get("spec"))
+    listed = as_mapping(spec.get("dependencies")).get("endpoints")
+    if not isinstance(listed, list):
+        return []
+    found: list[Dependency] = []
+    for item in listed:
+        entry = as_mapping(item)
+        project, component, endpoint = (entry.get(k) for k in ("project", "component", "name"))
+        if _is_name(component) and _is_name(endpoint):
+            found.append((project if _is_name(project) else None, component, endpoint))
+    return found
+
+
+def _is_name(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value) and "\x00" not in value
+
+
 def trim_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
     """Only what the mapping (and the caller's join) reads from a workload: `metadata.name`,
-    `spec.owner` and each endpoint's type, port, visibility, display name and schema.
+    `spec.owner`, each endpoint's type, port, visibility, display name and schema, and the
+    endpoints it depends on.
 
     `component_entities` maps a trimmed workload exactly as the full one, so a caller can store
     workloads compactly.
@@ -241,7 +274,15 @@ def trim_workload(workload: Mapping[str, Any]) -> dict[str, Any]:
             for key, value in raw.items()
             if "\x00" not in str(key)
         }
+    needed = dependencies(workload)
+    if needed:
+        trimmed_spec["dependencies"] = {"endpoints": [_dependency(*found) for found in needed]}
     return {"metadata": {"name": meta["name"]} if "name" in meta else {}, "spec": trimmed_spec}
+
+
+def _dependency(project: str | None, component: str, endpoint: str) -> dict[str, str]:
+    named = {"component": component, "name": endpoint}
+    return named if project is None else {"project": project, **named}
 
 
 # --- APIs ------------------------------------------------------------------------------------

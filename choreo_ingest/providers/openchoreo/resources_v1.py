@@ -17,13 +17,17 @@ from choreo_ingest.logs import get_logger
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.api_names import (
     ApiClaim,
+    ClaimKey,
     Owner,
     Pending,
+    predicted_names,
     resolve_api_names,
 )
 from choreo_ingest.providers.openchoreo.entities_v1 import (
+    api_endpoint_names,
     api_endpoints,
     component_entities,
+    dependencies,
     project_owner,
     trim_workload,
 )
@@ -139,6 +143,7 @@ def component_harvest(
         for endpoint, _, _ in endpoints[name]
     ]
     api_names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
+    consumed = _consumed_apis(walk, namespace, placed, names, chosen, api_names, pending, listed)
     for (component, project), name in zip(placed, names, strict=True):
         owner_row = owners.get(f"{namespace}/{project}")
         project_default = owner_row.value.get("owner") if owner_row is not None else None
@@ -151,10 +156,61 @@ def component_harvest(
             api_name=lambda p, c, e: api_names[(p, c, e)],
             namespace=namespace,
             endpoints=endpoints[name],
+            consumes=consumed.get(name, ()),
         )
     for owner in displaced if displacing else ():
         harvest.add(_rename_displaced(walk, namespace, owner, pending, listed=listed))
     return harvest
+
+
+def _consumed_apis(
+    walk: Walk,
+    namespace: str,
+    placed: Sequence[tuple[Resource, str]],
+    names: Sequence[str],
+    chosen: Mapping[str, Mapping[str, Any] | None],
+    api_names: Mapping[ClaimKey, str],
+    pending: Pending,
+    listed: bool,
+) -> dict[str, list[str]]:
+    """Per component, the refs of the APIs its workload's `dependencies` name, as OpenChoreo's
+    own provider finds them: a component of the namespace (in the dependency's project, else the
+    consumer's) whose first workload maps that endpoint to an API, its project listed. A
+    dependency on anything else (no such workload or project, no schema) gives no ref. The API
+    is named as its own page names it: decided in this page, else as its stored claims say
+    (`predicted_names`)."""
+    wanted = {
+        name: [(owner or project, target, endpoint) for owner, target, endpoint in needed]
+        for (_, project), name in zip(placed, names, strict=True)
+        if (needed := dependencies(chosen[name]))
+    }
+    if not wanted:
+        return {}
+    targets = {target for needed in wanted.values() for _, target, _ in needed}
+    read = sorted(targets - chosen.keys())
+    rows = walk.index.by_group(WORKLOADS, [f"{namespace}/{t}" for t in read], current_only=listed)
+    workloads = {**{t: first_workload(rows[f"{namespace}/{t}"]) for t in read}, **chosen}
+    projects = sorted({f"{namespace}/{project}" for n in wanted.values() for project, _, _ in n})
+    known = walk.index.by_key(PROJECT_OWNERS, projects, current_only=listed)
+    mapping = walk.config.mapping
+    provided = {
+        (project, target, endpoint)
+        for needed in wanted.values()
+        for project, target, endpoint in needed
+        if f"{namespace}/{project}" in known
+        and spec_owner(workloads[target] or {}, "projectName") == project
+        and endpoint in api_endpoint_names(workloads[target], mapping)
+    }
+    elsewhere = [
+        ApiClaim(namespace_name(namespace), key[:2], key[2], v1_api_entity_name(*key))
+        for key in sorted(provided - api_names.keys())
+    ]
+    found = {**predicted_names(walk, elsewhere, _hashed_name, pending), **api_names}
+    prefix = f"api:{namespace_name(namespace)}/"
+    return {
+        name: [prefix + found[key] for key in needed if key in provided]
+        for name, needed in wanted.items()
+    }
 
 
 def _project_of(component: Resource, namespace: str) -> str | None:

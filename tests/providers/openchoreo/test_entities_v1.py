@@ -20,6 +20,7 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
     api_endpoints,
     component_entities,
+    dependencies,
     namespace_entity,
     project_entity,
     project_owner,
@@ -782,6 +783,67 @@ class TestTrimWorkload:
         assert [e.body for e in map_component(component(), trimmed, mapping=STUBS)] == [
             e.body for e in map_component(component(), load, mapping=STUBS)
         ]
+
+
+DEPENDENCIES = {
+    "endpoints": [
+        {"component": "billing", "name": "rest", "visibility": "project", "envBindings": {}},
+        {"project": "pay", "component": "ledger", "name": "grpc"},
+        {"project": "", "component": "stock", "name": "api"},
+        {"component": "", "name": "x"},
+        {"component": "nameless"},
+        {"component": 7, "name": "x"},
+        {"component": "nul", "name": "a\x00b"},
+        "junk",
+    ]
+}
+
+
+class TestDependencies:
+    def test_named_endpoints_only_with_their_project_when_given(self) -> None:
+        load = workload(api=http())
+        load["spec"]["dependencies"] = DEPENDENCIES
+        assert dependencies(load) == [
+            (None, "billing", "rest"),
+            ("pay", "ledger", "grpc"),
+            (None, "stock", "api"),
+        ]
+
+    @pytest.mark.parametrize(
+        "value", [None, {}, {"endpoints": None}, {"endpoints": {"a": 1}}, "x"], ids=repr
+    )
+    def test_none_declared_is_none(self, value: Any) -> None:
+        load = workload(api=http())
+        load["spec"]["dependencies"] = value
+        assert dependencies(load) == []
+        assert dependencies(None) == []
+
+    def test_trimming_keeps_them(self) -> None:
+        load = workload(api=http())
+        load["spec"]["dependencies"] = DEPENDENCIES
+        trimmed = trim_workload(load)
+        assert trimmed["spec"]["dependencies"] == {
+            "endpoints": [
+                {"component": "billing", "name": "rest"},
+                {"project": "pay", "component": "ledger", "name": "grpc"},
+                {"component": "stock", "name": "api"},
+            ]
+        }
+        assert dependencies(trimmed) == dependencies(load)
+        assert "dependencies" not in trim_workload(workload(api=http()))["spec"]
+
+    def test_consumed_apis_are_sorted_once_each_and_absent_when_none(self) -> None:
+        refs = ["api:acme/shop-stock-api", "api:acme/pay-ledger-grpc", "api:acme/shop-stock-api"]
+        [entity, _] = component_entities(
+            component(), workload(api=http()), None, MAPPING, PROVIDER, consumes=refs
+        )
+        assert entity.body["spec"]["consumesApis"] == [
+            "api:acme/pay-ledger-grpc",
+            "api:acme/shop-stock-api",
+        ]
+        assert validate_entity(entity.body) == []
+        [alone, _] = map_component(component(), workload(api=http()))
+        assert "consumesApis" not in alone.body["spec"]
 
 
 def awkward_entities() -> list[Entity]:

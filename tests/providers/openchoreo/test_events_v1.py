@@ -101,6 +101,28 @@ def test_workload_change_recomputes_its_components_apis(scenario: Scenario) -> N
     assert any("fresh" in api for api in found[scenario.ref("Component", name)])
 
 
+def test_a_workloads_new_dependency_reaches_its_components_consumed_apis(
+    scenario: Scenario,
+) -> None:
+    ns, world = scenario.namespace, scenario.world
+    served = {"rest": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+    world.add_component(ns, scenario.project, "zz-target", endpoints=served)
+    world.add_component(ns, scenario.project, "zz-user", endpoints={})
+    scenario.send(*(event("Component", c, ns, "created") for c in ("zz-target", "zz-user")))
+    scenario.drain()
+    [load] = world.v1_workloads(ns, "zz-user")
+    needs = {"endpoints": [{"component": "zz-target", "name": "rest"}]}
+    world.update_workload(ns, load["metadata"]["name"], {"dependencies": needs})
+
+    scenario.send(event("Workload", load["metadata"]["name"], ns))
+    scenario.drain()
+
+    user = _body(scenario, scenario.ref("Component", "zz-user"))
+    provided = catalog(scenario.state_path)[scenario.ref("Component", "zz-target")]
+    assert user["spec"]["consumesApis"] == sorted(provided)
+    assert len(provided) == 1
+
+
 def test_deleted_workload_is_found_through_the_stored_link(scenario: Scenario) -> None:
     """The workload answers 404, so only the index knows which component it belonged to."""
     with_apis = [

@@ -32,7 +32,13 @@ from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock
-from sim_support import IN_PROCESS_URL, expected_catalog, list_pages_at, simulator_transport
+from sim_support import (
+    IN_PROCESS_URL,
+    expected_catalog,
+    list_pages_at,
+    simulator_transport,
+    unresolved_refs,
+)
 
 PROVIDER = "openchoreo"
 CLIENT_ID, CLIENT_SECRET = "catalog-client", "s3cret-for-tests"
@@ -392,6 +398,78 @@ class TestMapping:
         clock.advance(3600.0)
         run(config_for(tmp_path / "state.db", chunk_size=1), simulator(world, clock), clock)
         assert catalog(tmp_path / "state.db") == found, "the next cycle keeps the same names"
+
+    def test_dependencies_become_consumed_apis_wherever_their_page_is(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """As OpenChoreo's own provider: a dependency on an endpoint that has an API (in the
+        consumer's project unless it names another) is a `consumesApis` ref; one on an endpoint
+        without a schema, a missing component or the wrong project is none. One component a
+        page: `aaa` comes before the components it depends on, `web` after them."""
+        world = v1_world(namespaces=1, projects=1, components=0)
+        ns = next(world.v1_namespaces())["metadata"]["name"]
+        schema = {"type": "openapi", "content": "openapi: 3.0.0"}
+        world.add_project(ns, "shop")
+        world.add_project(ns, "pay")
+        served = {"api": {"type": "HTTP", "port": 80, "schema": schema}, "admin": {"type": "TCP"}}
+        world.add_component(ns, "shop", "orders", endpoints=served)
+        world.add_component(ns, "pay", "billing", endpoints={"rest": served["api"]})
+        needs = [
+            {"component": "orders", "name": "api"},
+            {"project": "pay", "component": "billing", "name": "rest"},
+            {"component": "orders", "name": "admin"},  # no schema: no API
+            {"component": "ghost", "name": "api"},  # no such component
+            {"project": "shop", "component": "billing", "name": "rest"},  # not its project
+        ]
+        for consumer in ("aaa", "web"):
+            world.add_component(ns, "shop", consumer, endpoints={})
+            [load] = world.v1_workloads(ns, consumer)
+            name = load["metadata"]["name"]
+            world.update_workload(ns, name, {"dependencies": {"endpoints": needs}})
+        config = config_for(tmp_path / "state.db", chunk_size=1)
+
+        run(config, simulator(world, clock), clock)
+
+        with Store.open(tmp_path / "state.db", readonly=True) as store:
+            bodies = list(store.iter_entities())
+        consumed = {
+            body["metadata"]["name"]: body["spec"].get("consumesApis")
+            for body in bodies
+            if body["kind"] == "Component"
+        }
+        wanted = [f"api:{ns}/pay-billing-rest", f"api:{ns}/shop-orders-api"]
+        assert consumed == {"aaa": wanted, "web": wanted, "orders": None, "billing": None}
+        assert unresolved_refs(bodies) == []
+
+    def test_a_consumed_api_that_lost_its_plain_name_is_named_as_it_is(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        world = v1_world(namespaces=1, projects=1, components=0)
+        ns = next(world.v1_namespaces())["metadata"]["name"]
+        endpoints = {"e": {"type": "HTTP", "port": 80, "schema": {"content": "openapi: 3.0.0"}}}
+        for project, component in (("a", "b-c"), ("a-b", "c")):
+            world.add_project(ns, project)
+            world.add_component(ns, project, component, endpoints=endpoints)
+        world.add_component(ns, "a", "z", endpoints={})
+        [load] = world.v1_workloads(ns, "z")
+        needs = [
+            {"component": "b-c", "name": "e"},
+            {"project": "a-b", "component": "c", "name": "e"},
+        ]
+        world.update_workload(ns, load["metadata"]["name"], {"dependencies": {"endpoints": needs}})
+        config = config_for(tmp_path / "state.db", chunk_size=1)
+
+        run(config, simulator(world, clock), clock)
+
+        found = catalog(tmp_path / "state.db")
+        with Store.open(tmp_path / "state.db", readonly=True) as store:
+            body = store.entity_body(entity_ref("Component", ns, "z"))
+        assert body is not None
+        holder, other = (found[entity_ref("Component", ns, c)] for c in ("b-c", "c"))
+        assert holder == {f"api:{ns}/a-b-c-e"}
+        assert len(other) == 1
+        assert other != holder  # the other one's API has a hashed name
+        assert body["spec"]["consumesApis"] == sorted(holder | other)
 
     def test_namespace_gone_mid_walk_leaves_at_the_sweep(
         self, tmp_path: Path, clock: FakeClock
