@@ -98,3 +98,20 @@ export async function migrate(database: Knex): Promise<void> {
     disableMigrationsListValidation: true,
   });
 }
+
+/**
+ * For a backend that skips database migrations (`DatabaseService.migrations.skip`): the tables
+ * must be there already, else this says which one is missing and what to do.
+ */
+export async function checkTables(database: Knex): Promise<void> {
+  for (const table of [POSITION_TABLE, APPLIED_TABLE]) {
+    if (!(await database.schema.hasTable(table))) {
+      throw new Error(
+        `choreo-ingest: the table ${table} is missing, and the backend skips database ` +
+          'migrations (backend.database.skipMigrations or ' +
+          'backend.database.plugin.catalog.skipMigrations): start it once without skipping ' +
+          'them, so that the module creates its tables',
+      );
+    }
+  }
+}

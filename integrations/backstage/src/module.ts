@@ -66,6 +66,7 @@ export const catalogModuleChoreoIngest = createBackendModule({
           stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
           logger,
           database: await database.getClient(),
+          skipMigrations: database.migrations?.skip,
         });
         catalog.addEntityProvider(provider);
         await scheduler.scheduleTask({

@@ -79,6 +79,11 @@ export type ChoreoIngestEntityProviderOptions = {
   /** A Knex client of the catalog's database: the module keeps its two tables there. */
   database: Knex;
   /**
+   * The backend skips database migrations (`DatabaseService.migrations.skip`): the tables are
+   * not created or changed, only checked for.
+   */
+  skipMigrations?: boolean;
+  /**
    * Changes per `/changes` page (at most 10,000, the feed's limit), and entities per
    * `/entities` page (capped at 1,000, that route's limit).
    */
@@ -156,7 +161,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       timeoutMs: options.requestTimeoutMs,
     });
     this.logger = options.logger;
-    this.store = new StateStore(options.database, PROVIDER_NAME);
+    this.store = new StateStore(options.database, PROVIDER_NAME, {
+      skipMigrations: options.skipMigrations,
+    });
     this.baseUrl = options.baseUrl;
     this.batchSize = batchSize;
     this.maxRemovalRatio = ratio;

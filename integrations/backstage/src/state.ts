@@ -4,7 +4,7 @@
  * that last applied it.
  */
 import type { Knex } from 'knex';
-import { APPLIED_TABLE, POSITION_TABLE, migrate } from './migrations';
+import { APPLIED_TABLE, POSITION_TABLE, checkTables, migrate } from './migrations';
 
 export type Resync = {
   /** The `nextCursor` to read next; undefined: the walk has not read a page yet. */
@@ -55,17 +55,21 @@ const CHUNK = 400;
 export class StateStore {
   private readonly db: Knex;
   private readonly provider: string;
+  private readonly skipMigrations: boolean;
   private migrated: Promise<void> | undefined;
 
-  constructor(db: Knex, provider: string) {
+  /** `skipMigrations`: the backend skips database migrations; the tables must exist. */
+  constructor(db: Knex, provider: string, options: { skipMigrations?: boolean } = {}) {
     this.db = db;
     this.provider = provider;
+    this.skipMigrations = options.skipMigrations ?? false;
   }
 
-  /** Create or update the tables (once per instance). */
+  /** Create or update the tables, or with migrations skipped check that they exist (once). */
   async ready(): Promise<void> {
     if (!this.migrated) {
-      this.migrated = migrate(this.db).catch(error => {
+      const prepared = this.skipMigrations ? checkTables(this.db) : migrate(this.db);
+      this.migrated = prepared.catch(error => {
         this.migrated = undefined;
         throw error;
       });

@@ -28,3 +28,21 @@ test('the migrations start on a database a later version migrated', async () => 
     await database.destroy();
   }
 });
+
+test('with migrations skipped the tables are not made, and their absence is named', async () => {
+  const database = sqlite();
+  try {
+    const store = new StateStore(database, 'choreo-ingest', { skipMigrations: true });
+
+    await expect(store.load()).rejects.toThrow(
+      /the table choreo_ingest_feed_position is missing, and the backend skips database migrations/,
+    );
+    expect(await database.schema.hasTable(MIGRATIONS_TABLE)).toBe(false);
+
+    await migrate(database); // as a backend that does not skip them would, once
+    const skipping = new StateStore(database, 'choreo-ingest', { skipMigrations: true });
+    await expect(skipping.load()).resolves.toBeUndefined();
+  } finally {
+    await database.destroy();
+  }
+});

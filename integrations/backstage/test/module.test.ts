@@ -25,7 +25,7 @@ afterAll(async () => {
  * The module in a test backend with `choreoIngest` as its config and a mock scheduler; the
  * providers it handed to the catalog, and what to stop afterwards.
  */
-async function startModule(choreoIngest: JsonObject) {
+async function startModule(choreoIngest: JsonObject, migrations?: { skip?: boolean }) {
   const providers: EntityProvider[] = [];
   const scheduler = mockServices.scheduler.mock();
   const knex = sqlite();
@@ -36,7 +36,7 @@ async function startModule(choreoIngest: JsonObject) {
     features: [
       catalogModuleChoreoIngest,
       scheduler.factory,
-      mockServices.database.factory({ knex }),
+      mockServices.database.factory({ knex, migrations }),
       mockServices.rootConfig.factory({ data: { catalog: { providers: { choreoIngest } } } }),
     ],
   });
@@ -44,7 +44,7 @@ async function startModule(choreoIngest: JsonObject) {
     await backend.stop();
     await knex.destroy();
   };
-  return { providers, scheduler, stop };
+  return { providers, scheduler, stop, knex };
 }
 
 test('the module adds the provider and its scheduled task syncs the catalog', async () => {
@@ -132,5 +132,22 @@ test('batchSize: up to 10,000 changes per /changes page; /entities pages hold 1,
     expect(connection.refs()).toEqual(await choreo.exportRefs());
   } finally {
     await knex.destroy();
+  }
+});
+
+test('a backend that skips migrations gets no tables, and is told why', async () => {
+  const { providers, stop, knex } = await startModule(
+    { baseUrl: choreo.serveUrl, token: SERVE_TOKEN },
+    { skip: true },
+  );
+  try {
+    const [provider] = providers;
+    // The catalog connects its providers as it starts: this one fails it, naming the table.
+    await expect(provider.connect(new RecordingConnection())).rejects.toThrow(
+      /table choreo_ingest_feed_position is missing, and the backend skips database migrations/,
+    );
+    expect(await knex.schema.hasTable('choreo_ingest_feed_position')).toBe(false);
+  } finally {
+    await stop();
   }
 });
