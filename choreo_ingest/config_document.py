@@ -75,6 +75,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "openchoreo.auth.oauth.clientSecret": optional(as_text),
     "openchoreo.auth.oauth.clientSecretFile": optional(as_file_path),
     "openchoreo.auth.oauth.scope": optional(as_text),
+    "openchoreo.auth.oauth.audience": optional(as_text),
     "openchoreo.auth.oauth.clientAuthMethod": optional(choice(*CLIENT_AUTH_METHODS)),
     "openchoreo.caBundle": optional(as_file_path),
     "openchoreo.insecureSkipVerify": as_flag,

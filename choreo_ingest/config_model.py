@@ -95,6 +95,9 @@ class OAuthConfig:
     client_secret_file: SecretPath | None = None
     """Read when a token is requested, never at config load."""
     scope: str | None = None
+    audience: str | None = None
+    """Sent as `audience` with each token request: the API identifier of identity providers
+    that want one for client credentials (Auth0)."""
     client_auth_method: str = CLIENT_AUTH_AUTO
 
     def __post_init__(self) -> None:

@@ -306,6 +306,8 @@ class ClientCredentials:
         fields = {"grant_type": "client_credentials", **request.fields}
         if oauth.scope:
             fields["scope"] = oauth.scope
+        if oauth.audience:
+            fields["audience"] = oauth.audience
         where = oauth.token_url.partition("?")[0]
         started = self._clock.monotonic()
         try:

@@ -180,7 +180,8 @@ def _unauthorized_advice(config_key: str) -> str:
     if config_key.startswith(f"{OAUTH_KEY}."):
         return (
             "the API refused a token just issued at openchoreo.auth.oauth.tokenUrl: check that "
-            "OpenChoreo trusts that identity provider (its issuer, audience and signing keys)"
+            "OpenChoreo trusts that identity provider (its issuer, audience and signing keys; "
+            "an audience the token lacks may need openchoreo.auth.oauth.audience)"
         )
     return f"check {config_key}"
 

@@ -297,6 +297,13 @@ class TestGrant:
         client_credentials(endpoint, FakeClock(), scope="openid catalog").bearer()
         assert endpoint.calls[0][1]["scope"] == "openid catalog"
 
+    def test_sends_the_audience_when_configured(self) -> None:
+        endpoint = FakeTokenEndpoint()
+        client_credentials(endpoint, FakeClock(), audience="https://oc.example/api").bearer()
+        assert endpoint.calls[0][1]["audience"] == "https://oc.example/api"
+        client_credentials(endpoint, FakeClock()).bearer()
+        assert "audience" not in endpoint.calls[1][1]
+
     def test_client_secret_file_is_read_at_each_grant(self, tmp_path: Path) -> None:
         """A rotated client secret is used by the next grant, without a restart."""
         path = tmp_path / "client-secret"

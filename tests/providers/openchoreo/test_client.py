@@ -711,7 +711,8 @@ class TestUnauthorized:
         assert str(caught.value) == (
             "GET /namespaces: HTTP 401 INVALID_TOKEN: invalid token; the API refused a token "
             "just issued at openchoreo.auth.oauth.tokenUrl: check that OpenChoreo trusts that "
-            "identity provider (its issuer, audience and signing keys)"
+            "identity provider (its issuer, audience and signing keys; an audience the token "
+            "lacks may need openchoreo.auth.oauth.audience)"
         )
         assert credentials.rejected == ["issued-token-0001"]
 
