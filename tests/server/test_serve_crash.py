@@ -10,7 +10,8 @@ killed and restarted, as the forwarder would (its POSTs then fail: those events 
 forwarder, and only a full cycle brings their changes in). The test SIGKILLs serve KILLS times,
 each time once that serve has answered EVENTS_PER_LIFE events 202 and `/status` says a burst is
 in progress (at most 0.2 s later; at least KILLS / 2 kills must find the file `bursting`, and it
-kills up to twice KILLS times for them, as a burst may end first), and restarts it. Every POST must be answered 202 or meet a dead serve.
+kills up to twice KILLS times for them, as a burst may end first), and restarts it. Every POST
+must be answered 202 or meet a dead serve.
 
 Every event has a key of its own (new names are never reused, a component is deleted once), so
 the inbox never coalesces two of them, and every event committed to it (its AUTOINCREMENT seq)
