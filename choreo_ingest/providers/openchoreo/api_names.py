@@ -56,7 +56,9 @@ def resolve_api_names(
     """Names for `claims`, the index rows that record them, and the owners displaced from a
     plain name they held (to be re-read and renamed by the caller)."""
     pending = {} if pending is None else pending
-    by_group = _by_group(claims)
+    by_group: dict[str, list[ApiClaim]] = {}
+    for claim in claims:
+        by_group.setdefault(claim.group, []).append(claim)
     stored = walk.index.by_group(CLAIMS, sorted(by_group))
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
@@ -91,25 +93,8 @@ def predicted_names(
     an API that another page or event maps names. The claims stored (and those `pending` in
     this page) decide, by the same rule; the API's own page may still decide otherwise if a
     claim that sorts first arrives before it."""
-    pending = {} if pending is None else pending
-    by_group = _by_group(claims)
-    stored = walk.index.by_group(CLAIMS, sorted(by_group))
-    names: dict[ClaimKey, str] = {}
-    for group, rows in stored.items():
-        ours = by_group[group]
-        contenders = {_claim_key(row) for row in rows} | set(pending.get(group, {}))
-        winner = min(contenders | {claim.sort_key for claim in ours})
-        for claim in ours:
-            holds = claim.sort_key == winner
-            names[claim.sort_key] = claim.plain if holds else hashed(claim.owner, claim.endpoint)
+    names, _, _ = resolve_api_names(walk, claims, hashed, dict(pending or {}))
     return names
-
-
-def _by_group(claims: Sequence[ApiClaim]) -> dict[str, list[ApiClaim]]:
-    grouped: dict[str, list[ApiClaim]] = {}
-    for claim in claims:
-        grouped.setdefault(claim.group, []).append(claim)
-    return grouped
 
 
 def claim_key(claim: ApiClaim) -> str:
