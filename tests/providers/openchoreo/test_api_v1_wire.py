@@ -109,6 +109,78 @@ def test_a_page_emptied_by_filtering_does_not_end_the_walk_and_free_named_worklo
     assert "api:acme/shop-cart-late" not in engine.entities
 
 
+def test_workload_dependencies_in_the_openapi_shape_become_consumed_apis(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """`spec.dependencies.endpoints[]` as openchoreo-api.yaml's WorkloadConnection has it
+    (`project` optional, `visibility` and `envBindings` besides): the endpoint's API, when it
+    has one, whatever the workloads are called and whichever page the target comes in."""
+
+    def connection(component: str, name: str, **more: str) -> dict[str, Any]:
+        return {
+            "component": component,
+            "name": name,
+            "visibility": "project",
+            "envBindings": {"address": "ORDERS_URL"},
+            **more,
+        }
+
+    needs = {
+        "endpoints": [
+            connection("billing", "rest", project="pay"),
+            connection("orders", "grpc"),  # no schema: no API to consume
+            connection("billing", "rest"),  # billing is not in the consumer's project
+        ]
+    }
+    workloads = [
+        named(
+            "w-7f3a",
+            owner={"projectName": "shop", "componentName": "cart"},
+            endpoints={},
+            dependencies=needs,
+        ),
+        named(
+            "billing-deploy",
+            owner={"projectName": "pay", "componentName": "billing"},
+            endpoints={"rest": {"type": "HTTP", "port": 80, "schema": SCHEMA}},
+        ),
+        named(
+            "orders-main",
+            owner={"projectName": "shop", "componentName": "orders"},
+            endpoints={"grpc": {"type": "gRPC", "port": 9090}},
+        ),
+    ]
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=1": [items(named("acme"))],
+            "/namespaces/acme/projects?limit=1": [items(named("pay"), cursor="p2")],
+            "/namespaces/acme/projects?limit=1&cursor=p2": [items(named("shop"))],
+            "/namespaces/acme/workloads?limit=1": [items(workloads[0], cursor="w2")],
+            "/namespaces/acme/workloads?limit=1&cursor=w2": [items(workloads[1], cursor="w3")],
+            "/namespaces/acme/workloads?limit=1&cursor=w3": [items(workloads[2])],
+            "/namespaces/acme/components?limit=1": [
+                items(named("cart", owner={"projectName": "shop"}), cursor="c2")
+            ],
+            "/namespaces/acme/components?limit=1&cursor=c2": [
+                items(named("billing", owner={"projectName": "pay"}), cursor="c3")
+            ],
+            "/namespaces/acme/components?limit=1&cursor=c3": [
+                items(named("orders", owner={"projectName": "shop"}))
+            ],
+        },
+    )
+    config = config_for(api="v1", chunk_size=1)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    engine.run()
+
+    cart = engine.entities["component:acme/cart"].body
+    assert cart["spec"]["consumesApis"] == ["api:acme/pay-billing-rest"]
+    assert "api:acme/pay-billing-rest" in engine.entities
+    assert "consumesApis" not in engine.entities["component:acme/billing"].body["spec"]
+
+
 def test_a_single_read_404_is_the_documents_not_found_shape(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock
 ) -> None:
