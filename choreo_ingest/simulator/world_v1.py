@@ -116,7 +116,10 @@ class V1View:
     def namespace(self, name: str) -> Record:
         with self._lock:
             listing = self._listing(())
-            return self._namespace(listing, _visible(listing.get(name), "organization", name))
+            slot = listing.get(name)
+            if slot is None and name in records_v1.KUBERNETES_NAMESPACES:
+                return records_v1.kubernetes_namespace(name)
+            return self._namespace(listing, _visible(slot, "organization", name))
 
     def project(self, namespace: str, name: str) -> Record:
         with self._lock:

@@ -142,6 +142,20 @@ class TestReads:
             assert response.json() == {"items": [], "pagination": {}}
         assert client.get("/namespaces/acme").status_code == 404
 
+    def test_the_clusters_own_namespaces_are_read_but_never_listed(
+        self, simulate_v1: SimulatorFactory
+    ) -> None:
+        _, client = simulate_v1(shop_world())
+
+        read = client.get("/namespaces/kube-system").json()
+
+        assert read["metadata"]["name"] == "kube-system"
+        assert "openchoreo.dev/control-plane" not in read["metadata"]["labels"]
+        listed = [item["metadata"]["name"] for item in client.get("/namespaces").json()["items"]]
+        assert listed
+        assert "kube-system" not in listed
+        assert client.get("/namespaces/kube-system/projects").json()["items"] == []
+
     def test_mutations_show_in_the_next_response(self, simulate_v1: SimulatorFactory) -> None:
         world = shop_world()
         _, client = simulate_v1(world)

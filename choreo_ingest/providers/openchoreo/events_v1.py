@@ -9,7 +9,7 @@ those without an owner of their own take the project's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
@@ -21,7 +21,7 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
     namespace_entity,
     project_entity,
 )
-from choreo_ingest.providers.openchoreo.generation import Harvest, Resource, Walk
+from choreo_ingest.providers.openchoreo.generation import Harvest, Resource, Walk, name_of
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     namespace_name,
@@ -44,6 +44,8 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
 log = get_logger("choreo_ingest.providers.openchoreo")
 
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
+CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
+"""The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
 
 
 def event_delta(walk: Walk, event: Event) -> Delta:
@@ -83,12 +85,31 @@ def _delta(walk: Walk, event: Event) -> Delta:
 
 
 def _namespace_delta(walk: Walk, namespace: str) -> Delta:
+    resource = _served_namespace(walk, namespace)
+    if resource is None:  # gone, or its label taken off: what it had leaves, as at the sweep
+        return Delta(removal_scopes=[namespace])
+    return Delta(upserts=[namespace_entity(resource, walk.config.mapping, walk.provider)])
+
+
+def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
+    """The namespace when OpenChoreo serves it, else None.
+
+    `/namespaces` lists only the namespaces labelled `openchoreo.dev/control-plane: "true"`, but
+    `/namespaces/{ns}` reads any (`kube-system` too), and the event forwarder posts the events
+    of every namespace. The label on the read vouches for it; without it (taken off, or a server
+    that leaves labels out) the listing, which is what the walk takes, decides.
+    """
     path = f"/namespaces/{segment(namespace)}"
     try:
         resource = as_object(walk.client.get_json(path), path)
     except NotFoundError:
-        return Delta(removal_scopes=[namespace])
-    return Delta(upserts=[namespace_entity(resource, walk.config.mapping, walk.provider)])
+        return None
+    metadata = resource.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
+    if isinstance(labels, Mapping) and labels.get(CONTROL_PLANE_LABEL) == "true":
+        return resource
+    listed = _items(walk, "/namespaces", {})
+    return resource if any(name_of(item, "/namespaces") == namespace for item in listed) else None
 
 
 def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
@@ -107,7 +128,7 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     known = walk.index.by_key(PROJECT_OWNERS, [row.key], current_only=True).get(row.key)
     domain = Harvest()
     if known is None:
-        served = _served_namespace(walk, namespace)
+        served = _namespace_domain(walk, namespace)
         if served is None:
             return Delta(
                 removal_scopes=[f"{namespace}/{project}"],
@@ -126,11 +147,12 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now, with its workloads read again (its APIs follow them)."""
     base = f"/namespaces/{segment(namespace)}"
-    workloads = _workloads_of(walk, namespace, component)
     try:
         resource = as_object(walk.client.get_json(f"{base}/components/{segment(component)}"), base)
     except NotFoundError:
+        workloads = _workloads_of(walk, namespace, component, gone=True)
         return _component_gone(walk, namespace, component, workloads)
+    workloads = _workloads_of(walk, namespace, component)
     listed = [row for w in workloads if (row := workload_row(namespace, w))]
     group = f"{namespace}/{component}"
     indexed = walk.index.by_group(WORKLOADS, [group])[group]
@@ -164,7 +186,7 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     if not project or walk.index.by_key(PROJECT_OWNERS, [key], current_only=True):
         return Harvest()
     gone = Harvest(index=[IndexEntry(PROJECT_OWNERS, key)])
-    domain = _served_namespace(walk, namespace)
+    domain = _namespace_domain(walk, namespace)
     if domain is None:
         return gone
     path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
@@ -176,16 +198,13 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     return Harvest(entities=[*domain.entities, entity], index=[owner_row(namespace, resource)])
 
 
-def _served_namespace(walk: Walk, namespace: str) -> Harvest | None:
+def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
     """The Domain of a namespace an event names before the catalog holds any project of it;
-    None when the server answers 404: the namespace is gone, or is not one OpenChoreo serves
-    (`/namespaces` lists only those labelled `openchoreo.dev/control-plane`, and the event
-    forwarder posts every namespace's events). Its resources stay out, as the walk leaves them."""
-    path = f"/namespaces/{segment(namespace)}"
-    try:
-        resource = as_object(walk.client.get_json(path), path)
-    except NotFoundError:
-        log.info("event_outside_catalog", namespace=namespace, path=path)
+    None when the namespace is gone or is not one OpenChoreo serves (`_served_namespace`): its
+    resources stay out, as the walk leaves them."""
+    resource = _served_namespace(walk, namespace)
+    if resource is None:
+        log.info("event_outside_catalog", namespace=namespace)
         return None
     return Harvest(entities=[namespace_entity(resource, walk.config.mapping, walk.provider)])
 
@@ -204,18 +223,32 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
     return _component_delta(walk, namespace, component)
 
 
-def _workloads_of(walk: Walk, namespace: str, component: str) -> list[Resource]:
-    """Every workload of one component (one page, as a rule)."""
-    return _listed(walk, namespace, "workloads", component=component)
+def _workloads_of(
+    walk: Walk, namespace: str, component: str, *, gone: bool = False
+) -> list[Resource]:
+    """Every workload of one component (one page, as a rule). Of a component that answered 404
+    (`gone`), a 404 says there are none: the document gives that answer to `project=`, and a
+    server may give it to `component=` as well."""
+    return _listed(walk, namespace, "workloads", component=component, gone=gone)
 
 
-def _listed(walk: Walk, namespace: str, listing: str, **only: str) -> list[Resource]:
+def _listed(
+    walk: Walk, namespace: str, listing: str, *, gone: bool = False, **only: str
+) -> list[Resource]:
     """Every item of a namespace's listing that the filter `only` (`project=`, `component=`)
     lets through, page by page. A first page that answers 404 to `project=` (the document's
-    answer for a project that does not exist) says there is nothing to list; any other 404
-    fails the event, which is tried again, rather than take its workloads for none."""
+    answer for a project that does not exist), or to any filter naming a resource that is
+    `gone`, says there is nothing to list; any other 404 fails the event, which is tried again,
+    rather than take its workloads for none."""
     path = f"/namespaces/{segment(namespace)}/{listing}"
-    found: list[Resource] = []
+    return list(_items(walk, path, only, missing_is_empty=gone or "project" in only))
+
+
+def _items(
+    walk: Walk, path: str, only: Mapping[str, str], *, missing_is_empty: bool = False
+) -> Iterator[Resource]:
+    """The items of a listing, page by page; none when its first page answers 404 and
+    `missing_is_empty`, else the 404 is raised."""
     cursor: str | None = None
     seen: set[str] = set()
     while True:
@@ -225,12 +258,12 @@ def _listed(walk: Walk, namespace: str, listing: str, **only: str) -> list[Resou
         try:
             page = parse_list(walk.client.get_json(path, params), path)
         except NotFoundError:
-            if cursor or "project" not in only:
+            if cursor or not missing_is_empty:
                 raise
-            return []
-        found += page.items
+            return
+        yield from page.items
         if not page.next_cursor:
-            return found
+            return
         if page.next_cursor in seen or page.next_cursor == cursor:
             # Taken for the end, a cut-short list would remove the workloads it left out.
             raise PermanentError(

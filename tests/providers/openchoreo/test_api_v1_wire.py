@@ -72,6 +72,16 @@ def named(name: str, **spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "acme"}, "spec": spec}
 
 
+def namespace(name: str, **labels: str) -> dict[str, Any]:
+    """A namespace as `/namespaces/{ns}` answers it: Kubernetes labels every namespace with its
+    name, and OpenChoreo's served ones with `openchoreo.dev/control-plane: "true"`."""
+    labels = {"kubernetes.io/metadata.name": name, **labels}
+    return {"metadata": {"name": name, "labels": labels}, "status": {"phase": "Active"}}
+
+
+SERVED = {"openchoreo.dev/control-plane": "true"}
+
+
 SCHEMA = {"type": "openapi", "content": "openapi: 3.0.0"}
 
 
@@ -246,6 +256,8 @@ def test_an_events_workload_listing_that_repeats_a_cursor_fails_instead_of_endin
     config = config_for(api="v1", chunk_size=2)
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
     engine.run()
+    component = named("cart", owner={"projectName": "shop"})
+    httpx_mock.add_response(url=f"{BASE}/namespaces/acme/components/cart", json=component)
     listing = "/namespaces/acme/workloads?component=cart&limit=100"
     httpx_mock.add_response(url=f"{BASE}{listing}", **items(cursor=cursors[0]))
     for sent, answered in pairwise(cursors):
@@ -286,7 +298,7 @@ def test_a_component_made_again_in_another_project_takes_its_old_apis_and_claims
         },
     )
     for path, body in [
-        ("/namespaces/acme", named("acme")),
+        ("/namespaces/acme", namespace("acme", **SERVED)),
         ("/namespaces/acme/projects/web", named("web")),
     ]:
         httpx_mock.add_response(url=f"{BASE}{path}", json=body, is_optional=True)
@@ -384,6 +396,10 @@ def test_a_404_on_a_components_workload_listing_fails_the_event_and_removes_noth
 ) -> None:
     """The document's server answers an unknown `?component=` with an empty list, so a 404 is
     something else (a proxy, a restart): taken for "no workloads", it would drop the APIs."""
+    httpx_mock.add_response(
+        url=f"{BASE}/namespaces/acme/components/cart",
+        json=named("cart", owner={"projectName": "shop"}),
+    )
     httpx_mock.add_response(
         url=f"{BASE}/namespaces/acme/workloads?component=cart&limit=100",
         status_code=404,
@@ -520,13 +536,26 @@ def test_a_component_of_a_project_gone_since_the_last_cycle_is_left_out(
 
 
 NOT_FOUND = {"status_code": 404, "json": {"error": "Namespace not found", "code": "NOT_FOUND"}}
+UNSERVED = {
+    "/namespaces/other": [{"json": namespace("other")}],
+    "/namespaces?limit=100": [items(namespace("acme", **SERVED))],
+}
+"""OpenChoreo's answers for a namespace it does not serve (`kube-system`): read whole, as any
+namespace is, without the control-plane label, and left out of `/namespaces`."""
+NOT_SERVED = [{"/namespaces/other": [NOT_FOUND]}, UNSERVED]
+NOT_SERVED_IDS = ["gone", "unlabelled"]
 
 
+@pytest.mark.parametrize("namespace_answers", NOT_SERVED, ids=NOT_SERVED_IDS)
 def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
-    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    namespace_answers: dict[str, list[dict[str, Any]]],
 ) -> None:
-    """The forwarder posts every namespace's events; `/namespaces/{ns}` answers 404 for one
-    not labelled `openchoreo.dev/control-plane`, which the walk never lists either."""
+    """The forwarder posts every namespace's events, `kube-system`'s too; the walk never lists
+    a namespace not labelled `openchoreo.dev/control-plane`."""
     walk_pages(
         httpx_mock,
         {
@@ -534,7 +563,7 @@ def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_noth
             "/namespaces/other/components/cart": [
                 {"json": named("cart", owner={"projectName": "p"})}
             ],
-            "/namespaces/other": [NOT_FOUND],
+            **namespace_answers,
         },
     )
     config = config_for(api="v1")
@@ -558,7 +587,7 @@ def test_a_component_event_before_any_cycle_brings_its_system_and_domain(
             "/namespaces/acme/components/cart": [
                 {"json": named("cart", owner={"projectName": "shop"})}
             ],
-            "/namespaces/acme": [{"json": named("acme")}],
+            "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
             "/namespaces/acme/projects/shop": [{"json": named("shop")}],
         },
     )
@@ -573,12 +602,16 @@ def test_a_component_event_before_any_cycle_brings_its_system_and_domain(
     assert dangling(upserts) == []
 
 
+@pytest.mark.parametrize("namespace_answers", NOT_SERVED, ids=NOT_SERVED_IDS)
 def test_a_project_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
-    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    namespace_answers: dict[str, list[dict[str, Any]]],
 ) -> None:
     walk_pages(
-        httpx_mock,
-        {"/namespaces/other/projects/p": [{"json": named("p")}], "/namespaces/other": [NOT_FOUND]},
+        httpx_mock, {"/namespaces/other/projects/p": [{"json": named("p")}], **namespace_answers}
     )
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
@@ -598,7 +631,7 @@ def test_a_new_projects_event_brings_its_domain_and_the_components_the_walk_left
         httpx_mock,
         {
             "/namespaces/acme/projects/shop": [{"json": named("shop")}],
-            "/namespaces/acme": [{"json": named("acme")}],
+            "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
             "/namespaces/acme/components?project=shop&limit=100": [
                 items(named("cart", owner={"projectName": "shop"}))
             ],
@@ -705,7 +738,7 @@ PROJECT_GONE = {"status_code": 404, "json": {"error": "Project not found", "code
 
 @pytest.mark.parametrize(
     ("namespace_answer", "project_answer"),
-    [({"json": named("acme")}, PROJECT_GONE), (NOT_FOUND, None)],
+    [({"json": namespace("acme", **SERVED)}, PROJECT_GONE), (NOT_FOUND, None)],
     ids=["project-deleted", "namespace-unlabelled"],
 )
 def test_a_component_event_does_not_trust_a_project_row_of_an_earlier_cycle(
@@ -739,3 +772,86 @@ def test_a_component_event_does_not_trust_a_project_row_of_an_earlier_cycle(
 
     assert [entity.ref for entity in delta.upserts] == []
     assert ("acme/shop", None) in [(row.key, row.value) for row in delta.index]
+
+
+@pytest.mark.parametrize("namespace_answers", NOT_SERVED, ids=NOT_SERVED_IDS)
+def test_a_namespace_event_for_one_openchoreo_does_not_serve_adds_no_domain(
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    namespace_answers: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The forwarder's informers post `created` for every namespace when it starts; a Domain
+    for `kube-system` would stay until the next sweep. A namespace whose label was taken off
+    loses what it had, as the walk's sweep would take it."""
+    walk_pages(httpx_mock, namespace_answers)
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Namespace", "other", "created", ""))
+
+    assert list(delta.upserts) == []
+    assert list(delta.removal_scopes) == ["other"]
+
+
+@pytest.mark.parametrize(
+    ("read", "listed"),
+    [
+        (namespace("acme", **SERVED), None),
+        (named("acme"), [namespace("other", **SERVED), namespace("acme", **SERVED)]),
+        (namespace("acme"), [namespace("acme")]),
+    ],
+    ids=["labelled", "labels-left-out-but-listed", "listed-without-the-label"],
+)
+def test_a_namespace_event_brings_its_domain_when_the_label_or_the_listing_vouches(
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    read: dict[str, Any],
+    listed: list[dict[str, Any]] | None,
+) -> None:
+    """The label on the read is enough; without it, the namespaces' listing (what the walk
+    takes) decides, read through to the end: a server may leave labels out."""
+    pages = {"/namespaces/acme": [{"json": read}]}
+    if listed is not None:
+        *first, last = listed
+        pages["/namespaces?limit=100"] = [items(*first, cursor="n2")]
+        pages["/namespaces?limit=100&cursor=n2"] = [items(last)]
+    walk_pages(httpx_mock, pages)
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Namespace", "acme", "updated", ""))
+
+    assert [entity.ref for entity in delta.upserts] == ["domain:default/acme"]
+    assert list(delta.removal_scopes) == []
+
+
+def test_a_deleted_components_event_takes_a_404_on_its_workload_listing_for_none(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """A server may answer `?component=` naming a deleted component as the document's does
+    `?project=` naming an unknown project: 404. The component leaves; before, the event failed
+    and held up every event behind it until it was parked."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces/acme/components/cart": [
+                {"status_code": 404, "json": {"error": "Component not found", "code": "NOT_FOUND"}}
+            ],
+            "/namespaces/acme/workloads?component=cart&limit=100": [
+                {"status_code": 404, "json": {"error": "Component not found", "code": "NOT_FOUND"}}
+            ],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Component", "cart", "deleted", "acme"))
+
+    assert list(delta.removals) == ["component:acme/cart"]

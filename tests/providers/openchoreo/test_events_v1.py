@@ -186,6 +186,23 @@ def test_deleted_namespace_takes_everything_in_it(scenario: Scenario) -> None:
     assert entity_ref("Domain", "default", scenario.namespace) not in found
 
 
+def test_events_of_the_clusters_own_namespaces_leave_the_catalog_as_it_is(
+    scenario: Scenario,
+) -> None:
+    """The forwarder's informers post `created` for every namespace when it starts, and
+    `/namespaces/kube-system` answers 200 (without OpenChoreo's label) as the real server does."""
+    before = catalog(scenario.state_path)
+
+    scenario.send(
+        event("Namespace", "kube-system", "", "created"),
+        event("Namespace", "kube-public", "", "updated"),
+        event("Component", "coredns", "kube-system", "created"),
+    )
+    scenario.drain()
+
+    assert catalog(scenario.state_path) == before == expected_catalog(scenario.world)
+
+
 def test_updated_project_rewrites_its_system(scenario: Scenario) -> None:
     before = _body(scenario, scenario.ref("System", scenario.project))
     scenario.world.update_project(
