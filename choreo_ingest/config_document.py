@@ -77,6 +77,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "openchoreo.auth.oauth.scope": optional(as_text),
     "openchoreo.auth.oauth.audience": optional(as_text),
     "openchoreo.auth.oauth.clientAuthMethod": optional(choice(*CLIENT_AUTH_METHODS)),
+    "openchoreo.auth.oauth.tokenCacheFile": optional(as_file_path),
     "openchoreo.caBundle": optional(as_file_path),
     "openchoreo.insecureSkipVerify": as_flag,
     "openchoreo.incremental.burstLength": as_positive,

@@ -99,6 +99,8 @@ class OAuthConfig:
     """Sent as `audience` with each token request: the API identifier of identity providers
     that want one for client credentials (Auth0)."""
     client_auth_method: str = CLIENT_AUTH_AUTO
+    token_cache_file: Path | None = None
+    """Where the access token is kept between calls (`token_cache`); None: in memory only."""
 
     def __post_init__(self) -> None:
         given = [key for key, value in self._secret_keys() if value is not None]

@@ -109,6 +109,7 @@ class TestExample:
                     "scope",
                     "audience",
                     "clientAuthMethod",
+                    "tokenCacheFile",
                 )
             ),
             "openchoreo.caBundle",
@@ -984,11 +985,13 @@ class TestAuth:
     def test_oauth_with_a_secret_file_and_scope(self, tmp_path: Path) -> None:
         secret = "clientSecretFile: ~/cs\n      scope: 'openid catalog:read'"
         secret += "\n      audience: https://openchoreo.example/api"
+        secret += "\n      tokenCacheFile: ~/state/token.json"
         oauth = load_text(tmp_path, OAUTH.format(secret=secret)).openchoreo.auth.oauth
         assert oauth is not None
         assert oauth.client_secret_file == Path("~/cs").expanduser()
         assert oauth.scope == "openid catalog:read"
         assert oauth.audience == "https://openchoreo.example/api"
+        assert oauth.token_cache_file == Path("~/state/token.json").expanduser()
         assert oauth.secret_key == "openchoreo.auth.oauth.clientSecretFile"
 
     @pytest.mark.parametrize(

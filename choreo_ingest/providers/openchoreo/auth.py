@@ -9,7 +9,8 @@ The HTTP client asks `bearer()` before every request and calls `refresh()` once 
 - OAuth2 client credentials, as OpenChoreo v1.x's identity provider (Thunder by default) issues
   them to machine clients. The client secret goes in the form body or as HTTP Basic, as
   `clientAuthMethod` says (`client_auth` has the ways and their order); the way that worked is
-  kept. The access token lives in memory only; one grant serves every request thread until
+  kept. The access token lives in memory (and in `tokenCacheFile` when one is set, for the calls
+  after this one: `token_cache`); one grant serves every request thread until
   `exp - min(60 s, lifetime / 2)`, and while a grant is in flight the other threads wait for it
   instead of asking again.
 
@@ -53,6 +54,7 @@ from choreo_ingest.providers.openchoreo.client_auth import (
     request_for,
     ways_to_try,
 )
+from choreo_ingest.providers.openchoreo.token_cache import TokenCache
 
 PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], tuple[int, Any]]
 """POST a form to an absolute URL with these extra headers -> (HTTP status, parsed JSON body or
@@ -225,6 +227,8 @@ class ClientCredentials:
         self._lock = threading.Lock()  # held through a grant: the other threads wait for it
         self._token: str | None = None
         self._refresh_at = -math.inf
+        self._cache: TokenCache | None = None
+        self._cache_read = oauth.token_cache_file is None
         self._methods = configured_methods(oauth.client_auth_method)
         self._way: Way | None = None  # the way the secret was taken, once it was
         self.learned_method: str | None = None
@@ -235,12 +239,16 @@ class ClientCredentials:
 
     def bearer(self) -> str:
         with self._lock:
+            if not self._cache_read:
+                self._adopt_cached()
             if self._token is None or self._clock.now() >= self._refresh_at:
                 return self._grant()
             return self._token
 
     def refresh(self, rejected: str | None = None) -> str:
         with self._lock:
+            if not self._cache_read:
+                self._adopt_cached()
             current, fresh = self._token, self._clock.now() < self._refresh_at
             if current is not None and fresh and rejected not in (None, current):
                 return current  # another thread's refresh already replaced the rejected token
@@ -249,16 +257,36 @@ class ClientCredentials:
     def secrets(self) -> list[str]:
         return self._known.values()
 
+    def _adopt_cached(self) -> None:
+        """Take the token a call before this one kept in `tokenCacheFile`, while it is fresh
+        (the caller holds the lock)."""
+        self._cache_read = True
+        path = self._oauth.token_cache_file
+        assert path is not None
+        self._cache = TokenCache(path, self._oauth, self._client_secret())
+        cached = self._cache.load()
+        if cached is None or token_problem(cached.token) is not None:
+            return
+        self._known.add_token(cached.token)
+        if self._clock.now() < cached.refresh_at:
+            self._token, self._refresh_at = cached.token, cached.refresh_at
+            log.debug("token_from_cache", path=str(path))
+
+    def _client_secret(self) -> str:
+        """The client secret: configured, or read from its file at each grant."""
+        if self._secret is not None:
+            return self._secret
+        path = reveal(self._oauth.client_secret_file)
+        assert path is not None  # OAuthConfig requires one of the two
+        secret = _read_secret(path, f"{_OAUTH}.clientSecretFile")
+        self._known.add(secret)
+        return secret
+
     def _grant(self) -> str:
         """Ask the token endpoint for a new access token (the caller holds the lock)."""
         self._token, self._refresh_at = None, -math.inf
         oauth = self._oauth
-        secret = self._secret
-        if secret is None:
-            path = reveal(oauth.client_secret_file)
-            assert path is not None  # OAuthConfig requires one of the two
-            secret = _read_secret(path, f"{_OAUTH}.clientSecretFile")
-            self._known.add(secret)
+        secret = self._client_secret()
         granted_at = self._clock.now()
         ways = [self._way] if self._way else ways_to_try(self._methods, oauth.client_id, secret)
         refused: list[tuple[Way, int, Any]] = []
@@ -294,6 +322,8 @@ class ClientCredentials:
             raise self._error(AuthError, problem, status=status, key=_TOKEN_URL_KEY)
         self._token = token
         self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
+        if self._cache is not None:
+            self._cache.store(token, self._refresh_at)
         return token
 
     def _post(self, way: Way, secret: str) -> tuple[int, Any]:

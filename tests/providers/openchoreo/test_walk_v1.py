@@ -134,6 +134,29 @@ class TestFullCycle:
         assert all(request.has_authorization for request in api.request_log
                    if request.path.startswith("/api/"))  # fmt: skip
 
+    @pytest.mark.parametrize(("cached", "grants"), [(True, 1), (False, 3)], ids=["cached", "not"])
+    def test_calls_share_one_token_through_the_token_cache_file(
+        self, tmp_path: Path, clock: FakeClock, cached: bool, grants: int
+    ) -> None:
+        """Each `run` is a new process with new credentials, as cron starts them."""
+        config = config_for(tmp_path / "state.db")
+        assert config.openchoreo.auth.oauth is not None
+        cache = tmp_path / "token.json" if cached else None
+        oauth = replace(config.openchoreo.auth.oauth, token_cache_file=cache)
+        auth = replace(config.openchoreo.auth, oauth=oauth)
+        config = replace(config, openchoreo=replace(config.openchoreo, auth=auth))
+        world = v1_world()
+        api = simulator(world, clock)
+
+        for _ in range(3):
+            assert run(config, api, clock).providers[0].cycle_completed
+            clock.advance(60)
+
+        assert api.stats.token_requests == grants
+        assert catalog(tmp_path / "state.db") == expected_catalog(world)
+        if cache is not None:
+            assert CLIENT_SECRET not in cache.read_text(encoding="utf-8")
+
     def test_auto_picks_v1_and_status_says_so(self, tmp_path: Path, clock: FakeClock) -> None:
         config = config_for(tmp_path / "state.db")
 

@@ -1,0 +1,99 @@
+"""An OAuth2 access token kept in a file between calls (`openchoreo.auth.oauth.tokenCacheFile`).
+
+A cron or CronJob call lives for one burst; without the file, every busy call asks the identity
+provider for a new token, which some count against a quota (Auth0 meters machine-to-machine
+tokens). With it, calls share one token until its refresh point, as OpenChoreo's own plugins
+share one in memory.
+
+The file holds the token, its refresh point, and a SHA-256 of what it was granted for (token
+URL, client id, scope, audience and client secret), so a changed config or a rotated secret
+never reuses it; never the secret itself. It is written whole to a new file with mode 0600 and
+renamed over the old, so a reader never sees half of one. A file that cannot be read or does not
+match is ignored (a new grant replaces it); one that cannot be written is logged and skipped: the
+call goes on with its token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from choreo_ingest.config import OAuthConfig
+from choreo_ingest.logs import get_logger
+
+MAX_FILE_BYTES = 65_536
+"""A larger file is not one this module wrote: ignored, not read into memory."""
+FORMAT = 1
+CONFIG_KEY = "openchoreo.auth.oauth.tokenCacheFile"
+
+log = get_logger("choreo_ingest.http")
+
+
+class CachedToken(NamedTuple):
+    token: str
+    refresh_at: float
+    """Epoch seconds (`Clock.now()`) after which a new grant replaces it."""
+
+
+class TokenCache:
+    """The cache file of one OAuth client configuration and secret."""
+
+    def __init__(self, path: Path, oauth: OAuthConfig, secret: str) -> None:
+        self.path = path
+        self._key = grant_key(oauth, secret)
+
+    def __repr__(self) -> str:
+        return f"TokenCache(path={str(self.path)!r})"
+
+    def load(self) -> CachedToken | None:
+        """The token the file holds for this client, or None (no file, another client's, or not
+        one this module wrote)."""
+        try:
+            with self.path.open("rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)
+            document = json.loads(data) if len(data) <= MAX_FILE_BYTES else None
+        except (OSError, ValueError):  # ValueError: not UTF-8 or not JSON
+            return None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            return None
+        token, refresh_at = document.get("accessToken"), document.get("refreshAt")
+        if document.get("grantKey") != self._key or not isinstance(token, str) or not token:
+            return None
+        if isinstance(refresh_at, bool) or not isinstance(refresh_at, int | float):
+            return None
+        return CachedToken(token, float(refresh_at))
+
+    def store(self, token: str, refresh_at: float) -> None:
+        """Replace the file with `token`; a failure is logged (never the token) and skipped."""
+        document = {
+            "format": FORMAT,
+            "grantKey": self._key,
+            "refreshAt": refresh_at,
+            "accessToken": token,
+        }
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                os.fchmod(file.fileno(), 0o600)  # a leftover of a killed call kept its mode
+                json.dump(document, file)
+            temporary.replace(self.path)
+        except OSError as error:
+            log.warning(
+                "token_cache_not_written",
+                path=str(self.path),
+                error=error.strerror or type(error).__name__,
+                key=CONFIG_KEY,
+            )
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+
+
+def grant_key(oauth: OAuthConfig, secret: str) -> str:
+    """What a token was granted for, hashed: the secret is in it, and never in the file."""
+    granted_for = [oauth.token_url, oauth.client_id, oauth.scope, oauth.audience, secret]
+    return hashlib.sha256(json.dumps(granted_for).encode()).hexdigest()
