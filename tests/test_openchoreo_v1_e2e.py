@@ -4,6 +4,7 @@ an operator runs it: OAuth2 client credentials from a secret file, cron-style ca
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,35 @@ def test_cron_style_calls_complete_a_v1_cycle_with_expiring_tokens(
         'choreo_ingest_api_info{api="v1",provider="openchoreo"} 1.0'
         in (tmp_path / "metrics.prom").read_text()
     )
+
+
+def test_cron_style_calls_share_one_token_through_the_token_cache_file(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """Each call is its own process; `check` still asks for a token of its own, since one from
+    the file proves nothing of the client's secret as it is now."""
+    api = serve(World.generate(2, 3, 40, seed=3), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    cache = tmp_path / "token.json"
+    config = write_oauth_config(
+        tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(cache)}, chunkSize=10,
+        burstLength=0.05,
+    )  # fmt: skip
+
+    calls = 0
+    while calls < 60:
+        done = run_cli("run", "--json", "--config", config, cwd=tmp_path)
+        calls += 1
+        assert done.returncode == 0, done.stderr
+        if json.loads(done.stdout)["providers"][0]["cycleCompleted"]:
+            break
+
+    assert calls > 1, "the cycle should take several calls at this size"
+    assert api.stats.token_requests == 1
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert CLIENT_SECRET not in cache.read_text(encoding="utf-8")
+    assert run_cli("check", "--config", config, cwd=tmp_path).returncode == 0
+    assert api.stats.token_requests == 2
 
 
 def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_method(

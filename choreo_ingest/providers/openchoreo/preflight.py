@@ -97,7 +97,10 @@ def _security(resource: Any) -> str:
 
 def _grant_check(credentials: Credentials) -> Check:
     try:
-        credentials.bearer()
+        if isinstance(credentials, ClientCredentials):
+            credentials.refresh()  # a grant: one from tokenCacheFile would prove nothing now
+        else:
+            credentials.bearer()
     except ProviderError as error:
         return Check(error.config_key or credentials.config_key, False, str(error))
     learned = credentials.learned_method if isinstance(credentials, ClientCredentials) else None
