@@ -542,17 +542,16 @@ UNSERVED = {
 }
 """OpenChoreo's answers for a namespace it does not serve (`kube-system`): read whole, as any
 namespace is, without the control-plane label, and left out of `/namespaces`."""
-NOT_SERVED = [{"/namespaces/other": [NOT_FOUND]}, UNSERVED]
-NOT_SERVED_IDS = ["gone", "unlabelled"]
 
 
-@pytest.mark.parametrize("namespace_answers", NOT_SERVED, ids=NOT_SERVED_IDS)
+@pytest.fixture(params=[{"/namespaces/other": [NOT_FOUND]}, UNSERVED], ids=["gone", "unlabelled"])
+def other_not_served(request: pytest.FixtureRequest, httpx_mock: HTTPXMock) -> None:
+    """Namespace `other` is gone, or is one OpenChoreo does not serve."""
+    walk_pages(httpx_mock, request.param)
+
+
 def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
-    httpx_mock: HTTPXMock,
-    fake_engine,
-    config_for,
-    clock,
-    namespace_answers: dict[str, list[dict[str, Any]]],
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, other_not_served: None
 ) -> None:
     """The forwarder posts every namespace's events, `kube-system`'s too; the walk never lists
     a namespace not labelled `openchoreo.dev/control-plane`."""
@@ -563,7 +562,6 @@ def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_noth
             "/namespaces/other/components/cart": [
                 {"json": named("cart", owner={"projectName": "p"})}
             ],
-            **namespace_answers,
         },
     )
     config = config_for(api="v1")
@@ -602,17 +600,10 @@ def test_a_component_event_before_any_cycle_brings_its_system_and_domain(
     assert dangling(upserts) == []
 
 
-@pytest.mark.parametrize("namespace_answers", NOT_SERVED, ids=NOT_SERVED_IDS)
 def test_a_project_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
-    httpx_mock: HTTPXMock,
-    fake_engine,
-    config_for,
-    clock,
-    namespace_answers: dict[str, list[dict[str, Any]]],
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, other_not_served: None
 ) -> None:
-    walk_pages(
-        httpx_mock, {"/namespaces/other/projects/p": [{"json": named("p")}], **namespace_answers}
-    )
+    walk_pages(httpx_mock, {"/namespaces/other/projects/p": [{"json": named("p")}]})
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
 
@@ -774,18 +765,12 @@ def test_a_component_event_does_not_trust_a_project_row_of_an_earlier_cycle(
     assert ("acme/shop", None) in [(row.key, row.value) for row in delta.index]
 
 
-@pytest.mark.parametrize("namespace_answers", NOT_SERVED, ids=NOT_SERVED_IDS)
 def test_a_namespace_event_for_one_openchoreo_does_not_serve_adds_no_domain(
-    httpx_mock: HTTPXMock,
-    fake_engine,
-    config_for,
-    clock,
-    namespace_answers: dict[str, list[dict[str, Any]]],
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, other_not_served: None
 ) -> None:
     """The forwarder's informers post `created` for every namespace when it starts; a Domain
     for `kube-system` would stay until the next sweep. A namespace whose label was taken off
     loses what it had, as the walk's sweep would take it."""
-    walk_pages(httpx_mock, namespace_answers)
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
 
