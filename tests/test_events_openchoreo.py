@@ -467,3 +467,47 @@ class TestReReadFailures:
         assert platform.transport.requests == []
         assert result.events.applied == 1
         assert CHECKOUT.isdisjoint(platform.refs())
+
+
+class TestComponentEventsWithoutProject:
+    """The document's events carry `project` optionally; a component's name is unique in its
+    org, so each of the org's projects is asked until one has it."""
+
+    def test_a_new_component_is_found_in_its_project(self, platform: Platform) -> None:
+        platform.world.add_component("acme", "web", "basket", endpoints={"rest": REST})
+        platform.feed("Component", "basket", "created", namespace="acme")
+
+        result = platform.run()
+
+        assert result.events.applied == 1
+        assert platform.refs() == expected_refs(platform.world)
+        assert platform.refs() >= BASKET
+
+    @pytest.mark.parametrize("action", ["deleted", "updated"])
+    def test_a_component_gone_from_every_project_leaves_with_its_apis(
+        self, platform: Platform, action: str
+    ) -> None:
+        platform.world.delete_component("acme", "shop", "checkout")
+        platform.feed("Component", "checkout", action, namespace="acme")
+
+        result = platform.run()
+
+        assert result.events.applied == 1
+        assert CHECKOUT.isdisjoint(platform.refs())
+        assert platform.refs() == expected_refs(platform.world)
+
+
+def test_under_auto_an_org_era_servers_events_never_go_through_v1_routes(
+    platform: Platform,
+) -> None:
+    """v1 takes a `Namespace` event, but read through v1's routes at an org-era server it would
+    answer 404 and take the org's Domain and everything under it with it."""
+    before = platform.refs()
+    platform.transport.requests.clear()
+    platform.feed("Namespace", "acme", "updated", namespace="")
+
+    result = platform.run()
+
+    assert result.events.applied == 0
+    assert platform.refs() == before
+    assert not [path for path in platform.transport.requests if "/namespaces" in path]

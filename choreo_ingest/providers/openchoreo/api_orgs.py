@@ -36,7 +36,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Phase,
     Resource,
     Walk,
-    name_of,
+    org_era_name_of,
     queued_text,
 )
 from choreo_ingest.providers.openchoreo.naming import hashed_entity_name
@@ -48,7 +48,8 @@ PROJECTS = "project"
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
-_SCOPE_KEYS = {"Organization": (), "Project": ("namespace",), "Component": ("namespace", "project")}
+_SCOPE_KEYS = {"Organization": (), "Project": ("namespace",), "Component": ("namespace",)}
+"""Keys an event of each kind needs besides `name`; a Component's `project` is optional."""
 
 
 def _segment(value: str) -> str:
@@ -84,7 +85,7 @@ class _Orgs:
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
         for org in resources:
-            name = name_of(org, "/orgs")
+            name = org_era_name_of(org, "/orgs")
             harvest.entities.append(organization_entity(org, walk.config.mapping, walk.provider))
             harvest.queue_items.append(QueueItem(ORG_QUEUE, name, {"name": name}))
         return harvest
@@ -102,7 +103,7 @@ class _Projects:
         org = queued_text(item, "name")
         harvest = Harvest()
         for project in resources:
-            name = name_of(project, self.path(item))
+            name = org_era_name_of(project, self.path(item))
             harvest.entities.append(
                 project_entity(project, org, walk.config.mapping, walk.provider)
             )
@@ -125,7 +126,7 @@ class _Components:
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         org, project = queued_text(item, "org"), queued_text(item, "project")
         path = self.path(item)
-        names = [name_of(component, path) for component in resources]
+        names = [org_era_name_of(component, path) for component in resources]
         details = walk.client.get_many(
             [(f"{path}/{_segment(name)}", DETAIL_PARAMS) for name in names]
         )
@@ -165,9 +166,9 @@ def component_harvest(
     claims = [
         ApiClaim(
             namespace=organization_namespace(org),
-            owner=(project, name_of(detail, "component")),
+            owner=(project, org_era_name_of(detail, "component")),
             endpoint=endpoint,
-            plain=api_entity_name(name_of(detail, "component"), endpoint),
+            plain=api_entity_name(org_era_name_of(detail, "component"), endpoint),
         )
         for detail in details
         for endpoint in endpoint_names(detail)
@@ -246,8 +247,10 @@ class OrgsGeneration:
             return f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})"
         if action not in ACTIONS:
             return f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})"
-        for key in ("name", *_SCOPE_KEYS[str(kind)]):
+        for key in ("name", *_SCOPE_KEYS[str(kind)], "project"):
             value = body.get(key)
+            if key == "project" and (kind != "Component" or value is None):
+                continue
             if not isinstance(value, str) or not value.strip():
                 return f"{kind} event needs a non-empty {key!r}"
             if not KUBERNETES_NAME.fullmatch(value):
@@ -282,18 +285,65 @@ class OrgsGeneration:
                 return Delta(removal_scopes=[scope], index=[IndexEntry(PROJECTS, scope)])
             entity = project_entity(project, org_name, mapping, provider)
             return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
-        project_name = _required(event.project, event, "project")
-        scope = f"{org_name}/{project_name}/{event.name}"
+        if not event.project:
+            return _component_in_some_project(walk, org_name, event)
+        scope = f"{org_name}/{event.project}/{event.name}"
         if event.action == "deleted":
             return Delta(removal_scopes=[scope])
-        path = f"{org_path}/projects/{_segment(project_name)}/components/{_segment(event.name)}"
+        return _component_delta(walk, org_name, event.project, event.name) or Delta(
+            removal_scopes=[scope]
+        )
+
+
+def _component_delta(walk: Walk, org: str, project: str, component: str) -> Delta | None:
+    """The component read again with its endpoints; None when it answers 404."""
+    path = f"/orgs/{_segment(org)}/projects/{_segment(project)}/components/{_segment(component)}"
+    try:
+        detail = get_object(walk.client, path, DETAIL_PARAMS)
+    except NotFoundError:
+        return None
+    harvest = _missing_project(walk, org, project)
+    harvest.add(component_harvest(walk, org, project, [detail]))
+    scope = f"{org}/{project}/{component}"
+    return Delta(upserts=harvest.entities, removal_scopes=[scope], index=harvest.index)
+
+
+def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:
+    """A Component event without `project` (the document makes it optional). A component's name
+    is unique in its org (a Kubernetes name in the org's namespace), so it is read in each of
+    the org's projects until one has it; gone from all (or `deleted`), it leaves whichever
+    project it was in."""
+    projects = _project_names(walk, org)
+    if event.action != "deleted":
+        for project in projects:
+            delta = _component_delta(walk, org, project, event.name)
+            if delta is not None:
+                return delta
+    return Delta(removal_scopes=[f"{org}/{project}/{event.name}" for project in projects])
+
+
+def _project_names(walk: Walk, org: str) -> list[str]:
+    """The names of an org's projects, every page (none when the org answers 404)."""
+    path = f"/orgs/{_segment(org)}/projects"
+    names: list[str] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    while True:
         try:
-            detail = get_object(walk.client, path, DETAIL_PARAMS)
+            page = OrgsGeneration().list_page(
+                walk.client, path, limit=OrgsGeneration.max_limit, cursor=cursor
+            )
         except NotFoundError:
-            return Delta(removal_scopes=[scope])
-        harvest = _missing_project(walk, org_name, project_name)
-        harvest.add(component_harvest(walk, org_name, project_name, [detail]))
-        return Delta(upserts=harvest.entities, removal_scopes=[scope], index=harvest.index)
+            return names
+        names += [org_era_name_of(project, path) for project in page.items]
+        if not page.next_cursor:
+            return names
+        if page.next_cursor in seen:
+            raise PermanentError(
+                f"GET {path} returned a cursor it had returned before; refusing to loop", path=path
+            )
+        seen.add(page.next_cursor)
+        cursor = page.next_cursor
 
 
 def _required(value: str | None, event: Event, key: str) -> str:

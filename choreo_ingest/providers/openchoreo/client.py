@@ -274,8 +274,8 @@ class OpenChoreoClient:
                     return response
                 if response.status_code == 401 and not refreshed and self._credentials.config_key:
                     refreshed = True  # a token that expired early, or a rotated token file
-                    self._credentials.refresh(token)
-                    continue  # the same attempt again, whichever attempt it was
+                    if self._credentials.refresh(token) != token:  # the same would be refused
+                        continue  # the same attempt again, whichever attempt it was
                 failure = self._errors.translate(method, path, response, attempt, expired_on)
                 if not isinstance(failure, TransientError):
                     raise failure

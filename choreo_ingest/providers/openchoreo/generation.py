@@ -115,7 +115,7 @@ class Generation(Protocol):
 
 
 def name_of(resource: Mapping[str, Any], path: str) -> str:
-    """A listed item's name (`metadata.name` or, in the org era, `name`)."""
+    """A v1 item's name: `metadata.name` (an item without `metadata`: its `name`)."""
     metadata = resource.get("metadata")
     # A dict (decoded JSON) skips the ABC check: this runs for every listed item.
     if type(metadata) is dict or isinstance(metadata, Mapping):
@@ -123,8 +123,20 @@ def name_of(resource: Mapping[str, Any], path: str) -> str:
     else:
         name = resource.get("name")
     if not isinstance(name, str) or not name:
-        raise PermanentError(f"GET {path}: an item has no name: {dict(resource)!r:.200}", path=path)
+        raise _nameless(resource, path)
     return name
+
+
+def org_era_name_of(resource: Mapping[str, Any], path: str) -> str:
+    """An org-era item's name: its own `name`, whatever else it carries (a `metadata` too)."""
+    name = resource.get("name")
+    if not isinstance(name, str) or not name:
+        raise _nameless(resource, path)
+    return name
+
+
+def _nameless(resource: Mapping[str, Any], path: str) -> PermanentError:
+    return PermanentError(f"GET {path}: an item has no name: {dict(resource)!r:.200}", path=path)
 
 
 def queued_text(item: QueuedItem | None, key: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, IncrementalConfig, effective_chunk_size, require_api
-from choreo_ingest.errors import ChoreoIngestError, NotFoundError, ProviderError
+from choreo_ingest.errors import AuthError, ChoreoIngestError, NotFoundError, ProviderError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import (
@@ -75,6 +75,8 @@ def _server_check(client: OpenChoreoClient) -> Check:
         parts.append(f"OpenChoreo {shown}" if shown else "a /version without a version")
     except NotFoundError:
         parts.append("no /version (not an OpenChoreo release)")
+    except AuthError as error:  # the org era's servers may ask for a token on all but /health
+        parts.append(f"no public /version (HTTP {error.status})")
     except ProviderError as error:
         return Check("openchoreo.server", False, f"{client.server_root}: unreachable: {error}")
     try:

@@ -182,12 +182,17 @@ class OpenChoreoProvider:
 
         Under `auto`, before any cycle has said which API the server speaks (a new state file,
         or one from before the facts were kept), the server is asked first: an event read
-        through the other generation's routes would answer 404 and remove what it names.
+        through the other generation's routes would answer 404 and remove what it names. For
+        the same reason only the generation the server speaks handles its events: one that
+        generation refuses (an org-era Component event without `project`, a `Namespace` event
+        at an org-era server) is unsupported, not read through the other's routes.
         """
         spoken = context.facts.get("api") or context.detected_api
         if spoken is None and configured_api(self._config) == "auto":
             spoken = context.detected_api = self._detect(context)[0].name
         candidates = self._event_generations(spoken)
+        if spoken is not None:
+            candidates = [generation for generation in candidates if generation.name == spoken]
         body = {
             "kind": event.kind,
             "name": event.name,

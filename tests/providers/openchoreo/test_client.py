@@ -656,7 +656,7 @@ class TestUnauthorized:
     @pytest.mark.parametrize(
         "source", ["openchoreo.token", "openchoreo.auth.token", "openchoreo.auth.tokenFile"]
     )
-    def test_second_401_fails_naming_the_config_key(
+    def test_a_401_fails_naming_the_config_key_without_sending_that_token_again(
         self,
         httpx_mock: HTTPXMock,
         make_client: MakeClient,
@@ -665,10 +665,10 @@ class TestUnauthorized:
         tmp_path: Path,
         source: str,
     ) -> None:
-        for _ in range(2):
-            httpx_mock.add_response(
-                status_code=401, json={"error": "INVALID_TOKEN", "message": "token is expired"}
-            )
+        """A configured token, or a token file that was not rotated, would be refused again."""
+        httpx_mock.add_response(
+            status_code=401, json={"error": "INVALID_TOKEN", "message": "token is expired"}
+        )
         client = make_client(config=config_with_credentials(source, base_url, token, tmp_path))
 
         with pytest.raises(AuthError) as caught:
@@ -680,13 +680,30 @@ class TestUnauthorized:
         assert (caught.value.status, caught.value.code) == (401, "INVALID_TOKEN")
         assert [request.headers["Authorization"] for request in httpx_mock.get_requests()] == [
             f"Bearer {token}"
-        ] * 2
+        ]
+
+    def test_a_token_file_rotated_after_a_401_is_sent_once_more(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str, tmp_path: Path
+    ) -> None:
+        config = config_with_credentials(
+            "openchoreo.auth.tokenFile", base_url, "old-token-5e1f", tmp_path
+        )
+        assert config.auth.token_file is not None
+        path = Path(str(config.auth.token_file))
+
+        def refused(request: httpx.Request) -> httpx.Response:
+            path.write_text("new-token-8a2c\n", encoding="utf-8")
+            return httpx.Response(401, json={"error": "INVALID_TOKEN", "message": "expired"})
+
+        httpx_mock.add_callback(refused, match_headers={"Authorization": "Bearer old-token-5e1f"})
+        httpx_mock.add_response(match_headers={"Authorization": "Bearer new-token-8a2c"}, json={})
+
+        assert make_client(config=config).get_json("/namespaces") == {}
 
     def test_401_with_a_body_that_is_not_json_names_the_config_key(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
     ) -> None:
-        for _ in range(2):
-            httpx_mock.add_response(status_code=401, text="<html>nope</html>")
+        httpx_mock.add_response(status_code=401, text="<html>nope</html>")
 
         with pytest.raises(AuthError) as caught:
             make_client().get_json("/orgs")
@@ -960,10 +977,7 @@ def echoed_in_envelope(status: int, code: str, attempts: int = 1) -> Callable[..
 
 
 def echoed_in_401_body(mock: HTTPXMock, token: str) -> None:
-    for _ in range(2):  # the first 401 refreshes the token and retries once
-        mock.add_response(
-            status_code=401, json={"error": "INVALID_TOKEN", "message": f"got {token}"}
-        )
+    mock.add_response(status_code=401, json={"error": "INVALID_TOKEN", "message": f"got {token}"})
 
 
 def echoed_in_429_text(mock: HTTPXMock, token: str) -> None:
@@ -975,8 +989,7 @@ def echoed_in_400_text(mock: HTTPXMock, token: str) -> None:
 
 
 def echoed_in_401_error_field(mock: HTTPXMock, token: str) -> None:
-    for _ in range(2):
-        mock.add_response(status_code=401, json={"error": f"bad token {token}"})
+    mock.add_response(status_code=401, json={"error": f"bad token {token}"})
 
 
 def echoed_in_connection_error(mock: HTTPXMock, token: str) -> None:

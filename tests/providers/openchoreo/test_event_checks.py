@@ -24,7 +24,8 @@ def provider(api: str) -> OpenChoreoProvider:
         ({"kind": "Organization", "name": "a", "action": "renamed"}, "unknown action"),
         ({"kind": "Project", "name": "shop", "action": "created"}, "'namespace'"),
         (
-            {"kind": "Component", "name": "c", "namespace": "acme", "action": "created"},
+            {"kind": "Component", "name": "c", "namespace": "acme", "project": "",
+             "action": "created"},
             "needs a non-empty 'project'",
         ),
         ({"kind": "Organization", "name": "acme/shop", "action": "deleted"}, "not an Open"),
@@ -40,7 +41,7 @@ def provider(api: str) -> OpenChoreoProvider:
         ),
     ],
     ids=["unknown-kind", "kind-is-case-sensitive", "unknown-action", "project-without-namespace",
-         "component-without-project", "name-with-slash", "kind-checked-before-name",
+         "component-with-an-empty-project", "name-with-slash", "kind-checked-before-name",
          "dot-dot-name", "uppercase-namespace"],
 )  # fmt: skip
 def test_org_era_refuses_with_its_reason(event: dict[str, Any], problem: str) -> None:
@@ -136,3 +137,20 @@ def test_org_era_ignores_nothing() -> None:
 
     assert ORGS.event_problem(event) is None
     assert not provider("orgs").is_ignored(event)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"kind": "Component", "name": "cart", "namespace": "acme", "action": "updated"},
+        {"kind": "Component", "name": "cart", "namespace": "acme", "project": "shop",
+         "action": "deleted"},
+    ],
+    ids=["without-project", "with-project"],
+)  # fmt: skip
+def test_org_era_takes_a_component_event_with_or_without_its_project(
+    event: dict[str, Any],
+) -> None:
+    """The document's event: `"project"?: "<project>"`."""
+    assert ORGS.event_problem(event) is None
+    assert provider("orgs").event_problem(event) is None

@@ -1,13 +1,22 @@
-"""`check` warns when a page cannot fit in a burst at the API's latency."""
+"""`check`: a page that cannot fit in a burst at the API's latency, and the server probe."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import httpx
 import pytest
 
-from choreo_ingest.config import IncrementalConfig
+from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.preflight import page_time_check
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
+
+from fakes import FakeClock
+from sim_support import IN_PROCESS_URL, simulator_transport
+
+TOKEN = "org-era-token-4d1c"
 
 DEFAULTS = IncrementalConfig()  # chunkSize 50, maxConcurrentRequests 5, burstLength 10 s
 
@@ -52,3 +61,28 @@ def test_v1_page_is_one_request(
 
     assert check.ok is ok
     assert f"a page takes about {seconds} s" in check.detail
+
+
+def test_a_server_that_asks_for_a_token_on_version_is_checked_on(tmp_path: Path) -> None:
+    """The org-era document: every request but `/health` carries the token, so a server may
+    answer 401 to an unauthenticated `/version`; that server is up, not unreachable."""
+    world = World.generate(1, 1, 2, seed=5)
+    api = SimulatorApi(world, SimulatorOptions(api="orgs", token=TOKEN), FakeClock())
+    simulated = simulator_transport(api)
+
+    def guarded(request: httpx.Request) -> httpx.Response:
+        if "Authorization" not in request.headers and request.url.path != "/health":
+            return httpx.Response(401, json={"error": "MISSING_TOKEN", "message": "no token"})
+        return simulated.handle_request(request)
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="orgs", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(guarded))
+
+    checks = {check.name: check for check in provider.preflight(FakeClock())}
+
+    assert checks["openchoreo.server"].ok
+    assert "no public /version (HTTP 401)" in checks["openchoreo.server"].detail
+    assert checks["openchoreo.api"].ok, checks["openchoreo.api"].detail

@@ -307,17 +307,16 @@ class TestDetection:
     def test_other_failures_of_the_probe_are_not_taken_for_absence(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
-        for _ in range(2):
-            httpx_mock.add_response(
-                url=f"{base_url}/namespaces?limit=2",
-                status_code=401,
-                json={"error": "UNAUTHORIZED", "message": "invalid token"},
-            )
+        httpx_mock.add_response(
+            url=f"{base_url}/namespaces?limit=2",
+            status_code=401,
+            json={"error": "UNAUTHORIZED", "message": "invalid token"},
+        )
 
         with pytest.raises(AuthError, match=r"^GET /namespaces: HTTP 401"):
             walk(api="auto").page()
 
-        assert sent(httpx_mock, base_url) == ["/namespaces?limit=2"] * 2
+        assert sent(httpx_mock, base_url) == ["/namespaces?limit=2"]
 
     def test_configured_org_api_sends_no_probe(
         self, httpx_mock: HTTPXMock, walk, base_url: str
@@ -674,18 +673,45 @@ class TestListingRules:
 
         assert engine.cursor == cursor_before
 
-    def test_unauthorized_fails_with_a_hint_after_one_retry(
+    def test_unauthorized_fails_with_a_hint_without_sending_the_same_token_again(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
-        for _ in range(2):
-            httpx_mock.add_response(
-                status_code=401, json={"error": "MISSING_TOKEN", "message": "no"}
-            )
+        """The document: 401 -> fail, "check openchoreo.token"; no retries inside the burst."""
+        httpx_mock.add_response(status_code=401, json={"error": "MISSING_TOKEN", "message": "no"})
 
         with pytest.raises(AuthError, match=r"; check openchoreo\.token$"):
             walk().page()
 
-        assert sent(httpx_mock, base_url) == ["/orgs?limit=2&pagination=cursor"] * 2
+        assert sent(httpx_mock, base_url) == ["/orgs?limit=2&pagination=cursor"]
+
+    def test_items_named_at_the_top_are_read_whatever_else_they_carry(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """The org era's items carry their `name`; a `metadata` object beside it (labels, say)
+        is one more field the document does not name, not where the name is."""
+        labels = {"metadata": {"labels": {"team": "payments"}}}
+        components = "/orgs/acme/projects/shop/components"
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["acme"], **labels)
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/acme/projects?limit=2&pagination=cursor",
+            json=listing(["shop"], **labels),
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}{components}?limit=2&pagination=cursor",
+            json=listing(["cart"], **labels),
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}{components}/cart?{DETAIL}", json=detail("cart", **labels)
+        )
+
+        engine = walk()
+        engine.run()
+
+        assert {"domain:default/acme", "system:acme/shop", "component:acme/cart"} <= set(
+            engine.entities
+        )
 
     def test_empty_platform_is_done_after_the_org_listing(
         self, httpx_mock: HTTPXMock, walk
@@ -1054,7 +1080,7 @@ class TestAgainstSimulator:
             "(no nextCursor in GET /orgs)"
         )
 
-    def test_wrong_token_fails_after_one_retry_with_a_hint(self, simulated) -> None:
+    def test_wrong_token_fails_with_a_hint_and_is_not_sent_again(self, simulated) -> None:
         engine, api = simulated(World.generate(1, 1, 1))
         api.update_options(token="some-other-token")
 
@@ -1065,7 +1091,7 @@ class TestAgainstSimulator:
             "GET /orgs: HTTP 401 INVALID_TOKEN: the bearer token is not valid; "
             "check openchoreo.token"
         )
-        assert api.stats.total_requests == 2
+        assert api.stats.total_requests == 1
 
     def test_org_and_project_deleted_mid_walk_are_skipped(self, simulated) -> None:
         world = World.generate(3, 3, 2, seed=11, hidden_fraction=0.0)
