@@ -214,12 +214,11 @@ def test_a_401_from_the_jwt_middleware_is_read_in_its_own_shape(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock
 ) -> None:
     """401 bodies are `{error: CODE, message}`, unlike the handlers' `{error: message, code}`."""
-    for _ in range(2):  # the first 401 is answered by a refresh and one more try
-        httpx_mock.add_response(
-            url=f"{BASE}/namespaces?limit=50",
-            status_code=401,
-            json={"error": "INVALID_TOKEN", "message": "token is expired"},
-        )
+    httpx_mock.add_response(  # a static token: not sent again
+        url=f"{BASE}/namespaces?limit=50",
+        status_code=401,
+        json={"error": "INVALID_TOKEN", "message": "token is expired"},
+    )
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
 
@@ -352,12 +351,11 @@ def test_an_event_for_an_object_the_client_may_not_read_changes_nothing(
 def test_a_401_on_an_events_read_still_fails_it(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock
 ) -> None:
-    for _ in range(2):
-        httpx_mock.add_response(
-            url=f"{BASE}/namespaces/acme",
-            status_code=401,
-            json={"error": "INVALID_TOKEN", "message": "token is expired"},
-        )
+    httpx_mock.add_response(
+        url=f"{BASE}/namespaces/acme",
+        status_code=401,
+        json={"error": "INVALID_TOKEN", "message": "token is expired"},
+    )
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
 
