@@ -905,6 +905,24 @@ class TestDrain:
             "dropped": 0,
         }
 
+    def test_an_object_that_keeps_changing_while_its_re_read_fails_is_parked_in_the_end(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Each new event about `a` replaces the failing one; its attempts go on counting."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        provider.failures = {"a": [TransientError("503")] * (MAX_EVENT_ATTEMPTS + 1)}
+        feed(config, clock, component_event("a", "created"))
+
+        for attempt in range(1, MAX_EVENT_ATTEMPTS):
+            run(config, clock, provider)
+            feed(config, clock, component_event("a", "updated"))
+            assert inbox(config) == [("a", attempt)]
+        last = run(config, clock, provider)
+
+        assert last.events.parked == 1
+        assert inbox(config) == []
+
     def test_backlog_past_the_limit_is_dropped_and_a_fresh_walk_scheduled(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:

@@ -103,22 +103,31 @@ def _batch_left(conn: AnyConnection, provider: str, first_seq: int) -> int:
 def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> None:
     """Keep only the newest pending event of each key among the keys of `bodies`.
 
-    One statement, whatever the number of keys. The names of `bodies` pick the candidates first:
+    Two statements, whatever the number of keys. The names of `bodies` pick the candidates first:
     reading one field of every pending event costs a fifth of reading the whole key (0.1 s, not
     0.5 s, at 100,000 pending events).
+
+    The newest takes over the most attempts any of them had made: an object whose re-read keeps
+    failing is parked in the end even when it changes more often than runs retry it (else it
+    would hold up the events behind it for as long as it keeps changing).
     """
     names = [body.get("name") for body in bodies if isinstance(body, Mapping)]
     named, values = in_values(conn, json_field(conn, "body", "name"), names)
+    ranked = f"""(
+        SELECT seq,
+               row_number() OVER (PARTITION BY {_event_key(conn)} ORDER BY seq DESC) AS newer,
+               max(attempts) OVER (PARTITION BY {_event_key(conn)}) AS most
+        FROM event_inbox
+        WHERE provider = ? AND parked = 0 AND {named}
+    ) AS ranked"""
     conn.execute(
-        f"""DELETE FROM event_inbox WHERE seq IN (
-               SELECT seq FROM (
-                   SELECT seq, row_number() OVER (
-                       PARTITION BY {_event_key(conn)} ORDER BY seq DESC
-                   ) AS newer
-                   FROM event_inbox
-                   WHERE provider = ? AND parked = 0 AND {named}
-               ) AS ranked WHERE newer > 1
-           )""",
+        f"""UPDATE event_inbox SET attempts = ranked.most FROM {ranked}
+            WHERE event_inbox.seq = ranked.seq AND ranked.newer = 1
+              AND ranked.most > event_inbox.attempts""",
+        [provider, values],
+    )
+    conn.execute(
+        f"DELETE FROM event_inbox WHERE seq IN (SELECT seq FROM {ranked} WHERE newer > 1)",
         [provider, values],
     )
 

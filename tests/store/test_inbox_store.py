@@ -118,6 +118,27 @@ def test_a_blank_namespace_is_no_namespace(store: Store) -> None:
     assert [e.body for e in store.pending_events("fake")] == [{**bare, "namespace": None}]
 
 
+def test_the_newest_event_takes_over_the_attempts_of_those_it_replaces(store: Store) -> None:
+    store.add_events("fake", [component_event("a", "created"), component_event("b", "created")], 1)
+    first, other = store.pending_events("fake")
+    for _ in range(3):
+        store.fail_event("fake", first.seq, "down", max_attempts=9)
+    store.fail_event("fake", other.seq, "down", max_attempts=9)
+
+    store.add_events("fake", [component_event("a", "updated"), component_event("c", "created")], 2)
+    store.add_events("fake", [component_event("a", "deleted")], 3.0)
+
+    assert [
+        (e.body["name"], e.body["action"], e.attempts) for e in store.pending_events("fake")
+    ] == [
+        ("b", "created", 1),
+        ("c", "created", 0),
+        ("a", "deleted", 3),
+    ]
+    [replacing] = [e for e in store.pending_events("fake") if e.body["name"] == "a"]
+    assert store.fail_event("fake", replacing.seq, "down", max_attempts=4)
+
+
 def test_a_parked_event_is_not_replaced(store: Store) -> None:
     store.add_events("fake", [component_event("a", "created")], 1.0)
     [event] = store.pending_events("fake")
