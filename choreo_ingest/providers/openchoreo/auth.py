@@ -28,8 +28,6 @@ AuthError. None of these errors quotes the value.
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import threading
 from collections.abc import Callable, Mapping
@@ -55,6 +53,7 @@ from choreo_ingest.providers.openchoreo.client_auth import (
     ways_to_try,
 )
 from choreo_ingest.providers.openchoreo.token_cache import TokenCache
+from choreo_ingest.providers.openchoreo.token_lifetime import refresh_point
 
 PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], tuple[int, Any]]
 """POST a form to an absolute URL with these extra headers -> (HTTP status, parsed JSON body or
@@ -68,13 +67,6 @@ token, a token file's content: they change while `serve` runs; `logs.register_le
 TOKENS_KNOWN = 4
 """Tokens a credentials object keeps masking in error texts, the latest: older ones expired."""
 
-REFRESH_MARGIN = 60.0
-"""Seconds before `exp` to replace a token (OpenChoreo's own plugins use the same 60 s)."""
-DEFAULT_LIFETIME = 300.0
-"""Seconds to keep a token that says nothing of its expiry (no JWT `exp`, no `expires_in`)."""
-EXPIRED_REUSE = 10.0
-"""Seconds to keep a token that is already expired by our clock (clock skew, or a broken
-identity provider): asking again at every request would not help, and a 401 still refreshes."""
 MIN_REDACTED_LENGTH = 4
 """Shorter secrets are not searched for in error texts: they would mangle words (and such a
 secret is guessable anyway)."""
@@ -423,41 +415,6 @@ class ClientCredentials:
         return kind(text, method="POST", path=where, status=status, code=code, config_key=key)
 
 
-def refresh_point(token: str, expires_in: object, granted_at: float) -> float:
-    """When to replace `token`, granted at `granted_at` (epoch seconds).
-
-    `exp - min(60 s, lifetime / 2)`, where exp is the JWT's `exp` claim when the token is a JWT
-    that has one (decoded, not verified: the API verifies it), else `granted_at + expires_in`;
-    lifetime is exp minus the JWT's `iat`, else minus `granted_at`.
-    """
-    claims = jwt_claims(token)
-    exp = _seconds(claims.get("exp"))
-    if exp is None:
-        given = _seconds(expires_in)
-        exp = granted_at + (given if given is not None and given > 0 else DEFAULT_LIFETIME)
-    issued = _seconds(claims.get("iat"))
-    lifetime = max(exp - (granted_at if issued is None else issued), 0.0)
-    refresh_at = exp - min(REFRESH_MARGIN, lifetime / 2)
-    if refresh_at > granted_at:
-        return refresh_at
-    if exp > granted_at:  # an `iat` far behind our clock: keep half of what is left
-        return granted_at + (exp - granted_at) / 2
-    return granted_at + EXPIRED_REUSE
-
-
-def jwt_claims(token: str) -> Mapping[str, Any]:
-    """The payload of a JWT (three base64url parts), unverified; {} for anything else."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
 class _Known:
     """Secret values learned so far, shared by one credentials object; thread-safe. Tokens are
     kept the latest TOKENS_KNOWN only: `serve` is issued one an hour for as long as it runs."""
@@ -509,18 +466,6 @@ def _read_secret(path: Path, key: str) -> str:
     if not text:
         raise ConfigError(f"{path}: the file is empty", path=key)
     return text
-
-
-def _seconds(value: object) -> float | None:
-    """A finite number of seconds from JSON (a numeric string counts), else None."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _printable(value: object, limit: int) -> str | None:

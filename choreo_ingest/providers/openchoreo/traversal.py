@@ -61,8 +61,10 @@ from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
     TraversalCursor,
+    may_be_server_fault,
     next_page_of,
     place_after,
+    restarts_exhausted,
 )
 
 log = get_logger("choreo_ingest.providers.openchoreo")
@@ -393,7 +395,7 @@ class OpenChoreoProvider:
             )
         if restarts > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
             raise ProviderError(
-                f"GET {path}: {_restarts_exhausted(context.failed_at[key], expired)}",
+                f"GET {path}: {restarts_exhausted(context.failed_at[key], expired)}",
                 method="GET",
                 path=path,
                 status=expired.status,
@@ -426,7 +428,7 @@ class OpenChoreoProvider:
             fault = (
                 " (or, as the answer was HTTP 5xx, the server fails on a resource of the page "
                 "it leads to: see the openchoreo-api logs)"
-                if _may_be_server_fault(expired)
+                if may_be_server_fault(expired)
                 else ""
             )
             facts[PROBLEM_FACT] = (
@@ -443,39 +445,6 @@ class OpenChoreoProvider:
             # Configured, like a config warning: INFO, shown on a terminal, by -v and `check`
             log.info("chunk_size_capped", provider=self._name, message=warning)
         return size
-
-
-def _restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpired) -> str:
-    """Why a listing whose cursors kept failing fails the burst (`last`: the last failure).
-
-    A 5xx on a cursor is taken for an expired cursor, but a server that fails on a resource it
-    lists answers the same, and then at the same page every time. Cursors that expire after a
-    fixed time can do that too, so a listing that always failed at one page names both causes;
-    a cursor's age would not settle it, as the client cannot know how long the server keeps one.
-    """
-    answer = f"HTTP {last.status} {last.code or ''}".strip() if last.status else ""
-    located = [place for place in failed_at if place is not None]
-    if _may_be_server_fault(last) and len(located) > 1 and len(set(located)) == 1:
-        page, items = located[0]
-        which = "" if len(located) == len(failed_at) else f", the last {len(located)}"
-        told = f" with {answer}" if answer else ""
-        return (
-            f"the listing failed {len(failed_at)} times in one burst{which} at its page {page} "
-            f"(after {items} items){told}; the server may be failing on a resource in that page "
-            "(see the openchoreo-api logs), or its cursors expire faster than a page takes "
-            "(lower openchoreo.incremental.chunkSize)"
-        )
-    told = f" (last: {answer})" if answer else ""
-    return (
-        f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
-        "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
-    )
-
-
-def _may_be_server_fault(expired: CursorExpired) -> bool:
-    """Whether the "expired" cursor was a 5xx (v1 has no 410), which a page the server fails
-    to build answers too; an org-era 410 says outright that the cursor expired."""
-    return expired.status is None or expired.status >= 500
 
 
 def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:

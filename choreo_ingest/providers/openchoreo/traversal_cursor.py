@@ -1,7 +1,8 @@
 """Where the OpenChoreo walk stands, as stored between bursts: the generation, the phase, the
 one listing cursor in use and the position reached in the phase's queue (camelCase JSON), also
 read from a cursor written before generations existed; and how far a burst has read the
-listing in progress, which only the burst knows.
+listing in progress, which only the burst knows; and why a listing whose cursors kept failing
+fails the burst.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from choreo_ingest.errors import PermanentError
+from choreo_ingest.errors import CursorExpired, PermanentError
 from choreo_ingest.models import JSON
 from choreo_ingest.providers.openchoreo.generation import Generation
 from choreo_ingest.providers.openchoreo.generations import generation_named
@@ -132,3 +133,36 @@ def _whole_number(raw: Mapping[str, Any], key: str, default: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise PermanentError(f"traversal cursor field {key} is not an integer: {value!r:.80}")
+
+
+def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpired) -> str:
+    """Why a listing whose cursors kept failing fails the burst (`last`: the last failure).
+
+    A 5xx on a cursor is taken for an expired cursor, but a server that fails on a resource it
+    lists answers the same, and then at the same page every time. Cursors that expire after a
+    fixed time can do that too, so a listing that always failed at one page names both causes;
+    a cursor's age would not settle it, as the client cannot know how long the server keeps one.
+    """
+    answer = f"HTTP {last.status} {last.code or ''}".strip() if last.status else ""
+    located = [place for place in failed_at if place is not None]
+    if may_be_server_fault(last) and len(located) > 1 and len(set(located)) == 1:
+        page, items = located[0]
+        which = "" if len(located) == len(failed_at) else f", the last {len(located)}"
+        told = f" with {answer}" if answer else ""
+        return (
+            f"the listing failed {len(failed_at)} times in one burst{which} at its page {page} "
+            f"(after {items} items){told}; the server may be failing on a resource in that page "
+            "(see the openchoreo-api logs), or its cursors expire faster than a page takes "
+            "(lower openchoreo.incremental.chunkSize)"
+        )
+    told = f" (last: {answer})" if answer else ""
+    return (
+        f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
+        "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
+    )
+
+
+def may_be_server_fault(expired: CursorExpired) -> bool:
+    """Whether the "expired" cursor was a 5xx (v1 has no 410), which a page the server fails
+    to build answers too; an org-era 410 says outright that the cursor expired."""
+    return expired.status is None or expired.status >= 500

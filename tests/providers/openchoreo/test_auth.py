@@ -20,8 +20,8 @@ from choreo_ingest.providers.openchoreo.auth import (
     StaticToken,
     TokenFile,
     credentials_for,
-    jwt_claims,
 )
+from choreo_ingest.providers.openchoreo.token_lifetime import jwt_claims
 
 from fakes import FakeClock
 
