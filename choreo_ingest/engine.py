@@ -24,7 +24,7 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.heap import HeapTrimmer
-from choreo_ingest.logs import get_logger
+from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import JSON, ProviderAction, ProviderRecord, ProviderState
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import (
@@ -187,10 +187,11 @@ class BurstEngine:
             error = caught
         duration = self.clock.monotonic() - started
         retry_after = error.retry_after if isinstance(error, RetryAfter) else None
-        if isinstance(error, TransientError) and writer.pages:
+        if isinstance(error, TransientError) and writer.pages and not error.exhausted:
             # Cut short after pages were committed (the deadline, a 429, a 5xx whose retry did
             # not fit): the burst made progress, so this is a pause, not a failure; for a 429,
-            # "end the burst and come back" after its Retry-After.
+            # "end the burst and come back" after its Retry-After. Trouble that outlasted every
+            # retry fails the burst all the same (it resumes from its last page after backoff).
             if retry_after is not None:
                 log.info("burst_rate_limited", provider=record.name, retry_after=retry_after)
             elif not isinstance(error, DeadlineExceeded):
@@ -328,8 +329,8 @@ def _log_stopped(provider: str, error: Exception) -> None:
 
 
 def _failure_message(error: Exception, provider: IncrementalEntityProvider, config: Config) -> str:
-    """What `status` shows for a failed burst; a deadline that no page fitted in says what to
-    change (here only when no page was committed)."""
+    """What `status` shows for a failed burst, no secret in it; a deadline that no page fitted
+    in says what to change (here only when no page was committed)."""
     message = str(error) or type(error).__name__
     if isinstance(error, DeadlineExceeded):
         advice = (
@@ -341,7 +342,7 @@ def _failure_message(error: Exception, provider: IncrementalEntityProvider, conf
             "; no page was completed within burstLength "
             f"({config.incremental.burst_length:g} s): {advice}"
         )
-    return message
+    return scrub_secrets(message)
 
 
 def burst_context(

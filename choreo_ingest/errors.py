@@ -165,6 +165,10 @@ class ProviderError(ChoreoIngestError):
 class TransientError(ProviderError):
     """Upstream trouble that a later attempt may not meet."""
 
+    exhausted = False
+    """Every attempt the client makes met it: lasting trouble, which fails a burst even after it
+    committed pages (a retry that did not fit the burst only pauses it)."""
+
 
 class RetryAfter(TransientError):
     """The upstream asked us to come back later."""

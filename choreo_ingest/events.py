@@ -26,7 +26,7 @@ from choreo_ingest.errors import (
     LockHeld,
     TransientError,
 )
-from choreo_ingest.logs import get_logger
+from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, Event
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
@@ -436,6 +436,7 @@ def _count_failure(
     """One more attempt for event `seq`; True if that parked it."""
     expected = isinstance(error, ChoreoIngestError)
     message = str(error) if expected else f"internal error: {type(error).__name__}: {error}"
+    message = scrub_secrets(message)
     parked = store.fail_event(provider, seq, message, max_attempts=MAX_EVENT_ATTEMPTS)
     stats.parked += parked
     stats.retried += not parked

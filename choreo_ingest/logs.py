@@ -129,6 +129,13 @@ def register_secret(value: str) -> None:
     _REDACTOR.register(value)
 
 
+def scrub_secrets(text: str) -> str:
+    """`text` with every registered secret masked as log output masks it: for a text shown
+    elsewhere (a failed burst's message, which `status` and `--json` show). Mask before cutting a
+    text short: a cut secret is no longer found."""
+    return _REDACTOR.scrub(text)
+
+
 def register_learned_secret(value: str) -> None:
     """`register_secret` for a secret learned at runtime, kept among the latest few only: the
     OpenChoreo provider passes it as its credentials' `on_secret` (token-file contents, issued

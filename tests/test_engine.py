@@ -261,6 +261,32 @@ class TestFailures:
         assert (record.attempts, record.last_error, record.cursor) == (0, None, {"offset": 4})
         assert record.next_action_at == clock.now() + 30.0
 
+    def test_transient_error_that_outlasted_every_retry_after_committed_pages_is_a_failure(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """A 5xx answered to every attempt is lasting trouble: the burst fails (and says why)
+        though its pages stay committed; it resumes from them after the backoff."""
+        config = make_config(tmp_path, burst_interval=30.0, backoff=(300.0,))
+        lasting = TransientError("upstream 503", status=503)
+        lasting.exhausted = True
+        provider = FakeProvider(TEN, fail_at={2: lasting})
+
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert (outcome.action, outcome.state, outcome.pages) == (
+            "failed",
+            ProviderState.BACKING_OFF,
+            2,
+        )
+        record = stored(state_path)
+        assert (record.attempts, record.last_error, record.cursor) == (
+            1,
+            "upstream 503",
+            {"offset": 4},
+        )
+        assert record.next_action_at is not None
+        assert record.next_action_at - clock.now() >= 300.0 * (1 - JITTER)
+
     def test_transient_error_before_any_page_is_a_failure(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:

@@ -29,7 +29,9 @@ class Credentials:
         return scheme.lower() == "bearer" and _same(given.strip(), self.api_token)
 
     def events_allow(self, header: str | None, path_secret: str | None) -> bool:
-        """The events secret, as a header or as the path's last segment, when one is set."""
+        """The events secret, as a header or as the path's last segment, when one is set. An
+        empty last segment (the URL ends in "/") is no secret."""
+        path_secret = path_secret or None
         if self.events_secret is None:
             return path_secret is None  # a secret segment nobody configured is a wrong URL
         given = header if header is not None else path_secret

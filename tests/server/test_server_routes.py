@@ -198,9 +198,20 @@ class TestEvents:
             ("/events/openchoreo", {"X-Choreo-Ingest-Secret": SECRET}, 202),
             ("/events/openchoreo", {}, 403),
             ("/events/openchoreo/wrong", {}, 403),
+            ("/events/openchoreo/", {}, 403),
+            ("/events/openchoreo/", {"X-Choreo-Ingest-Secret": SECRET}, 202),
             ("/events/openchoreo", {"X-Choreo-Ingest-Secret": "wrong"}, 403),
         ],
-        ids=["path", "alias-path", "header", "none", "wrong-path", "wrong-header"],
+        ids=[
+            "path",
+            "alias-path",
+            "header",
+            "none",
+            "wrong-path",
+            "empty-path",
+            "empty-path-header",
+            "wrong-header",
+        ],
     )
     def test_the_events_secret_when_one_is_set(
         self,
@@ -236,6 +247,16 @@ class TestEvents:
         answer = client.post("/events/openchoreo/guess", json=component_event("a"))
 
         assert answer.status_code == 403
+
+    @pytest.mark.parametrize("path", ["/events/openchoreo/", "/api/events/http/openchoreo/"])
+    def test_a_trailing_slash_is_no_secret_segment(
+        self, client: AsgiClient, ingested: Path, path: str
+    ) -> None:
+        """An event forwarder's webhook URL written with a trailing slash still delivers."""
+        answer = client.post(path, json=component_event("a"))
+
+        assert answer.status_code == 202
+        assert pending(ingested) != []
 
 
 class TestReading:

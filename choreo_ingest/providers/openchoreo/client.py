@@ -54,6 +54,8 @@ API_PREFIX = "/api/v1"
 """Every generation's resource routes sit below it; a base URL may or may not end with it."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
+MAX_SHOWN_PATH = 200
+"""Longest request path quoted in an error (a name the server listed may be any length)."""
 
 Params = Mapping[str, str | int]
 
@@ -284,7 +286,11 @@ class OpenChoreoClient:
                 if isinstance(failure, RetryAfter)
                 else backoff_delay(attempt, self._rng())
             )
-            if attempt == MAX_ATTEMPTS or not self._fits(delay) or self._cancelled():
+            if attempt == MAX_ATTEMPTS:
+                # A 429 that lasts asks us to come back later: a pause, not a failure.
+                failure.exhausted = failure.status != 429
+                raise failure
+            if not self._fits(delay) or self._cancelled():
                 raise failure
             self._clock.sleep(delay)
             attempt += 1
@@ -322,6 +328,11 @@ class OpenChoreoClient:
             if error.path is not None:
                 raise
             raise DeadlineExceeded(f"{method} {path}: {error}", method=method, path=path) from None
+        except httpx.InvalidURL as error:  # a name the server listed that no URL can hold
+            shown = one_line(path, MAX_SHOWN_PATH)
+            raise PermanentError(
+                f"{method} {shown}: cannot be requested: {error}", method=method, path=shown
+            ) from None
 
     def _url(self, path: str, params: Params | None) -> str:
         """The request's absolute URL, its query encoded as httpx encodes `params`: given a
@@ -362,7 +373,7 @@ class OpenChoreoClient:
     def _json(self, path: str, response: httpx.Response) -> Any:
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past what json decodes
             raise self._errors.error(
                 PermanentError, "GET", path, response.status_code, None, "response body is not JSON"
             ) from None
@@ -413,7 +424,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
             ) from None
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             body = None
         return response.status_code, body
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import AuthError, NotFoundError, PermanentError, ProviderError
+from choreo_ingest.logs import scrub_secrets
 from choreo_ingest.models import Delta, Entity, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.base import IndexReader, QueueReader
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -136,7 +137,8 @@ def org_era_name_of(resource: Mapping[str, Any], path: str) -> str:
 
 
 def _nameless(resource: Mapping[str, Any], path: str) -> PermanentError:
-    return PermanentError(f"GET {path}: an item has no name: {dict(resource)!r:.200}", path=path)
+    shown = scrub_secrets(repr(dict(resource)))[:200]
+    return PermanentError(f"GET {path}: an item has no name: {shown}", path=path)
 
 
 def queued_text(item: QueuedItem | None, key: str) -> str:

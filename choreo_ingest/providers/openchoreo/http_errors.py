@@ -32,12 +32,10 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
-from choreo_ingest.providers.openchoreo.auth import Credentials
+from choreo_ingest.providers.openchoreo.auth import MIN_REDACTED_LENGTH, Credentials
 
 BACKOFF_BASE = 0.2
 """Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
-MIN_REDACTED_LENGTH = 8
-"""Shorter secrets are not searched for in error texts: a one-letter token would mangle words."""
 MAX_MESSAGE = 300
 """Longest server message quoted in an error, in characters; a longer one is cut, with `…`."""
 MAX_CODE = 64
@@ -111,9 +109,10 @@ class ErrorTranslator:
         """The error an answer with a status outside 2xx means.
 
         A status in `expired_on` says the request's cursor has expired (the generation knows
-        which); 429, 408 and 5xx but 501 (Not Implemented) are transient; other statuses
-        permanent, 401 and 403 with advice (a 401's depends on whether the request carried
-        `credentials_sent`: public routes go without them).
+        which); 429, 408 and 5xx but 501 (Not Implemented) are transient, and wait as their
+        `Retry-After` says (a 503's too) when they carry one; other statuses permanent, 401 and
+        403 with advice (a 401's depends on whether the request carried `credentials_sent`:
+        public routes go without them).
         """
         status = answer.status_code
         code, message = _error_fields(answer, self.redact)
@@ -131,23 +130,24 @@ class ErrorTranslator:
             )
         if status == 404:
             return self.error(NotFoundError, method, path, status, code, message)
-        if status == 429:
+        transient = (status >= 500 and status != 501) or status == 408
+        if status == 429 or transient:
             retry_after = _retry_after_seconds(answer.headers.get("Retry-After"), self._clock)
-            if retry_after is None:
-                retry_after = backoff_delay(attempt, self._rng())
+            if retry_after is None and transient:
+                return self.error(TransientError, method, path, status, code, message)
             return RetryAfter(
                 self.redact(_describe(method, path, status, code, message)),
-                retry_after=retry_after,
+                retry_after=backoff_delay(attempt, self._rng())
+                if retry_after is None
+                else retry_after,
                 method=method,
                 path=path,
                 status=status,
                 code=self.redact(code) if code else None,
             )
-        if (status >= 500 and status != 501) or status == 408:
-            return self.error(TransientError, method, path, status, code, message)
         if 300 <= status < 400 and (location := answer.headers.get("Location")):
             # Not followed: the bearer token must not go wherever a redirect points.
-            where = one_line(location, MAX_LOCATION)
+            where = one_line(self.redact(location), MAX_LOCATION)  # masked before it is cut
             message += f"; redirected to {where}, not followed: point openchoreo.baseUrl at the API"
         return self.error(PermanentError, method, path, status, code, message)
 
@@ -198,7 +198,7 @@ def _error_fields(answer: Answer, redact: Callable[[str], str]) -> tuple[str | N
     reason = one_line(answer.reason_phrase)
     try:
         body = answer.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past what json decodes
         text = answer.text.strip()
         if not text or _is_html(answer, text):
             return None, reason

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from choreo_ingest.errors import PermanentError
+from choreo_ingest.logs import scrub_secrets
 from choreo_ingest.models import JSON, Entity
 from choreo_ingest.providers.openchoreo.naming import lower_kebab, tags
 
@@ -115,7 +116,8 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 def preview(resource: Mapping[str, Any]) -> str:
-    return json.dumps(resource, sort_keys=True, default=str)[:200]
+    """The start of `resource` as JSON, for an error; secrets masked before it is cut."""
+    return scrub_secrets(json.dumps(resource, sort_keys=True, default=str))[:200]
 
 
 def type_tags(openchoreo_type: str | None) -> list[str]:

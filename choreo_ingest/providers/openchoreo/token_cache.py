@@ -56,7 +56,7 @@ class TokenCache:
             with self.path.open("rb") as file:
                 data = file.read(MAX_FILE_BYTES + 1)
             document = json.loads(data) if len(data) <= MAX_FILE_BYTES else None
-        except (OSError, ValueError):  # ValueError: not UTF-8 or not JSON
+        except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8 or not JSON
             return None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             return None

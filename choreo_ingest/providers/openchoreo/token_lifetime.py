@@ -51,7 +51,7 @@ def jwt_claims(token: str) -> Mapping[str, Any]:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload))
-    except ValueError:  # bad base64 (binascii.Error), bad UTF-8, bad JSON
+    except (ValueError, RecursionError):  # bad base64 (binascii.Error), UTF-8 or JSON
         return {}
     return claims if isinstance(claims, dict) else {}
 

@@ -328,9 +328,9 @@ class OpenChoreoProvider:
         facts: dict[str, str | None],
     ) -> ListPage | Harvest:
         """One page of the current listing; instead, nothing when the listing restarts (its
-        cursor expired) or its parent answered 404 (deleted while the platform was walked: the
-        walk goes on with the next parent, and the cycle's sweep, behind its guards, removes
-        what the parent held); the state already says what comes next."""
+        cursor expired) or its parent is gone (deleted while the platform was walked: the walk
+        goes on with the next parent, and the cycle's sweep, behind its guards, removes what the
+        parent held); the state already says what comes next."""
         stored = not context.listed_once and state.api_cursor is not None
         context.listed_once = True
         try:
@@ -345,10 +345,11 @@ class OpenChoreoProvider:
                 self._note_stale_start(state, generation, facts, expired)
             self._restart(context, state, generation, path, expired)
             return Harvest()
-        except NotFoundError:
+        except NotFoundError as missing:
             phase = generation.phases[state.phase]
             if phase.queue is None:
                 raise
+            _check_parent_gone(context, path, missing)
             state.api_cursor = None
             item = _item_after(context, phase.queue, state.position)
             if item is None:
@@ -445,6 +446,26 @@ class OpenChoreoProvider:
             # Configured, like a config warning: INFO, shown on a terminal, by -v and `check`
             log.info("chunk_size_capped", provider=self._name, message=warning)
         return size
+
+
+def _check_parent_gone(context: OpenChoreoContext, path: str, missing: NotFoundError) -> None:
+    """Return if the parent of the listing `path` that answered 404 is gone (its own GET answers
+    404 too); else fail the burst. The listing's 404 alone could come from something in front of
+    the API that lacks the route (v1 lists an absent namespace's children as empty): skipping
+    the parent then would have the sweep remove all it holds."""
+    parent = path.rpartition("/")[0]
+    try:
+        context.client.get_json(parent)
+    except NotFoundError:
+        return
+    raise PermanentError(
+        f"{missing}; yet GET {parent} finds it, so the listing itself is missing (a proxy or "
+        "ingress in front of the API without this route?); nothing it lists is removed meanwhile",
+        method="GET",
+        path=path,
+        status=missing.status,
+        code=missing.code,
+    )
 
 
 def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:

@@ -410,6 +410,86 @@ def test_a_404_on_a_components_workload_listing_fails_the_event_and_removes_noth
         engine.provider.handle_event(context, Event("Component", "cart", "updated", "acme"))
 
 
+def test_an_item_without_a_name_is_quoted_with_the_token_masked(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, token: str
+) -> None:
+    """A server that echoes the bearer token into what it lists: the error quotes the item,
+    which `status` shows, but never the token, even where the quote is cut short."""
+    item = {"metadata": f"{token}", "spec": {"note": "x" * 150 + " " + token}}
+    walk_pages(httpx_mock, {"/namespaces?limit=2": [items(item)]})
+    config = config_for(api="v1", chunk_size=2, token=token)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with pytest.raises(PermanentError) as caught:
+        engine.run()
+
+    message = str(caught.value)
+    assert message.startswith("GET /namespaces: an item has no name: {'metadata': '***'")
+    assert token[:8] not in message
+
+
+ROUTE_MISSING = {"status_code": 404, "text": "404 page not found"}
+
+
+def test_a_404_on_a_namespaces_listing_whose_namespace_still_answers_fails_the_burst(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """The document lists an absent namespace's children with 200 and no items, so a 404 there
+    is something in front of the API: skipping the namespace would sweep all it holds."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"), named("zeta"))],
+            "/namespaces/acme/projects?limit=2": [ROUTE_MISSING],
+            "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with pytest.raises(PermanentError) as caught:
+        engine.run()
+
+    assert str(caught.value) == (
+        "GET /namespaces/acme/projects: HTTP 404: 404 page not found; yet GET /namespaces/acme "
+        "finds it, so the listing itself is missing (a proxy or ingress in front of the API "
+        "without this route?); nothing it lists is removed meanwhile"
+    )
+
+
+def test_a_404_on_a_namespaces_listing_whose_namespace_is_gone_too_goes_on_with_the_next(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    empty = items()
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"), named("zeta"))],
+            "/namespaces/acme/projects?limit=2": [ROUTE_MISSING],
+            "/namespaces/acme": [
+                {"status_code": 404, "json": {"error": "Namespace not found", "code": "NOT_FOUND"}}
+            ],
+            "/namespaces/zeta/projects?limit=2": [
+                items({"metadata": {"name": "shop", "namespace": "zeta"}})
+            ],
+            "/namespaces/acme/workloads?limit=2": [empty],
+            "/namespaces/zeta/workloads?limit=2": [empty],
+            "/namespaces/acme/components?limit=2": [empty],
+            "/namespaces/zeta/components?limit=2": [empty],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    engine.run()
+
+    assert sorted(engine.entities) == [
+        "domain:default/acme",
+        "domain:default/zeta",
+        "system:zeta/shop",
+    ]
+
+
 INTERNAL = {
     "status_code": 500,
     "json": {"error": "Internal server error", "code": "INTERNAL_ERROR"},

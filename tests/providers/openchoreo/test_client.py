@@ -806,6 +806,7 @@ class TestRetries:
             str(caught.value) == "GET /orgs/acme/projects: HTTP 503 INTERNAL_ERROR: upstream down"
         )
         assert len(httpx_mock.get_requests()) == 4
+        assert caught.value.exhausted  # lasting trouble: the burst fails, pages or not
 
     def test_a_failure_is_not_retried_once_the_run_is_asked_to_stop(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
@@ -873,10 +874,11 @@ class TestRetries:
         httpx_mock.add_response(status_code=500, json=failure("boom", "INTERNAL_ERROR"))
         client = make_client(deadline_in=0.15)
 
-        with pytest.raises(TransientError, match="HTTP 500 INTERNAL_ERROR: boom"):
+        with pytest.raises(TransientError, match="HTTP 500 INTERNAL_ERROR: boom") as caught:
             client.get_json("/orgs")
 
         assert clock.monotonic() == 1000.0  # gave up instead of sleeping 0.2 s
+        assert not caught.value.exhausted  # a retry that did not fit: a pause after pages
 
 
 class TestRateLimited:
@@ -914,6 +916,36 @@ class TestRateLimited:
         assert caught.value.retry_after == 120.0
         assert str(caught.value) == "GET /orgs: HTTP 429 RATE: slow down"
         assert clock.monotonic() == 1000.0
+
+    @pytest.mark.parametrize("status", [503, 502, 500])
+    def test_a_server_errors_retry_after_is_honoured_as_a_429s(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, status: int
+    ) -> None:
+        httpx_mock.add_response(status_code=status, headers={"Retry-After": "3"})
+        httpx_mock.add_response(status_code=status, headers={"Retry-After": "120"}, text="later")
+
+        with pytest.raises(RetryAfter) as caught:
+            make_client(deadline_in=60).get_json("/namespaces")
+
+        assert clock.monotonic() == 1003.0  # the first waited out; the second does not fit
+        assert caught.value.retry_after == 120.0
+        assert str(caught.value) == f"GET /namespaces: HTTP {status}: later"
+        assert not caught.value.exhausted
+
+    @pytest.mark.parametrize(("status", "exhausted"), [(429, False), (503, True)])
+    def test_only_a_lasting_429_is_not_exhausted_trouble(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, status: int, exhausted: bool
+    ) -> None:
+        """A rate limit that lasts asks the client to come back later (a pause after pages);
+        a 503 that lasts, with its Retry-After, is trouble (a failure)."""
+        for _ in range(4):
+            httpx_mock.add_response(status_code=status, headers={"Retry-After": "1"})
+
+        with pytest.raises(RetryAfter) as caught:
+            make_client().get_json("/namespaces")
+
+        assert len(httpx_mock.get_requests()) == 4
+        assert caught.value.exhausted is exhausted
 
     def test_429_without_retry_after_backs_off(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
@@ -1034,6 +1066,64 @@ def test_token_never_appears_in_errors(
     error = caught.value
     for text in (str(error), repr(error), repr(error.args), repr(vars(error)), repr(client)):
         assert token not in text
+
+
+@pytest.mark.parametrize("short", ["Ab9x", "Ab9xQ7z"], ids=["4", "7"])
+def test_a_short_token_the_api_echoes_is_masked_too(
+    httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str, short: str
+) -> None:
+    httpx_mock.add_response(status_code=401, text=f"invalid token in header Bearer {short}")
+    config = OpenChoreoConfig(base_url=base_url, auth=AuthConfig(token=short))
+
+    with pytest.raises(AuthError) as caught:
+        make_client(config=config).get_json("/namespaces")
+
+    assert short not in str(caught.value)
+    assert "Bearer <redacted>" in str(caught.value)
+
+
+def test_a_redirect_target_holding_a_long_token_is_masked_before_it_is_cut(
+    httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
+) -> None:
+    long_token = "LEAKME" + "x7" * 150
+    httpx_mock.add_response(
+        status_code=302, headers={"Location": f"http://elsewhere.example/?t={long_token}"}
+    )
+    config = OpenChoreoConfig(base_url=base_url, auth=AuthConfig(token=long_token))
+
+    with pytest.raises(PermanentError) as caught:
+        make_client(config=config).get_json("/namespaces")
+
+    assert "LEAKME" not in str(caught.value)
+    assert "redirected to http://elsewhere.example/?t=<redacted>, not followed" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [200, 401, 500])
+def test_a_body_nested_past_what_json_decodes_is_an_http_error_not_a_crash(
+    httpx_mock: HTTPXMock, make_client: MakeClient, status: int
+) -> None:
+    deep = "[" * 200_000 + "]" * 200_000
+    for _ in range(4 if status == 500 else 1):
+        httpx_mock.add_response(
+            status_code=status, text=deep, headers={"Content-Type": "application/json"}
+        )
+
+    with pytest.raises(ProviderError) as caught:
+        make_client().get_json("/namespaces")
+
+    assert str(caught.value).startswith(f"GET /namespaces: HTTP {status}")
+
+
+def test_a_name_no_url_can_hold_is_a_one_line_error_naming_the_request(
+    make_client: MakeClient,
+) -> None:
+    with pytest.raises(PermanentError) as caught:
+        make_client().get_json(f"/namespaces/{'n' * 100_000}/projects")
+
+    message = str(caught.value)
+    assert message.startswith("GET /namespaces/nnnn")
+    assert "cannot be requested" in message
+    assert len(message) < 400
 
 
 class TestTokensThatCannotBeHeaders:

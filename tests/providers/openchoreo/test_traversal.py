@@ -581,12 +581,18 @@ class TestListingRules:
             json=gone("ORGANIZATION_NOT_FOUND"),
         )
         httpx_mock.add_response(
+            url=f"{base_url}/orgs/gone", status_code=404, json=gone("ORGANIZATION_NOT_FOUND")
+        )
+        httpx_mock.add_response(
             url=f"{base_url}/orgs/live/projects?limit=2&pagination=cursor", json=listing(["p", "q"])
         )
         httpx_mock.add_response(
             url=f"{base_url}/orgs/live/projects/p/components?limit=2&pagination=cursor",
             status_code=404,
             json=gone("PROJECT_NOT_FOUND"),
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/live/projects/p", status_code=404, json=gone("PROJECT_NOT_FOUND")
         )
         httpx_mock.add_response(
             url=f"{base_url}/orgs/live/projects/q/components?limit=2&pagination=cursor",
@@ -612,6 +618,31 @@ class TestListingRules:
             "system:live/p",
             "system:live/q",
         ]
+
+    def test_a_404_on_a_listing_whose_parent_still_answers_fails_the_burst(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """Not the document's `PROJECT_NOT_FOUND` of a project deleted while walked, but
+        something in front of the API without the route: skipping the project would have the
+        sweep remove its components."""
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["o"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects?limit=2&pagination=cursor", json=listing(["p"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p/components?limit=2&pagination=cursor",
+            status_code=404,
+            text="404 page not found",
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p", json={"success": True, "data": {"name": "p"}}
+        )
+        engine = walk()
+
+        with pytest.raises(PermanentError, match=r"yet GET /orgs/o/projects/p finds it"):
+            engine.run()
 
     def test_resources_being_deleted_stay_with_an_annotation(
         self, httpx_mock: HTTPXMock, walk, base_url: str
