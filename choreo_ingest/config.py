@@ -118,7 +118,7 @@ def load_config(
     def check(document: dict[Any, Any]) -> Config:
         found: dict[str, Any] = {}
         walk(document, "", environment, found)
-        config = build(found, base=path.parent)
+        config = build(found, base=path.parent, source=path)
         return replace(config, warnings=file_warnings(path, document, config))
 
     config, withheld = read_document(

@@ -5,6 +5,7 @@ the file's kept copy may hold (config_file.py).
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 from collections.abc import Callable, Mapping
@@ -204,7 +205,8 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
         raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
 
 
-def build(found: dict[str, Any], base: Path) -> Config:
+def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """The Config of the values `walk` found in the file `source`, in directory `base`."""
     found = {target: base / v if isinstance(v, Path) else v for target, v in found.items()}
     if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
         _check_ca_bundle(ca_bundle)
@@ -232,6 +234,7 @@ def build(found: dict[str, Any], base: Path) -> Config:
     )
     if top.get("state_url") and top.get("state_path"):
         raise ConfigError("cannot be combined with state.path; give one", path="state.url")
+    _check_token_cache_file(found, source)
     return Config(
         openchoreo=openchoreo,
         mapping=MappingConfig(**fields("mapping.")),
@@ -239,6 +242,49 @@ def build(found: dict[str, Any], base: Path) -> Config:
         changes=ChangesConfig(**fields("changes.")),
         **top,
     )
+
+
+TOKEN_CACHE_KEY = f"{OAUTH_KEY}.tokenCacheFile"
+_OTHER_FILES = {
+    "state_path": "state.path",
+    "state_password_file": "state.passwordFile",
+    "metrics_textfile": "metrics.textfile",
+    "openchoreo.ca_bundle": "openchoreo.caBundle",
+    "openchoreo.auth.token_file": f"{AUTH_KEY}.tokenFile",
+    "openchoreo.auth.oauth.client_secret_file": f"{OAUTH_KEY}.clientSecretFile",
+    "serve.token_file": "serve.auth.tokenFile",
+    "serve.events_secret_file": "serve.events.secretFile",
+}
+_STATE_SIDECARS = ("-wal", "-shm", ".lock")
+
+
+def _check_token_cache_file(found: dict[str, Any], source: Path | None) -> None:
+    """`tokenCacheFile` is replaced whole at every grant: it may not be a file the tool reads or
+    writes besides (the state file, a secret, the config file itself would be lost), nor lie in
+    `catalog.directory`, whose files are the catalog."""
+    cache = found.get("openchoreo.auth.oauth.token_cache_file")
+    if cache is None:
+        return
+    mine = Path(os.path.realpath(cache))
+    others = [(f"{key}'s file", found.get(target), "") for target, key in _OTHER_FILES.items()]
+    others += [("the config file", source, "")]
+    state = found.get("state_path")
+    others += [(f"state.path's {end} file", state, end) for end in _STATE_SIDECARS]
+    for what, other, suffix in others:
+        # Not a Path: unset, or a secret file named by an unset variable.
+        if isinstance(other, Path) and mine == Path(os.path.realpath(other) + suffix):
+            raise ConfigError(
+                f"{cache} is also {what}, which each new token would overwrite: give the "
+                "token a file of its own",
+                path=TOKEN_CACHE_KEY,
+            )
+    catalog = found.get("catalog_directory")
+    if isinstance(catalog, Path) and mine.is_relative_to(os.path.realpath(catalog)):
+        raise ConfigError(
+            f"{cache} is in catalog.directory, whose files are the catalog: give the token a "
+            "file outside it",
+            path=TOKEN_CACHE_KEY,
+        )
 
 
 def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:

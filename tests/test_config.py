@@ -995,6 +995,42 @@ class TestAuth:
         assert oauth.secret_key == "openchoreo.auth.oauth.clientSecretFile"
 
     @pytest.mark.parametrize(
+        ("cache", "what"),
+        [
+            ("cs", "is also openchoreo.auth.oauth.clientSecretFile's file"),
+            ("./state/../state.db", "is also state.path's file"),
+            ("state.db-wal", "is also state.path's -wal file"),
+            ("state.db.lock", "is also state.path's .lock file"),
+            ("metrics.prom", "is also metrics.textfile's file"),
+            ("choreo-ingest.yaml", "is also the config file"),
+            ("catalog/token.json", "is in catalog.directory"),
+        ],
+        ids=["secret", "state", "wal", "lock", "metrics", "config", "catalog"],
+    )
+    def test_a_token_cache_file_the_tool_uses_for_something_else_is_refused(
+        self, tmp_path: Path, cache: str, what: str
+    ) -> None:
+        """Each new token replaces the file whole: the state, a secret or the config is lost."""
+        secret = f"clientSecretFile: cs\n      tokenCacheFile: {cache}"
+        others = "state:\n  path: state.db\nmetrics:\n  textfile: metrics.prom\n"
+        others += "catalog:\n  directory: catalog\n"
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, OAUTH.format(secret=secret) + others)
+
+        assert caught.value.path == "openchoreo.auth.oauth.tokenCacheFile"
+        assert f"{Path(cache).name} {what}, " in str(caught.value)
+
+    def test_a_token_cache_file_of_its_own_is_taken(self, tmp_path: Path) -> None:
+        secret = "clientSecretFile: cs\n      tokenCacheFile: token.json"
+        others = "state:\n  path: state.db\ncatalog:\n  directory: catalog\n"
+
+        oauth = load_text(tmp_path, OAUTH.format(secret=secret) + others).openchoreo.auth.oauth
+
+        assert oauth is not None
+        assert oauth.token_cache_file == tmp_path / "token.json"
+
+    @pytest.mark.parametrize(
         ("given", "method"),
         [
             ("", "auto"),

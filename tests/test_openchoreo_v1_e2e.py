@@ -140,6 +140,44 @@ def test_cron_style_calls_share_one_token_through_the_token_cache_file(
     assert api.stats.token_requests == 2
 
 
+def test_a_token_cache_file_others_may_read_is_not_used_and_comes_back_at_0600(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(1, 1, 2, seed=3), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    cache = tmp_path / "token.json"
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(cache)})
+    assert run_cli("run", "--force", "--config", config, cwd=tmp_path).returncode == 0
+    cache.chmod(0o644)
+
+    assert run_cli("run", "--force", "--config", config, cwd=tmp_path).returncode == 0
+
+    assert api.stats.token_requests == 2
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+
+
+def test_check_says_whether_the_token_cache_file_can_be_written(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    key = "openchoreo.auth.oauth.tokenCacheFile"
+    rows = {}
+    for place in (tmp_path / "token.json", tmp_path / "missing" / "token.json"):
+        config = write_oauth_config(
+            tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(place)}
+        )
+        checked = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout
+        [row] = [row for row in json.loads(checked.stdout)["checks"] if row["name"] == key]
+        rows[place.parent.name] = row
+
+    assert rows[tmp_path.name]["detail"].endswith("the token is kept there between calls")
+    assert not rows[tmp_path.name].get("warning")
+    assert rows["missing"]["warning"]
+    assert "missing does not exist, so every call asks for a new token" in rows["missing"]["detail"]
+
+
 def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_method(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:

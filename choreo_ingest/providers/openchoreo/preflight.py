@@ -4,6 +4,7 @@ what the client may see, and whether a page fits in a burst at the API's latency
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from choreo_ingest.providers.openchoreo.client import (
 )
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 from choreo_ingest.providers.openchoreo.generations import generation_named, generations
+from choreo_ingest.providers.openchoreo.http_errors import one_line
+from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
 
 ROLE_BINDING = """\
 # openchoreo-control-plane Helm values (keep the chart's default mappings next to it):
@@ -34,6 +37,8 @@ openchoreoApi:
               entitlement: {claim: sub, value: "<openchoreo.auth.oauth.clientId>"}
               effect: allow"""
 """What binds a new OAuth client to OpenChoreo's read-only catalog role."""
+MAX_SHOWN = 120
+"""Longest text from the server (a version, an issuer) a check quotes."""
 
 
 def openchoreo_checks(
@@ -61,6 +66,7 @@ def openchoreo_checks(
                 checks.append(_grant_check(credentials))
                 if not checks[-1].ok:
                     return checks
+            checks += _token_cache_check(config)
             return checks + _api_checks(client, config, clock)
     except ChoreoIngestError as error:
         return [Check("openchoreo", False, str(error))]
@@ -72,6 +78,7 @@ def _server_check(client: OpenChoreoClient) -> Check:
     try:
         version = client.get_public("/version")
         shown = version.get("version") if isinstance(version, Mapping) else None
+        shown = one_line(str(shown), MAX_SHOWN) if shown else None
         parts.append(f"OpenChoreo {shown}" if shown else "a /version without a version")
     except NotFoundError:
         parts.append("no /version (not an OpenChoreo release)")
@@ -93,8 +100,9 @@ def _security(resource: Any) -> str:
     if resource.get("openchoreo_security_enabled") is False:
         return "security off: requests need no token"
     issuers = resource.get("authorization_servers")
-    issuer = issuers[0] if isinstance(issuers, list) and issuers else "an unnamed issuer"
-    return f"security on, tokens from {issuer}"
+    issuer = issuers[0] if isinstance(issuers, list) and issuers else None
+    shown = one_line(str(issuer), MAX_SHOWN) if issuer else None
+    return f"security on, tokens from {shown or 'an unnamed issuer'}"
 
 
 def _grant_check(credentials: Credentials) -> Check:
@@ -118,6 +126,29 @@ def _grant_check(credentials: Credentials) -> Check:
     if not isinstance(credentials, ClientCredentials):
         return Check(credentials.config_key, True, "a token is set (openchoreo.api tries it)")
     return Check(credentials.config_key, True, "a token was obtained")
+
+
+def _token_cache_check(config: Config) -> list[Check]:
+    """Whether `tokenCacheFile` can be written (else every call asks for a token and says so)."""
+    oauth = config.openchoreo.auth.oauth
+    path = oauth.token_cache_file if oauth is not None else None
+    if path is None:
+        return []
+    folder = path.parent
+    if not folder.is_dir():
+        problem = f"its directory {folder} does not exist"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"its directory {folder} cannot be written"
+    else:
+        return [Check(TOKEN_CACHE_KEY, True, f"{path}: the token is kept there between calls")]
+    return [
+        Check(
+            TOKEN_CACHE_KEY,
+            True,
+            f"{path}: {problem}, so every call asks for a new token (and warns)",
+            warning=True,
+        )
+    ]
 
 
 def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[Check]:

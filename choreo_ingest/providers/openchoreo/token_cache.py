@@ -9,8 +9,8 @@ The file holds the token, its refresh point, and a SHA-256 of what it was grante
 URL, client id, scope, audience and client secret), so a changed config or a rotated secret
 never reuses it; never the secret itself. It is written whole to a new file with mode 0600 and
 renamed over the old, so a reader never sees half of one. A file that cannot be read or does not
-match is ignored (a new grant replaces it); one that cannot be written is logged and skipped: the
-call goes on with its token.
+match, or that others than its owner may read, is ignored (a new grant replaces it, at 0600); one
+that cannot be written is logged and skipped: the call goes on with its token (`check` says so).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ class TokenCache:
         one this module wrote)."""
         try:
             with self.path.open("rb") as file:
+                if os.fstat(file.fileno()).st_mode & 0o077:  # others may read it: not ours
+                    return None
                 data = file.read(MAX_FILE_BYTES + 1)
             document = json.loads(data) if len(data) <= MAX_FILE_BYTES else None
         except (OSError, ValueError, RecursionError):  # ValueError: not UTF-8 or not JSON
@@ -77,9 +79,9 @@ class TokenCache:
         }
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                os.fchmod(file.fileno(), 0o600)  # a leftover of a killed call kept its mode
+            temporary.unlink(missing_ok=True)  # a killed call's leftover, or a planted link
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            with os.fdopen(os.open(temporary, flags, 0o600), "w", encoding="utf-8") as file:
                 json.dump(document, file)
             temporary.replace(self.path)
         except OSError as error:

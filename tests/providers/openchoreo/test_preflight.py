@@ -86,3 +86,31 @@ def test_a_server_that_asks_for_a_token_on_version_is_checked_on(tmp_path: Path)
     assert checks["openchoreo.server"].ok
     assert "no public /version (HTTP 401)" in checks["openchoreo.server"].detail
     assert checks["openchoreo.api"].ok, checks["openchoreo.api"].detail
+
+
+def test_what_the_server_says_of_itself_is_shown_on_one_line_without_terminal_escapes(
+    tmp_path: Path,
+) -> None:
+    world = World.generate(1, 1, 2, seed=5)
+    api = SimulatorApi(world, SimulatorOptions(api="v1", token=TOKEN), FakeClock())
+    simulated = simulator_transport(api)
+    forged = "v9\x1b]0;pwned\x07\x1b[2J\nFAKE ok  line"
+
+    def lying(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"version": forged})
+        if request.url.path == "/.well-known/oauth-protected-resource":
+            return httpx.Response(200, json={"authorization_servers": [f"https://idp/{forged}"]})
+        return simulated.handle_request(request)
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(lying))
+
+    [server] = [c for c in provider.preflight(FakeClock()) if c.name == "openchoreo.server"]
+
+    assert server.detail.endswith(
+        "OpenChoreo v9 FAKE ok line; security on, tokens from https://idp/v9 FAKE ok line"
+    )

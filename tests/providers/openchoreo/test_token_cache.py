@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -171,3 +172,24 @@ def test_a_cached_token_is_masked_in_error_texts(tmp_path: Path) -> None:
     assert isinstance(credentials, ClientCredentials)
     assert "tok-1a2b3c4d5e6f" in credentials.secrets()
     assert len(endpoint.calls) == 1
+
+
+def test_a_file_others_may_read_is_not_trusted_and_is_replaced_private(tmp_path: Path) -> None:
+    cache, clock, endpoint = tmp_path / "token.json", FakeClock(START), FakeTokenEndpoint()
+    call(endpoint, clock, cache)
+    cache.chmod(0o640)
+
+    assert call(endpoint, clock, cache) == "access-2"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert call(endpoint, clock, cache) == "access-2"
+
+
+def test_a_link_planted_where_the_new_file_is_written_is_not_followed(tmp_path: Path) -> None:
+    cache, victim = tmp_path / "token.json", tmp_path / "victim"
+    victim.write_text("keep me", encoding="utf-8")
+    (tmp_path / f".token.json.{os.getpid()}.tmp").symlink_to(victim)
+
+    call(FakeTokenEndpoint(), FakeClock(START), cache)
+
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    assert json.loads(cache.read_text(encoding="utf-8"))["accessToken"] == "access-1"
