@@ -140,7 +140,7 @@ def test_cron_style_calls_share_one_token_through_the_token_cache_file(
     assert api.stats.token_requests == 2
 
 
-def test_a_token_cache_file_others_may_read_is_not_used_and_comes_back_at_0600(
+def test_a_token_cache_file_any_user_may_read_is_not_used_and_comes_back_at_0600(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:
     api = serve(World.generate(1, 1, 2, seed=3), api="v1", oauth_client_id=CLIENT_ID,

@@ -109,7 +109,7 @@ def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> Non
 
     The newest takes over the most attempts any of them had made: an object whose re-read keeps
     failing is parked in the end even when it changes more often than runs retry it (else it
-    would hold up the events behind it for as long as it keeps changing).
+    would be retried at every run for as long as it keeps changing, and never shown parked).
     """
     names = [body.get("name") for body in bodies if isinstance(body, Mapping)]
     named, values = in_values(conn, json_field(conn, "body", "name"), names)

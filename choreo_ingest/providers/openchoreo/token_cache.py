@@ -9,7 +9,7 @@ The file holds the token, its refresh point, and a SHA-256 of what it was grante
 URL, client id, scope, audience and client secret), so a changed config or a rotated secret
 never reuses it; never the secret itself. It is written whole to a new file with mode 0600 and
 renamed over the old, so a reader never sees half of one. A file that cannot be read or does not
-match, or that others than its owner may read, is ignored (a new grant replaces it, at 0600); one
+match, or that any user may read, is ignored (a new grant replaces it, at 0600); one
 that cannot be written is logged and skipped: the call goes on with its token (`check` says so).
 """
 
@@ -54,7 +54,9 @@ class TokenCache:
         one this module wrote)."""
         try:
             with self.path.open("rb") as file:
-                if os.fstat(file.fileno()).st_mode & 0o077:  # others may read it: not ours
+                # Any user may read it: not ours. (Group bits are left alone: with a
+                # Kubernetes fsGroup, the kubelet may add them on every mount.)
+                if os.fstat(file.fileno()).st_mode & 0o007:
                     return None
                 data = file.read(MAX_FILE_BYTES + 1)
             document = json.loads(data) if len(data) <= MAX_FILE_BYTES else None

@@ -174,14 +174,22 @@ def test_a_cached_token_is_masked_in_error_texts(tmp_path: Path) -> None:
     assert len(endpoint.calls) == 1
 
 
-def test_a_file_others_may_read_is_not_trusted_and_is_replaced_private(tmp_path: Path) -> None:
+def test_a_file_any_user_may_read_is_not_trusted_and_is_replaced_private(tmp_path: Path) -> None:
     cache, clock, endpoint = tmp_path / "token.json", FakeClock(START), FakeTokenEndpoint()
     call(endpoint, clock, cache)
-    cache.chmod(0o640)
+    cache.chmod(0o604)
 
     assert call(endpoint, clock, cache) == "access-2"
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert call(endpoint, clock, cache) == "access-2"
+
+
+def test_group_bits_a_kubernetes_fs_group_adds_do_not_cost_a_grant(tmp_path: Path) -> None:
+    cache, clock, endpoint = tmp_path / "token.json", FakeClock(START), FakeTokenEndpoint()
+    call(endpoint, clock, cache)
+    cache.chmod(0o660)
+
+    assert call(endpoint, clock, cache) == "access-1"
 
 
 def test_a_link_planted_where_the_new_file_is_written_is_not_followed(tmp_path: Path) -> None:
