@@ -353,14 +353,13 @@ def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
 
 
 def _literal_secrets(document: dict[Any, Any]) -> list[str]:
-    """The secret keys `document` gives a value in plain text (not only through ${VAR})."""
+    """The secret keys `document` gives a value in plain text: anything but `${VAR}` references
+    alone (a `${VAR:-default}` writes its default out)."""
     found = []
     for path in sorted(_SECRETS):
         raw = _dig(document, path)
-        literal = isinstance(raw, str) and all(
-            match.group(0) == "$$" for match in SUBSTITUTION.finditer(raw)
-        )
-        if literal and str(raw).strip():  # a blank value leaves the key unset
+        # A blank value leaves the key unset.
+        if isinstance(raw, str) and raw.strip() and not _ONLY_REFERENCES.fullmatch(raw.strip()):
             found.append(path)
     return found
 
@@ -392,7 +391,7 @@ def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
 # Option names a custom provider's secret may go by: its options are the provider's to check,
 # so their copy keeps no value under such a name, at any depth (`auth: {user: ..., pass: ...}`).
 _SECRET_NAME = re.compile(
-    r"token|secret|pass|pwd|credential|auth|cookie|private|key$|dsn", re.IGNORECASE
+    r"token|secret|pass|pwd|credential|auth|bearer|cookie|private|key$|dsn", re.IGNORECASE
 )
 _ONLY_REFERENCES = re.compile(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
 

@@ -10,8 +10,9 @@ file over it, or a Kubernetes ConfigMap update (a new file behind a symlink) eac
 identity.
 
 No copy ever holds a secret in plain text, nor anything the schema refused: only a valid
-document is copied. One whose API secrets (a token, a client secret), or custom providers'
-options that look secret, are written out in it is copied with them left out, marked so: that
+document is copied. One whose API secrets (a token, a client secret; a `${VAR:-default}`
+writes its default out), or custom providers' options that look secret, are written out in it is
+copied with them left out, marked so: that
 copy answers only a call that makes no request (`secrets=False`: the lean entry's `run`
 deciding whether anything is due, `status`, `health`, `export`, `changes`); any other parses the
 YAML. A document holding a secret every call needs (a password in `state.url`) is not copied at

@@ -115,8 +115,9 @@ SECRETS = [
     "openchoreo:\n  auth:\n    token: plain-token-value\n",
     "openchoreo:\n  auth:\n    oauth:\n      tokenUrl: http://idp.test/token\n"
     "      clientId: reader\n      clientSecret: plain-token-value\n",
+    "openchoreo:\n  token: ${UNSET_IN_TESTS:-plain-token-value}\n",
 ]
-SECRET_IDS = ["token", "auth.token", "oauth.clientSecret"]
+SECRET_IDS = ["token", "auth.token", "oauth.clientSecret", "default-of-a-variable"]
 
 
 def with_secret(config_file: Path, secret: str) -> None:
@@ -320,6 +321,7 @@ providers:
     auth: {user: bot, pass: PluginPassDEF}
     source: https://bot:PluginUrlPassGHI@csv.test/export
     password: ${CSV_PASSWORD}
+    bearer: PluginBearerJKL
 """
 
 
@@ -346,6 +348,7 @@ def test_custom_provider_options_that_look_secret_are_withheld_from_the_copy(
         "auth": {"user": "bot", "pass": "PluginPassDEF"},
         "source": "https://bot:PluginUrlPassGHI@csv.test/export",
         "password": "from-the-environment",
+        "bearer": "PluginBearerJKL",
     }
 
 
