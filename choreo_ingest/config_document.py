@@ -35,7 +35,6 @@ from choreo_ingest.config_model import (
 )
 from choreo_ingest.config_values import (
     NOTHING,
-    SUBSTITUTION,
     Invalid,
     as_backoff,
     as_chunk_size,
@@ -375,7 +374,7 @@ def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
     providers' options (`_withheld_options`), replaced by `WITHHELD`; or nothing (None) when
     `state.url` holds a password in plain text, which every call needs."""
     url = _dig(document, "state.url")
-    if isinstance(url, str) and _holds_password(SUBSTITUTION.sub("", url)):
+    if isinstance(url, str) and _holds_password(_BARE_REFERENCE.sub("", url)):
         return None, False
     secrets = _literal_secrets(document)
     for path in secrets:
@@ -394,6 +393,8 @@ _SECRET_NAME = re.compile(
     r"token|secret|pass|pwd|credential|auth|bearer|cookie|private|key$|dsn", re.IGNORECASE
 )
 _ONLY_REFERENCES = re.compile(r"(?:\$\{[A-Za-z_][A-Za-z0-9_]*\})+")
+_BARE_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+"""A `${VAR}` without a default: what a URL may hold in place of a password (a default is one)."""
 
 
 def _withheld_options(node: object, *, secret: bool = False) -> object:
@@ -410,7 +411,7 @@ def _withheld_options(node: object, *, secret: bool = False) -> object:
     if not isinstance(node, str):
         return WITHHELD if secret and node is not None else node
     if not secret:
-        return WITHHELD if _holds_password(SUBSTITUTION.sub("", node)) else node
+        return WITHHELD if _holds_password(_BARE_REFERENCE.sub("", node)) else node
     return node if not node or _ONLY_REFERENCES.fullmatch(node) else WITHHELD
 
 

@@ -175,16 +175,26 @@ def test_a_file_with_a_readable_secret_warns_the_same_from_its_copy(config_file:
 
 
 @pytest.mark.parametrize(
-    "url",
-    ["postgresql://reader:pg-pass-123@db.test/choreo", "postgres://:pg-pass-123@db.test/choreo"],
+    ("url", "meant"),
+    [
+        ("postgresql://reader:pg-pass-123@db.test/choreo", None),
+        ("postgres://:pg-pass-123@db.test/choreo", None),
+        (
+            "postgresql://reader:${UNSET_IN_TESTS:-pg-pass-123}@db.test/choreo",
+            "postgresql://reader:pg-pass-123@db.test/choreo",
+        ),
+    ],
+    ids=["user-and-password", "password", "default-of-a-variable"],
 )
-def test_a_password_in_the_state_url_is_never_copied(config_file: Path, url: str) -> None:
+def test_a_password_in_the_state_url_is_never_copied(
+    config_file: Path, url: str, meant: str | None
+) -> None:
     """Every call opens the state, so a copy without the password would answer none."""
     config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\nstate:\n  url: {url}\n")
     config_file.chmod(0o600)
 
-    assert load_config(config_file).state_url == url
-    assert load_config(config_file, secrets=False).state_url == url
+    assert load_config(config_file).state_url == (meant or url)
+    assert load_config(config_file, secrets=False).state_url == (meant or url)
     assert cached_copies() == []
 
 
