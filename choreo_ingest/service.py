@@ -157,12 +157,16 @@ class Service:
 
     def while_locked(self, action: Callable[[], T]) -> T:
         """Run `action` (which takes the run lock itself), waiting for a burst in progress to end
-        rather than failing at once; new ticks wait meanwhile. LockHeld after the wait."""
+        rather than failing at once; new ticks wait meanwhile. LockHeld after the wait, or as
+        soon as the service is stopping (the action is not taken then: SIGTERM must not wait for
+        it, nor leave it to run after the answer)."""
         give_up_at = (
             self.clock.monotonic() + self.config.incremental.burst_length + LOCK_WAIT_GRACE_SECONDS
         )
         with self._operator_turn():
             while True:
+                if self.stop_signal.is_set():
+                    raise LockHeld("the service is stopping: nothing was done; ask again later")
                 try:
                     return action()
                 except LockHeld:

@@ -260,6 +260,25 @@ class TestLock:
         waited = clock.monotonic() - started
         assert 3600.0 <= waited <= 3600.0 + 6.0
 
+    def test_an_operator_command_waiting_when_the_service_stops_is_not_taken(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """SIGTERM: the waiting command gives up at once and never runs after its answer."""
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        attempts = []
+
+        def action() -> str:
+            attempts.append(clock.monotonic())
+            if len(attempts) == 2:
+                service.stop()  # SIGTERM while the lock is held elsewhere
+            if len(attempts) < 5:
+                raise LockHeld("held")
+            return "done"
+
+        with pytest.raises(LockHeld, match="the service is stopping: nothing was done"):
+            service.while_locked(action)
+        assert len(attempts) == 2
+
 
 class TestLoop:
     def test_stop_ends_the_loop_and_a_stored_event_wakes_it(

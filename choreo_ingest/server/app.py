@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -107,7 +108,11 @@ def build_app(server: Server) -> ASGIApp:
         *_operator_routes(server),
         *_feed_routes(server),
     ]
-    handlers = {HTTPProblem: _problem_response, Exception: _internal_error_response}
+    handlers = {
+        HTTPProblem: _problem_response,
+        HTTPException: _routing_response,
+        Exception: _internal_error_response,
+    }
     app = Starlette(routes=routes, exception_handlers=handlers)
     return RequestLog(app, server.clock, server.requests)
 
@@ -122,6 +127,13 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
 async def _problem_response(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPProblem)
     return _json({"error": str(error), **error.fields}, error.status, error.headers)
+
+
+async def _routing_response(request: Request, error: Exception) -> Response:
+    """Starlette's own answers (no such route: 404; a method the route lacks: 405, with its
+    `Allow`), as a document like every other error's."""
+    assert isinstance(error, HTTPException)
+    return _json({"error": error.detail}, error.status_code, dict(error.headers or {}))
 
 
 async def _internal_error_response(request: Request, error: Exception) -> Response:
@@ -297,9 +309,16 @@ def _reading_routes(server: Server) -> list[Route]:
     async def health(request: Request) -> Response:
         if not server.state.exists():
             return _json(no_state_health(server.state), 503)
-        report = await _in_thread(
-            server, status_report, server.state, server.config, server.clock.now()
-        )
+        try:
+            report = await _in_thread(
+                server, status_report, server.state, server.config, server.clock.now()
+            )
+        except HTTPProblem as problem:
+            if problem.status != 503:
+                raise
+            # The store cannot be read: unhealthy, in the document a health check reads.
+            failed = str(problem)
+            return _json({"healthy": False, "providers": [], "problems": [failed]}, 503)
         return _json(report.health_json(), 200 if report.healthy else 503)
 
     async def providers(request: Request) -> Response:
@@ -308,6 +327,8 @@ def _reading_routes(server: Server) -> list[Route]:
     async def removals(request: Request) -> Response:
         provider = _provider(server, request, ProviderScope.KNOWN)
         limit = int_param(request, "limit", 100)
+        if limit < 0:
+            raise HTTPProblem(400, f"limit: expected 0 or more, got {limit}")
         found = await _in_thread(
             server, pending_removals, server.state, server.config, only=provider, limit=limit
         )

@@ -6,6 +6,7 @@ the app answers as `{"error": ...}` with its status.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from choreo_ingest.store import MAX_INTEGER
 
 MAX_REF_LENGTH = 1_000
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 """The longest entity ref `POST /entities/batch` takes (a ref the catalog can hold is far
 shorter: a kind, and a namespace and name of at most 63 characters each)."""
 
@@ -36,10 +38,9 @@ def int_param(request: Request, name: str, default: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise HTTPProblem(400, f"{name}: expected a whole number, got {text!r}") from None
+    if not _WHOLE_NUMBER.fullmatch(text):  # int() also takes "1_000", " 1" and other digits
+        raise HTTPProblem(400, f"{name}: expected a whole number, got {text!r}")
+    value = int(text)
     if abs(value) > MAX_INTEGER:
         raise HTTPProblem(400, f"{name}: {text} is out of range (±{MAX_INTEGER:,})")
     return value
@@ -67,8 +68,8 @@ async def body_of(request: Request, limit: int) -> bytes:
 
 def check_ref(number: int, ref: object) -> None:
     """A ref the store can look up: text of a sane length, with no lone surrogate (JSON's
-    `"\\ud800"` escape decodes to one, which no UTF-8 text holds). What is not text is left to
-    `entities_batch`, which names it."""
+    `"\\ud800"` escape decodes to one, which no UTF-8 text holds) and no NUL (which PostgreSQL
+    cannot hold). What is not text is left to `entities_batch`, which names it."""
     if not isinstance(ref, str):
         return
     if len(ref) > MAX_REF_LENGTH:
@@ -77,6 +78,8 @@ def check_ref(number: int, ref: object) -> None:
             f"refs[{number}]: {len(ref):,} characters; an entity ref has at most "
             f"{MAX_REF_LENGTH:,}",
         )
+    if "\x00" in ref:
+        raise HTTPProblem(400, f"refs[{number}]: holds U+0000, which no entity ref holds")
     try:
         ref.encode("utf-8")
     except UnicodeEncodeError:

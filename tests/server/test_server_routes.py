@@ -304,6 +304,44 @@ class TestReading:
         assert answer.status_code == 503
         assert answer.json()["healthy"] is False
 
+    def test_health_of_a_store_that_cannot_be_read_is_an_unhealthy_health_document(
+        self, config: Config, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        corrupt = tmp_path / "corrupt.db"
+        corrupt.write_bytes(bytes(range(256)) * 32)
+        with make_client(config, corrupt, clock) as client:
+            answer = client.get("/health")
+
+        assert answer.status_code == 503
+        document = answer.json()
+        assert (document["healthy"], document["providers"]) == (False, [])
+        assert "corrupt.db" in document["problems"][0]
+
+    @pytest.mark.parametrize(
+        ("method", "path", "status"),
+        [("GET", "/nonexistent", 404), ("POST", "/changes", 405), ("DELETE", "/status", 405)],
+        ids=["no-route", "post-to-a-read", "delete"],
+    )
+    def test_starlettes_own_refusals_are_error_documents_too(
+        self, client: AsgiClient, method: str, path: str, status: int
+    ) -> None:
+        answer = client.request(method, path, headers=AUTH)
+
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "application/json"
+        assert set(answer.json()) == {"error"}
+        if status == 405:
+            assert "GET" in answer.headers["allow"]
+
+    @pytest.mark.parametrize("value", ["-1", "1_000", "%D9%A1", "%201"])
+    def test_a_whole_number_parameter_is_ascii_digits_and_not_negative_where_a_count(
+        self, client: AsgiClient, value: str
+    ) -> None:
+        answer = client.get(f"/providers/openchoreo/removals?limit={value}", headers=AUTH)
+
+        assert answer.status_code == 400
+        assert answer.json()["error"].startswith("limit: expected")
+
     def test_providers_is_the_providers_json_document(
         self, client: AsgiClient, tmp_path: Path
     ) -> None:
@@ -463,6 +501,12 @@ class TestFeed:
             json.loads(line) for line in run_cli("export", cwd=tmp_path).stdout.splitlines()
         ]
         assert sorted(map(json.dumps, bodies)) == sorted(map(json.dumps, exported))
+
+    def test_a_ref_holding_nul_is_refused_as_bad_input(self, client: AsgiClient) -> None:
+        answer = client.post("/entities/batch", json={"refs": ["a\x00b"]}, headers=AUTH)
+
+        assert answer.status_code == 400
+        assert answer.json()["error"] == "refs[0]: holds U+0000, which no entity ref holds"
 
     def test_batch_returns_bodies_and_lists_the_missing(self, client: AsgiClient) -> None:
         first = client.get("/entities", params={"limit": 2}, headers=AUTH).json()["entities"]
