@@ -9,6 +9,7 @@ full or the store cannot be read.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,8 @@ from choreo_ingest.store import StateLocation
 log = get_logger("choreo_ingest.server")
 
 INBOX_FULL_RETRY_SECONDS = 60
+OPERATOR_THREADS = 4
+"""Operator requests (refresh, reset, approve) that may hold a worker thread at once."""
 PAGE_CHANGES = 20
 """The status page shows this many of the newest changes."""
 
@@ -86,6 +89,8 @@ class Server:
     service: Service
     credentials: Credentials = field(default_factory=Credentials)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    operator_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+    """Made in the event loop of the first operator request (`_as_operator`), with that loop."""
 
     def __post_init__(self) -> None:
         self.requests = Counter(
@@ -169,6 +174,17 @@ def _in_thread(server: Server, work: Callable[..., Any], *args: Any, **kwargs: A
             raise HTTPProblem(500, str(error)) from None
 
     return call()
+
+
+async def _as_operator(server: Server, work: Callable[..., Any], *args: Any) -> Any:
+    """`_in_thread` for a request that may wait for the run lock (up to a burst): at most
+    OPERATOR_THREADS of them hold a worker thread at once, the others wait their turn here, so
+    that waiting operators never take every thread the reads and the events need."""
+    loop = asyncio.get_running_loop()
+    if server.operator_turns is None or server.operator_turns[0] is not loop:
+        server.operator_turns = (loop, asyncio.Semaphore(OPERATOR_THREADS))
+    async with server.operator_turns[1]:
+        return await _in_thread(server, work, *args)
 
 
 def _provider(server: Server, request: Request, scope: ProviderScope) -> str:
@@ -377,7 +393,7 @@ def _operator_routes(server: Server) -> list[Route]:
     async def refresh_route(request: Request) -> Response:
         _require_token(server, request)
         provider = _provider(server, request, ProviderScope.CONFIGURED)
-        return _json(await _in_thread(server, refreshed, provider))
+        return _json(await _as_operator(server, refreshed, provider))
 
     def reset_route(purge: bool | None) -> Handler:
         async def route(request: Request) -> Response:
@@ -386,7 +402,7 @@ def _operator_routes(server: Server) -> list[Route]:
             wanted = purge
             if wanted is None:
                 wanted = flag_param(request, "purge")
-            return _json(await _in_thread(server, was_reset, provider, wanted))
+            return _json(await _as_operator(server, was_reset, provider, wanted))
 
         return route
 
@@ -396,7 +412,7 @@ def _operator_routes(server: Server) -> list[Route]:
         cycle = int_param(request, "cycle", 0) if "cycle" in request.query_params else None
         if cycle is not None and cycle < 1:
             raise HTTPProblem(400, f"cycle: {cycle} is not a cycle (they count from 1)")
-        return _json(await _in_thread(server, approved, provider, cycle))
+        return _json(await _as_operator(server, approved, provider, cycle))
 
     return [
         Route("/providers/{provider}/refresh", refresh_route, methods=["POST"]),

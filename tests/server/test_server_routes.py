@@ -3,12 +3,15 @@ documents (the same as the CLI's `--json`), auth, limits."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.models import ProviderState
-from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.app import OPERATOR_THREADS, Server, build_app
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.options import ApiGeneration
@@ -375,6 +378,48 @@ class TestReading:
 
 
 class TestOperatorRoutes:
+    def test_operators_waiting_for_the_lock_leave_threads_for_reads_and_events(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """Each waits in a worker thread for up to a burst; past OPERATOR_THREADS they wait
+        their turn in the event loop instead, so anyio's 40 threads are never all theirs."""
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN))
+        app = build_app(server)
+        release, inside, most = threading.Event(), [0], [0]
+        lock = threading.Lock()
+
+        def held_by_a_burst(action: Any) -> Any:
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            release.wait(30)
+            with lock:
+                inside[0] -= 1
+                return action()  # one at a time, as the run lock has them
+
+        service.while_locked = held_by_a_burst  # type: ignore[method-assign]
+
+        async def scenario() -> tuple[list[int], int, int]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                refresh = "/providers/openchoreo/refresh"
+                waiting = [asyncio.create_task(http.post(refresh, headers=AUTH)) for _ in range(50)]
+                await asyncio.sleep(0.5)
+                status = await asyncio.wait_for(http.get("/status"), timeout=10)
+                event = await asyncio.wait_for(
+                    http.post("/events/openchoreo", json=component_event("a")), timeout=10
+                )
+                release.set()
+                answers = await asyncio.gather(*waiting)
+                return [a.status_code for a in answers], status.status_code, event.status_code
+
+        codes, status, event = asyncio.run(scenario())
+
+        assert (status, event) == (200, 202)
+        assert codes == [200] * 50
+        assert most[0] == OPERATOR_THREADS
+
     @pytest.mark.parametrize(
         ("method", "path"),
         [
