@@ -383,11 +383,17 @@ def _operator_routes(server: Server) -> list[Route]:
         return reset_json(provider, forgotten=False, removed=removed)
 
     def approved(provider: str, cycle: int | None) -> dict[str, Any]:
-        removed = server.service.while_locked(
-            lambda: approve_removals(
-                server.state, provider, server.clock, config=server.config, cycle=cycle
+        try:
+            removed = server.service.while_locked(
+                lambda: approve_removals(
+                    server.state, provider, server.clock, config=server.config, cycle=cycle
+                )
             )
-        )
+        except ConfigError as error:
+            if error.path != "--cycle":
+                raise
+            refused = str(error).removeprefix(f"{error.path}: ")
+            raise ConfigError(refused, path="cycle") from None  # the parameter, not the flag
         return approval_json(provider, removed, cycle)
 
     async def refresh_route(request: Request) -> Response:
