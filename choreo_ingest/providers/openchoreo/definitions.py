@@ -42,7 +42,7 @@ def generated_definition(
         return f'// {printable(line)}\n// {_GENERATED}\nsyntax = "proto3";\n'
     if spec_type == "graphql":
         return f"# {printable(line)}\n# {_GENERATED}\n{_EMPTY_QUERY}"
-    return f"{line}\n"
+    return f"{line if line.isprintable() else printable(line)}\n"  # one line, whatever names
 
 
 _EMPTY_QUERY = """type Query {

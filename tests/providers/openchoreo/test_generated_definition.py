@@ -103,6 +103,17 @@ def test_generated_graphql_definition_is_a_valid_schema(component: str, endpoint
     assert all(line.isascii() and line.isprintable() for line in text.splitlines())
 
 
+@pytest.mark.parametrize(("component", "endpoint"), AWKWARD.values(), ids=AWKWARD.keys())
+def test_generated_text_definition_is_one_printable_line(component: str, endpoint: str) -> None:
+    """TCP, UDP and unknown types get one line of text, whatever the endpoint is called."""
+    text = definition(component, endpoint, "TCP")
+
+    assert text.endswith("\n")
+    assert text.count("\n") == 1
+    assert text[:-1].isprintable()
+    assert text.startswith("TCP endpoint '")
+
+
 def test_definition_without_a_port_has_no_servers() -> None:
     detail: dict[str, Any] = {
         "name": "cart",
