@@ -14,9 +14,9 @@ from starlette.requests import Request
 from choreo_ingest.store import MAX_INTEGER
 
 MAX_REF_LENGTH = 1_000
-_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 """The longest entity ref `POST /entities/batch` takes (a ref the catalog can hold is far
 shorter: a kind, and a namespace and name of at most 63 characters each)."""
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
 class HTTPProblem(Exception):
