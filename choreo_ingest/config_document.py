@@ -61,6 +61,9 @@ from choreo_ingest.config_values import (
 from choreo_ingest.errors import ConfigError
 
 _CA_BUNDLE = "openchoreo.caBundle"
+_FILE_PATH = optional(as_file_path)
+"""The parser of every key that names a file (or a directory): `_check_token_cache_file` finds
+them by it."""
 
 # The schema: YAML key path -> parser. A key sets the Config field its path spells in snake
 # case (openchoreo.incremental.burst_length) unless _TARGETS names another.
@@ -69,16 +72,16 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "openchoreo.api": choice(*API_CHOICES),
     "openchoreo.token": optional(as_text),
     "openchoreo.auth.token": optional(as_text),
-    "openchoreo.auth.tokenFile": optional(as_file_path),
+    "openchoreo.auth.tokenFile": _FILE_PATH,
     "openchoreo.auth.oauth.tokenUrl": optional(as_token_url),
     "openchoreo.auth.oauth.clientId": optional(as_text),
     "openchoreo.auth.oauth.clientSecret": optional(as_text),
-    "openchoreo.auth.oauth.clientSecretFile": optional(as_file_path),
+    "openchoreo.auth.oauth.clientSecretFile": _FILE_PATH,
     "openchoreo.auth.oauth.scope": optional(as_text),
     "openchoreo.auth.oauth.audience": optional(as_text),
     "openchoreo.auth.oauth.clientAuthMethod": optional(choice(*CLIENT_AUTH_METHODS)),
-    "openchoreo.auth.oauth.tokenCacheFile": optional(as_file_path),
-    "openchoreo.caBundle": optional(as_file_path),
+    "openchoreo.auth.oauth.tokenCacheFile": _FILE_PATH,
+    "openchoreo.caBundle": _FILE_PATH,
     "openchoreo.insecureSkipVerify": as_flag,
     "openchoreo.incremental.burstLength": as_positive,
     "openchoreo.incremental.burstInterval": as_positive,
@@ -97,17 +100,17 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "mapping.apisWithoutSchema": choice(*APIS_WITHOUT_SCHEMA_CHOICES),
     "events.inboxCapacity": as_count,
     "serve.listen": as_listen,
-    "serve.auth.tokenFile": optional(as_file_path),
-    "serve.events.secretFile": optional(as_file_path),
+    "serve.auth.tokenFile": _FILE_PATH,
+    "serve.events.secretFile": _FILE_PATH,
     "serve.maxBodyBytes": as_count,
     "changes.retainDays": as_positive,
     "changes.maxRows": as_count,
-    "state.path": optional(as_file_path),
+    "state.path": _FILE_PATH,
     "state.url": optional(as_database_url),
-    "state.passwordFile": optional(as_file_path),
+    "state.passwordFile": _FILE_PATH,
     "state.schema": as_schema_name,
-    "metrics.textfile": optional(as_file_path),
-    "catalog.directory": optional(as_file_path),
+    "metrics.textfile": _FILE_PATH,
+    "catalog.directory": _FILE_PATH,
     "providers": lambda value: _providers(as_providers(value)),
 }
 _TARGETS = {
@@ -165,6 +168,11 @@ for _path in [*_SCHEMA, *_CHILDREN]:
         _OPENCHOREO_KEYS.setdefault(_path.rsplit(".", 1)[1], _path)
 
 
+def _target(path: str) -> str:
+    """The Config field a key path sets (the found dict's key, as `build` reads it)."""
+    return _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
+
+
 def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
     if node is None:  # a section whose keys are all commented out
         return
@@ -178,8 +186,7 @@ def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, An
         if path in _CHILDREN:
             walk(value, path, env, found)
         elif path in _SCHEMA:
-            target = _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
-            found[target] = parse_key(path, value, env)
+            found[_target(path)] = parse_key(path, value, env)
         else:
             known = _CHILDREN[section]
             import difflib  # only for a mistake
@@ -244,16 +251,7 @@ def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Conf
 
 
 TOKEN_CACHE_KEY = f"{OAUTH_KEY}.tokenCacheFile"
-_OTHER_FILES = {
-    "state_path": "state.path",
-    "state_password_file": "state.passwordFile",
-    "metrics_textfile": "metrics.textfile",
-    "openchoreo.ca_bundle": "openchoreo.caBundle",
-    "openchoreo.auth.token_file": f"{AUTH_KEY}.tokenFile",
-    "openchoreo.auth.oauth.client_secret_file": f"{OAUTH_KEY}.clientSecretFile",
-    "serve.token_file": "serve.auth.tokenFile",
-    "serve.events_secret_file": "serve.events.secretFile",
-}
+_CATALOG_DIRECTORY = "catalog.directory"
 _STATE_SIDECARS = ("-wal", "-shm", ".lock")
 
 
@@ -261,13 +259,18 @@ def _check_token_cache_file(found: dict[str, Any], source: Path | None) -> None:
     """`tokenCacheFile` is replaced whole at every grant: it may not be a file the tool reads or
     writes besides (the state file, a secret, the config file itself would be lost), nor lie in
     `catalog.directory`, whose files are the catalog."""
-    cache = found.get("openchoreo.auth.oauth.token_cache_file")
+    cache = found.get(_target(TOKEN_CACHE_KEY))
     if cache is None:
         return
     mine = Path(os.path.realpath(cache))
-    others = [(f"{key}'s file", found.get(target), "") for target, key in _OTHER_FILES.items()]
+    files = [key for key, parse in _SCHEMA.items() if parse is _FILE_PATH]
+    others = [
+        (f"{key}'s file", found.get(_target(key)), "")
+        for key in files
+        if key not in (TOKEN_CACHE_KEY, _CATALOG_DIRECTORY)
+    ]
     others += [("the config file", source, "")]
-    state = found.get("state_path")
+    state = found.get(_target("state.path"))
     others += [(f"state.path's {end} file", state, end) for end in _STATE_SIDECARS]
     for what, other, suffix in others:
         # Not a Path: unset, or a secret file named by an unset variable.
@@ -277,7 +280,7 @@ def _check_token_cache_file(found: dict[str, Any], source: Path | None) -> None:
                 "token a file of its own",
                 path=TOKEN_CACHE_KEY,
             )
-    catalog = found.get("catalog_directory")
+    catalog = found.get(_target(_CATALOG_DIRECTORY))
     if isinstance(catalog, Path) and mine.is_relative_to(os.path.realpath(catalog)):
         raise ConfigError(
             f"{cache} is in catalog.directory, whose files are the catalog: give the token a "
