@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -40,12 +41,24 @@ SQLite 3.34: a Python there needs a newer SQLite of its own."""
 
 
 def canonical_json(value: object) -> str:
-    """The one text form of a JSON value that the store writes (and hashes)."""
-    return _CANONICAL.encode(value)
+    """The one text form of a JSON value that the store writes (and hashes).
+
+    A lone surrogate (what a JSON string's `"\\ud800"` decodes to) has no UTF-8 form, so no
+    database could take the text: it becomes U+FFFD, as Go's encoder writes invalid UTF-8.
+    """
+    text = _CANONICAL.encode(value)
+    if text.isascii():  # constant time in CPython, and the common case
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 # One encoder for every call: `json.dumps` with options builds a new one each time.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Connection:

@@ -31,6 +31,25 @@ def _event_key(conn: AnyConnection) -> str:
     return f"{kind}, nullif({namespace}, ''), {name}, {project}"
 
 
+def _event_text(body: JSON) -> str:
+    """An event as the inbox keeps it: U+0000, which JSON may escape but PostgreSQL's JSONB
+    refuses (the batch would fail as a store error, and its sender retry it for ever), becomes
+    U+FFFD, on either store so that both keep the same event. OpenChoreo's providers refuse a
+    name holding it before it comes here."""
+    text = canonical_json(body)
+    return canonical_json(_without_nul(body)) if "\\u0000" in text else text
+
+
+def _without_nul(value: JSON) -> JSON:
+    if isinstance(value, str):
+        return value.replace("\0", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
+
+
 class InboxEvent(NamedTuple):
     seq: int
     provider: str
@@ -66,7 +85,7 @@ def add_events(
                 cursor = conn.execute(
                     "INSERT INTO event_inbox (provider, received_at, body) VALUES (?, ?, ?) "
                     "RETURNING seq",
-                    [provider, now, canonical_json(body)],
+                    [provider, now, _event_text(body)],
                 )
                 seqs.append(int(cursor.fetchone()[0]))
             _coalesce(conn, provider, bodies)

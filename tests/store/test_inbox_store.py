@@ -65,6 +65,17 @@ def test_bodies_come_back_as_stored(store: Store) -> None:
     assert event.attempts == 0
 
 
+def test_nul_and_lone_surrogates_in_fields_no_run_reads_are_stored_replaced(store: Store) -> None:
+    """PostgreSQL's JSONB refuses U+0000 and no database takes a lone surrogate: the event is
+    stored with U+FFFD in their place on either store, not refused as a store failure (which a
+    webhook sender would retry for ever)."""
+    body = component_event("a", "created", extra={"a\u0000": ["x\u0000y", "\ud800"]})
+    store.add_events("fake", [body], 1.0)
+    [event] = store.pending_events("fake")
+    assert event.body["extra"] == {"a\ufffd": ["x\ufffdy", "\ufffd"]}
+    assert event.body["name"] == "a"
+
+
 def test_a_batch_is_stored_whole_or_not_at_all(store: Store) -> None:
     unencodable = {**component_event("b", "created"), "extra": object()}
     with pytest.raises(TypeError):

@@ -402,6 +402,21 @@ class TestWritePath:
         assert body is not None
         assert body["metadata"]["annotations"] == {"test/version": "2"}
 
+    def test_a_lone_surrogate_is_stored_as_the_replacement_character(self, store: Store) -> None:
+        """`"\\ud800"` in a JSON answer decodes to a string no database can take; the page still
+        commits (a burst that failed on it would fail at the same page every time)."""
+        record = begin_cycle(store)
+        entity = make_entity("odd")
+        entity.body["metadata"]["description"] = "half \ud83d of a pair, and \udc00 too"
+
+        stats = store.commit_page("fake", record.cycle_id, page([entity]), None, T0)
+        again = store.commit_page("fake", record.cycle_id, page([entity]), None, T0 + 5)
+
+        assert (stats.upserted, again.unchanged) == (1, 1)
+        body = store.entity_body(entity.ref)
+        assert body is not None
+        assert body["metadata"]["description"] == "half \ufffd of a pair, and \ufffd too"
+
     def test_page_stores_cursor_and_bumps_counters(self, store: Store) -> None:
         record = begin_cycle(store)
         store.commit_page("fake", record.cycle_id, page(TEN[:3]), '{"offset":3}', T0)
