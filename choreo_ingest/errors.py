@@ -12,7 +12,8 @@
     └── ProviderError               a burst failed (exit 3)
         ├── TransientError          worth retrying (5xx, timeouts, connection errors)
         │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
-        │   └── DeadlineExceeded    the burst deadline passed inside a page
+        │   ├── DeadlineExceeded    the burst deadline passed inside a page
+        │   └── TokenUnavailable    the token endpoint failed so (retried as a request is)
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
         │   └── NotFoundError       404: the resource is gone (deleted while being walked)
@@ -180,6 +181,11 @@ class RetryAfter(TransientError):
 
 class DeadlineExceeded(TransientError):
     """The burst deadline passed before a page was complete."""
+
+
+class TokenUnavailable(TransientError):
+    """The OAuth2 token endpoint could not grant a token for now: 5xx, 408, 429, a timeout or a
+    failed connection. The request that needed the token is retried as if it had failed so."""
 
 
 class PermanentError(ProviderError):

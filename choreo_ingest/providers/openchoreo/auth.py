@@ -42,7 +42,13 @@ from choreo_ingest.config import (
     reveal,
     token_problem,
 )
-from choreo_ingest.errors import AuthError, ConfigError, ProviderError, TransientError
+from choreo_ingest.errors import (
+    AuthError,
+    ConfigError,
+    ProviderError,
+    TokenUnavailable,
+    TransientError,
+)
 from choreo_ingest.logs import get_logger, spellings
 from choreo_ingest.providers.openchoreo.client_auth import (
     Way,
@@ -338,7 +344,7 @@ class ClientCredentials:
             if type(error) is not TransientError:  # a deadline, a Retry-After: kept as they are
                 raise
             text = self._known.redact(f"token request to {_TOKEN_URL_KEY}: {error}")
-            raise TransientError(
+            raise TokenUnavailable(
                 text, method="POST", path=where, code=error.code, config_key=_TOKEN_URL_KEY
             ) from None
         seconds = round(self._clock.monotonic() - started, 3)
@@ -363,7 +369,7 @@ class ClientCredentials:
         problem = f"HTTP {status}" + (f" {code}" if code else "")
         problem += f": {description}" if description else ""
         if status >= 500 or status in (408, 429):
-            return self._error(TransientError, problem, status, code, _TOKEN_URL_KEY)
+            return self._error(TokenUnavailable, problem, status, code, _TOKEN_URL_KEY)
         key, advice = self._advice(status, code)
         if len(answers) > 1:
             advice += f" (the secret was refused {'; '.join(map(self._answered, answers))})"

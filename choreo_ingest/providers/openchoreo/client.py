@@ -3,10 +3,11 @@
 One `OpenChoreoClient` lives for one burst. It sends every request through a shared
 `RequestLimiter`, caps each request's timeouts at the time left before the burst deadline,
 sends the bearer token its `Credentials` hold (refreshing it once on a 401), retries what is worth
-retrying, and translates every failure once into the errors of `choreo_ingest.errors`. It knows
-no API generation: it returns parsed JSON bodies, and the generation modules (`api_v1`,
-`api_orgs`) read envelopes and pagination and say which statuses mean an expired cursor.
-Error texts name method, path, status and the API's code, never a secret.
+retrying (a request whose token the token endpoint could not grant too), and translates every
+failure once into the errors of `choreo_ingest.errors`. It knows no API generation: it returns
+parsed JSON bodies, and the generation modules (`api_v1`, `api_orgs`) read envelopes and
+pagination and say which statuses mean an expired cursor. Error texts name method, path,
+status and the API's code, never a secret.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import ssl
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -34,6 +35,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     RetryAfter,
+    TokenUnavailable,
     TransientError,
 )
 from choreo_ingest.logs import Redactor, get_logger
@@ -233,7 +235,9 @@ class OpenChoreoClient:
         failed = [future for future in futures if future in done and future.exception()]
         if failed:
             wait([future for future in pending if not future.cancelled()])
-            raise _exception_of(failed[0])
+            error = failed[0].exception()
+            assert error is not None
+            raise error
         return [future.result() for future in futures]
 
     def _get_or_not_found(self, path: str, params: Params) -> Any | Gone:
@@ -250,9 +254,11 @@ class OpenChoreoClient:
         refreshed = False
         attempt = 1
         while True:
-            token = self._credentials.bearer()
             try:
+                token = self._credentials.bearer()
                 response = self._send_once(method, path, params, token)
+            except TokenUnavailable as unavailable:  # no token to send: the request failed so
+                failure = unavailable
             except httpx.TimeoutException:
                 failure = TransientError(
                     f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
@@ -274,13 +280,18 @@ class OpenChoreoClient:
             else:
                 if response.is_success:
                     return response
+                renewed: bool | TokenUnavailable = False
                 if response.status_code == 401 and not refreshed and self._credentials.config_key:
                     refreshed = True  # a token that expired early, or a rotated token file
-                    if self._credentials.refresh(token) != token:  # the same would be refused
+                    renewed = self._renewed(token)
+                    if renewed is True:
                         continue  # the same attempt again, whichever attempt it was
-                failure = self._errors.translate(method, path, response, attempt, expired_on)
-                if not isinstance(failure, TransientError):
-                    raise failure
+                if isinstance(renewed, TokenUnavailable):
+                    failure = renewed  # the next attempt asks for a token again
+                else:
+                    failure = self._errors.translate(method, path, response, attempt, expired_on)
+                    if not isinstance(failure, TransientError):
+                        raise failure
             delay = (
                 failure.retry_after
                 if isinstance(failure, RetryAfter)
@@ -294,6 +305,13 @@ class OpenChoreoClient:
                 raise failure
             self._clock.sleep(delay)
             attempt += 1
+
+    def _renewed(self, token: str | None) -> bool | TokenUnavailable:
+        """After a 401: whether there is another token to send, or why none can be had now."""
+        try:
+            return self._credentials.refresh(token) != token
+        except TokenUnavailable as unavailable:
+            return unavailable
 
     def _send_once(
         self, method: str, path: str, params: Params | None, token: str | None
@@ -417,10 +435,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
             secrets = [fields.get("client_secret") or "", basic]
             cause = one_line(_masked(_cause(error), secrets))
             raise TransientError(
-                f"POST {where}: {cause}",
-                method="POST",
-                path=where,
-                code="CONNECTION_ERROR",
+                f"POST {where}: {cause}", method="POST", path=where, code="CONNECTION_ERROR"
             ) from None
         try:
             body = response.json()
@@ -459,12 +474,6 @@ def api_root(base_url: str) -> str:
 
 def _without_query(url: str) -> str:
     return url.partition("?")[0]
-
-
-def _exception_of(future: Future[Any]) -> BaseException:
-    error = future.exception()
-    assert error is not None
-    return error
 
 
 def _transport(transport: object | None) -> httpx.BaseTransport | None:

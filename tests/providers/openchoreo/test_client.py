@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -13,7 +13,7 @@ import structlog
 from pytest_httpx import HTTPXMock
 
 import choreo_ingest
-from choreo_ingest.config import AuthConfig, OpenChoreoConfig
+from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
 from choreo_ingest.errors import (
     AuthError,
     ConfigError,
@@ -23,10 +23,11 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     RetryAfter,
+    TokenUnavailable,
     TransientError,
 )
 from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
-from choreo_ingest.providers.openchoreo.auth import Credentials
+from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
     FAST_ANSWER_SECONDS,
     MAX_ATTEMPTS,
@@ -1238,6 +1239,124 @@ class TestTokenRequestFailures:
         assert str(caught.value) == (
             "POST https://idp.test/token: ConnectError: proxy refused Authorization: Basic ***"
         )
+
+
+class TokenEndpoint:
+    """A `PostForm` that answers from `answers` in turn (a status and body, or an error to
+    raise), then grants `granted-token-N`."""
+
+    def __init__(self, *answers: tuple[int, Any] | TransientError) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def __call__(
+        self, url: str, fields: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, Any]:
+        self.calls += 1
+        if self.answers:
+            answer = self.answers.pop(0)
+            if isinstance(answer, TransientError):
+                raise answer
+            return answer
+        return 200, {"access_token": f"granted-token-{self.calls}", "expires_in": 3600}
+
+
+def oauth_credentials(endpoint: TokenEndpoint, clock) -> Credentials:
+    oauth = OAuthConfig(token_url=TOKEN_URL, client_id="choreo-ingest", client_secret="cs-8e1d")
+    return credentials_for(AuthConfig(oauth=oauth), clock=clock, post_form=endpoint)
+
+
+TOKEN_URL = "https://idp.test/oauth2/token"
+IDP_BUSY = (503, {"error": "temporarily_unavailable"})
+IDP_DOWN = TransientError(
+    f"POST {TOKEN_URL}: ConnectError: connection refused", code="CONNECTION_ERROR"
+)
+
+
+class TestTokenEndpointTrouble:
+    """A grant that meets the token endpoint's passing trouble (5xx, 408, 429, a timeout, a
+    failed connection) is retried as the request that needed the token would be: with backoff,
+    within the burst, at most MAX_ATTEMPTS times."""
+
+    @pytest.mark.parametrize("trouble", [IDP_BUSY, IDP_DOWN], ids=["503", "connection"])
+    def test_the_request_waits_for_the_token_endpoint_to_recover(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        clock,
+        trouble: tuple[int, Any] | TransientError,
+    ) -> None:
+        endpoint = TokenEndpoint(trouble, trouble)
+        httpx_mock.add_response(
+            match_headers={"Authorization": "Bearer granted-token-3"}, json={"items": []}
+        )
+        started = clock.monotonic()
+        client = make_client(credentials=oauth_credentials(endpoint, clock))
+
+        assert client.get_json("/namespaces") == {"items": []}
+
+        assert endpoint.calls == 3
+        assert client.requests_sent == 1
+        assert clock.monotonic() - started == pytest.approx(0.2 + 0.4)  # the API's backoff
+
+    def test_lasting_trouble_fails_the_burst_naming_the_token_url(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        endpoint = TokenEndpoint(*[IDP_BUSY] * MAX_ATTEMPTS)
+        client = make_client(credentials=oauth_credentials(endpoint, clock))
+
+        with pytest.raises(TokenUnavailable) as caught:
+            client.get_json("/namespaces")
+
+        assert str(caught.value) == (
+            f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): "
+            "HTTP 503 temporarily_unavailable"
+        )
+        assert caught.value.exhausted  # lasting: the burst fails even after committed pages
+        assert endpoint.calls == MAX_ATTEMPTS
+        assert client.requests_sent == 0
+
+    def test_a_refresh_after_a_401_that_meets_trouble_asks_again_at_the_next_attempt(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        endpoint = TokenEndpoint((200, {"access_token": "granted-token-1"}), IDP_BUSY)
+        httpx_mock.add_response(
+            match_headers={"Authorization": "Bearer granted-token-1"},
+            status_code=401,
+            json={"error": "INVALID_TOKEN", "message": "token is expired"},
+        )
+        httpx_mock.add_response(
+            match_headers={"Authorization": "Bearer granted-token-3"}, json={"items": []}
+        )
+        client = make_client(credentials=oauth_credentials(endpoint, clock))
+
+        assert client.get_json("/namespaces") == {"items": []}
+
+        assert endpoint.calls == 3
+        assert client.requests_sent == 2
+
+    def test_no_retry_past_the_deadline(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        endpoint = TokenEndpoint(IDP_BUSY)
+        client = make_client(deadline_in=0.15, credentials=oauth_credentials(endpoint, clock))
+
+        with pytest.raises(TokenUnavailable) as caught:
+            client.get_json("/namespaces")
+
+        assert not caught.value.exhausted  # a retry that did not fit: a pause after pages
+        assert endpoint.calls == 1
+
+    def test_a_refused_secret_is_not_retried(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        endpoint = TokenEndpoint(*[(401, {"error": "invalid_client"})] * MAX_ATTEMPTS)
+        client = make_client(credentials=oauth_credentials(endpoint, clock))
+
+        with pytest.raises(AuthError, match="HTTP 401 invalid_client"):
+            client.get_json("/namespaces")
+
+        assert endpoint.calls == 2  # the form body, then HTTP Basic (`auto`), once each
 
 
 class TestGetMany:
