@@ -32,8 +32,12 @@ simulate_app = typer.Typer(help="The built-in OpenChoreo simulator.", no_args_is
 
 
 def demo(
-    orgs: Annotated[int, typer.Option("--orgs", min=1, help="Organizations.")] = 3,
-    projects: Annotated[int, typer.Option("--projects", min=0, help="Projects per org.")] = 4,
+    orgs: Annotated[
+        int, typer.Option("--orgs", min=1, help="Namespaces (v1) or organizations (orgs).")
+    ] = 3,
+    projects: Annotated[
+        int, typer.Option("--projects", min=0, help="Projects in each of them.")
+    ] = 4,
     components: Annotated[
         int, typer.Option("--components", min=0, help="Components per project.")
     ] = 5,

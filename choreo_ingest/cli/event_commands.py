@@ -55,8 +55,8 @@ def event(
     Events about kinds the provider does not ingest are acknowledged and counted, not queued.
 
     An event is at most 64 KiB. A newer event about an object replaces the pending one; past
-    100,000 pending events new ones are refused (exit 2). `event purge [PROVIDER]` empties the
-    inbox (of PROVIDER), parked events included.
+    events.inboxCapacity pending events (100,000) new ones are refused (exit 2). `event purge
+    [PROVIDER]` empties the inbox (of PROVIDER), parked events included.
     """
     if source == PURGE:
         _purge(ctx, purged_provider, provider, yes, json_output, config, db)
