@@ -388,7 +388,7 @@ def reset(
 ) -> int:
     """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
     with changing_state(state, config, clock) as store:
-        record = after_reset(store.load_provider(name))
+        record = after_reset(store.load_provider(name, strict=False))
         return store.reset_provider(record, purge=purge, now=clock.now())
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +391,35 @@ class TestStateCommands:
         assert done.exit_code == 0
         assert document(done)["purged"] == still["activeEntities"] > 0
         assert (after["state"], after["activeEntities"]) == ("idle", 0)
+
+    @pytest.mark.parametrize(
+        ("column", "value"),
+        [("state", "paused"), ("cursor", "{not json")],
+        ids=["state", "cursor"],
+    )
+    def test_a_stored_state_no_version_writes_is_a_state_error_that_reset_clears(
+        self, ingested: Path, tmp_path: Path, column: str, value: str
+    ) -> None:
+        """A newer choreo-ingest's state left behind by a rollback is an error about the state
+        (exit 4) naming the provider and the way out, not an internal error (exit 1)."""
+        with closing(sqlite3.connect(ingested)) as conn, conn:
+            conn.execute(f"UPDATE openchoreo_incremental_ingestion_state SET {column} = ?", [value])
+
+        config = write_config(tmp_path / "config.yaml", UNREACHABLE_URL)
+        answers = {
+            command: invoke(command, "--json", "--db", ingested, "--config", config)
+            for command in ("status", "health", "run")
+        }
+        reset = invoke("reset", "openchoreo", "--yes", "--db", ingested)
+        after = document(invoke("status", "--json", "--db", ingested))["providers"][0]
+
+        for answer in answers.values():
+            assert answer.exit_code == 4
+            assert "provider 'openchoreo': its stored state cannot be read" in answer.stderr
+            assert "`choreo-ingest reset openchoreo`" in answer.stderr
+        assert reset.exit_code == 0
+        assert after["state"] == "idle"
+        assert after["activeEntities"] > 0  # the catalog stays; the next run starts a cycle
 
     def test_blocked_removals_are_listed_then_applied_on_approval(self, blocked: Path) -> None:
         listed = invoke("removals", "--json", "--db", blocked)

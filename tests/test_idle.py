@@ -316,10 +316,11 @@ class TestLeanEntry:
         assert lean.stderr == ""
 
     @pytest.mark.parametrize("json_flag", [["--json"], []], ids=["json", "text"])
-    def test_a_bug_is_reported_in_one_line_as_the_full_command_reports_it(
+    def test_a_state_no_release_writes_is_reported_in_one_line_as_the_full_command_reports_it(
         self, tmp_path: Path, config_file: Path, json_flag: list[str]
     ) -> None:
-        """A state row no release writes (edited by hand, say) gave a bare traceback."""
+        """A state row no release writes (a newer one's, or edited by hand) gave a bare
+        traceback, then an internal error: it is a state error, naming the way out."""
         location = resting_state(load_config(config_file), clock_at_now())
         with sqlite3.connect(location.path) as conn:
             conn.execute("UPDATE openchoreo_incremental_ingestion_state SET state = 'bogus'")
@@ -328,11 +329,13 @@ class TestLeanEntry:
         lean, _ = lean_call(tmp_path, "--config", str(config_file), "status", *json_flag)
         full = run_cli("-v", "--config", config_file, "status", *json_flag, cwd=tmp_path)
 
-        message = "internal error: ValueError: 'bogus' is not a valid ProviderState"
-        assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout) == (1, lean.stdout)
-        assert lean.stderr.splitlines() == [
-            f"choreo-ingest: error: {message} (a bug; run with -vv for details)"
-        ]
+        message = (
+            "provider 'openchoreo': its stored state cannot be read ('bogus' is not a valid "
+            "ProviderState); a newer choreo-ingest may have written it: upgrade, or start the "
+            "provider again with `choreo-ingest reset openchoreo`"
+        )
+        assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout) == (4, lean.stdout)
+        assert lean.stderr.splitlines() == [f"choreo-ingest: error: {message}"]
         if json_flag:
             assert json.loads(lean.stdout)["error"].startswith(message)
 

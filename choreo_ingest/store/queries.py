@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from choreo_ingest.clock import rfc3339
+from choreo_ingest.errors import StateError
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
 from choreo_ingest.store.change_log import newest_seq
 from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
@@ -64,7 +65,10 @@ class ChangeRow(NamedTuple):
         }
 
 
-def load_provider(conn: AnyConnection, name: str) -> ProviderRecord:
+def load_provider(conn: AnyConnection, name: str, *, strict: bool = True) -> ProviderRecord:
+    """The provider's stored record. A state or cursor no version of this schema writes (a newer
+    choreo-ingest's, put back by a rollback) is a StateError; not `strict` (for `reset`), the
+    record is read as idle with no cursor instead."""
     row = conn.execute(
         f"""SELECT state, cycle_id, cursor, next_action_at, attempts, last_error, last_burst_at,
                last_burst_duration, cycle_started_at, last_completed_at, last_cycle_duration,
@@ -74,11 +78,23 @@ def load_provider(conn: AnyConnection, name: str) -> ProviderRecord:
     if row is None:
         return ProviderRecord(name=name)
     cursor_text = row[2]
+    try:
+        state = ProviderState(row[0])
+        cursor = None if cursor_text is None else json.loads(cursor_text)
+    except ValueError as error:
+        if not strict:
+            state, cursor, cursor_text = ProviderState.IDLE, None, None
+        else:
+            raise StateError(
+                f"provider {name!r}: its stored state cannot be read ({error}); a newer "
+                "choreo-ingest may have written it: upgrade, or start the provider again with "
+                f"`choreo-ingest reset {name}`"
+            ) from None
     return ProviderRecord(
         name=name,
-        state=ProviderState(row[0]),
+        state=state,
         cycle_id=row[1],
-        cursor=None if cursor_text is None else json.loads(cursor_text),
+        cursor=cursor,
         next_action_at=row[3],
         attempts=row[4],
         last_error=row[5],

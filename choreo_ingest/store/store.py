@@ -219,8 +219,8 @@ class Store:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def load_provider(self, name: str) -> ProviderRecord:
-        return queries.load_provider(self._conn, name)
+    def load_provider(self, name: str, *, strict: bool = True) -> ProviderRecord:
+        return queries.load_provider(self._conn, name, strict=strict)
 
     def provider_names(self) -> list[str]:
         return queries.provider_names(self._conn)
