@@ -34,7 +34,7 @@ from choreo_ingest.providers.base import (
     IncrementalEntityProvider,
 )
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.store import StateRef, Store, state_location
+from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 
 log = get_logger("choreo_ingest.events")
 
@@ -44,6 +44,11 @@ FLOOD_EVENTS = 200
 FLOOD_SECONDS = 5.0
 """More events than FLOOD_EVENTS in FLOOD_SECONDS (40 a second) are a flood (`ArrivalRate`):
 more than a drain re-reads at the default request cap (2-3 requests an event)."""
+SETTLE_SECONDS = 2.0
+"""An `updated` event waits this long after it arrived before it is applied. OpenChoreo's event
+forwarder sends the first update of an object and drops the others that follow within 1 s
+(`internal/eventforwarder/forwarder.go`, `debounceWindow`): read at once, the object could be
+read before the last of them, which no event would then report."""
 MAX_EVENT_BYTES = 64 * 1024
 """An event is at most this big as compact JSON; a forwarder's events are a few hundred bytes."""
 MAX_EVENT_DEPTH = 32
@@ -359,7 +364,8 @@ def drain_inbox(
         if count > limit or flood:
             stats.dropped = _drop_backlog(store, provider.name, limit, clock, flood=flood)
             return stats
-    pending = store.pending_events(provider.name)
+    now = clock.now()
+    pending = [item for item in store.pending_events(provider.name) if _settled(item, now)]
     if not pending:
         return stats
     cycle_id = store.load_provider(provider.name).cycle_id
@@ -393,6 +399,13 @@ def drain_inbox(
             stats.removed += removed
     log.info("events_applied", provider=provider.name, **vars(stats))
     return stats
+
+
+def _settled(item: InboxEvent, now: float) -> bool:
+    """Whether `item` may be applied now (an `updated` event waits SETTLE_SECONDS; one that
+    arrived "later" than now, by a clock set back, does not wait)."""
+    age = now - item.received_at
+    return item.body.get("action") != "updated" or not 0 <= age < SETTLE_SECONDS
 
 
 def request_refresh(store: Store, provider: str, now: float) -> None:

@@ -26,6 +26,7 @@ from choreo_ingest.events import (
     MAX_EVENT_ATTEMPTS,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
+    SETTLE_SECONDS,
     ArrivalRate,
     parse_events,
     store_events,
@@ -135,8 +136,11 @@ def run(config: Config, clock: FakeClock, *providers: IncrementalEntityProvider)
 
 
 def feed(config: Config, clock: FakeClock, *bodies: dict[str, Any], provider: str = "fake") -> None:
+    """Store events as `choreo-ingest event` does, long enough before what follows that an
+    `updated` one is settled (SETTLE_SECONDS)."""
     assert config.state_path is not None
     store_events(config.state_path, provider, list(bodies), clock)
+    clock.advance(SETTLE_SECONDS)
 
 
 def catalog_names(config: Config) -> set[str]:
@@ -726,6 +730,46 @@ class TestEventCommand:
 
 
 class TestDrain:
+    def test_an_update_waits_out_the_forwarders_debounce_window_before_it_is_read(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """OpenChoreo's forwarder drops the updates of an object that follow its first within
+        1 s: read at once, the object could miss the last of them. Other events do not wait."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        run(config, clock, provider)
+        assert config.state_path is not None
+        bodies = [component_event("e1", "updated"), component_event("e2", "deleted")]
+        store_events(config.state_path, "fake", bodies, clock)
+
+        clock.advance(SETTLE_SECONDS - 0.1)
+        early = run(config, clock, provider)
+        waiting = inbox(config)
+        clock.advance(0.1)
+        settled = run(config, clock, provider)
+
+        assert early.events.applied == 1
+        assert waiting == [("e1", 0)]
+        assert settled.events.applied == 1
+        assert [(event.name, event.action) for event in provider.handled] == [
+            ("e2", "deleted"),
+            ("e1", "updated"),
+        ]
+        assert inbox(config) == []
+
+    def test_an_update_received_after_now_by_a_clock_set_back_does_not_wait(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = EventFakeProvider(list(FIVE))
+        run(config, clock, provider)
+        assert config.state_path is not None
+        store_events(config.state_path, "fake", [component_event("e1", "updated")], clock)
+
+        clock.advance(-60)
+
+        assert run(config, clock, provider).events.applied == 1
+
     def test_events_apply_in_arrival_order(self, tmp_path: Path, clock: FakeClock) -> None:
         config = make_config(tmp_path)
         provider = EventFakeProvider(list(FIVE))

@@ -55,6 +55,7 @@ class InboxEvent(NamedTuple):
     provider: str
     body: JSON
     attempts: int
+    received_at: float
 
 
 class InboxCounts(NamedTuple):
@@ -153,11 +154,14 @@ def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> Non
 
 def pending_events(conn: AnyConnection, provider: str, limit: int) -> list[InboxEvent]:
     rows = conn.execute(
-        """SELECT seq, provider, CAST(body AS TEXT), attempts FROM event_inbox
+        """SELECT seq, provider, CAST(body AS TEXT), attempts, received_at FROM event_inbox
            WHERE provider = ? AND parked = 0 ORDER BY seq LIMIT ?""",
         [provider, limit],
     )
-    return [InboxEvent(seq, name, json.loads(body), attempts) for seq, name, body, attempts in rows]
+    return [
+        InboxEvent(seq, name, json.loads(body), attempts, received_at)
+        for seq, name, body, attempts, received_at in rows
+    ]
 
 
 def pending_event_count(conn: AnyConnection, provider: str) -> int:

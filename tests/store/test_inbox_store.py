@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from choreo_ingest.errors import InboxFull
-from choreo_ingest.events import store_events
+from choreo_ingest.events import SETTLE_SECONDS, store_events
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.base import BurstContext
@@ -290,6 +290,7 @@ def test_a_run_drains_the_events_in_arrival_order(
     provider.entities = [*five[1:], make_entity("new")]
     arrivals = [("e2", "deleted"), ("e0", "deleted"), ("new", "created"), ("e3", "updated")]
     store_events(any_location, "fake", [component_event(n, a) for n, a in arrivals], clock)
+    clock.advance(SETTLE_SECONDS)  # an `updated` event waits that long
 
     result = run_once(
         config, any_location, clock, providers={"fake": provider}, rng=random.Random(0)

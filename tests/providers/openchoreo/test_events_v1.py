@@ -12,7 +12,7 @@ import pytest
 from test_walk_v1 import PROVIDER, catalog, config_for, run, simulator
 
 from choreo_ingest.config import Config
-from choreo_ingest.events import parse_events, store_events
+from choreo_ingest.events import SETTLE_SECONDS, parse_events, store_events
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.simulator import SimulatorApi, World
@@ -47,6 +47,7 @@ class Scenario:
         parsed = parse_events(json.dumps(list(bodies)), provider)
         assert parsed.rejected == []
         store_events(self.state_path, PROVIDER, parsed.valid, self.clock, ignored=parsed.ignored)
+        self.clock.advance(SETTLE_SECONDS)  # an `updated` event waits that long
         return parsed.ignored
 
     def drain(self) -> None:
