@@ -40,7 +40,8 @@ def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
                 return False
             if config.metrics_textfile is not None:
                 names = provider_names(store, config)
-                metrics = all_metrics(store, names, run_at=clock.now())
+                now = clock.now()
+                metrics = all_metrics(store, names, run_at=now, config=config.incremental, now=now)
                 write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False

@@ -29,7 +29,7 @@ from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntit
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.retention import prune_change_log
-from choreo_ingest.schedule import after_refresh, after_reset, after_unavailable
+from choreo_ingest.schedule import after_loaded, after_refresh, after_reset, after_unavailable
 from choreo_ingest.store import (
     MIGRATION_NAMES,
     SCHEMA_VERSION,
@@ -245,7 +245,7 @@ def _run_provider(
             unloadable=True,
         )
     if UNAVAILABLE_FACT in store.facts(name):  # installed again
-        store.set_facts(name, {UNAVAILABLE_FACT: None}, engine.clock.now())
+        store.record_available(after_loaded(store.load_provider(name)), engine.clock.now())
     try:
         return engine.run_provider(provider, force=force)
     except StateError:  # the store failed (a full disk): no other provider can write either
@@ -336,7 +336,12 @@ def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestErro
         return None
     try:
         names = provider_names(store, config)
-        write_metrics_textfile(config.metrics_textfile, all_metrics(store, names, run_at=now))
+        # A provider still `bursting` now is one whose burst this run could not record the end
+        # of (the store failed): the next run counts it, as it counts a crash.
+        metrics = all_metrics(
+            store, names, run_at=now, config=config.incremental, now=now, running=True
+        )
+        write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError as error:
         log.info("metrics_not_written", error=str(error))
         return error

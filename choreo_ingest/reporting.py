@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from choreo_ingest.clock import rfc3339
-from choreo_ingest.config import Config
+from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import ChangesGone
 from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
-from choreo_ingest.schedule import health_problems
+from choreo_ingest.schedule import crash_counted, health_problems, next_action_time
 from choreo_ingest.store import (
     ChangeRow,
     InboxCounts,
@@ -33,6 +33,9 @@ ERROR_SHOWN_CHARS = 500
 @dataclass(frozen=True)
 class ProviderStatus:
     record: ProviderRecord
+    """As reported: a burst that did not finish counted as the failure it is."""
+    next_action_at: float | None
+    """When a `run` bursts next (`schedule.next_action_time`), not the stored time."""
     active_entities: int
     removals_blocked: int
     removals_reason: str | None
@@ -43,12 +46,14 @@ class ProviderStatus:
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
+        facts = {name: value for name, value in self.facts.items() if name not in PROBLEM_FACTS}
         return {
+            **facts,  # first: a fact a provider calls `state` cannot hide the state
             "name": record.name,
             "state": record.state.value,
             "cycleId": record.cycle_id,
             "cycleStartedAt": rfc3339(record.cycle_started_at),
-            "nextActionAt": rfc3339(record.next_action_at),
+            "nextActionAt": rfc3339(self.next_action_at),
             "attempts": record.attempts,
             "lastError": shorten(record.last_error),
             "lastBurstAt": rfc3339(record.last_burst_at),
@@ -61,7 +66,6 @@ class ProviderStatus:
                 "count": self.removals_blocked,
                 "reason": self.removals_reason,
             },
-            **{name: value for name, value in self.facts.items() if name not in PROBLEM_FACTS},
             "healthy": not self.health_problems,
             "problems": self.health_problems,
         }
@@ -80,14 +84,20 @@ def provider_names(store: Store, config: Config) -> list[str]:
     return names
 
 
-def provider_status(store: Store, config: Config, name: str, now: float) -> ProviderStatus:
-    record = store.load_provider(name)
+def provider_status(
+    store: Store, config: Config, name: str, now: float, *, running: bool = False
+) -> ProviderStatus:
+    """What `status` says of a provider; `running`: a run holds the lock (so a `bursting`
+    provider is bursting now, not a burst that did not finish)."""
+    stored = store.load_provider(name)
+    record = stored if running else crash_counted(stored)
     blocked = store.blocked_removals(name)
     facts = store.facts(name)
     problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)
     problems += [facts[name] for name in PROBLEM_FACTS if name in facts]
     return ProviderStatus(
         record=record,
+        next_action_at=next_action_time(stored, config.incremental, now, running=running),
         active_entities=store.active_count(name),
         removals_blocked=blocked.count,
         removals_reason=blocked.reason,
@@ -97,8 +107,18 @@ def provider_status(store: Store, config: Config, name: str, now: float) -> Prov
     )
 
 
-def provider_metrics(store: Store, name: str, *, run_at: float | None) -> ProviderMetrics:
-    record = store.load_provider(name)
+def provider_metrics(
+    store: Store,
+    name: str,
+    *,
+    run_at: float | None,
+    config: IncrementalConfig,
+    now: float,
+    running: bool = False,
+) -> ProviderMetrics:
+    """The provider's metrics; `running` as for `provider_status`."""
+    stored = store.load_provider(name)
+    record = stored if running else crash_counted(stored)
     totals = store.counters(name)
     return ProviderMetrics(
         provider=name,
@@ -108,7 +128,7 @@ def provider_metrics(store: Store, name: str, *, run_at: float | None) -> Provid
         last_success_at=record.last_completed_at,
         last_cycle_duration=record.last_cycle_duration,
         last_burst_duration=record.last_burst_duration,
-        next_action_at=record.next_action_at,
+        next_action_at=next_action_time(stored, config, now, running=running),
         consecutive_failures=record.attempts,
         entities_by_kind=store.entity_counts(name),
         entities_upserted_total=totals.get("entities_upserted", 0),
@@ -129,9 +149,18 @@ def provider_metrics(store: Store, name: str, *, run_at: float | None) -> Provid
 
 
 def all_metrics(
-    store: Store, names: Sequence[str], *, run_at: float | None
+    store: Store,
+    names: Sequence[str],
+    *,
+    run_at: float | None,
+    config: IncrementalConfig,
+    now: float,
+    running: bool = False,
 ) -> list[ProviderMetrics]:
-    return [provider_metrics(store, name, run_at=run_at) for name in names]
+    return [
+        provider_metrics(store, name, run_at=run_at, config=config, now=now, running=running)
+        for name in names
+    ]
 
 
 @dataclass(frozen=True)
@@ -219,11 +248,14 @@ def status_report(
         checked_provider(config, state, only, ProviderScope.KNOWN)
     with reading(state) as store:
         names = [only] if only is not None else provider_names(store, config)
+        running = state_location(state).lock_held_elsewhere()
         return StatusReport(
             state_file=str(state_location(state)),
             schema_version=store.schema_version(),
-            running=state_location(state).lock_held_elsewhere(),
-            providers=[provider_status(store, config, name, now) for name in names],
+            running=running,
+            providers=[
+                provider_status(store, config, name, now, running=running) for name in names
+            ],
             events=store.inbox_counts(),
         )
 

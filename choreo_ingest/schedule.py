@@ -42,8 +42,8 @@ def decide(
     """Burst (maybe starting a cycle) or wait, from the stored state alone.
 
     The stored `next_action_at` is kept to no later than the configuration allows from when the
-    wait began (`latest_due`): a shorter interval configured since, or a clock set back, does
-    not hold a provider for the old time. A burst that did not finish (the process was killed)
+    wait began (`latest_due`): a shorter `restLength` configured since, or a clock set back,
+    does not hold a provider for the old time. A burst that did not finish (the process was killed)
     counts as a failure: it resumes once the backoff step for it has passed since it began, so
     a burst that kills its process every time backs off instead of running every minute.
     """
@@ -71,6 +71,18 @@ def decide(
     if is_due or force:
         return Burst(new_cycle=False, reason=go if is_due else "forced")
     return Wait(until=due, reason=hold)
+
+
+def next_action_time(
+    record: ProviderRecord, config: IncrementalConfig, now: float, *, running: bool
+) -> float | None:
+    """When a `run` bursts for this provider next, as `status` and the metrics say it: the end
+    of the wait `decide` chooses now (a shorter interval configured since the wait began, a
+    crashed burst's backoff), else the stored time (due already); None while a burst runs."""
+    if record.state is ProviderState.BURSTING and running:
+        return None
+    decision = decide(record, config, now)
+    return decision.until if isinstance(decision, Wait) else record.next_action_at
 
 
 def latest_due(record: ProviderRecord, config: IncrementalConfig, now: float) -> float | None:
@@ -198,16 +210,17 @@ def before_burst(record: ProviderRecord, burst: Burst, now: float) -> ProviderRe
             cycle_started_at=now,
             last_burst_at=now,
         )
-    record = _crash_counted(record)
+    record = crash_counted(record)
     return replace(record, state=transition(record.state, Trigger.BURST_STARTED), last_burst_at=now)
 
 
 CRASHED = "the burst before this one did not finish (the process was killed or crashed)"
 
 
-def _crash_counted(record: ProviderRecord) -> ProviderRecord:
-    """A `bursting` record found by a caller that holds the run lock is a burst that did not
-    finish: one more failure, counted once, by whatever moves it on first."""
+def crash_counted(record: ProviderRecord) -> ProviderRecord:
+    """A `bursting` record found by a caller that holds the run lock (or found while nobody
+    does) is a burst that did not finish: one more failure, counted once, by whatever moves it
+    on first, and so reported before that."""
     if record.state is not ProviderState.BURSTING:
         return record
     return replace(record, attempts=record.attempts + 1, last_error=CRASHED)
@@ -312,7 +325,7 @@ def after_refresh(record: ProviderRecord, now: float, *, new_cycle: bool = False
     is never swept (it walked part of the platform only), and the refs it marked seen count as
     unseen in the new cycle, so its sweep removes what the events would have.
     """
-    record = _crash_counted(record)
+    record = crash_counted(record)
     if new_cycle and (record.state, Trigger.CYCLE_ABANDONED) in _TRANSITIONS:
         return replace(
             record,
@@ -325,8 +338,14 @@ def after_refresh(record: ProviderRecord, now: float, *, new_cycle: bool = False
 
 def after_unavailable(record: ProviderRecord, problem: str) -> ProviderRecord:
     """A configured provider that could not be loaded: one more failure, counted towards
-    `maxAttempts`; its state and schedule stay, so it runs as soon as it loads again."""
+    `maxAttempts`; its state and schedule stay, so it goes on as they say once it loads."""
     return replace(record, attempts=record.attempts + 1, last_error=problem)
+
+
+def after_loaded(record: ProviderRecord) -> ProviderRecord:
+    """A provider that could not be loaded loads again: the failures counted are forgotten
+    (its bursts, if they fail again, count afresh), so `health` does not stay red for them."""
+    return replace(record, attempts=0, last_error=None)
 
 
 def health_problems(

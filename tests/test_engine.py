@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import (
@@ -576,6 +577,72 @@ class TestFailures:
         assert stored(state_path).cycle_id == 1  # the same cycle, not a new one
         assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
 
+    def test_status_counts_a_crashed_burst_and_says_when_it_resumes(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """A burst that did not finish is a failure before a run counts it: `health` turns red
+        at maxAttempts crashes, not one later, and `nextActionAt` is when the run resumes it."""
+        config = make_config(tmp_path, max_attempts=2)
+        provider = DyingEveryTime(TEN)
+        seen = []
+        for _ in range(2):
+            with pytest.raises(ProcessDied):
+                run(config, state_path, clock, provider, force=True)
+            began = clock.now()
+            with state_location(state_path).open(readonly=True) as store:
+                seen.append(provider_status(store, config, "fake", clock.now()).to_json())
+            clock.advance(1)
+
+        first, second = seen
+        assert (first["state"], first["attempts"], first["healthy"]) == ("bursting", 1, True)
+        assert first["lastError"].startswith("the burst before this one did not finish")
+        assert second["attempts"] == 2
+        assert second["problems"] == ["2 consecutive failed bursts (maxAttempts 2)"]
+        resumes = began + config.incremental.backoff[1]  # the step of a second failure
+        assert second["nextActionAt"] == rfc3339(resumes)
+        assert run_one(config, state_path, clock, provider).action == "waiting"
+
+    def test_status_says_when_a_wait_shortened_by_the_config_ends(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """Resting for restLength 6 h, then restLength set to 10 min: `status` says the run is
+        due, as the run decides, not the 6 h stored when the rest began."""
+        config = make_config(tmp_path, rest_length=6 * 3600)
+        completed = run_one(config, state_path, clock, FakeProvider(TEN, page_size=10))
+        assert completed.cycle_completed
+        ended = clock.now()
+        shorter = make_config(tmp_path, rest_length=600)
+        clock.advance(300)
+
+        with state_location(state_path).open(readonly=True) as store:
+            status = provider_status(store, shorter, "fake", clock.now()).to_json()
+
+        assert status["nextActionAt"] == rfc3339(ended + 600)
+        assert stored(state_path).next_action_at == ended + 6 * 3600
+
+    def test_a_provider_that_loads_again_forgets_its_load_failures(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """Not installed for a while (each run counts a failure, `health` turns red), then
+        installed again: `health` is green once it loads, not until its next cycle ends."""
+        config = make_config(tmp_path, max_attempts=2)
+        provider = FakeProvider(TEN, page_size=10)
+        run_one(config, state_path, clock, provider)
+        for _ in range(3):
+            clock.advance(60)
+            run(config, state_path, clock)  # "fake" is no entry point: it cannot be loaded
+        assert health(config, state_path, clock)[0].startswith("3 consecutive failed bursts")
+
+        clock.advance(60)
+        outcome = run_one(config, state_path, clock, provider)
+
+        assert outcome.action == "waiting"  # resting, as before it went missing
+        assert health(config, state_path, clock) == []
+        record = stored(state_path)
+        assert (record.attempts, record.last_error) == (0, None)
+        with state_location(state_path).open(readonly=True) as store:
+            assert store.facts("fake") == {}
+
     def test_a_run_killed_after_the_last_page_sweeps_without_walking_again(
         self,
         tmp_path: Path,
@@ -608,6 +675,16 @@ class TestFailures:
         assert cycle is not None
         assert (cycle.cycle_id, cycle.pages, cycle.outcome) == (1, len(walked), "completed")
         assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
+
+
+@dataclass
+class DyingEveryTime(FakeProvider):
+    """Serves the first page, then kills its process at every later page."""
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is not None:
+            raise ProcessDied
+        return super().next(context, cursor)
 
 
 @dataclass

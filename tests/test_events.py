@@ -1075,7 +1075,9 @@ class TestDrain:
         with Store.open(config.state_path, readonly=True) as store:
             rows = [(row.op, row.ref) for row in store.changes(since)]
             after = store.counters("fake")
-            metrics = provider_metrics(store, "fake", run_at=None)
+            metrics = provider_metrics(
+                store, "fake", run_at=None, config=config.incremental, now=clock.now()
+            )
         assert rows == [("delete", "component:default/e0"), ("upsert", "component:default/new")]
         assert after["entities_upserted"] - before["entities_upserted"] == 1
         assert after["entities_removed"] - before.get("entities_removed", 0) == 1

@@ -100,7 +100,7 @@ def show_status(report: StatusReport) -> None:
                 item.facts.get("api", ""),
                 item.record.state.value,
                 item.record.cycle_id,
-                rfc3339(item.record.next_action_at),
+                rfc3339(item.next_action_at),
                 item.record.attempts,
                 item.active_entities,
                 item.removals_blocked or "",

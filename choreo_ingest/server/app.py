@@ -240,7 +240,15 @@ def _metrics(server: Server) -> Handler:
         if server.state.exists():
             with reading(server.state) as store:
                 names = provider_names(store, server.config)
-                data = render_metrics(all_metrics(store, names, run_at=server.service.last_tick_at))
+                metrics = all_metrics(
+                    store,
+                    names,
+                    run_at=server.service.last_tick_at,
+                    config=server.config.incremental,
+                    now=server.clock.now(),
+                    running=True,  # this service holds the run lock: `bursting` is its burst
+                )
+                data = render_metrics(metrics)
         return data + generate_latest(server.registry)
 
     async def metrics(request: Request) -> Response:

@@ -192,7 +192,7 @@ def _provider(item: ProviderStatus, now: float) -> str:
             f"#{record.cycle_id}, started "
             + _when(record.cycle_started_at, now, missing="not started yet"),
         ),
-        ("Next action", _when(record.next_action_at, now, missing="not scheduled: due now")),
+        ("Next action", _when(item.next_action_at, now, missing="not scheduled: due now")),
         ("Attempts", f"{record.attempts}" + (" failed in a row" if record.attempts else "")),
         ("Active entities", f'<span class="num">{item.active_entities}</span>'),
         ("Last burst", _when(record.last_burst_at, now, missing="never")),

@@ -138,7 +138,7 @@ def blocked_removals(conn: AnyConnection, provider: str) -> BlockedRemovals:
             WHERE provider = ?""",
         [provider],
     ).fetchone()
-    if row is None or row[2] is None:
+    if row is None or row[2] is None or not row[0]:  # none left blocked: no reason either
         return BlockedRemovals(count=0, reason=None, cycle_id=None)
     return BlockedRemovals(count=row[0], reason=row[1], cycle_id=row[2])
 

@@ -172,6 +172,11 @@ class Store:
         fact `unavailable` (what `health` reports) until it loads again."""
         writes.record_unavailable(self._conn, record, problem, now)
 
+    def record_available(self, record: ProviderRecord, now: float) -> None:
+        """A provider that could not be loaded loads again: the fact `unavailable` goes, and
+        `record` (its load failures forgotten) is stored, in one transaction."""
+        writes.record_available(self._conn, record, now)
+
     def set_facts(self, provider: str, facts: dict[str, str | None], now: float) -> None:
         writes.set_facts(self._conn, provider, facts, now)
 

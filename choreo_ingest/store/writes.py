@@ -205,6 +205,12 @@ def record_unavailable(
         save_provider(conn, record, now)
 
 
+def record_available(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
+    with conn.transaction():
+        write_facts(conn, record.name, {UNAVAILABLE_FACT: None}, now)
+        save_provider(conn, record, now)
+
+
 def set_facts(conn: AnyConnection, provider: str, facts: dict[str, str | None], now: float) -> None:
     with conn.transaction():
         write_facts(conn, provider, facts, now)

@@ -135,6 +135,7 @@ def provider(
     )
     return ProviderStatus(
         record=record,
+        next_action_at=record.next_action_at,
         active_entities=active,
         removals_blocked=blocked,
         removals_reason=reason,

@@ -521,6 +521,10 @@ class TestSweep:
 
         assert store.blocked_removals("fake").count == 7
         assert len(store.pending_removal_refs("fake")) == 7
+        rest = page(TEN[3:], cursor={"p": 2})
+        store.commit_page("fake", record.cycle_id, rest, None, T0 + 21)
+        blocked = store.blocked_removals("fake")
+        assert (blocked.count, blocked.reason) == (0, None)  # no reason left without any
 
     def test_empty_cycle_sweeps_everything_when_the_guard_is_off(self, store: Store) -> None:
         run_cycle(store, TEN)
@@ -589,7 +593,10 @@ class TestSweep:
             "count": 3,
             "reason": blocked.reason,
         }
-        assert provider_metrics(store, "fake", run_at=None).removals_blocked == 3
+        metrics = provider_metrics(
+            store, "fake", run_at=None, config=make_config(tmp_path).incremental, now=T0 + 10
+        )
+        assert metrics.removals_blocked == 3
         cycle = store.last_cycle("fake")
         assert cycle is not None
         assert cycle.outcome == "blocked"
@@ -857,6 +864,20 @@ class TestLookupIndex:
         assert store.facts("fake") == {"api": "v1"}
         assert store.facts("other") == {}
 
+    def test_a_fact_named_like_a_status_field_does_not_hide_it(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        """Facts are a provider's own (a custom provider's too): `status --json` shows them,
+        but never in place of what the state says."""
+        record = begin_cycle(store)
+        facts = {"state": "fine", "attempts": "0", "lastError": "none", "region": "eu"}
+        store.commit_page("fake", record.cycle_id, replace(page(), facts=facts), None, T0)
+
+        status = provider_status(store, make_config(tmp_path), "fake", T0, running=True).to_json()
+
+        assert (status["state"], status["attempts"], status["lastError"]) == ("bursting", 0, None)
+        assert status["region"] == "eu"
+
     def test_status_shows_facts_and_reports_the_problem_fact(
         self, store: Store, tmp_path: Path
     ) -> None:
@@ -865,7 +886,9 @@ class TestLookupIndex:
         store.commit_page("fake", record.cycle_id, replace(page(), facts=facts), None, T0)
 
         status = provider_status(store, make_config(tmp_path), "fake", T0).to_json()
-        metrics = provider_metrics(store, "fake", run_at=T0)
+        metrics = provider_metrics(
+            store, "fake", run_at=T0, config=make_config(tmp_path).incremental, now=T0
+        )
 
         assert status["api"] == "v1"
         assert "problem" not in status

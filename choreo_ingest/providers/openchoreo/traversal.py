@@ -222,7 +222,13 @@ class OpenChoreoProvider:
         if cursor is None:
             state, generation, first = self._start_cycle(context, facts)
         else:
-            state = TraversalCursor.from_json(cursor)
+            try:
+                state = TraversalCursor.from_json(cursor)
+            except PermanentError as error:
+                raise PermanentError(
+                    f"{error}; written by another choreo-ingest version? `choreo-ingest reset "
+                    f"{self._name}` starts the cycle again"
+                ) from None
             generation, first = generation_named(state.api), None
         resets_before = state.cursor_reset_count
         harvest, done = self._step(context, state, generation, first, facts)

@@ -975,6 +975,24 @@ class TestCursor:
             TraversalCursor.from_json({"api": "v2", "phase": "orgs"})
 
 
+def test_a_cursor_another_version_wrote_fails_the_burst_naming_reset(
+    fake_engine, config_for, clock
+) -> None:
+    """A newer choreo-ingest's cursor, left by a rollback, fails every burst until the cycle
+    starts again: the error says how."""
+    config = config_for()
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.cursor = {"api": "v1", "phase": "environments"}
+
+    with pytest.raises(PermanentError) as caught:
+        engine.page()
+
+    assert str(caught.value).endswith(
+        "; written by another choreo-ingest version? `choreo-ingest reset openchoreo` starts "
+        "the cycle again"
+    )
+
+
 def test_factory_builds_a_provider_named_openchoreo(config_for) -> None:
     provider = create_provider(config_for())
 
