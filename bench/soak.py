@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from common import PROVIDER, SimulatorProcess, ingest, scratch, write_config
 from soak_check import Verdict, check_catalog, check_change_log, check_health, check_metrics
 
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.simulator.records import schema_content
 from choreo_ingest.simulator.records_v1 import OWNER, suffixed
 from choreo_ingest.store import Store
@@ -480,6 +481,7 @@ class Soak:
                 _require_expected_exit(run.returncode, run.stderr)
         if pending:
             self._feed(pending)
+        time.sleep(SETTLE_SECONDS)  # so that the first finishing run applies every event fed
 
     def finish(self) -> None:
         """Longer bursts until the interrupted cycle completes, then one more full cycle."""
