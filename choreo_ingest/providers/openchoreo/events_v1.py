@@ -87,8 +87,17 @@ def _delta(walk: Walk, event: Event) -> Delta:
 def _namespace_delta(walk: Walk, namespace: str) -> Delta:
     resource = _served_namespace(walk, namespace)
     if resource is None:  # gone, or its label taken off: what it had leaves, as at the sweep
-        return Delta(removal_scopes=[namespace])
+        return Delta(removal_scopes=[namespace], index=_project_rows_dropped(walk, namespace))
     return Delta(upserts=[namespace_entity(resource, walk.config.mapping, walk.provider)])
+
+
+def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:
+    """The namespace's project rows, dropped: one this cycle wrote vouches for the namespace
+    (`_project_delta`, `_missing_project`), and an event for a component of a namespace whose
+    label was taken off (its components still answer) would otherwise bring it back."""
+    rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
+    prefix = f"{namespace}/"
+    return [IndexEntry(PROJECT_OWNERS, row.key) for row in rows if row.key.startswith(prefix)]
 
 
 def _served_namespace(walk: Walk, namespace: str) -> Resource | None:

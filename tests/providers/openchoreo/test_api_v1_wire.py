@@ -843,6 +843,41 @@ def test_a_component_event_does_not_trust_a_project_row_of_an_earlier_cycle(
     assert ("acme/shop", None) in [(row.key, row.value) for row in delta.index]
 
 
+@pytest.mark.parametrize("answers", [{"/namespaces/other": [NOT_FOUND]}, UNSERVED])
+def test_a_namespace_that_leaves_openchoreo_takes_the_project_rows_that_vouched_for_it(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, answers: dict[str, Any]
+) -> None:
+    """This cycle's project rows vouch for their namespace: left behind when its label is taken
+    off, the next event about one of its components (which still answer) brought the component
+    back, its System and Domain gone."""
+    for path, [answer] in answers.items():
+        httpx_mock.add_response(url=f"{BASE}{path}", is_reusable=True, **answer)
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces/other/workloads?component=cart&limit=100": [items()],
+            "/namespaces/other/components/cart": [
+                {"json": named("cart", owner={"projectName": "shop"})}
+            ],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    rows = [IndexEntry("project", key, "", {"owner": None}) for key in ("other/shop", "acme/a")]
+    engine.index.apply(rows)  # written this cycle
+
+    with engine.provider.around(engine.burst) as context:
+        gone = engine.provider.handle_event(context, Event("Namespace", "other", "updated", ""))
+        engine.index.apply(gone.index)
+        later = engine.provider.handle_event(
+            context, Event("Component", "cart", "updated", "other")
+        )
+
+    assert list(gone.removal_scopes) == ["other"]
+    assert [(row.key, row.value) for row in gone.index] == [("other/shop", None)]
+    assert list(later.upserts) == []
+
+
 def test_a_namespace_event_for_one_openchoreo_does_not_serve_adds_no_domain(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock, other_not_served: None
 ) -> None:

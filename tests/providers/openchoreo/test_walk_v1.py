@@ -23,7 +23,7 @@ from choreo_ingest.config import (
     OAuthConfig,
     OpenChoreoConfig,
 )
-from choreo_ingest.events import store_events
+from choreo_ingest.events import SETTLE_SECONDS, store_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
@@ -212,6 +212,7 @@ class TestFullCycle:
             for item in world.components(namespace, project["name"])
         ]
         store_events(tmp_path / "state.db", PROVIDER, events, clock)
+        clock.advance(SETTLE_SECONDS)  # an `updated` event waits that long
         api.reset_stats()
 
         result = run(config, api, clock)
