@@ -57,14 +57,15 @@ from choreo_ingest.providers.openchoreo.generations import (
     generation_named,
     generations,
 )
+from choreo_ingest.providers.openchoreo.overtaken import marked, without_overtaken
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
     TraversalCursor,
-    may_be_server_fault,
     next_page_of,
     place_after,
     restarts_exhausted,
+    stale_starts_problem,
 )
 
 log = get_logger("choreo_ingest.providers.openchoreo")
@@ -83,6 +84,7 @@ class OpenChoreoContext:
 
     walk: Walk
     facts: Mapping[str, str]
+    clock: Clock
     restarts: dict[str, int] = field(default_factory=dict)
     failed_at: dict[str, list[tuple[int, int] | None]] = field(default_factory=dict)
     """Per listing, where each of its failed cursors failed: (page number, items before that
@@ -163,7 +165,7 @@ class OpenChoreoProvider:
             limiter=self._limiter,
         ) as client:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name)
-            yield OpenChoreoContext(walk=walk, facts=burst.facts)
+            yield OpenChoreoContext(walk=walk, facts=burst.facts, clock=burst.clock)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class OpenChoreoProvider:
         generation refuses (an org-era Component event without `project`, a `Namespace` event
         at an org-era server) is unsupported, not read through the other's routes.
         """
+        applied_at = context.clock.now()  # before the re-read: what a listing began after shows
         spoken = context.facts.get("api") or context.detected_api
         if spoken is None and configured_api(self._config) == "auto":
             spoken = context.detected_api = self._detect(context)[0].name
@@ -205,7 +208,7 @@ class OpenChoreoProvider:
             body["project"] = event.project
         for generation in candidates:
             if generation.event_problem(body) is None and not generation.is_ignored(body):
-                return generation.event_delta(context.walk, event)
+                return marked(generation.event_delta(context.walk, event), applied_at)
         raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
@@ -220,7 +223,9 @@ class OpenChoreoProvider:
         sent_before = context.client.requests_sent
         facts: dict[str, str | None] = {}
         if cursor is None:
+            began = context.clock.now()
             state, generation, first = self._start_cycle(context, facts)
+            state.listed_at = began
         else:
             try:
                 state = TraversalCursor.from_json(cursor)
@@ -312,6 +317,9 @@ class OpenChoreoProvider:
                 return listed, False
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
             harvest = phase.harvest(context.walk, item, listed.items)
+            harvest.entities = list(
+                without_overtaken(context.walk.index, harvest.entities, state.listed_at, self._name)
+            )
             if listed.next_cursor:
                 state.api_cursor = listed.next_cursor
                 return harvest, False
@@ -339,6 +347,8 @@ class OpenChoreoProvider:
         parent held); the state already says what comes next."""
         stored = not context.listed_once and state.api_cursor is not None
         context.listed_once = True
+        if state.api_cursor is None:
+            state.listed_at = context.clock.now()
         try:
             listed = generation.list_page(
                 context.client, path, limit=self._limit(generation), cursor=state.api_cursor
@@ -432,18 +442,7 @@ class OpenChoreoProvider:
         state.stale_starts += 1
         if state.stale_starts >= STALE_STARTS_REPORTED:
             phase = generation.phases[state.phase].name
-            fault = (
-                " (or, as the answer was HTTP 5xx, the server fails on a resource of the page "
-                "it leads to: see the openchoreo-api logs)"
-                if may_be_server_fault(expired)
-                else ""
-            )
-            facts[PROBLEM_FACT] = (
-                f"the {phase} listing's cursor expired between the last {state.stale_starts} "
-                f"bursts{fault}, so the listing restarts every burst and may never complete: "
-                "shorten openchoreo.incremental.burstInterval or lengthen "
-                "openchoreo.incremental.burstLength"
-            )
+            facts[PROBLEM_FACT] = stale_starts_problem(phase, state.stale_starts, expired)
 
     def _limit(self, generation: Generation) -> int:
         size, warning = effective_chunk_size(self._config, generation.name)

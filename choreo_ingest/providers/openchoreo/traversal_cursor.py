@@ -33,6 +33,9 @@ class TraversalCursor:
     cursor_reset_count: int = 0
     stale_starts: int = 0
     """Bursts in a row that began on a stored cursor that had expired."""
+    listed_at: float | None = None
+    """When the listing in progress asked for its first page: its pages show the platform as it
+    stood then (`overtaken`). None in a cursor written before it was kept."""
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
@@ -42,6 +45,7 @@ class TraversalCursor:
             "position": self.position,
             "cursorResetCount": self.cursor_reset_count,
             "staleStarts": self.stale_starts,
+            "listedAt": self.listed_at,
         }
 
     @classmethod
@@ -67,6 +71,7 @@ class TraversalCursor:
             position=_whole_number(raw, "position", BEFORE_FIRST),
             cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
             stale_starts=_whole_number(raw, "staleStarts", 0),
+            listed_at=_optional_time(raw, "listedAt"),
         )
 
     def next_phase(self) -> None:
@@ -128,6 +133,13 @@ def _optional_text(raw: Mapping[str, Any], key: str) -> str | None:
     raise PermanentError(f"traversal cursor field {key} is not a string: {value!r:.80}")
 
 
+def _optional_time(raw: Mapping[str, Any], key: str) -> float | None:
+    value = raw.get(key)
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise PermanentError(f"traversal cursor field {key} is not a time: {value!r:.80}")
+
+
 def _whole_number(raw: Mapping[str, Any], key: str, default: int) -> int:
     value = raw.get(key, default)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -159,6 +171,23 @@ def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpi
     return (
         f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
         "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
+    )
+
+
+def stale_starts_problem(phase: str, stale_starts: int, expired: CursorExpired) -> str:
+    """The problem a listing whose stored cursor expired between `stale_starts` bursts in a row
+    is (`expired`: the last expiry)."""
+    fault = (
+        " (or, as the answer was HTTP 5xx, the server fails on a resource of the page "
+        "it leads to: see the openchoreo-api logs)"
+        if may_be_server_fault(expired)
+        else ""
+    )
+    return (
+        f"the {phase} listing's cursor expired between the last {stale_starts} "
+        f"bursts{fault}, so the listing restarts every burst and may never complete: "
+        "shorten openchoreo.incremental.burstInterval or lengthen "
+        "openchoreo.incremental.burstLength"
     )
 
 

@@ -33,6 +33,7 @@ from choreo_ingest.providers.openchoreo.naming import hashed_entity_name, is_val
 from choreo_ingest.providers.openchoreo.traversal_cursor import TraversalCursor
 from choreo_ingest.simulator.api import SimulatorApi, SimulatorOptions
 from choreo_ingest.simulator.world import World
+from choreo_ingest.testing import FakeClock
 
 DETAIL = "include=type,workload"
 USER_AGENT_PREFIX = "choreo-ingest/"
@@ -63,8 +64,10 @@ def cursor(
     position: int = -1,
     resets: int = 0,
     stale: int = 0,
+    listed_at: float | None = FakeClock().now(),
 ) -> dict[str, Any]:
-    """An org-era traversal cursor as stored (position -1: before the phase's first item)."""
+    """An org-era traversal cursor as stored (position -1: before the phase's first item;
+    `listed_at`: when its listing began, on the fake clock that does not move by itself)."""
     return {
         "api": "orgs",
         "phase": phase,
@@ -72,6 +75,7 @@ def cursor(
         "position": position,
         "cursorResetCount": resets,
         "staleStarts": stale,
+        "listedAt": listed_at,
     }
 
 

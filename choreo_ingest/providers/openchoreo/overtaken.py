@@ -1,0 +1,87 @@
+"""Events that overtook a listing: a page must not undo what an event applied after the listing
+it comes from began.
+
+OpenChoreo lists through Kubernetes continue tokens, and Kubernetes serves every page of a
+listing as the platform stood when the listing's first page was read. An event applied
+meanwhile read its object again, later: a later page of that listing holds an older copy, which
+brought back an entity the event had removed (seen in this cycle, so the cycle's sweep kept it)
+or undid an update, until the next cycle.
+
+So an event's delta marks what it wrote, with the time it was applied, as rows of the
+provider's lookup index written in its transaction: the refs it upserted or removed and the
+scopes it removed. A page leaves out the entities marked (by ref, or by their scope or one
+above it) after the time its listing began, which the traversal cursor keeps (an event applied
+at that very time was applied first: a run drains its events before its burst). The marks
+are index rows of the cycle they were written in, pruned with the rest of its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import Delta, Entity, IndexEntry
+from choreo_ingest.providers.base import IndexReader
+
+EVENT_MARKS = "event"
+"""The index table of the marks; each row's value is `{"at": <when the event was applied>}`."""
+
+log = get_logger("choreo_ingest.openchoreo")
+
+
+def marked(delta: Delta, at: float) -> Delta:
+    """`delta` with the marks of what it writes, applied at `at`."""
+    keys = [
+        *(_ref_key(entity.ref) for entity in delta.upserts),
+        *(_ref_key(ref) for ref in delta.removals),
+        *(_scope_key(scope) for scope in delta.removal_scopes),
+    ]
+    if not keys:
+        return delta
+    marks = [IndexEntry(EVENT_MARKS, key, "", {"at": at}) for key in dict.fromkeys(keys)]
+    return replace(delta, index=[*delta.index, *marks])
+
+
+def without_overtaken(
+    index: IndexReader, entities: Sequence[Entity], listed_at: float | None, provider: str
+) -> Sequence[Entity]:
+    """`entities` of a page whose listing began at `listed_at`, less those an event applied
+    after then wrote or removed (None: a cursor written before listings kept their start)."""
+    if listed_at is None or not entities:
+        return entities
+    keys = {_ref_key(entity.ref): None for entity in entities}
+    for entity in entities:
+        keys.update((_scope_key(scope), None) for scope in _scope_and_above(entity.scope))
+    marks = index.by_key(EVENT_MARKS, list(keys), current_only=True)
+    late = {key for key, row in marks.items() if _applied_at(row) > listed_at}
+    if not late:
+        return entities
+    kept = [entity for entity in entities if not _overtaken(entity, late)]
+    log.info("page_entities_overtaken", provider=provider, left_out=len(entities) - len(kept))
+    return kept
+
+
+def _overtaken(entity: Entity, late: set[str]) -> bool:
+    if _ref_key(entity.ref) in late:
+        return True
+    return any(_scope_key(scope) in late for scope in _scope_and_above(entity.scope))
+
+
+def _scope_and_above(scope: str) -> list[str]:
+    """`a/b/c` -> `a`, `a/b`, `a/b/c`: a removal scope takes what lies below it."""
+    parts = scope.split("/") if scope else []
+    return ["/".join(parts[: end + 1]) for end in range(len(parts))]
+
+
+def _applied_at(row: IndexEntry) -> float:
+    value = row.value.get("at") if isinstance(row.value, dict) else None
+    return float(value) if isinstance(value, int | float) else float("-inf")
+
+
+def _ref_key(ref: str) -> str:
+    return f"ref {ref}"
+
+
+def _scope_key(scope: str) -> str:
+    return f"scope {scope}"

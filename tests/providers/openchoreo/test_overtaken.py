@@ -1,0 +1,192 @@
+"""Events applied while a listing is in progress, against a server that lists as Kubernetes
+does: every page of a listing shows the platform as it stood at the listing's first page (the
+simulator lists live, so it is wrapped here), through the real engine and state store."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.events import SETTLE_SECONDS, store_events
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import EntityIteratorResult, ProviderState
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
+from choreo_ingest.store import Store
+
+from fakes import FakeClock
+from sim_support import simulator_transport
+
+URL = "http://openchoreo.test/api/v1"
+LISTINGS = ("namespaces", "projects", "components", "workloads")
+
+
+class SnapshotListings:
+    """The simulator's answers, but a listing's pages all come from the snapshot its first page
+    took (its cursor names the snapshot and the offset)."""
+
+    def __init__(self, api: SimulatorApi) -> None:
+        self._live = simulator_transport(api)
+        self._snapshots: dict[int, list[Any]] = {}
+        self._ids = itertools.count()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        query = dict(request.url.params)
+        listing = request.url.path.rstrip("/").rpartition("/")[2] in LISTINGS
+        if not listing or "component" in query or "project" in query:
+            return self._live.handle_request(request)
+        limit = int(query.get("limit", 20))
+        if "cursor" in query:
+            snapshot, offset = map(int, query["cursor"].split(":"))
+        else:
+            snapshot, offset = next(self._ids), 0
+            self._snapshots[snapshot] = self._everything(request)
+        items = self._snapshots[snapshot]
+        after = offset + limit
+        pagination = {"nextCursor": f"{snapshot}:{after}"} if after < len(items) else {}
+        return httpx.Response(200, json={"items": items[offset:after], "pagination": pagination})
+
+    def _everything(self, request: httpx.Request) -> list[Any]:
+        items: list[Any] = []
+        cursor: str | None = None
+        while True:
+            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            page = self._live.handle_request(
+                httpx.Request("GET", request.url.copy_with(params=params))
+            ).json()
+            items += page["items"]
+            cursor = page["pagination"].get("nextCursor")
+            if not cursor:
+                return items
+
+
+class Pausing:
+    """The provider, whose burst ends (its deadline passed) after the page holding `pause_after`."""
+
+    name = "openchoreo"
+
+    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock) -> None:
+        self._inner, self._clock = inner, clock
+        self.pause_after: str | None = None
+
+    def around(self, burst: BurstContext) -> Any:
+        return self._inner.around(burst)
+
+    def handle_event(self, context: Any, event: Any) -> Any:
+        return self._inner.handle_event(context, event)
+
+    def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
+        page = self._inner.next(context, cursor)
+        if self.pause_after in [entity.ref for entity in page.entities]:
+            self.pause_after = None
+            self._clock.advance(11)
+        return page
+
+
+class Platform:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.world = World.empty()
+        self.world.add_org("acme")
+        self.world.add_project("acme", "shop")
+        for name in ("a1", "b2", "c3", "d4"):
+            self.world.add_component("acme", "shop", name)
+        api = SimulatorApi(self.world, SimulatorOptions(api="v1", cursor_ttl=None), self.clock)
+        settings = IncrementalConfig(
+            burst_length=10, burst_interval=1, rest_length=3600, chunk_size=1
+        )
+        self.config = Config(
+            openchoreo=OpenChoreoConfig(base_url=URL, api="v1", incremental=settings),
+            state_path=tmp_path / "state.db",
+            providers=("openchoreo",),
+        )
+        transport = httpx.MockTransport(SnapshotListings(api))
+        self.provider = Pausing(OpenChoreoProvider(self.config, transport=transport), self.clock)
+
+    def run(self, pause_after: str | None = None) -> RunResult:
+        self.clock.advance(SETTLE_SECONDS)
+        self.provider.pause_after = pause_after
+        assert self.config.state_path is not None
+        return run_once(
+            self.config,
+            self.config.state_path,
+            self.clock,
+            providers={"openchoreo": self.provider},
+            rng=random.Random(0),
+        )
+
+    def event(self, name: str, action: str) -> None:
+        body = {"kind": "Component", "name": name, "namespace": "acme", "action": action}
+        assert self.config.state_path is not None
+        store_events(self.config.state_path, "openchoreo", [body], self.clock)
+
+    def catalog(self) -> dict[str, Any]:
+        assert self.config.state_path is not None
+        with Store.open(self.config.state_path, readonly=True) as store:
+            bodies = list(store.iter_entities())
+        return {f"{b['kind'].lower()}:acme/{b['metadata']['name']}": b for b in bodies}
+
+    def complete_cycle(self) -> None:
+        """Runs until the cycle in progress completes (none, if it has)."""
+        for _ in range(20):
+            [outcome] = self.run().providers
+            if outcome.cycle_completed or outcome.state is ProviderState.RESTING:
+                return
+        raise AssertionError("the cycle did not complete")
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Platform:
+    platform = Platform(tmp_path)
+    platform.complete_cycle()
+    platform.clock.advance(3600)  # the rest is over: the next run begins cycle 2
+    platform.run(pause_after="component:acme/a1")  # cycle 2 stops inside the components listing
+    return platform
+
+
+def test_a_component_deleted_mid_listing_stays_out_and_its_cycle_keeps_it_out(
+    platform: Platform,
+) -> None:
+    platform.world.delete_component("acme", "shop", "c3")
+    platform.event("c3", "deleted")
+
+    applied = platform.run().events.applied  # the event, then the listing's next pages
+    platform.complete_cycle()
+
+    assert applied == 1
+    assert "component:acme/c3" not in platform.catalog()
+    assert {"component:acme/a1", "component:acme/b2", "component:acme/d4"} <= set(
+        platform.catalog()
+    )
+
+
+def test_a_component_changed_mid_listing_keeps_its_change(platform: Platform) -> None:
+    owner = {"annotations": {"backstage.io/owner": "group:default/new-team"}}
+    platform.world.update_component("acme", "shop", "d4", owner)
+    platform.event("d4", "updated")
+
+    platform.complete_cycle()
+
+    assert platform.catalog()["component:acme/d4"]["spec"]["owner"] == "group:default/new-team"
+
+
+def test_a_listing_begun_after_an_event_is_what_the_catalog_takes(platform: Platform) -> None:
+    """The marks only hold back listings that began before the event: the next cycle's takes
+    the platform as it is, whatever an earlier event wrote."""
+    owner = {"annotations": {"backstage.io/owner": "group:default/new-team"}}
+    platform.world.update_component("acme", "shop", "d4", owner)
+    platform.event("d4", "updated")
+    platform.complete_cycle()
+    platform.world.update_component("acme", "shop", "d4", {"annotations": {}})
+
+    platform.clock.advance(3600)
+    platform.complete_cycle()
+
+    assert platform.catalog()["component:acme/d4"]["spec"]["owner"] != "group:default/new-team"
