@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from choreo_ingest.clock import Clock, rfc3339
+from choreo_ingest.clock import Clock, parse_rfc3339, rfc3339
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY, Config
 from choreo_ingest.engine import burst_context
 from choreo_ingest.errors import (
@@ -27,13 +27,14 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.logs import get_logger, scrub_secrets
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, Event
+from choreo_ingest.models import EVENTS_HELD_FACT, REFRESH_REQUESTED_FACT, Event
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
     IncrementalEntityProvider,
 )
 from choreo_ingest.providers.registry import load_provider
+from choreo_ingest.schedule import backoff_step
 from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 
 log = get_logger("choreo_ingest.events")
@@ -349,7 +350,9 @@ def drain_inbox(
 
     A failed event keeps its place with one more attempt (parked after MAX_EVENT_ATTEMPTS).
     A transient or auth failure says the API is unwell, so the drain stops there instead of
-    spending every event's attempts. Any other failure of a `created`/`updated` event concerns
+    spending every event's attempts, and the events wait (`eventsHeldUntil`) for the backoff
+    step of that event's attempts: `serve` drains every second, and an outage of seconds would
+    park it otherwise. Any other failure of a `created`/`updated` event concerns
     that event alone (bad data, a bug in the provider), so the events after it still apply:
     such an event re-reads the state when it is retried, so applying it late cannot undo a
     newer event. A failed `deleted` event (which could) always stops the drain. Running out
@@ -365,9 +368,15 @@ def drain_inbox(
             stats.dropped = _drop_backlog(store, provider.name, limit, clock, flood=flood)
             return stats
     now = clock.now()
+    held = store.facts(provider.name).get(EVENTS_HELD_FACT)
+    if held is not None:
+        if _still_held(held, now, config):
+            return stats
+        store.set_facts(provider.name, {EVENTS_HELD_FACT: None}, now)
     pending = [item for item in store.pending_events(provider.name) if _settled(item, now)]
     if not pending:
         return stats
+    unwell: InboxEvent | None = None
     cycle_id = store.load_provider(provider.name).cycle_id
     context = burst_context(
         config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
@@ -390,6 +399,8 @@ def drain_inbox(
                     break
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
                 api_unwell = isinstance(error, (TransientError, AuthError))
+                if not parked and api_unwell:
+                    unwell = item
                 if not parked and (api_unwell or item.body.get("action") == "deleted"):
                     break
                 continue
@@ -397,8 +408,21 @@ def drain_inbox(
             stats.applied += 1
             stats.upserted += page.upserted
             stats.removed += removed
+    if unwell is not None:
+        until = clock.now() + backoff_step(unwell.attempts + 1, config.incremental)
+        store.set_facts(provider.name, {EVENTS_HELD_FACT: rfc3339(until)}, clock.now())
     log.info("events_applied", provider=provider.name, **vars(stats))
     return stats
+
+
+def _still_held(held: str, now: float, config: Config) -> bool:
+    """Whether events held until `held` still wait at `now` (not past the longest backoff step
+    from now: a clock set back does not hold them for longer)."""
+    try:
+        until = parse_rfc3339(held)
+    except ValueError:
+        return False
+    return now < until <= now + max(config.incremental.backoff)
 
 
 def _settled(item: InboxEvent, now: float) -> bool:

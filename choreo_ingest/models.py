@@ -85,6 +85,9 @@ PROBLEM_FACT = "problem"
 """A provider fact that is a health problem the provider reports in its pages."""
 UNAVAILABLE_FACT = "unavailable"
 """A provider fact that is a health problem: why the configured provider could not be loaded."""
+EVENTS_HELD_FACT = "eventsHeldUntil"
+"""A provider fact: until when (RFC 3339) its events wait, the API having failed the last
+attempt to re-read one (`events.drain_inbox`)."""
 REFRESH_REQUESTED_FACT = "refreshRequested"
 """A provider fact set without the run lock (by an event refused because the inbox was full):
 the next run makes the provider due at once, as `refresh` would, and clears it."""

@@ -124,11 +124,11 @@ def longest_wait(config: IncrementalConfig) -> float:
 def crash_backoff(attempts: int, config: IncrementalConfig) -> float:
     """Seconds after a burst that did not finish began before it resumes: the backoff step of
     the failure it counts as, without jitter (the decision is made from the stored state
-    alone). The first such failure resumes at the next cron call."""
-    return _backoff_step(attempts + 1, config)
+    alone): the first one, `backoff`'s first step (the next cron call, by default)."""
+    return backoff_step(attempts + 1, config)
 
 
-def _backoff_step(failures: int, config: IncrementalConfig) -> float:
+def backoff_step(failures: int, config: IncrementalConfig) -> float:
     """The configured step after `failures` consecutive failures (1-based; the last step
     repeats)."""
     steps = config.backoff
@@ -143,7 +143,7 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait after the `attempts`-th consecutive failure (1-based); a longer
     `retry_after` wins, up to `longest_retry_after`."""
-    delay = _backoff_step(attempts, config) * (1 + rng.uniform(-JITTER, JITTER))
+    delay = backoff_step(attempts, config) * (1 + rng.uniform(-JITTER, JITTER))
     if retry_after is not None and retry_after > delay:
         return min(retry_after, longest_retry_after(config))
     return delay

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from choreo_ingest.cli.app import app
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.errors import AuthError, DeadlineExceeded, PermanentError, TransientError
 from choreo_ingest.events import (
@@ -44,7 +45,7 @@ from choreo_ingest.providers.base import (
     EventHandlingProvider,
     IncrementalEntityProvider,
 )
-from choreo_ingest.reporting import provider_metrics
+from choreo_ingest.reporting import provider_metrics, provider_status
 from choreo_ingest.store import Store
 from choreo_ingest.store.connection import Connection
 from choreo_ingest.store.inbox import (
@@ -160,6 +161,13 @@ def inbox(config: Config, provider: str = "fake") -> list[tuple[str, int]]:
     assert config.state_path is not None
     with Store.open(config.state_path, readonly=True) as store:
         return [(item.body["name"], item.attempts) for item in store.pending_events(provider)]
+
+
+def status_of(config: Config, provider: str = "fake") -> dict[str, Any]:
+    """The provider's `status --json` document."""
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return provider_status(store, config, provider, 0.0).to_json()
 
 
 def events_total(config: Config) -> dict[str, float]:
@@ -833,6 +841,10 @@ class TestDrain:
         assert inbox(config) == [("a", 1), ("b", 0)]
         assert {"a", "b"}.isdisjoint(catalog_names(config))
         assert [outcome.action for outcome in first.providers] == ["waiting"]
+        held = run(config, clock, provider)  # the API failed: the events wait a backoff step
+        assert (held.events.applied, held.events.retried) == (0, 0)
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        clock.advance(config.incremental.backoff[0])
 
         second = run(config, clock, provider)
 
@@ -921,6 +933,32 @@ class TestDrain:
 
         assert inbox(config) == [("e1", 1), ("e2", 0)]
 
+    def test_an_outage_costs_an_event_one_attempt_per_backoff_step_not_per_drain(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """`serve` drains every second: an API outage of seconds parked the event at the head
+        of the inbox (5 attempts), never to be retried. The events wait out a backoff step
+        after each failed attempt, and `status` says until when."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a")])
+        run(config, clock, provider)
+        provider.failures = {"a": [TransientError("503")] * 20}
+        feed(config, clock, component_event("a", "created"))
+        failed_at = clock.now()
+
+        for _ in range(10):  # ten drains, a second apart
+            run(config, clock, provider)
+            clock.advance(1)
+        during = status_of(config)
+        provider.failures = {}
+        clock.advance(config.incremental.backoff[0])
+        after = run(config, clock, provider)
+
+        assert during["eventsHeldUntil"] == rfc3339(failed_at + config.incremental.backoff[0])
+        assert after.events.applied == 1
+        assert "eventsHeldUntil" not in status_of(config)
+        assert events_total(config)["retried"] == 1
+
     def test_event_is_parked_after_its_last_attempt_and_shown_by_status(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
@@ -932,6 +970,7 @@ class TestDrain:
         for attempt in range(1, MAX_EVENT_ATTEMPTS):
             run(config, clock, provider)
             assert inbox(config) == [("a", attempt), ("b", 0)]
+            clock.advance(max(config.incremental.backoff))  # the events wait that long at most
         last = run(config, clock, provider)
 
         assert (last.events.parked, last.events.applied) == (1, 1)
@@ -962,6 +1001,7 @@ class TestDrain:
             run(config, clock, provider)
             feed(config, clock, component_event("a", "updated"))
             assert inbox(config) == [("a", attempt)]
+            clock.advance(max(config.incremental.backoff))  # the events wait that long at most
         last = run(config, clock, provider)
 
         assert last.events.parked == 1

@@ -452,6 +452,7 @@ class TestReReadFailures:
         assert BASKET.isdisjoint(platform.refs())
 
         platform.transport.down = False
+        platform.clock.advance(platform.config.incremental.backoff[0])  # the events wait so long
         platform.run()
 
         assert platform.inbox() == []
