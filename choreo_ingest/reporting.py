@@ -93,12 +93,19 @@ def provider_status(
     record = stored if running else crash_counted(stored)
     blocked = store.blocked_removals(name)
     facts = store.facts(name)
-    problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)
-    problems += [facts[name] for name in PROBLEM_FACTS if name in facts]
+    active = store.active_count(name)
+    if name in config.providers:
+        problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)
+        problems += [facts[name] for name in PROBLEM_FACTS if name in facts]
+    else:  # what its schedule says no longer matters: no run will act on it
+        problems = [
+            f"not among the configured providers: its {active:,} entities are kept as they are; "
+            f"`choreo-ingest reset {name} --forget --yes` removes them"
+        ]
     return ProviderStatus(
         record=record,
         next_action_at=next_action_time(stored, config.incremental, now, running=running),
-        active_entities=store.active_count(name),
+        active_entities=active,
         removals_blocked=blocked.count,
         removals_reason=blocked.reason,
         cursor_resets=store.counters(name).get("cursor_resets", 0),

@@ -643,6 +643,24 @@ class TestFailures:
         with state_location(state_path).open(readonly=True) as store:
             assert store.facts("fake") == {}
 
+    def test_a_provider_taken_out_of_the_config_is_reported_as_such(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """Its schedule no longer matters (no run acts on it): `health` said its cycles were
+        overdue, which no burst would ever mend."""
+        both = replace(make_config(tmp_path), providers=("fake", "other"))
+        run(both, state_path, clock, FakeProvider(TEN), FakeProvider(TEN[:2], name="other"))
+        clock.advance(10 * both.incremental.rest_length)
+        config = make_config(tmp_path)
+
+        with state_location(state_path).open(readonly=True) as store:
+            problems = provider_status(store, config, "other", clock.now()).health_problems
+
+        assert problems == [
+            "not among the configured providers: its 2 entities are kept as they are; "
+            "`choreo-ingest reset other --forget --yes` removes them"
+        ]
+
     def test_a_run_killed_after_the_last_page_sweeps_without_walking_again(
         self,
         tmp_path: Path,
