@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,14 +87,16 @@ def run_once(
     rng: random.Random | None = None,
     events_arrived: threading.Event | None = None,
     events_flooding: Callable[[], bool] | None = None,
+    left_out: Collection[str] = (),
 ) -> RunResult:
-    """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry).
+    """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry;
+    the configured providers `left_out` are not run, nor loaded: `serve`'s that could not be).
 
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
     between its pages too, not only before the burst; while `events_flooding()` says events
     arrive as a flood, a drain drops them for a fresh walk instead (`events.ArrivalRate`).
     """
-    names = list(config.providers)
+    names = [name for name in config.providers if name not in left_out]
     if only is not None:
         names = [checked_provider(config, state, only, option="--provider")]
     stop = stop or StopSignal()

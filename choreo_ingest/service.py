@@ -25,6 +25,7 @@ from choreo_ingest.logs import get_logger
 from choreo_ingest.models import ProviderAction
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
+from choreo_ingest.schedule import backoff_step
 from choreo_ingest.store import StateRef, state_location
 
 log = get_logger("choreo_ingest.service")
@@ -77,6 +78,9 @@ class Service:
         """When the last tick began (wall time): the metrics' last run."""
         self.heartbeat = clock.monotonic()
         """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
+        self._unloadable: dict[str, tuple[int, float]] = {}
+        """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
+        load them again: a tick a second would count (and log) a failure a second."""
 
     def alive(self) -> bool:
         """The loop went round recently enough: a burst, its mirror and a tick fit in between."""
@@ -97,17 +101,20 @@ class Service:
     def tick(self) -> TickRecord:
         record = TickRecord(started_at=self.clock.monotonic())
         self.last_tick_at = self.clock.now()
+        waiting = {n for n, (_, at) in self._unloadable.items() if record.started_at < at}
         try:
             record.result = run_once(
                 self.config,
                 self.state,
                 self.clock,
-                providers=self._loaded_providers(),
+                providers=self._loaded_providers(waiting),
                 stop=self.stop_signal,
                 rng=self.rng,
                 events_arrived=self.events_arrived,
                 events_flooding=self.arrivals.flooding,
+                left_out=waiting,
             )
+            self._note_unloadable(record.result)
             _log_failures(record.result)
             if record.result.error is not None:
                 record.error = str(record.result.error)
@@ -123,15 +130,27 @@ class Service:
         self.last_tick = record
         return record
 
-    def _loaded_providers(self) -> dict[str, IncrementalEntityProvider]:
+    def _loaded_providers(self, waiting: set[str]) -> dict[str, IncrementalEntityProvider]:
         """The configured providers, each loaded once for the service's life (its client and
         credentials with it: one OAuth grant per process, as for `run`). One that cannot load
-        is left to `run_once`, which records why, and is tried again at the next tick."""
+        is left to `run_once`, which records why, and is tried again once the backoff step of
+        its failures has passed (until then it is `waiting`)."""
         for name in self.config.providers:
-            with contextlib.suppress(ChoreoIngestError):
-                self.provider(name)
+            if name not in waiting:
+                with contextlib.suppress(ChoreoIngestError):
+                    self.provider(name)
         with self._providers_lock:
             return dict(self._providers)
+
+    def _note_unloadable(self, result: RunResult) -> None:
+        now = self.clock.monotonic()
+        for outcome in result.providers:
+            if outcome.unloadable:
+                failures = self._unloadable.get(outcome.name, (0, now))[0] + 1
+                retry_at = now + backoff_step(failures, self.config.incremental)
+                self._unloadable[outcome.name] = (failures, retry_at)
+            else:
+                self._unloadable.pop(outcome.name, None)
 
     def provider(self, name: str) -> IncrementalEntityProvider:
         """The provider `name`, loaded once (ProviderLoadError when it cannot be)."""

@@ -209,6 +209,32 @@ class TestTick:
         assert (failed["event"], failed["provider"]) == ("provider_failed", "fake")
         assert "GET /x: 503" in failed["error"]
 
+    def test_a_provider_that_cannot_be_loaded_is_tried_again_after_a_backoff_step(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A tick a second counted (and logged) a failed burst a second: 86,400 a day."""
+        config = replace(make_config(tmp_path), providers=("fake", "not-installed"))
+        assert config.state_path is not None
+        service = Service(config, config.state_path, clock, providers={"fake": FakeProvider([])})
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(10):
+                service.tick()
+                clock.advance(1)
+            held = attempts(config.state_path, "not-installed")
+            clock.advance(config.incremental.backoff[0])
+            service.tick()
+
+        assert held == 1
+        assert attempts(config.state_path, "not-installed") == 2
+        failed = [line for line in logs if line["event"] == "provider_failed"]
+        assert [line["provider"] for line in failed] == ["not-installed"] * 2
+
+
+def attempts(state_path: Path, provider: str) -> int:
+    with Store.open(state_path, readonly=True) as store:
+        return store.load_provider(provider).attempts
+
 
 class TestLock:
     def test_a_tick_is_skipped_while_a_cron_run_holds_the_lock(
