@@ -43,8 +43,12 @@ MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
 FLOOD_EVENTS = 200
 FLOOD_SECONDS = 5.0
-"""More events than FLOOD_EVENTS in FLOOD_SECONDS (40 a second) are a flood (`ArrivalRate`):
-more than a drain re-reads at the default request cap (2-3 requests an event)."""
+"""More events than FLOOD_EVENTS in FLOOD_SECONDS (40 a second) are a flood (`ArrivalRate`)
+when nearly all of them (REPLAY_SHARE) are `created`: the event forwarder's start, which sends
+`created` for every object and costs more to re-read (2-3 requests an event) than a walk."""
+REPLAY_SHARE = 0.9
+"""The share of `created` events that makes a flood the forwarder's start: a deploy or a
+controller that changes many objects at once sends `updated`, each worth its re-read."""
 SETTLE_SECONDS = 2.0
 """An `updated` event waits this long after it arrived before it is applied. OpenChoreo's event
 forwarder sends the first update of an object and drops the others that follow within 1 s
@@ -82,6 +86,8 @@ class EventReceipt:
     stored: int
     ignored: int
     rejected: list[Rejected]
+    created: int = 0
+    """Of those stored, the `created` events (what `ArrivalRate` tells a replay by)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,7 +131,8 @@ def receive_events(
         ignored=parsed.ignored,
         capacity=config.inbox_capacity,
     )
-    return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected)
+    created = sum(body.get("action") == "created" for body in parsed.valid) if stored else 0
+    return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected, created)
 
 
 @dataclass
@@ -315,25 +322,34 @@ def purge_events(state: StateRef, provider: str | None = None) -> int:
 
 class ArrivalRate:
     """Whether events are arriving as a flood: more than FLOOD_EVENTS in the last
-    FLOOD_SECONDS. `serve` applies events as they come, so a forwarder's start (`created` for
-    every object) never piles up past `maxPending` before a drain, and was re-read one object at
-    a time; while the flood lasts, its drains drop the inbox for a fresh walk instead. Events
-    are counted by whoever stores them (another thread); safe to share."""
+    FLOOD_SECONDS, nearly all `created`. `serve` applies events as they come, so a forwarder's
+    start (`created` for every object) never piles up past `maxPending` before a drain, and was
+    re-read one object at a time; while the flood lasts, its drains drop the inbox for a fresh
+    walk instead. As many `updated` events (a deploy) are applied: dropping them gave up the
+    cycle in progress for a walk of the whole platform. Events are counted by whoever stores
+    them (another thread); safe to share."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._times: deque[float] = deque(maxlen=FLOOD_EVENTS)
+        self._arrivals: deque[tuple[float, bool]] = deque(maxlen=FLOOD_EVENTS)
+        """(monotonic time, whether `created`) of the latest events."""
 
-    def add(self, count: int) -> None:
+    def add(self, count: int, created: int = 0) -> None:
+        """`count` events arrived, `created` of them `created` events."""
         now = self._clock.monotonic()
+        created = min(created, count)
         with self._lock:
-            self._times.extend([now] * min(count, FLOOD_EVENTS))
+            self._arrivals.extend([(now, False)] * min(count - created, FLOOD_EVENTS))
+            self._arrivals.extend([(now, True)] * min(created, FLOOD_EVENTS))
 
     def flooding(self) -> bool:
         with self._lock:
-            full = len(self._times) == FLOOD_EVENTS
-            return full and self._clock.monotonic() - self._times[0] <= FLOOD_SECONDS
+            if len(self._arrivals) < FLOOD_EVENTS:
+                return False
+            recent = self._clock.monotonic() - self._arrivals[0][0] <= FLOOD_SECONDS
+            created = sum(is_created for _, is_created in self._arrivals)
+            return recent and created >= REPLAY_SHARE * FLOOD_EVENTS
 
 
 def drain_inbox(

@@ -27,6 +27,7 @@ from choreo_ingest.events import (
     MAX_EVENT_ATTEMPTS,
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
+    REPLAY_SHARE,
     SETTLE_SECONDS,
     ArrivalRate,
     parse_events,
@@ -1186,20 +1187,40 @@ class TestArrivalRate:
         clock = FakeClock()
         arrivals = ArrivalRate(clock)
 
-        arrivals.add(FLOOD_EVENTS - 1)
+        arrivals.add(FLOOD_EVENTS - 1, created=FLOOD_EVENTS - 1)
         assert not arrivals.flooding()
         clock.advance(FLOOD_SECONDS / 2)
-        arrivals.add(1)
+        arrivals.add(1, created=1)
         assert arrivals.flooding()
         clock.advance(FLOOD_SECONDS)
         assert not arrivals.flooding()  # it ended: nothing came for a whole window
+
+    @pytest.mark.parametrize(
+        ("created", "flood"),
+        [
+            (FLOOD_EVENTS, True),
+            (int(REPLAY_SHARE * FLOOD_EVENTS), True),
+            (FLOOD_EVENTS // 2, False),
+        ],
+        ids=["all-created", "nearly-all-created", "half-updated"],
+    )
+    def test_only_a_flood_of_created_events_is_the_forwarders_start(
+        self, created: int, flood: bool
+    ) -> None:
+        """The forwarder sends `created` for every object when it starts; as many `updated`
+        events at once (a deploy) are worth their re-reads."""
+        arrivals = ArrivalRate(FakeClock())
+
+        arrivals.add(FLOOD_EVENTS, created=created)
+
+        assert arrivals.flooding() is flood
 
     def test_events_spread_thinner_than_the_rate_are_no_flood(self) -> None:
         clock = FakeClock()
         arrivals = ArrivalRate(clock)
 
         for _ in range(3 * FLOOD_EVENTS):
-            arrivals.add(1)
+            arrivals.add(1, created=1)
             clock.advance(2 * FLOOD_SECONDS / FLOOD_EVENTS)
 
         assert not arrivals.flooding()

@@ -156,7 +156,7 @@ class TestFlood:
         service.tick()
         store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
-        service.events_stored(FLOOD_EVENTS)
+        service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS)  # the forwarder's start
         with structlog.testing.capture_logs() as logs:
             record = service.tick()
 
@@ -167,6 +167,22 @@ class TestFlood:
         # dropped again at each drain while the flood lasts: the one warning is the refresh's
         assert levels["event_backlog_dropped"] == "info"
         assert levels["refresh_requested"] == "warning"
+
+    def test_as_many_updates_at_once_are_applied_not_dropped(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A deploy that changes many objects at once: dropping its events gave up the cycle in
+        progress for a walk of the whole platform."""
+        provider = CheckingEvents([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
+
+        service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS // 2)
+        record = service.tick()
+
+        assert record.result is not None
+        assert (record.result.events.dropped, record.result.events.applied) == (0, 2)
 
     def test_events_arriving_as_usual_are_applied(self, tmp_path: Path, clock: FakeClock) -> None:
         provider = CheckingEvents([make_entity(n) for n in NAMES])

@@ -293,7 +293,7 @@ def _event_routes(server: Server) -> list[Route]:
             raise HTTPProblem(400, str(error)) from None
         receipt = await _in_thread(server, _receive, server, provider, text)
         if receipt.stored:
-            server.service.events_stored(receipt.stored)
+            server.service.events_stored(receipt.stored, receipt.created)
         return _json(receipt.to_json(), 400 if receipt.rejected else 202)
 
     paths = ["/events/{provider}", "/api/events/http/{provider}"]

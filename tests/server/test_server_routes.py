@@ -17,6 +17,7 @@ import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
+from choreo_ingest.events import FLOOD_EVENTS
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.models import ProviderState
 from choreo_ingest.server.app import OPERATOR_THREADS, Server, build_app
@@ -113,6 +114,19 @@ class TestEvents:
         assert answer.status_code == 202
         assert answer.json() == {"stored": 1, "ignored": 0, "rejected": []}
         assert pending(ingested) == [component_event("new-one")]
+
+    @pytest.mark.parametrize(("action", "flood"), [("created", True), ("updated", False)])
+    def test_only_a_flood_of_created_events_counts_as_the_forwarders_start(
+        self, config: Config, ingested: Path, clock: FakeClock, action: str, flood: bool
+    ) -> None:
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
+        events = [component_event(f"c{number}", action) for number in range(FLOOD_EVENTS)]
+
+        with AsgiClient(build_app(server)) as client:
+            assert client.post("/events/openchoreo", json=events).status_code == 202
+
+        assert service.arrivals.flooding() is flood
 
     def test_duplicates_coalesce(self, client: AsgiClient, ingested: Path) -> None:
         for _ in range(3):
