@@ -190,7 +190,10 @@ def _size_problem(item: object) -> str | None:
     """Too deep or too big to keep; checked first, so nothing after it recurses that deep."""
     if _depth(item) > MAX_EVENT_DEPTH:
         return _too_deep()
-    text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text = json.dumps(item, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # Python's json reads NaN, Infinity and 1e400 (inf); no store keeps them
+        return "holds a number JSON cannot hold (NaN, Infinity, or one past a float's range)"
     if "\\u0000" in text and _holds_nul(item):  # JSONB cannot keep it: refused on every store
         return "holds the character U+0000, which a state store cannot keep"
     try:

@@ -306,6 +306,22 @@ class TestParseEvents:
         assert [event["name"] for event in parsed.valid] == ["a"]
         assert [(r.index, r.problem) for r in parsed.rejected] == [(2, problem)]
 
+    @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+    def test_an_event_holding_a_number_json_cannot_hold_is_rejected_alone(
+        self, number: str
+    ) -> None:
+        """Python's json reads them; SQLite's JSON functions then failed the batch as an internal
+        error, PostgreSQL's JSONB as a store error (503 to a webhook sender, which retries)."""
+        bad = json.dumps({**component_event("bad", "created"), "n": 0}).replace("0}", f"{number}}}")
+        text = "\n".join([json.dumps(component_event("a", "created")), bad])
+
+        parsed = parse_events(text)
+
+        assert [event["name"] for event in parsed.valid] == ["a"]
+        assert [(r.index, r.problem) for r in parsed.rejected] == [
+            (2, "holds a number JSON cannot hold (NaN, Infinity, or one past a float's range)")
+        ]
+
     @pytest.mark.parametrize("text", ["", "  \n\t"], ids=["empty", "whitespace"])
     def test_empty_input_is_rejected(self, text: str) -> None:
         parsed = parse_events(text)
