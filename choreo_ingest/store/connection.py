@@ -56,6 +56,15 @@ def canonical_json(value: object) -> str:
     return text
 
 
+def storable_text(text: str | None) -> str | None:
+    """`text` as a text column of either store can keep it: U+0000 (which PostgreSQL refuses)
+    and lone surrogates (which no database takes) become U+FFFD. For what the store is handed
+    to keep as it is: an error's message, a provider's fact."""
+    if text is None or (text.isascii() and "\0" not in text):
+        return text
+    return _SURROGATE.sub("\ufffd", text.replace("\0", "\ufffd"))
+
+
 # One encoder for every call: `json.dumps` with options builds a new one each time.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from choreo_ingest.errors import InboxFull
 from choreo_ingest.models import JSON, Delta, PageStats
-from choreo_ingest.store.connection import canonical_json
+from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, in_values, json_field, take_turn
 from choreo_ingest.store.entity_rows import bump_counters
 from choreo_ingest.store.writes import apply_delta_rows
@@ -212,7 +212,7 @@ def fail_event(
         parked = attempts >= max_attempts
         conn.execute(
             "UPDATE event_inbox SET attempts = ?, parked = ?, last_error = ? WHERE seq = ?",
-            [attempts, int(parked), error, seq],
+            [attempts, int(parked), storable_text(error), seq],
         )
         bump_counters(conn, provider, {"events_parked" if parked else "events_retried": 1})
     return parked

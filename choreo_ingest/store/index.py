@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from choreo_ingest.models import IndexEntry
-from choreo_ingest.store.connection import canonical_json
+from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, in_values
 
 
@@ -112,7 +112,11 @@ def write_facts(
         """INSERT INTO provider_facts (provider, name, value, updated_at) VALUES (?, ?, ?, ?)
            ON CONFLICT (provider, name) DO UPDATE SET value = excluded.value,
                updated_at = excluded.updated_at""",
-        [(provider, name, value, now) for name, value in facts.items() if value is not None],
+        [
+            (provider, name, storable_text(value), now)
+            for name, value in facts.items()
+            if value is not None
+        ],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -14,6 +15,8 @@ from choreo_ingest.store.change_log import newest_seq
 from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
 from choreo_ingest.store.entity_rows import REFS
 from choreo_ingest.store.writes import STATE
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 _REFS_PER_QUERY = 500
 
@@ -183,9 +186,10 @@ def iter_entities(conn: AnyConnection, kind: str | None = None) -> Iterator[dict
     if kind is None:
         rows = conn.stream("SELECT body FROM entities ORDER BY ref")
     else:
-        rows = conn.stream(
-            "SELECT body FROM entities WHERE lower(kind) = lower(?) ORDER BY ref", [kind]
-        )
+        # lower() of the column folds ASCII only (SQLite; PostgreSQL's C collation); of the
+        # parameter it would fold as the database's collation does: the kind is folded here.
+        wanted = kind.translate(_ASCII_LOWER)
+        rows = conn.stream("SELECT body FROM entities WHERE lower(kind) = ? ORDER BY ref", [wanted])
     for (body,) in rows:
         yield json.loads(body)
 

@@ -17,7 +17,7 @@ from choreo_ingest.models import (
     ProviderRecord,
     SweepResult,
 )
-from choreo_ingest.store.connection import canonical_json
+from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, refresh_statistics
 from choreo_ingest.store.entity_rows import (
     REFS,
@@ -73,7 +73,7 @@ def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> No
             cursor_text,
             record.next_action_at,
             record.attempts,
-            record.last_error,
+            storable_text(record.last_error),
             record.last_burst_at,
             record.last_burst_duration,
             record.cycle_started_at,

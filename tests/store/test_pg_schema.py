@@ -16,7 +16,8 @@ from pg_support import PgCluster, require_psycopg
 require_psycopg()
 
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError  # noqa: E402
-from choreo_ingest.store import pg_schema  # noqa: E402
+from choreo_ingest.models import EntityIteratorResult, ProviderState  # noqa: E402
+from choreo_ingest.store import pg_schema, state_location  # noqa: E402
 from choreo_ingest.store.connection import Connection  # noqa: E402
 from choreo_ingest.store.meta import PRUNED_THROUGH, STORE_ID  # noqa: E402
 from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
@@ -27,6 +28,7 @@ from choreo_ingest.store.pg_schema import (  # noqa: E402
     pg_pending_migrations,
 )
 from choreo_ingest.store.schema import MIGRATION_NAMES, MIGRATION_SET  # noqa: E402
+from choreo_ingest.testing import make_entity  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -256,6 +258,29 @@ def test_refs_sort_in_byte_order_whatever_the_database_collation(
             assert found == sorted(refs)
             after = conn.execute("SELECT ref FROM entities WHERE ref > ?", ["component:a"])
             assert sorted(ref for (ref,) in after) == sorted(r for r in refs if r > "component:a")
+    finally:
+        pg_cluster.drop_database(url)
+
+
+def test_a_kind_is_matched_as_on_sqlite_whatever_the_database_collation(
+    pg_cluster: PgCluster,
+) -> None:
+    """`export --kind Ärger` found nothing where the database's collation folds `Ä`."""
+    url = pg_cluster.fresh_database(icu_locale="en-US")
+    try:
+        with state_location(url).open() as store:
+            store.migrate()
+            record = store.load_provider("p")
+            record.cycle_id, record.state = 1, ProviderState.BURSTING
+            store.start_cycle(record, 0.0)
+            kinds = {"a": "Ärger", "b": "ÄRGER", "c": "ärger"}
+            entities = [make_entity(name, kind=kind) for name, kind in kinds.items()]
+            page = EntityIteratorResult(done=False, entities=entities)
+            store.commit_page("p", 1, page, None, 0.0)
+
+            found = [body["kind"] for body in store.iter_entities("Ärger")]
+
+        assert found == ["Ärger", "ÄRGER"]  # as on SQLite: ASCII letters fold, `Ä` does not
     finally:
         pg_cluster.drop_database(url)
 

@@ -417,6 +417,21 @@ class TestWritePath:
         assert body is not None
         assert body["metadata"]["description"] == "half \ufffd of a pair, and \ufffd too"
 
+    def test_an_error_and_a_fact_holding_nul_are_kept_with_the_replacement_character(
+        self, store: Store
+    ) -> None:
+        """PostgreSQL's text refuses U+0000: a burst whose error quoted it could not be recorded
+        (the provider stayed `bursting`, retried at once, with the wrong reason)."""
+        record = begin_cycle(store)
+        record.last_error = "csv row 1: unexpected byte 'a\x00b' or \udc00"
+        store.save_provider(record, T0)
+        store.set_facts("fake", {"note": "x\x00y"}, T0)
+
+        assert store.load_provider("fake").last_error == (
+            "csv row 1: unexpected byte 'a\ufffdb' or \ufffd"
+        )
+        assert store.facts("fake") == {"note": "x\ufffdy"}
+
     def test_page_stores_cursor_and_bumps_counters(self, store: Store) -> None:
         record = begin_cycle(store)
         store.commit_page("fake", record.cycle_id, page(TEN[:3]), '{"offset":3}', T0)
