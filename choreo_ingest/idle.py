@@ -18,6 +18,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.metrics import write_metrics_textfile
+from choreo_ingest.mirror_marker import disagreement
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import all_metrics, provider_names
@@ -64,5 +65,7 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
     if directory is not None:
         newest = store.change_bounds()[1]
         if not directory.is_dir() or store.get_position(position_name(directory)) != newest:
+            return False
+        if disagreement(directory, store) is not None:
             return False
     return not change_log_prunable(store, config, now)

@@ -30,6 +30,7 @@ import yaml
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import TEMP_SUFFIX, DurableBatch, make_directories
 from choreo_ingest.logs import get_logger
+from choreo_ingest.mirror_marker import disagreement, mark
 from choreo_ingest.store import ChangeRow, Store, position_name
 from choreo_ingest.store.queries import EntityLocation
 
@@ -69,8 +70,8 @@ def sync_mirror(
     Raises ConfigError (`catalog.directory`) when the directory cannot be written.
 
     Unbounded (`cancelled` None, as `choreo-ingest mirror` calls it), a directory never synced,
-    missing, or whose position is past the end of the log (after restoring an older state file)
-    is rebuilt.
+    missing, or whose files the state cannot vouch for (`mirror_marker`: emptied, or restored
+    apart from the state) is rebuilt.
 
     Bounded, `cancelled()` is asked before each entity; once it is true, the files written so far
     are made durable, the position moves to the last change they cover, and the stats say
@@ -87,8 +88,8 @@ def sync_mirror(
     name = position_name(directory)
     position = store.get_position(name)
     pruned_through, last = store.change_bounds()
-    missing = not directory.is_dir()
-    from_start = position == 0 or position > last or missing
+    problem = "directory missing" if not directory.is_dir() else disagreement(directory, store)
+    from_start = position == 0 or position > last or problem is not None
     if (0 if from_start else position) < pruned_through:
         if cancelled is not None or not from_start:
             log.warning(
@@ -106,7 +107,7 @@ def sync_mirror(
             log.warning(
                 "mirror_replayed_from_start",
                 directory=str(directory),
-                reason="directory missing" if missing else "position past the end of the log",
+                reason=problem or "position past the end of the log",
                 position=position,
                 last_change=last,
                 advice="`choreo-ingest mirror --rebuild` deletes files of entities not held",
@@ -122,9 +123,11 @@ def sync_mirror(
             writer.flush()
             if covered is not None:
                 position = covered
+                mark(directory, store, position)  # before the state: a kill between replays
                 store.set_position(name, position)
             if not caught_up or len(changes) < batch_size:
                 break
+        mark(directory, store, position)  # a directory from before the marker, or in step
     return writer.stats(position, caught_up=caught_up)
 
 
@@ -175,6 +178,7 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
             if store.entity_location(f"{kind}:{namespace}/{path.stem}") is None:
                 writer.remove(path)
         writer.flush()
+        mark(directory, store, position)
     store.set_position(position_name(directory), position)
     log.info("mirror_rebuilt", directory=str(directory), position=position)
     return writer.stats(position, rebuilt=True)

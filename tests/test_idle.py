@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -57,6 +58,7 @@ ALLOWED_OWN = {
     "choreo_ingest.files",
     "choreo_ingest.idle",
     "choreo_ingest.metrics",
+    "choreo_ingest.mirror_marker",
     "choreo_ingest.models",
     "choreo_ingest.provider_scope",
     "choreo_ingest.providers",
@@ -206,6 +208,17 @@ class TestRunIfIdle:
 
         with location.open() as store:
             store.set_position(position_name(config.catalog_directory), 1)
+        assert run_if_idle(config, location, clock) is False
+
+    def test_a_mirror_directory_emptied_under_the_state_is_work(self, tmp_path: Path) -> None:
+        """Its position says it is in step; its marker is gone with its files."""
+        config = load_config(write_config(tmp_path, catalog={"directory": "catalog"}))
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        assert config.catalog_directory is not None
+        shutil.rmtree(config.catalog_directory)
+        config.catalog_directory.mkdir()
+
         assert run_if_idle(config, location, clock) is False
 
     def test_changes_old_enough_to_prune_are_work(self, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ LAYERS = {
     "page_writer": 3,
     "events": 3,
     "mirror": 3,
+    "mirror_marker": 3,
     "reporting": 3,
     "provider_scope": 3,
     "feed": 3,

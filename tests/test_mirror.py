@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
@@ -27,6 +28,7 @@ from choreo_ingest.mirror import (
     rebuild_mirror,
     sync_mirror,
 )
+from choreo_ingest.mirror_marker import MARKER
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
@@ -81,7 +83,9 @@ def exported(state_path: Path) -> dict[str, Any]:
 
 
 def all_files(directory: Path) -> list[str]:
-    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    """The files in `directory`, but its marker (`mirror_marker`, tested on its own)."""
+    files = (p for p in directory.rglob("*") if p.is_file() and p.name != MARKER)
+    return sorted(p.relative_to(directory).as_posix() for p in files)
 
 
 def commit_without_mirror(
@@ -239,6 +243,7 @@ class TestCrashRepair:
             stats = sync_mirror(store, tmp_path / "catalog", batch_size=1)
 
         assert stats.position > before
+        assert not stats.rebuilt  # the directory's marker, written first, is ahead: replayed
         assert mirrored(tmp_path / "catalog") == exported(config.state_path)
 
     def test_failed_run_still_mirrors_what_it_committed(
@@ -344,6 +349,64 @@ class TestPositionAndRebuild:
             assert store.get_position(position_name(tmp_path / "catalog")) == (
                 store.last_change_seq()
             )
+
+    @pytest.mark.parametrize("bounded", [True, False], ids=["run", "mirror-command"])
+    def test_a_directory_emptied_under_the_state_is_filled_again(
+        self, tmp_path: Path, clock: FakeClock, bounded: bool
+    ) -> None:
+        """A volume remounted empty (an emptyDir beside a PostgreSQL state, a mount that failed
+        and left its mount point): the stored position said it was in step, so it stayed
+        empty, and Backstage (orphanStrategy: delete) removed the whole catalog."""
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])
+        directory = tmp_path / "catalog"
+        shutil.rmtree(directory)
+        directory.mkdir()
+
+        with locked_store(config.state_path) as store:
+            stats = sync_mirror(store, directory, cancelled=(lambda: False) if bounded else None)
+
+        assert mirrored(directory) == exported(config.state_path)
+        assert stats.rebuilt is not bounded  # a run replays the log; `mirror` rebuilds
+
+    def test_a_state_restored_from_a_backup_rebuilds_the_directory_ahead_of_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The directory's own marker says it holds changes the restored state never made: the
+        position, kept in the state, was restored with it and could not tell."""
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])
+        backup = tmp_path / "backup.db"
+        with (
+            closing(sqlite3.connect(config.state_path)) as live,
+            closing(sqlite3.connect(backup)) as copy,
+        ):
+            live.backup(copy)
+        run_cycle(config, clock, [make_entity("a"), make_entity("late")])  # b deleted, late new
+        backup.replace(config.state_path)
+
+        with locked_store(config.state_path) as store:
+            stats = sync_mirror(store, tmp_path / "catalog")
+
+        assert stats.rebuilt
+        assert mirrored(tmp_path / "catalog") == exported(config.state_path)
+        assert "component/default/late.yaml" not in mirrored(tmp_path / "catalog")
+
+    def test_a_directory_mirrored_before_the_marker_is_trusted_and_marked(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a")])
+        (tmp_path / "catalog" / MARKER).unlink()  # as an earlier release left it
+
+        with locked_store(config.state_path) as store:
+            stats = sync_mirror(store, tmp_path / "catalog", cancelled=lambda: False)
+
+        assert (stats.written, stats.unchanged, stats.rebuilt) == (0, 0, False)
+        assert (tmp_path / "catalog" / MARKER).is_file()
 
     def test_rebuild_removes_strays_and_temp_files_but_nothing_else(
         self, tmp_path: Path, clock: FakeClock

@@ -282,12 +282,15 @@ class TestBatchedFlushes:
         assert recorder.events == [
             "syncfs: 0 files, 10 temp",  # the new contents, before any rename
             "syncfs: 10 files, 0 temp",  # the renames
+            "fsync",  # the directory's marker, before the position (`mirror_marker`)
             "position 10: 10 files, 0 temp",
             "syncfs: 10 files, 10 temp",
             "syncfs: 20 files, 0 temp",
+            "fsync",
             "position 20: 20 files, 0 temp",
             "syncfs: 20 files, 5 temp",
             "syncfs: 25 files, 0 temp",
+            "fsync",
             "position 25: 25 files, 0 temp",
         ]
 
@@ -311,6 +314,7 @@ class TestBatchedFlushes:
             "syncfs: 20 files, 0 temp",
             "syncfs: 20 files, 5 temp",
             "syncfs: 25 files, 0 temp",
+            "fsync",  # the directory's marker
             "position 25: 25 files, 0 temp",
         ]
 
@@ -322,8 +326,9 @@ class TestBatchedFlushes:
         with locked_store(state_path) as store:
             sync_mirror(store, recorder.directory, cancelled=never)
 
-        # 4 files, then their 2 namespace directories, the kind directory and the mirror's own
-        assert recorder.events == ["fsync"] * (4 + 2 + 2)
+        # 4 files, then their 2 namespace directories, the kind directory and the mirror's own,
+        # then the directory's marker
+        assert recorder.events == ["fsync"] * (4 + 2 + 2 + 1)
 
     def test_sigterm_stops_the_mirror_between_batches(
         self, state_path: Path, clock: FakeClock, recorder: DiskRecorder

@@ -1,0 +1,76 @@
+"""The YAML mirror's own record of what it holds: a marker file in the directory.
+
+The mirror's position (how far into the change log the files are) lives in the state, so the
+state alone cannot tell that the directory changed apart from it: a volume remounted empty, a
+mount that failed and left a bare mount point, `rm -r catalog/*`, or a state file restored from
+a backup while the directory holds what came after. So every sync also writes
+`<directory>/.choreo-ingest-mirror`: the state's store id, the position, and the time of that
+position's change. A directory whose marker is missing (while it holds nothing), names another
+state, or names a change this state does not have is not trusted: the mirror starts it again.
+
+A marker ahead of the stored position is expected (it is written before the position is stored,
+so a kill between the two leaves it ahead: replaying changes is harmless); one past the log's
+end, or naming a change the log holds from another time, is another timeline. A directory
+without a marker that holds entity files was written by a release before the marker: it is
+trusted, and marked.
+
+The marker starts with a dot: Backstage's glob `*/*/*.yaml` never reads it. This module is light
+(no YAML): the idle `run` asks it whether the mirror is in step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from choreo_ingest.files import replace_atomically
+from choreo_ingest.store import Store
+
+MARKER = ".choreo-ingest-mirror"
+MARKER_MODE = 0o644
+
+
+def disagreement(directory: Path, store: Store) -> str | None:
+    """Why the files in `directory` cannot be taken for what the state's position says, or None
+    (a directory that does not exist is not asked about)."""
+    try:
+        recorded = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except FileNotFoundError:  # mirrored by an earlier release, or emptied since
+        written = next(directory.glob("*/*/*.yaml"), None) is not None
+        return None if written else "the directory holds no entity files"
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "its marker file cannot be read"
+    if not isinstance(recorded, dict) or recorded.get("storeId") != store.store_id():
+        return "it mirrors another state (its marker names another store id)"
+    position, at = recorded.get("position"), recorded.get("at")
+    if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+        return "its marker file cannot be read"
+    if position > store.last_change_seq():
+        return "it holds changes this state does not have (a state restored from a backup?)"
+    logged_at = _change_time(store, position) if position else None
+    if logged_at is not None and at != logged_at:  # pruned since: nothing to tell it by
+        return "it holds changes this state made otherwise (a state restored from a backup?)"
+    return None
+
+
+def mark(directory: Path, store: Store, position: int) -> None:
+    """Record that `directory` holds the catalog as of `position` (durably, atomically)."""
+    recorded = {
+        "storeId": store.store_id(),
+        "position": position,
+        "at": _change_time(store, position) if position else None,
+    }
+    data = json.dumps(recorded, separators=(",", ":")).encode()
+    path = directory / MARKER
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    replace_atomically(path, data, MARKER_MODE)
+
+
+def _change_time(store: Store, seq: int) -> float | None:
+    """When change `seq` was logged; None when the log no longer holds it (pruned)."""
+    rows = store.changes(seq - 1, 1)
+    return rows[0].at if rows and rows[0].seq == seq else None
