@@ -10,7 +10,10 @@ state, or names a change this state does not have is not trusted: the mirror sta
 
 A marker ahead of the stored position is expected (it is written before the position is stored,
 so a kill between the two leaves it ahead: replaying changes is harmless); one past the log's
-end, or naming a change the log holds from another time, is another timeline. A directory
+end, or naming a change the log holds from another time, is another timeline. One behind it (a
+marker whose rename a power cut lost, or another directory at the same path, as each `serve`
+replica's own beside one PostgreSQL state) says where the directory stands: the sync goes on
+from there. A directory
 without a marker that holds entity files was written by a release before the marker: it is
 trusted, and marked.
 
@@ -28,6 +31,16 @@ from choreo_ingest.store import Store
 
 MARKER = ".choreo-ingest-mirror"
 MARKER_MODE = 0o644
+
+
+def marked_position(directory: Path) -> int | None:
+    """The position the directory's marker records; None without a readable one."""
+    try:
+        recorded = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    position = recorded.get("position") if isinstance(recorded, dict) else None
+    return position if isinstance(position, int) and not isinstance(position, bool) else None
 
 
 def disagreement(directory: Path, store: Store) -> str | None:

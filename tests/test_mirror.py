@@ -394,6 +394,26 @@ class TestPositionAndRebuild:
         assert mirrored(tmp_path / "catalog") == exported(config.state_path)
         assert "component/default/late.yaml" not in mirrored(tmp_path / "catalog")
 
+    def test_a_directory_behind_the_stored_position_goes_on_from_where_it_stands(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Two directories at one path (each `serve` replica's own, beside one PostgreSQL
+        state) share the stored position: the one that did not follow it skipped changes."""
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a")])
+        left_behind = tmp_path / "left-behind"
+        shutil.copytree(tmp_path / "catalog", left_behind)
+        run_cycle(config, clock, [make_entity("a"), make_entity("b")])  # mirrored elsewhere
+        shutil.rmtree(tmp_path / "catalog")
+        left_behind.rename(tmp_path / "catalog")
+
+        with locked_store(config.state_path) as store:
+            stats = sync_mirror(store, tmp_path / "catalog", cancelled=lambda: False)
+
+        assert (stats.written, stats.rebuilt) == (1, False)
+        assert mirrored(tmp_path / "catalog") == exported(config.state_path)
+
     def test_a_directory_mirrored_before_the_marker_is_trusted_and_marked(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
