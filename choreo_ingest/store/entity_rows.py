@@ -140,9 +140,11 @@ def remove_refs_where(
     # `entities.provider` instead makes SQLite scan every entity of the provider.
     owned = f"""FROM {REFS} r JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
         WHERE r.provider = ? AND {where}"""
+    # In ref order, as SQLite's plan yields them anyway; PostgreSQL's hash join would not.
+    order = " ORDER BY e.ref" if is_postgres(conn) else ""
     conn.execute(
         "INSERT INTO changes (at, op, ref, provider) "
-        f"SELECT ?, 'delete', e.ref, r.provider {owned}",
+        f"SELECT ?, 'delete', e.ref, r.provider {owned}{order}",
         [now, *args],
     )
     key = row_key(conn)

@@ -510,6 +510,17 @@ class TestSweep:
         assert {c.at for c in deletes} == {T0 + 10}
         assert store.counters("fake")["entities_removed"] == 2
 
+    def test_a_sweep_logs_its_deletes_in_ref_order_on_either_store(self, store: Store) -> None:
+        """PostgreSQL hands a large sweep's rows to the change log in hash-join order."""
+        many = [make_entity(f"n{(number * 7919) % 3000:04d}") for number in range(3000)]
+        run_cycle(store, many)
+
+        run_cycle(store, many[:1], now=T0 + 10)
+
+        deletes = [change.ref for change in store.changes() if change.op == "delete"]
+        assert len(deletes) == 2999
+        assert deletes == sorted(deletes)
+
     def test_empty_cycle_is_blocked_by_reject_empty_source_collections(self, store: Store) -> None:
         guards = SweepGuards(
             reject_empty_source_collections=True, reject_removals_above_percentage=None
