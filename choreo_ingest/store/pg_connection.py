@@ -152,6 +152,13 @@ class PgConnection:
     def _enter_schema(self) -> None:
         raw = self._raw
         with self._translated():
+            # The server's side of the keepalives: a client gone without a word (its node
+            # lost) would otherwise keep its session, and the run lock with it, for 2 hours.
+            raw.execute(
+                f"SET tcp_keepalives_idle = {KEEPALIVES['keepalives_idle']}; "
+                f"SET tcp_keepalives_interval = {KEEPALIVES['keepalives_interval']}; "
+                f"SET tcp_keepalives_count = {KEEPALIVES['keepalives_count']}"
+            )
             if self.readonly:
                 raw.execute("SET default_transaction_read_only = on")
             found = raw.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema])

@@ -302,6 +302,21 @@ def test_a_connection_killed_before_commit(
 # -- the advisory lock -----------------------------------------------------------------------
 
 
+def test_the_server_sends_keepalives_too(conn: PgConnection) -> None:
+    """A client gone without a word (its node lost) kept its session, and the run lock with it,
+    for the server's default of 2 hours and more: every other replica skipped its bursts."""
+    settings = {
+        name: conn.scalar(f"SHOW {name}")
+        for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+    }
+
+    assert settings == {
+        "tcp_keepalives_idle": "30",
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+    }
+
+
 def test_the_advisory_lock_excludes_other_sessions(pg_url: str) -> None:
     key = advisory_key("choreo_ingest")
     with PgConnection(pg_url) as first, PgConnection(pg_url) as second:
