@@ -77,8 +77,8 @@ def next_action_time(
     record: ProviderRecord, config: IncrementalConfig, now: float, *, running: bool
 ) -> float | None:
     """When a `run` bursts for this provider next, as `status` and the metrics say it: the end
-    of the wait `decide` chooses now (a shorter interval configured since the wait began, a
-    crashed burst's backoff), else the stored time (due already); None while a burst runs."""
+    of the wait `decide` chooses now (a `restLength` shortened since the wait began, a crashed
+    burst's backoff), else the stored time (due already); None while a burst runs."""
     if record.state is ProviderState.BURSTING and running:
         return None
     decision = decide(record, config, now)
