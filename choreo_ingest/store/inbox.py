@@ -34,8 +34,8 @@ def _event_key(conn: AnyConnection) -> str:
 def _event_text(body: JSON) -> str:
     """An event as the inbox keeps it: U+0000, which JSON may escape but PostgreSQL's JSONB
     refuses (the batch would fail as a store error, and its sender retry it for ever), becomes
-    U+FFFD, on either store so that both keep the same event. OpenChoreo's providers refuse a
-    name holding it before it comes here."""
+    U+FFFD, on either store so that both keep the same event. `events.parse_events` refuses such
+    events before they come here; this holds for any other caller of the store."""
     text = canonical_json(body)
     return canonical_json(_without_nul(body)) if "\\u0000" in text else text
 
