@@ -30,6 +30,41 @@ EVENT_MARKS = "event"
 log = get_logger("choreo_ingest.openchoreo")
 
 
+class EventMarks:
+    """A provider's view of the marks: it marks its events' deltas, and holds a page back only
+    when an event was applied after the page's listing began, which the latest mark's time says
+    (read from the index once a burst or drain, kept up to date by the events it marks itself:
+    `serve` applies them between a burst's pages), so that a page costs nothing more without."""
+
+    def __init__(self) -> None:
+        self._latest: float | None = None
+        self._known = False
+
+    def forget(self) -> None:
+        """A burst or a drain begins: another process may have marked events since."""
+        self._known = False
+
+    def marked(self, delta: Delta, at: float) -> Delta:
+        self._note(at)
+        return marked(delta, at)
+
+    def without_overtaken(
+        self, index: IndexReader, entities: Sequence[Entity], listed_at: float | None, name: str
+    ) -> Sequence[Entity]:
+        if listed_at is None or not entities:
+            return entities
+        if not self._known:
+            for row in index.by_group(EVENT_MARKS, [""], current_only=True)[""]:
+                self._note(_applied_at(row))
+            self._known = True
+        if self._latest is None or self._latest <= listed_at:
+            return entities
+        return without_overtaken(index, entities, listed_at, name)
+
+    def _note(self, at: float) -> None:
+        self._latest = at if self._latest is None else max(self._latest, at)
+
+
 def marked(delta: Delta, at: float) -> Delta:
     """`delta` with the marks of what it writes, applied at `at`."""
     keys = [

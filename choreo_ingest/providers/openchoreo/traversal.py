@@ -57,7 +57,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     generation_named,
     generations,
 )
-from choreo_ingest.providers.openchoreo.overtaken import marked, without_overtaken
+from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
@@ -111,6 +111,7 @@ class OpenChoreoProvider:
         self._name = name
         self._transport = transport
         self._warned_limit: set[str] = set()
+        self._marks = EventMarks()
         self._credentials: Credentials | None = None
         """One per process: an OAuth token is granted once and reused across bursts."""
         self._limiter: RequestLimiter | None = None
@@ -165,6 +166,7 @@ class OpenChoreoProvider:
             limiter=self._limiter,
         ) as client:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name)
+            self._marks.forget()
             yield OpenChoreoContext(walk=walk, facts=burst.facts, clock=burst.clock)
 
     # -- events ---------------------------------------------------------------------------
@@ -208,7 +210,7 @@ class OpenChoreoProvider:
             body["project"] = event.project
         for generation in candidates:
             if generation.event_problem(body) is None and not generation.is_ignored(body):
-                return marked(generation.event_delta(context.walk, event), applied_at)
+                return self._marks.marked(generation.event_delta(context.walk, event), applied_at)
         raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
@@ -318,7 +320,9 @@ class OpenChoreoProvider:
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
             harvest = phase.harvest(context.walk, item, listed.items)
             harvest.entities = list(
-                without_overtaken(context.walk.index, harvest.entities, state.listed_at, self._name)
+                self._marks.without_overtaken(
+                    context.walk.index, harvest.entities, state.listed_at, self._name
+                )
             )
             if listed.next_cursor:
                 state.api_cursor = listed.next_cursor
