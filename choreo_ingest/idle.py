@@ -18,7 +18,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.metrics import write_metrics_textfile
-from choreo_ingest.mirror_marker import disagreement, marked_position
+from choreo_ingest.mirror_marker import read_marker
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import all_metrics, provider_names
@@ -66,7 +66,8 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
         newest = store.change_bounds()[1]
         if not directory.is_dir() or store.get_position(position_name(directory)) != newest:
             return False
-        marked = marked_position(directory)
-        if disagreement(directory, store) is not None or (marked is not None and marked < newest):
+        marker = read_marker(directory, store, newest)
+        behind = marker.position is not None and marker.position < newest
+        if marker.problem is not None or behind:
             return False
     return not change_log_prunable(store, config, now)

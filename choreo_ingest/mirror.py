@@ -30,7 +30,7 @@ import yaml
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import TEMP_SUFFIX, DurableBatch, make_directories
 from choreo_ingest.logs import get_logger
-from choreo_ingest.mirror_marker import disagreement, mark, marked_position
+from choreo_ingest.mirror_marker import Marker, mark, read_marker
 from choreo_ingest.store import ChangeRow, Store, position_name
 from choreo_ingest.store.queries import EntityLocation
 
@@ -88,11 +88,12 @@ def sync_mirror(
     name = position_name(directory)
     position = store.get_position(name)
     pruned_through, last = store.change_bounds()
-    problem = "directory missing" if not directory.is_dir() else disagreement(directory, store)
+    missing = not directory.is_dir()
+    marker = Marker("directory missing") if missing else read_marker(directory, store, last)
+    problem = marker.problem
     from_start = position == 0 or position > last or problem is not None
-    marked = None if from_start else marked_position(directory)
-    if marked is not None and marked < position:  # the directory stands behind: from there
-        position = marked
+    if not from_start and marker.position is not None and marker.position < position:
+        position = marker.position  # the directory stands behind: from there
     if (0 if from_start else position) < pruned_through:
         if cancelled is not None or not from_start:
             log.warning(

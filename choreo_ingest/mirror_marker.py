@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from choreo_ingest.files import replace_atomically
 from choreo_ingest.store import Store
@@ -33,37 +34,37 @@ MARKER = ".choreo-ingest-mirror"
 MARKER_MODE = 0o644
 
 
-def marked_position(directory: Path) -> int | None:
-    """The position the directory's marker records; None without a readable one."""
-    try:
-        recorded = json.loads((directory / MARKER).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    position = recorded.get("position") if isinstance(recorded, dict) else None
-    return position if isinstance(position, int) and not isinstance(position, bool) else None
+class Marker(NamedTuple):
+    """What a directory's marker says: why its files cannot be trusted (`problem`), or how far
+    they go (`position`; None for a directory from before the marker)."""
+
+    problem: str | None = None
+    position: int | None = None
 
 
-def disagreement(directory: Path, store: Store) -> str | None:
-    """Why the files in `directory` cannot be taken for what the state's position says, or None
-    (a directory that does not exist is not asked about)."""
+def read_marker(directory: Path, store: Store, last: int) -> Marker:
+    """The marker of `directory` (which exists), checked against the state, whose change log
+    ends at `last`."""
     try:
         recorded = json.loads((directory / MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:  # mirrored by an earlier release, or emptied since
         written = next(directory.glob("*/*/*.yaml"), None) is not None
-        return None if written else "the directory holds no entity files"
+        return Marker(None if written else "the directory holds no entity files")
     except (OSError, UnicodeDecodeError, ValueError):
-        return "its marker file cannot be read"
+        return Marker("its marker file cannot be read")
     if not isinstance(recorded, dict) or recorded.get("storeId") != store.store_id():
-        return "it mirrors another state (its marker names another store id)"
+        return Marker("it mirrors another state (its marker names another store id)")
     position, at = recorded.get("position"), recorded.get("at")
     if not isinstance(position, int) or isinstance(position, bool) or position < 0:
-        return "its marker file cannot be read"
-    if position > store.last_change_seq():
-        return "it holds changes this state does not have (a state restored from a backup?)"
+        return Marker("its marker file cannot be read")
+    if position > last:
+        return Marker("it holds changes this state does not have (a state restored from a backup?)")
     logged_at = _change_time(store, position) if position else None
     if logged_at is not None and at != logged_at:  # pruned since: nothing to tell it by
-        return "it holds changes this state made otherwise (a state restored from a backup?)"
-    return None
+        return Marker(
+            "it holds changes this state made otherwise (a state restored from a backup?)"
+        )
+    return Marker(position=position)
 
 
 def mark(directory: Path, store: Store, position: int) -> None:

@@ -237,17 +237,17 @@ class TestTick:
             for _ in range(10):
                 service.tick()
                 clock.advance(1)
-            held = attempts(config.state_path, "not-installed")
+            held = stored_attempts(config.state_path, "not-installed")
             clock.advance(config.incremental.backoff[0])
             service.tick()
 
         assert held == 1
-        assert attempts(config.state_path, "not-installed") == 2
+        assert stored_attempts(config.state_path, "not-installed") == 2
         failed = [line for line in logs if line["event"] == "provider_failed"]
         assert [line["provider"] for line in failed] == ["not-installed"] * 2
 
 
-def attempts(state_path: Path, provider: str) -> int:
+def stored_attempts(state_path: Path, provider: str) -> int:
     with Store.open(state_path, readonly=True) as store:
         return store.load_provider(provider).attempts
 

@@ -27,7 +27,7 @@ from choreo_ingest.providers.base import IndexReader
 EVENT_MARKS = "event"
 """The index table of the marks; each row's value is `{"at": <when the event was applied>}`."""
 
-log = get_logger("choreo_ingest.openchoreo")
+log = get_logger("choreo_ingest.providers.openchoreo")
 
 
 class EventMarks:
