@@ -39,6 +39,8 @@ openchoreoApi:
 """What binds a new OAuth client to OpenChoreo's read-only catalog role."""
 MAX_SHOWN = 120
 """Longest text from the server (a version, an issuer) a check quotes."""
+PAGES_LOOKED_AT = 5
+"""Pages `check` reads for a first item before it says what the client may see."""
 
 
 def openchoreo_checks(
@@ -165,8 +167,9 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         started = clock.monotonic()
         generation.list_page(client, path, limit=1, cursor=None)
         latency = clock.monotonic() - started
+        pages, page = _first_items(client, generation, path, page)
         return [
-            _listing_check(client, config, generation, page),
+            _listing_check(client, generation, page, pages),
             page_time_check(latency, config.incremental, generation.name),
             *_chunk_check(config, generation),
         ]
@@ -176,16 +179,36 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
     ]
 
 
+def _first_items(
+    client: OpenChoreoClient, generation: Generation, path: str, page: ListPage
+) -> tuple[int, ListPage]:
+    """The first page with items, within `PAGES_LOOKED_AT` pages, and how many were read: a
+    server that filters what the caller may not see after paging (the org era's document
+    allows it) can answer an empty page with more to list."""
+    pages = 1
+    while not page.items and page.next_cursor and pages < PAGES_LOOKED_AT:
+        after = page.next_cursor
+        try:
+            page = generation.list_page(client, path, limit=1, cursor=after)
+        except ProviderError:
+            break
+        pages += 1
+        if page.next_cursor == after:
+            break
+    return pages, page
+
+
 def _listing_check(
-    client: OpenChoreoClient, config: Config, generation: Generation, page: ListPage
+    client: OpenChoreoClient, generation: Generation, page: ListPage, pages: int
 ) -> Check:
     what = generation.phases[0].name
     more = "more to list" if page.next_cursor else "listing complete"
+    where = "on the first page" if pages == 1 else f"on page {pages}"
     detail = (
         f"{client.base_url}: the {generation.name} API, reachable and authorized "
-        f"({len(page.items)} {what} on the first page, {more})"
+        f"({len(page.items)} {what} {where}, {more})"
     )
-    if page.items:
+    if page.items or page.next_cursor:
         return Check("openchoreo.api", True, detail)
     advice = (
         f"{detail}, but it lists no {what}: a list answers with what the client may see, so a "

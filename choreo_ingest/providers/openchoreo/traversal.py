@@ -63,17 +63,16 @@ from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
     TraversalCursor,
     next_page_of,
+    note_stale_start,
     place_after,
     restarts_exhausted,
-    stale_starts_problem,
+    stale_starts_over,
 )
 
 log = get_logger("choreo_ingest.providers.openchoreo")
 
 MAX_RESTARTS_PER_BURST = 3
 """Restarts of one listing within one burst before the burst fails."""
-STALE_STARTS_REPORTED = 3
-"""Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
 MAX_CURSORS_REMEMBERED = 10_000
 """A listing's cursors kept for the loop guard (a few hundred bytes each), then forgotten."""
 
@@ -328,6 +327,7 @@ class OpenChoreoProvider:
                 state.api_cursor = listed.next_cursor
                 return harvest, False
             state.api_cursor = None
+            stale_starts_over(state, facts)  # the listing that kept restarting is complete
             if item is None:
                 state.next_phase()
                 return harvest, state.phase >= len(phases)
@@ -362,7 +362,7 @@ class OpenChoreoProvider:
                 raise
             rejected = isinstance(expired, CursorRejected)
             if stored and not rejected:
-                self._note_stale_start(state, generation, facts, expired)
+                note_stale_start(state, generation.phases[state.phase].name, facts, expired)
             self._restart(context, state, generation, path, expired)
             return Harvest()
         except NotFoundError as missing:
@@ -377,10 +377,8 @@ class OpenChoreoProvider:
             state.position = item.position
             log.info("listing_parent_gone", provider=self._name, path=path)
             return Harvest()
-        if stored and state.stale_starts:
-            if state.stale_starts >= STALE_STARTS_REPORTED:
-                facts[PROBLEM_FACT] = None
-            state.stale_starts = 0
+        if stored:
+            stale_starts_over(state, facts)
         if state.api_cursor is not None and listed.next_cursor == state.api_cursor:
             raise PermanentError(
                 f"GET {path} returned the same cursor again; refusing to loop",
@@ -435,18 +433,6 @@ class OpenChoreoProvider:
             reason="cursor rejected" if rejected else "cursor expired",
             page=None if failed_at is None else failed_at[0],
         )
-
-    def _note_stale_start(
-        self,
-        state: TraversalCursor,
-        generation: Generation,
-        facts: dict[str, str | None],
-        expired: CursorExpired,
-    ) -> None:
-        state.stale_starts += 1
-        if state.stale_starts >= STALE_STARTS_REPORTED:
-            phase = generation.phases[state.phase].name
-            facts[PROBLEM_FACT] = stale_starts_problem(phase, state.stale_starts, expired)
 
     def _limit(self, generation: Generation) -> int:
         size, warning = effective_chunk_size(self._config, generation.name)

@@ -1,8 +1,8 @@
 """Where the OpenChoreo walk stands, as stored between bursts: the generation, the phase, the
 one listing cursor in use and the position reached in the phase's queue (camelCase JSON), also
 read from a cursor written before generations existed; and how far a burst has read the
-listing in progress, which only the burst knows; and why a listing whose cursors kept failing
-fails the burst.
+listing in progress, which only the burst knows; why a listing whose cursors kept failing
+fails the burst; and when bursts that begin on expired cursors are a problem, and when no more.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from choreo_ingest.errors import CursorExpired, PermanentError
-from choreo_ingest.models import JSON
+from choreo_ingest.models import JSON, PROBLEM_FACT
 from choreo_ingest.providers.openchoreo.generation import Generation
 from choreo_ingest.providers.openchoreo.generations import generation_named
 
 BEFORE_FIRST = -1
 """Queue position before any item (positions are never negative)."""
 _LEGACY_PHASES = ("orgs", "projects", "components")
+STALE_STARTS_REPORTED = 3
+"""Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
 
 
 @dataclass
@@ -172,6 +174,22 @@ def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpi
         f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
         "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
     )
+
+
+def note_stale_start(
+    state: TraversalCursor, phase: str, facts: dict[str, str | None], expired: CursorExpired
+) -> None:
+    """A burst began on a stored cursor of the `phase` listing that had expired."""
+    state.stale_starts += 1
+    if state.stale_starts >= STALE_STARTS_REPORTED:
+        facts[PROBLEM_FACT] = stale_starts_problem(phase, state.stale_starts, expired)
+
+
+def stale_starts_over(state: TraversalCursor, facts: dict[str, str | None]) -> None:
+    """A stored cursor worked, or a listing came to its end: its stale starts are over."""
+    if state.stale_starts >= STALE_STARTS_REPORTED:
+        facts[PROBLEM_FACT] = None
+    state.stale_starts = 0
 
 
 def stale_starts_problem(phase: str, stale_starts: int, expired: CursorExpired) -> str:

@@ -114,3 +114,58 @@ def test_what_the_server_says_of_itself_is_shown_on_one_line_without_terminal_es
     assert server.detail.endswith(
         "OpenChoreo v9 FAKE ok line; security on, tokens from https://idp/v9 FAKE ok line"
     )
+
+
+def _orgs_listing(pages: list[list[str]]) -> httpx.MockTransport:
+    """An org-era server whose `/orgs` pages hold `pages` (names), in cursor mode; `/version`
+    and the rest answer 404, which `check` reads as a server that does not say."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/api/v1/orgs":
+            return httpx.Response(404, json={"success": False, "error": "no", "code": "NOT_FOUND"})
+        at = int(request.url.params.get("cursor") or 0)
+        after = str(at + 1) if at + 1 < len(pages) else ""
+        items = [{"name": name, "createdAt": "2025-01-01T00:00:00Z"} for name in pages[at]]
+        return httpx.Response(
+            200, json={"success": True, "data": {"items": items, "nextCursor": after}}
+        )
+
+    return httpx.MockTransport(answer)
+
+
+def _api_check(tmp_path: Path, transport: httpx.MockTransport) -> tuple[bool, bool, str]:
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="orgs", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=transport)
+    [check] = [c for c in provider.preflight(FakeClock()) if c.name == "openchoreo.api"]
+    return check.ok, check.warning, check.detail
+
+
+def test_an_empty_first_page_with_more_to_list_is_not_called_an_empty_listing(
+    tmp_path: Path,
+) -> None:
+    """The org-era document: a page may hold none of what the caller may see while
+    `nextCursor` says more: `check` reads on to the first item before it advises a role."""
+    ok, warning, detail = _api_check(tmp_path, _orgs_listing([[], [], ["acme"]]))
+
+    assert (ok, warning) == (True, False), detail
+    assert "(1 orgs on page 3, listing complete)" in detail
+
+
+def test_a_listing_that_ends_empty_advises_the_role_binding(tmp_path: Path) -> None:
+    ok, warning, detail = _api_check(tmp_path, _orgs_listing([[], []]))
+
+    assert (ok, warning) == (True, True), detail
+    assert "(0 orgs on page 2, listing complete), but it lists no orgs" in detail
+    assert "backstage-catalog-reader" in detail
+
+
+def test_a_listing_still_empty_after_the_pages_check_reads_is_not_called_empty(
+    tmp_path: Path,
+) -> None:
+    ok, warning, detail = _api_check(tmp_path, _orgs_listing([[]] * 8 + [["acme"]]))
+
+    assert (ok, warning) == (True, False), detail
+    assert "(0 orgs on page 5, more to list)" in detail

@@ -573,6 +573,37 @@ class TestListingRules:
         assert "problem" not in engine.facts
         assert recovered.cursor == cursor("projects", resets=3)
 
+    def test_a_listing_that_restarts_and_then_completes_clears_the_problem(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """The burst after the problem was set restarts the listing again (its stored cursor
+        expired once more) and reads it to its end: the listing completed, so the problem goes
+        (it said the listing might never complete; the cycle may rest for half an hour)."""
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        for n in range(1, 4):
+            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+                status_code=410,
+                json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+            )
+        httpx_mock.add_response(url=first, json=listing(["a", "b"], "k4"))
+        engine = walk()
+        for _ in range(7):
+            engine.page()
+        assert "problem" in engine.facts
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3)
+
+        httpx_mock.reset()
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor", status_code=410
+        )
+        httpx_mock.add_response(url=first, json=listing(["a", "b", "c"]))
+        engine.pages(2)
+
+        assert "problem" not in engine.facts
+        assert engine.cursor == cursor("projects", resets=4)
+
     def test_deleted_org_and_project_are_skipped(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
