@@ -62,6 +62,8 @@ class ProviderOutcome:
     unloadable: bool = False
     """The provider could not be loaded (not installed, a bad option): a configuration problem,
     not upstream trouble."""
+    crashed: bool = False
+    """The provider failed on a bug of its own (not a ProviderError): not upstream trouble."""
 
 
 @dataclass

@@ -257,7 +257,7 @@ def _run_provider(
         message = f"internal error in provider {name!r}: {type(error).__name__}: {error}"
         record = engine.store.load_provider(name)
         return ProviderOutcome(
-            name=name, action=ProviderAction.FAILED, state=record.state, error=message
+            name=name, action=ProviderAction.FAILED, state=record.state, error=message, crashed=True
         )
 
 

@@ -24,7 +24,7 @@ from choreo_ingest.cli.app import app
 from choreo_ingest.config import Config, load_config
 from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import ProviderState
+from choreo_ingest.models import EntityIteratorResult, ProviderState
 from choreo_ingest.providers import registry
 from choreo_ingest.providers.base import BurstContext, IncrementalEntityProvider
 from choreo_ingest.providers.registry import ProviderLoadError, load_provider
@@ -78,6 +78,20 @@ BROKEN_MESSAGES = {
     "import": "failed to load: ModuleNotFoundError",
     "protocol": "does not implement IncrementalEntityProvider (missing next)",
 }
+
+
+class Buggy(FakeProvider):
+    """Fails on its second page with a bug of its own, not a ProviderError."""
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is not None:
+            raise KeyError("spec")
+        return super().next(context, cursor)
+
+
+BUGGY_ENTRY_POINT = LoadedEntryPoint(
+    "buggy", lambda config: Buggy(FAKE_ENTITIES, name="buggy", page_size=1)
+)
 
 
 @pytest.fixture(autouse=True)
@@ -451,6 +465,29 @@ class TestCli:
         assert BROKEN_MESSAGES[breakage] in outcomes["broken"]["error"]
         assert (outcomes["csv"]["action"], outcomes["csv"]["cycleCompleted"]) == ("burst", True)
         assert outcomes["csv"]["entitiesUpserted"] == len(ROWS)
+
+    def test_a_provider_that_fails_on_a_bug_makes_the_run_exit_1_while_the_other_still_runs(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, csv_package: ModuleType
+    ) -> None:
+        """A bug is not upstream trouble (exit 3): its burst is recorded as failed and backs off
+        like one, and the run says it with exit 1."""
+        install_entry_points(monkeypatch, CSV_ENTRY_POINT, BUGGY_ENTRY_POINT)
+        config = self.write_config(tmp_path, "  - buggy\n  - name: csv\n    path: services.csv\n")
+
+        result = self.invoke("run", "--json", "--config", str(config))
+
+        assert result.exit_code == 1, result.output
+        document = json.loads(result.stdout)
+        assert (document["outcome"], document["exitCode"]) == ("failed", 1)
+        outcomes = {p["name"]: p for p in document["providers"]}
+        assert (outcomes["buggy"]["action"], outcomes["buggy"]["state"]) == (
+            "failed",
+            "backing_off",
+        )
+        assert outcomes["buggy"]["error"] == (
+            "internal error in provider 'buggy': KeyError: 'spec'"
+        )
+        assert (outcomes["csv"]["action"], outcomes["csv"]["cycleCompleted"]) == ("burst", True)
 
 
 class TestInstalledPluginLogging:
