@@ -331,17 +331,22 @@ def _sync_mirror(
     return None
 
 
-def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestError | None:
+def _write_metrics(
+    config: Config, store: Store, now: float, *, after_bursts: bool = True
+) -> ChoreoIngestError | None:
     """Write the metrics textfile, if configured; an error is logged and returned (a run reports
-    it as it reports an unwritable mirror)."""
+    it as it reports an unwritable mirror).
+
+    After this run's bursts, a provider still `bursting` is one whose burst the run could not
+    record the end of (the store failed): the next run counts it, as it counts a crash. After an
+    operator's command (`after_bursts` False), no burst ran under its lock: it is a crash.
+    """
     if config.metrics_textfile is None:
         return None
     try:
         names = provider_names(store, config)
-        # A provider still `bursting` now is one whose burst this run could not record the end
-        # of (the store failed): the next run counts it, as it counts a crash.
         metrics = all_metrics(
-            store, names, run_at=now, config=config.incremental, now=now, running=True
+            store, names, run_at=now, config=config.incremental, now=now, running=after_bursts
         )
         write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError as error:
@@ -387,7 +392,7 @@ def changing_state(
     with locked_store(state) as store:
         yield store
         if config is not None:
-            _write_metrics(config, store, clock.now())
+            _write_metrics(config, store, clock.now(), after_bursts=False)
 
 
 def reset(

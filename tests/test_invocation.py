@@ -410,6 +410,32 @@ class TestOperatorCommands:
         assert approve_removals(state_path, "fake", clock) == 0
 
     @pytest.mark.parametrize("command", ["approve", "reset", "refresh"])
+    def test_commands_that_rewrite_the_metrics_count_a_crashed_burst(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path, command: str
+    ) -> None:
+        """No burst runs under an operator's lock: a `bursting` provider is one killed mid-burst,
+        counted as the failure it is (as `status` and the next run count it)."""
+        config = make_config(tmp_path)
+        with state_location(state_path).open() as store:
+            store.migrate()
+            crashed = ProviderRecord(
+                name="fake", state=ProviderState.BURSTING, cycle_id=1, attempts=1
+            )
+            store.start_cycle(crashed, clock.now())
+        clock.advance(1.0)
+
+        if command == "approve":
+            approve_removals(state_path, "other", clock, config=config)
+        elif command == "reset":
+            reset(state_path, "other", clock, purge=False, config=config)
+        else:
+            refresh(state_path, "other", clock, config=config)
+
+        assert config.metrics_textfile is not None
+        fake = frozenset({("provider", "fake")})
+        assert series(config.metrics_textfile)[("choreo_ingest_consecutive_failures", fake)] == 2
+
+    @pytest.mark.parametrize("command", ["approve", "reset", "refresh"])
     def test_commands_that_change_state_rewrite_the_metrics_textfile(
         self, tmp_path: Path, clock: FakeClock, state_path: Path, command: str
     ) -> None:
