@@ -359,14 +359,23 @@ def health_problems(
         )
     if blocked_removals:
         problems.append(f"{blocked_removals} removals blocked; see `choreo-ingest removals`")
-    cycle_time = max(record.last_cycle_duration or 0.0, 0.0)  # one stored by an older version
-    allowed = 3 * (config.rest_length + cycle_time)
-    since = record.last_completed_at
-    if since is None:
-        since = record.cycle_started_at
-    if since is not None and now - since > allowed:
+    if record.last_completed_at is not None:
+        cycle_time = max(record.last_cycle_duration or 0.0, 0.0)  # an older version's, < 0
+        allowed = 3 * (config.rest_length + cycle_time)
+        since = now - record.last_completed_at
+        if since > allowed:
+            problems.append(
+                f"no completed cycle in {since:.0f}s (allowed 3 x (restLength + last cycle) "
+                f"= {allowed:.0f}s)"
+            )
+        return problems
+    # The first cycle's length is not known: it is well while its bursts go on (a failing
+    # burst counts towards maxAttempts, a listing that keeps restarting is a problem of its own).
+    last = record.last_burst_at if record.last_burst_at is not None else record.cycle_started_at
+    allowed = 3 * (config.rest_length + config.burst_interval + config.burst_length)
+    if last is not None and now - last > allowed:
         problems.append(
-            f"no completed cycle in {now - since:.0f}s (allowed 3 x (restLength + last cycle) "
-            f"= {allowed:.0f}s)"
+            f"the first cycle has had no burst in {now - last:.0f}s (allowed 3 x (restLength + "
+            f"burstInterval + burstLength) = {allowed:.0f}s)"
         )
     return problems

@@ -697,8 +697,21 @@ class TestHealthProblems:
             0,
             [],
         ),
-        ("first-cycle-never-completes", {"cycle_started_at": NOW - 1801}, 0, ["no completed"]),
+        # the first cycle: 3 x (600 + 30 + 10) = 1920 s without a burst
+        ("first-cycle-never-bursts", {"cycle_started_at": NOW - 1921}, 0, ["no burst in 1921s"]),
         ("first-cycle-still-young", {"cycle_started_at": NOW - 100}, 0, []),
+        (
+            "first-cycle-long-and-still-bursting",
+            {"cycle_started_at": NOW - 86_400, "last_burst_at": NOW - 1920},
+            0,
+            [],
+        ),
+        (
+            "first-cycle-whose-bursts-stopped",
+            {"cycle_started_at": NOW - 86_400, "last_burst_at": NOW - 1921},
+            0,
+            ["the first cycle has had no burst in 1921s (allowed 3 x (restLength + burstInterval"],
+        ),
         (
             "just-completed-a-cycle-that-stored-a-negative-duration",
             {"last_completed_at": NOW, "last_cycle_duration": -10_791.0},
