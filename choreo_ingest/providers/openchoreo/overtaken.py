@@ -8,21 +8,24 @@ brought back an entity the event had removed (seen in this cycle, so the cycle's
 or undid an update, until the next cycle.
 
 So an event's delta marks what it wrote, with the time it was applied, as rows of the
-provider's lookup index written in its transaction: the refs it upserted or removed and the
-scopes it removed. A page leaves out the entities marked (by ref, or by their scope or one
-above it) after the time its listing began, which the traversal cursor keeps (an event applied
-at that very time was applied first: a run drains its events before its burst). The marks
-are index rows of the cycle they were written in, pruned with the rest of its rows.
+provider's lookup index written in its transaction: the refs it upserted or removed, the
+scopes it removed and the index rows it wrote or deleted (a workload, an API name's claim). A
+page leaves out the entities marked (by ref, or by their scope or one above it) and the index
+rows marked after the time its listing began, which the traversal cursor keeps (an event
+applied at that very time was applied first: a run drains its events before its burst): a
+workloads page written over a deleted workload's row would give its APIs back to the component
+when the components listing, begun after the event, maps it. The marks are index rows of the
+cycle they were written in, pruned with the rest of its rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Entity, IndexEntry
 from choreo_ingest.providers.base import IndexReader
+from choreo_ingest.providers.openchoreo.generation import Harvest
 
 EVENT_MARKS = "event"
 """The index table of the marks; each row's value is `{"at": <when the event was applied>}`."""
@@ -49,17 +52,17 @@ class EventMarks:
         return marked(delta, at)
 
     def without_overtaken(
-        self, index: IndexReader, entities: Sequence[Entity], listed_at: float | None, name: str
-    ) -> Sequence[Entity]:
-        if listed_at is None or not entities:
-            return entities
+        self, index: IndexReader, harvest: Harvest, listed_at: float | None, name: str
+    ) -> Harvest:
+        if listed_at is None or not (harvest.entities or harvest.index):
+            return harvest
         if not self._known:
             for row in index.by_group(EVENT_MARKS, [""], current_only=True)[""]:
                 self._note(_applied_at(row))
             self._known = True
         if self._latest is None or self._latest <= listed_at:
-            return entities
-        return without_overtaken(index, entities, listed_at, name)
+            return harvest
+        return without_overtaken(index, harvest, listed_at, name)
 
     def _note(self, at: float) -> None:
         self._latest = at if self._latest is None else max(self._latest, at)
@@ -71,6 +74,7 @@ def marked(delta: Delta, at: float) -> Delta:
         *(_ref_key(entity.ref) for entity in delta.upserts),
         *(_ref_key(ref) for ref in delta.removals),
         *(_scope_key(scope) for scope in delta.removal_scopes),
+        *(_row_key(row) for row in delta.index),
     ]
     if not keys:
         return delta
@@ -79,22 +83,30 @@ def marked(delta: Delta, at: float) -> Delta:
 
 
 def without_overtaken(
-    index: IndexReader, entities: Sequence[Entity], listed_at: float | None, provider: str
-) -> Sequence[Entity]:
-    """`entities` of a page whose listing began at `listed_at`, less those an event applied
-    after then wrote or removed (None: a cursor written before listings kept their start)."""
-    if listed_at is None or not entities:
-        return entities
-    keys = {_ref_key(entity.ref): None for entity in entities}
-    for entity in entities:
+    index: IndexReader, harvest: Harvest, listed_at: float | None, provider: str
+) -> Harvest:
+    """`harvest` of a page whose listing began at `listed_at`, less the entities and index rows
+    an event applied after then wrote or removed (None: a cursor written before listings kept
+    their start)."""
+    if listed_at is None or not (harvest.entities or harvest.index):
+        return harvest
+    keys = {_ref_key(entity.ref): None for entity in harvest.entities}
+    for entity in harvest.entities:
         keys.update((_scope_key(scope), None) for scope in _scope_and_above(entity.scope))
+    keys.update((_row_key(row), None) for row in harvest.index)
     marks = index.by_key(EVENT_MARKS, list(keys), current_only=True)
     late = {key for key, row in marks.items() if _applied_at(row) > listed_at}
     if not late:
-        return entities
-    kept = [entity for entity in entities if not _overtaken(entity, late)]
-    log.info("page_entities_overtaken", provider=provider, left_out=len(entities) - len(kept))
-    return kept
+        return harvest
+    entities = [entity for entity in harvest.entities if not _overtaken(entity, late)]
+    rows = [row for row in harvest.index if _row_key(row) not in late]
+    log.info(
+        "page_entities_overtaken",
+        provider=provider,
+        left_out=len(harvest.entities) - len(entities),
+        index_rows_left_out=len(harvest.index) - len(rows),
+    )
+    return replace(harvest, entities=entities, index=rows)
 
 
 def _overtaken(entity: Entity, late: set[str]) -> bool:
@@ -120,3 +132,7 @@ def _ref_key(ref: str) -> str:
 
 def _scope_key(scope: str) -> str:
     return f"scope {scope}"
+
+
+def _row_key(row: IndexEntry) -> str:
+    return f"index {row.table} {row.key}"

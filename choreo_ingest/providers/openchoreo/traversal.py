@@ -317,11 +317,11 @@ class OpenChoreoProvider:
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
-            harvest = phase.harvest(context.walk, item, listed.items)
-            harvest.entities = list(
-                self._marks.without_overtaken(
-                    context.walk.index, harvest.entities, state.listed_at, self._name
-                )
+            harvest = self._marks.without_overtaken(
+                context.walk.index,
+                phase.harvest(context.walk, item, listed.items),
+                state.listed_at,
+                self._name,
             )
             if listed.next_cursor:
                 state.api_cursor = listed.next_cursor

@@ -19,6 +19,7 @@ from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EntityIteratorResult, IndexEntry, ProviderState
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo.generation import Harvest
 from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS, EventMarks
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
@@ -28,6 +29,7 @@ from fakes import FakeClock
 from sim_support import simulator_transport
 
 URL = "http://openchoreo.test/api/v1"
+REST = {"type": "HTTP", "port": 80, "schema": {"type": "openapi", "content": "openapi: 3.0.0\n"}}
 LISTINGS = ("namespaces", "projects", "components", "workloads")
 
 
@@ -71,7 +73,8 @@ class SnapshotListings:
 
 
 class Pausing:
-    """The provider, whose burst ends (its deadline passed) after the page holding `pause_after`."""
+    """The provider, whose burst ends (its deadline passed) after the page holding `pause_after`
+    (an entity's ref or an index row's key)."""
 
     name = "openchoreo"
 
@@ -87,7 +90,8 @@ class Pausing:
 
     def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
         page = self._inner.next(context, cursor)
-        if self.pause_after in [entity.ref for entity in page.entities]:
+        written = [entity.ref for entity in page.entities] + [row.key for row in page.index]
+        if self.pause_after in written:
             self.pause_after = None
             self._clock.advance(11)
         return page
@@ -100,7 +104,7 @@ class Platform:
         self.world.add_org("acme")
         self.world.add_project("acme", "shop")
         for name in ("a1", "b2", "c3", "d4"):
-            self.world.add_component("acme", "shop", name)
+            self.world.add_component("acme", "shop", name, endpoints={"rest": REST})
         api = SimulatorApi(self.world, SimulatorOptions(api="v1", cursor_ttl=None), self.clock)
         settings = IncrementalConfig(
             burst_length=10, burst_interval=1, rest_length=3600, chunk_size=1
@@ -125,8 +129,8 @@ class Platform:
             rng=random.Random(0),
         )
 
-    def event(self, name: str, action: str) -> None:
-        body = {"kind": "Component", "name": name, "namespace": "acme", "action": action}
+    def event(self, name: str, action: str, kind: str = "Component") -> None:
+        body = {"kind": kind, "name": name, "namespace": "acme", "action": action}
         assert self.config.state_path is not None
         store_events(self.config.state_path, "openchoreo", [body], self.clock)
 
@@ -195,6 +199,27 @@ def test_a_listing_begun_after_an_event_is_what_the_catalog_takes(platform: Plat
     assert platform.catalog()["component:acme/d4"]["spec"]["owner"] != "group:default/new-team"
 
 
+def test_a_workload_deleted_mid_listing_does_not_bring_its_apis_back(tmp_path: Path) -> None:
+    """The event re-reads the component without the workload and drops its index row; a later
+    page of the workloads listing, as it stood before, must not write that row again (the
+    components listing, begun after the event, would map the component with it)."""
+    platform = Platform(tmp_path)
+    platform.complete_cycle()
+    platform.clock.advance(3600)
+    [first, *_, last] = [w["metadata"]["name"] for w in platform.world.v1_workloads("acme")]
+    platform.run(pause_after=f"acme/{first}")  # cycle 2 stops inside the workloads listing
+    assert "api:acme/shop-d4-rest" in platform.catalog()
+
+    platform.world.delete_workload("acme", last)
+    platform.event(last, "deleted", kind="Workload")
+    platform.complete_cycle()
+
+    catalog = platform.catalog()
+    assert "api:acme/shop-d4-rest" not in catalog
+    assert not catalog["component:acme/d4"]["spec"].get("providesApis")
+    assert "api:acme/shop-a1-rest" in catalog
+
+
 class CountingIndex:
     """An index holding the marks given, counting the reads."""
 
@@ -221,11 +246,11 @@ def test_a_page_looks_up_marks_only_when_an_event_came_after_its_listing_began()
     index = CountingIndex(IndexEntry(EVENT_MARKS, f"ref {entity.ref}", "", {"at": 100.0}))
     marks = EventMarks()
 
-    later = [marks.without_overtaken(index, [entity], 150.0, "p") for _ in range(3)]
+    later = [marks.without_overtaken(index, Harvest([entity]), 150.0, "p") for _ in range(3)]
     reads_after_later_pages = list(index.reads)
-    earlier = marks.without_overtaken(index, [entity], 50.0, "p")
+    earlier = marks.without_overtaken(index, Harvest([entity]), 50.0, "p").entities
 
-    assert later == [[entity]] * 3
+    assert [harvest.entities for harvest in later] == [[entity]] * 3
     assert reads_after_later_pages == ["by_group"]  # once, then from memory
     assert earlier == []
     assert index.reads == ["by_group", "by_key"]
