@@ -26,8 +26,8 @@ from typing import Any, TypeGuard
 
 from choreo_ingest.config import MappingConfig
 from choreo_ingest.errors import PermanentError
-from choreo_ingest.logs import get_logger
 from choreo_ingest.models import JSON, Entity
+from choreo_ingest.providers.openchoreo.data_warnings import data_warning
 from choreo_ingest.providers.openchoreo.definitions import generated_definition
 from choreo_ingest.providers.openchoreo.mapping_common import (
     DELETION_TIMESTAMP,
@@ -70,7 +70,6 @@ __all__ = [
     "v1_api_entity_name",
 ]
 
-log = get_logger("choreo_ingest.providers.openchoreo")
 
 ApiName = Callable[[str, str, str], str]
 """Names an endpoint's API entity from (project, component, endpoint)."""
@@ -441,8 +440,9 @@ def _owner_annotation(resource: Mapping[str, Any], kind: str) -> str | None:
     owner = value.strip() if isinstance(value, str) else None
     problem = owner_problem(owner) if owner else f"{value!r} is not a string"
     if problem:
-        log.warning(
+        data_warning(
             "owner_annotation_ignored",
+            f"{kind} {meta.get('namespace')}/{meta.get('name')}",
             kind=kind,
             namespace=meta.get("namespace"),
             name=meta.get("name"),

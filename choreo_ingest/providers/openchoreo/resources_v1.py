@@ -23,6 +23,7 @@ from choreo_ingest.providers.openchoreo.api_names import (
     predicted_names,
     resolve_api_names,
 )
+from choreo_ingest.providers.openchoreo.data_warnings import data_warning
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
     api_endpoints,
@@ -219,10 +220,12 @@ def _project_of(component: Resource, namespace: str) -> str | None:
     project = spec_owner(component, "projectName")
     if project is not None:
         return project
-    log.warning(
+    name = name_of(component, "component")
+    data_warning(
         "component_without_project",
+        f"Component {namespace}/{name}",
         namespace=namespace,
-        component=name_of(component, "component"),
+        component=name,
         message="spec.owner.projectName is missing; the component is left out",
     )
     return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from choreo_ingest.clock import Clock
@@ -45,6 +45,7 @@ from choreo_ingest.providers.openchoreo.client import (
     form_poster,
     request_limiter,
 )
+from choreo_ingest.providers.openchoreo.data_warnings import collecting, said
 from choreo_ingest.providers.openchoreo.generation import (
     Generation,
     Harvest,
@@ -209,7 +210,13 @@ class OpenChoreoProvider:
             body["project"] = event.project
         for generation in candidates:
             if generation.event_problem(body) is None and not generation.is_ignored(body):
-                return self._marks.marked(generation.event_delta(context.walk, event), applied_at)
+                with collecting() as warnings:
+                    delta = generation.event_delta(context.walk, event)
+                if warnings:
+                    delta = replace(
+                        delta, index=[*delta.index, *said(context.walk.index, warnings)]
+                    )
+                return self._marks.marked(delta, applied_at)
         raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
@@ -317,11 +324,11 @@ class OpenChoreoProvider:
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
+            with collecting() as warnings:
+                harvest = phase.harvest(context.walk, item, listed.items)
+            harvest.index += said(context.walk.index, warnings)
             harvest = self._marks.without_overtaken(
-                context.walk.index,
-                phase.harvest(context.walk, item, listed.items),
-                state.listed_at,
-                self._name,
+                context.walk.index, harvest, state.listed_at, self._name
             )
             if listed.next_cursor:
                 state.api_cursor = listed.next_cursor

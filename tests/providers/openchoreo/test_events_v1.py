@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from test_walk_v1 import PROVIDER, catalog, config_for, run, simulator
 
 from choreo_ingest.config import Config
@@ -338,3 +339,22 @@ def test_a_project_event_that_leaves_its_owner_lists_none_of_its_components(
         "Renamed"
     )
     assert scenario.api.stats.requests_by_route.get("list_components") is None
+
+
+def test_an_unusable_owner_met_again_by_an_event_is_not_a_warning_again(
+    scenario: Scenario,
+) -> None:
+    """The warning a cycle said is remembered (an index row) by the events that meet the same
+    object: one WARNING while it lasts, as cron mails each."""
+    first = _components_of(scenario)[0]["metadata"]["name"]
+    scenario.world.update_component(
+        scenario.namespace, scenario.project, first, {"annotations": {OWNER: "group:"}}
+    )
+    levels = []
+    for _ in range(2):
+        scenario.send(event("Component", first, scenario.namespace))
+        with structlog.testing.capture_logs() as logs:
+            scenario.drain()
+        levels += [log["log_level"] for log in logs if log["event"] == "owner_annotation_ignored"]
+
+    assert levels == ["warning", "info"]

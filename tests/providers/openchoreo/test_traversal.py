@@ -1257,6 +1257,41 @@ def v1_items(*items: dict[str, Any]) -> dict[str, Any]:
     return {"items": list(items), "pagination": {}}
 
 
+def test_a_component_naming_no_project_is_a_warning_once_while_it_lasts(
+    httpx_mock: HTTPXMock, walk, base_url: str
+) -> None:
+    """cron mails every warning line: the same one at every cycle is said again at INFO, until
+    a cycle no longer meets it (its row is pruned), after which it is a warning again."""
+    orphan = {"metadata": {"name": "orphan", "namespace": "acme"}, "spec": {}}
+    placed = {"metadata": {"name": "orphan", "namespace": "acme"},
+              "spec": {"owner": {"projectName": "shop"}}}  # fmt: skip
+
+    def serve(component: dict[str, Any]) -> None:
+        httpx_mock.reset()
+        pages = {
+            "/namespaces": v1_items({"metadata": {"name": "acme"}}),
+            "/namespaces/acme/projects": v1_items({"metadata": {"name": "shop"}}),
+            "/namespaces/acme/workloads": v1_items(),
+            "/namespaces/acme/components": v1_items(component),
+        }
+        for path, body in pages.items():
+            httpx_mock.add_response(url=f"{base_url}{path}?limit=2", json=body)
+
+    engine = walk(api="v1")
+    levels = []
+    for component in (orphan, orphan, orphan, placed, placed, orphan):
+        serve(component)
+        with structlog.testing.capture_logs() as logs:
+            engine.run()
+        said = [log for log in logs if log["event"] == "component_without_project"]
+        levels.append(said[0]["log_level"] if said else None)
+
+    assert levels == ["warning", "info", "info", None, None, "warning"]
+    assert sorted(engine.entities) == [
+        "component:acme/orphan", "domain:default/acme", "system:acme/shop",
+    ]  # fmt: skip
+
+
 def test_a_v1_component_naming_no_project_is_left_out_not_fatal(
     httpx_mock: HTTPXMock, walk, base_url: str
 ) -> None:
