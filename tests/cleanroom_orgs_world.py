@@ -92,6 +92,20 @@ def _optional(rng: random.Random, item: dict[str, Any], key: str, value: str) ->
         item[key] = ""
 
 
+def _common(rng: random.Random, item: dict[str, Any], display_name: str, description: str) -> None:
+    """What an organization, a project and a component item all have after their own fields: a
+    creation time, then the optional display name and description."""
+    item["createdAt"] = _stamp(rng)
+    _optional(rng, item, "displayName", display_name)
+    _optional(rng, item, "description", description)
+
+
+def _status(rng: random.Random, item: dict[str, Any]) -> None:
+    """An item's optional status: one of the three the document names, or none."""
+    if rng.random() < 0.7:
+        item["status"] = rng.choice(["Ready", "NotReady", "Unknown"])
+
+
 def long_name(stem: str, length: int = 63) -> str:
     """A Kubernetes name of exactly `length` characters starting with `stem`."""
     filler = "-abcdefghijklmnopqrstuvwxyz0123456789" * 4
@@ -145,14 +159,12 @@ def build_world(seed: int, shape: list[tuple[str, int, int]], *, hidden_org: boo
         orgs.append(("zz-not-yours", 1, 3))
     special = 0
     for org_index, (org, n_projects, n_components) in enumerate(orgs):
-        item: dict[str, Any] = {"name": org, "createdAt": _stamp(rng)}
-        _optional(rng, item, "displayName", f"Org {org[:20].title()}")
-        _optional(rng, item, "description", f"The {org[:10]} organization")
+        item: dict[str, Any] = {"name": org}
+        _common(rng, item, f"Org {org[:20].title()}", f"The {org[:10]} organization")
         if rng.random() < 0.6:
             item["namespace"] = rng.choice([org, f"ns-{org_index}"])
         item["labels"] = {"openchoreo.dev/org": org}  # a field the document does not list
-        if rng.random() < 0.7:
-            item["status"] = rng.choice(["Ready", "NotReady", "Unknown"])
+        _status(rng, item)
         world.orgs[(org,)] = item
         if org == "zz-not-yours":
             world.hidden.add((org,))
@@ -164,14 +176,11 @@ def build_world(seed: int, shape: list[tuple[str, int, int]], *, hidden_org: boo
                 "uid": f"uid-p-{org_index}-{p}-{rng.getrandbits(32):08x}",
                 "name": project,
                 "orgName": org,
-                "createdAt": _stamp(rng),
             }
-            _optional(rng, pitem, "displayName", f"Project {p}")
-            _optional(rng, pitem, "description", f"Project {p} of {org}")
+            _common(rng, pitem, f"Project {p}", f"Project {p} of {org}")
             if rng.random() < 0.5:
                 pitem["deploymentPipeline"] = "default-pipeline"
-            if rng.random() < 0.7:
-                pitem["status"] = rng.choice(["Ready", "NotReady", "Unknown"])
+            _status(rng, pitem)
             if p == 2:
                 pitem["deletionTimestamp"] = "2024-04-01T00:00:00Z"
             world.projects[(org, project)] = pitem
@@ -190,12 +199,9 @@ def build_world(seed: int, shape: list[tuple[str, int, int]], *, hidden_org: boo
                     "autoDeploy": rng.random() < 0.5,
                     "projectName": project,
                     "orgName": org,
-                    "createdAt": _stamp(rng),
                 }
-                _optional(rng, citem, "displayName", f"Service {number}")
-                _optional(rng, citem, "description", f"Component {number}")
-                if rng.random() < 0.7:
-                    citem["status"] = rng.choice(["Ready", "NotReady", "Unknown"])
+                _common(rng, citem, f"Service {number}", f"Component {number}")
+                _status(rng, citem)
                 if c % 17 == 3:
                     citem["deletionTimestamp"] = "2024-04-02T00:00:00Z"
                 endpoints: dict[str, Any] | None

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
-from cleanroom_v1 import Running
+from cleanroom_v1 import Running, running
+from cleanroom_v1_worlds import showcase
 from typer.testing import CliRunner, Result
 
 from choreo_ingest.cli.app import app
@@ -76,6 +79,17 @@ def run_cycle(config: Path, *, max_runs: int = 12) -> list[dict[str, Any]]:
         if any(p["cycleCompleted"] for p in document["providers"]):
             return documents
     raise AssertionError(f"no cycle completed in {max_runs} runs: {documents[-1]}")
+
+
+@contextmanager
+def showcase_ingested(directory: Path, **options: Any) -> Iterator[tuple[Running, Path]]:
+    """The servers up with the showcase (cleanroom_v1_worlds.py), a config written in `directory`
+    (write_config's `options`) and a first cycle run to completion: the server and the config."""
+    with running() as server:
+        showcase(server.api)
+        config = write_config(directory, server, **options)
+        run_cycle(config)
+        yield server, config
 
 
 def export(config: Path) -> list[dict[str, Any]]:

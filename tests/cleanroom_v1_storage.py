@@ -97,35 +97,7 @@ def pre_filtered(
 ) -> tuple[list[dict[str, Any]], str]:
     """services.PreFilteredList: the project/component filter, cursor `{"c","is"}`."""
     state = unb64(cursor) if cursor else {}
-    cont, skip = state.get("c", ""), state.get("is", 0)
-    found: list[dict[str, Any]] = []
-    while len(found) < limit:
-        items, nxt = fetch(limit, cont)
-        rest = items
-        if skip:
-            if skip >= len(items):
-                skip -= len(items)
-                if not nxt:
-                    break
-                cont = nxt
-                continue
-            rest, skip = items[skip:], 0
-        for i, item in enumerate(rest):
-            if not keep(item):
-                continue
-            found.append(item)
-            if len(found) == limit:
-                consumed = (len(items) - len(rest)) + i + 1
-                out = {"c": cont, "is": consumed}
-                if consumed >= len(items):
-                    out = {"c": nxt}
-                    if not nxt:
-                        return found, ""
-                return found, b64({k: v for k, v in out.items() if v})
-        if not nxt:
-            break
-        cont = nxt
-    return found, ""
+    return _refilled(fetch, keep, limit, state.get("c", ""), state.get("is", 0), "is")
 
 
 def authz_filtered(
@@ -147,6 +119,20 @@ def authz_filtered(
     if not refill:
         items, nxt = fetch(limit, cont)
         return [item for item in items if allowed(item)], b64({"c": nxt}) if nxt else ""
+    return _refilled(fetch, allowed, limit, cont, skip, "s")
+
+
+def _refilled(
+    fetch: Callable[[int, str], tuple[list[dict[str, Any]], str]],
+    keep: Callable[[dict[str, Any]], bool],
+    limit: int,
+    cont: str,
+    skip: int,
+    skip_key: str,
+) -> tuple[list[dict[str, Any]], str]:
+    """The loop both filters share: storage pages from `cont`, its first `skip` items passed
+    over, until `limit` items `keep` takes. The cursor after the last one taken is `{"c": cont,
+    skip_key: items of that page consumed}`, or `{"c": next}` once the page is used up."""
     found: list[dict[str, Any]] = []
     while len(found) < limit:
         items, nxt = fetch(limit, cont)
@@ -160,12 +146,12 @@ def authz_filtered(
                 continue
             rest, skip = items[skip:], 0
         for i, item in enumerate(rest):
-            if not allowed(item):
+            if not keep(item):
                 continue
             found.append(item)
             if len(found) == limit:
                 consumed = (len(items) - len(rest)) + i + 1
-                out: dict[str, Any] = {"c": cont, "s": consumed}
+                out: dict[str, Any] = {"c": cont, skip_key: consumed}
                 if consumed >= len(items):
                     out = {"c": nxt}
                     if not nxt:

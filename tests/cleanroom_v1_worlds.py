@@ -91,6 +91,20 @@ def repo(url: str) -> dict[str, Any]:
     }
 
 
+def put_service(
+    api: OpenChoreoV1,
+    namespace: str,
+    project: str,
+    name: str,
+    workload_name: str,
+    endpoints: dict[str, Any] | None = None,
+) -> None:
+    """A ready `deployment/service` component and its workload, put in that order."""
+    service = {"kind": "ComponentType", "name": "deployment/service"}
+    api.put("components", namespace, component(name, project, ctype=service, ready="True"))
+    api.put("workloads", namespace, workload(workload_name, project, name, endpoints))
+
+
 def showcase(api: OpenChoreoV1) -> None:
     """One namespace of every shape the document names, a second small one, and a Kubernetes
     namespace that is not OpenChoreo's."""
@@ -219,25 +233,13 @@ def showcase(api: OpenChoreoV1) -> None:
         ),
     )
     api.hidden.add(("Component", "acme", "vault"))  # the caller's role may not view it
-    api.put(
-        "components",
+    put_service(
+        api,
         "acme",
-        component(
-            LONG_COMPONENT,
-            LONG_PROJECT,
-            ctype={"kind": "ComponentType", "name": "deployment/service"},
-            ready="True",
-        ),
-    )
-    api.put(
-        "workloads",
-        "acme",
-        workload(
-            "telemetry",
-            LONG_PROJECT,
-            LONG_COMPONENT,
-            {LONG_ENDPOINT: {"type": "HTTP", "port": 4318, "schema": {"content": OPENAPI}}},
-        ),
+        LONG_PROJECT,
+        LONG_COMPONENT,
+        "telemetry",
+        {LONG_ENDPOINT: {"type": "HTTP", "port": 4318, "schema": {"content": OPENAPI}}},
     )
     api.put("projects", "globex", project("web", {"backstage.io/owner": "user:default/jdoe"}))
     api.put(
@@ -307,16 +309,6 @@ def bulk(api: OpenChoreoV1, sizes: dict[str, int] = BULK) -> set[str]:
             expected.add(f"system:{namespace}/p{p}")
         for i in range(count):
             name, proj = f"svc-{i:03d}", f"p{i % 4}"
-            api.put(
-                "components",
-                namespace,
-                component(
-                    name,
-                    proj,
-                    ctype={"kind": "ComponentType", "name": "deployment/service"},
-                    ready="True",
-                ),
-            )
             endpoints = {}
             if i % 2 == 0:
                 endpoints["http"] = {
@@ -324,7 +316,7 @@ def bulk(api: OpenChoreoV1, sizes: dict[str, int] = BULK) -> set[str]:
                     "port": 8080,
                     "schema": {"type": "openapi", "content": OPENAPI},
                 }
-            api.put("workloads", namespace, workload(f"wl-{999 - i}", proj, name, endpoints))
+            put_service(api, namespace, proj, name, f"wl-{999 - i}", endpoints)
             if i % 17 == 5:
                 api.hidden.add(("Component", namespace, name))
                 continue

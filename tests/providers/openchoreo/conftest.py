@@ -9,10 +9,12 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from cli_support import isolate
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.models import (
@@ -272,3 +274,11 @@ def fake_engine() -> Callable[..., FakeEngine]:
 @pytest.fixture
 def stepping_clock() -> Callable[[int], SteppingClock]:
     return SteppingClock
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The clean-room v1 tests' working directory: the test's own, with no config or state file
+    from the caller's environment (cli_support.isolate)."""
+    isolate(tmp_path, monkeypatch)
+    return tmp_path

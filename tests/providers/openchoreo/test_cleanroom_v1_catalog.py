@@ -24,6 +24,7 @@ from cleanroom_v1_cli import (
     full_ref,
     mirrored,
     run_cycle,
+    showcase_ingested,
     status,
     write_config,
 )
@@ -40,7 +41,6 @@ from cleanroom_v1_worlds import (
     odd_names,
     showcase,
 )
-from cli_support import isolate
 
 from backstage_validator import (
     entity_lines,
@@ -49,17 +49,8 @@ from backstage_validator import (
 )
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate(tmp_path, monkeypatch)
-    return tmp_path
-
-
 def test_the_showcase_namespace_maps_as_the_document_says(here: Path) -> None:
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server, mirror=True)
-        run_cycle(config)
+    with showcase_ingested(here, mirror=True) as (server, config):
         entities = export(config)
         assert_every_request_authorized(server)
     catalog = by_ref(entities)
@@ -206,10 +197,7 @@ def test_the_showcase_passes_backstage_validation(here: Path) -> None:
 
 @pytest.mark.parametrize("suffix", ["", "/", "/api/v1", "/api/v1/"])
 def test_the_base_url_with_and_without_api_v1(here: Path, suffix: str) -> None:
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server, base_suffix=suffix)
-        run_cycle(config)
+    with showcase_ingested(here, base_suffix=suffix) as (server, config):
         entities = export(config)
         paths = {r.path for r in server.api.requests}
     assert "component:acme/cart" in by_ref(entities)

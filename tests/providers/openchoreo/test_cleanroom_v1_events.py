@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
 from cleanroom_v1 import running
 from cleanroom_v1_cli import (
@@ -30,6 +29,7 @@ from cleanroom_v1_cli import (
     full_ref,
     mirrored,
     run_cycle,
+    showcase_ingested,
     write_config,
 )
 from cleanroom_v1_worlds import (
@@ -38,43 +38,35 @@ from cleanroom_v1_worlds import (
     bulk,
     component,
     project,
+    put_service,
     showcase,
     workload,
 )
-from cli_support import isolate
 
 
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate(tmp_path, monkeypatch)
-    return tmp_path
+def apply_events(
+    config: Path, events: list[dict[str, Any]], *run_options: str, ndjson: bool = False
+) -> dict[str, dict[str, Any]]:
+    """`event -` with `events` (one JSON array, or with `ndjson` one object a line), then one
+    `run` (with `run_options`) to apply them: the catalog that follows, by ref."""
+    stdin = "\n".join(map(json.dumps, events)) if ndjson else json.dumps(events)
+    queued = cli("--config", config, "event", "-", stdin=stdin)
+    assert queued.exit_code == 0, queued.stdout + queued.stderr
+    result = cli("--config", config, "run", *run_options)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return by_ref(export(config))
 
 
 def test_events_create_and_delete_between_cycles(here: Path) -> None:
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server, mirror=True)
-        run_cycle(config)
+    with showcase_ingested(here, mirror=True) as (server, config):
         api = server.api
-        api.put(
-            "components",
+        put_service(
+            api,
             "acme",
-            component(
-                "payments",
-                "shop",
-                ctype={"kind": "ComponentType", "name": "deployment/service"},
-                ready="True",
-            ),
-        )
-        api.put(
-            "workloads",
-            "acme",
-            workload(
-                "pay-0a1b",
-                "shop",
-                "payments",
-                {"api": {"type": "HTTP", "port": 80, "schema": {"content": OPENAPI}}},
-            ),
+            "shop",
+            "payments",
+            "pay-0a1b",
+            {"api": {"type": "HTTP", "port": 80, "schema": {"content": OPENAPI}}},
         )
         events = [
             {"kind": "Component", "name": "payments", "namespace": "acme", "action": "created"},
@@ -92,11 +84,7 @@ def test_events_create_and_delete_between_cycles(here: Path) -> None:
                 "action": "created",
             },
         ]
-        queued = cli("--config", config, "event", "-", stdin="\n".join(map(json.dumps, events)))
-        assert queued.exit_code == 0, queued.stdout + queued.stderr
-        result = cli("--config", config, "run")
-        assert result.exit_code == 0, result.stderr
-        after_create = by_ref(export(config))
+        after_create = apply_events(config, events, ndjson=True)
 
         api.delete("components", "acme", "cart")
         api.delete("workloads", "acme", "cart-7d9f6b")
@@ -104,11 +92,7 @@ def test_events_create_and_delete_between_cycles(here: Path) -> None:
             {"kind": "Component", "name": "cart", "namespace": "acme", "action": "deleted"},
             {"kind": "Workload", "name": "cart-7d9f6b", "namespace": "acme", "action": "deleted"},
         ]
-        queued = cli("--config", config, "event", "-", stdin=json.dumps(events))
-        assert queued.exit_code == 0, queued.stdout + queued.stderr
-        result = cli("--config", config, "run")
-        assert result.exit_code == 0, result.stderr
-        after_delete = by_ref(export(config))
+        after_delete = apply_events(config, events)
         assert_every_request_authorized(server)
 
     assert set(mirrored(here / "catalog")) == set(after_delete)
@@ -128,10 +112,7 @@ def test_events_in_forwarder_order_and_updates(here: Path) -> None:
     a workload that gains a schema, a project whose owner changed, a component the caller may
     not read (403: nothing changes); then a namespace deleted with all it held, and an event
     about a namespace that is not OpenChoreo's."""
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server, chunk_size=2)
-        run_cycle(config)
+    with showcase_ingested(here, chunk_size=2) as (server, config):
         api = server.api
         api.put(
             "workloads",
@@ -163,9 +144,7 @@ def test_events_in_forwarder_order_and_updates(here: Path) -> None:
             {"kind": "Workload", "name": "zz-ledger", "namespace": "acme", "action": "created"},
             {"kind": "Component", "name": "ledger", "namespace": "acme", "action": "created"},
         ]
-        assert cli("--config", config, "event", "-", stdin=json.dumps(first)).exit_code == 0
-        assert cli("--config", config, "run").exit_code == 0
-        after_create = by_ref(export(config))
+        after_create = apply_events(config, first)
 
         api.put(
             "workloads",
@@ -212,9 +191,7 @@ def test_events_in_forwarder_order_and_updates(here: Path) -> None:
             {"kind": "Namespace", "name": "globex", "namespace": "", "action": "deleted"},
             {"kind": "Namespace", "name": "kube-system", "namespace": "", "action": "created"},
         ]
-        assert cli("--config", config, "event", "-", stdin=json.dumps(gone)).exit_code == 0
-        assert cli("--config", config, "run").exit_code == 0
-        after_delete = by_ref(export(config))
+        after_delete = apply_events(config, gone)
         assert_every_request_authorized(server)
 
     ledger = after_create["component:acme/ledger"]
@@ -344,38 +321,23 @@ def test_events_for_a_new_namespace_in_any_order_and_a_deleted_event_for_a_live_
     children first. And `action` is no fact: a `deleted` event for an object that a re-read still
     finds (finalizers pending, deletionTimestamp set) must not remove it (document, Events:
     re-fetch, 404 = gone)."""
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server)
-        run_cycle(config)
+    with showcase_ingested(here) as (server, config):
         api = server.api
         api.add_namespace("hooli", annotations={"openchoreo.dev/display-name": "Hooli"})
         api.put("projects", "hooli", project("search", {"backstage.io/owner": "group:default/s"}))
-        api.put(
-            "components",
+        put_service(
+            api,
             "hooli",
-            component(
-                "indexer",
-                "search",
-                ctype={"kind": "ComponentType", "name": "deployment/service"},
-                ready="True",
-            ),
-        )
-        api.put(
-            "workloads",
-            "hooli",
-            workload(
-                "indexer-main",
-                "search",
-                "indexer",
-                {
-                    "query": {
-                        "type": "HTTP",
-                        "port": 80,
-                        "schema": {"type": "openapi", "content": OPENAPI},
-                    },
+            "search",
+            "indexer",
+            "indexer-main",
+            {
+                "query": {
+                    "type": "HTTP",
+                    "port": 80,
+                    "schema": {"type": "openapi", "content": OPENAPI},
                 },
-            ),
+            },
         )
         cart = api.storage.get("components", "acme", "cart")
         assert cart is not None
@@ -389,10 +351,7 @@ def test_events_for_a_new_namespace_in_any_order_and_a_deleted_event_for_a_live_
             {"kind": "Namespace", "name": "hooli", "namespace": "", "action": "created"},
             {"kind": "Component", "name": "cart", "namespace": "acme", "action": "deleted"},
         ]
-        assert cli("--config", config, "event", "-", stdin=json.dumps(events)).exit_code == 0
-        result = cli("--config", config, "run", "--json")
-        assert result.exit_code == 0, result.stdout
-        catalog = by_ref(export(config))
+        catalog = apply_events(config, events, "--json")
     assert catalog["domain:default/hooli"]["metadata"].get("title") == "Hooli"
     assert catalog["system:hooli/search"]["spec"]["owner"] == "group:default/s"
     assert "component:hooli/indexer" in catalog
@@ -412,10 +371,7 @@ def test_events_for_a_new_namespace_in_any_order_and_a_deleted_event_for_a_live_
 def test_events_move_a_workload_and_delete_a_project(here: Path) -> None:
     """A component's workload replaced by one of another name (two Workload events), and a
     project deleted (its Project event alone: the entity leaves with everything below it)."""
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server)
-        run_cycle(config)
+    with showcase_ingested(here) as (server, config):
         api = server.api
         api.delete("workloads", "acme", "cart-7d9f6b")
         api.put(
@@ -446,10 +402,7 @@ def test_events_move_a_workload_and_delete_a_project(here: Path) -> None:
             {"kind": "Workload", "name": "cart-new", "namespace": "acme", "action": "created"},
             {"kind": "Project", "name": "internal", "namespace": "acme", "action": "deleted"},
         ]
-        assert cli("--config", config, "event", "-", stdin=json.dumps(events)).exit_code == 0
-        result = cli("--config", config, "run", "--json")
-        assert result.exit_code == 0, result.stdout
-        catalog = by_ref(export(config))
+        catalog = apply_events(config, events, "--json")
     cart = catalog["component:acme/cart"]
     assert annotations(cart)["openchoreo.io/workload"] == "cart-new"
     assert [full_ref(r, "api", "acme") for r in cart["spec"]["providesApis"]] == [

@@ -24,26 +24,17 @@ from cleanroom_v1_cli import (
     cli,
     export,
     run_cycle,
+    showcase_ingested,
     status,
     write_config,
 )
 from cleanroom_v1_http import Request
 from cleanroom_v1_worlds import bulk, showcase
-from cli_support import isolate
-
-
-@pytest.fixture
-def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    isolate(tmp_path, monkeypatch)
-    return tmp_path
 
 
 def test_the_token_request_is_client_secret_post(here: Path) -> None:
-    with running() as server:
-        showcase(server.api)
-        config = write_config(here, server)
-        run_cycle(config)
-    (grant, *others) = server.identity.requests
+    with showcase_ingested(here) as (server, _config):
+        (grant, *others) = server.identity.requests  # all one cycle asked the token endpoint
     assert others == []  # one token serves the whole cycle
     assert grant.headers["content-type"].startswith("application/x-www-form-urlencoded")
     assert "authorization" not in grant.headers
