@@ -120,18 +120,20 @@ def sync_mirror(
             store.set_position(name, position)
     writer = _Writer(directory)
     caught_up = True
+    marked = marker.position
     with _file_errors(directory), writer:
         make_directories(directory, DIRECTORY_MODE)
         while changes := store.changes(position, batch_size):
             covered, caught_up = _apply_changes(store, writer, changes, cancelled)
             writer.flush()
             if covered is not None:
-                position = covered
+                position = marked = covered
                 mark(directory, store, position)  # before the state: a kill between replays
                 store.set_position(name, position)
             if not caught_up or len(changes) < batch_size:
                 break
-        mark(directory, store, position)  # a directory from before the marker, or in step
+        if marked != position:  # a directory from before the marker, or a new one
+            mark(directory, store, position)
     return writer.stats(position, caught_up=caught_up)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -78,6 +78,26 @@ def run(config: Config, state_path: Path, clock: FakeClock, *providers: FakeProv
 def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
     with state_location(state_path).open(readonly=True) as store:
         return store.load_provider(name)
+
+
+def killed_mid_burst(state_path: Path, clock: FakeClock, **fields: Any) -> None:
+    """The state a run killed mid-burst leaves: the provider `fake` still `bursting`."""
+    with state_location(state_path).open() as store:
+        store.migrate()
+        crashed = ProviderRecord(name="fake", state=ProviderState.BURSTING, cycle_id=1, **fields)
+        store.start_cycle(crashed, clock.now())
+
+
+def change_state(
+    command: str, state_path: Path, name: str, clock: FakeClock, config: Config
+) -> None:
+    """One of the operator's commands that rewrite the metrics: `approve`, `reset`, `refresh`."""
+    if command == "approve":
+        approve_removals(state_path, name, clock, config=config)
+    elif command == "reset":
+        reset(state_path, name, clock, purge=False, config=config)
+    else:
+        refresh(state_path, name, clock, config=config)
 
 
 def series(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -336,17 +356,9 @@ class TestOperatorCommands:
         """Three killed bursts back off for the third step (40 s here); an operator's refresh
         ends that wait, as it ends any other, and the crash still counts for `health`."""
         config = make_config(tmp_path, backoff=(10.0, 20.0, 40.0))
-        with state_location(state_path).open() as store:
-            store.migrate()
-            crashed = ProviderRecord(
-                name="fake",
-                state=ProviderState.BURSTING,
-                cycle_id=1,
-                cursor={"offset": 4},
-                attempts=2,
-                last_burst_at=clock.now(),
-            )
-            store.start_cycle(crashed, clock.now())
+        killed_mid_burst(
+            state_path, clock, cursor={"offset": 4}, attempts=2, last_burst_at=clock.now()
+        )
         clock.advance(1.0)
         provider = FakeProvider(TEN)
         assert run(config, state_path, clock, provider).outcome == "waiting"
@@ -416,20 +428,10 @@ class TestOperatorCommands:
         """No burst runs under an operator's lock: a `bursting` provider is one killed mid-burst,
         counted as the failure it is (as `status` and the next run count it)."""
         config = make_config(tmp_path)
-        with state_location(state_path).open() as store:
-            store.migrate()
-            crashed = ProviderRecord(
-                name="fake", state=ProviderState.BURSTING, cycle_id=1, attempts=1
-            )
-            store.start_cycle(crashed, clock.now())
+        killed_mid_burst(state_path, clock, attempts=1)
         clock.advance(1.0)
 
-        if command == "approve":
-            approve_removals(state_path, "other", clock, config=config)
-        elif command == "reset":
-            reset(state_path, "other", clock, purge=False, config=config)
-        else:
-            refresh(state_path, "other", clock, config=config)
+        change_state(command, state_path, "other", clock, config)
 
         assert config.metrics_textfile is not None
         fake = frozenset({("provider", "fake")})
@@ -449,12 +451,7 @@ class TestOperatorCommands:
         assert series(config.metrics_textfile)[("choreo_ingest_removals_blocked", fake)] == 5
         clock.advance(1.0)
 
-        if command == "approve":
-            approve_removals(state_path, "fake", clock, config=config)
-        elif command == "reset":
-            reset(state_path, "fake", clock, purge=False, config=config)
-        else:
-            refresh(state_path, "fake", clock, config=config)
+        change_state(command, state_path, "fake", clock, config)
 
         written = series(config.metrics_textfile)
         last_run = written[("choreo_ingest_last_run_timestamp_seconds", fake)]

@@ -332,6 +332,21 @@ class TestDetection:
         assert sent(httpx_mock, base_url) == ["/orgs?limit=2&pagination=cursor"]
 
 
+def expiring_every_burst(httpx_mock: HTTPXMock, base_url: str) -> None:
+    """The orgs listing's first page, then its stored cursor expired (410), three times over,
+    then a first page that hands out `k4`: seven bursts of a page each leave the stale-starts
+    problem set and the cursor at `k4`."""
+    first = f"{base_url}/orgs?limit=2&pagination=cursor"
+    for n in range(1, 4):
+        httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+            status_code=410,
+            json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+        )
+    httpx_mock.add_response(url=first, json=listing(["a", "b"], "k4"))
+
+
 class TestListingRules:
     def test_empty_and_short_pages_with_a_cursor_continue(
         self, httpx_mock: HTTPXMock, walk, base_url: str
@@ -534,15 +549,7 @@ class TestListingRules:
     ) -> None:
         """Three bursts in a row that begin on an expired stored cursor set the `problem` fact;
         the first stored cursor that works again clears it."""
-        first = f"{base_url}/orgs?limit=2&pagination=cursor"
-        for n in range(1, 5):
-            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
-            httpx_mock.add_response(
-                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
-                status_code=410,
-                json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
-                is_optional=n == 4,
-            )
+        expiring_every_burst(httpx_mock, base_url)
         engine = walk()
         problems = []
 
@@ -579,15 +586,7 @@ class TestListingRules:
         """The burst after the problem was set restarts the listing again (its stored cursor
         expired once more) and reads it to its end: the listing completed, so the problem goes
         (it said the listing might never complete; the cycle may rest for half an hour)."""
-        first = f"{base_url}/orgs?limit=2&pagination=cursor"
-        for n in range(1, 4):
-            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
-            httpx_mock.add_response(
-                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
-                status_code=410,
-                json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
-            )
-        httpx_mock.add_response(url=first, json=listing(["a", "b"], "k4"))
+        expiring_every_burst(httpx_mock, base_url)
         engine = walk()
         for _ in range(7):
             engine.page()
@@ -598,7 +597,9 @@ class TestListingRules:
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor", status_code=410
         )
-        httpx_mock.add_response(url=first, json=listing(["a", "b", "c"]))
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["a", "b", "c"])
+        )
         engine.pages(2)
 
         assert "problem" not in engine.facts
