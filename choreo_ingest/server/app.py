@@ -33,7 +33,8 @@ from choreo_ingest.errors import (
     LockHeld,
     StateError,
 )
-from choreo_ingest.events import EventReceipt, decode_events, receive_events
+from choreo_ingest.event_input import decode_events
+from choreo_ingest.events import EventReceipt, receive_events
 from choreo_ingest.feed import changes_page, entities_batch, entities_page
 from choreo_ingest.invocation import (
     approval_json,

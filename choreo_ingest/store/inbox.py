@@ -23,7 +23,7 @@ from choreo_ingest.store.writes import apply_delta_rows
 
 
 def _event_key(conn: AnyConnection) -> str:
-    """What makes two events about the same object (the fields `events.to_event` reads; an
+    """What makes two events about the same object (the fields `event_input.to_event` reads; an
     empty namespace is no namespace)."""
     kind, namespace, name, project = (
         json_field(conn, "body", field) for field in ("kind", "namespace", "name", "project")
@@ -34,8 +34,8 @@ def _event_key(conn: AnyConnection) -> str:
 def _event_text(body: JSON) -> str:
     """An event as the inbox keeps it: U+0000, which JSON may escape but PostgreSQL's JSONB
     refuses (the batch would fail as a store error, and its sender retry it for ever), becomes
-    U+FFFD, on either store so that both keep the same event. `events.parse_events` refuses such
-    events before they come here; this holds for any other caller of the store."""
+    U+FFFD, on either store so that both keep the same event. `event_input.parse_events` refuses
+    such events before they come here; this holds for any other caller of the store."""
     text = canonical_json(body)
     return canonical_json(_without_nul(body)) if "\\u0000" in text else text
 
