@@ -75,3 +75,40 @@ export function describeBody(body: unknown): string {
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
+
+/**
+ * The bodies as the catalog takes them, less those whose envelope it refuses: the catalog's
+ * connection checks every entity of a mutation and throws for the whole of it over one bad
+ * entity, which would hold back the page at every step. A refused entity is reported through
+ * `warn` and left out (not recorded as applied; the catalog keeps its last valid version, if it
+ * has one); the rest of the page goes on. `skipped` holds the refused bodies' refs, where they
+ * name one.
+ */
+export function acceptableEntities(
+  bodies: FeedEntity[],
+  locationKey: string,
+  validateEnvelope: (entity: unknown) => unknown,
+  warn: (message: string) => void,
+): { added: DeferredEntity[]; skipped: string[] } {
+  const added: DeferredEntity[] = [];
+  const skipped: string[] = [];
+  for (const body of bodies) {
+    const item = toDeferredEntity(body, locationKey);
+    try {
+      validateEnvelope(item.entity);
+    } catch (error) {
+      warn(
+        `choreo-ingest: skipped ${describeBody(body)}: the catalog refuses its envelope ` +
+          `(${(error as Error).message}); the catalog keeps its last valid version (one never ` +
+          'applied stays out) until choreo-ingest serves a valid one',
+      );
+      const ref = refOfBody(body);
+      if (ref !== undefined) {
+        skipped.push(ref);
+      }
+      continue;
+    }
+    added.push(item);
+  }
+  return { added, skipped };
+}

@@ -202,3 +202,24 @@ function describe(error: unknown): string {
   }
   return String(error);
 }
+
+/** The refs of a page's changes, by the last op each ref had in it. */
+export function lastOpPerRef(page: ChangesPage): { upserts: string[]; deletes: string[] } {
+  const last = new Map<string, string>();
+  for (const change of page.changes) {
+    last.delete(change.ref);
+    last.set(change.ref, change.op);
+  }
+  const upserts: string[] = [];
+  const deletes: string[] = [];
+  for (const [ref, op] of last) {
+    if (op === 'upsert') {
+      upserts.push(ref);
+    } else if (op === 'delete') {
+      deletes.push(ref);
+    } else {
+      throw new FeedError('GET /changes', 200, `unknown op "${op}" for ${ref}`);
+    }
+  }
+  return { upserts, deletes };
+}

@@ -12,14 +12,14 @@ export {
   STEP_BUDGET_SHARE,
   TASK_ID,
 } from './module';
+export { ChoreoIngestEntityProvider } from './provider';
 export {
-  ChoreoIngestEntityProvider,
   DEFAULT_BATCH_SIZE,
   DEFAULT_MAX_REMOVAL_RATIO,
   DEFAULT_RESYNC_INTERVAL_MS,
   type ChoreoIngestEntityProviderOptions,
   type RunOptions,
   type SyncResult,
-} from './provider';
+} from './options';
 export { FeedClient, FeedError, FeedGoneError } from './feedClient';
 export { locationKeyFor } from './entities';

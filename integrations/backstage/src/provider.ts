@@ -23,22 +23,12 @@
 import type { LoggerService } from '@backstage/backend-plugin-api';
 import { entityEnvelopeSchemaValidator } from '@backstage/catalog-model';
 import type {
-  DeferredEntity,
   EntityProvider,
   EntityProviderConnection,
   EntityProviderMutation,
 } from '@backstage/plugin-catalog-node';
-import type { Knex } from 'knex';
+import { acceptableEntities, locationKeyFor, normalizeRef, refOfEntity } from './entities';
 import {
-  describeBody,
-  locationKeyFor,
-  normalizeRef,
-  refOfBody,
-  refOfEntity,
-  toDeferredEntity,
-} from './entities';
-import {
-  type ChangesPage,
   FeedClient,
   type FeedEntity,
   FeedError,
@@ -46,65 +36,21 @@ import {
   MAX_BATCH_REFS,
   MAX_CHANGES,
   MAX_PAGE_ENTITIES,
+  lastOpPerRef,
 } from './feedClient';
+import {
+  type ChoreoIngestEntityProviderOptions,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_MAX_REMOVAL_RATIO,
+  DEFAULT_RESYNC_INTERVAL_MS,
+  type RunOptions,
+  type SyncResult,
+} from './options';
 import { type FeedState, StateStore, chunks } from './state';
 
-export const DEFAULT_BATCH_SIZE = 500;
-export const DEFAULT_MAX_REMOVAL_RATIO = 0.2;
-/** One day. */
-export const DEFAULT_RESYNC_INTERVAL_MS = 24 * 60 * 60 * 1000;
 const PROVIDER_NAME = 'choreo-ingest';
 /** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
 const MAX_WALK_RESTARTS = 3;
-
-export type SyncResult = {
-  applied: number;
-  removed: number;
-  resynced: boolean;
-  /** Set when the step stopped between pages (aborted, or out of its time budget). */
-  stopped?: true;
-};
-
-export type RunOptions = {
-  /** The scheduler's signal: once aborted, the step stops at the next page boundary. */
-  signal?: AbortSignal;
-};
-
-export type ChoreoIngestEntityProviderOptions = {
-  /** choreo-ingest serve's base URL, such as `http://choreo-ingest:8080`. */
-  baseUrl: string;
-  /** Its bearer token (`serve.auth.tokenFile` / `$CHOREO_INGEST_SERVE_TOKEN`). */
-  token?: string;
-  logger: LoggerService;
-  /** A Knex client of the catalog's database: the module keeps its two tables there. */
-  database: Knex;
-  /**
-   * The backend skips database migrations (`DatabaseService.migrations.skip`): the tables are
-   * not created or changed, only checked for.
-   */
-  skipMigrations?: boolean;
-  /**
-   * Changes per `/changes` page (at most 10,000, the feed's limit), and entities per
-   * `/entities` page (capped at 1,000, that route's limit).
-   */
-  batchSize?: number;
-  /** The most a resync may remove, as a share of the provider's entities (0..1). */
-  maxRemovalRatio?: number;
-  /** The time from one completed resync to the next periodic one (default one day). */
-  resyncIntervalMs?: number;
-  /**
-   * How long one step may go on before it stops at the next page boundary (default: no limit).
-   * The module sets it below the schedule's timeout, when the scheduler would let another
-   * replica start a step.
-   */
-  stepBudgetMs?: number;
-  /** Per request, in milliseconds. */
-  requestTimeoutMs?: number;
-  /** Called after a mutation was accepted, before the position is written (a test seam). */
-  afterMutation?: (mutation: EntityProviderMutation) => Promise<void> | void;
-  /** The clock, in milliseconds since the epoch (a test seam; default `Date.now`). */
-  now?: () => number;
-};
 
 class StoreChanged extends Error {}
 /** The step stops between pages: aborted, or out of its time budget. */
@@ -507,35 +453,11 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return current;
   }
 
-  /**
-   * The bodies as the catalog takes them, less those whose envelope it refuses: the catalog's
-   * connection checks every entity of a mutation and throws for the whole of it over one bad
-   * entity, which would hold back the page at every step. A refused entity is logged and left
-   * out (not recorded as applied; the catalog keeps its last valid version, if it has one); the
-   * rest of the page goes on. `skipped` holds the refused bodies' refs, where they name one.
-   */
-  private acceptable(bodies: FeedEntity[]): { added: DeferredEntity[]; skipped: string[] } {
-    const accepted: DeferredEntity[] = [];
-    const skipped: string[] = [];
-    for (const body of bodies) {
-      const item = toDeferredEntity(body, this.locationKey);
-      try {
-        this.validateEnvelope(item.entity);
-      } catch (error) {
-        this.logger.warn(
-          `choreo-ingest: skipped ${describeBody(body)}: the catalog refuses its envelope ` +
-            `(${(error as Error).message}); the catalog keeps its last valid version (one never ` +
-            'applied stays out) until choreo-ingest serves a valid one',
-        );
-        const ref = refOfBody(body);
-        if (ref !== undefined) {
-          skipped.push(ref);
-        }
-        continue;
-      }
-      accepted.push(item);
-    }
-    return { added: accepted, skipped };
+  /** The bodies as the catalog takes them: see `acceptableEntities`. */
+  private acceptable(bodies: FeedEntity[]): ReturnType<typeof acceptableEntities> {
+    return acceptableEntities(bodies, this.locationKey, this.validateEnvelope, (message) =>
+      this.logger.warn(message),
+    );
   }
 
   private async apply(
@@ -557,25 +479,4 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
 
 function thousands(value: number): string {
   return value.toLocaleString('en-US');
-}
-
-/** The refs of a page's changes, by the last op each ref had in it. */
-function lastOpPerRef(page: ChangesPage): { upserts: string[]; deletes: string[] } {
-  const last = new Map<string, string>();
-  for (const change of page.changes) {
-    last.delete(change.ref);
-    last.set(change.ref, change.op);
-  }
-  const upserts: string[] = [];
-  const deletes: string[] = [];
-  for (const [ref, op] of last) {
-    if (op === 'upsert') {
-      upserts.push(ref);
-    } else if (op === 'delete') {
-      deletes.push(ref);
-    } else {
-      throw new FeedError('GET /changes', 200, `unknown op "${op}" for ${ref}`);
-    }
-  }
-  return { upserts, deletes };
 }
