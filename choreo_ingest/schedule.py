@@ -78,11 +78,20 @@ def next_action_time(
 ) -> float | None:
     """When a `run` bursts for this provider next, as `status` and the metrics say it: the end
     of the wait `decide` chooses now (a `restLength` shortened since the wait began, a crashed
-    burst's backoff), else the stored time (due already); None while a burst runs."""
+    burst's backoff); when it is due already, the time it became due (never a time ahead: a
+    rest shortened past its end is due at once, whatever time was stored); None while a burst
+    runs."""
     if record.state is ProviderState.BURSTING and running:
         return None
     decision = decide(record, config, now)
-    return decision.until if isinstance(decision, Wait) else record.next_action_at
+    if isinstance(decision, Wait):
+        return decision.until
+    due = (
+        record.next_action_at
+        if record.state is ProviderState.BURSTING
+        else latest_due(record, config, now)
+    )
+    return due if due is None or due <= now else now
 
 
 def latest_due(record: ProviderRecord, config: IncrementalConfig, now: float) -> float | None:

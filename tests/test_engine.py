@@ -25,7 +25,7 @@ from choreo_ingest.errors import (
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderState
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.reporting import provider_status
+from choreo_ingest.reporting import provider_metrics, provider_status
 from choreo_ingest.schedule import JITTER
 from choreo_ingest.store import (
     PostgresLocation,
@@ -619,6 +619,30 @@ class TestFailures:
 
         assert status["nextActionAt"] == rfc3339(ended + 600)
         assert stored(state_path).next_action_at == ended + 6 * 3600
+
+    def test_status_and_the_metric_say_due_when_the_config_shortened_a_rest_past_its_end(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """Resting for restLength 6 h, then restLength set to 1 min, 5 min after the cycle: the
+        run bursts at once, so `status` and the metric say when it became due, not the 6 h."""
+        config = make_config(tmp_path, rest_length=6 * 3600)
+        assert run_one(config, state_path, clock, FakeProvider(TEN, page_size=10)).cycle_completed
+        ended = clock.now()
+        shorter = make_config(tmp_path, rest_length=60)
+        clock.advance(300)
+
+        with state_location(state_path).open(readonly=True) as store:
+            status = provider_status(store, shorter, "fake", clock.now()).to_json()
+            metrics = provider_metrics(
+                store, "fake", run_at=None, config=shorter.incremental, now=clock.now()
+            )
+
+        assert status["nextActionAt"] == rfc3339(ended + 60)
+        assert metrics.next_action_at == ended + 60
+        assert stored(state_path).next_action_at == ended + 6 * 3600
+        assert (
+            run_one(shorter, state_path, clock, FakeProvider(TEN, page_size=10)).action == "burst"
+        )
 
     def test_a_provider_that_loads_again_forgets_its_load_failures(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
