@@ -4,9 +4,11 @@ The mirror's position (how far into the change log the files are) lives in the s
 state alone cannot tell that the directory changed apart from it: a volume remounted empty, a
 mount that failed and left a bare mount point, `rm -r catalog/*`, or a state file restored from
 a backup while the directory holds what came after. So every sync also writes
-`<directory>/.choreo-ingest-mirror`: the state's store id, the position, and the time of that
-position's change. A directory whose marker is missing (while it holds nothing), names another
-state, or names a change this state does not have is not trusted: the mirror starts it again.
+`<directory>/.choreo-ingest-mirror`: the state's store id, the position, the time of that
+position's change, and whether the directory held entity files then. A directory whose marker
+is missing (while it holds nothing), names another state, names a change this state does not
+have, or says it held files where none are left (`rm -r catalog/*` keeps the marker) is not
+trusted: the mirror starts it again. Files deleted in part are not seen: `mirror --rebuild`.
 
 A marker ahead of the stored position is expected (it is written before the position is stored,
 so a kill between the two leaves it ahead: replaying changes is harmless); one past the log's
@@ -48,8 +50,9 @@ def read_marker(directory: Path, store: Store, last: int) -> Marker:
     try:
         recorded = json.loads((directory / MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:  # mirrored by an earlier release, or emptied since
-        written = next(directory.glob("*/*/*.yaml"), None) is not None
-        return Marker(None if written else "the directory holds no entity files")
+        return Marker(
+            None if _holds_entity_files(directory) else "the directory holds no entity files"
+        )
     except (OSError, UnicodeDecodeError, ValueError):
         return Marker("its marker file cannot be read")
     if not isinstance(recorded, dict) or recorded.get("storeId") != store.store_id():
@@ -64,6 +67,9 @@ def read_marker(directory: Path, store: Store, last: int) -> Marker:
         return Marker(
             "it holds changes this state made otherwise (a state restored from a backup?)"
         )
+    if recorded.get("files") is True and not _holds_entity_files(directory):
+        # `rm -r catalog/*` leaves the marker (the shell's glob skips dot files)
+        return Marker("the directory holds no entity files, as it did when marked (emptied?)")
     return Marker(position=position)
 
 
@@ -73,6 +79,7 @@ def mark(directory: Path, store: Store, position: int) -> None:
         "storeId": store.store_id(),
         "position": position,
         "at": _change_time(store, position) if position else None,
+        "files": _holds_entity_files(directory),
     }
     data = json.dumps(recorded, separators=(",", ":")).encode()
     path = directory / MARKER
@@ -88,3 +95,8 @@ def _change_time(store: Store, seq: int) -> float | None:
     """When change `seq` was logged; None when the log no longer holds it (pruned)."""
     rows = store.changes(seq - 1, 1)
     return rows[0].at if rows and rows[0].seq == seq else None
+
+
+def _holds_entity_files(directory: Path) -> bool:
+    """Whether `directory` holds an entity's file (the glob stops at the first)."""
+    return next(directory.glob("*/*/*.yaml"), None) is not None

@@ -210,14 +210,20 @@ class TestRunIfIdle:
             store.set_position(position_name(config.catalog_directory), 1)
         assert run_if_idle(config, location, clock) is False
 
-    def test_a_mirror_directory_emptied_under_the_state_is_work(self, tmp_path: Path) -> None:
-        """Its position says it is in step; its marker is gone with its files."""
+    @pytest.mark.parametrize("marker_kept", [False, True], ids=["remounted", "rm-glob"])
+    def test_a_mirror_directory_emptied_under_the_state_is_work(
+        self, tmp_path: Path, marker_kept: bool
+    ) -> None:
+        """Its position says it is in step; its files are gone, and its marker with them (a
+        volume remounted empty) or not (`rm -r catalog/*` skips the dot file)."""
         config = load_config(write_config(tmp_path, catalog={"directory": "catalog"}))
         clock = FakeClock(1_800_000_000.0)
         location = resting_state(config, clock)
-        assert config.catalog_directory is not None
-        shutil.rmtree(config.catalog_directory)
-        config.catalog_directory.mkdir()
+        directory = config.catalog_directory
+        assert directory is not None
+        for entry in directory.iterdir():
+            if not (marker_kept and entry.name.startswith(".")):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
         assert run_if_idle(config, location, clock) is False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -96,6 +96,18 @@ def commit_without_mirror(
     with locked_store(state_path) as store:
         store.commit_page("fake", 1, page, None, clock.now())
         store.apply_delta("fake", 1, Delta(removals=removals), clock.now())
+
+
+def remounted_empty(directory: Path) -> None:
+    shutil.rmtree(directory)
+    directory.mkdir()
+
+
+def emptied_by_shell_glob(directory: Path) -> None:
+    """`rm -r catalog/*`: every entry but those starting with a dot."""
+    for entry in directory.iterdir():
+        if not entry.name.startswith("."):
+            shutil.rmtree(entry)
 
 
 class TestFollowsTheCatalog:
@@ -350,19 +362,20 @@ class TestPositionAndRebuild:
                 store.last_change_seq()
             )
 
+    @pytest.mark.parametrize("emptied", [remounted_empty, emptied_by_shell_glob])
     @pytest.mark.parametrize("bounded", [True, False], ids=["run", "mirror-command"])
     def test_a_directory_emptied_under_the_state_is_filled_again(
-        self, tmp_path: Path, clock: FakeClock, bounded: bool
+        self, tmp_path: Path, clock: FakeClock, bounded: bool, emptied: Callable[[Path], None]
     ) -> None:
         """A volume remounted empty (an emptyDir beside a PostgreSQL state, a mount that failed
-        and left its mount point): the stored position said it was in step, so it stayed
-        empty, and Backstage (orphanStrategy: delete) removed the whole catalog."""
+        and left its mount point), or `rm -r catalog/*` (which keeps the dot file marker): the
+        stored position said it was in step, so it stayed empty, and Backstage
+        (orphanStrategy: delete) removed the whole catalog."""
         config = mirror_config(tmp_path)
         assert config.state_path is not None
         run_cycle(config, clock, [make_entity("a"), make_entity("b")])
         directory = tmp_path / "catalog"
-        shutil.rmtree(directory)
-        directory.mkdir()
+        emptied(directory)
 
         with locked_store(config.state_path) as store:
             stats = sync_mirror(store, directory, cancelled=(lambda: False) if bounded else None)
