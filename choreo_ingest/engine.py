@@ -16,6 +16,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
     ChoreoIngestError,
+    ConnectDeadlineExceeded,
     DeadlineExceeded,
     PermanentError,
     ProviderError,
@@ -334,7 +335,7 @@ def _failure_message(error: Exception, provider: IncrementalEntityProvider, conf
     """What `status` shows for a failed burst, no secret in it; a deadline that no page fitted
     in says what to change (here only when no page was committed)."""
     message = str(error) or type(error).__name__
-    if isinstance(error, DeadlineExceeded):
+    if isinstance(error, DeadlineExceeded) and not isinstance(error, ConnectDeadlineExceeded):
         advice = (
             provider.no_page_advice()
             if isinstance(provider, AdvisingProvider)

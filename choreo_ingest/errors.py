@@ -183,6 +183,11 @@ class DeadlineExceeded(TransientError):
     """The burst deadline passed before a page was complete."""
 
 
+class ConnectDeadlineExceeded(DeadlineExceeded):
+    """The burst deadline passed while a connection was still being made (a TCP connect or TLS
+    handshake that does not finish): a longer burst or a smaller page would not help."""
+
+
 class TokenUnavailable(TransientError):
     """The OAuth2 token endpoint could not grant a token for now: 5xx, 408, 429, a timeout or a
     failed connection. The request that needed the token is retried as if it had failed so."""

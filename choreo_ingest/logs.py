@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, NamedTuple, TextIO
 
 REDACTED = "***"
@@ -121,6 +121,15 @@ class Redactor:
 
 
 _REDACTOR = Redactor()
+
+
+def masked(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each of `secrets` that stands as a whole token masked, as log lines mask them
+    (a secret `p` leaves `supported` alone)."""
+    redactor = Redactor()
+    for secret in secrets:
+        redactor.register(secret)
+    return redactor.scrub(text)
 
 
 def register_secret(value: str) -> None:

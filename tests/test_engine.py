@@ -17,6 +17,7 @@ from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import (
     ConfigError,
+    ConnectDeadlineExceeded,
     DeadlineExceeded,
     PermanentError,
     RetryAfter,
@@ -422,6 +423,17 @@ class TestFailures:
         assert outcome.error.endswith(
             "no page was completed within burstLength (10 s): lower fake.pageSize"
         )
+
+    def test_a_connect_that_took_the_burst_gets_no_advice_about_its_length(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        connecting = ConnectDeadlineExceeded("GET /x: connecting timed out (...): check the URL")
+        provider = FakeProvider(TEN, fail_at={0: connecting})
+
+        outcome = run_one(make_config(tmp_path), state_path, clock, provider)
+
+        assert (outcome.action, outcome.state) == ("failed", ProviderState.BACKING_OFF)
+        assert outcome.error == "GET /x: connecting timed out (...): check the URL"
 
     def test_deadline_exceeded_after_committed_pages_is_a_pause(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -529,6 +530,25 @@ class TestCliAgainstLoopbackServer:
         shown = ran.stdout + ran.stderr + status.stdout + status.stderr + metrics.read_text()
         for secret in filter(None, (configured, server_token)):
             assert secret not in shown
+
+    def test_an_https_url_on_a_port_that_never_finishes_the_handshake_names_the_url(
+        self, tmp_path: Path
+    ) -> None:
+        """A port that takes the connection and never answers (a plain HTTP server's, asked
+        for TLS): the burst runs out while connecting. Its advice names the URL to check,
+        not burstLength or chunkSize, which would not help."""
+        with socket.create_server(("127.0.0.1", 0)) as silent:
+            url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+            config = write_config(
+                tmp_path / "config.yaml", url, token="t", incremental={"burstLength": 2}
+            )
+
+            done = run_cli("run", "--config", config, "--db", tmp_path / "state.db", cwd=tmp_path)
+
+        assert done.returncode == 3, done.stderr
+        [error] = [line for line in done.stderr.splitlines() if "connecting timed out" in line]
+        assert f"check the scheme and port of openchoreo.baseUrl {url}" in error
+        assert "burstLength" not in done.stderr
 
 
 def test_resources_being_deleted_stay_annotated_until_they_are_gone(tmp_path: Path) -> None:

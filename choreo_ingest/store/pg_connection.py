@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from choreo_ingest.errors import ConfigError, StateError
-from choreo_ingest.logs import Redactor
+from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.pg_placeholders import translate_placeholders
 from choreo_ingest.store.schema import MIGRATION_NAMES
@@ -385,10 +385,7 @@ class PgConnection:
             problem = f"{doing}: {problem}"
         if self.url:
             problem = problem.replace(self.url, self.display_url)
-        masked = Redactor()  # whole tokens only: a password `p` must not mangle `supported`
-        for secret in self._secrets:
-            masked.register(secret)
-        problem = masked.scrub(problem)
+        problem = masked(problem, self._secrets)
         return StateError(f"state store {self.display_url}: {problem}", path=self.display_url)
 
 

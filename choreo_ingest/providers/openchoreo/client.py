@@ -30,6 +30,7 @@ from choreo_ingest.config import OpenChoreoConfig, token_problem
 from choreo_ingest.errors import (
     AuthError,
     ConfigError,
+    ConnectDeadlineExceeded,
     DeadlineExceeded,
     NotFoundError,
     PermanentError,
@@ -38,14 +39,14 @@ from choreo_ingest.errors import (
     TokenUnavailable,
     TransientError,
 )
-from choreo_ingest.logs import Redactor, get_logger
+from choreo_ingest.logs import get_logger, masked
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.http_errors import (
     ErrorTranslator,
     backoff_delay,
     one_line,
 )
-from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
+from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.version import __version__
 
 log = get_logger("choreo_ingest.http")
@@ -259,16 +260,8 @@ class OpenChoreoClient:
                 response = self._send_once(method, path, params, token)
             except TokenUnavailable as unavailable:  # no token to send: the request failed so
                 failure = unavailable
-            except httpx.TimeoutException:
-                failure = TransientError(
-                    f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
-                )
-                if self._deadline is not None and self._clock.monotonic() >= self._deadline:
-                    raise DeadlineExceeded(
-                        f"{method} {path}: timed out at the burst deadline",
-                        method=method,
-                        path=path,
-                    ) from None
+            except httpx.TimeoutException as error:
+                failure = self._timed_out(error, method, path)
             except httpx.TransportError as error:
                 cause = one_line(self._errors.redact(_cause(error)))
                 failure = TransientError(
@@ -305,6 +298,27 @@ class OpenChoreoClient:
                 raise failure
             self._clock.sleep(delay)
             attempt += 1
+
+    def _timed_out(self, error: httpx.TimeoutException, method: str, path: str) -> TransientError:
+        """The failure to retry; DeadlineExceeded past the burst deadline. A connect or TLS
+        handshake that does not finish is the way to the server, not the page's size."""
+        late = self._deadline is not None and self._clock.monotonic() >= self._deadline
+        if isinstance(error, httpx.ConnectTimeout):
+            cause = one_line(self._errors.redact(_cause(error)))
+            message = (
+                f"{method} {path}: connecting timed out ({cause}): check the scheme and port of "
+                f"openchoreo.baseUrl {self.server_root}, or run `choreo-ingest check`"
+            )
+            if late:
+                raise ConnectDeadlineExceeded(message, method=method, path=path) from None
+            return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
+        if late:
+            raise DeadlineExceeded(
+                f"{method} {path}: timed out at the burst deadline", method=method, path=path
+            ) from None
+        return TransientError(
+            f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
+        )
 
     def _renewed(self, token: str | None) -> bool | TokenUnavailable:
         """After a 401: whether there is another token to send, or why none can be had now."""
@@ -397,17 +411,6 @@ class OpenChoreoClient:
             ) from None
 
 
-def request_limiter(config: OpenChoreoConfig, clock: Clock) -> RequestLimiter:
-    """The caps of `openchoreo.incremental` on requests in flight and per second. Clients made
-    one after another in one process (an inbox drain, then a burst) share one, so that the caps
-    hold for the process, not for each client."""
-    return RequestLimiter(
-        max_concurrent=config.incremental.max_concurrent_requests,
-        max_per_second=config.incremental.max_requests_per_second,
-        clock=clock,
-    )
-
-
 def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> PostForm:
     """A `PostForm` for the OAuth token endpoint: one short-lived connection per grant (a grant
     is rare), with the API's TLS settings, so credentials can outlive any one burst's client."""
@@ -433,7 +436,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         except httpx.HTTPError as error:
             basic = (headers.get("Authorization") or "").removeprefix("Basic ")
             secrets = [fields.get("client_secret") or "", basic]
-            cause = one_line(_masked(_cause(error), secrets))
+            cause = one_line(masked(_cause(error), secrets))
             raise TransientError(
                 f"POST {where}: {cause}", method="POST", path=where, code="CONNECTION_ERROR"
             ) from None
@@ -450,14 +453,6 @@ def _cause(error: httpx.HTTPError) -> str:
     """What failed, as `_send` has always said it: `ConnectError: [SSL: ...] ...`."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _masked(text: str, secrets: Sequence[str]) -> str:
-    """`text` with the client secret the request held masked, as log lines mask secrets."""
-    redactor = Redactor()
-    for secret in secrets:
-        redactor.register(secret)
-    return redactor.scrub(text)
 
 
 def _query_value(value: str | int) -> str:

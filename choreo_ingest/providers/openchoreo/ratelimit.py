@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from choreo_ingest.clock import Clock
+from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import DeadlineExceeded
 
 MIN_SLEEP = 0.001
@@ -117,3 +118,14 @@ def _window_for(max_per_second: float | None) -> tuple[float | None, int]:
     if max_per_second >= 1:
         return 1.0, math.floor(max_per_second)
     return 1.0 / max_per_second, 1
+
+
+def request_limiter(config: OpenChoreoConfig, clock: Clock) -> RequestLimiter:
+    """The caps of `openchoreo.incremental` on requests in flight and per second. Clients made
+    one after another in one process (an inbox drain, then a burst) share one, so that the caps
+    hold for the process, not for each client."""
+    return RequestLimiter(
+        max_concurrent=config.incremental.max_concurrent_requests,
+        max_per_second=config.incremental.max_requests_per_second,
+        clock=clock,
+    )

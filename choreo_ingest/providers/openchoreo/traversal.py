@@ -43,7 +43,6 @@ from choreo_ingest.providers.openchoreo.client import (
     OpenChoreoClient,
     default_user_agent,
     form_poster,
-    request_limiter,
 )
 from choreo_ingest.providers.openchoreo.data_warnings import collecting, said
 from choreo_ingest.providers.openchoreo.generation import (
@@ -59,7 +58,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     generations,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
-from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter
+from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
     TraversalCursor,

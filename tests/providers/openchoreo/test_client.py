@@ -17,6 +17,7 @@ from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
 from choreo_ingest.errors import (
     AuthError,
     ConfigError,
+    ConnectDeadlineExceeded,
     CursorExpired,
     CursorRejected,
     DeadlineExceeded,
@@ -999,6 +1000,35 @@ class TestDeadline:
 
         with pytest.raises(DeadlineExceeded, match="GET /orgs: timed out at the burst deadline"):
             make_client(deadline_in=2).get_json("/orgs")
+
+    def test_a_connect_that_takes_the_burst_names_the_server_not_the_page(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, base_url: str
+    ) -> None:
+        """An https baseUrl on a plain HTTP port: the TLS handshake never finishes. Advice to
+        raise burstLength or lower chunkSize would send the operator the wrong way."""
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            clock.advance(2)
+            raise httpx.ConnectTimeout("_ssl.c:990: The handshake operation timed out")
+
+        httpx_mock.add_callback(hang)
+
+        with pytest.raises(ConnectDeadlineExceeded) as raised:
+            make_client(deadline_in=2).get_json("/orgs")
+
+        assert str(raised.value) == (
+            "GET /orgs: connecting timed out (ConnectTimeout: _ssl.c:990: The handshake "
+            "operation timed out): check the scheme and port of openchoreo.baseUrl "
+            f"{base_url.removesuffix('/api/v1')}, or run `choreo-ingest check`"
+        )
+
+    def test_a_connect_timeout_within_the_burst_is_retried_as_a_connect_timeout(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient
+    ) -> None:
+        httpx_mock.add_exception(httpx.ConnectTimeout("timed out"))
+        httpx_mock.add_response(json={"ok": True})
+
+        assert make_client(deadline_in=60).get_json("/orgs") == {"ok": True}
 
 
 def echoed_in_envelope(status: int, code: str, attempts: int = 1) -> Callable[..., None]:
