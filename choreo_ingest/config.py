@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from choreo_ingest.config_document import (
+    TOKEN_CACHE_KEY,
     WITHHELD,
     build,
     file_warnings,
@@ -155,11 +156,37 @@ def resolve_state_path(
     `./choreo-ingest.db`: a state file's path, or a PostgreSQL URL (text)."""
     env = os.environ if env is None else env
     given = str(cli_db) if isinstance(cli_db, Path) else cli_db
+    origin = "--db"
     if not given:
-        given = env.get(STATE_ENV) or None
-    if given is not None:
-        return given if is_database_url(given) else Path(given).expanduser()
-    return config.state_url or config.state_path or DEFAULT_STATE_FILE
+        given, origin = env.get(STATE_ENV) or None, f"${STATE_ENV}"
+    if given is None:
+        return config.state_url or config.state_path or DEFAULT_STATE_FILE
+    if is_database_url(given):
+        return given
+    state = Path(given).expanduser()
+    _refuse_rewritten_state(state, config, origin)
+    return state
+
+
+def _refuse_rewritten_state(state: Path, config: Config, origin: str) -> None:
+    """A state file given apart from the config that the config names as a file choreo-ingest
+    replaces whole (the config's own `state.path` is checked at load): the state would be
+    lost at the next run."""
+    oauth = config.openchoreo.auth.oauth
+    rewritten = {
+        "metrics.textfile": config.metrics_textfile,
+        TOKEN_CACHE_KEY: oauth.token_cache_file if oauth is not None else None,
+    }
+    mine = os.path.realpath(state)
+    for key, file in rewritten.items():
+        target = os.path.realpath(file) if file is not None else None
+        for end in ("", "-wal", "-shm", ".lock"):
+            if target == mine + end:
+                raise ConfigError(
+                    f"{state}{end} is also {key}'s file, which choreo-ingest replaces whole: "
+                    "give the state another file",
+                    path=origin,
+                )
 
 
 def config_warnings(config: Config) -> list[str]:

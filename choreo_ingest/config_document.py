@@ -62,7 +62,7 @@ from choreo_ingest.errors import ConfigError
 
 _CA_BUNDLE = "openchoreo.caBundle"
 _FILE_PATH = optional(as_file_path)
-"""The parser of every key that names a file (or a directory): `_check_token_cache_file` finds
+"""The parser of every key that names a file (or a directory): `_check_rewritten_files` finds
 them by it."""
 
 # The schema: YAML key path -> parser. A key sets the Config field its path spells in snake
@@ -240,7 +240,7 @@ def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Conf
     )
     if top.get("state_url") and top.get("state_path"):
         raise ConfigError("cannot be combined with state.path; give one", path="state.url")
-    _check_token_cache_file(found, source)
+    _check_rewritten_files(found, source)
     return Config(
         openchoreo=openchoreo,
         mapping=MappingConfig(**fields("mapping.")),
@@ -253,40 +253,46 @@ def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Conf
 TOKEN_CACHE_KEY = f"{OAUTH_KEY}.tokenCacheFile"
 _CATALOG_DIRECTORY = "catalog.directory"
 _STATE_SIDECARS = ("-wal", "-shm", ".lock")
+_REWRITTEN = {
+    TOKEN_CACHE_KEY: ("each new token", "the token"),
+    "metrics.textfile": ("every run's metrics", "the metrics"),
+}
+"""The files choreo-ingest replaces whole, by key: what overwrites them, and what they hold."""
 
 
-def _check_token_cache_file(found: dict[str, Any], source: Path | None) -> None:
-    """`tokenCacheFile` is replaced whole at every grant: it may not be a file the tool reads or
+def _check_rewritten_files(found: dict[str, Any], source: Path | None) -> None:
+    """A file choreo-ingest replaces whole (`_REWRITTEN`) may not be a file the tool reads or
     writes besides (the state file, a secret, the config file itself would be lost), nor lie in
     `catalog.directory`, whose files are the catalog."""
-    cache = found.get(_target(TOKEN_CACHE_KEY))
-    if cache is None:
-        return
-    mine = Path(os.path.realpath(cache))
     files = [key for key, parse in _SCHEMA.items() if parse is _FILE_PATH]
-    others = [
-        (f"{key}'s file", found.get(_target(key)), "")
-        for key in files
-        if key not in (TOKEN_CACHE_KEY, _CATALOG_DIRECTORY)
-    ]
-    others += [("the config file", source, "")]
     state = found.get(_target("state.path"))
-    others += [(f"state.path's {end} file", state, end) for end in _STATE_SIDECARS]
-    for what, other, suffix in others:
-        # Not a Path: unset, or a secret file named by an unset variable.
-        if isinstance(other, Path) and mine == Path(os.path.realpath(other) + suffix):
+    for key, (writer, content) in _REWRITTEN.items():
+        written = found.get(_target(key))
+        if not isinstance(written, Path):
+            continue
+        mine = Path(os.path.realpath(written))
+        others = [
+            (f"{other}'s file", found.get(_target(other)), "")
+            for other in files
+            if other not in (key, _CATALOG_DIRECTORY)
+        ]
+        others += [("the config file", source, "")]
+        others += [(f"state.path's {end} file", state, end) for end in _STATE_SIDECARS]
+        for what, other, suffix in others:
+            # Not a Path: unset, or a secret file named by an unset variable.
+            if isinstance(other, Path) and mine == Path(os.path.realpath(other) + suffix):
+                raise ConfigError(
+                    f"{written} is also {what}, which {writer} would overwrite: give "
+                    f"{content} a file of its own",
+                    path=key,
+                )
+        catalog = found.get(_target(_CATALOG_DIRECTORY))
+        if isinstance(catalog, Path) and mine.is_relative_to(os.path.realpath(catalog)):
             raise ConfigError(
-                f"{cache} is also {what}, which each new token would overwrite: give the "
-                "token a file of its own",
-                path=TOKEN_CACHE_KEY,
+                f"{written} is in catalog.directory, whose files are the catalog: give "
+                f"{content} a file outside it",
+                path=key,
             )
-    catalog = found.get(_target(_CATALOG_DIRECTORY))
-    if isinstance(catalog, Path) and mine.is_relative_to(os.path.realpath(catalog)):
-        raise ConfigError(
-            f"{cache} is in catalog.directory, whose files are the catalog: give the token a "
-            "file outside it",
-            path=TOKEN_CACHE_KEY,
-        )
 
 
 def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:

@@ -1021,6 +1021,31 @@ class TestAuth:
         assert caught.value.path == "openchoreo.auth.oauth.tokenCacheFile"
         assert f"{Path(cache).name} {what}, " in str(caught.value)
 
+    @pytest.mark.parametrize(
+        ("textfile", "what"),
+        [
+            ("cs", "is also openchoreo.auth.oauth.clientSecretFile's file"),
+            ("state.db", "is also state.path's file"),
+            ("state.db-shm", "is also state.path's -shm file"),
+            ("choreo-ingest.yaml", "is also the config file"),
+            ("catalog/metrics.prom", "is in catalog.directory"),
+        ],
+        ids=["secret", "state", "shm", "config", "catalog"],
+    )
+    def test_a_metrics_textfile_the_tool_uses_for_something_else_is_refused(
+        self, tmp_path: Path, textfile: str, what: str
+    ) -> None:
+        """Every run replaces the file whole: the state, a secret or the config was lost, and
+        `check` and the run said nothing."""
+        others = f"state:\n  path: state.db\nmetrics:\n  textfile: {textfile}\n"
+        others += "catalog:\n  directory: catalog\n"
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, OAUTH.format(secret="clientSecretFile: cs") + others)
+
+        assert caught.value.path == "metrics.textfile"
+        assert f"{Path(textfile).name} {what}, " in str(caught.value)
+
     def test_a_token_cache_file_of_its_own_is_taken(self, tmp_path: Path) -> None:
         secret = "clientSecretFile: cs\n      tokenCacheFile: token.json"
         others = "state:\n  path: state.db\ncatalog:\n  directory: catalog\n"
@@ -1291,6 +1316,40 @@ class TestResolveStatePath:
     def test_relative_config_path_is_relative_to_the_file(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "state: {path: data/ingest.db}\n")
         assert resolve_state_path(None, config, env={}) == tmp_path / "data" / "ingest.db"
+
+    @pytest.mark.parametrize(
+        ("flag", "env", "origin"),
+        [
+            ("metrics.prom", {}, "--db"),
+            (None, {"CHOREO_INGEST_DB": "metrics.prom"}, "$CHOREO_INGEST_DB"),
+            ("token.json", {}, "--db"),
+        ],
+        ids=["db-metrics", "environment-metrics", "db-token-cache"],
+    )
+    def test_a_state_file_the_config_rewrites_whole_is_refused(
+        self,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        flag: str | None,
+        env: dict[str, str],
+        origin: str,
+    ) -> None:
+        """`--db metrics.prom` beside `metrics.textfile: metrics.prom`: the run wrote its
+        metrics over the state it had just committed, and every later call exited 4."""
+        monkeypatch.chdir(tmp_path)
+        config = load_text(
+            tmp_path,
+            OAUTH.format(secret="clientSecretFile: cs\n      tokenCacheFile: token.json")
+            + "metrics:\n  textfile: metrics.prom\n",
+        )
+
+        with pytest.raises(ConfigError) as caught:
+            resolve_state_path(flag, config, env=env)
+
+        assert caught.value.path == origin
+        assert "which choreo-ingest replaces whole: give the state another file" in str(
+            caught.value
+        )
 
 
 class TestRequireApi:
