@@ -57,6 +57,7 @@ from choreo_ingest.config_values import (
     expand,
     optional,
     uses_environment,
+    without_credentials,
 )
 from choreo_ingest.errors import ConfigError
 
@@ -383,7 +384,7 @@ def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
     providers' options (`_withheld_options`), replaced by `WITHHELD`; or nothing (None) when
     `state.url` holds a password in plain text, which every call needs."""
     url = _dig(document, "state.url")
-    if isinstance(url, str) and _holds_password(_BARE_REFERENCE.sub("", url)):
+    if isinstance(url, str) and _holds_credentials(url):
         return None, False
     secrets = _literal_secrets(document)
     for path in secrets:
@@ -420,15 +421,19 @@ def _withheld_options(node: object, *, secret: bool = False) -> object:
     if not isinstance(node, str):
         return WITHHELD if secret and node is not None else node
     if not secret:
-        return WITHHELD if _holds_password(_BARE_REFERENCE.sub("", node)) else node
+        return WITHHELD if _holds_credentials(node) else node
     return node if not node or _ONLY_REFERENCES.fullmatch(node) else WITHHELD
 
 
-def _holds_password(url: str) -> bool:
+def _holds_credentials(text: str) -> bool:
+    """Whether `text`, its `${VAR}` references left out, is a URL with a password or a
+    credential-named query parameter (`?access_token=...`) in it."""
+    bare = _BARE_REFERENCE.sub("", text)
     try:
-        return bool(urlsplit(url).password)
+        password = urlsplit(bare).password
     except ValueError:  # cannot tell: keep it out of the copy
         return True
+    return bool(password) or without_credentials(bare) != bare
 
 
 def _dig(document: dict[Any, Any], path: str) -> object:

@@ -48,7 +48,23 @@ def describe(value: object, *, secret: bool = False) -> str:
         return "a string" if isinstance(value, str) else "a number"
     if not isinstance(value, str | int | float):
         return f"a {type(value).__name__}"  # a date, say
+    if isinstance(value, str):
+        value = without_credentials(value)
     return repr(value if len(str(value)) <= 60 else f"{str(value)[:57]}...")
+
+
+def without_credentials(text: str) -> str:
+    """`text` with what a URL in it holds as a credential masked: the password of
+    `user:password@`, and the value of a query parameter named like one (`?access_token=`), so
+    that a URL given to the wrong key (`state: postgresql://u:pw@db/x`) is not echoed whole."""
+    if "://" not in text:
+        return text
+    scheme, rest = text.split("://", 1)
+    userinfo, at, after = rest.rpartition("@")  # the last `@`: a password may hold `/` or `?`
+    user, _, password = userinfo.partition(":")
+    if at and password:
+        rest = f"{user}:***@{after}"
+    return scheme + "://" + _SECRET_QUERY_VALUE.sub(r"\g<1>***", rest)
 
 
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -176,6 +192,9 @@ def as_http_url(value: object) -> str:
 
 _SECRET_PARAMETER = re.compile(r"secret|password|passwd|token|api[-_]?key", re.IGNORECASE)
 """A query parameter of a token URL that holds a credential (`client_secret=...`)."""
+_SECRET_QUERY_VALUE = re.compile(
+    r"([?&][^=&#]*(?:secret|password|passwd|token|api[-_]?key)[^=&#]*=)[^&#]+", re.IGNORECASE
+)
 
 
 def as_token_url(value: object) -> str:

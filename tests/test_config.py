@@ -1371,6 +1371,33 @@ class TestRequireApi:
 
 
 class TestStateUrl:
+    @pytest.mark.parametrize(
+        ("text", "path", "shown"),
+        [
+            (
+                "state: postgresql://ingest:pw-4f2a9c@db/x\n",
+                "state",
+                "expected a mapping, got 'postgresql://ingest:***@db/x'",
+            ),
+            (
+                "openchoreo: {baseUrl: 'http://h/api/v1?access_token=tok-4f2a9c'}\n",
+                "openchoreo.baseUrl",
+                "got 'http://h/api/v1?access_token=***'",
+            ),
+        ],
+        ids=["url-for-a-section", "token-in-a-query"],
+    )
+    def test_a_url_in_the_wrong_place_is_shown_without_its_credentials(
+        self, tmp_path: Path, text: str, path: str, shown: str
+    ) -> None:
+        """README: a password in a URL is shown redacted everywhere, errors included."""
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text)
+
+        assert caught.value.path == path
+        assert str(caught.value).endswith(shown)
+        assert "4f2a9c" not in str(caught.value)
+
     def test_a_bad_url_never_shows_the_password(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_text(tmp_path, "state: {url: 'postgresql://u:hunter2@:0/db'}\n")

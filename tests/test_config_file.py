@@ -330,6 +330,7 @@ providers:
     apiToken: PluginSecretABC
     auth: {user: bot, pass: PluginPassDEF}
     source: https://bot:PluginUrlPassGHI@csv.test/export
+    mirror: https://csv.test/export?api_key=PluginQueryMNO&page=1
     password: ${CSV_PASSWORD}
     bearer: PluginBearerJKL
 """
@@ -357,6 +358,7 @@ def test_custom_provider_options_that_look_secret_are_withheld_from_the_copy(
         "apiToken": "PluginSecretABC",
         "auth": {"user": "bot", "pass": "PluginPassDEF"},
         "source": "https://bot:PluginUrlPassGHI@csv.test/export",
+        "mirror": "https://csv.test/export?api_key=PluginQueryMNO&page=1",
         "password": "from-the-environment",
         "bearer": "PluginBearerJKL",
     }
