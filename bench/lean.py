@@ -3,7 +3,7 @@
     python bench/lean.py [--quick] [--only idle,floor] [--api orgs,v1]
 
 8 `idle`: a SQLite state of at least 50,000 entities, built by one real v1 cycle against the
-  simulator, the provider resting (`restLength` of years) and `metrics.textfile` set. Each of
+  simulator, the provider resting (`restLength` of a year) and `metrics.textfile` set. Each of
   `python -c pass`, `choreo-ingest run` (nothing due), `status --json` and `health --json` runs
   7 times, interleaved; medians of wall, CPU (user+sys) and peak RSS. The idle run must have done
   nothing: exit 0, the state's content unchanged (a digest of every table's rows), no request to
@@ -60,8 +60,8 @@ OAUTH_CLIENT = "choreo-ingest-bench"
 OAUTH_SECRET = "bench-client-secret"  # noqa: S105 (a loopback simulator's, made up here)
 ORGS_ENDPOINTS_MAX = 1
 """The org-era generator draws 0..endpoints_max endpoints per component: 1 gives ratio 0.5."""
-REST_LENGTH = 10**8
-"""Seconds a provider rests after a cycle: years, so nothing is due during the idle runs."""
+REST_LENGTH = 525_600  # minutes: a year, the longest restLength
+"""Minutes a provider rests after a cycle: a year, so nothing is due during the idle runs."""
 
 IDLE_RUNS = 7
 IDLE_RATIO_TARGET = 3.0

@@ -67,6 +67,12 @@ def without_credentials(text: str) -> str:
     return scheme + "://" + _SECRET_QUERY_VALUE.sub(r"\g<1>***", rest)
 
 
+LONGEST_SECONDS = 365 * 86_400
+"""The longest duration a setting takes: a year."""
+MAX_COUNT = 2**63 - 1
+"""The largest count a setting takes: what the state store's integer columns hold (the store's
+`MAX_INTEGER`)."""
+
 _NUMBER_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
@@ -84,13 +90,25 @@ def as_positive(value: object) -> float:
     return number
 
 
+def as_seconds(value: object) -> float:
+    """A duration in seconds, at most a year (a longer one is a typo, and overflows the clock's
+    arithmetic somewhere: a timeout of 1e12 s, a rest of 1e10 s)."""
+    if (number := as_positive(value)) > LONGEST_SECONDS:
+        raise Invalid(f"must be at most {LONGEST_SECONDS:,} seconds (a year)", value)
+    return number
+
+
 def as_minutes(value: object) -> float:
-    return as_positive(value) * 60
+    if (number := as_positive(value)) > LONGEST_SECONDS / 60:
+        raise Invalid(f"must be at most {LONGEST_SECONDS // 60:,} minutes (a year)", value)
+    return number * 60
 
 
 def as_count(value: object) -> int:
     if not (number := as_positive(value)).is_integer():
         raise Invalid("expected a whole number", value)
+    if number > MAX_COUNT:
+        raise Invalid(f"must be at most {MAX_COUNT:,}", value)
     return int(number)
 
 
@@ -111,7 +129,7 @@ def as_backoff(value: object) -> tuple[float, ...]:
         raise Invalid("expected a list of seconds", value)
     if not value:
         raise Invalid("must list at least one delay")
-    return tuple(within(f"[{i}]", partial(as_positive, step)) for i, step in enumerate(value))
+    return tuple(within(f"[{i}]", partial(as_seconds, step)) for i, step in enumerate(value))
 
 
 def as_flag(value: object) -> bool:

@@ -29,8 +29,10 @@ from choreo_ingest.config import (
     resolve_state_path,
     secret_values,
 )
+from choreo_ingest.config_values import MAX_COUNT
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.providers.openchoreo.auth import credentials_for
+from choreo_ingest.store import MAX_INTEGER
 
 from fakes import FakeClock
 from privileges import as_nobody
@@ -352,6 +354,26 @@ BAD_CONFIGS = [
         "openchoreo: {incremental: {backoff: [30, 0]}}",
         "openchoreo.incremental.backoff[1]",
         "must be greater than 0, got 0",
+    ),
+    (
+        "openchoreo: {incremental: {requestTimeout: 1e12}}",
+        "openchoreo.incremental.requestTimeout",
+        "must be at most 31,536,000 seconds (a year), got '1e12'",
+    ),
+    (
+        "openchoreo: {incremental: {restLength: 1e10}}",
+        "openchoreo.incremental.restLength",
+        "must be at most 525,600 minutes (a year)",
+    ),
+    (
+        "openchoreo: {incremental: {backoff: [30, 4e7]}}",
+        "openchoreo.incremental.backoff[1]",
+        "must be at most 31,536,000 seconds (a year)",
+    ),
+    (
+        "changes: {maxRows: 10000000000000000000}",
+        "changes.maxRows",
+        "must be at most 9,223,372,036,854,775,807",
     ),
     (
         "openchoreo: {incremental: {rejectRemovalsAbovePercentage: 101}}",
@@ -1292,6 +1314,10 @@ class TestFindConfigPath:
             ConfigError, match=re.escape(f"nope.yaml: no such config file (given by {origin})")
         ):
             find_config_path(flag, env=env)
+
+
+def test_the_largest_count_is_what_the_state_store_holds() -> None:
+    assert MAX_COUNT == MAX_INTEGER
 
 
 class TestResolveStatePath:
