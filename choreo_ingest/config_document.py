@@ -359,7 +359,34 @@ def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(f"{file}: expected a mapping at the top level, got {describe(document)}")
+    if _expands_past(document, MAX_CONFIG_VALUES):
+        raise ConfigError(
+            f"{file}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
+            "expanded (a config holds a few dozen)"
+        )
     return document
+
+
+MAX_CONFIG_VALUES = 100_000
+"""The most values a config file may hold, its YAML aliases expanded: a handful of anchors can
+stand for billions (`a: &a [x, x]`, `b: &b [*a, *a]`, ...), which every later walk of the
+document (the kept copy, a custom provider's options) would take for ever to go through."""
+
+
+def _expands_past(document: object, most: int) -> bool:
+    """Whether `document` holds more than `most` values, counting a shared one each time."""
+    stack, seen = [document], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > most:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
 
 
 def _literal_secrets(document: dict[Any, Any]) -> list[str]:

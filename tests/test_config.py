@@ -1316,6 +1316,26 @@ class TestFindConfigPath:
             find_config_path(flag, env=env)
 
 
+def test_yaml_aliases_that_expand_past_the_limit_are_refused(tmp_path: Path) -> None:
+    """A billion laughs among a custom provider's options: `status` spun for minutes walking
+    the options for the kept copy."""
+    levels = ["    o0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"    o{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 8)]
+    text = "providers:\n  - openchoreo\n  - name: csv\n" + "\n".join(levels) + "\n"
+
+    with pytest.raises(ConfigError, match=r"holds more than 100,000 values once its YAML aliases"):
+        load_text(tmp_path, text)
+
+
+def test_yaml_aliases_within_the_limit_are_taken(tmp_path: Path) -> None:
+    text = "providers:\n  - openchoreo\n  - {name: csv, columns: &c [name, owner]}\n"
+    text += "  - {name: tsv, columns: *c}\n"
+
+    options = load_text(tmp_path, text).provider_options
+
+    assert options["tsv"]["columns"] == options["csv"]["columns"] == ["name", "owner"]
+
+
 def test_the_largest_count_is_what_the_state_store_holds() -> None:
     assert MAX_COUNT == MAX_INTEGER
 
