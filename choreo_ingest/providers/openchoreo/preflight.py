@@ -10,7 +10,13 @@ from typing import Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, IncrementalConfig, effective_chunk_size, require_api
-from choreo_ingest.errors import AuthError, ChoreoIngestError, NotFoundError, ProviderError
+from choreo_ingest.errors import (
+    AuthError,
+    ChoreoIngestError,
+    ConfigError,
+    NotFoundError,
+    ProviderError,
+)
 from choreo_ingest.models import Check
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import (
@@ -49,7 +55,7 @@ def openchoreo_checks(
     try:
         require_api(config)
     except ChoreoIngestError as error:
-        return [Check("openchoreo", False, str(error))]
+        return [_failed(error)]
     settings = config.openchoreo
     deadline = clock.monotonic() + 3 * settings.incremental.request_timeout
     try:
@@ -71,7 +77,16 @@ def openchoreo_checks(
             checks += _token_cache_check(config)
             return checks + _api_checks(client, config, clock)
     except ChoreoIngestError as error:
-        return [Check("openchoreo", False, str(error))]
+        return [_failed(error)]
+
+
+def _failed(error: ChoreoIngestError) -> Check:
+    """A failed check named by the config key the error names (said once: the error's text
+    begins with it), else `openchoreo`."""
+    key = error.path if isinstance(error, ConfigError) else None
+    if key:
+        return Check(key, False, str(error).removeprefix(f"{key}: "))
+    return Check("openchoreo", False, str(error))
 
 
 def _server_check(client: OpenChoreoClient) -> Check:
@@ -86,8 +101,9 @@ def _server_check(client: OpenChoreoClient) -> Check:
         parts.append("no /version (not an OpenChoreo release)")
     except AuthError as error:  # the org era's servers may ask for a token on all but /health
         parts.append(f"no public /version (HTTP {error.status})")
-    except ProviderError as error:
-        return Check("openchoreo.server", False, f"{client.server_root}: unreachable: {error}")
+    except ProviderError as error:  # an answer, or none at all
+        reached = "" if error.status is not None else "unreachable: "
+        return Check("openchoreo.server", False, f"{client.server_root}: {reached}{error}")
     try:
         resource = client.get_public("/.well-known/oauth-protected-resource")
         parts.append(_security(resource))

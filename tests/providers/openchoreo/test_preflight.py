@@ -116,6 +116,41 @@ def test_what_the_server_says_of_itself_is_shown_on_one_line_without_terminal_es
     )
 
 
+def test_a_server_that_answers_version_with_an_error_is_not_called_unreachable(
+    tmp_path: Path,
+) -> None:
+    def failing(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            500, json={"error": "Internal server error", "code": "INTERNAL_ERROR"}
+        )
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(failing))
+
+    [server] = provider.preflight(FakeClock())
+
+    assert (server.name, server.ok) == ("openchoreo.server", False)
+    assert "unreachable" not in server.detail
+    assert "GET /version: HTTP 500" in server.detail
+
+
+def test_a_config_key_a_check_fails_on_is_named_once(tmp_path: Path) -> None:
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1"),
+        state_path=tmp_path / "state.db",
+    )
+
+    [failed] = OpenChoreoProvider(
+        replace(config, openchoreo=replace(config.openchoreo, base_url=None))
+    ).preflight(FakeClock())
+
+    assert (failed.name, failed.ok) == ("openchoreo.baseUrl", False)
+    assert failed.detail == "required to call the API"
+
+
 def _orgs_listing(pages: list[list[str]]) -> httpx.MockTransport:
     """An org-era server whose `/orgs` pages hold `pages` (names), in cursor mode; `/version`
     and the rest answer 404, which `check` reads as a server that does not say."""
