@@ -157,6 +157,8 @@ def resolve_state_path(
     env = os.environ if env is None else env
     given = str(cli_db) if isinstance(cli_db, Path) else cli_db
     origin = "--db"
+    if given is not None and not given.strip():  # `--db "$DB"` with DB unset, say
+        raise ConfigError("empty; give a state file or a PostgreSQL URL", path=origin)
     if not given:
         given, origin = env.get(STATE_ENV) or None, f"${STATE_ENV}"
     if given is None:

@@ -471,6 +471,22 @@ class TestOptionValues:
         assert "should be greater than or equal to 0" in one_error_line(done.stderr)
         assert done.stdout == ""
 
+    @pytest.mark.parametrize(
+        "args",
+        [["--db", "", "status"], ["status", "--db", ""], ["export", "--db="]],
+        ids=["before-the-command", "after-the-command", "equals"],
+    )
+    def test_an_empty_db_is_a_usage_error_not_the_configured_state(
+        self, cli: Any, ingested: Path, args: list[str]
+    ) -> None:
+        """`--db "$DB"` with DB unset worked on the config's state file instead."""
+        done = cli(*args)
+
+        assert (done.returncode, done.stdout) == (2, "")
+        assert one_error_line(done.stderr).endswith(
+            "--db: empty; give a state file or a PostgreSQL URL"
+        )
+
     def test_unknown_option_with_json_still_prints_one_json_document(self, cli: Any) -> None:
         done = cli("run", "--json", "--forse")
 

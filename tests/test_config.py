@@ -1359,6 +1359,13 @@ class TestResolveStatePath:
     ) -> None:
         assert resolve_state_path(flag, config, env=env) == expected
 
+    def test_an_empty_db_option_is_refused_not_taken_for_the_configured_state(self) -> None:
+        """`--db "$DB"` with DB unset would otherwise work on the config's state file."""
+        with pytest.raises(ConfigError) as caught:
+            resolve_state_path("", self.CONFIGURED, env={})
+
+        assert str(caught.value) == "--db: empty; give a state file or a PostgreSQL URL"
+
     def test_relative_config_path_is_relative_to_the_file(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "state: {path: data/ingest.db}\n")
         assert resolve_state_path(None, config, env={}) == tmp_path / "data" / "ingest.db"

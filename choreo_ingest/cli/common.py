@@ -54,7 +54,8 @@ def open_session(
 ) -> Session:
     """Config and state from the command's options, else the global ones, else defaults."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
-    return load_session(config or shared.config, db or shared.db, log_warnings=log_warnings)
+    db = db if db is not None else shared.db  # an empty `--db` is refused, not passed over
+    return load_session(config or shared.config, db, log_warnings=log_warnings)
 
 
 @contextmanager
