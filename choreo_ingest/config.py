@@ -29,6 +29,7 @@ from choreo_ingest.config_file import read_document
 from choreo_ingest.config_model import (
     API_ORGS,
     API_V1,
+    AUTH_KEY,
     CLIENT_AUTH_AUTO,
     CLIENT_AUTH_METHODS,
     CLIENT_SECRET_BASIC,
@@ -88,6 +89,7 @@ __all__ = [
     "require_secrets",
     "resolve_state_path",
     "reveal",
+    "secret_files",
     "secret_values",
     "token_problem",
     "with_secrets",
@@ -291,6 +293,21 @@ def token_problem(token: str) -> str | None:
     if not token.isprintable():
         return "it holds a control character"
     return None
+
+
+def secret_files(config: Config) -> list[tuple[str, Path]]:
+    """The files the config names that hold a secret, by key (those named by an unset `${VAR}`
+    are not known yet)."""
+    auth, serve = config.openchoreo.auth, config.serve
+    oauth = auth.oauth
+    named = [
+        (f"{AUTH_KEY}.tokenFile", auth.token_file),
+        (f"{OAUTH_KEY}.clientSecretFile", oauth.client_secret_file if oauth else None),
+        ("serve.auth.tokenFile", serve.token_file),
+        ("serve.events.secretFile", serve.events_secret_file),
+        ("state.passwordFile", config.state_password_file),
+    ]
+    return [(key, path) for key, path in named if isinstance(path, Path)]
 
 
 def _secrets(config: Config) -> list[Secret | SecretPath | None]:

@@ -8,10 +8,11 @@ page fits in a burst).
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config
+from choreo_ingest.config import Config, secret_files
 from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
@@ -30,11 +31,27 @@ def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
             continue
         if isinstance(provider, CheckingProvider):
             checks += provider.preflight(clock)
+    checks += _secret_file_checks(config)
     checks.append(_state_check(state_location(state)))
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
     if config.catalog_directory is not None:
         checks.append(_creatable("catalog.directory", config.catalog_directory))
+    return checks
+
+
+def _secret_file_checks(config: Config) -> list[Check]:
+    """A warning for each secret file other users may read (a config file holding a secret gets
+    the same at load); a missing or unreadable one is the provider's check's to report."""
+    checks = []
+    for key, path in secret_files(config):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            detail = f"{path} is readable by others (mode {mode:04o}); chmod 600 it"
+            checks.append(Check(key, True, detail, warning=True))
     return checks
 
 

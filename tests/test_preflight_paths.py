@@ -1,6 +1,7 @@
 """`check`'s checks of the files a run writes (the state file, the metrics textfile): a path
 that exists must be a regular file a run can replace, not a directory or a FIFO; a state file
-there must be one `run` would open, and its run lock one `run` could take."""
+there must be one `run` would open, and its run lock one `run` could take. And of the secret
+files it reads: one other users may read is a warning."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo_ingest.config import Config
+from choreo_ingest.config import AuthConfig, Config, OAuthConfig, OpenChoreoConfig
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
@@ -166,3 +167,28 @@ def reachable() -> Iterator[Path]:
     """A directory every user may write (as /tmp: 1777)."""
     with reachable_directory(0o1777) as directory:
         yield directory
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_secret_file_others_may_read_is_a_warning(
+    tmp_path: Path, mode: int, warned: bool
+) -> None:
+    """README warns of a config file holding a secret that others may read; a secret file
+    others may read was said nothing of."""
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret-9f8e\n")
+    secret.chmod(mode)
+    oauth = OAuthConfig(
+        token_url="https://idp.test/token", client_id="c", client_secret_file=secret
+    )
+    config = Config(providers=(), openchoreo=OpenChoreoConfig(auth=AuthConfig(oauth=oauth)))
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    warnings = [item for item in found if item.warning]
+    if not warned:
+        assert warnings == []
+        return
+    [warning] = warnings
+    assert (warning.name, warning.ok) == ("openchoreo.auth.oauth.clientSecretFile", True)
+    assert warning.detail == f"{secret} is readable by others (mode {mode:04o}); chmod 600 it"
