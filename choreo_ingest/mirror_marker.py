@@ -26,6 +26,8 @@ The marker starts with a dot: Backstage's glob `*/*/*.yaml` never reads it. This
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -98,5 +100,28 @@ def _change_time(store: Store, seq: int) -> float | None:
 
 
 def _holds_entity_files(directory: Path) -> bool:
-    """Whether `directory` holds an entity's file (the glob stops at the first)."""
-    return next(directory.glob("*/*/*.yaml"), None) is not None
+    """Whether `directory` holds an entity's file (`<kind>/<namespace>/<name>.yaml`), looking no
+    further than the first: the idle call asks, and a namespace may hold 100,000 files (a glob
+    lists each directory whole)."""
+    return any(
+        _is_entity_file(entry)
+        for kind in _directories(str(directory))
+        for namespace in _directories(kind.path)
+        for entry in _entries(namespace.path)
+    )
+
+
+def _directories(path: str) -> Iterator[os.DirEntry[str]]:
+    return (entry for entry in _entries(path) if entry.is_dir() and entry.name[0] != ".")
+
+
+def _entries(path: str) -> Iterator[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            yield from entries
+    except OSError:  # gone, or not a directory: nothing in it
+        return
+
+
+def _is_entity_file(entry: os.DirEntry[str]) -> bool:
+    return entry.name.endswith(".yaml") and entry.name[0] != "." and entry.is_file()
