@@ -286,6 +286,11 @@ class TestReading:
         served, printed = answer.json(), cli_json(tmp_path, "status")
         # The CLI shows the path as the config gives it (relative to the config's directory).
         assert Path(served.pop("stateFile")) == tmp_path / printed.pop("stateFile")
+        # The CLI reads the real clock, before this state's fake times: to it the clock was set
+        # back, and a provider whose rest began ahead of now is due at once.
+        for document in (served, printed):
+            for provider in document["providers"]:
+                provider.pop("nextActionAt")
         assert served == printed
 
     def test_status_of_one_provider_and_its_aliases(self, client: AsgiClient) -> None:
