@@ -112,6 +112,30 @@ def test_a_copy_onto_the_state_itself_is_a_usage_error(source: Path, tmp_path: P
     assert json.loads(done.stdout)["error"] == "--copy-to: source.db is the state being copied"
 
 
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        (["--status", "--copy-to", "copy.db"], "--status and --copy-to cannot be combined"),
+        (["--status", "--force"], "--status and --force cannot be combined"),
+        (["--force"], "--force goes only with --copy-to"),
+    ],
+    ids=["status-copy-to", "status-force", "force-alone"],
+)
+def test_options_that_do_not_go_together_are_a_usage_error_and_nothing_is_written(
+    source: Path, tmp_path: Path, options: list[str], error: str
+) -> None:
+    """`migrate --status --copy-to` made the copy: a listing became a write."""
+    before = source.read_bytes()
+
+    done = run_cli("--db", "source.db", "migrate", *options, cwd=tmp_path)
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"choreo-ingest: error: {error}")
+    assert not list(tmp_path.glob("copy.db*"))
+    assert source.read_bytes() == before
+
+
 def test_the_copy_takes_both_run_locks(source: Path, tmp_path: Path) -> None:
     target = tmp_path / "target.db"
     with RunLock(target), pytest.raises(LockHeld):

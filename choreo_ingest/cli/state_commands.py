@@ -214,6 +214,7 @@ def migrate_command(
 
     `--copy-to` copies SQLite to PostgreSQL or back, holding both run locks."""
     with reported_errors(json_output):
+        _check_migrate_options(status_only, copy_to, force)
         session = open_session(ctx, config, db)
         if copy_to is not None:
             _copy(session, copy_to, force, json_output)
@@ -246,6 +247,19 @@ def migrate_command(
                 f"{', '.join(report.applied_now) or 'nothing'}; pending: "
                 f"{', '.join(report.pending) or 'nothing'}"
             )
+
+
+def _check_migrate_options(status_only: bool, copy_to: str | None, force: bool) -> None:
+    """Options that do not go together are refused before anything is opened or written: a
+    read-only listing never turns into a copy."""
+    if status_only and copy_to is not None:
+        raise ConfigError(
+            "--status and --copy-to cannot be combined: --status only lists migrations, "
+            "--copy-to writes a copy"
+        )
+    if force and copy_to is None:
+        with_status = "--status and --force cannot be combined: " if status_only else ""
+        raise ConfigError(f"{with_status}--force goes only with --copy-to")
 
 
 def _copy(session: Session, copy_to: str, force: bool, json_output: bool) -> None:
