@@ -73,6 +73,10 @@ def confirm_or_abort(question: str, yes: bool) -> None:
     """Destructive commands ask on a TTY and need --yes otherwise."""
     if yes:
         return
+    if sys.stdin is None:  # descriptor 0 closed (`<&-`): nothing to answer with
+        raise ConfigError(
+            "refusing without confirmation: stdin is closed; pass --yes", path="--yes"
+        )
     if not sys.stdin.isatty():
         raise ConfigError("refusing without confirmation off a TTY; pass --yes", path="--yes")
     if not typer.confirm(question, default=False):

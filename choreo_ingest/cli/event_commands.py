@@ -113,6 +113,8 @@ def _purge(
 def _read(source: str) -> str:
     """The input as text: UTF-8 (a byte order mark is allowed), else a usage error naming it."""
     name = "stdin" if source == "-" else source
+    if source == "-" and sys.stdin is None:  # the process was started with descriptor 0 closed
+        raise ConfigError("stdin: closed, nothing to read (pipe the events in, or name a FILE)")
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as error:
