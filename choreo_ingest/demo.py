@@ -24,7 +24,7 @@ from choreo_ingest.config import (
     OpenChoreoConfig,
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError
-from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.invocation import RunResult, migrate, run_once
 from choreo_ingest.reporting import reading
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
@@ -81,6 +81,7 @@ class DemoProgress:
     phase: str
     entities: dict[str, int]
     requests: int
+    """The requests this demo's runs sent (a state a demo left earlier counted its own)."""
     state: str
 
 
@@ -92,6 +93,7 @@ class DemoResult:
     cycle_completed: bool
     entities: dict[str, int]
     requests: int
+    """The requests this demo's runs sent, not those of an earlier demo in the same state."""
     last_run: RunResult
 
     @property
@@ -129,6 +131,8 @@ def run_demo(
     )
     api = SimulatorApi(world, options)
     state_path = place.state_path
+    migrate(state_path)  # as the first run would: the counter below is then there to read
+    counted_before = _requests_counted(state_path)
     with start_server(api) as server:
         config = _demo_config(server.url, state_path, burst_length, secret)
         runs = 0
@@ -137,7 +141,7 @@ def run_demo(
             if result.outcome == "interrupted":  # Ctrl-C or SIGTERM: the last page is saved
                 raise KeyboardInterrupt
             runs += 1
-            progress = _progress(state_path, runs)
+            progress = _progress(state_path, runs, counted_before)
             if on_progress is not None:
                 on_progress(progress)
             outcome = result.providers[0]
@@ -171,7 +175,15 @@ def _demo_config(base_url: str, state_path: Path, burst_length: float, secret: s
     )
 
 
-def _progress(state_path: Path, runs: int) -> DemoProgress:
+def _requests_counted(state_path: Path) -> int:
+    """The provider's stored request counter: every request since the state was made."""
+    with reading(state_path) as store:
+        return store.counters(PROVIDER).get("requests", 0)
+
+
+def _progress(state_path: Path, runs: int, counted_before: int) -> DemoProgress:
+    """Where the demo stands after `runs` runs; `counted_before`: the request counter as the
+    demo found it."""
     with reading(state_path) as store:
         record = store.load_provider(PROVIDER)
         phase = "done" if record.cursor is None else str(record.cursor.get("phase", "?"))
@@ -179,6 +191,6 @@ def _progress(state_path: Path, runs: int) -> DemoProgress:
             runs=runs,
             phase=phase,
             entities=store.entity_counts(PROVIDER),
-            requests=store.counters(PROVIDER).get("requests", 0),
+            requests=store.counters(PROVIDER).get("requests", 0) - counted_before,
             state=record.state.value,
         )

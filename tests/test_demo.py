@@ -100,6 +100,18 @@ def test_dir_that_exists_is_used_as_it_is(tmp_path: Path) -> None:
         assert store.load_provider("openchoreo").cycle_id == 2
 
 
+def test_a_second_demo_in_the_same_dir_counts_only_its_own_requests(tmp_path: Path) -> None:
+    """It reported the stored lifetime counter: 7 requests, then 14, though each sent 7."""
+    first = run_cli("demo", "--json", *SIZE, "--dir", tmp_path, cwd=tmp_path)
+    second = run_cli("demo", "--json", *SIZE, "--dir", tmp_path, cwd=tmp_path)
+    text = run_cli("demo", *SIZE, "--dir", tmp_path, cwd=tmp_path)
+
+    assert (first.returncode, second.returncode, text.returncode) == (0, 0, 0), text.stderr
+    requests = 1 + 3 * 2  # the namespaces, then 3 listings per namespace
+    assert json.loads(first.stdout)["requests"] == json.loads(second.stdout)["requests"] == requests
+    assert f"cycle completed in 1 run(s), {requests} requests" in text.stdout
+
+
 def test_text_demo_says_its_temporary_directory_stays(tmp_path: Path) -> None:
     done = run_cli("demo", *SIZE, cwd=tmp_path, env={"TMPDIR": str(tmp_path)})
 
