@@ -4,6 +4,7 @@
     ├── ConfigError                 bad config file, key, value or usage (exit 2)
     ├── ProviderLoadError           a configured provider cannot be imported or built (`run`: 3)
     ├── InboxFull                   the event inbox is full; new events refused (exit 2)
+    ├── NotConfirmed                a destructive command's question answered no (exit 2)
     ├── ChangesGone                 a change feed consumer must copy the catalog again (410)
     ├── StateError                  the state store cannot be used (exit 4)
     │   ├── SchemaTooNew            written by a newer choreo-ingest
@@ -55,6 +56,14 @@ class EntityRefError(ValueError):
 
 class IllegalTransition(ValueError):
     """A provider state change the state machine does not allow: a bug, never bad input."""
+
+
+class NotConfirmed(ChoreoIngestError):
+    """The question a destructive command asks on a terminal was answered no: nothing was done.
+    Exit 2, as the refusal off a terminal without `--yes` (a ConfigError)."""
+
+    def __init__(self) -> None:
+        super().__init__("not confirmed: nothing was done")
 
 
 class InboxFull(ChoreoIngestError):

@@ -1,11 +1,13 @@
 """What the CLI makes of its stdin: the events `event` reads there, and the answer a confirmation
 prompt waits for. A stdin closed before the interpreter starts (`<&-`: Python then has no
-`sys.stdin` at all) is a usage error saying so, never a bug's traceback, and nothing is done."""
+`sys.stdin` at all) is a usage error saying so, never a bug's traceback, and nothing is done. A
+question answered no on a terminal does nothing and exits 2, as the refusal off a terminal."""
 
 from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +41,30 @@ def run_cli_without_stdin(*args: str | Path, cwd: Path) -> subprocess.CompletedP
     )
 
 
+def run_cli_on_terminal(
+    *args: str | Path, cwd: Path, answer: str
+) -> subprocess.CompletedProcess[str]:
+    """The CLI with its stdin a terminal on which `answer` was typed (stdout, stderr: pipes)."""
+    environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "choreo_ingest", *map(str, args)],
+            cwd=cwd,
+            env={**environment, "COLUMNS": "200", "NO_COLOR": "1"},
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(controller, answer.encode())
+        stdout, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def one_error_line(stderr: str) -> str:
     lines = stderr.splitlines()
     assert len(lines) == 1, stderr
@@ -49,10 +75,12 @@ def one_error_line(stderr: str) -> str:
 
 @pytest.fixture
 def state_path(tmp_path: Path) -> Path:
-    """One completed cycle of `openchoreo`, and one event in its inbox."""
+    """`openchoreo` after a cycle, then one that saw nothing (its sweep blocked); one event in its
+    inbox."""
     state = tmp_path / "state.db"
     clock = FakeClock()
     ingest_world(state, World.generate(2, 2, 3, seed=12), clock)
+    assert ingest_world(state, World.empty(), clock, force=True).removals_blocked > 0
     store_events(state, PROVIDER, [EVENT], clock)
     write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", state={"path": "state.db"})
     return state
@@ -60,7 +88,29 @@ def state_path(tmp_path: Path) -> Path:
 
 def what_the_state_holds(state_path: Path) -> tuple[Any, ...]:
     with Store.open(state_path, readonly=True) as store:
-        return store.load_provider(PROVIDER), store.active_count(PROVIDER), store.inbox_counts()
+        return (
+            store.load_provider(PROVIDER),
+            store.active_count(PROVIDER),
+            store.blocked_removals(PROVIDER),
+            store.inbox_counts(),
+        )
+
+
+QUESTIONS = [
+    ["reset", PROVIDER],
+    ["reset", PROVIDER, "--purge"],
+    ["reset", PROVIDER, "--forget"],
+    ["event", "purge"],
+    ["removals", "approve", PROVIDER],
+]
+"""Every command that asks before it acts."""
+
+
+def leave_out_of_the_config(tmp_path: Path, args: list[str]) -> None:
+    """`--forget` is for a provider the config no longer has."""
+    if "--forget" in args:
+        write_config(tmp_path / "choreo-ingest.yaml", None, providers=["successor"],
+                     state={"path": "state.db"})  # fmt: skip
 
 
 class TestClosedStdin:
@@ -98,3 +148,33 @@ class TestClosedStdin:
         assert (done.returncode, done.stdout) == (2, "")
         assert "stdin is closed; pass --yes" in one_error_line(done.stderr)
         assert what_the_state_holds(state_path) == before
+
+
+class TestQuestionAnsweredNo:
+    @pytest.mark.parametrize("args", QUESTIONS, ids=[" ".join(args) for args in QUESTIONS])
+    def test_says_nothing_was_done_and_exits_2_as_without_yes_off_a_terminal(
+        self, tmp_path: Path, state_path: Path, args: list[str]
+    ) -> None:
+        """It exited 0 without a word: a script could not tell "no" from done."""
+        leave_out_of_the_config(tmp_path, args)
+        before = what_the_state_holds(state_path)
+
+        declined = run_cli_on_terminal(*args, cwd=tmp_path, answer="n\n")
+        off_a_terminal = run_cli_without_stdin(*args, cwd=tmp_path)
+
+        assert declined.returncode == off_a_terminal.returncode == 2
+        assert "not confirmed: nothing was done" in one_error_line(declined.stderr)
+        assert what_the_state_holds(state_path) == before
+
+    @pytest.mark.parametrize("args", QUESTIONS, ids=[" ".join(args) for args in QUESTIONS])
+    def test_with_json_prints_one_error_document(
+        self, tmp_path: Path, state_path: Path, args: list[str]
+    ) -> None:
+        leave_out_of_the_config(tmp_path, args)
+
+        declined = run_cli_on_terminal(*args, "--json", cwd=tmp_path, answer="n\n")
+
+        assert declined.returncode == 2
+        document = json.loads(declined.stdout[declined.stdout.index("{") :])
+        assert document["exitCode"] == 2
+        assert document["error"] == "not confirmed: nothing was done"

@@ -11,10 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import reported
 from choreo_ingest.cli.session import Session, load_session
-from choreo_ingest.errors import ConfigError
+from choreo_ingest.errors import ConfigError, NotConfirmed
 
 ConfigOption = Annotated[
     Path | None,
@@ -70,7 +69,8 @@ def reported_errors(as_json: bool, **json_fields: Any) -> Iterator[None]:
 
 
 def confirm_or_abort(question: str, yes: bool) -> None:
-    """Destructive commands ask on a TTY and need --yes otherwise."""
+    """Destructive commands ask on a TTY and need --yes otherwise; a "no" is NotConfirmed (exit 2,
+    as the refusal without --yes off a TTY)."""
     if yes:
         return
     if sys.stdin is None:  # descriptor 0 closed (`<&-`): nothing to answer with
@@ -80,4 +80,4 @@ def confirm_or_abort(question: str, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise ConfigError("refusing without confirmation off a TTY; pass --yes", path="--yes")
     if not typer.confirm(question, default=False):
-        raise typer.Exit(int(ExitCode.OK))
+        raise NotConfirmed

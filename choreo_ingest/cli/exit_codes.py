@@ -19,7 +19,7 @@ from choreo_ingest.models import RunOutcome
 class ExitCode(enum.IntEnum):
     OK = 0  # done: a burst ran, or nothing was due
     INTERNAL_ERROR = 1  # a bug (also: `health` found problems)
-    USAGE = 2  # usage or configuration error
+    USAGE = 2  # usage or configuration error; also a question answered no (nothing done)
     BURST_FAILED = 3  # upstream trouble; backoff scheduled
     STATE_ERROR = 4  # state store unreadable, newer schema, not writable
     OUTPUT_FAILED = 74  # stdout could not be written; what was done stands (EX_IOERR)
