@@ -88,6 +88,8 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
             parsed.ignored += 1
         else:
             parsed.valid.append(item)
+    # NDJSON lines that are not JSON were rejected before the events checked above: in input order
+    parsed.rejected.sort(key=lambda rejected: rejected.index)
     return parsed
 
 

@@ -104,6 +104,17 @@ class TestParseEvents:
             (4, "not JSON"),
         ]
 
+    def test_rejected_events_are_listed_in_input_order(self) -> None:
+        """A line that is not JSON was listed before the events above it that were refused."""
+        lines = [json.dumps(component_event("a", "created")), '{"name": "no-kind"}', "{oops"]
+
+        parsed = parse_events("\n".join(lines))
+
+        assert [(r.index, r.problem.split(" (")[0]) for r in parsed.rejected] == [
+            (2, "event needs a non-empty 'kind'"),
+            (3, "not JSON"),
+        ]
+
     def test_an_ndjson_line_breaks_only_at_a_newline(self) -> None:
         """A JSON string may hold U+2028, U+0085, U+000C as they are; they do not end a line."""
         odd = component_event("a", "created") | {"note": "x\u2028y\x85z\x0cw"}
