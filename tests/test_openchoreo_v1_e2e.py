@@ -178,6 +178,30 @@ def test_check_says_whether_the_token_cache_file_can_be_written(
     assert "missing does not exist, so every call asks for a new token" in rows["missing"]["detail"]
 
 
+def test_check_warns_of_a_token_cache_file_that_is_a_directory(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """It said the token was kept there, and every call then logged token_cache_not_written."""
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    place = tmp_path / "tokens"
+    place.mkdir()
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(place)})
+
+    checked = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+
+    assert checked.returncode == 0, checked.stdout  # a warning, as for a missing directory
+    [row] = [
+        row
+        for row in json.loads(checked.stdout)["checks"]
+        if row["name"] == "openchoreo.auth.oauth.tokenCacheFile"
+    ]
+    assert row["warning"], row
+    assert row["detail"] == (
+        f"{place}: it is a directory, not a file, so every call asks for a new token (and warns)"
+    )
+
+
 def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_method(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:

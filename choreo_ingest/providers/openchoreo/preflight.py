@@ -153,7 +153,9 @@ def _token_cache_check(config: Config) -> list[Check]:
     if path is None:
         return []
     folder = path.parent
-    if not folder.is_dir():
+    if path.is_dir():  # a new token cannot be renamed over it
+        problem = "it is a directory, not a file"
+    elif not folder.is_dir():
         problem = f"its directory {folder} does not exist"
     elif not os.access(folder, os.W_OK | os.X_OK):
         problem = f"its directory {folder} cannot be written"
