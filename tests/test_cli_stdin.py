@@ -47,19 +47,22 @@ def run_cli_on_terminal(
     """The CLI with its stdin a terminal on which `answer` was typed (stdout, stderr: pipes)."""
     environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
     controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "choreo_ingest", *map(str, args)],
+        cwd=cwd,
+        env={**environment, "COLUMNS": "200", "NO_COLOR": "1"},
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "choreo_ingest", *map(str, args)],
-            cwd=cwd,
-            env={**environment, "COLUMNS": "200", "NO_COLOR": "1"},
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
         os.write(controller, answer.encode())
         stdout, stderr = process.communicate(timeout=CLI_TIMEOUT_SECONDS)
     finally:
+        if process.poll() is None:  # still waiting for an answer
+            process.kill()
+            process.communicate()
         os.close(terminal)
         os.close(controller)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
@@ -163,7 +166,22 @@ class TestQuestionAnsweredNo:
         off_a_terminal = run_cli_without_stdin(*args, cwd=tmp_path)
 
         assert declined.returncode == off_a_terminal.returncode == 2
-        assert "not confirmed: nothing was done" in one_error_line(declined.stderr)
+        assert declined.stdout == ""  # the question goes to stderr: stdout carries data only
+        assert "not confirmed: nothing was done" in declined.stderr.splitlines()[-1]
+        assert what_the_state_holds(state_path) == before
+
+    @pytest.mark.parametrize(
+        "answer", ["\n", "maybe\n", "\x04"], ids=["empty-line", "anything-else", "end-of-input"]
+    )
+    def test_anything_but_yes_is_no(self, tmp_path: Path, state_path: Path, answer: str) -> None:
+        """The end of input (Ctrl-D) was an internal error (click's Abort, exit 1), and click
+        wrote its "Error: invalid input" and the question again to stdout."""
+        before = what_the_state_holds(state_path)
+
+        declined = run_cli_on_terminal("reset", PROVIDER, "--purge", cwd=tmp_path, answer=answer)
+
+        assert (declined.returncode, declined.stdout) == (2, "")
+        assert declined.stderr.endswith("choreo-ingest: error: not confirmed: nothing was done\n")
         assert what_the_state_holds(state_path) == before
 
     @pytest.mark.parametrize("args", QUESTIONS, ids=[" ".join(args) for args in QUESTIONS])
@@ -175,6 +193,6 @@ class TestQuestionAnsweredNo:
         declined = run_cli_on_terminal(*args, "--json", cwd=tmp_path, answer="n\n")
 
         assert declined.returncode == 2
-        document = json.loads(declined.stdout[declined.stdout.index("{") :])
+        document = json.loads(declined.stdout)  # the question went to stderr
         assert document["exitCode"] == 2
         assert document["error"] == "not confirmed: nothing was done"

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from choreo_ingest.cli.failures import reported
+from choreo_ingest.cli.output import ask
 from choreo_ingest.cli.session import Session, load_session
 from choreo_ingest.errors import ConfigError, NotConfirmed
 
@@ -79,5 +80,5 @@ def confirm_or_abort(question: str, yes: bool) -> None:
         )
     if not sys.stdin.isatty():
         raise ConfigError("refusing without confirmation off a TTY; pass --yes", path="--yes")
-    if not typer.confirm(question, default=False):
+    if not ask(question):
         raise NotConfirmed

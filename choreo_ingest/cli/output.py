@@ -136,6 +136,17 @@ def warning_line(message: str) -> None:
     _stderr_line(f"choreo-ingest: warning: {message}")
 
 
+def ask(question: str) -> bool:
+    """`question [y/N]: ` on stderr (stdout carries data only; click's prompt writes to stdout),
+    the answer a line of stdin: only y or yes confirms; anything else, an empty line or the end of
+    input (Ctrl-D) is no."""
+    if sys.stderr is not None:
+        sys.stderr.write(f"{question} [y/N]: ")
+        sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in {"y", "yes"}
+
+
 def _stderr_line(line: str) -> None:
     if sys.stderr is None:  # started with descriptor 2 closed: nowhere to say it
         return
