@@ -177,7 +177,7 @@ def _invoke(args: list[str]) -> int:
         raise
     except typer.TyperException as error:  # a usage error: typer found it before any command ran
         return _usage_error(error, args)
-    except typer.Abort:  # a confirmation prompt got Ctrl-C or end of input
+    except typer.Abort:  # Ctrl-C (or an EOFError) in a command: click raises Abort for it
         render.error_line("aborted")
         return ExitCode.INTERRUPTED
     # Without standalone mode, typer returns the code of a typer.Exit, or the command's None.
