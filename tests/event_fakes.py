@@ -14,13 +14,15 @@ from fakes import FakeProvider, make_entity
 FIVE = [make_entity(f"e{i}") for i in range(5)]
 
 
-def component_event(name: str, action: str) -> dict[str, Any]:
+def component_event(name: str, action: str = "updated", **other: Any) -> dict[str, Any]:
+    """An event about Component `name` in namespace `default`, project `p`."""
     return {
         "kind": "Component",
         "name": name,
         "namespace": "default",
         "project": "p",
         "action": action,
+        **other,
     }
 
 

@@ -198,6 +198,15 @@ def write_config(path: Path, base_url: str | None, **sections: Any) -> Path:
     return path
 
 
+def one_error_line(stderr: str) -> str:
+    """The error a command printed: exactly one line, and not a bug report."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("choreo-ingest: error: "), stderr
+    assert "internal error" not in lines[0]
+    return lines[0]
+
+
 def run_cli(
     *args: str | Path,
     cwd: Path,

@@ -34,6 +34,7 @@ from sim_support import (
     INHERITED_SETTINGS,
     expected_refs,
     ingest_world,
+    one_error_line,
     run_cli,
     write_config,
 )
@@ -50,15 +51,6 @@ def component_event(name: str, action: str = "updated") -> dict[str, Any]:
         "project": "p",
         "action": action,
     }
-
-
-def one_error_line(stderr: str) -> str:
-    """The error a command printed: exactly one line, and not a bug report."""
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("choreo-ingest: error: "), stderr
-    assert "internal error" not in lines[0]
-    return lines[0]
 
 
 def pending(state_path: Path, provider: str = PROVIDER) -> list[dict[str, Any]]:

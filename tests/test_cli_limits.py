@@ -14,7 +14,7 @@ from choreo_ingest.simulator import World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock
-from sim_support import ingest_world, run_cli
+from sim_support import ingest_world, one_error_line, run_cli
 
 HUGE = "99999999999999999999"
 """Past 2**63 - 1, the largest SQLite INTEGER."""
@@ -36,11 +36,6 @@ def blocked(tmp_path: Path) -> Path:
     outcome = ingest_world(path, World.empty(), FakeClock(), force=True)
     assert outcome.removals_blocked > 0
     return path
-
-
-def one_error_line(stderr: str) -> str:
-    [line] = stderr.splitlines()
-    return line
 
 
 @pytest.mark.parametrize("option", ["--limit", "--since"])

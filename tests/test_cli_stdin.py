@@ -20,7 +20,13 @@ from choreo_ingest.simulator import World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock
-from sim_support import CLI_TIMEOUT_SECONDS, INHERITED_SETTINGS, ingest_world, write_config
+from sim_support import (
+    CLI_TIMEOUT_SECONDS,
+    INHERITED_SETTINGS,
+    ingest_world,
+    one_error_line,
+    write_config,
+)
 
 PROVIDER = "openchoreo"
 EVENT = {"kind": "Component", "name": "x", "namespace": "acme", "project": "p", "action": "created"}
@@ -66,14 +72,6 @@ def run_cli_on_terminal(
         os.close(terminal)
         os.close(controller)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def one_error_line(stderr: str) -> str:
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("choreo-ingest: error: "), stderr
-    assert "internal error" not in lines[0]
-    return lines[0]
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from event_fakes import FIVE, CheckingFake, component_event
 
 from choreo_ingest.event_input import MAX_EVENT_BYTES, MAX_EVENT_DEPTH, parse_events
+
+from event_fakes import FIVE, CheckingFake, component_event
 
 
 class TestParseEvents:

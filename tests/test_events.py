@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import structlog
-from event_fakes import FIVE, CheckingFake, EventFakeProvider, component_event
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -55,6 +54,7 @@ from choreo_ingest.store.inbox import (
 )
 from choreo_ingest.store.run_lock import RunLock
 
+from event_fakes import FIVE, CheckingFake, EventFakeProvider, component_event
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
 

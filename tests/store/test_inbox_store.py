@@ -18,18 +18,8 @@ from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.store import StateLocation, Store
 
+from event_fakes import component_event
 from fakes import FakeClock, FakeProvider, make_config, make_entity
-
-
-def component_event(name: str, action: str, **other: Any) -> dict[str, Any]:
-    return {
-        "kind": "Component",
-        "name": name,
-        "namespace": "default",
-        "project": "p",
-        "action": action,
-        **other,
-    }
 
 
 @pytest.fixture
