@@ -1,4 +1,4 @@
-"""The crash-and-fault soak (bench/soak.py), small: 1k components, 12-15 SIGKILLs, once against
+"""The crash-and-fault soak (bench/soak.py), small: 600 components, 8-10 SIGKILLs, once against
 the organization-era API and once against OpenChoreo v1, the two side by side.
 
 The soak starts the simulator with 5% server errors, a request-rate cap and short-lived
@@ -24,18 +24,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
-KILLS = {"orgs": 15, "v1": 12}
+KILLS = {"orgs": 10, "v1": 8}
 ARGUMENTS = {
     "orgs": [
-        "--api", "orgs", "--kills", str(KILLS["orgs"]), "--components", "1000",
-        "--per-project", "250", "--seed", "7", "--rate-limit", "200", "--cursor-ttl", "3",
+        "--api", "orgs", "--kills", str(KILLS["orgs"]), "--components", "600",
+        "--per-project", "150", "--seed", "7", "--rate-limit", "200", "--cursor-ttl", "3",
         "--expire-every", "6", "--burst-length", "2", "--json",
     ],
     # v1 makes one request per page and none per component: a lower cap to meet 429s, and
     # 4 s tokens so that runs refresh their token on the way.
     "v1": [
-        "--api", "v1", "--kills", str(KILLS["v1"]), "--components", "1000",
-        "--per-project", "250", "--seed", "7", "--rate-limit", "12", "--cursor-ttl", "3",
+        "--api", "v1", "--kills", str(KILLS["v1"]), "--components", "600",
+        "--per-project", "150", "--seed", "7", "--rate-limit", "12", "--cursor-ttl", "3",
         "--expire-every", "4", "--burst-length", "2", "--token-lifetime", "4", "--json",
     ],
 }  # fmt: skip
