@@ -211,8 +211,9 @@ def as_http_url(value: object) -> str:
 _SECRET_PARAMETER = re.compile(r"secret|password|passwd|token|api[-_]?key", re.IGNORECASE)
 """A query parameter of a token URL that holds a credential (`client_secret=...`)."""
 _SECRET_QUERY_VALUE = re.compile(
-    r"([?&][^=&#]*(?:secret|password|passwd|token|api[-_]?key)[^=&#]*=)[^&#]+", re.IGNORECASE
+    rf"([?&][^=&#]*(?:{_SECRET_PARAMETER.pattern})[^=&#]*=)[^&#]+", re.IGNORECASE
 )
+"""The value of such a query parameter in any URL, for a message to leave out."""
 
 
 def as_token_url(value: object) -> str:
