@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from choreo_ingest.config_document import (
-    TOKEN_CACHE_KEY,
     WITHHELD,
     build,
     file_warnings,
     for_cache,
     parse_key,
     parse_yaml,
+    refuse_rewritten_state,
     walk,
 )
 from choreo_ingest.config_file import read_document
@@ -168,29 +168,8 @@ def resolve_state_path(
     if is_database_url(given):
         return given
     state = Path(given).expanduser()
-    _refuse_rewritten_state(state, config, origin)
+    refuse_rewritten_state(state, config, origin)
     return state
-
-
-def _refuse_rewritten_state(state: Path, config: Config, origin: str) -> None:
-    """A state file given apart from the config that the config names as a file choreo-ingest
-    replaces whole (the config's own `state.path` is checked at load): the state would be
-    lost at the next run."""
-    oauth = config.openchoreo.auth.oauth
-    rewritten = {
-        "metrics.textfile": config.metrics_textfile,
-        TOKEN_CACHE_KEY: oauth.token_cache_file if oauth is not None else None,
-    }
-    mine = os.path.realpath(state)
-    for key, file in rewritten.items():
-        target = os.path.realpath(file) if file is not None else None
-        for end in ("", "-wal", "-shm", ".lock"):
-            if target == mine + end:
-                raise ConfigError(
-                    f"{state}{end} is also {key}'s file, which choreo-ingest replaces whole: "
-                    "give the state another file",
-                    path=origin,
-                )
 
 
 def config_warnings(config: Config) -> list[str]:

@@ -259,7 +259,8 @@ _REWRITTEN = {
     TOKEN_CACHE_KEY: ("each new token", "the token"),
     "metrics.textfile": ("every run's metrics", "the metrics"),
 }
-"""The files choreo-ingest replaces whole, by key: what overwrites them, and what they hold."""
+"""The files choreo-ingest replaces whole, by key: what overwrites them, and what they hold
+(`refuse_rewritten_state` finds them in a Config)."""
 
 
 def _check_rewritten_files(found: dict[str, Any], source: Path | None) -> None:
@@ -295,6 +296,27 @@ def _check_rewritten_files(found: dict[str, Any], source: Path | None) -> None:
                 f"{content} a file outside it",
                 path=key,
             )
+
+
+def refuse_rewritten_state(state: Path, config: Config, origin: str) -> None:
+    """A state file given apart from the config (`origin`: `--db`, `$CHOREO_INGEST_DB`) that the
+    config names as a file choreo-ingest replaces whole (`_REWRITTEN`; the config's own
+    `state.path` is checked at load): the state would be lost at the next run."""
+    oauth = config.openchoreo.auth.oauth
+    rewritten = {
+        "metrics.textfile": config.metrics_textfile,
+        TOKEN_CACHE_KEY: oauth.token_cache_file if oauth is not None else None,
+    }
+    mine = os.path.realpath(state)
+    for key, file in rewritten.items():
+        target = os.path.realpath(file) if file is not None else None
+        for end in ("", *_STATE_SIDECARS):
+            if target == mine + end:
+                raise ConfigError(
+                    f"{state}{end} is also {key}'s file, which choreo-ingest replaces whole: "
+                    "give the state another file",
+                    path=origin,
+                )
 
 
 def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:
@@ -345,7 +367,7 @@ def _check_ca_bundle(path: Path) -> None:
 def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
     import yaml  # a tenth of a second: only when the file changed (config_file.py)
 
-    from choreo_ingest.config_yaml import StrictLoader
+    from choreo_ingest.config_yaml import MAX_CONFIG_VALUES, StrictLoader, expands_past
 
     try:
         document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -359,34 +381,12 @@ def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(f"{file}: expected a mapping at the top level, got {describe(document)}")
-    if _expands_past(document, MAX_CONFIG_VALUES):
+    if expands_past(document, MAX_CONFIG_VALUES):
         raise ConfigError(
             f"{file}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
             "expanded (a config holds a few dozen)"
         )
     return document
-
-
-MAX_CONFIG_VALUES = 100_000
-"""The most values a config file may hold, its YAML aliases expanded: a handful of anchors can
-stand for billions (`a: &a [x, x]`, `b: &b [*a, *a]`, ...), which every later walk of the
-document (the kept copy, a custom provider's options) would take for ever to go through."""
-
-
-def _expands_past(document: object, most: int) -> bool:
-    """Whether `document` holds more than `most` values, counting a shared one each time."""
-    stack, seen = [document], 0
-    while stack:
-        node = stack.pop()
-        seen += 1
-        if seen > most:
-            return True
-        if isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
 
 
 def _literal_secrets(document: dict[Any, Any]) -> list[str]:

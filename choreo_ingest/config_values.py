@@ -60,7 +60,9 @@ def without_credentials(text: str) -> str:
     if "://" not in text:
         return text
     scheme, rest = text.split("://", 1)
-    userinfo, at, after = rest.rpartition("@")  # the last `@`: a password may hold `/` or `?`
+    # Up to the last `@` of all: a password with an unescaped `/`, `?` or `#` stays hidden too
+    # (an `@` in the query hides more than the password, never less).
+    userinfo, at, after = rest.rpartition("@")
     user, _, password = userinfo.partition(":")
     if at and password:
         rest = f"{user}:***@{after}"

@@ -1,5 +1,6 @@
-"""The YAML loader of the config file, in a module of its own: importing PyYAML is what a
-call with nothing to do avoids when the file is unchanged (`config_file.py`)."""
+"""The YAML loader of the config file (and how far its aliases may expand), in a module of its
+own: importing PyYAML is what a call with nothing to do avoids when the file is unchanged
+(`config_file.py`)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,25 @@ class StrictLoader(yaml.SafeLoader):
                     )
                 seen.add((key_node.tag, key_node.value))
         return super().construct_mapping(node, deep=deep)
+
+
+MAX_CONFIG_VALUES = 100_000
+"""The most values a config file may hold, its YAML aliases expanded: a handful of anchors can
+stand for billions (`a: &a [x, x]`, `b: &b [*a, *a]`, ...), which every later walk of the
+document (the kept copy, a custom provider's options) would take for ever to go through."""
+
+
+def expands_past(document: object, most: int) -> bool:
+    """Whether `document` holds more than `most` values, counting a shared one each time."""
+    stack, seen = [document], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > most:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False

@@ -30,6 +30,7 @@ from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
+from choreo_ingest.config_values import without_credentials
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
@@ -74,18 +75,10 @@ def redact_url(url: str) -> str:
     """
     if "://" not in url:
         return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
-    scheme, rest = url.split("://", 1)
-    # Up to the last `@` of all: a password with an unescaped `/`, `?` or `#` stays hidden too
-    # (an `@` in the query hides more than the password, never less).
-    userinfo, at, after = rest.rpartition("@")
-    if at and ":" in userinfo:
-        rest = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{after}"
-    rest = _QUERY_PASSWORD.sub(rf"\g<1>{REDACTED}", rest)
-    return f"{scheme}://{rest}"
+    return without_credentials(url)
 
 
 _KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
 
 
 def advisory_key(name: str) -> int:
