@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pg_support import PgCluster
-from sim_support import run_cli, write_config
+from sim_support import one_error_line, run_cli, write_config
 
 
 def test_the_password_comes_from_the_password_file_and_is_never_shown(
@@ -52,3 +52,28 @@ def test_without_the_postgres_extra_a_url_is_a_usage_error_naming_it(tmp_path: P
 
     assert done.returncode == 2, done.stderr
     assert "choreo-ingest[postgres]" in done.stderr
+
+
+def test_a_state_missing_a_table_is_a_state_error_naming_it(
+    tmp_path: Path, pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """As for a state file (test_cli_state_file.py): `status` and `health` read only some of the
+    tables, and would report a state whose catalog is gone as healthy."""
+    assert run_cli("migrate", "--db", pg_url, cwd=tmp_path).returncode == 0
+    with pg_cluster.admin(pg_url.rsplit("/", 1)[1]) as admin:
+        admin.execute("DROP TABLE choreo_ingest.entities")
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    expected = (
+        f"choreo-ingest: error: {pg_url} (schema 'choreo_ingest'): not a usable choreo-ingest "
+        "state (no such table: entities); left untouched"
+    )
+
+    for command in (("status", "--json"), ("health",), ("run", "--force"), ("export",)):
+        done = run_cli(*command, "--db", pg_url, cwd=tmp_path)
+
+        assert done.returncode == 4, (command, done.stderr)
+        assert one_error_line(done.stderr) == expected
+    assert json.loads(run_cli("status", "--json", "--db", pg_url, cwd=tmp_path).stdout) == {
+        "exitCode": 4,
+        "error": expected.removeprefix("choreo-ingest: error: "),
+    }

@@ -3,6 +3,8 @@
 What SQLite says about the state file itself (a full disk, an I/O error, a file or directory
 this user may not write, corruption) leaves here as a StateError naming the file, translated
 once: in `execute`, `executemany` and the rows a cursor yields (`transaction`'s COMMIT too).
+So does a table of the state that is not there: one dropped by hand is refused on open (the
+tables the applied migrations made are all checked), one dropped since is met by a statement.
 Any other sqlite3 error (bad SQL, a broken constraint) is a bug and stays what it is.
 """
 
@@ -24,6 +26,8 @@ from choreo_ingest.store.schema import (
     MIGRATION_SET,
     MIGRATIONS_TABLE,
     SCHEMA_VERSION,
+    STATE_TABLES,
+    missing_tables,
 )
 
 BUSY_TIMEOUT_MS = 10_000
@@ -195,7 +199,10 @@ class Connection:
         return int(self.scalar("PRAGMA user_version") or 0)
 
     def applied_migrations(self) -> list[str]:
-        if MIGRATIONS_TABLE not in self._table_names():
+        return self._applied_migrations(self._table_names())
+
+    def _applied_migrations(self, tables: set[str]) -> list[str]:
+        if MIGRATIONS_TABLE not in tables:
             return []
         rows = self.execute(
             f"SELECT name FROM {MIGRATIONS_TABLE} WHERE migration_set = ? ORDER BY rowid",
@@ -254,9 +261,20 @@ class Connection:
             raise SchemaTooNew(str(self.path), version, SCHEMA_VERSION)
         if not tables:
             return
-        unknown = set(self.applied_migrations()) - set(MIGRATION_NAMES)
+        applied = self._applied_migrations(tables)
+        unknown = set(applied) - set(MIGRATION_NAMES)
         if unknown:
             raise SchemaTooNew(str(self.path), version + len(unknown), SCHEMA_VERSION)
+        # From the names read above, no query more: a table dropped by hand (`sqlite3 s.db
+        # 'DROP TABLE entities'`) would otherwise pass for an empty one, or fail a run half-way.
+        missing = missing_tables(applied, tables)
+        if missing:  # read again after `applied`: a migration committed in between made its own
+            missing = missing_tables(applied, self._table_names())
+        if missing:
+            raise NotAStateFile(
+                f"{self.path}: not a usable choreo-ingest state file ({missing}); left untouched",
+                path=str(self.path),
+            )
 
     def _opening_error(self, error: sqlite3.DatabaseError) -> StateError:
         path = self.path
@@ -296,7 +314,7 @@ class _Cursor(sqlite3.Cursor):
         try:  # no context manager: this runs once a row (an export reads them all)
             return super().__next__()
         except sqlite3.DatabaseError as error:
-            if _primary_code(error) not in _FILE_PROBLEMS:
+            if not _about_the_file(error):
                 raise
             raise state_error(self.state_path, error) from error
 
@@ -325,8 +343,23 @@ _CORRUPT = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 _READONLY_DIRECTORY = 1544  # SQLITE_READONLY_DIRECTORY: no -shm, and no right to create one
 
 
+_NO_SUCH_TABLE = re.compile(r"no such table: (?:\w+\.)?(\w+)")
+"""SQLite's words for a table a statement names (a trigger's: `main.entity_counts`) not there."""
+
+
 def _primary_code(error: sqlite3.Error) -> int:
     return int(getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _missing_table(error: sqlite3.Error) -> str | None:
+    """The state's own table a statement found missing (dropped since the file was opened), or
+    None: a name no state has is a bug in the SQL, and stays one."""
+    found = _NO_SUCH_TABLE.fullmatch(str(error))
+    return found[1] if found and found[1] in STATE_TABLES else None
+
+
+def _about_the_file(error: sqlite3.Error) -> bool:
+    return _primary_code(error) in _FILE_PROBLEMS or _missing_table(error) is not None
 
 
 @contextmanager
@@ -335,13 +368,19 @@ def translated_errors(path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as error:
-        if _primary_code(error) not in _FILE_PROBLEMS:
+        if not _about_the_file(error):
             raise
         raise state_error(path, error) from error
 
 
 def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateError:
     """One line naming the state file and what is wrong with it (`state store s.db: disk full`)."""
+    table = _missing_table(error)
+    if table is not None and not doing:
+        return NotAStateFile(
+            f"state store {path}: not a usable choreo-ingest state file (no such table: {table})",
+            path=str(path),
+        )
     code = _primary_code(error)
     problem = _FILE_PROBLEMS.get(code)
     if problem is None:

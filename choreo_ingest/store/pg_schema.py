@@ -26,7 +26,12 @@ from collections.abc import Callable
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew
 from choreo_ingest.store.meta import PRUNED_THROUGH, STORE_ID
 from choreo_ingest.store.pg_connection import PgConnection, advisory_key
-from choreo_ingest.store.schema import MIGRATION_NAMES, MIGRATION_SET, SCHEMA_VERSION
+from choreo_ingest.store.schema import (
+    MIGRATION_NAMES,
+    MIGRATION_SET,
+    SCHEMA_VERSION,
+    missing_tables,
+)
 
 PG_MIGRATIONS_TABLE = "_migrations"
 _T = 'TEXT COLLATE "C"'
@@ -352,9 +357,10 @@ def pg_migrate(conn: PgConnection) -> list[str]:
     return applied
 
 
-def pg_applied_migrations(conn: PgConnection) -> list[str]:
-    """The names applied to the connection's schema, in the order they were applied."""
-    if PG_MIGRATIONS_TABLE not in _table_names(conn):
+def pg_applied_migrations(conn: PgConnection, tables: set[str] | None = None) -> list[str]:
+    """The names applied to the connection's schema, in the order they were applied (`tables`:
+    the schema's, when just read)."""
+    if PG_MIGRATIONS_TABLE not in (_table_names(conn) if tables is None else tables):
         return []
     rows = conn.execute(
         f"""SELECT name FROM {PG_MIGRATIONS_TABLE} WHERE migration_set = ?
@@ -374,8 +380,9 @@ def _take_turn(conn: PgConnection) -> None:
 
 
 def check_is_ours(conn: PgConnection) -> None:
-    """Refuse a schema holding tables that are not a choreo-ingest state (NotAStateFile) and
-    one a newer choreo-ingest migrated (SchemaTooNew), as SQLite's open does."""
+    """Refuse a schema holding tables that are not a choreo-ingest state, or not all the tables
+    its migrations made (NotAStateFile), and one a newer choreo-ingest migrated (SchemaTooNew),
+    as SQLite's open does."""
     tables = _table_names(conn)
     if tables == {PG_MIGRATIONS_TABLE} and not conn.scalar(
         f"SELECT count(*) FROM {PG_MIGRATIONS_TABLE}"
@@ -395,9 +402,18 @@ def check_is_ours(conn: PgConnection) -> None:
         )
     if not tables:
         return
-    unknown = set(pg_applied_migrations(conn)) - set(MIGRATION_NAMES)
+    applied = pg_applied_migrations(conn, tables)
+    unknown = set(applied) - set(MIGRATION_NAMES)
     if unknown:
         raise SchemaTooNew(where, SCHEMA_VERSION + len(unknown), SCHEMA_VERSION)
+    missing = missing_tables(applied, tables)  # a table dropped by hand, as SQLite's open
+    if missing:  # read again after `applied`: a migration committed in between made its own
+        missing = missing_tables(applied, _table_names(conn))
+    if missing:
+        raise NotAStateFile(
+            f"{where}: not a usable choreo-ingest state ({missing}); left untouched",
+            path=conn.display_url,
+        )
 
 
 def _table_names(conn: PgConnection) -> set[str]:

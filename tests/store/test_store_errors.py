@@ -151,8 +151,9 @@ class TestTranslation:
             ("SELEC 1", sqlite3.OperationalError),
             ("INSERT INTO openchoreo_incremental_ingestion_state (provider) VALUES (NULL)",
              sqlite3.IntegrityError),
+            ("SELECT * FROM nonesuch", sqlite3.OperationalError),
         ],
-        ids=["bad-sql", "broken-constraint"],
+        ids=["bad-sql", "broken-constraint", "table-no-state-has"],
     )  # fmt: skip
     def test_bugs_stay_what_they_are(
         self, conn: Connection, statement: str, error: type[Exception]

@@ -1,0 +1,74 @@
+"""What every command says about a state file it cannot use: one line naming the file and what is
+wrong with it, exit 4 (STATE_ERROR), one JSON document with `--json`; and nothing changed or
+left behind, not even beside the file.
+
+Every test starts `python -m choreo_ingest` off a TTY, as cron does."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from choreo_ingest.simulator import World
+
+from fakes import FakeClock
+from sim_support import ingest_world, one_error_line, run_cli, write_config
+
+STATE_ERROR = 4
+COMMANDS = (
+    ("run",),
+    ("run", "--force"),
+    ("run", "--force", "--json"),
+    ("export",),
+    ("changes",),
+    ("status",),
+    ("status", "--json"),
+    ("health",),
+)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    """A state file holding one completed cycle, beside a config whose API is unreachable."""
+    path = tmp_path / "state.db"
+    ingest_world(path, World.generate(2, 2, 3, seed=12), FakeClock())
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "table", ["entities", "changes", "provider_index", "store_meta", "positions"]
+)
+def test_a_state_file_missing_a_table_is_a_state_error_for_every_command(
+    tmp_path: Path, state: Path, table: str
+) -> None:
+    """`sqlite3 state.db 'DROP TABLE entities'`: reading what is left would report a catalog
+    (or a status) that is not there; writing would fail half-way as a bug."""
+    with closing(sqlite3.connect(state, isolation_level=None)) as conn:
+        conn.execute(f"DROP TABLE {table}")
+    before = state.read_bytes()
+    expected = (
+        f"choreo-ingest: error: {state}: not a usable choreo-ingest state file "
+        f"(no such table: {table}); left untouched"
+    )
+
+    for command in COMMANDS:
+        done = run_cli(*command, "--db", state, cwd=tmp_path)
+
+        assert done.returncode == STATE_ERROR, (command, done.stderr)
+        assert one_error_line(done.stderr) == expected, command
+        if "--json" in command:
+            document = json.loads(done.stdout)
+            assert document["exitCode"] == STATE_ERROR, command
+            assert document["error"] == expected.removeprefix("choreo-ingest: error: ")
+        else:
+            assert done.stdout == "", command
+
+    assert state.read_bytes() == before
+    wal = state.with_name("state.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
