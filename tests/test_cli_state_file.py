@@ -10,6 +10,7 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +73,42 @@ def test_a_state_file_missing_a_table_is_a_state_error_for_every_command(
     assert state.read_bytes() == before
     wal = state.with_name("state.db-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def write_other_app_db(path: Path) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.commit()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("write", "problem"),
+    [
+        (
+            lambda path: path.write_text("not a state file\n" * 20),
+            "not an SQLite file, so not a choreo-ingest state file; left untouched",
+        ),
+        (write_other_app_db, "an SQLite file, but not a choreo-ingest state file; left untouched"),
+    ],
+    ids=["text-file", "other-app-sqlite"],
+)
+@pytest.mark.parametrize("command", [("run",), ("run", "--force"), ("migrate",)], ids=" ".join)
+def test_a_file_that_is_not_a_state_file_is_left_alone_with_nothing_beside_it(
+    tmp_path: Path, write: Any, problem: str, command: tuple[str, ...]
+) -> None:
+    """`run --db garbage.db` said it left the file untouched, and left `garbage.db.lock`
+    beside it: the run lock is taken before the state is opened."""
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    data = tmp_path / "data"
+    data.mkdir()
+    garbage = data / "garbage.db"
+    write(garbage)
+    before = garbage.read_bytes()
+
+    done = run_cli(*command, "--db", garbage, cwd=tmp_path)
+
+    assert done.returncode == STATE_ERROR, done.stderr
+    assert one_error_line(done.stderr) == f"choreo-ingest: error: {garbage}: {problem}"
+    assert [path.name for path in data.iterdir()] == ["garbage.db"]
+    assert garbage.read_bytes() == before

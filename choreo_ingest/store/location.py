@@ -59,10 +59,17 @@ class SqliteLocation:
 
         SQLite's lock is taken first, so a run turned away never touches the file; a server's
         store would take it on the connection that then does every write, so that the lock
-        and the writes end together."""
+        and the writes end together. A lock file made for a file that turns out not to be a
+        state (or cannot be opened) is removed: nothing is left beside it."""
         real = self.real_path
-        with RunLock(real), Store.open(real) as store:
-            yield store
+        with RunLock(real) as lock:
+            try:
+                store = Store.open(real)
+            except StateError:
+                lock.discard()
+                raise
+            with store:
+                yield store
 
     def lock_held_elsewhere(self) -> bool:
         return RunLock(self.real_path).is_held_elsewhere()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
@@ -35,10 +36,29 @@ class RunLock:
     def __init__(self, state_path: Path) -> None:
         self.path = lock_path_for(state_path)
         self._fd: int | None = None
+        self._made = False
 
     def acquire(self) -> None:
+        while True:
+            fd, made = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise LockHeld(
+                    f"another choreo-ingest run holds {self.path}; nothing done",
+                    path=str(self.path),
+                ) from None
+            if _names(self.path, fd):
+                break
+            # The run that made the file removed it (`discard`) between our open and our flock:
+            # locked, the removed file would keep out no run that opens the path from now on.
+            os.close(fd)
+        self._fd, self._made = fd, made
+
+    def _open(self) -> tuple[int, bool]:
         try:
-            fd = _open_lock_file(self.path)
+            return _open_lock_file(self.path)
         except OSError as error:
             if isinstance(error, FileNotFoundError) and not self.path.parent.is_dir():
                 # As the store says when it opens the state file.
@@ -47,20 +67,22 @@ class RunLock:
                     path=str(self.path),
                 ) from None
             raise StateError(_cannot_open(self.path, error), path=str(self.path)) from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockHeld(
-                f"another choreo-ingest run holds {self.path}; nothing done", path=str(self.path)
-            ) from None
-        self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def discard(self) -> None:
+        """Release the lock, and remove the lock file if this lock made it: for a state file
+        that turned out not to be one, beside which nothing may be left. Removed while still
+        locked: a run that opened the file meanwhile finds it gone once it has the flock, and
+        opens the path again (`acquire`)."""
+        if self._fd is not None and self._made:
+            with suppress(OSError):
+                self.path.unlink()
+        self.release()
 
     def is_held_elsewhere(self) -> bool:
         """True if another process holds the lock (for `status`).
@@ -121,19 +143,29 @@ def _cannot_open(path: Path, error: OSError) -> str:
     return f"{path}: cannot open the run lock: {error.strerror}"
 
 
-def _open_lock_file(path: Path) -> int:
+def _open_lock_file(path: Path) -> tuple[int, bool]:
     """Open the lock file, creating it with LOCK_FILE_MODE (then fchmod, as a umask of 077
-    would narrow the mode given to open)."""
+    would narrow the mode given to open); and whether it was made here."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, LOCK_FILE_MODE)
     except FileExistsError:
-        return os.open(path, os.O_RDWR)
+        return os.open(path, os.O_RDWR), False
     try:
         os.fchmod(fd, LOCK_FILE_MODE)
     except OSError:
         os.close(fd)
         raise
-    return fd
+    return fd, True
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 PROC_LOCKS = Path("/proc/locks")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo_ingest.errors import LockHeld, StateError
+from choreo_ingest.errors import LockHeld, NotAStateFile, StateError
 from choreo_ingest.store import SqliteLocation
 from choreo_ingest.store import run_lock as lock_module
 from choreo_ingest.store.run_lock import RunLock, lock_path_for
@@ -250,3 +250,54 @@ def test_status_check_by_a_user_who_may_not_open_the_lock_file_says_not_held(
     monkeypatch.setattr(lock_module.os, "open", refused)
 
     assert not RunLock(tmp_path / "state.db").is_held_elsewhere()
+
+
+class TestNotAStateFile:
+    """The lock is taken before the state file is opened: when that turns out not to be a state
+    file, a lock file the attempt made goes with it, and nothing is left beside the file."""
+
+    def test_a_lock_file_made_for_a_file_that_is_not_a_state_is_removed(
+        self, tmp_path: Path
+    ) -> None:
+        garbage = tmp_path / "garbage.db"
+        garbage.write_text("not a state file\n" * 20)
+
+        with pytest.raises(NotAStateFile), SqliteLocation(garbage).open_locked():
+            pass
+
+        assert [path.name for path in tmp_path.iterdir()] == ["garbage.db"]
+
+    def test_a_lock_file_that_was_there_already_stays(self, tmp_path: Path) -> None:
+        garbage = tmp_path / "garbage.db"
+        garbage.write_text("not a state file\n" * 20)
+        with RunLock(garbage) as lock:
+            pass
+        before = lock.path.stat()
+
+        with pytest.raises(NotAStateFile), SqliteLocation(garbage).open_locked():
+            pass
+
+        assert lock.path.stat().st_ino == before.st_ino
+
+    def test_a_lock_on_a_file_removed_meanwhile_is_taken_again_on_the_file_there(
+        self, state_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another run that made the lock file removes it (its state was refused) between our
+        open of that file and our flock: a lock on the removed file would lock nothing a third
+        run could see, so the lock is taken again on the file at the path."""
+        real_flock = fcntl.flock
+        removed: list[Path] = []
+
+        def removed_before_the_flock(fd: int, operation: int) -> None:
+            if not removed:
+                removed.append(lock_path_for(state_path))
+                removed[0].unlink()
+            real_flock(fd, operation)
+
+        monkeypatch.setattr(fcntl, "flock", removed_before_the_flock)
+
+        with RunLock(state_path) as lock:
+            monkeypatch.undo()
+            assert removed == [lock.path]
+            with pytest.raises(LockHeld):
+                RunLock(state_path).acquire()
