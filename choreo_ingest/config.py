@@ -53,7 +53,7 @@ from choreo_ingest.config_model import (
     ServeConfig,
     reveal,
 )
-from choreo_ingest.config_values import is_database_url, parse_listen
+from choreo_ingest.config_values import database_url_problem, is_database_url, parse_listen
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
@@ -152,13 +152,18 @@ def find_config_path(cli_value: Path | None, env: Mapping[str, str] | None = Non
 
 
 def resolve_state_path(
-    cli_db: Path | str | None, config: Config, env: Mapping[str, str] | None = None
+    cli_db: Path | str | None,
+    config: Config,
+    env: Mapping[str, str] | None = None,
+    *,
+    option: str = "--db",
 ) -> Path | str:
     """`--db`, else `$CHOREO_INGEST_DB`, else `state.url`, else `state.path`, else
-    `./choreo-ingest.db`: a state file's path, or a PostgreSQL URL (text)."""
+    `./choreo-ingest.db`: a state file's path, or a PostgreSQL URL (text). `option`: the
+    command-line option `cli_db` came from, as errors name it (`--copy-to`)."""
     env = os.environ if env is None else env
     given = str(cli_db) if isinstance(cli_db, Path) else cli_db
-    origin = "--db"
+    origin = option
     if given is not None and not given.strip():  # `--db "$DB"` with DB unset, say
         raise ConfigError("empty; give a state file or a PostgreSQL URL", path=origin)
     if not given:
@@ -166,6 +171,9 @@ def resolve_state_path(
     if given is None:
         return config.state_url or config.state_path or DEFAULT_STATE_FILE
     if is_database_url(given):
+        problem = database_url_problem(given)
+        if problem is not None:  # a malformed value given, not a store that cannot be reached
+            raise ConfigError(problem, path=origin)
         return given
     state = Path(given).expanduser()
     refuse_rewritten_state(state, config, origin)

@@ -170,18 +170,54 @@ def is_database_url(text: str) -> bool:
     return text.split(":", 1)[0].lower() in DATABASE_URL_SCHEMES and "://" in text
 
 
+DATABASE_URL_FORM = "postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
+PORTS = range(1, 65536)
+
+
 def as_database_url(value: object) -> str:
     # The value is never shown: it may hold a password.
     text = as_text(value).strip()
-    expected = "expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
+    problem = database_url_problem(text)
+    if problem is not None:
+        raise Invalid(problem)
+    return text
+
+
+def database_url_problem(text: str) -> str | None:
+    """Why `text` is no PostgreSQL URL libpq could use (`a port is out of range (1-65535);
+    expected postgresql://...`), or None. The URL itself is never in it: it may hold a password.
+
+    libpq's forms are taken: several hosts, each with its port (`h1:5432,h2:5433`), a bracketed
+    IPv6 host, ports in the query (`?port=5432,5433`), no host but a query (`?host=/run/...`)."""
+    expected = f"expected {DATABASE_URL_FORM}"
     try:
         parts = urlsplit(text)
-        valid = is_database_url(text) and bool(parts.hostname or parts.query) and parts.port != 0
-    except ValueError:
-        valid = False
-    if not valid:
-        raise Invalid(expected)
-    return text
+    except ValueError:  # an IPv6 host without its closing bracket
+        return expected
+    hosts = [_host_and_port(entry) for entry in parts.netloc.rpartition("@")[2].split(",")]
+    if not is_database_url(text) or not (any(host for host, _ in hosts) or parts.query):
+        return expected
+    ports = [port for _, port in hosts if port]
+    ports += [
+        port for key, value in parse_qsl(parts.query) if key == "port" for port in value.split(",")
+    ]
+    # The port is not shown either: a password with an unescaped `/`, `?` or `#` ends the host
+    # part early, and its digits may then pass for one.
+    for port in ports:
+        if not (port.isascii() and port.isdigit()):
+            return f"a port is not a number (1-65535); {expected}"
+        if int(port) not in PORTS:
+            return f"a port is out of range (1-65535); {expected}"
+    return None
+
+
+def _host_and_port(entry: str) -> tuple[str, str]:
+    """`host:port` (either may be empty; an IPv6 host in brackets) as (host, port)."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = entry.partition(":")
+    return host, port
 
 
 def as_schema_name(value: object) -> str:

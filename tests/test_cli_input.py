@@ -479,6 +479,39 @@ class TestOptionValues:
             "--db: empty; give a state file or a PostgreSQL URL"
         )
 
+    def test_a_db_url_with_a_port_out_of_range_is_a_usage_error_without_its_password(
+        self, cli: Any
+    ) -> None:
+        url = "postgresql://u:secret-4f2a9c@h:99999/x"
+
+        done = cli("status", "--db", url)
+        as_json = cli("run", "--json", "--db", url)
+
+        assert (done.returncode, done.stdout) == (2, "")
+        line = one_error_line(done.stderr)
+        assert line.startswith("choreo-ingest: error: --db: a port is out of range (1-65535)")
+        assert as_json.returncode == 2
+        document = json.loads(as_json.stdout)
+        assert (document["exitCode"], document["error"]) == (2, line.split("error: ", 1)[1])
+        assert "4f2a9c" not in done.stderr + as_json.stdout + as_json.stderr
+
+    def test_a_state_url_with_a_port_out_of_range_is_a_usage_error_naming_the_key(
+        self, cli: Any, tmp_path: Path
+    ) -> None:
+        config = write_config(
+            tmp_path / "pg.yaml",
+            UNREACHABLE_URL,
+            state={"url": "postgresql://u:secret-4f2a9c@h:99999/x"},
+        )
+
+        done = cli("status", "--config", config)
+
+        assert (done.returncode, done.stdout) == (2, "")
+        assert one_error_line(done.stderr).startswith(
+            "choreo-ingest: error: state.url: a port is out of range (1-65535)"
+        )
+        assert "4f2a9c" not in done.stderr
+
     def test_unknown_option_with_json_still_prints_one_json_document(self, cli: Any) -> None:
         done = cli("run", "--json", "--forse")
 

@@ -449,6 +449,13 @@ BAD_CONFIGS = [
     ("changes: {maxRows: 0}", "changes.maxRows", "must be greater than 0"),
     ("state: {url: 'mysql://u@h/db'}", "state.url", "expected postgresql://"),
     ("state: {url: 'postgresql://u:pw@/'}", "state.url", "expected postgresql://"),
+    ("state: {url: 'postgresql://u:pw@h:99999/db'}", "state.url", "a port is out of range"),
+    (
+        "state: {url: 'postgresql://u:pw@h/db?port=0'}",
+        "state.url",
+        "a port is out of range (1-65535); exp",
+    ),
+    ("state: {url: 'postgresql://u:pw@h:5o32/db'}", "state.url", "a port is not a number"),
     ("state: {url: 'postgresql://h/db', path: x.db}", "state.url", "cannot be combined"),
     ("state: {schema: Bad-Name}", "state.schema", "expected a lower-case SQL name"),
     (
@@ -1471,6 +1478,46 @@ class TestStateUrl:
     ) -> None:
         config = load_text(tmp_path, "state: {url: 'postgresql://configured/db'}\n")
         assert resolve_state_path(db, config, env) == expected
+
+    @pytest.mark.parametrize(
+        ("db", "env", "origin"),
+        [
+            ("postgresql://u:hunter2@h:99999/x", {}, "--db"),
+            (None, {"CHOREO_INGEST_DB": "postgres://u:hunter2@h:99999/x"}, "$CHOREO_INGEST_DB"),
+        ],
+        ids=["option", "environment"],
+    )
+    def test_a_url_with_a_port_out_of_range_is_a_usage_error_naming_where_it_came_from(
+        self, tmp_path: Path, db: str | None, env: dict[str, str], origin: str
+    ) -> None:
+        """A malformed value on the command line, not a state store that cannot be reached."""
+        config = load_text(tmp_path, "state: {url: 'postgresql://configured/db'}\n")
+
+        with pytest.raises(ConfigError) as caught:
+            resolve_state_path(db, config, env)
+
+        assert caught.value.path == origin
+        assert str(caught.value) == (
+            f"{origin}: a port is out of range (1-65535); expected "
+            "postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
+        )
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql://u@h1:5432,h2:5433/x",
+            "postgresql://u@[::1]:5432,h2/x?port=5432,6432",
+            "postgresql:///x?host=/run/postgresql&port=5433",
+            "postgresql://h:/x",
+        ],
+        ids=["hosts-with-ports", "ipv6-and-query-ports", "socket", "empty-port"],
+    )
+    def test_a_url_libpq_takes_is_taken(self, tmp_path: Path, url: str) -> None:
+        """Several hosts, each with its port (libpq tries them in turn), are one URL."""
+        config = load_text(tmp_path, f"state: {{url: '{url}'}}\n")
+
+        assert config.state_url == url
+        assert resolve_state_path(url, Config(), {}) == url
 
     def test_the_password_file_is_a_deferred_secret_path(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "state: {passwordFile: '${CREDENTIALS_DIRECTORY}/pg'}\n")

@@ -186,3 +186,18 @@ def test_the_command_copies_to_a_postgresql_url(source: Path, tmp_path: Path, pg
     status = run_cli("status", "--json", "--db", pg_url, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["providers"][0]["activeEntities"] > 0
+
+
+def test_a_copy_to_url_with_a_port_out_of_range_is_a_usage_error_naming_copy_to(
+    source: Path, tmp_path: Path
+) -> None:
+    done = run_cli(
+        "--db", "source.db", "migrate", "--json",
+        "--copy-to", "postgresql://u:secret-4f2a9c@h:99999/x", cwd=tmp_path,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["error"].startswith(
+        "--copy-to: a port is out of range (1-65535)"
+    )
+    assert "4f2a9c" not in done.stdout + done.stderr
