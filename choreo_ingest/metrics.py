@@ -79,6 +79,21 @@ def render_metrics(providers: Sequence[ProviderMetrics]) -> bytes:
     return "".join(family.text() for family in families).encode("utf-8")
 
 
+def render_state_readable(readable: bool) -> bytes:
+    """`choreo_ingest_state_readable`, which `serve` answers on `/metrics` with every scrape: 0
+    when the state store could not be read (or holds no state yet), whose series are then left
+    out rather than written as zeros that would read as an empty catalog."""
+    family = _Family(
+        f"{PREFIX}_state_readable",
+        "Whether this scrape could read the state store (1) or not (0: the series read from it "
+        "are left out).",
+        "gauge",
+        [],
+    )
+    family.add([], 1.0 if readable else 0.0)
+    return family.text().encode("utf-8")
+
+
 def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> None:
     """Write the metrics of `providers` to `path`: a temp file in the same directory, then a rename.
 
@@ -105,7 +120,8 @@ class _Family:
     def add(self, values: Sequence[str], value: float) -> None:
         pairs = sorted(zip(self.labels, values, strict=True))
         text = ",".join(f'{label}="{_escaped_label(value)}"' for label, value in pairs)
-        self.samples.append(f"{self.name}{{{text}}} {_go_float(value)}\n")
+        labels = f"{{{text}}}" if text else ""
+        self.samples.append(f"{self.name}{labels} {_go_float(value)}\n")
 
     def text(self) -> str:
         help_text = self.help.replace("\\", "\\\\").replace("\n", "\\n")

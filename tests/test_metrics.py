@@ -16,6 +16,7 @@ from choreo_ingest.metrics import (
     EVENT_OUTCOMES,
     ProviderMetrics,
     render_metrics,
+    render_state_readable,
     write_metrics_textfile,
 )
 from choreo_ingest.models import ProviderState
@@ -240,6 +241,24 @@ class TestRenderMetrics:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(Parsed())
         assert generate_latest(registry) == text
+
+    @pytest.mark.parametrize("readable", [True, False])
+    def test_the_state_readable_gauge_is_what_prometheus_client_writes(
+        self, readable: bool
+    ) -> None:
+        """serve's `choreo_ingest_state_readable`: one unlabelled sample, 1 or 0."""
+        text = render_state_readable(readable)
+
+        class Parsed(Collector):
+            def collect(self) -> list[Metric]:
+                return list(text_string_to_metric_families(text.decode()))
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Parsed())
+        assert generate_latest(registry) == text
+        samples, helps = parse(text)
+        assert samples == {("choreo_ingest_state_readable", frozenset()): float(readable)}
+        assert helps["choreo_ingest_state_readable"]
 
     def test_no_providers_renders_only_help_and_type_lines(self) -> None:
         lines = render_metrics([]).decode().splitlines()

@@ -4,7 +4,7 @@ matching command prints with `--json`.
 Errors answer `{"error": message}` with the status the error means: 400 bad input, 401 no or
 wrong token, 403 wrong events secret, 404 unknown provider, 409 a burst holds the run lock
 longer than the wait, 410 a feed position that was pruned, 413 too large, 503 the inbox is
-full or the store cannot be read.
+full or the store cannot be read (but `/metrics`: a 200 that says so, for Prometheus).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from choreo_ingest.invocation import (
     reset_json,
 )
 from choreo_ingest.logs import get_logger
-from choreo_ingest.metrics import render_metrics
+from choreo_ingest.metrics import render_metrics, render_state_readable
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.reporting import (
     all_metrics,
@@ -236,21 +236,29 @@ def _readyz(server: Server) -> Handler:
 
 
 def _metrics(server: Server) -> Handler:
+    def state_series() -> bytes | None:
+        """The state's series; None when there is no state yet."""
+        if not server.state.exists():
+            return None
+        with reading(server.state) as store:
+            names = provider_names(store, server.config)
+            metrics = all_metrics(
+                store,
+                names,
+                run_at=server.service.last_tick_at,
+                config=server.config.incremental,
+                now=server.clock.now(),
+                running=True,  # this service holds the run lock: `bursting` is its burst
+            )
+            return render_metrics(metrics)
+
     def exposition() -> bytes:
-        data = b""
-        if server.state.exists():
-            with reading(server.state) as store:
-                names = provider_names(store, server.config)
-                metrics = all_metrics(
-                    store,
-                    names,
-                    run_at=server.service.last_tick_at,
-                    config=server.config.incremental,
-                    now=server.clock.now(),
-                    running=True,  # this service holds the run lock: `bursting` is its burst
-                )
-                data = render_metrics(metrics)
-        return data + generate_latest(server.registry)
+        try:
+            data = state_series()
+        except StateError:  # still a 200: a 503 is the whole target down to Prometheus
+            data = None  # (the service's `tick_failed` lines say why, every tick)
+        readable = render_state_readable(data is not None)
+        return readable + (data or b"") + generate_latest(server.registry)
 
     async def metrics(request: Request) -> Response:
         data = await _in_thread(server, exposition)
