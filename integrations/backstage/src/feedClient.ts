@@ -57,6 +57,8 @@ export const MAX_CHANGES = 10000;
 export class FeedError extends Error {
   readonly status: number | undefined;
   readonly route: string;
+  /** Why, without the route and status (serve's `error`, when it answered one). */
+  readonly detail: string;
 
   constructor(route: string, status: number | undefined, detail: string) {
     super(
@@ -67,6 +69,7 @@ export class FeedError extends Error {
     this.name = 'FeedError';
     this.route = route;
     this.status = status;
+    this.detail = detail;
   }
 }
 
@@ -117,6 +120,29 @@ export class FeedClient {
     });
     requireFields('POST /entities/batch', batch, ['storeId', 'entities', 'missing']);
     return batch;
+  }
+
+  /**
+   * The bodies of `refs` (at most MAX_BATCH_REFS) in as many `POST /entities/batch` as serve
+   * takes: their answers, in the order of `refs`. A batch serve refuses as too large (413: its
+   * `serve.maxBodyBytes`) is asked for again in halves, each halved again while refused; one ref
+   * still refused is a FeedError (413) that names it.
+   */
+  async entitiesBatches(refs: string[]): Promise<EntitiesBatch[]> {
+    try {
+      return [await this.entitiesBatch(refs)];
+    } catch (error) {
+      if (!(error instanceof FeedError) || error.status !== 413 || refs.length === 0) {
+        throw error;
+      }
+      if (refs.length === 1) {
+        const why = `the one ref ${refs[0]}: serve.maxBodyBytes is below a batch of one`;
+        throw new FeedError(error.route, 413, `${error.detail} (${why})`);
+      }
+    }
+    const half = Math.ceil(refs.length / 2);
+    const first = await this.entitiesBatches(refs.slice(0, half));
+    return [...first, ...(await this.entitiesBatches(refs.slice(half)))];
   }
 
   /** One page of a walk over the whole catalog; `cursor` undefined starts a walk. */

@@ -379,10 +379,12 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const bodies = [];
       const missing: string[] = [];
       for (const refs of chunks(upserts, MAX_BATCH_REFS)) {
-        const batch = await this.client.entitiesBatch(refs);
-        this.requireStore(state, batch.storeId);
-        bodies.push(...batch.entities);
-        missing.push(...batch.missing);
+        // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
+        for (const batch of await this.client.entitiesBatches(refs)) {
+          this.requireStore(state, batch.storeId);
+          bodies.push(...batch.entities);
+          missing.push(...batch.missing);
+        }
       }
       const { added } = this.acceptable(bodies);
       // A ref gone since its upsert was logged has a delete after it: remove it now.

@@ -1,7 +1,8 @@
 /**
  * A small in-process stand-in for `choreo-ingest serve`'s feed routes (`/changes`, `/entities`,
- * `/entities/batch`), for the tests that need a body the real one would never serve, or a hook
- * as a request arrives (to move a test's clock, or abort a step, while a page is read).
+ * `/entities/batch`), for the tests that need a body the real one would never serve, a hook
+ * as a request arrives (to move a test's clock, or abort a step, while a page is read), or a
+ * body limit (`maxBodyBytes`) of their choosing.
  * Components in the `default` namespace only.
  */
 import { type Server, createServer } from 'node:http';
@@ -21,6 +22,10 @@ export class FakeFeed {
   onRequest: ((route: string) => void) | undefined;
   /** `/changes` answers 410 (the position was pruned). */
   answer410 = false;
+  /** A larger request body is refused with serve's 413 (`serve.maxBodyBytes`). */
+  maxBodyBytes = Infinity;
+  /** Each `/entities/batch` request: how many refs it asked for, and the status answered. */
+  readonly batches: { refs: number; status: number }[] = [];
   url = '';
   private server: Server | undefined;
 
@@ -89,7 +94,15 @@ export class FakeFeed {
         });
       }
       if (url.pathname === '/entities/batch') {
-        const { refs } = JSON.parse(Buffer.concat(chunks).toString()) as { refs: string[] };
+        const body = Buffer.concat(chunks);
+        const { refs } = JSON.parse(body.toString()) as { refs: string[] };
+        if (body.length > this.maxBodyBytes) {
+          this.batches.push({ refs: refs.length, status: 413 });
+          const limit = this.maxBodyBytes.toLocaleString('en-US');
+          const size = body.length.toLocaleString('en-US');
+          return send(413, { error: `request body of ${size} bytes; at most ${limit}` });
+        }
+        this.batches.push({ refs: refs.length, status: 200 });
         return send(200, {
           storeId: this.storeId,
           entities: refs.filter(ref => this.entities.has(ref)).map(ref => this.entities.get(ref)),
