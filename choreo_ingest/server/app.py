@@ -1,20 +1,21 @@
-"""The routes of `serve`: each calls the core in a worker thread and answers the document the
-matching command prints with `--json`.
+"""The routes of `serve`: each calls the core in a worker thread (`context.in_thread`: every look
+at the state store, so the event loop never waits on it) and answers the document the matching
+command prints with `--json`.
 
 Errors answer `{"error": message}` with the status the error means: 400 bad input, 401 no or
 wrong token, 403 wrong events secret, 404 unknown provider, 409 a burst holds the run lock
 longer than the wait, 410 a feed position that was pruned, 413 too large, 503 the inbox is
-full or the store cannot be read (but `/metrics`: a 200 that says so, for Prometheus).
+full or the store cannot be read, PostgreSQL down included (but `/health`: its unhealthy
+document, the reason in `problems`; `/readyz`: not ready; `/metrics`: a 200 that says so, for
+Prometheus).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -23,16 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config
-from choreo_ingest.errors import (
-    ChangesGone,
-    ChoreoIngestError,
-    ConfigError,
-    InboxFull,
-    LockHeld,
-    StateError,
-)
+from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.event_input import decode_events
 from choreo_ingest.events import EventReceipt, receive_events
 from choreo_ingest.feed import changes_page, entities_batch, entities_page
@@ -46,7 +38,7 @@ from choreo_ingest.invocation import (
 )
 from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import render_metrics, render_state_readable
-from choreo_ingest.provider_scope import ProviderScope, checked_provider
+from choreo_ingest.provider_scope import ProviderScope
 from choreo_ingest.reporting import (
     all_metrics,
     no_state_health,
@@ -56,6 +48,15 @@ from choreo_ingest.reporting import (
     reading,
     removals_json,
     status_report,
+)
+from choreo_ingest.server.context import (
+    Handler,
+    Server,
+    as_operator,
+    in_thread,
+    provider_of,
+    require_state,
+    require_token,
 )
 from choreo_ingest.server.page import PAGE_CSP, render_status_page
 from choreo_ingest.server.request_log import RequestLog, internal_error_document
@@ -67,39 +68,12 @@ from choreo_ingest.server.requests import (
     int_param,
     json_body,
 )
-from choreo_ingest.server.security import EVENTS_SECRET_HEADER, Credentials
-from choreo_ingest.service import Service
-from choreo_ingest.store import StateLocation
+from choreo_ingest.server.security import EVENTS_SECRET_HEADER
 
 log = get_logger("choreo_ingest.server")
 
-INBOX_FULL_RETRY_SECONDS = 60
-OPERATOR_THREADS = 4
-"""Operator requests (refresh, reset, approve) that may hold a worker thread at once."""
 PAGE_CHANGES = 20
 """The status page shows this many of the newest changes."""
-
-
-@dataclass
-class Server:
-    """What the routes need: the settings, the loop they report to, the secrets they check."""
-
-    config: Config
-    state: StateLocation
-    clock: Clock
-    service: Service
-    credentials: Credentials = field(default_factory=Credentials)
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    operator_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
-    """Made in the event loop of the first operator request (`_as_operator`), with that loop."""
-
-    def __post_init__(self) -> None:
-        self.requests = Counter(
-            "choreo_ingest_http_requests",
-            "HTTP requests served by `choreo-ingest serve`, by route, method and status.",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
 
 
 def build_app(server: Server) -> ASGIApp:
@@ -147,66 +121,6 @@ async def _internal_error_response(request: Request, error: Exception) -> Respon
     return _json(internal_error_document(error), 500)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _in_thread(server: Server, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """`work` in a worker thread, its ChoreoIngestError turned into the HTTP status it means."""
-
-    async def call() -> Any:
-        try:
-            return await run_in_threadpool(work, *args, **kwargs)
-        except ChangesGone as error:
-            position = {"storeId": error.store_id, "oldestSeq": error.oldest_seq}
-            raise HTTPProblem(410, str(error), fields=position) from None
-        except InboxFull as error:
-            if error.never_fits:
-                raise HTTPProblem(413, str(error)) from None
-            retry = {"Retry-After": str(INBOX_FULL_RETRY_SECONDS)}
-            raise HTTPProblem(503, str(error), retry) from None
-        except LockHeld as error:
-            retry = {"Retry-After": str(int(server.config.incremental.burst_length) + 1)}
-            raise HTTPProblem(409, str(error), retry) from None
-        except StateError as error:
-            raise HTTPProblem(503, str(error)) from None
-        except ConfigError as error:
-            raise HTTPProblem(400, str(error)) from None
-        except ChoreoIngestError as error:
-            raise HTTPProblem(500, str(error)) from None
-
-    return call()
-
-
-async def _as_operator(server: Server, work: Callable[..., Any], *args: Any) -> Any:
-    """`_in_thread` for a request that may wait for the run lock (up to a burst): at most
-    OPERATOR_THREADS of them hold a worker thread at once, the others wait their turn here, so
-    that waiting operators never take every thread the reads and the events need."""
-    loop = asyncio.get_running_loop()
-    if server.operator_turns is None or server.operator_turns[0] is not loop:
-        server.operator_turns = (loop, asyncio.Semaphore(OPERATOR_THREADS))
-    async with server.operator_turns[1]:
-        return await _in_thread(server, work, *args)
-
-
-def _provider(server: Server, request: Request, scope: ProviderScope) -> str:
-    name = request.path_params.get("provider") or request.query_params.get("provider")
-    if not name:
-        raise HTTPProblem(400, "name the provider: /providers/{provider}/... or ?provider=")
-    try:
-        return checked_provider(server.config, server.state, name, scope)
-    except ConfigError as error:
-        raise HTTPProblem(404, str(error)) from None
-    except StateError as error:
-        raise HTTPProblem(503, str(error)) from None
-
-
-def _require_token(server: Server, request: Request) -> None:
-    if not server.credentials.api_allows(request.headers.get("authorization")):
-        raise HTTPProblem(
-            401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="api"'}
-        )
-
-
 # -- liveness, readiness, metrics, the page ----------------------------------------------------
 
 
@@ -219,17 +133,20 @@ def _healthz(server: Server) -> Handler:
 
 
 def _readyz(server: Server) -> Handler:
-    def check() -> None:
+    def problem() -> str | None:
+        """Why the state cannot be read, or None."""
+        if not server.state.exists():
+            return "no state file yet"
         with reading(server.state):
-            pass
+            return None
 
     async def readyz(request: Request) -> Response:
-        if not server.state.exists():
-            return _json({"ready": False, "error": "no state file yet"}, 503)
         try:
-            await run_in_threadpool(check)
+            found = await run_in_threadpool(problem)
         except ChoreoIngestError as error:
-            return _json({"ready": False, "error": str(error)}, 503)
+            found = str(error)
+        if found is not None:
+            return _json({"ready": False, "error": found}, 503)
         return _json({"ready": True})
 
     return readyz
@@ -261,7 +178,7 @@ def _metrics(server: Server) -> Handler:
         return readable + (data or b"") + generate_latest(server.registry)
 
     async def metrics(request: Request) -> Response:
-        data = await _in_thread(server, exposition)
+        data = await in_thread(server, exposition)
         return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return metrics
@@ -269,6 +186,7 @@ def _metrics(server: Server) -> Handler:
 
 def _page(server: Server) -> Handler:
     def page() -> str:
+        require_state(server)
         now = server.clock.now()
         report = status_report(server.state, server.config, now)
         with reading(server.state) as store:
@@ -277,9 +195,7 @@ def _page(server: Server) -> Handler:
         return render_status_page(report, changes, now)
 
     async def status_page(request: Request) -> Response:
-        if not server.state.exists():
-            raise HTTPProblem(503, no_state_health(server.state)["problems"][0])
-        html = await _in_thread(server, page)
+        html = await in_thread(server, page)
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
     return status_page
@@ -294,13 +210,13 @@ def _event_routes(server: Server) -> list[Route]:
         header = request.headers.get(EVENTS_SECRET_HEADER)
         if not server.credentials.events_allow(header, path_secret):
             raise HTTPProblem(403, "a valid events secret is required")
-        provider = _provider(server, request, ProviderScope.CONFIGURED)
+        provider = await provider_of(server, request, ProviderScope.CONFIGURED)
         body = await body_of(request, server.config.serve.max_body_bytes)
         try:
             text = decode_events(body, "request body")
         except ConfigError as error:
             raise HTTPProblem(400, str(error)) from None
-        receipt = await _in_thread(server, _receive, server, provider, text)
+        receipt = await in_thread(server, _receive, server, provider, text)
         if receipt.stored:
             server.service.events_stored(receipt.stored, receipt.created)
         return _json(receipt.to_json(), 400 if receipt.rejected else 202)
@@ -328,41 +244,42 @@ def _receive(server: Server, provider: str, text: str) -> EventReceipt:
 
 
 def _reading_routes(server: Server) -> list[Route]:
+    def report(only: str | None) -> dict[str, Any]:
+        require_state(server)
+        return status_report(server.state, server.config, server.clock.now(), only=only).to_json()
+
+    def health_document() -> tuple[dict[str, Any], int]:
+        if not server.state.exists():
+            return no_state_health(server.state), 503
+        found = status_report(server.state, server.config, server.clock.now())
+        return found.health_json(), 200 if found.healthy else 503
+
     async def status(request: Request) -> Response:
         only = None
         if "provider" in request.path_params:
-            only = _provider(server, request, ProviderScope.KNOWN)
-        if not server.state.exists():
-            raise HTTPProblem(503, no_state_health(server.state)["problems"][0])
-        report = await _in_thread(
-            server, status_report, server.state, server.config, server.clock.now(), only=only
-        )
-        return _json(report.to_json())
+            only = await provider_of(server, request, ProviderScope.KNOWN)
+        return _json(await in_thread(server, report, only))
 
     async def health(request: Request) -> Response:
-        if not server.state.exists():
-            return _json(no_state_health(server.state), 503)
         try:
-            report = await _in_thread(
-                server, status_report, server.state, server.config, server.clock.now()
-            )
+            document, code = await in_thread(server, health_document)
         except HTTPProblem as problem:
             if problem.status != 503:
                 raise
             # The store cannot be read: unhealthy, in the document a health check reads.
             failed = str(problem)
             return _json({"healthy": False, "providers": [], "problems": [failed]}, 503)
-        return _json(report.health_json(), 200 if report.healthy else 503)
+        return _json(document, code)
 
     async def providers(request: Request) -> Response:
         return _json(providers_json(server.config))
 
     async def removals(request: Request) -> Response:
-        provider = _provider(server, request, ProviderScope.KNOWN)
+        provider = await provider_of(server, request, ProviderScope.KNOWN)
         limit = int_param(request, "limit", 100)
         if limit < 0:
             raise HTTPProblem(400, f"limit: expected 0 or more, got {limit}")
-        found = await _in_thread(
+        found = await in_thread(
             server, pending_removals, server.state, server.config, only=provider, limit=limit
         )
         return _json(removals_json(found))
@@ -414,28 +331,28 @@ def _operator_routes(server: Server) -> list[Route]:
         return approval_json(provider, removed, cycle)
 
     async def refresh_route(request: Request) -> Response:
-        _require_token(server, request)
-        provider = _provider(server, request, ProviderScope.CONFIGURED)
-        return _json(await _as_operator(server, refreshed, provider))
+        require_token(server, request)
+        provider = await provider_of(server, request, ProviderScope.CONFIGURED)
+        return _json(await as_operator(server, refreshed, provider))
 
     def reset_route(purge: bool | None) -> Handler:
         async def route(request: Request) -> Response:
-            _require_token(server, request)
-            provider = _provider(server, request, ProviderScope.CONFIGURED)
+            require_token(server, request)
+            provider = await provider_of(server, request, ProviderScope.CONFIGURED)
             wanted = purge
             if wanted is None:
                 wanted = flag_param(request, "purge")
-            return _json(await _as_operator(server, was_reset, provider, wanted))
+            return _json(await as_operator(server, was_reset, provider, wanted))
 
         return route
 
     async def approve_route(request: Request) -> Response:
-        _require_token(server, request)
-        provider = _provider(server, request, ProviderScope.KNOWN)
+        require_token(server, request)
+        provider = await provider_of(server, request, ProviderScope.KNOWN)
         cycle = int_param(request, "cycle", 0) if "cycle" in request.query_params else None
         if cycle is not None and cycle < 1:
             raise HTTPProblem(400, f"cycle: {cycle} is not a cycle (they count from 1)")
-        return _json(await _as_operator(server, approved, provider, cycle))
+        return _json(await as_operator(server, approved, provider, cycle))
 
     return [
         Route("/providers/{provider}/refresh", refresh_route, methods=["POST"]),
@@ -462,25 +379,25 @@ def _feed_routes(server: Server) -> list[Route]:
             return document
 
     async def changes(request: Request) -> Response:
-        _require_token(server, request)
+        require_token(server, request)
         since = int_param(request, "since", 0)
         limit = int_param(request, "limit", 1000)
-        return _json(await _in_thread(server, read, changes_page, since, limit))
+        return _json(await in_thread(server, read, changes_page, since, limit))
 
     async def batch(request: Request) -> Response:
-        _require_token(server, request)
+        require_token(server, request)
         refs = json_body(await body_of(request, server.config.serve.max_body_bytes)).get("refs")
         if not isinstance(refs, list):
             raise HTTPProblem(400, 'expected {"refs": [entity refs]}')
         for number, ref in enumerate(refs):
             check_ref(number, ref)
-        return _json(await _in_thread(server, read, entities_batch, refs))
+        return _json(await in_thread(server, read, entities_batch, refs))
 
     async def entities(request: Request) -> Response:
-        _require_token(server, request)
+        require_token(server, request)
         cursor = request.query_params.get("cursor") or None
         limit = int_param(request, "limit", 500)
-        return _json(await _in_thread(server, read, entities_page, cursor, limit))
+        return _json(await in_thread(server, read, entities_page, cursor, limit))
 
     return [
         Route("/changes", changes, methods=["GET"]),

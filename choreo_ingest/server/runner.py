@@ -19,7 +19,8 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.logs import get_logger
-from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.app import build_app
+from choreo_ingest.server.context import Server
 from choreo_ingest.server.security import Address, check_exposure, load_credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateRef

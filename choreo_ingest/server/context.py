@@ -1,0 +1,135 @@
+"""What every route of `serve` stands on: the `Server` (the settings, the service, the secrets,
+the registry), and the one way a route reaches the core: `in_thread`, in a worker thread, the
+core's errors turned into the HTTP status each means.
+
+Every look at the state store is made there, `exists()` and the check of a provider's name
+(`provider_of`, `require_state`) included: the store may be PostgreSQL, whose connect alone can
+take up to its timeout, and the event loop (the event webhook's, `/healthz`'s) never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.config import Config
+from choreo_ingest.errors import (
+    ChangesGone,
+    ChoreoIngestError,
+    ConfigError,
+    InboxFull,
+    LockHeld,
+    StateError,
+)
+from choreo_ingest.provider_scope import ProviderScope, checked_provider
+from choreo_ingest.reporting import no_state_health
+from choreo_ingest.server.requests import HTTPProblem
+from choreo_ingest.server.security import Credentials
+from choreo_ingest.service import Service
+from choreo_ingest.store import StateLocation
+
+INBOX_FULL_RETRY_SECONDS = 60
+OPERATOR_THREADS = 4
+"""Operator requests (refresh, reset, approve) that may hold a worker thread at once."""
+
+
+@dataclass
+class Server:
+    """What the routes need: the settings, the loop they report to, the secrets they check."""
+
+    config: Config
+    state: StateLocation
+    clock: Clock
+    service: Service
+    credentials: Credentials = field(default_factory=Credentials)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    operator_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+    """Made in the event loop of the first operator request (`as_operator`), with that loop."""
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "choreo_ingest_http_requests",
+            "HTTP requests served by `choreo-ingest serve`, by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def in_thread(server: Server, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`work` in a worker thread, its ChoreoIngestError turned into the HTTP status it means."""
+
+    async def call() -> Any:
+        try:
+            return await run_in_threadpool(work, *args, **kwargs)
+        except ChangesGone as error:
+            position = {"storeId": error.store_id, "oldestSeq": error.oldest_seq}
+            raise HTTPProblem(410, str(error), fields=position) from None
+        except InboxFull as error:
+            if error.never_fits:
+                raise HTTPProblem(413, str(error)) from None
+            retry = {"Retry-After": str(INBOX_FULL_RETRY_SECONDS)}
+            raise HTTPProblem(503, str(error), retry) from None
+        except LockHeld as error:
+            retry = {"Retry-After": str(int(server.config.incremental.burst_length) + 1)}
+            raise HTTPProblem(409, str(error), retry) from None
+        except StateError as error:
+            raise HTTPProblem(503, str(error)) from None
+        except ConfigError as error:
+            raise HTTPProblem(400, str(error)) from None
+        except ChoreoIngestError as error:
+            raise HTTPProblem(500, str(error)) from None
+
+    return call()
+
+
+async def as_operator(server: Server, work: Callable[..., Any], *args: Any) -> Any:
+    """`in_thread` for a request that may wait for the run lock (up to a burst): at most
+    OPERATOR_THREADS of them hold a worker thread at once, the others wait their turn here, so
+    that waiting operators never take every thread the reads and the events need."""
+    loop = asyncio.get_running_loop()
+    if server.operator_turns is None or server.operator_turns[0] is not loop:
+        server.operator_turns = (loop, asyncio.Semaphore(OPERATOR_THREADS))
+    async with server.operator_turns[1]:
+        return await in_thread(server, work, *args)
+
+
+async def provider_of(server: Server, request: Request, scope: ProviderScope) -> str:
+    """The request's provider, checked in a worker thread (a name the config lacks is looked
+    for in the state): 404 unknown, 503 the store cannot be read."""
+    name = request.path_params.get("provider") or request.query_params.get("provider")
+    if not name:
+        raise HTTPProblem(400, "name the provider: /providers/{provider}/... or ?provider=")
+
+    def check() -> str:
+        try:
+            return checked_provider(server.config, server.state, name, scope)
+        except ConfigError as error:
+            raise HTTPProblem(404, str(error)) from None
+
+    checked: str = await in_thread(server, check)
+    return checked
+
+
+def require_state(server: Server) -> None:
+    """For a worker thread: 503 when there is no state yet (a store that cannot say, StateError,
+    is `in_thread`'s 503)."""
+    if not server.state.exists():
+        raise HTTPProblem(503, no_state_health(server.state)["problems"][0])
+
+
+def require_token(server: Server, request: Request) -> None:
+    if not server.credentials.api_allows(request.headers.get("authorization")):
+        raise HTTPProblem(
+            401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="api"'}
+        )
