@@ -12,7 +12,8 @@ import structlog.testing
 
 from choreo_ingest.config import Config, load_config
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.app import build_app
+from choreo_ingest.server.context import Server
 from choreo_ingest.server.requests import MAX_REF_LENGTH
 from choreo_ingest.server.security import Address, Credentials, check_exposure
 from choreo_ingest.service import Service

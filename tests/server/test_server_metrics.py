@@ -12,7 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import Config, load_config
-from choreo_ingest.server.app import Server, build_app
+from choreo_ingest.server.app import build_app
+from choreo_ingest.server.context import Server
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.world import World

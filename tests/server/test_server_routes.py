@@ -20,8 +20,8 @@ from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, Serve
 from choreo_ingest.events import FLOOD_EVENTS
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.models import ProviderState
-from choreo_ingest.server.app import Server, build_app
-from choreo_ingest.server.context import OPERATOR_THREADS
+from choreo_ingest.server.app import build_app
+from choreo_ingest.server.context import OPERATOR_THREADS, Server
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.options import ApiGeneration
