@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from choreo_ingest.config import Config, load_config
+from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
@@ -21,7 +21,7 @@ from choreo_ingest.simulator.world import World
 
 from asgi_support import AsgiClient
 from fakes import FakeClock
-from sim_support import ingest_world, write_config
+from sim_support import ingest_world
 
 TOKEN = "api-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,17 +33,6 @@ class CrashingService(Service):
 
     def alive(self) -> bool:
         raise RuntimeError("a bug in /healthz at /srv/secret/path")
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    path = write_config(
-        tmp_path / "choreo-ingest.yaml",
-        "http://127.0.0.1:9/api/v1",
-        token="openchoreo-token",
-        state={"path": "state.db"},
-    )
-    return load_config(path)
 
 
 @pytest.fixture

@@ -4,53 +4,29 @@ state's series only when the state was read (never zeros standing in for a state
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from choreo_ingest.config import Config, load_config
+from choreo_ingest.config import Config
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
-from choreo_ingest.simulator.world import World
-from choreo_ingest.store import PostgresLocation, StateLocation
+from choreo_ingest.store import StateLocation
 
 from asgi_support import AsgiClient
+from broken_states import garbage, ingested, postgresql_down, unreadable
 from fakes import FakeClock
-from privileges import as_nobody, reachable_directory
-from sim_support import free_port, ingest_world, write_config
+from privileges import as_nobody
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 STATE_SERIES = ("choreo_ingest_state", "choreo_ingest_entities", "choreo_ingest_pages_total")
 """Families only the stored state gives (each with a sample for every provider it knows)."""
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    path = write_config(
-        tmp_path / "choreo-ingest.yaml",
-        "http://127.0.0.1:9/api/v1",
-        token="openchoreo-token",
-        state={"path": "state.db"},
-    )
-    return load_config(path)
-
-
-@pytest.fixture
-def directory() -> Iterator[Path]:
-    """A 0755 directory (pytest's tmp_path is below a 0700 one `nobody` may not search)."""
-    with reachable_directory(0o755) as made:
-        yield made
-
-
-def ingested(directory: Path, clock: FakeClock) -> Path:
-    ingest_world(directory / "state.db", World.generate(1, 1, 2, seed=4), clock)
-    return directory / "state.db"
 
 
 def scrape(config: Config, state: Path | StateLocation, clock: FakeClock) -> Samples:
@@ -80,30 +56,11 @@ def healthz_requests(samples: Samples) -> float:
 def test_a_readable_state_is_said_with_its_series(
     config: Config, directory: Path, clock: FakeClock
 ) -> None:
-    samples = scrape(config, ingested(directory, clock), clock)
+    samples = scrape(config, ingested(directory / "state.db", clock), clock)
 
     assert samples[("choreo_ingest_state_readable", frozenset())] == 1.0
     assert set(STATE_SERIES) <= names(samples)
     assert healthz_requests(samples) == 1.0
-
-
-def garbage(directory: Path, clock: FakeClock) -> Path:
-    path = directory / "state.db"
-    path.write_bytes(bytes(range(256)) * 32)
-    return path
-
-
-def unreadable(directory: Path, clock: FakeClock) -> Path:
-    path = ingested(directory, clock)
-    path.chmod(0o000)
-    for end in ("-wal", "-shm"):
-        Path(f"{path}{end}").unlink(missing_ok=True)
-    return path
-
-
-def postgresql_down(directory: Path, clock: FakeClock) -> StateLocation:
-    """A PostgreSQL store on a port nothing listens on."""
-    return PostgresLocation(f"postgresql://choreo@127.0.0.1:{free_port()}/choreo?connect_timeout=5")
 
 
 def not_made_yet(directory: Path, clock: FakeClock) -> Path:
@@ -142,7 +99,7 @@ def test_a_state_that_cannot_be_read_is_a_200_without_the_states_series(
 def test_a_state_that_becomes_readable_again_is_said_at_the_next_scrape(
     config: Config, directory: Path, clock: FakeClock
 ) -> None:
-    path = ingested(directory, clock)
+    path = ingested(directory / "state.db", clock)
     service = Service(config, path, clock)
     server = Server(config, service.state, clock, service, Credentials())
     readable = []

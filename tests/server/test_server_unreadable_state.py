@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import nullcontext, suppress
 from pathlib import Path
 from types import TracebackType
@@ -20,20 +20,17 @@ import httpx
 import pytest
 import structlog.testing
 
-from choreo_ingest.config import Config, load_config
+from choreo_ingest.config import Config
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
-from choreo_ingest.simulator.world import World
 from choreo_ingest.store import PostgresLocation, StateLocation
 
 from asgi_support import AsgiClient
+from broken_states import AS_NOBODY, PASSWORD, garbage, postgresql_down, unreadable, unsearchable
 from fakes import FakeClock
-from privileges import as_nobody, reachable_directory
-from sim_support import free_port, ingest_world, write_config
-
-PASSWORD = "pg-password-for-tests"
+from privileges import as_nobody
 
 ROUTES = [
     ("GET", "/readyz"),
@@ -66,61 +63,6 @@ BODIES: dict[str, Any] = {
     },
 }
 
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    path = write_config(
-        tmp_path / "choreo-ingest.yaml",
-        "http://127.0.0.1:9/api/v1",
-        token="openchoreo-token",
-        state={"path": "state.db"},
-    )
-    return load_config(path)
-
-
-@pytest.fixture
-def directory() -> Iterator[Path]:
-    """A 0755 directory (pytest's tmp_path is below a 0700 one `nobody` may not search)."""
-    with reachable_directory(0o755) as made:
-        yield made
-
-
-def ingested(path: Path, clock: FakeClock) -> Path:
-    ingest_world(path, World.generate(1, 1, 2, seed=4), clock)
-    return path
-
-
-def postgresql_down(directory: Path, clock: FakeClock) -> StateLocation:
-    """A PostgreSQL store on a port nothing listens on; its URL holds a password."""
-    port = free_port()
-    return PostgresLocation(
-        f"postgresql://choreo:{PASSWORD}@127.0.0.1:{port}/choreo?connect_timeout=5"
-    )
-
-
-def garbage(directory: Path, clock: FakeClock) -> Path:
-    path = directory / "state.db"
-    path.write_bytes(bytes(range(256)) * 32)
-    return path
-
-
-def unreadable(directory: Path, clock: FakeClock) -> Path:
-    """A state file of mode 000 (read as `nobody`)."""
-    path = ingested(directory / "state.db", clock)
-    path.chmod(0o000)
-    for end in ("-wal", "-shm"):
-        Path(f"{path}{end}").unlink(missing_ok=True)
-    return path
-
-
-def unsearchable(directory: Path, clock: FakeClock) -> Path:
-    """A state file in a directory `nobody` may not look into (read as `nobody`)."""
-    private = directory / "private"
-    private.mkdir(mode=0o700)
-    return ingested(private / "state.db", clock)
-
-
-AS_NOBODY = (unreadable, unsearchable)
 
 BROKEN = pytest.mark.parametrize(
     "broken",
