@@ -104,6 +104,18 @@ def parse(text: bytes) -> tuple[Samples, dict[str, str]]:
     return samples, helps
 
 
+def as_prometheus_client_writes(text: bytes) -> bytes:
+    """`text` read by prometheus-client's parser and written out by its `generate_latest`."""
+
+    class Parsed(Collector):
+        def collect(self) -> list[Metric]:
+            return list(text_string_to_metric_families(text.decode()))
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Parsed())
+    return generate_latest(registry)
+
+
 def series_of(samples: Samples, provider: str) -> set[str]:
     return {name for name, labels in samples if ("provider", provider) in labels}
 
@@ -234,13 +246,7 @@ class TestRenderMetrics:
         the same families come out byte for byte."""
         text = render_metrics(providers)
 
-        class Parsed(Collector):
-            def collect(self) -> list[Metric]:
-                return list(text_string_to_metric_families(text.decode()))
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(Parsed())
-        assert generate_latest(registry) == text
+        assert as_prometheus_client_writes(text) == text
 
     @pytest.mark.parametrize("readable", [True, False])
     def test_the_state_readable_gauge_is_what_prometheus_client_writes(
@@ -249,13 +255,7 @@ class TestRenderMetrics:
         """serve's `choreo_ingest_state_readable`: one unlabelled sample, 1 or 0."""
         text = render_state_readable(readable)
 
-        class Parsed(Collector):
-            def collect(self) -> list[Metric]:
-                return list(text_string_to_metric_families(text.decode()))
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(Parsed())
-        assert generate_latest(registry) == text
+        assert as_prometheus_client_writes(text) == text
         samples, helps = parse(text)
         assert samples == {("choreo_ingest_state_readable", frozenset()): float(readable)}
         assert helps["choreo_ingest_state_readable"]
