@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY as INBOX_CAPACITY
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.models import EntityIteratorResult
@@ -511,6 +512,35 @@ class TestOptionValues:
             "choreo-ingest: error: state.url: a port is out of range (1-65535)"
         )
         assert "4f2a9c" not in done.stderr
+
+    @pytest.mark.parametrize(
+        ("args", "fields"),
+        [
+            (["--log-json", "--log-console", "run"], None),
+            (["--log-console", "--log-json", "run", "--json"], {"outcome", "providers", "events"}),
+            (["--log-json", "--log-console", "status", "--json"], set()),
+        ],
+        ids=["run-with-nothing-due", "run-json", "status-json"],
+    )
+    def test_both_log_formats_are_a_usage_error_naming_both(
+        self, cli: Any, state_path: Path, world: World, args: list[str], fields: set[str] | None
+    ) -> None:
+        """The lean entry (a `run` with nothing due off a TTY) and the typer application alike:
+        the last flag no longer wins silently."""
+        ingest_world(state_path, world, SystemClock())
+        assert cli("run").returncode == 0  # nothing is due: the lean entry's idle call
+
+        done = cli(*args)
+
+        assert done.returncode == 2
+        line = one_error_line(done.stderr)
+        assert "--log-json and --log-console cannot be combined" in line
+        if fields is None:
+            assert done.stdout == ""
+            return
+        document = json.loads(done.stdout)
+        assert (document.keys() - {"exitCode", "error"}, document["exitCode"]) == (fields, 2)
+        assert line.endswith(document["error"] + " (see `choreo-ingest --help`)")
 
     def test_unknown_option_with_json_still_prints_one_json_document(self, cli: Any) -> None:
         done = cli("run", "--json", "--forse")

@@ -81,16 +81,28 @@ def main_options(
         int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
     ] = 0,
     log_json: Annotated[
-        bool | None,
-        typer.Option("--log-json/--log-console", help="Log format (default: JSON off a TTY)."),
-    ] = None,
+        bool, typer.Option("--log-json", help="Log JSON lines (the default off a TTY).")
+    ] = False,
+    log_console: Annotated[
+        bool, typer.Option("--log-console", help="Log console lines (the default on a TTY).")
+    ] = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    configure_logging(verbosity=verbose, json=log_json)
+    if log_json and log_console:  # the lean entry leaves such a line to this one
+        raise _Conflict("--log-json and --log-console cannot be combined: give one")
+    configure_logging(verbosity=verbose, json=True if log_json else False if log_console else None)
     ctx.obj = GlobalOptions(config=config, db=db)
+
+
+class _Conflict(typer.BadParameter):
+    """Options that do not go together: a usage error said as it is, without click's
+    `Invalid value: ` before it."""
+
+    def format_message(self) -> str:
+        return self.message
 
 
 run_commands.register(app)
@@ -219,6 +231,9 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
     options = args[: args.index("--")] if "--" in args else args
     if "--json" in options:
-        fields = ERROR_FIELDS.get(context.command.name or "", {}) if context else {}
+        # A global option refused once the command is known (`--log-json --log-console run`):
+        # that command's keys, as for its own options.
+        name = (context.invoked_subcommand or context.command.name or "") if context else ""
+        fields = ERROR_FIELDS.get(name, {})
         print_error_document({**fields, "exitCode": code, "error": message})
     return code

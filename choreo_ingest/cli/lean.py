@@ -11,9 +11,10 @@ times what such a call does. `lean_main` takes these command lines:
     changes [--since N] [--limit N] [--json] [OPTIONS]
 
 where OPTIONS are `--config`/`-c` and `--db` (each at most once, before or after the command)
-and GLOBAL adds `-v`, `--log-json` and `--log-console`. A plain `run` off a terminal with nothing
-due is answered by `idle.run_if_idle` before anything a burst needs is imported; any other `run`
-goes through `run_flow`, as the typer command does. For anything else (another command or
+and GLOBAL adds `-v`, and `--log-json` or `--log-console` (both: the full application's usage
+error). A plain `run` off a terminal with nothing due is answered by `idle.run_if_idle` before
+anything a burst needs is imported; any other `run` goes through `run_flow`, as the typer command
+does. For anything else (another command or
 option, a config warning to log, an error to report before anything was printed) it returns None
 having printed nothing, and `main` hands the same arguments to the typer application, which
 does everything as before. Both print documents built by the same core functions, and `health`
@@ -119,6 +120,8 @@ def _parse(args: Sequence[str]) -> _Call | None:
             index += 1
             continue
         if command is None and arg in ("--log-json", "--log-console"):
+            if log_json is not None and log_json != (arg == "--log-json"):
+                return None  # both: the full application's usage error
             log_json = arg == "--log-json"
             index += 1
             continue
