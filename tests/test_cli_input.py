@@ -419,6 +419,23 @@ class TestForget:
         with Store.open(unconfigured, readonly=True) as store:
             assert store.provider_names() == [PROVIDER]
 
+    def test_with_purge_is_a_usage_error_and_forgets_nothing(
+        self, cli: Any, unconfigured: Path
+    ) -> None:
+        """`--purge` would add nothing: forgetting a provider removes its entities anyway."""
+        done = cli("reset", PROVIDER, "--forget", "--purge", "--yes", "--json")
+
+        assert done.returncode == 2
+        line = one_error_line(done.stderr)
+        assert line.endswith(
+            "--forget and --purge cannot be combined: --forget already removes the provider's "
+            "entities; drop --purge"
+        )
+        assert json.loads(done.stdout) == {"exitCode": 2, "error": line.split("error: ", 1)[1]}
+        with Store.open(unconfigured, readonly=True) as store:
+            assert store.provider_names() == [PROVIDER]
+            assert store.active_count(PROVIDER) > 0
+
     def test_refuses_a_provider_still_configured(self, cli: Any, ingested: Path) -> None:
         done = cli("reset", PROVIDER, "--forget", "--yes")
 

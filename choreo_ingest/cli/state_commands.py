@@ -158,7 +158,8 @@ def reset_command(
         bool,
         typer.Option(
             "--forget",
-            help="For a provider removed from the config: remove its state, entities and metrics.",
+            help="For a provider removed from the config: remove its state, entities and metrics "
+            "(no --purge needed).",
         ),
     ] = False,
     yes: YesOption = False,
@@ -168,6 +169,11 @@ def reset_command(
 ) -> None:
     """Start PROVIDER afresh: the next run begins a new cycle (entities stay unless --purge)."""
     with reported_errors(json_output):
+        if forget and purge:  # refused before anything is opened: it would add nothing
+            raise ConfigError(
+                "--forget and --purge cannot be combined: --forget already removes the "
+                "provider's entities; drop --purge"
+            )
         session = open_session(ctx, config, db)
         if forget:
             checked_provider(session.config, session.state, provider, ProviderScope.FORGOTTEN)
