@@ -195,3 +195,5 @@ class Check:
     ok: bool
     detail: str
     warning: bool = False
+    state_store: bool = False
+    """A check of the state store: failed, it is a state store error (exit 4), as in `run`."""

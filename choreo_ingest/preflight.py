@@ -68,7 +68,8 @@ def _state_check(location: StateLocation) -> Check:
                 location.open(readonly=True).close()
         except StateError as error:
             problem = str(error)
-    return Check("state.path", problem is None, problem or f"{location}: writable")
+    detail = problem or f"{location}: writable"
+    return Check("state.path", problem is None, detail, state_store=True)
 
 
 def _creatable(key: str, directory: Path) -> Check:

@@ -599,6 +599,32 @@ class TestCheck:
         assert [check["name"] for check in failed] == ["openchoreo.server"]
         assert "unreachable" in failed[0]["detail"]
 
+    @pytest.mark.parametrize(
+        ("db", "says"),
+        [
+            ("notes.txt", "not an SQLite file, so not a choreo-ingest state file"),
+            ("missing/state.db", "directory missing does not exist"),
+        ],
+        ids=["not-a-state-file", "directory-missing"],
+    )
+    def test_a_state_store_it_cannot_use_exits_4_as_run_would(
+        self, tmp_path: Path, db: str, says: str
+    ) -> None:
+        """The exit code table's state store error, whatever else failed beside it (`run`
+        opens the state store before it calls the API)."""
+        (tmp_path / "notes.txt").write_text("not a state\n")
+        url = f"http://127.0.0.1:{free_port()}/api/v1"
+        config = write_config(tmp_path / "config.yaml", url, incremental={"requestTimeout": 1})
+
+        done = run_cli("check", "--json", "--config", config, "--db", db, cwd=tmp_path)
+
+        assert done.returncode == 4, done.stderr
+        report = json.loads(done.stdout)
+        assert (report["ok"], report["exitCode"]) == (False, 4)
+        failed = {check["name"]: check["detail"] for check in report["checks"] if not check["ok"]}
+        assert list(failed) == ["openchoreo.server", "state.path"]
+        assert says in failed["state.path"]
+
 
 def test_piped_status_draws_its_table_in_ascii(tmp_path: Path, ingested: Path) -> None:
     """Off a TTY (a pipe, a file, cron's mail) a table needs no box-drawing characters."""

@@ -20,7 +20,7 @@ from choreo_ingest.cli.common import (
     open_session,
     reported_errors,
 )
-from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.exit_codes import ExitCode, check_exit_code
 from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.clock import SystemClock
@@ -259,18 +259,24 @@ def check(
 ) -> None:
     """Check the config, the API, auth, cursor support and output paths before the first run.
 
-    Also that a page fits in a burst at the API's latency; ok lines only on a terminal."""
+    Also that a page fits in a burst at the API's latency; ok lines only on a terminal.
+
+    Exit codes:
+    - 0 every check passed (warnings too)
+    - 2 a check failed: the config, the API, an output path
+    - 4 the state store's check failed (whatever else failed)
+    """
     from choreo_ingest.preflight import run_checks
 
     with reported_errors(json_output, **ERROR_FIELDS["check"]):
         session = open_session(ctx, config, db, log_warnings=False)  # they are checks here
         checks = run_checks(session.config, session.state, session.clock)
-        ok = all(item.ok for item in checks)
+        code = check_exit_code(checks)
         if json_output:
             render.print_json(
                 {
-                    "ok": ok,
-                    "exitCode": int(ExitCode.OK if ok else ExitCode.USAGE),
+                    "ok": code == ExitCode.OK,
+                    "exitCode": int(code),
                     "checks": [
                         {
                             "name": item.name,
@@ -290,8 +296,8 @@ def check(
                     render.warning_line(f"{item.name}: {item.detail}")
                 elif render.stdout_is_tty():
                     render.print_text(f"ok  {item.name}: {item.detail}")
-    if not ok:
-        raise typer.Exit(int(ExitCode.USAGE))
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
 
 
 def register(app: typer.Typer) -> None:

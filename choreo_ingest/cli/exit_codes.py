@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 from choreo_ingest.cli.output import StdoutFailed
 from choreo_ingest.errors import (
@@ -12,7 +13,7 @@ from choreo_ingest.errors import (
     ProviderError,
     StateError,
 )
-from choreo_ingest.models import RunOutcome
+from choreo_ingest.models import Check, RunOutcome
 
 
 @enum.unique
@@ -52,3 +53,15 @@ def exit_code_for(error: BaseException) -> ExitCode:
     if isinstance(error, ChoreoIngestError):
         return ExitCode.USAGE
     return ExitCode.INTERNAL_ERROR
+
+
+def check_exit_code(checks: Sequence[Check]) -> ExitCode:
+    """`check`'s code: 0 when every check passed (warnings too); 4 when the state store's
+    failed, whatever failed beside it (`run` opens the state store before anything else it
+    checks); else 2 (the config, the API, an output path)."""
+    failed = [item for item in checks if not item.ok]
+    if not failed:
+        return ExitCode.OK
+    if any(item.state_store for item in failed):
+        return ExitCode.STATE_ERROR
+    return ExitCode.USAGE
