@@ -134,9 +134,10 @@ def _healthz(server: Server) -> Handler:
 
 def _readyz(server: Server) -> Handler:
     def problem() -> str | None:
-        """Why the state cannot be read, or None."""
+        """Why the state cannot be read, or None (no state yet: in `/health`'s words)."""
         if not server.state.exists():
-            return "no state file yet"
+            reason: str = no_state_health(server.state)["problems"][0]
+            return reason
         with reading(server.state):
             return None
 

@@ -200,3 +200,26 @@ def test_a_request_waiting_on_the_store_leaves_the_event_loop_free(
     assert alive.status_code == 200
     assert answer.status_code == 503, answer.text
     assert PASSWORD not in answer.text
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_readyz_before_the_first_tick_says_no_state_yet_as_health_does(
+    config: Config, tmp_path: Path, clock: FakeClock, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A store that holds no state yet, a file or a PostgreSQL schema: `/readyz` says so in the
+    words of `/health` (and of `health`), naming the store, its password redacted."""
+    state: Path | StateLocation = tmp_path / "state.db"
+    password = PASSWORD
+    if backend == "postgres":
+        cluster, url = request.getfixturevalue("pg_cluster"), request.getfixturevalue("pg_url")
+        password = cluster.password
+        state = PostgresLocation(cluster.password_url(url, password=password))
+    client = AsgiClient(build_app(server_of(config, state, clock)))
+
+    ready, health = client.get("/readyz"), client.get("/health")
+
+    assert (ready.status_code, health.status_code) == (503, 503)
+    [problem] = health.json()["problems"]
+    assert problem.startswith(f"no state yet at {state}: ")
+    assert ready.json() == {"ready": False, "error": problem}
+    assert password not in ready.text + health.text
