@@ -55,7 +55,9 @@ def test_a_state_file_missing_a_table_is_a_state_error_for_every_command(
     before = state.read_bytes()
     expected = (
         f"choreo-ingest: error: {state}: not a usable choreo-ingest state file "
-        f"(no such table: {table}); left untouched"
+        f"(no such table: {table}); left untouched: restore it from a backup, or move it aside "
+        "with its -wal and -shm files and the next run builds a new state (a fresh walk of the "
+        "platform)"
     )
 
     for command in COMMANDS:

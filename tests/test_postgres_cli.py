@@ -65,7 +65,9 @@ def test_a_state_missing_a_table_is_a_state_error_naming_it(
     write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
     expected = (
         f"choreo-ingest: error: {pg_url} (schema 'choreo_ingest'): not a usable choreo-ingest "
-        "state (no such table: entities); left untouched"
+        "state (no such table: entities); left untouched: restore it from a backup, or move it "
+        "aside (rename the schema) and the next run builds a new state (a fresh walk of the "
+        "platform)"
     )
 
     for command in (("status", "--json"), ("health",), ("run", "--force"), ("export",)):

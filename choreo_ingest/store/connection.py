@@ -27,6 +27,7 @@ from choreo_ingest.store.schema import (
     MIGRATIONS_TABLE,
     SCHEMA_VERSION,
     STATE_TABLES,
+    UNUSABLE_FILE_ADVICE,
     missing_tables,
 )
 
@@ -272,7 +273,8 @@ class Connection:
             missing = missing_tables(applied, self._table_names())
         if missing:
             raise NotAStateFile(
-                f"{self.path}: not a usable choreo-ingest state file ({missing}); left untouched",
+                f"{self.path}: not a usable choreo-ingest state file ({missing}); left untouched: "
+                + UNUSABLE_FILE_ADVICE,
                 path=str(self.path),
             )
 
@@ -378,7 +380,8 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
     table = _missing_table(error)
     if table is not None and not doing:
         return NotAStateFile(
-            f"state store {path}: not a usable choreo-ingest state file (no such table: {table})",
+            f"state store {path}: not a usable choreo-ingest state file (no such table: {table}): "
+            + UNUSABLE_FILE_ADVICE,
             path=str(path),
         )
     code = _primary_code(error)

@@ -30,6 +30,7 @@ from choreo_ingest.store.schema import (
     MIGRATION_NAMES,
     MIGRATION_SET,
     SCHEMA_VERSION,
+    UNUSABLE_SCHEMA_ADVICE,
     missing_tables,
 )
 
@@ -411,7 +412,8 @@ def check_is_ours(conn: PgConnection) -> None:
         missing = missing_tables(applied, _table_names(conn))
     if missing:
         raise NotAStateFile(
-            f"{where}: not a usable choreo-ingest state ({missing}); left untouched",
+            f"{where}: not a usable choreo-ingest state ({missing}); left untouched: "
+            + UNUSABLE_SCHEMA_ADVICE,
             path=conn.display_url,
         )
 

@@ -55,3 +55,15 @@ def missing_tables(applied: Iterable[str], tables: Collection[str]) -> str | Non
     if not missing:
         return None
     return f"no such table{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
+
+
+UNUSABLE_FILE_ADVICE = (
+    "restore it from a backup, or move it aside with its -wal and -shm files and the next run "
+    "builds a new state (a fresh walk of the platform)"
+)
+"""What to do about a state file missing a table of its own, said after the refusal."""
+UNUSABLE_SCHEMA_ADVICE = (
+    "restore it from a backup, or move it aside (rename the schema) and the next run builds a "
+    "new state (a fresh walk of the platform)"
+)
+"""The same for a PostgreSQL schema: the next run makes the schema again, and a new state in it."""

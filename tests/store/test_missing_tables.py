@@ -78,7 +78,16 @@ def test_a_state_missing_a_table_is_refused_naming_it(
     message = str(refused.value)
     assert message.startswith(str(any_location)), message
     assert "not a usable choreo-ingest state" in message
-    assert message.endswith(f" (no such table: {table}); left untouched"), message
+    aside = (
+        "with its -wal and -shm files"
+        if isinstance(any_location, SqliteLocation)
+        else "(rename the schema)"
+    )
+    assert message.endswith(
+        f" (no such table: {table}); left untouched: restore it from a backup, or move it aside "
+        f"{aside} and the next run builds a new state (a fresh walk of the platform)"
+    ), message
+    assert "\n" not in message
     if isinstance(any_location, SqliteLocation):
         assert any_location.path.read_bytes() == before
 
@@ -141,7 +150,9 @@ def test_a_table_dropped_while_the_state_is_open_is_a_state_error_where_met(
             store.commit_page("fake", 1, ONE_ENTITY, None, T0)
 
     assert str(refused.value) == (
-        f"state store {state_path}: not a usable choreo-ingest state file (no such table: {table})"
+        f"state store {state_path}: not a usable choreo-ingest state file (no such table: "
+        f"{table}): restore it from a backup, or move it aside with its -wal and -shm files and "
+        "the next run builds a new state (a fresh walk of the platform)"
     )
 
 
