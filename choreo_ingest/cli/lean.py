@@ -14,11 +14,10 @@ where OPTIONS are `--config`/`-c` and `--db` (each at most once, before or after
 and GLOBAL adds `-v`, and `--log-json` or `--log-console` (both: the full application's usage
 error). A plain `run` off a terminal with nothing due is answered by `idle.run_if_idle` before
 anything a burst needs is imported; any other `run` goes through `run_flow`, as the typer command
-does. For anything else (another command or
-option, a config warning to log, an error to report before anything was printed) it returns None
-having printed nothing, and `main` hands the same arguments to the typer application, which
-does everything as before. Both print documents built by the same core functions, and `health`
-and `changes` by the same renderers below.
+does. For anything else (another command or option, a config warning to log, an error to
+report before anything was printed) it returns None having printed nothing, and `main` hands the
+same arguments to the typer application, which does everything as before. Both print documents
+built by the same core functions, and `health` and `changes` by the same renderers below.
 """
 
 from __future__ import annotations
