@@ -37,7 +37,6 @@ from choreo_ingest.store import (
     StateLocation,
     StateRef,
     Store,
-    no_state_yet,
     state_location,
 )
 from choreo_ingest.store.copy import CopyReport
@@ -388,7 +387,7 @@ def changing_state(
     here, at a mistyped `--db`, it would take a change meant for another."""
     location = state_location(state)
     if existing and not location.exists():
-        raise no_state_yet(location, location.missing_directory())
+        raise location.no_state_yet()
     with locked_store(state) as store:
         yield store
         if config is not None:

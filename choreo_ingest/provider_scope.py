@@ -63,16 +63,16 @@ def _unknown_provider(
                 f"provider {name!r} is still configured; --forget is for a provider removed "
                 "from the config (--purge removes the entities of a configured one)"
             )
-        return f"the state file holds no provider {name!r} to forget (it holds: {_names(in_state)})"
+        return f"the state holds no provider {name!r} to forget (it holds: {_names(in_state)})"
     known = f"configured: {_names(configured)}"
     if scope is ProviderScope.KNOWN and only_in_state:
-        known += f"; only in the state file: {_names(only_in_state)}"
+        known += f"; only in the state: {_names(only_in_state)}"
     known += f"; installed: {_names(info.name for info in available_providers())}"
     if scope is ProviderScope.KNOWN:
         return f"unknown provider {name!r} ({known})"
     hint = ""
     if name in only_in_state:
-        hint = f"; it is only in the state file: `reset {name} --forget` removes it"
+        hint = f"; it is only in the state: `reset {name} --forget` removes it"
     return f"provider {name!r} is not configured ({known}){hint}"
 
 

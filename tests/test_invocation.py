@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,11 +13,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import Config
 from choreo_ingest.engine import ProviderOutcome, StopSignal
-from choreo_ingest.errors import ConfigError, LockHeld, PermanentError, TransientError
+from choreo_ingest.errors import (
+    ConfigError,
+    LockHeld,
+    PermanentError,
+    StateError,
+    TransientError,
+)
 from choreo_ingest.invocation import (
     RunResult,
     _overall_outcome,
     approve_removals,
+    forget,
     migrate,
     refresh,
     reset,
@@ -24,6 +32,7 @@ from choreo_ingest.invocation import (
 )
 from choreo_ingest.metrics import ProviderMetrics, render_metrics
 from choreo_ingest.models import ProviderAction, ProviderRecord, ProviderState, RunOutcome
+from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.store import (
     MIGRATION_NAMES,
     SCHEMA_VERSION,
@@ -420,6 +429,53 @@ class TestOperatorCommands:
             assert store.active_count("fake") == 5
             assert store.blocked_removals("fake").count == 0
         assert approve_removals(state_path, "fake", clock) == 0
+
+    @pytest.mark.parametrize("command", ["approve", "reset", "forget"])
+    def test_a_change_to_a_state_not_there_yet_says_so_in_its_store_s_words(
+        self, clock: FakeClock, state_path: StateLocation, command: str
+    ) -> None:
+        """A file's words for a file; a PostgreSQL schema is no file (and its URL's password
+        is never shown)."""
+        location = state_path
+        if isinstance(location, PostgresLocation):
+            location = replace(location, url=location.url.replace("@", ":pw-not-shown@", 1))
+            assert "pw-not-shown" in location.url
+        changes = {"approve": approve_removals, "reset": partial(reset, purge=False)}
+
+        with pytest.raises(StateError) as refused:
+            changes.get(command, forget)(location, "fake", clock)
+
+        store = "state file" if isinstance(location, SqliteLocation) else "state"
+        assert str(refused.value) == (
+            f"{location}: no {store} yet "
+            "(`choreo-ingest run` or `choreo-ingest migrate` creates it)"
+        )
+        assert "pw-not-shown" not in str(refused.value)
+        assert not location.exists()
+
+    def test_a_provider_only_the_state_holds_is_named_without_calling_the_state_a_file(
+        self, tmp_path: Path, clock: FakeClock, state_path: StateLocation
+    ) -> None:
+        config = make_config(tmp_path)
+        with state_path.open() as store:
+            store.migrate()
+            store.save_provider(ProviderRecord(name="gone"), clock.now())
+        refusals = []
+        for name, scope in [
+            ("typo", ProviderScope.FORGOTTEN),
+            ("typo", ProviderScope.KNOWN),
+            ("gone", ProviderScope.CONFIGURED),
+        ]:
+            with pytest.raises(ConfigError) as refused:
+                checked_provider(config, state_path, name, scope)
+            refusals.append(str(refused.value))
+
+        assert refusals[0] == "the state holds no provider 'typo' to forget (it holds: gone)"
+        assert refusals[1].startswith(
+            "unknown provider 'typo' (configured: fake; only in the state: gone; "
+        )
+        assert refusals[2].endswith("; it is only in the state: `reset gone --forget` removes it")
+        assert not [refusal for refusal in refusals if "file" in refusal]
 
     @pytest.mark.parametrize("command", ["approve", "reset", "refresh"])
     def test_commands_that_rewrite_the_metrics_count_a_crashed_burst(

@@ -96,7 +96,7 @@ def render_status_page(report: StatusReport, changes: Sequence[ChangeRow], now: 
         "<body>",
         "<header>",
         "<h1>choreo-ingest</h1>",
-        f'<p class="meta">State file <code>{_text(str(report.state_file))}</code>'
+        f'<p class="meta">State store <code>{_text(str(report.state_file))}</code>'
         f" · schema {report.schema_version}"
         f" · {'a run is in progress' if report.running else 'no run in progress'}"
         f" · as of {_time(now)}</p>",

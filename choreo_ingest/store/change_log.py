@@ -44,8 +44,8 @@ def gap_after(seq: int, pruned_through: int, newest: int) -> str | None:
         return f"changes after seq {seq} were pruned (oldest retained: {pruned_through + 1})"
     if seq > newest:
         return (
-            f"seq {seq} is past the newest change ({newest}): the state file is an older copy "
-            "than the one followed"
+            f"seq {seq} is past the newest change ({newest}): the state is an older copy than "
+            "the one followed"
         )
     return None
 

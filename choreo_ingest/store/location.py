@@ -16,7 +16,7 @@ from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
-from choreo_ingest.store.store import Store, missing_directory, state_file_exists
+from choreo_ingest.store.store import Store, missing_directory, no_state_yet, state_file_exists
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class SqliteLocation:
     def missing_directory(self) -> Path | None:
         """The directory of a state file that is not there yet, when that is missing too."""
         return missing_directory(self.real_path)
+
+    def no_state_yet(self) -> StateError:
+        """What a command that needs a state already there says when there is none."""
+        return no_state_yet(self, self.missing_directory())
 
     def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)
@@ -142,6 +146,11 @@ class PostgresLocation:
     def missing_directory(self) -> Path | None:
         """None: a database has no directory to make first."""
         return None
+
+    def no_state_yet(self) -> StateError:
+        """What a command that needs a state already there says when there is none: a schema
+        is no file."""
+        return no_state_yet(self, None, what="state")
 
     def exists(self) -> bool:
         """Whether the schema holds a state (our migrations table) yet; nothing is made."""

@@ -59,18 +59,21 @@ def missing_directory(path: Path) -> Path | None:
     return None if state_file_exists(path) or path.parent.is_dir() else path.parent
 
 
-def no_state_yet(state: object, missing_directory: Path | None) -> StateError:
-    """For a command that needs a state already there. `run` and `migrate` make a state file,
-    never its directory: when that is missing too (`missing_directory`), it is named, or the
-    advice would send the operator to a command that fails as well."""
+def no_state_yet(
+    state: object, missing_directory: Path | None, *, what: str = "state file"
+) -> StateError:
+    """For a command that needs a state already there (`what`: "state" for a PostgreSQL schema,
+    which is no file). `run` and `migrate` make a state file, never its directory: when that is
+    missing too (`missing_directory`), it is named, or the advice would send the operator to a
+    command that fails as well."""
     if missing_directory is not None:
         return StateError(
-            f"{state}: no state file yet, and its directory {missing_directory} does not exist: "
+            f"{state}: no {what} yet, and its directory {missing_directory} does not exist: "
             "create it (`choreo-ingest run` and `migrate` do not)",
             path=str(state),
         )
     return StateError(
-        f"{state}: no state file yet (`choreo-ingest run` or `choreo-ingest migrate` creates it)",
+        f"{state}: no {what} yet (`choreo-ingest run` or `choreo-ingest migrate` creates it)",
         path=str(state),
     )
 

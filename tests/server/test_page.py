@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -307,6 +308,15 @@ def test_it_renders_with_no_providers() -> None:
     assert "Event inbox 0 pending, 0 parked" in parsed.text
     assert "No changes recorded yet." in parsed.text
     assert not [tag for tag, _ in parsed.tags if tag == "table"]
+
+
+def test_the_state_store_is_named_as_either_kind_is() -> None:
+    """A PostgreSQL schema is no file (its URL shown as `status --json` shows it)."""
+    for store in ("/var/lib/choreo-ingest/state.db", "postgresql://ingest:***@db.internal/bs"):
+        parsed = render(replace(report(), state_file=store))
+
+        assert f"State store {store} · schema 4" in parsed.text
+        assert "file" not in parsed.text
 
 
 def test_blocked_removals_show_how_to_approve_them() -> None:
