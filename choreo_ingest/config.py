@@ -91,6 +91,7 @@ __all__ = [
     "reveal",
     "secret_files",
     "secret_values",
+    "state_origin",
     "token_problem",
     "with_secrets",
 ]
@@ -161,13 +162,7 @@ def resolve_state_path(
     """`--db`, else `$CHOREO_INGEST_DB`, else `state.url`, else `state.path`, else
     `./choreo-ingest.db`: a state file's path, or a PostgreSQL URL (text). `option`: the
     command-line option `cli_db` came from, as errors name it (`--copy-to`)."""
-    env = os.environ if env is None else env
-    given = str(cli_db) if isinstance(cli_db, Path) else cli_db
-    origin = option
-    if given is not None and not given.strip():  # `--db "$DB"` with DB unset, say
-        raise ConfigError("empty; give a state file or a PostgreSQL URL", path=origin)
-    if not given:
-        given, origin = env.get(STATE_ENV) or None, f"${STATE_ENV}"
+    given, origin = _given_state(cli_db, env, option)
     if given is None:
         return config.state_url or config.state_path or DEFAULT_STATE_FILE
     if is_database_url(given):
@@ -178,6 +173,31 @@ def resolve_state_path(
     state = Path(given).expanduser()
     refuse_rewritten_state(state, config, origin)
     return state
+
+
+def state_origin(
+    cli_db: Path | str | None, config: Config, env: Mapping[str, str] | None = None
+) -> str:
+    """Where `resolve_state_path` takes the state from, as its errors name it: `--db`, else
+    `$CHOREO_INGEST_DB`, else the config's `state.url` or `state.path` (its default too)."""
+    given, origin = _given_state(cli_db, env, "--db")
+    if given is not None:
+        return origin
+    return "state.url" if config.state_url else "state.path"
+
+
+def _given_state(
+    cli_db: Path | str | None, env: Mapping[str, str] | None, option: str
+) -> tuple[str | None, str]:
+    """The state given apart from the config, and where: `option` (`cli_db`), else
+    `$CHOREO_INGEST_DB`; None for neither. An empty `option` is a ConfigError."""
+    env = os.environ if env is None else env
+    given = str(cli_db) if isinstance(cli_db, Path) else cli_db
+    if given is not None and not given.strip():  # `--db "$DB"` with DB unset, say
+        raise ConfigError("empty; give a state file or a PostgreSQL URL", path=option)
+    if given:
+        return given, option
+    return env.get(STATE_ENV) or None, f"${STATE_ENV}"
 
 
 def config_warnings(config: Config) -> list[str]:

@@ -17,10 +17,21 @@ from choreo_ingest.errors import ChoreoIngestError, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.store import SqliteLocation, StateLocation, StateRef, state_location
+from choreo_ingest.store import (
+    PostgresLocation,
+    SqliteLocation,
+    StateLocation,
+    StateRef,
+    state_location,
+)
 
 
-def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
+def run_checks(
+    config: Config, state: StateRef, clock: Clock, *, state_key: str | None = None
+) -> list[Check]:
+    """Every check, in order. `state_key`: the name of the state store's check, where it came
+    from (`--db`, `$CHOREO_INGEST_DB`: `config.state_origin`); else its kind's config key,
+    `state.url` or `state.path`."""
     checks = [Check("config", True, str(config.source or "no config file: defaults"))]
     checks += [Check("config", True, warning, warning=True) for warning in config.warnings]
     for name in config.providers:
@@ -32,7 +43,10 @@ def run_checks(config: Config, state: StateRef, clock: Clock) -> list[Check]:
         if isinstance(provider, CheckingProvider):
             checks += provider.preflight(clock)
     checks += _secret_file_checks(config)
-    checks.append(_state_check(state_location(state)))
+    location = state_location(state)
+    if state_key is None:
+        state_key = "state.url" if isinstance(location, PostgresLocation) else "state.path"
+    checks.append(_state_check(location, state_key))
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
     if config.catalog_directory is not None:
@@ -55,7 +69,7 @@ def _secret_file_checks(config: Config) -> list[Check]:
     return checks
 
 
-def _state_check(location: StateLocation) -> Check:
+def _state_check(location: StateLocation, key: str) -> Check:
     """Whether a run can write the state there: the paths (or the database's rights), the run
     lock, and a state already there opened read-only as `status` opens it, so that a file that
     is not a choreo-ingest state, or one of a newer schema, is refused here in `run`'s words."""
@@ -69,7 +83,7 @@ def _state_check(location: StateLocation) -> Check:
         except StateError as error:
             problem = str(error)
     detail = problem or f"{location}: writable"
-    return Check("state.path", problem is None, detail, state_store=True)
+    return Check(key, problem is None, detail, state_store=True)
 
 
 def _creatable(key: str, directory: Path) -> Check:

@@ -622,8 +622,8 @@ class TestCheck:
         report = json.loads(done.stdout)
         assert (report["ok"], report["exitCode"]) == (False, 4)
         failed = {check["name"]: check["detail"] for check in report["checks"] if not check["ok"]}
-        assert list(failed) == ["openchoreo.server", "state.path"]
-        assert says in failed["state.path"]
+        assert list(failed) == ["openchoreo.server", "--db"]  # where the store came from
+        assert says in failed["--db"]
 
 
 def test_piped_status_draws_its_table_in_ascii(tmp_path: Path, ingested: Path) -> None:

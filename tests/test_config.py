@@ -28,6 +28,7 @@ from choreo_ingest.config import (
     require_secrets,
     resolve_state_path,
     secret_values,
+    state_origin,
 )
 from choreo_ingest.config_values import MAX_COUNT
 from choreo_ingest.errors import ConfigError
@@ -1365,6 +1366,24 @@ class TestResolveStatePath:
         self, flag: Path | None, env: dict[str, str], config: Config, expected: Path
     ) -> None:
         assert resolve_state_path(flag, config, env=env) == expected
+
+    @pytest.mark.parametrize(
+        ("flag", "env", "config", "origin"),
+        [
+            ("flag.db", {"CHOREO_INGEST_DB": "env.db"}, CONFIGURED, "--db"),
+            ("postgresql://h/db", {}, CONFIGURED, "--db"),
+            (None, {"CHOREO_INGEST_DB": "postgres://h/db"}, CONFIGURED, "$CHOREO_INGEST_DB"),
+            (None, {"CHOREO_INGEST_DB": ""}, CONFIGURED, "state.path"),
+            (None, {}, Config(state_url="postgresql://configured/db"), "state.url"),
+            (None, {}, Config(), "state.path"),
+        ],
+        ids=["flag", "flag-url", "environment", "empty-environment", "config-url", "default"],
+    )
+    def test_the_origin_is_named_as_errors_name_it(
+        self, flag: str | None, env: dict[str, str], config: Config, origin: str
+    ) -> None:
+        """What `check` names the state store's line: where `resolve_state_path` took it."""
+        assert state_origin(flag, config, env=env) == origin
 
     def test_an_empty_db_option_is_refused_not_taken_for_the_configured_state(self) -> None:
         """`--db "$DB"` with DB unset would otherwise work on the config's state file."""

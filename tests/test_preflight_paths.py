@@ -17,10 +17,11 @@ from choreo_ingest.config import AuthConfig, Config, OAuthConfig, OpenChoreoConf
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
-from choreo_ingest.store import SCHEMA_VERSION, RunLock, Store
+from choreo_ingest.store import SCHEMA_VERSION, PostgresLocation, RunLock, Store
 
 from fakes import FakeClock
 from privileges import as_nobody, reachable_directory
+from sim_support import free_port
 
 
 def checks_of(tmp_path: Path, textfile: Path, state: Path | None = None) -> dict[str, Check]:
@@ -85,6 +86,26 @@ def test_an_existing_state_file_is_writable(tmp_path: Path) -> None:
     check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
 
     assert (check.ok, check.detail) == (True, f"{state}: writable")
+
+
+@pytest.mark.parametrize("key", [None, "--db", "$CHOREO_INGEST_DB"], ids=["config", "db", "env"])
+def test_a_postgresql_store_is_checked_under_the_name_it_came_from(
+    tmp_path: Path, key: str | None
+) -> None:
+    """`state.url` in the config (never `state.path`), else the option or the variable that
+    gave it, as a malformed URL's error names them; the password never shown. (A server down:
+    the name is the same either way.)"""
+    url = f"postgresql://ingest:pw-not-shown@127.0.0.1:{free_port()}/x?connect_timeout=5"
+    config = Config(providers=(), metrics_textfile=tmp_path / "metrics.prom")
+
+    named = {} if key is None else {"state_key": key}
+    checks = run_checks(config, PostgresLocation(url), FakeClock(), **named)
+
+    [state] = [check for check in checks if check.state_store]
+    assert state.name == (key or "state.url")
+    assert not state.ok
+    assert "pw-not-shown" not in state.detail
+    assert [check.name for check in checks] == ["config", state.name, "metrics.textfile"]
 
 
 class TestStateFileAsRunFindsIt:

@@ -270,7 +270,9 @@ def check(
 
     with reported_errors(json_output, **ERROR_FIELDS["check"]):
         session = open_session(ctx, config, db, log_warnings=False)  # they are checks here
-        checks = run_checks(session.config, session.state, session.clock)
+        checks = run_checks(
+            session.config, session.state, session.clock, state_key=session.state_origin
+        )
         code = check_exit_code(checks)
         if json_output:
             render.print_json(

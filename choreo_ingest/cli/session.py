@@ -14,6 +14,7 @@ from choreo_ingest.config import (
     load_config,
     resolve_state_path,
     secret_values,
+    state_origin,
 )
 from choreo_ingest.logs import get_logger, register_secret
 from choreo_ingest.store import StateLocation, configured_location
@@ -26,6 +27,9 @@ class Session:
     config: Config
     state: StateLocation
     clock: Clock
+    state_origin: str
+    """Where `state` came from, as messages name it: `--db`, `$CHOREO_INGEST_DB`, `state.url`,
+    `state.path` (`config.state_origin`)."""
 
 
 def load_session(config: Path | None, db: str | None, *, log_warnings: bool = True) -> Session:
@@ -43,4 +47,4 @@ def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> 
         # `insecureSkipVerify` every minute, for good.
         (log.warning if stderr_is_tty() else log.info)("config_warning", message=warning)
     state = configured_location(resolve_state_path(db, loaded), loaded)
-    return Session(loaded, state, SystemClock())
+    return Session(loaded, state, SystemClock(), state_origin(db, loaded))
