@@ -299,9 +299,10 @@ class Connection:
                 f"{path}: not an SQLite file, so not a choreo-ingest state file; left untouched",
                 path=str(path),
             )
-        if _primary_code(error) in _CORRUPT:
+        if _primary_code(error) == sqlite3.SQLITE_CORRUPT:  # an SQLite file, damaged
             return NotAStateFile(
-                f"{path}: not a usable choreo-ingest state file ({error}); left untouched",
+                f"{path}: not a usable choreo-ingest state file ({error}); left untouched: "
+                + UNUSABLE_FILE_ADVICE,
                 path=str(path),
             )
         return state_error(path, error)
@@ -392,6 +393,8 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
         problem = f"{problem} ({error})"
     if doing:
         problem = f"{doing}: {problem}"
+    if code == sqlite3.SQLITE_CORRUPT:  # a damaged state: what to do, as for a missing table
+        problem = f"{problem}: {UNUSABLE_FILE_ADVICE}"
     kind = NotAStateFile if code in _CORRUPT else StateError
     return kind(f"state store {path}: {problem}", path=str(path))
 

@@ -61,7 +61,8 @@ UNUSABLE_FILE_ADVICE = (
     "restore it from a backup, or move it aside with its -wal and -shm files and the next run "
     "builds a new state (a fresh walk of the platform)"
 )
-"""What to do about a state file missing a table of its own, said after the refusal."""
+"""What to do about a state file missing a table of its own, or damaged (SQLite finds its
+pages malformed), said after the refusal."""
 UNUSABLE_SCHEMA_ADVICE = (
     "restore it from a backup, or move it aside (rename the schema) and the next run builds a "
     "new state (a fresh walk of the platform)"

@@ -347,11 +347,35 @@ class TestForeignFiles:
         write(path)
         original = path.read_bytes()
 
-        with pytest.raises(NotAStateFile, match="left untouched"):
+        with pytest.raises(NotAStateFile, match="left untouched") as refused:
             Store.open(path, readonly=readonly)
 
         assert path.read_bytes() == original
         assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
+        assert "restore it from a backup" not in str(refused.value)  # not ours to advise on
+
+    @pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
+    def test_a_damaged_state_file_is_refused_with_what_to_do(
+        self, state_path: Path, readonly: bool
+    ) -> None:
+        """As one missing a table of its own: SQLite opens it (its header is intact), then
+        finds its pages malformed."""
+        with Store.open(state_path) as store:
+            store.migrate()
+        with state_path.open("r+b") as raw:
+            raw.seek(100)  # SQLite's header is the first 100 bytes
+            raw.write(b"\xa5" * (state_path.stat().st_size - 100))
+        before = state_path.read_bytes()
+
+        with pytest.raises(NotAStateFile) as refused:
+            Store.open(state_path, readonly=readonly)
+
+        assert str(refused.value) == (
+            f"{state_path}: not a usable choreo-ingest state file (database disk image is "
+            "malformed); left untouched: restore it from a backup, or move it aside with its "
+            "-wal and -shm files and the next run builds a new state (a fresh walk of the platform)"
+        )
+        assert state_path.read_bytes() == before
 
     @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")
     @pytest.mark.parametrize(

@@ -143,7 +143,11 @@ class TestTranslation:
             with pytest.raises(NotAStateFile) as caught:
                 list(rows)
 
-        assert str(caught.value).startswith(f"state store {state_path}: corrupt (")
+        assert str(caught.value) == (
+            f"state store {state_path}: corrupt (database disk image is malformed): restore it "
+            "from a backup, or move it aside with its -wal and -shm files and the next run "
+            "builds a new state (a fresh walk of the platform)"
+        )
 
     @pytest.mark.parametrize(
         ("statement", "error"),
