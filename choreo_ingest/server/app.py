@@ -54,6 +54,7 @@ from choreo_ingest.server.context import (
     Server,
     as_operator,
     in_thread,
+    no_state_problem,
     provider_of,
     require_state,
     require_token,
@@ -135,9 +136,9 @@ def _healthz(server: Server) -> Handler:
 def _readyz(server: Server) -> Handler:
     def problem() -> str | None:
         """Why the state cannot be read, or None (no state yet: in `/health`'s words)."""
-        if not server.state.exists():
-            reason: str = no_state_health(server.state)["problems"][0]
-            return reason
+        missing = no_state_problem(server)
+        if missing is not None:
+            return missing
         with reading(server.state):
             return None
 

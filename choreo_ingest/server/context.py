@@ -121,11 +121,21 @@ async def provider_of(server: Server, request: Request, scope: ProviderScope) ->
     return checked
 
 
+def no_state_problem(server: Server) -> str | None:
+    """For a worker thread: that there is no state yet, in `/health`'s words; None when there is
+    one (a store that cannot say raises StateError)."""
+    if server.state.exists():
+        return None
+    problem: str = no_state_health(server.state)["problems"][0]
+    return problem
+
+
 def require_state(server: Server) -> None:
     """For a worker thread: 503 when there is no state yet (a store that cannot say, StateError,
     is `in_thread`'s 503)."""
-    if not server.state.exists():
-        raise HTTPProblem(503, no_state_health(server.state)["problems"][0])
+    problem = no_state_problem(server)
+    if problem is not None:
+        raise HTTPProblem(503, problem)
 
 
 def require_token(server: Server, request: Request) -> None:
