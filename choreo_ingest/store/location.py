@@ -272,7 +272,11 @@ class PgRunLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # ending the session lets the lock go
+            # Unlocked first: a closed session's locks go only when its server process has
+            # ended, after close() returns, and a run started right after would find it held.
+            with suppress(StateError):
+                self._conn.advisory_unlock(self._location._lock_key())
+            self._conn.close()
             self._conn = None
 
     def is_held_elsewhere(self) -> bool:

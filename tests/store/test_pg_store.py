@@ -117,6 +117,29 @@ class TestRunLock:
         with location.run_lock():
             assert location.lock_held_elsewhere()
 
+    def test_a_released_run_lock_is_free_before_its_session_has_ended(
+        self, pg_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The server ends a closed session (and lets its locks go) after close() returns; a
+        # run started right after a release must not find the lock held by that session.
+        lingering: list[PgConnection] = []
+        really_close = PgConnection.close
+
+        def linger(conn: PgConnection) -> None:
+            lingering.append(conn)
+
+        monkeypatch.setattr(PgConnection, "close", linger)
+        location = PostgresLocation(pg_url)
+        with location.run_lock():
+            pass
+        monkeypatch.undo()
+        try:
+            assert len(lingering) == 1  # released, its session still alive
+            assert not location.lock_held_elsewhere()
+        finally:
+            for conn in lingering:
+                really_close(conn)
+
     def test_one_lock_per_schema(self, pg_url: str) -> None:
         with PostgresLocation(pg_url, schema="one").open_locked():
             with PostgresLocation(pg_url, schema="two").open_locked() as other:
