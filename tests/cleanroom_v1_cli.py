@@ -38,6 +38,7 @@ def write_config(
     chunk_size: int = 100,
     secret: str | None = None,
     mirror: bool = False,
+    mapping: dict[str, Any] | None = None,
     **incremental: Any,
 ) -> Path:
     config = {
@@ -53,7 +54,7 @@ def write_config(
             },
             "incremental": {"chunkSize": chunk_size, "burstLength": 20, **incremental},
         },
-        "mapping": {"defaultOwner": DEFAULT_OWNER},
+        "mapping": {"defaultOwner": DEFAULT_OWNER, **(mapping or {})},
         "state": {"path": str(directory / "state.db")},
     }
     if mirror:
@@ -152,7 +153,8 @@ def assert_every_request_authorized(server: Running) -> None:
 
 
 def assert_catalog_consistent(entities: list[dict[str, Any]]) -> None:
-    """No duplicates, valid names, and every system/domain/providesApis ref resolves."""
+    """No duplicates, valid names, and every system/domain/providesApis/consumesApis ref
+    resolves."""
     refs = Counter(ref_of(e) for e in entities)
     assert [ref for ref, n in refs.items() if n > 1] == []
     known = set(refs)
@@ -168,7 +170,7 @@ def assert_catalog_consistent(entities: list[dict[str, Any]]) -> None:
             assert full_ref(spec["system"], "system", namespace) in known, (meta, spec["system"])
         if "domain" in spec:
             assert full_ref(spec["domain"], "domain", namespace) in known, (meta, spec["domain"])
-        for api in spec.get("providesApis", []):
+        for api in [*spec.get("providesApis", []), *spec.get("consumesApis", [])]:
             assert full_ref(api, "api", namespace) in known, (meta["name"], api)
         managed = annotations(e).get("backstage.io/managed-by-location", "")
         assert managed != "provider:OpenChoreoEntityProvider"

@@ -1,6 +1,7 @@
 """Worlds for the clean-room OpenChoreo v1 fake (cleanroom_v1.py): builders of its projects,
 components and workloads, the showcase (one namespace of every shape `openchoreo-v1-api.md`
-names), names Backstage would refuse as they are, and a bulk world of several pages a listing.
+names), names Backstage would refuse as they are, a bulk world of several pages a listing, and
+a namespace of workloads that depend on other components' endpoints.
 """
 
 from __future__ import annotations
@@ -324,3 +325,85 @@ def bulk(api: OpenChoreoV1, sizes: dict[str, int] = BULK) -> set[str]:
             if i % 2 == 0:
                 expected.add(f"api:{namespace}/{proj}-{name}-http")
     return expected
+
+
+DEPS = "deps"
+"""The namespace of `dependencies`."""
+TELEMETRY = "telemetry-gateway"  # with LONG_PROJECT and `otlp`: a 68-character API name
+STUB_TYPES = {
+    "http": "HTTP",
+    "grpc": "gRPC",
+    "graphql": "GraphQL",
+    "ws": "Websocket",
+    "tcp": "TCP",
+    "udp": "UDP",
+}
+"""The endpoints of `deps/inventory` (none with a schema) and their types."""
+Dependency = tuple[str | None, str, str]
+"""(project, None for the consumer's own; component; endpoint)."""
+
+
+def needs(*targets: Dependency) -> list[dict[str, Any]]:
+    """`spec.dependencies.endpoints` (OpenChoreo's WorkloadConnection) for (project or None for
+    the consumer's own, component, endpoint) triples."""
+    found = []
+    for number, (target_project, target, endpoint) in enumerate(targets):
+        connection: dict[str, Any] = {
+            "component": target,
+            "name": endpoint,
+            "visibility": "project" if target_project is None else "namespace",
+            "envBindings": {"address": f"DEP_{number}_URL", "host": f"DEP_{number}_HOST"},
+        }
+        if target_project is not None:
+            connection["project"] = target_project
+        found.append(connection)
+    return found
+
+
+def consumer(api: OpenChoreoV1, project_name: str, name: str, *targets: Dependency) -> None:
+    """A ready service without endpoints whose workload depends on `targets` (`needs`)."""
+    service = {"kind": "ComponentType", "name": "deployment/service"}
+    api.put("components", DEPS, component(name, project_name, ctype=service, ready="True"))
+    load = workload(f"{name}-wl", project_name, name)
+    load["spec"]["dependencies"] = {"endpoints": needs(*targets)}
+    api.put("workloads", DEPS, load)
+
+
+def dependencies(api: OpenChoreoV1) -> None:
+    """One namespace of workloads that depend on endpoints of every shape: with and without
+    a schema, in the consumer's project and in another (named, or left empty), on the two
+    components whose APIs would share a name, on a name past 63 characters, on nothing, and on
+    `shop/late`, which this world does not hold (a test adds it later)."""
+    api.add_namespace(DEPS)
+    for name in ("shop", "pay", "a", "a-b", LONG_PROJECT):
+        api.put("projects", DEPS, project(name))
+    http = {"type": "HTTP", "port": 8080, "schema": {"type": "openapi", "content": OPENAPI}}
+    put_service(api, DEPS, "shop", "orders", "orders-wl", {"api": http, "admin": {"type": "HTTP"}})
+    stubs: dict[str, Any] = {
+        name: {"type": kind, "port": 7000 + n} for n, (name, kind) in enumerate(STUB_TYPES.items())
+    }
+    stubs["udp"]["schema"] = {"type": "openapi", "content": " \n"}  # blank: no schema
+    put_service(api, DEPS, "shop", "inventory", "inventory-wl", stubs)
+    put_service(api, DEPS, "pay", "billing", "billing-wl", {"rest": http})
+    put_service(api, DEPS, "a", "b-c", "b-c-wl", {"e": http})
+    put_service(api, DEPS, "a-b", "c", "c-wl", {"e": http})
+    put_service(api, DEPS, LONG_PROJECT, TELEMETRY, "telemetry-wl", {"otlp": http})
+    collided = [("a", "b-c", "e"), ("a-b", "c", "e")]
+    consumer(api, "a", "aaa", (None, "b-c", "e"), *collided[1:])  # first: before its targets
+    consumer(api, "pay", "ledger", ("shop", "orders", "api"), (None, "billing", "rest"))
+    consumer(
+        api,
+        "shop",
+        "web",
+        (None, "orders", "api"),
+        ("", "orders", "api"),  # empty: its own project, as absent
+        (None, "orders", "admin"),  # no schema
+        (None, "inventory", "grpc"),  # no schema
+        ("pay", "billing", "rest"),
+        ("shop", "billing", "rest"),  # not billing's project
+        ("nope", "orders", "api"),  # no such project
+        *collided,
+        (LONG_PROJECT, TELEMETRY, "otlp"),
+        (None, "nowhere", "api"),
+        (None, "late", "api"),
+    )
