@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
+import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 from cleanroom_v1 import Running, running
 from cleanroom_v1_worlds import showcase
@@ -91,6 +96,38 @@ def showcase_ingested(directory: Path, **options: Any) -> Iterator[tuple[Running
         config = write_config(directory, server, **options)
         run_cycle(config)
         yield server, config
+
+
+@contextmanager
+def serving(config: Path, log: Path, *verbosity: str) -> Iterator[str]:
+    """`choreo-ingest [verbosity] serve` with `config` as its own process on a free loopback
+    port, its stderr in `log`: its base URL. SIGTERM on exit, which must end it with 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "choreo_ingest", *verbosity, "serve"]
+    command += ["--listen", f"127.0.0.1:{port}", "--config", str(config)]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            assert process.wait(15) == 0, log.read_text()[-2000:]
+
+
+def wait_for(check: Callable[[], Any], what: str, log: Path | None = None) -> None:
+    """Until `check()` is true (an HTTP error or a missing key counts as not yet), at most 15 s;
+    else fail with `what` and the end of `log`."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, KeyError, IndexError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: {log.read_text()[-2000:] if log else ''}")
 
 
 def export(config: Path) -> list[dict[str, Any]]:

@@ -9,9 +9,6 @@ created, updated, moved and deleted behind the catalog's back.
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,9 @@ from cleanroom_v1_cli import (
     full_ref,
     mirrored,
     run_cycle,
+    serving,
     showcase_ingested,
+    wait_for,
     write_config,
 )
 from cleanroom_v1_worlds import (
@@ -253,43 +252,14 @@ def test_a_forwarder_start_flood_is_dropped_for_a_walk(here: Path) -> None:
 def test_serve_takes_the_forwarders_webhook(here: Path) -> None:
     """`serve` at the Helm default route: POST, application/json, no auth header, any 2xx."""
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with running() as server, (here / "serve.log").open("w") as log:
+    with running() as server:
         showcase(server.api)
         config = write_config(here, server)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "choreo_ingest",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        base = f"http://127.0.0.1:{port}"
-
-        def wait_for(check: Any, what: str) -> None:
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                try:
-                    if check():
-                        return
-                except (httpx.HTTPError, KeyError, IndexError, ValueError):
-                    pass
-                time.sleep(0.1)
-            raise AssertionError(f"{what}: {(here / 'serve.log').read_text()[-2000:]}")
-
-        try:
+        with serving(config, here / "serve.log") as base:
             wait_for(
                 lambda: httpx.get(base + "/status").json()["providers"][0]["lastCompletedAt"],
                 "no cycle completed",
+                here / "serve.log",
             )
             server.api.put("components", "acme", component("payments", "shop"))
             server.api.delete("components", "acme", "worker")
@@ -308,10 +278,7 @@ def test_serve_takes_the_forwarders_webhook(here: Path) -> None:
                 refs = by_ref(export(config))
                 return "component:acme/payments" in refs and "component:acme/worker" not in refs
 
-            wait_for(applied, "events not applied")
-        finally:
-            process.terminate()
-            assert process.wait(15) == 0
+            wait_for(applied, "events not applied", here / "serve.log")
 
 
 def test_events_for_a_new_namespace_in_any_order_and_a_deleted_event_for_a_live_object(
