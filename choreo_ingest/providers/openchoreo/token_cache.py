@@ -7,10 +7,11 @@ share one in memory.
 
 The file holds the token, its refresh point, and a SHA-256 of what it was granted for (token
 URL, client id, scope, audience and client secret), so a changed config or a rotated secret
-never reuses it; never the secret itself. It is written whole to a new file with mode 0600 and
-renamed over the old, so a reader never sees half of one. A file that cannot be read or does not
-match, or that any user may read, is ignored (a new grant replaces it, at 0600); one
-that cannot be written is logged and skipped: the call goes on with its token (`check` says so).
+never reuses it; never the secret itself. It is written whole to a new file with mode 0600
+(whatever the umask) and renamed over the old, so a reader never sees half of one. A file that
+cannot be read or does not match, or that any user may read, is ignored (a new grant replaces
+it, at 0600); one that cannot be written is logged and skipped: the call goes on with its token
+(`check` says so).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from choreo_ingest.logs import get_logger
 MAX_FILE_BYTES = 65_536
 """A larger file is not one this module wrote: ignored, not read into memory."""
 FORMAT = 1
+FILE_MODE = 0o600
 CONFIG_KEY = "openchoreo.auth.oauth.tokenCacheFile"
 
 log = get_logger("choreo_ingest.http")
@@ -83,7 +85,8 @@ class TokenCache:
         try:
             temporary.unlink(missing_ok=True)  # a killed call's leftover, or a planted link
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-            with os.fdopen(os.open(temporary, flags, 0o600), "w", encoding="utf-8") as file:
+            with os.fdopen(os.open(temporary, flags, FILE_MODE), "w", encoding="utf-8") as file:
+                os.fchmod(file.fileno(), FILE_MODE)  # whatever the umask took away
                 json.dump(document, file)
             temporary.replace(self.path)
         except OSError as error:
