@@ -76,6 +76,8 @@ FINISHING_BURST_LENGTH = 30.0
 """Bursts once the kills are over: long enough that waiting out a 429 fits in them."""
 RESUME_SECONDS = 1.5
 """Enough for a run to start, drain the inbox and send its first list request."""
+MAX_UNKILLED_RUNS = 10
+"""Whole bursts run before the last kill, at most, until one leaves a cursor to expire."""
 OAUTH_CLIENT = "choreo-ingest-soak"
 OAUTH_SECRET = secrets.token_urlsafe(24)
 """A fresh client secret per soak: the simulator gets it through its environment."""
@@ -454,7 +456,7 @@ class Soak:
         options, figures, rng = self.options, self.figures, self.rng
         pending: list[Event] = []
         kill_window = options.burst_length + 1.0  # start-up, burst, the end
-        iteration = last_wait = 0
+        iteration = last_wait = unkilled = 0
         while figures.kills < options.kills:
             iteration += 1
             for _ in range(rng.randint(0, 3)):
@@ -463,12 +465,23 @@ class Soak:
                 self._feed(pending)
                 pending = []
             earliest_kill = 0.0
+            # Before the last kill, a cursor must have expired under a run at least once: on a
+            # loaded machine every earlier check may have met a state between two listings.
+            owed = bool(options.expire_every) and not figures.cursor_waits
+            owed = owed and figures.kills == options.kills - 1
             due = options.expire_every and iteration - last_wait >= options.expire_every
-            if due and _holds_api_cursor(self.directory / "state.db"):
+            if (due or owed) and _holds_api_cursor(self.directory / "state.db"):
                 time.sleep(options.cursor_ttl + 0.5)  # the stored API cursor expires
                 figures.cursor_waits += 1
                 last_wait = iteration
                 earliest_kill = RESUME_SECONDS  # let the run get as far as resuming the listing
+            elif owed and unkilled < MAX_UNKILLED_RUNS:
+                unkilled += 1  # a whole burst, to leave a cursor in the middle of a listing
+                run = ingest(self.config, "run", "--force")
+                figures.runs += 1
+                self.codes[str(run.returncode)] += 1
+                _require_expected_exit(run.returncode, run.stderr)
+                continue
             kill_after = rng.uniform(earliest_kill, kill_window)
             run = ingest(self.config, "run", "--force", kill_after=kill_after)
             figures.runs += 1
