@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# One xdist worker takes every test here (pyproject's `--dist loadgroup`): a module split
+# between workers would run both soaks on each.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("soak")]
 
 SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
 KILLS = {"orgs": 10, "v1": 8}
@@ -66,7 +68,7 @@ def soaks() -> Iterator[dict[str, subprocess.Popen[str]]]:
     for process in started.values():
         if process.poll() is None:
             process.kill()
-            process.communicate()
+        process.communicate()  # closes the pipes of a soak no test read, too
 
 
 @functools.cache
