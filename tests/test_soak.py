@@ -30,10 +30,11 @@ KILLS = {"orgs": 10, "v1": 8}
 ARGUMENTS = {
     "orgs": [
         "--api", "orgs", "--kills", str(KILLS["orgs"]), "--components", "600",
-        "--per-project", "150", "--seed", "7", "--rate-limit", "200", "--cursor-ttl", "3",
+        "--per-project", "150", "--seed", "7", "--rate-limit", "60", "--cursor-ttl", "3",
         "--expire-every", "6", "--burst-length", "2", "--json",
     ],
-    # v1 makes one request per page and none per component: a lower cap to meet 429s, and
+    # A cap a loaded machine's walk still exceeds (at 200 a walk slowed by other work met no
+    # 429 at all). v1 makes one request per page and none per component: a lower cap, and
     # 4 s tokens so that runs refresh their token on the way.
     "v1": [
         "--api", "v1", "--kills", str(KILLS["v1"]), "--components", "600",
@@ -113,12 +114,16 @@ def test_every_kill_landed_and_every_other_run_exited_as_expected(report: dict[s
 
 
 def test_the_faults_really_happened(report: dict[str, Any]) -> None:
-    server = report["figures"]["server"]
-    assert server["server_errors_5xx"] > 0
-    assert server["rate_limited_429"] > 0
-    assert server["expired_cursors"] > 0  # 410 in the org era, 500 in v1
-    assert report["figures"]["cursor_waits"] > 0
-    assert report["figures"]["cursor_resets"] > 0
+    figures = report["figures"]
+    server = figures["server"]
+    counts = {
+        "server_errors_5xx": server["server_errors_5xx"],
+        "rate_limited_429": server["rate_limited_429"],
+        "expired_cursors": server["expired_cursors"],  # 410 in the org era, 500 in v1
+        "cursor_waits": figures["cursor_waits"],
+        "cursor_resets": figures["cursor_resets"],
+    }
+    assert [name for name, count in counts.items() if count == 0] == [], counts
 
 
 def test_the_world_changed_and_events_were_applied(report: dict[str, Any]) -> None:
