@@ -131,10 +131,15 @@ _SECRET_FILES = frozenset(
     {f"{AUTH_KEY}.tokenFile", f"{OAUTH_KEY}.clientSecretFile", "serve.auth.tokenFile"}
     | {"serve.events.secretFile", "state.passwordFile"}
 )
-# Sections that hold a secret: a scalar given in place of one may be that secret.
+_HIDDEN_VALUES = _SECRETS | {"state.url"}
+"""Keys whose value no error shows (`state.url` may hold a password)."""
+# Sections that hold a secret, a secret file or a URL with a password: a scalar given in place
+# of one may be that secret (`serve: {auth: <the token>}`).
 _SECRET_SECTIONS = frozenset(
-    path.rsplit(".", depth)[0] for path in _SECRETS for depth in range(1, path.count(".") + 1)
-) - {"openchoreo"}
+    path.rsplit(".", depth)[0]
+    for path in _HIDDEN_VALUES | _SECRET_FILES
+    for depth in range(1, path.count(".") + 1)
+) - {"openchoreo", "state"}  # a URL given as `state` is shown with its password masked
 
 _CHILDREN: dict[str, list[str]] = {}  # section path ("" for the top) -> its keys
 for _path in _SCHEMA:
@@ -203,11 +208,12 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
     that fails for what the environment holds (VAR unset, say) becomes a DeferredSecret: only
     the API needs it."""
     secret = path in _SECRETS
+    hidden = path in _HIDDEN_VALUES
     deferrable = secret or path in _SECRET_FILES
     try:
-        return _SCHEMA[path](expand(value, env, secret=secret))
+        return _SCHEMA[path](expand(value, env, secret=secret, hidden=hidden))
     except Invalid as err:
-        got = "" if err.value is NOTHING else f", got {describe(err.value, secret=secret)}"
+        got = "" if err.value is NOTHING else f", got {describe(err.value, secret=hidden)}"
         if deferrable and isinstance(value, str) and uses_environment(value):
             return DeferredSecret(path + err.where, f"{err.problem}{got}")
         raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
@@ -373,6 +379,7 @@ def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
         document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as err:  # its str() quotes the line, which may hold the token
         mark, problem = err.problem_mark or err.context_mark, err.problem or err.context
+        problem = _unquoted_yaml_problem(problem)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
     except yaml.YAMLError as err:
@@ -387,6 +394,23 @@ def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
             "expanded (a config holds a few dozen)"
         )
     return document
+
+
+_YAML_PROBLEMS_QUOTING_A_VALUE = {
+    "found undefined alias": "an undefined alias (quote a value that starts with `*`)",
+    "found undefined tag handle": "an undefined tag handle (quote a value that starts with `!`)",
+    "could not determine a constructor for the tag": "an unknown tag (quote a value that "
+    "starts with `!`)",
+}
+
+
+def _unquoted_yaml_problem(problem: str | None) -> str | None:
+    """PyYAML's problem without the text of an alias or tag it quotes: an unquoted token or
+    secret that starts with `*` or `!` reads as one (`token: *Zq9...`)."""
+    for start, said in _YAML_PROBLEMS_QUOTING_A_VALUE.items():
+        if problem and problem.startswith(start):
+            return f"found {said}"
+    return problem
 
 
 def _literal_secrets(document: dict[Any, Any]) -> list[str]:

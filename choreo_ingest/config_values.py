@@ -333,14 +333,17 @@ SUBSTITUTION = re.compile(r"\$(?:\$|\{([^}]*)(\})?)")
 REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 
 
-def interpolate(text: str, env: Mapping[str, str], *, secret: bool) -> str:
+def interpolate(text: str, env: Mapping[str, str], *, secret: bool, hidden: bool = False) -> str:
+    """`text` with its `${NAME}` references substituted. `secret`: an empty variable is an error,
+    and `secret` or `hidden` (a URL that may hold a password): errors never show the text."""
+
     def substitute(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         body, closed = match.group(1), match.group(2)
         reference = REFERENCE.fullmatch(body) if closed else None
         if reference is None:
-            shown = "" if secret else f" ${{{body}{closed or ''}"
+            shown = "" if secret or hidden else f" ${{{body}{closed or ''}"
             raise Invalid(f"bad substitution{shown}: use ${{NAME}}, ${{NAME:-default}} or $$")
         name, default = reference.groups()
         if default is not None and not env.get(name):
@@ -355,17 +358,17 @@ def interpolate(text: str, env: Mapping[str, str], *, secret: bool) -> str:
     return SUBSTITUTION.sub(substitute, text)
 
 
-def expand(value: object, env: Mapping[str, str], *, secret: bool) -> object:
+def expand(value: object, env: Mapping[str, str], *, secret: bool, hidden: bool = False) -> object:
     if isinstance(value, str):
-        return interpolate(value, env, secret=secret)
+        return interpolate(value, env, secret=secret, hidden=hidden)
     if isinstance(value, list):
         return [
-            within(f"[{i}]", partial(expand, item, env, secret=secret))
+            within(f"[{i}]", partial(expand, item, env, secret=secret, hidden=hidden))
             for i, item in enumerate(value)
         ]
     if isinstance(value, dict):
         return {
-            key: within(f".{key}", partial(expand, item, env, secret=secret))
+            key: within(f".{key}", partial(expand, item, env, secret=secret, hidden=hidden))
             for key, item in value.items()
         }
     return value

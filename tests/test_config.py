@@ -664,6 +664,9 @@ class TestSecrets:
             f'openchoreo:\n  token: "{SECRET}\n',
             f"openchoreo:\n  token: {SECRET}\n  token: {SECRET}",
             f"openchoreo:\n  token: {SECRET}\n  bad key {SECRET}",
+            f"openchoreo: {{token: *{SECRET}}}",
+            f"openchoreo:\n  token: !{SECRET}",
+            f"openchoreo:\n  token: !{SECRET}!x",
         ],
         ids=[
             "list",
@@ -675,6 +678,9 @@ class TestSecrets:
             "unclosed-quote",
             "duplicate",
             "yaml-error-after-token",
+            "read-as-an-alias",
+            "read-as-a-tag",
+            "read-as-a-tag-handle",
         ],
     )
     def test_token_value_never_appears_in_errors(self, tmp_path: Path, text: str) -> None:
@@ -696,6 +702,11 @@ class TestSecrets:
             "openchoreo: {auth: {oauth: 123456789}}",
             f"openchoreo: {{auth: {{token: {SECRET}, tokenFile: f}}}}",
             f"openchoreo: {{token: {SECRET}, auth: {{token: {SECRET}}}}}",
+            f"serve: {{auth: {SECRET}}}",
+            f"serve: {{events: {SECRET}}}",
+            f"state: postgresql://u:{SECRET}@db/x",
+            f"state: {{url: 'postgresql://u:${{PW:-{SECRET}@db/x'}}",
+            f"state: {{url: [postgresql://u:{SECRET}@db/x]}}",
         ],
         ids=[
             "auth-token-list",
@@ -706,6 +717,11 @@ class TestSecrets:
             "oauth-number",
             "two-modes",
             "shorthand-and-token",
+            "serve-auth-scalar",
+            "serve-events-scalar",
+            "state-scalar",
+            "state-url-bad-substitution",
+            "state-url-list",
         ],
     )
     def test_auth_secrets_never_appear_in_errors(self, tmp_path: Path, text: str) -> None:
