@@ -277,7 +277,29 @@ def _url_parts(url: str, value: object, *, expected: str, hint: str) -> SplitRes
         raise Invalid(f"expected an http:// or https:// URL {expected}", value)
     if parts.username or parts.password:
         raise Invalid(f"must not hold credentials; {hint}")
+    if not url.isprintable() or any(c.isspace() for c in url):
+        raise Invalid("must not hold spaces or control characters", value)
+    if not _is_host_name(parts.hostname or "", bracketed="[" in parts.netloc):
+        raise Invalid(f"expected an http:// or https:// URL {expected}: not a host name", value)
     return parts
+
+
+_NOT_IN_A_HOST_NAME = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+"""What a host name may not hold (WHATWG URL's forbidden host code points)."""
+
+
+def _is_host_name(host: str, *, bracketed: bool) -> bool:
+    """Whether an HTTP client can connect to `host`: an IPv6 address in brackets, or a name of
+    non-empty labels (`a..b` is none) that IDNA encodes."""
+    if bracketed:
+        return all(c in "0123456789abcdef:." for c in host)
+    if _NOT_IN_A_HOST_NAME.search(host) or "" in host.rstrip(".").split("."):
+        return False
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def choice(*choices: str) -> Callable[[object], str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import textwrap
@@ -1460,6 +1461,33 @@ class TestRequireApi:
     def test_base_url_set_in_code_is_validated_too(self) -> None:
         with pytest.raises(ConfigError, match=r"^openchoreo\.baseUrl: expected an http"):
             require_api(Config(openchoreo=OpenChoreoConfig(base_url="127.0.0.1:8080")))
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("http://a..b", "not a host name"),
+            ("http://.openchoreo.test", "not a host name"),
+            (f"http://{'a' * 64}.test", "not a host name"),
+            ("http://a\tb", "must not hold spaces or control characters"),
+            ("http://api.test/api\n/v1", "must not hold spaces or control characters"),
+            ("http://api.test/a b", "must not hold spaces or control characters"),
+        ],
+        ids=["empty-label", "leading-dot", "label-too-long", "tab", "newline", "space"],
+    )
+    def test_a_base_url_no_request_could_be_sent_to_is_a_config_error(
+        self, tmp_path: Path, url: str, problem: str
+    ) -> None:
+        """Not a provider crash (exit 1) when the first request is built or connects."""
+        for key in ("baseUrl", "auth: {oauth: {clientId: c, clientSecret: s, tokenUrl"):
+            closing = "}}" if key.startswith("auth") else ""
+            text = f"openchoreo: {{{key}: {json.dumps(url)}{closing}}}\n"
+            with pytest.raises(ConfigError, match=problem) as caught:
+                require_api(load_text(tmp_path, text))
+            assert caught.value.path in ("openchoreo.baseUrl", "openchoreo.auth.oauth.tokenUrl")
+
+    @pytest.mark.parametrize("url", ["http://bücher.test", "http://api.test.", "http://[::1]:8080"])
+    def test_host_names_a_client_connects_to_pass(self, url: str) -> None:
+        require_api(Config(openchoreo=OpenChoreoConfig(base_url=url)))
 
     def test_commands_without_the_api_load_without_base_url(self, tmp_path: Path) -> None:
         assert load_text(tmp_path, "mapping: {lifecycle: beta}\n").openchoreo.base_url is None

@@ -109,17 +109,22 @@ class OpenChoreoClient:
         self._rng = rng
         self._limiter = limiter or request_limiter(config, clock)
         headers = {"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"}
-        self._http = httpx.Client(
-            base_url=self._base_url + "/",
-            headers=headers,
-            transport=_transport(transport),
-            verify=_verify(config),
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=self._limiter.max_concurrent,
-                max_keepalive_connections=self._limiter.max_concurrent,
-            ),
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self._base_url + "/",
+                headers=headers,
+                transport=_transport(transport),
+                verify=_verify(config),
+                follow_redirects=False,
+                limits=httpx.Limits(
+                    max_connections=self._limiter.max_concurrent,
+                    max_keepalive_connections=self._limiter.max_concurrent,
+                ),
+            )
+        except (httpx.InvalidURL, UnicodeError) as error:  # what the config's check let through
+            raise ConfigError(
+                f"not a URL to send requests to ({error})", path="openchoreo.baseUrl"
+            ) from None
         self._credentials = credentials or credentials_for(
             config.auth, clock=clock, post_form=form_poster(config, transport)
         )

@@ -1524,6 +1524,12 @@ class TestConstruction:
         assert (client.base_url, client.server_root) == (f"{root}/api/v1", root)
         assert str(httpx_mock.get_request().url) == f"{root}/api/v1/namespaces?limit=1"
 
+    @pytest.mark.parametrize("configured", ["http://a\tb", "http://a\nb"])
+    def test_a_base_url_httpx_refuses_is_a_config_error(self, clock, configured: str) -> None:
+        """Set in code, past the config file's check: still exit 2, not a provider crash."""
+        with pytest.raises(ConfigError, match=r"^openchoreo\.baseUrl: not a URL to send"):
+            OpenChoreoClient(OpenChoreoConfig(base_url=configured), clock=clock, deadline=None)
+
     def test_unreadable_ca_bundle_is_a_config_error(self, clock, tmp_path, base_url: str) -> None:
         config = OpenChoreoConfig(base_url=base_url, ca_bundle=str(tmp_path / "missing.pem"))
 
