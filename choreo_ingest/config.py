@@ -89,6 +89,7 @@ __all__ = [
     "require_secrets",
     "resolve_state_path",
     "reveal",
+    "secret_file_shown",
     "secret_files",
     "secret_values",
     "state_origin",
@@ -253,10 +254,20 @@ def read_secret_file(path: SecretPath | None, key: str) -> str | None:
         value = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise ConfigError(f"cannot read {path}: {reason}", path=key) from None
+        raise ConfigError(f"cannot read {secret_file_shown(path)}: {reason}", path=key) from None
     if not value:
         raise ConfigError(f"{path} is empty", path=key)
     return value
+
+
+def secret_file_shown(path: str | Path) -> str:
+    """A secret file's path as an error shows it: as it is where it is a path (the file is
+    there, or its directory is), else not at all, since the secret itself may have been
+    written where its file's path belongs (`tokenFile: <the token>`)."""
+    file = Path(path).expanduser()
+    if file.exists() or ("/" in str(path) and file.parent.is_dir()):
+        return str(path)
+    return "the file it names (not shown: it may be the secret itself)"
 
 
 def require_api(config: Config) -> None:

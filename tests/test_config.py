@@ -25,6 +25,7 @@ from choreo_ingest.config import (
     effective_chunk_size,
     find_config_path,
     load_config,
+    read_secret_file,
     require_api,
     require_secrets,
     resolve_state_path,
@@ -1630,6 +1631,39 @@ class TestRequireApiSecrets:
 
         with pytest.raises(ConfigError, match=rf"openchoreo\.auth\.{key}.*cannot read"):
             require_api(config)
+
+    @pytest.mark.parametrize(
+        "key",
+        [
+            "openchoreo.auth.tokenFile",
+            "openchoreo.auth.oauth.clientSecretFile",
+            "serve.auth.tokenFile",
+            "serve.events.secretFile",
+            "state.passwordFile",
+        ],
+    )
+    @pytest.mark.parametrize(
+        "written", ["Zq9-the-secret-itself", "Zq9/with/a/slash", "a.b.c-jwt-like"]
+    )
+    def test_a_secret_written_where_its_files_path_belongs_is_not_shown(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, written: str
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ConfigError) as caught:
+            read_secret_file(written, key)
+        assert str(caught.value) == (
+            f"{key}: cannot read the file it names (not shown: it may be the secret itself): "
+            "No such file or directory"
+        )
+
+    def test_a_secret_files_path_is_shown_where_it_is_one(self, tmp_path: Path) -> None:
+        for path, problem in [
+            (tmp_path / "missing", "No such file or directory"),
+            (tmp_path, "Is a directory"),
+        ]:
+            with pytest.raises(ConfigError) as caught:
+                read_secret_file(str(path), "openchoreo.auth.tokenFile")
+            assert str(caught.value) == f"openchoreo.auth.tokenFile: cannot read {path}: {problem}"
 
     def test_an_empty_token_file_is_a_config_error(self, tmp_path: Path) -> None:
         (tmp_path / "token").write_text("\n")

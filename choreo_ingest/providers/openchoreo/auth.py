@@ -40,6 +40,7 @@ from choreo_ingest.config import (
     AuthConfig,
     OAuthConfig,
     reveal,
+    secret_file_shown,
     token_problem,
 )
 from choreo_ingest.errors import (
@@ -466,7 +467,8 @@ def _read_secret(path: Path, key: str) -> str:
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=key) from None
+        shown = secret_file_shown(path)
+        raise ConfigError(f"{shown}: cannot read: {err.strerror or err}", path=key) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: cannot read: not UTF-8 text", path=key) from None
     if not text:
