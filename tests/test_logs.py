@@ -352,7 +352,7 @@ class TestWholeTokenRedaction:
         [
             "GET /api/v1/namespaces/acme/projects: HTTP 500",
             "component checkout-service committed",
-            '{"kind": "Component", "metadata": {"name": "c"}}',
+            '{"kind": "Component", "metadata": {"name": "checkout-c1"}}',
         ],
         ids=["path", "words", "json"],
     )
@@ -404,12 +404,14 @@ class TestWholeTokenRedaction:
         )
 
     @pytest.mark.parametrize("secret", ["c", "ab", "xyz"], ids=["one", "two", "three"])
-    def test_short_secret_is_masked_where_a_whole_value_equals_it(self, secret: str) -> None:
+    def test_short_secret_is_masked_where_it_stands_alone(self, secret: str) -> None:
         redactor = Redactor()
         redactor.register(secret)
 
         assert redactor.scrub(secret) == "***"
-        assert redactor.scrub(f"say {secret}") == f"say {secret}"
+        assert redactor.scrub(f"Bearer {secret}") == "Bearer ***"
+        assert redactor.scrub(f"token={secret}&x") == "token=***&x"
+        assert redactor.scrub(f"zz{secret}zz projects") == f"zz{secret}zz projects"
 
     @pytest.mark.parametrize(
         ("text", "expected"),

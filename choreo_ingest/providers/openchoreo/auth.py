@@ -50,7 +50,7 @@ from choreo_ingest.errors import (
     TokenUnavailable,
     TransientError,
 )
-from choreo_ingest.logs import get_logger, spellings
+from choreo_ingest.logs import MIN_SUBSTRING_LENGTH, get_logger, mask_short_secret, spellings
 from choreo_ingest.providers.openchoreo.client_auth import (
     Way,
     client_auth_refused,
@@ -74,9 +74,6 @@ token, a token file's content: they change while `serve` runs; `logs.register_le
 TOKENS_KNOWN = 4
 """Tokens a credentials object keeps masking in error texts, the latest: older ones expired."""
 
-MIN_REDACTED_LENGTH = 4
-"""Shorter secrets are not searched for in error texts: they would mangle words (and such a
-secret is guessable anyway)."""
 MAX_DESCRIPTION = 160
 """Longest `error_description` quoted in an error; a longer one is likely an HTML page."""
 
@@ -456,8 +453,10 @@ class _Known:
 
     def redact(self, text: str) -> str:
         for value in sorted(self.values(), key=len, reverse=True):
-            if len(value) >= MIN_REDACTED_LENGTH:
+            if len(value) >= MIN_SUBSTRING_LENGTH:
                 text = text.replace(value, "***")
+            else:
+                text = mask_short_secret(text, value, "***")
         return text
 
 

@@ -32,7 +32,8 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
-from choreo_ingest.providers.openchoreo.auth import MIN_REDACTED_LENGTH, Credentials
+from choreo_ingest.logs import MIN_SUBSTRING_LENGTH, mask_short_secret
+from choreo_ingest.providers.openchoreo.auth import Credentials
 
 BACKOFF_BASE = 0.2
 """Seconds before the first retry; doubles per retry, times a jitter factor in [0.5, 1.5)."""
@@ -165,9 +166,11 @@ class ErrorTranslator:
         return kind(text, method=method, path=path, status=status, code=shown_code)
 
     def redact(self, text: str) -> str:
-        for secret in self._credentials.secrets():
-            if len(secret) >= MIN_REDACTED_LENGTH:
+        for secret in sorted(self._credentials.secrets(), key=len, reverse=True):
+            if len(secret) >= MIN_SUBSTRING_LENGTH:
                 text = text.replace(secret, "<redacted>")
+            else:
+                text = mask_short_secret(text, secret, "<redacted>")
         return text
 
 

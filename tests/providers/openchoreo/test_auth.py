@@ -674,6 +674,22 @@ class TestEndpointErrors:
         assert CLIENT_SECRET not in repr(caught.value.args)
         assert CLIENT_SECRET not in str(caught.value.code)
 
+    @pytest.mark.parametrize("secret", ["Q", "Zq", "Zq9"])
+    def test_a_short_secret_echoed_by_the_endpoint_never_reaches_the_message(
+        self, secret: str
+    ) -> None:
+        """A secret too short to search for inside words is masked where it stands apart."""
+        body = {"error": "invalid_client", "error_description": f"secret {secret} declined"}
+        credentials = client_credentials(
+            FakeTokenEndpoint(always=(401, body)), FakeClock(), client_secret=secret
+        )
+
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+
+        assert f" {secret} " not in str(caught.value)
+        assert "secret *** declined" in str(caught.value)
+
     @pytest.mark.parametrize(
         "spelled",
         ["cs+SECRET/98 x=7", "cs%2BSECRET%2F98+x%3D7", "cs%2BSECRET%2F98%20x%3D7"],

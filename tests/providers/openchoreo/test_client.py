@@ -1099,7 +1099,9 @@ def test_token_never_appears_in_errors(
         assert token not in text
 
 
-@pytest.mark.parametrize("short", ["Ab9x", "Ab9xQ7z"], ids=["4", "7"])
+@pytest.mark.parametrize(
+    "short", ["Z", "Zq", "Zq9", "Ab9x", "Ab9xQ7z"], ids=["1", "2", "3", "4", "7"]
+)
 def test_a_short_token_the_api_echoes_is_masked_too(
     httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str, short: str
 ) -> None:
