@@ -53,7 +53,13 @@ from choreo_ingest.config_model import (
     ServeConfig,
     reveal,
 )
-from choreo_ingest.config_values import database_url_problem, is_database_url, parse_listen
+from choreo_ingest.config_values import (
+    NOT_A_POSTGRESQL_URL,
+    database_url_problem,
+    is_database_url,
+    looks_like_url,
+    parse_listen,
+)
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
@@ -166,11 +172,14 @@ def resolve_state_path(
     given, origin = _given_state(cli_db, env, option)
     if given is None:
         return config.state_url or config.state_path or DEFAULT_STATE_FILE
-    if is_database_url(given):
-        problem = database_url_problem(given)
+    if is_database_url(given.strip()):  # spaces around a pasted URL are not part of it
+        url = given.strip()
+        problem = database_url_problem(url)
         if problem is not None:  # a malformed value given, not a store that cannot be reached
             raise ConfigError(problem, path=origin)
-        return given
+        return url
+    if looks_like_url(given):  # never shown: taken as a path, it would be, password and all
+        raise ConfigError(NOT_A_POSTGRESQL_URL, path=origin)
     state = Path(given).expanduser()
     refuse_rewritten_state(state, config, origin)
     return state

@@ -51,6 +51,7 @@ from choreo_ingest.config_values import (
     as_providers,
     as_schema_name,
     as_seconds,
+    as_state_file_path,
     as_text,
     as_token_url,
     choice,
@@ -66,6 +67,8 @@ _CA_BUNDLE = "openchoreo.caBundle"
 _FILE_PATH = optional(as_file_path)
 """The parser of every key that names a file (or a directory): `_check_rewritten_files` finds
 them by it."""
+_STATE_FILE_PATH = optional(as_state_file_path)
+"""`state.path`'s: a file path, as `_FILE_PATH`'s, that is no URL (it would be shown whole)."""
 
 # The schema: YAML key path -> parser. A key sets the Config field its path spells in snake
 # case (openchoreo.incremental.burst_length) unless _TARGETS names another.
@@ -107,7 +110,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "serve.maxBodyBytes": as_count,
     "changes.retainDays": as_positive,
     "changes.maxRows": as_count,
-    "state.path": _FILE_PATH,
+    "state.path": _STATE_FILE_PATH,
     "state.url": optional(as_database_url),
     "state.passwordFile": _FILE_PATH,
     "state.schema": as_schema_name,
@@ -273,7 +276,7 @@ def _check_rewritten_files(found: dict[str, Any], source: Path | None) -> None:
     """A file choreo-ingest replaces whole (`_REWRITTEN`) may not be a file the tool reads or
     writes besides (the state file, a secret, the config file itself would be lost), nor lie in
     `catalog.directory`, whose files are the catalog."""
-    files = [key for key, parse in _SCHEMA.items() if parse is _FILE_PATH]
+    files = [key for key, parse in _SCHEMA.items() if parse in (_FILE_PATH, _STATE_FILE_PATH)]
     state = found.get(_target("state.path"))
     for key, (writer, content) in _REWRITTEN.items():
         written = found.get(_target(key))

@@ -170,8 +170,46 @@ def is_database_url(text: str) -> bool:
     return text.split(":", 1)[0].lower() in DATABASE_URL_SCHEMES and "://" in text
 
 
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+"""A scheme of two or more characters and `:/` (one character is a Windows drive: `C:/`)."""
+NOT_A_POSTGRESQL_URL = (
+    "looks like a URL, but only postgresql:// (or postgres://) URLs are taken; "
+    "give a file path or a postgresql:// URL"
+)
+
+
+def looks_like_url(text: str) -> bool:
+    """Whether `text`, given for a state file, is rather some URL (`postgresql+psycopg://`,
+    `postgresql:/h/db`): taken as a file path it would be shown whole, password and all."""
+    stripped = text.strip()
+    return bool(_URL_LIKE.match(stripped)) or "://" in stripped
+
+
+def as_state_file_path(value: object) -> Path:
+    """`state.path`: a file, never a URL (the value is then not shown: it may hold a password)."""
+    text = as_text(value)
+    if looks_like_url(text):
+        if is_database_url(text.strip()):
+            raise Invalid("takes a file path; a postgresql:// URL goes in state.url")
+        raise Invalid(NOT_A_POSTGRESQL_URL)
+    return Path(text).expanduser()
+
+
 DATABASE_URL_FORM = "postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
 PORTS = range(1, 65536)
+_UNPARSABLE = (
+    (re.compile(r"%00"), "holds `%00` (a NUL byte), which libpq refuses"),
+    (
+        re.compile(r"%(?![0-9A-Fa-f]{2})"),
+        "holds a `%` that is not a percent-encoded byte: percent-encode it (`%25`)",
+    ),
+    (re.compile(r"\s"), "holds whitespace: percent-encode it (a space as `%20`)"),
+    (
+        re.compile(r"[\x00-\x1f\x7f]"),
+        "holds a control character: percent-encode it (`%0A` for a newline)",
+    ),
+)
+"""What libpq's URL parser refuses in a value, quoting the value (a password) in its error."""
 
 
 def as_database_url(value: object) -> str:
@@ -197,6 +235,9 @@ def database_url_problem(text: str) -> str | None:
     hosts = [_host_and_port(entry) for entry in parts.netloc.rpartition("@")[2].split(",")]
     if not is_database_url(text) or not (any(host for host, _ in hosts) or parts.query):
         return expected
+    unparsable = _unparsable_part(text)
+    if unparsable is not None:
+        return f"{unparsable}; {expected}"
     ports = [port for _, port in hosts if port]
     ports += [
         port for key, value in parse_qsl(parts.query) if key == "port" for port in value.split(",")
@@ -208,6 +249,28 @@ def database_url_problem(text: str) -> str | None:
             return f"a port is not a number (1-65535); {expected}"
         if int(port) not in PORTS:
             return f"a port is out of range (1-65535); {expected}"
+    return None
+
+
+def _unparsable_part(text: str) -> str | None:
+    """Why libpq could not parse the user name, the password or a query parameter of the URL
+    `text` (each raw, as given), naming which; None if it could. Its own error would quote the
+    value. Split here, not by urlsplit, which drops tabs and newlines."""
+    rest = text.partition("://")[2]
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    query = rest.partition("?")[2].partition("#")[0] if "?" in rest else ""
+    userinfo = netloc.rpartition("@")[0]
+    user, colon, password = userinfo.partition(":")
+    named = [("the password", password)] if colon else []
+    named.append(("the user name", user))
+    for pair in query.split("&") if query else []:
+        key, _, value = pair.partition("=")
+        what = "the password (`?password=`)" if key == "password" else "a query parameter"
+        named += [(what, value), ("a query parameter's name", key)]
+    for what, raw in named:
+        for pattern, problem in _UNPARSABLE:
+            if pattern.search(raw):
+                return f"{what} {problem}"
     return None
 
 

@@ -1448,6 +1448,61 @@ class TestResolveStatePath:
             caught.value
         )
 
+    @pytest.mark.parametrize(
+        "given",
+        [
+            "postgresql+psycopg://app:Zq9pgpass@db.internal:5432/backstage",
+            "postgresql:/app:Zq9pgpass@db.internal:5432/backstage",
+            "mysql://app:Zq9pgpass@db.internal/backstage",
+            "/srv/state/http://app:Zq9pgpass@db.internal/x.db",
+        ],
+        ids=["driver-scheme", "one-slash", "other-scheme", "url-inside-a-path"],
+    )
+    @pytest.mark.parametrize("origin", ["--db", "$CHOREO_INGEST_DB", "--copy-to"])
+    def test_a_url_not_taken_for_postgresql_is_refused_without_echoing_it(
+        self, given: str, origin: str
+    ) -> None:
+        """Taken as a file path, it was shown whole in the error: password and all."""
+        flag, env = (None, {"CHOREO_INGEST_DB": given}) if origin.startswith("$") else (given, {})
+        option = "--copy-to" if origin == "--copy-to" else "--db"
+
+        with pytest.raises(ConfigError) as caught:
+            resolve_state_path(flag, self.CONFIGURED, env=env, option=option)
+
+        assert caught.value.path == origin
+        assert "Zq9pgpass" not in str(caught.value)
+        assert str(caught.value) == (
+            f"{origin}: looks like a URL, but only postgresql:// (or postgres://) URLs are "
+            "taken; give a file path or a postgresql:// URL"
+        )
+
+    @pytest.mark.parametrize("given", [" postgresql://u:Zq9pw@h/db", "postgres://u:Zq9pw@h/db\n"])
+    def test_spaces_around_a_postgresql_url_are_dropped(self, given: str) -> None:
+        assert resolve_state_path(given, self.CONFIGURED, env={}) == given.strip()
+
+    @pytest.mark.parametrize(
+        ("text", "problem"),
+        [
+            ("state: {path: 'postgresql://u:Zq9pgpass@h/db'}\n", "takes a file path; a "),
+            ("state: {path: ' postgresql+psycopg://u:Zq9pgpass@h/db'}\n", "looks like a URL"),
+        ],
+        ids=["postgresql", "other-scheme"],
+    )
+    def test_state_path_refuses_a_url_without_echoing_it(
+        self, tmp_path: Path, text: str, problem: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text)
+
+        assert caught.value.path == "state.path"
+        assert str(caught.value).startswith(f"state.path: {problem}")
+        assert "Zq9pgpass" not in str(caught.value)
+
+    def test_a_windows_drive_path_is_still_a_path(self) -> None:
+        assert resolve_state_path("C:/state/ingest.db", Config(), env={}) == Path(
+            "C:/state/ingest.db"
+        )
+
 
 class TestRequireApi:
     def test_missing_base_url_is_an_error(self) -> None:
@@ -1581,6 +1636,62 @@ class TestStateUrl:
         config = load_text(tmp_path, f"state: {{url: '{url}'}}\n")
 
         assert config.state_url == url
+        assert resolve_state_path(url, Config(), {}) == url
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("postgresql://u:Zq9%ZZsecret@127.0.0.1:1/db", "the password holds a `%` that"),
+            ("postgresql://u:Zq9%Zsecret@127.0.0.1:1/db", "the password holds a `%` that"),
+            ("postgresql://u:Zq9secret%@127.0.0.1:1/db", "the password holds a `%` that"),
+            ("postgresql://u:Zq9 secret@127.0.0.1:1/db", "the password holds whitespace"),
+            ("postgresql://u:Zq9\tsecret@127.0.0.1:1/db", "the password holds whitespace"),
+            ("postgresql://u:Zq9%00secret@127.0.0.1:1/db", "the password holds `%00`"),
+            ("postgresql://u:Zq9\x01secret@127.0.0.1:1/db", "the password holds a control"),
+            ("postgresql://u:Zq9@a%ZZsecret@127.0.0.1:1/db", "the password holds a `%` that"),
+            (
+                "postgresql://u@127.0.0.1:1/db?password=Zq9%ZZsecret",
+                "the password (`?password=`) holds a `%`",
+            ),
+            (
+                "postgresql://u@127.0.0.1:1/db?sslmode=require&password=Zq9 secret",
+                "the password (`?password=`) holds whitespace",
+            ),
+        ],
+        ids=[
+            "bad-percent",
+            "short-percent",
+            "trailing-percent",
+            "space",
+            "tab",
+            "nul",
+            "control",
+            "at-in-password",
+            "query-percent",
+            "query-space",
+        ],
+    )
+    def test_a_password_libpq_would_quote_is_refused_without_showing_it(
+        self, tmp_path: Path, url: str, problem: str
+    ) -> None:
+        """libpq's own parse error quotes the password it cannot read."""
+        expected = "expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
+        env = {"CHOREO_INGEST_DB": url}
+        for origin, attempt in [
+            ("--db", lambda: resolve_state_path(url, Config(), {})),
+            ("$CHOREO_INGEST_DB", lambda: resolve_state_path(None, Config(), env)),
+            ("--copy-to", lambda: resolve_state_path(url, Config(), {}, option="--copy-to")),
+            ("state.url", lambda: load_text(tmp_path, "state: {url: '${URL}'}\n", {"URL": url})),
+        ]:
+            with pytest.raises(ConfigError) as caught:
+                attempt()
+            assert caught.value.path == origin
+            assert str(caught.value).startswith(f"{origin}: {problem}")
+            assert str(caught.value).endswith(expected)
+            assert "secret" not in str(caught.value)
+
+    def test_a_percent_encoded_password_is_taken(self) -> None:
+        url = "postgresql://u:Zq9%25%20%2Fs@127.0.0.1:1/db?password=a%25b&sslmode=require"
         assert resolve_state_path(url, Config(), {}) == url
 
     def test_the_password_file_is_a_deferred_secret_path(self, tmp_path: Path) -> None:

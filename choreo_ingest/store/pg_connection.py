@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote
 
 from choreo_ingest.config_values import without_credentials
 from choreo_ingest.errors import ConfigError, StateError
@@ -78,6 +79,45 @@ def redact_url(url: str) -> str:
     return without_credentials(url)
 
 
+def url_password_candidates(url: str) -> list[str]:
+    """What in the URL text `url` may be a password, taken from the text itself (libpq's parse
+    error quotes it as written, before any parse succeeds), raw and percent-decoded: the
+    userinfo after its first `:`, up to the authority's first `@` (as libpq splits it) and up to
+    its last (as a URL parser does); what libpq then takes for the host when the authority holds
+    several `@` (the password's tail); and each `password=` query value."""
+    if "://" not in url:
+        return []
+    rest = url.partition("://")[2]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    raw: list[str] = []
+    if "@" in authority:
+        for userinfo in (authority.partition("@")[0], authority.rpartition("@")[0]):
+            _, colon, password = userinfo.partition(":")
+            if colon:
+                raw.append(password)
+        raw += _host_part_candidates(authority)
+    query = rest.partition("?")[2].partition("#")[0]
+    for pair in query.split("&") if query else []:
+        key, _, value = pair.partition("=")
+        if key.strip() == "password":
+            raw.append(value)
+    candidates = [*raw, *(unquote(text) for text in raw)]
+    return [text for text in dict.fromkeys(candidates) if text]
+
+
+def _host_part_candidates(authority: str) -> list[str]:
+    """An authority with several `@` (`u:p1@p2@host:5432`): libpq ends the userinfo at the
+    first, so the password's tail is in what it reads as hosts and ports, which it may quote:
+    each run of `:`/`,`-separated pieces after the first `@` that starts before the last."""
+    if authority.count("@") < 2:
+        return []
+    tail = authority.partition("@")[2]
+    last_at = tail.rindex("@")
+    bounds = [0, *(found.end() for found in re.finditer(r"[:,]", tail))]
+    ends = [found.start() for found in re.finditer(r"[:,]", tail)] + [len(tail)]
+    return [tail[start:end] for start in bounds if start < last_at for end in ends if end > start]
+
+
 _KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
 
 
@@ -116,6 +156,8 @@ class PgConnection:
         self.readonly = readonly
         self._tracer = tracer
         self._secrets = [password] if password else []
+        # Before parsing: libpq's parse error quotes the token it could not read, a password too.
+        self._secrets += url_password_candidates(url)
         self._streams = 0
         self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
         try:

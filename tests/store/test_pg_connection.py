@@ -21,6 +21,7 @@ from choreo_ingest.store.pg_connection import (  # noqa: E402
     PgConnection,
     advisory_key,
     redact_url,
+    url_password_candidates,
 )
 
 pytestmark = pytest.mark.slow
@@ -238,6 +239,51 @@ def test_a_bad_url() -> None:
     with pytest.raises(StateError, match=r"not a PostgreSQL URL") as caught:
         PgConnection("postgresql://u:hidden@db/x?no_such_option=1")
     assert "hidden" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:Zq9%ZZsecret@127.0.0.1:1/db",
+        "postgresql://u:Zq9 secret@127.0.0.1:1/db",
+        "postgresql://u:Zq9%00secret@127.0.0.1:1/db",
+        "postgresql://u:Zq9a@b%ZZsecret@127.0.0.1:1/db",
+        "postgresql://u:Zq9a@b:%ZZsecret@127.0.0.1:1/db",
+        "postgresql://u@127.0.0.1:1/db?password=Zq9%ZZsecret",
+        "postgresql://u@127.0.0.1:1/db?sslmode=disable&password=Zq9%00secret",
+    ],
+    ids=[
+        "bad-percent",
+        "space",
+        "nul",
+        "at-in-password",
+        "at-and-colon-in-password",
+        "query-percent",
+        "query-nul",
+    ],
+)
+def test_a_url_libpq_cannot_parse_never_shows_its_password(url: str) -> None:
+    """libpq's parse error quotes the token it could not read: the password, as written."""
+    with pytest.raises(StateError, match=r"not a PostgreSQL URL: ") as caught:
+        PgConnection(url)
+    assert "secret" not in str(caught.value)
+    assert "Zq9" not in str(caught.value)
+
+
+def test_url_password_candidates() -> None:
+    assert url_password_candidates("postgresql://u:a%20b@h/db?password=c%ZZd&x=1") == [
+        "a%20b",
+        "c%ZZd",
+        "a b",
+    ]
+    assert url_password_candidates("postgresql://u:p1@p2@h:5432/db") == [
+        "p1",
+        "p1@p2",
+        "p2@h",
+        "p2@h:5432",
+    ]
+    assert url_password_candidates("postgresql://u@h/db") == []
+    assert url_password_candidates("host=h password=x") == []
 
 
 def test_statement_errors_are_state_errors_naming_the_url(
