@@ -157,6 +157,18 @@ class TestRun:
         assert lines[0].startswith("choreo-ingest: error: openchoreo: GET /namespaces: ")
         assert lines[1] + "\n" == FULL
 
+    def test_with_nothing_due_to_a_full_stdout_succeeds(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        """Nothing to print, nothing lost: the last flush wrote an empty string, a write of
+        nothing that /dev/full refuses, and the call exited 74."""
+        args = ("--config", config_file, "--db", tmp_path / "state.db")
+        subprocess_json(tmp_path, "run", "--force", "--json", *args)
+
+        done = run_cli_to(FULL_DISK, "run", *args, cwd=tmp_path)
+
+        assert (done.returncode, done.stderr) == (0, "")
+
     def test_without_json_to_a_closed_stdout_is_quiet_as_usual(
         self, tmp_path: Path, config_file: Path
     ) -> None:

@@ -19,6 +19,7 @@ from choreo_ingest.cli import (
     event_commands,
     mirror_commands,
     render,
+    report_early_interrupt,
     run_commands,
     serve_commands,
     state_commands,
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = ExitCode.OK
     except render.StdoutFailed as failed:  # outside a command: the help, a usage error's JSON
         code = reported(failed, False, {})
-    except KeyboardInterrupt:  # before or after typer's own handling
+    except KeyboardInterrupt:  # before or after typer's own handling (as it builds its commands)
+        report_early_interrupt(args)
         code = ExitCode.INTERRUPTED
     try:
         render.flush_stdout()

@@ -1,7 +1,7 @@
 """An error turned into what the user sees: one line on stderr (and with --json, one document
-on stdout, unless stdout itself failed) and an exit code. The typer commands
-(`common.reported_errors`), the lean entry and the lean `run` (`run_flow`) all report through
-`reported`."""
+on stdout, unless stdout itself failed or the command printed its own) and an exit code. The
+typer commands (`common.reported_errors`), the lean entry and the lean `run` (`run_flow`) all
+report through `reported`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
-from choreo_ingest.cli.output import StdoutFailed, error_line, print_json
+from choreo_ingest.cli.output import StdoutFailed, document_written, error_line, print_json
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.models import RunOutcome
 
@@ -56,7 +56,11 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
 
 def print_error_document(document: Mapping[str, Any]) -> None:
     """An error's `--json` document; a stdout that cannot take it is said on stderr, beside the
-    error (whose exit code stands)."""
+    error (whose exit code stands). None where the command printed its document already (an
+    interrupt that came as it was written): stdout carries one document, the error is said on
+    stderr alone."""
+    if document_written():
+        return
     try:
         print_json(document)
     except StdoutFailed as failed:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
@@ -102,9 +104,28 @@ def stderr_is_tty() -> bool:
     return sys.stderr is not None and sys.stderr.isatty()
 
 
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+_document_stdout: weakref.ref[TextIO] | None = None
+"""The stdout a JSON document was written to: it takes no second one (an error's)."""
+
+
 def print_json(document: Any) -> None:
-    """Exactly one JSON document on stdout."""
-    _write(json.dumps(document, indent=2, ensure_ascii=False) + "\n", flush=True)
+    """Exactly one JSON document on stdout, written whole: an interrupt (SIGINT, SIGTERM) that
+    lands meanwhile waits until it is out (and is then raised as usual), so a script never reads
+    a cut-off document followed by the interrupt's own."""
+    global _document_stdout
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        _document_stdout = weakref.ref(_stdout())
+        _write(text, flush=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def document_written() -> bool:
+    """Whether this stdout has had its one JSON document (or the start of it) already."""
+    return _document_stdout is not None and _document_stdout() is sys.stdout
 
 
 def print_json_lines(rows: Iterable[Any]) -> None:
@@ -122,8 +143,13 @@ def print_text(text: str) -> None:
 def flush_stdout() -> None:
     """Write out what is still buffered (StdoutClosed if the reader went away meanwhile,
     StdoutFailed if it cannot be written); nothing to do when stdout is closed."""
-    if sys.stdout is not None:
-        _write("", flush=True)
+    out = sys.stdout
+    if out is None:
+        return
+    try:
+        out.flush()  # no write of "": a full disk refuses even a write of nothing
+    except OSError as error:
+        stdout_failed(error)
 
 
 def error_line(message: str) -> None:
@@ -147,8 +173,18 @@ def ask(question: str) -> bool:
     return answer.strip().lower() in {"y", "yes"}
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters (and other unprintable ones) escaped, as `\\n` or
+    `\\x1b`: a line break in a config key or a path cannot split the line that names it."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def _stderr_line(line: str) -> None:
     if sys.stderr is None:  # started with descriptor 2 closed: nowhere to say it
         return
-    sys.stderr.write(f"{line}\n")
+    sys.stderr.write(f"{one_line(line)}\n")
     sys.stderr.flush()

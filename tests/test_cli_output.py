@@ -1,0 +1,213 @@
+"""What a call prints when things go wrong: an error is one line on stderr whatever its text
+holds, and with --json stdout carries exactly one document, even when an interrupt lands as it is
+written or before typer has built its commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo_ingest.cli import output
+from choreo_ingest.cli.exit_codes import ExitCode
+from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
+from choreo_ingest.simulator import World
+
+from fakes import FakeClock
+from sim_support import ingest_world, one_error_line, run_cli
+
+INTERRUPTED_LINE = "choreo-ingest: error: interrupted"
+
+
+class TestErrorLine:
+    @pytest.mark.parametrize(
+        ("text", "line"),
+        [
+            ("a\nb", "a\\nb"),
+            ("a\r\nb", "a\\r\\nb"),
+            ("a\tb", "a\\tb"),
+            ("a\x1b[31mb", "a\\x1b[31mb"),
+            ("a\u2028b", "a\\u2028b"),
+            ("é [x]", "é [x]"),
+        ],
+        ids=["newline", "crlf", "tab", "escape", "line-separator", "printable"],
+    )
+    def test_escapes_control_characters(
+        self, capsys: pytest.CaptureFixture[str], text: str, line: str
+    ) -> None:
+        output.error_line(text)
+
+        assert capsys.readouterr().err == f"choreo-ingest: error: {line}\n"
+
+    def test_of_a_config_key_with_a_newline_is_one_line(self, tmp_path: Path) -> None:
+        config = tmp_path / "config.yaml"
+        config.write_text('openchoreo:\n  "ba\\nseUrl": 1\n', encoding="utf-8")
+
+        done = run_cli("--config", config, "status", cwd=tmp_path)
+
+        assert done.returncode == ExitCode.USAGE
+        assert "openchoreo.ba\\nseUrl: unknown key" in one_error_line(done.stderr)
+
+    def test_of_a_config_path_with_a_newline_is_one_line_its_json_keeps_the_text(
+        self, tmp_path: Path
+    ) -> None:
+        done = run_cli("--config", "no\nsuch.yaml", "status", "--json", cwd=tmp_path)
+
+        assert done.returncode == ExitCode.USAGE
+        assert one_error_line(done.stderr).startswith("choreo-ingest: error: no\\nsuch.yaml: ")
+        assert json.loads(done.stdout)["error"].startswith("no\nsuch.yaml: ")
+
+    def test_of_a_state_path_with_a_newline_is_one_line(self, tmp_path: Path) -> None:
+        done = run_cli("status", "--db", tmp_path / "x\ny.db", cwd=tmp_path)
+
+        assert done.returncode != 0
+        assert "x\\ny.db: no state file yet" in one_error_line(done.stderr)
+
+
+def blocked_signals() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+class RecordingStdout:
+    """A stdout that records the signals blocked as each write lands."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.blocked: list[set[int]] = []
+
+    def write(self, text: str) -> int:
+        self.text += text
+        self.blocked.append(blocked_signals())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class TestPrintJson:
+    def test_blocks_interrupts_while_it_writes_then_restores_the_mask(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        stdout = RecordingStdout()
+        monkeypatch.setattr(sys, "stdout", stdout)
+        before = blocked_signals()
+
+        output.print_json({"a": 1})
+
+        assert blocked_signals() == before
+        assert stdout.blocked
+        assert all({signal.SIGINT, signal.SIGTERM} <= blocked for blocked in stdout.blocked)
+        assert json.loads(stdout.text) == {"a": 1}
+
+    def test_restores_the_mask_when_stdout_fails(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        class FullStdout(RecordingStdout):
+            def write(self, text: str) -> int:
+                raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(sys, "stdout", FullStdout())
+        monkeypatch.setattr(output, "_discard_stdout", lambda: None)
+        before = blocked_signals()
+
+        with pytest.raises(output.StdoutFailed):
+            output.print_json({"a": 1})
+
+        assert blocked_signals() == before
+
+    def test_an_interrupt_after_the_document_prints_no_second_one(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        output.print_json({"changes": [1, 2]})
+
+        code = reported(KeyboardInterrupt(), True, RUN_ERROR_FIELDS)
+
+        out, err = capsys.readouterr()
+        assert code == ExitCode.INTERRUPTED == 130
+        assert json.loads(out) == {"changes": [1, 2]}  # one document, and only it
+        assert err == INTERRUPTED_LINE + "\n"
+
+    def test_a_new_stdout_takes_its_own_error_document(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """What was written to another stdout (an earlier call in the same process) does not
+        silence this one."""
+        monkeypatch.setattr(sys, "stdout", RecordingStdout())
+        output.print_json({"earlier": True})
+        monkeypatch.undo()
+
+        reported(KeyboardInterrupt(), True, {})
+
+        assert json.loads(capsys.readouterr().out) == {"exitCode": 130, "error": "interrupted"}
+
+
+SIGNAL_MID_DOCUMENT = """
+import os, signal, sys
+from choreo_ingest.cli import main, output
+
+write = output._write
+
+def write_in_two_halves(text, *, flush=False):
+    half = len(text) // 2
+    write(text[:half], flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # lands as a slow reader has taken half the document
+    write(text[half:], flush=flush)
+
+output._write = write_in_two_halves
+main()
+"""
+
+INTERRUPT_AS_TYPER_BUILDS = """
+import sys
+import typer.main
+
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+typer.main.get_command = interrupted
+from choreo_ingest.cli import main
+main()
+"""
+
+
+class TestInterruptedCall:
+    @pytest.mark.parametrize(
+        "args", [["changes", "--json"], ["status", "--json"]], ids=["changes", "status"]
+    )
+    def test_as_its_document_is_written_prints_that_document_alone(
+        self, tmp_path: Path, args: list[str]
+    ) -> None:
+        state = tmp_path / "state.db"
+        ingest_world(state, World.generate(2, 2, 3, seed=12), FakeClock())
+
+        done = run_cli(*args, "--db", state, cwd=tmp_path, entry=("-c", SIGNAL_MID_DOCUMENT))
+
+        assert done.returncode == ExitCode.INTERRUPTED
+        assert done.stderr == INTERRUPTED_LINE + "\n"
+        document: Any = json.loads(done.stdout)  # exactly one document, whole
+        assert "error" not in document
+
+    @pytest.mark.parametrize(
+        ("args", "document"),
+        [
+            (["providers", "--json"], {"exitCode": 130, "error": "interrupted"}),
+            (
+                ["check", "--json"],
+                {"ok": False, "checks": [], "exitCode": 130, "error": "interrupted"},
+            ),
+            (["providers"], None),
+        ],
+        ids=["providers --json", "check --json", "providers"],
+    )
+    def test_as_typer_builds_its_commands_is_reported(
+        self, tmp_path: Path, args: list[str], document: Any
+    ) -> None:
+        done = run_cli(*args, cwd=tmp_path, entry=("-c", INTERRUPT_AS_TYPER_BUILDS))
+
+        assert done.returncode == ExitCode.INTERRUPTED
+        assert done.stderr == INTERRUPTED_LINE + "\n"
+        assert (json.loads(done.stdout) if document is not None else done.stdout) == (
+            document if document is not None else ""
+        )
