@@ -15,6 +15,7 @@ import pytest
 from choreo_ingest.cli import output
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
+from choreo_ingest.logs import configure_logging, register_secret
 from choreo_ingest.simulator import World
 
 from fakes import FakeClock
@@ -210,4 +211,25 @@ class TestInterruptedCall:
         assert done.stderr == INTERRUPTED_LINE + "\n"
         assert (json.loads(done.stdout) if document is not None else done.stdout) == (
             document if document is not None else ""
+        )
+
+
+class TestUnexpectedError:
+    def test_a_bugs_text_never_shows_a_registered_secret(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        register_secret("Zq9-bug-echoed-secret")
+        configure_logging(json=True, verbosity=2)  # as `-vv`: the bug's traceback is logged too
+        try:
+            code = reported(RuntimeError("failed with Zq9-bug-echoed-secret in hand"), True, {})
+        finally:
+            configure_logging()
+
+        out, err = capsys.readouterr()
+        assert code == ExitCode.INTERNAL_ERROR
+        assert err.splitlines()[-1].startswith("choreo-ingest: error: internal error: Runtime")
+        assert "Zq9-bug-echoed-secret" not in out + err
+        assert json.loads(out)["error"] == (
+            "internal error: RuntimeError: failed with *** in hand "
+            "(a bug; run with -vv for details)"
         )

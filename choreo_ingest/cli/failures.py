@@ -39,12 +39,11 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
     elif isinstance(error, KeyboardInterrupt):
         message, code = "interrupted", ExitCode.INTERRUPTED
     else:
-        from choreo_ingest.logs import get_logger  # not on the lean entry's idle path
+        from choreo_ingest.logs import get_logger, scrub_secrets  # not on the idle path
 
         get_logger("choreo_ingest.cli").debug("internal_error", exc_info=error)
-        message = (
-            f"internal error: {type(error).__name__}: {error} (a bug; run with -vv for details)"
-        )
+        shown = scrub_secrets(f"{type(error).__name__}: {error}")  # a bug's text may hold one
+        message = f"internal error: {shown} (a bug; run with -vv for details)"
         code = ExitCode.INTERNAL_ERROR
     error_line(message)
     if as_json and not isinstance(error, StdoutFailed):
