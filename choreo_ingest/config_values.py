@@ -252,19 +252,25 @@ def database_url_problem(text: str) -> str | None:
     return None
 
 
+def raw_url_parts(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The authority and the query's (name, value) pairs of the URL `text`, as written: nothing
+    decoded, nothing dropped (urlsplit drops tabs and newlines, which a value may hold)."""
+    rest = text.partition("://")[2]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    query = rest.partition("?")[2].partition("#")[0]
+    pairs = [pair.partition("=") for pair in query.split("&")] if query else []
+    return authority, [(key, value) for key, _, value in pairs]
+
+
 def _unparsable_part(text: str) -> str | None:
     """Why libpq could not parse the user name, the password or a query parameter of the URL
     `text` (each raw, as given), naming which; None if it could. Its own error would quote the
-    value. Split here, not by urlsplit, which drops tabs and newlines."""
-    rest = text.partition("://")[2]
-    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    query = rest.partition("?")[2].partition("#")[0] if "?" in rest else ""
-    userinfo = netloc.rpartition("@")[0]
-    user, colon, password = userinfo.partition(":")
+    value."""
+    authority, query = raw_url_parts(text)
+    user, colon, password = authority.rpartition("@")[0].partition(":")
     named = [("the password", password)] if colon else []
     named.append(("the user name", user))
-    for pair in query.split("&") if query else []:
-        key, _, value = pair.partition("=")
+    for key, value in query:
         what = "the password (`?password=`)" if key == "password" else "a query parameter"
         named += [(what, value), ("a query parameter's name", key)]
     for what, raw in named:
@@ -347,16 +353,28 @@ def _url_parts(url: str, value: object, *, expected: str, hint: str) -> SplitRes
     return parts
 
 
-_NOT_IN_A_HOST_NAME = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
-"""What a host name may not hold (WHATWG URL's forbidden host code points)."""
+_NOT_IN_A_HOST = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+"""What a URL's host may not hold (WHATWG URL's forbidden host code points)."""
+
+
+def is_url_host(host: str, *, bracketed: bool) -> bool:
+    """Whether `host` is a host a browser's URL parser takes: an IPv6 address in brackets
+    (`bracketed`: the URL's authority has them), or a name without forbidden characters."""
+    if not host:
+        return False
+    if bracketed:
+        return all(c in "0123456789abcdef:." for c in host)
+    return not _NOT_IN_A_HOST.search(host) and host.isprintable()
 
 
 def _is_host_name(host: str, *, bracketed: bool) -> bool:
-    """Whether an HTTP client can connect to `host`: an IPv6 address in brackets, or a name of
-    non-empty labels (`a..b` is none) that IDNA encodes."""
+    """Whether an HTTP client can connect to `host`: a URL host (`is_url_host`) that, unless an
+    IPv6 address, is a name of non-empty labels (`a..b` is none) that IDNA encodes."""
+    if not is_url_host(host, bracketed=bracketed):
+        return False
     if bracketed:
-        return all(c in "0123456789abcdef:." for c in host)
-    if _NOT_IN_A_HOST_NAME.search(host) or "" in host.rstrip(".").split("."):
+        return True
+    if "" in host.rstrip(".").split("."):
         return False
     try:
         host.encode("idna")

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
-from choreo_ingest.config_values import without_credentials
+from choreo_ingest.config_values import raw_url_parts, without_credentials
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
@@ -85,10 +85,7 @@ def url_password_candidates(url: str) -> list[str]:
     userinfo after its first `:`, up to the authority's first `@` (as libpq splits it) and up to
     its last (as a URL parser does); what libpq then takes for the host when the authority holds
     several `@` (the password's tail); and each `password=` query value."""
-    if "://" not in url:
-        return []
-    rest = url.partition("://")[2]
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    authority, query = raw_url_parts(url)
     raw: list[str] = []
     if "@" in authority:
         for userinfo in (authority.partition("@")[0], authority.rpartition("@")[0]):
@@ -96,11 +93,7 @@ def url_password_candidates(url: str) -> list[str]:
             if colon:
                 raw.append(password)
         raw += _host_part_candidates(authority)
-    query = rest.partition("?")[2].partition("#")[0]
-    for pair in query.split("&") if query else []:
-        key, _, value = pair.partition("=")
-        if key.strip() == "password":
-            raw.append(value)
+    raw += [value for key, value in query if key.strip() == "password"]
     candidates = [*raw, *(unquote(text) for text in raw)]
     return [text for text in dict.fromkeys(candidates) if text]
 

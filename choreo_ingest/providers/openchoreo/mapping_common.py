@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from choreo_ingest.config_values import is_url_host
 from choreo_ingest.errors import PermanentError
 from choreo_ingest.logs import scrub_secrets
 from choreo_ingest.models import JSON, Entity
@@ -172,7 +173,9 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
         except ValueError:  # e.g. an unclosed IPv6 bracket
             return None
         host = parts.hostname or ""
-        if parts.scheme.lower() not in ("http", "https") or not _is_host(host, parts.netloc):
+        if parts.scheme.lower() not in ("http", "https") or not is_url_host(
+            host, bracketed="[" in parts.netloc
+        ):
             return None
         netloc = parts.netloc.rpartition("@")[2]  # without user and password
         url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
@@ -187,8 +190,6 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
 
 _SSH_FORGE = re.compile(r"(?:ssh://)?git@(github\.com|gitlab\.com)[:/](?P<path>[^\s?#]+)")
 """A GitHub or GitLab SSH address: `git@github.com:org/repo.git`, `ssh://git@gitlab.com/g/r`."""
-_NOT_IN_A_HOST = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
-"""What a URL's host may not hold (WHATWG URL's forbidden host code points)."""
 
 
 def _forge_https(url: str) -> str:
@@ -200,15 +201,6 @@ def _forge_https(url: str) -> str:
 def _is_simple(url: str) -> bool:
     """A printable ASCII URL with no user, query, fragment or space: taken as it stands."""
     return url.isascii() and url.isprintable() and not any(mark in url for mark in "@?# ")
-
-
-def _is_host(host: str, netloc: str) -> bool:
-    """Whether `host` is a host a browser's URL parser takes (an IPv6 address in brackets)."""
-    if not host:
-        return False
-    if "[" in netloc:
-        return all(c in "0123456789abcdef:." for c in host)
-    return not _NOT_IN_A_HOST.search(host) and host.isprintable()
 
 
 _FORGE_PREFIXES = {
