@@ -709,6 +709,26 @@ class TestReported:
         assert document == {**fields, "exitCode": 2}
 
     @pytest.mark.parametrize(
+        ("args", "fields", "error"),
+        [
+            (["run", "--json", "--config"], RUN_ERROR_FIELDS, "Option '--config' requires"),
+            (["--bogus", "run", "--json"], RUN_ERROR_FIELDS, "No such option: --bogus"),
+            (["health", "--json", "-c"], {"healthy": False}, "Option '-c' requires"),
+            (["--db", "run", "status", "--json", "--db"], {}, "Option '--db' requires"),
+        ],
+        ids=["run-missing-value", "global-before-run", "health-missing-value", "db-named-run"],
+    )
+    def test_a_usage_error_click_finds_before_the_command_still_carries_its_keys(
+        self, tmp_path: Path, args: list[str], fields: dict[str, Any], error: str
+    ) -> None:
+        done = run_cli(*args, cwd=tmp_path)
+
+        assert done.returncode == 2
+        document = json.loads(done.stdout)
+        assert document.pop("error").startswith(error)
+        assert document == {**fields, "exitCode": 2}
+
+    @pytest.mark.parametrize(
         ("args", "document"),
         [
             (
@@ -716,9 +736,10 @@ class TestReported:
                 {**RUN_ERROR_FIELDS, "outcome": "interrupted", "exitCode": 130},
             ),
             (["status", "--json"], {"exitCode": 130}),
+            (["--config", "run", "status", "--json"], {"exitCode": 130}),
             (["status"], None),
         ],
-        ids=["run-json", "status-json", "status"],
+        ids=["run-json", "status-json", "config-named-run", "status"],
     )
     def test_an_interrupt_while_modules_load_is_reported_as_a_command_reports_it(
         self, capsys: pytest.CaptureFixture[str], args: list[str], document: dict[str, Any] | None

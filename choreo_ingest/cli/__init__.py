@@ -52,11 +52,9 @@ def report_early_interrupt(args: list[str]) -> None:
     as a command says one: a line on stderr, and with --json the one document a script waits
     for."""
     with suppress(KeyboardInterrupt):  # a second signal: leave quietly
-        from choreo_ingest.cli.failures import ERROR_FIELDS, reported
+        from choreo_ingest.cli.failures import command_fields, reported
 
-        options = args[: args.index("--")] if "--" in args else args
-        command = next((arg for arg in options if arg in ERROR_FIELDS), "")
-        reported(KeyboardInterrupt(), "--json" in options, ERROR_FIELDS.get(command, {}))
+        reported(KeyboardInterrupt(), *command_fields(args))
 
 
 def import_libraries_lightly() -> None:

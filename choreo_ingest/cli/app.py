@@ -26,7 +26,12 @@ from choreo_ingest.cli import (
 )
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
 from choreo_ingest.cli.exit_codes import ExitCode
-from choreo_ingest.cli.failures import ERROR_FIELDS, print_error_document, reported
+from choreo_ingest.cli.failures import (
+    ERROR_FIELDS,
+    command_fields,
+    print_error_document,
+    reported,
+)
 from choreo_ingest.logs import configure_logging
 from choreo_ingest.version import __version__
 
@@ -231,11 +236,13 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     command = context.command_path.removeprefix(PROG_NAME).strip() if context else ""
     help_hint = f" (see `{context.command_path} --help`)" if context else ""
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
-    options = args[: args.index("--")] if "--" in args else args
-    if "--json" in options:
-        # A global option refused once the command is known (`--log-json --log-console run`):
-        # that command's keys, as for its own options.
-        name = (context.invoked_subcommand or context.command.name or "") if context else ""
-        fields = ERROR_FIELDS.get(name, {})
+    as_json, fields = command_fields(list(args))
+    if as_json:
+        # click names the command when it refused one of its options, or a global option once
+        # the command was known (`--log-json --log-console run`); else the arguments do.
+        if context is not None and context.parent is not None:
+            fields = ERROR_FIELDS.get(context.command.name or "", {})
+        elif context is not None and context.invoked_subcommand:
+            fields = ERROR_FIELDS.get(context.invoked_subcommand, {})
         print_error_document({**fields, "exitCode": code, "error": message})
     return code

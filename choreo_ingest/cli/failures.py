@@ -29,6 +29,19 @@ ERROR_FIELDS: dict[str, Mapping[str, Any]] = {
 }
 """A command's usual keys that its `--json` error document carries (a usage error's too)."""
 
+_GLOBAL_OPTIONS_WITH_VALUES = frozenset({"--config", "-c", "--db"})
+
+
+def command_fields(args: list[str]) -> tuple[bool, Mapping[str, Any]]:
+    """(whether `args` ask for --json, the usual keys of the command they name) for an error
+    found before any command could say it: an interrupt while modules load, an option click
+    refused before it knew the command (`run --json --config` with no path)."""
+    options = args[: args.index("--")] if "--" in args else args
+    values = {index + 1 for index, arg in enumerate(options) if arg in _GLOBAL_OPTIONS_WITH_VALUES}
+    named = (arg for index, arg in enumerate(options) if index not in values)
+    command = next((arg for arg in named if arg in ERROR_FIELDS), "")
+    return "--json" in options, ERROR_FIELDS.get(command, {})
+
 
 def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:
     """Say what went wrong; returns the exit code. A bug is named as one, its traceback at -vv.
