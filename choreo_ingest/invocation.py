@@ -49,9 +49,14 @@ class RunResult:
     outcome: RunOutcome
     providers: list[ProviderOutcome] = field(default_factory=list)
     events: DrainStats = field(default_factory=DrainStats)
-    error: ChoreoIngestError | None = None
-    """An output the run could not write (the YAML mirror, the metrics textfile): the outcome is
-    then `error`, beside the bursts' outcomes, which stand (their pages are committed)."""
+    output_errors: list[ChoreoIngestError] = field(default_factory=list)
+    """The outputs the run could not write (the YAML mirror, the metrics textfile): the outcome
+    is then `error`, beside the bursts' outcomes, which stand (their pages are committed)."""
+
+    @property
+    def error(self) -> ChoreoIngestError | None:
+        """The first output error, whose exit code the run's is."""
+        return self.output_errors[0] if self.output_errors else None
 
 
 @dataclass(frozen=True)
@@ -127,9 +132,7 @@ def run_once(
                 log.debug("changes_pruned", count=pruned)
         finally:
             metrics_error = _write_metrics(config, store, clock.now())
-    result.error = mirror_error or metrics_error
-    if mirror_error is not None and metrics_error is not None:  # the result carries one only
-        log.error("metrics_not_written", error=str(metrics_error))
+    result.output_errors = [e for e in (mirror_error, metrics_error) if e is not None]
     result.outcome = _overall_outcome(result.providers, stop, result.error)
     return result
 

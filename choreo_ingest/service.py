@@ -116,8 +116,8 @@ class Service:
             )
             self._note_unloadable(record.result)
             _log_failures(record.result)
-            if record.result.error is not None:
-                record.error = str(record.result.error)
+            if record.result.output_errors:
+                record.error = "; ".join(map(str, record.result.output_errors))
         except LockHeld:
             record.skipped = True
             log.debug("tick_skipped", reason="another run holds the lock")
@@ -216,5 +216,5 @@ def _log_failures(result: RunResult) -> None:
                 next_action_at=outcome.next_action_at,
                 error=outcome.error,
             )
-    if result.error is not None:
-        log.error("output_not_written", error=str(result.error))
+    for error in result.output_errors:
+        log.error("output_not_written", error=str(error))

@@ -89,16 +89,18 @@ def test_run_json_with_its_outputs_written_says_no_error(
     assert document["providers"][0]["cycleCompleted"] is True
 
 
-def test_both_outputs_unwritten_each_is_said(tmp_path: Path, clock: FakeClock) -> None:
-    """The result carries the mirror's error; the metrics' is logged as an error beside it."""
+def test_both_outputs_unwritten_are_each_named_in_json_and_on_stderr(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = unwritable_mirror(tmp_path)
     config = replace(config, metrics_textfile=unwritable_metrics(tmp_path).metrics_textfile)
-    assert config.state_path is not None
 
-    with structlog.testing.capture_logs() as logs:
-        result = run_once(config, config.state_path, clock, providers={"fake": FakeProvider([])})
+    code = report_run(run(config, clock), json_output=True)
 
-    assert str(result.error).startswith("catalog.directory: ")
-    [metrics] = [line for line in logs if line["log_level"] == "error"]
-    assert metrics["event"] == "metrics_not_written"
-    assert metrics["error"].startswith("metrics.textfile: ")
+    printed = capsys.readouterr()
+    document = json.loads(printed.out)
+    assert (code, document["outcome"], document["exitCode"]) == (2, "error", 2)
+    mirror, _ = document["error"].split("; metrics.textfile: ")
+    assert mirror.startswith("catalog.directory: ")
+    lines = printed.err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == ["catalog.directory", "metrics.textfile"]

@@ -101,7 +101,7 @@ def report_run(result: RunResult, json_output: bool) -> int:
             "events": {name: getattr(result.events, name) for name in EVENT_COUNTS},
         }
         if error is not None:
-            document["error"] = str(error)
+            document["error"] = "; ".join(map(str, result.output_errors))
         try:
             print_json(document)
         except StdoutFailed as failed:
@@ -141,8 +141,8 @@ def _provider_error_lines(result: RunResult) -> None:
 
 
 def _output_error_line(result: RunResult) -> None:
-    if result.error is not None:
-        error_line(str(result.error))
+    for error in result.output_errors:
+        error_line(str(error))
 
 
 def outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
