@@ -233,3 +233,22 @@ class TestUnexpectedError:
             "internal error: RuntimeError: failed with *** in hand "
             "(a bug; run with -vv for details)"
         )
+
+
+class TestStdoutEncoding:
+    @pytest.mark.parametrize(
+        "args", [["export"], ["export", "--format", "yaml"]], ids=["ndjson", "yaml"]
+    )
+    @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+    def test_data_is_utf8_whatever_the_locale_encodes(
+        self, tmp_path: Path, args: list[str], encoding: str
+    ) -> None:
+        state = tmp_path / "state.db"
+        ingest_world(state, World.generate(2, 2, 3, seed=12), FakeClock(), api="v1")
+        utf8 = run_cli(*args, "--db", state, cwd=tmp_path)
+        assert not utf8.stdout.isascii()  # names the locale's encoding cannot take
+
+        done = run_cli(*args, "--db", state, cwd=tmp_path, env={"PYTHONIOENCODING": encoding})
+
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout == utf8.stdout

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         with _no_collection():
             from choreo_ingest.cli.failures import reported
             from choreo_ingest.cli.lean import lean_main
-            from choreo_ingest.cli.output import StdoutFailed, flush_stdout
+            from choreo_ingest.cli.output import StdoutFailed, flush_stdout, stdout_in_utf8
+        stdout_in_utf8()
         code = lean_main(args)
         if code is not None:
             try:

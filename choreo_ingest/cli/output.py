@@ -9,6 +9,8 @@ command's output is lost, and it says so in one line on stderr.
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 import signal
@@ -64,6 +66,15 @@ def _discard_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing
         pass  # to redirect
+
+
+def stdout_in_utf8() -> None:
+    """JSON, NDJSON and YAML are UTF-8 whatever the locale says: a stdout set up for another
+    encoding (a Latin-1 locale, PYTHONIOENCODING=ascii) would fail on the first name it cannot
+    encode, halfway through an export. A terminal in such a locale shows the bytes as they come."""
+    out = sys.stdout
+    if isinstance(out, io.TextIOWrapper) and codecs.lookup(out.encoding).name != "utf-8":
+        out.reconfigure(encoding="utf-8")
 
 
 def _stdout() -> TextIO:
