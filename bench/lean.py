@@ -435,12 +435,13 @@ def write_floor_result(pair: Pair, cpu_target: float) -> Result:
     budget = (cpu_target - 1) * floor_cpu
     stored = pair.write_floor
     each = 1e6 / stored["entities"]
-    rows, encoded = stored["rows_cpu"], stored["entities_cpu"]
+    rows, encoded, in_sql = stored["rows_cpu"], stored["entities_cpu"], stored["sql_cpu"]
     return Result(
         f"9 floor {pair.api} {pair.size.label}: storing the entities alone (info)",
         "-",
         f"{rows:.2f} s for their rows ({rows * each:.0f} us an entity), "
         f"{encoded:.2f} s with canonical JSON and hashes ({encoded * each:.0f} us), "
+        f"{in_sql:.2f} s for the rows written by SQLite from JSON ({in_sql * each:.0f} us), "
         f"{stored['entities']:,} entities in "
         f"{stored['transactions']} transactions; the target leaves {budget:.2f} s "
         f"({cpu_target - 1:.1f} x floor {floor_cpu:.2f} s) for all the cycle does beyond the floor",

@@ -10,7 +10,10 @@ this thread (`time.thread_time`) for each of:
   for the sweep, its change-log row), with the store's own statements, count triggers and
   pragmas, from rows prepared beforehand: no mapping, no JSON, no hashing;
 - `entities`: the store's own entity write (`entity_rows.upsert_entities`: canonical JSON, hashes,
-  the lookup of existing hashes and the same three rows) from decoded entities.
+  the lookup of existing hashes and the same three rows) from decoded entities;
+- `sql`: the same three rows written by SQLite itself, one `INSERT ... SELECT ... FROM
+  json_each(?)` a table, from the page's entities as one JSON text (as a design that mapped in
+  SQL would hand it over): no Python per row, no hash, no look-up.
 
 Neither includes the requests, the mapping, the workload index, the cursor and counters a page
 also commits, or the interpreter's start-up. Benchmark 9 (bench/lean.py) sets these against the
@@ -44,6 +47,7 @@ class WriteFloor:
     transactions: int
     rows_cpu: float
     entities_cpu: float
+    sql_cpu: float
 
 
 def stored_entities(state: Path) -> list[Entity]:
@@ -100,24 +104,45 @@ def time_entities(conn: Connection, pages: list[list[Entity]]) -> float:
     return time.thread_time() - began
 
 
+def time_sql(conn: Connection, pages: list[list[Entity]]) -> float:
+    texts = [
+        json.dumps([[e.ref, e.kind, e.namespace, e.name, e.scope, e.body] for e in page])
+        for page in pages
+    ]
+    entity_sql = f"""{entity_rows._ENTITIES_INSERT} SELECT value->>0, value->>1, value->>2,
+        value->>3, value->>4, value->'$[5]', '', '{PROVIDER}', ? FROM json_each(?) WHERE true
+        {entity_rows._ENTITIES_CONFLICT}"""
+    ref_sql = f"""{entity_rows._REFS_INSERT} SELECT '{PROVIDER}', value->>0, 1, 1, ?, ?
+        FROM json_each(?) WHERE true {entity_rows._REFS_CONFLICT}"""
+    change_sql = f"""INSERT INTO changes (at, op, ref, provider)
+        SELECT ?, 'upsert', value->>0, '{PROVIDER}' FROM json_each(?)"""
+    began = time.thread_time()
+    for text in texts:
+        with conn.transaction():
+            conn.execute(entity_sql, (NOW, text))
+            conn.execute(ref_sql, (NOW, NOW, text))
+            conn.execute(change_sql, (NOW, text))
+    return time.thread_time() - began
+
+
 def measure(state: Path, per_page: int) -> WriteFloor:
     entities = stored_entities(state)
     pages = [entities[start : start + per_page] for start in range(0, len(entities), per_page)]
     with tempfile.TemporaryDirectory(prefix="write-floor-") as scratch:
         directory = Path(scratch)
-        rows_conn = fresh_store(directory, "rows.db")
-        entities_conn = fresh_store(directory, "entities.db")
+        conns = [fresh_store(directory, f"{name}.db") for name in ("rows", "entities", "sql")]
         try:
-            rows_cpu = time_rows(rows_conn, pages)
-            entities_cpu = time_entities(entities_conn, pages)
-            for conn in (rows_conn, entities_conn):
+            rows_cpu = time_rows(conns[0], pages)
+            entities_cpu = time_entities(conns[1], pages)
+            sql_cpu = time_sql(conns[2], pages)
+            for conn in conns:
                 held = conn.scalar("SELECT count(*) FROM entities")
                 if held != len(entities):
                     raise RuntimeError(f"{conn.path.name} holds {held} of {len(entities)} entities")
         finally:
-            rows_conn.close()
-            entities_conn.close()
-    return WriteFloor(len(entities), len(pages), rows_cpu, entities_cpu)
+            for conn in conns:
+                conn.close()
+    return WriteFloor(len(entities), len(pages), rows_cpu, entities_cpu, sql_cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{floor.entities:,} entities in {floor.transactions:,} transactions: "
             f"rows {floor.rows_cpu:.3f} s ({floor.rows_cpu / floor.entities * 1e6:.1f} us each), "
             f"entities {floor.entities_cpu:.3f} s "
-            f"({floor.entities_cpu / floor.entities * 1e6:.1f} us each)"
+            f"({floor.entities_cpu / floor.entities * 1e6:.1f} us each), "
+            f"in SQL {floor.sql_cpu:.3f} s ({floor.sql_cpu / floor.entities * 1e6:.1f} us each)"
         )
     return 0
 

@@ -37,3 +37,4 @@ def test_write_floor_stores_every_entity_of_a_state_file_again(tmp_path: Path) -
     assert (figures["entities"], figures["transactions"]) == (7, 3)
     assert figures["rows_cpu"] > 0
     assert figures["entities_cpu"] > 0
+    assert figures["sql_cpu"] > 0
