@@ -39,6 +39,7 @@ def replace_atomically(path: Path, data: bytes, mode: int) -> None:
     The rename is durable only once the directory is fsynced; callers that need that, or that
     write many files, use `DurableBatch` instead.
     """
+    _refuse_special_file(path)
     temp, handle, left_over = _claim_temp(path)
     try:
         try:
@@ -61,6 +62,17 @@ def replace_atomically(path: Path, data: bytes, mode: int) -> None:
 
 def _temp_for(path: Path, slot: int) -> Path:
     return path.with_name(f".{path.name}{f'.{slot}' if slot else ''}{TEMP_SUFFIX}")
+
+
+def _refuse_special_file(path: Path) -> None:
+    """A rename would put a regular file where a device, FIFO or socket was (`/dev/null` given
+    to mean "nowhere"): refuse instead. A symlink is replaced, as ever, whatever it points to."""
+    try:
+        found = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(found) or stat.S_ISLNK(found)):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
 
 
 def _claim_temp(path: Path) -> tuple[Path, int, bool]:

@@ -5,6 +5,7 @@ that outlives the next write, and never takes another live writer's."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -187,3 +188,52 @@ def test_when_every_slot_is_someone_elses_the_write_goes_on_under_a_name_of_its_
 
     assert target.read_bytes() == b"x 1\n"
     assert len(list(tmp_path.glob(".metrics.prom*.tmp"))) == TEMP_SLOTS
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_replace_atomically_leaves_a_fifo_or_socket_in_place_and_says_so(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "metrics.prom"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(str(path))
+        listening.close()
+    before = os.lstat(path).st_mode
+
+    with pytest.raises(OSError, match="not a regular file"):
+        replace_atomically(path, b"x 1\n", 0o644)
+
+    assert os.lstat(path).st_mode == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.prom"]
+
+
+def test_replace_atomically_replaces_a_symlink_to_a_special_file_not_its_target(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "a.fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "metrics.prom"
+    link.symlink_to(fifo)
+
+    replace_atomically(link, b"x 1\n", 0o644)
+
+    assert link.read_bytes() == b"x 1\n"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_run_with_the_metrics_textfile_a_fifo_fails_naming_the_key_and_keeps_the_fifo(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "metrics.prom"
+    os.mkfifo(fifo)
+    config = replace(make_config(tmp_path), metrics_textfile=fifo)
+    assert config.state_path is not None
+
+    result = run_once(config, config.state_path, FakeClock(), providers={"fake": FakeProvider([])})
+
+    assert str(result.error).startswith("metrics.textfile: ")
+    assert "not a regular file" in str(result.error)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
