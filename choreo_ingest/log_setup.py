@@ -9,10 +9,11 @@ before redaction, so secrets in them are masked too; the rendered line is scrubb
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from choreo_ingest.light_imports import import_without
 
@@ -60,7 +61,16 @@ class _NamedPrintLoggerFactory:
 
     def __call__(self, *args: Any) -> _NamedPrintLogger:
         file = self._file if self._file is not None else sys.stderr
-        return _NamedPrintLogger(file, str(args[0]) if args else None)
+        # Started with stderr closed (`2>&-`): structlog would print to stdout, which carries data.
+        return _NamedPrintLogger(file or _NOWHERE, str(args[0]) if args else None)
+
+
+class _Nowhere(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+_NOWHERE = cast(TextIO, _Nowhere())
 
 
 def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -76,7 +86,7 @@ def _processors(*, as_json: bool, tty: bool, redactor: Redactor) -> list[Process
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(
-            colors=tty and "NO_COLOR" not in os.environ,
+            colors=tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb",
             exception_formatter=structlog.dev.plain_traceback,
         )
     return [

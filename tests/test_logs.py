@@ -205,6 +205,27 @@ class TestConsoleOutput:
 
         assert "\x1b[" not in stream.getvalue()
 
+    def test_a_dumb_terminal_gets_no_colors(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        monkeypatch.setenv("TERM", "dumb")
+        stream = TerminalStream()
+        configure_logging(stream=stream)
+
+        get_logger().warning("cycle_completed")
+
+        assert "cycle_completed" in stream.getvalue()
+        assert "\x1b[" not in stream.getvalue()
+
+    def test_with_stderr_closed_lines_go_nowhere_not_to_stdout(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.setattr(sys, "stderr", None)
+        configure_logging(verbosity=1)
+
+        get_logger().warning("cycle_completed")
+
+        assert capsys.readouterr().out == ""
+
 
 class TestLevels:
     @pytest.mark.parametrize(
