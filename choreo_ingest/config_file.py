@@ -38,9 +38,12 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import replace_atomically
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
-CACHE_FORMAT = 3
-"""Bumped when what a copy may hold changes: 3 withholds secret-looking custom options and holds
-validated documents only, so a copy an earlier release wrote is not trusted."""
+CACHE_FORMAT = 4
+"""Bumped whenever what a copy may hold changes (`config_document.for_cache`), so that a copy an
+earlier release wrote is not trusted: 3 withholds secret-looking custom options and holds
+validated documents only; 4 withholds a secret written as a `${VAR:-default}` default, a
+custom provider's `bearer` option and a password in a `state.url` default too (copies of format
+3 could hold them)."""
 
 Document = dict[Any, Any]
 Checked = TypeVar("Checked")
@@ -126,7 +129,7 @@ def _cache_file(absolute: str) -> Path | None:
     if directory is None:
         return None
     # The name only spreads files out: the copy holds the path, and is used only for that path.
-    return directory / f"config-{zlib.crc32(absolute.encode()):08x}.json"
+    return directory / f"config-{zlib.crc32(os.fsencode(absolute)):08x}.json"
 
 
 def _read_cache(cache: Path, absolute: str, identity: list[int]) -> tuple[Document, bool] | None:

@@ -376,3 +376,27 @@ def test_custom_provider_options_without_a_secret_are_copied_whole(config_file: 
 
     assert config.openchoreo.base_url == "http://from-the-copy.test"
     assert config.provider_options == {"csv": {"path": "services.csv"}}
+
+
+def test_a_copy_of_format_3_holding_a_secret_default_is_not_trusted(config_file: Path) -> None:
+    secret = "${OPENCHOREO_TOKEN:-s3cr3t-default}"
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n  token: {secret}\n")
+    load_config(config_file)
+    [copy] = cached_copies()
+    kept = json.loads(copy.read_text())
+    kept.update(format=3, withheld=False)  # as releases before format 4 kept it
+    kept["document"]["openchoreo"].update(baseUrl="http://from-the-copy.test", token=secret)
+    copy.write_text(json.dumps(kept))
+
+    assert load_config(config_file).openchoreo.base_url == BASE
+    assert "s3cr3t-default" not in "".join(path.read_text() for path in cached_copies())
+
+
+def test_a_config_path_that_is_not_utf8_is_read_and_copied(tmp_path: Path) -> None:
+    path = tmp_path / os.fsdecode(b"lat\xe9.yaml")
+    path.write_text(f"openchoreo:\n  baseUrl: {BASE}\n")
+
+    assert load_config(path).openchoreo.base_url == BASE
+    [copy] = cached_copies()
+    tamper(copy, "http://from-the-copy.test")
+    assert load_config(path).openchoreo.base_url == "http://from-the-copy.test"
