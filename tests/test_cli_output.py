@@ -5,7 +5,9 @@ written or before typer has built its commands."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -252,3 +254,21 @@ class TestStdoutEncoding:
 
         assert (done.returncode, done.stderr) == (0, "")
         assert done.stdout == utf8.stdout
+
+    def test_a_path_that_is_not_utf8_is_written_as_its_bytes(self, tmp_path: Path) -> None:
+        state = os.fsdecode(b"lat\xe9.db")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("CHOREO_INGEST")}
+
+        done = subprocess.run(
+            [sys.executable, "-m", "choreo_ingest", "--db", state, "status", "--json"],
+            cwd=tmp_path,
+            env={**environment, "PYTHONIOENCODING": "ascii"},
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+
+        assert done.returncode == ExitCode.STATE_ERROR
+        document = json.loads(done.stdout.decode("utf-8", "surrogateescape"))
+        assert document["error"].startswith(f"{state}: no state file yet")
+        assert done.stderr.count(b"error:") == 1

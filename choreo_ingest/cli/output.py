@@ -74,7 +74,7 @@ def stdout_in_utf8() -> None:
     encode, halfway through an export. A terminal in such a locale shows the bytes as they come."""
     out = sys.stdout
     if isinstance(out, io.TextIOWrapper) and codecs.lookup(out.encoding).name != "utf-8":
-        out.reconfigure(encoding="utf-8")
+        out.reconfigure(encoding="utf-8", errors="surrogateescape")  # a path's bytes as given
 
 
 def _stdout() -> TextIO:
