@@ -12,9 +12,7 @@ status and the API's code, never a secret.
 
 from __future__ import annotations
 
-import functools
 import random
-import ssl
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -41,6 +39,12 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.logs import get_logger, masked
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
+from choreo_ingest.providers.openchoreo.connection_settings import (
+    proxy_note,
+    proxy_variable,
+    tls_verify,
+    unusable_proxy,
+)
 from choreo_ingest.providers.openchoreo.http_errors import (
     ErrorTranslator,
     backoff_delay,
@@ -109,22 +113,21 @@ class OpenChoreoClient:
         self._rng = rng
         self._limiter = limiter or request_limiter(config, clock)
         headers = {"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"}
-        try:
-            self._http = httpx.Client(
-                base_url=self._base_url + "/",
-                headers=headers,
-                transport=_transport(transport),
-                verify=_verify(config),
-                follow_redirects=False,
-                limits=httpx.Limits(
-                    max_connections=self._limiter.max_concurrent,
-                    max_keepalive_connections=self._limiter.max_concurrent,
-                ),
-            )
-        except (httpx.InvalidURL, UnicodeError) as error:  # what the config's check let through
-            raise ConfigError(
-                f"not a URL to send requests to ({error})", path="openchoreo.baseUrl"
-            ) from None
+        self._proxy = proxy_variable(self._base_url) if transport is None else None
+        self._where = ", ".join(
+            filter(None, [f"openchoreo.baseUrl {self.server_root}", proxy_note(self._proxy)])
+        )
+        self._http = _http_client(
+            base_url=self._base_url + "/",
+            headers=headers,
+            transport=_transport(transport),
+            verify=tls_verify(config),
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=self._limiter.max_concurrent,
+                max_keepalive_connections=self._limiter.max_concurrent,
+            ),
+        )
         self._credentials = credentials or credentials_for(
             config.auth, clock=clock, post_form=form_poster(config, transport)
         )
@@ -270,7 +273,7 @@ class OpenChoreoClient:
             except httpx.TransportError as error:
                 cause = one_line(self._errors.redact(_cause(error)))
                 failure = TransientError(
-                    f"{method} {path}: {cause} (openchoreo.baseUrl {self.server_root})",
+                    f"{method} {path}: {cause} ({self._where})",
                     method=method,
                     path=path,
                     code="CONNECTION_ERROR",
@@ -423,11 +426,13 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
     def post_form(
         url: str, fields: Mapping[str, str], headers: Mapping[str, str]
     ) -> tuple[int, Any]:
-        where = _without_query(url)
+        where = url.partition("?")[0]
+        proxy = proxy_variable(url) if transport is None else None
+        http = _http_client(
+            transport=_transport(transport), verify=tls_verify(config), follow_redirects=False
+        )
         try:
-            with httpx.Client(
-                transport=_transport(transport), verify=_verify(config), follow_redirects=False
-            ) as http:
+            with http:
                 response = http.post(
                     url,
                     data=dict(fields),
@@ -442,8 +447,12 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
             basic = (headers.get("Authorization") or "").removeprefix("Basic ")
             secrets = [fields.get("client_secret") or "", basic]
             cause = one_line(masked(_cause(error), secrets))
+            note = proxy_note(proxy)
             raise TransientError(
-                f"POST {where}: {cause}", method="POST", path=where, code="CONNECTION_ERROR"
+                f"POST {where}: {cause}" + (f" ({note})" if note else ""),
+                method="POST",
+                path=where,
+                code="CONNECTION_ERROR",
             ) from None
         try:
             body = response.json()
@@ -452,6 +461,16 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         return response.status_code, body
 
     return post_form
+
+
+def _http_client(**options: Any) -> httpx.Client:
+    """httpx's client, its refusals said as configuration errors: of a proxy the environment
+    sets (httpx sets up every one), else of the base URL (what the config's check let through)."""
+    try:
+        return httpx.Client(**options)
+    except (httpx.InvalidURL, UnicodeError, ImportError, ValueError) as error:
+        unusable = f"not a URL to send requests to ({error})"
+        raise unusable_proxy(error) or ConfigError(unusable, path="openchoreo.baseUrl") from None
 
 
 def _cause(error: httpx.HTTPError) -> str:
@@ -472,29 +491,7 @@ def api_root(base_url: str) -> str:
     return base if base.endswith(API_PREFIX) else base + API_PREFIX
 
 
-def _without_query(url: str) -> str:
-    return url.partition("?")[0]
-
-
 def _transport(transport: object | None) -> httpx.BaseTransport | None:
     if transport is None or isinstance(transport, httpx.BaseTransport):
         return transport
     raise TypeError(f"transport must be an httpx.BaseTransport, got {type(transport).__name__}")
-
-
-def _verify(config: OpenChoreoConfig) -> ssl.SSLContext | bool:
-    if config.insecure_skip_verify:
-        return False
-    try:
-        return _tls_context(config.ca_bundle)
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigError(
-            f"cannot load CA bundle {config.ca_bundle}: {error}", path="openchoreo.caBundle"
-        ) from None
-
-
-@functools.lru_cache(maxsize=4)
-def _tls_context(cafile: str | None) -> ssl.SSLContext:
-    """One context per CA bundle for the process: loading the trust store costs ~40 ms, and a
-    client is built per burst and per inbox drain (serve drains for every few events)."""
-    return ssl.create_default_context(cafile=cafile)

@@ -1,0 +1,117 @@
+"""The proxy the environment sets: which requests go through it, and errors that name it (never
+its value, which may hold a password) instead of blaming the API or calling it a bug."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+
+from choreo_ingest.config import OpenChoreoConfig
+from choreo_ingest.errors import ConfigError, TransientError
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient, form_poster
+from choreo_ingest.providers.openchoreo.connection_settings import proxy_variable
+
+from fakes import FakeClock
+
+BASE = "https://openchoreo.test"
+PROXY_PASSWORD = "proxy-pass-99"
+VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def client() -> OpenChoreoClient:
+    config = OpenChoreoConfig(base_url=BASE)
+    return OpenChoreoClient(config, clock=FakeClock(), deadline=None, rng=lambda: 0.5)
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "variable"),
+    [
+        ({}, BASE, None),
+        ({"HTTPS_PROXY": "http://proxy.test:3128"}, BASE, "HTTPS_PROXY"),
+        ({"https_proxy": "http://proxy.test:3128"}, BASE, "https_proxy"),
+        ({"HTTP_PROXY": "http://proxy.test:3128"}, BASE, None),
+        ({"HTTP_PROXY": "http://proxy.test:3128"}, "http://openchoreo.test", "HTTP_PROXY"),
+        ({"ALL_PROXY": "socks5://proxy.test:1080"}, BASE, "ALL_PROXY"),
+        ({"ALL_PROXY": "http://p.test", "NO_PROXY": "openchoreo.test"}, BASE, None),
+        ({"ALL_PROXY": "http://p.test", "NO_PROXY": ".test"}, BASE, None),
+        ({"ALL_PROXY": "http://p.test", "NO_PROXY": "*"}, BASE, None),
+        ({"ALL_PROXY": "http://p.test", "NO_PROXY": "choreo.test"}, BASE, "ALL_PROXY"),
+    ],
+)
+def test_proxy_variable_names_the_variable_whose_proxy_a_request_goes_through(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, variable: str | None
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+    assert proxy_variable(url) == variable
+
+
+def test_a_socks_proxy_without_its_package_is_a_config_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "socksio", None)  # not installed
+    monkeypatch.setenv("ALL_PROXY", f"socks5://user:{PROXY_PASSWORD}@proxy.test:1080")
+
+    with pytest.raises(ConfigError) as caught:
+        client()
+
+    assert str(caught.value).startswith("$ALL_PROXY: the proxy cannot be used: a SOCKS proxy")
+    assert PROXY_PASSWORD not in str(caught.value)
+
+
+def test_a_proxy_url_httpx_cannot_use_is_a_config_error_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"ftp://user:{PROXY_PASSWORD}@proxy.test")
+
+    with pytest.raises(ConfigError) as caught:
+        client()
+
+    assert str(caught.value).startswith("$HTTPS_PROXY: the proxy cannot be used: not a proxy URL")
+    assert PROXY_PASSWORD not in str(caught.value)
+
+
+def test_an_unusable_proxy_is_named_for_the_token_endpoint_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"ftp://user:{PROXY_PASSWORD}@proxy.test")
+    post = form_poster(OpenChoreoConfig(base_url=BASE))
+
+    with pytest.raises(ConfigError, match=r"^\$HTTPS_PROXY: "):
+        post("https://idp.test/oauth2/token", {"grant_type": "client_credentials"}, {})
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "place"),
+    [
+        (None, f"openchoreo.baseUrl {BASE}, through the proxy $HTTPS_PROXY sets"),
+        ("openchoreo.test", f"openchoreo.baseUrl {BASE}"),
+    ],
+    ids=["proxied", "bypassed"],
+)
+def test_a_connection_error_says_which_proxy_the_request_went_through(
+    monkeypatch: pytest.MonkeyPatch, httpx_mock: HTTPXMock, no_proxy: str | None, place: str
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:{PROXY_PASSWORD}@proxy.test:3128")
+    if no_proxy is not None:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    for _ in range(4):
+        httpx_mock.add_exception(httpx.ConnectError("[Errno 111] Connection refused"))
+
+    with client() as api, pytest.raises(TransientError) as caught:
+        api.get_json("/namespaces")
+
+    assert str(caught.value) == (
+        f"GET /namespaces: ConnectError: [Errno 111] Connection refused ({place})"
+    )
