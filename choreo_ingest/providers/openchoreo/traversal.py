@@ -94,6 +94,8 @@ class OpenChoreoContext:
     """The listing walked in this burst and the cursors it has returned (a loop guard)."""
     detected_api: str | None = None
     """The generation an event drain found the server to speak, when no cycle had said."""
+    api_stated: bool = False
+    """This burst has checked that the facts say which generation the cycle speaks."""
 
     @property
     def client(self) -> OpenChoreoClient:
@@ -242,6 +244,9 @@ class OpenChoreoProvider:
                     f"{self._name}` starts the cycle again"
                 ) from None
             generation, first = generation_named(state.api), None
+            if not context.api_stated and context.facts.get("api") != generation.name:
+                facts["api"] = generation.name  # a cycle an earlier release began did not say
+        context.api_stated = True
         resets_before = state.cursor_reset_count
         harvest, done = self._step(context, state, generation, first, facts)
         counters = {"requests": context.client.requests_sent - sent_before}

@@ -191,6 +191,21 @@ class TestTinyWorld:
             "system:acme/web",
         ]
 
+    def test_a_cycle_resumed_without_the_api_fact_states_it_once_a_burst(
+        self, tiny_world: None, walk
+    ) -> None:
+        engine = walk()
+        engine.pages(1)
+        engine.facts.clear()  # as a release from before the fact left its cycle
+
+        resumed = engine.pages(2)
+
+        assert [result.facts for result in resumed] == [{"api": "orgs"}, {}]
+        assert engine.facts == {"api": "orgs"}
+        rest = engine.pages(10)  # a later burst: the facts say it now
+        assert [result.facts for result in rest] == [{}, {}]
+        assert rest[-1].done
+
     def test_only_the_first_page_of_a_cycle_states_the_api(self, tiny_world: None, walk) -> None:
         results = walk().run()
 
