@@ -141,20 +141,23 @@ def store_events(
 
 
 SCHEMA_WAIT_SECONDS = 10.0
-"""How long `event` waits for a run that holds the lock to create the schema."""
+"""How long `event` waits for a run that holds the lock to migrate the schema, or to let go."""
 
 
 def _migrated(store: Store, state: StateRef, clock: Clock) -> None:
-    """Bring a new (or older) state file's schema up to date, under the run lock; when a run
-    holds the lock it migrates first thing, so wait for that instead of giving up (an event
+    """Bring a new (or older) state file's schema up to date, under the run lock. A run that
+    holds the lock migrates first thing, and a run of an older release (an upgrade under cron)
+    never does but lets go within its burst: wait for either instead of giving up (an event
     must not be lost because cron started a run at the same moment)."""
-    try:
-        with state_location(state).run_lock():
-            store.migrate()
-        return
-    except LockHeld:
-        give_up_at = clock.monotonic() + SCHEMA_WAIT_SECONDS
-        while store.pending_migrations():
+    give_up_at = clock.monotonic() + SCHEMA_WAIT_SECONDS
+    while True:
+        try:
+            with state_location(state).run_lock():
+                store.migrate()
+            return
+        except LockHeld:
+            if not store.pending_migrations():
+                return
             if clock.monotonic() >= give_up_at:
                 raise
             clock.sleep(0.05)

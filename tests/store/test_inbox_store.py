@@ -5,11 +5,16 @@ covers the rest of the event path on SQLite)."""
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlite_utils import Database
+from store_support import earlier_release_migrations
 
 from choreo_ingest.errors import InboxFull
 from choreo_ingest.events import SETTLE_SECONDS, store_events
@@ -17,6 +22,7 @@ from choreo_ingest.invocation import run_once
 from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.store import StateLocation, Store
+from choreo_ingest.store.run_lock import RunLock
 
 from event_fakes import component_event
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -312,3 +318,31 @@ def test_storing_events_does_not_need_the_run_lock(any_location: StateLocation) 
         assert store_events(any_location, "fake", [component_event("b", "created")], clock) == 1
     with any_location.open(readonly=True) as store:
         assert pending(store) == [("a", "created"), ("b", "created")]
+
+
+def test_an_event_waits_for_an_older_releases_run_to_let_go_then_migrates(
+    tmp_path: Path,
+) -> None:
+    """An upgrade under cron: the run holding the lock is the old release's, which never applies
+    the new migrations; once it lets go, the event migrates the state itself and is stored."""
+    state = tmp_path / "state.db"
+    with closing(sqlite3.connect(state, isolation_level=None)) as raw:
+        earlier_release_migrations().apply(Database(raw), stop_before="0005_counts")
+    old_run = RunLock(state)
+    old_run.__enter__()
+
+    class OldRunEnds(FakeClock):
+        released = False
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if self.monotonic() > 1001.0 and not self.released:  # a second into the wait
+                old_run.__exit__(None, None, None)
+                self.released = True
+
+    stored = store_events(state, "fake", [component_event("a", "created")], OldRunEnds())
+
+    assert stored == 1
+    with Store.open(state, readonly=True) as store:
+        assert store.pending_migrations() == []
+        assert [event.body["name"] for event in store.pending_events("fake")] == ["a"]
