@@ -379,6 +379,28 @@ class TestMonitoringUser:
             f"to {shared_dir}: state.db-wal not readable, state.db-shm not readable"
         )
 
+    def test_wal_files_a_reader_made_while_the_state_was_read_only_do_not_fail_a_writer(
+        self, shared_dir: Path
+    ) -> None:
+        """A state restored read-only (0440) and read by `status` gets its -wal and -shm made
+        0440 by SQLite; once the operator makes it writable again, the next write succeeds."""
+        own = shared_dir / "own"
+        own.mkdir()
+        os.chown(own, NOBODY, NOBODY)
+        state = own / "state.db"
+        assert choreo("migrate", "--db", state, cwd=own, user=NOBODY).returncode == 0
+        for end in ("-wal", "-shm"):
+            Path(f"{state}{end}").unlink(missing_ok=True)
+        state.chmod(0o440)
+        assert choreo("status", "--db", state, cwd=own, user=NOBODY).returncode == 0
+        assert mode(Path(f"{state}-wal")) == 0o440
+        state.chmod(0o640)
+
+        done = choreo("refresh", "openchoreo", "--db", state, cwd=own, user=NOBODY)
+
+        assert done.returncode == 0, done.stderr
+        assert {mode(Path(f"{state}{end}")) for end in ("", "-wal", "-shm")} == {0o640}
+
     def test_run_on_a_state_file_this_user_may_not_write_exits_4(self, shared_dir: Path) -> None:
         state = shared_dir / "state.db"
         assert choreo("migrate", "--db", state, cwd=shared_dir).returncode == 0

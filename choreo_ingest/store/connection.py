@@ -103,6 +103,9 @@ class Connection:
         # written to it.
         if not readonly:
             _create_state_file(path)
+            # A reader may have made them with the mode of a file that was read-only then
+            # (SQLite gives them the state file's): a writer would open them read-only.
+            _keep_wal_files(path, create=False)
         conn: sqlite3.Connection | None = None
         try:
             if readonly:
@@ -126,8 +129,6 @@ class Connection:
                 conn.execute("PRAGMA secure_delete = FAST")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            if not readonly:  # a `chmod` of the state file reaches its -wal and -shm here
-                _keep_wal_files(path, create=False)
         except BaseException as error:
             if conn is not None:
                 conn.close()  # a refused file must not stay open (ResourceWarning on 3.13+)
