@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.files import replace_atomically
+from choreo_ingest.files import make_directories, replace_atomically
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
 CACHE_FORMAT = 4
@@ -117,10 +117,12 @@ def cache_directory(env: dict[str, str] | None = None) -> Path | None:
     env = dict(os.environ) if env is None else env
     if env.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=, already ours alone
         return Path(env["CACHE_DIRECTORY"].split(":")[0])
-    if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]) / CACHE_SUBDIRECTORY
-    if env.get("HOME"):
-        return Path(env["HOME"]) / ".cache" / CACHE_SUBDIRECTORY
+    xdg = Path(env.get("XDG_CACHE_HOME") or "relative")
+    if xdg.is_absolute():  # the XDG spec: a relative one is ignored
+        return xdg / CACHE_SUBDIRECTORY
+    home = Path(env.get("HOME") or "relative")
+    if home.is_absolute() and home.is_dir():  # a home that is not there is not made
+        return home / ".cache" / CACHE_SUBDIRECTORY
     return None
 
 
@@ -163,7 +165,7 @@ def _write_cache(
     if json.loads(text)["document"] != document:  # keys that were not strings
         return
     try:
-        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_directories(cache.parent, 0o700)  # ~/.cache too, where missing (XDG's mode)
         # A kill mid-write leaves one temp file, which the next write takes over (files.py).
         replace_atomically(cache, text.encode("utf-8"), 0o600)
     except OSError:  # nowhere to keep it: the next call parses the YAML again

@@ -268,18 +268,38 @@ def test_nowhere_to_keep_a_copy_only_means_parsing_every_time(
     ("env", "expected"),
     [
         (
-            {"CACHE_DIRECTORY": "/var/cache/choreo-ingest", "HOME": "/home/x"},
+            {"CACHE_DIRECTORY": "/var/cache/choreo-ingest", "HOME": "{home}"},
             "/var/cache/choreo-ingest",
         ),
-        ({"XDG_CACHE_HOME": "/xdg", "HOME": "/home/x"}, "/xdg/choreo-ingest"),
-        ({"HOME": "/home/x"}, "/home/x/.cache/choreo-ingest"),
+        ({"XDG_CACHE_HOME": "/xdg", "HOME": "{home}"}, "/xdg/choreo-ingest"),
+        ({"HOME": "{home}"}, "{home}/.cache/choreo-ingest"),
+        ({"XDG_CACHE_HOME": "cache", "HOME": "{home}"}, "{home}/.cache/choreo-ingest"),
+        ({"HOME": "{home}/gone"}, None),
+        ({"HOME": "home"}, None),
         ({}, None),
     ],
-    ids=["systemd", "xdg", "home", "none"],
+    ids=["systemd", "xdg", "home", "relative-xdg", "missing-home", "relative-home", "none"],
 )
-def test_where_copies_go(env: dict[str, str], expected: str | None) -> None:
-    found = cache_directory(env)
-    assert (str(found) if found else None) == expected
+def test_where_copies_go(tmp_path: Path, env: dict[str, str], expected: str | None) -> None:
+    """A relative XDG_CACHE_HOME is ignored (the XDG spec), and a home that is not there is
+    not made (HOME=/nonexistent, as some service users have)."""
+    home = str(tmp_path)
+    found = cache_directory({name: value.format(home=home) for name, value in env.items()})
+    assert (str(found) if found else None) == (expected and expected.format(home=home))
+
+
+def test_a_missing_cache_home_is_made_private_whatever_the_umask(
+    tmp_path: Path, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "made" / "cache"))
+    previous = os.umask(0)
+    try:
+        load_config(config_file)
+    finally:
+        os.umask(previous)
+
+    made = [tmp_path / "made", tmp_path / "made" / "cache", tmp_path / "made/cache/choreo-ingest"]
+    assert [oct(stat.S_IMODE(path.stat().st_mode)) for path in made] == [oct(0o700)] * 3
 
 
 KILLED_BEFORE_THE_COPY_IS_RENAMED = """
