@@ -57,28 +57,24 @@ def test_proxy_variable_names_the_variable_whose_proxy_a_request_goes_through(
     assert proxy_variable(url) == variable
 
 
-def test_a_socks_proxy_without_its_package_is_a_config_error_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("variable", "proxy", "said"),
+    [
+        ("ALL_PROXY", "socks5://user:{}@proxy.test:1080", "a SOCKS proxy needs the socksio"),
+        ("HTTPS_PROXY", "ftp://user:{}@proxy.test", "not a proxy URL"),
+    ],
+    ids=["socks-without-socksio", "not-a-proxy-url"],
+)
+def test_a_proxy_httpx_cannot_use_is_a_config_error_naming_the_variable_not_its_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, proxy: str, said: str
 ) -> None:
     monkeypatch.setitem(sys.modules, "socksio", None)  # not installed
-    monkeypatch.setenv("ALL_PROXY", f"socks5://user:{PROXY_PASSWORD}@proxy.test:1080")
+    monkeypatch.setenv(variable, proxy.format(PROXY_PASSWORD))
 
     with pytest.raises(ConfigError) as caught:
         client()
 
-    assert str(caught.value).startswith("$ALL_PROXY: the proxy cannot be used: a SOCKS proxy")
-    assert PROXY_PASSWORD not in str(caught.value)
-
-
-def test_a_proxy_url_httpx_cannot_use_is_a_config_error_without_its_value(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", f"ftp://user:{PROXY_PASSWORD}@proxy.test")
-
-    with pytest.raises(ConfigError) as caught:
-        client()
-
-    assert str(caught.value).startswith("$HTTPS_PROXY: the proxy cannot be used: not a proxy URL")
+    assert str(caught.value).startswith(f"${variable}: the proxy cannot be used: {said}")
     assert PROXY_PASSWORD not in str(caught.value)
 
 
