@@ -325,6 +325,24 @@ def make_directories(path: Path, mode: int = 0o755) -> list[Path]:
     return created
 
 
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a_regular_file(path: Path, mode: int) -> str | None:
+    """`<path>: not a regular file (a FIFO)` for `mode` (a stat's `st_mode`) of a FIFO, a
+    device or a socket, or None: a regular file, or a directory (what to do about that differs
+    by caller, so each says it)."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
+    return f"{path}: not a regular file" + (f" ({kind})" if kind else "")
+
+
 def _write_temp(path: Path, data: bytes, mode: int) -> Path:
     """`data` in a new temp file beside `path` with `mode`, not fsynced."""
     import tempfile  # only for DurableBatch (the mirror), never for a run with nothing due

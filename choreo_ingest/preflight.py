@@ -14,6 +14,7 @@ from pathlib import Path
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, secret_files
 from choreo_ingest.errors import ChoreoIngestError, StateError
+from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
 from choreo_ingest.providers.registry import load_provider
@@ -113,8 +114,10 @@ def _writable(key: str, path: Path) -> Check:
 def _not_a_file(path: Path) -> str | None:
     """Why `path` cannot be the file a run writes there (a directory, a FIFO, a device), or
     None: a regular file, or nothing yet. A symlink counts as what it points to."""
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # nothing there yet, or out of reach: the other checks say which
+    if stat.S_ISDIR(mode):
         return f"{path}: is a directory; name a file in it"
-    if path.exists() and not path.is_file():
-        return f"{path}: not a regular file"
-    return None
+    return not_a_regular_file(path, mode)

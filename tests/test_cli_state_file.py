@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from choreo_ingest.simulator import World
 
 from fakes import FakeClock
+from odd_state_paths import SPECIAL, UNREACHABLE, special_problem, unreachable_problem
 from sim_support import ingest_world, one_error_line, run_cli, write_config
 
 STATE_ERROR = 4
@@ -114,3 +116,79 @@ def test_a_file_that_is_not_a_state_file_is_left_alone_with_nothing_beside_it(
     assert one_error_line(done.stderr) == f"choreo-ingest: error: {garbage}: {problem}"
     assert [path.name for path in data.iterdir()] == ["garbage.db"]
     assert garbage.read_bytes() == before
+
+
+READING_AND_WRITING = (
+    ("status",),
+    ("status", "--json"),
+    ("health",),
+    ("export",),
+    ("run",),
+    ("run", "--force", "--json"),
+    ("migrate",),
+)
+
+
+def assert_refused_by_every_command(state: Path, problem: str, cwd: Path) -> None:
+    """Exit 4 and one line naming `state` (one JSON document with `--json`), from every command
+    that reads or writes the state, and from `check`."""
+    expected = f"choreo-ingest: error: {problem}"
+    for command in READING_AND_WRITING:
+        done = run_cli(*command, "--db", state, cwd=cwd)
+
+        assert done.returncode == STATE_ERROR, (command, done.stderr)
+        assert one_error_line(done.stderr) == expected, command
+        if "--json" in command:
+            document = json.loads(done.stdout)
+            assert (document["exitCode"], document["error"]) == (STATE_ERROR, problem), command
+
+    done = run_cli("check", "--db", state, cwd=cwd)
+    assert done.returncode == STATE_ERROR, done.stderr
+    assert f"choreo-ingest: error: --db: {problem}" in done.stderr.splitlines()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("make", "code"), UNREACHABLE.values(), ids=UNREACHABLE.keys())
+def test_a_state_path_the_os_refuses_to_look_up_is_a_state_error_not_a_bug(
+    tmp_path: Path, make: Callable[[Path], Path], code: int
+) -> None:
+    """`--db` with a name of 256 characters gave `internal error: OSError: [Errno 36] File name
+    too long (a bug)` (exit 1) from the read commands; a symlink loop said "no state file yet"."""
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    data = tmp_path / "data"
+    data.mkdir()
+    state = make(data)
+    before = sorted(data.iterdir())
+
+    assert_refused_by_every_command(state, unreachable_problem(state, code), tmp_path)
+
+    assert sorted(data.iterdir()) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("make", "kind"), SPECIAL.values(), ids=SPECIAL.keys())
+def test_a_state_path_that_is_not_a_regular_file_is_refused_with_nothing_made_beside_it(
+    tmp_path: Path, make: Callable[[Path], Path], kind: str
+) -> None:
+    """`status --db fifo` blocked for ever in SQLite's open(), deaf to SIGTERM; `run` made the
+    run lock beside it before SQLite failed with an I/O error."""
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    data = tmp_path / "data"
+    data.mkdir()
+    state = make(data)
+
+    assert_refused_by_every_command(state, special_problem(state, kind), tmp_path)
+
+    assert list(data.iterdir()) == [state]
+
+
+@pytest.mark.slow
+def test_status_refuses_dev_null_as_a_character_device(tmp_path: Path) -> None:
+    """`status --db /dev/null` advised `migrate`, which would put a run lock, -journal, -wal and
+    -shm in /dev (only read-only commands are pointed at the real /dev/null)."""
+    done = run_cli("status", "--db", "/dev/null", cwd=tmp_path)
+
+    assert done.returncode == STATE_ERROR, done.stderr
+    assert one_error_line(done.stderr) == (
+        "choreo-ingest: error: /dev/null: not a regular file (a character device)"
+    )

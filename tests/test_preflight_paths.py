@@ -47,7 +47,7 @@ def test_a_fifo_is_refused_as_the_metrics_textfile(tmp_path: Path) -> None:
 
     check = checks_of(tmp_path, fifo)["metrics.textfile"]
 
-    assert (check.ok, check.detail) == (False, f"{fifo}: not a regular file")
+    assert (check.ok, check.detail) == (False, f"{fifo}: not a regular file (a FIFO)")
 
 
 @pytest.mark.parametrize("exists", [True, False], ids=["existing", "new"])

@@ -16,7 +16,13 @@ from choreo_ingest.config import Config, read_secret_file
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
-from choreo_ingest.store.store import Store, missing_directory, no_state_yet, state_file_exists
+from choreo_ingest.store.store import (
+    Store,
+    check_openable,
+    missing_directory,
+    no_state_yet,
+    state_file_exists,
+)
 
 
 @dataclass(frozen=True)
@@ -61,14 +67,16 @@ class SqliteLocation:
     def open_locked(self) -> Iterator[Store]:
         """The store, opened for writing under the run lock (LockHeld if another holds it).
 
+        What cannot be a state file (a FIFO, a device) is refused before the lock is taken;
         SQLite's lock is taken first, so a run turned away never touches the file; a server's
         store would take it on the connection that then does every write, so that the lock
         and the writes end together. A lock file made for a file that turns out not to be a
         state (or cannot be opened) is removed: nothing is left beside it."""
         real = self.real_path
+        check_openable(real, readonly=False)
         with RunLock(real) as lock:
             try:
-                store = Store.open(real)
+                store = Store.open_checked(real)
             except StateError:
                 lock.discard()
                 raise
@@ -83,12 +91,16 @@ class SqliteLocation:
         is, as SQLite writes its -wal and -shm (and we the lock) beside it; and whether the run
         lock there, if it exists, can be opened as a run opens it."""
         path = self.path
+        try:
+            exists = state_file_exists(path)
+        except StateError as error:
+            return str(error)
         directory = self.real_path.parent
         if not directory.is_dir():
             return f"{path}: directory {directory} does not exist"
         if not os.access(directory, os.W_OK | os.X_OK):
             return f"{path}: directory {directory} is not writable"
-        if path.exists() and not os.access(path, os.W_OK):
+        if exists and not os.access(path, os.W_OK):
             return f"{path}: not writable"
         return lock_problem(path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY
 from choreo_ingest.errors import StateError
+from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.models import (
     JSON,
     Delta,
@@ -42,15 +44,50 @@ if TYPE_CHECKING:
 
 
 def state_file_exists(path: Path) -> bool:
-    """Whether `path` exists; a directory on the way this user may not search is a StateError
-    saying so (`Path.exists` raises PermissionError for it)."""
+    """Whether a state file is at `path` (a symlink counts as what it points to), in one stat.
+
+    A StateError naming the file otherwise: what the OS refuses to look up (a directory on the
+    way this user may not search, a name too long, a symlink loop), and a FIFO, a device or a
+    socket, which SQLite would open as it is (its open() of a FIFO blocks until a writer
+    comes, deaf to SIGTERM; a device gets -journal, -wal and -shm files beside it). A directory
+    is left to the opening, which names it."""
+    info = _looked_up(path)
+    if info is None:
+        return False
+    problem = not_a_regular_file(path, info.st_mode)
+    if problem is not None:
+        raise StateError(problem, path=str(path))
+    return True
+
+
+def _looked_up(path: Path) -> os.stat_result | None:
+    """`path`'s stat, or None when nothing is there (or a file stands where a directory of its
+    path should be: `Path.exists` says the same); what else the OS refuses is a StateError."""
     try:
-        return path.exists()
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except PermissionError:
         raise StateError(
             f"{path}: permission denied: this user may not look into {path.parent}",
             path=str(path),
         ) from None
+    except OSError as error:
+        raise StateError(
+            f"{path}: cannot look up the state file: {error.strerror}", path=str(path)
+        ) from None
+
+
+def check_openable(path: Path, *, readonly: bool) -> None:
+    """Refuse, before anything opens or locks it, what `Store.open` may not open at `path`: no
+    state file yet (`readonly`), a missing directory to make one in, or a path that cannot be
+    a state file (`state_file_exists`). One stat when the file is there."""
+    if state_file_exists(path):
+        return
+    if readonly:
+        raise no_state_yet(path, missing_directory(path))
+    if _looked_up(path.parent) is None:
+        raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
 
 
 def missing_directory(path: Path) -> Path | None:
@@ -91,10 +128,15 @@ class Store:
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         """Open (or, unless `readonly`, create) the state DB at `path`; schema is not migrated."""
-        if readonly and not state_file_exists(path):
-            raise no_state_yet(path, missing_directory(path))
-        if not readonly and not state_file_exists(path.parent):
-            raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
+        check_openable(path, readonly=readonly)
+        return cls.open_checked(path, readonly=readonly, tracer=tracer)
+
+    @classmethod
+    def open_checked(
+        cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None
+    ) -> Store:
+        """`open`, for a caller that has just called `check_openable` (before taking the run
+        lock, say): the idle `run` pays for one stat of the state file, not two."""
         return cls(Connection(path, readonly=readonly, tracer=tracer))
 
     def close(self) -> None:
