@@ -71,8 +71,9 @@ def _refuse_special_file(path: Path) -> None:
         found = os.lstat(path).st_mode
     except FileNotFoundError:
         return
-    if not (stat.S_ISREG(found) or stat.S_ISLNK(found)):
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    problem = None if stat.S_ISLNK(found) else not_a_regular_file(path, found)
+    if problem is not None:
+        raise OSError(errno.EINVAL, problem.removeprefix(f"{path}: "), str(path))
 
 
 def _claim_temp(path: Path) -> tuple[Path, int, bool]:
