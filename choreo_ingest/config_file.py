@@ -117,10 +117,9 @@ def cache_directory(env: dict[str, str] | None = None) -> Path | None:
     env = dict(os.environ) if env is None else env
     if env.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=, already ours alone
         return Path(env["CACHE_DIRECTORY"].split(":")[0])
-    xdg = Path(env.get("XDG_CACHE_HOME") or "relative")
+    xdg, home = Path(env.get("XDG_CACHE_HOME", "")), Path(env.get("HOME", ""))  # unset: "."
     if xdg.is_absolute():  # the XDG spec: a relative one is ignored
         return xdg / CACHE_SUBDIRECTORY
-    home = Path(env.get("HOME") or "relative")
     if home.is_absolute() and home.is_dir():  # a home that is not there is not made
         return home / ".cache" / CACHE_SUBDIRECTORY
     return None

@@ -58,6 +58,11 @@ class RunResult:
         """The first output error, whose exit code the run's is."""
         return self.output_errors[0] if self.output_errors else None
 
+    @property
+    def error_text(self) -> str:
+        """Every output error, as `--json`'s `error` and serve's record say them."""
+        return "; ".join(map(str, self.output_errors))
+
 
 @dataclass(frozen=True)
 class MigrationReport:

@@ -117,7 +117,7 @@ class Service:
             self._note_unloadable(record.result)
             _log_failures(record.result)
             if record.result.output_errors:
-                record.error = "; ".join(map(str, record.result.output_errors))
+                record.error = record.result.error_text
         except LockHeld:
             record.skipped = True
             log.debug("tick_skipped", reason="another run holds the lock")

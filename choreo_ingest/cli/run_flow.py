@@ -101,7 +101,7 @@ def report_run(result: RunResult, json_output: bool) -> int:
             "events": {name: getattr(result.events, name) for name in EVENT_COUNTS},
         }
         if error is not None:
-            document["error"] = "; ".join(map(str, result.output_errors))
+            document["error"] = result.error_text
         try:
             print_json(document)
         except StdoutFailed as failed:
