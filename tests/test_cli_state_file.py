@@ -55,24 +55,14 @@ def test_a_state_file_missing_a_table_is_a_state_error_for_every_command(
     with closing(sqlite3.connect(state, isolation_level=None)) as conn:
         conn.execute(f"DROP TABLE {table}")
     before = state.read_bytes()
-    expected = (
-        f"choreo-ingest: error: {state}: not a usable choreo-ingest state file "
+    problem = (
+        f"{state}: not a usable choreo-ingest state file "
         f"(no such table: {table}); left untouched: restore it from a backup, or move it aside "
         "with its -wal and -shm files and the next run builds a new state (a fresh walk of the "
         "platform)"
     )
 
-    for command in COMMANDS:
-        done = run_cli(*command, "--db", state, cwd=tmp_path)
-
-        assert done.returncode == STATE_ERROR, (command, done.stderr)
-        assert one_error_line(done.stderr) == expected, command
-        if "--json" in command:
-            document = json.loads(done.stdout)
-            assert document["exitCode"] == STATE_ERROR, command
-            assert document["error"] == expected.removeprefix("choreo-ingest: error: ")
-        else:
-            assert done.stdout == "", command
+    assert_each_refuses(COMMANDS, state, problem, tmp_path)
 
     assert state.read_bytes() == before
     wal = state.with_name("state.db-wal")
@@ -129,19 +119,26 @@ READING_AND_WRITING = (
 )
 
 
-def assert_refused_by_every_command(state: Path, problem: str, cwd: Path) -> None:
-    """Exit 4 and one line naming `state` (one JSON document with `--json`), from every command
-    that reads or writes the state, and from `check`."""
-    expected = f"choreo-ingest: error: {problem}"
-    for command in READING_AND_WRITING:
+def assert_each_refuses(
+    commands: tuple[tuple[str, ...], ...], state: Path, problem: str, cwd: Path
+) -> None:
+    """Exit 4 and one line saying `problem` from each of `commands` on `state`: with `--json`,
+    one JSON document saying it too; without, nothing on stdout."""
+    for command in commands:
         done = run_cli(*command, "--db", state, cwd=cwd)
 
         assert done.returncode == STATE_ERROR, (command, done.stderr)
-        assert one_error_line(done.stderr) == expected, command
+        assert one_error_line(done.stderr) == f"choreo-ingest: error: {problem}", command
         if "--json" in command:
             document = json.loads(done.stdout)
             assert (document["exitCode"], document["error"]) == (STATE_ERROR, problem), command
+        else:
+            assert done.stdout == "", command
 
+
+def assert_refused_by_every_command(state: Path, problem: str, cwd: Path) -> None:
+    """`assert_each_refuses` for every command that reads or writes the state, and `check`."""
+    assert_each_refuses(READING_AND_WRITING, state, problem, cwd)
     done = run_cli("check", "--db", state, cwd=cwd)
     assert done.returncode == STATE_ERROR, done.stderr
     assert f"choreo-ingest: error: --db: {problem}" in done.stderr.splitlines()
