@@ -79,6 +79,7 @@ ALLOWED_OWN = {
     "choreo_ingest.store.queries",
     "choreo_ingest.store.run_lock",
     "choreo_ingest.store.schema",
+    "choreo_ingest.store.state_file",
     "choreo_ingest.store.store",
     "choreo_ingest.store.writes",
     "choreo_ingest.version",

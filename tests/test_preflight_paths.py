@@ -168,7 +168,10 @@ class TestStateFileAsRunFindsIt:
                 RunLock(state).acquire()
 
         assert (check.ok, check.detail) == (False, str(refused.value))
-        assert check.detail == f"{state}.lock: cannot open the run lock: Permission denied"
+        assert check.detail == (
+            f"{state}.lock: cannot open the run lock: Permission denied "
+            "(owner uid 0, mode -r--r-----)"
+        )
 
     def test_a_lock_held_by_a_run_is_ok_and_stays_held(self, tmp_path: Path) -> None:
         state = tmp_path / "state.db"

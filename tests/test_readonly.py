@@ -401,6 +401,54 @@ class TestMonitoringUser:
         assert done.returncode == 0, done.stderr
         assert {mode(Path(f"{state}{end}")) for end in ("", "-wal", "-shm")} == {0o640}
 
+    @pytest.mark.parametrize(
+        ("command", "use"),
+        [(["refresh", "openchoreo"], "write"), (["status"], "read")],
+        ids=["writer", "reader"],
+    )
+    def test_wal_files_of_another_owner_are_named_with_their_owner_and_the_fix(
+        self, shared_dir: Path, command: list[str], use: str
+    ) -> None:
+        """-wal and -shm that root left (a backup restored with `cp`): no run of the state's
+        owner can mend them, so the error says whose they are and how to give them back."""
+        own = shared_dir / "own"
+        own.mkdir()
+        os.chown(own, NOBODY, NOBODY)
+        state = own / "state.db"
+        assert choreo("migrate", "--db", state, cwd=own, user=NOBODY).returncode == 0
+        sidecars = [Path(f"{state}{end}") for end in ("-wal", "-shm")]
+        for sidecar in sidecars:
+            os.chown(sidecar, 0, 0)
+
+        done = choreo(*command, "--db", state, cwd=own, user=NOBODY)
+
+        assert done.returncode == 4, done.stderr
+        assert error_lines(done) == [
+            f"choreo-ingest: error: state store {state}: state.db-wal and state.db-shm belong "
+            f"to uid 0, not to the state file's owner (uid {NOBODY}), and this user may not "
+            f"{use} them: give them the state file's owner (`chown --reference={state} "
+            f"{sidecars[0]} {sidecars[1]}`; the next run sets their mode)"
+        ]
+        for sidecar in sidecars:
+            os.chown(sidecar, NOBODY, NOBODY)
+        assert choreo(*command, "--db", state, cwd=own, user=NOBODY).returncode == 0
+
+    def test_a_run_lock_of_another_owner_is_named_with_its_owner(self, shared_dir: Path) -> None:
+        own = shared_dir / "own"
+        own.mkdir()
+        os.chown(own, NOBODY, NOBODY)
+        state = own / "state.db"
+        assert choreo("migrate", "--db", state, cwd=own).returncode == 0  # root, by hand
+        os.chown(state, NOBODY, NOBODY)  # the state given back, its lock forgotten
+
+        done = choreo("refresh", "openchoreo", "--db", state, cwd=own, user=NOBODY)
+
+        assert done.returncode == 4, done.stderr
+        assert error_lines(done) == [
+            f"choreo-ingest: error: {state}.lock: cannot open the run lock: Permission denied "
+            "(owner uid 0, mode -rw-r-----)"
+        ]
+
     def test_run_on_a_state_file_this_user_may_not_write_exits_4(self, shared_dir: Path) -> None:
         state = shared_dir / "state.db"
         assert choreo("migrate", "--db", state, cwd=shared_dir).returncode == 0

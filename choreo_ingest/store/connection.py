@@ -14,7 +14,6 @@ import json
 import os
 import re
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,12 +29,15 @@ from choreo_ingest.store.schema import (
     UNUSABLE_FILE_ADVICE,
     missing_tables,
 )
+from choreo_ingest.store.state_file import (
+    access_problem,
+    create_state_file,
+    foreign_wal_files,
+    keep_wal_files,
+    unreadable_wal_files,
+)
 
 BUSY_TIMEOUT_MS = 10_000
-STATE_FILE_MODE = 0o640
-"""Mode of a new state file, whatever the umask; SQLite gives its -wal and -shm the same."""
-WAL_FILE_SUFFIXES = ("-wal", "-shm")
-
 Tracer = Callable[[str, Any], None]
 """Called before every statement (sqlite-utils' tracer signature); used for SQL debug logging."""
 
@@ -102,10 +104,10 @@ class Connection:
         # the header first, so a foreign file is refused (SQLITE_NOTADB) before anything is
         # written to it.
         if not readonly:
-            _create_state_file(path)
+            create_state_file(path)
             # A reader may have made them with the mode of a file that was read-only then
             # (SQLite gives them the state file's): a writer would open them read-only.
-            _keep_wal_files(path, create=False)
+            keep_wal_files(path, create=False)
         conn: sqlite3.Connection | None = None
         try:
             if readonly:
@@ -140,7 +142,7 @@ class Connection:
     def close(self) -> None:
         self.raw.close()
         if not self.readonly:
-            _keep_wal_files(self.path, create=True)
+            keep_wal_files(self.path, create=True)
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         if self._tracer is not None:
@@ -281,13 +283,16 @@ class Connection:
 
     def _opening_error(self, error: sqlite3.DatabaseError) -> StateError:
         path = self.path
-        denied = _access_problem(path)
+        denied = access_problem(path)
         if denied:  # before the -wal and -shm: without the file itself, they do not matter
             return StateError(f"state store {path}: {denied}", path=str(path))
+        foreign = foreign_wal_files(path, os.R_OK if self.readonly else os.R_OK | os.W_OK)
+        if foreign:  # no run of the state's owner can mend them; SQLite says "unable to open"
+            return StateError(f"state store {path}: {foreign}", path=str(path))
         cannot_open = _primary_code(error) == sqlite3.SQLITE_CANTOPEN
         no_shm = getattr(error, "sqlite_errorcode", 0) == _READONLY_DIRECTORY
         if self.readonly and (cannot_open or no_shm):
-            problems = _unreadable_wal_files(path)
+            problems = unreadable_wal_files(path)
             if problems:  # SQLite's own text ("attempt to write a readonly database") misleads
                 return StateError(
                     f"state store {path}: cannot be read without write access to "
@@ -398,97 +403,3 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
         problem = f"{problem}: {UNUSABLE_FILE_ADVICE}"
     kind = NotAStateFile if code in _CORRUPT else StateError
     return kind(f"state store {path}: {problem}", path=str(path))
-
-
-def _create_state_file(path: Path) -> None:
-    """Create a missing state file empty, with STATE_FILE_MODE whatever the umask.
-
-    An empty file is an empty SQLite database; SQLite creates the -wal and -shm files with the
-    mode (and, run as root, the owner) of the database file.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STATE_FILE_MODE)
-    except FileExistsError:
-        return
-    except OSError as error:
-        raise StateError(
-            f"state store {path}: cannot create: {error.strerror}", path=str(path)
-        ) from error
-    try:
-        os.fchmod(fd, STATE_FILE_MODE)
-    finally:
-        os.close(fd)
-
-
-def _keep_wal_files(path: Path, *, create: bool) -> None:
-    """Give the -wal and -shm files the state file's mode and group (and, run as root, its
-    owner), as SQLite does when it creates them; `create`: put them back, empty, after a close
-    deleted them.
-
-    A reader that may not write to the directory (`status` as a monitoring user: SQLite
-    `mode=ro`) can open a WAL database only if both exist. Empty ones are what SQLite itself
-    leaves with SQLITE_FCNTL_PERSIST_WAL (which Python cannot set); the next writer takes them
-    over. Nothing is truncated: another process may have opened them since. Best effort: the
-    state is intact either way (on a full disk, say).
-
-    Existing files are changed through an O_PATH descriptor (by /proc/self/fd), whose close
-    leaves the process's POSIX locks alone; only a file that does not exist yet is opened.
-    """
-    try:
-        info = path.stat()
-    except OSError:
-        return
-    mode, owner = stat.S_IMODE(info.st_mode), info.st_uid if os.geteuid() == 0 else -1
-    for end in WAL_FILE_SUFFIXES:
-        name = f"{path}{end}"
-        if create:
-            with suppress(OSError):  # FileExistsError: no descriptor was made
-                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        try:
-            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            found = os.fstat(fd)
-            if not stat.S_ISREG(found.st_mode):
-                continue
-            by_fd = f"/proc/self/fd/{fd}"
-            if stat.S_IMODE(found.st_mode) != mode:
-                Path(by_fd).chmod(mode)
-            if (found.st_uid, found.st_gid) != (info.st_uid, info.st_gid):
-                os.chown(by_fd, owner, info.st_gid)
-        except OSError:
-            pass  # not ours to change: a reader's error names the file
-        finally:
-            os.close(fd)
-
-
-def _access_problem(path: Path) -> str | None:
-    """`permission denied: ...` if this process may not read the state file (as its effective
-    user: a root without CAP_DAC_OVERRIDE too), `is a directory` for a directory; else None.
-
-    Looked up without opening the file (see `Connection.__init__`)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None  # missing, or out of reach: SQLite's own error says what it met
-    if stat.S_ISDIR(info.st_mode):
-        return "is a directory, not a state file"
-    if not os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
-        return (
-            f"permission denied: this user may not read it (mode {stat.filemode(info.st_mode)}, "
-            f"owner uid {info.st_uid})"
-        )
-    return None
-
-
-def _unreadable_wal_files(path: Path) -> list[str]:
-    """`s.db-shm missing`, `s.db-wal not readable`: what keeps a read-only reader out."""
-    problems = []
-    for end in WAL_FILE_SUFFIXES:
-        name = f"{path}{end}"
-        if not os.path.lexists(name):
-            problems.append(f"{path.name}{end} missing")
-        elif not os.access(name, os.R_OK):
-            problems.append(f"{path.name}{end} not readable")
-    return problems

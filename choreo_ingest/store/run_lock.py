@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -140,7 +141,14 @@ def lock_problem(state_path: Path) -> str | None:
 
 
 def _cannot_open(path: Path, error: OSError) -> str:
-    return f"{path}: cannot open the run lock: {error.strerror}"
+    """The error's words, and for a refusal whose file the lock is (one made by another user,
+    root running `run` once by hand): its owner and mode, so that the fix is plain."""
+    owner = ""
+    if isinstance(error, PermissionError):
+        with suppress(OSError):
+            info = path.lstat()
+            owner = f" (owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)})"
+    return f"{path}: cannot open the run lock: {error.strerror}{owner}"
 
 
 def _open_lock_file(path: Path) -> tuple[int, bool]:
