@@ -44,6 +44,7 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     proxy_variable,
     tls_verify,
     unusable_proxy,
+    with_proxy_note,
 )
 from choreo_ingest.providers.openchoreo.http_errors import (
     ErrorTranslator,
@@ -192,7 +193,10 @@ class OpenChoreoClient:
         except httpx.HTTPError as error:
             cause = one_line(self._errors.redact(_cause(error)))
             raise TransientError(
-                f"GET {path}: {cause}", method="GET", path=path, code="CONNECTION_ERROR"
+                with_proxy_note(f"GET {path}: {cause}", self._proxy),
+                method="GET",
+                path=path,
+                code="CONNECTION_ERROR",
             ) from None
         if not response.is_success:
             raise self._errors.translate(
@@ -447,9 +451,8 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
             basic = (headers.get("Authorization") or "").removeprefix("Basic ")
             secrets = [fields.get("client_secret") or "", basic]
             cause = one_line(masked(_cause(error), secrets))
-            note = proxy_note(proxy)
             raise TransientError(
-                f"POST {where}: {cause}" + (f" ({note})" if note else ""),
+                with_proxy_note(f"POST {where}: {cause}", proxy),
                 method="POST",
                 path=where,
                 code="CONNECTION_ERROR",

@@ -51,6 +51,12 @@ def proxy_note(variable: str | None) -> str | None:
     return f"through the proxy ${variable} sets" if variable else None
 
 
+def with_proxy_note(text: str, variable: str | None) -> str:
+    """`text`, the error of a request, with the proxy it went through named after it."""
+    note = proxy_note(variable)
+    return f"{text} ({note})" if note else text
+
+
 def unusable_proxy(error: Exception) -> ConfigError | None:
     """httpx could not make a client (`error`): the proxies the environment sets as the cause
     (httpx sets up every one, whatever host it is for), or None when none is set."""

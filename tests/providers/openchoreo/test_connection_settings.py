@@ -111,3 +111,21 @@ def test_a_connection_error_says_which_proxy_the_request_went_through(
     assert str(caught.value) == (
         f"GET /namespaces: ConnectError: [Errno 111] Connection refused ({place})"
     )
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "note"), [(None, " (through the proxy $HTTPS_PROXY sets)"), ("*", "")]
+)
+def test_a_probe_of_a_public_route_says_which_proxy_it_went_through(
+    monkeypatch: pytest.MonkeyPatch, httpx_mock: HTTPXMock, no_proxy: str | None, note: str
+) -> None:
+    """`check` asks for /version first: refused there, it must not blame the server alone."""
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:{PROXY_PASSWORD}@proxy.test:3128")
+    if no_proxy is not None:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    httpx_mock.add_exception(httpx.ConnectError("[Errno 111] Connection refused"))
+
+    with client() as api, pytest.raises(TransientError) as caught:
+        api.get_public("/version")
+
+    assert str(caught.value) == f"GET /version: ConnectError: [Errno 111] Connection refused{note}"
