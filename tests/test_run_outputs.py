@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import structlog
 
-from choreo_ingest.cli.run_flow import report_run
+from choreo_ingest.cli.run_flow import outcome_line, report_run
 from choreo_ingest.config import Config
+from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import ProviderAction, ProviderState
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -104,3 +106,20 @@ def test_both_outputs_unwritten_are_each_named_in_json_and_on_stderr(
     assert mirror.startswith("catalog.directory: ")
     lines = printed.err.splitlines()
     assert [line.split(": ")[2] for line in lines] == ["catalog.directory", "metrics.textfile"]
+
+
+def test_a_wait_shown_to_a_person_says_how_to_burst_now() -> None:
+    """Run by hand after mending what failed (a rotated secret), a backoff of up to 30 minutes
+    must not look like the tool doing nothing."""
+    waiting = ProviderOutcome(
+        name="openchoreo",
+        action=ProviderAction.WAITING,
+        state=ProviderState.BACKING_OFF,
+        next_action_at=1_764_806_400.0,
+        reason="backing off after a failed burst",
+    )
+
+    assert outcome_line(waiting) == (
+        "openchoreo: nothing due (backing off after a failed burst) until 2025-12-04T00:00:00Z; "
+        "`choreo-ingest run --force` bursts now"
+    )

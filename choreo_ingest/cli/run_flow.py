@@ -164,7 +164,8 @@ def outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
 def outcome_line(outcome: ProviderOutcome) -> str:
     until = rfc3339(outcome.next_action_at) or "-"
     if outcome.action is ProviderAction.WAITING:
-        return f"{outcome.name}: nothing due ({outcome.reason}) until {until}"
+        hint = "; `choreo-ingest run --force` bursts now" if outcome.next_action_at else ""
+        return f"{outcome.name}: nothing due ({outcome.reason}) until {until}{hint}"
     line = (
         f"{outcome.name}: {outcome.action.value}, {outcome.pages} pages, "
         f"{outcome.entities_upserted} upserted, {outcome.entities_unchanged} unchanged"
