@@ -217,8 +217,10 @@ class ClientCredentials:
         self._clock = clock
         self._post_form = post_form
         self._known = known or _Known()
-        self._secret = reveal(oauth.client_secret)
-        if self._secret is not None:
+        given = reveal(oauth.client_secret)  # a trailing newline (`echo` into a Secret) is
+        self._secret = None if given is None else given.strip()  # no part of it, as in a file
+        if given is not None and self._secret is not None:
+            self._known.add(given)
             self._known.add(self._secret)
         self._lock = threading.Lock()  # held through a grant: the other threads wait for it
         self._token: str | None = None

@@ -304,6 +304,19 @@ class TestGrant:
         client_credentials(endpoint, FakeClock()).bearer()
         assert "audience" not in endpoint.calls[1][1]
 
+    @pytest.mark.parametrize("spelled", [f"{CLIENT_SECRET}\n", f" {CLIENT_SECRET}\r\n"])
+    def test_a_client_secret_is_sent_without_surrounding_whitespace_as_from_its_file(
+        self, spelled: str
+    ) -> None:
+        """`${CLIENT_SECRET}` from a Kubernetes Secret made of a file written by `echo`."""
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(endpoint, FakeClock(), client_secret=spelled)
+
+        credentials.bearer()
+
+        assert endpoint.calls[0][1]["client_secret"] == CLIENT_SECRET
+        assert {spelled, CLIENT_SECRET} <= set(credentials.secrets())
+
     def test_client_secret_file_is_read_at_each_grant(self, tmp_path: Path) -> None:
         """A rotated client secret is used by the next grant, without a restart."""
         path = tmp_path / "client-secret"
