@@ -56,15 +56,16 @@ def run_checks(
 
 
 def _secret_file_checks(config: Config) -> list[Check]:
-    """A warning for each secret file other users may read (a config file holding a secret gets
-    the same at load); a missing or unreadable one is the provider's check's to report."""
+    """A warning for each secret file any user may read (a config file holding a secret gets
+    one at load); a missing or unreadable one is the provider's check's to report. Group bits
+    are left alone: a Kubernetes Secret is mounted root:fsGroup 0440, read-only."""
     checks = []
     for key, path in secret_files(config):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
             continue
-        if mode & 0o077:
+        if mode & 0o007:
             detail = f"{path} is readable by others (mode {mode:04o}); chmod 600 it"
             checks.append(Check(key, True, detail, warning=True))
     return checks

@@ -193,12 +193,16 @@ def reachable() -> Iterator[Path]:
         yield directory
 
 
-@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o640, True), (0o600, False)])
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o644, True), (0o604, True), (0o640, False), (0o440, False), (0o600, False)],
+)
 def test_a_secret_file_others_may_read_is_a_warning(
     tmp_path: Path, mode: int, warned: bool
 ) -> None:
     """README warns of a config file holding a secret that others may read; a secret file
-    others may read was said nothing of."""
+    others may read was said nothing of. Its group may: a Kubernetes Secret is mounted
+    root:fsGroup 0440, read-only, where `chmod 600` could be done nowhere."""
     secret = tmp_path / "client-secret"
     secret.write_text("s3cret-9f8e\n")
     secret.chmod(mode)
