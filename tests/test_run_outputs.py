@@ -5,18 +5,21 @@ them, and the exit code is the error's, the same for either output."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 from choreo_ingest.cli.run_flow import outcome_line, report_run
 from choreo_ingest.config import Config
-from choreo_ingest.engine import ProviderOutcome
+from choreo_ingest.engine import ProviderOutcome, StopSignal
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.models import ProviderAction, ProviderState
+from choreo_ingest.models import EntityIteratorResult, ProviderAction, ProviderState
+from choreo_ingest.providers.base import BurstContext
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -122,4 +125,37 @@ def test_a_wait_shown_to_a_person_says_how_to_burst_now() -> None:
     assert outcome_line(waiting) == (
         "openchoreo: nothing due (backing off after a failed burst) until 2025-12-04T00:00:00Z; "
         "`choreo-ingest run --force` bursts now"
+    )
+
+
+@dataclass
+class StoppedOnSecondPage(FakeProvider):
+    """SIGTERM (a Job's deadline) while the second page is fetched."""
+
+    stop: StopSignal | None = None
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is not None and self.stop is not None:
+            self.stop.set(signal.SIGTERM)
+        return super().next(context, cursor)
+
+
+def test_an_interrupted_run_says_so_in_one_line_off_a_terminal(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kubectl logs` of a Job ended by its deadline must not be empty."""
+    config = make_config(tmp_path)
+    assert config.state_path is not None
+    stop = StopSignal()
+    provider = StoppedOnSecondPage([make_entity(name) for name in "abcdef"], stop=stop)
+    with structlog.testing.capture_logs():
+        result = run_once(config, config.state_path, clock, providers={"fake": provider}, stop=stop)
+
+    code = report_run(result, json_output=False)
+
+    printed = capsys.readouterr()
+    assert (code, printed.out) == (130, "")
+    assert printed.err == (
+        "choreo-ingest: error: fake: interrupted after 2 page(s); the next run goes on from the "
+        "last one\n"
     )

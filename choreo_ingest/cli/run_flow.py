@@ -114,7 +114,7 @@ def report_run(result: RunResult, json_output: bool) -> int:
     _provider_error_lines(result)
     if stdout_is_tty():
         for outcome in result.providers:
-            if not outcome.error:
+            if not outcome.error and outcome.action is not ProviderAction.INTERRUPTED:
                 print_text(outcome_line(outcome))
     _output_error_line(result)
     return int(code)
@@ -135,9 +135,20 @@ def _exit_code(result: RunResult) -> ExitCode:
 
 
 def _provider_error_lines(result: RunResult) -> None:
+    """A line for each provider that failed, and one for an interrupted run (SIGTERM from a
+    job's deadline: its log must not be empty)."""
+    said = False
     for outcome in result.providers:
         if outcome.error:
             error_line(f"{outcome.name}: {outcome.error}")
+        elif outcome.action is ProviderAction.INTERRUPTED:
+            error_line(
+                f"{outcome.name}: interrupted after {outcome.pages} page(s); the next run goes "
+                "on from the last one"
+            )
+            said = True
+    if result.outcome is RunOutcome.INTERRUPTED and not said:
+        error_line("interrupted")
 
 
 def _output_error_line(result: RunResult) -> None:
