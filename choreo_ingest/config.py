@@ -55,7 +55,9 @@ from choreo_ingest.config_model import (
 )
 from choreo_ingest.config_values import (
     NOT_A_POSTGRESQL_URL,
+    Invalid,
     database_url_problem,
+    home_expanded,
     is_database_url,
     looks_like_url,
     parse_listen,
@@ -151,7 +153,7 @@ def find_config_path(cli_value: Path | None, env: Mapping[str, str] | None = Non
     if cli_value is not None:
         explicit, origin = cli_value, "--config"
     elif env.get(CONFIG_ENV):
-        explicit, origin = Path(env[CONFIG_ENV]).expanduser(), f"${CONFIG_ENV}"
+        explicit, origin = _expanded(env[CONFIG_ENV], f"${CONFIG_ENV}"), f"${CONFIG_ENV}"
     else:
         return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
     if not explicit.exists():
@@ -180,9 +182,16 @@ def resolve_state_path(
         return url
     if looks_like_url(given):  # never shown: taken as a path, it would be, password and all
         raise ConfigError(NOT_A_POSTGRESQL_URL, path=origin)
-    state = Path(given).expanduser()
+    state = _expanded(given, origin)
     refuse_rewritten_state(state, config, origin)
     return state
+
+
+def _expanded(given: str, origin: str) -> Path:
+    try:
+        return home_expanded(given)
+    except Invalid as invalid:
+        raise ConfigError(invalid.problem, path=origin) from None
 
 
 def state_origin(
@@ -273,7 +282,10 @@ def secret_file_shown(path: str | Path) -> str:
     """A secret file's path as an error shows it: as it is where it is a path (the file is
     there, or its directory is), else not at all, since the secret itself may have been
     written where its file's path belongs (`tokenFile: <the token>`)."""
-    file = Path(path).expanduser()
+    try:
+        file = home_expanded(str(path))
+    except Invalid:
+        file = Path(path)
     if file.exists() or ("/" in str(path) and file.parent.is_dir()):
         return str(path)
     return "the file it names (not shown: it may be the secret itself)"

@@ -7,6 +7,7 @@ A parser takes a YAML value (after interpolation) and returns the field's value 
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -154,7 +155,19 @@ def optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
 
 
 def as_file_path(value: object) -> Path:
-    return Path(as_text(value)).expanduser()
+    return home_expanded(as_text(value))
+
+
+def home_expanded(text: str) -> Path:
+    """`text` as a path, a leading `~` expanded; Invalid where there is no home to expand it to
+    ($HOME unset for a user the passwd database does not know: a container's random UID)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise Invalid(
+            f"`~` cannot be expanded: $HOME is not set and uid {os.getuid()} has no home "
+            "directory; give an absolute path"
+        ) from None
 
 
 def parse_listen(text: str, *, option: str) -> str:
@@ -192,7 +205,7 @@ def as_state_file_path(value: object) -> Path:
         if is_database_url(text.strip()):
             raise Invalid("takes a file path; a postgresql:// URL goes in state.url")
         raise Invalid(NOT_A_POSTGRESQL_URL)
-    return Path(text).expanduser()
+    return home_expanded(text)
 
 
 DATABASE_URL_FORM = "postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"

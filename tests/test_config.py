@@ -1287,6 +1287,51 @@ class TestEffectiveChunkSize:
             effective_chunk_size(Config(), "auto")
 
 
+class TestWithoutAHome:
+    """A container's random UID: no $HOME, no passwd entry. A `~` is a config error naming where
+    it was given (it was an internal error), and an absolute path still works."""
+
+    @pytest.fixture(autouse=True)
+    def homeless(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import pwd
+
+        def unknown(uid: int) -> Any:
+            raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+        monkeypatch.delenv("HOME", raising=False)
+        monkeypatch.setattr(pwd, "getpwuid", unknown)
+
+    PROBLEM = (
+        f"`~` cannot be expanded: $HOME is not set and uid {os.getuid()} has no home directory; "
+        "give an absolute path"
+    )
+
+    def test_a_config_key_names_itself(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, "state: {path: ~/state.db}\n")
+        assert str(caught.value) == f"state.path: {self.PROBLEM}"
+
+    @pytest.mark.parametrize(
+        ("flag", "env", "origin"),
+        [("~/state.db", {}, "--db"), (None, {"CHOREO_INGEST_DB": "~/s.db"}, "$CHOREO_INGEST_DB")],
+    )
+    def test_a_state_path_names_where_it_came_from(
+        self, flag: str | None, env: dict[str, str], origin: str
+    ) -> None:
+        with pytest.raises(ConfigError) as caught:
+            resolve_state_path(flag, Config(), env=env)
+        assert str(caught.value) == f"{origin}: {self.PROBLEM}"
+
+    def test_the_config_file_from_the_environment_names_the_variable(self) -> None:
+        with pytest.raises(ConfigError) as caught:
+            find_config_path(None, env={"CHOREO_INGEST_CONFIG": "~/c.yaml"})
+        assert str(caught.value) == f"$CHOREO_INGEST_CONFIG: {self.PROBLEM}"
+
+    def test_absolute_paths_need_no_home(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, f"state: {{path: {tmp_path}/state.db}}\n")
+        assert config.state_path == tmp_path / "state.db"
+
+
 class TestFindConfigPath:
     def test_flag_wins_over_environment_and_local_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
