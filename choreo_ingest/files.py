@@ -310,7 +310,10 @@ def sync_filesystem(path: Path) -> bool:
 
 def make_directories(path: Path, mode: int = 0o755) -> list[Path]:
     """`mkdir -p path`, giving each directory it creates `mode` whatever the umask (those that
-    already exist are left as they are). Returns the directories it created, outermost first."""
+    already exist are left as they are). Returns the directories it created, outermost first.
+
+    A setgid bit a new directory inherits is kept (a Kubernetes fsGroup volume's: what is made
+    below keeps the volume's group)."""
     missing = []
     while not path.exists() and path != path.parent:
         missing.append(path)
@@ -321,7 +324,7 @@ def make_directories(path: Path, mode: int = 0o755) -> list[Path]:
             directory.mkdir()
         except FileExistsError:  # made meanwhile by another process
             continue
-        directory.chmod(mode)
+        directory.chmod(mode | (directory.stat().st_mode & stat.S_ISGID))
         created.append(directory)
     return created
 

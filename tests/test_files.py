@@ -58,6 +58,22 @@ def test_make_directories_gives_new_directories_the_mode(tmp_path: Path, umask: 
     )
 
 
+def test_make_directories_keeps_the_setgid_bit_new_directories_inherit(
+    tmp_path: Path, umask: int
+) -> None:
+    """A Kubernetes fsGroup volume: a setgid directory of the pod's group. What is made below
+    it keeps that group, so another UID of the group can still write there."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    group = 12345 if os.geteuid() == 0 else os.getegid()
+    os.chown(volume, -1, group)
+    volume.chmod(0o2775)
+
+    made = make_directories(volume / "catalog" / "openchoreo", 0o755)
+
+    assert [(mode(path), path.stat().st_gid) for path in made] == [(0o2755, group)] * 2
+
+
 def test_a_run_writes_metrics_and_mirror_readable_by_others(tmp_path: Path, umask: int) -> None:
     config = replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
     assert config.state_path is not None
