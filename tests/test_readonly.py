@@ -449,6 +449,18 @@ class TestMonitoringUser:
             "(owner uid 0, mode -rw-r-----)"
         ]
 
+    def test_a_run_lock_it_may_not_create_names_the_directory(self, shared_dir: Path) -> None:
+        """As `check` says it: the directory, not "Permission denied" of a file not there."""
+        state = shared_dir / "state.db"
+
+        done = choreo("migrate", "--db", state, cwd=shared_dir, user=NOBODY)
+
+        assert done.returncode == 4, done.stderr
+        assert error_lines(done) == [
+            f"choreo-ingest: error: {state}.lock: cannot create the run lock: directory "
+            f"{shared_dir} is not writable"
+        ]
+
     def test_run_on_a_state_file_this_user_may_not_write_exits_4(self, shared_dir: Path) -> None:
         state = shared_dir / "state.db"
         assert choreo("migrate", "--db", state, cwd=shared_dir).returncode == 0

@@ -145,8 +145,13 @@ def _cannot_open(path: Path, error: OSError) -> str:
     root running `run` once by hand): its owner and mode, so that the fix is plain."""
     owner = ""
     if isinstance(error, PermissionError):
-        with suppress(OSError):
+        try:
             info = path.lstat()
+        except FileNotFoundError:  # as `check` says it
+            return f"{path}: cannot create the run lock: directory {path.parent} is not writable"
+        except OSError:
+            pass
+        else:
             owner = f" (owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)})"
     return f"{path}: cannot open the run lock: {error.strerror}{owner}"
 
