@@ -223,7 +223,10 @@ def before_burst(record: ProviderRecord, burst: Burst, now: float) -> ProviderRe
     return replace(record, state=transition(record.state, Trigger.BURST_STARTED), last_burst_at=now)
 
 
-CRASHED = "the burst before this one did not finish (the process was killed or crashed)"
+CRASHED = (
+    "the burst before this one did not finish (the process was killed or crashed, or the state "
+    "store failed under it: a full disk, say)"
+)
 
 
 def crash_counted(record: ProviderRecord) -> ProviderRecord:
