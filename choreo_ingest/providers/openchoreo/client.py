@@ -41,16 +41,13 @@ from choreo_ingest.logs import get_logger, masked
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.connection_settings import (
     proxy_note,
+    proxy_url,
     proxy_variable,
     tls_verify,
     unusable_proxy,
     with_proxy_note,
 )
-from choreo_ingest.providers.openchoreo.http_errors import (
-    ErrorTranslator,
-    backoff_delay,
-    one_line,
-)
+from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.version import __version__
 
@@ -119,11 +116,11 @@ class OpenChoreoClient:
             filter(None, [f"openchoreo.baseUrl {self.server_root}", proxy_note(self._proxy)])
         )
         self._http = _http_client(
+            config,
+            transport,
+            self._proxy,
             base_url=self._base_url + "/",
             headers=headers,
-            transport=_transport(transport),
-            verify=tls_verify(config),
-            follow_redirects=False,
             limits=httpx.Limits(
                 max_connections=self._limiter.max_concurrent,
                 max_keepalive_connections=self._limiter.max_concurrent,
@@ -432,9 +429,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
     ) -> tuple[int, Any]:
         where = url.partition("?")[0]
         proxy = proxy_variable(url) if transport is None else None
-        http = _http_client(
-            transport=_transport(transport), verify=tls_verify(config), follow_redirects=False
-        )
+        http = _http_client(config, transport, proxy)
         try:
             with http:
                 response = http.post(
@@ -466,14 +461,18 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
     return post_form
 
 
-def _http_client(**options: Any) -> httpx.Client:
-    """httpx's client, its refusals said as configuration errors: of a proxy the environment
-    sets (httpx sets up every one), else of the base URL (what the config's check let through)."""
+def _http_client(
+    config: OpenChoreoConfig, transport: object | None, proxy: str | None, **options: Any
+) -> httpx.Client:
+    """httpx's client with the config's TLS settings, through the proxy the variable `proxy`
+    sets (read by `connection_settings`, not by httpx), never following redirects; its refusals
+    said as configuration errors: of that proxy, else of the URL."""
+    options.update(transport=_transport(transport), verify=tls_verify(config), trust_env=False)
     try:
-        return httpx.Client(**options)
+        return httpx.Client(proxy=proxy_url(proxy), follow_redirects=False, **options)
     except (httpx.InvalidURL, UnicodeError, ImportError, ValueError) as error:
-        unusable = f"not a URL to send requests to ({error})"
-        raise unusable_proxy(error) or ConfigError(unusable, path="openchoreo.baseUrl") from None
+        bad_url = ConfigError(f"not a URL to send requests to ({error})", path="openchoreo.baseUrl")
+        raise unusable_proxy(error, proxy) or bad_url from None
 
 
 def _cause(error: httpx.HTTPError) -> str:

@@ -7,6 +7,7 @@ shown (a proxy URL may hold a password)."""
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import ssl
 from urllib.parse import urlsplit
@@ -14,12 +15,10 @@ from urllib.parse import urlsplit
 from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import ConfigError
 
-_SCHEMES = ("http", "https", "all")
-
 
 def proxy_variable(url: str) -> str | None:
     """The environment variable whose proxy requests to `url` go through, or None (none set, or
-    `NO_PROXY` names its host)."""
+    `NO_PROXY` names its host, a domain above it, or a network holding its address)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY", "all_proxy", "ALL_PROXY"):
@@ -28,22 +27,46 @@ def proxy_variable(url: str) -> str | None:
     return None
 
 
-def proxy_variables() -> list[str]:
-    """Every proxy variable set: httpx sets up each one's proxy when a client is made, whatever
-    host it will be used for."""
-    names = (f"{scheme}_proxy" for scheme in _SCHEMES)
-    return [n for name in names for n in (name, name.upper()) if os.environ.get(n, "").strip()]
+def proxy_url(variable: str | None) -> str | None:
+    """The proxy the variable sets, as httpx takes it (`proxy.corp:3128` is an http:// one).
+
+    The client reads the environment's proxies through these functions, not through httpx's
+    own (`trust_env`): httpx takes `NO_PROXY=10.0.0.0/8` for a host name, so an address in that
+    network would go through the proxy, and it refuses to make any client at all where an IPv6
+    network is listed (`fd00::/8`), as dual-stack clusters list them."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable, "").strip()
+    return value if "://" in value else f"http://{value}"
 
 
 def _bypassed(host: str) -> bool:
+    """As curl reads `NO_PROXY`: `*`, a host or a domain above it, an address, a network."""
     listed = os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or ""
     entries = [item.strip().lower() for item in listed.split(",")]
-    if "*" in entries:
+    if "*" in entries or _in_listed_network(host, entries):
         return True
-    names = (entry.removeprefix("*").lstrip(".") for entry in entries)
+    names = (entry.removeprefix("*").lstrip(".").strip("[]") for entry in entries)
     return any(
         name and (host.lower() == name or host.lower().endswith("." + name)) for name in names
     )
+
+
+def _in_listed_network(host: str, entries: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in entries:
+        if "/" not in entry:
+            continue
+        try:
+            network = ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False)
+        except ValueError:
+            continue
+        if address.version == network.version and address in network:
+            return True
+    return False
 
 
 def proxy_note(variable: str | None) -> str | None:
@@ -57,18 +80,16 @@ def with_proxy_note(text: str, variable: str | None) -> str:
     return f"{text} ({note})" if note else text
 
 
-def unusable_proxy(error: Exception) -> ConfigError | None:
-    """httpx could not make a client (`error`): the proxies the environment sets as the cause
-    (httpx sets up every one, whatever host it is for), or None when none is set."""
-    variables = proxy_variables()
-    if not variables:
+def unusable_proxy(error: Exception, variable: str | None) -> ConfigError | None:
+    """httpx could not make a client (`error`) to send requests through the proxy `variable`
+    sets: that proxy as the cause, or None when the requests go through none."""
+    if variable is None:
         return None
     if isinstance(error, ImportError):
         reason = "a SOCKS proxy needs the socksio package (pip install 'httpx[socks]')"
     else:
         reason = "not a proxy URL (http://, https:// or socks5://host:port)"
-    named = " or ".join(f"${name}" for name in variables)
-    return ConfigError(f"the proxy cannot be used: {reason}; fix or unset it", path=named)
+    return ConfigError(f"the proxy cannot be used: {reason}; fix or unset it", path=f"${variable}")
 
 
 def tls_verify(config: OpenChoreoConfig) -> ssl.SSLContext | bool:

@@ -4,6 +4,10 @@ its value, which may hold a password) instead of blaming the API or calling it a
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +16,7 @@ from pytest_httpx import HTTPXMock
 from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import ConfigError, TransientError
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient, form_poster
-from choreo_ingest.providers.openchoreo.connection_settings import proxy_variable
+from choreo_ingest.providers.openchoreo.connection_settings import proxy_url, proxy_variable
 
 from fakes import FakeClock
 
@@ -29,7 +33,11 @@ def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def client() -> OpenChoreoClient:
-    config = OpenChoreoConfig(base_url=BASE)
+    return client_for(BASE)
+
+
+def client_for(base_url: str) -> OpenChoreoClient:
+    config = OpenChoreoConfig(base_url=base_url)
     return OpenChoreoClient(config, clock=FakeClock(), deadline=None, rng=lambda: 0.5)
 
 
@@ -129,3 +137,86 @@ def test_a_probe_of_a_public_route_says_which_proxy_it_went_through(
         api.get_public("/version")
 
     assert str(caught.value) == f"GET /version: ConnectError: [Errno 111] Connection refused{note}"
+
+
+@pytest.fixture
+def version_server() -> Iterator[str]:
+    """A real server on loopback answering `GET /version`: what a proxy bypass must reach."""
+
+    class Version(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"version": "v1.2.3"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET  # noqa: N815 (http.server's name)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Version)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "no_proxy",
+    ["127.0.0.0/8", "10.0.0.0/8, 127.0.0.1/32", "[::1]/128,127.0.0.0/8", "fd00::/8,127.0.0.0/8"],
+)
+def test_no_proxy_networks_are_bypassed_as_curl_bypasses_them(
+    monkeypatch: pytest.MonkeyPatch, version_server: str, no_proxy: str
+) -> None:
+    """A cluster's injected `NO_PROXY=10.0.0.0/8,...`: httpx reads a network as a host name,
+    and would send a request for an address inside it through the (here refusing) proxy; an
+    IPv6 network listed (dual-stack clusters list `fd00::/8`) kept httpx from making a client."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    with client_for(version_server) as api:
+        assert api.get_public("/version") == {"version": "v1.2.3"}
+    assert proxy_variable(version_server) is None
+    post = form_poster(OpenChoreoConfig(base_url=version_server))
+    status, body = post(f"{version_server}/oauth2/token", {}, {})
+    assert (status, body) == (200, {"version": "v1.2.3"})
+
+
+def test_an_address_outside_the_no_proxy_networks_goes_through_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, version_server: str
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "10.0.0.0/8,127.0.0.1.example")
+
+    with client_for(version_server) as api, pytest.raises(TransientError) as caught:
+        api.get_public("/version")
+
+    assert str(caught.value).endswith("(through the proxy $HTTP_PROXY sets)")
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [("proxy.corp:3128", "http://proxy.corp:3128"), ("https://p.corp", "https://p.corp")],
+)
+def test_a_proxy_without_a_scheme_is_an_http_one_as_curl_takes_it(
+    monkeypatch: pytest.MonkeyPatch, value: str, url: str
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", value)
+
+    assert proxy_url(proxy_variable(BASE)) == url
+
+
+def test_a_proxy_set_for_another_scheme_is_not_used_nor_checked(
+    monkeypatch: pytest.MonkeyPatch, version_server: str
+) -> None:
+    """httpx set up every proxy variable's proxy, and refused to make a client over one the
+    requests would never go through."""
+    monkeypatch.setenv("HTTPS_PROXY", f"ftp://user:{PROXY_PASSWORD}@proxy.test")
+
+    with client_for(version_server) as api:
+        assert api.get_public("/version") == {"version": "v1.2.3"}
