@@ -66,7 +66,7 @@ class RequestLog:
                 await JSONResponse(internal_error_document(error), 500)(scope, receive, send)
         finally:
             route = _route_template(scope)
-            self.requests.labels(route, scope["method"], str(status)).inc()
+            self.requests.labels(route, _method_label(scope), str(status)).inc()
             log.info(
                 "http_request",
                 method=scope["method"],
@@ -74,6 +74,16 @@ class RequestLog:
                 status=status,
                 duration_ms=round((clock.monotonic() - started) * 1000, 1),
             )
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method_label(scope: Scope) -> str:
+    """The method as a label value: any name a client sends (`X1`, `X2`, ... from a scanner)
+    would be a series of its own for as long as `serve` runs."""
+    method = scope["method"]
+    return method if method in _METHODS else "other"
 
 
 def _route_template(scope: Scope) -> str:

@@ -114,3 +114,25 @@ def test_a_state_that_becomes_readable_again_is_said_at_the_next_scrape(
                     readable.append(family.samples[0].value)
 
     assert readable == [0.0, 1.0]
+
+
+def test_methods_a_client_makes_up_are_counted_as_one_label_value(
+    config: Config, directory: Path, clock: FakeClock
+) -> None:
+    """A scanner's `X1 /healthz`, `X2 /healthz`, ...: a series each would grow `/metrics` and
+    serve's memory for as long as it runs."""
+    service = Service(config, ingested(directory / "state.db", clock), clock)
+    server = Server(config, service.state, clock, service, Credentials())
+    with AsgiClient(build_app(server)) as client:
+        assert client.get("/healthz").status_code == 200
+        for number in range(5):
+            client.request(f"X{number}", "/healthz")
+        answer = client.get("/metrics")
+
+    methods = {
+        sample.labels["method"]
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.name == "choreo_ingest_http_requests_total"
+    }
+    assert methods == {"GET", "other"}
