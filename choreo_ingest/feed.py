@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import ChangesGone, ConfigError
 from choreo_ingest.store import ChangeRow, Store, gap_after
 
@@ -76,12 +77,15 @@ class _Cursor:
     store_id: str
 
 
-def changes_page(store: Store, since: int, limit: int) -> ChangesPage:
+def changes_page(store: Store, since: int, limit: int, since_at: str | None = None) -> ChangesPage:
     """Up to `limit` changes after seq `since`, oldest first.
 
     Raises ChangesGone when some change after `since` was pruned (`since` below
     `oldestSeq - 1`), or when `since` is past the newest change (the state file is an older
-    copy than the one the consumer followed).
+    copy than the one the consumer followed), or when change `since` was made at another time
+    than `since_at`, the `at` the consumer read of it: the state was put back from an older copy
+    and has made other changes under the same seqs since (`since` past the newest no longer
+    says so once it has made as many).
     """
     _check_count("limit", limit, MAX_CHANGES)
     _check_seq("since", since)
@@ -89,6 +93,14 @@ def changes_page(store: Store, since: int, limit: int) -> ChangesPage:
         store_id = store.store_id()
         pruned_through, newest = store.change_bounds()
         _require_changes_after(since, store_id, pruned_through, newest)
+        made = rfc3339(store.change_at(since)) if since_at is not None else None
+        if made is not None and made != since_at:
+            raise ChangesGone(
+                f"change {since} was made at {made}, not at {since_at} as the one followed: the "
+                "state was put back from an older copy",
+                store_id=store_id,
+                oldest_seq=pruned_through + 1,
+            )
         changes = store.changes(since, limit)
     return ChangesPage(store_id, pruned_through + 1, newest, changes)
 

@@ -15,6 +15,7 @@ import pytest
 import structlog
 import yaml
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import ChangesConfig, Config
 from choreo_ingest.errors import ChangesGone, ConfigError
 from choreo_ingest.feed import (
@@ -155,6 +156,36 @@ class TestChangesPage:
         assert str(gone.value) == (  # a state file's words, and a PostgreSQL schema's
             "seq 3 is past the newest change (2): the state is an older copy than the one "
             "followed; resync from GET /entities"
+        )
+
+    def test_a_state_put_back_from_an_older_copy_is_gone_once_it_has_made_as_many_changes(
+        self, tmp_path: Path
+    ) -> None:
+        """A rollback to a copy made before: the copy goes on from its own newest seq, and once
+        it has made as many changes as the consumer read, `since` no longer looks past the
+        newest. The `at` the consumer read of its last change tells the two histories apart."""
+        with (
+            Store.open(tmp_path / "state.db") as original,
+            Store.open(tmp_path / "copy.db") as copy,
+        ):
+            original.migrate()
+            copy.migrate()
+            upsert(original, entities("a"), T0)
+            original.copy_to(copy)
+            upsert(original, entities("b", "c"), T0 + 60)
+            followed = changes_page(original, 0, 10).changes[-1]
+        made_since = rfc3339(T0 + 3600)
+
+        with Store.open(tmp_path / "copy.db") as restored:
+            upsert(restored, entities("d", "e"), T0 + 3600)
+            assert changes_page(restored, followed.seq, 10).changes == []  # what it said before
+            with pytest.raises(ChangesGone) as gone:
+                changes_page(restored, followed.seq, 10, since_at=rfc3339(followed.at))
+            assert changes_page(restored, 3, 10, since_at=made_since).changes == []
+
+        assert str(gone.value) == (
+            f"change 3 was made at {made_since}, not at {rfc3339(T0 + 60)} as the one followed: "
+            "the state was put back from an older copy; resync from GET /entities"
         )
 
     @pytest.mark.parametrize("limit", [0, -1, MAX_CHANGES + 1, True, 2.0, "5", None])

@@ -384,7 +384,8 @@ def _feed_routes(server: Server) -> list[Route]:
         require_token(server, request)
         since = int_param(request, "since", 0)
         limit = int_param(request, "limit", 1000)
-        return _json(await in_thread(server, read, changes_page, since, limit))
+        since_at = request.query_params.get("sinceAt") or None
+        return _json(await in_thread(server, read, changes_page, since, limit, since_at))
 
     async def batch(request: Request) -> Response:
         require_token(server, request)

@@ -242,6 +242,12 @@ def last_change_seq(conn: AnyConnection) -> int:
     return newest_seq(conn)
 
 
+def change_at(conn: AnyConnection, seq: int) -> float | None:
+    """When change `seq` was made, or None (pruned, or never made)."""
+    at = conn.scalar("SELECT at FROM changes WHERE seq = ?", [seq])
+    return None if at is None else float(at)
+
+
 def changes(conn: AnyConnection, since: int, limit: int | None) -> list[ChangeRow]:
     rows = conn.execute(
         "SELECT seq, at, op, ref, provider FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",

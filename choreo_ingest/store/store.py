@@ -311,6 +311,9 @@ class Store:
     def changes(self, since: int = 0, limit: int | None = None) -> list[ChangeRow]:
         return queries.changes(self._conn, since, limit)
 
+    def change_at(self, seq: int) -> float | None:
+        return queries.change_at(self._conn, seq)
+
     def last_change_seq(self) -> int:
         return queries.last_change_seq(self._conn)
 

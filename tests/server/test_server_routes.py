@@ -619,6 +619,22 @@ class TestFeed:
         assert kept.status_code == 200
         assert len(kept.json()["changes"]) == 3
 
+    def test_changes_since_a_change_made_at_another_time_are_410(self, client: AsgiClient) -> None:
+        """`sinceAt`: the `at` the consumer read of change `since`; another one there means the
+        state was put back from an older copy (the Backstage module sends it)."""
+        [third] = client.get("/changes", params={"since": 2, "limit": 1}, headers=AUTH).json()[
+            "changes"
+        ]
+
+        same = client.get("/changes", params={"since": 3, "sinceAt": third["at"]}, headers=AUTH)
+        other = client.get(
+            "/changes", params={"since": 3, "sinceAt": "2020-01-01T00:00:00Z"}, headers=AUTH
+        )
+
+        assert same.status_code == 200
+        assert other.status_code == 410
+        assert "put back from an older copy" in other.json()["error"]
+
 
 class TestSnapshotConformance:
     @pytest.mark.parametrize("api", ["v1", "orgs"])

@@ -101,9 +101,15 @@ export class FeedClient {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
-  /** Up to `limit` changes after seq `since`, oldest first. Throws FeedGoneError on 410. */
-  async changes(since: number, limit: number): Promise<ChangesPage> {
+  /**
+   * Up to `limit` changes after seq `since`, oldest first; `sinceAt`, the `at` read of the change
+   * at `since`, makes serve check it is still that change. Throws FeedGoneError on 410.
+   */
+  async changes(since: number, limit: number, sinceAt?: string): Promise<ChangesPage> {
     const query = new URLSearchParams({ since: String(since), limit: String(limit) });
+    if (sinceAt) {
+      query.set('sinceAt', sinceAt);
+    }
     const page = await this.request<ChangesPage>('GET /changes', `/changes?${query}`);
     requireFields('GET /changes', page, ['storeId', 'newestSeq', 'changes']);
     return page;

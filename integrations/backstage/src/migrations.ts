@@ -71,6 +71,19 @@ const MIGRATIONS: Migration[] = [
       });
     },
   },
+  {
+    name: '20261204_01_seq_at',
+    async up(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.string('seq_at', 40).nullable().comment('the `at` of the change at seq, as read');
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.dropColumn('seq_at');
+      });
+    },
+  },
 ];
 
 const migrationSource: Knex.MigrationSource<Migration> = {

@@ -335,6 +335,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
             resync: undefined,
             storeId,
             seq: newestSeq,
+            seqAt: undefined,
             sweepPending: true,
             resyncedAt: this.now(),
           };
@@ -370,7 +371,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     for (;;) {
       this.checkpoint();
       const since = state.seq ?? 0;
-      const page = await this.client.changes(since, this.batchSize);
+      const page = await this.client.changes(since, this.batchSize, state.seqAt);
       this.requireStore(state, page.storeId);
       if (!page.changes.length) {
         return state;
@@ -398,7 +399,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       } else {
         this.checkAborted();
       }
-      const next: FeedState = { ...state, seq: page.changes[page.changes.length - 1].seq };
+      const last = page.changes[page.changes.length - 1];
+      const next: FeedState = { ...state, seq: last.seq, seqAt: last.at || undefined };
       await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },

@@ -18,6 +18,12 @@ export type FeedState = {
   storeId?: string;
   /** The last /changes seq applied; undefined before the first resync finished. */
   seq?: number;
+  /**
+   * The `at` of the change at `seq`, as read: sent with the next `/changes` (`sinceAt`), so a
+   * state put back from an older copy, which makes other changes under the same seqs, is told
+   * apart. Undefined after a resync (until a change is applied) and in older states.
+   */
+  seqAt?: string;
   /** The generation of the latest resync started (0: none yet). */
   generation: number;
   /** A resync in progress. */
@@ -86,6 +92,7 @@ export class StateStore {
     return {
       storeId: row.store_id ?? undefined,
       seq: optionalNumber(row.seq),
+      seqAt: row.seq_at ?? undefined,
       generation: Number(row.generation),
       resync: truthy(row.resync_active)
         ? {
@@ -167,6 +174,7 @@ export class StateStore {
       provider: this.provider,
       store_id: state.storeId ?? null,
       seq: state.seq ?? null,
+      seq_at: state.seqAt ?? null,
       generation: state.generation,
       resync_active: state.resync !== undefined,
       resync_cursor: state.resync?.cursor ?? null,

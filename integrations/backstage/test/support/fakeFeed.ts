@@ -20,6 +20,8 @@ export class FakeFeed {
   seq = 0;
   /** Called as each request arrives, before it is answered (with the route, such as `/changes`). */
   onRequest: ((route: string) => void) | undefined;
+  /** The `sinceAt` of each `/changes` request (null: none sent). */
+  readonly sinceAts: (string | null)[] = [];
   /** `/changes` answers 410 (the position was pruned). */
   answer410 = false;
   /** A larger request body is refused with serve's 413 (`serve.maxBodyBytes`). */
@@ -48,14 +50,35 @@ export class FakeFeed {
   upsert(name: string, body: Body = FakeFeed.body(name)): void {
     const ref = `component:default/${name}`;
     this.entities.set(ref, body);
-    this.changes.push({ seq: ++this.seq, at: '', op: 'upsert', ref, provider: 'fake' });
+    this.changes.push({ seq: ++this.seq, at: this.madeAt(), op: 'upsert', ref, provider: 'fake' });
   }
 
   remove(name: string): void {
     const ref = `component:default/${name}`;
     this.entities.delete(ref);
-    this.changes.push({ seq: ++this.seq, at: '', op: 'delete', ref, provider: 'fake' });
+    this.changes.push({ seq: ++this.seq, at: this.madeAt(), op: 'delete', ref, provider: 'fake' });
   }
+
+  /**
+   * Put the state back as a copy made when `seq` was the newest change held it (a rollback to a
+   * backup): later changes are undone, and the next ones get their seqs again, as serve's do.
+   */
+  putBack(seq: number, entities: Map<string, Body>): void {
+    this.changes.splice(this.changes.findIndex(change => change.seq > seq));
+    this.seq = seq;
+    this.entities.clear();
+    for (const [ref, body] of entities) {
+      this.entities.set(ref, body);
+    }
+  }
+
+  /** Each change's own time, as serve's `at` (whole seconds apart). */
+  private madeAt(): string {
+    this.made += 1;
+    return new Date(Date.parse('2026-12-01T00:00:00Z') + this.made * 1000).toISOString();
+  }
+
+  private made = 0;
 
   async start(): Promise<void> {
     this.server = createServer(async (request, response) => {
@@ -75,6 +98,12 @@ export class FakeFeed {
         }
         const since = Number(url.searchParams.get('since'));
         const limit = Number(url.searchParams.get('limit'));
+        const sinceAt = url.searchParams.get('sinceAt');
+        this.sinceAts.push(sinceAt);
+        const followed = this.changes.find(change => change.seq === since);
+        if (since > this.seq || (sinceAt && followed && followed.at !== sinceAt)) {
+          return send(410, { error: `change ${since} is not the one followed` });
+        }
         return send(200, {
           storeId: this.storeId,
           oldestSeq: 1,
