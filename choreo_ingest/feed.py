@@ -60,11 +60,15 @@ class EntitiesPage:
     newest_seq: int
     entities: list[dict[str, Any]]
     next_cursor: str | None
+    newest_at: str | None = None
+    """When change `newest_seq` was made (None: no change yet, or pruned): the `sinceAt` of the
+    consumer's first `/changes` after the walk."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "storeId": self.store_id,
             "newestSeq": self.newest_seq,
+            "newestAt": self.newest_at,
             "entities": self.entities,
             "nextCursor": self.next_cursor,
         }
@@ -150,9 +154,10 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
             _require_changes_after(position.seq, store_id, pruned_through, newest)
             after, seq = position.after, position.seq
         rows = store.entities_after(after, limit + 1)
+        newest_at = rfc3339(store.change_at(seq))
     page = rows[:limit]
     next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if len(rows) > limit else None
-    return EntitiesPage(store_id, seq, [body for _, body in page], next_cursor)
+    return EntitiesPage(store_id, seq, [body for _, body in page], next_cursor, newest_at)
 
 
 def _require_changes_after(seq: int, store_id: str, pruned_through: int, newest: int) -> None:

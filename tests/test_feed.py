@@ -277,6 +277,7 @@ class TestEntitiesPage:
         assert first.to_json() == {
             "storeId": writer.store_id(),
             "newestSeq": 2,
+            "newestAt": rfc3339(T0),
             "entities": [a.body],
             "nextCursor": first.next_cursor,
         }
@@ -289,6 +290,10 @@ class TestEntitiesPage:
         }
         last = entities_page(reader, first.next_cursor, 1).to_json()
         assert (last["entities"], last["nextCursor"]) == ([b.body], None)
+        assert last["newestAt"] == rfc3339(T0)  # the walk's newestSeq's, on every page
+
+    def test_a_catalog_without_changes_has_no_newest_at(self, reader: Store) -> None:
+        assert entities_page(reader, None, 10).to_json()["newestAt"] is None
 
     def test_an_empty_catalog_is_one_empty_page(self, reader: Store) -> None:
         assert entities_page(reader, None, 10).to_json()["entities"] == []

@@ -42,6 +42,8 @@ export type EntitiesBatch = {
 export type EntitiesPage = {
   storeId: string;
   newestSeq: number;
+  /** When change `newestSeq` was made (a serve before it was sent leaves it out; null: none). */
+  newestAt?: string | null;
   entities: FeedEntity[];
   nextCursor: string | null;
 };

@@ -335,7 +335,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
             resync: undefined,
             storeId,
             seq: newestSeq,
-            seqAt: undefined,
+            seqAt: page.newestAt ?? undefined,
             sweepPending: true,
             resyncedAt: this.now(),
           };

@@ -40,3 +40,17 @@ test('a feed that only went on is followed as before, its last change checked', 
   const a = feed.changes.find(change => change.ref === ref('a'));
   expect(feed.sinceAts.at(-1)).toBe(a?.at); // the request that read `b`
 });
+
+test('a feed put back right after a resync is copied again too', async () => {
+  const { feed, connection, provider, store } = await providerOnFakeFeed(3, { batchSize: 10 });
+  const copy = new Map(feed.entities);
+  feed.upsert('lost'); // seq 4, read by the first resync's walk
+  expect((await provider.run()).resynced).toBe(true);
+  expect((await store.load())?.seqAt).toBe(feed.changes[3].at);
+
+  feed.putBack(3, copy);
+  feed.upsert('new');
+
+  expect((await provider.run()).resynced).toBe(true);
+  expect(connection.refs()).toEqual(['c0', 'c1', 'c2', 'new'].map(ref));
+});

@@ -118,6 +118,7 @@ export class FakeFeed {
         return send(200, {
           storeId: this.storeId,
           newestSeq: this.seq,
+          newestAt: this.changes.find(change => change.seq === this.seq)?.at ?? null,
           entities: refs.slice(start, start + limit).map(ref => this.entities.get(ref)),
           nextCursor: start + limit < refs.length ? String(start + limit) : null,
         });
