@@ -50,6 +50,7 @@ from choreo_ingest.reporting import (
     status_report,
 )
 from choreo_ingest.server.context import (
+    UNAVAILABLE_RETRY_SECONDS,
     Handler,
     Server,
     as_operator,
@@ -107,7 +108,10 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
 
 async def _problem_response(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPProblem)
-    return _json({"error": str(error), **error.fields}, error.status, error.headers)
+    headers = error.headers
+    if error.status == 503:  # a store that cannot be read now: an event sender retries later
+        headers = {"Retry-After": str(UNAVAILABLE_RETRY_SECONDS), **headers}
+    return _json({"error": str(error), **error.fields}, error.status, headers)
 
 
 async def _routing_response(request: Request, error: Exception) -> Response:

@@ -37,6 +37,8 @@ from choreo_ingest.service import Service
 from choreo_ingest.store import StateLocation
 
 INBOX_FULL_RETRY_SECONDS = 60
+UNAVAILABLE_RETRY_SECONDS = 30
+"""The `Retry-After` of any other 503 (the state store cannot be read, or there is none yet)."""
 OPERATOR_THREADS = 4
 """Operator requests (refresh, reset, approve) that may hold a worker thread at once."""
 

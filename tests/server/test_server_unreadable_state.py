@@ -105,6 +105,7 @@ def test_a_route_answers_a_store_it_cannot_read_as_documented(
         [problem] = document["problems"]
     else:
         assert document == {"error": document["error"]}
+        assert answer.headers["retry-after"] == "30"  # the event forwarder tries again later
         problem = document["error"]
     assert isinstance(problem, str)
     assert "\n" not in problem
