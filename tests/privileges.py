@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import shutil
 import tempfile
@@ -10,6 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 NOBODY = 65534
+LAZY_CODECS = ("utf-8-sig", "idna", "ascii", "latin-1")
+"""Codecs the code under test looks up (an event body's BOM, host names): a worker whose first
+lookup of one came as `nobody`, who may not read root's Python (pyenv under /root), would fail
+it with `LookupError: unknown encoding`, a flake of the test, not the code."""
 
 
 @contextmanager
@@ -19,6 +24,8 @@ def as_nobody() -> Iterator[None]:
     if os.geteuid() != 0:
         yield
         return
+    for codec in LAZY_CODECS:  # imported at first use, from a stdlib `nobody` may not read
+        codecs.lookup(codec)
     os.seteuid(NOBODY)
     try:
         yield
