@@ -15,9 +15,12 @@ from pathlib import Path
 from types import TracebackType
 
 TEMP_SUFFIX = ".tmp"
-"""Temp files are hidden (`.<name>...tmp`) beside the target, matched by no glob of the
-target's own suffix: `.<name>.tmp` and, while other writers hold it, `.<name>.1.tmp` ... for
-`replace_atomically`; `.<name>.<random>.tmp` for `DurableBatch` (whose callers sweep them)."""
+"""Temp files end in `.tmp`, matched by no glob of the target's own suffix: `.<name>.tmp` and,
+while other writers hold it, `.<name>.1.tmp` ... beside the target for `replace_atomically`;
+`<name>.<random>.tmp` in `TEMP_DIRECTORY` for `DurableBatch`."""
+TEMP_DIRECTORY = ".choreo-ingest-tmp"
+"""Where `DurableBatch` stages its temp files: a hidden directory of the root it writes below (so
+on the same filesystem, and each rename stays atomic), which each batch empties when it begins."""
 TEMP_SLOTS = 16
 """Writers of one file at once (`run`, `status`, `serve`) that each get a temp file of their own;
 a kill leaves at most one temp file per slot, which the next writer to claim the slot reuses."""
@@ -197,24 +200,38 @@ def _is_pid(text: str) -> bool:
 
 
 class DurableBatch:
-    """Replaces and removes many files so that readers see each old file or its new one, never a
-    part, and a crash leaves no renamed file whose data is not on disk; with two flushes per
-    `commit()` whatever the number of files.
+    """Replaces and removes many files below `root` so that readers see each old file or its new
+    one, never a part, and a crash leaves no renamed file whose data is not on disk; with two
+    flushes per `commit()` whatever the number of files.
 
-    `replace()` writes a temp file beside the target without an fsync. `commit()` flushes them
-    all (`flush_to_disk`), renames each over its target, then flushes again, so the renames and
-    removals are durable when it returns. The fsync per file was what cost (1000 small files on a
-    VM's ext4 whose fsync takes 0.12 ms: 240-350 ms with one fsync each, 70-170 ms with two
+    `replace()` writes a temp file into `root/TEMP_DIRECTORY` without an fsync. `commit()` flushes
+    them all (`flush_to_disk`), renames each over its target, then flushes again, so the renames
+    and removals are durable when it returns. The fsync per file was what cost (1000 small files
+    on a VM's ext4 whose fsync takes 0.12 ms: 240-350 ms with one fsync each, 70-170 ms with two
     syncfs; a disk without a write cache pays milliseconds per fsync). Leaving the block with an
     exception deletes the temp files not yet renamed.
+
+    A batch killed before its renames (SIGKILL, a power cut) leaves its temp files behind, up to
+    a batch of them per kill. Entering the next batch deletes them: one listing of a directory
+    that is empty unless a batch was killed, where temp files beside their targets could only
+    be found by listing every directory of the tree. One batch at a time may write below `root`
+    (its callers hold the run lock): entering one takes the others' temp files.
+
+    A directory below `root` (never `root`) that a removal leaves empty is removed at `commit()`,
+    after the renames that may still need it, and so is each parent that leaves empty; one that
+    holds anything else stays.
     """
 
-    def __init__(self, file_mode: int, directory_mode: int) -> None:
+    def __init__(self, root: Path, file_mode: int, directory_mode: int) -> None:
+        self.root = root
+        self.temp_directory = root / TEMP_DIRECTORY
         self.file_mode = file_mode
         self.directory_mode = directory_mode
         self._staged: list[tuple[Path, Path]] = []  # (temp, target)
         self._touched: set[Path] = set()
+        self._emptied: set[Path] = set()  # directories to remove at the commit if empty
         self._pending = 0
+        self._temp_directory_made = False
 
     @property
     def pending(self) -> int:
@@ -224,12 +241,19 @@ class DurableBatch:
     def replace(self, path: Path, data: bytes) -> None:
         """Stage `data` as the next content of `path`, creating missing parent directories."""
         created = make_directories(path.parent, self.directory_mode)
+        if not self._temp_directory_made:
+            created += make_directories(self.temp_directory, self.directory_mode)
+            self._temp_directory_made = True
         self._touched.update(directory.parent for directory in created)
-        self._staged.append((_write_temp(path, data, self.file_mode), path))
+        temp = _write_temp(self.temp_directory, path.name, data, self.file_mode)
+        self._staged.append((temp, path))
         self._pending += 1
 
     def remove(self, path: Path) -> bool:
-        """Delete `path` now (durable at the next commit); False when there was no such file."""
+        """Delete `path` now (durable at the next commit), and its directory at the commit if
+        that leaves it empty; False when there was no such file (its directory is still looked
+        at: a batch killed between the two left it)."""
+        self.remove_if_empty(path.parent)
         try:
             path.unlink()
         except FileNotFoundError:
@@ -237,6 +261,24 @@ class DurableBatch:
         self._touched.add(path.parent)
         self._pending += 1
         return True
+
+    def remove_if_empty(self, directory: Path) -> None:
+        """Remove `directory` (below `root`) at the next commit if it is empty then."""
+        self._emptied.add(directory)
+
+    def remove_leftovers(self) -> None:
+        """Delete the temp files that batches killed before their renames left."""
+        try:
+            with os.scandir(self.temp_directory) as entries:
+                left = [
+                    Path(entry.path)
+                    for entry in entries
+                    if entry.name.endswith(TEMP_SUFFIX) and not entry.is_dir(follow_symlinks=False)
+                ]
+        except FileNotFoundError:
+            return
+        for path in left:
+            path.unlink(missing_ok=True)
 
     def commit(self) -> None:
         """Make every staged file and removal durable and visible."""
@@ -250,10 +292,29 @@ class DurableBatch:
                     self._staged = staged[index:]
                     raise
                 self._touched.add(path.parent)
+        if self._emptied:
+            self._remove_emptied_directories()
         if self._touched:
             flush_to_disk(directories=self._touched)
             self._touched.clear()
         self._pending = 0
+
+    def _remove_emptied_directories(self) -> None:
+        for directory in sorted(self._emptied, key=lambda path: len(path.parts), reverse=True):
+            while directory != self.root and self.root in directory.parents:
+                try:
+                    directory.rmdir()
+                except FileNotFoundError:  # a killed batch removed it, maybe not its parent
+                    self._touched.discard(directory)
+                except OSError as error:
+                    if error.errno in _HELD_DIRECTORY:
+                        break
+                    raise
+                else:
+                    self._touched.discard(directory)
+                    self._touched.add(directory.parent)
+                directory = directory.parent
+        self._emptied.clear()
 
     def discard(self) -> None:
         """Delete the temp files not yet renamed; removals already made stay made."""
@@ -262,6 +323,7 @@ class DurableBatch:
         self._staged.clear()
 
     def __enter__(self) -> DurableBatch:
+        self.remove_leftovers()
         return self
 
     def __exit__(
@@ -272,6 +334,11 @@ class DurableBatch:
     ) -> None:
         if error is not None:
             self.discard()
+
+
+_HELD_DIRECTORY = frozenset({errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY, errno.ENOTDIR})
+"""rmdir(2)'s answers for a directory that stays: it holds something (EEXIST is POSIX's other
+spelling of ENOTEMPTY), is a mount point, or is a symlink to a directory."""
 
 
 def flush_to_disk(*, files: Collection[Path] = (), directories: Collection[Path] = ()) -> None:
@@ -347,13 +414,11 @@ def not_a_regular_file(path: Path, mode: int) -> str | None:
     return f"{path}: not a regular file" + (f" ({kind})" if kind else "")
 
 
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    """`data` in a new temp file beside `path` with `mode`, not fsynced."""
+def _write_temp(directory: Path, name: str, data: bytes, mode: int) -> Path:
+    """`data` in a new temp file in `directory` named after `name`, with `mode`, not fsynced."""
     import tempfile  # only for DurableBatch (the mirror), never for a run with nothing due
 
-    handle, temp_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX
-    )
+    handle, temp_name = tempfile.mkstemp(dir=directory, prefix=f"{name}.", suffix=TEMP_SUFFIX)
     temp = Path(temp_name)
     try:
         with os.fdopen(handle, "wb") as file:

@@ -6,11 +6,13 @@ position: for every ref changed since, it writes the entity's current body or de
 then stores the new position. Replaying a change is harmless, so a crash between the DB commit
 and the file writes is repaired by the next call.
 
-Every write is atomic (a temp file in the same directory, renamed over the target): Backstage
-reads the old file or the new one, never a part. A batch of changes costs two disk flushes
-whatever its size (`files.DurableBatch`): the new contents reach the disk before any rename, the
-renames before the position moves past them. Temp files start with a dot and end in `.tmp`, so
-the glob never matches them.
+Every write is atomic (a temp file renamed over the target): Backstage reads the old file or the
+new one, never a part. A batch of changes costs two disk flushes whatever its size
+(`files.DurableBatch`): the new contents reach the disk before any rename, the renames before
+the position moves past them. Temp files wait in `<directory>/.choreo-ingest-tmp/`, which the
+glob never matches (a hidden directory, one level deep, files ending in `.tmp`); what a killed
+run left there goes when the next run writes. A namespace's directory goes with its last file,
+and a kind's with its last namespace.
 
 A run gives the mirror what is left of its time (`cancelled`): it stops between two entities,
 makes what it wrote durable, stores how far that covers, and the next run carries on.
@@ -18,6 +20,7 @@ makes what it wrote durable, stores how far that covers, and the next run carrie
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -165,16 +168,17 @@ def _apply_changes(
 def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZE) -> MirrorStats:
     """Write every entity, delete every mirror file the catalog does not hold, store the position.
 
-    Only `<directory>/*/*/*.yaml` files (and this module's own leftover temp files) are touched.
-    Unbounded: it runs to the end (`choreo-ingest mirror`), committing every `batch_size` files
-    so that no more temp files than that wait for their rename.
+    Only `<directory>/*/*/*.yaml` files, this module's own leftover temp files and empty
+    `<kind>/<namespace>/` and `<kind>/` directories are touched. Unbounded: it runs to the end
+    (`choreo-ingest mirror`), committing every `batch_size` files so that no more temp files
+    than that wait for their rename.
     """
     position = store.last_change_seq()  # taken first: later changes are replayed by the next sync
     writer = _Writer(directory)
     with _file_errors(directory), writer:
         make_directories(directory, DIRECTORY_MODE)
-        for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):  # before staging temp files
-            leftover.unlink(missing_ok=True)
+        for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):  # beside the files: releases
+            leftover.unlink(missing_ok=True)  # before the temp directory left them there
         for location in store.iter_entity_locations():
             writer.write(location)
             if writer.pending >= batch_size:
@@ -183,11 +187,25 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
             kind, namespace = path.parent.parent.name, path.parent.name
             if store.entity_location(f"{kind}:{namespace}/{path.stem}") is None:
                 writer.remove(path)
+        for kind_directory in _subdirectories(directory):  # also those emptied before
+            writer.remove_if_empty(kind_directory)
+            for namespace_directory in _subdirectories(kind_directory):
+                writer.remove_if_empty(namespace_directory)
         writer.flush()
         mark(directory, store, position)
     store.set_position(position_name(directory), position)
     log.info("mirror_rebuilt", directory=str(directory), position=position)
     return writer.stats(position, rebuilt=True)
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    """The directories in `directory`, but hidden ones (the temp directory) and symlinks."""
+    with os.scandir(directory) as entries:
+        return [
+            Path(entry.path)
+            for entry in entries
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+        ]
 
 
 def entity_yaml(body: Any) -> bytes:
@@ -205,7 +223,7 @@ def mirror_path(directory: Path, kind: str, namespace: str, name: str) -> Path |
 
 
 def _is_file_name(part: str) -> bool:
-    # A leading dot would hide the file from the glob (and is how temp files are told apart).
+    # A leading dot would hide the file from the glob (and could name the temp directory).
     return (
         bool(part)
         and not part.startswith(".")
@@ -218,12 +236,13 @@ def _is_file_name(part: str) -> bool:
 class _Writer:
     """Writes and deletes mirror files, counting them; `flush()` makes them durable and visible.
 
-    Leaving its block with an exception deletes the temp files not yet renamed."""
+    Entering its block deletes the temp files killed writers left; leaving it with an exception
+    deletes those not yet renamed."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.written = self.unchanged = self.deleted = self.skipped = 0
-        self._batch = DurableBatch(FILE_MODE, DIRECTORY_MODE)
+        self._batch = DurableBatch(directory, FILE_MODE, DIRECTORY_MODE)
 
     @property
     def pending(self) -> int:
@@ -254,6 +273,9 @@ class _Writer:
     def remove(self, path: Path) -> None:
         if self._batch.remove(path):
             self.deleted += 1
+
+    def remove_if_empty(self, directory: Path) -> None:
+        self._batch.remove_if_empty(directory)
 
     def flush(self) -> None:
         self._batch.commit()

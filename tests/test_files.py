@@ -1,6 +1,7 @@
 """Files other users read (the metrics textfile, the YAML mirror) get their modes whatever the
 umask of the cron job or unit that wrote them; a writer killed mid-write leaves no temp file
-that outlives the next write, and never takes another live writer's."""
+that outlives the next write, and never takes another live writer's; a batch's removals leave no
+empty directory below its root."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from choreo_ingest.files import TEMP_SLOTS, make_directories, replace_atomically
+from choreo_ingest import files
+from choreo_ingest.files import TEMP_SLOTS, DurableBatch, make_directories, replace_atomically
 from choreo_ingest.invocation import run_once
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -253,3 +255,140 @@ def test_a_run_with_the_metrics_textfile_a_fifo_fails_naming_the_key_and_keeps_t
     assert str(result.error).startswith("metrics.textfile: ")
     assert "not a regular file" in str(result.error)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+KILLED_BEFORE_ITS_RENAMES = """
+import os, pathlib, signal, sys
+from choreo_ingest.files import DurableBatch
+pathlib.Path.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+root = pathlib.Path(sys.argv[1])
+with DurableBatch(root, 0o644, 0o755) as batch:
+    for name in ("a", "b", "c"):
+        batch.replace(root / "component" / "default" / f"{name}.yaml", b"killed\\n")
+    batch.commit()
+"""
+
+TEMP_DIRECTORY = ".choreo-ingest-tmp"
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*"))
+
+
+class TestDurableBatch:
+    def test_staged_files_wait_in_the_temp_directory_where_no_entity_glob_looks(
+        self, tmp_path: Path
+    ) -> None:
+        """Backstage reads `<root>/*/*/*.yaml`: a temp file one level deep in a hidden
+        directory, ending in `.tmp`, is never read, even by a glob that matches hidden names."""
+        target = tmp_path / "component" / "default" / "a.yaml"
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"old\n")
+
+        with DurableBatch(tmp_path, 0o644, 0o755) as batch:
+            batch.replace(target, b"new\n")
+            batch.replace(tmp_path / "api" / "default" / "a.yaml", b"new\n")
+            staged = tree(tmp_path / TEMP_DIRECTORY)
+            seen = sorted(tmp_path.glob("*/*/*.yaml")), sorted(tmp_path.glob("**/*.yaml"))
+            batch.commit()
+
+        assert [name.split(".")[:2] for name in staged] == [["a", "yaml"], ["a", "yaml"]]
+        assert all(name.endswith(".tmp") for name in staged)
+        assert seen == ([target], [target])
+        assert target.read_bytes() == b"new\n"
+        assert tree(tmp_path / TEMP_DIRECTORY) == []
+
+    def test_a_batch_removes_the_temp_files_a_batch_killed_before_its_renames_left(
+        self, tmp_path: Path
+    ) -> None:
+        killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_ITS_RENAMES, str(tmp_path)])
+        assert killed.returncode == -9
+        assert len(tree(tmp_path / TEMP_DIRECTORY)) == 3
+
+        with DurableBatch(tmp_path, 0o644, 0o755):
+            pass
+
+        assert tree(tmp_path / TEMP_DIRECTORY) == []
+        assert tree(tmp_path / "component") == ["default"]
+
+    def test_the_last_removal_in_a_directory_removes_it_and_each_parent_it_empties_not_the_root(
+        self, tmp_path: Path
+    ) -> None:
+        for relative in ("kind/ns/a.yaml", "kind/ns/b.yaml", "top.yaml"):
+            (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / relative).write_bytes(b"x\n")
+
+        with DurableBatch(tmp_path, 0o644, 0o755) as batch:
+            batch.remove(tmp_path / "kind/ns/a.yaml")
+            batch.commit()
+            after_one = tree(tmp_path)
+            batch.remove(tmp_path / "kind/ns/b.yaml")
+            batch.remove(tmp_path / "top.yaml")
+            batch.commit()
+
+        assert after_one == ["kind", "kind/ns", "kind/ns/b.yaml", "top.yaml"]
+        assert tree(tmp_path) == []
+
+    def test_a_directory_holding_another_file_or_a_staged_one_stays(self, tmp_path: Path) -> None:
+        for relative in ("kind/ns/a.yaml", "kind/README.md", "other/ns/b.yaml"):
+            (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / relative).write_bytes(b"x\n")
+
+        with DurableBatch(tmp_path, 0o644, 0o755) as batch:
+            batch.remove(tmp_path / "kind/ns/a.yaml")
+            batch.remove(tmp_path / "other/ns/b.yaml")
+            batch.replace(tmp_path / "other/ns/c.yaml", b"new\n")
+            batch.commit()
+
+        assert tree(tmp_path) == [
+            TEMP_DIRECTORY,
+            "kind",
+            "kind/README.md",
+            "other",
+            "other/ns",
+            "other/ns/c.yaml",
+        ]
+
+    @pytest.mark.parametrize(
+        "killed_after",
+        ["kind/ns/a.yaml", "kind/ns"],
+        ids=["file-removed", "namespace-removed"],
+    )
+    def test_directories_a_killed_batch_emptied_go_when_the_removal_is_replayed(
+        self, tmp_path: Path, killed_after: str
+    ) -> None:
+        """A batch killed between removing a file and its directories: the next run replays the
+        removal, of a file that is no longer there."""
+        (tmp_path / "kind/ns").mkdir(parents=True)
+        (tmp_path / "kind/other").mkdir()
+        (tmp_path / "kind/other/b.yaml").write_bytes(b"x\n")
+        (tmp_path / "kind/other/b.yaml").unlink()  # the other namespace went the same way
+        if killed_after == "kind/ns":
+            (tmp_path / "kind/ns").rmdir()
+
+        with DurableBatch(tmp_path, 0o644, 0o755) as batch:
+            assert not batch.remove(tmp_path / "kind/ns/a.yaml")
+            assert not batch.remove(tmp_path / "kind/other/b.yaml")
+            batch.commit()
+
+        assert tree(tmp_path) == []
+
+    def test_a_directory_removal_is_flushed_in_its_parent(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        flushed: list[set[Path]] = []
+
+        def recorded(*, files: object = (), directories: Collection[Path] = ()) -> None:
+            flushed.append(set(directories))
+
+        (tmp_path / "kind/ns").mkdir(parents=True)
+        (tmp_path / "kind/ns/a.yaml").write_bytes(b"x\n")
+        (tmp_path / "kind/ns2").mkdir()
+        monkeypatch.setattr(files, "flush_to_disk", recorded)
+
+        with DurableBatch(tmp_path, 0o644, 0o755) as batch:
+            batch.remove(tmp_path / "kind/ns/a.yaml")
+            batch.commit()
+
+        assert flushed == [{tmp_path / "kind"}]
+        assert tree(tmp_path) == ["kind", "kind/ns2"]

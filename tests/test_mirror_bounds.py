@@ -52,7 +52,9 @@ def expected_at(store: Store, position: int) -> dict[str, Any]:
 
 
 def temp_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob(f"*/*/.*{files.TEMP_SUFFIX}"))
+    """The mirror's temp files: in its temp directory, or beside the files (earlier releases)."""
+    staged = directory.glob(f"{files.TEMP_DIRECTORY}/*{files.TEMP_SUFFIX}")
+    return sorted([*staged, *directory.glob(f"*/*/.*{files.TEMP_SUFFIX}")])
 
 
 def commit(state_path: Path, clock: FakeClock, entities: Sequence[Entity]) -> None:
@@ -361,7 +363,7 @@ class TestDurableBatch:
             raise OSError(28, "No space left on device")
 
         def replace_two() -> None:
-            with DurableBatch(0o644, 0o755) as batch:
+            with DurableBatch(tmp_path, 0o644, 0o755) as batch:
                 batch.replace(target, b"new\n")
                 batch.replace(tmp_path / "a" / "c.yaml", b"new\n")
                 batch.commit()
@@ -371,11 +373,12 @@ class TestDurableBatch:
             replace_two()
 
         assert sorted(p.name for p in target.parent.iterdir()) == ["b.yaml"]
+        assert temp_files(tmp_path) == []
         assert target.read_bytes() == b"old\n"
 
     def test_commit_counts_and_clears_what_is_pending(self, tmp_path: Path) -> None:
         (tmp_path / "gone.yaml").write_bytes(b"x\n")
-        with DurableBatch(0o644, 0o755) as batch:
+        with DurableBatch(tmp_path, 0o644, 0o755) as batch:
             batch.replace(tmp_path / "new" / "a.yaml", b"a\n")
             assert batch.remove(tmp_path / "gone.yaml")
             assert not batch.remove(tmp_path / "never.yaml")
@@ -384,6 +387,7 @@ class TestDurableBatch:
             assert batch.pending == 0
 
         assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+            files.TEMP_DIRECTORY,
             "new",
             "new/a.yaml",
         ]
