@@ -4,8 +4,9 @@ removals, and every ordering of an event against the cycle's traversal."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,12 @@ import httpx
 import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.events import store_events
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, store_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.reporting import status_report
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
 
@@ -440,6 +442,24 @@ class TestReRead:
         assert platform.state() is ProviderState.RESTING
 
 
+def park_during_an_outage(platform: Platform, names: Sequence[str]) -> None:
+    """An outage that lasts until events about `names` are parked (a run a second, as cron's
+    every minute does with `backoff: [1]`)."""
+    platform.transport.down = True
+    for name in names:
+        platform.feed_component(name, "updated")
+    for _ in range(MAX_EVENT_ATTEMPTS * len(names)):
+        platform.run()
+    assert platform.inbox() == []
+    platform.transport.down = False
+
+
+def parked_count(platform: Platform) -> int:
+    """`events.parked` of `status --json`."""
+    report = status_report(platform.state_path, platform.config, platform.clock.now())
+    return int(report.to_json()["events"]["parked"])
+
+
 class TestReReadFailures:
     def test_event_waits_out_an_outage_then_applies(self, platform: Platform) -> None:
         add_basket(platform)
@@ -457,6 +477,37 @@ class TestReReadFailures:
 
         assert platform.inbox() == []
         assert platform.refs() >= BASKET
+
+    def test_outages_park_each_object_once_and_a_cycle_begun_later_forgets_them(
+        self, platform: Platform
+    ) -> None:
+        """The audit's repro: the same events parked by three outages are one parked event per
+        object (not one per outage), counted by `status --json` until a cycle that began after
+        they arrived completes; a cycle already under way when they arrived keeps them."""
+        shop = ("cart", "checkout", "pay")
+        platform.config = replace(
+            platform.config,
+            openchoreo=replace(
+                platform.config.openchoreo,
+                incremental=replace(platform.config.incremental, backoff=(1.0,)),
+            ),
+        )
+        platform.end_rest()
+        platform.run(pages=2)  # cycle 2 begins: it walks on after the outages
+        assert (platform.cycle_id(), platform.state()) == (2, ProviderState.INTERSTITIAL)
+        for _ in range(3):
+            park_during_an_outage(platform, shop)
+        assert parked_count(platform) == 3
+
+        platform.complete_cycle()  # cycle 2, begun before the events arrived
+        assert platform.cycle_id() == 2
+        assert parked_count(platform) == 3
+
+        platform.end_rest()
+        platform.complete_cycle()  # cycle 3, begun after
+
+        assert parked_count(platform) == 0
+        assert platform.refs() == expected_refs(platform.world)
 
     def test_deleted_event_needs_no_api_call(self, platform: Platform) -> None:
         platform.transport.down = True

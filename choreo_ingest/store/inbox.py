@@ -1,11 +1,15 @@
 """The event inbox: events wait here, in arrival order, until a run applies them.
 
-An event says what changed, not the new content, so of the pending events about one object only
-the newest matters: storing an event drops the older pending ones with its key (provider, kind,
-namespace, name, project). The newest keeps its place, last in arrival order, which keeps the
-order right: a `deleted` after a `created` still ends with the removal, a `created` after a
-`deleted` with the re-read, and whatever the newer event says is applied after the events that
-arrived before it.
+An event says what changed, not the new content, so of the events about one object only the
+newest matters: storing an event drops the older ones with its key (provider, kind, namespace,
+name, project), pending or parked. The newest keeps its place, last in arrival order, which
+keeps the order right: a `deleted` after a `created` still ends with the removal, a `created`
+after a `deleted` with the re-read, and whatever the newer event says is applied after the
+events that arrived before it.
+
+A parked event (its re-read kept failing: `fail_event`) stays, counted by `status`, until
+a newer event about its object replaces it, or a cycle that began after it arrived completes
+(`writes.complete_cycle`: that walk read the object as it is now), or the inbox is purged.
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ def add_events(
     *,
     capacity: int,
 ) -> list[int]:
-    """Store every event in one transaction, all of them or none, each replacing the older pending
-    events about the same object (the module docstring says why the newest is kept). Raises
+    """Store every event in one transaction, all of them or none, each replacing the older events
+    about the same object (the module docstring says why the newest is kept). Raises
     InboxFull if that would leave more than `capacity` pending events. Returns the new seqs."""
     if not bodies:
         return []
@@ -121,24 +125,29 @@ def _batch_left(conn: AnyConnection, provider: str, first_seq: int) -> int:
 
 
 def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> None:
-    """Keep only the newest pending event of each key among the keys of `bodies`.
+    """Keep only the newest event of each key among the keys of `bodies`, pending or parked (so
+    no object is ever parked twice).
 
     Two statements, whatever the number of keys. The names of `bodies` pick the candidates first:
     reading one field of every pending event costs a fifth of reading the whole key (0.1 s, not
     0.5 s, at 100,000 pending events).
 
-    The newest takes over the most attempts any of them had made: an object whose re-read keeps
-    failing is parked in the end even when it changes more often than runs retry it (else it
-    would be retried at every run for as long as it keeps changing, and never shown parked).
+    The newest takes over the most attempts any pending one had made: an object whose re-read
+    keeps failing is parked in the end even when it changes more often than runs retry it (else
+    it would be retried at every run for as long as it keeps changing, and never shown parked).
+    A parked one's attempts are spent: the newer event reports a later change, and gets the
+    attempts of its own (with them carried over, a blip in a later outage would park it at its
+    first failure, in place of waiting out the backoff).
     """
     names = [body.get("name") for body in bodies if isinstance(body, Mapping)]
     named, values = in_values(conn, json_field(conn, "body", "name"), names)
     ranked = f"""(
         SELECT seq,
                row_number() OVER (PARTITION BY {_event_key(conn)} ORDER BY seq DESC) AS newer,
-               max(attempts) OVER (PARTITION BY {_event_key(conn)}) AS most
+               max(CASE WHEN parked = 0 THEN attempts ELSE 0 END)
+                   OVER (PARTITION BY {_event_key(conn)}) AS most
         FROM event_inbox
-        WHERE provider = ? AND parked = 0 AND {named}
+        WHERE provider = ? AND {named}
     ) AS ranked"""
     conn.execute(
         f"""UPDATE event_inbox SET attempts = ranked.most FROM {ranked}

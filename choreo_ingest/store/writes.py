@@ -18,7 +18,7 @@ from choreo_ingest.models import (
     SweepResult,
 )
 from choreo_ingest.store.connection import canonical_json, storable_text
-from choreo_ingest.store.dialect import AnyConnection, refresh_statistics
+from choreo_ingest.store.dialect import AnyConnection, refresh_statistics, take_turn
 from choreo_ingest.store.entity_rows import (
     REFS,
     bump_counters,
@@ -154,7 +154,8 @@ def commit_page(
 def complete_cycle(
     conn: AnyConnection, record: ProviderRecord, guards: SweepGuards, now: float
 ) -> SweepResult:
-    """Sweep what this cycle did not see (unless a guard blocks it) and save `record` as given."""
+    """Sweep what this cycle did not see (unless a guard blocks it), save `record` as given and
+    forget the parked events the cycle's walk made stale."""
     provider, cycle_id = record.name, record.cycle_id
     with conn.transaction():
         stale = _count(conn, "provider = ? AND last_seen_cycle < ?", [provider, cycle_id])
@@ -183,7 +184,25 @@ def complete_cycle(
         )
         bump_counters(conn, provider, {f"cycles_{outcome}": 1})
         save_provider(conn, record, now)
+        _forget_parked_events(conn, provider, cycle_id)
     return SweepResult(removed=removed, blocked=record.blocked_removals, reason=reason)
+
+
+def _forget_parked_events(conn: AnyConnection, provider: str, cycle_id: int) -> None:
+    """Delete the provider's parked events that arrived before cycle `cycle_id` began: its walk
+    read each object after the change such an event reported, so the event has nothing left to
+    say (so too when the sweep is blocked: an object the walk no longer found waits there).
+
+    Inside the cycle's completion, so a kill leaves both or neither. Inbox writers (other hosts,
+    without the run lock) take turns with this delete, which could otherwise meet their
+    coalescing on the same rows in the opposite order (a deadlock on PostgreSQL); last in the
+    transaction, it holds them up for one statement."""
+    take_turn(conn, "inbox")
+    conn.execute(
+        """DELETE FROM event_inbox WHERE provider = ? AND parked = 1 AND received_at < (
+               SELECT started_at FROM cycles WHERE provider = ? AND cycle_id = ?)""",
+        [provider, provider, cycle_id],
+    )
 
 
 def record_failure(conn: AnyConnection, record: ProviderRecord, now: float) -> None:

@@ -5,7 +5,7 @@ tracing a reference run:
 
 - `commit_page`: everything between the engine asking for page 3 of cycle 2 and asking for page 4;
 - `complete_cycle`: everything from asking for the last page to the end of the run (that page's
-  commit, then the sweep).
+  commit, then the sweep, which also forgets the events parked before cycle 2 began).
 
 A tracer raises a BaseException before statement N (the process unwinds and SQLite rolls back),
 and the DB and its WAL are copied at that same instant (what SIGKILL or a power cut leaves).
@@ -47,6 +47,7 @@ from choreo_ingest.models import Entity, EntityIteratorResult, ProviderState
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.store import Store
 
+from event_fakes import component_event
 from fakes import FakeClock, FakeProvider, make_config
 
 # Cycle 1 ingests SOURCE_1; cycle 2 sees SOURCE_2: e1 changed, e6 and e7 gone, n0 and n1 new.
@@ -178,6 +179,7 @@ def run_cycle_two_traced(directory: Path, region: str, tracer: CrashingTracer) -
     config, clock, state_path = scenario_config(directory), FakeClock(), directory / "state.db"
     first = FakeProvider(SOURCE_1, PAGE_SIZE, index_table=INDEX)
     run_once(config, state_path, clock, providers={"fake": first})
+    park_events(state_path, clock)
     clock.advance(REST)
     start, stop = REGIONS[region]
     provider = RegionProvider(
@@ -192,6 +194,18 @@ def run_cycle_two_traced(directory: Path, region: str, tracer: CrashingTracer) -
         outcome = BurstEngine(config, store, clock, rng=random.Random(0)).run_provider(provider)
     assert outcome.cycle_completed, "the reference run must complete cycle 2 in one burst"
     tracer.stop()
+
+
+PARKED = ("e1", "e6")
+"""Objects whose events are parked between cycles 1 and 2: cycle 2's completion forgets them."""
+
+
+def park_events(state_path: Path, clock: FakeClock) -> None:
+    """Events whose re-read failed until they were parked, received before cycle 2 begins."""
+    with Store.open(state_path) as store:
+        bodies = [component_event(name, "updated") for name in PARKED]
+        for seq in store.add_events("fake", bodies, clock.now()):
+            assert store.fail_event("fake", seq, "API down", max_attempts=1)
 
 
 @dataclass(frozen=True)
@@ -287,6 +301,7 @@ def assert_cycle_two_converged(state_path: Path) -> None:
     index = read_tables(state_path)["provider_index"]
     assert sorted(row[2] for row in index) == sorted(entity.name for entity in SOURCE_2)
     assert {row[5] for row in index} == {2}, "rows of cycle 1 only are pruned by cycle 2"
+    assert read_tables(state_path)["event_inbox"] == [], "parked before cycle 2, kept after it"
     facts = read_tables(state_path)["provider_facts"]
     # "4": a resumed burst asks for the empty page after the last one to learn it is done
     assert [(row[1], row[2]) for row in facts] in ([("lastPage", "3")], [("lastPage", "4")])
@@ -323,6 +338,18 @@ class TestTracedCrash:
         statements = reference("complete_cycle").statements
 
         assert "delete-provider_index" in statements
+
+    def test_cycle_completion_forgets_the_parked_events_in_its_transaction(self) -> None:
+        ref = reference("complete_cycle")
+        statements = ref.statements
+
+        completion = max(i for i, s in enumerate(statements) if s == "begin-immediate")
+        forget = statements.index("delete-event_inbox")
+        assert completion < forget < len(statements) - 1 == statements.index("commit", completion)
+        assert "update-cycles" in statements[completion:forget]
+        assert len(ref.before["event_inbox"]) == len(PARKED)
+        assert ref.after_commits[0]["event_inbox"] == ref.before["event_inbox"]
+        assert ref.after["event_inbox"] == []
 
     def test_crash_leaves_operation_whole_and_next_run_converges(
         self, tmp_path: Path, crash_point: tuple[str, int]

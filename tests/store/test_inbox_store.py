@@ -4,6 +4,7 @@ covers the rest of the event path on SQLite)."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import threading
@@ -14,14 +15,14 @@ from typing import Any
 
 import pytest
 from sqlite_utils import Database
-from store_support import earlier_release_migrations
+from store_support import earlier_release_migrations, store_sql
 
 from choreo_ingest.errors import InboxFull
 from choreo_ingest.events import SETTLE_SECONDS, store_events
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import Delta, Event
+from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.store import StateLocation, Store
+from choreo_ingest.store import StateLocation, Store, SweepGuards
 from choreo_ingest.store.run_lock import RunLock
 
 from event_fakes import component_event
@@ -146,19 +147,110 @@ def test_the_newest_event_takes_over_the_attempts_of_those_it_replaces(store: St
     assert store.fail_event("fake", replacing.seq, "down", max_attempts=4)
 
 
-def test_a_parked_event_is_not_replaced(store: Store) -> None:
-    store.add_events("fake", [component_event("a", "created")], 1.0)
-    [event] = store.pending_events("fake")
-    assert not store.fail_event("fake", event.seq, "down", max_attempts=2)
-    assert store.pending_events("fake")[0].attempts == 1
-    assert store.fail_event("fake", event.seq, "down", max_attempts=2)
+def park(store: Store, name: str, received_at: float, provider: str = "fake") -> None:
+    """Store an event about `name` and fail it until it is parked."""
+    [seq] = store.add_events(provider, [component_event(name, "updated")], received_at)
+    while not store.fail_event(provider, seq, "down", max_attempts=2):
+        pass
 
-    store.add_events("fake", [component_event("a", "updated")], 2.0)
 
-    counts = store.inbox_counts()
-    assert (counts.pending, counts.parked) == (1, 1)
-    assert pending(store) == [("a", "updated")]
-    assert store.counters("fake")["events_parked"] == 1
+def parked(store: Store) -> list[tuple[str, str, int]]:
+    rows = store_sql(
+        store,
+        "SELECT CAST(body AS TEXT), attempts FROM event_inbox WHERE parked = 1 ORDER BY seq",
+    )
+    return [(json.loads(body)["name"], json.loads(body)["action"], n) for body, n in rows]
+
+
+def test_a_newer_event_replaces_the_parked_one_and_starts_its_attempts_afresh(
+    store: Store,
+) -> None:
+    """A parked event's attempts are spent: the newer event reports a later change and gets
+    attempts of its own (a blip in a later outage must not park it at its first failure)."""
+    park(store, "a", 1.0)
+    park(store, "b", 1.0)
+
+    store.add_events("fake", [component_event("a", "deleted")], 2.0)
+
+    assert parked(store) == [("b", "updated", 2)]
+    assert [
+        (e.body["name"], e.body["action"], e.attempts) for e in store.pending_events("fake")
+    ] == [("a", "deleted", 0)]
+    [replacing] = store.pending_events("fake")
+    assert not store.fail_event("fake", replacing.seq, "down", max_attempts=2)
+
+
+def test_the_same_object_is_never_parked_twice(store: Store) -> None:
+    """Three outages that each park the same events (the audit's repro, at the store): one
+    parked event per object, not one per outage."""
+    for outage in range(3):
+        for name in ("a", "b", "a", "c"):
+            park(store, name, float(outage))
+
+    assert sorted(name for name, _, _ in parked(store)) == ["a", "b", "c"]
+    assert store.inbox_counts().parked == 3
+
+
+NO_GUARDS = SweepGuards(
+    reject_empty_source_collections=False, reject_removals_above_percentage=None
+)
+
+
+def walk_cycle(store: Store, started: float) -> None:
+    """One cycle begun at `started`, walked in one page, then completed."""
+    record = store.load_provider("fake")
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, started)
+    page = EntityIteratorResult(done=True, entities=[make_entity("e0")], cursor=None)
+    store.commit_page("fake", record.cycle_id, page, None, started)
+    record.state = ProviderState.RESTING
+    store.complete_cycle(record, NO_GUARDS, started + 100.0)
+
+
+def test_a_completed_cycle_forgets_the_parked_events_that_arrived_before_it_began(
+    store: Store,
+) -> None:
+    """Its walk read those objects after the changes they report; a parked event that arrived
+    once the walk was under way (it may have read the object before the change), a pending
+    one, and another provider's stay."""
+    park(store, "before", 9.0)
+    park(store, "other", 9.0, provider="other")
+    store.add_events("fake", [component_event("waiting", "created")], 9.0)
+
+    record = store.load_provider("fake")
+    record.cycle_id, record.state = 1, ProviderState.BURSTING
+    store.start_cycle(record, 10.0)
+    park(store, "during", 11.0)
+    page = EntityIteratorResult(done=True, entities=[make_entity("e0")], cursor=None)
+    store.commit_page("fake", 1, page, None, 12.0)
+    assert [name for name, _, _ in parked(store)] == ["before", "other", "during"]
+    record.state = ProviderState.RESTING
+    store.complete_cycle(record, NO_GUARDS, 13.0)
+
+    assert [name for name, _, _ in parked(store)] == ["other", "during"]
+    assert pending(store) == [("waiting", "created")]
+
+    walk_cycle(store, 20.0)
+
+    assert [name for name, _, _ in parked(store)] == ["other"]
+
+
+def test_a_cycle_whose_sweep_is_blocked_forgets_them_too(store: Store) -> None:
+    """The walk read every object it found; one it no longer found waits in the blocked sweep."""
+    walk_cycle(store, 1.0)
+    park(store, "gone", 5.0)
+    record = store.load_provider("fake")
+    record.cycle_id, record.state = 2, ProviderState.BURSTING
+    store.start_cycle(record, 10.0)
+    store.commit_page("fake", 2, EntityIteratorResult(done=True, entities=[]), None, 10.0)
+    record.state = ProviderState.RESTING
+    guards = SweepGuards(
+        reject_empty_source_collections=True, reject_removals_above_percentage=None
+    )
+
+    assert store.complete_cycle(record, guards, 11.0).reason is not None
+    assert parked(store) == []
 
 
 def test_events_past_the_capacity_are_refused_whole(store: Store) -> None:

@@ -2,12 +2,13 @@
 each transaction applied whole or not at all.
 
 The style of test_crash_safety.py, at the store: a reference run of the region (the last page of
-cycle 2; that page and the sweep) is traced, then, for every statement N of it, a copy of the
-database as it stood before the region (CREATE DATABASE … TEMPLATE, what copying the SQLite file
-is there) runs the region and dies before statement N, two ways: the process unwinds (a
-BaseException; the connection rolls back), or the session is killed (`pg_terminate_backend`;
-the server rolls back). The state must be the one after the transactions committed before N;
-doing the rest again (a fresh store) must give the reference's state.
+cycle 2; that page and the sweep, which also forgets the events parked before cycle 2 began) is
+traced, then, for every statement N of it, a copy of the database as it stood before the region
+(CREATE DATABASE … TEMPLATE, what copying the SQLite file is there) runs the region and dies
+before statement N, two ways: the process unwinds (a BaseException; the connection rolls back),
+or the session is killed (`pg_terminate_backend`; the server rolls back). The state must be the
+one after the transactions committed before N; doing the rest again (a fresh store) must give the
+reference's state.
 
 Change log seqs are compared apart: PostgreSQL's identity sequence does not roll back, so a
 page that committed after a rolled-back attempt has later seqs (gaps, still in order).
@@ -53,6 +54,7 @@ from choreo_ingest.models import (  # noqa: E402
 from choreo_ingest.store import PostgresLocation, Store, SweepGuards  # noqa: E402
 from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
 
+from event_fakes import component_event  # noqa: E402
 from fakes import FakeProvider, make_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -105,6 +107,18 @@ def prepare(location: PostgresLocation) -> None:
         store.start_cycle(record, T0 + 10)
         commit(store, 0)
         commit(store, 1)
+        for name, received_at in PARKED.items():
+            [seq] = store.add_events("fake", [component_event(name, "updated")], received_at)
+            assert store.fail_event("fake", seq, "API down", max_attempts=1)
+
+
+PARKED = {"e1": T0 + 5, "n0": T0 + 15}
+"""Parked events, received before cycle 2 began (its completion forgets it) and during its walk
+(which may have read the object before the change: kept)."""
+
+
+def parked(tables: Tables) -> list[str]:
+    return sorted(row[3]["name"] for row in tables["event_inbox"] if row[5])
 
 
 def comparable(tables: Tables) -> Tables:
@@ -185,6 +199,8 @@ def test_dying_before_any_statement_leaves_each_transaction_whole_or_none_of_it(
                     step(store)
             states.append(comparable(read_pg_tables(url)))
             pg_cluster.drop_database(copies.pop())
+        assert parked(states[0]) == ["e1", "n0"]
+        assert parked(states[-1]) == (["n0"] if region == "complete_cycle" else ["e1", "n0"])
         reference = copy()
         recorded = Tracer()
         traced(reference, recorded, steps)
