@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import structlog
-import yaml
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import ChangesConfig, Config
@@ -29,11 +28,11 @@ from choreo_ingest.feed import (
 from choreo_ingest.invocation import run_once
 from choreo_ingest.mirror import position_name, sync_mirror
 from choreo_ingest.models import Delta, Entity
-from choreo_ingest.reporting import iter_export
 from choreo_ingest.retention import prune_change_log
 from choreo_ingest.store import StateLocation, Store
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from mirror_support import exported, mirrored
 
 T0 = 1_800_000_000.0
 DAY = 86_400.0
@@ -392,22 +391,6 @@ class TestEntitiesPage:
 def feed_config(tmp_path: Path, *, retain_days: float = 7.0, max_rows: int = 1_000_000) -> Config:
     changes = ChangesConfig(retain_days=retain_days, max_rows=max_rows)
     return replace(make_config(tmp_path), changes=changes)
-
-
-def mirrored(directory: Path) -> dict[str, Any]:
-    return {
-        path.relative_to(directory).as_posix(): yaml.safe_load(path.read_text(encoding="utf-8"))
-        for path in sorted(directory.glob("*/*/*.yaml"))
-    }
-
-
-def exported(state_path: Path) -> dict[str, Any]:
-    return {
-        f"{body['kind'].lower()}/{body['metadata']['namespace']}/{body['metadata']['name']}.yaml": (
-            body
-        )
-        for body in iter_export(state_path)
-    }
 
 
 def run_cycle(config: Config, clock: FakeClock, catalog: Sequence[Entity]) -> None:

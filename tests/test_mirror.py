@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import structlog
@@ -36,6 +35,7 @@ from choreo_ingest.store.migrations import apply_migrations
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from mirror_support import exported, mirrored
 
 
 @pytest.fixture(autouse=True)
@@ -62,24 +62,6 @@ def run_cycle(config: Config, clock: FakeClock, entities: Sequence[Entity]) -> N
     result = run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
     assert result.outcome == "burst"
     assert result.providers[0].cycle_completed
-
-
-def mirrored(directory: Path) -> dict[str, Any]:
-    """Every mirror file, relative path -> parsed YAML."""
-    return {
-        path.relative_to(directory).as_posix(): yaml.safe_load(path.read_text(encoding="utf-8"))
-        for path in sorted(directory.glob("*/*/*.yaml"))
-    }
-
-
-def exported(state_path: Path) -> dict[str, Any]:
-    """What `choreo-ingest export` prints, keyed by where the mirror should put each entity."""
-    return {
-        f"{body['kind'].lower()}/{body['metadata']['namespace']}/{body['metadata']['name']}.yaml": (
-            body
-        )
-        for body in iter_export(state_path)
-    }
 
 
 def all_files(directory: Path) -> list[str]:

@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from choreo_ingest.config import Config
 from choreo_ingest.invocation import locked_store, run_once
 from choreo_ingest.mirror import rebuild_mirror, sync_mirror
 from choreo_ingest.mirror_marker import MARKER
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
-from choreo_ingest.reporting import iter_export
 from choreo_ingest.store import position_name
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from mirror_support import exported, mirrored
 
 TEMP_DIRECTORY = ".choreo-ingest-tmp"
 """Where the mirror stages its files (README: the YAML mirror)."""
@@ -98,23 +97,6 @@ def commit_without_mirror(
     with locked_store(state_path) as store:
         store.commit_page("fake", 1, page, None, clock.now())
         store.apply_delta("fake", 1, Delta(removals=removals), clock.now())
-
-
-def mirrored(directory: Path) -> dict[str, Any]:
-    """What Backstage's glob reads (pathlib's `*` matches hidden names too, node's does not)."""
-    return {
-        path.relative_to(directory).as_posix(): yaml.safe_load(path.read_text(encoding="utf-8"))
-        for path in sorted(directory.glob("*/*/*.yaml"))
-    }
-
-
-def exported(state_path: Path) -> dict[str, Any]:
-    return {
-        f"{body['kind'].lower()}/{body['metadata']['namespace']}/{body['metadata']['name']}.yaml": (
-            body
-        )
-        for body in iter_export(state_path)
-    }
 
 
 def every_file(directory: Path) -> list[str]:
