@@ -93,6 +93,8 @@ def changes_page(store: Store, since: int, limit: int, since_at: str | None = No
     """
     _check_count("limit", limit, MAX_CHANGES)
     _check_seq("since", since)
+    if since_at is not None and not (len(since_at) <= 40 and since_at.isascii()):
+        raise ConfigError("must be the `at` of a change (2026-12-04T09:06:17Z)", path="sinceAt")
     with store.snapshot():
         store_id = store.store_id()
         pruned_through, newest = store.change_bounds()

@@ -187,6 +187,11 @@ class TestChangesPage:
             "the state was put back from an older copy; resync from GET /entities"
         )
 
+    @pytest.mark.parametrize("since_at", ["x" * 41, "2026-12-04T09:06:17Z\u00e9"])
+    def test_a_since_at_that_is_no_time_names_since_at(self, reader: Store, since_at: str) -> None:
+        with pytest.raises(ConfigError, match=r"^sinceAt: must be the `at` of a change"):
+            changes_page(reader, 0, 10, since_at=since_at)
+
     @pytest.mark.parametrize("limit", [0, -1, MAX_CHANGES + 1, True, 2.0, "5", None])
     def test_limit_outside_1_to_10000_names_limit(self, reader: Store, limit: Any) -> None:
         with pytest.raises(ConfigError) as wrong:

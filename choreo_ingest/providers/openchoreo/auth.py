@@ -217,11 +217,13 @@ class ClientCredentials:
         self._clock = clock
         self._post_form = post_form
         self._known = known or _Known()
-        given = reveal(oauth.client_secret)  # a trailing newline (`echo` into a Secret) is
-        self._secret = None if given is None else given.strip()  # no part of it, as in a file
-        if given is not None and self._secret is not None:
+        # A trailing newline (`echo` into a Kubernetes Secret) is no part of the secret, as in
+        # its file.
+        given = reveal(oauth.client_secret)
+        self._secret = None if given is None else given.strip()
+        if given is not None:
             self._known.add(given)
-            self._known.add(self._secret)
+            self._known.add(given.strip())
         self._lock = threading.Lock()  # held through a grant: the other threads wait for it
         self._token: str | None = None
         self._refresh_at = -math.inf
