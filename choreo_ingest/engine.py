@@ -16,6 +16,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
     ChoreoIngestError,
+    ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
     PermanentError,
@@ -65,6 +66,9 @@ class ProviderOutcome:
     not upstream trouble."""
     crashed: bool = False
     """The provider failed on a bug of its own (not a ProviderError): not upstream trouble."""
+    misconfigured: bool = False
+    """The burst failed on a setting to mend (a ConfigError: a secret file gone, a proxy that
+    cannot be used): not upstream trouble either."""
 
 
 @dataclass
@@ -238,6 +242,7 @@ class BurstEngine:
         )
         if error is not None:
             self._record_failure(record, outcome, now)
+            outcome.misconfigured = isinstance(error, ConfigError)
             if not isinstance(error, ChoreoIngestError):  # a bug; a ConfigError (a secret file
                 raise error  # gone while `serve` runs) is a failure the operator must mend
         elif result.done:

@@ -17,6 +17,7 @@ import structlog
 from choreo_ingest.cli.run_flow import outcome_line, report_run
 from choreo_ingest.config import Config
 from choreo_ingest.engine import ProviderOutcome, StopSignal
+from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderAction, ProviderState
 from choreo_ingest.providers.base import BurstContext
@@ -158,4 +159,29 @@ def test_an_interrupted_run_says_so_in_one_line_off_a_terminal(
     assert printed.err == (
         "choreo-ingest: error: fake: interrupted after 2 page(s); the next run goes on from the "
         "last one\n"
+    )
+
+
+@dataclass
+class UnusableProxy(FakeProvider):
+    """Every burst meets a setting to mend: the proxy the environment sets cannot be used."""
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        raise ConfigError("the proxy cannot be used; fix or unset it", path="$HTTPS_PROXY")
+
+
+def test_a_burst_failed_on_a_setting_to_mend_exits_2_as_check_does(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not 3, upstream trouble: the failure is recorded and backed off all the same."""
+    config = make_config(tmp_path)
+    assert config.state_path is not None
+    with structlog.testing.capture_logs():
+        result = run_once(config, config.state_path, clock, providers={"fake": UnusableProxy([])})
+
+    code = report_run(result, json_output=False)
+
+    assert (code, result.providers[0].state) == (2, ProviderState.BACKING_OFF)
+    assert capsys.readouterr().err == (
+        "choreo-ingest: error: fake: $HTTPS_PROXY: the proxy cannot be used; fix or unset it\n"
     )
