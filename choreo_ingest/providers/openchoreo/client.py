@@ -19,7 +19,6 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlencode
 
 import httpx
 
@@ -49,14 +48,15 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
 )
 from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
+from choreo_ingest.providers.openchoreo.urls import API_PREFIX, api_root, request_url
 from choreo_ingest.version import __version__
 
 log = get_logger("choreo_ingest.http")
 
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
-API_PREFIX = "/api/v1"
-"""Every generation's resource routes sit below it; a base URL may or may not end with it."""
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""Largest response body read: a page of the API is some hundreds of KiB."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
@@ -181,12 +181,14 @@ class OpenChoreoClient:
     def get_public(self, path: str) -> Any:
         """A public route at the server root (`/version`, `/.well-known/...`), sent without
         credentials, once, no retries: what a probe needs."""
-        url = self.server_root + path
         self._check_deadline("GET", path)
         try:
             with self._count_lock:
                 self._requests_sent += 1
-            response = self._http.get(url, timeout=httpx.Timeout(self._timeout_now()))
+            limit, started = httpx.Timeout(self._timeout_now()), self._clock.monotonic()
+            request = self._http.build_request("GET", self.server_root + path, timeout=limit)
+            sent = self._http.send(request, stream=True)
+            response = self._read(sent, started + self._request_timeout)
         except httpx.HTTPError as error:
             cause = one_line(self._errors.redact(_cause(error)))
             raise TransientError(
@@ -354,9 +356,10 @@ class OpenChoreoClient:
                 with self._count_lock:
                     self._requests_sent += 1
                 started = self._clock.monotonic()
-                response = self._http.request(
-                    method, self._url(path, params), headers=headers, timeout=httpx.Timeout(timeout)
-                )
+                url, limit = request_url(self._base_url, path, params), httpx.Timeout(timeout)
+                request = self._http.build_request(method, url, headers=headers, timeout=limit)
+                sent = self._http.send(request, stream=True)
+                response = self._read(sent, started + self._request_timeout)
                 log.debug(
                     "http_request",
                     method=method,
@@ -375,14 +378,24 @@ class OpenChoreoClient:
                 f"{method} {shown}: cannot be requested: {error}", method=method, path=shown
             ) from None
 
-    def _url(self, path: str, params: Params | None) -> str:
-        """The request's absolute URL, its query encoded as httpx encodes `params`: given a
-        path and `params`, httpx parses three URLs a request (base, path, query), half of
-        building the request and about a tenth of its CPU."""
-        url = f"{self._base_url}/{path.lstrip('/')}"
-        if not params:
-            return url
-        return url + "?" + urlencode([(key, _query_value(value)) for key, value in params.items()])
+    def _read(self, response: httpx.Response, until: float) -> httpx.Response:
+        """`response`, its body read whole by `until` (httpx's timeout holds for each read alone: a
+        byte a second held the burst and run lock), at most MAX_BODY_BYTES, and not past a stop."""
+        chunks, size, begun = [], 0, self._clock.monotonic()
+        try:
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                now = self._clock.monotonic()
+                if now > until:
+                    raise httpx.ReadTimeout("the whole answer took longer than the timeout")
+                stopping = self._cancelled() and now - begun > 1.0  # a slow answer only
+                if size > MAX_BODY_BYTES or stopping:
+                    raise httpx.ReadError("cut short: " + ("stopping" if stopping else "too large"))
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # what `read()` would have kept
+        return response
 
     def _timeout_now(self) -> float:
         """The request timeout, cut to the time left before the burst deadline."""
@@ -479,18 +492,6 @@ def _cause(error: httpx.HTTPError) -> str:
     """What failed, as `_send` has always said it: `ConnectError: [SSL: ...] ...`."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def _query_value(value: str | int) -> str:
-    if isinstance(value, bool):  # as httpx writes them
-        return "true" if value else "false"
-    return str(value)
-
-
-def api_root(base_url: str) -> str:
-    """The configured base URL with the `/api/v1` prefix, whether or not it was given with it."""
-    base = base_url.rstrip("/")
-    return base if base.endswith(API_PREFIX) else base + API_PREFIX
 
 
 def _transport(transport: object | None) -> httpx.BaseTransport | None:
