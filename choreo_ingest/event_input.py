@@ -64,7 +64,7 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
         items: list[tuple[int, Any]] = (
             list(enumerate(document, start=1)) if isinstance(document, list) else [(1, document)]
         )
-    except (json.JSONDecodeError, RecursionError):  # NDJSON, or one line of it nests too deep
+    except (ValueError, RecursionError):  # NDJSON, or a line nests too deep or holds a huge int
         items = []
         # Lines end at "\n" only: splitlines() also breaks at U+2028, U+0085, ... that JSON
         # strings may hold as they are.
@@ -75,6 +75,8 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
                 items.append((number, json.loads(line)))
             except json.JSONDecodeError as error:
                 parsed.rejected.append(Rejected(number, f"not JSON ({error.msg})"))
+            except ValueError as error:  # an integer of 4,300 digits or more
+                parsed.rejected.append(Rejected(number, f"not JSON ({error})"))
             except RecursionError:
                 parsed.rejected.append(Rejected(number, _too_deep()))
     checking = provider if isinstance(provider, EventCheckingProvider) else None

@@ -211,7 +211,7 @@ def _decode_cursor(cursor: object) -> _Cursor:
     try:
         text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         fields = json.loads(text)
-    except ValueError as error:  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+    except (ValueError, RecursionError) as error:  # binascii, Unicode, JSON, nested too deep
         raise problem from error
     if not isinstance(fields, dict):
         raise problem

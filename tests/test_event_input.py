@@ -204,6 +204,18 @@ class TestParseEvents:
             f"event 2: nested deeper than {MAX_EVENT_DEPTH} levels"
         ]
 
+    def test_an_integer_json_cannot_hold_is_rejected_by_its_line_number(self) -> None:
+        """5,000 digits: Python's json refuses integers of over 4,300 (a ValueError, not a JSON
+        error), which failed the whole input as a bug."""
+        huge = json.dumps(component_event("b", "created"))[:-1] + ', "x": ' + "9" * 5000 + "}"
+        text = "\n".join([json.dumps(component_event("a", "created")), huge])
+
+        parsed = parse_events(text)
+
+        assert [event["name"] for event in parsed.valid] == ["a"]
+        [rejected] = parsed.rejected
+        assert str(rejected).startswith("event 2: not JSON (Exceeds the limit (4300 digits)")
+
     @pytest.mark.parametrize("line", ["[" * 100_000, '{"a":' * 100_000], ids=["arrays", "objects"])
     def test_line_too_deep_to_parse_is_rejected_by_its_line_number(self, line: str) -> None:
         """Deeper than Python's recursion limit: json raises RecursionError, not a JSON error."""

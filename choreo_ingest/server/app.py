@@ -96,6 +96,7 @@ def build_app(server: Server) -> ASGIApp:
         Exception: _internal_error_response,
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
+    app.router.redirect_slashes = False  # its redirect is built from the client's Host header
     return RequestLog(app, server.clock, server.requests)
 
 

@@ -4,6 +4,7 @@ documents (the same as the CLI's `--json`), auth, limits."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -634,6 +635,38 @@ class TestFeed:
         assert same.status_code == 200
         assert other.status_code == 410
         assert "put back from an older copy" in other.json()["error"]
+
+
+class TestOddRequests:
+    """What a client, a scanner or a broken proxy may send: a 400 or a 404, never a 500 (and an
+    ERROR log line) nor a redirect built from the client's own Host header."""
+
+    HUGE = "9" * 5000  # Python's int() and json refuse over 4,300 digits (ValueError)
+
+    def test_a_whole_number_too_long_to_read_is_out_of_range(self, client: AsgiClient) -> None:
+        answer = client.get("/changes", params={"since": self.HUGE}, headers=AUTH)
+        assert answer.status_code == 400
+        assert answer.json()["error"].startswith("since: ")
+
+    def test_a_body_with_an_integer_json_cannot_hold_is_not_json(self, client: AsgiClient) -> None:
+        body = '{"refs": ' + self.HUGE + "}"
+        answer = client.post("/entities/batch", content=body, headers=AUTH)
+        assert answer.status_code == 400
+
+    def test_a_cursor_nested_past_the_recursion_limit_is_not_a_cursor(
+        self, client: AsgiClient
+    ) -> None:
+        cursor = base64.urlsafe_b64encode(b"[" * 30_000).decode().rstrip("=")
+        answer = client.get("/entities", params={"cursor": cursor}, headers=AUTH)
+        assert answer.status_code == 400
+        assert answer.json()["error"].startswith("cursor: ")
+
+    def test_a_trailing_slash_is_not_redirected_to_the_clients_host(
+        self, client: AsgiClient
+    ) -> None:
+        answer = client.get("/changes/", headers={**AUTH, "Host": "evil.example"})
+        assert answer.status_code == 404
+        assert "location" not in answer.headers
 
 
 class TestSnapshotConformance:
