@@ -184,10 +184,12 @@ def is_database_url(text: str) -> bool:
 
 
 _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+_CONNINFO_LIKE = re.compile(r"(host|hostaddr|port|dbname|user|password|service)\s*=", re.I)
+"""libpq's keyword form (`host=db user=ingest password=...`), which is no file either."""
 """A scheme of two or more characters and `:/` (one character is a Windows drive: `C:/`)."""
 NOT_A_POSTGRESQL_URL = (
-    "looks like a URL, but only postgresql:// (or postgres://) URLs are taken; "
-    "give a file path or a postgresql:// URL"
+    "looks like a URL or a connection string, but only postgresql:// (or postgres://) URLs are "
+    "taken; give a file path or a postgresql:// URL"
 )
 
 
@@ -195,7 +197,7 @@ def looks_like_url(text: str) -> bool:
     """Whether `text`, given for a state file, is rather some URL (`postgresql+psycopg://`,
     `postgresql:/h/db`): taken as a file path it would be shown whole, password and all."""
     stripped = text.strip()
-    return bool(_URL_LIKE.match(stripped)) or "://" in stripped
+    return bool(_URL_LIKE.match(stripped) or _CONNINFO_LIKE.match(stripped)) or "://" in stripped
 
 
 def as_state_file_path(value: object) -> Path:

@@ -1500,8 +1500,9 @@ class TestResolveStatePath:
             "postgresql:/app:Zq9pgpass@db.internal:5432/backstage",
             "mysql://app:Zq9pgpass@db.internal/backstage",
             "/srv/state/http://app:Zq9pgpass@db.internal/x.db",
+            "host=db.internal user=app password=Zq9pgpass dbname=backstage",
         ],
-        ids=["driver-scheme", "one-slash", "other-scheme", "url-inside-a-path"],
+        ids=["driver-scheme", "one-slash", "other-scheme", "url-inside-a-path", "libpq-keywords"],
     )
     @pytest.mark.parametrize("origin", ["--db", "$CHOREO_INGEST_DB", "--copy-to"])
     def test_a_url_not_taken_for_postgresql_is_refused_without_echoing_it(
@@ -1517,8 +1518,8 @@ class TestResolveStatePath:
         assert caught.value.path == origin
         assert "Zq9pgpass" not in str(caught.value)
         assert str(caught.value) == (
-            f"{origin}: looks like a URL, but only postgresql:// (or postgres://) URLs are "
-            "taken; give a file path or a postgresql:// URL"
+            f"{origin}: looks like a URL or a connection string, but only postgresql:// (or "
+            "postgres://) URLs are taken; give a file path or a postgresql:// URL"
         )
 
     @pytest.mark.parametrize("given", [" postgresql://u:Zq9pw@h/db", "postgres://u:Zq9pw@h/db\n"])
