@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from choreo_ingest.config import Config
+from choreo_ingest.invocation import run_once
+from choreo_ingest.models import Entity
 from choreo_ingest.reporting import iter_export
+
+from fakes import FakeClock, FakeProvider, make_config
 
 
 def mirrored(directory: Path) -> dict[str, Any]:
@@ -27,3 +34,16 @@ def exported(state_path: Path) -> dict[str, Any]:
         )
         for body in iter_export(state_path)
     }
+
+
+def mirror_config(tmp_path: Path) -> Config:
+    return replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
+
+
+def run_cycle(config: Config, clock: FakeClock, entities: Sequence[Entity]) -> None:
+    """One complete cycle of the fake provider serving `entities` (the sweep removes the rest)."""
+    assert config.state_path is not None
+    provider = FakeProvider(list(entities))
+    result = run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
+    assert result.outcome == "burst"
+    assert result.providers[0].cycle_completed

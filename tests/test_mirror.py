@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from choreo_ingest import files
 from choreo_ingest.cli.app import app
-from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import locked_store, run_once
 from choreo_ingest.mirror import (
@@ -35,7 +34,7 @@ from choreo_ingest.store.migrations import apply_migrations
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
-from mirror_support import exported, mirrored
+from mirror_support import exported, mirror_config, mirrored, run_cycle
 
 
 @pytest.fixture(autouse=True)
@@ -49,19 +48,6 @@ def described(name: str, description: str, namespace: str = "default") -> Entity
     entity = make_entity(name, namespace=namespace)
     body = {**entity.body, "metadata": {**entity.body["metadata"], "description": description}}
     return replace(entity, body=body)
-
-
-def mirror_config(tmp_path: Path) -> Config:
-    return replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
-
-
-def run_cycle(config: Config, clock: FakeClock, entities: Sequence[Entity]) -> None:
-    """One complete cycle of the fake provider serving `entities` (the sweep removes the rest)."""
-    assert config.state_path is not None
-    provider = FakeProvider(list(entities))
-    result = run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
-    assert result.outcome == "burst"
-    assert result.providers[0].cycle_completed
 
 
 def all_files(directory: Path) -> list[str]:

@@ -20,8 +20,8 @@ from choreo_ingest.mirror_marker import MARKER
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.store import position_name
 
-from fakes import FakeClock, FakeProvider, make_config, make_entity
-from mirror_support import exported, mirrored
+from fakes import FakeClock, FakeProvider, make_entity
+from mirror_support import exported, mirror_config, mirrored, run_cycle
 
 TEMP_DIRECTORY = ".choreo-ingest-tmp"
 """Where the mirror stages its files (README: the YAML mirror)."""
@@ -75,18 +75,6 @@ def never() -> bool:
 def described(entity: Entity, description: str) -> Entity:
     metadata = {**entity.body["metadata"], "description": description}
     return replace(entity, body={**entity.body, "metadata": metadata})
-
-
-def mirror_config(tmp_path: Path) -> Config:
-    return replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
-
-
-def run_cycle(config: Config, clock: FakeClock, entities: Sequence[Entity]) -> None:
-    """One complete cycle of the fake provider serving `entities` (the sweep removes the rest)."""
-    assert config.state_path is not None
-    provider = FakeProvider(list(entities))
-    result = run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
-    assert result.providers[0].cycle_completed
 
 
 def commit_without_mirror(
