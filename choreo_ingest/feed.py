@@ -17,6 +17,7 @@ from typing import Any, TypeGuard
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import ChangesGone, ConfigError
+from choreo_ingest.reporting import check_since_at, rollback_seen
 from choreo_ingest.store import ChangeRow, Store, gap_after
 
 MAX_CHANGES = 10_000
@@ -93,20 +94,14 @@ def changes_page(store: Store, since: int, limit: int, since_at: str | None = No
     """
     _check_count("limit", limit, MAX_CHANGES)
     _check_seq("since", since)
-    if since_at is not None and not (len(since_at) <= 40 and since_at.isascii()):
-        raise ConfigError("must be the `at` of a change (2026-12-04T09:06:17Z)", path="sinceAt")
+    check_since_at(since_at, path="sinceAt")
     with store.snapshot():
         store_id = store.store_id()
         pruned_through, newest = store.change_bounds()
         _require_changes_after(since, store_id, pruned_through, newest)
-        made = rfc3339(store.change_at(since)) if since_at is not None else None
-        if made is not None and made != since_at:
-            raise ChangesGone(
-                f"change {since} was made at {made}, not at {since_at} as the one followed: the "
-                "state was put back from an older copy",
-                store_id=store_id,
-                oldest_seq=pruned_through + 1,
-            )
+        rolled_back = rollback_seen(store, since, since_at)
+        if rolled_back is not None:
+            raise ChangesGone(rolled_back, store_id=store_id, oldest_seq=pruned_through + 1)
         changes = store.changes(since, limit)
     return ChangesPage(store_id, pruned_through + 1, newest, changes)
 

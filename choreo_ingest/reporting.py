@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
-from choreo_ingest.errors import ChangesGone
+from choreo_ingest.errors import ChangesGone, ConfigError
 from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
@@ -314,35 +314,70 @@ class ChangeListing(NamedTuple):
     oldest_seq: int
     newest_seq: int
     rows: list[ChangeRow]
+    last_at: float | None = None
+    """When the change `lastSeq` names was made (None: no change yet, or pruned)."""
 
 
 RESYNC_ADVICE = "copy the catalog again (export), then read on from changes --json's newestSeq"
 
 
-def list_changes(state: StateRef, since: int | None, limit: int | None) -> ChangeListing:
+def list_changes(
+    state: StateRef, since: int | None, limit: int | None, since_at: str | None = None
+) -> ChangeListing:
     """The change log after `since` (None: all it still holds). A `since` that changes after
-    it were pruned from, or past the newest change (an older copy of the state), raises
-    ChangesGone, as the feed does: reading on from it would miss changes without a word."""
+    it were pruned from, or past the newest change (an older copy of the state), or whose change
+    was made at another time than `since_at` (a state put back from a copy) raises ChangesGone,
+    as the feed does: reading on from it would miss changes without a word."""
+    check_since_at(since_at, path="--since-at")
     with reading(state) as store, store.snapshot():
         store_id = store.store_id()
         pruned_through, newest = store.change_bounds()
+        oldest = pruned_through + 1
         gap = None if since is None else gap_after(since, pruned_through, newest)
+        if since is not None and gap is None:
+            gap = rollback_seen(store, since, since_at)
         if gap is not None:
-            oldest = pruned_through + 1
             raise ChangesGone(gap, store_id=store_id, oldest_seq=oldest, advice=RESYNC_ADVICE)
         rows = store.changes(since or 0, limit)
-    return ChangeListing(store_id, pruned_through + 1, newest, rows)
+        last = _last_seq(rows, since, newest)
+        last_at = rows[-1].at if rows else store.change_at(last)
+    return ChangeListing(store_id, oldest, newest, rows, last_at)
+
+
+def check_since_at(since_at: str | None, *, path: str) -> None:
+    """ConfigError (naming `path`) for a `since_at` that cannot be the `at` of a change."""
+    if since_at is not None and not (len(since_at) <= 40 and since_at.isascii()):
+        raise ConfigError("must be the `at` of a change (2026-12-04T09:06:17Z)", path=path)
+
+
+def rollback_seen(store: Store, since: int, since_at: str | None) -> str | None:
+    """Why reading on from change `since` would go wrong, when it was made at another time than
+    `since_at`, the `at` the consumer read of it: the state was put back from an older copy and
+    has made other changes under the same seqs since. None when it was not (or is pruned)."""
+    made = rfc3339(store.change_at(since)) if since_at is not None else None
+    if made is None or made == since_at:
+        return None
+    return (
+        f"change {since} was made at {made}, not at {since_at} as the one followed: the state "
+        "was put back from an older copy"
+    )
+
+
+def _last_seq(rows: Sequence[ChangeRow], since: int | None, newest: int) -> int:
+    """The seq a follower reads on from: the last row's, else where it stood."""
+    return rows[-1].seq if rows else (newest if since is None else since)
 
 
 def changes_json(listing: ChangeListing, since: int | None) -> dict[str, Any]:
-    """The `changes --json` document: the rows, the seq to read on from, and the bounds and
-    storeId a follower checks (a new storeId: the state was rebuilt, copy the catalog again)."""
-    rows = listing.rows
-    last = rows[-1].seq if rows else (listing.newest_seq if since is None else since)
+    """The `changes --json` document: the rows, the seq to read on from with the `at` of its
+    change (the follower's next `--since-at`), and the bounds and storeId a follower checks (a
+    new storeId: the state was rebuilt, copy the catalog again)."""
+    last_at = None if listing.last_at is None else rfc3339(listing.last_at)
     return {
         "storeId": listing.store_id,
         "oldestSeq": listing.oldest_seq,
         "newestSeq": listing.newest_seq,
-        "changes": [row.to_json() for row in rows],
-        "lastSeq": last,
+        "changes": [row.to_json() for row in listing.rows],
+        "lastSeq": _last_seq(listing.rows, since, listing.newest_seq),
+        "lastAt": last_at,
     }

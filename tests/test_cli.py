@@ -551,6 +551,41 @@ class TestStateCommands:
         )
         assert listing["storeId"]
 
+    @pytest.mark.parametrize("entry", ["lean", "full"])
+    def test_changes_since_at_refuses_a_change_made_at_another_time(
+        self, ingested: Path, tmp_path: Path, entry: str
+    ) -> None:
+        """A state put back from an older copy reuses seqs: the `at` a follower read of its last
+        change (`lastAt`) tells the change it followed from another under the same seq."""
+
+        def changes(*args: str) -> tuple[int, dict[str, Any]]:
+            if entry == "lean":
+                done = run_cli("changes", *args, "--json", "--db", ingested, cwd=tmp_path)
+                return done.returncode, json.loads(done.stdout)
+            result = invoke("changes", *args, "--json", "--db", ingested)
+            return result.exit_code, json.loads(result.stdout)
+
+        _, first = changes("--limit", "3")
+        read_at = first["changes"][-1]["at"]
+        _, caught_up = changes("--since", str(first["newestSeq"]))
+        same = changes("--since", "3", "--since-at", read_at, "--limit", "2")
+        other = changes("--since", "3", "--since-at", "2020-01-01T00:00:00Z")
+        alone = changes("--since-at", read_at)
+
+        assert first["lastSeq"] == 3 and first["lastAt"] == read_at
+        assert caught_up["changes"] == [] and caught_up["lastSeq"] == first["newestSeq"]
+        assert caught_up["lastAt"] is not None
+        assert same[0] == 0 and [row["seq"] for row in same[1]["changes"]] == [4, 5]
+        assert same[1]["lastAt"] == same[1]["changes"][-1]["at"]
+        assert other[0] == 2
+        assert other[1]["error"] == (
+            f"change 3 was made at {read_at}, not at 2020-01-01T00:00:00Z as the one followed: "
+            "the state was put back from an older copy; copy the catalog again (export), then "
+            "read on from changes --json's newestSeq"
+        )
+        assert alone[0] == 2
+        assert alone[1]["error"].startswith("--since-at: needs --since")
+
 
 class TestCheck:
     def test_passes_against_a_reachable_simulator(self, tmp_path: Path, config_file: Path) -> None:

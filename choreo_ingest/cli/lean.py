@@ -224,7 +224,10 @@ def _changes(call: _Call, config: Config, state: StateLocation) -> int | None:
     since, limit = _count(call.options.get("since")), _count(call.options.get("limit"))
     if (since is None and "since" in call.options) or (limit is None and "limit" in call.options):
         return None  # the full command's usage error
-    show_changes(list_changes(state, since, limit), since, as_json="--json" in call.flags)
+    if since is None and "since_at" in call.options:
+        return None
+    listing = list_changes(state, since, limit, call.options.get("since_at"))
+    show_changes(listing, since, as_json="--json" in call.flags)
     return int(ExitCode.OK)
 
 
@@ -263,6 +266,8 @@ _COMMANDS = {
     "health": _Command(_health, flags=frozenset({"--json"}), json_fields=ERROR_FIELDS["health"]),
     "export": _Command(_export, options={"--format": "format", "-f": "format"}),
     "changes": _Command(
-        _changes, options={"--since": "since", "--limit": "limit"}, flags=frozenset({"--json"})
+        _changes,
+        options={"--since": "since", "--since-at": "since_at", "--limit": "limit"},
+        flags=frozenset({"--json"}),
     ),
 }

@@ -427,6 +427,14 @@ def changes(
             help="Only changes after this seq; refused when some were pruned (resync).",
         ),
     ] = None,
+    since_at: Annotated[
+        str | None,
+        typer.Option(
+            "--since-at",
+            help="The `at` read of change --since (--json's lastAt); another is refused "
+            "(the state was put back from a copy: resync).",
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=0, callback=_storable, help="At most this many.")
     ] = None,
@@ -436,8 +444,13 @@ def changes(
 ) -> None:
     """Tail the change log: NDJSON rows {seq, at, op, ref, provider}, or one doc with --json."""
     with reported_errors(json_output):
+        if since_at is not None and since is None:
+            raise ConfigError(
+                "needs --since, the seq of the change read at that time", path="--since-at"
+            )
         session = open_session(ctx, config, db)
-        show_changes(list_changes(session.state, since, limit), since, as_json=json_output)
+        listing = list_changes(session.state, since, limit, since_at)
+        show_changes(listing, since, as_json=json_output)
 
 
 def register(app: typer.Typer) -> None:
