@@ -192,17 +192,20 @@ def _metrics(server: Server) -> Handler:
 
 
 def _page(server: Server) -> Handler:
-    def page() -> str:
+    def page(with_refs: bool) -> str:
         require_state(server)
         now = server.clock.now()
         report = status_report(server.state, server.config, now)
+        if not with_refs:
+            return render_status_page(report, None, now)
         with reading(server.state) as store:
             since = max(0, store.last_change_seq() - PAGE_CHANGES)
             changes = store.changes(since, PAGE_CHANGES)
         return render_status_page(report, changes, now)
 
     async def status_page(request: Request) -> Response:
-        html = await in_thread(server, page)
+        with_refs = server.credentials.api_allows(request.headers.get("authorization"))
+        html = await in_thread(server, page, with_refs)
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
     return status_page
@@ -282,6 +285,7 @@ def _reading_routes(server: Server) -> list[Route]:
         return _json(providers_json(server.config))
 
     async def removals(request: Request) -> Response:
+        require_token(server, request)  # the refs a guard blocked are catalog content
         provider = await provider_of(server, request, ProviderScope.KNOWN)
         limit = int_param(request, "limit", 100)
         if limit < 0:

@@ -375,7 +375,7 @@ class TestReading:
         self, client: AsgiClient, tmp_path: Path
     ) -> None:
         expected = cli_json(tmp_path, "removals", PROVIDER)
-        assert client.get("/providers/openchoreo/removals").json() == expected
+        assert client.get("/providers/openchoreo/removals", headers=AUTH).json() == expected
 
     def test_liveness_and_readiness(
         self, client: AsgiClient, config: Config, tmp_path: Path, clock: FakeClock
@@ -447,6 +447,7 @@ class TestOperatorRoutes:
             ("POST", "/providers/openchoreo/refresh"),
             ("POST", "/providers/openchoreo/reset"),
             ("POST", "/providers/openchoreo/removals/approve"),
+            ("GET", "/providers/openchoreo/removals"),
             ("POST", "/refresh?provider=openchoreo"),
             ("POST", "/reset?provider=openchoreo"),
             ("POST", "/incremental/providers/openchoreo/trigger"),
