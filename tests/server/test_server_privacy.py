@@ -1,7 +1,10 @@
-"""What `serve` tells a caller without the API token.
+"""What `serve` tells a caller without the API token, and what a web page in an operator's
+browser may post to it.
 
 With a token set, entity refs are catalog content like `/changes`: the removals listing needs the
-token, and the status page leaves the change log's refs out.
+token, and the status page leaves the change log's refs out. The event webhook takes only a body
+declared `application/json`, which a page can post to another origin only after a CORS preflight
+(`text/plain`, a form and a multipart form are posted without asking).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from fakes import FakeClock
 from sim_support import PROVIDER, expected_refs, ingest_world
 
 TOKEN = "api-token-for-tests"
+SECRET = "events-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 REMOVALS = f"/providers/{PROVIDER}/removals"
+EVENT = b'{"kind": "Component", "name": "new-one", "namespace": "acme", "action": "created"}'
 READING_ROUTES = [
     "/status",
     f"/status/{PROVIDER}",
@@ -68,6 +73,11 @@ def change_log_refs(state: Path) -> set[str]:
         refs = {change.ref for change in store.changes(0, 100_000)}
     assert refs
     return refs
+
+
+def pending(state: Path) -> list[object]:
+    with Store.open(state, readonly=True) as store:
+        return [item.body for item in store.pending_events(PROVIDER)]
 
 
 class TestRefsNeedTheToken:
@@ -150,3 +160,77 @@ class TestRefsNeedTheToken:
             assert answer.status_code in (200, 503), path
             named = [ref for ref in expected_refs(world) if ref in answer.text]
             assert named == [], path
+
+
+class TestEventsAreJson:
+    @pytest.mark.parametrize("path", ["/events/openchoreo", "/api/events/http/openchoreo"])
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "text/json",
+            None,
+        ],
+    )
+    def test_a_body_not_declared_json_is_415_and_stores_nothing(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        path: str,
+        content_type: str | None,
+    ) -> None:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.post(path, content=EVENT, headers=headers)
+
+        assert answer.status_code == 415
+        error = answer.json()["error"]
+        assert answer.json() == {"error": error}
+        assert error.startswith("Content-Type must be application/json; ")
+        assert ("none was sent" in error) is (content_type is None)
+        assert pending(ingested) == []
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "Application/JSON",
+        ],
+    )
+    def test_a_body_declared_json_is_accepted_as_before(
+        self, config: Config, ingested: Path, clock: FakeClock, content_type: str
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.post(
+                "/events/openchoreo", content=EVENT, headers={"Content-Type": content_type}
+            )
+
+        assert answer.status_code == 202
+        assert answer.json()["stored"] == 1
+        assert pending(ingested) != []
+
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            ("/events/openchoreo/wrong", 403),
+            ("/events/openchoreo", 403),
+            (f"/events/openchoreo/{SECRET}", 415),
+            (f"/api/events/http/openchoreo/{SECRET}", 415),
+        ],
+        ids=["wrong-secret", "no-secret", "the-secret", "the-secret-alias"],
+    )
+    def test_the_events_secret_is_judged_before_the_content_type(
+        self, config: Config, ingested: Path, clock: FakeClock, path: str, status: int
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials(None, SECRET)) as client:
+            answer = client.post(path, content=EVENT, headers={"Content-Type": "text/plain"})
+
+        assert answer.status_code == status
+        assert pending(ingested) == []
