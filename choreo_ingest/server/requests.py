@@ -53,15 +53,21 @@ def flag_param(request: Request, name: str) -> bool:
     return text in ("true", "1")
 
 
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson"})
+"""What an event body may be declared as (the forwarder sends `application/json`)."""
+
+
 def require_json(request: Request) -> None:
-    """415 unless the body is declared `application/json` (parameters such as a charset aside).
-    A browser page may post `text/plain` or a form to any origin without asking it first (no
-    CORS preflight); it must ask before it sends JSON."""
+    """415 unless the body is declared JSON or NDJSON (parameters such as a charset aside). A
+    browser page may post `text/plain` or a form to any origin without asking it first (no CORS
+    preflight); it must ask before it sends JSON."""
     declared = request.headers.get("content-type", "")
     media_type = declared.partition(";")[0].strip().lower()
-    if media_type != "application/json":
+    if media_type not in JSON_MEDIA_TYPES:
         shown = f"not {declared[:100]!r}" if declared else "none was sent"
-        raise HTTPProblem(415, f"Content-Type must be application/json; {shown}")
+        raise HTTPProblem(
+            415, f"Content-Type must be application/json (or application/x-ndjson); {shown}"
+        )
 
 
 async def body_of(request: Request, limit: int) -> bytes:

@@ -191,7 +191,7 @@ class TestEventsAreJson:
         assert answer.status_code == 415
         error = answer.json()["error"]
         assert answer.json() == {"error": error}
-        assert error.startswith("Content-Type must be application/json; ")
+        assert error.startswith("Content-Type must be application/json (or application/x-ndjson); ")
         assert ("none was sent" in error) is (content_type is None)
         assert pending(ingested) == []
 
@@ -202,6 +202,7 @@ class TestEventsAreJson:
             "application/json; charset=utf-8",
             "application/json;charset=UTF-8",
             "Application/JSON",
+            "application/x-ndjson",
         ],
     )
     def test_a_body_declared_json_is_accepted_as_before(
