@@ -4,10 +4,10 @@ command prints with `--json`.
 
 Errors answer `{"error": message}` with the status the error means: 400 bad input, 401 no or
 wrong token, 403 wrong events secret, 404 unknown provider, 409 a burst holds the run lock
-longer than the wait, 410 a feed position that was pruned, 413 too large, 503 the inbox is
-full or the store cannot be read, PostgreSQL down included (but `/health`: its unhealthy
-document, the reason in `problems`; `/readyz`: not ready; `/metrics`: a 200 that says so, for
-Prometheus).
+longer than the wait, 410 a feed position that was pruned, 413 too large, 415 an event body not
+declared `application/json`, 503 the inbox is full or the store cannot be read, PostgreSQL down
+included (but `/health`: its unhealthy document, the reason in `problems`; `/readyz`: not ready;
+`/metrics`: a 200 that says so, for Prometheus).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from choreo_ingest.server.requests import (
     flag_param,
     int_param,
     json_body,
+    require_json,
 )
 from choreo_ingest.server.security import EVENTS_SECRET_HEADER
 
@@ -192,17 +193,20 @@ def _metrics(server: Server) -> Handler:
 
 
 def _page(server: Server) -> Handler:
-    def page() -> str:
+    def page(with_refs: bool) -> str:
         require_state(server)
         now = server.clock.now()
         report = status_report(server.state, server.config, now)
+        if not with_refs:
+            return render_status_page(report, None, now)
         with reading(server.state) as store:
             since = max(0, store.last_change_seq() - PAGE_CHANGES)
             changes = store.changes(since, PAGE_CHANGES)
         return render_status_page(report, changes, now)
 
     async def status_page(request: Request) -> Response:
-        html = await in_thread(server, page)
+        with_refs = server.credentials.api_allows(request.headers.get("authorization"))
+        html = await in_thread(server, page, with_refs)
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
     return status_page
@@ -217,6 +221,7 @@ def _event_routes(server: Server) -> list[Route]:
         header = request.headers.get(EVENTS_SECRET_HEADER)
         if not server.credentials.events_allow(header, path_secret):
             raise HTTPProblem(403, "a valid events secret is required")
+        require_json(request)
         provider = await provider_of(server, request, ProviderScope.CONFIGURED)
         body = await body_of(request, server.config.serve.max_body_bytes)
         try:
@@ -282,6 +287,7 @@ def _reading_routes(server: Server) -> list[Route]:
         return _json(providers_json(server.config))
 
     async def removals(request: Request) -> Response:
+        require_token(server, request)  # the refs a guard blocked are catalog content
         provider = await provider_of(server, request, ProviderScope.KNOWN)
         limit = int_param(request, "limit", 100)
         if limit < 0:

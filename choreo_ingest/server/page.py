@@ -76,9 +76,12 @@ footer{margin-top:1.5rem;font-size:.85rem;color:var(--muted)}
 """
 
 
-def render_status_page(report: StatusReport, changes: Sequence[ChangeRow], now: float) -> str:
+def render_status_page(
+    report: StatusReport, changes: Sequence[ChangeRow] | None, now: float
+) -> str:
     """The whole page for `report` as of `now`, with `changes` (a short tail of the change log,
-    in any order; shown newest first)."""
+    in any order; shown newest first). None: the request lacks the API token, and the page shows
+    no entity ref, only where to read them with it."""
     unhealthy = [item for item in report.providers if item.health_problems]
     parts = [
         "<!DOCTYPE html>",
@@ -235,8 +238,13 @@ def _inbox(report: StatusReport) -> str:
     return f"<h3>Event inbox</h3><p>{events.pending} pending, {parked}</p>"
 
 
-def _changes(changes: Sequence[ChangeRow], now: float) -> str:
+def _changes(changes: Sequence[ChangeRow] | None, now: float) -> str:
     heading = "<h3>Last changes</h3>"
+    if changes is None:
+        return (
+            heading + '<p class="muted">Their entity refs are shown with the API token only: '
+            "read <code>/changes</code> with <code>Authorization: Bearer &lt;token&gt;</code>.</p>"
+        )
     if not changes:
         return heading + '<p class="muted">No changes recorded yet.</p>'
     rows = "".join(

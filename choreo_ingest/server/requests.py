@@ -1,6 +1,6 @@
 """What a request to `serve` carries, read and checked: whole-number and flag query parameters,
-a body of bounded size, a JSON object body, entity refs. What is wrong is an HTTPProblem, which
-the app answers as `{"error": ...}` with its status.
+a JSON media type, a body of bounded size, a JSON object body, entity refs. What is wrong is an
+HTTPProblem, which the app answers as `{"error": ...}` with its status.
 """
 
 from __future__ import annotations
@@ -51,6 +51,23 @@ def flag_param(request: Request, name: str) -> bool:
     if text not in ("true", "1", "false", "0"):
         raise HTTPProblem(400, f"{name}: expected true or false, got {text!r}")
     return text in ("true", "1")
+
+
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/x-ndjson", "application/ndjson"})
+"""What an event body may be declared as (the forwarder sends `application/json`)."""
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON or NDJSON (parameters such as a charset aside). A
+    browser page may post `text/plain` or a form to any origin without asking it first (no CORS
+    preflight); it must ask before it sends JSON."""
+    declared = request.headers.get("content-type", "")
+    media_type = declared.partition(";")[0].strip().lower()
+    if media_type not in JSON_MEDIA_TYPES:
+        shown = f"not {declared[:100]!r}" if declared else "none was sent"
+        raise HTTPProblem(
+            415, f"Content-Type must be application/json (or application/x-ndjson); {shown}"
+        )
 
 
 async def body_of(request: Request, limit: int) -> bytes:

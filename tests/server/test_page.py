@@ -359,6 +359,19 @@ def test_the_event_inbox_and_the_last_changes() -> None:
     assert newest_first == list(range(24, 4, -1))
 
 
+def test_changes_withheld_say_where_to_read_them() -> None:
+    """None: the request lacks the API token (the route then reads no change at all)."""
+    document = render_status_page(report(provider("openchoreo")), None, NOW)
+    parsed = Page(document)
+
+    assert not parsed.problems
+    assert not [tag for tag, _ in parsed.tags if tag == "table"]
+    assert (
+        "Last changes Their entity refs are shown with the API token only: read /changes with "
+        "Authorization: Bearer <token>"
+    ) in parsed.text
+
+
 def test_relative_times() -> None:
     assert relative(NOW, NOW) == "now"
     assert relative(NOW + 0.4, NOW) == "now"

@@ -44,6 +44,7 @@ SECRET = "events-secret-for-tests"
 UNREACHABLE_URL = "http://127.0.0.1:9/api/v1"
 PROVIDER = "openchoreo"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+JSON = {"Content-Type": "application/json"}
 
 
 def component_event(name: str, action: str = "created") -> dict[str, Any]:
@@ -159,7 +160,7 @@ class TestEvents:
     def test_a_malformed_event_is_400_with_the_reason(
         self, client: AsgiClient, ingested: Path, body: bytes, problem: str
     ) -> None:
-        answer = client.post("/events/openchoreo", content=body)
+        answer = client.post("/events/openchoreo", content=body, headers=JSON)
 
         assert answer.status_code == 400
         assert problem in json.dumps(answer.json())
@@ -375,7 +376,7 @@ class TestReading:
         self, client: AsgiClient, tmp_path: Path
     ) -> None:
         expected = cli_json(tmp_path, "removals", PROVIDER)
-        assert client.get("/providers/openchoreo/removals").json() == expected
+        assert client.get("/providers/openchoreo/removals", headers=AUTH).json() == expected
 
     def test_liveness_and_readiness(
         self, client: AsgiClient, config: Config, tmp_path: Path, clock: FakeClock
@@ -447,6 +448,7 @@ class TestOperatorRoutes:
             ("POST", "/providers/openchoreo/refresh"),
             ("POST", "/providers/openchoreo/reset"),
             ("POST", "/providers/openchoreo/removals/approve"),
+            ("GET", "/providers/openchoreo/removals"),
             ("POST", "/refresh?provider=openchoreo"),
             ("POST", "/reset?provider=openchoreo"),
             ("POST", "/incremental/providers/openchoreo/trigger"),

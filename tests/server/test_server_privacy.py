@@ -1,0 +1,237 @@
+"""What `serve` tells a caller without the API token, and what a web page in an operator's
+browser may post to it.
+
+With a token set, entity refs are catalog content like `/changes`: the removals listing needs the
+token, and the status page leaves the change log's refs out. The event webhook takes only a body
+declared `application/json`, which a page can post to another origin only after a CORS preflight
+(`text/plain`, a form and a multipart form are posted without asking).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from choreo_ingest.config import Config
+from choreo_ingest.server.app import build_app
+from choreo_ingest.server.context import Server
+from choreo_ingest.server.security import Credentials
+from choreo_ingest.service import Service
+from choreo_ingest.simulator.world import World
+from choreo_ingest.store import Store
+
+from asgi_support import AsgiClient
+from fakes import FakeClock
+from sim_support import PROVIDER, expected_refs, ingest_world
+
+TOKEN = "api-token-for-tests"
+SECRET = "events-secret-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+REMOVALS = f"/providers/{PROVIDER}/removals"
+EVENT = b'{"kind": "Component", "name": "new-one", "namespace": "acme", "action": "created"}'
+READING_ROUTES = [
+    "/status",
+    f"/status/{PROVIDER}",
+    "/providers",
+    f"/providers/{PROVIDER}",
+    "/health",
+    "/incremental/health",
+    "/incremental/providers",
+    f"/incremental/providers/{PROVIDER}",
+]
+
+
+@pytest.fixture
+def world() -> World:
+    return World.generate(2, 2, 3, seed=12)
+
+
+@pytest.fixture
+def ingested(tmp_path: Path, world: World, clock: FakeClock) -> Path:
+    ingest_world(tmp_path / "state.db", world, clock)
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def blocked(ingested: Path) -> Path:
+    """The state after a second cycle saw nothing: the guard blocked every removal."""
+    outcome = ingest_world(ingested, World.empty(), FakeClock(), force=True)
+    assert outcome.removals_blocked > 0
+    return ingested
+
+
+def client_of(
+    config: Config, state: Path, clock: FakeClock, credentials: Credentials
+) -> AsgiClient:
+    service = Service(config, state, clock)
+    return AsgiClient(build_app(Server(config, service.state, clock, service, credentials)))
+
+
+def change_log_refs(state: Path) -> set[str]:
+    with Store.open(state, readonly=True) as store:
+        refs = {change.ref for change in store.changes(0, 100_000)}
+    assert refs
+    return refs
+
+
+def pending(state: Path) -> list[object]:
+    with Store.open(state, readonly=True) as store:
+        return [item.body for item in store.pending_events(PROVIDER)]
+
+
+class TestRefsNeedTheToken:
+    @pytest.mark.parametrize(
+        ("headers", "status"),
+        [({}, 401), ({"Authorization": "Bearer wrong"}, 401), (AUTH, 200)],
+        ids=["no-token", "wrong-token", "the-token"],
+    )
+    def test_the_removals_listing_needs_the_token_when_one_is_set(
+        self,
+        config: Config,
+        blocked: Path,
+        world: World,
+        clock: FakeClock,
+        headers: dict[str, str],
+        status: int,
+    ) -> None:
+        with client_of(config, blocked, clock, Credentials(TOKEN)) as client:
+            answer = client.get(REMOVALS, headers=headers)
+
+        assert answer.status_code == status
+        if status == 401:
+            assert answer.json() == {"error": "a valid bearer token is required"}
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+        else:
+            [listed] = answer.json()["providers"]
+            assert set(listed["refs"]) <= expected_refs(world)
+            assert listed["refs"]
+
+    def test_the_removals_listing_is_open_when_no_token_is_set(
+        self, config: Config, blocked: Path, clock: FakeClock
+    ) -> None:
+        with client_of(config, blocked, clock, Credentials()) as client:
+            answer = client.get(REMOVALS)
+
+        assert answer.status_code == 200
+        assert answer.json()["providers"][0]["refs"]
+
+    @pytest.mark.parametrize(
+        "headers", [{}, {"Authorization": "Bearer wrong"}], ids=["no-token", "wrong-token"]
+    )
+    def test_the_page_without_the_token_shows_no_ref_of_the_change_log(
+        self, config: Config, ingested: Path, clock: FakeClock, headers: dict[str, str]
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.get("/", headers=headers)
+
+        assert answer.status_code == 200
+        assert [ref for ref in change_log_refs(ingested) if ref in answer.text] == []
+        assert "<table" not in answer.text
+        assert "shown with the API token only: read <code>/changes</code>" in answer.text
+        assert f"{PROVIDER}</span>" in answer.text  # the rest of the page is still there
+
+    def test_the_page_with_the_token_shows_the_last_changes(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.get("/", headers=AUTH)
+
+        assert [ref for ref in change_log_refs(ingested) if ref in answer.text] != []
+        assert "<table" in answer.text
+
+    def test_the_page_without_a_token_configured_shows_the_last_changes(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials()) as client:
+            answer = client.get("/")
+
+        assert [ref for ref in change_log_refs(ingested) if ref in answer.text] != []
+        assert "shown with the API token only" not in answer.text
+
+    def test_the_open_reading_routes_name_no_entity(
+        self, config: Config, blocked: Path, world: World, clock: FakeClock
+    ) -> None:
+        """Provider names, counts and times only (`lastError` aside: it says what failed)."""
+        with client_of(config, blocked, clock, Credentials(TOKEN)) as client:
+            answers = {path: client.get(path) for path in READING_ROUTES}
+
+        for path, answer in answers.items():
+            assert answer.status_code in (200, 503), path
+            named = [ref for ref in expected_refs(world) if ref in answer.text]
+            assert named == [], path
+
+
+class TestEventsAreJson:
+    @pytest.mark.parametrize("path", ["/events/openchoreo", "/api/events/http/openchoreo"])
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "text/json",
+            None,
+        ],
+    )
+    def test_a_body_not_declared_json_is_415_and_stores_nothing(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        path: str,
+        content_type: str | None,
+    ) -> None:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.post(path, content=EVENT, headers=headers)
+
+        assert answer.status_code == 415
+        error = answer.json()["error"]
+        assert answer.json() == {"error": error}
+        assert error.startswith("Content-Type must be application/json (or application/x-ndjson); ")
+        assert ("none was sent" in error) is (content_type is None)
+        assert pending(ingested) == []
+
+    @pytest.mark.parametrize(
+        "content_type",
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "Application/JSON",
+            "application/x-ndjson",
+        ],
+    )
+    def test_a_body_declared_json_is_accepted_as_before(
+        self, config: Config, ingested: Path, clock: FakeClock, content_type: str
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.post(
+                "/events/openchoreo", content=EVENT, headers={"Content-Type": content_type}
+            )
+
+        assert answer.status_code == 202
+        assert answer.json()["stored"] == 1
+        assert pending(ingested) != []
+
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            ("/events/openchoreo/wrong", 403),
+            ("/events/openchoreo", 403),
+            (f"/events/openchoreo/{SECRET}", 415),
+            (f"/api/events/http/openchoreo/{SECRET}", 415),
+        ],
+        ids=["wrong-secret", "no-secret", "the-secret", "the-secret-alias"],
+    )
+    def test_the_events_secret_is_judged_before_the_content_type(
+        self, config: Config, ingested: Path, clock: FakeClock, path: str, status: int
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials(None, SECRET)) as client:
+            answer = client.post(path, content=EVENT, headers={"Content-Type": "text/plain"})
+
+        assert answer.status_code == status
+        assert pending(ingested) == []
