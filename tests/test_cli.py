@@ -572,10 +572,13 @@ class TestStateCommands:
         other = changes("--since", "3", "--since-at", "2020-01-01T00:00:00Z")
         alone = changes("--since-at", read_at)
 
-        assert first["lastSeq"] == 3 and first["lastAt"] == read_at
-        assert caught_up["changes"] == [] and caught_up["lastSeq"] == first["newestSeq"]
+        assert first["lastSeq"] == 3
+        assert first["lastAt"] == read_at
+        assert caught_up["changes"] == []
+        assert caught_up["lastSeq"] == first["newestSeq"]
         assert caught_up["lastAt"] is not None
-        assert same[0] == 0 and [row["seq"] for row in same[1]["changes"]] == [4, 5]
+        assert same[0] == 0
+        assert [row["seq"] for row in same[1]["changes"]] == [4, 5]
         assert same[1]["lastAt"] == same[1]["changes"][-1]["at"]
         assert other[0] == 2
         assert other[1]["error"] == (
