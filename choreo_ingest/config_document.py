@@ -108,6 +108,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "serve.auth.tokenFile": _FILE_PATH,
     "serve.events.secretFile": _FILE_PATH,
     "serve.maxBodyBytes": as_count,
+    "serve.readTimeout": as_seconds,
     "changes.retainDays": as_positive,
     "changes.maxRows": as_count,
     "state.path": _STATE_FILE_PATH,

@@ -229,6 +229,9 @@ class ServeConfig:
     """A shared secret the event routes then require (header or last path segment)."""
     max_body_bytes: int = 1024 * 1024
     """Request bodies past this size are refused (413)."""
+    read_timeout: float = 10.0
+    """Seconds a client has to send a request's headers, from its connection's start or from the
+    previous response (else the connection is closed), and then as long for its body (408)."""
 
 
 @dataclass(frozen=True)

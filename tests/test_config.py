@@ -152,6 +152,7 @@ class TestExample:
             "serve.auth.tokenFile",
             "serve.events.secretFile",
             "serve.maxBodyBytes",
+            "serve.readTimeout",
             "providers",
         }
     )

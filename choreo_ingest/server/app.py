@@ -223,7 +223,7 @@ def _event_routes(server: Server) -> list[Route]:
             raise HTTPProblem(403, "a valid events secret is required")
         require_json(request)
         provider = await provider_of(server, request, ProviderScope.CONFIGURED)
-        body = await body_of(request, server.config.serve.max_body_bytes)
+        body = await body_of(request, server.config.serve)
         try:
             text = decode_events(body, "request body")
         except ConfigError as error:
@@ -400,7 +400,7 @@ def _feed_routes(server: Server) -> list[Route]:
 
     async def batch(request: Request) -> Response:
         require_token(server, request)
-        refs = json_body(await body_of(request, server.config.serve.max_body_bytes)).get("refs")
+        refs = json_body(await body_of(request, server.config.serve)).get("refs")
         if not isinstance(refs, list):
             raise HTTPProblem(400, 'expected {"refs": [entity refs]}')
         for number, ref in enumerate(refs):

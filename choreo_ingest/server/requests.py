@@ -5,12 +5,14 @@ HTTPProblem, which the app answers as `{"error": ...}` with its status.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
 
 from starlette.requests import Request
 
+from choreo_ingest.config import ServeConfig
 from choreo_ingest.store import MAX_INTEGER
 
 MAX_REF_LENGTH = 1_000
@@ -70,16 +72,27 @@ def require_json(request: Request) -> None:
         )
 
 
-async def body_of(request: Request, limit: int) -> bytes:
+async def body_of(request: Request, serve: ServeConfig) -> bytes:
+    """The body, at most `serve.maxBodyBytes` (413), sent whole within `serve.readTimeout` (408,
+    and the connection is closed: the rest of the body may still be on its way)."""
+    limit = serve.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPProblem(413, f"request body of {int(declared):,} bytes; at most {limit:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem(413, f"request body over {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(serve.read_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPProblem(413, f"request body over {limit:,} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPProblem(
+            408,
+            f"request body not sent whole within {serve.read_timeout:g} s",
+            {"Connection": "close"},
+        ) from None
     return b"".join(chunks)
 
 

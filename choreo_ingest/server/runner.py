@@ -14,13 +14,21 @@ import threading
 from collections.abc import Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.server.app import build_app
+from choreo_ingest.server.connections import (
+    KEEP_ALIVE_SECONDS,
+    Connections,
+    connection_cap,
+    raise_open_file_limit,
+)
 from choreo_ingest.server.context import Server
+from choreo_ingest.server.loop_log import loop_log
 from choreo_ingest.server.security import Address, check_exposure, load_credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateRef
@@ -58,12 +66,33 @@ def serve(
             message="--insecure-no-auth: anyone who reaches this address can reset providers "
             "and read the catalog",
         )
-    sock = _bind(address, given_by)
+    most = connection_cap(raise_open_file_limit())
+    connections = Connections(config.serve.read_timeout, most, clock)
+    sock = _bind(address, given_by, connections)
     service = Service(config, state, clock)
     app = build_app(Server(config, service.state, clock, service, credentials))
-    server = _Uvicorn(
+    server = http_server(app, connections)
+    loop_thread = threading.Thread(target=service.run, name="choreo-ingest-service", daemon=True)
+    loop_thread.start()
+    log.info("serving", listen=str(address), state_file=str(state))
+    try:
+        with loop_log(clock):
+            asyncio.run(_serve(server, service, sock))
+    finally:
+        service.stop()  # the burst in flight ends after its page
+        loop_thread.join(timeout=config.incremental.burst_length + 30)
+        sock.close()
+
+
+def http_server(app: ASGIApp, connections: Connections) -> uvicorn.Server:
+    """uvicorn serving `app` on the sockets given to its `serve` (made by `connections`), which
+    closes the connections left without a request."""
+    return _Uvicorn(
         uvicorn.Config(
             app,
+            http=connections.protocol(),
+            ws="none",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -72,15 +101,6 @@ def serve(
             server_header=False,
         )
     )
-    loop_thread = threading.Thread(target=service.run, name="choreo-ingest-service", daemon=True)
-    loop_thread.start()
-    log.info("serving", listen=str(address), state_file=str(state))
-    try:
-        asyncio.run(_serve(server, service, sock))
-    finally:
-        service.stop()  # the burst in flight ends after its page
-        loop_thread.join(timeout=config.incremental.burst_length + 30)
-        sock.close()
 
 
 async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) -> None:
@@ -96,9 +116,8 @@ async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) 
     await server.serve(sockets=[sock])
 
 
-def _bind(address: Address, given_by: str) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so: TCP_NODELAY
+def _bind(address: Address, given_by: str, connections: Connections) -> socket.socket:
+    sock = connections.listener(socket.AF_INET6 if ":" in address.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((address.host, address.port))

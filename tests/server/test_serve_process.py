@@ -47,7 +47,12 @@ def simulator() -> Iterator[RunningServer]:
 
 
 def serve_process(
-    tmp_path: Path, simulator_url: str, *args: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    simulator_url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    serve: dict[str, Any] | None = None,
+    entry: tuple[str, ...] = ("-m", "choreo_ingest"),
 ) -> tuple[subprocess.Popen[str], str]:
     config = write_config(
         tmp_path / "choreo-ingest.yaml",
@@ -55,6 +60,7 @@ def serve_process(
         token="openchoreo-token",
         state={"path": "state.db"},
         incremental={"burstLength": 2, "burstInterval": 1, "restLength": 10},
+        **({"serve": serve} if serve else {}),
     )
     port = free_port()
     listen = args[args.index("--listen") + 1] if "--listen" in args else f"127.0.0.1:{port}"
@@ -64,7 +70,7 @@ def serve_process(
     }
     environment.update(env or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "choreo_ingest", "serve", "--config", str(config), *extra, *args],
+        [sys.executable, *entry, "serve", "--config", str(config), *extra, *args],
         cwd=tmp_path,
         env=environment,
         stdin=subprocess.DEVNULL,
@@ -155,6 +161,36 @@ def test_a_cron_run_beside_serve_is_turned_away_or_runs_but_never_overlaps(
     assert codes <= {0, 75}
     assert status == 200
     assert code == 0, err
+
+
+def test_healthz_is_answered_while_idle_connections_outnumber_the_open_file_limit(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    files = 128  # soft and hard: serve cannot raise it
+    under_limit = (
+        "-c",
+        f"import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({files}, {files})); "
+        "from choreo_ingest.cli import main; main(sys.argv[1:])",
+    )
+    process, url = serve_process(
+        tmp_path, simulator.url, entry=under_limit, serve={"readTimeout": 2}
+    )
+    address = ("127.0.0.1", int(url.rpartition(":")[2]))
+    idle: list[socket.socket] = []
+    try:
+        ready(process, url)
+        idle = [socket.create_connection(address, timeout=START_SECONDS) for _ in range(files * 2)]
+        status = call("GET", url + "/healthz", token=None)[0]
+        closed = [connection.recv(1) for connection in idle]  # b"" once the server closed it
+    finally:
+        for connection in idle:
+            connection.close()
+        code, _, err = stop(process)
+    assert status == 200
+    assert set(closed) == {b""}
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert len(err.splitlines()) <= 4, err  # a line a minute, at most, about refused accepts
 
 
 def test_a_non_loopback_address_without_a_token_is_refused(
