@@ -237,16 +237,21 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-/** The refs of a page's changes, by the last op each ref had in it. */
+/**
+ * The refs of a page's changes, by the last op each ref had in it. Refs that differ only in case
+ * are one entity to Backstage (it compares refs case-insensitively): the last change of any
+ * spelling wins, under its own spelling.
+ */
 export function lastOpPerRef(page: ChangesPage): { upserts: string[]; deletes: string[] } {
-  const last = new Map<string, string>();
+  const last = new Map<string, { ref: string; op: string }>();
   for (const change of page.changes) {
-    last.delete(change.ref);
-    last.set(change.ref, change.op);
+    const key = change.ref.toLocaleLowerCase('en-US');
+    last.delete(key);
+    last.set(key, { ref: change.ref, op: change.op });
   }
   const upserts: string[] = [];
   const deletes: string[] = [];
-  for (const [ref, op] of last) {
+  for (const { ref, op } of last.values()) {
     if (op === 'upsert') {
       upserts.push(ref);
     } else if (op === 'delete') {

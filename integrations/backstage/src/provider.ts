@@ -27,7 +27,14 @@ import type {
   EntityProviderConnection,
   EntityProviderMutation,
 } from '@backstage/plugin-catalog-node';
-import { acceptableEntities, locationKeyFor, normalizeRef, refOfEntity } from './entities';
+import {
+  acceptableEntities,
+  locationKeyFor,
+  normalizeRef,
+  refKey,
+  refOfEntity,
+  uniqueEntities,
+} from './entities';
 import {
   FeedClient,
   type FeedEntity,
@@ -388,8 +395,12 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         }
       }
       const { added } = this.acceptable(bodies);
-      // A ref gone since its upsert was logged has a delete after it: remove it now.
-      const removedRefs = [...new Set([...deletes, ...missing].map(normalizeRef))];
+      // A ref gone since its upsert was logged has a delete after it: remove it now. One per ref
+      // as Backstage tells them apart (case-insensitively), and none that the page upserts.
+      const addedKeys = new Set(added.map(item => refKey(refOfEntity(item.entity))));
+      const removedRefs = uniqueRefs([...deletes, ...missing].map(normalizeRef)).filter(
+        ref => !addedKeys.has(refKey(ref)),
+      );
       if (added.length || removedRefs.length) {
         await this.apply(connection, {
           type: 'delta',
@@ -457,11 +468,18 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return current;
   }
 
-  /** The bodies as the catalog takes them: see `acceptableEntities`. */
+  /**
+   * The bodies as the catalog takes them (see `acceptableEntities`), one per ref as Backstage
+   * tells them apart: of two refs that differ only in case, the last body wins.
+   */
   private acceptable(bodies: FeedEntity[]): ReturnType<typeof acceptableEntities> {
-    return acceptableEntities(bodies, this.locationKey, this.validateEnvelope, (message) =>
-      this.logger.warn(message),
+    const { added, skipped } = acceptableEntities(
+      bodies,
+      this.locationKey,
+      this.validateEnvelope,
+      message => this.logger.warn(message),
     );
+    return { added: uniqueEntities(added), skipped: uniqueRefs(skipped) };
   }
 
   private async apply(
@@ -479,6 +497,17 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       throw new StoreChanged(`storeId changed (${state.storeId} -> ${storeId})`);
     }
   }
+}
+
+/** The refs, one per ref as Backstage tells them apart (case-insensitively): the last wins. */
+function uniqueRefs(refs: string[]): string[] {
+  const byKey = new Map<string, string>();
+  for (const ref of refs) {
+    const key = refKey(ref);
+    byKey.delete(key);
+    byKey.set(key, ref);
+  }
+  return [...byKey.values()];
 }
 
 function thousands(value: number): string {

@@ -118,7 +118,8 @@ export class StateStore {
       }
       if (commit.applied?.refs.length) {
         const { generation } = commit.applied;
-        for (const refs of chunks(commit.applied.refs, CHUNK)) {
+        // One row per ref: PostgreSQL refuses an upsert that meets the same row twice.
+        for (const refs of chunks([...new Set(commit.applied.refs)], CHUNK)) {
           await trx(APPLIED_TABLE)
             .insert(refs.map(ref => ({ provider: this.provider, ref, generation })))
             .onConflict(['provider', 'ref'])
