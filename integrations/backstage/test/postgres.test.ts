@@ -1,9 +1,11 @@
 /**
  * The module's state on PostgreSQL (the catalog's database in production), on a throwaway
- * server of the test's own (see support/pg.ts): refs that differ only in case in one page.
+ * server of the test's own (see support/pg.ts): refs that differ only in case in one page, and
+ * replicas that migrate an empty database at the same time.
  */
 import type { Knex } from 'knex';
 import { ChoreoIngestEntityProvider } from '../src';
+import { StateStore } from '../src/state';
 import { RecordingConnection } from './support/connection';
 import { FakeFeed } from './support/fakeFeed';
 import { TestLogger } from './support/logger';
@@ -78,5 +80,27 @@ describePg('on PostgreSQL', () => {
     expect(await provider.run()).toEqual({ applied: 2, removed: 0, resynced: true });
     expect(connection.refs()).toEqual(['component:default/dup', 'component:default/e']);
     expect(await provider.appliedRefs()).toEqual(['component:default/dup', 'component:default/e']);
+  });
+
+  test('replicas migrating an empty database at the same time all start', async () => {
+    for (let round = 0; round < 8; round += 1) {
+      const first = await pg.freshDatabase();
+      const replicas = [first, pg.connect(first), pg.connect(first)];
+      const outcomes = await Promise.allSettled(
+        replicas.map(database => new StateStore(database, 'choreo-ingest').ready()),
+      );
+      const failures = outcomes.flatMap(outcome =>
+        outcome.status === 'rejected' ? [String(outcome.reason)] : [],
+      );
+      expect(failures).toEqual([]);
+      // Knex's lock table holds its one row, unlocked, and every migration ran once.
+      const locks = await first('choreo_ingest_knex_migrations_lock').select('is_locked');
+      expect(locks).toEqual([{ is_locked: 0 }]);
+      const names = (await first('choreo_ingest_knex_migrations').select('name')).map(
+        (row: { name: string }) => row.name,
+      );
+      expect(new Set(names).size).toBe(names.length);
+      await expect(new StateStore(first, 'choreo-ingest').load()).resolves.toBeUndefined();
+    }
   });
 });
