@@ -84,6 +84,23 @@ const MIGRATIONS: Migration[] = [
       });
     },
   },
+  {
+    name: '20261205_01_version',
+    async up(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table
+          .integer('version')
+          .notNullable()
+          .defaultTo(0)
+          .comment('bumped by every write: a write from an older read is refused');
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.dropColumn('version');
+      });
+    },
+  },
 ];
 
 const migrationSource: Knex.MigrationSource<Migration> = {

@@ -53,7 +53,7 @@ import {
   type RunOptions,
   type SyncResult,
 } from './options';
-import { type FeedState, StateStore, chunks } from './state';
+import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
 
 const PROVIDER_NAME = 'choreo-ingest';
 /** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
@@ -172,7 +172,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     try {
       seq = (await this.step(connection, result)).seq;
     } catch (error) {
-      if (!(error instanceof Stopped)) {
+      if (!(error instanceof Stopped || error instanceof StateSuperseded)) {
         throw error;
       }
       result.stopped = true;
@@ -272,8 +272,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private async keyed(state: FeedState): Promise<FeedState> {
     const configured = locationKeyFor(this.baseUrl);
     if (state.locationKey === undefined) {
-      const next = { ...state, locationKey: configured };
-      await this.store.commit({ state: next });
+      const next = await this.store.commit({ state: { ...state, locationKey: configured } });
       this.locationKey = configured;
       return next;
     }
@@ -293,8 +292,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.checkpoint();
     const next: FeedState = { ...state, generation: state.generation + 1, resync: {} };
     this.logger.info(`choreo-ingest: resync (generation ${next.generation}): ${reason}`);
-    await this.store.commit({ state: next });
-    return next;
+    return this.store.commit({ state: next });
   }
 
   /** Page through `GET /entities`, resuming at the stored cursor; return the state after it. */
@@ -346,7 +344,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
             sweepPending: true,
             resyncedAt: this.now(),
           };
-      await this.store.commit({
+      const written = await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
         // The catalog keeps the last valid version of an applied entity it now refuses: the
@@ -354,7 +352,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         kept: { refs: skipped, generation: state.generation },
       });
       result.applied += added.length;
-      state = next;
+      state = written;
       if (!page.nextCursor) {
         return state;
       }
@@ -412,14 +410,14 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       }
       const last = page.changes[page.changes.length - 1];
       const next: FeedState = { ...state, seq: last.seq, seqAt: last.at || undefined };
-      await this.store.commit({
+      const written = await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
         removed: removedRefs,
       });
       result.applied += added.length;
       result.removed += removedRefs.length;
-      state = next;
+      state = written;
       if (page.changes.length < this.batchSize) {
         return state;
       }
@@ -453,14 +451,15 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         added: [],
         removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
       });
-      current = { ...current, sweepPending: index < batches.length - 1 };
-      await this.store.commit({ state: current, removed: refs });
+      current = await this.store.commit({
+        state: { ...current, sweepPending: index < batches.length - 1 },
+        removed: refs,
+      });
       result.removed += refs.length;
     }
     if (current.sweepPending) {
       this.checkpoint();
-      current = { ...current, sweepPending: false };
-      await this.store.commit({ state: current });
+      current = await this.store.commit({ state: { ...current, sweepPending: false } });
     }
     if (stale.length) {
       this.logger.info(`choreo-ingest: removed ${stale.length} entities the resync did not see`);
@@ -490,6 +489,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.checkAborted();
     await connection.applyMutation(mutation);
     await this.afterMutation?.(mutation);
+    // Aborted while the catalog took it (the schedule's timeout: another replica may have taken
+    // over and moved the position since): no position write. The next step replays the page,
+    // which the catalog takes as the same upserts and removals again.
+    this.checkAborted();
   }
 
   private requireStore(state: FeedState, storeId: string): void {

@@ -42,7 +42,21 @@ export type FeedState = {
    * Undefined before the first one, and in a state written before it was kept.
    */
   resyncedAt?: number;
+  /**
+   * The stored row's version when this state was read or written (undefined: no row yet). A
+   * commit writes only over that version, so a step that outlived the schedule's timeout cannot
+   * overwrite what the step that took over wrote since.
+   */
+  version?: number;
 };
+
+/** The state was written by another step since this one read it: nothing was written. */
+export class StateSuperseded extends Error {
+  constructor() {
+    super('another step wrote the position since this one read it');
+    this.name = 'StateSuperseded';
+  }
+}
 
 /** What one step wrote, committed in one transaction after its mutation was accepted. */
 export type Commit = {
@@ -104,13 +118,18 @@ export class StateStore {
       sweepPending: truthy(row.sweep_pending),
       locationKey: row.location_key ?? undefined,
       resyncedAt: optionalTime(row.resynced_at),
+      version: Number(row.version ?? 0),
     };
   }
 
-  /** Write the position, and the applied set's changes, in one transaction. */
-  async commit(commit: Commit): Promise<void> {
+  /**
+   * Write the position, and the applied set's changes, in one transaction, over the version the
+   * state was read at; return the state as written (its new version). Throws StateSuperseded,
+   * writing nothing, when another step wrote since.
+   */
+  async commit(commit: Commit): Promise<FeedState> {
     await this.ready();
-    await this.db.transaction(async trx => {
+    return this.db.transaction(async trx => {
       if (commit.removed?.length) {
         for (const refs of chunks(commit.removed, CHUNK)) {
           await trx(APPLIED_TABLE).where({ provider: this.provider }).whereIn('ref', refs).delete();
@@ -135,7 +154,7 @@ export class StateStore {
             .update({ generation });
         }
       }
-      await this.writeState(trx, commit.state);
+      return this.writeState(trx, commit.state);
     });
   }
 
@@ -170,9 +189,9 @@ export class StateStore {
     return rows.map(row => row.ref);
   }
 
-  private async writeState(trx: Knex.Transaction, state: FeedState): Promise<void> {
+  private async writeState(trx: Knex.Transaction, state: FeedState): Promise<FeedState> {
+    const version = (state.version ?? 0) + 1;
     const row = {
-      provider: this.provider,
       store_id: state.storeId ?? null,
       seq: state.seq ?? null,
       seq_at: state.seqAt ?? null,
@@ -185,8 +204,23 @@ export class StateStore {
       location_key: state.locationKey ?? null,
       resynced_at: state.resyncedAt === undefined ? null : new Date(state.resyncedAt).toISOString(),
       updated_at: new Date().toISOString(),
+      version,
     };
-    await trx(POSITION_TABLE).insert(row).onConflict('provider').merge();
+    if (state.version === undefined) {
+      // No row when the state was read: a row there now was written by another step.
+      if (await trx(POSITION_TABLE).where({ provider: this.provider }).first()) {
+        throw new StateSuperseded();
+      }
+      await trx(POSITION_TABLE).insert({ provider: this.provider, ...row });
+    } else {
+      const updated = await trx(POSITION_TABLE)
+        .where({ provider: this.provider, version: state.version })
+        .update(row);
+      if (updated !== 1) {
+        throw new StateSuperseded();
+      }
+    }
+    return { ...state, version };
   }
 }
 
