@@ -15,6 +15,7 @@ import { readDurationFromConfig } from '@backstage/config';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
 import { durationToMilliseconds } from '@backstage/types';
 import { ChoreoIngestEntityProvider } from './provider';
+import { StepFailures } from './repeats';
 
 export const CONFIG_PATH = 'catalog.providers.choreoIngest';
 /** The scheduler task id: fixed, so every replica takes turns at the same task. */
@@ -69,6 +70,7 @@ export const catalogModuleChoreoIngest = createBackendModule({
           skipMigrations: database.migrations?.skip,
         });
         catalog.addEntityProvider(provider);
+        const failures = new StepFailures(logger);
         await scheduler.scheduleTask({
           id: TASK_ID,
           ...schedule,
@@ -83,8 +85,17 @@ export const catalogModuleChoreoIngest = createBackendModule({
             try {
               await provider.run({ signal });
             } catch (error) {
-              logger.error(`choreo-ingest: sync failed: ${(error as Error).message}`);
+              // The scheduler logs what it is handed and records the run as failed (its
+              // last_run_error_json, its failed-run metric); the same failure again within
+              // the repeat interval is only a debug line, so a wrong token or a stopped serve
+              // is not logged every 30 s. The scheduler runs the task again at the next tick.
+              const reported = failures.failed(error);
+              if (reported) {
+                throw reported;
+              }
+              return;
             }
+            failures.succeeded();
           },
         });
       },

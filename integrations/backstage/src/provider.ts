@@ -53,6 +53,7 @@ import {
   type RunOptions,
   type SyncResult,
 } from './options';
+import { REPEAT_LOG_INTERVAL_MS } from './repeats';
 import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
 
 const PROVIDER_NAME = 'choreo-ingest';
@@ -85,6 +86,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** The running step's signal and deadline (steps never overlap within a process). */
   private signal: AbortSignal | undefined;
   private deadline = Infinity;
+  /** A removal refused by the guard, for logging it once (see `sweep`). */
+  private refusal: { key: string; loggedAt: number; since: number } | undefined;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
     if (!options.baseUrl) {
@@ -433,14 +436,31 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     const stale = await this.store.staleRefs(state.generation);
     const total = await this.store.appliedCount();
     if (stale.length && stale.length > this.maxRemovalRatio * total) {
-      this.logger.warn(
+      const message =
         `choreo-ingest: refusing to remove ${stale.length} of ${total} entities ` +
-          `(${((100 * stale.length) / total).toFixed(1)}%, above maxRemovalRatio ` +
-          `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
-          'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
-          'the changes or the next resync to agree',
-      );
+        `(${((100 * stale.length) / total).toFixed(1)}%, above maxRemovalRatio ` +
+        `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
+        'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
+        'the changes or the next resync to agree';
+      // Checked at every step: logged once, then when it changes or every REPEAT_LOG_INTERVAL_MS.
+      const key = `${state.generation}:${stale.length}`;
+      const now = this.now();
+      const last = this.refusal;
+      if (!last || last.key !== key || now - last.loggedAt >= REPEAT_LOG_INTERVAL_MS) {
+        const since = last ? ` (refused since ${new Date(last.since).toISOString()})` : '';
+        this.logger.warn(`${message}${since}`);
+        this.refusal = { key, loggedAt: now, since: last?.since ?? now };
+      } else {
+        this.logger.debug(message);
+      }
       return state;
+    }
+    if (this.refusal) {
+      this.logger.info(
+        `choreo-ingest: the removal refused since ${new Date(this.refusal.since).toISOString()} ` +
+          `is within maxRemovalRatio now: removing ${stale.length} entities`,
+      );
+      this.refusal = undefined;
     }
     let current = state;
     const batches = chunks(stale, MAX_BATCH_REFS);
