@@ -88,6 +88,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private deadline = Infinity;
   /** A removal refused by the guard, for logging it once (see `sweep`). */
   private refusal: { key: string; loggedAt: number; since: number } | undefined;
+  /** Whether this process checked that the catalog still holds what was applied. */
+  private catalogChecked = false;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
     if (!options.baseUrl) {
@@ -135,6 +137,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
 
   async connect(connection: EntityProviderConnection): Promise<void> {
     this.connection = connection;
+    this.catalogChecked = false;
     await this.store.ready();
   }
 
@@ -199,10 +202,23 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
 
   private async step(connection: EntityProviderConnection, result: SyncResult): Promise<FeedState> {
     this.checkpoint();
-    let state = await this.keyed((await this.store.load()) ?? { generation: 0, sweepPending: false });
+    // No row (first start, or deleted by an operator to force a resync): the generations go on
+    // from the applied refs', so the resync's sweep still sees the refs applied before as stale.
+    let state = await this.keyed(
+      (await this.store.load()) ?? {
+        generation: await this.store.maxAppliedGeneration(),
+        sweepPending: false,
+      },
+    );
     if (state.seq === undefined && !state.resync) {
       state = await this.startResync(state, 'first start');
+    } else if (!this.catalogChecked) {
+      const lost = await this.catalogLoss();
+      if (lost) {
+        state = await this.startResync(state, lost);
+      }
     }
+    this.catalogChecked = true;
     for (let restarts = 0; ; restarts += 1) {
       if (restarts > MAX_WALK_RESTARTS) {
         throw new Error(`choreo-ingest: gave up after ${MAX_WALK_RESTARTS} resyncs in one step`);
@@ -231,6 +247,32 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       state = await this.sweep(connection, state, result);
     }
     return state;
+  }
+
+  /**
+   * At the first step of a process: why the catalog no longer holds what the module applied, or
+   * undefined. The catalog removes a provider's entities at a start without it (its startup
+   * eviction of orphaned providers, `catalog.orphanProviderStrategy: delete`, the default since
+   * catalog-backend 3.0.0), and the module's own tables would not know: it counts the catalog's
+   * references to the provider (see `StateStore.catalogHeld`) against the refs it applied.
+   */
+  private async catalogLoss(): Promise<string | undefined> {
+    const applied = await this.store.appliedCount();
+    const held = await this.store.catalogHeld();
+    if (held === undefined) {
+      this.logger.info(
+        'choreo-ingest: no refresh_state_references table in this database; the check that ' +
+          'the catalog still holds what the module applied is skipped',
+      );
+      return undefined;
+    }
+    if (held >= applied) {
+      return undefined;
+    }
+    return (
+      `the catalog holds ${held} of the ${applied} entities the module applied (it removed ` +
+      'them, such as at a start without this module: catalog.orphanProviderStrategy)'
+    );
   }
 
   /** Whether the periodic resync is due: `resyncIntervalMs` since the last one completed. */

@@ -71,6 +71,8 @@ export type Commit = {
 };
 
 const CHUNK = 400;
+/** The catalog's own table of which source put in which entity (catalog-backend 0.x to 4.x). */
+export const CATALOG_REFERENCES_TABLE = 'refresh_state_references';
 
 export class StateStore {
   private readonly db: Knex;
@@ -174,6 +176,33 @@ export class StateStore {
     await this.ready();
     const row = await this.db(APPLIED_TABLE)
       .where({ provider: this.provider })
+      .count({ count: '*' })
+      .first();
+    return Number(row?.count ?? 0);
+  }
+
+  /** The highest generation of the applied refs (0: none). */
+  async maxAppliedGeneration(): Promise<number> {
+    await this.ready();
+    const row = await this.db(APPLIED_TABLE)
+      .where({ provider: this.provider })
+      .max({ generation: 'generation' })
+      .first();
+    return Number(row?.generation ?? 0);
+  }
+
+  /**
+   * How many entities the catalog holds from the provider: its rows in the catalog's
+   * `refresh_state_references` (one per entity a provider's mutation put in, by `source_key`,
+   * the provider's name; the table the catalog's eviction of orphaned providers empties), in the
+   * same database. Undefined where that table is missing (not the catalog's database).
+   */
+  async catalogHeld(): Promise<number | undefined> {
+    if (!(await this.db.schema.hasTable(CATALOG_REFERENCES_TABLE))) {
+      return undefined;
+    }
+    const row = await this.db(CATALOG_REFERENCES_TABLE)
+      .where({ source_key: this.provider })
       .count({ count: '*' })
       .first();
     return Number(row?.count ?? 0);

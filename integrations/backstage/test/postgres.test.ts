@@ -6,6 +6,7 @@
 import type { Knex } from 'knex';
 import { ChoreoIngestEntityProvider } from '../src';
 import { StateStore } from '../src/state';
+import { CatalogTablesConnection } from './support/catalogTables';
 import { RecordingConnection } from './support/connection';
 import { FakeFeed } from './support/fakeFeed';
 import { TestLogger } from './support/logger';
@@ -102,5 +103,23 @@ describePg('on PostgreSQL', () => {
       expect(new Set(names).size).toBe(names.length);
       await expect(new StateStore(first, 'choreo-ingest').load()).resolves.toBeUndefined();
     }
+  });
+
+  test('the catalog\'s references are counted on PostgreSQL: an eviction resyncs', async () => {
+    const database = await pg.freshDatabase();
+    const feed = await fakeFeed(['a', 'b', 'c']);
+    const connection = new CatalogTablesConnection(database);
+    await connection.createTable();
+    const logger = new TestLogger();
+    const start = async () => {
+      const provider = new ChoreoIngestEntityProvider({ baseUrl: feed.url, logger, database });
+      await provider.connect(connection);
+      return provider;
+    };
+    expect((await (await start()).run()).applied).toBe(3);
+    expect(await (await start()).run()).toEqual({ applied: 0, removed: 0, resynced: false });
+    await connection.evict();
+    expect(await (await start()).run()).toEqual({ applied: 3, removed: 0, resynced: true });
+    expect(logger.text()).toMatch(/the catalog holds 0 of the 3 entities/);
   });
 });
