@@ -11,9 +11,9 @@ import {
   readSchedulerServiceTaskScheduleDefinitionFromConfig,
   type SchedulerServiceTaskScheduleDefinition,
 } from '@backstage/backend-plugin-api';
-import { readDurationFromConfig } from '@backstage/config';
+import { type Config, ConfigReader, readDurationFromConfig } from '@backstage/config';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
-import { durationToMilliseconds } from '@backstage/types';
+import { type JsonObject, durationToMilliseconds } from '@backstage/types';
 import { ChoreoIngestEntityProvider } from './provider';
 import { StepFailures } from './repeats';
 
@@ -35,6 +35,28 @@ function milliseconds(duration: SchedulerServiceTaskScheduleDefinition['timeout'
   return 'toMillis' in duration ? duration.toMillis() : durationToMilliseconds(duration);
 }
 
+/**
+ * The schedule from the config, each key it leaves out taken from DEFAULT_SCHEDULE (a config
+ * that gives only `frequency` keeps the default timeout and initial delay). Errors name the
+ * whole key (`catalog.providers.choreoIngest.schedule.frequency`).
+ */
+export function readSchedule(config: Config | undefined): SchedulerServiceTaskScheduleDefinition {
+  if (!config) {
+    return DEFAULT_SCHEDULE;
+  }
+  const merged = new ConfigReader(
+    { ...(DEFAULT_SCHEDULE as unknown as JsonObject), ...config.get<JsonObject>() },
+    'app-config',
+    undefined,
+    `${CONFIG_PATH}.schedule`,
+  );
+  try {
+    return readSchedulerServiceTaskScheduleDefinitionFromConfig(merged);
+  } catch (error) {
+    throw new Error(`Invalid ${CONFIG_PATH}.schedule: ${(error as Error).message}`);
+  }
+}
+
 export const catalogModuleChoreoIngest = createBackendModule({
   pluginId: 'catalog',
   moduleId: 'choreo-ingest',
@@ -53,16 +75,17 @@ export const catalogModuleChoreoIngest = createBackendModule({
           logger.warn(`choreo-ingest: no ${CONFIG_PATH} in the config; the module does nothing`);
           return;
         }
-        const schedule = settings.has('schedule')
-          ? readSchedulerServiceTaskScheduleDefinitionFromConfig(settings.getConfig('schedule'))
-          : DEFAULT_SCHEDULE;
+        const schedule = readSchedule(settings.getOptionalConfig('schedule'));
         const provider = new ChoreoIngestEntityProvider({
           baseUrl: settings.getString('baseUrl'),
           token: settings.getOptionalString('token'),
           batchSize: settings.getOptionalNumber('batchSize'),
           maxRemovalRatio: settings.getOptionalNumber('maxRemovalRatio'),
           resyncIntervalMs: settings.has('resyncInterval')
-            ? durationToMilliseconds(readDurationFromConfig(settings, { key: 'resyncInterval' }))
+            ? durationToMilliseconds(
+                // From the root config, so that an error names the whole key.
+                readDurationFromConfig(config, { key: `${CONFIG_PATH}.resyncInterval` }),
+              )
             : undefined,
           stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
           logger,

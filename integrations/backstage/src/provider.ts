@@ -57,6 +57,11 @@ import { REPEAT_LOG_INTERVAL_MS } from './repeats';
 import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
 
 const PROVIDER_NAME = 'choreo-ingest';
+/**
+ * The most entities one mutation holds: the catalog applies a mutation in one transaction, and a
+ * `/changes` page may hold up to 10,000 changes.
+ */
+const MAX_MUTATION_ENTITIES = 1000;
 /** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
 const MAX_WALK_RESTARTS = 3;
 
@@ -78,6 +83,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** How long one step may go on, in milliseconds (undefined: no limit). */
   readonly stepBudgetMs: number | undefined;
   private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
+  /** The most entities (added and removed) one mutation holds. */
+  private readonly maxMutationEntities: number;
   private readonly now: () => number;
   /** Backstage's own check of an entity's envelope, as the catalog's connection runs it. */
   private readonly validateEnvelope = entityEnvelopeSchemaValidator();
@@ -110,6 +117,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     if (!(resyncIntervalMs > 0 && Number.isFinite(resyncIntervalMs))) {
       throw new Error('choreo-ingest: resyncInterval must be a duration above zero');
     }
+    const mutationSize = options.maxMutationEntities;
+    if (mutationSize !== undefined && !(Number.isInteger(mutationSize) && mutationSize >= 1)) {
+      throw new Error('choreo-ingest: maxMutationEntities must be a whole number from 1');
+    }
     if (options.stepBudgetMs !== undefined && !(options.stepBudgetMs > 0)) {
       throw new Error('choreo-ingest: the step time budget must be above zero');
     }
@@ -128,6 +139,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.resyncIntervalMs = resyncIntervalMs;
     this.stepBudgetMs = options.stepBudgetMs;
     this.afterMutation = options.afterMutation;
+    this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;
     this.now = options.now ?? Date.now;
   }
 
@@ -178,12 +190,19 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     try {
       seq = (await this.step(connection, result)).seq;
     } catch (error) {
-      if (!(error instanceof Stopped || error instanceof StateSuperseded)) {
+      // A request the abort cut short fails as unreachable: that is the abort's stop too.
+      const stopped =
+        error instanceof Stopped || error instanceof StateSuperseded
+          ? error.message
+          : signal?.aborted
+            ? 'the step was aborted during a request'
+            : undefined;
+      if (stopped === undefined) {
         throw error;
       }
       result.stopped = true;
       this.logger.info(
-        `choreo-ingest: stopped between pages: ${error.message}; the next step resumes ` +
+        `choreo-ingest: stopped between pages: ${stopped}; the next step resumes ` +
           'from the stored position',
       );
     } finally {
@@ -353,7 +372,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const resync = state.resync ?? {};
       let page;
       try {
-        page = await this.client.entitiesPage(resync.cursor, limit);
+        page = await this.client.entitiesPage(resync.cursor, limit, this.signal);
       } catch (error) {
         const expired =
           resync.cursor !== undefined &&
@@ -421,7 +440,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     for (;;) {
       this.checkpoint();
       const since = state.seq ?? 0;
-      const page = await this.client.changes(since, this.batchSize, state.seqAt);
+      const page = await this.client.changes(since, this.batchSize, state.seqAt, this.signal);
       this.requireStore(state, page.storeId);
       if (!page.changes.length) {
         return state;
@@ -431,7 +450,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const missing: string[] = [];
       for (const refs of chunks(upserts, MAX_BATCH_REFS)) {
         // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
-        for (const batch of await this.client.entitiesBatches(refs)) {
+        for (const batch of await this.client.entitiesBatches(refs, this.signal)) {
           this.requireStore(state, batch.storeId);
           bodies.push(...batch.entities);
           missing.push(...batch.missing);
@@ -547,10 +566,26 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     connection: EntityProviderConnection,
     mutation: EntityProviderMutation & { type: 'delta' },
   ): Promise<void> {
-    // The page is read: only an abort throws it away, however long the read took.
-    this.checkAborted();
-    await connection.applyMutation(mutation);
-    await this.afterMutation?.(mutation);
+    // At most maxMutationEntities per mutation (one catalog transaction each): removals first,
+    // then upserts, each ref once. The position is written after the last: a crash between two
+    // replays the page, whose mutations the catalog takes as the same upserts and removals again.
+    const size = this.maxMutationEntities;
+    const removals = mutation.removed.length;
+    const parts: Array<EntityProviderMutation & { type: 'delta' }> = [];
+    for (let start = 0; start < removals + mutation.added.length || start === 0; start += size) {
+      const end = start + size;
+      parts.push({
+        type: 'delta',
+        removed: mutation.removed.slice(start, Math.min(end, removals)),
+        added: mutation.added.slice(Math.max(start - removals, 0), Math.max(end - removals, 0)),
+      });
+    }
+    for (const part of parts) {
+      // The page is read: only an abort throws it away, however long the read took.
+      this.checkAborted();
+      await connection.applyMutation(part);
+      await this.afterMutation?.(part);
+    }
     // Aborted while the catalog took it (the schedule's timeout: another replica may have taken
     // over and moved the position since): no position write. The next step replays the page,
     // which the catalog takes as the same upserts and removals again.

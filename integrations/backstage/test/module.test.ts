@@ -171,3 +171,27 @@ test('a failed step reaches the scheduler; the same failure again is not repeate
     await stop();
   }
 });
+
+test('a schedule with only a frequency keeps the default timeout; config errors name the key', async () => {
+  const { providers, scheduler, stop } = await startModule({
+    baseUrl: choreo.serveUrl,
+    schedule: { frequency: { seconds: 10 } },
+  });
+  try {
+    const [task] = scheduler.scheduleTask.mock.calls[0];
+    expect(task).toMatchObject({
+      frequency: { seconds: 10 },
+      timeout: { minutes: 15 },
+      initialDelay: { seconds: 15 },
+    });
+    expect((providers[0] as ChoreoIngestEntityProvider).stepBudgetMs).toBe(12 * 60 * 1000);
+  } finally {
+    await stop();
+  }
+  await expect(startModule({ baseUrl: choreo.serveUrl, resyncInterval: 'one day' })).rejects.toThrow(
+    /at 'catalog\.providers\.choreoIngest\.resyncInterval'/,
+  );
+  await expect(
+    startModule({ baseUrl: choreo.serveUrl, schedule: { frequency: 'often' } }),
+  ).rejects.toThrow(/Invalid catalog\.providers\.choreoIngest\.schedule: .*'frequency'/);
+});
