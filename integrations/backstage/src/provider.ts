@@ -3,7 +3,9 @@
  * changes to the catalog as one small `delta` mutation.
  *
  * One `run()` is one sync step:
- *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId) or under
+ *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId, or at the
+ *      first step of a process, a catalog that holds fewer of the provider's entities than it
+ *      applied: see `catalogLoss`) or under
  *      way (it resumes from the stored cursor): the whole catalog from `GET /entities`, one
  *      delta per page, then the removal of what earlier generations applied and this one did
  *      not (refused above `maxRemovalRatio`, and re-checked at every later step);
@@ -14,8 +16,10 @@
  *      (a location-key conflict is only logged), and an entity deleted through the catalog's
  *      API or by its orphan strategy never comes back otherwise. The catalog skips unchanged
  *      entities by their hash, so it costs little.
- * The stored position moves only after the catalog accepted the mutation: a crash in between
- * replays the page, which the catalog takes as the same upserts and removals again. A step
+ * A page goes to the catalog as mutations of at most 1,000 entities. The stored position moves
+ * only after the catalog accepted the page's last one, and only if the step was not aborted
+ * meanwhile and no other step wrote since this one read it (a compare-and-set): a crash in
+ * between replays the page, which the catalog takes as the same upserts and removals again. A step
  * stops between pages once its signal is aborted or its time budget is spent (a page already
  * read still goes to the catalog unless the signal is aborted); the next step resumes from the
  * stored position.
