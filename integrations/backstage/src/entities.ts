@@ -43,6 +43,25 @@ export function normalizeRef(ref: string): string {
   return stringifyEntityRef(parseEntityRef(ref));
 }
 
+/** The key Backstage tells refs apart by: it compares them case-insensitively. */
+export function refKey(ref: string): string {
+  return ref.toLocaleLowerCase('en-US');
+}
+
+/**
+ * The entities with one per ref as Backstage tells them apart (case-insensitively): of two that
+ * differ only in case, the last one wins (at its place), as the catalog would keep the last.
+ */
+export function uniqueEntities(items: DeferredEntity[]): DeferredEntity[] {
+  const byRef = new Map<string, DeferredEntity>();
+  for (const item of items) {
+    const key = refKey(refOfEntity(item.entity));
+    byRef.delete(key);
+    byRef.set(key, item);
+  }
+  return [...byRef.values()];
+}
+
 /**
  * A body's ref in Backstage's spelling, where the body names one (a kind and a name, and a
  * namespace or none for `default`), however the rest of it fails validation; else undefined.

@@ -107,25 +107,32 @@ export class FeedClient {
    * Up to `limit` changes after seq `since`, oldest first; `sinceAt`, the `at` read of the change
    * at `since`, makes serve check it is still that change. Throws FeedGoneError on 410.
    */
-  async changes(since: number, limit: number, sinceAt?: string): Promise<ChangesPage> {
+  async changes(
+    since: number,
+    limit: number,
+    sinceAt?: string,
+    signal?: AbortSignal,
+  ): Promise<ChangesPage> {
     const query = new URLSearchParams({ since: String(since), limit: String(limit) });
     if (sinceAt) {
       query.set('sinceAt', sinceAt);
     }
-    const page = await this.request<ChangesPage>('GET /changes', `/changes?${query}`);
+    const page = await this.request<ChangesPage>('GET /changes', `/changes?${query}`, {}, signal);
     requireFields('GET /changes', page, ['storeId', 'newestSeq', 'changes']);
     return page;
   }
 
   /** The bodies of `refs` (at most MAX_BATCH_REFS) and the refs the catalog no longer holds. */
-  async entitiesBatch(refs: string[]): Promise<EntitiesBatch> {
+  async entitiesBatch(refs: string[], signal?: AbortSignal): Promise<EntitiesBatch> {
     if (refs.length > MAX_BATCH_REFS) {
       throw new Error(`at most ${MAX_BATCH_REFS} refs per POST /entities/batch, got ${refs.length}`);
     }
-    const batch = await this.request<EntitiesBatch>('POST /entities/batch', '/entities/batch', {
-      method: 'POST',
-      body: JSON.stringify({ refs }),
-    });
+    const batch = await this.request<EntitiesBatch>(
+      'POST /entities/batch',
+      '/entities/batch',
+      { method: 'POST', body: JSON.stringify({ refs }) },
+      signal,
+    );
     requireFields('POST /entities/batch', batch, ['storeId', 'entities', 'missing']);
     return batch;
   }
@@ -136,9 +143,9 @@ export class FeedClient {
    * `serve.maxBodyBytes`) is asked for again in halves, each halved again while refused; one ref
    * still refused is a FeedError (413) that names it.
    */
-  async entitiesBatches(refs: string[]): Promise<EntitiesBatch[]> {
+  async entitiesBatches(refs: string[], signal?: AbortSignal): Promise<EntitiesBatch[]> {
     try {
-      return [await this.entitiesBatch(refs)];
+      return [await this.entitiesBatch(refs, signal)];
     } catch (error) {
       if (!(error instanceof FeedError) || error.status !== 413 || refs.length === 0) {
         throw error;
@@ -149,22 +156,35 @@ export class FeedClient {
       }
     }
     const half = Math.ceil(refs.length / 2);
-    const first = await this.entitiesBatches(refs.slice(0, half));
-    return [...first, ...(await this.entitiesBatches(refs.slice(half)))];
+    const first = await this.entitiesBatches(refs.slice(0, half), signal);
+    return [...first, ...(await this.entitiesBatches(refs.slice(half), signal))];
   }
 
   /** One page of a walk over the whole catalog; `cursor` undefined starts a walk. */
-  async entitiesPage(cursor: string | undefined, limit: number): Promise<EntitiesPage> {
+  async entitiesPage(
+    cursor: string | undefined,
+    limit: number,
+    signal?: AbortSignal,
+  ): Promise<EntitiesPage> {
     const query = new URLSearchParams({ limit: String(limit) });
     if (cursor !== undefined) {
       query.set('cursor', cursor);
     }
-    const page = await this.request<EntitiesPage>('GET /entities', `/entities?${query}`);
+    const page = await this.request<EntitiesPage>('GET /entities', `/entities?${query}`, {}, signal);
     requireFields('GET /entities', page, ['storeId', 'newestSeq', 'entities', 'nextCursor']);
     return page;
   }
 
-  private async request<T>(route: string, path: string, init: RequestInit = {}): Promise<T> {
+  /**
+   * One request, read whole within the timeout. `signal` (the scheduler's) ends it sooner: an
+   * aborted step does not wait for a slow answer (the backend stopping, the task's timeout).
+   */
+  private async request<T>(
+    route: string,
+    path: string,
+    init: RequestInit = {},
+    signal?: AbortSignal,
+  ): Promise<T> {
     const headers: Record<string, string> = { Accept: 'application/json' };
     if (init.body !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -177,7 +197,9 @@ export class FeedClient {
       response = await fetch(`${this.baseUrl}${path}`, {
         ...init,
         headers,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: signal
+          ? AbortSignal.any([AbortSignal.timeout(this.timeoutMs), signal])
+          : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
       throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${describe(error)})`);
@@ -237,16 +259,21 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-/** The refs of a page's changes, by the last op each ref had in it. */
+/**
+ * The refs of a page's changes, by the last op each ref had in it. Refs that differ only in case
+ * are one entity to Backstage (it compares refs case-insensitively): the last change of any
+ * spelling wins, under its own spelling.
+ */
 export function lastOpPerRef(page: ChangesPage): { upserts: string[]; deletes: string[] } {
-  const last = new Map<string, string>();
+  const last = new Map<string, { ref: string; op: string }>();
   for (const change of page.changes) {
-    last.delete(change.ref);
-    last.set(change.ref, change.op);
+    const key = change.ref.toLocaleLowerCase('en-US');
+    last.delete(key);
+    last.set(key, { ref: change.ref, op: change.op });
   }
   const upserts: string[] = [];
   const deletes: string[] = [];
-  for (const [ref, op] of last) {
+  for (const { ref, op } of last.values()) {
     if (op === 'upsert') {
       upserts.push(ref);
     } else if (op === 'delete') {

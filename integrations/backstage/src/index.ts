@@ -8,6 +8,7 @@ export { catalogModuleChoreoIngest as default } from './module';
 export {
   catalogModuleChoreoIngest,
   CONFIG_PATH,
+  readSchedule,
   DEFAULT_SCHEDULE,
   STEP_BUDGET_SHARE,
   TASK_ID,

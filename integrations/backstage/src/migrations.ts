@@ -84,6 +84,23 @@ const MIGRATIONS: Migration[] = [
       });
     },
   },
+  {
+    name: '20261205_01_version',
+    async up(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table
+          .integer('version')
+          .notNullable()
+          .defaultTo(0)
+          .comment('bumped by every write: a write from an older read is refused');
+      });
+    },
+    async down(knex) {
+      await knex.schema.alterTable(POSITION_TABLE, table => {
+        table.dropColumn('version');
+      });
+    },
+  },
 ];
 
 const migrationSource: Knex.MigrationSource<Migration> = {
@@ -98,18 +115,68 @@ const migrationSource: Knex.MigrationSource<Migration> = {
   },
 };
 
+/** Attempts at the migrations when another replica's run gets in the way. */
+const MIGRATE_ATTEMPTS = 5;
+/** The first wait before another attempt (doubled each time, with up to as much again of jitter). */
+const MIGRATE_BACKOFF_MS = 200;
+
 /**
- * Bring the module's tables up to date (idempotent; Knex's lock keeps replicas apart). A
- * migration of a later version in the bookkeeping table is left alone, so that a rollback to
- * this version still starts (Knex would otherwise call the migration directory corrupt): keep
- * every migration to what an earlier version can live with, such as a nullable column added.
+ * Bring the module's tables up to date (idempotent). A migration of a later version in the
+ * bookkeeping table is left alone, so that a rollback to this version still starts (Knex would
+ * otherwise call the migration directory corrupt): keep every migration to what an earlier
+ * version can live with, such as a nullable column added.
+ *
+ * Replicas that start together must not race: Knex's own lock lives in a table it creates
+ * first, so two runs on an empty database collide while creating it (`relation
+ * "choreo_ingest_knex_migrations_lock" already exists`, or two lock rows that lock each other out
+ * for good). On PostgreSQL one transaction holds an advisory lock and runs the migrations on its
+ * own connection, so the others wait and then find nothing to do; on any database a run that
+ * still fails because another got in the way (a table that already exists, the lock held) is
+ * tried again after a short wait.
  */
 export async function migrate(database: Knex): Promise<void> {
-  await database.migrate.latest({
-    migrationSource,
-    tableName: MIGRATIONS_TABLE,
-    disableMigrationsListValidation: true,
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await latest(database);
+      return;
+    } catch (error) {
+      if (attempt >= MIGRATE_ATTEMPTS || !isConcurrentRun(error)) {
+        throw error;
+      }
+      const wait = MIGRATE_BACKOFF_MS * 2 ** (attempt - 1);
+      await new Promise(resolve => setTimeout(resolve, wait + Math.random() * wait));
+    }
+  }
+}
+
+const MIGRATE_CONFIG: Knex.MigratorConfig = {
+  migrationSource,
+  tableName: MIGRATIONS_TABLE,
+  disableMigrationsListValidation: true,
+};
+
+async function latest(database: Knex): Promise<void> {
+  if (database.client.dialect !== 'postgresql') {
+    await database.migrate.latest(MIGRATE_CONFIG);
+    return;
+  }
+  await database.transaction(async trx => {
+    // Held until the transaction ends; the migrations (DDL included) run inside it.
+    await trx.raw('SELECT pg_advisory_xact_lock(hashtext(?))', [MIGRATIONS_TABLE]);
+    await trx.migrate.latest(MIGRATE_CONFIG);
   });
+}
+
+/** A failure caused by another replica migrating at the same time. */
+function isConcurrentRun(error: unknown): boolean {
+  const { code, name, message } = (error ?? {}) as { code?: unknown; name?: unknown; message?: unknown };
+  return (
+    code === '42P07' || // PostgreSQL: duplicate_table
+    code === '23505' || // PostgreSQL: unique_violation (pg_type, two CREATE TABLE at once)
+    code === 'ER_TABLE_EXISTS_ERROR' || // MySQL
+    name === 'MigrationLocked' || // Knex: the lock is held
+    (typeof message === 'string' && /already exists|already locked/i.test(message))
+  );
 }
 
 /**

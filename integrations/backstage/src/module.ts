@@ -11,10 +11,11 @@ import {
   readSchedulerServiceTaskScheduleDefinitionFromConfig,
   type SchedulerServiceTaskScheduleDefinition,
 } from '@backstage/backend-plugin-api';
-import { readDurationFromConfig } from '@backstage/config';
+import { type Config, ConfigReader, readDurationFromConfig } from '@backstage/config';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
-import { durationToMilliseconds } from '@backstage/types';
+import { type JsonObject, durationToMilliseconds } from '@backstage/types';
 import { ChoreoIngestEntityProvider } from './provider';
+import { StepFailures } from './repeats';
 
 export const CONFIG_PATH = 'catalog.providers.choreoIngest';
 /** The scheduler task id: fixed, so every replica takes turns at the same task. */
@@ -32,6 +33,28 @@ export const STEP_BUDGET_SHARE = 0.8;
 /** A schedule's duration (a luxon Duration or a HumanDuration) in milliseconds. */
 function milliseconds(duration: SchedulerServiceTaskScheduleDefinition['timeout']): number {
   return 'toMillis' in duration ? duration.toMillis() : durationToMilliseconds(duration);
+}
+
+/**
+ * The schedule from the config, each key it leaves out taken from DEFAULT_SCHEDULE (a config
+ * that gives only `frequency` keeps the default timeout and initial delay). Errors name the
+ * whole key (`catalog.providers.choreoIngest.schedule.frequency`).
+ */
+export function readSchedule(config: Config | undefined): SchedulerServiceTaskScheduleDefinition {
+  if (!config) {
+    return DEFAULT_SCHEDULE;
+  }
+  const merged = new ConfigReader(
+    { ...(DEFAULT_SCHEDULE as unknown as JsonObject), ...config.get<JsonObject>() },
+    'app-config',
+    undefined,
+    `${CONFIG_PATH}.schedule`,
+  );
+  try {
+    return readSchedulerServiceTaskScheduleDefinitionFromConfig(merged);
+  } catch (error) {
+    throw new Error(`Invalid ${CONFIG_PATH}.schedule: ${(error as Error).message}`);
+  }
 }
 
 export const catalogModuleChoreoIngest = createBackendModule({
@@ -52,16 +75,17 @@ export const catalogModuleChoreoIngest = createBackendModule({
           logger.warn(`choreo-ingest: no ${CONFIG_PATH} in the config; the module does nothing`);
           return;
         }
-        const schedule = settings.has('schedule')
-          ? readSchedulerServiceTaskScheduleDefinitionFromConfig(settings.getConfig('schedule'))
-          : DEFAULT_SCHEDULE;
+        const schedule = readSchedule(settings.getOptionalConfig('schedule'));
         const provider = new ChoreoIngestEntityProvider({
           baseUrl: settings.getString('baseUrl'),
           token: settings.getOptionalString('token'),
           batchSize: settings.getOptionalNumber('batchSize'),
           maxRemovalRatio: settings.getOptionalNumber('maxRemovalRatio'),
           resyncIntervalMs: settings.has('resyncInterval')
-            ? durationToMilliseconds(readDurationFromConfig(settings, { key: 'resyncInterval' }))
+            ? durationToMilliseconds(
+                // From the root config, so that an error names the whole key.
+                readDurationFromConfig(config, { key: `${CONFIG_PATH}.resyncInterval` }),
+              )
             : undefined,
           stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
           logger,
@@ -69,6 +93,7 @@ export const catalogModuleChoreoIngest = createBackendModule({
           skipMigrations: database.migrations?.skip,
         });
         catalog.addEntityProvider(provider);
+        const failures = new StepFailures(logger);
         await scheduler.scheduleTask({
           id: TASK_ID,
           ...schedule,
@@ -83,8 +108,17 @@ export const catalogModuleChoreoIngest = createBackendModule({
             try {
               await provider.run({ signal });
             } catch (error) {
-              logger.error(`choreo-ingest: sync failed: ${(error as Error).message}`);
+              // The scheduler logs what it is handed and records the run as failed (its
+              // last_run_error_json, its failed-run metric); the same failure again within
+              // the repeat interval is only a debug line, so a wrong token or a stopped serve
+              // is not logged every 30 s. The scheduler runs the task again at the next tick.
+              const reported = failures.failed(error);
+              if (reported) {
+                throw reported;
+              }
+              return;
             }
+            failures.succeeded();
           },
         });
       },

@@ -52,6 +52,11 @@ export type ChoreoIngestEntityProviderOptions = {
   stepBudgetMs?: number;
   /** Per request, in milliseconds. */
   requestTimeoutMs?: number;
+  /**
+   * The most entities (added and removed) one `applyMutation` holds (default 1,000): a larger
+   * page goes to the catalog as several mutations, the position written after the last.
+   */
+  maxMutationEntities?: number;
   /** Called after a mutation was accepted, before the position is written (a test seam). */
   afterMutation?: (mutation: EntityProviderMutation) => Promise<void> | void;
   /** The clock, in milliseconds since the epoch (a test seam; default `Date.now`). */

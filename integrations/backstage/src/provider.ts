@@ -3,7 +3,9 @@
  * changes to the catalog as one small `delta` mutation.
  *
  * One `run()` is one sync step:
- *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId) or under
+ *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId, or at the
+ *      first step of a process, a catalog that holds fewer of the provider's entities than it
+ *      applied: see `catalogLoss`) or under
  *      way (it resumes from the stored cursor): the whole catalog from `GET /entities`, one
  *      delta per page, then the removal of what earlier generations applied and this one did
  *      not (refused above `maxRemovalRatio`, and re-checked at every later step);
@@ -14,8 +16,10 @@
  *      (a location-key conflict is only logged), and an entity deleted through the catalog's
  *      API or by its orphan strategy never comes back otherwise. The catalog skips unchanged
  *      entities by their hash, so it costs little.
- * The stored position moves only after the catalog accepted the mutation: a crash in between
- * replays the page, which the catalog takes as the same upserts and removals again. A step
+ * A page goes to the catalog as mutations of at most 1,000 entities. The stored position moves
+ * only after the catalog accepted the page's last one, and only if the step was not aborted
+ * meanwhile and no other step wrote since this one read it (a compare-and-set): a crash in
+ * between replays the page, which the catalog takes as the same upserts and removals again. A step
  * stops between pages once its signal is aborted or its time budget is spent (a page already
  * read still goes to the catalog unless the signal is aborted); the next step resumes from the
  * stored position.
@@ -27,7 +31,14 @@ import type {
   EntityProviderConnection,
   EntityProviderMutation,
 } from '@backstage/plugin-catalog-node';
-import { acceptableEntities, locationKeyFor, normalizeRef, refOfEntity } from './entities';
+import {
+  acceptableEntities,
+  locationKeyFor,
+  normalizeRef,
+  refKey,
+  refOfEntity,
+  uniqueEntities,
+} from './entities';
 import {
   FeedClient,
   type FeedEntity,
@@ -46,9 +57,15 @@ import {
   type RunOptions,
   type SyncResult,
 } from './options';
-import { type FeedState, StateStore, chunks } from './state';
+import { REPEAT_LOG_INTERVAL_MS } from './repeats';
+import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
 
 const PROVIDER_NAME = 'choreo-ingest';
+/**
+ * The most entities one mutation holds: the catalog applies a mutation in one transaction, and a
+ * `/changes` page may hold up to 10,000 changes.
+ */
+const MAX_MUTATION_ENTITIES = 1000;
 /** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
 const MAX_WALK_RESTARTS = 3;
 
@@ -70,6 +87,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** How long one step may go on, in milliseconds (undefined: no limit). */
   readonly stepBudgetMs: number | undefined;
   private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
+  /** The most entities (added and removed) one mutation holds. */
+  private readonly maxMutationEntities: number;
   private readonly now: () => number;
   /** Backstage's own check of an entity's envelope, as the catalog's connection runs it. */
   private readonly validateEnvelope = entityEnvelopeSchemaValidator();
@@ -78,6 +97,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** The running step's signal and deadline (steps never overlap within a process). */
   private signal: AbortSignal | undefined;
   private deadline = Infinity;
+  /** A removal refused by the guard, for logging it once (see `sweep`). */
+  private refusal: { key: string; loggedAt: number; since: number } | undefined;
+  /** Whether this process checked that the catalog still holds what was applied. */
+  private catalogChecked = false;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
     if (!options.baseUrl) {
@@ -98,6 +121,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     if (!(resyncIntervalMs > 0 && Number.isFinite(resyncIntervalMs))) {
       throw new Error('choreo-ingest: resyncInterval must be a duration above zero');
     }
+    const mutationSize = options.maxMutationEntities;
+    if (mutationSize !== undefined && !(Number.isInteger(mutationSize) && mutationSize >= 1)) {
+      throw new Error('choreo-ingest: maxMutationEntities must be a whole number from 1');
+    }
     if (options.stepBudgetMs !== undefined && !(options.stepBudgetMs > 0)) {
       throw new Error('choreo-ingest: the step time budget must be above zero');
     }
@@ -116,6 +143,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.resyncIntervalMs = resyncIntervalMs;
     this.stepBudgetMs = options.stepBudgetMs;
     this.afterMutation = options.afterMutation;
+    this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;
     this.now = options.now ?? Date.now;
   }
 
@@ -125,6 +153,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
 
   async connect(connection: EntityProviderConnection): Promise<void> {
     this.connection = connection;
+    this.catalogChecked = false;
     await this.store.ready();
   }
 
@@ -165,12 +194,19 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     try {
       seq = (await this.step(connection, result)).seq;
     } catch (error) {
-      if (!(error instanceof Stopped)) {
+      // A request the abort cut short fails as unreachable: that is the abort's stop too.
+      const stopped =
+        error instanceof Stopped || error instanceof StateSuperseded
+          ? error.message
+          : signal?.aborted
+            ? 'the step was aborted during a request'
+            : undefined;
+      if (stopped === undefined) {
         throw error;
       }
       result.stopped = true;
       this.logger.info(
-        `choreo-ingest: stopped between pages: ${error.message}; the next step resumes ` +
+        `choreo-ingest: stopped between pages: ${stopped}; the next step resumes ` +
           'from the stored position',
       );
     } finally {
@@ -189,10 +225,23 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
 
   private async step(connection: EntityProviderConnection, result: SyncResult): Promise<FeedState> {
     this.checkpoint();
-    let state = await this.keyed((await this.store.load()) ?? { generation: 0, sweepPending: false });
+    // No row (first start, or deleted by an operator to force a resync): the generations go on
+    // from the applied refs', so the resync's sweep still sees the refs applied before as stale.
+    let state = await this.keyed(
+      (await this.store.load()) ?? {
+        generation: await this.store.maxAppliedGeneration(),
+        sweepPending: false,
+      },
+    );
     if (state.seq === undefined && !state.resync) {
       state = await this.startResync(state, 'first start');
+    } else if (!this.catalogChecked) {
+      const lost = await this.catalogLoss();
+      if (lost) {
+        state = await this.startResync(state, lost);
+      }
     }
+    this.catalogChecked = true;
     for (let restarts = 0; ; restarts += 1) {
       if (restarts > MAX_WALK_RESTARTS) {
         throw new Error(`choreo-ingest: gave up after ${MAX_WALK_RESTARTS} resyncs in one step`);
@@ -221,6 +270,32 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       state = await this.sweep(connection, state, result);
     }
     return state;
+  }
+
+  /**
+   * At the first step of a process: why the catalog no longer holds what the module applied, or
+   * undefined. The catalog removes a provider's entities at a start without it (its startup
+   * eviction of orphaned providers, `catalog.orphanProviderStrategy: delete`, the default since
+   * catalog-backend 3.0.0), and the module's own tables would not know: it counts the catalog's
+   * references to the provider (see `StateStore.catalogHeld`) against the refs it applied.
+   */
+  private async catalogLoss(): Promise<string | undefined> {
+    const applied = await this.store.appliedCount();
+    const held = await this.store.catalogHeld();
+    if (held === undefined) {
+      this.logger.info(
+        'choreo-ingest: no refresh_state_references table in this database; the check that ' +
+          'the catalog still holds what the module applied is skipped',
+      );
+      return undefined;
+    }
+    if (held >= applied) {
+      return undefined;
+    }
+    return (
+      `the catalog holds ${held} of the ${applied} entities the module applied (it removed ` +
+      'them, such as at a start without this module: catalog.orphanProviderStrategy)'
+    );
   }
 
   /** Whether the periodic resync is due: `resyncIntervalMs` since the last one completed. */
@@ -265,8 +340,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private async keyed(state: FeedState): Promise<FeedState> {
     const configured = locationKeyFor(this.baseUrl);
     if (state.locationKey === undefined) {
-      const next = { ...state, locationKey: configured };
-      await this.store.commit({ state: next });
+      const next = await this.store.commit({ state: { ...state, locationKey: configured } });
       this.locationKey = configured;
       return next;
     }
@@ -286,8 +360,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.checkpoint();
     const next: FeedState = { ...state, generation: state.generation + 1, resync: {} };
     this.logger.info(`choreo-ingest: resync (generation ${next.generation}): ${reason}`);
-    await this.store.commit({ state: next });
-    return next;
+    return this.store.commit({ state: next });
   }
 
   /** Page through `GET /entities`, resuming at the stored cursor; return the state after it. */
@@ -303,7 +376,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const resync = state.resync ?? {};
       let page;
       try {
-        page = await this.client.entitiesPage(resync.cursor, limit);
+        page = await this.client.entitiesPage(resync.cursor, limit, this.signal);
       } catch (error) {
         const expired =
           resync.cursor !== undefined &&
@@ -339,7 +412,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
             sweepPending: true,
             resyncedAt: this.now(),
           };
-      await this.store.commit({
+      const written = await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
         // The catalog keeps the last valid version of an applied entity it now refuses: the
@@ -347,7 +420,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         kept: { refs: skipped, generation: state.generation },
       });
       result.applied += added.length;
-      state = next;
+      state = written;
       if (!page.nextCursor) {
         return state;
       }
@@ -371,7 +444,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     for (;;) {
       this.checkpoint();
       const since = state.seq ?? 0;
-      const page = await this.client.changes(since, this.batchSize, state.seqAt);
+      const page = await this.client.changes(since, this.batchSize, state.seqAt, this.signal);
       this.requireStore(state, page.storeId);
       if (!page.changes.length) {
         return state;
@@ -381,15 +454,19 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const missing: string[] = [];
       for (const refs of chunks(upserts, MAX_BATCH_REFS)) {
         // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
-        for (const batch of await this.client.entitiesBatches(refs)) {
+        for (const batch of await this.client.entitiesBatches(refs, this.signal)) {
           this.requireStore(state, batch.storeId);
           bodies.push(...batch.entities);
           missing.push(...batch.missing);
         }
       }
       const { added } = this.acceptable(bodies);
-      // A ref gone since its upsert was logged has a delete after it: remove it now.
-      const removedRefs = [...new Set([...deletes, ...missing].map(normalizeRef))];
+      // A ref gone since its upsert was logged has a delete after it: remove it now. One per ref
+      // as Backstage tells them apart (case-insensitively), and none that the page upserts.
+      const addedKeys = new Set(added.map(item => refKey(refOfEntity(item.entity))));
+      const removedRefs = uniqueRefs([...deletes, ...missing].map(normalizeRef)).filter(
+        ref => !addedKeys.has(refKey(ref)),
+      );
       if (added.length || removedRefs.length) {
         await this.apply(connection, {
           type: 'delta',
@@ -401,14 +478,14 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       }
       const last = page.changes[page.changes.length - 1];
       const next: FeedState = { ...state, seq: last.seq, seqAt: last.at || undefined };
-      await this.store.commit({
+      const written = await this.store.commit({
         state: next,
         applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
         removed: removedRefs,
       });
       result.applied += added.length;
       result.removed += removedRefs.length;
-      state = next;
+      state = written;
       if (page.changes.length < this.batchSize) {
         return state;
       }
@@ -424,14 +501,31 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     const stale = await this.store.staleRefs(state.generation);
     const total = await this.store.appliedCount();
     if (stale.length && stale.length > this.maxRemovalRatio * total) {
-      this.logger.warn(
+      const message =
         `choreo-ingest: refusing to remove ${stale.length} of ${total} entities ` +
-          `(${((100 * stale.length) / total).toFixed(1)}%, above maxRemovalRatio ` +
-          `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
-          'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
-          'the changes or the next resync to agree',
-      );
+        `(${((100 * stale.length) / total).toFixed(1)}%, above maxRemovalRatio ` +
+        `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
+        'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
+        'the changes or the next resync to agree';
+      // Checked at every step: logged once, then when it changes or every REPEAT_LOG_INTERVAL_MS.
+      const key = `${state.generation}:${stale.length}`;
+      const now = this.now();
+      const last = this.refusal;
+      if (!last || last.key !== key || now - last.loggedAt >= REPEAT_LOG_INTERVAL_MS) {
+        const since = last ? ` (refused since ${new Date(last.since).toISOString()})` : '';
+        this.logger.warn(`${message}${since}`);
+        this.refusal = { key, loggedAt: now, since: last?.since ?? now };
+      } else {
+        this.logger.debug(message);
+      }
       return state;
+    }
+    if (this.refusal) {
+      this.logger.info(
+        `choreo-ingest: the removal refused since ${new Date(this.refusal.since).toISOString()} ` +
+          `is within maxRemovalRatio now: removing ${stale.length} entities`,
+      );
+      this.refusal = undefined;
     }
     let current = state;
     const batches = chunks(stale, MAX_BATCH_REFS);
@@ -442,14 +536,15 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         added: [],
         removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
       });
-      current = { ...current, sweepPending: index < batches.length - 1 };
-      await this.store.commit({ state: current, removed: refs });
+      current = await this.store.commit({
+        state: { ...current, sweepPending: index < batches.length - 1 },
+        removed: refs,
+      });
       result.removed += refs.length;
     }
     if (current.sweepPending) {
       this.checkpoint();
-      current = { ...current, sweepPending: false };
-      await this.store.commit({ state: current });
+      current = await this.store.commit({ state: { ...current, sweepPending: false } });
     }
     if (stale.length) {
       this.logger.info(`choreo-ingest: removed ${stale.length} entities the resync did not see`);
@@ -457,21 +552,48 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return current;
   }
 
-  /** The bodies as the catalog takes them: see `acceptableEntities`. */
+  /**
+   * The bodies as the catalog takes them (see `acceptableEntities`), one per ref as Backstage
+   * tells them apart: of two refs that differ only in case, the last body wins.
+   */
   private acceptable(bodies: FeedEntity[]): ReturnType<typeof acceptableEntities> {
-    return acceptableEntities(bodies, this.locationKey, this.validateEnvelope, (message) =>
-      this.logger.warn(message),
+    const { added, skipped } = acceptableEntities(
+      bodies,
+      this.locationKey,
+      this.validateEnvelope,
+      message => this.logger.warn(message),
     );
+    return { added: uniqueEntities(added), skipped: uniqueRefs(skipped) };
   }
 
   private async apply(
     connection: EntityProviderConnection,
     mutation: EntityProviderMutation & { type: 'delta' },
   ): Promise<void> {
-    // The page is read: only an abort throws it away, however long the read took.
+    // At most maxMutationEntities per mutation (one catalog transaction each): removals first,
+    // then upserts, each ref once. The position is written after the last: a crash between two
+    // replays the page, whose mutations the catalog takes as the same upserts and removals again.
+    const size = this.maxMutationEntities;
+    const removals = mutation.removed.length;
+    const parts: Array<EntityProviderMutation & { type: 'delta' }> = [];
+    for (let start = 0; start < removals + mutation.added.length || start === 0; start += size) {
+      const end = start + size;
+      parts.push({
+        type: 'delta',
+        removed: mutation.removed.slice(start, Math.min(end, removals)),
+        added: mutation.added.slice(Math.max(start - removals, 0), Math.max(end - removals, 0)),
+      });
+    }
+    for (const part of parts) {
+      // The page is read: only an abort throws it away, however long the read took.
+      this.checkAborted();
+      await connection.applyMutation(part);
+      await this.afterMutation?.(part);
+    }
+    // Aborted while the catalog took it (the schedule's timeout: another replica may have taken
+    // over and moved the position since): no position write. The next step replays the page,
+    // which the catalog takes as the same upserts and removals again.
     this.checkAborted();
-    await connection.applyMutation(mutation);
-    await this.afterMutation?.(mutation);
   }
 
   private requireStore(state: FeedState, storeId: string): void {
@@ -479,6 +601,17 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       throw new StoreChanged(`storeId changed (${state.storeId} -> ${storeId})`);
     }
   }
+}
+
+/** The refs, one per ref as Backstage tells them apart (case-insensitively): the last wins. */
+function uniqueRefs(refs: string[]): string[] {
+  const byKey = new Map<string, string>();
+  for (const ref of refs) {
+    const key = refKey(ref);
+    byKey.delete(key);
+    byKey.set(key, ref);
+  }
+  return [...byKey.values()];
 }
 
 function thousands(value: number): string {

@@ -42,7 +42,21 @@ export type FeedState = {
    * Undefined before the first one, and in a state written before it was kept.
    */
   resyncedAt?: number;
+  /**
+   * The stored row's version when this state was read or written (undefined: no row yet). A
+   * commit writes only over that version, so a step that outlived the schedule's timeout cannot
+   * overwrite what the step that took over wrote since.
+   */
+  version?: number;
 };
+
+/** The state was written by another step since this one read it: nothing was written. */
+export class StateSuperseded extends Error {
+  constructor() {
+    super('another step wrote the position since this one read it');
+    this.name = 'StateSuperseded';
+  }
+}
 
 /** What one step wrote, committed in one transaction after its mutation was accepted. */
 export type Commit = {
@@ -57,6 +71,8 @@ export type Commit = {
 };
 
 const CHUNK = 400;
+/** The catalog's own table of which source put in which entity (catalog-backend 0.x to 4.x). */
+export const CATALOG_REFERENCES_TABLE = 'refresh_state_references';
 
 export class StateStore {
   private readonly db: Knex;
@@ -104,13 +120,18 @@ export class StateStore {
       sweepPending: truthy(row.sweep_pending),
       locationKey: row.location_key ?? undefined,
       resyncedAt: optionalTime(row.resynced_at),
+      version: Number(row.version ?? 0),
     };
   }
 
-  /** Write the position, and the applied set's changes, in one transaction. */
-  async commit(commit: Commit): Promise<void> {
+  /**
+   * Write the position, and the applied set's changes, in one transaction, over the version the
+   * state was read at; return the state as written (its new version). Throws StateSuperseded,
+   * writing nothing, when another step wrote since.
+   */
+  async commit(commit: Commit): Promise<FeedState> {
     await this.ready();
-    await this.db.transaction(async trx => {
+    return this.db.transaction(async trx => {
       if (commit.removed?.length) {
         for (const refs of chunks(commit.removed, CHUNK)) {
           await trx(APPLIED_TABLE).where({ provider: this.provider }).whereIn('ref', refs).delete();
@@ -118,7 +139,8 @@ export class StateStore {
       }
       if (commit.applied?.refs.length) {
         const { generation } = commit.applied;
-        for (const refs of chunks(commit.applied.refs, CHUNK)) {
+        // One row per ref: PostgreSQL refuses an upsert that meets the same row twice.
+        for (const refs of chunks([...new Set(commit.applied.refs)], CHUNK)) {
           await trx(APPLIED_TABLE)
             .insert(refs.map(ref => ({ provider: this.provider, ref, generation })))
             .onConflict(['provider', 'ref'])
@@ -134,7 +156,7 @@ export class StateStore {
             .update({ generation });
         }
       }
-      await this.writeState(trx, commit.state);
+      return this.writeState(trx, commit.state);
     });
   }
 
@@ -159,6 +181,33 @@ export class StateStore {
     return Number(row?.count ?? 0);
   }
 
+  /** The highest generation of the applied refs (0: none). */
+  async maxAppliedGeneration(): Promise<number> {
+    await this.ready();
+    const row = await this.db(APPLIED_TABLE)
+      .where({ provider: this.provider })
+      .max({ generation: 'generation' })
+      .first();
+    return Number(row?.generation ?? 0);
+  }
+
+  /**
+   * How many entities the catalog holds from the provider: its rows in the catalog's
+   * `refresh_state_references` (one per entity a provider's mutation put in, by `source_key`,
+   * the provider's name; the table the catalog's eviction of orphaned providers empties), in the
+   * same database. Undefined where that table is missing (not the catalog's database).
+   */
+  async catalogHeld(): Promise<number | undefined> {
+    if (!(await this.db.schema.hasTable(CATALOG_REFERENCES_TABLE))) {
+      return undefined;
+    }
+    const row = await this.db(CATALOG_REFERENCES_TABLE)
+      .where({ source_key: this.provider })
+      .count({ count: '*' })
+      .first();
+    return Number(row?.count ?? 0);
+  }
+
   /** Every applied ref, sorted (for tests and operators). */
   async appliedRefs(): Promise<string[]> {
     await this.ready();
@@ -169,9 +218,9 @@ export class StateStore {
     return rows.map(row => row.ref);
   }
 
-  private async writeState(trx: Knex.Transaction, state: FeedState): Promise<void> {
+  private async writeState(trx: Knex.Transaction, state: FeedState): Promise<FeedState> {
+    const version = (state.version ?? 0) + 1;
     const row = {
-      provider: this.provider,
       store_id: state.storeId ?? null,
       seq: state.seq ?? null,
       seq_at: state.seqAt ?? null,
@@ -184,8 +233,23 @@ export class StateStore {
       location_key: state.locationKey ?? null,
       resynced_at: state.resyncedAt === undefined ? null : new Date(state.resyncedAt).toISOString(),
       updated_at: new Date().toISOString(),
+      version,
     };
-    await trx(POSITION_TABLE).insert(row).onConflict('provider').merge();
+    if (state.version === undefined) {
+      // No row when the state was read: a row there now was written by another step.
+      if (await trx(POSITION_TABLE).where({ provider: this.provider }).first()) {
+        throw new StateSuperseded();
+      }
+      await trx(POSITION_TABLE).insert({ provider: this.provider, ...row });
+    } else {
+      const updated = await trx(POSITION_TABLE)
+        .where({ provider: this.provider, version: state.version })
+        .update(row);
+      if (updated !== 1) {
+        throw new StateSuperseded();
+      }
+    }
+    return { ...state, version };
   }
 }
 

@@ -66,21 +66,70 @@ test('an aborted step stops between pages; the next step resumes where it stoppe
 
   const stopped = await provider.run({ signal: controller.signal });
 
-  expect(stopped).toEqual({ applied: 2 * BATCH_SIZE, removed: 0, resynced: true, stopped: true });
+  // Aborted while the catalog took page 2: its position is not written (another replica may
+  // have moved it since), so page 2 counts as not applied, and the next step replays it.
+  expect(stopped).toEqual({ applied: BATCH_SIZE, removed: 0, resynced: true, stopped: true });
   expect(connection.summaries).toHaveLength(2);
-  expect(await provider.appliedRefs()).toEqual(connection.refs());
+  const [page1, page2] = connection.summaries.map(s => s.added);
+  expect(await provider.appliedRefs()).toEqual([...page1].sort());
   expect(logger.text()).toMatch(/stopped between pages: the step was aborted/);
 
   const resumed = await provider.run();
 
   const exported = await choreo.exportRefs();
   expect(exported.length).toBeGreaterThan(3 * BATCH_SIZE);
-  const rest = exported.length - 2 * BATCH_SIZE;
+  const rest = exported.length - BATCH_SIZE;
   expect(resumed).toEqual({ applied: rest, removed: 0, resynced: true });
   expect(connection.refs()).toEqual(exported);
-  // Every entity went out once: the step after the abort neither skipped nor replayed a page.
-  expect(connection.summaries.flatMap(s => s.added).sort()).toEqual(exported);
+  // Every entity went out once, page 2 twice: the step after the abort skipped nothing and
+  // replayed only the page whose position was not written.
+  expect(connection.summaries[2].added).toEqual(page2);
+  expect(connection.summaries.flatMap(s => s.added).sort()).toEqual([...exported, ...page2].sort());
   expect(await provider.appliedRefs()).toEqual(exported);
+});
+
+test('a step that outlived the timeout does not overwrite what the next step wrote', async () => {
+  // Replica A's mutation is slow: the scheduler gave the task to replica B meanwhile, whose
+  // step ran to the end. A's position write would put the walk back at its page 1.
+  let b: ChoreoIngestEntityProvider | undefined;
+  const logger = new TestLogger();
+  const a = setup({
+    logger,
+    afterMutation: () => {
+      if (b) {
+        const taking = b;
+        b = undefined;
+        return taking.run().then(() => undefined);
+      }
+      return undefined;
+    },
+  });
+  const store = new StateStore(a.database, 'choreo-ingest');
+  const other = new ChoreoIngestEntityProvider({
+    baseUrl: choreo.serveUrl,
+    token: SERVE_TOKEN,
+    logger: new TestLogger(),
+    database: a.database,
+    batchSize: BATCH_SIZE,
+    now: () => clock,
+  });
+  await other.connect(a.connection);
+  b = other;
+  await a.provider.connect(a.connection);
+
+  const result = await a.provider.run();
+
+  expect(result).toMatchObject({ applied: 0, stopped: true });
+  expect(logger.text()).toMatch(/stopped between pages: another step wrote the position/);
+  const exported = await choreo.exportRefs();
+  const state = await store.load();
+  // B's state stands: the walk complete, at the feed's head, everything applied.
+  expect(state?.resync).toBeUndefined();
+  expect(state?.seq).toBe((await choreo.feedHead()).newestSeq);
+  expect(await store.appliedRefs()).toEqual(exported);
+  expect(a.connection.refs()).toEqual(exported);
+  // And A's next step carries on from there.
+  expect(await a.provider.run()).toEqual({ applied: 0, removed: 0, resynced: false });
 });
 
 test('a step whose signal is already aborted applies nothing', async () => {

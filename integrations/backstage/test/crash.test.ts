@@ -32,7 +32,7 @@ afterAll(async () => {
 
 type Outcome = { code: number | null; signal: string | null; stdout: string; stderr: string };
 
-function syncChild(killAfterMutation?: number): Promise<Outcome> {
+function syncChild(killAfterMutation?: number, maxMutation?: number): Promise<Outcome> {
   return new Promise(resolve => {
     execFile(
       process.execPath,
@@ -48,6 +48,7 @@ function syncChild(killAfterMutation?: number): Promise<Outcome> {
           CHILD_RECORD: path.join(dir, 'mutations.ndjson'),
           CHILD_BATCH_SIZE: String(BATCH_SIZE),
           CHILD_KILL_AFTER_MUTATION: killAfterMutation ? String(killAfterMutation) : '',
+          CHILD_MAX_MUTATION: maxMutation ? String(maxMutation) : '',
         },
       },
       (error, stdout, stderr) => {
@@ -129,3 +130,34 @@ test('a kill while following /changes replays the delta and misses nothing', asy
   expect(fold(summaries)).toEqual(exported);
   expect(await appliedInState()).toEqual(exported);
 });
+
+test('a kill between two mutations of one page replays the page and misses nothing', async () => {
+  const world = await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json();
+  const { name: project, namespace } = world.data.projects[0].metadata;
+  const before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('add_component', {
+    namespace,
+    project,
+    name: 'split-landing',
+    endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
+  });
+  await waitUntil(async () => (await choreo.feedHead()).newestSeq >= before + 2, 'the change');
+  const start = record().length;
+
+  // One entity per mutation: the page (a component and its API) goes as two; killed after one.
+  const killed = await syncChild(1, 1);
+  expect(killed.signal).toBe('SIGKILL');
+  const resumed = await syncChild();
+  expect(resumed.code).toBe(0);
+  expect(JSON.parse(resumed.stdout)).toEqual({ applied: 2, removed: 0, resynced: false });
+
+  const summaries = record().slice(start);
+  expect(summaries.map(s => s.added.length)).toEqual([1, 2]);
+  expect(summaries[1].added).toContain(summaries[0].added[0]);
+  const exported = await choreo.exportRefs();
+  expect(fold(record())).toEqual(exported);
+  const applied = await appliedInState();
+  expect(applied).toEqual(exported);
+  expect(new Set(applied).size).toBe(applied.length);
+});
+

@@ -151,3 +151,47 @@ test('a backend that skips migrations gets no tables, and is told why', async ()
     await stop();
   }
 });
+
+test('a failed step reaches the scheduler; the same failure again is not repeated', async () => {
+  const { providers, scheduler, stop } = await startModule({
+    baseUrl: choreo.serveUrl,
+    token: 'not-the-serve-token',
+  });
+  try {
+    const [task] = scheduler.scheduleTask.mock.calls[0];
+    await providers[0].connect(new RecordingConnection());
+    // Thrown: the scheduler logs it once and records the run as failed (last_run_error_json).
+    await expect(task.fn(new AbortController().signal)).rejects.toThrow(
+      /^choreo-ingest GET \/entities answered HTTP 401: /,
+    );
+    // The same failure at the next ticks: not handed on again (nor logged) within the interval.
+    await expect(task.fn(new AbortController().signal)).resolves.toBeUndefined();
+    await expect(task.fn(new AbortController().signal)).resolves.toBeUndefined();
+  } finally {
+    await stop();
+  }
+});
+
+test('a schedule with only a frequency keeps the default timeout; config errors name the key', async () => {
+  const { providers, scheduler, stop } = await startModule({
+    baseUrl: choreo.serveUrl,
+    schedule: { frequency: { seconds: 10 } },
+  });
+  try {
+    const [task] = scheduler.scheduleTask.mock.calls[0];
+    expect(task).toMatchObject({
+      frequency: { seconds: 10 },
+      timeout: { minutes: 15 },
+      initialDelay: { seconds: 15 },
+    });
+    expect((providers[0] as ChoreoIngestEntityProvider).stepBudgetMs).toBe(12 * 60 * 1000);
+  } finally {
+    await stop();
+  }
+  await expect(startModule({ baseUrl: choreo.serveUrl, resyncInterval: 'one day' })).rejects.toThrow(
+    /at 'catalog\.providers\.choreoIngest\.resyncInterval'/,
+  );
+  await expect(
+    startModule({ baseUrl: choreo.serveUrl, schedule: { frequency: 'often' } }),
+  ).rejects.toThrow(/Invalid catalog\.providers\.choreoIngest\.schedule: .*'frequency'/);
+});

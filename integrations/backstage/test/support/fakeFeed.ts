@@ -28,6 +28,8 @@ export class FakeFeed {
   maxBodyBytes = Infinity;
   /** Each `/entities/batch` request: how many refs it asked for, and the status answered. */
   readonly batches: { refs: number; status: number }[] = [];
+  /** Every answer waits this long first (a slow serve). */
+  delayMs = 0;
   url = '';
   private server: Server | undefined;
 
@@ -88,6 +90,9 @@ export class FakeFeed {
       }
       const url = new URL(request.url ?? '/', 'http://feed');
       this.onRequest?.(url.pathname);
+      if (this.delayMs) {
+        await new Promise(resolve => setTimeout(resolve, this.delayMs));
+      }
       const send = (status: number, document: unknown) => {
         response.writeHead(status, { 'Content-Type': 'application/json' });
         response.end(JSON.stringify(document));
@@ -146,6 +151,13 @@ export class FakeFeed {
   }
 
   stop(): Promise<void> {
-    return new Promise(resolve => (this.server ? this.server.close(() => resolve()) : resolve()));
+    const server = this.server;
+    if (!server) {
+      return Promise.resolve();
+    }
+    return new Promise(resolve => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
   }
 }

@@ -2,7 +2,8 @@
  * One sync step in a process of its own, for the crash test:
  *   node -r ./test/support/tsRequire.js test/support/syncChild.ts
  * with CHILD_BASE_URL, CHILD_TOKEN, CHILD_DB (a SQLite file), CHILD_RECORD (the fake
- * connection's record), CHILD_BATCH_SIZE and, optionally, CHILD_KILL_AFTER_MUTATION=N: the
+ * connection's record), CHILD_BATCH_SIZE, optionally CHILD_MAX_MUTATION (entities per mutation),
+ * and, optionally, CHILD_KILL_AFTER_MUTATION=N: the
  * process SIGKILLs itself once the Nth mutation was accepted, before the position is written.
  * Prints the step's result as JSON.
  */
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
     logger: new TestLogger(),
     database,
     batchSize: Number(env('CHILD_BATCH_SIZE')),
+    maxMutationEntities: Number(process.env.CHILD_MAX_MUTATION ?? '') || undefined,
     afterMutation: () => {
       mutations += 1;
       if (killAfter && mutations === killAfter) {
