@@ -312,7 +312,9 @@ class BurstEngine:
 
     def _record_failure(self, record: ProviderRecord, outcome: ProviderOutcome, now: float) -> None:
         self.store.record_failure(record, now)
-        log.warning(
+        # Info: the outcome carries the error, which `run` prints as its one error line and
+        # `serve` logs as a warning; a warning here too put it in a cron mail twice.
+        log.info(
             "burst_failed",
             provider=record.name,
             attempts=record.attempts,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
@@ -304,22 +303,6 @@ class TestFailures:
             "upstream 503",
         )
         assert stored(state_path).attempts == 1
-
-    def test_a_failed_burst_is_logged_as_a_warning_with_its_error(
-        self, tmp_path: Path, clock: FakeClock, state_path: Path
-    ) -> None:
-        provider = FakeProvider(TEN, fail_at={0: TransientError("upstream 503", status=503)})
-
-        with structlog.testing.capture_logs() as logs:
-            run_one(make_config(tmp_path), state_path, clock, provider)
-
-        [failed] = [line for line in logs if line["event"] == "burst_failed"]
-        assert (failed["log_level"], failed["provider"], failed["attempts"]) == (
-            "warning",
-            "fake",
-            1,
-        )
-        assert failed["error"] == "upstream 503"
 
     def test_resumes_at_failed_page(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

@@ -214,15 +214,15 @@ class TestTick:
         assert record.error.startswith("catalog.directory: ")
 
     def test_a_failed_burst_is_logged_as_a_warning(self, tmp_path: Path, clock: FakeClock) -> None:
-        """`run` says it in its error line; the service has no such line."""
+        """`run` says it in its error line and logs it at info; the service has no such line."""
         provider = FakeProvider([make_entity("a")], fail_at={0: TransientError("GET /x: 503")})
         service = make_service(tmp_path, clock, provider)
 
         with structlog.testing.capture_logs() as logs:
             service.tick()
 
-        [failed] = [line for line in logs if line["event"] == "provider_failed"]
-        assert (failed["log_level"], failed["provider"]) == ("warning", "fake")
+        [failed] = [line for line in logs if line["log_level"] == "warning"]
+        assert (failed["event"], failed["provider"]) == ("provider_failed", "fake")
         assert "GET /x: 503" in failed["error"]
 
     def test_a_provider_that_cannot_be_loaded_is_tried_again_after_a_backoff_step(
