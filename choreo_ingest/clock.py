@@ -39,6 +39,12 @@ def rfc3339(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def log_timestamp(timestamp: float) -> str:
+    """Epoch seconds as a log record's `timestamp` (structlog's ISO UTC stamp, to the
+    microsecond): `2026-11-29T02:24:16.123456Z`."""
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
 def parse_rfc3339(text: str) -> float:
     """An RFC 3339 / ISO 8601 time as epoch seconds (naive times are taken as UTC)."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -186,8 +186,9 @@ _configured = False
 
 def configure_logging(
     *, verbosity: int = 0, json: bool | None = None, stream: TextIO | None = None
-) -> None:
-    """Route log lines to `stream` (default: stderr as it is when each line is written).
+) -> bool:
+    """Route log lines to `stream` (default: stderr as it is when each line is written); returns
+    whether they are JSON lines.
 
     `verbosity`: 0 -> WARNING off a terminal, INFO on one; 1 (`-v`) -> INFO; 2+ (`-vv`) -> DEBUG.
     `json`: force JSON lines (True) or the console renderer (False); None picks by terminal.
@@ -211,6 +212,7 @@ def configure_logging(
             _apply(settings)
         else:
             _threshold, _pending = settings.level, settings
+    return settings.as_json
 
 
 def get_logger(name: str | None = None) -> Logger:

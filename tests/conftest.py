@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from choreo_ingest.cli.output import stderr_lines_in_json
 from choreo_ingest.store import PostgresLocation, SqliteLocation, StateLocation
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -28,10 +29,13 @@ def state_path(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _fresh_logging() -> Iterator[None]:
-    """CLI tests configure structlog onto streams CliRunner closes afterwards: start clean."""
+    """CLI tests configure structlog onto streams CliRunner closes afterwards, and the error
+    lines after it: start clean."""
     structlog.reset_defaults()
+    stderr_lines_in_json(None)
     yield
     structlog.reset_defaults()
+    stderr_lines_in_json(None)
 
 
 @pytest.fixture(autouse=True)

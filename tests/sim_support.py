@@ -8,6 +8,7 @@ mapping alone, the refs a finished cycle must leave in the catalog: nothing more
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -198,9 +199,26 @@ def write_config(path: Path, base_url: str | None, **sections: Any) -> Path:
     return path
 
 
+def plain(stderr: str) -> str:
+    """`stderr` as a terminal shows it: each error or warning line the CLI wrote as a JSON
+    record (off a terminal, as logging does) turned back into its plain line
+    (`choreo-ingest: error: <message>`); any other line as it is."""
+    lines = []
+    for line in stderr.splitlines(keepends=True):
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("logger") == "choreo_ingest.cli" and record.get("event") in LINE_LEVELS:
+            ending = line[len(line.rstrip("\r\n")) :]
+            line = f"choreo-ingest: {record['level']}: {record['message']}{ending}"
+        lines.append(line)
+    return "".join(lines)
+
+
+LINE_LEVELS = ("error", "warning")
+
+
 def one_error_line(stderr: str) -> str:
     """The error a command printed: exactly one line, and not a bug report."""
-    lines = stderr.splitlines()
+    lines = plain(stderr).splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith("choreo-ingest: error: "), stderr
     assert "internal error" not in lines[0]

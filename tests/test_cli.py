@@ -28,7 +28,15 @@ from choreo_ingest.store import MIGRATION_NAMES, Store
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock
-from sim_support import expected_refs, free_port, ingest_world, ref_of, run_cli, write_config
+from sim_support import (
+    expected_refs,
+    free_port,
+    ingest_world,
+    plain,
+    ref_of,
+    run_cli,
+    write_config,
+)
 
 COMMANDS = (
     "run", "status", "providers", "health", "reset", "refresh", "migrate", "removals",
@@ -272,7 +280,7 @@ class TestRun:
         result = invoke("run", "--config", config, "--db", tmp_path / "state.db")
 
         assert result.exit_code == 2
-        assert f"error: {key_path}:" in result.stderr
+        assert f"error: {key_path}:" in plain(result.stderr)
         assert result.stdout == ""
         assert not (tmp_path / "state.db").exists()
 
@@ -332,7 +340,7 @@ class TestStateCommands:
         done = run_cli(*command, "--db", state, cwd=tmp_path)
 
         assert done.returncode == 4
-        assert done.stderr.splitlines()[0] == (
+        assert plain(done.stderr).splitlines()[0] == (
             f"choreo-ingest: error: {state}: no state file yet, and its directory "
             f"{state.parent} does not exist: create it (`choreo-ingest run` and `migrate` do not)"
         )
@@ -356,7 +364,7 @@ class TestStateCommands:
     ) -> None:
         done = run_cli("status", "--db", tmp_path / "state.db", cwd=tmp_path)
 
-        assert (done.returncode, done.stderr) == (
+        assert (done.returncode, plain(done.stderr)) == (
             4,
             f"choreo-ingest: error: {tmp_path / 'state.db'}: no state file yet "
             "(`choreo-ingest run` or `choreo-ingest migrate` creates it)\n",
@@ -619,7 +627,7 @@ class TestCheck:
         assert warned["ok"] is True
         assert "readable by others (mode 0644); chmod 600 it" in warned["detail"]
         assert lines.returncode == 0, lines.stderr
-        [line] = lines.stderr.splitlines()  # once: as a check, not also as a log line
+        [line] = plain(lines.stderr).splitlines()  # once: as a check, not also as a log line
         assert line.startswith("choreo-ingest: warning: config: ")
         assert line.endswith("chmod 600 it")
         assert "s3cret" not in report.stdout + report.stderr + lines.stderr
@@ -785,7 +793,7 @@ class TestReported:
         report_early_interrupt(args)
 
         out, err = capsys.readouterr()
-        assert err == "choreo-ingest: error: interrupted\n"
+        assert plain(err) == "choreo-ingest: error: interrupted\n"
         if document is None:
             assert out == ""
         else:

@@ -21,7 +21,7 @@ from choreo_ingest.logs import configure_logging, register_secret
 from choreo_ingest.simulator import World
 
 from fakes import FakeClock
-from sim_support import ingest_world, one_error_line, run_cli
+from sim_support import ingest_world, one_error_line, plain, run_cli
 
 INTERRUPTED_LINE = "choreo-ingest: error: interrupted"
 
@@ -39,9 +39,11 @@ class TestErrorLine:
         ],
         ids=["newline", "crlf", "tab", "escape", "line-separator", "printable"],
     )
-    def test_escapes_control_characters(
+    def test_a_plain_line_escapes_control_characters(
         self, capsys: pytest.CaptureFixture[str], text: str, line: str
     ) -> None:
+        output.stderr_lines_in_json(False)
+
         output.error_line(text)
 
         assert capsys.readouterr().err == f"choreo-ingest: error: {line}\n"
@@ -130,7 +132,7 @@ class TestPrintJson:
         out, err = capsys.readouterr()
         assert code == ExitCode.INTERRUPTED == 130
         assert json.loads(out) == {"changes": [1, 2]}  # one document, and only it
-        assert err == INTERRUPTED_LINE + "\n"
+        assert plain(err) == INTERRUPTED_LINE + "\n"
 
     def test_a_new_stdout_takes_its_own_error_document(
         self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -188,7 +190,7 @@ class TestInterruptedCall:
         done = run_cli(*args, "--db", state, cwd=tmp_path, entry=("-c", SIGNAL_MID_DOCUMENT))
 
         assert done.returncode == ExitCode.INTERRUPTED
-        assert done.stderr == INTERRUPTED_LINE + "\n"
+        assert plain(done.stderr) == INTERRUPTED_LINE + "\n"
         document: Any = json.loads(done.stdout)  # exactly one document, whole
         assert "error" not in document
 
@@ -210,7 +212,7 @@ class TestInterruptedCall:
         done = run_cli(*args, cwd=tmp_path, entry=("-c", INTERRUPT_AS_TYPER_BUILDS))
 
         assert done.returncode == ExitCode.INTERRUPTED
-        assert done.stderr == INTERRUPTED_LINE + "\n"
+        assert plain(done.stderr) == INTERRUPTED_LINE + "\n"
         assert (json.loads(done.stdout) if document is not None else done.stdout) == (
             document if document is not None else ""
         )
@@ -229,7 +231,9 @@ class TestUnexpectedError:
 
         out, err = capsys.readouterr()
         assert code == ExitCode.INTERNAL_ERROR
-        assert err.splitlines()[-1].startswith("choreo-ingest: error: internal error: Runtime")
+        assert (
+            plain(err).splitlines()[-1].startswith("choreo-ingest: error: internal error: Runtime")
+        )
         assert "Zq9-bug-echoed-secret" not in out + err
         assert json.loads(out)["error"] == (
             "internal error: RuntimeError: failed with *** in hand "
@@ -271,4 +275,4 @@ class TestStdoutEncoding:
         assert done.returncode == ExitCode.STATE_ERROR
         document = json.loads(done.stdout.decode("utf-8", "surrogateescape"))
         assert document["error"].startswith(f"{state}: no state file yet")
-        assert done.stderr.count(b"error:") == 1
+        assert plain(done.stderr.decode("utf-8", "surrogateescape")).count("error:") == 1

@@ -25,6 +25,7 @@ from sim_support import (
     INHERITED_SETTINGS,
     ingest_world,
     one_error_line,
+    plain,
     write_config,
 )
 
@@ -179,7 +180,8 @@ class TestQuestionAnsweredNo:
         declined = run_cli_on_terminal("reset", PROVIDER, "--purge", cwd=tmp_path, answer=answer)
 
         assert (declined.returncode, declined.stdout) == (2, "")
-        assert declined.stderr.endswith("choreo-ingest: error: not confirmed: nothing was done\n")
+        said = declined.stderr.rpartition("[y/N]: ")[2]  # after the question, on its line
+        assert plain(said) == "choreo-ingest: error: not confirmed: nothing was done\n"
         assert what_the_state_holds(state_path) == before
 
     @pytest.mark.parametrize("args", QUESTIONS, ids=[" ".join(args) for args in QUESTIONS])

@@ -22,7 +22,14 @@ from choreo_ingest.cli.output import StdoutFailed
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
 from fakes import FakeClock
-from sim_support import CLI_TIMEOUT_SECONDS, INHERITED_SETTINGS, ingest_world, run_cli, write_config
+from sim_support import (
+    CLI_TIMEOUT_SECONDS,
+    INHERITED_SETTINGS,
+    ingest_world,
+    plain,
+    run_cli,
+    write_config,
+)
 
 FULL = "choreo-ingest: error: cannot write to stdout: No space left on device\n"
 CLOSED = "choreo-ingest: error: cannot write to stdout: it is closed\n"
@@ -77,7 +84,7 @@ class TestFullStdout:
     def test_is_one_line_and_exit_74(self, tmp_path: Path, ingested: Path, args: list[str]) -> None:
         done = run_cli_to(FULL_DISK, *args, "--db", ingested, cwd=tmp_path)
 
-        assert (done.returncode, done.stderr) == (OUTPUT_FAILED, FULL)
+        assert (done.returncode, plain(done.stderr)) == (OUTPUT_FAILED, FULL)
 
     @pytest.mark.parametrize("args", [["--version"], ["--help"], ["run", "--help"]])
     def test_of_typers_own_output_is_one_line_and_exit_74(
@@ -85,7 +92,7 @@ class TestFullStdout:
     ) -> None:
         done = run_cli_to(FULL_DISK, *args, cwd=tmp_path)
 
-        assert (done.returncode, done.stderr) == (OUTPUT_FAILED, FULL)
+        assert (done.returncode, plain(done.stderr)) == (OUTPUT_FAILED, FULL)
 
     def test_under_an_errors_json_document_says_both_and_keeps_the_errors_code(
         self, tmp_path: Path
@@ -93,7 +100,7 @@ class TestFullStdout:
         done = run_cli_to(FULL_DISK, "status", "--bogus", "--json", cwd=tmp_path)
 
         assert done.returncode == ExitCode.USAGE
-        assert done.stderr.splitlines() == [
+        assert plain(done.stderr).splitlines() == [
             "choreo-ingest: error: status: No such option: --bogus "
             "(see `choreo-ingest status --help`)",
             FULL.rstrip("\n"),
@@ -109,7 +116,7 @@ class TestClosedStdout:
     def test_is_one_line_and_exit_74(self, tmp_path: Path, ingested: Path, args: list[str]) -> None:
         done = run_cli_to(CLOSED_STDOUT, *args, "--db", ingested, cwd=tmp_path)
 
-        assert (done.returncode, done.stderr) == (OUTPUT_FAILED, CLOSED)
+        assert (done.returncode, plain(done.stderr)) == (OUTPUT_FAILED, CLOSED)
 
     def test_a_command_that_prints_nothing_succeeds(self, tmp_path: Path, ingested: Path) -> None:
         """Off a terminal a healthy `health` prints nothing: there is nothing to lose."""
@@ -137,7 +144,7 @@ class TestRun:
         status = subprocess_json(tmp_path, "status", "--json", *args)
         again = subprocess_json(tmp_path, "run", "--json", *args)
 
-        assert (done.returncode, done.stderr) == (OUTPUT_FAILED, says)
+        assert (done.returncode, plain(done.stderr)) == (OUTPUT_FAILED, says)
         [provider] = status["providers"]
         assert provider["lastCompletedAt"] is not None  # the cycle was committed
         assert again["outcome"] == "waiting"  # and is not done a second time
@@ -152,7 +159,8 @@ class TestRun:
         done = run_cli_to(FULL_DISK, "run", "--force", "--json", "--config", config, cwd=tmp_path)
 
         assert done.returncode == int(ExitCode.BURST_FAILED)
-        lines = done.stderr.splitlines()
+        said = plain(done.stderr).splitlines()
+        lines = [line for line in said if line.startswith("choreo-ingest: error: ")]
         assert len(lines) == 2
         assert lines[0].startswith("choreo-ingest: error: openchoreo: GET /namespaces: ")
         assert lines[1] + "\n" == FULL
@@ -195,4 +203,5 @@ class TestReported:
         code = reported(StdoutFailed("No space left on device"), True, RUN_ERROR_FIELDS)
 
         assert code == OUTPUT_FAILED == ExitCode.OUTPUT_FAILED
-        assert capsys.readouterr() == ("", FULL)
+        out, err = capsys.readouterr()
+        assert (out, plain(err)) == ("", FULL)

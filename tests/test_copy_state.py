@@ -16,7 +16,7 @@ from choreo_ingest.simulator.world import World
 from choreo_ingest.store import PostgresLocation, RunLock, state_location
 
 from fakes import FakeClock
-from sim_support import ingest_world, run_cli, write_config
+from sim_support import ingest_world, plain, run_cli, write_config
 
 
 def snapshot(state: Any) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def test_options_that_do_not_go_together_are_a_usage_error_and_nothing_is_writte
     done = run_cli("--db", "source.db", "migrate", *options, cwd=tmp_path)
 
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
-    [line] = done.stderr.splitlines()
+    [line] = plain(done.stderr).splitlines()
     assert line.startswith(f"choreo-ingest: error: {error}")
     assert not list(tmp_path.glob("copy.db*"))
     assert source.read_bytes() == before

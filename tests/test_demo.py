@@ -28,6 +28,7 @@ from sim_support import (
     expected_catalog,
     expected_counts,
     expected_refs,
+    plain,
     ref_of,
     run_cli,
 )
@@ -309,6 +310,6 @@ def test_interrupted_demo_stops_and_says_where_its_files_stay(tmp_path: Path) ->
     [directory] = tmp_path.glob("choreo-ingest-demo-*")
     assert process.returncode == 130, stderr
     assert "cycle_completed" not in stderr
-    assert "choreo-ingest: error: interrupted" in stderr
+    assert "choreo-ingest: error: interrupted" in plain(stderr)
     assert f"the demo's files stay in {directory}" in stderr
     assert stdout == ""

@@ -32,7 +32,7 @@ from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start
 from choreo_ingest.store import RunLock, SqliteLocation, position_name
 
 from fakes import FakeClock, FakeProvider, make_entity
-from sim_support import run_cli
+from sim_support import plain, run_cli
 
 PROVIDER = "openchoreo"
 REST_SECONDS = 30 * 60
@@ -355,7 +355,7 @@ class TestLeanEntry:
             "provider again with `choreo-ingest reset openchoreo`"
         )
         assert (lean.returncode, lean.stdout) == (full.returncode, full.stdout) == (4, lean.stdout)
-        assert lean.stderr.splitlines() == [f"choreo-ingest: error: {message}"]
+        assert plain(lean.stderr).splitlines() == [f"choreo-ingest: error: {message}"]
         if json_flag:
             assert json.loads(lean.stdout)["error"].startswith(message)
 
@@ -429,10 +429,12 @@ class TestLeanEntry:
         top_level = {name.partition(".")[0] for name in modules}
         heavy = {"typer", "click", "rich", "pygments", "pydantic", "sqlite_utils", "numpy"}
         assert top_level & heavy == set()
-        # The failure is said once, in the error line: no log line repeats it off a terminal
-        # (cron mails stderr), so structlog is not even loaded.
+        # The failure is said once, in the error line (off a terminal a JSON record at level
+        # error): no log line repeats it (cron mails stderr), so structlog is not even loaded.
         [line] = done.stderr.splitlines()
-        assert line.startswith("choreo-ingest: error: openchoreo: GET /namespaces: ConnectError")
+        failed = json.loads(line)
+        assert (failed["event"], failed["level"]) == ("error", "error")
+        assert failed["message"].startswith("openchoreo: GET /namespaces: ConnectError")
         assert "structlog" not in modules
 
     def test_a_burst_that_goes_well_writes_nothing_and_never_loads_structlog(

@@ -39,6 +39,7 @@ from sim_support import (
     expected_counts,
     expected_refs,
     ingest_world,
+    plain,
     ref_of,
     run_cli,
     simulator_transport,
@@ -546,7 +547,9 @@ class TestCliAgainstLoopbackServer:
             done = run_cli("run", "--config", config, "--db", tmp_path / "state.db", cwd=tmp_path)
 
         assert done.returncode == 3, done.stderr
-        [error] = [line for line in done.stderr.splitlines() if "connecting timed out" in line]
+        said = plain(done.stderr).splitlines()
+        [error] = [line for line in said if line.startswith("choreo-ingest: error: ")]
+        assert "connecting timed out" in error
         assert f"check the scheme and port of openchoreo.baseUrl {url}" in error
         assert "burstLength" not in done.stderr
 

@@ -15,7 +15,14 @@ import yaml
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
 from backstage_validator import run_backstage_validator, skip_unless_backstage_validator
-from sim_support import expected_catalog, list_pages_at, ref_of, run_cli, unresolved_refs
+from sim_support import (
+    expected_catalog,
+    list_pages_at,
+    plain,
+    ref_of,
+    run_cli,
+    unresolved_refs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -322,7 +329,7 @@ def test_check_advises_the_client_auth_method_the_identity_provider_wants(
         "secret sent as client_secret_basic, after the form body was refused: set "
         "openchoreo.auth.oauth.clientAuthMethod: client_secret_basic to save that request at "
         "every run"
-    ) in done.stderr
+    ) in plain(done.stderr)
 
 
 def test_check_warns_when_the_client_sees_no_namespace(
@@ -336,6 +343,6 @@ def test_check_warns_when_the_client_sees_no_namespace(
     done = run_cli("check", "--config", config, cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
-    assert "warning: openchoreo.api" in done.stderr
+    assert "warning: openchoreo.api" in plain(done.stderr)
     assert "backstage-catalog-reader" in done.stderr
     assert "ClusterAuthzRoleBinding" in done.stderr

@@ -36,6 +36,7 @@ from privileges import NOBODY
 from sim_support import (
     expected_refs,
     ingest_world,
+    plain,
     run_cli,
 )
 
@@ -186,7 +187,9 @@ def mode(path: Path) -> int:
 
 
 def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in done.stderr.splitlines() if line.startswith("choreo-ingest: error:")]
+    return [
+        line for line in plain(done.stderr).splitlines() if line.startswith("choreo-ingest: error:")
+    ]
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from choreo_ingest.models import EntityIteratorResult, ProviderAction, ProviderS
 from choreo_ingest.providers.base import BurstContext
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from sim_support import plain
 
 
 def run(config: Config, clock: FakeClock) -> RunResult:
@@ -108,7 +109,7 @@ def test_both_outputs_unwritten_are_each_named_in_json_and_on_stderr(
     assert (code, document["outcome"], document["exitCode"]) == (2, "error", 2)
     mirror, _ = document["error"].split("; metrics.textfile: ")
     assert mirror.startswith("catalog.directory: ")
-    lines = printed.err.splitlines()
+    lines = plain(printed.err).splitlines()
     assert [line.split(": ")[2] for line in lines] == ["catalog.directory", "metrics.textfile"]
 
 
@@ -156,7 +157,7 @@ def test_an_interrupted_run_says_so_in_one_line_off_a_terminal(
 
     printed = capsys.readouterr()
     assert (code, printed.out) == (130, "")
-    assert printed.err == (
+    assert plain(printed.err) == (
         "choreo-ingest: error: fake: interrupted after 2 page(s); the next run goes on from the "
         "last one\n"
     )
@@ -182,6 +183,6 @@ def test_a_burst_failed_on_a_setting_to_mend_exits_2_as_check_does(
     code = report_run(result, json_output=False)
 
     assert (code, result.providers[0].state) == (2, ProviderState.BACKING_OFF)
-    assert capsys.readouterr().err == (
+    assert plain(capsys.readouterr().err) == (
         "choreo-ingest: error: fake: $HTTPS_PROXY: the proxy cannot be used; fix or unset it\n"
     )

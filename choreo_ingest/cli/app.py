@@ -99,7 +99,8 @@ def main_options(
 ) -> None:
     if log_json and log_console:  # the lean entry leaves such a line to this one
         raise _Conflict("--log-json and --log-console cannot be combined: give one")
-    configure_logging(verbosity=verbose, json=True if log_json else False if log_console else None)
+    as_json = True if log_json else False if log_console else None
+    render.stderr_lines_in_json(configure_logging(verbosity=verbose, json=as_json))
     ctx.obj = GlobalOptions(config=config, db=db)
 
 

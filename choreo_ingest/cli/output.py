@@ -1,5 +1,8 @@
 """Plain output: JSON documents and text on stdout, one-line errors on stderr.
 
+An error or warning line is a log record (one JSON object, as `--log-json` writes them) where
+logging is JSON: a log pipeline that parses stderr line by line and alerts on `level` sees it.
+
 What the lean commands (`cli/lean.py`) print, without rich: `render` adds the tables and the
 live line for people on top of these. A reader that closes stdout early (`export | head -1`) has
 taken what it wanted: every write here turns that into StdoutClosed, a quiet exit 0. Any other
@@ -19,6 +22,8 @@ import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
+
+from choreo_ingest.clock import SystemClock, log_timestamp
 
 
 class StdoutClosed(SystemExit):
@@ -165,12 +170,24 @@ def flush_stdout() -> None:
 
 def error_line(message: str) -> None:
     """One line on stderr, never markup-interpreted (error texts contain brackets)."""
-    _stderr_line(f"choreo-ingest: error: {message}")
+    _stderr_line("error", message)
 
 
 def warning_line(message: str) -> None:
     """One line on stderr for what works but asks for a look."""
-    _stderr_line(f"choreo-ingest: warning: {message}")
+    _stderr_line("warning", message)
+
+
+_lines_in_json: bool | None = None
+"""Whether the lines above are JSON log records; None: as logging's default, JSON off a terminal
+(what a call that never configures logging, such as a lean `status`, would log in)."""
+
+
+def stderr_lines_in_json(as_json: bool | None) -> None:
+    """Write error and warning lines as logging writes its records: the CLI passes what
+    `configure_logging` decided (JSON or console), None for logging's default."""
+    global _lines_in_json
+    _lines_in_json = as_json
 
 
 def ask(question: str) -> bool:
@@ -194,8 +211,15 @@ def one_line(text: str) -> str:
     )
 
 
-def _stderr_line(line: str) -> None:
+def _stderr_line(level: str, message: str) -> None:
     if sys.stderr is None:  # started with descriptor 2 closed: nowhere to say it
         return
-    sys.stderr.write(f"{one_line(line)}\n")
+    text = one_line(message)
+    as_json = not stderr_is_tty() if _lines_in_json is None else _lines_in_json
+    if as_json:  # the keys, and their order, of the records `log_setup` renders
+        record = {"message": text, "event": level, "level": level, "logger": "choreo_ingest.cli"}
+        line = json.dumps({**record, "timestamp": log_timestamp(SystemClock().now())})
+    else:
+        line = f"choreo-ingest: {level}: {text}"
+    sys.stderr.write(f"{line}\n")
     sys.stderr.flush()

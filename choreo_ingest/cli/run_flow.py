@@ -17,6 +17,7 @@ from choreo_ingest.cli.output import (
     print_json,
     print_text,
     stderr_is_tty,
+    stderr_lines_in_json,
     stdout_is_tty,
 )
 from choreo_ingest.cli.session import Session, session_of
@@ -44,7 +45,7 @@ def run_and_report(
     json_output: bool,
 ) -> int:
     """The whole `run` command for the lean entry: logging, session, run, report."""
-    configure_logging(verbosity=verbosity, json=log_json)
+    stderr_lines_in_json(configure_logging(verbosity=verbosity, json=log_json))
     try:
         session = session_of(config, db)
         return run_command(session, provider=provider, force=force, json_output=json_output)

@@ -29,7 +29,7 @@ from choreo_ingest.store import Store
 from choreo_ingest.store.connection import Connection
 
 from fakes import make_entity
-from sim_support import expected_refs, run_cli
+from sim_support import expected_refs, plain, run_cli
 
 T0 = 1_800_000_000.0
 PADDING = "x" * 3000
@@ -233,7 +233,8 @@ class TestRunCommand:
         full = self.choreo("run", "--config", config_file, cwd=tmp_path, extra_pages=10)
 
         assert full.returncode == 4, full.stderr
-        errors = [line for line in full.stderr.splitlines() if "choreo-ingest: error:" in line]
+        said = plain(full.stderr).splitlines()
+        errors = [line for line in said if "choreo-ingest: error:" in line]
         assert errors == [f"choreo-ingest: error: state store {state}: disk full"]
         assert "internal error" not in full.stderr
         written = metrics.read_text().splitlines()  # after the failure, by the same run
