@@ -91,7 +91,8 @@ export class FakeFeed {
       const url = new URL(request.url ?? '/', 'http://feed');
       this.onRequest?.(url.pathname);
       if (this.delayMs) {
-        await new Promise(resolve => setTimeout(resolve, this.delayMs));
+        // Unref'd: a delay that outlives its test (the client aborted) must not hold jest's worker.
+        await new Promise(resolve => setTimeout(resolve, this.delayMs).unref());
       }
       const send = (status: number, document: unknown) => {
         response.writeHead(status, { 'Content-Type': 'application/json' });
