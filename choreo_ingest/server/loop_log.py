@@ -1,10 +1,12 @@
-"""The event loop's own log lines (the standard library's `asyncio` logger) as `serve`'s lines.
+"""The event loop's and the HTTP server's own log lines (the standard library's `asyncio` and
+`uvicorn` loggers) as `serve`'s lines.
 
 Left alone, they reach stderr as plain text, tracebacks and all, whatever `--log-json` says. And
 when accept() fails for want of file descriptors, asyncio logs it with a traceback once for
 every connection it tries to take from the backlog (up to 2,048 a turn of the loop, and again at
 each retry): hundreds of megabytes a minute. That failure is said in one line, at most once a
-`QUIET_SECONDS`, with how many times it happened since the line before.
+`QUIET_SECONDS`, with how many times it happened since the line before; so is each of uvicorn's
+lines about a client (`Invalid HTTP request received.` for every request a scanner garbles).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ log = get_logger("choreo_ingest.server")
 
 QUIET_SECONDS = 60.0
 """At most one line this often about a failure that may repeat thousands of times a second."""
+MAX_SERVER_LINE_KINDS = 100
+"""Kinds of uvicorn line throttled apart (its templates are few; past this many, start over)."""
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 """The accept() failures asyncio logs and retries a second later."""
 
@@ -55,7 +59,9 @@ class LoopLog(logging.Handler):
 
     def __init__(self, clock: Clock) -> None:
         super().__init__()
+        self._clock = clock
         self._accept_failures = Throttle(clock)
+        self._server_lines: dict[str, Throttle] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         error = record.exc_info[1] if record.exc_info else None
@@ -66,7 +72,23 @@ class LoopLog(logging.Handler):
                 )
             return
         level = "error" if record.levelno >= logging.ERROR else "warning"
+        if record.name.partition(".")[0] == "uvicorn" and level == "warning":
+            self._server_line(record, error)
+            return
         getattr(log, level)("event_loop_reported", message=record.getMessage(), exc_info=error)
+
+    def _server_line(self, record: logging.LogRecord, error: BaseException | None) -> None:
+        """A line of uvicorn's about a client: once a `QUIET_SECONDS` for each kind of line
+        (its template), counting them, with the client's error but no traceback."""
+        key = str(record.msg)[:200]
+        throttle = self._server_lines.get(key)
+        if throttle is None:
+            if len(self._server_lines) >= MAX_SERVER_LINE_KINDS:
+                self._server_lines.clear()
+            throttle = self._server_lines[key] = Throttle(self._clock)
+        if times := throttle.count():
+            message = record.getMessage() + (f" ({error})" if error is not None else "")
+            log.warning("http_server_reported", message=message, times=times)
 
 
 def _cannot_accept(error: OSError) -> str:
@@ -79,13 +101,17 @@ def _cannot_accept(error: OSError) -> str:
 
 @contextlib.contextmanager
 def loop_log(clock: Clock) -> Iterator[None]:
-    """While inside, the `asyncio` logger writes through `LoopLog` (and nowhere else)."""
-    logger = logging.getLogger("asyncio")
-    handler, propagated = LoopLog(clock), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    """While inside, the `asyncio` and `uvicorn` loggers write through one `LoopLog` (and nowhere
+    else)."""
+    handler = LoopLog(clock)
+    loggers = [logging.getLogger(name) for name in ("asyncio", "uvicorn")]
+    propagated = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagated
+        for logger, propagate in zip(loggers, propagated, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = propagate

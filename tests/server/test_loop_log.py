@@ -7,6 +7,7 @@ import asyncio
 import errno
 import io
 import json
+import logging
 import os
 import resource
 from collections.abc import Iterator
@@ -99,10 +100,35 @@ def test_another_loop_error_is_one_json_line_with_its_traceback(
     assert "ValueError: a callback broke" in first["exception"]
 
 
-def test_outside_serve_the_asyncio_logger_is_left_as_it_was(clock: FakeClock) -> None:
-    import logging
+def test_uvicorns_line_for_each_garbled_request_is_one_json_line_a_minute(
+    stream: io.StringIO, clock: FakeClock
+) -> None:
+    """A scanner's garbled requests each make uvicorn log a warning (plain text, unthrottled,
+    whatever --log-json says)."""
+    try:
+        raise ValueError("Illegal request line")
+    except ValueError as error:
+        failure = error
+    server_log = logging.getLogger("uvicorn.error")
+    with loop_log(clock):
+        for _ in range(500):
+            server_log.warning("Invalid HTTP request received.", exc_info=failure)
+        server_log.warning("Unsupported upgrade request.")
+        clock.advance(QUIET_SECONDS)
+        server_log.warning("Invalid HTTP request received.", exc_info=failure)
 
-    logger = logging.getLogger("asyncio")
+    first, other, again = lines(stream)
+    assert first["event"] == other["event"] == again["event"] == "http_server_reported"
+    assert first["level"] == "warning"
+    assert first["message"] == "Invalid HTTP request received. (Illegal request line)"
+    assert (first["times"], other["times"], again["times"]) == (1, 1, 500)
+    assert other["message"] == "Unsupported upgrade request."
+    assert "Traceback" not in stream.getvalue()
+
+
+@pytest.mark.parametrize("name", ["asyncio", "uvicorn"])
+def test_outside_serve_the_loggers_are_left_as_they_were(clock: FakeClock, name: str) -> None:
+    logger = logging.getLogger(name)
     before = (list(logger.handlers), logger.propagate)
     with loop_log(clock):
         pass
