@@ -198,8 +198,8 @@ def simulate_serve(
 
     if not _is_loopback(host):
         secured = token is not None or oauth_client_id is not None
-        render.error_line(
-            f"warning: --host {host} serves the simulator beyond this machine"
+        render.warning_line(
+            f"--host {host} serves the simulator beyond this machine"
             + ("" if secured else ", with no authentication (set --token or --oauth-client-id)")
             + (": its --control routes can change the simulated world" if control else "")
         )

@@ -12,6 +12,8 @@ import pytest
 
 from choreo_ingest.simulator.world import World
 
+from sim_support import plain
+
 if TYPE_CHECKING:
     from conftest import SimulatorFactory
 
@@ -294,7 +296,10 @@ def test_serving_beyond_loopback_is_warned_about(arguments: list[str], warned: s
     )  # fmt: skip
 
     assert done.returncode == 2, done.stderr
-    assert "warning: --host 192.0.2.10 serves the simulator beyond this machine" in done.stderr
+    shown = plain(done.stderr)
+    assert "choreo-ingest: warning: --host 192.0.2.10 serves the simulator beyond this machine" in (
+        shown
+    )
     assert warned in done.stderr
     assert "cannot listen on 192.0.2.10" in done.stderr
     assert "t0ken-abc" not in done.stderr
