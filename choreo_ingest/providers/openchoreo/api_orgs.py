@@ -20,7 +20,7 @@ from urllib.parse import quote
 from choreo_ingest.errors import CursorRejected, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
-from choreo_ingest.providers.openchoreo.client import Gone, OpenChoreoClient
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
     component_entities,
@@ -39,6 +39,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     org_era_name_of,
     queued_text,
 )
+from choreo_ingest.providers.openchoreo.many_reads import Gone
 from choreo_ingest.providers.openchoreo.naming import hashed_entity_name
 
 ORG_QUEUE = "orgs"

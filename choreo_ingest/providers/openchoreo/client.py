@@ -15,8 +15,6 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,7 +27,6 @@ from choreo_ingest.errors import (
     ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
-    NotFoundError,
     PermanentError,
     ProviderError,
     RetryAfter,
@@ -47,6 +44,12 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     with_proxy_note,
 )
 from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
+from choreo_ingest.providers.openchoreo.many_reads import (
+    FAST_ANSWER_SECONDS,
+    Gone,
+    ManyReads,
+    Params,
+)
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.urls import API_PREFIX, api_root, request_url
 from choreo_ingest.version import __version__
@@ -62,25 +65,9 @@ MAX_UNBOUNDED_WAIT = 60.0
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
 
-Params = Mapping[str, str | int]
-
-
-@dataclass(frozen=True)
-class Gone:
-    """`get_many`'s marker for a resource that answered 404 (deleted meanwhile)."""
-
-    path: str
-    code: str | None = None
-
 
 def default_user_agent() -> str:
     return f"choreo-ingest/{__version__}"
-
-
-FAST_ANSWER_SECONDS = 0.003
-"""A server that answers a request in less than this gets its detail calls one at a time: on a
-server that answers at once, `maxConcurrentRequests` threads cost a fifth more CPU per request
-than one connection (bench/README.md, benchmark 9), for no gain in time."""
 
 
 class OpenChoreoClient:
@@ -130,9 +117,12 @@ class OpenChoreoClient:
             config.auth, clock=clock, post_form=form_poster(config, transport)
         )
         self._errors = ErrorTranslator(self._credentials, clock, rng)
-        self._pool: ThreadPoolExecutor | None = None
-        self._sequential_below = sequential_below
-        self._answer_time: float | None = None
+        self._many = ManyReads(
+            self.get_json,
+            clock,
+            max_concurrent=self._limiter.max_concurrent,
+            sequential_below=sequential_below,
+        )
         self._count_lock = threading.Lock()
         self._requests_sent = 0
 
@@ -151,9 +141,7 @@ class OpenChoreoClient:
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._many.close()
         self._http.close()
 
     @property
@@ -204,59 +192,8 @@ class OpenChoreoClient:
         return self._json(path, response)
 
     def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
-        """GET each (path, params); results in input order.
-
-        One at a time while the server answers faster than `sequential_below` (the first
-        request of every call is timed alone, and so is each one after it while that holds),
-        else the rest with up to `maxConcurrentRequests` in flight: threads hide the time spent
-        waiting for answers, and with next to none to hide they only add CPU.
-
-        A 404 gives a `Gone` in its place; any other failure raises (the first one in input
-        order among those that failed) and cancels what has not started yet.
-        """
-        results: list[Any | Gone] = []
-        while len(results) < len(requests) and (not results or self._answers_fast()):
-            path, params = requests[len(results)]
-            started = self._clock.monotonic()
-            results.append(self._get_or_not_found(path, params))
-            self._note_answer_time(self._clock.monotonic() - started)
-        if len(results) < len(requests):
-            results += self._concurrently(requests[len(results) :])
-        return results
-
-    def _answers_fast(self) -> bool:
-        return self._answer_time is not None and self._answer_time < self._sequential_below
-
-    def _note_answer_time(self, seconds: float) -> None:
-        """A moving average of the time one request takes, timed alone: one slow answer (a
-        pause of the server's) does not switch a fast server to threads."""
-        known = self._answer_time
-        self._answer_time = seconds if known is None else 0.9 * known + 0.1 * seconds
-
-    def _concurrently(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=self._limiter.max_concurrent, thread_name_prefix="openchoreo"
-            )
-        futures = [
-            self._pool.submit(self._get_or_not_found, path, params) for path, params in requests
-        ]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        failed = [future for future in futures if future in done and future.exception()]
-        if failed:
-            wait([future for future in pending if not future.cancelled()])
-            error = failed[0].exception()
-            assert error is not None
-            raise error
-        return [future.result() for future in futures]
-
-    def _get_or_not_found(self, path: str, params: Params) -> Any | Gone:
-        try:
-            return self.get_json(path, params)
-        except NotFoundError as gone:
-            return Gone(path=path, code=gone.code)
+        """GET each (path, params), results in input order, a 404 as a `Gone` (`ManyReads`)."""
+        return self._many.get_many(requests)
 
     def _send(
         self, method: str, path: str, params: Params | None, expired_on: Collection[int]
