@@ -59,7 +59,8 @@ log = get_logger("choreo_ingest.http")
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Largest response body read: a page of the API is some hundreds of KiB."""
+"""Largest response body read: a page of the API is some hundreds of KiB, but a v1 workload
+carries its endpoints' API schemas inline (a megabyte or more), and a page holds up to 100."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
@@ -176,7 +177,7 @@ class OpenChoreoClient:
             limit, started = httpx.Timeout(self._timeout_now()), self._clock.monotonic()
             request = self._http.build_request("GET", self.server_root + path, timeout=limit)
             sent = self._http.send(request, stream=True)
-            response = self._read(sent, started + self._request_timeout)
+            response = self._read(sent, started + self._request_timeout, path)
         except httpx.HTTPError as error:
             cause = one_line(self._errors.redact(_cause(error)))
             raise TransientError(
@@ -296,7 +297,7 @@ class OpenChoreoClient:
                 url, limit = request_url(self._base_url, path, params), httpx.Timeout(timeout)
                 request = self._http.build_request(method, url, headers=headers, timeout=limit)
                 sent = self._http.send(request, stream=True)
-                response = self._read(sent, started + self._request_timeout)
+                response = self._read(sent, started + self._request_timeout, path)
                 log.debug(
                     "http_request",
                     method=method,
@@ -315,9 +316,10 @@ class OpenChoreoClient:
                 f"{method} {shown}: cannot be requested: {error}", method=method, path=shown
             ) from None
 
-    def _read(self, response: httpx.Response, until: float) -> httpx.Response:
+    def _read(self, response: httpx.Response, until: float, path: str) -> httpx.Response:
         """`response`, its body read whole by `until` (httpx's timeout holds for each read alone: a
-        byte a second held the burst and run lock), at most MAX_BODY_BYTES, and not past a stop."""
+        byte a second held the burst and run lock), at most MAX_BODY_BYTES (a larger one is a
+        PermanentError: it is as large when asked again), and not past a stop."""
         chunks, size, begun = [], 0, self._clock.monotonic()
         try:
             for chunk in response.iter_bytes():
@@ -326,9 +328,12 @@ class OpenChoreoClient:
                 now = self._clock.monotonic()
                 if now > until:
                     raise httpx.ReadTimeout("the whole answer took longer than the timeout")
-                stopping = self._cancelled() and now - begun > 1.0  # a slow answer only
-                if size > MAX_BODY_BYTES or stopping:
-                    raise httpx.ReadError("cut short: " + ("stopping" if stopping else "too large"))
+                if size > MAX_BODY_BYTES:
+                    sent, status = response.request, response.status_code
+                    limit = sent.url.params.get("limit")
+                    raise self._errors.too_large(sent.method, path, status, limit, MAX_BODY_BYTES)
+                if self._cancelled() and now - begun > 1.0:  # a slow answer only
+                    raise httpx.ReadError("cut short: stopping")
         finally:
             response.close()
         response._content = b"".join(chunks)  # what `read()` would have kept

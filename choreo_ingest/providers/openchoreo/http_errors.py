@@ -152,6 +152,29 @@ class ErrorTranslator:
             message += f"; redirected to {where}, not followed: point openchoreo.baseUrl at the API"
         return self.error(PermanentError, method, path, status, code, message)
 
+    def too_large(
+        self, method: str, path: str, status: int, limit: str | None, cap: int
+    ) -> PermanentError:
+        """An answer over `cap` bytes, cut short: as large when asked again, so not retried. A
+        page asked for `limit` items (the walk's chunkSize) is made smaller by asking for fewer."""
+        size = f"{cap // 2**20} MiB" if cap >= 2**20 else f"{cap:,} bytes"
+        text = f"{method} {path}: the answer is larger than {size}, the most the client reads"
+        key = None
+        if limit is not None:
+            key = "openchoreo.incremental.chunkSize"
+            text += (
+                f": a page of {one_line(limit, 20)} items holds too much (workloads carry their "
+                f"endpoints' API schemas inline); lower {key}, the items a page asks for"
+            )
+        return PermanentError(
+            self.redact(text),
+            method=method,
+            path=path,
+            status=status,
+            code="TOO_LARGE",
+            config_key=key,
+        )
+
     def error(
         self,
         kind: type[_Error],

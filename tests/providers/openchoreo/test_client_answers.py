@@ -1,5 +1,5 @@
 """What the client says of answers it cannot use: a 401 by the JWT middleware's `error` code
-(`openchoreo-v1-api.md`, Errors). Driven through
+(`openchoreo-v1-api.md`, Errors), and an answer larger than the client reads. Driven through
 `httpx.MockTransport`: an identity provider that grants numbered tokens and an API that answers
 every request the same."""
 
@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
-from choreo_ingest.errors import AuthError
+from choreo_ingest.errors import AuthError, PermanentError
+from choreo_ingest.providers.openchoreo import client as client_module
+from choreo_ingest.providers.openchoreo.api_v1 import V1
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 
 from fakes import FakeClock
@@ -120,3 +122,53 @@ def test_a_missing_token_401_without_credentials_asks_for_them() -> None:
         client.get_json("/namespaces")
 
     assert str(caught.value).endswith("; the API needs credentials: set openchoreo.auth")
+
+
+def workloads_page(count: int) -> dict[str, object]:
+    schema = {"type": "openapi", "content": "x" * 400}
+    items = [
+        {"metadata": {"name": f"w{n}"}, "spec": {"endpoints": {"e": {"schema": schema}}}}
+        for n in range(count)
+    ]
+    return {"items": items, "pagination": {}}
+
+
+def test_a_page_larger_than_the_client_reads_fails_at_once_saying_to_ask_for_fewer_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retried, it was as large every time: the burst failed as a connection error, with no
+    advice, and the cycle never finished."""
+    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4096)
+    platform = Platform(lambda request: httpx.Response(200, json=workloads_page(20)))
+    config = OpenChoreoConfig(base_url=BASE, token=STATIC_TOKEN)
+
+    with platform.client(config) as client, pytest.raises(PermanentError) as caught:
+        V1.list_page(client, "/namespaces/shop/workloads", limit=50, cursor=None)
+
+    assert str(caught.value) == (
+        "GET /namespaces/shop/workloads: the answer is larger than 4,096 bytes, the most the "
+        "client reads: a page of 50 items holds too much (workloads carry their endpoints' API "
+        "schemas inline); lower openchoreo.incremental.chunkSize, the items a page asks for"
+    )
+    assert (caught.value.code, caught.value.path) == ("TOO_LARGE", "/namespaces/shop/workloads")
+    assert caught.value.config_key == "openchoreo.incremental.chunkSize"
+    assert len(platform.api_requests) == 1
+
+
+def test_a_single_object_larger_than_the_client_reads_fails_at_once_naming_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 2**20)
+    workload = {"metadata": {"name": "w"}, "spec": {"schema": "x" * (2**20 + 2**19)}}
+    platform = Platform(lambda request: httpx.Response(200, json=workload))
+    config = OpenChoreoConfig(base_url=BASE, token=STATIC_TOKEN)
+
+    with platform.client(config) as client, pytest.raises(PermanentError) as caught:
+        client.get_json("/namespaces/shop/workloads/w")
+
+    assert str(caught.value) == (
+        "GET /namespaces/shop/workloads/w: the answer is larger than 1 MiB, the most the client "
+        "reads"
+    )
+    assert caught.value.config_key is None
+    assert len(platform.api_requests) == 1
