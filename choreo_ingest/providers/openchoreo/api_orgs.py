@@ -36,6 +36,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Phase,
     Resource,
     Walk,
+    confirm_gone,
     org_era_name_of,
     queued_text,
 )
@@ -49,6 +50,8 @@ PROJECTS = "project"
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
+NOT_FOUND_CODES = ("ORGANIZATION_NOT_FOUND", "PROJECT_NOT_FOUND", "COMPONENT_NOT_FOUND")
+"""The codes of the API's own 404s (`openchoreo-api.md`); its `NOT_FOUND` is a route it lacks."""
 _SCOPE_KEYS = {"Organization": (), "Project": ("namespace",), "Component": ("namespace",)}
 """Keys an event of each kind needs besides `name`; a Component's `project` is optional."""
 
@@ -264,14 +267,16 @@ class OrgsGeneration:
         return False
 
     def event_delta(self, walk: Walk, event: Event) -> Delta:
-        """What the catalog must do for `event`; a 404 on re-read means the resource is gone."""
+        """What the catalog must do for `event`; the API's 404 on re-read means the resource is
+        gone (a 404 in another shape fails the event: `confirm_gone`)."""
         mapping, provider = walk.config.mapping, walk.provider
         if event.kind == "Organization":
             if event.action == "deleted":
                 return Delta(removal_scopes=[event.name])
             try:
                 org = get_object(walk.client, f"/orgs/{_segment(event.name)}")
-            except NotFoundError:
+            except NotFoundError as missing:
+                confirm_gone(missing, NOT_FOUND_CODES)
                 return Delta(removal_scopes=[event.name])
             return Delta(upserts=[organization_entity(org, mapping, provider)])
         org_name = _required(event.namespace, event, "namespace")
@@ -282,7 +287,8 @@ class OrgsGeneration:
                 return Delta(removal_scopes=[scope])
             try:
                 project = get_object(walk.client, f"{org_path}/projects/{_segment(event.name)}")
-            except NotFoundError:
+            except NotFoundError as missing:
+                confirm_gone(missing, NOT_FOUND_CODES)
                 return Delta(removal_scopes=[scope], index=[IndexEntry(PROJECTS, scope)])
             entity = project_entity(project, org_name, mapping, provider)
             return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
@@ -301,7 +307,8 @@ def _component_delta(walk: Walk, org: str, project: str, component: str) -> Delt
     path = f"/orgs/{_segment(org)}/projects/{_segment(project)}/components/{_segment(component)}"
     try:
         detail = get_object(walk.client, path, DETAIL_PARAMS)
-    except NotFoundError:
+    except NotFoundError as missing:
+        confirm_gone(missing, NOT_FOUND_CODES)
         return None
     harvest = _missing_project(walk, org, project)
     harvest.add(component_harvest(walk, org, project, [detail]))
