@@ -20,7 +20,7 @@ from urllib.parse import quote
 from choreo_ingest.errors import CursorRejected, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
-from choreo_ingest.providers.openchoreo.client import Gone, OpenChoreoClient
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
     component_entities,
@@ -36,9 +36,11 @@ from choreo_ingest.providers.openchoreo.generation import (
     Phase,
     Resource,
     Walk,
+    confirm_gone,
     org_era_name_of,
     queued_text,
 )
+from choreo_ingest.providers.openchoreo.many_reads import Gone
 from choreo_ingest.providers.openchoreo.naming import hashed_entity_name
 
 ORG_QUEUE = "orgs"
@@ -48,6 +50,8 @@ PROJECTS = "project"
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
+NOT_FOUND_CODES = ("ORGANIZATION_NOT_FOUND", "PROJECT_NOT_FOUND", "COMPONENT_NOT_FOUND")
+"""The codes of the API's own 404s (`openchoreo-api.md`); its `NOT_FOUND` is a route it lacks."""
 _SCOPE_KEYS = {"Organization": (), "Project": ("namespace",), "Component": ("namespace",)}
 """Keys an event of each kind needs besides `name`; a Component's `project` is optional."""
 
@@ -263,14 +267,16 @@ class OrgsGeneration:
         return False
 
     def event_delta(self, walk: Walk, event: Event) -> Delta:
-        """What the catalog must do for `event`; a 404 on re-read means the resource is gone."""
+        """What the catalog must do for `event`; the API's 404 on re-read means the resource is
+        gone (a 404 in another shape fails the event: `confirm_gone`)."""
         mapping, provider = walk.config.mapping, walk.provider
         if event.kind == "Organization":
             if event.action == "deleted":
                 return Delta(removal_scopes=[event.name])
             try:
                 org = get_object(walk.client, f"/orgs/{_segment(event.name)}")
-            except NotFoundError:
+            except NotFoundError as missing:
+                confirm_gone(missing, NOT_FOUND_CODES)
                 return Delta(removal_scopes=[event.name])
             return Delta(upserts=[organization_entity(org, mapping, provider)])
         org_name = _required(event.namespace, event, "namespace")
@@ -281,7 +287,8 @@ class OrgsGeneration:
                 return Delta(removal_scopes=[scope])
             try:
                 project = get_object(walk.client, f"{org_path}/projects/{_segment(event.name)}")
-            except NotFoundError:
+            except NotFoundError as missing:
+                confirm_gone(missing, NOT_FOUND_CODES)
                 return Delta(removal_scopes=[scope], index=[IndexEntry(PROJECTS, scope)])
             entity = project_entity(project, org_name, mapping, provider)
             return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
@@ -300,7 +307,8 @@ def _component_delta(walk: Walk, org: str, project: str, component: str) -> Delt
     path = f"/orgs/{_segment(org)}/projects/{_segment(project)}/components/{_segment(component)}"
     try:
         detail = get_object(walk.client, path, DETAIL_PARAMS)
-    except NotFoundError:
+    except NotFoundError as missing:
+        confirm_gone(missing, NOT_FOUND_CODES)
         return None
     harvest = _missing_project(walk, org, project)
     harvest.add(component_harvest(walk, org, project, [detail]))

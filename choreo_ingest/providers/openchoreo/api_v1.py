@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from choreo_ingest.errors import CursorExpired
 from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities_v1 import namespace_entity, project_entity
@@ -44,7 +43,7 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
     MAX_LIMIT,
     component_harvest,
     owner_row,
-    parse_list,
+    read_page,
     segment,
     workload_row,
 )
@@ -125,18 +124,7 @@ class V1Generation:
     def list_page(
         self, client: OpenChoreoClient, path: str, *, limit: int, cursor: str | None
     ) -> ListPage:
-        params: dict[str, str | int] = {"limit": min(limit, MAX_LIMIT)}
-        if cursor is None:
-            return parse_list(client.get_json(path, params), path)
-        params["cursor"] = cursor
-        try:
-            body = client.get_json(path, params, expired_on=(500,))
-        except CursorExpired:
-            # v1 answers 500 for an expired cursor and for any other fault: once more tells a
-            # passing fault apart, since an expired cursor keeps answering 500 (as does a
-            # resource the server fails on, which the traversal tells by where it fails).
-            body = client.get_json(path, params, expired_on=(500,))
-        return parse_list(body, path)
+        return read_page(client, path, {"limit": min(limit, MAX_LIMIT)}, cursor)
 
     def event_problem(self, body: Mapping[str, Any]) -> str | None:
         kind, action, name = body.get("kind"), body.get("action"), body.get("name")

@@ -15,8 +15,6 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,7 +27,6 @@ from choreo_ingest.errors import (
     ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
-    NotFoundError,
     PermanentError,
     ProviderError,
     RetryAfter,
@@ -47,6 +44,12 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     with_proxy_note,
 )
 from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
+from choreo_ingest.providers.openchoreo.many_reads import (
+    FAST_ANSWER_SECONDS,
+    Gone,
+    ManyReads,
+    Params,
+)
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.urls import API_PREFIX, api_root, request_url
 from choreo_ingest.version import __version__
@@ -56,31 +59,16 @@ log = get_logger("choreo_ingest.http")
 MAX_ATTEMPTS = 4
 """Attempts per request (first + 3 retries) on 429, 5xx, timeouts and connection errors."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Largest response body read: a page of the API is some hundreds of KiB."""
+"""Largest response body read: a page of the API is some hundreds of KiB, but a v1 workload
+carries its endpoints' API schemas inline (a megabyte or more), and a page holds up to 100."""
 MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
 
-Params = Mapping[str, str | int]
-
-
-@dataclass(frozen=True)
-class Gone:
-    """`get_many`'s marker for a resource that answered 404 (deleted meanwhile)."""
-
-    path: str
-    code: str | None = None
-
 
 def default_user_agent() -> str:
     return f"choreo-ingest/{__version__}"
-
-
-FAST_ANSWER_SECONDS = 0.003
-"""A server that answers a request in less than this gets its detail calls one at a time: on a
-server that answers at once, `maxConcurrentRequests` threads cost a fifth more CPU per request
-than one connection (bench/README.md, benchmark 9), for no gain in time."""
 
 
 class OpenChoreoClient:
@@ -130,9 +118,12 @@ class OpenChoreoClient:
             config.auth, clock=clock, post_form=form_poster(config, transport)
         )
         self._errors = ErrorTranslator(self._credentials, clock, rng)
-        self._pool: ThreadPoolExecutor | None = None
-        self._sequential_below = sequential_below
-        self._answer_time: float | None = None
+        self._many = ManyReads(
+            self.get_json,
+            clock,
+            max_concurrent=self._limiter.max_concurrent,
+            sequential_below=sequential_below,
+        )
         self._count_lock = threading.Lock()
         self._requests_sent = 0
 
@@ -151,9 +142,7 @@ class OpenChoreoClient:
         self.close()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._many.close()
         self._http.close()
 
     @property
@@ -188,7 +177,7 @@ class OpenChoreoClient:
             limit, started = httpx.Timeout(self._timeout_now()), self._clock.monotonic()
             request = self._http.build_request("GET", self.server_root + path, timeout=limit)
             sent = self._http.send(request, stream=True)
-            response = self._read(sent, started + self._request_timeout)
+            response = self._read(sent, started + self._request_timeout, path)
         except httpx.HTTPError as error:
             cause = one_line(self._errors.redact(_cause(error)))
             raise TransientError(
@@ -204,59 +193,8 @@ class OpenChoreoClient:
         return self._json(path, response)
 
     def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
-        """GET each (path, params); results in input order.
-
-        One at a time while the server answers faster than `sequential_below` (the first
-        request of every call is timed alone, and so is each one after it while that holds),
-        else the rest with up to `maxConcurrentRequests` in flight: threads hide the time spent
-        waiting for answers, and with next to none to hide they only add CPU.
-
-        A 404 gives a `Gone` in its place; any other failure raises (the first one in input
-        order among those that failed) and cancels what has not started yet.
-        """
-        results: list[Any | Gone] = []
-        while len(results) < len(requests) and (not results or self._answers_fast()):
-            path, params = requests[len(results)]
-            started = self._clock.monotonic()
-            results.append(self._get_or_not_found(path, params))
-            self._note_answer_time(self._clock.monotonic() - started)
-        if len(results) < len(requests):
-            results += self._concurrently(requests[len(results) :])
-        return results
-
-    def _answers_fast(self) -> bool:
-        return self._answer_time is not None and self._answer_time < self._sequential_below
-
-    def _note_answer_time(self, seconds: float) -> None:
-        """A moving average of the time one request takes, timed alone: one slow answer (a
-        pause of the server's) does not switch a fast server to threads."""
-        known = self._answer_time
-        self._answer_time = seconds if known is None else 0.9 * known + 0.1 * seconds
-
-    def _concurrently(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=self._limiter.max_concurrent, thread_name_prefix="openchoreo"
-            )
-        futures = [
-            self._pool.submit(self._get_or_not_found, path, params) for path, params in requests
-        ]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        failed = [future for future in futures if future in done and future.exception()]
-        if failed:
-            wait([future for future in pending if not future.cancelled()])
-            error = failed[0].exception()
-            assert error is not None
-            raise error
-        return [future.result() for future in futures]
-
-    def _get_or_not_found(self, path: str, params: Params) -> Any | Gone:
-        try:
-            return self.get_json(path, params)
-        except NotFoundError as gone:
-            return Gone(path=path, code=gone.code)
+        """GET each (path, params), results in input order, a 404 as a `Gone` (`ManyReads`)."""
+        return self._many.get_many(requests)
 
     def _send(
         self, method: str, path: str, params: Params | None, expired_on: Collection[int]
@@ -359,7 +297,7 @@ class OpenChoreoClient:
                 url, limit = request_url(self._base_url, path, params), httpx.Timeout(timeout)
                 request = self._http.build_request(method, url, headers=headers, timeout=limit)
                 sent = self._http.send(request, stream=True)
-                response = self._read(sent, started + self._request_timeout)
+                response = self._read(sent, started + self._request_timeout, path)
                 log.debug(
                     "http_request",
                     method=method,
@@ -378,9 +316,10 @@ class OpenChoreoClient:
                 f"{method} {shown}: cannot be requested: {error}", method=method, path=shown
             ) from None
 
-    def _read(self, response: httpx.Response, until: float) -> httpx.Response:
+    def _read(self, response: httpx.Response, until: float, path: str) -> httpx.Response:
         """`response`, its body read whole by `until` (httpx's timeout holds for each read alone: a
-        byte a second held the burst and run lock), at most MAX_BODY_BYTES, and not past a stop."""
+        byte a second held the burst and run lock), at most MAX_BODY_BYTES (a larger one is a
+        PermanentError: it is as large when asked again), and not past a stop."""
         chunks, size, begun = [], 0, self._clock.monotonic()
         try:
             for chunk in response.iter_bytes():
@@ -389,9 +328,12 @@ class OpenChoreoClient:
                 now = self._clock.monotonic()
                 if now > until:
                     raise httpx.ReadTimeout("the whole answer took longer than the timeout")
-                stopping = self._cancelled() and now - begun > 1.0  # a slow answer only
-                if size > MAX_BODY_BYTES or stopping:
-                    raise httpx.ReadError("cut short: " + ("stopping" if stopping else "too large"))
+                if size > MAX_BODY_BYTES:
+                    sent, status = response.request, response.status_code
+                    limit = sent.url.params.get("limit")
+                    raise self._errors.too_large(sent.method, path, status, limit, MAX_BODY_BYTES)
+                if self._cancelled() and now - begun > 1.0:  # a slow answer only
+                    raise httpx.ReadError("cut short: stopping")
         finally:
             response.close()
         response._content = b"".join(chunks)  # what `read()` would have kept

@@ -1,7 +1,8 @@
 """v1 events: the event forwarder's `{kind, name, namespace, action}`, applied as a delta.
 
 Each event re-reads what it names, whatever its `action` says (the forwarder does not say what
-changed): 404 means gone, and the entity leaves with everything below it. A workload event
+changed): the API's 404 (`code: NOT_FOUND`) means gone, and the entity leaves with everything
+below it; a 404 in another shape (a proxy's) fails the event, which is tried again. A workload event
 recomputes its component's APIs, found through the indexed workload -> component link even when
 the workload answers 404; a project event whose owner changed maps its components again, since
 those without an owner of their own take the project's.
@@ -9,10 +10,16 @@ those without an owner of their own take the project's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
+from choreo_ingest.errors import (
+    AuthError,
+    CursorExpired,
+    NotFoundError,
+    PermanentError,
+    ProviderError,
+)
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim_key
@@ -21,7 +28,13 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
     namespace_entity,
     project_entity,
 )
-from choreo_ingest.providers.openchoreo.generation import Harvest, Resource, Walk, name_of
+from choreo_ingest.providers.openchoreo.generation import (
+    Harvest,
+    Resource,
+    Walk,
+    confirm_gone,
+    name_of,
+)
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     namespace_name,
@@ -35,7 +48,7 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
     component_harvest,
     first_workload,
     owner_row,
-    parse_list,
+    read_page,
     segment,
     spec_owner,
     workload_row,
@@ -46,6 +59,11 @@ log = get_logger("choreo_ingest.providers.openchoreo")
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
 CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
 """The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
+NOT_FOUND = ("NOT_FOUND",)
+"""The code of the API's own 404 (`{"error": "<Resource> not found", "code": "NOT_FOUND"}`)."""
+MAX_RESTARTS = 3
+"""Restarts of a listing an event reads whose cursor expired, before the event fails (as many as
+the walk allows one listing in a burst)."""
 
 
 def event_delta(walk: Walk, event: Event) -> Delta:
@@ -108,10 +126,8 @@ def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
     of every namespace. The label on the read vouches for it; without it (taken off, or a server
     that leaves labels out) the listing, which is what the walk takes, decides.
     """
-    path = f"/namespaces/{segment(namespace)}"
-    try:
-        resource = as_object(walk.client.get_json(path), path)
-    except NotFoundError:
+    resource = _read(walk, f"/namespaces/{segment(namespace)}")
+    if resource is None:
         return None
     metadata = resource.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
@@ -121,11 +137,18 @@ def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
     return resource if any(name_of(item, "/namespaces") == namespace for item in listed) else None
 
 
-def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
-    path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
+def _read(walk: Walk, path: str) -> Resource | None:
+    """The object at `path`; None when the API answers that it is not there."""
     try:
-        resource = as_object(walk.client.get_json(path), path)
-    except NotFoundError:
+        return as_object(walk.client.get_json(path), path)
+    except NotFoundError as missing:
+        confirm_gone(missing, NOT_FOUND)
+        return None
+
+
+def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
+    resource = _read(walk, f"/namespaces/{segment(namespace)}/projects/{segment(project)}")
+    if resource is None:
         return Delta(
             removal_scopes=[f"{namespace}/{project}"],
             index=[IndexEntry(PROJECT_OWNERS, f"{namespace}/{project}")],
@@ -155,10 +178,8 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now, with its workloads read again (its APIs follow them)."""
-    base = f"/namespaces/{segment(namespace)}"
-    try:
-        resource = as_object(walk.client.get_json(f"{base}/components/{segment(component)}"), base)
-    except NotFoundError:
+    resource = _read(walk, f"/namespaces/{segment(namespace)}/components/{segment(component)}")
+    if resource is None:
         workloads = _workloads_of(walk, namespace, component, gone=True)
         return _component_gone(walk, namespace, component, workloads)
     workloads = _workloads_of(walk, namespace, component)
@@ -198,10 +219,8 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     domain = _namespace_domain(walk, namespace)
     if domain is None:
         return gone
-    path = f"/namespaces/{segment(namespace)}/projects/{segment(project)}"
-    try:
-        resource = as_object(walk.client.get_json(path), path)
-    except NotFoundError:
+    resource = _read(walk, f"/namespaces/{segment(namespace)}/projects/{segment(project)}")
+    if resource is None:
         return gone
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     return Harvest(entities=[*domain.entities, entity], index=[owner_row(namespace, resource)])
@@ -219,11 +238,10 @@ def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
-    path = f"/namespaces/{segment(namespace)}/workloads/{segment(workload)}"
-    try:
-        resource = as_object(walk.client.get_json(path), path)
+    resource = _read(walk, f"/namespaces/{segment(namespace)}/workloads/{segment(workload)}")
+    if resource is not None:
         component = spec_owner(resource, "componentName")
-    except NotFoundError:
+    else:
         known = walk.index.by_key(WORKLOADS, [f"{namespace}/{workload}"])
         row = known.get(f"{namespace}/{workload}")
         component = row.group.partition("/")[2] if row is not None else None
@@ -245,34 +263,58 @@ def _listed(
     walk: Walk, namespace: str, listing: str, *, gone: bool = False, **only: str
 ) -> list[Resource]:
     """Every item of a namespace's listing that the filter `only` (`project=`, `component=`)
-    lets through, page by page. A first page that answers 404 to `project=` (the document's
-    answer for a project that does not exist), or to any filter naming a resource that is
-    `gone`, says there is nothing to list; any other 404 fails the event, which is tried again,
-    rather than take its workloads for none."""
+    lets through, page by page. A first page that answers the API's 404 to `project=` (the
+    document's answer for a project that does not exist), or to any filter naming a resource
+    that is `gone`, says there is nothing to list; any other 404 fails the event, which is tried
+    again, rather than take its workloads for none."""
     path = f"/namespaces/{segment(namespace)}/{listing}"
-    return list(_items(walk, path, only, missing_is_empty=gone or "project" in only))
+    return _items(walk, path, only, missing_is_empty=gone or "project" in only)
 
 
 def _items(
     walk: Walk, path: str, only: Mapping[str, str], *, missing_is_empty: bool = False
-) -> Iterator[Resource]:
-    """The items of a listing, page by page; none when its first page answers 404 and
-    `missing_is_empty`, else the 404 is raised."""
+) -> list[Resource]:
+    """The items of a listing, every page; none when its first page answers the API's 404 and
+    `missing_is_empty`, else the 404 is raised. An expired cursor (a 500 to a request that
+    carried one: `read_page`) restarts the listing from its first page, as the walk does, up to
+    MAX_RESTARTS times; sent again, it would answer 500 again."""
+    restarts = 0
+    while True:
+        try:
+            return _pages(walk, path, only, missing_is_empty)
+        except CursorExpired as expired:
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                raise ProviderError(
+                    f"{expired}; the listing's cursor failed again after {MAX_RESTARTS} "
+                    "restarts from its first page: the server may be failing on a resource in "
+                    "it (see the openchoreo-api logs), or its cursors expire faster than a page "
+                    "takes",
+                    method="GET",
+                    path=path,
+                    status=expired.status,
+                    code=expired.code,
+                ) from None
+            log.info("event_listing_restarted", path=path, restarts=restarts)
+
+
+def _pages(
+    walk: Walk, path: str, only: Mapping[str, str], missing_is_empty: bool
+) -> list[Resource]:
+    items: list[Resource] = []
     cursor: str | None = None
     seen: set[str] = set()
     while True:
-        params: dict[str, str | int] = {**only, "limit": MAX_LIMIT}
-        if cursor:
-            params["cursor"] = cursor
         try:
-            page = parse_list(walk.client.get_json(path, params), path)
-        except NotFoundError:
+            page = read_page(walk.client, path, {**only, "limit": MAX_LIMIT}, cursor)
+        except NotFoundError as missing:
+            confirm_gone(missing, NOT_FOUND)
             if cursor or not missing_is_empty:
                 raise
-            return
-        yield from page.items
+            return []
+        items += page.items
         if not page.next_cursor:
-            return
+            return items
         if page.next_cursor in seen or page.next_cursor == cursor:
             # Taken for the end, a cut-short list would remove the workloads it left out.
             raise PermanentError(

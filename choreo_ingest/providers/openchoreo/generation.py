@@ -11,7 +11,7 @@ loader in `generations.py`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -139,6 +139,24 @@ def org_era_name_of(resource: Mapping[str, Any], path: str) -> str:
 def _nameless(resource: Mapping[str, Any], path: str) -> PermanentError:
     shown = scrub_secrets(repr(dict(resource)))[:200]
     return PermanentError(f"GET {path}: an item has no name: {shown}", path=path)
+
+
+def confirm_gone(missing: NotFoundError, codes: Collection[str]) -> None:
+    """Return when the 404 `missing` is the API's own answer that the object is not there (its
+    error body's code is one of `codes`); else raise: a 404 in another shape (a proxy's or an
+    ingress's `404 page not found`) says nothing of the object, and taken for "gone" it would
+    remove it. The PermanentError fails an event, which is tried again."""
+    if missing.code in codes:
+        return
+    raise PermanentError(
+        f"{missing}; not the API's own answer, which carries code {' or '.join(sorted(codes))} "
+        "(a proxy or ingress in front of the API without this route?): nothing is removed for "
+        "it meanwhile",
+        method=missing.method,
+        path=missing.path,
+        status=missing.status,
+        code=missing.code,
+    )
 
 
 def queued_text(item: QueuedItem | None, key: str) -> str:

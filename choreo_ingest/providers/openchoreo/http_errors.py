@@ -121,7 +121,7 @@ class ErrorTranslator:
             return self.error(CursorExpired, method, path, status, code, message)
         if status == 401:
             if credentials_sent:
-                advice = _unauthorized_advice(self._credentials.config_key)
+                advice = _unauthorized_advice(self._credentials.config_key, code)
             else:
                 advice = PUBLIC_UNAUTHORIZED_ADVICE
             return self.error(AuthError, method, path, status, code, f"{message}; {advice}")
@@ -152,6 +152,29 @@ class ErrorTranslator:
             message += f"; redirected to {where}, not followed: point openchoreo.baseUrl at the API"
         return self.error(PermanentError, method, path, status, code, message)
 
+    def too_large(
+        self, method: str, path: str, status: int, limit: str | None, cap: int
+    ) -> PermanentError:
+        """An answer over `cap` bytes, cut short: as large when asked again, so not retried. A
+        page asked for `limit` items (the walk's chunkSize) is made smaller by asking for fewer."""
+        size = f"{cap // 2**20} MiB" if cap >= 2**20 else f"{cap:,} bytes"
+        text = f"{method} {path}: the answer is larger than {size}, the most the client reads"
+        key = None
+        if limit is not None:
+            key = "openchoreo.incremental.chunkSize"
+            text += (
+                f": a page of {one_line(limit, 20)} items holds too much (workloads carry their "
+                f"endpoints' API schemas inline); lower {key}, the items a page asks for"
+            )
+        return PermanentError(
+            self.redact(text),
+            method=method,
+            path=path,
+            status=status,
+            code="TOO_LARGE",
+            config_key=key,
+        )
+
     def error(
         self,
         kind: type[_Error],
@@ -174,19 +197,33 @@ class ErrorTranslator:
         return text
 
 
-def _unauthorized_advice(config_key: str) -> str:
+def _unauthorized_advice(config_key: str, code: str | None) -> str:
     """What to check after the API refused the token from `config_key` twice (the client
-    refreshes it once): an OAuth2 token was just issued, so it is the API that does not take
-    the identity provider's tokens, not the client secret that is wrong."""
+    refreshes it once), by the JWT middleware's `code`. MISSING_TOKEN: the header was sent, so
+    something on the way took it off. Otherwise, with OAuth2, a token was just issued, so it is
+    the API that does not take the identity provider's tokens, not the client secret that is
+    wrong: INVALID_CLAIMS says the signature was good and the claims (issuer, audience) not."""
     if not config_key:
         return "the API needs credentials: set openchoreo.auth"
-    if config_key.startswith(f"{OAUTH_KEY}."):
+    oauth = config_key.startswith(f"{OAUTH_KEY}.")
+    if code == "MISSING_TOKEN":
         return (
-            "the API refused a token just issued at openchoreo.auth.oauth.tokenUrl: check that "
-            "OpenChoreo trusts that identity provider (its issuer, audience and signing keys; "
-            "an audience the token lacks may need openchoreo.auth.oauth.audience)"
+            "the Authorization header did not reach the API (a proxy or ingress in between "
+            f"strips it?): it was sent, with the token from {OAUTH_KEY if oauth else config_key}"
         )
-    return f"check {config_key}"
+    if not oauth:
+        return f"check {config_key}"
+    issued = "the API refused a token just issued at openchoreo.auth.oauth.tokenUrl"
+    audience = "an audience the token lacks may need openchoreo.auth.oauth.audience"
+    if code == "INVALID_CLAIMS":
+        return (
+            f"{issued} for its claims: check the issuer and audience OpenChoreo expects of "
+            f"that identity provider's tokens ({audience})"
+        )
+    return (
+        f"{issued}: check that OpenChoreo trusts that identity provider (its issuer, audience "
+        f"and signing keys; {audience})"
+    )
 
 
 def _describe(method: str, path: str, status: int, code: str | None, message: str) -> str:

@@ -1,9 +1,9 @@
 """What the v1 API's resources become: list bodies read, index rows, Component and API entities.
 
-Shared by the walk (`api_v1`) and the events (`events_v1`): a list body's items and cursor
-(`parse_list`), the rows the lookup index keeps (a project's owner, a workload by component),
-and the entities of a page of components, each joined with its first workload by name and with
-its project's owner (`component_harvest`).
+Shared by the walk (`api_v1`) and the events (`events_v1`): a page of a listing (`read_page`),
+a list body's items and cursor (`parse_list`), the rows the lookup index keeps (a project's
+owner, a workload by component), and the entities of a page of components, each joined with its
+first workload by name and with its project's owner (`component_harvest`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
+from choreo_ingest.errors import AuthError, CursorExpired, NotFoundError, PermanentError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.api_names import (
@@ -23,6 +23,7 @@ from choreo_ingest.providers.openchoreo.api_names import (
     predicted_names,
     resolve_api_names,
 )
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.data_warnings import data_warning
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
@@ -86,6 +87,23 @@ def parse_list(body: Any, path: str) -> ListPage:
     if next_cursor is not None and not isinstance(next_cursor, str):
         raise PermanentError(f"GET {path}: HTTP 200: nextCursor is not a string", path=path)
     return ListPage(items=items, next_cursor=next_cursor or "")
+
+
+def read_page(
+    client: OpenChoreoClient, path: str, params: Mapping[str, str | int], cursor: str | None
+) -> ListPage:
+    """One page of a listing (the walk's, an event's); CursorExpired when a request that carried
+    a cursor answers 500 twice in a row. v1 answers 500 for an expired cursor and for any other
+    fault: once more tells a passing fault apart, since an expired cursor keeps answering 500
+    (as does a resource the server fails on, which the traversal tells by where it fails)."""
+    if cursor is None:
+        return parse_list(client.get_json(path, params), path)
+    params = {**params, "cursor": cursor}
+    try:
+        body = client.get_json(path, params, expired_on=(500,))
+    except CursorExpired:
+        body = client.get_json(path, params, expired_on=(500,))
+    return parse_list(body, path)
 
 
 def owner_row(namespace: str, project: Resource) -> IndexEntry:

@@ -406,8 +406,11 @@ def test_a_404_on_a_components_workload_listing_fails_the_event_and_removes_noth
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
 
-    with engine.provider.around(engine.burst) as context, pytest.raises(NotFoundError):
+    with engine.provider.around(engine.burst) as context, pytest.raises(PermanentError) as caught:
         engine.provider.handle_event(context, Event("Component", "cart", "updated", "acme"))
+
+    assert "not the API's own answer" in str(caught.value)
+    assert not isinstance(caught.value, NotFoundError)
 
 
 def test_an_item_without_a_name_is_quoted_with_the_token_masked(

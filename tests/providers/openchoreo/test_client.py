@@ -21,6 +21,7 @@ from choreo_ingest.errors import (
     CursorExpired,
     CursorRejected,
     DeadlineExceeded,
+    NotFoundError,
     PermanentError,
     ProviderError,
     RetryAfter,
@@ -30,15 +31,13 @@ from choreo_ingest.errors import (
 from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
 from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
-    FAST_ANSWER_SECONDS,
     MAX_ATTEMPTS,
-    Gone,
-    NotFoundError,
     OpenChoreoClient,
     default_user_agent,
     form_poster,
 )
 from choreo_ingest.providers.openchoreo.generation import ListPage
+from choreo_ingest.providers.openchoreo.many_reads import FAST_ANSWER_SECONDS, Gone
 
 USER_AGENT = "choreo-ingest/test"
 FORBIDDEN_ADVICE = (

@@ -759,7 +759,7 @@ class TestListingRules:
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
         """The document: 401 -> fail, "check openchoreo.token"; no retries inside the burst."""
-        httpx_mock.add_response(status_code=401, json={"error": "MISSING_TOKEN", "message": "no"})
+        httpx_mock.add_response(status_code=401, json={"error": "INVALID_TOKEN", "message": "no"})
 
         with pytest.raises(AuthError, match=r"; check openchoreo\.token$"):
             walk().page()

@@ -1,0 +1,109 @@
+"""Many GETs for one page (`OpenChoreoClient.get_many`: the org era's component details), one at a
+time while the server answers fast, else on a thread pool; a 404 gives a `Gone` in its place.
+
+It knows nothing of HTTP: it calls the client's `get_json` and times the answers with the
+client's clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from choreo_ingest.clock import Clock
+from choreo_ingest.errors import NotFoundError
+
+Params = Mapping[str, str | int]
+FAST_ANSWER_SECONDS = 0.003
+"""A server that answers a request in less than this gets its detail calls one at a time: on a
+server that answers at once, `maxConcurrentRequests` threads cost a fifth more CPU per request
+than one connection (bench/README.md, benchmark 9), for no gain in time."""
+
+
+@dataclass(frozen=True)
+class Gone:
+    """`get_many`'s marker for a resource that answered 404 (deleted meanwhile)."""
+
+    path: str
+    code: str | None = None
+
+
+class ManyReads:
+    """One client's reads of many resources at once, and the thread pool they may use."""
+
+    def __init__(
+        self,
+        get_json: Callable[[str, Params], Any],
+        clock: Clock,
+        *,
+        max_concurrent: int,
+        sequential_below: float = FAST_ANSWER_SECONDS,
+    ) -> None:
+        self._get_json = get_json
+        self._clock = clock
+        self._max_concurrent = max_concurrent
+        self._sequential_below = sequential_below
+        self._answer_time: float | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def get_many(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
+        """GET each (path, params); results in input order.
+
+        One at a time while the server answers faster than `sequential_below` (the first
+        request of every call is timed alone, and so is each one after it while that holds),
+        else the rest with up to `maxConcurrentRequests` in flight: threads hide the time spent
+        waiting for answers, and with next to none to hide they only add CPU.
+
+        A 404 gives a `Gone` in its place; any other failure raises (the first one in input
+        order among those that failed) and cancels what has not started yet.
+        """
+        results: list[Any | Gone] = []
+        while len(results) < len(requests) and (not results or self._answers_fast()):
+            path, params = requests[len(results)]
+            started = self._clock.monotonic()
+            results.append(self._get_or_not_found(path, params))
+            self._note_answer_time(self._clock.monotonic() - started)
+        if len(results) < len(requests):
+            results += self._concurrently(requests[len(results) :])
+        return results
+
+    def _answers_fast(self) -> bool:
+        return self._answer_time is not None and self._answer_time < self._sequential_below
+
+    def _note_answer_time(self, seconds: float) -> None:
+        """A moving average of the time one request takes, timed alone: one slow answer (a
+        pause of the server's) does not switch a fast server to threads."""
+        known = self._answer_time
+        self._answer_time = seconds if known is None else 0.9 * known + 0.1 * seconds
+
+    def _concurrently(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self._max_concurrent, thread_name_prefix="openchoreo"
+            )
+        futures = [
+            self._pool.submit(self._get_or_not_found, path, params) for path, params in requests
+        ]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        failed = [future for future in futures if future in done and future.exception()]
+        if failed:
+            wait([future for future in pending if not future.cancelled()])
+            error = failed[0].exception()
+            assert error is not None
+            raise error
+        return [future.result() for future in futures]
+
+    def _get_or_not_found(self, path: str, params: Params) -> Any | Gone:
+        try:
+            return self._get_json(path, params)
+        except NotFoundError as gone:
+            return Gone(path=path, code=gone.code)
