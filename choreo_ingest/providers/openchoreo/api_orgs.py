@@ -134,8 +134,27 @@ class _Components:
         details = walk.client.get_many(
             [(f"{path}/{_segment(name)}", DETAIL_PARAMS) for name in names]
         )
-        found = [unwrap(detail, path) for detail in details if not isinstance(detail, Gone)]
+        found = [unwrap(detail, path) for detail in details if not _deleted(detail)]
         return component_harvest(walk, org, project, found)
+
+
+def _deleted(detail: object) -> bool:
+    """Whether a component's detail read found it deleted while walked (the document's
+    `COMPONENT_NOT_FOUND`). A 404 in another shape fails the burst: something in front of the API
+    without the route, and leaving the component out would have the sweep remove it."""
+    if not isinstance(detail, Gone):
+        return False
+    if detail.code in NOT_FOUND_CODES:
+        return True
+    raise PermanentError(
+        f"GET {detail.path}: HTTP 404 without the API's own code ({' or '.join(NOT_FOUND_CODES)}): "
+        "a proxy or ingress in front of the API without this route?; nothing is removed for it "
+        "meanwhile",
+        method="GET",
+        path=detail.path,
+        status=404,
+        code=detail.code,
+    )
 
 
 def _project_row(org: str, project: str) -> IndexEntry:

@@ -695,6 +695,37 @@ class TestListingRules:
         with pytest.raises(PermanentError, match=r"yet GET /orgs/o/projects/p finds it"):
             engine.run()
 
+    def test_a_detail_404_without_the_apis_code_fails_the_burst(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """Not the document's `COMPONENT_NOT_FOUND` of a component deleted while walked, but a
+        proxy's `404 page not found`: leaving the component out would have the sweep remove it."""
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["o"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects?limit=2&pagination=cursor", json=listing(["p"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p/components?limit=2&pagination=cursor",
+            json=listing(["c", "d"]),
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p/components/c?{DETAIL}",
+            status_code=404,
+            text="404 page not found",
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p/components/d?{DETAIL}", json=detail("d")
+        )
+        engine = walk()
+
+        with pytest.raises(PermanentError, match=r"without the API's own code") as failed:
+            engine.run()
+
+        assert failed.value.path == "/orgs/o/projects/p/components/c"
+        assert "component:o/d" not in engine.entities
+
     def test_resources_being_deleted_stay_with_an_annotation(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
