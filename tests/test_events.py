@@ -423,7 +423,7 @@ class TestEventCommand:
                     component_event("a", "created"),
                     {"kind": "Component", "namespace": "acme", "project": "p", "action": "created"},
                     component_event("b", "deleted"),
-                    {"kind": "Component", "name": "c", "action": "exploded"},
+                    {"kind": "Component", "name": "c", "namespace": "acme", "action": " "},
                 ]
             ),
             encoding="utf-8",
@@ -437,8 +437,8 @@ class TestEventCommand:
         assert document["exitCode"] == 2
         assert [item["index"] for item in document["rejected"]] == [2, 4]
         assert "needs a non-empty 'name'" in document["rejected"][0]["problem"]
-        assert "unknown action 'exploded'" in document["rejected"][1]["problem"]
-        assert "event 4: unknown action 'exploded'" in result.stderr
+        assert "needs a non-empty 'action'" in document["rejected"][1]["problem"]
+        assert "event 4: event needs a non-empty 'action'" in result.stderr
         assert self.pending(tmp_path) == ["a", "b"]
 
     def test_ndjson_on_stdin_is_stored_in_order(self, tmp_path: Path, config_file: Path) -> None:
@@ -454,6 +454,19 @@ class TestEventCommand:
             "exitCode": 0,
         }
         assert self.pending(tmp_path) == ["z", "y"]
+
+    def test_a_v1_event_with_an_action_of_its_own_is_stored(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        body = {"kind": "Component", "name": "c", "namespace": "acme", "action": "patched"}
+
+        result = self.invoke(
+            "event", "-", "--json", "--config", str(config_file), stdin=json.dumps(body)
+        )
+
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["stored"] == 1
+        assert self.pending(tmp_path) == ["c"]
 
     def test_event_succeeds_while_a_run_holds_the_lock(
         self, tmp_path: Path, config_file: Path

@@ -32,6 +32,7 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     project_entity as v1_project_entity,
 )
+from choreo_ingest.providers.openchoreo.naming import hashed_entity_name, v1_api_entity_name
 
 from backstage_validator import (
     entity_lines,
@@ -402,6 +403,21 @@ def _v1_endpoints(names: list[str]) -> dict[str, Any]:
     return endpoints
 
 
+def _apart_up_to_case() -> Callable[[str, str, str], str]:
+    """v1 API names as the walk's claims keep them apart (`api_names`): a name that differs
+    only in case from one given before gets a hashed name."""
+    given: set[str] = set()
+
+    def api_name(project: str, component: str, endpoint: str) -> str:
+        name = v1_api_entity_name(project, component, endpoint)
+        if name.lower() in given:
+            name = hashed_entity_name(name, f"{project}/{component}/{endpoint}")
+        given.add(name.lower())
+        return name
+
+    return api_name
+
+
 def v1_world() -> list[Entity]:
     """Two namespaces, three projects, components of every type, readiness and owner
     annotation, with every kind of endpoint, mapped once without and once with stub APIs."""
@@ -428,6 +444,7 @@ def v1_world() -> list[Entity]:
         metadata = resource["metadata"]
         owners[(metadata["namespace"], metadata["name"])] = project_owner(resource)
     placement = [("acme", "shop"), ("acme", LONG), (LONG, "default")]
+    api_name = _apart_up_to_case()
     index = 0
     for namespace, project in placement:
         for stub in (False, True):
@@ -481,6 +498,7 @@ def v1_world() -> list[Entity]:
                         owners[(namespace, project)],
                         stubs if stub else mapping,
                         PROVIDER,
+                        api_name=api_name,
                         consumes=earlier[-3:] if index % 3 == 0 else (),
                     )
     nul_component = _v1_resource(
@@ -519,6 +537,40 @@ def test_every_v1_entity_passes_backstage_validation() -> None:
 def test_python_validator_accepts_every_v1_entity() -> None:
     problems = {entity.ref: validate_entity(entity.body) for entity in v1_world()}
     assert {ref: found for ref, found in problems.items() if found} == {}
+
+
+def test_v1_world_has_api_names_with_capitals() -> None:
+    names = [entity.name for entity in v1_world() if entity.kind == "API"]
+    assert any(name != name.lower() for name in names)
+
+
+def _v1_component_with_apis(*endpoints: str) -> list[dict[str, Any]]:
+    mapping = MappingConfig()
+    domain = namespace_entity({"metadata": {"name": "acme"}}, mapping, PROVIDER)
+    system = v1_project_entity(_v1_resource("shop", "acme"), mapping, PROVIDER)
+    component_and_apis = v1_component_entities(
+        _v1_resource("orders", "acme", spec={"owner": {"projectName": "shop"}}),
+        _v1_resource("w", "acme", spec={"endpoints": _v1_endpoints(list(endpoints))}),
+        None,
+        mapping,
+        PROVIDER,
+    )
+    return [domain.body, system.body, *(entity.body for entity in component_and_apis)]
+
+
+def test_backstage_takes_a_v1_api_name_with_capitals_and_the_ref_to_it() -> None:
+    skip_unless_backstage_validator()
+    bodies = _v1_component_with_apis("httpApi")
+    assert bodies[2]["spec"]["providesApis"] == ["api:acme/shop-orders-httpApi"]
+    assert run_backstage_validator(entity_lines(bodies)) == []
+
+
+def test_backstage_reports_api_names_that_differ_only_in_case_as_duplicates() -> None:
+    """Why the walk never writes two such names (`api_names`): the catalog takes them for one."""
+    skip_unless_backstage_validator()
+    bodies = _v1_component_with_apis("httpApi", "httpapi")
+    problems = run_backstage_validator(entity_lines(bodies))
+    assert [(problem["line"], problem["check"]) for problem in problems] == [(5, "duplicate")]
 
 
 def test_backstage_reports_a_v1_component_whose_api_is_missing() -> None:

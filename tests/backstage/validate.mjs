@@ -11,9 +11,11 @@
 //             NoForeignRootFieldsEntityPolicy, FieldFormatEntityPolicy])
 //   kind      the built-in kind validators (Component, API, System, Domain, ...); an entity no
 //             validator claims is an error, as in the catalog's BuiltinKindsEntityProcessor
-//   duplicate two entities with the same ref (the catalog would reject the second)
+//   duplicate two entities with the same ref (the catalog would reject the second); refs are
+//             compared case-insensitively, as the catalog compares them
 //   ref       spec.system, spec.domain, spec.providesApis, ... must parse (with the entity's
-//             namespace and the field's default kind) and name an entity in the input;
+//             namespace and the field's default kind) and name an entity in the input
+//             (whatever the case);
 //             spec.owner must parse and be a Group or User, but may live outside the input
 import { createInterface } from 'node:readline';
 import {
@@ -122,6 +124,10 @@ function describe(raw) {
   }
 }
 
+function folded(ref) {
+  return ref.toLocaleLowerCase('en-US');
+}
+
 function valuesAt(entity, path) {
   let value = entity;
   for (const key of path.split('.')) {
@@ -144,7 +150,7 @@ function checkRefs(line, entity, known) {
         continue;
       }
       const targetRef = stringifyEntityRef(parsed);
-      if (!known.has(targetRef)) {
+      if (!known.has(folded(targetRef))) {
         report(line, ref, 'ref', `${path}: ${JSON.stringify(target)} -> ${targetRef} is not in the input`);
       }
     }
@@ -178,11 +184,11 @@ async function main() {
     const entity = await checkEntity(line, raw);
     if (!entity) continue;
     const ref = stringifyEntityRef(entity);
-    if (known.has(ref)) {
-      report(line, ref, 'duplicate', `same ref as line ${known.get(ref)}`);
+    if (known.has(folded(ref))) {
+      report(line, ref, 'duplicate', `same ref as line ${known.get(folded(ref))}`);
       continue;
     }
-    known.set(ref, line);
+    known.set(folded(ref), line);
     valid.push([line, entity]);
   }
   for (const [entityLine, entity] of valid) {

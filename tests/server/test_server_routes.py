@@ -131,6 +131,25 @@ class TestEvents:
 
         assert service.arrivals.flooding() is flood
 
+    @pytest.mark.parametrize("action", ["patched", "Updated"])
+    def test_an_event_with_an_action_of_its_own_is_stored_to_be_re_read(
+        self, client: AsgiClient, ingested: Path, action: str
+    ) -> None:
+        answer = client.post("/api/events/http/openchoreo", json=component_event("x", action))
+
+        assert answer.status_code == 202
+        assert answer.json() == {"stored": 1, "ignored": 0, "rejected": []}
+        assert pending(ingested) == [component_event("x", action)]
+
+    def test_an_event_without_an_action_is_400(self, client: AsgiClient, ingested: Path) -> None:
+        event = {"kind": "Component", "name": "x", "namespace": "acme"}
+
+        answer = client.post("/events/openchoreo", json=event)
+
+        assert answer.status_code == 400
+        assert "needs a non-empty 'action'" in json.dumps(answer.json())
+        assert pending(ingested) == []
+
     def test_duplicates_coalesce(self, client: AsgiClient, ingested: Path) -> None:
         for _ in range(3):
             assert client.post("/events/openchoreo", json=component_event("x")).status_code == 202

@@ -8,6 +8,11 @@ events, so every endpoint records a claim on its plain name in the provider's lo
 claims of a name decide who holds it, whatever the order. When a newcomer sorts before the
 current holder, the holder is displaced: the caller re-reads it so it moves to its hashed name
 in the same page.
+
+Backstage compares refs case-insensitively, and v1 names keep their case (`web-cart-httpApi`),
+so claims are grouped by the lower-cased name: `httpApi` and `httpapi` contend for one name.
+A name without capitals goes first, then the sort order: it is the one that held the name before
+v1 names kept their case (a name with capitals had a hashed one then), so no holder loses it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.generation import Harvest, Walk
 
 CLAIMS = "api-name"
-"""The index table of claims: grouped by `<namespace>/<plain name>`."""
+"""The index table of claims: grouped by `<namespace>/<plain name, lower-cased>`."""
 
 Owner = tuple[str, ...]
 """Who owns an endpoint, outermost first: (project, component)."""
@@ -40,11 +45,24 @@ class ApiClaim:
 
     @property
     def group(self) -> str:
-        return f"{self.namespace}/{self.plain}"
+        return f"{self.namespace}/{self.plain.lower()}"
+
+    @property
+    def cased(self) -> bool:
+        return self.plain != self.plain.lower()
 
 
-Pending = dict[str, dict[ClaimKey, bool]]
-"""Claims decided earlier in the same page: group -> claim -> holds the plain name."""
+@dataclass(frozen=True)
+class Standing:
+    """A claim as its group knows it: whether it holds the plain name, and whether that name
+    has capitals (it yields to one without)."""
+
+    holds: bool
+    cased: bool = False
+
+
+Pending = dict[str, dict[ClaimKey, Standing]]
+"""Claims decided earlier in the same page: group -> claim -> its standing."""
 
 
 def resolve_api_names(
@@ -64,21 +82,22 @@ def resolve_api_names(
     harvest = Harvest()
     displaced: list[Owner] = []
     for group, rows in stored.items():
-        known = {_claim_key(row): bool(_value(row).get("holds")) for row in rows}
+        known = {_claim_key(row): _standing(row) for row in rows}
         known.update(pending.get(group, {}))
         ours = by_group[group]
-        contenders = set(known) | {claim.sort_key for claim in ours}
-        winner = min(contenders)
+        cased = {key: standing.cased for key, standing in known.items()}
+        cased.update((claim.sort_key, claim.cased) for claim in ours)
+        winner = min(cased, key=lambda key: (cased[key], key))
         for claim in ours:
             holds = claim.sort_key == winner
             names[claim.sort_key] = claim.plain if holds else hashed(claim.owner, claim.endpoint)
             harvest.index.append(_row(claim, holds))
-            known[claim.sort_key] = holds
-        for key, holds in known.items():
+            known[claim.sort_key] = Standing(holds, claim.cased)
+        for key, standing in known.items():
             owner = key[:-1]
-            if holds and key != winner and owner not in displaced:
+            if standing.holds and key != winner and owner not in displaced:
                 displaced.append(owner)
-                known[key] = False
+                known[key] = Standing(False, standing.cased)
         pending[group] = known
     return names, harvest, displaced
 
@@ -103,12 +122,22 @@ def claim_key(claim: ApiClaim) -> str:
 
 
 def _row(claim: ApiClaim, holds: bool) -> IndexEntry:
-    value = {"owner": list(claim.owner), "endpoint": claim.endpoint, "holds": holds}
+    value: dict[str, object] = {"owner": list(claim.owner), "endpoint": claim.endpoint}
+    value["holds"] = holds
+    if claim.cased:
+        value["cased"] = True
     return IndexEntry(CLAIMS, claim_key(claim), claim.group, value)
 
 
 def _value(row: IndexEntry) -> Mapping[str, object]:
     return row.value if isinstance(row.value, Mapping) else {}
+
+
+def _standing(row: IndexEntry) -> Standing:
+    """A stored claim's standing; rows written before names kept their case have no `cased`:
+    their names had no capitals."""
+    value = _value(row)
+    return Standing(bool(value.get("holds")), bool(value.get("cased")))
 
 
 def _claim_key(row: IndexEntry) -> ClaimKey:

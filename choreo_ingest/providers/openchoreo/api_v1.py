@@ -49,7 +49,6 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
 )
 
 NAMESPACES = "namespaces"
-ACTIONS = ("created", "updated", "deleted")
 KIND_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 
 
@@ -127,11 +126,11 @@ class V1Generation:
         return read_page(client, path, {"limit": min(limit, MAX_LIMIT)}, cursor)
 
     def event_problem(self, body: Mapping[str, Any]) -> str | None:
-        kind, action, name = body.get("kind"), body.get("action"), body.get("name")
+        kind, name = body.get("kind"), body.get("name")
         if not isinstance(kind, str) or not KIND_NAME.fullmatch(kind):
             return f"kind {kind!r:.80} is not a resource kind (expected e.g. Component)"
-        if action not in ACTIONS:
-            return f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})"
+        # Any action goes (the intake wants a non-empty one): the event is re-read, as
+        # OpenChoreo's own provider does, so the read decides, never the action.
         # Only the names this provider reads back must be Kubernetes object names; other
         # kinds (an RBAC role `system:admin`, say) are acknowledged and ignored whatever theirs.
         if kind not in INGESTED_KINDS:

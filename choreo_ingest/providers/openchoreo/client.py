@@ -370,9 +370,7 @@ class OpenChoreoClient:
         try:
             return response.json()
         except (ValueError, RecursionError):  # RecursionError: nested past what json decodes
-            raise self._errors.error(
-                PermanentError, "GET", path, response.status_code, None, "response body is not JSON"
-            ) from None
+            raise self._errors.not_json("GET", path, response) from None
 
 
 def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> PostForm:

@@ -188,6 +188,15 @@ class ErrorTranslator:
         shown_code = self.redact(code) if code else None
         return kind(text, method=method, path=path, status=status, code=shown_code)
 
+    def not_json(self, method: str, path: str, answer: Answer) -> PermanentError:
+        """A success whose body is not JSON, saying what came instead: its content type and
+        first characters (redacted, on one line), such as a proxy's or a web app's page."""
+        content_type = one_line(answer.headers.get("Content-Type", ""), 60) or "no content type"
+        begins = one_line(self.redact(answer.text)[:400], 80)
+        shown = f"{content_type}, begins {begins!r}" if begins else f"{content_type}, empty"
+        message = f"response body is not JSON ({shown})"
+        return self.error(PermanentError, method, path, answer.status_code, None, message)
+
     def redact(self, text: str) -> str:
         for secret in sorted(self._credentials.secrets(), key=len, reverse=True):
             if len(secret) >= MIN_SUBSTRING_LENGTH:

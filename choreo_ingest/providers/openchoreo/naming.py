@@ -5,7 +5,9 @@ The predicates and `validate_entity` mirror `@backstage/catalog-model` (its vali
 `parseEntityRef` and the kind schemas). The sanitizers keep a valid value as it is and otherwise
 make a valid one with a stable hash suffix, so two different inputs cannot meet on the same
 output by sanitizing alone. Names and namespaces come out lower-case because Backstage compares
-entity refs case-insensitively: `c-Api` and `c-api` would be one entity to it.
+entity refs case-insensitively: `c-Api` and `c-api` would be one entity to it. The exception is
+`v1_api_entity_name`, which keeps a valid name's case as OpenChoreo's own provider writes it;
+its callers keep names that differ only in case apart (`api_names`).
 """
 
 from __future__ import annotations
@@ -333,17 +335,18 @@ def v1_api_entity_name(project: str, component: str, endpoint: str) -> str:
     """The API entity name of an endpoint under the v1 API: `<project>-<component>-<endpoint>`,
     the name OpenChoreo's own Backstage provider gives it, made valid.
 
-    A valid lower-case joined name is kept as it is, so refs stay those that provider's users
+    A valid joined name is kept as it is, capitals too, so refs stay those that provider's users
     already have. Otherwise the name is sanitized, cut to fit 63 characters and given a hash of
     the whole unsanitized triple (not of the joined string), so two different triples never
     meet on one sanitized name.
 
     Two triples can still meet on one *plain* name: (`a`, `b-c`, `e`) and (`a-b`, `c`, `e`)
-    both give `a-b-c-e`, as they do in OpenChoreo's provider. Telling those apart needs the
-    whole catalog, so it is the caller's job (it passes its own `api_name` to the mapping).
+    both give `a-b-c-e`, as they do in OpenChoreo's provider; so can two that differ only in
+    case (`httpApi`, `httpapi`), which Backstage takes for one entity. Telling those apart needs
+    the whole catalog, so it is the caller's job (it passes its own `api_name` to the mapping).
     """
     joined = f"{project}-{component}-{endpoint}"
-    if _is_plain_name(joined):
+    if is_valid_entity_name(joined):
         return joined
     return hashed_entity_name(joined, json.dumps([project, component, endpoint]))
 

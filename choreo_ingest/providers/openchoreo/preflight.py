@@ -90,8 +90,14 @@ def _failed(error: ChoreoIngestError) -> Check:
 
 
 def _server_check(client: OpenChoreoClient) -> Check:
-    """The public routes: the server's version, and whether security is on (RFC 9728)."""
+    """The public routes: the server's version, and whether security is on (RFC 9728).
+
+    Only a server that gives no answer fails it (then nothing after it can be checked); a
+    `/version` that answers something unusable (an error, a page that is not JSON) is a warning
+    that says what came, and the checks after it go on: the listing tells whether the API works.
+    """
     parts = []
+    odd = False
     try:
         version = client.get_public("/version")
         shown = version.get("version") if isinstance(version, Mapping) else None
@@ -102,14 +108,17 @@ def _server_check(client: OpenChoreoClient) -> Check:
     except AuthError as error:  # the org era's servers may ask for a token on all but /health
         parts.append(f"no public /version (HTTP {error.status})")
     except ProviderError as error:  # an answer, or none at all
-        reached = "" if error.status is not None else "unreachable: "
-        return Check("openchoreo.server", False, f"{client.server_root}: {reached}{error}")
+        if error.status is None:
+            return Check("openchoreo.server", False, f"{client.server_root}: unreachable: {error}")
+        parts.append(f"no usable /version ({error})")
+        odd = True
     try:
         resource = client.get_public("/.well-known/oauth-protected-resource")
         parts.append(_security(resource))
     except ProviderError:
         parts.append("no /.well-known/oauth-protected-resource")
-    return Check("openchoreo.server", True, f"{client.server_root}: {'; '.join(parts)}")
+    detail = f"{client.server_root}: {'; '.join(parts)}"
+    return Check("openchoreo.server", True, detail, warning=odd)
 
 
 def _security(resource: Any) -> str:

@@ -572,7 +572,10 @@ class TestErrorTranslation:
         with pytest.raises(PermanentError) as caught:
             make_client().get_json("/orgs/acme")
 
-        assert str(caught.value) == "GET /orgs/acme: HTTP 200: response body is not JSON"
+        assert str(caught.value) == (
+            "GET /orgs/acme: HTTP 200: response body is not JSON "
+            "(text/plain; charset=utf-8, begins 'not json at all')"
+        )
 
     def test_error_names_the_path_without_the_query(
         self, httpx_mock: HTTPXMock, make_client: MakeClient

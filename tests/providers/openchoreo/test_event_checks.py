@@ -63,7 +63,6 @@ def v1_event(
     ("event", "problem"),
     [
         (v1_event("component"), "not a resource kind"),
-        (v1_event("Component", action="renamed"), "unknown action"),
         (v1_event("Component", namespace=None), "needs a namespace"),
         (v1_event("Workload", namespace="", action="updated"), "needs a namespace"),
         (v1_event("Component", name="a/b"), "not an OpenChoreo name"),
@@ -71,7 +70,7 @@ def v1_event(
         (v1_event("Component", name="system:admin"), "not an OpenChoreo name"),
         (v1_event("Environment", name=""), "not a resource name"),
     ],
-    ids=["lower-case-kind", "unknown-action", "component-without-namespace",
+    ids=["lower-case-kind", "component-without-namespace",
          "workload-with-empty-namespace", "name-with-slash", "uppercase-namespace",
          "ingested-kind-name-with-colon", "ignored-kind-empty-name"],
 )  # fmt: skip
@@ -95,6 +94,16 @@ def test_v1_refuses_with_its_reason(event: dict[str, Any], problem: str) -> None
 def test_v1_takes_the_forwarders_four_ingested_kinds(event: dict[str, Any]) -> None:
     assert V1.event_problem(event) is None
     assert not V1.is_ignored(event)
+
+
+@pytest.mark.parametrize("action", ["patched", "Created", "renamed"])
+def test_v1_takes_any_action_since_it_re_reads_what_the_event_names(action: str) -> None:
+    """OpenChoreo's own provider ignores `action` too; the org era refuses one it does not know."""
+    event = v1_event("Component", action=action)
+    assert V1.event_problem(event) is None
+    assert provider("v1").event_problem(event) is None
+    assert provider("auto").event_problem(event) is None
+    assert ORGS.event_problem({**event, "project": "p"}) is not None
 
 
 @pytest.mark.parametrize(

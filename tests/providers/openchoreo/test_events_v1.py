@@ -82,6 +82,28 @@ def test_new_component_arrives_with_its_apis(scenario: Scenario) -> None:
     assert scenario.api.stats.requests_by_route.get("list_workloads") == 1
 
 
+@pytest.mark.parametrize("action", ["patched", "Updated", "resynced"])
+def test_an_event_of_any_action_re_reads_what_it_names(scenario: Scenario, action: str) -> None:
+    """OpenChoreo's own provider ignores `action`: the read says what is there (404: gone)."""
+    endpoints = {"rest": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+    scenario.world.add_component(
+        scenario.namespace, scenario.project, "zz-new", endpoints=endpoints
+    )
+
+    scenario.send(event("Component", "zz-new", scenario.namespace, action))
+    scenario.drain()
+
+    assert scenario.ref("Component", "zz-new") in catalog(scenario.state_path)
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+    scenario.world.delete_component(scenario.namespace, scenario.project, "zz-new")
+
+    scenario.send(event("Component", "zz-new", scenario.namespace, action))
+    scenario.drain()
+
+    assert scenario.ref("Component", "zz-new") not in catalog(scenario.state_path)
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
+
 def test_workload_change_recomputes_its_components_apis(scenario: Scenario) -> None:
     component = next(scenario.world.v1_components(scenario.namespace))
     name = component["metadata"]["name"]

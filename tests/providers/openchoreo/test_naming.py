@@ -118,8 +118,8 @@ class TestV1ApiEntityName:
         [
             ("shop", "orders", "http", "shop-orders-http"),
             ("shop", "orders", "v1.rest_api", "shop-orders-v1.rest_api"),
-            ("shop", "orders", "REST", rf"shop-orders-rest-{HASH}"),
             ("shop", "orders", "my endpoint", rf"shop-orders-my-endpoint-{HASH}"),
+            ("shop", "orders", "My Endpoint", rf"shop-orders-my-endpoint-{HASH}"),
             ("shop", "orders", "日本語", rf"shop-orders-{HASH}"),
             ("shop", "orders", "", rf"shop-orders-{HASH}"),
             ("shop", "orders", "e" * 60, rf"shop-orders-e{{42}}-{HASH}"),
@@ -128,8 +128,8 @@ class TestV1ApiEntityName:
         ids=[
             "valid-kept",
             "dots-and-underscores-kept",
-            "upper-case",
             "space",
+            "upper-case-and-space",
             "non-ascii",
             "empty-endpoint",
             "too-long",
@@ -145,9 +145,26 @@ class TestV1ApiEntityName:
         assert len(name) <= 63
         assert name == name.lower()
 
+    @pytest.mark.parametrize(
+        ("project", "component_name", "endpoint", "expected"),
+        [
+            ("web", "cart", "httpApi", "web-cart-httpApi"),
+            ("shop", "orders", "REST", "shop-orders-REST"),
+            ("Shop", "Orders", "v1.Rest_API", "Shop-Orders-v1.Rest_API"),
+        ],
+    )
+    def test_a_valid_joined_name_keeps_its_capitals(
+        self, project: str, component_name: str, endpoint: str, expected: str
+    ) -> None:
+        """As OpenChoreo's own provider names it: its users' refs stay as they are."""
+        assert v1_api_entity_name(project, component_name, endpoint) == expected
+
     def test_hash_suffix_is_stable_across_releases(self) -> None:
         # A changed algorithm would rename every sanitized v1 API in existing catalogs.
-        assert v1_api_entity_name("shop", "orders", "REST") == "shop-orders-rest-2c9c1247"
+        assert (
+            v1_api_entity_name("shop", "orders", "my endpoint")
+            == "shop-orders-my-endpoint-8177b457"
+        )
 
     def test_ambiguous_triples_share_their_plain_name(self) -> None:
         """OpenChoreo's provider joins with `-` too; the caller resolves this clash."""
@@ -157,14 +174,14 @@ class TestV1ApiEntityName:
     @pytest.mark.parametrize(
         ("first", "second"),
         [
-            (("a", "b-c", "E"), ("a-b", "c", "E")),
+            (("a", "b-c", "É"), ("a-b", "c", "É")),
             (("a", "b-c d", "e"), ("a-b", "c d", "e")),
             (
                 ("x" * 40, "y" * 20 + "-" + "y" * 20, "e"),
                 ("x" * 40 + "-" + "y" * 20, "y" * 20, "e"),
             ),
         ],
-        ids=["upper-case", "space", "too-long"],
+        ids=["non-ascii", "space", "too-long"],
     )
     def test_ambiguous_triples_never_share_a_sanitized_name(
         self, first: tuple[str, str, str], second: tuple[str, str, str]
@@ -173,10 +190,16 @@ class TestV1ApiEntityName:
         assert "-".join(first) == "-".join(second)
         assert v1_api_entity_name(*first) != v1_api_entity_name(*second)
 
-    def test_distinct_endpoints_of_one_component_never_share_a_name(self) -> None:
-        endpoints = ["api", "Api", "API", "a b", "a-b", "a_b", "", " ", "日本", "中文", "ü", "u"]
+    def test_distinct_endpoints_of_one_component_never_share_a_name_by_sanitizing(self) -> None:
+        endpoints = ["api", "a b", "a-b", "a_b", "", " ", "日本", "中文", "ü", "u", "A B"]
         produced = {v1_api_entity_name("shop", "orders", e).lower() for e in endpoints}
         assert len(produced) == len(endpoints)
+
+    def test_endpoints_that_differ_only_in_case_share_a_name_up_to_case(self) -> None:
+        """Backstage takes them for one entity: the caller's claims keep them apart."""
+        names = [v1_api_entity_name("shop", "orders", e) for e in ("api", "Api", "API")]
+        assert names == ["shop-orders-api", "shop-orders-Api", "shop-orders-API"]
+        assert {name.lower() for name in names} == {"shop-orders-api"}
 
 
 class TestHashedEntityName:

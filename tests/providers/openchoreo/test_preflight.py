@@ -130,11 +130,83 @@ def test_a_server_that_answers_version_with_an_error_is_not_called_unreachable(
     )
     provider = OpenChoreoProvider(config, transport=httpx.MockTransport(failing))
 
+    checks = {check.name: check for check in provider.preflight(FakeClock())}
+
+    server = checks["openchoreo.server"]
+    assert (server.ok, server.warning) == (True, True)
+    assert "unreachable" not in server.detail
+    assert "GET /version: HTTP 500" in server.detail
+    assert not checks["openchoreo.api"].ok  # the listing says the server is not well
+
+
+def _v1_server_whose_version_answers(answer: httpx.Response) -> httpx.MockTransport:
+    world = World.generate(1, 1, 2, seed=5)
+    simulated = simulator_transport(
+        SimulatorApi(world, SimulatorOptions(api="v1", token=TOKEN), FakeClock())
+    )
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return answer if request.url.path == "/version" else simulated.handle_request(request)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("api", ["v1", "auto"])
+def test_a_version_that_is_not_json_is_a_warning_and_the_checks_after_it_go_on(
+    tmp_path: Path, api: str
+) -> None:
+    page = f"<!doctype html>\n<html><title>Sign in</title><p>{TOKEN}</p>" + "x" * 500
+    answer = httpx.Response(200, text=page, headers={"Content-Type": "text/html; charset=utf-8"})
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api=api, token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=_v1_server_whose_version_answers(answer))
+
+    checks = {check.name: check for check in provider.preflight(FakeClock())}
+
+    server = checks["openchoreo.server"]
+    assert (server.ok, server.warning) == (True, True)
+    assert "no usable /version (GET /version: HTTP 200: response body is not JSON" in server.detail
+    assert "text/html; charset=utf-8, begins '<!doctype html> <html><title>Sign in" in server.detail
+    assert TOKEN not in server.detail
+    assert "<redacted>" in server.detail
+    assert "x" * 100 not in server.detail
+    assert "security on" in server.detail  # the probe after it was made
+    assert checks["openchoreo.api"].ok, checks["openchoreo.api"].detail
+    assert "openchoreo.incremental" in checks
+
+
+def test_an_empty_version_answer_says_so(tmp_path: Path) -> None:
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    transport = _v1_server_whose_version_answers(httpx.Response(200, content=b""))
+    provider = OpenChoreoProvider(config, transport=transport)
+
+    checks = {check.name: check for check in provider.preflight(FakeClock())}
+
+    assert "not JSON (no content type, empty)" in checks["openchoreo.server"].detail
+    assert checks["openchoreo.api"].ok
+
+
+def test_a_server_that_does_not_answer_fails_the_check_alone(tmp_path: Path) -> None:
+    """Nothing after it could be checked: every other request goes to the same server."""
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(refusing))
+
     [server] = provider.preflight(FakeClock())
 
     assert (server.name, server.ok) == ("openchoreo.server", False)
-    assert "unreachable" not in server.detail
-    assert "GET /version: HTTP 500" in server.detail
+    assert "unreachable: GET /version: ConnectError: connection refused" in server.detail
 
 
 def test_a_config_key_a_check_fails_on_is_named_once(tmp_path: Path) -> None:
