@@ -6,32 +6,17 @@
  * by deleting the position row (or clearing `resynced_at`: see periodic.test.ts); the
  * generations go on, so the sweep still removes what vanished.
  */
-import type { Knex } from 'knex';
 import { ChoreoIngestEntityProvider } from '../src';
 import { POSITION_TABLE } from '../src/migrations';
 import { CatalogTablesConnection } from './support/catalogTables';
 import { RecordingConnection } from './support/connection';
-import { sqlite } from './support/db';
-import { FakeFeed } from './support/fakeFeed';
+import { fakeFeedOf, stopFakeFeeds } from './support/fakeFeedProvider';
 import { TestLogger } from './support/logger';
 
-const feeds: FakeFeed[] = [];
-const databases: Knex[] = [];
-
-afterAll(async () => {
-  await Promise.all(databases.map(database => database.destroy()));
-  await Promise.all(feeds.map(feed => feed.stop()));
-});
+afterAll(stopFakeFeeds);
 
 async function setup(names: number) {
-  const feed = new FakeFeed();
-  feeds.push(feed);
-  await feed.start();
-  for (let index = 0; index < names; index += 1) {
-    feed.upsert(`c${index}`);
-  }
-  const database = sqlite();
-  databases.push(database);
+  const { feed, database } = await fakeFeedOf(names);
   const connection = new CatalogTablesConnection(database);
   await connection.createTable();
   const logger = new TestLogger();
@@ -78,12 +63,7 @@ test('a catalog that evicted the provider gets everything back at the next first
 });
 
 test('without the catalog\'s table (another database) the check is skipped', async () => {
-  const feed = new FakeFeed();
-  feeds.push(feed);
-  await feed.start();
-  feed.upsert('a');
-  const database = sqlite();
-  databases.push(database);
+  const { feed, database } = await fakeFeedOf(1);
   const logger = new TestLogger();
   const make = async () => {
     const provider = new ChoreoIngestEntityProvider({ baseUrl: feed.url, logger, database });

@@ -14,10 +14,9 @@ import { TestLogger } from './logger';
 const feeds: FakeFeed[] = [];
 const databases: Knex[] = [];
 
-export async function providerOnFakeFeed(
-  names: number,
-  options: { batchSize: number; stepBudgetMs?: number },
-) {
+/** A started `FakeFeed` of `names` components and a new SQLite database, both stopped by
+ * `stopFakeFeeds()`. */
+export async function fakeFeedOf(names: number): Promise<{ feed: FakeFeed; database: Knex }> {
   const feed = new FakeFeed();
   feeds.push(feed);
   await feed.start();
@@ -26,6 +25,14 @@ export async function providerOnFakeFeed(
   }
   const database = sqlite();
   databases.push(database);
+  return { feed, database };
+}
+
+export async function providerOnFakeFeed(
+  names: number,
+  options: { batchSize: number; stepBudgetMs?: number },
+) {
+  const { feed, database } = await fakeFeedOf(names);
   const logger = new TestLogger();
   const connection = new RecordingConnection();
   const clock = { now: Date.parse('2026-12-01T00:00:00Z') };
