@@ -103,16 +103,7 @@ test('a kill during the resync walk replays the page and misses nothing', async 
 });
 
 test('a kill while following /changes replays the delta and misses nothing', async () => {
-  const world = await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json();
-  const { name: project, namespace } = world.data.projects[0].metadata;
-  const before = (await choreo.feedHead()).newestSeq;
-  await choreo.control('add_component', {
-    namespace,
-    project,
-    name: 'crash-landing',
-    endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
-  });
-  await waitUntil(async () => (await choreo.feedHead()).newestSeq >= before + 2, 'the change');
+  const namespace = await addComponent('crash-landing');
   const start = record().length;
 
   const killed = await syncChild(1);
@@ -132,16 +123,7 @@ test('a kill while following /changes replays the delta and misses nothing', asy
 });
 
 test('a kill between two mutations of one page replays the page and misses nothing', async () => {
-  const world = await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json();
-  const { name: project, namespace } = world.data.projects[0].metadata;
-  const before = (await choreo.feedHead()).newestSeq;
-  await choreo.control('add_component', {
-    namespace,
-    project,
-    name: 'split-landing',
-    endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
-  });
-  await waitUntil(async () => (await choreo.feedHead()).newestSeq >= before + 2, 'the change');
+  await addComponent('split-landing');
   const start = record().length;
 
   // One entity per mutation: the page (a component and its API) goes as two; killed after one.
@@ -161,3 +143,17 @@ test('a kill between two mutations of one page replays the page and misses nothi
   expect(new Set(applied).size).toBe(applied.length);
 });
 
+/** Add a component with one API to the simulated world, and wait until the feed has both. */
+async function addComponent(name: string): Promise<string> {
+  const world = await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json();
+  const { name: project, namespace } = world.data.projects[0].metadata;
+  const before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('add_component', {
+    namespace,
+    project,
+    name,
+    endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
+  });
+  await waitUntil(async () => (await choreo.feedHead()).newestSeq >= before + 2, 'the change');
+  return namespace;
+}
