@@ -57,7 +57,7 @@ import {
   type RunOptions,
   type SyncResult,
 } from './options';
-import { REPEAT_LOG_INTERVAL_MS } from './repeats';
+import { Repeats } from './repeats';
 import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
 
 const PROVIDER_NAME = 'choreo-ingest';
@@ -97,8 +97,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** The running step's signal and deadline (steps never overlap within a process). */
   private signal: AbortSignal | undefined;
   private deadline = Infinity;
-  /** A removal refused by the guard, for logging it once (see `sweep`). */
-  private refusal: { key: string; loggedAt: number; since: number } | undefined;
+  /** Removals refused by the guard, for logging them once (see `sweep`). */
+  private readonly refusals: Repeats;
   /** Whether this process checked that the catalog still holds what was applied. */
   private catalogChecked = false;
 
@@ -145,6 +145,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.afterMutation = options.afterMutation;
     this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;
     this.now = options.now ?? Date.now;
+    this.refusals = new Repeats(this.now);
   }
 
   getProviderName(): string {
@@ -508,24 +509,21 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
         'the changes or the next resync to agree';
       // Checked at every step: logged once, then when it changes or every REPEAT_LOG_INTERVAL_MS.
-      const key = `${state.generation}:${stale.length}`;
-      const now = this.now();
-      const last = this.refusal;
-      if (!last || last.key !== key || now - last.loggedAt >= REPEAT_LOG_INTERVAL_MS) {
-        const since = last ? ` (refused since ${new Date(last.since).toISOString()})` : '';
-        this.logger.warn(`${message}${since}`);
-        this.refusal = { key, loggedAt: now, since: last?.since ?? now };
+      const { due, count, since } = this.refusals.seen(`${state.generation}:${stale.length}`);
+      if (due) {
+        const refused = count > 1 ? ` (refused since ${new Date(since).toISOString()})` : '';
+        this.logger.warn(`${message}${refused}`);
       } else {
         this.logger.debug(message);
       }
       return state;
     }
-    if (this.refusal) {
+    const refused = this.refusals.ended();
+    if (refused) {
       this.logger.info(
-        `choreo-ingest: the removal refused since ${new Date(this.refusal.since).toISOString()} ` +
+        `choreo-ingest: the removal refused since ${new Date(refused.since).toISOString()} ` +
           `is within maxRemovalRatio now: removing ${stale.length} entities`,
       );
-      this.refusal = undefined;
     }
     let current = state;
     const batches = chunks(stale, MAX_BATCH_REFS);
