@@ -140,21 +140,14 @@ class _Components:
 
 def _deleted(detail: object) -> bool:
     """Whether a component's detail read found it deleted while walked (the document's
-    `COMPONENT_NOT_FOUND`). A 404 in another shape fails the burst: something in front of the API
-    without the route, and leaving the component out would have the sweep remove it."""
+    `COMPONENT_NOT_FOUND`). A 404 in another shape fails the burst (`confirm_gone`): something in
+    front of the API without the route, and leaving the component out would have the sweep
+    remove it."""
     if not isinstance(detail, Gone):
         return False
-    if detail.code in NOT_FOUND_CODES:
-        return True
-    raise PermanentError(
-        f"GET {detail.path}: HTTP 404 without the API's own code ({' or '.join(NOT_FOUND_CODES)}): "
-        "a proxy or ingress in front of the API without this route?; nothing is removed for it "
-        "meanwhile",
-        method="GET",
-        path=detail.path,
-        status=404,
-        code=detail.code,
-    )
+    if detail.error is not None:
+        confirm_gone(detail.error, NOT_FOUND_CODES)
+    return True
 
 
 def _project_row(org: str, project: str) -> IndexEntry:

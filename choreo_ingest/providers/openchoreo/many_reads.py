@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from choreo_ingest.clock import Clock
@@ -28,6 +28,8 @@ class Gone:
 
     path: str
     code: str | None = None
+    error: NotFoundError | None = field(default=None, compare=False, repr=False)
+    """The 404 itself, for telling the API's answer from a proxy's (`confirm_gone`)."""
 
 
 class ManyReads:
@@ -106,4 +108,4 @@ class ManyReads:
         try:
             return self._get_json(path, params)
         except NotFoundError as gone:
-            return Gone(path=path, code=gone.code)
+            return Gone(path=path, code=gone.code, error=gone)

@@ -720,7 +720,7 @@ class TestListingRules:
         )
         engine = walk()
 
-        with pytest.raises(PermanentError, match=r"without the API's own code") as failed:
+        with pytest.raises(PermanentError, match=r"not the API's own answer") as failed:
             engine.run()
 
         assert failed.value.path == "/orgs/o/projects/p/components/c"
