@@ -3,7 +3,8 @@
 `upsert_entities` writes a page's (or an event's) entities: canonical JSON and its hash, an
 upsert and a change-log row for each entity that changed, and every entity's ref marked seen in
 the cycle. `remove_refs_where` and `remove_scopes` take refs away with the entities they own,
-logging each delete. The callers in `writes` hold the transaction around them.
+logging each delete, and then an upsert of any live entity whose ref differs from a removed one
+only in case. The callers in `writes` hold the transaction around them.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def remove_refs_where(
         WHERE r.provider = ? AND {where}"""
     # In ref order, as SQLite's plan yields them anyway; PostgreSQL's hash join would not.
     order = " ORDER BY e.ref" if is_postgres(conn) else ""
+    twins = _case_twins(conn, where, args)
     conn.execute(
         "INSERT INTO changes (at, op, ref, provider) "
         f"SELECT ?, 'delete', e.ref, r.provider {owned}{order}",
@@ -149,9 +151,40 @@ def remove_refs_where(
     )
     key = row_key(conn)
     delete_entities(conn, provider, f"{key} IN (SELECT e.{key} {owned})", args)
+    if twins:
+        _relog_live(conn, twins, provider, now)
     removed = delete_refs(conn, provider, where, params)
     bump_counters(conn, provider, {"entities_removed": removed})
     return removed
+
+
+def _case_twins(conn: AnyConnection, where: str, args: list[object]) -> list[str]:
+    """The provider's entities whose refs differ only in case from one about to be removed
+    (`api:ns/web-cart-httpApi` renamed `...-httpapi`). A twin shares its scope: API names are
+    their component's names and the endpoint's, and only the endpoint's part has capitals."""
+    return [
+        ref
+        for (ref,) in conn.execute(
+            f"""SELECT DISTINCT t.ref FROM {REFS} r
+                JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
+                JOIN entities t ON t.provider = e.provider AND t.scope = e.scope
+                    AND t.ref <> e.ref AND lower(t.ref) = lower(e.ref)
+                WHERE r.provider = ? AND {where}""",
+            args,
+        )
+    ]
+
+
+def _relog_live(conn: AnyConnection, refs: list[str], provider: str, now: float) -> None:
+    """Log an upsert, after the deletes just logged, of each of `refs` still held. A reader of
+    the change log that folds case (Backstage's refs do) takes a twin's delete for the live
+    entity's: without it, whichever of the two was logged last would win there."""
+    condition, values = in_values(conn, "ref", refs)
+    live = [ref for (ref,) in conn.execute(f"SELECT ref FROM entities WHERE {condition}", [values])]
+    conn.executemany(
+        "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'upsert', ?, ?)",
+        [(now, ref, provider) for ref in sorted(live)],
+    )
 
 
 # Counts on delete. PostgreSQL's statement triggers (migration 0005) count every statement's

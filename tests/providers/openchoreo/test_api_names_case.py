@@ -225,11 +225,6 @@ class TestUpgradeFromHashedCapitals:
         }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a name's new spelling is upserted before its old one is swept: a reader of the change "
-    "log that folds case (Backstage) ends on the delete",
-)
 def test_an_endpoint_renamed_only_in_case_ends_on_an_upsert_of_its_new_spelling(
     tmp_path: Path, clock: FakeClock
 ) -> None:
