@@ -37,6 +37,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Resource,
     Walk,
     confirm_gone,
+    every_item,
     org_era_name_of,
     queued_text,
 )
@@ -343,27 +344,16 @@ def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:
 
 
 def _project_names(walk: Walk, org: str) -> list[str]:
-    """The names of an org's projects, every page (none when the org answers 404)."""
+    """The names of an org's projects, every page (`every_item`): none when the org answers the
+    API's own 404 (it is gone); a 404 in another shape fails the event, and an expired cursor
+    (410) restarts the listing from its first page, as the walk does."""
     path = f"/orgs/{_segment(org)}/projects"
-    names: list[str] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    while True:
-        try:
-            page = OrgsGeneration().list_page(
-                walk.client, path, limit=OrgsGeneration.max_limit, cursor=cursor
-            )
-        except NotFoundError:
-            return names
-        names += [org_era_name_of(project, path) for project in page.items]
-        if not page.next_cursor:
-            return names
-        if page.next_cursor in seen:
-            raise PermanentError(
-                f"GET {path} returned a cursor it had returned before; refusing to loop", path=path
-            )
-        seen.add(page.next_cursor)
-        cursor = page.next_cursor
+
+    def read(cursor: str | None) -> ListPage:
+        return ORGS.list_page(walk.client, path, limit=OrgsGeneration.max_limit, cursor=cursor)
+
+    projects = every_item(read, path, gone_codes=NOT_FOUND_CODES, missing_is_empty=True)
+    return [org_era_name_of(project, path) for project in projects]
 
 
 def _required(value: str | None, event: Event, key: str) -> str:

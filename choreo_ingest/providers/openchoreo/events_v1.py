@@ -15,10 +15,7 @@ from typing import Any
 
 from choreo_ingest.errors import (
     AuthError,
-    CursorExpired,
     NotFoundError,
-    PermanentError,
-    ProviderError,
 )
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
@@ -30,9 +27,11 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
 )
 from choreo_ingest.providers.openchoreo.generation import (
     Harvest,
+    ListPage,
     Resource,
     Walk,
     confirm_gone,
+    every_item,
     name_of,
 )
 from choreo_ingest.providers.openchoreo.naming import (
@@ -61,9 +60,6 @@ CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
 """The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
 NOT_FOUND = ("NOT_FOUND",)
 """The code of the API's own 404 (`{"error": "<Resource> not found", "code": "NOT_FOUND"}`)."""
-MAX_RESTARTS = 3
-"""Restarts of a listing an event reads whose cursor expired, before the event fails (as many as
-the walk allows one listing in a burst)."""
 
 
 def event_delta(walk: Walk, event: Event) -> Delta:
@@ -274,56 +270,14 @@ def _listed(
 def _items(
     walk: Walk, path: str, only: Mapping[str, str], *, missing_is_empty: bool = False
 ) -> list[Resource]:
-    """The items of a listing, every page; none when its first page answers the API's 404 and
-    `missing_is_empty`, else the 404 is raised. An expired cursor (a 500 to a request that
-    carried one: `read_page`) restarts the listing from its first page, as the walk does, up to
-    MAX_RESTARTS times; sent again, it would answer 500 again."""
-    restarts = 0
-    while True:
-        try:
-            return _pages(walk, path, only, missing_is_empty)
-        except CursorExpired as expired:
-            restarts += 1
-            if restarts > MAX_RESTARTS:
-                raise ProviderError(
-                    f"{expired}; the listing's cursor failed again after {MAX_RESTARTS} "
-                    "restarts from its first page: the server may be failing on a resource in "
-                    "it (see the openchoreo-api logs), or its cursors expire faster than a page "
-                    "takes",
-                    method="GET",
-                    path=path,
-                    status=expired.status,
-                    code=expired.code,
-                ) from None
-            log.info("event_listing_restarted", path=path, restarts=restarts)
+    """The items of a listing, every page (`every_item`): none when its first page answers the
+    API's 404 and `missing_is_empty`. An expired cursor is a 500 to a request that carried one
+    (`read_page`)."""
 
+    def read(cursor: str | None) -> ListPage:
+        return read_page(walk.client, path, {**only, "limit": MAX_LIMIT}, cursor)
 
-def _pages(
-    walk: Walk, path: str, only: Mapping[str, str], missing_is_empty: bool
-) -> list[Resource]:
-    items: list[Resource] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    while True:
-        try:
-            page = read_page(walk.client, path, {**only, "limit": MAX_LIMIT}, cursor)
-        except NotFoundError as missing:
-            confirm_gone(missing, NOT_FOUND)
-            if cursor or not missing_is_empty:
-                raise
-            return []
-        items += page.items
-        if not page.next_cursor:
-            return items
-        if page.next_cursor in seen or page.next_cursor == cursor:
-            # Taken for the end, a cut-short list would remove the workloads it left out.
-            raise PermanentError(
-                f"GET {path} returned a cursor it had returned before; refusing to loop",
-                method="GET",
-                path=path,
-            )
-        seen.add(page.next_cursor)
-        cursor = page.next_cursor
+    return every_item(read, path, gone_codes=NOT_FOUND, missing_is_empty=missing_is_empty)
 
 
 def _component_gone(

@@ -11,16 +11,25 @@ loader in `generations.py`.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import AuthError, NotFoundError, PermanentError, ProviderError
-from choreo_ingest.logs import scrub_secrets
+from choreo_ingest.errors import (
+    AuthError,
+    CursorExpired,
+    CursorRejected,
+    NotFoundError,
+    PermanentError,
+    ProviderError,
+)
+from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import Delta, Entity, Event, IndexEntry, QueuedItem, QueueItem
 from choreo_ingest.providers.base import IndexReader, QueueReader
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
+
+log = get_logger("choreo_ingest.providers.openchoreo")
 
 Resource = dict[str, Any]
 KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
@@ -157,6 +166,102 @@ def confirm_gone(missing: NotFoundError, codes: Collection[str]) -> None:
         status=missing.status,
         code=missing.code,
     )
+
+
+EVENT_LISTING_RESTARTS = 3
+"""Restarts of a listing an event reads whose cursor expired, before the event fails (as many as
+the walk allows one listing in a burst); a rejected cursor restarts it once, as in the walk."""
+
+
+def every_item(
+    read: Callable[[str | None], ListPage],
+    path: str,
+    *,
+    gone_codes: Collection[str],
+    missing_is_empty: bool,
+) -> list[Resource]:
+    """The items of a listing an event reads, every page, `read(cursor)` giving one page in the
+    generation's wire format.
+
+    A first page that answers the API's own 404 (its code one of `gone_codes`) says there is
+    nothing to list when `missing_is_empty`, else the 404 is raised; a 404 in another shape fails
+    the event (`confirm_gone`). A cursor the generation calls expired (CursorExpired) restarts the
+    listing from its first page, as the walk does, up to EVENT_LISTING_RESTARTS times (a rejected
+    one: once); sent again it would fail again, and the event would hold up the drain."""
+    restarts = {"expired": 0, "rejected": 0}
+    while True:
+        try:
+            return _pages(read, path, gone_codes, missing_is_empty)
+        except CursorExpired as expired:
+            rejected = isinstance(expired, CursorRejected)
+            reason = "rejected" if rejected else "expired"
+            restarts[reason] += 1
+            if rejected and restarts[reason] > 1:
+                raise PermanentError(
+                    f"{expired}; refused again after the listing restarted once",
+                    method="GET",
+                    path=path,
+                    status=expired.status,
+                    code=expired.code,
+                ) from None
+            if restarts[reason] > EVENT_LISTING_RESTARTS:
+                raise ProviderError(
+                    f"{expired}; the listing's cursor failed again after "
+                    f"{EVENT_LISTING_RESTARTS} restarts from its first page: the server may be "
+                    "failing on a resource in it (see the openchoreo-api logs), or its cursors "
+                    "expire faster than a page takes",
+                    method="GET",
+                    path=path,
+                    status=expired.status,
+                    code=expired.code,
+                ) from None
+            log.info(
+                "event_listing_restarted",
+                path=path,
+                restarts=restarts[reason],
+                reason=f"cursor {reason}",
+            )
+
+
+def _pages(
+    read: Callable[[str | None], ListPage],
+    path: str,
+    gone_codes: Collection[str],
+    missing_is_empty: bool,
+) -> list[Resource]:
+    items: list[Resource] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    while True:
+        try:
+            page = read(cursor)
+        except CursorExpired as expired:
+            if cursor is None:  # no cursor to blame: starting again would answer the same
+                raise PermanentError(
+                    f"{expired}; to the listing's first page, which carried no cursor",
+                    method="GET",
+                    path=path,
+                    status=expired.status,
+                    code=expired.code,
+                ) from None
+            raise
+        except NotFoundError as missing:
+            confirm_gone(missing, gone_codes)
+            if cursor or not missing_is_empty:
+                raise
+            return []
+        items += page.items
+        if not page.next_cursor:
+            return items
+        if page.next_cursor in seen or page.next_cursor == cursor:
+            # Taken for the end, a cut-short list would remove what it left out.
+            raise PermanentError(
+                f"GET {path} returned a cursor it had returned before; refusing to loop",
+                method="GET",
+                path=path,
+            )
+        seen.add(page.next_cursor)
+        cursor = page.next_cursor
 
 
 def queued_text(item: QueuedItem | None, key: str) -> str:

@@ -273,3 +273,126 @@ def test_an_org_era_404_that_is_not_the_apis_fails_the_event_and_removes_nothing
 
     assert not isinstance(caught.value, NotFoundError)
     assert server.asked == [read]
+
+
+ORG_PROJECTS = "/orgs/acme/projects?limit=1024&pagination=cursor"
+CART_SOMEWHERE = Event("Component", "cart", "updated", "acme")
+"""An org-era Component event without `project`: the org's projects are listed to find it."""
+
+
+def org_projects_after(cursor: str) -> str:
+    return f"/orgs/acme/projects?limit=1024&cursor={cursor}&pagination=cursor"
+
+
+def org_page(*names: str, cursor: str = "") -> httpx.Response:
+    items = [{"uid": f"uid-{n}", "name": n, "orgName": "acme"} for n in names]
+    return httpx.Response(
+        200, json={"success": True, "data": {"items": items, "nextCursor": cursor}}
+    )
+
+
+def org_expired() -> httpx.Response:
+    return httpx.Response(
+        410,
+        json={
+            "success": False,
+            "error": "the provided continue parameter is too old to display a consistent list "
+            "result",
+            "code": "CONTINUE_TOKEN_EXPIRED",
+            "metadata": {"retryable": True, "code": "CONTINUE_TOKEN_EXPIRED"},
+        },
+    )
+
+
+def cart_in_billing() -> dict[str, httpx.Response | Callable[[], httpx.Response]]:
+    """`cart` lives in the project `billing`, not in `shop`, as single reads answer it."""
+    detail = "components/cart?include=type%2Cworkload"
+    cart = {"uid": "uid-cart", "name": "cart", "type": "Service", "projectName": "billing"}
+    return {
+        f"/orgs/acme/projects/shop/{detail}": org_error("COMPONENT_NOT_FOUND"),
+        f"/orgs/acme/projects/billing/{detail}": httpx.Response(
+            200, json={"success": True, "data": {**cart, "orgName": "acme"}}
+        ),
+        "/orgs/acme/projects/billing": httpx.Response(
+            200, json={"success": True, "data": {"uid": "uid-billing", "name": "billing"}}
+        ),
+    }
+
+
+@pytest.mark.parametrize("answer", [PROXY_404, org_error("NOT_FOUND")], ids=["text", "no-route"])
+def test_a_404_that_is_not_the_org_eras_on_its_project_listing_fails_a_projectless_event(
+    fake_engine, config_for, clock, answer: httpx.Response
+) -> None:
+    """Taken for "the org has no projects", a proxy's 404 let a `deleted` event pass as applied
+    without removing the component, and an `updated` one without reading it."""
+    server = FakeV1({ORG_PROJECTS: answer})
+
+    with pytest.raises(PermanentError, match="not the API's own answer") as caught:
+        handle(fake_engine, config_for, clock, server, CART_SOMEWHERE, api="orgs")
+
+    assert not isinstance(caught.value, NotFoundError)
+    assert caught.value.path == "/orgs/acme/projects"
+    assert server.asked == [ORG_PROJECTS]
+
+
+def test_an_expired_cursor_restarts_a_projectless_events_project_listing(
+    fake_engine, config_for, clock
+) -> None:
+    """410 CONTINUE_TOKEN_EXPIRED on the org's project listing: read again from its first page,
+    the listing finds the project that holds the component."""
+    first_pages = iter([org_page("shop", cursor="old"), org_page("shop", cursor="new")])
+    server = FakeV1(
+        {
+            **cart_in_billing(),
+            ORG_PROJECTS: lambda: next(first_pages),
+            org_projects_after("old"): org_expired(),
+            org_projects_after("new"): org_page("billing"),
+        }
+    )
+
+    delta = handle(fake_engine, config_for, clock, server, CART_SOMEWHERE, api="orgs")
+
+    assert "component:acme/cart" in {entity.ref for entity in delta.upserts}
+    assert delta.removal_scopes == ["acme/billing/cart"]
+    assert [route for route in server.asked if route.startswith("/orgs/acme/projects?")] == [
+        ORG_PROJECTS,
+        org_projects_after("old"),
+        ORG_PROJECTS,
+        org_projects_after("new"),
+    ]
+
+
+def test_a_projectless_events_project_listing_whose_cursors_keep_expiring_fails_the_event(
+    fake_engine, config_for, clock
+) -> None:
+    """After three restarts, and not as a transient error: the drain goes on with the events
+    after it."""
+    server = FakeV1(
+        {ORG_PROJECTS: org_page("shop", cursor="c2"), org_projects_after("c2"): org_expired()}
+    )
+
+    with pytest.raises(ProviderError) as caught:
+        handle(fake_engine, config_for, clock, server, CART_SOMEWHERE, api="orgs")
+
+    assert not isinstance(caught.value, TransientError)
+    assert str(caught.value).startswith("GET /orgs/acme/projects: HTTP 410 CONTINUE_TOKEN_EXPIRED")
+    assert "failed again after 3 restarts from its first page" in str(caught.value)
+    assert server.asked == 4 * [ORG_PROJECTS, org_projects_after("c2")]
+
+
+def test_a_rejected_cursor_restarts_a_projectless_events_project_listing_once(
+    fake_engine, config_for, clock
+) -> None:
+    """400 INVALID_CURSOR_FORMAT to a request that carried a cursor: restarted once, as the walk
+    does; refused again, the event fails."""
+    rejected = httpx.Response(
+        400, json={"success": False, "error": "invalid cursor", "code": "INVALID_CURSOR_FORMAT"}
+    )
+    server = FakeV1(
+        {ORG_PROJECTS: org_page("shop", cursor="c2"), org_projects_after("c2"): rejected}
+    )
+
+    with pytest.raises(PermanentError, match="refused again after the listing restarted once"):
+        handle(fake_engine, config_for, clock, server, CART_SOMEWHERE, api="orgs")
+
+    assert server.asked == 2 * [ORG_PROJECTS, org_projects_after("c2")]
