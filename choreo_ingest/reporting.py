@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from choreo_ingest.clock import rfc3339
@@ -28,6 +28,9 @@ PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
+ERROR_WITHHELD = "withheld: send the API token"
+"""`lastError` in place of the error's text when it is withheld (`StatusReport.errors_withheld`):
+there is one, and the token reads it."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,14 @@ class ProviderStatus:
     health_problems: list[str] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
     """What the provider learnt about its source (`api`), shown as keys of its own."""
+    error_withheld: bool = False
+    """The last error's text is left out (ERROR_WITHHELD in its place), not whether there is one."""
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
+        error = shorten(record.last_error)
+        if error is not None and self.error_withheld:
+            error = ERROR_WITHHELD
         facts = {name: value for name, value in self.facts.items() if name not in PROBLEM_FACTS}
         return {
             **facts,  # first: a fact a provider calls `state` cannot hide the state
@@ -55,7 +63,7 @@ class ProviderStatus:
             "cycleStartedAt": rfc3339(record.cycle_started_at),
             "nextActionAt": rfc3339(self.next_action_at),
             "attempts": record.attempts,
-            "lastError": shorten(record.last_error),
+            "lastError": error,
             "lastBurstAt": rfc3339(record.last_burst_at),
             "lastCompletedAt": rfc3339(record.last_completed_at),
             "activeEntities": self.active_entities,
@@ -191,6 +199,14 @@ class StatusReport:
     @property
     def healthy(self) -> bool:
         return all(not item.health_problems for item in self.providers)
+
+    def errors_withheld(self) -> StatusReport:
+        """The report for a caller who may not read catalog content (`serve` without its token,
+        when one is set): each provider's last error is said to be there, not what it says,
+        since its text can name the API path that failed (namespaces, projects, components)."""
+        return replace(
+            self, providers=[replace(item, error_withheld=True) for item in self.providers]
+        )
 
     def health_json(self) -> dict[str, Any]:
         """The `health --json` document (and serve's `/health`)."""

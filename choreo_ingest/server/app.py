@@ -54,6 +54,7 @@ from choreo_ingest.server.context import (
     Handler,
     Server,
     as_operator,
+    carries_token,
     in_thread,
     no_state_problem,
     provider_of,
@@ -193,20 +194,21 @@ def _metrics(server: Server) -> Handler:
 
 
 def _page(server: Server) -> Handler:
-    def page(with_refs: bool) -> str:
+    def page(with_content: bool) -> str:
+        """The page; without `with_content` (a token is set, the request lacks it), without the
+        catalog content it holds: the last changes' refs, the text of the last errors."""
         require_state(server)
         now = server.clock.now()
         report = status_report(server.state, server.config, now)
-        if not with_refs:
-            return render_status_page(report, None, now)
+        if not with_content:
+            return render_status_page(report.errors_withheld(), None, now)
         with reading(server.state) as store:
             since = max(0, store.last_change_seq() - PAGE_CHANGES)
             changes = store.changes(since, PAGE_CHANGES)
         return render_status_page(report, changes, now)
 
     async def status_page(request: Request) -> Response:
-        with_refs = server.credentials.api_allows(request.headers.get("authorization"))
-        html = await in_thread(server, page, with_refs)
+        html = await in_thread(server, page, carries_token(server, request))
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
     return status_page
@@ -256,9 +258,11 @@ def _receive(server: Server, provider: str, text: str) -> EventReceipt:
 
 
 def _reading_routes(server: Server) -> list[Route]:
-    def report(only: str | None) -> dict[str, Any]:
+    def report(only: str | None, with_content: bool) -> dict[str, Any]:
+        """The status document; without `with_content`, the last errors' text withheld."""
         require_state(server)
-        return status_report(server.state, server.config, server.clock.now(), only=only).to_json()
+        found = status_report(server.state, server.config, server.clock.now(), only=only)
+        return (found if with_content else found.errors_withheld()).to_json()
 
     def health_document() -> tuple[dict[str, Any], int]:
         if not server.state.exists():
@@ -270,7 +274,7 @@ def _reading_routes(server: Server) -> list[Route]:
         only = None
         if "provider" in request.path_params:
             only = await provider_of(server, request, ProviderScope.KNOWN)
-        return _json(await in_thread(server, report, only))
+        return _json(await in_thread(server, report, only, carries_token(server, request)))
 
     async def health(request: Request) -> Response:
         try:

@@ -140,8 +140,13 @@ def require_state(server: Server) -> None:
         raise HTTPProblem(503, problem)
 
 
+def carries_token(server: Server, request: Request) -> bool:
+    """Whether the request may read catalog content: it carries the API token, or none is set."""
+    return server.credentials.api_allows(request.headers.get("authorization"))
+
+
 def require_token(server: Server, request: Request) -> None:
-    if not server.credentials.api_allows(request.headers.get("authorization")):
+    if not carries_token(server, request):
         raise HTTPProblem(
             401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="api"'}
         )

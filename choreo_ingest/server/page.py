@@ -202,7 +202,7 @@ def _provider(item: ProviderStatus, now: float) -> str:
         ("Last completed cycle", _when(record.last_completed_at, now, missing="never")),
         ("Cursor resets", str(item.cursor_resets)),
         ("Blocked removals", _removals(item)),
-        ("Last error", _error(record.last_error)),
+        ("Last error", _error(record.last_error, withheld=item.error_withheld)),
     ]
     rows += [(name, _text(value)) for name, value in sorted(facts.items())]
     details = "".join(f"<dt>{_text(name)}</dt><dd>{value}</dd>" for name, value in rows)
@@ -226,9 +226,15 @@ def _removals(item: ProviderStatus) -> str:
     )
 
 
-def _error(error: str | None) -> str:
+def _error(error: str | None, *, withheld: bool) -> str:
     if error is None:
         return '<span class="muted">none</span>'
+    if withheld:  # its text can name API paths: catalog content
+        return (
+            '<span class="bad">one, withheld</span> <span class="muted">(its text is shown with '
+            "the API token only: read <code>/status</code> with "
+            "<code>Authorization: Bearer &lt;token&gt;</code>)</span>"
+        )
     return f"<pre>{_text(shorten(error, ERROR_PAGE_CHARS))}</pre>"
 
 

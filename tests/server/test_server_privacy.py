@@ -2,18 +2,23 @@
 browser may post to it.
 
 With a token set, entity refs are catalog content like `/changes`: the removals listing needs the
-token, and the status page leaves the change log's refs out. The event webhook takes only a body
+token, and the status page leaves the change log's refs out. So is the text of a provider's last
+error, which names the API path that failed: the status documents and the page say there is one
+without the token, not what it says. The event webhook takes only a body
 declared `application/json`, which a page can post to another origin only after a CORS preflight
 (`text/plain`, a form and a multipart form are posted without asking).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from choreo_ingest.config import Config
+from choreo_ingest.reporting import ERROR_WITHHELD
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
 from choreo_ingest.server.security import Credentials
@@ -40,6 +45,17 @@ READING_ROUTES = [
     "/incremental/providers",
     f"/incremental/providers/{PROVIDER}",
 ]
+STATUS_ROUTES = [
+    "/status",
+    f"/status/{PROVIDER}",
+    f"/providers/{PROVIDER}",
+    f"/incremental/providers/{PROVIDER}",
+]
+LAST_ERROR = (
+    "GET /orgs/acme/projects/payments-ledger/components/refund-worker?include=type%2Cworkload: "
+    "HTTP 500 INTERNAL_ERROR: Internal server error"
+)
+"""A provider's last error as a burst stores it: it names an org, a project and a component."""
 
 
 @pytest.fixture
@@ -58,6 +74,15 @@ def blocked(ingested: Path) -> Path:
     """The state after a second cycle saw nothing: the guard blocked every removal."""
     outcome = ingest_world(ingested, World.empty(), FakeClock(), force=True)
     assert outcome.removals_blocked > 0
+    return ingested
+
+
+@pytest.fixture
+def failing(ingested: Path, clock: FakeClock) -> Path:
+    """The state after a burst failed on a component's read: its last error names the path."""
+    with Store.open(ingested) as store:
+        record = store.load_provider(PROVIDER)
+        store.save_provider(replace(record, attempts=1, last_error=LAST_ERROR), clock.now())
     return ingested
 
 
@@ -152,7 +177,7 @@ class TestRefsNeedTheToken:
     def test_the_open_reading_routes_name_no_entity(
         self, config: Config, blocked: Path, world: World, clock: FakeClock
     ) -> None:
-        """Provider names, counts and times only (`lastError` aside: it says what failed)."""
+        """Provider names, counts and times only."""
         with client_of(config, blocked, clock, Credentials(TOKEN)) as client:
             answers = {path: client.get(path) for path in READING_ROUTES}
 
@@ -160,6 +185,71 @@ class TestRefsNeedTheToken:
             assert answer.status_code in (200, 503), path
             named = [ref for ref in expected_refs(world) if ref in answer.text]
             assert named == [], path
+
+
+def last_errors(document: dict[str, Any]) -> list[object]:
+    return [provider["lastError"] for provider in document["providers"]]
+
+
+class TestLastErrorTextNeedsTheToken:
+    @pytest.mark.parametrize("route", STATUS_ROUTES)
+    @pytest.mark.parametrize(
+        "headers", [{}, {"Authorization": "Bearer wrong"}], ids=["no-token", "wrong-token"]
+    )
+    def test_a_status_document_without_the_token_says_there_is_a_last_error_not_what_it_says(
+        self,
+        config: Config,
+        failing: Path,
+        clock: FakeClock,
+        route: str,
+        headers: dict[str, str],
+    ) -> None:
+        """The same keys and values as with the token, but the text of `lastError`: a dashboard
+        still tells a failing provider from a well one (`lastError` not null)."""
+        with client_of(config, failing, clock, Credentials(TOKEN)) as client:
+            without = client.get(route, headers=headers)
+            with_token = client.get(route, headers=AUTH).json()
+        with client_of(config, failing, clock, Credentials()) as client:
+            open_to_all = client.get(route).json()
+
+        assert without.status_code == 200
+        assert LAST_ERROR not in without.text
+        assert "refund-worker" not in without.text
+        assert last_errors(without.json()) == [ERROR_WITHHELD]
+        assert last_errors(with_token) == last_errors(open_to_all) == [LAST_ERROR]
+        withheld = {**with_token["providers"][0], "lastError": ERROR_WITHHELD}
+        assert without.json() == {**with_token, "providers": [withheld]}
+
+    def test_no_open_reading_route_shows_the_last_errors_text_without_the_token(
+        self, config: Config, failing: Path, clock: FakeClock
+    ) -> None:
+        """`/health` and the listings of providers never carried it; the status documents and
+        the page did."""
+        with client_of(config, failing, clock, Credentials(TOKEN)) as client:
+            answers = {path: client.get(path) for path in [*READING_ROUTES, "/"]}
+
+        for path, answer in answers.items():
+            assert answer.status_code in (200, 503), path
+            assert "refund-worker" not in answer.text, path
+
+    @pytest.mark.parametrize(
+        "headers", [{}, {"Authorization": "Bearer wrong"}], ids=["no-token", "wrong-token"]
+    )
+    def test_the_page_without_the_token_says_there_is_a_last_error_not_what_it_says(
+        self, config: Config, failing: Path, clock: FakeClock, headers: dict[str, str]
+    ) -> None:
+        with client_of(config, failing, clock, Credentials(TOKEN)) as client:
+            without = client.get("/", headers=headers).text
+            with_token = client.get("/", headers=AUTH).text
+        with client_of(config, failing, clock, Credentials()) as client:
+            open_to_all = client.get("/").text
+
+        assert "refund-worker" not in without
+        assert "one, withheld" in without
+        assert "its text is shown with the API token only" in without
+        for shown in (with_token, open_to_all):
+            assert "GET /orgs/acme/projects/payments-ledger/components/refund-worker" in shown
+            assert "withheld" not in shown
 
 
 class TestEventsAreJson:
