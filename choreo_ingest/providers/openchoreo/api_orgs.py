@@ -219,6 +219,7 @@ class OrgsGeneration:
 
     name = "orgs"
     max_limit = 1024
+    gone_codes = NOT_FOUND_CODES
     phases: Sequence[Phase] = (_Orgs(), _Projects(), _Components())
 
     def list_page(

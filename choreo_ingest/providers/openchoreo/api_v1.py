@@ -28,7 +28,7 @@ from typing import Any
 from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities_v1 import namespace_entity, project_entity
-from choreo_ingest.providers.openchoreo.events_v1 import INGESTED_KINDS, event_delta
+from choreo_ingest.providers.openchoreo.events_v1 import INGESTED_KINDS, NOT_FOUND, event_delta
 from choreo_ingest.providers.openchoreo.generation import (
     KUBERNETES_NAME,
     Harvest,
@@ -118,6 +118,7 @@ class V1Generation:
 
     name = "v1"
     max_limit = MAX_LIMIT
+    gone_codes = NOT_FOUND
     phases: Sequence[Phase] = (_Namespaces(), _Projects(), _Workloads(), _Components())
 
     def list_page(

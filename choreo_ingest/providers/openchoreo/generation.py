@@ -105,6 +105,11 @@ class Generation(Protocol):
     @property
     def phases(self) -> Sequence[Phase]: ...
 
+    @property
+    def gone_codes(self) -> Collection[str]:
+        """The codes of the API's own 404: the object is not there (`confirm_gone`)."""
+        ...
+
     def list_page(
         self, client: OpenChoreoClient, path: str, *, limit: int, cursor: str | None
     ) -> ListPage:

@@ -50,6 +50,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Harvest,
     ListPage,
     Walk,
+    confirm_gone,
     says_absent,
 )
 from choreo_ingest.providers.openchoreo.generations import (
@@ -380,7 +381,7 @@ class OpenChoreoProvider:
             phase = generation.phases[state.phase]
             if phase.queue is None:
                 raise
-            _check_parent_gone(context, path, missing)
+            _check_parent_gone(context, generation, path, missing)
             state.api_cursor = None
             item = _item_after(context, phase.queue, state.position)
             if item is None:
@@ -454,15 +455,18 @@ class OpenChoreoProvider:
         return size
 
 
-def _check_parent_gone(context: OpenChoreoContext, path: str, missing: NotFoundError) -> None:
+def _check_parent_gone(
+    context: OpenChoreoContext, generation: Generation, path: str, missing: NotFoundError
+) -> None:
     """Return if the parent of the listing `path` that answered 404 is gone (its own GET answers
-    404 too); else fail the burst. The listing's 404 alone could come from something in front of
-    the API that lacks the route (v1 lists an absent namespace's children as empty): skipping
-    the parent then would have the sweep remove all it holds."""
+    the API's own 404 too); else fail the burst. The listing's 404 alone could come from
+    something in front of the API that lacks the route (v1 lists an absent namespace's children
+    as empty): skipping the parent then would have the sweep remove all it holds."""
     parent = path.rpartition("/")[0]
     try:
         context.client.get_json(parent)
-    except NotFoundError:
+    except NotFoundError as parent_missing:
+        confirm_gone(parent_missing, generation.gone_codes)
         return
     raise PermanentError(
         f"{missing}; yet GET {parent} finds it, so the listing itself is missing (a proxy or "

@@ -460,6 +460,32 @@ def test_a_404_on_a_namespaces_listing_whose_namespace_still_answers_fails_the_b
     )
 
 
+def test_a_404_on_a_namespaces_listing_whose_namespace_answers_a_proxys_404_fails_the_burst(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """Something in front of the API without the routes below `/namespaces/acme` answers both
+    404s: only the API's own 404 (`code: NOT_FOUND`) says the namespace is gone."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"), named("zeta"))],
+            "/namespaces/acme/projects?limit=2": [ROUTE_MISSING],
+            "/namespaces/acme": [ROUTE_MISSING],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with pytest.raises(PermanentError) as caught:
+        engine.run()
+
+    assert str(caught.value) == (
+        "GET /namespaces/acme: HTTP 404: 404 page not found; not the API's own answer, which "
+        "carries code NOT_FOUND (a proxy or ingress in front of the API without this route?): "
+        "nothing is removed for it meanwhile"
+    )
+
+
 def test_a_404_on_a_namespaces_listing_whose_namespace_is_gone_too_goes_on_with_the_next(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock
 ) -> None:

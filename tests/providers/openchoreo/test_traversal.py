@@ -695,6 +695,29 @@ class TestListingRules:
         with pytest.raises(PermanentError, match=r"yet GET /orgs/o/projects/p finds it"):
             engine.run()
 
+    def test_a_404_on_a_listing_whose_parent_answers_a_proxys_404_fails_the_burst(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """Both 404s in a proxy's shape: only `PROJECT_NOT_FOUND` says the project is gone."""
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["o"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects?limit=2&pagination=cursor", json=listing(["p"])
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p/components?limit=2&pagination=cursor",
+            status_code=404,
+            text="404 page not found",
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/o/projects/p", status_code=404, text="404 page not found"
+        )
+        engine = walk()
+
+        with pytest.raises(PermanentError, match=r"GET /orgs/o/projects/p: .*not the API's own"):
+            engine.run()
+
     def test_a_detail_404_without_the_apis_code_fails_the_burst(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
