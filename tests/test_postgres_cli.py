@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pg_support import PgCluster
+import pytest
+
+from pg_support import PgCluster, require_psycopg
 from sim_support import one_error_line, run_cli, write_config
+
+SSLMODES = "`sslmode` takes disable, allow, prefer, require, verify-ca or verify-full"
+EXPECTED_URL = "expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
 
 
 def test_the_password_comes_from_the_password_file_and_is_never_shown(
@@ -52,6 +57,63 @@ def test_without_the_postgres_extra_a_url_is_a_usage_error_naming_it(tmp_path: P
 
     assert done.returncode == 2, done.stderr
     assert "choreo-ingest[postgres]" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("bogus=1", "unknown query parameter `bogus`"),
+        ("sslmode=bogus", SSLMODES),
+    ],
+    ids=["unknown-parameter", "sslmode"],
+)
+def test_a_state_url_libpq_refuses_is_a_usage_error_naming_the_key_never_the_password(
+    tmp_path: Path, query: str, problem: str
+) -> None:
+    """Exit 2 before anything is done (`check` makes no request first), not exit 4: the URL is
+    malformed, no store failed. The server's port is closed: a URL taken would fail to connect."""
+    require_psycopg()
+    url = f"postgresql://ingest:secret-4f2a9c@127.0.0.1:9/db?{query}"
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", state={"url": url})
+
+    for command in ("status", "run", "check"):
+        done = run_cli("-v", command, cwd=tmp_path)  # -v: the logs must not show it either
+
+        assert (done.returncode, done.stdout) == (2, ""), (command, done.stderr)
+        assert one_error_line(done.stderr) == f"choreo-ingest: error: state.url: {problem}; " + (
+            EXPECTED_URL
+        )
+        assert "4f2a9c" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "origin"),
+    [
+        (["status", "--json", "--db", "{url}"], {}, "--db"),
+        (["run", "--json"], {"CHOREO_INGEST_DB": "{url}"}, "$CHOREO_INGEST_DB"),
+        (["migrate", "--json", "--copy-to", "{url}"], {}, "--copy-to"),
+    ],
+    ids=["db", "environment", "copy-to"],
+)
+def test_a_url_with_an_unknown_parameter_is_a_usage_error_naming_where_it_came_from(
+    tmp_path: Path, args: list[str], env: dict[str, str], origin: str
+) -> None:
+    require_psycopg()
+    url = "postgresql://ingest:secret-4f2a9c@127.0.0.1:9/db?sslmod=require"
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+
+    done = run_cli(
+        *[arg.format(url=url) for arg in args],
+        env={name: value.format(url=url) for name, value in env.items()},
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 2, done.stderr
+    error = f"{origin}: unknown query parameter `sslmod` (did you mean `sslmode`?); {EXPECTED_URL}"
+    assert one_error_line(done.stderr) == f"choreo-ingest: error: {error}"
+    document = json.loads(done.stdout)
+    assert (document["exitCode"], document["error"]) == (2, error)
+    assert "4f2a9c" not in done.stdout + done.stderr
 
 
 def test_a_state_missing_a_table_is_a_state_error_naming_it(

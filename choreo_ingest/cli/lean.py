@@ -45,6 +45,7 @@ from choreo_ingest.config import (
     find_config_path,
     load_config,
     resolve_state_path,
+    state_origin,
     with_secrets,
 )
 from choreo_ingest.errors import ChoreoIngestError
@@ -91,7 +92,9 @@ def lean_main(args: Sequence[str]) -> int | None:
         config = load_config(find_config_path(_path(call.options.get("config"))), secrets=False)
         if config_warnings(config) and (call.verbosity or stderr_is_tty()):
             return None  # the full command says them to a person; cron is not told every minute
-        state = configured_location(resolve_state_path(call.options.get("db"), config), config)
+        db = call.options.get("db")
+        origin = state_origin(db, config)
+        state = configured_location(resolve_state_path(db, config), config, origin=origin)
         return _COMMANDS[call.command].handler(call, config, state)
     except ChoreoIngestError:
         return None  # met again, and reported, by the full command

@@ -46,5 +46,6 @@ def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> 
         # For a person (a terminal, `-v`, `check`): off a terminal, cron would mail a deliberate
         # `insecureSkipVerify` every minute, for good.
         (log.warning if stderr_is_tty() else log.info)("config_warning", message=warning)
-    state = configured_location(resolve_state_path(db, loaded), loaded)
-    return Session(loaded, state, SystemClock(), state_origin(db, loaded))
+    origin = state_origin(db, loaded)
+    state = configured_location(resolve_state_path(db, loaded), loaded, origin=origin)
+    return Session(loaded, state, SystemClock(), origin)

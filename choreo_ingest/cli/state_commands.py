@@ -270,7 +270,9 @@ def _check_migrate_options(status_only: bool, copy_to: str | None, force: bool) 
 
 def _copy(session: Session, copy_to: str, force: bool, json_output: bool) -> None:
     target = configured_location(
-        resolve_state_path(copy_to, session.config, env={}, option="--copy-to"), session.config
+        resolve_state_path(copy_to, session.config, env={}, option="--copy-to"),
+        session.config,
+        origin="--copy-to",
     )
     copied = copy_state(session.state, target, force=force)
     if json_output:

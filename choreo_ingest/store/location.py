@@ -329,11 +329,16 @@ StateRef = StateLocation | Path
 """What the library's entry points take: a location, or a state file's path (tests, scripts)."""
 
 
-def configured_location(resolved: Path | str, config: Config) -> StateLocation:
+def configured_location(resolved: Path | str, config: Config, *, origin: str) -> StateLocation:
     """The location `--db`, $CHOREO_INGEST_DB or `state.*` name (`resolve_state_path`): a state
     file, or a PostgreSQL schema (its password from `state.passwordFile`, else libpq's
-    PGPASSWORD or ~/.pgpass)."""
+    PGPASSWORD or ~/.pgpass). A URL libpq cannot read (`url_options`) is a ConfigError naming
+    `origin` (`state_origin`: `state.url`, `--db`, ...), here, before any work is done; psycopg
+    is loaded for a URL only, which is opened next anyway."""
     if isinstance(resolved, Path):
         return SqliteLocation(resolved)
+    from choreo_ingest.store.pg_connection import url_options
+
+    url_options(resolved, origin=origin)
     password = read_secret_file(config.state_password_file, "state.passwordFile")
     return PostgresLocation(resolved, schema=config.state_schema, password=password)

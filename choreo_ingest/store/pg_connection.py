@@ -17,6 +17,7 @@ lock is for. `snapshot()` is REPEATABLE READ, READ ONLY.
 Errors: whatever psycopg raises (the server unreachable, a password refused, the connection
 lost, a statement refused) leaves here once, as a StateError whose message names the URL with
 its password redacted (`redact_url`) and ends with the SQLSTATE; the psycopg error is its cause.
+A URL libpq cannot read, or with a value it would refuse, is a ConfigError (`url_options`).
 
 Not thread-safe, like the SQLite one: one thread at a time.
 """
@@ -36,6 +37,7 @@ from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.pg_placeholders import translate_placeholders
+from choreo_ingest.store.pg_url import option_value_problem, unreadable_url_problem
 from choreo_ingest.store.schema import MIGRATION_NAMES
 
 try:
@@ -114,6 +116,24 @@ def _host_part_candidates(authority: str) -> list[str]:
 _KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
 
 
+def url_options(url: str, *, origin: str = "state.url") -> dict[str, Any]:
+    """libpq's reading of the URL `url` (its options, percent-decoded). A URL libpq cannot read
+    (an unknown query parameter, a bad percent-encoding), or with a value libpq refuses only when
+    connecting (`sslmode`), is a ConfigError naming where it came from (`origin`: `state.url`,
+    `--db`, `$CHOREO_INGEST_DB`, `--copy-to`), never the password: a malformed value, not a
+    state store that cannot be used. `configured_location` calls it before any work is done."""
+    try:
+        options = conninfo_to_dict(url)
+    except psycopg.Error as error:
+        libpq_says = masked(str(error).replace(url, redact_url(url)), url_password_candidates(url))
+        keywords = [option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()]
+        raise ConfigError(unreadable_url_problem(url, libpq_says, keywords), path=origin) from error
+    problem = option_value_problem(options)
+    if problem is not None:
+        raise ConfigError(problem, path=origin)
+    return options
+
+
 def advisory_key(name: str) -> int:
     """A stable 64-bit advisory lock key for `name` (a schema, say): one lock per name."""
     digest = hashlib.sha256(f"choreo-ingest:{name}".encode()).digest()
@@ -153,10 +173,7 @@ class PgConnection:
         self._secrets += url_password_candidates(url)
         self._streams = 0
         self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
-        try:
-            options = conninfo_to_dict(url)
-        except psycopg.Error as error:
-            raise self._state_error(error, doing="not a PostgreSQL URL") from error
+        options = url_options(url)
         if options.get("password"):
             self._secrets.append(str(options["password"]))
         defaults: dict[str, Any] = {

@@ -16,7 +16,7 @@ require_psycopg()
 
 import psycopg  # noqa: E402
 
-from choreo_ingest.errors import StateError  # noqa: E402
+from choreo_ingest.errors import ConfigError, StateError  # noqa: E402
 from choreo_ingest.store.pg_connection import (  # noqa: E402
     PgConnection,
     advisory_key,
@@ -235,8 +235,9 @@ def test_a_server_that_is_not_there(pg_cluster: PgCluster) -> None:
     assert "hidden" not in str(caught.value)
 
 
-def test_a_bad_url() -> None:
-    with pytest.raises(StateError, match=r"not a PostgreSQL URL") as caught:
+def test_a_url_libpq_cannot_read_is_a_config_error_not_a_state_error() -> None:
+    """A malformed value, not a store that cannot be used (tests/store/test_pg_url.py)."""
+    with pytest.raises(ConfigError, match=r"^state\.url: unknown query parameter") as caught:
         PgConnection("postgresql://u:hidden@db/x?no_such_option=1")
     assert "hidden" not in str(caught.value)
 
@@ -264,7 +265,7 @@ def test_a_bad_url() -> None:
 )
 def test_a_url_libpq_cannot_parse_never_shows_its_password(url: str) -> None:
     """libpq's parse error quotes the token it could not read: the password, as written."""
-    with pytest.raises(StateError, match=r"not a PostgreSQL URL: ") as caught:
+    with pytest.raises(ConfigError, match=r"^state\.url: ") as caught:
         PgConnection(url)
     assert "secret" not in str(caught.value)
     assert "Zq9" not in str(caught.value)

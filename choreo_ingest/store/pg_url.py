@@ -1,0 +1,95 @@
+"""What is wrong with a PostgreSQL URL, said in one line that never holds its password.
+
+`pg_connection.url_options` asks libpq (through psycopg) to read a URL; this module, which needs
+no psycopg, words what libpq refused (`unreadable_url_problem`) and what it would refuse only
+when connecting (`option_value_problem`), as the config's own URL checks word theirs
+(`config_values.database_url_problem`): the problem, then the form expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from choreo_ingest.config_values import DATABASE_URL_FORM
+
+EXPECTED = f"expected {DATABASE_URL_FORM}"
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+INTEGER_OPTIONS = (
+    "connect_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+"""libpq's whole-number options an operator sets in a URL (psycopg reads `connect_timeout`)."""
+LIBPQ_ALIASES = ("requiressl",)
+"""A keyword libpq takes in a URL though `PQconndefaults` does not list it (it means sslmode)."""
+_KEYWORD_SHAPED = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
+MISREAD_HINT = "percent-encode a `/` or `@` in the password (`%2F`, `%40`)"
+
+
+def option_value_problem(options: Mapping[str, Any]) -> str | None:
+    """Why libpq would refuse a value of `options` (libpq's reading of a URL), or None. libpq
+    checks these only when it connects, after psycopg has looked the host up: a typo would hide
+    behind an unknown host. The value is not shown (what libpq read there may be a password's
+    tail)."""
+    sslmode = options.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        return f"`sslmode` takes {', '.join(SSLMODES[:-1])} or {SSLMODES[-1]}; {EXPECTED}"
+    for name in INTEGER_OPTIONS:
+        value = options.get(name)
+        if value is not None and not _INTEGER.fullmatch(str(value)):
+            return f"`{name}` takes a whole number; {EXPECTED}"
+    return None
+
+
+def unreadable_url_problem(url: str, libpq_says: str, keywords: Collection[str]) -> str:
+    """What is wrong with `url`, which libpq could not read, in one line: its query read as
+    libpq reads it (`name=value` pairs joined by `&`, each name one of `keywords`: the
+    connection options this libpq knows), else `libpq_says` (libpq's error, its password
+    already masked). Where libpq ended the user info early (a `/` or a second `@` in the
+    password), nothing it read after is shown: it may be the password's tail."""
+    rest = url.partition("://")[2]
+    userinfo, at, after = rest.partition("@")
+    if at and "/" not in userinfo:  # libpq's user info ends at the first `@` before any `/`
+        rest = after
+    if "@" in rest:
+        return f"libpq cannot read it; {MISREAD_HINT}; {EXPECTED}"
+    problem = _query_problem(rest.partition("?")[2], keywords)
+    if problem is None:
+        lines = [line.strip() for line in libpq_says.splitlines() if line.strip()]
+        problem = lines[0] if lines else "libpq cannot read it"
+    return f"{problem}; {EXPECTED}"
+
+
+def _query_problem(query: str, keywords: Collection[str]) -> str | None:
+    """Why libpq refuses the URL query `query` (raw, as written), or None."""
+    pieces = query.split("&") if query else []
+    if pieces and not pieces[-1]:
+        pieces.pop()  # a trailing `&` ends the last parameter, as libpq reads it
+    for piece in pieces:
+        raw_name, _, raw_value = piece.partition("=")
+        if "=" not in piece:
+            return "a query parameter has no `=`: write name=value"
+        if "=" in raw_value:
+            return "a query parameter's value holds `=`: percent-encode it (`%3D`)"
+        if not raw_name:
+            return "a query parameter has no name: write name=value"
+        name = unquote(raw_name)
+        if name in (*keywords, *LIBPQ_ALIASES) or (name, unquote(raw_value)) == ("ssl", "true"):
+            continue  # libpq reads `ssl=true` as sslmode=require
+        if name == "ssl":
+            return "`ssl` takes only true; set sslmode for anything else"
+        if not _KEYWORD_SHAPED.fullmatch(name):
+            return "an unknown query parameter"
+        close = difflib.get_close_matches(name, sorted(keywords), n=1)
+        return f"unknown query parameter `{name}`" + (
+            f" (did you mean `{close[0]}`?)" if close else ""
+        )
+    return None
