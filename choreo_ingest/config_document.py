@@ -375,46 +375,11 @@ def _check_ca_bundle(path: Path) -> None:
 
 
 def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
-    import yaml  # a tenth of a second: only when the file changed (config_file.py)
+    """The config file's document (`config_yaml.parse_document`): PyYAML, a tenth of a second,
+    is loaded only when the file changed (config_file.py)."""
+    from choreo_ingest.config_yaml import parse_document
 
-    from choreo_ingest.config_yaml import MAX_CONFIG_VALUES, StrictLoader, expands_past
-
-    try:
-        document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as err:  # its str() quotes the line, which may hold the token
-        mark, problem = err.problem_mark or err.context_mark, err.problem or err.context
-        problem = _unquoted_yaml_problem(problem)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: invalid YAML: {err}") from None
-    if document is None:  # an empty file, or only comments
-        return {}
-    if not isinstance(document, dict):
-        raise ConfigError(f"{file}: expected a mapping at the top level, got {describe(document)}")
-    if expands_past(document, MAX_CONFIG_VALUES):
-        raise ConfigError(
-            f"{file}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
-            "expanded (a config holds a few dozen)"
-        )
-    return document
-
-
-_YAML_PROBLEMS_QUOTING_A_VALUE = {
-    "found undefined alias": "an undefined alias (quote a value that starts with `*`)",
-    "found undefined tag handle": "an undefined tag handle (quote a value that starts with `!`)",
-    "could not determine a constructor for the tag": "an unknown tag (quote a value that "
-    "starts with `!`)",
-}
-
-
-def _unquoted_yaml_problem(problem: str | None) -> str | None:
-    """PyYAML's problem without the text of an alias or tag it quotes: an unquoted token or
-    secret that starts with `*` or `!` reads as one (`token: *Zq9...`)."""
-    for start, said in _YAML_PROBLEMS_QUOTING_A_VALUE.items():
-        if problem and problem.startswith(start):
-            return f"found {said}"
-    return problem
+    return parse_document(file, text)
 
 
 def _literal_secrets(document: dict[Any, Any]) -> list[str]:

@@ -1,12 +1,16 @@
-"""The YAML loader of the config file (and how far its aliases may expand), in a module of its
-own: importing PyYAML is what a call with nothing to do avoids when the file is unchanged
-(`config_file.py`)."""
+"""The config file read as YAML (`parse_document`), its loader, and how far its aliases may
+expand, in a module of its own: importing PyYAML is what a call with nothing to do avoids when
+the file is unchanged (`config_file.py`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from choreo_ingest.config_values import describe
+from choreo_ingest.errors import ConfigError
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -44,3 +48,44 @@ def expands_past(document: object, most: int) -> bool:
         elif isinstance(node, list):
             stack.extend(node)
     return False
+
+
+def parse_document(file: Path, text: str) -> dict[Any, Any]:
+    """The YAML document of the config file `file` (its `text`): a mapping, or a ConfigError
+    naming the file (and the line) that never quotes the text, which may hold the token."""
+    try:
+        document = yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:  # its str() quotes the line, which may hold the token
+        mark, problem = err.problem_mark or err.context_mark, err.problem or err.context
+        problem = _unquoted_yaml_problem(problem)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: invalid YAML: {err}") from None
+    if document is None:  # an empty file, or only comments
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level, got {describe(document)}")
+    if expands_past(document, MAX_CONFIG_VALUES):
+        raise ConfigError(
+            f"{file}: holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
+            "expanded (a config holds a few dozen)"
+        )
+    return document
+
+
+_YAML_PROBLEMS_QUOTING_A_VALUE = {
+    "found undefined alias": "an undefined alias (quote a value that starts with `*`)",
+    "found undefined tag handle": "an undefined tag handle (quote a value that starts with `!`)",
+    "could not determine a constructor for the tag": "an unknown tag (quote a value that "
+    "starts with `!`)",
+}
+
+
+def _unquoted_yaml_problem(problem: str | None) -> str | None:
+    """PyYAML's problem without the text of an alias or tag it quotes: an unquoted token or
+    secret that starts with `*` or `!` reads as one (`token: *Zq9...`)."""
+    for start, said in _YAML_PROBLEMS_QUOTING_A_VALUE.items():
+        if problem and problem.startswith(start):
+            return f"found {said}"
+    return problem
