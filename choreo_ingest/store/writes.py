@@ -88,13 +88,21 @@ def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> No
 ABANDONED = "abandoned"
 """The outcome of a cycle given up before its completion (a refresh or a reset began a new
 one): it was never swept, and never will be."""
+KEPT_CYCLES = 1000
+"""Rows of `cycles` kept per provider, the newest: the store reads only the current and the last
+completed one; the rest is history for a person reading the state (about three weeks at the
+default rest)."""
 
 
 def start_cycle(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
-    """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row;
-    an earlier cycle still open is marked abandoned."""
+    """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row
+    (the oldest past KEPT_CYCLES dropped); an earlier cycle still open is marked abandoned."""
     with conn.transaction():
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
+        conn.execute(
+            "DELETE FROM cycles WHERE provider = ? AND cycle_id <= ?",
+            [record.name, record.cycle_id - KEPT_CYCLES],
+        )
         conn.execute(
             """UPDATE cycles SET outcome = ? WHERE provider = ? AND cycle_id < ?
                AND completed_at IS NULL AND (outcome IS NULL OR outcome = ?)""",
