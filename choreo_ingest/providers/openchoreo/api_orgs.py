@@ -37,6 +37,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Resource,
     Walk,
     confirm_gone,
+    event_page_size,
     every_item,
     org_era_name_of,
     queued_text,
@@ -347,11 +348,13 @@ def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:
 def _project_names(walk: Walk, org: str) -> list[str]:
     """The names of an org's projects, every page (`every_item`): none when the org answers the
     API's own 404 (it is gone); a 404 in another shape fails the event, and an expired cursor
-    (410) restarts the listing from its first page, as the walk does."""
+    (410) restarts the listing from its first page, as the walk does. Its pages are as large as
+    the walk's (`event_page_size`)."""
     path = f"/orgs/{_segment(org)}/projects"
+    limit = event_page_size(walk, OrgsGeneration.name)
 
     def read(cursor: str | None) -> ListPage:
-        return ORGS.list_page(walk.client, path, limit=OrgsGeneration.max_limit, cursor=cursor)
+        return ORGS.list_page(walk.client, path, limit=limit, cursor=cursor)
 
     projects = every_item(read, path, gone_codes=NOT_FOUND_CODES, missing_is_empty=True)
     return [org_era_name_of(project, path) for project in projects]

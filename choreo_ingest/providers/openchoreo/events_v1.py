@@ -31,6 +31,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Resource,
     Walk,
     confirm_gone,
+    event_page_size,
     every_item,
     name_of,
 )
@@ -40,7 +41,6 @@ from choreo_ingest.providers.openchoreo.naming import (
     v1_api_entity_name,
 )
 from choreo_ingest.providers.openchoreo.resources_v1 import (
-    MAX_LIMIT,
     PROJECT_OWNERS,
     WORKLOADS,
     as_object,
@@ -270,12 +270,13 @@ def _listed(
 def _items(
     walk: Walk, path: str, only: Mapping[str, str], *, missing_is_empty: bool = False
 ) -> list[Resource]:
-    """The items of a listing, every page (`every_item`): none when its first page answers the
-    API's 404 and `missing_is_empty`. An expired cursor is a 500 to a request that carried one
-    (`read_page`)."""
+    """The items of a listing, every page (`every_item`), as large as the walk's
+    (`event_page_size`): none when its first page answers the API's 404 and `missing_is_empty`.
+    An expired cursor is a 500 to a request that carried one (`read_page`)."""
+    limit = event_page_size(walk, "v1")
 
     def read(cursor: str | None) -> ListPage:
-        return read_page(walk.client, path, {**only, "limit": MAX_LIMIT}, cursor)
+        return read_page(walk.client, path, {**only, "limit": limit}, cursor)
 
     return every_item(read, path, gone_codes=NOT_FOUND, missing_is_empty=missing_is_empty)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from choreo_ingest.config import Config
+from choreo_ingest.config import Config, effective_chunk_size
 from choreo_ingest.errors import (
     AuthError,
     CursorExpired,
@@ -68,6 +68,15 @@ class Walk:
     index: IndexReader
     config: Config
     provider: str
+
+
+def event_page_size(walk: Walk, api: str) -> int:
+    """The `limit` of a listing an event reads: the walk's page size (`openchoreo.incremental.
+    chunkSize`, capped at what the `api` generation serves), so that lowering chunkSize (as the
+    client's error for an answer too large to read says) makes an event's listings smaller too.
+    The cap's warning is left to the walk, which logs it once."""
+    size, _ = effective_chunk_size(walk.config, api)
+    return size
 
 
 class Phase(Protocol):

@@ -156,7 +156,8 @@ class ErrorTranslator:
         self, method: str, path: str, status: int, limit: str | None, cap: int
     ) -> PermanentError:
         """An answer over `cap` bytes, cut short: as large when asked again, so not retried. A
-        page asked for `limit` items (the walk's chunkSize) is made smaller by asking for fewer."""
+        page asked for `limit` items (chunkSize, in the walk and in an event's listings alike)
+        is made smaller by asking for fewer."""
         size = f"{cap // 2**20} MiB" if cap >= 2**20 else f"{cap:,} bytes"
         text = f"{method} {path}: the answer is larger than {size}, the most the client reads"
         key = None

@@ -257,7 +257,7 @@ def test_an_events_workload_listing_that_repeats_a_cursor_fails_instead_of_endin
     engine.run()
     component = named("cart", owner={"projectName": "shop"})
     httpx_mock.add_response(url=f"{BASE}/namespaces/acme/components/cart", json=component)
-    listing = "/namespaces/acme/workloads?component=cart&limit=100"
+    listing = "/namespaces/acme/workloads?component=cart&limit=2"
     httpx_mock.add_response(url=f"{BASE}{listing}", **items(cursor=cursors[0]))
     for sent, answered in pairwise(cursors):
         httpx_mock.add_response(url=f"{BASE}{listing}&cursor={sent}", **items(cursor=answered))
@@ -290,7 +290,7 @@ def test_a_component_made_again_in_another_project_takes_its_old_apis_and_claims
             "/namespaces/acme/components?limit=50": [
                 items(named("cart", owner={"projectName": "shop"}))
             ],
-            "/namespaces/acme/workloads?component=cart&limit=100": [items(after)],
+            "/namespaces/acme/workloads?component=cart&limit=50": [items(after)],
             "/namespaces/acme/components/cart": [
                 {"json": named("cart", owner={"projectName": "web"})}
             ],
@@ -337,7 +337,7 @@ def test_an_event_for_an_object_the_client_may_not_read_changes_nothing(
     """The forwarder posts every namespace's events; a role may cover only some of them."""
     httpx_mock.add_response(url=f"{BASE}{read}", **FORBIDDEN)
     httpx_mock.add_response(
-        url=f"{BASE}/namespaces/hidden/workloads?component=c&limit=100", **items(), is_optional=True
+        url=f"{BASE}/namespaces/hidden/workloads?component=c&limit=50", **items(), is_optional=True
     )
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
@@ -372,7 +372,7 @@ def test_a_project_whose_components_listing_answers_404_maps_no_components(
     project["metadata"]["annotations"] = {"backstage.io/owner": "group:default/team-new"}
     httpx_mock.add_response(url=f"{BASE}/namespaces/acme/projects/shop", json=project)
     httpx_mock.add_response(
-        url=f"{BASE}/namespaces/acme/components?project=shop&limit=100",
+        url=f"{BASE}/namespaces/acme/components?project=shop&limit=50",
         status_code=404,
         json={"error": "Project not found", "code": "NOT_FOUND"},
     )
@@ -399,7 +399,7 @@ def test_a_404_on_a_components_workload_listing_fails_the_event_and_removes_noth
         json=named("cart", owner={"projectName": "shop"}),
     )
     httpx_mock.add_response(
-        url=f"{BASE}/namespaces/acme/workloads?component=cart&limit=100",
+        url=f"{BASE}/namespaces/acme/workloads?component=cart&limit=50",
         status_code=404,
         text="404 page not found",
     )
@@ -645,7 +645,7 @@ def test_a_component_of_a_project_gone_since_the_last_cycle_is_left_out(
 NOT_FOUND = {"status_code": 404, "json": {"error": "Namespace not found", "code": "NOT_FOUND"}}
 UNSERVED = {
     "/namespaces/other": [{"json": namespace("other")}],
-    "/namespaces?limit=100": [items(namespace("acme", **SERVED))],
+    "/namespaces?limit=50": [items(namespace("acme", **SERVED))],
 }
 """OpenChoreo's answers for a namespace it does not serve (`kube-system`): read whole, as any
 namespace is, without the control-plane label, and left out of `/namespaces`."""
@@ -665,7 +665,7 @@ def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_noth
     walk_pages(
         httpx_mock,
         {
-            "/namespaces/other/workloads?component=cart&limit=100": [items()],
+            "/namespaces/other/workloads?component=cart&limit=50": [items()],
             "/namespaces/other/components/cart": [
                 {"json": named("cart", owner={"projectName": "p"})}
             ],
@@ -688,7 +688,7 @@ def test_a_component_event_before_any_cycle_brings_its_system_and_domain(
     walk_pages(
         httpx_mock,
         {
-            "/namespaces/acme/workloads?component=cart&limit=100": [items()],
+            "/namespaces/acme/workloads?component=cart&limit=50": [items()],
             "/namespaces/acme/components/cart": [
                 {"json": named("cart", owner={"projectName": "shop"})}
             ],
@@ -732,7 +732,7 @@ def test_a_new_projects_event_brings_its_domain_and_the_components_the_walk_left
         {
             "/namespaces/acme/projects/shop": [{"json": named("shop")}],
             "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
-            "/namespaces/acme/components?project=shop&limit=100": [
+            "/namespaces/acme/components?project=shop&limit=50": [
                 items(named("cart", owner={"projectName": "shop"}))
             ],
         },
@@ -853,7 +853,7 @@ def test_a_component_event_does_not_trust_a_project_row_of_an_earlier_cycle(
     completes) or its namespace (unlabelled: the Namespace event removed entities, not rows);
     trusted, it put the component in the catalog, seen this cycle, with its System swept."""
     pages = {
-        "/namespaces/acme/workloads?component=cart&limit=100": [items()],
+        "/namespaces/acme/workloads?component=cart&limit=50": [items()],
         "/namespaces/acme/components/cart": [
             {"json": named("cart", owner={"projectName": "shop"})}
         ],
@@ -886,7 +886,7 @@ def test_a_namespace_that_leaves_openchoreo_takes_the_project_rows_that_vouched_
     walk_pages(
         httpx_mock,
         {
-            "/namespaces/other/workloads?component=cart&limit=100": [items()],
+            "/namespaces/other/workloads?component=cart&limit=50": [items()],
             "/namespaces/other/components/cart": [
                 {"json": named("cart", owner={"projectName": "shop"})}
             ],
@@ -949,8 +949,8 @@ def test_a_namespace_event_brings_its_domain_when_the_label_or_the_listing_vouch
     pages = {"/namespaces/acme": [{"json": read}]}
     if listed is not None:
         *first, last = listed
-        pages["/namespaces?limit=100"] = [items(*first, cursor="n2")]
-        pages["/namespaces?limit=100&cursor=n2"] = [items(last)]
+        pages["/namespaces?limit=50"] = [items(*first, cursor="n2")]
+        pages["/namespaces?limit=50&cursor=n2"] = [items(last)]
     walk_pages(httpx_mock, pages)
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
@@ -974,7 +974,7 @@ def test_a_deleted_components_event_takes_a_404_on_its_workload_listing_for_none
             "/namespaces/acme/components/cart": [
                 {"status_code": 404, "json": {"error": "Component not found", "code": "NOT_FOUND"}}
             ],
-            "/namespaces/acme/workloads?component=cart&limit=100": [
+            "/namespaces/acme/workloads?component=cart&limit=50": [
                 {"status_code": 404, "json": {"error": "Component not found", "code": "NOT_FOUND"}}
             ],
         },
@@ -1010,8 +1010,8 @@ def test_a_listings_later_page_does_not_undo_the_events_applied_since_it_began(
             ],
             "/namespaces/acme/components/c": [{"status_code": 404, "json": {"code": "NOT_FOUND"}}],
             "/namespaces/acme/components/d": [{"json": new_d}],
-            "/namespaces/acme/workloads?component=c&limit=100": [items()],
-            "/namespaces/acme/workloads?component=d&limit=100": [items()],
+            "/namespaces/acme/workloads?component=c&limit=2": [items()],
+            "/namespaces/acme/workloads?component=d&limit=2": [items()],
         },
     )
     config = config_for(api="v1", chunk_size=2)

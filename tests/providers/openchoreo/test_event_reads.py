@@ -76,7 +76,7 @@ def handle(fake_engine, config_for, clock, server: FakeV1, event: Event, api: st
 
 
 CART = Event("Component", "cart", "updated", "acme")
-WORKLOADS = "/namespaces/acme/workloads?component=cart&limit=100"
+WORKLOADS = "/namespaces/acme/workloads?component=cart&limit=50"  # chunkSize, its default
 
 
 def expired() -> httpx.Response:
@@ -275,13 +275,13 @@ def test_an_org_era_404_that_is_not_the_apis_fails_the_event_and_removes_nothing
     assert server.asked == [read]
 
 
-ORG_PROJECTS = "/orgs/acme/projects?limit=1024&pagination=cursor"
+ORG_PROJECTS = "/orgs/acme/projects?limit=50&pagination=cursor"
 CART_SOMEWHERE = Event("Component", "cart", "updated", "acme")
 """An org-era Component event without `project`: the org's projects are listed to find it."""
 
 
 def org_projects_after(cursor: str) -> str:
-    return f"/orgs/acme/projects?limit=1024&cursor={cursor}&pagination=cursor"
+    return f"/orgs/acme/projects?limit=50&cursor={cursor}&pagination=cursor"
 
 
 def org_page(*names: str, cursor: str = "") -> httpx.Response:
