@@ -219,7 +219,6 @@ class OrgsGeneration:
     """The org-era API as the traversal needs it."""
 
     name = "orgs"
-    max_limit = 1024
     gone_codes = NOT_FOUND_CODES
     phases: Sequence[Phase] = (_Orgs(), _Projects(), _Components())
 

@@ -117,7 +117,6 @@ class V1Generation:
     """The v1 API as the traversal needs it."""
 
     name = "v1"
-    max_limit = MAX_LIMIT
     gone_codes = NOT_FOUND
     phases: Sequence[Phase] = (_Namespaces(), _Projects(), _Workloads(), _Components())
 

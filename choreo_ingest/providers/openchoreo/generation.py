@@ -107,11 +107,6 @@ class Generation(Protocol):
         ...
 
     @property
-    def max_limit(self) -> int:
-        """The largest page the API serves; larger `limit` values are clamped by the server."""
-        ...
-
-    @property
     def phases(self) -> Sequence[Phase]: ...
 
     @property

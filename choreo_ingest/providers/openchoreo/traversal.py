@@ -458,10 +458,9 @@ class OpenChoreoProvider:
 def _check_parent_gone(
     context: OpenChoreoContext, generation: Generation, path: str, missing: NotFoundError
 ) -> None:
-    """Return if the parent of the listing `path` that answered 404 is gone (its own GET answers
-    the API's own 404 too); else fail the burst. The listing's 404 alone could come from
-    something in front of the API that lacks the route (v1 lists an absent namespace's children
-    as empty): skipping the parent then would have the sweep remove all it holds."""
+    """Return if the parent of the listing `path` that answered 404 answers the API's own 404
+    too (it is gone), else fail the burst: a proxy without the route could answer the listing's
+    404 (v1 lists an absent namespace's children as empty), and the sweep would empty the parent."""
     parent = path.rpartition("/")[0]
     try:
         context.client.get_json(parent)
