@@ -206,30 +206,30 @@ def every_item(
             reason = "rejected" if rejected else "expired"
             restarts[reason] += 1
             if rejected and restarts[reason] > 1:
-                raise PermanentError(
-                    f"{expired}; refused again after the listing restarted once",
-                    method="GET",
-                    path=path,
-                    status=expired.status,
-                    code=expired.code,
-                ) from None
+                text = "refused again after the listing restarted once"
+                raise _listing_failed(PermanentError, expired, path, text) from None
             if restarts[reason] > EVENT_LISTING_RESTARTS:
-                raise ProviderError(
-                    f"{expired}; the listing's cursor failed again after "
-                    f"{EVENT_LISTING_RESTARTS} restarts from its first page: the server may be "
-                    "failing on a resource in it (see the openchoreo-api logs), or its cursors "
-                    "expire faster than a page takes",
-                    method="GET",
-                    path=path,
-                    status=expired.status,
-                    code=expired.code,
-                ) from None
+                text = (
+                    f"the listing's cursor failed again after {EVENT_LISTING_RESTARTS} restarts "
+                    "from its first page: the server may be failing on a resource in it (see the "
+                    "openchoreo-api logs), or its cursors expire faster than a page takes"
+                )
+                raise _listing_failed(ProviderError, expired, path, text) from None
             log.info(
                 "event_listing_restarted",
                 path=path,
                 restarts=restarts[reason],
                 reason=f"cursor {reason}",
             )
+
+
+def _listing_failed(
+    kind: type[ProviderError], expired: CursorExpired, path: str, text: str
+) -> ProviderError:
+    """The error that fails an event whose listing's cursor kept failing: `expired`, then why."""
+    return kind(
+        f"{expired}; {text}", method="GET", path=path, status=expired.status, code=expired.code
+    )
 
 
 def _pages(
@@ -246,13 +246,8 @@ def _pages(
             page = read(cursor)
         except CursorExpired as expired:
             if cursor is None:  # no cursor to blame: starting again would answer the same
-                raise PermanentError(
-                    f"{expired}; to the listing's first page, which carried no cursor",
-                    method="GET",
-                    path=path,
-                    status=expired.status,
-                    code=expired.code,
-                ) from None
+                text = "to the listing's first page, which carried no cursor"
+                raise _listing_failed(PermanentError, expired, path, text) from None
             raise
         except NotFoundError as missing:
             confirm_gone(missing, gone_codes)
