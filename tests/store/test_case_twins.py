@@ -4,13 +4,10 @@ the other lives on, the change log ends on an upsert of the live one, on both ba
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pytest
-
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
-from choreo_ingest.store import StateLocation, Store, SweepGuards
+from choreo_ingest.store import Store, SweepGuards
 
 from fakes import make_entity
 
@@ -18,14 +15,6 @@ T0 = 1_800_000_000.0
 OPEN = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=None)
 GUARDED = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=10)
 SCOPE = "acme/web/cart"
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def api(name: str, scope: str = SCOPE) -> Entity:

@@ -7,7 +7,6 @@ schema 4 starts with the counts of the rows it already holds."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,6 @@ from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderSt
 from choreo_ingest.store import (
     MIGRATION_NAMES,
     SCHEMA_VERSION,
-    StateLocation,
     Store,
     SweepGuards,
     writes,
@@ -64,14 +62,6 @@ def assert_counts_exact(store: Store) -> None:
         assert list(by_kind.items()) == [tuple(row) for row in scanned]
         active = conn.scalar(f"SELECT count(*) FROM {REFS} WHERE provider = ?", [provider])
         assert store.active_count(provider) == active
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def scoped(name: str, scope: str, kind: str = "Component") -> Entity:

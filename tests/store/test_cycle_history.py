@@ -3,25 +3,15 @@ years does not grow a row a cycle for ever, and what the store reads of it stays
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from choreo_ingest.models import EntityIteratorResult, ProviderState
-from choreo_ingest.store import StateLocation, Store, SweepGuards, writes
+from choreo_ingest.store import Store, SweepGuards, writes
 
 from fakes import make_entity
 
 T0 = 1_800_000_000.0
 OPEN = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=None)
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def cycle(store: Store, provider: str, *, complete: bool = True) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,6 @@ T0 = 1_800_000_000.0
 DAY = 86_400.0
 LATER = list(MIGRATION_NAMES[MIGRATION_NAMES.index("0004_feed") :])
 """What a schema-3 state file has still to apply."""
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def upsert(store: Store, entities: Sequence[Entity], now: float = T0) -> None:

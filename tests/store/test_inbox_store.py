@@ -8,7 +8,6 @@ import json
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,6 @@ from choreo_ingest.store.run_lock import RunLock
 
 from event_fakes import component_event
 from fakes import FakeClock, FakeProvider, make_config, make_entity
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def pending(store: Store, provider: str = "fake") -> list[tuple[str, str]]:

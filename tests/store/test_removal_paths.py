@@ -3,13 +3,10 @@ blocked sweep holds back (its count must stay what `removals approve` would remo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
-import pytest
-
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
-from choreo_ingest.store import StateLocation, Store, SweepGuards
+from choreo_ingest.store import Store, SweepGuards
 
 from fakes import make_entity
 
@@ -19,14 +16,6 @@ GUARDED = SweepGuards(reject_empty_source_collections=False, reject_removals_abo
 
 def scoped(name: str, scope: str) -> Entity:
     return replace(make_entity(name), scope=scope)
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def cycle(store: Store, entities: list[Entity], guards: SweepGuards = GUARDED) -> int:

@@ -7,7 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -45,14 +45,6 @@ T0 = 1_800_000_000.0
 NO_GUARDS = SweepGuards(
     reject_empty_source_collections=False, reject_removals_above_percentage=None
 )
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def sql(path: Path, statement: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderRecord, ProviderState
-from choreo_ingest.store import StateLocation, Store, SweepGuards
+from choreo_ingest.store import Store, SweepGuards
 
 from fakes import make_entity
 
@@ -17,14 +15,6 @@ NO_GUARDS = SweepGuards(
 )
 SHARED = make_entity("shared")
 MINE = make_entity("mine")
-
-
-@pytest.fixture
-def store(any_location: StateLocation) -> Iterator[Store]:
-    """A migrated store on each backend in turn (SQLite, PostgreSQL)."""
-    with any_location.open() as opened:
-        opened.migrate()
-        yield opened
 
 
 def begin(store: Store, provider: str, now: float) -> ProviderRecord:
