@@ -58,6 +58,22 @@ async function someProject(): Promise<string> {
   return project.metadata.name;
 }
 
+/** The project of the namespace with the shortest name: its API names need no hash suffix. */
+async function shortestProject(): Promise<string> {
+  const response = await fetch(`${choreo.simulatorUrl}/_control/world`);
+  const world = (await response.json()) as {
+    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
+  };
+  const names = world.data.projects
+    .filter(p => p.metadata.namespace === NAMESPACE)
+    .map(p => p.metadata.name)
+    .sort((a, b) => a.length - b.length || a.localeCompare(b));
+  if (!names.length) {
+    throw new Error(`no project in ${NAMESPACE}`);
+  }
+  return names[0];
+}
+
 async function waitForSeq(atLeast: number): Promise<void> {
   await waitUntil(async () => (await choreo.feedHead()).newestSeq >= atLeast, `seq ${atLeast}`);
 }
@@ -131,6 +147,43 @@ test('a deleted component leaves as one delta removing its refs', async () => {
   expect([...delta.removed].sort()).toEqual(arrived);
   expect(connection.refs()).toEqual(await choreo.exportRefs());
   expect(await provider.appliedRefs()).toEqual(connection.refs());
+});
+
+test('an endpoint renamed only in case stays in the catalog under its new spelling', async () => {
+  // The catalog keys entities by the ref lower-cased: the old spelling's removal, logged after
+  // the new spelling's add, would remove the API there unless the feed adds it again after that.
+  const project = await shortestProject();
+  const endpoint = (name: string) =>
+    JSON.stringify({ [name]: { type: 'REST', port: 8080, schema: { content: OPENAPI } } });
+  const apiNames = () =>
+    [...connection.entities.values()]
+      .filter(entity => entity.kind === 'API')
+      .filter(entity => entity.metadata.annotations?.['openchoreo.io/component'] === 'case-rename')
+      .map(entity => entity.metadata.name);
+  let before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('add_component', {
+    namespace: NAMESPACE,
+    project,
+    name: 'case-rename',
+    endpoints: endpoint('httpApi'),
+  });
+  await waitForSeq(before + 2);
+  await provider.run();
+  expect(apiNames()).toEqual([`${project}-case-rename-httpApi`]);
+  connection.clearLog();
+  before = (await choreo.feedHead()).newestSeq;
+
+  await choreo.control('add_component', {
+    namespace: NAMESPACE,
+    project,
+    name: 'case-rename',
+    endpoints: endpoint('httpapi'),
+  });
+  await waitForSeq(before + 2);
+  await provider.run();
+
+  expect(apiNames()).toEqual([`${project}-case-rename-httpapi`]);
+  expect(connection.refs()).toEqual(await choreo.exportRefs());
 });
 
 test('a changed baseUrl keeps the location key the entities were applied under', async () => {
