@@ -37,6 +37,7 @@ import yaml
 from choreo_ingest.config import load_config
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
+from os_tools import require_tool
 from sim_support import run_cli
 
 pytestmark = pytest.mark.slow
@@ -82,17 +83,6 @@ def installed_script() -> Path:
         f"choreo-ingest is not installed for {sys.executable} (looked at "
         f"{', '.join(map(str, candidates))}); run `pip install -e .`"
     )
-
-
-def require_tool(name: str, package: str) -> str:
-    """The tool's path; skip when it is missing, but under CI (`CI=true`) fail instead."""
-    found = shutil.which(name)
-    if found:
-        return found
-    reason = f"{name} is not on PATH; install the Debian package `{package}`"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(f"CI must check the systemd examples: {reason}")
-    pytest.skip(reason)
 
 
 def mdwe_supported() -> bool:
