@@ -141,3 +141,31 @@ def test_a_state_missing_a_table_is_a_state_error_naming_it(
         "exitCode": 4,
         "error": expected.removeprefix("choreo-ingest: error: "),
     }
+
+
+def test_a_command_whose_run_lock_another_run_took_exits_4_saying_so_and_writes_nothing(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A second host through a pooler in transaction mode (`pg_takeover.py`) takes the run lock
+    and the store right after `refresh` migrated it: the refresh is refused, as a lost
+    connection is (exit 4), in one line that names the likely cause."""
+    from choreo_ingest.store import PostgresLocation
+
+    from pg_takeover import TAKEN_OVER_CLI
+
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    assert run_cli("migrate", "--db", pg_url, cwd=tmp_path).returncode == 0
+
+    done = run_cli(
+        "refresh", "openchoreo", "--db", pg_url, cwd=tmp_path, entry=("-c", TAKEN_OVER_CLI, pg_url)
+    )
+
+    assert done.returncode == 4, done.stderr
+    assert one_error_line(done.stderr) == (
+        f"choreo-ingest: error: state store {pg_url}: another choreo-ingest run took the run "
+        "lock of schema 'choreo_ingest' while this one held it (a pooler in transaction mode "
+        "between choreo-ingest and PostgreSQL? see README): nothing of this transaction was "
+        "written"
+    )
+    with PostgresLocation(pg_url).open(readonly=True) as store:
+        assert store.provider_names() == []  # what a refresh writes first: its provider's record

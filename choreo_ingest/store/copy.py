@@ -17,6 +17,7 @@ from typing import Any
 
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.store.dialect import AnyConnection, is_postgres
+from choreo_ingest.store.meta import RUN_HOLDER
 
 BATCH_ROWS = 1000
 
@@ -93,6 +94,10 @@ STATE_TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
     "provider_facts": (("provider", "name", "value", "updated_at"), ("provider", "name")),
     "store_meta": (("name", "value"), ("name",)),
 }
+STATE_ROWS = {"store_meta": f"name <> '{RUN_HOLDER}'"}
+"""Which rows are the state's, in a table where some are the store's own: which run holds a
+PostgreSQL store (`pg_fence`) is neither copied nor replaced (the target's is the copying
+run's claim, which the copy's transaction checks)."""
 SEQUENCED = {"changes": "seq", "event_inbox": "seq"}
 """Tables whose key a counter hands out: the target's counter must go on after the source's."""
 JSONB_COLUMNS = {("event_inbox", "body")}
@@ -126,7 +131,7 @@ def copy_state(
     rows: dict[str, int] = {}
     with source.snapshot(), target.transaction():
         for table in (*STATE_TABLES, *COUNTS):  # SQLite has no triggers counting deletes
-            target.execute(f"DELETE FROM {table}")
+            target.execute(f"DELETE FROM {table}{_where(table)}")
         for table, (columns, key) in STATE_TABLES.items():
             rows[table] = _copy_table(source, target, table, columns, key)
         for table, column in SEQUENCED.items():
@@ -143,7 +148,8 @@ def _copy_table(
 ) -> int:
     read = ", ".join(_as_text(source, table, column) for column in columns)
     copied, batch = 0, []
-    for row in source.execute(f"SELECT {read} FROM {table} ORDER BY {', '.join(key)}"):
+    selected = f"SELECT {read} FROM {table}{_where(table)} ORDER BY {', '.join(key)}"
+    for row in source.execute(selected):
         batch.append(tuple(row))
         if len(batch) == BATCH_ROWS:
             _insert(target, table, columns, batch)
@@ -152,6 +158,10 @@ def _copy_table(
         _insert(target, table, columns, batch)
         copied += len(batch)
     return copied
+
+
+def _where(table: str) -> str:
+    return f" WHERE {STATE_ROWS[table]}" if table in STATE_ROWS else ""
 
 
 def _insert(

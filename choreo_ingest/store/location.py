@@ -199,7 +199,13 @@ class PostgresLocation:
     @contextmanager
     def open_locked(self) -> Iterator[Store]:
         """The store, opened for writing, holding the run lock on its own connection (LockHeld
-        if another session holds it); released on exit."""
+        if another session holds it); released on exit.
+
+        The lock arms the connection's fence (`pg_fence`): once the store is migrated, the run
+        claims it, and a write transaction after another run has claimed it since (the lock
+        taken twice through a pooler in transaction mode) is refused with StateError."""
+        from choreo_ingest.store.pg_fence import RunFence
+
         conn = self._checked(self._connect(readonly=False))
         try:
             key = self._lock_key()
@@ -209,11 +215,14 @@ class PostgresLocation:
                     f"(schema {self.schema!r}); nothing done",
                     path=str(self),
                 )
+            fence = conn.fence = RunFence(self.schema)
             with Store(conn) as store:
                 try:
                     yield store
                 finally:
                     # A lost session has let the lock go already; closing ends it anyway.
+                    with suppress(StateError):
+                        fence.release(conn)
                     with suppress(StateError):
                         conn.advisory_unlock(key)
         finally:

@@ -1,5 +1,5 @@
-"""What the state file says about itself (table `store_meta`): its id and how far the change log
-was pruned.
+"""What the state file says about itself (table `store_meta`): its id, how far the change log
+was pruned and, on PostgreSQL, which run holds the store (`pg_fence`).
 
 The store id names one unbroken history of the change log. A consumer that copied the catalog
 keeps it; when it changes (a new state file, or entities removed without a consumer being able
@@ -14,6 +14,10 @@ STORE_ID = "store_id"
 STORE_ID_RENEWED_AT = "store_id_renewed_at"
 PRUNED_THROUGH = "changes_pruned_through"
 """Every change with a seq at or below this has been pruned."""
+RUN_HOLDER = "run_holder"
+"""PostgreSQL only: the token of the run that claimed the store under the run lock
+(`pg_fence`). Absent while no run holds it (the last one released it, or none has claimed it
+yet: a state an older release migrated); the store's own, never copied (`copy.STATE_ROWS`)."""
 
 
 def store_id(conn: AnyConnection) -> str:

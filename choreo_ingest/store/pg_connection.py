@@ -36,6 +36,7 @@ from choreo_ingest.config_values import raw_url_parts, without_credentials
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.pg_fence import RunFence
 from choreo_ingest.store.pg_placeholders import translate_placeholders
 from choreo_ingest.store.pg_url import option_value_problem, unreadable_url_problem
 from choreo_ingest.store.schema import MIGRATION_NAMES
@@ -172,6 +173,8 @@ class PgConnection:
         # Before parsing: libpq's parse error quotes the token it could not read, a password too.
         self._secrets += url_password_candidates(url)
         self._streams = 0
+        self.fence: RunFence | None = None
+        """Set on the connection that holds the run lock (`PostgresLocation.open_locked`)."""
         self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
         options = url_options(url)
         if options.get("password"):
@@ -312,10 +315,13 @@ class PgConnection:
         """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt).
 
         Should the connection be lost inside, the server rolls the transaction back and the
-        next statement (or the COMMIT) raises StateError.
+        next statement (or the COMMIT) raises StateError. On the run lock's connection, once
+        the run has claimed the store, its first statement is the fence's check (`pg_fence`).
         """
         self._begin("BEGIN")
         try:
+            if self.fence is not None:
+                self.fence.check(self)
             yield
             if self._raw.info.transaction_status == TransactionStatus.INERROR:
                 # PostgreSQL answers COMMIT of a failed transaction with a quiet ROLLBACK.
@@ -373,10 +379,14 @@ class PgConnection:
         return [name for name in MIGRATION_NAMES if name not in applied]
 
     def migrate(self) -> list[str]:
-        """Apply pending migrations; returns what was applied."""
+        """Apply pending migrations; returns what was applied. On the run lock's connection the
+        run then claims the store (`pg_fence`): every writer under the lock migrates first."""
         from choreo_ingest.store.pg_schema import pg_migrate
 
-        return pg_migrate(self)
+        applied = pg_migrate(self)
+        if self.fence is not None:
+            self.fence.claim(self)
+        return applied
 
     def require_current_schema(self) -> None:
         pending = self.pending_migrations()
