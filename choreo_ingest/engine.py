@@ -228,7 +228,8 @@ class BurstEngine:
         writer: PageWriter,
         error: Exception | None,
     ) -> ProviderOutcome:
-        """Store what `schedule.after_burst` makes of the record; raise a failure that is a bug."""
+        """Store what `schedule.after_burst` makes of the record, the burst counted by how it
+        ended (`metrics.BURST_OUTCOMES`); raise a failure that is a bug."""
         now = self.clock.now()
         record = after_burst(record, result, self.config.incremental, now, self.rng)
         outcome = ProviderOutcome(
@@ -248,7 +249,7 @@ class BurstEngine:
         elif result.done:
             self._complete_cycle(record, outcome, now)
         else:
-            self.store.save_provider(record, now)
+            self.store.end_burst(record, "interrupted" if result.interrupted else "ok", now)
             if result.interrupted:
                 outcome.action = ProviderAction.INTERRUPTED
         return outcome

@@ -123,20 +123,21 @@ def run_once(
                 ),
             )
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
-        try:
-            _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
-            for name in names:  # after the drain, which may ask for one
-                _apply_refresh_request(store, name, clock)
-            for name, provider in loaded.items():
-                if stop.is_set():
-                    break
-                result.providers.append(_run_provider(engine, name, provider, force))
-            mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
-            pruned = prune_change_log(store, config, clock.now())
-            if pruned:
-                log.debug("changes_pruned", count=pruned)
-        finally:
-            metrics_error = _write_metrics(config, store, clock.now())
+        _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
+        for name in names:  # after the drain, which may ask for one
+            _apply_refresh_request(store, name, clock)
+        for name, provider in loaded.items():
+            if stop.is_set():
+                break
+            result.providers.append(_run_provider(engine, name, provider, force))
+        mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
+        pruned = prune_change_log(store, config, clock.now())
+        if pruned:
+            log.debug("changes_pruned", count=pruned)
+        # Only a run that got this far writes the textfile, its last run time with it: one that
+        # the state store failed (exit 4) or a bug ended leaves it, as one that could not take
+        # the lock (75) does, and as serve's failed tick leaves its last run.
+        metrics_error = _write_metrics(config, store, clock.now())
     result.output_errors = [e for e in (mirror_error, metrics_error) if e is not None]
     result.outcome = _overall_outcome(result.providers, stop, result.error)
     return result
@@ -344,9 +345,10 @@ def _write_metrics(
     """Write the metrics textfile, if configured; an error is logged and returned (a run reports
     it as it reports an unwritable mirror).
 
-    After this run's bursts, a provider still `bursting` is one whose burst the run could not
-    record the end of (the store failed): the next run counts it, as it counts a crash. After an
-    operator's command (`after_bursts` False), no burst ran under its lock: it is a crash.
+    After this run's bursts, a `bursting` provider is reported as stored, not yet counted as a
+    crash (a run whose store failed mid-burst writes no textfile; the next run counts that
+    burst, as it counts a crash). After an operator's command (`after_bursts` False), no burst
+    ran under its lock: it is a crash.
     """
     if config.metrics_textfile is None:
         return None

@@ -12,7 +12,18 @@ Cycle outcomes (`choreo_ingest_cycles_total{outcome}`):
     completed   the cycle completed and its sweep was applied
     blocked     the cycle completed but its removals were blocked by a guard
 A failed burst does not end a cycle (the cycle resumes from its cursor), so there is no `failed`
-outcome: failures show as `choreo_ingest_consecutive_failures` and `choreo_ingest_state`.
+outcome: failures show in `choreo_ingest_bursts_total`, `choreo_ingest_consecutive_failures` and
+`choreo_ingest_state`.
+
+Burst outcomes (`choreo_ingest_bursts_total{outcome}`, `ProviderAction` of each burst):
+    ok           the burst completed its cycle, or paused with work left (its deadline, a 429
+                 after committed pages): the next burst resumes from its cursor
+    failed       the burst failed (backoff scheduled), or the provider could not be loaded
+    interrupted  SIGTERM or SIGINT stopped it after its last committed page
+A burst cut short by the state store failing is not counted (nothing could be stored).
+
+`choreo_ingest_events_pending` and `choreo_ingest_events_parked` are the provider's share of the
+event inbox `status` counts.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ PREFIX = "choreo_ingest"
 TEXTFILE_MODE = 0o644
 """node_exporter reads the textfile as another user, whatever our umask."""
 CYCLE_OUTCOMES = ("completed", "blocked")
+BURST_OUTCOMES = ("ok", "failed", "interrupted")
 EVENT_OUTCOMES = ("applied", "rejected", "parked", "retried", "ignored", "dropped")
 ENTITY_KINDS = ("Domain", "System", "Component", "API")
 """Kinds always exported (as 0 when absent) so alerts on them have a series to read."""
@@ -62,6 +74,12 @@ class ProviderMetrics:
     cursor_resets_total: int = 0
     events_total: Mapping[str, int] = field(default_factory=dict)
     """Outcome (`EVENT_OUTCOMES`) -> events handled."""
+    bursts_total: Mapping[str, int] = field(default_factory=dict)
+    """Outcome (`BURST_OUTCOMES`) -> bursts ended."""
+    events_pending: int = 0
+    """The provider's events waiting in the inbox for a run to apply them."""
+    events_parked: int = 0
+    """The provider's events parked in the inbox (their re-read kept failing)."""
     api: str | None = None
     """The API generation the provider's source speaks, when it says (`v1`, `orgs`)."""
 
@@ -207,6 +225,10 @@ def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
         "removals_blocked",
         "Entity removals currently held back by a sweep guard, awaiting approval.",
     )
+    pending = _gauge("events_pending", "Change events waiting in the inbox to be applied.")
+    parked = _gauge(
+        "events_parked", "Change events parked in the inbox after their re-read kept failing."
+    )
     api = _gauge(
         "api_info",
         "The API generation the provider's source speaks (always 1; see the api label).",
@@ -221,9 +243,11 @@ def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
         for kind, count in _with_defaults(provider.entities_by_kind, ENTITY_KINDS):
             entities.add([name, kind], count)
         blocked.add([name], provider.removals_blocked)
+        pending.add([name], provider.events_pending)
+        parked.add([name], provider.events_parked)
         if provider.api is not None:
             api.add([name, provider.api], 1.0)
-    yield from (state, failures, entities, blocked, api)
+    yield from (state, failures, entities, blocked, pending, parked, api)
 
 
 def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
@@ -233,6 +257,7 @@ def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
     resets = _counter("cursor_resets_total", "Listings restarted because their API cursor expired.")
     cycles = _counter("cycles_total", "Ingestion cycles completed, by outcome.", "outcome")
     events = _counter("events_total", "Change events handled, by outcome.", "outcome")
+    bursts = _counter("bursts_total", "Bursts ended, by outcome.", "outcome")
     for provider in providers:
         name = provider.provider
         upserted.add([name], provider.entities_upserted_total)
@@ -243,7 +268,9 @@ def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
             cycles.add([name, outcome], count)
         for outcome, count in _with_defaults(provider.events_total, EVENT_OUTCOMES):
             events.add([name, outcome], count)
-    yield from (upserted, removed, pages, resets, cycles, events)
+        for outcome, count in _with_defaults(provider.bursts_total, BURST_OUTCOMES):
+            bursts.add([name, outcome], count)
+    yield from (upserted, removed, pages, resets, cycles, events, bursts)
 
 
 def _with_defaults(counts: Mapping[str, int], always: Iterable[str]) -> list[tuple[str, int]]:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import ChangesGone, ConfigError
-from choreo_ingest.metrics import EVENT_OUTCOMES, ProviderMetrics
+from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
@@ -135,6 +135,7 @@ def provider_metrics(
     stored = store.load_provider(name)
     record = stored if running else crash_counted(stored)
     totals = store.counters(name)
+    inbox = store.inbox_counts(name)  # the provider's share of what `status` counts
     return ProviderMetrics(
         provider=name,
         state=record.state,
@@ -150,15 +151,16 @@ def provider_metrics(
         entities_removed_total=totals.get("entities_removed", 0),
         pages_total=totals.get("pages", 0),
         removals_blocked=store.blocked_removals(name).count,
-        cycles_total={
-            outcome: totals.get(f"cycles_{outcome}", 0) for outcome in ("completed", "blocked")
-        },
+        cycles_total={outcome: totals.get(f"cycles_{outcome}", 0) for outcome in CYCLE_OUTCOMES},
         cursor_resets_total=totals.get("cursor_resets", 0),
         events_total={
             outcome: totals[f"events_{outcome}"]
             for outcome in EVENT_OUTCOMES
             if f"events_{outcome}" in totals
         },
+        bursts_total={outcome: totals.get(f"bursts_{outcome}", 0) for outcome in BURST_OUTCOMES},
+        events_pending=inbox.pending,
+        events_parked=inbox.parked,
         api=store.facts(name).get("api"),
     )
 
@@ -186,6 +188,8 @@ class StatusReport:
     running: bool
     providers: list[ProviderStatus]
     events: InboxCounts
+    problems: list[str] = field(default_factory=list)
+    """Problems of the process reporting, not of a provider (`serve`: its ticks do not run)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -198,7 +202,7 @@ class StatusReport:
 
     @property
     def healthy(self) -> bool:
-        return all(not item.health_problems for item in self.providers)
+        return not self.problems and all(not item.health_problems for item in self.providers)
 
     def errors_withheld(self) -> StatusReport:
         """The report for a caller who may not read catalog content (`serve` without its token,
@@ -209,8 +213,9 @@ class StatusReport:
         )
 
     def health_json(self) -> dict[str, Any]:
-        """The `health --json` document (and serve's `/health`)."""
-        return {
+        """The `health --json` document (and serve's `/health`, with `problems` of its own
+        when its ticks do not run)."""
+        document: dict[str, Any] = {
             "healthy": self.healthy,
             "providers": [
                 {
@@ -221,6 +226,9 @@ class StatusReport:
                 for item in self.providers
             ],
         }
+        if self.problems:
+            document["problems"] = self.problems
+        return document
 
 
 def no_state_health(state: StateRef) -> dict[str, Any]:

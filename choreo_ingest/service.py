@@ -3,6 +3,12 @@
 The run lock is taken for each tick (a burst, or a drain of the inbox), never for the service's
 life: `status`, `event`, the operator's commands and a cron `run` work beside it. A tick that
 finds the lock held (a cron `run` is bursting) is skipped.
+
+A tick that ran (it decided, and burst, waited or rested, a burst that failed upstream
+included) moves `last_tick_at`, the metrics' last run; a skipped tick or one that failed
+(`tick_failed`, `tick_crashed`) does not, as a cron `run` that exits 75 or 4 leaves the
+textfile as it was. When none has run for longer than a run may hold the lock, `tick_problem`
+says why, and `/health` and the status page say it too.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ LOCK_WAIT_GRACE_SECONDS = 5.0
 class TickRecord:
     started_at: float  # monotonic
     result: RunResult | None = None
+    """What the tick's run did; None when it did not run (skipped, or failed)."""
     skipped: bool = False
     error: str | None = None
 
@@ -75,7 +82,10 @@ class Service:
         self._operators_lock = threading.Lock()
         self.last_tick: TickRecord | None = None
         self.last_tick_at: float | None = None
-        """When the last tick began (wall time): the metrics' last run."""
+        """When the last tick that ran ended (wall time): the metrics' last run. A skipped or
+        failed tick leaves it."""
+        self._last_ran = clock.monotonic()
+        """When the last tick that ran ended, or the service started (monotonic)."""
         self.heartbeat = clock.monotonic()
         """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
         self._unloadable: dict[str, tuple[int, float]] = {}
@@ -86,6 +96,31 @@ class Service:
         """The loop went round recently enough: a burst, its mirror and a tick fit in between."""
         allowed = 3 * self.config.incremental.burst_length + 10 * self.tick_seconds + 30
         return self.clock.monotonic() - self.heartbeat <= allowed
+
+    def tick_problem(self) -> str | None:
+        """Why ticks are not running, once none has run for longer than a run may hold the
+        lock (`run_allowance`): skipped (another process holds the run lock) or failing (the
+        state store cannot be opened, say); None while they run."""
+        allowed = self.run_allowance()
+        waited = self.clock.monotonic() - self._last_ran
+        if waited <= allowed:
+            return None
+        last = self.last_tick
+        if last is not None and last.skipped:
+            why = "another process holds the run lock (a cron `run`, another `serve`)"
+        elif last is not None and last.result is None:
+            why = "its ticks fail (its `tick_failed` log lines say why)"
+        else:
+            why = "its loop has not gone round since (see `/healthz`)"
+        return f"serve has run no tick in {waited:.0f}s (allowed {allowed:.0f}s): {why}"
+
+    def run_allowance(self) -> float:
+        """How long ticks may not run before `tick_problem` says so: a run holding the lock
+        (each provider's drain and burst, and the mirror, each within `burstLength`), then an
+        operator's command waiting its turn, and some ticks."""
+        burst_length = self.config.incremental.burst_length
+        run = (2 * len(self.config.providers) + 1) * burst_length
+        return run + burst_length + LOCK_WAIT_GRACE_SECONDS + 10 * self.tick_seconds + 30
 
     def run(self) -> None:
         """Tick until stopped; a burst in progress when `stop()` comes ends after its page."""
@@ -100,7 +135,6 @@ class Service:
 
     def tick(self) -> TickRecord:
         record = TickRecord(started_at=self.clock.monotonic())
-        self.last_tick_at = self.clock.now()
         waiting = {n for n, (_, at) in self._unloadable.items() if record.started_at < at}
         try:
             record.result = run_once(
@@ -114,6 +148,7 @@ class Service:
                 events_flooding=self.arrivals.flooding,
                 left_out=waiting,
             )
+            self.last_tick_at, self._last_ran = self.clock.now(), self.clock.monotonic()
             self._note_unloadable(record.result)
             _log_failures(record.result)
             if record.result.output_errors:

@@ -161,6 +161,33 @@ class TestRunIfIdle:
         assert f'last_run_timestamp_seconds{{provider="{PROVIDER}"}} 1.80000006e+09' in metrics
         assert not RunLock(location.path).is_held_elsewhere()
 
+    def test_writes_the_textfile_the_full_run_writes_parked_events_and_bursts_included(
+        self, config_file: Path
+    ) -> None:
+        """A parked event is no work (only a newer event or a cycle clears it): the idle path
+        writes the inbox gauges and burst counters as the full run did."""
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        with location.open() as store:
+            body = {"kind": "Component", "namespace": "acme", "name": "cart"}
+            [seq] = store.add_events(PROVIDER, [body], clock.now())
+            assert store.fail_event(PROVIDER, seq, "GET /x: 404", max_attempts=1)
+        provider = FakeProvider([], name=PROVIDER)
+        run_once(config, location, clock, providers={PROVIDER: provider})  # the full run
+        assert config.metrics_textfile is not None
+        written_by_the_run = config.metrics_textfile.read_text()
+        clock.advance(60)
+
+        assert run_if_idle(config, location, clock) is True
+
+        metrics = config.metrics_textfile.read_text()
+        assert without_run_time(metrics) == without_run_time(written_by_the_run)
+        assert f'choreo_ingest_events_parked{{provider="{PROVIDER}"}} 1.0' in metrics
+        assert f'choreo_ingest_events_pending{{provider="{PROVIDER}"}} 0.0' in metrics
+        ok = f'choreo_ingest_bursts_total{{outcome="ok",provider="{PROVIDER}"}} 1.0'
+        assert ok in metrics
+
     @pytest.mark.parametrize(
         "make_work",
         [

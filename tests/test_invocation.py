@@ -63,6 +63,9 @@ EVERY_SERIES = {
     "choreo_ingest_cursor_resets_total",
     "choreo_ingest_cycles_total",
     "choreo_ingest_events_total",
+    "choreo_ingest_bursts_total",
+    "choreo_ingest_events_pending",
+    "choreo_ingest_events_parked",
 }
 
 
@@ -82,6 +85,13 @@ def run(config: Config, state_path: Path, clock: FakeClock, *providers: FakeProv
         providers={provider.name: provider for provider in providers},
         rng=random.Random(0),
     )
+
+
+class StoreFailsMidBurst(FakeProvider):
+    """The state store fails while a page is fetched (a full disk)."""
+
+    def next(self, context: Any, cursor: Any) -> Any:
+        raise StateError("cannot write the state: disk I/O error")
 
 
 def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
@@ -179,6 +189,28 @@ class TestMetricsFile:
         assert values[("choreo_ingest_consecutive_failures", fake)] == 1
         backing_off = frozenset({("provider", "fake"), ("state", "backing_off")})
         assert values[("choreo_ingest_state", backing_off)] == 1
+
+    def test_a_run_the_state_store_fails_mid_burst_leaves_the_textfile_as_it_was(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """Exit 4, as when the store cannot be opened: the last run time stops (and `serve`'s
+        failed tick leaves its own alike)."""
+        config = make_config(tmp_path)
+        run(config, state_path, clock, FakeProvider(TEN, page_size=5))
+        assert config.metrics_textfile is not None
+        before = config.metrics_textfile.read_bytes()
+        clock.advance(60.0)
+
+        with pytest.raises(StateError, match="disk I/O error"):
+            run_once(
+                config,
+                state_path,
+                clock,
+                providers={"fake": StoreFailsMidBurst(TEN)},
+                force=True,
+            )
+
+        assert config.metrics_textfile.read_bytes() == before
 
     def test_metrics_cover_providers_the_state_file_knows_but_config_dropped(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

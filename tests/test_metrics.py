@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -9,9 +11,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from choreo_ingest.errors import ConfigError
+from choreo_ingest.engine import StopSignal
+from choreo_ingest.errors import ConfigError, TransientError
 from choreo_ingest.invocation import run_once
 from choreo_ingest.metrics import (
+    BURST_OUTCOMES,
     CYCLE_OUTCOMES,
     EVENT_OUTCOMES,
     ProviderMetrics,
@@ -19,7 +23,10 @@ from choreo_ingest.metrics import (
     render_state_readable,
     write_metrics_textfile,
 )
-from choreo_ingest.models import ProviderState
+from choreo_ingest.models import EntityIteratorResult, ProviderState
+from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.reporting import status_report
+from choreo_ingest.store import state_location
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -42,6 +49,9 @@ EVERY_SERIES = (
     "choreo_ingest_cycles_total",
     "choreo_ingest_cursor_resets_total",
     "choreo_ingest_events_total",
+    "choreo_ingest_bursts_total",
+    "choreo_ingest_events_pending",
+    "choreo_ingest_events_parked",
     "choreo_ingest_api_info",
 )
 
@@ -63,6 +73,9 @@ BUSY = ProviderMetrics(
     cycles_total={"completed": 41, "blocked": 2},
     cursor_resets_total=3,
     events_total={"applied": 9, "rejected": 1, "parked": 0, "retried": 4},
+    bursts_total={"ok": 130, "failed": 6, "interrupted": 1},
+    events_pending=7,
+    events_parked=2,
     api="v1",
 )
 
@@ -85,6 +98,11 @@ BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
     ("choreo_ingest_cycles_total", {"outcome": "blocked"}, 2),
     ("choreo_ingest_cursor_resets_total", {}, 3),
     ("choreo_ingest_events_total", {"outcome": "retried"}, 4),
+    ("choreo_ingest_bursts_total", {"outcome": "ok"}, 130),
+    ("choreo_ingest_bursts_total", {"outcome": "failed"}, 6),
+    ("choreo_ingest_bursts_total", {"outcome": "interrupted"}, 1),
+    ("choreo_ingest_events_pending", {}, 7),
+    ("choreo_ingest_events_parked", {}, 2),
 ]
 
 FRESH = ProviderMetrics(provider="csv", state=ProviderState.IDLE)
@@ -188,7 +206,13 @@ class TestRenderMetrics:
             assert (
                 value(samples, "choreo_ingest_events_total", provider="csv", outcome=outcome) == 0
             )
+        for outcome in BURST_OUTCOMES:
+            assert (
+                value(samples, "choreo_ingest_bursts_total", provider="csv", outcome=outcome) == 0
+            )
         assert value(samples, "choreo_ingest_entities", provider="csv", kind="Domain") == 0
+        assert value(samples, "choreo_ingest_events_pending", provider="csv") == 0
+        assert value(samples, "choreo_ingest_events_parked", provider="csv") == 0
 
     def test_unknown_kinds_and_outcomes_are_exported_too(self) -> None:
         provider = ProviderMetrics(
@@ -233,6 +257,8 @@ class TestRenderMetrics:
                     last_cycle_duration=12_345_678.9,
                     pages_total=10**12,
                     entities_by_kind={"Ünïcode": 1},
+                    bursts_total={"failed": 10**9, "ok": 12_345_678},
+                    events_pending=123_456_789,
                 )
             ],
         ],
@@ -365,3 +391,98 @@ def test_a_run_that_waits_moves_the_last_run_time_but_not_the_last_burst_time(
         clock.now()
     )
     assert value(samples, "choreo_ingest_last_burst_timestamp_seconds", provider="fake") == burst_at
+
+
+@dataclass
+class StoppedAtPage(FakeProvider):
+    """FakeProvider whose page `stop_at` comes with SIGTERM (`stop` set while it is fetched)."""
+
+    stop: StopSignal = field(default_factory=StopSignal)
+    stop_at: int = -1
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        offset = 0 if cursor is None else int(cursor["offset"])
+        if offset // self.page_size == self.stop_at:
+            self.stop.set()
+        return super().next(context, cursor)
+
+
+def test_bursts_are_counted_by_how_they_ended_and_a_success_resets_only_the_gauge(
+    tmp_path: Path,
+) -> None:
+    """One burst of each end, through the real engine and SQLite file: a pause at the deadline
+    (ok), an upstream failure, SIGTERM mid-burst, the cycle's last pages (ok)."""
+    clock = FakeClock()
+    config = make_config(tmp_path, burst_length=10.0)
+    assert config.state_path is not None
+    assert config.metrics_textfile is not None
+    provider = StoppedAtPage([make_entity(f"e{i}") for i in range(8)], page_cost=6.0)
+
+    def burst(stop: StopSignal | None = None) -> str:
+        result = run_once(
+            config, config.state_path, clock, providers={"fake": provider}, force=True, stop=stop
+        )
+        clock.advance(1.0)
+        return str(result.providers[0].action)
+
+    assert burst() == "burst"  # page 0 took 6 s of 10: no room for another, paused
+    provider.page_cost, provider.fail_at = 0.0, {1: TransientError("GET /x: 502")}
+    assert burst() == "failed"
+    provider.stop_at = 2
+    assert burst(provider.stop) == "interrupted"  # page 1 committed, then SIGTERM
+    assert burst() == "burst"  # pages 2 and 3: the cycle completes
+
+    samples, _ = parse(config.metrics_textfile.read_bytes())
+    bursts = {
+        outcome: value(samples, "choreo_ingest_bursts_total", provider="fake", outcome=outcome)
+        for outcome in BURST_OUTCOMES
+    }
+    assert bursts == {"ok": 2, "failed": 1, "interrupted": 1}
+    assert value(samples, "choreo_ingest_consecutive_failures", provider="fake") == 0
+    completed = value(samples, "choreo_ingest_cycles_total", provider="fake", outcome="completed")
+    assert completed == 1
+
+
+def test_a_provider_that_cannot_be_loaded_counts_a_failed_burst(tmp_path: Path) -> None:
+    """As `run` reports it (`failed`), and as `consecutive_failures` counts it."""
+    config = replace(make_config(tmp_path), providers=("fake", "not-installed"))
+    assert config.state_path is not None
+    assert config.metrics_textfile is not None
+
+    run_once(config, config.state_path, FakeClock(), providers={"fake": FakeProvider([])})
+
+    samples, _ = parse(config.metrics_textfile.read_bytes())
+    labels = {"provider": "not-installed", "outcome": "failed"}
+    assert value(samples, "choreo_ingest_bursts_total", **labels) == 1
+    assert value(samples, "choreo_ingest_consecutive_failures", provider="not-installed") == 1
+
+
+def test_the_inbox_gauges_are_each_providers_share_of_what_status_counts(tmp_path: Path) -> None:
+    clock = FakeClock()
+    config = replace(make_config(tmp_path), providers=("fake", "other"))
+    assert config.state_path is not None
+    assert config.metrics_textfile is not None
+    providers = {"fake": FakeProvider([]), "other": FakeProvider([], name="other")}
+    run_once(config, config.state_path, clock, providers=providers)
+    with state_location(config.state_path).open() as store:
+        events = [{"kind": "Component", "namespace": "acme", "name": f"c{n}"} for n in range(3)]
+        seqs = store.add_events("fake", events, clock.now())
+        store.add_events("other", events[:1], clock.now())
+        assert store.fail_event("fake", seqs[0], "GET /x: 404", max_attempts=1)  # parked
+
+    run_once(config, config.state_path, clock, providers=providers)  # neither handles events
+
+    samples, _ = parse(config.metrics_textfile.read_bytes())
+    inbox = {
+        (name, state): value(samples, f"choreo_ingest_events_{state}", provider=name)
+        for name in ("fake", "other")
+        for state in ("pending", "parked")
+    }
+    assert inbox == {
+        ("fake", "pending"): 2,
+        ("fake", "parked"): 1,
+        ("other", "pending"): 1,
+        ("other", "parked"): 0,
+    }
+    status = status_report(config.state_path, config, clock.now())
+    assert status.to_json()["events"] == {"pending": 3, "parked": 1}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from choreo_ingest.errors import LockHeld, TransientError
+from choreo_ingest.errors import LockHeld, StateError, TransientError
 from choreo_ingest.events import FLOOD_EVENTS, store_events
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
@@ -320,6 +320,85 @@ class TestLock:
         with pytest.raises(LockHeld, match="the service is stopping: nothing was done"):
             service.while_locked(action)
         assert len(attempts) == 2
+
+
+@dataclass
+class FailingAtWill(FakeProvider):
+    """FakeProvider whose pages raise `failure` while it is set."""
+
+    failure: Exception | None = None
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if self.failure is not None:
+            raise self.failure
+        return super().next(context, cursor)
+
+
+def store_fails(service: Service, provider: FailingAtWill) -> None:
+    """The state store fails mid-burst (a full disk): `tick_failed`."""
+    provider.failure = StateError("cannot write the state: disk I/O error")
+
+
+def store_unreadable(service: Service, provider: FailingAtWill) -> None:
+    """The state file is no state any more: the tick cannot open it (`tick_failed`)."""
+    service.state.path.write_bytes(bytes(range(256)) * 32)
+
+
+class TestLastRun:
+    """`last_tick_at` (the metrics' last run) moves only with a tick that ran, as a cron `run`
+    that exits 75 or 4 leaves the textfile; a burst that failed upstream ran."""
+
+    @pytest.mark.parametrize("break_it", [store_fails, store_unreadable])
+    def test_only_a_tick_that_ran_moves_the_last_run(
+        self, tmp_path: Path, clock: FakeClock, break_it: Any
+    ) -> None:
+        provider = FailingAtWill([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        assert service.last_tick_at is None
+        provider.failure = TransientError("GET /x: 502")
+        assert service.tick().result is not None  # failed upstream, backoff: it ran
+        ran_at = clock.now()
+        assert service.last_tick_at == ran_at
+        clock.advance(3600.0)  # past the backoff
+
+        with RunLock(service.state.path):
+            assert service.tick().skipped
+        break_it(service, provider)
+        failed = service.tick()
+
+        assert (failed.result, failed.skipped) == (None, False)
+        assert failed.error is not None
+        assert service.last_tick_at == ran_at
+
+    def test_ticks_that_do_not_run_are_a_problem_once_a_run_would_have_ended(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = FailingAtWill([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        allowed = service.run_allowance()
+
+        with RunLock(service.state.path):
+            clock.advance(allowed)
+            service.tick()
+            on_time = service.tick_problem()
+            clock.advance(1.0)
+            service.tick()
+            skipped = service.tick_problem()
+        store_fails(service, provider)
+        clock.advance(3600.0)  # the provider's rest is over: it bursts, and the store fails
+        service.tick()
+        failing = service.tick_problem()
+        provider.failure = None
+        service.tick()
+
+        assert on_time is None
+        assert skipped is not None
+        assert skipped.startswith(f"serve has run no tick in {allowed + 1:.0f}s (allowed ")
+        assert "another process holds the run lock" in skipped
+        assert failing is not None
+        assert "its ticks fail" in failing
+        assert service.tick_problem() is None
 
 
 class TestLoop:

@@ -13,6 +13,7 @@ included (but `/health`: its unhealthy document, the reason in `problems`; `/rea
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -40,6 +41,7 @@ from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import render_metrics, render_state_readable
 from choreo_ingest.provider_scope import ProviderScope
 from choreo_ingest.reporting import (
+    StatusReport,
     all_metrics,
     no_state_health,
     pending_removals,
@@ -199,7 +201,7 @@ def _page(server: Server) -> Handler:
         catalog content it holds: the last changes' refs, the text of the last errors."""
         require_state(server)
         now = server.clock.now()
-        report = status_report(server.state, server.config, now)
+        report = _served_report(server, now)
         if not with_content:
             return render_status_page(report.errors_withheld(), None, now)
         with reading(server.state) as store:
@@ -212,6 +214,15 @@ def _page(server: Server) -> Handler:
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
 
     return status_page
+
+
+def _served_report(server: Server, now: float) -> StatusReport:
+    """The status report, with the service's own problem when its ticks do not run (skipped:
+    another process holds the run lock; or failing): what `/health` and the page say, as the
+    metrics' last run stops moving."""
+    report = status_report(server.state, server.config, now)
+    problem = server.service.tick_problem()
+    return report if problem is None else replace(report, problems=[problem])
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -267,7 +278,7 @@ def _reading_routes(server: Server) -> list[Route]:
     def health_document() -> tuple[dict[str, Any], int]:
         if not server.state.exists():
             return no_state_health(server.state), 503
-        found = status_report(server.state, server.config, server.clock.now())
+        found = _served_report(server, server.clock.now())
         return found.health_json(), 200 if found.healthy else 503
 
     async def status(request: Request) -> Response:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,6 +57,10 @@ class Server:
     """Made in the event loop of the first operator request (`as_operator`), with that loop."""
 
     def __post_init__(self) -> None:
+        # No `choreo_ingest_http_requests_created`: `/metrics` is the textfile's series plus
+        # these, written alike (no `_created` samples; a counter's start is its first scrape).
+        # prometheus-client has no per-registry switch: this is the process's, serve's alone.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.requests = Counter(
             "choreo_ingest_http_requests",
             "HTTP requests served by `choreo-ingest serve`, by route, method and status.",

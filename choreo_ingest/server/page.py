@@ -103,6 +103,7 @@ def render_status_page(
         f" · schema {report.schema_version}"
         f" · {'a run is in progress' if report.running else 'no run in progress'}"
         f" · as of {_time(now)}</p>",
+        *(f'<p class="summary bad">{_prose(problem)}</p>' for problem in report.problems),
         _summary(len(report.providers), len(unhealthy)),
         "</header>",
         "<main>",

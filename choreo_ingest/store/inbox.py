@@ -227,8 +227,12 @@ def fail_event(
     return parked
 
 
-def inbox_counts(conn: AnyConnection) -> InboxCounts:
-    row = conn.execute(
+def inbox_counts(conn: AnyConnection, provider: str | None = None) -> InboxCounts:
+    counted = (
         "SELECT count(*) - coalesce(sum(parked), 0), coalesce(sum(parked), 0) FROM event_inbox"
-    ).fetchone()
+    )
+    if provider is None:
+        row = conn.execute(counted).fetchone()
+    else:
+        row = conn.execute(counted + " WHERE provider = ?", [provider]).fetchone()
     return InboxCounts(pending=int(row[0]), parked=int(row[1]))

@@ -196,6 +196,11 @@ class Store:
     ) -> SweepResult:
         return writes.complete_cycle(self._conn, record, guards, now)
 
+    def end_burst(self, record: ProviderRecord, ended: str, now: float) -> None:
+        """A burst that did not complete its cycle ended (`ok`: paused with work left, or
+        `interrupted`): `record` stored and the burst counted, in one transaction."""
+        writes.end_burst(self._conn, record, ended, now)
+
     def record_failure(self, record: ProviderRecord, now: float) -> None:
         writes.record_failure(self._conn, record, now)
 
@@ -264,8 +269,9 @@ class Store:
     def fail_event(self, provider: str, seq: int, error: str, *, max_attempts: int) -> bool:
         return inbox.fail_event(self._conn, provider, seq, error, max_attempts=max_attempts)
 
-    def inbox_counts(self) -> InboxCounts:
-        return inbox.inbox_counts(self._conn)
+    def inbox_counts(self, provider: str | None = None) -> InboxCounts:
+        """Pending and parked events in the inbox: all of them, or `provider`'s."""
+        return inbox.inbox_counts(self._conn, provider)
 
     # -- reads ----------------------------------------------------------------------------
 

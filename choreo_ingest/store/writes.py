@@ -163,7 +163,8 @@ def complete_cycle(
     conn: AnyConnection, record: ProviderRecord, guards: SweepGuards, now: float
 ) -> SweepResult:
     """Sweep what this cycle did not see (unless a guard blocks it), save `record` as given and
-    forget the parked events the cycle's walk made stale."""
+    forget the parked events the cycle's walk made stale: the end of the burst that walked the
+    cycle's last page, counted as a burst that ended well (`bursts_ok`)."""
     provider, cycle_id = record.name, record.cycle_id
     with conn.transaction():
         stale = _count(conn, "provider = ? AND last_seen_cycle < ?", [provider, cycle_id])
@@ -190,7 +191,7 @@ def complete_cycle(
                WHERE provider = ? AND cycle_id = ?""",
             [now, removed, record.blocked_removals, outcome, provider, cycle_id],
         )
-        bump_counters(conn, provider, {f"cycles_{outcome}": 1})
+        bump_counters(conn, provider, {f"cycles_{outcome}": 1, "bursts_ok": 1})
         save_provider(conn, record, now)
         _forget_parked_events(conn, provider, cycle_id)
     return SweepResult(removed=removed, blocked=record.blocked_removals, reason=reason)
@@ -211,6 +212,22 @@ def _forget_parked_events(conn: AnyConnection, provider: str, cycle_id: int) -> 
                SELECT started_at FROM cycles WHERE provider = ? AND cycle_id = ?)""",
         [provider, provider, cycle_id],
     )
+
+
+BURST_ENDS = ("ok", "interrupted")
+"""How a burst that neither failed nor completed its cycle ended (`end_burst`): paused with work
+left (its deadline, a 429), or stopped by SIGTERM. A failed burst is `record_failure`'s, a
+completed cycle's `complete_cycle`'s; each counts `bursts_<how>` in the transaction that stores
+the burst's end."""
+
+
+def end_burst(conn: AnyConnection, record: ProviderRecord, ended: str, now: float) -> None:
+    """Store `record` at the end of a burst that did not complete its cycle, counted as `ended`."""
+    if ended not in BURST_ENDS:
+        raise ValueError(f"a burst ends {' or '.join(BURST_ENDS)} here, not {ended!r}")
+    with conn.transaction():
+        bump_counters(conn, record.name, {f"bursts_{ended}": 1})
+        save_provider(conn, record, now)
 
 
 def record_failure(conn: AnyConnection, record: ProviderRecord, now: float) -> None:

@@ -237,11 +237,16 @@ class TestRunCommand:
         errors = [line for line in said if "choreo-ingest: error:" in line]
         assert errors == [f"choreo-ingest: error: state store {state}: disk full"]
         assert "internal error" not in full.stderr
-        written = metrics.read_text().splitlines()  # after the failure, by the same run
-        # the store failed, not the source: no failed burst, no backoff; the next call resumes
-        assert 'choreo_ingest_consecutive_failures{provider="openchoreo"} 0.0' in written
+        # exit 4 leaves the metrics textfile as it was (none yet), its last run time with it,
+        # as a run that cannot open the store does
+        assert not metrics.exists()
         with closing(sqlite3.connect(state)) as check:
             assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            # the store failed, not the source: no failed burst, no backoff; the next resumes
+            stored = check.execute(
+                "SELECT state, attempts FROM openchoreo_incremental_ingestion_state"
+            ).fetchall()
+            assert stored == [("bursting", 0)]
         stopped = self.status(config_file, tmp_path)
         assert 0 < stopped["activeEntities"] < len(expected_refs(world))  # pages committed
         assert stopped["cursorBytes"] > 0  # and the cursor after the last of them
