@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlite_utils.migrations import Migrations
 
-from choreo_ingest.models import Entity
-from choreo_ingest.store import Store
+from choreo_ingest.models import Entity, EntityIteratorResult, ProviderState
+from choreo_ingest.store import Store, SweepGuards
 from choreo_ingest.store.migrations import MIGRATIONS
 from choreo_ingest.store.schema import MIGRATION_SET
 
@@ -129,3 +129,17 @@ def assert_counts_match(tables: Tables) -> None:
     assert len(tables["entity_counts"]) == len(entities)
     assert dict(tables["ref_counts"]) == refs
     assert len(tables["ref_counts"]) == len(refs)
+
+
+def one_page_cycle(
+    store: Store, entities: list[Entity], guards: SweepGuards, *, now: float, provider: str = "fake"
+) -> int:
+    """One cycle of `provider` whose walk is one page of `entities`, then its sweep under
+    `guards`; returns how many removals the sweep held back."""
+    record = store.load_provider(provider)
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, now)
+    store.commit_page(provider, record.cycle_id, EntityIteratorResult(True, entities), None, now)
+    record.state = ProviderState.RESTING
+    return store.complete_cycle(record, guards, now).blocked

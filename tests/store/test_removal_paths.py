@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from store_support import one_page_cycle
+
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
 from choreo_ingest.store import Store, SweepGuards
 
@@ -19,14 +21,7 @@ def scoped(name: str, scope: str) -> Entity:
 
 
 def cycle(store: Store, entities: list[Entity], guards: SweepGuards = GUARDED) -> int:
-    """One cycle in one page; returns how many removals its sweep held back."""
-    record = store.load_provider("fake")
-    record.cycle_id += 1
-    record.state = ProviderState.BURSTING
-    store.start_cycle(record, T0)
-    store.commit_page("fake", record.cycle_id, EntityIteratorResult(True, entities), None, T0)
-    record.state = ProviderState.RESTING
-    return store.complete_cycle(record, guards, T0).blocked
+    return one_page_cycle(store, entities, guards, now=T0)
 
 
 def names(store: Store) -> set[str]:
