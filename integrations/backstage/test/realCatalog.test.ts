@@ -1,0 +1,207 @@
+/**
+ * The module inside Backstage's real catalog backend (@backstage/plugin-catalog-backend, on
+ * SQLite in memory), fed by a real `choreo-ingest serve`: what the feed delivers is processed
+ * and stitched by the catalog, served by its HTTP API, without processing errors; a component
+ * created in OpenChoreo arrives as a Component and an API with the relations only the catalog
+ * stitches (providesApi / apiProvidedBy).
+ */
+import path from 'node:path';
+import { coreServices, createServiceFactory } from '@backstage/backend-plugin-api';
+import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
+import {
+  ANNOTATION_LOCATION,
+  type Entity,
+  stringifyEntityRef,
+} from '@backstage/catalog-model';
+import catalogPlugin from '@backstage/plugin-catalog-backend';
+import type { Knex } from 'knex';
+import { TASK_ID, catalogModuleChoreoIngest, locationKeyFor } from '../src';
+import { SERVE_TOKEN, type Choreo, cli, startChoreo, waitUntil } from './support/choreo';
+import { sqlite } from './support/db';
+
+const NAMESPACE = 'org-00-cyberdyne';
+const OPENAPI = 'openapi: 3.0.0\ninfo: {title: fresh, version: 1.0.0}\npaths: {}\n';
+/** How long the catalog may take to process and stitch what a step applied. */
+const CATALOG_TIMEOUT_MS = 60_000;
+
+let choreo: Choreo;
+let knex: Knex;
+let backend: Awaited<ReturnType<typeof startTestBackend>>;
+/** The test backend's scheduler: runs a task only when triggered (syncStep). */
+const scheduler = mockServices.scheduler();
+
+beforeAll(async () => {
+  choreo = await startChoreo({ orgs: 1, projects: 2, components: 4 });
+  knex = sqlite();
+  backend = await startTestBackend({
+    features: [
+      catalogPlugin,
+      catalogModuleChoreoIngest,
+      createServiceFactory({ service: coreServices.scheduler, deps: {}, factory: () => scheduler }),
+      mockServices.database.factory({ knex }),
+      mockServices.rootConfig.factory({
+        data: {
+          catalog: {
+            processingInterval: { seconds: 1 },
+            providers: { choreoIngest: { baseUrl: choreo.serveUrl, token: SERVE_TOKEN } },
+          },
+        },
+      }),
+    ],
+  });
+}, 90_000);
+
+afterAll(async () => {
+  await backend?.stop();
+  await knex?.destroy();
+  await choreo?.stop();
+});
+
+/** GET a catalog route through the test backend's HTTP server (the mock user's credentials). */
+async function catalogGet(route: string): Promise<any> {
+  const response = await fetch(`http://localhost:${backend.server.port()}/api/catalog${route}`);
+  if (response.status !== 200) {
+    throw new Error(`GET /api/catalog${route} answered ${response.status}: ${await response.text()}`);
+  }
+  return response.json();
+}
+
+/** Every entity the catalog serves, by its lower-cased ref. */
+async function catalogEntities(): Promise<Map<string, Entity>> {
+  const entities = (await catalogGet('/entities')) as Entity[];
+  return new Map(entities.map(entity => [stringifyEntityRef(entity).toLowerCase(), entity]));
+}
+
+/** The module's scheduled task, once: it does nothing until the catalog connected it. */
+async function syncStep(): Promise<void> {
+  await scheduler.triggerTask(TASK_ID);
+}
+
+/** Processing errors the catalog recorded in refresh_state (the rows' `errors` column). */
+async function processingErrors(): Promise<Array<{ entity_ref: string; errors: string }>> {
+  const rows: Array<{ entity_ref: string; errors: string | null }> = await knex('refresh_state').select(
+    'entity_ref',
+    'errors',
+  );
+  return rows.filter(row => row.errors && row.errors !== '[]') as Array<{ entity_ref: string; errors: string }>;
+}
+
+/** The refs the catalog records as provided by the module (refresh_state_references). */
+async function providedRefs(): Promise<string[]> {
+  const rows: Array<{ target_entity_ref: string }> = await knex('refresh_state_references')
+    .where({ source_key: 'choreo-ingest' })
+    .select('target_entity_ref');
+  return rows.map(row => row.target_entity_ref).sort();
+}
+
+/** The errors among an entity's status items (the catalog's `backstage.catalog.processing`). */
+function statusErrors(entity: Entity): unknown[] {
+  const items = ((entity as any).status?.items ?? []) as Array<{ level: string }>;
+  return items.filter(item => item.level === 'error');
+}
+
+/** The entities `choreo-ingest export` prints, by lower-cased ref. */
+async function exportedEntities(): Promise<Map<string, Entity>> {
+  const out = await cli(choreo.dir, 'export', '--config', path.join(choreo.dir, 'choreo-ingest.yaml'));
+  const entities = out
+    .split('\n')
+    .filter(line => line.trim())
+    .map(line => JSON.parse(line) as Entity);
+  return new Map(entities.map(entity => [stringifyEntityRef(entity).toLowerCase(), entity]));
+}
+
+/** Poll: a sync step, then the catalog, until `done` holds for what it serves. */
+async function waitForCatalog(done: (entities: Map<string, Entity>) => boolean, what: string) {
+  let last = new Map<string, Entity>();
+  try {
+    await waitUntil(
+      async () => {
+        await syncStep();
+        last = await catalogEntities();
+        return done(last);
+      },
+      what,
+      CATALOG_TIMEOUT_MS,
+    );
+  } catch (error) {
+    throw new Error(`${(error as Error).message}; the catalog serves ${[...last.keys()].sort().join(', ')}`);
+  }
+  return last;
+}
+
+test('what choreo-ingest delivers becomes processed entities in the real catalog', async () => {
+  const exported = await exportedEntities();
+  const refs = [...exported.keys()].sort();
+  expect(refs).toEqual((await choreo.exportRefs()).map(ref => ref.toLowerCase()));
+  expect(refs.length).toBeGreaterThan(4);
+
+  const served = await waitForCatalog(
+    entities => refs.every(ref => entities.has(ref)),
+    `the catalog to serve all ${refs.length} exported entities`,
+  );
+
+  // Exactly the exported entities: nothing else (no Location entities, no leftovers).
+  expect([...served.keys()].sort()).toEqual(refs);
+  const key = locationKeyFor(choreo.serveUrl);
+  for (const [ref, entity] of served) {
+    // Processed by the catalog: its own uid and stitched status, the module's location.
+    expect(entity.metadata.uid).toBeTruthy();
+    const own = exported.get(ref)?.metadata.annotations?.[ANNOTATION_LOCATION];
+    expect([ref, entity.metadata.annotations?.[ANNOTATION_LOCATION]]).toEqual([ref, own ?? key]);
+    expect([ref, statusErrors(entity)]).toEqual([ref, []]);
+  }
+  expect(await processingErrors()).toEqual([]);
+  // The catalog holds them as the module's: provided under its provider name.
+  expect(await providedRefs()).toEqual(refs);
+});
+
+test('a created component arrives as a Component and an API, their relations stitched', async () => {
+  const world = (await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json()) as {
+    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
+  };
+  const project = world.data.projects.find(p => p.metadata.namespace === NAMESPACE)?.metadata.name;
+  expect(project).toBeTruthy();
+  await choreo.control('add_component', {
+    namespace: NAMESPACE,
+    project: project!,
+    name: 'fresh-arrival',
+    endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
+  });
+  const componentRef = `component:${NAMESPACE}/fresh-arrival`;
+  // serve has the change once export lists it: then the Component and its API, by name.
+  await waitUntil(async () => (await choreo.exportRefs()).includes(componentRef), 'export to list it');
+  const exported = await choreo.exportRefs();
+  const apiRefs = exported.filter(
+    ref => ref.startsWith('api:') && ref.toLowerCase().startsWith(`api:${NAMESPACE}/`),
+  );
+  const provides = (ref: string, entity: Entity | undefined) =>
+    (entity?.relations ?? []).some(r => r.type === 'apiProvidedBy' && r.targetRef === ref);
+
+  const served = await waitForCatalog(entities => {
+    const api = [...entities.values()].find(
+      e => e.kind === 'API' && e.metadata.annotations?.['openchoreo.io/component'] === 'fresh-arrival',
+    );
+    return entities.has(componentRef) && provides(componentRef, api);
+  }, 'the new Component and its API, stitched');
+
+  const component = served.get(componentRef)!;
+  expect(component.kind).toBe('Component');
+  const api = [...served.values()].find(
+    e => e.kind === 'API' && e.metadata.annotations?.['openchoreo.io/component'] === 'fresh-arrival',
+  )!;
+  const apiRef = stringifyEntityRef(api).toLowerCase();
+  expect(apiRefs.map(ref => ref.toLowerCase())).toContain(apiRef);
+  // Both ends of the relation, as the catalog's stitching writes them.
+  expect(component.relations).toEqual(
+    expect.arrayContaining([{ type: 'providesApi', targetRef: apiRef }]),
+  );
+  expect(api.relations).toEqual(
+    expect.arrayContaining([{ type: 'apiProvidedBy', targetRef: componentRef }]),
+  );
+  expect(statusErrors(component)).toEqual([]);
+  expect(statusErrors(api)).toEqual([]);
+  // And the catalog still equals export, with nothing failing processing.
+  expect([...served.keys()].sort()).toEqual(exported.map(ref => ref.toLowerCase()).sort());
+  expect(await providedRefs()).toEqual(exported.map(ref => ref.toLowerCase()).sort());
+  expect(await processingErrors()).toEqual([]);
+});
