@@ -205,3 +205,42 @@ test('a created component arrives as a Component and an API, their relations sti
   expect(await providedRefs()).toEqual(exported.map(ref => ref.toLowerCase()).sort());
   expect(await processingErrors()).toEqual([]);
 });
+
+test('an endpoint renamed only in case stays in the real catalog under its new spelling', async () => {
+  // The catalog keys entities by the ref lower-cased: the feed's removal of the old spelling
+  // would take the renamed API out, unless the live spelling follows it.
+  const world = (await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json()) as {
+    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
+  };
+  const [project] = world.data.projects
+    .filter(p => p.metadata.namespace === NAMESPACE)
+    .map(p => p.metadata.name)
+    .sort((a, b) => a.length - b.length || a.localeCompare(b)); // short: no hash in its API names
+  const endpoint = (name: string) =>
+    JSON.stringify({ [name]: { type: 'REST', port: 8080, schema: { content: OPENAPI } } });
+  const apiNamed = (entities: Map<string, Entity>, name: string) =>
+    [...entities.values()].some(e => e.kind === 'API' && e.metadata.name === name);
+  const renamed = async (name: string) => {
+    const before = (await choreo.feedHead()).newestSeq;
+    await choreo.control('add_component', {
+      namespace: NAMESPACE,
+      project,
+      name: 'case-rename',
+      endpoints: endpoint(name),
+    });
+    const applied = async () => (await choreo.feedHead()).newestSeq >= before + 2;
+    await waitUntil(applied, `serve to apply the event of ${name}`);
+    return waitForCatalog(entities => apiNamed(entities, `${project}-case-rename-${name}`), name);
+  };
+
+  await renamed('httpApi');
+  await renamed('httpapi');
+  for (let step = 0; step < 3; step++) {
+    await syncStep(); // nothing left in the feed takes it out again
+  }
+
+  const served = await catalogEntities();
+  expect(apiNamed(served, `${project}-case-rename-httpapi`)).toBe(true);
+  expect([...served.keys()].sort()).toEqual((await choreo.exportRefs()).map(r => r.toLowerCase()).sort());
+  expect(await processingErrors()).toEqual([]);
+});
