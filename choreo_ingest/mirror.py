@@ -146,22 +146,30 @@ def _apply_changes(
     changes: Sequence[ChangeRow],
     cancelled: Callable[[], bool] | None,
 ) -> tuple[int | None, bool]:
-    """Write or delete the file of each ref in `changes`, once each, in the order of its first
+    """Write or delete the file of each ref in `changes`, once each, in the order of its last
     change, until `cancelled()`. Returns the last seq all of whose refs are done (None for none
-    of them) and whether every change was applied."""
-    covered = None
-    done: set[str] = set()
+    of them) and whether every change was applied.
+
+    In the order of the last changes, a ref removed while another spelling of it lives on (an
+    API renamed only in case: the store logs the live one again after the removal) has its file
+    deleted before the live one's is written, which on a filesystem that folds case is the same
+    file. A ref not yet done has a change after the last seq done, so a run that stops between
+    two refs leaves nothing behind the position it stores: replayed, that change writes the
+    entity as it is then."""
+    last: dict[str, int] = {}
     for change in changes:
-        if change.ref not in done:
-            if cancelled is not None and cancelled():
-                return covered, False
-            location = store.entity_location(change.ref)
-            if location is None:
-                writer.delete(change.ref)
-            else:
-                writer.write(location)
-            done.add(change.ref)
-        covered = change.seq
+        last.pop(change.ref, None)  # a dict keeps the order of insertion: of the last changes
+        last[change.ref] = change.seq
+    covered = None
+    for ref, seq in last.items():
+        if cancelled is not None and cancelled():
+            return covered, False
+        location = store.entity_location(ref)
+        if location is None:
+            writer.delete(ref)
+        else:
+            writer.write(location)
+        covered = seq
     return covered, True
 
 

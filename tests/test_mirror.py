@@ -20,6 +20,7 @@ from choreo_ingest.cli.app import app
 from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import locked_store, run_once
 from choreo_ingest.mirror import (
+    _apply_changes,
     entity_yaml,
     mirror_path,
     position_name,
@@ -29,7 +30,7 @@ from choreo_ingest.mirror import (
 from choreo_ingest.mirror_marker import MARKER
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.reporting import iter_export
-from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store, SweepGuards
 from choreo_ingest.store.migrations import apply_migrations
 from choreo_ingest.store.run_lock import RunLock
 
@@ -542,3 +543,82 @@ class TestCli:
             result = CliRunner().invoke(app, ["mirror", "--config", str(config_file)])
         assert result.exit_code == 75
         assert not (tmp_path / "catalog").exists()
+
+
+OPEN_GUARDS = SweepGuards(
+    reject_empty_source_collections=False, reject_removals_above_percentage=None
+)
+
+
+class _Recorder:
+    """The mirror's file writer as `_apply_changes` drives it: what it was told, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def write(self, location: object) -> None:
+        self.calls.append(("write", location.name))
+
+    def delete(self, ref: str) -> None:
+        self.calls.append(("delete", ref))
+
+
+class TestOrderWithinABatch:
+    """Each ref once, in the order of its last change in the batch: a removed spelling's file
+    goes before a live case twin's is written, which a filesystem that folds case keeps as one
+    file (the store logs the live twin again after the removal)."""
+
+    @staticmethod
+    def renamed_in_case(state_path: Path, clock: FakeClock) -> tuple[Store, int]:
+        def api(name: str) -> Entity:
+            return replace(make_entity(name, kind="API"), scope="acme/web/cart")
+
+        store = Store.open(state_path)
+        store.migrate()
+        for name in ("web-cart-httpApi", "web-cart-httpapi"):
+            record = store.load_provider("fake")
+            record.cycle_id += 1
+            store.start_cycle(record, clock.now())
+            page = EntityIteratorResult(True, [api(name)])
+            store.commit_page("fake", record.cycle_id, page, None, clock.now())
+            if name.endswith("httpApi"):
+                since = store.last_change_seq()
+            store.complete_cycle(record, OPEN_GUARDS, clock.now())
+        return store, since
+
+    def test_the_removed_spelling_is_deleted_before_the_live_one_is_written(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        store, since = self.renamed_in_case(tmp_path / "state.db", clock)
+        with store:
+            changes = store.changes(since)
+            assert [(c.op, c.ref) for c in changes] == [
+                ("upsert", "api:default/web-cart-httpapi"),
+                ("delete", "api:default/web-cart-httpApi"),
+                ("upsert", "api:default/web-cart-httpapi"),
+            ]
+            recorder = _Recorder()
+
+            covered, done = _apply_changes(store, recorder, changes, None)
+
+        assert recorder.calls == [
+            ("delete", "api:default/web-cart-httpApi"),
+            ("write", "web-cart-httpapi"),
+        ]
+        assert (covered, done) == (changes[-1].seq, True)
+
+    def test_a_stop_between_refs_stores_the_last_change_of_the_refs_done(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        store, since = self.renamed_in_case(tmp_path / "state.db", clock)
+        with store:
+            changes = store.changes(since)
+            recorder = _Recorder()
+            asked = iter([False, True])
+
+            covered, done = _apply_changes(store, recorder, changes, lambda: next(asked))
+
+            assert (covered, done) == (changes[1].seq, False)
+            assert recorder.calls == [("delete", "api:default/web-cart-httpApi")]
+            rest = store.changes(covered)
+        assert [(c.op, c.ref) for c in rest] == [("upsert", "api:default/web-cart-httpapi")]
