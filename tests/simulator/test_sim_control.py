@@ -242,8 +242,15 @@ def serve(*options: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, and the clean exit it must bring; killed if it does not come (a loaded machine
+    gets 30 s), so that no simulator outlives its test."""
     process.terminate()
-    process.communicate(timeout=10)
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
     assert process.returncode == 0
 
 
