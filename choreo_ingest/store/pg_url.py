@@ -68,28 +68,45 @@ def unreadable_url_problem(url: str, libpq_says: str, keywords: Collection[str])
     return f"{problem}; {EXPECTED}"
 
 
+SECRET_PARAMETERS = ("password", "sslpassword")
+"""Query parameters whose value is a secret: a `&` written in it unencoded starts what libpq
+reads as another parameter, whose name is then a piece of the secret."""
+HIDDEN_TAIL_PROBLEM = (
+    "a query parameter after a password is not one libpq knows: percent-encode `&`, `=` and "
+    "`%` in the password (`%26`, `%3D`, `%25`)"
+)
+
+
 def _query_problem(query: str, keywords: Collection[str]) -> str | None:
-    """Why libpq refuses the URL query `query` (raw, as written), or None."""
+    """Why libpq refuses the URL query `query` (raw, as written), or None. Past a password
+    parameter nothing is named: it may be the password's tail."""
     pieces = query.split("&") if query else []
     if pieces and not pieces[-1]:
         pieces.pop()  # a trailing `&` ends the last parameter, as libpq reads it
+    secret_seen = False
     for piece in pieces:
-        raw_name, _, raw_value = piece.partition("=")
-        if "=" not in piece:
-            return "a query parameter has no `=`: write name=value"
-        if "=" in raw_value:
-            return "a query parameter's value holds `=`: percent-encode it (`%3D`)"
-        if not raw_name:
-            return "a query parameter has no name: write name=value"
-        name = unquote(raw_name)
-        if name in (*keywords, *LIBPQ_ALIASES) or (name, unquote(raw_value)) == ("ssl", "true"):
-            continue  # libpq reads `ssl=true` as sslmode=require
-        if name == "ssl":
-            return "`ssl` takes only true; set sslmode for anything else"
-        if not _KEYWORD_SHAPED.fullmatch(name):
-            return "an unknown query parameter"
-        close = difflib.get_close_matches(name, sorted(keywords), n=1)
-        return f"unknown query parameter `{name}`" + (
-            f" (did you mean `{close[0]}`?)" if close else ""
-        )
+        problem = _parameter_problem(piece, keywords)
+        if problem is not None:
+            return HIDDEN_TAIL_PROBLEM if secret_seen else problem
+        secret_seen = secret_seen or unquote(piece.partition("=")[0]) in SECRET_PARAMETERS
     return None
+
+
+def _parameter_problem(piece: str, keywords: Collection[str]) -> str | None:
+    """Why libpq refuses the query parameter `piece` (`name=value`, raw), or None."""
+    raw_name, _, raw_value = piece.partition("=")
+    if "=" not in piece:
+        return "a query parameter has no `=`: write name=value"
+    if "=" in raw_value:
+        return "a query parameter's value holds `=`: percent-encode it (`%3D`)"
+    if not raw_name:
+        return "a query parameter has no name: write name=value"
+    name = unquote(raw_name)
+    if name in (*keywords, *LIBPQ_ALIASES) or (name, unquote(raw_value)) == ("ssl", "true"):
+        return None  # libpq reads `ssl=true` as sslmode=require
+    if name == "ssl":
+        return "`ssl` takes only true; set sslmode for anything else"
+    if not _KEYWORD_SHAPED.fullmatch(name):
+        return "an unknown query parameter"
+    close = difflib.get_close_matches(name, sorted(keywords), n=1)
+    return f"unknown query parameter `{name}`" + (f" (did you mean `{close[0]}`?)" if close else "")

@@ -79,6 +79,25 @@ def test_nothing_libpq_read_past_a_password_it_cut_short_is_shown(url: str) -> N
 
 
 @pytest.mark.parametrize(
+    "query",
+    ["password=Zq9s3cr&etXk=1", "sslpassword=Zq9s3cr&etXk", "password=Zq9&sslmode=require&etXk=1"],
+    ids=["password", "sslpassword", "later"],
+)
+def test_no_name_past_a_password_in_the_query_is_shown(query: str) -> None:
+    """An `&` written in a password in the query starts what libpq reads as another parameter,
+    whose name is the password's tail: past a password, no parameter is named."""
+    with pytest.raises(ConfigError) as caught:
+        url_options(f"postgresql://u@127.0.0.1:9/db?{query}", origin="state.url")
+
+    message = str(caught.value)
+    assert "etXk" not in message
+    assert message == (
+        "state.url: a query parameter after a password is not one libpq knows: percent-encode "
+        f"`&`, `=` and `%` in the password (`%26`, `%3D`, `%25`){EXPECTED}"
+    )
+
+
+@pytest.mark.parametrize(
     "tail",
     [
         "/db?sslmode=verify-full&connect_timeout=5",
