@@ -80,6 +80,8 @@ class ProviderMetrics:
     """The provider's events waiting in the inbox for a run to apply them."""
     events_parked: int = 0
     """The provider's events parked in the inbox (their re-read kept failing)."""
+    events_oldest_pending_at: float | None = None
+    """When the provider's oldest event waiting in the inbox arrived; None when none waits."""
     api: str | None = None
     """The API generation the provider's source speaks, when it says (`v1`, `orgs`)."""
 
@@ -197,6 +199,11 @@ _TIMESTAMPS: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], .
         "next_action_timestamp_seconds",
         "When the provider is next due to burst.",
         lambda p: p.next_action_at,
+    ),
+    (
+        "events_oldest_pending_timestamp_seconds",
+        "When the oldest event still waiting in the inbox arrived (none waiting: no sample).",
+        lambda p: p.events_oldest_pending_at,
     ),
 )
 

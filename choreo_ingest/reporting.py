@@ -161,6 +161,7 @@ def provider_metrics(
         bursts_total={outcome: totals.get(f"bursts_{outcome}", 0) for outcome in BURST_OUTCOMES},
         events_pending=inbox.pending,
         events_parked=inbox.parked,
+        events_oldest_pending_at=inbox.oldest_pending_at,
         api=store.facts(name).get("api"),
     )
 

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.invocation import run_once
 from choreo_ingest.metrics import render_state_readable
+from choreo_ingest.store import state_location
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 from os_tools import require_tool
@@ -56,7 +57,11 @@ def test_the_rules_name_only_series_choreo_ingest_writes(tmp_path: Path) -> None
     config = make_config(tmp_path)
     assert config.state_path is not None
     assert config.metrics_textfile is not None
-    run_once(config, config.state_path, clock, providers={"fake": FakeProvider([make_entity("a")])})
+    providers = {"fake": FakeProvider([make_entity("a")])}
+    run_once(config, config.state_path, clock, providers=providers)
+    with state_location(config.state_path).open() as store:  # one event waiting: its series
+        store.add_events("fake", [{"kind": "Component", "namespace": "a", "name": "b"}], 1.0)
+    run_once(config, config.state_path, clock, providers=providers)  # FakeProvider takes none
     written = config.metrics_textfile.read_text() + render_state_readable(True).decode()
     samples = {
         sample.name

@@ -52,6 +52,7 @@ EVERY_SERIES = (
     "choreo_ingest_bursts_total",
     "choreo_ingest_events_pending",
     "choreo_ingest_events_parked",
+    "choreo_ingest_events_oldest_pending_timestamp_seconds",
     "choreo_ingest_api_info",
 )
 
@@ -76,6 +77,7 @@ BUSY = ProviderMetrics(
     bursts_total={"ok": 130, "failed": 6, "interrupted": 1},
     events_pending=7,
     events_parked=2,
+    events_oldest_pending_at=1_800_000_095.25,
     api="v1",
 )
 
@@ -103,6 +105,7 @@ BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
     ("choreo_ingest_bursts_total", {"outcome": "interrupted"}, 1),
     ("choreo_ingest_events_pending", {}, 7),
     ("choreo_ingest_events_parked", {}, 2),
+    ("choreo_ingest_events_oldest_pending_timestamp_seconds", {}, 1_800_000_095.25),
 ]
 
 FRESH = ProviderMetrics(provider="csv", state=ProviderState.IDLE)
@@ -186,6 +189,7 @@ class TestRenderMetrics:
             "choreo_ingest_cycle_duration_seconds",
             "choreo_ingest_burst_duration_seconds",
             "choreo_ingest_next_action_timestamp_seconds",
+            "choreo_ingest_events_oldest_pending_timestamp_seconds",
             "choreo_ingest_api_info",
         }
 
@@ -466,8 +470,10 @@ def test_the_inbox_gauges_are_each_providers_share_of_what_status_counts(tmp_pat
     run_once(config, config.state_path, clock, providers=providers)
     with state_location(config.state_path).open() as store:
         events = [{"kind": "Component", "namespace": "acme", "name": f"c{n}"} for n in range(3)]
-        seqs = store.add_events("fake", events, clock.now())
-        store.add_events("other", events[:1], clock.now())
+        seqs = store.add_events("fake", events[:1], clock.now() - 120)
+        seqs += store.add_events("fake", events[1:2], clock.now() - 90)
+        seqs += store.add_events("fake", events[2:], clock.now() - 30)
+        store.add_events("other", events[:1], clock.now() - 10)
         assert store.fail_event("fake", seqs[0], "GET /x: 404", max_attempts=1)  # parked
 
     run_once(config, config.state_path, clock, providers=providers)  # neither handles events
@@ -484,5 +490,9 @@ def test_the_inbox_gauges_are_each_providers_share_of_what_status_counts(tmp_pat
         ("other", "pending"): 1,
         ("other", "parked"): 0,
     }
+    # The oldest pending one: the parked event, older still, is not waiting for a run.
+    oldest = "choreo_ingest_events_oldest_pending_timestamp_seconds"
+    assert value(samples, oldest, provider="fake") == clock.now() - 90
+    assert value(samples, oldest, provider="other") == clock.now() - 10
     status = status_report(config.state_path, config, clock.now())
     assert status.to_json()["events"] == {"pending": 3, "parked": 1}

@@ -65,6 +65,8 @@ class InboxEvent(NamedTuple):
 class InboxCounts(NamedTuple):
     pending: int
     parked: int
+    oldest_pending_at: float | None = None
+    """When the oldest pending event arrived (`received_at`); None when none is pending."""
 
 
 def add_events(
@@ -228,11 +230,11 @@ def fail_event(
 
 
 def inbox_counts(conn: AnyConnection, provider: str | None = None) -> InboxCounts:
-    counted = (
-        "SELECT count(*) - coalesce(sum(parked), 0), coalesce(sum(parked), 0) FROM event_inbox"
-    )
+    counted = """SELECT count(*) - coalesce(sum(parked), 0), coalesce(sum(parked), 0),
+        min(CASE WHEN parked = 0 THEN received_at END) FROM event_inbox"""
     if provider is None:
         row = conn.execute(counted).fetchone()
     else:
         row = conn.execute(counted + " WHERE provider = ?", [provider]).fetchone()
-    return InboxCounts(pending=int(row[0]), parked=int(row[1]))
+    oldest = None if row[2] is None else float(row[2])
+    return InboxCounts(pending=int(row[0]), parked=int(row[1]), oldest_pending_at=oldest)
