@@ -80,6 +80,10 @@ def _serialize(response: SimResponse, keep_alive: bool, with_body: bool) -> byte
     return head + response.body if with_body else head
 
 
+ACCEPT_WAKE_SECONDS: Final = 0.25
+"""How long the accept loop waits for a connection before it looks at its signals again."""
+
+
 class _LoopbackServer:
     """Accepts connections and serves each on its own daemon thread."""
 
@@ -93,9 +97,15 @@ class _LoopbackServer:
         self.accepted_connections = 0
 
     def serve(self) -> None:
+        # Woken while idle: a SIGTERM that another thread received (any thread may take a
+        # process-directed signal) runs its Python handler only once the main thread leaves
+        # accept(). A connection accepted from it still blocks (no default socket timeout).
+        self._listener.settimeout(ACCEPT_WAKE_SECONDS)
         while not self._closing.is_set():
             try:
                 connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 if self._closing.is_set():
                     return

@@ -316,3 +316,33 @@ def test_loopback_is_not_warned_about() -> None:
     process, url = serve("--host", "127.0.0.1")  # its first line is the URL, not a warning
     stop(process)
     assert url.startswith("http://127.0.0.1:")
+
+
+SIGTERM_ON_ANOTHER_THREAD = """
+import signal, sys, threading, time
+from choreo_ingest.simulator.server import serve_forever
+
+def poke() -> None:
+    time.sleep(1.0)  # serve_forever is blocked in accept() by now
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+threading.Thread(target=poke, daemon=True).start()
+serve_forever(port=0, orgs=1, projects=1, components=1)
+"""
+
+
+@pytest.mark.slow
+def test_simulate_serve_stops_on_a_sigterm_another_thread_received() -> None:
+    """A process-directed SIGTERM may reach any thread (a connection's, say). Python runs its
+    handler on the main thread only, and only once that thread leaves a blocking call: an
+    accept loop that never wakes would serve on for ever."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_ON_ANOTHER_THREAD],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "openchoreo simulator at" in done.stderr
