@@ -47,6 +47,7 @@ from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
 from event_fakes import component_event  # noqa: E402
 from fakes import FakeClock, FakeProvider, make_config, make_entity  # noqa: E402
 from pg_takeover import second_run, taken_over_after_migrating  # noqa: E402
+from pg_tracing import TracingLocation  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -317,7 +318,7 @@ def test_a_state_an_older_release_migrated_is_claimed_and_every_write_is_checked
         store.bump_counters("fake", {"pages": 1})
     assert run_holder(pg_url) is None
     statements: list[str] = []
-    traced = TracedLocation(pg_url, statements=statements)
+    traced = TracingLocation(pg_url, statements=statements)
 
     [outcome] = run_fake(traced, tmp_path).providers
 
@@ -329,21 +330,6 @@ def test_a_state_an_older_release_migrated_is_claimed_and_every_write_is_checked
     checked = [i for i in begins if i > claims[0]]
     assert len(checked) >= 5  # a page a transaction, at least
     assert all("FOR SHARE" in statements[i + 1] for i in checked)
-
-
-@dataclass(frozen=True)
-class TracedLocation(PostgresLocation):
-    """Records every statement of the store connections it opens."""
-
-    statements: list[str] = field(default_factory=list, compare=False)
-
-    def _connect(
-        self, *, readonly: bool, schema: str | None = None, tracer: Tracer | None = None
-    ) -> PgConnection:
-        def record(statement: str, params: object) -> None:
-            self.statements.append(statement)
-
-        return super()._connect(readonly=readonly, schema=schema, tracer=record)
 
 
 def test_which_run_holds_a_store_is_neither_copied_nor_replaced_by_a_copy(

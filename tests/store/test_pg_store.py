@@ -36,6 +36,7 @@ from choreo_ingest.store.connection import Tracer  # noqa: E402
 from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
 
 from fakes import FakeClock, FakeProvider, make_entity  # noqa: E402
+from pg_tracing import TracingLocation  # noqa: E402
 from sim_support import IN_PROCESS_URL, PROVIDER, expected_refs, simulator_transport  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -359,21 +360,6 @@ def test_status_reads_without_the_lock_and_shows_the_url_without_its_password(
     assert status_report(pg_url, config, 1_800_000_000.0).to_json()["running"] is False
     exported = list(iter_export(pg_url))
     assert {ref_of(body) for body in exported} == expected_refs(WORLD)
-
-
-@dataclass(frozen=True)
-class TracingLocation(PostgresLocation):
-    """Records every statement its stores run."""
-
-    statements: list[str] = field(default_factory=list, compare=False)
-
-    def _connect(
-        self, *, readonly: bool, schema: str | None = None, tracer: Tracer | None = None
-    ) -> PgConnection:
-        def record(statement: str, params: object) -> None:
-            self.statements.append(statement)
-
-        return super()._connect(readonly=readonly, schema=schema, tracer=record)
 
 
 @pytest.mark.parametrize(("stale", "analyzed"), [(3, True), (2, False)])
