@@ -16,7 +16,15 @@ import {
 import catalogPlugin from '@backstage/plugin-catalog-backend';
 import type { Knex } from 'knex';
 import { TASK_ID, catalogModuleChoreoIngest, locationKeyFor } from '../src';
-import { SERVE_TOKEN, type Choreo, cli, startChoreo, waitUntil } from './support/choreo';
+import {
+  SERVE_TOKEN,
+  type Choreo,
+  cli,
+  projectsOf,
+  shortest,
+  startChoreo,
+  waitUntil,
+} from './support/choreo';
 import { sqlite } from './support/db';
 
 const NAMESPACE = 'org-00-cyberdyne';
@@ -156,14 +164,10 @@ test('what choreo-ingest delivers becomes processed entities in the real catalog
 });
 
 test('a created component arrives as a Component and an API, their relations stitched', async () => {
-  const world = (await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json()) as {
-    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
-  };
-  const project = world.data.projects.find(p => p.metadata.namespace === NAMESPACE)?.metadata.name;
-  expect(project).toBeTruthy();
+  const [project] = await projectsOf(choreo, NAMESPACE);
   await choreo.control('add_component', {
     namespace: NAMESPACE,
-    project: project!,
+    project,
     name: 'fresh-arrival',
     endpoints: JSON.stringify({ rest: { type: 'REST', port: 8080, schema: { content: OPENAPI } } }),
   });
@@ -209,13 +213,7 @@ test('a created component arrives as a Component and an API, their relations sti
 test('an endpoint renamed only in case stays in the real catalog under its new spelling', async () => {
   // The catalog keys entities by the ref lower-cased: the feed's removal of the old spelling
   // would take the renamed API out, unless the live spelling follows it.
-  const world = (await (await fetch(`${choreo.simulatorUrl}/_control/world`)).json()) as {
-    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
-  };
-  const [project] = world.data.projects
-    .filter(p => p.metadata.namespace === NAMESPACE)
-    .map(p => p.metadata.name)
-    .sort((a, b) => a.length - b.length || a.localeCompare(b)); // short: no hash in its API names
+  const project = shortest(await projectsOf(choreo, NAMESPACE)); // no hash in its API names
   const endpoint = (name: string) =>
     JSON.stringify({ [name]: { type: 'REST', port: 8080, schema: { content: OPENAPI } } });
   const apiNamed = (entities: Map<string, Entity>, name: string) =>

@@ -9,7 +9,14 @@ import {
 import type { Knex } from 'knex';
 import { ChoreoIngestEntityProvider } from '../src';
 import { locationKeyFor } from '../src/entities';
-import { SERVE_TOKEN, type Choreo, startChoreo, waitUntil } from './support/choreo';
+import {
+  SERVE_TOKEN,
+  type Choreo,
+  projectsOf,
+  shortest,
+  startChoreo,
+  waitUntil,
+} from './support/choreo';
 import { RecordingConnection } from './support/connection';
 import { sqlite } from './support/db';
 import { TestLogger } from './support/logger';
@@ -47,31 +54,12 @@ afterAll(async () => {
 
 /** A project of the namespace, from the simulator's world. */
 async function someProject(): Promise<string> {
-  const response = await fetch(`${choreo.simulatorUrl}/_control/world`);
-  const world = (await response.json()) as {
-    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
-  };
-  const project = world.data.projects.find(p => p.metadata.namespace === NAMESPACE);
-  if (!project) {
-    throw new Error(`no project in ${NAMESPACE}`);
-  }
-  return project.metadata.name;
+  return (await projectsOf(choreo, NAMESPACE))[0];
 }
 
 /** The project of the namespace with the shortest name: its API names need no hash suffix. */
 async function shortestProject(): Promise<string> {
-  const response = await fetch(`${choreo.simulatorUrl}/_control/world`);
-  const world = (await response.json()) as {
-    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
-  };
-  const names = world.data.projects
-    .filter(p => p.metadata.namespace === NAMESPACE)
-    .map(p => p.metadata.name)
-    .sort((a, b) => a.length - b.length || a.localeCompare(b));
-  if (!names.length) {
-    throw new Error(`no project in ${NAMESPACE}`);
-  }
-  return names[0];
+  return shortest(await projectsOf(choreo, NAMESPACE));
 }
 
 async function waitForSeq(atLeast: number): Promise<void> {

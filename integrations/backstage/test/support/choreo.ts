@@ -189,6 +189,26 @@ export async function startChoreo(options: ChoreoOptions): Promise<Choreo> {
   }
 }
 
+/** The names of a namespace's projects in the simulator's world, in its order. */
+export async function projectsOf(choreo: Choreo, namespace: string): Promise<string[]> {
+  const response = await fetch(`${choreo.simulatorUrl}/_control/world`);
+  const world = (await response.json()) as {
+    data: { projects: Array<{ metadata: { name: string; namespace: string } }> };
+  };
+  const names = world.data.projects
+    .filter(p => p.metadata.namespace === namespace)
+    .map(p => p.metadata.name);
+  if (!names.length) {
+    throw new Error(`no project in ${namespace}`);
+  }
+  return names;
+}
+
+/** Of `names`, the shortest (then the first by sort): a project whose API names need no hash. */
+export function shortest(names: string[]): string {
+  return [...names].sort((a, b) => a.length - b.length || a.localeCompare(b))[0];
+}
+
 export async function waitUntil(
   check: () => Promise<boolean> | boolean,
   what: string,
