@@ -147,3 +147,48 @@ def test_a_chunk_size_above_v1s_largest_page_asks_an_event_for_100_without_a_war
     assert listing in server.asked
     assert "workload acme/w1" in found(delta)
     assert [log for log in logs if log["event"] == "chunk_size_capped"] == []
+
+
+def test_an_events_v1_listing_goes_past_an_empty_page_that_carries_a_cursor(
+    fake_engine, config_for, clock
+) -> None:
+    """Items the caller may not see are filtered out after paging: a page can hold none while
+    `nextCursor` says there is more. Only a page without one ends the listing."""
+    first = "/namespaces/acme/workloads?component=cart&limit=2"
+    server = FakeV1(
+        {
+            **cart_and_its_project(),
+            first: page(cursor="p2"),
+            f"{first}&cursor=p2": page(workload("w1"), cursor="p3"),
+            f"{first}&cursor=p3": page(),
+        }
+    )
+
+    delta, _ = handle(fake_engine, config_for, clock, server, CART, api="v1", chunk_size=2)
+
+    assert [route for route in server.asked if route.startswith(first)] == [
+        first,
+        f"{first}&cursor=p2",
+        f"{first}&cursor=p3",
+    ]
+    assert "workload acme/w1" in found(delta)
+
+
+def test_an_org_era_events_listing_goes_past_an_empty_page_until_next_cursor_is_empty(
+    fake_engine, config_for, clock
+) -> None:
+    """In cursor mode `nextCursor` is always there; only `""` ends the listing, whatever the
+    page held."""
+    first = "/orgs/acme/projects?limit=2&pagination=cursor"
+    then = "/orgs/acme/projects?limit=2&cursor=p2&pagination=cursor"
+    server = FakeV1({**cart_in_billing(), first: org_page(cursor="p2"), then: org_page("billing")})
+
+    delta, _ = handle(
+        fake_engine, config_for, clock, server, CART_SOMEWHERE, api="orgs", chunk_size=2
+    )
+
+    assert [route for route in server.asked if route.startswith("/orgs/acme/projects?")] == [
+        first,
+        then,
+    ]
+    assert "component:acme/cart" in found(delta)
