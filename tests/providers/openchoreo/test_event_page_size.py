@@ -152,8 +152,8 @@ def test_a_chunk_size_above_v1s_largest_page_asks_an_event_for_100_without_a_war
 def test_an_events_v1_listing_goes_past_an_empty_page_that_carries_a_cursor(
     fake_engine, config_for, clock
 ) -> None:
-    """Items the caller may not see are filtered out after paging: a page can hold none while
-    `nextCursor` says there is more. Only a page without one ends the listing."""
+    """v1 refills its pages, so a short page normally means the end; still, only a page without
+    `nextCursor` ends a listing (`openchoreo-v1-api.md`), an empty one with a cursor does not."""
     first = "/namespaces/acme/workloads?component=cart&limit=2"
     server = FakeV1(
         {
