@@ -74,10 +74,11 @@ class MigrationReport:
 
 
 @contextmanager
-def locked_store(state: StateRef) -> Iterator[Store]:
-    """The store under the run lock, migrated: what every writing command needs."""
+def locked_store(state: StateRef, holder: str | None = None) -> Iterator[Store]:
+    """The store under the run lock, migrated: what every writing command needs (`holder`:
+    see `open_locked`)."""
     location = state_location(state)
-    with location.open_locked() as store:
+    with location.open_locked(holder) as store:
         applied = store.migrate()
         if applied:
             log.info("schema_migrated", state=str(location), applied=applied)
@@ -97,6 +98,7 @@ def run_once(
     events_arrived: threading.Event | None = None,
     events_flooding: Callable[[], bool] | None = None,
     left_out: Collection[str] = (),
+    holder: str | None = None,
 ) -> RunResult:
     """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry;
     the configured providers `left_out` are not run, nor loaded: `serve`'s that could not be).
@@ -104,13 +106,14 @@ def run_once(
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
     between its pages too, not only before the burst; while `events_flooding()` says events
     arrive as a flood, a drain drops them for a fresh walk instead (`events.ArrivalRate`).
+    `holder`: the caller's token for its every turn with the run lock (`open_locked`).
     """
     names = [name for name in config.providers if name not in left_out]
     if only is not None:
         names = [checked_provider(config, state, only, option="--provider")]
     stop = stop or StopSignal()
     result = RunResult(outcome=RunOutcome.WAITING)
-    with locked_store(state) as store, stop.installed():
+    with locked_store(state, holder) as store, stop.installed():
         loaded = {name: _load(name, config, providers) for name in names}
         between_pages = None
         if events_arrived is not None:

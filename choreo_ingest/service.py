@@ -33,6 +33,7 @@ from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.schedule import backoff_step
 from choreo_ingest.store import StateRef, state_location
+from choreo_ingest.store.pg_fence import new_holder
 
 log = get_logger("choreo_ingest.service")
 
@@ -78,6 +79,8 @@ class Service:
         self.events_arrived = threading.Event()
         self.arrivals = ArrivalRate(clock)
         self._wake = threading.Event()
+        self.run_holder = new_holder()
+        """The ticks' one claim of a PostgreSQL store (`pg_fence`): an idle tick writes nothing."""
         self._operators_waiting = 0
         self._operators_lock = threading.Lock()
         self.last_tick: TickRecord | None = None
@@ -147,6 +150,7 @@ class Service:
                 events_arrived=self.events_arrived,
                 events_flooding=self.arrivals.flooding,
                 left_out=waiting,
+                holder=self.run_holder,
             )
             self.last_tick_at, self._last_ran = self.clock.now(), self.clock.monotonic()
             self._note_unloadable(record.result)

@@ -59,7 +59,12 @@ def prune_changes(
 
     By age, what goes is the longest run of oldest changes all made before `older_than`: after
     a step back of the wall clock, an old change newer than a young one waits for the next prune.
+
+    Read first, outside a transaction: most calls (every `serve` tick's) find nothing to prune,
+    and then take no write lock and write nothing.
     """
+    if _prune_through(conn, older_than, max_rows, keep_after) is None:
+        return 0
     with conn.transaction():
         highest = _prune_through(conn, older_than, max_rows, keep_after)
         if highest is None:

@@ -64,8 +64,9 @@ class SqliteLocation:
         return RunLock(self.real_path)
 
     @contextmanager
-    def open_locked(self) -> Iterator[Store]:
+    def open_locked(self, holder: str | None = None) -> Iterator[Store]:
         """The store, opened for writing under the run lock (LockHeld if another holds it).
+        (`holder` is PostgreSQL's: a file's lock needs no fence.)
 
         What cannot be a state file (a FIFO, a device) is refused before the lock is taken;
         SQLite's lock is taken first, so a run turned away never touches the file; a server's
@@ -197,13 +198,14 @@ class PostgresLocation:
         return PgRunLock(self)
 
     @contextmanager
-    def open_locked(self) -> Iterator[Store]:
+    def open_locked(self, holder: str | None = None) -> Iterator[Store]:
         """The store, opened for writing, holding the run lock on its own connection (LockHeld
         if another session holds it); released on exit.
 
         The lock arms the connection's fence (`pg_fence`): once the store is migrated, the run
         claims it, and a write transaction after another run has claimed it since (the lock
-        taken twice through a pooler in transaction mode) is refused with StateError."""
+        taken twice through a pooler in transaction mode) is refused with StateError. The claim
+        is the run's own, or `holder`'s: a token kept for every turn of one holder (`serve`)."""
         from choreo_ingest.store.pg_fence import RunFence
 
         conn = self._checked(self._connect(readonly=False))
@@ -215,7 +217,7 @@ class PostgresLocation:
                     f"(schema {self.schema!r}); nothing done",
                     path=str(self),
                 )
-            fence = conn.fence = RunFence(self.schema)
+            fence = conn.fence = RunFence(self.schema, holder)
             with Store(conn) as store:
                 try:
                     yield store

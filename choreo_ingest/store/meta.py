@@ -17,7 +17,8 @@ PRUNED_THROUGH = "changes_pruned_through"
 RUN_HOLDER = "run_holder"
 """PostgreSQL only: the token of the run that claimed the store under the run lock
 (`pg_fence`). Absent while no run holds it (the last one released it, or none has claimed it
-yet: a state an older release migrated); the store's own, never copied (`copy.STATE_ROWS`)."""
+yet: a state an older release migrated), or stale (a `serve` keeps its token for all its ticks;
+a crashed run leaves its own); the store's own, never copied (`copy.STATE_ROWS`)."""
 
 
 def store_id(conn: AnyConnection) -> str:

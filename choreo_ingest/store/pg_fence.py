@@ -19,6 +19,11 @@ second one claimed, or is refused whole, and the second run reads a store the fi
 writes to. The refused run ends (StateError: exit 4, as for a lost connection); the next call
 carries on from the last committed page.
 
+A holder that takes the lock again and again (`serve`, a tick each second) keeps one token for
+its life (`holder`): its claim is then a read while the row still holds that token, and it is
+not released, so an idle tick writes nothing. A stale token (of a holder that stopped, or
+crashed) is harmless: the next claim of any other token overwrites it.
+
 What writes without the run lock (the event inbox, by whichever host receives an event) has no
 fence and is never refused; nor are migrations, which take turns on a lock of their own
 (`pg_schema.pg_migrate`), nor the idle `run`, which writes nothing and so claims nothing.
@@ -44,15 +49,24 @@ class RunFence:
     has only once migrated); checked by `PgConnection.transaction` from then on; `release`d by
     `open_locked` before it lets the lock go."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, holder: str | None = None) -> None:
         self.schema = schema
-        self.token = secrets.token_hex(16)
+        self.token = holder or new_holder()
+        self.kept = holder is not None
+        """The token is the caller's, for its every turn with the lock: never released."""
         self.claimed = False
 
     def claim(self, conn: PgConnection) -> None:
         """Take the store for this run: waits for a previous holder's open write transaction.
-        Once only: claiming again would take the store back from a run that took it since."""
+        Once only: claiming again would take the store back from a run that took it since.
+
+        A kept token the row still holds is not written again: no other run has claimed the
+        store since this holder's last turn, so none can have a write transaction open."""
         if self.claimed:
+            return
+        holder = "SELECT value FROM store_meta WHERE name = ?"
+        if self.kept and conn.scalar(holder, [RUN_HOLDER]) == self.token:
+            self.claimed = True
             return
         conn.execute(
             """INSERT INTO store_meta (name, value) VALUES (?, ?)
@@ -80,9 +94,14 @@ class RunFence:
     def release(self, conn: PgConnection) -> None:
         """Remove the claim, if it is still this run's: a run that took the store since keeps
         it. Nothing depends on it (the next claim overwrites a stale token, a crashed run's
-        too); it leaves no token of a finished run behind."""
-        if self.claimed:
+        too); it leaves no token of a finished run behind. A kept token stays (see above)."""
+        if self.claimed and not self.kept:
             conn.execute(
                 "DELETE FROM store_meta WHERE name = ? AND value = ?", [RUN_HOLDER, self.token]
             )
-            self.claimed = False
+        self.claimed = False
+
+
+def new_holder() -> str:
+    """A token no other holder has: a run's own, or one a `serve` keeps for all its ticks."""
+    return secrets.token_hex(16)

@@ -34,6 +34,7 @@ from choreo_ingest.invocation import (  # noqa: E402
     run_once,
 )
 from choreo_ingest.models import EntityIteratorResult, ProviderState  # noqa: E402
+from choreo_ingest.service import Service  # noqa: E402
 from choreo_ingest.store import (  # noqa: E402
     PostgresLocation,
     SqliteLocation,
@@ -43,6 +44,7 @@ from choreo_ingest.store import (  # noqa: E402
 from choreo_ingest.store.connection import Tracer  # noqa: E402
 from choreo_ingest.store.entity_rows import bump_counters  # noqa: E402
 from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
+from choreo_ingest.store.pg_fence import new_holder  # noqa: E402
 
 from event_fakes import component_event  # noqa: E402
 from fakes import FakeClock, FakeProvider, make_config, make_entity  # noqa: E402
@@ -365,3 +367,55 @@ def store_meta_names(location: SqliteLocation) -> list[str]:
 
     with sqlite3.connect(location.path) as conn:
         return [name for (name,) in conn.execute("SELECT name FROM store_meta")]
+
+
+WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "BEGIN")
+
+
+def test_serve_keeps_one_claim_for_all_its_ticks_and_an_idle_tick_writes_nothing(
+    pg_url: str, tmp_path: Path
+) -> None:
+    statements: list[str] = []
+    location = TracingLocation(pg_url, statements=statements)
+    clock = FakeClock(T0)
+    service = Service(
+        make_config(tmp_path), location, clock, providers={"fake": FakeProvider(SOURCE)}
+    )
+    service.tick()  # the whole first cycle
+    assert counters(location)["pages"] == 5
+    assert run_holder(pg_url) == service.run_holder  # kept, not released
+
+    for _ in range(3):
+        clock.advance(1)
+        statements.clear()
+        record = service.tick()
+        assert record.result is not None
+        assert record.result.outcome == "waiting"
+        assert [s for s in statements if s.split()[0].upper() in WRITES] == []
+        assert not any("FOR SHARE" in s or "pg_advisory_xact_lock" in s for s in statements)
+    assert run_holder(pg_url) == service.run_holder
+
+    [outcome] = run_fake(location, tmp_path, clock, force=True).providers  # a cron run between
+    assert outcome.cycle_completed
+    assert run_holder(pg_url) is None  # its own claim, released
+    clock.advance(1)
+    statements.clear()
+    service.tick()  # the service claims the store again
+    assert run_holder(pg_url) == service.run_holder
+    assert [s for s in statements if "INSERT INTO store_meta" in s] != []
+
+
+def test_a_kept_claim_is_fenced_like_a_runs_own(pg_url: str) -> None:
+    location = PostgresLocation(pg_url)
+    holder = new_holder()
+    with location.open_locked(holder) as first:
+        first.migrate()
+        first.bump_counters("fake", {"pages": 1})
+    with location.open_locked(holder) as first:  # the holder's next turn
+        first.migrate()
+        with second_run(location) as second:
+            with pytest.raises(StateError, match=TOOK_THE_LOCK):
+                first.bump_counters("fake", {"pages": 10})
+            second.bump_counters("fake", {"pages": 100})
+    assert run_holder(pg_url) is None  # the second run released its claim
+    assert counters(location) == {"pages": 101}

@@ -174,6 +174,18 @@ def test_migrating_again_does_nothing(conn: PgConnection, pg_url: str) -> None:
     assert conn.scalar(f"SELECT count(*) FROM {PG_MIGRATIONS_TABLE}") == len(MIGRATION_NAMES)
 
 
+def test_migrating_a_current_schema_reads_it_and_neither_locks_nor_writes(
+    conn: PgConnection, pg_url: str
+) -> None:
+    pg_migrate(conn)
+    statements: list[str] = []
+    with PgConnection(pg_url, tracer=lambda statement, _: statements.append(statement)) as other:
+        assert pg_migrate(other) == []
+    assert statements
+    assert all(statement.lstrip().startswith("SELECT") for statement in statements)
+    assert not any("advisory" in statement for statement in statements)
+
+
 def test_every_state_gets_its_own_store_id(pg_url: str) -> None:
     ids = []
     for schema in ("one", "two"):
