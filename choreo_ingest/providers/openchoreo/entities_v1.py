@@ -121,6 +121,7 @@ def project_entity(
     meta = as_mapping(project.get("metadata"))
     name = required_name(meta.get("name"), "project", project)
     ns = _namespace_of(project, namespace, "project")
+    type_kind, type_name = _type_reference(as_mapping(project.get("spec")).get("type"))
     annotations = {
         "namespace": ns,
         "project": name,
@@ -128,6 +129,9 @@ def project_entity(
         # provider writes it; without it a per-project rule cannot match the System).
         "project-id": name,
         "project-uid": text(meta.get("uid")),
+        # (v1.2+) What OpenChoreo's System processor relates a System to its project type by.
+        "project-type": type_name,
+        "project-type-kind": (type_kind or "ProjectType") if type_name else None,
         "created-at": text(meta.get("creationTimestamp")),
         "status": _ready_status(project),
         DELETION_TIMESTAMP: text(meta.get("deletionTimestamp")),
@@ -174,11 +178,13 @@ def component_entities(
         raise PermanentError(
             f"OpenChoreo component without spec.owner.projectName: {preview(component)}"
         )
-    type_kind, type_name = _component_type(spec.get("componentType"))
+    type_kind, type_name = _type_reference(spec.get("componentType"))
     workload_meta = as_mapping(as_mapping(workload).get("metadata"))
     workload_name = text(workload_meta.get("name"))
     owner = _owner_annotation(component, "Component") or project_owner or mapping.default_owner
     ready = _ready_condition(component)
+    parameters = as_mapping(as_mapping(spec.get("workflow")).get("parameters"))
+    revision = as_mapping(as_mapping(parameters.get("repository")).get("revision"))
     annotations = {
         "component": name,
         "component-uid": text(meta.get("uid")),
@@ -189,13 +195,13 @@ def component_entities(
         "created-at": text(meta.get("creationTimestamp")),
         "status": _status(ready),
         "workload": workload_name,
+        "branch": text(revision.get("branch")),
         DELETION_TIMESTAMP: text(meta.get("deletionTimestamp")),
     }
     body = _metadata(
         entity_name(name), namespace_name(ns), meta, provider, annotations, type_tags(type_name)
     )
-    workflow = as_mapping(spec.get("workflow"))
-    source = source_location(as_mapping(workflow.get("parameters")), tree=False)
+    source = source_location(parameters, tree=False)
     if source:
         body["annotations"][SOURCE_LOCATION] = source
     place = _Place(ns, project, name, workload_name, owner, provider, f"{ns}/{project}/{name}")
@@ -453,8 +459,9 @@ def _owner_annotation(resource: Mapping[str, Any], kind: str) -> str | None:
     return owner
 
 
-def _component_type(reference: object) -> tuple[str | None, str | None]:
-    """(kind, name) of `spec.componentType` (`{kind, name}`, or a bare name string)."""
+def _type_reference(reference: object) -> tuple[str | None, str | None]:
+    """(kind, name) of a type reference: `spec.componentType` or a project's `spec.type`
+    (`{kind, name}`, or a bare name string)."""
     if isinstance(reference, str):
         return None, text(reference)
     as_ref = as_mapping(reference)

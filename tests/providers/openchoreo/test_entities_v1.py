@@ -196,6 +196,30 @@ class TestProject:
             **LOCATIONS,
         }
 
+    @pytest.mark.parametrize(
+        ("project_type", "annotations"),
+        [
+            (
+                {"kind": "ClusterProjectType", "name": "default"},
+                {"project-type": "default", "project-type-kind": "ClusterProjectType"},
+            ),
+            ({"name": "web"}, {"project-type": "web", "project-type-kind": "ProjectType"}),
+            ("web", {"project-type": "web", "project-type-kind": "ProjectType"}),
+            ({"kind": "ProjectType", "name": " "}, {}),
+            (None, {}),
+        ],
+        ids=["cluster-kind", "kind-missing", "bare-name", "blank-name", "none"],
+    )
+    def test_project_type_annotations_as_openchoreos_provider_writes_them(
+        self, project_type: Any, annotations: dict[str, str]
+    ) -> None:
+        spec = {} if project_type is None else {"type": project_type}
+        entity = project_entity(resource("shop", spec=spec), MAPPING, PROVIDER)
+        written = entity.body["metadata"]["annotations"]
+        found = {key: written[f"openchoreo.io/{key}"] for key in annotations}
+        assert found == annotations
+        assert ("openchoreo.io/project-type" in written) == bool(annotations)
+
     def test_owner_annotation_owns_the_system(self) -> None:
         project = resource("shop", metadata={"annotations": {"backstage.io/owner": "team-x"}})
         assert project_entity(project, MAPPING, PROVIDER).body["spec"]["owner"] == "team-x"
@@ -351,6 +375,7 @@ class TestComponent:
             "openchoreo.io/created-at": CREATED,
             "openchoreo.io/status": "Ready",
             "openchoreo.io/workload": "orders-workload",
+            "openchoreo.io/branch": "main",  # as OpenChoreo's provider writes it
             "backstage.io/source-location": "url:https://github.com/acme/orders.git",
             **LOCATIONS,
         }
