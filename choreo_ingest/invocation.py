@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
@@ -40,6 +40,9 @@ from choreo_ingest.store import (
     state_location,
 )
 from choreo_ingest.store.copy import CopyReport
+
+if TYPE_CHECKING:
+    from choreo_ingest.store.pg_fence import RunHolder
 
 log = get_logger("choreo_ingest.invocation")
 
@@ -74,7 +77,7 @@ class MigrationReport:
 
 
 @contextmanager
-def locked_store(state: StateRef, holder: str | None = None) -> Iterator[Store]:
+def locked_store(state: StateRef, holder: RunHolder | None = None) -> Iterator[Store]:
     """The store under the run lock, migrated: what every writing command needs (`holder`:
     see `open_locked`)."""
     location = state_location(state)
@@ -98,7 +101,7 @@ def run_once(
     events_arrived: threading.Event | None = None,
     events_flooding: Callable[[], bool] | None = None,
     left_out: Collection[str] = (),
-    holder: str | None = None,
+    holder: RunHolder | None = None,
 ) -> RunResult:
     """One `choreo-ingest run`: at most one burst per provider (`providers` overrides registry;
     the configured providers `left_out` are not run, nor loaded: `serve`'s that could not be).
@@ -106,7 +109,7 @@ def run_once(
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
     between its pages too, not only before the burst; while `events_flooding()` says events
     arrive as a flood, a drain drops them for a fresh walk instead (`events.ArrivalRate`).
-    `holder`: the caller's token for its every turn with the run lock (`open_locked`).
+    `holder`: the caller's claim and session for its every turn with the run lock (`open_locked`).
     """
     names = [name for name in config.providers if name not in left_out]
     if only is not None:

@@ -33,7 +33,7 @@ from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.schedule import backoff_step
 from choreo_ingest.store import StateRef, state_location
-from choreo_ingest.store.pg_fence import new_holder
+from choreo_ingest.store.pg_fence import RunHolder
 
 log = get_logger("choreo_ingest.service")
 
@@ -79,8 +79,9 @@ class Service:
         self.events_arrived = threading.Event()
         self.arrivals = ArrivalRate(clock)
         self._wake = threading.Event()
-        self.run_holder = new_holder()
-        """The ticks' one claim of a PostgreSQL store (`pg_fence`): an idle tick writes nothing."""
+        self.run_holder = RunHolder()
+        """The ticks' one claim of a PostgreSQL store and their one session (`pg_fence`): an idle
+        tick neither connects nor writes."""
         self._operators_waiting = 0
         self._operators_lock = threading.Lock()
         self.last_tick: TickRecord | None = None
@@ -128,12 +129,15 @@ class Service:
     def run(self) -> None:
         """Tick until stopped; a burst in progress when `stop()` comes ends after its page."""
         log.info("service_started", state_file=str(self.state))
-        while not self.stop_signal.is_set():
-            self.heartbeat = self.clock.monotonic()
-            if not self._operators_waiting:
-                self.tick()
-            self._wake.wait(self.tick_seconds)
-            self._wake.clear()
+        try:
+            while not self.stop_signal.is_set():
+                self.heartbeat = self.clock.monotonic()
+                if not self._operators_waiting:
+                    self.tick()
+                self._wake.wait(self.tick_seconds)
+                self._wake.clear()
+        finally:
+            self.run_holder.close()
         log.info("service_stopped")
 
     def tick(self) -> TickRecord:

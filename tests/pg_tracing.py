@@ -12,9 +12,11 @@ from choreo_ingest.store.pg_connection import PgConnection
 
 @dataclass(frozen=True)
 class TracingLocation(PostgresLocation):
-    """Records every statement of the store connections it opens, in `statements`."""
+    """Records every statement of the store connections it opens, in `statements`, and each
+    connection it opens, in `connections`."""
 
     statements: list[str] = field(default_factory=list, compare=False)
+    connections: list[PgConnection] = field(default_factory=list, compare=False)
 
     def _connect(
         self, *, readonly: bool, schema: str | None = None, tracer: Tracer | None = None
@@ -22,4 +24,6 @@ class TracingLocation(PostgresLocation):
         def record(statement: str, params: object) -> None:
             self.statements.append(statement)
 
-        return super()._connect(readonly=readonly, schema=schema, tracer=record)
+        conn = super()._connect(readonly=readonly, schema=schema, tracer=record)
+        self.connections.append(conn)
+        return conn

@@ -64,9 +64,9 @@ class SqliteLocation:
         return RunLock(self.real_path)
 
     @contextmanager
-    def open_locked(self, holder: str | None = None) -> Iterator[Store]:
+    def open_locked(self, holder: RunHolder | None = None) -> Iterator[Store]:
         """The store, opened for writing under the run lock (LockHeld if another holds it).
-        (`holder` is PostgreSQL's: a file's lock needs no fence.)
+        (`holder` is PostgreSQL's: a file's lock needs no fence, and opening it no session.)
 
         What cannot be a state file (a FIFO, a device) is refused before the lock is taken;
         SQLite's lock is taken first, so a run turned away never touches the file; a server's
@@ -108,6 +108,7 @@ class SqliteLocation:
 
 if TYPE_CHECKING:  # psycopg is an optional extra: loaded only for a PostgreSQL location
     from choreo_ingest.store.pg_connection import PgConnection
+    from choreo_ingest.store.pg_fence import RunHolder
 
 DEFAULT_PG_SCHEMA = "choreo_ingest"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -198,17 +199,19 @@ class PostgresLocation:
         return PgRunLock(self)
 
     @contextmanager
-    def open_locked(self, holder: str | None = None) -> Iterator[Store]:
+    def open_locked(self, holder: RunHolder | None = None) -> Iterator[Store]:
         """The store, opened for writing, holding the run lock on its own connection (LockHeld
         if another session holds it); released on exit.
 
         The lock arms the connection's fence (`pg_fence`): once the store is migrated, the run
         claims it, and a write transaction after another run has claimed it since (the lock
         taken twice through a pooler in transaction mode) is refused with StateError. The claim
-        is the run's own, or `holder`'s: a token kept for every turn of one holder (`serve`)."""
+        is the run's own, or `holder`'s, kept for its every turn (`serve`), as is the
+        connection: back to `holder` once the lock is let go, if it is sound."""
         from choreo_ingest.store.pg_fence import RunFence
 
-        conn = self._checked(self._connect(readonly=False))
+        conn = self._locking_connection(holder)
+        unlocked = True
         try:
             key = self._lock_key()
             if not conn.advisory_lock_try(key):
@@ -217,18 +220,30 @@ class PostgresLocation:
                     f"(schema {self.schema!r}); nothing done",
                     path=str(self),
                 )
-            fence = conn.fence = RunFence(self.schema, holder)
-            with Store(conn) as store:
-                try:
-                    yield store
-                finally:
-                    # A lost session has let the lock go already; closing ends it anyway.
-                    with suppress(StateError):
-                        fence.release(conn)
-                    with suppress(StateError):
-                        conn.advisory_unlock(key)
+            unlocked = False
+            fence = conn.fence = RunFence(self.schema, None if holder is None else holder.token)
+            try:
+                yield Store(conn)
+            finally:
+                # A lost session has let the lock go already; closing ends it anyway.
+                with suppress(StateError):
+                    fence.release(conn)
+                with suppress(StateError):
+                    unlocked = conn.advisory_unlock(key)
         finally:
-            conn.close()
+            if holder is not None and unlocked and conn.reusable():
+                holder.keep(conn)
+            else:
+                conn.close()
+
+    def _locking_connection(self, holder: RunHolder | None) -> PgConnection:
+        """`holder`'s session from its last turn, checked as a new one is, or a new one: a kept
+        session the server has ended since (a restart, an idle timeout) fails its check."""
+        kept = None if holder is None else holder.take()
+        if kept is not None:
+            with suppress(StateError):
+                return self._checked(kept)
+        return self._checked(self._connect(readonly=False))
 
     def lock_held_elsewhere(self) -> bool:
         """Whether another session holds the run lock (for `status`), read from `pg_locks`."""

@@ -408,6 +408,16 @@ class PgConnection:
         """
         return bool(self._lock_call("SELECT pg_try_advisory_lock(CAST(%s AS bigint))", key))
 
+    def reusable(self) -> bool:
+        """Whether another turn may use this session (`RunHolder`): open, with no transaction
+        left open (what the server closed unseen, the next turn finds out)."""
+        raw = self.raw
+        return (
+            raw is not None
+            and not raw.closed
+            and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
+
     def advisory_unlock(self, key: int) -> bool:
         """Release `key` once; False when this session did not hold it."""
         return bool(self._lock_call("SELECT pg_advisory_unlock(CAST(%s AS bigint))", key))

@@ -102,6 +102,34 @@ class RunFence:
         self.claimed = False
 
 
+class RunHolder:
+    """One holder's every turn with the run lock (`serve`'s ticks, a second apart): on
+    PostgreSQL one claim token, kept (above), and one session, kept between turns while it is
+    sound (`PostgresLocation.open_locked`), so that a tick does not connect anew; `close` ends
+    it. A file's lock ignores it. One turn at a time."""
+
+    def __init__(self) -> None:
+        self.token = new_holder()
+        self._conn: PgConnection | None = None
+
+    def take(self) -> PgConnection | None:
+        """The session kept from the last turn, if it is still fit for one."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.reusable():
+            conn.close()
+            return None
+        return conn
+
+    def keep(self, conn: PgConnection) -> None:
+        conn.fence = None
+        self._conn = conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
 def new_holder() -> str:
     """A token no other holder has: a run's own, or one a `serve` keeps for all its ticks."""
     return secrets.token_hex(16)

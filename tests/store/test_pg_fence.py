@@ -44,7 +44,7 @@ from choreo_ingest.store import (  # noqa: E402
 from choreo_ingest.store.connection import Tracer  # noqa: E402
 from choreo_ingest.store.entity_rows import bump_counters  # noqa: E402
 from choreo_ingest.store.pg_connection import PgConnection  # noqa: E402
-from choreo_ingest.store.pg_fence import new_holder  # noqa: E402
+from choreo_ingest.store.pg_fence import RunHolder  # noqa: E402
 
 from event_fakes import component_event  # noqa: E402
 from fakes import FakeClock, FakeProvider, make_config, make_entity  # noqa: E402
@@ -372,50 +372,93 @@ def store_meta_names(location: SqliteLocation) -> list[str]:
 WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "BEGIN")
 
 
-def test_serve_keeps_one_claim_for_all_its_ticks_and_an_idle_tick_writes_nothing(
+def test_serve_keeps_one_claim_and_one_session_for_all_its_ticks_and_an_idle_tick_writes_nothing(
     pg_url: str, tmp_path: Path
 ) -> None:
-    statements: list[str] = []
-    location = TracingLocation(pg_url, statements=statements)
+    location = TracingLocation(pg_url)
     clock = FakeClock(T0)
     service = Service(
         make_config(tmp_path), location, clock, providers={"fake": FakeProvider(SOURCE)}
     )
-    service.tick()  # the whole first cycle
-    assert counters(location)["pages"] == 5
-    assert run_holder(pg_url) == service.run_holder  # kept, not released
+    try:
+        service.tick()  # the whole first cycle
+        [session] = location.connections
+        assert counters(PostgresLocation(pg_url))["pages"] == 5
+        assert run_holder(pg_url) == service.run_holder.token  # kept, not released
 
-    for _ in range(3):
+        for _ in range(3):
+            clock.advance(1)
+            location.statements.clear()
+            record = service.tick()
+            assert record.result is not None
+            assert record.result.outcome == "waiting"
+            writes = [s for s in location.statements if s.split()[0].upper() in WRITES]
+            assert writes == []
+            assert not any("FOR SHARE" in s or "xact_lock" in s for s in location.statements)
+        assert location.connections == [session]  # no new connection a tick
+        assert run_holder(pg_url) == service.run_holder.token
+
+        # Between two ticks the lock is free: a cron run takes it, claims and releases.
+        [outcome] = run_fake(location, tmp_path, clock, force=True).providers
+        assert outcome.cycle_completed
+        assert run_holder(pg_url) is None
         clock.advance(1)
-        statements.clear()
+        location.statements.clear()
+        service.tick()  # the service claims the store again
+        assert run_holder(pg_url) == service.run_holder.token
+        assert [s for s in location.statements if "INSERT INTO store_meta" in s] != []
+        assert location.connections[-1] is not session  # the cron run's own
+    finally:
+        service.run_holder.close()
+    assert session.raw is not None
+    assert session.raw.closed
+
+
+def test_a_tick_whose_kept_session_the_server_ended_opens_another(
+    pg_url: str, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    location = TracingLocation(pg_url)
+    clock = FakeClock(T0)
+    service = Service(
+        make_config(tmp_path), location, clock, providers={"fake": FakeProvider(SOURCE)}
+    )
+    try:
+        service.tick()
+        [session] = location.connections
+        with pg_cluster.admin(pg_url.rsplit("/", 1)[1]) as admin:  # a restart, an idle timeout
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", [session.backend_pid])
+        clock.advance(1)
         record = service.tick()
-        assert record.result is not None
-        assert record.result.outcome == "waiting"
-        assert [s for s in statements if s.split()[0].upper() in WRITES] == []
-        assert not any("FOR SHARE" in s or "pg_advisory_xact_lock" in s for s in statements)
-    assert run_holder(pg_url) == service.run_holder
-
-    [outcome] = run_fake(location, tmp_path, clock, force=True).providers  # a cron run between
-    assert outcome.cycle_completed
-    assert run_holder(pg_url) is None  # its own claim, released
-    clock.advance(1)
-    statements.clear()
-    service.tick()  # the service claims the store again
-    assert run_holder(pg_url) == service.run_holder
-    assert [s for s in statements if "INSERT INTO store_meta" in s] != []
+        assert record.result is not None, record.error
+        assert record.error is None
+        assert len(location.connections) == 2
+        assert session.raw is not None
+        assert session.raw.closed
+        clock.advance(1)
+        service.tick()
+        assert len(location.connections) == 2  # the new one kept in turn
+    finally:
+        service.run_holder.close()
 
 
-def test_a_kept_claim_is_fenced_like_a_runs_own(pg_url: str) -> None:
+def test_a_kept_claim_is_fenced_like_a_runs_own_and_its_session_is_not_kept_locked(
+    pg_url: str,
+) -> None:
     location = PostgresLocation(pg_url)
-    holder = new_holder()
-    with location.open_locked(holder) as first:
-        first.migrate()
-        first.bump_counters("fake", {"pages": 1})
-    with location.open_locked(holder) as first:  # the holder's next turn
-        first.migrate()
-        with second_run(location) as second:
-            with pytest.raises(StateError, match=TOOK_THE_LOCK):
-                first.bump_counters("fake", {"pages": 10})
-            second.bump_counters("fake", {"pages": 100})
-    assert run_holder(pg_url) is None  # the second run released its claim
-    assert counters(location) == {"pages": 101}
+    holder = RunHolder()
+    try:
+        with location.open_locked(holder) as first:
+            first.migrate()
+            first.bump_counters("fake", {"pages": 1})
+        with location.open_locked(holder) as first:  # the holder's next turn, same session
+            first.migrate()
+            with second_run(location) as second:
+                with pytest.raises(StateError, match=TOOK_THE_LOCK):
+                    first.bump_counters("fake", {"pages": 10})
+                second.bump_counters("fake", {"pages": 100})
+        assert run_holder(pg_url) is None  # the second run released its claim
+        assert counters(location) == {"pages": 101}
+        with location.open_locked() as other:  # the kept session holds no lock
+            other.migrate()
+    finally:
+        holder.close()
