@@ -50,9 +50,6 @@ SCHEMA_TYPES: Final = {
 VISIBILITIES: Final = ("project", "namespace", "internal", "external")
 READY: Final = {"Ready": ("True", "Ready"), "NotReady": ("False", "NotReady")}
 SECOND_WORKLOAD_ENDPOINT: Final = "sidecar-admin"
-KUBERNETES_NAMESPACES: Final = ("kube-node-lease", "kube-public", "kube-system")
-"""Namespaces every cluster has and OpenChoreo does not serve (its event forwarder posts their
-events all the same)."""
 
 
 def namespace(record: Record) -> Record:
@@ -68,13 +65,6 @@ def namespace(record: Record) -> Record:
         metadata["deletionTimestamp"] = record["deletionTimestamp"]
         phase = "Terminating"
     return {"metadata": metadata, "status": {"phase": phase}}
-
-
-def kubernetes_namespace(name: str) -> Record:
-    """A namespace of the cluster's own (`kube-system`): `/namespaces/{ns}` reads it as it reads
-    any namespace, without OpenChoreo's label, and `/namespaces` never lists it."""
-    labels = {"kubernetes.io/metadata.name": name}
-    return {"metadata": {"name": name, "labels": labels}, "status": {"phase": "Active"}}
 
 
 def project(record: Record, namespace_name: str, rng: Draws | None) -> Record:

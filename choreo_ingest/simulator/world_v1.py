@@ -116,10 +116,8 @@ class V1View:
     def namespace(self, name: str) -> Record:
         with self._lock:
             listing = self._listing(())
-            slot = listing.get(name)
-            if slot is None and name in records_v1.KUBERNETES_NAMESPACES:
-                return records_v1.kubernetes_namespace(name)
-            return self._namespace(listing, _visible(slot, "organization", name))
+            # A namespace without OpenChoreo's label (`kube-system`) is not found, as there.
+            return self._namespace(listing, _visible(listing.get(name), "organization", name))
 
     def project(self, namespace: str, name: str) -> Record:
         with self._lock:

@@ -142,15 +142,17 @@ class TestReads:
             assert response.json() == {"items": [], "pagination": {}}
         assert client.get("/namespaces/acme").status_code == 404
 
-    def test_the_clusters_own_namespaces_are_read_but_never_listed(
+    def test_the_clusters_own_namespaces_are_neither_read_nor_listed(
         self, simulate_v1: SimulatorFactory
     ) -> None:
+        """OpenChoreo's namespace read answers 404 for a namespace without its control-plane
+        label (`services/namespace/service.go`, `GetNamespace`, since v1.0.0)."""
         _, client = simulate_v1(shop_world())
 
-        read = client.get("/namespaces/kube-system").json()
+        read = client.get("/namespaces/kube-system")
 
-        assert read["metadata"]["name"] == "kube-system"
-        assert "openchoreo.dev/control-plane" not in read["metadata"]["labels"]
+        assert read.status_code == 404
+        assert read.json() == {"error": "Namespace not found", "code": "NOT_FOUND"}
         listed = [item["metadata"]["name"] for item in client.get("/namespaces").json()["items"]]
         assert listed
         assert "kube-system" not in listed

@@ -66,9 +66,9 @@ def event_delta(walk: Walk, event: Event) -> Delta:
     """The delta of one event of an ingested kind.
 
     A 403 says the object exists where this client may not look: the event forwarder posts
-    the events of every namespace, and a role may cover only some. Such an event changes
-    nothing (the walk, whose lists leave those objects out, settles the catalog); as an
-    error it would hold up every event after it and then be parked.
+    the events of every namespace OpenChoreo serves, and a role may cover only some. Such an
+    event changes nothing (the walk, whose lists leave those objects out, settles the
+    catalog); as an error it would hold up every event after it and then be parked.
     """
     try:
         return _delta(walk, event)
@@ -117,10 +117,11 @@ def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:
 def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
     """The namespace when OpenChoreo serves it, else None.
 
-    `/namespaces` lists only the namespaces labelled `openchoreo.dev/control-plane: "true"`, but
-    `/namespaces/{ns}` reads any (`kube-system` too), and the event forwarder posts the events
-    of every namespace. The label on the read vouches for it; without it (taken off, or a server
-    that leaves labels out) the listing, which is what the walk takes, decides.
+    `/namespaces` lists only the namespaces labelled `openchoreo.dev/control-plane: "true"`,
+    and OpenChoreo's `/namespaces/{ns}` answers 404 for any other (`kube-system`, or one whose
+    label was taken off). The label on the read vouches for it; a read without it (a server
+    that reads any namespace, or leaves labels out) is settled by the listing, which is what
+    the walk takes.
     """
     resource = _read(walk, f"/namespaces/{segment(namespace)}")
     if resource is None:

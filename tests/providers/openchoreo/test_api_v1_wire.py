@@ -334,7 +334,8 @@ FORBIDDEN = {
 def test_an_event_for_an_object_the_client_may_not_read_changes_nothing(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock, event: Event, read: str
 ) -> None:
-    """The forwarder posts every namespace's events; a role may cover only some of them."""
+    """The forwarder posts the events of every namespace OpenChoreo serves; a role may cover only
+    some of them."""
     httpx_mock.add_response(url=f"{BASE}{read}", **FORBIDDEN)
     httpx_mock.add_response(
         url=f"{BASE}/namespaces/hidden/workloads?component=c&limit=50", **items(), is_optional=True
@@ -647,8 +648,9 @@ UNSERVED = {
     "/namespaces/other": [{"json": namespace("other")}],
     "/namespaces?limit=50": [items(namespace("acme", **SERVED))],
 }
-"""OpenChoreo's answers for a namespace it does not serve (`kube-system`): read whole, as any
-namespace is, without the control-plane label, and left out of `/namespaces`."""
+"""A server that reads a namespace it does not serve (`kube-system`) whole, without the
+control-plane label, and leaves it out of `/namespaces` (OpenChoreo itself answers 404 for it:
+the `gone` case)."""
 
 
 @pytest.fixture(params=[{"/namespaces/other": [NOT_FOUND]}, UNSERVED], ids=["gone", "unlabelled"])
@@ -660,8 +662,9 @@ def other_not_served(request: pytest.FixtureRequest, httpx_mock: HTTPXMock) -> N
 def test_a_component_event_in_a_namespace_openchoreo_does_not_serve_changes_nothing(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock, other_not_served: None
 ) -> None:
-    """The forwarder posts every namespace's events, `kube-system`'s too; the walk never lists
-    a namespace not labelled `openchoreo.dev/control-plane`."""
+    """An event may name a namespace OpenChoreo does not serve (its label taken off since, an
+    event sent by hand); the walk never lists a namespace not labelled
+    `openchoreo.dev/control-plane`."""
     walk_pages(
         httpx_mock,
         {
@@ -914,9 +917,9 @@ def test_a_namespace_that_leaves_openchoreo_takes_the_project_rows_that_vouched_
 def test_a_namespace_event_for_one_openchoreo_does_not_serve_adds_no_domain(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock, other_not_served: None
 ) -> None:
-    """The forwarder's informers post `created` for every namespace when it starts; a Domain
-    for `kube-system` would stay until the next sweep. A namespace whose label was taken off
-    loses what it had, as the walk's sweep would take it."""
+    """A Domain for a namespace OpenChoreo does not serve (`kube-system`, named by an event sent
+    by hand, or one whose label was taken off) would stay until the next sweep. A namespace
+    whose label was taken off loses what it had, as the walk's sweep would take it."""
     config = config_for(api="v1")
     engine = fake_engine(OpenChoreoProvider(config), clock, config)
 

@@ -214,8 +214,8 @@ def test_deleted_namespace_takes_everything_in_it(scenario: Scenario) -> None:
 def test_events_of_the_clusters_own_namespaces_leave_the_catalog_as_it_is(
     scenario: Scenario,
 ) -> None:
-    """The forwarder's informers post `created` for every namespace when it starts, and
-    `/namespaces/kube-system` answers 200 (without OpenChoreo's label) as the real server does."""
+    """Events naming a namespace OpenChoreo does not serve: `/namespaces/kube-system` answers
+    404 there (as in the simulator), its components' listings nothing."""
     before = catalog(scenario.state_path)
 
     scenario.send(
