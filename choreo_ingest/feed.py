@@ -102,8 +102,27 @@ def changes_page(store: Store, since: int, limit: int, since_at: str | None = No
         rolled_back = rollback_seen(store, since, since_at)
         if rolled_back is not None:
             raise ChangesGone(rolled_back, store_id=store_id, oldest_seq=pruned_through + 1)
-        changes = store.changes(since, limit)
+        changes = _kept_with_twins(store.changes(since, limit + 1), limit)
     return ChangesPage(store_id, pruned_through + 1, newest, changes)
+
+
+def _kept_with_twins(changes: list[ChangeRow], limit: int) -> list[ChangeRow]:
+    """The first `limit` of `changes` (which holds one more, if there is one), ending the page
+    before a delete that the row after the page pairs with: an upsert of a ref that differs
+    from it only in case, logged right after it (`entity_rows._log_deletes_with_twins`). A
+    consumer that folds case (Backstage) would apply the delete to the live entity and bring
+    it back a page later, a new entity; in one page the upsert wins."""
+    page = changes[:limit]
+    if len(changes) > limit and len(page) > 1:
+        last, after = page[-1], changes[limit]
+        if (
+            last.op == "delete"
+            and after.op == "upsert"
+            and after.ref != last.ref
+            and after.ref.lower() == last.ref.lower()
+        ):
+            return page[:-1]
+    return page
 
 
 def entities_batch(store: Store, refs: list[str]) -> EntitiesBatch:

@@ -119,6 +119,37 @@ class TestChangesPage:
         upsert(writer, entities("a", "b", "c", "d"))
         assert [change.seq for change in changes_page(reader, 1, 2).changes] == [2, 3]
 
+    def test_a_page_never_ends_between_a_delete_and_the_upsert_of_its_case_twin(
+        self, writer: Store, reader: Store
+    ) -> None:
+        """Backstage folds case: a page ending on `delete httpApi` would remove the live
+        `httpapi` there, and its upsert on the next page would bring it back as a new entity."""
+        old, new = (
+            replace(make_entity(name, kind="API"), scope="acme/web/cart")  # one component's
+            for name in ("httpApi", "httpapi")
+        )
+        upsert(writer, [make_entity("a"), old])
+        writer.apply_delta(
+            "fake", 1, Delta(upserts=[new], removals=[old.ref, make_entity("a").ref]), T0
+        )
+        log = [(change.op, change.ref) for change in reader.changes(2)]
+        assert log == [
+            ("upsert", "api:default/httpapi"),
+            ("delete", "api:default/httpApi"),
+            ("upsert", "api:default/httpapi"),
+            ("delete", "component:default/a"),
+        ]
+
+        first = changes_page(reader, since=2, limit=2)  # would end on the delete
+        assert [change.op for change in first.changes] == ["upsert"]
+        second = changes_page(reader, since=first.changes[-1].seq, limit=2)
+        assert [(change.op, change.ref) for change in second.changes] == log[1:3]
+        assert [change.seq for change in changes_page(reader, since=2, limit=3).changes] == [
+            3,
+            4,
+            5,
+        ]
+
     def test_an_empty_log_answers_since_0(self, reader: Store) -> None:
         page = changes_page(reader, since=0, limit=1)
         assert (page.oldest_seq, page.newest_seq, page.changes) == (1, 0, [])

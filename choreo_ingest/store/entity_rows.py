@@ -144,47 +144,59 @@ def remove_refs_where(
     # In ref order, as SQLite's plan yields them anyway; PostgreSQL's hash join would not.
     order = " ORDER BY e.ref" if is_postgres(conn) else ""
     twins = _case_twins(conn, where, args)
-    conn.execute(
-        "INSERT INTO changes (at, op, ref, provider) "
-        f"SELECT ?, 'delete', e.ref, r.provider {owned}{order}",
-        [now, *args],
-    )
+    if twins:
+        _log_deletes_with_twins(conn, owned, args, twins, provider, now)
+    else:
+        conn.execute(
+            "INSERT INTO changes (at, op, ref, provider) "
+            f"SELECT ?, 'delete', e.ref, r.provider {owned}{order}",
+            [now, *args],
+        )
     key = row_key(conn)
     delete_entities(conn, provider, f"{key} IN (SELECT e.{key} {owned})", args)
-    if twins:
-        _relog_live(conn, twins, provider, now)
     removed = delete_refs(conn, provider, where, params)
     bump_counters(conn, provider, {"entities_removed": removed})
     return removed
 
 
-def _case_twins(conn: AnyConnection, where: str, args: list[object]) -> list[str]:
+def _case_twins(conn: AnyConnection, where: str, args: list[object]) -> dict[str, list[str]]:
     """The provider's entities whose refs differ only in case from one about to be removed
-    (`api:ns/web-cart-httpApi` renamed `...-httpapi`). A twin shares its scope: API names are
-    their component's names and the endpoint's, and only the endpoint's part has capitals."""
-    return [
-        ref
-        for (ref,) in conn.execute(
-            f"""SELECT DISTINCT t.ref FROM {REFS} r
-                JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
-                JOIN entities t ON t.provider = e.provider AND t.scope = e.scope
-                    AND t.ref <> e.ref AND lower(t.ref) = lower(e.ref)
-                WHERE r.provider = ? AND {where}""",
-            args,
-        )
-    ]
+    (`api:ns/web-cart-httpApi` renamed `...-httpapi`), by the ref removed. A twin shares its
+    scope: API names are their component's names and the endpoint's, and only the endpoint's
+    part has capitals."""
+    twins: dict[str, list[str]] = {}
+    for removed, twin in conn.execute(
+        f"""SELECT DISTINCT e.ref, t.ref FROM {REFS} r
+            JOIN entities e ON e.ref = r.entity_ref AND e.provider = r.provider
+            JOIN entities t ON t.provider = e.provider AND t.scope = e.scope
+                AND t.ref <> e.ref AND lower(t.ref) = lower(e.ref)
+            WHERE r.provider = ? AND {where}""",
+        args,
+    ):
+        twins.setdefault(removed, []).append(twin)
+    return twins
 
 
-def _relog_live(conn: AnyConnection, refs: list[str], provider: str, now: float) -> None:
-    """Log an upsert, after the deletes just logged, of each of `refs` still held. A reader of
-    the change log that folds case (Backstage's refs do) takes a twin's delete for the live
-    entity's: without it, whichever of the two was logged last would win there."""
-    condition, values = in_values(conn, "ref", refs)
-    live = [ref for (ref,) in conn.execute(f"SELECT ref FROM entities WHERE {condition}", [values])]
-    conn.executemany(
-        "INSERT INTO changes (at, op, ref, provider) VALUES (?, 'upsert', ?, ?)",
-        [(now, ref, provider) for ref in sorted(live)],
-    )
+def _log_deletes_with_twins(
+    conn: AnyConnection,
+    owned: str,
+    args: list[object],
+    twins: dict[str, list[str]],
+    provider: str,
+    now: float,
+) -> None:
+    """Log the deletes, each of a ref whose case twin lives on followed at once by an upsert of
+    the twin. A reader of the change log that folds case (Backstage's refs do) takes the delete
+    for the live entity's: the upsert right after it makes it end on the live one, and no page
+    of `/changes` ends between the two (`feed.changes_page`). Rare: a rename in case only."""
+    removed = [ref for (ref,) in conn.execute(f"SELECT e.ref {owned} ORDER BY e.ref", args)]
+    gone = set(removed)
+    rows: list[tuple[object, ...]] = []
+    for ref in removed:
+        rows.append((now, "delete", ref, provider))
+        live = sorted(twin for twin in twins.get(ref, ()) if twin not in gone)
+        rows.extend((now, "upsert", twin, provider) for twin in live)
+    conn.executemany("INSERT INTO changes (at, op, ref, provider) VALUES (?, ?, ?, ?)", rows)
 
 
 # Counts on delete. PostgreSQL's statement triggers (migration 0005) count every statement's

@@ -116,3 +116,19 @@ def test_removals_without_a_twin_log_no_upserts(store: Store) -> None:
         ("delete", "api:default/web-cart-grpc"),
         ("delete", "api:default/web-cart-httpApi"),
     ]
+
+
+def test_the_upsert_of_the_live_twin_comes_right_after_the_delete_of_its_spelling(
+    store: Store,
+) -> None:
+    cycle(store, [component(), api("web-cart-a"), api("web-cart-httpApi"), api("web-cart-z")])
+    since = store.last_change_seq()
+
+    cycle(store, [component(), api("web-cart-httpapi")])
+
+    assert folded_log(store, since)[1:] == [
+        ("delete", "api:default/web-cart-a"),
+        ("delete", "api:default/web-cart-httpApi"),
+        ("upsert", "api:default/web-cart-httpapi"),  # not after every delete: next to its own
+        ("delete", "api:default/web-cart-z"),
+    ]

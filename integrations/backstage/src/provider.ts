@@ -487,7 +487,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       result.applied += added.length;
       result.removed += removedRefs.length;
       state = written;
-      if (page.changes.length < this.batchSize) {
+      // Caught up at the newest change; a page one short of the batch can come before it (the
+      // feed does not end a page between a delete and the re-add of its case twin).
+      if (last.seq >= page.newestSeq || page.changes.length < this.batchSize - 1) {
         return state;
       }
     }

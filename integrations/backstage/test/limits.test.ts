@@ -1,7 +1,8 @@
 /**
  * Limits of one step: an abort ends a request in flight (the backend stopping does not wait for
  * the request timeout), and a large /changes page goes to the catalog as mutations of at most
- * 1,000 entities, its position written once, after the last. A fake feed.
+ * 1,000 entities, its position written once, after the last; a page one short of the batch
+ * is not the end while the newest change is still ahead. A fake feed.
  */
 import { providerOnFakeFeed, stopFakeFeeds } from './support/fakeFeedProvider';
 
@@ -43,4 +44,16 @@ test('a /changes page of 2,503 changes goes as mutations of at most 1,000 entiti
   expect(connection.summaries.flatMap(s => s.added)).toHaveLength(2500);
   expect((await store.load())?.seq).toBe(feed.seq);
   expect(await provider.appliedRefs()).toEqual(connection.refs());
+});
+
+test('a /changes page one short of the batch is followed on to the newest change', async () => {
+  const { feed, provider, connection } = await providerOnFakeFeed(3, { batchSize: 4 });
+  await provider.run(); // the first walk
+  for (let index = 3; index < 10; index += 1) {
+    feed.upsert(`c${index}`);
+  }
+  feed.changesShortBy = 1; // pages of 3 while more follow
+
+  expect(await provider.run()).toEqual({ applied: 7, removed: 0, resynced: false });
+  expect(connection.refs()).toEqual([...feed.entities.keys()].sort());
 });

@@ -30,6 +30,11 @@ export class FakeFeed {
   readonly batches: { refs: number; status: number }[] = [];
   /** Every answer waits this long first (a slow serve). */
   delayMs = 0;
+  /**
+   * A `/changes` page that does not reach the newest change holds this many fewer than asked
+   * (serve ends a page before a delete whose case twin's upsert comes next).
+   */
+  changesShortBy = 0;
   url = '';
   private server: Server | undefined;
 
@@ -110,11 +115,12 @@ export class FakeFeed {
         if (since > this.seq || (sinceAt && followed && followed.at !== sinceAt)) {
           return send(410, { error: `change ${since} is not the one followed` });
         }
+        const after = this.changes.filter(change => change.seq > since);
         return send(200, {
           storeId: this.storeId,
           oldestSeq: 1,
           newestSeq: this.seq,
-          changes: this.changes.filter(change => change.seq > since).slice(0, limit),
+          changes: after.slice(0, after.length > limit ? limit - this.changesShortBy : limit),
         });
       }
       if (url.pathname === '/entities') {
