@@ -64,8 +64,8 @@ class RunFence:
         store since this holder's last turn, so none can have a write transaction open."""
         if self.claimed:
             return
-        holder = "SELECT value FROM store_meta WHERE name = ?"
-        if self.kept and conn.scalar(holder, [RUN_HOLDER]) == self.token:
+        held_by = "SELECT value FROM store_meta WHERE name = ?"
+        if self.kept and conn.scalar(held_by, [RUN_HOLDER]) == self.token:
             self.claimed = True
             return
         conn.execute(
