@@ -211,7 +211,7 @@ class PostgresLocation:
         from choreo_ingest.store.pg_fence import RunFence
 
         conn = self._locking_connection(holder)
-        unlocked = True
+        sound = True  # a session turned away by the lock is as good as it was
         try:
             key = self._lock_key()
             if not conn.advisory_lock_try(key):
@@ -220,18 +220,23 @@ class PostgresLocation:
                     f"(schema {self.schema!r}); nothing done",
                     path=str(self),
                 )
-            unlocked = False
+            sound = False
             fence = conn.fence = RunFence(self.schema, None if holder is None else holder.token)
             try:
                 yield Store(conn)
+                sound = True
             finally:
                 # A lost session has let the lock go already; closing ends it anyway.
                 with suppress(StateError):
                     fence.release(conn)
+                unlocked = False
                 with suppress(StateError):
                     unlocked = conn.advisory_unlock(key)
+                sound = sound and unlocked
         finally:
-            if holder is not None and unlocked and conn.reusable():
+            # Only after a turn that went well: one that failed may have failed for its session
+            # (a server demoted to a standby refuses writes); the next turn connects anew.
+            if holder is not None and sound and conn.reusable():
                 holder.keep(conn)
             else:
                 conn.close()

@@ -462,3 +462,35 @@ def test_a_kept_claim_is_fenced_like_a_runs_own_and_its_session_is_not_kept_lock
             other.migrate()
     finally:
         holder.close()
+
+
+def test_a_turn_that_fails_does_not_keep_its_session(pg_url: str) -> None:
+    """A write refused for the session's sake (a primary demoted to a standby answers every
+    write with an error, and would for ever) must not be kept for the next turn."""
+    location = PostgresLocation(pg_url)
+    holder = RunHolder()
+    try:
+        with location.open_locked(holder) as store:
+            store.migrate()
+        kept = holder.take()
+        assert kept is not None
+        holder.keep(kept)
+
+        with pytest.raises(StateError, match="read-only"):
+            a_turn_on_a_standby(location, holder)
+
+        assert holder.take() is None
+        assert kept.raw is not None
+        assert kept.raw.closed
+        with location.open_locked() as other:  # and the lock went with it
+            other.migrate()
+    finally:
+        holder.close()
+
+
+def a_turn_on_a_standby(location: PostgresLocation, holder: RunHolder) -> None:
+    with location.open_locked(holder) as store:
+        store.migrate()
+        assert isinstance(store._conn, PgConnection)
+        store._conn.execute("SET default_transaction_read_only = on")  # as a standby's
+        store.bump_counters("fake", {"pages": 1})
