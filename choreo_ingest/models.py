@@ -151,6 +151,10 @@ class Delta:
     except the upserts of this delta: an updated component drops the APIs it no longer has."""
     index: Sequence[IndexEntry] = ()
     """Rows for the provider's lookup index, written in the delta's transaction."""
+    refresh: bool = False
+    """What the event names holds more than an event can bring (a namespace OpenChoreo serves
+    again, its projects and components there all along): a fresh walk is requested, in the
+    delta's transaction (the fact `refreshRequested`, as `choreo-ingest refresh` sets it)."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -397,6 +397,36 @@ class TestInboxCapacity:
             assert store.load_provider("fake").cycle_id == 2
             assert REFRESH_REQUESTED_FACT not in store.facts("fake")
         assert run(config, clock, provider).outcome == "waiting"
+
+    def test_an_event_whose_delta_asks_for_a_walk_makes_the_same_run_start_a_cycle(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A namespace served again with what it held all along (`events_v1`): the delta asks
+        for a fresh walk, stored in its own transaction, and the run that applied it starts one
+        rather than rest on."""
+        config = make_config(tmp_path, rest_length=3600.0)
+        assert config.state_path is not None
+        provider = WalkAskingFake([make_entity("a"), make_entity("b")])
+        run(config, clock, provider)  # a whole cycle: resting for an hour
+        store_events(config.state_path, "fake", [component_event("a", "updated")], clock)
+        clock.advance(60.0)
+
+        result = run(config, clock, provider)
+
+        assert result.outcome == "burst"
+        with Store.open(config.state_path, readonly=True) as store:
+            assert store.load_provider("fake").cycle_id == 2
+            assert REFRESH_REQUESTED_FACT not in store.facts("fake")
+            assert store.pending_event_count("fake") == 0
+        assert run(config, clock, provider).outcome == "waiting"
+
+
+@dataclass
+class WalkAskingFake(EventFakeProvider):
+    """Its events' deltas ask for a fresh walk (`Delta.refresh`)."""
+
+    def handle_event(self, context: BurstContext, event: Event) -> Delta:
+        return replace(super().handle_event(context, event), refresh=True)
 
 
 class TestEventCommand:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import (
+    REFRESH_REQUESTED_FACT,
     UNAVAILABLE_FACT,
     Delta,
     EntityIteratorResult,
@@ -309,6 +311,8 @@ def apply_delta_rows(
     )
     _recount_blocked(conn, provider)
     bump_counters(conn, provider, {"entities_upserted": stats.upserted})
+    if delta.refresh:
+        write_facts(conn, provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
     return stats, removed
 
 

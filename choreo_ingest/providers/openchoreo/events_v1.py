@@ -102,7 +102,26 @@ def _namespace_delta(walk: Walk, namespace: str) -> Delta:
     resource = _served_namespace(walk, namespace)
     if resource is None:  # gone, or its label taken off: what it had leaves, as at the sweep
         return Delta(removal_scopes=[namespace], index=_project_rows_dropped(walk, namespace))
-    return Delta(upserts=[namespace_entity(resource, walk.config.mapping, walk.provider)])
+    domain = namespace_entity(resource, walk.config.mapping, walk.provider)
+    return Delta(upserts=[domain], refresh=_holds_unknown_projects(walk, namespace))
+
+
+def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
+    """Whether the namespace has projects while the catalog knows none of it: served again (its
+    label put back) with everything it held all along, for which no event comes. Only a walk
+    brings them, so the event asks for one. A namespace the catalog knows (the forwarder's
+    `created` for each at its start), or one new and empty, costs no walk: one listed project
+    tells, unless it is new itself."""
+    path = f"/namespaces/{segment(namespace)}/projects"
+    listed = read_page(walk.client, path, {"limit": 1}, None).items
+    if not listed:
+        return False
+    key = f"{namespace}/{name_of(listed[0], path)}"
+    if walk.index.by_key(PROJECT_OWNERS, [key]):
+        return False
+    prefix = f"{namespace}/"
+    rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
+    return not any(row.key.startswith(prefix) for row in rows)
 
 
 def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:

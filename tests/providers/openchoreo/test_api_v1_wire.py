@@ -949,7 +949,7 @@ def test_a_namespace_event_brings_its_domain_when_the_label_or_the_listing_vouch
 ) -> None:
     """The label on the read is enough; without it, the namespaces' listing (what the walk
     takes) decides, read through to the end: a server may leave labels out."""
-    pages = {"/namespaces/acme": [{"json": read}]}
+    pages = {"/namespaces/acme": [{"json": read}], "/namespaces/acme/projects?limit=1": [items()]}
     if listed is not None:
         *first, last = listed
         pages["/namespaces?limit=50"] = [items(*first, cursor="n2")]
@@ -963,6 +963,46 @@ def test_a_namespace_event_brings_its_domain_when_the_label_or_the_listing_vouch
 
     assert [entity.ref for entity in delta.upserts] == ["domain:default/acme"]
     assert list(delta.removal_scopes) == []
+    assert not delta.refresh  # a namespace without projects
+
+
+@pytest.mark.parametrize(
+    ("known", "refresh"),
+    [
+        ([], True),
+        (["acme/shop"], False),
+        (["acme/other"], False),
+        (["acmeco/shop"], True),
+    ],
+    ids=["none-known", "its-project-known", "another-known", "another-namespaces"],
+)
+def test_a_namespace_served_again_with_projects_the_catalog_lacks_asks_for_a_walk(
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    known: list[str],
+    refresh: bool,
+) -> None:
+    """Its label put back, a namespace is served again with all it held, and no event comes
+    for any of that: the event asks for a fresh walk. One the catalog knows (the forwarder's
+    `created` for every namespace at its start, a new project's) asks for none."""
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
+            "/namespaces/acme/projects?limit=1": [items(named("shop"), cursor="p2")],
+        },
+    )
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.index.apply([IndexEntry("project", key, "", {"owner": None}) for key in known])
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, Event("Namespace", "acme", "updated", ""))
+
+    assert [entity.ref for entity in delta.upserts] == ["domain:default/acme"]
+    assert delta.refresh is refresh
 
 
 def test_a_deleted_components_event_takes_a_404_on_its_workload_listing_for_none(

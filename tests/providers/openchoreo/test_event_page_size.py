@@ -65,7 +65,10 @@ V1_LISTINGS = [
     ),
     (
         Event("Namespace", "acme", "updated", ""),
-        {"/namespaces/acme": httpx.Response(200, json=UNLABELLED)},
+        {
+            "/namespaces/acme": httpx.Response(200, json=UNLABELLED),
+            "/namespaces/acme/projects?limit=1": page(),  # a namespace without projects
+        },
         "/namespaces?",
         (named("other"), UNLABELLED),
         "domain:default/acme",
