@@ -70,19 +70,35 @@ def resolve_api_names(
     claims: Sequence[ApiClaim],
     hashed: Callable[[Owner, str], str],
     pending: Pending | None = None,
+    *,
+    whole: bool = False,
 ) -> tuple[dict[ClaimKey, str], Harvest, list[Owner]]:
     """Names for `claims`, the index rows that record them, and the owners displaced from a
-    plain name they held (to be re-read and renamed by the caller)."""
+    plain name they held (to be re-read and renamed by the caller).
+
+    `whole`: `claims` holds every API endpoint of each owner it names (a harvest of those
+    components). A stored claim of such an owner that is not among them is stale (its endpoint
+    gone, or no API any more): it is released, and decides nothing. Else it would keep the name
+    from the owner's other spelling of it (`httpApi` beside a removed `httpapi`) until the
+    cycle's end prunes it, and the name would come free a cycle late."""
     pending = {} if pending is None else pending
     by_group: dict[str, list[ApiClaim]] = {}
     for claim in claims:
         by_group.setdefault(claim.group, []).append(claim)
     stored = walk.index.by_group(CLAIMS, sorted(by_group))
+    owners = {claim.owner for claim in claims} if whole else set()
+    current = {claim.sort_key for claim in claims}
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
     displaced: list[Owner] = []
     for group, rows in stored.items():
-        known = {_claim_key(row): _standing(row) for row in rows}
+        known: dict[ClaimKey, Standing] = {}
+        for row in rows:
+            key = _claim_key(row)
+            if key[:-1] in owners and key not in current:
+                harvest.index.append(IndexEntry(CLAIMS, row.key, group, None))
+            else:
+                known[key] = _standing(row)
         known.update(pending.get(group, {}))
         ours = by_group[group]
         cased = {key: standing.cased for key, standing in known.items()}

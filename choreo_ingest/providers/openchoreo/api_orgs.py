@@ -191,7 +191,7 @@ def component_harvest(
         for detail in details
         for endpoint in endpoint_names(detail)
     ]
-    names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
+    names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending, whole=True)
     for detail in details:
         harvest.entities += component_entities(
             detail,

@@ -161,7 +161,9 @@ def component_harvest(
         for (_, project), name in zip(placed, names, strict=True)
         for endpoint, _, _ in endpoints[name]
     ]
-    api_names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending)
+    api_names, harvest, displaced = resolve_api_names(
+        walk, claims, _hashed_name, pending, whole=True
+    )
     consumed = _consumed_apis(walk, namespace, placed, names, chosen, api_names, pending, listed)
     for (component, project), name in zip(placed, names, strict=True):
         owner_row = owners.get(f"{namespace}/{project}")

@@ -242,3 +242,24 @@ def test_an_endpoint_renamed_only_in_case_ends_on_an_upsert_of_its_new_spelling(
     with Store.open(state, readonly=True) as store:
         folded = [row.op for row in store.changes(since) if row.ref.lower().startswith("api:")]
     assert folded[-1] == "upsert"
+
+
+def test_a_name_freed_by_the_other_spelling_of_the_same_component_is_taken_in_that_cycle(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """`httpApi` beside `httpapi` has a hashed name; once `httpapi` is gone, the next cycle gives
+    `httpApi` its plain name, as a fresh state would: the gone endpoint's claim is released when
+    its component is read, not left to decide until that cycle's end."""
+    world, ns = world_with({("web", "cart"): ["httpApi", "httpapi"]})
+    state = tmp_path / "state.db"
+    cycle(state, world, clock)
+    assert apis(state)[("cart", "httpApi")] == hashed("web", "cart", "httpApi")
+    [load] = world.v1_workloads(ns, "cart")
+    world.update_workload(ns, load["metadata"]["name"], {"endpoints": {"httpApi": SCHEMA}})
+
+    cycle(state, world, clock)
+
+    assert apis(state) == {("cart", "httpApi"): "web-cart-httpApi"}
+    assert {key: value["holds"] for key, value in claims(state).items()} == {
+        f"{ns}/web-cart-httpapi|web/cart/httpApi": True,
+    }
