@@ -111,9 +111,9 @@ def _kept_with_twins(changes: list[ChangeRow], limit: int) -> list[ChangeRow]:
     before a delete that the row after the page pairs with: an upsert of a ref that differs
     from it only in case, logged right after it (`entity_rows._log_deletes_with_twins`). A
     consumer that folds case (Backstage) would apply the delete to the live entity and bring
-    it back a page later, a new entity; in one page the upsert wins."""
+    it back a page later, a new entity; in one page the upsert wins. A page of one holds both."""
     page = changes[:limit]
-    if len(changes) > limit and len(page) > 1:
+    if len(changes) > limit:
         last, after = page[-1], changes[limit]
         if (
             last.op == "delete"
@@ -121,7 +121,7 @@ def _kept_with_twins(changes: list[ChangeRow], limit: int) -> list[ChangeRow]:
             and after.ref != last.ref
             and after.ref.lower() == last.ref.lower()
         ):
-            return page[:-1]
+            return page[:-1] if len(page) > 1 else changes[: limit + 1]
     return page
 
 

@@ -149,6 +149,8 @@ class TestChangesPage:
             4,
             5,
         ]
+        alone = changes_page(reader, since=3, limit=1)  # a page of one holds both
+        assert [(change.op, change.ref) for change in alone.changes] == log[1:3]
 
     def test_an_empty_log_answers_since_0(self, reader: Store) -> None:
         page = changes_page(reader, since=0, limit=1)

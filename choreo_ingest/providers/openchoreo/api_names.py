@@ -99,7 +99,11 @@ def resolve_api_names(
                 harvest.index.append(IndexEntry(CLAIMS, row.key, group, None))
             else:
                 known[key] = _standing(row)
-        known.update(pending.get(group, {}))
+        known.update(
+            (key, standing)
+            for key, standing in pending.get(group, {}).items()
+            if key[:-1] not in owners or key in current
+        )
         ours = by_group[group]
         cased = {key: standing.cased for key, standing in known.items()}
         cased.update((claim.sort_key, claim.cased) for claim in ours)
@@ -123,12 +127,15 @@ def predicted_names(
     claims: Sequence[ApiClaim],
     hashed: Callable[[Owner, str], str],
     pending: Pending | None = None,
+    *,
+    whole: bool = False,
 ) -> dict[ClaimKey, str]:
     """The names `resolve_api_names` would give `claims` now, recording nothing: what a ref to
     an API that another page or event maps names. The claims stored (and those `pending` in
     this page) decide, by the same rule; the API's own page may still decide otherwise if a
-    claim that sorts first arrives before it."""
-    names, _, _ = resolve_api_names(walk, claims, hashed, dict(pending or {}))
+    claim that sorts first arrives before it. `whole`: as for `resolve_api_names` (claims of
+    every API endpoint of their owners: a stored claim of one gone decides nothing)."""
+    names, _, _ = resolve_api_names(walk, claims, hashed, dict(pending or {}), whole=whole)
     return names
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from choreo_ingest.clock import parse_rfc3339
 from choreo_ingest.errors import (
     AuthError,
     NotFoundError,
@@ -35,6 +36,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     every_item,
     name_of,
 )
+from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     namespace_name,
@@ -56,6 +58,10 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
 log = get_logger("choreo_ingest.providers.openchoreo")
 
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
+PROJECTS_PROBED = 20
+"""Projects a Namespace event reads to tell whether the catalog knows the namespace."""
+NEW_PROJECT_SECONDS = 600.0
+"""A project made this recently has its own `created` event coming (`_holds_unknown_projects`)."""
 CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
 """The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
 NOT_FOUND = ("NOT_FOUND",)
@@ -107,21 +113,33 @@ def _namespace_delta(walk: Walk, namespace: str) -> Delta:
 
 
 def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
-    """Whether the namespace has projects while the catalog knows none of it: served again (its
-    label put back) with everything it held all along, for which no event comes. Only a walk
-    brings them, so the event asks for one. A namespace the catalog knows (the forwarder's
-    `created` for each at its start), or one new and empty, costs no walk: one listed project
-    tells, unless it is new itself."""
+    """Whether the namespace has projects, made a while ago, while the catalog knows none of
+    it: served again (its label put back) with everything it held all along, for which no event
+    comes. Only a walk brings them, so the event asks for one.
+
+    No walk for a namespace the catalog knows (the forwarder's `created` for each at its
+    start), nor for one new and empty, nor for one made with its projects (a GitOps bundle):
+    their own `created` events come after the namespace's. A project without a creation time
+    counts as new."""
     path = f"/namespaces/{segment(namespace)}/projects"
-    listed = read_page(walk.client, path, {"limit": 1}, None).items
-    if not listed:
+    listed = read_page(walk.client, path, {"limit": PROJECTS_PROBED}, None).items
+    keys = [f"{namespace}/{name_of(project, path)}" for project in listed]
+    if not keys or walk.index.by_key(PROJECT_OWNERS, keys):
         return False
-    key = f"{namespace}/{name_of(listed[0], path)}"
-    if walk.index.by_key(PROJECT_OWNERS, [key]):
+    made_before = walk.clock.now() - NEW_PROJECT_SECONDS
+    if not any(_created_before(project, made_before) for project in listed):
         return False
     prefix = f"{namespace}/"
     rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
     return not any(row.key.startswith(prefix) for row in rows)
+
+
+def _created_before(resource: Resource, moment: float) -> bool:
+    created = as_mapping(resource.get("metadata")).get("creationTimestamp")
+    try:
+        return isinstance(created, str) and parse_rfc3339(created) < moment
+    except ValueError:
+        return False
 
 
 def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:
@@ -387,4 +405,4 @@ class _OverlayIndex:
 
 def _with_rows(walk: Walk, rows: Sequence[IndexEntry], removed: Sequence[IndexEntry]) -> Walk:
     overlay = _OverlayIndex(walk, rows, removed)
-    return Walk(walk.client, walk.queues, overlay, walk.config, walk.provider)
+    return Walk(walk.client, walk.queues, overlay, walk.config, walk.provider, walk.clock)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
 from choreo_ingest.errors import (
     AuthError,
@@ -68,6 +69,7 @@ class Walk:
     index: IndexReader
     config: Config
     provider: str
+    clock: Clock
 
 
 def event_page_size(walk: Walk, api: str) -> int:

@@ -222,11 +222,14 @@ def _consumed_apis(
         and spec_owner(workloads[target] or {}, "projectName") == project
         and endpoint in api_endpoint_names(workloads[target], mapping)
     }
+    # Every API endpoint of each target, so that its claims on endpoints gone decide nothing,
+    # as when its own page names them (`resolve_api_names`, `whole`).
     elsewhere = [
-        ApiClaim(namespace_name(namespace), key[:2], key[2], v1_api_entity_name(*key))
-        for key in sorted(provided - api_names.keys())
+        ApiClaim(namespace_name(namespace), owner, endpoint, v1_api_entity_name(*owner, endpoint))
+        for owner in sorted({key[:2] for key in provided - api_names.keys()})
+        for endpoint in api_endpoint_names(workloads[owner[1]], mapping)
     ]
-    found = {**predicted_names(walk, elsewhere, _hashed_name, pending), **api_names}
+    found = {**predicted_names(walk, elsewhere, _hashed_name, pending, whole=True), **api_names}
     prefix = f"api:{namespace_name(namespace)}/"
     return {
         name: [prefix + found[key] for key in needed if key in provided]

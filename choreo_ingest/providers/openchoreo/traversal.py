@@ -167,7 +167,7 @@ class OpenChoreoProvider:
             cancelled=burst.cancelled,
             limiter=self._limiter,
         ) as client:
-            walk = Walk(client, burst.queues, burst.index, self._config, self._name)
+            walk = Walk(client, burst.queues, burst.index, self._config, self._name, burst.clock)
             self._marks.forget()
             yield OpenChoreoContext(walk=walk, facts=burst.facts, clock=burst.clock)
 

@@ -263,3 +263,29 @@ def test_a_name_freed_by_the_other_spelling_of_the_same_component_is_taken_in_th
     assert {key: value["holds"] for key, value in claims(state).items()} == {
         f"{ns}/web-cart-httpapi|web/cart/httpApi": True,
     }
+
+
+@pytest.mark.parametrize("chunk_size", [1, 100], ids=["consumer-first", "one-page"])
+def test_a_consumer_read_before_the_api_it_names_refers_to_its_new_name(
+    tmp_path: Path, clock: FakeClock, chunk_size: int
+) -> None:
+    """`alpha` depends on cart's `httpApi`, which takes its plain name in the cycle its other
+    spelling goes; read first (one component a page), `alpha` names it as cart's page will, not
+    by the gone spelling's stale claim."""
+    world, ns = world_with({("web", "alpha"): [], ("web", "cart"): ["httpApi", "httpapi"]})
+    [alpha] = world.v1_workloads(ns, "alpha")
+    dependency = {"project": "web", "component": "cart", "name": "httpApi"}
+    world.update_workload(
+        ns, alpha["metadata"]["name"], {"dependencies": {"endpoints": [dependency]}}
+    )
+    state = tmp_path / "state.db"
+    cycle(state, world, clock, chunk_size)
+    [cart] = world.v1_workloads(ns, "cart")
+    world.update_workload(ns, cart["metadata"]["name"], {"endpoints": {"httpApi": SCHEMA}})
+
+    cycle(state, world, clock, chunk_size)
+
+    assert apis(state) == {("cart", "httpApi"): "web-cart-httpApi"}  # no ref left unresolved
+    with Store.open(state, readonly=True) as store:
+        [consumer] = [body for body in store.iter_entities() if body["metadata"]["name"] == "alpha"]
+    assert consumer["spec"]["consumesApis"] == [f"api:{ns}/web-cart-httpApi"]

@@ -949,7 +949,7 @@ def test_a_namespace_event_brings_its_domain_when_the_label_or_the_listing_vouch
 ) -> None:
     """The label on the read is enough; without it, the namespaces' listing (what the walk
     takes) decides, read through to the end: a server may leave labels out."""
-    pages = {"/namespaces/acme": [{"json": read}], "/namespaces/acme/projects?limit=1": [items()]}
+    pages = {"/namespaces/acme": [{"json": read}], "/namespaces/acme/projects?limit=20": [items()]}
     if listed is not None:
         *first, last = listed
         pages["/namespaces?limit=50"] = [items(*first, cursor="n2")]
@@ -966,15 +966,35 @@ def test_a_namespace_event_brings_its_domain_when_the_label_or_the_listing_vouch
     assert not delta.refresh  # a namespace without projects
 
 
+LONG_AGO, JUST_NOW = "2026-01-01T00:00:00Z", "2027-01-15T07:58:00Z"
+"""Creation times against the test clock (2027-01-15T08:00:00Z)."""
+
+
+def project_made(name: str, created: str | None) -> dict[str, Any]:
+    project = named(name)
+    if created is not None:
+        project["metadata"]["creationTimestamp"] = created
+    return project
+
+
 @pytest.mark.parametrize(
-    ("known", "refresh"),
+    ("known", "created", "refresh"),
     [
-        ([], True),
-        (["acme/shop"], False),
-        (["acme/other"], False),
-        (["acmeco/shop"], True),
+        ([], LONG_AGO, True),
+        (["acme/shop"], LONG_AGO, False),
+        (["acme/other"], LONG_AGO, False),
+        (["acmeco/shop"], LONG_AGO, True),
+        ([], JUST_NOW, False),
+        ([], None, False),
     ],
-    ids=["none-known", "its-project-known", "another-known", "another-namespaces"],
+    ids=[
+        "none-known",
+        "a-listed-project-known",
+        "another-known",
+        "another-namespaces",
+        "made-with-its-projects",
+        "no-creation-time",
+    ],
 )
 def test_a_namespace_served_again_with_projects_the_catalog_lacks_asks_for_a_walk(
     httpx_mock: HTTPXMock,
@@ -982,16 +1002,20 @@ def test_a_namespace_served_again_with_projects_the_catalog_lacks_asks_for_a_wal
     config_for,
     clock,
     known: list[str],
+    created: str | None,
     refresh: bool,
 ) -> None:
     """Its label put back, a namespace is served again with all it held, and no event comes
     for any of that: the event asks for a fresh walk. One the catalog knows (the forwarder's
-    `created` for every namespace at its start, a new project's) asks for none."""
+    `created` for every namespace at its start), or one made together with its projects (their
+    own `created` events follow the namespace's), asks for none."""
     walk_pages(
         httpx_mock,
         {
             "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
-            "/namespaces/acme/projects?limit=1": [items(named("shop"), cursor="p2")],
+            "/namespaces/acme/projects?limit=20": [
+                items(project_made("pay", created), project_made("shop", created), cursor="p2")
+            ],
         },
     )
     config = config_for(api="v1")

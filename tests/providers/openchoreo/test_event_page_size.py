@@ -67,7 +67,7 @@ V1_LISTINGS = [
         Event("Namespace", "acme", "updated", ""),
         {
             "/namespaces/acme": httpx.Response(200, json=UNLABELLED),
-            "/namespaces/acme/projects?limit=1": page(),  # a namespace without projects
+            "/namespaces/acme/projects?limit=20": page(),  # a namespace without projects
         },
         "/namespaces?",
         (named("other"), UNLABELLED),
