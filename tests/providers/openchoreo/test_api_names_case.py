@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,14 @@ from choreo_ingest.config import (
     OpenChoreoConfig,
 )
 from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider, events_v1, resources_v1
-from choreo_ingest.providers.openchoreo.api_names import CLAIMS
+from choreo_ingest.providers.openchoreo.api_names import (
+    CLAIMS,
+    ApiClaim,
+    Pending,
+    resolve_api_names,
+)
 from choreo_ingest.providers.openchoreo.naming import hashed_entity_name, is_valid_entity_name
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
@@ -289,3 +295,68 @@ def test_a_consumer_read_before_the_api_it_names_refers_to_its_new_name(
     with Store.open(state, readonly=True) as store:
         [consumer] = [body for body in store.iter_entities() if body["metadata"]["name"] == "alpha"]
     assert consumer["spec"]["consumesApis"] == [f"api:{ns}/web-cart-httpApi"]
+
+
+class TestStaleClaims:
+    """`resolve_api_names` with `whole` claims (each owner's every API endpoint)."""
+
+    def test_a_gone_endpoints_claim_decides_nothing_stored_or_pending_in_the_page(self) -> None:
+        gone = ApiClaim("acme", ("web", "cart"), "httpapi", "web-cart-httpapi")
+        live = ApiClaim("acme", ("web", "cart"), "httpApi", "web-cart-httpApi")
+        index = RowsIndex()
+        index.apply(resolve_api_names(IndexOnly(index), [gone, live], hashed_name)[1].index)
+        pending: Pending = {}
+        resolve_api_names(IndexOnly(RowsIndex()), [gone], hashed_name, pending)  # in the page
+
+        names, harvest, displaced = resolve_api_names(
+            IndexOnly(index), [live], hashed_name, pending, whole=True
+        )
+
+        assert names == {("web", "cart", "httpApi"): "web-cart-httpApi"}
+        released = [row.key for row in harvest.index if row.value is None]
+        assert released == ["acme/web-cart-httpapi|web/cart/httpapi"]
+        assert displaced == []
+
+    def test_without_whole_claims_a_stored_one_still_decides(self) -> None:
+        gone = ApiClaim("acme", ("web", "cart"), "httpapi", "web-cart-httpapi")
+        live = ApiClaim("acme", ("web", "cart"), "httpApi", "web-cart-httpApi")
+        index = RowsIndex()
+        index.apply(resolve_api_names(IndexOnly(index), [gone, live], hashed_name)[1].index)
+
+        names, _, _ = resolve_api_names(IndexOnly(index), [live], hashed_name)
+
+        assert names == {("web", "cart", "httpApi"): hashed("web", "cart", "httpApi")}
+
+
+class RowsIndex:
+    """Index rows in memory, read by group, as the store's lookup index keeps them."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, IndexEntry] = {}
+
+    def apply(self, entries: list[IndexEntry]) -> None:
+        for entry in entries:
+            if entry.value is None:
+                self.rows.pop(entry.key, None)
+            else:
+                self.rows[entry.key] = entry
+
+    def by_group(self, table: str, groups: list[str]) -> dict[str, list[IndexEntry]]:
+        return {
+            group: sorted(
+                (row for row in self.rows.values() if row.group == group),
+                key=lambda row: row.key,
+            )
+            for group in groups
+        }
+
+
+@dataclass(frozen=True)
+class IndexOnly:
+    """What `resolve_api_names` reads of a walk: its index."""
+
+    index: RowsIndex
+
+
+def hashed_name(owner: tuple[str, ...], endpoint: str) -> str:
+    return hashed(*owner, endpoint)
