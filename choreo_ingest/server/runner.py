@@ -31,7 +31,7 @@ from choreo_ingest.server.context import Server
 from choreo_ingest.server.loop_log import loop_log
 from choreo_ingest.server.security import Address, check_exposure, load_credentials
 from choreo_ingest.service import Service
-from choreo_ingest.store import StateRef
+from choreo_ingest.store import StateRef, keeping_readers
 
 log = get_logger("choreo_ingest.server")
 
@@ -69,19 +69,22 @@ def serve(
     most = connection_cap(raise_open_file_limit())
     connections = Connections(config.serve.read_timeout, most, clock)
     sock = _bind(address, given_by, connections)
-    service = Service(config, state, clock)
-    app = build_app(Server(config, service.state, clock, service, credentials))
-    server = http_server(app, connections)
-    loop_thread = threading.Thread(target=service.run, name="choreo-ingest-service", daemon=True)
-    loop_thread.start()
-    log.info("serving", listen=str(address), state_file=str(state))
-    try:
-        with loop_log(clock):
-            asyncio.run(_serve(server, service, sock))
-    finally:
-        service.stop()  # the burst in flight ends after its page
-        loop_thread.join(timeout=config.incremental.burst_length + 30)
-        sock.close()
+    with keeping_readers(state) as location:
+        service = Service(config, location, clock)
+        app = build_app(Server(config, service.state, clock, service, credentials))
+        server = http_server(app, connections)
+        loop_thread = threading.Thread(
+            target=service.run, name="choreo-ingest-service", daemon=True
+        )
+        loop_thread.start()
+        log.info("serving", listen=str(address), state_file=str(state))
+        try:
+            with loop_log(clock):
+                asyncio.run(_serve(server, service, sock))
+        finally:
+            service.stop()  # the burst in flight ends after its page
+            loop_thread.join(timeout=config.incremental.burst_length + 30)
+            sock.close()
 
 
 def http_server(app: ASGIApp, connections: Connections) -> uvicorn.Server:

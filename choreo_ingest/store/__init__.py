@@ -10,6 +10,7 @@ from choreo_ingest.store.location import (
     StateLocation,
     StateRef,
     configured_location,
+    keeping_readers,
     state_location,
 )
 from choreo_ingest.store.positions import position_name
@@ -42,6 +43,7 @@ __all__ = [
     "canonical_json",
     "configured_location",
     "gap_after",
+    "keeping_readers",
     "no_state_yet",
     "position_name",
     "state_location",

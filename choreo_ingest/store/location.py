@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -109,6 +109,7 @@ class SqliteLocation:
 if TYPE_CHECKING:  # psycopg is an optional extra: loaded only for a PostgreSQL location
     from choreo_ingest.store.pg_connection import PgConnection
     from choreo_ingest.store.pg_fence import RunHolder
+    from choreo_ingest.store.pg_readers import ReaderSessions
 
 DEFAULT_PG_SCHEMA = "choreo_ingest"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -129,6 +130,8 @@ class PostgresLocation:
     url: str
     schema: str = DEFAULT_PG_SCHEMA
     password: str | None = field(default=None, repr=False)
+    readers: ReaderSessions | None = field(default=None, compare=False, repr=False)
+    """Read-only sessions kept from one read to the next (`pg_readers`; `serve` sets them)."""
 
     def __str__(self) -> str:
         """As shown to people: the URL with its password redacted."""
@@ -168,19 +171,44 @@ class PostgresLocation:
 
     def exists(self) -> bool:
         """Whether the schema holds a state (our migrations table) yet; nothing is made."""
-        with self._connect(readonly=True, schema="pg_catalog") as conn:
-            return bool(
-                conn.scalar(
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = ? AND tablename = ?",
-                    [self.schema, _PG_MIGRATIONS_TABLE],
-                )
+        return bool(
+            self._catalog_read(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = ? AND tablename = ?",
+                [self.schema, _PG_MIGRATIONS_TABLE],
             )
+        )
+
+    def _catalog_read(self, statement: str, params: list[object]) -> object:
+        """One value read from PostgreSQL's own catalog (`pg_tables`, `pg_locks`): through a
+        read-only session of `readers` when the location has them (and the schema is there to
+        connect to), else on a connection to `pg_catalog` of its own."""
+        if self.readers is not None:
+            with suppress(StateError), closing(self._kept_reader(self.readers, None)) as conn:
+                return conn.scalar(statement, params)
+        with self._connect(readonly=True, schema="pg_catalog") as conn:
+            return conn.scalar(statement, params)
 
     def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
         """The store in the schema (made unless `readonly`); schema is not migrated. Refused
         like a foreign or newer SQLite file: a schema that is not a choreo-ingest state
-        (NotAStateFile), or one a newer choreo-ingest migrated (SchemaTooNew)."""
+        (NotAStateFile), or one a newer choreo-ingest migrated (SchemaTooNew). A read-only
+        store goes through `readers` when the location has them."""
+        if readonly and self.readers is not None:
+            return Store(self._kept_reader(self.readers, tracer))
         return Store(self._checked(self._connect(readonly=readonly, tracer=tracer)))
+
+    def _kept_reader(self, readers: ReaderSessions, tracer: Tracer | None) -> PgConnection:
+        """A kept read-only session, checked as a new one is (one the server has ended since
+        fails its check), else a new one; handed back to `readers` when the store closes."""
+        conn = None
+        kept = readers.take()
+        if kept is not None:
+            with suppress(StateError):
+                conn = self._checked(kept)
+        if conn is None:
+            conn = self._checked(self._connect(readonly=True, tracer=tracer))
+        conn.keeper = readers.keep
+        return conn
 
     @staticmethod
     def _checked(conn: PgConnection) -> PgConnection:
@@ -253,17 +281,15 @@ class PostgresLocation:
     def lock_held_elsewhere(self) -> bool:
         """Whether another session holds the run lock (for `status`), read from `pg_locks`."""
         key = self._lock_key()
-        with self._connect(readonly=True, schema="pg_catalog") as conn:
-            return bool(
-                conn.scalar(
-                    """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-                       AND database = (SELECT oid FROM pg_database
-                                       WHERE datname = current_database())
-                       AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ?
-                       AND objsubid = 1 AND pid <> pg_backend_pid()""",
-                    [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
-                )
+        return bool(
+            self._catalog_read(
+                """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ?
+                   AND objsubid = 1 AND pid <> pg_backend_pid()""",
+                [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
             )
+        )
 
     def write_problem(self) -> str | None:
         """Why a run could not write the state here (for `check`), or None."""
@@ -358,6 +384,24 @@ def state_location(state: StateLocation | Path | str) -> StateLocation:
 
 StateRef = StateLocation | Path
 """What the library's entry points take: a location, or a state file's path (tests, scripts)."""
+
+
+@contextmanager
+def keeping_readers(state: StateRef) -> Iterator[StateLocation]:
+    """`state`'s location, with its read-only sessions kept from one read to the next
+    (PostgreSQL: `pg_readers`; a file is opened for each read), ended on exit: for a long-lived
+    process that reads often (`serve`)."""
+    location = state_location(state)
+    if not isinstance(location, PostgresLocation):
+        yield location
+        return
+    from choreo_ingest.store.pg_readers import ReaderSessions
+
+    readers = ReaderSessions()
+    try:
+        yield replace(location, readers=readers)
+    finally:
+        readers.close()
 
 
 def configured_location(resolved: Path | str, config: Config, *, origin: str) -> StateLocation:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
@@ -175,6 +175,8 @@ class PgConnection:
         self._streams = 0
         self.fence: RunFence | None = None
         """Set on the connection that holds the run lock (`PostgresLocation.open_locked`)."""
+        self.keeper: Callable[[PgConnection], bool] | None = None
+        """Set on a kept read-only session (`pg_readers`): `close()` hands it back."""
         self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
         options = url_options(url)
         if options.get("password"):
@@ -241,6 +243,11 @@ class PgConnection:
         self.close()
 
     def close(self) -> None:
+        """Closes the session, or hands it to its `keeper` (`ReaderSessions.keep`), which may
+        keep it for a later read."""
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None and keeper(self):
+            return
         if self.raw is not None:
             self.raw.close()
 
