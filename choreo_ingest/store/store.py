@@ -121,6 +121,7 @@ class Store:
 
     def __init__(self, conn: AnyConnection) -> None:
         self._conn = conn
+        self._closed = False
         self.dialect = conn.dialect
         self.path: Path | None = conn.path if isinstance(conn, Connection) else None
         """The state file (SQLite), else None."""
@@ -140,7 +141,11 @@ class Store:
         return cls(Connection(path, readonly=readonly, tracer=tracer))
 
     def close(self) -> None:
-        self._conn.close()
+        """Closes its connection once: a PostgreSQL reader's goes back to be used again
+        (`pg_readers`), where a second close would end it under another reader."""
+        if not self._closed:
+            self._closed = True
+            self._conn.close()
 
     def __enter__(self) -> Store:
         return self

@@ -144,3 +144,14 @@ def test_a_location_without_sessions_connects_for_each_read(pg_url: str) -> None
         read(traced)
     assert len(traced.connections) == 3
     assert replace(traced, readers=None) == traced  # sessions take no part in equality
+
+
+def test_a_store_closed_twice_hands_its_session_back_once(location: TracingLocation) -> None:
+    first = location.open(readonly=True)
+    first.close()
+    second = location.open(readonly=True)  # the same session, in use again
+    first.close()
+
+    assert second.schema_version() > 0
+    second.close()
+    assert len(location.connections) == 1
