@@ -152,6 +152,10 @@ def test_a_store_closed_twice_hands_its_session_back_once(location: TracingLocat
     second = location.open(readonly=True)  # the same session, in use again
     first.close()
 
+    assert location.readers is not None
+    assert len(location.readers) == 0  # not handed to another reader while in use
     assert second.schema_version() > 0
     second.close()
-    assert len(location.connections) == 1
+    [conn] = location.connections
+    assert len(location.readers) == 1
+    assert conn.reusable()
