@@ -243,8 +243,7 @@ class PgConnection:
         self.close()
 
     def close(self) -> None:
-        """Closes the session, or hands it to its `keeper` (`ReaderSessions.keep`), which may
-        keep it for a later read."""
+        """Closes the session, unless its `keeper` (`ReaderSessions.keep`) keeps it."""
         keeper, self.keeper = self.keeper, None
         if keeper is not None and keeper(self):
             return
@@ -416,14 +415,11 @@ class PgConnection:
         return bool(self._lock_call("SELECT pg_try_advisory_lock(CAST(%s AS bigint))", key))
 
     def reusable(self) -> bool:
-        """Whether another turn may use this session (`RunHolder`): open, with no transaction
-        left open (what the server closed unseen, the next turn finds out)."""
+        """Open, no transaction left open: a kept session may serve again (`RunHolder`,
+        `ReaderSessions`); one the server closed unseen fails its next check."""
         raw = self.raw
-        return (
-            raw is not None
-            and not raw.closed
-            and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        )
+        idle = psycopg.pq.TransactionStatus.IDLE
+        return raw is not None and not raw.closed and raw.info.transaction_status == idle
 
     def advisory_unlock(self, key: int) -> bool:
         """Release `key` once; False when this session did not hold it."""
