@@ -154,7 +154,7 @@ class Delta:
     refresh: bool = False
     """What the event names holds more than an event can bring (a namespace OpenChoreo serves
     again, its projects and components there all along): a fresh walk is requested, in the
-    delta's transaction (the fact `refreshRequested`, as `choreo-ingest refresh` sets it)."""
+    delta's transaction (the fact `refreshRequested`, as for events a full inbox refused)."""
 
 
 @dataclass
