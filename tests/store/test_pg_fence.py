@@ -372,14 +372,18 @@ def store_meta_names(location: SqliteLocation) -> list[str]:
 WRITES = ("INSERT", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "BEGIN")
 
 
+def serving(pg_url: str, tmp_path: Path) -> tuple[TracingLocation, FakeClock, Service]:
+    """A `serve`'s service over the fake provider, its statements and connections traced (the
+    caller closes `service.run_holder`, as `Service.run` does when it stops)."""
+    location, clock = TracingLocation(pg_url), FakeClock(T0)
+    providers = {"fake": FakeProvider(SOURCE)}
+    return location, clock, Service(make_config(tmp_path), location, clock, providers=providers)
+
+
 def test_serve_keeps_one_claim_and_one_session_for_all_its_ticks_and_an_idle_tick_writes_nothing(
     pg_url: str, tmp_path: Path
 ) -> None:
-    location = TracingLocation(pg_url)
-    clock = FakeClock(T0)
-    service = Service(
-        make_config(tmp_path), location, clock, providers={"fake": FakeProvider(SOURCE)}
-    )
+    location, clock, service = serving(pg_url, tmp_path)
     try:
         service.tick()  # the whole first cycle
         [session] = location.connections
@@ -417,11 +421,7 @@ def test_serve_keeps_one_claim_and_one_session_for_all_its_ticks_and_an_idle_tic
 def test_a_tick_whose_kept_session_the_server_ended_opens_another(
     pg_url: str, pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
-    location = TracingLocation(pg_url)
-    clock = FakeClock(T0)
-    service = Service(
-        make_config(tmp_path), location, clock, providers={"fake": FakeProvider(SOURCE)}
-    )
+    location, clock, service = serving(pg_url, tmp_path)
     try:
         service.tick()
         [session] = location.connections
