@@ -148,27 +148,23 @@ test('an endpoint renamed only in case stays in the catalog under its new spelli
       .filter(entity => entity.kind === 'API')
       .filter(entity => entity.metadata.annotations?.['openchoreo.io/component'] === 'case-rename')
       .map(entity => entity.metadata.name);
-  let before = (await choreo.feedHead()).newestSeq;
-  await choreo.control('add_component', {
-    namespace: NAMESPACE,
-    project,
-    name: 'case-rename',
-    endpoints: endpoint('httpApi'),
-  });
-  await waitForSeq(before + 2);
-  await provider.run();
+  /** The component, with one endpoint named `name`, put in OpenChoreo and synced. */
+  const putWithEndpoint = async (name: string) => {
+    const before = (await choreo.feedHead()).newestSeq;
+    await choreo.control('add_component', {
+      namespace: NAMESPACE,
+      project,
+      name: 'case-rename',
+      endpoints: endpoint(name),
+    });
+    await waitForSeq(before + 2);
+    await provider.run();
+  };
+  await putWithEndpoint('httpApi');
   expect(apiNames()).toEqual([`${project}-case-rename-httpApi`]);
   connection.clearLog();
-  before = (await choreo.feedHead()).newestSeq;
 
-  await choreo.control('add_component', {
-    namespace: NAMESPACE,
-    project,
-    name: 'case-rename',
-    endpoints: endpoint('httpapi'),
-  });
-  await waitForSeq(before + 2);
-  await provider.run();
+  await putWithEndpoint('httpapi');
 
   expect(apiNames()).toEqual([`${project}-case-rename-httpapi`]);
   expect(connection.refs()).toEqual(await choreo.exportRefs());

@@ -435,17 +435,42 @@ def test_an_item_without_a_name_is_quoted_with_the_token_masked(
 ROUTE_MISSING = {"status_code": 404, "text": "404 page not found"}
 
 
-def test_a_404_on_a_namespaces_listing_whose_namespace_still_answers_fails_the_burst(
-    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+@pytest.mark.parametrize(
+    ("parent", "failure"),
+    [
+        (
+            {"json": namespace("acme", **SERVED)},
+            "GET /namespaces/acme/projects: HTTP 404: 404 page not found; yet GET /namespaces/acme "
+            "finds it, so the listing itself is missing (a proxy or ingress in front of the API "
+            "without this route?); nothing it lists is removed meanwhile",
+        ),
+        (
+            ROUTE_MISSING,
+            "GET /namespaces/acme: HTTP 404: 404 page not found; not the API's own answer, which "
+            "carries code NOT_FOUND (a proxy or ingress in front of the API without this route?): "
+            "nothing is removed for it meanwhile",
+        ),
+    ],
+    ids=["namespace-still-answers", "namespace-answers-a-proxys-404"],
+)
+def test_a_proxys_404_on_a_namespaces_listing_fails_the_burst_unless_the_namespace_is_gone(
+    httpx_mock: HTTPXMock,
+    fake_engine,
+    config_for,
+    clock,
+    parent: dict[str, Any],
+    failure: str,
 ) -> None:
     """The document lists an absent namespace's children with 200 and no items, so a 404 there
-    is something in front of the API: skipping the namespace would sweep all it holds."""
+    is something in front of the API: skipping the namespace would sweep all it holds. Should
+    the namespace answer a proxy's 404 too, only the API's own (`code: NOT_FOUND`) says it is
+    gone."""
     walk_pages(
         httpx_mock,
         {
             "/namespaces?limit=2": [items(named("acme"), named("zeta"))],
             "/namespaces/acme/projects?limit=2": [ROUTE_MISSING],
-            "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
+            "/namespaces/acme": [parent],
         },
     )
     config = config_for(api="v1", chunk_size=2)
@@ -454,37 +479,7 @@ def test_a_404_on_a_namespaces_listing_whose_namespace_still_answers_fails_the_b
     with pytest.raises(PermanentError) as caught:
         engine.run()
 
-    assert str(caught.value) == (
-        "GET /namespaces/acme/projects: HTTP 404: 404 page not found; yet GET /namespaces/acme "
-        "finds it, so the listing itself is missing (a proxy or ingress in front of the API "
-        "without this route?); nothing it lists is removed meanwhile"
-    )
-
-
-def test_a_404_on_a_namespaces_listing_whose_namespace_answers_a_proxys_404_fails_the_burst(
-    httpx_mock: HTTPXMock, fake_engine, config_for, clock
-) -> None:
-    """Something in front of the API without the routes below `/namespaces/acme` answers both
-    404s: only the API's own 404 (`code: NOT_FOUND`) says the namespace is gone."""
-    walk_pages(
-        httpx_mock,
-        {
-            "/namespaces?limit=2": [items(named("acme"), named("zeta"))],
-            "/namespaces/acme/projects?limit=2": [ROUTE_MISSING],
-            "/namespaces/acme": [ROUTE_MISSING],
-        },
-    )
-    config = config_for(api="v1", chunk_size=2)
-    engine = fake_engine(OpenChoreoProvider(config), clock, config)
-
-    with pytest.raises(PermanentError) as caught:
-        engine.run()
-
-    assert str(caught.value) == (
-        "GET /namespaces/acme: HTTP 404: 404 page not found; not the API's own answer, which "
-        "carries code NOT_FOUND (a proxy or ingress in front of the API without this route?): "
-        "nothing is removed for it meanwhile"
-    )
+    assert str(caught.value) == failure
 
 
 def test_a_404_on_a_namespaces_listing_whose_namespace_is_gone_too_goes_on_with_the_next(

@@ -670,12 +670,32 @@ class TestListingRules:
             "system:live/q",
         ]
 
-    def test_a_404_on_a_listing_whose_parent_still_answers_fails_the_burst(
-        self, httpx_mock: HTTPXMock, walk, base_url: str
+    @pytest.mark.parametrize(
+        ("parent", "failure"),
+        [
+            (
+                {"json": {"success": True, "data": {"name": "p"}}},
+                r"yet GET /orgs/o/projects/p finds it",
+            ),
+            (
+                {"status_code": 404, "text": "404 page not found"},
+                r"GET /orgs/o/projects/p: .*not the API's own",
+            ),
+        ],
+        ids=["parent-still-answers", "parent-answers-a-proxys-404"],
+    )
+    def test_a_proxys_404_on_a_listing_fails_the_burst_unless_the_parent_is_gone(
+        self,
+        httpx_mock: HTTPXMock,
+        walk,
+        base_url: str,
+        parent: dict[str, Any],
+        failure: str,
     ) -> None:
         """Not the document's `PROJECT_NOT_FOUND` of a project deleted while walked, but
         something in front of the API without the route: skipping the project would have the
-        sweep remove its components."""
+        sweep remove its components. The parent still answering, or answering a proxy's 404
+        too: only `PROJECT_NOT_FOUND` says the project is gone."""
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["o"])
         )
@@ -687,35 +707,10 @@ class TestListingRules:
             status_code=404,
             text="404 page not found",
         )
-        httpx_mock.add_response(
-            url=f"{base_url}/orgs/o/projects/p", json={"success": True, "data": {"name": "p"}}
-        )
+        httpx_mock.add_response(url=f"{base_url}/orgs/o/projects/p", **parent)
         engine = walk()
 
-        with pytest.raises(PermanentError, match=r"yet GET /orgs/o/projects/p finds it"):
-            engine.run()
-
-    def test_a_404_on_a_listing_whose_parent_answers_a_proxys_404_fails_the_burst(
-        self, httpx_mock: HTTPXMock, walk, base_url: str
-    ) -> None:
-        """Both 404s in a proxy's shape: only `PROJECT_NOT_FOUND` says the project is gone."""
-        httpx_mock.add_response(
-            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["o"])
-        )
-        httpx_mock.add_response(
-            url=f"{base_url}/orgs/o/projects?limit=2&pagination=cursor", json=listing(["p"])
-        )
-        httpx_mock.add_response(
-            url=f"{base_url}/orgs/o/projects/p/components?limit=2&pagination=cursor",
-            status_code=404,
-            text="404 page not found",
-        )
-        httpx_mock.add_response(
-            url=f"{base_url}/orgs/o/projects/p", status_code=404, text="404 page not found"
-        )
-        engine = walk()
-
-        with pytest.raises(PermanentError, match=r"GET /orgs/o/projects/p: .*not the API's own"):
+        with pytest.raises(PermanentError, match=failure):
             engine.run()
 
     def test_a_detail_404_without_the_apis_code_fails_the_burst(
