@@ -153,11 +153,12 @@ class BurstEngine:
         return self._burst(provider, self._begin_burst(record, decision, now))
 
     def _begin_burst(self, record: ProviderRecord, decision: Burst, now: float) -> ProviderRecord:
+        crashed = record.state is ProviderState.BURSTING  # under the run lock: it did not finish
         record = before_burst(record, decision, now)
         if decision.new_cycle:
             self.store.start_cycle(record, now)
         else:
-            self.store.save_provider(record, now)
+            self.store.save_provider(record, now, crashed_burst=crashed)
         log.info(
             "burst_started",
             provider=record.name,

@@ -181,7 +181,8 @@ def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
         store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
         return
-    store.save_provider(after_refresh(record, now, new_cycle=True), now)
+    crashed = record.state is ProviderState.BURSTING
+    store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
     store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
     log.warning(
         "refresh_requested",
@@ -415,8 +416,11 @@ def reset(
 ) -> int:
     """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
     with changing_state(state, config, clock) as store:
-        record = after_reset(store.load_provider(name, strict=False))
-        return store.reset_provider(record, purge=purge, now=clock.now())
+        stored = store.load_provider(name, strict=False)
+        crashed = stored.state is ProviderState.BURSTING
+        return store.reset_provider(
+            after_reset(stored), purge=purge, now=clock.now(), crashed_burst=crashed
+        )
 
 
 def refresh(
@@ -425,8 +429,9 @@ def refresh(
     """Make the provider due now, whatever it waits for."""
     with changing_state(state, config, clock, existing=False) as store:
         now = clock.now()
-        record = after_refresh(store.load_provider(name), now)
-        store.save_provider(record, now)
+        stored = store.load_provider(name)
+        record = after_refresh(stored, now)
+        store.save_provider(record, now, crashed_burst=stored.state is ProviderState.BURSTING)
         return record.state
 
 

@@ -18,7 +18,9 @@ outcome: failures show in `choreo_ingest_bursts_total`, `choreo_ingest_consecuti
 Burst outcomes (`choreo_ingest_bursts_total{outcome}`, `ProviderAction` of each burst):
     ok           the burst completed its cycle, or paused with work left (its deadline, a 429
                  after committed pages): the next burst resumes from its cursor
-    failed       the burst failed (backoff scheduled), or the provider could not be loaded
+    failed       the burst failed (backoff scheduled), did not finish (its process was killed:
+                 counted from the moment it shows, see `reporting`), or the provider could not
+                 be loaded
     interrupted  SIGTERM or SIGINT stopped it after its last committed page
 A burst cut short by the state store failing is not counted (nothing could be stored).
 

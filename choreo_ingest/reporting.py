@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -11,7 +11,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import ChangesGone, ConfigError
 from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES, ProviderMetrics
-from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord
+from choreo_ingest.models import PROBLEM_FACT, UNAVAILABLE_FACT, ProviderRecord, ProviderState
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
 from choreo_ingest.schedule import crash_counted, health_problems, next_action_time
@@ -158,12 +158,22 @@ def provider_metrics(
             for outcome in EVENT_OUTCOMES
             if f"events_{outcome}" in totals
         },
-        bursts_total={outcome: totals.get(f"bursts_{outcome}", 0) for outcome in BURST_OUTCOMES},
+        bursts_total=_bursts_total(
+            totals, crashed=not running and stored.state is ProviderState.BURSTING
+        ),
         events_pending=inbox.pending,
         events_parked=inbox.parked,
         events_oldest_pending_at=inbox.oldest_pending_at,
         api=store.facts(name).get("api"),
     )
+
+
+def _bursts_total(totals: Mapping[str, int], *, crashed: bool) -> dict[str, int]:
+    """Bursts by outcome; `crashed`: with the burst that did not finish, which the write that
+    moves its record on counts (`Store.save_provider`), so the counter never goes back."""
+    bursts = {outcome: totals.get(f"bursts_{outcome}", 0) for outcome in BURST_OUTCOMES}
+    bursts["failed"] += crashed
+    return bursts
 
 
 def all_metrics(

@@ -23,7 +23,7 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
-from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.invocation import RunResult, refresh, reset, run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderState
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.reporting import provider_metrics, provider_status
@@ -613,6 +613,36 @@ class TestFailures:
         resumes = began + config.incremental.backoff[1]  # the step of a second failure
         assert second["nextActionAt"] == rfc3339(resumes)
         assert run_one(config, state_path, clock, provider).action == "waiting"
+
+    @pytest.mark.parametrize("move_on", ["resume", "refresh", "reset"])
+    def test_a_crashed_burst_is_one_failed_burst_in_the_metrics_before_and_after_it_moves_on(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path, move_on: str
+    ) -> None:
+        """A killed burst is reported as failed at once, and the write that moves its record
+        on counts it, so `bursts_total{outcome="failed"}` says 1 throughout (never 0 again,
+        never 2): a run OOM-killed every time raises the failed-bursts alert."""
+        config = make_config(tmp_path)
+        with pytest.raises(ProcessDied):
+            run(config, state_path, clock, DyingEveryTime(TEN), force=True)
+
+        def bursts() -> dict[str, int]:
+            with state_location(state_path).open(readonly=True) as store:
+                metrics = provider_metrics(
+                    store, "fake", run_at=None, config=config.incremental, now=clock.now()
+                )
+            return dict(metrics.bursts_total)
+
+        assert bursts() == {"ok": 0, "failed": 1, "interrupted": 0}
+        clock.advance(config.incremental.backoff[0])
+        if move_on == "resume":
+            assert run_one(config, state_path, clock, FakeProvider(TEN)).cycle_completed
+        elif move_on == "refresh":
+            refresh(state_path, "fake", clock, config=config)
+        else:
+            reset(state_path, "fake", clock, purge=False, config=config)
+
+        assert stored(state_path).state is not ProviderState.BURSTING
+        assert bursts() == {"ok": int(move_on == "resume"), "failed": 1, "interrupted": 0}
 
     def test_status_says_when_a_wait_shortened_by_the_config_ends(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

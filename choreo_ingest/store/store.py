@@ -179,8 +179,14 @@ class Store:
 
     # -- the write path ---------------------------------------------------------------------
 
-    def save_provider(self, record: ProviderRecord, now: float) -> None:
+    def save_provider(
+        self, record: ProviderRecord, now: float, *, crashed_burst: bool = False
+    ) -> None:
+        """Store `record`. `crashed_burst`: it moves on from a burst that did not finish (a
+        `bursting` record found under the run lock), counted with it as a failed burst."""
         with self._conn.transaction():
+            if crashed_burst:
+                writes.count_crashed_burst(self._conn, record.name)
             writes.save_provider(self._conn, record, now)
 
     def start_cycle(self, record: ProviderRecord, now: float) -> None:
@@ -219,8 +225,12 @@ class Store:
     ) -> tuple[PageStats, int]:
         return writes.apply_delta(self._conn, provider, cycle_id, delta, now)
 
-    def reset_provider(self, record: ProviderRecord, *, purge: bool, now: float) -> int:
-        return writes.reset_provider(self._conn, record, purge=purge, now=now)
+    def reset_provider(
+        self, record: ProviderRecord, *, purge: bool, now: float, crashed_burst: bool = False
+    ) -> int:
+        return writes.reset_provider(
+            self._conn, record, purge=purge, now=now, crashed_burst=crashed_burst
+        )
 
     def record_unavailable(self, record: ProviderRecord, problem: str, now: float) -> None:
         """A configured provider that could not be loaded: its failure counted and kept as the

@@ -232,6 +232,12 @@ def end_burst(conn: AnyConnection, record: ProviderRecord, ended: str, now: floa
         save_provider(conn, record, now)
 
 
+def count_crashed_burst(conn: AnyConnection, provider: str) -> None:
+    """A burst that did not finish, counted as failed by the write that moves its record on
+    (in that write's transaction): `reporting` adds it until then."""
+    bump_counters(conn, provider, {"bursts_failed": 1})
+
+
 def record_failure(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
     with conn.transaction():
         conn.execute(
@@ -329,10 +335,15 @@ def _recount_blocked(conn: AnyConnection, provider: str) -> None:
     )
 
 
-def reset_provider(conn: AnyConnection, record: ProviderRecord, *, purge: bool, now: float) -> int:
+def reset_provider(
+    conn: AnyConnection, record: ProviderRecord, *, purge: bool, now: float, crashed_burst: bool
+) -> int:
     """Back to idle with a fresh cycle next run; `purge` also removes its entities and refs, and
-    renews the store id (consumers of the change log copy the catalog again)."""
+    renews the store id (consumers of the change log copy the catalog again). `crashed_burst`
+    as for `Store.save_provider`."""
     with conn.transaction():
+        if crashed_burst:
+            count_crashed_burst(conn, record.name)
         removed = 0
         if purge:
             removed = remove_refs_where(conn, record.name, "1 = 1", [], now)
