@@ -157,28 +157,31 @@ class TestExample:
         }
     )
 
-    def test_example_loads_to_the_documented_defaults(self) -> None:
-        config = load_config(EXAMPLE, env={"OPENCHOREO_TOKEN": "tok"})
+    def test_example_loads_to_the_documented_defaults_with_oauth_for_openchoreo_v1(self) -> None:
+        """Every key at its default but `baseUrl` and the OAuth2 client credentials every
+        OpenChoreo release wants, the secret in a file (nothing secret in the config)."""
+        config = load_config(EXAMPLE, env={})
+        oauth = OAuthConfig(
+            token_url="http://thunder.openchoreo.example.com/oauth2/token",
+            client_id="choreo-ingest",
+            client_secret_file=Path("/etc/choreo-ingest/client-secret"),
+        )
         assert config == Config(
-            openchoreo=OpenChoreoConfig(base_url="http://127.0.0.1:8080/api/v1", token="tok"),
+            openchoreo=OpenChoreoConfig(
+                base_url="http://api.openchoreo.example.com", auth=AuthConfig(oauth=oauth)
+            ),
             source=EXAMPLE,
         )
-        assert config.openchoreo.token == "tok"  # token is excluded from repr, not from eq
-        assert config.openchoreo.auth == AuthConfig(token="tok")
+        assert config.openchoreo.auth.config_key == "openchoreo.auth.oauth.clientSecretFile"
         assert config.warnings == ()
 
-    def test_commented_oauth_example_loads(self, tmp_path: Path) -> None:
-        """The commented OpenChoreo v1.x example is valid once uncommented."""
+    def test_commented_static_token_example_loads(self, tmp_path: Path) -> None:
+        """The commented static-token alternative is valid once uncommented."""
         text = EXAMPLE.read_text(encoding="utf-8")
-        block = text[text.index("# OpenChoreo v1.x with OAuth2") :].splitlines()[2:]
+        block = text[text.index("# A static bearer token instead") :].splitlines()[3:]
         config = load_text(tmp_path, "\n".join(line.removeprefix("# ") for line in block))
-        oauth = config.openchoreo.auth.oauth
-        assert config.openchoreo.api == "v1"
-        assert oauth is not None
-        assert oauth.token_url == "http://thunder.openchoreo.localhost:8080/oauth2/token"
-        assert oauth.client_secret is None
-        assert oauth.client_secret_file is not None
-        assert config.openchoreo.auth.config_key == "openchoreo.auth.oauth.clientSecretFile"
+        assert config.openchoreo.auth == AuthConfig(token_file=Path("/etc/choreo-ingest/token"))
+        assert config.openchoreo.auth.config_key == "openchoreo.auth.tokenFile"
 
     def test_example_documents_every_key_with_a_comment(self) -> None:
         text = EXAMPLE.read_text(encoding="utf-8")

@@ -36,6 +36,7 @@ import yaml
 
 from choreo_ingest.config import load_config
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+from choreo_ingest.simulator.oauth import TOKEN_PATH
 
 from os_tools import require_tool
 from sim_support import run_cli
@@ -56,6 +57,9 @@ CRON_PATH = "/usr/bin:/bin"  # cron's own PATH for jobs
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_EXPOSURE = 5.0  # `systemd-analyze security` scores 0 (locked down) to 10 (UNSAFE)
 TOKEN = "examples-token-7c1d"
+CLIENT_ID = "choreo-ingest"  # examples/config.yaml's
+CLIENT_SECRET = "examples-client-secret-93f0"  # a simulator's, made up here
+CLIENT_SECRET_FILE = "/etc/choreo-ingest/client-secret"
 TIMEOUT_SECONDS = 120
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1  # <linux/prctl.h>, Linux 6.3+
@@ -100,10 +104,15 @@ def relocated(root: Path, path: str) -> Path:
     return root / path.lstrip("/")
 
 
-def with_base_url(source: Path, target: Path, base_url: str) -> Path:
-    """A copy of the config `source` at `target` that calls `base_url`, otherwise unchanged."""
+def with_base_url(
+    source: Path, target: Path, base_url: str, oauth: Mapping[str, str] | None = None
+) -> Path:
+    """A copy of the config `source` at `target` that calls `base_url` (and with `oauth`, those
+    keys of `openchoreo.auth.oauth`), otherwise unchanged."""
     document = yaml.safe_load(source.read_text(encoding="utf-8"))
     document["openchoreo"]["baseUrl"] = base_url
+    if oauth:
+        document["openchoreo"]["auth"]["oauth"].update(oauth)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(document), encoding="utf-8")
     return target
@@ -162,6 +171,16 @@ def seconds(value: str) -> float:
 
 
 @pytest.fixture
+def oauth_simulator() -> Iterator[tuple[str, str]]:
+    """A small simulated OpenChoreo v1 API that grants tokens to CLIENT_ID and CLIENT_SECRET by
+    client credentials, as every release's identity provider does; its URL and token URL."""
+    options = SimulatorOptions(oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET)
+    server = start_server(SimulatorApi(World.generate(1, 2, 3, seed=7), options))
+    yield server.url, f"{server.root_url}{TOKEN_PATH}"
+    server.stop()
+
+
+@pytest.fixture
 def simulator() -> Iterator[str]:
     """A small simulated OpenChoreo v1 API that wants `Authorization: Bearer TOKEN`; its URL."""
     api = SimulatorApi(World.generate(1, 2, 3, seed=7), SimulatorOptions(token=TOKEN))
@@ -213,11 +232,12 @@ def test_crontab_sets_path_or_uses_an_absolute_command() -> None:
 
 
 def test_the_crontab_line_runs_a_burst_under_cron_environment(
-    tmp_path: Path, simulator: str
+    tmp_path: Path, oauth_simulator: tuple[str, str]
 ) -> None:
     """The job line under `env -i` with cron's variables and the crontab's (the install path
-    and files substituted): exit 0, nothing printed (cron would mail it), and the burst's state
-    in $CHOREO_INGEST_DB, not in $HOME."""
+    and files substituted), examples/config.yaml's OAuth2 client credentials and its client
+    secret file as the crontab's comment makes it: exit 0, nothing printed (cron would mail it),
+    and the burst's state in $CHOREO_INGEST_DB, not in $HOME."""
     script = installed_script()
     variables, (command,) = parse_crontab(CRONTAB.read_text(encoding="utf-8"))
     home = tmp_path / "home"
@@ -231,10 +251,19 @@ def test_the_crontab_line_runs_a_burst_under_cron_environment(
             value = str(relocated(tmp_path, value))
         env[name] = value
     command = command.replace(SHIPPED_SCRIPT, str(script))
-    with_base_url(CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), simulator)
-    token_file = Path(env["OPENCHOREO_TOKEN_FILE"])
-    token_file.write_text(TOKEN + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
+    base_url, token_url = oauth_simulator
+    secret_file = relocated(tmp_path, CLIENT_SECRET_FILE)
+    oauth = {"tokenUrl": token_url, "clientSecretFile": str(secret_file)}
+    assert (
+        yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["openchoreo"]["auth"]["oauth"][
+            "clientSecretFile"
+        ]
+        == CLIENT_SECRET_FILE
+    ), "examples/crontab makes the file examples/config.yaml reads"
+    assert CLIENT_SECRET_FILE in CRONTAB.read_text(encoding="utf-8")
+    with_base_url(CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), base_url, oauth)
+    secret_file.write_text(CLIENT_SECRET + "\n", encoding="utf-8")
+    secret_file.chmod(0o600)
     assert "CHOREO_INGEST_DB" in env, "state.path: null puts the state file in cron's $HOME"
     state_file = Path(env["CHOREO_INGEST_DB"])
     state_file.parent.mkdir(parents=True)
