@@ -297,6 +297,12 @@ def require_api(config: Config) -> None:
     `refresh --now` and `check` call this before the first request). Found here, a mistake is
     a usage error, exit 2, instead of a failed burst that backs off."""
     if not config.openchoreo.base_url:
+        if config.source is None:  # the usual cause: cron's or systemd's environment lacks it
+            raise ConfigError(
+                f"required to call the API, and no config file was found (--config, "
+                f"${CONFIG_ENV}, ./{DEFAULT_CONFIG_FILE})",
+                path="openchoreo.baseUrl",
+            )
         raise ConfigError("required to call the API", path="openchoreo.baseUrl")
     parse_key("openchoreo.baseUrl", config.openchoreo.base_url, {})
     require_secrets(config)

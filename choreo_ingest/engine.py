@@ -19,6 +19,7 @@ from choreo_ingest.errors import (
     ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
+    GrantRefused,
     PermanentError,
     ProviderError,
     RetryAfter,
@@ -68,7 +69,7 @@ class ProviderOutcome:
     """The provider failed on a bug of its own (not a ProviderError): not upstream trouble."""
     misconfigured: bool = False
     """The burst failed on a setting to mend (a ConfigError: a secret file gone, a proxy that
-    cannot be used): not upstream trouble either."""
+    cannot be used; a token grant refused: a wrong client secret): not upstream trouble either."""
 
 
 @dataclass
@@ -244,7 +245,7 @@ class BurstEngine:
         )
         if error is not None:
             self._record_failure(record, outcome, now)
-            outcome.misconfigured = isinstance(error, ConfigError)
+            outcome.misconfigured = isinstance(error, ConfigError | GrantRefused)
             if not isinstance(error, ChoreoIngestError):  # a bug; a ConfigError (a secret file
                 raise error  # gone while `serve` runs) is a failure the operator must mend
         elif result.done:

@@ -210,6 +210,11 @@ class AuthError(PermanentError):
     """The API refused our credentials (401/403)."""
 
 
+class GrantRefused(AuthError):
+    """The identity provider refused to grant a token (a 4xx but 408 and 429: a wrong client id
+    or secret, token URL or scope): a setting to mend, as `check` says, not upstream trouble."""
+
+
 class NotFoundError(PermanentError):
     """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
 

@@ -1555,11 +1555,20 @@ class TestResolveStatePath:
 
 
 class TestRequireApi:
-    def test_missing_base_url_is_an_error(self) -> None:
+    def test_missing_base_url_is_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
-            require_api(Config())
+            require_api(Config(source=tmp_path / "choreo-ingest.yaml"))
         assert str(caught.value) == "openchoreo.baseUrl: required to call the API"
         assert caught.value.path == "openchoreo.baseUrl"
+
+    def test_missing_base_url_without_a_config_file_says_where_one_is_looked_for(self) -> None:
+        """cron's environment without $CHOREO_INGEST_CONFIG: the file was not found, not the key."""
+        with pytest.raises(ConfigError) as caught:
+            require_api(Config())
+        assert str(caught.value) == (
+            "openchoreo.baseUrl: required to call the API, and no config file was found "
+            "(--config, $CHOREO_INGEST_CONFIG, ./choreo-ingest.yaml)"
+        )
 
     def test_configured_base_url_passes(self) -> None:
         require_api(Config(openchoreo=OpenChoreoConfig(base_url="http://127.0.0.1:8080/api/v1")))

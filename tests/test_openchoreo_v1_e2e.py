@@ -235,9 +235,11 @@ def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_
     assert {ref_of(json.loads(line)) for line in exported} == set(expected_catalog(world))
 
 
-def test_wrong_client_secret_exits_3_naming_the_key_and_never_the_secret(
+def test_wrong_client_secret_exits_2_naming_the_key_and_never_the_secret(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:
+    """A setting to mend, as `check` says it is (2, not 3: upstream trouble); the burst's
+    failure is recorded and backed off all the same."""
     api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
                 oauth_client_secret=CLIENT_SECRET)  # fmt: skip
     wrong = "not-the-secret-5d1e8c"
@@ -246,10 +248,11 @@ def test_wrong_client_secret_exits_3_naming_the_key_and_never_the_secret(
     ran = run_cli("-vv", "run", "--json", "--config", config, cwd=tmp_path)
     status = run_cli("status", "--json", "--config", config, cwd=tmp_path)
 
-    assert ran.returncode == 3, ran.stderr
+    assert ran.returncode == 2, ran.stderr
     assert "openchoreo.auth.oauth.clientSecret" in ran.stderr
     assert "invalid_client" in ran.stderr
     [provider] = json.loads(status.stdout)["providers"]
+    assert (provider["state"], provider["attempts"]) == ("backing_off", 1)
     assert "openchoreo.auth.oauth.clientSecret" in provider["lastError"]
     shown = ran.stdout + ran.stderr + status.stdout + status.stderr
     shown += (tmp_path / "metrics.prom").read_text()

@@ -46,6 +46,7 @@ from choreo_ingest.config import (
 from choreo_ingest.errors import (
     AuthError,
     ConfigError,
+    GrantRefused,
     ProviderError,
     TokenUnavailable,
     TransientError,
@@ -382,7 +383,7 @@ class ClientCredentials:
                 f"; or the identity provider takes this client's secret another way than "
                 f"{_METHOD_KEY} says ({self._oauth.client_auth_method})"
             )
-        return self._error(AuthError, f"{problem}; {advice}", status, code, key)
+        return self._error(GrantRefused, f"{problem}; {advice}", status, code, key)
 
     def _answered(self, answer: tuple[Way, int, Any]) -> str:
         way, status, body = answer
