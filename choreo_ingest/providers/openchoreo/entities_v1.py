@@ -6,8 +6,7 @@ component -> Component `<ns>/<component>`, workload endpoint with a schema -> AP
 
 Where we differ from that provider, on purpose: `managed-by-location` is our own
 (`provider:<name>`), API names always fit Backstage's 63 characters, an owner annotation that
-is not an entity ref is skipped (with a warning) instead of written, a component without a
-`Ready` condition gets the configured lifecycle instead of `not ready`, a blank title of a
+is not an entity ref is skipped (with a warning) instead of written, a blank title of a
 System, Component or API is left out instead of repeating the name (Backstage shows the name
 then anyway), GitHub and GitLab SSH repository addresses become their https URL, credentials,
 query and fragment of a repository URL are left out, and an endpoint whose name holds a NUL
@@ -193,7 +192,7 @@ def component_entities(
         "project": project,
         "namespace": ns,
         "created-at": text(meta.get("creationTimestamp")),
-        "status": _status(ready),
+        "status": "Ready" if _is_ready(ready) else "Not Ready",
         "workload": workload_name,
         "branch": text(revision.get("branch")),
         DELETION_TIMESTAMP: text(meta.get("deletionTimestamp")),
@@ -213,7 +212,7 @@ def component_entities(
     ]
     component_spec: dict[str, JSON] = {
         "type": type_name or UNKNOWN,
-        "lifecycle": _lifecycle(ready, mapping.lifecycle),
+        "lifecycle": "ready" if _is_ready(ready) else "not ready",
         "owner": owner,
         "system": entity_name(project),
     }
@@ -483,16 +482,13 @@ def _ready_status(resource: Mapping[str, Any]) -> str | None:
 
 
 def _status(condition: Mapping[str, Any] | None) -> str | None:
-    """`Ready` / `Not Ready` from the Ready condition, as OpenChoreo's provider writes them; None
-    without one (that provider writes `Not Ready` then, though nothing has been reconciled yet)."""
+    """A project's `Ready` / `Not Ready` from its Ready condition; None without one."""
     if condition is None:
         return None
-    return "Ready" if condition.get("status") == "True" else "Not Ready"
+    return "Ready" if _is_ready(condition) else "Not Ready"
 
 
-def _lifecycle(ready: Mapping[str, Any] | None, configured: str) -> str:
-    """`ready` / `not ready` from the Ready condition (OpenChoreo's provider lower-cases its
-    status); the configured lifecycle when there is no Ready condition."""
-    if ready is None:
-        return configured
-    return "ready" if ready.get("status") == "True" else "not ready"
+def _is_ready(condition: Mapping[str, Any] | None) -> bool:
+    """Whether a Ready condition says `True`. A component without one (not reconciled yet) is
+    not ready: `Not Ready`, lifecycle `not ready`, as OpenChoreo's provider writes it."""
+    return condition is not None and condition.get("status") == "True"

@@ -145,10 +145,12 @@ def test_the_showcase_namespace_maps_as_the_document_says(here: Path) -> None:
     )
     assert not [ref for ref in catalog if ref.startswith("api:acme/shop-checkout")]
 
-    # Nothing optional: type unknown, configured lifecycle, default owner, no source.
+    # Nothing optional: type unknown, default owner, no source; no Ready condition (not
+    # reconciled yet) is not ready, as OpenChoreo's provider writes it.
     worker = catalog["component:acme/worker"]
     assert worker["spec"]["type"] == "unknown"
-    assert worker["spec"]["lifecycle"] == "production"
+    assert worker["spec"]["lifecycle"] == "not ready"
+    assert annotations(worker)["openchoreo.io/status"] == "Not Ready"
     assert worker["spec"]["owner"] == DEFAULT_OWNER
     assert "backstage.io/source-location" not in annotations(worker)
     assert not worker["spec"].get("providesApis")

@@ -387,10 +387,10 @@ class TestComponent:
             (ready("False"), "not ready", "Not Ready"),
             (ready("Unknown"), "not ready", "Not Ready"),
             ({"conditions": [{"type": "Ready"}]}, "not ready", "Not Ready"),
-            ({"conditions": [{"type": "Other", "status": "True"}]}, "experimental", None),
-            ({"conditions": []}, "experimental", None),
-            ({}, "experimental", None),
-            (None, "experimental", None),
+            ({"conditions": [{"type": "Other", "status": "True"}]}, "not ready", "Not Ready"),
+            ({"conditions": []}, "not ready", "Not Ready"),
+            ({}, "not ready", "Not Ready"),
+            (None, "not ready", "Not Ready"),
         ],
         ids=[
             "true",
@@ -406,6 +406,8 @@ class TestComponent:
     def test_lifecycle_and_status_from_ready_condition(
         self, status: Any, lifecycle: str, annotation: str | None
     ) -> None:
+        """As OpenChoreo's provider writes them: without a Ready condition (not reconciled yet)
+        a component is not ready; the configured lifecycle is the APIs'."""
         data = component()
         if status is not None:
             data["status"] = status

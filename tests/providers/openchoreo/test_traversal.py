@@ -579,8 +579,8 @@ class TestListingRules:
             == (
                 "the orgs listing's cursor expired between the last 3 bursts, so the listing "
                 "restarts every burst and may never complete: shorten "
-                "openchoreo.incremental.burstInterval or lengthen "
-                "openchoreo.incremental.burstLength"
+                "openchoreo.incremental.burstInterval (and the timer's period: cron's minute "
+                "at the least) or lengthen openchoreo.incremental.burstLength"
             )
         )
         assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3)
