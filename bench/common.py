@@ -31,6 +31,12 @@ import yaml
 BENCH_DIR = Path(__file__).resolve().parent
 PROVIDER = "openchoreo"
 
+# The parsed copies of the benchmarks' many short-lived config files (config_file.py) go to a
+# directory of this run's, not to ~/.cache/choreo-ingest, where each would stay.
+_CACHE = tempfile.TemporaryDirectory(prefix="choreo-bench-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE.name
+os.environ.pop("CACHE_DIRECTORY", None)
+
 
 def compile_package() -> None:
     """Write choreo_ingest's bytecode, as `pip install` does: a measured process must not compile

@@ -228,7 +228,8 @@ def _first_items(
 def _listing_check(
     client: OpenChoreoClient, generation: Generation, page: ListPage, pages: int
 ) -> Check:
-    what = generation.phases[0].name
+    what = generation.phases[0].name  # plural: `namespaces`, `orgs`
+    what = what.removesuffix("s") if len(page.items) == 1 else what
     more = "more to list" if page.next_cursor else "listing complete"
     where = "on the first page" if pages == 1 else f"on page {pages}"
     detail = (

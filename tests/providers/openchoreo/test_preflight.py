@@ -258,7 +258,7 @@ def test_an_empty_first_page_with_more_to_list_is_not_called_an_empty_listing(
     ok, warning, detail = _api_check(tmp_path, _orgs_listing([[], [], ["acme"]]))
 
     assert (ok, warning) == (True, False), detail
-    assert "(1 orgs on page 3, listing complete)" in detail
+    assert "(1 org on page 3, listing complete)" in detail
 
 
 def test_a_listing_that_ends_empty_advises_the_role_binding(tmp_path: Path) -> None:
