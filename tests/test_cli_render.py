@@ -10,11 +10,15 @@ import pytest
 from cli_support import invoke, isolate
 
 from choreo_ingest.cli import render
+from choreo_ingest.cli.state_commands import show_status
+from choreo_ingest.config import Config
 from choreo_ingest.models import ProviderRecord, ProviderState
-from choreo_ingest.store import Store
+from choreo_ingest.reporting import status_report
+from choreo_ingest.store import Store, state_location
 
 MARKUP_ERROR = "HTTP 400: bad [/] [bold red]x[/bold red] [link=http://e]y :smile:"
 """Unbalanced markup (rich raises MarkupError on `[/]`), styles, a link and an emoji code."""
+T_NOW = 1_800_000_000.0
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +99,38 @@ def test_status_says_how_many_events_wait_in_the_inbox_and_nothing_when_none(
     assert quiet.exit_code == waiting.exit_code == 0, waiting.output
     assert "events:" not in quiet.stdout
     assert waiting.stdout.splitlines()[-1] == "events: 2 pending, 1 parked"
+
+
+@pytest.mark.parametrize("width", [80, 200], ids=["narrow", "wide"])
+def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    width: int,
+) -> None:
+    """Only the error folds: on 80 columns, where the table's other cells do not fit on one
+    line each, each provider is shown as lines of `column value` instead."""
+    state = tmp_path / "state.db"
+    with Store.open(state) as store:
+        store.migrate()
+        record = ProviderRecord(
+            name="openchoreo",
+            state=ProviderState.BACKING_OFF,
+            attempts=1,
+            last_error="HTTP 503: " + "down " * 30,
+            last_burst_at=T_NOW,
+            next_action_at=T_NOW + 30,
+        )
+        store.save_provider(record, T_NOW)
+    monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
+    report = status_report(state_location(state), Config(), T_NOW)
+
+    show_status(report)
+
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= width
+    shown = "\n".join(lines)
+    for whole in ("openchoreo", "backing_off", report.providers[0].to_json()["nextActionAt"]):
+        assert whole in shown
+    header = [[cell.strip() for cell in line.split("|")][1:-1] for line in lines]
+    assert (["provider", "api", "state"] in [cells[:3] for cells in header]) == (width == 200)

@@ -55,17 +55,52 @@ def note_line(message: str) -> None:
     _err.print(message, markup=False, highlight=False)
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    folding: str | None = None,
+) -> None:
+    """`folding`: the one column whose cells fold to fit the terminal (an error text); the
+    others keep each cell on one line (a name, a time), else every column folds. Where the
+    terminal is too narrow for those lines, each row is shown as lines of `column: value`."""
+    cells = [[_plain(cell) for cell in row] for row in rows]
+    if folding is not None and _too_narrow(columns, cells, folding):
+        if title is not None:
+            _print(_title(title) or Text())
+        for number, row in enumerate(cells):
+            if number:
+                _print(Text())
+            key_values(None, dict(zip(columns, row, strict=True)))
+        return
     grid = Table(
         title=_title(title),
         title_justify="left",
         box=box.HEAVY_HEAD if stdout_is_tty() else PIPED_BOX,
     )
     for column in columns:
-        grid.add_column(_plain(column), overflow="fold")
-    for row in rows:
-        grid.add_row(*(_plain(cell) for cell in row))
+        grid.add_column(
+            _plain(column), overflow="fold", no_wrap=folding is not None and column != folding
+        )
+    for row in cells:
+        grid.add_row(*row)
     _print(grid)
+
+
+FOLDED_MIN_WIDTH = 20
+"""The narrowest a folding column is drawn before the rows are shown as lines instead."""
+
+
+def _too_narrow(columns: Sequence[str], rows: Sequence[Sequence[Text]], folding: str) -> bool:
+    """Whether the unfolded columns' widest cells, a folding column of FOLDED_MIN_WIDTH and the
+    table's rules (a space each side of a cell, a bar between) exceed the terminal's width."""
+    widths = [
+        max([len(column), *(row[index].cell_len for row in rows)])
+        for index, column in enumerate(columns)
+        if column != folding
+    ]
+    return sum(widths) + FOLDED_MIN_WIDTH + 3 * len(columns) + 1 > _out.width
 
 
 def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
@@ -77,7 +112,7 @@ def key_values(title: str | None, pairs: Mapping[str, Any]) -> None:
     _print(grid)
 
 
-def _print(grid: Table) -> None:
+def _print(grid: Table | Text) -> None:
     """On stdout; rich would write nothing at all where stdout is closed (`>&-`)."""
     with writing_stdout():
         _out.print(grid)

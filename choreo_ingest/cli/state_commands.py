@@ -108,6 +108,7 @@ def show_status(report: StatusReport) -> None:
             ]
             for item in report.providers
         ],
+        folding="error",
     )
     if report.events.pending or report.events.parked:
         render.print_text(f"events: {report.events.pending} pending, {report.events.parked} parked")
