@@ -32,6 +32,7 @@ from sim_support import (
     expected_refs,
     free_port,
     ingest_world,
+    one_error_line,
     plain,
     ref_of,
     run_cli,
@@ -753,6 +754,17 @@ class TestReported:
         document = json.loads(done.stdout)
         assert document.pop("error").startswith("No such option: --bogus")
         assert document == {**fields, "exitCode": 2}
+
+    def test_a_value_not_among_an_options_choices_is_named_in_plain_words(
+        self, tmp_path: Path
+    ) -> None:
+        done = run_cli("export", "--format", "json", "--db", tmp_path / "state.db", cwd=tmp_path)
+
+        assert done.returncode == 2
+        assert one_error_line(done.stderr) == (
+            "choreo-ingest: error: export: Invalid value for '--format' / '-f': 'json' is not "
+            "one of 'ndjson', 'yaml'. (see `choreo-ingest export --help`)"
+        )
 
     @pytest.mark.parametrize(
         ("args", "fields", "error"),

@@ -232,7 +232,8 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     code = int(getattr(error, "exit_code", ExitCode.USAGE))
     if type(error).__name__ == "NoArgsIsHelpError":  # typer printed the help already
         return code
-    message = error.format_message()
+    # typer reads a value through pydantic, whose refusal starts "Value error, ".
+    message = error.format_message().replace(": Value error, ", ": ", 1)
     context = getattr(error, "ctx", None)
     command = context.command_path.removeprefix(PROG_NAME).strip() if context else ""
     help_hint = f" (see `{context.command_path} --help`)" if context else ""
