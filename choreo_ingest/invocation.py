@@ -346,24 +346,19 @@ def _sync_mirror(
     return None
 
 
-def _write_metrics(
-    config: Config, store: Store, now: float, *, after_bursts: bool = True
-) -> ChoreoIngestError | None:
+def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestError | None:
     """Write the metrics textfile, if configured; an error is logged and returned (a run reports
     it as it reports an unwritable mirror).
 
-    After this run's bursts, a `bursting` provider is reported as stored, not yet counted as a
-    crash (a run whose store failed mid-burst writes no textfile; the next run counts that
-    burst, as it counts a crash). After an operator's command (`after_bursts` False), no burst
-    ran under its lock: it is a crash.
+    Called under the run lock with no burst in flight (after a run's bursts, or an operator's
+    command): a `bursting` provider is a burst that did not finish, counted as failed, as the
+    idle call counts it. A run whose store failed mid-burst writes no textfile.
     """
     if config.metrics_textfile is None:
         return None
     try:
         names = provider_names(store, config)
-        metrics = all_metrics(
-            store, names, run_at=now, config=config.incremental, now=now, running=after_bursts
-        )
+        metrics = all_metrics(store, names, run_at=now, config=config.incremental, now=now)
         write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError as error:
         log.info("metrics_not_written", error=str(error))
@@ -408,7 +403,7 @@ def changing_state(
     with locked_store(state) as store:
         yield store
         if config is not None:
-            _write_metrics(config, store, clock.now(), after_bursts=False)
+            _write_metrics(config, store, clock.now())
 
 
 def reset(

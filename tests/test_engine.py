@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
@@ -643,6 +644,33 @@ class TestFailures:
 
         assert stored(state_path).state is not ProviderState.BURSTING
         assert bursts() == {"ok": int(move_on == "resume"), "failed": 1, "interrupted": 0}
+
+    def test_the_textfile_keeps_a_crashed_burst_counted_while_another_provider_bursts(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """A run that bursts another provider while the killed one waits out its backoff writes
+        the same count as the idle call before it: the counter never goes back (Prometheus would
+        take 1 -> 0 -> 1 for resets, and the failed-bursts alert would fire)."""
+        config = replace(make_config(tmp_path), providers=("fake", "other"))
+        assert config.metrics_textfile is not None
+        with pytest.raises(ProcessDied):
+            run(config, state_path, clock, DyingEveryTime(TEN), FakeProvider(TEN, name="other"))
+
+        def failed_bursts() -> dict[str, float]:
+            assert config.metrics_textfile is not None
+            families = text_string_to_metric_families(config.metrics_textfile.read_text())
+            return {
+                sample.labels["provider"]: sample.value
+                for family in families
+                if family.name == "choreo_ingest_bursts"
+                for sample in family.samples
+                if sample.labels.get("outcome") == "failed"
+            }
+
+        clock.advance(1)
+        idle = run(config, state_path, clock, FakeProvider(TEN), FakeProvider(TEN, name="other"))
+        assert [o.action for o in idle.providers] == ["waiting", "burst"]
+        assert failed_bursts() == {"fake": 1.0, "other": 0.0}
 
     def test_status_says_when_a_wait_shortened_by_the_config_ends(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
