@@ -17,6 +17,7 @@
         │   └── TokenUnavailable    the token endpoint failed so (retried as a request is)
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
+        │   │   └── GrantRefused    the token grant refused (`run`: 2, a setting to mend)
         │   └── NotFoundError       404: the resource is gone (deleted while being walked)
         └── CursorExpired           a listing's cursor is gone; restart that listing
 
@@ -209,10 +210,20 @@ class PermanentError(ProviderError):
 class AuthError(PermanentError):
     """The API refused our credentials (401/403)."""
 
+    @property
+    def object_hidden(self) -> bool:
+        """A 403 to a read of one object: it exists where this client may not look (OpenChoreo's
+        lists leave such objects out rather than answer 403)."""
+        return self.status == 403
+
 
 class GrantRefused(AuthError):
     """The identity provider refused to grant a token (a 4xx but 408 and 429: a wrong client id
     or secret, token URL or scope): a setting to mend, as `check` says, not upstream trouble."""
+
+    @property
+    def object_hidden(self) -> bool:
+        return False  # a 403 from the identity provider (Auth0's access_denied) hides nothing
 
 
 class NotFoundError(PermanentError):

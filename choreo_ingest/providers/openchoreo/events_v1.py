@@ -79,7 +79,7 @@ def event_delta(walk: Walk, event: Event) -> Delta:
     try:
         return _delta(walk, event)
     except AuthError as error:
-        if error.status != 403:
+        if not error.object_hidden:
             raise
         log.info(
             "event_not_visible",

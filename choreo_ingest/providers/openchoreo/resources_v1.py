@@ -283,7 +283,7 @@ def _rename_displaced(
     except NotFoundError:
         return Harvest()
     except AuthError as error:
-        if error.status != 403:
+        if not error.object_hidden:
             raise
         return Harvest()
     return component_harvest(

@@ -4,13 +4,15 @@ by authorization filtering, error bodies, workloads named freely and joined by t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from itertools import pairwise
 from typing import Any
 
 import pytest
 from pytest_httpx import HTTPXMock
 
-from choreo_ingest.errors import AuthError, NotFoundError, PermanentError
+from choreo_ingest.config import AuthConfig, OAuthConfig
+from choreo_ingest.errors import AuthError, GrantRefused, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.resources_v1 import parse_list
@@ -347,6 +349,27 @@ def test_an_event_for_an_object_the_client_may_not_read_changes_nothing(
         delta = engine.provider.handle_event(context, event)
 
     assert delta == Delta()
+
+
+def test_an_identity_provider_refusing_the_token_with_403_fails_the_event_not_hides_it(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock
+) -> None:
+    """Auth0 answers a client without a grant for the audience 403 `access_denied`: the object
+    was never asked for, so the event must not pass for one about an object out of reach."""
+    token_url = "https://idp.openchoreo.test/oauth2/token"
+    httpx_mock.add_response(
+        url=token_url,
+        status_code=403,
+        json={"error": "access_denied", "error_description": "no grant for this audience"},
+        is_reusable=True,
+    )
+    oauth = OAuthConfig(token_url=token_url, client_id="choreo-ingest", client_secret="s3")
+    config = config_for(None, api="v1")
+    config = replace(config, openchoreo=replace(config.openchoreo, auth=AuthConfig(oauth=oauth)))
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    with engine.provider.around(engine.burst) as context, pytest.raises(GrantRefused):
+        engine.provider.handle_event(context, Event("Component", "c", "updated", "acme"))
 
 
 def test_a_401_on_an_events_read_still_fails_it(
