@@ -134,3 +134,16 @@ def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
         assert whole in shown
     header = [[cell.strip() for cell in line.split("|")][1:-1] for line in lines]
     assert (["provider", "api", "state"] in [cells[:3] for cells in header]) == (width == 200)
+
+
+def test_a_table_without_rows_is_drawn_even_where_a_row_would_be_too_wide(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No provider: the table's header says what there would be, not a title alone."""
+    monkeypatch.setattr(render, "_out", render._StdoutConsole(width=40))
+
+    render.table("t", ["a-long-column-name", "another-long-name", "error"], [], folding="error")
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].strip() == "t"
+    assert len(lines) > 1

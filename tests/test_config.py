@@ -159,12 +159,14 @@ class TestExample:
 
     def test_example_loads_to_the_documented_defaults_with_oauth_for_openchoreo_v1(self) -> None:
         """Every key at its default but `baseUrl` and the OAuth2 client credentials every
-        OpenChoreo release wants, the secret in a file (nothing secret in the config)."""
+        OpenChoreo release wants, the secret in a file (nothing secret in the config), the token
+        kept for the next cron call."""
         config = load_config(EXAMPLE, env={})
         oauth = OAuthConfig(
             token_url="http://thunder.openchoreo.example.com/oauth2/token",
             client_id="choreo-ingest",
             client_secret_file=Path("/etc/choreo-ingest/client-secret"),
+            token_cache_file=Path("/var/lib/choreo-ingest/openchoreo-token.json"),
         )
         assert config == Config(
             openchoreo=OpenChoreoConfig(

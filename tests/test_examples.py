@@ -253,13 +253,14 @@ def test_the_crontab_line_runs_a_burst_under_cron_environment(
     command = command.replace(SHIPPED_SCRIPT, str(script))
     base_url, token_url = oauth_simulator
     secret_file = relocated(tmp_path, CLIENT_SECRET_FILE)
-    oauth = {"tokenUrl": token_url, "clientSecretFile": str(secret_file)}
-    assert (
-        yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["openchoreo"]["auth"]["oauth"][
-            "clientSecretFile"
-        ]
-        == CLIENT_SECRET_FILE
-    ), "examples/crontab makes the file examples/config.yaml reads"
+    example = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["openchoreo"]["auth"]["oauth"]
+    assert example["clientSecretFile"] == CLIENT_SECRET_FILE, "the crontab's comment makes it"
+    token_cache = relocated(tmp_path, example["tokenCacheFile"])
+    oauth = {
+        "tokenUrl": token_url,
+        "clientSecretFile": str(secret_file),
+        "tokenCacheFile": str(token_cache),
+    }
     assert CLIENT_SECRET_FILE in CRONTAB.read_text(encoding="utf-8")
     with_base_url(CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), base_url, oauth)
     secret_file.write_text(CLIENT_SECRET + "\n", encoding="utf-8")
@@ -273,6 +274,7 @@ def test_the_crontab_line_runs_a_burst_under_cron_environment(
     assert completed.returncode != 127, f"cron cannot find choreo-ingest: {completed.stderr}"
     assert (completed.returncode, completed.stdout, completed.stderr) == (0, "", "")
     assert_one_burst(state_file, cwd=tmp_path)
+    assert token_cache.stat().st_mode & 0o777 == 0o600, "the next cron call's token"
     # Only the parsed copy of the config (config_file.py) goes under $HOME, where XDG says.
     written = sorted(path.relative_to(home) for path in home.rglob("*") if path.is_file())
     assert [str(path.parent) for path in written] == [".cache/choreo-ingest"], written

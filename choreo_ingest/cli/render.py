@@ -66,7 +66,7 @@ def table(
     others keep each cell on one line (a name, a time), else every column folds. Where the
     terminal is too narrow for those lines, each row is shown as lines of `column: value`."""
     cells = [[_plain(cell) for cell in row] for row in rows]
-    if folding is not None and _too_narrow(columns, cells, folding):
+    if folding is not None and cells and _too_narrow(columns, cells, folding):
         if title is not None:
             _print(_title(title) or Text())
         for number, row in enumerate(cells):

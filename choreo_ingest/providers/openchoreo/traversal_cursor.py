@@ -204,8 +204,8 @@ def stale_starts_problem(phase: str, stale_starts: int, expired: CursorExpired) 
     return (
         f"the {phase} listing's cursor expired between the last {stale_starts} "
         f"bursts{fault}, so the listing restarts every burst and may never complete: "
-        "shorten openchoreo.incremental.burstInterval (and the timer's period: cron's "
-        "minute at the least) or lengthen openchoreo.incremental.burstLength"
+        "burst more often than a cursor lives (openchoreo.incremental.burstInterval, and a "
+        "timer below cron's minute, or serve) or lengthen openchoreo.incremental.burstLength"
     )
 
 

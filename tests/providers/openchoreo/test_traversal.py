@@ -578,9 +578,9 @@ class TestListingRules:
             == problems[6]
             == (
                 "the orgs listing's cursor expired between the last 3 bursts, so the listing "
-                "restarts every burst and may never complete: shorten "
-                "openchoreo.incremental.burstInterval (and the timer's period: cron's minute "
-                "at the least) or lengthen openchoreo.incremental.burstLength"
+                "restarts every burst and may never complete: burst more often than a cursor "
+                "lives (openchoreo.incremental.burstInterval, and a timer below cron's minute, "
+                "or serve) or lengthen openchoreo.incremental.burstLength"
             )
         )
         assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3)

@@ -308,7 +308,7 @@ class TestCursors:
         assert any(
             "cursor expired between the last" in problem
             and "the server fails on a resource of the page it leads to" in problem
-            and "shorten openchoreo.incremental.burstInterval" in problem
+            and "burst more often than a cursor lives" in problem
             for problem in problems.health_problems
         ), problems.health_problems
 
