@@ -56,7 +56,6 @@ SHIPPED_SCRIPT = "/usr/local/bin/choreo-ingest"  # where the examples say pip pu
 CRON_PATH = "/usr/bin:/bin"  # cron's own PATH for jobs
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_EXPOSURE = 5.0  # `systemd-analyze security` scores 0 (locked down) to 10 (UNSAFE)
-TOKEN = "examples-token-7c1d"
 CLIENT_ID = "choreo-ingest"  # examples/config.yaml's
 CLIENT_SECRET = "examples-client-secret-93f0"  # a simulator's, made up here
 CLIENT_SECRET_FILE = "/etc/choreo-ingest/client-secret"
@@ -180,15 +179,6 @@ def oauth_simulator() -> Iterator[tuple[str, str]]:
     server.stop()
 
 
-@pytest.fixture
-def simulator() -> Iterator[str]:
-    """A small simulated OpenChoreo v1 API that wants `Authorization: Bearer TOKEN`; its URL."""
-    api = SimulatorApi(World.generate(1, 2, 3, seed=7), SimulatorOptions(token=TOKEN))
-    server = start_server(api)
-    yield server.url
-    server.stop()
-
-
 def run_launched(
     argv: list[str], env: Mapping[str, str], cwd: Path, umask: str = "0022", mdwe: bool = False
 ) -> subprocess.CompletedProcess[str]:
@@ -296,10 +286,11 @@ def test_cron_default_path_alone_does_not_find_the_script(tmp_path: Path) -> Non
 
 def test_service_and_config_agree_on_state_and_credential_paths() -> None:
     """The unit's StateDirectory= and LoadCredential= are where the config looks, under
-    systemd ($STATE_DIRECTORY, $CREDENTIALS_DIRECTORY) and by hand (their defaults)."""
+    systemd ($STATE_DIRECTORY, $CREDENTIALS_DIRECTORY) and by hand (their defaults): the state
+    and the kept access token in the one, the OAuth2 client secret in the other."""
     service = parse_unit(SERVICE, Path(SHIPPED_SCRIPT))["Service"]
     assert len(service.get("StateDirectory", [])) == 1, "one StateDirectory= holds the state"
-    assert len(service.get("LoadCredential", [])) == 1, "LoadCredential= passes the token"
+    assert len(service.get("LoadCredential", [])) == 1, "LoadCredential= passes the secret"
     (state_directory,) = service["StateDirectory"]
     (credential,) = service["LoadCredential"]
     name, _, source = credential.partition(":")
@@ -307,11 +298,15 @@ def test_service_and_config_agree_on_state_and_credential_paths() -> None:
         SERVICE_CONFIG,
         env={"STATE_DIRECTORY": f"/var/lib/{state_directory}", "CREDENTIALS_DIRECTORY": "/cred"},
     )
-    assert under_systemd.state_path == Path(f"/var/lib/{state_directory}/state.db")
-    assert under_systemd.openchoreo.auth.token_file == Path(f"/cred/{name}")
     by_hand = load_config(SERVICE_CONFIG, env={})
-    assert by_hand.state_path == Path(f"/var/lib/{state_directory}/state.db")
-    assert by_hand.openchoreo.auth.token_file == Path(source)
+    secret_files = []
+    for config in (under_systemd, by_hand):
+        oauth = config.openchoreo.auth.oauth
+        assert oauth is not None, "OpenChoreo v1.x wants OAuth2 client credentials"
+        assert config.state_path == Path(f"/var/lib/{state_directory}/state.db")
+        assert oauth.token_cache_file == Path(f"/var/lib/{state_directory}/openchoreo-token.json")
+        secret_files.append(oauth.client_secret_file)
+    assert secret_files == [Path(f"/cred/{name}"), Path(source)]
     assert by_hand.warnings == ()
 
 
@@ -342,9 +337,12 @@ def test_serve_service_and_config_agree() -> None:
     by_hand = load_config(SERVE_CONFIG, env={})
     for config in (under_systemd, by_hand):
         assert config.state_path == Path(f"/var/lib/{state_directory}/state.db")
+    systemd_oauth, hand_oauth = under_systemd.openchoreo.auth.oauth, by_hand.openchoreo.auth.oauth
+    assert systemd_oauth is not None, "OpenChoreo v1.x wants OAuth2 client credentials"
+    assert hand_oauth is not None, "OpenChoreo v1.x wants OAuth2 client credentials"
     token_files = [
-        ("openchoreo.auth.tokenFile", under_systemd.openchoreo.auth.token_file,
-         by_hand.openchoreo.auth.token_file),
+        ("openchoreo.auth.oauth.clientSecretFile", systemd_oauth.client_secret_file,
+         hand_oauth.client_secret_file),
         ("serve.auth.tokenFile", under_systemd.serve.token_file, by_hand.serve.token_file),
     ]  # fmt: skip
     for key, systemd_file, hand_file in token_files:
@@ -363,10 +361,10 @@ def test_serve_service_and_config_agree() -> None:
 
 
 def start_as_systemd(
-    tmp_path: Path, simulator: str, *, mdwe: bool
+    tmp_path: Path, simulator: tuple[str, str], *, mdwe: bool
 ) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
-    """Run the unit's ExecStart= the way systemd starts it; (the process, $STATE_DIRECTORY,
-    its working directory)."""
+    """Run the unit's ExecStart= the way systemd starts it, against `simulator` (its URL and
+    token URL); (the process, $STATE_DIRECTORY, its working directory)."""
     script = installed_script()
     service = parse_unit(SERVICE, script)["Service"]
     (exec_start,) = service["ExecStart"]
@@ -378,7 +376,10 @@ def start_as_systemd(
         for item in shlex.split(assignment):
             name, _, value = item.partition("=")
             env[name] = str(relocated(tmp_path, value)) if value.startswith("/") else value
-    with_base_url(SERVICE_CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), simulator)
+    base_url, token_url = simulator
+    with_base_url(
+        SERVICE_CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), base_url, {"tokenUrl": token_url}
+    )
 
     (state_name,) = service["StateDirectory"]
     state_directory = tmp_path / "var" / "lib" / state_name
@@ -392,7 +393,7 @@ def start_as_systemd(
         name, _, source = credential.partition(":")
         secret_file = relocated(tmp_path, source)  # root-only on the host; systemd copies it
         secret_file.parent.mkdir(parents=True, exist_ok=True)
-        secret_file.write_text(TOKEN + "\n", encoding="utf-8")
+        secret_file.write_text(CLIENT_SECRET + "\n", encoding="utf-8")
         secret_file.chmod(0o600)
         shutil.copyfile(secret_file, credentials / name)
     env["CREDENTIALS_DIRECTORY"] = str(credentials)
@@ -404,11 +405,13 @@ def start_as_systemd(
     return completed, state_directory, root
 
 
-def test_service_runs_a_burst_as_systemd_starts_it(tmp_path: Path, simulator: str) -> None:
+def test_service_runs_a_burst_as_systemd_starts_it(
+    tmp_path: Path, oauth_simulator: tuple[str, str]
+) -> None:
     """ExecStart= with the unit's environment, $STATE_DIRECTORY, the token as a credential,
     UMask= and / as its working directory: the burst's state lands in the state directory,
     readable by nobody but the service's user and group."""
-    completed, state_directory, root = start_as_systemd(tmp_path, simulator, mdwe=False)
+    completed, state_directory, root = start_as_systemd(tmp_path, oauth_simulator, mdwe=False)
 
     assert completed.returncode == 0, completed.stderr
     assert (completed.stdout, completed.stderr) == ("", "")
@@ -418,14 +421,16 @@ def test_service_runs_a_burst_as_systemd_starts_it(tmp_path: Path, simulator: st
         assert path.stat().st_mode & 0o007 == 0, f"{path.name} is readable by others"
 
 
-def test_service_runs_under_memory_deny_write_execute(tmp_path: Path, simulator: str) -> None:
+def test_service_runs_under_memory_deny_write_execute(
+    tmp_path: Path, oauth_simulator: tuple[str, str]
+) -> None:
     """MemoryDenyWriteExecute=yes must not break the Python runtime (the kernel's
     prctl(PR_SET_MDWE) stands in for systemd's seccomp filter)."""
     service = parse_unit(SERVICE, Path(SHIPPED_SCRIPT))["Service"]
     assert service["MemoryDenyWriteExecute"] == ["yes"]
     if not mdwe_supported():
         pytest.skip("this kernel has no prctl(PR_SET_MDWE) (Linux 6.3+)")
-    completed, state_directory, _ = start_as_systemd(tmp_path, simulator, mdwe=True)
+    completed, state_directory, _ = start_as_systemd(tmp_path, oauth_simulator, mdwe=True)
     assert completed.returncode == 0, completed.stderr
     assert_one_burst(state_directory / "state.db", cwd=tmp_path)
 
