@@ -170,13 +170,18 @@ def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
     often than a cycle takes would restart the walk for ever, and nothing would ever be swept;
     made due at each, it burst as often as they came (an event forwarder's start floods for
-    minutes). What those later events were about the next cycle sees."""
+    minutes). What those later events were about the next cycle sees. The first cycle is never
+    given up (a walk from the start would keep the catalog empty for longer than events could
+    make it stale): the request waits for it to complete, and the second begins without a rest."""
     requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
     if requested is None:
         return
     now = clock.now()
     record = store.load_provider(name)
     completed = store.last_cycle(name, completed=True)
+    if completed is None and record.cycle_id > 0:
+        log.info("refresh_after_first_cycle", provider=name, requested_at=requested)
+        return
     if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
         store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
@@ -412,10 +417,8 @@ def reset(
     """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
     with changing_state(state, config, clock) as store:
         stored = store.load_provider(name, strict=False)
-        crashed = stored.state is ProviderState.BURSTING
-        return store.reset_provider(
-            after_reset(stored), purge=purge, now=clock.now(), crashed_burst=crashed
-        )
+        record, crashed = after_reset(stored), stored.state is ProviderState.BURSTING
+        return store.reset_provider(record, purge=purge, now=clock.now(), crashed_burst=crashed)
 
 
 def refresh(

@@ -189,6 +189,39 @@ def test_a_dropped_backlog_is_replaced_by_a_walk_that_begins_after_it(
         assert_abandoned(config, 2)
 
 
+def test_the_first_cycle_is_not_given_up_for_a_dropped_backlog_and_the_second_follows_it(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The forwarder's start during the first cycle: walking from the start again would keep
+    the catalog empty for longer. The first cycle completes, and the second, which catches up
+    what the dropped events said, begins at once instead of after `restLength` (an hour)."""
+    config = scenario_config(tmp_path)
+    provider = Source(list(TEN), page_cost=5.0)
+    run(config, clock, provider)
+    assert (stored(config).state, stored(config).cycle_id) == (ProviderState.INTERSTITIAL, 1)
+    delete_from_source(provider)
+    assert config.state_path is not None
+    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    clock.advance(60.0)
+
+    dropped = run(config, clock, provider)
+    for _ in range(20):
+        if stored(config).cycle_id == 2 and stored(config).state is ProviderState.RESTING:
+            break
+        clock.advance(60.0)
+        run(config, clock, provider)
+
+    assert dropped.events.dropped == 4
+    with closing(sqlite3.connect(config.state_path)) as conn:
+        cycles = conn.execute(
+            "SELECT cycle_id, outcome, started_at, completed_at FROM cycles ORDER BY cycle_id"
+        ).fetchall()
+    (_, first, _, first_done), (_, second, second_began, _) = cycles
+    assert (first, second) == ("completed", "completed")
+    assert second_began - first_done <= 60.0
+    assert_caught_up(config, last_cycle=2, dropped=4)
+
+
 def test_events_refused_by_a_full_inbox_mid_cycle_are_replaced_by_a_new_cycle(
     tmp_path: Path, clock: FakeClock
 ) -> None:
