@@ -192,8 +192,15 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
                 continue
             return [Check("openchoreo.api", False, str(error))]
         started = clock.monotonic()
-        generation.list_page(client, path, limit=1, cursor=None)
+        try:  # the second page where there is one: the cursor a page gives must lead on
+            following = generation.list_page(client, path, limit=1, cursor=page.next_cursor or None)
+        except ProviderError as error:
+            refused = "the first page's nextCursor: " if page.next_cursor else ""
+            return [Check("openchoreo.api", False, f"{refused}{error}")]
         latency = clock.monotonic() - started
+        if page.next_cursor and following.next_cursor == page.next_cursor:
+            problem = "the next page handed back the cursor it was asked with: a listing never ends"
+            return [Check("openchoreo.api", False, f"{client.base_url}{path}: {problem}")]
         pages, page = _first_items(client, generation, path, page)
         return [
             _listing_check(client, generation, page, pages),
@@ -230,7 +237,7 @@ def _listing_check(
 ) -> Check:
     what = generation.phases[0].name  # plural: `namespaces`, `orgs`
     what = what.removesuffix("s") if len(page.items) == 1 else what
-    more = "more to list" if page.next_cursor else "listing complete"
+    more = "more to list, its cursor followed" if page.next_cursor else "listing complete"
     where = "on the first page" if pages == 1 else f"on page {pages}"
     detail = (
         f"{client.base_url}: the {generation.name} API, reachable and authorized "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -275,4 +276,58 @@ def test_a_listing_still_empty_after_the_pages_check_reads_is_not_called_empty(
     ok, warning, detail = _api_check(tmp_path, _orgs_listing([[]] * 8 + [["acme"]]))
 
     assert (ok, warning) == (True, False), detail
-    assert "(0 orgs on page 5, more to list)" in detail
+    assert "(0 orgs on page 5, more to list, its cursor followed)" in detail
+
+
+def _cursor_answered(status: int, echo: bool = False) -> httpx.MockTransport:
+    """A v1 server whose first `/namespaces` page says there is more; the page its cursor asks
+    for answers `status` (500: the v1 API's answer to a cursor it cannot read), or hands the
+    same cursor back (`echo`)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path != "/api/v1/namespaces":
+            return httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
+        if "cursor" not in request.url.params:
+            return httpx.Response(
+                200, json={"items": [ns("acme")], "pagination": {"nextCursor": "c1"}}
+            )
+        if echo or status == 200:
+            more = {"nextCursor": "c1"} if echo else {}
+            return httpx.Response(200, json={"items": [ns("b")], "pagination": more})
+        return httpx.Response(
+            status, json={"error": "Internal server error", "code": "INTERNAL_ERROR"}
+        )
+
+    return httpx.MockTransport(answer)
+
+
+def ns(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"openchoreo.dev/control-plane": "true"}}}
+
+
+@pytest.mark.parametrize(
+    ("transport", "expected"),
+    [
+        (
+            _cursor_answered(200),
+            "(1 namespace on the first page, more to list, its cursor followed)",
+        ),
+        (_cursor_answered(500), "the first page's nextCursor: GET /namespaces: HTTP 500"),
+        (_cursor_answered(200, echo=True), "handed back the cursor it was asked with"),
+    ],
+    ids=["followed", "refused", "echoed"],
+)
+def test_check_follows_the_first_pages_cursor(
+    tmp_path: Path, transport: httpx.MockTransport, expected: str
+) -> None:
+    """A proxy that drops or mangles the query, or a server that cannot read its own cursor,
+    would stop every listing at its first page: `check` asks for the second."""
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=transport)
+    [check] = [c for c in provider.preflight(FakeClock()) if c.name == "openchoreo.api"]
+
+    assert check.ok == expected.startswith("(1 namespace"), check.detail
+    assert expected in check.detail
