@@ -12,8 +12,8 @@ import stat
 from pathlib import Path
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config, secret_files
-from choreo_ingest.errors import ChoreoIngestError, StateError
+from choreo_ingest.config import Config, read_secret_file, secret_files
+from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
@@ -44,6 +44,7 @@ def run_checks(
         if isinstance(provider, CheckingProvider):
             checks += provider.preflight(clock)
     checks += _secret_file_checks(config)
+    checks += _serve_secret_checks(config)
     location = state_location(state)
     if state_key is None:
         state_key = "state.url" if isinstance(location, PostgresLocation) else "state.path"
@@ -68,6 +69,22 @@ def _secret_file_checks(config: Config) -> list[Check]:
         if mode & 0o007:
             detail = f"{path} is readable by others (mode {mode:04o}); chmod 600 it"
             checks.append(Check(key, True, detail, warning=True))
+    return checks
+
+
+def _serve_secret_checks(config: Config) -> list[Check]:
+    """`serve`'s own secret files, read as it reads them when it starts: a missing, unreadable
+    or empty one stops it (exit 2, which its unit does not restart). `run` never reads them."""
+    checks = []
+    for key, path in (
+        ("serve.auth.tokenFile", config.serve.token_file),
+        ("serve.events.secretFile", config.serve.events_secret_file),
+    ):
+        try:
+            read_secret_file(path, key)
+        except ConfigError as error:
+            problem = str(error).removeprefix(f"{key}: ")
+            checks.append(Check(key, False, f"{problem}; `serve` does not start without it"))
     return checks
 
 

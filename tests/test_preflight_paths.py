@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from choreo_ingest.config import AuthConfig, Config, OAuthConfig, OpenChoreoConfig
+from choreo_ingest.config import AuthConfig, Config, OAuthConfig, OpenChoreoConfig, ServeConfig
 from choreo_ingest.errors import LockHeld, StateError
 from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
@@ -220,3 +220,29 @@ def test_a_secret_file_others_may_read_is_a_warning(
     [warning] = warnings
     assert (warning.name, warning.ok) == ("openchoreo.auth.oauth.clientSecretFile", True)
     assert warning.detail == f"{secret} is readable by others (mode {mode:04o}); chmod 600 it"
+
+
+@pytest.mark.parametrize("key", ["serve.auth.tokenFile", "serve.events.secretFile"])
+@pytest.mark.parametrize("content", [None, "", "t0ken-5c1a\n"], ids=["missing", "empty", "set"])
+def test_serves_secret_files_are_checked_as_serve_reads_them_at_its_start(
+    tmp_path: Path, key: str, content: str | None
+) -> None:
+    """`check` passed a config `serve` then refused to start with (exit 2, which its unit does
+    not restart): the file missing, or empty."""
+    secret = tmp_path / "serve-secret"
+    if content is not None:
+        secret.write_text(content)
+        secret.chmod(0o600)
+    field = "token_file" if key == "serve.auth.tokenFile" else "events_secret_file"
+    config = Config(providers=(), serve=ServeConfig(**{field: secret}))
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    failed = {item.name: item.detail for item in found if not item.ok}
+    if content:
+        assert failed == {}
+        return
+    problem = "cannot read" if content is None else "is empty"
+    assert problem in failed[key]
+    assert failed[key].endswith("; `serve` does not start without it")
+    assert not failed[key].startswith(key)
