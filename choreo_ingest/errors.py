@@ -92,15 +92,16 @@ class InboxFull(ChoreoIngestError):
             limit_text = "the limit" if pending == limit else f"the limit is {limit:,}"
             message = (
                 f"{inbox} is full ({pending:,} pending events, {limit_text}): "
-                f"{refused:,} new events refused; `choreo-ingest run` applies or drops the "
-                f"backlog, `choreo-ingest event purge {provider}` empties it"
+                f"{refused:,} new events refused; the next run (`choreo-ingest run`, or `serve`'s "
+                f"next tick) applies or drops the backlog, `choreo-ingest event purge {provider}` "
+                "empties it"
             )
         else:
             message = (
                 f"{inbox} has room for {limit - pending:,} more events ({pending:,} pending, "
                 f"the limit is {limit:,}): all {refused:,} new events refused, as a batch is "
-                "stored whole or not at all; send smaller batches, or let `choreo-ingest run` "
-                "apply the backlog first"
+                "stored whole or not at all; send smaller batches, or let the next run "
+                "(`choreo-ingest run`, or `serve`'s next tick) apply the backlog first"
             )
         super().__init__(message)
 

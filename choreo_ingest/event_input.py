@@ -153,10 +153,21 @@ def _depth(item: object) -> int:
     return deepest
 
 
+def _json_type(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words (`null`, `array`), not Python's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
 def _shape_problem(item: object) -> str | None:
     """What every event needs, whoever applies it: an object with a kind, a name, an action."""
     if not isinstance(item, Mapping):
-        return f"expected a JSON object, got {type(item).__name__}"
+        return f"expected a JSON object, got {_json_type(item)}"
     for key in ("kind", "name", "action"):
         if not isinstance(item.get(key), str) or not item[key].strip():
             return f"event needs a non-empty {key!r}"

@@ -182,7 +182,7 @@ def _counter(suffix: str, help_text: str, *labels: str) -> _Family:
 _TIMESTAMPS: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], ...] = (
     (
         "last_run_timestamp_seconds",
-        "When choreo-ingest last ran and wrote this file, whether or not it burst.",
+        "When choreo-ingest last ran (a run, or serve's tick), whether or not it burst.",
         lambda p: p.last_run_at,
     ),
     ("last_burst_timestamp_seconds", "When the last burst started.", lambda p: p.last_burst_at),

@@ -49,11 +49,14 @@ class TestParseEvents:
             ({"kind": "Organization", "action": "deleted"}, "needs a non-empty 'name'"),
             ({"kind": "Organization", "name": " ", "action": "deleted"}, "non-empty 'name'"),
             ({"kind": "Organization", "name": 7, "action": "deleted"}, "non-empty 'name'"),
-            (["not", "an", "object"], "expected a JSON object, got list"),
-            ("text", "expected a JSON object, got str"),
+            (["not", "an", "object"], "expected a JSON object, got an array"),
+            ("text", "expected a JSON object, got a string"),
+            (None, "expected a JSON object, got null"),
+            (7, "expected a JSON object, got a number"),
+            (True, "expected a JSON object, got a boolean"),
         ],
         ids=["no-kind", "no-action", "no-name", "blank-name", "name-not-a-string", "array-item",
-             "string-item"],
+             "string-item", "null-item", "number-item", "boolean-item"],
     )  # fmt: skip
     def test_rejects_an_event_without_kind_name_or_action(self, event: Any, problem: str) -> None:
         """What any provider needs; what the kinds and names mean is the provider's to check."""
