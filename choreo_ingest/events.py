@@ -26,14 +26,14 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.logs import get_logger, scrub_secrets
-from choreo_ingest.models import EVENTS_HELD_FACT, REFRESH_REQUESTED_FACT
+from choreo_ingest.models import EVENTS_HELD_FACT, REFRESH_REQUESTED_FACT, ProviderState
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
     IncrementalEntityProvider,
 )
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.schedule import backoff_step
+from choreo_ingest.schedule import after_refresh, backoff_step, refresh_waits
 from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 
 log = get_logger("choreo_ingest.events")
@@ -307,6 +307,44 @@ def request_refresh(store: Store, provider: str, now: float) -> None:
     in `status --json`): the run applies the request once no burst of it is in flight
     (`invocation.run_once`), as a new cycle."""
     store.set_facts(provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+
+
+def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
+    """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
+    past the provider's limit) start a new cycle at once: the walk that stands in for them
+    begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
+    provider in flight. The request is cleared after the record is stored: a run killed in
+    between applies it again, which changes nothing before a burst.
+
+    A cycle is given up once between two completed cycles at the most: one begun in place of an
+    abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
+    often than a cycle takes would restart the walk for ever, and nothing would ever be swept;
+    made due at each, it burst as often as they came (an event forwarder's start floods for
+    minutes). What those later events were about the next cycle sees. The first cycle is never
+    given up: the request waits for it (`schedule.refresh_waits`)."""
+    requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
+    if requested is None:
+        return
+    now = clock.now()
+    record = store.load_provider(name)
+    if refresh_waits(record):
+        log.info("refresh_after_first_cycle", provider=name, requested_at=requested)
+        return
+    completed = store.last_cycle(name, completed=True)
+    if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
+        store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
+        log.info("refresh_in_progress", provider=name, requested_at=requested)
+        return
+    crashed = record.state is ProviderState.BURSTING
+    store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
+    store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
+    log.warning(
+        "refresh_requested",
+        provider=name,
+        requested_at=requested,
+        message="events were refused (the inbox was full) or dropped (too many pending): "
+        "a new cycle walks the platform again",
+    )
 
 
 def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock, *, flood: bool) -> int:

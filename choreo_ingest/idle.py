@@ -23,7 +23,7 @@ from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.retention import change_log_prunable
-from choreo_ingest.schedule import Burst, decide
+from choreo_ingest.schedule import Burst, decide, refresh_waits
 from choreo_ingest.store import SCHEMA_VERSION, StateLocation, Store, position_name
 
 
@@ -54,12 +54,14 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
     if store.schema_version() != SCHEMA_VERSION:
         return False
     for name in config.providers:
-        facts = store.facts(name)
-        if REFRESH_REQUESTED_FACT in facts or UNAVAILABLE_FACT in facts:
+        facts, record = store.facts(name), store.load_provider(name)
+        if UNAVAILABLE_FACT in facts:
+            return False
+        if REFRESH_REQUESTED_FACT in facts and not refresh_waits(record):
             return False
         if store.pending_event_count(name):
             return False
-        if isinstance(decide(store.load_provider(name), config.incremental, now), Burst):
+        if isinstance(decide(record, config.incremental, now), Burst):
             return False
     directory = config.catalog_directory
     if directory is not None:

@@ -13,12 +13,11 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
-from choreo_ingest.events import DrainStats, drain_inbox
+from choreo_ingest.events import DrainStats, apply_refresh_request, drain_inbox
 from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
 from choreo_ingest.models import (
-    REFRESH_REQUESTED_FACT,
     UNAVAILABLE_FACT,
     ProviderAction,
     ProviderState,
@@ -131,7 +130,7 @@ def run_once(
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
         for name in names:  # after the drain, which may ask for one
-            _apply_refresh_request(store, name, clock)
+            apply_refresh_request(store, name, clock)
         for name, provider in loaded.items():
             if stop.is_set():
                 break
@@ -157,45 +156,6 @@ def _load(
     except ChoreoIngestError as error:
         log.info("provider_unavailable", provider=name, error=str(error))
         return error
-
-
-def _apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
-    """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
-    past the provider's limit) start a new cycle at once: the walk that stands in for them
-    begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
-    provider in flight. The request is cleared after the record is stored: a run killed in
-    between applies it again, which changes nothing before a burst.
-
-    A cycle is given up once between two completed cycles at the most: one begun in place of an
-    abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
-    often than a cycle takes would restart the walk for ever, and nothing would ever be swept;
-    made due at each, it burst as often as they came (an event forwarder's start floods for
-    minutes). What those later events were about the next cycle sees. The first cycle is never
-    given up (a walk from the start would keep the catalog empty for longer than events could
-    make it stale): the request waits for it to complete, and the second begins without a rest."""
-    requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
-    if requested is None:
-        return
-    now = clock.now()
-    record = store.load_provider(name)
-    completed = store.last_cycle(name, completed=True)
-    if completed is None and record.cycle_id > 0:
-        log.info("refresh_after_first_cycle", provider=name, requested_at=requested)
-        return
-    if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
-        store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
-        log.info("refresh_in_progress", provider=name, requested_at=requested)
-        return
-    crashed = record.state is ProviderState.BURSTING
-    store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
-    store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
-    log.warning(
-        "refresh_requested",
-        provider=name,
-        requested_at=requested,
-        message="events were refused (the inbox was full) or dropped (too many pending): "
-        "a new cycle walks the platform again",
-    )
 
 
 @dataclass(frozen=True)

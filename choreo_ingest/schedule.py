@@ -325,6 +325,14 @@ def after_reset(record: ProviderRecord) -> ProviderRecord:
     )
 
 
+def refresh_waits(record: ProviderRecord) -> bool:
+    """Whether a refresh asked for now waits: the provider's first cycle is under way. Walking
+    from the start again would keep the catalog empty for longer than events could make it
+    stale; the request is applied once that cycle completes, and the second begins at once."""
+    in_progress = (record.state, Trigger.CYCLE_ABANDONED) in _TRANSITIONS
+    return in_progress and record.last_completed_at is None
+
+
 def after_refresh(record: ProviderRecord, now: float, *, new_cycle: bool = False) -> ProviderRecord:
     """Due at `now`, whatever the provider waits for; its cursor stays, so a cycle in progress
     goes on where it stopped. A crashed burst (the caller holds the run lock, so a `bursting`

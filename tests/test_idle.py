@@ -227,6 +227,27 @@ class TestRunIfIdle:
         assert state_dump(location) == before
         assert not config.metrics_textfile.exists()
 
+    def test_a_refresh_that_waits_for_the_first_cycle_is_no_work_between_its_bursts(
+        self, config_file: Path
+    ) -> None:
+        """The request changes nothing until the first cycle completes (`refresh_waits`): the
+        calls between that cycle's bursts stay idle ones."""
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        assert config.state_path is not None
+        location = SqliteLocation(config.state_path)
+        entities = [make_entity(f"service-{n}") for n in range(5)]
+        first_page = FakeProvider(entities, page_size=2, page_cost=60.0, name=PROVIDER)
+        run_once(config, location, clock, providers={PROVIDER: first_page})
+        with location.open() as store:
+            assert store.load_provider(PROVIDER).state.value == "interstitial"
+            store.set_facts(PROVIDER, {REFRESH_REQUESTED_FACT: "2026-12-01T00:00:00Z"}, clock.now())
+        before = state_dump(location)
+
+        assert run_if_idle(config, location, clock) is True
+
+        assert state_dump(location) == before
+
     def test_a_mirror_behind_the_change_log_is_work(self, tmp_path: Path) -> None:
         config = load_config(write_config(tmp_path, catalog={"directory": "catalog"}))
         clock = FakeClock(1_800_000_000.0)

@@ -29,6 +29,7 @@ from choreo_ingest.schedule import (
     before_burst,
     decide,
     health_problems,
+    refresh_waits,
     transition,
 )
 
@@ -629,6 +630,36 @@ class TestOperatorCommands:
         begun = before_burst(after, decision, NOW)
         assert (begun.cycle_id, begun.cursor) == (before.cycle_id + 1, None)
         assert begun.attempts == after.attempts, "no failure counted twice"
+
+    @pytest.mark.parametrize(
+        ("state", "completed_before", "waits"),
+        [
+            (S.INTERSTITIAL, False, True),
+            (S.BACKING_OFF, False, True),
+            (S.BURSTING, False, True),
+            (S.IDLE, False, False),
+            (S.INTERSTITIAL, True, False),
+            (S.BACKING_OFF, True, False),
+            (S.RESTING, True, False),
+        ],
+        ids=[
+            "first-cycle-between-bursts",
+            "first-cycle-backing-off",
+            "first-cycle-crashed",
+            "idle-no-cycle-under-way",
+            "later-cycle",
+            "later-cycle-backing-off",
+            "resting",
+        ],
+    )
+    def test_a_refresh_waits_for_the_first_cycle_only(
+        self, state: ProviderState, completed_before: bool, waits: bool
+    ) -> None:
+        """Giving the first cycle up would keep the catalog empty for longer; a later one is
+        given up (`after_refresh(new_cycle=True)`), and an idle provider starts one anyway."""
+        before = running(state, last_completed_at=STARTED - 60 if completed_before else None)
+
+        assert refresh_waits(before) is waits
 
     @pytest.mark.parametrize(
         ("attempts", "state"),
