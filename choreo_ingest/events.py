@@ -328,7 +328,7 @@ def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     now = clock.now()
     record = store.load_provider(name)
     if refresh_waits(record):
-        log.info("refresh_after_first_cycle", provider=name, requested_at=requested)
+        log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
         return
     completed = store.last_cycle(name, completed=True)
     if record.cycle_id - (completed.cycle_id if completed else 0) > 1:

@@ -74,7 +74,8 @@ def _secret_file_checks(config: Config) -> list[Check]:
 
 def _serve_secret_checks(config: Config) -> list[Check]:
     """`serve`'s own secret files, read as it reads them when it starts: a missing, unreadable
-    or empty one stops it (exit 2, which its unit does not restart). `run` never reads them."""
+    or empty one stops it (exit 2, which its unit does not restart). A warning, not a failure:
+    `run` never reads them, and a cron job may share a config whose `serve` runs elsewhere."""
     checks = []
     for key, path in (
         ("serve.auth.tokenFile", config.serve.token_file),
@@ -84,7 +85,8 @@ def _serve_secret_checks(config: Config) -> list[Check]:
             read_secret_file(path, key)
         except ConfigError as error:
             problem = str(error).removeprefix(f"{key}: ")
-            checks.append(Check(key, False, f"{problem}; `serve` does not start without it"))
+            detail = f"{problem}: `serve` would not start (`run` does not read it)"
+            checks.append(Check(key, True, detail, warning=True))
     return checks
 
 

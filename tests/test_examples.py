@@ -488,18 +488,3 @@ def test_service_exposure_is_low(tmp_path: Path, unit: Path) -> None:
     failing = [line for line in completed.stdout.splitlines() if line.startswith("✗")]
     assert exposure <= MAX_EXPOSURE, "\n".join([found.group(0), *failing])
     assert completed.returncode == 0, completed.stderr
-
-
-def test_the_serve_unit_sets_the_open_file_limit_serve_may_not_raise_there() -> None:
-    """`serve` raises its soft open-file limit to the hard one; under `~@resources` setrlimit is
-    refused, and it would keep systemd's default soft limit (1024) without a word."""
-    service = parse_unit(SERVE_SERVICE, Path(SHIPPED_SCRIPT))["Service"]
-    refused = {
-        group.removeprefix("~")
-        for line in service["SystemCallFilter"]
-        if line.startswith("~")
-        for group in line.split()
-    }
-    assert "@resources" in refused
-    (limit,) = service["LimitNOFILE"]
-    assert int(limit) >= 4096

@@ -14,6 +14,7 @@ from choreo_ingest.errors import (
     AuthError,
     ChoreoIngestError,
     ConfigError,
+    CursorExpired,
     NotFoundError,
     ProviderError,
 )
@@ -195,13 +196,16 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         try:  # the second page where there is one: the cursor a page gives must lead on
             following = generation.list_page(client, path, limit=1, cursor=page.next_cursor or None)
         except ProviderError as error:
-            refused = "the first page's nextCursor: " if page.next_cursor else ""
-            return [Check("openchoreo.api", False, f"{refused}{error}")]
+            refused = page.next_cursor and (isinstance(error, CursorExpired) or error.status == 400)
+            prefix = "the first page's nextCursor was refused: " if refused else ""
+            return [Check("openchoreo.api", False, f"{prefix}{error}")]
         latency = clock.monotonic() - started
-        if page.next_cursor and following.next_cursor == page.next_cursor:
-            problem = "the next page handed back the cursor it was asked with: a listing never ends"
+        problem = _cursor_problem(page, following)
+        if problem is not None:
             return [Check("openchoreo.api", False, f"{client.base_url}{path}: {problem}")]
-        pages, page = _first_items(client, generation, path, page)
+        pages = 1
+        if page.next_cursor and not page.items:
+            pages, page = _first_items(client, generation, path, following, pages=2)
         return [
             _listing_check(client, generation, page, pages),
             page_time_check(latency, config.incremental, generation.name),
@@ -213,13 +217,24 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
     ]
 
 
+def _cursor_problem(first: ListPage, following: ListPage) -> str | None:
+    """What a listing's second page, asked for with the first's cursor, says of the cursor: a
+    server (or a proxy that drops the query) that ignores it answers the first page again."""
+    if not first.next_cursor:
+        return None
+    if following.next_cursor == first.next_cursor:
+        return "the next page handed back the cursor it was asked with: a listing never ends"
+    if first.items and following.items[:1] == first.items[:1]:
+        return "the page asked for with the first page's cursor is the first page again"
+    return None
+
+
 def _first_items(
-    client: OpenChoreoClient, generation: Generation, path: str, page: ListPage
+    client: OpenChoreoClient, generation: Generation, path: str, page: ListPage, pages: int
 ) -> tuple[int, ListPage]:
-    """The first page with items, within `PAGES_LOOKED_AT` pages, and how many were read: a
-    server that filters what the caller may not see after paging (the org era's document
-    allows it) can answer an empty page with more to list."""
-    pages = 1
+    """The first page with items, within `PAGES_LOOKED_AT` pages, and how many were read
+    (`page` is the `pages`th): a server that filters what the caller may not see after paging
+    (the org era's document allows it) can answer an empty page with more to list."""
     while not page.items and page.next_cursor and pages < PAGES_LOOKED_AT:
         after = page.next_cursor
         try:
@@ -237,7 +252,8 @@ def _listing_check(
 ) -> Check:
     what = generation.phases[0].name  # plural: `namespaces`, `orgs`
     what = what.removesuffix("s") if len(page.items) == 1 else what
-    more = "more to list, its cursor followed" if page.next_cursor else "listing complete"
+    more = "more to list" if page.next_cursor else "listing complete"
+    more += ", its cursor followed" if page.next_cursor and pages == 1 else ""
     where = "on the first page" if pages == 1 else f"on page {pages}"
     detail = (
         f"{client.base_url}: the {generation.name} API, reachable and authorized "

@@ -276,20 +276,24 @@ def test_a_listing_still_empty_after_the_pages_check_reads_is_not_called_empty(
     ok, warning, detail = _api_check(tmp_path, _orgs_listing([[]] * 8 + [["acme"]]))
 
     assert (ok, warning) == (True, False), detail
-    assert "(0 orgs on page 5, more to list, its cursor followed)" in detail
+    assert "(0 orgs on page 5, more to list)" in detail
 
 
-def _cursor_answered(status: int, echo: bool = False) -> httpx.MockTransport:
+def _cursor_answered(status: int, echo: bool = False, ignored: bool = False) -> httpx.MockTransport:
     """A v1 server whose first `/namespaces` page says there is more; the page its cursor asks
     for answers `status` (500: the v1 API's answer to a cursor it cannot read), or hands the
-    same cursor back (`echo`)."""
+    same cursor back (`echo`), or is the first page again with a new cursor (`ignored`: a
+    proxy that drops the query)."""
+
+    issued: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path != "/api/v1/namespaces":
             return httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
-        if "cursor" not in request.url.params:
+        if "cursor" not in request.url.params or ignored:
+            issued.append(f"c{len(issued) + 1}")  # a new cursor each time, as a server's are
             return httpx.Response(
-                200, json={"items": [ns("acme")], "pagination": {"nextCursor": "c1"}}
+                200, json={"items": [ns("acme")], "pagination": {"nextCursor": issued[-1]}}
             )
         if echo or status == 200:
             more = {"nextCursor": "c1"} if echo else {}
@@ -312,10 +316,11 @@ def ns(name: str) -> dict[str, Any]:
             _cursor_answered(200),
             "(1 namespace on the first page, more to list, its cursor followed)",
         ),
-        (_cursor_answered(500), "the first page's nextCursor: GET /namespaces: HTTP 500"),
+        (_cursor_answered(500), "the first page's nextCursor was refused: GET /namespaces"),
         (_cursor_answered(200, echo=True), "handed back the cursor it was asked with"),
+        (_cursor_answered(200, ignored=True), "the first page's cursor is the first page again"),
     ],
-    ids=["followed", "refused", "echoed"],
+    ids=["followed", "refused", "echoed", "ignored"],
 )
 def test_check_follows_the_first_pages_cursor(
     tmp_path: Path, transport: httpx.MockTransport, expected: str
