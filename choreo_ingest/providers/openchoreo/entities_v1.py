@@ -181,7 +181,7 @@ def component_entities(
     workload_meta = as_mapping(as_mapping(workload).get("metadata"))
     workload_name = text(workload_meta.get("name"))
     owner = _owner_annotation(component, "Component") or project_owner or mapping.default_owner
-    ready = _ready_condition(component)
+    ready = _is_ready(_ready_condition(component))
     parameters = as_mapping(as_mapping(spec.get("workflow")).get("parameters"))
     revision = as_mapping(as_mapping(parameters.get("repository")).get("revision"))
     annotations = {
@@ -192,7 +192,7 @@ def component_entities(
         "project": project,
         "namespace": ns,
         "created-at": text(meta.get("creationTimestamp")),
-        "status": "Ready" if _is_ready(ready) else "Not Ready",
+        "status": "Ready" if ready else "Not Ready",
         "workload": workload_name,
         "branch": text(revision.get("branch")),
         DELETION_TIMESTAMP: text(meta.get("deletionTimestamp")),
@@ -212,7 +212,7 @@ def component_entities(
     ]
     component_spec: dict[str, JSON] = {
         "type": type_name or UNKNOWN,
-        "lifecycle": "ready" if _is_ready(ready) else "not ready",
+        "lifecycle": "ready" if ready else "not ready",
         "owner": owner,
         "system": entity_name(project),
     }

@@ -21,6 +21,7 @@ import {
   type Choreo,
   cli,
   projectsOf,
+  putComponentWithEndpoint,
   shortest,
   startChoreo,
   waitUntil,
@@ -214,18 +215,11 @@ test('an endpoint renamed only in case stays in the real catalog under its new s
   // The catalog keys entities by the ref lower-cased: the feed's removal of the old spelling
   // would take the renamed API out, unless the live spelling follows it.
   const project = shortest(await projectsOf(choreo, NAMESPACE)); // no hash in its API names
-  const endpoint = (name: string) =>
-    JSON.stringify({ [name]: { type: 'REST', port: 8080, schema: { content: OPENAPI } } });
   const apiNamed = (entities: Map<string, Entity>, name: string) =>
     [...entities.values()].some(e => e.kind === 'API' && e.metadata.name === name);
   const renamed = async (name: string) => {
-    const before = (await choreo.feedHead()).newestSeq;
-    await choreo.control('add_component', {
-      namespace: NAMESPACE,
-      project,
-      name: 'case-rename',
-      endpoints: endpoint(name),
-    });
+    const where = { namespace: NAMESPACE, project, name: 'case-rename' };
+    const before = await putComponentWithEndpoint(choreo, where, name, OPENAPI);
     const applied = async () => (await choreo.feedHead()).newestSeq >= before + 2;
     await waitUntil(applied, `serve to apply the event of ${name}`);
     return waitForCatalog(entities => apiNamed(entities, `${project}-case-rename-${name}`), name);

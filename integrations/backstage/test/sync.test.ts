@@ -13,6 +13,7 @@ import {
   SERVE_TOKEN,
   type Choreo,
   projectsOf,
+  putComponentWithEndpoint,
   shortest,
   startChoreo,
   waitUntil,
@@ -141,8 +142,6 @@ test('an endpoint renamed only in case stays in the catalog under its new spelli
   // The catalog keys entities by the ref lower-cased: the old spelling's removal, logged after
   // the new spelling's add, would remove the API there unless the feed adds it again after that.
   const project = await shortestProject();
-  const endpoint = (name: string) =>
-    JSON.stringify({ [name]: { type: 'REST', port: 8080, schema: { content: OPENAPI } } });
   const apiNames = () =>
     [...connection.entities.values()]
       .filter(entity => entity.kind === 'API')
@@ -150,13 +149,8 @@ test('an endpoint renamed only in case stays in the catalog under its new spelli
       .map(entity => entity.metadata.name);
   /** The component, with one endpoint named `name`, put in OpenChoreo and synced. */
   const putWithEndpoint = async (name: string) => {
-    const before = (await choreo.feedHead()).newestSeq;
-    await choreo.control('add_component', {
-      namespace: NAMESPACE,
-      project,
-      name: 'case-rename',
-      endpoints: endpoint(name),
-    });
+    const where = { namespace: NAMESPACE, project, name: 'case-rename' };
+    const before = await putComponentWithEndpoint(choreo, where, name, OPENAPI);
     await waitForSeq(before + 2);
     await provider.run();
   };

@@ -204,6 +204,27 @@ export async function projectsOf(choreo: Choreo, namespace: string): Promise<str
   return names;
 }
 
+/**
+ * Puts component `name` in `project` of `namespace`, with one REST endpoint `endpoint` whose
+ * schema is `schema`, as an OpenChoreo change with its event; the feed's newest seq before it
+ * (its delete and upsert come after).
+ */
+export async function putComponentWithEndpoint(
+  choreo: Choreo,
+  where: { namespace: string; project: string; name: string },
+  endpoint: string,
+  schema: string,
+): Promise<number> {
+  const before = (await choreo.feedHead()).newestSeq;
+  await choreo.control('add_component', {
+    ...where,
+    endpoints: JSON.stringify({
+      [endpoint]: { type: 'REST', port: 8080, schema: { content: schema } },
+    }),
+  });
+  return before;
+}
+
 /** Of `names`, the shortest (then the first by sort): a project whose API names need no hash. */
 export function shortest(names: string[]): string {
   return [...names].sort((a, b) => a.length - b.length || a.localeCompare(b))[0];
