@@ -218,6 +218,33 @@ SERVE_TOKEN_ENV = "CHOREO_INGEST_SERVE_TOKEN"  # noqa: S105 (the variable's name
 
 
 @dataclass(frozen=True)
+class Address:
+    """Where `serve` (or the simulator) listens: `serve.listen`, `--listen`, `--host`."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, listen: str) -> Address:
+        host, _, port = listen.rpartition(":")
+        return cls(host.removeprefix("[").removesuffix("]"), int(port))
+
+    @property
+    def is_loopback(self) -> bool:
+        import ipaddress  # here: the idle path loads this module, and never asks
+
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name: it may resolve to anything
+            return False
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """`choreo-ingest serve`: where it listens and what its callers must show."""
 

@@ -12,7 +12,13 @@ import stat
 from pathlib import Path
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config, read_secret_file, secret_files
+from choreo_ingest.config import (
+    SERVE_TOKEN_ENV,
+    Address,
+    Config,
+    read_secret_file,
+    secret_files,
+)
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.models import Check
@@ -44,7 +50,7 @@ def run_checks(
         if isinstance(provider, CheckingProvider):
             checks += provider.preflight(clock)
     checks += _secret_file_checks(config)
-    checks += _serve_secret_checks(config)
+    checks += _serve_checks(config)
     location = state_location(state)
     if state_key is None:
         state_key = "state.url" if isinstance(location, PostgresLocation) else "state.path"
@@ -72,10 +78,11 @@ def _secret_file_checks(config: Config) -> list[Check]:
     return checks
 
 
-def _serve_secret_checks(config: Config) -> list[Check]:
-    """`serve`'s own secret files, read as it reads them when it starts: a missing, unreadable
-    or empty one stops it (exit 2, which its unit does not restart). A warning, not a failure:
-    `run` never reads them, and a cron job may share a config whose `serve` runs elsewhere."""
+def _serve_checks(config: Config) -> list[Check]:
+    """`serve`'s own secret files, read as it reads them when it starts, and its address: a
+    missing, unreadable or empty file, or an address beyond loopback without a token, stops it
+    (exit 2, which its unit does not restart). A warning, not a failure: `run` never reads
+    them, and a cron job may share a config whose `serve` runs elsewhere."""
     checks = []
     for key, path in (
         ("serve.auth.tokenFile", config.serve.token_file),
@@ -87,6 +94,14 @@ def _serve_secret_checks(config: Config) -> list[Check]:
             problem = str(error).removeprefix(f"{key}: ")
             detail = f"{problem}: `serve` would not start (`run` does not read it)"
             checks.append(Check(key, True, detail, warning=True))
+    address = Address.parse(config.serve.listen)
+    token_env = os.environ.get(SERVE_TOKEN_ENV, "").strip()
+    if config.serve.token_file is None and not token_env and not address.is_loopback:
+        detail = (
+            f"{address} is beyond loopback and no token is set (serve.auth.tokenFile or "
+            f"${SERVE_TOKEN_ENV}): `serve` would not start without --insecure-no-auth"
+        )
+        checks.append(Check("serve.listen", True, detail, warning=True))
     return checks
 
 

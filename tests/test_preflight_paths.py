@@ -247,3 +247,45 @@ def test_serves_secret_files_are_checked_as_serve_reads_them_at_its_start(
     assert problem in warned[key]
     assert warned[key].endswith(": `serve` would not start (`run` does not read it)")
     assert not warned[key].startswith(key)
+
+
+@pytest.mark.parametrize(
+    ("listen", "token", "warned"),
+    [
+        ("0.0.0.0:8080", None, True),
+        ("[::]:8080", None, True),
+        ("ingest.internal:8080", None, True),
+        ("0.0.0.0:8080", "file", False),
+        ("0.0.0.0:8080", "env", False),
+        ("127.0.0.1:8080", None, False),
+        ("[::1]:8080", None, False),
+        ("localhost:8080", None, False),
+    ],
+)
+def test_serve_beyond_loopback_without_a_token_is_a_warning(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listen: str,
+    token: str | None,
+    warned: bool,
+) -> None:
+    """`serve` refuses such an address (exit 2) unless --insecure-no-auth; `check` says so."""
+    monkeypatch.delenv("CHOREO_INGEST_SERVE_TOKEN", raising=False)
+    token_file = None
+    if token == "file":
+        token_file = tmp_path / "serve-token"
+        token_file.write_text("t0ken-5c1a\n")
+        token_file.chmod(0o600)
+    elif token == "env":
+        monkeypatch.setenv("CHOREO_INGEST_SERVE_TOKEN", "t0ken-5c1a")
+    config = Config(providers=(), serve=ServeConfig(listen=listen, token_file=token_file))
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    assert all(item.ok for item in found)
+    warnings = {item.name: item.detail for item in found if item.warning}
+    if not warned:
+        assert "serve.listen" not in warnings
+        return
+    assert warnings["serve.listen"].startswith(f"{listen} is beyond loopback and no token is set")
+    assert "--insecure-no-auth" in warnings["serve.listen"]

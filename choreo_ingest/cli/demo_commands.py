@@ -6,7 +6,6 @@ application is built: every `choreo-ingest run` from cron would pay for them oth
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,7 +23,7 @@ from choreo_ingest.cli.exit_codes import ExitCode, check_exit_code
 from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.clock import SystemClock
-from choreo_ingest.config import Config
+from choreo_ingest.config import Address, Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.reporting import status_report
 
@@ -196,7 +195,7 @@ def simulate_serve(
 
     webhooks = tuple(webhook or ())
 
-    if not _is_loopback(host):
+    if not Address(host, port).is_loopback:
         secured = token is not None or oauth_client_id is not None
         render.warning_line(
             f"--host {host} serves the simulator beyond this machine"
@@ -240,15 +239,6 @@ def simulate_serve(
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}", path="--port"
             ) from error
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check(

@@ -17,7 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config
+from choreo_ingest.config import Address, Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.server.app import build_app
@@ -29,7 +29,7 @@ from choreo_ingest.server.connections import (
 )
 from choreo_ingest.server.context import Server
 from choreo_ingest.server.loop_log import loop_log
-from choreo_ingest.server.security import Address, check_exposure, load_credentials
+from choreo_ingest.server.security import check_exposure, load_credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateRef, keeping_readers
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from choreo_ingest.config import SERVE_TOKEN_ENV, Config, read_secret_file
+from choreo_ingest.config import SERVE_TOKEN_ENV, Address, Config, read_secret_file
 from choreo_ingest.errors import ConfigError
 
 EVENTS_SECRET_HEADER = "x-choreo-ingest-secret"  # noqa: S105 (a header name)
@@ -51,29 +50,6 @@ def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Cr
         token = environment.get(SERVE_TOKEN_ENV, "").strip() or None
     secret = read_secret_file(config.serve.events_secret_file, "serve.events.secretFile")
     return Credentials(api_token=token, events_secret=secret)
-
-
-@dataclass(frozen=True)
-class Address:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, listen: str) -> Address:
-        host, _, port = listen.rpartition(":")
-        return cls(host.removeprefix("[").removesuffix("]"), int(port))
-
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name: it may resolve to anything
-            return False
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def check_exposure(

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from choreo_ingest.config import Config
+from choreo_ingest.config import Address, Config
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
 from choreo_ingest.server.requests import MAX_REF_LENGTH
-from choreo_ingest.server.security import Address, Credentials, check_exposure
+from choreo_ingest.server.security import Credentials, check_exposure
 from choreo_ingest.service import Service
 from choreo_ingest.simulator.world import World
 

@@ -351,7 +351,7 @@ class ClientCredentials:
                 text, method="POST", path=where, code=error.code, config_key=_TOKEN_URL_KEY
             ) from None
         seconds = round(self._clock.monotonic() - started, 3)
-        log.debug("http_request", method="POST", path=where, status=status, seconds=seconds)
+        log.debug("token_request", method="POST", path=where, status=status, seconds=seconds)
         return status, body
 
     def _refused(self, answers: list[tuple[Way, int, Any]]) -> ProviderError:

@@ -299,7 +299,7 @@ class OpenChoreoClient:
                 sent = self._http.send(request, stream=True)
                 response = self._read(sent, started + self._request_timeout, path)
                 log.debug(
-                    "http_request",
+                    "openchoreo_request",
                     method=method,
                     path=path,
                     status=response.status_code,

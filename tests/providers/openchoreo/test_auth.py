@@ -662,7 +662,7 @@ class TestEndpointErrors:
         with structlog.testing.capture_logs() as logs, pytest.raises(AuthError):
             client_credentials(endpoint, FakeClock()).bearer()
 
-        requests = [line for line in logs if line["event"] == "http_request"]
+        requests = [line for line in logs if line["event"] == "token_request"]
         assert [(line["method"], line["status"]) for line in requests] == [("POST", 401)] * len(
             endpoint.calls
         )

@@ -1572,7 +1572,7 @@ def test_each_request_is_logged_at_debug_without_its_query_or_credentials(
     with structlog.testing.capture_logs() as logs:
         make_client(token="tok-secret-123456").get_json("/orgs", {"cursor": "c-opaque"})
 
-    [entry] = [log for log in logs if log["event"] == "http_request"]
+    [entry] = [log for log in logs if log["event"] == "openchoreo_request"]
     assert (entry["log_level"], entry["method"], entry["path"], entry["status"]) == (
         "debug", "GET", "/orgs", 200,
     )  # fmt: skip
