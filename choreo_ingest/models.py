@@ -139,6 +139,14 @@ class Event:
     namespace: str | None = None  # the organization or namespace, for namespaced kinds
     project: str | None = None  # for org-era components
 
+    def body(self) -> dict[str, str]:
+        """The event as its JSON body (`event_input.to_event`'s input), `namespace` "" if none."""
+        body = {"kind": self.kind, "name": self.name, "namespace": self.namespace or ""}
+        body["action"] = self.action
+        if self.project is not None:
+            body["project"] = self.project
+        return body
+
 
 @dataclass(frozen=True)
 class Delta:

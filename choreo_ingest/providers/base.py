@@ -106,6 +106,17 @@ class EventHandlingProvider(IncrementalEntityProvider, Protocol):
 
 
 @runtime_checkable
+class ReadingAheadProvider(EventHandlingProvider, Protocol):
+    """An event-handling provider that can read, at once, what its next events will read."""
+
+    def read_ahead(self, context: Any, events: Sequence[Event]) -> None:
+        """Read what handling `events` (the next ones, in order) will read, as its handling
+        would read it; `handle_event` may then answer from that. Called within the `around()`
+        its events are handled in, after all of them arrived."""
+        ...
+
+
+@runtime_checkable
 class EventCheckingProvider(EventHandlingProvider, Protocol):
     """An event-handling provider that checks events before they are queued."""
 

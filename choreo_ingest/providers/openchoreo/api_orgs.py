@@ -280,6 +280,9 @@ class OrgsGeneration:
     def is_ignored(self, body: Mapping[str, Any]) -> bool:
         return False
 
+    def read_ahead(self, walk: Walk, events: Sequence[Event]) -> None:
+        """Nothing: an org-era event reads one component's detail, as the walk does."""
+
     def event_delta(self, walk: Walk, event: Event) -> Delta:
         """What the catalog must do for `event`; the API's 404 on re-read means the resource is
         gone (a 404 in another shape fails the event: `confirm_gone`)."""

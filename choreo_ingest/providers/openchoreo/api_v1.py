@@ -28,7 +28,12 @@ from typing import Any
 from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities_v1 import namespace_entity, project_entity
-from choreo_ingest.providers.openchoreo.events_v1 import INGESTED_KINDS, NOT_FOUND, event_delta
+from choreo_ingest.providers.openchoreo.events_v1 import (
+    INGESTED_KINDS,
+    NOT_FOUND,
+    event_delta,
+    read_ahead,
+)
 from choreo_ingest.providers.openchoreo.generation import (
     KUBERNETES_NAME,
     Harvest,
@@ -152,6 +157,9 @@ class V1Generation:
     def event_delta(self, walk: Walk, event: Event) -> Delta:
         """Re-read what the event names, whatever its action says (404: it is gone)."""
         return event_delta(walk, event)
+
+    def read_ahead(self, walk: Walk, events: Sequence[Event]) -> None:
+        read_ahead(walk, events)
 
 
 V1 = V1Generation()

@@ -12,6 +12,7 @@ status and the API's code, never a secret.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -46,6 +47,7 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
 from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
 from choreo_ingest.providers.openchoreo.many_reads import (
     FAST_ANSWER_SECONDS,
+    Failed,
     Gone,
     ManyReads,
     Params,
@@ -65,6 +67,13 @@ MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
+
+
+_NOT_READ = object()
+
+
+def _request_key(path: str, params: Params | None) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return path, tuple(sorted((name, str(value)) for name, value in (params or {}).items()))
 
 
 def default_user_agent() -> str:
@@ -126,6 +135,7 @@ class OpenChoreoClient:
         )
         self._count_lock = threading.Lock()
         self._requests_sent = 0
+        self._read_ahead: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
 
     def __repr__(self) -> str:
         return f"OpenChoreoClient(base_url={self._base_url!r})"
@@ -164,8 +174,34 @@ class OpenChoreoClient:
         A status in `expired_on` means the request's cursor has expired (CursorExpired, never
         retried): the generation knows which statuses say so.
         """
+        if self._read_ahead and not expired_on:
+            answer = self._read_ahead.get(_request_key(path, params), _NOT_READ)
+            if isinstance(answer, Gone) and answer.error is not None:
+                raise answer.error
+            if isinstance(answer, Failed):
+                raise answer.error
+            if answer is not _NOT_READ:
+                return copy.deepcopy(answer)  # each event may make what it reads its own
         response = self._send("GET", path, params, expired_on)
         return self._json(path, response)
+
+    def read_ahead(
+        self, requests: Sequence[tuple[str, Params]], *, adding: bool = False
+    ) -> list[Any | Gone | Failed]:
+        """Send these GETs now, at once (`ManyReads.get_each`), for `get_json` to answer them
+        from: an event drain reads what its next events will ask for, and two of its events
+        that ask for the same read share the answer (both arrived before it was read). The
+        answers replace those of the last call, or join them (`adding`), and are returned too.
+        A refusal (a 404, a 403, any 4xx) is raised again as it came; a request that failed for
+        want of a working server (its retries spent) is not kept but sent again when asked, to
+        be retried there as it would have been."""
+        if not adding:
+            self._read_ahead = {}
+        answers = self._many.get_each(requests)
+        for (path, params), answer in zip(requests, answers, strict=True):
+            if not (isinstance(answer, Failed) and isinstance(answer.error, TransientError)):
+                self._read_ahead[_request_key(path, params)] = answer
+        return answers
 
     def get_public(self, path: str) -> Any:
         """A public route at the server root (`/version`, `/.well-known/...`), sent without

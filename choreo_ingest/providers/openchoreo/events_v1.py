@@ -66,6 +66,7 @@ CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
 """The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
 NOT_FOUND = ("NOT_FOUND",)
 """The code of the API's own 404 (`{"error": "<Resource> not found", "code": "NOT_FOUND"}`)."""
+Request = tuple[str, Mapping[str, str | int]]
 
 
 def event_delta(walk: Walk, event: Event) -> Delta:
@@ -89,6 +90,69 @@ def event_delta(walk: Walk, event: Event) -> Delta:
             path=error.path,
         )
         return Delta()
+
+
+def read_ahead(walk: Walk, events: Sequence[Event]) -> None:
+    """Read at once what handling `events` will read first (`OpenChoreoClient.read_ahead`, as
+    many at a time as `maxConcurrentRequests`; one at a time from a server that answers at
+    once): a Project's or a Component's object and the component's workloads, a Workload's
+    object and then those of the component it names. The answers come after every one of
+    these events was sent, so each event sees its change, as a read of its own would."""
+    first: list[Request] = []
+    workloads: dict[str, str] = {}  # a Workload's path -> its namespace
+    for event in events:
+        namespace = event.namespace or ""
+        if event.kind == "Component":
+            first += _component_reads(walk, namespace, event.name)
+        elif event.kind == "Project":
+            first.append((_object_path(namespace, "projects", event.name), {}))
+        elif event.kind == "Workload":
+            path = _object_path(namespace, "workloads", event.name)
+            workloads[path] = namespace
+            first.append((path, {}))
+    first = _unique(first, set())
+    answers = walk.client.read_ahead(first)
+    then: list[Request] = []
+    for (path, _), answer in zip(first, answers, strict=True):
+        of_namespace = workloads.get(path)
+        if of_namespace is not None and isinstance(answer, dict):
+            component = spec_owner(answer, "componentName")
+            then += _component_reads(walk, of_namespace, component) if component else []
+    then = _unique(then, {_request_key(request) for request in first})
+    if then:
+        walk.client.read_ahead(then, adding=True)
+
+
+def _unique(requests: Iterable[Request], seen: set[tuple[str, str]]) -> list[Request]:
+    kept = []
+    for request in requests:
+        key = _request_key(request)
+        if key not in seen:
+            seen.add(key)
+            kept.append(request)
+    return kept
+
+
+def _request_key(request: Request) -> tuple[str, str]:
+    path, params = request
+    return path, repr(sorted(params.items()))
+
+
+def _component_reads(walk: Walk, namespace: str, component: str) -> list[Request]:
+    """The requests `_component_delta` begins with: the component, its workloads' first page."""
+    workloads: dict[str, str | int] = {"component": component, "limit": event_page_size(walk, "v1")}
+    return [
+        (_object_path(namespace, "components", component), {}),
+        (_listing_path(namespace, "workloads"), workloads),
+    ]
+
+
+def _listing_path(namespace: str, listing: str) -> str:
+    return f"/namespaces/{segment(namespace)}/{listing}"
+
+
+def _object_path(namespace: str, listing: str, name: str) -> str:
+    return f"{_listing_path(namespace, listing)}/{segment(name)}"
 
 
 def _delta(walk: Walk, event: Event) -> Delta:
@@ -181,7 +245,7 @@ def _read(walk: Walk, path: str) -> Resource | None:
 
 
 def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
-    resource = _read(walk, f"/namespaces/{segment(namespace)}/projects/{segment(project)}")
+    resource = _read(walk, _object_path(namespace, "projects", project))
     if resource is None:
         return Delta(
             removal_scopes=[f"{namespace}/{project}"],
@@ -212,7 +276,7 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now, with its workloads read again (its APIs follow them)."""
-    resource = _read(walk, f"/namespaces/{segment(namespace)}/components/{segment(component)}")
+    resource = _read(walk, _object_path(namespace, "components", component))
     if resource is None:
         workloads = _workloads_of(walk, namespace, component, gone=True)
         return _component_gone(walk, namespace, component, workloads)
@@ -253,7 +317,7 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     domain = _namespace_domain(walk, namespace)
     if domain is None:
         return gone
-    resource = _read(walk, f"/namespaces/{segment(namespace)}/projects/{segment(project)}")
+    resource = _read(walk, _object_path(namespace, "projects", project))
     if resource is None:
         return gone
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
@@ -272,7 +336,7 @@ def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
-    resource = _read(walk, f"/namespaces/{segment(namespace)}/workloads/{segment(workload)}")
+    resource = _read(walk, _object_path(namespace, "workloads", workload))
     if resource is not None:
         component = spec_owner(resource, "componentName")
     else:
@@ -301,7 +365,7 @@ def _listed(
     document's answer for a project that does not exist), or to any filter naming a resource
     that is `gone`, says there is nothing to list; any other 404 fails the event, which is tried
     again, rather than take its workloads for none."""
-    path = f"/namespaces/{segment(namespace)}/{listing}"
+    path = _listing_path(namespace, listing)
     return _items(walk, path, only, missing_is_empty=gone or "project" in only)
 
 

@@ -134,6 +134,11 @@ class Generation(Protocol):
         """Re-read what the event names and say what the catalog must do."""
         ...
 
+    def read_ahead(self, walk: Walk, events: Sequence[Event]) -> None:
+        """Read at once what handling the next `events` will read (or nothing), for the walk's
+        client to answer their `event_delta` from."""
+        ...
+
 
 def name_of(resource: Mapping[str, Any], path: str) -> str:
     """A v1 item's name: `metadata.name` (an item without `metadata`: its `name`)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.errors import NotFoundError
+from choreo_ingest.errors import NotFoundError, ProviderError
 
 Params = Mapping[str, str | int]
 FAST_ANSWER_SECONDS = 0.003
@@ -30,6 +30,13 @@ class Gone:
     code: str | None = None
     error: NotFoundError | None = field(default=None, compare=False, repr=False)
     """The 404 itself, for telling the API's answer from a proxy's (`confirm_gone`)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """`get_each`'s marker for a request that failed otherwise (after the client's retries)."""
+
+    error: ProviderError
 
 
 class ManyReads:
@@ -66,14 +73,23 @@ class ManyReads:
         A 404 gives a `Gone` in its place; any other failure raises (the first one in input
         order among those that failed) and cancels what has not started yet.
         """
-        results: list[Any | Gone] = []
+        return self._read(requests, self._get_or_not_found)
+
+    def get_each(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone | Failed]:
+        """As `get_many`, but no failure raises: each comes back in its place, a `Failed`."""
+        return self._read(requests, self._get_or_failed)
+
+    def _read(
+        self, requests: Sequence[tuple[str, Params]], read: Callable[[str, Params], Any]
+    ) -> list[Any]:
+        results: list[Any] = []
         while len(results) < len(requests) and (not results or self._answers_fast()):
             path, params = requests[len(results)]
             started = self._clock.monotonic()
-            results.append(self._get_or_not_found(path, params))
+            results.append(read(path, params))
             self._note_answer_time(self._clock.monotonic() - started)
         if len(results) < len(requests):
-            results += self._concurrently(requests[len(results) :])
+            results += self._concurrently(requests[len(results) :], read)
         return results
 
     def _answers_fast(self) -> bool:
@@ -85,14 +101,14 @@ class ManyReads:
         known = self._answer_time
         self._answer_time = seconds if known is None else 0.9 * known + 0.1 * seconds
 
-    def _concurrently(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone]:
+    def _concurrently(
+        self, requests: Sequence[tuple[str, Params]], read: Callable[[str, Params], Any]
+    ) -> list[Any]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self._max_concurrent, thread_name_prefix="openchoreo"
             )
-        futures = [
-            self._pool.submit(self._get_or_not_found, path, params) for path, params in requests
-        ]
+        futures = [self._pool.submit(read, path, params) for path, params in requests]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
@@ -109,3 +125,9 @@ class ManyReads:
             return self._get_json(path, params)
         except NotFoundError as gone:
             return Gone(path=path, code=gone.code, error=gone)
+
+    def _get_or_failed(self, path: str, params: Params) -> Any | Gone | Failed:
+        try:
+            return self._get_or_not_found(path, params)
+        except ProviderError as error:
+            return Failed(error)

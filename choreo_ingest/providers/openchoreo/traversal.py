@@ -13,7 +13,7 @@ first page, so detection costs no request of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -202,14 +202,7 @@ class OpenChoreoProvider:
         candidates = self._event_generations(spoken)
         if spoken is not None:
             candidates = [generation for generation in candidates if generation.name == spoken]
-        body = {
-            "kind": event.kind,
-            "name": event.name,
-            "namespace": event.namespace or "",
-            "action": event.action,
-        }
-        if event.project is not None:
-            body["project"] = event.project
+        body = event.body()
         for generation in candidates:
             if generation.event_problem(body) is None and not generation.is_ignored(body):
                 with collecting() as warnings:
@@ -220,6 +213,13 @@ class OpenChoreoProvider:
                     )
                 return self._marks.marked(delta, applied_at)
         raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
+
+    def read_ahead(self, context: OpenChoreoContext, events: Sequence[Event]) -> None:
+        """Read at once what the next `events` will read, once the generation the server speaks
+        is known (`Generation.read_ahead`; this drain's client keeps the answers)."""
+        spoken = context.facts.get("api") or context.detected_api
+        if spoken is not None:
+            generation_named(spoken).read_ahead(context.walk, events)
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
         api = configured_api(self._config)

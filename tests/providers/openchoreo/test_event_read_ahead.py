@@ -1,0 +1,282 @@
+"""An event drain reads ahead (`ReadingAheadProvider`): the reads its next events begin with go
+out at once, up to `maxConcurrentRequests` in flight, instead of one event's at a time. Each
+event still comes out as its own reads would have made it: the answers are read after every
+one of those events arrived, two events that ask for the same read share it (no request is
+added, some are saved), and a request that failed for want of a working server is sent again
+by the event that needs it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_walk_v1 import PROVIDER, config_for, simulator
+
+from choreo_ingest.config import IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.errors import AuthError, NotFoundError
+from choreo_ingest.event_input import parse_events
+from choreo_ingest.events import READ_AHEAD_EVENTS, SETTLE_SECONDS, store_events
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
+from choreo_ingest.simulator import SimulatorApi, World
+from choreo_ingest.store import Store
+
+from fakes import FakeClock
+from sim_support import expected_catalog, simulator_transport
+
+SCHEMA = {"type": "openapi", "content": "openapi: 3.0.0\ninfo: {title: x, version: '1'}\n"}
+BASE = "http://openchoreo.test/api/v1"
+
+
+# -- the client keeps what it read ahead ---------------------------------------------------------
+
+
+class CountingServer:
+    """Answers each path (below /api/v1, query included) from `routes`; counts what was asked."""
+
+    def __init__(self, routes: dict[str, Callable[[], httpx.Response]]) -> None:
+        self.routes = routes
+        self.asked: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        route = request.url.raw_path.decode().removeprefix("/api/v1")
+        self.asked.append(route)
+        return self.routes[route]()
+
+
+def client_of(server: CountingServer) -> OpenChoreoClient:
+    config = OpenChoreoConfig(base_url=BASE, incremental=IncrementalConfig())
+    return OpenChoreoClient(
+        config,
+        clock=FakeClock(),
+        deadline=None,
+        transport=httpx.MockTransport(server),
+        rng=lambda: 0.0,
+        sequential_below=0.0,  # threads, however fast the fake answers
+    )
+
+
+def ok(body: dict[str, Any]) -> Callable[[], httpx.Response]:
+    return lambda: httpx.Response(200, json=body)
+
+
+CART = "/namespaces/acme/components/cart"
+CART_WORKLOADS = ("/namespaces/acme/workloads", {"component": "cart", "limit": 50})
+
+
+def test_answers_read_ahead_are_given_as_copies_and_nothing_is_sent_for_them() -> None:
+    server = CountingServer(
+        {
+            CART: ok({"metadata": {"name": "cart"}}),
+            "/namespaces/acme/workloads?component=cart&limit=50": ok({"items": []}),
+        }
+    )
+    with client_of(server) as client:
+        client.read_ahead([(CART, {}), CART_WORKLOADS])
+        assert len(server.asked) == 2
+
+        first = client.get_json(CART)
+        first["metadata"]["name"] = "changed by the event that read it"
+        assert client.get_json(CART) == {"metadata": {"name": "cart"}}
+        assert client.get_json(*CART_WORKLOADS) == {"items": []}
+        assert len(server.asked) == 2
+
+
+def test_a_refusal_read_ahead_is_raised_again_without_a_request() -> None:
+    server = CountingServer(
+        {
+            CART: lambda: httpx.Response(
+                404, json={"error": "Component not found", "code": "NOT_FOUND"}
+            ),
+            "/namespaces/acme/components/vault": lambda: httpx.Response(
+                403,
+                json={
+                    "error": "You do not have permission to perform this operation",
+                    "code": "FORBIDDEN",
+                },
+            ),
+        }
+    )
+    with client_of(server) as client:
+        client.read_ahead([(CART, {}), ("/namespaces/acme/components/vault", {})])
+
+        with pytest.raises(NotFoundError):
+            client.get_json(CART)
+        with pytest.raises(AuthError):
+            client.get_json("/namespaces/acme/components/vault")
+        assert len(server.asked) == 2
+
+
+def test_a_request_that_failed_for_want_of_a_server_is_sent_again_when_asked() -> None:
+    answers = iter([httpx.Response(503)] * 4 + [httpx.Response(200, json={"ok": True})])
+    server = CountingServer({CART: lambda: next(answers)})
+    with client_of(server) as client:
+        client.read_ahead([(CART, {})])
+        assert len(server.asked) == 4  # its retries spent
+
+        assert client.get_json(CART) == {"ok": True}
+        assert len(server.asked) == 5
+
+
+def test_a_new_read_ahead_replaces_the_answers_of_the_last_unless_adding() -> None:
+    server = CountingServer({CART: ok({}), "/namespaces/acme/components/shop": ok({})})
+    with client_of(server) as client:
+        client.read_ahead([(CART, {})])
+        client.read_ahead([("/namespaces/acme/components/shop", {})], adding=True)
+        client.get_json(CART)
+        assert len(server.asked) == 2
+
+        client.read_ahead([("/namespaces/acme/components/shop", {})])
+        client.get_json(CART)
+        assert len(server.asked) == 4
+
+
+def test_a_cursor_request_is_never_answered_from_the_read_ahead() -> None:
+    server = CountingServer({"/namespaces/acme/workloads?cursor=c1": ok({"items": []})})
+    with client_of(server) as client:
+        client.read_ahead([("/namespaces/acme/workloads", {"cursor": "c1"})])
+        client.get_json("/namespaces/acme/workloads", {"cursor": "c1"}, expired_on=(500,))
+        assert len(server.asked) == 2
+
+
+# -- a drain of many events ----------------------------------------------------------------------
+
+
+class Platform:
+    """A v1 world mirrored by one completed cycle, then changed, and an event for each change."""
+
+    def __init__(self, tmp_path: Path, *, overlap: float = 0.0) -> None:
+        tmp_path.mkdir()
+        self.clock = FakeClock()
+        self.world = World.generate(1, 3, 12, seed=5)
+        self.api: SimulatorApi = simulator(self.world, self.clock, latency=0.05)
+        self.state_path = tmp_path / "state.db"
+        self.config = config_for(self.state_path, max_concurrent_requests=4)
+        self.overlap = overlap
+        self._lock = threading.Lock()
+        self._in_flight = self.most_in_flight = 0
+        assert self.run(force=True).providers[0].cycle_completed
+        self.namespace = next(self.world.v1_namespaces())["metadata"]["name"]
+
+    def transport(self) -> httpx.MockTransport:
+        """The simulator, each answer held `overlap` seconds of real time, so that requests
+        sent at once are seen in flight together (`most_in_flight`)."""
+        inner = simulator_transport(self.api)
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            with self._lock:
+                self._in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self._in_flight)
+            try:
+                time.sleep(self.overlap)
+                return inner.handle_request(request)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        return httpx.MockTransport(handle)
+
+    def run(self, *, force: bool = False) -> RunResult:
+        provider = OpenChoreoProvider(self.config, transport=self.transport())
+        return run_once(
+            self.config, self.state_path, self.clock, force=force, providers={PROVIDER: provider}
+        )
+
+    def change_everything(self) -> list[dict[str, Any]]:
+        """New endpoints, deleted workloads and components, new components, a new project
+        title: more events than one read-ahead takes, of every kind a drain reads ahead for."""
+        namespace, events = self.namespace, []
+        components = sorted(c["metadata"]["name"] for c in self.world.v1_components(namespace))
+        workloads = sorted(self.world.v1_workloads(namespace), key=lambda w: w["metadata"]["name"])
+        for number, workload in enumerate(workloads[:14]):
+            name = workload["metadata"]["name"]
+            if number % 4 == 3:
+                self.world.delete_workload(namespace, name)
+            else:
+                endpoint = {f"e{number}": {"type": "HTTP", "port": 80 + number, "schema": SCHEMA}}
+                self.world.update_workload(namespace, name, {"endpoints": endpoint})
+            events.append({"kind": "Workload", "name": name, "namespace": namespace})
+        for name in components[-5:]:
+            project = next(
+                c["spec"]["owner"]["projectName"]
+                for c in self.world.v1_components(namespace)
+                if c["metadata"]["name"] == name
+            )
+            self.world.delete_component(namespace, project, name)
+            events.append({"kind": "Component", "name": name, "namespace": namespace})
+        project = next(self.world.v1_projects(namespace))["metadata"]["name"]
+        for number in range(5):
+            endpoints = {"rest": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+            self.world.add_component(namespace, project, f"zz-new-{number}", endpoints=endpoints)
+            events.append({"kind": "Component", "name": f"zz-new-{number}", "namespace": namespace})
+        self.world.update_project(namespace, project, {"displayName": "A new title"})
+        events.append({"kind": "Project", "name": project, "namespace": namespace})
+        assert len(events) > READ_AHEAD_EVENTS
+        return [{**body, "action": "updated"} for body in events]
+
+    def drain(self, events: list[dict[str, Any]]) -> RunResult:
+        parsed = parse_events(json.dumps(events), OpenChoreoProvider(self.config))
+        assert parsed.rejected == []
+        store_events(self.state_path, PROVIDER, parsed.valid, self.clock)
+        self.clock.advance(SETTLE_SECONDS)
+        self.api.reset_stats()
+        self.most_in_flight = 0
+        result = self.run()
+        assert [outcome.action for outcome in result.providers] == ["waiting"]
+        assert (result.events.applied, result.events.parked) == (len(events), 0)
+        return result
+
+    def bodies(self) -> dict[str, str]:
+        with Store.open(self.state_path, readonly=True) as store:
+            return {
+                f"{body['kind']}:{body['metadata']['name']}": json.dumps(body, sort_keys=True)
+                for body in store.iter_entities()
+            }
+
+
+def without_read_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(OpenChoreoProvider, "read_ahead")
+
+
+def test_events_read_ahead_come_out_as_each_read_alone_with_the_same_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead = Platform(tmp_path / "ahead")
+    ahead.drain(ahead.change_everything())
+    requests_ahead = dict(ahead.api.stats.requests_by_route)
+
+    without_read_ahead(monkeypatch)
+    alone = Platform(tmp_path / "alone")
+    alone.drain(alone.change_everything())
+
+    assert ahead.bodies() == alone.bodies()
+    requests_alone = dict(alone.api.stats.requests_by_route)
+    assert requests_ahead.keys() == requests_alone.keys()
+    assert all(requests_ahead[route] <= requests_alone[route] for route in requests_alone)
+    # two workloads of one component changed: their events share that component's reads
+    assert sum(requests_ahead.values()) < sum(requests_alone.values())
+    assert {
+        ref: body for ref, body in ahead.bodies().items() if ref.startswith(("Component", "API"))
+    }
+    assert expected_catalog(ahead.world) == expected_catalog(alone.world)
+
+
+def test_a_drain_has_as_many_reads_in_flight_as_the_client_may_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead = Platform(tmp_path / "ahead", overlap=0.01)
+    ahead.drain(ahead.change_everything())
+
+    without_read_ahead(monkeypatch)
+    alone = Platform(tmp_path / "alone", overlap=0.01)
+    alone.drain(alone.change_everything())
+
+    assert 1 < ahead.most_in_flight <= 4  # maxConcurrentRequests
+    assert alone.most_in_flight == 1
