@@ -15,6 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from choreo_ingest.config_database_url import (
+    NOT_A_POSTGRESQL_URL,
+    database_url_problem,
+    is_database_url,
+    looks_like_url,
+)
 from choreo_ingest.config_document import (
     WITHHELD,
     build,
@@ -54,15 +60,7 @@ from choreo_ingest.config_model import (
     ServeConfig,
     reveal,
 )
-from choreo_ingest.config_values import (
-    NOT_A_POSTGRESQL_URL,
-    Invalid,
-    database_url_problem,
-    home_expanded,
-    is_database_url,
-    looks_like_url,
-    parse_listen,
-)
+from choreo_ingest.config_values import Invalid, home_expanded, parse_listen
 from choreo_ingest.errors import ConfigError
 
 __all__ = [

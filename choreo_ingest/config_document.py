@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from choreo_ingest.config_database_url import as_database_url, as_state_file_path
 from choreo_ingest.config_model import (
     API_CHOICES,
     APIS_WITHOUT_SCHEMA_CHOICES,
@@ -39,7 +40,6 @@ from choreo_ingest.config_values import (
     as_backoff,
     as_chunk_size,
     as_count,
-    as_database_url,
     as_file_path,
     as_flag,
     as_http_url,
@@ -51,7 +51,6 @@ from choreo_ingest.config_values import (
     as_providers,
     as_schema_name,
     as_seconds,
-    as_state_file_path,
     as_text,
     as_token_url,
     choice,
@@ -472,8 +471,11 @@ def _replaced(document: dict[Any, Any], keys: list[str], value: object) -> dict[
 
 
 def file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
-    warnings = []
-    for path in _literal_secrets(document):
+    warnings, held = [], _literal_secrets(document)
+    url = _dig(document, "state.url")
+    if isinstance(url, str) and _holds_credentials(url):
+        held.append("state.url with a password")
+    for path in held:
         if (mode := stat.S_IMODE(file.stat().st_mode)) & 0o077:
             warnings.append(
                 f"{file} holds {path} and is readable by others (mode {mode:04o}); chmod 600 it"

@@ -26,7 +26,14 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.logs import get_logger, scrub_secrets
-from choreo_ingest.models import EVENTS_HELD_FACT, REFRESH_REQUESTED_FACT, ProviderState
+from choreo_ingest.models import (
+    EVENT_ASKED,
+    EVENTS_HELD_FACT,
+    EVENTS_LOST,
+    REFRESH_REASON_FACT,
+    REFRESH_REQUESTED_FACT,
+    ProviderState,
+)
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
@@ -327,7 +334,8 @@ def request_refresh(store: Store, provider: str, now: float) -> None:
     """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
     in `status --json`): the run applies the request once no burst of it is in flight
     (`invocation.run_once`), as a new cycle."""
-    store.set_facts(provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+    requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENTS_LOST}
+    store.set_facts(provider, requested, now)
 
 
 def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
@@ -343,9 +351,11 @@ def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     made due at each, it burst as often as they came (an event forwarder's start floods for
     minutes). What those later events were about the next cycle sees. The first cycle is never
     given up: the request waits for it (`schedule.refresh_waits`)."""
-    requested = store.facts(name).get(REFRESH_REQUESTED_FACT)
+    facts = store.facts(name)
+    requested, reason = facts.get(REFRESH_REQUESTED_FACT), facts.get(REFRESH_REASON_FACT)
     if requested is None:
         return
+    cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
     now = clock.now()
     record = store.load_provider(name)
     if refresh_waits(record):
@@ -353,18 +363,18 @@ def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
         return
     completed = store.last_cycle(name, completed=True)
     if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
-        store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
+        store.set_facts(name, cleared, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
         return
     crashed = record.state is ProviderState.BURSTING
     store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
-    store.set_facts(name, {REFRESH_REQUESTED_FACT: None}, now)
-    log.warning(
+    store.set_facts(name, cleared, now)
+    say = log.info if reason == EVENT_ASKED else log.warning  # only lost events are a problem
+    say(
         "refresh_requested",
         provider=name,
         requested_at=requested,
-        message="events were refused (the inbox was full) or dropped (too many pending): "
-        "a new cycle walks the platform again",
+        message=f"{reason or EVENTS_LOST}: a new cycle walks the platform again",
     )
 
 

@@ -464,7 +464,17 @@ BAD_CONFIGS = [
         "state.url",
         "a port is out of range (1-65535); exp",
     ),
-    ("state: {url: 'postgresql://u:pw@h:5o32/db'}", "state.url", "a port is not a number"),
+    (
+        "state: {url: 'postgresql://u:pw@h:5o32/db'}",
+        "state.url",
+        "a port is not a number (1-65535);",
+    ),
+    (
+        "state: {url: 'postgresql://u:A/B@h:5432/db'}",
+        "state.url",
+        "a port is not a number (1-65535) (a password holding `/`, `?` or `#` must be "
+        "percent-encoded); expected postgresql://",
+    ),
     ("state: {url: 'postgresql://h/db', path: x.db}", "state.url", "cannot be combined"),
     ("state: {schema: Bad-Name}", "state.schema", "expected a lower-case SQL name"),
     (
@@ -983,6 +993,25 @@ class TestWarnings:
         path = write(tmp_path, OAUTH.format(secret=secret))
         path.chmod(0o644)
         assert config_warnings(load_config(path, env={"CS": "s"})) == []
+
+    @pytest.mark.parametrize(
+        ("url", "warned"),
+        [
+            ("postgresql://ingest:s3cret@db.internal/catalog", True),
+            ("postgresql://ingest:${PGPASS}@db.internal/catalog", False),
+            ("postgresql://ingest@db.internal/catalog", False),
+        ],
+        ids=["password", "password-from-env", "no-password"],
+    )
+    def test_a_password_in_state_url_in_a_readable_file_is_warned(
+        self, tmp_path: Path, url: str, warned: bool
+    ) -> None:
+        path = write(tmp_path, f"state: {{url: '{url}'}}\n")
+        path.chmod(0o644)
+        expected = f"{path} holds state.url with a password and is readable by others (mode 0644)"
+        assert config_warnings(load_config(path, env={"PGPASS": "p"})) == (
+            [f"{expected}; chmod 600 it"] if warned else []
+        )
 
     def test_insecure_skip_verify_is_warned(self, tmp_path: Path) -> None:
         path = write(tmp_path, "openchoreo: {insecureSkipVerify: true}\n")

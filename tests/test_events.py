@@ -390,10 +390,14 @@ class TestInboxCapacity:
             assert REFRESH_REQUESTED_FACT in store.facts("fake")
 
         clock.advance(60.0)
-        result = run(config, clock, provider)
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, clock, provider)
 
         assert result.outcome == "burst"
         assert_began_a_requested_cycle(config.state_path)
+        assert refresh_lines(logs) == [
+            ("warning", "events were refused (the inbox was full) or dropped (too many pending)")
+        ]
         assert run(config, clock, provider).outcome == "waiting"
 
     def test_an_event_whose_delta_asks_for_a_walk_makes_the_same_run_start_a_cycle(
@@ -409,13 +413,27 @@ class TestInboxCapacity:
         store_events(config.state_path, "fake", [component_event("a", "updated")], clock)
         clock.advance(60.0)
 
-        result = run(config, clock, provider)
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, clock, provider)
 
         assert result.outcome == "burst"
         assert_began_a_requested_cycle(config.state_path)
         with Store.open(config.state_path, readonly=True) as store:
             assert store.pending_event_count("fake") == 0
+        # nothing was lost: no warning for cron to mail, and no word of a full inbox
+        assert refresh_lines(logs) == [
+            ("info", "an event named what only a walk brings (a namespace served again, say)")
+        ]
         assert run(config, clock, provider).outcome == "waiting"
+
+
+def refresh_lines(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The `refresh_requested` lines: level, and why (their message's cause)."""
+    return [
+        (line["log_level"], line["message"].removesuffix(": a new cycle walks the platform again"))
+        for line in logs
+        if line["event"] == "refresh_requested"
+    ]
 
 
 def assert_began_a_requested_cycle(state_path: Path) -> None:

@@ -50,6 +50,7 @@ ALLOWED_OWN = {
     "choreo_ingest.cli.output",
     "choreo_ingest.clock",
     "choreo_ingest.config",
+    "choreo_ingest.config_database_url",  # config_values's PostgreSQL URLs, split off
     "choreo_ingest.config_document",
     "choreo_ingest.config_file",
     "choreo_ingest.config_model",

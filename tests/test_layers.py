@@ -44,6 +44,7 @@ LAYERS = {
     "config": 1,
     "config_model": 1,
     "config_values": 1,
+    "config_database_url": 1,
     "config_document": 1,
     "config_file": 1,
     "config_yaml": 1,

@@ -32,7 +32,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
-from choreo_ingest.config_values import raw_url_parts, without_credentials
+from choreo_ingest.config_database_url import raw_url_parts
+from choreo_ingest.config_values import without_credentials
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
@@ -192,7 +193,8 @@ class PgConnection:
         try:
             self.raw = psycopg.connect(url, autocommit=True, **extra)
         except psycopg.Error as error:
-            raise self._state_error(error, doing="cannot connect") from error
+            doing = "cannot connect" + (" (password: state.passwordFile's)" if password else "")
+            raise self._state_error(error, doing=doing) from error
         try:
             self._enter_schema()
         except BaseException:

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from choreo_ingest.config_values import DATABASE_URL_FORM
+from choreo_ingest.config_database_url import DATABASE_URL_FORM
 
 EXPECTED = f"expected {DATABASE_URL_FORM}"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")

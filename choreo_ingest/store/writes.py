@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import (
+    EVENT_ASKED,
+    REFRESH_REASON_FACT,
     REFRESH_REQUESTED_FACT,
     UNAVAILABLE_FACT,
     Delta,
@@ -318,7 +320,8 @@ def apply_delta_rows(
     _recount_blocked(conn, provider)
     bump_counters(conn, provider, {"entities_upserted": stats.upserted})
     if delta.refresh:
-        write_facts(conn, provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+        requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENT_ASKED}
+        write_facts(conn, provider, requested, now)
     return stats, removed
 
 

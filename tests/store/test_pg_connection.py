@@ -222,6 +222,11 @@ def test_a_refused_password_is_never_shown(pg_cluster: PgCluster, pg_url: str) -
         with pytest.raises(StateError, match="password authentication failed") as caught:
             attempt()
         assert right not in str(caught.value)
+    # the password of state.passwordFile wins over one in the URL: the error says whose it was
+    with pytest.raises(StateError) as caught:
+        PgConnection(pg_cluster.password_url(pg_url, password=right), password=right + "x")
+    assert "cannot connect (password: state.passwordFile's): " in str(caught.value)
+    assert "password authentication failed" in str(caught.value)
     with PgConnection(url, password=right) as conn:  # the right one, as an argument
         assert conn.scalar("SELECT current_user") == pg_cluster.password_user
     with PgConnection(pg_cluster.password_url(pg_url, password=right)) as conn:  # in the URL
