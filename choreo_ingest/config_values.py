@@ -177,6 +177,8 @@ def as_schema_name(value: object) -> str:
     text = as_text(value)
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", text):
         raise Invalid("expected a lower-case SQL name (letters, digits, _; at most 63)", value)
+    if text.startswith("pg_"):
+        raise Invalid("names starting with pg_ are PostgreSQL's own schemas", value)
     return text
 
 

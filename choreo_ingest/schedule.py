@@ -97,11 +97,9 @@ def next_action_time(
     decision = decide(record, config, now)
     if isinstance(decision, Wait):
         return decision.until
-    due = (
-        record.next_action_at
-        if record.state is ProviderState.BURSTING
-        else latest_due(record, config, now)
-    )
+    if record.state is ProviderState.BURSTING:  # did not finish: the next run resumes it
+        return now
+    due = latest_due(record, config, now)
     return due if due is None or due <= now else now
 
 

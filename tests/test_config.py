@@ -477,6 +477,8 @@ BAD_CONFIGS = [
     ),
     ("state: {url: 'postgresql://h/db', path: x.db}", "state.url", "cannot be combined"),
     ("state: {schema: Bad-Name}", "state.schema", "expected a lower-case SQL name"),
+    ("state: {schema: pg_toast}", "state.schema", "names starting with pg_ are PostgreSQL's own"),
+    ("state: {schema: pg_temp}", "state.schema", "names starting with pg_ are PostgreSQL's own"),
     (
         "mapping: {apisWithoutSchema: drop}",
         "mapping.apisWithoutSchema",

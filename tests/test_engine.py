@@ -614,6 +614,10 @@ class TestFailures:
         resumes = began + config.incremental.backoff[1]  # the step of a second failure
         assert second["nextActionAt"] == rfc3339(resumes)
         assert run_one(config, state_path, clock, provider).action == "waiting"
+        clock.advance(config.incremental.backoff[1])  # overdue: the next run resumes it
+        with state_location(state_path).open(readonly=True) as store:
+            overdue = provider_status(store, config, "fake", clock.now()).to_json()
+        assert overdue["nextActionAt"] == rfc3339(clock.now())
 
     @pytest.mark.parametrize("move_on", ["resume", "refresh", "reset"])
     def test_a_crashed_burst_is_one_failed_burst_in_the_metrics_before_and_after_it_moves_on(
