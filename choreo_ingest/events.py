@@ -58,7 +58,8 @@ REPLAY_SHARE = 0.9
 controller that changes many objects at once sends `updated`, each worth its re-read."""
 READ_AHEAD_EVENTS = 20
 """Events whose reads a drain sends at once (`ReadingAheadProvider`) before it applies them: a
-few rounds of `maxConcurrentRequests`, and few reads wasted when the drain runs out of time."""
+few rounds of `maxConcurrentRequests`. The read-ahead keeps to half the time left; what it did
+not read, or read for events the drain then had no time for, is read again when needed."""
 SETTLE_SECONDS = 2.0
 """An `updated` event waits this long after it arrived before it is applied. OpenChoreo's event
 forwarder sends the first update of an object and drops the others that follow within 1 s
@@ -267,16 +268,18 @@ def drain_inbox(
             if cancelled() or context.remaining() <= 0:
                 break
             if number % READ_AHEAD_EVENTS == 0:
-                _read_ahead(
-                    provider, provider_context, pending[number : number + READ_AHEAD_EVENTS]
-                )
+                ahead = pending[number : number + READ_AHEAD_EVENTS]
+                _read_ahead(provider, provider_context, ahead)
+                if cancelled() or context.remaining() <= 0:
+                    break
+            left = context.remaining()
             try:
                 delta = provider.handle_event(provider_context, to_event(item.body))
             except DeadlineExceeded as error:
-                # Out of time: the next run goes on from this event. Unless it had a whole
-                # burstLength to itself: then it never fits one, and it counts as failed
+                # Out of time: the next run goes on from this event. Unless it had (nearly) a
+                # whole burstLength to itself: then it never fits one, and it counts as failed
                 # (parked in the end) rather than holding up every event after it for good.
-                if deadline is None and number == 0:
+                if deadline is None and number == 0 and left >= config.incremental.burst_length / 2:
                     _count_failure(store, provider.name, item.seq, error, stats)
                 break
             except Exception as error:
@@ -330,6 +333,12 @@ def _settled(item: InboxEvent, now: float) -> bool:
     return item.body.get("action") != "updated" or not 0 <= age < SETTLE_SECONDS
 
 
+REFRESH_REASONS = {
+    EVENTS_LOST: "events were refused (the inbox was full) or dropped (too many pending)",
+    EVENT_ASKED: "an event named what only a walk brings (a namespace served again, say)",
+}
+
+
 def request_refresh(store: Store, provider: str, now: float) -> None:
     """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
     in `status --json`): the run applies the request once no burst of it is in flight
@@ -369,12 +378,13 @@ def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     crashed = record.state is ProviderState.BURSTING
     store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
     store.set_facts(name, cleared, now)
-    say = log.info if reason == EVENT_ASKED else log.warning  # only lost events are a problem
-    say(
+    asked = reason == EVENT_ASKED
+    (log.info if asked else log.warning)(  # only lost events are a problem
         "refresh_requested",
         provider=name,
         requested_at=requested,
-        message=f"{reason or EVENTS_LOST}: a new cycle walks the platform again",
+        message=f"{REFRESH_REASONS[EVENT_ASKED if asked else EVENTS_LOST]}: "
+        "a new cycle walks the platform again",
     )
 
 

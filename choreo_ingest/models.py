@@ -92,9 +92,11 @@ REFRESH_REQUESTED_FACT = "refreshRequested"
 """A provider fact set without the run lock (by an event refused because the inbox was full):
 the next run makes the provider due at once, as `refresh` would, and clears it."""
 REFRESH_REASON_FACT = "refreshReason"
-"""Why `refreshRequested` was set, in words for the log line that applies it."""
-EVENTS_LOST = "events were refused (the inbox was full) or dropped (too many pending)"
-EVENT_ASKED = "an event named what only a walk brings (a namespace served again, say)"
+"""Why `refreshRequested` was set: EVENTS_LOST, or EVENT_ASKED (which never replaces it)."""
+EVENTS_LOST = "events-lost"
+"""Events were refused (the inbox was full) or dropped (too many pending)."""
+EVENT_ASKED = "event-asked"
+"""An event named what only a walk brings (`Delta.refresh`: a namespace served again)."""
 
 
 @dataclass(frozen=True)

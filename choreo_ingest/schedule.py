@@ -60,11 +60,9 @@ def decide(
     due = latest_due(record, config, now)
     is_due = due is None or now >= due
     if state is ProviderState.RESTING:
-        if not is_due:
-            if force:
-                return Burst(new_cycle=True, reason="forced")
-            return Wait(until=due, reason="resting after a completed cycle")
-        return Burst(new_cycle=True, reason=_rest_ended_by(record, config))
+        if is_due or force:
+            return Burst(new_cycle=True, reason="forced" if not is_due else "rest is over")
+        return Wait(until=due, reason="resting after a completed cycle")
     waiting = {
         ProviderState.INTERSTITIAL: ("interval is over", "waiting out the burst interval"),
         ProviderState.BACKING_OFF: ("backoff is over", "backing off after a failed burst"),
@@ -73,15 +71,6 @@ def decide(
     if is_due or force:
         return Burst(new_cycle=False, reason=go if is_due else "forced")
     return Wait(until=due, reason=hold)
-
-
-def _rest_ended_by(record: ProviderRecord, config: IncrementalConfig) -> str:
-    """Why a resting provider is due: its rest ran out, or a refresh (`choreo-ingest refresh`,
-    events refused or dropped) made it due before then."""
-    due, completed = record.next_action_at, record.last_completed_at
-    if due is not None and completed is not None and due < completed + config.rest_length:
-        return "refresh requested"
-    return "rest is over"
 
 
 def next_action_time(

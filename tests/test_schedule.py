@@ -212,36 +212,6 @@ class TestDecide:
         decision = decide(record(S.RESTING, LATER), SETTINGS, NOW, force=True)
         assert decision == Burst(new_cycle=True, reason="forced")
 
-    @pytest.mark.parametrize(
-        ("new_cycle", "cycle_state"),
-        [(False, S.RESTING), (True, S.INTERSTITIAL)],
-        ids=["refresh-command-while-resting", "events-dropped-mid-cycle"],
-    )
-    def test_a_cycle_begun_by_a_refresh_says_so(
-        self, new_cycle: bool, cycle_state: ProviderState
-    ) -> None:
-        waiting = record(
-            cycle_state, LATER, last_completed_at=NOW - 100, last_burst_at=NOW - 10, cycle_id=2
-        )
-        refreshed = after_refresh(waiting, NOW, new_cycle=new_cycle)
-
-        assert decide(refreshed, SETTINGS, NOW) == Burst(new_cycle=True, reason="refresh requested")
-
-    @pytest.mark.parametrize(
-        "fields",
-        [
-            {"next_action_at": NOW - 1, "last_completed_at": NOW - 601},
-            {"next_action_at": NOW + 86400, "last_completed_at": NOW - 700},  # restLength cut
-            {"next_action_at": NOW - 1},
-        ],
-        ids=["rest-ran-out", "rest-shortened-since", "completion-time-unknown"],
-    )
-    def test_a_cycle_begun_after_its_rest_says_the_rest_is_over(
-        self, fields: dict[str, Any]
-    ) -> None:
-        decision = decide(record(S.RESTING, **fields), SETTINGS, NOW)
-        assert decision == Burst(new_cycle=True, reason="rest is over")
-
 
 # The legal moves, as DESIGN.md's state table describes them; every other pair must raise.
 LEGAL: dict[tuple[ProviderState, Trigger], ProviderState] = {

@@ -120,6 +120,20 @@ def write_facts(
     )
 
 
+def write_fact_unless(
+    conn: AnyConnection, provider: str, fact: tuple[str, str], kept: str, now: float
+) -> None:
+    """Set a provider's fact (name, value) inside the caller's transaction, unless it holds
+    `kept` already (a worse reason, which a milder one must not hide)."""
+    conn.execute(
+        """INSERT INTO provider_facts (provider, name, value, updated_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT (provider, name) DO UPDATE SET value = excluded.value,
+               updated_at = excluded.updated_at
+           WHERE provider_facts.value <> ?""",
+        [provider, *fact, now, kept],
+    )
+
+
 def read_facts(conn: AnyConnection, provider: str) -> dict[str, str]:
     rows = conn.execute(
         "SELECT name, value FROM provider_facts WHERE provider = ? ORDER BY name", [provider]

@@ -188,12 +188,12 @@ class PgConnection:
             **KEEPALIVES,
         }
         extra = {key: value for key, value in defaults.items() if key not in options}
-        if password is not None:
-            extra["password"] = password
+        extra |= {} if password is None else {"password": password}
         try:
             self.raw = psycopg.connect(url, autocommit=True, **extra)
         except psycopg.Error as error:
-            doing = "cannot connect" + (" (password: state.passwordFile's)" if password else "")
+            refused = password and "password authentication failed" in str(error)  # libpq's words
+            doing = "cannot connect" + (" (password: state.passwordFile's)" if refused else "")
             raise self._state_error(error, doing=doing) from error
         try:
             self._enter_schema()

@@ -12,6 +12,7 @@ from typing import NamedTuple
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import (
     EVENT_ASKED,
+    EVENTS_LOST,
     REFRESH_REASON_FACT,
     REFRESH_REQUESTED_FACT,
     UNAVAILABLE_FACT,
@@ -32,7 +33,13 @@ from choreo_ingest.store.entity_rows import (
     remove_scopes,
     upsert_entities,
 )
-from choreo_ingest.store.index import clear_index, prune_index, write_facts, write_index
+from choreo_ingest.store.index import (
+    clear_index,
+    prune_index,
+    write_fact_unless,
+    write_facts,
+    write_index,
+)
 from choreo_ingest.store.meta import renew_store_id
 
 LARGE_SWEEP = 10_000
@@ -320,8 +327,8 @@ def apply_delta_rows(
     _recount_blocked(conn, provider)
     bump_counters(conn, provider, {"entities_upserted": stats.upserted})
     if delta.refresh:
-        requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENT_ASKED}
-        write_facts(conn, provider, requested, now)
+        write_facts(conn, provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
+        write_fact_unless(conn, provider, (REFRESH_REASON_FACT, EVENT_ASKED), EVENTS_LOST, now)
     return stats, removed
 
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, Delta
+from choreo_ingest.models import (
+    EVENT_ASKED,
+    EVENTS_LOST,
+    REFRESH_REASON_FACT,
+    REFRESH_REQUESTED_FACT,
+    Delta,
+)
 from choreo_ingest.store import Store
 
 from fakes import make_entity
@@ -28,6 +34,7 @@ def test_the_request_for_a_walk_is_stored_with_the_delta_and_the_events_removal(
         store.apply_event("fake", 1, seq, Delta(upserts=[make_entity("acme")], refresh=True), T0)
 
         assert store.facts("fake")[REFRESH_REQUESTED_FACT] == "2027-01-15T08:00:00Z"
+        assert store.facts("fake")[REFRESH_REASON_FACT] == EVENT_ASKED
         assert store.pending_event_count("fake") == 0
     begins = [i for i, sql in enumerate(statements) if sql.upper().startswith("BEGIN")]
     commits = [i for i, sql in enumerate(statements) if sql.upper().startswith("COMMIT")]
@@ -37,7 +44,7 @@ def test_the_request_for_a_walk_is_stored_with_the_delta_and_the_events_removal(
         for i, sql in enumerate(statements)
         if sql.startswith(("INSERT INTO provider_facts", "DELETE FROM event_inbox"))
     ]
-    assert len(writes) == 2
+    assert len(writes) == 3  # the request, its reason, the event's removal
     assert all(begins[0] < i < commits[0] for i in writes)
 
 
@@ -47,3 +54,14 @@ def test_a_delta_that_asks_for_no_walk_stores_no_request(tmp_path: Path) -> None
         (seq,) = store.add_events("fake", [{"kind": "Namespace", "name": "acme"}], T0)
         store.apply_event("fake", 1, seq, Delta(upserts=[make_entity("acme")]), T0)
         assert REFRESH_REQUESTED_FACT not in store.facts("fake")
+
+
+def test_a_walk_asked_for_by_an_event_does_not_hide_that_events_were_lost(store: Store) -> None:
+    """Events refused by a full inbox, then a delta asking for a walk before the run applies the
+    request: the request stays the lost events' (a warning), not the event's (info)."""
+    (seq,) = store.add_events("fake", [{"kind": "Namespace", "name": "acme"}], T0)
+    store.set_facts("fake", {REFRESH_REQUESTED_FACT: "x", REFRESH_REASON_FACT: EVENTS_LOST}, T0)
+
+    store.apply_event("fake", 1, seq, Delta(upserts=[make_entity("acme")], refresh=True), T0)
+
+    assert store.facts("fake")[REFRESH_REASON_FACT] == EVENTS_LOST

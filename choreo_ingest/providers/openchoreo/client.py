@@ -47,6 +47,7 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
 from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
 from choreo_ingest.providers.openchoreo.many_reads import (
     FAST_ANSWER_SECONDS,
+    NOT_SENT,
     Failed,
     Gone,
     ManyReads,
@@ -67,9 +68,6 @@ MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
-
-
-_NOT_READ = object()
 
 
 def _request_key(path: str, params: Params | None) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -135,7 +133,9 @@ class OpenChoreoClient:
         )
         self._count_lock = threading.Lock()
         self._requests_sent = 0
-        self._read_ahead: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+        self._read_ahead: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
+        self.read_ahead_at: float | None = None
+        """When the answers kept by `read_ahead` began to be read (wall clock), if any are."""
 
     def __repr__(self) -> str:
         return f"OpenChoreoClient(base_url={self._base_url!r})"
@@ -175,33 +175,65 @@ class OpenChoreoClient:
         retried): the generation knows which statuses say so.
         """
         if self._read_ahead and not expired_on:
-            answer = self._read_ahead.get(_request_key(path, params), _NOT_READ)
-            if isinstance(answer, Gone) and answer.error is not None:
-                raise answer.error
-            if isinstance(answer, Failed):
-                raise answer.error
-            if answer is not _NOT_READ:
-                return copy.deepcopy(answer)  # each event may make what it reads its own
+            kept = self._read_ahead.get(_request_key(path, params))
+            if kept is not None:
+                return self._answer_kept(_request_key(path, params), kept)
         response = self._send("GET", path, params, expired_on)
         return self._json(path, response)
 
+    def _answer_kept(self, key: tuple[str, tuple[tuple[str, str], ...]], kept: list[Any]) -> Any:
+        """A read-ahead answer for one more ask: a copy while others will ask for it (each
+        event may make what it reads its own), else the answer itself, let go of."""
+        answer, kept[1] = kept[0], kept[1] - 1
+        if kept[1] <= 0:
+            del self._read_ahead[key]
+        if isinstance(answer, Gone) and answer.error is not None:
+            raise copy.copy(answer.error)
+        if isinstance(answer, Failed):
+            raise copy.copy(answer.error)
+        return copy.deepcopy(answer) if kept[1] > 0 else answer
+
     def read_ahead(
         self, requests: Sequence[tuple[str, Params]], *, adding: bool = False
-    ) -> list[Any | Gone | Failed]:
+    ) -> list[Any]:
         """Send these GETs now, at once (`ManyReads.get_each`), for `get_json` to answer them
-        from: an event drain reads what its next events will ask for, and two of its events
-        that ask for the same read share the answer (both arrived before it was read). The
-        answers replace those of the last call, or join them (`adding`), and are returned too.
-        A refusal (a 404, a 403, any 4xx) is raised again as it came; a request that failed for
-        want of a working server (its retries spent) is not kept but sent again when asked, to
-        be retried there as it would have been."""
+        from: an event drain reads what its next events will ask for. A request given n times
+        is sent once and answers n asks (copies, the last one the answer itself); then it is
+        sent again when asked. The answers replace those kept from the last call, or join them
+        (`adding`: a request already kept answers one more ask), and are returned too, in the
+        order asked (a `Gone`, a `Failed`, or None for one this call did not send).
+
+        What the read-ahead must not cost: each request is sent once, without the retries of
+        `get_json`; none is sent after the first that failed for want of a working server (an
+        outage, a 429), nor past half the time left before the deadline. Such a request is not
+        kept, so its event sends it again with the usual retries. A refusal (404, 403, another
+        4xx but 429, or an answer that cannot be read) is raised again as it came."""
         if not adding:
-            self._read_ahead = {}
-        answers = self._many.get_each(requests)
-        for (path, params), answer in zip(requests, answers, strict=True):
-            if not (isinstance(answer, Failed) and isinstance(answer.error, TransientError)):
-                self._read_ahead[_request_key(path, params)] = answer
-        return answers
+            self._read_ahead, self.read_ahead_at = {}, self._clock.now()
+        uses: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+        unique: list[tuple[str, Params]] = []
+        for path, params in requests:
+            key = _request_key(path, params)
+            if key in self._read_ahead:  # kept from the call this one adds to
+                self._read_ahead[key][1] += 1
+                continue
+            if key not in uses:
+                unique.append((path, params))
+            uses[key] = uses.get(key, 0) + 1
+        now = self._clock.monotonic()
+        until = None if self._deadline is None else now + (self._deadline - now) / 2
+
+        def once(path: str, params: Params) -> Any:
+            if until is not None and self._clock.monotonic() >= until:
+                return NOT_SENT
+            return self._json(path, self._send("GET", path, params, (), attempts=1))
+
+        answered = dict(zip(uses, self._many.get_each(unique, once), strict=True))
+        for key, answer in answered.items():
+            failed = isinstance(answer, Failed) and isinstance(answer.error, TransientError)
+            if answer is not NOT_SENT and not failed:
+                self._read_ahead[key] = [answer, uses[key]]
+        return [answered.get(_request_key(path, params)) for path, params in requests]
 
     def get_public(self, path: str) -> Any:
         """A public route at the server root (`/version`, `/.well-known/...`), sent without
@@ -233,7 +265,12 @@ class OpenChoreoClient:
         return self._many.get_many(requests)
 
     def _send(
-        self, method: str, path: str, params: Params | None, expired_on: Collection[int]
+        self,
+        method: str,
+        path: str,
+        params: Params | None,
+        expired_on: Collection[int],
+        attempts: int = MAX_ATTEMPTS,
     ) -> httpx.Response:
         path = path.partition("?")[0]
         failure: ProviderError | None = None
@@ -275,7 +312,7 @@ class OpenChoreoClient:
                 if isinstance(failure, RetryAfter)
                 else backoff_delay(attempt, self._rng())
             )
-            if attempt == MAX_ATTEMPTS:
+            if attempt >= attempts:
                 # A 429 that lasts asks us to come back later: a pause, not a failure.
                 failure.exhausted = failure.status != 429
                 raise failure

@@ -96,46 +96,29 @@ def read_ahead(walk: Walk, events: Sequence[Event]) -> None:
     """Read at once what handling `events` will read first (`OpenChoreoClient.read_ahead`, as
     many at a time as `maxConcurrentRequests`; one at a time from a server that answers at
     once): a Project's or a Component's object and the component's workloads, a Workload's
-    object and then those of the component it names. The answers come after every one of
-    these events was sent, so each event sees its change, as a read of its own would."""
+    object and then those of the component it names. Each read is asked for once per event that
+    will make it, so that events needing the same read share it. The answers come after every
+    one of these events was sent, so each event sees its change, as a read of its own would."""
     first: list[Request] = []
-    workloads: dict[str, str] = {}  # a Workload's path -> its namespace
+    workloads: list[str | None] = []  # per request: the namespace of a Workload's read
     for event in events:
         namespace = event.namespace or ""
         if event.kind == "Component":
-            first += _component_reads(walk, namespace, event.name)
-        elif event.kind == "Project":
-            first.append((_object_path(namespace, "projects", event.name), {}))
-        elif event.kind == "Workload":
-            path = _object_path(namespace, "workloads", event.name)
-            workloads[path] = namespace
-            first.append((path, {}))
-    first = _unique(first, set())
-    answers = walk.client.read_ahead(first)
+            reads = _component_reads(walk, namespace, event.name)
+        elif event.kind in ("Project", "Workload"):
+            reads = [(_object_path(namespace, f"{event.kind.lower()}s", event.name), {})]
+        else:
+            reads = []
+        first += reads
+        workloads += [namespace if event.kind == "Workload" else None] * len(reads)
     then: list[Request] = []
-    for (path, _), answer in zip(first, answers, strict=True):
-        of_namespace = workloads.get(path)
-        if of_namespace is not None and isinstance(answer, dict):
+    answers = walk.client.read_ahead(first)
+    for owner_namespace, answer in zip(workloads, answers, strict=True):
+        if owner_namespace is not None and isinstance(answer, dict):
             component = spec_owner(answer, "componentName")
-            then += _component_reads(walk, of_namespace, component) if component else []
-    then = _unique(then, {_request_key(request) for request in first})
+            then += _component_reads(walk, owner_namespace, component) if component else []
     if then:
         walk.client.read_ahead(then, adding=True)
-
-
-def _unique(requests: Iterable[Request], seen: set[tuple[str, str]]) -> list[Request]:
-    kept = []
-    for request in requests:
-        key = _request_key(request)
-        if key not in seen:
-            seen.add(key)
-            kept.append(request)
-    return kept
-
-
-def _request_key(request: Request) -> tuple[str, str]:
-    path, params = request
-    return path, repr(sorted(params.items()))
 
 
 def _component_reads(walk: Walk, namespace: str, component: str) -> list[Request]:

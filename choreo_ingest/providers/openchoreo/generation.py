@@ -298,3 +298,25 @@ def says_absent(error: ProviderError) -> bool:
     return isinstance(error, NotFoundError) or (
         isinstance(error, PermanentError) and error.status in ABSENT_STATUSES
     )
+
+
+def check_parent_gone(
+    client: OpenChoreoClient, gone_codes: Collection[str], path: str, missing: NotFoundError
+) -> None:
+    """Return if the parent of the listing `path` that answered 404 answers the API's own 404
+    too (it is gone), else fail the burst: a proxy without the route could answer the listing's
+    404 (v1 lists an absent namespace's children as empty), and the sweep would empty the parent."""
+    parent = path.rpartition("/")[0]
+    try:
+        client.get_json(parent)
+    except NotFoundError as parent_missing:
+        confirm_gone(parent_missing, gone_codes)
+        return
+    raise PermanentError(
+        f"{missing}; yet GET {parent} finds it, so the listing itself is missing (a proxy or "
+        "ingress in front of the API without this route?); nothing it lists is removed meanwhile",
+        method="GET",
+        path=path,
+        status=missing.status,
+        code=missing.code,
+    )

@@ -1,5 +1,6 @@
-"""Many GETs for one page (`OpenChoreoClient.get_many`: the org era's component details), one at a
-time while the server answers fast, else on a thread pool; a 404 gives a `Gone` in its place.
+"""Many GETs at once (`OpenChoreoClient.get_many`: the org era's component details; `get_each`:
+an event drain's read-ahead), one at a time while the server answers fast, else on a thread
+pool; a 404 gives a `Gone` in its place.
 
 It knows nothing of HTTP: it calls the client's `get_json` and times the answers with the
 client's clock.
@@ -7,13 +8,14 @@ client's clock.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.errors import NotFoundError, ProviderError
+from choreo_ingest.errors import NotFoundError, ProviderError, TransientError
 
 Params = Mapping[str, str | int]
 FAST_ANSWER_SECONDS = 0.003
@@ -24,7 +26,7 @@ than one connection (bench/README.md, benchmark 9), for no gain in time."""
 
 @dataclass(frozen=True)
 class Gone:
-    """`get_many`'s marker for a resource that answered 404 (deleted meanwhile)."""
+    """The marker, in place of an answer, of a resource that answered 404 (deleted meanwhile)."""
 
     path: str
     code: str | None = None
@@ -34,9 +36,14 @@ class Gone:
 
 @dataclass(frozen=True)
 class Failed:
-    """`get_each`'s marker for a request that failed otherwise (after the client's retries)."""
+    """`get_each`'s marker for a request that failed otherwise."""
 
     error: ProviderError
+
+
+NOT_SENT = None
+"""`get_each`'s marker for a request it did not send (after a failure for want of a server, or
+one its reader declined)."""
 
 
 class ManyReads:
@@ -75,9 +82,27 @@ class ManyReads:
         """
         return self._read(requests, self._get_or_not_found)
 
-    def get_each(self, requests: Sequence[tuple[str, Params]]) -> list[Any | Gone | Failed]:
-        """As `get_many`, but no failure raises: each comes back in its place, a `Failed`."""
-        return self._read(requests, self._get_or_failed)
+    def get_each(
+        self, requests: Sequence[tuple[str, Params]], read: Callable[[str, Params], Any]
+    ) -> list[Any | Gone | Failed | None]:
+        """As `get_many`, through `read` (which may decline a request: NOT_SENT), but no failure
+        raises: each comes back in its place, a `Failed`. After the first failure for want of a
+        working server (a TransientError: an outage, a 429, the deadline) the requests not yet
+        sent are not sent (NOT_SENT): they would only add to the trouble."""
+        stopped = threading.Event()
+
+        def each(path: str, params: Params) -> Any | Gone | Failed | None:
+            if stopped.is_set():
+                return NOT_SENT
+            try:
+                return _not_found_as_gone(read, path, params)
+            except TransientError as error:
+                stopped.set()
+                return Failed(error)
+            except ProviderError as error:
+                return Failed(error)
+
+        return self._read(requests, each)
 
     def _read(
         self, requests: Sequence[tuple[str, Params]], read: Callable[[str, Params], Any]
@@ -121,13 +146,11 @@ class ManyReads:
         return [future.result() for future in futures]
 
     def _get_or_not_found(self, path: str, params: Params) -> Any | Gone:
-        try:
-            return self._get_json(path, params)
-        except NotFoundError as gone:
-            return Gone(path=path, code=gone.code, error=gone)
+        return _not_found_as_gone(self._get_json, path, params)
 
-    def _get_or_failed(self, path: str, params: Params) -> Any | Gone | Failed:
-        try:
-            return self._get_or_not_found(path, params)
-        except ProviderError as error:
-            return Failed(error)
+
+def _not_found_as_gone(read: Callable[[str, Params], Any], path: str, params: Params) -> Any:
+    try:
+        return read(path, params)
+    except NotFoundError as gone:
+        return Gone(path=path, code=gone.code, error=gone)

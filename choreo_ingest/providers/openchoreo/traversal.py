@@ -13,6 +13,7 @@ first page, so detection costs no request of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
@@ -50,7 +51,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     Harvest,
     ListPage,
     Walk,
-    confirm_gone,
+    check_parent_gone,
     says_absent,
 )
 from choreo_ingest.providers.openchoreo.generations import (
@@ -195,7 +196,9 @@ class OpenChoreoProvider:
         generation refuses (an org-era Component event without `project`, a `Namespace` event
         at an org-era server) is unsupported, not read through the other's routes.
         """
-        applied_at = context.clock.now()  # before the re-read: what a listing began after shows
+        # When what it reads was read (no later than its read-ahead, if there was one): what a
+        # listing begun after that shows.
+        applied_at = min(context.clock.now(), context.client.read_ahead_at or math.inf)
         spoken = context.facts.get("api") or context.detected_api
         if spoken is None and configured_api(self._config) == "auto":
             spoken = context.detected_api = self._detect(context)[0].name
@@ -204,7 +207,7 @@ class OpenChoreoProvider:
             candidates = [generation for generation in candidates if generation.name == spoken]
         body = event.body()
         for generation in candidates:
-            if generation.event_problem(body) is None and not generation.is_ignored(body):
+            if _takes(generation, body):
                 with collecting() as warnings:
                     delta = generation.event_delta(context.walk, event)
                 if warnings:
@@ -215,11 +218,17 @@ class OpenChoreoProvider:
         raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
 
     def read_ahead(self, context: OpenChoreoContext, events: Sequence[Event]) -> None:
-        """Read at once what the next `events` will read, once the generation the server speaks
-        is known (`Generation.read_ahead`; this drain's client keeps the answers)."""
+        """Read at once what the next `events` will read (`Generation.read_ahead`; this drain's
+        client keeps the answers), through the generation `handle_event` takes them to: none
+        under `auto` before the server said which it speaks (the first event asks it)."""
         spoken = context.facts.get("api") or context.detected_api
-        if spoken is not None:
-            generation_named(spoken).read_ahead(context.walk, events)
+        if spoken is None and configured_api(self._config) == "auto":
+            return
+        for generation in self._event_generations(spoken):
+            if spoken is None or generation.name == spoken:
+                taken = [event for event in events if _takes(generation, event.body())]
+                generation.read_ahead(context.walk, taken)
+                return
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
         api = configured_api(self._config)
@@ -381,7 +390,7 @@ class OpenChoreoProvider:
             phase = generation.phases[state.phase]
             if phase.queue is None:
                 raise
-            _check_parent_gone(context, generation, path, missing)
+            check_parent_gone(context.client, generation.gone_codes, path, missing)
             state.api_cursor = None
             item = _item_after(context, phase.queue, state.position)
             if item is None:
@@ -455,26 +464,8 @@ class OpenChoreoProvider:
         return size
 
 
-def _check_parent_gone(
-    context: OpenChoreoContext, generation: Generation, path: str, missing: NotFoundError
-) -> None:
-    """Return if the parent of the listing `path` that answered 404 answers the API's own 404
-    too (it is gone), else fail the burst: a proxy without the route could answer the listing's
-    404 (v1 lists an absent namespace's children as empty), and the sweep would empty the parent."""
-    parent = path.rpartition("/")[0]
-    try:
-        context.client.get_json(parent)
-    except NotFoundError as parent_missing:
-        confirm_gone(parent_missing, generation.gone_codes)
-        return
-    raise PermanentError(
-        f"{missing}; yet GET {parent} finds it, so the listing itself is missing (a proxy or "
-        "ingress in front of the API without this route?); nothing it lists is removed meanwhile",
-        method="GET",
-        path=path,
-        status=missing.status,
-        code=missing.code,
-    )
+def _takes(generation: Generation, body: Mapping[str, Any]) -> bool:
+    return generation.event_problem(body) is None and not generation.is_ignored(body)
 
 
 def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:
