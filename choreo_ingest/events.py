@@ -58,8 +58,9 @@ REPLAY_SHARE = 0.9
 controller that changes many objects at once sends `updated`, each worth its re-read."""
 READ_AHEAD_EVENTS = 20
 """Events whose reads a drain sends at once (`ReadingAheadProvider`) before it applies them: a
-few rounds of `maxConcurrentRequests`. The read-ahead keeps to half the time left; what it did
-not read, or read for events the drain then had no time for, is read again when needed."""
+few rounds of `maxConcurrentRequests`, after the drain's first event, which has the whole
+`burstLength` to itself. A read-ahead has half the time left (`OpenChoreoClient.read_ahead`);
+what it did not read each event reads itself."""
 SETTLE_SECONDS = 2.0
 """An `updated` event waits this long after it arrived before it is applied. OpenChoreo's event
 forwarder sends the first update of an object and drops the others that follow within 1 s
@@ -267,19 +268,18 @@ def drain_inbox(
         for number, item in enumerate(pending):
             if cancelled() or context.remaining() <= 0:
                 break
-            if number % READ_AHEAD_EVENTS == 0:
+            if number % READ_AHEAD_EVENTS == 1:  # the first goes alone: it may need it all
                 ahead = pending[number : number + READ_AHEAD_EVENTS]
                 _read_ahead(provider, provider_context, ahead)
                 if cancelled() or context.remaining() <= 0:
                     break
-            left = context.remaining()
             try:
                 delta = provider.handle_event(provider_context, to_event(item.body))
             except DeadlineExceeded as error:
-                # Out of time: the next run goes on from this event. Unless it had (nearly) a
-                # whole burstLength to itself: then it never fits one, and it counts as failed
+                # Out of time: the next run goes on from this event. Unless it had a whole
+                # burstLength to itself: then it never fits one, and it counts as failed
                 # (parked in the end) rather than holding up every event after it for good.
-                if deadline is None and number == 0 and left >= config.incremental.burst_length / 2:
+                if deadline is None and number == 0:
                     _count_failure(store, provider.name, item.seq, error, stats)
                 break
             except Exception as error:

@@ -136,6 +136,8 @@ class OpenChoreoClient:
         self._read_ahead: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
         self.read_ahead_at: float | None = None
         """When the answers kept by `read_ahead` began to be read (wall clock), if any are."""
+        self._ahead: tuple[float | None, threading.Event] = (None, threading.Event())
+        """The read-ahead's own deadline and stop, for the calls that add to it."""
 
     def __repr__(self) -> str:
         return f"OpenChoreoClient(base_url={self._base_url!r})"
@@ -201,15 +203,21 @@ class OpenChoreoClient:
         is sent once and answers n asks (copies, the last one the answer itself); then it is
         sent again when asked. The answers replace those kept from the last call, or join them
         (`adding`: a request already kept answers one more ask), and are returned too, in the
-        order asked (a `Gone`, a `Failed`, or None for one this call did not send).
+        order asked (a `Gone`, a `Failed`, or NOT_SENT).
 
-        What the read-ahead must not cost: each request is sent once, without the retries of
-        `get_json`; none is sent after the first that failed for want of a working server (an
-        outage, a 429), nor past half the time left before the deadline. Such a request is not
-        kept, so its event sends it again with the usual retries. A refusal (404, 403, another
-        4xx but 429, or an answer that cannot be read) is raised again as it came."""
+        What the read-ahead must not cost: a call and those adding to it have half the time
+        left before the deadline (a request, or its wait for the rate limit, is cut short at
+        that point); a request is sent without the retries of `get_json` (a 401 still renews
+        the token once), and none after the first that failed for want of a working server (an
+        outage, a 429, a timeout, that half of the time spent). Such a request is not kept, so
+        its event sends it again with the usual retries. A refusal (404, 403, another 4xx but
+        429, or an answer that cannot be read) is raised again as it came."""
         if not adding:
+            now = self._clock.monotonic()
+            until = None if self._deadline is None else now + (self._deadline - now) / 2
             self._read_ahead, self.read_ahead_at = {}, self._clock.now()
+            self._ahead = (until, threading.Event())
+        until, stopped = self._ahead
         uses: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         unique: list[tuple[str, Params]] = []
         for path, params in requests:
@@ -220,20 +228,21 @@ class OpenChoreoClient:
             if key not in uses:
                 unique.append((path, params))
             uses[key] = uses.get(key, 0) + 1
-        now = self._clock.monotonic()
-        until = None if self._deadline is None else now + (self._deadline - now) / 2
 
         def once(path: str, params: Params) -> Any:
-            if until is not None and self._clock.monotonic() >= until:
-                return NOT_SENT
             return self._json(path, self._send("GET", path, params, (), attempts=1))
 
-        answered = dict(zip(uses, self._many.get_each(unique, once), strict=True))
+        deadline, self._deadline = self._deadline, until
+        try:
+            answers = self._many.get_each(unique, once, stopped)
+        finally:
+            self._deadline = deadline
+        answered = dict(zip(uses, answers, strict=True))
         for key, answer in answered.items():
             failed = isinstance(answer, Failed) and isinstance(answer.error, TransientError)
             if answer is not NOT_SENT and not failed:
                 self._read_ahead[key] = [answer, uses[key]]
-        return [answered.get(_request_key(path, params)) for path, params in requests]
+        return [answered.get(_request_key(path, params), NOT_SENT) for path, params in requests]
 
     def get_public(self, path: str) -> Any:
         """A public route at the server root (`/version`, `/.well-known/...`), sent without

@@ -41,9 +41,9 @@ class Failed:
     error: ProviderError
 
 
-NOT_SENT = None
-"""`get_each`'s marker for a request it did not send (after a failure for want of a server, or
-one its reader declined)."""
+NOT_SENT: Any = object()
+"""`get_each`'s marker for a request it did not send (a failure for want of a server came
+first)."""
 
 
 class ManyReads:
@@ -83,15 +83,17 @@ class ManyReads:
         return self._read(requests, self._get_or_not_found)
 
     def get_each(
-        self, requests: Sequence[tuple[str, Params]], read: Callable[[str, Params], Any]
-    ) -> list[Any | Gone | Failed | None]:
-        """As `get_many`, through `read` (which may decline a request: NOT_SENT), but no failure
-        raises: each comes back in its place, a `Failed`. After the first failure for want of a
-        working server (a TransientError: an outage, a 429, the deadline) the requests not yet
-        sent are not sent (NOT_SENT): they would only add to the trouble."""
-        stopped = threading.Event()
+        self,
+        requests: Sequence[tuple[str, Params]],
+        read: Callable[[str, Params], Any],
+        stopped: threading.Event,
+    ) -> list[Any]:
+        """As `get_many`, through `read`, but no failure raises: each comes back in its place,
+        a `Failed`. The first failure for want of a working server (a TransientError: an
+        outage, a 429, the deadline) sets `stopped`; once it is set, requests not yet sent are
+        not sent (NOT_SENT): they would only add to the trouble."""
 
-        def each(path: str, params: Params) -> Any | Gone | Failed | None:
+        def each(path: str, params: Params) -> Any:
             if stopped.is_set():
                 return NOT_SENT
             try:

@@ -13,7 +13,6 @@ first page, so detection costs no request of its own.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
@@ -198,7 +197,8 @@ class OpenChoreoProvider:
         """
         # When what it reads was read (no later than its read-ahead, if there was one): what a
         # listing begun after that shows.
-        applied_at = min(context.clock.now(), context.client.read_ahead_at or math.inf)
+        applied_at, ahead = context.clock.now(), context.client.read_ahead_at
+        applied_at = applied_at if ahead is None else min(applied_at, ahead)
         spoken = context.facts.get("api") or context.detected_api
         if spoken is None and configured_api(self._config) == "auto":
             spoken = context.detected_api = self._detect(context)[0].name

@@ -232,8 +232,9 @@ class Platform:
                 endpoint = {f"e{number}": {"type": "HTTP", "port": 80 + number, "schema": SCHEMA}}
                 self.world.update_workload(namespace, name, {"endpoints": endpoint})
             events.append({"kind": "Workload", "name": name, "namespace": namespace})
-        # a deploy: the first workload's component changes too, and both events come
-        owner = workloads[0]["spec"]["owner"]["componentName"]
+        # a deploy: the second workload's component changes too, and both events come (the
+        # first event goes before any read-ahead)
+        owner = workloads[1]["spec"]["owner"]["componentName"]
         events.append({"kind": "Component", "name": owner, "namespace": namespace})
         for name in components[-5:]:
             project = next(
@@ -309,12 +310,12 @@ def test_events_read_ahead_come_out_as_each_read_alone_with_the_same_requests(
 
 def test_an_event_is_marked_applied_when_what_it_read_was_read(tmp_path: Path) -> None:
     """Not later, when it is handled: a page of a listing begun in between would be held back
-    though newer (`overtaken.py`). The 26 events come in two read-aheads, each begun at its own
-    time, 50 ms of fake time a request."""
+    though newer (`overtaken.py`). Of the 27 events the first reads alone, the others come in
+    two read-aheads, each begun at its own time, 50 ms of fake time a request."""
     platform = Platform(tmp_path / "marks")
     platform.drain(platform.change_everything())
 
-    assert len(platform.mark_times()) == 2
+    assert len(platform.mark_times()) == 3
 
 
 def test_a_drain_has_as_many_reads_in_flight_as_the_client_may_send(
@@ -335,18 +336,77 @@ def test_a_drain_has_as_many_reads_in_flight_as_the_client_may_send(
 def test_a_slow_server_leaves_the_events_their_time_and_blames_none(
     tmp_path: Path, concurrent: int
 ) -> None:
-    """Answers of 1 s against a drain of `burstLength` 10 s: the read-ahead stops sending at half
-    of it, and no event that then runs out of time is counted as one that never fits a
-    burstLength. (The fake clock adds up the latencies of requests in flight together: with 4
-    at once, those sent before the half overrun it, and the first event gets too little time.)"""
+    """Answers of 1 s against a drain of `burstLength` 10 s: the first event goes first, the
+    read-ahead stops at half of what is left, the events after it use the rest, and none that
+    then runs out of time is counted as one that never fits a burstLength. (The fake clock adds
+    up the latencies of requests in flight together.)"""
     platform = Platform(tmp_path / "slow", concurrent=concurrent)
     events = platform.change_everything()
     platform.api = simulator(platform.world, platform.clock, latency=1.0)
 
     result = platform.drain(events, all_of_them=False)
 
-    assert result.events.applied < len(events)
-    assert result.events.applied > 0 or concurrent > 1
+    assert 0 < result.events.applied < len(events)
     assert (result.events.retried, result.events.parked) == (0, 0)
     with Store.open(platform.state_path, readonly=True) as store:
         assert all(item.attempts == 0 for item in store.pending_events(PROVIDER))
+
+
+class HangingPlatform(Platform):
+    """The first component's own read never answers within the request timeout."""
+
+    hanging: str | None = None
+
+    def transport(self) -> httpx.MockTransport:
+        inner = simulator_transport(self.api)
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            if self.hanging and request.url.raw_path.decode().endswith(self.hanging):
+                self.clock.advance(min(10.0, request.extensions["timeout"]["read"]))
+                raise httpx.ReadTimeout("no answer", request=request)
+            return inner.handle_request(request)
+
+        return httpx.MockTransport(handle)
+
+
+def test_a_first_event_that_never_fits_is_parked_and_the_rest_applied(tmp_path: Path) -> None:
+    """The drain's first event has the whole `burstLength` before any read-ahead: one whose
+    read never answers in time is counted, parked after 5 runs, and holds up nothing more."""
+    platform = HangingPlatform(tmp_path / "hang")
+    components = sorted(
+        c["metadata"]["name"] for c in platform.world.v1_components(platform.namespace)
+    )
+    platform.hanging = f"/components/{components[0]}"
+    events = [
+        {"kind": "Component", "name": name, "namespace": platform.namespace, "action": "created"}
+        for name in components[:3]
+    ]
+    parsed = parse_events(json.dumps(events), OpenChoreoProvider(platform.config))
+    store_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
+
+    applied = parked = 0
+    for _ in range(6):
+        platform.clock.advance(60.0)
+        result = platform.run()
+        applied, parked = applied + result.events.applied, parked + result.events.parked
+
+    assert (applied, parked) == (2, 1)
+
+
+def test_under_a_rate_limit_every_drain_applies_events(tmp_path: Path) -> None:
+    """`maxRequestsPerSecond: 1`: the read-ahead waits for the limit no longer than its half
+    of the time, and the events use the rest."""
+    platform = Platform(tmp_path / "rate")
+    events = platform.change_everything()
+    platform.config = config_for(
+        platform.state_path, max_concurrent_requests=4, max_requests_per_second=1
+    )
+    parsed = parse_events(json.dumps(events), OpenChoreoProvider(platform.config))
+    store_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
+
+    applied = []
+    for _ in range(3):
+        platform.clock.advance(60.0)
+        applied.append(platform.run().events.applied)
+
+    assert all(count > 0 for count in applied), applied
