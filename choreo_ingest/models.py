@@ -147,8 +147,12 @@ class Event:
 
     def body(self) -> dict[str, str]:
         """The event as its JSON body (`event_input.to_event`'s input), `namespace` "" if none."""
-        body = {"kind": self.kind, "name": self.name, "namespace": self.namespace or ""}
-        body["action"] = self.action
+        body = {
+            "kind": self.kind,
+            "name": self.name,
+            "namespace": self.namespace or "",
+            "action": self.action,
+        }
         if self.project is not None:
             body["project"] = self.project
         return body
