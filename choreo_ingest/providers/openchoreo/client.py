@@ -12,7 +12,6 @@ status and the API's code, never a secret.
 
 from __future__ import annotations
 
-import copy
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -45,10 +44,10 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     with_proxy_note,
 )
 from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
+from choreo_ingest.providers.openchoreo.kept_answers import MISSING, KeptAnswers, request_key
 from choreo_ingest.providers.openchoreo.many_reads import (
     FAST_ANSWER_SECONDS,
     NOT_SENT,
-    Failed,
     Gone,
     ManyReads,
     Params,
@@ -68,10 +67,6 @@ MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
-
-
-def _request_key(path: str, params: Params | None) -> tuple[str, tuple[tuple[str, str], ...]]:
-    return path, tuple(sorted((name, str(value)) for name, value in (params or {}).items()))
 
 
 def default_user_agent() -> str:
@@ -133,11 +128,8 @@ class OpenChoreoClient:
         )
         self._count_lock = threading.Lock()
         self._requests_sent = 0
-        self._read_ahead: dict[tuple[str, tuple[tuple[str, str], ...]], list[Any]] = {}
-        self.read_ahead_at: float | None = None
-        """When the answers kept by `read_ahead` began to be read (wall clock), if any are."""
-        self._ahead: tuple[float | None, threading.Event] = (None, threading.Event())
-        """The read-ahead's own deadline and stop, for the calls that add to it."""
+        self.kept = KeptAnswers()
+        """What `read_ahead` read for the asks to come."""
 
     def __repr__(self) -> str:
         return f"OpenChoreoClient(base_url={self._base_url!r})"
@@ -176,24 +168,11 @@ class OpenChoreoClient:
         A status in `expired_on` means the request's cursor has expired (CursorExpired, never
         retried): the generation knows which statuses say so.
         """
-        if self._read_ahead and not expired_on:
-            kept = self._read_ahead.get(_request_key(path, params))
-            if kept is not None:
-                return self._answer_kept(_request_key(path, params), kept)
+        kept = MISSING if expired_on else self.kept.take(path, params)
+        if kept is not MISSING:
+            return kept
         response = self._send("GET", path, params, expired_on)
         return self._json(path, response)
-
-    def _answer_kept(self, key: tuple[str, tuple[tuple[str, str], ...]], kept: list[Any]) -> Any:
-        """A read-ahead answer for one more ask: a copy while others will ask for it (each
-        event may make what it reads its own), else the answer itself, let go of."""
-        answer, kept[1] = kept[0], kept[1] - 1
-        if kept[1] <= 0:
-            del self._read_ahead[key]
-        if isinstance(answer, Gone) and answer.error is not None:
-            raise copy.copy(answer.error)
-        if isinstance(answer, Failed):
-            raise copy.copy(answer.error)
-        return copy.deepcopy(answer) if kept[1] > 0 else answer
 
     def read_ahead(
         self, requests: Sequence[tuple[str, Params]], *, adding: bool = False
@@ -215,34 +194,19 @@ class OpenChoreoClient:
         if not adding:
             now = self._clock.monotonic()
             until = None if self._deadline is None else now + (self._deadline - now) / 2
-            self._read_ahead, self.read_ahead_at = {}, self._clock.now()
-            self._ahead = (until, threading.Event())
-        until, stopped = self._ahead
-        uses: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        unique: list[tuple[str, Params]] = []
-        for path, params in requests:
-            key = _request_key(path, params)
-            if key in self._read_ahead:  # kept from the call this one adds to
-                self._read_ahead[key][1] += 1
-                continue
-            if key not in uses:
-                unique.append((path, params))
-            uses[key] = uses.get(key, 0) + 1
+            self.kept.begin(self._clock.now(), until)
+        unique, uses = self.kept.to_send(requests)
 
         def once(path: str, params: Params) -> Any:
             return self._json(path, self._send("GET", path, params, (), attempts=1))
 
-        deadline, self._deadline = self._deadline, until
+        deadline, self._deadline = self._deadline, self.kept.until
         try:
-            answers = self._many.get_each(unique, once, stopped)
+            answers = self._many.get_each(unique, once, self.kept.stopped)
         finally:
             self._deadline = deadline
-        answered = dict(zip(uses, answers, strict=True))
-        for key, answer in answered.items():
-            failed = isinstance(answer, Failed) and isinstance(answer.error, TransientError)
-            if answer is not NOT_SENT and not failed:
-                self._read_ahead[key] = [answer, uses[key]]
-        return [answered.get(_request_key(path, params), NOT_SENT) for path, params in requests]
+        answered = self.kept.keep(uses, answers)
+        return [answered.get(request_key(path, params), NOT_SENT) for path, params in requests]
 
     def get_public(self, path: str) -> Any:
         """A public route at the server root (`/version`, `/.well-known/...`), sent without

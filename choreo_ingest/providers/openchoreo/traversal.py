@@ -197,7 +197,7 @@ class OpenChoreoProvider:
         """
         # When what it reads was read (no later than its read-ahead, if there was one): what a
         # listing begun after that shows.
-        applied_at, ahead = context.clock.now(), context.client.read_ahead_at
+        applied_at, ahead = context.clock.now(), context.client.kept.read_at
         applied_at = applied_at if ahead is None else min(applied_at, ahead)
         spoken = context.facts.get("api") or context.detected_api
         if spoken is None and configured_api(self._config) == "auto":
