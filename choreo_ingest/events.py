@@ -280,7 +280,15 @@ def drain_inbox(
                 # burstLength to itself: then it never fits one, and it counts as failed
                 # (parked in the end) rather than holding up every event after it for good.
                 if deadline is None and number == 0:
-                    _count_failure(store, provider.name, item.seq, error, stats)
+                    seconds = config.incremental.burst_length
+                    advice = DeadlineExceeded(
+                        f"{error}: its re-reads do not fit in burstLength ({seconds:g} s); raise "
+                        "openchoreo.incremental.burstLength",
+                        method=error.method,
+                        path=error.path,
+                        config_key="openchoreo.incremental.burstLength",
+                    )
+                    _count_failure(store, provider.name, item.seq, advice, stats)
                 break
             except Exception as error:
                 if cancelled():

@@ -719,13 +719,19 @@ class TestDrain:
         }
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
 
-        results = [run(config, clock, provider) for _ in range(MAX_EVENT_ATTEMPTS + 1)]
+        with structlog.testing.capture_logs() as logs:
+            results = [run(config, clock, provider) for _ in range(MAX_EVENT_ATTEMPTS + 1)]
 
         assert [r.events.retried for r in results] == [1] * (MAX_EVENT_ATTEMPTS - 1) + [0, 0]
         assert [r.events.parked for r in results[-2:]] == [1, 0]
         assert results[-1].events.applied == 1
         assert inbox(config) == []
         assert "b" in catalog_names(config)
+        [said, *_] = [line["error"] for line in logs if line["event"] == "event_failed"]
+        assert said == (
+            "GET /a: the burst deadline has passed: its re-reads do not fit in burstLength "
+            "(10 s); raise openchoreo.incremental.burstLength"
+        )
 
     @pytest.mark.parametrize(
         "error",

@@ -176,9 +176,7 @@ def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
     made_before = walk.clock.now() - NEW_PROJECT_SECONDS
     if not any(_created_before(project, made_before) for project in listed):
         return False
-    prefix = f"{namespace}/"
-    rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
-    return not any(row.key.startswith(prefix) for row in rows)
+    return not _project_keys(walk, namespace)
 
 
 def _created_before(resource: Resource, moment: float) -> bool:
@@ -193,9 +191,14 @@ def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:
     """The namespace's project rows, dropped: one this cycle wrote vouches for the namespace
     (`_project_delta`, `_missing_project`), and an event for a component of a namespace whose
     label was taken off (its components still answer) would otherwise bring it back."""
-    rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
+    return [IndexEntry(PROJECT_OWNERS, key) for key in _project_keys(walk, namespace)]
+
+
+def _project_keys(walk: Walk, namespace: str) -> list[str]:
+    """The keys (`<namespace>/<project>`) of the namespace's indexed projects."""
     prefix = f"{namespace}/"
-    return [IndexEntry(PROJECT_OWNERS, row.key) for row in rows if row.key.startswith(prefix)]
+    rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
+    return [row.key for row in rows if row.key.startswith(prefix)]
 
 
 def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
@@ -374,6 +377,9 @@ def _component_gone(
     group = f"{namespace}/{component}"
     known = walk.index.by_group(WORKLOADS, [group])[group]
     projects = sorted(_projects_of([*workloads, *(row.value for row in known)]))
+    if not projects:  # its workloads went to another component (a rename): whichever project
+        # it was in (a component's name is its namespace's alone), its APIs leave with it
+        projects = [key.partition("/")[2] for key in _project_keys(walk, namespace)]
     return Delta(
         removals=[entity_ref("Component", namespace_name(namespace), entity_name(component))],
         removal_scopes=[f"{namespace}/{project}/{component}" for project in projects],

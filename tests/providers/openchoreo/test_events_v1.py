@@ -199,6 +199,55 @@ def test_deleted_component_takes_its_apis_along(scenario: Scenario) -> None:
     assert found == expected_catalog(scenario.world)
 
 
+@pytest.mark.parametrize(
+    "order", ["created-deleted-workload", "workload-deleted-created"], ids=["cdw", "wdc"]
+)
+def test_a_renamed_component_leaves_with_its_apis_whatever_order_its_events_come_in(
+    scenario: Scenario, order: str
+) -> None:
+    """A component renamed (made again under a new name, its workload now owned by the new
+    one, the old one deleted): when the old one's `deleted` comes after the workload has moved,
+    no workload says which project it was in any more, and its APIs must leave all the same."""
+    namespace = scenario.namespace
+    old, apis = next(
+        (ref.rpartition("/")[2], apis)
+        for ref, apis in catalog(scenario.state_path).items()
+        if ref.startswith(f"component:{namespace}/") and apis
+    )
+    project = next(
+        c["spec"]["owner"]["projectName"]
+        for c in scenario.world.v1_components(namespace)
+        if c["metadata"]["name"] == old
+    )
+    [workload, *_] = sorted(
+        scenario.world.v1_workloads(namespace, old), key=lambda w: w["metadata"]["name"]
+    )
+    new = f"{old}-r"
+    scenario.world.add_component(namespace, project, new)
+    for record in scenario.world.v1_workloads(namespace, new):
+        scenario.world.delete_workload(namespace, record["metadata"]["name"])
+    name = workload["metadata"]["name"]
+    scenario.world.delete_workload(namespace, name)
+    scenario.world.add_workload(
+        namespace, name, component=new, endpoints=workload["spec"].get("endpoints")
+    )
+    scenario.world.delete_component(namespace, project, old)
+    events = {
+        "c": event("Component", new, namespace, "created"),
+        "d": event("Component", old, namespace, "deleted"),
+        "w": event("Workload", name, namespace),
+    }
+
+    for key in order.split("-"):
+        scenario.send(events[key[0]])
+        scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("Component", old) not in found
+    assert not apis & set(found), "the old component's APIs stayed"
+    assert found == expected_catalog(scenario.world)
+
+
 def test_deleted_namespace_takes_everything_in_it(scenario: Scenario) -> None:
     scenario.world.delete_org(scenario.namespace)
 
