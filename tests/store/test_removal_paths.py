@@ -88,3 +88,18 @@ def test_a_burst_that_ends_keeps_the_count_its_pages_recounted(store: Store) -> 
     assert store.load_provider("fake").blocked_removals == 1
     assert store.pending_removal_refs("fake") == [everything[9].ref]
     assert store.approve_removals("fake", T0) == 1
+
+
+def test_a_scope_removal_takes_its_scope_and_below_and_no_sibling_that_begins_alike(
+    store: Store,
+) -> None:
+    """The removal reads a range of the scope index: siblings whose scope starts with the same
+    text (`c-2`, `c.x`, `c!`, `c0`, `cé`) sort next to it and stay."""
+    siblings = ["a/p/c-2", "a/p/c.x", "a/p/c!", "a/p/c0", "a/p/c\u00e9", "a/p/c-2/api", "a/p"]
+    gone = ["a/p/c", "a/p/c/api", "a/p/c/api/x"]
+    cycle(store, [scoped(f"e{n}", scope) for n, scope in enumerate([*siblings, *gone])])
+    record = store.load_provider("fake")
+
+    store.apply_delta("fake", record.cycle_id, Delta(removal_scopes=["a/p/c"]), T0)
+
+    assert names(store) == {f"e{n}" for n in range(len(siblings))}
