@@ -19,6 +19,7 @@ from choreo_ingest.engine import burst_context
 from choreo_ingest.errors import (
     AuthError,
     ChoreoIngestError,
+    ConnectDeadlineExceeded,
     DeadlineExceeded,
     InboxFull,
     LockHeld,
@@ -279,16 +280,8 @@ def drain_inbox(
                 # Out of time: the next run goes on from this event. Unless it had a whole
                 # burstLength to itself: then it never fits one, and it counts as failed
                 # (parked in the end) rather than holding up every event after it for good.
-                if deadline is None and number == 0:
-                    seconds = config.incremental.burst_length
-                    advice = DeadlineExceeded(
-                        f"{error}: its re-reads do not fit in burstLength ({seconds:g} s); raise "
-                        "openchoreo.incremental.burstLength",
-                        method=error.method,
-                        path=error.path,
-                        config_key="openchoreo.incremental.burstLength",
-                    )
-                    _count_failure(store, provider.name, item.seq, advice, stats)
+                if deadline is None and number == 0 and not cancelled():
+                    _count_failure(store, provider.name, item.seq, _too_long(error, config), stats)
                 break
             except Exception as error:
                 if cancelled():
@@ -309,6 +302,21 @@ def drain_inbox(
         store.set_facts(provider.name, {EVENTS_HELD_FACT: rfc3339(until)}, clock.now())
     log.info("events_applied", provider=provider.name, **vars(stats))
     return stats
+
+
+def _too_long(error: DeadlineExceeded, config: Config) -> DeadlineExceeded:
+    """The failure of an event that had a whole burstLength, with what to change: not for a
+    connection that never came up, whose own advice names the server's address."""
+    if isinstance(error, ConnectDeadlineExceeded):
+        return error
+    seconds = config.incremental.burst_length
+    return DeadlineExceeded(
+        f"{error}: its re-reads do not fit in burstLength ({seconds:g} s); raise "
+        "openchoreo.incremental.burstLength",
+        method=error.method,
+        path=error.path,
+        config_key="openchoreo.incremental.burstLength",
+    )
 
 
 def _read_ahead(provider: EventHandlingProvider, context: Any, items: list[InboxEvent]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
@@ -20,7 +21,13 @@ from typer.testing import CliRunner
 from choreo_ingest.cli.app import app
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
-from choreo_ingest.errors import AuthError, DeadlineExceeded, PermanentError, TransientError
+from choreo_ingest.errors import (
+    AuthError,
+    ConnectDeadlineExceeded,
+    DeadlineExceeded,
+    PermanentError,
+    TransientError,
+)
 from choreo_ingest.events import (
     FLOOD_EVENTS,
     FLOOD_SECONDS,
@@ -28,6 +35,7 @@ from choreo_ingest.events import (
     REPLAY_SHARE,
     SETTLE_SECONDS,
     ArrivalRate,
+    drain_inbox,
     store_events,
 )
 from choreo_ingest.invocation import RunResult, run_once
@@ -732,6 +740,45 @@ class TestDrain:
             "GET /a: the burst deadline has passed: its re-reads do not fit in burstLength "
             "(10 s); raise openchoreo.incremental.burstLength"
         )
+
+    def test_a_first_event_whose_connection_never_came_up_keeps_its_own_advice(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Not "raise burstLength": the address is what to check."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a")])
+        said = "GET /a: connecting timed out: check the scheme and port of openchoreo.baseUrl"
+        provider.failures = {"a": [ConnectDeadlineExceeded(said)]}
+        feed(config, clock, component_event("a", "created"))
+
+        with structlog.testing.capture_logs() as logs:
+            assert run(config, clock, provider).events.retried == 1
+
+        assert [line["error"] for line in logs if line["event"] == "event_failed"] == [said]
+
+    def test_a_first_event_cut_short_by_a_stop_is_not_counted(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """SIGTERM while the drain's first event reads: its request runs on to the deadline,
+        which says nothing about the event."""
+        config = make_config(tmp_path)
+        stop = threading.Event()
+
+        @dataclass
+        class Stopped(EventFakeProvider):
+            def handle_event(self, context: BurstContext, event: Event) -> Delta:
+                stop.set()
+                raise DeadlineExceeded("GET /a: the burst deadline has passed")
+
+        provider = Stopped([*FIVE, make_entity("a")])
+        feed(config, clock, component_event("a", "created"))
+        assert config.state_path is not None
+
+        with Store.open(config.state_path) as store:
+            stats = drain_inbox(store, provider, config, clock, stop.is_set)
+
+        assert (stats.retried, stats.parked) == (0, 0)
+        assert inbox(config) == [("a", 0)]
 
     @pytest.mark.parametrize(
         "error",
