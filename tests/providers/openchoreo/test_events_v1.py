@@ -177,7 +177,9 @@ def _indexed_workloads(scenario: Scenario, component: str) -> list[str]:
     return [row.key.partition("/")[2] for row in rows]
 
 
-def test_deleted_component_takes_its_apis_along(scenario: Scenario) -> None:
+def _component_with_apis(scenario: Scenario) -> tuple[str, set[str], str]:
+    """A component of the scenario's namespace that has APIs: its name, its APIs' refs and its
+    project."""
     name, apis = next(
         (ref.rpartition("/")[2], apis)
         for ref, apis in catalog(scenario.state_path).items()
@@ -188,6 +190,11 @@ def test_deleted_component_takes_its_apis_along(scenario: Scenario) -> None:
         for c in scenario.world.v1_components(scenario.namespace)
         if c["metadata"]["name"] == name
     )
+    return name, apis, project
+
+
+def test_deleted_component_takes_its_apis_along(scenario: Scenario) -> None:
+    name, apis, project = _component_with_apis(scenario)
     scenario.world.delete_component(scenario.namespace, project, name)
 
     scenario.send(event("Component", name, scenario.namespace, "deleted"))
@@ -209,16 +216,7 @@ def test_a_renamed_component_leaves_with_its_apis_whatever_order_its_events_come
     one, the old one deleted): when the old one's `deleted` comes after the workload has moved,
     no workload says which project it was in any more, and its APIs must leave all the same."""
     namespace = scenario.namespace
-    old, apis = next(
-        (ref.rpartition("/")[2], apis)
-        for ref, apis in catalog(scenario.state_path).items()
-        if ref.startswith(f"component:{namespace}/") and apis
-    )
-    project = next(
-        c["spec"]["owner"]["projectName"]
-        for c in scenario.world.v1_components(namespace)
-        if c["metadata"]["name"] == old
-    )
+    old, apis, project = _component_with_apis(scenario)
     [workload, *_] = sorted(
         scenario.world.v1_workloads(namespace, old), key=lambda w: w["metadata"]["name"]
     )
