@@ -310,7 +310,7 @@ def test_events_read_ahead_come_out_as_each_read_alone_with_the_same_requests(
 
 def test_an_event_is_marked_applied_when_what_it_read_was_read(tmp_path: Path) -> None:
     """Not later, when it is handled: a page of a listing begun in between would be held back
-    though newer (`overtaken.py`). Of the 27 events the first reads alone, the others come in
+    though newer (`overtaken.py`). Of the 26 events the first reads alone, the others come in
     two read-aheads, each begun at its own time, 50 ms of fake time a request."""
     platform = Platform(tmp_path / "marks")
     platform.drain(platform.change_everything())
