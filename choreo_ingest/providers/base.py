@@ -44,6 +44,11 @@ class IndexReader(Protocol):
         """Each group's rows ordered by key (`current_only`: written in the current cycle)."""
         ...
 
+    def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
+        """The scopes of those of `refs` the provider's catalog holds, by ref (where a removed
+        entity was, when nothing else says it)."""
+        ...
+
 
 class NoIndex:
     """The index of a provider that has none (custom providers built before the index)."""
@@ -57,6 +62,9 @@ class NoIndex:
         self, table: str, groups: Sequence[str], *, current_only: bool = False
     ) -> dict[str, list[IndexEntry]]:
         return {group: [] for group in groups}
+
+    def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
+        return {}
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,19 @@ def iter_entity_locations(conn: AnyConnection) -> Iterator[EntityLocation]:
         yield EntityLocation(kind, namespace, name, json.loads(body))
 
 
+def entity_scopes(conn: AnyConnection, provider: str, refs: Sequence[str]) -> dict[str, str]:
+    """The scopes of those of `refs` the provider's catalog holds, by ref."""
+    found: dict[str, str] = {}
+    for start in range(0, len(refs), _REFS_PER_QUERY):
+        condition, values = in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
+        rows = conn.execute(
+            f"SELECT ref, scope FROM entities WHERE provider = ? AND {condition}",
+            [provider, values],
+        )
+        found.update(rows)
+    return found
+
+
 def entity_bodies(conn: AnyConnection, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The bodies of those of `refs` the catalog holds, by ref."""
     found: dict[str, dict[str, Any]] = {}

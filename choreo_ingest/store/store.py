@@ -354,6 +354,9 @@ class Store:
     def entity_bodies(self, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
         return queries.entity_bodies(self._conn, refs)
 
+    def entity_scopes(self, provider: str, refs: Sequence[str]) -> dict[str, str]:
+        return queries.entity_scopes(self._conn, provider, refs)
+
     def entities_after(self, ref: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
         return queries.entities_after(self._conn, ref, limit)
 
@@ -470,3 +473,8 @@ class StoreIndexReader:
             self._before_read()
         min_cycle = self._current_cycle if current_only else 0
         return self._store.index_by_group(self._provider, table, groups, min_cycle=min_cycle)
+
+    def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
+        if self._before_read is not None:
+            self._before_read()
+        return self._store.entity_scopes(self._provider, refs)

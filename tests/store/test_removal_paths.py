@@ -103,3 +103,16 @@ def test_a_scope_removal_takes_its_scope_and_below_and_no_sibling_that_begins_al
     store.apply_delta("fake", record.cycle_id, Delta(removal_scopes=["a/p/c"]), T0)
 
     assert names(store) == {f"e{n}" for n in range(len(siblings))}
+
+
+def test_entity_scopes_are_read_by_ref_for_the_provider_that_holds_them(store: Store) -> None:
+    """What an event that knows only a removed entity's ref reads to find what lay below it."""
+    cycle(store, [scoped("cmp", "a/p/c"), scoped("sys", "a/p")])
+    one_page_cycle(store, [scoped("other", "b/q/d")], GUARDED, now=T0, provider="another")
+    cmp, sys, other = (make_entity(n).ref for n in ("cmp", "sys", "other"))
+
+    found = store.entity_scopes("fake", [cmp, sys, other, "component:default/absent"])
+
+    assert found == {cmp: "a/p/c", sys: "a/p"}
+    assert store.entity_scopes("another", [other]) == {other: "b/q/d"}
+    assert store.entity_scopes("fake", []) == {}

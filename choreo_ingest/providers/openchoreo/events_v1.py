@@ -376,13 +376,15 @@ def _component_gone(
     claims on API names (a component that lost a name to it gets it back at its next read)."""
     group = f"{namespace}/{component}"
     known = walk.index.by_group(WORKLOADS, [group])[group]
+    ref = entity_ref("Component", namespace_name(namespace), entity_name(component))
     projects = sorted(_projects_of([*workloads, *(row.value for row in known)]))
-    if not projects:  # its workloads went to another component (a rename): whichever project
-        # it was in (a component's name is its namespace's alone), its APIs leave with it
-        projects = [key.partition("/")[2] for key in _project_keys(walk, namespace)]
+    scopes = [f"{namespace}/{project}/{component}" for project in projects]
+    if not scopes:  # no workload says where it was (they went to another component in a
+        # rename, or it had none): its stored Component does, and its APIs share its scope
+        scopes = list(walk.index.entity_scopes([ref]).values())
     return Delta(
-        removals=[entity_ref("Component", namespace_name(namespace), entity_name(component))],
-        removal_scopes=[f"{namespace}/{project}/{component}" for project in projects],
+        removals=[ref],
+        removal_scopes=scopes,
         index=[
             *(IndexEntry(WORKLOADS, row.key) for row in known),
             *_released_claims(walk, namespace, component, projects, first_workload(known)),
@@ -454,6 +456,9 @@ class _OverlayIndex:
             ]
             found[group] = sorted([*kept, *mine.values()], key=lambda row: row.key)
         return found
+
+    def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
+        return self._index.entity_scopes(refs)
 
 
 def _with_rows(walk: Walk, rows: Sequence[IndexEntry], removed: Sequence[IndexEntry]) -> Walk:

@@ -84,6 +84,8 @@ class MemoryIndex:
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], tuple[IndexEntry, int]] = {}
         self._cycle = 1
+        self.entities: dict[str, Entity] = {}
+        """The catalog whose scopes `entity_scopes` reads (FakeEngine's)."""
 
     def apply(self, entries: Sequence[IndexEntry]) -> None:
         for entry in entries:
@@ -118,6 +120,9 @@ class MemoryIndex:
             found[entry.group].append(entry)
         return found
 
+    def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
+        return {ref: self.entities[ref].scope for ref in refs if ref in self.entities}
+
     def values(self, table: str) -> dict[str, JSON]:
         """Every row of `table` as key -> value, for assertions."""
         return {
@@ -144,6 +149,9 @@ class FakeEngine:
     results: list[EntityIteratorResult] = field(default_factory=list)
     entities: dict[str, Entity] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.index.entities = self.entities
 
     @property
     def burst(self) -> BurstContext:

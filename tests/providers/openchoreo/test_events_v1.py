@@ -17,6 +17,7 @@ from choreo_ingest.event_input import parse_events
 from choreo_ingest.events import SETTLE_SECONDS, store_events
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS
 from choreo_ingest.simulator import SimulatorApi, World
 from choreo_ingest.store import Store
 
@@ -244,6 +245,34 @@ def test_a_renamed_component_leaves_with_its_apis_whatever_order_its_events_come
     assert scenario.ref("Component", old) not in found
     assert not apis & set(found), "the old component's APIs stayed"
     assert found == expected_catalog(scenario.world)
+
+
+def test_a_component_deleted_after_its_workloads_removes_its_own_scope_alone(
+    scenario: Scenario,
+) -> None:
+    """A cascade delete whose Workload events come first: no workload is left to say which
+    project the component was in, and its stored Component says it, not every project of the
+    namespace (each a range read and an event mark: hundreds in a large namespace)."""
+    namespace = scenario.namespace
+    name, apis, project = _component_with_apis(scenario)
+    assert len(list(scenario.world.v1_projects(namespace))) > 1
+    workloads = [w["metadata"]["name"] for w in scenario.world.v1_workloads(namespace, name)]
+    scenario.world.delete_component(namespace, project, name)  # its workloads go with it
+    assert not list(scenario.world.v1_workloads(namespace, name))
+    scenario.send(*(event("Workload", workload, namespace, "deleted") for workload in workloads))
+    scenario.drain()
+
+    scenario.send(event("Component", name, namespace, "deleted"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("Component", name) not in found
+    assert not apis & set(found)
+    assert found == expected_catalog(scenario.world)
+    with Store.open(scenario.state_path, readonly=True) as store:
+        marks = store.index_by_group(PROVIDER, EVENT_MARKS, [""])[""]
+    scope_marks = {row.key for row in marks if row.key.startswith("scope ")}
+    assert scope_marks == {f"scope {namespace}/{project}/{name}"}
 
 
 def test_deleted_namespace_takes_everything_in_it(scenario: Scenario) -> None:
