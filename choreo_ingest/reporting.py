@@ -18,6 +18,7 @@ from choreo_ingest.schedule import crash_counted, health_problems, next_action_t
 from choreo_ingest.store import (
     ChangeRow,
     InboxCounts,
+    PostgresLocation,
     StateRef,
     Store,
     gap_after,
@@ -201,15 +202,20 @@ class StatusReport:
     events: InboxCounts
     problems: list[str] = field(default_factory=list)
     """Problems of the process reporting, not of a provider (`serve`: its ticks do not run)."""
+    state_schema: str | None = None
+    """The PostgreSQL schema the state is in (None for a file): two states may share a URL."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "stateFile": self.state_file,
             "schemaVersion": self.schema_version,
             "running": self.running,
             "providers": [status.to_json() for status in self.providers],
             "events": {"pending": self.events.pending, "parked": self.events.parked},
         }
+        if self.state_schema is not None:
+            document["stateSchema"] = self.state_schema
+        return document
 
     @property
     def healthy(self) -> bool:
@@ -290,9 +296,11 @@ def status_report(
         checked_provider(config, state, only, ProviderScope.KNOWN)
     with reading(state) as store:
         names = [only] if only is not None else provider_names(store, config)
-        running = state_location(state).lock_held_elsewhere()
+        location = state_location(state)
+        running = location.lock_held_elsewhere()
         return StatusReport(
-            state_file=str(state_location(state)),
+            state_file=str(location),
+            state_schema=location.schema if isinstance(location, PostgresLocation) else None,
             schema_version=store.schema_version(),
             running=running,
             providers=[

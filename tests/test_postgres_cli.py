@@ -169,3 +169,16 @@ def test_a_command_whose_run_lock_another_run_took_exits_4_saying_so_and_writes_
     )
     with PostgresLocation(pg_url).open(readonly=True) as store:
         assert store.provider_names() == []  # what a refresh writes first: its provider's record
+
+
+def test_status_names_the_postgresql_schema_the_state_is_in(tmp_path: Path, pg_url: str) -> None:
+    """Two states may share one database: the URL alone does not say which one `status` read."""
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    assert run_cli("migrate", "--db", pg_url, cwd=tmp_path).returncode == 0
+
+    shown = run_cli("status", "--db", pg_url, cwd=tmp_path)
+    document = json.loads(run_cli("status", "--json", "--db", pg_url, cwd=tmp_path).stdout)
+
+    assert shown.returncode == 0, shown.stderr
+    assert "(schema 'choreo_ingest') (schema version " in " ".join(shown.stdout.split())
+    assert document["stateSchema"] == "choreo_ingest"

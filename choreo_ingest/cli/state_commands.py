@@ -81,7 +81,9 @@ def status(
 
 def show_status(report: StatusReport) -> None:
     render.table(
-        f"{report.state_file} (schema {report.schema_version}"
+        f"{report.state_file}"
+        f"{f' (schema {report.state_schema!r})' if report.state_schema else ''}"
+        f" (schema version {report.schema_version}"
         f"{', a run is in progress' if report.running else ''})",
         [
             "provider",

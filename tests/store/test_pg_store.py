@@ -353,6 +353,7 @@ def test_status_reads_without_the_lock_and_shows_the_url_without_its_password(
         report = status_report(shown, config, 1_800_000_000.0).to_json()
 
     assert report["stateFile"] == shown.replace(pg_cluster.password, "***")
+    assert report["stateSchema"] == "choreo_ingest"
     assert pg_cluster.password not in json.dumps(report)
     assert report["running"] is True
     [provider] = report["providers"]
