@@ -30,16 +30,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
 
-from choreo_ingest.config_database_url import raw_url_parts
 from choreo_ingest.config_values import without_credentials
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.pg_fence import RunFence
 from choreo_ingest.store.pg_placeholders import translate_placeholders
-from choreo_ingest.store.pg_url import option_value_problem, unreadable_url_problem
+from choreo_ingest.store.pg_url import (
+    option_value_problem,
+    password_hint,
+    unreadable_url_problem,
+    url_password_candidates,
+)
 from choreo_ingest.store.schema import MIGRATION_NAMES
 
 try:
@@ -81,38 +84,6 @@ def redact_url(url: str) -> str:
     if "://" not in url:
         return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
     return without_credentials(url)
-
-
-def url_password_candidates(url: str) -> list[str]:
-    """What in the URL text `url` may be a password, taken from the text itself (libpq's parse
-    error quotes it as written, before any parse succeeds), raw and percent-decoded: the
-    userinfo after its first `:`, up to the authority's first `@` (as libpq splits it) and up to
-    its last (as a URL parser does); what libpq then takes for the host when the authority holds
-    several `@` (the password's tail); and each `password=` query value."""
-    authority, query = raw_url_parts(url)
-    raw: list[str] = []
-    if "@" in authority:
-        for userinfo in (authority.partition("@")[0], authority.rpartition("@")[0]):
-            _, colon, password = userinfo.partition(":")
-            if colon:
-                raw.append(password)
-        raw += _host_part_candidates(authority)
-    raw += [value for key, value in query if key.strip() == "password"]
-    candidates = [*raw, *(unquote(text) for text in raw)]
-    return [text for text in dict.fromkeys(candidates) if text]
-
-
-def _host_part_candidates(authority: str) -> list[str]:
-    """An authority with several `@` (`u:p1@p2@host:5432`): libpq ends the userinfo at the
-    first, so the password's tail is in what it reads as hosts and ports, which it may quote:
-    each run of `:`/`,`-separated pieces after the first `@` that starts before the last."""
-    if authority.count("@") < 2:
-        return []
-    tail = authority.partition("@")[2]
-    last_at = tail.rindex("@")
-    bounds = [0, *(found.end() for found in re.finditer(r"[:,]", tail))]
-    ends = [found.start() for found in re.finditer(r"[:,]", tail)] + [len(tail)]
-    return [tail[start:end] for start in bounds if start < last_at for end in ends if end > start]
 
 
 _KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
@@ -192,8 +163,7 @@ class PgConnection:
         try:
             self.raw = psycopg.connect(url, autocommit=True, **extra)
         except psycopg.Error as error:
-            refused = password and "password authentication failed" in str(error)  # libpq's words
-            doing = "cannot connect" + (" (password: state.passwordFile's)" if refused else "")
+            doing = "cannot connect" + password_hint(str(error), from_file=password is not None)
             raise self._state_error(error, doing=doing) from error
         try:
             self._enter_schema()

@@ -3,7 +3,9 @@
 `pg_connection.url_options` asks libpq (through psycopg) to read a URL; this module, which needs
 no psycopg, words what libpq refused (`unreadable_url_problem`) and what it would refuse only
 when connecting (`option_value_problem`), as the config's own URL checks word theirs
-(`config_values.database_url_problem`): the problem, then the form expected.
+(`config_values.database_url_problem`): the problem, then the form expected. It also finds what
+in a URL's text may be a password, to mask it (`url_password_candidates`), and says where the
+password of a refused connection came from (`password_hint`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from choreo_ingest.config_database_url import DATABASE_URL_FORM
+from choreo_ingest.config_database_url import DATABASE_URL_FORM, raw_url_parts
 
 EXPECTED = f"expected {DATABASE_URL_FORM}"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -110,3 +112,45 @@ def _parameter_problem(piece: str, keywords: Collection[str]) -> str | None:
         return "an unknown query parameter"
     close = difflib.get_close_matches(name, sorted(keywords), n=1)
     return f"unknown query parameter `{name}`" + (f" (did you mean `{close[0]}`?)" if close else "")
+
+
+def url_password_candidates(url: str) -> list[str]:
+    """What in the URL text `url` may be a password, taken from the text itself (libpq's parse
+    error quotes it as written, before any parse succeeds), raw and percent-decoded: the
+    userinfo after its first `:`, up to the authority's first `@` (as libpq splits it) and up to
+    its last (as a URL parser does); what libpq then takes for the host when the authority holds
+    several `@` (the password's tail); and each `password=` query value."""
+    authority, query = raw_url_parts(url)
+    raw: list[str] = []
+    if "@" in authority:
+        for userinfo in (authority.partition("@")[0], authority.rpartition("@")[0]):
+            _, colon, password = userinfo.partition(":")
+            if colon:
+                raw.append(password)
+        raw += _host_part_candidates(authority)
+    raw += [value for key, value in query if key.strip() == "password"]
+    candidates = [*raw, *(unquote(text) for text in raw)]
+    return [text for text in dict.fromkeys(candidates) if text]
+
+
+def _host_part_candidates(authority: str) -> list[str]:
+    """An authority with several `@` (`u:p1@p2@host:5432`): libpq ends the userinfo at the
+    first, so the password's tail is in what it reads as hosts and ports, which it may quote:
+    each run of `:`/`,`-separated pieces after the first `@` that starts before the last."""
+    if authority.count("@") < 2:
+        return []
+    tail = authority.partition("@")[2]
+    last_at = tail.rindex("@")
+    bounds = [0, *(found.end() for found in re.finditer(r"[:,]", tail))]
+    ends = [found.start() for found in re.finditer(r"[:,]", tail)] + [len(tail)]
+    return [tail[start:end] for start in bounds if start < last_at for end in ends if end > start]
+
+
+def password_hint(libpq_says: str, *, from_file: bool) -> str:
+    """What to add to a refused connection's message about the password it used: whose it was
+    (`state.passwordFile`'s wins over the URL's), or where one is read from when none was."""
+    if from_file and "password authentication failed" in libpq_says:  # libpq's words
+        return " (password: state.passwordFile's)"
+    if "no password supplied" in libpq_says:
+        return " (no password: set state.passwordFile, PGPASSWORD or ~/.pgpass)"
+    return ""

@@ -5,6 +5,7 @@ a connection killed under it, and the advisory lock the run lock will be made of
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +22,8 @@ from choreo_ingest.store.pg_connection import (  # noqa: E402
     PgConnection,
     advisory_key,
     redact_url,
-    url_password_candidates,
 )
+from choreo_ingest.store.pg_url import url_password_candidates  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -231,6 +232,21 @@ def test_a_refused_password_is_never_shown(pg_cluster: PgCluster, pg_url: str) -
         assert conn.scalar("SELECT current_user") == pg_cluster.password_user
     with PgConnection(pg_cluster.password_url(pg_url, password=right)) as conn:  # in the URL
         assert conn.scalar("SELECT current_user") == pg_cluster.password_user
+
+
+def test_a_connection_without_any_password_says_where_one_is_read_from(
+    pg_cluster: PgCluster, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`migrate --copy-to postgresql://user@host/db` with no password anywhere: libpq's own
+    words (`fe_sendauth: no password supplied`) named neither a setting nor a variable."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+
+    with pytest.raises(StateError) as caught:
+        PgConnection(pg_cluster.password_url(pg_url))
+
+    assert "no password supplied" in str(caught.value)
+    assert "(no password: set state.passwordFile, PGPASSWORD or ~/.pgpass)" in str(caught.value)
 
 
 def test_a_server_that_is_not_there(pg_cluster: PgCluster) -> None:
