@@ -20,6 +20,23 @@ from choreo_ingest.config_database_url import DATABASE_URL_FORM, raw_url_parts
 
 EXPECTED = f"expected {DATABASE_URL_FORM}"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+CHOICE_OPTIONS = {
+    "sslmode": SSLMODES,
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "load_balance_hosts": ("disable", "random"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+}
+"""libpq's options that take one of a few words (as written: libpq compares them exactly)."""
 INTEGER_OPTIONS = (
     "connect_timeout",
     "keepalives",
@@ -41,9 +58,10 @@ def option_value_problem(options: Mapping[str, Any]) -> str | None:
     checks these only when it connects, after psycopg has looked the host up: a typo would hide
     behind an unknown host. The value is not shown (what libpq read there may be a password's
     tail)."""
-    sslmode = options.get("sslmode")
-    if sslmode is not None and sslmode not in SSLMODES:
-        return f"`sslmode` takes {', '.join(SSLMODES[:-1])} or {SSLMODES[-1]}; {EXPECTED}"
+    for name, choices in CHOICE_OPTIONS.items():
+        value = options.get(name)
+        if value is not None and value not in choices:
+            return f"`{name}` takes {', '.join(choices[:-1])} or {choices[-1]}; {EXPECTED}"
     for name in INTEGER_OPTIONS:
         value = options.get(name)
         if value is not None and not _INTEGER.fullmatch(str(value)):

@@ -17,6 +17,7 @@ from choreo_ingest.config import Config  # noqa: E402
 from choreo_ingest.errors import ConfigError  # noqa: E402
 from choreo_ingest.store import SqliteLocation, configured_location  # noqa: E402
 from choreo_ingest.store.pg_connection import url_options  # noqa: E402
+from choreo_ingest.store.pg_url import CHOICE_OPTIONS  # noqa: E402
 
 SSLMODES = "`sslmode` takes disable, allow, prefer, require, verify-ca or verify-full"
 EXPECTED = "; expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
@@ -27,6 +28,9 @@ REFUSED = [
     ("/db?sslmode=bogus", SSLMODES),
     ("/db?sslmode=REQUIRE", SSLMODES),
     ("/db?sslmode=", SSLMODES),
+    ("/db?target_session_attrs=bogus", "`target_session_attrs` takes any, read-write, read-only, "
+     "primary, standby or prefer-standby"),
+    ("/db?load_balance_hosts=Random", "`load_balance_hosts` takes disable or random"),
     ("/db?connect_timeout=soon", "`connect_timeout` takes a whole number"),
     ("/db?keepalives_idle=1m", "`keepalives_idle` takes a whole number"),
     ("/db?sslmode", "a query parameter has no `=`: write name=value"),
@@ -130,3 +134,13 @@ def test_the_location_of_a_url_libpq_refuses_is_never_made() -> None:
 
     path = Path("state.db")
     assert configured_location(path, Config(), origin="state.path") == SqliteLocation(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [(name, value) for name, choices in CHOICE_OPTIONS.items() for value in choices],
+)
+def test_every_word_libpq_takes_for_an_option_of_a_few_words_is_taken(
+    name: str, value: str
+) -> None:
+    assert url_options(f"postgresql://u@127.0.0.1:9/db?{name}={value}")[name] == value
