@@ -1,4 +1,3 @@
-import { SchedulerServiceTaskScheduleDefinitionConfig } from '@backstage/backend-plugin-api';
 import { HumanDuration } from '@backstage/types';
 
 export interface Config {
@@ -18,7 +17,15 @@ export interface Config {
          * at 80% of the timeout; the next one resumes where it stopped. The scope is always
          * `global` (one step at a time across replicas), whatever is given here.
          */
-        schedule?: SchedulerServiceTaskScheduleDefinitionConfig;
+        schedule?: {
+          /** Default 30 s: a duration (`{ seconds: 30 }`, `PT30S`, `30s`) or `{ cron: '...' }`. */
+          frequency?: { cron: string } | string | HumanDuration | { trigger: 'manual' };
+          /** Default 15 min. */
+          timeout?: string | HumanDuration;
+          initialDelay?: string | HumanDuration;
+          /** Ignored: always `global`. */
+          scope?: 'global' | 'local';
+        };
         /**
          * Changes per /changes page, at most 10,000, and entities per /entities page, capped
          * at 1,000 (default 500).

@@ -195,11 +195,13 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     try {
       seq = (await this.step(connection, result)).seq;
     } catch (error) {
-      // A request the abort cut short fails as unreachable: that is the abort's stop too.
+      // A request the abort cut short fails as unreachable (no status): the abort's stop too.
+      // Anything else (the database, the catalog) is a failure, aborted or not.
+      const cutShort = error instanceof FeedError && error.status === undefined;
       const stopped =
         error instanceof Stopped || error instanceof StateSuperseded
           ? error.message
-          : signal?.aborted
+          : signal?.aborted && cutShort
             ? 'the step was aborted during a request'
             : undefined;
       if (stopped === undefined) {
@@ -277,25 +279,25 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
    * At the first step of a process: why the catalog no longer holds what the module applied, or
    * undefined. The catalog removes a provider's entities at a start without it (its startup
    * eviction of orphaned providers, `catalog.orphanProviderStrategy: delete`, the default since
-   * catalog-backend 3.0.0), and the module's own tables would not know: it counts the catalog's
-   * references to the provider (see `StateStore.catalogHeld`) against the refs it applied.
+   * catalog-backend 3.0.0), and the module's own tables would not know: it looks the refs it
+   * applied up among the catalog's entities (see `StateStore.catalogMissing`).
    */
   private async catalogLoss(): Promise<string | undefined> {
-    const applied = await this.store.appliedCount();
-    const held = await this.store.catalogHeld();
-    if (held === undefined) {
+    const missing = await this.store.catalogMissing();
+    if (missing === undefined) {
       this.logger.info(
-        'choreo-ingest: no refresh_state_references table in this database; the check that ' +
-          'the catalog still holds what the module applied is skipped',
+        'choreo-ingest: no refresh_state table in this database; the check that the catalog ' +
+          'still holds what the module applied is skipped',
       );
       return undefined;
     }
-    if (held >= applied) {
+    if (missing === 0) {
       return undefined;
     }
+    const applied = await this.store.appliedCount();
     return (
-      `the catalog holds ${held} of the ${applied} entities the module applied (it removed ` +
-      'them, such as at a start without this module: catalog.orphanProviderStrategy)'
+      `the catalog holds ${applied - missing} of the ${applied} entities the module applied (it ` +
+      'removed them, such as at a start without this module: catalog.orphanProviderStrategy)'
     );
   }
 

@@ -71,8 +71,8 @@ export type Commit = {
 };
 
 const CHUNK = 400;
-/** The catalog's own table of which source put in which entity (catalog-backend 0.x to 4.x). */
-export const CATALOG_REFERENCES_TABLE = 'refresh_state_references';
+/** The catalog's own table of its entities, one row per ref (catalog-backend 0.x to 4.x). */
+export const CATALOG_ENTITIES_TABLE = 'refresh_state';
 
 export class StateStore {
   private readonly db: Knex;
@@ -192,17 +192,24 @@ export class StateStore {
   }
 
   /**
-   * How many entities the catalog holds from the provider: its rows in the catalog's
-   * `refresh_state_references` (one per entity a provider's mutation put in, by `source_key`,
-   * the provider's name; the table the catalog's eviction of orphaned providers empties), in the
-   * same database. Undefined where that table is missing (not the catalog's database).
+   * How many of the refs the provider applied the catalog holds no entity for: rows of the
+   * catalog's `refresh_state` (keyed by the same lower-cased ref, in the same database), which
+   * the catalog's eviction of orphaned providers and its API's deletes empty. An entity the
+   * catalog keeps under another location key (a conflict) is held, if not from the provider: a
+   * resync would not bring it in either. Undefined where that table is missing (not the
+   * catalog's database).
    */
-  async catalogHeld(): Promise<number | undefined> {
-    if (!(await this.db.schema.hasTable(CATALOG_REFERENCES_TABLE))) {
+  async catalogMissing(): Promise<number | undefined> {
+    if (!(await this.db.schema.hasTable(CATALOG_ENTITIES_TABLE))) {
       return undefined;
     }
-    const row = await this.db(CATALOG_REFERENCES_TABLE)
-      .where({ source_key: this.provider })
+    await this.ready();
+    const held = this.db(`${CATALOG_ENTITIES_TABLE} as held`)
+      .select(this.db.raw('1'))
+      .whereRaw('?? = ??', ['held.entity_ref', 'applied.ref']);
+    const row = await this.db(`${APPLIED_TABLE} as applied`)
+      .where('applied.provider', this.provider)
+      .whereNotExists(held)
       .count({ count: '*' })
       .first();
     return Number(row?.count ?? 0);

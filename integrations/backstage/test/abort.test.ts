@@ -186,3 +186,21 @@ test('a step stops once its time budget is spent, also while following /changes'
   );
   expect(connection.refs()).toEqual(await choreo.exportRefs());
 });
+
+test('a failure while the signal is aborted is a failure, not a stop between pages', async () => {
+  const controller = new AbortController();
+  const logger = new TestLogger();
+  const { connection, provider } = setup({
+    logger,
+    afterMutation: () => {
+      controller.abort();
+      throw new Error('the catalog\'s database went away');
+    },
+  });
+  await provider.connect(connection);
+
+  await expect(provider.run({ signal: controller.signal })).rejects.toThrow(
+    /the catalog's database went away/,
+  );
+  expect(logger.text()).not.toMatch(/stopped between pages/);
+});

@@ -62,6 +62,27 @@ test('a catalog that evicted the provider gets everything back at the next first
   expect(await back.run()).toEqual({ applied: 0, removed: 0, resynced: false });
 });
 
+test('an entity the catalog keeps from another location costs no resync at a restart', async () => {
+  const { database, connection, logger, start } = await setup(10);
+  // A `file` location still holds c3 (a cut-over not finished): the module's copy conflicts.
+  await connection.addForeign('component:default/c3', 'url:https://example.com/catalog-info.yaml');
+  const first = await start();
+  expect((await first.run()).applied).toBe(10);
+  expect(connection.refs()).not.toContain('component:default/c3');
+
+  const restarted = await start();
+
+  expect(await restarted.run()).toEqual({ applied: 0, removed: 0, resynced: false });
+  expect(logger.text()).not.toMatch(/the catalog holds/);
+  // An entity deleted through the catalog's API is missing, and the next process brings it back.
+  await database('refresh_state_references').where({ target_entity_ref: 'component:default/c5' }).delete();
+  await database('refresh_state').where({ entity_ref: 'component:default/c5' }).delete();
+  const again = await start();
+  expect((await again.run()).resynced).toBe(true);
+  expect(logger.text()).toMatch(/the catalog holds 9 of the 10 entities the module applied/);
+  expect(await database('refresh_state').where({ entity_ref: 'component:default/c5' }).first()).toBeTruthy();
+});
+
 test('without the catalog\'s table (another database) the check is skipped', async () => {
   const { feed, database } = await fakeFeedOf(1);
   const logger = new TestLogger();
@@ -72,7 +93,7 @@ test('without the catalog\'s table (another database) the check is skipped', asy
   };
   expect((await (await make()).run()).resynced).toBe(true);
   expect(await (await make()).run()).toEqual({ applied: 0, removed: 0, resynced: false });
-  expect(logger.text()).toMatch(/no refresh_state_references table in this database/);
+  expect(logger.text()).toMatch(/no refresh_state table in this database/);
 });
 
 test('a deleted position row forces a resync that still sweeps what vanished', async () => {

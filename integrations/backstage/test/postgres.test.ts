@@ -105,7 +105,7 @@ describePg('on PostgreSQL', () => {
     }
   });
 
-  test('the catalog\'s references are counted on PostgreSQL: an eviction resyncs', async () => {
+  test('the catalog\'s entities are looked up on PostgreSQL: an eviction resyncs', async () => {
     const database = await pg.freshDatabase();
     const feed = await fakeFeed(['a', 'b', 'c']);
     const connection = new CatalogTablesConnection(database);

@@ -16,6 +16,7 @@ import {
 import catalogPlugin from '@backstage/plugin-catalog-backend';
 import type { Knex } from 'knex';
 import { TASK_ID, catalogModuleChoreoIngest, locationKeyFor } from '../src';
+import { StateStore } from '../src/state';
 import {
   SERVE_TOKEN,
   type Choreo,
@@ -162,6 +163,8 @@ test('what choreo-ingest delivers becomes processed entities in the real catalog
   expect(await processingErrors()).toEqual([]);
   // The catalog holds them as the module's: provided under its provider name.
   expect(await providedRefs()).toEqual(refs);
+  // The module's check at a process's first step reads the real catalog's table: none missing.
+  expect(await new StateStore(knex, 'choreo-ingest').catalogMissing()).toBe(0);
 });
 
 test('a created component arrives as a Component and an API, their relations stitched', async () => {
@@ -235,4 +238,16 @@ test('an endpoint renamed only in case stays in the real catalog under its new s
   expect(apiNamed(served, `${project}-case-rename-httpapi`)).toBe(true);
   expect([...served.keys()].sort()).toEqual((await choreo.exportRefs()).map(r => r.toLowerCase()).sort());
   expect(await processingErrors()).toEqual([]);
+});
+
+test('an entity deleted through the real catalog\'s API counts as missing for the module', async () => {
+  const store = new StateStore(knex, 'choreo-ingest');
+  const [ref, entity] = [...(await catalogEntities()).entries()].find(([, e]) => e.kind === 'Component')!;
+  expect(await store.catalogMissing()).toBe(0);
+
+  const url = `http://localhost:${backend.server.port()}/api/catalog/entities/by-uid/${entity.metadata.uid}`;
+  expect((await fetch(url, { method: 'DELETE' })).status).toBe(204);
+
+  expect((await catalogEntities()).has(ref)).toBe(false);
+  expect(await store.catalogMissing()).toBe(1); // the next process resyncs at its first step
 });

@@ -1,15 +1,18 @@
 /**
- * A RecordingConnection that also keeps the catalog's `refresh_state_references` rows in the
- * given database, as the catalog's provider database does for each delta (one row per entity
- * a provider put in, by `source_key`), and can evict the provider as the catalog does at a start
- * without it (`evictEntitiesFromOrphanedProviders`: an empty `full` mutation for its source key).
+ * A RecordingConnection that also keeps the catalog's `refresh_state` (one row per entity, with
+ * the location key it came under) and `refresh_state_references` (which source put it in) rows
+ * in the given database, as the catalog's provider database does for each delta: an entity that
+ * another location key holds already is a conflict, skipped (the provider's reference to it is
+ * dropped, the other source's entity stays). It can evict the provider as the catalog does at a
+ * start without it (`evictEntitiesFromOrphanedProviders`), and put in another source's entity.
  */
 import { stringifyEntityRef } from '@backstage/catalog-model';
 import type { EntityProviderMutation } from '@backstage/plugin-catalog-node';
 import type { Knex } from 'knex';
 import { RecordingConnection } from './connection';
 
-const TABLE = 'refresh_state_references';
+const ENTITIES = 'refresh_state';
+const REFERENCES = 'refresh_state_references';
 
 export class CatalogTablesConnection extends RecordingConnection {
   constructor(
@@ -19,9 +22,13 @@ export class CatalogTablesConnection extends RecordingConnection {
     super();
   }
 
-  /** Create the table as the catalog's migrations do (the columns the module reads). */
+  /** Create the tables as the catalog's migrations do (the columns the module and this read). */
   async createTable(): Promise<void> {
-    await this.database.schema.createTable(TABLE, table => {
+    await this.database.schema.createTable(ENTITIES, table => {
+      table.text('entity_ref').notNullable().unique();
+      table.text('location_key').nullable();
+    });
+    await this.database.schema.createTable(REFERENCES, table => {
       table.increments('id');
       table.text('source_key').nullable();
       table.text('source_entity_ref').nullable();
@@ -31,33 +38,64 @@ export class CatalogTablesConnection extends RecordingConnection {
   }
 
   override async applyMutation(mutation: EntityProviderMutation): Promise<void> {
-    await super.applyMutation(mutation);
-    const added = (mutation.type === 'full' ? mutation.entities : mutation.added).map(item =>
-      stringifyEntityRef(item.entity),
-    );
-    const removed =
+    const items = mutation.type === 'full' ? mutation.entities : mutation.added;
+    const conflicts = new Set<string>();
+    for (const item of items) {
+      const ref = stringifyEntityRef(item.entity);
+      const held = await this.database(ENTITIES).where({ entity_ref: ref }).first();
+      if (held && held.location_key !== (item.locationKey ?? null)) {
+        conflicts.add(ref);
+      }
+    }
+    const accepted = items.filter(item => !conflicts.has(stringifyEntityRef(item.entity)));
+    await super.applyMutation(
       mutation.type === 'full'
-        ? undefined
-        : mutation.removed.map(item =>
-            'entityRef' in item ? item.entityRef : stringifyEntityRef(item.entity),
-          );
-    const own = () => this.database(TABLE).where({ source_key: this.sourceKey });
-    if (removed === undefined) {
+        ? { ...mutation, entities: accepted }
+        : { ...mutation, added: accepted },
+    ); // validates every envelope first: a refused mutation changes nothing
+    const own = () => this.database(REFERENCES).where({ source_key: this.sourceKey });
+    if (mutation.type === 'full') {
       await own().delete();
-    } else if (removed.length) {
-      await own().whereIn('target_entity_ref', removed).delete();
-    }
-    if (added.length) {
-      await own().whereIn('target_entity_ref', added).delete();
-      await this.database(TABLE).insert(
-        added.map(ref => ({ source_key: this.sourceKey, target_entity_ref: ref })),
+    } else {
+      const removed = mutation.removed.map(item =>
+        'entityRef' in item ? item.entityRef : stringifyEntityRef(item.entity),
       );
+      if (removed.length) {
+        await own().whereIn('target_entity_ref', removed).delete();
+      }
     }
+    for (const ref of conflicts) {
+      await own().where({ target_entity_ref: ref }).delete();
+    }
+    for (const item of accepted) {
+      const ref = stringifyEntityRef(item.entity);
+      await this.database(ENTITIES)
+        .insert({ entity_ref: ref, location_key: item.locationKey ?? null })
+        .onConflict('entity_ref')
+        .ignore();
+      await this.database(REFERENCES).where({ target_entity_ref: ref }).delete();
+      await this.database(REFERENCES).insert({ source_key: this.sourceKey, target_entity_ref: ref });
+    }
+    await this.pruneUnreferenced();
   }
 
   /** The catalog started without the provider: it removed all the provider's entities. */
   async evict(): Promise<void> {
-    await this.database(TABLE).where({ source_key: this.sourceKey }).delete();
+    await this.database(REFERENCES).where({ source_key: this.sourceKey }).delete();
+    await this.pruneUnreferenced();
     this.entities.clear();
+  }
+
+  /** Another source (a `file` location, say) put in the entity `ref` under `locationKey`. */
+  async addForeign(ref: string, locationKey: string): Promise<void> {
+    await this.database(ENTITIES).insert({ entity_ref: ref, location_key: locationKey });
+    await this.database(REFERENCES).insert({ source_key: locationKey, target_entity_ref: ref });
+  }
+
+  /** The catalog's entities with no reference left are deleted. */
+  private async pruneUnreferenced(): Promise<void> {
+    await this.database(ENTITIES)
+      .whereNotIn('entity_ref', this.database(REFERENCES).select('target_entity_ref'))
+      .delete();
   }
 }
