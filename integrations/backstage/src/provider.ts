@@ -497,23 +497,27 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     }
   }
 
-  /** Remove what earlier generations applied and the latest resync did not, within the ratio. */
+  /**
+   * Remove what earlier generations applied and the latest resync did not, within the ratio:
+   * counted first, then read and removed a batch at a time (a refused removal of 500,000 refs,
+   * checked at every step, reads none of them).
+   */
   private async sweep(
     connection: EntityProviderConnection,
     state: FeedState,
     result: SyncResult,
   ): Promise<FeedState> {
-    const stale = await this.store.staleRefs(state.generation);
+    const stale = await this.store.staleCount(state.generation);
     const total = await this.store.appliedCount();
-    if (stale.length && stale.length > this.maxRemovalRatio * total) {
+    if (stale && stale > this.maxRemovalRatio * total) {
       const message =
-        `choreo-ingest: refusing to remove ${stale.length} of ${total} entities ` +
-        `(${((100 * stale.length) / total).toFixed(1)}%, above maxRemovalRatio ` +
+        `choreo-ingest: refusing to remove ${stale} of ${total} entities ` +
+        `(${((100 * stale) / total).toFixed(1)}%, above maxRemovalRatio ` +
         `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
         'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
         'the changes or the next resync to agree';
       // Checked at every step: logged once, then when it changes or every REPEAT_LOG_INTERVAL_MS.
-      const { due, count, since } = this.refusals.seen(`${state.generation}:${stale.length}`);
+      const { due, count, since } = this.refusals.seen(`${state.generation}:${stale}`);
       if (due) {
         const refused = count > 1 ? ` (refused since ${new Date(since).toISOString()})` : '';
         this.logger.warn(`${message}${refused}`);
@@ -526,30 +530,32 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     if (refused) {
       this.logger.info(
         `choreo-ingest: the removal refused since ${new Date(refused.since).toISOString()} ` +
-          `is within maxRemovalRatio now: removing ${stale.length} entities`,
+          `is within maxRemovalRatio now: removing ${stale} entities`,
       );
     }
     let current = state;
-    const batches = chunks(stale, MAX_BATCH_REFS);
-    for (const [index, refs] of batches.entries()) {
+    let removed = 0;
+    for (;;) {
+      const refs = await this.store.staleRefs(state.generation, MAX_BATCH_REFS);
+      if (!refs.length) {
+        break;
+      }
       this.checkpoint();
       await this.apply(connection, {
         type: 'delta',
         added: [],
         removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
       });
-      current = await this.store.commit({
-        state: { ...current, sweepPending: index < batches.length - 1 },
-        removed: refs,
-      });
+      current = await this.store.commit({ state: current, removed: refs });
       result.removed += refs.length;
+      removed += refs.length;
     }
     if (current.sweepPending) {
       this.checkpoint();
       current = await this.store.commit({ state: { ...current, sweepPending: false } });
     }
-    if (stale.length) {
-      this.logger.info(`choreo-ingest: removed ${stale.length} entities the resync did not see`);
+    if (removed) {
+      this.logger.info(`choreo-ingest: removed ${removed} entities the resync did not see`);
     }
     return current;
   }

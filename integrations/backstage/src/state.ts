@@ -160,15 +160,27 @@ export class StateStore {
     });
   }
 
-  /** Refs applied by a generation before `generation`. */
-  async staleRefs(generation: number): Promise<string[]> {
+  /** The first `limit` refs (in ref order) applied by a generation before `generation`. */
+  async staleRefs(generation: number, limit: number): Promise<string[]> {
     await this.ready();
     const rows: Array<{ ref: string }> = await this.db(APPLIED_TABLE)
       .where({ provider: this.provider })
       .andWhere('generation', '<', generation)
       .orderBy('ref')
+      .limit(limit)
       .select('ref');
     return rows.map(row => row.ref);
+  }
+
+  /** How many refs were applied by a generation before `generation`. */
+  async staleCount(generation: number): Promise<number> {
+    await this.ready();
+    const row = await this.db(APPLIED_TABLE)
+      .where({ provider: this.provider })
+      .andWhere('generation', '<', generation)
+      .count({ count: '*' })
+      .first();
+    return Number(row?.count ?? 0);
   }
 
   /** How many refs the provider has applied (all generations). */

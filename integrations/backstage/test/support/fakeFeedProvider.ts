@@ -30,7 +30,7 @@ export async function fakeFeedOf(names: number): Promise<{ feed: FakeFeed; datab
 
 export async function providerOnFakeFeed(
   names: number,
-  options: { batchSize: number; stepBudgetMs?: number },
+  options: { batchSize: number; stepBudgetMs?: number; maxRemovalRatio?: number },
 ) {
   const { feed, database } = await fakeFeedOf(names);
   const logger = new TestLogger();
@@ -42,6 +42,7 @@ export async function providerOnFakeFeed(
     database,
     batchSize: options.batchSize,
     stepBudgetMs: options.stepBudgetMs,
+    maxRemovalRatio: options.maxRemovalRatio,
     now: () => clock.now,
   });
   await provider.connect(connection);
