@@ -743,6 +743,8 @@ class TestOnPostgres:
                 assert client.get("/readyz").json() == {"ready": True}
                 status = client.get("/status").json()
                 status.pop("stateFile")
+                schema = status.pop("stateSchema", None)
+                assert schema == ("choreo_ingest" if name == "postgres" else None)
                 changes = client.get("/changes", params={"limit": 50}, headers=AUTH).json()
                 stored = client.post("/events/openchoreo", json=component_event("pg-one"))
                 documents[name] = (status, changes, stored.status_code)
