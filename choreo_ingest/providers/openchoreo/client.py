@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
 
@@ -67,6 +68,8 @@ MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
+_TOKEN_TIMEOUT: ContextVar[Callable[[], float] | None] = ContextVar("token_timeout", default=None)
+"""While a client asks for a token: a token request's timeout, the time left (`form_poster`)."""
 
 
 def default_user_agent() -> str:
@@ -179,18 +182,15 @@ class OpenChoreoClient:
     ) -> list[Any]:
         """Send these GETs now, at once (`ManyReads.get_each`), for `get_json` to answer them
         from: an event drain reads what its next events will ask for. A request given n times
-        is sent once and answers n asks (copies, the last one the answer itself); then it is
-        sent again when asked. The answers replace those kept from the last call, or join them
-        (`adding`: a request already kept answers one more ask), and are returned too, in the
+        is sent once and answers n asks, then is sent again when asked. The answers replace
+        those kept from the last call, or join them (`adding`), and are returned too, in the
         order asked (a `Gone`, a `Failed`, or NOT_SENT).
 
-        What the read-ahead must not cost: a call and those adding to it have half the time
-        left before the deadline (a request, or its wait for the rate limit, is cut short at
-        that point); a request is sent without the retries of `get_json` (a 401 still renews
-        the token once), and none after the first that failed for want of a working server (an
-        outage, a 429, a timeout, that half of the time spent). Such a request is not kept, so
-        its event sends it again with the usual retries. A refusal (404, 403, another 4xx but
-        429, or an answer that cannot be read) is raised again as it came."""
+        What it must not cost: a call and those adding to it have half the time left before
+        the deadline; a request goes without retries (a 401 still renews the token once), and
+        none after the first that failed for want of a working server. Such a request is not
+        kept: its event sends it again, with retries. A refusal (404, 403, another 4xx but 429,
+        or an answer that cannot be read) is raised again as it came."""
         if not adding:
             now = self._clock.monotonic()
             until = None if self._deadline is None else now + (self._deadline - now) / 2
@@ -251,7 +251,8 @@ class OpenChoreoClient:
         attempt = 1
         while True:
             try:
-                token = self._credentials.bearer()
+                self._check_deadline(method, path)  # before a token grant, too
+                token = self._bounded(self._credentials.bearer)
                 response = self._send_once(method, path, params, token)
             except TokenUnavailable as unavailable:  # no token to send: the request failed so
                 failure = unavailable
@@ -318,9 +319,17 @@ class OpenChoreoClient:
     def _renewed(self, token: str | None) -> bool | TokenUnavailable:
         """After a 401: whether there is another token to send, or why none can be had now."""
         try:
-            return self._credentials.refresh(token) != token
+            return self._bounded(lambda: self._credentials.refresh(token)) != token
         except TokenUnavailable as unavailable:
             return unavailable
+
+    def _bounded(self, ask: Callable[[], str | None]) -> str | None:
+        """A token from the credentials, a grant it needs ending by the burst deadline."""
+        reset = _TOKEN_TIMEOUT.set(self._timeout_now)
+        try:
+            return ask()
+        finally:
+            _TOKEN_TIMEOUT.reset(reset)
 
     def _send_once(
         self, method: str, path: str, params: Params | None, token: str | None
@@ -427,6 +436,11 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         url: str, fields: Mapping[str, str], headers: Mapping[str, str]
     ) -> tuple[int, Any]:
         where = url.partition("?")[0]
+        time_left = _TOKEN_TIMEOUT.get()
+        timeout = config.incremental.request_timeout if time_left is None else time_left()
+        if timeout <= 0:
+            message = f"POST {where}: the burst deadline has passed"
+            raise TransientError(message, method="POST", path=where, code="TIMEOUT")
         proxy = proxy_variable(url) if transport is None else None
         http = _http_client(config, transport, proxy)
         try:
@@ -439,7 +453,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
                         "User-Agent": default_user_agent(),
                         **headers,
                     },
-                    timeout=httpx.Timeout(config.incremental.request_timeout),
+                    timeout=httpx.Timeout(timeout),
                 )
         except httpx.HTTPError as error:
             basic = (headers.get("Authorization") or "").removeprefix("Basic ")

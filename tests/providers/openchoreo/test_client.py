@@ -1275,6 +1275,62 @@ class TestTokenRequestFailures:
         )
 
 
+class TestTokenRequestDeadline:
+    """A token grant that a burst's request needs ends by the burst deadline, as the request
+    does: a token endpoint that hangs cannot hold a burst past burstLength."""
+
+    @pytest.mark.parametrize(
+        ("deadline_in", "expected"),
+        [(3.0, 3.0), (60.0, 10.0), (None, 10.0)],
+        ids=["capped-by-deadline", "request-timeout", "no-deadline"],
+    )
+    def test_the_token_request_is_cut_to_the_time_left(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        config_for,
+        clock,
+        deadline_in: float | None,
+        expected: float,
+    ) -> None:
+        timeouts: list[float] = []
+        httpx_mock.add_response(json={"items": []})
+        client = make_client(
+            deadline_in=deadline_in,
+            credentials=self._credentials(config_for(request_timeout=10.0), clock, timeouts),
+        )
+
+        client.get_json("/namespaces")
+
+        assert timeouts == [expected]
+
+    def test_a_passed_deadline_asks_for_no_token(
+        self, make_client: MakeClient, config_for, clock
+    ) -> None:
+        timeouts: list[float] = []
+        client = make_client(
+            deadline_in=2, credentials=self._credentials(config_for(), clock, timeouts)
+        )
+        clock.advance(2)
+
+        with pytest.raises(
+            DeadlineExceeded, match="GET /namespaces: the burst deadline has passed"
+        ):
+            client.get_json("/namespaces")
+
+        assert timeouts == []
+
+    @staticmethod
+    def _credentials(config: Any, clock: Any, timeouts: list[float]) -> Credentials:
+        def grant(request: httpx.Request) -> httpx.Response:
+            timeouts.append(request.extensions["timeout"]["read"])
+            return httpx.Response(200, json={"access_token": "granted-1", "expires_in": 3600})
+
+        post_form = form_poster(config.openchoreo, httpx.MockTransport(grant))
+        oauth = OAuthConfig(token_url=TOKEN_URL, client_id="choreo-ingest", client_secret="cs-8e1d")
+        return credentials_for(AuthConfig(oauth=oauth), clock=clock, post_form=post_form)
+
+
 class TokenEndpoint:
     """A `PostForm` that answers from `answers` in turn (a status and body, or an error to
     raise), then grants `granted-token-N`."""
