@@ -359,8 +359,8 @@ def changing_state(
 ) -> Iterator[Store]:
     """`locked_store` for an operator's command that changes state (`reset`, `refresh`,
     `removals approve`): the metrics textfile is rewritten after it, so that what it says (blocked
-    removals, state) is not stale until the next run. Unless `existing` is False (`refresh`,
-    which a first `run` would follow), a state that is not there yet is a StateError: created
+    removals, state) is not stale until the next run. Unless `existing` is False (`refresh
+    --now`, which runs a burst at once), a state that is not there yet is a StateError: created
     here, at a mistyped `--db`, it would take a change meant for another."""
     location = state_location(state)
     if existing and not location.exists():
@@ -382,10 +382,11 @@ def reset(
 
 
 def refresh(
-    state: StateRef, name: str, clock: Clock, *, config: Config | None = None
+    state: StateRef, name: str, clock: Clock, *, config: Config | None = None, create: bool = False
 ) -> ProviderState:
-    """Make the provider due now, whatever it waits for."""
-    with changing_state(state, config, clock, existing=False) as store:
+    """Make the provider due now, whatever it waits for; a state not there yet is made only
+    when `create` (a burst follows at once: `refresh --now`, `serve`)."""
+    with changing_state(state, config, clock, existing=not create) as store:
         now = clock.now()
         stored = store.load_provider(name)
         record = after_refresh(stored, now)

@@ -249,11 +249,25 @@ class TestRun:
         assert [set(d) - {"error"} for d in documents] == [RUN_KEYS] * 4
         assert [set(d["events"]) for d in documents] == [set(documents[0]["events"])] * 4
 
+    def test_refresh_now_on_a_state_not_there_yet_makes_it_as_run_does(
+        self, tmp_path: Path
+    ) -> None:
+        """Its burst follows at once, as a first `run`'s would; a plain `refresh` is refused."""
+        config = write_config(tmp_path / "config.yaml", UNREACHABLE_URL)
+        db = tmp_path / "state.db"
+
+        args = ("--config", config, "--db", db)
+        done = run_cli("refresh", "openchoreo", "--now", "--json", *args, cwd=tmp_path)
+
+        assert json.loads(done.stdout)["outcome"] == "failed"  # the API is not there
+        assert done.returncode == 3
+        assert db.exists()
+
     def test_refresh_now_says_locked_as_run_does(self, tmp_path: Path) -> None:
         config = write_config(tmp_path / "config.yaml", UNREACHABLE_URL)
         db = tmp_path / "state.db"
         args = ("--config", config, "--db", db)
-        assert run_cli("refresh", "openchoreo", *args, cwd=tmp_path).returncode == 0
+        assert run_cli("migrate", *args, cwd=tmp_path).returncode == 0
 
         with RunLock(db):
             done = run_cli("refresh", "openchoreo", "--now", "--json", *args, cwd=tmp_path)
@@ -328,6 +342,7 @@ class TestStateCommands:
             ("removals",),
             ("reset", "openchoreo", "--yes"),
             ("removals", "approve", "openchoreo", "--yes"),
+            ("refresh", "openchoreo"),
         ],
         ids=" ".join,
     )
@@ -373,8 +388,12 @@ class TestStateCommands:
 
     @pytest.mark.parametrize(
         "command",
-        [("reset", "openchoreo", "--yes"), ("removals", "approve", "openchoreo", "--yes")],
-        ids=["reset", "approve"],
+        [
+            ("reset", "openchoreo", "--yes"),
+            ("removals", "approve", "openchoreo", "--yes"),
+            ("refresh", "openchoreo"),
+        ],
+        ids=["reset", "approve", "refresh"],
     )
     def test_a_change_to_a_state_not_there_yet_is_refused_and_creates_none(
         self, tmp_path: Path, command: tuple[str, ...]

@@ -67,7 +67,7 @@ def refresh_command(
         checked_provider(session.config, session.state, provider)
         if now:
             require_api_for(session, provider)
-        state = refresh(session.state, provider, session.clock, config=session.config)
+        state = refresh(session.state, provider, session.clock, config=session.config, create=now)
         if not now:
             if json_output:
                 render.print_json(refresh_json(provider, state))

@@ -332,7 +332,7 @@ def _reading_routes(server: Server) -> list[Route]:
 def _operator_routes(server: Server) -> list[Route]:
     def refreshed(provider: str) -> dict[str, Any]:
         provider_state = server.service.while_locked(
-            lambda: refresh(server.state, provider, server.clock, config=server.config)
+            lambda: refresh(server.state, provider, server.clock, config=server.config, create=True)
         )
         server.service.wake()
         return refresh_json(provider, provider_state)
