@@ -225,7 +225,8 @@ def config_warnings(config: Config) -> list[str]:
 
 
 def effective_chunk_size(config: Config | OpenChoreoConfig, api: str) -> tuple[int, str | None]:
-    """The page size to ask `api` (`v1` or `orgs`, as detected) for, and a warning if capped.
+    """The page size to ask `api` (`v1` or `orgs`, as detected) for, and a warning if capped
+    (what follows `openchoreo.incremental.chunkSize: `).
 
     Config load cannot cap it: under `api: auto` the API is known only once the server answers.
     """
@@ -236,8 +237,8 @@ def effective_chunk_size(config: Config | OpenChoreoConfig, api: str) -> tuple[i
     if size <= largest:
         return size, None
     return largest, (
-        f"openchoreo.incremental.chunkSize is {size} but the OpenChoreo {api} API serves at "
-        f"most {largest} items a page; using {largest}"
+        f"{size}, but the OpenChoreo {api} API serves at most {largest} items a page; "
+        f"using {largest}"
     )
 
 

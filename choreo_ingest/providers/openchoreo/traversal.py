@@ -460,7 +460,8 @@ class OpenChoreoProvider:
         if warning and generation.name not in self._warned_limit:
             self._warned_limit.add(generation.name)
             # Configured, like a config warning: INFO, shown on a terminal, by -v and `check`
-            log.info("chunk_size_capped", provider=self._name, message=warning)
+            message = f"openchoreo.incremental.chunkSize: {warning}"
+            log.info("chunk_size_capped", provider=self._name, message=message)
         return size
 
 

@@ -42,5 +42,11 @@ def test_the_cap_is_said_with_v_and_by_check(tmp_path: Path, config_file: Path) 
         json.loads(line) for line in verbose.stderr.splitlines() if "chunk_size_capped" in line
     ]
     assert line["level"] == "info"
-    assert "chunkSize is 500 but the OpenChoreo v1 API serves at most 100" in line["message"]
-    assert "chunkSize is 500" in check.stdout
+    assert line["message"] == (
+        "openchoreo.incremental.chunkSize: 500, but the OpenChoreo v1 API serves at most 100 "
+        "items a page; using 100"
+    )
+    checks = {item["name"]: item for item in json.loads(check.stdout)["checks"]}
+    assert checks["openchoreo.incremental.chunkSize"]["detail"].startswith(
+        "500, but the OpenChoreo v1 API serves at most 100"
+    )  # said after its key: `openchoreo.incremental.chunkSize: 500, but ...`
