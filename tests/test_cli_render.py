@@ -147,3 +147,19 @@ def test_a_table_without_rows_is_drawn_even_where_a_row_would_be_too_wide(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].strip() == "t"
     assert len(lines) > 1
+
+
+def test_status_says_a_bursting_provider_no_run_holds_was_killed(tmp_path: Path) -> None:
+    """`bursting` with no process behind it read as a hung run; its error says it was killed."""
+    state = tmp_path / "state.db"
+    with Store.open(state) as store:
+        store.migrate()
+        killed = ProviderRecord(name="openchoreo", state=ProviderState.BURSTING, cycle_id=1)
+        store.start_cycle(killed, T_NOW)
+
+    shown = invoke("status", "--db", state)
+    document = invoke("status", "--json", "--db", state)
+
+    assert shown.exit_code == 0, shown.output
+    assert "bursting (not running: killed)" in " ".join(shown.stdout.split())
+    assert '"state": "bursting"' in document.stdout  # scripts read the stored state

@@ -38,6 +38,7 @@ from choreo_ingest.invocation import (
 from choreo_ingest.invocation import forget as forget_provider
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.mirror import entity_yaml
+from choreo_ingest.models import ProviderState
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.reporting import (
     StatusReport,
@@ -100,7 +101,7 @@ def show_status(report: StatusReport) -> None:
             [
                 item.record.name,
                 item.facts.get("api", ""),
-                item.record.state.value,
+                _state_shown(item.record.state, running=report.running),
                 item.record.cycle_id,
                 rfc3339(item.next_action_at),
                 item.record.attempts,
@@ -114,6 +115,13 @@ def show_status(report: StatusReport) -> None:
     )
     if report.events.pending or report.events.parked:
         render.print_text(f"events: {report.events.pending} pending, {report.events.parked} parked")
+
+
+def _state_shown(state: ProviderState, *, running: bool) -> str:
+    """A `bursting` record while no run holds the lock is a burst that did not finish."""
+    if state is ProviderState.BURSTING and not running:
+        return "bursting (not running: killed)"
+    return state.value
 
 
 def health(
