@@ -438,8 +438,8 @@ def _blocking_reason(
         share = 100.0 * stale / before if before else 100.0
         if share > threshold:
             return (
-                f"{stale} of {before} active entities ({share:.1f}%) would be removed, "
-                f"above rejectRemovalsAbovePercentage {threshold:g}"
+                f"its sweep would have removed {stale} of {before} active entities "
+                f"({share:.1f}%), above rejectRemovalsAbovePercentage {threshold:g}"
             )
     return None
 

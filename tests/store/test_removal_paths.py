@@ -63,6 +63,10 @@ def test_event_seeing_a_held_back_ref_again_lowers_the_blocked_count(store: Stor
     store.apply_delta("fake", record.cycle_id, Delta(upserts=[everything[8]]), T0)
 
     assert store.blocked_removals("fake").count == 2
+    assert store.blocked_removals("fake").reason == (  # what the sweep saw, the count what is
+        "its sweep would have removed 3 of 10 active entities (30.0%), above "
+        "rejectRemovalsAbovePercentage 10"
+    )
     assert store.approve_removals("fake", T0) == 2
     assert names(store) == {f"e{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8)}
 
