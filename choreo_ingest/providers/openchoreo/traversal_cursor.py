@@ -201,8 +201,9 @@ def stale_starts_problem(phase: str, stale_starts: int, expired: CursorExpired) 
         if may_be_server_fault(expired)
         else ""
     )
+    where = f" (GET {expired.path})" if expired.path else ""
     return (
-        f"the {phase} listing's cursor expired between the last {stale_starts} "
+        f"the {phase} listing's cursor{where} expired between the last {stale_starts} "
         f"bursts{fault}, so the listing restarts every burst and may never complete: "
         "burst more often than a cursor lives (openchoreo.incremental.burstInterval, and a "
         "timer below cron's minute, or serve) or lengthen openchoreo.incremental.burstLength"

@@ -577,7 +577,8 @@ class TestListingRules:
             problems[5]
             == problems[6]
             == (
-                "the orgs listing's cursor expired between the last 3 bursts, so the listing "
+                "the orgs listing's cursor (GET /orgs) expired between the last 3 bursts, so "
+                "the listing "
                 "restarts every burst and may never complete: burst more often than a cursor "
                 "lives (openchoreo.incremental.burstInterval, and a timer below cron's minute, "
                 "or serve) or lengthen openchoreo.incremental.burstLength"

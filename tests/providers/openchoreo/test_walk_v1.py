@@ -306,7 +306,8 @@ class TestCursors:
 
         problems = status_report(tmp_path / "state.db", config, clock.now()).providers[0]
         assert any(
-            "cursor expired between the last" in problem
+            "listing's cursor (GET /namespaces/org-00-" in problem  # names the namespace
+            and "expired between the last" in problem
             and "the server fails on a resource of the page it leads to" in problem
             and "burst more often than a cursor lives" in problem
             for problem in problems.health_problems
