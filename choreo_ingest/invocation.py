@@ -136,6 +136,7 @@ def run_once(
                 break
             result.providers.append(_run_provider(engine, name, provider, force))
         mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
+        stopped = stop.is_set()  # a stop from here on cuts nothing short: the run is done
         pruned = prune_change_log(store, config, clock.now())
         if pruned:
             log.debug("changes_pruned", count=pruned)
@@ -144,7 +145,7 @@ def run_once(
         # the lock (75) does, and as serve's failed tick leaves its last run.
         metrics_error = _write_metrics(config, store, clock.now())
     result.output_errors = [e for e in (mirror_error, metrics_error) if e is not None]
-    result.outcome = _overall_outcome(result.providers, stop, result.error)
+    result.outcome = _overall_outcome(result.providers, stopped, result.error)
     return result
 
 
@@ -242,14 +243,15 @@ def _run_provider(
 
 
 def _overall_outcome(
-    outcomes: list[ProviderOutcome], stop: StopSignal, output_error: ChoreoIngestError | None
+    outcomes: list[ProviderOutcome], stopped: bool, output_error: ChoreoIngestError | None
 ) -> RunOutcome:
-    """What the run did overall. An output that could not be written makes it an error, as an
-    error that ends a run does: something an operator must fix, whatever the bursts did."""
+    """What the run did overall (`stopped`: a stop came before its work was done). An output
+    that could not be written makes it an error, as an error that ends a run does: something
+    an operator must fix, whatever the bursts did."""
     if output_error is not None:
         return RunOutcome.ERROR
     actions = {outcome.action for outcome in outcomes}
-    if stop.is_set() or ProviderAction.INTERRUPTED in actions:
+    if stopped or ProviderAction.INTERRUPTED in actions:
         return RunOutcome.INTERRUPTED
     if ProviderAction.FAILED in actions:
         return RunOutcome.FAILED

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from choreo_ingest import invocation
 from choreo_ingest.config import Config
 from choreo_ingest.engine import ProviderOutcome, StopSignal
 from choreo_ingest.errors import (
@@ -315,11 +316,8 @@ class TestOverallOutcome:
             ProviderOutcome(name=f"p{i}", action=action, state=ProviderState.IDLE)
             for i, action in enumerate(actions)
         ]
-        stop = StopSignal()
-        if stopped:
-            stop.set()
         error = ConfigError("cannot write", path="metrics.textfile") if output_failed else None
-        assert _overall_outcome(outcomes, stop, error) is expected
+        assert _overall_outcome(outcomes, stopped, error) is expected
 
     def test_json_strings_are_the_enum_values(self) -> None:
         """`--json` prints these values; scripts match on them."""
@@ -329,6 +327,28 @@ class TestOverallOutcome:
         assert [action.value for action in ProviderAction] == [
             "burst", "waiting", "failed", "interrupted"
         ]  # fmt: skip
+
+
+def test_a_stop_once_the_work_is_done_leaves_the_run_as_it_went(
+    tmp_path: Path, clock: FakeClock, state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM landing while the metrics textfile is written (a Job's deadline just then): the
+    bursts and the mirror are done, and exit 130 would mark the Job failed for nothing."""
+    config = make_config(tmp_path)
+    stop = StopSignal()
+    write_metrics = invocation._write_metrics
+
+    def stopped_while_writing(*args: Any) -> Any:
+        stop.set()
+        return write_metrics(*args)
+
+    monkeypatch.setattr(invocation, "_write_metrics", stopped_while_writing)
+
+    result = run_once(config, state_path, clock, providers={"fake": FakeProvider(TEN)}, stop=stop)
+
+    assert stop.is_set()
+    assert result.outcome is RunOutcome.BURST
+    assert [outcome.action for outcome in result.providers] == [ProviderAction.BURST]
 
 
 class TestMigrate:
