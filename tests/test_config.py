@@ -157,10 +157,10 @@ class TestExample:
         }
     )
 
-    def test_example_loads_to_the_documented_defaults_with_oauth_for_openchoreo_v1(self) -> None:
-        """Every key at its default but `baseUrl` and the OAuth2 client credentials every
-        OpenChoreo release wants, the secret in a file (nothing secret in the config), the token
-        kept for the next cron call."""
+    def test_example_loads_to_the_defaults_with_oauth_and_a_removal_guard(self) -> None:
+        """Every key at its default but `baseUrl`, the OAuth2 client credentials every
+        OpenChoreo release wants (the secret in a file: nothing secret in the config; the token
+        kept for the next cron call), and a guard against a sweep removing more than 20%."""
         config = load_config(EXAMPLE, env={})
         oauth = OAuthConfig(
             token_url="http://thunder.openchoreo.example.com/oauth2/token",
@@ -170,7 +170,9 @@ class TestExample:
         )
         assert config == Config(
             openchoreo=OpenChoreoConfig(
-                base_url="http://api.openchoreo.example.com", auth=AuthConfig(oauth=oauth)
+                base_url="http://api.openchoreo.example.com",
+                auth=AuthConfig(oauth=oauth),
+                incremental=IncrementalConfig(reject_removals_above_percentage=20.0),
             ),
             source=EXAMPLE,
         )
