@@ -195,8 +195,9 @@ class DeadlineExceeded(TransientError):
 
 
 class ConnectDeadlineExceeded(DeadlineExceeded):
-    """The burst deadline passed while a connection was still being made (a TCP connect or TLS
-    handshake that does not finish): a longer burst or a smaller page would not help."""
+    """The burst deadline passed while the way to the server was still being made (a TCP
+    connect or TLS handshake that does not finish, a token not granted): a longer burst or a
+    smaller page would not help, and the message says where to look."""
 
 
 class TokenUnavailable(TransientError):

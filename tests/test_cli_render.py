@@ -161,5 +161,5 @@ def test_status_says_a_bursting_provider_no_run_holds_was_killed(tmp_path: Path)
     document = invoke("status", "--json", "--db", state)
 
     assert shown.exit_code == 0, shown.output
-    assert "bursting (not running: killed)" in " ".join(shown.stdout.split())
+    assert "bursting (no run holds the lock)" in " ".join(shown.stdout.split())
     assert '"state": "bursting"' in document.stdout  # scripts read the stored state

@@ -120,7 +120,7 @@ def show_status(report: StatusReport) -> None:
 def _state_shown(state: ProviderState, *, running: bool) -> str:
     """A `bursting` record while no run holds the lock is a burst that did not finish."""
     if state is ProviderState.BURSTING and not running:
-        return "bursting (not running: killed)"
+        return "bursting (no run holds the lock)"
     return state.value
 
 

@@ -170,5 +170,5 @@ def password_hint(libpq_says: str, *, from_file: bool) -> str:
     if from_file and "password authentication failed" in libpq_says:  # libpq's words
         return " (password: state.passwordFile's)"
     if "no password supplied" in libpq_says:
-        return " (no password: set state.passwordFile, PGPASSWORD or ~/.pgpass)"
+        return " (no password: set state.passwordFile, PGPASSWORD or a password file, ~/.pgpass)"
     return ""

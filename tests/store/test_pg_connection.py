@@ -246,7 +246,9 @@ def test_a_connection_without_any_password_says_where_one_is_read_from(
         PgConnection(pg_cluster.password_url(pg_url))
 
     assert "no password supplied" in str(caught.value)
-    assert "(no password: set state.passwordFile, PGPASSWORD or ~/.pgpass)" in str(caught.value)
+    assert "(no password: set state.passwordFile, PGPASSWORD or a password file, ~/.pgpass)" in (
+        str(caught.value)
+    )
 
 
 def test_a_server_that_is_not_there(pg_cluster: PgCluster) -> None:

@@ -440,25 +440,25 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         timeout = config.incremental.request_timeout if time_left is None else time_left()
         if timeout <= 0:
             message = f"POST {where}: the burst deadline has passed"
-            raise TransientError(message, method="POST", path=where, code="TIMEOUT")
+            raise DeadlineExceeded(message, method="POST", path=where)
         proxy = proxy_variable(url) if transport is None else None
         http = _http_client(config, transport, proxy)
         try:
+            sent = {"Accept": "application/json", "User-Agent": default_user_agent(), **headers}
             with http:
-                response = http.post(
-                    url,
-                    data=dict(fields),
-                    headers={
-                        "Accept": "application/json",
-                        "User-Agent": default_user_agent(),
-                        **headers,
-                    },
-                    timeout=httpx.Timeout(timeout),
-                )
+                limit = httpx.Timeout(timeout)
+                response = http.post(url, data=dict(fields), headers=sent, timeout=limit)
         except httpx.HTTPError as error:
             basic = (headers.get("Authorization") or "").removeprefix("Basic ")
             secrets = [fields.get("client_secret") or "", basic]
             cause = one_line(masked(_cause(error), secrets))
+            if isinstance(error, httpx.TimeoutException) and time_left and time_left() <= 0:
+                raise ConnectDeadlineExceeded(  # not the page's size: the way to a token
+                    f"POST {where}: no token granted by the burst deadline ({cause}): check "
+                    "openchoreo.auth.oauth.tokenUrl, or run `choreo-ingest check`",
+                    method="POST",
+                    path=where,
+                ) from None
             raise TransientError(
                 with_proxy_note(f"POST {where}: {cause}", proxy),
                 method="POST",

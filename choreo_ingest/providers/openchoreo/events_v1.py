@@ -381,7 +381,7 @@ def _component_gone(
     scopes = [f"{namespace}/{project}/{component}" for project in projects]
     if not scopes:  # no workload says where it was (they went to another component in a
         # rename, or it had none): its stored Component does, and its APIs share its scope
-        scopes = list(walk.index.entity_scopes([ref]).values())
+        scopes = [scope for scope in walk.index.entity_scopes([ref]).values() if scope]
     return Delta(
         removals=[ref],
         removal_scopes=scopes,

@@ -61,8 +61,15 @@ export class FeedError extends Error {
   readonly route: string;
   /** Why, without the route and status (serve's `error`, when it answered one). */
   readonly detail: string;
+  /** The request failed in transit (no answer, or its body cut off): an abort does that too. */
+  readonly inTransit: boolean;
 
-  constructor(route: string, status: number | undefined, detail: string) {
+  constructor(
+    route: string,
+    status: number | undefined,
+    detail: string,
+    options: { inTransit?: boolean } = {},
+  ) {
     super(
       status === undefined
         ? `choreo-ingest ${route} failed: ${detail}`
@@ -72,6 +79,7 @@ export class FeedError extends Error {
     this.route = route;
     this.status = status;
     this.detail = detail;
+    this.inTransit = options.inTransit ?? status === undefined;
   }
 }
 
@@ -209,7 +217,9 @@ export class FeedClient {
       text = await response.text();
     } catch (error) {
       // A timeout or a dropped connection while the body streams in.
-      throw new FeedError(route, response.status, `reading the answer failed (${describe(error)})`);
+      throw new FeedError(route, response.status, `reading the answer failed (${describe(error)})`, {
+        inTransit: true,
+      });
     }
     if (!response.ok) {
       const detail = errorDetail(text) ?? response.statusText;

@@ -195,9 +195,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     try {
       seq = (await this.step(connection, result)).seq;
     } catch (error) {
-      // A request the abort cut short fails as unreachable (no status): the abort's stop too.
-      // Anything else (the database, the catalog) is a failure, aborted or not.
-      const cutShort = error instanceof FeedError && error.status === undefined;
+      // A request the abort cut short (no answer, or its body cut off) is the abort's stop
+      // too. Anything else (the database, the catalog) is a failure, aborted or not.
+      const cutShort = error instanceof FeedError && error.inTransit;
       const stopped =
         error instanceof Stopped || error instanceof StateSuperseded
           ? error.message

@@ -204,3 +204,36 @@ test('a failure while the signal is aborted is a failure, not a stop between pag
   );
   expect(logger.text()).not.toMatch(/stopped between pages/);
 });
+
+test('an abort while an answer\'s body streams in is a stop between pages, not a failure', async () => {
+  const { createServer } = await import('node:http');
+  const stalled = createServer((_request, response) => {
+    response.writeHead(200, { 'Content-Type': 'application/json' });
+    response.write('{"entities": ['); // and nothing more
+  });
+  await new Promise<void>(resolve => stalled.listen(0, '127.0.0.1', resolve));
+  const { port } = stalled.address() as { port: number };
+  const database = sqlite();
+  databases.push(database);
+  const logger = new TestLogger();
+  const provider = new ChoreoIngestEntityProvider({
+    baseUrl: `http://127.0.0.1:${port}`,
+    logger,
+    database,
+    batchSize: BATCH_SIZE,
+    now: () => clock,
+  });
+  await provider.connect(new RecordingConnection());
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(), 200);
+
+  try {
+    const stopped = await provider.run({ signal: controller.signal });
+
+    expect(stopped).toEqual({ applied: 0, removed: 0, resynced: true, stopped: true });
+    expect(logger.text()).toMatch(/stopped between pages: the step was aborted during a request/);
+  } finally {
+    stalled.closeAllConnections();
+    await new Promise(resolve => stalled.close(resolve));
+  }
+});

@@ -1320,13 +1320,40 @@ class TestTokenRequestDeadline:
 
         assert timeouts == []
 
+    def test_a_token_endpoint_that_does_not_answer_by_the_deadline_is_named(
+        self, make_client: MakeClient, config_for, clock
+    ) -> None:
+        """Not a failure of the token endpoint to retry (TokenUnavailable, charged to an event
+        and holding the inbox), nor advice to raise burstLength: where to look."""
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            clock.advance(request.extensions["timeout"]["read"])
+            raise httpx.ReadTimeout("timed out", request=request)
+
+        credentials = self._credentials(config_for(), clock, [], hang)
+        client = make_client(deadline_in=2, credentials=credentials)
+
+        with pytest.raises(ConnectDeadlineExceeded) as caught:
+            client.get_json("/namespaces")
+
+        assert str(caught.value) == (
+            f"POST {TOKEN_URL}: no token granted by the burst deadline (ReadTimeout: timed out): "
+            "check openchoreo.auth.oauth.tokenUrl, or run `choreo-ingest check`"
+        )
+        assert client.requests_sent == 0
+
     @staticmethod
-    def _credentials(config: Any, clock: Any, timeouts: list[float]) -> Credentials:
+    def _credentials(
+        config: Any,
+        clock: Any,
+        timeouts: list[float],
+        answer: Callable[[httpx.Request], httpx.Response] | None = None,
+    ) -> Credentials:
         def grant(request: httpx.Request) -> httpx.Response:
             timeouts.append(request.extensions["timeout"]["read"])
             return httpx.Response(200, json={"access_token": "granted-1", "expires_in": 3600})
 
-        post_form = form_poster(config.openchoreo, httpx.MockTransport(grant))
+        post_form = form_poster(config.openchoreo, httpx.MockTransport(answer or grant))
         oauth = OAuthConfig(token_url=TOKEN_URL, client_id="choreo-ingest", client_secret="cs-8e1d")
         return credentials_for(AuthConfig(oauth=oauth), clock=clock, post_form=post_form)
 

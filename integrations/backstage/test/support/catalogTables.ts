@@ -43,7 +43,8 @@ export class CatalogTablesConnection extends RecordingConnection {
     for (const item of items) {
       const ref = stringifyEntityRef(item.entity);
       const held = await this.database(ENTITIES).where({ entity_ref: ref }).first();
-      if (held && held.location_key !== (item.locationKey ?? null)) {
+      // The catalog's update takes a row without a location key over (`updateUnprocessedEntity`).
+      if (held && held.location_key !== null && held.location_key !== (item.locationKey ?? null)) {
         conflicts.add(ref);
       }
     }
@@ -72,7 +73,7 @@ export class CatalogTablesConnection extends RecordingConnection {
       await this.database(ENTITIES)
         .insert({ entity_ref: ref, location_key: item.locationKey ?? null })
         .onConflict('entity_ref')
-        .ignore();
+        .merge(['location_key']);
       await this.database(REFERENCES).where({ target_entity_ref: ref }).delete();
       await this.database(REFERENCES).insert({ source_key: this.sourceKey, target_entity_ref: ref });
     }
