@@ -233,9 +233,10 @@ def drain_inbox(
     `burstLength` from now by default).
 
     A failed event keeps its place with one more attempt (parked after MAX_EVENT_ATTEMPTS).
-    A transient or auth failure says the API is unwell, so the drain stops there instead of
-    spending every event's attempts, and the events wait (`eventsHeldUntil`) for the backoff
-    step of that event's attempts: `serve` drains every second, and an outage of seconds would
+    A transient or auth failure says the API is unwell (so does a first event whose connection
+    or token never came up), so the drain stops there instead of spending every event's
+    attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that event's
+    attempts: `serve` drains every second, and an outage of seconds would
     park it otherwise. Any other failure of a `created`/`updated` event concerns
     that event alone (bad data, a bug in the provider), so the events after it still apply:
     such an event re-reads the state when it is retried, so applying it late cannot undo a
@@ -281,7 +282,10 @@ def drain_inbox(
                 # burstLength to itself: then it never fits one, and it counts as failed
                 # (parked in the end) rather than holding up every event after it for good.
                 if deadline is None and number == 0 and not cancelled():
-                    _count_failure(store, provider.name, item.seq, _too_long(error, config), stats)
+                    failed = _too_long(error, config)
+                    parked = _count_failure(store, provider.name, item.seq, failed, stats)
+                    if not parked and isinstance(error, ConnectDeadlineExceeded):
+                        unwell = item  # the way to the API, not this event: all of them wait
                 break
             except Exception as error:
                 if cancelled():

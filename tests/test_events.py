@@ -755,6 +755,13 @@ class TestDrain:
             assert run(config, clock, provider).events.retried == 1
 
         assert [line["error"] for line in logs if line["event"] == "event_failed"] == [said]
+        # The way to the API, not the event: the inbox waits out a backoff step, as for an
+        # unwell API, instead of charging it an attempt every minute (parked in 5).
+        held = run(config, clock, provider)
+        assert (held.events.applied, held.events.retried) == (0, 0)
+        assert inbox(config) == [("a", 1)]
+        clock.advance(config.incremental.backoff[1])
+        assert run(config, clock, provider).events.applied == 1
 
     def test_a_first_event_cut_short_by_a_stop_is_not_counted(
         self, tmp_path: Path, clock: FakeClock
