@@ -126,7 +126,7 @@ export class FeedClient {
       query.set('sinceAt', sinceAt);
     }
     const page = await this.request<ChangesPage>('GET /changes', `/changes?${query}`, {}, signal);
-    requireFields('GET /changes', page, ['storeId', 'newestSeq', 'changes']);
+    requireFields('GET /changes', page, { storeId: 'string', newestSeq: 'number', changes: 'array' });
     return page;
   }
 
@@ -141,7 +141,11 @@ export class FeedClient {
       { method: 'POST', body: JSON.stringify({ refs }) },
       signal,
     );
-    requireFields('POST /entities/batch', batch, ['storeId', 'entities', 'missing']);
+    requireFields('POST /entities/batch', batch, {
+      storeId: 'string',
+      entities: 'array',
+      missing: 'array',
+    });
     return batch;
   }
 
@@ -179,7 +183,12 @@ export class FeedClient {
       query.set('cursor', cursor);
     }
     const page = await this.request<EntitiesPage>('GET /entities', `/entities?${query}`, {}, signal);
-    requireFields('GET /entities', page, ['storeId', 'newestSeq', 'entities', 'nextCursor']);
+    requireFields('GET /entities', page, {
+      storeId: 'string',
+      newestSeq: 'number',
+      entities: 'array',
+      nextCursor: 'string or null',
+    });
     return page;
   }
 
@@ -236,13 +245,32 @@ export class FeedClient {
   }
 }
 
-function requireFields(route: string, document: unknown, fields: string[]): void {
+const FIELD_TYPES = {
+  string: 'a string',
+  number: 'a number',
+  array: 'an array',
+  'string or null': 'a string or null',
+};
+type FieldType = keyof typeof FIELD_TYPES;
+
+/** The answer is an object with these fields of these types, else a FeedError naming the field. */
+function requireFields(route: string, document: unknown, fields: Record<string, FieldType>): void {
   if (typeof document !== 'object' || document === null) {
     throw new FeedError(route, 200, 'the answer is not a JSON object');
   }
-  for (const field of fields) {
+  for (const [field, type] of Object.entries(fields)) {
     if (!(field in document)) {
       throw new FeedError(route, 200, `the answer has no "${field}"`);
+    }
+    const value = (document as Record<string, unknown>)[field];
+    const fits =
+      type === 'array'
+        ? Array.isArray(value)
+        : type === 'string or null'
+          ? value === null || typeof value === 'string'
+          : typeof value === type;
+    if (!fits) {
+      throw new FeedError(route, 200, `the answer's "${field}" is not ${FIELD_TYPES[type]}`);
     }
   }
 }

@@ -18,6 +18,12 @@ beforeAll(async () => {
   server = createServer((request, response) => {
     open.add(response);
     response.on('close', () => open.delete(response));
+    if (request.url?.startsWith('/changes?since=5&')) {
+      // Whole, but `changes` is not a list (a proxy's rewrite, another service at the URL).
+      response.writeHead(200, { 'Content-Type': 'application/json' });
+      response.end('{"storeId": "s1", "oldestSeq": 1, "newestSeq": 9, "changes": null}');
+      return;
+    }
     response.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': '100000' });
     response.write(PARTIAL);
     if (request.url?.startsWith('/changes?since=1&')) {
@@ -68,4 +74,15 @@ test('a connection dropped in the body fails as a FeedError with route and statu
   expect((error as FeedError).status).toBe(200);
   expect((error as Error).message).toMatch(/answered HTTP 200: reading the answer failed/);
   expect((error as Error).message).not.toContain(TOKEN);
+});
+
+test('an answer whose field is of the wrong type fails naming the route and the field', async () => {
+  const client = new FeedClient({ baseUrl, token: TOKEN, timeoutMs: 10_000 });
+
+  const error = await failure(client.changes(5, 10));
+
+  expect(error).toBeInstanceOf(FeedError);
+  expect((error as Error).message).toBe(
+    'choreo-ingest GET /changes answered HTTP 200: the answer\'s "changes" is not an array',
+  );
 });
