@@ -240,6 +240,27 @@ test('an endpoint renamed only in case stays in the real catalog under its new s
   expect(await processingErrors()).toEqual([]);
 });
 
+test('a component deleted in OpenChoreo leaves the real catalog with its API', async () => {
+  const componentRef = `component:${NAMESPACE}/fresh-arrival`;
+  const ofIt = (entity: Entity) =>
+    entity.metadata.annotations?.['openchoreo.io/component'] === 'fresh-arrival';
+  const before = await catalogEntities();
+  expect(before.has(componentRef)).toBe(true);
+  expect([...before.values()].filter(e => e.kind === 'API' && ofIt(e))).toHaveLength(1);
+
+  await choreo.control('delete_component', { namespace: NAMESPACE, name: 'fresh-arrival' });
+  await waitUntil(async () => !(await choreo.exportRefs()).includes(componentRef), 'export to drop it');
+  const served = await waitForCatalog(
+    entities => !entities.has(componentRef) && ![...entities.values()].some(ofIt),
+    'the Component and its API to leave the catalog',
+  );
+
+  // Removed through the module's deltas, scoped to its source: the rest stays as exported.
+  expect([...served.keys()].sort()).toEqual((await choreo.exportRefs()).map(r => r.toLowerCase()).sort());
+  expect(await providedRefs()).toEqual([...served.keys()].sort());
+  expect(await processingErrors()).toEqual([]);
+});
+
 test('an entity deleted through the real catalog\'s API counts as missing for the module', async () => {
   const store = new StateStore(knex, 'choreo-ingest');
   const [ref, entity] = [...(await catalogEntities()).entries()].find(([, e]) => e.kind === 'Component')!;
