@@ -43,7 +43,6 @@ FORWARDER_PATH = "/api/events/http/openchoreo"  # the event forwarder's default 
 CHART_DEFAULT_ENDPOINT = "http://backstage:7007/api/events/http/openchoreo"
 FORWARDER_LABEL = ("app.kubernetes.io/component", "event-forwarder")
 ENDPOINT_KEYS = {"url", "retry"}  # the chart's schema for an endpoint (additionalProperties: false)
-PLACEHOLDER = "REPLACE-ME"
 CONTAINER = "choreo-ingest"
 PATCH_TAG = re.compile(r"python:3\.\d+\.\d+-slim-[a-z]+")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -609,14 +608,15 @@ def check_secret_files(bundle: Bundle) -> None:
 
 
 def check_secret_placeholders(bundle: Bundle) -> None:
-    """The example Secret holds clearly marked placeholders, never a value."""
+    """The example Secret holds empty values, never one: a placeholder anyone can read would
+    be a serve token that works (serve refuses an empty one)."""
     secret = bundle.one("Secret")
     values = dict(secret.get("stringData") or {})
     for key, encoded in (secret.get("data") or {}).items():
         values[key] = base64.b64decode(encoded).decode()
     assert values, "the example Secret has no keys"
     for key, value in values.items():
-        assert PLACEHOLDER in value, f"Secret key {key} does not hold a {PLACEHOLDER} placeholder"
+        assert value == "", f"Secret key {key} holds a value: the example leaves it empty"
 
 
 def check_config(bundle: Bundle) -> None:
