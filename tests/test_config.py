@@ -163,14 +163,14 @@ class TestExample:
         kept for the next cron call), and a guard against a sweep removing more than 20%."""
         config = load_config(EXAMPLE, env={})
         oauth = OAuthConfig(
-            token_url="http://thunder.openchoreo.example.com/oauth2/token",
+            token_url="https://thunder.openchoreo.example.com/oauth2/token",
             client_id="choreo-ingest",
             client_secret_file=Path("/etc/choreo-ingest/client-secret"),
             token_cache_file=Path("/var/lib/choreo-ingest/openchoreo-token.json"),
         )
         assert config == Config(
             openchoreo=OpenChoreoConfig(
-                base_url="http://api.openchoreo.example.com",
+                base_url="https://api.openchoreo.example.com",
                 auth=AuthConfig(oauth=oauth),
                 incremental=IncrementalConfig(reject_removals_above_percentage=20.0),
             ),
