@@ -236,13 +236,13 @@ def drain_inbox(
     A transient or auth failure says the API is unwell (so does a first event whose connection
     or token never came up), so the drain stops there instead of spending every event's
     attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that event's
-    attempts: `serve` drains every second, and an outage of seconds would
-    park it otherwise. Any other failure of a `created`/`updated` event concerns
-    that event alone (bad data, a bug in the provider), so the events after it still apply:
-    such an event re-reads the state when it is retried, so applying it late cannot undo a
-    newer event. A failed `deleted` event (which could) always stops the drain. Running out
-    of the burst's time, or being asked to stop, ends the drain without counting an attempt,
-    unless the event ran out of a whole `burstLength` of its own.
+    attempts: `serve` drains every second, and an outage of seconds would park it otherwise.
+    Any other failure of a `created`/`updated` event concerns that event alone (bad data, a
+    bug in the provider), so the events after it still apply: such an event re-reads the state
+    when it is retried, so applying it late cannot undo a newer event. A failed `deleted` event
+    (which could) always stops the drain. Running out of the burst's time, or being asked to
+    stop, ends the drain without counting an attempt, unless the event ran out of a whole
+    `burstLength` of its own.
     """
     stats = DrainStats()
     limit = provider.max_pending_events if isinstance(provider, EventCheckingProvider) else None
