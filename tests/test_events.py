@@ -751,16 +751,19 @@ class TestDrain:
         provider.failures = {"a": [ConnectDeadlineExceeded(said)]}
         feed(config, clock, component_event("a", "created"))
 
+        failed_at = clock.now()
         with structlog.testing.capture_logs() as logs:
             assert run(config, clock, provider).events.retried == 1
 
         assert [line["error"] for line in logs if line["event"] == "event_failed"] == [said]
         # The way to the API, not the event: the inbox waits out a backoff step, as for an
         # unwell API, instead of charging it an attempt every minute (parked in 5).
+        held_until = status_of(config)["eventsHeldUntil"]
+        assert held_until == rfc3339(failed_at + config.incremental.backoff[0])
         held = run(config, clock, provider)
         assert (held.events.applied, held.events.retried) == (0, 0)
         assert inbox(config) == [("a", 1)]
-        clock.advance(config.incremental.backoff[1])
+        clock.advance(config.incremental.backoff[0])
         assert run(config, clock, provider).events.applied == 1
 
     def test_a_first_event_cut_short_by_a_stop_is_not_counted(

@@ -68,6 +68,8 @@ MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
+FAIR_CONNECT_SECONDS = 1.0
+"""A connect given less time than this (or requestTimeout) says nothing of the way there."""
 _TOKEN_TIMEOUT: ContextVar[Callable[[], float] | None] = ContextVar("token_timeout", default=None)
 """While a client asks for a token: a token request's timeout, the time left (`form_poster`)."""
 
@@ -253,18 +255,16 @@ class OpenChoreoClient:
             try:
                 self._check_deadline(method, path)  # before a token grant, too
                 token = self._bounded(self._credentials.bearer)
+                given = self._timeout_now()
                 response = self._send_once(method, path, params, token)
             except TokenUnavailable as unavailable:  # no token to send: the request failed so
                 failure = unavailable
             except httpx.TimeoutException as error:
-                failure = self._timed_out(error, method, path)
+                failure = self._timed_out(error, method, path, given)
             except httpx.TransportError as error:
-                cause = one_line(self._errors.redact(_cause(error)))
+                said = f"{method} {path}: {one_line(self._errors.redact(_cause(error)))}"
                 failure = TransientError(
-                    f"{method} {path}: {cause} ({self._where})",
-                    method=method,
-                    path=path,
-                    code="CONNECTION_ERROR",
+                    f"{said} ({self._where})", method=method, path=path, code="CONNECTION_ERROR"
                 )
             else:
                 if response.is_success:
@@ -281,11 +281,8 @@ class OpenChoreoClient:
                     failure = self._errors.translate(method, path, response, attempt, expired_on)
                     if not isinstance(failure, TransientError):
                         raise failure
-            delay = (
-                failure.retry_after
-                if isinstance(failure, RetryAfter)
-                else backoff_delay(attempt, self._rng())
-            )
+            retry = failure.retry_after if isinstance(failure, RetryAfter) else None
+            delay = backoff_delay(attempt, self._rng()) if retry is None else retry
             if attempt >= attempts:
                 # A 429 that lasts asks us to come back later: a pause, not a failure.
                 failure.exhausted = failure.status != 429
@@ -295,11 +292,15 @@ class OpenChoreoClient:
             self._clock.sleep(delay)
             attempt += 1
 
-    def _timed_out(self, error: httpx.TimeoutException, method: str, path: str) -> TransientError:
+    def _timed_out(
+        self, error: httpx.TimeoutException, method: str, path: str, given: float
+    ) -> TransientError:
         """The failure to retry; DeadlineExceeded past the burst deadline. A connect or TLS
-        handshake that does not finish is the way to the server, not the page's size."""
+        handshake that does not finish in a fair time (`given`) is the way to the server, not
+        the page's size."""
         late = self._deadline is not None and self._clock.monotonic() >= self._deadline
-        if isinstance(error, httpx.ConnectTimeout):
+        fair = given >= min(self._request_timeout, FAIR_CONNECT_SECONDS)
+        if isinstance(error, httpx.ConnectTimeout) and (fair or not late):
             cause = one_line(self._errors.redact(_cause(error)))
             message = (
                 f"{method} {path}: connecting timed out ({cause}): check the scheme and port of "
@@ -408,12 +409,8 @@ class OpenChoreoClient:
                 f"{method} {path}: the burst deadline has passed", method=method, path=path
             )
         if self._cancelled():
-            raise TransientError(
-                f"{method} {path}: not sent: the run is stopping",
-                method=method,
-                path=path,
-                code="STOPPED",
-            )
+            said = f"{method} {path}: not sent: the run is stopping"
+            raise TransientError(said, method=method, path=path, code="STOPPED")
 
     def _fits(self, delay: float) -> bool:
         """Whether waiting `delay` seconds still leaves the request before the deadline."""
@@ -453,7 +450,9 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
             secrets = [fields.get("client_secret") or "", basic]
             cause = one_line(masked(_cause(error), secrets))
             if isinstance(error, httpx.TimeoutException) and time_left and time_left() <= 0:
-                raise ConnectDeadlineExceeded(  # not the page's size: the way to a token
+                fair = timeout >= min(config.incremental.request_timeout, FAIR_CONNECT_SECONDS)
+                late = ConnectDeadlineExceeded if fair else DeadlineExceeded
+                raise late(  # a fair time: not the page's size but the way to a token
                     f"POST {where}: no token granted by the burst deadline ({cause}): check "
                     "openchoreo.auth.oauth.tokenUrl, or run `choreo-ingest check`",
                     method="POST",

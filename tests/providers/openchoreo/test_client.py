@@ -1024,6 +1024,27 @@ class TestDeadline:
             f"{base_url.removesuffix('/api/v1')}, or run `choreo-ingest check`"
         )
 
+    def test_a_connect_begun_with_a_moment_left_that_times_out_says_nothing_of_the_server(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        """A new connection opened 0.2 s before the deadline (a keep-alive closed by a proxy,
+        say): its time out is the burst's end, not the way to the server (whose failure would
+        hold every event behind a drain's first one for a backoff step)."""
+
+        def slow_then_reconnect(request: httpx.Request) -> httpx.Response:
+            clock.advance(0.2)
+            raise httpx.ConnectTimeout("timed out")
+
+        httpx_mock.add_callback(slow_then_reconnect)
+        client = make_client(deadline_in=2)
+        clock.advance(1.8)
+
+        with pytest.raises(DeadlineExceeded) as raised:
+            client.get_json("/orgs")
+
+        assert type(raised.value) is DeadlineExceeded
+        assert str(raised.value) == "GET /orgs: timed out at the burst deadline"
+
     def test_a_connect_timeout_within_the_burst_is_retried_as_a_connect_timeout(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
     ) -> None:
@@ -1320,21 +1341,29 @@ class TestTokenRequestDeadline:
 
         assert timeouts == []
 
+    @pytest.mark.parametrize(
+        ("deadline_in", "raised"),
+        [(2.0, ConnectDeadlineExceeded), (0.5, DeadlineExceeded)],
+        ids=["a-fair-time", "a-moment-left"],
+    )
     def test_a_token_endpoint_that_does_not_answer_by_the_deadline_is_named(
-        self, make_client: MakeClient, config_for, clock
+        self, make_client: MakeClient, config_for, clock, deadline_in: float, raised: type
     ) -> None:
         """Not a failure of the token endpoint to retry (TokenUnavailable, charged to an event
-        and holding the inbox), nor advice to raise burstLength: where to look."""
+        and holding the inbox), nor advice to raise burstLength: where to look. Given only a
+        moment before the deadline, its time out is the burst's end, as a request's is."""
 
         def hang(request: httpx.Request) -> httpx.Response:
             clock.advance(request.extensions["timeout"]["read"])
             raise httpx.ReadTimeout("timed out", request=request)
 
         credentials = self._credentials(config_for(), clock, [], hang)
-        client = make_client(deadline_in=2, credentials=credentials)
+        client = make_client(deadline_in=deadline_in, credentials=credentials)
 
-        with pytest.raises(ConnectDeadlineExceeded) as caught:
+        with pytest.raises(DeadlineExceeded) as caught:
             client.get_json("/namespaces")
+
+        assert type(caught.value) is raised
 
         assert str(caught.value) == (
             f"POST {TOKEN_URL}: no token granted by the burst deadline (ReadTimeout: timed out): "
