@@ -962,6 +962,14 @@ class TestRateLimited:
         assert clock.monotonic() == pytest.approx(1000.2)
 
 
+TIMEOUTS_LEFT = pytest.mark.parametrize(
+    ("deadline_in", "expected"),
+    [(3.0, 3.0), (60.0, 10.0), (None, 10.0)],
+    ids=["capped-by-deadline", "request-timeout", "no-deadline"],
+)
+"""A request's timeouts (requestTimeout 10 s) against the time left before the deadline."""
+
+
 class TestDeadline:
     def test_passed_deadline_sends_nothing(self, make_client: MakeClient, clock) -> None:
         client = make_client(deadline_in=5)
@@ -972,11 +980,7 @@ class TestDeadline:
 
         assert client.requests_sent == 0
 
-    @pytest.mark.parametrize(
-        ("deadline_in", "expected"),
-        [(3.0, 3.0), (60.0, 10.0), (None, 10.0)],
-        ids=["capped-by-deadline", "request-timeout", "no-deadline"],
-    )
+    @TIMEOUTS_LEFT
     def test_timeouts_are_capped_at_the_time_left(
         self,
         httpx_mock: HTTPXMock,
@@ -1300,11 +1304,7 @@ class TestTokenRequestDeadline:
     """A token grant that a burst's request needs ends by the burst deadline, as the request
     does: a token endpoint that hangs cannot hold a burst past burstLength."""
 
-    @pytest.mark.parametrize(
-        ("deadline_in", "expected"),
-        [(3.0, 3.0), (60.0, 10.0), (None, 10.0)],
-        ids=["capped-by-deadline", "request-timeout", "no-deadline"],
-    )
+    @TIMEOUTS_LEFT
     def test_the_token_request_is_cut_to_the_time_left(
         self,
         httpx_mock: HTTPXMock,
