@@ -157,10 +157,13 @@ class TestExample:
         }
     )
 
-    def test_example_loads_to_the_defaults_with_oauth_and_a_removal_guard(self) -> None:
+    def test_example_loads_to_the_defaults_with_oauth_a_removal_guard_and_a_state_path(
+        self,
+    ) -> None:
         """Every key at its default but `baseUrl`, the OAuth2 client credentials every
         OpenChoreo release wants (the secret in a file: nothing secret in the config; the token
-        kept for the next cron call), and a guard against a sweep removing more than 20%."""
+        kept for the next cron call), a guard against a sweep removing more than 20%, and an
+        absolute state path (cron's calls and one by hand find the same state)."""
         config = load_config(EXAMPLE, env={})
         oauth = OAuthConfig(
             token_url="https://thunder.openchoreo.example.com/oauth2/token",
@@ -174,6 +177,7 @@ class TestExample:
                 auth=AuthConfig(oauth=oauth),
                 incremental=IncrementalConfig(reject_removals_above_percentage=20.0),
             ),
+            state_path=Path("/var/lib/choreo-ingest/state.db"),
             source=EXAMPLE,
         )
         assert config.openchoreo.auth.config_key == "openchoreo.auth.oauth.clientSecretFile"

@@ -104,14 +104,21 @@ def relocated(root: Path, path: str) -> Path:
 
 
 def with_base_url(
-    source: Path, target: Path, base_url: str, oauth: Mapping[str, str] | None = None
+    source: Path,
+    target: Path,
+    base_url: str,
+    oauth: Mapping[str, str] | None = None,
+    state_path: Path | None = None,
 ) -> Path:
     """A copy of the config `source` at `target` that calls `base_url` (and with `oauth`, those
-    keys of `openchoreo.auth.oauth`), otherwise unchanged."""
+    keys of `openchoreo.auth.oauth`; with `state_path`, that `state.path`), otherwise
+    unchanged."""
     document = yaml.safe_load(source.read_text(encoding="utf-8"))
     document["openchoreo"]["baseUrl"] = base_url
     if oauth:
         document["openchoreo"]["auth"]["oauth"].update(oauth)
+    if state_path is not None:
+        document["state"]["path"] = str(state_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(document), encoding="utf-8")
     return target
@@ -227,7 +234,7 @@ def test_the_crontab_line_runs_a_burst_under_cron_environment(
     """The job line under `env -i` with cron's variables and the crontab's (the install path
     and files substituted), examples/config.yaml's OAuth2 client credentials and its client
     secret file as the crontab's comment makes it: exit 0, nothing printed (cron would mail it),
-    and the burst's state in $CHOREO_INGEST_DB, not in $HOME."""
+    and the burst's state where the config's absolute `state.path` says, not in $HOME."""
     script = installed_script()
     variables, (command,) = parse_crontab(CRONTAB.read_text(encoding="utf-8"))
     home = tmp_path / "home"
@@ -252,12 +259,13 @@ def test_the_crontab_line_runs_a_burst_under_cron_environment(
         "tokenCacheFile": str(token_cache),
     }
     assert CLIENT_SECRET_FILE in CRONTAB.read_text(encoding="utf-8")
-    with_base_url(CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), base_url, oauth)
+    state_path = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["state"]["path"]
+    assert state_path is not None, "state.path: null puts the state file in cron's $HOME"
+    state_file = relocated(tmp_path, state_path)
+    with_base_url(CONFIG, Path(env["CHOREO_INGEST_CONFIG"]), base_url, oauth, state_file)
     secret_file.write_text(CLIENT_SECRET + "\n", encoding="utf-8")
     secret_file.chmod(0o600)
-    assert "CHOREO_INGEST_DB" in env, "state.path: null puts the state file in cron's $HOME"
-    state_file = Path(env["CHOREO_INGEST_DB"])
-    state_file.parent.mkdir(parents=True)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
 
     completed = run_launched(["/bin/sh", "-c", command], env, cwd=home)
 
