@@ -385,3 +385,32 @@ def test_events_move_a_workload_and_delete_a_project(here: Path) -> None:
     assert "component:acme/worker" not in catalog
     assert "component:acme/reporter" not in catalog
     assert_catalog_consistent(list(catalog.values()))
+
+
+def test_a_component_deleted_after_its_workload_leaves_with_what_is_left_of_it(
+    here: Path,
+) -> None:
+    """Its workload deleted first (its APIs leave, the component stays), then the component:
+    no workload says which project it was in any more, and its stored entity says it."""
+    with showcase_ingested(here) as (server, config):
+        api = server.api
+        endpoints = {"api": {"type": "HTTP", "port": 80, "schema": {"content": OPENAPI}}}
+        put_service(api, "acme", "shop", "ledger", "ledger-5c6d", endpoints)
+        created = [
+            {"kind": "Component", "name": "ledger", "namespace": "acme", "action": "created"},
+            {"kind": "Workload", "name": "ledger-5c6d", "namespace": "acme", "action": "created"},
+        ]
+        with_api = apply_events(config, created)
+        api.delete("workloads", "acme", "ledger-5c6d")
+        gone = {"kind": "Workload", "name": "ledger-5c6d", "namespace": "acme", "action": "deleted"}
+        without_workload = apply_events(config, [gone])
+        api.delete("components", "acme", "ledger")
+        gone = {"kind": "Component", "name": "ledger", "namespace": "acme", "action": "deleted"}
+        catalog = apply_events(config, [gone])
+
+    assert "api:acme/shop-ledger-api" in with_api
+    assert "component:acme/ledger" in without_workload
+    assert "api:acme/shop-ledger-api" not in without_workload
+    assert "component:acme/ledger" not in catalog
+    assert not [ref for ref in catalog if "ledger" in ref]
+    assert_catalog_consistent(list(catalog.values()))
