@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from choreo_ingest.clock import Clock, parse_rfc3339, rfc3339
@@ -115,6 +115,15 @@ def receive_events(
     return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected, created)
 
 
+@dataclass(frozen=True)
+class InboxHeld:
+    """A drain that stopped on upstream trouble: the provider's events wait until `until`."""
+
+    provider: str
+    until: float
+    error: str
+
+
 @dataclass
 class DrainStats:
     applied: int = 0
@@ -124,6 +133,16 @@ class DrainStats:
     removed: int = 0
     dropped: int = 0
     """Events dropped unread because the backlog was past the provider's limit."""
+    held: list[InboxHeld] = field(default_factory=list)
+    """The drains that stopped on upstream trouble (a run with any is `failed`: exit 3)."""
+
+    def counts(self) -> dict[str, int]:
+        return {name: value for name, value in vars(self).items() if isinstance(value, int)}
+
+    def add(self, other: DrainStats) -> None:
+        for name, value in other.counts().items():
+            setattr(self, name, getattr(self, name) + value)
+        self.held.extend(other.held)
 
 
 def store_events(
@@ -261,7 +280,7 @@ def drain_inbox(
     pending = [item for item in store.pending_events(provider.name) if _settled(item, now)]
     if not pending:
         return stats
-    unwell: InboxEvent | None = None
+    unwell: tuple[InboxEvent, str] | None = None
     cycle_id = store.load_provider(provider.name).cycle_id
     context = burst_context(
         config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
@@ -285,7 +304,7 @@ def drain_inbox(
                     failed = _too_long(error, config)
                     parked = _count_failure(store, provider.name, item.seq, failed, stats)
                     if not parked and isinstance(error, ConnectDeadlineExceeded):
-                        unwell = item  # the way to the API, not this event: all of them wait
+                        unwell = item, _failure_text(error)  # the way to the API: all wait
                 break
             except Exception as error:
                 if cancelled():
@@ -293,7 +312,7 @@ def drain_inbox(
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
                 api_unwell = isinstance(error, (TransientError, AuthError))
                 if not parked and api_unwell:
-                    unwell = item
+                    unwell = item, _failure_text(error)
                 if not parked and (api_unwell or item.body.get("action") == "deleted"):
                     break
                 continue
@@ -302,9 +321,11 @@ def drain_inbox(
             stats.upserted += page.upserted
             stats.removed += removed
     if unwell is not None:
-        until = clock.now() + backoff_step(unwell.attempts + 1, config.incremental)
+        item, error_text = unwell
+        until = clock.now() + backoff_step(item.attempts + 1, config.incremental)
         store.set_facts(provider.name, {EVENTS_HELD_FACT: rfc3339(until)}, clock.now())
-    log.info("events_applied", provider=provider.name, **vars(stats))
+        stats.held.append(InboxHeld(provider.name, until, error_text))
+    log.info("events_applied", provider=provider.name, **stats.counts())
     return stats
 
 
@@ -441,8 +462,7 @@ def _count_failure(
 ) -> bool:
     """One more attempt for event `seq`; True if that parked it."""
     expected = isinstance(error, ChoreoIngestError)
-    message = str(error) if expected else f"internal error: {type(error).__name__}: {error}"
-    message = scrub_secrets(message)
+    message = _failure_text(error)
     parked = store.fail_event(provider, seq, message, max_attempts=MAX_EVENT_ATTEMPTS)
     stats.parked += parked
     stats.retried += not parked
@@ -455,3 +475,9 @@ def _count_failure(
         exc_info=not expected,
     )
     return parked
+
+
+def _failure_text(error: Exception) -> str:
+    expected = isinstance(error, ChoreoIngestError)
+    text = str(error) if expected else f"internal error: {type(error).__name__}: {error}"
+    return scrub_secrets(text)

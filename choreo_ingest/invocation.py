@@ -145,7 +145,8 @@ def run_once(
         # the lock (75) does, and as serve's failed tick leaves its last run.
         metrics_error = _write_metrics(config, store, clock.now())
     result.output_errors = [e for e in (mirror_error, metrics_error) if e is not None]
-    result.outcome = _overall_outcome(result.providers, stopped, result.error)
+    held = bool(result.events.held)
+    result.outcome = _overall_outcome(result.providers, stopped, result.error, held)
     return result
 
 
@@ -206,8 +207,7 @@ def _drain(
     except ChoreoIngestError as error:  # e.g. the client could not be built: events wait
         log.error("events_not_drained", provider=provider.name, error=str(error))
         return
-    for key, value in vars(stats).items():
-        setattr(totals, key, getattr(totals, key) + value)
+    totals.add(stats)
 
 
 def _run_provider(
@@ -243,17 +243,21 @@ def _run_provider(
 
 
 def _overall_outcome(
-    outcomes: list[ProviderOutcome], stopped: bool, output_error: ChoreoIngestError | None
+    outcomes: list[ProviderOutcome],
+    stopped: bool,
+    output_error: ChoreoIngestError | None,
+    events_held: bool = False,
 ) -> RunOutcome:
     """What the run did overall (`stopped`: a stop came before its work was done). An output
     that could not be written makes it an error, as an error that ends a run does: something
-    an operator must fix, whatever the bursts did."""
+    an operator must fix, whatever the bursts did. A drain that stopped on upstream trouble
+    (`events_held`: its events wait a backoff step) fails the run as a failed burst does."""
     if output_error is not None:
         return RunOutcome.ERROR
     actions = {outcome.action for outcome in outcomes}
     if stopped or ProviderAction.INTERRUPTED in actions:
         return RunOutcome.INTERRUPTED
-    if ProviderAction.FAILED in actions:
+    if ProviderAction.FAILED in actions or events_held:
         return RunOutcome.FAILED
     if ProviderAction.BURST in actions:
         return RunOutcome.BURST

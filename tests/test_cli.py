@@ -197,7 +197,7 @@ class TestRun:
                 "outcome": "locked",
                 "exitCode": 75,
                 "providers": [],
-                "events": {"applied": 0, "retried": 0, "parked": 0, "dropped": 0},
+                "events": {"applied": 0, "retried": 0, "parked": 0, "dropped": 0, "held": []},
             }
             return
         assert done.stdout == ""
@@ -224,6 +224,7 @@ class TestRun:
             "retried": 0,
             "parked": 0,
             "dropped": 3,
+            "held": [],
         }
 
     def test_every_json_document_has_the_keys_of_a_burst(
@@ -756,7 +757,7 @@ class TestReported:
                 {
                     "outcome": "error",
                     "providers": [],
-                    "events": {"applied": 0, "retried": 0, "parked": 0, "dropped": 0},
+                    "events": {"applied": 0, "retried": 0, "parked": 0, "dropped": 0, "held": []},
                 },
             ),
             (["health", "--bogus"], {"healthy": False}),

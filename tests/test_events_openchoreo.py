@@ -16,7 +16,7 @@ import pytest
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, store_events
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
+from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState, RunOutcome
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.reporting import status_report
@@ -466,15 +466,23 @@ class TestReReadFailures:
         platform.transport.down = True
 
         failed = platform.run()
+        held = platform.run()
 
-        assert failed.events.retried == 1
+        # The drain that met the outage fails the run (exit 3), as a burst would; the runs
+        # that wait out its backoff step do nothing, and exit 0.
+        assert (failed.outcome, failed.events.retried) == (RunOutcome.FAILED, 1)
+        [inbox_held] = failed.events.held
+        assert inbox_held.provider == PROVIDER
+        assert "503" in inbox_held.error
+        assert (held.outcome, held.events.retried, held.events.held) == (RunOutcome.WAITING, 0, [])
         assert platform.inbox() == [("basket", 1)]
         assert BASKET.isdisjoint(platform.refs())
 
         platform.transport.down = False
         platform.clock.advance(platform.config.incremental.backoff[0])  # the events wait so long
-        platform.run()
+        after = platform.run()
 
+        assert (after.outcome, after.events.applied) == (RunOutcome.WAITING, 1)
         assert platform.inbox() == []
         assert platform.refs() >= BASKET
 

@@ -280,28 +280,32 @@ A = ProviderAction
 class TestOverallOutcome:
     """One provider's trouble decides the run's outcome (and so its exit code)."""
 
-    # (actions of the providers, stop signal set, an output not written, expected)
+    # (actions of the providers, stop signal set, an output not written, events held, expected)
     CASES: ClassVar = [
-        ("no-providers", [], False, False, RunOutcome.WAITING),
-        ("all-waiting", [A.WAITING, A.WAITING], False, False, RunOutcome.WAITING),
-        ("one-burst", [A.WAITING, A.BURST], False, False, RunOutcome.BURST),
-        ("a-failure-beats-a-burst", [A.BURST, A.FAILED], False, False, RunOutcome.FAILED),
+        ("no-providers", [], False, False, False, RunOutcome.WAITING),
+        ("all-waiting", [A.WAITING, A.WAITING], False, False, False, RunOutcome.WAITING),
+        ("one-burst", [A.WAITING, A.BURST], False, False, False, RunOutcome.BURST),
+        ("a-failure-beats-a-burst", [A.BURST, A.FAILED], False, False, False, RunOutcome.FAILED),
         (
             "an-interrupt-beats-a-failure",
             [A.FAILED, A.INTERRUPTED],
             False,
             False,
+            False,
             RunOutcome.INTERRUPTED,
         ),
-        ("stopped-before-any-provider", [], True, False, RunOutcome.INTERRUPTED),
-        ("stopped-after-a-burst", [A.BURST], True, False, RunOutcome.INTERRUPTED),
-        ("an-output-not-written-after-a-burst", [A.BURST], False, True, RunOutcome.ERROR),
-        ("an-output-not-written-beats-a-failure", [A.FAILED], False, True, RunOutcome.ERROR),
-        ("an-output-not-written-while-waiting", [A.WAITING], False, True, RunOutcome.ERROR),
+        ("stopped-before-any-provider", [], True, False, False, RunOutcome.INTERRUPTED),
+        ("stopped-after-a-burst", [A.BURST], True, False, False, RunOutcome.INTERRUPTED),
+        ("an-output-not-written-after-a-burst", [A.BURST], False, True, False, RunOutcome.ERROR),
+        ("an-output-not-written-beats-a-failure", [A.FAILED], False, True, False, RunOutcome.ERROR),
+        ("an-output-not-written-while-waiting", [A.WAITING], False, True, False, RunOutcome.ERROR),
+        ("events-held-while-waiting", [A.WAITING], False, False, True, RunOutcome.FAILED),
+        ("events-held-beside-a-burst", [A.BURST], False, False, True, RunOutcome.FAILED),
+        ("a-stop-beats-events-held", [A.WAITING], True, False, True, RunOutcome.INTERRUPTED),
     ]
 
     @pytest.mark.parametrize(
-        ("actions", "stopped", "output_failed", "expected"),
+        ("actions", "stopped", "output_failed", "held", "expected"),
         [case[1:] for case in CASES],
         ids=[case[0] for case in CASES],
     )
@@ -310,6 +314,7 @@ class TestOverallOutcome:
         actions: list[ProviderAction],
         stopped: bool,
         output_failed: bool,
+        held: bool,
         expected: RunOutcome,
     ) -> None:
         outcomes = [
@@ -317,7 +322,7 @@ class TestOverallOutcome:
             for i, action in enumerate(actions)
         ]
         error = ConfigError("cannot write", path="metrics.textfile") if output_failed else None
-        assert _overall_outcome(outcomes, stopped, error) is expected
+        assert _overall_outcome(outcomes, stopped, error, held) is expected
 
     def test_json_strings_are_the_enum_values(self) -> None:
         """`--json` prints these values; scripts match on them."""

@@ -18,8 +18,9 @@ from choreo_ingest.cli.run_flow import outcome_line, report_run
 from choreo_ingest.config import Config
 from choreo_ingest.engine import ProviderOutcome, StopSignal
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.events import InboxHeld
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.models import EntityIteratorResult, ProviderAction, ProviderState
+from choreo_ingest.models import EntityIteratorResult, ProviderAction, ProviderState, RunOutcome
 from choreo_ingest.providers.base import BurstContext
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -186,3 +187,38 @@ def test_a_burst_failed_on_a_setting_to_mend_exits_2_as_check_does(
     assert plain(capsys.readouterr().err) == (
         "choreo-ingest: error: fake: $HTTPS_PROXY: the proxy cannot be used; fix or unset it\n"
     )
+
+
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "json"])
+def test_events_held_by_upstream_trouble_exit_3_and_say_until_when(
+    capsys: pytest.CaptureFixture[str], json_output: bool
+) -> None:
+    """A resting provider's drain met an outage: cron sees it as it sees a failed burst, beside a
+    waiting provider whose own line stays a person's."""
+    waiting = ProviderOutcome(
+        name="fake", action=ProviderAction.WAITING, state=ProviderState.RESTING
+    )
+    result = RunResult(outcome=RunOutcome.FAILED, providers=[waiting])
+    result.events.retried = 1
+    result.events.held.append(InboxHeld("fake", 1_700_000_060.0, "GET /x: 503 INTERNAL_ERROR"))
+
+    code = report_run(result, json_output=json_output)
+
+    printed = capsys.readouterr()
+    said = "GET /x: 503 INTERNAL_ERROR"
+    assert code == 3
+    if not json_output:
+        assert plain(printed.err) == (
+            f"choreo-ingest: error: fake: events wait until 2023-11-14T22:14:20Z: {said}\n"
+        )
+        return
+    assert printed.err == ""  # the document says it, as it says a failed burst
+    document = json.loads(printed.out)
+    assert (document["outcome"], document["exitCode"]) == ("failed", 3)
+    assert document["events"] == {
+        "applied": 0,
+        "retried": 1,
+        "parked": 0,
+        "dropped": 0,
+        "held": [{"provider": "fake", "until": "2023-11-14T22:14:20Z", "error": said}],
+    }

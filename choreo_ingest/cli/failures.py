@@ -15,8 +15,9 @@ from choreo_ingest.models import RunOutcome
 
 EVENT_COUNTS = ("applied", "retried", "parked", "dropped")
 """What `run --json`'s `events` says of the inbox: the fields of `events.DrainStats` so named."""
-NO_EVENTS = dict.fromkeys(EVENT_COUNTS, 0)
-"""`run --json`'s `events` where the run applied none (it failed, or found the lock held)."""
+NO_EVENTS: Mapping[str, Any] = {**dict.fromkeys(EVENT_COUNTS, 0), "held": []}
+"""`run --json`'s `events` where the run applied none (it failed, or found the lock held);
+`held` lists the providers whose events wait out upstream trouble."""
 RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": [], "events": NO_EVENTS}
 """What `run --json` prints besides `exitCode` and `error` when it fails before any burst: the
 keys of every `run --json` document."""

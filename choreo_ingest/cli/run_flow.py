@@ -25,6 +25,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.errors import LockHeld
+from choreo_ingest.events import InboxHeld
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.logs import configure_logging, get_logger
 from choreo_ingest.models import ProviderAction, RunOutcome
@@ -99,7 +100,10 @@ def report_run(result: RunResult, json_output: bool) -> int:
             "outcome": result.outcome.value,
             "exitCode": int(code),
             "providers": [outcome_json(outcome) for outcome in result.providers],
-            "events": {name: getattr(result.events, name) for name in EVENT_COUNTS},
+            "events": {
+                **{name: getattr(result.events, name) for name in EVENT_COUNTS},
+                "held": [held_json(held) for held in result.events.held],
+            },
         }
         if error is not None:
             document["error"] = result.error_text
@@ -130,15 +134,18 @@ def _exit_code(result: RunResult) -> ExitCode:
     failed = [o for o in result.providers if o.action is ProviderAction.FAILED]
     if any(o.crashed for o in failed):
         return ExitCode.INTERNAL_ERROR
-    if result.outcome is RunOutcome.FAILED and all(o.unloadable or o.misconfigured for o in failed):
+    mendable = failed and all(o.unloadable or o.misconfigured for o in failed)
+    if result.outcome is RunOutcome.FAILED and mendable and not result.events.held:
         return ExitCode.USAGE
     return RUN_OUTCOMES[result.outcome]
 
 
 def _provider_error_lines(result: RunResult) -> None:
-    """A line for each provider that failed, and one for an interrupted run (SIGTERM from a
-    job's deadline: its log must not be empty)."""
+    """A line for each provider that failed or whose events wait out upstream trouble, and one
+    for an interrupted run (SIGTERM from a job's deadline: its log must not be empty)."""
     said = False
+    for held in result.events.held:
+        error_line(f"{held.provider}: events wait until {rfc3339(held.until)}: {held.error}")
     for outcome in result.providers:
         if outcome.error:
             error_line(f"{outcome.name}: {outcome.error}")
@@ -155,6 +162,10 @@ def _provider_error_lines(result: RunResult) -> None:
 def _output_error_line(result: RunResult) -> None:
     for error in result.output_errors:
         error_line(str(error))
+
+
+def held_json(held: InboxHeld) -> dict[str, Any]:
+    return {"provider": held.provider, "until": rfc3339(held.until), "error": held.error}
 
 
 def outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
