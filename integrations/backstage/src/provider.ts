@@ -8,7 +8,8 @@
  *      applied: see `catalogLoss`) or under
  *      way (it resumes from the stored cursor): the whole catalog from `GET /entities`, one
  *      delta per page, then the removal of what earlier generations applied and this one did
- *      not (refused above `maxRemovalRatio`, and re-checked at every later step);
+ *      not, and of the catalog's entities under the module's name it has no record of (refused
+ *      above `maxRemovalRatio`, and re-checked at every later step: see `Sweeper`);
  *   2. the changes after the stored position from `GET /changes`, one delta per page, until
  *      caught up;
  *   3. the periodic resync (step 1 again, then 2), once `resyncIntervalMs` has passed since the
@@ -57,8 +58,8 @@ import {
   type RunOptions,
   type SyncResult,
 } from './options';
-import { Repeats } from './repeats';
 import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
+import { Sweeper } from './sweep';
 
 const PROVIDER_NAME = 'choreo-ingest';
 /**
@@ -81,7 +82,6 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** The key of this step's mutations: the stored one (see `FeedState.locationKey`). */
   private locationKey = '';
   private readonly batchSize: number;
-  private readonly maxRemovalRatio: number;
   /** The time from one completed resync to the next periodic one, in milliseconds. */
   readonly resyncIntervalMs: number;
   /** How long one step may go on, in milliseconds (undefined: no limit). */
@@ -97,8 +97,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** The running step's signal and deadline (steps never overlap within a process). */
   private signal: AbortSignal | undefined;
   private deadline = Infinity;
-  /** Removals refused by the guard, for logging them once (see `sweep`). */
-  private readonly refusals: Repeats;
+  /** The removal of what a resync did not see, within the guard. */
+  private readonly sweeper: Sweeper;
   /** Whether this process checked that the catalog still holds what was applied. */
   private catalogChecked = false;
 
@@ -139,13 +139,12 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     });
     this.baseUrl = options.baseUrl;
     this.batchSize = batchSize;
-    this.maxRemovalRatio = ratio;
     this.resyncIntervalMs = resyncIntervalMs;
     this.stepBudgetMs = options.stepBudgetMs;
     this.afterMutation = options.afterMutation;
     this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;
     this.now = options.now ?? Date.now;
-    this.refusals = new Repeats(this.now);
+    this.sweeper = new Sweeper(this.store, this.logger, ratio, this.now);
   }
 
   getProviderName(): string {
@@ -270,7 +269,11 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       break;
     }
     if (state.sweepPending) {
-      state = await this.sweep(connection, state, result);
+      const steps = {
+        checkpoint: () => this.checkpoint(),
+        remove: (refs: string[]) => this.remove(connection, refs),
+      };
+      state = await this.sweeper.sweep(state, steps, result);
     }
     return state;
   }
@@ -497,67 +500,12 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     }
   }
 
-  /**
-   * Remove what earlier generations applied and the latest resync did not, within the ratio:
-   * counted first, then read and removed a batch at a time (a refused removal of 500,000 refs,
-   * checked at every step, reads none of them).
-   */
-  private async sweep(
-    connection: EntityProviderConnection,
-    state: FeedState,
-    result: SyncResult,
-  ): Promise<FeedState> {
-    const stale = await this.store.staleCount(state.generation);
-    const total = await this.store.appliedCount();
-    if (stale && stale > this.maxRemovalRatio * total) {
-      const message =
-        `choreo-ingest: refusing to remove ${stale} of ${total} entities ` +
-        `(${((100 * stale) / total).toFixed(1)}%, above maxRemovalRatio ` +
-        `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
-        'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
-        'the changes or the next resync to agree';
-      // Checked at every step: logged once, then when it changes or every REPEAT_LOG_INTERVAL_MS.
-      const { due, count, since } = this.refusals.seen(`${state.generation}:${stale}`);
-      if (due) {
-        const refused = count > 1 ? ` (refused since ${new Date(since).toISOString()})` : '';
-        this.logger.warn(`${message}${refused}`);
-      } else {
-        this.logger.debug(message);
-      }
-      return state;
-    }
-    const refused = this.refusals.ended();
-    if (refused) {
-      this.logger.info(
-        `choreo-ingest: the removal refused since ${new Date(refused.since).toISOString()} ` +
-          `is within maxRemovalRatio now: removing ${stale} entities`,
-      );
-    }
-    let current = state;
-    let removed = 0;
-    for (;;) {
-      const refs = await this.store.staleRefs(state.generation, MAX_BATCH_REFS);
-      if (!refs.length) {
-        break;
-      }
-      this.checkpoint();
-      await this.apply(connection, {
-        type: 'delta',
-        added: [],
-        removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
-      });
-      current = await this.store.commit({ state: current, removed: refs });
-      result.removed += refs.length;
-      removed += refs.length;
-    }
-    if (current.sweepPending) {
-      this.checkpoint();
-      current = await this.store.commit({ state: { ...current, sweepPending: false } });
-    }
-    if (removed) {
-      this.logger.info(`choreo-ingest: removed ${removed} entities the resync did not see`);
-    }
-    return current;
+  private async remove(connection: EntityProviderConnection, refs: string[]): Promise<void> {
+    await this.apply(connection, {
+      type: 'delta',
+      added: [],
+      removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
+    });
   }
 
   /**

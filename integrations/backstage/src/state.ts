@@ -73,6 +73,8 @@ export type Commit = {
 const CHUNK = 400;
 /** The catalog's own table of its entities, one row per ref (catalog-backend 0.x to 4.x). */
 export const CATALOG_ENTITIES_TABLE = 'refresh_state';
+/** The catalog's table of which source put each entity in (`source_key`: a provider's name). */
+export const CATALOG_REFERENCES_TABLE = 'refresh_state_references';
 
 export class StateStore {
   private readonly db: Knex;
@@ -225,6 +227,54 @@ export class StateStore {
       .count({ count: '*' })
       .first();
     return Number(row?.count ?? 0);
+  }
+
+  /**
+   * How many entities the catalog holds as the provider's (its `refresh_state_references` rows
+   * under the provider's name as source key) that the applied set lacks: orphans. A step the
+   * schedule's timeout aborted can have a mutation in flight that lands after a later step
+   * (another replica's) removed the ref; nothing but a sweep would ever remove such an entity.
+   * 0 where that table is missing (not the catalog's database).
+   */
+  async orphanCount(): Promise<number> {
+    if (!(await this.referencesReady())) {
+      return 0;
+    }
+    const row = await this.orphans().countDistinct({ count: 'refs.target_entity_ref' }).first();
+    return Number(row?.count ?? 0);
+  }
+
+  /** The first `limit` orphans (see `orphanCount`) after `after`, in ref order. */
+  async orphanRefs(after: string, limit: number): Promise<string[]> {
+    if (!(await this.referencesReady())) {
+      return [];
+    }
+    const rows: Array<{ ref: string }> = await this.orphans()
+      .where('refs.target_entity_ref', '>', after)
+      .distinct({ ref: 'refs.target_entity_ref' })
+      .orderBy('ref')
+      .limit(limit);
+    return rows.map(row => row.ref);
+  }
+
+  /** Whether the catalog's references table is in this database (and the module's tables are). */
+  private async referencesReady(): Promise<boolean> {
+    if (!(await this.db.schema.hasTable(CATALOG_REFERENCES_TABLE))) {
+      return false;
+    }
+    await this.ready();
+    return true;
+  }
+
+  /** A knex query is a thenable: built here, never returned from an async function. */
+  private orphans(): Knex.QueryBuilder {
+    const applied = this.db(`${APPLIED_TABLE} as applied`)
+      .select(this.db.raw('1'))
+      .where('applied.provider', this.provider)
+      .whereRaw('?? = ??', ['applied.ref', 'refs.target_entity_ref']);
+    return this.db(`${CATALOG_REFERENCES_TABLE} as refs`)
+      .where('refs.source_key', this.provider)
+      .whereNotExists(applied);
   }
 
   /** Every applied ref, sorted (for tests and operators). */

@@ -122,4 +122,33 @@ describePg('on PostgreSQL', () => {
     expect(await (await start()).run()).toEqual({ applied: 3, removed: 0, resynced: true });
     expect(logger.text()).toMatch(/the catalog holds 0 of the 3 entities/);
   });
+
+  test('orphans are found on PostgreSQL and leave at the resync\'s sweep', async () => {
+    const database = await pg.freshDatabase();
+    const feed = await fakeFeed(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']);
+    const connection = new CatalogTablesConnection(database);
+    await connection.createTable();
+    let now = Date.parse('2026-12-01T00:00:00Z');
+    const provider = new ChoreoIngestEntityProvider({
+      baseUrl: feed.url,
+      logger: new TestLogger(),
+      database,
+      now: () => now,
+    });
+    await provider.connect(connection);
+    expect((await provider.run()).applied).toBe(8);
+    const store = new StateStore(database, 'choreo-ingest');
+    for (const name of ['z-orphan', 'y-orphan']) {
+      const ref = `component:default/${name}`;
+      await database('refresh_state').insert({ entity_ref: ref, location_key: null });
+      await database('refresh_state_references').insert({ source_key: 'choreo-ingest', target_entity_ref: ref });
+    }
+
+    expect(await store.orphanCount()).toBe(2);
+    expect(await store.orphanRefs('', 1)).toEqual(['component:default/y-orphan']);
+    expect(await store.orphanRefs('component:default/y-orphan', 5)).toEqual(['component:default/z-orphan']);
+    now += 24 * 60 * 60 * 1000;
+    expect(await provider.run()).toEqual({ applied: 8, removed: 2, resynced: true }); // 2 of 10
+    expect(await store.orphanCount()).toBe(0);
+  });
 });

@@ -5,6 +5,7 @@
  * created in OpenChoreo arrives as a Component and an API with the relations only the catalog
  * stitches (providesApi / apiProvidedBy).
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { coreServices, createServiceFactory } from '@backstage/backend-plugin-api';
 import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
@@ -16,6 +17,7 @@ import {
 import catalogPlugin from '@backstage/plugin-catalog-backend';
 import type { Knex } from 'knex';
 import { TASK_ID, catalogModuleChoreoIngest, locationKeyFor } from '../src';
+import { POSITION_TABLE } from '../src/migrations';
 import { StateStore } from '../src/state';
 import {
   SERVE_TOKEN,
@@ -271,4 +273,41 @@ test('an entity deleted through the real catalog\'s API counts as missing for th
 
   expect((await catalogEntities()).has(ref)).toBe(false);
   expect(await store.catalogMissing()).toBe(1); // the next process resyncs at its first step
+});
+
+test('an entity the real catalog holds as the module\'s with no record of it leaves at the resync', async () => {
+  // What a mutation that landed after its step was aborted leaves (see orphans.test.ts), put in
+  // as the catalog's own insert does: a copy of one of the module's components, renamed.
+  const [row] = await knex('refresh_state')
+    .where('entity_ref', 'like', `component:${NAMESPACE}/%`)
+    .select('unprocessed_entity', 'location_key');
+  const entity = JSON.parse(row.unprocessed_entity) as Entity;
+  entity.metadata.name = 'landed-late';
+  const ref = stringifyEntityRef(entity);
+  await knex('refresh_state').insert({
+    entity_id: randomUUID(),
+    entity_ref: ref,
+    unprocessed_entity: JSON.stringify(entity),
+    unprocessed_hash: 'landed-late',
+    errors: '',
+    location_key: row.location_key,
+    next_update_at: knex.fn.now(),
+    last_discovery_at: knex.fn.now(),
+  });
+  await knex('refresh_state_references').insert({ source_key: 'choreo-ingest', target_entity_ref: ref });
+  await waitForCatalog(entities => entities.has(ref), 'the catalog to serve the orphan');
+  expect(await new StateStore(knex, 'choreo-ingest').orphanCount()).toBe(1);
+
+  // The resync also brings back the component the test before deleted through the API.
+  await knex(POSITION_TABLE).where({ provider: 'choreo-ingest' }).update({ resynced_at: null });
+  const exported = (await choreo.exportRefs()).map(r => r.toLowerCase());
+  const served = await waitForCatalog(
+    entities => !entities.has(ref) && exported.every(r => entities.has(r)),
+    'the orphan to leave, and what the catalog lost to come back',
+  );
+
+  expect([...served.keys()].sort()).toEqual(exported.sort());
+  expect(await providedRefs()).toEqual([...served.keys()].sort());
+  expect(await processingErrors()).toEqual([]);
+  expect(await new StateStore(knex, 'choreo-ingest').orphanCount()).toBe(0);
 });
