@@ -383,7 +383,10 @@ class OpenChoreoProvider:
                 raise
             rejected = isinstance(expired, CursorRejected)
             if stored and not rejected:
-                note_stale_start(state, generation.phases[state.phase].name, facts, expired)
+                listing = generation.phases[state.phase].name
+                problem = note_stale_start(state, listing, facts, expired)
+                if problem is not None:  # once a streak: cron mails it, health shows it after
+                    log.warning("listing_stuck", provider=self._name, problem=problem)
             self._restart(context, state, generation, path, expired)
             return Harvest()
         except NotFoundError as missing:

@@ -178,11 +178,15 @@ def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpi
 
 def note_stale_start(
     state: TraversalCursor, phase: str, facts: dict[str, str | None], expired: CursorExpired
-) -> None:
-    """A burst began on a stored cursor of the `phase` listing that had expired."""
+) -> str | None:
+    """A burst began on a stored cursor of the `phase` listing that had expired; the problem,
+    when this start is the one that makes it one (once a streak: for a log line cron mails)."""
     state.stale_starts += 1
-    if state.stale_starts >= STALE_STARTS_REPORTED:
-        facts[PROBLEM_FACT] = stale_starts_problem(phase, state.stale_starts, expired)
+    if state.stale_starts < STALE_STARTS_REPORTED:
+        return None
+    problem = stale_starts_problem(phase, state.stale_starts, expired)
+    facts[PROBLEM_FACT] = problem
+    return problem if state.stale_starts == STALE_STARTS_REPORTED else None
 
 
 def stale_starts_over(state: TraversalCursor, facts: dict[str, str | None]) -> None:

@@ -568,11 +568,17 @@ class TestListingRules:
         engine = walk()
         problems = []
 
-        for _ in range(7):
-            engine.page()  # a burst each: first page, expired, first page, expired, ...
-            problems.append(engine.facts.get("problem"))
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(7):
+                engine.page()  # a burst each: first page, expired, first page, expired, ...
+                problems.append(engine.facts.get("problem"))
 
         assert problems[:5] == [None] * 5
+        # Said once as a warning (cron mails it), when it became a problem.
+        warned = [line for line in logs if line["log_level"] == "warning"]
+        assert [(line["event"], line["problem"]) for line in warned] == [
+            ("listing_stuck", problems[5])
+        ]
         assert (
             problems[5]
             == problems[6]
@@ -595,6 +601,29 @@ class TestListingRules:
         assert recovered.facts == {"problem": None}
         assert "problem" not in engine.facts
         assert recovered.cursor == cursor("projects", resets=3)
+
+    def test_a_stuck_listing_is_warned_of_once_a_streak(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
+        for n in range(1, 6):
+            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+                status_code=410,
+                json=expired,
+            )
+        httpx_mock.add_response(url=first, json=listing(["a", "b"], "k6"))
+        engine = walk()
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(11):  # five stale starts in a row
+                engine.page()
+
+        assert engine.cursor == cursor("orgs", api_cursor="k6", resets=5, stale=5)
+        warned = [line["event"] for line in logs if line["log_level"] == "warning"]
+        assert warned == ["listing_stuck"]
 
     def test_a_listing_that_restarts_and_then_completes_clears_the_problem(
         self, httpx_mock: HTTPXMock, walk, base_url: str
