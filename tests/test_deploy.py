@@ -37,6 +37,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 KUBERNETES = ROOT / "examples" / "kubernetes"
 HELM_VALUES = KUBERNETES / "openchoreo-values.yaml"  # Helm values, not a manifest
+KUSTOMIZATION = KUBERNETES / "kustomization.yaml"  # `kubectl apply -k`, not a manifest
+LEFT_OUT_OF_APPLY = {"CronJob", "Secret"}  # the Deployment's alternative; a Secret of empty values
 
 FORWARDER_PATH = "/api/events/http/openchoreo"  # the event forwarder's default path
 # The chart's own default endpoint; Helm replaces lists whole, so the snippet must keep it.
@@ -162,6 +164,7 @@ class Bundle:
     dockerignore: list[str]
     manifests: dict[str, list[Document]]  # file name -> its documents
     helm_values: Document
+    kustomization: Document
     workdir: Path  # where the ConfigMap's config is written for the loader
 
     def documents(self) -> Iterator[tuple[str, Document]]:
@@ -209,7 +212,7 @@ class Bundle:
 def load_bundle(workdir: Path) -> Bundle:
     manifests: dict[str, list[Document]] = {}
     for path in sorted(KUBERNETES.glob("*.yaml")):
-        if path == HELM_VALUES:
+        if path in (HELM_VALUES, KUSTOMIZATION):
             continue
         documents = [
             document
@@ -225,6 +228,7 @@ def load_bundle(workdir: Path) -> Bundle:
         dockerignore=[line.strip() for line in ignore if line.strip() and line[0] != "#"],
         manifests=manifests,
         helm_values=yaml.safe_load(HELM_VALUES.read_text(encoding="utf-8")),
+        kustomization=yaml.safe_load(KUSTOMIZATION.read_text(encoding="utf-8")),
         workdir=workdir,
     )
 
@@ -453,6 +457,21 @@ def check_manifests(bundle: Bundle) -> None:
         if document["kind"] != "Namespace":
             found = document["metadata"].get("namespace")
             assert found == namespace, f"{name}: namespace {found}, not {namespace}"
+
+
+def check_kustomization(bundle: Bundle) -> None:
+    """`kubectl apply -k` applies every manifest but the CronJob (never beside the Deployment)
+    and the Secret (its values are empty: it is made from files), and nothing else."""
+    assert bundle.kustomization.get("kind") == "Kustomization"
+    resources = bundle.kustomization.get("resources", [])
+    assert len(resources) == len(set(resources)), f"a resource listed twice: {resources}"
+    kinds = {name: {d["kind"] for d in documents} for name, documents in bundle.manifests.items()}
+    for name in resources:
+        assert name in kinds, f"kustomization.yaml lists {name}, not a manifest here"
+        assert not kinds[name] & LEFT_OUT_OF_APPLY, f"kustomization.yaml applies {name}"
+    wanted = {name for name, found in kinds.items() if not found & LEFT_OUT_OF_APPLY}
+    missing = sorted(wanted - set(resources))
+    assert not missing, f"kustomization.yaml leaves out {', '.join(missing)}"
 
 
 def check_service(bundle: Bundle) -> None:
@@ -700,6 +719,7 @@ CHECKS = [
     check_dockerfile_command,
     check_dockerfile_read_only,
     check_manifests,
+    check_kustomization,
     check_service,
     check_probes,
     check_single_writer,
@@ -925,6 +945,16 @@ MUTATIONS: dict[str, tuple[Callable[[Bundle], None], Callable[[Bundle], None], s
         set_helm_url("http://choreo-ingest.choreo-ingest.svc.cluster.local:8080/events/openchoreo"),
         check_helm_values,
         "is not /api/events/http/openchoreo",
+    ),
+    "the CronJob applied beside the Deployment": (
+        lambda bundle: bundle.kustomization["resources"].append("cronjob.yaml"),
+        check_kustomization,
+        "applies cronjob.yaml",
+    ),
+    "the volume left out of kubectl apply -k": (
+        lambda bundle: bundle.kustomization["resources"].remove("pvc.yaml"),
+        check_kustomization,
+        "leaves out pvc.yaml",
     ),
     "webhook at another Service": (
         set_helm_url("http://ingest.choreo-ingest.svc.cluster.local:8080" + FORWARDER_PATH),
