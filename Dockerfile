@@ -35,7 +35,10 @@ COPY choreo_ingest ./choreo_ingest
 # Dependencies come from PyPI at build time, within pyproject.toml's ranges (no lock file).
 # pip itself is then removed (nothing installs at run time). Bytecode is compiled here and
 # checked by hash, not mtime: the read-only root filesystem cannot take a __pycache__ later.
-RUN /opt/choreo-ingest/bin/pip install --no-compile '.[serve]' \
+# EXTRAS: the package's extras (comma-separated); `serve` is what the image's command needs.
+# For a state on PostgreSQL: docker build --build-arg EXTRAS=serve,postgres .
+ARG EXTRAS=serve
+RUN /opt/choreo-ingest/bin/pip install --no-compile ".[${EXTRAS}]" \
  && /opt/choreo-ingest/bin/pip uninstall --yes pip \
  && /opt/choreo-ingest/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash \
       /opt/choreo-ingest/lib

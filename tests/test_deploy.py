@@ -98,6 +98,20 @@ class Stage:
     def values(self, keyword: str) -> list[Instruction]:
         return [step for step in self.instructions if step.keyword == keyword]
 
+    def args(self) -> dict[str, str]:
+        """The stage's own ARGs with their defaults (what a build without --build-arg gets)."""
+        found: dict[str, str] = {}
+        for step in self.values("ARG"):
+            name, _, value = step.value.partition("=")
+            found[name.strip()] = value.strip().strip("\"'")
+        return found
+
+    def expanded(self, text: str) -> str:
+        """`text` with the stage's ARGs in `${NAME}` and `$NAME` form replaced by their defaults."""
+        for name, value in self.args().items():
+            text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
+        return text
+
     def env(self) -> dict[str, str]:
         found: dict[str, str] = {}
         for step in self.values("ENV"):
@@ -390,10 +404,9 @@ def check_dockerfile_install(bundle: Bundle) -> None:
     """The package is installed with the serve extra from the repository's own files, which
     the build context (.dockerignore) lets through."""
     steps = [step for stage in bundle.stages() for step in stage.instructions]
+    runs = [stage.expanded(step.value) for stage in bundle.stages() for step in stage.values("RUN")]
     installs = [
-        step.value
-        for step in steps
-        if step.keyword == "RUN" and re.search(r"pip install\b[^&;|]*['\"]?\.\[serve\]", step.value)
+        run for run in runs if re.search(r"pip install\b[^&;|]*['\"]?\.\[([\w,]+,)?serve\b", run)
     ]
     assert installs, "no RUN installs '.[serve]' (the package from the repo, with its extra)"
     copied = []
@@ -809,7 +822,12 @@ MUTATIONS: dict[str, tuple[Callable[[Bundle], None], Callable[[Bundle], None], s
         "numeric",
     ),
     "install without the extra": (
-        replace_in_dockerfile("'.[serve]'", "."),
+        replace_in_dockerfile('".[${EXTRAS}]"', "."),
+        check_dockerfile_install,
+        r"installs '\.\[serve\]'",
+    ),
+    "the extras' default without serve": (
+        replace_in_dockerfile("ARG EXTRAS=serve", "ARG EXTRAS=postgres"),
         check_dockerfile_install,
         r"installs '\.\[serve\]'",
     ),
