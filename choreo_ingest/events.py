@@ -19,8 +19,10 @@ from choreo_ingest.engine import burst_context
 from choreo_ingest.errors import (
     AuthError,
     ChoreoIngestError,
+    ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
+    GrantRefused,
     InboxFull,
     LockHeld,
     TransientError,
@@ -122,6 +124,9 @@ class InboxHeld:
     provider: str
     until: float
     error: str
+    mendable: bool = False
+    """Held by a setting to mend (the identity provider refused the token grant): a `run` says
+    exit 2, as for a burst that met it, not 3."""
 
 
 @dataclass
@@ -280,7 +285,7 @@ def drain_inbox(
     pending = [item for item in store.pending_events(provider.name) if _settled(item, now)]
     if not pending:
         return stats
-    unwell: tuple[InboxEvent, str] | None = None
+    unwell: tuple[InboxEvent, Exception] | None = None
     cycle_id = store.load_provider(provider.name).cycle_id
     context = burst_context(
         config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
@@ -304,7 +309,7 @@ def drain_inbox(
                     failed = _too_long(error, config)
                     parked = _count_failure(store, provider.name, item.seq, failed, stats)
                     if not parked and isinstance(error, ConnectDeadlineExceeded):
-                        unwell = item, _failure_text(error)  # the way to the API: all wait
+                        unwell = item, error  # the way to the API, not this event: all wait
                 break
             except Exception as error:
                 if cancelled():
@@ -312,7 +317,7 @@ def drain_inbox(
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
                 api_unwell = isinstance(error, (TransientError, AuthError))
                 if not parked and api_unwell:
-                    unwell = item, _failure_text(error)
+                    unwell = item, error
                 if not parked and (api_unwell or item.body.get("action") == "deleted"):
                     break
                 continue
@@ -321,10 +326,11 @@ def drain_inbox(
             stats.upserted += page.upserted
             stats.removed += removed
     if unwell is not None:
-        item, error_text = unwell
+        item, cause = unwell
         until = clock.now() + backoff_step(item.attempts + 1, config.incremental)
         store.set_facts(provider.name, {EVENTS_HELD_FACT: rfc3339(until)}, clock.now())
-        stats.held.append(InboxHeld(provider.name, until, error_text))
+        mendable = isinstance(cause, ConfigError | GrantRefused)
+        stats.held.append(InboxHeld(provider.name, until, _failure_text(cause), mendable))
     log.info("events_applied", provider=provider.name, **stats.counts())
     return stats
 

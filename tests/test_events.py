@@ -19,13 +19,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from choreo_ingest.cli.app import app
+from choreo_ingest.cli.run_flow import report_run
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
     AuthError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
+    GrantRefused,
     PermanentError,
+    ProviderError,
     TransientError,
 )
 from choreo_ingest.events import (
@@ -82,6 +85,13 @@ class EmptyListing:
 
     def handle_event(self, context: BurstContext, event: Event) -> Delta:
         return Delta(upserts=[make_entity(event.name)], removal_scopes=[event.name])
+
+
+REFUSED = GrantRefused(
+    "POST https://idp.test/token: HTTP 401 invalid_client; check "
+    "openchoreo.auth.oauth.clientSecretFile",
+    config_key="openchoreo.auth.oauth.clientSecretFile",
+)
 
 
 def run(config: Config, clock: FakeClock, *providers: IncrementalEntityProvider) -> RunResult:
@@ -832,6 +842,40 @@ class TestDrain:
         run(config, clock, provider)
 
         assert inbox(config) == [("e1", 1), ("e2", 0)]
+
+    @pytest.mark.parametrize(
+        ("drain_error", "burst_error", "code"),
+        [
+            (TransientError("GET /a: 503 INTERNAL_ERROR"), None, 3),
+            (REFUSED, None, 2),
+            (REFUSED, REFUSED, 2),
+            (TransientError("GET /a: 503 INTERNAL_ERROR"), REFUSED, 3),
+        ],
+        ids=["outage", "grant-refused", "grant-refused-twice", "outage-and-grant-refused"],
+    )
+    def test_a_drain_held_by_a_setting_to_mend_exits_2_as_a_burst_that_met_it(
+        self,
+        tmp_path: Path,
+        clock: FakeClock,
+        capsys: pytest.CaptureFixture[str],
+        drain_error: Exception,
+        burst_error: ProviderError | None,
+        code: int,
+    ) -> None:
+        """A refused token grant is a setting to mend (exit 2) wherever the run meets it; upstream
+        trouble anywhere makes it 3. With events pending, the drain always meets it first."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a")])
+        feed(config, clock, component_event("a", "created"))
+        provider.failures = {"a": [drain_error]}
+        provider.fail_at = {0: burst_error} if burst_error else {}
+
+        result = run(config, clock, provider)
+
+        [held] = result.events.held
+        assert held.mendable is (drain_error is REFUSED)
+        assert report_run(result, json_output=False) == code
+        capsys.readouterr()
 
     def test_an_outage_costs_an_event_one_attempt_per_backoff_step_not_per_drain(
         self, tmp_path: Path, clock: FakeClock

@@ -127,15 +127,18 @@ def report_run(result: RunResult, json_output: bool) -> int:
 
 def _exit_code(result: RunResult) -> ExitCode:
     """The code of the run's outcome, of its output's error, 1 when a provider failed on a bug
-    of its own, or 2 when the only failures are providers that could not be loaded or bursts
-    that met a setting to mend (`check` says 2 of them too): not upstream trouble."""
+    of its own, or 2 when the only failures are providers that could not be loaded, or bursts
+    and drains that met a setting to mend (`check` says 2 of them too): not upstream trouble."""
     if result.error is not None:
         return exit_code_for(result.error)
     failed = [o for o in result.providers if o.action is ProviderAction.FAILED]
     if any(o.crashed for o in failed):
         return ExitCode.INTERNAL_ERROR
-    mendable = failed and all(o.unloadable or o.misconfigured for o in failed)
-    if result.outcome is RunOutcome.FAILED and mendable and not result.events.held:
+    held = result.events.held
+    mendable = all(o.unloadable or o.misconfigured for o in failed) and all(
+        h.mendable for h in held
+    )
+    if result.outcome is RunOutcome.FAILED and (failed or held) and mendable:
         return ExitCode.USAGE
     return RUN_OUTCOMES[result.outcome]
 
