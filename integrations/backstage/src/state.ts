@@ -81,6 +81,7 @@ export class StateStore {
   private readonly provider: string;
   private readonly skipMigrations: boolean;
   private migrated: Promise<void> | undefined;
+  private referencesTable: Promise<boolean> | undefined;
 
   /** `skipMigrations`: the backend skips database migrations; the tables must exist. */
   constructor(db: Knex, provider: string, options: { skipMigrations?: boolean } = {}) {
@@ -257,13 +258,18 @@ export class StateStore {
     return rows.map(row => row.ref);
   }
 
-  /** Whether the catalog's references table is in this database (and the module's tables are). */
+  /** Whether the catalog's references table is in this database (asked once), and the
+   * module's tables are ready. */
   private async referencesReady(): Promise<boolean> {
-    if (!(await this.db.schema.hasTable(CATALOG_REFERENCES_TABLE))) {
-      return false;
+    this.referencesTable ??= this.db.schema.hasTable(CATALOG_REFERENCES_TABLE);
+    const found = await this.referencesTable.catch(error => {
+      this.referencesTable = undefined;
+      throw error;
+    });
+    if (found) {
+      await this.ready();
     }
-    await this.ready();
-    return true;
+    return found;
   }
 
   /** A knex query is a thenable: built here, never returned from an async function. */

@@ -44,7 +44,7 @@ export class Sweeper {
     const count = stale + orphans;
     const total = applied + orphans;
     if (!within(count, total)) {
-      this.refuse(state, count, total);
+      this.refuse(state, count, total, orphans);
       return state;
     }
     const refused = this.refusals.ended();
@@ -67,9 +67,11 @@ export class Sweeper {
       result.removed += refs.length;
       removed += refs.length;
     }
+    // No more than were counted against the guard: orphans made since wait for the next sweep.
     let orphansRemoved = 0;
-    for (let after = ''; orphans; ) {
-      const refs = await this.store.orphanRefs(after, MAX_BATCH_REFS);
+    for (let after = ''; orphansRemoved < orphans; ) {
+      const limit = Math.min(MAX_BATCH_REFS, orphans - orphansRemoved);
+      const refs = await this.store.orphanRefs(after, limit);
       if (!refs.length) {
         break;
       }
@@ -96,13 +98,16 @@ export class Sweeper {
     return current;
   }
 
-  private refuse(state: FeedState, count: number, total: number): void {
+  private refuse(state: FeedState, count: number, total: number, orphans: number): void {
+    const held = orphans
+      ? ` (${orphans} of them held by the catalog as this module's with no record of them applied)`
+      : '';
     const message =
       `choreo-ingest: refusing to remove ${count} of ${total} entities ` +
       `(${((100 * count) / total).toFixed(1)}%, above maxRemovalRatio ` +
       `${this.maxRemovalRatio}) that the resync (generation ${state.generation}) did not ` +
-      'see; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait for ' +
-      'the changes or the next resync to agree';
+      `see${held}; raise catalog.providers.choreoIngest.maxRemovalRatio to allow it, or wait ` +
+      'for the changes or the next resync to agree';
     // Checked at every step: logged once, then when it changes or every REPEAT_LOG_INTERVAL_MS.
     const { due, count: times, since } = this.refusals.seen(`${state.generation}:${count}`);
     if (due) {

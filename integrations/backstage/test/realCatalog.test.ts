@@ -281,22 +281,33 @@ test('an entity the real catalog holds as the module\'s with no record of it lea
   const [row] = await knex('refresh_state')
     .where('entity_ref', 'like', `component:${NAMESPACE}/%`)
     .select('unprocessed_entity', 'location_key');
-  const entity = JSON.parse(row.unprocessed_entity) as Entity;
-  entity.metadata.name = 'landed-late';
-  const ref = stringifyEntityRef(entity);
-  await knex('refresh_state').insert({
-    entity_id: randomUUID(),
-    entity_ref: ref,
-    unprocessed_entity: JSON.stringify(entity),
-    unprocessed_hash: 'landed-late',
-    errors: '',
-    location_key: row.location_key,
-    next_update_at: knex.fn.now(),
-    last_discovery_at: knex.fn.now(),
-  });
-  await knex('refresh_state_references').insert({ source_key: 'choreo-ingest', target_entity_ref: ref });
-  await waitForCatalog(entities => entities.has(ref), 'the catalog to serve the orphan');
-  expect(await new StateStore(knex, 'choreo-ingest').orphanCount()).toBe(1);
+  const putIn = async (name: string, sources: string[]) => {
+    const entity = JSON.parse(row.unprocessed_entity) as Entity;
+    entity.metadata.name = name;
+    const ref = stringifyEntityRef(entity);
+    await knex('refresh_state').insert({
+      entity_id: randomUUID(),
+      entity_ref: ref,
+      unprocessed_entity: JSON.stringify(entity),
+      unprocessed_hash: name,
+      errors: '',
+      location_key: row.location_key,
+      next_update_at: knex.fn.now(),
+      last_discovery_at: knex.fn.now(),
+    });
+    for (const source of sources) {
+      await knex('refresh_state_references').insert({ source_key: source, target_entity_ref: ref });
+    }
+    return ref;
+  };
+  const ref = await putIn('landed-late', ['choreo-ingest']);
+  // Also referenced by another source: the module's reference goes, the entity stays.
+  const shared = await putIn('landed-late-shared', ['choreo-ingest', 'another-provider']);
+  await waitForCatalog(
+    entities => entities.has(ref) && entities.has(shared),
+    'the catalog to serve the orphans',
+  );
+  expect(await new StateStore(knex, 'choreo-ingest').orphanCount()).toBe(2);
 
   // The resync also brings back the component the test before deleted through the API.
   await knex(POSITION_TABLE).where({ provider: 'choreo-ingest' }).update({ resynced_at: null });
@@ -306,8 +317,8 @@ test('an entity the real catalog holds as the module\'s with no record of it lea
     'the orphan to leave, and what the catalog lost to come back',
   );
 
-  expect([...served.keys()].sort()).toEqual(exported.sort());
-  expect(await providedRefs()).toEqual([...served.keys()].sort());
+  expect([...served.keys()].sort()).toEqual([...exported, shared].sort());
+  expect(await providedRefs()).toEqual(exported.sort());
   expect(await processingErrors()).toEqual([]);
   expect(await new StateStore(knex, 'choreo-ingest').orphanCount()).toBe(0);
 });
