@@ -12,7 +12,7 @@ from cli_support import invoke, isolate
 from choreo_ingest.cli import render
 from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.config import Config
-from choreo_ingest.models import ProviderRecord, ProviderState
+from choreo_ingest.models import EVENTS_HELD_FACT, ProviderRecord, ProviderState
 from choreo_ingest.reporting import status_report
 from choreo_ingest.store import Store, state_location
 
@@ -99,6 +99,15 @@ def test_status_says_how_many_events_wait_in_the_inbox_and_nothing_when_none(
     assert quiet.exit_code == waiting.exit_code == 0, waiting.output
     assert "events:" not in quiet.stdout
     assert waiting.stdout.splitlines()[-1] == "events: 2 pending, 1 parked"
+
+    with Store.open(state) as store:  # as a drain that met an outage leaves it
+        store.set_facts("openchoreo", {EVENTS_HELD_FACT: "2026-12-05T00:29:33Z"}, 0.0)
+    held = invoke("status", "--db", state)
+
+    assert held.stdout.splitlines()[-1] == (
+        "events: 2 pending, 1 parked; openchoreo's wait until 2026-12-05T00:29:33Z (the last "
+        "re-read failed)"
+    )
 
 
 @pytest.mark.parametrize("width", [80, 200], ids=["narrow", "wide"])

@@ -38,7 +38,7 @@ from choreo_ingest.invocation import (
 from choreo_ingest.invocation import forget as forget_provider
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.mirror import entity_yaml
-from choreo_ingest.models import ProviderState
+from choreo_ingest.models import EVENTS_HELD_FACT, ProviderState
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.reporting import (
     StatusReport,
@@ -114,7 +114,13 @@ def show_status(report: StatusReport) -> None:
         folding="error",
     )
     if report.events.pending or report.events.parked:
-        render.print_text(f"events: {report.events.pending} pending, {report.events.parked} parked")
+        waiting = [
+            f"{item.record.name}'s wait until {held} (the last re-read failed)"
+            for item in report.providers
+            if (held := item.facts.get(EVENTS_HELD_FACT))
+        ]
+        counts = f"events: {report.events.pending} pending, {report.events.parked} parked"
+        render.print_text("; ".join([counts, *waiting]) if report.events.pending else counts)
 
 
 def _state_shown(state: ProviderState, *, running: bool) -> str:
