@@ -119,7 +119,8 @@ def receive_events(
 
 @dataclass(frozen=True)
 class InboxHeld:
-    """A drain that stopped on upstream trouble: the provider's events wait until `until`."""
+    """A drain that stopped on the way to the API failing (upstream trouble, or a token grant
+    refused): the provider's events wait until `until`."""
 
     provider: str
     until: float
@@ -139,7 +140,7 @@ class DrainStats:
     dropped: int = 0
     """Events dropped unread because the backlog was past the provider's limit."""
     held: list[InboxHeld] = field(default_factory=list)
-    """The drains that stopped on upstream trouble (a run with any is `failed`: exit 3)."""
+    """The drains that stopped on the way to the API failing (a run with any is `failed`)."""
 
     def counts(self) -> dict[str, int]:
         return {name: value for name, value in vars(self).items() if isinstance(value, int)}

@@ -17,7 +17,7 @@ EVENT_COUNTS = ("applied", "retried", "parked", "dropped")
 """What `run --json`'s `events` says of the inbox: the fields of `events.DrainStats` so named."""
 NO_EVENTS: Mapping[str, Any] = {**dict.fromkeys(EVENT_COUNTS, 0), "held": []}
 """`run --json`'s `events` where the run applied none (it failed, or found the lock held);
-`held` lists the providers whose events wait out upstream trouble."""
+`held` lists the providers whose events wait after the way to the API failed."""
 RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": [], "events": NO_EVENTS}
 """What `run --json` prints besides `exitCode` and `error` when it fails before any burst: the
 keys of every `run --json` document."""

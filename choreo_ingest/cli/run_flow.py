@@ -144,7 +144,7 @@ def _exit_code(result: RunResult) -> ExitCode:
 
 
 def _provider_error_lines(result: RunResult) -> None:
-    """A line for each provider that failed or whose events wait out upstream trouble, and one
+    """A line for each provider that failed or whose events wait after the API failed, and one
     for an interrupted run (SIGTERM from a job's deadline: its log must not be empty)."""
     said = False
     for held in result.events.held:
