@@ -78,7 +78,7 @@ def test_each_exit_code_of_run_is_a_whole_line(columns: int) -> None:
         "- 0 done, or nothing was due",
         "- 1 a bug",
         "- 2 config error",
-        "- 3 burst failed (backoff scheduled)",
+        "- 3 a burst or the events' drain failed (backoff scheduled)",
         "- 4 state store error",
         "- 74 stdout could not be written (what the run did stands)",
         "- 75 another run holds the lock",

@@ -41,7 +41,7 @@ def run(
     - 0 done, or nothing was due
     - 1 a bug
     - 2 config error
-    - 3 a burst or a drain of the events failed upstream (backoff scheduled)
+    - 3 a burst or the events' drain failed (backoff scheduled)
     - 4 state store error
     - 74 stdout could not be written (what the run did stands)
     - 75 another run holds the lock
