@@ -16,7 +16,6 @@ import random
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextvars import ContextVar
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -142,12 +141,7 @@ class OpenChoreoClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -260,7 +254,7 @@ class OpenChoreoClient:
             except TokenUnavailable as unavailable:  # no token to send: the request failed so
                 failure = unavailable
             except httpx.TimeoutException as error:
-                failure = self._timed_out(error, method, path, given)
+                failure = self._timed_out(error, method, path, given, failure)
             except httpx.TransportError as error:
                 said = f"{method} {path}: {one_line(self._errors.redact(_cause(error)))}"
                 failure = TransientError(
@@ -293,11 +287,16 @@ class OpenChoreoClient:
             attempt += 1
 
     def _timed_out(
-        self, error: httpx.TimeoutException, method: str, path: str, given: float
+        self,
+        error: httpx.TimeoutException,
+        method: str,
+        path: str,
+        given: float,
+        before: ProviderError | None,
     ) -> TransientError:
-        """The failure to retry; DeadlineExceeded past the burst deadline. A connect or TLS
-        handshake that does not finish in a fair time (`given`) is the way to the server, not
-        the page's size."""
+        """The failure to retry; DeadlineExceeded past the burst deadline, naming how the attempt
+        `before` failed (a server answering 500 is not slow). A connect or TLS handshake that
+        does not finish in a fair time (`given`) is the way to the server, not the page's size."""
         late = self._deadline is not None and self._clock.monotonic() >= self._deadline
         fair = given >= min(self._request_timeout, FAIR_CONNECT_SECONDS)
         if isinstance(error, httpx.ConnectTimeout) and (fair or not late):
@@ -310,9 +309,10 @@ class OpenChoreoClient:
                 raise ConnectDeadlineExceeded(message, method=method, path=path) from None
             return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
         if late:
-            raise DeadlineExceeded(
-                f"{method} {path}: timed out at the burst deadline", method=method, path=path
-            ) from None
+            answer = f"HTTP {before.status} {before.code or ''}".strip() if before else ""
+            said = f", the attempt before it answered {answer}" if before and before.status else ""
+            message = f"{method} {path}: timed out at the burst deadline{said}"
+            raise DeadlineExceeded(message, method=method, path=path) from None
         return TransientError(
             f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
         )
