@@ -995,25 +995,25 @@ class TestDeadline:
         timeouts = httpx_mock.get_request().extensions["timeout"]
         assert timeouts == dict.fromkeys(("connect", "read", "write", "pool"), expected)
 
+    @pytest.mark.parametrize(
+        ("errors_before", "said"),
+        [
+            (0, "GET /orgs: timed out at the burst deadline"),
+            # A server failing with 500 is not slow: "raise burstLength" alone would mislead.
+            (
+                2,
+                "GET /orgs: timed out at the burst deadline, the attempt before it answered "
+                "HTTP 500 INTERNAL_ERROR",
+            ),
+        ],
+        ids=["first-attempt", "after-server-errors"],
+    )
     def test_timeout_at_the_deadline_is_deadline_exceeded(
-        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, errors_before: int, said: str
     ) -> None:
-        def time_out(request: httpx.Request) -> httpx.Response:
-            clock.advance(2)
-            raise httpx.ReadTimeout("read timed out", request=request)
-
-        httpx_mock.add_callback(time_out)
-
-        with pytest.raises(DeadlineExceeded, match="GET /orgs: timed out at the burst deadline"):
-            make_client(deadline_in=2).get_json("/orgs")
-
-    def test_a_timeout_at_the_deadline_after_server_errors_names_them(
-        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
-    ) -> None:
-        """A server failing with 500 is not slow: "raise burstLength" alone would mislead."""
         failing = {"error": "Internal server error", "code": "INTERNAL_ERROR"}
-        httpx_mock.add_response(status_code=500, json=failing)
-        httpx_mock.add_response(status_code=500, json=failing)
+        for _ in range(errors_before):
+            httpx_mock.add_response(status_code=500, json=failing)
 
         def time_out(request: httpx.Request) -> httpx.Response:
             clock.advance(60)
@@ -1024,10 +1024,7 @@ class TestDeadline:
         with pytest.raises(DeadlineExceeded) as raised:
             make_client(deadline_in=30).get_json("/orgs")
 
-        assert str(raised.value) == (
-            "GET /orgs: timed out at the burst deadline, the attempt before it answered "
-            "HTTP 500 INTERNAL_ERROR"
-        )
+        assert str(raised.value) == said
 
     def test_a_connect_that_takes_the_burst_names_the_server_not_the_page(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, base_url: str

@@ -347,19 +347,19 @@ class TestDetection:
         assert sent(httpx_mock, base_url) == ["/orgs?limit=2&pagination=cursor"]
 
 
-def expiring_every_burst(httpx_mock: HTTPXMock, base_url: str) -> None:
-    """The orgs listing's first page, then its stored cursor expired (410), three times over,
-    then a first page that hands out `k4`: seven bursts of a page each leave the stale-starts
-    problem set and the cursor at `k4`."""
+def expiring_every_burst(httpx_mock: HTTPXMock, base_url: str, times: int = 3) -> None:
+    """The orgs listing's first page, then its stored cursor expired (410), `times` times over,
+    then a first page that hands out the next cursor: with 3, seven bursts of a page each leave
+    the stale-starts problem set and the cursor at `k4`."""
     first = f"{base_url}/orgs?limit=2&pagination=cursor"
-    for n in range(1, 4):
+    for n in range(1, times + 1):
         httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
             status_code=410,
             json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
         )
-    httpx_mock.add_response(url=first, json=listing(["a", "b"], "k4"))
+    httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{times + 1}"))
 
 
 class TestListingRules:
@@ -605,16 +605,7 @@ class TestListingRules:
     def test_a_stuck_listing_is_warned_of_once_a_streak(
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
-        first = f"{base_url}/orgs?limit=2&pagination=cursor"
-        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
-        for n in range(1, 6):
-            httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
-            httpx_mock.add_response(
-                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
-                status_code=410,
-                json=expired,
-            )
-        httpx_mock.add_response(url=first, json=listing(["a", "b"], "k6"))
+        expiring_every_burst(httpx_mock, base_url, times=5)
         engine = walk()
 
         with structlog.testing.capture_logs() as logs:
