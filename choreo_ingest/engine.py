@@ -341,9 +341,11 @@ def _log_stopped(provider: str, error: Exception) -> None:
 
 def _failure_message(error: Exception, provider: IncrementalEntityProvider, config: Config) -> str:
     """What `status` shows for a failed burst, no secret in it; a deadline that no page fitted
-    in says what to change (here only when no page was committed)."""
+    in says what to change (here only when no page was committed), unless the attempt before
+    was answered with an error, which the message names (a failing server, not a slow one)."""
     message = str(error) or type(error).__name__
-    if isinstance(error, DeadlineExceeded) and not isinstance(error, ConnectDeadlineExceeded):
+    told = error.status is not None if isinstance(error, DeadlineExceeded) else True
+    if not told and not isinstance(error, ConnectDeadlineExceeded):
         advice = (
             provider.no_page_advice()
             if isinstance(provider, AdvisingProvider)

@@ -316,7 +316,8 @@ def drain_inbox(
                 if cancelled():
                     break
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
-                api_unwell = isinstance(error, (TransientError, AuthError))
+                # A setting to mend (a secret file gone) concerns every event, as an outage does.
+                api_unwell = isinstance(error, (TransientError, AuthError, ConfigError))
                 if not parked and api_unwell:
                     unwell = item, error
                 if not parked and (api_unwell or item.body.get("action") == "deleted"):
@@ -338,8 +339,9 @@ def drain_inbox(
 
 def _too_long(error: DeadlineExceeded, config: Config) -> DeadlineExceeded:
     """The failure of an event that had a whole burstLength, with what to change: not for a
-    connection that never came up, whose own advice names the server's address."""
-    if isinstance(error, ConnectDeadlineExceeded):
+    connection that never came up, whose own advice names the server's address, nor after an
+    error answer, which the message names."""
+    if isinstance(error, ConnectDeadlineExceeded) or error.status is not None:
         return error
     seconds = config.incremental.burst_length
     return DeadlineExceeded(

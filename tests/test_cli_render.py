@@ -11,6 +11,7 @@ from cli_support import invoke, isolate
 
 from choreo_ingest.cli import render
 from choreo_ingest.cli.state_commands import show_status
+from choreo_ingest.clock import SystemClock, rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.models import EVENTS_HELD_FACT, ProviderRecord, ProviderState
 from choreo_ingest.reporting import status_report
@@ -100,14 +101,18 @@ def test_status_says_how_many_events_wait_in_the_inbox_and_nothing_when_none(
     assert "events:" not in quiet.stdout
     assert waiting.stdout.splitlines()[-1] == "events: 2 pending, 1 parked"
 
-    with Store.open(state) as store:  # as a drain that met an outage leaves it
-        store.set_facts("openchoreo", {EVENTS_HELD_FACT: "2026-12-05T00:29:33Z"}, 0.0)
-    held = invoke("status", "--db", state)
+    def status_held_until(moment: float) -> str:
+        with Store.open(state) as store:  # as a drain that met an outage leaves it
+            store.set_facts("openchoreo", {EVENTS_HELD_FACT: rfc3339(moment)}, 0.0)
+        return str(invoke("status", "--db", state).stdout.splitlines()[-1])
 
-    assert held.stdout.splitlines()[-1] == (
-        "events: 2 pending, 1 parked; openchoreo's wait until 2026-12-05T00:29:33Z (the last "
+    later = SystemClock().now() + 600
+    assert status_held_until(later) == (
+        f"events: 2 pending, 1 parked; openchoreo's wait until {rfc3339(later)} (the last "
         "re-read failed)"
     )
+    # Past: the next drain clears it; until then it holds nothing back.
+    assert status_held_until(later - 1200) == "events: 2 pending, 1 parked"
 
 
 @pytest.mark.parametrize("width", [80, 200], ids=["narrow", "wide"])
@@ -134,7 +139,7 @@ def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
     monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
     report = status_report(state_location(state), Config(), T_NOW)
 
-    show_status(report)
+    show_status(report, T_NOW)
 
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= width

@@ -436,6 +436,17 @@ class TestFailures:
         assert (outcome.action, outcome.state) == ("failed", ProviderState.BACKING_OFF)
         assert outcome.error == "GET /x: connecting timed out (...): check the URL"
 
+    def test_a_deadline_after_an_error_answer_gets_no_advice_about_the_burst_length(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """The server answered 500 before: it is failing, not slow."""
+        said = "GET /x: timed out at the burst deadline, the attempt before it answered HTTP 500"
+        provider = FakeProvider(TEN, fail_at={0: DeadlineExceeded(said, status=500)})
+
+        outcome = run_one(make_config(tmp_path), state_path, clock, provider)
+
+        assert (outcome.action, outcome.error) == ("failed", said)
+
     def test_deadline_exceeded_after_committed_pages_is_a_pause(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:

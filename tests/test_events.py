@@ -24,6 +24,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
     AuthError,
+    ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
     GrantRefused,
@@ -87,6 +88,10 @@ class EmptyListing:
         return Delta(upserts=[make_entity(event.name)], removal_scopes=[event.name])
 
 
+SECRET_GONE = ConfigError(
+    "cannot read it: [Errno 2] No such file or directory",
+    path="openchoreo.auth.oauth.clientSecretFile",
+)
 REFUSED = GrantRefused(
     "POST https://idp.test/token: HTTP 401 invalid_client; check "
     "openchoreo.auth.oauth.clientSecretFile",
@@ -850,8 +855,15 @@ class TestDrain:
             (REFUSED, None, 2),
             (REFUSED, REFUSED, 2),
             (TransientError("GET /a: 503 INTERNAL_ERROR"), REFUSED, 3),
+            (SECRET_GONE, None, 2),
         ],
-        ids=["outage", "grant-refused", "grant-refused-twice", "outage-and-grant-refused"],
+        ids=[
+            "outage",
+            "grant-refused",
+            "grant-refused-twice",
+            "outage-and-grant-refused",
+            "secret-file-gone",
+        ],
     )
     def test_a_drain_held_by_a_setting_to_mend_exits_2_as_a_burst_that_met_it(
         self,
@@ -862,18 +874,21 @@ class TestDrain:
         burst_error: ProviderError | None,
         code: int,
     ) -> None:
-        """A refused token grant is a setting to mend (exit 2) wherever the run meets it; upstream
-        trouble anywhere makes it 3. With events pending, the drain always meets it first."""
+        """A setting to mend (a refused token grant, a secret file gone) is exit 2 wherever the
+        run meets it, and holds the inbox as an outage does (every event would meet it: `serve`
+        drains every second); upstream trouble anywhere makes it 3. With events pending, the
+        drain always meets it first."""
         config = make_config(tmp_path)
-        provider = EventFakeProvider([*FIVE, make_entity("a")])
-        feed(config, clock, component_event("a", "created"))
+        provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
         provider.failures = {"a": [drain_error]}
         provider.fail_at = {0: burst_error} if burst_error else {}
 
         result = run(config, clock, provider)
 
         [held] = result.events.held
-        assert held.mendable is (drain_error is REFUSED)
+        assert held.mendable is (drain_error in (REFUSED, SECRET_GONE))
+        assert inbox(config) == [("a", 1), ("b", 0)]  # the event after it was not charged
         assert report_run(result, json_output=False) == code
         capsys.readouterr()
 

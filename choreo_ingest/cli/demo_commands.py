@@ -96,7 +96,8 @@ def demo(
         if json_output:
             render.print_json(result.document())
         else:
-            show_status(status_report(place.state_path, Config(), SystemClock().now()))
+            now = SystemClock().now()
+            show_status(status_report(place.state_path, Config(), now), now)
             counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.entities.items()))
             done = "completed" if result.cycle_completed else "NOT completed"
             stays = (

@@ -43,7 +43,12 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     unusable_proxy,
     with_proxy_note,
 )
-from choreo_ingest.providers.openchoreo.http_errors import ErrorTranslator, backoff_delay, one_line
+from choreo_ingest.providers.openchoreo.http_errors import (
+    ErrorTranslator,
+    backoff_delay,
+    deadline_exceeded,
+    one_line,
+)
 from choreo_ingest.providers.openchoreo.kept_answers import MISSING, KeptAnswers, request_key
 from choreo_ingest.providers.openchoreo.many_reads import (
     FAST_ANSWER_SECONDS,
@@ -294,9 +299,8 @@ class OpenChoreoClient:
         given: float,
         before: ProviderError | None,
     ) -> TransientError:
-        """The failure to retry; DeadlineExceeded past the burst deadline, naming how the attempt
-        `before` failed (a server answering 500 is not slow). A connect or TLS handshake that
-        does not finish in a fair time (`given`) is the way to the server, not the page's size."""
+        """The failure to retry, or past the burst deadline the one to raise (`deadline_exceeded`);
+        a connect not done in a fair time (`given`) is the way to the server, not the page."""
         late = self._deadline is not None and self._clock.monotonic() >= self._deadline
         fair = given >= min(self._request_timeout, FAIR_CONNECT_SECONDS)
         if isinstance(error, httpx.ConnectTimeout) and (fair or not late):
@@ -309,10 +313,7 @@ class OpenChoreoClient:
                 raise ConnectDeadlineExceeded(message, method=method, path=path) from None
             return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
         if late:
-            answer = f"HTTP {before.status} {before.code or ''}".strip() if before else ""
-            said = f", the attempt before it answered {answer}" if before and before.status else ""
-            message = f"{method} {path}: timed out at the burst deadline{said}"
-            raise DeadlineExceeded(message, method=method, path=path) from None
+            raise deadline_exceeded(method, path, before) from None
         return TransientError(
             f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
         )

@@ -26,10 +26,12 @@ from choreo_ingest.config import OAUTH_KEY
 from choreo_ingest.errors import (
     AuthError,
     CursorExpired,
+    DeadlineExceeded,
     NotFoundError,
     PermanentError,
     ProviderError,
     RetryAfter,
+    TokenUnavailable,
     TransientError,
 )
 from choreo_ingest.logs import MIN_SUBSTRING_LENGTH, mask_short_secret
@@ -78,6 +80,21 @@ class Answer(Protocol):
     def reason_phrase(self) -> str: ...
 
     def json(self) -> Any: ...
+
+
+def deadline_exceeded(method: str, path: str, before: ProviderError | None) -> DeadlineExceeded:
+    """A request that timed out at the burst deadline, with how the attempt before it was
+    answered (by the API, or by the token endpoint for its token): a server answering 500 is
+    failing, not slow, and the error then carries that status, which says so (no advice to
+    raise burstLength)."""
+    said = ""
+    if before is not None and before.status is not None:
+        asked = "the token request" if isinstance(before, TokenUnavailable) else "the attempt"
+        answer = f"HTTP {before.status} {before.code or ''}".strip()
+        said = f", {asked} before it answered {answer}"
+    message = f"{method} {path}: timed out at the burst deadline{said}"
+    status = before.status if said and before else None
+    return DeadlineExceeded(message, method=method, path=path, status=status)
 
 
 def backoff_delay(attempt: int, jitter: float) -> float:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
-from choreo_ingest.errors import AuthError, PermanentError
+from choreo_ingest.errors import AuthError, DeadlineExceeded, PermanentError
 from choreo_ingest.providers.openchoreo import client as client_module
 from choreo_ingest.providers.openchoreo.api_v1 import V1
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -172,3 +172,34 @@ def test_a_single_object_larger_than_the_client_reads_fails_at_once_naming_the_l
     )
     assert caught.value.config_key is None
     assert len(platform.api_requests) == 1
+
+
+def test_a_deadline_after_the_token_endpoint_failed_names_the_token_request() -> None:
+    """The GET before the deadline was never sent: the 503 was the identity provider's."""
+    clock = FakeClock()
+    asked: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.host)
+        if request.url.host == "idp.test" and len(asked) == 1:
+            return httpx.Response(503, json={"error": "temporarily_unavailable"})
+        if request.url.host == "idp.test":
+            return httpx.Response(200, json={"access_token": "issued-token", "expires_in": 3600})
+        clock.advance(60)
+        raise httpx.ReadTimeout("read timed out", request=request)
+
+    client = OpenChoreoClient(
+        oauth_config(),
+        clock=clock,
+        deadline=clock.monotonic() + 30,
+        transport=httpx.MockTransport(handle),
+    )
+    with client, pytest.raises(DeadlineExceeded) as caught:
+        client.get_json("/namespaces")
+
+    assert asked == ["idp.test", "idp.test", "openchoreo.test"]
+    assert str(caught.value) == (
+        "GET /namespaces: timed out at the burst deadline, the token request before it answered "
+        "HTTP 503 temporarily_unavailable"
+    )
+    assert caught.value.status == 503
