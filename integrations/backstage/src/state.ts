@@ -258,14 +258,22 @@ export class StateStore {
     return rows.map(row => row.ref);
   }
 
-  /** Whether the catalog's references table is in this database (asked once), and the
-   * module's tables are ready. */
+  /** Whether the catalog's references table is in this database (asked once: the catalog's
+   * migrations made it before any provider connected), and the module's tables are ready. */
   private async referencesReady(): Promise<boolean> {
-    this.referencesTable ??= this.db.schema.hasTable(CATALOG_REFERENCES_TABLE);
-    const found = await this.referencesTable.catch(error => {
-      this.referencesTable = undefined;
-      throw error;
-    });
+    if (!this.referencesTable) {
+      // A real promise: knex's builder is a thenable that asks again at every `then`.
+      const asked: Promise<boolean> = Promise.resolve().then(() =>
+        this.db.schema.hasTable(CATALOG_REFERENCES_TABLE),
+      );
+      this.referencesTable = asked;
+      asked.catch(() => {
+        if (this.referencesTable === asked) {
+          this.referencesTable = undefined; // asked again next time
+        }
+      });
+    }
+    const found = await this.referencesTable;
     if (found) {
       await this.ready();
     }

@@ -67,7 +67,7 @@ export class Sweeper {
       result.removed += refs.length;
       removed += refs.length;
     }
-    // No more than were counted against the guard: orphans made since wait for the next sweep.
+    // No more than the guard counted (the first in ref order now): any beyond wait for the next.
     let orphansRemoved = 0;
     for (let after = ''; orphansRemoved < orphans; ) {
       const limit = Math.min(MAX_BATCH_REFS, orphans - orphansRemoved);
@@ -90,9 +90,9 @@ export class Sweeper {
     }
     if (orphansRemoved) {
       this.logger.info(
-        `choreo-ingest: removed ${orphansRemoved} entities the catalog held as this module's ` +
+        `choreo-ingest: took back ${orphansRemoved} entities the catalog held as this module's ` +
           "with no record of them applied (a step's mutation that landed after the step was " +
-          "aborted at the schedule's timeout)",
+          "aborted at the schedule's timeout); one another source also holds stays as its",
       );
     }
     return current;

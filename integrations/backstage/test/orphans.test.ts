@@ -10,6 +10,7 @@ import { ChoreoIngestEntityProvider } from '../src';
 import { StateStore } from '../src/state';
 import { CatalogTablesConnection } from './support/catalogTables';
 import { fakeFeedOf, stopFakeFeeds } from './support/fakeFeedProvider';
+import { FakeFeed } from './support/fakeFeed';
 import { TestLogger } from './support/logger';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -57,7 +58,7 @@ async function setup(names: number, maxRemovalRatio?: number) {
     (await database('refresh_state').orderBy('entity_ref').select('entity_ref')).map(
       (row: { entity_ref: string }) => row.entity_ref,
     );
-  return { feed, logger, clock, slow, a, b, store, catalog, replica };
+  return { feed, database, logger, clock, slow, a, b, store, catalog, replica };
 }
 
 /** A's step applies the creation of `late`; before it lands, the timeout aborts A and B applies
@@ -95,7 +96,7 @@ test('an entity a late mutation put in after its removal leaves at the next resy
 
   expect(await catalog()).toEqual(names);
   expect(await store.orphanCount()).toBe(0);
-  expect(logger.text()).toMatch(/removed 1 entities the catalog held as this module's with no record/);
+  expect(logger.text()).toMatch(/took back 1 entities the catalog held as this module's with no record/);
 });
 
 test('orphans count against maxRemovalRatio; another source\'s entities are never theirs', async () => {
@@ -119,4 +120,33 @@ test('orphans count against maxRemovalRatio; another source\'s entities are neve
   const generous = await context.replica(undefined, 1);
   expect(await generous.run()).toMatchObject({ removed: 1 });
   expect(await catalog()).toEqual([...names, 'component:default/from-a-file'].sort());
+});
+
+test('no more orphans go than the guard counted; the catalog\'s table is looked up once', async () => {
+  const context = await setup(4);
+  const { clock, b, store, catalog } = context;
+  const names = await catalog();
+  await lateCreation(context);
+  // A second orphan, as another late mutation would leave it.
+  await context.slow.applyMutation({
+    type: 'delta',
+    added: [{ entity: FakeFeed.body('also-late') as any, locationKey: 'url:https://example.com/x' }],
+    removed: [],
+  });
+  expect(await store.orphanCount()).toBe(2);
+  const counted = jest.spyOn(StateStore.prototype, 'orphanCount').mockResolvedValueOnce(1);
+
+  clock.now += DAY_MS;
+  expect(await b.run()).toMatchObject({ removed: 1, resynced: true });
+  counted.mockRestore();
+  expect(await store.orphanCount()).toBe(1);
+  expect((await catalog()).length).toBe(names.length + 1);
+
+  const asked: unknown[][] = [];
+  const fresh = new StateStore(context.database, 'choreo-ingest');
+  context.database.on('query', (query: { bindings?: unknown[] }) => asked.push(query.bindings ?? []));
+  for (let step = 0; step < 3; step += 1) {
+    await fresh.orphanCount();
+  }
+  expect(asked.filter(bindings => bindings.includes('refresh_state_references'))).toHaveLength(1);
 });
