@@ -222,3 +222,61 @@ def test_events_held_by_upstream_trouble_exit_3_and_say_until_when(
         "dropped": 0,
         "held": [{"provider": "fake", "until": "2023-11-14T22:14:20Z", "error": said}],
     }
+
+
+REFUSED = "POST https://idp.test/token: HTTP 401 invalid_client; check the client secret"
+OUTAGE = "GET /x: 503 INTERNAL_ERROR"
+HELD_AT = 1_700_000_060.0  # 2023-11-14T22:14:20Z
+
+
+def failed(name: str, error: str, **kind: bool) -> ProviderOutcome:
+    state = ProviderState.BACKING_OFF
+    return ProviderOutcome(name, ProviderAction.FAILED, state, error=error, **kind)
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "held", "code", "lines"),
+    [
+        (
+            [failed("a", REFUSED, misconfigured=True)],
+            [InboxHeld("a", HELD_AT, REFUSED, mendable=True)],
+            2,
+            [f"a: {REFUSED} (its events wait until 2023-11-14T22:14:20Z too)"],
+        ),
+        (
+            [failed("a", REFUSED, misconfigured=True)],
+            [InboxHeld("b", HELD_AT, OUTAGE)],
+            3,
+            [f"b: events wait until 2023-11-14T22:14:20Z: {OUTAGE}", f"a: {REFUSED}"],
+        ),
+        (
+            [failed("a", "cannot load it", unloadable=True)],
+            [InboxHeld("b", HELD_AT, REFUSED, mendable=True)],
+            2,
+            [f"b: events wait until 2023-11-14T22:14:20Z: {REFUSED}", "a: cannot load it"],
+        ),
+        (
+            [failed("a", "internal error in provider 'a': KeyError: 'x'", crashed=True)],
+            [InboxHeld("b", HELD_AT, REFUSED, mendable=True)],
+            1,
+            [
+                f"b: events wait until 2023-11-14T22:14:20Z: {REFUSED}",
+                "a: internal error in provider 'a': KeyError: 'x'",
+            ],
+        ),
+    ],
+    ids=["refused-twice-said-once", "mend-and-outage", "unloadable-and-mend", "bug-first"],
+)
+def test_failed_bursts_and_held_drains_of_several_providers_decide_the_code_together(
+    capsys: pytest.CaptureFixture[str],
+    outcomes: list[ProviderOutcome],
+    held: list[InboxHeld],
+    code: int,
+    lines: list[str],
+) -> None:
+    result = RunResult(outcome=RunOutcome.FAILED, providers=outcomes)
+    result.events.held.extend(held)
+
+    assert report_run(result, json_output=False) == code
+    said = plain(capsys.readouterr().err).splitlines()
+    assert said == [f"choreo-ingest: error: {line}" for line in lines]

@@ -147,11 +147,16 @@ def _provider_error_lines(result: RunResult) -> None:
     """A line for each provider that failed or whose events wait after the API failed, and one
     for an interrupted run (SIGTERM from a job's deadline: its log must not be empty)."""
     said = False
-    for held in result.events.held:
-        error_line(f"{held.provider}: events wait until {rfc3339(held.until)}: {held.error}")
+    waits = {(held.provider, held.error): rfc3339(held.until) for held in result.events.held}
+    failed = {(outcome.name, outcome.error) for outcome in result.providers if outcome.error}
+    for (provider, error), until in waits.items():
+        if (provider, error) not in failed:  # else said once, with the burst's
+            error_line(f"{provider}: events wait until {until}: {error}")
     for outcome in result.providers:
         if outcome.error:
-            error_line(f"{outcome.name}: {outcome.error}")
+            until = waits.get((outcome.name, outcome.error))
+            also = f" (its events wait until {until} too)" if until else ""
+            error_line(f"{outcome.name}: {outcome.error}{also}")
         elif outcome.action is ProviderAction.INTERRUPTED:
             error_line(
                 f"{outcome.name}: interrupted after {outcome.pages} page(s); the next run goes "
