@@ -4,6 +4,7 @@ brackets."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -111,8 +112,10 @@ def test_status_says_how_many_events_wait_in_the_inbox_and_nothing_when_none(
         f"events: 2 pending, 1 parked; openchoreo's wait until {rfc3339(later)} (the last "
         "re-read failed)"
     )
-    # Past: the next drain clears it; until then it holds nothing back.
+    # Past: the next drain clears it; until then it holds nothing back, and neither says it.
     assert status_held_until(later - 1200) == "events: 2 pending, 1 parked"
+    [provider] = json.loads(invoke("status", "--json", "--db", state).stdout)["providers"]
+    assert "eventsHeldUntil" not in provider
 
 
 @pytest.mark.parametrize("width", [80, 200], ids=["narrow", "wide"])
@@ -139,7 +142,7 @@ def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
     monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
     report = status_report(state_location(state), Config(), T_NOW)
 
-    show_status(report, T_NOW)
+    show_status(report)
 
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= width

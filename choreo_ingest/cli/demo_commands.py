@@ -96,8 +96,7 @@ def demo(
         if json_output:
             render.print_json(result.document())
         else:
-            now = SystemClock().now()
-            show_status(status_report(place.state_path, Config(), now), now)
+            show_status(status_report(place.state_path, Config(), SystemClock().now()))
             counts = ", ".join(f"{n} {kind}" for kind, n in sorted(result.entities.items()))
             done = "completed" if result.cycle_completed else "NOT completed"
             stays = (

@@ -24,7 +24,7 @@ from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.lean import MAX_COUNT, show_changes, show_health
 from choreo_ingest.cli.session import Session
-from choreo_ingest.clock import parse_rfc3339, rfc3339
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import (
@@ -73,15 +73,14 @@ def status(
     """Show each provider's state, schedule, progress and blocked removals (takes no lock)."""
     with reported_errors(json_output):
         session = open_session(ctx, config, db)
-        now = session.clock.now()
-        report = status_report(session.state, session.config, now, only=provider)
+        report = status_report(session.state, session.config, session.clock.now(), only=provider)
         if json_output:
             render.print_json(report.to_json())
             return
-        show_status(report, now)
+        show_status(report)
 
 
-def show_status(report: StatusReport, now: float) -> None:
+def show_status(report: StatusReport) -> None:
     render.table(
         f"{report.state_file}"
         f"{f' (schema {report.state_schema!r})' if report.state_schema else ''}"
@@ -118,17 +117,10 @@ def show_status(report: StatusReport, now: float) -> None:
         waiting = [
             f"{item.record.name}'s wait until {held} (the last re-read failed)"
             for item in report.providers
-            if (held := item.facts.get(EVENTS_HELD_FACT)) and _later(held, now)
+            if (held := item.facts.get(EVENTS_HELD_FACT))
         ]
         counts = f"events: {report.events.pending} pending, {report.events.parked} parked"
         render.print_text("; ".join([counts, *waiting]) if report.events.pending else counts)
-
-
-def _later(moment: str, now: float) -> bool:
-    try:
-        return parse_rfc3339(moment) > now
-    except ValueError:
-        return False
 
 
 def _state_shown(state: ProviderState, *, running: bool) -> str:
