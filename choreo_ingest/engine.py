@@ -344,8 +344,11 @@ def _failure_message(error: Exception, provider: IncrementalEntityProvider, conf
     in says what to change (here only when no page was committed), unless the attempt before
     was answered with an error, which the message names (a failing server, not a slow one)."""
     message = str(error) or type(error).__name__
-    told = error.status is not None if isinstance(error, DeadlineExceeded) else True
-    if not told and not isinstance(error, ConnectDeadlineExceeded):
+    if (
+        isinstance(error, DeadlineExceeded)
+        and not isinstance(error, ConnectDeadlineExceeded)
+        and error.status is None  # else an error answer came first, and the message names it
+    ):
         advice = (
             provider.no_page_advice()
             if isinstance(provider, AdvisingProvider)

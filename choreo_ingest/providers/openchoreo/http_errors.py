@@ -87,13 +87,12 @@ def deadline_exceeded(method: str, path: str, before: ProviderError | None) -> D
     answered (by the API, or by the token endpoint for its token): a server answering 500 is
     failing, not slow, and the error then carries that status, which says so (no advice to
     raise burstLength)."""
-    said = ""
+    said, status = "", None
     if before is not None and before.status is not None:
         asked = "the token request" if isinstance(before, TokenUnavailable) else "the attempt"
-        answer = f"HTTP {before.status} {before.code or ''}".strip()
-        said = f", {asked} before it answered {answer}"
+        said = f", {asked} before it answered HTTP {before.status} {before.code or ''}".rstrip()
+        status = before.status
     message = f"{method} {path}: timed out at the burst deadline{said}"
-    status = before.status if said and before else None
     return DeadlineExceeded(message, method=method, path=path, status=status)
 
 
