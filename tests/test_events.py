@@ -856,6 +856,7 @@ class TestDrain:
             (REFUSED, REFUSED, 2),
             (TransientError("GET /a: 503 INTERNAL_ERROR"), REFUSED, 3),
             (SECRET_GONE, None, 2),
+            (REFUSED, TransientError("GET /namespaces: 503 INTERNAL_ERROR"), 3),
         ],
         ids=[
             "outage",
@@ -863,6 +864,7 @@ class TestDrain:
             "grant-refused-twice",
             "outage-and-grant-refused",
             "secret-file-gone",
+            "grant-refused-and-outage",
         ],
     )
     def test_a_drain_held_by_a_setting_to_mend_exits_2_as_a_burst_that_met_it(
