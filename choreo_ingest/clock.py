@@ -51,3 +51,11 @@ def parse_rfc3339(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parsed_time(text: str) -> float | None:
+    """`parse_rfc3339`, or None for text that is not such a time (a damaged stored fact)."""
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        return None

@@ -203,7 +203,7 @@ class BurstEngine:
             # retry fails the burst all the same (it resumes from its last page after backoff).
             if retry_after is not None:
                 log.info("burst_rate_limited", provider=record.name, retry_after=retry_after)
-            elif not isinstance(error, DeadlineExceeded):
+            elif not isinstance(error, DeadlineExceeded) or error.status is not None:
                 log.info("burst_cut_short", provider=record.name, error=str(error))
             error = None
         if isinstance(error, StateError):  # the store failed, not the source: no backoff

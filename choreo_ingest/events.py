@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from choreo_ingest.clock import Clock, parse_rfc3339, rfc3339
+from choreo_ingest.clock import Clock, parsed_time, rfc3339
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY, Config
 from choreo_ingest.engine import burst_context
 from choreo_ingest.errors import (
@@ -44,7 +44,7 @@ from choreo_ingest.providers.base import (
     ReadingAheadProvider,
 )
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.schedule import after_refresh, backoff_step, refresh_waits
+from choreo_ingest.schedule import after_refresh, backoff_step, events_held_at, refresh_waits
 from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 
 log = get_logger("choreo_ingest.events")
@@ -119,8 +119,8 @@ def receive_events(
 
 @dataclass(frozen=True)
 class InboxHeld:
-    """A drain that stopped on the way to the API failing (upstream trouble, or a token grant
-    refused): the provider's events wait until `until`."""
+    """A drain that stopped on the way to the API failing (upstream trouble, or a setting to
+    mend: a token grant refused, a secret file gone): the provider's events wait until `until`."""
 
     provider: str
     until: float
@@ -258,10 +258,11 @@ def drain_inbox(
     `burstLength` from now by default).
 
     A failed event keeps its place with one more attempt (parked after MAX_EVENT_ATTEMPTS).
-    A transient or auth failure says the API is unwell (so does a first event whose connection
-    or token never came up), so the drain stops there instead of spending every event's
-    attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that event's
-    attempts: `serve` drains every second, and an outage of seconds would park it otherwise.
+    A transient or auth failure says the API is unwell, and a setting to mend (ConfigError)
+    concerns every event too (as does a first event whose connection or token never came up,
+    or that timed out after an error answer), so the drain stops there instead of spending
+    every event's attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that
+    event's attempts: `serve` drains every second, and an outage of seconds would park it.
     Any other failure of a `created`/`updated` event concerns that event alone (bad data, a
     bug in the provider), so the events after it still apply: such an event re-reads the state
     when it is retried, so applying it late cannot undo a newer event. A failed `deleted` event
@@ -280,7 +281,7 @@ def drain_inbox(
     now = clock.now()
     held = store.facts(provider.name).get(EVENTS_HELD_FACT)
     if held is not None:
-        if _still_held(held, now, config):
+        if events_held_at(parsed_time(held), now, config.incremental):
             return stats
         store.set_facts(provider.name, {EVENTS_HELD_FACT: None}, now)
     pending = [item for item in store.pending_events(provider.name) if _settled(item, now)]
@@ -309,14 +310,15 @@ def drain_inbox(
                 if deadline is None and number == 0 and not cancelled():
                     failed = _too_long(error, config)
                     parked = _count_failure(store, provider.name, item.seq, failed, stats)
-                    if not parked and isinstance(error, ConnectDeadlineExceeded):
-                        unwell = item, error  # the way to the API, not this event: all wait
+                    # The way to the API (no connection; an error answer before the timeout),
+                    # not this event: all of them wait.
+                    if not parked and (isinstance(error, ConnectDeadlineExceeded) or error.status):
+                        unwell = item, error
                 break
             except Exception as error:
                 if cancelled():
                     break
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
-                # A setting to mend (a secret file gone) concerns every event, as an outage does.
                 api_unwell = isinstance(error, (TransientError, AuthError, ConfigError))
                 if not parked and api_unwell:
                     unwell = item, error
@@ -364,16 +366,6 @@ def _read_ahead(provider: EventHandlingProvider, context: Any, items: list[Inbox
         log.warning(
             "read_ahead_crashed", provider=provider.name, error=f"{type(error).__name__}: {error}"
         )
-
-
-def _still_held(held: str, now: float, config: Config) -> bool:
-    """Whether events held until `held` still wait at `now` (not past the longest backoff step
-    from now: a clock set back does not hold them for longer)."""
-    try:
-        until = parse_rfc3339(held)
-    except ValueError:
-        return False
-    return now < until <= now + max(config.incremental.backoff)
 
 
 def _settled(item: InboxEvent, now: float) -> bool:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from choreo_ingest.clock import parse_rfc3339, rfc3339
+from choreo_ingest.clock import parsed_time, rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import ChangesGone, ConfigError
 from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES, ProviderMetrics
@@ -20,7 +20,12 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
-from choreo_ingest.schedule import crash_counted, health_problems, next_action_time
+from choreo_ingest.schedule import (
+    crash_counted,
+    events_held_at,
+    health_problems,
+    next_action_time,
+)
 from choreo_ingest.store import (
     ChangeRow,
     InboxCounts,
@@ -99,14 +104,13 @@ def provider_names(store: Store, config: Config) -> list[str]:
     return names
 
 
-def _facts_in_force(facts: dict[str, str], now: float) -> dict[str, str]:
-    """The facts, less a hold of the events that has passed (the next drain clears it)."""
+def _facts_in_force(facts: dict[str, str], now: float, config: IncrementalConfig) -> dict[str, str]:
+    """The facts, less a hold of the events that no longer holds them (the next drain clears
+    it), as the drain decides."""
     held = facts.get(EVENTS_HELD_FACT)
-    try:
-        passed = held is not None and parse_rfc3339(held) <= now
-    except ValueError:
-        passed = True
-    return {key: value for key, value in facts.items() if not (passed and key == EVENTS_HELD_FACT)}
+    if held is None or events_held_at(parsed_time(held), now, config):
+        return facts
+    return {key: value for key, value in facts.items() if key != EVENTS_HELD_FACT}
 
 
 def provider_status(
@@ -117,7 +121,7 @@ def provider_status(
     stored = store.load_provider(name)
     record = stored if running else crash_counted(stored)
     blocked = store.blocked_removals(name)
-    facts = _facts_in_force(store.facts(name), now)
+    facts = _facts_in_force(store.facts(name), now, config.incremental)
     active = store.active_count(name)
     if name in config.providers:
         problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)

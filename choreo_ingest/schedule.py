@@ -397,3 +397,10 @@ def health_problems(
             f"burstInterval + burstLength) = {allowed:.0f}s)"
         )
     return problems
+
+
+def events_held_at(until: float | None, now: float, config: IncrementalConfig) -> bool:
+    """Whether events held until `until` (`eventsHeldUntil`; None: not a time) still wait at
+    `now`: not past it, nor past the longest backoff step from now (a clock set back does not
+    hold them for longer)."""
+    return until is not None and now < until <= now + max(config.backoff)

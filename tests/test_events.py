@@ -137,11 +137,11 @@ def inbox(config: Config, provider: str = "fake") -> list[tuple[str, int]]:
         return [(item.body["name"], item.attempts) for item in store.pending_events(provider)]
 
 
-def status_of(config: Config, provider: str = "fake") -> dict[str, Any]:
-    """The provider's `status --json` document."""
+def status_of(config: Config, provider: str = "fake", now: float = 0.0) -> dict[str, Any]:
+    """The provider's `status --json` document at `now`."""
     assert config.state_path is not None
     with Store.open(config.state_path, readonly=True) as store:
-        return provider_status(store, config, provider, 0.0).to_json()
+        return provider_status(store, config, provider, now).to_json()
 
 
 def events_total(config: Config) -> dict[str, float]:
@@ -773,13 +773,32 @@ class TestDrain:
         assert [line["error"] for line in logs if line["event"] == "event_failed"] == [said]
         # The way to the API, not the event: the inbox waits out a backoff step, as for an
         # unwell API, instead of charging it an attempt every minute (parked in 5).
-        held_until = status_of(config)["eventsHeldUntil"]
+        held_until = status_of(config, now=clock.now())["eventsHeldUntil"]
         assert held_until == rfc3339(failed_at + config.incremental.backoff[0])
         held = run(config, clock, provider)
         assert (held.events.applied, held.events.retried) == (0, 0)
         assert inbox(config) == [("a", 1)]
         clock.advance(config.incremental.backoff[0])
         assert run(config, clock, provider).events.applied == 1
+
+    def test_a_first_event_that_timed_out_after_an_error_answer_holds_the_inbox(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The API answered 500, then its retry ran into the deadline: a failing server, not an
+        event too large for burstLength, so the events wait as for any outage."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a")])
+        said = "GET /a: timed out at the burst deadline, the attempt before it answered HTTP 500"
+        provider.failures = {"a": [DeadlineExceeded(said, status=500)]}
+        feed(config, clock, component_event("a", "created"))
+
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, clock, provider)
+
+        assert [line["error"] for line in logs if line["event"] == "event_failed"] == [said]
+        [held] = result.events.held
+        assert (held.error, held.mendable) == (said, False)
+        assert "eventsHeldUntil" in status_of(config, now=clock.now())
 
     def test_a_first_event_cut_short_by_a_stop_is_not_counted(
         self, tmp_path: Path, clock: FakeClock
@@ -910,14 +929,14 @@ class TestDrain:
         for _ in range(10):  # ten drains, a second apart
             run(config, clock, provider)
             clock.advance(1)
-        during = status_of(config)
+        during = status_of(config, now=clock.now())
         provider.failures = {}
         clock.advance(config.incremental.backoff[0])
         after = run(config, clock, provider)
 
         assert during["eventsHeldUntil"] == rfc3339(failed_at + config.incremental.backoff[0])
         assert after.events.applied == 1
-        assert "eventsHeldUntil" not in status_of(config)
+        assert "eventsHeldUntil" not in status_of(config, now=clock.now())
         assert events_total(config)["retried"] == 1
 
     def test_event_is_parked_after_its_last_attempt_and_shown_by_status(

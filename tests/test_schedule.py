@@ -28,6 +28,7 @@ from choreo_ingest.schedule import (
     backoff_delay,
     before_burst,
     decide,
+    events_held_at,
     health_problems,
     refresh_waits,
     transition,
@@ -775,3 +776,20 @@ class TestHealthProblems:
         assert len(problems) == len(expected), problems
         for problem, fragment in zip(problems, expected, strict=True):
             assert fragment in problem
+
+
+@pytest.mark.parametrize(
+    ("until", "held"),
+    [
+        (None, False),  # a stored fact that is not a time
+        (NOW - 1, False),  # passed: the next drain clears it
+        (NOW, False),
+        (NOW + 1, True),
+        (NOW + 3600, True),  # the longest backoff step below
+        (NOW + 3601, False),  # a clock set back: it does not hold the events for longer
+    ],
+    ids=["not-a-time", "passed", "now", "soon", "longest-step", "beyond-the-longest-step"],
+)
+def test_events_held_at(until: float | None, held: bool) -> None:
+    config = IncrementalConfig(backoff=(30.0, 3600.0))
+    assert events_held_at(until, NOW, config) is held

@@ -150,7 +150,7 @@ def _provider_error_lines(result: RunResult) -> None:
     waits = {(held.provider, held.error): rfc3339(held.until) for held in result.events.held}
     failed = {(outcome.name, outcome.error) for outcome in result.providers if outcome.error}
     for (provider, error), until in waits.items():
-        if (provider, error) not in failed:  # else said once, with the burst's
+        if (provider, error) not in failed:  # the same text (a grant refused): said once, below
             error_line(f"{provider}: events wait until {until}: {error}")
     for outcome in result.providers:
         if outcome.error:
