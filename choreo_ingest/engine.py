@@ -16,15 +16,14 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
     ChoreoIngestError,
-    ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
-    GrantRefused,
     PermanentError,
     ProviderError,
     RetryAfter,
     StateError,
     TransientError,
+    needs_mending,
 )
 from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.logs import get_logger, scrub_secrets
@@ -245,7 +244,7 @@ class BurstEngine:
         )
         if error is not None:
             self._record_failure(record, outcome, now)
-            outcome.misconfigured = isinstance(error, ConfigError | GrantRefused)
+            outcome.misconfigured = needs_mending(error)
             if not isinstance(error, ChoreoIngestError):  # a bug; a ConfigError (a secret file
                 raise error  # gone while `serve` runs) is a failure the operator must mend
         elif result.done:

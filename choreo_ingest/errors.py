@@ -239,3 +239,9 @@ class CursorExpired(ProviderError):
 class CursorRejected(CursorExpired):
     """The server refused a listing cursor as malformed (org era: a 400 on a request with a
     cursor): that listing restarts once in a burst; refused again, the burst fails."""
+
+
+def needs_mending(error: BaseException) -> bool:
+    """Whether `error` is a setting to mend (a config error, a token grant refused) rather than
+    upstream trouble: a run met by nothing else exits 2, as `check` does, not 3."""
+    return isinstance(error, ConfigError | GrantRefused)

@@ -22,10 +22,10 @@ from choreo_ingest.errors import (
     ConfigError,
     ConnectDeadlineExceeded,
     DeadlineExceeded,
-    GrantRefused,
     InboxFull,
     LockHeld,
     TransientError,
+    needs_mending,
 )
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.logs import get_logger, scrub_secrets
@@ -333,8 +333,8 @@ def drain_inbox(
         item, cause = unwell
         until = clock.now() + backoff_step(item.attempts + 1, config.incremental)
         store.set_facts(provider.name, {EVENTS_HELD_FACT: rfc3339(until)}, clock.now())
-        mendable = isinstance(cause, ConfigError | GrantRefused)
-        stats.held.append(InboxHeld(provider.name, until, _failure_text(cause), mendable))
+        held_by = InboxHeld(provider.name, until, _failure_text(cause), needs_mending(cause))
+        stats.held.append(held_by)
     log.info("events_applied", provider=provider.name, **stats.counts())
     return stats
 
