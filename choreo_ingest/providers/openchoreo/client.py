@@ -36,6 +36,7 @@ from choreo_ingest.errors import (
 from choreo_ingest.logs import get_logger, masked
 from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
 from choreo_ingest.providers.openchoreo.connection_settings import (
+    default_user_agent,
     proxy_note,
     proxy_url,
     proxy_variable,
@@ -47,6 +48,7 @@ from choreo_ingest.providers.openchoreo.http_errors import (
     ErrorTranslator,
     backoff_delay,
     deadline_exceeded,
+    error_cause,
     one_line,
 )
 from choreo_ingest.providers.openchoreo.kept_answers import MISSING, KeptAnswers, request_key
@@ -59,7 +61,6 @@ from choreo_ingest.providers.openchoreo.many_reads import (
 )
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.urls import API_PREFIX, api_root, request_url
-from choreo_ingest.version import __version__
 
 log = get_logger("choreo_ingest.http")
 
@@ -76,10 +77,6 @@ FAIR_CONNECT_SECONDS = 1.0
 """A connect given less time than this (or requestTimeout) says nothing of the way there."""
 _TOKEN_TIMEOUT: ContextVar[Callable[[], float] | None] = ContextVar("token_timeout", default=None)
 """While a client asks for a token: a token request's timeout, the time left (`form_poster`)."""
-
-
-def default_user_agent() -> str:
-    return f"choreo-ingest/{__version__}"
 
 
 class OpenChoreoClient:
@@ -126,7 +123,7 @@ class OpenChoreoClient:
             ),
         )
         self._credentials = credentials or credentials_for(
-            config.auth, clock=clock, post_form=form_poster(config, transport)
+            config.auth, clock=clock, post_form=form_poster(config, clock, transport)
         )
         self._errors = ErrorTranslator(self._credentials, clock, rng)
         self._many = ManyReads(
@@ -182,16 +179,11 @@ class OpenChoreoClient:
         self, requests: Sequence[tuple[str, Params]], *, adding: bool = False
     ) -> list[Any]:
         """Send these GETs now, at once (`ManyReads.get_each`), for `get_json` to answer them
-        from: an event drain reads what its next events will ask for. A request given n times
-        is sent once and answers n asks, then is sent again when asked. The answers replace
-        those kept from the last call, or join them (`adding`), and are returned too, in the
-        order asked (a `Gone`, a `Failed`, or NOT_SENT).
-
-        What it must not cost: a call and those adding to it have half the time left before
-        the deadline; a request goes without retries (a 401 still renews the token once), and
-        none after the first that failed for want of a working server. Such a request is not
-        kept: its event sends it again, with retries. A refusal (404, 403, another 4xx but 429,
-        or an answer that cannot be read) is raised again as it came."""
+        from (`KeptAnswers`): an event drain reads what its next events will ask for. The answers
+        replace those kept, or join them (`adding`), and are returned too, in the order asked (a
+        `Gone`, a `Failed`, or NOT_SENT). A call and those adding to it have half the time left;
+        a request goes once (a 401 still renews the token once), and none after the first that
+        failed for want of a server: its event sends it again, with retries."""
         if not adding:
             now = self._clock.monotonic()
             until = None if self._deadline is None else now + (self._deadline - now) / 2
@@ -221,7 +213,7 @@ class OpenChoreoClient:
             sent = self._http.send(request, stream=True)
             response = self._read(sent, started + self._request_timeout, path)
         except httpx.HTTPError as error:
-            cause = one_line(self._errors.redact(_cause(error)))
+            cause = one_line(self._errors.redact(error_cause(error)))
             raise TransientError(
                 with_proxy_note(f"GET {path}: {cause}", self._proxy),
                 method="GET",
@@ -261,7 +253,7 @@ class OpenChoreoClient:
             except httpx.TimeoutException as error:
                 failure = self._timed_out(error, method, path, given, failure)
             except httpx.TransportError as error:
-                said = f"{method} {path}: {one_line(self._errors.redact(_cause(error)))}"
+                said = f"{method} {path}: {one_line(self._errors.redact(error_cause(error)))}"
                 failure = TransientError(
                     f"{said} ({self._where})", method=method, path=path, code="CONNECTION_ERROR"
                 )
@@ -304,7 +296,7 @@ class OpenChoreoClient:
         late = self._deadline is not None and self._clock.monotonic() >= self._deadline
         fair = given >= min(self._request_timeout, FAIR_CONNECT_SECONDS)
         if isinstance(error, httpx.ConnectTimeout) and (fair or not late):
-            cause = one_line(self._errors.redact(_cause(error)))
+            cause = one_line(self._errors.redact(error_cause(error)))
             message = (
                 f"{method} {path}: connecting timed out ({cause}): check the scheme and port of "
                 f"openchoreo.baseUrl {self.server_root}, or run `choreo-ingest check`"
@@ -374,26 +366,12 @@ class OpenChoreoClient:
             ) from None
 
     def _read(self, response: httpx.Response, until: float, path: str) -> httpx.Response:
-        """`response`, its body read whole by `until` (httpx's timeout holds for each read alone: a
-        byte a second held the burst and run lock), at most MAX_BODY_BYTES (a larger one is a
-        PermanentError: it is as large when asked again), and not past a stop."""
-        chunks, size, begun = [], 0, self._clock.monotonic()
-        try:
-            for chunk in response.iter_bytes():
-                chunks.append(chunk)
-                size += len(chunk)
-                now = self._clock.monotonic()
-                if now > until:
-                    raise httpx.ReadTimeout("the whole answer took longer than the timeout")
-                if size > MAX_BODY_BYTES:
-                    sent, status = response.request, response.status_code
-                    limit = sent.url.params.get("limit")
-                    raise self._errors.too_large(sent.method, path, status, limit, MAX_BODY_BYTES)
-                if self._cancelled() and now - begun > 1.0:  # a slow answer only
-                    raise httpx.ReadError("cut short: stopping")
-        finally:
-            response.close()
-        response._content = b"".join(chunks)  # what `read()` would have kept
+        """`response`, its body read whole (`_read_whole`); a larger one than MAX_BODY_BYTES is a
+        PermanentError: it is as large when asked again."""
+        if not _read_whole(response, until, self._clock, self._cancelled):
+            sent, status = response.request, response.status_code
+            limit = sent.url.params.get("limit")
+            raise self._errors.too_large(sent.method, path, status, limit, MAX_BODY_BYTES)
         return response
 
     def _timeout_now(self) -> float:
@@ -426,7 +404,33 @@ class OpenChoreoClient:
             raise self._errors.not_json("GET", path, response) from None
 
 
-def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> PostForm:
+def _read_whole(
+    response: httpx.Response, until: float, clock: Clock, stopping: Callable[[], bool]
+) -> bool:
+    """Read `response`'s body whole by `until` (httpx's timeout holds for each read alone: a byte
+    a second held the burst and run lock) and not past a stop; False when it outgrew
+    MAX_BODY_BYTES."""
+    chunks, size, begun = [], 0, clock.monotonic()
+    try:
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            now = clock.monotonic()
+            if now > until:
+                raise httpx.ReadTimeout("the whole answer took longer than the timeout")
+            if size > MAX_BODY_BYTES:
+                return False
+            if stopping() and now - begun > 1.0:  # a slow answer only
+                raise httpx.ReadError("cut short: stopping")
+    finally:
+        response.close()
+    response._content = b"".join(chunks)  # what `read()` would have kept
+    return True
+
+
+def form_poster(
+    config: OpenChoreoConfig, clock: Clock, transport: object | None = None
+) -> PostForm:
     """A `PostForm` for the OAuth token endpoint: one short-lived connection per grant (a grant
     is rare), with the API's TLS settings, so credentials can outlive any one burst's client."""
 
@@ -444,12 +448,14 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
         try:
             sent = {"Accept": "application/json", "User-Agent": default_user_agent(), **headers}
             with http:
-                limit = httpx.Timeout(timeout)
-                response = http.post(url, data=dict(fields), headers=sent, timeout=limit)
+                limit, started = httpx.Timeout(timeout), clock.monotonic()
+                request = http.build_request("POST", url, data=fields, headers=sent, timeout=limit)
+                response = http.send(request, stream=True)
+                whole = _read_whole(response, started + timeout, clock, lambda: False)
         except httpx.HTTPError as error:
             basic = (headers.get("Authorization") or "").removeprefix("Basic ")
             secrets = [fields.get("client_secret") or "", basic]
-            cause = one_line(masked(_cause(error), secrets))
+            cause = one_line(masked(error_cause(error), secrets))
             if isinstance(error, httpx.TimeoutException) and time_left and time_left() <= 0:
                 fair = timeout >= min(config.incremental.request_timeout, FAIR_CONNECT_SECONDS)
                 late = ConnectDeadlineExceeded if fair else DeadlineExceeded
@@ -466,7 +472,7 @@ def form_poster(config: OpenChoreoConfig, transport: object | None = None) -> Po
                 code="CONNECTION_ERROR",
             ) from None
         try:
-            body = response.json()
+            body = response.json() if whole else None
         except (ValueError, RecursionError):
             body = None
         return response.status_code, body
@@ -486,12 +492,6 @@ def _http_client(
     except (httpx.InvalidURL, UnicodeError, ImportError, ValueError) as error:
         bad_url = ConfigError(f"not a URL to send requests to ({error})", path="openchoreo.baseUrl")
         raise unusable_proxy(error, proxy) or bad_url from None
-
-
-def _cause(error: httpx.HTTPError) -> str:
-    """What failed, as `_send` has always said it: `ConnectError: [SSL: ...] ...`."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _transport(transport: object | None) -> httpx.BaseTransport | None:

@@ -14,6 +14,11 @@ from urllib.parse import urlsplit
 
 from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.version import __version__
+
+
+def default_user_agent() -> str:
+    return f"choreo-ingest/{__version__}"
 
 
 def proxy_variable(url: str) -> str | None:

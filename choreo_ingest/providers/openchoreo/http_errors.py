@@ -283,6 +283,12 @@ def _error_fields(answer: Answer, redact: Callable[[str], str]) -> tuple[str | N
     return shown_code or None, shown_message or reason
 
 
+def error_cause(error: Exception) -> str:
+    """What failed, as the client has always said it: `ConnectError: [SSL: ...] ...`."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """Untrusted `text` as one printable line: terminal escape sequences dropped, every other
     control character and run of whitespace one space, cut to `limit` characters with `…`."""

@@ -20,10 +20,7 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.models import Check
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
-from choreo_ingest.providers.openchoreo.client import (
-    OpenChoreoClient,
-    default_user_agent,
-)
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 from choreo_ingest.providers.openchoreo.generations import generation_named, generations
 from choreo_ingest.providers.openchoreo.http_errors import one_line
@@ -65,7 +62,6 @@ def openchoreo_checks(
             clock=clock,
             deadline=deadline,
             transport=transport,
-            user_agent=default_user_agent(),
             credentials=credentials,
         ) as client:
             checks = [_server_check(client)]

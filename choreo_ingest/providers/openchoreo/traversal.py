@@ -39,11 +39,7 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
-from choreo_ingest.providers.openchoreo.client import (
-    OpenChoreoClient,
-    default_user_agent,
-    form_poster,
-)
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient, form_poster
 from choreo_ingest.providers.openchoreo.data_warnings import collecting, said
 from choreo_ingest.providers.openchoreo.generation import (
     Generation,
@@ -147,7 +143,7 @@ class OpenChoreoProvider:
             self._credentials = credentials_for(
                 settings.auth,
                 clock=clock,
-                post_form=form_poster(settings, self._transport),
+                post_form=form_poster(settings, clock, self._transport),
                 on_secret=register_secret,  # a client secret read from its file
                 on_token=register_learned_secret,  # token-file contents, issued tokens
             )
@@ -162,7 +158,6 @@ class OpenChoreoProvider:
             clock=burst.clock,
             deadline=burst.deadline,
             transport=self._transport,
-            user_agent=default_user_agent(),
             credentials=self.credentials(burst.clock),
             cancelled=burst.cancelled,
             limiter=self._limiter,

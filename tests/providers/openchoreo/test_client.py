@@ -33,11 +33,13 @@ from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
     MAX_ATTEMPTS,
     OpenChoreoClient,
-    default_user_agent,
     form_poster,
 )
+from choreo_ingest.providers.openchoreo.connection_settings import default_user_agent
 from choreo_ingest.providers.openchoreo.generation import ListPage
 from choreo_ingest.providers.openchoreo.many_reads import FAST_ANSWER_SECONDS, Gone
+
+from fakes import FakeClock
 
 USER_AGENT = "choreo-ingest/test"
 FORBIDDEN_ADVICE = (
@@ -1263,7 +1265,9 @@ class TestTokenRequestFailures:
         def fail(request: httpx.Request) -> httpx.Response:
             raise error
 
-        post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(fail))
+        post_form = form_poster(
+            OpenChoreoConfig(base_url=base_url), FakeClock(), httpx.MockTransport(fail)
+        )
 
         with pytest.raises(TransientError) as caught:
             post_form("https://idp.test/oauth2/token?x=1", {"client_secret": "cs-1234-abcd"}, {})
@@ -1281,7 +1285,9 @@ class TestTokenRequestFailures:
         def fail(request: httpx.Request) -> httpx.Response:
             raise httpx.ConnectError(f"proxy refused client_secret={echoed}\nnext line")
 
-        post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(fail))
+        post_form = form_poster(
+            OpenChoreoConfig(base_url=base_url), FakeClock(), httpx.MockTransport(fail)
+        )
 
         with pytest.raises(TransientError) as caught:
             post_form("https://idp.test/token", {"client_secret": "cs+SECRET/98 x=7"}, {})
@@ -1301,7 +1307,9 @@ class TestTokenRequestFailures:
                 return httpx.Response(200, json={"access_token": "t"})
             raise httpx.ConnectError("proxy refused Authorization: Basic Y2xpZW50OnNlY3JldA==")
 
-        post_form = form_poster(OpenChoreoConfig(base_url=base_url), httpx.MockTransport(answer))
+        post_form = form_poster(
+            OpenChoreoConfig(base_url=base_url), FakeClock(), httpx.MockTransport(answer)
+        )
         basic = {"Authorization": "Basic Y2xpZW50OnNlY3JldA=="}
 
         assert post_form("https://idp.test/token", {"grant_type": "x"}, basic) == (
@@ -1401,7 +1409,9 @@ class TestTokenRequestDeadline:
             timeouts.append(request.extensions["timeout"]["read"])
             return httpx.Response(200, json={"access_token": "granted-1", "expires_in": 3600})
 
-        post_form = form_poster(config.openchoreo, httpx.MockTransport(answer or grant))
+        post_form = form_poster(
+            config.openchoreo, FakeClock(), httpx.MockTransport(answer or grant)
+        )
         oauth = OAuthConfig(token_url=TOKEN_URL, client_id="choreo-ingest", client_secret="cs-8e1d")
         return credentials_for(AuthConfig(oauth=oauth), clock=clock, post_form=post_form)
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from choreo_ingest.clock import SystemClock
-from choreo_ingest.config import IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.errors import TransientError
+from choreo_ingest.config import AuthConfig, IncrementalConfig, OAuthConfig, OpenChoreoConfig
+from choreo_ingest.errors import DeadlineExceeded, ProviderError, TransientError
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 
 HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
@@ -22,7 +22,8 @@ HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:
 
 @pytest.fixture
 def dripping_server() -> Iterator[str]:
-    """Answers every connection with HEADERS, then a space every 0.1 s until it is closed."""
+    """Answers every connection with HEADERS, then a space every 0.1 s until it is closed, for
+    at most 10 s (a client that does not bound its read fails its test, and does not hang)."""
     listener = socket.create_server(("127.0.0.1", 0))
     done = threading.Event()
 
@@ -31,7 +32,8 @@ def dripping_server() -> Iterator[str]:
             connection.recv(65536)
             try:
                 connection.sendall(HEADERS)
-                while not done.wait(0.1):
+                ends = time.monotonic() + 10.0
+                while not done.wait(0.1) and time.monotonic() < ends:
                     connection.sendall(b" ")
             except OSError:  # the client hung up: what it should do
                 pass
@@ -83,3 +85,28 @@ def test_a_stop_ends_the_read_of_a_slow_answer(dripping_server: str) -> None:
         api.get_json("/namespaces")
 
     assert time.monotonic() - started < 1.0 + 1.0
+
+
+def test_a_token_answer_that_never_ends_ends_at_the_burst_deadline(dripping_server: str) -> None:
+    """The identity provider drips its answer: the grant's whole answer is bounded as a page's
+    is, so the burst (and the run lock) ends near its deadline, not when the server stops."""
+    oauth = OAuthConfig(
+        token_url=f"{dripping_server}/oauth2/token", client_id="c", client_secret="s"
+    )
+    config = OpenChoreoConfig(
+        base_url=dripping_server,
+        auth=AuthConfig(oauth=oauth),
+        incremental=IncrementalConfig(request_timeout=1.0),
+    )
+    started = time.monotonic()
+    with (
+        OpenChoreoClient(
+            config, clock=SystemClock(), deadline=started + 1.5, rng=lambda: 0.0
+        ) as api,
+        pytest.raises(ProviderError) as raised,
+    ):
+        api.get_json("/namespaces")
+
+    assert time.monotonic() - started < 4.0
+    assert isinstance(raised.value, DeadlineExceeded | TransientError)
+    assert "/oauth2/token" in str(raised.value)

@@ -90,7 +90,7 @@ def test_an_unusable_proxy_is_named_for_the_token_endpoint_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", f"ftp://user:{PROXY_PASSWORD}@proxy.test")
-    post = form_poster(OpenChoreoConfig(base_url=BASE))
+    post = form_poster(OpenChoreoConfig(base_url=BASE), FakeClock())
 
     with pytest.raises(ConfigError, match=r"^\$HTTPS_PROXY: "):
         post("https://idp.test/oauth2/token", {"grant_type": "client_credentials"}, {})
@@ -182,7 +182,7 @@ def test_no_proxy_networks_are_bypassed_as_curl_bypasses_them(
     with client_for(version_server) as api:
         assert api.get_public("/version") == {"version": "v1.2.3"}
     assert proxy_variable(version_server) is None
-    post = form_poster(OpenChoreoConfig(base_url=version_server))
+    post = form_poster(OpenChoreoConfig(base_url=version_server), FakeClock())
     status, body = post(f"{version_server}/oauth2/token", {}, {})
     assert (status, body) == (200, {"version": "v1.2.3"})
 
