@@ -42,6 +42,11 @@ class ConfigError(ChoreoIngestError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+class AddressInUse(ConfigError):
+    """`serve`'s address is taken by another process (the last `serve`, still stopping, say):
+    unlike the rest of the configuration, worth trying again as it stands."""
+
+
 class ProviderLoadError(ChoreoIngestError):
     """A configured provider could not be imported, built, or does not follow the protocol."""
 

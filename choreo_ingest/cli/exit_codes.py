@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from choreo_ingest.cli.output import StdoutFailed
 from choreo_ingest.errors import (
+    AddressInUse,
     ChoreoIngestError,
     ConfigError,
     LockHeld,
@@ -24,7 +25,7 @@ class ExitCode(enum.IntEnum):
     BURST_FAILED = 3  # upstream trouble; backoff scheduled
     STATE_ERROR = 4  # state store unreadable, newer schema, not writable
     OUTPUT_FAILED = 74  # stdout could not be written; what was done stands (EX_IOERR)
-    LOCKED = 75  # another run holds the lock; nothing done (EX_TEMPFAIL)
+    LOCKED = 75  # another run holds the lock, or serve's port; nothing done (EX_TEMPFAIL)
     INTERRUPTED = 130  # SIGTERM/SIGINT; the last page was checkpointed
 
 
@@ -42,7 +43,7 @@ the error's (`exit_code_for`)."""
 def exit_code_for(error: BaseException) -> ExitCode:
     if isinstance(error, StdoutFailed):
         return ExitCode.OUTPUT_FAILED
-    if isinstance(error, LockHeld):
+    if isinstance(error, LockHeld | AddressInUse):
         return ExitCode.LOCKED
     if isinstance(error, StateError):
         return ExitCode.STATE_ERROR

@@ -39,9 +39,10 @@ def serve(
 
     Exit codes:
     - 0 stopped by SIGTERM/SIGINT (after the page in flight)
-    - 2 config error (a bad --listen, a busy port, no token on a non-loopback address, the
-      serve extra missing)
+    - 2 config error (a bad --listen, no token on a non-loopback address, the serve extra
+      missing)
     - 4 state store error
+    - 75 the port is in use (another process holds it; worth trying again)
     """
     with reported_errors(False):
         address = None if listen is None else parse_listen(listen, option="--listen")

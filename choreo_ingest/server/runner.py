@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import socket
 import threading
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Address, Config
-from choreo_ingest.errors import ConfigError
+from choreo_ingest.errors import AddressInUse, ConfigError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.connections import (
@@ -55,7 +56,8 @@ def serve(
     listen: str | None = None,
     insecure_no_auth: bool = False,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. ConfigError for a bad address, missing token or busy port."""
+    """Serve until SIGTERM/SIGINT. ConfigError for a bad address or a missing token;
+    AddressInUse for a busy port."""
     address = Address.parse(listen or config.serve.listen)
     given_by = "--listen" if listen else "serve.listen"
     credentials = load_credentials(config)
@@ -127,7 +129,8 @@ def _bind(address: Address, given_by: str, connections: Connections) -> socket.s
         sock.listen(2048)
     except OSError as error:
         sock.close()
-        raise ConfigError(
+        refused = AddressInUse if error.errno == errno.EADDRINUSE else ConfigError
+        raise refused(
             f"cannot listen on {address}: {error.strerror or error}", path=given_by
         ) from None
     sock.set_inheritable(True)

@@ -216,7 +216,11 @@ def test_insecure_no_auth_starts_and_warns(tmp_path: Path, simulator: RunningSer
     assert "api_exposed_without_auth" in err
 
 
-def test_a_busy_port_is_a_usage_error(tmp_path: Path, simulator: RunningServer) -> None:
+def test_a_busy_port_is_exit_75_worth_trying_again(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    """A service manager restarts on 75 (systemd's RestartPreventExitStatus=2 would not): the
+    port is often the last serve's, still stopping."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -224,8 +228,20 @@ def test_a_busy_port_is_a_usage_error(tmp_path: Path, simulator: RunningServer) 
         process, _ = serve_process(tmp_path, simulator.url, "--listen", f"127.0.0.1:{port}")
         _, err = process.communicate(timeout=START_SECONDS)
 
-    assert process.returncode == 2
+    assert process.returncode == 75
     assert f"--listen: cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_an_address_not_on_this_host_is_a_usage_error(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    process, _ = serve_process(
+        tmp_path, simulator.url, "--listen", "192.0.2.1:8080", "--insecure-no-auth"
+    )
+    _, err = process.communicate(timeout=START_SECONDS)
+
+    assert process.returncode == 2
+    assert "--listen: cannot listen on 192.0.2.1:8080" in err
 
 
 def test_without_the_serve_extra_it_exits_2_naming_the_extra(tmp_path: Path) -> None:
