@@ -20,6 +20,7 @@ import json
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 
 from common import SimulatorProcess, cli, machine, scratch, write_config
 
@@ -64,7 +65,7 @@ def main() -> int:
 
 def _events(state: object, count: int) -> list[dict[str, str]]:
     """`updated` events for the first components and workloads the state holds, alternately."""
-    with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as connection:
         annotated = [
             (kind, *row)
             for kind, key in (("Component", "component"), ("Workload", "workload"))

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -391,9 +392,9 @@ class TestLeanEntry:
         """A state row no release writes (a newer one's, or edited by hand) gave a bare
         traceback, then an internal error: it is a state error, naming the way out."""
         location = resting_state(load_config(config_file), clock_at_now())
-        with sqlite3.connect(location.path) as conn:
+        with closing(sqlite3.connect(location.path)) as conn:
             conn.execute("UPDATE openchoreo_incremental_ingestion_state SET state = 'bogus'")
-        conn.close()
+            conn.commit()
 
         lean, _ = lean_call(tmp_path, "--config", str(config_file), "status", *json_flag)
         full = run_cli("-v", "--config", config_file, "status", *json_flag, cwd=tmp_path)

@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,12 +268,11 @@ class Inbox:
 
 
 def read_inbox(state_path: Path) -> Inbox:
-    with sqlite3.connect(f"file:{state_path}?mode=ro", uri=True) as conn:
+    with closing(sqlite3.connect(f"file:{state_path}?mode=ro", uri=True)) as conn:
         rows = conn.execute("SELECT body, parked FROM event_inbox ORDER BY seq").fetchall()
         found = conn.execute(
             "SELECT seq FROM sqlite_sequence WHERE name = 'event_inbox'"
         ).fetchone()
-    conn.close()
     return Inbox(
         pending=[json.loads(body) for body, parked in rows if not parked],
         parked=sum(parked for _, parked in rows),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,7 +365,7 @@ def stored_id(location: StateLocation) -> str:
 def store_meta_names(location: SqliteLocation) -> list[str]:
     import sqlite3
 
-    with sqlite3.connect(location.path) as conn:
+    with closing(sqlite3.connect(location.path)) as conn:
         return [name for (name,) in conn.execute("SELECT name FROM store_meta")]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def apis(state_path: Path) -> dict[tuple[str, str], str]:
 
 def claims(state_path: Path) -> dict[str, dict[str, Any]]:
     """The stored claims on API names, by key."""
-    with sqlite3.connect(state_path) as db:
+    with closing(sqlite3.connect(state_path)) as db:
         rows = db.execute("SELECT key, value FROM provider_index WHERE tbl = ?", [CLAIMS])
         return {key: json.loads(value) for key, value in rows}
 
