@@ -22,6 +22,7 @@ from sim_support import (
     ref_of,
     run_cli,
     unresolved_refs,
+    write_config,
 )
 
 pytestmark = pytest.mark.slow
@@ -346,6 +347,31 @@ def test_check_warns_when_the_client_sees_no_namespace(
     done = run_cli("check", "--config", config, cwd=tmp_path)
 
     assert done.returncode == 0, done.stderr
-    assert "warning: openchoreo.api" in plain(done.stderr)
-    assert "backstage-catalog-reader" in done.stderr
-    assert "ClusterAuthzRoleBinding" in done.stderr
+    [warning] = [line for line in plain(done.stderr).splitlines() if "openchoreo.api" in line]
+    assert warning.startswith("choreo-ingest: warning: openchoreo.api")
+    mapping = yaml.safe_load(warning.partition("(keep the chart's defaults): ")[2])
+    assert mapping == {  # one line a person can paste as an item of the Helm values' mappings
+        "name": "choreo-ingest-catalog-reader-binding",
+        "kind": "ClusterAuthzRoleBinding",
+        "roleMappings": [
+            {"roleRef": {"name": "backstage-catalog-reader", "kind": "ClusterAuthzRole"}}
+        ],
+        "entitlement": {"claim": "sub", "value": CLIENT_ID},
+        "effect": "allow",
+    }
+
+
+def test_check_on_a_server_without_security_says_which_namespaces_it_lists(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """No credentials (security off): no role to bind; OpenChoreo lists only its own namespaces."""
+    api = serve(World.generate(0, 0, 0), api="v1")
+    config = write_config(tmp_path / "config.yaml", api.url, state={"path": "state.db"})
+
+    done = run_cli("check", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in plain(done.stderr).splitlines() if "openchoreo.api" in line]
+    assert "lists no namespaces: OpenChoreo lists only the namespaces labelled" in warning
+    assert "openchoreo.dev/control-plane=true" in warning
+    assert "role" not in warning

@@ -3,13 +3,20 @@ what the client may see, and whether a page fits in a burst at the API's latency
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config, IncrementalConfig, effective_chunk_size, require_api
+from choreo_ingest.config import (
+    AuthConfig,
+    Config,
+    IncrementalConfig,
+    effective_chunk_size,
+    require_api,
+)
 from choreo_ingest.errors import (
     AuthError,
     ChoreoIngestError,
@@ -26,21 +33,14 @@ from choreo_ingest.providers.openchoreo.generations import generation_named, gen
 from choreo_ingest.providers.openchoreo.http_errors import one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
 
-ROLE_BINDING = """\
-# openchoreo-control-plane Helm values (keep the chart's default mappings next to it):
-openchoreoApi:
-  config:
-    security:
-      authorization:
-        bootstrap:
-          mappings:
-            - name: choreo-ingest-catalog-reader-binding
-              kind: ClusterAuthzRoleBinding
-              roleMappings:
-                - roleRef: {name: backstage-catalog-reader, kind: ClusterAuthzRole}
-              entitlement: {claim: sub, value: "<openchoreo.auth.oauth.clientId>"}
-              effect: allow"""
-"""What binds a new OAuth client to OpenChoreo's read-only catalog role."""
+ROLE_MAPPING = (
+    "{name: choreo-ingest-catalog-reader-binding, kind: ClusterAuthzRoleBinding, roleMappings: "
+    "[{roleRef: {name: backstage-catalog-reader, kind: ClusterAuthzRole}}], entitlement: "
+    "{claim: sub, value: %s}, effect: allow}"
+)
+"""What binds a client (its `sub` claim) to OpenChoreo's read-only catalog role: one item of
+the control plane's Helm values `openchoreoApi.config.security.authorization.bootstrap.mappings`,
+in YAML's flow style, so that a one-line check can say it whole."""
 MAX_SHOWN = 120
 """Longest text from the server (a version, an issuer) a check quotes."""
 PAGES_LOOKED_AT = 5
@@ -203,7 +203,7 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         if page.next_cursor and not page.items:
             pages, page = _first_items(client, generation, path, following, pages=2)
         return [
-            _listing_check(client, generation, page, pages),
+            _listing_check(client, generation, page, pages, config.openchoreo.auth),
             page_time_check(latency, config.incremental, generation.name),
             *_chunk_check(config, generation),
         ]
@@ -244,7 +244,7 @@ def _first_items(
 
 
 def _listing_check(
-    client: OpenChoreoClient, generation: Generation, page: ListPage, pages: int
+    client: OpenChoreoClient, generation: Generation, page: ListPage, pages: int, auth: AuthConfig
 ) -> Check:
     what = generation.phases[0].name  # plural: `namespaces`, `orgs`
     what = what.removesuffix("s") if len(page.items) == 1 else what
@@ -257,12 +257,26 @@ def _listing_check(
     )
     if page.items or page.next_cursor:
         return Check("openchoreo.api", True, detail)
-    advice = (
-        f"{detail}, but it lists no {what}: a list answers with what the client may see, so a "
-        "client without a role binding sees nothing. Bind it to the read-only role "
-        f"backstage-catalog-reader:\n{ROLE_BINDING}"
+    return Check("openchoreo.api", True, f"{detail}, {_empty_listing_advice(what, auth)}", True)
+
+
+def _empty_listing_advice(what: str, auth: AuthConfig) -> str:
+    """Why a listing may be empty, for the credentials in use: a client without a role binding
+    sees nothing (lists leave out what it may not read); without credentials (security off),
+    OpenChoreo lists only the namespaces labelled as its own."""
+    if auth.mode_key is None:
+        return (
+            f"but it lists no {what}: OpenChoreo lists only the namespaces labelled "
+            "openchoreo.dev/control-plane=true (is openchoreo.baseUrl the right control plane?)"
+        )
+    subject = auth.oauth.client_id if auth.oauth is not None else "<the token's sub claim>"
+    return (
+        f"but it lists no {what}: a list answers with what the client may see, so a client "
+        "without a role binding sees nothing. Bind it to the read-only role "
+        "backstage-catalog-reader: add this item to "
+        "openchoreoApi.config.security.authorization.bootstrap.mappings in the control plane's "
+        f"Helm values (keep the chart's defaults): {ROLE_MAPPING % json.dumps(subject)}"
     )
-    return Check("openchoreo.api", True, advice, warning=True)
 
 
 def _chunk_check(config: Config, generation: Generation) -> list[Check]:
