@@ -68,6 +68,7 @@ class ProviderStatus:
             error = ERROR_WITHHELD
         facts = {name: value for name, value in self.facts.items() if name not in PROBLEM_FACTS}
         return {
+            "api": None,  # in every document (a script reads it as a key), until a cycle finds it
             **facts,  # first: a fact a provider calls `state` cannot hide the state
             "name": record.name,
             "state": record.state.value,

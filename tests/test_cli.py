@@ -321,6 +321,18 @@ class TestStateCommands:
             ingested.resolve()
         }
 
+    def test_status_json_has_api_null_until_a_cycle_finds_the_api(self, tmp_path: Path) -> None:
+        """A script reads `api` as a key: it is there, null, while no burst has reached the API."""
+        config = write_config(
+            tmp_path / "config.yaml", "http://127.0.0.1:9", token="t", state={"path": "state.db"}
+        )
+        assert invoke("--config", config, "run").exit_code == 3  # connection refused
+
+        [provider] = document(invoke("--config", config, "status", "--json"))["providers"]
+
+        assert provider["api"] is None
+        assert provider["lastError"]
+
     @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
     def test_status_on_a_missing_state_file_exits_4(self, tmp_path: Path, as_json: bool) -> None:
         flags = ["--json"] if as_json else []
