@@ -280,6 +280,27 @@ def test_check_reports_server_grant_and_api(
     assert not checks["openchoreo.api"]["warning"]
 
 
+def test_check_with_a_secret_file_gone_still_checks_the_server(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """The public routes need no secret: a first `check` on a new install says whether the
+    address answers while the secret is still to be put in place."""
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET)
+    (tmp_path / "client-secret").unlink()
+
+    done = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    checks = {item["name"]: item for item in json.loads(done.stdout)["checks"]}
+    assert checks["openchoreo.server"]["ok"]
+    assert "security on" in checks["openchoreo.server"]["detail"]
+    assert not checks["openchoreo.auth.oauth.clientSecretFile"]["ok"]
+    assert "openchoreo.api" not in checks
+    assert api.stats.api_requests == 0
+
+
 def test_check_names_the_token_url_when_it_is_not_a_token_endpoint(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:
