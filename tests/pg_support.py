@@ -63,7 +63,7 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-NO_PSYCOPG = "psycopg is not installed (pip install 'choreo-ingest[postgres]')"
+NO_PSYCOPG = "psycopg is not installed (pip install '.[postgres]' in the source tree)"
 
 
 def _has_psycopg() -> bool:

@@ -56,7 +56,7 @@ def test_without_the_postgres_extra_a_url_is_a_usage_error_naming_it(tmp_path: P
     )
 
     assert done.returncode == 2, done.stderr
-    assert "choreo-ingest[postgres]" in done.stderr
+    assert "pip install '.[postgres]' in choreo-ingest's source tree" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from choreo_ingest.cli.run_flow import require_api_for
 from choreo_ingest.config import parse_listen
 from choreo_ingest.errors import ConfigError
 
-SERVE_EXTRA = "pip install 'choreo-ingest[serve]'"
+SERVE_EXTRA = "pip install '.[serve]' in choreo-ingest's source tree"
 
 
 def serve(

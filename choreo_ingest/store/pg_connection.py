@@ -52,7 +52,8 @@ try:
     from psycopg.pq import TransactionStatus
 except ImportError as missing:  # pragma: no cover - the extra is installed wherever tests run
     raise ConfigError(
-        "a PostgreSQL state store needs psycopg: pip install 'choreo-ingest[postgres]'"
+        "a PostgreSQL state store needs psycopg: pip install '.[postgres]' in choreo-ingest's "
+        "source tree"
     ) from missing
 
 DEFAULT_SCHEMA = "choreo_ingest"

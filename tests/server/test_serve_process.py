@@ -254,4 +254,4 @@ def test_without_the_serve_extra_it_exits_2_naming_the_extra(tmp_path: Path) -> 
     done = run_cli("serve", cwd=tmp_path, entry=("-c", without_uvicorn))
 
     assert done.returncode == 2
-    assert "pip install 'choreo-ingest[serve]'" in done.stderr
+    assert "pip install '.[serve]' in choreo-ingest's source tree" in done.stderr
