@@ -32,7 +32,10 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+
+if TYPE_CHECKING:
+    from choreo_ingest.clock import Clock
 
 REDACTED = "***"
 SENSITIVE_KEY = re.compile(r"token|authorization|password|passwd|secret|api[-_]?key|cookie", re.I)
@@ -309,3 +312,29 @@ def _is_terminal(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # closed or stream-like objects without a terminal
         return False
+
+
+QUIET_SECONDS = 60.0
+"""At most one line this often about a failure that may repeat at every turn of a loop."""
+
+
+class Throttle:
+    """Counts something that happens, and says when a line about it is due: the first time,
+    then no sooner than `interval` seconds after the line before."""
+
+    def __init__(self, clock: Clock, interval: float = QUIET_SECONDS) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._next_line_at: float | None = None
+        self._count = 0
+
+    def count(self) -> int:
+        """Counts one more; how many there were since the last line (this one too) if a line is
+        due now, else 0."""
+        self._count += 1
+        now = self._clock.monotonic()
+        if self._next_line_at is not None and now < self._next_line_at:
+            return 0
+        self._next_line_at = now + self._interval
+        counted, self._count = self._count, 0
+        return counted

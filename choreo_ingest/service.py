@@ -27,7 +27,7 @@ from choreo_ingest.engine import StopSignal
 from choreo_ingest.errors import ChoreoIngestError, LockHeld
 from choreo_ingest.events import ArrivalRate
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.logs import get_logger
+from choreo_ingest.logs import Throttle, get_logger
 from choreo_ingest.models import ProviderAction
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
@@ -92,6 +92,7 @@ class Service:
         """When the last tick that ran ended, or the service started (monotonic)."""
         self.heartbeat = clock.monotonic()
         """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
+        self._failures = RepeatedFailure(clock)
         self._unloadable: dict[str, tuple[int, float]] = {}
         """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
         load them again: a tick a second would count (and log) a failure a second."""
@@ -166,10 +167,14 @@ class Service:
             log.debug("tick_skipped", reason="another run holds the lock")
         except ChoreoIngestError as error:
             record.error = str(error)
-            log.error("tick_failed", error=str(error))
+            if failures := self._failures.count(record.error):
+                log.error("tick_failed", error=record.error, failures=failures)
         except Exception as error:  # a bug must not end the service: the next tick tries again
             record.error = f"internal error: {type(error).__name__}: {error}"
-            log.error("tick_crashed", exc_info=True)
+            if failures := self._failures.count(record.error):
+                log.error("tick_crashed", failures=failures, exc_info=True)
+        if record.error is None:
+            self._failures.clear()
         self.last_tick = record
         return record
 
@@ -261,3 +266,23 @@ def _log_failures(result: RunResult) -> None:
             )
     for error in result.output_errors:
         log.error("output_not_written", error=str(error))
+
+
+class RepeatedFailure:
+    """When a failing tick is said: the first time, then at most once a `QUIET_SECONDS` with how
+    many times it failed since, while the same failure repeats (a state file gone fails every
+    tick, a second apart: a line each was 86,400 a day)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._text: str | None = None
+        self._throttle = Throttle(clock)
+
+    def count(self, text: str) -> int:
+        """Counts one more failure; how many since the last line if one is due now, else 0."""
+        if text != self._text:
+            self._text, self._throttle = text, Throttle(self._clock)
+        return self._throttle.count()
+
+    def clear(self) -> None:
+        self._text = None

@@ -15,7 +15,7 @@ from choreo_ingest.errors import LockHeld, StateError, TransientError
 from choreo_ingest.events import FLOOD_EVENTS, store_events
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.service import Service
+from choreo_ingest.service import RepeatedFailure, Service
 from choreo_ingest.store import Store
 from choreo_ingest.store.run_lock import RunLock
 
@@ -430,3 +430,55 @@ def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
             return True
         waited.wait(0.01)
     raise AssertionError("condition not met in time")
+
+
+class TestFailingTicks:
+    """A tick a second that fails the same way (a state file gone) says so once a minute, with
+    how many times it failed since, not in a line a tick."""
+
+    def test_the_same_failure_is_said_once_a_minute_with_its_count(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        service = make_service(tmp_path, clock, FakeProvider([make_entity(n) for n in NAMES]))
+        service.tick()
+        store_unreadable(service, FailingAtWill([]))
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(121):  # two minutes of ticks, a second apart, and one
+                service.tick()
+                clock.advance(1.0)
+
+        failed = [
+            (line["error"], line["failures"]) for line in logs if line["event"] == "tick_failed"
+        ]
+        assert [count for _, count in failed] == [1, 60, 60]
+        assert len({error for error, _ in failed}) == 1
+        assert "state" in failed[0][0]
+
+    def test_another_failure_is_said_at_once(self, clock: FakeClock) -> None:
+        failures = RepeatedFailure(clock)
+
+        counts = [failures.count("disk I/O error"), failures.count("disk I/O error")]
+        counts.append(failures.count("database or disk is full"))
+
+        assert counts == [1, 0, 1]
+
+    def test_a_tick_that_ran_lets_the_next_failure_be_said_at_once(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        provider = FailingAtWill([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        clock.advance(3600.0)
+
+        with structlog.testing.capture_logs() as logs:
+            store_fails(service, provider)
+            service.tick()
+            provider.failure = None
+            clock.advance(1.0)
+            service.tick()  # ran
+            store_fails(service, provider)
+            clock.advance(3600.0)
+            service.tick()
+
+        assert [line["failures"] for line in logs if line["event"] == "tick_failed"] == [1, 1]

@@ -41,7 +41,8 @@ def serve(
     - 0 stopped by SIGTERM/SIGINT (after the page in flight)
     - 2 config error (a bad --listen, no token on a non-loopback address, the serve extra
       missing)
-    - 4 state store error
+    - 4 the state store holds no state of ours (another program's file, a newer release's
+      state); one that fails later, or cannot be reached yet, is tried again every tick
     - 75 the port is in use (another process holds it; worth trying again)
     """
     with reported_errors(False):

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.logs import get_logger
-from choreo_ingest.server.loop_log import OUT_OF_RESOURCES, Throttle
+from choreo_ingest.logs import Throttle, get_logger
+from choreo_ingest.server.loop_log import OUT_OF_RESOURCES
 
 log = get_logger("choreo_ingest.server")
 

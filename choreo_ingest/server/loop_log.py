@@ -5,8 +5,9 @@ Left alone, they reach stderr as plain text, tracebacks and all, whatever `--log
 when accept() fails for want of file descriptors, asyncio logs it with a traceback once for
 every connection it tries to take from the backlog (up to 2,048 a turn of the loop, and again at
 each retry): hundreds of megabytes a minute. That failure is said in one line, at most once a
-`QUIET_SECONDS`, with how many times it happened since the line before; so is each of uvicorn's
-lines about a client (`Invalid HTTP request received.` for every request a scanner garbles).
+`logs.QUIET_SECONDS`, with how many times it happened since the line before; so is each of
+uvicorn's lines about a client (`Invalid HTTP request received.` for each request a scanner
+garbles).
 """
 
 from __future__ import annotations
@@ -19,38 +20,14 @@ import resource
 from collections.abc import Iterator
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.logs import get_logger
+from choreo_ingest.logs import Throttle, get_logger
 
 log = get_logger("choreo_ingest.server")
 
-QUIET_SECONDS = 60.0
-"""At most one line this often about a failure that may repeat thousands of times a second."""
 MAX_SERVER_LINE_KINDS = 100
 """Kinds of uvicorn line throttled apart (its templates are few; past this many, start over)."""
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 """The accept() failures asyncio logs and retries a second later."""
-
-
-class Throttle:
-    """Counts something that happens, and says when a line about it is due: the first time,
-    then no sooner than `interval` seconds after the line before."""
-
-    def __init__(self, clock: Clock, interval: float = QUIET_SECONDS) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._next_line_at: float | None = None
-        self._count = 0
-
-    def count(self) -> int:
-        """Counts one more; how many there were since the last line (this one too) if a line is
-        due now, else 0."""
-        self._count += 1
-        now = self._clock.monotonic()
-        if self._next_line_at is not None and now < self._next_line_at:
-            return 0
-        self._next_line_at = now + self._interval
-        counted, self._count = self._count, 0
-        return counted
 
 
 class LoopLog(logging.Handler):

@@ -19,7 +19,13 @@ from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Address, Config
-from choreo_ingest.errors import AddressInUse, ConfigError
+from choreo_ingest.errors import (
+    AddressInUse,
+    ConfigError,
+    NotAStateFile,
+    SchemaTooNew,
+    StateError,
+)
 from choreo_ingest.logs import get_logger
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.connections import (
@@ -32,7 +38,7 @@ from choreo_ingest.server.context import Server
 from choreo_ingest.server.loop_log import loop_log
 from choreo_ingest.server.security import check_exposure, load_credentials
 from choreo_ingest.service import Service
-from choreo_ingest.store import StateRef, keeping_readers
+from choreo_ingest.store import StateLocation, StateRef, keeping_readers, state_location
 
 log = get_logger("choreo_ingest.server")
 
@@ -68,6 +74,7 @@ def serve(
             message="--insecure-no-auth: anyone who reaches this address can reset providers "
             "and read the catalog",
         )
+    _refuse_what_holds_no_state(state_location(state))
     most = connection_cap(raise_open_file_limit())
     connections = Connections(config.serve.read_timeout, most, clock)
     sock = _bind(address, given_by, connections)
@@ -119,6 +126,19 @@ async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) 
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop, number)
     await server.serve(sockets=[sock])
+
+
+def _refuse_what_holds_no_state(location: StateLocation) -> None:
+    """Another program's file, or a newer release's state, is refused at the start (exit 4): no
+    tick could ever open it. A store that cannot be reached now (PostgreSQL down, a file locked)
+    is left to the ticks, which say why (`tick_failed`) and try again."""
+    try:
+        if location.exists():
+            location.open(readonly=True).close()
+    except (NotAStateFile, SchemaTooNew):
+        raise
+    except StateError:
+        return
 
 
 def _bind(address: Address, given_by: str, connections: Connections) -> socket.socket:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from choreo_ingest.logs import configure_logging
-from choreo_ingest.server.loop_log import QUIET_SECONDS, Throttle, loop_log
+from choreo_ingest.logs import QUIET_SECONDS, Throttle, configure_logging
+from choreo_ingest.server.loop_log import loop_log
 
 from fakes import FakeClock
 

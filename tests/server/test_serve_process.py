@@ -232,6 +232,20 @@ def test_a_busy_port_is_exit_75_worth_trying_again(
     assert f"--listen: cannot listen on 127.0.0.1:{port}" in err
 
 
+def test_a_file_that_holds_no_state_is_exit_4_at_the_start(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    """No tick could ever open it: a failing loop that logs and answers 503 would hide that."""
+    (tmp_path / "state.db").write_text("notes, not a state\n")
+
+    process, _ = serve_process(tmp_path, simulator.url)
+    _, err = process.communicate(timeout=START_SECONDS)
+
+    assert process.returncode == 4
+    assert "not a choreo-ingest state file; left untouched" in err
+    assert (tmp_path / "state.db").read_text() == "notes, not a state\n"
+
+
 def test_an_address_not_on_this_host_is_a_usage_error(
     tmp_path: Path, simulator: RunningServer
 ) -> None:
