@@ -140,6 +140,7 @@ class TestSchema:
             (i.columns, i.unique) for i in made_by_sqlite_utils[MIGRATIONS_TABLE].indexes
         ]
         assert records.pks == ["id"]
+        made_by_sqlite_utils.close()
         database.close()
 
     @pytest.mark.parametrize("stop_before", MIGRATION_NAMES[1:])
