@@ -301,6 +301,32 @@ def test_check_with_a_secret_file_gone_still_checks_the_server(
     assert api.stats.api_requests == 0
 
 
+def test_check_with_an_unset_secret_variable_lists_its_checks(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """`clientSecret: ${VAR}` with VAR unset in this shell: a failed check naming the key, beside
+    the server's and the state's, not a document without checks."""
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET)
+    document = yaml.safe_load(config.read_text())
+    oauth = document["openchoreo"]["auth"]["oauth"]
+    del oauth["clientSecretFile"]
+    oauth["clientSecret"] = "${CHOREO_INGEST_TEST_UNSET_SECRET}"
+    config.write_text(yaml.safe_dump(document))
+
+    done = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    checks = {item["name"]: item for item in json.loads(done.stdout)["checks"]}
+    assert checks["openchoreo.server"]["ok"]
+    assert (
+        "CHOREO_INGEST_TEST_UNSET_SECRET is not set"
+        in (checks["openchoreo.auth.oauth.clientSecret"]["detail"])
+    )
+    assert checks["state.path"]["ok"]
+
+
 def test_check_names_the_token_url_when_it_is_not_a_token_endpoint(
     tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
 from choreo_ingest.errors import (
+    ConfigError,
     CursorExpired,
     CursorRejected,
     NotFoundError,
@@ -38,7 +39,7 @@ from choreo_ingest.models import (
     QueuedItem,
 )
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
+from choreo_ingest.providers.openchoreo.auth import Credentials, NoCredentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient, form_poster
 from choreo_ingest.providers.openchoreo.data_warnings import collecting, said
 from choreo_ingest.providers.openchoreo.generation import (
@@ -126,7 +127,11 @@ class OpenChoreoProvider:
     def preflight(self, clock: Clock) -> list[Check]:
         from choreo_ingest.providers.openchoreo.preflight import openchoreo_checks
 
-        return openchoreo_checks(self._config, clock, self.credentials(clock), self._transport)
+        try:
+            credentials = self.credentials(clock)
+        except ConfigError:  # a secret the config cannot give: said after the server's check
+            credentials = NoCredentials()
+        return openchoreo_checks(self._config, clock, credentials, self._transport)
 
     def no_page_advice(self) -> str:
         return "raise openchoreo.incremental.burstLength or lower openchoreo.incremental.chunkSize"
