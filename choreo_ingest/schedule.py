@@ -61,7 +61,7 @@ def decide(
     is_due = due is None or now >= due
     if state is ProviderState.RESTING:
         if is_due or force:
-            return Burst(new_cycle=True, reason=_why_rest_ends(record, config, now, is_due))
+            return Burst(new_cycle=True, reason="forced" if not is_due else "rest is over")
         return Wait(until=due, reason="resting after a completed cycle")
     waiting = {
         ProviderState.INTERSTITIAL: ("interval is over", "waiting out the burst interval"),
@@ -71,17 +71,6 @@ def decide(
     if is_due or force:
         return Burst(new_cycle=False, reason=go if is_due else "forced")
     return Wait(until=due, reason=hold)
-
-
-def _why_rest_ends(
-    record: ProviderRecord, config: IncrementalConfig, now: float, is_due: bool
-) -> str:
-    if not is_due:
-        return "forced"
-    completed = record.last_completed_at
-    if completed is not None and completed <= now < completed + config.rest_length:
-        return "a refresh was asked"  # only `after_refresh` brings a rest's end forward
-    return "rest is over"
 
 
 def next_action_time(

@@ -209,22 +209,6 @@ class TestDecide:
 
         assert decision == Burst(new_cycle=expected[1], reason=decision.reason)
 
-    @pytest.mark.parametrize(
-        ("completed", "refreshed", "reason"),
-        [
-            (NOW - 100, True, "a refresh was asked"),
-            (NOW - 700, True, "rest is over"),
-            (NOW - 700, False, "rest is over"),
-        ],
-    )
-    def test_a_rest_cut_short_by_a_refresh_says_so(
-        self, completed: float, refreshed: bool, reason: str
-    ) -> None:
-        resting = record(S.RESTING, completed + 600, last_completed_at=completed)
-        stored = after_refresh(resting, NOW) if refreshed else resting
-
-        assert decide(stored, SETTINGS, NOW) == Burst(new_cycle=True, reason=reason)
-
     def test_forced_burst_says_it_was_forced(self) -> None:
         decision = decide(record(S.RESTING, LATER), SETTINGS, NOW, force=True)
         assert decision == Burst(new_cycle=True, reason="forced")
