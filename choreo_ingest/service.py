@@ -92,7 +92,7 @@ class Service:
         """When the last tick that ran ended, or the service started (monotonic)."""
         self.heartbeat = clock.monotonic()
         """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
-        self._failures = RepeatedFailure(clock)
+        self._failures = RepeatedFailures(clock)
         self._unloadable: dict[str, tuple[int, float]] = {}
         """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
         load them again: a tick a second would count (and log) a failure a second."""
@@ -173,8 +173,8 @@ class Service:
             record.error = f"internal error: {type(error).__name__}: {error}"
             if failures := self._failures.count(record.error):
                 log.error("tick_crashed", failures=failures, exc_info=True)
-        if record.error is None:
-            self._failures.clear()
+        if record.result is not None and (failures := self._failures.recovered()):
+            log.info("ticks_running_again", failed_before=failures)
         self.last_tick = record
         return record
 
@@ -268,21 +268,32 @@ def _log_failures(result: RunResult) -> None:
         log.error("output_not_written", error=str(error))
 
 
-class RepeatedFailure:
-    """When a failing tick is said: the first time, then at most once a `QUIET_SECONDS` with how
-    many times it failed since, while the same failure repeats (a state file gone fails every
-    tick, a second apart: a line each was 86,400 a day)."""
+MAX_FAILURE_KINDS = 20
+"""Failures (texts) throttled apart; past this many, the oldest is said no more."""
+
+
+class RepeatedFailures:
+    """When failing ticks are said: each failure (its text) the first time, then at most once a
+    `QUIET_SECONDS` with how many times it failed since, while it repeats (a state file gone fails
+    every tick, a second apart: a line each was 86,400 a day). Failures that alternate are
+    throttled apart; once a tick runs again, `recovered` says how many there were."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._text: str | None = None
-        self._throttle = Throttle(clock)
+        self._kinds: dict[str, Throttle] = {}
+        self._failures = 0
 
     def count(self, text: str) -> int:
-        """Counts one more failure; how many since the last line if one is due now, else 0."""
-        if text != self._text:
-            self._text, self._throttle = text, Throttle(self._clock)
-        return self._throttle.count()
+        """Counts one more failure; how many of it since its last line if one is due now, else 0."""
+        self._failures += 1
+        throttle = self._kinds.pop(text, None) or Throttle(self._clock)
+        self._kinds[text] = throttle  # the latest last: the first to go past MAX_FAILURE_KINDS
+        if len(self._kinds) > MAX_FAILURE_KINDS:
+            del self._kinds[next(iter(self._kinds))]
+        return throttle.count()
 
-    def clear(self) -> None:
-        self._text = None
+    def recovered(self) -> int:
+        """A tick ran: how many ticks failed since the last that ran; they are forgotten."""
+        failures, self._failures = self._failures, 0
+        self._kinds.clear()
+        return failures

@@ -13,9 +13,10 @@ import structlog
 
 from choreo_ingest.errors import LockHeld, StateError, TransientError
 from choreo_ingest.events import FLOOD_EVENTS, store_events
+from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.service import RepeatedFailure, Service
+from choreo_ingest.service import RepeatedFailures, Service
 from choreo_ingest.store import Store
 from choreo_ingest.store.run_lock import RunLock
 
@@ -455,30 +456,41 @@ class TestFailingTicks:
         assert len({error for error, _ in failed}) == 1
         assert "state" in failed[0][0]
 
-    def test_another_failure_is_said_at_once(self, clock: FakeClock) -> None:
-        failures = RepeatedFailure(clock)
+    def test_failures_that_alternate_are_throttled_apart(self, clock: FakeClock) -> None:
+        failures = RepeatedFailures(clock)
 
+        counts = [failures.count(text) for text in ["disk I/O error", "disk full"] * 3]
+        clock.advance(QUIET_SECONDS)
+        counts += [failures.count("disk full"), failures.count("disk I/O error")]
+
+        assert counts == [1, 1, 0, 0, 0, 0, 3, 3]
+
+    def test_a_tick_that_ran_forgets_the_failures_and_says_how_many(self, clock: FakeClock) -> None:
+        failures = RepeatedFailures(clock)
         counts = [failures.count("disk I/O error"), failures.count("disk I/O error")]
-        counts.append(failures.count("database or disk is full"))
 
-        assert counts == [1, 0, 1]
+        recovered = failures.recovered()
 
-    def test_a_tick_that_ran_lets_the_next_failure_be_said_at_once(
+        assert (counts, recovered) == ([1, 0], 2)
+        assert failures.count("disk I/O error") == 1  # said at once again
+        assert failures.recovered() == 1
+        assert failures.recovered() == 0
+
+    def test_a_tick_that_runs_again_says_how_many_failed_before_it(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
-        provider = FailingAtWill([make_entity(n) for n in NAMES])
-        service = make_service(tmp_path, clock, provider)
+        service = make_service(tmp_path, clock, FakeProvider([make_entity(n) for n in NAMES]))
         service.tick()
-        clock.advance(3600.0)
+        good = service.state.path.read_bytes()
+        store_unreadable(service, FailingAtWill([]))
 
         with structlog.testing.capture_logs() as logs:
-            store_fails(service, provider)
+            for _ in range(3):
+                service.tick()
+                clock.advance(1.0)
+            service.state.path.write_bytes(good)
             service.tick()
-            provider.failure = None
-            clock.advance(1.0)
-            service.tick()  # ran
-            store_fails(service, provider)
-            clock.advance(3600.0)
             service.tick()
 
-        assert [line["failures"] for line in logs if line["event"] == "tick_failed"] == [1, 1]
+        said = [(line["event"], line.get("failures", line.get("failed_before"))) for line in logs]
+        assert said == [("tick_failed", 1), ("ticks_running_again", 3)]  # the next tick: nothing

@@ -132,9 +132,8 @@ def _refuse_what_holds_no_state(location: StateLocation) -> None:
     """Another program's file, or a newer release's state, is refused at the start (exit 4): no
     tick could ever open it. A store that cannot be reached now (PostgreSQL down, a file locked)
     is left to the ticks, which say why (`tick_failed`) and try again."""
-    try:
-        if location.exists():
-            location.open(readonly=True).close()
+    try:  # read-only: nothing is made (no state yet is a StateError too, left to the ticks)
+        location.open(readonly=True).close()
     except (NotAStateFile, SchemaTooNew):
         raise
     except StateError:

@@ -41,6 +41,9 @@ ROLE_MAPPING = (
 """What binds a client (its `sub` claim) to OpenChoreo's read-only catalog role: one item of
 the control plane's Helm values `openchoreoApi.config.security.authorization.bootstrap.mappings`,
 in YAML's flow style, so that a one-line check can say it whole."""
+V1_LISTED_NAMESPACES = (
+    ": OpenChoreo lists only the namespaces labelled openchoreo.dev/control-plane=true"
+)
 MAX_SHOWN = 120
 """Longest text from the server (a version, an issuer) a check quotes."""
 PAGES_LOOKED_AT = 5
@@ -262,17 +265,22 @@ def _listing_check(
     )
     if page.items or page.next_cursor:
         return Check("openchoreo.api", True, detail)
-    return Check("openchoreo.api", True, f"{detail}, {_empty_listing_advice(what, auth)}", True)
+    advice = _empty_listing_advice(what, auth, generation.name)
+    return Check("openchoreo.api", True, f"{detail}, {advice}", warning=True)
 
 
-def _empty_listing_advice(what: str, auth: AuthConfig) -> str:
+def _empty_listing_advice(what: str, auth: AuthConfig, api: str) -> str:
     """Why a listing may be empty, for the credentials in use: a client without a role binding
     sees nothing (lists leave out what it may not read); without credentials (security off),
-    OpenChoreo lists only the namespaces labelled as its own."""
+    OpenChoreo v1 lists only the namespaces labelled as its own. The role and the Helm values
+    are v1's: the org era's document names neither."""
     if auth.mode_key is None:
+        labelled = V1_LISTED_NAMESPACES if api == "v1" else ""
+        return f"but it lists no {what}{labelled} (is openchoreo.baseUrl the right server?)"
+    if api != "v1":
         return (
-            f"but it lists no {what}: OpenChoreo lists only the namespaces labelled "
-            "openchoreo.dev/control-plane=true (is openchoreo.baseUrl the right control plane?)"
+            f"but it lists no {what}: a list answers with what the client may see, so a client "
+            "without a role that may read them sees nothing"
         )
     subject = auth.oauth.client_id if auth.oauth is not None else "<the token's sub claim>"
     return (

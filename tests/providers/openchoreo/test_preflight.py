@@ -241,9 +241,11 @@ def _orgs_listing(pages: list[list[str]]) -> httpx.MockTransport:
     return httpx.MockTransport(answer)
 
 
-def _api_check(tmp_path: Path, transport: httpx.MockTransport) -> tuple[bool, bool, str]:
+def _api_check(
+    tmp_path: Path, transport: httpx.MockTransport, token: str | None = TOKEN
+) -> tuple[bool, bool, str]:
     config = Config(
-        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="orgs", token=TOKEN),
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="orgs", token=token),
         state_path=tmp_path / "state.db",
     )
     provider = OpenChoreoProvider(config, transport=transport)
@@ -267,7 +269,15 @@ def test_a_listing_that_ends_empty_advises_the_role_binding(tmp_path: Path) -> N
 
     assert (ok, warning) == (True, True), detail
     assert "(0 orgs on page 2, listing complete), but it lists no orgs" in detail
-    assert "backstage-catalog-reader" in detail
+    assert "without a role that may read them" in detail
+    assert "backstage-catalog-reader" not in detail  # v1's role, in v1's Helm values
+
+
+def test_an_org_era_listing_empty_without_credentials_names_no_v1_label(tmp_path: Path) -> None:
+    ok, warning, detail = _api_check(tmp_path, _orgs_listing([[]]), token=None)
+
+    assert (ok, warning) == (True, True), detail
+    assert detail.endswith("but it lists no orgs (is openchoreo.baseUrl the right server?)")
 
 
 def test_a_listing_still_empty_after_the_pages_check_reads_is_not_called_empty(
