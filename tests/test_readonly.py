@@ -233,8 +233,8 @@ class TestWithoutSecrets:
 
     @pytest.mark.parametrize(
         "command",
-        [["run"], ["run", "--json"], ["refresh", "openchoreo", "--now"], ["check"]],
-        ids=["run", "run-json", "refresh-now", "check"],
+        [["run"], ["run", "--json"], ["refresh", "openchoreo", "--now"]],
+        ids=["run", "run-json", "refresh-now"],
     )
     def test_api_command_with_the_secret_unset_exits_2_naming_the_key(
         self,
@@ -254,6 +254,24 @@ class TestWithoutSecrets:
         assert "Traceback" not in done.stderr
         with Store.open(tmp_path / "state.db", readonly=True) as after:
             assert after.load_provider("openchoreo") == record  # nothing was done
+
+    def test_check_with_the_secret_unset_fails_its_key_and_changes_nothing(
+        self, tmp_path: Path, config_file: Path, secret_config: tuple[dict[str, Any], str]
+    ) -> None:
+        """Beside the checks that need no secret (the server's, unreachable here, the state's)."""
+        with Store.open(tmp_path / "state.db", readonly=True) as before:
+            record = before.load_provider("openchoreo")
+
+        done = choreo("check", "--json", "--config", config_file, cwd=tmp_path)
+
+        assert done.returncode == 2, done.stderr
+        failed = {c["name"]: c["detail"] for c in json.loads(done.stdout)["checks"] if not c["ok"]}
+        key, _, problem = secret_config[1].partition(": ")
+        assert failed.pop(key).startswith(problem)
+        assert set(failed) <= {"openchoreo.server"}
+        assert "Traceback" not in done.stderr
+        with Store.open(tmp_path / "state.db", readonly=True) as after:
+            assert after.load_provider("openchoreo") == record
 
     def test_run_uses_the_secret_once_it_is_set(
         self, tmp_path: Path, config_file: Path, secret_config: tuple[dict[str, Any], str]
