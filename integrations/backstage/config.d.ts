@@ -13,15 +13,16 @@ export interface Config {
          */
         token?: string;
         /**
-         * How often to sync (default: every 30 s, 15 min timeout). A step stops between pages
-         * at 80% of the timeout; the next one resumes where it stopped. The scope is always
-         * `global` (one step at a time across replicas), whatever is given here.
+         * How often to sync (default: every 30 s, 15 min timeout, 15 s initial delay). A step
+         * stops between pages at 80% of the timeout; the next one resumes where it stopped. The
+         * scope is always `global` (one step at a time across replicas), whatever is given here.
          */
         schedule?: {
           /** Default 30 s: a duration (`{ seconds: 30 }`, `PT30S`, `30s`) or `{ cron: '...' }`. */
           frequency?: { cron: string } | string | HumanDuration | { trigger: 'manual' };
           /** Default 15 min. */
           timeout?: string | HumanDuration;
+          /** Default 15 s. */
           initialDelay?: string | HumanDuration;
           /** Ignored: always `global`. */
           scope?: 'global' | 'local';

@@ -91,6 +91,7 @@ export const catalogModuleChoreoIngest = createBackendModule({
           logger,
           database: await database.getClient(),
           skipMigrations: database.migrations?.skip,
+          configPath: CONFIG_PATH,
         });
         catalog.addEntityProvider(provider);
         const failures = new StepFailures(logger);

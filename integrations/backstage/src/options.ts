@@ -57,6 +57,11 @@ export type ChoreoIngestEntityProviderOptions = {
    * page goes to the catalog as several mutations, the position written after the last.
    */
   maxMutationEntities?: number;
+  /**
+   * The config key the options came from (the module's `catalog.providers.choreoIngest`): an
+   * error about one names the whole key (`catalog.providers.choreoIngest.batchSize`).
+   */
+  configPath?: string;
   /** Called after a mutation was accepted, before the position is written (a test seam). */
   afterMutation?: (mutation: EntityProviderMutation) => Promise<void> | void;
   /** The clock, in milliseconds since the epoch (a test seam; default `Date.now`). */

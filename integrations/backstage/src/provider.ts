@@ -103,30 +103,33 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private catalogChecked = false;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
+    const key = (name: string) => (options.configPath ? `${options.configPath}.${name}` : name);
     if (!options.baseUrl) {
-      throw new Error('choreo-ingest: baseUrl is required');
+      throw new Error(`choreo-ingest: ${key('baseUrl')} is required`);
     }
     const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_CHANGES) {
       throw new Error(
-        `choreo-ingest: batchSize must be a whole number from 1 to ${thousands(MAX_CHANGES)} ` +
-          `(per /changes page; an /entities page holds at most ${thousands(MAX_PAGE_ENTITIES)})`,
+        `choreo-ingest: ${key('batchSize')} must be a whole number from 1 to ` +
+          `${thousands(MAX_CHANGES)} (per /changes page; an /entities page holds at most ` +
+          `${thousands(MAX_PAGE_ENTITIES)})`,
       );
     }
     const ratio = options.maxRemovalRatio ?? DEFAULT_MAX_REMOVAL_RATIO;
     if (!(ratio >= 0 && ratio <= 1)) {
-      throw new Error('choreo-ingest: maxRemovalRatio must be from 0 to 1');
+      throw new Error(`choreo-ingest: ${key('maxRemovalRatio')} must be from 0 to 1`);
     }
     const resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
     if (!(resyncIntervalMs > 0 && Number.isFinite(resyncIntervalMs))) {
-      throw new Error('choreo-ingest: resyncInterval must be a duration above zero');
+      throw new Error(`choreo-ingest: ${key('resyncInterval')} must be a duration above zero`);
     }
     const mutationSize = options.maxMutationEntities;
     if (mutationSize !== undefined && !(Number.isInteger(mutationSize) && mutationSize >= 1)) {
       throw new Error('choreo-ingest: maxMutationEntities must be a whole number from 1');
     }
     if (options.stepBudgetMs !== undefined && !(options.stepBudgetMs > 0)) {
-      throw new Error('choreo-ingest: the step time budget must be above zero');
+      const budget = options.configPath ? `${key('schedule.timeout')}` : 'the step time budget';
+      throw new Error(`choreo-ingest: ${budget} must be above zero`);
     }
     this.client = new FeedClient({
       baseUrl: options.baseUrl,

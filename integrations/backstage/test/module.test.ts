@@ -194,4 +194,16 @@ test('a schedule with only a frequency keeps the default timeout; config errors 
   await expect(
     startModule({ baseUrl: choreo.serveUrl, schedule: { frequency: 'often' } }),
   ).rejects.toThrow(/Invalid catalog\.providers\.choreoIngest\.schedule: .*'frequency'/);
+  const wrong: Array<[JsonObject, RegExp]> = [
+    [{ batchSize: 0 }, /choreo-ingest: catalog\.providers\.choreoIngest\.batchSize must be/],
+    [{ maxRemovalRatio: 2 }, /catalog\.providers\.choreoIngest\.maxRemovalRatio must be from 0/],
+    [{ resyncInterval: { seconds: 0 } }, /catalog\.providers\.choreoIngest\.resyncInterval must/],
+    [
+      { schedule: { timeout: { seconds: 0 } } },
+      /choreo-ingest: catalog\.providers\.choreoIngest\.schedule\.timeout must be above zero/,
+    ],
+  ];
+  for (const [settings, message] of wrong) {
+    await expect(startModule({ baseUrl: choreo.serveUrl, ...settings })).rejects.toThrow(message);
+  }
 });

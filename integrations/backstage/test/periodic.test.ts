@@ -4,11 +4,13 @@
  * strategy), and only a walk over the whole catalog brings them back. It runs once
  * `resyncInterval` has passed since the last one completed, a time kept in the database.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Knex } from 'knex';
 import { ChoreoIngestEntityProvider, DEFAULT_RESYNC_INTERVAL_MS } from '../src';
 import { locationKeyFor } from '../src/entities';
 import { POSITION_TABLE } from '../src/migrations';
-import { SERVE_TOKEN, type Choreo, startChoreo } from './support/choreo';
+import { REPO_ROOT, SERVE_TOKEN, type Choreo, startChoreo } from './support/choreo';
 import { RecordingConnection } from './support/connection';
 import { sqlite } from './support/db';
 import { TestLogger } from './support/logger';
@@ -124,4 +126,34 @@ test('a state written before the resync time was kept resyncs at its next step',
   expect(logger.text()).toMatch(/periodic, every 86400 s \(none recorded\)/);
   const row = await database(POSITION_TABLE).where({ provider: 'choreo-ingest' }).first();
   expect(Date.parse(row.resynced_at)).toBe(clock);
+});
+
+/** README's "Force a resync" statement, as an operator runs it. */
+const FORCE_RESYNC = `UPDATE choreo_ingest_feed_position SET resynced_at = NULL, version = version + 1
+    WHERE provider = 'choreo-ingest'`;
+
+test("README's force-resync statement run during a step is not undone by that step", async () => {
+  const sync = provider();
+  await sync.connect(connection);
+  await sync.run();
+  const later = provider();
+  let ran = false;
+  const operatorMidStep = Object.create(connection) as RecordingConnection;
+  operatorMidStep.applyMutation = async mutation => {
+    if (!ran) {
+      ran = true;
+      await database.raw(FORCE_RESYNC);
+    }
+    return connection.applyMutation(mutation);
+  };
+  await database(POSITION_TABLE).where({ provider: 'choreo-ingest' }).update({ resynced_at: null });
+  await later.connect(operatorMidStep);
+
+  await later.run(); // a resync: it applies the walk's pages, and the statement runs at the first
+
+  expect(ran).toBe(true);
+  expect(readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8')).toContain(FORCE_RESYNC);
+  const next = provider();
+  await next.connect(connection);
+  expect((await next.run()).resynced).toBe(true); // the statement's resync, still due
 });
