@@ -269,7 +269,8 @@ def _log_failures(result: RunResult) -> None:
 
 
 MAX_FAILURE_KINDS = 20
-"""Failures (texts) throttled apart; past this many, the oldest is said no more."""
+"""Failures (texts) throttled apart; past this many, the one seen least lately is forgotten (said
+at once if it comes back)."""
 
 
 class RepeatedFailures:
