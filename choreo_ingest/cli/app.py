@@ -63,7 +63,7 @@ app = typer.Typer(
     help=(
         "Keep a Backstage catalog in step with OpenChoreo, one bounded burst per call.\n\n"
         "cron or a systemd timer calls `choreo-ingest run` every minute; all state lives in one "
-        "SQLite file."
+        "state store: an SQLite file, or a PostgreSQL schema."
     ),
     no_args_is_help=True,
     add_completion=True,
