@@ -36,6 +36,7 @@ from sim_support import (
     expected_refs,
     ingest_world,
     one_error_line,
+    plain,
     run_cli,
     write_config,
 )
@@ -135,6 +136,8 @@ class TestEventInput:
     ) -> None:
         big = {**component_event("big"), "note": "x" * 70_000}
         events = [component_event("a"), big, component_event("b")]
+        with Store.open(state_path) as store:
+            store.migrate()  # made before: the one line on stderr is the refusal
 
         done = cli("event", "-", "--json", stdin=json.dumps(events))
 
@@ -147,11 +150,31 @@ class TestEventInput:
     def test_identical_events_coalesce_into_one(self, cli: Any, state_path: Path) -> None:
         """20,000 copies of one event would cost 20,000 re-reads of one object."""
         ndjson = (json.dumps(component_event("checkout")) + "\n") * 20_000
+        with Store.open(state_path) as store:
+            store.migrate()
 
         done = cli("event", "-", stdin=ndjson)
 
         assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
         assert pending(state_path) == [component_event("checkout")]
+
+    def test_the_first_events_of_a_state_not_there_yet_make_it_and_say_so(
+        self, cli: Any, state_path: Path
+    ) -> None:
+        """A new install's first events are kept; a mistyped `--db` would keep them where no run
+        reads them, so the call that made the state says so (once: cron mails it)."""
+        first = cli("event", "-", stdin=json.dumps(component_event("checkout")))
+        second = cli("event", "-", stdin=json.dumps(component_event("cart")))
+
+        assert (first.returncode, first.stdout) == (0, "")
+        [warning] = plain(first.stderr).splitlines()
+        assert warning == (
+            "choreo-ingest: warning: state.db (state.path): no state was there; made one, which "
+            "keeps these events (1). Right for a new install; if `run` uses another state, they "
+            "are never applied"
+        )
+        assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
+        assert pending(state_path) == [component_event("checkout"), component_event("cart")]
 
     def test_a_full_inbox_refuses_new_events_naming_the_limit(
         self, cli: Any, state_path: Path

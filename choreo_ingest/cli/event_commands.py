@@ -71,9 +71,14 @@ def event(
         provider = checked_provider(
             session.config, session.state, provider or DEFAULT_PROVIDER, option="--provider"
         )
-        receipt = receive_events(
-            session.state, session.config, provider, _read(source), session.clock
-        )
+        text, existed = _read(source), session.state.exists()
+        receipt = receive_events(session.state, session.config, provider, text, session.clock)
+        if receipt.stored and not existed:  # a new install's, or a mistyped --db's: said once
+            render.warning_line(
+                f"{session.state} ({session.state_origin}): no state was there; made one, which "
+                f"keeps these events ({receipt.stored}). Right for a new install; if `run` uses "
+                "another state, they are never applied"
+            )
         for rejected in receipt.rejected:
             render.error_line(str(rejected))
         code = ExitCode.USAGE if receipt.rejected else ExitCode.OK
