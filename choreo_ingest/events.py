@@ -81,6 +81,9 @@ class EventReceipt:
     rejected: list[Rejected]
     created: int = 0
     """Of those stored, the `created` events (what `ArrivalRate` tells a replay by)."""
+    made_state: bool = False
+    """No state was there: one was made for these events (a new install's, or a mistyped
+    `--db`'s)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -104,7 +107,7 @@ def receive_events(
     refresh is scheduled."""
     provider = provider or load_provider(provider_name, config)
     parsed = parse_events(text, provider)
-    stored = store_events(
+    stored, made = stored_events(
         state,
         provider_name,
         parsed.valid,
@@ -114,7 +117,7 @@ def receive_events(
         capacity=config.inbox_capacity,
     )
     created = sum(body.get("action") == "created" for body in parsed.valid) if stored else 0
-    return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected, created)
+    return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected, created, made)
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,7 @@ class DrainStats:
         self.held.extend(other.held)
 
 
-def store_events(
+def stored_events(
     state: StateRef,
     provider: str,
     bodies: list[dict[str, Any]],
@@ -160,13 +163,15 @@ def store_events(
     rejected: int = 0,
     ignored: int = 0,
     capacity: int = DEFAULT_INBOX_CAPACITY,
-) -> int:
+) -> tuple[int, bool]:
     """Put events in the inbox without the run lock (a burst may be running); count `rejected`
-    and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored.
+    and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored,
+    and whether the state was made for them (none was there).
 
     Past `capacity` pending events the new ones are refused (InboxFull) and the next run
     refreshes the provider: the changes they carried reach the catalog through a fresh walk."""
     with state_location(state).open() as store:
+        made = not store.applied_migrations()
         if store.pending_migrations():
             _migrated(store, state, clock)
         try:
@@ -176,7 +181,7 @@ def store_events(
             raise
         if rejected or ignored:
             store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})
-        return stored
+        return stored, made
 
 
 SCHEMA_WAIT_SECONDS = 10.0

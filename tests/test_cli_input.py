@@ -122,7 +122,11 @@ class TestEventInput:
         assert json.loads(done.stdout)["exitCode"] == 2
 
     @pytest.mark.parametrize("opening", ["[", '{"a":'], ids=["arrays", "objects"])
-    def test_deeply_nested_json_is_rejected_not_a_crash(self, cli: Any, opening: str) -> None:
+    def test_deeply_nested_json_is_rejected_not_a_crash(
+        self, cli: Any, state_path: Path, opening: str
+    ) -> None:
+        with Store.open(state_path) as store:
+            store.migrate()  # made before: the one line on stderr is the refusal
         done = cli("event", "-", "--json", stdin=opening * 100_000)
 
         assert done.returncode == 2
@@ -169,12 +173,27 @@ class TestEventInput:
         assert (first.returncode, first.stdout) == (0, "")
         [warning] = plain(first.stderr).splitlines()
         assert warning == (
-            "choreo-ingest: warning: state.db (state.path): no state was there; made one, which "
-            "keeps these events (1). Right for a new install; if `run` uses another state, they "
-            "are never applied"
+            "choreo-ingest: warning: state.db (state.path): no state was there; made one for these "
+            "events (1 kept). Right for a new install; if `run` uses another state, they are "
+            "never applied"
         )
         assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
         assert pending(state_path) == [component_event("checkout"), component_event("cart")]
+
+    def test_a_first_call_that_keeps_no_event_still_says_it_made_a_state(
+        self, cli: Any, state_path: Path
+    ) -> None:
+        """The forwarder sends kinds the catalog does not take (`ReleaseBinding`): a call of
+        those only makes the state all the same, and a mistyped `--db` must not go unsaid."""
+        ignored = {"kind": "ReleaseBinding", "name": "r", "namespace": "n", "action": "updated"}
+
+        first = cli("event", "-", stdin=json.dumps(ignored))
+        second = cli("event", "-", stdin=json.dumps(component_event("cart")))
+
+        assert first.returncode == 0, first.stderr
+        assert "no state was there; made one for these events (0 kept)" in plain(first.stderr)
+        assert (second.returncode, second.stderr) == (0, "")
+        assert pending(state_path) == [component_event("cart")]
 
     def test_a_full_inbox_refuses_new_events_naming_the_limit(
         self, cli: Any, state_path: Path

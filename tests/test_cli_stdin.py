@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from choreo_ingest.events import store_events
+from choreo_ingest.events import stored_events
 from choreo_ingest.simulator import World
 from choreo_ingest.store import Store
 
@@ -83,7 +83,7 @@ def state_path(tmp_path: Path) -> Path:
     clock = FakeClock()
     ingest_world(state, World.generate(2, 2, 3, seed=12), clock)
     assert ingest_world(state, World.empty(), clock, force=True).removals_blocked > 0
-    store_events(state, PROVIDER, [EVENT], clock)
+    stored_events(state, PROVIDER, [EVENT], clock)
     write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", state={"path": "state.db"})
     return state
 

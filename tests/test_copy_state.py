@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from choreo_ingest.errors import ConfigError, LockHeld
-from choreo_ingest.events import store_events
+from choreo_ingest.events import stored_events
 from choreo_ingest.feed import changes_page, entities_page
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.simulator.world import World
@@ -43,7 +43,7 @@ def source(tmp_path: Path, clock: FakeClock) -> Path:
     state = tmp_path / "source.db"
     ingest_world(state, World.generate(2, 2, 3, seed=12), clock, api="v1")
     event = {"kind": "Component", "name": "x", "namespace": "org-00-umbrella", "action": "created"}
-    store_events(state, "openchoreo", [event], clock)
+    stored_events(state, "openchoreo", [event], clock)
     return state
 
 

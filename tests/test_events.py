@@ -40,7 +40,7 @@ from choreo_ingest.events import (
     SETTLE_SECONDS,
     ArrivalRate,
     drain_inbox,
-    store_events,
+    stored_events,
 )
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import (
@@ -114,7 +114,7 @@ def feed(config: Config, clock: FakeClock, *bodies: dict[str, Any], provider: st
     """Store events as `choreo-ingest event` does, long enough before what follows that an
     `updated` one is settled (SETTLE_SECONDS)."""
     assert config.state_path is not None
-    store_events(config.state_path, provider, list(bodies), clock)
+    stored_events(config.state_path, provider, list(bodies), clock)
     clock.advance(SETTLE_SECONDS)
 
 
@@ -396,17 +396,17 @@ class TestInboxCapacity:
         assert config.state_path is not None
         provider = EventFakeProvider([make_entity("a"), make_entity("b")])
         run(config, clock, provider)  # a whole cycle: resting for an hour
-        store_events(
+        stored_events(
             config.state_path, "fake", [component_event("a", "updated")], clock, capacity=1
         )
         clock.advance(60.0)
         assert run(config, clock, provider).outcome == "waiting"  # the event was applied
 
-        store_events(
+        stored_events(
             config.state_path, "fake", [component_event("a", "updated")], clock, capacity=1
         )
         with pytest.raises(InboxFull):
-            store_events(
+            stored_events(
                 config.state_path, "fake", [component_event("b", "updated")], clock, capacity=1
             )
         with Store.open(config.state_path, readonly=True) as store:
@@ -433,7 +433,7 @@ class TestInboxCapacity:
         assert config.state_path is not None
         provider = WalkAskingFake([make_entity("a"), make_entity("b")])
         run(config, clock, provider)  # a whole cycle: resting for an hour
-        store_events(config.state_path, "fake", [component_event("a", "updated")], clock)
+        stored_events(config.state_path, "fake", [component_event("a", "updated")], clock)
         clock.advance(60.0)
 
         with structlog.testing.capture_logs() as logs:
@@ -608,7 +608,7 @@ class TestDrain:
         run(config, clock, provider)
         assert config.state_path is not None
         bodies = [component_event("e1", "updated"), component_event("e2", "deleted")]
-        store_events(config.state_path, "fake", bodies, clock)
+        stored_events(config.state_path, "fake", bodies, clock)
 
         clock.advance(SETTLE_SECONDS - 0.1)
         early = run(config, clock, provider)
@@ -632,7 +632,7 @@ class TestDrain:
         provider = EventFakeProvider(list(FIVE))
         run(config, clock, provider)
         assert config.state_path is not None
-        store_events(config.state_path, "fake", [component_event("e1", "updated")], clock)
+        stored_events(config.state_path, "fake", [component_event("e1", "updated")], clock)
 
         clock.advance(-60)
 
@@ -1089,7 +1089,7 @@ class TestDrain:
             component_event("new", "created"),
             component_event("e1", "updated"),  # unchanged: no change row, no upsert
         )
-        store_events(config.state_path, "fake", [], clock, rejected=2)
+        stored_events(config.state_path, "fake", [], clock, rejected=2)
 
         run(config, clock, provider)
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.events import MAX_EVENT_ATTEMPTS, store_events
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState, RunOutcome
 from choreo_ingest.providers.base import BurstContext
@@ -149,7 +149,7 @@ class Platform:
 
     def feed(self, kind: str, name: str, action: str, **scope: str) -> None:
         body = {"kind": kind, "name": name, "action": action, **scope}
-        store_events(self.state_path, PROVIDER, [body], self.clock)
+        stored_events(self.state_path, PROVIDER, [body], self.clock)
 
     def feed_component(self, name: str, action: str, project: str = "shop") -> None:
         self.feed("Component", name, action, namespace="acme", project=project)

@@ -20,7 +20,7 @@ import structlog
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import InboxFull
-from choreo_ingest.events import store_events
+from choreo_ingest.events import stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import (
     REFRESH_REQUESTED_FACT,
@@ -177,7 +177,7 @@ def test_a_dropped_backlog_is_replaced_by_a_walk_that_begins_after_it(
     provider = start(config, clock, mid_cycle=mid_cycle)
     delete_from_source(provider)
     assert config.state_path is not None
-    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
 
     first = run(config, clock, provider)
     run_until_resting(config, clock, provider)
@@ -201,7 +201,7 @@ def test_the_first_cycle_is_not_given_up_for_a_dropped_backlog_and_the_second_fo
     assert (stored(config).state, stored(config).cycle_id) == (ProviderState.INTERSTITIAL, 1)
     delete_from_source(provider)
     assert config.state_path is not None
-    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
     clock.advance(60.0)
 
     dropped = run(config, clock, provider)
@@ -229,9 +229,9 @@ def test_events_refused_by_a_full_inbox_mid_cycle_are_replaced_by_a_new_cycle(
     provider = start(config, clock, mid_cycle=True)
     delete_from_source(provider)
     assert config.state_path is not None
-    store_events(config.state_path, "fake", [deleted(e) for e in GONE[:2]], clock, capacity=2)
+    stored_events(config.state_path, "fake", [deleted(e) for e in GONE[:2]], clock, capacity=2)
     with pytest.raises(InboxFull):
-        store_events(config.state_path, "fake", [deleted(e) for e in GONE[2:]], clock, capacity=2)
+        stored_events(config.state_path, "fake", [deleted(e) for e in GONE[2:]], clock, capacity=2)
 
     run_until_resting(config, clock, provider)
 
@@ -256,7 +256,7 @@ def test_a_backlog_dropped_between_a_bursts_pages_is_walked_again_after_that_bur
         if page_index == 1 and provider.on_page is not None:
             provider.on_page = None
             delete_from_source(provider)
-            store_events(state_path, "fake", [deleted(entity) for entity in GONE], clock)
+            stored_events(state_path, "fake", [deleted(entity) for entity in GONE], clock)
             arrived.set()
 
     provider.on_page = forwarder_starts
@@ -282,17 +282,17 @@ def test_a_cycle_begun_in_place_of_an_abandoned_one_is_resumed_not_abandoned_aga
     provider = start(config, clock, mid_cycle=True)
     delete_from_source(provider)
     assert config.state_path is not None
-    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
     run(config, clock, provider)  # cycle 2 abandoned; cycle 3's first burst
     assert (stored(config).cycle_id, stored(config).state) == (3, ProviderState.INTERSTITIAL)
 
-    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
     clock.advance(10.0)  # within burstInterval (30 s): the cycle in progress is not made due
     early = run(config, clock, provider)
     assert early.events.dropped == 4
     assert early.providers[0].action == "waiting"
 
-    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
     clock.advance(20.0)
     again = run(config, clock, provider)
     run_until_resting(config, clock, provider)
@@ -326,7 +326,7 @@ def test_a_run_killed_between_any_two_steps_of_a_drop_loses_nothing_and_repeats_
     provider = start(config, clock, mid_cycle=mid_cycle)
     delete_from_source(provider)
     assert config.state_path is not None
-    store_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
     writes: list[str] = []
 
     def dies_after(name: str) -> Callable[..., Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pg_support import PgCluster, require_psycopg
-from sim_support import one_error_line, run_cli, write_config
+from sim_support import one_error_line, plain, run_cli, write_config
 
 SSLMODES = "`sslmode` takes disable, allow, prefer, require, verify-ca or verify-full"
 EXPECTED_URL = "expected postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"
@@ -182,3 +182,21 @@ def test_status_names_the_postgresql_schema_the_state_is_in(tmp_path: Path, pg_u
     assert shown.returncode == 0, shown.stderr
     assert "(schema 'choreo_ingest') (schema version " in " ".join(shown.stdout.split())
     assert document["stateSchema"] == "choreo_ingest"
+
+
+def test_event_that_makes_a_state_names_its_schema(tmp_path: Path, pg_url: str) -> None:
+    """A mistyped `state.schema` makes a state the runs never read: the warning says which."""
+    config = write_config(
+        tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1", state={"schema": "typo"}
+    )
+    event = json.dumps({"kind": "Component", "name": "c", "namespace": "n", "action": "updated"})
+
+    first = run_cli("event", "--config", config, "--db", pg_url, cwd=tmp_path, stdin=event)
+    second = run_cli("event", "--config", config, "--db", pg_url, cwd=tmp_path, stdin=event)
+
+    assert first.returncode == 0, first.stderr
+    [warning] = plain(first.stderr).splitlines()
+    assert "(schema 'typo', --db): no state was there; made one for these events (1 kept)" in (
+        warning
+    )
+    assert (second.returncode, second.stderr) == (0, "")

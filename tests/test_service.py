@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from choreo_ingest.errors import LockHeld, StateError, TransientError
-from choreo_ingest.events import FLOOD_EVENTS, store_events
+from choreo_ingest.events import FLOOD_EVENTS, stored_events
 from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
@@ -47,7 +47,7 @@ class EventsMidBurst(FakeProvider):
             assert self.announce is not None
             self.deleted.add(self.event["name"])  # the source deletes it, after serving the page
             context.clock.advance(1.0)  # type: ignore[attr-defined]  # the page took a second
-            store_events(self.state_path, self.name, [self.event], context.clock)
+            stored_events(self.state_path, self.name, [self.event], context.clock)
             self.announce.set()
         return page
 
@@ -155,7 +155,7 @@ class TestFlood:
         provider = CheckingEvents([make_entity(n) for n in NAMES])
         service = make_service(tmp_path, clock, provider)
         service.tick()
-        store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
+        stored_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
         service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS)  # the forwarder's start
         with structlog.testing.capture_logs() as logs:
@@ -177,7 +177,7 @@ class TestFlood:
         provider = CheckingEvents([make_entity(n) for n in NAMES])
         service = make_service(tmp_path, clock, provider)
         service.tick()
-        store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
+        stored_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
         service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS // 2)
         record = service.tick()
@@ -189,7 +189,7 @@ class TestFlood:
         provider = CheckingEvents([make_entity(n) for n in NAMES])
         service = make_service(tmp_path, clock, provider)
         service.tick()
-        store_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
+        stored_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
         service.events_stored(2)
         record = service.tick()

@@ -24,6 +24,7 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.event_input import decode_events
 from choreo_ingest.events import purge_events, receive_events
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
+from choreo_ingest.store import PostgresLocation
 
 PURGE = "purge"
 DEFAULT_PROVIDER = "openchoreo"
@@ -71,12 +72,15 @@ def event(
         provider = checked_provider(
             session.config, session.state, provider or DEFAULT_PROVIDER, option="--provider"
         )
-        text, existed = _read(source), session.state.exists()
-        receipt = receive_events(session.state, session.config, provider, text, session.clock)
-        if receipt.stored and not existed:  # a new install's, or a mistyped --db's: said once
+        receipt = receive_events(
+            session.state, session.config, provider, _read(source), session.clock
+        )
+        if receipt.made_state:  # a new install's, or a mistyped --db's: said once
+            state = session.state
+            schema = f"schema {state.schema!r}, " if isinstance(state, PostgresLocation) else ""
             render.warning_line(
-                f"{session.state} ({session.state_origin}): no state was there; made one, which "
-                f"keeps these events ({receipt.stored}). Right for a new install; if `run` uses "
+                f"{state} ({schema}{session.state_origin}): no state was there; made one for "
+                f"these events ({receipt.stored} kept). Right for a new install; if `run` uses "
                 "another state, they are never applied"
             )
         for rejected in receipt.rejected:

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 from store_support import earlier_release_migrations, store_sql
 
 from choreo_ingest.errors import InboxFull
-from choreo_ingest.events import SETTLE_SECONDS, store_events
+from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
 from choreo_ingest.providers.base import BurstContext
@@ -369,7 +369,7 @@ def test_a_run_drains_the_events_in_arrival_order(
     run_once(config, any_location, clock, providers={"fake": provider}, rng=random.Random(0))
     provider.entities = [*five[1:], make_entity("new")]
     arrivals = [("e2", "deleted"), ("e0", "deleted"), ("new", "created"), ("e3", "updated")]
-    store_events(any_location, "fake", [component_event(n, a) for n, a in arrivals], clock)
+    stored_events(any_location, "fake", [component_event(n, a) for n, a in arrivals], clock)
     clock.advance(SETTLE_SECONDS)  # an `updated` event waits that long
 
     result = run_once(
@@ -387,7 +387,7 @@ def test_a_run_drains_the_events_in_arrival_order(
 def test_the_first_event_creates_and_migrates_the_state(any_location: StateLocation) -> None:
     assert not any_location.exists()
 
-    store_events(any_location, "fake", [component_event("a", "created")], FakeClock())
+    stored_events(any_location, "fake", [component_event("a", "created")], FakeClock())
 
     assert any_location.exists()
     with any_location.open(readonly=True) as store:
@@ -397,9 +397,9 @@ def test_the_first_event_creates_and_migrates_the_state(any_location: StateLocat
 
 def test_storing_events_does_not_need_the_run_lock(any_location: StateLocation) -> None:
     clock = FakeClock()
-    store_events(any_location, "fake", [component_event("a", "created")], clock)
+    stored_events(any_location, "fake", [component_event("a", "created")], clock)
     with any_location.open_locked():  # a burst is running
-        assert store_events(any_location, "fake", [component_event("b", "created")], clock) == 1
+        assert stored_events(any_location, "fake", [component_event("b", "created")], clock)[0] == 1
     with any_location.open(readonly=True) as store:
         assert pending(store) == [("a", "created"), ("b", "created")]
 
@@ -424,7 +424,7 @@ def test_an_event_waits_for_an_older_releases_run_to_let_go_then_migrates(
                 old_run.__exit__(None, None, None)
                 self.released = True
 
-    stored = store_events(state, "fake", [component_event("a", "created")], OldRunEnds())
+    stored, _ = stored_events(state, "fake", [component_event("a", "created")], OldRunEnds())
 
     assert stored == 1
     with Store.open(state, readonly=True) as store:

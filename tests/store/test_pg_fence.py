@@ -24,7 +24,7 @@ import psycopg  # noqa: E402
 
 from choreo_ingest.config import IncrementalConfig  # noqa: E402
 from choreo_ingest.errors import StateError  # noqa: E402
-from choreo_ingest.events import store_events  # noqa: E402
+from choreo_ingest.events import stored_events  # noqa: E402
 from choreo_ingest.invocation import (  # noqa: E402
     approve_removals,
     copy_state,
@@ -98,7 +98,7 @@ def test_a_run_whose_lock_another_run_took_writes_nothing_more_and_the_other_wri
 
             second.bump_counters("fake", {"pages": 100})
             # Events are stored without the run lock, by whichever host receives them.
-            assert store_events(location, "fake", [component_event("c1")], FakeClock()) == 1
+            assert stored_events(location, "fake", [component_event("c1")], FakeClock())[0] == 1
 
             assert counters(location) == {"pages": 101}
             assert second.facts("fake") == {}

@@ -21,7 +21,7 @@ from test_walk_v1 import PROVIDER, config_for, simulator
 from choreo_ingest.config import IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.errors import AuthError, NotFoundError
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import READ_AHEAD_EVENTS, SETTLE_SECONDS, store_events
+from choreo_ingest.events import READ_AHEAD_EVENTS, SETTLE_SECONDS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -257,7 +257,7 @@ class Platform:
     def drain(self, events: list[dict[str, Any]], *, all_of_them: bool = True) -> RunResult:
         parsed = parse_events(json.dumps(events), OpenChoreoProvider(self.config))
         assert parsed.rejected == []
-        store_events(self.state_path, PROVIDER, parsed.valid, self.clock)
+        stored_events(self.state_path, PROVIDER, parsed.valid, self.clock)
         self.clock.advance(SETTLE_SECONDS)
         self.api.reset_stats()
         self.most_in_flight = 0
@@ -382,7 +382,7 @@ def test_a_first_event_that_never_fits_is_parked_and_the_rest_applied(tmp_path: 
         for name in components[:3]
     ]
     parsed = parse_events(json.dumps(events), OpenChoreoProvider(platform.config))
-    store_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
+    stored_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
 
     applied = parked = 0
     for _ in range(6):
@@ -402,7 +402,7 @@ def test_under_a_rate_limit_every_drain_applies_events(tmp_path: Path) -> None:
         platform.state_path, max_concurrent_requests=4, max_requests_per_second=1
     )
     parsed = parse_events(json.dumps(events), OpenChoreoProvider(platform.config))
-    store_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
+    stored_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
 
     applied = []
     for _ in range(3):

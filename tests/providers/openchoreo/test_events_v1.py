@@ -14,7 +14,7 @@ from test_walk_v1 import PROVIDER, catalog, config_for, run, simulator
 
 from choreo_ingest.config import Config
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import SETTLE_SECONDS, store_events
+from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS
@@ -49,7 +49,7 @@ class Scenario:
         provider = OpenChoreoProvider(self.config)
         parsed = parse_events(json.dumps(list(bodies)), provider)
         assert parsed.rejected == []
-        store_events(self.state_path, PROVIDER, parsed.valid, self.clock, ignored=parsed.ignored)
+        stored_events(self.state_path, PROVIDER, parsed.valid, self.clock, ignored=parsed.ignored)
         self.clock.advance(SETTLE_SECONDS)  # an `updated` event waits that long
         return parsed.ignored
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.events import SETTLE_SECONDS, store_events
+from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EntityIteratorResult, IndexEntry, ProviderState
 from choreo_ingest.providers.base import BurstContext
@@ -132,7 +132,7 @@ class Platform:
     def event(self, name: str, action: str, kind: str = "Component") -> None:
         body = {"kind": kind, "name": name, "namespace": "acme", "action": action}
         assert self.config.state_path is not None
-        store_events(self.config.state_path, "openchoreo", [body], self.clock)
+        stored_events(self.config.state_path, "openchoreo", [body], self.clock)
 
     def catalog(self) -> dict[str, Any]:
         assert self.config.state_path is not None

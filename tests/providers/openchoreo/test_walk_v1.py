@@ -23,7 +23,7 @@ from choreo_ingest.config import (
     OAuthConfig,
     OpenChoreoConfig,
 )
-from choreo_ingest.events import SETTLE_SECONDS, store_events
+from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
@@ -211,7 +211,7 @@ class TestFullCycle:
             for project in world.projects(namespace)
             for item in world.components(namespace, project["name"])
         ]
-        store_events(tmp_path / "state.db", PROVIDER, events, clock)
+        stored_events(tmp_path / "state.db", PROVIDER, events, clock)
         clock.advance(SETTLE_SECONDS)  # an `updated` event waits that long
         api.reset_stats()
 
