@@ -231,7 +231,11 @@ export class FeedClient {
       });
     }
     if (!response.ok) {
-      const detail = errorDetail(text) ?? response.statusText;
+      let detail = errorDetail(text) ?? response.statusText;
+      if (response.status === 401 && !this.token) {
+        // An unset ${VAR} in app-config drops the key without a word.
+        detail += ' (the module sent no token: its config has none)';
+      }
       if (response.status === 410) {
         throw new FeedGoneError(route, detail);
       }

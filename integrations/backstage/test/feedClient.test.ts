@@ -18,6 +18,12 @@ beforeAll(async () => {
   server = createServer((request, response) => {
     open.add(response);
     response.on('close', () => open.delete(response));
+    if (request.url?.startsWith('/changes?since=7&')) {
+      // serve with its token set, asked without one (or with another).
+      response.writeHead(401, { 'Content-Type': 'application/json' });
+      response.end('{"error": "a valid bearer token is required"}');
+      return;
+    }
     if (request.url?.startsWith('/changes?since=5&')) {
       // Whole, but `changes` is not a list (a proxy's rewrite, another service at the URL).
       response.writeHead(200, { 'Content-Type': 'application/json' });
@@ -85,4 +91,15 @@ test('an answer whose field is of the wrong type fails naming the route and the 
   expect((error as Error).message).toBe(
     'choreo-ingest GET /changes answered HTTP 200: the answer\'s "changes" is not an array',
   );
+});
+
+test('a 401 to a client without a token says it sent none', async () => {
+  const without = await failure(new FeedClient({ baseUrl }).changes(7, 10));
+  const wrong = await failure(new FeedClient({ baseUrl, token: TOKEN }).changes(7, 10));
+
+  expect(String(without)).toMatch(
+    /GET \/changes answered HTTP 401: a valid bearer token is required \(the module sent no token: its config has none\)$/,
+  );
+  expect(String(wrong)).toMatch(/HTTP 401: a valid bearer token is required$/);
+  expect(String(wrong)).not.toContain(TOKEN);
 });
