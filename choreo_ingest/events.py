@@ -171,8 +171,9 @@ def stored_events(
     Past `capacity` pending events the new ones are refused (InboxFull) and the next run
     refreshes the provider: the changes they carried reach the catalog through a fresh walk."""
     with state_location(state).open() as store:
-        made = not store.applied_migrations()
-        if store.pending_migrations():
+        pending = store.pending_migrations()
+        made = bool(pending) and not store.applied_migrations()  # asked only of a schema behind
+        if pending:
             _migrated(store, state, clock)
         try:
             stored = len(store.add_events(provider, bodies, clock.now(), capacity=capacity))
