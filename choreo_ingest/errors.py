@@ -157,6 +157,11 @@ class LockHeld(StateError):
     """Another `choreo-ingest run` holds the run lock."""
 
 
+class LockLost(StateError):
+    """The run lock file this run locked was removed or replaced (by hand) while it held it: a
+    run started since may hold the new one, so this one writes no more."""
+
+
 class ProviderError(ChoreoIngestError):
     """A provider could not produce its next page."""
 

@@ -91,6 +91,8 @@ class Connection:
         self.path = path
         self.readonly = readonly
         self._tracer = tracer
+        self.lock_check: Callable[[], None] | None = None
+        """Called at the start of each write transaction: the run lock's `check_held`."""
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StateError(
                 f"{path}: choreo-ingest needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or "
@@ -174,6 +176,8 @@ class Connection:
         """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt)."""
         self.execute("BEGIN IMMEDIATE")
         try:
+            if self.lock_check is not None:
+                self.lock_check()
             yield
             self.execute("COMMIT")  # may fail too (a full disk): then roll back, as for the rest
         except BaseException:

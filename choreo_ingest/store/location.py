@@ -81,6 +81,7 @@ class SqliteLocation:
             except StateError:
                 lock.discard()
                 raise
+            store.check_lock_before_writes(lock.check_held)
             with store:
                 yield store
 

@@ -13,7 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
-from choreo_ingest.errors import LockHeld, StateError
+from choreo_ingest.errors import LockHeld, LockLost, StateError
 
 LOCK_FILE_MODE = 0o640
 """Mode of a new lock file, whatever the umask (like the state file's)."""
@@ -68,6 +68,18 @@ class RunLock:
                     path=str(self.path),
                 ) from None
             raise StateError(_cannot_open(self.path, error), path=str(self.path)) from error
+
+    def check_held(self) -> None:
+        """Raise LockLost if the lock file is no longer the one this lock holds: removed (a
+        "stale lock" deleted at 3 a.m.) or replaced, so that a run started since locks another
+        file and would burst the same state at once. Called before each write transaction."""
+        if self._fd is not None and not _names(self.path, self._fd):
+            raise LockLost(
+                f"{self.path}: the run lock file was removed or replaced while this run held "
+                "it; stopping before writing more (a run started since may hold the new one). "
+                "Never delete it: no process holds it once the run that locked it has ended",
+                path=str(self.path),
+            )
 
     def release(self) -> None:
         if self._fd is not None:

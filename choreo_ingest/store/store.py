@@ -140,6 +140,12 @@ class Store:
         lock, say): the idle `run` pays for one stat of the state file, not two."""
         return cls(Connection(path, readonly=readonly, tracer=tracer))
 
+    def check_lock_before_writes(self, check: Callable[[], None]) -> None:
+        """Call `check` (the run lock's `check_held`) at the start of every write transaction of
+        a state file (PostgreSQL fences its run lock itself: `pg_fence`)."""
+        if isinstance(self._conn, Connection):
+            self._conn.lock_check = check
+
     def close(self) -> None:
         """Closes its connection once: a PostgreSQL reader's goes back to be used again
         (`pg_readers`), where a second close would end it under another reader."""

@@ -10,14 +10,21 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from choreo_ingest.errors import LockHeld, NotAStateFile, StateError
+from choreo_ingest.errors import LockHeld, LockLost, NotAStateFile, StateError
+from choreo_ingest.invocation import run_once
+from choreo_ingest.models import EntityIteratorResult
+from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.store import SqliteLocation
 from choreo_ingest.store import run_lock as lock_module
 from choreo_ingest.store.run_lock import RunLock, lock_path_for
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
 
 HOLD_LOCK = """
 import sys
@@ -301,3 +308,53 @@ class TestNotAStateFile:
             assert removed == [lock.path]
             with pytest.raises(LockHeld):
                 RunLock(state_path).acquire()
+
+
+@dataclass
+class LockFileRemovedOnPage(FakeProvider):
+    """While it serves page `on_page` (0-based), the run lock file is removed, as an operator
+    who takes it for stale would, and a second run locks the new one (held until `release`)."""
+
+    on_page: int = 2
+    second_run: RunLock | None = None
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        page = 0 if cursor is None else cursor["offset"] // self.page_size
+        if page == self.on_page and self.second_run is None:
+            state = context.config.state_path
+            lock_path_for(state).unlink()
+            self.second_run = RunLock(state)
+            self.second_run.acquire()
+        return super().next(context, cursor)
+
+
+def test_a_run_whose_lock_file_is_removed_writes_no_more_pages(tmp_path: Path) -> None:
+    """A run started after the removal locks a new file: the first stops at its next write
+    transaction, so the two never burst one state at once."""
+    config = make_config(tmp_path, burst_length=60.0)
+    entities = [make_entity(f"e{i}") for i in range(6)]
+    provider = LockFileRemovedOnPage(entities, page_size=2)
+    location = SqliteLocation(config.state_path)
+    try:
+        with pytest.raises(LockLost, match="removed or replaced while this run held it"):
+            run_once(config, location, FakeClock(), providers={"fake": provider})
+        assert provider.second_run is not None
+        assert provider.second_run.path.exists()  # the new lock file stays the second run's
+        with location.open(readonly=True) as store:
+            written = {change.ref for change in store.changes()}
+        # Page 0 was committed before page 1 was handed to the writer; page 1's commit may have
+        # begun before the removal; page 2, fetched after it, never is.
+        refs = [entity.ref for entity in entities]
+        assert set(refs[:2]) <= written <= set(refs[:4])
+    finally:
+        if provider.second_run is not None:
+            provider.second_run.release()
+
+
+def test_a_lock_that_still_names_its_file_passes_its_check(state_path: Path) -> None:
+    with RunLock(state_path) as lock:
+        lock.check_held()
+        lock.path.unlink()
+        lock.path.touch()  # replaced: another file by the same name
+        with pytest.raises(LockLost):
+            lock.check_held()
