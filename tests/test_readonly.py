@@ -499,6 +499,26 @@ class TestMonitoringUser:
         ]
         assert "internal error" not in done.stderr
 
+    def test_run_in_a_directory_this_user_may_not_write_names_the_directory(
+        self, shared_dir: Path
+    ) -> None:
+        """The state file and its run lock are the user's, but its -wal and -shm cannot be made
+        beside it: SQLite's "attempt to write a readonly database" blamed the file."""
+        state = shared_dir / "state.db"
+        assert choreo("migrate", "--db", state, cwd=shared_dir).returncode == 0
+        for path in (state, Path(f"{state}.lock")):
+            os.chown(path, NOBODY, NOBODY)
+        for end in ("-wal", "-shm"):
+            Path(f"{state}{end}").unlink(missing_ok=True)  # as a clean close leaves them
+
+        done = choreo("migrate", "--db", state, cwd=shared_dir, user=NOBODY)
+
+        assert done.returncode == 4, done.stderr
+        assert error_lines(done) == [
+            f"choreo-ingest: error: state store {state}: not writable: directory {shared_dir} "
+            "is not writable, and SQLite makes state.db-wal and state.db-shm beside the file"
+        ]
+
 
 class TestFileModes:
     @pytest.mark.parametrize("umask", [0o077, 0o000], ids=["umask-077", "umask-000"])

@@ -301,7 +301,8 @@ class Connection:
                 return StateError(
                     f"state store {path}: cannot be read without write access to "
                     f"{path.parent}: {', '.join(problems)} (the next `choreo-ingest run` or "
-                    "`migrate` puts them back, with the state file's mode)",
+                    "`migrate`, by a user who may write to that directory, puts them back, "
+                    "with the state file's mode)",
                     path=str(path),
                 )
         if _primary_code(error) == sqlite3.SQLITE_NOTADB:
@@ -358,6 +359,7 @@ _READONLY_DIRECTORY = 1544  # SQLITE_READONLY_DIRECTORY: no -shm, and no right t
 
 _NO_SUCH_TABLE = re.compile(r"no such table: (?:\w+\.)?(\w+)")
 """SQLite's words for a table a statement names (a trigger's: `main.entity_counts`) not there."""
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']{0,80})'")
 
 
 def _primary_code(error: sqlite3.Error) -> int:
@@ -371,8 +373,26 @@ def _missing_table(error: sqlite3.Error) -> str | None:
     return found[1] if found and found[1] in STATE_TABLES else None
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may write `path` (a directory: make files in it), as its effective
+    user; a root without CAP_DAC_OVERRIDE too."""
+    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _undecodable_column(error: sqlite3.Error) -> str | None:
+    """The column whose text Python's sqlite3 module could not decode, or None. Everything the
+    state holds was written as UTF-8, so that is damage within a page SQLite reads as sound
+    (its text, garbage bytes and all, is not repeated)."""
+    found = _UNDECODABLE.match(str(error))
+    return found[1] if found else None
+
+
 def _about_the_file(error: sqlite3.Error) -> bool:
-    return _primary_code(error) in _FILE_PROBLEMS or _missing_table(error) is not None
+    return (
+        _primary_code(error) in _FILE_PROBLEMS
+        or _missing_table(error) is not None
+        or _undecodable_column(error) is not None
+    )
 
 
 @contextmanager
@@ -396,11 +416,23 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
             path=str(path),
         )
     code = _primary_code(error)
-    problem = _FILE_PROBLEMS.get(code)
-    if problem is None:
+    column = _undecodable_column(error)
+    known = _FILE_PROBLEMS.get(code)
+    if column is not None:  # damage SQLite does not see: the module's decoding finds it
+        code = sqlite3.SQLITE_CORRUPT
+        problem = f"corrupt (column {column!r} holds bytes that are not UTF-8)"
+    elif known is None:
         problem = str(error)
+    elif code == sqlite3.SQLITE_READONLY and _writable(path) and not _writable(path.parent):
+        # SQLite's text ("attempt to write a readonly database") blames the file
+        problem = (
+            f"not writable: directory {path.parent} is not writable, and SQLite makes "
+            f"{path.name}-wal and {path.name}-shm beside the file"
+        )
     elif code != sqlite3.SQLITE_FULL:  # SQLite's text adds nothing to "disk full"
-        problem = f"{problem} ({error})"
+        problem = f"{known} ({error})"
+    else:
+        problem = known
     if doing:
         problem = f"{doing}: {problem}"
     if code == sqlite3.SQLITE_CORRUPT:  # a damaged state: what to do, as for a missing table

@@ -149,6 +149,25 @@ class TestTranslation:
             "builds a new state (a fresh walk of the platform)"
         )
 
+    def test_text_that_is_not_utf8_is_a_corrupt_state_not_a_bug(
+        self, conn: Connection, state_path: Path
+    ) -> None:
+        """Damage within a page SQLite reads as sound: only Python's decoding of the column finds
+        it. The next page's commit reads the stored hashes, and the garbage is not repeated."""
+        store = Store(conn)
+        store.commit_page("fake", 1, page(["a", "b"], {"at": 2}), None, T0)
+        conn.raw.execute("UPDATE entities SET hash = CAST(x'fffe41' AS TEXT) WHERE name = 'b'")
+
+        with pytest.raises(NotAStateFile) as caught:
+            store.commit_page("fake", 1, page(["b", "c"], {"at": 4}), None, T0)
+
+        assert str(caught.value) == (
+            f"state store {state_path}: corrupt (column 'hash' holds bytes that are not UTF-8): "
+            "restore it from a backup, or move it aside with its -wal and -shm files and the "
+            "next run builds a new state (a fresh walk of the platform)"
+        )
+        assert catalog_refs(state_path) == {"component:default/a", "component:default/b"}
+
     @pytest.mark.parametrize(
         ("statement", "error"),
         [
