@@ -115,7 +115,9 @@ def run_once(
         names = [checked_provider(config, state, only, option="--provider")]
     stop = stop or StopSignal()
     result = RunResult(outcome=RunOutcome.WAITING)
-    with locked_store(state, holder) as store, stop.installed():
+    # The handlers first: a signal while the store is opened (migrated) or closed (its WAL
+    # checkpointed) only asks the run to stop, as one during the burst does.
+    with stop.installed(), locked_store(state, holder) as store:
         loaded = {name: _load(name, config, providers) for name in names}
         between_pages = None
         if events_arrived is not None:

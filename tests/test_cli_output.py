@@ -18,10 +18,10 @@ from choreo_ingest.cli import output
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import RUN_ERROR_FIELDS, reported
 from choreo_ingest.logs import configure_logging, register_secret
-from choreo_ingest.simulator import World
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 
 from fakes import FakeClock
-from sim_support import ingest_world, one_error_line, plain, run_cli
+from sim_support import ingest_world, one_error_line, plain, run_cli, write_config
 
 INTERRUPTED_LINE = "choreo-ingest: error: interrupted"
 
@@ -175,6 +175,54 @@ typer.main.get_command = interrupted
 from choreo_ingest.cli import main
 main()
 """
+
+
+SIGNAL_AFTER_THE_RUN = """
+import atexit, os, signal, sys
+from choreo_ingest.cli import main, run_flow
+from choreo_ingest.store import Store
+
+where = sys.argv.pop(1)
+
+def term():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+if where == "store-close":
+    close = Store.close
+    def closing_signalled(self):
+        term()
+        close(self)
+    Store.close = closing_signalled
+elif where == "report":
+    report_run = run_flow.report_run
+    def reporting_signalled(*args, **kwargs):
+        term()
+        return report_run(*args, **kwargs)
+    run_flow.report_run = reporting_signalled
+else:  # as Python ends
+    atexit.register(term)
+main()
+"""
+
+
+class TestSignalAfterTheRun:
+    """A SIGTERM that lands once a burst has ended (a Job's deadline, a unit stopped) cuts
+    nothing short: the call ends with its own outcome, said once, never killed (143) nor made
+    an interrupt after it was printed."""
+
+    @pytest.mark.parametrize("where", ["store-close", "report", "python-ends"])
+    def test_leaves_the_runs_own_outcome(self, tmp_path: Path, where: str) -> None:
+        world = World.generate(1, 1, 2, seed=5)
+        with start_server(SimulatorApi(world, SimulatorOptions(api="v1"))) as server:
+            config = write_config(tmp_path / "config.yaml", server.url)
+            done = run_cli(
+                "--config", config, "run", "--force", "--json",
+                cwd=tmp_path, entry=("-c", SIGNAL_AFTER_THE_RUN, where),
+            )  # fmt: skip
+
+        assert (done.returncode, done.stderr) == (0, "")
+        document: Any = json.loads(done.stdout)  # exactly one document
+        assert (document["outcome"], document["exitCode"]) == ("burst", 0)
 
 
 class TestInterruptedCall:

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
         stdout_in_utf8()
         code = lean_main(args)
         if code is not None:
+            ignore_late_signals()
             try:
                 flush_stdout()
             except StdoutFailed as failed:  # what the command did stands; its output is lost
@@ -45,7 +46,18 @@ def main(argv: list[str] | None = None) -> None:
         if code is None:  # nothing answered yet
             report_early_interrupt(args)
         sys.exit(INTERRUPTED)
-    run(args)
+    try:
+        run(args)
+    finally:
+        ignore_late_signals()
+
+
+def ignore_late_signals() -> None:
+    """Ignore SIGTERM and SIGINT once the command has its exit code: Python's own end puts back
+    the default handlers of those it handles, and a signal then would end the process as killed
+    (143), whatever the command did and said (its `--json` document printed already)."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def report_early_interrupt(args: list[str]) -> None:

@@ -23,7 +23,7 @@ from choreo_ingest.cli.output import (
 from choreo_ingest.cli.session import Session, session_of
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, require_api
-from choreo_ingest.engine import ProviderOutcome
+from choreo_ingest.engine import ProviderOutcome, StopSignal
 from choreo_ingest.errors import LockHeld
 from choreo_ingest.events import InboxHeld
 from choreo_ingest.invocation import RunResult, run_once
@@ -59,11 +59,17 @@ def run_command(session: Session, *, provider: str | None, force: bool, json_out
     if provider is not None:
         checked_provider(session.config, session.state, provider, option="--provider")
     require_api_for(session, provider)
-    try:
-        result = run_once(session.config, session.state, session.clock, only=provider, force=force)
-    except LockHeld as error:
-        return report_locked(json_output, str(error))
-    return report_run(result, json_output)
+    stop = StopSignal()
+    # Also while the outcome is reported: a signal once the run has ended cuts nothing short,
+    # and must not turn a printed outcome into an interrupt (or --json into two documents).
+    with stop.installed():
+        try:
+            result = run_once(
+                session.config, session.state, session.clock, only=provider, force=force, stop=stop
+            )
+        except LockHeld as error:
+            return report_locked(json_output, str(error))
+        return report_run(result, json_output)
 
 
 def require_api_for(session: Session, provider: str | None) -> None:
