@@ -47,6 +47,7 @@ from choreo_ingest.config_model import (
     SERVE_TOKEN_ENV,
     Address,
     AuthConfig,
+    BareFileName,
     ChangesConfig,
     Config,
     DeferredSecret,
@@ -287,7 +288,9 @@ def secret_file_shown(path: str | Path) -> str:
         file = home_expanded(str(path))
     except Invalid:
         file = Path(path)
-    if file.exists() or ("/" in str(path) and file.parent.is_dir()):
+    if file.exists():
+        return str(path)
+    if "/" in str(path) and file.parent.is_dir() and not isinstance(path, BareFileName):
         return str(path)
     return "the file it names (not shown: it may be the secret itself)"
 

@@ -24,6 +24,7 @@ from choreo_ingest.config_model import (
     OAUTH_KEY,
     TOKEN_SHORTHAND,
     AuthConfig,
+    BareFileName,
     ChangesConfig,
     Config,
     DeferredSecret,
@@ -183,6 +184,10 @@ def _target(path: str) -> str:
     return _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
 
 
+_SECRET_FILE_TARGETS = frozenset(_target(key) for key in _SECRET_FILES)
+"""The `found` keys of `_SECRET_FILES`."""
+
+
 def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
     if node is None:  # a section whose keys are all commented out
         return
@@ -216,7 +221,9 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
     try:
         return _SCHEMA[path](expand(value, env, secret=secret, hidden=hidden))
     except Invalid as err:
-        got = "" if err.value is NOTHING else f", got {describe(err.value, secret=hidden)}"
+        # A secret file's key given the secret itself, of the wrong type (a number): not shown
+        shown = hidden or path in _SECRET_FILES
+        got = "" if err.value is NOTHING else f", got {describe(err.value, secret=shown)}"
         if deferrable and isinstance(value, str) and uses_environment(value):
             return DeferredSecret(path + err.where, f"{err.problem}{got}")
         raise ConfigError(f"{err.problem}{got}", path=path + err.where) from None
@@ -224,7 +231,7 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
 
 def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """The Config of the values `walk` found in the file `source`, in directory `base`."""
-    found = {target: base / v if isinstance(v, Path) else v for target, v in found.items()}
+    found = {target: _in_directory(base, target, v) for target, v in found.items()}
     if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
         _check_ca_bundle(ca_bundle)
         found["openchoreo.ca_bundle"] = str(ca_bundle)
@@ -259,6 +266,16 @@ def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Conf
         changes=ChangesConfig(**fields("changes.")),
         **top,
     )
+
+
+def _in_directory(base: Path, target: str, value: object) -> object:
+    """A path value taken in the config file's directory; a secret file's written as a bare
+    name is marked so (`BareFileName`), as it may be the secret itself."""
+    if not isinstance(value, Path):
+        return value
+    if target in _SECRET_FILE_TARGETS and not value.is_absolute() and len(value.parts) == 1:
+        return BareFileName(base / value)
+    return base / value
 
 
 TOKEN_CACHE_KEY = f"{OAUTH_KEY}.tokenCacheFile"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PosixPath
 from typing import Any, TypeVar
 
 from choreo_ingest.errors import ConfigError
@@ -58,6 +58,13 @@ Secret = str | DeferredSecret
 SecretPath = Path | DeferredSecret
 """The path of a file holding a secret (`tokenFile`), or why it has none yet: a path built from
 an unset `${CREDENTIALS_DIRECTORY}` must not stop the commands that never read it."""
+
+
+class BareFileName(PosixPath):
+    """A secret file's path written as a bare name (`tokenFile: token`), taken in the config
+    file's directory. While no such file exists, what was written may be the secret itself
+    (`tokenFile: <the token>`): errors do not show it (`config.secret_file_shown`)."""
+
 
 _Revealed = TypeVar("_Revealed", str, Path)
 

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PosixPath
 from typing import Any
@@ -1862,6 +1863,56 @@ class TestRequireApiSecrets:
         assert str(caught.value) == (
             f"{key}: cannot read the file it names (not shown: it may be the secret itself): "
             "No such file or directory"
+        )
+
+    @pytest.mark.parametrize(
+        ("key", "document", "field"),
+        [
+            ("openchoreo.auth.tokenFile", "openchoreo: {auth: {tokenFile: %s}}",
+             lambda c: c.openchoreo.auth.token_file),
+            ("openchoreo.auth.oauth.clientSecretFile",
+             "openchoreo: {auth: {oauth: {tokenUrl: 'http://idp/t', clientId: c, "
+             "clientSecretFile: %s}}}",
+             lambda c: c.openchoreo.auth.oauth.client_secret_file),
+            ("serve.auth.tokenFile", "serve: {auth: {tokenFile: %s}}",
+             lambda c: c.serve.token_file),
+            ("serve.events.secretFile", "serve: {events: {secretFile: %s}}",
+             lambda c: c.serve.events_secret_file),
+            ("state.passwordFile", "state: {url: 'postgresql://u@db/x', passwordFile: %s}",
+             lambda c: c.state_password_file),
+        ],
+        ids=["tokenFile", "clientSecretFile", "serve-tokenFile", "secretFile", "passwordFile"],
+    )  # fmt: skip
+    @pytest.mark.parametrize("written", ["Zq9-the-secret-itself", "'${SECRET}'"])
+    def test_a_secret_in_the_config_file_where_its_files_path_belongs_is_not_shown(
+        self,
+        tmp_path: Path,
+        key: str,
+        document: str,
+        field: Callable[[Config], Any],
+        written: str,
+    ) -> None:
+        """Taken in the config file's directory, the bare name became a path there, which was
+        shown whole: cron mailed the token every minute."""
+        config = load_text(tmp_path, document % written + "\n", {"SECRET": "Zq9-from-env"})
+
+        with pytest.raises(ConfigError) as caught:
+            read_secret_file(field(config), key)
+
+        assert str(caught.value) == (
+            f"{key}: cannot read the file it names (not shown: it may be the secret itself): "
+            "No such file or directory"
+        )
+
+    def test_a_secret_files_bare_name_is_shown_once_the_file_is_there(self, tmp_path: Path) -> None:
+        (tmp_path / "token").mkdir()  # there, but no file to read
+        config = load_text(tmp_path, "openchoreo: {auth: {tokenFile: token}}\n")
+
+        with pytest.raises(ConfigError) as caught:
+            read_secret_file(config.openchoreo.auth.token_file, "openchoreo.auth.tokenFile")
+
+        assert str(caught.value) == (
+            f"openchoreo.auth.tokenFile: cannot read {tmp_path / 'token'}: Is a directory"
         )
 
     def test_a_secret_files_path_is_shown_where_it_is_one(self, tmp_path: Path) -> None:
