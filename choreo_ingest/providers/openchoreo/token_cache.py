@@ -9,9 +9,9 @@ The file holds the token, its refresh point, and a SHA-256 of what it was grante
 URL, client id, scope, audience and client secret), so a changed config or a rotated secret
 never reuses it; never the secret itself. It is written whole to a new file with mode 0600
 (whatever the umask) and renamed over the old, so a reader never sees half of one. A file that
-cannot be read or does not match, or that any user may read, is ignored (a new grant replaces
-it, at 0600); one that cannot be written is logged and skipped: the call goes on with its token
-(`check` says so).
+cannot be read or does not match, that is not a regular file (a FIFO), or that any user may read,
+is ignored (a new grant replaces it, at 0600); one that cannot be written is logged and skipped:
+the call goes on with its token (`check` says so).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,10 +56,14 @@ class TokenCache:
         """The token the file holds for this client, or None (no file, another client's, or not
         one this module wrote)."""
         try:
-            with self.path.open("rb") as file:
+            # Non-blocking: a FIFO put there (by mistake) would hold the call, and its run
+            # lock, until something wrote to it; a regular file reads as ever.
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            with os.fdopen(descriptor, "rb") as file:
+                mode = os.fstat(descriptor).st_mode
                 # Any user may read it: not ours. (Group bits are left alone: with a
                 # Kubernetes fsGroup, the kubelet may add them on every mount.)
-                if os.fstat(file.fileno()).st_mode & 0o007:
+                if not stat.S_ISREG(mode) or mode & 0o007:
                     return None
                 data = file.read(MAX_FILE_BYTES + 1)
             document = json.loads(data) if len(data) <= MAX_FILE_BYTES else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,25 @@ def test_a_link_planted_where_the_new_file_is_written_is_not_followed(tmp_path: 
 
     assert victim.read_text(encoding="utf-8") == "keep me"
     assert json.loads(cache.read_text(encoding="utf-8"))["accessToken"] == "access-1"
+
+
+def test_a_fifo_in_its_place_is_not_waited_on_and_is_replaced(tmp_path: Path) -> None:
+    """Opened as a file is, a FIFO held the call (and its run lock) until something wrote to
+    it: every later cron call then exited 75, as if a run were still going."""
+    cache = tmp_path / "token.json"
+    os.mkfifo(cache, 0o600)
+    granted: list[str] = []
+    caller = threading.Thread(
+        target=lambda: granted.append(call(FakeTokenEndpoint(), FakeClock(START), cache)),
+        daemon=True,
+    )
+    caller.start()
+    caller.join(5)
+    waited = caller.is_alive()
+    if waited:  # let it go: a writer that opens and closes the FIFO gives the reader its end
+        os.close(os.open(cache, os.O_WRONLY | os.O_NONBLOCK))
+        caller.join(5)
+
+    assert not waited
+    assert granted == ["access-1"]
+    assert stat.S_ISREG(cache.stat().st_mode)  # the new grant's file took its place
