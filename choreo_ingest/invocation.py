@@ -303,6 +303,8 @@ def _sync_mirror(
 
     try:
         stats = sync_mirror(store, directory, cancelled=cancelled)
+    except StateError:  # the store failed, or the run lock was lost: nothing else is written
+        raise
     except ChoreoIngestError as error:
         log.info("mirror_not_written", error=str(error))
         return error

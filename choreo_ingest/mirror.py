@@ -128,6 +128,7 @@ def sync_mirror(
         make_directories(directory, DIRECTORY_MODE)
         while changes := store.changes(position, batch_size):
             covered, caught_up = _apply_changes(store, writer, changes, cancelled)
+            store.check_lock()
             writer.flush()
             if covered is not None:
                 position = marked = covered
@@ -190,6 +191,7 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
         for location in store.iter_entity_locations():
             writer.write(location)
             if writer.pending >= batch_size:
+                store.check_lock()
                 writer.flush()
         for path in sorted(directory.glob("*/*/*.yaml")):
             kind, namespace = path.parent.parent.name, path.parent.name
@@ -199,6 +201,7 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
             writer.remove_if_empty(kind_directory)
             for namespace_directory in _subdirectories(kind_directory):
                 writer.remove_if_empty(namespace_directory)
+        store.check_lock()
         writer.flush()
         mark(directory, store, position)
     store.set_position(position_name(directory), position)

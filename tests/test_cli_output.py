@@ -187,18 +187,27 @@ where = sys.argv.pop(1)
 def term():
     os.kill(os.getpid(), signal.SIGTERM)
 
-if where == "store-close":
+if where == "store-close":  # the run's store, closed after its burst
+    from choreo_ingest.engine import BurstEngine
+    burst = BurstEngine.run_provider
+    bursts = []
+    def bursting(*args, **kwargs):
+        bursts.append(1)
+        return burst(*args, **kwargs)
+    BurstEngine.run_provider = bursting
     close = Store.close
     def closing_signalled(self):
-        term()
+        if bursts:
+            term()
         close(self)
     Store.close = closing_signalled
 elif where == "report":
+    from choreo_ingest.cli import run_commands  # `refresh --now` reports through its own name
     report_run = run_flow.report_run
     def reporting_signalled(*args, **kwargs):
         term()
         return report_run(*args, **kwargs)
-    run_flow.report_run = reporting_signalled
+    run_flow.report_run = run_commands.report_run = reporting_signalled
 else:  # as Python ends
     atexit.register(term)
 main()
@@ -211,12 +220,17 @@ class TestSignalAfterTheRun:
     an interrupt after it was printed."""
 
     @pytest.mark.parametrize("where", ["store-close", "report", "python-ends"])
-    def test_leaves_the_runs_own_outcome(self, tmp_path: Path, where: str) -> None:
+    @pytest.mark.parametrize(
+        "command", [["run", "--force"], ["refresh", "openchoreo", "--now"]], ids=["run", "refresh"]
+    )
+    def test_leaves_the_runs_own_outcome(
+        self, tmp_path: Path, where: str, command: list[str]
+    ) -> None:
         world = World.generate(1, 1, 2, seed=5)
         with start_server(SimulatorApi(world, SimulatorOptions(api="v1"))) as server:
             config = write_config(tmp_path / "config.yaml", server.url)
             done = run_cli(
-                "--config", config, "run", "--force", "--json",
+                "--config", config, *command, "--json",
                 cwd=tmp_path, entry=("-c", SIGNAL_AFTER_THE_RUN, where),
             )  # fmt: skip
 

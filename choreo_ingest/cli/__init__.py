@@ -46,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         if code is None:  # nothing answered yet
             report_early_interrupt(args)
         sys.exit(INTERRUPTED)
-    try:
-        run(args)
-    finally:
-        ignore_late_signals()
+    run(args)  # ignores late signals itself, once its code is decided
 
 
 def ignore_late_signals() -> None:

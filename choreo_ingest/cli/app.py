@@ -17,6 +17,7 @@ import typer
 from choreo_ingest.cli import (
     demo_commands,
     event_commands,
+    ignore_late_signals,
     mirror_commands,
     render,
     report_early_interrupt,
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:  # before or after typer's own handling (as it builds its commands)
         report_early_interrupt(args)
         code = ExitCode.INTERRUPTED
+    ignore_late_signals()  # the code is decided: a signal now must not end the process as killed
     try:
         render.flush_stdout()
     except render.StdoutClosed:  # the reader left before the last lines: the command's own

@@ -174,10 +174,10 @@ class Connection:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction: all of it commits, or none of it (also on KeyboardInterrupt)."""
+        if self.lock_check is not None:  # before BEGIN: never a wait on the next run's writes
+            self.lock_check()
         self.execute("BEGIN IMMEDIATE")
         try:
-            if self.lock_check is not None:
-                self.lock_check()
             yield
             self.execute("COMMIT")  # may fail too (a full disk): then roll back, as for the rest
         except BaseException:
@@ -359,7 +359,7 @@ _READONLY_DIRECTORY = 1544  # SQLITE_READONLY_DIRECTORY: no -shm, and no right t
 
 _NO_SUCH_TABLE = re.compile(r"no such table: (?:\w+\.)?(\w+)")
 """SQLite's words for a table a statement names (a trigger's: `main.entity_counts`) not there."""
-_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']{0,80})'")
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '(.*?)' with text ", re.DOTALL)
 
 
 def _primary_code(error: sqlite3.Error) -> int:
@@ -384,7 +384,7 @@ def _undecodable_column(error: sqlite3.Error) -> str | None:
     state holds was written as UTF-8, so that is damage within a page SQLite reads as sound
     (its text, garbage bytes and all, is not repeated)."""
     found = _UNDECODABLE.match(str(error))
-    return found[1] if found else None
+    return found[1][:80] if found else None
 
 
 def _about_the_file(error: sqlite3.Error) -> bool:

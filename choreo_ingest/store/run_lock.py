@@ -73,7 +73,16 @@ class RunLock:
         """Raise LockLost if the lock file is no longer the one this lock holds: removed (a
         "stale lock" deleted at 3 a.m.) or replaced, so that a run started since locks another
         file and would burst the same state at once. Called before each write transaction."""
-        if self._fd is not None and not _names(self.path, self._fd):
+        if self._fd is None:
+            return
+        try:
+            held = _names(self.path, self._fd)
+        except OSError as error:  # its directory made unreadable meanwhile, say
+            raise StateError(
+                f"{self.path}: cannot check the run lock: {error.strerror or error}",
+                path=str(self.path),
+            ) from None
+        if not held:
             raise LockLost(
                 f"{self.path}: the run lock file was removed or replaced while this run held "
                 "it; stopping before writing more (a run started since may hold the new one). "

@@ -146,6 +146,12 @@ class Store:
         if isinstance(self._conn, Connection):
             self._conn.lock_check = check
 
+    def check_lock(self) -> None:
+        """Raise LockLost if the run lock its writes check is lost: for a writer of files the
+        store vouches for (the mirror), before it puts them in place."""
+        if isinstance(self._conn, Connection) and self._conn.lock_check is not None:
+            self._conn.lock_check()
+
     def close(self) -> None:
         """Closes its connection once: a PostgreSQL reader's goes back to be used again
         (`pg_readers`), where a second close would end it under another reader."""

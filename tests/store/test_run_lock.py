@@ -10,21 +10,24 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from choreo_ingest import invocation
 from choreo_ingest.errors import LockHeld, LockLost, NotAStateFile, StateError
 from choreo_ingest.invocation import run_once
+from choreo_ingest.mirror import sync_mirror
 from choreo_ingest.models import EntityIteratorResult
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.store import SqliteLocation
+from choreo_ingest.store import SqliteLocation, Store
 from choreo_ingest.store import run_lock as lock_module
 from choreo_ingest.store.run_lock import RunLock, lock_path_for
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
+from privileges import as_nobody, reachable_directory
 
 HOLD_LOCK = """
 import sys
@@ -358,3 +361,73 @@ def test_a_lock_that_still_names_its_file_passes_its_check(state_path: Path) -> 
         lock.path.touch()  # replaced: another file by the same name
         with pytest.raises(LockLost):
             lock.check_held()
+
+
+def _taken_over(state: Path) -> RunLock:
+    """The run lock file removed by hand, and the lock of a run started since."""
+    lock_path_for(state).unlink()
+    second = RunLock(state)
+    second.acquire()
+    return second
+
+
+def test_a_mirror_whose_run_lost_its_lock_puts_no_file_in_place(tmp_path: Path) -> None:
+    state, directory = tmp_path / "state.db", tmp_path / "catalog"
+    entities = [make_entity(f"e{i}") for i in range(3)]
+    with SqliteLocation(state).open_locked() as store:
+        store.migrate()
+        store.commit_page("fake", 1, EntityIteratorResult(done=False, entities=entities), None, 0.0)
+        second = _taken_over(state)
+        try:
+            with pytest.raises(LockLost):
+                sync_mirror(store, directory)
+        finally:
+            second.release()
+
+    assert not list(directory.glob("*/*/*.yaml"))
+
+
+def test_a_run_that_lost_its_lock_before_its_mirror_stops_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mirror's errors are the run's outputs' (reported beside the bursts); a lost lock
+    stops the run instead: no mirror, no change-log pruning, no metrics textfile."""
+    config = replace(make_config(tmp_path, burst_length=60.0), catalog_directory=tmp_path / "cat")
+    seconds: list[RunLock] = []
+
+    def taken_over_first(store: Store, directory: Path, **options: Any) -> Any:
+        seconds.append(_taken_over(config.state_path or Path()))
+        return sync_mirror(store, directory, **options)
+
+    monkeypatch.setattr(invocation, "sync_mirror", taken_over_first)
+    provider = FakeProvider([make_entity("a")], page_size=1)
+    try:
+        with pytest.raises(LockLost):
+            run_once(config, SqliteLocation(config.state_path or Path()), FakeClock(),
+                     providers={"fake": provider})  # fmt: skip
+    finally:
+        for second in seconds:
+            second.release()
+
+    assert seconds
+    assert not list(tmp_path.glob("cat/*/*/*.yaml"))
+    assert config.metrics_textfile is not None
+    assert not config.metrics_textfile.exists()
+
+
+def test_a_lock_that_cannot_be_looked_at_stops_the_writes_as_a_state_error() -> None:
+    with reachable_directory(0o777) as shared, as_nobody():
+        own = shared / "own"
+        own.mkdir()
+        with RunLock(own / "state.db") as lock:
+            own.chmod(0o000)  # its owner (nobody, or this user) takes away the right to look
+            try:
+                with pytest.raises(StateError) as caught:
+                    lock.check_held()
+            finally:
+                own.chmod(0o755)
+
+    assert not isinstance(caught.value, LockLost)
+    assert str(caught.value) == (
+        f"{own}/state.db.lock: cannot check the run lock: Permission denied"
+    )

@@ -168,6 +168,20 @@ class TestTranslation:
         )
         assert catalog_refs(state_path) == {"component:default/a", "component:default/b"}
 
+    def test_a_column_not_utf8_is_named_whole_whatever_quotes_its_name_holds(
+        self, conn: Connection, state_path: Path
+    ) -> None:
+        Store(conn).commit_page("fake", 1, page(["a"], {"at": 1}), None, T0)
+        conn.raw.execute("UPDATE entities SET hash = CAST(x'fffe41' AS TEXT)")
+
+        with pytest.raises(NotAStateFile) as caught:
+            conn.execute("SELECT hash || 'x' FROM entities").fetchall()
+
+        assert str(caught.value).startswith(
+            f"state store {state_path}: corrupt (column \"hash || 'x'\" holds bytes that are "
+            "not UTF-8): restore it"
+        )
+
     @pytest.mark.parametrize(
         ("statement", "error"),
         [
