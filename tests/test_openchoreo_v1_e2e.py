@@ -4,6 +4,7 @@ an operator runs it: OAuth2 client credentials from a secret file, cron-style ca
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -208,6 +209,34 @@ def test_check_warns_of_a_token_cache_file_that_is_a_directory(
     assert row["detail"] == (
         f"{place}: it is a directory, not a file, so every call asks for a new token (and warns)"
     )
+
+
+def test_check_warns_of_a_token_cache_file_that_is_a_device(
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
+) -> None:
+    """`tokenCacheFile: /dev/null` is never renamed over; check says so before a run does."""
+    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
+                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(null)})
+
+    checked = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+    ran = run_cli("run", "--force", "--config", config, cwd=tmp_path)
+
+    assert checked.returncode == 0, checked.stdout
+    [row] = [
+        row
+        for row in json.loads(checked.stdout)["checks"]
+        if row["name"] == "openchoreo.auth.oauth.tokenCacheFile"
+    ]
+    assert row["warning"], row
+    assert row["detail"] == (
+        f"{null}: not a regular file (a character device), so every call asks for a new token "
+        "(and warns)"
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert stat.S_ISCHR(null.stat().st_mode)
 
 
 def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_method(

@@ -25,6 +25,7 @@ from choreo_ingest.errors import (
     NotFoundError,
     ProviderError,
 )
+from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.models import Check
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -167,8 +168,14 @@ def _token_cache_check(config: Config) -> list[Check]:
     if path is None:
         return []
     folder = path.parent
+    try:
+        special = not_a_regular_file(path, path.lstat().st_mode)
+    except OSError:
+        special = None
     if path.is_dir():  # a new token cannot be renamed over it
         problem = "it is a directory, not a file"
+    elif special is not None:  # never renamed over (`token_cache`)
+        problem = special.removeprefix(f"{path}: ")
     elif not folder.is_dir():
         problem = f"its directory {folder} does not exist"
     elif not os.access(folder, os.W_OK | os.X_OK):

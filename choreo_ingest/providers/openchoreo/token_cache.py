@@ -9,9 +9,9 @@ The file holds the token, its refresh point, and a SHA-256 of what it was grante
 URL, client id, scope, audience and client secret), so a changed config or a rotated secret
 never reuses it; never the secret itself. It is written whole to a new file with mode 0600
 (whatever the umask) and renamed over the old, so a reader never sees half of one. A file that
-cannot be read or does not match, that is not a regular file (a FIFO), or that any user may read,
-is ignored (a new grant replaces it, at 0600); one that cannot be written is logged and skipped:
-the call goes on with its token (`check` says so).
+cannot be read or does not match, or that any user may read, is ignored (a new grant replaces
+it, at 0600); one that cannot be written, or is not a regular file (a FIFO, /dev/null: never
+replaced), is logged and skipped: the call goes on with its token (`check` says so).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from choreo_ingest.config import OAuthConfig
+from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.logs import get_logger
 
 MAX_FILE_BYTES = 65_536
@@ -87,6 +88,16 @@ class TokenCache:
             "accessToken": token,
         }
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            mode = os.lstat(self.path).st_mode
+        except OSError:
+            mode = None  # none there yet (or out of reach: the write below says so)
+        if mode is not None and (problem := not_a_regular_file(self.path, mode)) is not None:
+            # Never renamed over: `tokenCacheFile: /dev/null` made /dev/null a file with the token
+            log.warning(
+                "token_cache_not_written", path=str(self.path), error=problem, key=CONFIG_KEY
+            )
+            return
         try:
             temporary.unlink(missing_ok=True)  # a killed call's leftover, or a planted link
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)

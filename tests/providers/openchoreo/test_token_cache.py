@@ -204,7 +204,7 @@ def test_a_link_planted_where_the_new_file_is_written_is_not_followed(tmp_path: 
     assert json.loads(cache.read_text(encoding="utf-8"))["accessToken"] == "access-1"
 
 
-def test_a_fifo_in_its_place_is_not_waited_on_and_is_replaced(tmp_path: Path) -> None:
+def test_a_fifo_in_its_place_is_not_waited_on(tmp_path: Path) -> None:
     """Opened as a file is, a FIFO held the call (and its run lock) until something wrote to
     it: every later cron call then exited 75, as if a run were still going."""
     cache = tmp_path / "token.json"
@@ -223,4 +223,21 @@ def test_a_fifo_in_its_place_is_not_waited_on_and_is_replaced(tmp_path: Path) ->
 
     assert not waited
     assert granted == ["access-1"]
-    assert stat.S_ISREG(cache.stat().st_mode)  # the new grant's file took its place
+    assert stat.S_ISFIFO(cache.stat().st_mode)  # left as it is (see below)
+
+
+def test_a_device_in_its_place_is_never_replaced(tmp_path: Path) -> None:
+    """`tokenCacheFile: /dev/null` (to turn the cache off, say) renamed a file holding the
+    token over /dev/null, which every program on the host then wrote to and read from."""
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    endpoint, clock = FakeTokenEndpoint(), FakeClock(START)
+
+    with structlog.testing.capture_logs() as logs:
+        tokens = [call(endpoint, clock, null) for _ in range(2)]
+
+    assert tokens == ["access-1", "access-2"]  # no cache: each call asks for its own
+    assert stat.S_ISCHR(null.stat().st_mode)
+    assert list(tmp_path.iterdir()) == [null]
+    warning = next(line for line in logs if line["event"] == "token_cache_not_written")
+    assert warning["error"] == f"{null}: not a regular file (a character device)"
