@@ -24,7 +24,6 @@ from choreo_ingest.config_model import (
     OAUTH_KEY,
     TOKEN_SHORTHAND,
     AuthConfig,
-    BareFileName,
     ChangesConfig,
     Config,
     DeferredSecret,
@@ -34,6 +33,7 @@ from choreo_ingest.config_model import (
     OAuthConfig,
     OpenChoreoConfig,
     ServeConfig,
+    in_directory,
 )
 from choreo_ingest.config_values import (
     NOTHING,
@@ -231,7 +231,12 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
 
 def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """The Config of the values `walk` found in the file `source`, in directory `base`."""
-    found = {target: _in_directory(base, target, v) for target, v in found.items()}
+    found = {
+        target: in_directory(base, v, secret_file=target in _SECRET_FILE_TARGETS)
+        if isinstance(v, Path)
+        else v
+        for target, v in found.items()
+    }
     if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
         _check_ca_bundle(ca_bundle)
         found["openchoreo.ca_bundle"] = str(ca_bundle)
@@ -266,16 +271,6 @@ def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Conf
         changes=ChangesConfig(**fields("changes.")),
         **top,
     )
-
-
-def _in_directory(base: Path, target: str, value: object) -> object:
-    """A path value taken in the config file's directory; a secret file's written as a bare
-    name is marked so (`BareFileName`), as it may be the secret itself."""
-    if not isinstance(value, Path):
-        return value
-    if target in _SECRET_FILE_TARGETS and not value.is_absolute() and len(value.parts) == 1:
-        return BareFileName(base / value)
-    return base / value
 
 
 TOKEN_CACHE_KEY = f"{OAUTH_KEY}.tokenCacheFile"

@@ -66,6 +66,14 @@ class BareFileName(PosixPath):
     (`tokenFile: <the token>`): errors do not show it (`config.secret_file_shown`)."""
 
 
+def in_directory(base: Path, value: Path, *, secret_file: bool) -> Path:
+    """`value` taken in `base` (the config file's directory); a secret file's path written as a
+    bare name is marked so (`BareFileName`)."""
+    if secret_file and not value.is_absolute() and len(value.parts) == 1:
+        return BareFileName(base / value)
+    return base / value
+
+
 _Revealed = TypeVar("_Revealed", str, Path)
 
 
