@@ -187,17 +187,31 @@ def test_check_says_whether_the_token_cache_file_can_be_written(
     assert "missing does not exist, so every call asks for a new token" in rows["missing"]["detail"]
 
 
-def test_check_warns_of_a_token_cache_file_that_is_a_directory(
-    tmp_path: Path, serve: Callable[..., SimulatorApi]
+def _directory(path: Path) -> str:
+    path.mkdir()
+    return "it is a directory, not a file"
+
+
+def _null_device(path: Path) -> str:
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    return "not a regular file (a character device)"
+
+
+@pytest.mark.parametrize("make", [_directory, _null_device], ids=["directory", "device"])
+def test_check_warns_of_a_token_cache_file_that_is_no_file_and_run_leaves_it(
+    tmp_path: Path, serve: Callable[..., SimulatorApi], make: Callable[[Path], str]
 ) -> None:
-    """It said the token was kept there, and every call then logged token_cache_not_written."""
+    """A directory: check said the token was kept there, and every call then logged
+    token_cache_not_written. A device (`tokenCacheFile: /dev/null`) was renamed over."""
     api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
                 oauth_client_secret=CLIENT_SECRET)  # fmt: skip
     place = tmp_path / "tokens"
-    place.mkdir()
+    problem = make(place)
+    kind = stat.S_IFMT(place.stat().st_mode)
     config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(place)})
 
     checked = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+    ran = run_cli("run", "--force", "--config", config, cwd=tmp_path)
 
     assert checked.returncode == 0, checked.stdout  # a warning, as for a missing directory
     [row] = [
@@ -206,37 +220,9 @@ def test_check_warns_of_a_token_cache_file_that_is_a_directory(
         if row["name"] == "openchoreo.auth.oauth.tokenCacheFile"
     ]
     assert row["warning"], row
-    assert row["detail"] == (
-        f"{place}: it is a directory, not a file, so every call asks for a new token (and warns)"
-    )
-
-
-def test_check_warns_of_a_token_cache_file_that_is_a_device(
-    tmp_path: Path, serve: Callable[..., SimulatorApi]
-) -> None:
-    """`tokenCacheFile: /dev/null` is never renamed over; check says so before a run does."""
-    api = serve(World.generate(1, 1, 1), api="v1", oauth_client_id=CLIENT_ID,
-                oauth_client_secret=CLIENT_SECRET)  # fmt: skip
-    null = tmp_path / "null"
-    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    config = write_oauth_config(tmp_path, api.url, CLIENT_SECRET, {"tokenCacheFile": str(null)})
-
-    checked = run_cli("check", "--json", "--config", config, cwd=tmp_path)
-    ran = run_cli("run", "--force", "--config", config, cwd=tmp_path)
-
-    assert checked.returncode == 0, checked.stdout
-    [row] = [
-        row
-        for row in json.loads(checked.stdout)["checks"]
-        if row["name"] == "openchoreo.auth.oauth.tokenCacheFile"
-    ]
-    assert row["warning"], row
-    assert row["detail"] == (
-        f"{null}: not a regular file (a character device), so every call asks for a new token "
-        "(and warns)"
-    )
+    assert row["detail"] == (f"{place}: {problem}, so every call asks for a new token (and warns)")
     assert ran.returncode == 0, ran.stderr
-    assert stat.S_ISCHR(null.stat().st_mode)
+    assert stat.S_IFMT(place.stat().st_mode) == kind
 
 
 def test_a_client_held_to_http_basic_syncs_with_the_default_config_and_with_its_method(
