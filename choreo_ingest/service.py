@@ -32,7 +32,7 @@ from choreo_ingest.models import ProviderAction
 from choreo_ingest.providers.base import IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
 from choreo_ingest.schedule import backoff_step
-from choreo_ingest.store import StateRef, state_location
+from choreo_ingest.store import SqliteLocation, StateRef, state_location
 from choreo_ingest.store.pg_fence import RunHolder
 
 log = get_logger("choreo_ingest.service")
@@ -93,6 +93,9 @@ class Service:
         self.heartbeat = clock.monotonic()
         """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
         self._failures = RepeatedFailures(clock)
+        self._output_failures = RepeatedFailures(clock)
+        self._had_state = False
+        """A tick has run on a state file (one gone later is made anew, and said so)."""
         self._unloadable: dict[str, tuple[int, float]] = {}
         """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
         load them again: a tick a second would count (and log) a failure a second."""
@@ -144,6 +147,10 @@ class Service:
     def tick(self) -> TickRecord:
         record = TickRecord(started_at=self.clock.monotonic())
         waiting = {n for n, (_, at) in self._unloadable.items() if record.started_at < at}
+        # A file only: a PostgreSQL schema's check would be one more query a tick
+        gone = (
+            self._had_state and isinstance(self.state, SqliteLocation) and not self.state.exists()
+        )
         try:
             record.result = run_once(
                 self.config,
@@ -158,8 +165,17 @@ class Service:
                 holder=self.run_holder,
             )
             self.last_tick_at, self._last_ran = self.clock.now(), self.clock.monotonic()
+            if gone:
+                log.warning(
+                    "state_made_again",
+                    state=str(self.state),
+                    problem="the state file was gone (removed while serve ran): a new state "
+                    "was made, with a fresh walk of the platform; /changes readers start again",
+                )
+            self._had_state = True
             self._note_unloadable(record.result)
             _log_failures(record.result)
+            self._log_output_errors(record.result)
             if record.result.output_errors:
                 record.error = record.result.error_text
         except LockHeld:
@@ -174,9 +190,19 @@ class Service:
             if failures := self._failures.count(record.error):
                 log.error("tick_crashed", failures=failures, exc_info=True)
         if record.result is not None and (failures := self._failures.recovered()):
-            log.info("ticks_running_again", failed_before=failures)
+            # At the failure's own level of attention: the log must not end on tick_failed
+            log.warning("ticks_running_again", failed_before=failures)
         self.last_tick = record
         return record
+
+    def _log_output_errors(self, result: RunResult) -> None:
+        """An output (the metrics textfile, the mirror) not written is said as a failing tick
+        is: once, then once a minute while it repeats, and when it is written again."""
+        for error in result.output_errors:
+            if failures := self._output_failures.count(str(error)):
+                log.error("output_not_written", error=str(error), failures=failures)
+        if not result.output_errors and (failures := self._output_failures.recovered()):
+            log.warning("outputs_written_again", failed_before=failures)
 
     def _loaded_providers(self, waiting: set[str]) -> dict[str, IncrementalEntityProvider]:
         """The configured providers, each loaded once for the service's life (its client and
@@ -264,8 +290,6 @@ def _log_failures(result: RunResult) -> None:
                 next_action_at=rfc3339(outcome.next_action_at),
                 error=outcome.error,
             )
-    for error in result.output_errors:
-        log.error("output_not_written", error=str(error))
 
 
 MAX_FAILURE_KINDS = 20

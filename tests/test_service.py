@@ -214,6 +214,54 @@ class TestTick:
         assert record.error is not None
         assert record.error.startswith("catalog.directory: ")
 
+    def test_an_output_that_stays_unwritable_is_said_once_a_minute_then_when_written(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The metrics textfile's directory removed: an error line a tick (86,400 a day)."""
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        metrics = tmp_path / "gone" / "metrics.prom"
+        service.config = replace(service.config, metrics_textfile=metrics)
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(121):  # two minutes of ticks, a second apart, and one
+                service.tick()
+                clock.advance(1.0)
+            metrics.parent.mkdir()
+            service.tick()
+            service.tick()
+
+        said = [
+            (line["event"], line.get("failures", line.get("failed_before")))
+            for line in logs
+            if line["event"] in ("output_not_written", "outputs_written_again")
+        ]
+        assert said == [
+            ("output_not_written", 1),
+            ("output_not_written", 60),
+            ("output_not_written", 60),
+            ("outputs_written_again", 121),
+        ]
+        assert metrics.exists()
+
+    def test_a_state_file_removed_while_it_runs_is_made_again_and_said(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """As the advice for a damaged state has it (move it aside, the next run builds a new
+        one), but never silently: /changes readers see a new store."""
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        service.tick()
+
+        with structlog.testing.capture_logs() as logs:
+            service.tick()  # nothing gone: nothing said
+            for end in ("", "-wal", "-shm"):
+                Path(f"{service.state.path}{end}").unlink(missing_ok=True)
+            service.tick()
+            service.tick()
+
+        warned = [line for line in logs if line["event"] == "state_made_again"]
+        assert [line["state"] for line in warned] == [str(service.state.path)]
+        assert service.state.path.exists()
+
     def test_a_failed_burst_is_logged_as_a_warning(self, tmp_path: Path, clock: FakeClock) -> None:
         """`run` says it in its error line and logs it at info; the service has no such line."""
         provider = FakeProvider([make_entity("a")], fail_at={0: TransientError("GET /x: 503")})
@@ -494,3 +542,7 @@ class TestFailingTicks:
 
         said = [(line["event"], line.get("failures", line.get("failed_before"))) for line in logs]
         assert said == [("tick_failed", 1), ("ticks_running_again", 3)]  # the next tick: nothing
+        assert (
+            next(line for line in logs if line["event"] == "ticks_running_again")["log_level"]
+            == "warning"
+        )  # the log does not end on its last tick_failed at the default level
