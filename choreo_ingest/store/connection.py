@@ -379,6 +379,20 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
 
 
+LOW_SPACE_BYTES = 1 << 20
+"""Free space below which an I/O error of the state is taken for a full disk."""
+
+
+def _out_of_space(path: Path) -> bool:
+    """Whether the state file's file system has (next to) no room left for this user."""
+    try:
+        info = os.statvfs(path.parent)
+    except OSError:
+        return False
+    blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail  # root may use the reserve
+    return blocks * info.f_frsize < LOW_SPACE_BYTES
+
+
 def _undecodable_column(error: sqlite3.Error) -> str | None:
     """The column whose text Python's sqlite3 module could not decode, or None. Everything the
     state holds was written as UTF-8, so that is damage within a page SQLite reads as sound
@@ -429,6 +443,10 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
             f"not writable: directory {path.parent} is not writable, and SQLite makes "
             f"{path.name}-wal and {path.name}-shm beside the file"
         )
+    elif code == sqlite3.SQLITE_IOERR and _out_of_space(path):
+        # A write that met ENOSPC is an I/O error to SQLite, whose text sends one looking for
+        # a failing disk
+        problem = f"disk full ({error}, no space left beside the state file)"
     elif code != sqlite3.SQLITE_FULL:  # SQLite's text adds nothing to "disk full"
         problem = f"{known} ({error})"
     else:

@@ -25,8 +25,8 @@ from choreo_ingest.errors import NotAStateFile, StateError
 from choreo_ingest.models import Entity, EntityIteratorResult, ProviderState
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
-from choreo_ingest.store import Store
-from choreo_ingest.store.connection import Connection
+from choreo_ingest.store import Store, connection
+from choreo_ingest.store.connection import Connection, state_error
 
 from fakes import make_entity
 from sim_support import expected_refs, plain, run_cli
@@ -181,6 +181,26 @@ class TestTranslation:
             f"state store {state_path}: corrupt (column \"hash || 'x'\" holds bytes that are "
             "not UTF-8): restore it"
         )
+
+    @pytest.mark.parametrize(
+        ("room", "said"),
+        [
+            (1 << 62, "disk full (disk I/O error, no space left beside the state file)"),
+            (0, "I/O error (disk I/O error)"),
+        ],
+        ids=["no-room-left", "room-left"],
+    )
+    def test_an_io_error_on_a_full_file_system_says_disk_full(
+        self, state_path: Path, monkeypatch: pytest.MonkeyPatch, room: int, said: str
+    ) -> None:
+        """A WAL write that meets ENOSPC is SQLITE_IOERR to SQLite, not SQLITE_FULL: "disk I/O
+        error" sent an operator looking for a failing disk. (`room`: the free space below which
+        the state's real file system counts as full.)"""
+        monkeypatch.setattr(connection, "LOW_SPACE_BYTES", room)
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE  # type: ignore[attr-defined]
+
+        assert str(state_error(state_path, error)) == f"state store {state_path}: {said}"
 
     @pytest.mark.parametrize(
         ("statement", "error"),
