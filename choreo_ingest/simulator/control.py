@@ -15,8 +15,9 @@
 
 `org` works wherever `namespace` does. Endpoints for components are org-era (as the world
 stores them; v1 shows `REST` as `HTTP`), for workloads v1. They answer `{"success": true, "data":
-...}` or `{"success": false, "error": ...}`, take their parameters from the query string, and
-bypass the token, latency, faults and the counters, so a soak can watch and change the world.
+...}` or `{"success": false, "error": ...}`, take their parameters from the query string, need
+the API's token when it needs one (they change the world), and bypass latency, faults and the
+counters, so a soak can watch and change the world.
 
 With `SimulatorOptions.webhooks`, every change made here is forwarded as OpenChoreo's event
 forwarder reports it (webhooks.py), one event per resource that changed, queued before the
