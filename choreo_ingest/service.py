@@ -94,8 +94,8 @@ class Service:
         """When the loop last went round (monotonic): `/healthz` says whether it is alive."""
         self._failures = RepeatedFailures(clock)
         self._output_failures = RepeatedFailures(clock)
-        self._had_state = False
-        """A tick has run on a state file (one gone later is made anew, and said so)."""
+        self._state_identity: tuple[int, int] | None = None
+        """The state file the last tick that ran used (device, inode): `_note_state_file`."""
         self._unloadable: dict[str, tuple[int, float]] = {}
         """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
         load them again: a tick a second would count (and log) a failure a second."""
@@ -147,10 +147,6 @@ class Service:
     def tick(self) -> TickRecord:
         record = TickRecord(started_at=self.clock.monotonic())
         waiting = {n for n, (_, at) in self._unloadable.items() if record.started_at < at}
-        # A file only: a PostgreSQL schema's check would be one more query a tick
-        gone = (
-            self._had_state and isinstance(self.state, SqliteLocation) and not self.state.exists()
-        )
         try:
             record.result = run_once(
                 self.config,
@@ -165,14 +161,7 @@ class Service:
                 holder=self.run_holder,
             )
             self.last_tick_at, self._last_ran = self.clock.now(), self.clock.monotonic()
-            if gone:
-                log.warning(
-                    "state_made_again",
-                    state=str(self.state),
-                    problem="the state file was gone (removed while serve ran): a new state "
-                    "was made, with a fresh walk of the platform; /changes readers start again",
-                )
-            self._had_state = True
+            self._note_state_file()
             self._note_unloadable(record.result)
             _log_failures(record.result)
             self._log_output_errors(record.result)
@@ -194,6 +183,27 @@ class Service:
             log.warning("ticks_running_again", failed_before=failures)
         self.last_tick = record
         return record
+
+    def _note_state_file(self) -> None:
+        """Warn when the state file is not the one the last tick that ran used: removed while
+        serve ran and made anew (by this tick, an event, a cron `run`), or another put in its
+        place. A state file only: a PostgreSQL schema's check would be a query a tick."""
+        if not isinstance(self.state, SqliteLocation):
+            return
+        try:
+            found = self.state.real_path.stat()
+        except OSError:
+            return
+        identity = (found.st_dev, found.st_ino)
+        if self._state_identity not in (None, identity):
+            log.warning(
+                "state_file_replaced",
+                state=str(self.state),
+                problem="not the state file the last tick used: removed and made anew (a fresh "
+                "walk of the platform), or another put in its place; /changes readers whose "
+                "store id changed start again",
+            )
+        self._state_identity = identity
 
     def _log_output_errors(self, result: RunResult) -> None:
         """An output (the metrics textfile, the mirror) not written is said as a failing tick

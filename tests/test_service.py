@@ -3,6 +3,7 @@ before them), the lock shared with cron runs and operator commands, stopping."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -243,24 +244,48 @@ class TestTick:
         ]
         assert metrics.exists()
 
+    @pytest.mark.parametrize("made_by", ["the-tick", "an-event"])
     def test_a_state_file_removed_while_it_runs_is_made_again_and_said(
-        self, tmp_path: Path, clock: FakeClock
+        self, tmp_path: Path, clock: FakeClock, made_by: str
     ) -> None:
         """As the advice for a damaged state has it (move it aside, the next run builds a new
-        one), but never silently: /changes readers see a new store."""
+        one), but never silently: /changes readers see a new store. Made by the next tick, or
+        before it by a webhook's event (or a cron `run`): said by the next tick that runs."""
         service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
         service.tick()
 
         with structlog.testing.capture_logs() as logs:
-            service.tick()  # nothing gone: nothing said
+            service.tick()  # nothing replaced: nothing said
             for end in ("", "-wal", "-shm"):
                 Path(f"{service.state.path}{end}").unlink(missing_ok=True)
+            if made_by == "an-event":
+                stored_events(service.state.path, "fake", [deleting("a")], clock)
             service.tick()
             service.tick()
 
-        warned = [line for line in logs if line["event"] == "state_made_again"]
+        warned = [line for line in logs if line["event"] == "state_file_replaced"]
         assert [line["state"] for line in warned] == [str(service.state.path)]
         assert service.state.path.exists()
+
+    def test_a_state_path_it_cannot_look_at_fails_ticks_and_the_loop_goes_on(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        service = make_service(tmp_path, clock, FakeProvider([make_entity("a")]))
+        service.tick()
+        good = service.state.path.read_bytes()
+        for end in ("", "-wal", "-shm"):
+            Path(f"{service.state.path}{end}").unlink(missing_ok=True)
+        os.mkfifo(service.state.path)
+
+        failed = service.tick()
+        service.state.path.unlink()
+        service.state.path.write_bytes(good)
+        again = service.tick()
+
+        assert failed.result is None
+        assert failed.error is not None
+        assert "not a regular file (a FIFO)" in failed.error
+        assert again.result is not None
 
     def test_a_failed_burst_is_logged_as_a_warning(self, tmp_path: Path, clock: FakeClock) -> None:
         """`run` says it in its error line and logs it at info; the service has no such line."""

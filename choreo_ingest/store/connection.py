@@ -389,6 +389,8 @@ def _out_of_space(path: Path) -> bool:
         info = os.statvfs(path.parent)
     except OSError:
         return False
+    if info.f_blocks == 0:  # a file system that does not count its space
+        return False
     blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail  # root may use the reserve
     return blocks * info.f_frsize < LOW_SPACE_BYTES
 

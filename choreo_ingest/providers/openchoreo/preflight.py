@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -169,9 +170,11 @@ def _token_cache_check(config: Config) -> list[Check]:
         return []
     folder = path.parent
     try:
-        special = not_a_regular_file(path, path.lstat().st_mode)
+        mode = path.lstat().st_mode
     except OSError:
-        special = None
+        mode = None
+    # A symlink is replaced as ever (never what it points to)
+    special = None if mode is None or stat.S_ISLNK(mode) else not_a_regular_file(path, mode)
     if path.is_dir():  # a new token cannot be renamed over it
         problem = "it is a directory, not a file"
     elif special is not None:  # never renamed over (`token_cache`)

@@ -92,7 +92,11 @@ class TokenCache:
             mode = os.lstat(self.path).st_mode
         except OSError:
             mode = None  # none there yet (or out of reach: the write below says so)
-        if mode is not None and (problem := not_a_regular_file(self.path, mode)) is not None:
+        if (
+            mode is not None
+            and not stat.S_ISLNK(mode)
+            and (problem := not_a_regular_file(self.path, mode))
+        ):
             # Never renamed over: `tokenCacheFile: /dev/null` made /dev/null a file with the token
             log.warning(
                 "token_cache_not_written", path=str(self.path), error=problem, key=CONFIG_KEY

@@ -241,3 +241,18 @@ def test_a_device_in_its_place_is_never_replaced(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [null]
     warning = next(line for line in logs if line["event"] == "token_cache_not_written")
     assert warning["error"] == f"{null}: not a regular file (a character device)"
+
+
+def test_a_symlink_in_its_place_is_replaced_as_ever(tmp_path: Path) -> None:
+    """A link is not what it points to: renaming over it replaces the link, never its target
+    (a link to /dev/null leaves /dev/null alone)."""
+    cache, target = tmp_path / "token.json", tmp_path / "elsewhere.json"
+    target.write_text("{}", encoding="utf-8")
+    cache.symlink_to(target)
+    endpoint, clock = FakeTokenEndpoint(), FakeClock(START)
+
+    tokens = [call(endpoint, clock, cache) for _ in range(2)]
+
+    assert tokens == ["access-1", "access-1"]  # kept between calls
+    assert not cache.is_symlink()
+    assert target.read_text(encoding="utf-8") == "{}"
