@@ -148,6 +148,7 @@ class Service:
         record = TickRecord(started_at=self.clock.monotonic())
         waiting = {n for n, (_, at) in self._unloadable.items() if record.started_at < at}
         try:
+            missing = self._state_file_identity() is None
             record.result = run_once(
                 self.config,
                 self.state,
@@ -161,7 +162,7 @@ class Service:
                 holder=self.run_holder,
             )
             self.last_tick_at, self._last_ran = self.clock.now(), self.clock.monotonic()
-            self._note_state_file()
+            self._note_state_file(missing)
             self._note_unloadable(record.result)
             _log_failures(record.result)
             self._log_output_errors(record.result)
@@ -184,18 +185,27 @@ class Service:
         self.last_tick = record
         return record
 
-    def _note_state_file(self) -> None:
-        """Warn when the state file is not the one the last tick that ran used: removed while
-        serve ran and made anew (by this tick, an event, a cron `run`), or another put in its
-        place. A state file only: a PostgreSQL schema's check would be a query a tick."""
+    def _state_file_identity(self) -> tuple[int, int] | None:
+        """The state file's (device, inode); None when there is none (or it is a PostgreSQL
+        schema: its check would be a query a tick)."""
         if not isinstance(self.state, SqliteLocation):
-            return
+            return None
         try:
             found = self.state.real_path.stat()
         except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _note_state_file(self, missing_before: bool) -> None:
+        """Warn when the state file is not the one the last tick that ran used: removed while
+        serve ran and made anew (by this tick, or by an event or a cron `run` before it: told by
+        its inode, unless the new file got the old one's number), or another put in its place."""
+        identity = self._state_file_identity()
+        if identity is None:
             return
-        identity = (found.st_dev, found.st_ino)
-        if self._state_identity not in (None, identity):
+        if self._state_identity is not None and (
+            missing_before or identity != self._state_identity
+        ):
             log.warning(
                 "state_file_replaced",
                 state=str(self.state),
