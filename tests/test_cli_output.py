@@ -201,13 +201,12 @@ if where == "store-close":  # the run's store, closed after its burst
             term()
         close(self)
     Store.close = closing_signalled
-elif where == "report":
-    from choreo_ingest.cli import run_commands  # `refresh --now` reports through its own name
+elif where == "report":  # `run` and `refresh --now` both report through run_flow
     report_run = run_flow.report_run
     def reporting_signalled(*args, **kwargs):
         term()
         return report_run(*args, **kwargs)
-    run_flow.report_run = run_commands.report_run = reporting_signalled
+    run_flow.report_run = reporting_signalled
 else:  # as Python ends
     atexit.register(term)
 main()

@@ -16,9 +16,8 @@ from choreo_ingest.cli.common import (
     reported_errors,
 )
 from choreo_ingest.cli.failures import ERROR_FIELDS
-from choreo_ingest.cli.run_flow import report_run, require_api_for, run_command
-from choreo_ingest.engine import StopSignal
-from choreo_ingest.invocation import refresh, refresh_json, run_once
+from choreo_ingest.cli.run_flow import require_api_for, run_command, run_reported
+from choreo_ingest.invocation import refresh, refresh_json
 from choreo_ingest.provider_scope import checked_provider
 
 ProviderOption = Annotated[
@@ -75,12 +74,7 @@ def refresh_command(
             elif render.stdout_is_tty():
                 render.print_text(f"{provider}: due now ({state.value}); the next run acts on it")
             return
-        stop = StopSignal()
-        with stop.installed():  # as `run` keeps it: a signal once the burst ended cuts nothing
-            result = run_once(
-                session.config, session.state, session.clock, only=provider, stop=stop
-            )
-            code = report_run(result, json_output)
+        code = run_reported(session, provider=provider, force=False, json_output=json_output)
     raise typer.Exit(code)
 
 

@@ -59,16 +59,21 @@ def run_command(session: Session, *, provider: str | None, force: bool, json_out
     if provider is not None:
         checked_provider(session.config, session.state, provider, option="--provider")
     require_api_for(session, provider)
+    try:
+        return run_reported(session, provider=provider, force=force, json_output=json_output)
+    except LockHeld as error:
+        return report_locked(json_output, str(error))
+
+
+def run_reported(session: Session, *, provider: str | None, force: bool, json_output: bool) -> int:
+    """`run_once`, then its outcome printed; its exit code. The stop flag stays while the
+    outcome is reported: a signal once the run has ended cuts nothing short, and must not turn a
+    printed outcome into an interrupt (or --json into two documents)."""
     stop = StopSignal()
-    # Also while the outcome is reported: a signal once the run has ended cuts nothing short,
-    # and must not turn a printed outcome into an interrupt (or --json into two documents).
     with stop.installed():
-        try:
-            result = run_once(
-                session.config, session.state, session.clock, only=provider, force=force, stop=stop
-            )
-        except LockHeld as error:
-            return report_locked(json_output, str(error))
+        result = run_once(
+            session.config, session.state, session.clock, only=provider, force=force, stop=stop
+        )
         return report_run(result, json_output)
 
 

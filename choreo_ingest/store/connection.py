@@ -31,6 +31,7 @@ from choreo_ingest.store.schema import (
 )
 from choreo_ingest.store.state_file import (
     access_problem,
+    accessible,
     create_state_file,
     foreign_wal_files,
     keep_wal_files,
@@ -373,12 +374,6 @@ def _missing_table(error: sqlite3.Error) -> str | None:
     return found[1] if found and found[1] in STATE_TABLES else None
 
 
-def _writable(path: Path) -> bool:
-    """Whether this process may write `path` (a directory: make files in it), as its effective
-    user; a root without CAP_DAC_OVERRIDE too."""
-    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
-
-
 LOW_SPACE_BYTES = 1 << 20
 """Free space below which an I/O error of the state is taken for a full disk."""
 
@@ -439,7 +434,11 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
         problem = f"corrupt (column {column!r} holds bytes that are not UTF-8)"
     elif known is None:
         problem = str(error)
-    elif code == sqlite3.SQLITE_READONLY and _writable(path) and not _writable(path.parent):
+    elif (
+        code == sqlite3.SQLITE_READONLY
+        and accessible(path, os.W_OK)
+        and not accessible(path.parent, os.W_OK)
+    ):
         # SQLite's text ("attempt to write a readonly database") blames the file
         problem = (
             f"not writable: directory {path.parent} is not writable, and SQLite makes "

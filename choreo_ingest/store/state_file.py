@@ -79,6 +79,12 @@ def keep_wal_files(path: Path, *, create: bool) -> None:
             os.close(fd)
 
 
+def accessible(path: Path, mode: int) -> bool:
+    """Whether this process may access `path` as `mode` (`os.R_OK`, `os.W_OK`: for a directory,
+    make files in it) as its effective user: a root without CAP_DAC_OVERRIDE too."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
 def access_problem(path: Path) -> str | None:
     """`permission denied: ...` if this process may not read the state file (as its effective
     user: a root without CAP_DAC_OVERRIDE too), `is a directory` for a directory; else None.
@@ -90,7 +96,7 @@ def access_problem(path: Path) -> str | None:
         return None  # missing, or out of reach: SQLite's own error says what it met
     if stat.S_ISDIR(info.st_mode):
         return "is a directory, not a state file"
-    if not os.access(path, os.R_OK, effective_ids=os.access in os.supports_effective_ids):
+    if not accessible(path, os.R_OK):
         return (
             f"permission denied: this user may not read it (mode {stat.filemode(info.st_mode)}, "
             f"owner uid {info.st_uid})"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +25,6 @@ from choreo_ingest.errors import (
     NotFoundError,
     ProviderError,
 )
-from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.models import Check
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -34,6 +32,7 @@ from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, 
 from choreo_ingest.providers.openchoreo.generations import generation_named, generations
 from choreo_ingest.providers.openchoreo.http_errors import one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
+from choreo_ingest.providers.openchoreo.token_cache import never_replaced
 
 ROLE_MAPPING = (
     "{name: choreo-ingest-catalog-reader-binding, kind: ClusterAuthzRoleBinding, roleMappings: "
@@ -169,12 +168,7 @@ def _token_cache_check(config: Config) -> list[Check]:
     if path is None:
         return []
     folder = path.parent
-    try:
-        mode = path.lstat().st_mode
-    except OSError:
-        mode = None
-    # A symlink is replaced as ever (never what it points to)
-    special = None if mode is None or stat.S_ISLNK(mode) else not_a_regular_file(path, mode)
+    special = never_replaced(path)
     if path.is_dir():  # a new token cannot be renamed over it
         problem = "it is a directory, not a file"
     elif special is not None:  # never renamed over (`token_cache`)

@@ -88,16 +88,8 @@ class TokenCache:
             "accessToken": token,
         }
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            mode = os.lstat(self.path).st_mode
-        except OSError:
-            mode = None  # none there yet (or out of reach: the write below says so)
-        if (
-            mode is not None
-            and not stat.S_ISLNK(mode)
-            and (problem := not_a_regular_file(self.path, mode))
-        ):
-            # Never renamed over: `tokenCacheFile: /dev/null` made /dev/null a file with the token
+        problem = never_replaced(self.path)
+        if problem is not None:
             log.warning(
                 "token_cache_not_written", path=str(self.path), error=problem, key=CONFIG_KEY
             )
@@ -118,6 +110,18 @@ class TokenCache:
             )
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
+
+
+def never_replaced(path: Path) -> str | None:
+    """Why the file at `path` is never renamed over (`<path>: not a regular file (a FIFO)`), or
+    None: a regular file, a symlink (the rename replaces the link, never what it points to), or
+    nothing (or nothing this user may see: the write says so). `tokenCacheFile: /dev/null` once
+    made /dev/null a file holding the token."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISLNK(mode) else not_a_regular_file(path, mode)
 
 
 def grant_key(oauth: OAuthConfig, secret: str) -> str:
