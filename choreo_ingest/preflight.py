@@ -108,14 +108,17 @@ def _serve_checks(config: Config) -> list[Check]:
 def _state_check(location: StateLocation, key: str) -> Check:
     """Whether a run can write the state there: the paths (or the database's rights), the run
     lock, and a state already there opened read-only as `status` opens it, so that a file that
-    is not a choreo-ingest state, or one of a newer schema, is refused here in `run`'s words."""
+    is not a choreo-ingest state, or one of a newer schema, is refused here in `run`'s words; a
+    state file's pages are read through (`quick_check`), so that damage `status` does not meet
+    is found before a run meets it."""
     problem = location.write_problem()
     if problem is None and isinstance(location, SqliteLocation):
         problem = _not_a_file(location.path)
     if problem is None:
         try:
             if location.exists():
-                location.open(readonly=True).close()
+                with location.open(readonly=True) as store:
+                    problem = store.damage()
         except StateError as error:
             problem = str(error)
     detail = problem or f"{location}: writable"

@@ -19,6 +19,7 @@ from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
 from choreo_ingest.store import SCHEMA_VERSION, PostgresLocation, RunLock, Store
 
+from broken_states import ingested
 from fakes import FakeClock
 from privileges import as_nobody, reachable_directory
 from sim_support import free_port
@@ -184,6 +185,34 @@ class TestStateFileAsRunFindsIt:
                 RunLock(state).acquire()
 
         assert (check.ok, check.detail) == (True, f"{state}: writable")
+
+    def test_damage_a_read_only_open_does_not_meet_is_found(self, tmp_path: Path) -> None:
+        """A damaged index page: `status` reads the state as before, and the next run's first
+        write to that index would fail (exit 4 at 3 a.m.); `check` reads every page and says."""
+        state = ingested(tmp_path / "state.db", FakeClock())
+        with closing(sqlite3.connect(state)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            [root] = conn.execute(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'entities_by_scope'"
+            ).fetchone()
+        with state.open("r+b") as raw:  # the index's cell pointers now point off the page
+            raw.seek((root - 1) * page_size + 8)
+            raw.write(b"\xa5" * 64)
+        with Store.open(state, readonly=True) as reader:
+            counted = reader.entity_counts("openchoreo")
+
+        check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
+
+        assert counted, "the damage is where a read-only open does not look"
+        assert not check.ok
+        assert check.detail.startswith(f"state store {state}: corrupt (quick_check: ")
+        assert check.detail.endswith(
+            "): restore it from a backup, or move it aside with its -wal and -shm files and the "
+            "next run builds a new state (a fresh walk of the platform)"
+        )
+        assert "\n" not in check.detail
+        assert "***" not in check.detail
 
 
 @pytest.fixture

@@ -43,6 +43,10 @@ Tracer = Callable[[str, Any], None]
 """Called before every statement (sqlite-utils' tracer signature); used for SQL debug logging."""
 
 
+DAMAGE_SHOWN = 3
+"""Problems of `quick_check` a damaged state's message names, at most."""
+DAMAGE_TEXT_MAX = 300
+
 MIN_SQLITE_VERSION = (3, 35, 0)
 """For `RETURNING` (the inbox's seqs, the counts of deleted entities). Debian 11 and RHEL 9 ship
 SQLite 3.34: a Python there needs a newer SQLite of its own."""
@@ -244,6 +248,19 @@ class Connection:
                 "run `choreo-ingest migrate`",
                 path=str(self.path),
             )
+
+    def damage(self) -> str | None:
+        """What SQLite's `quick_check` finds wrong with the file's pages (the first few
+        problems, with what to do), or None. A command meets damage only when it reads the
+        damaged page: a damaged index may first fail the next run's writes."""
+        found = [text for (text,) in self.execute(f"PRAGMA quick_check({DAMAGE_SHOWN})")]
+        if found == ["ok"]:
+            return None
+        lines = [" ".join(line.split()) for text in found for line in text.splitlines()]
+        problems = "; ".join(line for line in lines if line and not line.startswith("***"))
+        if len(problems) > DAMAGE_TEXT_MAX:
+            problems = problems[: DAMAGE_TEXT_MAX - 3] + "..."
+        return f"state store {self.path}: corrupt (quick_check: {problems}): {UNUSABLE_FILE_ADVICE}"
 
     def _table_names(self) -> set[str]:
         rows = self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

@@ -152,6 +152,10 @@ class Store:
         if isinstance(self._conn, Connection) and self._conn.lock_check is not None:
             self._conn.lock_check()
 
+    def damage(self) -> str | None:
+        """A state file's damage SQLite's `quick_check` finds (for `check`), else None."""
+        return self._conn.damage() if isinstance(self._conn, Connection) else None
+
     def close(self) -> None:
         """Closes its connection once: a PostgreSQL reader's goes back to be used again
         (`pg_readers`), where a second close would end it under another reader."""
