@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from choreo_ingest.config_database_url import (
     looks_like_url,
 )
 from choreo_ingest.config_document import (
+    SECRET_KEYS,
     WITHHELD,
     build,
+    dig,
     file_warnings,
     for_cache,
     parse_key,
@@ -61,7 +64,7 @@ from choreo_ingest.config_model import (
     ServeConfig,
     reveal,
 )
-from choreo_ingest.config_values import Invalid, home_expanded, parse_listen
+from choreo_ingest.config_values import Invalid, home_expanded, interpolate, parse_listen
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
@@ -131,14 +134,39 @@ def load_config(
 
     def check(document: dict[Any, Any]) -> Config:
         found: dict[str, Any] = {}
-        walk(document, "", environment, found)
-        config = build(found, base=path.parent, source=path)
+        try:
+            walk(document, "", environment, found)
+            config = build(found, base=path.parent, source=path)
+        except ConfigError as error:
+            raise _secrets_masked(error, document, environment) from error.__cause__
         return replace(config, warnings=file_warnings(path, document, config))
 
     config, withheld = read_document(
         path, parse=parse_yaml, check=check, for_cache=for_cache, secrets=secrets
     )
     return replace(config, source=path, secrets_withheld=withheld)
+
+
+def _secrets_masked(
+    error: ConfigError, document: dict[Any, Any], env: Mapping[str, str]
+) -> ConfigError:
+    """`error`, or the same error with the secrets `document` gives (a token, a client secret)
+    masked: one written in another key by mistake as well (`baseUrl: <the token>`) would be
+    shown by that key's error."""
+    secrets = set()
+    for key in SECRET_KEYS:
+        if isinstance(written := dig(document, key), str) and written.strip():
+            secrets.add(written.strip())
+            with suppress(Invalid):
+                secrets.add(interpolate(written, env, secret=True).strip())
+    from choreo_ingest.logs import masked
+
+    message = masked(str(error), secrets)
+    if message == str(error):
+        return error
+    shown = type(error)(message)
+    shown.path = error.path
+    return shown
 
 
 def with_secrets(config: Config) -> Config:

@@ -130,12 +130,12 @@ _TARGETS = {
     "serve.auth.tokenFile": "serve.token_file",
     "serve.events.secretFile": "serve.events_secret_file",
 }
-_SECRETS = frozenset({TOKEN_SHORTHAND, f"{AUTH_KEY}.token", f"{OAUTH_KEY}.clientSecret"})
+SECRET_KEYS = frozenset({TOKEN_SHORTHAND, f"{AUTH_KEY}.token", f"{OAUTH_KEY}.clientSecret"})
 _SECRET_FILES = frozenset(
     {f"{AUTH_KEY}.tokenFile", f"{OAUTH_KEY}.clientSecretFile", "serve.auth.tokenFile"}
     | {"serve.events.secretFile", "state.passwordFile"}
 )
-_HIDDEN_VALUES = _SECRETS | {"state.url"}
+_HIDDEN_VALUES = SECRET_KEYS | {"state.url"}
 """Keys whose value no error shows (`state.url` may hold a password)."""
 # Sections that hold a secret, a secret file or a URL with a password: a scalar given in place
 # of one may be that secret (`serve: {auth: <the token>}`).
@@ -215,7 +215,7 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
     """The value of the key at `path`. A secret (or a secret file's path) given as `${VAR}` text
     that fails for what the environment holds (VAR unset, say) becomes a DeferredSecret: only
     the API needs it."""
-    secret = path in _SECRETS
+    secret = path in SECRET_KEYS
     hidden = path in _HIDDEN_VALUES
     deferrable = secret or path in _SECRET_FILES
     try:
@@ -397,8 +397,8 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
     """The secret keys `document` gives a value in plain text: anything but `${VAR}` references
     alone (a `${VAR:-default}` writes its default out)."""
     found = []
-    for path in sorted(_SECRETS):
-        raw = _dig(document, path)
+    for path in sorted(SECRET_KEYS):
+        raw = dig(document, path)
         # A blank value leaves the key unset.
         if isinstance(raw, str) and raw.strip() and not _ONLY_REFERENCES.fullmatch(raw.strip()):
             found.append(path)
@@ -415,7 +415,7 @@ def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
     (True) a copy with its plain-text API secrets, and what looks like a secret among custom
     providers' options (`_withheld_options`), replaced by `WITHHELD`; or nothing (None) when
     `state.url` holds a password in plain text, which every call needs."""
-    url = _dig(document, "state.url")
+    url = dig(document, "state.url")
     if isinstance(url, str) and _holds_credentials(url):
         return None, False
     secrets = _literal_secrets(document)
@@ -468,7 +468,7 @@ def _holds_credentials(text: str) -> bool:
     return bool(password) or without_credentials(bare) != bare
 
 
-def _dig(document: dict[Any, Any], path: str) -> object:
+def dig(document: dict[Any, Any], path: str) -> object:
     found: object = document
     for key in path.split("."):
         found = found.get(key) if isinstance(found, dict) else None
@@ -484,7 +484,7 @@ def _replaced(document: dict[Any, Any], keys: list[str], value: object) -> dict[
 
 def file_warnings(file: Path, document: dict[Any, Any], config: Config) -> tuple[str, ...]:
     warnings, held = [], _literal_secrets(document)
-    url = _dig(document, "state.url")
+    url = dig(document, "state.url")
     if isinstance(url, str) and _holds_credentials(url):
         held.append("state.url with a password")
     for path in held:

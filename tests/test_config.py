@@ -759,6 +759,35 @@ class TestSecrets:
             assert secret not in str(caught.value)
             assert secret not in repr(caught.value.args)
 
+    @pytest.mark.parametrize(
+        ("text", "env"),
+        [
+            (f"openchoreo: {{baseUrl: {SECRET}, token: {SECRET}}}", {}),
+            (f"openchoreo: {{baseUrl: 'https://h/{SECRET}?a=b', auth: {{token: {SECRET}}}}}", {}),
+            (
+                "openchoreo: {baseUrl: '${TOKEN}', token: '${TOKEN}'}",
+                {"TOKEN": SECRET},
+            ),
+            (
+                f"openchoreo: {{baseUrl: https://h, auth: {{oauth: {{tokenUrl: https://idp/t, "
+                f"clientId: c, clientSecret: {SECRET}}}}}}}\nmapping: {{defaultOwner: {SECRET}}}",
+                {},
+            ),
+        ],
+        ids=["base-url", "base-url-path", "from-the-environment", "client-secret"],
+    )
+    def test_a_secret_written_in_another_key_too_is_masked_in_its_error(
+        self, tmp_path: Path, text: str, env: dict[str, str]
+    ) -> None:
+        """A token pasted into the wrong key as well as its own: that key's error would show it."""
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text + "\n", env)
+
+        assert SECRET not in str(caught.value)
+        assert "***" in str(caught.value)
+        assert caught.value.path in {"openchoreo.baseUrl", "mapping.defaultOwner"}
+        assert caught.value.__context__ is None or caught.value.__suppress_context__
+
     def test_token_value_not_in_repr_or_warnings(self, tmp_path: Path) -> None:
         path = write(tmp_path, f"openchoreo: {{token: {SECRET}, insecureSkipVerify: true}}\n")
         path.chmod(0o644)
