@@ -236,6 +236,8 @@ class StatusReport:
         }
         if self.state_schema is not None:
             document["stateSchema"] = self.state_schema
+        if self.problems:
+            document["problems"] = self.problems
         return document
 
     @property

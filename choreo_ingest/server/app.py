@@ -216,11 +216,11 @@ def _page(server: Server) -> Handler:
     return status_page
 
 
-def _served_report(server: Server, now: float) -> StatusReport:
+def _served_report(server: Server, now: float, only: str | None = None) -> StatusReport:
     """The status report, with the service's own problem when its ticks do not run (skipped:
-    another process holds the run lock; or failing): what `/health` and the page say, as the
-    metrics' last run stops moving."""
-    report = status_report(server.state, server.config, now)
+    another process holds the run lock; or failing): what `/health`, `/status` and the page
+    say, as the metrics' last run stops moving."""
+    report = status_report(server.state, server.config, now, only=only)
     problem = server.service.tick_problem()
     return report if problem is None else replace(report, problems=[problem])
 
@@ -272,7 +272,7 @@ def _reading_routes(server: Server) -> list[Route]:
     def report(only: str | None, with_content: bool) -> dict[str, Any]:
         """The status document; without `with_content`, the last errors' text withheld."""
         require_state(server)
-        found = status_report(server.state, server.config, server.clock.now(), only=only)
+        found = _served_report(server, server.clock.now(), only)
         return (found if with_content else found.errors_withheld()).to_json()
 
     def health_document() -> tuple[dict[str, Any], int]:

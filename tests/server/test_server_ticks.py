@@ -1,6 +1,6 @@
 """serve's ticks as `/metrics`, `/health` and the status page report them: the last run moves only
 with a tick that ran; ticks that keep being skipped (another process holds the run lock) or
-failing make `/health` unhealthy and show on the page; and `/metrics` holds the textfile's
+failing make `/health` unhealthy and show in `/status` and on the page; and `/metrics` holds the textfile's
 series written alike, plus its own two families, no `_created` series among them."""
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ def test_ticks_skipped_for_longer_than_a_run_make_health_and_the_page_say_so(
         clock.advance(service.run_allowance() + 1.0)
         service.tick()
         health = client.get("/health")
+        status = client.get("/status").json()
+        one_provider = client.get("/status/fake").json()
         page = client.get("/").text
         metrics_at = last_run(client)
     service.tick()
@@ -84,10 +86,12 @@ def test_ticks_skipped_for_longer_than_a_run_make_health_and_the_page_say_so(
     [problem] = health.json()["problems"]
     assert problem.startswith("serve has run no tick in ")
     assert "another process holds the run lock" in problem
+    assert status["problems"] == one_provider["problems"] == [problem]
     assert "serve has run no tick in " in page
     assert metrics_at < clock.now() - service.run_allowance()
     assert client.get("/health").status_code == 200
     assert "problems" not in client.get("/health").json()
+    assert "problems" not in client.get("/status").json()
     assert "serve has run no tick" not in client.get("/").text
 
 
