@@ -243,10 +243,16 @@ class BurstEngine:
             next_action_at=record.next_action_at,
         )
         if error is not None:
-            self._record_failure(record, outcome, now)
+            bug = not isinstance(error, ChoreoIngestError)  # a ConfigError (a secret file gone
+            try:  # while `serve` runs) is a failure the operator must mend, not a bug
+                self._record_failure(record, outcome, now)
+            except StateError as unrecorded:
+                if not bug:
+                    raise
+                error.add_note(f"recording this failure failed too: {unrecorded}")
             outcome.misconfigured = needs_mending(error)
-            if not isinstance(error, ChoreoIngestError):  # a bug; a ConfigError (a secret file
-                raise error  # gone while `serve` runs) is a failure the operator must mend
+            if bug:
+                raise error
         elif result.done:
             self._complete_cycle(record, outcome, now)
         else:

@@ -536,6 +536,33 @@ class TestFailures:
         )
         assert record.last_error == "'offset'"
 
+    def test_a_bug_stays_the_error_when_recording_it_fails_too(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The run lock lost as the bug strikes: the bug is raised, with the store's refusal as
+        a note, not hidden behind it (the traceback is what finds the bug). A state file's lock
+        (PostgreSQL's is a session's: `pg_fence`)."""
+        state_path = tmp_path / "state.db"
+
+        class LockGoneThenBug(FakeProvider):
+            def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+                if cursor is not None:
+                    Path(f"{state_path}.lock").unlink()
+                    raise KeyError("offset")
+                return super().next(context, cursor)
+
+        config = make_config(tmp_path)
+        with state_location(state_path).open_locked() as store:
+            store.migrate()
+            engine = BurstEngine(config, store, clock, rng=random.Random(0))
+            with pytest.raises(KeyError) as caught:
+                engine.run_provider(LockGoneThenBug(TEN))
+
+        [note] = caught.value.__notes__
+        assert note.startswith("recording this failure failed too: ")
+        assert "run lock" in note
+        assert stored(state_path).attempts == 0
+
     def test_a_config_error_met_in_a_burst_is_a_recorded_failure_not_a_bug(
         self, tmp_path: Path, clock: FakeClock, state_path: Path
     ) -> None:
