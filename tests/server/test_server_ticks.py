@@ -1,7 +1,7 @@
 """serve's ticks as `/metrics`, `/health` and the status page report them: the last run moves only
 with a tick that ran; ticks that keep being skipped (another process holds the run lock) or
-failing make `/health` unhealthy and show in `/status` and on the page; and `/metrics` holds the textfile's
-series written alike, plus its own two families, no `_created` series among them."""
+failing make `/health` unhealthy and show in `/status` and on the page; and `/metrics` holds the
+textfile's series written alike, plus its own two families, no `_created` series among them."""
 
 from __future__ import annotations
 
