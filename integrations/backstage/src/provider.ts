@@ -5,7 +5,7 @@
  * One `run()` is one sync step:
  *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId, or at the
  *      first step of a process, a catalog that holds fewer of the provider's entities than it
- *      applied: see `catalogLoss`) or under
+ *      applied: see `CatalogWatch.loss`) or under
  *      way (it resumes from the stored cursor): the whole catalog from `GET /entities`, one
  *      delta per page, then the removal of what earlier generations applied and this one did
  *      not, and of the catalog's entities under the module's name it has no record of (refused
@@ -16,7 +16,11 @@
  *      last resync completed: the catalog's applyMutation does not fail for an entity it skips
  *      (a location-key conflict is only logged), and an entity deleted through the catalog's
  *      API or by its orphan strategy never comes back otherwise. The catalog skips unchanged
- *      entities by their hash, so it costs little.
+ *      entities by their hash, so it costs little. Sooner while the catalog keeps some of the
+ *      provider's entities under another location key (and skips its copies): once it lacks
+ *      more of them than at the last look, that source's entities being gone (see
+ *      `CatalogWatch.freed`). A completed resync looks at what the catalog keeps that way, and
+ *      logs it once.
  * A page goes to the catalog as mutations of at most 1,000 entities. The stored position moves
  * only after the catalog accepted the page's last one, and only if the step was not aborted
  * meanwhile and no other step wrote since this one read it (a compare-and-set): a crash in
@@ -32,6 +36,7 @@ import type {
   EntityProviderConnection,
   EntityProviderMutation,
 } from '@backstage/plugin-catalog-node';
+import { CatalogWatch } from './catalogWatch';
 import {
   acceptableEntities,
   locationKeyFor,
@@ -101,6 +106,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private readonly sweeper: Sweeper;
   /** Whether this process checked that the catalog still holds what was applied. */
   private catalogChecked = false;
+  /** What the catalog holds of what was applied (removed by it, or kept under another key). */
+  private readonly catalog: CatalogWatch;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
     const key = (name: string) => (options.configPath ? `${options.configPath}.${name}` : name);
@@ -148,6 +155,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;
     this.now = options.now ?? Date.now;
     this.sweeper = new Sweeper(this.store, this.logger, ratio, this.now);
+    this.catalog = new CatalogWatch(this.store, this.logger);
   }
 
   getProviderName(): string {
@@ -157,6 +165,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   async connect(connection: EntityProviderConnection): Promise<void> {
     this.connection = connection;
     this.catalogChecked = false;
+    this.catalog.reset();
     await this.store.ready();
   }
 
@@ -241,7 +250,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     if (state.seq === undefined && !state.resync) {
       state = await this.startResync(state, 'first start');
     } else if (!this.catalogChecked) {
-      const lost = await this.catalogLoss();
+      const lost = await this.catalog.loss(this.locationKey);
       if (lost) {
         state = await this.startResync(state, lost);
       }
@@ -269,6 +278,11 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         state = await this.startResync(state, this.periodicReason(state));
         continue;
       }
+      const freed = result.resynced ? undefined : await this.catalog.freed(this.locationKey);
+      if (freed) {
+        state = await this.startResync(state, freed);
+        continue;
+      }
       break;
     }
     if (state.sweepPending) {
@@ -278,33 +292,11 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       };
       state = await this.sweeper.sweep(state, steps, result);
     }
+    if (result.resynced && !state.resync) {
+      // A completed resync offered every entity: which of them the catalog keeps elsewhere.
+      await this.catalog.look(this.locationKey);
+    }
     return state;
-  }
-
-  /**
-   * At the first step of a process: why the catalog no longer holds what the module applied, or
-   * undefined. The catalog removes a provider's entities at a start without it (its startup
-   * eviction of orphaned providers, `catalog.orphanProviderStrategy: delete`, the default since
-   * catalog-backend 3.0.0), and the module's own tables would not know: it looks the refs it
-   * applied up among the catalog's entities (see `StateStore.catalogMissing`).
-   */
-  private async catalogLoss(): Promise<string | undefined> {
-    const missing = await this.store.catalogMissing();
-    if (missing === undefined) {
-      this.logger.info(
-        'choreo-ingest: no refresh_state table in this database; the check that the catalog ' +
-          'still holds what the module applied is skipped',
-      );
-      return undefined;
-    }
-    if (missing === 0) {
-      return undefined;
-    }
-    const applied = await this.store.appliedCount();
-    return (
-      `the catalog holds ${applied - missing} of the ${applied} entities the module applied (it ` +
-      'removed them, such as at a start without this module: catalog.orphanProviderStrategy)'
-    );
   }
 
   /** Whether the periodic resync is due: `resyncIntervalMs` since the last one completed. */

@@ -70,6 +70,16 @@ export type Commit = {
   removed?: string[];
 };
 
+/** What the catalog holds of the refs a provider applied (`StateStore.catalogHolding`). */
+export type CatalogHolding = {
+  /** The refs applied. */
+  applied: number;
+  /** Of them, those the catalog holds no entity for. */
+  missing: number;
+  /** Of them, those it keeps under another location key, by that key, most first. */
+  elsewhere: Array<{ locationKey: string; count: number }>;
+};
+
 const CHUNK = 400;
 /** The catalog's own table of its entities, one row per ref (catalog-backend 0.x to 4.x). */
 export const CATALOG_ENTITIES_TABLE = 'refresh_state';
@@ -215,19 +225,42 @@ export class StateStore {
    * catalog's database).
    */
   async catalogMissing(): Promise<number | undefined> {
+    return (await this.catalogHolding(''))?.missing;
+  }
+
+  /**
+   * What the catalog holds of the refs the provider applied (see `catalogMissing`): how many it
+   * lacks, and how many it keeps under a location key other than `locationKey` (one it skips the
+   * provider's copies of: another provider's, a `file` location's), by key, most first. One
+   * query; undefined where the catalog's table is missing.
+   */
+  async catalogHolding(locationKey: string): Promise<CatalogHolding | undefined> {
     if (!(await this.db.schema.hasTable(CATALOG_ENTITIES_TABLE))) {
       return undefined;
     }
     await this.ready();
-    const held = this.db(`${CATALOG_ENTITIES_TABLE} as held`)
-      .select(this.db.raw('1'))
-      .whereRaw('?? = ??', ['held.entity_ref', 'applied.ref']);
-    const row = await this.db(`${APPLIED_TABLE} as applied`)
+    const rows: Array<{ key: string | null; total: unknown; held: unknown }> = await this.db(
+      `${APPLIED_TABLE} as applied`,
+    )
+      .leftJoin(`${CATALOG_ENTITIES_TABLE} as held`, 'held.entity_ref', 'applied.ref')
       .where('applied.provider', this.provider)
-      .whereNotExists(held)
-      .count({ count: '*' })
-      .first();
-    return Number(row?.count ?? 0);
+      .groupBy('held.location_key')
+      .select({ key: 'held.location_key' })
+      .count({ total: '*', held: 'held.entity_ref' });
+    const holding: CatalogHolding = { applied: 0, missing: 0, elsewhere: [] };
+    for (const row of rows) {
+      const [total, held] = [Number(row.total), Number(row.held)];
+      holding.applied += total;
+      holding.missing += total - held;
+      // The catalog's update takes a row without a location key over: not a conflict.
+      if (row.key !== null && row.key !== locationKey && held > 0) {
+        holding.elsewhere.push({ locationKey: row.key, count: held });
+      }
+    }
+    holding.elsewhere.sort(
+      (a, b) => b.count - a.count || a.locationKey.localeCompare(b.locationKey),
+    );
+    return holding;
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import type { Knex } from 'knex';
 import { ChoreoIngestEntityProvider } from '../src';
+import { locationKeyFor } from '../src/entities';
 import { StateStore } from '../src/state';
 import { CatalogTablesConnection } from './support/catalogTables';
 import { RecordingConnection } from './support/connection';
@@ -121,6 +122,29 @@ describePg('on PostgreSQL', () => {
     await connection.evict();
     expect(await (await start()).run()).toEqual({ applied: 3, removed: 0, resynced: true });
     expect(logger.text()).toMatch(/the catalog holds 0 of the 3 entities/);
+  });
+
+  test('refs the catalog keeps under another key are counted on PostgreSQL, and come back', async () => {
+    const database = await pg.freshDatabase();
+    const feed = await fakeFeed(['a', 'b', 'c']);
+    const connection = new CatalogTablesConnection(database);
+    await connection.createTable();
+    await connection.addForeign('component:default/b', 'provider:OpenChoreoEntityProvider');
+    const provider = new ChoreoIngestEntityProvider({ baseUrl: feed.url, logger: new TestLogger(), database });
+    await provider.connect(connection);
+    expect((await provider.run()).applied).toBe(3);
+    const store = new StateStore(database, 'choreo-ingest');
+    const key = locationKeyFor(feed.url);
+    expect(await store.catalogHolding(key)).toEqual({
+      applied: 3,
+      missing: 0,
+      elsewhere: [{ locationKey: 'provider:OpenChoreoEntityProvider', count: 1 }],
+    });
+
+    await database('refresh_state').where({ entity_ref: 'component:default/b' }).delete();
+    expect(await store.catalogHolding(key)).toEqual({ applied: 3, missing: 1, elsewhere: [] });
+    expect(await provider.run()).toEqual({ applied: 3, removed: 0, resynced: true });
+    expect(await store.catalogHolding(key)).toEqual({ applied: 3, missing: 0, elsewhere: [] });
   });
 
   test('orphans are found on PostgreSQL and leave at the resync\'s sweep', async () => {

@@ -23,6 +23,7 @@ import {
   SERVE_TOKEN,
   type Choreo,
   cli,
+  pollUntil,
   projectsOf,
   putComponentWithEndpoint,
   shortest,
@@ -123,22 +124,14 @@ async function exportedEntities(): Promise<Map<string, Entity>> {
 }
 
 /** Poll: a sync step, then the catalog, until `done` holds for what it serves. */
-async function waitForCatalog(done: (entities: Map<string, Entity>) => boolean, what: string) {
-  let last = new Map<string, Entity>();
-  try {
-    await waitUntil(
-      async () => {
-        await syncStep();
-        last = await catalogEntities();
-        return done(last);
-      },
-      what,
-      CATALOG_TIMEOUT_MS,
-    );
-  } catch (error) {
-    throw new Error(`${(error as Error).message}; the catalog serves ${[...last.keys()].sort().join(', ')}`);
-  }
-  return last;
+function waitForCatalog(done: (entities: Map<string, Entity>) => boolean, what: string) {
+  const look = async () => {
+    await syncStep();
+    return catalogEntities();
+  };
+  const shown = (last: Map<string, Entity>) =>
+    `the catalog serves ${[...last.keys()].sort().join(', ')}`;
+  return pollUntil(look, done, what, shown, CATALOG_TIMEOUT_MS);
 }
 
 test('what choreo-ingest delivers becomes processed entities in the real catalog', async () => {

@@ -244,6 +244,34 @@ export async function waitUntil(
   }
 }
 
+/**
+ * Poll `look` until `done` holds for what it gives, and give that; on a timeout, the error says
+ * what it gave last (`shown`).
+ */
+export async function pollUntil<T>(
+  look: () => Promise<T>,
+  done: (found: T) => boolean,
+  what: string,
+  shown: (found: T) => string,
+  timeoutMs = START_TIMEOUT_MS,
+): Promise<T> {
+  let last: T | undefined;
+  try {
+    await waitUntil(
+      async () => {
+        last = await look();
+        return done(last);
+      },
+      what,
+      timeoutMs,
+    );
+  } catch (error) {
+    const seen = last === undefined ? 'nothing yet' : shown(last);
+    throw new Error(`${(error as Error).message}; ${seen}`);
+  }
+  return last as T;
+}
+
 function collect(child: ChildProcess): () => string {
   let text = '';
   child.stderr?.on('data', chunk => {
