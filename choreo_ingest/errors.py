@@ -111,6 +111,12 @@ class InboxFull(ChoreoIngestError):
         super().__init__(message)
 
 
+class AnswerTooLarge(ChoreoIngestError):
+    """A feed request whose answer would hold more entity text than one answer is let hold
+    (`feed.MAX_ANSWER_CHARS`): the service would hold it all in memory at once. Asking for
+    fewer refs helps (the Backstage module halves a batch refused so)."""
+
+
 class ChangesGone(ChoreoIngestError):
     """The changes a consumer asks for are not in the change log (pruned, or written to another
     state file than the one it copied): it copies the whole catalog again."""

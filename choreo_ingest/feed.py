@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from choreo_ingest.clock import rfc3339
-from choreo_ingest.errors import ChangesGone, ConfigError
+from choreo_ingest.errors import AnswerTooLarge, ChangesGone, ConfigError
 from choreo_ingest.reporting import check_since_at, rollback_seen
 from choreo_ingest.store import ChangeRow, Store, gap_after
 
@@ -26,6 +26,10 @@ MAX_REFS = 1_000
 """The most refs one `entities_batch` asks for."""
 MAX_ENTITIES = 1_000
 """The most entities one `entities_page` returns."""
+MAX_ANSWER_CHARS = 16 * 1024 * 1024
+"""The most characters of entity text one `entities_page` or `entities_batch` answers with (one
+entity over it comes alone): the service holds an answer in memory several times over while it
+makes it, and a v1 API's inline schema can make an entity a megabyte (500 of them: 500 MB)."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +131,16 @@ def _kept_with_twins(changes: list[ChangeRow], limit: int) -> list[ChangeRow]:
 
 def entities_batch(store: Store, refs: list[str]) -> EntitiesBatch:
     """The bodies of `refs`, in the order asked (a ref asked twice comes once), and the refs
-    the catalog does not hold."""
+    the catalog does not hold. AnswerTooLarge when their text is over MAX_ANSWER_CHARS."""
     wanted = list(dict.fromkeys(_checked_refs(refs)))
     with store.snapshot():
         store_id = store.store_id()
-        bodies = store.entity_bodies(wanted)
+        bodies = store.entity_bodies(wanted, MAX_ANSWER_CHARS)
+    if bodies is None:
+        raise AnswerTooLarge(
+            f"the {len(wanted):,} entities asked for hold more than "
+            f"{MAX_ANSWER_CHARS // 2**20} MiB of text, more than one answer holds: ask for fewer"
+        )
     return EntitiesBatch(
         store_id,
         entities=[bodies[ref] for ref in wanted if ref in bodies],
@@ -148,6 +157,9 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
     least as new as `newestSeq`, and every entity that changed while the walk went on has a
     change after it. A consumer that applies `changes_page(since=newestSeq)` (and the pages after
     it) once the walk is done holds the current catalog.
+
+    A page holds fewer than `limit` entities, with a `nextCursor`, once it holds
+    MAX_ANSWER_CHARS of their text.
 
     Raises ConfigError (`cursor`) for a cursor this function did not make, and ChangesGone for
     one from another state file (another storeId) or whose `newestSeq` is no longer followable
@@ -169,10 +181,9 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
                 )
             _require_changes_after(position.seq, store_id, pruned_through, newest)
             after, seq = position.after, position.seq
-        rows = store.entities_after(after, limit + 1)
+        page, more = store.entities_after(after, limit, MAX_ANSWER_CHARS)
         newest_at = rfc3339(store.change_at(seq))
-    page = rows[:limit]
-    next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if len(rows) > limit else None
+    next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if more else None
     return EntitiesPage(store_id, seq, [body for _, body in page], next_cursor, newest_at)
 
 

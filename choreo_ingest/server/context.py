@@ -22,6 +22,7 @@ from starlette.responses import Response
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
+    AnswerTooLarge,
     ChangesGone,
     ChoreoIngestError,
     ConfigError,
@@ -81,6 +82,8 @@ def in_thread(server: Server, work: Callable[..., Any], *args: Any, **kwargs: An
         except ChangesGone as error:
             position = {"storeId": error.store_id, "oldestSeq": error.oldest_seq}
             raise HTTPProblem(410, str(error), fields=position) from None
+        except AnswerTooLarge as error:
+            raise HTTPProblem(413, str(error)) from None
         except InboxFull as error:
             if error.never_fits:
                 raise HTTPProblem(413, str(error)) from None

@@ -226,28 +226,45 @@ def entity_scopes(conn: AnyConnection, provider: str, refs: Sequence[str]) -> di
     return found
 
 
-def entity_bodies(conn: AnyConnection, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The bodies of those of `refs` the catalog holds, by ref."""
+def entity_bodies(
+    conn: AnyConnection, refs: Sequence[str], max_chars: int | None = None
+) -> dict[str, dict[str, Any]] | None:
+    """The bodies of those of `refs` the catalog holds, by ref; None, read no further, once
+    more than one of them hold over `max_chars` characters of stored text."""
     found: dict[str, dict[str, Any]] = {}
+    chars = 0
     for start in range(0, len(refs), _REFS_PER_QUERY):
         # One statement for any number of refs (see entity_rows._existing_hashes).
         condition, values = in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
         rows = conn.execute(f"SELECT ref, body FROM entities WHERE {condition}", [values])
-        found.update((ref, json.loads(body)) for ref, body in rows)
+        for ref, body in rows:
+            chars += len(body)
+            if max_chars is not None and found and chars > max_chars:
+                return None
+            found[ref] = json.loads(body)
     return found
 
 
 def entities_after(
-    conn: AnyConnection, ref: str | None, limit: int
-) -> list[tuple[str, dict[str, Any]]]:
-    """Up to `limit` entities, ordered by ref, after `ref` (from the first when None)."""
+    conn: AnyConnection, ref: str | None, limit: int, max_chars: int | None = None
+) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """Up to `limit` entities, ordered by ref, after `ref` (from the first when None), and
+    whether more follow. With `max_chars`, the page ends once it holds that many characters of
+    stored text (the first entity is taken whatever its size)."""
     if ref is None:
-        rows = conn.execute("SELECT ref, body FROM entities ORDER BY ref LIMIT ?", [limit])
+        rows = conn.execute("SELECT ref, body FROM entities ORDER BY ref LIMIT ?", [limit + 1])
     else:
         rows = conn.execute(
-            "SELECT ref, body FROM entities WHERE ref > ? ORDER BY ref LIMIT ?", [ref, limit]
+            "SELECT ref, body FROM entities WHERE ref > ? ORDER BY ref LIMIT ?", [ref, limit + 1]
         )
-    return [(found, json.loads(body)) for found, body in rows]
+    page: list[tuple[str, dict[str, Any]]] = []
+    chars = 0
+    for found, body in rows:
+        if len(page) == limit or (max_chars is not None and chars >= max_chars):
+            return page, True
+        page.append((found, json.loads(body)))
+        chars += len(body)
+    return page, False
 
 
 def last_change_seq(conn: AnyConnection) -> int:

@@ -367,14 +367,18 @@ class Store:
     def facts(self, provider: str) -> dict[str, str]:
         return index.read_facts(self._conn, provider)
 
-    def entity_bodies(self, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return queries.entity_bodies(self._conn, refs)
+    def entity_bodies(
+        self, refs: Sequence[str], max_chars: int | None = None
+    ) -> dict[str, dict[str, Any]] | None:
+        return queries.entity_bodies(self._conn, refs, max_chars)
 
     def entity_scopes(self, provider: str, refs: Sequence[str]) -> dict[str, str]:
         return queries.entity_scopes(self._conn, provider, refs)
 
-    def entities_after(self, ref: str | None, limit: int) -> list[tuple[str, dict[str, Any]]]:
-        return queries.entities_after(self._conn, ref, limit)
+    def entities_after(
+        self, ref: str | None, limit: int, max_chars: int | None = None
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        return queries.entities_after(self._conn, ref, limit, max_chars)
 
     # -- the change feed: the store's identity and the change log's bounds ----------------
 

@@ -19,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
 from choreo_ingest.events import FLOOD_EVENTS
+from choreo_ingest.feed import MAX_ANSWER_CHARS
 from choreo_ingest.invocation import copy_state
-from choreo_ingest.models import ProviderState
+from choreo_ingest.models import Delta, ProviderState
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import OPERATOR_THREADS, Server
 from choreo_ingest.server.security import Credentials
@@ -36,7 +37,7 @@ from backstage_validator import (
     run_backstage_validator,
     skip_unless_backstage_validator,
 )
-from fakes import FakeClock
+from fakes import FakeClock, make_entity
 from sim_support import ingest_world, run_cli, write_config
 
 TOKEN = "api-token-for-tests"
@@ -656,6 +657,63 @@ class TestFeed:
         assert same.status_code == 200
         assert other.status_code == 410
         assert "put back from an older copy" in other.json()["error"]
+
+
+class TestLargeEntities:
+    """Entities of a megabyte each (a v1 API's inline schema): a page or batch of hundreds of them
+    would be hundreds of MB held in memory several times over. An answer holds at most
+    MAX_ANSWER_CHARS of their text (one larger entity comes alone)."""
+
+    COUNT = 20
+    SIZE = 1 << 20
+
+    @pytest.fixture
+    def large(self, config: Config, tmp_path: Path, clock: FakeClock) -> Iterator[AsgiClient]:
+        state = tmp_path / "large.db"
+        with Store.open(state) as store:
+            store.migrate()
+            entities = [make_entity(f"c{number:02}") for number in range(self.COUNT)]
+            for entity in entities:
+                entity.body["metadata"]["description"] = "x" * self.SIZE
+            store.apply_delta("fake", 1, Delta(upserts=entities), clock.now())
+        with make_client(config, state, clock, Credentials(TOKEN, None)) as test_client:
+            yield test_client
+
+    def test_a_page_holds_up_to_max_answer_chars_and_the_walk_gets_every_entity_once(
+        self, large: AsgiClient
+    ) -> None:
+        sizes, names, cursor = [], [], None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = large.get("/entities", params=params, headers=AUTH).json()
+            sizes.append(len(page["entities"]))
+            names += [entity["metadata"]["name"] for entity in page["entities"]]
+            cursor = page["nextCursor"]
+            if cursor is None:
+                break
+
+        fits = MAX_ANSWER_CHARS // self.SIZE  # the page ends with the entity that reaches it
+        assert sizes == [fits, self.COUNT - fits]
+        assert names == [f"c{number:02}" for number in range(self.COUNT)]
+
+    def test_a_batch_past_max_answer_chars_is_413_and_its_halves_are_answered(
+        self, large: AsgiClient
+    ) -> None:
+        refs = [f"component:default/c{number:02}" for number in range(self.COUNT)]
+
+        whole = large.post("/entities/batch", json={"refs": refs}, headers=AUTH)
+        halves = [
+            large.post("/entities/batch", json={"refs": half}, headers=AUTH)
+            for half in (refs[:10], refs[10:])
+        ]
+
+        assert whole.status_code == 413
+        assert whole.json()["error"] == (
+            "the 20 entities asked for hold more than 16 MiB of text, more than one answer "
+            "holds: ask for fewer"
+        )
+        assert [answer.status_code for answer in halves] == [200, 200]
+        assert sum(len(answer.json()["entities"]) for answer in halves) == self.COUNT
 
 
 class TestOddRequests:

@@ -35,6 +35,19 @@ def remove(store: Store, refs: Sequence[str], now: float = T0) -> None:
     store.apply_delta("fake", 1, Delta(removals=refs), now)
 
 
+def described(name: str) -> Entity:
+    """An entity with a description of 1,000 characters: each as large as the others."""
+    entity = make_entity(name)
+    entity.body["metadata"]["description"] = "x" * 1000
+    return entity
+
+
+def stored_chars(store: Store, ref: str) -> int:
+    """The characters of `ref`'s body as the state holds it."""
+    [(size,)] = store_sql(store, "SELECT length(body) FROM entities WHERE ref = ?", [ref])
+    return int(size)
+
+
 def log_changes(store: Store, times: Sequence[float]) -> None:
     """One change per time, in order (a new entity each)."""
     for number, now in enumerate(times):
@@ -209,6 +222,7 @@ class TestEntityReads:
             statements.clear()  # what opening it ran
             bodies = st.entity_bodies(wanted)
 
+        assert bodies is not None
         assert sorted(bodies) == wanted[:300]
         assert bodies["component:default/e0042"] == make_entity("e0042").body
         assert len(statements) == 2  # 1000 refs asked: two statements of at most 500
@@ -223,13 +237,40 @@ class TestEntityReads:
         upsert(store, entities)
         order = sorted(entity.ref for entity in entities)
 
-        first = store.entities_after(None, 3)
-        rest = store.entities_after(first[-1][0], 3)
+        first, more = store.entities_after(None, 3)
+        rest, after_rest = store.entities_after(first[-1][0], 3)
 
         assert [ref for ref, _ in first] == order[:3]
+        assert more
         assert [ref for ref, _ in rest] == order[3:]
+        assert not after_rest
         assert rest[0][1] == next(e.body for e in entities if e.ref == order[3])
-        assert store.entities_after(order[-1], 3) == []
+        assert store.entities_after(order[-1], 3) == ([], False)
+
+    def test_a_page_ends_once_it_holds_max_chars_of_text(self, store: Store) -> None:
+        """Entities of a 1 MB schema each: a page of `limit` of them would be that many MB."""
+        upsert(store, [described(name) for name in "abcdef"])
+        size = stored_chars(store, "component:default/a")
+
+        page, more = store.entities_after(None, 5, max_chars=2 * size)
+        one, more_after_one = store.entities_after(None, 5, max_chars=1)
+        last, after_last = store.entities_after("component:default/d", 5, max_chars=2 * size)
+
+        assert [ref for ref, _ in page] == ["component:default/a", "component:default/b"]
+        assert more
+        assert [ref for ref, _ in one] == ["component:default/a"]  # one is taken whatever its size
+        assert more_after_one
+        assert [ref for ref, _ in last] == ["component:default/e", "component:default/f"]
+        assert not after_last
+
+    def test_bodies_past_max_chars_are_none_unless_one_was_asked_for(self, store: Store) -> None:
+        upsert(store, [described(name) for name in "abc"])
+        refs = [f"component:default/{name}" for name in "abc"]
+        size = stored_chars(store, refs[0])
+
+        assert store.entity_bodies(refs, max_chars=3 * size) is not None
+        assert store.entity_bodies(refs, max_chars=3 * size - 1) is None
+        assert store.entity_bodies(refs[:1], max_chars=1) == {refs[0]: store.entity_body(refs[0])}
 
 
 class TestSnapshot:
