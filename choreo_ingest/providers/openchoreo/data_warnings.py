@@ -41,13 +41,26 @@ class DataWarning(NamedTuple):
 _collected: ContextVar[list[DataWarning] | None] = ContextVar("data_warnings", default=None)
 
 
+FIELD_CHARS = 200
+"""The most characters of a field's value a warning shows (an annotation may hold 256 KB)."""
+
+
 def data_warning(event: str, subject: str, **fields: Any) -> None:
-    """Warn about `subject`, once while it lasts when a collection is open."""
+    """Warn about `subject`, once while it lasts when a collection is open. A field holding text
+    longer than FIELD_CHARS (or a list, a mapping) is shown cut to that length."""
+    fields = {name: _shown(value) for name, value in fields.items()}
     collected = _collected.get()
     if collected is None:
         log.warning(event, **fields)
     else:
         collected.append(DataWarning(event, subject, fields))
+
+
+def _shown(value: object) -> object:
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= FIELD_CHARS:
+        return value
+    return f"{text[: FIELD_CHARS - 3]}... ({len(text):,} characters)"
 
 
 @contextmanager

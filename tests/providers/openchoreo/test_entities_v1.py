@@ -309,6 +309,19 @@ class TestOwnerChain:
             (log["event"], log["log_level"], log["kind"], log["name"], log["owner"]) for log in logs
         ] == [("owner_annotation_ignored", "warning", "Component", "orders", owner)]
 
+    @pytest.mark.parametrize("owner", ["x y " * 25_000, ["team-a"] * 10_000], ids=["text", "list"])
+    def test_a_huge_owner_annotation_is_shown_cut_in_its_warning(self, owner: object) -> None:
+        """Kubernetes allows 256 KB of annotations: a cron mail of one line as long, twice."""
+        with structlog.testing.capture_logs() as logs:
+            [entity] = map_component(component(owner=owner), None, "team-p")
+
+        [log] = logs
+        assert entity.body["spec"]["owner"] == "team-p"
+        assert log["owner"].startswith(str(owner)[:100] if isinstance(owner, str) else "['team-a'")
+        assert log["owner"].endswith(" characters)")
+        assert len(log["owner"]) < 240
+        assert len(log["reason"]) < 240
+
     def test_invalid_project_owner_annotation_is_skipped_with_a_warning(self) -> None:
         project = resource("shop", metadata={"annotations": {"backstage.io/owner": "a b"}})
         with structlog.testing.capture_logs() as logs:
