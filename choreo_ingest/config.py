@@ -68,6 +68,7 @@ from choreo_ingest.config_values import Invalid, home_expanded, interpolate, par
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
+    "API_V1",
     "CLIENT_AUTH_AUTO",
     "CLIENT_AUTH_METHODS",
     "CLIENT_SECRET_BASIC",

@@ -11,6 +11,7 @@ from typing import Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import (
+    API_V1,
     AuthConfig,
     Config,
     IncrementalConfig,
@@ -25,10 +26,15 @@ from choreo_ingest.errors import (
     NotFoundError,
     ProviderError,
 )
-from choreo_ingest.models import Check
+from choreo_ingest.models import Check, QueuedItem
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
-from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
+from choreo_ingest.providers.openchoreo.generation import (
+    Generation,
+    ListPage,
+    name_of,
+    says_absent,
+)
 from choreo_ingest.providers.openchoreo.generations import generation_named, generations
 from choreo_ingest.providers.openchoreo.http_errors import one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
@@ -214,8 +220,15 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         pages = 1
         if page.next_cursor and not page.items:
             pages, page = _first_items(client, generation, path, following, pages=2)
+        listing = _listing_check(client, generation, page, pages, config.openchoreo.auth)
+        chunk, _ = effective_chunk_size(config, generation.name)
+        try:
+            latency = max(latency, _full_page_time(client, generation, page, chunk, clock))
+        except ProviderError as error:
+            failed = f"a first page of {chunk} (chunkSize): {error}"
+            return [listing, Check("openchoreo.incremental", False, failed)]
         return [
-            _listing_check(client, generation, page, pages, config.openchoreo.auth),
+            listing,
             page_time_check(latency, config.incremental, generation.name),
             *_chunk_check(config, generation),
         ]
@@ -223,6 +236,25 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
     return [
         Check("openchoreo.api", False, f"no OpenChoreo API at {client.base_url} (tried {tried})")
     ]
+
+
+def _full_page_time(
+    client: OpenChoreoClient, generation: Generation, page: ListPage, chunk: int, clock: Clock
+) -> float:
+    """How long the slowest first page of `chunk` items of each listing in the first namespace
+    listed takes (v1: its projects, workloads and components; 0 without one): the listing of one
+    namespace says little of a page of workloads, which carry their API schemas inline. Raises
+    the ProviderError of a page a run would fail on (one past the client's 64 MiB, say)."""
+    if generation.name != API_V1 or not page.items:
+        return 0.0
+    namespace = name_of(page.items[0], generation.phases[0].path(None))
+    item = QueuedItem(0, namespace, {"namespace": namespace})
+    slowest = 0.0
+    for phase in generation.phases[1:]:
+        started = clock.monotonic()
+        generation.list_page(client, phase.path(item), limit=chunk, cursor=None)
+        slowest = max(slowest, clock.monotonic() - started)
+    return slowest
 
 
 def _cursor_problem(first: ListPage, following: ListPage) -> str | None:

@@ -11,6 +11,7 @@ import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.providers.openchoreo import client as client_module
 from choreo_ingest.providers.openchoreo.preflight import page_time_check
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 
@@ -346,3 +347,74 @@ def test_check_follows_the_first_pages_cursor(
 
     assert check.ok == expected.startswith("(1 namespace"), check.detail
     assert expected in check.detail
+
+
+def _v1_platform(
+    clock: FakeClock, workloads: dict[str, Any], seconds: float
+) -> httpx.MockTransport:
+    """A v1 server with one namespace, whose first page of workloads is `workloads` and takes
+    `seconds` (the other listings are empty and take no time)."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1")
+        if path == "/version":
+            return httpx.Response(200, json={"version": "v1.2.3"})
+        if path == "/namespaces":
+            return httpx.Response(200, json={"items": [ns("acme")], "pagination": {}})
+        if path == "/namespaces/acme/workloads":
+            clock.advance(seconds)
+            return httpx.Response(200, json=workloads)
+        return httpx.Response(200, json={"items": [], "pagination": {}})
+
+    return httpx.MockTransport(answer)
+
+
+def _workloads(count: int, schema_chars: int) -> dict[str, Any]:
+    endpoint = {"type": "HTTP", "port": 80, "schema": {"content": "x" * schema_chars}}
+    items = [
+        {"metadata": {"name": f"w{n}"}, "spec": {"endpoints": {"api": endpoint}}}
+        for n in range(count)
+    ]
+    return {"items": items, "pagination": {}}
+
+
+def _incremental_check(tmp_path: Path, transport: httpx.MockTransport, clock: FakeClock) -> Any:
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    checks = OpenChoreoProvider(config, transport=transport).preflight(clock)
+    [check] = [c for c in checks if c.name == "openchoreo.incremental"]
+    return check
+
+
+def test_a_first_page_of_workloads_the_client_cannot_read_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workloads carry their API schemas inline: one namespace listed says nothing of a page of
+    them, and every run would fail on it while `check` said all was well."""
+    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4096)
+    clock = FakeClock()
+
+    check = _incremental_check(tmp_path, _v1_platform(clock, _workloads(20, 500), 0.0), clock)
+
+    assert not check.ok
+    assert check.detail.startswith(
+        "a first page of 50 (chunkSize): GET /namespaces/acme/workloads: the answer is larger "
+        "than 4,096 bytes"
+    )
+    assert check.detail.endswith(
+        "lower openchoreo.incremental.chunkSize, the items a page asks for"
+    )
+
+
+@pytest.mark.parametrize(("seconds", "ok"), [(6.0, False), (0.5, True)], ids=["slow", "fast"])
+def test_the_page_time_is_the_slowest_first_page_of_chunk_size(
+    tmp_path: Path, seconds: float, ok: bool
+) -> None:
+    clock = FakeClock()
+
+    check = _incremental_check(tmp_path, _v1_platform(clock, _workloads(3, 10), seconds), clock)
+
+    assert check.ok is ok, check.detail
+    assert f"a page takes about {seconds:.1f} s" in check.detail
