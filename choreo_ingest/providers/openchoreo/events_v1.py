@@ -373,9 +373,13 @@ def _component_gone(
     walk: Walk, namespace: str, component: str, workloads: Sequence[Resource]
 ) -> Delta:
     """A component that answered 404: it leaves with its APIs, its indexed workloads and its
-    claims on API names (a component that lost a name to it gets it back at its next read)."""
+    claims on API names (a component that lost a name to it gets it back at its next read).
+    A workload of it that is still listed (left behind: an orphan) keeps its row, as the walk
+    indexes every workload listed: a consumer's dependency on it names what the walk names."""
     group = f"{namespace}/{component}"
     known = walk.index.by_group(WORKLOADS, [group])[group]
+    left = [row for w in workloads if (row := workload_row(namespace, w))]
+    kept = {row.key for row in left}
     ref = entity_ref("Component", namespace_name(namespace), entity_name(component))
     projects = sorted(_projects_of([*workloads, *(row.value for row in known)]))
     scopes = [f"{namespace}/{project}/{component}" for project in projects]
@@ -386,7 +390,8 @@ def _component_gone(
         removals=[ref],
         removal_scopes=scopes,
         index=[
-            *(IndexEntry(WORKLOADS, row.key) for row in known),
+            *(IndexEntry(WORKLOADS, row.key) for row in known if row.key not in kept),
+            *left,
             *_released_claims(walk, namespace, component, projects, first_workload(known)),
         ],
     )

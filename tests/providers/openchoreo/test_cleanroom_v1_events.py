@@ -414,3 +414,33 @@ def test_a_component_deleted_after_its_workload_leaves_with_what_is_left_of_it(
     assert "component:acme/ledger" not in catalog
     assert not [ref for ref in catalog if "ledger" in ref]
     assert_catalog_consistent(list(catalog.values()))
+
+
+def test_a_dependency_on_an_orphan_workload_stays_as_the_walk_gives_it_after_events(
+    here: Path,
+) -> None:
+    """A workload left behind by its deleted component (an orphan) is indexed by the walk, and a
+    consumer that depends on its endpoint names that API as the walk gives it. An event for the
+    orphan, then one for the consumer, keep it so: they dropped it, and every cycle put it back
+    (three upserts of an unchanged component, each to the change log and Backstage)."""
+    with showcase_ingested(here) as (server, config):
+        api = server.api
+        served = {"o": {"type": "HTTP", "port": 80, "schema": {"content": OPENAPI}}}
+        api.put("workloads", "acme", workload("orphan-wl", "shop", "gone", served))
+        put_service(api, "acme", "shop", "consumer", "consumer-wl")
+        needs = workload("consumer-wl", "shop", "consumer")
+        needs["spec"]["dependencies"] = {"endpoints": [{"component": "gone", "name": "o"}]}
+        api.put("workloads", "acme", needs)
+        run_cycle(config)
+        walked = by_ref(export(config))["component:acme/consumer"]
+        events = [  # `created`: an `updated` event waits a moment before it is applied
+            {"kind": "Workload", "name": "orphan-wl", "namespace": "acme", "action": "created"},
+            {"kind": "Component", "name": "consumer", "namespace": "acme", "action": "created"},
+        ]
+        after_events = apply_events(config, events)["component:acme/consumer"]
+        run_cycle(config)
+        after_cycle = by_ref(export(config))["component:acme/consumer"]
+
+    assert walked["spec"].get("consumesApis") == ["api:acme/shop-gone-o"]
+    assert after_events["spec"] == walked["spec"]
+    assert after_cycle["spec"] == walked["spec"]
