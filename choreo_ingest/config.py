@@ -152,8 +152,9 @@ def _secrets_masked(
     error: ConfigError, document: dict[Any, Any], env: Mapping[str, str]
 ) -> ConfigError:
     """`error`, or the same error with the secrets `document` gives (a token, a client secret)
-    masked: one written in another key by mistake as well (`baseUrl: <the token>`) would be
-    shown by that key's error."""
+    masked: one written in another key by mistake as well (`baseUrl: <the token>`, or as a key's
+    name) would be shown by that key's error, or the first 57 characters of it, as a value's
+    description cuts a long one (`config_values.describe`)."""
     secrets = set()
     for key in SECRET_KEYS:
         if isinstance(written := dig(document, key), str) and written.strip():
@@ -162,12 +163,36 @@ def _secrets_masked(
                 secrets.add(interpolate(written, env, secret=True).strip())
     from choreo_ingest.logs import masked
 
-    message = masked(str(error), secrets)
-    if message == str(error):
+    def hidden(text: str) -> str:
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= LONG_SECRET:  # no word of a message is one: masked wherever
+                text = _prefixes_masked(text, secret)
+        return masked(text, secrets)
+
+    message, path = hidden(str(error)), None if error.path is None else hidden(error.path)
+    if message == str(error) and path == error.path:
         return error
     shown = type(error)(message)
-    shown.path = error.path
+    shown.path = path
     return shown
+
+
+LONG_SECRET = 16
+"""Secrets this long are masked wherever they stand, within a word too (`openchoreo.<it>`), and
+so is any start of one at least this long: a value's description keeps only the first 57
+characters of a longer value (`config_values.describe`), which may end inside the secret."""
+
+
+def _prefixes_masked(text: str, secret: str) -> str:
+    """`text` with each run that starts `secret`, LONG_SECRET characters or more, masked."""
+    start = text.find(secret[:LONG_SECRET])
+    while start != -1:
+        end = start + LONG_SECRET
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        text = f"{text[:start]}***{text[end:]}"
+        start = text.find(secret[:LONG_SECRET], start + 3)
+    return text
 
 
 def with_secrets(config: Config) -> Config:
