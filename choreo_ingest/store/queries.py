@@ -14,6 +14,7 @@ from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
 from choreo_ingest.store.change_log import newest_seq
 from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
 from choreo_ingest.store.entity_rows import REFS
+from choreo_ingest.store.schema import MAX_INTEGER
 from choreo_ingest.store.writes import STATE
 
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -229,19 +230,26 @@ def entity_scopes(conn: AnyConnection, provider: str, refs: Sequence[str]) -> di
 def entity_bodies(
     conn: AnyConnection, refs: Sequence[str], max_chars: int | None = None
 ) -> dict[str, dict[str, Any]] | None:
-    """The bodies of those of `refs` the catalog holds, by ref; None, read no further, once
-    more than one of them hold over `max_chars` characters of stored text."""
+    """The bodies of those of `refs` the catalog holds, by ref; None, none of them read, when
+    more than one of them hold over `max_chars` characters of stored text (the database counts
+    them: PostgreSQL's client holds a query's whole answer)."""
+    # One statement for any number of refs (see entity_rows._existing_hashes).
+    conditions = [
+        in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
+        for start in range(0, len(refs), _REFS_PER_QUERY)
+    ]
+    if max_chars is not None:
+        held, chars = 0, 0
+        for condition, values in conditions:
+            sql = f"SELECT count(*), coalesce(sum(length(body)), 0) FROM entities WHERE {condition}"
+            count, length = conn.execute(sql, [values]).fetchone()
+            held, chars = held + int(count), chars + int(length)
+        if held > 1 and chars > max_chars:
+            return None
     found: dict[str, dict[str, Any]] = {}
-    chars = 0
-    for start in range(0, len(refs), _REFS_PER_QUERY):
-        # One statement for any number of refs (see entity_rows._existing_hashes).
-        condition, values = in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
+    for condition, values in conditions:
         rows = conn.execute(f"SELECT ref, body FROM entities WHERE {condition}", [values])
-        for ref, body in rows:
-            chars += len(body)
-            if max_chars is not None and found and chars > max_chars:
-                return None
-            found[ref] = json.loads(body)
+        found.update((ref, json.loads(body)) for ref, body in rows)
     return found
 
 
@@ -250,21 +258,20 @@ def entities_after(
 ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
     """Up to `limit` entities, ordered by ref, after `ref` (from the first when None), and
     whether more follow. With `max_chars`, the page ends once it holds that many characters of
-    stored text (the first entity is taken whatever its size)."""
-    if ref is None:
-        rows = conn.execute("SELECT ref, body FROM entities ORDER BY ref LIMIT ?", [limit + 1])
-    else:
-        rows = conn.execute(
-            "SELECT ref, body FROM entities WHERE ref > ? ORDER BY ref LIMIT ?", [ref, limit + 1]
-        )
-    page: list[tuple[str, dict[str, Any]]] = []
-    chars = 0
-    for found, body in rows:
-        if len(page) == limit or (max_chars is not None and chars >= max_chars):
-            return page, True
-        page.append((found, json.loads(body)))
-        chars += len(body)
-    return page, False
+    stored text (the first entity is taken whatever its size): the database counts them and
+    sends no more (PostgreSQL's client holds a query's whole answer)."""
+    after = "" if ref is None else "WHERE ref > ?"
+    page_sql = f"SELECT ref, body FROM entities {after} ORDER BY ref LIMIT ?"
+    sized = f"""SELECT ref, body, count(*) OVER () AS listed,
+            row_number() OVER (ORDER BY ref) AS place,
+            sum(length(body)) OVER (ORDER BY ref) - length(body) AS before
+        FROM ({page_sql}) AS page"""
+    sql = f"SELECT ref, body, listed FROM ({sized}) AS sized WHERE place <= ? AND before < ?"
+    bound = max_chars if max_chars is not None else MAX_INTEGER
+    params = [*([] if ref is None else [ref]), limit + 1, limit, bound]
+    rows = conn.execute(f"{sql} ORDER BY ref", params).fetchall()
+    page = [(found, json.loads(body)) for found, body, _ in rows]
+    return page, bool(rows) and int(rows[0][2]) > len(page)
 
 
 def last_change_seq(conn: AnyConnection) -> int:
