@@ -23,6 +23,7 @@ from choreo_ingest.errors import (
     ChoreoIngestError,
     ConfigError,
     CursorExpired,
+    DeadlineExceeded,
     NotFoundError,
     ProviderError,
 )
@@ -55,6 +56,10 @@ MAX_SHOWN = 120
 """Longest text from the server (a version, an issuer) a check quotes."""
 PAGES_LOOKED_AT = 5
 """Pages `check` reads for a first item before it says what the client may see."""
+CHUNK_SIZE_KEY = "openchoreo.incremental.chunkSize"
+CHECK_REQUEST_TIMEOUTS = 6
+"""`check`'s time, in `requestTimeout`s: the server, the grant, two pages of the first listing,
+then a full page of each of the three listings in a namespace (`_full_page_time`)."""
 
 
 def openchoreo_checks(
@@ -68,7 +73,7 @@ def openchoreo_checks(
         if unusable.name == "openchoreo.baseUrl":
             return [unusable]
     settings = config.openchoreo
-    deadline = clock.monotonic() + 3 * settings.incremental.request_timeout
+    deadline = clock.monotonic() + CHECK_REQUEST_TIMEOUTS * settings.incremental.request_timeout
     try:
         with OpenChoreoClient(
             settings,
@@ -225,6 +230,8 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         try:
             latency = max(latency, _full_page_time(client, generation, page, chunk, clock))
         except ProviderError as error:
+            if error.config_key != CHUNK_SIZE_KEY and not isinstance(error, DeadlineExceeded):
+                return [Check("openchoreo.api", False, str(error))]  # a 403, a 5xx
             failed = f"a first page of {chunk} (chunkSize): {error}"
             return [listing, Check("openchoreo.incremental", False, failed)]
         return [
@@ -330,9 +337,7 @@ def _empty_listing_advice(what: str, auth: AuthConfig, api: str) -> str:
 
 def _chunk_check(config: Config, generation: Generation) -> list[Check]:
     _, warning = effective_chunk_size(config, generation.name)
-    return (
-        [Check("openchoreo.incremental.chunkSize", True, warning, warning=True)] if warning else []
-    )
+    return [Check(CHUNK_SIZE_KEY, True, warning, warning=True)] if warning else []
 
 
 def page_time_check(latency: float, settings: IncrementalConfig, api: str) -> Check:

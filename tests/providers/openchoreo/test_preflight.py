@@ -299,6 +299,8 @@ def _cursor_answered(status: int, echo: bool = False, ignored: bool = False) -> 
     issued: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/api/v1/namespaces/"):  # a namespace's listings
+            return httpx.Response(200, json={"items": [], "pagination": {}})
         if request.url.path != "/api/v1/namespaces":
             return httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
         if "cursor" not in request.url.params or ignored:
@@ -418,3 +420,56 @@ def test_the_page_time_is_the_slowest_first_page_of_chunk_size(
 
     assert check.ok is ok, check.detail
     assert f"a page takes about {seconds:.1f} s" in check.detail
+
+
+def test_a_server_slow_within_half_a_burst_passes_every_read_of_check(tmp_path: Path) -> None:
+    """4.5 s a request: a page fits in half of a 10 s burst, and `check`'s own time covers the
+    reads a first page of each listing adds (it ran out at three request timeouts)."""
+    clock = FakeClock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        allowed = request.extensions.get("timeout", {}).get("read")
+        if allowed is not None and allowed < 4.5:  # what the client gave this request
+            clock.advance(allowed)
+            raise httpx.ReadTimeout("timed out", request=request)
+        clock.advance(4.5)
+        path = request.url.path.removeprefix("/api/v1")
+        if path == "/namespaces":
+            return httpx.Response(200, json={"items": [ns("acme")], "pagination": {}})
+        return httpx.Response(200, json={"items": [], "pagination": {}})
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    checks = OpenChoreoProvider(config, transport=httpx.MockTransport(answer)).preflight(clock)
+
+    assert [(check.name, check.ok) for check in checks if not check.ok] == []
+    [page_time] = [check for check in checks if check.name == "openchoreo.incremental"]
+    assert "a page takes about 4.5 s" in page_time.detail
+
+
+def test_a_listing_of_the_namespace_refused_is_an_api_failure(tmp_path: Path) -> None:
+    """The client may list namespaces but not a namespace's projects: every run would fail on it;
+    it is the grant's problem, not the page size's."""
+    clock = FakeClock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1")
+        if path == "/namespaces":
+            return httpx.Response(200, json={"items": [ns("acme")], "pagination": {}})
+        if path == "/namespaces/acme/projects":
+            return httpx.Response(403, json={"error": "Forbidden", "code": "FORBIDDEN"})
+        return httpx.Response(200, json={"items": [], "pagination": {}})
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    checks = OpenChoreoProvider(config, transport=httpx.MockTransport(answer)).preflight(clock)
+
+    failed = [(check.name, check.detail) for check in checks if not check.ok]
+    assert len(failed) == 1
+    assert failed[0][0] == "openchoreo.api"
+    assert failed[0][1].startswith("GET /namespaces/acme/projects: HTTP 403")
+    assert "openchoreo.incremental" not in {check.name for check in checks}
