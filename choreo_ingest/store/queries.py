@@ -261,15 +261,18 @@ def entities_after(
     stored text (the first entity is taken whatever its size): the database counts them and
     sends no more (PostgreSQL's client holds a query's whole answer)."""
     after = "" if ref is None else "WHERE ref > ?"
-    page_sql = f"SELECT ref, body FROM entities {after} ORDER BY ref LIMIT ?"
-    sized = f"""SELECT ref, body, count(*) OVER () AS listed,
+    sizes = f"SELECT ref, length(body) AS size FROM entities {after} ORDER BY ref LIMIT ?"
+    sized = f"""SELECT ref, count(*) OVER () AS listed,
             row_number() OVER (ORDER BY ref) AS place,
-            sum(length(body)) OVER (ORDER BY ref) - length(body) AS before
-        FROM ({page_sql}) AS page"""
-    sql = f"SELECT ref, body, listed FROM ({sized}) AS sized WHERE place <= ? AND before < ?"
+            sum(size) OVER (ORDER BY ref) - size AS before
+        FROM ({sizes}) AS page"""
+    # The bodies are joined to the refs that fit: the database holds no more of them than fit.
+    sql = f"""SELECT entities.ref, entities.body, sized.listed
+        FROM ({sized}) AS sized JOIN entities ON entities.ref = sized.ref
+        WHERE sized.place <= ? AND sized.before < ? ORDER BY entities.ref"""
     bound = max_chars if max_chars is not None else MAX_INTEGER
     params = [*([] if ref is None else [ref]), limit + 1, limit, bound]
-    rows = conn.execute(f"{sql} ORDER BY ref", params).fetchall()
+    rows = conn.execute(sql, params).fetchall()
     page = [(found, json.loads(body)) for found, body, _ in rows]
     return page, bool(rows) and int(rows[0][2]) > len(page)
 
