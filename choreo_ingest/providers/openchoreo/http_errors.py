@@ -63,6 +63,9 @@ _TERMINAL_ESCAPE = re.compile(
 )
 """A terminal (ANSI/VT) escape sequence."""
 
+CHUNK_SIZE_KEY = "openchoreo.incremental.chunkSize"
+"""The setting an answer too large to read points at (`too_large`)."""
+
 
 class Answer(Protocol):
     """The parts of an HTTP response an error is read from (an `httpx.Response` has them)."""
@@ -178,7 +181,7 @@ class ErrorTranslator:
         text = f"{method} {path}: the answer is larger than {size}, the most the client reads"
         key = None
         if limit is not None:
-            key = "openchoreo.incremental.chunkSize"
+            key = CHUNK_SIZE_KEY
             text += (
                 f": a page of {one_line(limit, 20)} items holds too much (workloads carry their "
                 f"endpoints' API schemas inline); lower {key}, the items a page asks for"

@@ -37,7 +37,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     says_absent,
 )
 from choreo_ingest.providers.openchoreo.generations import generation_named, generations
-from choreo_ingest.providers.openchoreo.http_errors import one_line
+from choreo_ingest.providers.openchoreo.http_errors import CHUNK_SIZE_KEY, one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
 from choreo_ingest.providers.openchoreo.token_cache import never_replaced
 
@@ -56,7 +56,6 @@ MAX_SHOWN = 120
 """Longest text from the server (a version, an issuer) a check quotes."""
 PAGES_LOOKED_AT = 5
 """Pages `check` reads for a first item before it says what the client may see."""
-CHUNK_SIZE_KEY = "openchoreo.incremental.chunkSize"
 CHECK_REQUEST_TIMEOUTS = 6
 """`check`'s time, in `requestTimeout`s: the server, the grant, two pages of the first listing,
 then a full page of each of the three listings in a namespace (`_full_page_time`)."""
