@@ -547,6 +547,7 @@ class TestFailures:
         class LockGoneThenBug(FakeProvider):
             def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
                 if cursor is not None:
+                    context.index.by_key("any", [])  # waits for the first page's commit
                     Path(f"{state_path}.lock").unlink()
                     raise KeyError("offset")
                 return super().next(context, cursor)
