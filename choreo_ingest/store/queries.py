@@ -219,11 +219,12 @@ def entity_scopes(conn: AnyConnection, provider: str, refs: Sequence[str]) -> di
     found: dict[str, str] = {}
     for start in range(0, len(refs), _REFS_PER_QUERY):
         condition, values = in_values(conn, "ref", refs[start : start + _REFS_PER_QUERY])
+        # By ref alone, through the primary key: with `provider = ?` in the query SQLite
+        # walks the provider's part of the (provider, scope) index (160 ms at 300,000).
         rows = conn.execute(
-            f"SELECT ref, scope FROM entities WHERE provider = ? AND {condition}",
-            [provider, values],
+            f"SELECT ref, scope, provider FROM entities WHERE {condition}", [values]
         )
-        found.update(rows)
+        found.update((ref, scope) for ref, scope, owner in rows if owner == provider)
     return found
 
 
