@@ -191,7 +191,8 @@ way back, not more rows."""
 @dataclass(frozen=True)
 class EventsConfig:
     max_pending: int = 1000
-    """Past this many pending events for one provider, drop the backlog and schedule a refresh."""
+    """Past this many pending events for one provider, and past the pages of its last complete
+    walk (`event_backlog.Limit`), drop the backlog and schedule a refresh."""
 
 
 @dataclass(frozen=True)

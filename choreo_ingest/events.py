@@ -7,8 +7,6 @@ metrics stay exact.
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,16 +25,10 @@ from choreo_ingest.errors import (
     TransientError,
     needs_mending,
 )
+from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.logs import get_logger, scrub_secrets
-from choreo_ingest.models import (
-    EVENT_ASKED,
-    EVENTS_HELD_FACT,
-    EVENTS_LOST,
-    REFRESH_REASON_FACT,
-    REFRESH_REQUESTED_FACT,
-    ProviderState,
-)
+from choreo_ingest.models import EVENTS_HELD_FACT
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
@@ -44,21 +36,13 @@ from choreo_ingest.providers.base import (
     ReadingAheadProvider,
 )
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.schedule import after_refresh, backoff_step, events_held_at, refresh_waits
+from choreo_ingest.schedule import backoff_step, events_held_at
 from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 
 log = get_logger("choreo_ingest.events")
 
 MAX_EVENT_ATTEMPTS = 5
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
-FLOOD_EVENTS = 200
-FLOOD_SECONDS = 5.0
-"""More events than FLOOD_EVENTS in FLOOD_SECONDS (40 a second) are a flood (`ArrivalRate`)
-when nearly all of them (REPLAY_SHARE) are `created`: the event forwarder's start, which sends
-`created` for every object and costs more to re-read (2-3 requests an event) than a walk."""
-REPLAY_SHARE = 0.9
-"""The share of `created` events that makes a flood the forwarder's start: a deploy or a
-controller that changes many objects at once sends `updated`, each worth its re-read."""
 READ_AHEAD_EVENTS = 20
 """Events whose reads a drain sends at once (`ReadingAheadProvider`) before it applies them: a
 few rounds of `maxConcurrentRequests`, after the drain's first event, which has the whole
@@ -219,38 +203,6 @@ def purge_events(state: StateRef, provider: str | None = None) -> int:
         return store.purge_events(provider)
 
 
-class ArrivalRate:
-    """Whether events are arriving as a flood: more than FLOOD_EVENTS in the last
-    FLOOD_SECONDS, nearly all `created`. `serve` applies events as they come, so a forwarder's
-    start (`created` for every object) never piles up past `maxPending` before a drain, and was
-    re-read one object at a time; while the flood lasts, its drains drop the inbox for a fresh
-    walk instead. As many `updated` events (a deploy) are applied: dropping them gave up the
-    cycle in progress for a walk of the whole platform. Events are counted by whoever stores
-    them (another thread); safe to share."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._arrivals: deque[tuple[float, bool]] = deque(maxlen=FLOOD_EVENTS)
-        """(monotonic time, whether `created`) of the latest events."""
-
-    def add(self, count: int, created: int = 0) -> None:
-        """`count` events arrived, `created` of them `created` events."""
-        now = self._clock.monotonic()
-        created = min(created, count)
-        with self._lock:
-            self._arrivals.extend([(now, False)] * min(count - created, FLOOD_EVENTS))
-            self._arrivals.extend([(now, True)] * min(created, FLOOD_EVENTS))
-
-    def flooding(self) -> bool:
-        with self._lock:
-            if len(self._arrivals) < FLOOD_EVENTS:
-                return False
-            recent = self._clock.monotonic() - self._arrivals[0][0] <= FLOOD_SECONDS
-            created = sum(is_created for _, is_created in self._arrivals)
-            return recent and created >= REPLAY_SHARE * FLOOD_EVENTS
-
-
 def drain_inbox(
     store: Store,
     provider: EventHandlingProvider,
@@ -277,13 +229,16 @@ def drain_inbox(
     `burstLength` of its own.
     """
     stats = DrainStats()
-    limit = provider.max_pending_events if isinstance(provider, EventCheckingProvider) else None
-    if limit is not None:
+    checking = provider if isinstance(provider, EventCheckingProvider) else None
+    max_pending = checking.max_pending_events if checking is not None else None
+    if max_pending is not None:
         count = store.pending_event_count(provider.name)
         flood = count > 0 and flooding is not None and flooding()
-        if count > limit or flood:
-            stats.dropped = _drop_backlog(store, provider.name, limit, clock, flood=flood)
-            return stats
+        if count > max_pending or flood:
+            limit = backlog_limit(store, provider.name, max_pending)
+            if count > limit.count or flood:
+                stats.dropped = drop_backlog(store, provider.name, limit, clock, flood=flood)
+                return stats
     now = clock.now()
     held = store.facts(provider.name).get(EVENTS_HELD_FACT)
     if held is not None:
@@ -379,89 +334,6 @@ def _settled(item: InboxEvent, now: float) -> bool:
     arrived "later" than now, by a clock set back, does not wait)."""
     age = now - item.received_at
     return item.body.get("action") != "updated" or not 0 <= age < SETTLE_SECONDS
-
-
-REFRESH_REASONS = {
-    EVENTS_LOST: "events were refused (the inbox was full) or dropped (too many pending)",
-    EVENT_ASKED: "an event named what only a walk brings (a namespace served again, say)",
-}
-
-
-def request_refresh(store: Store, provider: str, now: float) -> None:
-    """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
-    in `status --json`): the run applies the request once no burst of it is in flight
-    (`invocation.run_once`), as a new cycle."""
-    requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENTS_LOST}
-    store.set_facts(provider, requested, now)
-
-
-def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
-    """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
-    past the provider's limit) start a new cycle at once: the walk that stands in for them
-    begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
-    provider in flight. The request is cleared after the record is stored: a run killed in
-    between applies it again, which changes nothing before a burst.
-
-    A cycle is given up once between two completed cycles at the most: one begun in place of an
-    abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
-    often than a cycle takes would restart the walk for ever, and nothing would ever be swept;
-    made due at each, it burst as often as they came (an event forwarder's start floods for
-    minutes). What those later events were about the next cycle sees. The first cycle is never
-    given up: the request waits for it (`schedule.refresh_waits`)."""
-    facts = store.facts(name)
-    requested, reason = facts.get(REFRESH_REQUESTED_FACT), facts.get(REFRESH_REASON_FACT)
-    if requested is None:
-        return
-    cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
-    now = clock.now()
-    record = store.load_provider(name)
-    if refresh_waits(record):
-        log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
-        return
-    completed = store.last_cycle(name, completed=True)
-    if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
-        store.set_facts(name, cleared, now)
-        log.info("refresh_in_progress", provider=name, requested_at=requested)
-        return
-    crashed = record.state is ProviderState.BURSTING
-    store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
-    store.set_facts(name, cleared, now)
-    asked = reason == EVENT_ASKED
-    (log.info if asked else log.warning)(  # only lost events are a problem
-        "refresh_requested",
-        provider=name,
-        requested_at=requested,
-        message=f"{REFRESH_REASONS[EVENT_ASKED if asked else EVENTS_LOST]}: "
-        "a new cycle walks the platform again",
-    )
-
-
-def _drop_backlog(store: Store, provider: str, limit: int, clock: Clock, *, flood: bool) -> int:
-    """Too many events to re-read one by one (an event forwarder that just started sends one per
-    object): drop them and ask for a fresh walk instead.
-
-    The request is stored before the drop: a run killed between the two leaves the request and
-    the events (the next run drops them again, and walks anyway), never the events gone without
-    a request. It is not applied here: a drain between a burst's pages (`serve`) runs while
-    that burst holds the provider's record, which it stores when it ends."""
-    now = clock.now()
-    request_refresh(store, provider, now)
-    dropped = store.drop_events(provider)
-    # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
-    # warning (`refresh_requested`), once.
-    (log.info if flood else log.warning)(
-        "event_backlog_dropped",
-        provider=provider,
-        dropped=dropped,
-        limit=limit,
-        message=(
-            f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s"
-            if flood
-            else f"{dropped} pending events are more than {limit}"
-        )
-        + ": a full walk catches up instead",
-    )
-    return dropped
 
 
 def _count_failure(

@@ -13,7 +13,8 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
-from choreo_ingest.events import DrainStats, apply_refresh_request, drain_inbox
+from choreo_ingest.event_backlog import apply_refresh_request
+from choreo_ingest.events import DrainStats, drain_inbox
 from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
@@ -107,7 +108,7 @@ def run_once(
 
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
     between its pages too, not only before the burst; while `events_flooding()` says events
-    arrive as a flood, a drain drops them for a fresh walk instead (`events.ArrivalRate`).
+    arrive as a flood, a drain drops them for a fresh walk instead (`event_backlog.ArrivalRate`).
     `holder`: the caller's claim and session for its every turn with the run lock (`open_locked`).
     """
     names = [name for name in config.providers if name not in left_out]

@@ -25,7 +25,7 @@ from choreo_ingest.clock import Clock, rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.engine import StopSignal
 from choreo_ingest.errors import ChoreoIngestError, LockHeld
-from choreo_ingest.events import ArrivalRate
+from choreo_ingest.event_backlog import ArrivalRate
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.logs import Throttle, get_logger
 from choreo_ingest.models import ProviderAction

@@ -32,16 +32,7 @@ from choreo_ingest.errors import (
     ProviderError,
     TransientError,
 )
-from choreo_ingest.events import (
-    FLOOD_EVENTS,
-    FLOOD_SECONDS,
-    MAX_EVENT_ATTEMPTS,
-    REPLAY_SHARE,
-    SETTLE_SECONDS,
-    ArrivalRate,
-    drain_inbox,
-    stored_events,
-)
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, SETTLE_SECONDS, drain_inbox, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import (
     REFRESH_REQUESTED_FACT,
@@ -1033,6 +1024,41 @@ class TestDrain:
             "burst" if flooding else "waiting"
         ]
 
+    def test_backlog_within_the_pages_of_the_last_walk_is_applied_past_max_pending(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A deploy's events on a large platform: re-reading them costs less than the walk
+        that would stand in for them (6,000 pages at 300,000 components)."""
+        config = make_config(tmp_path)
+        provider = CheckingFake(list(FIVE), page_size=1, max_pending_events=3)
+        run(config, clock, provider)
+        assert provider_state(config) is ProviderState.RESTING  # a walk of 5 pages
+        feed(config, clock, *(component_event(f"e{i}", "updated") for i in range(5)))
+
+        result = run(config, clock, provider)
+
+        assert (result.events.dropped, result.events.applied) == (0, 5)
+        assert [outcome.action for outcome in result.providers] == ["waiting"]
+
+    def test_backlog_past_max_pending_and_the_last_walk_is_dropped_saying_both(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        config = make_config(tmp_path)
+        provider = CheckingFake(list(FIVE), page_size=1, max_pending_events=3)
+        run(config, clock, provider)
+        feed(config, clock, *(component_event(f"e{i}", "updated") for i in range(6)))
+
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, clock, provider)
+
+        assert (result.events.dropped, result.events.applied) == (6, 0)
+        [dropped] = [line for line in logs if line["event"] == "event_backlog_dropped"]
+        assert dropped["limit"] == 5
+        assert dropped["message"] == (
+            "6 pending events are more than openchoreo.events.maxPending 3 and the 5 pages of "
+            "the last complete walk: a full walk catches up instead"
+        )
+
     def test_backlog_at_the_limit_is_applied(self, tmp_path: Path, clock: FakeClock) -> None:
         config = make_config(tmp_path)
         provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=3)
@@ -1160,47 +1186,3 @@ class TestEventsAndTheSweep:
         run(config, clock, broken)  # the event, then an empty last page: the cycle saw nothing
 
         assert catalog_names(config) == {"e0", "e1", "e2", "e3", "e4"}
-
-
-class TestArrivalRate:
-    def test_a_flood_is_more_than_flood_events_within_flood_seconds(self) -> None:
-        clock = FakeClock()
-        arrivals = ArrivalRate(clock)
-
-        arrivals.add(FLOOD_EVENTS - 1, created=FLOOD_EVENTS - 1)
-        assert not arrivals.flooding()
-        clock.advance(FLOOD_SECONDS / 2)
-        arrivals.add(1, created=1)
-        assert arrivals.flooding()
-        clock.advance(FLOOD_SECONDS)
-        assert not arrivals.flooding()  # it ended: nothing came for a whole window
-
-    @pytest.mark.parametrize(
-        ("created", "flood"),
-        [
-            (FLOOD_EVENTS, True),
-            (int(REPLAY_SHARE * FLOOD_EVENTS), True),
-            (FLOOD_EVENTS // 2, False),
-        ],
-        ids=["all-created", "nearly-all-created", "half-updated"],
-    )
-    def test_only_a_flood_of_created_events_is_the_forwarders_start(
-        self, created: int, flood: bool
-    ) -> None:
-        """The forwarder sends `created` for every object when it starts; as many `updated`
-        events at once (a deploy) are worth their re-reads."""
-        arrivals = ArrivalRate(FakeClock())
-
-        arrivals.add(FLOOD_EVENTS, created=created)
-
-        assert arrivals.flooding() is flood
-
-    def test_events_spread_thinner_than_the_rate_are_no_flood(self) -> None:
-        clock = FakeClock()
-        arrivals = ArrivalRate(clock)
-
-        for _ in range(3 * FLOOD_EVENTS):
-            arrivals.add(1, created=1)
-            clock.advance(2 * FLOOD_SECONDS / FLOOD_EVENTS)
-
-        assert not arrivals.flooding()

@@ -40,7 +40,8 @@ TEN = [make_entity(f"e{i}") for i in range(10)]
 GONE = TEN[:4]
 """Deleted from the source once the first burst of cycle 2 has walked past them."""
 LIMIT = 3
-"""The provider's `max_pending_events`: four pending events are a backlog to drop."""
+"""The provider's `max_pending_events`. A backlog is dropped past it and past the pages of the
+last complete walk (five: TEN in pages of two), so the backlog (`backlog()`) is six events."""
 
 
 class ProcessDied(BaseException):
@@ -77,8 +78,13 @@ class Source(FakeProvider):
         return super().next(context, cursor)
 
 
-def deleted(entity: Entity) -> dict[str, Any]:
-    return {"kind": "Component", "name": entity.name, "namespace": "default", "action": "deleted"}
+def deleted(entity: Entity, action: str = "deleted") -> dict[str, Any]:
+    return {"kind": "Component", "name": entity.name, "namespace": "default", "action": action}
+
+
+def backlog() -> list[dict[str, Any]]:
+    """A backlog to drop: GONE's deletes, and `created` events of the last two entities."""
+    return [deleted(entity) for entity in GONE] + [deleted(e, "created") for e in TEN[-2:]]
 
 
 def scenario_config(tmp_path: Path) -> Config:
@@ -177,14 +183,14 @@ def test_a_dropped_backlog_is_replaced_by_a_walk_that_begins_after_it(
     provider = start(config, clock, mid_cycle=mid_cycle)
     delete_from_source(provider)
     assert config.state_path is not None
-    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", backlog(), clock)
 
     first = run(config, clock, provider)
     run_until_resting(config, clock, provider)
 
-    assert (first.events.dropped, provider.handled) == (4, [])
+    assert (first.events.dropped, provider.handled) == (6, [])
     assert first.providers[0].action == "burst"
-    assert_caught_up(config, last_cycle=3 if mid_cycle else 2, dropped=4)
+    assert_caught_up(config, last_cycle=3 if mid_cycle else 2, dropped=6)
     if mid_cycle:
         assert_abandoned(config, 2)
 
@@ -201,7 +207,7 @@ def test_the_first_cycle_is_not_given_up_for_a_dropped_backlog_and_the_second_fo
     assert (stored(config).state, stored(config).cycle_id) == (ProviderState.INTERSTITIAL, 1)
     delete_from_source(provider)
     assert config.state_path is not None
-    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", backlog(), clock)
     clock.advance(60.0)
 
     dropped = run(config, clock, provider)
@@ -211,7 +217,7 @@ def test_the_first_cycle_is_not_given_up_for_a_dropped_backlog_and_the_second_fo
         clock.advance(60.0)
         run(config, clock, provider)
 
-    assert dropped.events.dropped == 4
+    assert dropped.events.dropped == 6
     with closing(sqlite3.connect(config.state_path)) as conn:
         cycles = conn.execute(
             "SELECT cycle_id, outcome, started_at, completed_at FROM cycles ORDER BY cycle_id"
@@ -219,7 +225,7 @@ def test_the_first_cycle_is_not_given_up_for_a_dropped_backlog_and_the_second_fo
     (_, first, _, first_done), (_, second, second_began, _) = cycles
     assert (first, second) == ("completed", "completed")
     assert second_began - first_done <= 60.0
-    assert_caught_up(config, last_cycle=2, dropped=4)
+    assert_caught_up(config, last_cycle=2, dropped=6)
 
 
 def test_events_refused_by_a_full_inbox_mid_cycle_are_replaced_by_a_new_cycle(
@@ -256,20 +262,20 @@ def test_a_backlog_dropped_between_a_bursts_pages_is_walked_again_after_that_bur
         if page_index == 1 and provider.on_page is not None:
             provider.on_page = None
             delete_from_source(provider)
-            stored_events(state_path, "fake", [deleted(entity) for entity in GONE], clock)
+            stored_events(state_path, "fake", backlog(), clock)
             arrived.set()
 
     provider.on_page = forwarder_starts
 
     during = run(config, clock, provider, arrived)
 
-    assert during.events.dropped == 4
+    assert during.events.dropped == 6
     assert stored(config).state is ProviderState.INTERSTITIAL
     with Store.open(state_path, readonly=True) as store:
         assert REFRESH_REQUESTED_FACT in store.facts("fake")
     clock.advance(30.0)
     run_until_resting(config, clock, provider)
-    assert_caught_up(config, last_cycle=3, dropped=4)
+    assert_caught_up(config, last_cycle=3, dropped=6)
     assert_abandoned(config, 2)
 
 
@@ -282,24 +288,24 @@ def test_a_cycle_begun_in_place_of_an_abandoned_one_is_resumed_not_abandoned_aga
     provider = start(config, clock, mid_cycle=True)
     delete_from_source(provider)
     assert config.state_path is not None
-    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", backlog(), clock)
     run(config, clock, provider)  # cycle 2 abandoned; cycle 3's first burst
     assert (stored(config).cycle_id, stored(config).state) == (3, ProviderState.INTERSTITIAL)
 
-    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", backlog(), clock)
     clock.advance(10.0)  # within burstInterval (30 s): the cycle in progress is not made due
     early = run(config, clock, provider)
-    assert early.events.dropped == 4
+    assert early.events.dropped == 6
     assert early.providers[0].action == "waiting"
 
-    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", backlog(), clock)
     clock.advance(20.0)
     again = run(config, clock, provider)
     run_until_resting(config, clock, provider)
 
-    assert again.events.dropped == 4
+    assert again.events.dropped == 6
     assert again.providers[0].action == "burst"
-    assert_caught_up(config, last_cycle=3, dropped=12)
+    assert_caught_up(config, last_cycle=3, dropped=18)
     assert_abandoned(config, 2)
 
 
@@ -326,7 +332,7 @@ def test_a_run_killed_between_any_two_steps_of_a_drop_loses_nothing_and_repeats_
     provider = start(config, clock, mid_cycle=mid_cycle)
     delete_from_source(provider)
     assert config.state_path is not None
-    stored_events(config.state_path, "fake", [deleted(entity) for entity in GONE], clock)
+    stored_events(config.state_path, "fake", backlog(), clock)
     writes: list[str] = []
 
     def dies_after(name: str) -> Callable[..., Any]:
@@ -354,6 +360,6 @@ def test_a_run_killed_between_any_two_steps_of_a_drop_loses_nothing_and_repeats_
         if stored(config).state is ProviderState.RESTING:
             break
     assert provider.handled == []
-    assert_caught_up(config, last_cycle=3 if mid_cycle else 2, dropped=4)
+    assert_caught_up(config, last_cycle=3 if mid_cycle else 2, dropped=6)
     if mid_cycle:
         assert_abandoned(config, 2)

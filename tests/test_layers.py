@@ -27,6 +27,7 @@ LAYERS = {
     "engine": 3,
     "page_writer": 3,
     "events": 3,
+    "event_backlog": 3,
     "event_input": 3,
     "mirror": 3,
     "mirror_marker": 3,

@@ -13,7 +13,8 @@ import pytest
 import structlog
 
 from choreo_ingest.errors import LockHeld, StateError, TransientError
-from choreo_ingest.events import FLOOD_EVENTS, stored_events
+from choreo_ingest.event_backlog import FLOOD_EVENTS
+from choreo_ingest.events import stored_events
 from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext

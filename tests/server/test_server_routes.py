@@ -18,7 +18,7 @@ import structlog.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.config import ChangesConfig, Config, IncrementalConfig, ServeConfig
-from choreo_ingest.events import FLOOD_EVENTS
+from choreo_ingest.event_backlog import FLOOD_EVENTS
 from choreo_ingest.feed import MAX_ANSWER_CHARS
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.models import Delta, ProviderState

@@ -1,0 +1,178 @@
+"""When events are not worth re-reading one by one, and the fresh walk asked for in their place.
+
+A re-read costs a request or three; a walk, a request a page. So a drain drops its backlog for a
+new cycle when the events arrive as a flood (`ArrivalRate`: an event forwarder that starts sends
+`created` for every object), or when more are pending than both `openchoreo.events.maxPending`
+and the pages of the provider's last complete walk (`backlog_limit`): on a platform of 300,000
+components a walk reads 6,000 pages over 40 bursts, and a deploy's 1,500 events re-read in 40 s
+are the cheaper way to the same catalog.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from choreo_ingest.clock import Clock, rfc3339
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import (
+    EVENT_ASKED,
+    EVENTS_LOST,
+    REFRESH_REASON_FACT,
+    REFRESH_REQUESTED_FACT,
+    ProviderState,
+)
+from choreo_ingest.schedule import after_refresh, refresh_waits
+from choreo_ingest.store import Store
+
+log = get_logger("choreo_ingest.events")  # the drain's lines, under the name they always had
+
+FLOOD_EVENTS = 200
+FLOOD_SECONDS = 5.0
+"""More events than FLOOD_EVENTS in FLOOD_SECONDS (40 a second) are a flood (`ArrivalRate`)
+when nearly all of them (REPLAY_SHARE) are `created`: the event forwarder's start, which sends
+`created` for every object and costs more to re-read (2-3 requests an event) than a walk."""
+REPLAY_SHARE = 0.9
+"""The share of `created` events that makes a flood the forwarder's start: a deploy or a
+controller that changes many objects at once sends `updated`, each worth its re-read."""
+
+
+class ArrivalRate:
+    """Whether events are arriving as a flood: more than FLOOD_EVENTS in the last
+    FLOOD_SECONDS, nearly all `created`. `serve` applies events as they come, so a forwarder's
+    start (`created` for every object) never piles up past `maxPending` before a drain, and was
+    re-read one object at a time; while the flood lasts, its drains drop the inbox for a fresh
+    walk instead. As many `updated` events (a deploy) are applied: dropping them gave up the
+    cycle in progress for a walk of the whole platform. Events are counted by whoever stores
+    them (another thread); safe to share."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._arrivals: deque[tuple[float, bool]] = deque(maxlen=FLOOD_EVENTS)
+        """(monotonic time, whether `created`) of the latest events."""
+
+    def add(self, count: int, created: int = 0) -> None:
+        """`count` events arrived, `created` of them `created` events."""
+        now = self._clock.monotonic()
+        created = min(created, count)
+        with self._lock:
+            self._arrivals.extend([(now, False)] * min(count - created, FLOOD_EVENTS))
+            self._arrivals.extend([(now, True)] * min(created, FLOOD_EVENTS))
+
+    def flooding(self) -> bool:
+        with self._lock:
+            if len(self._arrivals) < FLOOD_EVENTS:
+                return False
+            recent = self._clock.monotonic() - self._arrivals[0][0] <= FLOOD_SECONDS
+            created = sum(is_created for _, is_created in self._arrivals)
+            return recent and created >= REPLAY_SHARE * FLOOD_EVENTS
+
+
+@dataclass(frozen=True)
+class Limit:
+    """How many pending events a drain applies before it drops them for a walk: the more of the
+    provider's `maxPending` and the pages its last complete walk read."""
+
+    max_pending: int
+    walk_pages: int
+
+    @property
+    def count(self) -> int:
+        return max(self.max_pending, self.walk_pages)
+
+    def __str__(self) -> str:
+        said = f"openchoreo.events.maxPending {self.max_pending}"
+        if self.walk_pages > self.max_pending:
+            said += f" and the {self.walk_pages} pages of the last complete walk"
+        return said
+
+
+def backlog_limit(store: Store, provider: str, max_pending: int) -> Limit:
+    """The limit for `provider`'s backlog (before its first complete walk: `max_pending`)."""
+    last = store.last_cycle(provider, completed=True)
+    return Limit(max_pending, last.pages if last is not None else 0)
+
+
+REFRESH_REASONS = {
+    EVENTS_LOST: "events were refused (the inbox was full) or dropped (too many pending)",
+    EVENT_ASKED: "an event named what only a walk brings (a namespace served again, say)",
+}
+
+
+def request_refresh(store: Store, provider: str, now: float) -> None:
+    """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
+    in `status --json`): the run applies the request once no burst of it is in flight
+    (`invocation.run_once`), as a new cycle."""
+    requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENTS_LOST}
+    store.set_facts(provider, requested, now)
+
+
+def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
+    """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
+    past the provider's limit) start a new cycle at once: the walk that stands in for them
+    begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
+    provider in flight. The request is cleared after the record is stored: a run killed in
+    between applies it again, which changes nothing before a burst.
+
+    A cycle is given up once between two completed cycles at the most: one begun in place of an
+    abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
+    often than a cycle takes would restart the walk for ever, and nothing would ever be swept;
+    made due at each, it burst as often as they came (an event forwarder's start floods for
+    minutes). What those later events were about the next cycle sees. The first cycle is never
+    given up: the request waits for it (`schedule.refresh_waits`)."""
+    facts = store.facts(name)
+    requested, reason = facts.get(REFRESH_REQUESTED_FACT), facts.get(REFRESH_REASON_FACT)
+    if requested is None:
+        return
+    cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
+    now = clock.now()
+    record = store.load_provider(name)
+    if refresh_waits(record):
+        log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
+        return
+    completed = store.last_cycle(name, completed=True)
+    if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
+        store.set_facts(name, cleared, now)
+        log.info("refresh_in_progress", provider=name, requested_at=requested)
+        return
+    crashed = record.state is ProviderState.BURSTING
+    store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
+    store.set_facts(name, cleared, now)
+    asked = reason == EVENT_ASKED
+    (log.info if asked else log.warning)(  # only lost events are a problem
+        "refresh_requested",
+        provider=name,
+        requested_at=requested,
+        message=f"{REFRESH_REASONS[EVENT_ASKED if asked else EVENTS_LOST]}: "
+        "a new cycle walks the platform again",
+    )
+
+
+def drop_backlog(store: Store, provider: str, limit: Limit, clock: Clock, *, flood: bool) -> int:
+    """Too many events to re-read one by one (an event forwarder that just started sends one per
+    object): drop them and ask for a fresh walk instead.
+
+    The request is stored before the drop: a run killed between the two leaves the request and
+    the events (the next run drops them again, and walks anyway), never the events gone without
+    a request. It is not applied here: a drain between a burst's pages (`serve`) runs while
+    that burst holds the provider's record, which it stores when it ends."""
+    now = clock.now()
+    request_refresh(store, provider, now)
+    dropped = store.drop_events(provider)
+    # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
+    # warning (`refresh_requested`), once.
+    (log.info if flood else log.warning)(
+        "event_backlog_dropped",
+        provider=provider,
+        dropped=dropped,
+        limit=limit.count,
+        message=(
+            f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s"
+            if flood
+            else f"{dropped} pending events are more than {limit}"
+        )
+        + ": a full walk catches up instead",
+    )
+    return dropped
