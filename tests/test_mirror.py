@@ -21,6 +21,7 @@ from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import locked_store, run_once
 from choreo_ingest.mirror import (
     _apply_changes,
+    _Yaml12SafeDumper,
     entity_yaml,
     mirror_path,
     position_name,
@@ -132,6 +133,13 @@ class TestFollowsTheCatalog:
 
 
 class TestYaml:
+    def test_entities_are_written_with_libyaml_s_emitter(self) -> None:
+        """PyYAML's wheels carry libyaml. Its pure-Python emitter took 400 s to write 500,000
+        entities (`export --format yaml`, a first mirror): 610 us an entity, against 125 us.
+        Backstage's parser reads both alike (integrations/backstage/test/mirrorYaml.test.ts)."""
+        assert yaml.__with_libyaml__
+        assert issubclass(_Yaml12SafeDumper, yaml.CSafeDumper)
+
     @pytest.mark.parametrize(
         "text",
         ["1e3", "1.5e3", "+.5", "0o17", "0x1F", "8080", "yes", "null", "1_000"],

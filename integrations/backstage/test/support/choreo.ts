@@ -68,6 +68,16 @@ function pythonEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, PYTHONPATH: pythonPath, NO_COLOR: '1', ...extra };
 }
 
+/** What Python code run with this repository's package prints (`args` are its `sys.argv[1:]`). */
+export async function pythonOutput(code: string, ...args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync(PYTHON, ['-c', code, ...args], {
+    env: pythonEnv(),
+    maxBuffer: 64 * 1024 * 1024,
+    timeout: 120_000,
+  });
+  return stdout;
+}
+
 export async function cli(dir: string, ...args: string[]): Promise<string> {
   const { stdout } = await execFileAsync(PYTHON, ['-m', 'choreo_ingest', ...args], {
     cwd: dir,
