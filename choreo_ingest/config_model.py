@@ -183,8 +183,9 @@ class AuthConfig:
 
 
 DEFAULT_INBOX_CAPACITY = 100_000
-"""A `run` applies or drops the backlog (`openchoreo.events.maxPending`) long before an inbox
-holds this many: one this full means no run has come for a long time, and a fresh walk is the
+"""A `run` applies or drops the backlog (past `openchoreo.events.maxPending` and the pages of the
+last complete walk) long before an inbox holds this many, unless a walk reads more pages than
+this: one this full means no run has come for a long time, or a flood, and a fresh walk is the
 way back, not more rows."""
 
 

@@ -15,9 +15,13 @@ from choreo_ingest.event_backlog import (
     Limit,
     backlog_limit,
 )
-from choreo_ingest.store import Store
+from choreo_ingest.models import EntityIteratorResult, ProviderState
+from choreo_ingest.store import Store, SweepGuards
 
-from fakes import FakeClock
+from fakes import FakeClock, make_entity
+
+T0 = 1_800_000_000.0
+GUARDS = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=100)
 
 
 class TestLimit:
@@ -40,10 +44,32 @@ class TestLimit:
         assert limit.count == count
         assert str(limit) == said
 
-    def test_before_a_complete_walk_the_limit_is_max_pending(self, tmp_path: Path) -> None:
+    def test_the_pages_are_the_last_complete_walks_not_those_of_the_cycle_in_progress(
+        self, tmp_path: Path
+    ) -> None:
+        """A cycle just begun has read few pages: counted, it would drop a deploy's events."""
         with Store.open(tmp_path / "state.db") as store:
             store.migrate()
-            assert backlog_limit(store, "fake", 1000) == Limit(1000, 0)
+            assert backlog_limit(store, "fake", 3) == Limit(3, 0)  # no walk complete yet
+            walk(store, pages=5, complete=True)
+            walk(store, pages=1, complete=False)
+
+            assert backlog_limit(store, "fake", 3) == Limit(3, 5)
+
+
+def walk(store: Store, *, pages: int, complete: bool) -> None:
+    """A cycle of the provider `fake` that commits `pages` pages of one entity each."""
+    record = store.load_provider("fake")
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, T0)
+    for page in range(pages):
+        entities = [make_entity(f"e{page}")]
+        done = complete and page == pages - 1
+        store.commit_page("fake", record.cycle_id, EntityIteratorResult(done, entities), None, T0)
+    if complete:
+        record.state = ProviderState.RESTING
+        store.complete_cycle(record, GUARDS, T0)
 
 
 class TestArrivalRate:

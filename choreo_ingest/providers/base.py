@@ -130,7 +130,9 @@ class EventCheckingProvider(EventHandlingProvider, Protocol):
 
     @property
     def max_pending_events(self) -> int | None:
-        """Past this many pending events the backlog is dropped and a fresh walk scheduled."""
+        """Past this many pending events, and past as many as the pages of the provider's last
+        complete walk (`event_backlog.Limit`: re-reading fewer events than a walk has pages is
+        taken to cost less than the walk), the backlog is dropped and a fresh walk scheduled."""
         ...
 
     def event_problem(self, body: Mapping[str, Any]) -> str | None:
