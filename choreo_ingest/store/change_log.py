@@ -92,9 +92,17 @@ def _prune_through(
         by_age = int(conn.scalar("SELECT coalesce(max(seq), 0) FROM changes"))
     else:
         by_age = int(first_young) - 1
-    beyond_rows = conn.scalar(
-        "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?", [max(max_rows, 0)]
-    )
+    oldest, newest = conn.execute(
+        "SELECT (SELECT min(seq) FROM changes), (SELECT max(seq) FROM changes)"
+    ).fetchone()
+    beyond_rows = None
+    # The log's span of seqs bounds its rows. Within `max_rows` nothing goes by count, and the
+    # OFFSET (which walks `max_rows` entries of the index: 25-56 ms at 585,000 changes) is not
+    # read by every idle call and `serve` tick.
+    if newest is not None and int(newest) - int(oldest) + 1 > max_rows:
+        beyond_rows = conn.scalar(
+            "SELECT seq FROM changes ORDER BY seq DESC LIMIT 1 OFFSET ?", [max(max_rows, 0)]
+        )
     through = max(by_age, 0 if beyond_rows is None else int(beyond_rows))
     if keep_after is not None:
         through = min(through, keep_after)

@@ -204,6 +204,27 @@ class TestPrune:
         upsert(store, [make_entity("next")], T0 + 2)
         assert seqs(store) == [5]
 
+    def test_asking_whether_to_prune_costs_the_same_in_a_long_log(self, tmp_path: Path) -> None:
+        """Every idle call and `serve` tick asks. With the log within `maxRows` the answer takes
+        SQLite the same steps at 20 changes as at 2,000: it walked `maxRows` entries of the
+        index (25-56 ms at 585,000 changes, on either store)."""
+        steps: list[int] = []
+
+        def step() -> int:
+            steps[-1] += 1
+            return 0
+
+        for size in (20, 2_000):
+            with Store.open(tmp_path / f"{size}.db") as sqlite:
+                sqlite.migrate()
+                upsert(sqlite, [make_entity(f"c{number}") for number in range(size)])
+                steps.append(0)
+                sqlite._conn.raw.set_progress_handler(step, 1)
+                assert not sqlite.prunable_changes(T0 - DAY, max_rows=1_000_000)
+                sqlite._conn.raw.set_progress_handler(None, 1)
+
+        assert steps[1] < 2 * steps[0], steps
+
     def test_an_empty_log_has_nothing_to_prune(self, store: Store) -> None:
         assert store.prune_changes(T0, max_rows=1) == 0
         assert store.change_bounds() == (0, 0)
