@@ -12,7 +12,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import StateError
 from choreo_ingest.models import ProviderRecord, ProviderState, QueuedItem
 from choreo_ingest.store.change_log import newest_seq
-from choreo_ingest.store.dialect import AnyConnection, in_values, no_limit
+from choreo_ingest.store.dialect import AnyConnection, in_values, is_postgres, no_limit
 from choreo_ingest.store.entity_rows import REFS
 from choreo_ingest.store.schema import MAX_INTEGER
 from choreo_ingest.store.writes import STATE
@@ -228,6 +228,13 @@ def entity_scopes(conn: AnyConnection, provider: str, refs: Sequence[str]) -> di
     return found
 
 
+def _body_size(conn: AnyConnection) -> str:
+    """A body's size, as the answer caps count it: on PostgreSQL its bytes, which `octet_length`
+    reads from the stored header (never fewer than its characters; `length` decompressed each
+    large body: 345 ms against 1.7 ms for a page of 200 KB entities), elsewhere its characters."""
+    return "octet_length(body)" if is_postgres(conn) else "length(body)"
+
+
 def entity_bodies(
     conn: AnyConnection, refs: Sequence[str], max_chars: int | None = None
 ) -> dict[str, dict[str, Any]] | None:
@@ -242,7 +249,8 @@ def entity_bodies(
     if max_chars is not None:
         held, chars = 0, 0
         for condition, values in conditions:
-            sql = f"SELECT count(*), coalesce(sum(length(body)), 0) FROM entities WHERE {condition}"
+            size = _body_size(conn)
+            sql = f"SELECT count(*), coalesce(sum({size}), 0) FROM entities WHERE {condition}"
             count, length = conn.execute(sql, [values]).fetchone()
             held, chars = held + int(count), chars + int(length)
         if held > 1 and chars > max_chars:
@@ -262,7 +270,7 @@ def entities_after(
     stored text (the first entity is taken whatever its size): the database counts them and
     sends no more (PostgreSQL's client holds a query's whole answer)."""
     after = "" if ref is None else "WHERE ref > ?"
-    sizes = f"SELECT ref, length(body) AS size FROM entities {after} ORDER BY ref LIMIT ?"
+    sizes = f"SELECT ref, {_body_size(conn)} AS size FROM entities {after} ORDER BY ref LIMIT ?"
     sized = f"""SELECT ref, count(*) OVER () AS listed,
             row_number() OVER (ORDER BY ref) AS place,
             sum(size) OVER (ORDER BY ref) - size AS before
