@@ -5,7 +5,7 @@ new cycle when the events arrive as a flood (`ArrivalRate`: an event forwarder t
 `created` for every object), or when more are pending than both `openchoreo.events.maxPending`
 and the pages of the provider's last complete walk (`backlog_limit`): on a v1 platform of
 300,000 components a walk reads 6,000 pages over 37 bursts, and a deploy's 1,500 events, about
-40 s of draining, are the cheaper way to the same catalog.
+a minute of draining, are the cheaper way to the same catalog.
 """
 
 from __future__ import annotations
