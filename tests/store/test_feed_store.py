@@ -8,12 +8,13 @@ import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlite_utils
-from store_support import earlier_release_migrations, read_tables, store_sql
+from store_support import earlier_release_migrations, read_tables, sqlite_steps, store_sql
 
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateLocation, Store
@@ -208,20 +209,15 @@ class TestPrune:
         """Every idle call and `serve` tick asks. With the log within `maxRows` the answer takes
         SQLite the same steps at 20 changes as at 2,000: it walked `maxRows` entries of the
         index (25-56 ms at 585,000 changes, on either store)."""
-        steps: list[int] = []
-
-        def step() -> int:
-            steps[-1] += 1
-            return 0
-
+        steps = []
         for size in (20, 2_000):
             with Store.open(tmp_path / f"{size}.db") as sqlite:
                 sqlite.migrate()
                 upsert(sqlite, [make_entity(f"c{number}") for number in range(size)])
-                steps.append(0)
-                sqlite._conn.raw.set_progress_handler(step, 1)
-                assert not sqlite.prunable_changes(T0 - DAY, max_rows=1_000_000)
-                sqlite._conn.raw.set_progress_handler(None, 1)
+                ask = partial(sqlite.prunable_changes, T0 - DAY, max_rows=1_000_000)
+                prunable, taken = sqlite_steps(sqlite, ask)
+                assert not prunable
+                steps.append(taken)
 
         assert steps[1] < 2 * steps[0], steps
 

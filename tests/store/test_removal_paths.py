@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from store_support import one_page_cycle
+from store_support import one_page_cycle, sqlite_steps
 
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderState
 from choreo_ingest.store import Store, SweepGuards
@@ -130,20 +130,13 @@ def test_entity_scopes_costs_sqlite_the_same_in_a_large_catalog_as_in_a_small_on
     through the primary key: SQLite's steps for it do not grow with the provider's entities.
     With `provider = ?` in the query it walked the provider's scope index: 160 ms an event at
     300,000 entities."""
-    steps: list[int] = []
-
-    def step() -> int:
-        steps[-1] += 1
-        return 0
-
+    ref, steps = make_entity("e7").ref, []
     for size in (20, 2_000):
         with Store.open(tmp_path / f"{size}.db") as store:
             store.migrate()
             cycle(store, [scoped(f"e{n}", f"s/e{n}") for n in range(size)])
-            ref = make_entity("e7").ref
-            steps.append(0)
-            store._conn.raw.set_progress_handler(step, 1)
-            assert store.entity_scopes("fake", [ref]) == {ref: "s/e7"}
-            store._conn.raw.set_progress_handler(None, 1)
+            found, taken = sqlite_steps(store, lambda: store.entity_scopes("fake", [ref]))
+            assert found == {ref: "s/e7"}
+            steps.append(taken)
 
     assert steps[1] < 2 * steps[0], steps
