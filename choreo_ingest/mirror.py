@@ -329,7 +329,7 @@ def _file_errors(directory: Path) -> Iterator[None]:
 
 
 # libyaml's emitter where PyYAML has it, as its wheels do: the pure-Python one took 400 s to write
-# 500,000 entities (`export --format yaml`, a first mirror), this one about 14 times less. The
+# 500,000 entities (`export --format yaml`, a first mirror), this one about 5 times less. The
 # resolvers and representers below are Python either way.
 _SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
