@@ -247,9 +247,8 @@ def entity_bodies(
         for start in range(0, len(refs), _REFS_PER_QUERY)
     ]
     if max_chars is not None:
-        held, chars = 0, 0
+        held, chars, size = 0, 0, _body_size(conn)
         for condition, values in conditions:
-            size = _body_size(conn)
             sql = f"SELECT count(*), coalesce(sum({size}), 0) FROM entities WHERE {condition}"
             count, length = conn.execute(sql, [values]).fetchone()
             held, chars = held + int(count), chars + int(length)

@@ -15,11 +15,7 @@
  * step.
  */
 import path from 'node:path';
-import {
-  coreServices,
-  createBackendModule,
-  createServiceFactory,
-} from '@backstage/backend-plugin-api';
+import { createBackendModule } from '@backstage/backend-plugin-api';
 import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
 import {
   ANNOTATION_LOCATION,
@@ -27,7 +23,6 @@ import {
   type Entity,
   stringifyEntityRef,
 } from '@backstage/catalog-model';
-import catalogPlugin from '@backstage/plugin-catalog-backend';
 import {
   type EntityProvider,
   type EntityProviderConnection,
@@ -37,7 +32,8 @@ import type { JsonObject } from '@backstage/types';
 import type { Knex } from 'knex';
 import { TASK_ID, catalogModuleChoreoIngest, locationKeyFor } from '../src';
 import { StateStore } from '../src/state';
-import { SERVE_TOKEN, type Choreo, cli, pollUntil, startChoreo } from './support/choreo';
+import { type Choreo, cli, pollUntil, startChoreo } from './support/choreo';
+import { catalogFeatures } from './support/catalogBackend';
 import { sqlite } from './support/db';
 import { TestLogger } from './support/logger';
 
@@ -135,20 +131,16 @@ async function startBackend(
   const logger = new TestLogger();
   const scheduler = mockServices.scheduler();
   const features = [
-    catalogPlugin,
-    createServiceFactory({ service: coreServices.scheduler, deps: {}, factory: () => scheduler }),
-    createServiceFactory({ service: coreServices.rootLogger, deps: {}, factory: () => logger }),
-    mockServices.database.factory({ knex }),
-    mockServices.rootConfig.factory({
-      data: {
-        catalog: {
-          processingInterval: { seconds: 1 },
-          providers: { choreoIngest: { baseUrl: choreo.serveUrl, token: SERVE_TOKEN } },
-          ...(options.old === 'disabled'
-            ? { providerOptions: { [OLD_PROVIDER]: { disabled: true } } }
-            : {}),
-          ...options.catalog,
-        },
+    ...catalogFeatures({
+      knex,
+      scheduler,
+      serveUrl: choreo.serveUrl,
+      logger,
+      catalog: {
+        ...(options.old === 'disabled'
+          ? { providerOptions: { [OLD_PROVIDER]: { disabled: true } } }
+          : {}),
+        ...options.catalog,
       },
     }),
     ...(options.ours === false ? [] : [catalogModuleChoreoIngest]),

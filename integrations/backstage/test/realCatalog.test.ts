@@ -7,20 +7,17 @@
  */
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
-import { coreServices, createServiceFactory } from '@backstage/backend-plugin-api';
 import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
 import {
   ANNOTATION_LOCATION,
   type Entity,
   stringifyEntityRef,
 } from '@backstage/catalog-model';
-import catalogPlugin from '@backstage/plugin-catalog-backend';
 import type { Knex } from 'knex';
 import { TASK_ID, catalogModuleChoreoIngest, locationKeyFor } from '../src';
 import { POSITION_TABLE } from '../src/migrations';
 import { StateStore } from '../src/state';
 import {
-  SERVE_TOKEN,
   type Choreo,
   cli,
   pollUntil,
@@ -30,6 +27,7 @@ import {
   startChoreo,
   waitUntil,
 } from './support/choreo';
+import { catalogFeatures } from './support/catalogBackend';
 import { sqlite } from './support/db';
 
 const NAMESPACE = 'org-00-cyberdyne';
@@ -48,18 +46,8 @@ beforeAll(async () => {
   knex = sqlite();
   backend = await startTestBackend({
     features: [
-      catalogPlugin,
+      ...catalogFeatures({ knex, scheduler, serveUrl: choreo.serveUrl }),
       catalogModuleChoreoIngest,
-      createServiceFactory({ service: coreServices.scheduler, deps: {}, factory: () => scheduler }),
-      mockServices.database.factory({ knex }),
-      mockServices.rootConfig.factory({
-        data: {
-          catalog: {
-            processingInterval: { seconds: 1 },
-            providers: { choreoIngest: { baseUrl: choreo.serveUrl, token: SERVE_TOKEN } },
-          },
-        },
-      }),
     ],
   });
 }, 90_000);
