@@ -8,8 +8,10 @@
 
 One request per list page and none per component: workloads and components are flat listings of
 the namespace, met through the lookup index (a component's workloads are one indexed read per
-page). Every namespace's workloads are listed before any namespace's components, so a component
-page always finds the workloads this cycle listed, whatever order the pages come in.
+page). The three listings of a namespace are walked before the next namespace's
+(`traversal_cursor.queue_group`): its workloads before its components, so a component page
+always finds the workloads this cycle listed, whatever order the pages come in, and a first
+cycle brings each namespace's components as soon as that namespace is walked.
 
 Bare `{items, pagination: {nextCursor}}`; a listing ends when `nextCursor` is missing or empty.
 A 500 on a request that carried a cursor is taken for an expired cursor (there is no 410 in v1),

@@ -327,11 +327,12 @@ class OpenChoreoProvider:
         phases = generation.phases
         while state.phase < len(phases):
             phase = phases[state.phase]
+            together = state.walked_together(phases)
             item: QueuedItem | None = None
             if phase.queue is not None:
                 item = _item_after(context, phase.queue, state.position)
                 if item is None:
-                    state.next_phase()
+                    state.begin_phase(phases, together.stop)
                     continue
             path = phase.path(item)
             listed = first or self._list(context, state, generation, path, facts)
@@ -350,11 +351,14 @@ class OpenChoreoProvider:
             state.api_cursor = None
             stale_starts_over(state, facts)  # the listing that kept restarting is complete
             if item is None:
-                state.next_phase()
+                state.begin_phase(phases, state.phase + 1)
                 return harvest, state.phase >= len(phases)
-            state.position = item.position
-            last_phase = state.phase == len(phases) - 1
-            done = last_phase and _item_after(context, phase.queue or "", item.position) is None
+            if state.phase + 1 < together.stop:  # the item's next listing
+                state.phase += 1
+                return harvest, False
+            state.item_done(phases, item.position)
+            last = together.stop == len(phases)
+            done = last and _item_after(context, phase.queue or "", item.position) is None
             return harvest, done
         return Harvest(), True
 
@@ -398,7 +402,7 @@ class OpenChoreoProvider:
             item = _item_after(context, phase.queue, state.position)
             if item is None:
                 return Harvest()
-            state.position = item.position
+            state.item_done(generation.phases, item.position)
             log.info("listing_parent_gone", provider=self._name, path=path)
             return Harvest()
         if stored:

@@ -3,17 +3,24 @@ one listing cursor in use and the position reached in the phase's queue (camelCa
 read from a cursor written before generations existed; and how far a burst has read the
 listing in progress, which only the burst knows; why a listing whose cursors kept failing
 fails the burst; and when bursts that begin on expired cursors are a problem, and when no more.
+
+Phases in a row over one queue (v1's projects, workloads and components, each over the
+namespaces) are walked item by item: one namespace's three listings, then the next namespace's,
+so that a first cycle brings each namespace's components as soon as its own workloads are
+listed, not after every namespace's. A cursor says so by naming such a phase with its queue
+(`namespaces/workloads`), which a release that walked phase by phase refuses rather than
+misreads; a cursor such a release stored (`workloads`) finishes its cycle phase by phase.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from choreo_ingest.errors import CursorExpired, PermanentError
 from choreo_ingest.models import JSON, PROBLEM_FACT
-from choreo_ingest.providers.openchoreo.generation import Generation
+from choreo_ingest.providers.openchoreo.generation import Generation, Phase
 from choreo_ingest.providers.openchoreo.generations import generation_named
 
 BEFORE_FIRST = -1
@@ -31,18 +38,22 @@ class TraversalCursor:
     phase: int = 0
     api_cursor: str | None = None
     position: int = BEFORE_FIRST
-    """Position of the last queue item whose listing is complete (in the phase's queue)."""
+    """Position of the last queue item whose listing is complete (in the phase's queue); walked
+    item by item, whose listings of every phase in the group are complete."""
     cursor_reset_count: int = 0
     stale_starts: int = 0
     """Bursts in a row that began on a stored cursor that had expired."""
     listed_at: float | None = None
     """When the listing in progress asked for its first page: its pages show the platform as it
     stood then (`overtaken`). None in a cursor written before it was kept."""
+    by_item: bool = True
+    """The phase's group (`queue_group`) is walked item by item; False only for a cycle an
+    older release began, which finishes phase by phase."""
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
             "api": self.api,
-            "phase": generation.phases[self.phase].name,
+            "phase": _phase_key(generation.phases, self.phase, by_item=self.by_item),
             "apiCursor": self.api_cursor,
             "position": self.position,
             "cursorResetCount": self.cursor_reset_count,
@@ -63,12 +74,19 @@ class TraversalCursor:
             raise PermanentError(
                 f"not an OpenChoreo traversal cursor ({error}): {raw!r:.200}"
             ) from None
-        names = [phase.name for phase in generation.phases]
-        if raw.get("phase") not in names:
+        phases = generation.phases
+        keys = {
+            _phase_key(phases, index, by_item=by_item): (index, by_item)
+            for index in range(len(phases))
+            for by_item in (False, True)  # a phase named alike both ways is walked by item
+        }
+        if not isinstance(raw.get("phase"), str) or raw["phase"] not in keys:
             raise PermanentError(f"not an OpenChoreo traversal cursor: {raw!r:.200}")
+        phase, by_item = keys[raw["phase"]]
         return cls(
             api=generation.name,
-            phase=names.index(raw["phase"]),
+            phase=phase,
+            by_item=by_item,
             api_cursor=_optional_text(raw, "apiCursor"),
             position=_whole_number(raw, "position", BEFORE_FIRST),
             cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
@@ -76,10 +94,46 @@ class TraversalCursor:
             listed_at=_optional_time(raw, "listedAt"),
         )
 
-    def next_phase(self) -> None:
-        self.phase += 1
+    def walked_together(self, phases: Sequence[Phase]) -> range:
+        """The phases walked item by item with the current one (itself alone, phase by phase)."""
+        if self.by_item:
+            return queue_group(phases, self.phase)
+        return range(self.phase, self.phase + 1)
+
+    def item_done(self, phases: Sequence[Phase], position: int) -> None:
+        """The queue item at `position` is walked: the next one, from the group's first phase."""
+        self.phase = self.walked_together(phases).start
+        self.position = position
+
+    def begin_phase(self, phases: Sequence[Phase], phase: int) -> None:
+        """Go on with `phase`, from its queue's first item; a group an older release's cycle
+        walks phase by phase stays so to its end."""
+        if phase not in queue_group(phases, self.phase):
+            self.by_item = True
+        self.phase = phase
         self.position = BEFORE_FIRST
         self.api_cursor = None
+
+
+def queue_group(phases: Sequence[Phase], index: int) -> range:
+    """The phases in a row around `index` over its queue (a phase without one stands alone)."""
+    queue = phases[index].queue
+    start, stop = index, index + 1
+    if queue is None:
+        return range(start, stop)
+    while start > 0 and phases[start - 1].queue == queue:
+        start -= 1
+    while stop < len(phases) and phases[stop].queue == queue:
+        stop += 1
+    return range(start, stop)
+
+
+def _phase_key(phases: Sequence[Phase], index: int, *, by_item: bool) -> str:
+    """How a cursor names the phase: with its queue when its group is walked item by item."""
+    phase = phases[index]
+    if by_item and len(queue_group(phases, index)) > 1:
+        return f"{phase.queue}/{phase.name}"
+    return phase.name
 
 
 @dataclass(frozen=True)

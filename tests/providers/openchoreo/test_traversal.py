@@ -1014,22 +1014,44 @@ class TestApiNames:
 
 class TestCursor:
     @pytest.mark.parametrize(
-        ("generation", "state"),
+        ("generation", "state", "phase"),
         [
-            (ORGS, {"phase": 2, "api_cursor": "abc", "position": 7, "cursor_reset_count": 2}),
-            (ORGS, {"phase": 0, "stale_starts": 3}),
-            (V1, {"phase": 3, "api_cursor": "xyz", "position": 4, "stale_starts": 1}),
+            (
+                ORGS,
+                {"phase": 2, "api_cursor": "abc", "position": 7, "cursor_reset_count": 2},
+                "components",
+            ),
+            (ORGS, {"phase": 0, "stale_starts": 3}, "orgs"),
+            (V1, {"phase": 0, "api_cursor": "n"}, "namespaces"),
+            (
+                V1,
+                {"phase": 3, "api_cursor": "xyz", "position": 4, "stale_starts": 1},
+                "namespaces/components",
+            ),
+            (V1, {"phase": 2, "position": 4, "by_item": False}, "workloads"),
         ],
-        ids=["orgs-components", "orgs-stale", "v1-components"],
+        ids=["orgs-components", "orgs-stale", "v1-namespaces", "v1-components", "v1-older"],
     )
-    def test_round_trips_through_json(self, generation: Any, state: dict[str, Any]) -> None:
+    def test_round_trips_through_json(
+        self, generation: Any, state: dict[str, Any], phase: str
+    ) -> None:
         cursor_state = TraversalCursor(api=generation.name, **state)
 
         raw = cursor_state.to_json(generation)
 
         assert raw["api"] == generation.name
-        assert raw["phase"] == generation.phases[state["phase"]].name
+        assert raw["phase"] == phase
         assert TraversalCursor.from_json(raw) == cursor_state
+
+    def test_a_release_that_walked_phase_by_phase_refuses_a_cursor_walked_by_namespace(
+        self,
+    ) -> None:
+        """Such a release knew only the plain phase names: it fails the burst naming `reset`
+        rather than read `position` as every namespace's workloads and skip components."""
+        older_names = {phase.name for phase in V1.phases}
+        walked_by_namespace = TraversalCursor(api="v1", phase=2, position=0)
+
+        assert walked_by_namespace.to_json(V1)["phase"] not in older_names
 
     @pytest.mark.parametrize(
         ("raw", "expected"),
@@ -1074,6 +1096,8 @@ class TestCursor:
             {"api": "orgs", "phase": "orgs", "position": True},
             {"phase": "projects", "orgPosition": "3"},
             {"phase": "orgs", "orgApiCursor": 5},
+            {"api": "v1", "phase": ["workloads"]},
+            {"api": "orgs", "phase": "orgs/projects"},
         ],
         ids=[
             "not-an-object",
@@ -1085,6 +1109,8 @@ class TestCursor:
             "position-bool",
             "legacy-position-text",
             "legacy-cursor-number",
+            "phase-not-text",
+            "org-era-phase-by-item",
         ],
     )
     def test_damaged_cursor_is_refused(self, raw: Any) -> None:

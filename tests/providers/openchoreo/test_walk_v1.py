@@ -41,6 +41,8 @@ from sim_support import (
 )
 
 PROVIDER = "openchoreo"
+COMPONENTS = "namespaces/components"
+"""How a cursor names the components phase: each namespace's, after its own workloads."""
 CLIENT_ID, CLIENT_SECRET = "catalog-client", "s3cret-for-tests"
 
 
@@ -277,10 +279,11 @@ class TestCursors:
         short = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
         for _ in range(30):
             run(short, api, clock)
-            if (stored_cursor(tmp_path / "state.db") or {}).get("phase") == "components":
+            stored = stored_cursor(tmp_path / "state.db") or {}
+            if stored.get("phase") == COMPONENTS and stored.get("apiCursor"):
                 break
         cursor = stored_cursor(tmp_path / "state.db")
-        assert cursor["phase"] == "components", cursor
+        assert cursor["phase"] == COMPONENTS, cursor
         assert cursor["apiCursor"], cursor
         clock.advance(30.0)
 
