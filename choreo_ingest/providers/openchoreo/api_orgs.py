@@ -84,6 +84,7 @@ def get_object(
 class _Orgs:
     name: str = "orgs"
     queue: str | None = None
+    follows_previous: bool = False
 
     def path(self, item: QueuedItem | None) -> str:
         return "/orgs"
@@ -101,6 +102,7 @@ class _Orgs:
 class _Projects:
     name: str = "projects"
     queue: str | None = ORG_QUEUE
+    follows_previous: bool = False
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/orgs/{_segment(queued_text(item, 'name'))}/projects"
@@ -124,6 +126,7 @@ class _Projects:
 class _Components:
     name: str = "components"
     queue: str | None = PROJECT_QUEUE
+    follows_previous: bool = False
 
     def path(self, item: QueuedItem | None) -> str:
         org, project = queued_text(item, "org"), queued_text(item, "project")

@@ -2,16 +2,17 @@
 
     namespaces  GET /namespaces                             -> Domain entities, push each namespace
     projects    per namespace: GET /namespaces/{ns}/projects  -> System entities; owners indexed
-    workloads   per namespace: GET /namespaces/{ns}/workloads -> indexed by component, no entities
-    components  per namespace: GET /namespaces/{ns}/components
-                                                            -> Component + API entities
+    then, namespace by namespace:
+    workloads   GET /namespaces/{ns}/workloads              -> indexed by component, no entities
+    components  GET /namespaces/{ns}/components             -> Component + API entities
 
 One request per list page and none per component: workloads and components are flat listings of
 the namespace, met through the lookup index (a component's workloads are one indexed read per
-page). The three listings of a namespace are walked before the next namespace's
-(`traversal_cursor.queue_group`): its workloads before its components, so a component page
-always finds the workloads this cycle listed, whatever order the pages come in, and a first
-cycle brings each namespace's components as soon as that namespace is walked.
+page). Every namespace's projects come first: a cheap listing, whose owners the components and
+the events of the whole cycle read. Then a namespace's workloads and components are walked
+before the next namespace's (`follows_previous`): its workloads before its components, so a
+component page always finds the workloads this cycle listed, whatever order the pages come in,
+and a first cycle brings each namespace's components as soon as that namespace is walked.
 
 Bare `{items, pagination: {nextCursor}}`; a listing ends when `nextCursor` is missing or empty.
 A 500 on a request that carried a cursor is taken for an expired cursor (there is no 410 in v1),
@@ -63,6 +64,7 @@ KIND_NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,62}")
 class _Namespaces:
     name: str = "namespaces"
     queue: str | None = None
+    follows_previous: bool = False
 
     def path(self, item: QueuedItem | None) -> str:
         return "/namespaces"
@@ -83,6 +85,7 @@ class _InNamespace:
 
     name: str
     queue: str | None = NAMESPACES
+    follows_previous: bool = False
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/namespaces/{segment(queued_text(item, 'namespace'))}/{self.name}"
@@ -115,6 +118,7 @@ class _Workloads(_InNamespace):
 @dataclass(frozen=True)
 class _Components(_InNamespace):
     name: str = "components"
+    follows_previous: bool = True  # each namespace's, as soon as its workloads are listed
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         return component_harvest(walk, queued_text(item, "namespace"), resources, listed=True)

@@ -91,6 +91,12 @@ class Phase(Protocol):
     @property
     def queue(self) -> str | None: ...
 
+    @property
+    def follows_previous(self) -> bool:
+        """Listed for each queue item right after the phase before it (over the same queue),
+        item by item, rather than once that phase has listed every item."""
+        ...
+
     def path(self, item: QueuedItem | None) -> str:
         """The listing's path below the API root, for this queue item."""
         ...

@@ -4,12 +4,13 @@ read from a cursor written before generations existed; and how far a burst has r
 listing in progress, which only the burst knows; why a listing whose cursors kept failing
 fails the burst; and when bursts that begin on expired cursors are a problem, and when no more.
 
-Phases in a row over one queue (v1's projects, workloads and components, each over the
-namespaces) are walked item by item: one namespace's three listings, then the next namespace's,
-so that a first cycle brings each namespace's components as soon as its own workloads are
-listed, not after every namespace's. A cursor says so by naming such a phase with its queue
-(`namespaces/workloads`), which a release that walked phase by phase refuses rather than
-misreads; a cursor such a release stored (`workloads`) finishes its cycle phase by phase.
+A phase that follows the previous one (`Phase.follows_previous`: v1's components, after the
+workloads) is walked with it item by item: one namespace's workloads and components, then the
+next namespace's, so that a first cycle brings each namespace's components as soon as its own
+workloads are listed, not after every namespace's. A cursor says so by naming such a group's
+phase with its queue (`namespaces/workloads`), which a release that walked phase by phase
+refuses rather than misreads; a cursor such a release stored (`workloads`) finishes its cycle
+phase by phase.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class TraversalCursor:
     """When the listing in progress asked for its first page: its pages show the platform as it
     stood then (`overtaken`). None in a cursor written before it was kept."""
     by_item: bool = True
-    """The phase's group (`queue_group`) is walked item by item; False only for a cycle an
+    """The phase's group (`item_group`) is walked item by item; False only for a cycle an
     older release began, which finishes phase by phase."""
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
@@ -97,7 +98,7 @@ class TraversalCursor:
     def walked_together(self, phases: Sequence[Phase]) -> range:
         """The phases walked item by item with the current one (itself alone, phase by phase)."""
         if self.by_item:
-            return queue_group(phases, self.phase)
+            return item_group(phases, self.phase)
         return range(self.phase, self.phase + 1)
 
     def item_done(self, phases: Sequence[Phase], position: int) -> None:
@@ -108,22 +109,20 @@ class TraversalCursor:
     def begin_phase(self, phases: Sequence[Phase], phase: int) -> None:
         """Go on with `phase`, from its queue's first item; a group an older release's cycle
         walks phase by phase stays so to its end."""
-        if phase not in queue_group(phases, self.phase):
+        if phase not in item_group(phases, self.phase):
             self.by_item = True
         self.phase = phase
         self.position = BEFORE_FIRST
         self.api_cursor = None
 
 
-def queue_group(phases: Sequence[Phase], index: int) -> range:
-    """The phases in a row around `index` over its queue (a phase without one stands alone)."""
-    queue = phases[index].queue
+def item_group(phases: Sequence[Phase], index: int) -> range:
+    """The phases walked item by item with `index`: it, the phases it follows, and those that
+    follow it (`Phase.follows_previous`); most phases stand alone."""
     start, stop = index, index + 1
-    if queue is None:
-        return range(start, stop)
-    while start > 0 and phases[start - 1].queue == queue:
+    while start > 0 and phases[start].follows_previous:
         start -= 1
-    while stop < len(phases) and phases[stop].queue == queue:
+    while stop < len(phases) and phases[stop].follows_previous:
         stop += 1
     return range(start, stop)
 
@@ -131,7 +130,7 @@ def queue_group(phases: Sequence[Phase], index: int) -> range:
 def _phase_key(phases: Sequence[Phase], index: int, *, by_item: bool) -> str:
     """How a cursor names the phase: with its queue when its group is walked item by item."""
     phase = phases[index]
-    if by_item and len(queue_group(phases, index)) > 1:
+    if by_item and len(item_group(phases, index)) > 1:
         return f"{phase.queue}/{phase.name}"
     return phase.name
 

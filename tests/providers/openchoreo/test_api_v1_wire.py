@@ -508,8 +508,6 @@ def test_a_proxys_404_on_a_namespaces_listing_fails_the_burst_unless_the_namespa
 def test_a_404_on_a_namespaces_listing_whose_namespace_is_gone_too_goes_on_with_the_next(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock
 ) -> None:
-    """The gone namespace's workloads and components are not asked for: the walk goes on with
-    the next namespace's projects."""
     empty = items()
     walk_pages(
         httpx_mock,
@@ -522,7 +520,9 @@ def test_a_404_on_a_namespaces_listing_whose_namespace_is_gone_too_goes_on_with_
             "/namespaces/zeta/projects?limit=2": [
                 items({"metadata": {"name": "shop", "namespace": "zeta"}})
             ],
+            "/namespaces/acme/workloads?limit=2": [empty],
             "/namespaces/zeta/workloads?limit=2": [empty],
+            "/namespaces/acme/components?limit=2": [empty],
             "/namespaces/zeta/components?limit=2": [empty],
         },
     )
@@ -536,6 +536,50 @@ def test_a_404_on_a_namespaces_listing_whose_namespace_is_gone_too_goes_on_with_
         "domain:default/zeta",
         "system:zeta/shop",
     ]
+
+
+@pytest.mark.parametrize("listing", ["workloads", "components"])
+def test_a_namespace_gone_while_its_workloads_or_components_are_listed_leaves_the_next_whole(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, listing: str
+) -> None:
+    """The walk goes on with the next namespace's workloads, then its components (the gone
+    one's components are not asked for): it does not carry on in the phase the gone namespace
+    failed in, which would list the next one's components before its workloads, without APIs."""
+    zeta = {"namespace": "zeta"}
+    workload = {
+        "metadata": {**zeta, "name": "cart-workload"},
+        "spec": {
+            "owner": {"projectName": "shop", "componentName": "cart"},
+            "endpoints": {"rest": {"type": "HTTP", "schema": SCHEMA}},
+        },
+    }
+    component = {"metadata": {**zeta, "name": "cart"}, "spec": {"owner": {"projectName": "shop"}}}
+    gone = {"/namespaces/acme/workloads?limit=2": [ROUTE_MISSING]}
+    if listing == "components":
+        gone = {
+            "/namespaces/acme/workloads?limit=2": [items()],
+            "/namespaces/acme/components?limit=2": [ROUTE_MISSING],
+        }
+    walk_pages(
+        httpx_mock,
+        {
+            "/namespaces?limit=2": [items(named("acme"), named("zeta"))],
+            "/namespaces/acme/projects?limit=2": [items()],
+            "/namespaces/zeta/projects?limit=2": [items({"metadata": {**zeta, "name": "shop"}})],
+            **gone,
+            "/namespaces/acme": [NOT_FOUND],
+            "/namespaces/zeta/workloads?limit=2": [items(workload)],
+            "/namespaces/zeta/components?limit=2": [items(component)],
+        },
+    )
+    config = config_for(api="v1", chunk_size=2)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+
+    engine.run()
+
+    cart = engine.entities["component:zeta/cart"].body
+    assert cart["spec"]["providesApis"] == ["api:zeta/shop-cart-rest"]
+    assert "system:zeta/shop" in engine.entities
 
 
 INTERNAL = {

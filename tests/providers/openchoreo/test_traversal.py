@@ -1023,6 +1023,7 @@ class TestCursor:
             ),
             (ORGS, {"phase": 0, "stale_starts": 3}, "orgs"),
             (V1, {"phase": 0, "api_cursor": "n"}, "namespaces"),
+            (V1, {"phase": 1, "position": 2}, "projects"),
             (
                 V1,
                 {"phase": 3, "api_cursor": "xyz", "position": 4, "stale_starts": 1},
@@ -1030,7 +1031,14 @@ class TestCursor:
             ),
             (V1, {"phase": 2, "position": 4, "by_item": False}, "workloads"),
         ],
-        ids=["orgs-components", "orgs-stale", "v1-namespaces", "v1-components", "v1-older"],
+        ids=[
+            "orgs-components",
+            "orgs-stale",
+            "v1-namespaces",
+            "v1-projects",
+            "v1-components",
+            "v1-older",
+        ],
     )
     def test_round_trips_through_json(
         self, generation: Any, state: dict[str, Any], phase: str
@@ -1120,6 +1128,18 @@ class TestCursor:
     def test_cursor_of_an_unknown_api_is_refused(self) -> None:
         with pytest.raises(PermanentError, match="unknown OpenChoreo API generation 'v2'"):
             TraversalCursor.from_json({"api": "v2", "phase": "orgs"})
+
+
+@pytest.mark.parametrize("generation", [ORGS, V1], ids=["orgs", "v1"])
+def test_a_phase_walked_with_the_one_before_lists_the_same_queue(generation: Any) -> None:
+    """Walked item by item, the two listings of one item come one after the other: only phases
+    over one queue can be (v1: each namespace's workloads, then its components)."""
+    phases = generation.phases
+    following = [index for index, phase in enumerate(phases) if phase.follows_previous]
+
+    assert all(index > 0 and phases[index - 1].queue == phases[index].queue
+               for index in following)  # fmt: skip
+    assert [phases[i].name for i in following] == (["components"] if generation is V1 else [])
 
 
 def test_a_cursor_another_version_wrote_fails_the_burst_naming_reset(

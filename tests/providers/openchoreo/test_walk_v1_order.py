@@ -1,6 +1,7 @@
-"""The order of the v1 walk: each namespace's projects, workloads and components before the next
-namespace's, so that a first cycle brings a namespace's components as soon as its own workloads
-are listed; and a cycle an older release began phase by phase is finished phase by phase."""
+"""The order of the v1 walk: every namespace's projects, then each namespace's workloads and
+components before the next namespace's, so that a first cycle brings a namespace's components as
+soon as its own workloads are listed; and a cycle an older release began phase by phase is
+finished phase by phase."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from choreo_ingest.simulator import SimulatorApi, World
 from fakes import FakeClock
 from sim_support import expected_catalog, simulator_transport
 
-LISTED = ("projects", "workloads", "components")
+WALKED_TOGETHER = ("workloads", "components")
+PAGES = 200
+"""More than a cycle of the test's world takes, two items a page."""
 
 
 def listings(api: SimulatorApi, since: int = 0) -> list[str]:
@@ -30,12 +33,20 @@ def listings(api: SimulatorApi, since: int = 0) -> list[str]:
     return order
 
 
+def projects(namespaces: list[str]) -> list[str]:
+    return [f"/namespaces/{ns}/projects" for ns in namespaces]
+
+
 def by_namespace(namespaces: list[str]) -> list[str]:
-    return [f"/namespaces/{ns}/{what}" for ns in namespaces for what in LISTED]
+    return [f"/namespaces/{ns}/{what}" for ns in namespaces for what in WALKED_TOGETHER]
 
 
 def phase_by_phase(namespaces: list[str]) -> list[str]:
-    return [f"/namespaces/{ns}/{what}" for what in LISTED for ns in namespaces]
+    return [f"/namespaces/{ns}/{what}" for what in WALKED_TOGETHER for ns in namespaces]
+
+
+def cycle(namespaces: list[str]) -> list[str]:
+    return ["/namespaces", *projects(namespaces), *by_namespace(namespaces)]
 
 
 def catalog_of(engine: Any) -> dict[str, set[str]]:
@@ -63,9 +74,7 @@ def walked(tmp_path: Path, fake_engine: Callable[..., Any]) -> Walked:
     return world, api, fake_engine(provider, clock, config)
 
 
-def test_each_namespace_is_walked_whole_before_the_next(
-    walked: Walked,
-) -> None:
+def test_each_namespace_is_walked_whole_before_the_next(walked: Walked) -> None:
     world, api, engine = walked
     namespaces = sorted(namespaces_of(world))
     first, second = namespaces[0], namespaces[1]
@@ -76,12 +85,12 @@ def test_each_namespace_is_walked_whole_before_the_next(
     held_when_second_began: list[set[str]] = []
 
     def note(_: int) -> None:
-        if not held_when_second_began and any(second in path for path in listings(api)):
+        if not held_when_second_began and f"/namespaces/{second}/workloads" in listings(api):
             held_when_second_began.append(set(engine.entities))
 
     engine.run(between_pages=note)
 
-    assert listings(api) == ["/namespaces", *by_namespace(namespaces)]
+    assert listings(api) == cycle(namespaces)
     assert first_components
     assert held_when_second_began[0] >= first_components
     assert catalog_of(engine) == expected_catalog(world)
@@ -90,25 +99,29 @@ def test_each_namespace_is_walked_whole_before_the_next(
 def test_a_cycle_an_older_release_began_is_finished_phase_by_phase(
     walked: Walked,
 ) -> None:
-    """Its cursor names a phase plainly (`projects`): its position counts the namespaces whose
-    projects are listed, not whose every listing is. Read by namespace, the components of the
-    namespaces before it would be skipped and swept; finished phase by phase, nothing is."""
+    """Its cursor names a phase plainly (`workloads`): its position counts the namespaces whose
+    workloads are listed, not whose components are too. Read by namespace, the components of
+    the namespaces before it would be skipped and swept; finished phase by phase, nothing is."""
     world, api, engine = walked
-    while engine.cursor is None or engine.cursor["phase"] == "namespaces":
+    for _ in range(PAGES):
         engine.page()
-    assert engine.cursor["phase"] == "namespaces/projects"
-    assert engine.cursor["position"] == -1
-    engine.cursor = {**engine.cursor, "phase": "projects"}  # as an older release stored it
+        if engine.cursor["phase"] == "namespaces/workloads":
+            break
+    assert engine.cursor["position"] == -1  # within the first namespace's workloads
+    engine.cursor = {**engine.cursor, "phase": "workloads"}  # as an older release stored it
     asked = len(api.request_log)
+    plain: list[tuple[str, int]] = []
 
-    engine.run()
+    engine.run(between_pages=lambda _: plain.append(
+        (engine.cursor["phase"], engine.cursor["position"])))  # fmt: skip
 
     namespaces = sorted(namespaces_of(world))
     assert listings(api, asked) == phase_by_phase(namespaces)
+    assert {phase for phase, position in plain if position >= 0} == {"workloads", "components"}
     assert catalog_of(engine) == expected_catalog(world)
     next_cycle = len(api.request_log)
     engine.run()
-    assert listings(api, next_cycle) == ["/namespaces", *by_namespace(namespaces)]
+    assert listings(api, next_cycle) == cycle(namespaces)
 
 
 def test_a_stop_between_any_two_pages_asks_for_no_page_twice_and_misses_none(
@@ -118,12 +131,12 @@ def test_a_stop_between_any_two_pages_asks_for_no_page_twice_and_misses_none(
     the stored cursor alone says which namespace and which of its listings comes next."""
     world, api, engine = walked
     pages = 0
-    while not (engine.results and engine.results[-1].done):
+    while not (engine.results and engine.results[-1].done) and pages < PAGES:
         engine.page()
         pages += 1
 
     asked = [r for r in api.request_log if r.path.startswith("/api/v1/namespaces")]
     assert len(asked) == pages
     assert len({(r.path, tuple(r.query.get("cursor", []))) for r in asked}) == pages
-    assert listings(api) == ["/namespaces", *by_namespace(sorted(namespaces_of(world)))]
+    assert listings(api) == cycle(sorted(namespaces_of(world)))
     assert catalog_of(engine) == expected_catalog(world)
