@@ -96,9 +96,7 @@ def test_each_namespace_is_walked_whole_before_the_next(walked: Walked) -> None:
     assert catalog_of(engine) == expected_catalog(world)
 
 
-def test_a_cycle_an_older_release_began_is_finished_phase_by_phase(
-    walked: Walked,
-) -> None:
+def test_a_cycle_an_older_release_began_is_finished_phase_by_phase(walked: Walked) -> None:
     """Its cursor names a phase plainly (`workloads`): its position counts the namespaces whose
     workloads are listed, not whose components are too. Read by namespace, the components of
     the namespaces before it would be skipped and swept; finished phase by phase, nothing is."""
