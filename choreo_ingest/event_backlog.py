@@ -163,16 +163,15 @@ def drop_backlog(store: Store, provider: str, limit: Limit, clock: Clock, *, flo
     dropped = store.drop_events(provider)
     # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
     # warning (`refresh_requested`), once.
+    if flood:  # the arrival rate, not the backlog's size, is what was past its limit
+        message, passed = f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s", {}
+    else:
+        message, passed = f"{dropped} pending events are more than {limit}", {"limit": limit.count}
     (log.info if flood else log.warning)(
         "event_backlog_dropped",
         provider=provider,
         dropped=dropped,
-        limit=limit.count,
-        message=(
-            f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s"
-            if flood
-            else f"{dropped} pending events are more than {limit}"
-        )
-        + ": a full walk catches up instead",
+        **passed,
+        message=f"{message}: a full walk catches up instead",
     )
     return dropped

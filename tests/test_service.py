@@ -169,6 +169,8 @@ class TestFlood:
         levels = {line["event"]: line["log_level"] for line in logs}
         # dropped again at each drain while the flood lasts: the one warning is the refresh's
         assert levels["event_backlog_dropped"] == "info"
+        [dropped] = [line for line in logs if line["event"] == "event_backlog_dropped"]
+        assert "limit" not in dropped  # no backlog limit was passed: the arrival rate was
         assert levels["refresh_requested"] == "warning"
 
     def test_as_many_updates_at_once_are_applied_not_dropped(
