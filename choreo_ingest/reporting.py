@@ -60,6 +60,20 @@ class ProviderStatus:
     """What the provider learnt about its source (`api`), shown as keys of its own."""
     error_withheld: bool = False
     """The last error's text is left out (ERROR_WITHHELD in its place), not whether there is one."""
+    cycle_pages: int | None = None
+    """Pages the cycle in progress has committed (None: none in progress)."""
+    last_cycle_pages: int | None = None
+    """Pages of the last completed cycle: about what the one in progress will take."""
+
+    @property
+    def cycle_shown(self) -> str:
+        """The cycle, and how far the one in progress is: `3 (240 of ~610 pages)`."""
+        shown = str(self.record.cycle_id)
+        if self.cycle_pages is None:
+            return shown
+        if self.last_cycle_pages is None:
+            return f"{shown} ({self.cycle_pages:,} page{'' if self.cycle_pages == 1 else 's'})"
+        return f"{shown} ({self.cycle_pages:,} of ~{self.last_cycle_pages:,} pages)"
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
@@ -74,6 +88,8 @@ class ProviderStatus:
             "state": record.state.value,
             "cycleId": record.cycle_id,
             "cycleStartedAt": rfc3339(record.cycle_started_at),
+            "cyclePages": self.cycle_pages,
+            "lastCyclePages": self.last_cycle_pages,
             "nextActionAt": rfc3339(self.next_action_at),
             "attempts": record.attempts,
             "lastError": error,
@@ -132,6 +148,7 @@ def provider_status(
             f"not among the configured providers: its {active:,} entities are kept as they are; "
             f"`choreo-ingest reset {name} --forget --yes` removes them"
         ]
+    cycle_pages, last_cycle_pages = _cycle_pages(store, name, stored.cycle_id)
     return ProviderStatus(
         record=record,
         next_action_at=next_action_time(stored, config.incremental, now, running=running),
@@ -141,7 +158,22 @@ def provider_status(
         cursor_resets=store.counters(name).get("cursor_resets", 0),
         health_problems=problems,
         facts=facts,
+        cycle_pages=cycle_pages,
+        last_cycle_pages=last_cycle_pages,
     )
+
+
+def _cycle_pages(store: Store, name: str, cycle_id: int) -> tuple[int | None, int | None]:
+    """The pages of cycle `cycle_id` while it is walked (None once its walk ended, or before it
+    began), and of the last completed cycle (None before the first)."""
+    current = store.last_cycle(name)
+    if current is not None and current.completed_at is not None:
+        return None, current.pages
+    completed = store.last_cycle(name, completed=True)
+    last = None if completed is None else completed.pages
+    if current is None or current.outcome is not None or current.cycle_id != cycle_id:
+        return None, last  # walked to its end (removals blocked), or given up
+    return current.pages, last
 
 
 def provider_metrics(

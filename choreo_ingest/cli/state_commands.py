@@ -102,7 +102,7 @@ def show_status(report: StatusReport) -> None:
                 item.record.name,
                 item.facts.get("api", ""),
                 _state_shown(item.record.state, running=report.running),
-                item.record.cycle_id,
+                item.cycle_shown,
                 rfc3339(item.next_action_at),
                 item.record.attempts,
                 item.active_entities,

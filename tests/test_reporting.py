@@ -1,0 +1,68 @@
+"""`status` on a cycle in progress: the pages it has committed, against the last completed
+cycle's (about what it will take), through the real engine and a SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from choreo_ingest.config import Config
+from choreo_ingest.invocation import run_once
+from choreo_ingest.reporting import ProviderStatus, status_report
+from choreo_ingest.store import state_location
+from choreo_ingest.testing import FakeProvider
+
+from fakes import FakeClock, make_config, make_entity
+
+EIGHT = [make_entity(f"e{i}") for i in range(8)]
+"""Four pages of two."""
+
+
+def burst(config: Config, clock: FakeClock, provider: FakeProvider) -> None:
+    assert config.state_path is not None
+    run_once(config, config.state_path, clock, providers={"fake": provider}, force=True)
+    clock.advance(1.0)
+
+
+def status(config: Config, clock: FakeClock) -> ProviderStatus:
+    assert config.state_path is not None
+    [provider] = status_report(state_location(config.state_path), config, clock.now()).providers
+    return provider
+
+
+def progress(shown: ProviderStatus) -> tuple[Any, Any, str]:
+    document = shown.to_json()
+    return document["cyclePages"], document["lastCyclePages"], shown.cycle_shown
+
+
+def test_a_first_cycle_shows_its_pages_and_a_later_one_them_against_the_last(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    config = make_config(tmp_path, burst_length=10.0)
+    provider = FakeProvider(EIGHT, page_cost=6.0)  # a page takes 6 s of the 10: one a burst
+
+    burst(config, clock, provider)
+    assert progress(status(config, clock)) == (1, None, "1 (1 page)")
+    burst(config, clock, provider)
+    assert progress(status(config, clock)) == (2, None, "1 (2 pages)")
+    provider.page_cost = 0.0
+    burst(config, clock, provider)  # the cycle's last two pages, and its end
+    assert progress(status(config, clock)) == (None, 4, "1")
+    provider.page_cost = 6.0
+    burst(config, clock, provider)
+    assert progress(status(config, clock)) == (1, 4, "2 (1 of ~4 pages)")
+
+
+def test_a_walk_whose_removals_are_held_back_is_no_longer_in_progress(tmp_path: Path) -> None:
+    """Its last page is committed; what it waits for is `removals approve`, not pages: it is
+    the last completed cycle (`blocked`)."""
+    clock = FakeClock()
+    config = make_config(tmp_path, burst_length=10.0, reject_removals_above_percentage=50.0)
+    burst(config, clock, FakeProvider(EIGHT))
+
+    burst(config, clock, FakeProvider(EIGHT[:2]))
+
+    shown = status(config, clock)
+    assert shown.removals_blocked == 6
+    assert progress(shown) == (None, 1, "2")
