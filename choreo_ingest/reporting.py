@@ -172,7 +172,7 @@ def _cycle_pages(store: Store, name: str, cycle_id: int) -> tuple[int | None, in
     completed = store.last_cycle(name, completed=True)
     last = None if completed is None else completed.pages
     if current is None or current.outcome is not None or current.cycle_id != cycle_id:
-        return None, last  # walked to its end (removals blocked), or given up
+        return None, last  # its last page is in (its sweep to come), or it was given up
     return current.pages, last
 
 
