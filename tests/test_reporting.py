@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from choreo_ingest.config import Config
-from choreo_ingest.invocation import run_once
+from choreo_ingest.invocation import reset, run_once
 from choreo_ingest.reporting import ProviderStatus, status_report
 from choreo_ingest.store import state_location
 from choreo_ingest.testing import FakeProvider
@@ -66,3 +68,25 @@ def test_a_walk_whose_removals_are_held_back_is_no_longer_in_progress(tmp_path: 
     shown = status(config, clock)
     assert shown.removals_blocked == 6
     assert progress(shown) == (None, 1, "2")
+
+
+@pytest.mark.parametrize("purge", [False, True])
+def test_a_cycle_a_reset_gave_up_is_no_longer_in_progress(tmp_path: Path, purge: bool) -> None:
+    """Idle after `reset`, the provider shows no pages of the cycle it walked: the next run
+    begins another. The cycle's row says it was given up, and the one after it counts from 1."""
+    clock = FakeClock()
+    config = make_config(tmp_path, burst_length=10.0)
+    provider = FakeProvider(EIGHT, page_cost=6.0)
+    burst(config, clock, provider)
+    burst(config, clock, provider)
+    assert config.state_path is not None
+
+    reset(state_location(config.state_path), "fake", clock, purge=purge)
+
+    assert progress(status(config, clock)) == (None, None, "1")
+    with state_location(config.state_path).open(readonly=True) as store:
+        given_up = store.last_cycle("fake")
+    assert given_up is not None
+    assert (given_up.cycle_id, given_up.pages, given_up.outcome) == (1, 2, "abandoned")
+    burst(config, clock, provider)
+    assert progress(status(config, clock)) == (1, None, "2 (1 page)")

@@ -97,8 +97,8 @@ def save_provider(conn: AnyConnection, record: ProviderRecord, now: float) -> No
 
 
 ABANDONED = "abandoned"
-"""The outcome of a cycle given up before its completion (a refresh or a reset began a new
-one): it was never swept, and never will be."""
+"""The outcome of a cycle given up before its completion (a refresh began a new one, or a
+reset gave it up): it was never swept, and never will be."""
 KEPT_CYCLES = 1000
 """Rows of `cycles` kept per provider, the newest: the store reads only the current and the last
 completed one; the rest is history for a person reading the state (about three weeks at the
@@ -114,11 +114,7 @@ def start_cycle(conn: AnyConnection, record: ProviderRecord, now: float) -> None
             "DELETE FROM cycles WHERE provider = ? AND cycle_id <= ?",
             [record.name, record.cycle_id - KEPT_CYCLES],
         )
-        conn.execute(
-            """UPDATE cycles SET outcome = ? WHERE provider = ? AND cycle_id < ?
-               AND completed_at IS NULL AND (outcome IS NULL OR outcome = ?)""",
-            [ABANDONED, record.name, record.cycle_id, WALKED],
-        )
+        _abandon_open_cycles(conn, record.name, before=record.cycle_id)
         conn.execute(
             """INSERT INTO cycles (provider, cycle_id, started_at) VALUES (?, ?, ?)
                ON CONFLICT (provider, cycle_id) DO UPDATE SET started_at = excluded.started_at,
@@ -361,6 +357,7 @@ def reset_provider(
             clear_index(conn, record.name)
             renew_store_id(conn, now)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
+        _abandon_open_cycles(conn, record.name)  # not shown as in progress while idle
         conn.execute(
             f"""UPDATE {STATE} SET blocked_cycle_id = NULL, blocked_reason = NULL,
                 blocked_removals = 0 WHERE provider = ?""",
@@ -368,6 +365,17 @@ def reset_provider(
         )
         save_provider(conn, record, now)
     return removed
+
+
+def _abandon_open_cycles(conn: AnyConnection, provider: str, before: int | None = None) -> None:
+    """Mark the provider's cycles (those before cycle `before`) that were neither completed nor
+    given up `ABANDONED`: none of them will ever be swept."""
+    below, bound = ("AND cycle_id < ?", [before]) if before is not None else ("", [])
+    conn.execute(
+        f"""UPDATE cycles SET outcome = ? WHERE provider = ? {below}
+           AND completed_at IS NULL AND (outcome IS NULL OR outcome = ?)""",
+        [ABANDONED, provider, *bound, WALKED],
+    )
 
 
 def forget_provider(conn: AnyConnection, provider: str, now: float) -> int:
