@@ -138,6 +138,7 @@ def load_config(
         try:
             walk(document, "", environment, found)
             config = build(found, base=path.parent, source=path)
+            _check_provider_names(document, config, _document_secrets(document, environment))
         except ConfigError as error:
             raise _secrets_masked(error, document, environment) from error.__cause__
         return replace(config, warnings=file_warnings(path, document, config))
@@ -155,12 +156,7 @@ def _secrets_masked(
     masked: one written in another key by mistake as well (`baseUrl: <the token>`, or as a key's
     name) would be shown by that key's error, or the first 57 characters of it, as a value's
     description cuts a long one (`config_values.describe`)."""
-    secrets = set()
-    for key in SECRET_KEYS:
-        if isinstance(written := dig(document, key), str) and written.strip():
-            secrets.add(written.strip())
-            with suppress(Invalid):
-                secrets.add(interpolate(written, env, secret=True).strip())
+    secrets = _document_secrets(document, env)
     from choreo_ingest.logs import masked
 
     def hidden(text: str) -> str:
@@ -175,6 +171,29 @@ def _secrets_masked(
     shown = type(error)(message)
     shown.path = path
     return shown
+
+
+def _document_secrets(document: dict[Any, Any], env: Mapping[str, str]) -> set[str]:
+    """The token and client secret `document` gives, as written and as interpolated."""
+    secrets = set()
+    for key in SECRET_KEYS:
+        if isinstance(written := dig(document, key), str) and written.strip():
+            secrets.add(written.strip())
+            with suppress(Invalid):
+                secrets.add(interpolate(written, env, secret=True).strip())
+    return secrets
+
+
+def _check_provider_names(document: dict[Any, Any], config: Config, secrets: set[str]) -> None:
+    """Refuse a provider named with a secret the file gives (a token pasted into `providers`):
+    a provider's name is shown by `status`, kept in the state and a label of every metric."""
+    for index, name in enumerate(config.providers):
+        if name in secrets:
+            named = isinstance(document["providers"][index], dict)
+            raise ConfigError(
+                "is the token or client secret this file gives, not a provider's name",
+                path=f"providers[{index}]{'.name' if named else ''}",
+            )
 
 
 LONG_SECRET = 16

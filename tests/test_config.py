@@ -792,6 +792,39 @@ class TestSecrets:
         assert secret[:LONG_SECRET_SHOWN] not in shown
         assert "***" in str(caught.value)
 
+    @pytest.mark.parametrize(
+        ("providers", "key"),
+        [("[openchoreo, SECRET]", "providers[1]"), ("[{name: SECRET}]", "providers[0].name")],
+        ids=["a-name", "a-mapping"],
+    )
+    @pytest.mark.parametrize(
+        ("auth", "env"),
+        [
+            ("{token: SECRET}", {}),
+            ("{token: '${TOKEN}'}", {"TOKEN": "SECRET"}),
+            (
+                "{auth: {oauth: {tokenUrl: 'http://idp/t', clientId: c, clientSecret: SECRET}}}",
+                {},
+            ),
+        ],
+        ids=["token", "from-the-environment", "client-secret"],
+    )
+    def test_a_secret_given_as_a_providers_name_is_refused_unshown(
+        self, tmp_path: Path, providers: str, key: str, auth: str, env: dict[str, str]
+    ) -> None:
+        """A token pasted into `providers`: valid as a name, it would be shown by `status`, kept in
+        the state and a label of every metric; refused at load, where the key is named."""
+        secret = "tok-S3CRET"
+        environment = {name: value.replace("SECRET", secret) for name, value in env.items()}
+        text = f"openchoreo: {auth}\nproviders: {providers}\n".replace("SECRET", secret)
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text, environment)
+
+        assert caught.value.path == key
+        assert secret not in str(caught.value)
+        assert "not a provider's name" in str(caught.value)
+
     def test_token_value_not_in_repr_or_warnings(self, tmp_path: Path) -> None:
         path = write(tmp_path, f"openchoreo: {{token: {SECRET}, insecureSkipVerify: true}}\n")
         path.chmod(0o644)
