@@ -151,13 +151,16 @@ export class FeedClient {
 
   /**
    * The bodies of `refs` (at most MAX_BATCH_REFS) in as many `POST /entities/batch` as serve
-   * takes: their answers, in the order of `refs`. A batch serve refuses as too large (413: its
-   * `serve.maxBodyBytes`) is asked for again in halves, each halved again while refused; one ref
-   * still refused is a FeedError (413) that names it.
+   * takes: their answers, one at a time, in the order of `refs`, each asked for once the one
+   * before it is taken (so a caller holds one answer's bodies at a time: serve refuses an answer
+   * of more than 16 MiB of text with a 413). A batch serve refuses as too large (413: its
+   * `serve.maxBodyBytes`, or that answer limit) is asked for again in halves, each halved again
+   * while refused; one ref still refused is a FeedError (413) that names it.
    */
-  async entitiesBatches(refs: string[], signal?: AbortSignal): Promise<EntitiesBatch[]> {
+  async *entitiesBatches(refs: string[], signal?: AbortSignal): AsyncGenerator<EntitiesBatch> {
+    let batch: EntitiesBatch | undefined;
     try {
-      return [await this.entitiesBatch(refs, signal)];
+      batch = await this.entitiesBatch(refs, signal);
     } catch (error) {
       if (!(error instanceof FeedError) || error.status !== 413 || refs.length === 0) {
         throw error;
@@ -167,9 +170,13 @@ export class FeedClient {
         throw new FeedError(error.route, 413, `${error.detail} (${why})`);
       }
     }
+    if (batch) {
+      yield batch;
+      return;
+    }
     const half = Math.ceil(refs.length / 2);
-    const first = await this.entitiesBatches(refs.slice(0, half), signal);
-    return [...first, ...(await this.entitiesBatches(refs.slice(half), signal))];
+    yield* this.entitiesBatches(refs.slice(0, half), signal);
+    yield* this.entitiesBatches(refs.slice(half), signal);
   }
 
   /** One page of a walk over the whole catalog; `cursor` undefined starts a walk. */
@@ -219,7 +226,8 @@ export class FeedClient {
           : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
-      throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${describe(error)})`);
+      const why = this.token ? describe(error).split(this.token).join('***') : describe(error);
+      throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${why})`);
     }
     let text: string;
     try {

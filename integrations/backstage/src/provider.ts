@@ -1,6 +1,6 @@
 /**
  * ChoreoIngestEntityProvider: follows choreo-ingest's change feed and applies each page of
- * changes to the catalog as one small `delta` mutation.
+ * changes to the catalog as small `delta` mutations.
  *
  * One `run()` is one sync step:
  *   1. a resync, when one is due (first start, a 410 from the feed, a new storeId, or at the
@@ -10,8 +10,8 @@
  *      delta per page, then the removal of what earlier generations applied and this one did
  *      not, and of the catalog's entities under the module's name it has no record of (refused
  *      above `maxRemovalRatio`, and re-checked at every later step: see `Sweeper`);
- *   2. the changes after the stored position from `GET /changes`, one delta per page, until
- *      caught up;
+ *   2. the changes after the stored position from `GET /changes`, page by page until caught
+ *      up, each page's bodies applied one `POST /entities/batch` answer at a time;
  *   3. the periodic resync (step 1 again, then 2), once `resyncIntervalMs` has passed since the
  *      last resync completed: the catalog's applyMutation does not fail for an entity it skips
  *      (a location-key conflict is only logged), and an entity deleted through the catalog's
@@ -32,6 +32,7 @@
 import type { LoggerService } from '@backstage/backend-plugin-api';
 import { entityEnvelopeSchemaValidator } from '@backstage/catalog-model';
 import type {
+  DeferredEntity,
   EntityProvider,
   EntityProviderConnection,
   EntityProviderMutation,
@@ -113,6 +114,17 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     const key = (name: string) => (options.configPath ? `${options.configPath}.${name}` : name);
     if (!options.baseUrl) {
       throw new Error(`choreo-ingest: ${key('baseUrl')} is required`);
+    }
+    const urlProblem = baseUrlProblem(options.baseUrl);
+    if (urlProblem) {
+      throw new Error(`choreo-ingest: ${key('baseUrl')} ${urlProblem}`);
+    }
+    if (options.token !== undefined && !isSendableToken(options.token)) {
+      // Not shown: fetch would refuse the header in an error that quotes it.
+      throw new Error(
+        `choreo-ingest: ${key('token')} holds a line break, a NUL or a character beyond ` +
+          'Latin-1 inside it (not shown); a bearer token is one line',
+      );
     }
     const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_CHANGES) {
@@ -435,7 +447,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     return this.startResync(state, `walk restarted: ${why}`);
   }
 
-  /** Apply `/changes` after the stored seq, one delta per page, until caught up. */
+  /** Apply `/changes` after the stored seq, page by page, until caught up. */
   private async follow(
     connection: EntityProviderConnection,
     initial: FeedState,
@@ -451,41 +463,49 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         return state;
       }
       const { upserts, deletes } = lastOpPerRef(page);
-      const bodies = [];
+      // Each answer of bodies goes to the catalog before the next is asked for: a page of large
+      // entities (inline API definitions) is never held whole. The page's deletes go with its
+      // first mutation; a ref gone since its upsert was logged (`missing`) with its last. One
+      // removal per ref as Backstage tells them apart (case-insensitively), none the page upserts.
+      const upserted = new Set(upserts.map(ref => refKey(normalizeRef(ref))));
+      let removals = uniqueRefs(deletes.map(normalizeRef));
+      removals = removals.filter(ref => !upserted.has(refKey(ref)));
+      const removed: string[] = [];
+      const applied: string[] = [];
       const missing: string[] = [];
       for (const refs of chunks(upserts, MAX_BATCH_REFS)) {
         // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
-        for (const batch of await this.client.entitiesBatches(refs, this.signal)) {
+        for await (const batch of this.client.entitiesBatches(refs, this.signal)) {
           this.requireStore(state, batch.storeId);
-          bodies.push(...batch.entities);
           missing.push(...batch.missing);
+          const { added } = this.acceptable(batch.entities);
+          if (added.length || removals.length) {
+            await this.apply(connection, this.delta(added, removals));
+          }
+          applied.push(...added.map(item => refOfEntity(item.entity)));
+          removed.push(...removals);
+          removals = [];
         }
       }
-      const { added } = this.acceptable(bodies);
-      // A ref gone since its upsert was logged has a delete after it: remove it now. One per ref
-      // as Backstage tells them apart (case-insensitively), and none that the page upserts.
-      const addedKeys = new Set(added.map(item => refKey(refOfEntity(item.entity))));
-      const removedRefs = uniqueRefs([...deletes, ...missing].map(normalizeRef)).filter(
-        ref => !addedKeys.has(refKey(ref)),
+      const appliedKeys = new Set(applied.map(refKey));
+      removals = uniqueRefs([...removals, ...missing.map(normalizeRef)]).filter(
+        ref => !appliedKeys.has(refKey(ref)),
       );
-      if (added.length || removedRefs.length) {
-        await this.apply(connection, {
-          type: 'delta',
-          added,
-          removed: removedRefs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
-        });
-      } else {
+      if (removals.length) {
+        await this.apply(connection, this.delta([], removals));
+        removed.push(...removals);
+      } else if (!applied.length && !removed.length) {
         this.checkAborted();
       }
       const last = page.changes[page.changes.length - 1];
       const next: FeedState = { ...state, seq: last.seq, seqAt: last.at || undefined };
       const written = await this.store.commit({
         state: next,
-        applied: { refs: added.map(item => refOfEntity(item.entity)), generation: state.generation },
-        removed: removedRefs,
+        applied: { refs: applied, generation: state.generation },
+        removed,
       });
-      result.applied += added.length;
-      result.removed += removedRefs.length;
+      result.applied += applied.length;
+      result.removed += removed.length;
       state = written;
       // Caught up at the newest change; a page one short of the batch can come before it (the
       // feed does not end a page between a delete and the re-add of its case twin).
@@ -496,11 +516,18 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   }
 
   private async remove(connection: EntityProviderConnection, refs: string[]): Promise<void> {
-    await this.apply(connection, {
+    await this.apply(connection, this.delta([], refs));
+  }
+
+  private delta(
+    added: DeferredEntity[],
+    removed: string[],
+  ): EntityProviderMutation & { type: 'delta' } {
+    return {
       type: 'delta',
-      added: [],
-      removed: refs.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
-    });
+      added,
+      removed: removed.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
+    };
   }
 
   /**
@@ -563,6 +590,30 @@ function uniqueRefs(refs: string[]): string[] {
     byKey.set(key, ref);
   }
   return [...byKey.values()];
+}
+
+/** Why `baseUrl` cannot be serve's address (not an http(s) URL, credentials in it), or undefined. */
+function baseUrlProblem(baseUrl: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    return 'is not a URL (expected http://host:port or https://host:port)';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    return `must be an http:// or https:// URL, not ${url.protocol}`;
+  }
+  if (url.username || url.password) {
+    // They would be in every error message and in the location key the catalog keeps.
+    return 'must not hold credentials (user:password@); set the token instead';
+  }
+  return undefined;
+}
+
+/** Whether fetch sends `token` in a header: no NUL, CR or LF inside (it trims the ends), and
+ * nothing beyond Latin-1. */
+function isSendableToken(token: string): boolean {
+  return !/[\0\r\n]|[^\0-\xff]/.test(token.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, ''));
 }
 
 function thousands(value: number): string {

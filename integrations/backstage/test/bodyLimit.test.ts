@@ -34,11 +34,39 @@ test('a batch refused as too large (413) is asked for in halves until serve take
   expect(feed.batches).toEqual(
     [10, 5, 3, 2, 1, 2, 5, 3, 2, 1, 2].map(refs => ({ refs, status: refs > 2 ? 413 : 200 })),
   );
-  // Still one delta for the page, with every entity.
-  expect(connection.summaries.map(summary => summary.added)).toEqual([
-    Array.from({ length: 10 }, (_, index) => ref(`c${index}`)),
-  ]);
+  // Each answer taken goes to the catalog as it comes, every entity once, in order.
+  const names = [[0, 1], [2], [3, 4], [5, 6], [7], [8, 9]];
+  expect(connection.summaries.map(summary => summary.added)).toEqual(
+    names.map(answer => answer.map(index => ref(`c${index}`))),
+  );
   expect(await provider.run()).toEqual({ applied: 0, removed: 0, resynced: false });
+});
+
+test("a page's answers go to the catalog one by one, each before the next is asked for", async () => {
+  // A page of large entities (inline API definitions) is never held whole: serve answers at
+  // most 16 MiB of text at a time (413 above it), and each answer is applied before the next.
+  const { feed, connection, provider, store } = await afterUpserts(6);
+  feed.remove('c5'); // its delete goes with the first answer's mutation
+  feed.maxBodyBytes = TWO_REFS_BYTES;
+  const appliedBeforeEachAnswer: number[] = [];
+  feed.onRequest = route => {
+    if (route === '/entities/batch') {
+      appliedBeforeEachAnswer.push(connection.summaries.length);
+    }
+  };
+
+  expect(await provider.run()).toEqual({ applied: 5, removed: 1, resynced: false });
+
+  // 5 (refused) -> 3 (refused) -> 2 + 1, then 2: the three answers taken, the 1st applied
+  // before the 2nd is asked for, the 2nd before the 3rd.
+  expect(feed.batches.map(batch => batch.refs)).toEqual([5, 3, 2, 1, 2]);
+  expect(appliedBeforeEachAnswer).toEqual([0, 0, 0, 1, 2]);
+  expect(connection.summaries.map(({ added, removed }) => ({ added, removed }))).toEqual([
+    { added: [ref('c0'), ref('c1')], removed: [ref('c5')] },
+    { added: [ref('c2')], removed: [] },
+    { added: [ref('c3'), ref('c4')], removed: [] },
+  ]);
+  expect((await store.load())?.seq).toBe(feed.seq);
 });
 
 test('one ref serve still refuses is an error naming it and the limit; nothing moves', async () => {

@@ -5,7 +5,9 @@
  */
 import { type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { FeedClient, FeedError } from '../src';
+import { ChoreoIngestEntityProvider, FeedClient, FeedError } from '../src';
+import { sqlite } from './support/db';
+import { TestLogger } from './support/logger';
 
 const TOKEN = 'client-token-never-in-errors';
 const PARTIAL = '{"storeId": "s1", "oldestSeq": 1, "newestSeq": 9, "changes": [';
@@ -102,4 +104,52 @@ test('a 401 to a client without a token says it sent none', async () => {
   );
   expect(String(wrong)).toMatch(/HTTP 401: a valid bearer token is required$/);
   expect(String(wrong)).not.toContain(TOKEN);
+});
+
+test('a token fetch cannot send, or a baseUrl with credentials, is refused up front, unshown', async () => {
+  const database = sqlite();
+  try {
+    const make = (options: { baseUrl?: string; token?: string }) => () =>
+      new ChoreoIngestEntityProvider({
+        baseUrl,
+        logger: new TestLogger(),
+        database,
+        configPath: 'catalog.providers.choreoIngest',
+        ...options,
+      });
+    const refusals: Array<[{ baseUrl?: string; token?: string }, RegExp]> = [
+      ...['s3cr3t-line-1\ns3cr3t-line-2', 's3cr3t\0nul', 's3cr3t-\u20acuro'].map(
+        token =>
+          [
+            { token },
+            /^choreo-ingest: catalog\.providers\.choreoIngest\.token holds a line break, a NUL or a character beyond Latin-1 inside it \(not shown\); a bearer token is one line$/,
+          ] as [{ token: string }, RegExp],
+      ),
+      [
+        { baseUrl: 'http://admin:s3cr3t-pass@127.0.0.1:1' },
+        /^choreo-ingest: catalog\.providers\.choreoIngest\.baseUrl must not hold credentials \(user:password@\); set the token instead$/,
+      ],
+      [{ baseUrl: 'ftp://127.0.0.1:1' }, /baseUrl must be an http:\/\/ or https:\/\/ URL, not ftp:$/],
+      [{ baseUrl: 'choreo-ingest:8080' }, /baseUrl must be an http:\/\/ or https:\/\/ URL/],
+      [{ baseUrl: '127.0.0.1:8080/x' }, /baseUrl is not a URL \(expected http:\/\/host:port/],
+    ];
+    for (const [options, message] of refusals) {
+      expect(make(options)).toThrow(message);
+    }
+    // A token file's final line break is no part of the token: fetch trims it.
+    expect(make({ token: 'one-line-token\n' })).not.toThrow();
+  } finally {
+    await database.destroy();
+  }
+});
+
+test('an error fetch throws before sending never shows the token', async () => {
+  // Without the provider's check up front: fetch quotes the header it refuses.
+  const client = new FeedClient({ baseUrl, token: 'tok-line-1\ntok-line-2' });
+
+  const error = await failure(client.changes(1, 10));
+
+  expect(error).toBeInstanceOf(FeedError);
+  expect(String(error)).toMatch(/GET \/changes failed: http:\/\/127\.0\.0\.1:\d+ unreachable \(.*\*\*\*/s);
+  expect(String(error)).not.toContain('tok-line');
 });
