@@ -3,7 +3,8 @@ at the state store, so the event loop never waits on it) and answers the documen
 command prints with `--json`.
 
 Errors answer `{"error": message}` with the status the error means: 400 bad input, 401 no or
-wrong token, 403 wrong events secret, 404 unknown provider, 409 a burst holds the run lock
+wrong token, 403 wrong events secret or a state-changing request a web page of another site
+sent, 404 unknown provider, 409 a burst holds the run lock
 longer than the wait, 410 a feed position that was pruned, 413 too large, 415 an event body not
 declared `application/json`, 503 the inbox is full or the store cannot be read, PostgreSQL down
 included (but `/health`: its unhealthy document, the reason in `problems`; `/readyz`: not ready;
@@ -74,7 +75,7 @@ from choreo_ingest.server.requests import (
     json_body,
     require_json,
 )
-from choreo_ingest.server.security import EVENTS_SECRET_HEADER
+from choreo_ingest.server.security import EVENTS_SECRET_HEADER, CrossSiteGuard
 
 log = get_logger("choreo_ingest.server")
 
@@ -101,7 +102,7 @@ def build_app(server: Server) -> ASGIApp:
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
-    return RequestLog(app, server.clock, server.requests)
+    return RequestLog(CrossSiteGuard(app), server.clock, server.requests)
 
 
 # -- documents and errors ----------------------------------------------------------------------

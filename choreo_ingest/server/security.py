@@ -1,4 +1,5 @@
-"""Who may call what: the API token, the events secret, and where `serve` may listen."""
+"""Who may call what: the API token, the events secret, a web page of another site (never a
+state-changing request), and where `serve` may listen."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from choreo_ingest.config import SERVE_TOKEN_ENV, Address, Config, read_secret_file
 from choreo_ingest.errors import ConfigError
@@ -39,6 +44,46 @@ class Credentials:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site_problem(method: str, headers: Mapping[str, str]) -> str | None:
+    """Why a state-changing request is one a web page of another site sent (a form posted from
+    a page open in an operator's browser, to a `serve` without a token: `reset?purge=true`), or
+    None. A browser says where a request comes from (`Origin`, `Sec-Fetch-Site`); a client that
+    is not a browser (curl, the event forwarder, the catalog module) sends neither."""
+    if method in SAFE_METHODS:
+        return None
+    origin, site = headers.get("origin"), headers.get("sec-fetch-site")
+    if origin is None and site not in ("cross-site", "same-site"):
+        return None
+    _, sep, place = (origin or "").partition("://")
+    host = headers.get("host")
+    if sep and host is not None and place.lower() == host.lower() and site != "cross-site":
+        return None  # the same origin as serve's own (its status page posts nothing)
+    return (
+        f"a {method} a web page sent from {origin or 'another site'} is refused: state-changing "
+        "requests come from clients that are not browsers (curl, the event forwarder)"
+    )
+
+
+class CrossSiteGuard:
+    """Answers 403 to a state-changing request a web page of another site sent
+    (`cross_site_problem`), before any route sees it; every other request passes through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        problem = None
+        if scope["type"] == "http":
+            problem = cross_site_problem(scope["method"], Headers(scope=scope))
+        if problem is None:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"error": problem}, status_code=403)(scope, receive, send)
 
 
 def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Credentials:

@@ -325,3 +325,90 @@ class TestEventsAreJson:
 
         assert answer.status_code == status
         assert pending(ingested) == []
+
+
+def entity_count(state: Path) -> int:
+    with Store.open(state, readonly=True) as store:
+        return sum(1 for _ in store.iter_entities())
+
+
+STATE_CHANGING = [
+    ("POST", f"/providers/{PROVIDER}/reset?purge=true"),
+    ("POST", f"/providers/{PROVIDER}/refresh"),
+    ("POST", f"/providers/{PROVIDER}/removals/approve"),
+    ("POST", f"/reset?provider={PROVIDER}"),
+    ("POST", f"/incremental/providers/{PROVIDER}/trigger"),
+    ("DELETE", f"/incremental/providers/{PROVIDER}"),
+    ("POST", "/events/openchoreo"),
+]
+FROM_ANOTHER_SITE = [
+    {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"},
+    {"Origin": "null", "Content-Type": "text/plain"},  # a sandboxed frame, a file: page
+    {"Origin": "http://testserver.evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},  # a browser that left Origin out
+]
+
+
+class TestWebPagesOfOtherSites:
+    """Without a token every route answers whoever reaches the port, and a page open in an
+    operator's browser reaches a loopback `serve` too (a form posts to any origin unasked, no
+    preflight): it must not reset, purge, refresh or approve anything, nor post events."""
+
+    @pytest.mark.parametrize(("method", "path"), STATE_CHANGING)
+    @pytest.mark.parametrize(
+        "headers", FROM_ANOTHER_SITE, ids=["form", "null-origin", "lookalike", "fetch-metadata"]
+    )
+    def test_a_state_changing_request_a_page_of_another_site_sent_is_403_and_changes_nothing(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+    ) -> None:
+        before = entity_count(ingested)
+        with client_of(config, ingested, clock, Credentials()) as client:
+            answer = client.request(method, path, content=EVENT, headers=headers)
+
+        assert answer.status_code == 403
+        shown = headers.get("Origin", "another site")
+        assert answer.json() == {
+            "error": f"a {method} a web page sent from {shown} is refused: state-changing "
+            "requests come from clients that are not browsers (curl, the event forwarder)"
+        }
+        assert entity_count(ingested) == before
+        assert pending(ingested) == []
+        with Store.open(ingested, readonly=True) as store:
+            assert store.load_provider(PROVIDER).state.value == "resting"
+
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}],
+        ids=["not-a-browser", "serve's-own-origin"],
+    )
+    def test_the_same_requests_from_a_client_or_serves_own_origin_are_taken(
+        self, config: Config, ingested: Path, clock: FakeClock, headers: dict[str, str]
+    ) -> None:
+        with client_of(config, ingested, clock, Credentials()) as client:
+            event = client.post(
+                "/events/openchoreo",
+                content=EVENT,
+                headers={**headers, "Content-Type": "application/json"},
+            )
+            purged = client.post(f"/providers/{PROVIDER}/reset?purge=true", headers=headers)
+
+        assert event.status_code == 202
+        assert purged.status_code == 200
+        assert purged.json()["purged"] > 0
+        assert entity_count(ingested) == 0
+
+    def test_reading_is_not_refused_to_a_page_of_another_site(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """What a page may read cross-site is the browser's CORS to decide (serve sends no
+        CORS headers, so it reads nothing); a GET changes nothing here."""
+        with client_of(config, ingested, clock, Credentials()) as client:
+            answer = client.get("/status", headers=FROM_ANOTHER_SITE[0])
+
+        assert answer.status_code == 200
