@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -442,9 +443,15 @@ def list_changes(
     return ChangeListing(store_id, oldest, newest, rows, last_at)
 
 
+_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+"""An RFC 3339 time, as a change's `at` is written (`2026-12-04T09:06:17Z`) or another spelling
+of it (`...17.000Z`, `...17+00:00`)."""
+
+
 def check_since_at(since_at: str | None, *, path: str) -> None:
-    """ConfigError (naming `path`) for a `since_at` that cannot be the `at` of a change."""
-    if since_at is not None and not (len(since_at) <= 40 and since_at.isascii()):
+    """ConfigError (naming `path`) for a `since_at` that cannot be the `at` of a change: no
+    RFC 3339 time (a consumer's mistake, not a state put back from an older copy)."""
+    if since_at is not None and (not _AT.fullmatch(since_at) or parsed_time(since_at) is None):
         raise ConfigError("must be the `at` of a change (2026-12-04T09:06:17Z)", path=path)
 
 
@@ -453,8 +460,8 @@ def rollback_seen(store: Store, since: int, since_at: str | None) -> str | None:
     `since_at`, the `at` the consumer read of it: the state was put back from an older copy and
     has made other changes under the same seqs since. None when it was not (or is pruned)."""
     made = rfc3339(store.change_at(since)) if since_at is not None else None
-    if made is None or made == since_at:
-        return None
+    if made is None or since_at is None or made == rfc3339(parsed_time(since_at)):
+        return None  # the same time, however spelt (`at`s are whole seconds)
     return (
         f"change {since} was made at {made}, not at {since_at} as the one followed: the state "
         "was put back from an older copy"

@@ -220,10 +220,41 @@ class TestChangesPage:
             "the state was put back from an older copy; resync from GET /entities"
         )
 
-    @pytest.mark.parametrize("since_at", ["x" * 41, "2026-12-04T09:06:17Z\u00e9"])
-    def test_a_since_at_that_is_no_time_names_since_at(self, reader: Store, since_at: str) -> None:
+    @pytest.mark.parametrize(
+        "since_at",
+        [
+            "x" * 41,
+            "2026-12-04T09:06:17Z\u00e9",
+            "garbage",
+            "2026-12-04",
+            "2026-12-04T09:06:17",  # no zone
+            "2026-13-04T09:06:17Z",
+            "1733300777",
+        ],
+    )
+    def test_a_since_at_that_is_no_time_names_since_at(
+        self, writer: Store, reader: Store, since_at: str
+    ) -> None:
+        """A consumer's mistake (400), not a state put back from an older copy (410: resync)."""
+        upsert(writer, entities("a", "b"))
         with pytest.raises(ConfigError, match=r"^sinceAt: must be the `at` of a change"):
-            changes_page(reader, 0, 10, since_at=since_at)
+            changes_page(reader, 1, 10, since_at=since_at)
+
+    @pytest.mark.parametrize(
+        "spelling",
+        ["{}Z", "{}.000Z", "{}+00:00", "{}.5Z"],
+        ids=["z", "ms", "+00", "half"],
+    )
+    def test_the_at_of_the_change_followed_in_another_spelling_is_that_time(
+        self, writer: Store, reader: Store, spelling: str
+    ) -> None:
+        upsert(writer, entities("a", "b"))
+        made = changes_page(reader, 0, 10).changes[0].at
+        since_at = spelling.format(rfc3339(made).removesuffix("Z"))
+
+        page = changes_page(reader, 1, 10, since_at=since_at)
+
+        assert [change.seq for change in page.changes] == [2]
 
     @pytest.mark.parametrize("limit", [0, -1, MAX_CHANGES + 1, True, 2.0, "5", None])
     def test_limit_outside_1_to_10000_names_limit(self, reader: Store, limit: Any) -> None:
