@@ -8,6 +8,7 @@ metrics stay exact.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,21 +86,23 @@ def receive_events(
     clock: Clock,
     *,
     provider: IncrementalEntityProvider | None = None,
+    storing: AbstractContextManager[object] | None = None,
 ) -> EventReceipt:
     """Check events as the provider (loaded, unless given) would apply them and store the valid
-    ones in its inbox (no run lock, no API call). InboxFull when the inbox is full: then a
-    refresh is scheduled."""
+    ones in its inbox (no run lock, no API call), within `storing` (`serve`'s turns). InboxFull
+    when the inbox is full: then a refresh is scheduled."""
     provider = provider or load_provider(provider_name, config)
     parsed = parse_events(text, provider)
-    stored, made = stored_events(
-        state,
-        provider_name,
-        parsed.valid,
-        clock,
-        rejected=len(parsed.rejected),
-        ignored=parsed.ignored,
-        capacity=config.inbox_capacity,
-    )
+    with storing or nullcontext():
+        stored, made = stored_events(
+            state,
+            provider_name,
+            parsed.valid,
+            clock,
+            rejected=len(parsed.rejected),
+            ignored=parsed.ignored,
+            capacity=config.inbox_capacity,
+        )
     created = sum(body.get("action") == "created" for body in parsed.valid) if stored else 0
     return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected, created, made)
 

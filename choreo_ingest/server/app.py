@@ -263,6 +263,7 @@ def _receive(server: Server, provider: str, text: str) -> EventReceipt:
         text,
         server.clock,
         provider=server.service.provider(provider),
+        storing=server.inbox_writes,
     )
 
 

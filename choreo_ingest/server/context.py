@@ -10,6 +10,7 @@ take up to its timeout, and the event loop (the event webhook's, `/healthz`'s) n
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,10 @@ class Server:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     operator_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     """Made in the event loop of the first operator request (`as_operator`), with that loop."""
+    inbox_writes: threading.Lock = field(default_factory=threading.Lock)
+    """Held by each event request while it writes the inbox: concurrent posts (the forwarder
+    has 4 workers; a flood more) take turns here rather than poll SQLite's busy lock, which
+    lets one of them wait past its timeout (a 503 that loses the event) while others write."""
 
     def __post_init__(self) -> None:
         # No `choreo_ingest_http_requests_created`: `/metrics` is the textfile's series plus

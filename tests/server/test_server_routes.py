@@ -119,6 +119,38 @@ class TestEvents:
         assert answer.json() == {"stored": 1, "ignored": 0, "rejected": []}
         assert pending(ingested) == [component_event("new-one")]
 
+    def test_concurrent_posts_take_turns_writing_the_inbox(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """The forwarder posts from 4 workers (a flood, from more): each post waits its turn in
+        `serve` to write the inbox, rather than poll SQLite's busy lock, which can let one wait
+        past its timeout (a 503: the forwarder tries once, the event is lost) while others
+        write. Every post is stored."""
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
+        answers: list[int] = []
+        client = AsgiClient(build_app(server))
+
+        def post(name: str) -> None:
+            answers.append(
+                client.post("/events/openchoreo", json=component_event(name)).status_code
+            )
+
+        posts = [threading.Thread(target=post, args=(f"c{n}",)) for n in range(24)]
+        with server.inbox_writes:  # a post writing: the others wait their turn, storing nothing
+            for thread in posts:
+                thread.start()
+            posts[0].join(0.5)
+            assert pending(ingested) == []
+            assert answers == []
+        for thread in posts:
+            thread.join(30)
+
+        assert answers == [202] * 24
+        assert sorted(body["name"] for body in pending(ingested)) == sorted(
+            f"c{n}" for n in range(24)
+        )
+
     @pytest.mark.parametrize(("action", "flood"), [("created", True), ("updated", False)])
     def test_only_a_flood_of_created_events_counts_as_the_forwarders_start(
         self, config: Config, ingested: Path, clock: FakeClock, action: str, flood: bool
