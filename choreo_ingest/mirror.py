@@ -187,6 +187,11 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
     writer = _Writer(directory)
     with _file_errors(directory), writer:
         make_directories(directory, DIRECTORY_MODE)
+        # Until its last file is written, the directory stands at the log's start: a rebuild
+        # stopped halfway (a kill, a full disk) is replayed or rebuilt by the next call, never
+        # taken for complete (files and no marker: a directory an earlier release mirrored).
+        mark(directory, store, 0)
+        store.set_position(position_name(directory), 0)
         for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):  # beside the files: releases
             leftover.unlink(missing_ok=True)  # before the temp directory left them there
         for location in store.iter_entity_locations():

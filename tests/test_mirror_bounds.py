@@ -296,13 +296,15 @@ class TestBatchedFlushes:
             "position 25: 25 files, 0 temp",
         ]
 
-    def test_rebuild_flushes_every_batch_and_stores_its_position_once(
+    def test_rebuild_flushes_every_batch_and_stores_its_position_once_done(
         self,
         state_path: Path,
         clock: FakeClock,
         recorder: DiskRecorder,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
+        """Begun, the directory stands at the log's start (marker and position 0): a rebuild
+        stopped halfway is never taken for complete."""
         commit(state_path, clock, ENTITIES[:25])
         with locked_store(state_path) as store:
             recording_positions(store, recorder, monkeypatch)
@@ -310,6 +312,8 @@ class TestBatchedFlushes:
 
         assert (stats.rebuilt, stats.written) == (True, 25)
         assert recorder.events == [
+            "fsync",  # the directory's marker, at 0
+            "position 0: 0 files, 0 temp",
             "syncfs: 0 files, 10 temp",
             "syncfs: 10 files, 0 temp",
             "syncfs: 10 files, 10 temp",

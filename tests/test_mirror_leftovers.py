@@ -187,6 +187,36 @@ def test_a_kill_between_any_two_steps_of_a_write_loses_nothing_and_the_next_writ
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("then", ["run", "mirror"])
+def test_a_rebuild_of_an_emptied_directory_killed_at_any_step_is_finished_by_the_next_write(
+    tmp_path: Path, scenario: Scenario, then: str
+) -> None:
+    """The volume was remounted empty (marker and all), and `mirror`, rebuilding it, is killed
+    (or meets a full disk) after some files: the directory is not taken for complete, one the
+    state vouches for, by the next `run` (which replays the log from its start) or `mirror`
+    (which rebuilds again)."""
+    shutil.rmtree(scenario.catalog)
+    template = tmp_path / "template"
+    work = scenario.state_path.parent
+    shutil.copytree(work, template)
+    kills = 0
+    for kill_at in range(1, 100):
+        shutil.rmtree(work)
+        shutil.copytree(template, work)
+
+        killed = killed_write(scenario.state_path, scenario.catalog, kill_at, "rebuild")
+
+        if killed.returncode == 0:
+            break
+        kills += 1
+        with locked_store(scenario.state_path) as store:
+            cancelled = never if then == "run" else None
+            sync_mirror(store, scenario.catalog, cancelled=cancelled)
+        assert mirrored(scenario.catalog) == scenario.new, f"killed at step {kill_at}"
+    assert kills >= 8, "every step of the rebuild was killed once"
+
+
+@pytest.mark.slow
 def test_temp_files_of_a_run_killed_mid_write_are_gone_after_the_next_run(
     scenario: Scenario, clock: FakeClock
 ) -> None:
