@@ -38,6 +38,7 @@ from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.pg_fence import RunFence
 from choreo_ingest.store.pg_placeholders import translate_placeholders
 from choreo_ingest.store.pg_url import (
+    each_attempt,
     option_value_problem,
     password_hint,
     unreadable_url_problem,
@@ -184,8 +185,22 @@ class PgConnection:
             )
             if self.readonly:
                 raw.execute("SET default_transaction_read_only = on")
-            found = raw.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema])
-            if found.fetchone() is None:
+            found = raw.execute(
+                "SELECT has_schema_privilege(oid, 'USAGE'), current_user FROM pg_namespace "
+                "WHERE nspname = %s",
+                [self.schema],
+            ).fetchone()
+            if found is not None and not found[0]:
+                # Else its tables are not seen: "pending migrations", "no schema selected".
+                role = sql.Identifier(found[1]).as_string(raw)
+                schema = sql.Identifier(self.schema).as_string(raw)
+                raise StateError(
+                    f"state store {self.display_url}: role {found[1]!r} has no USAGE right on "
+                    f"schema {self.schema!r} (GRANT USAGE ON SCHEMA {schema} TO {role}, and "
+                    "the rights on its tables)",
+                    path=self.display_url,
+                )
+            if found is None:
                 if self.readonly:
                     raise StateError(
                         f"state store {self.display_url}: no schema {self.schema!r} "
@@ -417,7 +432,7 @@ class PgConnection:
     def _state_error(self, error: psycopg.Error, *, doing: str = "") -> StateError:
         """One line naming the (redacted) URL and the problem, SQLSTATE last."""
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        problem = lines[0] if lines else type(error).__name__
+        problem = each_attempt(lines) or (lines[0] if lines else type(error).__name__)
         if self.raw is not None and (self.raw.broken or self.raw.closed) and not doing:
             problem = f"connection lost ({problem})"
         if error.sqlstate:

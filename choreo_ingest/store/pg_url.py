@@ -172,3 +172,20 @@ def password_hint(libpq_says: str, *, from_file: bool) -> str:
     if "no password supplied" in libpq_says:
         return " (no password: set state.passwordFile, PGPASSWORD or a password file, ~/.pgpass)"
     return ""
+
+
+_ATTEMPT = re.compile(r"- host: '([^']*)', port: '([^']*)'(?:, hostaddr: '[^']*')?: (.*)")
+_SERVER_AT = re.compile(r"^(?:connection failed: )?connection to server (?:at|on) .*? failed: ")
+
+
+def each_attempt(lines: list[str]) -> str | None:
+    """For a URL of several hosts (`h1:5432,h2:5433`), libpq's failure at each, in one line
+    (`127.0.0.1:5432: password authentication failed ...; 127.0.0.1:5433: Connection
+    refused`): its first line names only the last host's, maybe a standby down on purpose."""
+    attempts = [match for line in lines if (match := _ATTEMPT.fullmatch(line))]
+    if len(attempts) < 2:
+        return None
+    return "; ".join(
+        f"{host}:{port}: {_SERVER_AT.sub('', failure)}"
+        for host, port, failure in (match.groups() for match in attempts)
+    )

@@ -322,6 +322,27 @@ class TestOtherRoles:
             is None
         )
 
+    @pytest.mark.parametrize("readonly", [True, False], ids=["status", "run"])
+    def test_a_role_without_usage_on_the_schema_is_told_so_not_to_migrate(
+        self, pg_cluster: PgCluster, pg_url: str, readonly: bool
+    ) -> None:
+        """Without USAGE the schema's tables are not seen: readers said "6 pending migrations;
+        run `choreo-ingest migrate`", and `run` and `migrate` "no schema has been selected to
+        create in". A second host's role, a schema a DBA made without a grant."""
+        with PostgresLocation(pg_url).open() as store:  # the schema, made by its owner
+            store.migrate()
+        as_other = PostgresLocation(pg_cluster.password_url(pg_url), password=pg_cluster.password)
+
+        with pytest.raises(StateError) as refused:
+            as_other.open(readonly=readonly).close()
+
+        role = pg_cluster.password_user
+        assert str(refused.value).endswith(
+            f"role {role!r} has no USAGE right on schema 'choreo_ingest' (GRANT USAGE ON SCHEMA "
+            f'"choreo_ingest" TO "{role}", and the rights on its tables)'
+        )
+        assert pg_cluster.password not in str(refused.value)
+
     def test_a_wrong_password_is_a_state_error_that_never_shows_it(
         self, pg_cluster: PgCluster, pg_url: str
     ) -> None:
@@ -333,6 +354,25 @@ class TestOtherRoles:
         assert "wrong-secret" not in str(refused.value)
         problem = location.write_problem()
         assert problem is not None
+        assert "wrong-secret" not in problem
+
+    def test_several_hosts_each_say_why_they_failed(
+        self, pg_cluster: PgCluster, pg_url: str
+    ) -> None:
+        """libpq's first line names only the last host tried (a standby down on purpose), not
+        the password the first one refused."""
+        one = pg_cluster.password_url(pg_url, password="wrong-secret")
+        server = f"{pg_cluster.host}:{pg_cluster.port}"
+        url = one.replace(server, f"{server},127.0.0.1:1")
+
+        with pytest.raises(StateError) as refused:
+            state_location(url).open()
+
+        problem = str(refused.value)
+        assert "\n" not in problem
+        assert f"{server}: " in problem
+        assert "password authentication failed" in problem
+        assert "127.0.0.1:1: Connection refused" in problem
         assert "wrong-secret" not in problem
 
 
