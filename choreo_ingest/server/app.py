@@ -3,8 +3,8 @@ at the state store, so the event loop never waits on it) and answers the documen
 command prints with `--json`.
 
 Errors answer `{"error": message}` with the status the error means: 400 bad input, 401 no or
-wrong token, 403 wrong events secret or a state-changing request a web page of another site
-sent, 404 unknown provider, 409 a burst holds the run lock
+wrong token, 403 wrong events secret or a state-changing request a web page sent (without a
+token, any page's; with one, another site's), 404 unknown provider, 409 a burst holds the run lock
 longer than the wait, 410 a feed position that was pruned, 413 too large, 415 an event body not
 declared `application/json`, 503 the inbox is full or the store cannot be read, PostgreSQL down
 included (but `/health`: its unhealthy document, the reason in `problems`; `/readyz`: not ready;
@@ -102,7 +102,8 @@ def build_app(server: Server) -> ASGIApp:
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
-    return RequestLog(CrossSiteGuard(app), server.clock, server.requests)
+    guarded = CrossSiteGuard(app, token_set=server.credentials.api_token is not None)
+    return RequestLog(guarded, server.clock, server.requests)
 
 
 # -- documents and errors ----------------------------------------------------------------------

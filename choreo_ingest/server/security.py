@@ -1,5 +1,5 @@
-"""Who may call what: the API token, the events secret, a web page of another site (never a
-state-changing request), and where `serve` may listen."""
+"""Who may call what: the API token, the events secret, a web page (no state-changing request,
+but with the token from `serve`'s own origin), and where `serve` may listen."""
 
 from __future__ import annotations
 
@@ -49,37 +49,52 @@ def _same(given: str, expected: str) -> bool:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def cross_site_problem(method: str, headers: Mapping[str, str]) -> str | None:
-    """Why a state-changing request is one a web page of another site sent (a form posted from
-    a page open in an operator's browser, to a `serve` without a token: `reset?purge=true`), or
-    None. A browser says where a request comes from (`Origin`, `Sec-Fetch-Site`); a client that
-    is not a browser (curl, the event forwarder, the catalog module) sends neither."""
+def cross_site_problem(
+    method: str, headers: Mapping[str, str], *, token_set: bool = True
+) -> str | None:
+    """Why a state-changing request is one a web page sent, as refused (a form posted from a
+    page open in an operator's browser: `reset?purge=true`), or None. A browser says where a
+    request comes from (`Origin`, `Sec-Fetch-Site`); a client that is not a browser (curl, the
+    event forwarder, the catalog module) sends neither. With a token set, only another site's
+    page is refused (the token is the guard: a page cannot send it). Without one, any page's:
+    `serve`'s own page posts nothing, and a page of another site whose name was rebound to
+    127.0.0.1 (DNS rebinding) reads as `serve`'s own origin."""
     if method in SAFE_METHODS:
         return None
     origin, site = headers.get("origin"), headers.get("sec-fetch-site")
-    if origin is None and site not in ("cross-site", "same-site"):
+    if origin is None and site in (None, "none"):
         return None
     _, sep, place = (origin or "").partition("://")
     host = headers.get("host")
-    if sep and host is not None and place.lower() == host.lower() and site != "cross-site":
-        return None  # the same origin as serve's own (its status page posts nothing)
+    same_origin = bool(sep) and host is not None and place.lower() == host.lower()
+    if token_set and (same_origin or origin is None) and site not in ("cross-site", "same-site"):
+        return None
+    source = origin or "a web page"
+    if token_set:
+        return (
+            f"a {method} from {source}, another site, is refused: state-changing requests come "
+            "from clients that are not browsers (curl, the event forwarder)"
+        )
     return (
-        f"a {method} a web page sent from {origin or 'another site'} is refused: state-changing "
-        "requests come from clients that are not browsers (curl, the event forwarder)"
+        f"a {method} from {source} is refused: without a token (serve.auth.tokenFile), "
+        "state-changing requests come only from clients that are not browsers (curl, the "
+        "event forwarder)"
     )
 
 
 class CrossSiteGuard:
-    """Answers 403 to a state-changing request a web page of another site sent
-    (`cross_site_problem`), before any route sees it; every other request passes through."""
+    """Answers 403 to a state-changing request a web page sent (`cross_site_problem`), before
+    any route sees it; every other request passes through."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, token_set: bool) -> None:
         self.app = app
+        self.token_set = token_set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = None
         if scope["type"] == "http":
-            problem = cross_site_problem(scope["method"], Headers(scope=scope))
+            headers = Headers(scope=scope)
+            problem = cross_site_problem(scope["method"], headers, token_set=self.token_set)
         if problem is None:
             await self.app(scope, receive, send)
             return

@@ -347,18 +347,37 @@ FROM_ANOTHER_SITE = [
     {"Origin": "http://testserver.evil.example"},
     {"Sec-Fetch-Site": "cross-site"},  # a browser that left Origin out
 ]
+FROM_SERVES_OWN_ORIGIN = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+"""`serve`'s own page (it posts nothing), or one whose name was rebound to 127.0.0.1."""
 
 
-class TestWebPagesOfOtherSites:
-    """Without a token every route answers whoever reaches the port, and a page open in an
-    operator's browser reaches a loopback `serve` too (a form posts to any origin unasked, no
-    preflight): it must not reset, purge, refresh or approve anything, nor post events."""
+def refusal(method: str, headers: dict[str, str], *, token_set: bool) -> str:
+    source = headers.get("Origin", "a web page")
+    if token_set:
+        return (
+            f"a {method} from {source}, another site, is refused: state-changing requests "
+            "come from clients that are not browsers (curl, the event forwarder)"
+        )
+    return (
+        f"a {method} from {source} is refused: without a token (serve.auth.tokenFile), "
+        "state-changing requests come only from clients that are not browsers (curl, the "
+        "event forwarder)"
+    )
+
+
+class TestWebPages:
+    """A page open in an operator's browser reaches a loopback `serve` (a form posts to any
+    origin unasked, no preflight): it must not reset, purge, refresh or approve anything, nor
+    post events. Without a token, not even from `serve`'s own origin (DNS rebinding: another
+    site's page whose name now points at 127.0.0.1); with one, the token guards that case."""
 
     @pytest.mark.parametrize(("method", "path"), STATE_CHANGING)
     @pytest.mark.parametrize(
-        "headers", FROM_ANOTHER_SITE, ids=["form", "null-origin", "lookalike", "fetch-metadata"]
+        "headers",
+        [*FROM_ANOTHER_SITE, FROM_SERVES_OWN_ORIGIN],
+        ids=["form", "null-origin", "lookalike", "fetch-metadata", "rebound"],
     )
-    def test_a_state_changing_request_a_page_of_another_site_sent_is_403_and_changes_nothing(
+    def test_without_a_token_a_state_changing_request_a_page_sent_is_403_and_changes_nothing(
         self,
         config: Config,
         ingested: Path,
@@ -372,31 +391,47 @@ class TestWebPagesOfOtherSites:
             answer = client.request(method, path, content=EVENT, headers=headers)
 
         assert answer.status_code == 403
-        shown = headers.get("Origin", "another site")
-        assert answer.json() == {
-            "error": f"a {method} a web page sent from {shown} is refused: state-changing "
-            "requests come from clients that are not browsers (curl, the event forwarder)"
-        }
+        assert answer.json() == {"error": refusal(method, headers, token_set=False)}
         assert entity_count(ingested) == before
         assert pending(ingested) == []
         with Store.open(ingested, readonly=True) as store:
             assert store.load_provider(PROVIDER).state.value == "resting"
 
     @pytest.mark.parametrize(
-        "headers",
-        [{}, {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}],
-        ids=["not-a-browser", "serve's-own-origin"],
+        "headers", FROM_ANOTHER_SITE, ids=["form", "null-origin", "lookalike", "fetch-metadata"]
     )
-    def test_the_same_requests_from_a_client_or_serves_own_origin_are_taken(
+    def test_with_a_token_another_sites_page_is_still_refused(
         self, config: Config, ingested: Path, clock: FakeClock, headers: dict[str, str]
     ) -> None:
-        with client_of(config, ingested, clock, Credentials()) as client:
+        path = f"/providers/{PROVIDER}/reset?purge=true"
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.post(path, headers={**headers, **AUTH})
+
+        assert answer.status_code == 403
+        assert answer.json() == {"error": refusal("POST", headers, token_set=True)}
+        assert entity_count(ingested) > 0
+
+    @pytest.mark.parametrize(
+        ("token", "headers"),
+        [(None, {}), (TOKEN, {}), (TOKEN, FROM_SERVES_OWN_ORIGIN)],
+        ids=["client", "client-with-token", "own-origin-with-token"],
+    )
+    def test_a_client_and_with_a_token_serves_own_origin_are_taken(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        token: str | None,
+        headers: dict[str, str],
+    ) -> None:
+        sent = {**headers, **(AUTH if token else {})}
+        with client_of(config, ingested, clock, Credentials(token)) as client:
             event = client.post(
                 "/events/openchoreo",
                 content=EVENT,
-                headers={**headers, "Content-Type": "application/json"},
+                headers={**sent, "Content-Type": "application/json"},
             )
-            purged = client.post(f"/providers/{PROVIDER}/reset?purge=true", headers=headers)
+            purged = client.post(f"/providers/{PROVIDER}/reset?purge=true", headers=sent)
 
         assert event.status_code == 202
         assert purged.status_code == 200
