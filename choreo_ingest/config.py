@@ -186,7 +186,10 @@ def _document_secrets(document: dict[Any, Any], env: Mapping[str, str]) -> set[s
 
 def _check_provider_names(document: dict[Any, Any], config: Config, secrets: set[str]) -> None:
     """Refuse a provider named with a secret the file gives (a token pasted into `providers`):
-    a provider's name is shown by `status`, kept in the state and a label of every metric."""
+    a provider's name is shown by `status`, kept in the state and a label of every metric. Only
+    the names the file writes (not the default list, when it writes none)."""
+    if "providers" not in document:
+        return
     for index, name in enumerate(config.providers):
         if name in secrets:
             named = isinstance(document["providers"][index], dict)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-from choreo_ingest.clock import parsed_time, rfc3339
+from choreo_ingest.clock import parse_rfc3339, parsed_time, rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import ChangesGone, ConfigError
 from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES, ProviderMetrics
@@ -445,13 +445,24 @@ def list_changes(
 
 _AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 """An RFC 3339 time, as a change's `at` is written (`2026-12-04T09:06:17Z`) or another spelling
-of it (`...17.000Z`, `...17+00:00`)."""
+of it (`...17.000Z`, `...17+00:00`, `...t...z`)."""
+
+
+def _since_at_time(since_at: str) -> str | None:
+    """`since_at` as a change's `at` is written (`2026-12-04T09:06:17Z`: whole seconds, UTC),
+    or None when it is no RFC 3339 time a change can have been made at."""
+    if not _AT.fullmatch(since_at.upper()):
+        return None
+    try:
+        return rfc3339(parse_rfc3339(since_at.upper()))
+    except (ValueError, OverflowError, OSError):  # a date, or a time past the years Python has
+        return None
 
 
 def check_since_at(since_at: str | None, *, path: str) -> None:
     """ConfigError (naming `path`) for a `since_at` that cannot be the `at` of a change: no
     RFC 3339 time (a consumer's mistake, not a state put back from an older copy)."""
-    if since_at is not None and (not _AT.fullmatch(since_at) or parsed_time(since_at) is None):
+    if since_at is not None and _since_at_time(since_at) is None:
         raise ConfigError("must be the `at` of a change (2026-12-04T09:06:17Z)", path=path)
 
 
@@ -460,7 +471,7 @@ def rollback_seen(store: Store, since: int, since_at: str | None) -> str | None:
     `since_at`, the `at` the consumer read of it: the state was put back from an older copy and
     has made other changes under the same seqs since. None when it was not (or is pruned)."""
     made = rfc3339(store.change_at(since)) if since_at is not None else None
-    if made is None or since_at is None or made == rfc3339(parsed_time(since_at)):
+    if made is None or since_at is None or made == _since_at_time(since_at):
         return None  # the same time, however spelt (`at`s are whole seconds)
     return (
         f"change {since} was made at {made}, not at {since_at} as the one followed: the state "

@@ -825,6 +825,13 @@ class TestSecrets:
         assert secret not in str(caught.value)
         assert "not a provider's name" in str(caught.value)
 
+    def test_a_token_spelt_like_the_default_provider_is_no_providers_name(
+        self, tmp_path: Path
+    ) -> None:
+        """No `providers` key: the default list is nobody's pasted secret."""
+        config = load_text(tmp_path, "openchoreo: {token: openchoreo}\n", {})
+        assert config.providers == ("openchoreo",)
+
     def test_token_value_not_in_repr_or_warnings(self, tmp_path: Path) -> None:
         path = write(tmp_path, f"openchoreo: {{token: {SECRET}, insecureSkipVerify: true}}\n")
         path.chmod(0o644)

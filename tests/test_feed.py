@@ -230,6 +230,8 @@ class TestChangesPage:
             "2026-12-04T09:06:17",  # no zone
             "2026-13-04T09:06:17Z",
             "1733300777",
+            "9999-12-31T23:59:59-01:00",  # past the years a time can have
+            "0001-01-01T00:00:00+01:00",
         ],
     )
     def test_a_since_at_that_is_no_time_names_since_at(
@@ -242,8 +244,8 @@ class TestChangesPage:
 
     @pytest.mark.parametrize(
         "spelling",
-        ["{}Z", "{}.000Z", "{}+00:00", "{}.5Z"],
-        ids=["z", "ms", "+00", "half"],
+        ["{}Z", "{}.000Z", "{}+00:00", "{}.5Z", "{}z"],
+        ids=["z", "ms", "+00", "half", "lower-case"],
     )
     def test_the_at_of_the_change_followed_in_another_spelling_is_that_time(
         self, writer: Store, reader: Store, spelling: str

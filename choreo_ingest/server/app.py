@@ -58,6 +58,7 @@ from choreo_ingest.server.context import (
     Server,
     as_operator,
     carries_token,
+    event_turn,
     in_thread,
     no_state_problem,
     provider_of,
@@ -264,7 +265,7 @@ def _receive(server: Server, provider: str, text: str) -> EventReceipt:
         text,
         server.clock,
         provider=server.service.provider(provider),
-        storing=server.inbox_writes,
+        storing=event_turn(server),
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from choreo_ingest.reporting import no_state_health
 from choreo_ingest.server.requests import HTTPProblem
 from choreo_ingest.server.security import Credentials
 from choreo_ingest.service import Service
-from choreo_ingest.store import StateLocation
+from choreo_ingest.store import SqliteLocation, StateLocation
 
 INBOX_FULL_RETRY_SECONDS = 60
 UNAVAILABLE_RETRY_SECONDS = 30
@@ -58,9 +59,7 @@ class Server:
     operator_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     """Made in the event loop of the first operator request (`as_operator`), with that loop."""
     inbox_writes: threading.Lock = field(default_factory=threading.Lock)
-    """Held by each event request while it writes the inbox: concurrent posts (the forwarder
-    has 4 workers; a flood more) take turns here rather than poll SQLite's busy lock, which
-    lets one of them wait past its timeout (a 503 that loses the event) while others write."""
+    """Taken by each event request while it writes an inbox in SQLite (`event_turn`)."""
 
     def __post_init__(self) -> None:
         # No `choreo_ingest_http_requests_created`: `/metrics` is the textfile's series plus
@@ -133,6 +132,28 @@ async def provider_of(server: Server, request: Request, scope: ProviderScope) ->
 
     checked: str = await in_thread(server, check)
     return checked
+
+
+EVENT_TURN_SECONDS = 10.0
+"""How long an event post waits for its turn to write the inbox (SQLite's own busy wait)."""
+
+
+@contextmanager
+def event_turn(server: Server) -> Iterator[None]:
+    """For a worker thread: an event post's turn to write an inbox in SQLite. Concurrent posts
+    (the forwarder has 4 workers; a flood more) take turns here rather than poll SQLite's busy
+    lock, which lets one wait past its timeout (a 503: the forwarder tries once) while others
+    write; past EVENT_TURN_SECONDS without one, a 503 as SQLite's busy timeout gave. PostgreSQL
+    takes concurrent writers as they come: no turns (one would wait for another's connect)."""
+    if not isinstance(server.state, SqliteLocation):
+        yield
+        return
+    if not server.inbox_writes.acquire(timeout=EVENT_TURN_SECONDS):
+        raise StateError(f"state store {server.state}: busy (other event posts are being stored)")
+    try:
+        yield
+    finally:
+        server.inbox_writes.release()
 
 
 def no_state_problem(server: Server) -> str | None:

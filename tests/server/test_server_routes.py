@@ -103,6 +103,19 @@ def cli_json(tmp_path: Path, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
+def post_within(client: AsgiClient, event: dict[str, Any], *, seconds: float) -> httpx.Response:
+    """The answer to posting `event`, which must come within `seconds` (a post that waits for
+    ever fails the test rather than hang it)."""
+    answers: list[httpx.Response] = []
+    posting = threading.Thread(
+        target=lambda: answers.append(client.post("/events/openchoreo", json=event)), daemon=True
+    )
+    posting.start()
+    posting.join(seconds)
+    assert answers, f"no answer within {seconds} s"
+    return answers[0]
+
+
 def pending(state_path: Path) -> list[dict[str, Any]]:
     with Store.open(state_path, readonly=True) as store:
         return [item.body for item in store.pending_events(PROVIDER)]
@@ -150,6 +163,25 @@ class TestEvents:
         assert sorted(body["name"] for body in pending(ingested)) == sorted(
             f"c{n}" for n in range(24)
         )
+
+    def test_a_post_that_gets_no_turn_in_time_is_503_and_stores_nothing(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """As SQLite's busy timeout gave: the sender retries after `Retry-After`."""
+        monkeypatch.setattr("choreo_ingest.server.context.EVENT_TURN_SECONDS", 0.2)
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
+        with AsgiClient(build_app(server)) as client, server.inbox_writes:
+            answer = post_within(client, component_event("late"), seconds=10)
+
+        assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "30"
+        assert answer.json()["error"].endswith("busy (other event posts are being stored)")
+        assert pending(ingested) == []
 
     @pytest.mark.parametrize(("action", "flood"), [("created", True), ("updated", False)])
     def test_only_a_flood_of_created_events_counts_as_the_forwarders_start(
@@ -841,3 +873,19 @@ class TestOnPostgres:
 
         assert documents["postgres"] == documents["sqlite"]
         assert "secret" not in str(postgres)
+
+    def test_event_posts_take_no_turns_over_a_postgresql_state(
+        self, config: Config, ingested: Path, clock: FakeClock, pg_url: str
+    ) -> None:
+        """PostgreSQL takes concurrent writers as they come: a turn would make each post wait
+        for another's connect (a server that does not answer: the k-th post after k timeouts)."""
+        postgres = PostgresLocation(pg_url)
+        copy_state(ingested, postgres)
+        service = Service(config, postgres, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
+        with AsgiClient(build_app(server)) as client, server.inbox_writes:  # held: never asked
+            answer = post_within(client, component_event("pg-now"), seconds=10)
+
+        assert answer.status_code == 202
+        with postgres.open(readonly=True) as store:
+            assert [item.body["name"] for item in store.pending_events(PROVIDER)] == ["pg-now"]

@@ -226,7 +226,10 @@ export class FeedClient {
           : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
-      const why = this.token ? describe(error).split(this.token).join('***') : describe(error);
+      let why = describe(error);
+      for (const shown of this.token ? [this.token, this.token.trim()] : []) {
+        why = shown ? why.split(shown).join('***') : why;
+      }
       throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${why})`);
     }
     let text: string;

@@ -152,7 +152,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     }
     this.client = new FeedClient({
       baseUrl: options.baseUrl,
-      token: options.token,
+      token: options.token?.trim(),
       timeoutMs: options.requestTimeoutMs,
     });
     this.logger = options.logger;
@@ -610,10 +610,10 @@ function baseUrlProblem(baseUrl: string): string | undefined {
   return undefined;
 }
 
-/** Whether fetch sends `token` in a header: no NUL, CR or LF inside (it trims the ends), and
- * nothing beyond Latin-1. */
+/** Whether fetch sends `token` (its ends trimmed, as serve trims its token file) in a header:
+ * no NUL, CR or LF inside, and nothing beyond Latin-1. */
 function isSendableToken(token: string): boolean {
-  return !/[\0\r\n]|[^\0-\xff]/.test(token.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, ''));
+  return !/[\0\r\n]|[^\0-\xff]/.test(token.trim());
 }
 
 function thousands(value: number): string {

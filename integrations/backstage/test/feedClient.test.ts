@@ -136,20 +136,43 @@ test('a token fetch cannot send, or a baseUrl with credentials, is refused up fr
     for (const [options, message] of refusals) {
       expect(make(options)).toThrow(message);
     }
-    // A token file's final line break is no part of the token: fetch trims it.
+    // A token file's line breaks around the token are no part of it: trimmed, as serve trims.
     expect(make({ token: 'one-line-token\n' })).not.toThrow();
+    expect(make({ token: '\none-line-token\n' })).not.toThrow();
   } finally {
     await database.destroy();
   }
 });
 
-test('an error fetch throws before sending never shows the token', async () => {
+test.each([
+  ['tok-line-1\ntok-line-2'],
+  ['\ntok-line-1\n'], // fetch trims the header's value, not the token: it quotes it trimmed
+])('an error fetch throws before sending never shows the token (%j)', async token => {
   // Without the provider's check up front: fetch quotes the header it refuses.
-  const client = new FeedClient({ baseUrl, token: 'tok-line-1\ntok-line-2' });
+  const client = new FeedClient({ baseUrl, token });
 
   const error = await failure(client.changes(1, 10));
 
   expect(error).toBeInstanceOf(FeedError);
   expect(String(error)).toMatch(/GET \/changes failed: http:\/\/127\.0\.0\.1:\d+ unreachable \(.*\*\*\*/s);
   expect(String(error)).not.toContain('tok-line');
+});
+
+test('the provider sends its token trimmed, as serve reads its token file', async () => {
+  const database = sqlite();
+  try {
+    const provider = new ChoreoIngestEntityProvider({
+      baseUrl,
+      token: '\nclient-token-never-in-errors\n',
+      logger: new TestLogger(),
+      database,
+    });
+    const client = (provider as unknown as { client: FeedClient }).client;
+    // The request is sent, and answered (401 for `since=7`): untrimmed, the token's leading
+    // line break would be inside the header, which fetch refuses (`unreachable`).
+    const answer = await failure(client.changes(7, 10));
+    expect(String(answer)).toMatch(/HTTP 401: a valid bearer token is required$/);
+  } finally {
+    await database.destroy();
+  }
 });
