@@ -451,10 +451,11 @@ of it (`...17.000Z`, `...17+00:00`, `...t...z`)."""
 def _since_at_time(since_at: str) -> str | None:
     """`since_at` as a change's `at` is written (`2026-12-04T09:06:17Z`: whole seconds, UTC),
     or None when it is no RFC 3339 time a change can have been made at."""
-    if not _AT.fullmatch(since_at.upper()):
+    spelt = since_at.upper()
+    if not _AT.fullmatch(spelt):
         return None
     try:
-        return rfc3339(parse_rfc3339(since_at.upper()))
+        return rfc3339(parse_rfc3339(spelt))
     except (ValueError, OverflowError, OSError):  # a date, or a time past the years Python has
         return None
 

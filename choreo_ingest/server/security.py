@@ -49,9 +49,7 @@ def _same(given: str, expected: str) -> bool:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def cross_site_problem(
-    method: str, headers: Mapping[str, str], *, token_set: bool = True
-) -> str | None:
+def cross_site_problem(method: str, headers: Mapping[str, str], *, token_set: bool) -> str | None:
     """Why a state-changing request is one a web page sent, as refused (a form posted from a
     page open in an operator's browser: `reset?purge=true`), or None. A browser says where a
     request comes from (`Origin`, `Sec-Fetch-Site`); a client that is not a browser (curl, the
