@@ -18,7 +18,8 @@
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
         │   │   └── GrantRefused    the token grant refused (`run`: 2, a setting to mend)
-        │   └── NotFoundError       404: the resource is gone (deleted while being walked)
+        │   ├── NotFoundError       404: the resource is gone (deleted while being walked)
+        │   └── UnsupportedEvent    no API the server speaks has what an event names
         └── CursorExpired           a listing's cursor is gone; restart that listing
 
 Third-party exceptions are translated into these once, at the module that owns the library.
@@ -246,6 +247,11 @@ class GrantRefused(AuthError):
 
 class NotFoundError(PermanentError):
     """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
+
+
+class UnsupportedEvent(PermanentError):
+    """An event of a kind the API the server speaks does not have (a `Namespace` event at an
+    org-era server): it can never apply, so it is parked at its first attempt."""
 
 
 class CursorExpired(ProviderError):

@@ -24,6 +24,7 @@ from choreo_ingest.errors import (
     InboxFull,
     LockHeld,
     TransientError,
+    UnsupportedEvent,
     needs_mending,
 )
 from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
@@ -345,7 +346,9 @@ def _count_failure(
     """One more attempt for event `seq`; True if that parked it."""
     expected = isinstance(error, ChoreoIngestError)
     message = _failure_text(error)
-    parked = store.fail_event(provider, seq, message, max_attempts=MAX_EVENT_ATTEMPTS)
+    # One that can never apply is parked at once rather than warned about at every attempt.
+    attempts = 1 if isinstance(error, UnsupportedEvent) else MAX_EVENT_ATTEMPTS
+    parked = store.fail_event(provider, seq, message, max_attempts=attempts)
     stats.parked += parked
     stats.retried += not parked
     log.warning(

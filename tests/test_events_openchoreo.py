@@ -571,3 +571,17 @@ def test_under_auto_an_org_era_servers_events_never_go_through_v1_routes(
     assert result.events.applied == 0
     assert platform.refs() == before
     assert not [path for path in platform.transport.requests if "/namespaces" in path]
+
+
+def test_an_event_the_servers_api_does_not_have_is_parked_at_its_first_attempt(
+    platform: Platform,
+) -> None:
+    """It can never apply: retried, it would warn at each of the next runs before being parked."""
+    platform.feed("Namespace", "acme", "updated", namespace="")
+
+    first = platform.run()
+    second = platform.run()
+
+    assert (first.events.parked, first.events.retried) == (1, 0)
+    assert (second.events.parked, second.events.retried) == (0, 0)
+    assert parked_count(platform) == 1

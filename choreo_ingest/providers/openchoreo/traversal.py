@@ -27,6 +27,7 @@ from choreo_ingest.errors import (
     NotFoundError,
     PermanentError,
     ProviderError,
+    UnsupportedEvent,
 )
 from choreo_ingest.logs import get_logger, register_learned_secret, register_secret
 from choreo_ingest.models import (
@@ -215,7 +216,8 @@ class OpenChoreoProvider:
                         delta, index=[*delta.index, *said(context.walk.index, warnings)]
                     )
                 return self._marks.marked(delta, applied_at)
-        raise PermanentError(f"unsupported {event.kind} event for {event.name!r}")
+        speaks = "" if spoken is None else f": the server speaks the {spoken} API"
+        raise UnsupportedEvent(f"unsupported {event.kind} event for {event.name!r}{speaks}")
 
     def read_ahead(self, context: OpenChoreoContext, events: Sequence[Event]) -> None:
         """Read at once what the next `events` will read (`Generation.read_ahead`; this drain's
