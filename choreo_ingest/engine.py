@@ -27,14 +27,30 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.logs import get_logger, scrub_secrets
-from choreo_ingest.models import JSON, ProviderAction, ProviderRecord, ProviderState
+from choreo_ingest.models import (
+    JSON,
+    SOURCE_FACT,
+    Facts,
+    ProviderAction,
+    ProviderRecord,
+    ProviderState,
+)
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import (
     AdvisingProvider,
     BurstContext,
     IncrementalEntityProvider,
+    SourceNamingProvider,
 )
-from choreo_ingest.schedule import Burst, BurstResult, after_burst, before_burst, decide
+from choreo_ingest.schedule import (
+    Burst,
+    BurstResult,
+    after_burst,
+    after_refresh,
+    before_burst,
+    decide,
+    in_cycle,
+)
 from choreo_ingest.store import (
     WALKED,
     Store,
@@ -141,6 +157,10 @@ class BurstEngine:
         settings = self.config.incremental
         record = self.store.load_provider(provider.name)
         now = self.clock.now()
+        source, before = self._sources(provider)
+        begun_again = before is not None and in_cycle(record)
+        if begun_again:  # finished here, the cycle would hold both sources' pages
+            record = after_refresh(record, now, new_cycle=True)
         decision = decide(record, settings, now, force=force)
         if not isinstance(decision, Burst):
             return ProviderOutcome(
@@ -150,13 +170,27 @@ class BurstEngine:
                 next_action_at=decision.until,
                 reason=decision.reason,
             )
-        return self._burst(provider, self._begin_burst(record, decision, now))
+        if decision.new_cycle and before is not None:
+            _log_source_changed(provider, before, source, begun_again=begun_again)
+        return self._burst(provider, self._begin_burst(record, decision, now, source))
 
-    def _begin_burst(self, record: ProviderRecord, decision: Burst, now: float) -> ProviderRecord:
+    def _sources(self, provider: IncrementalEntityProvider) -> tuple[str | None, str | None]:
+        """What `provider` reads (None: it does not say), and what the stored cycle read if that
+        was something else (None: the same, or not stored, as by an earlier release)."""
+        if not isinstance(provider, SourceNamingProvider):
+            return None, None
+        source = provider.source
+        before = self.store.facts(provider.name).get(SOURCE_FACT)
+        return source, None if before == source else before
+
+    def _begin_burst(
+        self, record: ProviderRecord, decision: Burst, now: float, source: str | None
+    ) -> ProviderRecord:
         crashed = record.state is ProviderState.BURSTING  # under the run lock: it did not finish
         record = before_burst(record, decision, now)
         if decision.new_cycle:
-            self.store.start_cycle(record, now)
+            facts: Facts = {} if source is None else {SOURCE_FACT: source}
+            self.store.start_cycle(record, now, facts)
         else:
             self.store.save_provider(record, now, crashed_burst=crashed)
         log.info(
@@ -331,6 +365,22 @@ class BurstEngine:
         )
         outcome.action = ProviderAction.FAILED
         outcome.error = record.last_error
+
+
+def _log_source_changed(
+    provider: IncrementalEntityProvider, before: str, source: str | None, *, begun_again: bool
+) -> None:
+    setting = provider.source_key if isinstance(provider, SourceNamingProvider) else None
+    log.warning(
+        "source_changed",
+        provider=provider.name,
+        setting=setting,
+        before=before,
+        now=source,
+        cycle_begun_again=begun_again,
+        detail="what only the source before has is removed when this cycle completes, as the "
+        "removal guards allow",
+    )
 
 
 def _log_stopped(provider: str, error: Exception) -> None:

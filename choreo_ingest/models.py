@@ -81,6 +81,8 @@ class QueuedItem:
     value: JSON
 
 
+Facts = dict[str, str | None]
+"""Provider facts to set (None: to remove)."""
 PROBLEM_FACT = "problem"
 """A provider fact that is a health problem the provider reports in its pages."""
 UNAVAILABLE_FACT = "unavailable"
@@ -88,6 +90,9 @@ UNAVAILABLE_FACT = "unavailable"
 EVENTS_HELD_FACT = "eventsHeldUntil"
 """A provider fact: until when (RFC 3339) its events wait, the API having failed the last
 attempt to re-read one (`events.drain_inbox`)."""
+SOURCE_FACT = "source"
+"""A provider fact: what its current cycle reads (`SourceNamingProvider.source`), set as the
+cycle begins."""
 REFRESH_REQUESTED_FACT = "refreshRequested"
 """A provider fact set without the run lock (by an event refused because the inbox was full):
 the next run makes the provider due at once, as `refresh` would, and clears it."""

@@ -323,12 +323,16 @@ def after_reset(record: ProviderRecord) -> ProviderRecord:
     )
 
 
+def in_cycle(record: ProviderRecord) -> bool:
+    """Whether a cycle is in progress (walking, between its bursts, or backing off)."""
+    return (record.state, Trigger.CYCLE_ABANDONED) in _TRANSITIONS
+
+
 def refresh_waits(record: ProviderRecord) -> bool:
     """Whether a refresh asked for now waits: the provider's first cycle is under way. Walking
     from the start again would keep the catalog empty for longer than events could make it
     stale; the request is applied once that cycle completes, and the second begins at once."""
-    in_progress = (record.state, Trigger.CYCLE_ABANDONED) in _TRANSITIONS
-    return in_progress and record.last_completed_at is None
+    return in_cycle(record) and record.last_completed_at is None
 
 
 def after_refresh(record: ProviderRecord, now: float, *, new_cycle: bool = False) -> ProviderRecord:
@@ -344,7 +348,7 @@ def after_refresh(record: ProviderRecord, now: float, *, new_cycle: bool = False
     unseen in the new cycle, so its sweep removes what the events would have.
     """
     record = crash_counted(record)
-    if new_cycle and (record.state, Trigger.CYCLE_ABANDONED) in _TRANSITIONS:
+    if new_cycle and in_cycle(record):
         return replace(
             record,
             state=transition(record.state, Trigger.CYCLE_ABANDONED),

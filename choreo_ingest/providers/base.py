@@ -158,5 +158,20 @@ class AdvisingProvider(IncrementalEntityProvider, Protocol):
     def no_page_advice(self) -> str: ...
 
 
+@runtime_checkable
+class SourceNamingProvider(IncrementalEntityProvider, Protocol):
+    """A provider that can say what it reads (a server's address; never a credential): a cycle
+    in progress that was begun on another source is begun again rather than finished on this
+    one, whose pages would be mixed with the other's and swept by what it had."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def source_key(self) -> str:
+        """The setting that names the source, for the line that says it changed."""
+        ...
+
+
 ProviderFactory = Callable[[Config], IncrementalEntityProvider]
 """What the `choreo_ingest.providers` entry point group and the built-in registry hold."""

@@ -16,6 +16,7 @@ from choreo_ingest.models import (
     JSON,
     Delta,
     EntityIteratorResult,
+    Facts,
     IndexEntry,
     PageStats,
     ProviderRecord,
@@ -205,8 +206,8 @@ class Store:
                 writes.count_crashed_burst(self._conn, record.name)
             writes.save_provider(self._conn, record, now)
 
-    def start_cycle(self, record: ProviderRecord, now: float) -> None:
-        writes.start_cycle(self._conn, record, now)
+    def start_cycle(self, record: ProviderRecord, now: float, facts: Facts | None = None) -> None:
+        writes.start_cycle(self._conn, record, now, facts or {})
 
     def commit_page(
         self,
@@ -224,8 +225,7 @@ class Store:
         return writes.complete_cycle(self._conn, record, guards, now)
 
     def end_burst(self, record: ProviderRecord, ended: str, now: float) -> None:
-        """A burst that did not complete its cycle ended (`ok`: paused with work left, or
-        `interrupted`): `record` stored and the burst counted, in one transaction."""
+        """A burst ended with work left (`ok`, or `interrupted`): stored and counted at once."""
         writes.end_burst(self._conn, record, ended, now)
 
     def record_failure(self, record: ProviderRecord, now: float) -> None:
@@ -258,7 +258,7 @@ class Store:
         `record` (its load failures forgotten) is stored, in one transaction."""
         writes.record_available(self._conn, record, now)
 
-    def set_facts(self, provider: str, facts: dict[str, str | None], now: float) -> None:
+    def set_facts(self, provider: str, facts: Facts, now: float) -> None:
         writes.set_facts(self._conn, provider, facts, now)
 
     def forget_provider(self, provider: str, now: float) -> int:

@@ -105,10 +105,14 @@ completed one; the rest is history for a person reading the state (about three w
 default rest)."""
 
 
-def start_cycle(conn: AnyConnection, record: ProviderRecord, now: float) -> None:
+def start_cycle(
+    conn: AnyConnection, record: ProviderRecord, now: float, facts: dict[str, str | None]
+) -> None:
     """Begin cycle `record.cycle_id` (already bumped by the caller): fresh queues, history row
-    (the oldest past KEPT_CYCLES dropped); an earlier cycle still open is marked abandoned."""
+    (the oldest past KEPT_CYCLES dropped), the cycle's `facts`; an earlier cycle still open is
+    marked abandoned."""
     with conn.transaction():
+        write_facts(conn, record.name, facts, now)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
         conn.execute(
             "DELETE FROM cycles WHERE provider = ? AND cycle_id <= ?",

@@ -7,10 +7,14 @@ server never loads the organization era's (about 8 ms of a busy call's start-up)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import PermanentError
-from choreo_ingest.providers.openchoreo.generation import Generation
+from choreo_ingest.errors import ConfigError, PermanentError, ProviderError
+from choreo_ingest.providers.openchoreo.generation import Generation, says_absent
+
+if TYPE_CHECKING:
+    from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 
 
 def _v1() -> Generation:
@@ -48,3 +52,24 @@ def generations(first: str | None = None) -> Iterator[Generation]:
 def configured_api(config: Config) -> str:
     """`openchoreo.api`: `auto`, or the name of one generation."""
     return config.openchoreo.api
+
+
+def spoken_instead(
+    client: OpenChoreoClient, configured: Generation, missing: ProviderError
+) -> ConfigError | None:
+    """`openchoreo.api` to mend, when the first listing of the generation it names says the
+    server does not have it and another generation's first listing answers (one request each)."""
+    if not says_absent(missing):
+        return None
+    for other in generations():
+        if other.name == configured.name:
+            continue
+        try:
+            other.list_page(client, other.phases[0].path(None), limit=1, cursor=None)
+        except ProviderError:
+            continue
+        return ConfigError(
+            f"{missing}; the server speaks the {other.name} API: set it to {other.name} or auto",
+            path="openchoreo.api",
+        )
+    return None

@@ -55,6 +55,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
     generation_named,
     generations,
+    spoken_instead,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
@@ -62,18 +63,18 @@ from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingPlace,
     TraversalCursor,
     next_page_of,
+    not_looping,
     note_stale_start,
     place_after,
     restarts_exhausted,
     stale_starts_over,
 )
+from choreo_ingest.providers.openchoreo.urls import source_address
 
 log = get_logger("choreo_ingest.providers.openchoreo")
 
 MAX_RESTARTS_PER_BURST = 3
 """Restarts of one listing within one burst before the burst fails."""
-MAX_CURSORS_REMEMBERED = 10_000
-"""A listing's cursors kept for the loop guard (a few hundred bytes each), then forgotten."""
 
 
 @dataclass
@@ -120,6 +121,12 @@ class OpenChoreoProvider:
     @property
     def name(self) -> str:
         return self._name
+
+    source_key = "openchoreo.baseUrl"
+
+    @property
+    def source(self) -> str:
+        return source_address(self._config.openchoreo.base_url or "")
 
     @property
     def max_pending_events(self) -> int:
@@ -398,6 +405,9 @@ class OpenChoreoProvider:
         except NotFoundError as missing:
             phase = generation.phases[state.phase]
             if phase.queue is None:
+                stated = state.phase == 0 and configured_api(self._config) != "auto"
+                if stated and (mend := spoken_instead(context.client, generation, missing)):
+                    raise mend from None
                 raise
             check_parent_gone(context.client, generation.gone_codes, path, missing)
             state.api_cursor = None
@@ -415,7 +425,7 @@ class OpenChoreoProvider:
                 method="GET",
                 path=path,
             )
-        _check_not_looping(context, path, listed.next_cursor)
+        context.returned = not_looping(context.returned, path, listed.next_cursor)
         return listed
 
     def _restart(
@@ -476,24 +486,6 @@ class OpenChoreoProvider:
 
 def _takes(generation: Generation, body: Mapping[str, Any]) -> bool:
     return generation.event_problem(body) is None and not generation.is_ignored(body)
-
-
-def _check_not_looping(context: OpenChoreoContext, path: str, next_cursor: str) -> None:
-    """Fail a listing that hands back a cursor it returned before in this burst (A -> B -> A):
-    followed, it would walk the same pages for ever."""
-    if not next_cursor:
-        return
-    walked, returned = context.returned
-    if walked != path or len(returned) >= MAX_CURSORS_REMEMBERED:
-        returned = set()
-        context.returned = (path, returned)
-    if next_cursor in returned:
-        raise PermanentError(
-            f"GET {path} returned a cursor it had returned before; refusing to loop",
-            method="GET",
-            path=path,
-        )
-    returned.add(next_cursor)
 
 
 def _item_after(context: OpenChoreoContext, queue: str, position: int) -> QueuedItem | None:

@@ -271,3 +271,28 @@ def may_be_server_fault(expired: CursorExpired) -> bool:
     """Whether the "expired" cursor was a 5xx (v1 has no 410), which a page the server fails
     to build answers too; an org-era 410 says outright that the cursor expired."""
     return expired.status is None or expired.status >= 500
+
+
+MAX_CURSORS_REMEMBERED = 10_000
+"""A listing's cursors kept for the loop guard (a few hundred bytes each), then forgotten."""
+
+
+def not_looping(
+    returned: tuple[str, set[str]], path: str, next_cursor: str
+) -> tuple[str, set[str]]:
+    """The cursors listing `path` has returned in this burst (`returned`: the listing walked and
+    its cursors) with `next_cursor`; fails a listing that hands back a cursor it returned before
+    (A -> B -> A): followed, it would walk the same pages for ever."""
+    walked, cursors = returned
+    if not next_cursor:
+        return returned
+    if walked != path or len(cursors) >= MAX_CURSORS_REMEMBERED:
+        walked, cursors = path, set()
+    if next_cursor in cursors:
+        raise PermanentError(
+            f"GET {path} returned a cursor it had returned before; refusing to loop",
+            method="GET",
+            path=path,
+        )
+    cursors.add(next_cursor)
+    return walked, cursors

@@ -1,0 +1,163 @@
+"""A provider that names its source (`SourceNamingProvider`: OpenChoreo's `baseUrl`): a cycle
+begun on another source is begun again, and the change is said once, as the cycle begins."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from choreo_ingest.invocation import run_once
+from choreo_ingest.models import SOURCE_FACT, ProviderState
+from choreo_ingest.providers.base import SourceNamingProvider
+from choreo_ingest.store import SqliteLocation, Store, state_location
+from choreo_ingest.store import writes as store_writes
+
+from fakes import FakeClock, FakeProvider, make_config, make_entity
+
+OLD = [make_entity(f"old{i}") for i in range(10)]
+NEW = [make_entity(f"new{i}") for i in range(6)]
+
+
+@dataclass
+class SourcedProvider(FakeProvider):
+    source: str = "http://a.test/api/v1"
+    source_key: str = "fake.url"
+
+
+class ProcessDied(BaseException):
+    """Stands for the process vanishing: nothing in the engine may handle it."""
+
+
+def run(config: Any, clock: FakeClock, provider: FakeProvider) -> Any:
+    [outcome] = run_once(config, config.state_path, clock, providers={"fake": provider}).providers
+    return outcome
+
+
+def refs(path: Path) -> set[str]:
+    with state_location(SqliteLocation(path)).open(readonly=True) as store:
+        return {entity["metadata"]["name"] for entity in store.iter_entities()}
+
+
+def source_lines(logs: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    return [
+        (line["before"], line["now"], line["cycle_begun_again"])
+        for line in logs
+        if line["event"] == "source_changed"
+    ]
+
+
+def test_the_fake_names_its_source() -> None:
+    assert isinstance(SourcedProvider(OLD), SourceNamingProvider)
+    assert not isinstance(FakeProvider(OLD), SourceNamingProvider)
+
+
+def test_a_cycle_begun_on_another_source_begins_again_and_sweeps_only_what_the_new_one_lacks(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Finished on the new source, the cycle would keep the old one's walked pages as seen and
+    sweep the rest of it: a catalog of neither."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+    old = SourcedProvider(OLD, page_size=2, page_cost=5.0)
+    assert run(config, clock, old).pages == 2  # cycle 1, 4 of OLD's 10 walked
+    new = SourcedProvider(NEW, page_size=2, page_cost=5.0, source="http://b.test/api/v1")
+
+    clock.advance(30.0)
+    with structlog.testing.capture_logs() as logs:
+        begun = run(config, clock, new)
+    clock.advance(30.0)
+    with structlog.testing.capture_logs() as later:
+        last = run(config, clock, new)
+
+    assert new.calls == [None, {"offset": 2}, {"offset": 4}]  # from its start
+    assert source_lines(logs) == [("http://a.test/api/v1", "http://b.test/api/v1", True)]
+    assert source_lines(later) == []
+    assert begun.pages == 2
+    assert (last.cycle_completed, last.entities_removed) == (True, 4)  # the old pages walked
+    assert refs(config.state_path) == {entity.name for entity in NEW}
+    with Store.open(config.state_path, readonly=True) as store:
+        assert store.load_provider("fake").cycle_id == 2
+        assert store.facts("fake")[SOURCE_FACT] == "http://b.test/api/v1"
+    with closing(sqlite3.connect(config.state_path)) as conn:
+        outcomes = conn.execute("SELECT cycle_id, outcome FROM cycles ORDER BY cycle_id").fetchall()
+    assert outcomes == [(1, "abandoned"), (2, "completed")]
+
+
+def test_between_cycles_a_new_source_waits_out_the_rest_and_is_said_as_its_cycle_begins(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    config = make_config(tmp_path, burst_length=100.0, rest_length=600.0)
+    assert run(config, clock, SourcedProvider(OLD, page_size=5)).cycle_completed
+    new = SourcedProvider(NEW, page_size=5, source="http://b.test/api/v1")
+
+    clock.advance(60.0)
+    with structlog.testing.capture_logs() as resting:
+        waiting = run(config, clock, new)
+    clock.advance(600.0)
+    with structlog.testing.capture_logs() as logs:
+        cycle = run(config, clock, new)
+
+    assert (waiting.action, new.calls[:1]) == ("waiting", [None])
+    assert source_lines(resting) == []
+    assert source_lines(logs) == [("http://a.test/api/v1", "http://b.test/api/v1", False)]
+    assert (cycle.cycle_completed, cycle.entities_removed) == (True, len(OLD))
+    assert refs(config.state_path) == {entity.name for entity in NEW}
+
+
+def test_a_cycle_whose_source_no_release_stored_goes_on(tmp_path: Path, clock: FakeClock) -> None:
+    """A state an earlier release wrote says nothing of its source: the cycle is taken as this
+    one's, and the next stores it."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+    provider = SourcedProvider(OLD, page_size=2, page_cost=5.0)
+    run(config, clock, provider)
+    with Store.open(config.state_path) as store:
+        store.set_facts("fake", {SOURCE_FACT: None}, clock.now())
+
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            clock.advance(30.0)
+            outcome = run(config, clock, provider)
+
+    assert provider.calls[2] == {"offset": 4}
+    assert outcome.cycle_completed
+    assert source_lines(logs) == []
+    with Store.open(config.state_path, readonly=True) as store:
+        assert SOURCE_FACT not in store.facts("fake")
+    clock.advance(600.0)
+    run(config, clock, provider)
+    with Store.open(config.state_path, readonly=True) as store:
+        assert store.facts("fake")[SOURCE_FACT] == "http://a.test/api/v1"
+
+
+def test_a_kill_as_the_cycle_begins_again_leaves_the_old_cycle_whole(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new cycle and its source are stored in one transaction: killed inside it, the next
+    run finds the old cycle and the old source, and begins again from there."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+    run(config, clock, SourcedProvider(OLD, page_size=2, page_cost=5.0))
+    new = SourcedProvider(NEW, page_size=2, page_cost=5.0, source="http://b.test/api/v1")
+    saved = store_writes.save_provider
+
+    def dies(*args: Any, **kwargs: Any) -> None:
+        raise ProcessDied
+
+    clock.advance(30.0)
+    monkeypatch.setattr(store_writes, "save_provider", dies)
+    with pytest.raises(ProcessDied):
+        run(config, clock, new)
+    monkeypatch.setattr(store_writes, "save_provider", saved)
+
+    with Store.open(config.state_path, readonly=True) as store:
+        record = store.load_provider("fake")
+        assert (record.cycle_id, record.cursor) == (1, {"offset": 4})
+        assert store.facts("fake")[SOURCE_FACT] == "http://a.test/api/v1"
+    assert run(config, clock, new).state is ProviderState.INTERSTITIAL
+    with Store.open(config.state_path, readonly=True) as store:
+        assert store.load_provider("fake").cycle_id == 2
+        assert store.facts("fake")[SOURCE_FACT] == "http://b.test/api/v1"

@@ -1,0 +1,78 @@
+"""`openchoreo.api` naming a generation the server does not serve: a setting to mend (exit 2,
+one line naming the key and the generation the server speaks), not upstream trouble (exit 3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+
+from sim_support import one_error_line, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[str], str]]:
+    """`serve(api) -> base URL` of a simulator of that generation on a loopback port."""
+    servers = []
+
+    def start(api: str) -> str:
+        server = start_server(
+            SimulatorApi(World.generate(2, 2, 3, seed=5), SimulatorOptions(api=api))
+        )
+        servers.append(server)
+        url: str = server.url
+        return url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def configure(tmp_path: Path, base_url: str, api: str) -> Path:
+    document = {
+        "openchoreo": {"baseUrl": base_url, "api": api},
+        "state": {"path": str(tmp_path / "state.db")},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(("served", "configured"), [("v1", "orgs"), ("orgs", "v1")])
+def test_a_generation_the_server_does_not_serve_is_a_setting_to_mend(
+    tmp_path: Path, serve: Callable[[str], str], served: str, configured: str
+) -> None:
+    config = configure(tmp_path, serve(served), configured)
+
+    done = run_cli("run", "--config", config, cwd=tmp_path)
+    status = run_cli("status", "--json", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    line = one_error_line(done.stderr)
+    listing = "namespaces" if configured == "v1" else "orgs"
+    said = f"openchoreo.api: GET /{listing}: HTTP 404"
+    assert said in line
+    assert line.endswith(f"the server speaks the {served} API: set it to {served} or auto")
+    [provider] = json.loads(status.stdout)["providers"]
+    assert provider["lastError"] == line.removeprefix("choreo-ingest: error: openchoreo: ")
+
+
+def test_a_server_that_speaks_neither_is_still_upstream_trouble(
+    tmp_path: Path, serve: Callable[[str], str]
+) -> None:
+    """A 404 for both generations says nothing of which to set (a wrong path in baseUrl?)."""
+    base_url = serve("v1") + "/not-the-api"
+    config = configure(tmp_path, base_url, "v1")
+
+    done = run_cli("run", "--config", config, cwd=tmp_path)
+
+    assert done.returncode == 3, done.stderr
+    assert "openchoreo.api" not in done.stderr
+    assert "404" in done.stderr
