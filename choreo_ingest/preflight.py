@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 from choreo_ingest.clock import Clock
@@ -21,6 +22,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.files import not_a_regular_file
+from choreo_ingest.logs import scrub_secrets
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
 from choreo_ingest.providers.registry import load_provider
@@ -48,7 +50,9 @@ def run_checks(
             checks.append(Check(name, False, str(error)))
             continue
         if isinstance(provider, CheckingProvider):
-            checks += provider.preflight(clock)
+            # Secrets learnt on the way (a proxy's password that its answer quotes) masked.
+            found = provider.preflight(clock)
+            checks += [replace(check, detail=scrub_secrets(check.detail)) for check in found]
     checks += _secret_file_checks(config)
     checks += _serve_checks(config)
     location = state_location(state)

@@ -1,13 +1,12 @@
 """The OpenChoreo HTTP client: the only module that imports httpx.
 
 One `OpenChoreoClient` lives for one burst. It sends every request through a shared
-`RequestLimiter`, caps each request's timeouts at the time left before the burst deadline,
-sends the bearer token its `Credentials` hold (refreshing it once on a 401), retries what is worth
-retrying (a request whose token the token endpoint could not grant too), and translates every
-failure once into the errors of `choreo_ingest.errors`. It knows no API generation: it returns
-parsed JSON bodies, and the generation modules (`api_v1`, `api_orgs`) read envelopes and
-pagination and say which statuses mean an expired cursor. Error texts name method, path,
-status and the API's code, never a secret.
+`RequestLimiter`, caps its timeouts at the time left before the burst deadline, sends the bearer
+token its `Credentials` hold (refreshed once on a 401), retries what is worth retrying (a request
+whose token could not be granted too), and translates every failure once into the errors of
+`choreo_ingest.errors`. It knows no API generation: the generation modules (`api_v1`,
+`api_orgs`) read the parsed bodies' envelopes and pagination, and say which statuses mean an
+expired cursor. Error texts name method, path, status and the API's code, never a secret.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     proxy_note,
     proxy_url,
     proxy_variable,
+    register_proxy_secrets,
     tls_verify,
     unusable_proxy,
     with_proxy_note,
@@ -125,7 +125,7 @@ class OpenChoreoClient:
         self._credentials = credentials or credentials_for(
             config.auth, clock=clock, post_form=form_poster(config, clock, transport)
         )
-        self._errors = ErrorTranslator(self._credentials, clock, rng)
+        self._errors = ErrorTranslator(self._credentials, clock, rng, self._proxy)
         self._many = ManyReads(
             self.get_json,
             clock,
@@ -484,9 +484,10 @@ def _http_client(
     config: OpenChoreoConfig, transport: object | None, proxy: str | None, **options: Any
 ) -> httpx.Client:
     """httpx's client with the config's TLS settings, through the proxy the variable `proxy`
-    sets (read by `connection_settings`, not by httpx), never following redirects; its refusals
-    said as configuration errors: of that proxy, else of the URL."""
+    sets (read by `connection_settings`, not by httpx; its password masked in every text from
+    now on), never following redirects; its refusals said as configuration errors."""
     options.update(transport=_transport(transport), verify=tls_verify(config), trust_env=False)
+    register_proxy_secrets(proxy)
     try:
         return httpx.Client(proxy=proxy_url(proxy), follow_redirects=False, **options)
     except (httpx.InvalidURL, UnicodeError, ImportError, ValueError) as error:

@@ -6,14 +6,16 @@ shown (a proxy URL may hold a password)."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import os
 import ssl
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from choreo_ingest.config import OpenChoreoConfig
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.logs import register_secret
 from choreo_ingest.version import __version__
 
 
@@ -72,6 +74,21 @@ def _in_listed_network(host: str, entries: list[str]) -> bool:
         if address.version == network.version and address in network:
             return True
     return False
+
+
+def register_proxy_secrets(variable: str | None) -> None:
+    """Mask in every text from now on what of the proxy `variable` sets its answer may quote
+    (a proxy may echo the request it refused): the password in its URL, and the Basic credential
+    httpx sends it as `Proxy-Authorization`."""
+    try:
+        parts = urlsplit(proxy_url(variable) or "")
+        user, password = parts.username, parts.password
+    except ValueError:
+        return
+    if password is not None:
+        pair = f"{unquote(user or '')}:{unquote(password)}".encode()
+        register_secret(unquote(password))
+        register_secret(base64.b64encode(pair).decode("ascii"))
 
 
 def proxy_note(variable: str | None) -> str | None:

@@ -111,10 +111,18 @@ class ErrorTranslator:
     every text), its clock (a Retry-After date) and its jitter (a 429 without Retry-After).
     """
 
-    def __init__(self, credentials: Credentials, clock: Clock, rng: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        clock: Clock,
+        rng: Callable[[], float],
+        proxy: str | None = None,
+    ) -> None:
         self._credentials = credentials
         self._clock = clock
         self._rng = rng
+        self._proxy = proxy
+        """The variable that sets the proxy requests go through (`proxy_variable`), if any."""
 
     def translate(
         self,
@@ -165,6 +173,9 @@ class ErrorTranslator:
                 status=status,
                 code=self.redact(code) if code else None,
             )
+        if status == 407:  # the proxy's answer, not the API's
+            by = f"the proxy ${self._proxy} sets" if self._proxy else "a proxy on the way"
+            message += f"; {by} wants credentials: give them in its URL (http://user:password@...)"
         if 300 <= status < 400 and (location := answer.headers.get("Location")):
             # Not followed: the bearer token must not go wherever a redirect points.
             where = one_line(self.redact(location), MAX_LOCATION)  # masked before it is cut

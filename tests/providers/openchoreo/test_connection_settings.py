@@ -3,6 +3,7 @@ its value, which may hold a password) instead of blaming the API or calling it a
 
 from __future__ import annotations
 
+import base64
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from choreo_ingest.config import OpenChoreoConfig
-from choreo_ingest.errors import ConfigError, TransientError
+from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
+from choreo_ingest.errors import ConfigError, GrantRefused, PermanentError, TransientError
+from choreo_ingest.logs import scrub_secrets
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient, form_poster
 from choreo_ingest.providers.openchoreo.connection_settings import proxy_url, proxy_variable
 
@@ -37,7 +39,10 @@ def client() -> OpenChoreoClient:
 
 
 def client_for(base_url: str) -> OpenChoreoClient:
-    config = OpenChoreoConfig(base_url=base_url)
+    return client_for_config(OpenChoreoConfig(base_url=base_url))
+
+
+def client_for_config(config: OpenChoreoConfig) -> OpenChoreoClient:
     return OpenChoreoClient(config, clock=FakeClock(), deadline=None, rng=lambda: 0.5)
 
 
@@ -220,3 +225,66 @@ def test_a_proxy_set_for_another_scheme_is_not_used_nor_checked(
 
     with client_for(version_server) as api:
         assert api.get_public("/version") == {"version": "v1.2.3"}
+
+
+@pytest.fixture
+def refusing_proxy() -> Iterator[str]:
+    """A proxy on loopback that answers 407 quoting the request's headers, as some do."""
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            quoted = f"refused: Proxy-Authorization={self.headers.get('Proxy-Authorization')}"
+            body = quoted.encode()
+            self.send_response(407)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET  # noqa: N815 (http.server's name)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_proxys_407_names_its_variable_and_its_quoted_credentials_are_masked(
+    monkeypatch: pytest.MonkeyPatch, refusing_proxy: str
+) -> None:
+    """The proxy's answer, not the API's; the Basic credential made of the password in
+    `$HTTP_PROXY` is masked wherever a failure's text is shown (`status`, `--json`, logs)."""
+    monkeypatch.setenv("HTTP_PROXY", f"http://robot:{PROXY_PASSWORD}@{refusing_proxy}")
+    basic = base64.b64encode(f"robot:{PROXY_PASSWORD}".encode()).decode()
+
+    with client_for("http://openchoreo.test") as api, pytest.raises(PermanentError) as caught:
+        api.get_json("/namespaces")
+
+    said = str(caught.value)
+    assert said.startswith("GET /namespaces: HTTP 407: refused: Proxy-Authorization=Basic ")
+    assert said.endswith("; the proxy $HTTP_PROXY sets wants credentials: give them in its URL "
+                         "(http://user:password@...)")  # fmt: skip
+    assert basic in said  # as the proxy answered: masked where the text is shown
+    assert basic not in scrub_secrets(said)
+    assert PROXY_PASSWORD not in scrub_secrets(f"{said} {PROXY_PASSWORD}")
+
+
+def test_a_proxys_407_to_a_token_request_is_not_blamed_on_the_token_url(
+    monkeypatch: pytest.MonkeyPatch, refusing_proxy: str
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://{refusing_proxy}")
+    oauth = OAuthConfig(token_url="http://idp.test/oauth2/token", client_id="c", client_secret="s")
+    config = OpenChoreoConfig(base_url="http://openchoreo.test", auth=AuthConfig(oauth=oauth))
+
+    with client_for_config(config) as api, pytest.raises(GrantRefused) as caught:
+        api.get_json("/namespaces")
+
+    assert str(caught.value).endswith(
+        "HTTP 407; a proxy on the way wants credentials: give them in its URL"
+    )
