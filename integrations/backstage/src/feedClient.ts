@@ -226,23 +226,20 @@ export class FeedClient {
           : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
-      let why = describe(error);
-      for (const shown of this.token ? [this.token, this.token.trim()] : []) {
-        why = shown ? why.split(shown).join('***') : why;
-      }
-      throw new FeedError(route, undefined, `${this.baseUrl} unreachable (${why})`);
+      const why = `${this.baseUrl} unreachable (${describe(error)})`;
+      throw new FeedError(route, undefined, this.shown(why));
     }
     let text: string;
     try {
       text = await response.text();
     } catch (error) {
       // A timeout or a dropped connection while the body streams in.
-      throw new FeedError(route, response.status, `reading the answer failed (${describe(error)})`, {
-        inTransit: true,
-      });
+      const why = `reading the answer failed (${describe(error)})`;
+      throw new FeedError(route, response.status, this.shown(why), { inTransit: true });
     }
     if (!response.ok) {
-      let detail = errorDetail(text) ?? response.statusText;
+      // What a gateway before serve answers may quote the request's headers, on many lines.
+      let detail = this.shown(errorDetail(text) ?? response.statusText);
       if (response.status === 401 && !this.token) {
         // An unset ${VAR} in app-config drops the key without a word.
         detail += ' (the module sent no token: its config has none)';
@@ -258,7 +255,20 @@ export class FeedClient {
       throw new FeedError(route, response.status, 'the answer is not JSON');
     }
   }
+
+  /** `text` as an error shows it: the token masked, on one line, at most DETAIL_CHARS long. */
+  private shown(text: string): string {
+    let masked = text;
+    for (const secret of this.token ? [this.token, this.token.trim()] : []) {
+      masked = secret ? masked.split(secret).join('***') : masked;
+    }
+    const line = masked.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
+    return line.length > DETAIL_CHARS ? `${line.slice(0, DETAIL_CHARS)}…` : line;
+  }
 }
+
+/** How much of an error answer's text an error shows. */
+const DETAIL_CHARS = 300;
 
 const FIELD_TYPES = {
   string: 'a string',
@@ -301,7 +311,7 @@ function errorDetail(text: string): string | undefined {
     // not JSON: fall through
   }
   const trimmed = text.trim();
-  return trimmed ? trimmed.slice(0, 200) : undefined;
+  return trimmed || undefined;
 }
 
 function describe(error: unknown): string {

@@ -26,6 +26,18 @@ beforeAll(async () => {
       response.end('{"error": "a valid bearer token is required"}');
       return;
     }
+    if (request.url?.startsWith('/changes?since=3&')) {
+      // A gateway before serve that quotes the request's headers, on many lines.
+      response.writeHead(502, { 'Content-Type': 'text/plain' });
+      response.end(`upstream failed\nrequest headers:\nAuthorization: ${request.headers.authorization}\n`);
+      return;
+    }
+    if (request.url?.startsWith('/changes?since=4&')) {
+      response.writeHead(401, { 'Content-Type': 'application/json' });
+      const quoted = `token not accepted: ${request.headers.authorization}\r\n${'x'.repeat(5000)}`;
+      response.end(JSON.stringify({ error: quoted }));
+      return;
+    }
     if (request.url?.startsWith('/changes?since=5&')) {
       // Whole, but `changes` is not a list (a proxy's rewrite, another service at the URL).
       response.writeHead(200, { 'Content-Type': 'application/json' });
@@ -156,6 +168,19 @@ test.each([
   expect(error).toBeInstanceOf(FeedError);
   expect(String(error)).toMatch(/GET \/changes failed: http:\/\/127\.0\.0\.1:\d+ unreachable \(.*\*\*\*/s);
   expect(String(error)).not.toContain('tok-line');
+});
+
+test.each([
+  [3, /^FeedError: choreo-ingest GET \/changes answered HTTP 502: upstream failed request headers: Authorization: Bearer \*\*\*$/],
+  [4, /^FeedError: choreo-ingest GET \/changes answered HTTP 401: token not accepted: Bearer \*\*\* x{269}…$/],
+])('an error answer that quotes the token is shown on one line, without it (since=%d)', async (since, shown) => {
+  const client = new FeedClient({ baseUrl, token: TOKEN });
+
+  const error = await failure(client.changes(since, 10));
+
+  expect(error).toBeInstanceOf(FeedError);
+  expect(String(error)).toMatch(shown);
+  expect(String(error)).not.toContain(TOKEN);
 });
 
 test('the provider sends its token trimmed, as serve reads its token file', async () => {
