@@ -74,6 +74,11 @@ class FakeClock:
         self._now += seconds
         self._mono += seconds
 
+    def step_wall(self, seconds: float) -> None:
+        """Set the wall clock on (or, negative, back) as NTP or an operator steps it; monotonic
+        time does not move."""
+        self._now += seconds
+
 
 def make_entity(name: str, kind: str = "Component", namespace: str = "default") -> Entity:
     """A minimal valid Backstage entity (a `service` owned by `group:default/guests`)."""

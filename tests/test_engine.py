@@ -216,6 +216,37 @@ class TestCycle:
         assert names == ["e0", "e1", "e2"]
 
 
+@dataclass
+class SteppingTheClock(FakeProvider):
+    """Steps the wall clock on by `step` seconds as its first page is read."""
+
+    step: float = 3 * 86400.0
+
+    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
+        if cursor is None:
+            context.clock.step_wall(self.step)  # type: ignore[attr-defined]
+        return super().next(context, cursor)
+
+
+def test_a_clock_stepped_on_mid_burst_and_set_right_again_does_not_hold_the_cycle(
+    tmp_path: Path, clock: FakeClock, state_path: Path
+) -> None:
+    """The wait after the burst is dated on the clock its start was read on; `run` says when the
+    next burst is due as `status` does."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+    provider = SteppingTheClock(TEN, page_size=2, page_cost=5.0)
+
+    first = run_one(config, state_path, clock, provider)
+    with state_location(state_path).open(readonly=True) as store:
+        said = provider_status(store, config, "fake", clock.now()).next_action_at
+    clock.step_wall(-provider.step)  # set right again
+    clock.advance(30.0)
+    second = run_one(config, state_path, clock, provider)
+
+    assert first.next_action_at == said
+    assert (second.action, second.pages) == ("burst", 2)
+
+
 class TestBlockedRemovals:
     def test_the_blocked_count_after_a_burst_is_what_its_pages_left(
         self, tmp_path: Path, clock: FakeClock, state_path: Path

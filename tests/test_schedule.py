@@ -544,6 +544,33 @@ class TestAfterBurst:
         assert due[0] <= next_action_at <= due[1]
         assert before == running(**fields), "the record passed in is left alone"
 
+    @pytest.mark.parametrize(
+        ("ending", "state", "wait"),
+        [
+            ({}, S.INTERSTITIAL, 30.0),
+            ({"error": "boom"}, S.BACKING_OFF, 12.0),
+            ({"done": True}, S.RESTING, 600.0),
+        ],
+        ids=["interval", "backoff", "rest"],
+    )
+    def test_a_clock_stepped_during_the_burst_and_set_right_again_does_not_hold_the_provider(
+        self, ending: dict[str, Any], state: ProviderState, wait: float
+    ) -> None:
+        """The burst began at NOW and took 7.5 s; the wall clock read 3 days on as it ended and
+        was set right before the next call: the wait is as long as it would have been (it was
+        capped at the longest wait the configuration allows, a whole rest for an interval)."""
+        stepped = NOW + 3 * 86400.0
+        result = BurstResult(cursor=self.NEXT_CURSOR, duration=7.5, **ending)
+
+        after = after_burst(running(last_burst_at=NOW), result, SETTINGS, stepped, random.Random(0))
+
+        due = after.next_action_at
+        assert after.state is state
+        assert due is not None
+        assert NOW + 7.5 < due <= NOW + 7.5 + wait
+        assert isinstance(decide(after, SETTINGS, due - 0.5), Wait)
+        assert isinstance(decide(after, SETTINGS, due + 0.5), Burst)
+
     def test_backoff_uses_the_random_source(self) -> None:
         """Same seed, same retry time: no hidden randomness."""
         result = BurstResult(cursor=None, duration=1.0, error="boom")
