@@ -34,7 +34,7 @@ from yaml.representer import SafeRepresenter
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import TEMP_SUFFIX, DurableBatch, make_directories
 from choreo_ingest.logs import get_logger
-from choreo_ingest.mirror_marker import Marker, mark, read_marker
+from choreo_ingest.mirror_marker import Marker, holds_entity_files, mark, read_marker
 from choreo_ingest.store import ChangeRow, Store, position_name
 from choreo_ingest.store.queries import EntityLocation
 
@@ -96,6 +96,8 @@ def sync_mirror(
     marker = Marker("directory missing") if missing else read_marker(directory, store, last)
     problem = marker.problem
     from_start = position == 0 or position > last or problem is not None
+    # Replayed over files this state cannot vouch for: those of entities it does not hold stay.
+    stray = marker.stray or (problem is not None and not missing and holds_entity_files(directory))
     if not from_start and marker.position is not None and marker.position < position:
         position = marker.position  # the directory stands behind: from there
     if (0 if from_start else position) < pruned_through:
@@ -108,20 +110,20 @@ def sync_mirror(
                 reason="changes the directory has yet to apply were pruned",
             )
         return rebuild_mirror(store, directory, batch_size=batch_size)
-    if from_start:
-        if cancelled is None:
-            return rebuild_mirror(store, directory, batch_size=batch_size)
-        if position != 0:
-            log.warning(
-                "mirror_replayed_from_start",
-                directory=str(directory),
-                reason=problem or "position past the end of the log",
-                position=position,
-                last_change=last,
-                advice="`choreo-ingest mirror --rebuild` deletes files of entities not held",
-            )
-            position = 0
-            store.set_position(name, position)
+    if cancelled is None and (from_start or marker.stray):
+        return rebuild_mirror(store, directory, batch_size=batch_size)
+    if from_start and (position != 0 or (stray and not marker.stray)):
+        log.warning(
+            "mirror_replayed_from_start",
+            directory=str(directory),
+            reason=problem or "position past the end of the log",
+            position=position,
+            last_change=last,
+            advice="`choreo-ingest mirror` deletes the files of entities this state does not hold",
+        )
+    if from_start and position != 0:
+        position = 0
+        store.set_position(name, position)
     writer = _Writer(directory)
     caught_up = True
     marked = marker.position
@@ -133,12 +135,12 @@ def sync_mirror(
             writer.flush()
             if covered is not None:
                 position = marked = covered
-                mark(directory, store, position)  # before the state: a kill between replays
-                store.set_position(name, position)
+                mark(directory, store, position, stray=stray)  # before the state: a kill
+                store.set_position(name, position)  # between the two replays changes
             if not caught_up or len(changes) < batch_size:
                 break
-        if marked != position:  # a directory from before the marker, or a new one
-            mark(directory, store, position)
+        if marked != position or stray != marker.stray:  # before the marker, or a new one
+            mark(directory, store, position, stray=stray)
     return writer.stats(position, caught_up=caught_up)
 
 
@@ -190,7 +192,7 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
         # Until its last file is written, the directory stands at the log's start: a rebuild
         # stopped halfway (a kill, a full disk) is replayed or rebuilt by the next call, never
         # taken for complete (files and no marker: a directory an earlier release mirrored).
-        mark(directory, store, 0)
+        mark(directory, store, 0, stray=True)
         store.set_position(position_name(directory), 0)
         for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):  # beside the files: releases
             leftover.unlink(missing_ok=True)  # before the temp directory left them there

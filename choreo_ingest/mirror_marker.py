@@ -8,7 +8,9 @@ a backup while the directory holds what came after. So every sync also writes
 position's change, and whether the directory held entity files then. A directory whose marker
 is missing (while it holds nothing), names another state, names a change this state does not
 have, or says it held files where none are left (`rm -r catalog/*` keeps the marker) is not
-trusted: the mirror starts it again. Files deleted in part are not seen: `mirror --rebuild`.
+trusted: the mirror starts it again. Started again over files it cannot vouch for, by a run
+that may not rebuild it, it is marked `stray` until `mirror` does. Files deleted in part are not
+seen: `mirror --rebuild`.
 
 A marker ahead of the stored position is expected (it is written before the position is stored,
 so a kill between the two leaves it ahead: replaying changes is harmless); one past the log's
@@ -40,10 +42,13 @@ MARKER_MODE = 0o644
 
 class Marker(NamedTuple):
     """What a directory's marker says: why its files cannot be trusted (`problem`), or how far
-    they go (`position`; None for a directory from before the marker)."""
+    they go (`position`; None for a directory from before the marker), and whether files of
+    entities the state does not hold may lie among them (`stray`: it was replayed over what
+    another state, or a rebuild that did not finish, left, which only a rebuild deletes)."""
 
     problem: str | None = None
     position: int | None = None
+    stray: bool = False
 
 
 def read_marker(directory: Path, store: Store, last: int) -> Marker:
@@ -53,7 +58,7 @@ def read_marker(directory: Path, store: Store, last: int) -> Marker:
         recorded = json.loads((directory / MARKER).read_text(encoding="utf-8"))
     except FileNotFoundError:  # mirrored by an earlier release, or emptied since
         return Marker(
-            None if _holds_entity_files(directory) else "the directory holds no entity files"
+            None if holds_entity_files(directory) else "the directory holds no entity files"
         )
     except (OSError, UnicodeDecodeError, ValueError):
         return Marker("its marker file cannot be read")
@@ -69,19 +74,21 @@ def read_marker(directory: Path, store: Store, last: int) -> Marker:
         return Marker(
             "it holds changes this state made otherwise (a state restored from a backup?)"
         )
-    if recorded.get("files") is True and not _holds_entity_files(directory):
+    if recorded.get("files") is True and not holds_entity_files(directory):
         # `rm -r catalog/*` leaves the marker (the shell's glob skips dot files)
         return Marker("the directory holds no entity files, as it did when marked (emptied?)")
-    return Marker(position=position)
+    return Marker(position=position, stray=recorded.get("stray") is True)
 
 
-def mark(directory: Path, store: Store, position: int) -> None:
-    """Record that `directory` holds the catalog as of `position` (durably, atomically)."""
+def mark(directory: Path, store: Store, position: int, *, stray: bool = False) -> None:
+    """Record that `directory` holds the catalog as of `position` (durably, atomically), and
+    whether files the state does not hold may be left among its files (`Marker.stray`)."""
     recorded = {
         "storeId": store.store_id(),
         "position": position,
         "at": _change_time(store, position) if position else None,
-        "files": _holds_entity_files(directory),
+        "files": holds_entity_files(directory),
+        **({"stray": True} if stray else {}),
     }
     data = json.dumps(recorded, separators=(",", ":")).encode()
     path = directory / MARKER
@@ -99,7 +106,7 @@ def _change_time(store: Store, seq: int) -> float | None:
     return rows[0].at if rows and rows[0].seq == seq else None
 
 
-def _holds_entity_files(directory: Path) -> bool:
+def holds_entity_files(directory: Path) -> bool:
     """Whether `directory` holds an entity's file (`<kind>/<namespace>/<name>.yaml`), looking no
     further than the first: the idle call asks, and a namespace may hold 100,000 files (a glob
     lists each directory whole)."""

@@ -384,6 +384,34 @@ class TestPositionAndRebuild:
         assert mirrored(tmp_path / "catalog") == exported(config.state_path)
         assert "component/default/late.yaml" not in mirrored(tmp_path / "catalog")
 
+    def test_a_directory_another_state_mirrored_is_rebuilt_by_the_next_unbounded_sync(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """`state.path` pointed at a new state file: a run's bounded sync writes the new state's
+        entities over the old one's files, which it cannot tell apart, and says so once; the
+        directory stays marked as holding such files until `choreo-ingest mirror` rebuilds it."""
+        config = mirror_config(tmp_path)
+        run_cycle(config, clock, [make_entity("old"), make_entity("both")])
+        moved = replace(config, state_path=tmp_path / "new.db")
+        assert moved.state_path is not None
+
+        with structlog.testing.capture_logs() as logs:
+            run_cycle(moved, clock, [make_entity("both"), make_entity("new")])
+            run_cycle(moved, clock, [make_entity("both"), make_entity("new"), make_entity("x")])
+        left = mirrored(tmp_path / "catalog")
+        with locked_store(moved.state_path) as store:
+            stats = sync_mirror(store, tmp_path / "catalog")
+
+        said = [line for line in logs if line["event"] == "mirror_replayed_from_start"]
+        assert [line["reason"] for line in said] == [
+            "it mirrors another state (its marker names another store id)"
+        ]
+        assert set(left) == {
+            f"component/default/{name}.yaml" for name in ("old", "both", "new", "x")
+        }
+        assert stats.rebuilt
+        assert mirrored(tmp_path / "catalog") == exported(moved.state_path)
+
     def test_a_directory_behind_the_stored_position_goes_on_from_where_it_stands(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
