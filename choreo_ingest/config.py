@@ -402,6 +402,28 @@ def _require_usable_token(token: str, key: str) -> None:
         raise ConfigError(f"not a usable bearer token: {problem}", path=key)
 
 
+def read_serve_secret(path: SecretPath | None, key: str) -> str | None:
+    """`read_secret_file` for `serve`'s token or events secret, refused (ConfigError naming `key`)
+    when no request could carry it (`serve_secret`)."""
+    return serve_secret(read_secret_file(path, key), key)
+
+
+def serve_secret(secret: str | None, key: str) -> str | None:
+    """`secret`, unless no request could send it: a bearer token is one word of visible ASCII;
+    the events secret, which a header may carry too, visible ASCII and spaces."""
+    if secret is None:
+        return None
+    if key != "serve.events.secretFile":
+        problem = token_problem(secret)
+    elif not (secret.isascii() and secret.isprintable()):
+        problem = "it holds a character that is not ASCII, or a control character"
+    else:
+        problem = None
+    if problem is not None:
+        raise ConfigError(f"no request could send it: {problem}", path=key)
+    return secret
+
+
 def token_problem(token: str) -> str | None:
     """Why `token` cannot be sent as `Authorization: Bearer <token>`, never quoting it; None
     when it can: one word of visible ASCII characters."""

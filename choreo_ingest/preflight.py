@@ -17,7 +17,7 @@ from choreo_ingest.config import (
     SERVE_TOKEN_ENV,
     Address,
     Config,
-    read_secret_file,
+    read_serve_secret,
     secret_files,
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
@@ -93,7 +93,7 @@ def _serve_checks(config: Config) -> list[Check]:
         ("serve.events.secretFile", config.serve.events_secret_file),
     ):
         try:
-            read_secret_file(path, key)
+            read_serve_secret(path, key)
         except ConfigError as error:
             problem = str(error).removeprefix(f"{key}: ")
             detail = f"{problem}: `serve` would not start (`run` does not read it)"

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from choreo_ingest.config import ServeConfig
 from choreo_ingest.store import MAX_INTEGER
@@ -93,7 +93,13 @@ async def body_of(request: Request, serve: ServeConfig) -> bytes:
             f"request body not sent whole within {serve.read_timeout:g} s",
             {"Connection": "close"},
         ) from None
+    except ClientDisconnect:  # no one to answer: logged and counted as nginx does, 499
+        message = "the client went away before its body came whole"
+        raise HTTPProblem(CLIENT_WENT_AWAY, message) from None
     return b"".join(chunks)
+
+
+CLIENT_WENT_AWAY = 499
 
 
 def check_ref(number: int, ref: object) -> None:

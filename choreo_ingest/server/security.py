@@ -12,7 +12,13 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from choreo_ingest.config import SERVE_TOKEN_ENV, Address, Config, read_secret_file
+from choreo_ingest.config import (
+    SERVE_TOKEN_ENV,
+    Address,
+    Config,
+    read_serve_secret,
+    serve_secret,
+)
 from choreo_ingest.errors import ConfigError
 
 EVENTS_SECRET_HEADER = "x-choreo-ingest-secret"  # noqa: S105 (a header name)
@@ -101,12 +107,14 @@ class CrossSiteGuard:
 
 def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Credentials:
     """Read the token (`serve.auth.tokenFile`, else $CHOREO_INGEST_SERVE_TOKEN) and the events
-    secret (`serve.events.secretFile`); an unreadable or empty file is a config error."""
+    secret (`serve.events.secretFile`); an unreadable or empty file, or a secret no request
+    could send (a header holds ASCII only), is a config error."""
     environment = os.environ if env is None else env
-    token = read_secret_file(config.serve.token_file, "serve.auth.tokenFile")
+    token = read_serve_secret(config.serve.token_file, "serve.auth.tokenFile")
     if token is None:
-        token = environment.get(SERVE_TOKEN_ENV, "").strip() or None
-    secret = read_secret_file(config.serve.events_secret_file, "serve.events.secretFile")
+        given = environment.get(SERVE_TOKEN_ENV, "").strip() or None
+        token = serve_secret(given, f"${SERVE_TOKEN_ENV}")
+    secret = read_serve_secret(config.serve.events_secret_file, "serve.events.secretFile")
     return Credentials(api_token=token, events_secret=secret)
 
 

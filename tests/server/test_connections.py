@@ -206,3 +206,25 @@ def test_when_every_connection_is_in_a_request_a_new_one_waits_until_one_is_free
     assert refusal["message"].startswith(
         "cannot accept connections: 2 connections open, the most serve keeps, all in a request"
     )
+
+
+def test_a_client_that_goes_away_mid_body_is_logged_as_gone_not_as_a_bug(
+    config: Config, tmp_path: Path
+) -> None:
+    clock = SystemClock()
+    service = Service(config, tmp_path / "state.db", clock)
+    server = Server(config, service.state, clock, service, Credentials())
+    app = build_app(server)
+    lines = io.StringIO()
+    configure_logging(verbosity=1, stream=lines, json=True)
+    with serving(app, read_timeout=PATIENCE) as address:
+        with connected(address) as client:
+            client.sendall(
+                b"POST /api/events/http/openchoreo HTTP/1.1\r\nHost: serve\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"kind": '
+            )
+        wait_until(lambda: "http_request" in lines.getvalue(), PATIENCE, "the request's line")
+    logged = [json.loads(line) for line in lines.getvalue().splitlines()]
+
+    assert [line["event"] for line in logged if line["level"] == "error"] == []
+    assert [line["status"] for line in logged if line["event"] == "http_request"] == [499]
