@@ -31,6 +31,7 @@ from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_ref
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import EVENTS_HELD_FACT
+from choreo_ingest.page_writer import log_refused
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
@@ -291,6 +292,7 @@ def drain_inbox(
                     break
                 continue
             page, removed = store.apply_event(provider.name, cycle_id, item.seq, delta, clock.now())
+            log_refused(provider.name, page)
             stats.applied += 1
             stats.upserted += page.upserted
             stats.removed += removed

@@ -204,6 +204,8 @@ class ProviderRecord:
 class PageStats:
     upserted: int
     unchanged: int
+    refused: tuple[tuple[str, str], ...] = ()
+    """(ref, the provider that has it): entities another provider wrote first, not written."""
 
 
 @dataclass(frozen=True)

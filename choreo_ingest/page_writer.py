@@ -60,6 +60,7 @@ class PageWriter:
         self.pages += 1
         self.upserted += stats.upserted
         self.unchanged += stats.unchanged
+        log_refused(self._provider, stats)
         log.debug(
             "page_committed",
             provider=self._provider,
@@ -82,3 +83,19 @@ class PageWriter:
             self.wait()
         finally:
             self._executor.shutdown(wait=True)
+
+
+def log_refused(provider: str, stats: PageStats) -> None:
+    """Say which of `provider`'s entities another provider wrote first (`PageStats.refused`):
+    a warning, as two providers emit one ref only by mistake."""
+    if not stats.refused:
+        return
+    log.warning(
+        "entities_refused",
+        provider=provider,
+        count=len(stats.refused),
+        refs=[ref for ref, _ in stats.refused[:5]],
+        owned_by=sorted({owner for _, owner in stats.refused}),
+        detail="another provider wrote them first: they stay its own until it no longer has "
+        "them, or `choreo-ingest reset <it> --forget` removes them",
+    )

@@ -817,7 +817,8 @@ class TestFailures:
         """Its schedule no longer matters (no run acts on it): `health` said its cycles were
         overdue, which no burst would ever mend."""
         both = replace(make_config(tmp_path), providers=("fake", "other"))
-        run(both, state_path, clock, FakeProvider(TEN), FakeProvider(TEN[:2], name="other"))
+        theirs = [make_entity("o1"), make_entity("o2")]
+        run(both, state_path, clock, FakeProvider(TEN), FakeProvider(theirs, name="other"))
         clock.advance(10 * both.incremental.rest_length)
         config = make_config(tmp_path)
 

@@ -38,6 +38,12 @@ def upsert_entities(
 
     hashes = {ref: sha256(text.encode()).hexdigest()[:32] for ref, text in encoded.items()}
     existing = _existing_hashes(conn, list(by_ref))
+    # A ref another provider wrote first stays its own, as Backstage keeps an entity with the
+    # location that first had it: else two providers would take it from each other every cycle,
+    # and the one forgotten would take it away with its own.
+    refused = tuple((ref, owner) for ref, (_, owner) in existing.items() if owner != provider)
+    for ref, _ in refused:
+        del by_ref[ref]
     changed = [ref for ref in by_ref if existing.get(ref) != (hashes[ref], provider)]
     upserted = [
         (
@@ -80,7 +86,7 @@ def upsert_entities(
             )
     else:
         conn.executemany(f"{_REFS_INSERT} VALUES (?, ?, ?, ?, ?, ?) {_REFS_CONFLICT}", seen)
-    return PageStats(upserted=len(changed), unchanged=len(by_ref) - len(changed))
+    return PageStats(len(changed), len(by_ref) - len(changed), refused)
 
 
 _ENTITIES_INSERT = """INSERT INTO entities

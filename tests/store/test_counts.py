@@ -100,12 +100,12 @@ def test_counts_follow_every_write_path(store: Store) -> None:
     assert_counts_exact(store)
     assert store.entity_counts("fake") == {"Component": 6, "System": 2, "system": 1}
 
-    # Another provider takes one over: the entity moves, both providers keep their ref rows.
+    # Another provider emits one of these refs: it stays the first writer's, nothing moves.
     cycle(store, [components[0]], provider="other")
     assert_counts_exact(store)
-    assert store.entity_counts("other") == {"Component": 1}
-    assert store.entity_counts("fake")["Component"] == 5
-    assert store.active_count("fake") == 9
+    assert store.entity_counts("other") == {}
+    assert store.entity_counts("fake")["Component"] == 6
+    assert (store.active_count("fake"), store.active_count("other")) == (9, 0)
 
     # The sweep (the cycle does not see c5), a page removing a scope, an event's removals.
     cycle(store, [respelled, *systems[1:], *changed[:5]])

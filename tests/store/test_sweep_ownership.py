@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from store_support import store_sql
 
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult, ProviderRecord, ProviderState
 from choreo_ingest.store import Store, SweepGuards
+from choreo_ingest.store.entity_rows import REFS
 
 from fakes import make_entity
 
@@ -33,10 +35,30 @@ def commit(store: Store, record: ProviderRecord, *entities: Entity, now: float) 
 
 @pytest.fixture
 def taken_over(store: Store) -> Store:
-    """`fake` saw both entities; then `other` emitted the shared one and now owns it."""
+    """`fake` saw both entities; then `other` emitted the shared one and, as releases before
+    the first writer kept a ref did, took it over (now refused: `PageStats.refused`)."""
     commit(store, begin(store, "fake", T0), SHARED, MINE, now=T0)
     commit(store, begin(store, "other", T0 + 1), SHARED, now=T0 + 1)
+    store_sql(store, "UPDATE entities SET provider = 'other' WHERE ref = ?", [SHARED.ref])
+    cycle = store.load_provider("other").cycle_id
+    store_sql(
+        store,
+        f"INSERT INTO {REFS} (provider, entity_ref, first_seen_cycle, last_seen_cycle, "
+        "first_seen_at, last_seen_at) VALUES ('other', ?, ?, ?, ?, ?)",
+        [SHARED.ref, cycle, cycle, T0 + 1, T0 + 1],
+    )
     return store
+
+
+def test_a_ref_another_provider_wrote_first_stays_its_own(store: Store) -> None:
+    commit(store, begin(store, "other", T0), SHARED, now=T0)
+
+    result = EntityIteratorResult(done=True, entities=[SHARED, MINE], cursor=None)
+    stats = store.commit_page("fake", begin(store, "fake", T0 + 1).cycle_id, result, None, T0 + 1)
+
+    assert (stats.upserted, stats.refused) == (1, ((SHARED.ref, "other"),))
+    assert store.entity_counts("other") == {"Component": 1}
+    assert store.active_count("fake") == 1
 
 
 def test_sweep_drops_the_stale_ref_but_not_an_entity_another_provider_owns(
