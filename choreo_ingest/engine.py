@@ -160,7 +160,10 @@ class BurstEngine:
         source, before = self._sources(provider)
         begun_again = before is not None and in_cycle(record)
         if begun_again:  # finished here, the cycle would hold both sources' pages
+            crashed = record.state is ProviderState.BURSTING
             record = after_refresh(record, now, new_cycle=True)
+            if crashed:  # counted as every way on from a burst that did not finish counts it
+                self.store.save_provider(record, now, crashed_burst=True)
         decision = decide(record, settings, now, force=force)
         if not isinstance(decision, Burst):
             return ProviderOutcome(

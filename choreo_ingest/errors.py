@@ -17,7 +17,8 @@
         │   └── TokenUnavailable    the token endpoint failed so (retried as a request is)
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
-        │   │   └── GrantRefused    the token grant refused (`run`: 2, a setting to mend)
+        │   │   ├── GrantRefused    the token grant refused (`run`: 2, a setting to mend)
+        │   │   └── CredentialsMissing  a 401 to a client given none (`run`: 2, too)
         │   ├── NotFoundError       404: the resource is gone (deleted while being walked)
         │   └── UnsupportedEvent    no API the server speaks has what an event names
         └── CursorExpired           a listing's cursor is gone; restart that listing
@@ -245,6 +246,11 @@ class GrantRefused(AuthError):
         return False  # a 403 from the identity provider (Auth0's access_denied) hides nothing
 
 
+class CredentialsMissing(AuthError):
+    """The API answered 401 to a client that has no credentials configured (`openchoreo.auth`
+    unset): a setting to mend, as `check` says, not trouble of the API's."""
+
+
 class NotFoundError(PermanentError):
     """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
 
@@ -266,4 +272,4 @@ class CursorRejected(CursorExpired):
 def needs_mending(error: BaseException) -> bool:
     """Whether `error` is a setting to mend (a config error, a token grant refused) rather than
     upstream trouble: a run met by nothing else exits 2, as `check` does, not 3."""
-    return isinstance(error, ConfigError | GrantRefused)
+    return isinstance(error, ConfigError | GrantRefused | CredentialsMissing)

@@ -7,23 +7,24 @@ rewrite the metrics textfile, it does that and returns True. When there is anyth
 a migration, a provider that is not built in) or anything is wrong (the lock held, a config or
 state error), it changes nothing and returns False: the full run (`invocation.run_once`) then
 does the work, or reports the problem, as it always has. The two cannot disagree on what is due:
-both ask `schedule.decide`.
+both ask `schedule.decide`, and neither waits out a cycle begun on another server (`baseUrl`).
 
 This module's imports are the idle call's whole cost; `tests/test_idle.py` pins them.
 """
 
 from __future__ import annotations
 
+from choreo_ingest.api_address import source_address
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror_marker import read_marker
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
+from choreo_ingest.models import REFRESH_REQUESTED_FACT, SOURCE_FACT, UNAVAILABLE_FACT
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.retention import change_log_prunable
-from choreo_ingest.schedule import Burst, decide, refresh_waits
+from choreo_ingest.schedule import Burst, decide, in_cycle, refresh_waits
 from choreo_ingest.store import SCHEMA_VERSION, StateLocation, Store, position_name
 
 
@@ -61,6 +62,9 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
             return False
         if store.pending_event_count(name):
             return False
+        source = facts.get(SOURCE_FACT)
+        if source is not None and in_cycle(record) and source != _source(config):
+            return False  # begun on another server: the engine begins it again at once
         if isinstance(decide(record, config.incremental, now), Burst):
             return False
     directory = config.catalog_directory
@@ -73,3 +77,8 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
         if marker.problem is not None or behind:
             return False
     return not change_log_prunable(store, config, now)
+
+
+def _source(config: Config) -> str:
+    """What the built-in provider (the only one the idle call answers for) reads."""
+    return source_address(config.openchoreo.base_url or "")

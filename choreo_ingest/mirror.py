@@ -112,11 +112,12 @@ def sync_mirror(
         return rebuild_mirror(store, directory, batch_size=batch_size)
     if cancelled is None and (from_start or marker.stray):
         return rebuild_mirror(store, directory, batch_size=batch_size)
-    if from_start and (position != 0 or (stray and not marker.stray)):
+    if from_start and (position != 0 or stray):
         log.warning(
             "mirror_replayed_from_start",
             directory=str(directory),
-            reason=problem or "position past the end of the log",
+            reason=problem
+            or ("a rebuild did not finish" if marker.stray else "position past the end of the log"),
             position=position,
             last_change=last,
             advice="`choreo-ingest mirror` deletes the files of entities this state does not hold",

@@ -19,6 +19,7 @@ from choreo_ingest.config import (
     Config,
     read_serve_secret,
     secret_files,
+    serve_secret,
 )
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.files import not_a_regular_file
@@ -100,6 +101,14 @@ def _serve_checks(config: Config) -> list[Check]:
             checks.append(Check(key, True, detail, warning=True))
     address = Address.parse(config.serve.listen)
     token_env = os.environ.get(SERVE_TOKEN_ENV, "").strip()
+    if config.serve.token_file is None and token_env:
+        key = f"${SERVE_TOKEN_ENV}"
+        try:
+            serve_secret(token_env, key)
+        except ConfigError as error:
+            problem = str(error).removeprefix(f"{key}: ")
+            detail = f"{problem}: `serve` would not start (`run` does not read it)"
+            checks.append(Check(key, True, detail, warning=True))
     if config.serve.token_file is None and not token_env and not address.is_loopback:
         detail = (
             f"{address} is beyond loopback and no token is set (serve.auth.tokenFile or "

@@ -161,3 +161,29 @@ def test_a_kill_as_the_cycle_begins_again_leaves_the_old_cycle_whole(
     with Store.open(config.state_path, readonly=True) as store:
         assert store.load_provider("fake").cycle_id == 2
         assert store.facts("fake")[SOURCE_FACT] == "http://b.test/api/v1"
+
+
+@dataclass
+class DyingProvider(SourcedProvider):
+    """Its process dies on its second page, the burst left `bursting`."""
+
+    def next(self, context: Any, cursor: Any) -> Any:
+        if cursor is not None:
+            raise ProcessDied
+        return super().next(context, cursor)
+
+
+def test_a_burst_that_did_not_finish_is_counted_when_its_cycle_begins_again(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+    with pytest.raises(ProcessDied):
+        run(config, clock, DyingProvider(OLD, page_size=2))
+    new = SourcedProvider(NEW, page_size=2, source="http://b.test/api/v1")
+
+    clock.advance(600.0)
+    run(config, clock, new)
+
+    with Store.open(config.state_path, readonly=True) as store:
+        assert store.load_provider("fake").cycle_id == 2
+        assert store.counters("fake").get("bursts_failed") == 1

@@ -28,7 +28,7 @@ from choreo_ingest.config import Config, load_config
 from choreo_ingest.config_file import cache_directory
 from choreo_ingest.idle import run_if_idle
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT
+from choreo_ingest.models import REFRESH_REQUESTED_FACT, SOURCE_FACT, UNAVAILABLE_FACT
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import RunLock, SqliteLocation, position_name
 
@@ -44,6 +44,7 @@ ALLOWED_THIRD_PARTY: set[str] = set()
 # choreo-ingest's own modules on the lean path: a new one here is a decision, not an accident.
 ALLOWED_OWN = {
     "choreo_ingest",
+    "choreo_ingest.api_address",  # a cycle begun on another server is due (urllib.parse only)
     "choreo_ingest.cli",
     "choreo_ingest.cli.exit_codes",
     "choreo_ingest.cli.failures",
@@ -249,6 +250,29 @@ class TestRunIfIdle:
         assert run_if_idle(config, location, clock) is True
 
         assert state_dump(location) == before
+
+    @pytest.mark.parametrize(
+        ("source", "idle"),
+        [("http://openchoreo.test/api/v1", True), ("http://elsewhere.test/api/v1", False)],
+        ids=["same-server", "another-server"],
+    )
+    def test_a_cycle_begun_on_another_server_is_work(
+        self, config_file: Path, source: str, idle: bool
+    ) -> None:
+        """The engine begins it again at once (`SourceNamingProvider`): a cron call that waited
+        out the interval (or a backoff) would leave the catalog half of each server meanwhile."""
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        assert config.state_path is not None
+        location = SqliteLocation(config.state_path)
+        entities = [make_entity(f"service-{n}") for n in range(5)]
+        first_page = FakeProvider(entities, page_size=2, page_cost=60.0, name=PROVIDER)
+        run_once(config, location, clock, providers={PROVIDER: first_page})
+        with location.open() as store:
+            assert store.load_provider(PROVIDER).state.value == "interstitial"
+            store.set_facts(PROVIDER, {SOURCE_FACT: source}, clock.now())
+
+        assert run_if_idle(config, location, clock) is idle
 
     def test_a_mirror_behind_the_change_log_is_work(self, tmp_path: Path) -> None:
         config = load_config(write_config(tmp_path, catalog={"directory": "catalog"}))

@@ -58,6 +58,7 @@ LAYERS = {
     "logs": 1,  # every layer logs; structlog itself is loaded by log_setup, for a line to write
     "log_setup": 1,
     "light_imports": 1,
+    "api_address": 1,
     "__init__": 1,
 }
 SIBLINGS_THAT_MUST_NOT_MEET = {("store", "providers"), ("providers", "store")}

@@ -28,7 +28,7 @@ from choreo_ingest.mirror import (
     rebuild_mirror,
     sync_mirror,
 )
-from choreo_ingest.mirror_marker import MARKER
+from choreo_ingest.mirror_marker import MARKER, mark
 from choreo_ingest.models import Delta, Entity, EntityIteratorResult
 from choreo_ingest.reporting import iter_export
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store, SweepGuards
@@ -411,6 +411,32 @@ class TestPositionAndRebuild:
         }
         assert stats.rebuilt
         assert mirrored(tmp_path / "catalog") == exported(moved.state_path)
+
+    def test_runs_after_a_rebuild_that_did_not_finish_say_so_once_and_mirror_finishes_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The rebuild marked the directory first (a kill before it deleted the strays)."""
+        config = mirror_config(tmp_path)
+        assert config.state_path is not None
+        run_cycle(config, clock, [make_entity("a")])
+        catalog = tmp_path / "catalog"
+        stray = catalog / "component" / "default" / "gone.yaml"
+        stray.write_text("kind: Component\n")
+        with locked_store(config.state_path) as store:
+            mark(catalog, store, 0, stray=True)
+            store.set_position(position_name(catalog), 0)
+
+            with structlog.testing.capture_logs() as logs:
+                for _ in range(2):
+                    sync_mirror(store, catalog, cancelled=lambda: False)
+            kept = stray.exists()
+            stats = sync_mirror(store, catalog)
+
+        said = [line for line in logs if line["event"] == "mirror_replayed_from_start"]
+        assert [line["reason"] for line in said] == ["a rebuild did not finish"]
+        assert kept
+        assert stats.rebuilt
+        assert mirrored(catalog) == exported(config.state_path)
 
     def test_a_directory_behind_the_stored_position_goes_on_from_where_it_stands(
         self, tmp_path: Path, clock: FakeClock

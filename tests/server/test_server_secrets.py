@@ -69,3 +69,18 @@ def test_an_events_secret_with_spaces_is_taken(tmp_path: Path) -> None:
     config = replace(make_config(tmp_path), serve=serve)
 
     assert load_credentials(config, env={}).events_secret == "correct horse battery"
+
+
+def test_check_says_serve_would_not_start_with_the_token_the_variable_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHOREO_INGEST_SERVE_TOKEN", "ab cd")
+
+    checks = run_checks(make_config(tmp_path), tmp_path / "s.db", FakeClock())
+
+    [said] = [check for check in checks if check.name == "$CHOREO_INGEST_SERVE_TOKEN"]
+    assert (said.ok, said.warning) == (True, True)
+    assert said.detail == (
+        "no request could send it: it holds whitespace: `serve` would not start (`run` does not "
+        "read it)"
+    )

@@ -407,7 +407,7 @@ class ClientCredentials:
                 f"for {_OAUTH}.clientId"
             )
         if status == 407:  # a proxy's answer, not the identity provider's
-            return _TOKEN_URL_KEY, "a proxy on the way wants credentials: give them in its URL"
+            return _TOKEN_URL_KEY, "a proxy on the way asks for credentials: check them in its URL"
         if code is None:
             return _TOKEN_URL_KEY, f"check {_TOKEN_URL_KEY}"
         return _OAUTH, f"check {_OAUTH}"

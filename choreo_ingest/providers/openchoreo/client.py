@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import httpx
 
+from choreo_ingest.api_address import API_PREFIX, api_root
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import OpenChoreoConfig, token_problem
 from choreo_ingest.errors import (
@@ -60,7 +61,7 @@ from choreo_ingest.providers.openchoreo.many_reads import (
     Params,
 )
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
-from choreo_ingest.providers.openchoreo.urls import API_PREFIX, api_root, request_url
+from choreo_ingest.providers.openchoreo.urls import request_url
 
 log = get_logger("choreo_ingest.http")
 

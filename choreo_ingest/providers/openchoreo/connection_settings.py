@@ -78,17 +78,19 @@ def _in_listed_network(host: str, entries: list[str]) -> bool:
 
 def register_proxy_secrets(variable: str | None) -> None:
     """Mask in every text from now on what of the proxy `variable` sets its answer may quote
-    (a proxy may echo the request it refused): the password in its URL, and the Basic credential
-    httpx sends it as `Proxy-Authorization`."""
+    (a proxy may echo the request it refused): the password in its URL (or its user, which may
+    be a key of its own: `http://KEY@proxy`), and the Basic credential httpx sends it as
+    `Proxy-Authorization`."""
     try:
         parts = urlsplit(proxy_url(variable) or "")
         user, password = parts.username, parts.password
     except ValueError:
         return
-    if password is not None:
-        pair = f"{unquote(user or '')}:{unquote(password)}".encode()
-        register_secret(unquote(password))
-        register_secret(base64.b64encode(pair).decode("ascii"))
+    if user is None and password is None:
+        return
+    pair = f"{unquote(user or '')}:{unquote(password or '')}"
+    register_secret(unquote(password) if password else unquote(user or ""))
+    register_secret(base64.b64encode(pair.encode()).decode("ascii"))
 
 
 def proxy_note(variable: str | None) -> str | None:

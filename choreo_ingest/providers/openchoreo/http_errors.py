@@ -25,6 +25,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import OAUTH_KEY
 from choreo_ingest.errors import (
     AuthError,
+    CredentialsMissing,
     CursorExpired,
     DeadlineExceeded,
     NotFoundError,
@@ -151,7 +152,10 @@ class ErrorTranslator:
                 advice = _unauthorized_advice(self._credentials.config_key, code)
             else:
                 advice = PUBLIC_UNAUTHORIZED_ADVICE
-            return self.error(AuthError, method, path, status, code, f"{message}; {advice}")
+            # Without any configured, a setting to mend (exit 2), as a refused grant is.
+            unset = credentials_sent and not self._credentials.config_key
+            kind = CredentialsMissing if unset else AuthError
+            return self.error(kind, method, path, status, code, f"{message}; {advice}")
         if status == 403:
             return self.error(
                 AuthError, method, path, status, code, f"{message}; {FORBIDDEN_ADVICE}"
@@ -175,7 +179,9 @@ class ErrorTranslator:
             )
         if status == 407:  # the proxy's answer, not the API's
             by = f"the proxy ${self._proxy} sets" if self._proxy else "a proxy on the way"
-            message += f"; {by} wants credentials: give them in its URL (http://user:password@...)"
+            message += (
+                f"; {by} asks for credentials: check them in its URL (http://user:password@...)"
+            )
         if 300 <= status < 400 and (location := answer.headers.get("Location")):
             # Not followed: the bearer token must not go wherever a redirect points.
             where = one_line(self.redact(location), MAX_LOCATION)  # masked before it is cut

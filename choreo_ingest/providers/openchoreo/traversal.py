@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from choreo_ingest.api_address import source_address
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, effective_chunk_size
 from choreo_ingest.errors import (
@@ -69,7 +70,6 @@ from choreo_ingest.providers.openchoreo.traversal_cursor import (
     restarts_exhausted,
     stale_starts_over,
 )
-from choreo_ingest.providers.openchoreo.urls import source_address
 
 log = get_logger("choreo_ingest.providers.openchoreo")
 

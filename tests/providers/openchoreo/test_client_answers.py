@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from choreo_ingest.config import AuthConfig, OAuthConfig, OpenChoreoConfig
-from choreo_ingest.errors import AuthError, DeadlineExceeded, PermanentError
+from choreo_ingest.errors import (
+    AuthError,
+    CredentialsMissing,
+    DeadlineExceeded,
+    PermanentError,
+    needs_mending,
+)
 from choreo_ingest.providers.openchoreo import client as client_module
 from choreo_ingest.providers.openchoreo.api_v1 import V1
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -118,10 +124,11 @@ def test_a_missing_token_401_without_credentials_asks_for_them() -> None:
 
     config = OpenChoreoConfig(base_url=BASE)
 
-    with platform.client(config) as client, pytest.raises(AuthError) as caught:
+    with platform.client(config) as client, pytest.raises(CredentialsMissing) as caught:
         client.get_json("/namespaces")
 
     assert str(caught.value).endswith("; the API needs credentials: set openchoreo.auth")
+    assert needs_mending(caught.value)
 
 
 def workloads_page(count: int) -> dict[str, object]:

@@ -268,11 +268,27 @@ def test_a_proxys_407_names_its_variable_and_its_quoted_credentials_are_masked(
 
     said = str(caught.value)
     assert said.startswith("GET /namespaces: HTTP 407: refused: Proxy-Authorization=Basic ")
-    assert said.endswith("; the proxy $HTTP_PROXY sets wants credentials: give them in its URL "
-                         "(http://user:password@...)")  # fmt: skip
+    assert said.endswith("; the proxy $HTTP_PROXY sets asks for credentials: check them in its "
+                         "URL (http://user:password@...)")  # fmt: skip
     assert basic in said  # as the proxy answered: masked where the text is shown
     assert basic not in scrub_secrets(said)
     assert PROXY_PASSWORD not in scrub_secrets(f"{said} {PROXY_PASSWORD}")
+
+
+def test_a_proxy_key_given_as_the_user_alone_is_masked_too(
+    monkeypatch: pytest.MonkeyPatch, refusing_proxy: str
+) -> None:
+    """`http://KEY@proxy`: httpx sends `Basic base64("KEY:")`."""
+    key = "pk-live-Zx81QaLm0PqR"
+    monkeypatch.setenv("HTTP_PROXY", f"http://{key}@{refusing_proxy}")
+
+    with client_for("http://openchoreo.test") as api, pytest.raises(PermanentError) as caught:
+        api.get_json("/namespaces")
+
+    basic = base64.b64encode(f"{key}:".encode()).decode()
+    assert basic in str(caught.value)
+    assert basic not in scrub_secrets(str(caught.value))
+    assert key not in scrub_secrets(f"proxy {key} refused")
 
 
 def test_a_proxys_407_to_a_token_request_is_not_blamed_on_the_token_url(
@@ -286,5 +302,5 @@ def test_a_proxys_407_to_a_token_request_is_not_blamed_on_the_token_url(
         api.get_json("/namespaces")
 
     assert str(caught.value).endswith(
-        "HTTP 407; a proxy on the way wants credentials: give them in its URL"
+        "HTTP 407; a proxy on the way asks for credentials: check them in its URL"
     )

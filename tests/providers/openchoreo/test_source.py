@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from choreo_ingest.api_address import source_address
 from choreo_ingest.providers.base import SourceNamingProvider
 from choreo_ingest.providers.openchoreo.traversal import OpenChoreoProvider
-from choreo_ingest.providers.openchoreo.urls import source_address
 
 from fakes import make_config
 
