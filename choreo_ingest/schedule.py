@@ -273,12 +273,12 @@ def after_burst(
       its first page).
 
     A cycle's duration is never negative: a wall clock set back during the cycle counts as no
-    time, not as time owed. The burst ended, on the clock its start was read on, its (monotonic)
-    duration after that start: a wall clock stepped during the burst and set right before the
-    next call does not date the wait from the step.
+    time, not as time owed. The burst ended no later than its (monotonic) duration after its
+    start: a wall clock stepped on during the burst and set right before the next call does not
+    date the wait from the step.
     """
     if record.last_burst_at is not None:
-        now = record.last_burst_at + result.duration
+        now = min(now, record.last_burst_at + result.duration)
     ended = replace(record, cursor=result.cursor, last_burst_duration=result.duration)
     if result.error is not None:
         attempts = record.attempts + 1
