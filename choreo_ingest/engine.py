@@ -29,11 +29,13 @@ from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import (
     JSON,
+    SOURCE_CYCLE_FACT,
     SOURCE_FACT,
     Facts,
     ProviderAction,
     ProviderRecord,
     ProviderState,
+    cycle_source,
 )
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import (
@@ -157,7 +159,7 @@ class BurstEngine:
         settings = self.config.incremental
         record = self.store.load_provider(provider.name)
         now = self.clock.now()
-        source, before = self._sources(provider)
+        source, before = self._sources(provider, record)
         begun_again = before is not None and in_cycle(record)
         if begun_again:  # finished here, the cycle would hold both sources' pages
             crashed = record.state is ProviderState.BURSTING
@@ -177,13 +179,15 @@ class BurstEngine:
             _log_source_changed(provider, before, source, begun_again=begun_again)
         return self._burst(provider, self._begin_burst(record, decision, now, source))
 
-    def _sources(self, provider: IncrementalEntityProvider) -> tuple[str | None, str | None]:
+    def _sources(
+        self, provider: IncrementalEntityProvider, record: ProviderRecord
+    ) -> tuple[str | None, str | None]:
         """What `provider` reads (None: it does not say), and what the stored cycle read if that
-        was something else (None: the same, or not stored, as by an earlier release)."""
+        was something else (None: the same, or not stored for it, as by an earlier release)."""
         if not isinstance(provider, SourceNamingProvider):
             return None, None
         source = provider.source
-        before = self.store.facts(provider.name).get(SOURCE_FACT)
+        before = cycle_source(self.store.facts(provider.name), record.cycle_id)
         return source, None if before == source else before
 
     def _begin_burst(
@@ -192,8 +196,8 @@ class BurstEngine:
         crashed = record.state is ProviderState.BURSTING  # under the run lock: it did not finish
         record = before_burst(record, decision, now)
         if decision.new_cycle:
-            facts: Facts = {} if source is None else {SOURCE_FACT: source}
-            self.store.start_cycle(record, now, facts)
+            facts: Facts = {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(record.cycle_id)}
+            self.store.start_cycle(record, now, facts if source is not None else {})
         else:
             self.store.save_provider(record, now, crashed_burst=crashed)
         log.info(

@@ -20,7 +20,7 @@ from choreo_ingest.config import Config, require_api
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror_marker import read_marker
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, SOURCE_FACT, UNAVAILABLE_FACT
+from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT, cycle_source
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import all_metrics, provider_names
 from choreo_ingest.retention import change_log_prunable
@@ -62,7 +62,7 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
             return False
         if store.pending_event_count(name):
             return False
-        source = facts.get(SOURCE_FACT)
+        source = cycle_source(facts, record.cycle_id)
         if source is not None and in_cycle(record) and source != _source(config):
             return False  # begun on another server: the engine begins it again at once
         if isinstance(decide(record, config.incremental, now), Burst):

@@ -112,12 +112,12 @@ def sync_mirror(
         return rebuild_mirror(store, directory, batch_size=batch_size)
     if cancelled is None and (from_start or marker.stray):
         return rebuild_mirror(store, directory, batch_size=batch_size)
-    if from_start and (position != 0 or stray):
+    # Said once: the marker keeps `stray` (no longer `rebuilding`) from the first replay on.
+    if from_start and (position != 0 or (stray and (marker.rebuilding or not marker.stray))):
         log.warning(
             "mirror_replayed_from_start",
             directory=str(directory),
-            reason=problem
-            or ("a rebuild did not finish" if marker.stray else "position past the end of the log"),
+            reason=problem or _replay_reason(marker),
             position=position,
             last_change=last,
             advice="`choreo-ingest mirror` deletes the files of entities this state does not hold",
@@ -140,9 +140,13 @@ def sync_mirror(
                 store.set_position(name, position)  # between the two replays changes
             if not caught_up or len(changes) < batch_size:
                 break
-        if marked != position or stray != marker.stray:  # before the marker, or a new one
-            mark(directory, store, position, stray=stray)
+        if marked != position or stray != marker.stray or marker.rebuilding:  # before the
+            mark(directory, store, position, stray=stray)  # marker, a new one, or now said
     return writer.stats(position, caught_up=caught_up)
+
+
+def _replay_reason(marker: Marker) -> str:
+    return "a rebuild did not finish" if marker.rebuilding else "position past the end of the log"
 
 
 def _apply_changes(
@@ -193,7 +197,7 @@ def rebuild_mirror(store: Store, directory: Path, *, batch_size: int = BATCH_SIZ
         # Until its last file is written, the directory stands at the log's start: a rebuild
         # stopped halfway (a kill, a full disk) is replayed or rebuilt by the next call, never
         # taken for complete (files and no marker: a directory an earlier release mirrored).
-        mark(directory, store, 0, stray=True)
+        mark(directory, store, 0, rebuilding=True)
         store.set_position(position_name(directory), 0)
         for leftover in directory.glob(f"*/*/.*{TEMP_SUFFIX}"):  # beside the files: releases
             leftover.unlink(missing_ok=True)  # before the temp directory left them there

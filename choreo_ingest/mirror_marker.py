@@ -37,6 +37,8 @@ from choreo_ingest.files import replace_atomically
 from choreo_ingest.store import Store
 
 MARKER = ".choreo-ingest-mirror"
+REBUILDING = "rebuild"
+"""The marker's `stray` while a rebuild has not finished (and no run has said so since)."""
 MARKER_MODE = 0o644
 
 
@@ -49,6 +51,8 @@ class Marker(NamedTuple):
     problem: str | None = None
     position: int | None = None
     stray: bool = False
+    rebuilding: bool = False
+    """Stray as a rebuild marked it before it began: no run has said so since."""
 
 
 def read_marker(directory: Path, store: Store, last: int) -> Marker:
@@ -77,18 +81,24 @@ def read_marker(directory: Path, store: Store, last: int) -> Marker:
     if recorded.get("files") is True and not holds_entity_files(directory):
         # `rm -r catalog/*` leaves the marker (the shell's glob skips dot files)
         return Marker("the directory holds no entity files, as it did when marked (emptied?)")
-    return Marker(position=position, stray=recorded.get("stray") is True)
+    stray = recorded.get("stray")
+    return Marker(
+        position=position, stray=stray in (True, REBUILDING), rebuilding=stray == REBUILDING
+    )
 
 
-def mark(directory: Path, store: Store, position: int, *, stray: bool = False) -> None:
+def mark(
+    directory: Path, store: Store, position: int, *, stray: bool = False, rebuilding: bool = False
+) -> None:
     """Record that `directory` holds the catalog as of `position` (durably, atomically), and
-    whether files the state does not hold may be left among its files (`Marker.stray`)."""
+    whether files the state does not hold may be left among its files (`Marker.stray`; a rebuild
+    begins `rebuilding`)."""
     recorded = {
         "storeId": store.store_id(),
         "position": position,
         "at": _change_time(store, position) if position else None,
         "files": holds_entity_files(directory),
-        **({"stray": True} if stray else {}),
+        **({"stray": REBUILDING if rebuilding else True} if stray or rebuilding else {}),
     }
     data = json.dumps(recorded, separators=(",", ":")).encode()
     path = directory / MARKER

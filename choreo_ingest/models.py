@@ -93,6 +93,16 @@ attempt to re-read one (`events.drain_inbox`)."""
 SOURCE_FACT = "source"
 """A provider fact: what its current cycle reads (`SourceNamingProvider.source`), set as the
 cycle begins."""
+SOURCE_CYCLE_FACT = "sourceCycle"
+"""A provider fact, not shown: the cycle `source` was set for. A cycle a release before it began
+(one rolled back to) left a `source` that says nothing of that cycle."""
+
+
+def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
+    """The source stored for cycle `cycle_id` (None: none stored for it)."""
+    return facts.get(SOURCE_FACT) if facts.get(SOURCE_CYCLE_FACT) == str(cycle_id) else None
+
+
 REFRESH_REQUESTED_FACT = "refreshRequested"
 """A provider fact set without the run lock (by an event refused because the inbox was full):
 the next run makes the provider due at once, as `refresh` would, and clears it."""

@@ -15,6 +15,7 @@ from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES
 from choreo_ingest.models import (
     EVENTS_HELD_FACT,
     PROBLEM_FACT,
+    SOURCE_CYCLE_FACT,
     UNAVAILABLE_FACT,
     ProviderRecord,
     ProviderState,
@@ -39,11 +40,11 @@ from choreo_ingest.store import (
 
 PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
+UNSHOWN_FACTS = (*PROBLEM_FACTS, SOURCE_CYCLE_FACT)  # the cycle `source` belongs to
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
 ERROR_WITHHELD = "withheld: send the API token"
-"""`lastError` in place of the error's text when it is withheld (`StatusReport.errors_withheld`):
-there is one, and the token reads it."""
+"""`lastError` in place of a withheld error's text: there is one; the token reads it."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,9 @@ class ProviderStatus:
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
-        error = shorten(record.last_error)
-        if error is not None and self.error_withheld:
-            error = ERROR_WITHHELD
-        facts = {name: value for name, value in self.facts.items() if name not in PROBLEM_FACTS}
+        withheld = self.error_withheld and record.last_error is not None
+        error = ERROR_WITHHELD if withheld else shorten(record.last_error)
+        facts = {name: value for name, value in self.facts.items() if name not in UNSHOWN_FACTS}
         return {
             "api": None,  # in every document (a script reads it as a key), until a cycle finds it
             **facts,  # first: a fact a provider calls `state` cannot hide the state

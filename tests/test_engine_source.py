@@ -134,6 +134,27 @@ def test_a_cycle_whose_source_no_release_stored_goes_on(tmp_path: Path, clock: F
         assert store.facts("fake")[SOURCE_FACT] == "http://a.test/api/v1"
 
 
+def test_a_source_stored_for_another_cycle_says_nothing_of_this_one(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Rolled back, a release that stores no source began the cycle in progress (on another
+    address) and left the source this release stored for the cycle before: it goes on."""
+    config = make_config(tmp_path, burst_length=100.0, burst_interval=30.0, rest_length=600.0)
+    assert run(config, clock, SourcedProvider(OLD, page_size=10)).cycle_completed
+    clock.advance(600.0)
+    run(config, clock, FakeProvider(OLD, page_size=2, page_cost=60.0))  # one page of cycle 2
+    provider = SourcedProvider(OLD, page_size=2, source="http://b.test/api/v1")
+
+    clock.advance(30.0)
+    with structlog.testing.capture_logs() as logs:
+        run(config, clock, provider)
+
+    assert source_lines(logs) == []
+    assert provider.calls[0] == {"offset": 2}
+    with Store.open(config.state_path, readonly=True) as store:
+        assert store.load_provider("fake").cycle_id == 2
+
+
 def test_a_kill_as_the_cycle_begins_again_leaves_the_old_cycle_whole(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

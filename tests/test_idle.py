@@ -28,7 +28,12 @@ from choreo_ingest.config import Config, load_config
 from choreo_ingest.config_file import cache_directory
 from choreo_ingest.idle import run_if_idle
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, SOURCE_FACT, UNAVAILABLE_FACT
+from choreo_ingest.models import (
+    REFRESH_REQUESTED_FACT,
+    SOURCE_CYCLE_FACT,
+    SOURCE_FACT,
+    UNAVAILABLE_FACT,
+)
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import RunLock, SqliteLocation, position_name
 
@@ -269,8 +274,10 @@ class TestRunIfIdle:
         first_page = FakeProvider(entities, page_size=2, page_cost=60.0, name=PROVIDER)
         run_once(config, location, clock, providers={PROVIDER: first_page})
         with location.open() as store:
-            assert store.load_provider(PROVIDER).state.value == "interstitial"
-            store.set_facts(PROVIDER, {SOURCE_FACT: source}, clock.now())
+            record = store.load_provider(PROVIDER)
+            assert record.state.value == "interstitial"
+            facts = {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(record.cycle_id)}
+            store.set_facts(PROVIDER, facts, clock.now())
 
         assert run_if_idle(config, location, clock) is idle
 

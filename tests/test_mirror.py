@@ -412,6 +412,24 @@ class TestPositionAndRebuild:
         assert stats.rebuilt
         assert mirrored(tmp_path / "catalog") == exported(moved.state_path)
 
+    def test_it_is_said_once_while_the_runs_have_no_time_left_for_the_mirror(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The first cycle of the new state takes every burst's whole `burstLength`."""
+        config = mirror_config(tmp_path)
+        run_cycle(config, clock, [make_entity("old")])
+        moved = replace(config, state_path=tmp_path / "new.db", catalog_directory=None)
+        assert moved.state_path is not None
+        run_cycle(moved, clock, [make_entity("new")])
+
+        with locked_store(moved.state_path) as store, structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                sync_mirror(store, tmp_path / "catalog", cancelled=lambda: True)
+
+        said = [line for line in logs if line["event"] == "mirror_replayed_from_start"]
+        assert len(said) == 1
+        assert json.loads((tmp_path / "catalog" / MARKER).read_text())["stray"] is True
+
     def test_runs_after_a_rebuild_that_did_not_finish_say_so_once_and_mirror_finishes_it(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
@@ -423,7 +441,7 @@ class TestPositionAndRebuild:
         stray = catalog / "component" / "default" / "gone.yaml"
         stray.write_text("kind: Component\n")
         with locked_store(config.state_path) as store:
-            mark(catalog, store, 0, stray=True)
+            mark(catalog, store, 0, rebuilding=True)
             store.set_position(position_name(catalog), 0)
 
             with structlog.testing.capture_logs() as logs:
