@@ -26,7 +26,11 @@ from choreo_ingest.errors import ConfigError, PermanentError
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderState
 from choreo_ingest.providers import registry
-from choreo_ingest.providers.base import BurstContext, IncrementalEntityProvider
+from choreo_ingest.providers.base import (
+    BurstContext,
+    IncrementalEntityProvider,
+    SourceNamingProvider,
+)
 from choreo_ingest.providers.registry import ProviderLoadError, load_provider
 from choreo_ingest.reporting import iter_export, status_report
 from choreo_ingest.store import Store
@@ -222,6 +226,16 @@ class TestCsvProvider:
 
         assert [e.name for e in again.entities] == ["replaced", "payments"]
         assert again.counters == {"cursor_resets": 1}
+
+    def test_names_its_file_as_its_source(
+        self, tmp_path: Path, clock: FakeClock, plugins: None
+    ) -> None:
+        """Another file named mid-cycle begins the cycle again (`SourceNamingProvider`)."""
+        path = write_csv(tmp_path / "services.csv", ROWS)
+        provider = load_provider("csv", csv_config(tmp_path))
+
+        assert isinstance(provider, SourceNamingProvider)
+        assert (provider.source, provider.source_key) == (str(path), "providers: csv: path")
 
     def test_builds_backstage_entities_per_kind(
         self, tmp_path: Path, clock: FakeClock, plugins: None

@@ -40,6 +40,11 @@ class CsvProvider:
     page_size: int
     defaults: Defaults
     name: str = "csv"
+    source_key = "providers: csv: path"  # with `source`: a cycle begun on another file begins again
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
 
     def around(self, burst: BurstContext) -> AbstractContextManager[BurstContext]:
         return nullcontext(burst)  # nothing to set up: every page opens the file itself
