@@ -103,6 +103,14 @@ def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
     return facts.get(SOURCE_FACT) if facts.get(SOURCE_CYCLE_FACT) == str(cycle_id) else None
 
 
+def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str]) -> dict[str, str]:
+    """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
+    and `source` only when it was stored for cycle `cycle_id`, the one the record is in."""
+    stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
+    left_out = {*unshown, SOURCE_CYCLE_FACT, stale}
+    return {name: value for name, value in facts.items() if name not in left_out}
+
+
 REFRESH_REQUESTED_FACT = "refreshRequested"
 """A provider fact set without the run lock (by an event refused because the inbox was full):
 the next run makes the provider due at once, as `refresh` would, and clears it."""

@@ -15,10 +15,10 @@ from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES
 from choreo_ingest.models import (
     EVENTS_HELD_FACT,
     PROBLEM_FACT,
-    SOURCE_CYCLE_FACT,
     UNAVAILABLE_FACT,
     ProviderRecord,
     ProviderState,
+    facts_shown,
 )
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
@@ -40,7 +40,6 @@ from choreo_ingest.store import (
 
 PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
-UNSHOWN_FACTS = (*PROBLEM_FACTS, SOURCE_CYCLE_FACT)  # the cycle `source` belongs to
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
 ERROR_WITHHELD = "withheld: send the API token"
@@ -81,7 +80,7 @@ class ProviderStatus:
         record = self.record
         withheld = self.error_withheld and record.last_error is not None
         error = ERROR_WITHHELD if withheld else shorten(record.last_error)
-        facts = {name: value for name, value in self.facts.items() if name not in UNSHOWN_FACTS}
+        facts = facts_shown(self.facts, record.cycle_id, PROBLEM_FACTS)
         return {
             "api": None,  # in every document (a script reads it as a key), until a cycle finds it
             **facts,  # first: a fact a provider calls `state` cannot hide the state

@@ -10,6 +10,7 @@ import pytest
 
 from choreo_ingest.config import Config
 from choreo_ingest.invocation import reset, run_once
+from choreo_ingest.models import SOURCE_CYCLE_FACT, SOURCE_FACT
 from choreo_ingest.reporting import ProviderStatus, status_report
 from choreo_ingest.store import state_location
 from choreo_ingest.testing import FakeProvider
@@ -90,3 +91,20 @@ def test_a_cycle_a_reset_gave_up_is_no_longer_in_progress(tmp_path: Path, purge:
     assert (given_up.cycle_id, given_up.pages, given_up.outcome) == (1, 2, "abandoned")
     burst(config, clock, provider)
     assert progress(status(config, clock)) == (1, None, "2 (1 page)")
+
+
+@pytest.mark.parametrize(("stored_for", "shown"), [(1, True), (0, False)], ids=["it", "another"])
+def test_the_source_is_shown_only_for_the_cycle_it_was_stored_for(
+    tmp_path: Path, stored_for: int, shown: bool
+) -> None:
+    """A rolled-back release that stores no source began the cycle: what is stored is older."""
+    config, clock = make_config(tmp_path), FakeClock()
+    burst(config, clock, FakeProvider([make_entity("a")], page_size=1))
+    facts = {SOURCE_FACT: "http://a.test/api/v1", SOURCE_CYCLE_FACT: str(stored_for)}
+    with state_location(config.state_path).open() as store:
+        store.set_facts("fake", facts, clock.now())
+
+    document = status(config, clock).to_json()
+
+    assert ("source" in document) is shown
+    assert "sourceCycle" not in document
