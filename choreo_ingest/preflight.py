@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from choreo_ingest.clock import Clock
@@ -88,27 +89,22 @@ def _serve_checks(config: Config) -> list[Check]:
     missing, unreadable or empty file, or an address beyond loopback without a token, stops it
     (exit 2, which its unit does not restart). A warning, not a failure: `run` never reads
     them, and a cron job may share a config whose `serve` runs elsewhere."""
+    token_env = os.environ.get(SERVE_TOKEN_ENV, "").strip()
+    secrets = [
+        ("serve.auth.tokenFile", partial(read_serve_secret, config.serve.token_file)),
+        ("serve.events.secretFile", partial(read_serve_secret, config.serve.events_secret_file)),
+    ]
+    if config.serve.token_file is None and token_env:
+        secrets.append((f"${SERVE_TOKEN_ENV}", partial(serve_secret, token_env)))
     checks = []
-    for key, path in (
-        ("serve.auth.tokenFile", config.serve.token_file),
-        ("serve.events.secretFile", config.serve.events_secret_file),
-    ):
+    for key, read in secrets:
         try:
-            read_serve_secret(path, key)
+            read(key)
         except ConfigError as error:
             problem = str(error).removeprefix(f"{key}: ")
             detail = f"{problem}: `serve` would not start (`run` does not read it)"
             checks.append(Check(key, True, detail, warning=True))
     address = Address.parse(config.serve.listen)
-    token_env = os.environ.get(SERVE_TOKEN_ENV, "").strip()
-    if config.serve.token_file is None and token_env:
-        key = f"${SERVE_TOKEN_ENV}"
-        try:
-            serve_secret(token_env, key)
-        except ConfigError as error:
-            problem = str(error).removeprefix(f"{key}: ")
-            detail = f"{problem}: `serve` would not start (`run` does not read it)"
-            checks.append(Check(key, True, detail, warning=True))
     if config.serve.token_file is None and not token_env and not address.is_loopback:
         detail = (
             f"{address} is beyond loopback and no token is set (serve.auth.tokenFile or "
