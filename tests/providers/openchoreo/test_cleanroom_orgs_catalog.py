@@ -245,6 +245,26 @@ def test_auto_finds_the_org_era_api(tmp_path: Path) -> None:
         assert status(config)["api"] == "orgs"
 
 
+def test_under_auto_a_namespace_event_at_an_org_era_server_is_parked_at_once(
+    tmp_path: Path,
+) -> None:
+    """The organization era has no namespaces: the event can never apply, so it is parked at
+    its first attempt rather than failed at each of the next runs."""
+    world = build_world(47, SMALL)
+    with Server(world) as server:
+        config = write_config(tmp_path, server, chunk=6)
+        document = yaml.safe_load(config.read_text())
+        document["openchoreo"]["api"] = "auto"
+        config.write_text(yaml.safe_dump(document))
+        run_cycle(config)
+        queue_events(tmp_path, config, [event("Namespace", "acme", "", "created")])
+        first = run(config)[1]["events"]
+        second = run(config)[1]["events"]
+
+    assert (first["parked"], first["retried"], first["applied"]) == (1, 0, 0)
+    assert (second["parked"], second["retried"]) == (0, 0)
+
+
 def test_a_cycle_spread_over_many_bursts_is_complete(tmp_path: Path) -> None:
     """A slow server and a short burstLength: the cycle takes several bursts, each resuming from
     the stored cursor and queue positions."""

@@ -268,3 +268,36 @@ def test_an_api_that_refuses_every_token_fails_the_burst_without_looping(here: P
     assert "401" in (document["providers"][0]["error"] or ""), document
     assert len(refused) <= 8
     assert len(server.identity.requests) <= 4
+
+
+def test_api_orgs_at_a_v1_server_is_a_setting_to_mend_naming_the_one_it_speaks(here: Path) -> None:
+    """The document's server has no `/orgs`: its 404 says so, and its namespace listing
+    answers, so the setting is what to mend (exit 2), not the server."""
+    with running() as server:
+        showcase(server.api)
+        config = write_config(here, server)
+        document = yaml.safe_load(config.read_text())
+        document["openchoreo"]["api"] = "orgs"
+        config.write_text(yaml.safe_dump(document))
+        result = cli("--config", config, "run", "--force", "--json")
+
+    assert result.exit_code == 2, result.stdout
+    [provider] = json.loads(result.stdout)["providers"]
+    assert provider["error"].startswith("openchoreo.api: GET /orgs: HTTP 404")
+    assert provider["error"].endswith("the server speaks the v1 API: set it to v1 or auto")
+
+
+def test_a_401_to_a_config_without_credentials_is_a_setting_to_mend(here: Path) -> None:
+    """The JWT middleware's 401 (`MISSING_TOKEN`) when `openchoreo.auth` gives nothing."""
+    with running() as server:
+        showcase(server.api)
+        config = write_config(here, server)
+        document = yaml.safe_load(config.read_text())
+        del document["openchoreo"]["auth"]
+        config.write_text(yaml.safe_dump(document))
+        result = cli("--config", config, "run", "--force", "--json")
+
+    assert result.exit_code == 2, result.stdout
+    [provider] = json.loads(result.stdout)["providers"]
+    assert "HTTP 401" in provider["error"]
+    assert provider["error"].endswith("the API needs credentials: set openchoreo.auth")
