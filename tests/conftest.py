@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
 from choreo_ingest.cli.output import stderr_lines_in_json
+from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import PostgresLocation, SqliteLocation, StateLocation
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -25,6 +27,24 @@ def clock() -> FakeClock:
 @pytest.fixture
 def state_path(tmp_path: Path) -> Path:
     return tmp_path / "state.db"
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., SimulatorApi]]:
+    """`serve(world, **options) -> api`: the simulator on a loopback port (`api.url`), stopped
+    after the test."""
+    servers = []
+
+    def start(world: World, **options: Any) -> SimulatorApi:
+        api = SimulatorApi(world, SimulatorOptions(**options))
+        server = start_server(api)
+        servers.append(server)
+        api.url = server.url  # type: ignore[attr-defined]
+        return api
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(autouse=True)

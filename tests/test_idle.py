@@ -129,6 +129,16 @@ def resting_state(config: Config, clock: Any) -> SqliteLocation:
     return location
 
 
+def interstitial_state(config: Config, clock: Any) -> SqliteLocation:
+    """A state whose provider's first cycle has committed one page and waits for its next burst."""
+    assert config.state_path is not None
+    location = SqliteLocation(config.state_path)
+    entities = [make_entity(f"service-{n}") for n in range(5)]
+    first_page = FakeProvider(entities, page_size=2, page_cost=60.0, name=PROVIDER)
+    run_once(config, location, clock, providers={PROVIDER: first_page})
+    return location
+
+
 def state_dump(location: SqliteLocation) -> dict[str, Any]:
     with location.open(readonly=True) as store:
         record = store.load_provider(PROVIDER)
@@ -242,11 +252,7 @@ class TestRunIfIdle:
         calls between that cycle's bursts stay idle ones."""
         config = load_config(config_file)
         clock = FakeClock(1_800_000_000.0)
-        assert config.state_path is not None
-        location = SqliteLocation(config.state_path)
-        entities = [make_entity(f"service-{n}") for n in range(5)]
-        first_page = FakeProvider(entities, page_size=2, page_cost=60.0, name=PROVIDER)
-        run_once(config, location, clock, providers={PROVIDER: first_page})
+        location = interstitial_state(config, clock)
         with location.open() as store:
             assert store.load_provider(PROVIDER).state.value == "interstitial"
             store.set_facts(PROVIDER, {REFRESH_REQUESTED_FACT: "2026-12-01T00:00:00Z"}, clock.now())
@@ -268,11 +274,7 @@ class TestRunIfIdle:
         out the interval (or a backoff) would leave the catalog half of each server meanwhile."""
         config = load_config(config_file)
         clock = FakeClock(1_800_000_000.0)
-        assert config.state_path is not None
-        location = SqliteLocation(config.state_path)
-        entities = [make_entity(f"service-{n}") for n in range(5)]
-        first_page = FakeProvider(entities, page_size=2, page_cost=60.0, name=PROVIDER)
-        run_once(config, location, clock, providers={PROVIDER: first_page})
+        location = interstitial_state(config, clock)
         with location.open() as store:
             record = store.load_provider(PROVIDER)
             assert record.state.value == "interstitial"

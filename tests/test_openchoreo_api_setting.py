@@ -4,13 +4,13 @@ one line naming the key and the generation the server speaks), not upstream trou
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+from choreo_ingest.simulator import SimulatorApi, World
 
 from sim_support import one_error_line, run_cli
 
@@ -18,21 +18,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[str], str]]:
-    """`serve(api) -> base URL` of a simulator of that generation on a loopback port."""
-    servers = []
+def url_of(serve: Callable[..., SimulatorApi]) -> Callable[[str], str]:
+    """`url_of(api) -> base URL` of a simulator of that generation on a loopback port."""
 
     def start(api: str) -> str:
-        server = start_server(
-            SimulatorApi(World.generate(2, 2, 3, seed=5), SimulatorOptions(api=api))
-        )
-        servers.append(server)
-        url: str = server.url
+        url: str = serve(World.generate(2, 2, 3, seed=5), api=api).url  # type: ignore[attr-defined]
         return url
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def configure(tmp_path: Path, base_url: str, api: str) -> Path:
@@ -47,9 +40,9 @@ def configure(tmp_path: Path, base_url: str, api: str) -> Path:
 
 @pytest.mark.parametrize(("served", "configured"), [("v1", "orgs"), ("orgs", "v1")])
 def test_a_generation_the_server_does_not_serve_is_a_setting_to_mend(
-    tmp_path: Path, serve: Callable[[str], str], served: str, configured: str
+    tmp_path: Path, url_of: Callable[[str], str], served: str, configured: str
 ) -> None:
-    config = configure(tmp_path, serve(served), configured)
+    config = configure(tmp_path, url_of(served), configured)
 
     done = run_cli("run", "--config", config, cwd=tmp_path)
     status = run_cli("status", "--json", "--config", config, cwd=tmp_path)
@@ -65,10 +58,10 @@ def test_a_generation_the_server_does_not_serve_is_a_setting_to_mend(
 
 
 def test_a_server_that_speaks_neither_is_still_upstream_trouble(
-    tmp_path: Path, serve: Callable[[str], str]
+    tmp_path: Path, url_of: Callable[[str], str]
 ) -> None:
     """A 404 for both generations says nothing of which to set (a wrong path in baseUrl?)."""
-    base_url = serve("v1") + "/not-the-api"
+    base_url = url_of("v1") + "/not-the-api"
     config = configure(tmp_path, base_url, "v1")
 
     done = run_cli("run", "--config", config, cwd=tmp_path)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+from choreo_ingest.simulator import SimulatorApi, World
 
 from backstage_validator import run_backstage_validator, skip_unless_backstage_validator
 from sim_support import (
@@ -30,23 +30,6 @@ pytestmark = pytest.mark.slow
 
 CLIENT_ID = "choreo-ingest-e2e"
 CLIENT_SECRET = "e2e-client-secret-9f3b7a21"
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., SimulatorApi]]:
-    """`serve(world, **options) -> api` on a loopback port (`api.url`)."""
-    servers = []
-
-    def start(world: World, **options: Any) -> SimulatorApi:
-        api = SimulatorApi(world, SimulatorOptions(**options))
-        server = start_server(api)
-        servers.append(server)
-        api.url = server.url  # type: ignore[attr-defined]
-        return api
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def write_oauth_config(

@@ -6,33 +6,17 @@ second answered with empty lists, and swept most of the first catalog, adding no
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
+from choreo_ingest.simulator import SimulatorApi, World
 
 from sim_support import expected_catalog, plain, ref_of, run_cli, write_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[World], SimulatorApi]]:
-    servers = []
-
-    def start(world: World) -> SimulatorApi:
-        api = SimulatorApi(world, SimulatorOptions(api="v1", latency=0.02))
-        server = start_server(api)
-        servers.append(server)
-        api.url = server.url  # type: ignore[attr-defined]
-        return api
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def configure(tmp_path: Path, api: SimulatorApi) -> Path:
@@ -60,11 +44,12 @@ def run(config: Path, tmp_path: Path) -> tuple[dict[str, Any], str]:
 
 
 def test_a_cycle_begun_on_one_server_begins_again_on_the_next(
-    tmp_path: Path, serve: Callable[[World], SimulatorApi]
+    tmp_path: Path, serve: Callable[..., SimulatorApi]
 ) -> None:
     first_world, next_world = World.generate(3, 4, 10, seed=1), World.generate(3, 4, 10, seed=2)
     assert not set(expected_catalog(first_world)) & set(expected_catalog(next_world))
-    first, following = serve(first_world), serve(next_world)
+    first = serve(first_world, api="v1", latency=0.02)
+    following = serve(next_world, api="v1", latency=0.02)
     config = configure(tmp_path, first)
     begun, _ = run(config, tmp_path)
     assert not begun["cycleCompleted"]

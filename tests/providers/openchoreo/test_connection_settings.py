@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -144,15 +145,18 @@ def test_a_probe_of_a_public_route_says_which_proxy_it_went_through(
     assert str(caught.value) == f"GET /version: ConnectError: [Errno 111] Connection refused{note}"
 
 
-@pytest.fixture
-def version_server() -> Iterator[str]:
-    """A real server on loopback answering `GET /version`: what a proxy bypass must reach."""
+@contextmanager
+def answering(
+    answer: Callable[[BaseHTTPRequestHandler], tuple[int, str, bytes]],
+) -> Iterator[str]:
+    """A real server on loopback (`host:port`) whose every GET and POST `answer(request)` answers
+    with (status, content type, body)."""
 
-    class Version(BaseHTTPRequestHandler):
+    class Answering(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b'{"version": "v1.2.3"}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            status, content_type, body = answer(self)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -162,14 +166,20 @@ def version_server() -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Version)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def version_server() -> Iterator[str]:
+    """A real server on loopback answering `GET /version`: what a proxy bypass must reach."""
+    with answering(lambda _: (200, "application/json", b'{"version": "v1.2.3"}')) as address:
+        yield f"http://{address}"
 
 
 @pytest.mark.parametrize(
@@ -231,28 +241,12 @@ def test_a_proxy_set_for_another_scheme_is_not_used_nor_checked(
 def refusing_proxy() -> Iterator[str]:
     """A proxy on loopback that answers 407 quoting the request's headers, as some do."""
 
-    class Refusing(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            quoted = f"refused: Proxy-Authorization={self.headers.get('Proxy-Authorization')}"
-            body = quoted.encode()
-            self.send_response(407)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def refuse(request: BaseHTTPRequestHandler) -> tuple[int, str, bytes]:
+        quoted = f"refused: Proxy-Authorization={request.headers.get('Proxy-Authorization')}"
+        return 407, "text/plain", quoted.encode()
 
-        do_POST = do_GET  # noqa: N815 (http.server's name)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering(refuse) as address:
+        yield address
 
 
 def test_a_proxys_407_names_its_variable_and_its_quoted_credentials_are_masked(
