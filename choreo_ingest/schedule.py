@@ -61,7 +61,9 @@ def decide(
     is_due = due is None or now >= due
     if state is ProviderState.RESTING:
         if is_due or force:
-            return Burst(new_cycle=True, reason="forced" if not is_due else "rest is over")
+            return Burst(
+                new_cycle=True, reason=_rest_ended(record, config, now) if is_due else "forced"
+            )
         return Wait(until=due, reason="resting after a completed cycle")
     waiting = {
         ProviderState.INTERSTITIAL: ("interval is over", "waiting out the burst interval"),
@@ -71,6 +73,14 @@ def decide(
     if is_due or force:
         return Burst(new_cycle=False, reason=go if is_due else "forced")
     return Wait(until=due, reason=hold)
+
+
+def _rest_ended(record: ProviderRecord, config: IncrementalConfig, now: float) -> str:
+    """Why a resting provider is due: its rest is over, or a refresh made it due before then."""
+    began = record.last_completed_at
+    if began is None or began > now or now >= began + config.rest_length:
+        return "rest is over"
+    return "refresh requested"
 
 
 def next_action_time(

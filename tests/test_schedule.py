@@ -209,6 +209,35 @@ class TestDecide:
 
         assert decision == Burst(new_cycle=expected[1], reason=decision.reason)
 
+    # (last_completed_at, next_action_at, reason) of a resting provider due now; rest is 600 s
+    REST_ENDED: ClassVar = [
+        ("rest-over", NOW - 600, NOW, "rest is over"),
+        ("rest-over-long-ago", NOW - 5_000, NOW - 4_400, "rest is over"),
+        ("refreshed-mid-rest", NOW - 30, NOW, "refresh requested"),
+        ("refreshed-earlier-mid-rest", NOW - 30, NOW - 10, "refresh requested"),
+        ("clock-set-back-past-completion", NOW + 100, NOW + 700, "rest is over"),
+        ("no-completed-cycle", None, NOW, "rest is over"),
+    ]
+
+    @pytest.mark.parametrize(
+        ("completed", "due", "reason"),
+        [case[1:] for case in REST_ENDED],
+        ids=[case[0] for case in REST_ENDED],
+    )
+    def test_a_due_rest_says_whether_it_ended_or_a_refresh_cut_it_short(
+        self, completed: float | None, due: float, reason: str
+    ) -> None:
+        resting = record(S.RESTING, due, last_completed_at=completed)
+
+        assert decide(resting, SETTINGS, NOW) == Burst(new_cycle=True, reason=reason)
+
+    def test_a_refresh_mid_rest_is_the_reason_given(self) -> None:
+        resting = record(S.RESTING, NOW + 500, last_completed_at=NOW - 100)
+
+        decision = decide(after_refresh(resting, NOW), SETTINGS, NOW)
+
+        assert decision == Burst(new_cycle=True, reason="refresh requested")
+
     def test_forced_burst_says_it_was_forced(self) -> None:
         decision = decide(record(S.RESTING, LATER), SETTINGS, NOW, force=True)
         assert decision == Burst(new_cycle=True, reason="forced")
