@@ -144,7 +144,8 @@ def remove_scopes(
 def remove_refs_where(
     conn: AnyConnection, provider: str, where: str, params: list[object], now: float
 ) -> int:
-    """Remove the provider's refs matching `where` and the entities it owns, logging deletes."""
+    """Remove the provider's refs matching `where` and the entities it owns, logging deletes;
+    the count of entities removed."""
     args = [provider, *params]
     # Driven by the matching refs, each entity found through its primary key: filtering on
     # `entities.provider` instead makes SQLite scan every entity of the provider.
@@ -162,8 +163,9 @@ def remove_refs_where(
             [now, *args],
         )
     key = row_key(conn)
-    delete_entities(conn, provider, f"{key} IN (SELECT e.{key} {owned})", args)
-    removed = delete_refs(conn, provider, where, params)
+    # Entities, not refs: a ref an earlier release let two providers hold has one entity.
+    removed = delete_entities(conn, provider, f"{key} IN (SELECT e.{key} {owned})", args)
+    delete_refs(conn, provider, where, params)
     bump_counters(conn, provider, {"entities_removed": removed})
     return removed
 

@@ -70,7 +70,7 @@ def test_sweep_drops_the_stale_ref_but_not_an_entity_another_provider_owns(
 
     result = taken_over.complete_cycle(record, NO_GUARDS, T0 + 2)
 
-    assert result.removed == 1
+    assert result.removed == 0  # entities removed: the stale ref's entity is not `fake`'s
     assert taken_over.active_count("fake") == 1
     assert taken_over.entity_body(SHARED.ref) is not None
     assert [c.ref for c in taken_over.changes() if c.op == "delete"] == []
@@ -96,7 +96,7 @@ def test_delta_removal_by_ref_spares_an_entity_another_provider_owns(
 
     _, removed = taken_over.apply_delta("fake", record.cycle_id, delta, T0 + 2)
 
-    assert removed == 2
+    assert removed == 1
     assert taken_over.entity_body(SHARED.ref) is not None
     assert taken_over.entity_body(MINE.ref) is None
     assert [c.ref for c in taken_over.changes() if c.op == "delete"] == [MINE.ref]
