@@ -292,14 +292,16 @@ def short_hash(raw: str) -> str:
 def entity_name(raw: str) -> str:
     """`raw` if it is a valid lower-case Backstage name, else a valid one with a hash suffix.
 
-    OpenChoreo's own names (Kubernetes names) always pass unchanged.
+    OpenChoreo's own names (Kubernetes names) pass unchanged up to 63 characters. A longer one
+    is cut and joined to its hash by `_`, which no Kubernetes name holds: no other object's
+    name can be the cut one (`<first 54 characters>-<hash>` could, and would take its entity).
     """
     if _is_plain_name(raw):
         return raw
-    return hashed_entity_name(raw, raw)
+    return hashed_entity_name(raw, raw, joint="_")
 
 
-def hashed_entity_name(raw: str, key: str) -> str:
+def hashed_entity_name(raw: str, key: str, *, joint: str = "-") -> str:
     """`raw` made a valid name (sanitized, cut to fit) that always ends in a hash of `key`.
 
     For a name that must differ from `raw` even when `raw` is valid (its plain form is taken),
@@ -307,7 +309,7 @@ def hashed_entity_name(raw: str, key: str) -> str:
     different inputs that join to one string still get different names.
     """
     base = _SEPARATOR_RUN.sub(lambda run: run.group(0)[0], _NOT_NAME_CHAR.sub("-", _ascii(raw)))
-    return _with_hash(base.strip("-_."), key, "-_.")
+    return _with_hash(base.strip("-_."), key, "-_.", joint)
 
 
 def _is_plain_name(raw: str) -> bool:
@@ -328,7 +330,8 @@ def api_entity_name(component: str, endpoint: str) -> str:
     Distinct endpoints of one component never share a name: unchanged names differ because
     their inputs do, and every changed name carries a hash of its whole unsanitized input.
     """
-    return entity_name(f"{component}-{endpoint}")
+    joined = f"{component}-{endpoint}"
+    return joined if _is_plain_name(joined) else hashed_entity_name(joined, joined)
 
 
 def v1_api_entity_name(project: str, component: str, endpoint: str) -> str:
@@ -390,8 +393,8 @@ def _ascii(raw: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
 
 
-def _with_hash(base: str, raw: str, separators: str) -> str:
+def _with_hash(base: str, raw: str, separators: str, joint: str = "-") -> str:
     digest = short_hash(raw)
     room = MAX_NAME_LENGTH - HASH_LENGTH - 1
     base = base[:room].rstrip(separators)
-    return f"{base}-{digest}" if base else digest
+    return f"{base}{joint}{digest}" if base else digest

@@ -270,6 +270,22 @@ class TestNames:
         assert is_valid_entity_name(name)
         assert name != raw
 
+    def test_a_kubernetes_name_over_63_characters_is_cut_and_joined_to_its_hash_by_underscore(
+        self,
+    ) -> None:
+        long = "proj-" + "k" * 70
+
+        assert re.fullmatch(rf"proj-k{{49}}_{HASH}", entity_name(long))
+
+    def test_no_kubernetes_name_can_be_the_cut_form_of_another(self) -> None:
+        # before, `<first 54>-<hash>` was itself a valid Kubernetes name: a project so named
+        # took the long project's System (and its owner) in the catalog
+        long = "proj-" + "k" * 70
+        cut_as_before = "proj-" + "k" * 49 + "-" + short_hash(long)
+
+        assert entity_name(cut_as_before) == cut_as_before
+        assert entity_name(long) != cut_as_before
+
     @pytest.mark.parametrize(
         ("raw", "kept"),
         [
