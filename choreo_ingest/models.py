@@ -156,6 +156,10 @@ class EntityIteratorResult:
     """Scopes a plugin's source says are gone: their entities leave with this page, as for a
     `deleted` event (`Delta.removal_scopes`), without the sweep's guards. The OpenChoreo provider
     sends none: a parent gone mid-walk is skipped and its subtree left to the guarded sweep."""
+    removals: Sequence[str] = ()
+    """Refs that this page's entities replace under another name (an API moved to a hashed name
+    when a newcomer took its plain one): they leave before the page's entities are written, as a
+    `Delta`'s removals do, and a ref the page writes is kept."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,8 @@ class Delta:
 
     upserts: Sequence[Entity] = ()
     removals: Sequence[str] = ()
+    """Refs that leave, before the upserts are written (a reader of the change log that folds
+    case then ends on the upsert of a live twin); a ref among the upserts is kept."""
     removal_scopes: Sequence[str] = ()
     """Remove every entity whose scope is one of these or lies below (`acme` takes `acme/x/y`),
     except the upserts of this delta: an updated component drops the APIs it no longer has."""

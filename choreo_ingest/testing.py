@@ -109,6 +109,8 @@ class FakeProvider:
     """Seconds of clock time each page takes (slept on the burst's clock)."""
     index_table: str | None = None
     """When set, every page also writes one lookup-index row per entity and a fact."""
+    removals: dict[int, list[str]] = field(default_factory=dict)
+    """Refs a page (by index) removes (`EntityIteratorResult.removals`)."""
 
     @contextmanager
     def around(self, burst: BurstContext) -> Iterator[BurstContext]:
@@ -136,6 +138,7 @@ class FakeProvider:
             queue_items=[QueueItem("seen", e.name, {"name": e.name}) for e in page],
             index=index,
             facts=facts,
+            removals=self.removals.get(page_index, ()),
         )
 
 

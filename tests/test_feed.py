@@ -129,9 +129,8 @@ class TestChangesPage:
             for name in ("httpApi", "httpapi")
         )
         upsert(writer, [make_entity("a"), old])
-        writer.apply_delta(
-            "fake", 1, Delta(upserts=[new], removals=[old.ref, make_entity("a").ref]), T0
-        )
+        writer.apply_delta("fake", 1, Delta(upserts=[new]), T0)
+        writer.apply_delta("fake", 1, Delta(removals=[old.ref, make_entity("a").ref]), T0)
         log = [(change.op, change.ref) for change in reader.changes(2)]
         assert log == [
             ("upsert", "api:default/httpapi"),

@@ -111,6 +111,17 @@ def _existing_hashes(conn: AnyConnection, refs: list[str]) -> dict[str, tuple[st
     return {ref: (hash_, owner) for ref, hash_, owner in rows}
 
 
+def remove_refs(
+    conn: AnyConnection, provider: str, refs: Sequence[str], kept: set[str], now: float
+) -> int:
+    """Remove the provider's `refs`, except those in `kept`; returns how many entities went."""
+    removed = 0
+    for ref in dict.fromkeys(refs):
+        if ref not in kept:
+            removed += remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
+    return removed
+
+
 def remove_scopes(
     conn: AnyConnection, provider: str, scopes: Sequence[str], kept: set[str], now: float
 ) -> int:

@@ -29,6 +29,7 @@ from choreo_ingest.store.entity_rows import (
     bump_counters,
     delete_entities,
     delete_refs,
+    remove_refs,
     remove_refs_where,
     remove_scopes,
     upsert_entities,
@@ -139,11 +140,13 @@ def commit_page(
 ) -> PageStats:
     """Apply one page: entities, seen refs, queue pushes, cursor, counters, change log."""
     with conn.transaction():
+        written = {entity.ref for entity in page.entities}
+        removed = remove_refs(conn, provider, page.removals, written, now)
         stats = upsert_entities(conn, provider, cycle_id, page.entities, now)
         _push_queue_items(conn, provider, page)
         write_index(conn, provider, cycle_id, page.index)
         write_facts(conn, provider, page.facts, now)
-        remove_scopes(conn, provider, page.removal_scopes, set(), now)
+        removed += remove_scopes(conn, provider, page.removal_scopes, set(), now)
         _recount_blocked(conn, provider)  # the page may see again refs a blocked sweep holds
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
@@ -153,9 +156,10 @@ def commit_page(
         # goes on with the sweep instead of walking the platform again.
         conn.execute(
             """UPDATE cycles SET pages = pages + 1, upserted = upserted + ?,
-               unchanged = unchanged + ?, outcome = CASE WHEN ? THEN ? ELSE outcome END
+               unchanged = unchanged + ?, removed = removed + ?,
+               outcome = CASE WHEN ? THEN ? ELSE outcome END
                WHERE provider = ? AND cycle_id = ?""",
-            [stats.upserted, stats.unchanged, page.done, WALKED, provider, cycle_id],
+            [stats.upserted, stats.unchanged, removed, page.done, WALKED, provider, cycle_id],
         )
         bump_counters(
             conn,
@@ -198,7 +202,7 @@ def complete_cycle(
         )
         outcome = "blocked" if reason else "completed"
         conn.execute(
-            """UPDATE cycles SET completed_at = ?, removed = ?, blocked = ?, outcome = ?
+            """UPDATE cycles SET completed_at = ?, removed = removed + ?, blocked = ?, outcome = ?
                WHERE provider = ? AND cycle_id = ?""",
             [now, removed, record.blocked_removals, outcome, provider, cycle_id],
         )
@@ -316,14 +320,11 @@ def apply_delta_rows(
     conn: AnyConnection, provider: str, cycle_id: int, delta: Delta, now: float
 ) -> tuple[PageStats, int]:
     """`apply_delta` inside a transaction the caller holds."""
+    upserted = {entity.ref for entity in delta.upserts}
+    removed = remove_refs(conn, provider, delta.removals, upserted, now)
     stats = upsert_entities(conn, provider, cycle_id, delta.upserts, now)
     write_index(conn, provider, cycle_id, delta.index)
-    removed = 0
-    for ref in delta.removals:
-        removed += remove_refs_where(conn, provider, "entity_ref = ?", [ref], now)
-    removed += remove_scopes(
-        conn, provider, delta.removal_scopes, {entity.ref for entity in delta.upserts}, now
-    )
+    removed += remove_scopes(conn, provider, delta.removal_scopes, upserted, now)
     _recount_blocked(conn, provider)
     bump_counters(conn, provider, {"entities_upserted": stats.upserted})
     if delta.refresh:

@@ -132,3 +132,53 @@ def test_the_upsert_of_the_live_twin_comes_right_after_the_delete_of_its_spellin
         ("upsert", "api:default/web-cart-httpapi"),  # not after every delete: next to its own
         ("delete", "api:default/web-cart-z"),
     ]
+
+
+def test_a_pages_removal_of_a_name_given_up_is_logged_before_the_newcomers_upsert(
+    store: Store,
+) -> None:
+    """Component `c`'s `x-Api` gave up its name to component `c-x`'s `api` (another scope):
+    the page removes the old entity before it writes the newcomer's."""
+    cycle(store, [component(), api("p-c-x-Api")])
+    record = store.load_provider("fake")
+    since = store.last_change_seq()
+    newcomer = api("p-c-x-api", scope="acme/p/c-x")
+
+    page = EntityIteratorResult(False, [newcomer], removals=["api:default/p-c-x-Api"])
+    store.commit_page("fake", record.cycle_id, page, None, T0)
+
+    assert folded_log(store, since) == [
+        ("delete", "api:default/p-c-x-Api"),
+        ("upsert", "api:default/p-c-x-api"),
+    ]
+    assert store.entity_body("api:default/p-c-x-Api") is None
+
+
+def test_a_removal_of_a_ref_the_page_or_delta_writes_keeps_it(store: Store) -> None:
+    """Org-era names meet without case (`a` + `b-c`, `a-b` + `c`): the newcomer's entity takes
+    the ref the displaced one gives up."""
+    cycle(store, [component(), api("a-b-c")])
+    record = store.load_provider("fake")
+    taken = api("a-b-c", scope="acme/p/a-b")
+
+    page = EntityIteratorResult(False, [taken], removals=[taken.ref])
+    store.commit_page("fake", record.cycle_id, page, None, T0)
+    store.apply_delta("fake", record.cycle_id, Delta(upserts=[taken], removals=[taken.ref]), T0)
+
+    assert store.entity_body(taken.ref) is not None
+    assert [op for op, _ in folded_log(store, 0)].count("delete") == 0
+
+
+def test_a_deltas_removals_are_logged_before_its_upserts(store: Store) -> None:
+    cycle(store, [component(), api("p-c-x-Api")])
+    record = store.load_provider("fake")
+    since = store.last_change_seq()
+    newcomer = api("p-c-x-api", scope="acme/p/c-x")
+
+    delta = Delta(upserts=[newcomer], removals=["api:default/p-c-x-Api"])
+    store.apply_delta("fake", record.cycle_id, delta, T0)
+
+    assert folded_log(store, since) == [
+        ("delete", "api:default/p-c-x-Api"),
+        ("upsert", "api:default/p-c-x-api"),
+    ]

@@ -58,6 +58,8 @@ SOURCE_2 = [
     *(versioned_entity("n0"), versioned_entity("e4")),  # page 2: new, unchanged
     *(versioned_entity("n1"), versioned_entity("e5")),  # page 3: new, unchanged
 ]
+GIVEN_UP = versioned_entity("e7").ref
+"""Removed by the traced page (as an API that gave its name up leaves), not by the sweep."""
 PAGE_SIZE = 2
 REST = 60.0
 
@@ -186,6 +188,7 @@ def run_cycle_two_traced(directory: Path, region: str, tracer: CrashingTracer) -
         SOURCE_2,
         PAGE_SIZE,
         index_table=INDEX,
+        removals={2: [GIVEN_UP]},
         tracer=tracer,
         start_on_page=start,
         stop_on_page=stop,
@@ -333,6 +336,8 @@ class TestTracedCrash:
             "provider_facts",
         ):
             assert table in statements
+        for removal in ("delete-entities", "delete-openchoreo_incremental_entity_refs"):
+            assert removal in statements  # the page's removal of GIVEN_UP
 
     def test_cycle_completion_prunes_the_lookup_index(self) -> None:
         statements = reference("complete_cycle").statements

@@ -7,7 +7,8 @@ component `a-b` with endpoint `c`). Which of the two arrives first depends on pa
 events, so every endpoint records a claim on its plain name in the provider's lookup index; the
 claims of a name decide who holds it, whatever the order. When a newcomer sorts before the
 current holder, the holder is displaced: the caller re-reads it so it moves to its hashed name
-in the same page.
+in the same page; the entity of every API that lost its plain name leaves with that page, before
+the newcomer's is written (`lost`: the caller names it).
 
 Backstage compares refs case-insensitively, and v1 names keep their case (`web-cart-httpApi`),
 so claims are grouped by the lower-cased name: `httpApi` and `httpapi` contend for one name.
@@ -72,9 +73,10 @@ def resolve_api_names(
     pending: Pending | None = None,
     *,
     whole: bool = False,
-) -> tuple[dict[ClaimKey, str], Harvest, list[Owner]]:
-    """Names for `claims`, the index rows that record them, and the owners displaced from a
-    plain name they held (to be re-read and renamed by the caller).
+) -> tuple[dict[ClaimKey, str], Harvest, list[Owner], list[ClaimKey]]:
+    """Names for `claims`, the index rows that record them, the owners displaced from a plain
+    name they held (to be re-read and renamed by the caller), and every claim, of `claims` or
+    of those owners, that lost the plain name it held (its entity to be removed).
 
     `whole`: `claims` holds every API endpoint of each owner it names (a harvest of those
     components). A stored claim of such an owner that is not among them is stale (its endpoint
@@ -91,6 +93,7 @@ def resolve_api_names(
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
     displaced: list[Owner] = []
+    lost: list[ClaimKey] = []
     for group, rows in stored.items():
         known: dict[ClaimKey, Standing] = {}
         for row in rows:
@@ -112,14 +115,18 @@ def resolve_api_names(
             holds = claim.sort_key == winner
             names[claim.sort_key] = claim.plain if holds else hashed(claim.owner, claim.endpoint)
             harvest.index.append(_row(claim, holds))
+            held = known.get(claim.sort_key)
+            if held is not None and held.holds and not holds:
+                lost.append(claim.sort_key)
             known[claim.sort_key] = Standing(holds, claim.cased)
         for key, standing in known.items():
-            owner = key[:-1]
-            if standing.holds and key != winner and owner not in displaced:
-                displaced.append(owner)
+            if standing.holds and key != winner:
+                lost.append(key)
+                if key[:-1] not in displaced:
+                    displaced.append(key[:-1])
                 known[key] = Standing(False, standing.cased)
         pending[group] = known
-    return names, harvest, displaced
+    return names, harvest, displaced, lost
 
 
 def predicted_names(
@@ -135,7 +142,7 @@ def predicted_names(
     this page) decide, by the same rule; the API's own page may still decide otherwise if a
     claim that sorts first arrives before it. `whole`: as for `resolve_api_names` (claims of
     every API endpoint of their owners: a stored claim of one gone decides nothing)."""
-    names, _, _ = resolve_api_names(walk, claims, hashed, dict(pending or {}), whole=whole)
+    names, _, _, _ = resolve_api_names(walk, claims, hashed, dict(pending or {}), whole=whole)
     return names
 
 

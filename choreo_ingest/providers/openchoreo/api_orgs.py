@@ -194,7 +194,9 @@ def component_harvest(
         for detail in details
         for endpoint in endpoint_names(detail)
     ]
-    names, harvest, displaced = resolve_api_names(walk, claims, _hashed_name, pending, whole=True)
+    names, harvest, displaced, _ = resolve_api_names(
+        walk, claims, _hashed_name, pending, whole=True
+    )
     for detail in details:
         harvest.entities += component_entities(
             detail,
@@ -204,6 +206,8 @@ def component_harvest(
             walk.provider,
             api_name=lambda component, endpoint: names[(project, component, endpoint)],
         )
+    # A lost plain name is the winner's too (org-era names have no capitals): the winner's
+    # entity takes its ref, and nothing is left to remove.
     for project_name, component in displaced if displacing else ():
         path = f"/orgs/{_segment(org)}/projects/{_segment(project_name)}/components/"
         try:

@@ -257,7 +257,11 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     # without an owner of their own take the project's): map its components again.
     components = _listed(walk, namespace, "components", project=project)
     harvest = component_harvest(_with_rows(walk, [row], []), namespace, components, listed=False)
-    return Delta(upserts=[*domain.entities, entity, *harvest.entities], index=[row, *harvest.index])
+    return Delta(
+        upserts=[*domain.entities, entity, *harvest.entities],
+        removals=harvest.removals,
+        index=[row, *harvest.index],
+    )
 
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
@@ -285,6 +289,7 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     harvest = component_harvest(overlay, namespace, [resource], listed=False)
     return Delta(
         upserts=[*system.entities, *harvest.entities],
+        removals=harvest.removals,
         removal_scopes=[f"{namespace}/{p}/{component}" for p in [project, *left]],
         index=[*stale, *listed, *released, *system.index, *harvest.index],
     )

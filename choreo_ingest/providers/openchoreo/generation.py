@@ -53,11 +53,14 @@ class Harvest:
     entities: list[Entity] = field(default_factory=list)
     queue_items: list[QueueItem] = field(default_factory=list)
     index: list[IndexEntry] = field(default_factory=list)
+    removals: list[str] = field(default_factory=list)
+    """Refs the entities replace under another name (`EntityIteratorResult.removals`)."""
 
     def add(self, other: Harvest) -> None:
         self.entities += other.entities
         self.queue_items += other.queue_items
         self.index += other.index
+        self.removals += other.removals
 
 
 @dataclass(frozen=True)

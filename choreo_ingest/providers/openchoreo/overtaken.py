@@ -10,12 +10,12 @@ or undid an update, until the next cycle.
 So an event's delta marks what it wrote, with the time it was applied, as rows of the
 provider's lookup index written in its transaction: the refs it upserted or removed, the
 scopes it removed and the index rows it wrote or deleted (a workload, an API name's claim). A
-page leaves out the entities marked (by ref, or by their scope or one above it) and the index
-rows marked after the time its listing began, which the traversal cursor keeps (an event
-applied at that very time was applied first: a run drains its events before its burst): a
-workloads page written over a deleted workload's row would give its APIs back to the component
-when the components listing, begun after the event, maps it. The marks are index rows of the
-cycle they were written in, pruned with the rest of its rows.
+page leaves out the entities marked (by ref, or by their scope or one above it), the removals of
+refs marked and the index rows marked after the time its listing began, which the traversal
+cursor keeps (an event applied at that very time was applied first: a run drains its events
+before its burst): a workloads page written over a deleted workload's row would give its APIs
+back to the component when the components listing, begun after the event, maps it. The marks
+are index rows of the cycle they were written in, pruned with the rest of its rows.
 """
 
 from __future__ import annotations
@@ -94,19 +94,22 @@ def without_overtaken(
     for entity in harvest.entities:
         keys.update((_scope_key(scope), None) for scope in _scope_and_above(entity.scope))
     keys.update((_row_key(row), None) for row in harvest.index)
+    keys.update((_ref_key(ref), None) for ref in harvest.removals)
     marks = index.by_key(EVENT_MARKS, list(keys), current_only=True)
     late = {key for key, row in marks.items() if _applied_at(row) > listed_at}
     if not late:
         return harvest
     entities = [entity for entity in harvest.entities if not _overtaken(entity, late)]
     rows = [row for row in harvest.index if _row_key(row) not in late]
+    removals = [ref for ref in harvest.removals if _ref_key(ref) not in late]
     log.info(
         "page_entities_overtaken",
         provider=provider,
         left_out=len(harvest.entities) - len(entities),
         index_rows_left_out=len(harvest.index) - len(rows),
+        removals_left_out=len(harvest.removals) - len(removals),
     )
-    return replace(harvest, entities=entities, index=rows)
+    return replace(harvest, entities=entities, index=rows, removals=removals)
 
 
 def _overtaken(entity: Entity, late: set[str]) -> bool:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from choreo_ingest.errors import AuthError, CursorExpired, NotFoundError, PermanentError
 from choreo_ingest.logs import get_logger
-from choreo_ingest.models import IndexEntry
+from choreo_ingest.models import IndexEntry, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
     ApiClaim,
     ClaimKey,
@@ -161,7 +161,7 @@ def component_harvest(
         for (_, project), name in zip(placed, names, strict=True)
         for endpoint, _, _ in endpoints[name]
     ]
-    api_names, harvest, displaced = resolve_api_names(
+    api_names, harvest, displaced, lost = resolve_api_names(
         walk, claims, _hashed_name, pending, whole=True
     )
     consumed = _consumed_apis(walk, namespace, placed, names, chosen, api_names, pending, listed)
@@ -181,6 +181,7 @@ def component_harvest(
         )
     for owner in displaced if displacing else ():
         harvest.add(_rename_displaced(walk, namespace, owner, pending, listed=listed))
+    harvest.removals += [_api_ref(namespace, *key) for key in lost]
     return harvest
 
 
@@ -289,6 +290,12 @@ def _rename_displaced(
     return component_harvest(
         walk, namespace, [resource], listed=listed, pending=pending, displacing=False
     )
+
+
+def _api_ref(namespace: str, project: str, component: str, endpoint: str) -> str:
+    """The ref of an endpoint's API under its plain name."""
+    plain = v1_api_entity_name(project, component, endpoint)
+    return entity_ref("API", namespace_name(namespace), plain)
 
 
 def first_workload(rows: Sequence[IndexEntry]) -> Mapping[str, Any] | None:

@@ -279,6 +279,7 @@ class OpenChoreoProvider:
             counters=counters,
             index=harvest.index,
             facts=facts,
+            removals=harvest.removals,
         )
 
     def _start_cycle(

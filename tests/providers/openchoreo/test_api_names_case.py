@@ -9,7 +9,7 @@ import sqlite3
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -20,6 +20,8 @@ from choreo_ingest.config import (
     OAuthConfig,
     OpenChoreoConfig,
 )
+from choreo_ingest.event_input import parse_events
+from choreo_ingest.events import stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider, events_v1, resources_v1
@@ -41,13 +43,13 @@ CLIENT_ID, CLIENT_SECRET = "catalog-client", "s3cret-for-tests"
 SCHEMA = {"type": "HTTP", "port": 80, "schema": {"content": "openapi: 3.0.0"}}
 
 
-def config_for(state_path: Path, chunk_size: int) -> Config:
+def config_for(state_path: Path, chunk_size: int, rest_length: float = 1800.0) -> Config:
     oauth = OAuthConfig(
         token_url="http://openchoreo.test/oauth2/token",
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
     )
-    settings = replace(IncrementalConfig(), chunk_size=chunk_size)
+    settings = replace(IncrementalConfig(), chunk_size=chunk_size, rest_length=rest_length)
     return Config(
         openchoreo=OpenChoreoConfig(
             base_url=IN_PROCESS_URL, auth=AuthConfig(oauth=oauth), incremental=settings
@@ -68,9 +70,11 @@ def world_with(components: dict[tuple[str, str], list[str]]) -> tuple[World, str
     return world, ns
 
 
-def cycle(state_path: Path, world: World, clock: FakeClock, chunk_size: int = 100) -> RunResult:
+def cycle(
+    state_path: Path, world: World, clock: FakeClock, chunk_size: int = 100, rest: float = 1800.0
+) -> RunResult:
     """One whole cycle (the world is small enough for one burst)."""
-    config = config_for(state_path, chunk_size)
+    config = config_for(state_path, chunk_size, rest)
     options = SimulatorOptions(
         api="v1", oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET
     )
@@ -309,14 +313,14 @@ class TestStaleClaims:
         pending: Pending = {}
         resolve_api_names(IndexOnly(RowsIndex()), [gone], hashed_name, pending)  # in the page
 
-        names, harvest, displaced = resolve_api_names(
+        names, harvest, displaced, lost = resolve_api_names(
             IndexOnly(index), [live], hashed_name, pending, whole=True
         )
 
         assert names == {("web", "cart", "httpApi"): "web-cart-httpApi"}
         released = [row.key for row in harvest.index if row.value is None]
         assert released == ["acme/web-cart-httpapi|web/cart/httpapi"]
-        assert displaced == []
+        assert (displaced, lost) == ([], [])
 
     def test_without_whole_claims_a_stored_one_still_decides(self) -> None:
         gone = ApiClaim("acme", ("web", "cart"), "httpapi", "web-cart-httpapi")
@@ -324,9 +328,43 @@ class TestStaleClaims:
         index = RowsIndex()
         index.apply(resolve_api_names(IndexOnly(index), [gone, live], hashed_name)[1].index)
 
-        names, _, _ = resolve_api_names(IndexOnly(index), [live], hashed_name)
+        names, _, _, _ = resolve_api_names(IndexOnly(index), [live], hashed_name)
 
         assert names == {("web", "cart", "httpApi"): hashed("web", "cart", "httpApi")}
+
+
+class TestLostNames:
+    """Which claims lost the plain name they held: their entities under it are to go."""
+
+    CASED = ApiClaim("acme", ("p", "c"), "x-Api", "p-c-x-Api")
+    NEWCOMER = ApiClaim("acme", ("p", "c-x"), "api", "p-c-x-api")
+
+    def held_by_cased(self) -> RowsIndex:
+        index = RowsIndex()
+        index.apply(resolve_api_names(IndexOnly(index), [self.CASED], hashed_name)[1].index)
+        return index
+
+    def test_a_holder_outside_the_claims_is_displaced_and_loses_its_name(self) -> None:
+        _, _, displaced, lost = resolve_api_names(
+            IndexOnly(self.held_by_cased()), [self.NEWCOMER], hashed_name, whole=True
+        )
+
+        assert (displaced, lost) == ([("p", "c")], [("p", "c", "x-Api")])
+
+    def test_a_holder_among_the_claims_loses_its_name_and_is_not_read_again(self) -> None:
+        names, _, displaced, lost = resolve_api_names(
+            IndexOnly(self.held_by_cased()), [self.CASED, self.NEWCOMER], hashed_name, whole=True
+        )
+
+        assert names[("p", "c-x", "api")] == "p-c-x-api"
+        assert (displaced, lost) == ([], [("p", "c", "x-Api")])
+
+    def test_a_holder_that_keeps_its_name_loses_nothing(self) -> None:
+        _, _, displaced, lost = resolve_api_names(
+            IndexOnly(self.held_by_cased()), [self.CASED], hashed_name, whole=True
+        )
+
+        assert (displaced, lost) == ([], [])
 
 
 class RowsIndex:
@@ -361,3 +399,59 @@ class IndexOnly:
 
 def hashed_name(owner: tuple[str, ...], endpoint: str) -> str:
     return hashed(*owner, endpoint)
+
+
+class TestANewcomerDisplacingACasedName:
+    """Component `c-x`'s endpoint `api` and component `c`'s `x-Api` meet on one name up to
+    case, `p-c-x-api`; the newcomer without capitals takes it, and `c`'s API moves to its
+    hashed name. Its old entity leaves at once, and before the newcomer's is written: a reader
+    that folds case (Backstage) would otherwise take the later delete of `p-c-x-Api` for the
+    live `p-c-x-api`, and the export would hold both until then."""
+
+    EXPECTED: ClassVar = {("c", "x-Api"): hashed("p", "c", "x-Api"), ("c-x", "api"): "p-c-x-api"}
+
+    def start(
+        self, state: Path, clock: FakeClock, chunk_size: int, rest: float = 1800.0
+    ) -> tuple[World, str, int]:
+        world, ns = world_with({("p", "c"): ["x-Api"]})
+        cycle(state, world, clock, chunk_size, rest)
+        assert apis(state) == {("c", "x-Api"): "p-c-x-Api"}
+        world.add_component(ns, "p", "c-x", endpoints={"api": SCHEMA})
+        with Store.open(state, readonly=True) as store:
+            return world, ns, store.last_change_seq()
+
+    def assert_no_twin(self, state: Path, ns: str, since: int) -> None:
+        assert apis(state) == self.EXPECTED
+        with Store.open(state, readonly=True) as store:
+            refs = [body["metadata"]["name"] for body in store.iter_entities()]
+            folded = {row.ref.lower(): row.op for row in store.changes(since)}
+        assert len({ref.lower() for ref in refs}) == len(refs)
+        assert folded[f"api:{ns}/p-c-x-api"] == "upsert"
+
+    @pytest.mark.parametrize("chunk_size", [1, 100], ids=["a-component-a-page", "one-page"])
+    def test_in_a_cycle(self, tmp_path: Path, clock: FakeClock, chunk_size: int) -> None:
+        state = tmp_path / "state.db"
+        world, ns, since = self.start(state, clock, chunk_size)
+
+        cycle(state, world, clock, chunk_size)
+
+        self.assert_no_twin(state, ns, since)
+
+    def test_by_an_event(self, tmp_path: Path, clock: FakeClock) -> None:
+        state = tmp_path / "state.db"
+        world, ns, since = self.start(state, clock, 100, rest=86_400.0)
+        config = config_for(state, 100, rest_length=86_400.0)
+        provider = OpenChoreoProvider(config)
+        body = {"kind": "Component", "name": "c-x", "namespace": ns, "action": "created"}
+        parsed = parse_events(json.dumps([body]), provider)
+        stored_events(state, PROVIDER, parsed.valid, clock)
+        options = SimulatorOptions(
+            api="v1", oauth_client_id=CLIENT_ID, oauth_client_secret=CLIENT_SECRET
+        )
+        transport = simulator_transport(SimulatorApi(world, options, clock))
+        providers = {PROVIDER: OpenChoreoProvider(config, transport=transport)}
+
+        result = run_once(config, state, clock, providers=providers)
+
+        assert (result.events.applied, result.providers[0].action.value) == (1, "waiting")
+        self.assert_no_twin(state, ns, since)

@@ -254,3 +254,15 @@ def test_a_page_looks_up_marks_only_when_an_event_came_after_its_listing_began()
     assert reads_after_later_pages == ["by_group"]  # once, then from memory
     assert earlier == []
     assert index.reads == ["by_group", "by_key"]
+
+
+def test_a_page_keeps_a_ref_an_event_wrote_after_its_listing_began() -> None:
+    """A page's removal (an API's old name, given up to a newcomer) of a ref an event wrote
+    since: the event read later, and its entity stays."""
+    entity, rewritten, stale = make_entity("a"), make_entity("b"), make_entity("c")
+    index = CountingIndex(IndexEntry(EVENT_MARKS, f"ref {rewritten.ref}", "", {"at": 100.0}))
+    page = Harvest([entity], removals=[rewritten.ref, stale.ref])
+
+    kept = EventMarks().without_overtaken(index, page, 50.0, "p")
+
+    assert (kept.entities, kept.removals) == ([entity], [stale.ref])
