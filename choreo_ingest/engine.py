@@ -16,11 +16,11 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.errors import (
     ChoreoIngestError,
-    ConnectDeadlineExceeded,
     DeadlineExceeded,
     PermanentError,
     ProviderError,
     RetryAfter,
+    ServerStalled,
     StateError,
     TransientError,
     needs_mending,
@@ -408,7 +408,7 @@ def _failure_message(error: Exception, provider: IncrementalEntityProvider, conf
     message = str(error) or type(error).__name__
     if (
         isinstance(error, DeadlineExceeded)
-        and not isinstance(error, ConnectDeadlineExceeded)
+        and not isinstance(error, ServerStalled)
         and error.status is None  # else an error answer came first, and the message names it
     ):
         advice = (

@@ -14,6 +14,7 @@
         ├── TransientError          worth retrying (5xx, timeouts, connection errors)
         │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
         │   ├── DeadlineExceeded    the burst deadline passed inside a page
+        │   │   └── ServerStalled   ... while the server kept it waiting all of requestTimeout
         │   └── TokenUnavailable    the token endpoint failed so (retried as a request is)
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
@@ -212,7 +213,12 @@ class DeadlineExceeded(TransientError):
     """The burst deadline passed before a page was complete."""
 
 
-class ConnectDeadlineExceeded(DeadlineExceeded):
+class ServerStalled(DeadlineExceeded):
+    """The burst deadline passed while the server kept a request waiting about as long as
+    `requestTimeout` allows: a longer burst or a smaller page would not help."""
+
+
+class ConnectDeadlineExceeded(ServerStalled):
     """The burst deadline passed while the way to the server was still being made (a TCP
     connect or TLS handshake that does not finish, a token not granted): a longer burst or a
     smaller page would not help, and the message says where to look."""

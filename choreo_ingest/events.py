@@ -19,10 +19,10 @@ from choreo_ingest.errors import (
     AuthError,
     ChoreoIngestError,
     ConfigError,
-    ConnectDeadlineExceeded,
     DeadlineExceeded,
     InboxFull,
     LockHeld,
+    ServerStalled,
     TransientError,
     UnsupportedEvent,
     needs_mending,
@@ -278,7 +278,7 @@ def drain_inbox(
                     parked = _count_failure(store, provider.name, item.seq, failed, stats)
                     # The way to the API (no connection; an error answer before the timeout),
                     # not this event: all of them wait.
-                    if not parked and (isinstance(error, ConnectDeadlineExceeded) or error.status):
+                    if not parked and (isinstance(error, ServerStalled) or error.status):
                         unwell = item, error
                 break
             except Exception as error:
@@ -310,7 +310,7 @@ def _too_long(error: DeadlineExceeded, config: Config) -> DeadlineExceeded:
     """The failure of an event that had a whole burstLength, with what to change: not for a
     connection that never came up, whose own advice names the server's address, nor after an
     error answer, which the message names."""
-    if isinstance(error, ConnectDeadlineExceeded) or error.status is not None:
+    if isinstance(error, ServerStalled) or error.status is not None:
         return error
     seconds = config.incremental.burst_length
     return DeadlineExceeded(

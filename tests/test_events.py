@@ -30,6 +30,7 @@ from choreo_ingest.errors import (
     GrantRefused,
     PermanentError,
     ProviderError,
+    ServerStalled,
     TransientError,
 )
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, SETTLE_SECONDS, drain_inbox, stored_events
@@ -769,6 +770,30 @@ class TestDrain:
         held = run(config, clock, provider)
         assert (held.events.applied, held.events.retried) == (0, 0)
         assert inbox(config) == [("a", 1)]
+        clock.advance(config.incremental.backoff[0])
+        assert run(config, clock, provider).events.applied == 1
+
+    def test_a_first_event_whose_server_stalled_holds_the_inbox_without_burst_advice(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The API accepts the connection and never answers (burstLength and requestTimeout
+        both 10 s, the defaults): an outage, not an event too large for a burst. Before, it cost
+        the event an attempt every minute (parked in 5) and advised raising burstLength."""
+        config = make_config(tmp_path)
+        provider = EventFakeProvider([*FIVE, make_entity("a")])
+        said = "GET /a: timed out: no answer in 9.95 s (requestTimeout)"
+        provider.failures = {"a": [ServerStalled(said, code="TIMEOUT")]}
+        feed(config, clock, component_event("a", "created"))
+
+        failed_at = clock.now()
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, clock, provider)
+
+        assert [line["error"] for line in logs if line["event"] == "event_failed"] == [said]
+        [held] = result.events.held
+        assert (held.error, held.mendable) == (said, False)
+        held_until = status_of(config, now=clock.now())["eventsHeldUntil"]
+        assert held_until == rfc3339(failed_at + config.incremental.backoff[0])
         clock.advance(config.incremental.backoff[0])
         assert run(config, clock, provider).events.applied == 1
 

@@ -306,7 +306,7 @@ class OpenChoreoClient:
                 raise ConnectDeadlineExceeded(message, method=method, path=path) from None
             return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
         if late:
-            raise deadline_exceeded(method, path, before) from None
+            raise deadline_exceeded(method, path, before, given, self._request_timeout) from None
         return TransientError(
             f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
         )

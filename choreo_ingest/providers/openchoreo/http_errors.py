@@ -32,6 +32,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     RetryAfter,
+    ServerStalled,
     TokenUnavailable,
     TransientError,
 )
@@ -86,16 +87,28 @@ class Answer(Protocol):
     def json(self) -> Any: ...
 
 
-def deadline_exceeded(method: str, path: str, before: ProviderError | None) -> DeadlineExceeded:
-    """A request that timed out at the burst deadline, with how the attempt before it was
-    answered (by the API, or by the token endpoint for its token): a server answering 500 is
-    failing, not slow, and the error then carries that status, which says so (no advice to
-    raise burstLength)."""
+STALLED_SHARE = 0.9
+"""A request cut by the burst deadline after this share of requestTimeout or more: the server
+stalled (with burstLength and requestTimeout both 10 s, as by default, the first request of a
+burst has just under the whole timeout)."""
+
+
+def deadline_exceeded(
+    method: str, path: str, before: ProviderError | None, waited: float, timeout: float
+) -> DeadlineExceeded:
+    """A request that timed out at the burst deadline after `waited` seconds (of `timeout`), with
+    how the attempt before it was answered (by the API, or by the token endpoint for its token):
+    a server answering 500 is failing, not slow, and the error then carries that status, which
+    says so (no advice to raise burstLength); one that kept the request waiting about as long as
+    requestTimeout allows has stalled, and a longer burst would not help either."""
     said, status = "", None
     if before is not None and before.status is not None:
         asked = "the token request" if isinstance(before, TokenUnavailable) else "the attempt"
         said = f", {asked} before it answered HTTP {before.status} {before.code or ''}".rstrip()
         status = before.status
+    elif waited >= STALLED_SHARE * timeout:
+        message = f"{method} {path}: timed out: no answer in {waited:.3g} s (requestTimeout)"
+        return ServerStalled(message, method=method, path=path, code="TIMEOUT")
     message = f"{method} {path}: timed out at the burst deadline{said}"
     return DeadlineExceeded(message, method=method, path=path, status=status)
 

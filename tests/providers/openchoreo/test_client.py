@@ -25,6 +25,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     RetryAfter,
+    ServerStalled,
     TokenUnavailable,
     TransientError,
 )
@@ -1000,7 +1001,7 @@ class TestDeadline:
     @pytest.mark.parametrize(
         ("errors_before", "said"),
         [
-            (0, "GET /orgs: timed out at the burst deadline"),
+            (0, "GET /orgs: timed out: no answer in 10 s (requestTimeout)"),
             # A server failing with 500 is not slow: "raise burstLength" alone would mislead.
             (
                 2,
@@ -1027,6 +1028,41 @@ class TestDeadline:
             make_client(deadline_in=30).get_json("/orgs")
 
         assert str(raised.value) == said
+
+    @pytest.mark.parametrize(
+        ("left", "stalled", "said"),
+        [
+            (9.95, True, "GET /orgs: timed out: no answer in 9.95 s (requestTimeout)"),
+            (5.0, False, "GET /orgs: timed out at the burst deadline"),
+        ],
+        ids=["just-under-its-timeout-left", "half-its-timeout-left"],
+    )
+    def test_a_request_unanswered_for_its_whole_timeout_at_the_deadline_is_a_stalled_server(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        clock,
+        left: float,
+        stalled: bool,
+        said: str,
+    ) -> None:
+        """burstLength and requestTimeout both 10 s (the defaults): the burst's first request
+        gets just under 10 s, so its timeout is the deadline too. Not "raise burstLength": the
+        server kept it waiting as long as it may, and a longer burst would wait as long. Half
+        its timeout cut by the deadline says nothing of the server."""
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            clock.advance(request.extensions["timeout"]["read"])
+            raise httpx.ReadTimeout("read timed out", request=request)
+
+        httpx_mock.add_callback(hang)
+        client = make_client(deadline_in=10.0, request_timeout=10.0)
+        clock.advance(10.0 - left)
+
+        with pytest.raises(DeadlineExceeded) as raised:
+            client.get_json("/orgs")
+
+        assert (isinstance(raised.value, ServerStalled), str(raised.value)) == (stalled, said)
 
     def test_a_connect_that_takes_the_burst_names_the_server_not_the_page(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, base_url: str

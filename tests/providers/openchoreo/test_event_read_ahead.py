@@ -353,44 +353,76 @@ def test_a_slow_server_leaves_the_events_their_time_and_blames_none(
 
 
 class HangingPlatform(Platform):
-    """The first component's own read never answers within the request timeout."""
+    """A read whose raw path holds `slow` answers after `slow_seconds`; one that holds
+    `hanging` never answers within its timeout."""
 
+    slow: str | None = None
+    slow_seconds = 6.0
     hanging: str | None = None
 
     def transport(self) -> httpx.MockTransport:
         inner = simulator_transport(self.api)
 
         def handle(request: httpx.Request) -> httpx.Response:
-            if self.hanging and request.url.raw_path.decode().endswith(self.hanging):
+            path = request.url.raw_path.decode()
+            if self.hanging and self.hanging in path:
                 self.clock.advance(min(10.0, request.extensions["timeout"]["read"]))
                 raise httpx.ReadTimeout("no answer", request=request)
+            if self.slow and self.slow in path:
+                self.clock.advance(self.slow_seconds)
             return inner.handle_request(request)
 
         return httpx.MockTransport(handle)
 
+    def queue_events_for_first(self, count: int) -> str:
+        """Events for the first `count` components; the name of the first."""
+        components = sorted(c["metadata"]["name"] for c in self.world.v1_components(self.namespace))
+        events = [
+            {"kind": "Component", "name": name, "namespace": self.namespace, "action": "created"}
+            for name in components[:count]
+        ]
+        parsed = parse_events(json.dumps(events), OpenChoreoProvider(self.config))
+        stored_events(self.state_path, PROVIDER, parsed.valid, self.clock)
+        return components[0]
+
+    def runs(self, count: int) -> tuple[int, int]:
+        """`count` runs a minute apart: the events applied and parked."""
+        applied = parked = 0
+        for _ in range(count):
+            self.clock.advance(60.0)
+            result = self.run()
+            applied, parked = applied + result.events.applied, parked + result.events.parked
+        return applied, parked
+
 
 def test_a_first_event_that_never_fits_is_parked_and_the_rest_applied(tmp_path: Path) -> None:
     """The drain's first event has the whole `burstLength` before any read-ahead: one whose
-    read never answers in time is counted, parked after 5 runs, and holds up nothing more."""
+    reads never fit in it (its component answers in 6 s of the 10, its workloads listing is cut
+    by the deadline) is counted, parked after 5 runs, and holds up nothing more."""
     platform = HangingPlatform(tmp_path / "hang")
-    components = sorted(
-        c["metadata"]["name"] for c in platform.world.v1_components(platform.namespace)
-    )
-    platform.hanging = f"/components/{components[0]}"
-    events = [
-        {"kind": "Component", "name": name, "namespace": platform.namespace, "action": "created"}
-        for name in components[:3]
-    ]
-    parsed = parse_events(json.dumps(events), OpenChoreoProvider(platform.config))
-    stored_events(platform.state_path, PROVIDER, parsed.valid, platform.clock)
+    first = platform.queue_events_for_first(3)
+    platform.slow, platform.hanging = f"/components/{first}", f"component={first}"
 
-    applied = parked = 0
-    for _ in range(6):
-        platform.clock.advance(60.0)
-        result = platform.run()
-        applied, parked = applied + result.events.applied, parked + result.events.parked
+    assert platform.runs(6) == (2, 1)
 
-    assert (applied, parked) == (2, 1)
+
+def test_a_first_event_whose_server_stalls_holds_every_event_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    """Its read unanswered for all of requestTimeout (10 s, as burstLength): the server has
+    stalled, and no longer burst would help. The events wait out backoff steps, as for any
+    outage (before, each run charged the first an attempt and parked it in 5 minutes), and all
+    are applied once the server answers."""
+    platform = HangingPlatform(tmp_path / "stall")
+    first = platform.queue_events_for_first(3)
+    platform.hanging = f"/components/{first}"
+
+    assert platform.runs(6) == (0, 0)
+    with Store.open(platform.state_path, readonly=True) as store:
+        assert [item.attempts for item in store.pending_events(PROVIDER)] == [3, 0, 0]
+
+    platform.hanging = None
+    assert platform.runs(5) == (3, 0)
 
 
 def test_under_a_rate_limit_every_drain_applies_events(tmp_path: Path) -> None:
