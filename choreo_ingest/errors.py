@@ -276,6 +276,10 @@ class CursorRejected(CursorExpired):
 
 
 def needs_mending(error: BaseException) -> bool:
-    """Whether `error` is a setting to mend (a config error, a token grant refused) rather than
-    upstream trouble: a run met by nothing else exits 2, as `check` does, not 3."""
+    """Whether `error` is a setting to mend (a config error, a token grant refused, an answer
+    that no retry changes and that names the setting: a page too large for `chunkSize`, a
+    `tokenUrl` answering 404) rather than upstream trouble: a run met by nothing else exits 2,
+    as `check` does, not 3."""
+    if isinstance(error, PermanentError) and error.config_key is not None:
+        return True
     return isinstance(error, ConfigError | GrantRefused | CredentialsMissing)

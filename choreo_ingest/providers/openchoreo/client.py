@@ -107,6 +107,7 @@ class OpenChoreoClient:
         self._request_timeout = config.incremental.request_timeout
         self._rng = rng
         self._limiter = limiter or request_limiter(config, clock)
+        concurrent = self._limiter.max_concurrent
         headers = {"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"}
         self._proxy = proxy_variable(self._base_url) if transport is None else None
         self._where = ", ".join(
@@ -118,20 +119,14 @@ class OpenChoreoClient:
             self._proxy,
             base_url=self._base_url + "/",
             headers=headers,
-            limits=httpx.Limits(
-                max_connections=self._limiter.max_concurrent,
-                max_keepalive_connections=self._limiter.max_concurrent,
-            ),
+            limits=httpx.Limits(max_connections=concurrent, max_keepalive_connections=concurrent),
         )
         self._credentials = credentials or credentials_for(
             config.auth, clock=clock, post_form=form_poster(config, clock, transport)
         )
         self._errors = ErrorTranslator(self._credentials, clock, rng, self._proxy)
         self._many = ManyReads(
-            self.get_json,
-            clock,
-            max_concurrent=self._limiter.max_concurrent,
-            sequential_below=sequential_below,
+            self.get_json, clock, max_concurrent=concurrent, sequential_below=sequential_below
         )
         self._count_lock = threading.Lock()
         self._requests_sent = 0
@@ -425,6 +420,9 @@ def _read_whole(
                 raise httpx.ReadError("cut short: stopping")
     finally:
         response.close()
+        # httpx's stream holds its response, a cycle only the collector frees: a big page's
+        # body outlived its page by several. Read whole, the response needs no stream.
+        response.stream = httpx.ByteStream(b"")
     response._content = b"".join(chunks)  # what `read()` would have kept
     return True
 

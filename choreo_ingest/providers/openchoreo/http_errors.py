@@ -210,7 +210,9 @@ class ErrorTranslator:
         size = f"{cap // 2**20} MiB" if cap >= 2**20 else f"{cap:,} bytes"
         text = f"{method} {path}: the answer is larger than {size}, the most the client reads"
         key = None
-        if limit is not None:
+        if limit == "1":
+            text += ": a page of 1 item, so no chunkSize makes it fit"
+        elif limit is not None:
             key = CHUNK_SIZE_KEY
             text += (
                 f": a page of {one_line(limit, 20)} items holds too much (workloads carry their "

@@ -227,7 +227,7 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         listing = _listing_check(client, generation, page, pages, config.openchoreo.auth)
         chunk, _ = effective_chunk_size(config, generation.name)
         try:
-            latency = max(latency, _full_page_time(client, generation, page, chunk, clock))
+            slowest, largest = _full_page_time(client, generation, page, chunk, clock)
         except ProviderError as error:
             if error.config_key != CHUNK_SIZE_KEY and not isinstance(error, DeadlineExceeded):
                 return [Check("openchoreo.api", False, str(error))]  # a 403, a 5xx
@@ -235,8 +235,9 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
             return [listing, Check("openchoreo.incremental", False, failed)]
         return [
             listing,
-            page_time_check(latency, config.incremental, generation.name),
+            page_time_check(max(latency, slowest), config.incremental, generation.name),
             *_chunk_check(config, generation),
+            *page_memory_check(largest, chunk),
         ]
     tried = " and ".join(f"/api/v1{g.phases[0].path(None)}" for g in candidates)
     return [
@@ -246,21 +247,46 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
 
 def _full_page_time(
     client: OpenChoreoClient, generation: Generation, page: ListPage, chunk: int, clock: Clock
-) -> float:
+) -> tuple[float, int]:
     """How long the slowest first page of `chunk` items of each listing in the first namespace
-    listed takes (v1: its projects, workloads and components; 0 without one): the listing of one
-    namespace says little of a page of workloads, which carry their API schemas inline. Raises
-    the ProviderError of a page a run would fail on (one past the client's 64 MiB, say)."""
+    listed takes (v1: its projects, workloads and components; 0 without one), and how large the
+    largest is, in bytes of JSON: the listing of one namespace says little of a page of
+    workloads, which carry their API schemas inline. Raises the ProviderError of a page a run
+    would fail on (one past the client's 64 MiB, say)."""
     if generation.name != API_V1 or not page.items:
-        return 0.0
+        return 0.0, 0
     namespace = name_of(page.items[0], generation.phases[0].path(None))
     item = QueuedItem(0, namespace, {"namespace": namespace})
-    slowest = 0.0
+    slowest, largest = 0.0, 0
     for phase in generation.phases[1:]:
         started = clock.monotonic()
-        generation.list_page(client, phase.path(item), limit=chunk, cursor=None)
+        listed = generation.list_page(client, phase.path(item), limit=chunk, cursor=None)
         slowest = max(slowest, clock.monotonic() - started)
-    return slowest
+        largest = max(largest, len(json.dumps(listed.items)))
+    return slowest, largest
+
+
+MEMORY_PER_PAGE_BYTE = 5
+"""A run's peak memory grows by about this many bytes for each byte of its largest page (the
+page read and parsed, its entities and rows, the page before it still being written): 312 MB
+for pages of 63 MB of inline schemas."""
+LARGE_PAGE_BYTES = 32 * 2**20
+"""A first page larger than this is worth a warning: a run then needs some 200 MB or more."""
+
+
+def page_memory_check(largest: int, chunk: int) -> list[Check]:
+    """A warning when a first page of `chunk` items is so large (v1 workloads carry their API
+    schemas inline) that a run's memory grows well past its usual 40-60 MB."""
+    if largest <= LARGE_PAGE_BYTES:
+        return []
+    megabytes = largest / 2**20
+    peak = 50 + MEMORY_PER_PAGE_BYTE * megabytes
+    said = (
+        f"a first page of {chunk} items (chunkSize) is {megabytes:.0f} MiB of JSON: a run may "
+        f"need about {peak:.0f} MiB of memory; lower openchoreo.incremental.chunkSize if the "
+        "process's memory limit is near that (the Kubernetes examples set 384Mi)"
+    )
+    return [Check("openchoreo.incremental", True, said, warning=True)]
 
 
 def _cursor_problem(first: ListPage, following: ListPage) -> str | None:

@@ -12,7 +12,8 @@ import pytest
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo import client as client_module
-from choreo_ingest.providers.openchoreo.preflight import page_time_check
+from choreo_ingest.providers.openchoreo import preflight as preflight_module
+from choreo_ingest.providers.openchoreo.preflight import page_memory_check, page_time_check
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 
 from fakes import FakeClock
@@ -63,6 +64,21 @@ def test_v1_page_is_one_request(
 
     assert check.ok is ok
     assert f"a page takes about {seconds} s" in check.detail
+
+
+def test_a_page_of_usual_size_says_nothing_of_memory() -> None:
+    assert page_memory_check(32 * 2**20, 50) == []
+
+
+def test_a_page_heavy_with_inline_schemas_warns_of_the_memory_a_run_needs() -> None:
+    [check] = page_memory_check(61 * 2**20, 47)
+
+    assert (check.name, check.ok, check.warning) == ("openchoreo.incremental", True, True)
+    assert check.detail == (
+        "a first page of 47 items (chunkSize) is 61 MiB of JSON: a run may need about 355 MiB "
+        "of memory; lower openchoreo.incremental.chunkSize if the process's memory limit is "
+        "near that (the Kubernetes examples set 384Mi)"
+    )
 
 
 def test_a_server_that_asks_for_a_token_on_version_is_checked_on(tmp_path: Path) -> None:
@@ -408,6 +424,24 @@ def test_a_first_page_of_workloads_the_client_cannot_read_fails_the_check(
     assert check.detail.endswith(
         "lower openchoreo.incremental.chunkSize, the items a page asks for"
     )
+
+
+def test_a_first_page_heavy_with_schemas_is_a_memory_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preflight_module, "LARGE_PAGE_BYTES", 4096)
+    clock = FakeClock()
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=TOKEN),
+        state_path=tmp_path / "state.db",
+    )
+    transport = _v1_platform(clock, _workloads(20, 500), 0.0)
+
+    checks = OpenChoreoProvider(config, transport=transport).preflight(clock)
+
+    [warning] = [check for check in checks if check.warning]
+    assert warning.ok
+    assert warning.detail.startswith("a first page of 50 items (chunkSize) is 0 MiB of JSON")
 
 
 @pytest.mark.parametrize(("seconds", "ok"), [(6.0, False), (0.5, True)], ids=["slow", "fast"])
