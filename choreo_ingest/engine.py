@@ -355,6 +355,13 @@ class BurstEngine:
             removed=sweep.removed,
             blocked=sweep.blocked,
         )
+        if sweep.remaining == 0:
+            log.warning(
+                "cycle_completed_empty",
+                provider=record.name,
+                advice="the source listed nothing: an empty platform, or a client that may see "
+                "none of it; `choreo-ingest check` says what it lists",
+            )
         outcome.cycle_completed = True
         outcome.entities_removed = sweep.removed
         outcome.removals_blocked = sweep.blocked

@@ -237,6 +237,8 @@ class SweepResult:
     removed: int
     blocked: int
     reason: str | None = None
+    remaining: int | None = None
+    """The provider's active entities once the sweep is done."""
 
 
 @dataclass(frozen=True)

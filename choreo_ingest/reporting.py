@@ -22,12 +22,7 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
-from choreo_ingest.schedule import (
-    crash_counted,
-    events_held_at,
-    health_problems,
-    next_action_time,
-)
+from choreo_ingest.schedule import crash_counted, events_held_at, health_problems, next_action_time
 from choreo_ingest.store import (
     ChangeRow,
     InboxCounts,
@@ -141,7 +136,9 @@ def provider_status(
     facts = _facts_in_force(store.facts(name), now, config.incremental)
     active = store.active_count(name)
     if name in config.providers:
-        problems = health_problems(record, config.incremental, now, blocked_removals=blocked.count)
+        problems = health_problems(
+            record, config.incremental, now, blocked_removals=blocked.count, owned=active
+        )
         problems += [facts[name] for name in PROBLEM_FACTS if name in facts]
     else:  # what its schedule says no longer matters: no run will act on it
         problems = [

@@ -385,24 +385,48 @@ def after_loaded(record: ProviderRecord) -> ProviderRecord:
 
 
 def health_problems(
-    record: ProviderRecord, config: IncrementalConfig, now: float, *, blocked_removals: int
+    record: ProviderRecord,
+    config: IncrementalConfig,
+    now: float,
+    *,
+    blocked_removals: int,
+    owned: int | None = None,
 ) -> list[str]:
-    """Why this provider is unhealthy; an empty list means healthy."""
+    """Why this provider is unhealthy; an empty list means healthy. `owned`: the entities it
+    owns (None: not known)."""
     problems = []
     if record.attempts >= config.max_attempts:
+        cause = f"; the last: {_cut(record.last_error)}" if record.last_error else ""
         problems.append(
             f"{record.attempts} consecutive failed bursts (maxAttempts {config.max_attempts})"
+            + cause
         )
     if blocked_removals:
         problems.append(f"{blocked_removals} removals blocked; see `choreo-ingest removals`")
     if record.last_completed_at is not None:
+        if owned == 0:
+            problems.append(
+                "its last completed cycle left it no entities: a source that lists nothing, or "
+                "a client that may see none of it (`choreo-ingest check` says what it lists)"
+            )
         cycle_time = max(record.last_cycle_duration or 0.0, 0.0)  # an older version's, < 0
         allowed = 3 * (config.rest_length + cycle_time)
         since = now - record.last_completed_at
+        # A cycle's time counts an outage or a suspended machine in its middle (days): the
+        # bursts' own rhythm says sooner that no run comes (cron stopped, a secret gone).
+        longest = max(config.rest_length, *config.backoff)
+        gap = 3 * (longest + config.burst_interval + config.burst_length)
+        quiet = now - (record.last_burst_at or record.last_completed_at)
         if since > allowed:
             problems.append(
                 f"no completed cycle in {since:.0f}s (allowed 3 x (restLength + last cycle) "
                 f"= {allowed:.0f}s)"
+            )
+        elif quiet > gap:
+            problems.append(
+                f"no burst in {quiet:.0f}s (allowed 3 x (restLength or the longest backoff "
+                f"step, + burstInterval + burstLength) = {gap:.0f}s): is cron, or serve, "
+                "still running?"
             )
         return problems
     # The first cycle's length is not known: it is well while its bursts go on (a failing
@@ -415,6 +439,10 @@ def health_problems(
             f"burstInterval + burstLength) = {allowed:.0f}s)"
         )
     return problems
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def events_held_at(until: float | None, now: float, config: IncrementalConfig) -> bool:

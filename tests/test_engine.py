@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from choreo_ingest.clock import rfc3339
@@ -245,6 +246,28 @@ def test_a_clock_stepped_on_mid_burst_and_set_right_again_does_not_hold_the_cycl
 
     assert first.next_action_at == said
     assert (second.action, second.pages) == ("burst", 2)
+
+
+class TestEmptyCatalog:
+    """OpenChoreo always serves a namespace (`default`): a cycle that leaves a provider no
+    entities is a client that may see none of the platform. Before, `run` said it at INFO only
+    (nothing in a cron mail) and `health` was green."""
+
+    @pytest.mark.parametrize(("entities", "warned"), [([], True), (TEN, False)])
+    def test_a_cycle_that_leaves_nothing_warns_and_is_unhealthy(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path, entities: list[Any], warned: bool
+    ) -> None:
+        config = make_config(tmp_path)
+
+        with structlog.testing.capture_logs() as logs:
+            assert run_one(config, state_path, clock, FakeProvider(entities)).cycle_completed
+
+        said = [line for line in logs if line["event"] == "cycle_completed_empty"]
+        assert [line["log_level"] for line in said] == (["warning"] if warned else [])
+        problems = health(config, state_path, clock)
+        assert [p.split(":")[0] for p in problems] == (
+            ["its last completed cycle left it no entities"] if warned else []
+        )
 
 
 class TestBlockedRemovals:
@@ -680,7 +703,11 @@ class TestFailures:
         assert (first["state"], first["attempts"], first["healthy"]) == ("bursting", 1, True)
         assert first["lastError"].startswith("the burst before this one did not finish")
         assert second["attempts"] == 2
-        assert second["problems"] == ["2 consecutive failed bursts (maxAttempts 2)"]
+        assert second["problems"] == [
+            "2 consecutive failed bursts (maxAttempts 2); the last: the burst before this one did "
+            "not finish (the process was killed or crashed, or the state store failed under it: "
+            "a full disk, say)"
+        ]
         resumes = began + config.incremental.backoff[1]  # the step of a second failure
         assert second["nextActionAt"] == rfc3339(resumes)
         assert run_one(config, state_path, clock, provider).action == "waiting"

@@ -765,7 +765,8 @@ class TestBackoffDelay:
 
 
 class TestHealthProblems:
-    # rest 600 s, last cycle 60 s -> a completed cycle is overdue after 3 x 660 = 1980 s
+    # rest 600 s, last cycle 5 s -> a completed cycle is overdue after 3 x 605 = 1815 s; bursts
+    # stopped after 3 x (600 + 30 + 10) = 1920 s (rest, burstInterval, burstLength)
     CASES: ClassVar = [
         ("never-run", {}, 0, []),
         ("just-completed", {"last_completed_at": NOW - 10, "last_cycle_duration": 60.0}, 0, []),
@@ -775,13 +776,43 @@ class TestHealthProblems:
         ("removals-blocked", {}, 4, ["4 removals blocked"]),
         (
             "completion-overdue",
-            {"last_completed_at": NOW - 1981, "last_cycle_duration": 60.0},
+            {
+                "last_completed_at": NOW - 1816,
+                "last_cycle_duration": 5.0,
+                "last_burst_at": NOW - 1821,
+            },
             0,
-            ["no completed cycle in 1981s"],
+            ["no completed cycle in 1816s"],
         ),
         (
             "completion-just-in-time",
-            {"last_completed_at": NOW - 1980, "last_cycle_duration": 60.0},
+            {
+                "last_completed_at": NOW - 1815,
+                "last_cycle_duration": 5.0,
+                "last_burst_at": NOW - 1820,
+            },
+            0,
+            [],
+        ),
+        # a cycle that took a day (an outage, or a machine suspended in its middle) allows days
+        # without a completed cycle; bursts that stop say so all the same
+        (
+            "bursts-stopped-after-a-day-long-cycle",
+            {
+                "last_completed_at": NOW - 1911,
+                "last_cycle_duration": 86_400.0,
+                "last_burst_at": NOW - 1921,
+            },
+            0,
+            ["no burst in 1921s (allowed 3 x (restLength or the longest backoff step"],
+        ),
+        (
+            "bursting-again-after-a-day-long-cycle",
+            {
+                "last_completed_at": NOW - 1910,
+                "last_cycle_duration": 86_400.0,
+                "last_burst_at": NOW - 1920,
+            },
             0,
             [],
         ),
@@ -832,6 +863,38 @@ class TestHealthProblems:
         assert len(problems) == len(expected), problems
         for problem, fragment in zip(problems, expected, strict=True):
             assert fragment in problem
+
+    def test_failed_bursts_say_the_last_error(self) -> None:
+        failing = record(
+            S.BACKING_OFF, attempts=3, last_error="GET /namespaces: HTTP 503 " + "x" * 300
+        )
+
+        [problem] = health_problems(failing, SETTINGS, NOW, blocked_removals=0)
+
+        assert problem.startswith(
+            "3 consecutive failed bursts (maxAttempts 3); the last: GET /namespaces: HTTP 503 x"
+        )
+        assert problem.endswith("x…")
+        assert len(problem) < 260
+
+    @pytest.mark.parametrize(("owned", "unhealthy"), [(0, True), (1, False), (None, False)])
+    def test_a_completed_cycle_that_left_nothing_is_a_problem(
+        self, owned: int | None, unhealthy: bool
+    ) -> None:
+        """OpenChoreo always serves a namespace (`default`): a catalog left empty is a client
+        that may see nothing, which `run` met with exit 0 and nothing in a cron mail."""
+        rested = record(S.RESTING, last_completed_at=NOW - 10, last_burst_at=NOW - 15)
+
+        problems = health_problems(rested, SETTINGS, NOW, blocked_removals=0, owned=owned)
+
+        assert bool(problems) is unhealthy
+        if unhealthy:
+            assert problems[0].startswith("its last completed cycle left it no entities")
+
+    def test_a_first_cycle_under_way_that_owns_nothing_yet_is_well(self) -> None:
+        walking = record(S.INTERSTITIAL, cycle_started_at=NOW - 100, last_burst_at=NOW - 20)
+
+        assert health_problems(walking, SETTINGS, NOW, blocked_removals=0, owned=0) == []
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,12 @@ def _existing_hashes(conn: AnyConnection, refs: list[str]) -> dict[str, tuple[st
     return {ref: (hash_, owner) for ref, hash_, owner in rows}
 
 
+def active_count(conn: AnyConnection, provider: str) -> int:
+    """The provider's active refs: one row of the counts kept as refs are written and deleted
+    (migrations 0005_counts, 0006_counted_deletes), never a scan of the active set."""
+    return int(conn.scalar("SELECT count FROM ref_counts WHERE provider = ?", [provider]) or 0)
+
+
 def remove_refs(
     conn: AnyConnection, provider: str, refs: Sequence[str], kept: set[str], now: float
 ) -> int:

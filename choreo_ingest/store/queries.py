@@ -116,12 +116,6 @@ def provider_names(conn: AnyConnection) -> list[str]:
     return [row[0] for row in conn.execute(f"SELECT provider FROM {STATE} ORDER BY provider")]
 
 
-def active_count(conn: AnyConnection, provider: str) -> int:
-    """The provider's active refs: one row of the counts kept as refs are written and deleted
-    (migrations 0005_counts, 0006_counted_deletes), never a scan of the active set."""
-    return int(conn.scalar("SELECT count FROM ref_counts WHERE provider = ?", [provider]) or 0)
-
-
 def entity_counts(conn: AnyConnection, provider: str) -> dict[str, int]:
     """The provider's entities per kind, ordered by kind, from the counts kept as they change."""
     rows = conn.execute(

@@ -313,7 +313,7 @@ class Store:
         return queries.provider_names(self._conn)
 
     def active_count(self, provider: str) -> int:
-        return queries.active_count(self._conn, provider)
+        return entity_rows.active_count(self._conn, provider)
 
     def entity_counts(self, provider: str) -> dict[str, int]:
         return queries.entity_counts(self._conn, provider)

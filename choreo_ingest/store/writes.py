@@ -26,6 +26,7 @@ from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, refresh_statistics, take_turn
 from choreo_ingest.store.entity_rows import (
     REFS,
+    active_count,
     bump_counters,
     delete_entities,
     delete_refs,
@@ -208,8 +209,9 @@ def complete_cycle(
         )
         bump_counters(conn, provider, {f"cycles_{outcome}": 1, "bursts_ok": 1})
         save_provider(conn, record, now)
+        remaining = active_count(conn, provider)
         _forget_parked_events(conn, provider, cycle_id)
-    return SweepResult(removed=removed, blocked=record.blocked_removals, reason=reason)
+    return SweepResult(removed, record.blocked_removals, reason, remaining)
 
 
 def _forget_parked_events(conn: AnyConnection, provider: str, cycle_id: int) -> None:

@@ -578,7 +578,7 @@ class TestSweep:
         guards = SweepGuards(
             reject_empty_source_collections=True, reject_removals_above_percentage=0.0
         )
-        assert run_cycle(store, [], guards) == SweepResult(removed=0, blocked=0, reason=None)
+        assert run_cycle(store, [], guards) == SweepResult(0, 0, reason=None, remaining=0)
 
     @pytest.mark.parametrize(
         ("missing", "blocked"),
@@ -674,7 +674,7 @@ class TestSweep:
 
         result = run_cycle(store, TEN, guards, now=T0 + 20)
 
-        assert result == SweepResult(removed=0, blocked=0, reason=None)
+        assert result == SweepResult(removed=0, blocked=0, reason=None, remaining=10)
         assert store.blocked_removals("fake").count == 0
         assert store.pending_removal_refs("fake") == []
 

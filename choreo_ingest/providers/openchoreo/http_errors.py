@@ -99,8 +99,9 @@ def deadline_exceeded(
     """A request that timed out at the burst deadline after `waited` seconds (of `timeout`), with
     how the attempt before it was answered (by the API, or by the token endpoint for its token):
     a server answering 500 is failing, not slow, and the error then carries that status, which
-    says so (no advice to raise burstLength); one that kept the request waiting about as long as
-    requestTimeout allows has stalled, and a longer burst would not help either."""
+    says so (no advice to raise burstLength); one that kept the request (or the attempt before
+    it) waiting about as long as requestTimeout allows has stalled, and a longer burst would not
+    help either."""
     said, status = "", None
     if before is not None and before.status is not None:
         asked = "the token request" if isinstance(before, TokenUnavailable) else "the attempt"
@@ -108,6 +109,12 @@ def deadline_exceeded(
         status = before.status
     elif waited >= STALLED_SHARE * timeout:
         message = f"{method} {path}: timed out: no answer in {waited:.3g} s (requestTimeout)"
+        return ServerStalled(message, method=method, path=path, code="TIMEOUT")
+    elif before is not None and before.code == "TIMEOUT":
+        message = (
+            f"{method} {path}: timed out: no answer in {timeout:.3g} s (requestTimeout), nor to "
+            "its retry by the burst deadline"
+        )
         return ServerStalled(message, method=method, path=path, code="TIMEOUT")
     message = f"{method} {path}: timed out at the burst deadline{said}"
     return DeadlineExceeded(message, method=method, path=path, status=status)

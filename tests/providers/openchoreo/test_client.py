@@ -1064,6 +1064,26 @@ class TestDeadline:
 
         assert (isinstance(raised.value, ServerStalled), str(raised.value)) == (stalled, said)
 
+    def test_a_retry_cut_by_the_deadline_after_a_whole_timeout_is_a_stalled_server(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        """requestTimeout 2 s, burstLength 3 s: the first attempt waits its 2 s, the retry the
+        rest of the burst. A hung server, not a burst too short for a page."""
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            clock.advance(request.extensions["timeout"]["read"])
+            raise httpx.ReadTimeout("read timed out", request=request)
+
+        httpx_mock.add_callback(hang, is_reusable=True)
+
+        with pytest.raises(ServerStalled) as raised:
+            make_client(deadline_in=3.0, request_timeout=2.0).get_json("/orgs")
+
+        assert str(raised.value) == (
+            "GET /orgs: timed out: no answer in 2 s (requestTimeout), nor to its retry by the "
+            "burst deadline"
+        )
+
     def test_a_connect_that_takes_the_burst_names_the_server_not_the_page(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, base_url: str
     ) -> None:
