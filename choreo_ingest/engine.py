@@ -214,10 +214,11 @@ class BurstEngine:
     ) -> ProviderOutcome:
         started = self.clock.monotonic()
         writer = PageWriter(self.store, record.name, record.cycle_id, record.cursor)
+        named = isinstance(provider, SourceNamingProvider)
         if self._walked(record):  # the run that committed the last page died before the sweep
             log.info("cycle_walked_before", provider=record.name, cycle=record.cycle_id)
             walked = BurstResult(cursor=None, duration=0.0, done=True)
-            return self._end_burst(record, walked, writer, None)
+            return self._end_burst(record, walked, writer, None, named=named)
         context = burst_context(
             self.config,
             self.store,
@@ -261,7 +262,7 @@ class BurstEngine:
             interrupted=interrupted,
             pages=writer.pages,
         )
-        return self._end_burst(record, result, writer, error)
+        return self._end_burst(record, result, writer, error, named=named)
 
     def _end_burst(
         self,
@@ -269,6 +270,8 @@ class BurstEngine:
         result: BurstResult,
         writer: PageWriter,
         error: Exception | None,
+        *,
+        named: bool,
     ) -> ProviderOutcome:
         """Store what `schedule.after_burst` makes of the record, the burst counted by how it
         ended (`metrics.BURST_OUTCOMES`); raise a failure that is a bug."""
@@ -295,7 +298,7 @@ class BurstEngine:
             if bug:
                 raise error
         elif result.done:
-            self._complete_cycle(record, outcome, now)
+            self._complete_cycle(record, outcome, now, named=named)
         else:
             self.store.end_burst(record, "interrupted" if result.interrupted else "ok", now)
             if result.interrupted:
@@ -337,7 +340,11 @@ class BurstEngine:
             if self.stop.is_set() or now + (now - started) > deadline:
                 return False
 
-    def _complete_cycle(self, record: ProviderRecord, outcome: ProviderOutcome, now: float) -> None:
+    def _complete_cycle(
+        self, record: ProviderRecord, outcome: ProviderOutcome, now: float, *, named: bool
+    ) -> None:
+        """`named`: the provider names its source (OpenChoreo's, whose every install serves a
+        namespace): a cycle that leaves it nothing is a client that may see nothing."""
         settings = self.config.incremental
         guards = SweepGuards(
             reject_empty_source_collections=settings.reject_empty_source_collections,
@@ -355,11 +362,11 @@ class BurstEngine:
             removed=sweep.removed,
             blocked=sweep.blocked,
         )
-        if sweep.remaining == 0:
+        if named and sweep.remaining == 0:
             log.warning(
                 "cycle_completed_empty",
                 provider=record.name,
-                advice="the source listed nothing: an empty platform, or a client that may see "
+                advice="its source listed nothing: an empty platform, or a client that may see "
                 "none of it; `choreo-ingest check` says what it lists",
             )
         outcome.cycle_completed = True

@@ -275,11 +275,14 @@ class CursorRejected(CursorExpired):
     cursor): that listing restarts once in a burst; refused again, the burst fails."""
 
 
+TOO_LARGE = "TOO_LARGE"
+"""The code of an answer larger than the client reads."""
+
+
 def needs_mending(error: BaseException) -> bool:
-    """Whether `error` is a setting to mend (a config error, a token grant refused, an answer
-    that no retry changes and that names the setting: a page too large for `chunkSize`, a
-    `tokenUrl` answering 404) rather than upstream trouble: a run met by nothing else exits 2,
-    as `check` does, not 3."""
-    if isinstance(error, PermanentError) and error.config_key is not None:
+    """Whether `error` is a setting to mend (a config error, a token grant refused, a page too
+    large to read at this `chunkSize`) rather than upstream trouble: a run met by nothing else
+    exits 2, as `check` does, not 3."""
+    if isinstance(error, PermanentError) and error.code == TOO_LARGE and error.config_key:
         return True
     return isinstance(error, ConfigError | GrantRefused | CredentialsMissing)

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from choreo_ingest.change_listing import check_since_at, rollback_seen
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import AnswerTooLarge, ChangesGone, ConfigError
-from choreo_ingest.reporting import check_since_at, rollback_seen
 from choreo_ingest.store import ChangeRow, Store, gap_after
 
 MAX_CHANGES = 10_000

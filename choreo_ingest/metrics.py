@@ -86,6 +86,8 @@ class ProviderMetrics:
     """When the provider's oldest event waiting in the inbox arrived; None when none waits."""
     api: str | None = None
     """The API generation the provider's source speaks, when it says (`v1`, `orgs`)."""
+    health_problems: int = 0
+    """How many problems `health` names for the provider (0: healthy)."""
 
     def __post_init__(self) -> None:
         ProviderState(self.state)  # an unknown state is a bug upstream: fail here, not in Grafana
@@ -235,6 +237,9 @@ def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
         "Entity removals currently held back by a sweep guard, awaiting approval.",
     )
     pending = _gauge("events_pending", "Change events waiting in the inbox to be applied.")
+    problems = _gauge(
+        "health_problems", "Problems `choreo-ingest health` names for the provider (0: healthy)."
+    )
     parked = _gauge(
         "events_parked", "Change events parked in the inbox after their re-read kept failing."
     )
@@ -254,9 +259,10 @@ def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
         blocked.add([name], provider.removals_blocked)
         pending.add([name], provider.events_pending)
         parked.add([name], provider.events_parked)
+        problems.add([name], provider.health_problems)
         if provider.api is not None:
             api.add([name, provider.api], 1.0)
-    yield from (state, failures, entities, blocked, pending, parked, api)
+    yield from (state, failures, entities, blocked, pending, parked, problems, api)
 
 
 def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:

@@ -76,11 +76,12 @@ def decide(
 
 
 def _rest_ended(record: ProviderRecord, config: IncrementalConfig, now: float) -> str:
-    """Why a resting provider is due: its rest is over, or a refresh made it due before then."""
+    """Why a resting provider is due: its rest is over, or it was made due sooner (a refresh,
+    which leaves no other trace in the record, or a time stored under a shorter restLength)."""
     began = record.last_completed_at
     if began is None or began > now or now >= began + config.rest_length:
         return "rest is over"
-    return "refresh requested"
+    return "due before restLength has passed (a refresh, or a shorter restLength then)"
 
 
 def next_action_time(
@@ -393,18 +394,21 @@ def health_problems(
     owned: int | None = None,
 ) -> list[str]:
     """Why this provider is unhealthy; an empty list means healthy. `owned`: the entities it
-    owns (None: not known)."""
+    owns, given for a provider that names its source (OpenChoreo's, whose every install serves a
+    namespace: owning none after a cycle is a client that may see nothing); None: no matter."""
     problems = []
     if record.attempts >= config.max_attempts:
-        cause = f"; the last: {_cut(record.last_error)}" if record.last_error else ""
+        cause = f"; the last: {record.last_error}" if record.last_error else ""
         problems.append(
             f"{record.attempts} consecutive failed bursts (maxAttempts {config.max_attempts})"
             + cause
         )
     if blocked_removals:
         problems.append(f"{blocked_removals} removals blocked; see `choreo-ingest removals`")
+    longest = max(config.rest_length, *config.backoff)
+    gap = 3 * (longest + config.burst_interval + config.burst_length)
     if record.last_completed_at is not None:
-        if owned == 0:
+        if owned == 0 and record.state is not ProviderState.IDLE:  # idle: reset, not walked yet
             problems.append(
                 "its last completed cycle left it no entities: a source that lists nothing, or "
                 "a client that may see none of it (`choreo-ingest check` says what it lists)"
@@ -414,8 +418,6 @@ def health_problems(
         since = now - record.last_completed_at
         # A cycle's time counts an outage or a suspended machine in its middle (days): the
         # bursts' own rhythm says sooner that no run comes (cron stopped, a secret gone).
-        longest = max(config.rest_length, *config.backoff)
-        gap = 3 * (longest + config.burst_interval + config.burst_length)
         quiet = now - (record.last_burst_at or record.last_completed_at)
         if since > allowed:
             problems.append(
@@ -423,26 +425,21 @@ def health_problems(
                 f"= {allowed:.0f}s)"
             )
         elif quiet > gap:
-            problems.append(
-                f"no burst in {quiet:.0f}s (allowed 3 x (restLength or the longest backoff "
-                f"step, + burstInterval + burstLength) = {gap:.0f}s): is cron, or serve, "
-                "still running?"
-            )
+            problems.append(f"no burst in {quiet:.0f}s {_allowed(gap)}")
         return problems
     # The first cycle's length is not known: it is well while its bursts go on (a failing
     # burst counts towards maxAttempts, a listing that keeps restarting is a problem of its own).
     last = record.last_burst_at if record.last_burst_at is not None else record.cycle_started_at
-    allowed = 3 * (config.rest_length + config.burst_interval + config.burst_length)
-    if last is not None and now - last > allowed:
-        problems.append(
-            f"the first cycle has had no burst in {now - last:.0f}s (allowed 3 x (restLength + "
-            f"burstInterval + burstLength) = {allowed:.0f}s)"
-        )
+    if last is not None and now - last > gap:
+        problems.append(f"the first cycle has had no burst in {now - last:.0f}s {_allowed(gap)}")
     return problems
 
 
-def _cut(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _allowed(gap: float) -> str:
+    return (
+        f"(allowed 3 x (restLength or the longest backoff step, + burstInterval + burstLength) "
+        f"= {gap:.0f}s): no run bursts (cron or serve stopped, or each run fails before it)"
+    )
 
 
 def events_held_at(until: float | None, now: float, config: IncrementalConfig) -> bool:

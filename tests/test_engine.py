@@ -248,19 +248,36 @@ def test_a_clock_stepped_on_mid_burst_and_set_right_again_does_not_hold_the_cycl
     assert (second.action, second.pages) == ("burst", 2)
 
 
-class TestEmptyCatalog:
-    """OpenChoreo always serves a namespace (`default`): a cycle that leaves a provider no
-    entities is a client that may see none of the platform. Before, `run` said it at INFO only
-    (nothing in a cron mail) and `health` was green."""
+@dataclass
+class SourcedProvider(FakeProvider):
+    """A provider that names its source, as OpenChoreo's does."""
 
-    @pytest.mark.parametrize(("entities", "warned"), [([], True), (TEN, False)])
+    source: str = "http://openchoreo.test/api/v1"
+    source_key: str = "fake.url"
+
+
+class TestEmptyCatalog:
+    """OpenChoreo always serves a namespace (`default`): a cycle that leaves a provider that
+    names its source no entities is a client that may see none of the platform. Before, `run`
+    said it at INFO only (nothing in a cron mail) and `health` was green. A provider that names
+    no source (a custom one: an empty file may be what it reads) is not held to it."""
+
+    @pytest.mark.parametrize(
+        ("provider", "warned"),
+        [
+            (SourcedProvider([]), True),
+            (SourcedProvider(TEN), False),
+            (FakeProvider([]), False),
+        ],
+        ids=["named-source-empty", "named-source-with-entities", "unnamed-source-empty"],
+    )
     def test_a_cycle_that_leaves_nothing_warns_and_is_unhealthy(
-        self, tmp_path: Path, clock: FakeClock, state_path: Path, entities: list[Any], warned: bool
+        self, tmp_path: Path, clock: FakeClock, state_path: Path, provider: Any, warned: bool
     ) -> None:
         config = make_config(tmp_path)
 
         with structlog.testing.capture_logs() as logs:
-            assert run_one(config, state_path, clock, FakeProvider(entities)).cycle_completed
+            assert run_one(config, state_path, clock, provider).cycle_completed
 
         said = [line for line in logs if line["event"] == "cycle_completed_empty"]
         assert [line["log_level"] for line in said] == (["warning"] if warned else [])
@@ -268,6 +285,21 @@ class TestEmptyCatalog:
         assert [p.split(":")[0] for p in problems] == (
             ["its last completed cycle left it no entities"] if warned else []
         )
+        with state_location(state_path).open(readonly=True) as store:
+            metrics = provider_metrics(
+                store, "fake", run_at=None, config=config.incremental, now=clock.now()
+            )
+        assert metrics.health_problems == len(problems)  # choreo_ingest_health_problems
+
+    def test_a_provider_reset_to_walk_again_is_not_called_empty(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        config = make_config(tmp_path)
+        run_one(config, state_path, clock, SourcedProvider(TEN))
+
+        reset(state_path, "fake", clock, purge=True, config=config)
+
+        assert health(config, state_path, clock) == []
 
 
 class TestBlockedRemovals:

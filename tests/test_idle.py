@@ -57,6 +57,7 @@ ALLOWED_OWN = {
     "choreo_ingest.cli.output",
     "choreo_ingest.clock",
     "choreo_ingest.config",
+    "choreo_ingest.change_listing",  # `changes`, split off reporting
     "choreo_ingest.config_database_url",  # config_values's PostgreSQL URLs, split off
     "choreo_ingest.config_document",
     "choreo_ingest.config_file",

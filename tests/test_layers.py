@@ -32,6 +32,7 @@ LAYERS = {
     "mirror": 3,
     "mirror_marker": 3,
     "reporting": 3,
+    "change_listing": 3,
     "provider_scope": 3,
     "feed": 3,
     "retention": 3,

@@ -52,6 +52,7 @@ EVERY_SERIES = (
     "choreo_ingest_bursts_total",
     "choreo_ingest_events_pending",
     "choreo_ingest_events_parked",
+    "choreo_ingest_health_problems",
     "choreo_ingest_events_oldest_pending_timestamp_seconds",
     "choreo_ingest_api_info",
 )
@@ -77,6 +78,7 @@ BUSY = ProviderMetrics(
     bursts_total={"ok": 130, "failed": 6, "interrupted": 1},
     events_pending=7,
     events_parked=2,
+    health_problems=2,
     events_oldest_pending_at=1_800_000_095.25,
     api="v1",
 )
@@ -105,6 +107,7 @@ BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
     ("choreo_ingest_bursts_total", {"outcome": "interrupted"}, 1),
     ("choreo_ingest_events_pending", {}, 7),
     ("choreo_ingest_events_parked", {}, 2),
+    ("choreo_ingest_health_problems", {}, 2),
     ("choreo_ingest_events_oldest_pending_timestamp_seconds", {}, 1_800_000_095.25),
 ]
 

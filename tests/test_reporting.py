@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from choreo_ingest.config import Config
+from choreo_ingest.errors import TransientError
 from choreo_ingest.invocation import reset, run_once
 from choreo_ingest.models import SOURCE_CYCLE_FACT, SOURCE_FACT
-from choreo_ingest.reporting import ProviderStatus, status_report
+from choreo_ingest.reporting import ERROR_QUOTED_CHARS, ProviderStatus, status_report
 from choreo_ingest.store import state_location
 from choreo_ingest.testing import FakeProvider
 
@@ -108,3 +109,20 @@ def test_the_source_is_shown_only_for_the_cycle_it_was_stored_for(
 
     assert ("source" in document) is shown
     assert "sourceCycle" not in document
+
+
+def test_a_health_problem_quoting_a_long_error_is_cut_for_showing(tmp_path: Path) -> None:
+    """The failed-bursts line ends with the last error, which may be long (an answer's text):
+    `health` and `status` show a line, the store keeps all of it (`lastError`)."""
+    clock = FakeClock()
+    config = make_config(tmp_path, max_attempts=1)
+    failing = FakeProvider(EIGHT, fail_at={0: TransientError("GET /x: HTTP 503 " + "y" * 600)})
+
+    burst(config, clock, failing)
+
+    shown = status(config, clock)
+    [problem] = shown.health_problems
+    head = "1 consecutive failed bursts (maxAttempts 1); the last: "
+    assert problem.startswith(head + "GET /x: HTTP 503 yyy")
+    assert len(problem) == len(head) + ERROR_QUOTED_CHARS
+    assert problem.endswith("y…")

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from choreo_ingest.change_listing import ChangeListing, changes_json, list_changes
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS, reported
 from choreo_ingest.cli.output import (
@@ -50,14 +51,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.idle import run_if_idle
-from choreo_ingest.reporting import (
-    ChangeListing,
-    changes_json,
-    iter_export,
-    list_changes,
-    no_state_health,
-    status_report,
-)
+from choreo_ingest.reporting import iter_export, no_state_health, status_report
 from choreo_ingest.store import MAX_INTEGER, StateLocation, configured_location
 
 _SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}

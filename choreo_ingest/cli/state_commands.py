@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from choreo_ingest.change_listing import list_changes
 from choreo_ingest.cli import render
 from choreo_ingest.cli.common import (
     ConfigOption,
@@ -43,7 +44,6 @@ from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.reporting import (
     StatusReport,
     iter_export,
-    list_changes,
     pending_removals,
     providers_json,
     removals_json,

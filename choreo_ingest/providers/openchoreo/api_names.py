@@ -73,10 +73,11 @@ def resolve_api_names(
     pending: Pending | None = None,
     *,
     whole: bool = False,
-) -> tuple[dict[ClaimKey, str], Harvest, list[Owner], list[ClaimKey]]:
+) -> tuple[dict[ClaimKey, str], Harvest, list[Owner], list[tuple[ClaimKey, ClaimKey]]]:
     """Names for `claims`, the index rows that record them, the owners displaced from a plain
     name they held (to be re-read and renamed by the caller), and every claim, of `claims` or
-    of those owners, that lost the plain name it held (its entity to be removed).
+    of those owners, that lost the plain name it held, with the claim that holds it now (the
+    entity of the lost name is to be removed, unless it is the holder's own: the same name).
 
     `whole`: `claims` holds every API endpoint of each owner it names (a harvest of those
     components). A stored claim of such an owner that is not among them is stale (its endpoint
@@ -93,7 +94,7 @@ def resolve_api_names(
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
     displaced: list[Owner] = []
-    lost: list[ClaimKey] = []
+    lost: list[tuple[ClaimKey, ClaimKey]] = []
     for group, rows in stored.items():
         known: dict[ClaimKey, Standing] = {}
         for row in rows:
@@ -117,11 +118,11 @@ def resolve_api_names(
             harvest.index.append(_row(claim, holds))
             held = known.get(claim.sort_key)
             if held is not None and held.holds and not holds:
-                lost.append(claim.sort_key)
+                lost.append((claim.sort_key, winner))
             known[claim.sort_key] = Standing(holds, claim.cased)
         for key, standing in known.items():
             if standing.holds and key != winner:
-                lost.append(key)
+                lost.append((key, winner))
                 if key[:-1] not in displaced:
                     displaced.append(key[:-1])
                 known[key] = Standing(False, standing.cased)

@@ -46,11 +46,12 @@ from choreo_ingest.providers.openchoreo.connection_settings import (
     with_proxy_note,
 )
 from choreo_ingest.providers.openchoreo.http_errors import (
+    FAIR_CONNECT_SECONDS,
     ErrorTranslator,
     backoff_delay,
-    deadline_exceeded,
     error_cause,
     one_line,
+    timeout_failure,
 )
 from choreo_ingest.providers.openchoreo.kept_answers import MISSING, KeptAnswers, request_key
 from choreo_ingest.providers.openchoreo.many_reads import (
@@ -74,8 +75,6 @@ MAX_UNBOUNDED_WAIT = 60.0
 """Longest Retry-After honoured in place when the client has no deadline."""
 MAX_SHOWN_PATH = 200
 """Longest request path quoted in an error (a name the server listed may be any length)."""
-FAIR_CONNECT_SECONDS = 1.0
-"""A connect given less time than this (or requestTimeout) says nothing of the way there."""
 _TOKEN_TIMEOUT: ContextVar[Callable[[], float] | None] = ContextVar("token_timeout", default=None)
 """While a client asks for a token: a token request's timeout, the time left (`form_poster`)."""
 
@@ -160,11 +159,9 @@ class OpenChoreoClient:
     def get_json(
         self, path: str, params: Params | None = None, *, expired_on: Collection[int] = ()
     ) -> Any:
-        """The parsed JSON body of a successful GET; every failure raises a ProviderError.
-
-        A status in `expired_on` means the request's cursor has expired (CursorExpired, never
-        retried): the generation knows which statuses say so.
-        """
+        """The parsed JSON body of a successful GET; every failure raises a ProviderError. A
+        status in `expired_on` (the generation knows which) is an expired cursor: CursorExpired,
+        never retried."""
         kept = MISSING if expired_on else self.kept.take(path, params)
         if kept is not MISSING:
             return kept
@@ -242,12 +239,11 @@ class OpenChoreoClient:
             try:
                 self._check_deadline(method, path)  # before a token grant, too
                 token = self._bounded(self._credentials.bearer)
-                given = self._timeout_now()
                 response = self._send_once(method, path, params, token)
             except TokenUnavailable as unavailable:  # no token to send: the request failed so
                 failure = unavailable
-            except httpx.TimeoutException as error:
-                failure = self._timed_out(error, method, path, given, failure)
+            except _TimedOut as timed_out:
+                failure = self._timed_out(timed_out, method, path, failure)
             except httpx.TransportError as error:
                 said = f"{method} {path}: {one_line(self._errors.redact(error_cause(error)))}"
                 failure = TransientError(
@@ -280,31 +276,24 @@ class OpenChoreoClient:
             attempt += 1
 
     def _timed_out(
-        self,
-        error: httpx.TimeoutException,
-        method: str,
-        path: str,
-        given: float,
-        before: ProviderError | None,
+        self, timed_out: _TimedOut, method: str, path: str, before: ProviderError | None
     ) -> TransientError:
-        """The failure to retry, or past the burst deadline the one to raise (`deadline_exceeded`);
-        a connect not done in a fair time (`given`) is the way to the server, not the page."""
-        late = self._deadline is not None and self._clock.monotonic() >= self._deadline
-        fair = given >= min(self._request_timeout, FAIR_CONNECT_SECONDS)
-        if isinstance(error, httpx.ConnectTimeout) and (fair or not late):
-            cause = one_line(self._errors.redact(error_cause(error)))
-            message = (
-                f"{method} {path}: connecting timed out ({cause}): check the scheme and port of "
-                f"openchoreo.baseUrl {self.server_root}, or run `choreo-ingest check`"
-            )
-            if late:
-                raise ConnectDeadlineExceeded(message, method=method, path=path) from None
-            return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
-        if late:
-            raise deadline_exceeded(method, path, before, given, self._request_timeout) from None
-        return TransientError(
-            f"{method} {path}: timed out", method=method, path=path, code="TIMEOUT"
+        """The failure to retry, or past the burst deadline the one to raise."""
+        failure = timeout_failure(
+            method,
+            path,
+            before,
+            connect=isinstance(timed_out.error, httpx.ConnectTimeout),
+            cause=one_line(self._errors.redact(error_cause(timed_out.error))),
+            server_root=self.server_root,
+            late=self._deadline is not None and self._clock.monotonic() >= self._deadline,
+            given=timed_out.given,
+            timeout=self._request_timeout,
+            answering=timed_out.answering,
         )
+        if isinstance(failure, DeadlineExceeded):
+            raise failure from None
+        return failure
 
     def _renewed(self, token: str | None) -> bool | TokenUnavailable:
         """After a 401: whether there is another token to send, or why none can be had now."""
@@ -341,8 +330,12 @@ class OpenChoreoClient:
                 started = self._clock.monotonic()
                 url, limit = request_url(self._base_url, path, params), httpx.Timeout(timeout)
                 request = self._http.build_request(method, url, headers=headers, timeout=limit)
-                sent = self._http.send(request, stream=True)
-                response = self._read(sent, started + self._request_timeout, path)
+                sent: httpx.Response | None = None
+                try:
+                    sent = self._http.send(request, stream=True)
+                    response = self._read(sent, started + self._request_timeout, path)
+                except httpx.TimeoutException as error:
+                    raise _TimedOut(error, timeout, answering=sent is not None) from None
                 log.debug(
                     "openchoreo_request",
                     method=method,
@@ -362,8 +355,7 @@ class OpenChoreoClient:
             ) from None
 
     def _read(self, response: httpx.Response, until: float, path: str) -> httpx.Response:
-        """`response`, its body read whole (`_read_whole`); a larger one than MAX_BODY_BYTES is a
-        PermanentError: it is as large when asked again."""
+        """`response`, read whole; one over MAX_BODY_BYTES is a PermanentError (as large again)."""
         if not _read_whole(response, until, self._clock, self._cancelled):
             sent, status = response.request, response.status_code
             limit = sent.url.params.get("limit")
@@ -398,6 +390,14 @@ class OpenChoreoClient:
             return response.json()
         except (ValueError, RecursionError):  # RecursionError: nested past what json decodes
             raise self._errors.not_json("GET", path, response) from None
+
+
+class _TimedOut(Exception):
+    """A request timed out after `given` seconds (its timeout once it had its place in the
+    limiter); `answering`: its headers were in, the body came too slowly."""
+
+    def __init__(self, error: httpx.TimeoutException, given: float, *, answering: bool) -> None:
+        self.error, self.given, self.answering = error, given, answering
 
 
 def _read_whole(

@@ -24,7 +24,9 @@ from typing import Any, Protocol, TypeVar
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import OAUTH_KEY
 from choreo_ingest.errors import (
+    TOO_LARGE,
     AuthError,
+    ConnectDeadlineExceeded,
     CredentialsMissing,
     CursorExpired,
     DeadlineExceeded,
@@ -87,10 +89,47 @@ class Answer(Protocol):
     def json(self) -> Any: ...
 
 
+FAIR_CONNECT_SECONDS = 1.0
+"""A connect given less time than this (or requestTimeout) says nothing of the way there."""
 STALLED_SHARE = 0.9
 """A request cut by the burst deadline after this share of requestTimeout or more: the server
 stalled (with burstLength and requestTimeout both 10 s, as by default, the first request of a
 burst has just under the whole timeout)."""
+
+
+def timeout_failure(
+    method: str,
+    path: str,
+    before: ProviderError | None,
+    *,
+    connect: bool,
+    cause: str,
+    server_root: str,
+    late: bool,
+    given: float,
+    timeout: float,
+    answering: bool,
+) -> TransientError:
+    """A request that timed out after `given` seconds (of requestTimeout `timeout`) once it had
+    its place: to retry, or past the burst deadline (`late`) one to raise (a DeadlineExceeded).
+    A connect not done in a fair time is the way to the server, not the page; an answer whose
+    body came too slowly (`answering`: its headers were in) is a page too large or slow, never
+    a stalled server."""
+    fair = given >= min(timeout, FAIR_CONNECT_SECONDS)
+    if connect and (fair or not late):
+        message = (
+            f"{method} {path}: connecting timed out ({cause}): check the scheme and port of "
+            f"openchoreo.baseUrl {server_root}, or run `choreo-ingest check`"
+        )
+        if late:
+            return ConnectDeadlineExceeded(message, method=method, path=path)
+        return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
+    if late:
+        return deadline_exceeded(method, path, before, 0.0 if answering else given, timeout)
+    said, code = (
+        ("timed out reading the answer", "SLOW_ANSWER") if answering else ("timed out", "TIMEOUT")
+    )
+    return TransientError(f"{method} {path}: {said}", method=method, path=path, code=code)
 
 
 def deadline_exceeded(
@@ -230,7 +269,7 @@ class ErrorTranslator:
             method=method,
             path=path,
             status=status,
-            code="TOO_LARGE",
+            code=TOO_LARGE,
             config_key=key,
         )
 

@@ -181,8 +181,18 @@ def component_harvest(
         )
     for owner in displaced if displacing else ():
         harvest.add(_rename_displaced(walk, namespace, owner, pending, listed=listed))
-    harvest.removals += [_api_ref(namespace, *key) for key in lost]
+    harvest.removals += lost_api_refs(namespace, lost)
     return harvest
+
+
+def lost_api_refs(namespace: str, lost: Sequence[tuple[ClaimKey, ClaimKey]]) -> list[str]:
+    """The refs of the APIs that lost their plain names (`resolve_api_names`), less those that
+    are their holders' own refs: names that meet exactly (`a-b`/`c`, `a`/`b-c`), not in case."""
+    return [
+        _api_ref(namespace, *key)
+        for key, holder in lost
+        if _api_ref(namespace, *key) != _api_ref(namespace, *holder)
+    ]
 
 
 def _consumed_apis(

@@ -29,6 +29,7 @@ from choreo_ingest.providers.openchoreo.api_names import (
     CLAIMS,
     ApiClaim,
     Pending,
+    claim_key,
     resolve_api_names,
 )
 from choreo_ingest.providers.openchoreo.naming import hashed_entity_name, is_valid_entity_name
@@ -349,7 +350,7 @@ class TestLostNames:
             IndexOnly(self.held_by_cased()), [self.NEWCOMER], hashed_name, whole=True
         )
 
-        assert (displaced, lost) == ([("p", "c")], [("p", "c", "x-Api")])
+        assert (displaced, lost) == ([("p", "c")], [(("p", "c", "x-Api"), ("p", "c-x", "api"))])
 
     def test_a_holder_among_the_claims_loses_its_name_and_is_not_read_again(self) -> None:
         names, _, displaced, lost = resolve_api_names(
@@ -357,7 +358,24 @@ class TestLostNames:
         )
 
         assert names[("p", "c-x", "api")] == "p-c-x-api"
-        assert (displaced, lost) == ([], [("p", "c", "x-Api")])
+        assert (displaced, lost) == ([], [(("p", "c", "x-Api"), ("p", "c-x", "api"))])
+
+    def test_a_lost_name_that_is_the_holders_own_is_not_removed(self) -> None:
+        """(`a-b`, `c`, `e`) and (`a`, `b-c`, `e`) are both `a-b-c-e`: the holder's entity has
+        the lost name's ref, and a stale claim that still says it holds (its owner's re-read
+        found it gone) must not take the holder's entity with it."""
+        stale = ApiClaim("shop", ("a-b", "c"), "e", "a-b-c-e")
+        holder = ApiClaim("shop", ("a", "b-c"), "e", "a-b-c-e")
+        newcomer = ApiClaim("shop", ("a", "b"), "c-E", "a-b-c-E")
+        index = RowsIndex()
+        index.apply(resolve_api_names(IndexOnly(index), [stale], hashed_name)[1].index)
+        index.apply(resolve_api_names(IndexOnly(index), [holder], hashed_name)[1].index)
+        index.apply([_holding(stale)])  # its owner's re-read found nothing: never rewritten
+
+        _, _, _, lost = resolve_api_names(IndexOnly(index), [newcomer], hashed_name, whole=True)
+
+        assert lost == [(stale.sort_key, holder.sort_key)]
+        assert resources_v1.lost_api_refs("shop", lost) == []
 
     def test_a_holder_that_keeps_its_name_loses_nothing(self) -> None:
         _, _, displaced, lost = resolve_api_names(
@@ -365,6 +383,12 @@ class TestLostNames:
         )
 
         assert (displaced, lost) == ([], [])
+
+
+def _holding(claim: ApiClaim) -> IndexEntry:
+    """The claim's row as one that holds its plain name."""
+    value = {"owner": list(claim.owner), "endpoint": claim.endpoint, "holds": True}
+    return IndexEntry(CLAIMS, claim_key(claim), claim.group, value)
 
 
 class RowsIndex:

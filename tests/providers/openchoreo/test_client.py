@@ -1064,6 +1064,26 @@ class TestDeadline:
 
         assert (isinstance(raised.value, ServerStalled), str(raised.value)) == (stalled, said)
 
+    def test_an_answer_whose_body_outlasts_the_timeout_is_not_a_stalled_server(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        """Its headers came at once, its body a second a chunk: the server answers, the page is
+        too large or slow for the timeout (a smaller chunkSize helps), whatever time it had."""
+
+        class SlowBody(httpx.SyncByteStream):
+            def __iter__(self) -> Iterator[bytes]:
+                for chunk in (b'{"items": [', b"], ", b'"pagination": {}}'):
+                    clock.advance(1.0)
+                    yield chunk
+
+        httpx_mock.add_callback(lambda request: httpx.Response(200, stream=SlowBody()))
+
+        with pytest.raises(DeadlineExceeded) as raised:
+            make_client(deadline_in=2.0, request_timeout=2.0).get_json("/orgs")
+
+        assert not isinstance(raised.value, ServerStalled)
+        assert str(raised.value) == "GET /orgs: timed out at the burst deadline"
+
     def test_a_retry_cut_by_the_deadline_after_a_whole_timeout_is_a_stalled_server(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
     ) -> None:
