@@ -170,40 +170,42 @@ def test_a_page_larger_than_the_client_reads_fails_at_once_saying_to_ask_for_few
 ) -> None:
     """Retried, it was as large every time: the burst failed as a connection error, with no
     advice, and the cycle never finished."""
-    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4096)
-    platform = Platform(lambda request: httpx.Response(200, json=workloads_page(20)))
-    config = OpenChoreoConfig(base_url=BASE, token=STATIC_TOKEN)
+    error, platform = read_a_page_too_large(monkeypatch, limit=50)
 
-    with platform.client(config) as client, pytest.raises(PermanentError) as caught:
-        V1.list_page(client, "/namespaces/shop/workloads", limit=50, cursor=None)
-
-    assert str(caught.value) == (
+    assert str(error) == (
         "GET /namespaces/shop/workloads: the answer is larger than 4,096 bytes, the most the "
         "client reads: a page of 50 items holds too much (workloads carry their endpoints' API "
         "schemas inline); lower openchoreo.incremental.chunkSize, the items a page asks for"
     )
-    assert (caught.value.code, caught.value.path) == ("TOO_LARGE", "/namespaces/shop/workloads")
-    assert caught.value.config_key == "openchoreo.incremental.chunkSize"
-    assert needs_mending(caught.value)  # `run` exits 2: the config, not the server
+    assert (error.code, error.path) == ("TOO_LARGE", "/namespaces/shop/workloads")
+    assert error.config_key == "openchoreo.incremental.chunkSize"
+    assert needs_mending(error)  # `run` exits 2: the config, not the server
     assert len(platform.api_requests) == 1
 
 
 def test_a_page_of_one_item_too_large_does_not_ask_for_fewer_items(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4096)
-    platform = Platform(lambda request: httpx.Response(200, json=workloads_page(20)))
-    config = OpenChoreoConfig(base_url=BASE, token=STATIC_TOKEN)
+    error, _ = read_a_page_too_large(monkeypatch, limit=1)
 
-    with platform.client(config) as client, pytest.raises(PermanentError) as caught:
-        V1.list_page(client, "/namespaces/shop/workloads", limit=1, cursor=None)
-
-    assert str(caught.value) == (
+    assert str(error) == (
         "GET /namespaces/shop/workloads: the answer is larger than 4,096 bytes, the most the "
         "client reads: a page of 1 item, so no chunkSize makes it fit"
     )
-    assert caught.value.config_key is None
-    assert not needs_mending(caught.value)
+    assert error.config_key is None
+    assert not needs_mending(error)
+
+
+def read_a_page_too_large(
+    monkeypatch: pytest.MonkeyPatch, *, limit: int
+) -> tuple[PermanentError, Platform]:
+    """The error of a workloads page over the client's cap (4 KiB here) asked for `limit`."""
+    monkeypatch.setattr(client_module, "MAX_BODY_BYTES", 4096)
+    platform = Platform(lambda request: httpx.Response(200, json=workloads_page(20)))
+    config = OpenChoreoConfig(base_url=BASE, token=STATIC_TOKEN)
+    with platform.client(config) as client, pytest.raises(PermanentError) as caught:
+        V1.list_page(client, "/namespaces/shop/workloads", limit=limit, cursor=None)
+    return caught.value, platform
 
 
 def test_a_single_object_larger_than_the_client_reads_fails_at_once_naming_the_limit(
