@@ -465,19 +465,18 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const { upserts, deletes } = lastOpPerRef(page);
       // Each answer of bodies goes to the catalog before the next is asked for: a page of large
       // entities (inline API definitions) is never held whole. The page's deletes go with its
-      // first mutation; a ref gone since its upsert was logged (`missing`) with its last. One
-      // removal per ref as Backstage tells them apart (case-insensitively), none the page upserts.
+      // first mutation: one removal per ref as Backstage tells them apart (case-insensitively),
+      // none the page upserts. A ref gone since its upsert was logged (`missing`) is left to its
+      // delete, later in the log: removed now, case-folded, it took a live spelling with it.
       const upserted = new Set(upserts.map(ref => refKey(normalizeRef(ref))));
       let removals = uniqueRefs(deletes.map(normalizeRef));
       removals = removals.filter(ref => !upserted.has(refKey(ref)));
       const removed: string[] = [];
       const applied: string[] = [];
-      const missing: string[] = [];
       for (const refs of chunks(upserts, MAX_BATCH_REFS)) {
         // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
         for await (const batch of this.client.entitiesBatches(refs, this.signal)) {
           this.requireStore(state, batch.storeId);
-          missing.push(...batch.missing);
           const { added } = this.acceptable(batch.entities);
           if (added.length || removals.length) {
             await this.apply(connection, this.delta(added, removals));
@@ -487,10 +486,6 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
           removals = [];
         }
       }
-      const appliedKeys = new Set(applied.map(refKey));
-      removals = uniqueRefs([...removals, ...missing.map(normalizeRef)]).filter(
-        ref => !appliedKeys.has(refKey(ref)),
-      );
       if (removals.length) {
         await this.apply(connection, this.delta([], removals));
         removed.push(...removals);
