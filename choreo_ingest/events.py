@@ -166,8 +166,10 @@ def stored_events(
             _migrated(store, state, clock)
         try:
             stored = len(store.add_events(provider, bodies, clock.now(), capacity=capacity))
-        except InboxFull:
+        except InboxFull as full:
             request_refresh(store, provider, clock.now())
+            # Counted as dropped, as the backlog's are: a full inbox left no trace in metrics.
+            store.bump_counters(provider, {"events_dropped": full.refused})
             raise
         if rejected or ignored:
             store.bump_counters(provider, {"events_rejected": rejected, "events_ignored": ignored})

@@ -403,6 +403,8 @@ class TestInboxCapacity:
             )
         with Store.open(config.state_path, readonly=True) as store:
             assert REFRESH_REQUESTED_FACT in store.facts("fake")
+            # choreo_ingest_events_total{outcome="dropped"}: before, no metric said it
+            assert store.counters("fake").get("events_dropped") == 1
 
         clock.advance(60.0)
         with structlog.testing.capture_logs() as logs:
