@@ -361,10 +361,13 @@ def status_report(
 ) -> StatusReport:
     if only is not None:
         checked_provider(config, state, only, ProviderScope.KNOWN)
+    location = state_location(state)
+    # PostgreSQL's run lock is read on a session of its own: before the reading one opens, so
+    # that `status` and `health` need one connection at a time, as `run` does.
+    held = location.lock_held_elsewhere() if isinstance(location, PostgresLocation) else None
     with reading(state) as store:
         names = [only] if only is not None else provider_names(store, config)
-        location = state_location(state)
-        running = location.lock_held_elsewhere()
+        running = held if held is not None else location.lock_held_elsewhere()
         return StatusReport(
             state_file=str(location),
             state_schema=location.schema if isinstance(location, PostgresLocation) else None,

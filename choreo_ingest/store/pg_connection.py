@@ -62,6 +62,8 @@ APPLICATION_NAME = "choreo-ingest"
 CONNECT_TIMEOUT = 10
 """Seconds to reach the server, unless the URL says (`?connect_timeout=`): the URL's own
 settings win over every default here."""
+IDLE_SESSION_TIMEOUT_SINCE = 140000
+"""The server version (`server_version_num`) that has `idle_session_timeout`."""
 KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 30,
@@ -183,6 +185,10 @@ class PgConnection:
                 f"SET tcp_keepalives_interval = {KEEPALIVES['keepalives_interval']}; "
                 f"SET tcp_keepalives_count = {KEEPALIVES['keepalives_count']}"
             )
+            # The run lock's session waits for the API between writes: an idle_session_timeout
+            # (PostgreSQL 14) shorter than a request ended it in every burst.
+            if raw.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+                raw.execute("SET idle_session_timeout = 0")
             if self.readonly:
                 raw.execute("SET default_transaction_read_only = on")
             found = raw.execute(
@@ -436,13 +442,21 @@ class PgConnection:
         if self.raw is not None and (self.raw.broken or self.raw.closed) and not doing:
             problem = f"connection lost ({problem})"
         if error.sqlstate:
-            problem = f"{problem} [SQLSTATE {error.sqlstate}]"
+            problem = f"{problem} [SQLSTATE {error.sqlstate}]{_grant_hint(problem)}"
         if doing:
             problem = f"{doing}: {problem}"
         if self.url:
             problem = problem.replace(self.url, self.display_url)
         problem = masked(problem, self._secrets)
         return StateError(f"state store {self.display_url}: {problem}", path=self.display_url)
+
+
+def _grant_hint(problem: str) -> str:
+    """What to grant for a "permission denied" to make the state's schema or its tables."""
+    for thing in ("database", "schema"):
+        if problem.startswith(f"permission denied for {thing}"):
+            return f": the role needs CREATE on the {thing} (GRANT CREATE ON {thing.upper()} ...)"
+    return ""
 
 
 class PgCursor:

@@ -4,6 +4,7 @@ a connection killed under it, and the advisory lock the run lock will be made of
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -434,3 +435,32 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_role_idle_session_timeout_does_not_end_the_session(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """The run lock's session waits for the API between its writes: a role whose sessions
+    the server ends after 50 ms idle failed every burst ("terminating connection due to
+    idle-session timeout")."""
+    from psycopg import sql
+
+    url = pg_cluster.fresh_database()
+    database = url.rsplit("/", 1)[1]
+    role = f"idle_{tmp_path.name[-12:].replace('-', '_').lower()}"
+    with pg_cluster.admin() as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("ALTER ROLE {} SET idle_session_timeout = '50ms'").format(sql.Identifier(role))
+        )
+        admin.execute(
+            sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(
+                sql.Identifier(database), sql.Identifier(role)
+            )
+        )
+
+    with PgConnection(pg_cluster.database_url(database, user=role)) as connection:
+        time.sleep(0.3)  # idle, as while a burst waits for an answer
+
+        assert connection.scalar("SELECT 1") == 1
+    pg_cluster.drop_database(url)

@@ -123,7 +123,7 @@ def test_serve_keeps_one_session_for_reads_from_many_threads(pg_url: str, tmp_pa
         assert isinstance(location, TracingLocation)
         for _ in range(3):
             status_report(location, config, 0.0)
-        assert len(traced.connections) == 2  # the status read, and its lock check within it
+        assert len(traced.connections) == 1  # the lock check, then the status read, in turn
         threads = [
             threading.Thread(target=status_report, args=(location, config, 0.0)) for _ in range(3)
         ]
@@ -131,7 +131,7 @@ def test_serve_keeps_one_session_for_reads_from_many_threads(pg_url: str, tmp_pa
             thread.start()
         for thread in threads:
             thread.join()
-        assert 2 <= len(traced.connections) <= 6
+        assert 1 <= len(traced.connections) <= 3  # one a thread at most
         kept = list(traced.connections)
     assert all(conn.raw is not None and conn.raw.closed for conn in kept)
 
