@@ -146,6 +146,26 @@ class PgCluster:
             )
         return self.database_url(name)
 
+    def role_on(self, database_url: str, *, grant: str = "ALL", options: str = "") -> str:
+        """A new login role with `grant` on the database of `database_url` (its role options
+        such as `CONNECTION LIMIT 1`, or none; `SET name = value` after `;` is applied with
+        ALTER ROLE), and that database's URL as it."""
+        from psycopg import sql
+
+        database = database_url.rsplit("/", 1)[1]
+        role = f"r{os.getpid()}_{secrets.token_hex(4)}"
+        created, _, setting = options.partition(";")
+        with self.admin() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN " + created).format(sql.Identifier(role)))
+            if setting.strip():
+                conn.execute(sql.SQL("ALTER ROLE {} " + setting).format(sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("GRANT " + grant + " ON DATABASE {} TO {}").format(
+                    sql.Identifier(database), sql.Identifier(role)
+                )
+            )
+        return self.database_url(database, user=role)
+
     def copy_database(self, url: str) -> str:
         """A new database made from the one at `url` (which nobody may be connected to), as it
         stands: what copying an SQLite file is to the crash tests. Drop it with drop_database."""

@@ -208,21 +208,8 @@ def test_status_and_health_need_one_connection_at_a_time_as_run_does(
     """A database near its connection limit: `run` worked, and `status` and `health` failed with
     exit 4 ("remaining connection slots are reserved"), as they read the run lock on a second
     session while the first was open. A role allowed one connection shows it."""
-    from psycopg import sql
-
     url = pg_cluster.fresh_database()
-    role = f"one_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    database = url.rsplit("/", 1)[1]
-    with pg_cluster.admin() as admin:
-        admin.execute(
-            sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 1").format(sql.Identifier(role))
-        )
-        admin.execute(
-            sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(role)
-            )
-        )
-    limited = pg_cluster.database_url(database, user=role)
+    limited = pg_cluster.role_on(url, options="CONNECTION LIMIT 1")
     write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
     assert run_cli("migrate", "--db", limited, cwd=tmp_path).returncode == 0
 
@@ -240,21 +227,11 @@ def test_a_role_that_may_not_create_the_schema_is_told_what_to_grant(
 ) -> None:
     """Before, a bare "permission denied for database" (and `status` then asked for the
     `migrate` that had just failed)."""
-    from psycopg import sql
-
     url = pg_cluster.fresh_database()
-    database = url.rsplit("/", 1)[1]
-    role = f"nocreate_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    with pg_cluster.admin() as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        admin.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(role)
-            )
-        )
+    connect_only = pg_cluster.role_on(url, grant="CONNECT")
     write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
 
-    refused = run_cli("migrate", "--db", pg_cluster.database_url(database, user=role), cwd=tmp_path)
+    refused = run_cli("migrate", "--db", connect_only, cwd=tmp_path)
 
     assert refused.returncode == 4
     assert "permission denied for database" in one_error_line(refused.stderr)

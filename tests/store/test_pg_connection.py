@@ -437,29 +437,14 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_a_role_idle_session_timeout_does_not_end_the_session(
-    pg_cluster: PgCluster, tmp_path: Path
-) -> None:
+def test_a_role_idle_session_timeout_does_not_end_the_session(pg_cluster: PgCluster) -> None:
     """The run lock's session waits for the API between its writes: a role whose sessions
     the server ends after 50 ms idle failed every burst ("terminating connection due to
     idle-session timeout")."""
-    from psycopg import sql
-
     url = pg_cluster.fresh_database()
-    database = url.rsplit("/", 1)[1]
-    role = f"idle_{tmp_path.name[-12:].replace('-', '_').lower()}"
-    with pg_cluster.admin() as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        admin.execute(
-            sql.SQL("ALTER ROLE {} SET idle_session_timeout = '50ms'").format(sql.Identifier(role))
-        )
-        admin.execute(
-            sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(role)
-            )
-        )
+    idling = pg_cluster.role_on(url, options="; SET idle_session_timeout = '50ms'")
 
-    with PgConnection(pg_cluster.database_url(database, user=role)) as connection:
+    with PgConnection(idling) as connection:
         time.sleep(0.3)  # idle, as while a burst waits for an answer
 
         assert connection.scalar("SELECT 1") == 1
