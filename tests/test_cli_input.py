@@ -632,7 +632,7 @@ class TestMigrateStatus:
         assert (before.returncode, after.returncode) == (0, 0)
         assert before.stdout.splitlines()[1:] == [f"{name} pending" for name in MIGRATION_NAMES]
         assert after.stdout.splitlines()[1:] == [f"{name} applied" for name in MIGRATION_NAMES]
-        assert "schema 0" in before.stdout.splitlines()[0]
+        assert "schema version 0 (supported " in before.stdout.splitlines()[0]
 
 
 class TestSigterm:

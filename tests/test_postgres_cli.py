@@ -184,6 +184,18 @@ def test_status_names_the_postgresql_schema_the_state_is_in(tmp_path: Path, pg_u
     assert document["stateSchema"] == "choreo_ingest"
 
 
+def test_migrate_status_names_the_schema_and_the_version_apart(tmp_path: Path, pg_url: str) -> None:
+    """It said `schema 6`, which read as the name of a PostgreSQL schema."""
+    write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9/api/v1")
+    assert run_cli("migrate", "--db", pg_url, cwd=tmp_path).returncode == 0
+
+    listed = run_cli("migrate", "--status", "--db", pg_url, cwd=tmp_path)
+
+    assert listed.returncode == 0, listed.stderr
+    heading = listed.stdout.splitlines()[0]
+    assert "(schema 'choreo_ingest'): schema version " in heading
+
+
 def test_event_that_makes_a_state_names_its_schema(tmp_path: Path, pg_url: str) -> None:
     """A mistyped `state.schema` makes a state the runs never read: the warning says which."""
     config = write_config(

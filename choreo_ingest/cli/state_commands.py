@@ -29,6 +29,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.invocation import (
+    MigrationReport,
     approval_json,
     approve_removals,
     copy_state,
@@ -50,7 +51,7 @@ from choreo_ingest.reporting import (
     shorten,
     status_report,
 )
-from choreo_ingest.store import configured_location
+from choreo_ingest.store import PostgresLocation, StateRef, configured_location, state_location
 
 ProviderArgument = Annotated[str | None, typer.Argument(help="Only this provider.")]
 
@@ -255,21 +256,28 @@ def migrate_command(
                 }
             )
         elif status_only:  # asked for: printed off a TTY too, one line per migration
-            render.print_text(
-                f"{session.state}: schema {report.schema_version} "
-                f"(supported {report.supported_version})"
-            )
+            render.print_text(_migrated_heading(session.state, report))
             for name in report.applied:
                 render.print_text(f"{name} applied")
             for name in report.pending:
                 render.print_text(f"{name} pending")
         elif render.stdout_is_tty() or report.applied_now:
             render.print_text(
-                f"{session.state}: schema {report.schema_version} "
-                f"(supported {report.supported_version}); applied now: "
+                f"{_migrated_heading(session.state, report)}; applied now: "
                 f"{', '.join(report.applied_now) or 'nothing'}; pending: "
                 f"{', '.join(report.pending) or 'nothing'}"
             )
+
+
+def _migrated_heading(state: StateRef, report: MigrationReport) -> str:
+    """The state and its schema version, as `status` names them (a PostgreSQL state's schema
+    too: "schema 6" alone read as the name of one)."""
+    location = state_location(state)
+    schema = f" (schema {location.schema!r})" if isinstance(location, PostgresLocation) else ""
+    return (
+        f"{location}{schema}: schema version {report.schema_version} "
+        f"(supported {report.supported_version})"
+    )
 
 
 def _check_migrate_options(status_only: bool, copy_to: str | None, force: bool) -> None:
