@@ -39,8 +39,12 @@ from cleanroom_v1_worlds import (
     SDL,
     bulk,
     odd_names,
+    project,
+    put_service,
     showcase,
 )
+
+from choreo_ingest.providers.openchoreo.naming import short_hash
 
 from backstage_validator import (
     entity_lines,
@@ -275,3 +279,57 @@ def test_a_second_cycle_removes_what_was_deleted(here: Path) -> None:
     assert provider["api"] == "v1"
     assert provider["removals"]["blocked"] is False
     assert provider["activeEntities"] == len(expected)
+
+
+def test_a_project_named_as_another_ones_cut_name_keeps_its_own_system(here: Path) -> None:
+    """Kubernetes names may be 253 characters, Backstage's 63: a longer one is cut and given a
+    hash. Cut as `<first 54>-<hash>` it was a valid Kubernetes name itself, and a project so
+    named took the long project's System, owner and all (every cycle wrote both in turn)."""
+    long = "platform-" + "k" * 70
+    cut_as_before = long[:54] + "-" + short_hash(long)
+    with running() as server:
+        server.api.add_namespace("cut")
+        for name, team in ((long, "team-long"), (cut_as_before, "team-twin")):
+            owner = {"backstage.io/owner": f"group:default/{team}"}
+            server.api.put("projects", "cut", project(name, annotations=owner))
+            put_service(server.api, "cut", name, f"in-{team}", f"in-{team}-wl")
+        config = write_config(here, server)
+        run_cycle(config)
+        entities = export(config)
+
+    assert_catalog_consistent(entities)
+    catalog = by_ref(entities)
+    systems = {ref: e["spec"]["owner"] for ref, e in catalog.items() if ref.startswith("system:")}
+    assert len(systems) == 2
+    assert systems[f"system:cut/{cut_as_before}"] == "group:default/team-twin"
+    [cut_long] = [ref for ref in systems if ref != f"system:cut/{cut_as_before}"]
+    assert systems[cut_long] == "group:default/team-long"
+    assert catalog["component:cut/in-team-long"]["spec"]["system"] == cut_long.split("/", 1)[1]
+
+
+def test_an_api_name_taken_by_a_newcomer_leaves_no_twin_in_case(here: Path) -> None:
+    """Component `c`'s endpoint `x-Api` is `p-c-x-Api`; component `c-x` comes with `api`,
+    `p-c-x-api`: one name to Backstage, and the one without capitals takes it. `c`'s API moves
+    to a hashed name, and its old spelling leaves in the same cycle: it had been seen earlier in
+    it (`c` lists before `c-x`), and stayed beside the newcomer's until the cycle after."""
+    http = {"type": "HTTP", "port": 80, "schema": {"content": OPENAPI}}
+    with running() as server:
+        server.api.add_namespace("twin")
+        server.api.put("projects", "twin", project("p"))
+        put_service(server.api, "twin", "p", "c", "c-wl", {"x-Api": http})
+        config = write_config(here, server, chunk_size=1)
+        run_cycle(config)
+        put_service(server.api, "twin", "p", "c-x", "c-x-wl", {"api": http})
+        run_cycle(config)
+        entities = export(config)
+
+    refs = list(by_ref(entities))
+    assert len({ref.lower() for ref in refs}) == len(refs)
+    apis = {
+        e["metadata"]["name"]: annotations(e)["openchoreo.io/component"]
+        for e in entities
+        if e["kind"] == "API"
+    }
+    assert apis["p-c-x-api"] == "c-x"
+    assert "p-c-x-Api" not in apis
+    assert sorted(apis.values()) == ["c", "c-x"]
