@@ -363,7 +363,8 @@ def status_report(
         checked_provider(config, state, only, ProviderScope.KNOWN)
     location = state_location(state)
     # PostgreSQL's run lock is read on a session of its own: before the reading one opens, so
-    # that `status` and `health` need one connection at a time, as `run` does.
+    # that `status` and `health` need one connection at a time, as `run` does. A state file's
+    # is read after: opening it first says what is wrong with an unusable path.
     held = location.lock_held_elsewhere() if isinstance(location, PostgresLocation) else None
     with reading(state) as store:
         names = [only] if only is not None else provider_names(store, config)

@@ -17,7 +17,13 @@ PROVIDER = "openchoreo"
 
 
 def write_config(
-    tmp_path: Path, server: Server, *, token: str = TOKEN, chunk: int = 7, **incremental: Any
+    tmp_path: Path,
+    server: Server,
+    *,
+    token: str = TOKEN,
+    chunk: int = 7,
+    api: str = "orgs",
+    **incremental: Any,
 ) -> Path:
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
@@ -25,7 +31,7 @@ def write_config(
     document = {
         "openchoreo": {
             "baseUrl": server.base_url,
-            "api": "orgs",
+            "api": api,
             "auth": {"tokenFile": str(token_file)},
             "incremental": {"chunkSize": chunk, "burstLength": 30, **incremental},
         },

@@ -14,7 +14,7 @@ from choreo_ingest.invocation import run_once
 from choreo_ingest.models import Entity
 from choreo_ingest.reporting import iter_export
 
-from fakes import FakeClock, FakeProvider, make_config
+from fakes import FakeClock, FakeProvider, make_config, make_entity
 
 
 def mirrored(directory: Path) -> dict[str, Any]:
@@ -38,6 +38,15 @@ def exported(state_path: Path) -> dict[str, Any]:
 
 def mirror_config(tmp_path: Path) -> Config:
     return replace(make_config(tmp_path), catalog_directory=tmp_path / "catalog")
+
+
+def mirrored_after_one_cycle(tmp_path: Path, clock: FakeClock) -> Config:
+    """A config that mirrors to `tmp_path / "catalog"` (its state file set), after one cycle of
+    entity `a`."""
+    config = mirror_config(tmp_path)
+    assert config.state_path is not None
+    run_cycle(config, clock, [make_entity("a")])
+    return config
 
 
 def run_cycle(config: Config, clock: FakeClock, entities: Sequence[Entity]) -> None:

@@ -38,13 +38,17 @@ from choreo_ingest.store import (
     state_location,
 )
 
-from fakes import FakeClock, FakeProvider, make_config, make_entity
+from fakes import (
+    DyingEveryTime,
+    FakeClock,
+    FakeProvider,
+    ProcessDied,
+    SourcedProvider,
+    make_config,
+    make_entity,
+)
 
 TEN = [make_entity(f"e{i}") for i in range(10)]
-
-
-class ProcessDied(BaseException):
-    """Stands for the process vanishing mid-burst: nothing in the engine may handle it."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -246,14 +250,6 @@ def test_a_clock_stepped_on_mid_burst_and_set_right_again_does_not_hold_the_cycl
 
     assert first.next_action_at == said
     assert (second.action, second.pages) == ("burst", 2)
-
-
-@dataclass
-class SourcedProvider(FakeProvider):
-    """A provider that names its source, as OpenChoreo's does."""
-
-    source: str = "http://openchoreo.test/api/v1"
-    source_key: str = "fake.url"
 
 
 class TestEmptyCatalog:
@@ -921,16 +917,6 @@ class TestFailures:
         assert cycle is not None
         assert (cycle.cycle_id, cycle.pages, cycle.outcome) == (1, len(walked), "completed")
         assert upserts_by_ref(state_path) == {entity.ref: 1 for entity in TEN}
-
-
-@dataclass
-class DyingEveryTime(FakeProvider):
-    """Serves the first page, then kills its process at every later page."""
-
-    def next(self, context: BurstContext, cursor: Any) -> EntityIteratorResult:
-        if cursor is not None:
-            raise ProcessDied
-        return super().next(context, cursor)
 
 
 @dataclass

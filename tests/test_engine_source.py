@@ -18,20 +18,18 @@ from choreo_ingest.providers.base import SourceNamingProvider
 from choreo_ingest.store import SqliteLocation, Store, state_location
 from choreo_ingest.store import writes as store_writes
 
-from fakes import FakeClock, FakeProvider, make_config, make_entity
+from fakes import (
+    DyingEveryTime,
+    FakeClock,
+    FakeProvider,
+    ProcessDied,
+    SourcedProvider,
+    make_config,
+    make_entity,
+)
 
 OLD = [make_entity(f"old{i}") for i in range(10)]
 NEW = [make_entity(f"new{i}") for i in range(6)]
-
-
-@dataclass
-class SourcedProvider(FakeProvider):
-    source: str = "http://a.test/api/v1"
-    source_key: str = "fake.url"
-
-
-class ProcessDied(BaseException):
-    """Stands for the process vanishing: nothing in the engine may handle it."""
 
 
 def run(config: Any, clock: FakeClock, provider: FakeProvider) -> Any:
@@ -185,13 +183,8 @@ def test_a_kill_as_the_cycle_begins_again_leaves_the_old_cycle_whole(
 
 
 @dataclass
-class DyingProvider(SourcedProvider):
+class DyingProvider(DyingEveryTime, SourcedProvider):
     """Its process dies on its second page, the burst left `bursting`."""
-
-    def next(self, context: Any, cursor: Any) -> Any:
-        if cursor is not None:
-            raise ProcessDied
-        return super().next(context, cursor)
 
 
 def test_a_burst_that_did_not_finish_is_counted_when_its_cycle_begins_again(

@@ -34,7 +34,7 @@ from choreo_ingest.models import (
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.store import Store
 
-from fakes import FakeClock, FakeProvider, make_config, make_entity
+from fakes import FakeClock, FakeProvider, ProcessDied, make_config, make_entity
 
 TEN = [make_entity(f"e{i}") for i in range(10)]
 GONE = TEN[:4]
@@ -42,10 +42,6 @@ GONE = TEN[:4]
 LIMIT = 3
 """The provider's `max_pending_events`. A backlog is dropped past it and past the pages of the
 last complete walk (five: TEN in pages of two), so the backlog (`backlog()`) is six events."""
-
-
-class ProcessDied(BaseException):
-    """Stands for SIGKILL: nothing in the run may handle it."""
 
 
 @dataclass

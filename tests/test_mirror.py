@@ -36,7 +36,13 @@ from choreo_ingest.store.migrations import apply_migrations
 from choreo_ingest.store.run_lock import RunLock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
-from mirror_support import exported, mirror_config, mirrored, run_cycle
+from mirror_support import (
+    exported,
+    mirror_config,
+    mirrored,
+    mirrored_after_one_cycle,
+    run_cycle,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -328,9 +334,8 @@ class TestPositionAndRebuild:
     def test_position_past_the_end_of_the_log_rebuilds(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
-        config = mirror_config(tmp_path)
+        config = mirrored_after_one_cycle(tmp_path, clock)
         assert config.state_path is not None
-        run_cycle(config, clock, [make_entity("a")])
         with locked_store(config.state_path) as store:
             store.set_position(position_name(tmp_path / "catalog"), 10_000)  # an older state file
             stats = sync_mirror(store, tmp_path / "catalog")
@@ -434,9 +439,8 @@ class TestPositionAndRebuild:
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
         """The rebuild marked the directory first (a kill before it deleted the strays)."""
-        config = mirror_config(tmp_path)
+        config = mirrored_after_one_cycle(tmp_path, clock)
         assert config.state_path is not None
-        run_cycle(config, clock, [make_entity("a")])
         catalog = tmp_path / "catalog"
         stray = catalog / "component" / "default" / "gone.yaml"
         stray.write_text("kind: Component\n")
@@ -461,9 +465,8 @@ class TestPositionAndRebuild:
     ) -> None:
         """Two directories at one path (each `serve` replica's own, beside one PostgreSQL
         state) share the stored position: the one that did not follow it skipped changes."""
-        config = mirror_config(tmp_path)
+        config = mirrored_after_one_cycle(tmp_path, clock)
         assert config.state_path is not None
-        run_cycle(config, clock, [make_entity("a")])
         left_behind = tmp_path / "left-behind"
         shutil.copytree(tmp_path / "catalog", left_behind)
         run_cycle(config, clock, [make_entity("a"), make_entity("b")])  # mirrored elsewhere
@@ -479,9 +482,8 @@ class TestPositionAndRebuild:
     def test_a_directory_mirrored_before_the_marker_is_trusted_and_marked(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
-        config = mirror_config(tmp_path)
+        config = mirrored_after_one_cycle(tmp_path, clock)
         assert config.state_path is not None
-        run_cycle(config, clock, [make_entity("a")])
         (tmp_path / "catalog" / MARKER).unlink()  # as an earlier release left it
 
         with locked_store(config.state_path) as store:
@@ -516,9 +518,8 @@ class TestPositionAndRebuild:
         )
 
     def test_each_directory_keeps_its_own_position(self, tmp_path: Path, clock: FakeClock) -> None:
-        config = mirror_config(tmp_path)
+        config = mirrored_after_one_cycle(tmp_path, clock)
         assert config.state_path is not None
-        run_cycle(config, clock, [make_entity("a")])
         with Store.open(config.state_path, readonly=True) as store:
             assert store.get_position(position_name(tmp_path / "catalog")) > 0
             assert store.get_position(position_name(tmp_path / "other")) == 0

@@ -118,9 +118,13 @@ def active_count(conn: AnyConnection, provider: str) -> int:
 
 
 def remove_refs(
-    conn: AnyConnection, provider: str, refs: Sequence[str], kept: set[str], now: float
+    conn: AnyConnection, provider: str, refs: Sequence[str], written: Sequence[Entity], now: float
 ) -> int:
-    """Remove the provider's `refs`, except those in `kept`; returns how many entities went."""
+    """Remove the provider's `refs`, except those of the `written` entities; returns how many
+    entities went."""
+    if not refs:  # as a rule: a page removes nothing
+        return 0
+    kept = {entity.ref for entity in written}
     removed = 0
     for ref in dict.fromkeys(refs):
         if ref not in kept:

@@ -141,8 +141,7 @@ def commit_page(
 ) -> PageStats:
     """Apply one page: entities, seen refs, queue pushes, cursor, counters, change log."""
     with conn.transaction():
-        written = {entity.ref for entity in page.entities}
-        removed = remove_refs(conn, provider, page.removals, written, now)
+        removed = remove_refs(conn, provider, page.removals, page.entities, now)
         stats = upsert_entities(conn, provider, cycle_id, page.entities, now)
         _push_queue_items(conn, provider, page)
         write_index(conn, provider, cycle_id, page.index)
@@ -323,7 +322,7 @@ def apply_delta_rows(
 ) -> tuple[PageStats, int]:
     """`apply_delta` inside a transaction the caller holds."""
     upserted = {entity.ref for entity in delta.upserts}
-    removed = remove_refs(conn, provider, delta.removals, upserted, now)
+    removed = remove_refs(conn, provider, delta.removals, delta.upserts, now)
     stats = upsert_entities(conn, provider, cycle_id, delta.upserts, now)
     write_index(conn, provider, cycle_id, delta.index)
     removed += remove_scopes(conn, provider, delta.removal_scopes, upserted, now)

@@ -236,10 +236,7 @@ def test_auto_finds_the_org_era_api(tmp_path: Path) -> None:
     """`openchoreo.api: auto` at a server whose unknown routes answer Go's text 404."""
     world = build_world(47, SMALL)
     with Server(world) as server:
-        config = write_config(tmp_path, server, chunk=6)
-        document = yaml.safe_load(config.read_text())
-        document["openchoreo"]["api"] = "auto"
-        config.write_text(yaml.safe_dump(document))
+        config = write_config(tmp_path, server, chunk=6, api="auto")
         run_cycle(config)
         check_catalog(world, export(config))
         assert status(config)["api"] == "orgs"
@@ -252,10 +249,7 @@ def test_under_auto_a_namespace_event_at_an_org_era_server_is_parked_at_once(
     its first attempt rather than failed at each of the next runs."""
     world = build_world(47, SMALL)
     with Server(world) as server:
-        config = write_config(tmp_path, server, chunk=6)
-        document = yaml.safe_load(config.read_text())
-        document["openchoreo"]["api"] = "auto"
-        config.write_text(yaml.safe_dump(document))
+        config = write_config(tmp_path, server, chunk=6, api="auto")
         run_cycle(config)
         queue_events(tmp_path, config, [event("Namespace", "acme", "", "created")])
         first = run(config)[1]["events"]
