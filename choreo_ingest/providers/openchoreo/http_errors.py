@@ -364,10 +364,19 @@ def _error_fields(answer: Answer, redact: Callable[[str], str]) -> tuple[str | N
     return shown_code or None, shown_message or reason
 
 
+_UNKNOWN_ISSUER = re.compile(r"local issuer|self[- ]signed", re.IGNORECASE)
+"""OpenSSL's words for a certificate whose CA is not trusted (not an expired one, nor one
+for another host)."""
+
+
 def error_cause(error: Exception) -> str:
-    """What failed, as the client has always said it: `ConnectError: [SSL: ...] ...`."""
+    """What failed, as the client has always said it: `ConnectError: [SSL: ...] ...`; a
+    certificate not trusted also says which setting trusts it."""
     text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    cause = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    if "CERTIFICATE_VERIFY_FAILED" in text and _UNKNOWN_ISSUER.search(text):
+        return f"{cause} (openchoreo.caBundle names the CA to trust)"
+    return cause
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
