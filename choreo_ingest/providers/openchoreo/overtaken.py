@@ -16,10 +16,16 @@ cursor keeps (an event applied at that very time was applied first: a run drains
 before its burst): a workloads page written over a deleted workload's row would give its APIs
 back to the component when the components listing, begun after the event, maps it. The marks
 are index rows of the cycle they were written in, pruned with the rest of its rows.
+
+The times are the wall clock's, kept in order across a clock stepped back (NTP, a VM restored
+from a snapshot): an event's time is after the start of the listing in progress when it was
+applied, and a listing's start is no earlier than the events applied before it, so each
+listing's start is a mark too.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from choreo_ingest.logs import get_logger
@@ -29,6 +35,8 @@ from choreo_ingest.providers.openchoreo.generation import Harvest
 
 EVENT_MARKS = "event"
 """The index table of the marks; each row's value is `{"at": <when the event was applied>}`."""
+LISTING = "listing"
+"""The key and group of the mark of the latest listing's start, in `EVENT_MARKS`."""
 
 log = get_logger("choreo_ingest.providers.openchoreo")
 
@@ -41,28 +49,66 @@ class EventMarks:
 
     def __init__(self) -> None:
         self._latest: float | None = None
+        self._listing: float | None = None
+        self._unwritten: float | None = None
         self._known = False
 
     def forget(self) -> None:
         """A burst or a drain begins: another process may have marked events since."""
-        self._known = False
+        self._known, self._latest, self._listing, self._unwritten = False, None, None, None
 
-    def marked(self, delta: Delta, at: float) -> Delta:
+    def listing_began(self, index: IndexReader, now: float) -> float:
+        """The time a listing begins at: `now`, or the latest event's if the clock was set
+        back since; its mark goes with the next page (`without_overtaken`)."""
+        self._load(index)
+        at = now if self._latest is None else max(now, self._latest)
+        self._listing = self._unwritten = at
+        return at
+
+    def marked(self, index: IndexReader, delta: Delta, read_at: float) -> Delta:
+        """`delta` with the marks of what it writes, read at `read_at`: marked after the start
+        of the listing in progress even if the clock was set back since it began."""
+        if not (delta.upserts or delta.removals or delta.removal_scopes or delta.index):
+            return delta
+        self._load(index)
+        at = read_at
+        if self._listing is not None and at <= self._listing:
+            at = math.nextafter(self._listing, math.inf)
         self._note(at)
         return marked(delta, at)
 
     def without_overtaken(
         self, index: IndexReader, harvest: Harvest, listed_at: float | None, name: str
     ) -> Harvest:
-        if listed_at is None or not (harvest.entities or harvest.index):
+        """`harvest`, less what events applied after its listing began wrote, with the mark
+        of the listing's start if it began in this burst."""
+        kept = self._kept(index, harvest, listed_at, name)
+        if self._unwritten is None:
+            return kept
+        mark = IndexEntry(EVENT_MARKS, LISTING, LISTING, {"at": self._unwritten})
+        self._unwritten = None
+        return replace(kept, index=[*kept.index, mark])
+
+    def _kept(
+        self, index: IndexReader, harvest: Harvest, listed_at: float | None, name: str
+    ) -> Harvest:
+        if listed_at is None or not (harvest.entities or harvest.index or harvest.removals):
             return harvest
-        if not self._known:
-            for row in index.by_group(EVENT_MARKS, [""], current_only=True)[""]:
-                self._note(_applied_at(row))
-            self._known = True
+        self._load(index)
         if self._latest is None or self._latest <= listed_at:
             return harvest
         return without_overtaken(index, harvest, listed_at, name)
+
+    def _load(self, index: IndexReader) -> None:
+        if self._known:
+            return
+        rows = index.by_group(EVENT_MARKS, ["", LISTING], current_only=True)
+        for row in rows[""]:
+            self._note(_applied_at(row))
+        for row in rows[LISTING]:
+            at = _applied_at(row)
+            self._listing = at if self._listing is None else max(self._listing, at)
+        self._known = True
 
     def _note(self, at: float) -> None:
         self._latest = at if self._latest is None else max(self._latest, at)
@@ -88,7 +134,7 @@ def without_overtaken(
     """`harvest` of a page whose listing began at `listed_at`, less the entities and index rows
     an event applied after then wrote or removed (None: a cursor written before listings kept
     their start)."""
-    if listed_at is None or not (harvest.entities or harvest.index):
+    if listed_at is None or not (harvest.entities or harvest.index or harvest.removals):
         return harvest
     keys = {_ref_key(entity.ref): None for entity in harvest.entities}
     for entity in harvest.entities:

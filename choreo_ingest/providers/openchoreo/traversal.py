@@ -222,7 +222,7 @@ class OpenChoreoProvider:
                     delta = replace(
                         delta, index=[*delta.index, *said(context.walk.index, warnings)]
                     )
-                return self._marks.marked(delta, applied_at)
+                return self._marks.marked(context.walk.index, delta, applied_at)
         speaks = "" if spoken is None else f": the server speaks the {spoken} API"
         raise UnsupportedEvent(f"unsupported {event.kind} event for {event.name!r}{speaks}")
 
@@ -253,7 +253,7 @@ class OpenChoreoProvider:
         if cursor is None:
             began = context.clock.now()
             state, generation, first = self._start_cycle(context, facts)
-            state.listed_at = began
+            state.listed_at = self._marks.listing_began(context.walk.index, began)
         else:
             try:
                 state = TraversalCursor.from_json(cursor)
@@ -387,7 +387,7 @@ class OpenChoreoProvider:
         stored = not context.listed_once and state.api_cursor is not None
         context.listed_once = True
         if state.api_cursor is None:
-            state.listed_at = context.clock.now()
+            state.listed_at = self._marks.listing_began(context.walk.index, context.clock.now())
         try:
             listed = generation.list_page(
                 context.client, path, limit=self._limit(generation), cursor=state.api_cursor

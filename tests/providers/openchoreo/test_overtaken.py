@@ -237,7 +237,7 @@ class CountingIndex:
         self, table: str, groups: Sequence[str], *, current_only: bool = False
     ) -> dict[str, list[IndexEntry]]:
         self.reads.append("by_group")
-        return {group: list(self.marks) for group in groups}
+        return {group: [mark for mark in self.marks if mark.group == group] for group in groups}
 
 
 def test_a_page_looks_up_marks_only_when_an_event_came_after_its_listing_began() -> None:
@@ -266,3 +266,72 @@ def test_a_page_keeps_a_ref_an_event_wrote_after_its_listing_began() -> None:
     kept = EventMarks().without_overtaken(index, page, 50.0, "p")
 
     assert (kept.entities, kept.removals) == ([entity], [stale.ref])
+
+
+@pytest.mark.parametrize("stepped_back", [60, 3600], ids=["a minute", "an hour"])
+def test_a_component_deleted_after_the_clock_was_set_back_stays_out(
+    platform: Platform, stepped_back: int
+) -> None:
+    """NTP, or a VM restored from a snapshot, sets the wall clock back behind the listing's
+    start: the event was still applied after it, and its page must not bring the component
+    back."""
+    platform.clock.step_wall(-stepped_back)
+    platform.world.delete_component("acme", "shop", "c3")
+    platform.event("c3", "deleted")
+
+    applied = platform.run().events.applied
+    platform.complete_cycle()
+
+    assert applied == 1
+    assert "component:acme/c3" not in platform.catalog()
+
+
+def test_a_change_after_the_clock_was_set_back_is_kept(platform: Platform) -> None:
+    platform.clock.step_wall(-3600)
+    owner = {"annotations": {"backstage.io/owner": "group:default/new-team"}}
+    platform.world.update_component("acme", "shop", "d4", owner)
+    platform.event("d4", "updated")
+
+    platform.complete_cycle()
+
+    assert platform.catalog()["component:acme/d4"]["spec"]["owner"] == "group:default/new-team"
+
+
+def test_a_listing_begun_after_an_event_takes_the_platform_though_the_clock_went_back(
+    tmp_path: Path,
+) -> None:
+    """An event applied inside the workloads listing, then the clock set back before the
+    components listing begins: that listing began after the event all the same, and the
+    catalog takes what it lists."""
+    platform = Platform(tmp_path)
+    platform.complete_cycle()
+    platform.clock.advance(3600)
+    [first, second, *_] = [w["metadata"]["name"] for w in platform.world.v1_workloads("acme")]
+    platform.run(pause_after=f"acme/{first}")  # cycle 2 stops inside the workloads listing
+    owner = {"annotations": {"backstage.io/owner": "group:default/new-team"}}
+    platform.world.update_component("acme", "shop", "d4", owner)
+    platform.event("d4", "updated")
+    platform.run(pause_after=f"acme/{second}")  # the event, then a page of workloads
+
+    platform.clock.step_wall(-7200)
+    platform.world.update_component("acme", "shop", "d4", {"annotations": {}})
+    platform.complete_cycle()
+
+    assert platform.catalog()["component:acme/d4"]["spec"]["owner"] != "group:default/new-team"
+
+
+def test_a_listing_s_start_is_marked_once_with_its_next_page() -> None:
+    marks, index = EventMarks(), CountingIndex()
+
+    began = marks.listing_began(index, 100.0)
+    pages = [marks.without_overtaken(index, Harvest([make_entity(n)]), began, "p") for n in "ab"]
+
+    assert [row.value for row in pages[0].index] == [{"at": 100.0}]
+    assert pages[1].index == []
+
+
+def test_a_listing_begins_no_earlier_than_the_events_applied_before_it() -> None:
+    index = CountingIndex(IndexEntry(EVENT_MARKS, "ref component:default/a", "", {"at": 500.0}))
+
+    assert EventMarks().listing_began(index, 400.0) == 500.0
+    assert EventMarks().listing_began(index, 600.0) == 600.0
