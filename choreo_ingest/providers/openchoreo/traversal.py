@@ -61,10 +61,10 @@ from choreo_ingest.providers.openchoreo.generations import (
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
+    ListingGuard,
     ListingPlace,
     TraversalCursor,
     next_page_of,
-    not_looping,
     note_stale_start,
     place_after,
     restarts_exhausted,
@@ -90,8 +90,7 @@ class OpenChoreoContext:
     page), None when the listing had begun on a cursor stored by an earlier burst."""
     place: ListingPlace | None = None
     listed_once: bool = False
-    returned: tuple[str, set[str]] = field(default_factory=lambda: ("", set()))
-    """The listing walked in this burst and the cursors it has returned (a loop guard)."""
+    guard: ListingGuard = field(default_factory=ListingGuard)
     detected_api: str | None = None
     """The generation an event drain found the server to speak, when no cycle had said."""
     api_stated: bool = False
@@ -420,13 +419,7 @@ class OpenChoreoProvider:
             return Harvest()
         if stored:
             stale_starts_over(state, facts)
-        if state.api_cursor is not None and listed.next_cursor == state.api_cursor:
-            raise PermanentError(
-                f"GET {path} returned the same cursor again; refusing to loop",
-                method="GET",
-                path=path,
-            )
-        context.returned = not_looping(context.returned, path, listed.next_cursor)
+        context.guard.check(path, state.api_cursor, listed)
         return listed
 
     def _restart(
@@ -462,7 +455,7 @@ class OpenChoreoProvider:
                 code=expired.code,
             )
         context.restarts[key] = restarts
-        context.returned = ("", set())
+        context.guard.forget()
         state.api_cursor = None
         state.cursor_reset_count += 1
         log.info(

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from choreo_ingest.errors import CursorExpired, PermanentError
 from choreo_ingest.models import JSON, PROBLEM_FACT
-from choreo_ingest.providers.openchoreo.generation import Generation, Phase
+from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, Phase
 from choreo_ingest.providers.openchoreo.generations import generation_named
 
 BEFORE_FIRST = -1
@@ -277,22 +277,39 @@ MAX_CURSORS_REMEMBERED = 10_000
 """A listing's cursors kept for the loop guard (a few hundred bytes each), then forgotten."""
 
 
-def not_looping(
-    returned: tuple[str, set[str]], path: str, next_cursor: str
-) -> tuple[str, set[str]]:
-    """The cursors listing `path` has returned in this burst (`returned`: the listing walked and
-    its cursors) with `next_cursor`; fails a listing that hands back a cursor it returned before
-    (A -> B -> A): followed, it would walk the same pages for ever."""
-    walked, cursors = returned
-    if not next_cursor:
-        return returned
-    if walked != path or len(cursors) >= MAX_CURSORS_REMEMBERED:
-        walked, cursors = path, set()
-    if next_cursor in cursors:
-        raise PermanentError(
-            f"GET {path} returned a cursor it had returned before; refusing to loop",
-            method="GET",
-            path=path,
-        )
-    cursors.add(next_cursor)
-    return walked, cursors
+class ListingGuard:
+    """A burst's guard against a listing that never ends: its cursor handed back again, one it
+    returned before (A -> B -> A), or the page a cursor was asked with answered again (a server,
+    or a proxy that drops the query, that ignores `cursor` and hands out a new one each time,
+    as `check` finds: followed, it would read the first page for ever)."""
+
+    def __init__(self) -> None:
+        self._path = ""
+        self._cursors: set[str] = set()
+        self._first: list[Any] = []
+
+    def forget(self) -> None:
+        """The listing restarts from its first page."""
+        self._path, self._cursors, self._first = "", set(), []
+
+    def check(self, path: str, asked_with: str | None, page: ListPage) -> None:
+        if self._path != path or len(self._cursors) >= MAX_CURSORS_REMEMBERED:
+            self._path, self._cursors, self._first = path, set(), []
+        if asked_with is not None and page.next_cursor == asked_with:
+            self._refuse(path, "returned the same cursor again")
+        if asked_with is not None and page.items and page.items[:1] == self._first:
+            self._refuse(
+                path,
+                "answered the page before it again when asked with that page's cursor (does "
+                "the server, or a proxy in front of it, ignore the cursor parameter? "
+                "`choreo-ingest check` tells)",
+            )
+        if page.next_cursor in self._cursors:
+            self._refuse(path, "returned a cursor it had returned before")
+        if page.next_cursor:
+            self._cursors.add(page.next_cursor)
+        self._first = page.items[:1]
+
+    @staticmethod
+    def _refuse(path: str, what: str) -> NoReturn:
+        raise PermanentError(f"GET {path} {what}; refusing to loop", method="GET", path=path)

@@ -372,6 +372,38 @@ class TestCursors:
         assert outcome.action == "failed"
         assert "returned the same cursor again" in (outcome.error or "")
 
+    def test_a_server_that_ignores_the_cursor_fails_instead_of_reading_page_one_for_ever(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A proxy that drops the query: every request is the first page's, each with a new
+        cursor (as a Kubernetes continue token would be), so no cursor is ever seen twice."""
+        live = simulator_transport(
+            simulator(v1_world(namespaces=1, projects=1, components=30), clock)
+        )
+        fresh = iter(range(1_000_000))
+
+        def drop_the_cursor(request: httpx.Request) -> httpx.Response:
+            request.url = request.url.copy_remove_param("cursor")
+            answer = live.handle_request(request)
+            body = answer.json() if request.url.path.endswith("/workloads") else None
+            if not body or not body["pagination"].get("nextCursor"):
+                return answer
+            handed_out = next(fresh)  # past 20 the listing ends: no test loops for ever
+            body["pagination"]["nextCursor"] = f"fresh-{handed_out}" if handed_out < 20 else ""
+            return httpx.Response(200, json=body)
+
+        config = config_for(tmp_path / "state.db", chunk_size=10)
+        provider = OpenChoreoProvider(config, transport=httpx.MockTransport(drop_the_cursor))
+        assert config.state_path is not None
+        result = run_once(
+            config, config.state_path, clock, force=True, providers={PROVIDER: provider}
+        )
+
+        [outcome] = result.providers
+        assert outcome.action == "failed"
+        assert "answered the page before it again" in (outcome.error or "")
+        assert next(fresh) == 2  # the second page was the first again, and the walk stopped
+
 
 class TestMapping:
     def test_a_resource_being_deleted_stays_annotated(
