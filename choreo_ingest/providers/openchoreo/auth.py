@@ -44,7 +44,6 @@ from choreo_ingest.config import (
     token_problem,
 )
 from choreo_ingest.errors import (
-    AuthError,
     ConfigError,
     GrantRefused,
     ProviderError,
@@ -309,18 +308,18 @@ class ClientCredentials:
         if not isinstance(token, str) or not token.strip():
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"
             problem = f"HTTP {status} with {shape}; check {_TOKEN_URL_KEY}"
-            raise self._error(AuthError, problem, status=status, key=_TOKEN_URL_KEY)
+            raise self._error(GrantRefused, problem, status=status, key=_TOKEN_URL_KEY)
         token = token.strip()
         self._known.add_token(token)
         token_type = body.get("token_type")
         if isinstance(token_type, str) and token_type.lower() != "bearer":
             problem = f"HTTP {status}: token_type {self._shown(token_type, 32)!r} is not Bearer"
-            raise self._error(AuthError, problem, status=status)
+            raise self._error(GrantRefused, problem, status=status)
         unusable = token_problem(token)
         if unusable is not None:
             problem = f"HTTP {status}: the access_token is not a usable bearer token: {unusable}"
             problem = f"{problem}; check {_TOKEN_URL_KEY}"
-            raise self._error(AuthError, problem, status=status, key=_TOKEN_URL_KEY)
+            raise self._error(GrantRefused, problem, status=status, key=_TOKEN_URL_KEY)
         self._token = token
         self._refresh_at = refresh_point(token, body.get("expires_in"), granted_at)
         if self._cache is not None:

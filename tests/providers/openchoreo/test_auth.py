@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from choreo_ingest.config import AuthConfig, OAuthConfig
-from choreo_ingest.errors import AuthError, ConfigError, TransientError
+from choreo_ingest.errors import AuthError, ConfigError, TransientError, needs_mending
 from choreo_ingest.providers.openchoreo.auth import (
     TOKENS_KNOWN,
     ClientCredentials,
@@ -624,11 +624,16 @@ class TestEndpointErrors:
             "not-bearer",
         ],
     )
-    def test_unusable_answer_is_an_auth_error(self, status: int, body: Any, fragment: str) -> None:
+    def test_unusable_answer_is_a_setting_to_mend(
+        self, status: int, body: Any, fragment: str
+    ) -> None:
+        """Each (a login page's 200 too, from a tokenUrl that names the wrong page) exits 2
+        as `check` does, not 3 as upstream trouble."""
         with pytest.raises(AuthError) as caught:
             client_credentials(FakeTokenEndpoint(always=(status, body)), FakeClock()).bearer()
         assert str(caught.value).startswith("token request to openchoreo.auth.oauth.tokenUrl (")
         assert fragment in str(caught.value)
+        assert needs_mending(caught.value)
 
     @pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
     def test_server_trouble_is_transient(self, status: int) -> None:
