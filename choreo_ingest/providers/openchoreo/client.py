@@ -389,7 +389,7 @@ class OpenChoreoClient:
         try:
             return response.json()
         except (ValueError, RecursionError):  # RecursionError: nested past what json decodes
-            raise self._errors.not_json("GET", path, response) from None
+            raise self._errors.not_json("GET", path, response, self._where) from None
 
 
 class _TimedOut(Exception):

@@ -73,3 +73,14 @@ def spoken_instead(
             path="openchoreo.api",
         )
     return None
+
+
+def no_api_here(client: OpenChoreoClient, tried: list[Generation]) -> str:
+    """What a server that answers none of `tried` generations' first listings is told, with the
+    URLs asked (a `baseUrl` of `https://host/api` asks for `/api/api/v1/...`)."""
+    urls = " and ".join(client.base_url + generation.phases[0].path(None) for generation in tried)
+    return (
+        f"no OpenChoreo API at openchoreo.baseUrl {client.server_root} (GET {urls} found "
+        "nothing): set it to the server's address (https://host) or its API root "
+        "(https://host/api/v1)"
+    )

@@ -286,13 +286,16 @@ class ErrorTranslator:
         shown_code = self.redact(code) if code else None
         return kind(text, method=method, path=path, status=status, code=shown_code)
 
-    def not_json(self, method: str, path: str, answer: Answer) -> PermanentError:
+    def not_json(self, method: str, path: str, answer: Answer, where: str) -> PermanentError:
         """A success whose body is not JSON, saying what came instead: its content type and
-        first characters (redacted, on one line), such as a proxy's or a web app's page."""
+        first characters (redacted, on one line), such as a proxy's or a web app's page; a web
+        page asks whether `where` (the base URL's setting) is the API's address."""
         content_type = one_line(answer.headers.get("Content-Type", ""), 60) or "no content type"
         begins = one_line(self.redact(answer.text)[:400], 80)
         shown = f"{content_type}, begins {begins!r}" if begins else f"{content_type}, empty"
         message = f"response body is not JSON ({shown})"
+        if _is_html(answer, answer.text.lstrip()):
+            message = f"{message}: a web page, not the API; is {where} the API's address?"
         return self.error(PermanentError, method, path, answer.status_code, None, message)
 
     def redact(self, text: str) -> str:

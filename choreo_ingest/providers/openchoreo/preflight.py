@@ -36,7 +36,11 @@ from choreo_ingest.providers.openchoreo.generation import (
     name_of,
     says_absent,
 )
-from choreo_ingest.providers.openchoreo.generations import generation_named, generations
+from choreo_ingest.providers.openchoreo.generations import (
+    generation_named,
+    generations,
+    no_api_here,
+)
 from choreo_ingest.providers.openchoreo.http_errors import CHUNK_SIZE_KEY, one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
 from choreo_ingest.providers.openchoreo.token_cache import never_replaced
@@ -239,10 +243,7 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
             *_chunk_check(config, generation),
             *page_memory_check(largest, chunk),
         ]
-    tried = " and ".join(f"/api/v1{g.phases[0].path(None)}" for g in candidates)
-    return [
-        Check("openchoreo.api", False, f"no OpenChoreo API at {client.base_url} (tried {tried})")
-    ]
+    return [Check("openchoreo.api", False, no_api_here(client, candidates))]
 
 
 def _full_page_time(

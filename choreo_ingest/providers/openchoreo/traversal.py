@@ -56,6 +56,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
     generation_named,
     generations,
+    no_api_here,
     spoken_instead,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
@@ -301,7 +302,7 @@ class OpenChoreoProvider:
         tried = []
         for generation in generations():
             path = generation.phases[0].path(None)
-            tried.append(client.base_url.removeprefix(client.server_root) + path)
+            tried.append(generation)
             try:
                 page = generation.list_page(
                     client, path, limit=self._limit(generation), cursor=None
@@ -319,11 +320,7 @@ class OpenChoreoProvider:
                     now=generation.name,
                 )
             return generation, page
-        raise PermanentError(
-            f"no OpenChoreo API at {self._config.openchoreo.base_url} "
-            f"(tried {' and '.join(tried)})",
-            status=404,
-        )
+        raise PermanentError(no_api_here(client, tried), status=404)
 
     def _step(
         self,

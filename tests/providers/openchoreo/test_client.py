@@ -358,6 +358,20 @@ class TestOrgEraWireFormat:
         with pytest.raises(PermanentError, match=r"GET /orgs: HTTP 200: .*no list of items"):
             ORGS.list_page(make_client(), "/orgs", limit=5, cursor=None)
 
+    def test_a_web_page_asks_whether_the_base_url_is_the_api(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, base_url: str
+    ) -> None:
+        """`baseUrl` set to the console's address: its single-page app answers every path."""
+        httpx_mock.add_response(html="<!doctype html><html><div id=root></div></html>")
+
+        with pytest.raises(PermanentError) as caught:
+            make_client().get_json("/namespaces")
+
+        assert str(caught.value).endswith(
+            f": a web page, not the API; is openchoreo.baseUrl "
+            f"{base_url.removesuffix('/api/v1')} the API's address?"
+        )
+
     def test_error_names_the_path_without_the_query(
         self, httpx_mock: HTTPXMock, make_client: MakeClient
     ) -> None:

@@ -322,7 +322,9 @@ class TestDetection:
             walk(api="auto").page()
 
         assert str(caught.value) == (
-            f"no OpenChoreo API at {base_url} (tried /api/v1/namespaces and /api/v1/orgs)"
+            f"no OpenChoreo API at openchoreo.baseUrl {base_url.removesuffix('/api/v1')} (GET "
+            f"{base_url}/namespaces and {base_url}/orgs found nothing): set it to the server's "
+            "address (https://host) or its API root (https://host/api/v1)"
         )
 
     def test_other_failures_of_the_probe_are_not_taken_for_absence(

@@ -193,8 +193,25 @@ class TestFullCycle:
         result = run_once(config, tmp_path / "state.db", clock, providers={PROVIDER: provider})
 
         error = result.providers[0].error or ""
-        assert "no OpenChoreo API at http://openchoreo.test/api/v1" in error
-        assert "(tried /api/v1/namespaces and /api/v1/orgs)" in error
+        assert "no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (GET " in error
+        assert "/api/v1/namespaces and http://openchoreo.test/api/v1/orgs found" in error
+
+    def test_a_base_url_with_half_the_api_prefix_names_the_urls_it_asked(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """`https://host/api`: the prefix is added whole, so what was asked must be shown."""
+        config = config_for(tmp_path / "state.db")
+        config = replace(
+            config, openchoreo=replace(config.openchoreo, base_url="http://h.test/api")
+        )
+        api = simulator(v1_world(namespaces=1, projects=1, components=1), clock)
+        provider = OpenChoreoProvider(config, transport=simulator_transport(api))
+
+        result = run_once(config, tmp_path / "state.db", clock, providers={PROVIDER: provider})
+
+        error = result.providers[0].error or ""
+        assert "GET http://h.test/api/api/v1/namespaces and http://h.test/api/api/v1/orgs" in error
+        assert "or its API root (https://host/api/v1)" in error
 
     def test_the_request_rate_cap_holds_across_a_runs_drain_and_burst(
         self, tmp_path: Path, clock: FakeClock
