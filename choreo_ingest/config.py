@@ -104,6 +104,7 @@ __all__ = [
     "reveal",
     "secret_file_shown",
     "secret_files",
+    "secret_in",
     "secret_values",
     "state_origin",
     "token_problem",
@@ -347,13 +348,26 @@ def read_secret_file(path: SecretPath | None, key: str) -> str | None:
     if path is None:
         return None
     try:
-        value = Path(path).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        reason = error.strerror or str(error)
         raise ConfigError(f"cannot read {secret_file_shown(path)}: {reason}", path=key) from None
-    if not value:
-        raise ConfigError(f"{path} is empty", path=key)
-    return value
+    return secret_in(raw, path, key)
+
+
+def secret_in(raw: bytes, path: str | Path, key: str) -> str:
+    """The secret a secret file's bytes hold: UTF-8 text (a byte order mark dropped, as an
+    editor on Windows writes it), trimmed, on one line; else a ConfigError naming `key` and
+    the file, never the content."""
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (UTF-16? save it as UTF-8)", path=key) from None
+    if not text:
+        raise ConfigError(f"{path}: the file is empty", path=key)
+    if "\n" in text or "\r" in text:
+        raise ConfigError(f"{path}: more than one line (the secret alone, on one line)", path=key)
+    return text
 
 
 def secret_file_shown(path: str | Path) -> str:

@@ -2004,6 +2004,24 @@ class TestRequireApiSecrets:
         with pytest.raises(ConfigError, match=r"^openchoreo\.auth\.tokenFile: .* is empty"):
             require_api(load_text(tmp_path, text))
 
+    def test_a_secret_file_s_byte_order_mark_is_not_part_of_the_secret(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "password").write_bytes(b"\xef\xbb\xbfpg-Zq7x\r\n")
+
+        assert read_secret_file(str(tmp_path / "password"), "state.passwordFile") == "pg-Zq7x"
+
+    def test_a_utf16_secret_file_says_so_not_what_the_codec_said(self, tmp_path: Path) -> None:
+        (tmp_path / "password").write_bytes("pg-Zq7x".encode("utf-16"))
+
+        with pytest.raises(ConfigError) as caught:
+            read_secret_file(str(tmp_path / "password"), "state.passwordFile")
+
+        assert str(caught.value) == (
+            f"state.passwordFile: {tmp_path / 'password'}: not UTF-8 text (UTF-16? save it as "
+            "UTF-8)"
+        )
+
 
 def test_a_token_url_with_a_secret_in_its_query_is_refused_without_echoing_it(
     tmp_path: Path,

@@ -41,6 +41,7 @@ from choreo_ingest.config import (
     OAuthConfig,
     reveal,
     secret_file_shown,
+    secret_in,
     token_problem,
 )
 from choreo_ingest.errors import (
@@ -470,15 +471,11 @@ def _read_secret(path: Path, key: str) -> str:
     """A secret file's content, stripped. A file that cannot be read or is empty is a
     ConfigError naming the key and the path, never the content: the operator must fix it."""
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        raw = path.read_bytes()
     except OSError as err:
         shown = secret_file_shown(path)
         raise ConfigError(f"{shown}: cannot read: {err.strerror or err}", path=key) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: cannot read: not UTF-8 text", path=key) from None
-    if not text:
-        raise ConfigError(f"{path}: the file is empty", path=key)
-    return text
+    return secret_in(raw, path, key)
 
 
 def _printable(value: object, limit: int) -> str | None:

@@ -222,11 +222,8 @@ class TestTokenFile:
             ("directory", "cannot read: Is a directory"),
             (b"", "the file is empty"),
             (b" \n\t\n", "the file is empty"),
-            (b"\xff\xfe-Zq7x-bytes", "cannot read: not UTF-8 text"),
-            (
-                b"Zq7x-one\nZq7x-two\n",
-                "not a usable bearer token: expected one token on one line",
-            ),
+            (b"\xff\xfe-Zq7x-bytes", "not UTF-8 text (UTF-16? save it as UTF-8)"),
+            (b"Zq7x-one\nZq7x-two\n", "more than one line (the secret alone, on one line)"),
             (b"Zq7x one\n", "not a usable bearer token: it holds whitespace"),
             (
                 "Zq7x-ö".encode(),
@@ -342,8 +339,11 @@ class TestGrant:
             (None, "cannot read: No such file or directory"),
             ("directory", "cannot read: Is a directory"),
             (b"\n", "the file is empty"),
+            (b"\xef\xbb\xbf\r\n", "the file is empty"),
+            (b"\xff\xfeZ\x00q\x00", "not UTF-8 text (UTF-16? save it as UTF-8)"),
+            (b"Zq7x\r\nsecond\r\n", "more than one line (the secret alone, on one line)"),
         ],
-        ids=["missing", "directory", "empty"],
+        ids=["missing", "directory", "empty", "bom-only", "utf-16", "two-lines"],
     )
     def test_unusable_client_secret_file_is_a_config_error_naming_key_and_path(
         self, tmp_path: Path, content: bytes | str | None, problem: str
@@ -363,6 +363,22 @@ class TestGrant:
 
         assert str(caught.value) == f"openchoreo.auth.oauth.clientSecretFile: {path}: {problem}"
         assert endpoint.calls == []
+
+    def test_a_client_secret_file_written_with_a_byte_order_mark_sends_the_secret_alone(
+        self, tmp_path: Path
+    ) -> None:
+        """Notepad's UTF-8 starts with U+FEFF; sent with it, the secret was refused as
+        invalid_client with no word of why."""
+        path = tmp_path / "client-secret"
+        path.write_bytes(b"\xef\xbb\xbfS3cr3t-value\r\n")
+        endpoint = FakeTokenEndpoint()
+        credentials = client_credentials(
+            endpoint, FakeClock(), client_secret=None, client_secret_file=path
+        )
+
+        credentials.bearer()
+
+        assert [fields["client_secret"] for _, fields in endpoint.calls] == ["S3cr3t-value"]
 
     def test_secrets_holds_the_client_secret_and_every_access_token(self) -> None:
         heard: list[str] = []
