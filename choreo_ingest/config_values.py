@@ -111,8 +111,15 @@ def as_count(value: object) -> int:
 
 
 def as_chunk_size(value: object) -> int:
-    if (size := as_count(value)) > MAX_CHUNK_SIZE:
-        raise Invalid(f"must be at most {MAX_CHUNK_SIZE} (the API's largest page)", value)
+    too_large = Invalid(f"must be at most {MAX_CHUNK_SIZE} (the API's largest page)", value)
+    try:
+        size = as_count(value)
+    except Invalid:
+        if isinstance(value, int | float) and value > MAX_CHUNK_SIZE:
+            raise too_large from None
+        raise
+    if size > MAX_CHUNK_SIZE:
+        raise too_large
     return size
 
 
@@ -195,9 +202,11 @@ def as_listen(value: object) -> str:
 
 def as_http_url(value: object) -> str:
     url = as_text(value).strip().rstrip("/")
-    parts = _url_parts(url, value, expected="with a host and no query", hint=f"set {AUTH_KEY}")
-    if parts.query or parts.fragment:
-        raise Invalid("expected an http:// or https:// URL with a host and no query", value)
+    parts = _url_parts(url, value, hint=f"set {AUTH_KEY}")
+    if parts.query:
+        raise Invalid("expected a URL with no query (?...)", value)
+    if parts.fragment:
+        raise Invalid("expected a URL with no fragment (#...)", value)
     return url
 
 
@@ -213,29 +222,31 @@ def as_token_url(value: object) -> str:
     # Kept as given (a trailing slash may matter to an identity provider); a query may too.
     url = as_text(value).strip()
     hint = f"set {OAUTH_KEY}.clientId and clientSecret"
-    parts = _url_parts(url, value, expected="with a host and no fragment", hint=hint)
+    parts = _url_parts(url, value, hint=hint)
     if parts.fragment:
-        raise Invalid("expected an http:// or https:// URL with a host and no fragment", value)
+        raise Invalid("expected a URL with no fragment (#...)", value)
     if any(_SECRET_PARAMETER.search(name) for name, _ in parse_qsl(parts.query)):
         # Not echoed: the value is the credential. A URL is shown and cached as it is.
         raise Invalid(f"must not hold credentials in its query; {hint}")
     return url
 
 
-def _url_parts(url: str, value: object, *, expected: str, hint: str) -> SplitResult:
+def _url_parts(url: str, value: object, *, hint: str) -> SplitResult:
+    expected = "expected an http:// or https:// URL with a host"
     try:
         parts = urlsplit(url)
         valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a bad port or IPv6 literal
-        valid = False
+    except ValueError:  # a bad port or IPv6 literal, or a password holding `/` (not shown)
+        said = f"{expected}, its port (if any) digits"
+        raise Invalid(said, NOTHING if "@" in url else value) from None
     if not valid:
-        raise Invalid(f"expected an http:// or https:// URL {expected}", value)
+        raise Invalid(expected, value)
     if parts.username or parts.password:
         raise Invalid(f"must not hold credentials; {hint}")
     if not url.isprintable() or any(c.isspace() for c in url):
         raise Invalid("must not hold spaces or control characters", value)
     if not _is_host_name(parts.hostname or "", bracketed="[" in parts.netloc):
-        raise Invalid(f"expected an http:// or https:// URL {expected}: not a host name", value)
+        raise Invalid(f"{expected}: not a host name", value)
     return parts
 
 

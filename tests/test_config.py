@@ -310,6 +310,23 @@ BAD_CONFIGS = [
     ),
     ("mapping: {owner: x}", "mapping.owner", "unknown key (expected one of: defaultOwner, "),
     ("openchoreoo: {}", "openchoreoo", "did you mean openchoreo?"),
+    ("incremental: {burstLength: 5}", "incremental", "did you mean openchoreo.incremental?"),
+    ("openchoreo: {oauth: {}}", "openchoreo.oauth", "did you mean openchoreo.auth.oauth?"),
+    (
+        "openchoreo: {incremental: {tokenUrl: x}}",
+        "openchoreo.incremental.tokenUrl",
+        "did you mean openchoreo.auth.oauth.tokenUrl?",
+    ),
+    (
+        "openchoreo: {burstLenght: 5}",
+        "openchoreo.burstLenght",
+        "did you mean openchoreo.incremental.burstLength?",
+    ),
+    (
+        "openchoreo: {incremental: {chunkSize: 99999999999999999999999}}",
+        "openchoreo.incremental.chunkSize",
+        "must be at most 1024 (the API's largest page)",
+    ),
     (
         "openchoreo: {incremental: {burstLength: abc}}",
         "openchoreo.incremental.burstLength",
@@ -413,6 +430,7 @@ BAD_CONFIGS = [
     ("openchoreo: {baseUrl: ftp://x/api}", "openchoreo.baseUrl", "expected an http:// or https://"),
     ("openchoreo: {baseUrl: 'http:///api'}", "openchoreo.baseUrl", "with a host"),
     ("openchoreo: {baseUrl: 'http://h/api?x=1'}", "openchoreo.baseUrl", "no query"),
+    ("openchoreo: {baseUrl: 'http://h/api#x'}", "openchoreo.baseUrl", "with no fragment (#...)"),
     (
         "openchoreo: {baseUrl: 'http://u:p@h/api'}",
         "openchoreo.baseUrl",
@@ -534,6 +552,17 @@ class TestErrors:
         assert fragment in str(caught.value)
         assert str(caught.value).startswith(f"{key_path}: " if key_path else "")
         assert "\n" not in str(caught.value)
+
+    def test_a_url_whose_password_holds_a_slash_is_refused_without_it(self, tmp_path: Path) -> None:
+        """`id:Zq7x+/=x@host`: the slash ends the authority, so the URL cannot even be split;
+        the message must neither call it a fragment nor show the password."""
+        oauth = "{tokenUrl: 'http://id:Zq7x+/=x@idp/t', clientId: c, clientSecret: s}"
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, f"openchoreo: {{auth: {{oauth: {oauth}}}}}\n")
+        assert str(caught.value) == (
+            "openchoreo.auth.oauth.tokenUrl: expected an http:// or https:// URL with a host, "
+            "its port (if any) digits"
+        )
 
     def test_an_option_given_to_the_built_in_provider_is_refused_without_its_value(
         self, tmp_path: Path
