@@ -108,6 +108,15 @@ def test_simulate_serve_refuses_a_port_past_65535(tmp_path: Path) -> None:
     assert "simulate serve: Invalid value for '--port'" in one_error_line(done.stderr)
 
 
+def test_simulate_serve_names_its_options_as_typed(tmp_path: Path) -> None:
+    done = run_cli("simulate", "serve", "--port", "0", "--oauth-client-id", "x", cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    assert one_error_line(done.stderr).endswith(
+        "--oauth-client-id and --oauth-client-secret must be set together"
+    )
+
+
 def test_a_number_of_thousands_of_digits_is_a_usage_error_not_a_bug(
     tmp_path: Path, state: Path
 ) -> None:

@@ -6,6 +6,7 @@ application is built: every `choreo-ingest run` from cron would pay for them oth
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -234,7 +235,7 @@ def simulate_serve(
                 webhooks=webhooks,
             )
         except ValueError as error:  # options that do not fit together (e.g. an id, no secret)
-            raise ConfigError(str(error)) from error
+            raise ConfigError(_as_flags(str(error))) from error
         except OSError as error:  # binding the port: in use, or not ours to take
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {error.strerror or error}", path="--port"
@@ -296,3 +297,9 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
     app.command()(check)
     app.add_typer(simulate_app, name="simulate")
+
+
+def _as_flags(said: str) -> str:
+    """A `SimulatorOptions` message with its field names as `simulate serve`'s options."""
+    said = said.replace("rate_limit_rps", "rate_limit").replace("latency", "--latency")
+    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda name: "--" + name[0].replace("_", "-"), said)
