@@ -232,6 +232,12 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_STATE_SCHEMA = "choreo_ingest"
 DATABASE_URL_SCHEMES = ("postgresql", "postgres")
 SERVE_TOKEN_ENV = "CHOREO_INGEST_SERVE_TOKEN"  # noqa: S105 (the variable's name, not a token)
+OPEN_EVENTS_WARNING = (
+    "no serve.events.secretFile: the event routes take events from anyone who reaches this "
+    "address (a flood of them makes a full walk due); set it and append it to the webhook URL, "
+    "and restrict who reaches the port (a NetworkPolicy)"
+)
+"""What `serve` and `check` say of an address beyond loopback with no events secret."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import (
+    OPEN_EVENTS_WARNING,
     SERVE_TOKEN_ENV,
     Address,
     Config,
@@ -111,6 +112,9 @@ def _serve_checks(config: Config) -> list[Check]:
             f"${SERVE_TOKEN_ENV}): `serve` would not start without --insecure-no-auth"
         )
         checks.append(Check("serve.listen", True, detail, warning=True))
+    if config.serve.events_secret_file is None and not address.is_loopback:
+        detail = f"{address} is beyond loopback and there is {OPEN_EVENTS_WARNING}"
+        checks.append(Check("serve.events.secretFile", True, detail, warning=True))
     return checks
 
 

@@ -318,3 +318,34 @@ def test_serve_beyond_loopback_without_a_token_is_a_warning(
         return
     assert warnings["serve.listen"].startswith(f"{listen} is beyond loopback and no token is set")
     assert "--insecure-no-auth" in warnings["serve.listen"]
+
+
+@pytest.mark.parametrize(
+    ("listen", "secret", "warned"),
+    [
+        ("0.0.0.0:8080", False, True),
+        ("0.0.0.0:8080", True, False),
+        ("127.0.0.1:8080", False, False),
+    ],
+)
+def test_serve_beyond_loopback_without_an_events_secret_is_a_warning(
+    tmp_path: Path, listen: str, secret: bool, warned: bool
+) -> None:
+    """The forwarder sends no credentials: without the secret, anyone who reaches the port
+    may post events, and a flood of them makes a full walk due."""
+    secret_file = None
+    if secret:
+        secret_file = tmp_path / "events-secret"
+        secret_file.write_text("s3cret-events\n")
+        secret_file.chmod(0o600)
+    serve = ServeConfig(listen=listen, token_file=None, events_secret_file=secret_file)
+
+    found = run_checks(Config(providers=(), serve=serve), tmp_path / "state.db", FakeClock())
+
+    warnings = {item.name: item.detail for item in found if item.warning}
+    assert ("serve.events.secretFile" in warnings) is warned
+    if warned:
+        assert warnings["serve.events.secretFile"].startswith(
+            f"{listen} is beyond loopback and there is no serve.events.secretFile: the event "
+            "routes take events from anyone"
+        )

@@ -103,7 +103,7 @@ def build_app(server: Server) -> ASGIApp:
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
-    guarded = CrossSiteGuard(app, token_set=server.credentials.api_token is not None)
+    guarded = CrossSiteGuard(app, credentials=server.credentials)
     return RequestLog(guarded, server.clock, server.requests)
 
 

@@ -18,7 +18,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Address, Config
+from choreo_ingest.config import OPEN_EVENTS_WARNING, Address, Config
 from choreo_ingest.errors import (
     AddressInUse,
     ConfigError,
@@ -74,6 +74,8 @@ def serve(
             message="--insecure-no-auth: anyone who reaches this address can reset providers "
             "and read the catalog",
         )
+    if not address.is_loopback and credentials.events_secret is None:
+        log.warning("events_open", listen=str(address), message=OPEN_EVENTS_WARNING)
     _refuse_what_holds_no_state(state_location(state))
     most = connection_cap(raise_open_file_limit())
     connections = Connections(config.serve.read_timeout, most, clock)

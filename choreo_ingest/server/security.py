@@ -55,7 +55,13 @@ def _same(given: str, expected: str) -> bool:
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def cross_site_problem(method: str, headers: Mapping[str, str], *, token_set: bool) -> str | None:
+def cross_site_problem(
+    method: str,
+    headers: Mapping[str, str],
+    *,
+    token_set: bool,
+    guarded_by: str = "a token (serve.auth.tokenFile)",
+) -> str | None:
     """Why a state-changing request is one a web page sent, as refused (a form posted from a
     page open in an operator's browser: `reset?purge=true`), or None. A browser says where a
     request comes from (`Origin`, `Sec-Fetch-Site`); a client that is not a browser (curl, the
@@ -80,25 +86,37 @@ def cross_site_problem(method: str, headers: Mapping[str, str], *, token_set: bo
             "from clients that are not browsers (curl, the event forwarder)"
         )
     return (
-        f"a {method} from {source} is refused: without a token (serve.auth.tokenFile), "
+        f"a {method} from {source} is refused: without {guarded_by}, "
         "state-changing requests come only from clients that are not browsers (curl, the "
         "event forwarder)"
     )
 
 
+EVENT_ROUTE_PREFIXES = ("/events/", "/api/events/http/")
+"""Where the event routes are: guarded by the events secret, not the API token."""
+
+
 class CrossSiteGuard:
     """Answers 403 to a state-changing request a web page sent (`cross_site_problem`), before
-    any route sees it; every other request passes through."""
+    any route sees it; every other request passes through. The event routes count as guarded
+    by a token only when the events secret is set: the API token does not cover them."""
 
-    def __init__(self, app: ASGIApp, *, token_set: bool) -> None:
+    def __init__(self, app: ASGIApp, *, credentials: Credentials) -> None:
         self.app = app
-        self.token_set = token_set
+        self.token_set = credentials.api_token is not None
+        self.events_secret_set = credentials.events_secret is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = None
         if scope["type"] == "http":
             headers = Headers(scope=scope)
-            problem = cross_site_problem(scope["method"], headers, token_set=self.token_set)
+            event_route = str(scope["path"]).startswith(EVENT_ROUTE_PREFIXES)
+            if event_route:
+                guarded, by = self.events_secret_set, "an events secret (serve.events.secretFile)"
+            else:
+                guarded, by = self.token_set, "a token (serve.auth.tokenFile)"
+            method = scope["method"]
+            problem = cross_site_problem(method, headers, token_set=guarded, guarded_by=by)
         if problem is None:
             await self.app(scope, receive, send)
             return

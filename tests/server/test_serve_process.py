@@ -214,6 +214,7 @@ def test_insecure_no_auth_starts_and_warns(tmp_path: Path, simulator: RunningSer
         code, _, err = stop(process)
     assert code == 0
     assert "api_exposed_without_auth" in err
+    assert "events_open" in err  # and no events secret either
 
 
 def test_a_busy_port_is_exit_75_worth_trying_again(

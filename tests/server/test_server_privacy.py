@@ -351,15 +351,20 @@ FROM_SERVES_OWN_ORIGIN = {"Origin": "http://testserver", "Sec-Fetch-Site": "same
 """`serve`'s own page (it posts nothing), or one whose name was rebound to 127.0.0.1."""
 
 
-def refusal(method: str, headers: dict[str, str], *, token_set: bool) -> str:
+def refusal(
+    method: str, headers: dict[str, str], *, token_set: bool, path: str = "/providers"
+) -> str:
     source = headers.get("Origin", "a web page")
     if token_set:
         return (
             f"a {method} from {source}, another site, is refused: state-changing requests "
             "come from clients that are not browsers (curl, the event forwarder)"
         )
+    guard = "a token (serve.auth.tokenFile)"
+    if path.startswith("/events/"):
+        guard = "an events secret (serve.events.secretFile)"
     return (
-        f"a {method} from {source} is refused: without a token (serve.auth.tokenFile), "
+        f"a {method} from {source} is refused: without {guard}, "
         "state-changing requests come only from clients that are not browsers (curl, the "
         "event forwarder)"
     )
@@ -391,7 +396,7 @@ class TestWebPages:
             answer = client.request(method, path, content=EVENT, headers=headers)
 
         assert answer.status_code == 403
-        assert answer.json() == {"error": refusal(method, headers, token_set=False)}
+        assert answer.json() == {"error": refusal(method, headers, token_set=False, path=path)}
         assert entity_count(ingested) == before
         assert pending(ingested) == []
         with Store.open(ingested, readonly=True) as store:
@@ -412,9 +417,9 @@ class TestWebPages:
         assert entity_count(ingested) > 0
 
     @pytest.mark.parametrize(
-        ("token", "headers"),
-        [(None, {}), (TOKEN, {}), (TOKEN, FROM_SERVES_OWN_ORIGIN)],
-        ids=["client", "client-with-token", "own-origin-with-token"],
+        ("token", "secret", "headers"),
+        [(None, None, {}), (TOKEN, None, {}), (TOKEN, SECRET, FROM_SERVES_OWN_ORIGIN)],
+        ids=["client", "client-with-token", "own-origin-with-token-and-events-secret"],
     )
     def test_a_client_and_with_a_token_serves_own_origin_are_taken(
         self,
@@ -422,12 +427,13 @@ class TestWebPages:
         ingested: Path,
         clock: FakeClock,
         token: str | None,
+        secret: str | None,
         headers: dict[str, str],
     ) -> None:
         sent = {**headers, **(AUTH if token else {})}
-        with client_of(config, ingested, clock, Credentials(token)) as client:
+        with client_of(config, ingested, clock, Credentials(token, secret)) as client:
             event = client.post(
-                "/events/openchoreo",
+                "/events/openchoreo" + (f"/{secret}" if secret else ""),
                 content=EVENT,
                 headers={**sent, "Content-Type": "application/json"},
             )
@@ -437,6 +443,25 @@ class TestWebPages:
         assert purged.status_code == 200
         assert purged.json()["purged"] > 0
         assert entity_count(ingested) == 0
+
+    def test_with_a_token_but_no_events_secret_serves_own_origin_may_not_post_events(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """The token does not cover the event routes: a page of another site whose name was
+        rebound to serve's address reads as serve's own origin, and its events would force
+        walks of the platform."""
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answer = client.post(
+                "/events/openchoreo",
+                content=EVENT,
+                headers={**FROM_SERVES_OWN_ORIGIN, "Content-Type": "application/json"},
+            )
+
+        assert answer.status_code == 403
+        assert answer.json() == {
+            "error": refusal("POST", FROM_SERVES_OWN_ORIGIN, token_set=False, path="/events/")
+        }
+        assert pending(ingested) == []
 
     def test_reading_is_not_refused_to_a_page_of_another_site(
         self, config: Config, ingested: Path, clock: FakeClock
