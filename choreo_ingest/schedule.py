@@ -414,15 +414,15 @@ def health_problems(
                 "a client that may see none of it (`choreo-ingest check` says what it lists)"
             )
         cycle_time = max(record.last_cycle_duration or 0.0, 0.0)  # an older version's, < 0
-        allowed = 3 * (config.rest_length + cycle_time)
+        allowed = 3 * (config.rest_length + config.burst_interval + cycle_time)
         since = now - record.last_completed_at
         # A cycle's time counts an outage or a suspended machine in its middle (days): the
         # bursts' own rhythm says sooner that no run comes (cron stopped, a secret gone).
         quiet = now - (record.last_burst_at or record.last_completed_at)
         if since > allowed:
             problems.append(
-                f"no completed cycle in {since:.0f}s (allowed 3 x (restLength + last cycle) "
-                f"= {allowed:.0f}s)"
+                f"no completed cycle in {since:.0f}s (allowed 3 x (restLength + burstInterval "
+                f"+ last cycle) = {allowed:.0f}s)"
             )
         elif quiet > gap:
             problems.append(f"no burst in {quiet:.0f}s {_allowed(gap)}")

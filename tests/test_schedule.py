@@ -768,7 +768,8 @@ class TestBackoffDelay:
 
 
 class TestHealthProblems:
-    # rest 600 s, last cycle 5 s -> a completed cycle is overdue after 3 x 605 = 1815 s; bursts
+    # rest 600 s, last cycle 5 s -> a completed cycle is overdue after 3 x (600 + 30 + 5) =
+    # 1905 s (rest, burstInterval: a call may come that much after the rest, last cycle); bursts
     # stopped after 3 x (600 + 30 + 10) = 1920 s (rest, burstInterval, burstLength)
     CASES: ClassVar = [
         ("never-run", {}, 0, []),
@@ -780,19 +781,19 @@ class TestHealthProblems:
         (
             "completion-overdue",
             {
-                "last_completed_at": NOW - 1816,
+                "last_completed_at": NOW - 1906,
                 "last_cycle_duration": 5.0,
-                "last_burst_at": NOW - 1821,
+                "last_burst_at": NOW - 1911,
             },
             0,
-            ["no completed cycle in 1816s"],
+            ["no completed cycle in 1906s"],
         ),
         (
             "completion-just-in-time",
             {
-                "last_completed_at": NOW - 1815,
+                "last_completed_at": NOW - 1905,
                 "last_cycle_duration": 5.0,
-                "last_burst_at": NOW - 1820,
+                "last_burst_at": NOW - 1910,
             },
             0,
             [],
@@ -842,9 +843,9 @@ class TestHealthProblems:
         ),
         (
             "overdue-with-a-negative-duration-counts-it-as-none",
-            {"last_completed_at": NOW - 1801, "last_cycle_duration": -10_791.0},
+            {"last_completed_at": NOW - 1891, "last_cycle_duration": -10_791.0},
             0,
-            ["allowed 3 x (restLength + last cycle) = 1800s"],
+            ["allowed 3 x (restLength + burstInterval + last cycle) = 1890s"],
         ),
         (
             "everything-wrong",
