@@ -7,10 +7,13 @@ the events secret is never logged or counted as itself.
 A bug in a route ends here too: the client has its `{"error": ...}` 500 (the application's own
 handler answers it, else this middleware), and the log one `http_request_crashed` line, the
 traceback only at -vv; the server (uvicorn) never sees the exception, so it writes no traceback
-of its own to stderr.
+of its own to stderr. Nor does it for a request its stop cuts short (its body still coming in
+when the shutdown's grace ran out): the client has a 503 to send it again.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from prometheus_client import Counter
 from starlette.responses import JSONResponse
@@ -54,6 +57,15 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:  # cut by the server's stop (a body still coming in)
+            status = 503
+            if not responded:
+                stopping = JSONResponse(
+                    {"error": "serve is stopping: send it again"},
+                    503,
+                    {"Connection": "close", "Retry-After": "5"},
+                )
+                await stopping(scope, receive, send)
         except Exception as error:  # a bug: one line, not the server's traceback on stderr
             log.error(
                 "http_request_crashed",

@@ -193,6 +193,40 @@ def test_healthz_is_answered_while_idle_connections_outnumber_the_open_file_limi
     assert len(err.splitlines()) <= 4, err  # a line a minute, at most, about refused accepts
 
 
+def test_a_post_whose_body_is_still_coming_at_the_stop_is_told_to_come_again(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    """The stop's grace (5 s) is shorter than `serve.readTimeout` (10 s): the request is cut,
+    and its client had uvicorn's plain-text 500 and stderr a traceback at error level."""
+    process, url = serve_process(tmp_path, simulator.url)
+    try:
+        ready(process, url)
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as conn:
+            conn.sendall(
+                b"POST /events/openchoreo HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.5)  # the request is in the route, reading its body
+            process.send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        _, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    code = process.returncode
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer
+    assert json.loads(body) == {"error": "serve is stopping: send it again"}
+    assert code == 0
+    assert "Traceback" not in err
+    assert "Exception in ASGI application" not in err
+
+
 def test_a_non_loopback_address_without_a_token_is_refused(
     tmp_path: Path, simulator: RunningServer
 ) -> None:
