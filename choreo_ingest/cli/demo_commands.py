@@ -119,7 +119,10 @@ def demo(
 @simulate_app.command("serve")
 def simulate_serve(
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port on 127.0.0.1.")
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, help="Port to listen on (0: a free one, printed)."
+        ),
     ] = 8080,
     host: Annotated[str, typer.Option("--host", help="Address to bind (loopback).")] = "127.0.0.1",
     orgs: Annotated[

@@ -55,7 +55,7 @@ def run(
 
 def refresh_command(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Argument(help="The provider to make due.")],
+    provider: Annotated[str, typer.Argument(metavar="PROVIDER", help="The provider to make due.")],
     now: Annotated[bool, typer.Option("--now", help="Run that burst right away.")] = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,

@@ -53,7 +53,9 @@ from choreo_ingest.reporting import (
 )
 from choreo_ingest.store import PostgresLocation, StateRef, configured_location, state_location
 
-ProviderArgument = Annotated[str | None, typer.Argument(help="Only this provider.")]
+ProviderArgument = Annotated[
+    str | None, typer.Argument(metavar="PROVIDER", help="Only this provider.")
+]
 
 
 def _storable(value: int | None) -> int | None:
@@ -168,7 +170,7 @@ def providers(
 
 def reset_command(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Argument(help="The provider to reset.")],
+    provider: Annotated[str, typer.Argument(metavar="PROVIDER", help="The provider to reset.")],
     purge: Annotated[
         bool, typer.Option("--purge", help="Also remove its entities and active set.")
     ] = False,
