@@ -203,28 +203,10 @@ def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, An
         elif path in _SCHEMA:
             found[_target(path)] = parse_key(path, value, env)
         else:
-            raise ConfigError(f"unknown key ({_hint(section, key)})", path=path)
+            from choreo_ingest.config_hints import unknown_key_hint  # only for a mistake
 
-
-def _hint(section: str, key: str) -> str:
-    """For an unknown key: the key of that name further down (`incremental` at the top is
-    `openchoreo.incremental`) or elsewhere (`tokenUrl` under `incremental`), else the nearest
-    sibling, else the nearest key further down, else the siblings."""
-    paths = [known for known in [*_CHILDREN, *_SCHEMA] if known]
-    below = [known for known in paths if known.startswith(f"{section}.") or not section]
-    named = [known for known in below if known.endswith(f".{key}")]
-    named = named or [known for known in paths if known.endswith(f".{key}")]
-    if named:
-        return f"did you mean {min(named, key=len)}?"
-    siblings = _CHILDREN[section]
-    import difflib  # only for a mistake
-
-    near = difflib.get_close_matches(key, siblings, n=1)
-    if near:
-        return f"did you mean {near[0]}?"
-    last = {known.rpartition(".")[2]: known for known in sorted(below, key=len, reverse=True)}
-    near = difflib.get_close_matches(key, list(last), n=1)
-    return f"did you mean {last[near[0]]}?" if near else f"expected one of: {', '.join(siblings)}"
+            hint = unknown_key_hint(section, key, _CHILDREN, [*_CHILDREN, *_SCHEMA])
+            raise ConfigError(f"unknown key ({hint})", path=path)
 
 
 def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:

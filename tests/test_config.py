@@ -317,6 +317,8 @@ BAD_CONFIGS = [
         "openchoreo.incremental.tokenUrl",
         "did you mean openchoreo.auth.oauth.tokenUrl?",
     ),
+    ("serve: {token: x}", "serve.token", "did you mean serve.auth.tokenFile?"),
+    ("metrics: {path: x}", "metrics.path", "unknown key (expected one of: textfile)"),
     (
         "openchoreo: {burstLenght: 5}",
         "openchoreo.burstLenght",

@@ -48,6 +48,7 @@ LAYERS = {
     "config_values": 1,
     "config_database_url": 1,
     "config_document": 1,
+    "config_hints": 1,
     "config_file": 1,
     "config_yaml": 1,
     "models": 1,

@@ -51,11 +51,12 @@ class EventMarks:
         self._latest: float | None = None
         self._listing: float | None = None
         self._unwritten: float | None = None
-        self._known = False
+        self._known = self._listing_known = False
 
     def forget(self) -> None:
         """A burst or a drain begins: another process may have marked events since."""
-        self._known, self._latest, self._listing, self._unwritten = False, None, None, None
+        self._known = self._listing_known = False
+        self._latest, self._listing, self._unwritten = None, None, None
 
     def listing_began(self, index: IndexReader, now: float) -> float:
         """The time a listing begins at: `now`, or the latest event's if the clock was set
@@ -70,7 +71,7 @@ class EventMarks:
         of the listing in progress even if the clock was set back since it began."""
         if not (delta.upserts or delta.removals or delta.removal_scopes or delta.index):
             return delta
-        self._load(index)
+        self._load_listing(index)  # one row: a drain reads no other marks
         at = read_at
         if self._listing is not None and at <= self._listing:
             at = math.nextafter(self._listing, math.inf)
@@ -100,15 +101,24 @@ class EventMarks:
         return without_overtaken(index, harvest, listed_at, name)
 
     def _load(self, index: IndexReader) -> None:
+        """Every mark of the cycle (once a burst: what a page is held back by)."""
         if self._known:
             return
         rows = index.by_group(EVENT_MARKS, ["", LISTING], current_only=True)
         for row in rows[""]:
             self._note(_applied_at(row))
-        for row in rows[LISTING]:
+        self._note_listing(rows[LISTING])
+        self._known = self._listing_known = True
+
+    def _load_listing(self, index: IndexReader) -> None:
+        if not self._listing_known:
+            self._note_listing(index.by_group(EVENT_MARKS, [LISTING], current_only=True)[LISTING])
+            self._listing_known = True
+
+    def _note_listing(self, rows: list[IndexEntry]) -> None:
+        for row in rows:
             at = _applied_at(row)
             self._listing = at if self._listing is None else max(self._listing, at)
-        self._known = True
 
     def _note(self, at: float) -> None:
         self._latest = at if self._latest is None else max(self._latest, at)

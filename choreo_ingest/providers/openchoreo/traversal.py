@@ -67,6 +67,7 @@ from choreo_ingest.providers.openchoreo.traversal_cursor import (
     TraversalCursor,
     next_page_of,
     note_stale_start,
+    page_head,
     place_after,
     restarts_exhausted,
     stale_starts_over,
@@ -344,6 +345,8 @@ class OpenChoreoProvider:
             listed = first or self._list(context, state, generation, path, facts)
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
+            context.guard.check(path, state.api_cursor, listed, state.head)
+            state.head = page_head(listed.items) if listed.next_cursor else None
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
             with collecting() as warnings:
                 harvest = phase.harvest(context.walk, item, listed.items)
@@ -407,7 +410,7 @@ class OpenChoreoProvider:
                     raise mend from None
                 raise
             check_parent_gone(context.client, generation.gone_codes, path, missing)
-            state.api_cursor = None
+            state.api_cursor = state.head = None
             item = _item_after(context, phase.queue, state.position)
             if item is None:
                 return Harvest()
@@ -416,7 +419,6 @@ class OpenChoreoProvider:
             return Harvest()
         if stored:
             stale_starts_over(state, facts)
-        context.guard.check(path, state.api_cursor, listed)
         return listed
 
     def _restart(
@@ -453,7 +455,7 @@ class OpenChoreoProvider:
             )
         context.restarts[key] = restarts
         context.guard.forget()
-        state.api_cursor = None
+        state.api_cursor = state.head = None
         state.cursor_reset_count += 1
         log.info(
             "listing_restarted",

@@ -50,6 +50,9 @@ class TraversalCursor:
     by_item: bool = True
     """The phase's group (`item_group`) is walked item by item; False only for a cycle an
     older release began, which finishes phase by phase."""
+    head: str | None = None
+    """The name of the first item of the page last read of the listing in progress: the page
+    asked for with its cursor must not begin with it again (`ListingGuard`)."""
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
@@ -60,6 +63,7 @@ class TraversalCursor:
             "cursorResetCount": self.cursor_reset_count,
             "staleStarts": self.stale_starts,
             "listedAt": self.listed_at,
+            "head": self.head,
         }
 
     @classmethod
@@ -93,6 +97,7 @@ class TraversalCursor:
             cursor_reset_count=_whole_number(raw, "cursorResetCount", 0),
             stale_starts=_whole_number(raw, "staleStarts", 0),
             listed_at=_optional_time(raw, "listedAt"),
+            head=_optional_text(raw, "head"),
         )
 
     def walked_together(self, phases: Sequence[Phase]) -> range:
@@ -281,23 +286,25 @@ class ListingGuard:
     """A burst's guard against a listing that never ends: its cursor handed back again, one it
     returned before (A -> B -> A), or the page a cursor was asked with answered again (a server,
     or a proxy that drops the query, that ignores `cursor` and hands out a new one each time,
-    as `check` finds: followed, it would read the first page for ever)."""
+    as `check` finds: followed, it would read the first page for ever). The page before is
+    known by the name of its first item (`TraversalCursor.head`), kept across bursts."""
 
     def __init__(self) -> None:
         self._path = ""
         self._cursors: set[str] = set()
-        self._first: list[Any] = []
 
     def forget(self) -> None:
         """The listing restarts from its first page."""
-        self._path, self._cursors, self._first = "", set(), []
+        self._path, self._cursors = "", set()
 
-    def check(self, path: str, asked_with: str | None, page: ListPage) -> None:
+    def check(self, path: str, asked_with: str | None, page: ListPage, head: str | None) -> None:
+        """`page` of listing `path`, asked for with cursor `asked_with` (None: the first page)
+        after a page whose first item is named `head`."""
         if self._path != path or len(self._cursors) >= MAX_CURSORS_REMEMBERED:
-            self._path, self._cursors, self._first = path, set(), []
+            self._path, self._cursors = path, set()
         if asked_with is not None and page.next_cursor == asked_with:
             self._refuse(path, "returned the same cursor again")
-        if asked_with is not None and page.items and page.items[:1] == self._first:
+        if asked_with is not None and head is not None and page_head(page.items) == head:
             self._refuse(
                 path,
                 "answered the page before it again when asked with that page's cursor (does "
@@ -308,8 +315,17 @@ class ListingGuard:
             self._refuse(path, "returned a cursor it had returned before")
         if page.next_cursor:
             self._cursors.add(page.next_cursor)
-        self._first = page.items[:1]
 
     @staticmethod
     def _refuse(path: str, what: str) -> NoReturn:
         raise PermanentError(f"GET {path} {what}; refusing to loop", method="GET", path=path)
+
+
+def page_head(items: Sequence[Any]) -> str | None:
+    """The name of a page's first item (`metadata.name`, else `name`); None without one."""
+    first = items[0] if items else None
+    if not isinstance(first, Mapping):
+        return None
+    metadata = first.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else first.get("name")
+    return name if isinstance(name, str) and name else None

@@ -16,11 +16,11 @@ import pytest
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.models import EntityIteratorResult, IndexEntry, ProviderState
+from choreo_ingest.models import Delta, EntityIteratorResult, IndexEntry, ProviderState
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.generation import Harvest
-from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS, EventMarks
+from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS, LISTING, EventMarks
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
 from choreo_ingest.testing import make_entity
@@ -226,6 +226,7 @@ class CountingIndex:
     def __init__(self, *marks: IndexEntry) -> None:
         self.marks = list(marks)
         self.reads: list[str] = []
+        self.groups_read: list[list[str]] = []
 
     def by_key(
         self, table: str, keys: Sequence[str], *, current_only: bool = False
@@ -237,6 +238,7 @@ class CountingIndex:
         self, table: str, groups: Sequence[str], *, current_only: bool = False
     ) -> dict[str, list[IndexEntry]]:
         self.reads.append("by_group")
+        self.groups_read.append(list(groups))
         return {group: [mark for mark in self.marks if mark.group == group] for group in groups}
 
 
@@ -335,3 +337,17 @@ def test_a_listing_begins_no_earlier_than_the_events_applied_before_it() -> None
 
     assert EventMarks().listing_began(index, 400.0) == 500.0
     assert EventMarks().listing_began(index, 600.0) == 600.0
+
+
+def test_an_event_reads_only_the_listing_s_mark_not_the_cycle_s_marks() -> None:
+    """`serve` drains events every few seconds: reading every mark of the cycle each time cost
+    0.35 s a drain at 100,000 marks."""
+    events = [IndexEntry(EVENT_MARKS, f"ref component:default/{n}", "", {"at": 90.0}) for n in "ab"]
+    index = CountingIndex(*events, IndexEntry(EVENT_MARKS, LISTING, LISTING, {"at": 100.0}))
+    marks = EventMarks()
+
+    delta = marks.marked(index, Delta(upserts=[make_entity("c")]), 95.0)
+
+    assert index.groups_read == [[LISTING]]
+    [mark] = [row for row in delta.index if row.table == EVENT_MARKS]
+    assert mark.value["at"] > 100.0  # read after the listing began, though the clock said not

@@ -66,9 +66,11 @@ def cursor(
     resets: int = 0,
     stale: int = 0,
     listed_at: float | None = FakeClock().now(),
+    head: str | None = None,
 ) -> dict[str, Any]:
     """An org-era traversal cursor as stored (position -1: before the phase's first item;
-    `listed_at`: when its listing began, on the fake clock that does not move by itself)."""
+    `listed_at`: when its listing began, on the fake clock that does not move by itself;
+    `head`: the name of the first item of the listing's last page, while it goes on)."""
     return {
         "api": "orgs",
         "phase": phase,
@@ -77,6 +79,7 @@ def cursor(
         "cursorResetCount": resets,
         "staleStarts": stale,
         "listedAt": listed_at,
+        "head": head,
     }
 
 
@@ -244,7 +247,7 @@ class TestTinyWorld:
         assert [result.cursor for result in results[:4]] == [
             cursor("projects"),
             cursor("projects", position=1),  # the org queue is found empty on the next call
-            cursor("components", api_cursor="c2"),
+            cursor("components", api_cursor="c2", head="cart"),
             cursor("components", position=2),  # acme/shop: queue positions are engine-wide
         ]
         assert results[-1].cursor is None
@@ -270,7 +273,7 @@ class TestDetection:
             "domain:default/acme",
             "domain:default/beta",
         ]
-        assert page.cursor == cursor("orgs", api_cursor="o2")
+        assert page.cursor == cursor("orgs", api_cursor="o2", head="acme")
         assert page.facts == FIRST_PAGE_FACTS
         assert dict(page.counters) == {"requests": 2}
 
@@ -541,7 +544,7 @@ class TestListingRules:
         )
         assert (caught.value.status, caught.value.code) == (410, "CONTINUE_TOKEN_EXPIRED")
         assert len(engine.results) == 7
-        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3)
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, head="a")
 
     def test_restart_limit_is_per_burst(self, httpx_mock: HTTPXMock, walk, base_url: str) -> None:
         """After a burst failed on its fourth expiry, the next burst may restart again."""
@@ -594,7 +597,7 @@ class TestListingRules:
                 "or serve) or lengthen openchoreo.incremental.burstLength"
             )
         )
-        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3)
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3, head="a")
 
         httpx_mock.reset()
         httpx_mock.add_response(
@@ -616,7 +619,7 @@ class TestListingRules:
             for _ in range(11):  # five stale starts in a row
                 engine.page()
 
-        assert engine.cursor == cursor("orgs", api_cursor="k6", resets=5, stale=5)
+        assert engine.cursor == cursor("orgs", api_cursor="k6", resets=5, stale=5, head="a")
         warned = [line["event"] for line in logs if line["log_level"] == "warning"]
         assert warned == ["listing_stuck"]
 
@@ -631,7 +634,7 @@ class TestListingRules:
         for _ in range(7):
             engine.page()
         assert "problem" in engine.facts
-        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3)
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3, head="a")
 
         httpx_mock.reset()
         httpx_mock.add_response(

@@ -389,11 +389,13 @@ class TestCursors:
         assert outcome.action == "failed"
         assert "returned the same cursor again" in (outcome.error or "")
 
+    @pytest.mark.parametrize("one_page_a_burst", [False, True], ids=["one-burst", "slow-pages"])
     def test_a_server_that_ignores_the_cursor_fails_instead_of_reading_page_one_for_ever(
-        self, tmp_path: Path, clock: FakeClock
+        self, tmp_path: Path, clock: FakeClock, one_page_a_burst: bool
     ) -> None:
         """A proxy that drops the query: every request is the first page's, each with a new
-        cursor (as a Kubernetes continue token would be), so no cursor is ever seen twice."""
+        cursor (as a Kubernetes continue token would be), so no cursor is ever seen twice;
+        with pages slow enough for one a burst, each burst meets the first page once."""
         live = simulator_transport(
             simulator(v1_world(namespaces=1, projects=1, components=30), clock)
         )
@@ -410,16 +412,41 @@ class TestCursors:
             return httpx.Response(200, json=body)
 
         config = config_for(tmp_path / "state.db", chunk_size=10)
-        provider = OpenChoreoProvider(config, transport=httpx.MockTransport(drop_the_cursor))
+        provider: Any = OpenChoreoProvider(config, transport=httpx.MockTransport(drop_the_cursor))
+        if one_page_a_burst:
+            provider = OnePageABurst(provider, clock)
         assert config.state_path is not None
-        result = run_once(
-            config, config.state_path, clock, force=True, providers={PROVIDER: provider}
-        )
+        for _ in range(6):
+            result = run_once(
+                config, config.state_path, clock, force=True, providers={PROVIDER: provider}
+            )
+            [outcome] = result.providers
+            if outcome.action == "failed":
+                break
 
-        [outcome] = result.providers
         assert outcome.action == "failed"
         assert "answered the page before it again" in (outcome.error or "")
         assert next(fresh) == 2  # the second page was the first again, and the walk stopped
+
+
+class OnePageABurst:
+    """The provider, each page taking a whole burst (its time passes once the page is read)."""
+
+    name = PROVIDER
+
+    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock) -> None:
+        self._inner, self._clock = inner, clock
+
+    def around(self, burst: Any) -> Any:
+        return self._inner.around(burst)
+
+    def handle_event(self, context: Any, event: Any) -> Any:
+        return self._inner.handle_event(context, event)
+
+    def next(self, context: Any, cursor: Any) -> Any:
+        page = self._inner.next(context, cursor)
+        self._clock.advance(11)
+        return page
 
 
 class TestMapping:
