@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
+from choreo_ingest.cycle_source import cycle_facts, log_source_changed, sources
 from choreo_ingest.errors import (
     ChoreoIngestError,
     DeadlineExceeded,
@@ -29,13 +30,10 @@ from choreo_ingest.heap import HeapTrimmer
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import (
     JSON,
-    SOURCE_CYCLE_FACT,
-    SOURCE_FACT,
     Facts,
     ProviderAction,
     ProviderRecord,
     ProviderState,
-    cycle_source,
 )
 from choreo_ingest.page_writer import PageWriter
 from choreo_ingest.providers.base import (
@@ -159,7 +157,7 @@ class BurstEngine:
         settings = self.config.incremental
         record = self.store.load_provider(provider.name)
         now = self.clock.now()
-        source, before = self._sources(provider, record)
+        source, before = sources(provider, self.store.facts, record.cycle_id)
         begun_again = before is not None and in_cycle(record)
         if begun_again:  # finished here, the cycle would hold both sources' pages
             crashed = record.state is ProviderState.BURSTING
@@ -176,28 +174,21 @@ class BurstEngine:
                 reason=decision.reason,
             )
         if decision.new_cycle and before is not None:
-            _log_source_changed(provider, before, source, begun_again=begun_again)
-        return self._burst(provider, self._begin_burst(record, decision, now, source))
-
-    def _sources(
-        self, provider: IncrementalEntityProvider, record: ProviderRecord
-    ) -> tuple[str | None, str | None]:
-        """What `provider` reads (None: it does not say), and what the stored cycle read if that
-        was something else (None: the same, or not stored for it, as by an earlier release)."""
-        if not isinstance(provider, SourceNamingProvider):
-            return None, None
-        source = provider.source
-        before = cycle_source(self.store.facts(provider.name), record.cycle_id)
-        return source, None if before == source else before
+            log_source_changed(provider, before, source, begun_again=begun_again)
+        begun = self._begin_burst(record, decision, now, cycle_facts(provider, before, self.store))
+        return self._burst(provider, begun)
 
     def _begin_burst(
-        self, record: ProviderRecord, decision: Burst, now: float, source: str | None
+        self,
+        record: ProviderRecord,
+        decision: Burst,
+        now: float,
+        facts: Callable[[int], Facts],
     ) -> ProviderRecord:
         crashed = record.state is ProviderState.BURSTING  # under the run lock: it did not finish
         record = before_burst(record, decision, now)
         if decision.new_cycle:
-            facts: Facts = {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(record.cycle_id)}
-            self.store.start_cycle(record, now, facts if source is not None else {})
+            self.store.start_cycle(record, now, facts(record.cycle_id))
         else:
             self.store.save_provider(record, now, crashed_burst=crashed)
         log.info(
@@ -386,22 +377,6 @@ class BurstEngine:
         )
         outcome.action = ProviderAction.FAILED
         outcome.error = record.last_error
-
-
-def _log_source_changed(
-    provider: IncrementalEntityProvider, before: str, source: str | None, *, begun_again: bool
-) -> None:
-    setting = provider.source_key if isinstance(provider, SourceNamingProvider) else None
-    log.warning(
-        "source_changed",
-        provider=provider.name,
-        setting=setting,
-        before=before,
-        now=source,
-        cycle_begun_again=begun_again,
-        detail="what only the source before has is removed when this cycle completes, as the "
-        "removal guards allow",
-    )
 
 
 def _log_stopped(provider: str, error: Exception) -> None:

@@ -98,6 +98,14 @@ SOURCE_CYCLE_FACT = "sourceCycle"
 (one rolled back to) left a `source` that says nothing of that cycle."""
 
 
+SOURCE_BEFORE_FACT = "sourceBefore"
+"""A provider fact, not shown: the source of the cycle before the current one, where the two
+differ."""
+SOURCES_ALTERNATE_FACT = "sourcesAlternate"
+"""A provider fact that is a health problem: cycles read two sources in turn (two callers of
+one state that name different sources)."""
+
+
 def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
     """The source stored for cycle `cycle_id` (None: none stored for it)."""
     return facts.get(SOURCE_FACT) if facts.get(SOURCE_CYCLE_FACT) == str(cycle_id) else None
@@ -107,7 +115,7 @@ def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str])
     """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
     and `source` only when it was stored for cycle `cycle_id`, the one the record is in."""
     stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
-    left_out = {*unshown, SOURCE_CYCLE_FACT, stale}
+    left_out = {*unshown, SOURCE_CYCLE_FACT, SOURCE_BEFORE_FACT, stale}
     return {name: value for name, value in facts.items() if name not in left_out}
 
 

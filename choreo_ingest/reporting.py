@@ -14,6 +14,7 @@ from choreo_ingest.models import (
     EVENTS_HELD_FACT,
     PROBLEM_FACT,
     SOURCE_FACT,
+    SOURCES_ALTERNATE_FACT,
     UNAVAILABLE_FACT,
     ProviderRecord,
     ProviderState,
@@ -30,7 +31,7 @@ from choreo_ingest.store import (
     state_location,
 )
 
-PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT)
+PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT, SOURCES_ALTERNATE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
 ERROR_QUOTED_CHARS = 200
 """The last error as a health problem quotes it (`status`'s `lastError` shows more)."""

@@ -15,6 +15,7 @@ import structlog
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import SOURCE_FACT, ProviderState
 from choreo_ingest.providers.base import SourceNamingProvider
+from choreo_ingest.reporting import status_report
 from choreo_ingest.store import SqliteLocation, Store, state_location
 from choreo_ingest.store import writes as store_writes
 
@@ -201,3 +202,35 @@ def test_a_burst_that_did_not_finish_is_counted_when_its_cycle_begins_again(
     with Store.open(config.state_path, readonly=True) as store:
         assert store.load_provider("fake").cycle_id == 2
         assert store.counters("fake").get("bursts_failed") == 1
+
+
+def health_of(config: Any, clock: FakeClock) -> list[str]:
+    [provider] = status_report(config.state_path, config, clock.now()).providers
+    return provider.health_problems
+
+
+def test_cycles_that_read_two_sources_in_turn_are_a_health_problem_until_one_stays(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Two configs sharing one state, each naming its own platform: on a platform small enough
+    for one burst a cycle, every run completed a cycle that swept the other's catalog, and
+    `health` stayed green."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=0.0)
+    a = SourcedProvider(OLD, page_size=20)
+    b = SourcedProvider(NEW, page_size=20, source="http://b.test/api/v1")
+    seen = []
+    for provider in (a, b, a, b, b):
+        clock.advance(60.0)
+        assert run(config, clock, provider).cycle_completed
+        seen.append(health_of(config, clock))
+
+    def in_turn(before: str, now: str) -> list[str]:
+        return [
+            f"cycles read http://{before}/api/v1 and http://{now}/api/v1 in turn: every caller "
+            "of this state must give one fake.url (each cycle's sweep removes what the other "
+            "source had)"
+        ]
+
+    assert seen[:2] == [[], []]  # a first source, then a move: nothing wrong yet
+    assert seen[2:4] == [in_turn("b.test", "a.test"), in_turn("a.test", "b.test")]
+    assert seen[4] == []  # two cycles in a row read one source

@@ -25,6 +25,7 @@ LAYERS = {
     "idle": 4,
     # the engine: one burst, the inbox, the mirror, and what they report
     "engine": 3,
+    "cycle_source": 3,
     "page_writer": 3,
     "events": 3,
     "event_backlog": 3,

@@ -1,0 +1,80 @@
+"""What a provider's cycle reads, as the engine keeps it (`SourceNamingProvider.source`): a
+new cycle stores it; a cycle begun on another source than the stored cycle's is said
+(`source_changed`); cycles that read two sources in turn are a health problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import (
+    SOURCE_BEFORE_FACT,
+    SOURCE_CYCLE_FACT,
+    SOURCE_FACT,
+    SOURCES_ALTERNATE_FACT,
+    Facts,
+    cycle_source,
+)
+from choreo_ingest.providers.base import IncrementalEntityProvider, SourceNamingProvider
+from choreo_ingest.store import Store
+
+log = get_logger("choreo_ingest.engine")
+
+
+def sources(
+    provider: IncrementalEntityProvider, facts_of: Callable[[str], dict[str, str]], cycle_id: int
+) -> tuple[str | None, str | None]:
+    """What `provider` reads (None: it does not say), and what the stored cycle `cycle_id` read
+    if that was something else (None: the same, or not stored for it, as by an earlier
+    release)."""
+    if not isinstance(provider, SourceNamingProvider):
+        return None, None
+    source = provider.source
+    before = cycle_source(facts_of(provider.name), cycle_id)
+    return source, None if before == source else before
+
+
+def cycle_facts(
+    provider: IncrementalEntityProvider, before: str | None, store: Store
+) -> Callable[[int], Facts]:
+    """The facts a new cycle of `provider` begins with, given its id (`new_cycle_facts`)."""
+    if not isinstance(provider, SourceNamingProvider):
+        return lambda cycle_id: {}
+    stored = store.facts(provider.name) if before is not None else {}
+    source, setting = provider.source, provider.source_key
+    return lambda cycle_id: new_cycle_facts(source, cycle_id, before, stored, setting)
+
+
+def new_cycle_facts(
+    source: str, cycle_id: int, before: str | None, facts: Mapping[str, str], setting: str
+) -> Facts:
+    """The facts a cycle that reads `source` begins with, the cycle before having read `before`
+    (None: the same source, or none stored) and `facts` stored: cycles that read two sources in
+    turn (A, B, A: two callers of one state, each sweep removing what the other wrote) are a
+    health problem until two cycles in a row read one source."""
+    begun: Facts = {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(cycle_id)}
+    if before is None:
+        return {**begun, SOURCE_BEFORE_FACT: None, SOURCES_ALTERNATE_FACT: None}
+    if facts.get(SOURCE_BEFORE_FACT) != source:
+        return {**begun, SOURCE_BEFORE_FACT: before}
+    problem = (
+        f"cycles read {before} and {source} in turn: every caller of this state must give one "
+        f"{setting} (each cycle's sweep removes what the other source had)"
+    )
+    return {**begun, SOURCE_BEFORE_FACT: before, SOURCES_ALTERNATE_FACT: problem}
+
+
+def log_source_changed(
+    provider: IncrementalEntityProvider, before: str, source: str | None, *, begun_again: bool
+) -> None:
+    setting = provider.source_key if isinstance(provider, SourceNamingProvider) else None
+    log.warning(
+        "source_changed",
+        provider=provider.name,
+        setting=setting,
+        before=before,
+        now=source,
+        cycle_begun_again=begun_again,
+        detail="what only the source before has is removed when this cycle completes, as the "
+        "removal guards allow",
+    )
