@@ -452,8 +452,14 @@ def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> Co
 
 
 def _same_store(one: StateLocation, other: StateLocation) -> bool:
+    """Whether two locations are one store: for files, by path or by inode (a hard link)."""
     if isinstance(one, SqliteLocation) and isinstance(other, SqliteLocation):
-        return one.path.resolve() == other.path.resolve()
+        if one.path.resolve() == other.path.resolve():
+            return True
+        try:
+            return one.path.samefile(other.path)
+        except OSError:  # one of them is not there yet
+            return False
     return str(one) == str(other)
 
 

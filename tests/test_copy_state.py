@@ -112,6 +112,21 @@ def test_a_copy_onto_the_state_itself_is_a_usage_error(source: Path, tmp_path: P
     assert json.loads(done.stdout)["error"] == "--copy-to: source.db is the state being copied"
 
 
+def test_a_copy_onto_a_hard_link_of_the_state_is_a_usage_error(
+    source: Path, tmp_path: Path
+) -> None:
+    """It emptied and refilled every table of the live state through the other name, under
+    another lock file."""
+    (tmp_path / "linked.db").hardlink_to(source)
+    done = run_cli(
+        "--db", "source.db", "migrate", "--copy-to", "linked.db", "--force", "--json",
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stderr
+    assert json.loads(done.stdout)["error"] == "--copy-to: linked.db is the state being copied"
+
+
 @pytest.mark.parametrize(
     ("options", "error"),
     [
