@@ -67,7 +67,10 @@ def read_marker(directory: Path, store: Store, last: int) -> Marker:
     except (OSError, UnicodeDecodeError, ValueError):
         return Marker("its marker file cannot be read")
     if not isinstance(recorded, dict) or recorded.get("storeId") != store.store_id():
-        return Marker("it mirrors another state (its marker names another store id)")
+        return Marker(
+            "its marker names another store id (another state's, or this state's before a "
+            "`reset --purge` or `--forget` renewed it)"
+        )
     position, at = recorded.get("position"), recorded.get("at")
     if not isinstance(position, int) or isinstance(position, bool) or position < 0:
         return Marker("its marker file cannot be read")

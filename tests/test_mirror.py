@@ -409,7 +409,8 @@ class TestPositionAndRebuild:
 
         said = [line for line in logs if line["event"] == "mirror_replayed_from_start"]
         assert [line["reason"] for line in said] == [
-            "it mirrors another state (its marker names another store id)"
+            "its marker names another store id (another state's, or this state's before a "
+            "`reset --purge` or `--forget` renewed it)"
         ]
         assert set(left) == {
             f"component/default/{name}.yaml" for name in ("old", "both", "new", "x")
