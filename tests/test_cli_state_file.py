@@ -69,6 +69,27 @@ def test_a_state_file_missing_a_table_is_a_state_error_for_every_command(
     assert not wal.exists() or wal.stat().st_size == 0
 
 
+def test_an_entity_body_damaged_on_disk_is_a_state_error_naming_it_and_the_way_out(
+    tmp_path: Path, state: Path
+) -> None:
+    """Bytes zeroed inside a body: SQLite's checks pass, and `export` failed as a bug (exit 1),
+    with a traceback of a stream closed after its connection, a truncated catalog on stdout
+    before it."""
+    with closing(sqlite3.connect(state, isolation_level=None)) as conn:
+        [(ref, body)] = conn.execute(
+            "SELECT ref, body FROM entities ORDER BY ref LIMIT 1 OFFSET 3"
+        ).fetchall()
+        damaged = body[:20] + "\x00" * 8 + body[28:]
+        conn.execute("UPDATE entities SET body = ? WHERE ref = ?", [damaged, ref])
+
+    done = run_cli("--db", state, "export", cwd=tmp_path)
+
+    assert done.returncode == STATE_ERROR, done.stderr
+    assert f"the stored body of {ref} is not JSON" in one_error_line(done.stderr)
+    assert "reset openchoreo --purge" in one_error_line(done.stderr)
+    assert "Exception ignored" not in done.stderr
+
+
 def write_other_app_db(path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE notes (body TEXT)")

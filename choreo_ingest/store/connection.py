@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ class Connection:
         row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def stream(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+    def stream(self, sql: str, params: Sequence[Any] = ()) -> Generator[Any]:
         """The rows of a query read as they are iterated, never all in memory (for exports)."""
         yield from self.execute(sql, params)
 

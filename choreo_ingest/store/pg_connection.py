@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
@@ -283,7 +283,7 @@ class PgConnection:
         row = self.execute(sql_text, params).fetchone()
         return None if row is None else row[0]
 
-    def stream(self, sql_text: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+    def stream(self, sql_text: str, params: Sequence[Any] = ()) -> Generator[Any]:
         """The rows of a query read as they are iterated, `STREAM_ROWS` at a time through a
         server-side cursor, never all in memory (for exports). Outside a transaction the rows
         come from a snapshot of their own, held until the last row is read (or the iterator is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -179,33 +180,55 @@ def read_queue(
 def iter_entities(conn: AnyConnection, kind: str | None = None) -> Iterator[dict[str, Any]]:
     """Every entity body, ordered by ref; streamed, never all in memory."""
     if kind is None:
-        rows = conn.stream("SELECT body FROM entities ORDER BY ref")
+        rows = conn.stream("SELECT ref, provider, body FROM entities ORDER BY ref")
     else:
         # lower() of the column folds ASCII only (SQLite; PostgreSQL's C collation); of the
         # parameter it would fold as the database's collation does: the kind is folded here.
         wanted = kind.translate(_ASCII_LOWER)
-        rows = conn.stream("SELECT body FROM entities WHERE lower(kind) = ? ORDER BY ref", [wanted])
-    for (body,) in rows:
-        yield json.loads(body)
+        rows = conn.stream(
+            "SELECT ref, provider, body FROM entities WHERE lower(kind) = ? ORDER BY ref", [wanted]
+        )
+    with closing(rows):  # closed before its connection, whatever stops the iteration
+        for ref, provider, body in rows:
+            yield stored_body(ref, provider, body)
+
+
+def stored_body(ref: str, provider: str, body: str) -> dict[str, Any]:
+    """An entity's stored body; one that is not JSON (damaged on disk, where SQLite sees no
+    damage) is a StateError saying what to do: a cycle writes only what changed, so it would
+    never write that body again."""
+    try:
+        return dict(json.loads(body))
+    except ValueError as error:
+        raise StateError(
+            f"state store: corrupt (the stored body of {ref} is not JSON: {error}): restore the "
+            f"state from a backup, or `choreo-ingest reset {provider} --purge` and its next "
+            "cycle writes every entity again"
+        ) from None
 
 
 def entity_body(conn: AnyConnection, ref: str) -> dict[str, Any] | None:
-    body = conn.scalar("SELECT body FROM entities WHERE ref = ?", [ref])
-    return None if body is None else dict(json.loads(body))
+    row = conn.execute("SELECT provider, body FROM entities WHERE ref = ?", [ref]).fetchone()
+    return None if row is None else stored_body(ref, row[0], row[1])
 
 
 def entity_location(conn: AnyConnection, ref: str) -> EntityLocation | None:
     row = conn.execute(
-        "SELECT kind, namespace, name, body FROM entities WHERE ref = ?", [ref]
+        "SELECT kind, namespace, name, provider, body FROM entities WHERE ref = ?", [ref]
     ).fetchone()
-    return None if row is None else EntityLocation(row[0], row[1], row[2], json.loads(row[3]))
+    if row is None:
+        return None
+    return EntityLocation(row[0], row[1], row[2], stored_body(ref, row[3], row[4]))
 
 
 def iter_entity_locations(conn: AnyConnection) -> Iterator[EntityLocation]:
     """Every entity with its identity columns, ordered by ref; streamed, never all in memory."""
-    rows = conn.stream("SELECT kind, namespace, name, body FROM entities ORDER BY ref")
-    for kind, namespace, name, body in rows:
-        yield EntityLocation(kind, namespace, name, json.loads(body))
+    rows = conn.stream(
+        "SELECT ref, kind, namespace, name, provider, body FROM entities ORDER BY ref"
+    )
+    with closing(rows):
+        for ref, kind, namespace, name, provider, body in rows:
+            yield EntityLocation(kind, namespace, name, stored_body(ref, provider, body))
 
 
 def entity_scopes(conn: AnyConnection, provider: str, refs: Sequence[str]) -> dict[str, str]:
