@@ -140,6 +140,9 @@ class ChangesGone(ChoreoIngestError):
 class StateError(ChoreoIngestError):
     """The state store cannot be opened, read or written."""
 
+    damaged = False
+    """SQLite found the state file's pages malformed (`store.damage_note`)."""
+
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
         super().__init__(message)

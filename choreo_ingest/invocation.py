@@ -81,11 +81,15 @@ def locked_store(state: StateRef, holder: RunHolder | None = None) -> Iterator[S
     """The store under the run lock, migrated: what every writing command needs (`holder`:
     see `open_locked`)."""
     location = state_location(state)
-    with location.open_locked(holder) as store:
-        applied = store.migrate()
-        if applied:
-            log.info("schema_migrated", state=str(location), applied=applied)
-        yield store
+    try:
+        with location.open_locked(holder) as store:
+            applied = store.migrate()
+            if applied:
+                log.info("schema_migrated", state=str(location), applied=applied)
+            yield store
+    except StateError as error:  # damage the read-only commands may not meet: they are told
+        location.note_damage(error)
+        raise
 
 
 def run_once(

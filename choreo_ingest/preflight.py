@@ -130,8 +130,10 @@ def _state_check(location: StateLocation, key: str) -> Check:
     if problem is None:
         try:
             if location.exists():
-                with location.open(readonly=True) as store:
+                with location.open(readonly=True, despite_damage=True) as store:
                     problem = store.damage()
+                if problem is None:
+                    location.forget_damage()
         except StateError as error:
             problem = str(error)
     detail = problem or f"{location}: writable"

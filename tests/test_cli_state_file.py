@@ -90,6 +90,46 @@ def test_an_entity_body_damaged_on_disk_is_a_state_error_naming_it_and_the_way_o
     assert "Exception ignored" not in done.stderr
 
 
+def test_damage_a_writing_command_met_is_refused_by_the_reading_ones_too(
+    tmp_path: Path, state: Path
+) -> None:
+    """A damaged index the readers never read: every run failed (exit 4) while `status`,
+    `health`, `export` and `changes` answered 0, `health` green. The run's finding is noted
+    beside the file; a file put back from a backup is another file."""
+    with closing(sqlite3.connect(state, isolation_level=None)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        [root] = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'entities_by_scope'"
+        ).fetchone()
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+    backup = state.read_bytes()
+    with state.open("r+b") as file:  # the index's pages, as a torn copy leaves them
+        file.seek((root - 1) * page)
+        file.write(b"\xff" * page)
+    readers = [("status", "--json"), ("health",), ("export",), ("changes", "--json")]
+    blind = [run_cli("--db", state, *command, cwd=tmp_path).returncode for command in readers]
+
+    purged = run_cli("--db", state, "reset", "openchoreo", "--purge", "--yes", cwd=tmp_path)
+    refused = [run_cli("--db", state, *command, cwd=tmp_path) for command in readers]
+    state.write_bytes(backup)  # put back in place: the same inode, another file
+    restored = [run_cli("--db", state, *command, cwd=tmp_path).returncode for command in readers]
+    note = state.with_name("state.db.damaged")
+    noted_before_check = note.exists()
+    run_cli("--db", state, "check", cwd=tmp_path)  # reads every page: none damaged now
+
+    assert blind == [0, 0, 0, 0]
+    assert purged.returncode == STATE_ERROR
+    assert "corrupt (database disk image is malformed)" in one_error_line(purged.stderr)
+    assert [done.returncode for done in refused] == [STATE_ERROR] * 4
+    for done in refused:
+        assert one_error_line(done.stderr).endswith(
+            "(met by a run; `choreo-ingest check` forgets it once it finds every page whole)"
+        )
+    assert restored == [0, 0, 0, 0]
+    assert noted_before_check
+    assert not note.exists()
+
+
 def write_other_app_db(path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE notes (body TEXT)")

@@ -78,6 +78,7 @@ ALLOWED_OWN = {
     "choreo_ingest.store",
     "choreo_ingest.store.change_log",
     "choreo_ingest.store.connection",
+    "choreo_ingest.store.damage_note",  # a stat of the note a run left beside a damaged file
     "choreo_ingest.store.dialect",
     "choreo_ingest.store.entity_rows",
     "choreo_ingest.store.inbox",

@@ -474,4 +474,6 @@ def state_error(path: Path, error: sqlite3.Error, *, doing: str = "") -> StateEr
     if code == sqlite3.SQLITE_CORRUPT:  # a damaged state: what to do, as for a missing table
         problem = f"{problem}: {UNUSABLE_FILE_ADVICE}"
     kind = NotAStateFile if code in _CORRUPT else StateError
-    return kind(f"state store {path}: {problem}", path=str(path))
+    error_said = kind(f"state store {path}: {problem}", path=str(path))
+    error_said.damaged = code == sqlite3.SQLITE_CORRUPT
+    return error_said

@@ -13,8 +13,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config, read_secret_file
-from choreo_ingest.errors import LockHeld, StateError
+from choreo_ingest.errors import LockHeld, NotAStateFile, StateError
 from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.damage_note import forget_damage, note_damage, noted_damage
 from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
 from choreo_ingest.store.store import (
     Store,
@@ -56,8 +57,25 @@ class SqliteLocation:
         """What a command that needs a state already there says when there is none."""
         return no_state_yet(self, self.missing_directory())
 
-    def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
+    def open(
+        self, *, readonly: bool = False, tracer: Tracer | None = None, despite_damage: bool = False
+    ) -> Store:
+        """The store; read-only, refused (NotAStateFile) where a run found the file damaged
+        (`damage_note`), unless `despite_damage` (`check`, which reads every page)."""
+        if readonly and not despite_damage and (noted := noted_damage(self.real_path)):
+            raise NotAStateFile(
+                f"{noted} (met by a run; `choreo-ingest check` forgets it once it finds every "
+                "page whole)",
+                path=str(self.path),
+            )
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)
+
+    def note_damage(self, error: StateError) -> None:
+        if error.damaged:
+            note_damage(self.real_path, str(error))
+
+    def forget_damage(self) -> None:
+        forget_damage(self.real_path)
 
     def run_lock(self) -> RunLock:
         """The lock one burst (or migration, or operator command) holds at a time."""
@@ -189,11 +207,14 @@ class PostgresLocation:
         with self._connect(readonly=True, schema="pg_catalog") as conn:
             return conn.scalar(statement, params)
 
-    def open(self, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
+    def open(
+        self, *, readonly: bool = False, tracer: Tracer | None = None, despite_damage: bool = False
+    ) -> Store:
         """The store in the schema (made unless `readonly`); schema is not migrated. Refused
         like a foreign or newer SQLite file: a schema that is not a choreo-ingest state
         (NotAStateFile), or one a newer choreo-ingest migrated (SchemaTooNew). A read-only
-        store goes through `readers` when the location has them."""
+        store goes through `readers` when the location has them. (`despite_damage`: as a
+        file's; PostgreSQL keeps no note of damage.)"""
         if readonly and self.readers is not None:
             return Store(self._kept_reader(self.readers, tracer))
         return Store(self._checked(self._connect(readonly=readonly, tracer=tracer)))
@@ -221,6 +242,12 @@ class PostgresLocation:
             conn.close()
             raise
         return conn
+
+    def note_damage(self, error: StateError) -> None:
+        """Nothing: PostgreSQL answers every reader alike about damage it finds."""
+
+    def forget_damage(self) -> None:
+        """Nothing to forget (`note_damage`)."""
 
     def run_lock(self) -> PgRunLock:
         """The run lock on a connection of its own: for where the store is already open (a
