@@ -35,13 +35,17 @@ def sources(
 
 
 def cycle_facts(
-    provider: IncrementalEntityProvider, before: str | None, store: Store
+    provider: IncrementalEntityProvider, before: str | None, store: Store, *, begun_again: bool
 ) -> Callable[[int], Facts]:
-    """The facts a new cycle of `provider` begins with, given its id (`new_cycle_facts`)."""
+    """The facts a new cycle of `provider` begins with, given its id (`new_cycle_facts`); one
+    `begun_again` (the cycle before, on another source, did not complete, so swept nothing: a
+    typo in the address, then mended) says nothing of sources in turn."""
     if not isinstance(provider, SourceNamingProvider):
         return lambda cycle_id: {}
-    stored = store.facts(provider.name) if before is not None else {}
     source, setting = provider.source, provider.source_key
+    if begun_again:
+        return lambda cycle_id: {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(cycle_id)}
+    stored = store.facts(provider.name) if before is not None else {}
     return lambda cycle_id: new_cycle_facts(source, cycle_id, before, stored, setting)
 
 

@@ -175,7 +175,8 @@ class BurstEngine:
             )
         if decision.new_cycle and before is not None:
             log_source_changed(provider, before, source, begun_again=begun_again)
-        begun = self._begin_burst(record, decision, now, cycle_facts(provider, before, self.store))
+        facts = cycle_facts(provider, before, self.store, begun_again=begun_again)
+        begun = self._begin_burst(record, decision, now, facts)
         return self._burst(provider, begun)
 
     def _begin_burst(

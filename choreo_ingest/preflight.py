@@ -130,9 +130,10 @@ def _state_check(location: StateLocation, key: str) -> Check:
     if problem is None:
         try:
             if location.exists():
+                noted = location.noted_damage()
                 with location.open(readonly=True, despite_damage=True) as store:
-                    problem = store.damage()
-                if problem is None:
+                    problem = store.damage(thorough=noted is not None)
+                if problem is None:  # what a run met is gone, or the note is of another file
                     location.forget_damage()
         except StateError as error:
             problem = str(error)

@@ -1,6 +1,7 @@
 """What every command says about a state file it cannot use: one line naming the file and what is
 wrong with it, exit 4 (STATE_ERROR), one JSON document with `--json`; and nothing changed or
-left behind, not even beside the file.
+left behind, not even beside the file (but the note of damage a command that writes the state
+met, which the reading commands read).
 
 Every test starts `python -m choreo_ingest` off a TTY, as cron does."""
 
@@ -90,6 +91,7 @@ def test_an_entity_body_damaged_on_disk_is_a_state_error_naming_it_and_the_way_o
     assert "Exception ignored" not in done.stderr
 
 
+@pytest.mark.slow
 def test_damage_a_writing_command_met_is_refused_by_the_reading_ones_too(
     tmp_path: Path, state: Path
 ) -> None:
@@ -111,6 +113,8 @@ def test_damage_a_writing_command_met_is_refused_by_the_reading_ones_too(
 
     purged = run_cli("--db", state, "reset", "openchoreo", "--purge", "--yes", cwd=tmp_path)
     refused = [run_cli("--db", state, *command, cwd=tmp_path) for command in readers]
+    run_cli("--db", state, "check", cwd=tmp_path)  # finds the damage: the note stays
+    refused_after_check = run_cli("--db", state, "status", cwd=tmp_path).returncode
     state.write_bytes(backup)  # put back in place: the same inode, another file
     restored = [run_cli("--db", state, *command, cwd=tmp_path).returncode for command in readers]
     note = state.with_name("state.db.damaged")
@@ -123,8 +127,10 @@ def test_damage_a_writing_command_met_is_refused_by_the_reading_ones_too(
     assert [done.returncode for done in refused] == [STATE_ERROR] * 4
     for done in refused:
         assert one_error_line(done.stderr).endswith(
-            "(met by a run; `choreo-ingest check` forgets it once it finds every page whole)"
+            "(met by a command that writes the state; `choreo-ingest check` forgets it once it "
+            "finds the file whole)"
         )
+    assert refused_after_check == STATE_ERROR
     assert restored == [0, 0, 0, 0]
     assert noted_before_check
     assert not note.exists()

@@ -234,3 +234,18 @@ def test_cycles_that_read_two_sources_in_turn_are_a_health_problem_until_one_sta
     assert seen[:2] == [[], []]  # a first source, then a move: nothing wrong yet
     assert seen[2:4] == [in_turn("b.test", "a.test"), in_turn("a.test", "b.test")]
     assert seen[4] == []  # two cycles in a row read one source
+
+
+def test_a_mistyped_address_mended_before_any_cycle_completed_is_no_health_problem(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A cycle in progress on A begun again on a typo, then on A again: no cycle completed,
+    nothing was swept, and no two configs share the state."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=600.0)
+    a = SourcedProvider(OLD, page_size=2, page_cost=5.0)
+    typo = SourcedProvider(OLD, page_size=2, page_cost=5.0, source="http://a.tset/api/v1")
+    for provider in (a, a, typo, a):  # cycle 1 completes; cycle 2 is begun again twice
+        clock.advance(600.0)
+        run(config, clock, provider)
+
+    assert health_of(config, clock) == []

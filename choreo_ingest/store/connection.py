@@ -249,18 +249,20 @@ class Connection:
                 path=str(self.path),
             )
 
-    def damage(self) -> str | None:
+    def damage(self, *, thorough: bool = False) -> str | None:
         """What SQLite's `quick_check` finds wrong with the file's pages (the first few
         problems, with what to do), or None. A command meets damage only when it reads the
-        damaged page: a damaged index may first fail the next run's writes."""
-        found = [text for (text,) in self.execute(f"PRAGMA quick_check({DAMAGE_SHOWN})")]
+        damaged page: a damaged index may first fail the next run's writes. `thorough`:
+        `integrity_check`, which also compares each index with its table."""
+        pragma = "integrity_check" if thorough else "quick_check"
+        found = [text for (text,) in self.execute(f"PRAGMA {pragma}({DAMAGE_SHOWN})")]
         if found == ["ok"]:
             return None
         lines = [" ".join(line.split()) for text in found for line in text.splitlines()]
         problems = "; ".join(line for line in lines if line and not line.startswith("***"))
         if len(problems) > DAMAGE_TEXT_MAX:
             problems = problems[: DAMAGE_TEXT_MAX - 3] + "..."
-        return f"state store {self.path}: corrupt (quick_check: {problems}): {UNUSABLE_FILE_ADVICE}"
+        return f"state store {self.path}: corrupt ({pragma}: {problems}): {UNUSABLE_FILE_ADVICE}"
 
     def _table_names(self) -> set[str]:
         rows = self.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

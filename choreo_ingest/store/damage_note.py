@@ -26,7 +26,7 @@ def note_path(state: Path) -> Path:
 def note_damage(state: Path, error: str) -> None:
     with contextlib.suppress(OSError):
         found = state.stat()
-        written = state.with_name(f"{state.name}{SUFFIX}.tmp")
+        written = state.with_name(f"{state.name}{SUFFIX}.{os.getpid()}.tmp")
         written.write_text(json.dumps({"error": error, **_identity(found)}), encoding="utf-8")
         written.replace(note_path(state))
 

@@ -64,15 +64,24 @@ class SqliteLocation:
         (`damage_note`), unless `despite_damage` (`check`, which reads every page)."""
         if readonly and not despite_damage and (noted := noted_damage(self.real_path)):
             raise NotAStateFile(
-                f"{noted} (met by a run; `choreo-ingest check` forgets it once it finds every "
-                "page whole)",
+                f"{noted} (met by a command that writes the state; `choreo-ingest check` "
+                "forgets it once it finds the file whole)",
                 path=str(self.path),
             )
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)
 
     def note_damage(self, error: StateError) -> None:
-        if error.damaged:
+        """Note `error` beside the file if it is damage of this file (not another's: the
+        target of `migrate --copy-to`)."""
+        if (
+            error.damaged
+            and error.path is not None
+            and real_path(Path(error.path)) == (self.real_path)
+        ):
             note_damage(self.real_path, str(error))
+
+    def noted_damage(self) -> str | None:
+        return noted_damage(self.real_path)
 
     def forget_damage(self) -> None:
         forget_damage(self.real_path)
@@ -245,6 +254,10 @@ class PostgresLocation:
 
     def note_damage(self, error: StateError) -> None:
         """Nothing: PostgreSQL answers every reader alike about damage it finds."""
+
+    def noted_damage(self) -> str | None:
+        """None: no note is kept (`note_damage`)."""
+        return None
 
     def forget_damage(self) -> None:
         """Nothing to forget (`note_damage`)."""

@@ -198,13 +198,17 @@ def stored_body(ref: str, provider: str, body: str) -> dict[str, Any]:
     damage) is a StateError saying what to do: a cycle writes only what changed, so it would
     never write that body again."""
     try:
-        return dict(json.loads(body))
+        entity = json.loads(body)
+        problem = None if isinstance(entity, dict) else "not a JSON object"
     except ValueError as error:
+        problem = f"not JSON: {error}"
+    if problem is not None:
         raise StateError(
-            f"state store: corrupt (the stored body of {ref} is not JSON: {error}): restore the "
-            f"state from a backup, or `choreo-ingest reset {provider} --purge` and its next "
-            "cycle writes every entity again"
-        ) from None
+            f"state store: corrupt (the stored body of {ref} is {problem}): restore the state "
+            f"from a backup, or `choreo-ingest reset {provider} --purge` and its next cycle "
+            "writes every entity again"
+        )
+    return dict(entity)
 
 
 def entity_body(conn: AnyConnection, ref: str) -> dict[str, Any] | None:
@@ -273,8 +277,8 @@ def entity_bodies(
             return None
     found: dict[str, dict[str, Any]] = {}
     for condition, values in conditions:
-        rows = conn.execute(f"SELECT ref, body FROM entities WHERE {condition}", [values])
-        found.update((ref, json.loads(body)) for ref, body in rows)
+        rows = conn.execute(f"SELECT ref, provider, body FROM entities WHERE {condition}", [values])
+        found.update((ref, stored_body(ref, provider, body)) for ref, provider, body in rows)
     return found
 
 
@@ -292,14 +296,14 @@ def entities_after(
             sum(size) OVER (ORDER BY ref) - size AS before
         FROM ({sizes}) AS page"""
     # The bodies are joined to the refs that fit: the database holds no more of them than fit.
-    sql = f"""SELECT entities.ref, entities.body, sized.listed
+    sql = f"""SELECT entities.ref, entities.provider, entities.body, sized.listed
         FROM ({sized}) AS sized JOIN entities ON entities.ref = sized.ref
         WHERE sized.place <= ? AND sized.before < ? ORDER BY entities.ref"""
     bound = max_chars if max_chars is not None else MAX_INTEGER
     params = [*([] if ref is None else [ref]), limit + 1, limit, bound]
     rows = conn.execute(sql, params).fetchall()
-    page = [(found, json.loads(body)) for found, body, _ in rows]
-    return page, bool(rows) and int(rows[0][2]) > len(page)
+    page = [(found, stored_body(found, provider, body)) for found, provider, body, _ in rows]
+    return page, bool(rows) and int(rows[0][3]) > len(page)
 
 
 def last_change_seq(conn: AnyConnection) -> int:

@@ -124,8 +124,7 @@ class Store:
         self._conn = conn
         self._closed = False
         self.dialect = conn.dialect
-        self.path: Path | None = conn.path if isinstance(conn, Connection) else None
-        """The state file (SQLite), else None."""
+        self.path: Path | None = conn.path if isinstance(conn, Connection) else None  # SQLite's
 
     @classmethod
     def open(cls, path: Path, *, readonly: bool = False, tracer: Tracer | None = None) -> Store:
@@ -153,9 +152,10 @@ class Store:
         if isinstance(self._conn, Connection) and self._conn.lock_check is not None:
             self._conn.lock_check()
 
-    def damage(self) -> str | None:
-        """A state file's damage SQLite's `quick_check` finds (for `check`), else None."""
-        return self._conn.damage() if isinstance(self._conn, Connection) else None
+    def damage(self, *, thorough: bool = False) -> str | None:
+        """A state file's damage `quick_check` (`thorough`: `integrity_check`) finds, or None."""
+        conn = self._conn
+        return conn.damage(thorough=thorough) if isinstance(conn, Connection) else None
 
     def close(self) -> None:
         """Closes its connection once: a PostgreSQL reader's goes back to be used again

@@ -16,6 +16,7 @@ import pytest
 import sqlite_utils
 from store_support import earlier_release_migrations, read_tables, sqlite_steps, store_sql
 
+from choreo_ingest.errors import StateError
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
 from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, StateLocation, Store
 
@@ -279,6 +280,26 @@ class TestEntityReads:
         assert more_after_one
         assert [ref for ref, _ in last] == ["component:default/e", "component:default/f"]
         assert not after_last
+
+    @pytest.mark.parametrize("damaged", ['{"kind": "Comp', "null", "[1]", '"text"'])
+    def test_a_body_damaged_on_disk_is_a_state_error_naming_its_ref_for_every_read(
+        self, store: Store, damaged: str
+    ) -> None:
+        """Not JSON, or JSON but no object: the feed (`/entities/batch`, `/entities`) failed as a
+        bug, and `dict()` of a `null` body with a TypeError."""
+        upsert(store, [make_entity("a"), make_entity("b")])
+        store_sql(
+            store, "UPDATE entities SET body = ? WHERE ref = ?", [damaged, "component:default/b"]
+        )
+        reads = [
+            lambda: store.entity_bodies(["component:default/b"]),
+            lambda: store.entities_after(None, 10),
+            lambda: list(store.iter_entities()),
+            lambda: store.entity_body("component:default/b"),
+        ]
+        for read in reads:
+            with pytest.raises(StateError, match="the stored body of component:default/b is "):
+                read()
 
     def test_bodies_past_max_chars_are_none_unless_one_was_asked_for(self, store: Store) -> None:
         upsert(store, [described(name) for name in "abc"])
