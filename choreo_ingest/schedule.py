@@ -414,15 +414,16 @@ def health_problems(
                 "a client that may see none of it (`choreo-ingest check` says what it lists)"
             )
         cycle_time = max(record.last_cycle_duration or 0.0, 0.0)  # an older version's, < 0
-        allowed = 3 * (config.rest_length + config.burst_interval + cycle_time)
+        call_gap = max(config.burst_interval, CRON_PERIOD)  # the next call may come that late
+        allowed = 3 * (config.rest_length + call_gap + cycle_time)
         since = now - record.last_completed_at
         # A cycle's time counts an outage or a suspended machine in its middle (days): the
         # bursts' own rhythm says sooner that no run comes (cron stopped, a secret gone).
         quiet = now - (record.last_burst_at or record.last_completed_at)
         if since > allowed:
             problems.append(
-                f"no completed cycle in {since:.0f}s (allowed 3 x (restLength + burstInterval "
-                f"+ last cycle) = {allowed:.0f}s)"
+                f"no completed cycle in {since:.0f}s (allowed 3 x (restLength + burstInterval, "
+                f"at least cron's minute, + last cycle) = {allowed:.0f}s)"
             )
         elif quiet > gap:
             problems.append(f"no burst in {quiet:.0f}s {_allowed(gap)}")
@@ -433,6 +434,10 @@ def health_problems(
     if last is not None and now - last > gap:
         problems.append(f"the first cycle has had no burst in {now - last:.0f}s {_allowed(gap)}")
     return problems
+
+
+CRON_PERIOD = 60.0
+"""How far apart cron's calls come: a rest may end just after one."""
 
 
 def _allowed(gap: float) -> str:

@@ -768,8 +768,9 @@ class TestBackoffDelay:
 
 
 class TestHealthProblems:
-    # rest 600 s, last cycle 5 s -> a completed cycle is overdue after 3 x (600 + 30 + 5) =
-    # 1905 s (rest, burstInterval: a call may come that much after the rest, last cycle); bursts
+    # rest 600 s, last cycle 5 s -> a completed cycle is overdue after 3 x (600 + 60 + 5) =
+    # 1995 s (rest, burstInterval or cron's minute: a call may come that long after the rest,
+    # last cycle); bursts
     # stopped after 3 x (600 + 30 + 10) = 1920 s (rest, burstInterval, burstLength)
     CASES: ClassVar = [
         ("never-run", {}, 0, []),
@@ -781,19 +782,19 @@ class TestHealthProblems:
         (
             "completion-overdue",
             {
-                "last_completed_at": NOW - 1906,
+                "last_completed_at": NOW - 1996,
                 "last_cycle_duration": 5.0,
-                "last_burst_at": NOW - 1911,
+                "last_burst_at": NOW - 1901,
             },
             0,
-            ["no completed cycle in 1906s"],
+            ["no completed cycle in 1996s"],
         ),
         (
             "completion-just-in-time",
             {
-                "last_completed_at": NOW - 1905,
+                "last_completed_at": NOW - 1995,
                 "last_cycle_duration": 5.0,
-                "last_burst_at": NOW - 1910,
+                "last_burst_at": NOW - 1900,
             },
             0,
             [],
@@ -843,9 +844,12 @@ class TestHealthProblems:
         ),
         (
             "overdue-with-a-negative-duration-counts-it-as-none",
-            {"last_completed_at": NOW - 1891, "last_cycle_duration": -10_791.0},
+            {"last_completed_at": NOW - 1981, "last_cycle_duration": -10_791.0},
             0,
-            ["allowed 3 x (restLength + burstInterval + last cycle) = 1890s"],
+            [
+                "allowed 3 x (restLength + burstInterval, at least cron's minute, + last cycle) "
+                "= 1980s"
+            ],
         ),
         (
             "everything-wrong",
