@@ -103,6 +103,29 @@ class TestEventInput:
         assert "image.png: not UTF-8 text (byte 0x89 at offset 0)" in one_error_line(done.stderr)
         assert done.stdout == ""
 
+    def test_more_than_32_mib_of_events_at_once_is_refused_before_it_is_parsed(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        """1.5 million events (117 MB) took 1.66 GB of memory to parse, and a pipe is read
+        whole: no more than the limit is read."""
+        line = b'{"kind": "Component", "name": "a", "namespace": "n", "action": "created"}\n'
+        environment = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
+        done = subprocess.run(
+            [sys.executable, "-m", "choreo_ingest", "event", "--json"],
+            cwd=tmp_path,
+            env=environment,
+            input=line * (33 * 2**20 // len(line)),
+            capture_output=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+            check=False,
+        )
+
+        assert done.returncode == 2
+        assert json.loads(done.stdout)["error"] == (
+            "stdin: more than 32 MiB of events at once; split it (`split -l 50000`) and queue "
+            "each part"
+        )
+
     def test_binary_on_stdin_is_a_usage_error_with_json(
         self, tmp_path: Path, config_file: Path
     ) -> None:

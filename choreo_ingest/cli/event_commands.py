@@ -125,10 +125,24 @@ def _read(source: str) -> str:
     if source == "-" and sys.stdin is None:  # the process was started with descriptor 0 closed
         raise ConfigError("stdin: closed, nothing to read (pipe the events in, or name a FILE)")
     try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with Path(source).open("rb") as file:
+                data = file.read(MAX_INPUT_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"{name}: cannot read: {error.strerror or error}") from error
+    if len(data) > MAX_INPUT_BYTES:  # parsed, it would take some 14 times as much memory
+        raise ConfigError(
+            f"{name}: more than {MAX_INPUT_BYTES // 2**20} MiB of events at once; split it "
+            "(`split -l 50000`) and queue each part"
+        )
     return decode_events(data, name)
+
+
+MAX_INPUT_BYTES = 32 * 2**20
+"""The most one `event` call reads: more events than the inbox holds (100,000 of a few hundred
+bytes each), and about 450 MiB of memory parsed."""
 
 
 def register(app: typer.Typer) -> None:
