@@ -302,7 +302,23 @@ def register(app: typer.Typer) -> None:
     app.add_typer(simulate_app, name="simulate")
 
 
+_FLAGS = {
+    "api": "--api",
+    "error_rate": "--error-rate",
+    "latency": "--latency",
+    "rate_limit_rps": "--rate-limit",
+    "cursor_ttl": "--cursor-ttl",
+    "oauth_client_id": "--oauth-client-id",
+    "oauth_client_secret": "--oauth-client-secret",
+    "oauth_client_auth": "--oauth-client-auth",
+    "token_lifetime": "--token-lifetime",
+}
+"""`SimulatorOptions` fields and the `simulate serve` options that set them."""
+
+
 def _as_flags(said: str) -> str:
-    """A `SimulatorOptions` message with its field names as `simulate serve`'s options."""
-    said = said.replace("rate_limit_rps", "rate_limit").replace("latency", "--latency")
-    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda name: "--" + name[0].replace("_", "-"), said)
+    """A `SimulatorOptions` message (`<field> must ...`) with its fields as the options."""
+    names = "|".join(sorted(_FLAGS, key=len, reverse=True))
+    head, _, rest = said.partition(" must ")
+    head = re.sub(rf"\b({names})\b", lambda name: _FLAGS[name[0]], head)
+    return f"{head} must {rest}" if rest else said
