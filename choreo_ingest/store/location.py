@@ -73,11 +73,8 @@ class SqliteLocation:
     def note_damage(self, error: StateError) -> None:
         """Note `error` beside the file if it is damage of this file (not another's: the
         target of `migrate --copy-to`)."""
-        if (
-            error.damaged
-            and error.path is not None
-            and real_path(Path(error.path)) == (self.real_path)
-        ):
+        own = error.path is not None and real_path(Path(error.path)) == self.real_path
+        if error.damaged and own:
             note_damage(self.real_path, str(error))
 
     def noted_damage(self) -> str | None:
