@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import (
+    SOURCE_BEFORE_CYCLE_FACT,
     SOURCE_BEFORE_FACT,
     SOURCE_CYCLE_FACT,
     SOURCE_FACT,
@@ -58,14 +59,20 @@ def new_cycle_facts(
     health problem until two cycles in a row read one source."""
     begun: Facts = {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(cycle_id)}
     if before is None:
-        return {**begun, SOURCE_BEFORE_FACT: None, SOURCES_ALTERNATE_FACT: None}
-    if facts.get(SOURCE_BEFORE_FACT) != source:
-        return {**begun, SOURCE_BEFORE_FACT: before}
+        cleared: Facts = {SOURCE_BEFORE_FACT: None, SOURCE_BEFORE_CYCLE_FACT: None}
+        return {**begun, **cleared, SOURCES_ALTERNATE_FACT: None}
+    # What the cycle before (the stored one, which read `before`) found before it, if this
+    # release set it then: an older release's cycles in between leave it as it was.
+    set_then = facts.get(SOURCE_BEFORE_CYCLE_FACT) == facts.get(SOURCE_CYCLE_FACT)
+    earlier = facts.get(SOURCE_BEFORE_FACT) if set_then else None
+    marked: Facts = {**begun, SOURCE_BEFORE_FACT: before, SOURCE_BEFORE_CYCLE_FACT: str(cycle_id)}
+    if earlier != source:
+        return {**marked, SOURCES_ALTERNATE_FACT: None}
     problem = (
         f"cycles read {before} and {source} in turn: every caller of this state must give one "
         f"{setting} (each cycle's sweep removes what the other source had)"
     )
-    return {**begun, SOURCE_BEFORE_FACT: before, SOURCES_ALTERNATE_FACT: problem}
+    return {**marked, SOURCES_ALTERNATE_FACT: problem}
 
 
 def log_source_changed(

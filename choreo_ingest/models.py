@@ -101,9 +101,19 @@ SOURCE_CYCLE_FACT = "sourceCycle"
 SOURCE_BEFORE_FACT = "sourceBefore"
 """A provider fact, not shown: the source of the cycle before the current one, where the two
 differ."""
+SOURCE_BEFORE_CYCLE_FACT = "sourceBeforeCycle"
+"""A provider fact, not shown: the cycle `sourceBefore` and `sourcesAlternate` were set for
+(a release before them, taking turns on the state, leaves them as they were)."""
 SOURCES_ALTERNATE_FACT = "sourcesAlternate"
 """A provider fact that is a health problem: cycles read two sources in turn (two callers of
 one state that name different sources)."""
+
+
+def sources_alternate(facts: Mapping[str, str]) -> str | None:
+    """The `sourcesAlternate` problem, if it was set for the cycle the source is stored for."""
+    if facts.get(SOURCE_BEFORE_CYCLE_FACT) != facts.get(SOURCE_CYCLE_FACT):
+        return None
+    return facts.get(SOURCES_ALTERNATE_FACT)
 
 
 def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
@@ -115,7 +125,7 @@ def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str])
     """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
     and `source` only when it was stored for cycle `cycle_id`, the one the record is in."""
     stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
-    left_out = {*unshown, SOURCE_CYCLE_FACT, SOURCE_BEFORE_FACT, stale}
+    left_out = {*unshown, SOURCE_CYCLE_FACT, SOURCE_BEFORE_FACT, SOURCE_BEFORE_CYCLE_FACT, stale}
     return {name: value for name, value in facts.items() if name not in left_out}
 
 

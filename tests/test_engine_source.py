@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 import structlog
 
+from choreo_ingest.cycle_source import new_cycle_facts
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import SOURCE_FACT, ProviderState
+from choreo_ingest.models import (
+    SOURCE_CYCLE_FACT,
+    SOURCE_FACT,
+    SOURCES_ALTERNATE_FACT,
+    ProviderState,
+    sources_alternate,
+)
 from choreo_ingest.providers.base import SourceNamingProvider
 from choreo_ingest.reporting import status_report
 from choreo_ingest.store import SqliteLocation, Store, state_location
@@ -249,3 +256,18 @@ def test_a_mistyped_address_mended_before_any_cycle_completed_is_no_health_probl
         run(config, clock, provider)
 
     assert health_of(config, clock) == []
+
+
+def test_an_older_release_s_cycles_in_between_raise_no_alarm_and_end_one() -> None:
+    """A mixed fleet (a release before these facts taking turns on the state) leaves them as
+    they were: a `sourceBefore` from before its cycles said A, B, B, A alternated, and an alarm
+    it outlived stayed red."""
+    a, b = "http://a.test/api/v1", "http://b.test/api/v1"
+    after_b = new_cycle_facts(b, 2, a, {SOURCE_FACT: a, SOURCE_CYCLE_FACT: "1"}, "fake.url")
+    older_b = {**after_b, SOURCE_FACT: b, SOURCE_CYCLE_FACT: "3"}  # the older release's cycle
+    assert new_cycle_facts(a, 4, b, older_b, "fake.url")[SOURCES_ALTERNATE_FACT] is None
+
+    raised = new_cycle_facts(a, 3, b, {**after_b, SOURCE_CYCLE_FACT: "2"}, "fake.url")
+    assert sources_alternate({k: v for k, v in raised.items() if v is not None})
+    outlived = {**raised, SOURCE_CYCLE_FACT: "5"}  # two older-release cycles on A since
+    assert sources_alternate({k: v for k, v in outlived.items() if v is not None}) is None
