@@ -44,9 +44,14 @@ def cycle_facts(
     if not isinstance(provider, SourceNamingProvider):
         return lambda cycle_id: {}
     source, setting = provider.source, provider.source_key
-    if begun_again:
-        return lambda cycle_id: {SOURCE_FACT: source, SOURCE_CYCLE_FACT: str(cycle_id)}
     stored = store.facts(provider.name) if before is not None else {}
+    if begun_again:  # what the cycle begun again had found goes on with it (callers fighting)
+        carried = stored.get(SOURCE_BEFORE_CYCLE_FACT) == stored.get(SOURCE_CYCLE_FACT)
+        return lambda cycle_id: {
+            SOURCE_FACT: source,
+            SOURCE_CYCLE_FACT: str(cycle_id),
+            **({SOURCE_BEFORE_CYCLE_FACT: str(cycle_id)} if carried else {}),
+        }
     return lambda cycle_id: new_cycle_facts(source, cycle_id, before, stored, setting)
 
 

@@ -170,9 +170,9 @@ def _problems(
     owned = active if SOURCE_FACT in facts else None  # a source that is never empty
     quoted = replace(record, last_error=shorten(record.last_error, ERROR_QUOTED_CHARS))
     problems = health_problems(quoted, config, now, blocked_removals=blocked, owned=owned)
-    problems += [facts[name] for name in (PROBLEM_FACT, UNAVAILABLE_FACT) if name in facts]
+    said = [name for name in PROBLEM_FACTS if name in facts and name != SOURCES_ALTERNATE_FACT]
     in_turn = sources_alternate(facts)  # not one an older release left behind its cycles
-    return problems + ([in_turn] if in_turn else [])
+    return problems + [facts[name] for name in said] + ([in_turn] if in_turn else [])
 
 
 def _cycle_pages(store: Store, name: str, cycle_id: int) -> tuple[int | None, int | None]:

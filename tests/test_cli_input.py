@@ -122,8 +122,8 @@ class TestEventInput:
 
         assert done.returncode == 2
         assert json.loads(done.stdout)["error"] == (
-            "stdin: more than 32 MiB of events at once; split it (`split -l 50000`) and queue "
-            "each part"
+            "stdin: more than 32 MiB of events at once; queue them in parts (NDJSON: "
+            "`split -l 50000`)"
         )
 
     def test_binary_on_stdin_is_a_usage_error_with_json(

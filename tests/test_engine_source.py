@@ -271,3 +271,46 @@ def test_an_older_release_s_cycles_in_between_raise_no_alarm_and_end_one() -> No
     assert sources_alternate({k: v for k, v in raised.items() if v is not None})
     outlived = {**raised, SOURCE_CYCLE_FACT: "5"}  # two older-release cycles on A since
     assert sources_alternate({k: v for k, v in outlived.items() if v is not None}) is None
+
+
+def test_callers_fighting_over_a_cycle_keep_the_alarm_their_turns_raised(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A and B complete a cycle each, A raises the alarm as its next cycle begins, then each
+    begins that cycle again in turn: the alarm stays while they fight, and goes once one source
+    completes two cycles in a row."""
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=0.0)
+    a = SourcedProvider(OLD, page_size=20)
+    b = SourcedProvider(NEW, page_size=20, source="http://b.test/api/v1")
+    a_slow = SourcedProvider(OLD, page_size=2, page_cost=5.0)
+    b_slow = SourcedProvider(NEW, page_size=2, page_cost=5.0, source="http://b.test/api/v1")
+    seen = []
+    for provider in (a, b, a_slow, b_slow, a_slow):
+        clock.advance(60.0)
+        run(config, clock, provider)
+        seen.append(bool(health_of(config, clock)))
+    while not run(config, clock, a_slow).cycle_completed:
+        clock.advance(60.0)
+    clock.advance(60.0)
+    run(config, clock, a_slow)  # the next cycle begins on A, as the last did
+
+    assert seen == [False, False, True, True, True]
+    assert health_of(config, clock) == []
+
+
+def test_an_alarm_an_older_release_s_cycles_outlived_is_not_reported(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    config = make_config(tmp_path, burst_length=10.0, burst_interval=30.0, rest_length=0.0)
+    a = SourcedProvider(OLD, page_size=20)
+    b = SourcedProvider(NEW, page_size=20, source="http://b.test/api/v1")
+    for provider in (a, b, a):
+        clock.advance(60.0)
+        run(config, clock, provider)
+    raised = health_of(config, clock)
+    with closing(sqlite3.connect(config.state_path)) as conn:  # two cycles of an older release
+        conn.execute("UPDATE provider_facts SET value = '9' WHERE name = 'sourceCycle'")
+        conn.commit()
+
+    assert raised
+    assert health_of(config, clock) == []

@@ -56,7 +56,8 @@ def event(
 
     Events about kinds the provider does not ingest are acknowledged and counted, not queued.
 
-    An event is at most 64 KiB. A newer event about an object replaces the pending one; past
+    An event is at most 64 KiB, and one call reads at most 32 MiB. A newer event about an
+    object replaces the pending one; past
     events.inboxCapacity pending events (100,000) new ones are refused (exit 2). `event purge
     [PROVIDER]` empties the inbox (of PROVIDER), parked events included.
     """
@@ -134,8 +135,8 @@ def _read(source: str) -> str:
         raise ConfigError(f"{name}: cannot read: {error.strerror or error}") from error
     if len(data) > MAX_INPUT_BYTES:  # parsed, it would take some 14 times as much memory
         raise ConfigError(
-            f"{name}: more than {MAX_INPUT_BYTES // 2**20} MiB of events at once; split it "
-            "(`split -l 50000`) and queue each part"
+            f"{name}: more than {MAX_INPUT_BYTES // 2**20} MiB of events at once; queue them "
+            "in parts (NDJSON: `split -l 50000`)"
         )
     return decode_events(data, name)
 

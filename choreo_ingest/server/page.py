@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Sequence
 
 from choreo_ingest.clock import rfc3339
+from choreo_ingest.models import facts_shown
 from choreo_ingest.reporting import PROBLEM_FACTS, ProviderStatus, StatusReport, shorten
 from choreo_ingest.store import ChangeRow
 
@@ -186,7 +187,7 @@ def _provider(item: ProviderStatus, now: float) -> str:
         if item.health_problems
         else ""
     )
-    facts = {name: value for name, value in item.facts.items() if name not in PROBLEM_FACTS}
+    facts = facts_shown(item.facts, item.record.cycle_id, PROBLEM_FACTS)  # as `status` shows
     rows: list[tuple[str, str]] = []
     if "api" in facts:
         rows.append(("API", f"<code>{_text(facts.pop('api'))}</code>"))

@@ -210,6 +210,22 @@ def test_a_provider_shows_the_facts_status_prints() -> None:
     assert "2027-01-15T08:00:30Z" in times  # NOW + 30, the next action
 
 
+def test_the_facts_status_leaves_out_are_left_out_here_too() -> None:
+    """Bookkeeping of the sources a cycle read: `status` shows `source` (for the current
+    cycle) and none of the rest."""
+    facts = {
+        "api": "v1",
+        "source": "https://b.test/api/v1",
+        "sourceCycle": "7",
+        "sourceBefore": "https://a.test/api/v1",
+        "sourceBeforeCycle": "7",
+    }
+    fields = render(report(provider("openchoreo", facts=facts))).fields[0]
+
+    assert "source" in fields
+    assert not {"sourceCycle", "sourceBefore", "sourceBeforeCycle"} & set(fields)
+
+
 def test_a_long_error_is_shortened() -> None:
     parsed = render(report(provider("openchoreo", error="x" * 5000)))
 
