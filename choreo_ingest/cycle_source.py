@@ -17,34 +17,37 @@ from choreo_ingest.models import (
     cycle_source,
 )
 from choreo_ingest.providers.base import IncrementalEntityProvider, SourceNamingProvider
-from choreo_ingest.store import Store
 
 log = get_logger("choreo_ingest.engine")
 
 
 def sources(
     provider: IncrementalEntityProvider, facts_of: Callable[[str], dict[str, str]], cycle_id: int
-) -> tuple[str | None, str | None]:
-    """What `provider` reads (None: it does not say), and what the stored cycle `cycle_id` read
-    if that was something else (None: the same, or not stored for it, as by an earlier
-    release)."""
+) -> tuple[str | None, str | None, dict[str, str]]:
+    """What `provider` reads (None: it does not say), what the stored cycle `cycle_id` read if
+    that was something else (None: the same, or not stored for it, as by an earlier release),
+    and the facts stored (read once, for `cycle_facts` too)."""
     if not isinstance(provider, SourceNamingProvider):
-        return None, None
-    source = provider.source
-    before = cycle_source(facts_of(provider.name), cycle_id)
-    return source, None if before == source else before
+        return None, None, {}
+    source, stored = provider.source, facts_of(provider.name)
+    before = cycle_source(stored, cycle_id)
+    return source, None if before == source else before, stored
 
 
 def cycle_facts(
-    provider: IncrementalEntityProvider, before: str | None, store: Store, *, begun_again: bool
+    provider: IncrementalEntityProvider,
+    before: str | None,
+    stored: Mapping[str, str],
+    *,
+    begun_again: bool,
 ) -> Callable[[int], Facts]:
-    """The facts a new cycle of `provider` begins with, given its id (`new_cycle_facts`); one
-    `begun_again` (the cycle before, on another source, did not complete, so swept nothing: a
-    typo in the address, then mended) says nothing of sources in turn."""
+    """The facts a new cycle of `provider` begins with, given its id (`new_cycle_facts`;
+    `stored`: as `sources` read them); one `begun_again` (the cycle before, on another source,
+    did not complete, so swept nothing: a typo in the address, then mended) says nothing of
+    sources in turn."""
     if not isinstance(provider, SourceNamingProvider):
         return lambda cycle_id: {}
     source, setting = provider.source, provider.source_key
-    stored = store.facts(provider.name) if before is not None else {}
     if begun_again:  # what the cycle begun again had found goes on with it (callers fighting)
         carried = stored.get(SOURCE_BEFORE_CYCLE_FACT) == stored.get(SOURCE_CYCLE_FACT)
         return lambda cycle_id: {

@@ -157,7 +157,7 @@ class BurstEngine:
         settings = self.config.incremental
         record = self.store.load_provider(provider.name)
         now = self.clock.now()
-        source, before = sources(provider, self.store.facts, record.cycle_id)
+        source, before, stored = sources(provider, self.store.facts, record.cycle_id)
         begun_again = before is not None and in_cycle(record)
         if begun_again:  # finished here, the cycle would hold both sources' pages
             crashed = record.state is ProviderState.BURSTING
@@ -175,7 +175,7 @@ class BurstEngine:
             )
         if decision.new_cycle and before is not None:
             log_source_changed(provider, before, source, begun_again=begun_again)
-        facts = cycle_facts(provider, before, self.store, begun_again=begun_again)
+        facts = cycle_facts(provider, before, stored, begun_again=begun_again)
         begun = self._begin_burst(record, decision, now, facts)
         return self._burst(provider, begun)
 

@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import entity_ref
+from choreo_ingest.models import Delta, EntityIteratorResult, Event, entity_ref
+from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.entities import ORGANIZATION_NAMESPACE, api_entity_name
 from choreo_ingest.providers.openchoreo.naming import (
@@ -36,6 +38,7 @@ from choreo_ingest.providers.openchoreo.naming import (
 )
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.simulator.options import ApiGeneration
+from choreo_ingest.testing import FakeClock
 
 PROVIDER = "openchoreo"
 IN_PROCESS_URL = "http://openchoreo.test/api/v1"
@@ -311,3 +314,37 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class PausingProvider:
+    """The OpenChoreo provider, whose burst ends (the clock moved past `burst_length`, as if its
+    deadline had passed) right after the page that holds `pause_after` (an entity's ref or an
+    index row's key), or after `pages_left` pages; remembers every ref its pages returned."""
+
+    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock, *, burst_length: float) -> None:
+        self._inner, self._clock, self._burst_length = inner, clock, burst_length
+        self.pause_after: str | None = None
+        self.pages_left: int | None = None
+        self.traversed: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def around(self, burst: BurstContext) -> AbstractContextManager[Any]:
+        return self._inner.around(burst)
+
+    def handle_event(self, context: Any, event: Event) -> Delta:
+        return self._inner.handle_event(context, event)
+
+    def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
+        page = self._inner.next(context, cursor)
+        refs = [entity.ref for entity in page.entities]
+        self.traversed += refs
+        if self.pages_left is not None:
+            self.pages_left -= 1
+        written = [*refs, *(row.key for row in page.index)]
+        if self.pause_after in written or self.pages_left == 0:
+            self.pause_after = self.pages_left = None
+            self._clock.advance(self._burst_length + 1)
+        return page

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,21 @@ import pytest
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState, RunOutcome
-from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.models import ProviderState, RunOutcome
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.reporting import status_report
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World
 from choreo_ingest.store import Store
 
 from fakes import FakeClock
-from sim_support import IN_PROCESS_URL, PROVIDER, expected_refs, ref_of, simulator_transport
+from sim_support import (
+    IN_PROCESS_URL,
+    PROVIDER,
+    PausingProvider,
+    expected_refs,
+    ref_of,
+    simulator_transport,
+)
 
 BURST_LENGTH = 10.0
 BURST_INTERVAL = 1.0
@@ -46,40 +51,6 @@ class SwitchableTransport(httpx.BaseTransport):
             body = {"success": False, "error": "unavailable", "code": "INTERNAL_ERROR"}
             return httpx.Response(503, json=body)
         return self._simulator.handle_request(request)
-
-
-class PausingProvider:
-    """The OpenChoreo provider, whose burst ends (as if its deadline had passed) right after
-    the page that holds the ref `pause_after`, or after `pages_left` pages; remembers every
-    ref its pages returned."""
-
-    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock) -> None:
-        self._inner = inner
-        self._clock = clock
-        self.pause_after: str | None = None
-        self.pages_left: int | None = None
-        self.traversed: list[str] = []
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    def around(self, burst: BurstContext) -> AbstractContextManager[Any]:
-        return self._inner.around(burst)
-
-    def handle_event(self, context: Any, event: Event) -> Delta:
-        return self._inner.handle_event(context, event)
-
-    def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
-        page = self._inner.next(context, cursor)
-        refs = [entity.ref for entity in page.entities]
-        self.traversed += refs
-        if self.pages_left is not None:
-            self.pages_left -= 1
-        if self.pause_after in refs or self.pages_left == 0:
-            self.pause_after = self.pages_left = None
-            self._clock.advance(BURST_LENGTH + 1)
-        return page
 
 
 class Platform:
@@ -118,7 +89,7 @@ class Platform:
             providers=(PROVIDER,),
         )
         inner = OpenChoreoProvider(self.config, transport=self.transport)
-        self.provider = PausingProvider(inner, self.clock)
+        self.provider = PausingProvider(inner, self.clock, burst_length=BURST_LENGTH)
 
     @property
     def state_path(self) -> Path:

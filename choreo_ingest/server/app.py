@@ -76,7 +76,11 @@ from choreo_ingest.server.requests import (
     json_body,
     require_json,
 )
-from choreo_ingest.server.security import EVENTS_SECRET_HEADER, CrossSiteGuard
+from choreo_ingest.server.security import (
+    EVENT_ROUTE_PREFIXES,
+    EVENTS_SECRET_HEADER,
+    CrossSiteGuard,
+)
 
 log = get_logger("choreo_ingest.server")
 
@@ -249,10 +253,9 @@ def _event_routes(server: Server) -> list[Route]:
             server.service.events_stored(receipt.stored, receipt.created)
         return _json(receipt.to_json(), 400 if receipt.rejected else 202)
 
-    paths = ["/events/{provider}", "/api/events/http/{provider}"]
     return [
-        Route(path + suffix, receive, methods=["POST"])
-        for path in paths
+        Route(prefix + "{provider}" + suffix, receive, methods=["POST"])
+        for prefix in EVENT_ROUTE_PREFIXES
         for suffix in ("", "/{secret:path}")  # a secret may hold "/" (`openssl rand -base64`)
     ]
 

@@ -93,7 +93,8 @@ def cross_site_problem(
 
 
 EVENT_ROUTE_PREFIXES = ("/events/", "/api/events/http/")
-"""Where the event routes are: guarded by the events secret, not the API token."""
+"""Where the event routes are (`/events/{provider}`, and the Helm default webhook's path):
+guarded by the events secret, not the API token."""
 
 
 class CrossSiteGuard:

@@ -16,8 +16,7 @@ import pytest
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.invocation import RunResult, run_once
-from choreo_ingest.models import Delta, EntityIteratorResult, IndexEntry, ProviderState
-from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.models import Delta, IndexEntry, ProviderState
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.generation import Harvest
 from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS, LISTING, EventMarks
@@ -26,7 +25,7 @@ from choreo_ingest.store import Store
 from choreo_ingest.testing import make_entity
 
 from fakes import FakeClock
-from sim_support import simulator_transport
+from sim_support import PausingProvider, simulator_transport
 
 URL = "http://openchoreo.test/api/v1"
 REST = {"type": "HTTP", "port": 80, "schema": {"type": "openapi", "content": "openapi: 3.0.0\n"}}
@@ -72,31 +71,6 @@ class SnapshotListings:
                 return items
 
 
-class Pausing:
-    """The provider, whose burst ends (its deadline passed) after the page holding `pause_after`
-    (an entity's ref or an index row's key)."""
-
-    name = "openchoreo"
-
-    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock) -> None:
-        self._inner, self._clock = inner, clock
-        self.pause_after: str | None = None
-
-    def around(self, burst: BurstContext) -> Any:
-        return self._inner.around(burst)
-
-    def handle_event(self, context: Any, event: Any) -> Any:
-        return self._inner.handle_event(context, event)
-
-    def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
-        page = self._inner.next(context, cursor)
-        written = [entity.ref for entity in page.entities] + [row.key for row in page.index]
-        if self.pause_after in written:
-            self.pause_after = None
-            self._clock.advance(11)
-        return page
-
-
 class Platform:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = FakeClock()
@@ -115,7 +89,8 @@ class Platform:
             providers=("openchoreo",),
         )
         transport = httpx.MockTransport(SnapshotListings(api))
-        self.provider = Pausing(OpenChoreoProvider(self.config, transport=transport), self.clock)
+        inner = OpenChoreoProvider(self.config, transport=transport)
+        self.provider = PausingProvider(inner, self.clock, burst_length=10)
 
     def run(self, pause_after: str | None = None) -> RunResult:
         self.clock.advance(SETTLE_SECONDS)

@@ -34,6 +34,7 @@ from choreo_ingest.store import Store
 from fakes import FakeClock
 from sim_support import (
     IN_PROCESS_URL,
+    PausingProvider,
     expected_catalog,
     list_pages_at,
     simulator_transport,
@@ -412,11 +413,11 @@ class TestCursors:
             return httpx.Response(200, json=body)
 
         config = config_for(tmp_path / "state.db", chunk_size=10)
-        provider: Any = OpenChoreoProvider(config, transport=httpx.MockTransport(drop_the_cursor))
-        if one_page_a_burst:
-            provider = OnePageABurst(provider, clock)
+        inner = OpenChoreoProvider(config, transport=httpx.MockTransport(drop_the_cursor))
+        provider = PausingProvider(inner, clock, burst_length=config.incremental.burst_length)
         assert config.state_path is not None
         for _ in range(6):
+            provider.pages_left = 1 if one_page_a_burst else None
             result = run_once(
                 config, config.state_path, clock, force=True, providers={PROVIDER: provider}
             )
@@ -427,26 +428,6 @@ class TestCursors:
         assert outcome.action == "failed"
         assert "answered the page before it again" in (outcome.error or "")
         assert next(fresh) == 2  # the second page was the first again, and the walk stopped
-
-
-class OnePageABurst:
-    """The provider, each page taking a whole burst (its time passes once the page is read)."""
-
-    name = PROVIDER
-
-    def __init__(self, inner: OpenChoreoProvider, clock: FakeClock) -> None:
-        self._inner, self._clock = inner, clock
-
-    def around(self, burst: Any) -> Any:
-        return self._inner.around(burst)
-
-    def handle_event(self, context: Any, event: Any) -> Any:
-        return self._inner.handle_event(context, event)
-
-    def next(self, context: Any, cursor: Any) -> Any:
-        page = self._inner.next(context, cursor)
-        self._clock.advance(11)
-        return page
 
 
 class TestMapping:
