@@ -350,8 +350,8 @@ def test_simulate_serve_posts_webhooks_for_control_changes(receiver: Receiver) -
         assert (counts["webhook_events"], counts["webhook_failures"]) == (2, 0)
     finally:
         process.terminate()
-        process.communicate(timeout=10)
-    assert process.returncode == 0
+        _, errors = process.communicate(timeout=10)
+    assert process.returncode == 0, errors
 
 
 def test_simulate_serve_wants_control_for_webhooks() -> None:
