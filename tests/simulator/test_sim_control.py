@@ -246,12 +246,12 @@ def stop(process: subprocess.Popen[str]) -> None:
     gets 30 s), so that no simulator outlives its test."""
     process.terminate()
     try:
-        process.communicate(timeout=30)
+        _, errors = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
         raise
-    assert process.returncode == 0
+    assert process.returncode == 0, errors
 
 
 @pytest.mark.slow
