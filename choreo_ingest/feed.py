@@ -5,6 +5,11 @@ A consumer copies the catalog with `entities_page` (no cursor, then each `nextCu
 null), then follows `changes_page` from the `newestSeq` the copy reported, fetching the refs of
 upserts with `entities_batch`. Every answer carries the `storeId`: when it changes, or a call
 raises ChangesGone, the copy is made again from the start.
+
+`/changes` and `/entities` also say whether the catalog is complete (`catalogComplete`): every
+provider of the state has completed a cycle. Until then (a new state file's first cycle, which
+takes many bursts) an entity the catalog does not hold may be one not read yet, rather than one
+gone: a consumer that removes what a walk did not see waits for it.
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ class ChangesPage:
     """The oldest seq the log may still hold: every change before it was pruned."""
     newest_seq: int
     changes: list[ChangeRow]
+    catalog_complete: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
             "storeId": self.store_id,
             "oldestSeq": self.oldest_seq,
             "newestSeq": self.newest_seq,
+            "catalogComplete": self.catalog_complete,
             "changes": [change.to_json() for change in self.changes],
         }
 
@@ -68,12 +75,14 @@ class EntitiesPage:
     newest_at: str | None = None
     """When change `newest_seq` was made (None: no change yet, or pruned): the `sinceAt` of the
     consumer's first `/changes` after the walk."""
+    catalog_complete: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
             "storeId": self.store_id,
             "newestSeq": self.newest_seq,
             "newestAt": self.newest_at,
+            "catalogComplete": self.catalog_complete,
             "entities": self.entities,
             "nextCursor": self.next_cursor,
         }
@@ -107,7 +116,16 @@ def changes_page(store: Store, since: int, limit: int, since_at: str | None = No
         if rolled_back is not None:
             raise ChangesGone(rolled_back, store_id=store_id, oldest_seq=pruned_through + 1)
         changes = _kept_with_twins(store.changes(since, limit + 1), limit)
-    return ChangesPage(store_id, pruned_through + 1, newest, changes)
+        complete = catalog_complete(store)
+    return ChangesPage(store_id, pruned_through + 1, newest, changes, complete)
+
+
+def catalog_complete(store: Store) -> bool:
+    """Whether every provider of the state has completed a cycle (none yet: not complete)."""
+    names = store.provider_names()
+    return bool(names) and all(
+        store.load_provider(name, strict=False).last_completed_at is not None for name in names
+    )
 
 
 def _kept_with_twins(changes: list[ChangeRow], limit: int) -> list[ChangeRow]:
@@ -183,8 +201,10 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
             after, seq = position.after, position.seq
         page, more = store.entities_after(after, limit, MAX_ANSWER_CHARS)
         newest_at = rfc3339(store.change_at(seq))
+        complete = catalog_complete(store)
     next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if more else None
-    return EntitiesPage(store_id, seq, [body for _, body in page], next_cursor, newest_at)
+    bodies = [body for _, body in page]
+    return EntitiesPage(store_id, seq, bodies, next_cursor, newest_at, complete)
 
 
 def _require_changes_after(seq: int, store_id: str, pruned_through: int, newest: int) -> None:

@@ -27,7 +27,7 @@ from choreo_ingest.feed import (
 )
 from choreo_ingest.invocation import run_once
 from choreo_ingest.mirror import position_name, sync_mirror
-from choreo_ingest.models import Delta, Entity
+from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
 from choreo_ingest.retention import prune_change_log
 from choreo_ingest.store import StateLocation, Store
 
@@ -97,6 +97,7 @@ class TestChangesPage:
             "storeId": writer.store_id(),
             "oldestSeq": 1,
             "newestSeq": 3,
+            "catalogComplete": False,  # no provider has completed a cycle
             "changes": [
                 {
                     "seq": 2,
@@ -347,6 +348,7 @@ class TestEntitiesPage:
             "storeId": writer.store_id(),
             "newestSeq": 2,
             "newestAt": rfc3339(T0),
+            "catalogComplete": False,
             "entities": [a.body],
             "nextCursor": first.next_cursor,
         }
@@ -473,6 +475,47 @@ def run_cycle(config: Config, clock: FakeClock, catalog: Sequence[Entity]) -> No
 def bounds(state_path: Path) -> tuple[int, int]:
     with Store.open(state_path, readonly=True) as store:
         return store.change_bounds()
+
+
+class TestCatalogComplete:
+    """`catalogComplete`: whether an entity the catalog does not hold is gone (every provider
+    completed a cycle) or maybe not read yet (a new state's first cycle, many bursts long)."""
+
+    @staticmethod
+    def completes(store: Store, provider: str) -> None:
+        record = ProviderRecord(name=provider, state=ProviderState.RESTING, last_completed_at=T0)
+        store.save_provider(record, T0)
+
+    @staticmethod
+    def said(store: Store) -> tuple[bool, bool]:
+        changes = changes_page(store, since=0, limit=10).to_json()["catalogComplete"]
+        walk = entities_page(store, None, 10).to_json()["catalogComplete"]
+        return changes, walk
+
+    def test_a_state_no_provider_ran_in_is_not_complete(self, reader: Store) -> None:
+        assert self.said(reader) == (False, False)
+
+    def test_complete_once_every_provider_completed_a_cycle(
+        self, writer: Store, reader: Store
+    ) -> None:
+        upsert(writer, entities("a"), provider="first")
+        self.completes(writer, "first")
+        writer.save_provider(ProviderRecord(name="second", state=ProviderState.INTERSTITIAL), T0)
+        assert self.said(reader) == (False, False), "the second is in its first cycle"
+
+        self.completes(writer, "second")
+
+        assert self.said(reader) == (True, True)
+
+    def test_a_reset_provider_stays_complete(self, writer: Store, reader: Store) -> None:
+        """Its entities went out through the change log (`--purge`); none is to come back that
+        a consumer would remove for not seeing it."""
+        upsert(writer, entities("a"))
+        self.completes(writer, "fake")
+
+        writer.reset_provider(writer.load_provider("fake"), purge=True, now=T0 + 1)
+
+        assert self.said(reader) == (True, True)
 
 
 class TestPruneChangeLog:

@@ -684,7 +684,8 @@ class TestFeed:
     def test_changes_answer_the_feed_document(self, client: AsgiClient) -> None:
         document = client.get("/changes", params={"since": 0, "limit": 5}, headers=AUTH).json()
 
-        assert set(document) == {"storeId", "oldestSeq", "newestSeq", "changes"}
+        assert set(document) == {"storeId", "oldestSeq", "newestSeq", "catalogComplete", "changes"}
+        assert document["catalogComplete"] is True  # the provider completed its cycle
         assert [change["seq"] for change in document["changes"]] == [1, 2, 3, 4, 5]
 
     def test_changes_below_the_oldest_retained_are_410(

@@ -30,6 +30,12 @@ export type ChangesPage = {
   storeId: string;
   oldestSeq: number;
   newestSeq: number;
+  /**
+   * Whether every provider of the state has completed a cycle: until then (a new state's first
+   * cycle) an entity it lacks may not have been read yet. A serve before it was sent leaves it
+   * out (taken as complete).
+   */
+  catalogComplete?: boolean;
   changes: FeedChange[];
 };
 
@@ -44,6 +50,8 @@ export type EntitiesPage = {
   newestSeq: number;
   /** When change `newestSeq` was made (a serve before it was sent leaves it out; null: none). */
   newestAt?: string | null;
+  /** As `ChangesPage.catalogComplete`. */
+  catalogComplete?: boolean;
   entities: FeedEntity[];
   nextCursor: string | null;
 };

@@ -107,6 +107,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private readonly sweeper: Sweeper;
   /** Whether this process checked that the catalog still holds what was applied. */
   private catalogChecked = false;
+  /** Whether the feed's last answer said its catalog was not complete yet (`catalogComplete`). */
+  private feedIncomplete = false;
   /** What the catalog holds of what was applied (removed by it, or kept under another key). */
   private readonly catalog: CatalogWatch;
 
@@ -302,7 +304,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         checkpoint: () => this.checkpoint(),
         remove: (refs: string[]) => this.remove(connection, refs),
       };
-      state = await this.sweeper.sweep(state, steps, result);
+      state = await this.sweeper.sweep(state, steps, result, !this.feedIncomplete);
     }
     if (result.resynced && !state.resync) {
       // A completed resync offered every entity: which of them the catalog keeps elsewhere.
@@ -401,6 +403,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         state = await this.restartWalk(state, (restarts += 1), error.message);
         continue;
       }
+      this.feedIncomplete = page.catalogComplete === false;
       if (resync.storeId !== undefined && page.storeId !== resync.storeId) {
         const why = `storeId changed during the walk (${resync.storeId} -> ${page.storeId})`;
         state = await this.restartWalk(state, (restarts += 1), why);
@@ -459,6 +462,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       const since = state.seq ?? 0;
       const page = await this.client.changes(since, this.batchSize, state.seqAt, this.signal);
       this.requireStore(state, page.storeId);
+      this.feedIncomplete = page.catalogComplete === false;
       if (!page.changes.length) {
         return state;
       }

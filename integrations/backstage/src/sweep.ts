@@ -20,6 +20,8 @@ export type SweepSteps = {
 export class Sweeper {
   /** Removals refused by the guard, for logging them once. */
   private readonly refusals: Repeats;
+  /** Removals waiting for the feed's catalog to be complete, for logging them once. */
+  private readonly waits: Repeats;
 
   constructor(
     private readonly store: StateStore,
@@ -28,15 +30,30 @@ export class Sweeper {
     now: () => number,
   ) {
     this.refusals = new Repeats(now);
+    this.waits = new Repeats(now);
   }
 
   /**
    * Counted first, then read and removed a batch at a time (a refused removal of 500,000 refs,
    * checked at every step, reads none of them). The orphans are counted only when the stale refs
    * alone are within the ratio. The state comes back with `sweepPending` cleared once all is
-   * removed; stopped half-way, the next step sweeps what is left.
+   * removed; stopped half-way, the next step sweeps what is left. Nothing is removed while
+   * the feed's catalog is not complete (`catalogComplete` false: a new state's first cycle, many
+   * bursts long): an entity it lacks may be one not read yet; it comes back as a change.
    */
-  async sweep(state: FeedState, steps: SweepSteps, result: SyncResult): Promise<FeedState> {
+  async sweep(
+    state: FeedState,
+    steps: SweepSteps,
+    result: SyncResult,
+    catalogComplete = true,
+  ): Promise<FeedState> {
+    if (!catalogComplete) {
+      this.wait(state);
+      return state;
+    }
+    if (this.waits.ended()) {
+      this.logger.info('choreo-ingest: choreo-ingest completed its cycle: the removal goes on');
+    }
     const stale = await this.store.staleCount(state.generation);
     const applied = await this.store.appliedCount();
     const within = (count: number, total: number) => !count || count <= this.maxRemovalRatio * total;
@@ -96,6 +113,18 @@ export class Sweeper {
       );
     }
     return current;
+  }
+
+  private wait(state: FeedState): void {
+    const message =
+      `choreo-ingest: the removal of what the resync (generation ${state.generation}) did not ` +
+      'see waits until choreo-ingest has completed a cycle of every provider (a new state ' +
+      "file's first cycle): until then an entity it lacks may be one not read yet";
+    if (this.waits.seen(String(state.generation)).due) {
+      this.logger.info(message);
+    } else {
+      this.logger.debug(message);
+    }
   }
 
   private refuse(state: FeedState, count: number, total: number, orphans: number): void {

@@ -35,6 +35,8 @@ export class FakeFeed {
    * (serve ends a page before a delete whose case twin's upsert comes next).
    */
   changesShortBy = 0;
+  /** The `catalogComplete` of its answers (undefined: left out, as a serve before it). */
+  catalogComplete: boolean | undefined = undefined;
   url = '';
   private server: Server | undefined;
 
@@ -120,6 +122,7 @@ export class FakeFeed {
           storeId: this.storeId,
           oldestSeq: 1,
           newestSeq: this.seq,
+          catalogComplete: this.catalogComplete,
           changes: after.slice(0, after.length > limit ? limit - this.changesShortBy : limit),
         });
       }
@@ -131,6 +134,7 @@ export class FakeFeed {
           storeId: this.storeId,
           newestSeq: this.seq,
           newestAt: this.changes.find(change => change.seq === this.seq)?.at ?? null,
+          catalogComplete: this.catalogComplete,
           entities: refs.slice(start, start + limit).map(ref => this.entities.get(ref)),
           nextCursor: start + limit < refs.length ? String(start + limit) : null,
         });
