@@ -229,6 +229,9 @@ export class FeedClient {
       response = await fetch(`${this.baseUrl}${path}`, {
         ...init,
         headers,
+        // Followed, a redirect to another origin drops the token (the Fetch standard) and a
+        // 301/302 turns a POST into a GET: the step would fail on a 401 that blames the token.
+        redirect: 'manual',
         signal: signal
           ? AbortSignal.any([AbortSignal.timeout(this.timeoutMs), signal])
           : AbortSignal.timeout(this.timeoutMs),
@@ -244,6 +247,12 @@ export class FeedClient {
       // A timeout or a dropped connection while the body streams in.
       const why = `reading the answer failed (${describe(error)})`;
       throw new FeedError(route, response.status, this.shown(why), { inTransit: true });
+    }
+    if (response.status >= 300 && response.status < 400) {
+      const location = response.headers.get('location');
+      const to = location ? ` to ${this.shown(location)}` : '';
+      const why = `serve's address redirects${to}: set baseUrl to the address serve answers at`;
+      throw new FeedError(route, response.status, why);
     }
     if (!response.ok) {
       // What a gateway before serve answers may quote the request's headers, on many lines.

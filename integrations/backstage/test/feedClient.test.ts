@@ -38,6 +38,14 @@ beforeAll(async () => {
       response.end(JSON.stringify({ error: quoted }));
       return;
     }
+    if (request.url?.startsWith('/changes?since=8&') || request.url === '/entities/batch') {
+      // An ingress that sends http to https, or to its canonical host.
+      response.writeHead(request.method === 'POST' ? 302 : 301, {
+        Location: `http://127.0.0.2:1${request.url}`,
+      });
+      response.end();
+      return;
+    }
     if (request.url?.startsWith('/changes?since=5&')) {
       // Whole, but `changes` is not a list (a proxy's rewrite, another service at the URL).
       response.writeHead(200, { 'Content-Type': 'application/json' });
@@ -105,6 +113,21 @@ test('an answer whose field is of the wrong type fails naming the route and the 
   expect((error as Error).message).toBe(
     'choreo-ingest GET /changes answered HTTP 200: the answer\'s "changes" is not an array',
   );
+});
+
+test('a redirect fails naming where it points, and is not followed with or without the token', async () => {
+  const client = new FeedClient({ baseUrl, token: TOKEN, timeoutMs: 10_000 });
+
+  const read = await failure(client.changes(8, 10));
+  const batch = await failure(client.entitiesBatch(['component:default/a']));
+
+  expect(read).toBeInstanceOf(FeedError);
+  expect((read as FeedError).status).toBe(301);
+  expect(String(read)).toMatch(
+    /GET \/changes answered HTTP 301: serve's address redirects to http:\/\/127\.0\.0\.2:1\/changes\?since=8&limit=10: set baseUrl to the address serve answers at$/,
+  );
+  expect((batch as FeedError).status).toBe(302);
+  expect(String(batch)).toMatch(/POST \/entities\/batch answered HTTP 302: serve's address redirects to/);
 });
 
 test('a 401 to a client without a token says it sent none', async () => {
