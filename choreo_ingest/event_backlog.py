@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from choreo_ingest.clock import Clock, rfc3339
@@ -109,12 +110,19 @@ def request_refresh(store: Store, provider: str, now: float) -> None:
     store.set_facts(provider, requested, now)
 
 
-def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
+def apply_refresh_request(
+    store: Store, name: str, clock: Clock, flooding: Callable[[], bool] | None = None
+) -> None:
     """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
     past the provider's limit) start a new cycle at once: the walk that stands in for them
     begins after them (`schedule.after_refresh(new_cycle=True)`). Call it with no burst of the
     provider in flight. The request is cleared after the record is stored: a run killed in
     between applies it again, which changes nothing before a burst.
+
+    While `flooding()` says events still arrive as a flood, the request waits: one walk after
+    the flood stands in for all of it. Applied as it came, a walk shorter than the flood (an
+    event forwarder's start posts for a minute or more) was followed by another, and another,
+    each in place of the rest.
 
     A cycle is given up once between two completed cycles at the most: one begun in place of an
     abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
@@ -125,6 +133,9 @@ def apply_refresh_request(store: Store, name: str, clock: Clock) -> None:
     facts = store.facts(name)
     requested, reason = facts.get(REFRESH_REQUESTED_FACT), facts.get(REFRESH_REASON_FACT)
     if requested is None:
+        return
+    if flooding is not None and flooding():
+        log.debug("refresh_after_flood", provider=name, requested_at=requested)
         return
     cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
     now = clock.now()

@@ -137,7 +137,7 @@ def run_once(
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
         for name in names:  # after the drain, which may ask for one
-            apply_refresh_request(store, name, clock)
+            apply_refresh_request(store, name, clock, events_flooding)
         for name, provider in loaded.items():
             if stop.is_set():
                 break

@@ -1030,24 +1030,30 @@ class TestDrain:
         self, tmp_path: Path, clock: FakeClock, flooding: bool
     ) -> None:
         """`serve` drains as events come, so a forwarder's start never piled up past the limit
-        and was re-read one object at a time."""
+        and was re-read one object at a time. The walk in their place waits for the flood's
+        end (one walk after it stands in for all of it)."""
         config = make_config(tmp_path)
         provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=3)
         run(config, clock, provider)
         feed(config, clock, *(component_event(f"e{i}", "updated") for i in range(2)))
         assert config.state_path is not None
 
-        result = run_once(
-            config,
-            config.state_path,
-            clock,
-            providers={provider.name: provider},
-            rng=random.Random(0),
-            events_flooding=lambda: flooding,
-        )
+        def run_while(flood: bool) -> RunResult:
+            return run_once(
+                config,
+                config.state_path,
+                clock,
+                providers={provider.name: provider},
+                rng=random.Random(0),
+                events_flooding=lambda: flood,
+            )
+
+        result = run_while(flooding)
+        after_it = run_while(False)
 
         assert (result.events.dropped, result.events.applied) == ((2, 0) if flooding else (0, 2))
-        assert [outcome.action for outcome in result.providers] == [
+        assert [outcome.action for outcome in result.providers] == ["waiting"]
+        assert [outcome.action for outcome in after_it.providers] == [
             "burst" if flooding else "waiting"
         ]
 

@@ -13,7 +13,7 @@ import pytest
 import structlog
 
 from choreo_ingest.errors import LockHeld, StateError, TransientError
-from choreo_ingest.event_backlog import FLOOD_EVENTS
+from choreo_ingest.event_backlog import FLOOD_EVENTS, FLOOD_SECONDS
 from choreo_ingest.events import stored_events
 from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
@@ -162,6 +162,8 @@ class TestFlood:
         service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS)  # the forwarder's start
         with structlog.testing.capture_logs() as logs:
             record = service.tick()
+            clock.advance(FLOOD_SECONDS + 1)  # the flood is over
+            service.tick()
 
         assert record.result is not None
         assert (record.result.events.dropped, record.result.events.applied) == (2, 0)
@@ -172,6 +174,34 @@ class TestFlood:
         [dropped] = [line for line in logs if line["event"] == "event_backlog_dropped"]
         assert "limit" not in dropped  # no backlog limit was passed: the arrival rate was
         assert levels["refresh_requested"] == "warning"
+
+    def test_a_flood_longer_than_a_walk_costs_one_walk_after_it(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """An event forwarder's start posts for a minute or more; a walk may take seconds. The
+        walk asked for waits for the flood's end: applied at once, each walk that completed
+        was followed by another at the next drop, the rest skipped, for as long as it lasted."""
+        provider = CheckingEvents([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        pages = len(provider.calls)
+
+        with structlog.testing.capture_logs() as logs:
+            for second in range(30):
+                created = {**deleting(f"x{second}"), "action": "created"}
+                stored_events(service.state.path, provider.name, [created], clock)
+                service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS)
+                service.tick()
+                clock.advance(1.0)
+            assert len(provider.calls) == pages, "no walk while the flood lasts"
+            clock.advance(FLOOD_SECONDS)
+            service.tick()
+            service.tick()
+
+        with Store.open(service.state.path, readonly=True) as store:
+            assert store.load_provider(provider.name).cycle_id == 2
+        assert len(provider.calls) == 2 * pages, "one walk after it"
+        assert [line["event"] for line in logs].count("refresh_requested") == 1
 
     def test_as_many_updates_at_once_are_applied_not_dropped(
         self, tmp_path: Path, clock: FakeClock
