@@ -148,10 +148,8 @@ def crash_backoff(attempts: int, config: IncrementalConfig) -> float:
 
 def backoff_step(failures: int, config: IncrementalConfig) -> float:
     """The configured step after `failures` consecutive failures (1-based; the last step
-    repeats, and is the step from the `maxAttempts`-th failure on, as `health` turns red)."""
+    repeats)."""
     steps = config.backoff
-    if failures >= config.max_attempts:
-        return steps[-1]
     return steps[min(max(failures, 1) - 1, len(steps) - 1)]
 
 

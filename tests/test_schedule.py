@@ -761,20 +761,6 @@ class TestBackoffDelay:
         delay = backoff_delay(3, SETTINGS, random.Random(1), retry_after=1.0)
         assert 40.0 * (1 - JITTER) <= delay <= 40.0 * (1 + JITTER)
 
-    @pytest.mark.parametrize(
-        ("attempts", "step"),
-        [(1, 10.0), (2, 40.0), (3, 40.0), (9, 40.0)],
-        ids=["first", "at-max-attempts", "past-max-attempts", "far-past"],
-    )
-    def test_from_max_attempts_on_the_last_step_is_the_step(
-        self, attempts: int, step: float
-    ) -> None:
-        """DESIGN.md: after maxAttempts consecutive failures the provider keeps retrying at the
-        last backoff step, even when the list has steps left (here 20 s)."""
-        settings = replace(SETTINGS, max_attempts=2)
-        delay = backoff_delay(attempts, settings, random.Random(attempts))
-        assert step * (1 - JITTER) <= delay <= step * (1 + JITTER)
-
     def test_single_step_list_is_always_that_step(self) -> None:
         settings = replace(SETTINGS, backoff=(5.0,))
         for attempts in (1, 2, 9):
