@@ -7,16 +7,16 @@ upserts with `entities_batch`. Every answer carries the `storeId`: when it chang
 raises ChangesGone, the copy is made again from the start.
 
 `/changes` and `/entities` also say whether the catalog is complete (`catalogComplete`): every
-provider of the state has completed a cycle. Until then (a new state file's first cycle, which
-takes many bursts) an entity the catalog does not hold may be one not read yet, rather than one
-gone: a consumer that removes what a walk did not see waits for it.
+provider (those the config names, for `serve`) has completed a cycle. Until then (a new state
+file's first cycle, which takes many bursts) an entity the catalog does not hold may be one not
+read yet, rather than one gone: a consumer that removes what a walk did not see waits for it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -95,7 +95,13 @@ class _Cursor:
     store_id: str
 
 
-def changes_page(store: Store, since: int, limit: int, since_at: str | None = None) -> ChangesPage:
+def changes_page(
+    store: Store,
+    since: int,
+    limit: int,
+    since_at: str | None = None,
+    providers: Collection[str] | None = None,
+) -> ChangesPage:
     """Up to `limit` changes after seq `since`, oldest first.
 
     Raises ChangesGone when some change after `since` was pruned (`since` below
@@ -116,13 +122,14 @@ def changes_page(store: Store, since: int, limit: int, since_at: str | None = No
         if rolled_back is not None:
             raise ChangesGone(rolled_back, store_id=store_id, oldest_seq=pruned_through + 1)
         changes = _kept_with_twins(store.changes(since, limit + 1), limit)
-        complete = catalog_complete(store)
+        complete = catalog_complete(store, providers)
     return ChangesPage(store_id, pruned_through + 1, newest, changes, complete)
 
 
-def catalog_complete(store: Store) -> bool:
-    """Whether every provider of the state has completed a cycle (none yet: not complete)."""
-    names = store.provider_names()
+def catalog_complete(store: Store, providers: Collection[str] | None = None) -> bool:
+    """Whether every one of `providers` (default: the state's) has completed a cycle; one the
+    state holds no record of has not, nor has a catalog of no provider."""
+    names = store.provider_names() if providers is None else providers
     return bool(names) and all(
         store.load_provider(name, strict=False).last_completed_at is not None for name in names
     )
@@ -166,7 +173,9 @@ def entities_batch(store: Store, refs: list[str]) -> EntitiesBatch:
     )
 
 
-def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
+def entities_page(
+    store: Store, cursor: str | None, limit: int, providers: Collection[str] | None = None
+) -> EntitiesPage:
     """One page of a walk over the whole catalog in ref order: `cursor` None starts a walk,
     `nextCursor` (null on the last page) goes on with it.
 
@@ -201,7 +210,7 @@ def entities_page(store: Store, cursor: str | None, limit: int) -> EntitiesPage:
             after, seq = position.after, position.seq
         page, more = store.entities_after(after, limit, MAX_ANSWER_CHARS)
         newest_at = rfc3339(store.change_at(seq))
-        complete = catalog_complete(store)
+        complete = catalog_complete(store, providers)
     next_cursor = _encode_cursor(_Cursor(page[-1][0], seq, store_id)) if more else None
     bodies = [body for _, body in page]
     return EntitiesPage(store_id, seq, bodies, next_cursor, newest_at, complete)

@@ -507,6 +507,19 @@ class TestCatalogComplete:
 
         assert self.said(reader) == (True, True)
 
+    def test_only_the_providers_named_count(self, writer: Store, reader: Store) -> None:
+        """`serve` names its config's: one dropped from it before its first cycle completed
+        never completes, and one named that has not begun yet has no record."""
+        self.completes(writer, "first")
+        writer.save_provider(ProviderRecord(name="dropped", state=ProviderState.INTERSTITIAL), T0)
+
+        def said(*providers: str) -> tuple[bool, bool]:
+            changes = changes_page(reader, 0, 10, None, providers).catalog_complete
+            return changes, entities_page(reader, None, 10, providers).catalog_complete
+
+        assert said("first") == (True, True)
+        assert said("first", "not-begun") == (False, False)
+
     def test_a_reset_provider_stays_complete(self, writer: Store, reader: Store) -> None:
         """Its entities went out through the change log (`--purge`); none is to come back that
         a consumer would remove for not seeing it."""

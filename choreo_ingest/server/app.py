@@ -418,7 +418,8 @@ def _feed_routes(server: Server) -> list[Route]:
         since = int_param(request, "since", 0)
         limit = int_param(request, "limit", 1000)
         since_at = request.query_params.get("sinceAt") or None
-        return _json(await in_thread(server, read, changes_page, since, limit, since_at))
+        providers = tuple(server.config.providers)
+        return _json(await in_thread(server, read, changes_page, since, limit, since_at, providers))
 
     async def batch(request: Request) -> Response:
         require_token(server, request)
@@ -433,7 +434,8 @@ def _feed_routes(server: Server) -> list[Route]:
         require_token(server, request)
         cursor = request.query_params.get("cursor") or None
         limit = int_param(request, "limit", 500)
-        return _json(await in_thread(server, read, entities_page, cursor, limit))
+        providers = tuple(server.config.providers)
+        return _json(await in_thread(server, read, entities_page, cursor, limit, providers))
 
     return [
         Route("/changes", changes, methods=["GET"]),

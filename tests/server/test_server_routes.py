@@ -688,6 +688,17 @@ class TestFeed:
         assert document["catalogComplete"] is True  # the provider completed its cycle
         assert [change["seq"] for change in document["changes"]] == [1, 2, 3, 4, 5]
 
+    def test_the_feed_is_complete_once_every_configured_provider_completed_a_cycle(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """A provider the config adds has not: what a walk of the feed misses may yet come."""
+        added = replace(config, providers=(*config.providers, "csv"))
+        with make_client(added, ingested, clock, Credentials(TOKEN, None)) as client:
+            changes = client.get("/changes", params={"since": 0}, headers=AUTH).json()
+            walk = client.get("/entities", headers=AUTH).json()
+
+        assert (changes["catalogComplete"], walk["catalogComplete"]) == (False, False)
+
     def test_changes_below_the_oldest_retained_are_410(
         self, config: Config, ingested: Path, clock: FakeClock
     ) -> None:

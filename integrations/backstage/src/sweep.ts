@@ -118,8 +118,9 @@ export class Sweeper {
   private wait(state: FeedState): void {
     const message =
       `choreo-ingest: the removal of what the resync (generation ${state.generation}) did not ` +
-      'see waits until choreo-ingest has completed a cycle of every provider (a new state ' +
-      "file's first cycle): until then an entity it lacks may be one not read yet";
+      'see waits until choreo-ingest has completed a cycle of every provider it runs (a new ' +
+      "state file's first cycle, a provider added or one that cannot complete: `choreo-ingest " +
+      "status` shows which): until then an entity it lacks may be one not read yet";
     if (this.waits.seen(String(state.generation)).due) {
       this.logger.info(message);
     } else {
