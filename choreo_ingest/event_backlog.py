@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from choreo_ingest.clock import Clock, rfc3339
+from choreo_ingest.clock import Clock, parsed_time, rfc3339
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import (
     EVENT_ASKED,
@@ -40,34 +40,37 @@ controller that changes many objects at once sends `updated`, each worth its re-
 
 
 class ArrivalRate:
-    """Whether events are arriving as a flood: more than FLOOD_EVENTS in the last
+    """Whether a provider's events are arriving as a flood: more than FLOOD_EVENTS in the last
     FLOOD_SECONDS, nearly all `created`. `serve` applies events as they come, so a forwarder's
     start (`created` for every object) never piles up past `maxPending` before a drain, and was
     re-read one object at a time; while the flood lasts, its drains drop the inbox for a fresh
     walk instead. As many `updated` events (a deploy) are applied: dropping them gave up the
-    cycle in progress for a walk of the whole platform. Events are counted by whoever stores
-    them (another thread); safe to share."""
+    cycle in progress for a walk of the whole platform. Each provider's events are counted
+    apart: one's flood is no reason to drop another's events. Events are counted by whoever
+    stores them (another thread); safe to share."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._arrivals: deque[tuple[float, bool]] = deque(maxlen=FLOOD_EVENTS)
-        """(monotonic time, whether `created`) of the latest events."""
+        self._arrivals: dict[str, deque[tuple[float, bool]]] = {}
+        """(monotonic time, whether `created`) of each provider's latest events."""
 
-    def add(self, count: int, created: int = 0) -> None:
-        """`count` events arrived, `created` of them `created` events."""
+    def add(self, provider: str, count: int, created: int = 0) -> None:
+        """`count` events arrived for `provider`, `created` of them `created` events."""
         now = self._clock.monotonic()
         created = min(created, count)
         with self._lock:
-            self._arrivals.extend([(now, False)] * min(count - created, FLOOD_EVENTS))
-            self._arrivals.extend([(now, True)] * min(created, FLOOD_EVENTS))
+            arrivals = self._arrivals.setdefault(provider, deque(maxlen=FLOOD_EVENTS))
+            arrivals.extend([(now, False)] * min(count - created, FLOOD_EVENTS))
+            arrivals.extend([(now, True)] * min(created, FLOOD_EVENTS))
 
-    def flooding(self) -> bool:
+    def flooding(self, provider: str) -> bool:
         with self._lock:
-            if len(self._arrivals) < FLOOD_EVENTS:
+            arrivals = self._arrivals.get(provider)
+            if arrivals is None or len(arrivals) < FLOOD_EVENTS:
                 return False
-            recent = self._clock.monotonic() - self._arrivals[0][0] <= FLOOD_SECONDS
-            created = sum(is_created for _, is_created in self._arrivals)
+            recent = self._clock.monotonic() - arrivals[0][0] <= FLOOD_SECONDS
+            created = sum(is_created for _, is_created in arrivals)
             return recent and created >= REPLAY_SHARE * FLOOD_EVENTS
 
 
@@ -104,14 +107,21 @@ REFRESH_REASONS = {
 
 def request_refresh(store: Store, provider: str, now: float) -> None:
     """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
-    in `status --json`): the run applies the request once no burst of it is in flight
-    (`invocation.run_once`), as a new cycle."""
-    requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENTS_LOST}
-    store.set_facts(provider, requested, now)
+    in `status --json`: when it was first asked for, of a request not applied yet): the run
+    applies the request once no burst of it is in flight (`invocation.run_once`), as a new
+    cycle."""
+    since = store.facts(provider).get(REFRESH_REQUESTED_FACT) or rfc3339(now)
+    store.set_facts(
+        provider, {REFRESH_REQUESTED_FACT: since, REFRESH_REASON_FACT: EVENTS_LOST}, now
+    )
 
 
 def apply_refresh_request(
-    store: Store, name: str, clock: Clock, flooding: Callable[[], bool] | None = None
+    store: Store,
+    name: str,
+    clock: Clock,
+    flooding: Callable[[str], bool] | None = None,
+    longest_flood: float = 0.0,
 ) -> None:
     """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
     past the provider's limit) start a new cycle at once: the walk that stands in for them
@@ -119,10 +129,11 @@ def apply_refresh_request(
     provider in flight. The request is cleared after the record is stored: a run killed in
     between applies it again, which changes nothing before a burst.
 
-    While `flooding()` says events still arrive as a flood, the request waits: one walk after
-    the flood stands in for all of it. Applied as it came, a walk shorter than the flood (an
-    event forwarder's start posts for a minute or more) was followed by another, and another,
-    each in place of the rest.
+    While `flooding(name)` says its events still arrive as a flood, the request waits: one walk
+    after the flood stands in for all of it. Applied as it came, a walk shorter than the flood
+    (an event forwarder's start posts for a minute or more) was followed by another, and
+    another, each in place of the rest. A flood that goes on past `longest_flood` seconds (a
+    rest's length) since the request has its walk all the same, with a warning.
 
     A cycle is given up once between two completed cycles at the most: one begun in place of an
     abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
@@ -134,11 +145,20 @@ def apply_refresh_request(
     requested, reason = facts.get(REFRESH_REQUESTED_FACT), facts.get(REFRESH_REASON_FACT)
     if requested is None:
         return
-    if flooding is not None and flooding():
-        log.debug("refresh_after_flood", provider=name, requested_at=requested)
-        return
     cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
     now = clock.now()
+    if flooding is not None and flooding(name):
+        waited = now - (parsed_time(requested) or now)
+        if waited < longest_flood:
+            log.debug("refresh_after_flood", provider=name, requested_at=requested)
+            return
+        log.warning(
+            "flood_ongoing",
+            provider=name,
+            requested_at=requested,
+            message=f"events have arrived as a flood for {waited:.0f} s or more, longer than "
+            "a rest: the walk asked for in their place begins all the same",
+        )
     record = store.load_provider(name)
     if refresh_waits(record):
         log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)

@@ -103,7 +103,7 @@ def run_once(
     stop: StopSignal | None = None,
     rng: random.Random | None = None,
     events_arrived: threading.Event | None = None,
-    events_flooding: Callable[[], bool] | None = None,
+    events_flooding: Callable[[str], bool] | None = None,
     left_out: Collection[str] = (),
     holder: RunHolder | None = None,
 ) -> RunResult:
@@ -111,8 +111,9 @@ def run_once(
     the configured providers `left_out` are not run, nor loaded: `serve`'s that could not be).
 
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
-    between its pages too, not only before the burst; while `events_flooding()` says events
-    arrive as a flood, a drain drops them for a fresh walk instead (`event_backlog.ArrivalRate`).
+    between its pages too, not only before the burst; while `events_flooding(provider)` says
+    its events arrive as a flood, a drain drops them for a fresh walk instead
+    (`event_backlog.ArrivalRate`).
     `holder`: the caller's claim and session for its every turn with the run lock (`open_locked`).
     """
     names = [name for name in config.providers if name not in left_out]
@@ -137,7 +138,8 @@ def run_once(
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
         for name in names:  # after the drain, which may ask for one
-            apply_refresh_request(store, name, clock, events_flooding)
+            longest_flood = config.incremental.rest_length
+            apply_refresh_request(store, name, clock, events_flooding, longest_flood)
         for name, provider in loaded.items():
             if stop.is_set():
                 break
@@ -188,7 +190,7 @@ def _drain_all(
     stop: StopSignal,
     result: RunResult,
     deadline: float | None,
-    flooding: Callable[[], bool] | None,
+    flooding: Callable[[str], bool] | None,
 ) -> None:
     """Apply each provider's inbox, until `deadline` (a burst's, for a drain between its pages;
     else each drain has `burstLength`)."""
@@ -205,7 +207,7 @@ def _drain(
     stop: StopSignal,
     totals: DrainStats,
     deadline: float | None,
-    flooding: Callable[[], bool] | None,
+    flooding: Callable[[str], bool] | None,
 ) -> None:
     try:
         stats = drain_inbox(store, provider, config, clock, stop.is_set, deadline, flooding)

@@ -261,11 +261,11 @@ class Service:
         """Look again now (an operator made a provider due)."""
         self._wake.set()
 
-    def events_stored(self, count: int, created: int = 0) -> None:
-        """`count` events (`created` of them `created`) were committed to the inbox: apply them
-        now, mid-burst or at the next tick (or, in a forwarder's start, drop them for a fresh
-        walk)."""
-        self.arrivals.add(count, created)
+    def events_stored(self, provider: str, count: int, created: int = 0) -> None:
+        """`count` events for `provider` (`created` of them `created`) were committed to the
+        inbox: apply them now, mid-burst or at the next tick (or, in a forwarder's start, drop
+        them for a fresh walk)."""
+        self.arrivals.add(provider, count, created)
         self.events_arrived.set()
         self._wake.set()
 

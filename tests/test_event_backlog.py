@@ -3,19 +3,24 @@ re-read than a walk (the drains that use them are in test_events.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.event_backlog import (
     FLOOD_EVENTS,
     FLOOD_SECONDS,
     REPLAY_SHARE,
     ArrivalRate,
     Limit,
+    apply_refresh_request,
     backlog_limit,
+    request_refresh,
 )
-from choreo_ingest.models import EntityIteratorResult, ProviderState
+from choreo_ingest.models import REFRESH_REQUESTED_FACT, EntityIteratorResult, ProviderState
 from choreo_ingest.store import Store, SweepGuards
 
 from fakes import FakeClock, make_entity
@@ -77,13 +82,13 @@ class TestArrivalRate:
         clock = FakeClock()
         arrivals = ArrivalRate(clock)
 
-        arrivals.add(FLOOD_EVENTS - 1, created=FLOOD_EVENTS - 1)
-        assert not arrivals.flooding()
+        arrivals.add("a", FLOOD_EVENTS - 1, created=FLOOD_EVENTS - 1)
+        assert not arrivals.flooding("a")
         clock.advance(FLOOD_SECONDS / 2)
-        arrivals.add(1, created=1)
-        assert arrivals.flooding()
+        arrivals.add("a", 1, created=1)
+        assert arrivals.flooding("a")
         clock.advance(FLOOD_SECONDS)
-        assert not arrivals.flooding()  # it ended: nothing came for a whole window
+        assert not arrivals.flooding("a")  # it ended: nothing came for a whole window
 
     @pytest.mark.parametrize(
         ("created", "flood"),
@@ -101,16 +106,75 @@ class TestArrivalRate:
         events at once (a deploy) are worth their re-reads."""
         arrivals = ArrivalRate(FakeClock())
 
-        arrivals.add(FLOOD_EVENTS, created=created)
+        arrivals.add("a", FLOOD_EVENTS, created=created)
 
-        assert arrivals.flooding() is flood
+        assert arrivals.flooding("a") is flood
+
+    def test_each_providers_events_are_counted_apart(self) -> None:
+        """One provider's flood is no reason to drop another's events."""
+        arrivals = ArrivalRate(FakeClock())
+
+        arrivals.add("a", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
+        arrivals.add("b", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
+        assert not arrivals.flooding("a")
+        arrivals.add("a", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
+
+        assert (arrivals.flooding("a"), arrivals.flooding("b")) == (True, False)
 
     def test_events_spread_thinner_than_the_rate_are_no_flood(self) -> None:
         clock = FakeClock()
         arrivals = ArrivalRate(clock)
 
         for _ in range(3 * FLOOD_EVENTS):
-            arrivals.add(1, created=1)
+            arrivals.add("a", 1, created=1)
             clock.advance(2 * FLOOD_SECONDS / FLOOD_EVENTS)
 
-        assert not arrivals.flooding()
+        assert not arrivals.flooding("a")
+
+
+class TestRefreshDuringAFlood:
+    """The walk asked for in place of a flood's events waits for its end (one walk after it),
+    but no longer than `longest_flood` (a rest) since it was first asked for."""
+
+    REST = 600.0
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        with Store.open(tmp_path / "state.db") as store:
+            store.migrate()
+            walk(store, pages=2, complete=True)
+            yield store
+
+    def applied(self, store: Store, clock: FakeClock, flooding: bool) -> bool:
+        apply_refresh_request(store, "fake", clock, lambda _name: flooding, self.REST)
+        return REFRESH_REQUESTED_FACT not in store.facts("fake")
+
+    def test_a_request_keeps_the_time_it_was_first_asked_for(self, store: Store) -> None:
+        request_refresh(store, "fake", T0)
+        request_refresh(store, "fake", T0 + 30)
+
+        assert store.facts("fake")[REFRESH_REQUESTED_FACT] == rfc3339(T0)
+
+    def test_it_waits_while_the_flood_lasts_and_applies_once_it_ended(self, store: Store) -> None:
+        clock = FakeClock(T0)
+        request_refresh(store, "fake", T0)
+
+        clock.advance(self.REST / 2)
+        assert not self.applied(store, clock, flooding=True)
+        assert self.applied(store, clock, flooding=False)
+        assert store.load_provider("fake").next_action_at == clock.now()  # a new cycle is due
+
+    def test_a_flood_longer_than_a_rest_has_its_walk_with_a_warning(self, store: Store) -> None:
+        clock = FakeClock(T0)
+        request_refresh(store, "fake", T0)
+        for _ in range(9):
+            clock.advance(self.REST / 10)
+            request_refresh(store, "fake", clock.now())  # dropped again at every drain
+            assert not self.applied(store, clock, flooding=True)
+
+        clock.advance(self.REST / 10)
+        with structlog.testing.capture_logs() as logs:
+            assert self.applied(store, clock, flooding=True)
+
+        assert [line["event"] for line in logs] == ["flood_ongoing", "refresh_requested"]
+        assert logs[0]["log_level"] == "warning"

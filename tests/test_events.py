@@ -1045,7 +1045,7 @@ class TestDrain:
                 clock,
                 providers={provider.name: provider},
                 rng=random.Random(0),
-                events_flooding=lambda: flood,
+                events_flooding=lambda _provider: flood,
             )
 
         result = run_while(flooding)

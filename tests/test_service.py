@@ -159,7 +159,9 @@ class TestFlood:
         service.tick()
         stored_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
-        service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS)  # the forwarder's start
+        service.events_stored(
+            provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS
+        )  # the forwarder's start
         with structlog.testing.capture_logs() as logs:
             record = service.tick()
             clock.advance(FLOOD_SECONDS + 1)  # the flood is over
@@ -190,7 +192,7 @@ class TestFlood:
             for second in range(30):
                 created = {**deleting(f"x{second}"), "action": "created"}
                 stored_events(service.state.path, provider.name, [created], clock)
-                service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS)
+                service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS)
                 service.tick()
                 clock.advance(1.0)
             assert len(provider.calls) == pages, "no walk while the flood lasts"
@@ -213,7 +215,7 @@ class TestFlood:
         service.tick()
         stored_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
-        service.events_stored(FLOOD_EVENTS, created=FLOOD_EVENTS // 2)
+        service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS // 2)
         record = service.tick()
 
         assert record.result is not None
@@ -225,7 +227,7 @@ class TestFlood:
         service.tick()
         stored_events(service.state.path, provider.name, [deleting("e1"), deleting("e2")], clock)
 
-        service.events_stored(2)
+        service.events_stored(provider.name, 2)
         record = service.tick()
 
         assert record.result is not None
@@ -522,7 +524,7 @@ class TestLoop:
         try:
             first = _wait_for(lambda: service.last_tick is not None)
             ticks = service.last_tick
-            service.events_stored(1)
+            service.events_stored(provider.name, 1)
             _wait_for(lambda: service.last_tick is not ticks)
         finally:
             service.stop()

@@ -250,7 +250,7 @@ def _event_routes(server: Server) -> list[Route]:
             raise HTTPProblem(400, str(error)) from None
         receipt = await in_thread(server, _receive, server, provider, text)
         if receipt.stored:
-            server.service.events_stored(receipt.stored, receipt.created)
+            server.service.events_stored(provider, receipt.stored, receipt.created)
         return _json(receipt.to_json(), 400 if receipt.rejected else 202)
 
     return [
