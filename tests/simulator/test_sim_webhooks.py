@@ -350,7 +350,12 @@ def test_simulate_serve_posts_webhooks_for_control_changes(receiver: Receiver) -
         assert (counts["webhook_events"], counts["webhook_failures"]) == (2, 0)
     finally:
         process.terminate()
-        _, errors = process.communicate(timeout=10)
+        try:
+            _, errors = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, errors = process.communicate()
+            raise AssertionError(f"SIGTERM did not end the simulator: {errors}") from None
     assert process.returncode == 0, errors
 
 

@@ -250,7 +250,7 @@ export class FeedClient {
     }
     if (response.status >= 300 && response.status < 400) {
       const location = response.headers.get('location');
-      const to = location ? ` to ${this.shown(location)}` : '';
+      const to = location ? ` to ${this.shown(absolute(location, response.url))}` : '';
       const why = `serve's address redirects${to}: set baseUrl to the address serve answers at`;
       throw new FeedError(route, response.status, why);
     }
@@ -281,6 +281,15 @@ export class FeedClient {
     }
     const line = masked.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
     return line.length > DETAIL_CHARS ? `${line.slice(0, DETAIL_CHARS)}…` : line;
+  }
+}
+
+/** A redirect's `Location` as an address (it may be relative to the URL asked). */
+function absolute(location: string, base: string): string {
+  try {
+    return new URL(location, base).href;
+  } catch {
+    return location;
   }
 }
 
