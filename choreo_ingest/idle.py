@@ -43,7 +43,14 @@ def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
             if config.metrics_textfile is not None:
                 names = provider_names(store, config)
                 now = clock.now()
-                metrics = all_metrics(store, names, run_at=now, config=config.incremental, now=now)
+                metrics = all_metrics(
+                    store,
+                    names,
+                    run_at=now,
+                    config=config.incremental,
+                    now=now,
+                    configured=config.providers,
+                )
                 write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False

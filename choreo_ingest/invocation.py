@@ -340,7 +340,14 @@ def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestErro
         return None
     try:
         names = provider_names(store, config)
-        metrics = all_metrics(store, names, run_at=now, config=config.incremental, now=now)
+        metrics = all_metrics(
+            store,
+            names,
+            run_at=now,
+            config=config.incremental,
+            now=now,
+            configured=config.providers,
+        )
         write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError as error:
         log.info("metrics_not_written", error=str(error))

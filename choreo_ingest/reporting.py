@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -136,13 +136,8 @@ def provider_status(
     blocked = store.blocked_removals(name)
     facts = _facts_in_force(store.facts(name), now, config.incremental)
     active = store.active_count(name)
-    if name in config.providers:
-        problems = _problems(record, config.incremental, now, blocked.count, active, facts)
-    else:  # what its schedule says no longer matters: no run will act on it
-        problems = [
-            f"not among the configured providers: its {active:,} entities are kept as they are; "
-            f"`choreo-ingest reset {name} --forget --yes` removes them"
-        ]
+    configured = name in config.providers
+    problems = _problems(record, config.incremental, now, blocked.count, active, facts, configured)
     cycle_pages, last_cycle_pages = _cycle_pages(store, name, stored.cycle_id)
     return ProviderStatus(
         record=record,
@@ -165,8 +160,15 @@ def _problems(
     blocked: int,
     active: int,
     facts: Mapping[str, str],
+    configured: bool,
 ) -> list[str]:
-    """What `health` says of a configured provider."""
+    """What `health` says of a provider (of one the config no longer names, only that: what its
+    schedule says no longer matters, as no run will act on it)."""
+    if not configured:
+        return [
+            f"not among the configured providers: its {active:,} entities are kept as they are; "
+            f"`choreo-ingest reset {record.name} --forget --yes` removes them"
+        ]
     owned = active if SOURCE_FACT in facts else None  # a source that is never empty
     quoted = replace(record, last_error=shorten(record.last_error, ERROR_QUOTED_CHARS))
     problems = health_problems(quoted, config, now, blocked_removals=blocked, owned=owned)
@@ -196,15 +198,18 @@ def provider_metrics(
     config: IncrementalConfig,
     now: float,
     running: bool = False,
+    configured: bool = True,
 ) -> ProviderMetrics:
-    """The provider's metrics; `running` as for `provider_status`."""
+    """The provider's metrics; `running` as for `provider_status`; `configured`: whether the
+    config names it (its health problems are those `status` gives)."""
     stored = store.load_provider(name)
     record = stored if running else crash_counted(stored)
     totals = store.counters(name)
     inbox = store.inbox_counts(name)  # the provider's share of what `status` counts
     blocked = store.blocked_removals(name).count
     facts = _facts_in_force(store.facts(name), now, config)
-    problems = _problems(record, config, now, blocked, store.active_count(name), facts)
+    active = store.active_count(name)
+    problems = _problems(record, config, now, blocked, active, facts, configured)
     return ProviderMetrics(
         provider=name,
         state=record.state,
@@ -254,9 +259,19 @@ def all_metrics(
     config: IncrementalConfig,
     now: float,
     running: bool = False,
+    configured: Collection[str] | None = None,
 ) -> list[ProviderMetrics]:
+    """Each provider's metrics; `configured`: the names the config gives (None: all of them)."""
     return [
-        provider_metrics(store, name, run_at=run_at, config=config, now=now, running=running)
+        provider_metrics(
+            store,
+            name,
+            run_at=run_at,
+            config=config,
+            now=now,
+            running=running,
+            configured=configured is None or name in configured,
+        )
         for name in names
     ]
 

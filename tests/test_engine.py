@@ -885,6 +885,27 @@ class TestFailures:
             "`choreo-ingest reset other --forget --yes` removes them"
         ]
 
+    def test_the_textfile_counts_the_problem_of_a_provider_taken_out_of_the_config(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """`choreo_ingest_health_problems` is how many problems `health` names: it said 0 of a
+        provider `health` is red for (the alert on it stayed quiet)."""
+        both = replace(make_config(tmp_path), providers=("fake", "other"))
+        run(both, state_path, clock, FakeProvider(TEN), FakeProvider(TEN, name="other"))
+        config = make_config(tmp_path)
+        assert config.metrics_textfile is not None
+
+        clock.advance(1)
+        run(config, state_path, clock, FakeProvider(TEN))
+
+        problems = {
+            sample.labels["provider"]: sample.value
+            for family in text_string_to_metric_families(config.metrics_textfile.read_text())
+            if family.name == "choreo_ingest_health_problems"
+            for sample in family.samples
+        }
+        assert problems == {"fake": 0.0, "other": 1.0}
+
     def test_a_run_killed_after_the_last_page_sweeps_without_walking_again(
         self,
         tmp_path: Path,

@@ -184,6 +184,7 @@ def _metrics(server: Server) -> Handler:
                 config=server.config.incremental,
                 now=server.clock.now(),
                 running=True,  # this service holds the run lock: `bursting` is its burst
+                configured=server.config.providers,
             )
             return render_metrics(metrics)
 
