@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from choreo_ingest.clock import Clock, parsed_time, rfc3339
+from choreo_ingest.clock import Clock, rfc3339
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import (
     EVENT_ASKED,
@@ -54,6 +54,8 @@ class ArrivalRate:
         self._lock = threading.Lock()
         self._arrivals: dict[str, deque[tuple[float, bool]]] = {}
         """(monotonic time, whether `created`) of each provider's latest events."""
+        self._since: dict[str, float] = {}
+        """When each provider's flood in progress was first seen (monotonic)."""
 
     def add(self, provider: str, count: int, created: int = 0) -> None:
         """`count` events arrived for `provider`, `created` of them `created` events."""
@@ -61,17 +63,28 @@ class ArrivalRate:
         created = min(created, count)
         with self._lock:
             arrivals = self._arrivals.setdefault(provider, deque(maxlen=FLOOD_EVENTS))
+            self._flood_seconds(provider, now)  # one that ended unseen is over before this
             arrivals.extend([(now, False)] * min(count - created, FLOOD_EVENTS))
             arrivals.extend([(now, True)] * min(created, FLOOD_EVENTS))
+            self._flood_seconds(provider, now)
 
-    def flooding(self, provider: str) -> bool:
+    def flooding(self, provider: str) -> float | None:
+        """How long `provider`'s events have been arriving as a flood, in seconds; None when
+        they are not."""
         with self._lock:
-            arrivals = self._arrivals.get(provider)
-            if arrivals is None or len(arrivals) < FLOOD_EVENTS:
-                return False
-            recent = self._clock.monotonic() - arrivals[0][0] <= FLOOD_SECONDS
+            return self._flood_seconds(provider, self._clock.monotonic())
+
+    def _flood_seconds(self, provider: str, now: float) -> float | None:
+        arrivals = self._arrivals.get(provider)
+        flood = arrivals is not None and len(arrivals) == FLOOD_EVENTS
+        if arrivals is not None and flood:
             created = sum(is_created for _, is_created in arrivals)
-            return recent and created >= REPLAY_SHARE * FLOOD_EVENTS
+            recent = now - arrivals[0][0] <= FLOOD_SECONDS
+            flood = recent and created >= REPLAY_SHARE * FLOOD_EVENTS
+        if not flood:
+            self._since.pop(provider, None)
+            return None
+        return now - self._since.setdefault(provider, now)
 
 
 @dataclass(frozen=True)
@@ -107,20 +120,17 @@ REFRESH_REASONS = {
 
 def request_refresh(store: Store, provider: str, now: float) -> None:
     """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
-    in `status --json`: when it was first asked for, of a request not applied yet): the run
-    applies the request once no burst of it is in flight (`invocation.run_once`), as a new
-    cycle."""
-    since = store.facts(provider).get(REFRESH_REQUESTED_FACT) or rfc3339(now)
-    store.set_facts(
-        provider, {REFRESH_REQUESTED_FACT: since, REFRESH_REASON_FACT: EVENTS_LOST}, now
-    )
+    in `status --json`): the run applies the request once no burst of it is in flight
+    (`invocation.run_once`), as a new cycle."""
+    requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENTS_LOST}
+    store.set_facts(provider, requested, now)
 
 
 def apply_refresh_request(
     store: Store,
     name: str,
     clock: Clock,
-    flooding: Callable[[str], bool] | None = None,
+    flooding: Callable[[str], float | None] | None = None,
     longest_flood: float = 0.0,
 ) -> None:
     """Make a provider whose events were refused (the inbox was full) or dropped (a backlog
@@ -132,8 +142,8 @@ def apply_refresh_request(
     While `flooding(name)` says its events still arrive as a flood, the request waits: one walk
     after the flood stands in for all of it. Applied as it came, a walk shorter than the flood
     (an event forwarder's start posts for a minute or more) was followed by another, and
-    another, each in place of the rest. A flood that goes on past `longest_flood` seconds (a
-    rest's length) since the request has its walk all the same, with a warning.
+    another, each in place of the rest. A flood that goes on for `longest_flood` seconds (a
+    rest's length) or more has its walk all the same, with a warning.
 
     A cycle is given up once between two completed cycles at the most: one begun in place of an
     abandoned one goes on at its own pace (its schedule untouched), else backlogs that come more
@@ -147,18 +157,6 @@ def apply_refresh_request(
         return
     cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
     now = clock.now()
-    if flooding is not None and flooding(name):
-        waited = now - (parsed_time(requested) or now)
-        if waited < longest_flood:
-            log.debug("refresh_after_flood", provider=name, requested_at=requested)
-            return
-        log.warning(
-            "flood_ongoing",
-            provider=name,
-            requested_at=requested,
-            message=f"events have arrived as a flood for {waited:.0f} s or more, longer than "
-            "a rest: the walk asked for in their place begins all the same",
-        )
     record = store.load_provider(name)
     if refresh_waits(record):
         log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
@@ -168,6 +166,18 @@ def apply_refresh_request(
         store.set_facts(name, cleared, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
         return
+    flood = None if flooding is None else flooding(name)
+    if flood is not None and flood < longest_flood:
+        log.debug("refresh_after_flood", provider=name, requested_at=requested)
+        return
+    if flood is not None:
+        log.warning(
+            "flood_ongoing",
+            provider=name,
+            requested_at=requested,
+            message=f"events have arrived as a flood for {flood:.0f} s, a rest or more: the "
+            "walk asked for in their place begins all the same",
+        )
     crashed = record.state is ProviderState.BURSTING
     store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
     store.set_facts(name, cleared, now)

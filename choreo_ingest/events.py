@@ -217,7 +217,7 @@ def drain_inbox(
     clock: Clock,
     cancelled: Callable[[], bool],
     deadline: float | None = None,
-    flooding: Callable[[str], bool] | None = None,
+    flooding: Callable[[str], float | None] | None = None,
 ) -> DrainStats:
     """Apply this provider's pending events in arrival order, until `deadline` (monotonic;
     `burstLength` from now by default).
@@ -240,7 +240,7 @@ def drain_inbox(
     max_pending = checking.max_pending_events if checking is not None else None
     if max_pending is not None:
         count = store.pending_event_count(provider.name)
-        flood = count > 0 and flooding is not None and flooding(provider.name)
+        flood = count > 0 and flooding is not None and flooding(provider.name) is not None
         if count > max_pending or flood:
             limit = backlog_limit(store, provider.name, max_pending)
             if count > limit.count or flood:

@@ -103,7 +103,7 @@ def run_once(
     stop: StopSignal | None = None,
     rng: random.Random | None = None,
     events_arrived: threading.Event | None = None,
-    events_flooding: Callable[[str], bool] | None = None,
+    events_flooding: Callable[[str], float | None] | None = None,
     left_out: Collection[str] = (),
     holder: RunHolder | None = None,
 ) -> RunResult:
@@ -112,8 +112,8 @@ def run_once(
 
     `events_arrived` (set by whoever stores an event: `serve`) makes a burst apply the inbox
     between its pages too, not only before the burst; while `events_flooding(provider)` says
-    its events arrive as a flood, a drain drops them for a fresh walk instead
-    (`event_backlog.ArrivalRate`).
+    how long its events have arrived as a flood (None: they do not), a drain drops them for a
+    fresh walk instead, and the walk waits for the flood's end (`event_backlog.ArrivalRate`).
     `holder`: the caller's claim and session for its every turn with the run lock (`open_locked`).
     """
     names = [name for name in config.providers if name not in left_out]
@@ -190,7 +190,7 @@ def _drain_all(
     stop: StopSignal,
     result: RunResult,
     deadline: float | None,
-    flooding: Callable[[str], bool] | None,
+    flooding: Callable[[str], float | None] | None,
 ) -> None:
     """Apply each provider's inbox, until `deadline` (a burst's, for a drain between its pages;
     else each drain has `burstLength`)."""
@@ -207,7 +207,7 @@ def _drain(
     stop: StopSignal,
     totals: DrainStats,
     deadline: float | None,
-    flooding: Callable[[str], bool] | None,
+    flooding: Callable[[str], float | None] | None,
 ) -> None:
     try:
         stats = drain_inbox(store, provider, config, clock, stop.is_set, deadline, flooding)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import structlog
 
-from choreo_ingest.clock import rfc3339
 from choreo_ingest.event_backlog import (
     FLOOD_EVENTS,
     FLOOD_SECONDS,
@@ -83,12 +82,12 @@ class TestArrivalRate:
         arrivals = ArrivalRate(clock)
 
         arrivals.add("a", FLOOD_EVENTS - 1, created=FLOOD_EVENTS - 1)
-        assert not arrivals.flooding("a")
+        assert arrivals.flooding("a") is None
         clock.advance(FLOOD_SECONDS / 2)
         arrivals.add("a", 1, created=1)
-        assert arrivals.flooding("a")
+        assert arrivals.flooding("a") is not None
         clock.advance(FLOOD_SECONDS)
-        assert not arrivals.flooding("a")  # it ended: nothing came for a whole window
+        assert arrivals.flooding("a") is None  # it ended: nothing came for a whole window
 
     @pytest.mark.parametrize(
         ("created", "flood"),
@@ -108,7 +107,7 @@ class TestArrivalRate:
 
         arrivals.add("a", FLOOD_EVENTS, created=created)
 
-        assert arrivals.flooding("a") is flood
+        assert (arrivals.flooding("a") is not None) is flood
 
     def test_each_providers_events_are_counted_apart(self) -> None:
         """One provider's flood is no reason to drop another's events."""
@@ -116,10 +115,10 @@ class TestArrivalRate:
 
         arrivals.add("a", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
         arrivals.add("b", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
-        assert not arrivals.flooding("a")
+        assert arrivals.flooding("a") is None
         arrivals.add("a", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
 
-        assert (arrivals.flooding("a"), arrivals.flooding("b")) == (True, False)
+        assert (arrivals.flooding("a"), arrivals.flooding("b")) == (0.0, None)
 
     def test_events_spread_thinner_than_the_rate_are_no_flood(self) -> None:
         clock = FakeClock()
@@ -129,12 +128,12 @@ class TestArrivalRate:
             arrivals.add("a", 1, created=1)
             clock.advance(2 * FLOOD_SECONDS / FLOOD_EVENTS)
 
-        assert not arrivals.flooding("a")
+        assert arrivals.flooding("a") is None
 
 
 class TestRefreshDuringAFlood:
     """The walk asked for in place of a flood's events waits for its end (one walk after it),
-    but no longer than `longest_flood` (a rest) since it was first asked for."""
+    but not once the flood has lasted `longest_flood` (a rest)."""
 
     REST = 600.0
 
@@ -145,36 +144,61 @@ class TestRefreshDuringAFlood:
             walk(store, pages=2, complete=True)
             yield store
 
-    def applied(self, store: Store, clock: FakeClock, flooding: bool) -> bool:
-        apply_refresh_request(store, "fake", clock, lambda _name: flooding, self.REST)
+    def applied(self, store: Store, clock: FakeClock, flood: float | None) -> bool:
+        apply_refresh_request(store, "fake", clock, lambda _name: flood, self.REST)
         return REFRESH_REQUESTED_FACT not in store.facts("fake")
-
-    def test_a_request_keeps_the_time_it_was_first_asked_for(self, store: Store) -> None:
-        request_refresh(store, "fake", T0)
-        request_refresh(store, "fake", T0 + 30)
-
-        assert store.facts("fake")[REFRESH_REQUESTED_FACT] == rfc3339(T0)
 
     def test_it_waits_while_the_flood_lasts_and_applies_once_it_ended(self, store: Store) -> None:
         clock = FakeClock(T0)
         request_refresh(store, "fake", T0)
 
-        clock.advance(self.REST / 2)
-        assert not self.applied(store, clock, flooding=True)
-        assert self.applied(store, clock, flooding=False)
+        assert not self.applied(store, clock, flood=self.REST - 1)
+        assert self.applied(store, clock, flood=None)
         assert store.load_provider("fake").next_action_at == clock.now()  # a new cycle is due
 
-    def test_a_flood_longer_than_a_rest_has_its_walk_with_a_warning(self, store: Store) -> None:
+    def test_a_flood_that_lasted_a_rest_has_its_walk_with_a_warning(self, store: Store) -> None:
         clock = FakeClock(T0)
         request_refresh(store, "fake", T0)
-        for _ in range(9):
-            clock.advance(self.REST / 10)
-            request_refresh(store, "fake", clock.now())  # dropped again at every drain
-            assert not self.applied(store, clock, flooding=True)
 
-        clock.advance(self.REST / 10)
         with structlog.testing.capture_logs() as logs:
-            assert self.applied(store, clock, flooding=True)
+            assert self.applied(store, clock, flood=self.REST)
 
         assert [line["event"] for line in logs] == ["flood_ongoing", "refresh_requested"]
         assert logs[0]["log_level"] == "warning"
+
+    def test_a_request_that_waits_for_the_first_cycle_says_nothing_of_the_flood(
+        self, tmp_path: Path
+    ) -> None:
+        """The first cycle is never given up: the flood's warning would say a walk begins."""
+        with Store.open(tmp_path / "first.db") as store:
+            store.migrate()
+            walk(store, pages=2, complete=False)
+            request_refresh(store, "fake", T0)
+
+            with structlog.testing.capture_logs() as logs:
+                assert not self.applied(store, FakeClock(T0), flood=self.REST * 3)
+
+        assert [line["event"] for line in logs] == ["refresh_after_first_cycle"]
+
+
+class TestFloodLength:
+    def test_a_flood_lasts_from_when_it_was_first_seen(self) -> None:
+        clock = FakeClock()
+        arrivals = ArrivalRate(clock)
+        arrivals.add("a", FLOOD_EVENTS, created=FLOOD_EVENTS)
+        for _ in range(10):
+            clock.advance(1.0)
+            arrivals.add("a", FLOOD_EVENTS // 2, created=FLOOD_EVENTS // 2)
+
+        assert arrivals.flooding("a") == 10.0
+
+    def test_a_flood_that_ended_unseen_is_not_counted_in_the_next(self) -> None:
+        clock = FakeClock()
+        arrivals = ArrivalRate(clock)
+        arrivals.add("a", FLOOD_EVENTS, created=FLOOD_EVENTS)
+        assert arrivals.flooding("a") == 0.0
+
+        clock.advance(3 * FLOOD_SECONDS)  # nothing came, and nobody looked
+        arrivals.add("a", FLOOD_EVENTS, created=FLOOD_EVENTS)
+
+        assert arrivals.flooding("a") == 0.0

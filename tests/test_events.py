@@ -1045,7 +1045,7 @@ class TestDrain:
                 clock,
                 providers={provider.name: provider},
                 rng=random.Random(0),
-                events_flooding=lambda _provider: flood,
+                events_flooding=lambda _provider: 0.0 if flood else None,
             )
 
         result = run_while(flooding)

@@ -352,10 +352,9 @@ def test_simulate_serve_posts_webhooks_for_control_changes(receiver: Receiver) -
         process.terminate()
         try:
             _, errors = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # killed: the assertion below says what it printed
             process.kill()
             _, errors = process.communicate()
-            raise AssertionError(f"SIGTERM did not end the simulator: {errors}") from None
     assert process.returncode == 0, errors
 
 
