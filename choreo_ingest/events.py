@@ -228,10 +228,6 @@ def drain_inbox(
     or that timed out after an error answer), so the drain stops there instead of spending
     every event's attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that
     event's attempts: `serve` drains every second, and an outage of seconds would park it.
-    Unless the next event's re-read succeeds: then a transient failure of a `created`/`updated`
-    event was its object's own (one object the API cannot answer for), and holding every event
-    for it would hold them for the half hour of its backoff steps; it is retried at the next
-    drain, as any failure of one event. The next event, failing too, is not charged an attempt.
     Any other failure of a `created`/`updated` event concerns that event alone (bad data, a
     bug in the provider), so the events after it still apply: such an event re-reads the state
     when it is retried, so applying it late cannot undo a newer event. A failed `deleted` event
@@ -260,7 +256,6 @@ def drain_inbox(
     if not pending:
         return stats
     unwell: tuple[InboxEvent, Exception] | None = None
-    suspect: tuple[InboxEvent, Exception] | None = None  # its object's, or the API's trouble
     cycle_id = store.load_provider(provider.name).cycle_id
     context = burst_context(
         config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
@@ -291,26 +286,18 @@ def drain_inbox(
             except Exception as error:
                 if cancelled():
                     break
-                api_unwell = isinstance(error, (TransientError, AuthError, ConfigError))
-                if suspect is not None and api_unwell:
-                    break  # the API's trouble: the event before this one holds them all
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
-                deleted = item.body.get("action") == "deleted"
-                if not parked and isinstance(error, TransientError) and not deleted:
-                    suspect = item, error
-                    continue
+                api_unwell = isinstance(error, (TransientError, AuthError, ConfigError))
                 if not parked and api_unwell:
                     unwell = item, error
-                if not parked and (api_unwell or deleted):
+                if not parked and (api_unwell or item.body.get("action") == "deleted"):
                     break
                 continue
-            suspect = None  # the API answers: a failure before was its object's own
             page, removed = store.apply_event(provider.name, cycle_id, item.seq, delta, clock.now())
             log_refused(provider.name, page)
             stats.applied += 1
             stats.upserted += page.upserted
             stats.removed += removed
-    unwell = unwell or suspect  # no re-read after it told the two apart
     if unwell is not None:
         item, cause = unwell
         until = clock.now() + backoff_step(item.attempts + 1, config.incremental)

@@ -679,54 +679,31 @@ class TestDrain:
         assert result.events.applied == 1
         assert [outcome.action for outcome in result.providers] == [action]
 
-    def test_transient_failure_the_next_re_read_shares_stops_the_drain_and_holds_the_events(
+    def test_transient_failure_keeps_the_event_and_stops_the_drain(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
-        config = make_config(tmp_path)
-        provider = EventFakeProvider(list(FIVE))
-        run(config, clock, provider)
-        provider.entities = [*FIVE, make_entity("a"), make_entity("b"), make_entity("c")]
-        outage = TransientError("503 from the API")
-        provider.failures = {"a": [outage], "b": [outage]}
-        arrivals = [component_event(name, "created") for name in ("a", "b", "c")]
-        feed(config, clock, *arrivals)
-
-        first = run(config, clock, provider)
-
-        assert (first.events.applied, first.events.retried) == (0, 1)
-        assert inbox(config) == [("a", 1), ("b", 0), ("c", 0)]  # the second not charged
-        assert {"a", "b", "c"}.isdisjoint(catalog_names(config))
-        assert [outcome.action for outcome in first.providers] == ["waiting"]
-        held = run(config, clock, provider)  # the API failed: the events wait a backoff step
-        assert (held.events.applied, held.events.retried) == (0, 0)
-        clock.advance(config.incremental.backoff[0])
-
-        second = run(config, clock, provider)
-
-        assert second.events.applied == 3
-        assert inbox(config) == []
-        assert {"a", "b", "c"} <= catalog_names(config)
-
-    def test_transient_failure_of_one_object_the_next_re_read_does_not_share_holds_no_other(
-        self, tmp_path: Path, clock: FakeClock
-    ) -> None:
-        """One object the API cannot answer for (a 5xx for it alone) held every event for the
-        half hour of its backoff steps, every run exiting 3."""
         config = make_config(tmp_path)
         provider = EventFakeProvider(list(FIVE))
         run(config, clock, provider)
         provider.entities = [*FIVE, make_entity("a"), make_entity("b")]
-        provider.failures = {"a": [TransientError("GET /a: 500 INTERNAL_ERROR")]}
+        provider.failures = {"a": [TransientError("503 from the API")]}
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
 
         first = run(config, clock, provider)
 
-        assert (first.events.applied, first.events.retried, first.events.held) == (1, 1, [])
-        assert inbox(config) == [("a", 1)]
-        assert "eventsHeldUntil" not in status_of(config, now=clock.now())
-        assert report_run(first, json_output=False) == 0
-        second = run(config, clock, provider)  # retried at the next drain
-        assert second.events.applied == 1
+        assert (first.events.applied, first.events.retried) == (0, 1)
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        assert {"a", "b"}.isdisjoint(catalog_names(config))
+        assert [outcome.action for outcome in first.providers] == ["waiting"]
+        held = run(config, clock, provider)  # the API failed: the events wait a backoff step
+        assert (held.events.applied, held.events.retried) == (0, 0)
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        clock.advance(config.incremental.backoff[0])
+
+        second = run(config, clock, provider)
+
+        assert second.events.applied == 2
+        assert inbox(config) == []
         assert {"a", "b"} <= catalog_names(config)
 
     def test_running_out_of_burst_time_stops_the_drain_without_counting_an_attempt(
@@ -943,7 +920,7 @@ class TestDrain:
         config = make_config(tmp_path)
         provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        provider.failures = {"a": [drain_error], "b": [drain_error]}  # every event meets it
+        provider.failures = {"a": [drain_error]}
         provider.fail_at = {0: burst_error} if burst_error else {}
 
         result = run(config, clock, provider)
@@ -990,12 +967,12 @@ class TestDrain:
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
 
         for attempt in range(1, MAX_EVENT_ATTEMPTS):
-            run(config, clock, provider)  # `b` applies: the API answers for it
-            assert inbox(config) == [("a", attempt)]
-            clock.advance(max(config.incremental.backoff))  # alone, it holds the events that long
+            run(config, clock, provider)
+            assert inbox(config) == [("a", attempt), ("b", 0)]
+            clock.advance(max(config.incremental.backoff))  # the events wait that long at most
         last = run(config, clock, provider)
 
-        assert (last.events.parked, last.events.applied) == (1, 0)
+        assert (last.events.parked, last.events.applied) == (1, 1)
         assert inbox(config) == []
         assert config.state_path is not None
         with Store.open(config.state_path, readonly=True) as store:
