@@ -22,7 +22,7 @@ from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror_marker import read_marker
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT, cycle_source
 from choreo_ingest.providers.registry import BUILT_IN
-from choreo_ingest.reporting import all_metrics, provider_names
+from choreo_ingest.reporting import run_metrics
 from choreo_ingest.retention import change_log_prunable
 from choreo_ingest.schedule import Burst, decide, in_cycle, refresh_waits
 from choreo_ingest.store import SCHEMA_VERSION, StateLocation, Store, position_name
@@ -41,16 +41,7 @@ def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
             if not nothing_to_do(store, config, clock.now()):
                 return False
             if config.metrics_textfile is not None:
-                names = provider_names(store, config)
-                now = clock.now()
-                metrics = all_metrics(
-                    store,
-                    names,
-                    run_at=now,
-                    config=config.incremental,
-                    now=now,
-                    configured=config.providers,
-                )
+                metrics = run_metrics(store, config, clock.now())
                 write_metrics_textfile(config.metrics_textfile, metrics)
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False

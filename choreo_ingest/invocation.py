@@ -27,7 +27,7 @@ from choreo_ingest.models import (
 from choreo_ingest.provider_scope import checked_provider
 from choreo_ingest.providers.base import EventHandlingProvider, IncrementalEntityProvider
 from choreo_ingest.providers.registry import load_provider
-from choreo_ingest.reporting import all_metrics, provider_names
+from choreo_ingest.reporting import run_metrics
 from choreo_ingest.retention import prune_change_log
 from choreo_ingest.schedule import after_loaded, after_refresh, after_reset, after_unavailable
 from choreo_ingest.store import (
@@ -339,16 +339,7 @@ def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestErro
     if config.metrics_textfile is None:
         return None
     try:
-        names = provider_names(store, config)
-        metrics = all_metrics(
-            store,
-            names,
-            run_at=now,
-            config=config.incremental,
-            now=now,
-            configured=config.providers,
-        )
-        write_metrics_textfile(config.metrics_textfile, metrics)
+        write_metrics_textfile(config.metrics_textfile, run_metrics(store, config, now))
     except ChoreoIngestError as error:
         log.info("metrics_not_written", error=str(error))
         return error

@@ -276,6 +276,14 @@ def all_metrics(
     ]
 
 
+def run_metrics(store: Store, config: Config, now: float) -> list[ProviderMetrics]:
+    """The metrics a `run` at `now` writes: of the configured providers, then the state's others."""
+    names = provider_names(store, config)
+    return all_metrics(
+        store, names, run_at=now, config=config.incremental, now=now, configured=config.providers
+    )
+
+
 @dataclass(frozen=True)
 class StatusReport:
     state_file: str
