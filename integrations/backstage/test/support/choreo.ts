@@ -44,10 +44,31 @@ export type Choreo = {
 };
 
 export async function freePort(): Promise<number> {
+  // Below Linux's ephemeral range (32768-60999): a port the kernel picks for `listen(0)` or for
+  // an outgoing connection may be taken by any of those before the process meant to bind it
+  // does (seen as "Address already in use" beside a busy simulator); a random one here only by
+  // another caller of this function that drew the same number.
+  for (let attempt = 0; attempt < 20; attempt += 1) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (await bindable(port)) {
+      return port;
+    }
+  }
+  return listenedPort(0);
+}
+
+async function bindable(port: number): Promise<boolean> {
+  return listenedPort(port).then(
+    () => true,
+    () => false,
+  );
+}
+
+function listenedPort(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(port, '127.0.0.1', () => {
       const address = server.address();
       server.close(() =>
         typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
@@ -101,7 +122,7 @@ export async function startChoreo(options: ChoreoOptions): Promise<Choreo> {
     const simulator = spawn(
       PYTHON,
       [
-        '-m', 'choreo_ingest', 'simulate', 'serve', '--port', String(await freePort()),
+        '-m', 'choreo_ingest', 'simulate', 'serve', '--port', '0',
         '--control', '--api', 'v1', '--orgs', String(options.orgs),
         '--projects', String(options.projects), '--components', String(options.components),
         '--webhook', `${serveUrl}/events/openchoreo`,
