@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ports import free_port
+
 from choreo_ingest.simulator.world import World
 from choreo_ingest.store import PostgresLocation, StateLocation
 
 from fakes import FakeClock
-from sim_support import free_port, ingest_world
+from sim_support import ingest_world
 
 PASSWORD = "pg-password-for-tests"
 """The password in `postgresql_down`'s URL, which no answer may show."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import httpx
 import yaml
 from cleanroom_v1 import Running, running
 from cleanroom_v1_worlds import showcase
+from ports import free_port
 from typer.testing import CliRunner, Result
 
 from choreo_ingest.cli.app import app
@@ -102,9 +102,7 @@ def showcase_ingested(directory: Path, **options: Any) -> Iterator[tuple[Running
 def serving(config: Path, log: Path, *verbosity: str) -> Iterator[str]:
     """`choreo-ingest [verbosity] serve` with `config` as its own process on a free loopback
     port, its stderr in `log`: its base URL. SIGTERM on exit, which must end it with 0."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "choreo_ingest", *verbosity, "serve"]
     command += ["--listen", f"127.0.0.1:{port}", "--config", str(config)]
     with log.open("w") as stderr:

@@ -31,7 +31,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from ports import free_port
 
 SERVER_USER = "postgres"
 """The OS user that runs the server when the tests run as root (the Debian package's)."""
@@ -214,12 +214,6 @@ def _is_version(bin_dir: Path) -> bool:
     return bin_dir.parent.name.isdigit()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _reachable_by_others(directory: Path) -> bool:
     return all(part.stat().st_mode & stat.S_IXOTH for part in (directory, *directory.parents))
 
@@ -335,7 +329,7 @@ def _start(
     runner: _Runner, bin_dir: Path, data_dir: Path, socket_dir: Path, log: Path
 ) -> PgCluster:
     for attempt in range(1, START_ATTEMPTS + 1):
-        port = _free_port()
+        port = free_port()
         options = f"-k {socket_dir} -c listen_addresses=127.0.0.1 -p {port} -c fsync=off"
         try:
             runner.run(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -295,14 +294,6 @@ def list_pages_at(world: World, limit: int) -> int:
             for listing in ("projects", "workloads", "components"):
                 total += len(walk_v1(client, f"/namespaces/{ns}/{listing}", limit=limit)[1])
         return total
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 from cli_support import invoke, isolate
+from ports import free_port
 from typer.testing import Result
 
 from choreo_ingest.cli import report_early_interrupt
@@ -30,7 +31,6 @@ from choreo_ingest.store.run_lock import RunLock
 from fakes import FakeClock
 from sim_support import (
     expected_refs,
-    free_port,
     ingest_world,
     one_error_line,
     plain,

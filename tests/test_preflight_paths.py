@@ -12,6 +12,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from choreo_ingest.config import AuthConfig, Config, OAuthConfig, OpenChoreoConfig, ServeConfig
 from choreo_ingest.errors import LockHeld, StateError
@@ -22,7 +23,6 @@ from choreo_ingest.store import SCHEMA_VERSION, PostgresLocation, RunLock, Store
 from broken_states import ingested
 from fakes import FakeClock
 from privileges import as_nobody, reachable_directory
-from sim_support import free_port
 
 
 def checks_of(tmp_path: Path, textfile: Path, state: Path | None = None) -> dict[str, Check]:

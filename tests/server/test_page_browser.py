@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from ports import free_port
 
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.server.page import PAGE_CSP
@@ -50,7 +51,6 @@ from sim_support import (
     INHERITED_SETTINGS,
     PROVIDER,
     expected_refs,
-    free_port,
     ingest_world,
     write_config,
 )

@@ -52,12 +52,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from ports import free_port
 
 from choreo_ingest.models import entity_ref
 from choreo_ingest.simulator import SimulatorApi, SimulatorOptions, World, start_server
 from choreo_ingest.store import Store
 
-from sim_support import INHERITED_SETTINGS, expected_catalog, free_port, write_config
+from sim_support import INHERITED_SETTINGS, expected_catalog, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from ports import free_port
 
 from choreo_ingest.simulator.api import SimulatorApi
 from choreo_ingest.simulator.options import SimulatorOptions
 from choreo_ingest.simulator.server import RunningServer, start_server
 from choreo_ingest.simulator.world import World
 
-from sim_support import free_port, run_cli, wait_until, write_config
+from sim_support import run_cli, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 

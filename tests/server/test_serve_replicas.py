@@ -13,13 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 
 from choreo_ingest.simulator.api import SimulatorApi
 from choreo_ingest.simulator.options import SimulatorOptions
 from choreo_ingest.simulator.server import RunningServer, start_server
 from choreo_ingest.simulator.world import World
 
-from sim_support import expected_catalog, free_port, ref_of, run_cli, wait_until, write_config
+from sim_support import expected_catalog, ref_of, run_cli, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
