@@ -40,6 +40,11 @@ export interface Config {
          * `{ hours: 12 }` (default one day).
          */
         resyncInterval?: string | HumanDuration;
+        /**
+         * How long one request to serve may take, its answer read whole: a duration as for
+         * `resyncInterval` (default 60 s). A step ends sooner when the schedule aborts it.
+         */
+        requestTimeout?: string | HumanDuration;
       };
     };
   };

@@ -106,7 +106,8 @@ export type FeedClientOptions = {
   timeoutMs?: number;
 };
 
-const DEFAULT_TIMEOUT_MS = 60_000;
+/** How long one request may take, by default (its answer read whole). */
+export const DEFAULT_TIMEOUT_MS = 60_000;
 
 export class FeedClient {
   private readonly baseUrl: string;

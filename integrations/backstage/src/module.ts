@@ -87,6 +87,11 @@ export const catalogModuleChoreoIngest = createBackendModule({
                 readDurationFromConfig(config, { key: `${CONFIG_PATH}.resyncInterval` }),
               )
             : undefined,
+          requestTimeoutMs: settings.has('requestTimeout')
+            ? durationToMilliseconds(
+                readDurationFromConfig(config, { key: `${CONFIG_PATH}.requestTimeout` }),
+              )
+            : undefined,
           stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
           logger,
           database: await database.getClient(),

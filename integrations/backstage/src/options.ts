@@ -50,7 +50,7 @@ export type ChoreoIngestEntityProviderOptions = {
    * replica start a step.
    */
   stepBudgetMs?: number;
-  /** Per request, in milliseconds. */
+  /** Per request, its answer read whole, in milliseconds (default 60 s). */
   requestTimeoutMs?: number;
   /**
    * The most entities (added and removed) one `applyMutation` holds (default 1,000): a larger

@@ -47,6 +47,7 @@ import {
   uniqueEntities,
 } from './entities';
 import {
+  DEFAULT_TIMEOUT_MS,
   FeedClient,
   type FeedEntity,
   FeedError,
@@ -90,6 +91,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private readonly batchSize: number;
   /** The time from one completed resync to the next periodic one, in milliseconds. */
   readonly resyncIntervalMs: number;
+  /** How long one feed request may take, its answer read whole, in milliseconds. */
+  readonly requestTimeoutMs: number;
   /** How long one step may go on, in milliseconds (undefined: no limit). */
   readonly stepBudgetMs: number | undefined;
   private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
@@ -144,6 +147,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     if (!(resyncIntervalMs > 0 && Number.isFinite(resyncIntervalMs))) {
       throw new Error(`choreo-ingest: ${key('resyncInterval')} must be a duration above zero`);
     }
+    const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!(requestTimeoutMs > 0 && Number.isFinite(requestTimeoutMs))) {
+      throw new Error(`choreo-ingest: ${key('requestTimeout')} must be a duration above zero`);
+    }
     const mutationSize = options.maxMutationEntities;
     if (mutationSize !== undefined && !(Number.isInteger(mutationSize) && mutationSize >= 1)) {
       throw new Error('choreo-ingest: maxMutationEntities must be a whole number from 1');
@@ -155,7 +162,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.client = new FeedClient({
       baseUrl: options.baseUrl,
       token: options.token?.trim(),
-      timeoutMs: options.requestTimeoutMs,
+      timeoutMs: requestTimeoutMs,
     });
     this.logger = options.logger;
     this.store = new StateStore(options.database, PROVIDER_NAME, {
@@ -164,6 +171,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
     this.baseUrl = options.baseUrl;
     this.batchSize = batchSize;
     this.resyncIntervalMs = resyncIntervalMs;
+    this.requestTimeoutMs = requestTimeoutMs;
     this.stepBudgetMs = options.stepBudgetMs;
     this.afterMutation = options.afterMutation;
     this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;

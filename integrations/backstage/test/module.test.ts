@@ -54,6 +54,7 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
     batchSize: 7,
     maxRemovalRatio: 0.3,
     resyncInterval: { hours: 6 },
+    requestTimeout: '2m',
     schedule: { frequency: { minutes: 10 }, timeout: { minutes: 5 }, scope: 'local' },
   });
   try {
@@ -73,6 +74,7 @@ test('the module adds the provider and its scheduled task syncs the catalog', as
     // The resync interval from the config, and a step budget of 80% of the timeout.
     expect((provider as ChoreoIngestEntityProvider).resyncIntervalMs).toBe(6 * 60 * 60 * 1000);
     expect((provider as ChoreoIngestEntityProvider).stepBudgetMs).toBe(4 * 60 * 1000);
+    expect((provider as ChoreoIngestEntityProvider).requestTimeoutMs).toBe(2 * 60 * 1000);
 
     // Before the catalog connects the provider, the task does nothing.
     await task.fn(new AbortController().signal);
@@ -109,6 +111,7 @@ test('resyncInterval takes the schedule\'s duration forms', async () => {
     try {
       const [provider] = providers as ChoreoIngestEntityProvider[];
       expect(provider.resyncIntervalMs).toBe(expected);
+      expect(provider.requestTimeoutMs).toBe(60 * 1000); // the default
       // The default schedule's timeout is 15 minutes: a step may use 12.
       expect(provider.stepBudgetMs).toBe(12 * 60 * 1000);
     } finally {
@@ -198,6 +201,7 @@ test('a schedule with only a frequency keeps the default timeout; config errors 
     [{ batchSize: 0 }, /choreo-ingest: catalog\.providers\.choreoIngest\.batchSize must be/],
     [{ maxRemovalRatio: 2 }, /catalog\.providers\.choreoIngest\.maxRemovalRatio must be from 0/],
     [{ resyncInterval: { seconds: 0 } }, /catalog\.providers\.choreoIngest\.resyncInterval must/],
+    [{ requestTimeout: { seconds: 0 } }, /catalog\.providers\.choreoIngest\.requestTimeout must/],
     [
       { schedule: { timeout: { seconds: 0 } } },
       /choreo-ingest: catalog\.providers\.choreoIngest\.schedule\.timeout must be above zero/,
