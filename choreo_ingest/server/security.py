@@ -60,7 +60,7 @@ def cross_site_problem(
     headers: Mapping[str, str],
     *,
     token_set: bool,
-    guarded_by: str = "a token (serve.auth.tokenFile)",
+    guarded_by: str,
 ) -> str | None:
     """Why a state-changing request is one a web page sent, as refused (a form posted from a
     page open in an operator's browser: `reset?purge=true`), or None. A browser says where a
@@ -68,7 +68,8 @@ def cross_site_problem(
     event forwarder, the catalog module) sends neither. With a token set, only another site's
     page is refused (the token is the guard: a page cannot send it). Without one, any page's:
     `serve`'s own page posts nothing, and a page of another site whose name was rebound to
-    127.0.0.1 (DNS rebinding) reads as `serve`'s own origin."""
+    127.0.0.1 (DNS rebinding) reads as `serve`'s own origin. `guarded_by`: what the token is
+    (the API token, or the events secret for the event routes)."""
     if method in SAFE_METHODS:
         return None
     origin, site = headers.get("origin"), headers.get("sec-fetch-site")

@@ -76,22 +76,18 @@ export const catalogModuleChoreoIngest = createBackendModule({
           return;
         }
         const schedule = readSchedule(settings.getOptionalConfig('schedule'));
+        // From the root config, so that an error names the whole key.
+        const optionalMilliseconds = (key: string) =>
+          settings.has(key)
+            ? durationToMilliseconds(readDurationFromConfig(config, { key: `${CONFIG_PATH}.${key}` }))
+            : undefined;
         const provider = new ChoreoIngestEntityProvider({
           baseUrl: settings.getString('baseUrl'),
           token: settings.getOptionalString('token'),
           batchSize: settings.getOptionalNumber('batchSize'),
           maxRemovalRatio: settings.getOptionalNumber('maxRemovalRatio'),
-          resyncIntervalMs: settings.has('resyncInterval')
-            ? durationToMilliseconds(
-                // From the root config, so that an error names the whole key.
-                readDurationFromConfig(config, { key: `${CONFIG_PATH}.resyncInterval` }),
-              )
-            : undefined,
-          requestTimeoutMs: settings.has('requestTimeout')
-            ? durationToMilliseconds(
-                readDurationFromConfig(config, { key: `${CONFIG_PATH}.requestTimeout` }),
-              )
-            : undefined,
+          resyncIntervalMs: optionalMilliseconds('resyncInterval'),
+          requestTimeoutMs: optionalMilliseconds('requestTimeout'),
           stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
           logger,
           database: await database.getClient(),
