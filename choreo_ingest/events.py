@@ -29,8 +29,9 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
+from choreo_ingest.event_retries import EventRetries, may_fail_alone, proves_the_api_answers
 from choreo_ingest.logs import get_logger, scrub_secrets
-from choreo_ingest.models import EVENTS_HELD_FACT
+from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT
 from choreo_ingest.page_writer import log_refused
 from choreo_ingest.providers.base import (
     EventCheckingProvider,
@@ -45,6 +46,8 @@ from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 log = get_logger("choreo_ingest.events")
 
 MAX_EVENT_ATTEMPTS = 5
+PENDING_READ = 1000
+"""Pending events a drain reads (it applies what it can of them in one burst)."""
 """An event whose re-read failed this many times is parked (shown by `status`), not retried."""
 READ_AHEAD_EVENTS = 20
 """Events whose reads a drain sends at once (`ReadingAheadProvider`) before it applies them: a
@@ -228,6 +231,8 @@ def drain_inbox(
     or that timed out after an error answer), so the drain stops there instead of spending
     every event's attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that
     event's attempts: `serve` drains every second, and an outage of seconds would park it.
+    Unless the failure may be its object's own (`event_retries`): then the next event that
+    re-reads tells, and when it reads fine, the failed event alone waits that step.
     Any other failure of a `created`/`updated` event concerns that event alone (bad data, a
     bug in the provider), so the events after it still apply: such an event re-reads the state
     when it is retried, so applying it late cannot undo a newer event. A failed `deleted` event
@@ -247,15 +252,26 @@ def drain_inbox(
                 stats.dropped = drop_backlog(store, provider.name, limit, clock, flood=flood)
                 return stats
     now = clock.now()
-    held = store.facts(provider.name).get(EVENTS_HELD_FACT)
+    facts = store.facts(provider.name)
+    held = facts.get(EVENTS_HELD_FACT)
     if held is not None:
         if events_held_at(parsed_time(held), now, config.incremental):
             return stats
         store.set_facts(provider.name, {EVENTS_HELD_FACT: None}, now)
-    pending = [item for item in store.pending_events(provider.name) if _settled(item, now)]
+    read = store.pending_events(provider.name, PENDING_READ)
+    retries = EventRetries.from_facts(facts)
+    retries.keep_only({item.seq for item in read}, beyond=_last_seq_if_more(read))
+    if retries.changed:
+        store.set_facts(provider.name, {EVENT_RETRIES_FACT: retries.fact()}, now)
+    pending = [
+        item
+        for item in read
+        if _settled(item, now) and not retries.waiting(item.seq, now, config.incremental)
+    ]
     if not pending:
         return stats
     unwell: tuple[InboxEvent, Exception] | None = None
+    suspect: tuple[InboxEvent, Exception] | None = None  # its failure may be its object's own
     cycle_id = store.load_provider(provider.name).cycle_id
     context = burst_context(
         config, store, clock, provider.name, cycle_id, cancelled=cancelled, deadline=deadline
@@ -286,8 +302,18 @@ def drain_inbox(
             except Exception as error:
                 if cancelled():
                     break
+                alone = item.seq in retries and may_fail_alone(error, item.body)
+                if suspect is not None and _api_unwell(error) and not alone:
+                    break  # two in a row: the API, not the suspect's object (this one not charged)
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
-                api_unwell = isinstance(error, (TransientError, AuthError, ConfigError))
+                if not parked and may_fail_alone(error, item.body):
+                    if alone:  # shown before to fail alone: it waits alone again
+                        _wait_alone(store, provider.name, retries, item, config, clock)
+                        continue
+                    if suspect is None:
+                        suspect = item, error
+                        continue
+                api_unwell = _api_unwell(error)
                 if not parked and api_unwell:
                     unwell = item, error
                 if not parked and (api_unwell or item.body.get("action") == "deleted"):
@@ -298,6 +324,11 @@ def drain_inbox(
             stats.applied += 1
             stats.upserted += page.upserted
             stats.removed += removed
+            if suspect is not None and proves_the_api_answers(item.body):
+                _wait_alone(store, provider.name, retries, suspect[0], config, clock)
+                suspect = None
+    if unwell is None and suspect is not None:  # no event after it read: taken for the API's
+        unwell = suspect
     if unwell is not None:
         item, cause = unwell
         until = clock.now() + backoff_step(item.attempts + 1, config.incremental)
@@ -306,6 +337,40 @@ def drain_inbox(
         stats.held.append(held_by)
     log.info("events_applied", provider=provider.name, **stats.counts())
     return stats
+
+
+def _api_unwell(error: Exception) -> bool:
+    """Whether a failed re-read says the API is unwell, or a setting to mend concerns every
+    event: then the events wait (`eventsHeldUntil`) rather than spend their attempts."""
+    return isinstance(error, (TransientError, AuthError, ConfigError))
+
+
+def _last_seq_if_more(read: list[InboxEvent]) -> int | None:
+    """The last seq of the pending events read, when more may be pending than were read."""
+    return read[-1].seq if len(read) >= PENDING_READ else None
+
+
+def _wait_alone(
+    store: Store,
+    provider: str,
+    retries: EventRetries,
+    item: InboxEvent,
+    config: Config,
+    clock: Clock,
+) -> None:
+    """Event `item` failed alone (the API answered the event after it, or it was shown to
+    before): it waits the backoff step of its attempts by itself, and the others go on."""
+    now = clock.now()
+    until = now + backoff_step(item.attempts + 1, config.incremental)
+    retries.wait_alone(item.seq, until)
+    store.set_facts(provider, {EVENT_RETRIES_FACT: retries.fact()}, now)
+    log.info(
+        "event_waits_alone",
+        provider=provider,
+        seq=item.seq,
+        until=rfc3339(until),
+        message="its re-read failed while the API answered other events: it alone waits",
+    )
 
 
 def _too_long(error: DeadlineExceeded, config: Config) -> DeadlineExceeded:

@@ -90,6 +90,9 @@ UNAVAILABLE_FACT = "unavailable"
 EVENTS_HELD_FACT = "eventsHeldUntil"
 """A provider fact: until when (RFC 3339) its events wait, the API having failed the last
 attempt to re-read one (`events.drain_inbox`)."""
+EVENT_RETRIES_FACT = "eventRetries"
+"""A provider fact, not shown: when events whose re-reads failed alone may be tried again
+(`event_retries.EventRetries`)."""
 SOURCE_FACT = "source"
 """A provider fact: what its current cycle reads (`SourceNamingProvider.source`), set as the
 cycle begins."""
@@ -123,9 +126,17 @@ def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
 
 def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str]) -> dict[str, str]:
     """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
-    and `source` only when it was stored for cycle `cycle_id`, the one the record is in."""
+    `sourceBefore*` or `eventRetries`, and `source` only when it was stored for cycle
+    `cycle_id`, the one the record is in."""
     stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
-    left_out = {*unshown, SOURCE_CYCLE_FACT, SOURCE_BEFORE_FACT, SOURCE_BEFORE_CYCLE_FACT, stale}
+    left_out = {
+        *unshown,
+        SOURCE_CYCLE_FACT,
+        SOURCE_BEFORE_FACT,
+        SOURCE_BEFORE_CYCLE_FACT,
+        EVENT_RETRIES_FACT,
+        stale,
+    }
     return {name: value for name, value in facts.items() if name not in left_out}
 
 

@@ -679,14 +679,17 @@ class TestDrain:
         assert result.events.applied == 1
         assert [outcome.action for outcome in result.providers] == [action]
 
-    def test_transient_failure_keeps_the_event_and_stops_the_drain(
+    def test_an_outage_keeps_the_events_and_charges_only_the_first(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
+        """The event after a transient failure fails too: the API is unwell, not the first
+        event's object. Every event waits; the second is not charged an attempt."""
         config = make_config(tmp_path)
         provider = EventFakeProvider(list(FIVE))
         run(config, clock, provider)
         provider.entities = [*FIVE, make_entity("a"), make_entity("b")]
-        provider.failures = {"a": [TransientError("503 from the API")]}
+        outage = TransientError("GET /a: HTTP 503")
+        provider.failures = {"a": [outage], "b": [outage]}
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
 
         first = run(config, clock, provider)
@@ -920,7 +923,7 @@ class TestDrain:
         config = make_config(tmp_path)
         provider = EventFakeProvider([*FIVE, make_entity("a"), make_entity("b")])
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        provider.failures = {"a": [drain_error]}
+        provider.failures = {"a": [drain_error], "b": [drain_error]}  # every event meets it
         provider.fail_at = {0: burst_error} if burst_error else {}
 
         result = run(config, clock, provider)
@@ -968,11 +971,11 @@ class TestDrain:
 
         for attempt in range(1, MAX_EVENT_ATTEMPTS):
             run(config, clock, provider)
-            assert inbox(config) == [("a", attempt), ("b", 0)]
+            assert inbox(config) == [("a", attempt)]  # `b` read fine: `a` failed alone
             clock.advance(max(config.incremental.backoff))  # the events wait that long at most
         last = run(config, clock, provider)
 
-        assert (last.events.parked, last.events.applied) == (1, 1)
+        assert (last.events.parked, last.events.applied) == (1, 0)
         assert inbox(config) == []
         assert config.state_path is not None
         with Store.open(config.state_path, readonly=True) as store:

@@ -29,6 +29,7 @@ LAYERS = {
     "page_writer": 3,
     "events": 3,
     "event_backlog": 3,
+    "event_retries": 3,
     "event_input": 3,
     "mirror": 3,
     "mirror_marker": 3,

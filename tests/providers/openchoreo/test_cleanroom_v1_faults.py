@@ -29,7 +29,7 @@ from cleanroom_v1_cli import (
     write_config,
 )
 from cleanroom_v1_http import Request
-from cleanroom_v1_worlds import bulk, showcase
+from cleanroom_v1_worlds import bulk, put_service, showcase
 
 
 def test_the_token_request_is_client_secret_post(here: Path) -> None:
@@ -301,3 +301,44 @@ def test_a_401_to_a_config_without_credentials_is_a_setting_to_mend(here: Path) 
     [provider] = json.loads(result.stdout)["providers"]
     assert "HTTP 401" in provider["error"]
     assert provider["error"].endswith("the API needs credentials: set openchoreo.auth")
+
+
+def test_one_component_answering_500_holds_back_only_its_own_event(here: Path) -> None:
+    """The server cannot read one object (its every GET answers 500): the events after its
+    event apply, `run` exits 0, and its event alone waits (not re-read by the next run)."""
+    with showcase_ingested(here) as (server, config):
+        broken = "/api/v1/namespaces/acme/components/cart"
+        reads: list[str] = []
+
+        def cannot_read_cart(request: Request) -> Any:
+            if request.path != broken:
+                return None
+            reads.append(request.path)
+            body = {"error": "Internal server error", "code": "INTERNAL_ERROR"}
+            return 500, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+        server.api.hooks.append(cannot_read_cart)
+        put_service(server.api, "acme", "shop", "basket", "basket-1")
+        put_service(server.api, "acme", "shop", "wishlist", "wishlist-1")
+
+        def created(name: str) -> str:
+            return json.dumps(
+                {"kind": "Component", "name": name, "namespace": "acme", "action": "created"}
+            )
+
+        stdin = "\n".join([created("cart"), created("basket")])
+        assert cli("--config", config, "event", "-", stdin=stdin).exit_code == 0
+        first = cli("--config", config, "run", "--json")
+        tried = len(reads)
+        assert cli("--config", config, "event", "-", stdin=created("wishlist")).exit_code == 0
+        second = cli("--config", config, "run", "--json")
+        events = status(config)["events"]
+        catalog = by_ref(export(config))
+
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout)["events"]["held"] == []
+    assert tried >= 1
+    assert second.exit_code == 0, second.stderr
+    assert len(reads) == tried  # the cart's event waits its own step: not read again
+    assert {"component:acme/basket", "component:acme/wishlist"} <= set(catalog)
+    assert events["pending"] == 1

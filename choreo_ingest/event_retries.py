@@ -1,0 +1,99 @@
+"""Events that wait alone: one object whose re-read keeps failing while the API answers.
+
+A transient failure of an event's re-read (a 5xx, a timeout) usually says the API is unwell, and
+then every event waits a backoff step (`eventsHeldUntil`). But one object can fail on its own (a
+resource the server cannot convert answers 500 each time): held so, it held the whole inbox for
+every backoff step of its attempts, about half an hour with the default `backoff`. So the drain
+asks the next event that re-reads (a `created` or `updated` one: an org-era `deleted` event makes
+no request) before it decides: when that one reads fine, the failure was the object's own, and
+that event alone waits its backoff step (`eventRetries`, a fact of `seq: until`) while the others
+apply; once shown to fail alone it keeps waiting alone. A 429 or a token endpoint in trouble
+always holds every event: the next read succeeding says nothing of them.
+
+Only `created` and `updated` events wait alone: they re-read the object when retried, so applying
+them after newer events cannot undo those. A failed `deleted` event still stops the drain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+
+from choreo_ingest.clock import parsed_time, rfc3339
+from choreo_ingest.config import IncrementalConfig
+from choreo_ingest.errors import DeadlineExceeded, RetryAfter, TokenUnavailable, TransientError
+from choreo_ingest.models import EVENT_RETRIES_FACT, JSON
+from choreo_ingest.schedule import events_held_at
+
+
+def may_fail_alone(error: Exception, body: JSON) -> bool:
+    """Whether `error`, met re-reading the event `body`, may be its object's own failure (the
+    drain then asks the next event that re-reads): a transient failure of a `created` or
+    `updated` event, not a 429 or `Retry-After`, nor the token's, nor the burst's time."""
+    if not isinstance(error, TransientError):
+        return False
+    if isinstance(error, (RetryAfter, TokenUnavailable, DeadlineExceeded)):
+        return False
+    return isinstance(body, Mapping) and body.get("action") in ("created", "updated")
+
+
+def proves_the_api_answers(body: JSON) -> bool:
+    """Whether applying the event `body` made it read the API (an org-era `deleted` event
+    applies without a request; a v1 one re-reads, but is not counted on)."""
+    return isinstance(body, Mapping) and body.get("action") in ("created", "updated")
+
+
+class EventRetries:
+    """When events that fail alone may be tried again (`eventRetries`: `{"seq": time}`)."""
+
+    def __init__(self, until: Mapping[int, float]) -> None:
+        self._until = dict(until)
+        self.changed = False
+
+    @classmethod
+    def from_facts(cls, facts: Mapping[str, str]) -> EventRetries:
+        """The provider's stored retries; a damaged fact is none (each event is asked again)."""
+        try:
+            stored = json.loads(facts.get(EVENT_RETRIES_FACT) or "{}")
+        except ValueError:
+            stored = None
+        until: dict[int, float] = {}
+        for seq, text in stored.items() if isinstance(stored, dict) else ():
+            moment = parsed_time(text) if isinstance(text, str) else None
+            if seq.isdigit() and moment is not None:
+                until[int(seq)] = moment
+        retries = cls(until)
+        retries.changed = facts.get(EVENT_RETRIES_FACT) is not None and not until
+        return retries
+
+    def __contains__(self, seq: int) -> bool:
+        """Whether event `seq` was shown to fail alone (it waits alone again if it fails)."""
+        return seq in self._until
+
+    def waiting(self, seq: int, now: float, config: IncrementalConfig) -> bool:
+        """Whether event `seq` still waits at `now` (a clock set back does not make it wait
+        longer than the longest backoff step)."""
+        return events_held_at(self._until.get(seq), now, config)
+
+    def wait_alone(self, seq: int, until: float) -> None:
+        self._until[seq] = until
+        self.changed = True
+
+    def keep_only(self, pending: Collection[int], *, beyond: int | None) -> None:
+        """Forget the events no longer pending (applied, parked, replaced, dropped): those not
+        in `pending`, the events read, except past `beyond` (the last seq read, when the read
+        stopped at its limit: later events were not read)."""
+        kept = {
+            seq: until
+            for seq, until in self._until.items()
+            if seq in pending or (beyond is not None and seq > beyond)
+        }
+        if len(kept) != len(self._until):
+            self._until = kept
+            self.changed = True
+
+    def fact(self) -> str | None:
+        """The fact's value (None: remove it)."""
+        if not self._until:
+            return None
+        return json.dumps({str(seq): rfc3339(until) for seq, until in sorted(self._until.items())})

@@ -1,0 +1,349 @@
+"""Events that wait alone: one object whose re-read keeps failing while the API answers the
+events after it (`event_retries`, through `run_once` and `drain_inbox` with a fake provider)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from choreo_ingest.clock import rfc3339
+from choreo_ingest.config import Config, IncrementalConfig
+from choreo_ingest.errors import (
+    AuthError,
+    DeadlineExceeded,
+    PermanentError,
+    RetryAfter,
+    TokenUnavailable,
+    TransientError,
+)
+from choreo_ingest.event_retries import EventRetries, may_fail_alone
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
+from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome
+from choreo_ingest.reporting import provider_status
+from choreo_ingest.store import Store
+
+from event_fakes import FIVE, EventFakeProvider, component_event
+from fakes import FakeClock, make_config, make_entity
+
+BROKEN = TransientError("GET /namespaces/default/components/a: HTTP 500 INTERNAL_ERROR")
+
+
+def run(config: Config, clock: FakeClock, provider: EventFakeProvider) -> RunResult:
+    assert config.state_path is not None
+    return run_once(
+        config, config.state_path, clock, providers={"fake": provider}, rng=random.Random(0)
+    )
+
+
+def feed(config: Config, clock: FakeClock, *bodies: dict[str, Any]) -> None:
+    assert config.state_path is not None
+    stored_events(config.state_path, "fake", list(bodies), clock)
+
+
+def inbox(config: Config) -> list[tuple[str, int]]:
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return [(item.body["name"], item.attempts) for item in store.pending_events("fake")]
+
+
+def facts(config: Config) -> dict[str, str]:
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return store.facts("fake")
+
+
+def catalog_names(config: Config) -> set[str]:
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return {body["metadata"]["name"] for body in store.iter_entities()}
+
+
+def handled(provider: EventFakeProvider) -> list[str]:
+    names = [event.name for event in provider.handled]
+    provider.handled.clear()
+    return names
+
+
+@pytest.fixture
+def world(tmp_path: Path, clock: FakeClock) -> tuple[Config, EventFakeProvider]:
+    """A first cycle done; `a` to `d` exist, and every re-read of `a` answers 500."""
+    config = make_config(tmp_path, rest_length=86_400.0)
+    provider = EventFakeProvider(list(FIVE))
+    run(config, clock, provider)
+    provider.entities = [*FIVE, *(make_entity(name) for name in "abcd")]
+    provider.failures = {"a": [BROKEN] * 20}
+    return config, provider
+
+
+class TestOneObjectFailingAlone:
+    def test_the_events_after_it_apply_and_it_alone_waits_its_backoff_step(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        result = run(config, clock, provider)
+
+        assert (result.events.applied, result.events.retried, result.events.held) == (1, 1, [])
+        assert result.outcome is not RunOutcome.FAILED  # exit 0: the API is well
+        assert inbox(config) == [("a", 1)]
+        assert "b" in catalog_names(config)
+        assert EVENTS_HELD_FACT not in facts(config)
+        step = config.incremental.backoff[0]
+        assert json.loads(facts(config)[EVENT_RETRIES_FACT]) == {"1": rfc3339(clock.now() + step)}
+
+    def test_events_arriving_while_it_waits_apply_at_once_without_trying_it(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """`serve` drains every second: each new event applies at the next drain, and `a` is
+        not tried again before its step."""
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        handled(provider)
+
+        for name in "cd":
+            clock.advance(1)
+            feed(config, clock, component_event(name, "created"))
+            result = run(config, clock, provider)
+            assert (result.events.applied, result.events.held) == (1, [])
+            assert handled(provider) == [name]
+
+        assert {"b", "c", "d"} <= catalog_names(config)
+        assert inbox(config) == [("a", 1)]
+
+    def test_once_shown_to_fail_alone_it_waits_alone_again_with_no_event_after_it(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        clock.advance(config.incremental.backoff[0])
+
+        again = run(config, clock, provider)
+        clock.advance(1)
+        feed(config, clock, component_event("c", "created"))
+        after = run(config, clock, provider)
+
+        assert (again.events.retried, again.events.held) == (1, [])  # nothing else to ask
+        assert inbox(config) == [("a", 2)]
+        assert after.events.applied == 1
+        assert "c" in catalog_names(config)
+
+    def test_it_is_parked_after_its_attempts_and_its_retry_time_forgotten(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        for _ in range(MAX_EVENT_ATTEMPTS):
+            run(config, clock, provider)
+            clock.advance(max(config.incremental.backoff))
+        run(config, clock, provider)  # the drain after it forgets its retry time
+
+        assert inbox(config) == []
+        assert config.state_path is not None
+        with Store.open(config.state_path, readonly=True) as store:
+            assert store.inbox_counts("fake").parked == 1
+        assert EVENT_RETRIES_FACT not in facts(config)
+
+    def test_a_newer_event_about_it_is_tried_at_once_and_asks_again(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        provider.failures = {}  # mended
+        clock.advance(1)
+        feed(config, clock, component_event("a", "created"))  # replaces the waiting one
+
+        result = run(config, clock, provider)
+
+        assert result.events.applied == 1
+        assert "a" in catalog_names(config)
+        assert inbox(config) == []
+
+    def test_status_shows_the_event_pending_and_not_its_retry_time(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+
+        assert config.state_path is not None
+        with Store.open(config.state_path, readonly=True) as store:
+            shown = provider_status(store, config, "fake", clock.now()).to_json()
+            pending = store.inbox_counts("fake").pending
+
+        assert pending == 1
+        assert EVENT_RETRIES_FACT not in shown
+        assert EVENTS_HELD_FACT not in shown
+
+
+class TestTheApiUnwell:
+    @pytest.mark.parametrize(
+        "error",
+        [
+            RetryAfter("GET /a: HTTP 429", retry_after=30.0),
+            TokenUnavailable("POST /token: HTTP 503"),
+        ],
+        ids=["rate-limited", "token-endpoint"],
+    )
+    def test_a_429_or_the_token_endpoint_holds_every_event_though_the_next_would_read(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock, error: Exception
+    ) -> None:
+        config, provider = world
+        provider.failures = {"a": [error]}
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        result = run(config, clock, provider)
+
+        assert handled(provider) == ["a"]
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        assert [held.provider for held in result.events.held] == ["fake"]
+        assert result.outcome is RunOutcome.FAILED
+
+    def test_an_event_after_it_that_needs_no_request_tells_nothing(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """An org-era `deleted` event applies without asking the API: the failure is taken
+        for the API's, as when no event comes after it."""
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("e1", "deleted"))
+
+        result = run(config, clock, provider)
+
+        assert result.events.applied == 1
+        assert inbox(config) == [("a", 1)]
+        assert EVENTS_HELD_FACT in facts(config)
+        assert EVENT_RETRIES_FACT not in facts(config)
+
+    def test_a_failure_of_its_own_in_the_event_after_it_asks_the_one_after_that(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """A bad item (not the API) in between says nothing of the API; the next read does."""
+        config, provider = world
+        provider.failures["b"] = [PermanentError("bad item")]
+        feed(
+            config,
+            clock,
+            component_event("a", "created"),
+            component_event("b", "created"),
+            component_event("c", "created"),
+        )
+
+        result = run(config, clock, provider)
+
+        assert (result.events.applied, result.events.held) == (1, [])
+        assert inbox(config) == [("a", 1), ("b", 1)]
+        assert "1" in json.loads(facts(config)[EVENT_RETRIES_FACT])
+
+    def test_a_deleted_event_that_fails_holds_every_event(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """Applied after newer events, a removal could undo them: it never waits alone."""
+        config, provider = world
+        feed(config, clock, component_event("a", "deleted"), component_event("b", "created"))
+
+        result = run(config, clock, provider)
+
+        assert handled(provider) == ["a"]
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        assert result.events.held
+
+
+class KilledWritingRetries(Exception):
+    """Stands for a kill between applying the event that told and storing the retry time."""
+
+
+class StoreKilledAtRetries(Store):
+    def set_facts(self, provider: str, facts: Facts, now: float) -> None:
+        if EVENT_RETRIES_FACT in facts and facts[EVENT_RETRIES_FACT] is not None:
+            raise KilledWritingRetries
+        super().set_facts(provider, facts, now)
+
+
+def test_a_kill_before_the_retry_time_is_stored_loses_and_repeats_nothing(
+    world: tuple[Config, EventFakeProvider], clock: FakeClock
+) -> None:
+    """The event that told was applied (once); the failed one keeps its place and its attempt,
+    and is asked about again by the next drain."""
+    config, provider = world
+    feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+    assert config.state_path is not None
+
+    with (
+        StoreKilledAtRetries.open(config.state_path) as store,
+        pytest.raises(KilledWritingRetries),
+    ):
+        drain_inbox(store, provider, config, clock, cancelled=lambda: False)
+
+    assert inbox(config) == [("a", 1)]
+    assert "b" in catalog_names(config)
+    assert EVENT_RETRIES_FACT not in facts(config)
+    handled(provider)
+    clock.advance(1)
+    feed(config, clock, component_event("c", "created"))
+    result = run(config, clock, provider)
+    assert handled(provider) == ["a", "c"]
+    assert (result.events.applied, result.events.held) == (1, [])
+    assert inbox(config) == [("a", 2)]
+
+
+@pytest.mark.parametrize(
+    ("error", "action", "alone"),
+    [
+        (BROKEN, "created", True),
+        (BROKEN, "updated", True),
+        (TransientError("GET /a: timed out", code="TIMEOUT"), "updated", True),
+        (BROKEN, "deleted", False),
+        (RetryAfter("GET /a: HTTP 429", retry_after=1.0), "updated", False),
+        (TokenUnavailable("POST /token: HTTP 503"), "updated", False),
+        (DeadlineExceeded("GET /a: out of time"), "updated", False),
+        (AuthError("GET /a: HTTP 401 INVALID_TOKEN"), "updated", False),
+        (PermanentError("bad item"), "updated", False),
+    ],
+    ids=[
+        "500-created",
+        "500-updated",
+        "timeout",
+        "deleted",
+        "429",
+        "token",
+        "deadline",
+        "401",
+        "not-transient",
+    ],
+)
+def test_which_failures_may_be_the_objects_own(error: Exception, action: str, alone: bool) -> None:
+    assert may_fail_alone(error, component_event("a", action)) is alone
+
+
+class TestTheFact:
+    def test_it_round_trips_and_forgets_what_is_no_longer_pending(self) -> None:
+        retries = EventRetries({3: 1_000.0, 7: 2_000.0, 12: 3_000.0})
+        retries.keep_only({3, 5}, beyond=10)  # 7 gone; 12 past what was read
+
+        assert retries.changed
+        again = EventRetries.from_facts({EVENT_RETRIES_FACT: retries.fact() or ""})
+        assert (3 in again, 7 in again, 12 in again) == (True, False, True)
+
+    def test_a_damaged_fact_is_no_retries_and_is_rewritten(self) -> None:
+        retries = EventRetries.from_facts({EVENT_RETRIES_FACT: "{not json"})
+
+        assert retries.changed
+        assert retries.fact() is None
+
+    def test_a_clock_set_back_waits_no_longer_than_the_longest_step(self) -> None:
+        config = IncrementalConfig(backoff=(30.0, 60.0))
+        retries = EventRetries({1: 10_000.0})
+
+        assert retries.waiting(1, 9_950.0, config)
+        assert not retries.waiting(1, 1_000.0, config)  # 9,000 s ahead: a clock set back
+        assert not retries.waiting(1, 10_000.0, config)
+        assert not retries.waiting(2, 9_950.0, config)
