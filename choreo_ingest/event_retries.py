@@ -6,9 +6,13 @@ resource the server cannot convert answers 500 each time): held so, it held the 
 every backoff step of its attempts, about half an hour with the default `backoff`. So the drain
 asks the next event that re-reads (a `created` or `updated` one: an org-era `deleted` event makes
 no request) before it decides: when that one reads fine, the failure was the object's own, and
-that event alone waits its backoff step (`eventRetries`, a fact of `seq: until`) while the others
-apply; once shown to fail alone it keeps waiting alone. A 429 or a token endpoint in trouble
-always holds every event: the next read succeeding says nothing of them.
+that event alone waits its backoff step (`eventRetries`, a fact of `object: until`) while the
+others apply; once shown to fail alone it keeps waiting alone. A 429 or a token endpoint in
+trouble always holds every event: the next read succeeding says nothing of them.
+
+The wait is the object's, not its event's, as the attempts are (`store.inbox`): a newer event
+about it takes over the wait and the attempts of the one it replaces, so an object whose re-read
+keeps failing is not re-read at each change, and is parked in the end.
 
 Only `created` and `updated` events wait alone: they re-read the object when retried, so applying
 them after newer events cannot undo those. A failed `deleted` event still stops the drain.
@@ -43,51 +47,63 @@ def proves_the_api_answers(body: JSON) -> bool:
     return isinstance(body, Mapping) and body.get("action") in ("created", "updated")
 
 
-class EventRetries:
-    """When events that fail alone may be tried again (`eventRetries`: `{"seq": time}`)."""
+def event_key(body: JSON) -> str:
+    """What makes two events about the same object, as the inbox coalesces them (kind, namespace
+    or none for an empty one, name, project)."""
+    if not isinstance(body, Mapping):
+        return "null"
+    namespace = body.get("namespace") or None
+    return json.dumps([body.get("kind"), namespace, body.get("name"), body.get("project")])
 
-    def __init__(self, until: Mapping[int, float]) -> None:
+
+class EventRetries:
+    """When the objects whose events failed alone may be tried again (`eventRetries`:
+    `{"<event_key>": time}`)."""
+
+    def __init__(self, until: Mapping[str, float]) -> None:
         self._until = dict(until)
         self.changed = False
 
     @classmethod
     def from_facts(cls, facts: Mapping[str, str]) -> EventRetries:
         """The provider's stored retries; a damaged fact is none (each event is asked again)."""
+        stored_text = facts.get(EVENT_RETRIES_FACT)
         try:
-            stored = json.loads(facts.get(EVENT_RETRIES_FACT) or "{}")
+            stored = json.loads(stored_text or "{}")
         except ValueError:
             stored = None
-        until: dict[int, float] = {}
-        for seq, text in stored.items() if isinstance(stored, dict) else ():
+        until: dict[str, float] = {}
+        for key, text in stored.items() if isinstance(stored, dict) else ():
             moment = parsed_time(text) if isinstance(text, str) else None
-            if seq.isdigit() and moment is not None:
-                until[int(seq)] = moment
+            if moment is not None:
+                until[key] = moment
         retries = cls(until)
-        retries.changed = facts.get(EVENT_RETRIES_FACT) is not None and not until
+        retries.changed = stored_text is not None and (
+            not until or not isinstance(stored, dict) or len(until) != len(stored)
+        )
         return retries
 
-    def __contains__(self, seq: int) -> bool:
-        """Whether event `seq` was shown to fail alone (it waits alone again if it fails)."""
-        return seq in self._until
+    def shown_alone(self, body: JSON) -> bool:
+        """Whether the object of event `body` was shown to fail alone (it waits alone again if
+        its re-read fails)."""
+        return event_key(body) in self._until
 
-    def waiting(self, seq: int, now: float, config: IncrementalConfig) -> bool:
-        """Whether event `seq` still waits at `now` (a clock set back does not make it wait
-        longer than the longest backoff step)."""
-        return events_held_at(self._until.get(seq), now, config)
+    def waiting(self, body: JSON, now: float, config: IncrementalConfig) -> bool:
+        """Whether event `body`'s object still waits at `now` (a clock set back does not make
+        it wait longer than the longest backoff step)."""
+        return events_held_at(self._until.get(event_key(body)), now, config)
 
-    def wait_alone(self, seq: int, until: float) -> None:
-        self._until[seq] = until
+    def wait_alone(self, body: JSON, until: float) -> None:
+        self._until[event_key(body)] = until
         self.changed = True
 
-    def keep_only(self, pending: Collection[int], *, beyond: int | None) -> None:
-        """Forget the events no longer pending (applied, parked, replaced, dropped): those not
-        in `pending`, the events read, except past `beyond` (the last seq read, when the read
-        stopped at its limit: later events were not read)."""
-        kept = {
-            seq: until
-            for seq, until in self._until.items()
-            if seq in pending or (beyond is not None and seq > beyond)
-        }
+    def keep_only(self, pending: Collection[str], *, all_read: bool) -> None:
+        """Forget the objects no event is pending about (applied, parked, dropped): those whose
+        key is not in `pending`, the keys of the events read, when they were `all_read` (not
+        stopped at a limit, past which others may wait)."""
+        if not all_read:
+            return
+        kept = {key: until for key, until in self._until.items() if key in pending}
         if len(kept) != len(self._until):
             self._until = kept
             self.changed = True
@@ -96,4 +112,4 @@ class EventRetries:
         """The fact's value (None: remove it)."""
         if not self._until:
             return None
-        return json.dumps({str(seq): rfc3339(until) for seq, until in sorted(self._until.items())})
+        return json.dumps({key: rfc3339(until) for key, until in sorted(self._until.items())})

@@ -29,7 +29,12 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
-from choreo_ingest.event_retries import EventRetries, may_fail_alone, proves_the_api_answers
+from choreo_ingest.event_retries import (
+    EventRetries,
+    event_key,
+    may_fail_alone,
+    proves_the_api_answers,
+)
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT
 from choreo_ingest.page_writer import log_refused
@@ -46,9 +51,9 @@ from choreo_ingest.store import InboxEvent, StateRef, Store, state_location
 log = get_logger("choreo_ingest.events")
 
 MAX_EVENT_ATTEMPTS = 5
+"""An event whose re-read failed this many times is parked (shown by `status`), not retried."""
 PENDING_READ = 1000
 """Pending events a drain reads (it applies what it can of them in one burst)."""
-"""An event whose re-read failed this many times is parked (shown by `status`), not retried."""
 READ_AHEAD_EVENTS = 20
 """Events whose reads a drain sends at once (`ReadingAheadProvider`) before it applies them: a
 few rounds of `maxConcurrentRequests`, after the drain's first event, which has the whole
@@ -260,13 +265,13 @@ def drain_inbox(
         store.set_facts(provider.name, {EVENTS_HELD_FACT: None}, now)
     read = store.pending_events(provider.name, PENDING_READ)
     retries = EventRetries.from_facts(facts)
-    retries.keep_only({item.seq for item in read}, beyond=_last_seq_if_more(read))
+    retries.keep_only({event_key(item.body) for item in read}, all_read=len(read) < PENDING_READ)
     if retries.changed:
         store.set_facts(provider.name, {EVENT_RETRIES_FACT: retries.fact()}, now)
     pending = [
         item
         for item in read
-        if _settled(item, now) and not retries.waiting(item.seq, now, config.incremental)
+        if _settled(item, now) and not retries.waiting(item.body, now, config.incremental)
     ]
     if not pending:
         return stats
@@ -302,9 +307,13 @@ def drain_inbox(
             except Exception as error:
                 if cancelled():
                     break
-                alone = item.seq in retries and may_fail_alone(error, item.body)
+                alone = retries.shown_alone(item.body) and may_fail_alone(error, item.body)
                 if suspect is not None and _api_unwell(error) and not alone:
-                    break  # two in a row: the API, not the suspect's object (this one not charged)
+                    # Two in a row: the API, not the suspect's object. The events wait the
+                    # suspect's step, for what this one met (a setting to mend: exit 2).
+                    _log_uncharged(provider.name, item, error)
+                    unwell = suspect[0], error
+                    break
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
                 if not parked and may_fail_alone(error, item.body):
                     if alone:  # shown before to fail alone: it waits alone again
@@ -345,11 +354,6 @@ def _api_unwell(error: Exception) -> bool:
     return isinstance(error, (TransientError, AuthError, ConfigError))
 
 
-def _last_seq_if_more(read: list[InboxEvent]) -> int | None:
-    """The last seq of the pending events read, when more may be pending than were read."""
-    return read[-1].seq if len(read) >= PENDING_READ else None
-
-
 def _wait_alone(
     store: Store,
     provider: str,
@@ -362,7 +366,7 @@ def _wait_alone(
     before): it waits the backoff step of its attempts by itself, and the others go on."""
     now = clock.now()
     until = now + backoff_step(item.attempts + 1, config.incremental)
-    retries.wait_alone(item.seq, until)
+    retries.wait_alone(item.body, until)
     store.set_facts(provider, {EVENT_RETRIES_FACT: retries.fact()}, now)
     log.info(
         "event_waits_alone",
@@ -407,6 +411,20 @@ def _settled(item: InboxEvent, now: float) -> bool:
     arrived "later" than now, by a clock set back, does not wait)."""
     age = now - item.received_at
     return item.body.get("action") != "updated" or not 0 <= age < SETTLE_SECONDS
+
+
+def _log_uncharged(provider: str, item: InboxEvent, error: Exception) -> None:
+    """The failure that showed the API unwell, right after another's: not an attempt of its
+    own (the events wait for the first), but said."""
+    log.warning(
+        "event_failed",
+        provider=provider,
+        seq=item.seq,
+        parked=False,
+        charged=False,
+        error=_failure_text(error),
+        exc_info=not isinstance(error, ChoreoIngestError),
+    )
 
 
 def _count_failure(

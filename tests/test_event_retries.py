@@ -9,18 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
+from choreo_ingest.cli.run_flow import report_run
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import (
     AuthError,
     DeadlineExceeded,
+    GrantRefused,
     PermanentError,
     RetryAfter,
     TokenUnavailable,
     TransientError,
 )
-from choreo_ingest.event_retries import EventRetries, may_fail_alone
+from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome
@@ -95,7 +98,8 @@ class TestOneObjectFailingAlone:
         assert "b" in catalog_names(config)
         assert EVENTS_HELD_FACT not in facts(config)
         step = config.incremental.backoff[0]
-        assert json.loads(facts(config)[EVENT_RETRIES_FACT]) == {"1": rfc3339(clock.now() + step)}
+        waits = json.loads(facts(config)[EVENT_RETRIES_FACT])
+        assert waits == {event_key(component_event("a")): rfc3339(clock.now() + step)}
 
     def test_events_arriving_while_it_waits_apply_at_once_without_trying_it(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
@@ -152,21 +156,67 @@ class TestOneObjectFailingAlone:
             assert store.inbox_counts("fake").parked == 1
         assert EVENT_RETRIES_FACT not in facts(config)
 
-    def test_a_newer_event_about_it_is_tried_at_once_and_asks_again(
+    def test_a_newer_event_about_it_takes_over_its_wait_and_attempts(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
     ) -> None:
+        """The object, not its event, waits: a change does not buy it a re-read before its
+        step, as it did not buy it attempts of its own."""
         config, provider = world
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
         run(config, clock, provider)
-        provider.failures = {}  # mended
+        handled(provider)
+        provider.failures = {}  # mended by the change the next event reports
         clock.advance(1)
         feed(config, clock, component_event("a", "created"))  # replaces the waiting one
 
-        result = run(config, clock, provider)
+        during = run(config, clock, provider)
+        clock.advance(config.incremental.backoff[0])
+        after = run(config, clock, provider)
 
-        assert result.events.applied == 1
+        assert during.events.applied == 0
+        assert handled(provider) == ["a"]  # once, after the step
+        assert after.events.applied == 1
         assert "a" in catalog_names(config)
-        assert inbox(config) == []
+
+    def test_an_object_that_keeps_changing_is_re_read_once_a_step_and_parked_in_the_end(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """`a` answers 500 and changes every 3 s while other objects change beside it (the
+        review's repro: each change re-read it at once and parked it within 15 s)."""
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        handled(provider)
+
+        for second in range(3, 121, 3):
+            clock.advance(3)
+            other = "c" if second % 2 else "d"
+            feed(config, clock, component_event("a", "created"), component_event(other, "created"))
+            result = run(config, clock, provider)
+            assert result.events.held == []
+
+        assert handled(provider).count("a") == 2  # at 30 s and at 30 + 60 s
+        assert inbox(config) == [("a", 3)]
+
+    def test_a_newer_event_about_an_object_shown_to_fail_alone_waits_alone_when_it_fails(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """With nothing else pending, its failure is still its own: no hold of every event."""
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        clock.advance(config.incremental.backoff[0])
+        feed(config, clock, component_event("a", "created"))
+
+        alone = run(config, clock, provider)
+        clock.advance(5)
+        feed(config, clock, component_event("c", "created"))
+        after = run(config, clock, provider)
+
+        assert (alone.events.retried, alone.events.held) == (1, [])
+        assert EVENTS_HELD_FACT not in facts(config)
+        assert after.events.applied == 1
+        assert inbox(config) == [("a", 2)]
 
     def test_status_shows_the_event_pending_and_not_its_retry_time(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
@@ -208,6 +258,37 @@ class TestTheApiUnwell:
         assert [held.provider for held in result.events.held] == ["fake"]
         assert result.outcome is RunOutcome.FAILED
 
+    def test_the_failure_that_showed_the_api_unwell_is_said_and_decides_the_exit(
+        self,
+        world: tuple[Config, EventFakeProvider],
+        clock: FakeClock,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """`b` met a refused token grant right after `a`'s 500: a setting to mend (exit 2),
+        logged, not charged; the events wait `a`'s step."""
+        config, provider = world
+        refused = GrantRefused(
+            "POST https://idp.test/token: HTTP 401 invalid_client",
+            config_key="openchoreo.auth.oauth.clientSecretFile",
+        )
+        provider.failures["b"] = [refused]
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, clock, provider)
+
+        [held] = result.events.held
+        assert (held.mendable, "invalid_client" in held.error) == (True, True)
+        assert held.until == clock.now() + config.incremental.backoff[0]
+        assert report_run(result, json_output=False) == 2
+        assert inbox(config) == [("a", 1), ("b", 0)]
+        failed = [line for line in logs if line["event"] == "event_failed"]
+        assert [(line["seq"], line.get("charged", True)) for line in failed] == [
+            (1, True),
+            (2, False),
+        ]
+        capsys.readouterr()
+
     def test_an_event_after_it_that_needs_no_request_tells_nothing(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
     ) -> None:
@@ -241,7 +322,9 @@ class TestTheApiUnwell:
 
         assert (result.events.applied, result.events.held) == (1, [])
         assert inbox(config) == [("a", 1), ("b", 1)]
-        assert "1" in json.loads(facts(config)[EVENT_RETRIES_FACT])
+        assert list(json.loads(facts(config)[EVENT_RETRIES_FACT])) == [
+            event_key(component_event("a"))
+        ]
 
     def test_a_deleted_event_that_fails_holds_every_event(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
@@ -325,25 +408,46 @@ def test_which_failures_may_be_the_objects_own(error: Exception, action: str, al
 
 
 class TestTheFact:
-    def test_it_round_trips_and_forgets_what_is_no_longer_pending(self) -> None:
-        retries = EventRetries({3: 1_000.0, 7: 2_000.0, 12: 3_000.0})
-        retries.keep_only({3, 5}, beyond=10)  # 7 gone; 12 past what was read
+    def test_it_round_trips_and_forgets_objects_no_event_is_pending_about(self) -> None:
+        a, b, c = (component_event(name) for name in "abc")
+        retries = EventRetries({event_key(a): 1_000.0, event_key(b): 2_000.0})
+        retries.keep_only({event_key(a), event_key(c)}, all_read=True)
 
         assert retries.changed
         again = EventRetries.from_facts({EVENT_RETRIES_FACT: retries.fact() or ""})
-        assert (3 in again, 7 in again, 12 in again) == (True, False, True)
+        assert (again.shown_alone(a), again.shown_alone(b)) == (True, False)
 
-    def test_a_damaged_fact_is_no_retries_and_is_rewritten(self) -> None:
-        retries = EventRetries.from_facts({EVENT_RETRIES_FACT: "{not json"})
+    def test_past_the_events_read_nothing_is_forgotten(self) -> None:
+        retries = EventRetries({event_key(component_event("a")): 1_000.0})
+        retries.keep_only(set(), all_read=False)  # `a`'s event may be past the limit
+
+        assert not retries.changed
+        assert retries.shown_alone(component_event("a"))
+
+    def test_the_key_is_the_inboxs_kind_namespace_name_and_project(self) -> None:
+        blank = component_event("a", namespace="")
+        unset = {key: value for key, value in component_event("a").items() if key != "namespace"}
+        other_project = component_event("a", project="q")
+
+        assert event_key(blank) == event_key(unset)
+        assert event_key(component_event("a", "deleted")) == event_key(component_event("a"))
+        assert event_key(other_project) != event_key(component_event("a"))
+
+    @pytest.mark.parametrize(
+        "text", ["{not json", "[1, 2]", '{"x": 5}', '{"x": "not a time"}'], ids=str
+    )
+    def test_a_damaged_fact_is_no_retries_and_is_rewritten(self, text: str) -> None:
+        retries = EventRetries.from_facts({EVENT_RETRIES_FACT: text})
 
         assert retries.changed
         assert retries.fact() is None
 
     def test_a_clock_set_back_waits_no_longer_than_the_longest_step(self) -> None:
         config = IncrementalConfig(backoff=(30.0, 60.0))
-        retries = EventRetries({1: 10_000.0})
+        a = component_event("a")
+        retries = EventRetries({event_key(a): 10_000.0})
 
-        assert retries.waiting(1, 9_950.0, config)
-        assert not retries.waiting(1, 1_000.0, config)  # 9,000 s ahead: a clock set back
-        assert not retries.waiting(1, 10_000.0, config)
-        assert not retries.waiting(2, 9_950.0, config)
+        assert retries.waiting(a, 9_950.0, config)
+        assert not retries.waiting(a, 1_000.0, config)  # 9,000 s ahead: a clock set back
+        assert not retries.waiting(a, 10_000.0, config)
+        assert not retries.waiting(component_event("b"), 9_950.0, config)
