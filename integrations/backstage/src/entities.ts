@@ -53,13 +53,22 @@ export function refKey(ref: string): string {
  * differ only in case, the last one wins (at its place), as the catalog would keep the last.
  */
 export function uniqueEntities(items: DeferredEntity[]): DeferredEntity[] {
-  const byRef = new Map<string, DeferredEntity>();
+  return lastPerKey(items, item => refKey(refOfEntity(item.entity)));
+}
+
+/** The refs, one per ref as Backstage tells them apart (case-insensitively): the last wins. */
+export function uniqueRefs(refs: string[]): string[] {
+  return lastPerKey(refs, refKey);
+}
+
+function lastPerKey<T>(items: T[], keyOf: (item: T) => string): T[] {
+  const byKey = new Map<string, T>();
   for (const item of items) {
-    const key = refKey(refOfEntity(item.entity));
-    byRef.delete(key);
-    byRef.set(key, item);
+    const key = keyOf(item);
+    byKey.delete(key);
+    byKey.set(key, item);
   }
-  return [...byRef.values()];
+  return [...byKey.values()];
 }
 
 /**

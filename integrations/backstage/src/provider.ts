@@ -30,50 +30,28 @@
  * stored position.
  */
 import type { LoggerService } from '@backstage/backend-plugin-api';
-import { entityEnvelopeSchemaValidator } from '@backstage/catalog-model';
-import type {
-  DeferredEntity,
-  EntityProvider,
-  EntityProviderConnection,
-  EntityProviderMutation,
-} from '@backstage/plugin-catalog-node';
+import type { EntityProvider, EntityProviderConnection } from '@backstage/plugin-catalog-node';
 import { CatalogWatch } from './catalogWatch';
+import { locationKeyFor, normalizeRef, refKey, refOfEntity, uniqueRefs } from './entities';
 import {
-  acceptableEntities,
-  locationKeyFor,
-  normalizeRef,
-  refKey,
-  refOfEntity,
-  uniqueEntities,
-} from './entities';
-import {
-  DEFAULT_TIMEOUT_MS,
   FeedClient,
-  type FeedEntity,
   FeedError,
   FeedGoneError,
   MAX_BATCH_REFS,
-  MAX_CHANGES,
   MAX_PAGE_ENTITIES,
   lastOpPerRef,
 } from './feedClient';
+import { MutationWriter } from './mutations';
 import {
   type ChoreoIngestEntityProviderOptions,
-  DEFAULT_BATCH_SIZE,
-  DEFAULT_MAX_REMOVAL_RATIO,
-  DEFAULT_RESYNC_INTERVAL_MS,
   type RunOptions,
   type SyncResult,
+  checkedSettings,
 } from './options';
 import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
 import { Sweeper } from './sweep';
 
 const PROVIDER_NAME = 'choreo-ingest';
-/**
- * The most entities one mutation holds: the catalog applies a mutation in one transaction, and a
- * `/changes` page may hold up to 10,000 changes.
- */
-const MAX_MUTATION_ENTITIES = 1000;
 /** Walks restarted in one step (storeId changed under it, cursor expired) before giving up. */
 const MAX_WALK_RESTARTS = 3;
 
@@ -95,12 +73,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   readonly requestTimeoutMs: number;
   /** How long one step may go on, in milliseconds (undefined: no limit). */
   readonly stepBudgetMs: number | undefined;
-  private readonly afterMutation: ChoreoIngestEntityProviderOptions['afterMutation'];
-  /** The most entities (added and removed) one mutation holds. */
-  private readonly maxMutationEntities: number;
   private readonly now: () => number;
-  /** Backstage's own check of an entity's envelope, as the catalog's connection runs it. */
-  private readonly validateEnvelope = entityEnvelopeSchemaValidator();
+  /** What hands the entities to the catalog. */
+  private readonly writer: MutationWriter;
   private connection: EntityProviderConnection | undefined;
   private running: Promise<SyncResult> | undefined;
   /** The running step's signal and deadline (steps never overlap within a process). */
@@ -116,67 +91,29 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   private readonly catalog: CatalogWatch;
 
   constructor(options: ChoreoIngestEntityProviderOptions) {
-    const key = (name: string) => (options.configPath ? `${options.configPath}.${name}` : name);
-    if (!options.baseUrl) {
-      throw new Error(`choreo-ingest: ${key('baseUrl')} is required`);
-    }
-    const urlProblem = baseUrlProblem(options.baseUrl);
-    if (urlProblem) {
-      throw new Error(`choreo-ingest: ${key('baseUrl')} ${urlProblem}`);
-    }
-    if (options.token !== undefined && !isSendableToken(options.token)) {
-      // Not shown: fetch would refuse the header in an error that quotes it.
-      throw new Error(
-        `choreo-ingest: ${key('token')} holds a line break, a NUL or a character beyond ` +
-          'Latin-1 inside it (not shown); a bearer token is one line',
-      );
-    }
-    const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_CHANGES) {
-      throw new Error(
-        `choreo-ingest: ${key('batchSize')} must be a whole number from 1 to ` +
-          `${thousands(MAX_CHANGES)} (per /changes page; an /entities page holds at most ` +
-          `${thousands(MAX_PAGE_ENTITIES)})`,
-      );
-    }
-    const ratio = options.maxRemovalRatio ?? DEFAULT_MAX_REMOVAL_RATIO;
-    if (!(ratio >= 0 && ratio <= 1)) {
-      throw new Error(`choreo-ingest: ${key('maxRemovalRatio')} must be from 0 to 1`);
-    }
-    const resyncIntervalMs = options.resyncIntervalMs ?? DEFAULT_RESYNC_INTERVAL_MS;
-    if (!(resyncIntervalMs > 0 && Number.isFinite(resyncIntervalMs))) {
-      throw new Error(`choreo-ingest: ${key('resyncInterval')} must be a duration above zero`);
-    }
-    const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!(requestTimeoutMs > 0 && Number.isFinite(requestTimeoutMs))) {
-      throw new Error(`choreo-ingest: ${key('requestTimeout')} must be a duration above zero`);
-    }
-    const mutationSize = options.maxMutationEntities;
-    if (mutationSize !== undefined && !(Number.isInteger(mutationSize) && mutationSize >= 1)) {
-      throw new Error('choreo-ingest: maxMutationEntities must be a whole number from 1');
-    }
-    if (options.stepBudgetMs !== undefined && !(options.stepBudgetMs > 0)) {
-      const budget = options.configPath ? `${key('schedule.timeout')}` : 'the step time budget';
-      throw new Error(`choreo-ingest: ${budget} must be above zero`);
-    }
+    const settings = checkedSettings(options);
     this.client = new FeedClient({
       baseUrl: options.baseUrl,
       token: options.token?.trim(),
-      timeoutMs: requestTimeoutMs,
+      timeoutMs: settings.requestTimeoutMs,
     });
     this.logger = options.logger;
     this.store = new StateStore(options.database, PROVIDER_NAME, {
       skipMigrations: options.skipMigrations,
     });
     this.baseUrl = options.baseUrl;
-    this.batchSize = batchSize;
-    this.resyncIntervalMs = resyncIntervalMs;
-    this.requestTimeoutMs = requestTimeoutMs;
+    this.batchSize = settings.batchSize;
+    this.resyncIntervalMs = settings.resyncIntervalMs;
+    this.requestTimeoutMs = settings.requestTimeoutMs;
     this.stepBudgetMs = options.stepBudgetMs;
-    this.afterMutation = options.afterMutation;
-    this.maxMutationEntities = options.maxMutationEntities ?? MAX_MUTATION_ENTITIES;
+    this.writer = new MutationWriter(
+      this.logger,
+      settings.maxMutationEntities,
+      () => this.checkAborted(),
+      options.afterMutation,
+    );
     this.now = options.now ?? Date.now;
-    this.sweeper = new Sweeper(this.store, this.logger, ratio, this.now);
+    this.sweeper = new Sweeper(this.store, this.logger, settings.maxRemovalRatio, this.now);
     this.catalog = new CatalogWatch(this.store, this.logger);
   }
 
@@ -417,9 +354,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         state = await this.restartWalk(state, (restarts += 1), why);
         continue;
       }
-      const { added, skipped } = this.acceptable(page.entities);
+      const { added, skipped } = this.writer.acceptable(page.entities, this.locationKey);
       if (added.length) {
-        await this.apply(connection, { type: 'delta', added, removed: [] });
+        await this.writer.apply(connection, { type: 'delta', added, removed: [] });
       } else {
         this.checkAborted();
       }
@@ -489,9 +426,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
         for await (const batch of this.client.entitiesBatches(refs, this.signal)) {
           this.requireStore(state, batch.storeId);
-          const { added } = this.acceptable(batch.entities);
+          const { added } = this.writer.acceptable(batch.entities, this.locationKey);
           if (added.length || removals.length) {
-            await this.apply(connection, this.delta(added, removals));
+            await this.writer.apply(connection, this.writer.delta(added, removals, this.locationKey));
           }
           applied.push(...added.map(item => refOfEntity(item.entity)));
           removed.push(...removals);
@@ -499,7 +436,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         }
       }
       if (removals.length) {
-        await this.apply(connection, this.delta([], removals));
+        await this.writer.apply(connection, this.writer.delta([], removals, this.locationKey));
         removed.push(...removals);
       } else if (!applied.length && !removed.length) {
         this.checkAborted();
@@ -523,62 +460,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   }
 
   private async remove(connection: EntityProviderConnection, refs: string[]): Promise<void> {
-    await this.apply(connection, this.delta([], refs));
-  }
-
-  private delta(
-    added: DeferredEntity[],
-    removed: string[],
-  ): EntityProviderMutation & { type: 'delta' } {
-    return {
-      type: 'delta',
-      added,
-      removed: removed.map(entityRef => ({ entityRef, locationKey: this.locationKey })),
-    };
-  }
-
-  /**
-   * The bodies as the catalog takes them (see `acceptableEntities`), one per ref as Backstage
-   * tells them apart: of two refs that differ only in case, the last body wins.
-   */
-  private acceptable(bodies: FeedEntity[]): ReturnType<typeof acceptableEntities> {
-    const { added, skipped } = acceptableEntities(
-      bodies,
-      this.locationKey,
-      this.validateEnvelope,
-      message => this.logger.warn(message),
-    );
-    return { added: uniqueEntities(added), skipped: uniqueRefs(skipped) };
-  }
-
-  private async apply(
-    connection: EntityProviderConnection,
-    mutation: EntityProviderMutation & { type: 'delta' },
-  ): Promise<void> {
-    // At most maxMutationEntities per mutation (one catalog transaction each): removals first,
-    // then upserts, each ref once. The position is written after the last: a crash between two
-    // replays the page, whose mutations the catalog takes as the same upserts and removals again.
-    const size = this.maxMutationEntities;
-    const removals = mutation.removed.length;
-    const parts: Array<EntityProviderMutation & { type: 'delta' }> = [];
-    for (let start = 0; start < removals + mutation.added.length || start === 0; start += size) {
-      const end = start + size;
-      parts.push({
-        type: 'delta',
-        removed: mutation.removed.slice(start, Math.min(end, removals)),
-        added: mutation.added.slice(Math.max(start - removals, 0), Math.max(end - removals, 0)),
-      });
-    }
-    for (const part of parts) {
-      // The page is read: only an abort throws it away, however long the read took.
-      this.checkAborted();
-      await connection.applyMutation(part);
-      await this.afterMutation?.(part);
-    }
-    // Aborted while the catalog took it (the schedule's timeout: another replica may have taken
-    // over and moved the position since): no position write. The next step replays the page,
-    // which the catalog takes as the same upserts and removals again.
-    this.checkAborted();
+    await this.writer.apply(connection, this.writer.delta([], refs, this.locationKey));
   }
 
   private requireStore(state: FeedState, storeId: string): void {
@@ -586,43 +468,4 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       throw new StoreChanged(`storeId changed (${state.storeId} -> ${storeId})`);
     }
   }
-}
-
-/** The refs, one per ref as Backstage tells them apart (case-insensitively): the last wins. */
-function uniqueRefs(refs: string[]): string[] {
-  const byKey = new Map<string, string>();
-  for (const ref of refs) {
-    const key = refKey(ref);
-    byKey.delete(key);
-    byKey.set(key, ref);
-  }
-  return [...byKey.values()];
-}
-
-/** Why `baseUrl` cannot be serve's address (not an http(s) URL, credentials in it), or undefined. */
-function baseUrlProblem(baseUrl: string): string | undefined {
-  let url: URL;
-  try {
-    url = new URL(baseUrl);
-  } catch {
-    return 'is not a URL (expected http://host:port or https://host:port)';
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    return `must be an http:// or https:// URL, not ${url.protocol}`;
-  }
-  if (url.username || url.password) {
-    // They would be in every error message and in the location key the catalog keeps.
-    return 'must not hold credentials (user:password@); set the token instead';
-  }
-  return undefined;
-}
-
-/** Whether fetch sends `token` (its ends trimmed, as serve trims its token file) in a header:
- * no NUL, CR or LF inside, and nothing beyond Latin-1. */
-function isSendableToken(token: string): boolean {
-  return !/[\0\r\n]|[^\0-\xff]/.test(token.trim());
-}
-
-function thousands(value: number): string {
-  return value.toLocaleString('en-US');
 }
