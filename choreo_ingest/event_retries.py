@@ -108,6 +108,20 @@ class EventRetries:
             self._until = kept
             self.changed = True
 
+    def waits(self, now: float, config: IncrementalConfig) -> list[dict[str, str | None]]:
+        """The objects that wait at `now`, soonest first, as `status --json` shows them: kind,
+        namespace, name (and an org-era event's project), and until when."""
+        shown: list[dict[str, str | None]] = []
+        for key, until in sorted(self._until.items(), key=lambda item: item[1]):
+            fields = json.loads(key)
+            if not events_held_at(until, now, config) or not isinstance(fields, list):
+                continue
+            kind, namespace, name, project = [*fields, None, None, None, None][:4]
+            shown.append({"kind": kind, "namespace": namespace, "name": name})
+            shown[-1].update({"project": project} if project is not None else {})
+            shown[-1]["until"] = rfc3339(until)
+        return shown
+
     def fact(self) -> str | None:
         """The fact's value (None: remove it)."""
         if not self._until:

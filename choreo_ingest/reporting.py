@@ -9,6 +9,7 @@ from typing import Any
 
 from choreo_ingest.clock import parsed_time, rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
+from choreo_ingest.event_retries import EventRetries
 from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES, ProviderMetrics
 from choreo_ingest.models import (
     EVENTS_HELD_FACT,
@@ -61,6 +62,8 @@ class ProviderStatus:
     """Pages the cycle in progress has committed (None: none in progress)."""
     last_cycle_pages: int | None = None
     """Pages of the last completed cycle: about what the one in progress will take."""
+    events_waiting_alone: list[dict[str, str | None]] = field(default_factory=list)
+    """The objects whose events wait alone, their re-reads failing (`event_retries`)."""
 
     @property
     def cycle_shown(self) -> str:
@@ -77,6 +80,7 @@ class ProviderStatus:
         withheld = self.error_withheld and record.last_error is not None
         error = ERROR_WITHHELD if withheld else shorten(record.last_error)
         facts = facts_shown(self.facts, record.cycle_id, PROBLEM_FACTS)
+        waiting = self.events_waiting_alone
         return {
             "api": None,  # in every document (a script reads it as a key), until a cycle finds it
             **facts,  # first: a fact a provider calls `state` cannot hide the state
@@ -99,6 +103,7 @@ class ProviderStatus:
                 "count": self.removals_blocked,
                 "reason": self.removals_reason,
             },
+            **({"eventsWaitingAlone": waiting} if waiting else {}),
             "healthy": not self.health_problems,
             "problems": self.health_problems,
         }
@@ -150,6 +155,7 @@ def provider_status(
         facts=facts,
         cycle_pages=cycle_pages,
         last_cycle_pages=last_cycle_pages,
+        events_waiting_alone=EventRetries.from_facts(facts).waits(now, config.incremental),
     )
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from typer.testing import CliRunner
 
+from choreo_ingest.cli.app import app
 from choreo_ingest.cli.run_flow import report_run
-from choreo_ingest.clock import rfc3339
+from choreo_ingest.clock import SystemClock, rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import (
     AuthError,
@@ -218,21 +221,52 @@ class TestOneObjectFailingAlone:
         assert after.events.applied == 1
         assert inbox(config) == [("a", 2)]
 
-    def test_status_shows_the_event_pending_and_not_its_retry_time(
+    def test_status_names_the_object_that_waits_and_until_when(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
     ) -> None:
         config, provider = world
         feed(config, clock, component_event("a", "created"), component_event("b", "created"))
         run(config, clock, provider)
+        until = rfc3339(clock.now() + config.incremental.backoff[0])
 
         assert config.state_path is not None
         with Store.open(config.state_path, readonly=True) as store:
             shown = provider_status(store, config, "fake", clock.now()).to_json()
             pending = store.inbox_counts("fake").pending
+            clock.advance(config.incremental.backoff[0])
+            after = provider_status(store, config, "fake", clock.now()).to_json()
 
         assert pending == 1
+        assert shown["eventsWaitingAlone"] == [
+            {
+                "kind": "Component",
+                "namespace": "default",
+                "name": "a",
+                "project": "p",
+                "until": until,
+            }
+        ]
         assert EVENT_RETRIES_FACT not in shown
         assert EVENTS_HELD_FACT not in shown
+        assert "eventsWaitingAlone" not in after  # its wait is over: the next drain tries it
+
+    def test_status_text_says_which_object_waits(self, tmp_path: Path) -> None:
+        """The `status` line of the events, with the state written at the real time (the
+        command reads the system clock)."""
+        config_file = tmp_path / "choreo-ingest.yaml"
+        config_file.write_text("state:\n  path: state.db\nproviders:\n  - openchoreo\n")
+        event = {"kind": "Component", "name": "cart", "namespace": "acme", "action": "created"}
+        stored_events(tmp_path / "state.db", "openchoreo", [event], SystemClock())
+        until = rfc3339(time.time() + 600)
+        with Store.open(tmp_path / "state.db") as store:
+            fact = json.dumps({event_key(event): until})
+            store.set_facts("openchoreo", {EVENT_RETRIES_FACT: fact}, time.time())
+
+        result = CliRunner().invoke(app, ["--config", str(config_file), "status"])
+
+        assert result.exit_code == 0, result.output
+        said = "openchoreo's Component acme/cart waits alone until"
+        assert f"{said} {until} (its re-reads fail)" in " ".join(result.stdout.split())
 
 
 class TestTheApiUnwell:

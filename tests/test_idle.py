@@ -64,6 +64,7 @@ ALLOWED_OWN = {
     "choreo_ingest.config_model",
     "choreo_ingest.config_values",
     "choreo_ingest.errors",
+    "choreo_ingest.event_retries",  # the objects `status` shows waiting alone (json only)
     "choreo_ingest.files",
     "choreo_ingest.idle",
     "choreo_ingest.metrics",

@@ -122,6 +122,12 @@ def show_status(report: StatusReport) -> None:
             for item in report.providers
             if (held := item.facts.get(EVENTS_HELD_FACT))
         ]
+        waiting += [
+            f"{item.record.name}'s {wait['kind']} {wait['namespace'] or ''}/{wait['name']} "
+            f"waits alone until {wait['until']} (its re-reads fail)"
+            for item in report.providers
+            for wait in item.events_waiting_alone
+        ]
         counts = f"events: {report.events.pending} pending, {report.events.parked} parked"
         render.print_text("; ".join([counts, *waiting]) if report.events.pending else counts)
 

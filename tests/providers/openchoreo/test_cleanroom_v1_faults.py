@@ -332,7 +332,8 @@ def test_one_component_answering_500_holds_back_only_its_own_event(here: Path) -
         tried = len(reads)
         assert cli("--config", config, "event", "-", stdin=created("wishlist")).exit_code == 0
         second = cli("--config", config, "run", "--json")
-        events = status(config)["events"]
+        shown = status(config)
+        events, [provider] = shown["events"], shown["providers"]
         catalog = by_ref(export(config))
 
     assert first.exit_code == 0, first.stderr
@@ -342,3 +343,5 @@ def test_one_component_answering_500_holds_back_only_its_own_event(here: Path) -
     assert len(reads) == tried  # the cart's event waits its own step: not read again
     assert {"component:acme/basket", "component:acme/wishlist"} <= set(catalog)
     assert events["pending"] == 1
+    [waiting] = provider["eventsWaitingAlone"]
+    assert (waiting["kind"], waiting["namespace"], waiting["name"]) == ("Component", "acme", "cart")
