@@ -161,6 +161,8 @@ def _json_type(value: object) -> str:
         return "a boolean"
     if isinstance(value, int | float):
         return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
     return "a string" if isinstance(value, str) else "an array"
 
 
@@ -171,6 +173,9 @@ def _shape_problem(item: object) -> str | None:
     for key in ("kind", "name", "action"):
         if not isinstance(item.get(key), str) or not item[key].strip():
             return f"event needs a non-empty {key!r}"
+    for key in ("namespace", "project"):  # what the inbox tells objects apart by, with the above
+        if item.get(key) is not None and not isinstance(item[key], str):
+            return f"event's {key!r} must be a string, not {_json_type(item[key])}"
     return None
 
 

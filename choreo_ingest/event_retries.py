@@ -89,13 +89,21 @@ class EventRetries:
         return event_key(body) in self._until
 
     def waiting(self, body: JSON, now: float, config: IncrementalConfig) -> bool:
-        """Whether event `body`'s object still waits at `now` (a clock set back does not make
-        it wait longer than the longest backoff step)."""
-        return events_held_at(self._until.get(event_key(body)), now, config)
+        """Whether event `body` still waits at `now`: a `created` or `updated` one whose object
+        waits (a clock set back does not make it wait longer than the longest backoff step). A
+        `deleted` one never waits: applied after newer events, it could undo them."""
+        until = self._until.get(event_key(body)) if proves_the_api_answers(body) else None
+        return events_held_at(until, now, config)
 
     def wait_alone(self, body: JSON, until: float) -> None:
         self._until[event_key(body)] = until
         self.changed = True
+
+    def forget(self, body: JSON) -> None:
+        """Event `body` applied or was parked: its object no longer waits, nor counts as shown
+        to fail alone (a later failure asks the API again)."""
+        if self._until.pop(event_key(body), None) is not None:
+            self.changed = True
 
     def keep_only(self, pending: Collection[str], *, all_read: bool) -> None:
         """Forget the objects no event is pending about (applied, parked, dropped): those whose

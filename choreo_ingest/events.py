@@ -266,8 +266,7 @@ def drain_inbox(
     read = store.pending_events(provider.name, PENDING_READ)
     retries = EventRetries.from_facts(facts)
     retries.keep_only({event_key(item.body) for item in read}, all_read=len(read) < PENDING_READ)
-    if retries.changed:
-        store.set_facts(provider.name, {EVENT_RETRIES_FACT: retries.fact()}, now)
+    _save_retries(store, provider.name, retries, now)
     pending = [
         item
         for item in read
@@ -315,6 +314,8 @@ def drain_inbox(
                     unwell = suspect[0], error
                     break
                 parked = _count_failure(store, provider.name, item.seq, error, stats)
+                if parked:
+                    retries.forget(item.body)
                 if not parked and may_fail_alone(error, item.body):
                     if alone:  # shown before to fail alone: it waits alone again
                         _wait_alone(store, provider.name, retries, item, config, clock)
@@ -333,9 +334,11 @@ def drain_inbox(
             stats.applied += 1
             stats.upserted += page.upserted
             stats.removed += removed
+            retries.forget(item.body)
             if suspect is not None and proves_the_api_answers(item.body):
                 _wait_alone(store, provider.name, retries, suspect[0], config, clock)
                 suspect = None
+    _save_retries(store, provider.name, retries, clock.now())
     if unwell is None and suspect is not None:  # no event after it read: taken for the API's
         unwell = suspect
     if unwell is not None:
@@ -354,6 +357,12 @@ def _api_unwell(error: Exception) -> bool:
     return isinstance(error, (TransientError, AuthError, ConfigError))
 
 
+def _save_retries(store: Store, provider: str, retries: EventRetries, now: float) -> None:
+    if retries.changed:
+        store.set_facts(provider, {EVENT_RETRIES_FACT: retries.fact()}, now)
+        retries.changed = False
+
+
 def _wait_alone(
     store: Store,
     provider: str,
@@ -367,7 +376,7 @@ def _wait_alone(
     now = clock.now()
     until = now + backoff_step(item.attempts + 1, config.incremental)
     retries.wait_alone(item.body, until)
-    store.set_facts(provider, {EVENT_RETRIES_FACT: retries.fact()}, now)
+    _save_retries(store, provider, retries, now)
     log.info(
         "event_waits_alone",
         provider=provider,

@@ -12,6 +12,8 @@ from choreo_ingest.event_input import MAX_EVENT_BYTES, MAX_EVENT_DEPTH, parse_ev
 
 from event_fakes import FIVE, CheckingFake, component_event
 
+ORG = {"kind": "Organization", "name": "a", "action": "created"}
+
 
 class TestParseEvents:
     @pytest.mark.parametrize(
@@ -54,12 +56,18 @@ class TestParseEvents:
             (None, "expected a JSON object, got null"),
             (7, "expected a JSON object, got a number"),
             (True, "expected a JSON object, got a boolean"),
+            ({**ORG, "namespace": 0}, "'namespace' must be a string, not a number"),
+            ({**ORG, "project": True}, "'project' must be a string, not a boolean"),
+            ({**ORG, "project": {"a": 1}}, "'project' must be a string, not an object"),
         ],
         ids=["no-kind", "no-action", "no-name", "blank-name", "name-not-a-string", "array-item",
-             "string-item", "null-item", "number-item", "boolean-item"],
+             "string-item", "null-item", "number-item", "boolean-item", "namespace-a-number",
+             "project-a-boolean", "project-an-object"],
     )  # fmt: skip
     def test_rejects_an_event_without_kind_name_or_action(self, event: Any, problem: str) -> None:
-        """What any provider needs; what the kinds and names mean is the provider's to check."""
+        """What any provider needs; what the kinds and names mean is the provider's to check.
+        A namespace or project that is not a string would be told apart from its string by
+        the inbox's SQL on one store and not on the other (`1` and `"1"` on PostgreSQL)."""
         parsed = parse_events(json.dumps([event]))
 
         assert parsed.valid == []

@@ -221,6 +221,46 @@ class TestOneObjectFailingAlone:
         assert after.events.applied == 1
         assert inbox(config) == [("a", 2)]
 
+    def test_a_deleted_event_about_a_waiting_object_applies_at_once(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """A removal never waits behind newer events (it could undo them), and once applied
+        its object no longer counts as failing alone."""
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        provider.failures = {}
+        clock.advance(1)
+        feed(config, clock, component_event("a", "deleted"), component_event("c", "created"))
+
+        result = run(config, clock, provider)
+
+        assert result.events.applied == 2
+        assert "a" not in catalog_names(config)
+        assert inbox(config) == []
+        assert EVENT_RETRIES_FACT not in facts(config)
+
+    def test_once_it_applies_a_later_failure_asks_the_api_again(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        """Mended, `a` applied: an outage met by its next event alone is the API's again, not
+        a failure of its own (every event waits, exit 3)."""
+        config, provider = world
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        run(config, clock, provider)
+        provider.failures = {}
+        clock.advance(config.incremental.backoff[0])
+        mended = run(config, clock, provider)
+        provider.failures = {"a": [BROKEN]}
+        feed(config, clock, component_event("a", "created"))
+
+        outage = run(config, clock, provider)
+
+        assert mended.events.applied == 1
+        assert EVENT_RETRIES_FACT not in facts(config)
+        assert [held.provider for held in outage.events.held] == ["fake"]
+        assert outage.outcome is RunOutcome.FAILED
+
     def test_status_names_the_object_that_waits_and_until_when(
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
     ) -> None:
