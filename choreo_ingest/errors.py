@@ -260,6 +260,12 @@ class CredentialsMissing(AuthError):
     unset): a setting to mend, as `check` says, not trouble of the API's."""
 
 
+class TokenRefused(AuthError):
+    """The API answered 401 to the token the config gives as it is (`openchoreo.auth.token`, a
+    `tokenFile`'s content), sent again once: only another token there mends it (an expired or
+    revoked one, say), so a setting to mend, as `check` says, not upstream trouble."""
+
+
 class NotFoundError(PermanentError):
     """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
 
@@ -288,4 +294,4 @@ def needs_mending(error: BaseException) -> bool:
     exits 2, as `check` does, not 3."""
     if isinstance(error, PermanentError) and error.code == TOO_LARGE and error.config_key:
         return True
-    return isinstance(error, ConfigError | GrantRefused | CredentialsMissing)
+    return isinstance(error, ConfigError | GrantRefused | CredentialsMissing | TokenRefused)

@@ -75,14 +75,14 @@ class TestFailedRun:
         assert CONFIGURED_TOKEN not in done.stderr + console.stderr
 
     @pytest.mark.parametrize("flags", [[], ["--log-json"]], ids=["off-a-terminal", "log-json"])
-    def test_an_upstream_failure_is_one_json_record_at_level_error(
+    def test_a_failed_burst_is_one_json_record_at_level_error(
         self, tmp_path: Path, server_url: str, flags: list[str]
     ) -> None:
         config = write_config(tmp_path / "config.yaml", server_url, token=CONFIGURED_TOKEN)
 
         done = run_cli(*flags, "run", "--config", config, cwd=tmp_path)
 
-        assert (done.returncode, done.stdout) == (3, ""), done.stderr
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr  # a token to mend
         [error] = records(done.stderr)  # said once: the failed burst is logged at info
         assert (error["event"], error["level"], error["logger"]) == (
             "error",
@@ -94,28 +94,28 @@ class TestFailedRun:
         assert CONFIGURED_TOKEN not in done.stderr
         assert SERVER_TOKEN not in done.stderr
 
-    def test_with_json_an_upstream_failure_is_in_the_document_alone(
+    def test_with_json_a_failed_burst_is_in_the_document_alone(
         self, tmp_path: Path, server_url: str
     ) -> None:
         config = write_config(tmp_path / "config.yaml", server_url, token=CONFIGURED_TOKEN)
 
         done = run_cli("run", "--json", "--config", config, cwd=tmp_path)
 
-        assert done.returncode == 3, done.stderr
+        assert done.returncode == 2, done.stderr
         document = json.loads(done.stdout)
-        assert (document["outcome"], document["exitCode"]) == ("failed", 3)
+        assert (document["outcome"], document["exitCode"]) == ("failed", 2)
         assert "check openchoreo.token" in document["providers"][0]["error"]
         assert done.stderr == ""
         assert CONFIGURED_TOKEN not in done.stdout
 
-    def test_with_log_console_an_upstream_failure_is_the_plain_line(
+    def test_with_log_console_a_failed_burst_is_the_plain_line(
         self, tmp_path: Path, server_url: str
     ) -> None:
         config = write_config(tmp_path / "config.yaml", server_url, token=CONFIGURED_TOKEN)
 
         done = run_cli("--log-console", "run", "--config", config, cwd=tmp_path)
 
-        assert done.returncode == 3, done.stderr
+        assert done.returncode == 2, done.stderr
         [line] = [line for line in done.stderr.splitlines() if "choreo-ingest: " in line]
         assert line.startswith("choreo-ingest: error: openchoreo: ")
         assert "check openchoreo.token" in line

@@ -31,6 +31,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     ServerStalled,
+    TokenRefused,
     TransientError,
 )
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, SETTLE_SECONDS, drain_inbox, stored_events
@@ -83,6 +84,10 @@ class EmptyListing:
 SECRET_GONE = ConfigError(
     "cannot read it: [Errno 2] No such file or directory",
     path="openchoreo.auth.oauth.clientSecretFile",
+)
+TOKEN_REFUSED = TokenRefused(
+    "GET /namespaces/default/components/a: HTTP 401 INVALID_TOKEN: expired; check openchoreo.token",
+    status=401,
 )
 REFUSED = GrantRefused(
     "POST https://idp.test/token: HTTP 401 invalid_client; check "
@@ -897,6 +902,7 @@ class TestDrain:
             (TransientError("GET /a: 503 INTERNAL_ERROR"), REFUSED, 3),
             (SECRET_GONE, None, 2),
             (REFUSED, TransientError("GET /namespaces: 503 INTERNAL_ERROR"), 3),
+            (TOKEN_REFUSED, None, 2),
         ],
         ids=[
             "outage",
@@ -905,6 +911,7 @@ class TestDrain:
             "outage-and-grant-refused",
             "secret-file-gone",
             "grant-refused-and-outage",
+            "configured-token-refused",
         ],
     )
     def test_a_drain_held_by_a_setting_to_mend_exits_2_as_a_burst_that_met_it(
@@ -929,7 +936,7 @@ class TestDrain:
         result = run(config, clock, provider)
 
         [held] = result.events.held
-        assert held.mendable is (drain_error in (REFUSED, SECRET_GONE))
+        assert held.mendable is (drain_error in (REFUSED, SECRET_GONE, TOKEN_REFUSED))
         assert inbox(config) == [("a", 1), ("b", 0)]  # the event after it was not charged
         assert report_run(result, json_output=False) == code
         capsys.readouterr()

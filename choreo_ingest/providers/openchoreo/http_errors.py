@@ -35,6 +35,7 @@ from choreo_ingest.errors import (
     ProviderError,
     RetryAfter,
     ServerStalled,
+    TokenRefused,
     TokenUnavailable,
     TransientError,
 )
@@ -211,9 +212,12 @@ class ErrorTranslator:
                 advice = _unauthorized_advice(self._credentials.config_key, code)
             else:
                 advice = PUBLIC_UNAUTHORIZED_ADVICE
-            # Without any configured, a setting to mend (exit 2), as a refused grant is.
-            unset = credentials_sent and not self._credentials.config_key
-            kind = CredentialsMissing if unset else AuthError
+            # Without any configured, or with a token given as it is, a setting to mend (exit
+            # 2), as a refused grant is; a token just issued (OAuth2) may be the API's trouble.
+            key = self._credentials.config_key
+            unset = credentials_sent and not key
+            given = credentials_sent and bool(key) and not key.startswith(f"{OAUTH_KEY}.")
+            kind = CredentialsMissing if unset else TokenRefused if given else AuthError
             return self.error(kind, method, path, status, code, f"{message}; {advice}")
         if status == 403:
             return self.error(

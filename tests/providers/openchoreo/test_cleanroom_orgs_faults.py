@@ -197,15 +197,15 @@ def test_cursor_handed_back_unchanged_fails_instead_of_looping(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(
-    ("answer", "code"),
+    ("answer", "code", "exit_expected"),
     [
-        (None, "INVALID_TOKEN"),
-        (error(403, "FORBIDDEN", "not allowed to list organizations"), "FORBIDDEN"),
+        (None, "INVALID_TOKEN", 2),  # the configured token: a setting to mend
+        (error(403, "FORBIDDEN", "not allowed to list organizations"), "FORBIDDEN", 3),
     ],
     ids=["401-bad-token", "403-forbidden"],
 )
 def test_refused_credentials_fail_the_burst_without_retries(
-    tmp_path: Path, answer: Answer | None, code: str
+    tmp_path: Path, answer: Answer | None, code: str, exit_expected: int
 ) -> None:
     world = build_world(41, SMALL)
     with Server(world) as server:
@@ -215,7 +215,7 @@ def test_refused_credentials_fail_the_burst_without_retries(
         else:
             config = write_config(tmp_path, server, token="eyJ.wrong.token")
         exit_code, document = run(config)
-        assert exit_code == 3, document
+        assert exit_code == exit_expected, document
         message = provider_of(document)["error"]
         assert code in message, message
         if code == "INVALID_TOKEN":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from choreo_ingest.errors import (
     CredentialsMissing,
     DeadlineExceeded,
     PermanentError,
+    TokenRefused,
     needs_mending,
 )
 from choreo_ingest.providers.openchoreo import client as client_module
@@ -114,11 +116,36 @@ def test_a_401_to_a_static_token_is_advised_by_its_code(code: str, advice: str) 
     platform = Platform(refused(code))
     config = OpenChoreoConfig(base_url=BASE, token=STATIC_TOKEN)
 
-    with platform.client(config) as client, pytest.raises(AuthError) as caught:
+    with platform.client(config) as client, pytest.raises(TokenRefused) as caught:
         client.get_json("/namespaces")
 
     assert str(caught.value) == f"GET /namespaces: HTTP 401 {code}: refused; {advice}"
     assert len(platform.api_requests) == 1  # a static token is not sent again
+    assert needs_mending(caught.value)  # only another token mends it: exit 2
+
+
+def test_a_401_to_a_token_files_token_is_a_setting_to_mend(tmp_path: Path) -> None:
+    platform = Platform(refused("INVALID_TOKEN"))
+    token_file = tmp_path / "token"
+    token_file.write_text(STATIC_TOKEN + "\n")
+    config = OpenChoreoConfig(base_url=BASE, auth=AuthConfig(token_file=token_file))
+
+    with platform.client(config) as client, pytest.raises(TokenRefused) as caught:
+        client.get_json("/namespaces")
+
+    assert str(caught.value).endswith("; check openchoreo.auth.tokenFile")
+    assert needs_mending(caught.value)
+
+
+def test_a_401_to_a_token_just_issued_is_not_a_setting_to_mend() -> None:
+    """The identity provider's token refused: the API's trust of it (or a passing fault of
+    its signing keys), not a setting of ours alone: exit 3, as upstream trouble."""
+    platform = Platform(refused("INVALID_TOKEN"))
+
+    with platform.client(oauth_config()) as client, pytest.raises(AuthError) as caught:
+        client.get_json("/namespaces")
+
+    assert not needs_mending(caught.value)
 
 
 def test_a_missing_token_401_without_credentials_asks_for_them() -> None:
