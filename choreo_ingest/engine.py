@@ -84,7 +84,8 @@ class ProviderOutcome:
     """The provider failed on a bug of its own (not a ProviderError): not upstream trouble."""
     misconfigured: bool = False
     """The burst failed on a setting to mend (a ConfigError: a secret file gone, a proxy that
-    cannot be used; a token grant refused: a wrong client secret): not upstream trouble either."""
+    cannot be used; a token grant refused: a wrong client secret; the configured token refused):
+    not upstream trouble either."""
 
 
 @dataclass

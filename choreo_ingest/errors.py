@@ -19,7 +19,8 @@
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
         │   │   ├── GrantRefused    the token grant refused (`run`: 2, a setting to mend)
-        │   │   └── CredentialsMissing  a 401 to a client given none (`run`: 2, too)
+        │   │   ├── CredentialsMissing  a 401 to a client given none (`run`: 2, too)
+        │   │   └── TokenRefused    a 401 to the token the config gives (`run`: 2, too)
         │   ├── NotFoundError       404: the resource is gone (deleted while being walked)
         │   └── UnsupportedEvent    no API the server speaks has what an event names
         └── CursorExpired           a listing's cursor is gone; restart that listing
@@ -261,9 +262,10 @@ class CredentialsMissing(AuthError):
 
 
 class TokenRefused(AuthError):
-    """The API answered 401 to the token the config gives as it is (`openchoreo.auth.token`, a
-    `tokenFile`'s content), sent again once: only another token there mends it (an expired or
-    revoked one, say), so a setting to mend, as `check` says, not upstream trouble."""
+    """The API answered 401 (INVALID_TOKEN, INVALID_CLAIMS) to the token the config gives as it
+    is (`openchoreo.auth.token`, a `tokenFile`'s content): an expired, revoked or wrong token as
+    a rule, which another token there mends, so a setting to mend, as `check` says, rather than
+    upstream trouble. Not MISSING_TOKEN: a proxy took the header off, which no token mends."""
 
 
 class NotFoundError(PermanentError):

@@ -56,6 +56,19 @@ def event_key(body: JSON) -> str:
     return json.dumps([body.get("kind"), namespace, body.get("name"), body.get("project")])
 
 
+def _fields(key: str) -> tuple[str | None, str | None, str | None, str | None] | None:
+    """The kind, namespace, name and project an `event_key` holds; None for other text."""
+    try:
+        fields = json.loads(key)
+    except ValueError:
+        return None
+    if not isinstance(fields, list) or len(fields) != 4:
+        return None
+    if not all(field is None or isinstance(field, str) for field in fields):
+        return None
+    return fields[0], fields[1], fields[2], fields[3]
+
+
 class EventRetries:
     """When the objects whose events failed alone may be tried again (`eventRetries`:
     `{"<event_key>": time}`)."""
@@ -75,7 +88,7 @@ class EventRetries:
         until: dict[str, float] = {}
         for key, text in stored.items() if isinstance(stored, dict) else ():
             moment = parsed_time(text) if isinstance(text, str) else None
-            if moment is not None:
+            if moment is not None and _fields(key) is not None:
                 until[key] = moment
         retries = cls(until)
         retries.changed = stored_text is not None and (
@@ -121,10 +134,10 @@ class EventRetries:
         namespace, name (and an org-era event's project), and until when."""
         shown: list[dict[str, str | None]] = []
         for key, until in sorted(self._until.items(), key=lambda item: item[1]):
-            fields = json.loads(key)
-            if not events_held_at(until, now, config) or not isinstance(fields, list):
+            fields = _fields(key)
+            if fields is None or not events_held_at(until, now, config):
                 continue
-            kind, namespace, name, project = [*fields, None, None, None, None][:4]
+            kind, namespace, name, project = fields
             shown.append({"kind": kind, "namespace": namespace, "name": name})
             shown[-1].update({"project": project} if project is not None else {})
             shown[-1]["until"] = rfc3339(until)
@@ -135,3 +148,8 @@ class EventRetries:
         if not self._until:
             return None
         return json.dumps({key: rfc3339(until) for key, until in sorted(self._until.items())})
+
+
+def object_path(wait: Mapping[str, str | None]) -> str:
+    """Where an object `waits` shows is: `namespace/name`, `org/project/name` in the org era."""
+    return "/".join(part for part in (wait["namespace"], wait.get("project"), wait["name"]) if part)

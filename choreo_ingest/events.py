@@ -126,8 +126,8 @@ class InboxHeld:
     until: float
     error: str
     mendable: bool = False
-    """Held by a setting to mend (the identity provider refused the token grant): a `run` says
-    exit 2, as for a burst that met it, not 3."""
+    """Held by a setting to mend (the identity provider refused the token grant, the API the
+    configured token): a `run` says exit 2, as for a burst that met it, not 3."""
 
 
 @dataclass
@@ -298,6 +298,8 @@ def drain_inbox(
                 if deadline is None and number == 0 and not cancelled():
                     failed = _too_long(error, config)
                     parked = _count_failure(store, provider.name, item.seq, failed, stats)
+                    if parked:
+                        retries.forget(item.body)
                     # The way to the API (no connection; an error answer before the timeout),
                     # not this event: all of them wait.
                     if not parked and (isinstance(error, ServerStalled) or error.status):

@@ -63,7 +63,8 @@ class ProviderStatus:
     last_cycle_pages: int | None = None
     """Pages of the last completed cycle: about what the one in progress will take."""
     events_waiting_alone: list[dict[str, str | None]] = field(default_factory=list)
-    """The objects whose events wait alone, their re-reads failing (`event_retries`)."""
+    """The objects whose events wait alone, their re-reads failing (`event_retries`); withheld
+    with the error, but for until when."""
 
     @property
     def cycle_shown(self) -> str:
@@ -81,6 +82,8 @@ class ProviderStatus:
         error = ERROR_WITHHELD if withheld else shorten(record.last_error)
         facts = facts_shown(self.facts, record.cycle_id, PROBLEM_FACTS)
         waiting = self.events_waiting_alone
+        if self.error_withheld:  # the objects' names are catalog content, as the error's text
+            waiting = [{"until": wait["until"]} for wait in waiting]
         return {
             "api": None,  # in every document (a script reads it as a key), until a cycle finds it
             **facts,  # first: a fact a provider calls `state` cannot hide the state

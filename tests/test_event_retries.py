@@ -26,7 +26,7 @@ from choreo_ingest.errors import (
     TokenUnavailable,
     TransientError,
 )
-from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone
+from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone, object_path
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome
@@ -157,6 +157,23 @@ class TestOneObjectFailingAlone:
         assert config.state_path is not None
         with Store.open(config.state_path, readonly=True) as store:
             assert store.inbox_counts("fake").parked == 1
+        assert EVENT_RETRIES_FACT not in facts(config)
+
+    def test_parked_for_running_out_of_a_whole_burst_it_is_forgotten(
+        self, world: tuple[Config, EventFakeProvider], clock: FakeClock
+    ) -> None:
+        config, provider = world
+        too_long = DeadlineExceeded("GET /namespaces/default/components/a: out of time")
+        provider.failures = {"a": [BROKEN] * (MAX_EVENT_ATTEMPTS - 1) + [too_long]}
+        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+        for _ in range(MAX_EVENT_ATTEMPTS - 1):
+            run(config, clock, provider)
+            clock.advance(max(config.incremental.backoff))
+        assert EVENT_RETRIES_FACT in facts(config)
+
+        last = run(config, clock, provider)
+
+        assert last.events.parked == 1
         assert EVENT_RETRIES_FACT not in facts(config)
 
     def test_a_newer_event_about_it_takes_over_its_wait_and_attempts(
@@ -508,7 +525,16 @@ class TestTheFact:
         assert event_key(other_project) != event_key(component_event("a"))
 
     @pytest.mark.parametrize(
-        "text", ["{not json", "[1, 2]", '{"x": 5}', '{"x": "not a time"}'], ids=str
+        "text",
+        [
+            "{not json",
+            "[1, 2]",
+            '{"x": 5}',
+            '{"x": "not a time"}',
+            '{"Component/acme/cart": "2027-01-15T08:00:00Z"}',
+            '{"[1, 2, 3, 4]": "2027-01-15T08:00:00Z"}',
+        ],
+        ids=str,
     )
     def test_a_damaged_fact_is_no_retries_and_is_rewritten(self, text: str) -> None:
         retries = EventRetries.from_facts({EVENT_RETRIES_FACT: text})
@@ -525,3 +551,20 @@ class TestTheFact:
         assert not retries.waiting(a, 1_000.0, config)  # 9,000 s ahead: a clock set back
         assert not retries.waiting(a, 10_000.0, config)
         assert not retries.waiting(component_event("b"), 9_950.0, config)
+
+    @pytest.mark.parametrize(
+        ("body", "path"),
+        [
+            ({"kind": "Component", "namespace": "acme", "name": "cart"}, "acme/cart"),
+            ({"kind": "Component", "namespace": "acme", "project": "shop", "name": "cart"},
+             "acme/shop/cart"),
+            ({"kind": "Namespace", "namespace": "", "name": "acme"}, "acme"),
+        ],
+        ids=["v1", "org-era", "namespace"],
+    )  # fmt: skip
+    def test_status_says_where_the_object_is(self, body: dict[str, str], path: str) -> None:
+        retries = EventRetries({event_key(body): 1_000.0})
+
+        [wait] = retries.waits(990.0, IncrementalConfig())
+
+        assert object_path(wait) == path

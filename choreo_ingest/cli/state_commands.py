@@ -28,6 +28,7 @@ from choreo_ingest.cli.session import Session
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
+from choreo_ingest.event_retries import object_path
 from choreo_ingest.invocation import (
     MigrationReport,
     approval_json,
@@ -123,8 +124,8 @@ def show_status(report: StatusReport) -> None:
             if (held := item.facts.get(EVENTS_HELD_FACT))
         ]
         waiting += [
-            f"{item.record.name}'s {wait['kind']} {wait['namespace'] or ''}/{wait['name']} "
-            f"waits alone until {wait['until']} (its re-reads fail)"
+            f"{item.record.name}'s {wait['kind']} {object_path(wait)} waits alone until "
+            f"{wait['until']} (its re-reads fail)"
             for item in report.providers
             for wait in item.events_waiting_alone
         ]

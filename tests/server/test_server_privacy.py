@@ -11,13 +11,17 @@ declared `application/json`, which a page can post to another origin only after 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
+from choreo_ingest.event_retries import event_key
+from choreo_ingest.models import EVENT_RETRIES_FACT
 from choreo_ingest.reporting import ERROR_WITHHELD
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
@@ -56,6 +60,8 @@ LAST_ERROR = (
     "HTTP 500 INTERNAL_ERROR: Internal server error"
 )
 """A provider's last error as a burst stores it: it names an org, a project and a component."""
+WAITING = {"kind": "Component", "name": "refund-worker", "namespace": "acme", "action": "updated"}
+"""An event whose object fails alone: `status` names it, with the token."""
 
 
 @pytest.fixture
@@ -79,10 +85,13 @@ def blocked(ingested: Path) -> Path:
 
 @pytest.fixture
 def failing(ingested: Path, clock: FakeClock) -> Path:
-    """The state after a burst failed on a component's read: its last error names the path."""
+    """The state after a burst failed on a component's read: its last error names the path;
+    and an event's re-read of that component failed alone: it waits (`eventsWaitingAlone`)."""
     with Store.open(ingested) as store:
         record = store.load_provider(PROVIDER)
         store.save_provider(replace(record, attempts=1, last_error=LAST_ERROR), clock.now())
+        waits = json.dumps({event_key(WAITING): rfc3339(clock.now() + 60)})
+        store.set_facts(PROVIDER, {EVENT_RETRIES_FACT: waits}, clock.now())
     return ingested
 
 
@@ -217,7 +226,13 @@ class TestLastErrorTextNeedsTheToken:
         assert "refund-worker" not in without.text
         assert last_errors(without.json()) == [ERROR_WITHHELD]
         assert last_errors(with_token) == last_errors(open_to_all) == [LAST_ERROR]
-        withheld = {**with_token["providers"][0], "lastError": ERROR_WITHHELD}
+        [waiting] = with_token["providers"][0]["eventsWaitingAlone"]
+        assert waiting["name"] == "refund-worker"
+        withheld = {
+            **with_token["providers"][0],
+            "lastError": ERROR_WITHHELD,
+            "eventsWaitingAlone": [{"until": waiting["until"]}],
+        }
         assert without.json() == {**with_token, "providers": [withheld]}
 
     def test_no_open_reading_route_shows_the_last_errors_text_without_the_token(

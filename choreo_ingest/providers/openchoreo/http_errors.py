@@ -213,10 +213,12 @@ class ErrorTranslator:
             else:
                 advice = PUBLIC_UNAUTHORIZED_ADVICE
             # Without any configured, or with a token given as it is, a setting to mend (exit
-            # 2), as a refused grant is; a token just issued (OAuth2) may be the API's trouble.
+            # 2), as a refused grant is; a token just issued (OAuth2) may be the API's trouble,
+            # and a header taken off on the way (MISSING_TOKEN) a proxy's.
             key = self._credentials.config_key
             unset = credentials_sent and not key
             given = credentials_sent and bool(key) and not key.startswith(f"{OAUTH_KEY}.")
+            given = given and code != "MISSING_TOKEN"
             kind = CredentialsMissing if unset else TokenRefused if given else AuthError
             return self.error(kind, method, path, status, code, f"{message}; {advice}")
         if status == 403:
