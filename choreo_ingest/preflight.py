@@ -23,6 +23,7 @@ from choreo_ingest.config import (
     secret_files,
     serve_secret,
 )
+from choreo_ingest.disk_space import space_check, state_room_wanted
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.files import not_a_regular_file
 from choreo_ingest.logs import scrub_secrets
@@ -44,7 +45,9 @@ def run_checks(
     """Every check, in order. `state_key`: the name of the state store's check, where it came
     from (`--db`, `$CHOREO_INGEST_DB`: `config.state_origin`); else its kind's config key,
     `state.url` or `state.path`."""
-    checks = [Check("config", True, str(config.source or "no config file: defaults"))]
+    checks: list[Check | None] = [
+        Check("config", True, str(config.source or "no config file: defaults"))
+    ]
     checks += [Check("config", True, warning, warning=True) for warning in config.warnings]
     for name in config.providers:
         try:
@@ -62,11 +65,16 @@ def run_checks(
     if state_key is None:
         state_key = "state.url" if isinstance(location, PostgresLocation) else "state.path"
     checks.append(_state_check(location, state_key))
+    if isinstance(location, SqliteLocation):
+        wanted = state_room_wanted(location.real_path)
+        checks.append(space_check(state_key, location.real_path, wanted=wanted, state_store=True))
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
+        checks.append(space_check("metrics.textfile", config.metrics_textfile, wanted=0))
     if config.catalog_directory is not None:
         checks.append(_creatable("catalog.directory", config.catalog_directory))
-    return checks
+        checks.append(space_check("catalog.directory", config.catalog_directory))
+    return [check for check in checks if check is not None]
 
 
 def _secret_file_checks(config: Config) -> list[Check]:

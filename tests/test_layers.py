@@ -30,6 +30,7 @@ LAYERS = {
     "events": 3,
     "event_backlog": 3,
     "event_retries": 3,
+    "disk_space": 3,
     "event_input": 3,
     "mirror": 3,
     "mirror_marker": 3,

@@ -1,0 +1,84 @@
+"""Room on the file systems a run writes to, as `check` judges it: a full disk fails every run
+(SQLite's "database or disk is full", a textfile or a mirror file not written), which is what a
+preflight is for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from choreo_ingest.models import Check
+
+MIB = 1024 * 1024
+TOO_LITTLE = 1 * MIB
+"""Less room than this fails the check: no run writes there."""
+ROOM_WANTED = 64 * MIB
+"""Less than this, or than the state file's own size (its write-ahead log and a cycle's new rows
+can take as much again), is a warning."""
+
+
+class Room(NamedTuple):
+    free_bytes: int
+    """What a user who is not root may still write (`f_bavail`)."""
+    free_inodes: int | None
+    """Files that may still be made; None where the file system does not count them."""
+
+
+RoomReader = Callable[[Path], Room]
+
+
+def room_at(directory: Path) -> Room:
+    found = os.statvfs(directory)
+    inodes = found.f_favail if found.f_files else None  # 0 files: not counted (btrfs, NFS)
+    return Room(found.f_bavail * found.f_frsize, inodes)
+
+
+def space_check(
+    key: str,
+    place: Path,
+    *,
+    wanted: int = ROOM_WANTED,
+    state_store: bool = False,
+    room: RoomReader | None = None,
+) -> Check | None:
+    """A failure when the file system of `place` (a file, or a directory, that may not exist
+    yet: its nearest existing directory counts) has no room left, a warning when it has less
+    than `wanted`; None when it has room, or cannot be looked at (the path checks say why).
+    `state_store`: `place` is the state file (a failure is a state store error, exit 4)."""
+    directory = place if place.is_dir() else place.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    try:
+        found = (room or room_at)(directory)
+    except OSError:
+        return None
+    if found.free_inodes == 0:
+        detail = f"{place}: no file can be made on its file system (no inodes left)"
+        return Check(key, False, detail, state_store=state_store)
+    if found.free_bytes < TOO_LITTLE:
+        detail = f"{place}: its file system is full ({_size(found.free_bytes)} free)"
+        return Check(key, False, detail, state_store=state_store)
+    if found.free_bytes < wanted:
+        detail = (
+            f"{place}: {_size(found.free_bytes)} free on its file system, less than "
+            f"{_size(wanted)}: a run's writes may fail when it is full"
+        )
+        return Check(key, True, detail, warning=True)
+    return None
+
+
+def state_room_wanted(state_file: Path) -> int:
+    """The room a state file wants: ROOM_WANTED, or its own size when larger."""
+    try:
+        size = state_file.stat().st_size
+    except OSError:
+        size = 0
+    return max(ROOM_WANTED, size)
+
+
+def _size(count: int) -> str:
+    if count >= MIB:
+        return f"{count / MIB:,.0f} MiB"
+    return f"{count:,} bytes"

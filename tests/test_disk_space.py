@@ -1,0 +1,121 @@
+"""`check` on a full or nearly full file system (`disk_space`): the room is read through a fake
+(a test cannot fill the disk it runs on), and through `os.statvfs` once, for real."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from choreo_ingest import disk_space
+from choreo_ingest.config import Config
+from choreo_ingest.disk_space import MIB, ROOM_WANTED, Room, room_at, space_check, state_room_wanted
+from choreo_ingest.models import Check
+from choreo_ingest.preflight import run_checks
+
+from fakes import FakeClock
+
+PLENTY = Room(free_bytes=10_000 * MIB, free_inodes=1_000_000)
+
+
+def with_room(found: Room) -> tuple[list[Path], disk_space.RoomReader]:
+    asked: list[Path] = []
+
+    def room(directory: Path) -> Room:
+        asked.append(directory)
+        return found
+
+    return asked, room
+
+
+@pytest.mark.parametrize(
+    ("found", "ok", "warning", "said"),
+    [
+        (Room(512 * 1024, 900), False, False, "its file system is full (524,288 bytes free)"),
+        (Room(0, None), False, False, "its file system is full (0 bytes free)"),
+        (Room(500 * MIB, 0), False, False, "no file can be made on its file system"),
+        (Room(20 * MIB, 900), True, True, "20 MiB free on its file system, less than 64 MiB"),
+    ],
+    ids=["under-a-mebibyte", "nothing", "no-inodes", "under-what-it-wants"],
+)
+def test_too_little_room_fails_or_warns_naming_the_path(
+    tmp_path: Path, found: Room, ok: bool, warning: bool, said: str
+) -> None:
+    _, room = with_room(found)
+
+    check = space_check("catalog.directory", tmp_path / "catalog", room=room)
+
+    assert check is not None
+    assert (check.name, check.ok, check.warning) == ("catalog.directory", ok, warning)
+    assert check.detail.startswith(f"{tmp_path / 'catalog'}: {said}")
+
+
+def test_room_enough_says_nothing(tmp_path: Path) -> None:
+    _, room = with_room(PLENTY)
+
+    assert space_check("catalog.directory", tmp_path, room=room) is None
+
+
+def test_a_path_not_made_yet_is_judged_by_its_nearest_directory(tmp_path: Path) -> None:
+    asked, room = with_room(PLENTY)
+
+    space_check("catalog.directory", tmp_path / "a" / "b" / "catalog", room=room)
+
+    assert asked == [tmp_path]
+
+
+def test_a_file_system_that_cannot_be_looked_at_is_left_to_the_path_checks(
+    tmp_path: Path,
+) -> None:
+    def room(directory: Path) -> Room:
+        raise PermissionError(13, "Permission denied")
+
+    assert space_check("metrics.textfile", tmp_path / "m.prom", room=room) is None
+
+
+def test_a_large_state_file_wants_its_own_size_again(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    with state.open("wb") as file:
+        file.truncate(300 * MIB)  # sparse: no room taken
+
+    assert state_room_wanted(state) == 300 * MIB
+    assert state_room_wanted(tmp_path / "none.db") == ROOM_WANTED
+
+
+def test_the_room_of_a_real_file_system_is_read(tmp_path: Path) -> None:
+    found = room_at(tmp_path)
+
+    assert found.free_bytes > 0
+    assert found.free_inodes is None or found.free_inodes > 0
+
+
+def test_check_fails_a_full_state_file_system_as_a_state_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `run` would meet it: SQLite's "database or disk is full" is exit 4. The metrics
+    textfile on the same full disk fails too; a warning of too little room comes only below
+    what a state wants."""
+    monkeypatch.setattr(disk_space, "room_at", lambda directory: Room(4096, 10))
+    config = Config(providers=(), metrics_textfile=tmp_path / "metrics.prom")
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    failed = [check for check in found if not check.ok]
+    assert [(check.name, check.state_store) for check in failed] == [
+        ("state.path", True),
+        ("metrics.textfile", False),
+    ]
+    assert all("its file system is full (4,096 bytes free)" in check.detail for check in failed)
+
+
+def test_check_warns_of_a_nearly_full_state_file_system(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(disk_space, "room_at", lambda directory: Room(30 * MIB, 10))
+    config = Config(providers=(), metrics_textfile=tmp_path / "metrics.prom")
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    warned: list[Check] = [check for check in found if check.warning]
+    assert [(check.name, check.ok) for check in warned] == [("state.path", True)]
+    assert "30 MiB free on its file system" in warned[0].detail
