@@ -75,6 +75,13 @@ def handled(provider: EventFakeProvider) -> list[str]:
     return names
 
 
+def a_failed_alone(config: Config, clock: FakeClock, provider: EventFakeProvider) -> None:
+    """`a`'s event fails, `b`'s after it reads fine: `a` waits alone."""
+    feed(config, clock, component_event("a", "created"), component_event("b", "created"))
+    result = run(config, clock, provider)
+    assert (result.events.applied, result.events.held) == (1, [])
+
+
 @pytest.fixture
 def world(tmp_path: Path, clock: FakeClock) -> tuple[Config, EventFakeProvider]:
     """A first cycle done; `a` to `d` exist, and every re-read of `a` answers 500."""
@@ -110,8 +117,7 @@ class TestOneObjectFailingAlone:
         """`serve` drains every second: each new event applies at the next drain, and `a` is
         not tried again before its step."""
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         handled(provider)
 
         for name in "cd":
@@ -128,8 +134,7 @@ class TestOneObjectFailingAlone:
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
     ) -> None:
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         clock.advance(config.incremental.backoff[0])
 
         again = run(config, clock, provider)
@@ -182,8 +187,7 @@ class TestOneObjectFailingAlone:
         """The object, not its event, waits: a change does not buy it a re-read before its
         step, as it did not buy it attempts of its own."""
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         handled(provider)
         provider.failures = {}  # mended by the change the next event reports
         clock.advance(1)
@@ -204,8 +208,7 @@ class TestOneObjectFailingAlone:
         """`a` answers 500 and changes every 3 s while other objects change beside it (the
         review's repro: each change re-read it at once and parked it within 15 s)."""
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         handled(provider)
 
         for second in range(3, 121, 3):
@@ -223,8 +226,7 @@ class TestOneObjectFailingAlone:
     ) -> None:
         """With nothing else pending, its failure is still its own: no hold of every event."""
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         clock.advance(config.incremental.backoff[0])
         feed(config, clock, component_event("a", "created"))
 
@@ -244,8 +246,7 @@ class TestOneObjectFailingAlone:
         """A removal never waits behind newer events (it could undo them), and once applied
         its object no longer counts as failing alone."""
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         provider.failures = {}
         clock.advance(1)
         feed(config, clock, component_event("a", "deleted"), component_event("c", "created"))
@@ -263,8 +264,7 @@ class TestOneObjectFailingAlone:
         """Mended, `a` applied: an outage met by its next event alone is the API's again, not
         a failure of its own (every event waits, exit 3)."""
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         provider.failures = {}
         clock.advance(config.incremental.backoff[0])
         mended = run(config, clock, provider)
@@ -282,8 +282,7 @@ class TestOneObjectFailingAlone:
         self, world: tuple[Config, EventFakeProvider], clock: FakeClock
     ) -> None:
         config, provider = world
-        feed(config, clock, component_event("a", "created"), component_event("b", "created"))
-        run(config, clock, provider)
+        a_failed_alone(config, clock, provider)
         until = rfc3339(clock.now() + config.incremental.backoff[0])
 
         assert config.state_path is not None
