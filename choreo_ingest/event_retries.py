@@ -38,12 +38,14 @@ def may_fail_alone(error: Exception, body: JSON) -> bool:
         return False
     if isinstance(error, (RetryAfter, TokenUnavailable, DeadlineExceeded)):
         return False
-    return isinstance(body, Mapping) and body.get("action") in ("created", "updated")
+    return rereads(body)
 
 
-def proves_the_api_answers(body: JSON) -> bool:
-    """Whether applying the event `body` made it read the API (an org-era `deleted` event
-    applies without a request; a v1 one re-reads, but is not counted on)."""
+def rereads(body: JSON) -> bool:
+    """Whether the event `body` re-reads its object whenever it is applied (so that applying it
+    made a request, and applying it late undoes nothing): a `created` or `updated` one. An
+    org-era `deleted` event applies without a request; a v1 one re-reads, but is not counted
+    on."""
     return isinstance(body, Mapping) and body.get("action") in ("created", "updated")
 
 
@@ -105,7 +107,7 @@ class EventRetries:
         """Whether event `body` still waits at `now`: a `created` or `updated` one whose object
         waits (a clock set back does not make it wait longer than the longest backoff step). A
         `deleted` one never waits: applied after newer events, it could undo them."""
-        until = self._until.get(event_key(body)) if proves_the_api_answers(body) else None
+        until = self._until.get(event_key(body)) if rereads(body) else None
         return events_held_at(until, now, config)
 
     def wait_alone(self, body: JSON, until: float) -> None:

@@ -29,12 +29,7 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
-from choreo_ingest.event_retries import (
-    EventRetries,
-    event_key,
-    may_fail_alone,
-    proves_the_api_answers,
-)
+from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone, rereads
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT
 from choreo_ingest.page_writer import log_refused
@@ -320,7 +315,7 @@ def drain_inbox(
                     retries.forget(item.body)
                 if not parked and may_fail_alone(error, item.body):
                     if alone:  # shown before to fail alone: it waits alone again
-                        _wait_alone(store, provider.name, retries, item, config, clock)
+                        _wait_alone(store, provider.name, retries, item, config, clock, "again")
                         continue
                     if suspect is None:
                         suspect = item, error
@@ -337,8 +332,9 @@ def drain_inbox(
             stats.upserted += page.upserted
             stats.removed += removed
             retries.forget(item.body)
-            if suspect is not None and proves_the_api_answers(item.body):
-                _wait_alone(store, provider.name, retries, suspect[0], config, clock)
+            if suspect is not None and rereads(item.body):
+                shown = "while the API answered the event after it"
+                _wait_alone(store, provider.name, retries, suspect[0], config, clock, shown)
                 suspect = None
     _save_retries(store, provider.name, retries, clock.now())
     if unwell is None and suspect is not None:  # no event after it read: taken for the API's
@@ -372,8 +368,9 @@ def _wait_alone(
     item: InboxEvent,
     config: Config,
     clock: Clock,
+    shown: str,
 ) -> None:
-    """Event `item` failed alone (the API answered the event after it, or it was shown to
+    """Event `item` failed alone (the API answered the event after it, or it was `shown` to
     before): it waits the backoff step of its attempts by itself, and the others go on."""
     now = clock.now()
     until = now + backoff_step(item.attempts + 1, config.incremental)
@@ -384,7 +381,7 @@ def _wait_alone(
         provider=provider,
         seq=item.seq,
         until=rfc3339(until),
-        message="its re-read failed while the API answered other events: it alone waits",
+        message=f"its re-read failed {shown}: it alone waits",
     )
 
 
