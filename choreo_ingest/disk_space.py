@@ -12,8 +12,6 @@ from typing import NamedTuple
 from choreo_ingest.models import Check
 
 MIB = 1024 * 1024
-TOO_LITTLE = 1 * MIB
-"""Less room than this fails the check: no run writes there."""
 ROOM_WANTED = 64 * MIB
 """Less than this, or than the state file's own size (its write-ahead log and a cycle's new rows
 can take as much again), is a warning."""
@@ -46,7 +44,9 @@ def space_check(
     """A failure when the file system of `place` (a file, or a directory, that may not exist
     yet: its nearest existing directory counts) has no room left, a warning when it has less
     than `wanted`; None when it has room, or cannot be looked at (the path checks say why).
-    `state_store`: `place` is the state file (a failure is a state store error, exit 4)."""
+    `state_store`: `place` is the state file (a failure is a state store error, exit 4, as a
+    run meets it; no inodes left, a warning: a run makes no file while its `-wal`, `-shm` and
+    lock files are there, and the textfile and the mirror, which do, are checked apart)."""
     directory = place if place.is_dir() else place.parent
     while not directory.exists() and directory != directory.parent:
         directory = directory.parent
@@ -54,12 +54,11 @@ def space_check(
         found = (room or room_at)(directory)
     except OSError:
         return None
+    if found.free_bytes == 0:
+        return Check(key, False, f"{place}: its file system is full", state_store=state_store)
     if found.free_inodes == 0:
         detail = f"{place}: no file can be made on its file system (no inodes left)"
-        return Check(key, False, detail, state_store=state_store)
-    if found.free_bytes < TOO_LITTLE:
-        detail = f"{place}: its file system is full ({_size(found.free_bytes)} free)"
-        return Check(key, False, detail, state_store=state_store)
+        return Check(key, state_store, detail, warning=state_store)
     if found.free_bytes < wanted:
         detail = (
             f"{place}: {_size(found.free_bytes)} free on its file system, less than "

@@ -22,6 +22,7 @@ from choreo_ingest.errors import (
     DeadlineExceeded,
     InboxFull,
     LockHeld,
+    ProviderError,
     ServerStalled,
     TransientError,
     UnsupportedEvent,
@@ -37,6 +38,7 @@ from choreo_ingest.providers.base import (
     EventCheckingProvider,
     EventHandlingProvider,
     IncrementalEntityProvider,
+    ProbingProvider,
     ReadingAheadProvider,
 )
 from choreo_ingest.providers.registry import load_provider
@@ -336,6 +338,15 @@ def drain_inbox(
                 shown = "while the API answered the event after it"
                 _wait_alone(store, provider.name, retries, suspect[0], config, clock, shown)
                 suspect = None
+        if suspect is not None and unwell is None and not cancelled() and context.remaining() > 0:
+            # No event after it read: the provider's probe of its own tells, where it has one.
+            answered, failure = _probe(provider, provider_context)
+            if answered:
+                shown = "while the API answered a probe"
+                _wait_alone(store, provider.name, retries, suspect[0], config, clock, shown)
+                suspect = None
+            elif failure is not None:
+                unwell = suspect[0], failure
     _save_retries(store, provider.name, retries, clock.now())
     if unwell is None and suspect is not None:  # no event after it read: taken for the API's
         unwell = suspect
@@ -353,6 +364,30 @@ def _api_unwell(error: Exception) -> bool:
     """Whether a failed re-read says the API is unwell, or a setting to mend concerns every
     event: then the events wait (`eventsHeldUntil`) rather than spend their attempts."""
     return isinstance(error, (TransientError, AuthError, ConfigError))
+
+
+def _probe(provider: EventHandlingProvider, context: Any) -> tuple[bool, Exception | None]:
+    """Whether the source answered the provider's probe (`ProbingProvider`), and the failure
+    that said it is unwell; (False, None): no answer either way (no probe, out of time, a bug
+    of the probe's, which is logged). An answer that is an error of another kind (a 404) is an
+    answer all the same."""
+    if not isinstance(provider, ProbingProvider):
+        return False, None
+    try:
+        provider.probe(context)
+    except DeadlineExceeded:
+        return False, None
+    except ProviderError as error:
+        unwell = _api_unwell(error)
+        if unwell:
+            _log_uncharged(provider.name, None, error)
+        return not unwell, error if unwell else None
+    except Exception as error:
+        log.warning(
+            "probe_crashed", provider=provider.name, error=f"{type(error).__name__}: {error}"
+        )
+        return False, None
+    return True, None
 
 
 def _save_retries(store: Store, provider: str, retries: EventRetries, now: float) -> None:
@@ -421,15 +456,13 @@ def _settled(item: InboxEvent, now: float) -> bool:
     return item.body.get("action") != "updated" or not 0 <= age < SETTLE_SECONDS
 
 
-def _log_uncharged(provider: str, item: InboxEvent, error: Exception) -> None:
-    """The failure that showed the API unwell, right after another's: not an attempt of its
-    own (the events wait for the first), but said."""
+def _log_uncharged(provider: str, item: InboxEvent | None, error: Exception) -> None:
+    """The failure that showed the API unwell, right after another's (or the probe's: `item`
+    None): not an attempt of its own (the events wait for the first), but said."""
     log.warning(
-        "event_failed",
+        "event_failed" if item is not None else "probe_failed",
         provider=provider,
-        seq=item.seq,
-        parked=False,
-        charged=False,
+        **({"seq": item.seq, "parked": False, "charged": False} if item is not None else {}),
         error=_failure_text(error),
         exc_info=not isinstance(error, ChoreoIngestError),
     )

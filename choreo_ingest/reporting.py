@@ -40,7 +40,9 @@ ERROR_QUOTED_CHARS = 200
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
 ERROR_WITHHELD = "withheld: send the API token"
-"""`lastError` in place of a withheld error's text: there is one; the token reads it."""
+"""`lastError` in place of a withheld error's text: there is one; the token reads it. The same
+in place of the names of an object waiting alone (`eventsWaitingAlone`)."""
+NAMES_WITHHELD = frozenset({"namespace", "project", "name"})
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class ProviderStatus:
     last_cycle_pages: int | None = None
     """Pages of the last completed cycle: about what the one in progress will take."""
     events_waiting_alone: list[dict[str, str | None]] = field(default_factory=list)
-    """The objects whose events wait alone, their re-reads failing (`event_retries`); withheld
-    with the error, but for until when."""
+    """The objects whose events wait alone, their re-reads failing (`event_retries`); their
+    names withheld with the error's text."""
 
     @property
     def cycle_shown(self) -> str:
@@ -83,7 +85,10 @@ class ProviderStatus:
         facts = facts_shown(self.facts, record.cycle_id, PROBLEM_FACTS)
         waiting = self.events_waiting_alone
         if self.error_withheld:  # the objects' names are catalog content, as the error's text
-            waiting = [{"until": wait["until"]} for wait in waiting]
+            waiting = [
+                {**wait, **dict.fromkeys(NAMES_WITHHELD & wait.keys(), ERROR_WITHHELD)}
+                for wait in waiting
+            ]
         return {
             "api": None,  # in every document (a script reads it as a key), until a cycle finds it
             **facts,  # first: a fact a provider calls `state` cannot hide the state

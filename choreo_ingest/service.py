@@ -310,6 +310,14 @@ def _log_failures(result: RunResult) -> None:
                 next_action_at=rfc3339(outcome.next_action_at),
                 error=outcome.error,
             )
+    for held in result.events.held:  # set once a backoff step: the drains in between skip
+        log.warning(
+            "events_held",
+            provider=held.provider,
+            until=rfc3339(held.until),
+            error=held.error,
+            message="every event waits: the API failed a re-read (and the probe after it)",
+        )
 
 
 MAX_FAILURE_KINDS = 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from choreo_ingest.errors import (
     AuthError,
     DeadlineExceeded,
     GrantRefused,
+    NotFoundError,
     PermanentError,
     RetryAfter,
     TokenUnavailable,
@@ -30,6 +32,7 @@ from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone,
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome
+from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.reporting import provider_status
 from choreo_ingest.store import Store
 
@@ -428,6 +431,80 @@ class TestTheApiUnwell:
         assert handled(provider) == ["a"]
         assert inbox(config) == [("a", 1), ("b", 0)]
         assert result.events.held
+
+
+@dataclass
+class ProbingFake(EventFakeProvider):
+    """An EventFakeProvider with a probe of its own (`ProbingProvider`): `probe_failures` are
+    raised by the next probes, one each; the probes made are counted."""
+
+    probe_failures: list[Exception] = field(default_factory=list)
+    probes: int = 0
+
+    def probe(self, context: BurstContext) -> None:
+        self.probes += 1
+        if self.probe_failures:
+            raise self.probe_failures.pop(0)
+
+
+class TestAProbeWhenNoEventFollows:
+    """`serve` drains as each event comes: the broken object's event is alone in its drain."""
+
+    @pytest.fixture
+    def probing(self, world: tuple[Config, EventFakeProvider]) -> tuple[Config, ProbingFake]:
+        config, plain = world
+        return config, ProbingFake(plain.entities, failures=plain.failures)
+
+    def test_the_probe_answering_makes_it_wait_alone_and_the_next_event_apply(
+        self, probing: tuple[Config, ProbingFake], clock: FakeClock
+    ) -> None:
+        config, provider = probing
+        feed(config, clock, component_event("a", "created"))
+
+        alone = run(config, clock, provider)
+        clock.advance(1)
+        feed(config, clock, component_event("b", "created"))
+        after = run(config, clock, provider)
+
+        assert (alone.events.held, alone.outcome is RunOutcome.FAILED) == ([], False)
+        assert provider.probes == 1
+        assert after.events.applied == 1
+        assert inbox(config) == [("a", 1)]
+
+    @pytest.mark.parametrize(
+        ("failure", "alone"),
+        [
+            (TransientError("GET /namespaces: HTTP 503"), False),
+            (NotFoundError("GET /namespaces: HTTP 404", status=404), True),
+            (KeyError("a bug of the probe's"), False),
+        ],
+        ids=["unwell", "answered-otherwise", "crashed"],
+    )
+    def test_what_the_probe_meets_decides(
+        self,
+        probing: tuple[Config, ProbingFake],
+        clock: FakeClock,
+        failure: Exception,
+        alone: bool,
+    ) -> None:
+        config, provider = probing
+        provider.probe_failures = [failure]
+        feed(config, clock, component_event("a", "created"))
+
+        result = run(config, clock, provider)
+
+        assert (result.events.held == [], EVENTS_HELD_FACT not in facts(config)) == (alone, alone)
+        assert (EVENT_RETRIES_FACT in facts(config)) is alone
+        if isinstance(failure, TransientError):  # the hold says what the probe met
+            assert "HTTP 503" in result.events.held[0].error
+
+    def test_no_probe_when_an_event_after_it_told(
+        self, probing: tuple[Config, ProbingFake], clock: FakeClock
+    ) -> None:
+        config, provider = probing
+        a_failed_alone(config, clock, provider)
+
+        assert provider.probes == 0
 
 
 class KilledWritingRetries(Exception):

@@ -22,6 +22,7 @@ from choreo_ingest.service import RepeatedFailures, Service
 from choreo_ingest.store import Store
 from choreo_ingest.store.run_lock import RunLock
 
+from event_fakes import EventFakeProvider, component_event
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
 NAMES = [f"e{i}" for i in range(10)]
@@ -335,6 +336,27 @@ class TestTick:
         [failed] = [line for line in logs if line["log_level"] == "warning"]
         assert (failed["event"], failed["provider"]) == ("provider_failed", "fake")
         assert "GET /x: 503" in failed["error"]
+
+    def test_events_held_are_logged_once_a_backoff_step_not_each_tick(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """`run` says the hold in its error line; the service's log said only the event's
+        failure (an operator could not tell every event waiting from one object waiting)."""
+        provider = EventFakeProvider([make_entity("a")])
+        provider.failures = {"a": [TransientError("GET /a: 503")] * 5}
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        assert service.state.path is not None
+        stored_events(service.state.path, "fake", [component_event("a", "created")], clock)
+
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(10):
+                service.tick()
+                clock.advance(1)
+
+        [held] = [line for line in logs if line["event"] == "events_held"]
+        assert (held["log_level"], held["provider"]) == ("warning", "fake")
+        assert "GET /a: 503" in held["error"]
 
     def test_a_provider_that_cannot_be_loaded_is_tried_again_after_a_backoff_step(
         self, tmp_path: Path, clock: FakeClock

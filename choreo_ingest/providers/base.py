@@ -125,6 +125,18 @@ class ReadingAheadProvider(EventHandlingProvider, Protocol):
 
 
 @runtime_checkable
+class ProbingProvider(EventHandlingProvider, Protocol):
+    """An event-handling provider that can ask its source something small of its own."""
+
+    def probe(self, context: Any) -> None:
+        """Read one small thing of the source that is no event's object (OpenChoreo: the first
+        item of its root listing), raising as a read does: whether the source answers at all,
+        when an event's read failed and no event after it read (`events.drain_inbox`). Called
+        within the `around()` its events are handled in."""
+        ...
+
+
+@runtime_checkable
 class EventCheckingProvider(EventHandlingProvider, Protocol):
     """An event-handling provider that checks events before they are queued."""
 

@@ -231,7 +231,9 @@ class TestLastErrorTextNeedsTheToken:
         withheld = {
             **with_token["providers"][0],
             "lastError": ERROR_WITHHELD,
-            "eventsWaitingAlone": [{"until": waiting["until"]}],
+            "eventsWaitingAlone": [
+                {**waiting, "namespace": ERROR_WITHHELD, "name": ERROR_WITHHELD}
+            ],
         }
         assert without.json() == {**with_token, "providers": [withheld]}
 

@@ -345,3 +345,40 @@ def test_one_component_answering_500_holds_back_only_its_own_event(here: Path) -
     assert events["pending"] == 1
     [waiting] = provider["eventsWaitingAlone"]
     assert (waiting["kind"], waiting["namespace"], waiting["name"]) == ("Component", "acme", "cart")
+
+
+def test_one_component_answering_500_alone_in_the_inbox_waits_alone_after_a_probe(
+    here: Path,
+) -> None:
+    """As under `serve`, which drains each event as it comes: no event after the cart's to
+    ask, so the first namespace is read (`GET /namespaces?limit=1`): it answers, so the cart's
+    event alone waits and the run exits 0; an outage of the whole API holds every event."""
+    with showcase_ingested(here) as (server, config):
+        down = {"all": False}
+
+        def cannot_read(request: Request) -> Any:
+            broken = request.path == "/api/v1/namespaces/acme/components/cart"
+            if not (broken or (down["all"] and request.path.startswith("/api/v1/"))):
+                return None
+            body = {"error": "Internal server error", "code": "INTERNAL_ERROR"}
+            return 500, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+        server.api.hooks.append(cannot_read)
+        cart = {"kind": "Component", "name": "cart", "namespace": "acme", "action": "updated"}
+        assert cli("--config", config, "event", "-", stdin=json.dumps(cart)).exit_code == 0
+        time.sleep(2.1)  # an update waits out the forwarder's debounce window
+        alone = cli("--config", config, "run", "--json")
+        probes = [r.param("limit") for r in server.api.requests if r.path == "/api/v1/namespaces"]
+        [waiting] = status(config)["providers"][0]["eventsWaitingAlone"]
+        down["all"] = True
+        put_service(server.api, "acme", "shop", "basket", "basket-1")
+        basket = {**cart, "name": "basket", "action": "created"}
+        assert cli("--config", config, "event", "-", stdin=json.dumps(basket)).exit_code == 0
+        outage = cli("--config", config, "run", "--json")
+
+    assert alone.exit_code == 0, alone.stderr
+    assert json.loads(alone.stdout)["events"]["held"] == []
+    assert probes[-1] == "1"  # the probe, after the cycle's listings
+    assert waiting["name"] == "cart"
+    assert outage.exit_code == 3, outage.stderr
+    assert json.loads(outage.stdout)["events"]["held"]
