@@ -12,6 +12,8 @@ from typing import NamedTuple
 from choreo_ingest.models import Check
 
 MIB = 1024 * 1024
+TOO_LITTLE = 64 * 1024
+"""Less room than this is a full file system: not a page of SQLite's log, a textfile."""
 ROOM_WANTED = 64 * MIB
 """Less than this, or than the state file's own size (its write-ahead log and a cycle's new rows
 can take as much again), is a warning."""
@@ -45,20 +47,27 @@ def space_check(
     yet: its nearest existing directory counts) has no room left, a warning when it has less
     than `wanted`; None when it has room, or cannot be looked at (the path checks say why).
     `state_store`: `place` is the state file (a failure is a state store error, exit 4, as a
-    run meets it; no inodes left, a warning: a run makes no file while its `-wal`, `-shm` and
-    lock files are there, and the textfile and the mirror, which do, are checked apart)."""
-    directory = place if place.is_dir() else place.parent
-    while not directory.exists() and directory != directory.parent:
-        directory = directory.parent
+    run meets it; no inodes left, a warning while the file, its `-wal`, `-shm` and lock are
+    there, for a run then makes no file)."""
     try:
+        directory = place if place.is_dir() else place.parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
         found = (room or room_at)(directory)
-    except OSError:
+        made = state_store and all(
+            place.with_name(place.name + suffix).exists()
+            for suffix in ("", "-wal", "-shm", ".lock")
+        )
+    except OSError:  # a name too long, a directory out of reach: the path checks say it
         return None
-    if found.free_bytes == 0:
-        return Check(key, False, f"{place}: its file system is full", state_store=state_store)
+    if found.free_bytes < TOO_LITTLE:
+        detail = f"{place}: its file system is full ({_size(found.free_bytes)} free)"
+        return Check(key, False, detail, state_store=state_store)
     if found.free_inodes == 0:
         detail = f"{place}: no file can be made on its file system (no inodes left)"
-        return Check(key, state_store, detail, warning=state_store)
+        if made:
+            return Check(key, True, f"{detail}; a run needs none", warning=True)
+        return Check(key, False, detail, state_store=state_store)
     if found.free_bytes < wanted:
         detail = (
             f"{place}: {_size(found.free_bytes)} free on its file system, less than "

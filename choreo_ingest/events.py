@@ -340,7 +340,7 @@ def drain_inbox(
                 suspect = None
         if suspect is not None and unwell is None and not cancelled() and context.remaining() > 0:
             # No event after it read: the provider's probe of its own tells, where it has one.
-            answered, failure = _probe(provider, provider_context)
+            answered, failure = _probe(provider, provider_context, cancelled)
             if answered:
                 shown = "while the API answered a probe"
                 _wait_alone(store, provider.name, retries, suspect[0], config, clock, shown)
@@ -366,18 +366,22 @@ def _api_unwell(error: Exception) -> bool:
     return isinstance(error, (TransientError, AuthError, ConfigError))
 
 
-def _probe(provider: EventHandlingProvider, context: Any) -> tuple[bool, Exception | None]:
+def _probe(
+    provider: EventHandlingProvider, context: Any, cancelled: Callable[[], bool]
+) -> tuple[bool, Exception | None]:
     """Whether the source answered the provider's probe (`ProbingProvider`), and the failure
-    that said it is unwell; (False, None): no answer either way (no probe, out of time, a bug
-    of the probe's, which is logged). An answer that is an error of another kind (a 404) is an
-    answer all the same."""
+    that said it is unwell; (False, None): no answer either way (no probe, out of time, asked
+    to stop, a bug of the probe's, which is logged). An answer that is an error of another
+    kind (a 404) is an answer all the same."""
     if not isinstance(provider, ProbingProvider):
         return False, None
     try:
         provider.probe(context)
     except DeadlineExceeded:
         return False, None
-    except ProviderError as error:
+    except (ProviderError, ConfigError) as error:
+        if cancelled():
+            return False, None
         unwell = _api_unwell(error)
         if unwell:
             _log_uncharged(provider.name, None, error)

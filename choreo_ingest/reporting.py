@@ -86,7 +86,10 @@ class ProviderStatus:
         waiting = self.events_waiting_alone
         if self.error_withheld:  # the objects' names are catalog content, as the error's text
             waiting = [
-                {**wait, **dict.fromkeys(NAMES_WITHHELD & wait.keys(), ERROR_WITHHELD)}
+                {
+                    key: ERROR_WITHHELD if key in NAMES_WITHHELD and name else name
+                    for key, name in wait.items()
+                }
                 for wait in waiting
             ]
         return {

@@ -316,7 +316,8 @@ def _log_failures(result: RunResult) -> None:
             provider=held.provider,
             until=rfc3339(held.until),
             error=held.error,
-            message="every event waits: the API failed a re-read (and the probe after it)",
+            mendable=held.mendable,
+            message="every event waits: what a re-read met concerns them all",
         )
 
 

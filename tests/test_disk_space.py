@@ -12,6 +12,7 @@ from choreo_ingest.config import Config
 from choreo_ingest.disk_space import MIB, ROOM_WANTED, Room, room_at, space_check, state_room_wanted
 from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
+from choreo_ingest.store import Store
 
 from fakes import FakeClock
 
@@ -31,12 +32,13 @@ def with_room(found: Room) -> tuple[list[Path], disk_space.RoomReader]:
 @pytest.mark.parametrize(
     ("found", "ok", "warning", "said"),
     [
-        (Room(0, None), False, False, "its file system is full"),
+        (Room(0, None), False, False, "its file system is full (0 bytes free)"),
+        (Room(4096, None), False, False, "its file system is full (4,096 bytes free)"),
         (Room(500 * MIB, 0), False, False, "no file can be made on its file system"),
         (Room(20 * MIB, 900), True, True, "20 MiB free on its file system, less than 64 MiB"),
         (Room(475_136, 900), True, True, "475,136 bytes free on its file system, less than"),
     ],
-    ids=["nothing", "no-inodes", "under-what-it-wants", "under-a-mebibyte"],
+    ids=["nothing", "a-page", "no-inodes", "under-what-it-wants", "under-a-mebibyte"],
 )
 def test_too_little_room_fails_or_warns_naming_the_path(
     tmp_path: Path, found: Room, ok: bool, warning: bool, said: str
@@ -105,23 +107,30 @@ def test_check_fails_a_full_state_file_system_as_a_state_store_error(
         ("state.path", True),
         ("metrics.textfile", False),
     ]
-    assert all(check.detail.endswith("its file system is full") for check in failed)
+    assert all(c.detail.endswith("its file system is full (0 bytes free)") for c in failed)
 
 
-def test_no_inodes_left_warns_of_the_state_file_and_fails_the_textfile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("made", [True, False], ids=["state-there", "no-state-yet"])
+def test_no_inodes_left_fails_unless_the_state_and_its_files_are_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: bool
 ) -> None:
-    """A run makes no file beside a state file whose `-wal`, `-shm` and lock are there; the
-    textfile is written to a new file and renamed."""
+    """A run makes no file beside a state file whose `-wal`, `-shm` and lock are there; a
+    first run makes them all, and the textfile is written to a new file and renamed."""
+    state = tmp_path / "state.db"
+    if made:
+        with Store.open(state) as store:
+            store.migrate()
+        for end in ("-wal", "-shm", ".lock"):
+            state.with_name(state.name + end).touch()
     monkeypatch.setattr(disk_space, "room_at", lambda directory: Room(500 * MIB, 0))
     config = Config(providers=(), metrics_textfile=tmp_path / "metrics.prom")
 
-    found = run_checks(config, tmp_path / "state.db", FakeClock())
+    found = run_checks(config, state, FakeClock())
 
     said = [c for c in found if "no inodes left" in c.detail]
-    assert [(c.name, c.ok, c.warning) for c in said] == [
-        ("state.path", True, True),
-        ("metrics.textfile", False, False),
+    assert [(c.name, c.ok, c.warning, c.state_store) for c in said] == [
+        ("state.path", made, made, not made),
+        ("metrics.textfile", False, False, False),
     ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from choreo_ingest.clock import SystemClock, rfc3339
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.errors import (
     AuthError,
+    ConfigError,
     DeadlineExceeded,
     GrantRefused,
     NotFoundError,
@@ -33,7 +34,7 @@ from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.reporting import provider_status
+from choreo_ingest.reporting import ERROR_WITHHELD, provider_status
 from choreo_ingest.store import Store
 
 from event_fakes import FIVE, EventFakeProvider, component_event
@@ -477,8 +478,9 @@ class TestAProbeWhenNoEventFollows:
             (TransientError("GET /namespaces: HTTP 503"), False),
             (NotFoundError("GET /namespaces: HTTP 404", status=404), True),
             (KeyError("a bug of the probe's"), False),
+            (ConfigError("cannot read it", path="openchoreo.auth.tokenFile"), False),
         ],
-        ids=["unwell", "answered-otherwise", "crashed"],
+        ids=["unwell", "answered-otherwise", "crashed", "setting-to-mend"],
     )
     def test_what_the_probe_meets_decides(
         self,
@@ -495,8 +497,32 @@ class TestAProbeWhenNoEventFollows:
 
         assert (result.events.held == [], EVENTS_HELD_FACT not in facts(config)) == (alone, alone)
         assert (EVENT_RETRIES_FACT in facts(config)) is alone
-        if isinstance(failure, TransientError):  # the hold says what the probe met
-            assert "HTTP 503" in result.events.held[0].error
+        if isinstance(failure, TransientError | ConfigError):  # the hold says what it met
+            [held] = result.events.held
+            assert str(failure) in held.error
+            assert held.mendable is isinstance(failure, ConfigError)  # exit 2, not 3
+
+    def test_a_stop_during_the_probe_is_no_verdict_of_the_apis(
+        self, probing: tuple[Config, ProbingFake], clock: FakeClock
+    ) -> None:
+        """The client stopping answers the probe "not sent: the run is stopping": the events
+        are held for the failed event's own error, as without a probe."""
+        config, provider = probing
+        stopping = [False]
+
+        def stop_then_fail(context: BurstContext) -> None:
+            stopping[0] = True
+            raise TransientError("GET /namespaces: not sent: the run is stopping")
+
+        provider.probe = stop_then_fail  # type: ignore[method-assign]
+        feed(config, clock, component_event("a", "created"))
+        assert config.state_path is not None
+
+        with Store.open(config.state_path) as store:
+            stats = drain_inbox(store, provider, config, clock, cancelled=lambda: stopping[0])
+
+        [held] = stats.held
+        assert "HTTP 500" in held.error
 
     def test_no_probe_when_an_event_after_it_told(
         self, probing: tuple[Config, ProbingFake], clock: FakeClock
@@ -644,3 +670,25 @@ class TestTheFact:
         [wait] = retries.waits(990.0, IncrementalConfig())
 
         assert object_path(wait) == path
+
+
+def test_withheld_names_keep_their_keys_and_a_null_stays_null(
+    world: tuple[Config, EventFakeProvider], clock: FakeClock
+) -> None:
+    """`serve` without its token: names are catalog content, a missing namespace is none."""
+    config, _ = world
+    namespace_event = {"kind": "Namespace", "name": "acme", "namespace": "", "action": "updated"}
+    waits = {event_key(namespace_event): rfc3339(clock.now() + 20)}
+    assert config.state_path is not None
+    with Store.open(config.state_path) as store:
+        store.set_facts("fake", {EVENT_RETRIES_FACT: json.dumps(waits)}, clock.now())
+        shown = provider_status(store, config, "fake", clock.now())
+
+    [withheld] = replace(shown, error_withheld=True).to_json()["eventsWaitingAlone"]
+
+    assert withheld == {
+        "kind": "Namespace",
+        "namespace": None,
+        "name": ERROR_WITHHELD,
+        "until": rfc3339(clock.now() + 20),
+    }

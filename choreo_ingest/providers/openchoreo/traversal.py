@@ -242,13 +242,17 @@ class OpenChoreoProvider:
 
     def probe(self, context: OpenChoreoContext) -> None:
         """The first item of the root listing of the API the server speaks (namespaces, or the
-        org era's organizations); under `auto` before a cycle said which, `_detect`'s."""
+        org era's organizations); under `auto` before a cycle said which, of the first there."""
         spoken = context.facts.get("api") or context.detected_api
-        if spoken is None and configured_api(self._config) == "auto":
-            self._detect(context)
+        for generation in self._event_generations(spoken):
+            root = generation.phases[0].path(None)
+            try:
+                generation.list_page(context.client, root, limit=1, cursor=None)
+            except PermanentError as error:
+                if not says_absent(error) or spoken is not None:
+                    raise
+                continue
             return
-        generation = self._event_generations(spoken)[0]  # the one spoken, or configured
-        generation.list_page(context.client, generation.phases[0].path(None), limit=1, cursor=None)
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
         api = configured_api(self._config)
