@@ -84,6 +84,10 @@ class ProviderMetrics:
     """The provider's events parked in the inbox (their re-read kept failing)."""
     events_oldest_pending_at: float | None = None
     """When the provider's oldest event waiting in the inbox arrived; None when none waits."""
+    events_held_until: float | None = None
+    """Until when every event waits, the API having failed a re-read; None when not held."""
+    events_waiting_alone: int = 0
+    """Objects whose events wait alone, their own re-reads failing (`event_retries`)."""
     api: str | None = None
     """The API generation the provider's source speaks, when it says (`v1`, `orgs`)."""
     health_problems: int = 0
@@ -209,6 +213,11 @@ _TIMESTAMPS: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], .
         "When the oldest event still waiting in the inbox arrived (none waiting: no sample).",
         lambda p: p.events_oldest_pending_at,
     ),
+    (
+        "events_held_until_timestamp_seconds",
+        "Until when every event waits, the API having failed a re-read (not held: no sample).",
+        lambda p: p.events_held_until,
+    ),
 )
 
 
@@ -243,6 +252,10 @@ def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
     parked = _gauge(
         "events_parked", "Change events parked in the inbox after their re-read kept failing."
     )
+    alone = _gauge(
+        "events_waiting_alone",
+        "Objects whose events wait alone, their own re-reads failing while the API answers.",
+    )
     api = _gauge(
         "api_info",
         "The API generation the provider's source speaks (always 1; see the api label).",
@@ -259,10 +272,11 @@ def _gauges(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
         blocked.add([name], provider.removals_blocked)
         pending.add([name], provider.events_pending)
         parked.add([name], provider.events_parked)
+        alone.add([name], provider.events_waiting_alone)
         problems.add([name], provider.health_problems)
         if provider.api is not None:
             api.add([name, provider.api], 1.0)
-    yield from (state, failures, entities, blocked, pending, parked, problems, api)
+    yield from (state, failures, entities, blocked, pending, parked, alone, problems, api)
 
 
 def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:

@@ -255,6 +255,8 @@ def provider_metrics(
         events_pending=inbox.pending,
         events_parked=inbox.parked,
         events_oldest_pending_at=inbox.oldest_pending_at,
+        events_held_until=parsed_time(facts.get(EVENTS_HELD_FACT) or ""),
+        events_waiting_alone=len(EventRetries.from_facts(facts).waits(now, config)),
         api=facts.get("api"),
         health_problems=len(problems),
     )

@@ -32,9 +32,10 @@ from choreo_ingest.errors import (
 from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone, object_path
 from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
 from choreo_ingest.invocation import RunResult, run_once
+from choreo_ingest.metrics import ProviderMetrics
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.reporting import ERROR_WITHHELD, provider_status
+from choreo_ingest.reporting import ERROR_WITHHELD, provider_metrics, provider_status
 from choreo_ingest.store import Store
 
 from event_fakes import FIVE, EventFakeProvider, component_event
@@ -692,3 +693,28 @@ def test_withheld_names_keep_their_keys_and_a_null_stays_null(
         "name": ERROR_WITHHELD,
         "until": rfc3339(clock.now() + 20),
     }
+
+
+def test_the_metrics_say_how_many_objects_wait_alone_and_until_when_all_are_held(
+    world: tuple[Config, EventFakeProvider], clock: FakeClock
+) -> None:
+    config, provider = world
+    a_failed_alone(config, clock, provider)
+    alone = metrics_of(config, clock)
+    provider.failures = {"c": [BROKEN]}
+    clock.advance(1)
+    feed(config, clock, component_event("c", "created"))  # alone in the inbox: no probe here
+    run(config, clock, provider)
+    held = metrics_of(config, clock)
+
+    assert (alone.events_waiting_alone, alone.events_held_until) == (1, None)
+    step = config.incremental.backoff[0]
+    assert held.events_held_until == clock.now() + step
+
+
+def metrics_of(config: Config, clock: FakeClock) -> ProviderMetrics:
+    assert config.state_path is not None
+    with Store.open(config.state_path, readonly=True) as store:
+        return provider_metrics(
+            store, "fake", run_at=None, config=config.incremental, now=clock.now()
+        )

@@ -54,6 +54,8 @@ EVERY_SERIES = (
     "choreo_ingest_events_parked",
     "choreo_ingest_health_problems",
     "choreo_ingest_events_oldest_pending_timestamp_seconds",
+    "choreo_ingest_events_held_until_timestamp_seconds",
+    "choreo_ingest_events_waiting_alone",
     "choreo_ingest_api_info",
 )
 
@@ -80,6 +82,8 @@ BUSY = ProviderMetrics(
     events_parked=2,
     health_problems=2,
     events_oldest_pending_at=1_800_000_095.25,
+    events_held_until=1_800_000_130.0,
+    events_waiting_alone=1,
     api="v1",
 )
 
@@ -109,6 +113,8 @@ BUSY_VALUES: list[tuple[str, dict[str, str], float]] = [
     ("choreo_ingest_events_parked", {}, 2),
     ("choreo_ingest_health_problems", {}, 2),
     ("choreo_ingest_events_oldest_pending_timestamp_seconds", {}, 1_800_000_095.25),
+    ("choreo_ingest_events_held_until_timestamp_seconds", {}, 1_800_000_130.0),
+    ("choreo_ingest_events_waiting_alone", {}, 1),
 ]
 
 FRESH = ProviderMetrics(provider="csv", state=ProviderState.IDLE)
@@ -193,6 +199,7 @@ class TestRenderMetrics:
             "choreo_ingest_burst_duration_seconds",
             "choreo_ingest_next_action_timestamp_seconds",
             "choreo_ingest_events_oldest_pending_timestamp_seconds",
+            "choreo_ingest_events_held_until_timestamp_seconds",
             "choreo_ingest_api_info",
         }
 

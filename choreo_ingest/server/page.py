@@ -15,8 +15,9 @@ import re
 import shlex
 from collections.abc import Sequence
 
-from choreo_ingest.clock import rfc3339
-from choreo_ingest.models import facts_shown
+from choreo_ingest.clock import parsed_time, rfc3339
+from choreo_ingest.event_retries import object_path
+from choreo_ingest.models import EVENTS_HELD_FACT, facts_shown
 from choreo_ingest.reporting import PROBLEM_FACTS, ProviderStatus, StatusReport, shorten
 from choreo_ingest.store import ChangeRow
 
@@ -109,7 +110,7 @@ def render_status_page(
         "</header>",
         "<main>",
         *(_provider(item, now) for item in report.providers),
-        _inbox(report),
+        _inbox(report, now),
         _changes(changes, now),
         "</main>",
         f"<footer>Reloads every {REFRESH_SECONDS} s. The same facts: <code>choreo-ingest "
@@ -240,10 +241,24 @@ def _error(error: str | None, *, withheld: bool) -> str:
     return f"<pre>{_text(shorten(error, ERROR_PAGE_CHARS))}</pre>"
 
 
-def _inbox(report: StatusReport) -> str:
+def _inbox(report: StatusReport, now: float) -> str:
     events = report.events
     parked = f'<span class="bad">{events.parked} parked</span>' if events.parked else "0 parked"
-    return f"<h3>Event inbox</h3><p>{events.pending} pending, {parked}</p>"
+    waits = [f"<p>{events.pending} pending, {parked}</p>"]
+    for item in report.providers:
+        name = _text(item.record.name)
+        if held := parsed_time(item.facts.get(EVENTS_HELD_FACT) or ""):
+            waits.append(
+                f'<p class="bad">{name}: every event waits until {_when(held, now, missing="")}'
+                " (the API failed a re-read)</p>"
+            )
+        for wait in item.events_waiting_alone:
+            until = _when(parsed_time(wait["until"] or ""), now, missing="?")
+            what = "an object (its name is shown with the API token)"
+            if not item.error_withheld:
+                what = f"{_text(wait['kind'])} <code>{_text(object_path(wait))}</code>"
+            waits.append(f"<p>{name}: {what} waits alone until {until} (its re-reads fail)</p>")
+    return "<h3>Event inbox</h3>" + "".join(waits)
 
 
 def _changes(changes: Sequence[ChangeRow] | None, now: float) -> str:

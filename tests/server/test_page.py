@@ -15,8 +15,9 @@ from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
+from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config, OpenChoreoConfig
-from choreo_ingest.models import ProviderRecord, ProviderState
+from choreo_ingest.models import EVENTS_HELD_FACT, ProviderRecord, ProviderState
 from choreo_ingest.reporting import ProviderStatus, StatusReport, reading, status_report
 from choreo_ingest.server import page
 from choreo_ingest.server.page import PAGE_CSP, relative, render_status_page
@@ -375,6 +376,22 @@ def test_the_event_inbox_and_the_last_changes() -> None:
     assert newest_first == list(range(24, 4, -1))
 
 
+def test_events_held_and_objects_waiting_alone_are_said_and_their_names_withheld() -> None:
+    """The page said only how many events were pending: not that every event waited, nor
+    which object's own re-reads failed."""
+    cart = {"kind": "Component", "namespace": "acme", "name": "cart", "until": rfc3339(NOW + 60)}
+    held = provider("openchoreo", facts={EVENTS_HELD_FACT: rfc3339(NOW + 30)})
+    alone = replace(provider("other"), events_waiting_alone=[cart])
+
+    shown = render(report(held, alone, pending=3)).text
+    withheld = render(report(replace(alone, error_withheld=True), pending=1)).text
+
+    assert "openchoreo: every event waits until 2027-01-15T08:00:30Z (in 30 s)" in shown
+    assert "other: Component acme/cart waits alone until 2027-01-15T08:01:00Z (in 60 s)" in shown
+    assert "cart" not in withheld
+    assert "other: an object (its name is shown with the API token) waits alone" in withheld
+
+
 def test_changes_withheld_say_where_to_read_them() -> None:
     """None: the request lacks the API token (the route then reads no change at all)."""
     document = render_status_page(report(provider("openchoreo")), None, NOW)
@@ -430,7 +447,8 @@ def test_the_page_module_needs_only_the_standard_library() -> None:
             imported.add(node.module)
         elif isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
-    allowed = {f"choreo_ingest.{name}" for name in ("reporting", "store", "clock", "models")}
+    ours = ("reporting", "store", "clock", "models", "event_retries")
+    allowed = {f"choreo_ingest.{name}" for name in ours}
     for name in imported:
         top = name.split(".")[0]
         assert top in sys.stdlib_module_names or name in allowed or top == "__future__", name
