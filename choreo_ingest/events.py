@@ -371,8 +371,8 @@ def _probe(
 ) -> tuple[bool, Exception | None]:
     """Whether the source answered the provider's probe (`ProbingProvider`), and the failure
     that said it is unwell; (False, None): no answer either way (no probe, out of time, asked
-    to stop, a bug of the probe's, which is logged). An answer that is an error of another
-    kind (a 404) is an answer all the same."""
+    to stop, a bug of the probe's, which is logged, or an error of another kind: a 404 from a
+    proxy whose API is down is no answer of the API's)."""
     if not isinstance(provider, ProbingProvider):
         return False, None
     try:
@@ -382,10 +382,8 @@ def _probe(
     except (ProviderError, ConfigError) as error:
         if cancelled():
             return False, None
-        unwell = _api_unwell(error)
-        if unwell:
-            _log_uncharged(provider.name, None, error)
-        return not unwell, error if unwell else None
+        _log_uncharged(provider.name, None, error)
+        return False, error if _api_unwell(error) else None
     except Exception as error:
         log.warning(
             "probe_crashed", provider=provider.name, error=f"{type(error).__name__}: {error}"

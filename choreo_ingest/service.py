@@ -317,7 +317,7 @@ def _log_failures(result: RunResult) -> None:
             until=rfc3339(held.until),
             error=held.error,
             mendable=held.mendable,
-            message="every event waits: what a re-read met concerns them all",
+            message="every event waits until then: the API failed, or a setting to mend",
         )
 
 

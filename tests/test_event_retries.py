@@ -477,11 +477,11 @@ class TestAProbeWhenNoEventFollows:
         ("failure", "alone"),
         [
             (TransientError("GET /namespaces: HTTP 503"), False),
-            (NotFoundError("GET /namespaces: HTTP 404", status=404), True),
+            (NotFoundError("GET /namespaces: HTTP 404", status=404), False),
             (KeyError("a bug of the probe's"), False),
             (ConfigError("cannot read it", path="openchoreo.auth.tokenFile"), False),
         ],
-        ids=["unwell", "answered-otherwise", "crashed", "setting-to-mend"],
+        ids=["unwell", "a-proxys-404", "crashed", "setting-to-mend"],
     )
     def test_what_the_probe_meets_decides(
         self,

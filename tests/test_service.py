@@ -355,7 +355,7 @@ class TestTick:
                 clock.advance(1)
 
         [held] = [line for line in logs if line["event"] == "events_held"]
-        assert (held["log_level"], held["provider"]) == ("warning", "fake")
+        assert (held["log_level"], held["provider"], held["mendable"]) == ("warning", "fake", False)
         assert "GET /a: 503" in held["error"]
 
     def test_a_provider_that_cannot_be_loaded_is_tried_again_after_a_backoff_step(

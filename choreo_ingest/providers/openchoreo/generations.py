@@ -84,3 +84,18 @@ def no_api_here(client: OpenChoreoClient, tried: list[Generation]) -> str:
         "nothing): set it to the server's address (https://host) or its API root "
         "(https://host/api/v1)"
     )
+
+
+def probe_root(client: OpenChoreoClient, candidates: list[Generation], *, unknown: bool) -> None:
+    """Read one item of the first of `candidates`' root listings (namespaces, or the org era's
+    organizations): whether the API answers at all. `unknown`: no API is known yet (`auto`
+    before a cycle said which), so one that says it is not there gives way to the next."""
+    for generation in candidates:
+        try:
+            generation.list_page(client, generation.phases[0].path(None), limit=1, cursor=None)
+        except PermanentError as error:
+            if not (unknown and says_absent(error)):
+                raise
+            continue
+        return
+    raise PermanentError(no_api_here(client, candidates), status=404)

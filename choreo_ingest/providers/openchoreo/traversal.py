@@ -57,6 +57,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     generation_named,
     generations,
     no_api_here,
+    probe_root,
     spoken_instead,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
@@ -241,18 +242,10 @@ class OpenChoreoProvider:
                 return
 
     def probe(self, context: OpenChoreoContext) -> None:
-        """The first item of the root listing of the API the server speaks (namespaces, or the
-        org era's organizations); under `auto` before a cycle said which, of the first there."""
+        """One item of the root listing of the API spoken (`generations.probe_root`)."""
         spoken = context.facts.get("api") or context.detected_api
-        for generation in self._event_generations(spoken):
-            root = generation.phases[0].path(None)
-            try:
-                generation.list_page(context.client, root, limit=1, cursor=None)
-            except PermanentError as error:
-                if not says_absent(error) or spoken is not None:
-                    raise
-                continue
-            return
+        unknown = spoken is None and configured_api(self._config) == "auto"
+        probe_root(context.client, self._event_generations(spoken), unknown=unknown)
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
         api = configured_api(self._config)

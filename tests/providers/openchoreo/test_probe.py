@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from choreo_ingest.errors import TransientError
+from choreo_ingest.errors import PermanentError, TransientError
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 
 NAMESPACE = {"metadata": {"name": "acme"}}
@@ -95,3 +95,20 @@ def test_an_api_that_fails_says_so(fake_engine, config_for, clock) -> None:
         probe(fake_engine, config_for, clock, server, "v1", None)
 
     assert set(server.asked) == {"/namespaces?limit=1"}  # the client's own retries
+
+
+@pytest.mark.parametrize(
+    ("api", "spoken"), [("v1", None), ("auto", "v1"), ("auto", None)], ids=["v1", "spoken", "auto"]
+)
+def test_a_root_listing_that_is_not_there_is_no_answer(
+    fake_engine, config_for, clock, api: str, spoken: str | None
+) -> None:
+    """A 404 (a proxy whose API is down, a wrong `baseUrl`) is no answer of the API's: with an
+    API known, at once; under `auto` with none known, once no root is there."""
+    server = FakeV1({})
+
+    with pytest.raises(PermanentError) as caught:
+        probe(fake_engine, config_for, clock, server, api, spoken)
+
+    assert caught.value.status == 404
+    assert len(set(server.asked)) == (2 if (api, spoken) == ("auto", None) else 1)
