@@ -5,7 +5,8 @@ then every event waits a backoff step (`eventsHeldUntil`). But one object can fa
 resource the server cannot convert answers 500 each time): held so, it held the whole inbox for
 every backoff step of its attempts, about half an hour with the default `backoff`. So the drain
 asks the next event that re-reads (a `created` or `updated` one: an org-era `deleted` event makes
-no request) before it decides: when that one reads fine, the failure was the object's own, and
+no request), or with none after it the provider's probe (`ProbingProvider`: `serve` drains each
+event as it comes), before it decides: when that read answers, the failure was the object's own, and
 that event alone waits its backoff step (`eventRetries`, a fact of `object: until`) while the
 others apply; once shown to fail alone it keeps waiting alone. A 429 or a token endpoint in
 trouble always holds every event: the next read succeeding says nothing of them.
