@@ -67,6 +67,7 @@ EVERY_SERIES = {
     "choreo_ingest_bursts_total",
     "choreo_ingest_events_pending",
     "choreo_ingest_events_parked",
+    "choreo_ingest_events_waiting_alone",
     "choreo_ingest_health_problems",
 }
 
