@@ -85,7 +85,8 @@ class ProviderMetrics:
     events_oldest_pending_at: float | None = None
     """When the provider's oldest event waiting in the inbox arrived; None when none waits."""
     events_held_until: float | None = None
-    """Until when every event waits, the API having failed a re-read; None when not held."""
+    """Until when every event waits, a re-read having failed (the API, or a setting to mend);
+    None when not held."""
     events_waiting_alone: int = 0
     """Objects whose events wait alone, their own re-reads failing (`event_retries`)."""
     api: str | None = None
@@ -215,7 +216,8 @@ _TIMESTAMPS: tuple[tuple[str, str, Callable[[ProviderMetrics], float | None]], .
     ),
     (
         "events_held_until_timestamp_seconds",
-        "Until when every event waits, the API having failed a re-read (not held: no sample).",
+        "Until when every event waits after a failed re-read: the API, or a setting to mend "
+        "(not held: no sample).",
         lambda p: p.events_held_until,
     ),
 )

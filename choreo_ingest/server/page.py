@@ -250,7 +250,7 @@ def _inbox(report: StatusReport, now: float) -> str:
         if held := parsed_time(item.facts.get(EVENTS_HELD_FACT) or ""):
             waits.append(
                 f'<p class="bad">{name}: every event waits until {_when(held, now, missing="")}'
-                " (the API failed a re-read)</p>"
+                " (a re-read failed: the API, or a setting to mend; the log's events_held says)</p>"
             )
         for wait in item.events_waiting_alone:
             until = _when(parsed_time(wait["until"] or ""), now, missing="?")
