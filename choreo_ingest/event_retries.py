@@ -22,7 +22,7 @@ them after newer events cannot undo those. A failed `deleted` event still stops 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable, Mapping
 
 from choreo_ingest.clock import parsed_time, rfc3339
 from choreo_ingest.config import IncrementalConfig
@@ -102,14 +102,15 @@ class EventRetries:
     def shown_alone(self, body: JSON) -> bool:
         """Whether the object of event `body` was shown to fail alone (it waits alone again if
         its re-read fails)."""
-        return event_key(body) in self._until
+        return bool(self._until) and event_key(body) in self._until
 
     def waiting(self, body: JSON, now: float, config: IncrementalConfig) -> bool:
         """Whether event `body` still waits at `now`: a `created` or `updated` one whose object
         waits (a clock set back does not make it wait longer than the longest backoff step). A
         `deleted` one never waits: applied after newer events, it could undo them."""
-        until = self._until.get(event_key(body)) if rereads(body) else None
-        return events_held_at(until, now, config)
+        if not self._until or not rereads(body):  # none waits: no key to make (each drain)
+            return False
+        return events_held_at(self._until.get(event_key(body)), now, config)
 
     def wait_alone(self, body: JSON, until: float) -> None:
         self._until[event_key(body)] = until
@@ -118,16 +119,17 @@ class EventRetries:
     def forget(self, body: JSON) -> None:
         """Event `body` applied or was parked: its object no longer waits, nor counts as shown
         to fail alone (a later failure asks the API again)."""
-        if self._until.pop(event_key(body), None) is not None:
+        if self._until and self._until.pop(event_key(body), None) is not None:
             self.changed = True
 
-    def keep_only(self, pending: Collection[str], *, all_read: bool) -> None:
-        """Forget the objects no event is pending about (applied, parked, dropped): those whose
-        key is not in `pending`, the keys of the events read, when they were `all_read` (not
-        stopped at a limit, past which others may wait)."""
-        if not all_read:
+    def keep_only(self, pending: Iterable[JSON], *, all_read: bool) -> None:
+        """Forget the objects no event is pending about (applied, parked, dropped): those no
+        event of `pending` (the bodies read) is about, when they were `all_read` (not stopped
+        at a limit, past which others may wait)."""
+        if not all_read or not self._until:
             return
-        kept = {key: until for key, until in self._until.items() if key in pending}
+        keys = {event_key(body) for body in pending}
+        kept = {key: until for key, until in self._until.items() if key in keys}
         if len(kept) != len(self._until):
             self._until = kept
             self.changed = True

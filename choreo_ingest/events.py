@@ -30,7 +30,7 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
-from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone, rereads
+from choreo_ingest.event_retries import EventRetries, may_fail_alone, rereads
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT
 from choreo_ingest.page_writer import log_refused
@@ -262,7 +262,7 @@ def drain_inbox(
         store.set_facts(provider.name, {EVENTS_HELD_FACT: None}, now)
     read = store.pending_events(provider.name, PENDING_READ)
     retries = EventRetries.from_facts(facts)
-    retries.keep_only({event_key(item.body) for item in read}, all_read=len(read) < PENDING_READ)
+    retries.keep_only([item.body for item in read], all_read=len(read) < PENDING_READ)
     _save_retries(store, provider.name, retries, now)
     pending = [
         item

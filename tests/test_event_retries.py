@@ -605,7 +605,7 @@ class TestTheFact:
     def test_it_round_trips_and_forgets_objects_no_event_is_pending_about(self) -> None:
         a, b, c = (component_event(name) for name in "abc")
         retries = EventRetries({event_key(a): 1_000.0, event_key(b): 2_000.0})
-        retries.keep_only({event_key(a), event_key(c)}, all_read=True)
+        retries.keep_only([a, c], all_read=True)
 
         assert retries.changed
         again = EventRetries.from_facts({EVENT_RETRIES_FACT: retries.fact() or ""})
@@ -613,7 +613,7 @@ class TestTheFact:
 
     def test_past_the_events_read_nothing_is_forgotten(self) -> None:
         retries = EventRetries({event_key(component_event("a")): 1_000.0})
-        retries.keep_only(set(), all_read=False)  # `a`'s event may be past the limit
+        retries.keep_only([], all_read=False)  # `a`'s event may be past the limit
 
         assert not retries.changed
         assert retries.shown_alone(component_event("a"))
