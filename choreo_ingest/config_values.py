@@ -137,6 +137,21 @@ def as_backoff(value: object) -> tuple[float, ...]:
     return tuple(within(f"[{i}]", partial(as_seconds, step)) for i, step in enumerate(value))
 
 
+def as_host_names(value: object) -> tuple[str, ...]:
+    """Host names as a `Host` header gives them, without a port (lower case, no trailing dot),
+    or `*` for any."""
+    if not isinstance(value, list):
+        raise Invalid("expected a list of host names", value)
+    return tuple(within(f"[{i}]", partial(_host_name, name)) for i, name in enumerate(value))
+
+
+def _host_name(value: object) -> str:
+    name = as_text(value).strip().lower().removesuffix(".")
+    if name != "*" and not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", name):
+        raise Invalid("expected a host name without a port (ingest.example.com), or *", value)
+    return name
+
+
 def as_flag(value: object) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"

@@ -158,6 +158,7 @@ class TestExample:
             "serve.events.secretFile",
             "serve.maxBodyBytes",
             "serve.readTimeout",
+            "serve.allowedHosts",
             "providers",
         }
     )
@@ -272,6 +273,10 @@ class TestValues:
             provider_options={"csv": {"path": "things.csv", "limit": 3}},
             source=tmp_path / "choreo-ingest.yaml",
         )
+
+    def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
+        assert config.serve.allowed_hosts == ("ingest.example", "*", "a-b_c")
 
     def test_bare_provider_names_have_no_options(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "providers: [csv, openchoreo]\n")
@@ -486,6 +491,12 @@ BAD_CONFIGS = [
     ("serve: {listen: localhost}", "serve.listen", "expected host:port"),
     ("serve: {listen: '127.0.0.1:70000'}", "serve.listen", "expected host:port"),
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
+    ("serve: {allowedHosts: ingest.example}", "serve.allowedHosts", "expected a list of host"),
+    (
+        "serve: {allowedHosts: [ok.example, 'ingest.example:8080']}",
+        "serve.allowedHosts[1]",
+        "expected a host name without a port (ingest.example.com), or *, got 'ingest.example:80",
+    ),
     ("changes: {maxRows: 0}", "changes.maxRows", "must be greater than 0"),
     ("state: {url: 'mysql://u@h/db'}", "state.url", "expected postgresql://"),
     ("state: {url: 'postgresql://u:pw@/'}", "state.url", "expected postgresql://"),

@@ -107,7 +107,7 @@ def build_app(server: Server) -> ASGIApp:
     }
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
-    guarded = CrossSiteGuard(app, credentials=server.credentials)
+    guarded = CrossSiteGuard(app, credentials=server.credentials, hosts=server.hosts)
     return RequestLog(guarded, server.clock, server.requests)
 
 

@@ -55,6 +55,9 @@ class Server:
     clock: Clock
     service: Service
     credentials: Credentials = field(default_factory=Credentials)
+    hosts: frozenset[str] | None = None
+    """The names besides localhost and IP addresses it answers (`security.answered_hosts`);
+    None: every name."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     operator_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
     """Made in the event loop of the first operator request (`as_operator`), with that loop."""

@@ -36,7 +36,7 @@ from choreo_ingest.server.connections import (
 )
 from choreo_ingest.server.context import Server
 from choreo_ingest.server.loop_log import loop_log
-from choreo_ingest.server.security import check_exposure, load_credentials
+from choreo_ingest.server.security import answered_hosts, check_exposure, load_credentials
 from choreo_ingest.service import Service
 from choreo_ingest.store import StateLocation, StateRef, keeping_readers, state_location
 
@@ -82,7 +82,8 @@ def serve(
     sock = _bind(address, given_by, connections)
     with keeping_readers(state) as location:
         service = Service(config, location, clock)
-        app = build_app(Server(config, service.state, clock, service, credentials))
+        hosts = answered_hosts(address, credentials, config)
+        app = build_app(Server(config, service.state, clock, service, credentials, hosts))
         server = http_server(app, connections)
         loop_thread = threading.Thread(
             target=service.run, name="choreo-ingest-service", daemon=True

@@ -1,9 +1,11 @@
 """Who may call what: the API token, the events secret, a web page (no state-changing request,
-but with the token from `serve`'s own origin), and where `serve` may listen."""
+but with the token from `serve`'s own origin; nothing, through a name rebound to a loopback
+`serve` without a token), and where `serve` may listen."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,27 +100,81 @@ EVENT_ROUTE_PREFIXES = ("/events/", "/api/events/http/")
 guarded by the events secret, not the API token."""
 
 
-class CrossSiteGuard:
-    """Answers 403 to a state-changing request a web page sent (`cross_site_problem`), before
-    any route sees it; every other request passes through. The event routes count as guarded
-    by a token only when the events secret is set: the API token does not cover them."""
+def answered_hosts(
+    address: Address, credentials: Credentials, config: Config
+) -> frozenset[str] | None:
+    """The host names besides localhost and IP addresses that `serve` answers (`host_problem`):
+    `serve.allowedHosts` when it listens on loopback without a token; None (every name) when a
+    token guards the API or it listens beyond loopback (`--insecure-no-auth`)."""
+    if credentials.api_token is not None or not address.is_loopback:
+        return None
+    return frozenset(config.serve.allowed_hosts)
 
-    def __init__(self, app: ASGIApp, *, credentials: Credentials) -> None:
+
+def host_problem(host: str | None, allowed: frozenset[str]) -> str | None:
+    """Why a request's `Host` is not one a loopback `serve` without a token answers, or None.
+
+    A web page of another site whose name its owner rebinds to 127.0.0.1 (DNS rebinding) reads
+    as `serve`'s own origin, so the browser lets it read what `serve` answers: the catalog,
+    every status. Its requests carry that name: only localhost, `*.localhost`, an IP address
+    (which cannot be rebound) or a name in `allowed` (`*`: any) is answered. A request with no
+    `Host` comes from no browser."""
+    if host is None or "*" in allowed:
+        return None
+    name = _name_of(host)
+    if name in allowed or name == "localhost" or name.endswith(".localhost"):
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return (
+            f"a request for {host!r} is refused: without a token (serve.auth.tokenFile), serve "
+            "answers only requests for localhost or an IP address (a web page whose name was "
+            "rebound to 127.0.0.1 could read it); add the name to serve.allowedHosts"
+        )
+    return None
+
+
+def _name_of(host: str) -> str:
+    """The name of a `Host` header's value, without its port, in lower case."""
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        before, colon, port = host.rpartition(":")
+        name = before if colon and port.isdigit() else host
+    return name.lower().removesuffix(".")
+
+
+class CrossSiteGuard:
+    """Answers 403 to a state-changing request a web page sent (`cross_site_problem`), and to
+    any request for a name a loopback `serve` without a token does not answer (`host_problem`,
+    with `hosts`; None: no such check), before any route sees it; every other request passes
+    through. The event routes count as guarded by a token only when the events secret is set:
+    the API token does not cover them."""
+
+    def __init__(
+        self, app: ASGIApp, *, credentials: Credentials, hosts: frozenset[str] | None = None
+    ) -> None:
         self.app = app
         self.token_set = credentials.api_token is not None
         self.events_secret_set = credentials.events_secret is not None
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         problem = None
         if scope["type"] == "http":
             headers = Headers(scope=scope)
+            if self.hosts is not None:
+                problem = host_problem(headers.get("host"), self.hosts)
             event_route = str(scope["path"]).startswith(EVENT_ROUTE_PREFIXES)
             if event_route:
                 guarded, by = self.events_secret_set, "an events secret (serve.events.secretFile)"
             else:
                 guarded, by = self.token_set, "a token (serve.auth.tokenFile)"
             method = scope["method"]
-            problem = cross_site_problem(method, headers, token_set=guarded, guarded_by=by)
+            problem = problem or cross_site_problem(
+                method, headers, token_set=guarded, guarded_by=by
+            )
         if problem is None:
             await self.app(scope, receive, send)
             return

@@ -205,7 +205,7 @@ def test_a_post_whose_body_is_still_coming_at_the_stop_is_told_to_come_again(
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=20) as conn:
             conn.sendall(
-                b"POST /events/openchoreo HTTP/1.1\r\nHost: x\r\n"
+                b"POST /events/openchoreo HTTP/1.1\r\nHost: localhost\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
             )
             time.sleep(0.5)  # the request is in the route, reading its body
@@ -245,11 +245,36 @@ def test_insecure_no_auth_starts_and_warns(tmp_path: Path, simulator: RunningSer
     )
     try:
         ready(process, url)
+        named = httpx.get(url + "/status", headers={"Host": "ingest.example:80"}, timeout=10)
     finally:
         code, _, err = stop(process)
     assert code == 0
+    assert named.status_code == 200  # reached by whatever names point at it
     assert "api_exposed_without_auth" in err
     assert "events_open" in err  # and no events secret either
+
+
+def test_a_loopback_serve_without_a_token_answers_only_its_own_names(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    """A web page whose name was rebound to 127.0.0.1 sends that name as `Host`."""
+    process, url = serve_process(
+        tmp_path, simulator.url, serve={"allowedHosts": ["ingest.internal"]}
+    )
+    port = url.rpartition(":")[2]
+    try:
+        ready(process, url)
+        answers = {
+            host: httpx.get(url + "/status", headers={"Host": host}, timeout=10)
+            for host in (f"rebound.evil.example:{port}", f"localhost:{port}", "ingest.internal")
+        }
+    finally:
+        code, _, err = stop(process)
+    assert answers[f"rebound.evil.example:{port}"].status_code == 403
+    assert "serve.allowedHosts" in answers[f"rebound.evil.example:{port}"].json()["error"]
+    assert answers[f"localhost:{port}"].status_code == 200
+    assert answers["ingest.internal"].status_code == 200
+    assert code == 0, err
 
 
 def test_a_busy_port_is_exit_75_worth_trying_again(
