@@ -14,10 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from choreo_ingest.clock import parse_rfc3339
-from choreo_ingest.errors import (
-    AuthError,
-    NotFoundError,
-)
+from choreo_ingest.errors import AuthError, NotFoundError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim_key
@@ -74,22 +71,39 @@ def event_delta(walk: Walk, event: Event) -> Delta:
 
     A 403 says the object exists where this client may not look: the event forwarder posts
     the events of every namespace OpenChoreo serves, and a role may cover only some. Such an
-    event changes nothing (the walk, whose lists leave those objects out, settles the
-    catalog); as an error it would hold up every event after it and then be parked.
-    """
+    event changes nothing but a deletion (the walk, whose lists leave those objects out, settles
+    the catalog); as an error it would hold up every event after it and then be parked."""
     try:
         return _delta(walk, event)
     except AuthError as error:
         if not error.object_hidden:
             raise
+        gone = _deleted_behind_roles(walk, event, error)
         log.info(
             "event_not_visible",
             kind=event.kind,
             name=event.name,
             namespace=event.namespace,
             path=error.path,
+            taken_for_gone=gone is not None,
         )
-        return Delta()
+        return Delta() if gone is None else gone
+
+
+def _deleted_behind_roles(walk: Walk, event: Event, error: AuthError) -> Delta | None:
+    """The delta of a deleted Namespace or Project whose own read answered 403, or None.
+
+    OpenChoreo checks a namespace's or project's read against the caller's roles before it looks
+    the object up, so one deleted with the role binding that let this client see it (a
+    namespace's own binding goes with the namespace) answers 403, not 404. The forwarder said
+    it was deleted, and hidden or gone, the walk leaves it out: it goes, as at a 404."""
+    namespace, name = event.namespace or "", event.name
+    if event.action == "deleted" and event.kind == "Namespace":
+        return _namespace_gone(walk, name) if error.path == _namespace_path(name) else None
+    if event.action == "deleted" and event.kind == "Project":
+        own = error.path == _object_path(namespace, "projects", name)
+        return _project_gone(namespace, name) if own else None
+    return None
 
 
 def read_ahead(walk: Walk, events: Sequence[Event]) -> None:
@@ -130,8 +144,12 @@ def _component_reads(walk: Walk, namespace: str, component: str) -> list[Request
     ]
 
 
+def _namespace_path(namespace: str) -> str:
+    return f"/namespaces/{segment(namespace)}"
+
+
 def _listing_path(namespace: str, listing: str) -> str:
-    return f"/namespaces/{segment(namespace)}/{listing}"
+    return f"{_namespace_path(namespace)}/{listing}"
 
 
 def _object_path(namespace: str, listing: str, name: str) -> str:
@@ -154,7 +172,7 @@ def _delta(walk: Walk, event: Event) -> Delta:
 def _namespace_delta(walk: Walk, namespace: str) -> Delta:
     resource = _served_namespace(walk, namespace)
     if resource is None:  # gone, or its label taken off: what it had leaves, as at the sweep
-        return Delta(removal_scopes=[namespace], index=_project_rows_dropped(walk, namespace))
+        return _namespace_gone(walk, namespace)
     domain = namespace_entity(resource, walk.config.mapping, walk.provider)
     return Delta(upserts=[domain], refresh=_holds_unknown_projects(walk, namespace))
 
@@ -168,7 +186,7 @@ def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
     start), nor for one new and empty, nor for one made with its projects (a GitOps bundle):
     their own `created` events come after the namespace's. A project without a creation time
     counts as new."""
-    path = f"/namespaces/{segment(namespace)}/projects"
+    path = _listing_path(namespace, "projects")
     listed = read_page(walk.client, path, {"limit": PROJECTS_PROBED}, None).items
     keys = [f"{namespace}/{name_of(project, path)}" for project in listed]
     if not keys or walk.index.by_key(PROJECT_OWNERS, keys):
@@ -185,6 +203,10 @@ def _created_before(resource: Resource, moment: float) -> bool:
         return isinstance(created, str) and parse_rfc3339(created) < moment
     except ValueError:
         return False
+
+
+def _namespace_gone(walk: Walk, namespace: str) -> Delta:
+    return Delta(removal_scopes=[namespace], index=_project_rows_dropped(walk, namespace))
 
 
 def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:
@@ -210,7 +232,7 @@ def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
     that reads any namespace, or leaves labels out) is settled by the listing, which is what
     the walk takes.
     """
-    resource = _read(walk, f"/namespaces/{segment(namespace)}")
+    resource = _read(walk, _namespace_path(namespace))
     if resource is None:
         return None
     metadata = resource.get("metadata")
@@ -233,10 +255,7 @@ def _read(walk: Walk, path: str) -> Resource | None:
 def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     resource = _read(walk, _object_path(namespace, "projects", project))
     if resource is None:
-        return Delta(
-            removal_scopes=[f"{namespace}/{project}"],
-            index=[IndexEntry(PROJECT_OWNERS, f"{namespace}/{project}")],
-        )
+        return _project_gone(namespace, project)
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     row = owner_row(namespace, resource)
     # Only a row this cycle wrote vouches for the namespace: one from an earlier cycle may
@@ -262,6 +281,11 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
         removals=harvest.removals,
         index=[row, *harvest.index],
     )
+
+
+def _project_gone(namespace: str, project: str) -> Delta:
+    key = f"{namespace}/{project}"
+    return Delta(removal_scopes=[key], index=[IndexEntry(PROJECT_OWNERS, key)])
 
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:

@@ -351,6 +351,34 @@ def test_an_event_for_an_object_the_client_may_not_read_changes_nothing(
     assert delta == Delta()
 
 
+@pytest.mark.parametrize(
+    ("event", "read", "scope"),
+    [
+        (Event("Namespace", "gone", "deleted", ""), "/namespaces/gone", "gone"),
+        (Event("Project", "p", "deleted", "gone"), "/namespaces/gone/projects/p", "gone/p"),
+    ],
+    ids=["namespace", "project"],
+)
+def test_a_deleted_namespace_or_project_whose_read_answers_403_goes(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, event: Event, read: str, scope: str
+) -> None:
+    """OpenChoreo checks roles before it looks a namespace or project up: one deleted with the
+    role binding that let this client see it answers 403, not 404."""
+    httpx_mock.add_response(url=f"{BASE}{read}", **FORBIDDEN)
+    config = config_for(api="v1")
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.index.apply([IndexEntry("project", "gone/p", "", {"owner": "group:default/a"})])
+
+    with engine.provider.around(engine.burst) as context:
+        delta = engine.provider.handle_event(context, event)
+
+    assert list(delta.removal_scopes) == [scope]
+    assert [(row.key, row.value) for row in delta.index if row.table == "project"] == [
+        ("gone/p", None)
+    ]
+    assert not delta.upserts
+
+
 def test_an_identity_provider_refusing_the_token_with_403_fails_the_event_not_hides_it(
     httpx_mock: HTTPXMock, fake_engine, config_for, clock
 ) -> None:
