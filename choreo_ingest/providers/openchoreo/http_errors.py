@@ -338,7 +338,8 @@ def _unauthorized_advice(config_key: str, code: str | None) -> str:
         )
     return (
         f"{issued}: check that OpenChoreo trusts that identity provider (its issuer, audience "
-        f"and signing keys; {audience})"
+        f"and signing keys; {audience}); OpenChoreo also answers INVALID_TOKEN when it cannot "
+        "fetch the identity provider's signing keys (JWKS) or its clock lags the token's issue time"
     )
 
 

@@ -3,6 +3,7 @@ what the client may see, and whether a page fits in a burst at the API's latency
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -48,11 +49,12 @@ from choreo_ingest.providers.openchoreo.token_cache import never_replaced
 ROLE_MAPPING = (
     "{name: choreo-ingest-catalog-reader-binding, kind: ClusterAuthzRoleBinding, roleMappings: "
     "[{roleRef: {name: backstage-catalog-reader, kind: ClusterAuthzRole}}], entitlement: "
-    "{claim: sub, value: %s}, effect: allow}"
+    "{claim: %s, value: %s}, effect: allow}"
 )
-"""What binds a client (its `sub` claim) to OpenChoreo's read-only catalog role: one item of
-the control plane's Helm values `openchoreoApi.config.security.authorization.bootstrap.mappings`,
-in YAML's flow style, so that a one-line check can say it whole."""
+"""What binds a client (its `sub` claim, or a group its tokens carry) to OpenChoreo's read-only
+catalog role: one item of the control plane's Helm values
+`openchoreoApi.config.security.authorization.bootstrap.mappings`, in YAML's flow style, so that a
+one-line check can say it whole."""
 V1_LISTED_NAMESPACES = (
     ": OpenChoreo lists only the namespaces labelled openchoreo.dev/control-plane=true"
 )
@@ -95,7 +97,7 @@ def openchoreo_checks(
                 if not checks[-1].ok:
                     return checks
             checks += _token_cache_check(config)
-            return checks + _api_checks(client, config, clock)
+            return checks + _api_checks(client, config, clock, credentials)
     except ChoreoIngestError as error:
         return [_failed(error)]
 
@@ -203,7 +205,9 @@ def _token_cache_check(config: Config) -> list[Check]:
     ]
 
 
-def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[Check]:
+def _api_checks(
+    client: OpenChoreoClient, config: Config, clock: Clock, credentials: Credentials
+) -> list[Check]:
     api = config.openchoreo.api
     candidates = list(generations()) if api == "auto" else [generation_named(api)]
     for generation in candidates:
@@ -228,7 +232,8 @@ def _api_checks(client: OpenChoreoClient, config: Config, clock: Clock) -> list[
         pages = 1
         if page.next_cursor and not page.items:
             pages, page = _first_items(client, generation, path, following, pages=2)
-        listing = _listing_check(client, generation, page, pages, config.openchoreo.auth)
+        auth = config.openchoreo.auth
+        listing = _listing_check(client, generation, page, pages, auth, credentials)
         chunk, _ = effective_chunk_size(config, generation.name)
         try:
             slowest, largest = _full_page_time(client, generation, page, chunk, clock)
@@ -321,7 +326,12 @@ def _first_items(
 
 
 def _listing_check(
-    client: OpenChoreoClient, generation: Generation, page: ListPage, pages: int, auth: AuthConfig
+    client: OpenChoreoClient,
+    generation: Generation,
+    page: ListPage,
+    pages: int,
+    auth: AuthConfig,
+    credentials: Credentials,
 ) -> Check:
     what = generation.phases[0].name  # plural: `namespaces`, `orgs`
     what = what.removesuffix("s") if len(page.items) == 1 else what
@@ -334,15 +344,16 @@ def _listing_check(
     )
     if page.items or page.next_cursor:
         return Check("openchoreo.api", True, detail)
-    advice = _empty_listing_advice(what, auth, generation.name)
+    advice = _empty_listing_advice(what, auth, generation.name, token_claims(credentials))
     return Check("openchoreo.api", True, f"{detail}, {advice}", warning=True)
 
 
-def _empty_listing_advice(what: str, auth: AuthConfig, api: str) -> str:
+def _empty_listing_advice(what: str, auth: AuthConfig, api: str, claims: Mapping[str, Any]) -> str:
     """Why a listing may be empty, for the credentials in use: a client without a role binding
     sees nothing (lists leave out what it may not read); without credentials (security off),
     OpenChoreo v1 lists only the namespaces labelled as its own. The role and the Helm values
-    are v1's: the org era's document names neither."""
+    are v1's: the org era's document names neither. The binding names the token's `sub`, or,
+    when the token carries `groups` (OpenChoreo then takes it for a user's), a group."""
     if auth.mode_key is None:
         labelled = V1_LISTED_NAMESPACES if api == "v1" else ""
         return f"but it lists no {what}{labelled} (is openchoreo.baseUrl the right server?)"
@@ -351,14 +362,49 @@ def _empty_listing_advice(what: str, auth: AuthConfig, api: str) -> str:
             f"but it lists no {what}: a list answers with what the client may see, so a client "
             "without a role that may read them sees nothing"
         )
-    subject = auth.oauth.client_id if auth.oauth is not None else "<the token's sub claim>"
+    sub = claims.get("sub")
+    claim, value, why = "sub", sub if isinstance(sub, str) and sub else None, ""
+    if value is None:
+        value = auth.oauth.client_id if auth.oauth is not None else "<the token's sub claim>"
+    groups = claims.get("groups")  # OpenChoreo's chart resolves a user (groups) before sub
+    named = [g for g in groups if isinstance(g, str) and g] if isinstance(groups, list) else []
+    if isinstance(groups, str) and groups:
+        named = [groups]
+    if named:
+        claim, value = "groups", named[0]
+        why = (
+            " The token carries a groups claim, so OpenChoreo (the chart's subject types) "
+            "takes it for a user's and matches bindings on its groups, not on its sub: bind "
+            "a group it carries, or have the identity provider leave groups out."
+        )
+    elif groups == "":
+        why = (
+            " The token carries an empty groups claim, so OpenChoreo (the chart's subject "
+            "types) takes it for a user's without groups, which no binding matches: have the "
+            "identity provider leave groups out."
+        )
     return (
         f"but it lists no {what}: a list answers with what the client may see, so a client "
-        "without a role binding sees nothing. Bind it to the read-only role "
+        f"without a role binding sees nothing.{why} Bind it to the read-only role "
         "backstage-catalog-reader: add this item to "
         "openchoreoApi.config.security.authorization.bootstrap.mappings in the control plane's "
-        f"Helm values (keep the chart's defaults): {ROLE_MAPPING % json.dumps(subject)}"
+        f"Helm values (keep the chart's defaults): {ROLE_MAPPING % (claim, json.dumps(value))}"
     )
+
+
+def token_claims(credentials: Credentials) -> Mapping[str, Any]:
+    """The claims of the token in use, read without checking its signature (to advise on
+    bindings, never to trust); none for no token or one that is not a JWT."""
+    try:
+        token = credentials.bearer()
+    except ChoreoIngestError:
+        return {}
+    payload = token.split(".")[1] if token and token.count(".") == 2 else ""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:  # binascii.Error and JSONDecodeError are ValueErrors
+        return {}
+    return claims if isinstance(claims, dict) else {}
 
 
 def _chunk_check(config: Config, generation: Generation) -> list[Check]:

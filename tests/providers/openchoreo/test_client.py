@@ -750,7 +750,9 @@ class TestUnauthorized:
             "GET /namespaces: HTTP 401 INVALID_TOKEN: invalid token; the API refused a token "
             "just issued at openchoreo.auth.oauth.tokenUrl: check that OpenChoreo trusts that "
             "identity provider (its issuer, audience and signing keys; an audience the token "
-            "lacks may need openchoreo.auth.oauth.audience)"
+            "lacks may need openchoreo.auth.oauth.audience); OpenChoreo also answers "
+            "INVALID_TOKEN when it cannot fetch the identity provider's signing keys (JWKS) or "
+            "its clock lags the token's issue time"
         )
         assert credentials.rejected == ["issued-token-0001"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -507,3 +509,80 @@ def test_a_listing_of_the_namespace_refused_is_an_api_failure(tmp_path: Path) ->
     assert failed[0][0] == "openchoreo.api"
     assert failed[0][1].startswith("GET /namespaces/acme/projects: HTTP 403")
     assert "openchoreo.incremental" not in {check.name for check in checks}
+
+
+def jwt(claims: dict[str, Any]) -> str:
+    """A token shaped as a JWT (its signature is not checked here)."""
+
+    def part(document: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+def _v1_empty_listing_advice(tmp_path: Path, token: str) -> str:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/version":
+            return httpx.Response(200, json={"version": "v1.2.3"})
+        return httpx.Response(200, json={"items": [], "pagination": {}})
+
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, api="v1", token=token),
+        state_path=tmp_path / "state.db",
+    )
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(answer))
+    [check] = [c for c in provider.preflight(FakeClock()) if c.name == "openchoreo.api"]
+    assert (check.ok, check.warning) == (True, True), check.detail
+    return check.detail
+
+
+@pytest.mark.parametrize(
+    ("claims", "entitlement", "said"),
+    [
+        ({"sub": "svc-catalog"}, '{claim: sub, value: "svc-catalog"}', None),
+        (
+            {"sub": "svc-catalog", "groups": ["", "platform-readers", "ops"]},
+            '{claim: groups, value: "platform-readers"}',
+            "The token carries a groups claim, so OpenChoreo (the chart's subject types) takes it "
+            "for a user's and matches bindings on its groups, not on its sub",
+        ),
+        (
+            {"sub": "svc-catalog", "groups": "platform-readers"},
+            '{claim: groups, value: "platform-readers"}',
+            "The token carries a groups claim",
+        ),
+        (
+            {"sub": "svc-catalog", "groups": ""},
+            '{claim: sub, value: "svc-catalog"}',
+            "The token carries an empty groups claim, so OpenChoreo (the chart's subject types) "
+            "takes it for a user's without groups, which no binding matches",
+        ),
+        (
+            {"sub": "svc-catalog", "groups": []},
+            '{claim: sub, value: "svc-catalog"}',
+            None,
+        ),
+    ],
+    ids=["sub", "groups", "one-group", "empty-groups", "no-groups"],
+)
+def test_an_empty_v1_listing_advises_the_binding_the_tokens_claims_need(
+    tmp_path: Path, claims: dict[str, Any], entitlement: str, said: str | None
+) -> None:
+    """OpenChoreo's chart takes a token with `groups` for a user's (bound by its groups) before
+    it would take it for a service account's (bound by `sub`)."""
+    detail = _v1_empty_listing_advice(tmp_path, jwt(claims))
+
+    assert f"entitlement: {entitlement}, effect: allow}}" in detail
+    assert (said in detail) if said else ("groups claim" not in detail)
+    assert jwt(claims) not in detail
+
+
+@pytest.mark.parametrize(
+    "token", ["opaque-token-0a1b", "a.b.c", f"x.{base64.b64encode(b'[1]').decode()}.y"]
+)
+def test_a_token_that_is_not_a_jwt_of_claims_leaves_the_sub_to_the_reader(
+    tmp_path: Path, token: str
+) -> None:
+    detail = _v1_empty_listing_advice(tmp_path, token)
+
+    assert 'entitlement: {claim: sub, value: "<the token\'s sub claim>"}' in detail
