@@ -30,6 +30,7 @@ from choreo_ingest.store import (
     PostgresLocation,
     StateRef,
     Store,
+    noted_damage,
     state_location,
 )
 
@@ -296,11 +297,16 @@ def all_metrics(
 
 
 def run_metrics(store: Store, config: Config, now: float) -> list[ProviderMetrics]:
-    """The metrics a `run` at `now` writes: of the configured providers, then the state's others."""
+    """The metrics a `run` at `now` writes: of the configured providers, then the state's others.
+    A state file a run found damaged (`store.damage_note`), which `health` refuses, is a health
+    problem of every provider: a run with nothing due reads none of its damaged pages."""
     names = provider_names(store, config)
-    return all_metrics(
+    metrics = all_metrics(
         store, names, run_at=now, config=config.incremental, now=now, configured=config.providers
     )
+    if store.path is None or noted_damage(store.path) is None:
+        return metrics
+    return [replace(item, health_problems=item.health_problems + 1) for item in metrics]
 
 
 @dataclass(frozen=True)

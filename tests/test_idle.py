@@ -26,6 +26,7 @@ import yaml
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import Config, load_config
 from choreo_ingest.config_file import cache_directory
+from choreo_ingest.errors import NotAStateFile
 from choreo_ingest.idle import run_if_idle
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import (
@@ -208,6 +209,34 @@ class TestRunIfIdle:
         assert f'choreo_ingest_events_pending{{provider="{PROVIDER}"}} 0.0' in metrics
         ok = f'choreo_ingest_bursts_total{{outcome="ok",provider="{PROVIDER}"}} 1.0'
         assert ok in metrics
+
+    def test_a_state_a_run_found_damaged_is_a_health_problem_in_the_metrics(
+        self, config_file: Path
+    ) -> None:
+        """`health` refuses it; a run with nothing due reads none of its damaged pages and
+        exits 0, so the metrics must say it, or no alert fires until the provider is due."""
+        config = load_config(config_file)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)
+        damage = NotAStateFile(f"state store {location.path}: malformed", path=str(location.path))
+        damage.damaged = True
+        location.note_damage(damage)
+        assert config.metrics_textfile is not None
+        healthy = f'choreo_ingest_health_problems{{provider="{PROVIDER}"}} 0.0'
+        assert healthy in config.metrics_textfile.read_text()
+        clock.advance(60)
+
+        assert run_if_idle(config, location, clock) is True
+        idle = config.metrics_textfile.read_text()
+        run_once(config, location, clock, providers={PROVIDER: FakeProvider([], name=PROVIDER)})
+        full = config.metrics_textfile.read_text()
+
+        problem = f'choreo_ingest_health_problems{{provider="{PROVIDER}"}} 1.0'
+        assert problem in idle
+        assert problem in full
+        location.forget_damage()  # `check` found the file whole
+        assert run_if_idle(config, location, clock) is True
+        assert healthy in config.metrics_textfile.read_text()
 
     @pytest.mark.parametrize(
         "make_work",

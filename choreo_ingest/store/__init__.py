@@ -3,6 +3,7 @@ locks it."""
 
 from choreo_ingest.store.change_log import gap_after
 from choreo_ingest.store.connection import Tracer, canonical_json
+from choreo_ingest.store.damage_note import noted_damage
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.location import (
     PostgresLocation,
@@ -45,6 +46,7 @@ __all__ = [
     "gap_after",
     "keeping_readers",
     "no_state_yet",
+    "noted_damage",
     "position_name",
     "state_location",
 ]
