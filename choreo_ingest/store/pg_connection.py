@@ -41,6 +41,7 @@ from choreo_ingest.store.pg_url import (
     each_attempt,
     option_value_problem,
     password_hint,
+    problem_hint,
     unreadable_url_problem,
     url_password_candidates,
 )
@@ -62,6 +63,9 @@ APPLICATION_NAME = "choreo-ingest"
 CONNECT_TIMEOUT = 10
 """Seconds to reach the server, unless the URL says (`?connect_timeout=`): the URL's own
 settings win over every default here."""
+LOCK_TIMEOUT_SECONDS = 10
+"""A statement's wait for a lock held elsewhere (a `LOCK TABLE` left open), as SQLite's busy
+timeout, unless the session has a `lock_timeout` (`options`, `PGOPTIONS`, the role's)."""
 IDLE_SESSION_TIMEOUT_SINCE = 140000
 """The server version (`server_version_num`) that has `idle_session_timeout`."""
 KEEPALIVES = {
@@ -185,17 +189,19 @@ class PgConnection:
                 f"SET tcp_keepalives_interval = {KEEPALIVES['keepalives_interval']}; "
                 f"SET tcp_keepalives_count = {KEEPALIVES['keepalives_count']}"
             )
+            raw.execute(
+                "SELECT set_config('lock_timeout', %s, false) "
+                "WHERE current_setting('lock_timeout') = '0'",
+                [f"{LOCK_TIMEOUT_SECONDS}s"],
+            )
             # The run lock's session waits for the API between writes: an idle_session_timeout
             # (PostgreSQL 14) shorter than a request ended it in every burst.
             if raw.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
                 raw.execute("SET idle_session_timeout = 0")
             if self.readonly:
                 raw.execute("SET default_transaction_read_only = on")
-            found = raw.execute(
-                "SELECT has_schema_privilege(oid, 'USAGE'), current_user FROM pg_namespace "
-                "WHERE nspname = %s",
-                [self.schema],
-            ).fetchone()
+            privilege = "SELECT has_schema_privilege(oid, 'USAGE'), current_user FROM pg_namespace"
+            found = raw.execute(f"{privilege} WHERE nspname = %s", [self.schema]).fetchone()
             if found is not None and not found[0]:
                 # Else its tables are not seen: "pending migrations", "no schema selected".
                 role = sql.Identifier(found[1]).as_string(raw)
@@ -442,21 +448,14 @@ class PgConnection:
         if self.raw is not None and (self.raw.broken or self.raw.closed) and not doing:
             problem = f"connection lost ({problem})"
         if error.sqlstate:
-            problem = f"{problem} [SQLSTATE {error.sqlstate}]{_grant_hint(problem)}"
+            hint = problem_hint(problem, error.sqlstate, LOCK_TIMEOUT_SECONDS)
+            problem = f"{problem} [SQLSTATE {error.sqlstate}]{hint}"
         if doing:
             problem = f"{doing}: {problem}"
         if self.url:
             problem = problem.replace(self.url, self.display_url)
         problem = masked(problem, self._secrets)
         return StateError(f"state store {self.display_url}: {problem}", path=self.display_url)
-
-
-def _grant_hint(problem: str) -> str:
-    """What to grant for a "permission denied" to make the state's schema or its tables."""
-    for thing in ("database", "schema"):
-        if problem.startswith(f"permission denied for {thing}"):
-            return f": the role needs CREATE on the {thing} (GRANT CREATE ON {thing.upper()} ...)"
-    return ""
 
 
 class PgCursor:

@@ -382,6 +382,9 @@ def pg_pending_migrations(conn: PgConnection) -> list[str]:
 
 
 def _take_turn(conn: PgConnection) -> None:
+    """Wait for another session's migration, however long it takes: no `lock_timeout` for the
+    rest of this transaction, whose DDL may wait for a long read too."""
+    conn.execute("SET LOCAL lock_timeout = 0")
     conn.execute("SELECT pg_advisory_xact_lock(?)", [advisory_key(f"migrate:{conn.schema}")])
 
 

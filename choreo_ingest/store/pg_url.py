@@ -4,8 +4,9 @@
 no psycopg, words what libpq refused (`unreadable_url_problem`) and what it would refuse only
 when connecting (`option_value_problem`), as the config's own URL checks word theirs
 (`config_values.database_url_problem`): the problem, then the form expected. It also finds what
-in a URL's text may be a password, to mask it (`url_password_candidates`), and says where the
-password of a refused connection came from (`password_hint`).
+in a URL's text may be a password, to mask it (`url_password_candidates`), says where the
+password of a refused connection came from (`password_hint`) and what to do about a statement
+the server refused (`problem_hint`).
 """
 
 from __future__ import annotations
@@ -189,3 +190,19 @@ def each_attempt(lines: list[str]) -> str | None:
         f"{host}:{port}: {_SERVER_AT.sub('', failure)}"
         for host, port, failure in (match.groups() for match in attempts)
     )
+
+
+def problem_hint(problem: str, sqlstate: str, lock_timeout: float) -> str:
+    """What to do about a statement's refusal (`problem`, with its SQLSTATE): what to grant for
+    a "permission denied" to make the state's schema or its tables, where to look for the
+    session holding a lock past `lock_timeout` seconds."""
+    for thing in ("database", "schema"):
+        if problem.startswith(f"permission denied for {thing}"):
+            return f": the role needs CREATE on the {thing} (GRANT CREATE ON {thing.upper()} ...)"
+    if sqlstate == "55P03":  # lock_not_available
+        return (
+            ": another session held a lock on the state's tables past lock_timeout "
+            f"({lock_timeout:g} s unless the URL's options set it; pg_locks and "
+            "pg_stat_activity name the session); the next call tries again"
+        )
+    return ""

@@ -4,10 +4,12 @@ a connection killed under it, and the advisory lock the run lock will be made of
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -449,3 +451,54 @@ def test_a_role_idle_session_timeout_does_not_end_the_session(pg_cluster: PgClus
 
         assert connection.scalar("SELECT 1") == 1
     pg_cluster.drop_database(url)
+
+
+# -- waiting for locks -------------------------------------------------------------------------
+
+
+def with_options(url: str, options: str) -> str:
+    return f"{url}?options={quote(options)}"
+
+
+def test_a_statement_waits_for_a_lock_held_elsewhere_ten_seconds_at_most(
+    conn: PgConnection, pg_url: str
+) -> None:
+    """A `LOCK TABLE` left open in a DBA's psql held every `run`, `status` and `health` for as
+    long, silently, and cron added a stuck call each minute."""
+    assert conn.scalar("SHOW lock_timeout") == "10s"
+    with PgConnection(with_options(pg_url, "-c lock_timeout=300ms")) as waiting:
+        assert waiting.scalar("SHOW lock_timeout") == "300ms"  # the URL's own setting wins
+        with conn.transaction():
+            conn.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(StateError) as caught:
+                waiting.scalar("SELECT count(*) FROM t")
+            waited = time.monotonic() - started
+        assert waiting.scalar("SELECT count(*) FROM t") == 0  # it goes on once the lock is free
+
+    assert 0.2 < waited < 5
+    assert str(caught.value).endswith(
+        "canceling statement due to lock timeout [SQLSTATE 55P03]: another session held a lock "
+        "on the state's tables past lock_timeout (10 s unless the URL's options set it; "
+        "pg_locks and pg_stat_activity name the session); the next call tries again"
+    )
+
+
+def test_a_migration_waits_for_another_sessions_migration_however_long(pg_url: str) -> None:
+    """Its turn is no lock a stuck session holds: the other migration ends, and then it runs."""
+    from choreo_ingest.store.pg_schema import _take_turn
+
+    short = with_options(pg_url, "-c lock_timeout=200ms")
+    with PgConnection(short) as first, PgConnection(short) as second:
+        with first.transaction():
+            _take_turn(first)
+            released = threading.Timer(0.8, first._raw.commit)  # ends the first one's turn
+            started = time.monotonic()
+            released.start()
+            try:
+                with second.transaction():
+                    _take_turn(second)
+            finally:
+                released.join()
+        assert time.monotonic() - started > 0.6
+        assert second.scalar("SHOW lock_timeout") == "200ms"  # for its migration's turn only
