@@ -137,8 +137,10 @@ def host_problem(host: str | None, allowed: frozenset[str]) -> str | None:
 
 def _name_of(host: str) -> str:
     """The name of a `Host` header's value, without its port, in lower case."""
-    if host.startswith("["):
-        name = host[1 : host.find("]")] if "]" in host else host
+    if host.startswith("["):  # an IPv6 address, then nothing but a port
+        inside, closed, port = host[1:].partition("]")
+        portless = not port or (port.startswith(":") and port[1:].isdigit())
+        name = inside if closed and portless else host
     else:
         before, colon, port = host.rpartition(":")
         name = before if colon and port.isdigit() else host

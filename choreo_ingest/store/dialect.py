@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from choreo_ingest.errors import StateError
+
 if TYPE_CHECKING:  # psycopg is an optional extra: never imported for an SQLite store
     from choreo_ingest.store.connection import Connection
     from choreo_ingest.store.pg_connection import PgConnection
@@ -21,6 +23,8 @@ else:
     AnyConnection = object  # for annotations only: no psycopg import at run time
 
 POSTGRES = "postgres"
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a statement that waited for a lock past `lock_timeout`."""
 
 
 def is_postgres(conn: AnyConnection) -> bool:
@@ -76,6 +80,21 @@ def refresh_statistics(conn: AnyConnection, *tables: str) -> None:
     """Before a statement over many rows written moments ago: PostgreSQL plans from statistics
     that autovacuum refreshes about once a minute, so a cycle's fresh rows look like none and a
     large sweep probes them one by one (3 s instead of under 2 for 200k). ANALYZE samples, so it
-    costs little. SQLite plans from its indexes alone: nothing to do."""
-    if is_postgres(conn):
+    costs little. SQLite plans from its indexes alone: nothing to do.
+
+    A hint only, so it waits a second at most for its lock: a VACUUM holds that lock for
+    minutes, and the statement after plans without it then."""
+    if not is_postgres(conn):
+        return
+    saved = conn.scalar("SELECT current_setting('lock_timeout')")
+    conn.execute("SAVEPOINT refresh_statistics")
+    try:
+        conn.execute("SELECT set_config('lock_timeout', '1s', true)")
         conn.execute(f"ANALYZE {', '.join(tables)}")
+    except StateError as error:
+        if getattr(error.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        conn.execute("ROLLBACK TO SAVEPOINT refresh_statistics")  # and its lock_timeout
+        return
+    conn.execute("RELEASE SAVEPOINT refresh_statistics")
+    conn.execute("SELECT set_config('lock_timeout', ?, true)", [saved])

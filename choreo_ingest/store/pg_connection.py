@@ -65,7 +65,7 @@ CONNECT_TIMEOUT = 10
 settings win over every default here."""
 LOCK_TIMEOUT_SECONDS = 10
 """A statement's wait for a lock held elsewhere (a `LOCK TABLE` left open), as SQLite's busy
-timeout, unless the session has a `lock_timeout` (`options`, `PGOPTIONS`, the role's)."""
+timeout, unless `lock_timeout` is set (`options`, `PGOPTIONS`, the role's; 0 waits forever)."""
 IDLE_SESSION_TIMEOUT_SINCE = 140000
 """The server version (`server_version_num`) that has `idle_session_timeout`."""
 KEEPALIVES = {
@@ -190,8 +190,8 @@ class PgConnection:
                 f"SET tcp_keepalives_count = {KEEPALIVES['keepalives_count']}"
             )
             raw.execute(
-                "SELECT set_config('lock_timeout', %s, false) "
-                "WHERE current_setting('lock_timeout') = '0'",
+                "SELECT set_config(name, %s, false) FROM pg_settings "
+                "WHERE name = 'lock_timeout' AND source = 'default'",
                 [f"{LOCK_TIMEOUT_SECONDS}s"],
             )
             # The run lock's session waits for the API between writes: an idle_session_timeout
@@ -448,7 +448,7 @@ class PgConnection:
         if self.raw is not None and (self.raw.broken or self.raw.closed) and not doing:
             problem = f"connection lost ({problem})"
         if error.sqlstate:
-            hint = problem_hint(problem, error.sqlstate, LOCK_TIMEOUT_SECONDS)
+            hint = problem_hint(problem, error.sqlstate)
             problem = f"{problem} [SQLSTATE {error.sqlstate}]{hint}"
         if doing:
             problem = f"{doing}: {problem}"

@@ -192,17 +192,16 @@ def each_attempt(lines: list[str]) -> str | None:
     )
 
 
-def problem_hint(problem: str, sqlstate: str, lock_timeout: float) -> str:
+def problem_hint(problem: str, sqlstate: str) -> str:
     """What to do about a statement's refusal (`problem`, with its SQLSTATE): what to grant for
     a "permission denied" to make the state's schema or its tables, where to look for the
-    session holding a lock past `lock_timeout` seconds."""
+    session holding a lock past `lock_timeout`."""
     for thing in ("database", "schema"):
         if problem.startswith(f"permission denied for {thing}"):
             return f": the role needs CREATE on the {thing} (GRANT CREATE ON {thing.upper()} ...)"
     if sqlstate == "55P03":  # lock_not_available
         return (
-            ": another session held a lock on the state's tables past lock_timeout "
-            f"({lock_timeout:g} s unless the URL's options set it; pg_locks and "
-            "pg_stat_activity name the session); the next call tries again"
+            ": another session held a lock it needed past lock_timeout (pg_locks and "
+            "pg_stat_activity name that session); the next call tries again"
         )
     return ""

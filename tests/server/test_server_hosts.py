@@ -104,7 +104,16 @@ def test_a_star_answers_every_name_and_no_check_answers_every_name(
 
 
 @pytest.mark.parametrize(
-    "host", ["evil.example", "localhost.evil.example", "[::1", "127.0.0.1.evil.example:80", ""]
+    "host",
+    [
+        "evil.example",
+        "localhost.evil.example",
+        "[::1",
+        "[::1]evil.example",
+        "[::1]:80@evil.example",
+        "127.0.0.1.evil.example:80",
+        "",
+    ],
 )
 def test_names_that_only_look_local_are_refused(host: str) -> None:
     assert host_problem(host, frozenset()) is not None

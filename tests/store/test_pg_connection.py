@@ -479,9 +479,52 @@ def test_a_statement_waits_for_a_lock_held_elsewhere_ten_seconds_at_most(
     assert 0.2 < waited < 5
     assert str(caught.value).endswith(
         "canceling statement due to lock timeout [SQLSTATE 55P03]: another session held a lock "
-        "on the state's tables past lock_timeout (10 s unless the URL's options set it; "
-        "pg_locks and pg_stat_activity name the session); the next call tries again"
+        "it needed past lock_timeout (pg_locks and pg_stat_activity name that session); the "
+        "next call tries again"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ("-c lock_timeout=0", "0"),  # an operator's choice to wait forever, as before
+        ("-c lock_timeout=4s", "4s"),
+        ("; SET lock_timeout = '3s'", "3s"),  # the role's own
+    ],
+    ids=["url-zero", "url", "role"],
+)
+def test_a_lock_timeout_set_elsewhere_is_kept(
+    pg_url: str, pg_cluster: PgCluster, options: str, expected: str
+) -> None:
+    if options.startswith(";"):
+        url = pg_cluster.role_on(pg_url, options=options)
+    else:
+        url = with_options(pg_url, options)
+
+    with PgConnection(url) as connection:
+        assert connection.scalar("SHOW lock_timeout") == expected
+
+
+def test_statistics_are_not_waited_for_behind_a_vacuum(conn: PgConnection, pg_url: str) -> None:
+    """ANALYZE before a large sweep is a hint: a VACUUM (manual, or against wraparound) holds
+    the lock it needs for minutes, which failed the cycle's completion at every attempt."""
+    from choreo_ingest.store.dialect import refresh_statistics
+
+    with PgConnection(pg_url) as vacuum, vacuum.transaction():
+        vacuum.execute("LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")  # VACUUM's own lock
+        started = time.monotonic()
+        with conn.transaction():
+            refresh_statistics(conn, "t")
+            waited = time.monotonic() - started
+            timeout = conn.scalar("SHOW lock_timeout")
+            conn.execute("INSERT INTO t (id) VALUES (1)")
+
+    assert 0.9 < waited < 5
+    assert timeout == "10s"  # its own second, and then the session's wait again
+    assert count(pg_url) == 1
+    with conn.transaction():
+        refresh_statistics(conn, "t")  # no VACUUM: it runs
+        assert conn.scalar("SHOW lock_timeout") == "10s"
 
 
 def test_a_migration_waits_for_another_sessions_migration_however_long(pg_url: str) -> None:
