@@ -1,7 +1,6 @@
 """The config file's document -> Config: the schema (key path -> parser), the walk that names
 an unknown or invalid key by its path, the dataclasses built from what it found, and what
-the file's kept copy may hold (config_file.py).
-"""
+the file's kept copy may hold (config_file.py)."""
 
 from __future__ import annotations
 
@@ -46,6 +45,7 @@ from choreo_ingest.config_values import (
     as_host_names,
     as_http_url,
     as_listen,
+    as_metric_labels,
     as_minutes,
     as_owner_ref,
     as_percentage,
@@ -118,6 +118,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "state.passwordFile": _FILE_PATH,
     "state.schema": as_schema_name,
     "metrics.textfile": _FILE_PATH,
+    "metrics.labels": as_metric_labels,
     "catalog.directory": _FILE_PATH,
     "providers": lambda value: _providers(as_providers(value)),
 }
@@ -127,6 +128,7 @@ _TARGETS = {
     "state.passwordFile": "state_password_file",
     "state.schema": "state_schema",
     "metrics.textfile": "metrics_textfile",
+    "metrics.labels": "metrics_labels",
     "catalog.directory": "catalog_directory",
     "events.inboxCapacity": "inbox_capacity",
     "serve.auth.tokenFile": "serve.token_file",
@@ -186,8 +188,7 @@ def _target(path: str) -> str:
     return _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
 
 
-_SECRET_FILE_TARGETS = frozenset(_target(key) for key in _SECRET_FILES)
-"""The `found` keys of `_SECRET_FILES`."""
+_SECRET_FILE_TARGETS = frozenset(_target(key) for key in _SECRET_FILES)  # their `found` keys
 
 
 def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
@@ -398,8 +399,7 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
     alone (a `${VAR:-default}` writes its default out)."""
     found = []
     for path in sorted(SECRET_KEYS):
-        raw = dig(document, path)
-        # A blank value leaves the key unset.
+        raw = dig(document, path)  # a blank value leaves the key unset
         if isinstance(raw, str) and raw.strip() and not _ONLY_REFERENCES.fullmatch(raw.strip()):
             found.append(path)
     return found

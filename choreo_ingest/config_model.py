@@ -315,6 +315,8 @@ class Config:
     """The PostgreSQL password (`state.passwordFile`; else PGPASSWORD or ~/.pgpass)."""
     state_schema: str = DEFAULT_STATE_SCHEMA
     metrics_textfile: Path | None = None
+    metrics_labels: tuple[tuple[str, str], ...] = ()
+    """Labels (name, value) every series of the textfile carries (`metrics.labels`)."""
     catalog_directory: Path | None = None
     providers: tuple[str, ...] = DEFAULT_PROVIDERS
     provider_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -152,6 +152,33 @@ def _host_name(value: object) -> str:
     return name
 
 
+METRIC_LABELS_TAKEN = frozenset(
+    {"provider", "state", "kind", "outcome", "api", "job", "instance", "le", "quantile"}
+)
+"""Label names the series carry already, or Prometheus gives a meaning of its own."""
+
+
+def as_metric_labels(value: object) -> tuple[tuple[str, str], ...]:
+    """Labels every series of the metrics textfile carries: name -> value, by name."""
+    if not isinstance(value, dict):
+        raise Invalid("expected a mapping of label names to values", value)
+    return tuple(
+        sorted(
+            (str(name), within(f".{name}", partial(_metric_label, name, text)))
+            for name, text in value.items()
+        )
+    )
+
+
+def _metric_label(name: object, value: object) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+        raise Invalid("expected a label name (letters, digits, _; not a digit first)", name)
+    if name.startswith("__") or name in METRIC_LABELS_TAKEN:
+        taken = ", ".join(sorted(METRIC_LABELS_TAKEN))
+        raise Invalid(f"a label name of Prometheus's or of the series' own ({taken}, __*)", name)
+    return as_text(value)
+
+
 def as_flag(value: object) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"

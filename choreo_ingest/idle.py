@@ -42,7 +42,7 @@ def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
                 return False
             if config.metrics_textfile is not None:
                 metrics = run_metrics(store, config, clock.now())
-                write_metrics_textfile(config.metrics_textfile, metrics)
+                write_metrics_textfile(config.metrics_textfile, metrics, config.metrics_labels)
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False
     return True

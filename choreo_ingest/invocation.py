@@ -339,7 +339,8 @@ def _write_metrics(config: Config, store: Store, now: float) -> ChoreoIngestErro
     if config.metrics_textfile is None:
         return None
     try:
-        write_metrics_textfile(config.metrics_textfile, run_metrics(store, config, now))
+        metrics = run_metrics(store, config, now)
+        write_metrics_textfile(config.metrics_textfile, metrics, config.metrics_labels)
     except ChoreoIngestError as error:
         log.info("metrics_not_written", error=str(error))
         return error

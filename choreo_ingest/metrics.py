@@ -40,6 +40,8 @@ from choreo_ingest.files import replace_atomically
 from choreo_ingest.models import ProviderState
 
 PREFIX = "choreo_ingest"
+Labels = tuple[tuple[str, str], ...]
+"""Label (name, value) pairs."""
 TEXTFILE_MODE = 0o644
 """node_exporter reads the textfile as another user, whatever our umask."""
 CYCLE_OUTCOMES = ("completed", "blocked")
@@ -98,14 +100,15 @@ class ProviderMetrics:
         ProviderState(self.state)  # an unknown state is a bug upstream: fail here, not in Grafana
 
 
-def render_metrics(providers: Sequence[ProviderMetrics]) -> bytes:
-    """The text exposition of `providers` (what `write_metrics_textfile` writes)."""
+def render_metrics(providers: Sequence[ProviderMetrics], labels: Labels = ()) -> bytes:
+    """The text exposition of `providers` (what `write_metrics_textfile` writes), every series
+    with `labels` too (`metrics.labels`: two installations on one host, one textfile each)."""
     names = [p.provider for p in providers]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"provider listed more than once in metrics: {', '.join(duplicates)}")
     families = [*_timestamps(providers), *_gauges(providers), *_counters(providers)]
-    return "".join(family.text() for family in families).encode("utf-8")
+    return "".join(family.text(labels) for family in families).encode("utf-8")
 
 
 def render_state_readable(readable: bool) -> bytes:
@@ -123,12 +126,14 @@ def render_state_readable(readable: bool) -> bytes:
     return family.text().encode("utf-8")
 
 
-def write_metrics_textfile(path: Path, providers: Sequence[ProviderMetrics]) -> None:
+def write_metrics_textfile(
+    path: Path, providers: Sequence[ProviderMetrics], labels: Labels = ()
+) -> None:
     """Write the metrics of `providers` to `path`: a temp file in the same directory, then a rename.
 
     Readers (node_exporter's textfile collector) see the old file or the new one, never a part.
     """
-    data = render_metrics(providers)
+    data = render_metrics(providers, labels)
     try:
         replace_atomically(path, data, TEXTFILE_MODE)
     except OSError as exc:
@@ -144,18 +149,21 @@ class _Family:
 
     def __init__(self, name: str, help_text: str, kind: str, labels: Sequence[str]) -> None:
         self.name, self.help, self.type, self.labels = name, help_text, kind, labels
-        self.samples: list[str] = []
+        self.samples: list[tuple[Labels, float]] = []
 
     def add(self, values: Sequence[str], value: float) -> None:
-        pairs = sorted(zip(self.labels, values, strict=True))
-        text = ",".join(f'{label}="{_escaped_label(value)}"' for label, value in pairs)
-        labels = f"{{{text}}}" if text else ""
-        self.samples.append(f"{self.name}{labels} {_go_float(value)}\n")
+        self.samples.append((tuple(zip(self.labels, values, strict=True)), value))
 
-    def text(self) -> str:
+    def text(self, constant: Labels = ()) -> str:
+        """The family's lines, each sample with the `constant` labels too."""
         help_text = self.help.replace("\\", "\\\\").replace("\n", "\\n")
         head = f"# HELP {self.name} {help_text}\n# TYPE {self.name} {self.type}\n"
-        return head + "".join(self.samples)
+        return head + "".join(self._sample(pairs, value, constant) for pairs, value in self.samples)
+
+    def _sample(self, pairs: Labels, value: float, constant: Labels) -> str:
+        text = ",".join(f'{k}="{_escaped_label(v)}"' for k, v in sorted([*pairs, *constant]))
+        labels = f"{{{text}}}" if text else ""
+        return f"{self.name}{labels} {_go_float(value)}\n"
 
 
 def _escaped_label(value: str) -> str:

@@ -149,6 +149,7 @@ class TestExample:
             "state.passwordFile",
             "state.schema",
             "metrics.textfile",
+            "metrics.labels",
             "catalog.directory",
             "events.inboxCapacity",
             "changes.retainDays",
@@ -274,6 +275,14 @@ class TestValues:
             source=tmp_path / "choreo-ingest.yaml",
         )
 
+    def test_metrics_labels_are_kept_by_name(self, tmp_path: Path) -> None:
+        config = load_text(
+            tmp_path,
+            "metrics: {labels: {platform: '${PLATFORM}', dc: eu-1}}\n",
+            env={"PLATFORM": "prod"},
+        )
+        assert config.metrics_labels == (("dc", "eu-1"), ("platform", "prod"))
+
     def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
         assert config.serve.allowed_hosts == ("ingest.example", "*", "a-b_c")
@@ -323,7 +332,7 @@ BAD_CONFIGS = [
         "did you mean openchoreo.auth.oauth.tokenUrl?",
     ),
     ("serve: {token: x}", "serve.token", "did you mean serve.auth.tokenFile?"),
-    ("metrics: {path: x}", "metrics.path", "unknown key (expected one of: textfile)"),
+    ("metrics: {path: x}", "metrics.path", "unknown key (expected one of: textfile, labels)"),
     (
         "openchoreo: {burstLenght: 5}",
         "openchoreo.burstLenght",
@@ -492,6 +501,15 @@ BAD_CONFIGS = [
     ("serve: {listen: '127.0.0.1:70000'}", "serve.listen", "expected host:port"),
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
     ("serve: {allowedHosts: ingest.example}", "serve.allowedHosts", "expected a list of host"),
+    ("metrics: {labels: [platform]}", "metrics.labels", "expected a mapping of label names"),
+    ("metrics: {labels: {1x: a}}", "metrics.labels.1x", "expected a label name (letters, digit"),
+    (
+        "metrics: {labels: {provider: a}}",
+        "metrics.labels.provider",
+        "a label name of Prometheus's or of the series' own (api, instance, job, kind, le, ",
+    ),
+    ("metrics: {labels: {__name: a}}", "metrics.labels.__name", "a label name of Prometheus"),
+    ("metrics: {labels: {platform: ''}}", "metrics.labels.platform", "a non-empty string"),
     (
         "serve: {allowedHosts: [ok.example, 'ingest.example:8080']}",
         "serve.allowedHosts[1]",

@@ -210,6 +210,26 @@ class TestRunIfIdle:
         ok = f'choreo_ingest_bursts_total{{outcome="ok",provider="{PROVIDER}"}} 1.0'
         assert ok in metrics
 
+    def test_the_configured_labels_are_on_every_series_the_full_and_the_idle_run_write(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_config(
+            tmp_path, metrics={"textfile": "metrics.prom", "labels": {"platform": "prod"}}
+        )
+        config = load_config(path)
+        clock = FakeClock(1_800_000_000.0)
+        location = resting_state(config, clock)  # the full run writes it
+        assert config.metrics_textfile is not None
+        by_the_run = config.metrics_textfile.read_text()
+        clock.advance(60)
+
+        assert run_if_idle(config, location, clock) is True
+
+        for text in (by_the_run, config.metrics_textfile.read_text()):
+            samples = [line for line in text.splitlines() if not line.startswith("#")]
+            assert samples
+            assert all('platform="prod"' in line for line in samples)
+
     def test_a_state_a_run_found_damaged_is_a_health_problem_in_the_metrics(
         self, config_file: Path
     ) -> None:

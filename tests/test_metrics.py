@@ -300,6 +300,21 @@ class TestRenderMetrics:
         assert samples == {("choreo_ingest_state_readable", frozenset()): float(readable)}
         assert helps["choreo_ingest_state_readable"]
 
+    def test_the_configured_labels_are_on_every_series_as_prometheus_client_writes_them(
+        self,
+    ) -> None:
+        """Two installations on one host (one config each, one textfile each, both with the
+        provider `openchoreo`) wrote the same series: node_exporter drops a duplicate."""
+        labels = (("a_first", 'prod "eu"\\1'), ("platform", "prod"))
+
+        text = render_metrics([BUSY, FRESH], labels)
+
+        assert as_prometheus_client_writes(text) == text
+        samples, _ = parse(text)
+        unlabelled, _ = parse(render_metrics([BUSY, FRESH]))
+        assert all(set(labels) <= label_set for _, label_set in samples)
+        assert {(name, label_set - set(labels)) for name, label_set in samples} == set(unlabelled)
+
     def test_no_providers_renders_only_help_and_type_lines(self) -> None:
         lines = render_metrics([]).decode().splitlines()
 
