@@ -159,15 +159,15 @@ METRIC_LABELS_TAKEN = frozenset(
 
 
 def as_metric_labels(value: object) -> tuple[tuple[str, str], ...]:
-    """Labels every series of the metrics textfile carries: name -> value, by name."""
+    """Labels every series of the metrics textfile carries: name -> value, by name; a label
+    whose value is empty (`${VAR:-}`) is left out, as Prometheus reads an empty one."""
+    if value is None:  # every label commented out
+        return ()
     if not isinstance(value, dict):
         raise Invalid("expected a mapping of label names to values", value)
-    return tuple(
-        sorted(
-            (str(name), within(f".{name}", partial(_metric_label, name, text)))
-            for name, text in value.items()
-        )
-    )
+    labels = [(str(name), within(f".{name}", partial(_metric_label, name, text)))
+              for name, text in value.items()]  # fmt: skip
+    return tuple(sorted((name, text) for name, text in labels if text))
 
 
 def _metric_label(name: object, value: object) -> str:
@@ -176,6 +176,10 @@ def _metric_label(name: object, value: object) -> str:
     if name.startswith("__") or name in METRIC_LABELS_TAKEN:
         taken = ", ".join(sorted(METRIC_LABELS_TAKEN))
         raise Invalid(f"a label name of Prometheus's or of the series' own ({taken}, __*)", name)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if value is None or value == "":
+        return ""
     return as_text(value)
 
 

@@ -108,6 +108,9 @@ def render_metrics(providers: Sequence[ProviderMetrics], labels: Labels = ()) ->
     if duplicates:
         raise ValueError(f"provider listed more than once in metrics: {', '.join(duplicates)}")
     families = [*_timestamps(providers), *_gauges(providers), *_counters(providers)]
+    own = {label for family in families for label in family.labels}
+    if clashing := sorted(own & {name for name, _ in labels}):
+        raise ValueError(f"labels the series carry already: {', '.join(clashing)}")
     return "".join(family.text(labels) for family in families).encode("utf-8")
 
 

@@ -283,6 +283,19 @@ class TestValues:
         )
         assert config.metrics_labels == (("dc", "eu-1"), ("platform", "prod"))
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("metrics: {labels: null}\n", ()),  # every label commented out
+            ("metrics: {labels: {platform: '${UNSET_PLATFORM:-}', dc: 1}}\n", (("dc", "1"),)),
+        ],
+        ids=["none", "empty-left-out-number-as-text"],
+    )
+    def test_metrics_labels_left_empty_are_left_out(
+        self, tmp_path: Path, text: str, expected: tuple[tuple[str, str], ...]
+    ) -> None:
+        assert load_text(tmp_path, text).metrics_labels == expected
+
     def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
         assert config.serve.allowed_hosts == ("ingest.example", "*", "a-b_c")
@@ -509,7 +522,7 @@ BAD_CONFIGS = [
         "a label name of Prometheus's or of the series' own (api, instance, job, kind, le, ",
     ),
     ("metrics: {labels: {__name: a}}", "metrics.labels.__name", "a label name of Prometheus"),
-    ("metrics: {labels: {platform: ''}}", "metrics.labels.platform", "a non-empty string"),
+    ("metrics: {labels: {platform: true}}", "metrics.labels.platform", "a non-empty string"),
     (
         "serve: {allowedHosts: [ok.example, 'ingest.example:8080']}",
         "serve.allowedHosts[1]",

@@ -315,6 +315,10 @@ class TestRenderMetrics:
         assert all(set(labels) <= label_set for _, label_set in samples)
         assert {(name, label_set - set(labels)) for name, label_set in samples} == set(unlabelled)
 
+    def test_a_label_the_series_carry_already_is_refused(self) -> None:
+        with pytest.raises(ValueError, match="labels the series carry already: kind"):
+            render_metrics([BUSY], (("kind", "x"),))
+
     def test_no_providers_renders_only_help_and_type_lines(self) -> None:
         lines = render_metrics([]).decode().splitlines()
 

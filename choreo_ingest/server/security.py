@@ -139,12 +139,16 @@ def _name_of(host: str) -> str:
     """The name of a `Host` header's value, without its port, in lower case."""
     if host.startswith("["):  # an IPv6 address, then nothing but a port
         inside, closed, port = host[1:].partition("]")
-        portless = not port or (port.startswith(":") and port[1:].isdigit())
+        portless = not port or (port.startswith(":") and _is_port(port[1:]))
         name = inside if closed and portless else host
     else:
         before, colon, port = host.rpartition(":")
-        name = before if colon and port.isdigit() else host
+        name = before if colon and _is_port(port) else host
     return name.lower().removesuffix(".")
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 class CrossSiteGuard:

@@ -82,19 +82,27 @@ def refresh_statistics(conn: AnyConnection, *tables: str) -> None:
     large sweep probes them one by one (3 s instead of under 2 for 200k). ANALYZE samples, so it
     costs little. SQLite plans from its indexes alone: nothing to do.
 
-    A hint only, so it waits a second at most for its lock: a VACUUM holds that lock for
-    minutes, and the statement after plans without it then."""
+    A hint only, so it waits for its lock no longer than twice `deadlock_timeout` (at least
+    2 s), after which an autovacuum in its way has been cancelled, nor than the session would:
+    a VACUUM of an operator's, or one against wraparound, holds that lock for minutes, and the
+    statement after plans without the hint then."""
     if not is_postgres(conn):
         return
     saved = conn.scalar("SELECT current_setting('lock_timeout')")
     conn.execute("SAVEPOINT refresh_statistics")
     try:
-        conn.execute("SELECT set_config('lock_timeout', '1s', true)")
+        conn.execute(
+            """SELECT set_config('lock_timeout', CAST(LEAST(NULLIF(CAST(w.setting AS BIGINT), 0),
+                   GREATEST(2 * CAST(d.setting AS BIGINT), 2000)) AS TEXT), true)
+               FROM pg_settings w, pg_settings d
+               WHERE w.name = 'lock_timeout' AND d.name = 'deadlock_timeout'"""
+        )
         conn.execute(f"ANALYZE {', '.join(tables)}")
     except StateError as error:
         if getattr(error.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
             raise
         conn.execute("ROLLBACK TO SAVEPOINT refresh_statistics")  # and its lock_timeout
+        conn.execute("RELEASE SAVEPOINT refresh_statistics")
         return
     conn.execute("RELEASE SAVEPOINT refresh_statistics")
     conn.execute("SELECT set_config('lock_timeout', ?, true)", [saved])

@@ -64,8 +64,9 @@ CONNECT_TIMEOUT = 10
 """Seconds to reach the server, unless the URL says (`?connect_timeout=`): the URL's own
 settings win over every default here."""
 LOCK_TIMEOUT_SECONDS = 10
-"""A statement's wait for a lock held elsewhere (a `LOCK TABLE` left open), as SQLite's busy
-timeout, unless `lock_timeout` is set (`options`, `PGOPTIONS`, the role's; 0 waits forever)."""
+"""The longest wait for a lock held elsewhere, as SQLite's busy timeout, unless one is chosen."""
+CHOSEN_SOURCES = "'database', 'user', 'database user', 'client', 'session'"  # a 0 kept there
+
 IDLE_SESSION_TIMEOUT_SINCE = 140000
 """The server version (`server_version_num`) that has `idle_session_timeout`."""
 KEEPALIVES = {
@@ -190,8 +191,8 @@ class PgConnection:
                 f"SET tcp_keepalives_count = {KEEPALIVES['keepalives_count']}"
             )
             raw.execute(
-                "SELECT set_config(name, %s, false) FROM pg_settings "
-                "WHERE name = 'lock_timeout' AND source = 'default'",
+                "SELECT set_config(name, %s, false) FROM pg_settings WHERE name = 'lock_timeout' "
+                f"AND setting = '0' AND source NOT IN ({CHOSEN_SOURCES})",
                 [f"{LOCK_TIMEOUT_SECONDS}s"],
             )
             # The run lock's session waits for the API between writes: an idle_session_timeout

@@ -112,6 +112,7 @@ def test_a_star_answers_every_name_and_no_check_answers_every_name(
         "[::1]evil.example",
         "[::1]:80@evil.example",
         "127.0.0.1.evil.example:80",
+        "evil.example:\u00b2",  # a digit to str.isdigit, no port
         "",
     ],
 )

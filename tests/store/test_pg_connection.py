@@ -490,13 +490,20 @@ def test_a_statement_waits_for_a_lock_held_elsewhere_ten_seconds_at_most(
         ("-c lock_timeout=0", "0"),  # an operator's choice to wait forever, as before
         ("-c lock_timeout=4s", "4s"),
         ("; SET lock_timeout = '3s'", "3s"),  # the role's own
+        ("; SET lock_timeout = 0", "0"),
+        ("database", "0"),  # ALTER DATABASE ... SET lock_timeout = 0
     ],
-    ids=["url-zero", "url", "role"],
+    ids=["url-zero", "url", "role", "role-zero", "database-zero"],
 )
 def test_a_lock_timeout_set_elsewhere_is_kept(
     pg_url: str, pg_cluster: PgCluster, options: str, expected: str
 ) -> None:
-    if options.startswith(";"):
+    if options == "database":
+        with pg_cluster.admin() as admin:
+            name = pg_url.rsplit("/", 1)[1]
+            admin.execute(f'ALTER DATABASE "{name}" SET lock_timeout = 0')
+        url = pg_url
+    elif options.startswith(";"):
         url = pg_cluster.role_on(pg_url, options=options)
     else:
         url = with_options(pg_url, options)
@@ -519,12 +526,28 @@ def test_statistics_are_not_waited_for_behind_a_vacuum(conn: PgConnection, pg_ur
             timeout = conn.scalar("SHOW lock_timeout")
             conn.execute("INSERT INTO t (id) VALUES (1)")
 
-    assert 0.9 < waited < 5
-    assert timeout == "10s"  # its own second, and then the session's wait again
+    assert 1.9 < waited < 5  # twice deadlock_timeout (1 s): an autovacuum would have yielded
+    assert timeout == "10s"  # and then the session's wait again
     assert count(pg_url) == 1
     with conn.transaction():
         refresh_statistics(conn, "t")  # no VACUUM: it runs
         assert conn.scalar("SHOW lock_timeout") == "10s"
+
+
+def test_statistics_wait_no_longer_than_the_session_would(pg_url: str) -> None:
+    from choreo_ingest.store.dialect import refresh_statistics
+
+    with PgConnection(pg_url) as setup:
+        setup.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)")
+    short = with_options(pg_url, "-c lock_timeout=300ms")
+    with PgConnection(pg_url) as vacuum, vacuum.transaction(), PgConnection(short) as conn:
+        vacuum.execute("LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")
+        started = time.monotonic()
+        with conn.transaction():
+            refresh_statistics(conn, "t")
+        waited = time.monotonic() - started
+
+    assert waited < 1.5
 
 
 def test_a_migration_waits_for_another_sessions_migration_however_long(pg_url: str) -> None:

@@ -375,8 +375,8 @@ def _empty_listing_advice(what: str, auth: AuthConfig, api: str, claims: Mapping
         why = (
             " The token carries a groups claim, so OpenChoreo (the chart's subject types) "
             "takes it for a user's and matches bindings on its groups, not on its sub: bind "
-            "a group only this client carries (every member may then read the catalog), or "
-            "have the identity provider leave groups out."
+            "a group made for this client alone (whoever joins it later may read the "
+            "catalog too), or have the identity provider leave groups out."
         )
     elif groups == "":
         why = (
