@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from choreo_ingest.config_database_url import DATABASE_URL_FORM, raw_url_parts
+from choreo_ingest.store.dialect import LOCK_NOT_AVAILABLE
 
 EXPECTED = f"expected {DATABASE_URL_FORM}"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -199,7 +200,7 @@ def problem_hint(problem: str, sqlstate: str) -> str:
     for thing in ("database", "schema"):
         if problem.startswith(f"permission denied for {thing}"):
             return f": the role needs CREATE on the {thing} (GRANT CREATE ON {thing.upper()} ...)"
-    if sqlstate == "55P03":  # lock_not_available
+    if sqlstate == LOCK_NOT_AVAILABLE:
         return (
             ": another session held a lock it needed past lock_timeout (pg_locks and "
             "pg_stat_activity name that session); the next call tries again"
