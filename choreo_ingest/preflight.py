@@ -123,6 +123,11 @@ def _serve_checks(config: Config) -> list[Check]:
     if config.serve.events_secret_file is None and not address.is_loopback:
         detail = f"{address} is beyond loopback and there is {OPEN_EVENTS_WARNING}"
         checks.append(Check("serve.events.secretFile", True, detail, warning=True))
+    token_set = config.serve.token_file is not None or bool(token_env)
+    if config.serve.allowed_hosts and (token_set or not address.is_loopback):
+        why = "a token is set" if token_set else f"{address} is beyond loopback"
+        detail = f"has no effect: {why}, so `serve` answers requests for any name"
+        checks.append(Check("serve.allowedHosts", True, detail, warning=True))
     return checks
 
 

@@ -349,3 +349,30 @@ def test_serve_beyond_loopback_without_an_events_secret_is_a_warning(
             f"{listen} is beyond loopback and there is no serve.events.secretFile: the event "
             "routes take events from anyone"
         )
+
+
+@pytest.mark.parametrize(
+    ("listen", "token", "said"),
+    [
+        ("127.0.0.1:8080", False, None),
+        ("127.0.0.1:8080", True, "has no effect: a token is set, so `serve` answers requests for"),
+        ("0.0.0.0:8080", False, "has no effect: 0.0.0.0:8080 is beyond loopback, so `serve` answ"),
+    ],
+)
+def test_allowed_hosts_that_change_nothing_are_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listen: str, token: bool, said: str | None
+) -> None:
+    """They are read only by a loopback `serve` without a token: set elsewhere, they would
+    seem to restrict who may call."""
+    monkeypatch.delenv("CHOREO_INGEST_SERVE_TOKEN", raising=False)
+    if token:
+        monkeypatch.setenv("CHOREO_INGEST_SERVE_TOKEN", "t0ken-5c1a")
+    serve = ServeConfig(listen=listen, allowed_hosts=("ingest.internal",))
+
+    found = run_checks(Config(providers=(), serve=serve), tmp_path / "state.db", FakeClock())
+
+    warnings = {item.name: item.detail for item in found if item.warning}
+    if said is None:
+        assert "serve.allowedHosts" not in warnings
+    else:
+        assert warnings["serve.allowedHosts"].startswith(said)
