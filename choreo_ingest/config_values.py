@@ -139,7 +139,9 @@ def as_backoff(value: object) -> tuple[float, ...]:
 
 def as_host_names(value: object) -> tuple[str, ...]:
     """Host names as a `Host` header gives them, without a port (lower case, no trailing dot),
-    or `*` for any."""
+    or `*` for any; none for null (every name commented out)."""
+    if value is None:
+        return ()
     if not isinstance(value, list):
         raise Invalid("expected a list of host names", value)
     return tuple(within(f"[{i}]", partial(_host_name, name)) for i, name in enumerate(value))

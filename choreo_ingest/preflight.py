@@ -71,6 +71,9 @@ def run_checks(
     if config.metrics_textfile is not None:
         checks.append(_writable("metrics.textfile", config.metrics_textfile))
         checks.append(space_check("metrics.textfile", config.metrics_textfile, wanted=0))
+    elif config.metrics_labels:
+        inert = "has no effect: no metrics.textfile (serve's /metrics carries no such labels)"
+        checks.append(Check("metrics.labels", True, inert, warning=True))
     if config.catalog_directory is not None:
         checks.append(_creatable("catalog.directory", config.catalog_directory))
         checks.append(space_check("catalog.directory", config.catalog_directory))

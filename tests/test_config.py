@@ -299,6 +299,7 @@ class TestValues:
     def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
         assert config.serve.allowed_hosts == ("ingest.example", "*", "a-b_c")
+        assert load_text(tmp_path, "serve: {allowedHosts: null}\n").serve.allowed_hosts == ()
 
     def test_bare_provider_names_have_no_options(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "providers: [csv, openchoreo]\n")

@@ -376,3 +376,22 @@ def test_allowed_hosts_that_change_nothing_are_a_warning(
         assert "serve.allowedHosts" not in warnings
     else:
         assert warnings["serve.allowedHosts"].startswith(said)
+
+
+@pytest.mark.parametrize("textfile", [True, False])
+def test_metrics_labels_without_a_textfile_are_a_warning(tmp_path: Path, textfile: bool) -> None:
+    config = Config(
+        providers=(),
+        metrics_textfile=tmp_path / "choreo.prom" if textfile else None,
+        metrics_labels=(("platform", "prod"),),
+    )
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    warnings = {item.name: item.detail for item in found if item.warning}
+    if textfile:
+        assert "metrics.labels" not in warnings
+    else:
+        assert warnings["metrics.labels"] == (
+            "has no effect: no metrics.textfile (serve's /metrics carries no such labels)"
+        )
