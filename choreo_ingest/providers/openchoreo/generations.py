@@ -6,12 +6,12 @@ server never loads the organization era's (about 8 ms of a busy call's start-up)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import ConfigError, PermanentError, ProviderError
-from choreo_ingest.providers.openchoreo.generation import Generation, says_absent
+from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 
 if TYPE_CHECKING:
     from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -86,16 +86,28 @@ def no_api_here(client: OpenChoreoClient, tried: list[Generation]) -> str:
     )
 
 
-def probe_root(client: OpenChoreoClient, candidates: list[Generation], *, unknown: bool) -> None:
-    """Read one item of the first of `candidates`' root listings (namespaces, or the org era's
-    organizations): whether the API answers at all. `unknown`: no API is known yet (`auto`
-    before a cycle said which), so one that says it is not there gives way to the next."""
+def first_root_page(
+    client: OpenChoreoClient,
+    candidates: Iterable[Generation],
+    limit: Callable[[Generation], int],
+    *,
+    unknown: bool = True,
+) -> tuple[Generation, ListPage]:
+    """The first of `candidates` whose root listing (namespaces, or the org era's organizations)
+    answers, with its first page of `limit(generation)` items. `unknown`: no API is known yet
+    (`auto` before a cycle said which), so one that says it is not there gives way to the next
+    (read lazily: a later one's module is not loaded before); none answering is a 404 naming
+    what was tried."""
+    tried = []
     for generation in candidates:
+        tried.append(generation)
         try:
-            generation.list_page(client, generation.phases[0].path(None), limit=1, cursor=None)
+            page = generation.list_page(
+                client, generation.phases[0].path(None), limit=limit(generation), cursor=None
+            )
         except PermanentError as error:
             if not (unknown and says_absent(error)):
                 raise
             continue
-        return
-    raise PermanentError(no_api_here(client, candidates), status=404)
+        return generation, page
+    raise PermanentError(no_api_here(client, tried), status=404)

@@ -50,14 +50,12 @@ from choreo_ingest.providers.openchoreo.generation import (
     ListPage,
     Walk,
     check_parent_gone,
-    says_absent,
 )
 from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
+    first_root_page,
     generation_named,
     generations,
-    no_api_here,
-    probe_root,
     spoken_instead,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
@@ -242,10 +240,11 @@ class OpenChoreoProvider:
                 return
 
     def probe(self, context: OpenChoreoContext) -> None:
-        """One item of the root listing of the API spoken (`generations.probe_root`)."""
+        """One item of the root listing of the API spoken (`generations.first_root_page`)."""
         spoken = context.facts.get("api") or context.detected_api
         unknown = spoken is None and configured_api(self._config) == "auto"
-        probe_root(context.client, self._event_generations(spoken), unknown=unknown)
+        candidates = self._event_generations(spoken)
+        first_root_page(context.client, candidates, lambda _: 1, unknown=unknown)
 
     def _event_generations(self, spoken: str | None = None) -> list[Generation]:
         api = configured_api(self._config)
@@ -306,29 +305,16 @@ class OpenChoreoProvider:
         return TraversalCursor(api=generation.name), generation, first
 
     def _detect(self, context: OpenChoreoContext) -> tuple[Generation, ListPage]:
-        client = context.client
-        tried = []
-        for generation in generations():
-            path = generation.phases[0].path(None)
-            tried.append(generation)
-            try:
-                page = generation.list_page(
-                    client, path, limit=self._limit(generation), cursor=None
-                )
-            except PermanentError as error:
-                if not says_absent(error):
-                    raise
-                continue
-            context.listed_once = True
-            if context.facts.get("api") not in (None, generation.name):
-                log.warning(
-                    "openchoreo_api_changed",
-                    provider=self._name,
-                    before=context.facts.get("api"),
-                    now=generation.name,
-                )
-            return generation, page
-        raise PermanentError(no_api_here(client, tried), status=404)
+        generation, page = first_root_page(context.client, generations(), self._limit)
+        context.listed_once = True
+        if context.facts.get("api") not in (None, generation.name):
+            log.warning(
+                "openchoreo_api_changed",
+                provider=self._name,
+                before=context.facts.get("api"),
+                now=generation.name,
+            )
+        return generation, page
 
     def _step(
         self,
