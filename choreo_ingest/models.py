@@ -85,6 +85,12 @@ Facts = dict[str, str | None]
 """Provider facts to set (None: to remove)."""
 PROBLEM_FACT = "problem"
 """A provider fact that is a health problem the provider reports in its pages."""
+SKIPPED_FACT = "listingsSkipped"
+"""A provider fact that is a health problem: listings its walk stepped over, the server failing
+on them every time (`step_over`), their entities kept as an earlier cycle left them; cleared by
+the end of a walk that stepped over none."""
+SKIPPED_PATHS_FACT = "listingsSkippedPaths"
+"""A provider fact, not shown: the paths of the listings `listingsSkipped` names, as JSON."""
 UNAVAILABLE_FACT = "unavailable"
 """A provider fact that is a health problem: why the configured provider could not be loaded."""
 EVENTS_HELD_FACT = "eventsHeldUntil"
@@ -126,8 +132,8 @@ def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
 
 def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str]) -> dict[str, str]:
     """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
-    `sourceBefore*` or `eventRetries`, and `source` only when it was stored for cycle
-    `cycle_id`, the one the record is in."""
+    `sourceBefore*`, `eventRetries` or `listingsSkippedPaths`, and `source` only when it was
+    stored for cycle `cycle_id`, the one the record is in."""
     stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
     left_out = {
         *unshown,
@@ -135,6 +141,7 @@ def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str])
         SOURCE_BEFORE_FACT,
         SOURCE_BEFORE_CYCLE_FACT,
         EVENT_RETRIES_FACT,
+        SKIPPED_PATHS_FACT,
         stale,
     }
     return {name: value for name, value in facts.items() if name not in left_out}
@@ -189,6 +196,10 @@ class EntityIteratorResult:
     """Refs that this page's entities replace under another name (an API moved to a hashed name
     when a newcomer took its plain one): they leave before the page's entities are written, as a
     `Delta`'s removals do, and a ref the page writes is kept."""
+    kept_scopes: Sequence[str] = ()
+    """Scopes the cycle could not list (the OpenChoreo provider's listing the server keeps
+    failing on): their entities and index rows count as seen in this cycle, so its sweep keeps
+    them as the last cycle left them."""
 
 
 @dataclass(frozen=True)

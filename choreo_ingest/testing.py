@@ -111,6 +111,8 @@ class FakeProvider:
     """When set, every page also writes one lookup-index row per entity and a fact."""
     removals: dict[int, list[str]] = field(default_factory=dict)
     """Refs a page (by index) removes (`EntityIteratorResult.removals`)."""
+    kept: dict[int, list[str]] = field(default_factory=dict)
+    """Scopes a page (by index) keeps (`EntityIteratorResult.kept_scopes`)."""
 
     @contextmanager
     def around(self, burst: BurstContext) -> Iterator[BurstContext]:
@@ -139,6 +141,7 @@ class FakeProvider:
             index=index,
             facts=facts,
             removals=self.removals.get(page_index, ()),
+            kept_scopes=self.kept.get(page_index, ()),
         )
 
 

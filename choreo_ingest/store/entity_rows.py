@@ -140,19 +140,8 @@ def remove_scopes(
     removed = 0
     for scope in scopes:
         # Collected first: _remove_refs_where deletes the entities before the refs, so a
-        # condition that reads the entities table would match nothing by then. A range of the
-        # (provider, scope) index, in byte order ('0' follows '/'), then the scope or below it:
-        # the range also holds siblings such as `scope-2`, and a test per row scanned the
-        # provider's whole index (12 ms an event at 100,000 entities).
-        below = scope + "/"
-        scoped = [
-            ref
-            for ref, found in conn.execute(
-                "SELECT ref, scope FROM entities WHERE provider = ? AND scope >= ? AND scope < ?",
-                [provider, scope, scope + "0"],
-            )
-            if (found == scope or found.startswith(below)) and ref not in kept
-        ]
+        # condition that reads the entities table would match nothing by then.
+        scoped = [ref for ref in refs_in_scope(conn, provider, scope) if ref not in kept]
         for start in range(0, len(scoped), _IN_BATCH):
             batch = scoped[start : start + _IN_BATCH]
             marks = ",".join("?" * len(batch))
@@ -160,6 +149,42 @@ def remove_scopes(
                 conn, provider, f"entity_ref IN ({marks})", list(batch), now
             )
     return removed
+
+
+def keep_scopes(
+    conn: AnyConnection, provider: str, cycle_id: int, scopes: Sequence[str], now: float
+) -> int:
+    """Mark the provider's entities in each scope or below it seen in cycle `cycle_id`, so that
+    its sweep keeps them as they are; returns how many were not seen in it yet."""
+    kept = 0
+    for scope in scopes:
+        scoped = refs_in_scope(conn, provider, scope)
+        for start in range(0, len(scoped), _IN_BATCH):
+            batch = scoped[start : start + _IN_BATCH]
+            marks = ",".join("?" * len(batch))
+            cursor = conn.execute(
+                f"""UPDATE {REFS} SET last_seen_cycle = ?, last_seen_at = ?
+                    WHERE provider = ? AND last_seen_cycle < ? AND entity_ref IN ({marks})""",
+                [cycle_id, now, provider, cycle_id, *batch],
+            )
+            kept += int(cursor.rowcount)
+    return kept
+
+
+def refs_in_scope(conn: AnyConnection, provider: str, scope: str) -> list[str]:
+    """The refs of the provider's entities in `scope` or below it (`acme` holds `acme/x/y`)."""
+    # A range of the (provider, scope) index, in byte order ('0' follows '/'), then the scope or
+    # below it: the range also holds siblings such as `scope-2`, and a test per row scanned the
+    # provider's whole index (12 ms an event at 100,000 entities).
+    below = scope + "/"
+    return [
+        ref
+        for ref, found in conn.execute(
+            "SELECT ref, scope FROM entities WHERE provider = ? AND scope >= ? AND scope < ?",
+            [provider, scope, scope + "0"],
+        )
+        if found == scope or found.startswith(below)
+    ]
 
 
 def remove_refs_where(

@@ -51,6 +51,28 @@ def prune_index(conn: AnyConnection, provider: str, cycle_id: int) -> int:
     return int(cursor.rowcount)
 
 
+def keep_index_scopes(
+    conn: AnyConnection, provider: str, cycle_id: int, scopes: Sequence[str]
+) -> None:
+    """Mark the rows whose key is a scope of `scopes` or below it (`acme/web` for `acme`) as
+    written in cycle `cycle_id`, so that its completion keeps them with the scopes' entities."""
+    for scope in scopes:
+        below = scope + "/"
+        rows = [
+            (cycle_id, provider, table, key)
+            for table, key in conn.execute(
+                """SELECT tbl, key FROM provider_index WHERE provider = ? AND key >= ?
+                   AND key < ? AND cycle_id < ?""",
+                [provider, scope, scope + "0", cycle_id],
+            )
+            if key == scope or key.startswith(below)
+        ]
+        conn.executemany(
+            "UPDATE provider_index SET cycle_id = ? WHERE provider = ? AND tbl = ? AND key = ?",
+            rows,
+        )
+
+
 def clear_index(conn: AnyConnection, provider: str) -> None:
     conn.execute("DELETE FROM provider_index WHERE provider = ?", [provider])
 

@@ -30,6 +30,7 @@ from choreo_ingest.store.entity_rows import (
     bump_counters,
     delete_entities,
     delete_refs,
+    keep_scopes,
     remove_refs,
     remove_refs_where,
     remove_scopes,
@@ -37,6 +38,7 @@ from choreo_ingest.store.entity_rows import (
 )
 from choreo_ingest.store.index import (
     clear_index,
+    keep_index_scopes,
     prune_index,
     write_fact_unless,
     write_facts,
@@ -139,7 +141,8 @@ def commit_page(
     cursor_text: str | None,
     now: float,
 ) -> PageStats:
-    """Apply one page: entities, seen refs, queue pushes, cursor, counters, change log."""
+    """Apply one page: entities, seen refs, queue pushes, kept scopes, cursor, counters, change
+    log."""
     with conn.transaction():
         removed = remove_refs(conn, provider, page.removals, page.entities, now)
         stats = upsert_entities(conn, provider, cycle_id, page.entities, now)
@@ -147,6 +150,8 @@ def commit_page(
         write_index(conn, provider, cycle_id, page.index)
         write_facts(conn, provider, page.facts, now)
         removed += remove_scopes(conn, provider, page.removal_scopes, set(), now)
+        keep_scopes(conn, provider, cycle_id, page.kept_scopes, now)
+        keep_index_scopes(conn, provider, cycle_id, page.kept_scopes)
         _recount_blocked(conn, provider)  # the page may see again refs a blocked sweep holds
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",

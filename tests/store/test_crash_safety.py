@@ -60,6 +60,9 @@ SOURCE_2 = [
 ]
 GIVEN_UP = versioned_entity("e7").ref
 """Removed by the traced page (as an API that gave its name up leaves), not by the sweep."""
+KEPT = "e5"
+"""The scope the traced page keeps (as a namespace whose listing was stepped over): its entity
+and index row, which the next page writes again, so that every run converges alike."""
 PAGE_SIZE = 2
 REST = 60.0
 
@@ -189,6 +192,7 @@ def run_cycle_two_traced(directory: Path, region: str, tracer: CrashingTracer) -
         PAGE_SIZE,
         index_table=INDEX,
         removals={2: [GIVEN_UP]},
+        kept={2: [KEPT]},
         tracer=tracer,
         start_on_page=start,
         stop_on_page=stop,
@@ -338,6 +342,8 @@ class TestTracedCrash:
             assert table in statements
         for removal in ("delete-entities", "delete-openchoreo_incremental_entity_refs"):
             assert removal in statements  # the page's removal of GIVEN_UP
+        for kept in ("update-openchoreo_incremental_entity_refs", "update-provider_index"):
+            assert kept in statements  # the page's kept scope
 
     def test_cycle_completion_prunes_the_lookup_index(self) -> None:
         statements = reference("complete_cycle").statements

@@ -85,6 +85,7 @@ def page(index: int) -> EntityIteratorResult:
         index=[IndexEntry("seen-entity", entity.ref, "g", index) for entity in entities],
         facts={"page": str(index)},
         counters={"requests": 1},
+        kept_scopes=["e5"] if index == len(PAGES_2) - 1 else (),  # a namespace stepped over
     )
 
 
@@ -201,6 +202,8 @@ def test_dying_before_any_statement_leaves_each_transaction_whole_or_none_of_it(
             pg_cluster.drop_database(copies.pop())
         assert parked(states[0]) == ["e1", "n0"]
         assert parked(states[-1]) == (["n0"] if region == "complete_cycle" else ["e1", "n0"])
+        refs = {row[0] for row in states[-1]["entities"]}
+        assert versioned_entity("e5").ref in refs  # not in cycle 2's pages, but in a kept scope
         reference = copy()
         recorded = Tracer()
         traced(reference, recorded, steps)
