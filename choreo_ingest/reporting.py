@@ -14,6 +14,7 @@ from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES
 from choreo_ingest.models import (
     EVENTS_HELD_FACT,
     PROBLEM_FACT,
+    SKIPPED_FACT,
     SOURCE_FACT,
     SOURCES_ALTERNATE_FACT,
     UNAVAILABLE_FACT,
@@ -34,7 +35,7 @@ from choreo_ingest.store import (
     state_location,
 )
 
-PROBLEM_FACTS = (PROBLEM_FACT, UNAVAILABLE_FACT, SOURCES_ALTERNATE_FACT)
+PROBLEM_FACTS = (PROBLEM_FACT, SKIPPED_FACT, UNAVAILABLE_FACT, SOURCES_ALTERNATE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
 ERROR_QUOTED_CHARS = 200
 """The last error as a health problem quotes it (`status`'s `lastError` shows more)."""

@@ -56,6 +56,9 @@ class OpenChoreoV1:
         self.storage = Storage()
         self.namespaces: dict[str, dict[str, Any]] = {}
         self.hidden: set[tuple[str, str, str]] = set()  # (kind, ns, name) the caller may not view
+        # (kind, ns, name) the handlers cannot convert to the API's types (`convertList`): every
+        # page that holds one, and its own read, answer 500
+        self.unconvertible: set[tuple[str, str, str]] = set()
         self.requests: list[Request] = []
         self.end_style = "empty"  # "empty": pagination {}; "blank": nextCursor ""; "null": null
         self.cursor_style = "base64url"  # or "awkward": standard base64 with + / = and a prefix
@@ -274,6 +277,8 @@ class OpenChoreoV1:
                 cursor,
                 refill=self.refill,
             )
+            if any((kind, namespace, o["metadata"]["name"]) in self.unconvertible for o in items):
+                raise ListError("item: unmarshal into destination")
             if self.order == "reverse":
                 items.reverse()
             return self._list_body(items, nxt)
@@ -287,6 +292,8 @@ class OpenChoreoV1:
                 return error_answer(
                     403, "You do not have permission to perform this operation", "FORBIDDEN"
                 )
+            if (kind, namespace, name) in self.unconvertible:
+                raise ListError("unmarshal into destination")
             return json_answer(200, obj)
         return 404, {"Content-Type": "text/plain; charset=utf-8"}, b"404 page not found\n"
 

@@ -89,6 +89,9 @@ class _Orgs:
     def path(self, item: QueuedItem | None) -> str:
         return "/orgs"
 
+    def scope(self, item: QueuedItem) -> str:
+        raise AssertionError("the root listing is never stepped over")
+
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
         for org in resources:
@@ -106,6 +109,9 @@ class _Projects:
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/orgs/{_segment(queued_text(item, 'name'))}/projects"
+
+    def scope(self, item: QueuedItem) -> str:
+        return queued_text(item, "name")
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         org = queued_text(item, "name")
@@ -131,6 +137,9 @@ class _Components:
     def path(self, item: QueuedItem | None) -> str:
         org, project = queued_text(item, "org"), queued_text(item, "project")
         return f"/orgs/{_segment(org)}/projects/{_segment(project)}/components"
+
+    def scope(self, item: QueuedItem) -> str:
+        return f"{queued_text(item, 'org')}/{queued_text(item, 'project')}"
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         org, project = queued_text(item, "org"), queued_text(item, "project")

@@ -69,6 +69,9 @@ class _Namespaces:
     def path(self, item: QueuedItem | None) -> str:
         return "/namespaces"
 
+    def scope(self, item: QueuedItem) -> str:
+        raise AssertionError("the root listing is never stepped over")
+
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         harvest = Harvest()
         for namespace in resources:
@@ -89,6 +92,9 @@ class _InNamespace:
 
     def path(self, item: QueuedItem | None) -> str:
         return f"/namespaces/{segment(queued_text(item, 'namespace'))}/{self.name}"
+
+    def scope(self, item: QueuedItem) -> str:
+        return queued_text(item, "namespace")
 
 
 @dataclass(frozen=True)

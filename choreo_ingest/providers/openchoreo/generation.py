@@ -55,12 +55,15 @@ class Harvest:
     index: list[IndexEntry] = field(default_factory=list)
     removals: list[str] = field(default_factory=list)
     """Refs the entities replace under another name (`EntityIteratorResult.removals`)."""
+    kept_scopes: list[str] = field(default_factory=list)
+    """Scopes whose listings were stepped over (`EntityIteratorResult.kept_scopes`)."""
 
     def add(self, other: Harvest) -> None:
         self.entities += other.entities
         self.queue_items += other.queue_items
         self.index += other.index
         self.removals += other.removals
+        self.kept_scopes += other.kept_scopes
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class Phase(Protocol):
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         """Turn one page of the listing into entities, queue pushes and index rows."""
+        ...
+
+    def scope(self, item: QueuedItem) -> str:
+        """The scope of what the listings of `item` (of its phase and of those walked with it,
+        and of what they queue) bring: kept when one of them is stepped over (`step_over`)."""
         ...
 
 

@@ -60,6 +60,7 @@ from choreo_ingest.providers.openchoreo.generations import (
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
+from choreo_ingest.providers.openchoreo.step_over import may_step_over, step_over, walk_ended
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingGuard,
     ListingPlace,
@@ -96,6 +97,8 @@ class OpenChoreoContext:
     """The generation an event drain found the server to speak, when no cycle had said."""
     api_stated: bool = False
     """This burst has checked that the facts say which generation the cycle speaks."""
+    failed_bursts: int = 0
+    """`BurstContext.failed_bursts`: a listing may be stepped over only after one (`step_over`)."""
 
     @property
     def client(self) -> OpenChoreoClient:
@@ -177,7 +180,9 @@ class OpenChoreoProvider:
         ) as client:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name, burst.clock)
             self._marks.forget()
-            yield OpenChoreoContext(walk=walk, facts=burst.facts, clock=burst.clock)
+            yield OpenChoreoContext(
+                walk=walk, facts=burst.facts, clock=burst.clock, failed_bursts=burst.failed_bursts
+            )
 
     # -- events ---------------------------------------------------------------------------
 
@@ -275,6 +280,8 @@ class OpenChoreoProvider:
         context.api_stated = True
         resets_before = state.cursor_reset_count
         harvest, done = self._step(context, state, generation, first, facts)
+        if done:
+            walk_ended(state, facts, context.facts)
         counters = {"requests": context.client.requests_sent - sent_before}
         if state.cursor_reset_count > resets_before:
             counters["cursor_resets"] = state.cursor_reset_count - resets_before
@@ -287,6 +294,7 @@ class OpenChoreoProvider:
             index=harvest.index,
             facts=facts,
             removals=harvest.removals,
+            kept_scopes=harvest.kept_scopes,
         )
 
     def _start_cycle(
@@ -335,7 +343,18 @@ class OpenChoreoProvider:
                     state.begin_phase(phases, together.stop)
                     continue
             path = phase.path(item)
-            listed = first or self._list(context, state, generation, path, facts)
+            try:
+                listed = first or self._list(context, state, generation, path, facts)
+            except ProviderError as error:
+                failed, known = context.failed_bursts, context.facts
+                if item is None or not may_step_over(
+                    context.client, generation, path, error, failed_bursts=failed, known=known
+                ):
+                    raise
+                context.guard.forget()
+                context.place = None
+                skipped = step_over(state, generation, item, path, error, facts, known, self._name)
+                return skipped, False
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
             context.guard.check(path, state.api_cursor, listed, state.head)

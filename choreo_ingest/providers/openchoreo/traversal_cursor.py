@@ -16,7 +16,7 @@ phase by phase.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from choreo_ingest.errors import CursorExpired, PermanentError
@@ -27,6 +27,8 @@ from choreo_ingest.providers.openchoreo.generations import generation_named
 BEFORE_FIRST = -1
 """Queue position before any item (positions are never negative)."""
 _LEGACY_PHASES = ("orgs", "projects", "components")
+SKIPS_KEPT = 100
+"""Listings stepped over that a cursor (and the facts) name; the rest are counted."""
 STALE_STARTS_REPORTED = 3
 """Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
 
@@ -53,6 +55,10 @@ class TraversalCursor:
     head: str | None = None
     """The name of the first item of the page last read of the listing in progress: the page
     asked for with its cursor must not begin with it again (`ListingGuard`)."""
+    skipped: list[str] = field(default_factory=list)
+    """The paths of the first SKIPS_KEPT listings this cycle stepped over (`step_over`)."""
+    skipped_count: int = 0
+    """Listings this cycle stepped over."""
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
@@ -64,6 +70,11 @@ class TraversalCursor:
             "staleStarts": self.stale_starts,
             "listedAt": self.listed_at,
             "head": self.head,
+            **(
+                {"skipped": self.skipped, "skippedCount": self.skipped_count}
+                if self.skipped
+                else {}
+            ),
         }
 
     @classmethod
@@ -98,7 +109,15 @@ class TraversalCursor:
             stale_starts=_whole_number(raw, "staleStarts", 0),
             listed_at=_optional_time(raw, "listedAt"),
             head=_optional_text(raw, "head"),
+            skipped=_texts(raw, "skipped"),
+            skipped_count=_whole_number(raw, "skippedCount", 0),
         )
+
+    def note_skip(self, listing: str) -> None:
+        """This cycle stepped over `listing`."""
+        self.skipped_count += 1
+        if len(self.skipped) < SKIPS_KEPT:
+            self.skipped.append(listing)
 
     def walked_together(self, phases: Sequence[Phase]) -> range:
         """The phases walked item by item with the current one (itself alone, phase by phase)."""
@@ -198,6 +217,13 @@ def _optional_time(raw: Mapping[str, Any], key: str) -> float | None:
     if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
         return value
     raise PermanentError(f"traversal cursor field {key} is not a time: {value!r:.80}")
+
+
+def _texts(raw: Mapping[str, Any], key: str) -> list[str]:
+    value = raw.get(key, [])
+    if isinstance(value, list) and all(isinstance(text, str) for text in value):
+        return value[:SKIPS_KEPT]
+    raise PermanentError(f"traversal cursor field {key} is not a list of strings: {value!r:.80}")
 
 
 def _whole_number(raw: Mapping[str, Any], key: str, default: int) -> int:

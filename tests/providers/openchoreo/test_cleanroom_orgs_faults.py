@@ -350,3 +350,37 @@ def test_stored_cursors_that_expire_between_three_bursts_in_a_row_are_a_health_p
         server.rules.clear()
         run_cycle(config)
         check_catalog(world, export(config))
+
+
+def test_a_project_whose_component_listing_always_fails_is_stepped_over(tmp_path: Path) -> None:
+    """HTTP 500 on every request for one project's components (a resource the server cannot
+    serve): the second failed burst in a row steps over that project, keeping what it held, and
+    the walk goes on past it: a project deleted after it is swept, and the cycle completes."""
+    world = build_world(13, SMALL)
+    with Server(world) as server:
+        config = write_config(tmp_path, server, chunk=2)
+        run_cycle(config)
+        (org, project), (gone_org, gone_project) = (
+            world.visible_projects()[0],
+            (world.visible_projects()[-1]),
+        )
+        assert gone_org != org
+        broken = f"/orgs/{org}/projects/{project}/components"
+
+        def fails(server: Server, request: Request) -> Answer | None:
+            if request.path.endswith(broken):
+                return error(500, "INTERNAL_ERROR", "internal server error")
+            return None
+
+        server.rules.append(fails)
+        world.delete_project(gone_org, gone_project)
+        failed, _ = run(config)
+        stepped, document = run(config)
+        bodies = export(config)
+        (problem,) = status(config)["problems"]
+
+    assert failed == 3
+    assert stepped == 0, document
+    assert provider_of(document)["cycleCompleted"]
+    check_catalog(world, bodies)  # the broken project's components kept, the gone one's swept
+    assert f"GET {broken}" in problem

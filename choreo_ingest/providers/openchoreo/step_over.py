@@ -1,0 +1,161 @@
+"""Stepping over a listing the server keeps failing on, so that the rest of the walk goes on.
+
+One object the API server cannot serve makes every page that holds it answer 500, every time:
+OpenChoreo converts a page's custom resources to its API types all at once and fails the whole
+page on one (`handlers/convert.go`, `convertList`), and Kubernetes fails a namespace's whole
+list when one of its objects cannot be decoded or converted (a CRD upgraded under it). The walk
+would stop at that listing for good: its cycle would never complete, so nothing would be swept,
+and the namespaces after it would never be walked.
+
+So a burst that fails on a listing of one queued item (a namespace's projects, workloads or
+components; the org era's projects of an organization, components of a project) steps over that
+item for the cycle, when all of these hold:
+
+- the listing's answer was HTTP 500 after the client's retries (its restarts all failing, for
+  a page asked for with a cursor): not a timeout, a connection error, a proxy's 502-504 or the
+  burst's deadline, which say the server is unreachable or slow rather than failing on content;
+- the burst before this one failed too (a crash counts), so one bad moment (an API server
+  restarting) does not step over anything; or the walk before stepped over this same listing,
+  so that a namespace that stays broken costs no failed burst (and no cron mail) a cycle;
+- the server answers the first item of the walk's root listing right after: an outage fails
+  that as well, and then the burst fails as before.
+
+The item's entities and index rows are kept as the cycle before left them (`kept_scopes`) and
+the walk goes on with the next item. The fact `listingsSkipped` makes it a health problem until
+a walk ends without stepping over anything (`GET <path>` in it names each listing), and the
+hidden `listingsSkippedPaths` remembers the paths for the next walk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from choreo_ingest.errors import DeadlineExceeded, ProviderError, TransientError
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT, QueuedItem
+from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
+from choreo_ingest.providers.openchoreo.generation import Generation, Harvest
+from choreo_ingest.providers.openchoreo.generations import first_root_page
+from choreo_ingest.providers.openchoreo.traversal_cursor import (
+    SKIPS_KEPT,
+    TraversalCursor,
+    stale_starts_over,
+)
+
+log = get_logger("choreo_ingest.providers.openchoreo")
+
+SKIPS_NAMED = 5
+"""Listings stepped over that the health problem names (it counts the rest)."""
+FAILED_ON_CONTENT = 500
+"""The status of a page the server fails to build; a gateway's 502-504 are not stepped over."""
+
+
+def may_step_over(
+    client: OpenChoreoClient,
+    generation: Generation,
+    path: str,
+    error: ProviderError,
+    *,
+    failed_bursts: int,
+    known: Mapping[str, str],
+) -> bool:
+    """Whether the listing `path` that failed with `error` is stepped over (the module's rules),
+    the burst being the one after `failed_bursts` failed bursts in a row (`known`: the facts
+    stored, which name the listings stepped over before)."""
+    if not fails_on_content(error):
+        return False
+    if not failed_bursts and path not in remembered(known):
+        return False
+    return server_answers(client, generation)
+
+
+def step_over(
+    state: TraversalCursor,
+    generation: Generation,
+    item: QueuedItem,
+    path: str,
+    error: ProviderError,
+    facts: dict[str, str | None],
+    known: Mapping[str, str],
+    provider: str,
+) -> Harvest:
+    """Go on with the item after `item`, keeping what its listings brought in the cycle before;
+    `facts` gets the health problem, which until the walk's end also names the listings `known`
+    says the cycle before stepped over."""
+    phases = generation.phases
+    scope = phases[state.phase].scope(item)
+    before = remembered(known)
+    state.note_skip(path)
+    overflow = state.skipped_count - len(state.skipped)
+    facts.update(skipped_facts(list(dict.fromkeys(state.skipped + before)), overflow))
+    state.api_cursor = state.head = None
+    stale_starts_over(state, facts)
+    state.item_done(phases, item.position)
+    # A warning (cron mails it) the first time; after that the problem `health` shows says it.
+    (log.info if path in before else log.warning)(
+        "listing_stepped_over", provider=provider, path=path, kept=scope, error=str(error)
+    )
+    return Harvest(kept_scopes=[scope])
+
+
+def walk_ended(
+    state: TraversalCursor, facts: dict[str, str | None], known: Mapping[str, str]
+) -> None:
+    """The walk's end: `facts` says what it stepped over, or that it stepped over nothing."""
+    if state.skipped_count or SKIPPED_PATHS_FACT in known:
+        facts.update(skipped_facts(state.skipped, state.skipped_count - len(state.skipped)))
+
+
+def remembered(known: Mapping[str, str]) -> list[str]:
+    """The listings the facts say were stepped over (an unreadable fact: none)."""
+    try:
+        paths = json.loads(known.get(SKIPPED_PATHS_FACT) or "[]")
+    except ValueError:
+        return []
+    if not isinstance(paths, list):
+        return []
+    return [path for path in paths if isinstance(path, str)]
+
+
+def skipped_facts(paths: list[str], overflow: int) -> dict[str, str | None]:
+    """The facts of listings stepped over: `paths` and `overflow` more (none: both removed)."""
+    if not paths:
+        return {SKIPPED_FACT: None, SKIPPED_PATHS_FACT: None}
+    kept = paths[:SKIPS_KEPT]
+    return {
+        SKIPPED_FACT: skipped_problem(kept, overflow + len(paths) - len(kept)),
+        SKIPPED_PATHS_FACT: json.dumps(kept),
+    }
+
+
+def fails_on_content(error: ProviderError) -> bool:
+    """Whether `error` is the answer of a server failing on what a page holds: HTTP 500 on
+    every attempt of a request (not cut short by the burst's deadline or a stop), or on every
+    restart of a listing; not a sign that the server cannot be reached or is slow."""
+    if error.status != FAILED_ON_CONTENT or isinstance(error, DeadlineExceeded):
+        return False
+    return not isinstance(error, TransientError) or error.exhausted
+
+
+def server_answers(client: OpenChoreoClient, generation: Generation) -> bool:
+    """Whether the server answers the first item of the root listing now."""
+    try:
+        first_root_page(client, [generation], lambda _: 1, unknown=False)
+    except ProviderError:
+        return False
+    return True
+
+
+def skipped_problem(paths: list[str], overflow: int) -> str:
+    """The health problem of a walk that stepped over the listings `paths` and `overflow` more."""
+    count = len(paths) + overflow
+    named = ", ".join(f"GET {path}" for path in paths[:SKIPS_NAMED])
+    more = count - min(len(paths), SKIPS_NAMED)
+    them = "it" if count == 1 else "them"
+    return (
+        f"the walk stepped over {count} listing{'' if count == 1 else 's'} the server failed "
+        f"with HTTP 500 at every attempt: {named}{f' and {more} more' if more else ''}; what "
+        f"{them} held is kept as the cycle before found it. The openchoreo-api logs name the "
+        f"resource it cannot serve (repair or delete it); each cycle lists {them} again"
+    )

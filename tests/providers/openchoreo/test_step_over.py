@@ -1,0 +1,142 @@
+"""The parts of stepping over a listing that need no server (`step_over`): which failures count,
+the facts the walk leaves, and the cursor that carries a cycle's listings stepped over."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from choreo_ingest.errors import (
+    CursorExpired,
+    DeadlineExceeded,
+    PermanentError,
+    ProviderError,
+    TransientError,
+)
+from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT
+from choreo_ingest.providers.openchoreo.api_v1 import V1
+from choreo_ingest.providers.openchoreo.step_over import (
+    fails_on_content,
+    remembered,
+    skipped_facts,
+)
+from choreo_ingest.providers.openchoreo.traversal_cursor import SKIPS_KEPT, TraversalCursor
+
+PATH = "/namespaces/shop/components"
+
+
+def exhausted(error: TransientError) -> TransientError:
+    """`error` as the client raises it once every attempt answered so."""
+    error.exhausted = True
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "counts"),
+    [
+        (exhausted(TransientError(f"GET {PATH}: HTTP 500", path=PATH, status=500)), True),
+        (TransientError(f"GET {PATH}: HTTP 500", path=PATH, status=500), False),
+        (CursorExpired(f"GET {PATH}: HTTP 500", path=PATH, status=500), True),
+        (ProviderError(f"GET {PATH}: restarts exhausted", path=PATH, status=500), True),
+        (exhausted(TransientError(f"GET {PATH}: HTTP 502", path=PATH, status=502)), False),
+        (exhausted(TransientError(f"GET {PATH}: HTTP 503", path=PATH, status=503)), False),
+        (DeadlineExceeded(f"GET {PATH}: timed out", path=PATH, status=500), False),
+        (TransientError(f"GET {PATH}: timed out", path=PATH, code="TIMEOUT"), False),
+        (PermanentError(f"GET {PATH}: HTTP 400", path=PATH, status=400), False),
+    ],
+    ids=[
+        "500",
+        "500-cut-short",
+        "500-on-a-cursor",
+        "restarts",
+        "502",
+        "503",
+        "deadline",
+        "timeout",
+        "400",
+    ],
+)
+def test_only_a_500_on_every_attempt_counts_as_failing_on_content(
+    error: ProviderError, counts: bool
+) -> None:
+    assert fails_on_content(error) is counts
+
+
+def test_no_listing_stepped_over_removes_both_facts() -> None:
+    assert skipped_facts([], 0) == {SKIPPED_FACT: None, SKIPPED_PATHS_FACT: None}
+
+
+def test_the_problem_names_five_listings_and_counts_the_rest() -> None:
+    paths = [f"/namespaces/ns-{n}/workloads" for n in range(7)]
+
+    facts = skipped_facts(paths, 3)
+
+    problem = facts[SKIPPED_FACT] or ""
+    assert problem.startswith("the walk stepped over 10 listings the server failed with HTTP 500")
+    assert "GET /namespaces/ns-4/workloads and 5 more;" in problem
+    assert "ns-5" not in problem
+    assert json.loads(facts[SKIPPED_PATHS_FACT] or "") == paths
+
+
+def test_one_listing_is_named_alone() -> None:
+    problem = skipped_facts([PATH], 0)[SKIPPED_FACT] or ""
+
+    assert problem.startswith(
+        f"the walk stepped over 1 listing the server failed with HTTP 500 at every attempt: "
+        f"GET {PATH}; what it held is kept"
+    )
+
+
+def test_the_paths_remembered_are_bounded_and_the_rest_counted() -> None:
+    paths = [f"/namespaces/ns-{n}/projects" for n in range(SKIPS_KEPT + 20)]
+
+    facts = skipped_facts(paths, 0)
+
+    assert len(json.loads(facts[SKIPPED_PATHS_FACT] or "")) == SKIPS_KEPT
+    assert f"stepped over {SKIPS_KEPT + 20} listings" in (facts[SKIPPED_FACT] or "")
+
+
+@pytest.mark.parametrize(
+    ("stored", "paths"),
+    [
+        (None, []),
+        ("not json", []),
+        ('{"a": 1}', []),
+        (json.dumps([PATH, 3, None]), [PATH]),
+    ],
+    ids=["none", "not-json", "not-a-list", "mixed"],
+)
+def test_an_unreadable_paths_fact_remembers_what_it_can(
+    stored: str | None, paths: list[str]
+) -> None:
+    known = {} if stored is None else {SKIPPED_PATHS_FACT: stored}
+
+    assert remembered(known) == paths
+
+
+def test_a_cursor_carries_the_listings_stepped_over_and_counts_past_its_bound() -> None:
+    state = TraversalCursor(api="v1")
+    for n in range(SKIPS_KEPT + 2):
+        state.note_skip(f"/namespaces/ns-{n}/components")
+
+    again = TraversalCursor.from_json(json.loads(json.dumps(state.to_json(V1))))
+
+    assert again.skipped == state.skipped
+    assert len(again.skipped) == SKIPS_KEPT
+    assert again.skipped_count == SKIPS_KEPT + 2
+
+
+def test_a_cursor_that_stepped_over_nothing_says_nothing_of_it() -> None:
+    written = TraversalCursor(api="v1").to_json(V1)
+
+    assert "skipped" not in written
+    assert "skippedCount" not in written
+    assert TraversalCursor.from_json(written).skipped == []
+
+
+def test_a_cursor_whose_listings_are_not_texts_is_refused() -> None:
+    written = {**TraversalCursor(api="v1").to_json(V1), "skipped": [PATH, 7]}
+
+    with pytest.raises(PermanentError, match="skipped is not a list of strings"):
+        TraversalCursor.from_json(written)
