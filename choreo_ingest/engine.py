@@ -220,7 +220,7 @@ class BurstEngine:
             record.cycle_id,
             cancelled=self.stop.is_set,
             before_read=writer.wait,
-            failed_bursts=record.attempts,
+            last_failure=record.last_error if record.attempts else None,
         )
         done = False
         error: Exception | None = None
@@ -425,7 +425,7 @@ def burst_context(
     cancelled: Callable[[], bool],
     before_read: Callable[[], None] | None = None,
     deadline: float | None = None,
-    failed_bursts: int = 0,
+    last_failure: str | None = None,
 ) -> BurstContext:
     """What a provider's `around()` gets for one burst or one inbox drain: a `deadline`
     (monotonic; `burstLength` from now by default), and its queues, index and facts as the
@@ -441,7 +441,7 @@ def burst_context(
         cancelled=cancelled,
         index=StoreIndexReader(store, provider, cycle_id, before_read=before_read),
         facts=store.facts(provider),
-        failed_bursts=failed_bursts,
+        last_failure=last_failure,
     )
 
 

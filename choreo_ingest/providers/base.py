@@ -82,8 +82,8 @@ class BurstContext:
     """The provider's lookup index; sees every page `next()` returned before."""
     facts: Mapping[str, str] = field(default_factory=dict)
     """The facts the provider's pages stored last (`EntityIteratorResult.facts`)."""
-    failed_bursts: int = 0
-    """Bursts of the provider that failed in a row just before this one (0 for an event drain)."""
+    last_failure: str | None = None
+    """Why the provider's burst before this one failed (None: it did not, or an event drain)."""
 
     def remaining(self) -> float:
         return self.deadline - self.clock.monotonic()

@@ -152,10 +152,17 @@ def remove_scopes(
 
 
 def keep_scopes(
-    conn: AnyConnection, provider: str, cycle_id: int, scopes: Sequence[str], now: float
+    conn: AnyConnection,
+    provider: str,
+    cycle_id: int,
+    scopes: Sequence[str],
+    now: float,
+    *,
+    since: int = 0,
 ) -> int:
     """Mark the provider's entities in each scope or below it seen in cycle `cycle_id`, so that
-    its sweep keeps them as they are; returns how many were not seen in it yet."""
+    its sweep keeps them as they are, but those last seen before cycle `since` (which a blocked
+    sweep holds back: they stay held); returns how many were not seen in it yet."""
     kept = 0
     for scope in scopes:
         scoped = refs_in_scope(conn, provider, scope)
@@ -163,9 +170,9 @@ def keep_scopes(
             batch = scoped[start : start + _IN_BATCH]
             marks = ",".join("?" * len(batch))
             cursor = conn.execute(
-                f"""UPDATE {REFS} SET last_seen_cycle = ?, last_seen_at = ?
-                    WHERE provider = ? AND last_seen_cycle < ? AND entity_ref IN ({marks})""",
-                [cycle_id, now, provider, cycle_id, *batch],
+                f"""UPDATE {REFS} SET last_seen_cycle = ?, last_seen_at = ? WHERE provider = ?
+                    AND last_seen_cycle < ? AND last_seen_cycle >= ? AND entity_ref IN ({marks})""",
+                [cycle_id, now, provider, cycle_id, since, *batch],
             )
             kept += int(cursor.rowcount)
     return kept

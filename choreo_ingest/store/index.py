@@ -52,25 +52,32 @@ def prune_index(conn: AnyConnection, provider: str, cycle_id: int) -> int:
 
 
 def keep_index_scopes(
-    conn: AnyConnection, provider: str, cycle_id: int, scopes: Sequence[str]
+    conn: AnyConnection, provider: str, cycle_id: int, scopes: Sequence[str], *, since: int = 0
 ) -> None:
-    """Mark the rows whose key is a scope of `scopes` or below it (`acme/web` for `acme`) as
-    written in cycle `cycle_id`, so that its completion keeps them with the scopes' entities."""
-    for scope in scopes:
-        below = scope + "/"
-        rows = [
-            (cycle_id, provider, table, key)
-            for table, key in conn.execute(
-                """SELECT tbl, key FROM provider_index WHERE provider = ? AND key >= ?
-                   AND key < ? AND cycle_id < ?""",
-                [provider, scope, scope + "0", cycle_id],
-            )
-            if key == scope or key.startswith(below)
-        ]
-        conn.executemany(
-            "UPDATE provider_index SET cycle_id = ? WHERE provider = ? AND tbl = ? AND key = ?",
-            rows,
+    """Mark as written in cycle `cycle_id` the rows written since cycle `since` whose key is in
+    a scope of `scopes` or below it (`acme/web` for `acme`), or ends in one after a space (a
+    subject: `owner_unusable Component acme/web`), so that its completion keeps them with the
+    scopes' entities."""
+    if not scopes:
+        return
+    rows = conn.execute(
+        "SELECT tbl, key FROM provider_index WHERE provider = ? AND cycle_id < ? AND cycle_id >= ?",
+        [provider, cycle_id, since],
+    )
+    kept = [
+        (cycle_id, provider, table, key)
+        for table, key in rows
+        if any(
+            _in_scope(key, scope) or _in_scope(key.rpartition(" ")[2], scope) for scope in scopes
         )
+    ]
+    conn.executemany(
+        "UPDATE provider_index SET cycle_id = ? WHERE provider = ? AND tbl = ? AND key = ?", kept
+    )
+
+
+def _in_scope(key: str, scope: str) -> bool:
+    return key == scope or key.startswith(scope + "/")
 
 
 def clear_index(conn: AnyConnection, provider: str) -> None:

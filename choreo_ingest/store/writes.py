@@ -150,8 +150,10 @@ def commit_page(
         write_index(conn, provider, cycle_id, page.index)
         write_facts(conn, provider, page.facts, now)
         removed += remove_scopes(conn, provider, page.removal_scopes, set(), now)
-        keep_scopes(conn, provider, cycle_id, page.kept_scopes, now)
-        keep_index_scopes(conn, provider, cycle_id, page.kept_scopes)
+        if page.kept_scopes:
+            held = _blocked_cycle(conn, provider)  # what a blocked sweep holds back stays so
+            keep_scopes(conn, provider, cycle_id, page.kept_scopes, now, since=held)
+            keep_index_scopes(conn, provider, cycle_id, page.kept_scopes, since=held)
         _recount_blocked(conn, provider)  # the page may see again refs a blocked sweep holds
         conn.execute(
             f"UPDATE {STATE} SET cursor = ?, updated_at = ? WHERE provider = ?",
@@ -337,6 +339,12 @@ def apply_delta_rows(
         write_facts(conn, provider, {REFRESH_REQUESTED_FACT: rfc3339(now)}, now)
         write_fact_unless(conn, provider, (REFRESH_REASON_FACT, EVENT_ASKED), EVENTS_LOST, now)
     return stats, removed
+
+
+def _blocked_cycle(conn: AnyConnection, provider: str) -> int:
+    """The cycle whose sweep is blocked (0 if none): refs last seen before it are held back."""
+    held = conn.scalar(f"SELECT blocked_cycle_id FROM {STATE} WHERE provider = ?", [provider])
+    return int(held or 0)
 
 
 def _recount_blocked(conn: AnyConnection, provider: str) -> None:

@@ -103,3 +103,44 @@ def test_a_kept_scope_with_nothing_in_it_keeps_nothing(store: Store) -> None:
 
     assert names(store) == set()
     assert removed == len(EVERYTHING)
+
+
+def test_a_kept_scope_leaves_what_a_blocked_sweep_holds_back_held(store: Store) -> None:
+    first_cycle(store)
+    guarded = SweepGuards(
+        reject_empty_source_collections=False, reject_removals_above_percentage=10
+    )
+    record = store.load_provider("fake")
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, T0 + 60)
+    seen = [entity for entity in EVERYTHING if entity.name != "cmp-a"]
+    store.commit_page("fake", record.cycle_id, EntityIteratorResult(True, seen), None, T0 + 60)
+    record.state = ProviderState.RESTING
+    assert store.complete_cycle(record, guarded, T0 + 60).blocked == 1  # cmp-a, held back
+
+    record.cycle_id += 1
+    record.state = ProviderState.BURSTING
+    store.start_cycle(record, T0 + 120)
+    kept = EntityIteratorResult(True, seen, kept_scopes=["a"])
+    store.commit_page("fake", record.cycle_id, kept, None, T0 + 120)
+
+    assert store.blocked_removals("fake").count == 1  # not seen again by keeping its scope
+    record.state = ProviderState.RESTING
+    assert store.complete_cycle(record, guarded, T0 + 120).blocked == 1
+    assert store.approve_removals("fake", T0 + 180) == 1
+    assert "cmp-a" not in names(store)
+
+
+def test_a_kept_scope_keeps_the_rows_that_name_a_subject_in_it(store: Store) -> None:
+    """A data warning's row is keyed by its event and subject (`owner_unusable Component a/c`)."""
+    keys = ["owner_unusable Component a/p/c", "owner_unusable Component a-2/p/c", "x System b/p"]
+    cycle(
+        store,
+        [EntityIteratorResult(True, index=[IndexEntry("warned", k, "", 1) for k in keys])],
+        T0,
+    )
+
+    cycle(store, [EntityIteratorResult(True, kept_scopes=["a"])], T0 + 60)
+
+    assert set(store.index_by_key("fake", "warned", keys)) == {keys[0]}

@@ -139,7 +139,9 @@ class _Components:
         return f"/orgs/{_segment(org)}/projects/{_segment(project)}/components"
 
     def scope(self, item: QueuedItem) -> str:
-        return f"{queued_text(item, 'org')}/{queued_text(item, 'project')}"
+        # The organization's: the claims on API names (`api_names`) are the org's, keyed
+        # `<org>/<plain>|<project>/...`, and a project's kept APIs need theirs.
+        return queued_text(item, "org")
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
         org, project = queued_text(item, "org"), queued_text(item, "project")

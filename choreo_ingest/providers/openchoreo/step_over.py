@@ -11,19 +11,25 @@ So a burst that fails on a listing of one queued item (a namespace's projects, w
 components; the org era's projects of an organization, components of a project) steps over that
 item for the cycle, when all of these hold:
 
-- the listing's answer was HTTP 500 after the client's retries (its restarts all failing, for
-  a page asked for with a cursor): not a timeout, a connection error, a proxy's 502-504 or the
-  burst's deadline, which say the server is unreachable or slow rather than failing on content;
-- the burst before this one failed too (a crash counts), so one bad moment (an API server
-  restarting) does not step over anything; or the walk before stepped over this same listing,
-  so that a namespace that stays broken costs no failed burst (and no cron mail) a cycle;
-- the server answers the first item of the walk's root listing right after: an outage fails
-  that as well, and then the burst fails as before.
+- the listing answered HTTP 500 again and again, which is not an outage's answer (a timeout, a
+  connection error, a proxy's 502-504, the burst's deadline) nor an expired cursor's:
+  - a page asked for with a cursor handed out in the same burst (one that cannot have expired)
+    failed FAILURES_STEPPED_OVER times in a row at the same place (`TraversalCursor.failing`,
+    counted across bursts: a long listing re-read from its start may not reach that page again
+    within one burst);
+  - or a request answered 500 on every attempt (a listing's first page; any org-era page) and
+    the burst before this one failed on that same listing;
+  - either once, when the walk before stepped over this listing: a namespace that stays broken
+    costs no failed burst (and no cron mail) a cycle;
+- the server answers, right after, the same listing of other items (`server_answers`): a
+  failure that hits every such listing (the resource's conversion webhook down) is an outage,
+  and the burst fails as before.
 
-The item's entities and index rows are kept as the cycle before left them (`kept_scopes`) and
-the walk goes on with the next item. The fact `listingsSkipped` makes it a health problem until
-a walk ends without stepping over anything (`GET <path>` in it names each listing), and the
-hidden `listingsSkippedPaths` remembers the paths for the next walk.
+The item's entities and index rows are kept as the cycle before left them (`kept_scopes`; not
+those a blocked sweep holds back) and the walk goes on with the next item. The fact
+`listingsSkipped` makes it a health problem until a walk ends without stepping over anything
+(`GET <path>` in it names each listing), and the hidden `listingsSkippedPaths` remembers the
+paths for the next walk.
 """
 
 from __future__ import annotations
@@ -31,13 +37,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from choreo_ingest.errors import DeadlineExceeded, ProviderError, TransientError
+from choreo_ingest.errors import (
+    DeadlineExceeded,
+    NotFoundError,
+    ProviderError,
+    TokenUnavailable,
+    TransientError,
+)
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT, QueuedItem
-from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
-from choreo_ingest.providers.openchoreo.generation import Generation, Harvest
+from choreo_ingest.providers.openchoreo.generation import Generation, Harvest, Phase, Walk
 from choreo_ingest.providers.openchoreo.generations import first_root_page
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
+    BEFORE_FIRST,
+    FAILURES_STEPPED_OVER,
     SKIPS_KEPT,
     TraversalCursor,
     stale_starts_over,
@@ -52,22 +65,28 @@ FAILED_ON_CONTENT = 500
 
 
 def may_step_over(
-    client: OpenChoreoClient,
+    walk: Walk,
     generation: Generation,
-    path: str,
+    state: TraversalCursor,
+    item: QueuedItem,
     error: ProviderError,
     *,
-    failed_bursts: int,
+    last_failure: str | None,
     known: Mapping[str, str],
 ) -> bool:
-    """Whether the listing `path` that failed with `error` is stepped over (the module's rules),
-    the burst being the one after `failed_bursts` failed bursts in a row (`known`: the facts
-    stored, which name the listings stepped over before)."""
-    if not fails_on_content(error):
+    """Whether the listing of `item` in the current phase of `state`, which failed with
+    `error`, is stepped over (the module's rules); `last_failure`: why the burst before this one
+    failed, if it did; `known`: the facts stored, which name the listings stepped over before."""
+    phase = generation.phases[state.phase]
+    path = phase.path(item)
+    if not fails_on_content(error, path):
         return False
-    if not failed_bursts and path not in remembered(known):
-        return False
-    return server_answers(client, generation)
+    before = path in remembered(known)
+    if isinstance(error, TransientError):  # one request's every attempt (any org-era page)
+        evident = before or (last_failure or "").startswith(f"GET {path}: ")
+    else:  # a page whose fresh cursors kept failing (`traversal_cursor.restart_listing`)
+        evident = state.failures_at(path) >= (1 if before else FAILURES_STEPPED_OVER)
+    return evident and server_answers(walk, generation, phase, item)
 
 
 def step_over(
@@ -90,6 +109,7 @@ def step_over(
     overflow = state.skipped_count - len(state.skipped)
     facts.update(skipped_facts(list(dict.fromkeys(state.skipped + before)), overflow))
     state.api_cursor = state.head = None
+    state.forget_failure()
     stale_starts_over(state, facts)
     state.item_done(phases, item.position)
     # A warning (cron mails it) the first time; after that the problem `health` shows says it.
@@ -129,19 +149,39 @@ def skipped_facts(paths: list[str], overflow: int) -> dict[str, str | None]:
     }
 
 
-def fails_on_content(error: ProviderError) -> bool:
-    """Whether `error` is the answer of a server failing on what a page holds: HTTP 500 on
-    every attempt of a request (not cut short by the burst's deadline or a stop), or on every
-    restart of a listing; not a sign that the server cannot be reached or is slow."""
-    if error.status != FAILED_ON_CONTENT or isinstance(error, DeadlineExceeded):
+def fails_on_content(error: ProviderError, path: str) -> bool:
+    """Whether `error` is the answer of a server failing on what a page of listing `path`
+    holds: HTTP 500 to that listing's request on every attempt (not cut short by the burst's
+    deadline or a stop; not the token endpoint's), or on fresh cursors again and again; not a
+    sign that the server cannot be reached or is slow."""
+    if error.status != FAILED_ON_CONTENT or error.path != path or error.method != "GET":
+        return False
+    if isinstance(error, DeadlineExceeded | TokenUnavailable):
         return False
     return not isinstance(error, TransientError) or error.exhausted
 
 
-def server_answers(client: OpenChoreoClient, generation: Generation) -> bool:
-    """Whether the server answers the first item of the root listing now."""
+def server_answers(walk: Walk, generation: Generation, phase: Phase, item: QueuedItem) -> bool:
+    """Whether the server answers, right after, the same listing of other items (so it does not
+    fail every such listing, as when the resource's conversion webhook is down): one holding
+    items settles it, a failure says no; when none is at hand (a single namespace) or they are
+    empty (an empty listing needs no conversion), the first item of the root listing."""
+    queue = phase.queue or ""
+    others = [
+        other
+        for after in (item.position, BEFORE_FIRST)
+        for other in walk.queues.read(queue, after=after, limit=1)
+        if other.position != item.position
+    ]
     try:
-        first_root_page(client, [generation], lambda _: 1, unknown=False)
+        for other in {other.position: other for other in others}.values():
+            try:
+                page = generation.list_page(walk.client, phase.path(other), limit=1, cursor=None)
+            except NotFoundError:  # gone meanwhile: says nothing of the server
+                continue
+            if page.items:
+                return True
+        first_root_page(walk.client, [generation], lambda _: 1, unknown=False)
     except ProviderError:
         return False
     return True
@@ -152,10 +192,12 @@ def skipped_problem(paths: list[str], overflow: int) -> str:
     count = len(paths) + overflow
     named = ", ".join(f"GET {path}" for path in paths[:SKIPS_NAMED])
     more = count - min(len(paths), SKIPS_NAMED)
-    them = "it" if count == 1 else "them"
+    held, them = ("it", "it") if count == 1 else ("they", "them")
     return (
         f"the walk stepped over {count} listing{'' if count == 1 else 's'} the server failed "
-        f"with HTTP 500 at every attempt: {named}{f' and {more} more' if more else ''}; what "
-        f"{them} held is kept as the cycle before found it. The openchoreo-api logs name the "
-        f"resource it cannot serve (repair or delete it); each cycle lists {them} again"
+        f"with HTTP 500 again and again: {named}{f' and {more} more' if more else ''}; what "
+        f"{held} held is kept as the cycle before found it. The openchoreo-api logs name a "
+        "resource it cannot serve (repair or delete it; if they name none, its cursors may "
+        "expire faster than a page takes: lower openchoreo.incremental.chunkSize); each cycle "
+        f"lists {them} again"
     )

@@ -60,23 +60,25 @@ from choreo_ingest.providers.openchoreo.generations import (
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
-from choreo_ingest.providers.openchoreo.step_over import may_step_over, step_over, walk_ended
+from choreo_ingest.providers.openchoreo.step_over import (
+    may_step_over,
+    remembered,
+    step_over,
+    walk_ended,
+)
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
+    FAILURES_STEPPED_OVER,
     ListingGuard,
     ListingPlace,
     TraversalCursor,
-    next_page_of,
     note_stale_start,
     page_head,
     place_after,
-    restarts_exhausted,
+    restart_listing,
     stale_starts_over,
 )
 
 log = get_logger("choreo_ingest.providers.openchoreo")
-
-MAX_RESTARTS_PER_BURST = 3
-"""Restarts of one listing within one burst before the burst fails."""
 
 
 @dataclass
@@ -97,8 +99,8 @@ class OpenChoreoContext:
     """The generation an event drain found the server to speak, when no cycle had said."""
     api_stated: bool = False
     """This burst has checked that the facts say which generation the cycle speaks."""
-    failed_bursts: int = 0
-    """`BurstContext.failed_bursts`: a listing may be stepped over only after one (`step_over`)."""
+    last_failure: str | None = None
+    """`BurstContext.last_failure`: the listing it names may be stepped over (`step_over`)."""
 
     @property
     def client(self) -> OpenChoreoClient:
@@ -181,7 +183,7 @@ class OpenChoreoProvider:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name, burst.clock)
             self._marks.forget()
             yield OpenChoreoContext(
-                walk=walk, facts=burst.facts, clock=burst.clock, failed_bursts=burst.failed_bursts
+                walk=walk, facts=burst.facts, clock=burst.clock, last_failure=burst.last_failure
             )
 
     # -- events ---------------------------------------------------------------------------
@@ -346,9 +348,9 @@ class OpenChoreoProvider:
             try:
                 listed = first or self._list(context, state, generation, path, facts)
             except ProviderError as error:
-                failed, known = context.failed_bursts, context.facts
+                failed, known = context.last_failure, context.facts
                 if item is None or not may_step_over(
-                    context.client, generation, path, error, failed_bursts=failed, known=known
+                    context.walk, generation, state, item, error, last_failure=failed, known=known
                 ):
                     raise
                 context.guard.forget()
@@ -358,6 +360,7 @@ class OpenChoreoProvider:
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
             context.guard.check(path, state.api_cursor, listed, state.head)
+            state.passed(path)
             state.head = page_head(listed.items) if listed.next_cursor else None
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
             with collecting() as warnings:
@@ -412,7 +415,7 @@ class OpenChoreoProvider:
                 problem = note_stale_start(state, listing, facts, expired)
                 if problem is not None:  # once a streak: cron mails it, health shows it after
                     log.warning("listing_stuck", provider=self._name, problem=problem)
-            self._restart(context, state, generation, path, expired)
+            self._restart(context, state, generation, path, expired, fresh=not stored)
             return Harvest()
         except NotFoundError as missing:
             phase = generation.phases[state.phase]
@@ -440,42 +443,32 @@ class OpenChoreoProvider:
         generation: Generation,
         path: str,
         expired: CursorExpired,
+        *,
+        fresh: bool,
     ) -> None:
-        """Read the listing from its first page again; past the limit the burst fails: an
-        expired cursor restarts it up to MAX_RESTARTS_PER_BURST times, a rejected one once."""
-        rejected = isinstance(expired, CursorRejected)
-        key = f"rejected {path}" if rejected else path
-        restarts = context.restarts.get(key, 0) + 1
-        failed_at = next_page_of(context.place, path)
+        """Read the listing from its first page again (`restart_listing`: past its limits the
+        burst fails)."""
+        steps_over = generation.phases[state.phase].queue is not None  # not the root listing
+        remembered_here = path in remembered(context.facts)
+        restarts, failed_at = restart_listing(
+            state,
+            context.restarts,
+            context.failed_at,
+            context.place,
+            path,
+            expired,
+            fresh=fresh,
+            fails_at_most=(1 if remembered_here else FAILURES_STEPPED_OVER) if steps_over else None,
+        )
         context.place = None
-        context.failed_at.setdefault(key, []).append(failed_at)
-        if rejected and restarts > 1:
-            raise PermanentError(
-                f"{expired}; refused again after the listing restarted once in this burst",
-                method="GET",
-                path=path,
-                status=expired.status,
-                code=expired.code,
-            )
-        if restarts > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
-            raise ProviderError(
-                f"GET {path}: {restarts_exhausted(context.failed_at[key], expired)}",
-                method="GET",
-                path=path,
-                status=expired.status,
-                code=expired.code,
-            )
-        context.restarts[key] = restarts
         context.guard.forget()
-        state.api_cursor = state.head = None
-        state.cursor_reset_count += 1
         log.info(
             "listing_restarted",
             provider=self._name,
             api=generation.name,
             path=path,
             restarts=restarts,
-            reason="cursor rejected" if rejected else "cursor expired",
+            reason="cursor rejected" if isinstance(expired, CursorRejected) else "cursor expired",
             page=None if failed_at is None else failed_at[0],
         )
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from choreo_ingest.errors import CursorExpired, PermanentError
+from choreo_ingest.errors import CursorExpired, CursorRejected, PermanentError, ProviderError
 from choreo_ingest.models import JSON, PROBLEM_FACT
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, Phase
 from choreo_ingest.providers.openchoreo.generations import generation_named
@@ -29,6 +29,11 @@ BEFORE_FIRST = -1
 _LEGACY_PHASES = ("orgs", "projects", "components")
 SKIPS_KEPT = 100
 """Listings stepped over that a cursor (and the facts) name; the rest are counted."""
+MAX_RESTARTS_PER_BURST = 3
+"""Restarts of one listing within one burst before the burst fails."""
+FAILURES_STEPPED_OVER = 3
+"""Failures in a row of one page on cursors minted in the same burst (`failing`) past which the
+listing is taken for one the server fails on (`step_over`), across bursts too."""
 STALE_STARTS_REPORTED = 3
 """Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
 
@@ -59,6 +64,12 @@ class TraversalCursor:
     """The paths of the first SKIPS_KEPT listings this cycle stepped over (`step_over`)."""
     skipped_count: int = 0
     """Listings this cycle stepped over."""
+    failing: str | None = None
+    """The listing whose page after the one that began with `failing_after` (`head`) answered
+    HTTP 500 on a cursor handed out in the same burst (so not an expired one) `failures` times
+    in a row, counted across bursts too."""
+    failing_after: str | None = None
+    failures: int = 0
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
@@ -73,6 +84,17 @@ class TraversalCursor:
             **(
                 {"skipped": self.skipped, "skippedCount": self.skipped_count}
                 if self.skipped
+                else {}
+            ),
+            **(
+                {
+                    "failing": {
+                        "path": self.failing,
+                        "after": self.failing_after,
+                        "count": self.failures,
+                    }
+                }
+                if self.failing
                 else {}
             ),
         }
@@ -111,6 +133,7 @@ class TraversalCursor:
             head=_optional_text(raw, "head"),
             skipped=_texts(raw, "skipped"),
             skipped_count=_whole_number(raw, "skippedCount", 0),
+            **_failing(raw),
         )
 
     def note_skip(self, listing: str) -> None:
@@ -118,6 +141,27 @@ class TraversalCursor:
         self.skipped_count += 1
         if len(self.skipped) < SKIPS_KEPT:
             self.skipped.append(listing)
+
+    def note_failure(self, path: str) -> None:
+        """The page of `path` after the one that began with `head` answered HTTP 500 on a cursor
+        this burst had (a page after one without items is not placed, so not counted)."""
+        if self.head is None:
+            return
+        self.failures = self.failures_at(path) + 1
+        self.failing, self.failing_after = path, self.head
+
+    def failures_at(self, path: str) -> int:
+        """How many times in a row the page of `path` after `head` failed (`note_failure`)."""
+        same = self.failing == path and self.head is not None and self.failing_after == self.head
+        return self.failures if same else 0
+
+    def passed(self, path: str) -> None:
+        """The page of `path` after `head` answered: a failure there is over."""
+        if self.failures_at(path):
+            self.forget_failure()
+
+    def forget_failure(self) -> None:
+        self.failing, self.failing_after, self.failures = None, None, 0
 
     def walked_together(self, phases: Sequence[Phase]) -> range:
         """The phases walked item by item with the current one (itself alone, phase by phase)."""
@@ -219,6 +263,17 @@ def _optional_time(raw: Mapping[str, Any], key: str) -> float | None:
     raise PermanentError(f"traversal cursor field {key} is not a time: {value!r:.80}")
 
 
+def _failing(raw: Mapping[str, Any]) -> dict[str, Any]:
+    failing = raw.get("failing")
+    if failing is None:
+        return {}
+    if not isinstance(failing, Mapping):
+        raise PermanentError(f"traversal cursor field failing is not an object: {failing!r:.80}")
+    path, after = _optional_text(failing, "path"), _optional_text(failing, "after")
+    count = _whole_number(failing, "count", 0)
+    return {"failing": path, "failing_after": after, "failures": count} if path else {}
+
+
 def _texts(raw: Mapping[str, Any], key: str) -> list[str]:
     value = raw.get(key, [])
     if isinstance(value, list) and all(isinstance(text, str) for text in value):
@@ -231,6 +286,68 @@ def _whole_number(raw: Mapping[str, Any], key: str, default: int) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise PermanentError(f"traversal cursor field {key} is not an integer: {value!r:.80}")
+
+
+def restart_listing(
+    state: TraversalCursor,
+    restarts: dict[str, int],
+    failed_at: dict[str, list[tuple[int, int] | None]],
+    place: ListingPlace | None,
+    path: str,
+    expired: CursorExpired,
+    *,
+    fresh: bool,
+    fails_at_most: int | None,
+) -> tuple[int, tuple[int, int] | None]:
+    """Set `state` to read listing `path` from its first page again, its cursor having failed
+    with `expired`; the burst's restarts and places of failure by listing are counted in
+    `restarts` and `failed_at` (`place`: how far this burst read it; `fresh`: the cursor was
+    handed out in this burst, so it cannot have expired). Returns the restart's number and where
+    the listing failed (page, items before it), if known.
+
+    Past the limits the burst fails: an expired cursor restarts a listing up to
+    MAX_RESTARTS_PER_BURST times in one burst, a rejected one once; a page whose fresh cursors
+    answered HTTP 500 `fails_at_most` times in a row (`TraversalCursor.failing`, counted across
+    bursts; None: never, for a listing that cannot be stepped over) fails it with an error
+    `step_over` may take up."""
+    rejected = isinstance(expired, CursorRejected)
+    key = f"rejected {path}" if rejected else path
+    restarts_now = restarts.get(key, 0) + 1
+    where = next_page_of(place, path)
+    failed_at.setdefault(key, []).append(where)
+    if rejected and restarts_now > 1:
+        raise PermanentError(
+            f"{expired}; refused again after the listing restarted once in this burst",
+            method="GET",
+            path=path,
+            status=expired.status,
+            code=expired.code,
+        )
+    if fresh and not rejected and expired.status == 500:
+        state.note_failure(path)
+    failures = state.failures_at(path)
+    if fails_at_most is not None and failures >= fails_at_most:
+        said = (
+            f"the page after the one that begins with {state.head!r} answered HTTP "
+            f"{expired.status} {failures} times in a row, on cursors just handed out: the server "
+            "fails on a resource in that page (see the openchoreo-api logs), or its cursors expire "
+            "faster than a page takes (lower openchoreo.incremental.chunkSize)"
+        )
+        raise ProviderError(
+            f"GET {path}: {said}", method="GET", path=path, status=expired.status, code=expired.code
+        )
+    if restarts_now > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
+        raise ProviderError(
+            f"GET {path}: {restarts_exhausted(failed_at[key], expired)}",
+            method="GET",
+            path=path,
+            status=expired.status,
+            code=expired.code,
+        )
+    restarts[key] = restarts_now
+    state.api_cursor = state.head = None
+    state.cursor_reset_count += 1
+    return restarts_now, where
 
 
 def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpired) -> str:

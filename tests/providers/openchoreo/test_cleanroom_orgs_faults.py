@@ -15,7 +15,7 @@ import pytest
 from cleanroom_orgs import Answer, Request, Server, error
 from cleanroom_orgs_checks import check_catalog, ref
 from cleanroom_orgs_cli import cli_json, export, provider_of, run, run_cycle, status, write_config
-from cleanroom_orgs_world import SMALL, build_world
+from cleanroom_orgs_world import SMALL, build_world, endpoint
 from cli_support import invoke, isolate
 
 
@@ -384,3 +384,57 @@ def test_a_project_whose_component_listing_always_fails_is_stepped_over(tmp_path
     assert provider_of(document)["cycleCompleted"]
     check_catalog(world, bodies)  # the broken project's components kept, the gone one's swept
     assert f"GET {broken}" in problem
+
+
+def test_a_stepped_over_project_keeps_its_apis_names_against_newcomers(tmp_path: Path) -> None:
+    """Two components whose APIs want one plain name (`pay` + `gate-api`, `pay-gate` + `api`):
+    the holder's project is stepped over for two cycles, and its API keeps the plain name (its
+    claim is kept with the organization's scope), not taken over by the other."""
+    world = build_world(13, SMALL)
+    org = "acme"
+    projects = sorted(project for (owner, project) in world.visible_projects() if owner == org)
+    first, later = projects[0], projects[-1]
+    base = {"type": "deployment/service", "autoDeploy": True, "orgName": org}
+    world.components[(org, first, "pay")] = {
+        **base,
+        "uid": "uid-pay",
+        "name": "pay",
+        "projectName": first,
+        "createdAt": "2024-01-01T00:00:00Z",
+        "_endpoints": {"gate-api": endpoint("REST", 8080, None)},
+    }
+    world.components[(org, later, "pay-gate")] = {
+        **base,
+        "uid": "uid-pay-gate",
+        "name": "pay-gate",
+        "projectName": later,
+        "createdAt": "2024-01-02T00:00:00Z",
+        "_endpoints": {"api": endpoint("REST", 8080, None)},
+    }
+
+    def owners(bodies: list[dict[str, Any]]) -> dict[str, str]:
+        return {
+            body["metadata"]["name"]: body["spec"]["system"]
+            for body in bodies
+            if body["kind"] == "API" and body["metadata"]["name"].startswith("pay-gate-api")
+        }
+
+    with Server(world) as server:
+        config = write_config(tmp_path, server, chunk=50)
+        run_cycle(config)
+        before = owners(export(config))
+        broken = f"/orgs/{org}/projects/{first}/components"
+
+        def fails(server: Server, request: Request) -> Answer | None:
+            if request.path.endswith(broken):
+                return error(500, "INTERNAL_ERROR", "internal server error")
+            return None
+
+        server.rules.append(fails)
+        assert run(config)[0] == 3
+        outcomes = [run(config), run(config)]  # stepped over, then at once the next cycle
+        after = owners(export(config))
+
+    assert [provider_of(document)["cycleCompleted"] for _, document in outcomes] == [True, True]
+    assert before["pay-gate-api"] == first
+    assert after == before

@@ -1,13 +1,16 @@
 """A namespace whose listing the server fails every time (one object its handlers cannot convert,
-as upstream's `convertList` fails the whole page) is stepped over on the second failed burst in
-a row, against the clean-room OpenChoreo v1 API (tests/cleanroom_v1.py): the rest of the walk
-goes on and its cycle completes, the namespace keeps what the cycle before found there, and
-`health` says so until a cycle lists it again. An outage, a gateway's 502 and a single failed
-burst step over nothing."""
+as upstream's `convertList` fails the whole page) is stepped over, against the clean-room
+OpenChoreo v1 API (tests/cleanroom_v1.py): the rest of the walk goes on and its cycle completes,
+the namespace keeps what the cycle before found there, and `health` says so until a cycle lists
+it again. A page asked for with a fresh cursor is stepped over once it failed 3 times in a row
+(in one burst, or across bursts for a long listing); a first page, on the second burst in a row
+that fails on it. An outage of the whole resource, a gateway's 502 and a burst that failed for
+another reason step over nothing."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from cleanroom_v1_worlds import bulk, put_service
 BAD = "bulk-a"
 """The namespace with the object the server cannot convert: the first walked, so a walk that
 stopped there would never reach the others."""
+Answer = tuple[int, dict[str, str], bytes]
 
 
 def run(config: Path) -> tuple[int, dict[str, Any]]:
@@ -41,13 +45,17 @@ def change_the_world(server: Running, expected: set[str]) -> set[str]:
     return (expected - {"component:bulk-b/svc-001"}) | {"component:bulk-c/svc-new"}
 
 
+def internal_error() -> Answer:
+    return error_answer(500, "Internal server error", "INTERNAL_ERROR")
+
+
 @pytest.mark.parametrize(
-    ("kind", "name"),
-    [("Component", "svc-050"), ("Component", "svc-000"), ("Workload", "wl-990")],
-    ids=["component-page-2", "component-first-page", "workload"],
+    ("kind", "name", "failed_bursts"),
+    [("Component", "svc-050", 0), ("Component", "svc-000", 1), ("Workload", "wl-990", 0)],
+    ids=["component-page-2", "component-first-page", "workload-page-4"],
 )
-def test_a_listing_the_server_always_fails_is_stepped_over_on_the_second_failed_burst(
-    here: Path, kind: str, name: str
+def test_a_listing_the_server_always_fails_is_stepped_over(
+    here: Path, kind: str, name: str, failed_bursts: int
 ) -> None:
     with running() as server:
         expected = bulk(server.api)
@@ -56,19 +64,19 @@ def test_a_listing_the_server_always_fails_is_stepped_over_on_the_second_failed_
         wanted = change_the_world(server, expected)
         server.api.unconvertible.add((kind, BAD, name))
 
-        failed, first = run(config)
+        failures = [run(config) for _ in range(failed_bursts)]
         held = set(by_ref(export(config)))
-        stepped, second = run(config)
+        stepped, document = run(config)
         entities = by_ref(export(config))
         troubles = problems(config)
         health = cli("--config", config, "health")
 
-        assert failed == 3, first
-        assert not first["providers"][0]["cycleCompleted"]
-        assert "500" in first["providers"][0]["error"]
-        assert held == expected  # the failed burst changed nothing
-        assert stepped == 0, second
-        assert second["providers"][0]["cycleCompleted"]
+        for code, failure in failures:  # a first page: one failed burst, then the step over
+            assert code == 3, failure
+            assert f"GET /namespaces/{BAD}/components: HTTP 500" in failure["providers"][0]["error"]
+        assert held == expected  # a failed burst changed nothing
+        assert stepped == 0, document
+        assert document["providers"][0]["cycleCompleted"]
         assert set(entities) == wanted
         assert entities[f"component:{BAD}/svc-001"]  # kept as the cycle before found it
         plural = kind.lower() + "s"
@@ -85,16 +93,43 @@ def test_a_listing_the_server_always_fails_is_stepped_over_on_the_second_failed_
         assert problems(config) == []
 
 
+def test_a_bad_page_deep_in_a_long_listing_is_stepped_over_across_bursts(here: Path) -> None:
+    """Each burst reaches the failing page, restarts the listing and runs out of time re-reading
+    it: no burst fails, and the failures at that page are counted in the stored cursor."""
+    with running() as server:
+        expected = bulk(server.api)
+        config = write_config(here, server, chunk_size=10, burstLength=1)
+        run_cycle(config, max_runs=40)
+        server.api.unconvertible.add(("Component", BAD, "svc-145"))
+
+        def slow(request: Request) -> Answer | None:
+            if request.path == f"/api/v1/namespaces/{BAD}/components":
+                time.sleep(0.08)  # about 10 pages a burst: fewer than the 15 before svc-145
+            return None
+
+        server.api.hooks.append(slow)
+        outcomes = [run(config) for _ in range(12)]
+        entities = set(by_ref(export(config)))
+        troubles = problems(config)
+
+    assert all(code == 0 for code, _ in outcomes), outcomes
+    assert any(document["providers"][0]["cycleCompleted"] for _, document in outcomes)
+    assert entities == expected
+    (trouble,) = troubles
+    assert f"GET /namespaces/{BAD}/components" in trouble
+
+
 def test_a_namespace_still_broken_next_cycle_is_stepped_over_at_once_and_quietly(
     here: Path,
 ) -> None:
-    """The next cycle steps over the listing the walk before stepped over at its first failure
-    (no failed burst, no warning for cron to mail); the problem stays until a walk lists it."""
+    """A first page takes a failed burst before it is stepped over; the next cycle steps over
+    the listing the walk before stepped over at its first failure (no failed burst, no warning
+    for cron to mail); the problem stays until a walk lists it."""
     with running() as server:
         expected = bulk(server.api)
         config = write_config(here, server, chunk_size=40)
         run_cycle(config)
-        server.api.unconvertible.add(("Component", BAD, "svc-050"))
+        server.api.unconvertible.add(("Component", BAD, "svc-000"))  # on the first page
         assert run(config)[0] == 3
         warned = cli("--config", config, "run", "--force", "--json")
         assert json.loads(warned.stdout)["providers"][0]["cycleCompleted"]
@@ -113,32 +148,66 @@ def test_a_namespace_still_broken_next_cycle_is_stepped_over_at_once_and_quietly
     assert "listingsSkippedPaths" not in shown  # the paths the next walk reads, not shown
 
 
-def test_a_burst_steps_over_nothing_while_the_server_fails_the_check_too(here: Path) -> None:
-    """The walk's first page of namespaces answers, then every listing below it fails, and so
-    does the check that the server still answers (the first item of the root listing): an
-    outage, not one listing; each burst fails and the catalog stays whole."""
+def test_a_failure_of_every_namespace_s_components_steps_over_nothing(here: Path) -> None:
+    """Every components listing fails (the resource's conversion webhook down, say) while the
+    namespaces, projects and workloads answer: the same listing of the other namespaces fails
+    too, so it is an outage; each burst fails and the catalog stays whole."""
     with running() as server:
         expected = bulk(server.api)
         config = write_config(here, server, chunk_size=40)
         run_cycle(config)
 
-        def down(request: Request) -> tuple[int, dict[str, str], bytes] | None:
-            below = request.path.startswith("/api/v1/namespaces/")
-            if below or request.param("limit") == "1":
-                return error_answer(500, "Internal server error", "INTERNAL_ERROR")
-            return None
+        def webhook_down(request: Request) -> Answer | None:
+            return internal_error() if request.path.endswith("/components") else None
 
-        server.api.hooks.append(down)
+        server.api.hooks.append(webhook_down)
         outcomes = [run(config) for _ in range(3)]
-        checks = [r for r in server.api.api_requests() if r.param("limit") == "1"]
-        server.api.hooks.remove(down)
+        checks = [r.path for r in server.api.api_requests() if r.param("limit") == "1"]
+        server.api.hooks.remove(webhook_down)
         entities = set(by_ref(export(config)))
         troubles = problems(config)
 
     assert [code for code, _ in outcomes] == [3, 3, 3]
-    assert len(checks) >= 2  # the bursts after the first asked
+    assert "/api/v1/namespaces/bulk-b/components" in checks  # asked after the second failure
     assert entities == expected
     assert not any("stepped over" in problem for problem in troubles)
+
+
+def test_a_burst_after_one_that_failed_elsewhere_steps_over_nothing(here: Path) -> None:
+    """The burst before failed on another listing (a proxy's 502): a first page that then
+    answers 500 on every attempt fails the burst; once the server recovers the cycle
+    completes whole."""
+    with running() as server:
+        expected = bulk(server.api)
+        config = write_config(here, server, chunk_size=40)
+        run_cycle(config)
+        failing = {"projects": 4, "components": 0}
+
+        def flaky(request: Request) -> Answer | None:
+            listing = request.path.rpartition("/")[2]
+            if request.path.startswith(f"/api/v1/namespaces/{BAD}/") and failing.get(listing):
+                failing[listing] -= 1
+                if listing == "projects":
+                    return 502, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
+                return internal_error()
+            return None
+
+        server.api.hooks.append(flaky)
+        first = run(config)
+        failing["components"] = 4  # every attempt of the next burst's first components page
+        second = run(config)
+        third = run(config)
+        entities = set(by_ref(export(config)))
+        troubles = problems(config)
+
+    assert first[0] == 3
+    assert "HTTP 502" in first[1]["providers"][0]["error"]
+    assert second[0] == 3
+    assert "HTTP 500" in second[1]["providers"][0]["error"]
+    assert third[0] == 0
+    assert third[1]["providers"][0]["cycleCompleted"]
+    assert entities == expected
+    assert troubles == []
 
 
 def test_a_gateway_error_is_not_stepped_over(here: Path) -> None:
@@ -147,7 +216,7 @@ def test_a_gateway_error_is_not_stepped_over(here: Path) -> None:
         config = write_config(here, server, chunk_size=40)
         run_cycle(config)
 
-        def gateway(request: Request) -> tuple[int, dict[str, str], bytes] | None:
+        def gateway(request: Request) -> Answer | None:
             if request.path == f"/api/v1/namespaces/{BAD}/components":
                 return 502, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
             return None

@@ -12,6 +12,7 @@ from choreo_ingest.errors import (
     DeadlineExceeded,
     PermanentError,
     ProviderError,
+    TokenUnavailable,
     TransientError,
 )
 from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT
@@ -32,35 +33,48 @@ def exhausted(error: TransientError) -> TransientError:
     return error
 
 
+def get(kind: type[ProviderError], status: int | None, path: str = PATH) -> ProviderError:
+    return kind(f"GET {path}: HTTP {status}", method="GET", path=path, status=status)
+
+
 @pytest.mark.parametrize(
     ("error", "counts"),
     [
-        (exhausted(TransientError(f"GET {PATH}: HTTP 500", path=PATH, status=500)), True),
-        (TransientError(f"GET {PATH}: HTTP 500", path=PATH, status=500), False),
-        (CursorExpired(f"GET {PATH}: HTTP 500", path=PATH, status=500), True),
-        (ProviderError(f"GET {PATH}: restarts exhausted", path=PATH, status=500), True),
-        (exhausted(TransientError(f"GET {PATH}: HTTP 502", path=PATH, status=502)), False),
-        (exhausted(TransientError(f"GET {PATH}: HTTP 503", path=PATH, status=503)), False),
-        (DeadlineExceeded(f"GET {PATH}: timed out", path=PATH, status=500), False),
-        (TransientError(f"GET {PATH}: timed out", path=PATH, code="TIMEOUT"), False),
-        (PermanentError(f"GET {PATH}: HTTP 400", path=PATH, status=400), False),
+        (exhausted(TransientError("GET", method="GET", path=PATH, status=500)), True),
+        (get(TransientError, 500), False),
+        (get(ProviderError, 500), True),
+        (exhausted(TransientError("GET", method="GET", path=PATH, status=502)), False),
+        (exhausted(TransientError("GET", method="GET", path=PATH, status=503)), False),
+        (get(DeadlineExceeded, 500), False),
+        (exhausted(TransientError("GET", method="GET", path=PATH, code="TIMEOUT")), False),
+        (get(PermanentError, 400), False),
+        (
+            exhausted(TokenUnavailable("POST", method="POST", path="/oauth2/token", status=500)),
+            False,
+        ),
+        (exhausted(TokenUnavailable("GET", method="GET", path=PATH, status=500)), False),
+        (get(ProviderError, 500, "/namespaces/other/components"), False),
+        (get(CursorExpired, 500), True),
     ],
     ids=[
-        "500",
+        "500-every-attempt",
         "500-cut-short",
-        "500-on-a-cursor",
-        "restarts",
+        "fresh-cursors",
         "502",
         "503",
         "deadline",
         "timeout",
         "400",
+        "token-endpoint",
+        "token-for-the-listing",
+        "another-listing",
+        "500-on-a-cursor",
     ],
 )
-def test_only_a_500_on_every_attempt_counts_as_failing_on_content(
+def test_only_a_500_to_the_listing_s_own_request_counts_as_failing_on_content(
     error: ProviderError, counts: bool
 ) -> None:
-    assert fails_on_content(error) is counts
+    assert fails_on_content(error, PATH) is counts
 
 
 def test_no_listing_stepped_over_removes_both_facts() -> None:
@@ -74,6 +88,7 @@ def test_the_problem_names_five_listings_and_counts_the_rest() -> None:
 
     problem = facts[SKIPPED_FACT] or ""
     assert problem.startswith("the walk stepped over 10 listings the server failed with HTTP 500")
+    assert "what they held is kept" in problem
     assert "GET /namespaces/ns-4/workloads and 5 more;" in problem
     assert "ns-5" not in problem
     assert json.loads(facts[SKIPPED_PATHS_FACT] or "") == paths
@@ -83,7 +98,7 @@ def test_one_listing_is_named_alone() -> None:
     problem = skipped_facts([PATH], 0)[SKIPPED_FACT] or ""
 
     assert problem.startswith(
-        f"the walk stepped over 1 listing the server failed with HTTP 500 at every attempt: "
+        f"the walk stepped over 1 listing the server failed with HTTP 500 again and again: "
         f"GET {PATH}; what it held is kept"
     )
 
@@ -140,3 +155,31 @@ def test_a_cursor_whose_listings_are_not_texts_is_refused() -> None:
 
     with pytest.raises(PermanentError, match="skipped is not a list of strings"):
         TraversalCursor.from_json(written)
+
+
+def test_a_page_that_fails_again_at_the_same_place_counts_up_and_one_that_answers_ends_it() -> None:
+    state = TraversalCursor(api="v1", head="svc-040")  # the page after the one from svc-040
+    state.note_failure(PATH)
+    state.head = None  # the listing restarts, and comes back to the same place
+    assert state.failures_at(PATH) == 0
+    state.passed(PATH)
+    state.head = "svc-040"
+    state.note_failure(PATH)
+
+    again = TraversalCursor.from_json(json.loads(json.dumps(state.to_json(V1))))
+
+    assert again.failures_at(PATH) == 2
+    assert again.failures_at("/namespaces/other/components") == 0
+    again.note_failure("/namespaces/other/components")  # another listing starts its own count
+    assert again.failures_at("/namespaces/other/components") == 1
+    state.passed(PATH)  # the page after svc-040's answered
+    assert state.failing is None
+    assert "failing" not in state.to_json(V1)
+
+
+def test_a_page_after_one_without_items_is_not_counted() -> None:
+    state = TraversalCursor(api="v1", head=None)
+    state.note_failure(PATH)
+
+    assert state.failing is None
+    assert state.failures_at(PATH) == 0

@@ -337,10 +337,11 @@ class TestCursors:
     def test_more_than_three_restarts_in_one_burst_fail_it(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
-        """Cursors that die before the next page is asked for: the burst gives up, saying why.
-        Every restart fails at the same page, which is also how a page the server cannot build
-        fails, so the error names both causes."""
-        api = simulator(v1_world(namespaces=1, projects=1, components=30), clock,
+        """Cursors that die before the next page is asked for, on the walk's root listing (never
+        stepped over): the burst gives up, saying why. Every restart fails at the same page,
+        which is also how a page the server cannot build fails, so the error names both
+        causes."""
+        api = simulator(v1_world(namespaces=30, projects=1, components=1), clock,
                         cursor_ttl=0.5, latency=1.0)  # fmt: skip
 
         config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=60.0)
@@ -350,12 +351,31 @@ class TestCursors:
         [outcome] = result.providers
         assert outcome.action == "failed"
         assert (outcome.error or "").endswith(
-            "workloads: the listing failed 4 times in one burst at its page 2 (after 10 items) "
+            "namespaces: the listing failed 4 times in one burst at its page 2 (after 10 items) "
             "with HTTP 500 INTERNAL_ERROR; the server may be failing on a resource in that page "
             "(see the openchoreo-api logs), or its cursors expire faster than a page takes "
             "(lower openchoreo.incremental.chunkSize)"
         )
         assert cursor_resets(tmp_path / "state.db") == 3  # each committed with the page after it
+
+    def test_a_namespace_whose_cursors_die_at_once_is_stepped_over_with_both_causes(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The same cursors on a namespace's listing fail 3 times at one page, as a page the
+        server cannot build does: the namespace is stepped over, and the problem says what to
+        look for, and what to change if the server's logs name no resource."""
+        api = simulator(v1_world(namespaces=1, projects=1, components=30), clock,
+                        cursor_ttl=0.5, latency=1.0)  # fmt: skip
+        config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=60.0)
+
+        result = run(config, api, clock)
+
+        [outcome] = result.providers
+        assert outcome.cycle_completed, outcome.error
+        report = status_report(tmp_path / "state.db", config, clock.now())
+        (problem,) = report.providers[0].health_problems
+        assert "GET /namespaces/org-00-oscorp/workloads" in problem
+        assert "lower openchoreo.incremental.chunkSize" in problem
 
     def test_a_single_500_on_a_cursor_is_retried_not_taken_for_expiry(
         self, tmp_path: Path, clock: FakeClock
