@@ -13,20 +13,21 @@ item for the cycle, when all of these hold:
 
 - the listing answered HTTP 500 again and again, which is not an outage's answer (a timeout, a
   connection error, a proxy's 502-504, the burst's deadline) nor an expired cursor's:
-  - a page asked for with a cursor handed out in the same burst (one that cannot have expired)
-    failed FAILURES_STEPPED_OVER times in a row at the same place (`TraversalCursor.failing`,
-    counted across bursts: a long listing re-read from its start may not reach that page again
-    within one burst);
+  - a page asked for with a cursor handed out in the same burst (one that cannot have expired
+    unless the server keeps cursors for less than a page takes) failed FAILURES_STEPPED_OVER
+    times in a row at the same place (`TraversalCursor.failing`, counted across bursts: a long
+    listing re-read from its start may not reach that page again within one burst);
   - or a request answered 500 on every attempt (a listing's first page; any org-era page) and
-    the burst before this one failed on that same listing;
+    the burst before this one failed with a 500 to that same listing;
   - either once, when the walk before stepped over this listing: a namespace that stays broken
     costs no failed burst (and no cron mail) a cycle;
 - the server answers, right after, the same listing of other items (`server_answers`): a
   failure that hits every such listing (the resource's conversion webhook down) is an outage,
-  and the burst fails as before.
+  and the burst fails as before. The root listing is never stepped over.
 
-The item's entities and index rows are kept as the cycle before left them (`kept_scopes`; not
-those a blocked sweep holds back) and the walk goes on with the next item. The fact
+The item's entities and index rows are kept as the cycle before left them (`kept_scopes`: the
+item's scope, the whole organization's for an org-era project, whose API names the organization
+holds; not what a blocked sweep holds back) and the walk goes on with the next item. The fact
 `listingsSkipped` makes it a health problem until a walk ends without stepping over anything
 (`GET <path>` in it names each listing), and the hidden `listingsSkippedPaths` remembers the
 paths for the next walk.
@@ -35,7 +36,7 @@ paths for the next walk.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from choreo_ingest.errors import (
     DeadlineExceeded,
@@ -60,6 +61,8 @@ log = get_logger("choreo_ingest.providers.openchoreo")
 
 SKIPS_NAMED = 5
 """Listings stepped over that the health problem names (it counts the rest)."""
+NEIGHBOURS_ASKED = 3
+"""Other items whose same listing `server_answers` asks at most."""
 FAILED_ON_CONTENT = 500
 """The status of a page the server fails to build; a gateway's 502-504 are not stepped over."""
 
@@ -81,12 +84,13 @@ def may_step_over(
     path = phase.path(item)
     if not fails_on_content(error, path):
         return False
-    before = path in remembered(known)
+    broken = remembered(known)
+    before = path in broken
     if isinstance(error, TransientError):  # one request's every attempt (any org-era page)
-        evident = before or (last_failure or "").startswith(f"GET {path}: ")
+        evident = before or (last_failure or "").startswith(f"GET {path}: HTTP 500")
     else:  # a page whose fresh cursors kept failing (`traversal_cursor.restart_listing`)
         evident = state.failures_at(path) >= (1 if before else FAILURES_STEPPED_OVER)
-    return evident and server_answers(walk, generation, phase, item)
+    return evident and server_answers(walk, generation, phase, item, {*broken, *state.skipped})
 
 
 def step_over(
@@ -161,26 +165,35 @@ def fails_on_content(error: ProviderError, path: str) -> bool:
     return not isinstance(error, TransientError) or error.exhausted
 
 
-def server_answers(walk: Walk, generation: Generation, phase: Phase, item: QueuedItem) -> bool:
-    """Whether the server answers, right after, the same listing of other items (so it does not
-    fail every such listing, as when the resource's conversion webhook is down): one holding
-    items settles it, a failure says no; when none is at hand (a single namespace) or they are
-    empty (an empty listing needs no conversion), the first item of the root listing."""
+def server_answers(
+    walk: Walk, generation: Generation, phase: Phase, item: QueuedItem, broken: Collection[str]
+) -> bool:
+    """Whether the server answers, right after, the same listing of other items (up to
+    NEIGHBOURS_ASKED, not those `broken` names), so that it does not fail every such listing, as
+    when the resource's conversion webhook is down: one holding items settles it; else one that
+    failed says no; when none is at hand (a single namespace) or those asked are empty (an empty
+    listing needs no conversion), the first item of the root listing answers for them."""
     queue = phase.queue or ""
-    others = [
-        other
+    others = {
+        other.position: other
         for after in (item.position, BEFORE_FIRST)
-        for other in walk.queues.read(queue, after=after, limit=1)
-        if other.position != item.position
-    ]
+        for other in walk.queues.read(queue, after=after, limit=NEIGHBOURS_ASKED + 1)
+        if other.position != item.position and phase.path(other) not in broken
+    }
+    failed = False
+    for other in list(others.values())[:NEIGHBOURS_ASKED]:
+        try:
+            page = generation.list_page(walk.client, phase.path(other), limit=1, cursor=None)
+        except NotFoundError:  # gone meanwhile: says nothing of the server
+            continue
+        except ProviderError:
+            failed = True
+            continue
+        if page.items:
+            return True
+    if failed:
+        return False
     try:
-        for other in {other.position: other for other in others}.values():
-            try:
-                page = generation.list_page(walk.client, phase.path(other), limit=1, cursor=None)
-            except NotFoundError:  # gone meanwhile: says nothing of the server
-                continue
-            if page.items:
-                return True
         first_root_page(walk.client, [generation], lambda _: 1, unknown=False)
     except ProviderError:
         return False

@@ -32,7 +32,7 @@ SKIPS_KEPT = 100
 MAX_RESTARTS_PER_BURST = 3
 """Restarts of one listing within one burst before the burst fails."""
 FAILURES_STEPPED_OVER = 3
-"""Failures in a row of one page on cursors minted in the same burst (`failing`) past which the
+"""Failures in a row of one page on cursors minted in the same burst (`failing`) at which the
 listing is taken for one the server fails on (`step_over`), across bursts too."""
 STALE_STARTS_REPORTED = 3
 """Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
@@ -329,7 +329,8 @@ def restart_listing(
     if fails_at_most is not None and failures >= fails_at_most:
         said = (
             f"the page after the one that begins with {state.head!r} answered HTTP "
-            f"{expired.status} {failures} times in a row, on cursors just handed out: the server "
+            f"{expired.status} {failures} time{'' if failures == 1 else 's'} in a row, on cursors "
+            "just handed out: the server "
             "fails on a resource in that page (see the openchoreo-api logs), or its cursors expire "
             "faster than a page takes (lower openchoreo.incremental.chunkSize)"
         )

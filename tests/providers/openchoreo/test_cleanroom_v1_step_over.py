@@ -173,41 +173,75 @@ def test_a_failure_of_every_namespace_s_components_steps_over_nothing(here: Path
     assert not any("stepped over" in problem for problem in troubles)
 
 
-def test_a_burst_after_one_that_failed_elsewhere_steps_over_nothing(here: Path) -> None:
-    """The burst before failed on another listing (a proxy's 502): a first page that then
-    answers 500 on every attempt fails the burst; once the server recovers the cycle
-    completes whole."""
+@pytest.mark.parametrize("before", ["projects", "components"], ids=["elsewhere", "same-listing"])
+def test_a_burst_after_one_that_failed_otherwise_steps_over_nothing(
+    here: Path, before: str
+) -> None:
+    """The burst before failed with a proxy's 502 (on another listing, or on this one): a first
+    page that then answers 500 on every attempt (an API server starting, say) fails the burst;
+    once the server recovers the cycle completes whole."""
     with running() as server:
         expected = bulk(server.api)
         config = write_config(here, server, chunk_size=40)
         run_cycle(config)
-        failing = {"projects": 4, "components": 0}
+        failing = {before: (4, 502)}
 
         def flaky(request: Request) -> Answer | None:
             listing = request.path.rpartition("/")[2]
-            if request.path.startswith(f"/api/v1/namespaces/{BAD}/") and failing.get(listing):
-                failing[listing] -= 1
-                if listing == "projects":
-                    return 502, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
-                return internal_error()
-            return None
+            if not request.path.startswith(f"/api/v1/namespaces/{BAD}/"):
+                return None
+            count, status = failing.get(listing, (0, 0))
+            if not count:
+                return None
+            failing[listing] = (count - 1, status)
+            if status == 502:
+                return 502, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"
+            return internal_error()
 
         server.api.hooks.append(flaky)
         first = run(config)
-        failing["components"] = 4  # every attempt of the next burst's first components page
+        failing["components"] = (4, 500)  # every attempt of the next burst's first page
         second = run(config)
         third = run(config)
         entities = set(by_ref(export(config)))
         troubles = problems(config)
 
     assert first[0] == 3
-    assert "HTTP 502" in first[1]["providers"][0]["error"]
+    assert f"GET /namespaces/{BAD}/{before}: HTTP 502" in first[1]["providers"][0]["error"]
     assert second[0] == 3
     assert "HTTP 500" in second[1]["providers"][0]["error"]
     assert third[0] == 0
     assert third[1]["providers"][0]["cycleCompleted"]
     assert entities == expected
     assert troubles == []
+
+
+def test_two_broken_namespaces_side_by_side_are_both_stepped_over(here: Path) -> None:
+    """The check after bulk-a's failure meets bulk-b failing too (its first item is the bad
+    one), and asks on: bulk-c answers, so one broken neighbour does not hold the walk at bulk-a.
+    bulk-b's own first page takes a failed burst, then it is stepped over too."""
+    with running() as server:
+        expected = bulk(server.api)
+        config = write_config(here, server, chunk_size=40)
+        run_cycle(config)
+        server.api.unconvertible |= {
+            ("Component", BAD, "svc-050"),
+            ("Component", "bulk-b", "svc-000"),
+        }
+
+        failed, first = run(config)
+        stepped, second = run(config)
+        entities = set(by_ref(export(config)))
+        (trouble,) = problems(config)
+
+    assert failed == 3
+    assert "GET /namespaces/bulk-b/components: HTTP 500" in first["providers"][0]["error"]
+    assert stepped == 0, second
+    assert second["providers"][0]["cycleCompleted"]
+    assert entities == expected
+    assert "stepped over 2 listings" in trouble
+    assert f"GET /namespaces/{BAD}/components" in trouble
+    assert "GET /namespaces/bulk-b/components" in trouble
 
 
 def test_a_gateway_error_is_not_stepped_over(here: Path) -> None:

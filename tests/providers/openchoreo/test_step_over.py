@@ -22,7 +22,11 @@ from choreo_ingest.providers.openchoreo.step_over import (
     remembered,
     skipped_facts,
 )
-from choreo_ingest.providers.openchoreo.traversal_cursor import SKIPS_KEPT, TraversalCursor
+from choreo_ingest.providers.openchoreo.traversal_cursor import (
+    SKIPS_KEPT,
+    TraversalCursor,
+    restart_listing,
+)
 
 PATH = "/namespaces/shop/components"
 
@@ -183,3 +187,27 @@ def test_a_page_after_one_without_items_is_not_counted() -> None:
 
     assert state.failing is None
     assert state.failures_at(PATH) == 0
+
+
+def test_a_listing_stepped_over_before_fails_the_burst_at_its_first_failure() -> None:
+    """Its place failed once: past the limit of 1 (`fails_at_most`), said in the singular."""
+    state = TraversalCursor(api="v1", head="svc-040", api_cursor="c2")
+    expired = CursorExpired("GET: HTTP 500", method="GET", path=PATH, status=500)
+
+    with pytest.raises(ProviderError) as raised:
+        restart_listing(state, {}, {}, None, PATH, expired, fresh=True, fails_at_most=1)
+
+    assert "answered HTTP 500 1 time in a row, on cursors just handed out" in str(raised.value)
+    assert raised.value.path == PATH
+    assert raised.value.status == 500
+
+
+def test_a_failure_on_a_stored_cursor_is_not_counted() -> None:
+    """A cursor stored by an earlier burst may have expired: it restarts the listing."""
+    state = TraversalCursor(api="v1", head="svc-040", api_cursor="c2")
+    expired = CursorExpired("GET: HTTP 500", method="GET", path=PATH, status=500)
+
+    restart_listing(state, {}, {}, None, PATH, expired, fresh=False, fails_at_most=1)
+
+    assert state.failing is None
+    assert state.api_cursor is None
