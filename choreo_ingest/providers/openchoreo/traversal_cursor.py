@@ -316,13 +316,8 @@ def restart_listing(
     where = next_page_of(place, path)
     failed_at.setdefault(key, []).append(where)
     if rejected and restarts_now > 1:
-        raise PermanentError(
-            f"{expired}; refused again after the listing restarted once in this burst",
-            method="GET",
-            path=path,
-            status=expired.status,
-            code=expired.code,
-        )
+        said = "refused again after the listing restarted once in this burst"
+        raise _failed(PermanentError, f"{expired}; {said}", path, expired)
     if fresh and not rejected and expired.status == 500:
         state.note_failure(path)
     failures = state.failures_at(path)
@@ -330,25 +325,24 @@ def restart_listing(
         said = (
             f"the page after the one that begins with {state.head!r} answered HTTP "
             f"{expired.status} {failures} time{'' if failures == 1 else 's'} in a row, on cursors "
-            "just handed out: the server "
-            "fails on a resource in that page (see the openchoreo-api logs), or its cursors expire "
-            "faster than a page takes (lower openchoreo.incremental.chunkSize)"
+            "just handed out: the server fails on a resource in that page (see the "
+            "openchoreo-api logs), or its cursors expire faster than a page takes (lower "
+            "openchoreo.incremental.chunkSize)"
         )
-        raise ProviderError(
-            f"GET {path}: {said}", method="GET", path=path, status=expired.status, code=expired.code
-        )
+        raise _failed(ProviderError, f"GET {path}: {said}", path, expired)
     if restarts_now > MAX_RESTARTS_PER_BURST:  # a failure even after committed pages
-        raise ProviderError(
-            f"GET {path}: {restarts_exhausted(failed_at[key], expired)}",
-            method="GET",
-            path=path,
-            status=expired.status,
-            code=expired.code,
-        )
+        said = restarts_exhausted(failed_at[key], expired)
+        raise _failed(ProviderError, f"GET {path}: {said}", path, expired)
     restarts[key] = restarts_now
     state.api_cursor = state.head = None
     state.cursor_reset_count += 1
     return restarts_now, where
+
+
+def _failed(
+    kind: type[ProviderError], message: str, path: str, expired: CursorExpired
+) -> ProviderError:
+    return kind(message, method="GET", path=path, status=expired.status, code=expired.code)
 
 
 def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpired) -> str:

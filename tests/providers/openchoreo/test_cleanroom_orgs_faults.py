@@ -352,6 +352,17 @@ def test_stored_cursors_that_expire_between_three_bursts_in_a_row_are_a_health_p
         check_catalog(world, export(config))
 
 
+def always_failing(listing: str) -> Any:
+    """A rule that answers every request for `listing` HTTP 500 (a resource it cannot serve)."""
+
+    def rule(server: Server, request: Request) -> Answer | None:
+        if request.path.endswith(listing):
+            return error(500, "INTERNAL_ERROR", "internal server error")
+        return None
+
+    return rule
+
+
 def test_a_project_whose_component_listing_always_fails_is_stepped_over(tmp_path: Path) -> None:
     """HTTP 500 on every request for one project's components (a resource the server cannot
     serve): the second failed burst in a row steps over that project, keeping what it held, and
@@ -366,13 +377,7 @@ def test_a_project_whose_component_listing_always_fails_is_stepped_over(tmp_path
         )
         assert gone_org != org
         broken = f"/orgs/{org}/projects/{project}/components"
-
-        def fails(server: Server, request: Request) -> Answer | None:
-            if request.path.endswith(broken):
-                return error(500, "INTERNAL_ERROR", "internal server error")
-            return None
-
-        server.rules.append(fails)
+        server.rules.append(always_failing(broken))
         world.delete_project(gone_org, gone_project)
         failed, _ = run(config)
         stepped, document = run(config)
@@ -423,14 +428,7 @@ def test_a_stepped_over_project_keeps_its_apis_names_against_newcomers(tmp_path:
         config = write_config(tmp_path, server, chunk=50)
         run_cycle(config)
         before = owners(export(config))
-        broken = f"/orgs/{org}/projects/{first}/components"
-
-        def fails(server: Server, request: Request) -> Answer | None:
-            if request.path.endswith(broken):
-                return error(500, "INTERNAL_ERROR", "internal server error")
-            return None
-
-        server.rules.append(fails)
+        server.rules.append(always_failing(f"/orgs/{org}/projects/{first}/components"))
         assert run(config)[0] == 3
         outcomes = [run(config), run(config)]  # stepped over, then at once the next cycle
         after = owners(export(config))
