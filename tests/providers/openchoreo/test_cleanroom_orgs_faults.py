@@ -399,23 +399,21 @@ def test_a_stepped_over_project_keeps_its_apis_names_against_newcomers(tmp_path:
     org = "acme"
     projects = sorted(project for (owner, project) in world.visible_projects() if owner == org)
     first, later = projects[0], projects[-1]
-    base = {"type": "deployment/service", "autoDeploy": True, "orgName": org}
-    world.components[(org, first, "pay")] = {
-        **base,
-        "uid": "uid-pay",
-        "name": "pay",
-        "projectName": first,
-        "createdAt": "2024-01-01T00:00:00Z",
-        "_endpoints": {"gate-api": endpoint("REST", 8080, None)},
-    }
-    world.components[(org, later, "pay-gate")] = {
-        **base,
-        "uid": "uid-pay-gate",
-        "name": "pay-gate",
-        "projectName": later,
-        "createdAt": "2024-01-02T00:00:00Z",
-        "_endpoints": {"api": endpoint("REST", 8080, None)},
-    }
+
+    def service(project: str, name: str, endpoint_name: str, day: int) -> dict[str, Any]:
+        return {
+            "type": "deployment/service",
+            "autoDeploy": True,
+            "orgName": org,
+            "uid": f"uid-{name}",
+            "name": name,
+            "projectName": project,
+            "createdAt": f"2024-01-0{day}T00:00:00Z",  # the older one holds the plain name
+            "_endpoints": {endpoint_name: endpoint("REST", 8080, None)},
+        }
+
+    world.components[(org, first, "pay")] = service(first, "pay", "gate-api", 1)
+    world.components[(org, later, "pay-gate")] = service(later, "pay-gate", "api", 2)
 
     def owners(bodies: list[dict[str, Any]]) -> dict[str, str]:
         return {
