@@ -244,6 +244,31 @@ def test_two_broken_namespaces_side_by_side_are_both_stepped_over(here: Path) ->
     assert "GET /namespaces/bulk-b/components" in trouble
 
 
+def test_the_check_does_not_ask_a_namespace_known_to_be_broken(here: Path) -> None:
+    """bulk-a stays broken (its first item); bulk-b breaks too. bulk-b's check skips bulk-a
+    (stepped over before: it would fail) and finds bulk-c empty, so the first namespace of
+    `/namespaces` answers for them: both are stepped over in one burst."""
+    with running() as server:
+        expected = bulk(server.api, {BAD: 60, "bulk-b": 60, "bulk-c": 0})
+        config = write_config(here, server, chunk_size=40)
+        run_cycle(config)
+        server.api.unconvertible.add(("Component", BAD, "svc-000"))
+        assert run(config)[0] == 3  # a first page: the next burst steps over it
+        assert run(config)[1]["providers"][0]["cycleCompleted"]
+        server.api.unconvertible.add(("Component", "bulk-b", "svc-050"))
+
+        code, document = run(config)
+        asked = [r.path for r in server.api.api_requests() if r.param("limit") == "1"]
+        entities = set(by_ref(export(config)))
+        (trouble,) = problems(config)
+
+    assert code == 0, document
+    assert document["providers"][0]["cycleCompleted"]
+    assert entities == expected
+    assert "stepped over 2 listings" in trouble
+    assert "/api/v1/namespaces/bulk-c/components" in asked
+
+
 def test_a_gateway_error_is_not_stepped_over(here: Path) -> None:
     with running() as server:
         expected = bulk(server.api)
