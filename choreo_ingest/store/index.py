@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, in_values
+from choreo_ingest.store.entity_rows import in_scope
 
 
 def write_index(
@@ -67,17 +68,11 @@ def keep_index_scopes(
     kept = [
         (cycle_id, provider, table, key)
         for table, key in rows
-        if any(
-            _in_scope(key, scope) or _in_scope(key.rpartition(" ")[2], scope) for scope in scopes
-        )
+        if any(in_scope(key, scope) or in_scope(key.rpartition(" ")[2], scope) for scope in scopes)
     ]
     conn.executemany(
         "UPDATE provider_index SET cycle_id = ? WHERE provider = ? AND tbl = ? AND key = ?", kept
     )
-
-
-def _in_scope(key: str, scope: str) -> bool:
-    return key == scope or key.startswith(scope + "/")
 
 
 def clear_index(conn: AnyConnection, provider: str) -> None:

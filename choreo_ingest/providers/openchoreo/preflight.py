@@ -3,7 +3,6 @@ what the client may see, and whether a page fits in a burst at the API's latency
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from choreo_ingest.providers.openchoreo.generations import (
 from choreo_ingest.providers.openchoreo.http_errors import CHUNK_SIZE_KEY, one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
 from choreo_ingest.providers.openchoreo.token_cache import never_replaced
+from choreo_ingest.providers.openchoreo.token_lifetime import jwt_claims
 
 ROLE_MAPPING = (
     "{name: choreo-ingest-catalog-reader-binding, kind: ClusterAuthzRoleBinding, roleMappings: "
@@ -400,12 +400,7 @@ def token_claims(credentials: Credentials) -> Mapping[str, Any]:
         token = credentials.bearer()
     except ChoreoIngestError:
         return {}
-    payload = token.split(".")[1] if token and token.count(".") == 2 else ""
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except ValueError:  # binascii.Error and JSONDecodeError are ValueErrors
-        return {}
-    return claims if isinstance(claims, dict) else {}
+    return jwt_claims(token) if token else {}
 
 
 def _chunk_check(config: Config, generation: Generation) -> list[Check]:
