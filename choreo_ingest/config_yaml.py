@@ -12,14 +12,23 @@ import yaml
 from choreo_ingest.config_values import describe
 from choreo_ingest.errors import ConfigError
 
+_TEXT = "tag:yaml.org,2002:str"
+_READ_AS_OTHER = frozenset(
+    f"tag:yaml.org,2002:{kind}" for kind in ("bool", "int", "float", "null", "timestamp")
+)
+
 
 class StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    """A SafeLoader that reads a key as the text written where YAML 1.1 would read a boolean, a
+    date, null or number (a metrics label named `on` would be named `True`), and refuses a key
+    given twice in one mapping (PyYAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode):
+                if key_node.style is None and key_node.tag in _READ_AS_OTHER:
+                    key_node.tag = _TEXT
                 if (key_node.tag, key_node.value) in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark

@@ -296,6 +296,18 @@ class TestValues:
     ) -> None:
         assert load_text(tmp_path, text).metrics_labels == expected
 
+    def test_unquoted_keys_yaml_reads_as_booleans_are_kept_as_written(self, tmp_path: Path) -> None:
+        config = load_text(tmp_path, "metrics:\n  labels:\n    on: a\n    No: b\n    null: c\n")
+        assert config.metrics_labels == (("No", "b"), ("null", "c"), ("on", "a"))
+
+    def test_a_key_written_twice_once_quoted_is_a_duplicate(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="duplicate key 'yes'"):
+            load_text(tmp_path, "metrics:\n  labels:\n    yes: a\n    'yes': b\n")
+
+    def test_merge_keys_still_merge(self, tmp_path: Path) -> None:
+        text = "metrics:\n  labels:\n    <<: {dc: eu-1}\n    platform: p\n"
+        assert load_text(tmp_path, text).metrics_labels == (("dc", "eu-1"), ("platform", "p"))
+
     def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
         assert config.serve.allowed_hosts == ("ingest.example", "*", "a-b_c")
@@ -496,7 +508,8 @@ BAD_CONFIGS = [
         "providers[0].colour",
         "takes no options; set openchoreo.* instead",
     ),
-    ("1: x", None, "keys must be strings, got 1"),
+    ("!!binary aGk= : x", None, "keys must be strings, got "),
+    ("1: x", "1", "unknown key (expected one of: openchoreo, "),
     ("openchoreo: {api: v2}", "openchoreo.api", "expected one of: auto, v1, orgs, got 'v2'"),
     ("openchoreo: {api: null}", "openchoreo.api", "expected one of: auto, v1, orgs, got null"),
     (
