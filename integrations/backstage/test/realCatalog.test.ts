@@ -230,12 +230,18 @@ test('a component deleted in OpenChoreo leaves the real catalog with its API', a
   const before = await catalogEntities();
   expect(before.has(componentRef)).toBe(true);
   expect([...before.values()].filter(e => e.kind === 'API' && ofIt(e))).toHaveLength(1);
+  // Its System holds the other end of its partOf, which only stitching the System takes away.
+  const systemRef = `system:${NAMESPACE}/${before.get(componentRef)!.spec!.system}`.toLowerCase();
+  const hasIt = (entity: Entity | undefined) =>
+    (entity?.relations ?? []).some(r => r.type === 'hasPart' && r.targetRef === componentRef);
+  expect(hasIt(before.get(systemRef))).toBe(true);
 
   await choreo.control('delete_component', { namespace: NAMESPACE, name: 'fresh-arrival' });
   await waitUntil(async () => !(await choreo.exportRefs()).includes(componentRef), 'export to drop it');
   const served = await waitForCatalog(
-    entities => !entities.has(componentRef) && ![...entities.values()].some(ofIt),
-    'the Component and its API to leave the catalog',
+    entities =>
+      !entities.has(componentRef) && ![...entities.values()].some(ofIt) && !hasIt(entities.get(systemRef)),
+    'the Component and its API to leave the catalog, and its System to let go of it',
   );
 
   // Removed through the module's deltas, scoped to its source: the rest stays as exported.
