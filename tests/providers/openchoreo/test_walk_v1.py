@@ -289,11 +289,17 @@ class TestCursors:
     """Each request costs a second of simulated time, so a 2.5 s burst reads two pages and
     stops inside a listing; cursors live 5 s, so one stored across a 30 s pause expires."""
 
+    @pytest.mark.parametrize(
+        "kubernetes", [False, True], ids=["cursor-lives-from-its-answer", "from-listing-start"]
+    )
     def test_expired_stored_cursor_costs_one_restart_of_its_own_listing(
-        self, tmp_path: Path, clock: FakeClock
+        self, tmp_path: Path, clock: FakeClock, kubernetes: bool
     ) -> None:
+        """`kubernetes`: every cursor of a listing dies a fixed time after its first page, as a
+        continue token does once etcd compacts the revision it was read at."""
         world = v1_world(namespaces=1, projects=2, components=40)
-        api = simulator(world, clock, cursor_ttl=5.0, latency=1.0)
+        api = simulator(world, clock, cursor_ttl=25.0 if kubernetes else 5.0, latency=1.0,
+                        cursor_ttl_from_listing_start=kubernetes)  # fmt: skip
         short = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
         for _ in range(30):
             run(short, api, clock)
@@ -314,11 +320,15 @@ class TestCursors:
         assert api.stats.expired_cursors == 2  # asked once more: v1's 500 may be any fault
         assert catalog(tmp_path / "state.db") == expected_catalog(world)
 
+    @pytest.mark.parametrize(
+        "kubernetes", [False, True], ids=["cursor-lives-from-its-answer", "from-listing-start"]
+    )
     def test_listing_whose_cursor_expires_between_every_burst_is_reported(
-        self, tmp_path: Path, clock: FakeClock
+        self, tmp_path: Path, clock: FakeClock, kubernetes: bool
     ) -> None:
         api = simulator(v1_world(namespaces=1, projects=1, components=80), clock,
-                        cursor_ttl=5.0, latency=1.0)  # fmt: skip
+                        cursor_ttl=5.0, latency=1.0,
+                        cursor_ttl_from_listing_start=kubernetes)  # fmt: skip
         config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
 
         for _ in range(12):
