@@ -318,7 +318,8 @@ def _unauthorized_advice(config_key: str, code: str | None) -> str:
     refreshes it once), by the JWT middleware's `code`. MISSING_TOKEN: the header was sent, so
     something on the way took it off. Otherwise, with OAuth2, a token was just issued, so it is
     the API that does not take the identity provider's tokens, not the client secret that is
-    wrong: INVALID_CLAIMS says the signature was good and the claims (issuer, audience) not."""
+    wrong: INVALID_CLAIMS says the signature was good and the claims (issuer, audience, the
+    claims that make the token a known subject type) not."""
     if not config_key:
         return "the API needs credentials: set openchoreo.auth"
     oauth = config_key.startswith(f"{OAUTH_KEY}.")
@@ -334,7 +335,9 @@ def _unauthorized_advice(config_key: str, code: str | None) -> str:
     if code == "INVALID_CLAIMS":
         return (
             f"{issued} for its claims: check the issuer and audience OpenChoreo expects of "
-            f"that identity provider's tokens ({audience})"
+            f"that identity provider's tokens ({audience}), and that a subject type of "
+            "openchoreo-api's security configuration matches the token's claims (it answers "
+            "'Failed to resolve subject from token' when none does)"
         )
     return (
         f"{issued}: check that OpenChoreo trusts that identity provider (its issuer, audience "

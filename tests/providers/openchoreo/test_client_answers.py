@@ -74,6 +74,7 @@ def refused(code: str) -> Callable[[httpx.Request], httpx.Response]:
         ("MISSING_TOKEN", f"{HEADER_STRIPPED}: it was sent, with the token from "),
         ("INVALID_TOKEN", "check that OpenChoreo trusts that identity provider (its issuer, "),
         ("INVALID_CLAIMS", "for its claims: check the issuer and audience OpenChoreo expects"),
+        ("INVALID_CLAIMS", "and that a subject type of openchoreo-api's security configuration"),
     ],
 )
 def test_a_401_with_oauth_is_advised_by_its_code_after_one_refresh(code: str, advice: str) -> None:
