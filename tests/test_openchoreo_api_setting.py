@@ -57,6 +57,23 @@ def test_a_generation_the_server_does_not_serve_is_a_setting_to_mend(
     assert provider["lastError"] == line.removeprefix("choreo-ingest: error: openchoreo: ")
 
 
+@pytest.mark.parametrize(("served", "configured"), [("v1", "orgs"), ("orgs", "v1")])
+def test_check_gives_the_same_advice_as_run(
+    tmp_path: Path, url_of: Callable[[str], str], served: str, configured: str
+) -> None:
+    config = configure(tmp_path, url_of(served), configured)
+
+    checked = run_cli("check", "--json", "--config", config, cwd=tmp_path)
+
+    assert checked.returncode == 2, checked.stderr
+    failed = {row["name"]: row["detail"] for row in json.loads(checked.stdout)["checks"]}
+    listing = "namespaces" if configured == "v1" else "orgs"
+    assert failed["openchoreo.api"].startswith(f"GET /{listing}: HTTP 404")
+    assert failed["openchoreo.api"].endswith(
+        f"; the server speaks the {served} API: set it to {served} or auto"
+    )
+
+
 def test_a_server_that_speaks_neither_is_still_upstream_trouble(
     tmp_path: Path, url_of: Callable[[str], str]
 ) -> None:

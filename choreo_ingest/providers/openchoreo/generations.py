@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ConfigError, PermanentError, ProviderError
+from choreo_ingest.errors import PermanentError, ProviderError
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 
 if TYPE_CHECKING:
@@ -56,8 +56,8 @@ def configured_api(config: Config) -> str:
 
 def spoken_instead(
     client: OpenChoreoClient, configured: Generation, missing: ProviderError
-) -> ConfigError | None:
-    """`openchoreo.api` to mend, when the first listing of the generation it names says the
+) -> str | None:
+    """How to mend `openchoreo.api`, when the first listing of the generation it names says the
     server does not have it and another generation's first listing answers (one request each)."""
     if not says_absent(missing):
         return None
@@ -68,10 +68,7 @@ def spoken_instead(
             other.list_page(client, other.phases[0].path(None), limit=1, cursor=None)
         except ProviderError:
             continue
-        return ConfigError(
-            f"{missing}; the server speaks the {other.name} API: set it to {other.name} or auto",
-            path="openchoreo.api",
-        )
+        return f"{missing}; the server speaks the {other.name} API: set it to {other.name} or auto"
     return None
 
 

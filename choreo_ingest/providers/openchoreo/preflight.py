@@ -40,6 +40,7 @@ from choreo_ingest.providers.openchoreo.generations import (
     generation_named,
     generations,
     no_api_here,
+    spoken_instead,
 )
 from choreo_ingest.providers.openchoreo.http_errors import CHUNK_SIZE_KEY, one_line
 from choreo_ingest.providers.openchoreo.token_cache import CONFIG_KEY as TOKEN_CACHE_KEY
@@ -215,9 +216,11 @@ def _api_checks(
         try:
             page = generation.list_page(client, path, limit=1, cursor=None)
         except ProviderError as error:
-            if says_absent(error):
-                continue
-            return [Check("openchoreo.api", False, str(error))]
+            if not says_absent(error):
+                return [Check("openchoreo.api", False, str(error))]
+            if api != "auto" and (mend := spoken_instead(client, generation, error)):
+                return [Check("openchoreo.api", False, mend)]  # the advice `run` gives
+            continue
         started = clock.monotonic()
         try:  # the second page where there is one: the cursor a page gives must lead on
             following = generation.list_page(client, path, limit=1, cursor=page.next_cursor or None)

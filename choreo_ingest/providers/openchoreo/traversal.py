@@ -422,7 +422,7 @@ class OpenChoreoProvider:
             if phase.queue is None:
                 stated = state.phase == 0 and configured_api(self._config) != "auto"
                 if stated and (mend := spoken_instead(context.client, generation, missing)):
-                    raise mend from None
+                    raise ConfigError(mend, path="openchoreo.api") from None
                 raise
             check_parent_gone(context.client, generation.gone_codes, path, missing)
             state.api_cursor = state.head = None
