@@ -798,6 +798,23 @@ class TestEndpointErrors:
         assert "<html>" not in str(caught.value)
         assert "HTTP 400 invalid_request;" in str(caught.value)
 
+    def test_the_token_url_is_shown_without_its_query_values(self) -> None:
+        """A signature in the query (Azure's `?sig=`) is a credential under a name the config
+        cannot know as one."""
+        url = f"{TOKEN_URL}?p=B2C_1_signin&sig=s1gn4ture-Q&flag"
+        endpoint = FakeTokenEndpoint(always=(404, None))
+        credentials = client_credentials(endpoint, FakeClock(), token_url=url)
+
+        with pytest.raises(AuthError) as caught:
+            credentials.bearer()
+
+        assert str(caught.value).startswith(
+            f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}?p=***&sig=***&flag"
+            "): HTTP 404; check openchoreo.auth.oauth.tokenUrl"
+        )
+        assert "s1gn4ture-Q" not in repr(credentials)
+        assert endpoint.calls[0][0] == url  # sent as configured
+
     def test_message_has_one_line(self) -> None:
         body = {"error": "invalid_client", "error_description": "line one\nline two\r\n"}
         with pytest.raises(AuthError) as caught:
