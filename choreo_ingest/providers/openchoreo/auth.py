@@ -39,9 +39,8 @@ from choreo_ingest.config import (
     CLIENT_AUTH_AUTO,
     AuthConfig,
     OAuthConfig,
+    read_secret_file,
     reveal,
-    secret_file_shown,
-    secret_in,
     token_problem,
 )
 from choreo_ingest.errors import (
@@ -481,14 +480,10 @@ class _Known:
 
 
 def _read_secret(path: Path, key: str) -> str:
-    """A secret file's content, stripped. A file that cannot be read or is empty is a
-    ConfigError naming the key and the path, never the content: the operator must fix it."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        shown = secret_file_shown(path)
-        raise ConfigError(f"{shown}: cannot read: {err.strerror or err}", path=key) from None
-    return secret_in(raw, path, key)
+    """A secret file's content, stripped (`read_secret_file`, as every secret file is read)."""
+    secret = read_secret_file(path, key)
+    assert secret is not None  # a path was given
+    return secret
 
 
 def _printable(value: object, limit: int) -> str | None:

@@ -218,16 +218,16 @@ class TestTokenFile:
     @pytest.mark.parametrize(
         ("content", "problem"),
         [
-            (None, "cannot read: No such file or directory"),
-            ("directory", "cannot read: Is a directory"),
-            (b"", "the file is empty"),
-            (b" \n\t\n", "the file is empty"),
-            (b"\xff\xfe-Zq7x-bytes", "not UTF-8 text (UTF-16? save it as UTF-8)"),
-            (b"Zq7x-one\nZq7x-two\n", "more than one line (the secret alone, on one line)"),
-            (b"Zq7x one\n", "not a usable bearer token: it holds whitespace"),
+            (None, "cannot read {path}: No such file or directory"),
+            ("directory", "cannot read {path}: Is a directory"),
+            (b"", "{path}: the file is empty"),
+            (b" \n\t\n", "{path}: the file is empty"),
+            (b"\xff\xfe-Zq7x-bytes", "{path}: not UTF-8 text (UTF-16? save it as UTF-8)"),
+            (b"Zq7x-one\nZq7x-two\n", "{path}: more than one line (the secret alone, on one line)"),
+            (b"Zq7x one\n", "{path}: not a usable bearer token: it holds whitespace"),
             (
                 "Zq7x-ö".encode(),
-                "not a usable bearer token: it holds a character that is not ASCII",
+                "{path}: not a usable bearer token: it holds a character that is not ASCII",
             ),
         ],
         ids=[
@@ -255,7 +255,7 @@ class TestTokenFile:
         with pytest.raises(ConfigError) as caught:
             TokenFile(path).bearer()
 
-        assert str(caught.value) == f"openchoreo.auth.tokenFile: {path}: {problem}"
+        assert str(caught.value) == f"openchoreo.auth.tokenFile: {problem.format(path=path)}"
         assert "Zq7x" not in str(caught.value)
 
     def test_on_secret_hears_each_token_once(self, tmp_path: Path) -> None:
@@ -336,12 +336,12 @@ class TestGrant:
     @pytest.mark.parametrize(
         ("content", "problem"),
         [
-            (None, "cannot read: No such file or directory"),
-            ("directory", "cannot read: Is a directory"),
-            (b"\n", "the file is empty"),
-            (b"\xef\xbb\xbf\r\n", "the file is empty"),
-            (b"\xff\xfeZ\x00q\x00", "not UTF-8 text (UTF-16? save it as UTF-8)"),
-            (b"Zq7x\r\nsecond\r\n", "more than one line (the secret alone, on one line)"),
+            (None, "cannot read {path}: No such file or directory"),
+            ("directory", "cannot read {path}: Is a directory"),
+            (b"\n", "{path}: the file is empty"),
+            (b"\xef\xbb\xbf\r\n", "{path}: the file is empty"),
+            (b"\xff\xfeZ\x00q\x00", "{path}: not UTF-8 text (UTF-16? save it as UTF-8)"),
+            (b"Zq7x\r\nsecond\r\n", "{path}: more than one line (the secret alone, on one line)"),
         ],
         ids=["missing", "directory", "empty", "bom-only", "utf-16", "two-lines"],
     )
@@ -361,7 +361,8 @@ class TestGrant:
         with pytest.raises(ConfigError) as caught:
             credentials.bearer()
 
-        assert str(caught.value) == f"openchoreo.auth.oauth.clientSecretFile: {path}: {problem}"
+        said = problem.format(path=path)
+        assert str(caught.value) == f"openchoreo.auth.oauth.clientSecretFile: {said}"
         assert endpoint.calls == []
 
     def test_a_client_secret_file_written_with_a_byte_order_mark_sends_the_secret_alone(
