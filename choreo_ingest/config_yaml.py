@@ -25,16 +25,25 @@ class StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[tuple[str, str]] = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value:  # its own keys: a merged one may be given again
+            key_node = _as_written(key_node)
             if isinstance(key_node, yaml.ScalarNode):
-                if key_node.style is None and key_node.tag in _READ_AS_OTHER:
-                    key_node.tag = _TEXT
                 if (key_node.tag, key_node.value) in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
                     )
                 seen.add((key_node.tag, key_node.value))
+        self.flatten_mapping(node)  # merged keys (`<<`) are read as written too
+        node.value = [(_as_written(key), value) for key, value in node.value]
         return super().construct_mapping(node, deep=deep)
+
+
+def _as_written(node: yaml.Node) -> yaml.Node:
+    """A plain scalar key YAML 1.1 reads as other than text, as text (a copy: an alias of the
+    node elsewhere keeps its own reading)."""
+    if isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in _READ_AS_OTHER:
+        return yaml.ScalarNode(_TEXT, node.value, node.start_mark, node.end_mark, node.style)
+    return node
 
 
 MAX_CONFIG_VALUES = 100_000

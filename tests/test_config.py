@@ -305,8 +305,12 @@ class TestValues:
             load_text(tmp_path, "metrics:\n  labels:\n    yes: a\n    'yes': b\n")
 
     def test_merge_keys_still_merge(self, tmp_path: Path) -> None:
-        text = "metrics:\n  labels:\n    <<: {dc: eu-1}\n    platform: p\n"
-        assert load_text(tmp_path, text).metrics_labels == (("dc", "eu-1"), ("platform", "p"))
+        text = "metrics:\n  labels:\n    <<: {on: eu-1, dc: x}\n    platform: p\n    dc: y\n"
+        assert load_text(tmp_path, text).metrics_labels == (
+            ("dc", "y"),  # given again: it overrides the merged one
+            ("on", "eu-1"),  # merged keys are read as written too
+            ("platform", "p"),
+        )
 
     def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
