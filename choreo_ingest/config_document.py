@@ -59,6 +59,7 @@ from choreo_ingest.config_values import (
     describe,
     expand,
     optional,
+    query_values_hidden,
     uses_environment,
     without_credentials,
 )
@@ -66,8 +67,7 @@ from choreo_ingest.errors import ConfigError
 
 _CA_BUNDLE = "openchoreo.caBundle"
 _FILE_PATH = optional(as_file_path)
-"""The parser of every key that names a file (or a directory): `_check_rewritten_files` finds
-them by it."""
+"""The parser of every key naming a file or directory (`_check_rewritten_files` looks for it)."""
 _STATE_FILE_PATH = optional(as_state_file_path)
 """`state.path`'s: a file path, as `_FILE_PATH`'s, that is no URL (it would be shown whole)."""
 
@@ -159,8 +159,7 @@ for _path in _SCHEMA:
 
 
 def _providers(chosen: dict[str, Mapping[str, Any] | None]) -> dict[str, Mapping[str, Any] | None]:
-    """Refuse options given to the built-in provider: it reads `openchoreo.*` and nothing else,
-    so an option next to its name would be ignored without a word."""
+    """Refuse options given to the built-in provider: it reads only `openchoreo.*`."""
     for index, (name, options) in enumerate(chosen.items()):
         if name == BUILT_IN_PROVIDER and options:
             key = next(iter(options))
@@ -213,9 +212,8 @@ def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, An
 
 
 def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
-    """The value of the key at `path`. A secret (or a secret file's path) given as `${VAR}` text
-    that fails for what the environment holds (VAR unset, say) becomes a DeferredSecret: only
-    the API needs it."""
+    """The value of the key at `path`; a secret (or its file's path) as `${VAR}` text that fails
+    for the environment (VAR unset) is a DeferredSecret: only the API needs it."""
     secret = path in SECRET_KEYS
     hidden = path in _HIDDEN_VALUES
     deferrable = secret or path in _SECRET_FILES
@@ -387,16 +385,14 @@ def _check_ca_bundle(path: Path) -> None:
 
 
 def parse_yaml(file: Path, text: str) -> dict[Any, Any]:
-    """The config file's document (`config_yaml.parse_document`): PyYAML, a tenth of a second,
-    is loaded only when the file changed (config_file.py)."""
+    """The file's document (`config_yaml`): PyYAML is loaded only when the file changed."""
     from choreo_ingest.config_yaml import parse_document
 
     return parse_document(file, text)
 
 
 def _literal_secrets(document: dict[Any, Any]) -> list[str]:
-    """The secret keys `document` gives a value in plain text: anything but `${VAR}` references
-    alone (a `${VAR:-default}` writes its default out)."""
+    """The secret keys `document` gives a value in plain text (not `${VAR}` references alone)."""
     found = []
     for path in sorted(SECRET_KEYS):
         raw = dig(document, path)  # a blank value leaves the key unset
@@ -406,21 +402,26 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
 
 
 WITHHELD = "withheld-from-the-kept-copy"
-"""What the config file's kept copy holds in place of a token or client secret given in plain
-text (config_file.py)."""
+"""What the kept copy holds in place of a secret given in plain text (config_file.py)."""
+_TOKEN_URL = f"{OAUTH_KEY}.tokenUrl"
 
 
 def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
     """What the config file's kept copy of a valid `document` may hold: the document itself, or
-    (True) a copy with its plain-text API secrets, and what looks like a secret among custom
-    providers' options (`_withheld_options`), replaced by `WITHHELD`; or nothing (None) when
-    `state.url` holds a password in plain text, which every call needs."""
+    (True) a copy with `WITHHELD` for its plain-text API secrets, its token URL's query values
+    and what looks like a secret among custom providers' options (`_withheld_options`); or
+    nothing (None) when `state.url` holds a password in plain text, which every call needs."""
     url = dig(document, "state.url")
     if isinstance(url, str) and _holds_credentials(url):
         return None, False
     secrets = _literal_secrets(document)
     for path in secrets:
         document = _replaced(document, path.split("."), WITHHELD)
+    token_url = dig(document, _TOKEN_URL)  # a signature (`?sig=`) is a credential by any name
+    if isinstance(token_url, str) and "?" in token_url:
+        token_url = query_values_hidden(token_url, WITHHELD)
+        document = _replaced(document, _TOKEN_URL.split("."), token_url)
+        secrets.append(_TOKEN_URL)
     providers = document.get("providers")
     if isinstance(providers, list):
         kept = [_withheld_options(item) for item in providers]
@@ -476,8 +477,7 @@ def dig(document: dict[Any, Any], path: str) -> object:
 
 
 def _replaced(document: dict[Any, Any], keys: list[str], value: object) -> dict[Any, Any]:
-    """A copy of `document` with the value at `keys` (dicts all the way down) set to `value`;
-    the rest is shared, not copied."""
+    """A copy of `document` with the value at `keys` set to `value` (the rest shared)."""
     head, *rest = keys
     return {**document, head: _replaced(document[head], rest, value) if rest else value}
 

@@ -270,13 +270,24 @@ def as_token_url(value: object) -> str:
     # Kept as given (a trailing slash may matter to an identity provider); a query may too.
     url = as_text(value).strip()
     hint = f"set {OAUTH_KEY}.clientId and clientSecret"
-    parts = _url_parts(url, value, hint=hint)
+    shown = query_values_hidden(url)
+    parts = _url_parts(url, shown, hint=hint)
     if parts.fragment:
-        raise Invalid("expected a URL with no fragment (#...)", value)
+        raise Invalid("expected a URL with no fragment (#...)", shown)
     if any(_SECRET_PARAMETER.search(name) for name, _ in parse_qsl(parts.query)):
         # Not echoed: the value is the credential. A URL is shown and cached as it is.
         raise Invalid(f"must not hold credentials in its query; {hint}")
     return url
+
+
+def query_values_hidden(url: str, mask: str = "***") -> str:
+    """`url` as a message shows it: its query's names, each value as `mask` (a signature such as
+    Azure's `?sig=` is a credential by any name)."""
+    path, asked, query = url.partition("?")
+    if not asked:
+        return url
+    parts = [part.partition("=") for part in query.split("&")]
+    return f"{path}?" + "&".join(f"{name}{eq}{mask if eq else ''}" for name, eq, _ in parts)
 
 
 def _url_parts(url: str, value: object, *, hint: str) -> SplitResult:

@@ -626,6 +626,28 @@ class TestErrors:
             "its port (if any) digits"
         )
 
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("https://h.example/t?sig=S1gQ&x=a b", "must not hold spaces or control characters"),
+            (
+                "https://h..example/t?sig=S1gQ",
+                "expected an http:// or https:// URL with a host: not",
+            ),
+            ("ftp://h.example/t?sig=S1gQ", "expected an http:// or https:// URL with a host"),
+            ("https://h.example/t?sig=S1gQ#frag", "expected a URL with no fragment"),
+        ],
+    )
+    def test_a_refused_token_url_is_shown_without_its_query_values(
+        self, tmp_path: Path, url: str, problem: str
+    ) -> None:
+        oauth = f"{{tokenUrl: '{url}', clientId: c, clientSecret: s}}"
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, f"openchoreo: {{auth: {{oauth: {oauth}}}}}\n")
+        assert str(caught.value).startswith(f"openchoreo.auth.oauth.tokenUrl: {problem}")
+        assert "sig=***" in str(caught.value)
+        assert "S1gQ" not in str(caught.value)
+
     def test_an_option_given_to_the_built_in_provider_is_refused_without_its_value(
         self, tmp_path: Path
     ) -> None:

@@ -165,6 +165,26 @@ def test_the_copy_without_the_secret_answers_only_calls_that_need_none(
     assert with_secrets(full) is full
 
 
+def test_a_token_urls_query_values_are_withheld_from_the_copy(config_file: Path) -> None:
+    """A signature (Azure's `?sig=`) is a credential under a name the config cannot know."""
+    url = "https://idp.test/t?p=B2C_1_x&sig=S1gnature-Q"
+    oauth = f"{{tokenUrl: '{url}', clientId: c, clientSecret: '${{SECRET}}'}}"
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n  auth: {{oauth: {oauth}}}\n")
+
+    full = load_config(config_file, env={"SECRET": "s"})
+
+    [copy] = cached_copies()
+    assert "S1gnature-Q" not in copy.read_text()
+    assert json.loads(copy.read_text())["withheld"] is True
+    assert full.openchoreo.auth.oauth is not None
+    assert full.openchoreo.auth.oauth.token_url == url
+    lean = load_config(config_file, env={"SECRET": "s"}, secrets=False)
+    assert lean.secrets_withheld
+    assert lean.openchoreo.auth.oauth is not None
+    assert "S1gnature-Q" not in lean.openchoreo.auth.oauth.token_url
+    assert with_secrets(lean).openchoreo.auth.oauth.token_url == url  # type: ignore[union-attr]
+
+
 def test_a_file_with_a_readable_secret_warns_the_same_from_its_copy(config_file: Path) -> None:
     with_secret(config_file, SECRETS[0])
     config_file.chmod(0o644)

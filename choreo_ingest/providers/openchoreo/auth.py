@@ -43,6 +43,7 @@ from choreo_ingest.config import (
     reveal,
     token_problem,
 )
+from choreo_ingest.config_values import query_values_hidden
 from choreo_ingest.errors import (
     ConfigError,
     GrantRefused,
@@ -235,7 +236,7 @@ class ClientCredentials:
         """The method `auto` found the provider takes the secret by, after the first was refused."""
 
     def __repr__(self) -> str:
-        return f"ClientCredentials(token_url={_query_values_hidden(self._oauth.token_url)!r})"
+        return f"ClientCredentials(token_url={query_values_hidden(self._oauth.token_url)!r})"
 
     def bearer(self) -> str:
         with self._lock:
@@ -420,22 +421,10 @@ class ClientCredentials:
         key: str | None = None,
     ) -> ProviderError:
         url = self._oauth.token_url
-        shown = _query_values_hidden(url)
+        shown = query_values_hidden(url)
         text = self._known.redact(f"token request to {_TOKEN_URL_KEY} ({shown}): {problem}")
         where = url.partition("?")[0]
         return kind(text, method="POST", path=where, status=status, code=code, config_key=key)
-
-
-def _query_values_hidden(url: str) -> str:
-    """The token URL as messages show it: its query's names, not their values (a signature
-    such as Azure's `?sig=` is a credential by any name; the config refuses those it knows)."""
-    path, asked, query = url.partition("?")
-    if not asked:
-        return url
-    parts = [part.partition("=") for part in query.split("&")]
-    return f"{path}?" + "&".join(
-        f"{name}{equals}{'***' if equals else ''}" for name, equals, _ in parts
-    )
 
 
 class _Known:
