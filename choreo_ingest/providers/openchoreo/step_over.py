@@ -49,12 +49,12 @@ from choreo_ingest.logs import get_logger
 from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT, QueuedItem
 from choreo_ingest.providers.openchoreo.generation import Generation, Harvest, Phase, Walk
 from choreo_ingest.providers.openchoreo.generations import first_root_page
+from choreo_ingest.providers.openchoreo.listing_stuck import stale_starts_over
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     BEFORE_FIRST,
     FAILURES_STEPPED_OVER,
     SKIPS_KEPT,
     TraversalCursor,
-    stale_starts_over,
 )
 
 log = get_logger("choreo_ingest.providers.openchoreo")
@@ -114,7 +114,7 @@ def step_over(
     facts.update(skipped_facts(list(dict.fromkeys(state.skipped + before)), overflow))
     state.api_cursor = state.head = None
     state.forget_failure()
-    stale_starts_over(state, facts)
+    stale_starts_over(state, facts, ended=True)
     state.item_done(phases, item.position)
     # A warning (cron mails it) the first time; after that the problem `health` shows says it.
     (log.info if path in before else log.warning)(

@@ -58,6 +58,12 @@ from choreo_ingest.providers.openchoreo.generations import (
     generations,
     spoken_instead,
 )
+from choreo_ingest.providers.openchoreo.listing_stuck import (
+    COMPACTION_SECONDS,
+    note_restart,
+    note_stale_start,
+    stale_starts_over,
+)
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.step_over import (
@@ -71,11 +77,9 @@ from choreo_ingest.providers.openchoreo.traversal_cursor import (
     ListingGuard,
     ListingPlace,
     TraversalCursor,
-    note_stale_start,
     page_head,
     place_after,
     restart_listing,
-    stale_starts_over,
 )
 
 log = get_logger("choreo_ingest.providers.openchoreo")
@@ -373,7 +377,7 @@ class OpenChoreoProvider:
                 state.api_cursor = listed.next_cursor
                 return harvest, False
             state.api_cursor = None
-            stale_starts_over(state, facts)  # the listing that kept restarting is complete
+            stale_starts_over(state, facts, ended=True)  # the listing that kept restarting
             if item is None:
                 state.begin_phase(phases, state.phase + 1)
                 return harvest, state.phase >= len(phases)
@@ -409,13 +413,15 @@ class OpenChoreoProvider:
         except CursorExpired as expired:
             if state.api_cursor is None:
                 raise
-            rejected = isinstance(expired, CursorRejected)
-            if stored and not rejected:
+            age = None if state.listed_at is None else context.clock.now() - state.listed_at
+            if not isinstance(expired, CursorRejected):
                 listing = generation.phases[state.phase].name
-                problem = note_stale_start(state, listing, facts, expired)
+                stale = note_stale_start(state, listing, facts, expired) if stored else None
+                problem = note_restart(state, listing, facts, age) or stale
                 if problem is not None:  # once a streak: cron mails it, health shows it after
                     log.warning("listing_stuck", provider=self._name, problem=problem)
-            self._restart(context, state, generation, path, expired, fresh=not stored)
+            young = age is None or age < COMPACTION_SECONDS  # else compaction may be the cause
+            self._restart(context, state, generation, path, expired, fresh=not stored and young)
             return Harvest()
         except NotFoundError as missing:
             phase = generation.phases[state.phase]
@@ -426,6 +432,7 @@ class OpenChoreoProvider:
                 raise
             check_parent_gone(context.client, generation.gone_codes, path, missing)
             state.api_cursor = state.head = None
+            stale_starts_over(state, facts, ended=True)
             item = _item_after(context, phase.queue, state.position)
             if item is None:
                 return Harvest()

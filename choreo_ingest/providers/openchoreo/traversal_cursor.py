@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from choreo_ingest.errors import CursorExpired, CursorRejected, PermanentError, ProviderError
-from choreo_ingest.models import JSON, PROBLEM_FACT
+from choreo_ingest.models import JSON
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, Phase
 from choreo_ingest.providers.openchoreo.generations import generation_named
 
@@ -34,8 +34,6 @@ MAX_RESTARTS_PER_BURST = 3
 FAILURES_STEPPED_OVER = 3
 """Failures in a row of one page on cursors minted in the same burst (`failing`) at which the
 listing is taken for one the server fails on (`step_over`), across bursts too."""
-STALE_STARTS_REPORTED = 3
-"""Bursts in a row whose stored cursor had expired before the listing is reported as stuck."""
 
 
 @dataclass
@@ -70,6 +68,8 @@ class TraversalCursor:
     in a row, counted across bursts too."""
     failing_after: str | None = None
     failures: int = 0
+    restarts: int = 0
+    """Restarts of the listing in progress since it last came to its end, across bursts."""
 
     def to_json(self, generation: Generation) -> dict[str, JSON]:
         return {
@@ -86,6 +86,7 @@ class TraversalCursor:
                 if self.skipped
                 else {}
             ),
+            **({"listingRestarts": self.restarts} if self.restarts else {}),
             **(
                 {
                     "failing": {
@@ -133,6 +134,7 @@ class TraversalCursor:
             head=_optional_text(raw, "head"),
             skipped=_texts(raw, "skipped"),
             skipped_count=_whole_number(raw, "skippedCount", 0),
+            restarts=_whole_number(raw, "listingRestarts", 0),
             **_failing(raw),
         )
 
@@ -369,44 +371,6 @@ def restarts_exhausted(failed_at: list[tuple[int, int] | None], last: CursorExpi
     return (
         f"the listing's cursor expired {len(failed_at)} times in one burst{told}; the API may "
         "not keep cursors long enough for a page (lower openchoreo.incremental.chunkSize)"
-    )
-
-
-def note_stale_start(
-    state: TraversalCursor, phase: str, facts: dict[str, str | None], expired: CursorExpired
-) -> str | None:
-    """A burst began on a stored cursor of the `phase` listing that had expired; the problem,
-    when this start is the one that makes it one (once a streak: for a log line cron mails)."""
-    state.stale_starts += 1
-    if state.stale_starts < STALE_STARTS_REPORTED:
-        return None
-    problem = stale_starts_problem(phase, state.stale_starts, expired)
-    facts[PROBLEM_FACT] = problem
-    return problem if state.stale_starts == STALE_STARTS_REPORTED else None
-
-
-def stale_starts_over(state: TraversalCursor, facts: dict[str, str | None]) -> None:
-    """A stored cursor worked, or a listing came to its end: its stale starts are over."""
-    if state.stale_starts >= STALE_STARTS_REPORTED:
-        facts[PROBLEM_FACT] = None
-    state.stale_starts = 0
-
-
-def stale_starts_problem(phase: str, stale_starts: int, expired: CursorExpired) -> str:
-    """The problem a listing whose stored cursor expired between `stale_starts` bursts in a row
-    is (`expired`: the last expiry)."""
-    fault = (
-        " (or, as the answer was HTTP 5xx, the server fails on a resource of the page "
-        "it leads to: see the openchoreo-api logs)"
-        if may_be_server_fault(expired)
-        else ""
-    )
-    where = f" (GET {expired.path})" if expired.path else ""
-    return (
-        f"the {phase} listing's cursor{where} expired between the last {stale_starts} "
-        f"bursts{fault}, so the listing restarts every burst and may never complete: "
-        "burst more often than a cursor lives (openchoreo.incremental.burstInterval, and a "
-        "timer below cron's minute, or serve) or lengthen openchoreo.incremental.burstLength"
     )
 
 

@@ -67,10 +67,12 @@ def cursor(
     stale: int = 0,
     listed_at: float | None = FakeClock().now(),
     head: str | None = None,
+    restarts: int = 0,
 ) -> dict[str, Any]:
     """An org-era traversal cursor as stored (position -1: before the phase's first item;
     `listed_at`: when its listing began, on the fake clock that does not move by itself;
-    `head`: the name of the first item of the listing's last page, while it goes on)."""
+    `head`: the name of the first item of the listing's last page, while it goes on;
+    `restarts`: of the listing in progress since it last came to its end)."""
     return {
         "api": "orgs",
         "phase": phase,
@@ -80,6 +82,7 @@ def cursor(
         "staleStarts": stale,
         "listedAt": listed_at,
         "head": head,
+        **({"listingRestarts": restarts} if restarts else {}),
     }
 
 
@@ -441,7 +444,7 @@ class TestListingRules:
         assert pages[2].entities == []
         assert dict(pages[2].counters) == {"requests": 1, "cursor_resets": 1}
         # the burst began on a stored cursor that had expired: one stale start
-        assert pages[2].cursor == cursor("projects", resets=1, stale=1)
+        assert pages[2].cursor == cursor("projects", resets=1, stale=1, restarts=1)
         assert engine.queues.keys("projects") == ["acme/a", "acme/b", "acme/c"]
         assert engine.queues.keys("orgs") == ["acme"]
         assert engine.counters["cursor_resets"] == 1
@@ -544,7 +547,7 @@ class TestListingRules:
         )
         assert (caught.value.status, caught.value.code) == (410, "CONTINUE_TOKEN_EXPIRED")
         assert len(engine.results) == 7
-        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, head="a")
+        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, head="a", restarts=3)
 
     def test_restart_limit_is_per_burst(self, httpx_mock: HTTPXMock, walk, base_url: str) -> None:
         """After a burst failed on its fourth expiry, the next burst may restart again."""
@@ -564,7 +567,7 @@ class TestListingRules:
         restarted = engine.page()
 
         assert dict(restarted.counters) == {"requests": 1, "cursor_resets": 1}
-        assert restarted.cursor == cursor("orgs", resets=4, stale=1)
+        assert restarted.cursor == cursor("orgs", resets=4, stale=1, restarts=4)
 
     def test_listing_that_expires_every_burst_is_reported_then_cleared(
         self, httpx_mock: HTTPXMock, walk, base_url: str
@@ -597,7 +600,9 @@ class TestListingRules:
                 "or serve) or lengthen openchoreo.incremental.burstLength"
             )
         )
-        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3, head="a")
+        assert engine.cursor == cursor(
+            "orgs", api_cursor="k4", resets=3, stale=3, head="a", restarts=3
+        )
 
         httpx_mock.reset()
         httpx_mock.add_response(
@@ -619,7 +624,9 @@ class TestListingRules:
             for _ in range(11):  # five stale starts in a row
                 engine.page()
 
-        assert engine.cursor == cursor("orgs", api_cursor="k6", resets=5, stale=5, head="a")
+        assert engine.cursor == cursor(
+            "orgs", api_cursor="k6", resets=5, stale=5, head="a", restarts=5
+        )
         warned = [line["event"] for line in logs if line["log_level"] == "warning"]
         assert warned == ["listing_stuck"]
 
@@ -634,7 +641,9 @@ class TestListingRules:
         for _ in range(7):
             engine.page()
         assert "problem" in engine.facts
-        assert engine.cursor == cursor("orgs", api_cursor="k4", resets=3, stale=3, head="a")
+        assert engine.cursor == cursor(
+            "orgs", api_cursor="k4", resets=3, stale=3, head="a", restarts=3
+        )
 
         httpx_mock.reset()
         httpx_mock.add_response(

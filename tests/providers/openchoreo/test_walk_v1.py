@@ -344,6 +344,73 @@ class TestCursors:
             for problem in problems.health_problems
         ), problems.health_problems
 
+    @pytest.mark.parametrize(
+        "kubernetes", [False, True], ids=["cursor-lives-from-its-answer", "from-listing-start"]
+    )
+    def test_a_listing_longer_than_its_cursors_live_is_reported_not_stepped_over(
+        self, tmp_path: Path, clock: FakeClock, kubernetes: bool
+    ) -> None:
+        """Bursts 150 s apart read a page each, and cursors live 400 s. Counted from each
+        answer, every stored cursor works and the cycle completes. Counted from the listing's
+        first page, as Kubernetes continue tokens are, the eight-page listing dies before its
+        end every time, though most bursts resume it: the walk says why once it has restarted
+        three times, and steps over nothing (each restart is of an old listing, which
+        compaction explains)."""
+        api = simulator(v1_world(namespaces=1, projects=1, components=80), clock,
+                        cursor_ttl=400.0, latency=1.0,
+                        cursor_ttl_from_listing_start=kubernetes)  # fmt: skip
+        config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=2.5)
+
+        completed = False
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(20):
+                completed = completed or run(config, api, clock).providers[0].cycle_completed
+                clock.advance(150.0)
+
+        problems = status_report(tmp_path / "state.db", config, clock.now()).providers[0]
+        warned = [line["event"] for line in logs if line["log_level"] == "warning"]
+        if not kubernetes:
+            assert completed
+            assert problems.health_problems == []
+            return
+        assert not completed
+        [problem] = problems.health_problems
+        assert problem.startswith(
+            "the workloads listing restarted 4 times without coming to its end"
+        )
+        assert "lengthen openchoreo.incremental.burstLength" in problem
+        assert warned == ["listing_stuck"]
+        assert "skipped" not in (stored_cursor(tmp_path / "state.db") or {})
+
+    def test_a_listing_that_outlives_compaction_within_a_burst_is_not_stepped_over(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A page takes 50 s and a listing's cursors die 400 s after its first page (a
+        continue token's revision compacted): every restart of the 12-page listing fails at
+        the same page, on a cursor handed out moments before, as a page the server cannot
+        build would. A listing older than compaction's 5 minutes explains it, so nothing is
+        stepped over; the listing is reported instead."""
+        api = simulator(v1_world(namespaces=2, projects=1, components=120), clock,
+                        cursor_ttl=400.0, latency=50.0,
+                        cursor_ttl_from_listing_start=True)  # fmt: skip
+        config = config_for(
+            tmp_path / "state.db", chunk_size=10, burst_length=3000, request_timeout=60
+        )
+
+        for _ in range(3):
+            run(config, api, clock)
+            clock.advance(10.0)
+
+        cursor = stored_cursor(tmp_path / "state.db") or {}
+        assert "skipped" not in cursor
+        assert "failing" not in cursor
+        problems = status_report(tmp_path / "state.db", config, clock.now()).providers[0]
+        assert any(
+            problem.startswith("the workloads listing restarted ")
+            for problem in problems.health_problems
+        ), problems.health_problems
+        assert not any("stepped over" in problem for problem in problems.health_problems)
+
     def test_more_than_three_restarts_in_one_burst_fail_it(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
