@@ -14,7 +14,7 @@ from choreo_ingest.providers.openchoreo.traversal_cursor import (
 
 STALE_STARTS_REPORTED = 3
 """Bursts in a row whose stored cursor had expired before the listing is reported as stuck;
-also restarts of one listing, however caused, before it came to its end."""
+also restarts of one listing on cursors that may have expired, before it came to its end."""
 COMPACTION_SECONDS = 300.0
 """Kubernetes compacts etcd every 5 minutes by default, and every continue token of a listing
 (an OpenChoreo v1 cursor wraps one) dies with the revision of the listing's first page: a
@@ -51,9 +51,11 @@ def stale_starts_over(
 def note_restart(
     state: TraversalCursor, phase: str, facts: dict[str, str | None], age: float | None
 ) -> str | None:
-    """The listing in progress restarts, `age` seconds after its first page; the problem when
-    it has restarted too often without coming to its end, once (for a log line cron mails).
-    A stale start's own problem, when there is one, stands."""
+    """The listing in progress restarts, `age` seconds after its first page, on a cursor that
+    may have expired (a stored one, or one of a listing older than COMPACTION_SECONDS; a fresh
+    cursor of a young listing is a page the server may fail to build: `step_over`); the
+    problem when it has restarted so too often without coming to its end, once (for a log
+    line cron mails). A stale start's own problem, when there is one, stands."""
     state.restarts += 1
     if state.restarts < STALE_STARTS_REPORTED or state.stale_starts >= STALE_STARTS_REPORTED:
         return None

@@ -414,13 +414,13 @@ class OpenChoreoProvider:
             if state.api_cursor is None:
                 raise
             age = None if state.listed_at is None else context.clock.now() - state.listed_at
-            if not isinstance(expired, CursorRejected):
+            young = age is None or age < COMPACTION_SECONDS  # else compaction may be the cause
+            if (stored or not young) and not isinstance(expired, CursorRejected):  # an expiry
                 listing = generation.phases[state.phase].name
                 stale = note_stale_start(state, listing, facts, expired) if stored else None
                 problem = note_restart(state, listing, facts, age) or stale
                 if problem is not None:  # once a streak: cron mails it, health shows it after
                     log.warning("listing_stuck", provider=self._name, problem=problem)
-            young = age is None or age < COMPACTION_SECONDS  # else compaction may be the cause
             self._restart(context, state, generation, path, expired, fresh=not stored and young)
             return Harvest()
         except NotFoundError as missing:

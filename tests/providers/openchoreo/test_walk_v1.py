@@ -445,7 +445,8 @@ class TestCursors:
                         cursor_ttl=0.5, latency=1.0)  # fmt: skip
         config = config_for(tmp_path / "state.db", chunk_size=10, burst_length=60.0)
 
-        result = run(config, api, clock)
+        with structlog.testing.capture_logs() as logs:
+            result = run(config, api, clock)
 
         [outcome] = result.providers
         assert outcome.cycle_completed, outcome.error
@@ -453,6 +454,9 @@ class TestCursors:
         (problem,) = report.providers[0].health_problems
         assert "GET /namespaces/org-00-oscorp/workloads" in problem
         assert "lower openchoreo.incremental.chunkSize" in problem
+        # Restarts a young listing's fresh cursors explain are the step-over's, said once.
+        warned = [line["event"] for line in logs if line["log_level"] == "warning"]
+        assert warned == ["listing_stepped_over"]
 
     def test_a_single_500_on_a_cursor_is_retried_not_taken_for_expiry(
         self, tmp_path: Path, clock: FakeClock
