@@ -5,7 +5,7 @@ health problem that says so, and what clears it (`stale_starts_over`)."""
 
 from __future__ import annotations
 
-from choreo_ingest.errors import CursorExpired
+from choreo_ingest.errors import CursorExpired, CursorRejected
 from choreo_ingest.models import PROBLEM_FACT
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     TraversalCursor,
@@ -21,46 +21,62 @@ COMPACTION_SECONDS = 300.0
 listing younger than this cannot have lost its cursors that way."""
 
 
+def listing_age(state: TraversalCursor, now: float) -> float | None:
+    """Seconds since the listing in progress asked for its first page; None when a cursor of an
+    older release does not say, or the clock was set back since."""
+    began = state.listed_at
+    return None if began is None or began > now else now - began
+
+
+def note_expiry(
+    state: TraversalCursor,
+    phase: str,
+    facts: dict[str, str | None],
+    expired: CursorExpired,
+    *,
+    stored: bool,
+    age: float | None,
+) -> bool:
+    """The `phase` listing restarts, its cursor having failed with `expired` (`stored`: one a
+    burst before handed out); counted when an expiry may explain it (not a rejected cursor,
+    nor a fresh one of a young listing). Whether the listing became stuck with it."""
+    was_stuck = stuck(state)
+    young = age is None or age < COMPACTION_SECONDS
+    if (stored or not young) and not isinstance(expired, CursorRejected):
+        if stored:
+            note_stale_start(state, phase, facts, expired)
+        note_restart(state, phase, facts, age)
+    return stuck(state) and not was_stuck
+
+
+def stuck(state: TraversalCursor) -> bool:
+    """Whether the listing in progress is reported as one that may never come to its end."""
+    return max(state.stale_starts, state.restarts) >= STALE_STARTS_REPORTED
+
+
 def note_stale_start(
     state: TraversalCursor, phase: str, facts: dict[str, str | None], expired: CursorExpired
-) -> str | None:
-    """A burst began on a stored cursor of the `phase` listing that had expired; the problem,
-    when this start is the one that makes it one (once a streak: for a log line cron mails)."""
-    state.stale_starts += 1
-    if state.stale_starts < STALE_STARTS_REPORTED:
-        return None
-    problem = stale_starts_problem(phase, state.stale_starts, expired)
-    facts[PROBLEM_FACT] = problem
-    return problem if state.stale_starts == STALE_STARTS_REPORTED else None
-
-
-def stale_starts_over(
-    state: TraversalCursor, facts: dict[str, str | None], *, ended: bool = False
 ) -> None:
-    """A stored cursor worked, or (`ended`) a listing came to its end: its stale starts are
-    over, and once it ended, its restarts."""
-    if state.stale_starts >= STALE_STARTS_REPORTED or (
-        ended and state.restarts >= STALE_STARTS_REPORTED
-    ):
-        facts[PROBLEM_FACT] = None
-    state.stale_starts = 0
-    if ended:
-        state.restarts = 0
+    """A burst began on a stored cursor of the `phase` listing that had expired: after
+    STALE_STARTS_REPORTED in a row, the problem says so."""
+    state.stale_starts += 1
+    if state.stale_starts >= STALE_STARTS_REPORTED:
+        facts[PROBLEM_FACT] = stale_starts_problem(phase, state.stale_starts, expired)
 
 
 def note_restart(
     state: TraversalCursor, phase: str, facts: dict[str, str | None], age: float | None
-) -> str | None:
+) -> None:
     """The listing in progress restarts, `age` seconds after its first page, on a cursor that
     may have expired (a stored one, or one of a listing older than COMPACTION_SECONDS; a fresh
-    cursor of a young listing is a page the server may fail to build: `step_over`); the
-    problem when it has restarted so too often without coming to its end, once (for a log
-    line cron mails). A stale start's own problem, when there is one, stands."""
+    cursor of a young listing is a page the server may fail to build: `step_over`): after
+    STALE_STARTS_REPORTED without coming to its end, the problem says so, unless a stale
+    start's own problem does."""
     state.restarts += 1
     if state.restarts < STALE_STARTS_REPORTED or state.stale_starts >= STALE_STARTS_REPORTED:
-        return None
+        return
     after = "" if age is None else f", the last time {age:.0f} s after its first page"
-    problem = (
+    facts[PROBLEM_FACT] = (
         f"the {phase} listing restarted {state.restarts} times without coming to its end"
         f"{after}: OpenChoreo's cursors are Kubernetes continue tokens, which die together "
         "when etcd compacts the revision of the listing's first page (every 5 minutes by "
@@ -68,8 +84,20 @@ def note_restart(
         "openchoreo.incremental.burstLength, or burst more often (burstInterval, a timer below "
         "cron's minute, or serve)"
     )
-    facts[PROBLEM_FACT] = problem
-    return problem if state.restarts == STALE_STARTS_REPORTED else None
+
+
+def stale_starts_over(
+    state: TraversalCursor, facts: dict[str, str | None], *, ended: bool = False
+) -> None:
+    """A stored cursor worked, or (`ended`) a listing came to its end: its stale starts are
+    over, and once it ended, its restarts; the problem goes with the last of them (a listing
+    still restarting keeps it, to be said in its own words at its next restart)."""
+    was_stuck = stuck(state)
+    state.stale_starts = 0
+    if ended:
+        state.restarts = 0
+    if was_stuck and not stuck(state):
+        facts[PROBLEM_FACT] = None
 
 
 def stale_starts_problem(phase: str, stale_starts: int, expired: CursorExpired) -> str:

@@ -60,8 +60,8 @@ from choreo_ingest.providers.openchoreo.generations import (
 )
 from choreo_ingest.providers.openchoreo.listing_stuck import (
     COMPACTION_SECONDS,
-    note_restart,
-    note_stale_start,
+    listing_age,
+    note_expiry,
     stale_starts_over,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
@@ -413,15 +413,13 @@ class OpenChoreoProvider:
         except CursorExpired as expired:
             if state.api_cursor is None:
                 raise
-            age = None if state.listed_at is None else context.clock.now() - state.listed_at
-            young = age is None or age < COMPACTION_SECONDS  # else compaction may be the cause
-            if (stored or not young) and not isinstance(expired, CursorRejected):  # an expiry
-                listing = generation.phases[state.phase].name
-                stale = note_stale_start(state, listing, facts, expired) if stored else None
-                problem = note_restart(state, listing, facts, age) or stale
-                if problem is not None:  # once a streak: cron mails it, health shows it after
-                    log.warning("listing_stuck", provider=self._name, problem=problem)
-            self._restart(context, state, generation, path, expired, fresh=not stored and young)
+            age = listing_age(state, context.clock.now())
+            listing = generation.phases[state.phase].name
+            stuck_now = note_expiry(state, listing, facts, expired, stored=stored, age=age)
+            fresh = not stored and (age is None or age < COMPACTION_SECONDS)
+            self._restart(context, state, generation, path, expired, fresh=fresh)
+            if stuck_now:  # once a streak, and only as the page that says it lands: cron mails it
+                log.warning("listing_stuck", provider=self._name, problem=facts.get(PROBLEM_FACT))
             return Harvest()
         except NotFoundError as missing:
             phase = generation.phases[state.phase]

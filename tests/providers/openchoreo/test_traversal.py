@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 from pytest_httpx import HTTPXMock
@@ -1467,3 +1468,108 @@ def test_a_v1_component_naming_no_project_is_left_out_not_fatal(
     assert [log["component"] for log in logs if log["event"] == "component_without_project"] == [
         "orphan"
     ]
+
+
+class TestStuckListings:
+    """A listing restarted again and again on cursors that may have expired, across bursts."""
+
+    def test_a_stored_cursor_that_works_keeps_a_still_restarting_listings_problem(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """Stale starts and restarts both reach 3; the next stored cursor works, but the
+        listing hands out another cursor: it has not come to its end, so it stays a problem."""
+        expiring_every_burst(httpx_mock, base_url)
+        engine = walk()
+        for _ in range(7):
+            engine.page()  # a burst each
+        assert engine.cursor == cursor(
+            "orgs", api_cursor="k4", resets=3, stale=3, head="a", restarts=3
+        )
+        httpx_mock.reset()
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor",
+            json=listing(["c", "d"], "k5"),
+        )
+
+        engine.page()
+
+        assert engine.cursor["listingRestarts"] == 3
+        assert engine.cursor["staleStarts"] == 0
+        assert "expired between the last 3 bursts" in engine.facts["problem"]
+
+    def test_the_restart_problem_takes_over_without_a_second_warning(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        expiring_every_burst(httpx_mock, base_url)
+        engine = walk()
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(7):
+                engine.page()  # a burst each
+            httpx_mock.reset()
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k4&pagination=cursor",
+                json=listing(["c", "d"], "k5"),
+            )
+            engine.page()
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k5&pagination=cursor",
+                status_code=410,
+                json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+            )
+            engine.page()
+
+        assert engine.facts["problem"].startswith("the orgs listing restarted 4 times without")
+        warned = [line["event"] for line in logs if line["log_level"] == "warning"]
+        assert warned == ["listing_stuck"]  # one streak, one mail
+
+    def test_a_listing_that_restarted_before_is_warned_of_once(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """Its restarts reach 3 at the second stale start, its stale starts at the third:
+        one listing that never came to its end in between, one warning."""
+        expiring_every_burst(httpx_mock, base_url)
+        engine = walk()
+        engine.cursor = cursor("orgs", restarts=1)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(7):
+                engine.page()  # a burst each
+
+        warned = [line["event"] for line in logs if line["log_level"] == "warning"]
+        assert warned == ["listing_stuck"]
+        assert "expired between the last 3 bursts" in engine.facts["problem"]
+
+    def test_the_warning_waits_for_the_page_that_says_it(
+        self, httpx_mock: HTTPXMock, walk, base_url: str, clock: FakeClock
+    ) -> None:
+        """Each first page after the first comes 400 s after the listing began (the wall clock
+        alone: a slow server, a clock stepped), so each expiry after the first is counted: the
+        third counted is also the burst's fourth restart, which fails it. Nothing of that
+        restart is committed, so it is not warned of either (the next expiry makes it three
+        again, and warns then)."""
+        first = f"{base_url}/orgs?limit=2&pagination=cursor"
+        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
+        wall = clock.now
+        skew = [0.0]
+        clock.now = lambda: wall() + skew[0]  # type: ignore[method-assign]
+
+        def first_page(n: int) -> Any:
+            def answer(request: httpx.Request) -> httpx.Response:
+                skew[0] += 0.0 if n == 1 else 400.0  # after the listing's start was taken
+                return httpx.Response(200, json=listing(["a", "b"], f"k{n}"))
+
+            return answer
+
+        for n in range(1, 5):
+            httpx_mock.add_callback(first_page(n), url=first)
+            httpx_mock.add_response(
+                url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
+                status_code=410,
+                json=expired,
+            )
+        engine = walk()
+        with structlog.testing.capture_logs() as logs, pytest.raises(ProviderError):
+            engine.pages(12)
+
+        assert [line["event"] for line in logs if line["log_level"] == "warning"] == []
+        assert engine.cursor["listingRestarts"] == 2
+        assert "problem" not in engine.facts
