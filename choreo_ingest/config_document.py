@@ -403,7 +403,7 @@ def _literal_secrets(document: dict[Any, Any]) -> list[str]:
 
 WITHHELD = "withheld-from-the-kept-copy"
 """What the kept copy holds in place of a secret given in plain text (config_file.py)."""
-_TOKEN_URL = f"{OAUTH_KEY}.tokenUrl"
+_TOKEN_URL, _WITHHELD_URL = f"{OAUTH_KEY}.tokenUrl", f"https://{WITHHELD}.invalid/"
 
 
 def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
@@ -418,9 +418,9 @@ def for_cache(document: dict[Any, Any]) -> tuple[dict[Any, Any] | None, bool]:
     for path in secrets:
         document = _replaced(document, path.split("."), WITHHELD)
     token_url = dig(document, _TOKEN_URL)  # a signature (`?sig=`) is a credential by any name
-    if isinstance(token_url, str) and "?" in token_url:
-        token_url = query_values_hidden(token_url, WITHHELD)
-        document = _replaced(document, _TOKEN_URL.split("."), token_url)
+    if isinstance(token_url, str) and "?" in token_url:  # `${`: a query may be in a default
+        shown = _WITHHELD_URL if "${" in token_url else query_values_hidden(token_url, WITHHELD)
+        document = _replaced(document, _TOKEN_URL.split("."), shown)
         secrets.append(_TOKEN_URL)
     providers = document.get("providers")
     if isinstance(providers, list):

@@ -185,6 +185,24 @@ def test_a_token_urls_query_values_are_withheld_from_the_copy(config_file: Path)
     assert with_secrets(lean).openchoreo.auth.oauth.token_url == url  # type: ignore[union-attr]
 
 
+def test_a_token_url_with_a_query_in_a_default_is_withheld_whole(config_file: Path) -> None:
+    """Its query's values cannot be told from the reference around them: the copy holds a
+    stand-in that reads as a URL, so the calls that send nothing still read the copy."""
+    oauth = "{tokenUrl: '${TOKEN_URL:-https://idp.test/t?sig=S1gQ}', clientId: c, clientSecret: s}"
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n  auth: {{oauth: {oauth}}}\n")
+
+    full = load_config(config_file, env={})
+    lean = load_config(config_file, env={}, secrets=False)
+
+    [copy] = cached_copies()
+    assert "S1gQ" not in copy.read_text()
+    assert full.openchoreo.auth.oauth is not None
+    assert full.openchoreo.auth.oauth.token_url == "https://idp.test/t?sig=S1gQ"
+    assert lean.secrets_withheld
+    assert lean.openchoreo.auth.oauth is not None
+    assert "S1gQ" not in lean.openchoreo.auth.oauth.token_url
+
+
 def test_a_file_with_a_readable_secret_warns_the_same_from_its_copy(config_file: Path) -> None:
     with_secret(config_file, SECRETS[0])
     config_file.chmod(0o644)
