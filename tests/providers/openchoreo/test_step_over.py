@@ -15,12 +15,13 @@ from choreo_ingest.errors import (
     TokenUnavailable,
     TransientError,
 )
-from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT
+from choreo_ingest.models import SKIPPED_FACT, SKIPPED_PATHS_FACT, QueuedItem
 from choreo_ingest.providers.openchoreo.api_v1 import V1
 from choreo_ingest.providers.openchoreo.step_over import (
     fails_on_content,
     remembered,
     skipped_facts,
+    step_over,
 )
 from choreo_ingest.providers.openchoreo.traversal_cursor import (
     SKIPS_KEPT,
@@ -211,3 +212,16 @@ def test_a_failure_on_a_stored_cursor_is_not_counted() -> None:
 
     assert state.failing is None
     assert state.api_cursor is None
+
+
+def test_a_listing_stepped_over_ends_its_restarts_and_their_problem() -> None:
+    """Stepped over, a listing has come to its end as far as its restarts go: the next one
+    starts from none, and the problem they made goes with them."""
+    state = TraversalCursor(api="v1", phase=2, restarts=3, api_cursor="c")
+    facts: dict[str, str | None] = {"problem": "the workloads listing restarted 3 times"}
+    item = QueuedItem(0, "shop", {"namespace": "shop"})
+
+    step_over(state, V1, item, PATH, get(ProviderError, 500), facts, {}, "openchoreo")
+
+    assert (state.restarts, state.api_cursor) == (0, None)
+    assert facts["problem"] is None

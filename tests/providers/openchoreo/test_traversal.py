@@ -1573,3 +1573,37 @@ class TestStuckListings:
         assert [line["event"] for line in logs if line["log_level"] == "warning"] == []
         assert engine.cursor["listingRestarts"] == 2
         assert "problem" not in engine.facts
+
+    def test_a_listing_whose_parent_is_gone_ends_its_restarts(
+        self, httpx_mock: HTTPXMock, walk, base_url: str
+    ) -> None:
+        """The org whose projects kept restarting is deleted: its listing is over, and the next
+        org's starts from no restarts."""
+        projects = f"{base_url}/orgs/gone/projects?limit=2&pagination=cursor"
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["gone", "live"])
+        )
+        httpx_mock.add_response(url=projects, json=listing(["a", "b"], "p1"))
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/gone/projects?limit=2&cursor=p1&pagination=cursor",
+            status_code=410,
+            json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+        )
+        httpx_mock.add_response(url=projects, json=listing(["a", "b"], "p2"))
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/gone/projects?limit=2&cursor=p2&pagination=cursor",
+            status_code=404,
+            json=gone("ORGANIZATION_NOT_FOUND"),
+        )
+        httpx_mock.add_response(
+            url=f"{base_url}/orgs/gone", status_code=404, json=gone("ORGANIZATION_NOT_FOUND")
+        )
+        engine = walk()
+        for _ in range(4):
+            engine.page()  # a burst each: orgs, gone's first page, its stale start, its page
+        assert engine.cursor["listingRestarts"] == 1
+
+        engine.page()  # its stored cursor: the org is gone
+
+        assert "listingRestarts" not in engine.cursor
+        assert engine.cursor["position"] == 1  # the first org's listing is done
