@@ -1,6 +1,6 @@
 """A listing that cannot come to its end: its stored cursor expired between bursts again and
-again (`note_stale_start`), or it restarted again and again before its end however caused
-(`note_restart`, for OpenChoreo's cursors die together with its first page's revision); the
+again (`note_stale_start`), or it restarted again and again before its end on cursors that may
+have expired (`note_restart`: OpenChoreo's die together with its first page's revision); the
 health problem that says so, and what clears it (`stale_starts_over`)."""
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ def listing_age(state: TraversalCursor, now: float) -> float | None:
     return None if began is None or began > now else now - began
 
 
+def young(age: float | None) -> bool:
+    """Whether a listing `age` seconds old (None: not known) is too young to have lost its
+    cursors to compaction: a fresh cursor of it that fails is no expiry."""
+    return age is None or age < COMPACTION_SECONDS
+
+
 def note_expiry(
     state: TraversalCursor,
     phase: str,
@@ -41,8 +47,7 @@ def note_expiry(
     burst before handed out); counted when an expiry may explain it (not a rejected cursor,
     nor a fresh one of a young listing). Whether the listing became stuck with it."""
     was_stuck = stuck(state)
-    young = age is None or age < COMPACTION_SECONDS
-    if (stored or not young) and not isinstance(expired, CursorRejected):
+    if (stored or not young(age)) and not isinstance(expired, CursorRejected):
         if stored:
             note_stale_start(state, phase, facts, expired)
         note_restart(state, phase, facts, age)

@@ -59,10 +59,10 @@ from choreo_ingest.providers.openchoreo.generations import (
     spoken_instead,
 )
 from choreo_ingest.providers.openchoreo.listing_stuck import (
-    COMPACTION_SECONDS,
     listing_age,
     note_expiry,
     stale_starts_over,
+    young,
 )
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
@@ -416,8 +416,9 @@ class OpenChoreoProvider:
             age = listing_age(state, context.clock.now())
             listing = generation.phases[state.phase].name
             stuck_now = note_expiry(state, listing, facts, expired, stored=stored, age=age)
-            fresh = not stored and (age is None or age < COMPACTION_SECONDS)
-            self._restart(context, state, generation, path, expired, fresh=fresh)
+            self._restart(
+                context, state, generation, path, expired, fresh=not stored and young(age)
+            )
             if stuck_now:  # once a streak, and only as the page that says it lands: cron mails it
                 log.warning("listing_stuck", provider=self._name, problem=facts.get(PROBLEM_FACT))
             return Harvest()
