@@ -38,12 +38,13 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import make_directories, replace_atomically
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 """Bumped whenever what a copy may hold changes (`config_document.for_cache`), so that a copy an
 earlier release wrote is not trusted: 3 withholds secret-looking custom options and holds
 validated documents only; 4 withholds a secret written as a `${VAR:-default}` default, a
 custom provider's `bearer` option and a password in a `state.url` default too (copies of format
-3 could hold them)."""
+3 could hold them); 5 withholds the values of `tokenUrl`'s query (the whole URL, as a stand-in,
+where it uses `${...}`)."""
 
 Document = dict[Any, Any]
 Checked = TypeVar("Checked")

@@ -450,6 +450,23 @@ def test_a_copy_of_format_3_holding_a_secret_default_is_not_trusted(config_file:
     assert "s3cr3t-default" not in "".join(path.read_text() for path in cached_copies())
 
 
+def test_a_copy_of_format_4_holding_a_token_urls_query_is_not_trusted(config_file: Path) -> None:
+    oauth = "{tokenUrl: 'https://idp.test/t?sig=S1gQ', clientId: c, clientSecret: '${SECRET}'}"
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n  auth: {{oauth: {oauth}}}\n")
+    load_config(config_file, env={"SECRET": "s"})
+    [copy] = cached_copies()
+    kept = json.loads(copy.read_text())
+    kept.update(format=4, withheld=False)  # as releases before format 5 kept it
+    kept["document"]["openchoreo"]["baseUrl"] = "http://from-the-copy.test"
+    kept["document"]["openchoreo"]["auth"]["oauth"]["tokenUrl"] = "https://idp.test/t?sig=S1gQ"
+    copy.write_text(json.dumps(kept))
+
+    lean = load_config(config_file, env={"SECRET": "s"}, secrets=False)
+
+    assert lean.openchoreo.base_url == BASE
+    assert "S1gQ" not in "".join(path.read_text() for path in cached_copies())
+
+
 def test_a_config_path_that_is_not_utf8_is_read_and_copied(tmp_path: Path) -> None:
     path = tmp_path / os.fsdecode(b"lat\xe9.yaml")
     path.write_text(f"openchoreo:\n  baseUrl: {BASE}\n")
