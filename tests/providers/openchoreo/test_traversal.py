@@ -41,6 +41,8 @@ DETAIL = "include=type,workload"
 USER_AGENT_PREFIX = "choreo-ingest/"
 DELETION_TIMESTAMP = "openchoreo.io/deletion-timestamp"
 FIRST_PAGE_FACTS = {"api": "orgs", "problem": None}
+EXPIRED = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
+"""The org era's answer to an expired cursor (410)."""
 
 
 def listing(names: Sequence[str], next_cursor: str = "", **fields: Any) -> dict[str, Any]:
@@ -368,7 +370,7 @@ def expiring_every_burst(httpx_mock: HTTPXMock, base_url: str, times: int = 3) -
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
             status_code=410,
-            json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+            json=EXPIRED,
         )
     httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{times + 1}"))
 
@@ -423,7 +425,6 @@ class TestListingRules:
         self, httpx_mock: HTTPXMock, walk, base_url: str
     ) -> None:
         first = f"{base_url}/orgs/acme/projects?limit=2&pagination=cursor"
-        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
         httpx_mock.add_response(
             url=f"{base_url}/orgs?limit=2&pagination=cursor", json=listing(["acme"])
         )
@@ -431,7 +432,7 @@ class TestListingRules:
         httpx_mock.add_response(
             url=f"{base_url}/orgs/acme/projects?limit=2&cursor=p2&pagination=cursor",
             status_code=410,
-            json=expired,
+            json=EXPIRED,
         )
         httpx_mock.add_response(url=first, json=listing(["a", "b"], "p2b"))
         httpx_mock.add_response(
@@ -527,13 +528,12 @@ class TestListingRules:
         """A 410 says the cursor expired: failing at the same page every time does not make it
         a server fault (as a 500 might be)."""
         first = f"{base_url}/orgs?limit=2&pagination=cursor"
-        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
         for n in range(1, 5):
             httpx_mock.add_response(url=first, json=listing(["a", "b"], f"k{n}"))
             httpx_mock.add_response(
                 url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
                 status_code=410,
-                json=expired,
+                json=EXPIRED,
             )
         engine = walk()
 
@@ -1514,7 +1514,7 @@ class TestStuckListings:
             httpx_mock.add_response(
                 url=f"{base_url}/orgs?limit=2&cursor=k5&pagination=cursor",
                 status_code=410,
-                json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+                json=EXPIRED,
             )
             engine.page()
 
@@ -1547,7 +1547,6 @@ class TestStuckListings:
         restart is committed, so it is not warned of either (the next expiry makes it three
         again, and warns then)."""
         first = f"{base_url}/orgs?limit=2&pagination=cursor"
-        expired = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
         wall = clock.now
         skew = [0.0]
         clock.now = lambda: wall() + skew[0]  # type: ignore[method-assign]
@@ -1564,7 +1563,7 @@ class TestStuckListings:
             httpx_mock.add_response(
                 url=f"{base_url}/orgs?limit=2&cursor=k{n}&pagination=cursor",
                 status_code=410,
-                json=expired,
+                json=EXPIRED,
             )
         engine = walk()
         with structlog.testing.capture_logs() as logs, pytest.raises(ProviderError):
@@ -1587,7 +1586,7 @@ class TestStuckListings:
         httpx_mock.add_response(
             url=f"{base_url}/orgs/gone/projects?limit=2&cursor=p1&pagination=cursor",
             status_code=410,
-            json={"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"},
+            json=EXPIRED,
         )
         httpx_mock.add_response(url=projects, json=listing(["a", "b"], "p2"))
         httpx_mock.add_response(
