@@ -382,3 +382,34 @@ def test_one_component_answering_500_alone_in_the_inbox_waits_alone_after_a_prob
     assert waiting["name"] == "cart"
     assert outage.exit_code == 3, outage.stderr
     assert json.loads(outage.stdout)["events"]["held"]
+
+
+def test_a_listing_that_outlives_compaction_across_bursts_is_reported(here: Path) -> None:
+    """etcd compacts while bulk-a's workloads are walked, whenever the listing has served 15 pages
+    since its first (its cursors all die with that page's revision, at about 10 pages a
+    burst): each later burst resumes the listing, or restarts it on a stored cursor that died,
+    and it never comes to its end. No stale-start streak forms (every other stored cursor
+    works); the restarts are counted across bursts and reported, and nothing is stepped over."""
+    with running() as server:
+        bulk(server.api)
+        config = write_config(here, server, chunk_size=5, burstLength=1)
+        path = "/api/v1/namespaces/bulk-a/workloads"
+        served = [0]  # pages of the listing since its first
+
+        def slow(request: Request) -> None:
+            if request.path == path:
+                time.sleep(0.08)
+                served[0] = served[0] + 1 if request.param("cursor") else 1
+
+        server.api.hooks.append(slow)
+        for _ in range(16):
+            cli("--config", config, "run", "--force", "--json")
+            if served[0] >= 15:
+                server.api.storage.compact()  # between bursts: the next stored cursor dies
+        state = status(config)
+
+    (provider,) = state["providers"]
+    assert provider["lastCompletedAt"] is None
+    (trouble,) = provider["problems"]
+    assert trouble.startswith("the workloads listing restarted "), trouble
+    assert "lengthen openchoreo.incremental.burstLength" in trouble
