@@ -4,14 +4,14 @@ Durations are seconds except `restLength`, which is minutes (as in the original 
 
 The pieces: `config_model` (the dataclasses and defaults, re-exported here), `config_values` (a
 value's parsers, `${VAR}` substitution), `config_document` (the schema, the walk and the build),
-`config_file` (the file's kept copy). Everything else imports from here.
+`config_file` (the file's kept copy), `config_secrets` (secret files, and secrets kept out of
+errors). Everything else imports from here.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,8 @@ from choreo_ingest.config_database_url import (
     looks_like_url,
 )
 from choreo_ingest.config_document import (
-    SECRET_KEYS,
     WITHHELD,
     build,
-    dig,
     file_warnings,
     for_cache,
     parse_key,
@@ -51,7 +49,6 @@ from choreo_ingest.config_model import (
     SERVE_TOKEN_ENV,
     Address,
     AuthConfig,
-    BareFileName,
     ChangesConfig,
     Config,
     DeferredSecret,
@@ -65,7 +62,14 @@ from choreo_ingest.config_model import (
     ServeConfig,
     reveal,
 )
-from choreo_ingest.config_values import Invalid, home_expanded, interpolate, parse_listen
+from choreo_ingest.config_secrets import (
+    document_secrets,
+    read_secret_file,
+    secret_file_shown,
+    secret_in,
+    secrets_masked,
+)
+from choreo_ingest.config_values import Invalid, home_expanded, parse_listen
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
@@ -141,50 +145,16 @@ def load_config(
         try:
             walk(document, "", environment, found)
             config = build(found, base=path.parent, source=path)
-            _check_provider_names(document, config, _document_secrets(document, environment))
+            _check_provider_names(document, config, document_secrets(document, environment))
         except ConfigError as error:
-            raise _secrets_masked(error, document, environment) from error.__cause__
+            masked = secrets_masked(error, document, environment, path.parent)
+            raise masked from error.__cause__
         return replace(config, warnings=file_warnings(path, document, config))
 
     config, withheld = read_document(
         path, parse=parse_yaml, check=check, for_cache=for_cache, secrets=secrets
     )
     return replace(config, source=path, secrets_withheld=withheld)
-
-
-def _secrets_masked(
-    error: ConfigError, document: dict[Any, Any], env: Mapping[str, str]
-) -> ConfigError:
-    """`error`, or the same error with the secrets `document` gives (a token, a client secret)
-    masked: one written in another key by mistake as well (`baseUrl: <the token>`, or as a key's
-    name) would be shown by that key's error, or the first 57 characters of it, as a value's
-    description cuts a long one (`config_values.describe`)."""
-    secrets = _document_secrets(document, env)
-    from choreo_ingest.logs import masked
-
-    def hidden(text: str) -> str:
-        for secret in sorted(secrets, key=len, reverse=True):
-            if len(secret) >= LONG_SECRET:  # no word of a message is one: masked wherever
-                text = _prefixes_masked(text, secret)
-        return masked(text, secrets)
-
-    message, path = hidden(str(error)), None if error.path is None else hidden(error.path)
-    if message == str(error) and path == error.path:
-        return error
-    shown = type(error)(message)
-    shown.path = path
-    return shown
-
-
-def _document_secrets(document: dict[Any, Any], env: Mapping[str, str]) -> set[str]:
-    """The token and client secret `document` gives, as written and as interpolated."""
-    secrets = set()
-    for key in SECRET_KEYS:
-        if isinstance(written := dig(document, key), str) and written.strip():
-            secrets.add(written.strip())
-            with suppress(Invalid):
-                secrets.add(interpolate(written, env, secret=True).strip())
-    return secrets
 
 
 def _check_provider_names(document: dict[Any, Any], config: Config, secrets: set[str]) -> None:
@@ -200,24 +170,6 @@ def _check_provider_names(document: dict[Any, Any], config: Config, secrets: set
                 "is the token or client secret this file gives, not a provider's name",
                 path=f"providers[{index}]{'.name' if named else ''}",
             )
-
-
-LONG_SECRET = 16
-"""Secrets this long are masked wherever they stand, within a word too (`openchoreo.<it>`), and
-so is any start of one at least this long: a value's description keeps only the first 57
-characters of a longer value (`config_values.describe`), which may end inside the secret."""
-
-
-def _prefixes_masked(text: str, secret: str) -> str:
-    """`text` with each run that starts `secret`, LONG_SECRET characters or more, masked."""
-    start = text.find(secret[:LONG_SECRET])
-    while start != -1:
-        end = start + LONG_SECRET
-        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
-            end += 1
-        text = f"{text[:start]}***{text[end:]}"
-        start = text.find(secret[:LONG_SECRET], start + 3)
-    return text
 
 
 def with_secrets(config: Config) -> Config:
@@ -340,51 +292,6 @@ def require_secrets(config: Config) -> None:
     for value in _secrets(config):
         if isinstance(value, DeferredSecret):
             raise value.error()
-
-
-def read_secret_file(path: SecretPath | None, key: str) -> str | None:
-    """The secret in the file `key` names (trimmed); None when unset. A deferred path, an
-    unreadable or an empty file is a ConfigError naming `key`."""
-    if isinstance(path, DeferredSecret):
-        raise path.error()
-    if path is None:
-        return None
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise ConfigError(f"cannot read {secret_file_shown(path)}: {reason}", path=key) from None
-    return secret_in(raw, path, key)
-
-
-def secret_in(raw: bytes, path: str | Path, key: str) -> str:
-    """The secret a secret file's bytes hold: UTF-8 text (a byte order mark dropped, as an
-    editor on Windows writes it), trimmed, on one line; else a ConfigError naming `key` and
-    the file, never the content."""
-    try:
-        text = raw.decode("utf-8").removeprefix("\ufeff").strip()
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text (UTF-16? save it as UTF-8)", path=key) from None
-    if not text:
-        raise ConfigError(f"{path}: the file is empty", path=key)
-    if "\n" in text or "\r" in text:
-        raise ConfigError(f"{path}: more than one line (the secret alone, on one line)", path=key)
-    return text
-
-
-def secret_file_shown(path: str | Path) -> str:
-    """A secret file's path as an error shows it: as it is where it is a path (the file is
-    there, or its directory is), else not at all, since the secret itself may have been
-    written where its file's path belongs (`tokenFile: <the token>`)."""
-    try:
-        file = home_expanded(str(path))
-    except Invalid:
-        file = Path(path)
-    if file.exists():
-        return str(path)
-    if "/" in str(path) and file.parent.is_dir() and not isinstance(path, BareFileName):
-        return str(path)
-    return "the file it names (not shown: it may be the secret itself)"
 
 
 def require_api(config: Config) -> None:

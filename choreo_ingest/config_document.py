@@ -135,7 +135,7 @@ _TARGETS = {
     "serve.events.secretFile": "serve.events_secret_file",
 }
 SECRET_KEYS = frozenset({TOKEN_SHORTHAND, f"{AUTH_KEY}.token", f"{OAUTH_KEY}.clientSecret"})
-_SECRET_FILES = frozenset(
+SECRET_FILES = frozenset(
     {f"{AUTH_KEY}.tokenFile", f"{OAUTH_KEY}.clientSecretFile", "serve.auth.tokenFile"}
     | {"serve.events.secretFile", "state.passwordFile"}
 )
@@ -145,7 +145,7 @@ _HIDDEN_VALUES = SECRET_KEYS | {"state.url"}
 # of one may be that secret (`serve: {auth: <the token>}`).
 _SECRET_SECTIONS = frozenset(
     path.rsplit(".", depth)[0]
-    for path in _HIDDEN_VALUES | _SECRET_FILES
+    for path in _HIDDEN_VALUES | SECRET_FILES
     for depth in range(1, path.count(".") + 1)
 ) - {"openchoreo", "state"}  # a URL given as `state` is shown with its password masked
 
@@ -187,7 +187,7 @@ def _target(path: str) -> str:
     return _TARGETS.get(path) or re.sub("([A-Z])", r"_\1", path).lower()
 
 
-_SECRET_FILE_TARGETS = frozenset(_target(key) for key in _SECRET_FILES)  # their `found` keys
+_SECRET_FILE_TARGETS = frozenset(_target(key) for key in SECRET_FILES)  # their `found` keys
 
 
 def walk(node: object, section: str, env: Mapping[str, str], found: dict[str, Any]) -> None:
@@ -216,12 +216,12 @@ def parse_key(path: str, value: object, env: Mapping[str, str]) -> object:
     for the environment (VAR unset) is a DeferredSecret: only the API needs it."""
     secret = path in SECRET_KEYS
     hidden = path in _HIDDEN_VALUES
-    deferrable = secret or path in _SECRET_FILES
+    deferrable = secret or path in SECRET_FILES
     try:
         return _SCHEMA[path](expand(value, env, secret=secret, hidden=hidden))
     except Invalid as err:
         # A secret file's key given the secret itself, of the wrong type (a number): not shown
-        shown = hidden or path in _SECRET_FILES
+        shown = hidden or path in SECRET_FILES
         got = "" if err.value is NOTHING else f", got {describe(err.value, secret=shown)}"
         if deferrable and isinstance(value, str) and uses_environment(value):
             return DeferredSecret(path + err.where, f"{err.problem}{got}")

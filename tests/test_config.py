@@ -5,6 +5,7 @@ import json
 import os
 import re
 import textwrap
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PosixPath
@@ -904,6 +905,80 @@ class TestSecrets:
         shown = f"{caught.value} {caught.value.path}"
         assert secret[:LONG_SECRET_SHOWN] not in shown
         assert "***" in str(caught.value)
+
+    @pytest.mark.parametrize("secret", [SECRET, LONG_SECRET], ids=["short", "64-characters"])
+    @pytest.mark.parametrize(
+        "section",
+        [
+            "openchoreo: {{auth: {{tokenFile: {f}}}}}",
+            "openchoreo: {{auth: {{oauth: {{tokenUrl: https://idp/t, clientId: c, "
+            "clientSecretFile: {f}}}}}}}",
+            "serve: {{auth: {{tokenFile: {f}}}}}",
+            "serve: {{events: {{secretFile: {f}}}}}",
+            "state: {{url: 'postgresql://u@db/x', passwordFile: {f}}}",
+        ],
+        ids=["token-file", "client-secret-file", "serve-token-file", "events-secret", "password"],
+    )
+    def test_a_secret_files_content_written_in_another_key_is_masked_in_its_error(
+        self, tmp_path: Path, section: str, secret: str
+    ) -> None:
+        """The secret pasted into a key as well as saved in its file: the file, which a load
+        never reads, is read for the error, and what it holds is masked as a written one is."""
+        (tmp_path / "secret.txt").write_text(f"\ufeff{secret}\n", encoding="utf-8")
+        text = section.format(f="secret.txt") + f"\nmapping: {{defaultOwner: '{secret} x'}}\n"
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text)
+
+        shown = f"{caught.value} {caught.value.path}"
+        assert caught.value.path == "mapping.defaultOwner"
+        assert secret[:LONG_SECRET_SHOWN] not in shown
+        assert "***" in str(caught.value)
+
+    @pytest.mark.parametrize(
+        ("written", "env"),
+        [
+            ("'{home}/keys/secret.txt'", {}),
+            ("'${{KEYS}}/secret.txt'", {"KEYS": "{home}/keys"}),
+            ("keys/secret.txt", {}),
+        ],
+        ids=["absolute", "from-the-environment", "in-the-files-directory"],
+    )
+    def test_a_secret_file_is_found_for_masking_as_the_load_finds_it(
+        self, tmp_path: Path, written: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Relative to the config file's directory, not the working directory (cron's is /)."""
+        (tmp_path / "keys").mkdir()
+        (tmp_path / "keys" / "secret.txt").write_text(SECRET, encoding="utf-8")
+        monkeypatch.chdir("/")
+        file = written.format(home=tmp_path)
+        text = f"openchoreo: {{baseUrl: {SECRET}, auth: {{tokenFile: {file}}}}}\n"
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text, {k: v.format(home=tmp_path) for k, v in env.items()})
+
+        assert caught.value.path == "openchoreo.baseUrl"
+        assert SECRET not in str(caught.value)
+
+    def test_a_secret_file_that_is_a_pipe_is_not_read_for_an_error(self, tmp_path: Path) -> None:
+        """Opening a pipe with no writer blocks, and a read would take the secret from its
+        reader: the error comes back at once, its value shown."""
+        os.mkfifo(tmp_path / "secret.pipe")
+        text = "openchoreo: {baseUrl: not-a-url, auth: {tokenFile: secret.pipe}}\n"
+        errors: list[ConfigError] = []
+
+        def load() -> None:
+            with pytest.raises(ConfigError) as caught:
+                load_text(tmp_path, text)
+            errors.append(caught.value)
+
+        loading = threading.Thread(target=load, daemon=True)
+        loading.start()
+        loading.join(timeout=30)
+
+        assert not loading.is_alive(), "the error waited on the pipe"
+        assert [error.path for error in errors] == ["openchoreo.baseUrl"]
+        assert "not-a-url" in str(errors[0])
 
     @pytest.mark.parametrize(
         ("providers", "key"),

@@ -54,6 +54,7 @@ LAYERS = {
     "config_hints": 1,
     "config_file": 1,
     "config_yaml": 1,
+    "config_secrets": 1,
     "models": 1,
     "errors": 1,
     "clock": 1,
