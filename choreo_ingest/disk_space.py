@@ -20,8 +20,9 @@ can take as much again), is a warning."""
 
 
 class Room(NamedTuple):
-    free_bytes: int
-    """What a user who is not root may still write (`f_bavail`)."""
+    free_bytes: int | None
+    """What this user may still write (root may use the blocks reserved for it); None where the
+    file system does not count its space."""
     free_inodes: int | None
     """Files that may still be made; None where the file system does not count them."""
 
@@ -30,9 +31,15 @@ RoomReader = Callable[[Path], Room]
 
 
 def room_at(directory: Path) -> Room:
+    """The room on the file system of `directory` (OSError where it cannot be looked at)."""
     found = os.statvfs(directory)
-    inodes = found.f_favail if found.f_files else None  # 0 files: not counted (btrfs, NFS)
-    return Room(found.f_bavail * found.f_frsize, inodes)
+    root = os.geteuid() == 0
+    blocks = found.f_bfree if root else found.f_bavail
+    inodes = found.f_ffree if root else found.f_favail
+    return Room(
+        blocks * found.f_frsize if found.f_blocks else None,  # 0 blocks: not counted (FUSE)
+        inodes if found.f_files else None,  # 0 files: not counted (btrfs, NFS)
+    )
 
 
 def space_check(
@@ -60,7 +67,7 @@ def space_check(
         )
     except OSError:  # a name too long, a directory out of reach: the path checks say it
         return None
-    if found.free_bytes < TOO_LITTLE:
+    if found.free_bytes is not None and found.free_bytes < TOO_LITTLE:
         detail = f"{place}: its file system is full ({_size(found.free_bytes)} free)"
         return Check(key, False, detail, state_store=state_store)
     if found.free_inodes == 0:
@@ -68,7 +75,7 @@ def space_check(
         if made:
             return Check(key, True, f"{detail}; a run needs none", warning=True)
         return Check(key, False, detail, state_store=state_store)
-    if found.free_bytes < wanted:
+    if found.free_bytes is not None and found.free_bytes < wanted:
         detail = (
             f"{place}: {_size(found.free_bytes)} free on its file system, less than "
             f"{_size(wanted)}: a run's writes may fail when it is full"

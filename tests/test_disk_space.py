@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -87,8 +88,43 @@ def test_a_large_state_file_wants_its_own_size_again(tmp_path: Path) -> None:
 def test_the_room_of_a_real_file_system_is_read(tmp_path: Path) -> None:
     found = room_at(tmp_path)
 
+    assert found.free_bytes is not None
     assert found.free_bytes > 0
     assert found.free_inodes is None or found.free_inodes > 0
+
+
+def statvfs_result(blocks: int, free: int, available: int, files: int) -> os.statvfs_result:
+    """A file system of 4 KiB blocks whose reserve for root is `free - available` blocks (and
+    as many inodes)."""
+    fields = (4096, 4096, blocks, free, available, files, free, available, 0, 255)
+    return os.statvfs_result(fields)
+
+
+@pytest.mark.parametrize(
+    ("euid", "wanted"),
+    [(0, Room(100 * 4096, 100)), (1000, Room(40 * 4096, 40))],
+    ids=["root-may-use-the-reserve", "a-user-may-not"],
+)
+def test_the_room_is_what_this_user_may_write(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, euid: int, wanted: Room
+) -> None:
+    """As the store judges a "disk I/O error" (root's writes go on into the reserve), so that
+    `check` as root does not call full a file system its run still writes to."""
+    monkeypatch.setattr(os, "statvfs", lambda path: statvfs_result(1000, 100, 40, 5000))
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+
+    assert room_at(tmp_path) == wanted
+
+
+def test_a_file_system_that_counts_no_space_is_not_called_full(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Some FUSE and network file systems answer statvfs with zeros: their room is unknown,
+    and no check fails or warns on it."""
+    monkeypatch.setattr(os, "statvfs", lambda path: statvfs_result(0, 0, 0, 0))
+
+    assert room_at(tmp_path) == Room(None, None)
+    assert space_check("state.path", tmp_path / "state.db", state_store=True) is None
 
 
 def test_check_fails_a_full_state_file_system_as_a_state_store_error(

@@ -30,7 +30,6 @@ LAYERS = {
     "events": 3,
     "event_backlog": 3,
     "event_retries": 3,
-    "disk_space": 3,
     "event_input": 3,
     "mirror": 3,
     "mirror_marker": 3,
@@ -55,6 +54,7 @@ LAYERS = {
     "config_file": 1,
     "config_yaml": 1,
     "config_secrets": 1,
+    "disk_space": 1,  # the room on a file system, as `check` and the store read it
     "models": 1,
     "errors": 1,
     "clock": 1,

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from choreo_ingest.disk_space import room_at
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
 from choreo_ingest.store.schema import (
     MIGRATION_NAMES,
@@ -400,13 +401,10 @@ LOW_SPACE_BYTES = 1 << 20
 def _out_of_space(path: Path) -> bool:
     """Whether the state file's file system has (next to) no room left for this user."""
     try:
-        info = os.statvfs(path.parent)
+        free = room_at(path.parent).free_bytes
     except OSError:
         return False
-    if info.f_blocks == 0:  # a file system that does not count its space
-        return False
-    blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail  # root may use the reserve
-    return blocks * info.f_frsize < LOW_SPACE_BYTES
+    return free is not None and free < LOW_SPACE_BYTES
 
 
 def _undecodable_column(error: sqlite3.Error) -> str | None:
