@@ -3,6 +3,9 @@ gives (written in it, or in a file it names) out of its errors."""
 
 from __future__ import annotations
 
+import codecs
+import os
+import re
 import stat
 from collections.abc import Mapping
 from contextlib import suppress
@@ -19,7 +22,8 @@ LONG_SECRET = 16
 so is any start of one at least this long: a value's description keeps only the first 57
 characters of a longer value (`config_values.describe`), which may end inside the secret."""
 
-_LARGEST_SECRET_FILE = 64 * 1024  # a JWT is a few KiB; a larger file holds no secret of ours
+LARGEST_SECRET_FILE = 64 * 1024
+"""A secret file holds no more (a JWT is a few KiB): a larger one is refused where it is used."""
 
 
 def secrets_masked(
@@ -37,14 +41,20 @@ def secrets_masked(
         for secret in sorted(secrets, key=len, reverse=True):
             if len(secret) >= LONG_SECRET:  # no word of a message is one: masked wherever
                 text = _prefixes_masked(text, secret)
+            text = _cut_start_masked(text, secret)
         return masked(text, secrets)
 
-    message, path = hidden(str(error)), None if error.path is None else hidden(error.path)
-    if message == str(error) and path == error.path:
+    def hidden_path(path: str) -> str:  # a key named with a secret: `mapping.<it>.owner`
+        parts = re.split(r"([.\[\]])", hidden(path))
+        return "".join("***" if part in secrets else part for part in parts)
+
+    text, path = str(error), error.path
+    if path is not None:  # the message begins with the key's path
+        text = text.removeprefix(f"{path}: ")
+    message, shown_path = hidden(text), None if path is None else hidden_path(path)
+    if (message, shown_path) == (text, path):
         return error
-    shown = type(error)(message)
-    shown.path = path
-    return shown
+    return type(error)(message, path=shown_path)
 
 
 def document_secrets(document: dict[Any, Any], env: Mapping[str, str]) -> set[str]:
@@ -59,19 +69,55 @@ def document_secrets(document: dict[Any, Any], env: Mapping[str, str]) -> set[st
 
 
 def _file_secrets(document: dict[Any, Any], env: Mapping[str, str], base: Path) -> set[str]:
-    """The secrets held by the files `document` names (read for an error only: a load reads no
-    secret file). A file that is not there, not a regular file (a pipe would block, or lose its
-    secret to this read), too large or not one line of text holds none to mask."""
+    """What the files `document` names hold, read for an error only (a load reads no secret
+    file): the whole text and each line, however the file is written (UTF-16, more than one
+    line: a file its key would refuse may hold the secret all the same). Only a regular file
+    with something in it is read, and no more than a secret file may hold: a pipe would block
+    or lose its secret to this read, and so would `/proc/kmsg`, which says it is empty."""
     secrets = set()
     for key in SECRET_FILES:
         if not isinstance(written := dig(document, key), str) or not written.strip():
             continue
-        with suppress(Invalid, OSError, ConfigError):
+        with suppress(Invalid, OSError):
             file = base / home_expanded(interpolate(written, env, secret=False).strip())
-            status = file.stat()
-            if stat.S_ISREG(status.st_mode) and status.st_size <= _LARGEST_SECRET_FILE:
-                secrets.add(secret_in(file.read_bytes(), file, key))
-    return secrets
+            descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            with os.fdopen(descriptor, "rb") as opened:
+                status = os.fstat(descriptor)
+                if stat.S_ISREG(status.st_mode) and status.st_size > 0:
+                    text = _decoded(opened.read(LARGEST_SECRET_FILE)).strip()
+                    lines = {line.strip() for line in text.splitlines()}
+                    secrets |= {text} | {line for line in lines if len(line) >= _LINE_MASKED}
+    return secrets - {""}
+
+
+_LINE_MASKED = 8
+"""A line of a file of several this long is masked as a secret; a shorter one (`#`, a word)
+would mask the same word all over the message."""
+
+
+def _decoded(raw: bytes) -> str:
+    utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    return raw.decode("utf-16" if utf16 else "utf-8", errors="replace").removeprefix("\ufeff")
+
+
+_CUT_MARKS = ("...'", '..."')  # where `config_values.describe` cut a long value short
+_SHORTEST_CUT_START = 4
+
+
+def _cut_start_masked(text: str, secret: str) -> str:
+    """`text` with a start of `secret` that ends a value cut short masked: shorter than
+    LONG_SECRET (a longer one `_prefixes_masked` finds), down to _SHORTEST_CUT_START."""
+    longest = min(len(secret), LONG_SECRET - 1)
+    for mark in _CUT_MARKS:
+        end = text.find(mark)
+        while end != -1:
+            for length in range(longest, _SHORTEST_CUT_START - 1, -1):
+                if text.endswith(secret[:length], 0, end):
+                    text = f"{text[: end - length]}***{text[end:]}"
+                    end += 3 - length
+                    break
+            end = text.find(mark, end + len(mark))
+    return text
 
 
 def _prefixes_masked(text: str, secret: str) -> str:
@@ -94,10 +140,13 @@ def read_secret_file(path: SecretPath | None, key: str) -> str | None:
     if path is None:
         return None
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            raw = file.read(LARGEST_SECRET_FILE + 1)
     except OSError as error:
         reason = error.strerror or str(error)
         raise ConfigError(f"cannot read {secret_file_shown(path)}: {reason}", path=key) from None
+    if len(raw) > LARGEST_SECRET_FILE:
+        raise ConfigError(f"{path}: larger than 64 KiB, not a secret file", path=key)
     return secret_in(raw, path, key)
 
 

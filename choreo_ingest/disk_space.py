@@ -21,8 +21,7 @@ can take as much again), is a warning."""
 
 class Room(NamedTuple):
     free_bytes: int | None
-    """What this user may still write (root may use the blocks reserved for it); None where the
-    file system does not count its space."""
+    """What may still be written; None where the file system does not count its space."""
     free_inodes: int | None
     """Files that may still be made; None where the file system does not count them."""
 
@@ -30,10 +29,13 @@ class Room(NamedTuple):
 RoomReader = Callable[[Path], Room]
 
 
-def room_at(directory: Path) -> Room:
-    """The room on the file system of `directory` (OSError where it cannot be looked at)."""
+def room_at(directory: Path, *, reserve: bool = False) -> Room:
+    """The room on the file system of `directory` (OSError where it cannot be looked at): what a
+    user who is not root may use, as `df` shows it (`check` judges that, whoever runs it: cron's
+    user may not be root); with `reserve`, what this process may, root's reserve included (as
+    the store judges an I/O error its own write met)."""
     found = os.statvfs(directory)
-    root = os.geteuid() == 0
+    root = reserve and os.geteuid() == 0
     blocks = found.f_bfree if root else found.f_bavail
     inodes = found.f_ffree if root else found.f_favail
     return Room(

@@ -960,6 +960,59 @@ class TestSecrets:
         assert caught.value.path == "openchoreo.baseUrl"
         assert SECRET not in str(caught.value)
 
+    @pytest.mark.parametrize("secret", ["hunter2-t0ken", LONG_SECRET], ids=["short", "long"])
+    @pytest.mark.parametrize(
+        "content",
+        ["{s}\n# issued 2026-12-01\n", "utf-16:{s}\r\n", "{s}\n" * 6000],
+        ids=["two-lines", "utf-16", "over-64-KiB"],
+    )
+    def test_a_secret_file_its_key_would_refuse_is_masked_all_the_same(
+        self, tmp_path: Path, content: str, secret: str
+    ) -> None:
+        """A file the token's own key refuses (two lines, UTF-16 as Windows tools write it, too
+        large) still holds the secret that was pasted into another key."""
+        text = content.format(s=secret)
+        raw = text.removeprefix("utf-16:").encode("utf-16" if "utf-16:" in text else "utf-8")
+        (tmp_path / "token").write_bytes(raw)
+        config = f"openchoreo: {{baseUrl: {secret}, auth: {{tokenFile: token}}}}\n"
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, config)
+
+        assert caught.value.path == "openchoreo.baseUrl"
+        assert secret[:LONG_SECRET_SHOWN] not in str(caught.value)
+
+    def test_a_secret_file_over_64_kib_is_refused_where_it_is_used(self, tmp_path: Path) -> None:
+        (tmp_path / "token").write_bytes(b"t" * (64 * 1024 + 1))
+
+        with pytest.raises(ConfigError) as caught:
+            read_secret_file(tmp_path / "token", "openchoreo.auth.tokenFile")
+
+        assert caught.value.path == "openchoreo.auth.tokenFile"
+        assert "larger than 64 KiB" in str(caught.value)
+        assert "tttt" not in str(caught.value)
+
+    @pytest.mark.parametrize("shown", [4, 9, 15])
+    def test_the_start_of_a_secret_that_ends_a_value_cut_short_is_masked(
+        self, tmp_path: Path, shown: int
+    ) -> None:
+        """A long value is quoted cut after 57 characters: a secret in it past that point shows
+        only its start, which is masked however short (down to 4 characters)."""
+        value = "x" * (57 - shown) + LONG_SECRET
+        text = f"openchoreo: {{token: {LONG_SECRET}}}\nmapping: {{defaultOwner: {value}}}\n"
+
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, text)
+
+        assert f"{'x' * (57 - shown)}***...'" in str(caught.value)
+
+    def test_a_key_named_with_a_short_secret_is_masked_in_its_path(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as caught:
+            load_text(tmp_path, "openchoreo: {token: hunter2}\nmapping: {hunter2: x}\n")
+
+        assert caught.value.path == "mapping.***"
+        assert "hunter2" not in str(caught.value)
+
     def test_a_secret_file_that_is_a_pipe_is_not_read_for_an_error(self, tmp_path: Path) -> None:
         """Opening a pipe with no writer blocks, and a read would take the secret from its
         reader: the error comes back at once, its value shown."""

@@ -64,7 +64,6 @@ ALLOWED_OWN = {
     "choreo_ingest.config_file",
     "choreo_ingest.config_model",
     "choreo_ingest.config_secrets",  # secret files and masking, split off config
-    "choreo_ingest.disk_space",  # the room on a file system, read by the store on an I/O error
     "choreo_ingest.config_values",
     "choreo_ingest.errors",
     "choreo_ingest.event_retries",  # the objects `status` shows waiting alone (json only)

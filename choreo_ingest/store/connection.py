@@ -19,7 +19,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from choreo_ingest.disk_space import room_at
 from choreo_ingest.errors import NotAStateFile, SchemaTooNew, StateError
 from choreo_ingest.store.schema import (
     MIGRATION_NAMES,
@@ -400,8 +399,10 @@ LOW_SPACE_BYTES = 1 << 20
 
 def _out_of_space(path: Path) -> bool:
     """Whether the state file's file system has (next to) no room left for this user."""
+    from choreo_ingest.disk_space import room_at  # on an I/O error only
+
     try:
-        free = room_at(path.parent).free_bytes
+        free = room_at(path.parent, reserve=True).free_bytes
     except OSError:
         return False
     return free is not None and free < LOW_SPACE_BYTES

@@ -203,6 +203,24 @@ class TestTranslation:
         assert str(state_error(state_path, error)) == f"state store {state_path}: {said}"
 
     @pytest.mark.parametrize(
+        ("euid", "said"),
+        [(0, "I/O error (disk I/O error)"), (1000, "disk full (disk I/O error, no space left")],
+        ids=["root-writes-into-the-reserve", "a-user-may-not"],
+    )
+    def test_root_s_reserve_counts_as_room_for_root(
+        self, state_path: Path, monkeypatch: pytest.MonkeyPatch, euid: int, said: str
+    ) -> None:
+        """No room left but root's reserve (64 MiB of it): root's write went on, so its I/O error
+        is not a full disk."""
+        reserved = os.statvfs_result((4096, 4096, 100_000, 16_384, 0, 1_000, 1_000, 0, 0, 255))
+        monkeypatch.setattr(os, "statvfs", lambda path: reserved)
+        monkeypatch.setattr(os, "geteuid", lambda: euid)
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE  # type: ignore[attr-defined]
+
+        assert str(state_error(state_path, error)).startswith(f"state store {state_path}: {said}")
+
+    @pytest.mark.parametrize(
         ("statement", "error"),
         [
             ("SELEC 1", sqlite3.OperationalError),
