@@ -243,6 +243,19 @@ class Delta:
     again, its projects and components there all along): a fresh walk is requested, in the
     delta's transaction (the fact `refreshRequested`, as for events a full inbox refused)."""
 
+    def then(self, later: Delta) -> Delta:
+        """One delta that does this one's work, then `later`'s: where both write an entity or
+        an index row, `later`'s stands (a ref either removes and either upserts stays, as
+        within one delta)."""
+        upserts = {entity.ref: entity for entity in [*self.upserts, *later.upserts]}
+        return Delta(
+            upserts=list(upserts.values()),
+            removals=[*self.removals, *later.removals],
+            removal_scopes=[*self.removal_scopes, *later.removal_scopes],
+            index=[*self.index, *later.index],
+            refresh=self.refresh or later.refresh,
+        )
+
 
 @dataclass
 class ProviderRecord:

@@ -3,14 +3,16 @@
 Each event re-reads what it names, whatever its `action` says (the forwarder does not say what
 changed): the API's 404 (`code: NOT_FOUND`) means gone, and the entity leaves with everything
 below it; a 404 in another shape (a proxy's) fails the event, which is tried again. A workload event
-recomputes its component's APIs, found through the indexed workload -> component link even when
-the workload answers 404; a project event whose owner changed maps its components again, since
-those without an owner of their own take the project's.
+recomputes its component's APIs, and those of the component the indexed workload -> component
+link names (the workload answers 404, or was made again for another); a project event whose
+owner changed maps its components again, since those without an owner of their own take the
+project's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import reduce
 from typing import Any
 
 from choreo_ingest.clock import parse_rfc3339
@@ -351,16 +353,16 @@ def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
+    key = f"{namespace}/{workload}"
+    row = walk.index.by_key(WORKLOADS, [key]).get(key)
+    was = row.group.partition("/")[2] if row is not None else None
     resource = _read(walk, _object_path(namespace, "workloads", workload))
-    if resource is not None:
-        component = spec_owner(resource, "componentName")
-    else:
-        known = walk.index.by_key(WORKLOADS, [f"{namespace}/{workload}"])
-        row = known.get(f"{namespace}/{workload}")
-        component = row.group.partition("/")[2] if row is not None else None
-    if component is None:
-        return Delta(index=[IndexEntry(WORKLOADS, f"{namespace}/{workload}")])
-    return _component_delta(walk, namespace, component)
+    now = was if resource is None else spec_owner(resource, "componentName")
+    owners = [component for component in dict.fromkeys([was, now]) if component]
+    if not owners:
+        return Delta(index=[IndexEntry(WORKLOADS, key)])
+    # The component it left first (an owner is immutable; a name is not): the new link wins.
+    return reduce(Delta.then, [_component_delta(walk, namespace, c) for c in owners])
 
 
 def _workloads_of(
@@ -445,21 +447,17 @@ def _released_claims(
     """Deletions of the component's claims on API names, as a member of each of `projects`,
     for the endpoints of `workload` (its indexed one)."""
     endpoints = api_endpoint_names(workload, walk.config.mapping) if projects else []
-    return [
-        IndexEntry(
-            CLAIMS,
-            claim_key(
-                ApiClaim(
-                    namespace=namespace_name(namespace),
-                    owner=(project, component),
-                    endpoint=endpoint,
-                    plain=v1_api_entity_name(project, component, endpoint),
-                )
-            ),
+    claims = [
+        ApiClaim(
+            namespace=namespace_name(namespace),
+            owner=(project, component),
+            endpoint=endpoint,
+            plain=v1_api_entity_name(project, component, endpoint),
         )
         for project in projects
         for endpoint in endpoints
     ]
+    return [IndexEntry(CLAIMS, claim_key(claim)) for claim in claims]
 
 
 class _OverlayIndex:

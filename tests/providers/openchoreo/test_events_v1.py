@@ -171,6 +171,36 @@ def test_deleted_workload_is_found_through_the_stored_link(scenario: Scenario) -
     assert found == expected_catalog(scenario.world)
 
 
+@pytest.mark.parametrize(
+    "events", [["deleted", "created"], ["created"]], ids=["both-events", "only-the-last"]
+)
+def test_a_workload_made_again_for_another_component_leaves_the_one_it_left(
+    scenario: Scenario, events: list[str]
+) -> None:
+    """A workload's owner is immutable, so it moves by being deleted and made again under its
+    name: the component it left drops the APIs it served, whichever events arrive (the
+    forwarder's `deleted` may be lost, or coalesced with the `created` after it)."""
+    ns, world = scenario.namespace, scenario.world
+    name, apis, project = _component_with_apis(scenario)
+    served = {"moved": {"type": "HTTP", "port": 80, "schema": SCHEMA}}
+    world.add_component(ns, project, "zz-heir", endpoints={})
+    scenario.send(event("Component", "zz-heir", ns, "created"))
+    scenario.drain()
+    [workload, *_] = _indexed_workloads(scenario, name)
+    world.delete_workload(ns, workload)
+    world.add_workload(ns, workload, component="zz-heir", endpoints=served)
+
+    scenario.send(*(event("Workload", workload, ns, action) for action in events))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found == expected_catalog(scenario.world)
+    assert not apis & set(found)
+    assert found[scenario.ref("Component", "zz-heir")] == {f"api:{ns}/{project}-zz-heir-moved"}
+    assert workload in _indexed_workloads(scenario, "zz-heir")
+    assert workload not in _indexed_workloads(scenario, name)
+
+
 def _indexed_workloads(scenario: Scenario, component: str) -> list[str]:
     with Store.open(scenario.state_path, readonly=True) as store:
         group = f"{scenario.namespace}/{component}"

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+from choreo_ingest.models import Delta, IndexEntry
+
+from fakes import make_entity
+
+
+def test_a_delta_then_another_keeps_the_later_entity_and_index_row() -> None:
+    """Two components' deltas for one event (a workload that moved): where both write one
+    entity or one index row, the later one's stands; everything else of both is kept."""
+    shared, mine, theirs = make_entity("shared"), make_entity("mine"), make_entity("theirs")
+    newer = replace(shared, body={**shared.body, "spec": {"type": "website"}})
+    first = Delta(
+        upserts=[shared, mine],
+        removals=["api:default/old"],
+        removal_scopes=["ns/p/mine"],
+        index=[IndexEntry("workload", "ns/w", "ns/mine", {"at": 1})],
+    )
+    later = Delta(
+        upserts=[newer, theirs],
+        removal_scopes=["ns/p/theirs"],
+        index=[IndexEntry("workload", "ns/w", "ns/theirs", {"at": 2})],
+        refresh=True,
+    )
+
+    both = first.then(later)
+
+    assert {entity.ref: entity.body for entity in both.upserts} == {
+        shared.ref: newer.body,
+        mine.ref: mine.body,
+        theirs.ref: theirs.body,
+    }
+    assert list(both.removals) == ["api:default/old"]
+    assert list(both.removal_scopes) == ["ns/p/mine", "ns/p/theirs"]
+    assert [entry.group for entry in both.index] == ["ns/mine", "ns/theirs"]  # the last one wins
+    assert both.refresh
