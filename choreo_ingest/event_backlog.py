@@ -191,6 +191,24 @@ def apply_refresh_request(
     )
 
 
+def dropped_for_a_walk(
+    store: Store,
+    provider: str,
+    max_pending: int,
+    clock: Clock,
+    flooding: Callable[[str], float | None] | None,
+) -> int | None:
+    """How many of `provider`'s pending events were dropped for a fresh walk, as they arrive
+    as a flood or are past its limit (`backlog_limit`); None when they are to be re-read."""
+    count = store.pending_event_count(provider)
+    flood = count > 0 and flooding is not None and flooding(provider) is not None
+    if count > max_pending or flood:
+        limit = backlog_limit(store, provider, max_pending)
+        if count > limit.count or flood:
+            return drop_backlog(store, provider, limit, clock, flood=flood)
+    return None
+
+
 def drop_backlog(store: Store, provider: str, limit: Limit, clock: Clock, *, flood: bool) -> int:
     """Too many events to re-read one by one (an event forwarder that just started sends one per
     object): drop them and ask for a fresh walk instead.

@@ -28,7 +28,7 @@ from choreo_ingest.errors import (
     UnsupportedEvent,
     needs_mending,
 )
-from choreo_ingest.event_backlog import backlog_limit, drop_backlog, request_refresh
+from choreo_ingest.event_backlog import dropped_for_a_walk, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.event_retries import EventRetries, may_fail_alone, rereads
 from choreo_ingest.logs import get_logger, scrub_secrets
@@ -224,35 +224,32 @@ def drain_inbox(
     deadline: float | None = None,
     flooding: Callable[[str], float | None] | None = None,
 ) -> DrainStats:
-    """Apply this provider's pending events in arrival order, until `deadline` (monotonic;
-    `burstLength` from now by default).
+    """Apply the provider's pending events in arrival order until `deadline` (monotonic; else
+    `burstLength` from now), or drop them for a walk (`event_backlog`), mid-drain for a flood.
 
     A failed event keeps its place with one more attempt (parked after MAX_EVENT_ATTEMPTS).
     A transient or auth failure says the API is unwell, and a setting to mend (ConfigError)
     concerns every event too (as does a first event whose connection or token never came up,
-    or that timed out after an error answer), so the drain stops there instead of spending
-    every event's attempts, and the events wait (`eventsHeldUntil`) for the backoff step of that
-    event's attempts: `serve` drains every second, and an outage of seconds would park it.
-    Unless the failure may be its object's own (`event_retries`): then the next event that
-    re-reads tells, and when it reads fine, the failed event alone waits that step.
-    Any other failure of a `created`/`updated` event concerns that event alone (bad data, a
-    bug in the provider), so the events after it still apply: such an event re-reads the state
-    when it is retried, so applying it late cannot undo a newer event. A failed `deleted` event
-    (which could) always stops the drain. Running out of the burst's time, or being asked to
-    stop, ends the drain without counting an attempt, unless the event ran out of a whole
-    `burstLength` of its own.
+    or that timed out after an error answer): the drain stops there, and the events wait
+    (`eventsHeldUntil`) the backoff step of that event's attempts, rather than spend them all
+    (`serve` drains every second). Unless the failure may be its object's own (`event_retries`):
+    when the next event that re-reads reads fine, the failed event alone waits that step. Any
+    other failure of a `created`/`updated` event is that event's (bad data, a bug): the events
+    after it still apply (retried, it re-reads the state, so applying it late cannot undo a
+    newer event). A failed `deleted` event (which could) stops the drain. Running out of time,
+    or being asked to stop, counts no attempt, unless the event had a whole `burstLength`.
     """
     stats = DrainStats()
     checking = provider if isinstance(provider, EventCheckingProvider) else None
     max_pending = checking.max_pending_events if checking is not None else None
+    watched: Callable[[str], float | None] = (
+        flooding if flooding is not None and max_pending is not None else lambda name: None
+    )
     if max_pending is not None:
-        count = store.pending_event_count(provider.name)
-        flood = count > 0 and flooding is not None and flooding(provider.name) is not None
-        if count > max_pending or flood:
-            limit = backlog_limit(store, provider.name, max_pending)
-            if count > limit.count or flood:
-                stats.dropped = drop_backlog(store, provider.name, limit, clock, flood=flood)
-                return stats
+        dropped = dropped_for_a_walk(store, provider.name, max_pending, clock, flooding)
+        if dropped is not None:
+            stats.dropped = dropped
+            return stats
     now = clock.now()
     facts = store.facts(provider.name)
     held = facts.get(EVENTS_HELD_FACT)
@@ -279,7 +276,7 @@ def drain_inbox(
     )
     with provider.around(context) as provider_context:
         for number, item in enumerate(pending):
-            if cancelled() or context.remaining() <= 0:
+            if cancelled() or context.remaining() <= 0 or watched(provider.name) is not None:
                 break
             if number % READ_AHEAD_EVENTS == 1:  # the first goes alone: it may need it all
                 ahead = pending[number : number + READ_AHEAD_EVENTS]
@@ -338,7 +335,8 @@ def drain_inbox(
                 shown = "while the API answered the event after it"
                 _wait_alone(store, provider.name, retries, suspect[0], config, clock, shown)
                 suspect = None
-        if suspect is not None and unwell is None and not cancelled() and context.remaining() > 0:
+        stopped = cancelled() or context.remaining() <= 0 or watched(provider.name) is not None
+        if suspect is not None and unwell is None and not stopped:
             # No event after it read: the provider's probe of its own tells, where it has one.
             answered, failure = _probe(provider, provider_context, cancelled)
             if answered:
@@ -348,6 +346,10 @@ def drain_inbox(
             elif failure is not None:
                 unwell = suspect[0], failure
     _save_retries(store, provider.name, retries, clock.now())
+    if max_pending is not None and watched(provider.name) is not None:  # began while re-read
+        dropped = dropped_for_a_walk(store, provider.name, max_pending, clock, watched)
+        if dropped is not None:
+            stats.dropped, unwell, suspect = dropped, None, None
     if unwell is None and suspect is not None:  # no event after it read: taken for the API's
         unwell = suspect
     if unwell is not None:

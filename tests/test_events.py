@@ -7,7 +7,7 @@ import json
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -1066,6 +1066,37 @@ class TestDrain:
         assert [outcome.action for outcome in after_it.providers] == [
             "burst" if flooding else "waiting"
         ]
+
+    def test_a_flood_that_begins_while_events_are_re_read_drops_the_rest_for_a_walk(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """At a real API's latency `serve`'s drain began with the forwarder's first events and
+        re-read them one by one while the rest of its start arrived; by the next drain the
+        flood's window had passed, and every object was re-read. The drain watches for it."""
+        config = make_config(tmp_path)
+        provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=30)
+        run(config, clock, provider)
+        feed(config, clock, *(component_event(f"e{i}", "created") for i in range(5)))
+        assert config.state_path is not None
+        provider.handled.clear()
+
+        def run_while(flood: Callable[[str], float | None]) -> RunResult:
+            return run_once(
+                config,
+                config.state_path,
+                clock,
+                providers={provider.name: provider},
+                rng=random.Random(0),
+                events_flooding=flood,
+            )
+
+        result = run_while(lambda _provider: 0.0 if len(provider.handled) >= 2 else None)
+        after_it = run_while(lambda _provider: None)
+
+        assert (result.events.applied, result.events.dropped) == (2, 3)
+        assert inbox(config) == []
+        assert events_total(config)["dropped"] == 3
+        assert [outcome.action for outcome in after_it.providers] == ["burst"]
 
     def test_backlog_within_the_pages_of_the_last_walk_is_applied_past_max_pending(
         self, tmp_path: Path, clock: FakeClock
