@@ -58,7 +58,7 @@ log = get_logger("choreo_ingest.providers.openchoreo")
 
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
 PROJECTS_PROBED = 20
-"""Projects a Namespace event reads to tell whether the catalog knows the namespace."""
+"""Projects a Namespace event reads (at most) to tell whether the catalog knows the namespace."""
 NEW_PROJECT_SECONDS = 600.0
 """A project made this recently has its own `created` event coming (`_holds_unknown_projects`)."""
 CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
@@ -189,7 +189,8 @@ def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
     their own `created` events come after the namespace's. A project without a creation time
     counts as new."""
     path = _listing_path(namespace, "projects")
-    listed = read_page(walk.client, path, {"limit": PROJECTS_PROBED}, None).items
+    limit = min(PROJECTS_PROBED, event_page_size(walk, "v1"))  # chunkSize holds here too
+    listed = read_page(walk.client, path, {"limit": limit}, None).items
     keys = [f"{namespace}/{name_of(project, path)}" for project in listed]
     if not keys or walk.index.by_key(PROJECT_OWNERS, keys):
         return False

@@ -67,7 +67,7 @@ V1_LISTINGS = [
         Event("Namespace", "acme", "updated", ""),
         {
             "/namespaces/acme": httpx.Response(200, json=UNLABELLED),
-            "/namespaces/acme/projects?limit=20": page(),  # a namespace without projects
+            "/namespaces/acme/projects?limit={chunk}": page(),  # a namespace without projects
         },
         "/namespaces?",
         (named("other"), UNLABELLED),
@@ -99,6 +99,7 @@ def test_a_v1_events_listing_asks_for_chunk_size_items_a_page_and_follows_the_cu
     chunk_size: int,
 ) -> None:
     first = f"{listing}limit={chunk_size}"
+    reads = {route.format(chunk=chunk_size): answer for route, answer in reads.items()}
     server = FakeV1(
         {**reads, first: page(pages[0], cursor="p2"), f"{first}&cursor=p2": page(pages[1])}
     )
