@@ -12,8 +12,6 @@ project's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from functools import reduce
-from typing import Any
 
 from choreo_ingest.clock import parse_rfc3339
 from choreo_ingest.errors import AuthError, NotFoundError
@@ -278,7 +276,7 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     # New to the catalog (its components were left out), or its owner changed (its components
     # without an owner of their own take the project's): map its components again.
     components = _listed(walk, namespace, "components", project=project)
-    harvest = component_harvest(_with_rows(walk, [row], []), namespace, components, listed=False)
+    harvest = component_harvest(_with_rows(walk, [row]), namespace, components, listed=False)
     return Delta(
         upserts=[*domain.entities, entity, *harvest.entities],
         removals=harvest.removals,
@@ -304,15 +302,14 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     fresh = {row.key for row in listed}
     stale = [IndexEntry(WORKLOADS, row.key) for row in indexed if row.key not in fresh]
     project = spec_owner(resource, "projectName") or ""
-    # A component deleted and made again in another project: its APIs there, named after
-    # that project, and their claims on names go too (the indexed workloads say where it was).
+    # Made again in another project, its APIs there go too (the indexed workloads say where it
+    # was). Its claims on names go, the harvest claims again those it still has: one it has no
+    # more is free for another at once, not only once the cycle prunes it.
     left = sorted(_projects_of(row.value for row in indexed) - {project})
-    released = _released_claims(walk, namespace, component, left, first_workload(indexed))
+    released = _released_claims(walk, namespace, component, [project, *left], indexed)
     system = _missing_project(walk, namespace, project)
-    kept = [row for row in system.index if row.value is not None]
-    dropped = [row for row in system.index if row.value is None]
     # The fresh rows are committed with the delta; the join must see them already.
-    overlay = _with_rows(walk, [*listed, *kept], [*stale, *dropped, *released])
+    overlay = _with_rows(walk, [*stale, *released, *system.index, *listed])
     harvest = component_harvest(overlay, namespace, [resource], listed=False)
     return Delta(
         upserts=[*system.entities, *harvest.entities],
@@ -359,11 +356,14 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
     was = row.group.partition("/")[2] if row is not None else None
     resource = _read(walk, _object_path(namespace, "workloads", workload))
     now = was if resource is None else spec_owner(resource, "componentName")
-    owners = [component for component in dict.fromkeys([was, now]) if component]
-    if not owners:
+    if not (owners := [component for component in dict.fromkeys([was, now]) if component]):
         return Delta(index=[IndexEntry(WORKLOADS, key)])
-    # The component it left first (an owner is immutable; a name is not): the new link wins.
-    return reduce(Delta.then, [_component_delta(walk, namespace, c) for c in owners])
+    # Made again for another (an owner is immutable; a name is not): the one it left first,
+    # and the one it joined as the rows of the first will stand (the names it freed, say).
+    first = _component_delta(walk, namespace, owners[0])
+    if len(owners) == 1:
+        return first
+    return first.then(_component_delta(_with_rows(walk, first.index), namespace, owners[1]))
 
 
 def _workloads_of(
@@ -424,7 +424,7 @@ def _component_gone(
         index=[
             *(IndexEntry(WORKLOADS, row.key) for row in known if row.key not in kept),
             *left,
-            *_released_claims(walk, namespace, component, projects, first_workload(known)),
+            *_released_claims(walk, namespace, component, projects, known),
         ],
     )
 
@@ -443,11 +443,11 @@ def _released_claims(
     namespace: str,
     component: str,
     projects: Sequence[str],
-    workload: Mapping[str, Any] | None,
+    indexed: Sequence[IndexEntry],
 ) -> list[IndexEntry]:
     """Deletions of the component's claims on API names, as a member of each of `projects`,
-    for the endpoints of `workload` (its indexed one)."""
-    endpoints = api_endpoint_names(workload, walk.config.mapping) if projects else []
+    for the endpoints of its `indexed` workloads' first (the one its APIs came from)."""
+    endpoints = api_endpoint_names(first_workload(indexed), walk.config.mapping) if projects else []
     claims = [
         ApiClaim(
             namespace=namespace_name(namespace),
@@ -462,12 +462,14 @@ def _released_claims(
 
 
 class _OverlayIndex:
-    """The walk's index with rows a delta is about to write laid over it."""
+    """The walk's index with the rows a delta is about to write laid over it, as `write_index`
+    writes them: the last entry of a key stands, and one without a value deletes its row."""
 
-    def __init__(self, walk: Walk, rows: Sequence[IndexEntry], removed: Sequence[IndexEntry]):
+    def __init__(self, walk: Walk, entries: Sequence[IndexEntry]):
+        written = {(row.table, row.key): row for row in entries}
         self._index = walk.index
-        self._rows = list(rows)
-        self._removed = {(row.table, row.key) for row in removed}
+        self._rows = [row for row in written.values() if row.value is not None]
+        self._removed = {key for key, row in written.items() if row.value is None}
 
     def by_key(
         self, table: str, keys: Sequence[str], *, current_only: bool = False
@@ -482,11 +484,10 @@ class _OverlayIndex:
         self, table: str, groups: Sequence[str], *, current_only: bool = False
     ) -> dict[str, list[IndexEntry]]:
         found = self._index.by_group(table, groups, current_only=current_only)
+        gone = self._removed | {(row.table, row.key) for row in self._rows}  # moved too
         for group in groups:
             mine = {row.key: row for row in self._rows if row.table == table and row.group == group}
-            kept = [
-                r for r in found[group] if (table, r.key) not in self._removed and r.key not in mine
-            ]
+            kept = [row for row in found[group] if (table, row.key) not in gone]
             found[group] = sorted([*kept, *mine.values()], key=lambda row: row.key)
         return found
 
@@ -494,6 +495,6 @@ class _OverlayIndex:
         return self._index.entity_scopes(refs)
 
 
-def _with_rows(walk: Walk, rows: Sequence[IndexEntry], removed: Sequence[IndexEntry]) -> Walk:
-    overlay = _OverlayIndex(walk, rows, removed)
+def _with_rows(walk: Walk, entries: Sequence[IndexEntry]) -> Walk:
+    overlay = _OverlayIndex(walk, entries)
     return Walk(walk.client, walk.queues, overlay, walk.config, walk.provider, walk.clock)

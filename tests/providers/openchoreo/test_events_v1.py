@@ -201,6 +201,100 @@ def test_a_workload_made_again_for_another_component_leaves_the_one_it_left(
     assert workload not in _indexed_workloads(scenario, name)
 
 
+def _http(port: int) -> dict[str, Any]:
+    return {"type": "HTTP", "port": port, "schema": SCHEMA}
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one-event", "deleted-then-created"])
+@pytest.mark.parametrize(
+    ("left", "joined", "left_endpoint", "joined_endpoint"),
+    [("zz-a-b", "zz-a", "c", "b-c"), ("zz-a", "zz-a-b", "b-c", "c")],
+    ids=["the-one-it-joined-takes-the-name", "the-one-it-left-frees-the-name"],
+)
+def test_a_workload_that_moves_between_components_whose_api_names_clash(
+    scenario: Scenario,
+    left: str,
+    joined: str,
+    left_endpoint: str,
+    joined_endpoint: str,
+    apart: bool,
+) -> None:
+    """`zz-a-b`'s endpoint `c` and `zz-a`'s `b-c` make one plain API name. Moved (deleted and
+    made again under its name), the workload's name claim follows it: the one it left neither
+    keeps an API under a hashed name nor holds the name for the rest of the cycle."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, left, endpoints={left_endpoint: _http(80)})
+    world.add_component(ns, project, joined, endpoints={})
+    world.delete_workload(ns, f"{joined}-workload")  # the one that comes is its first by name
+    scenario.send(*(event("Component", c, ns, "created") for c in (left, joined)))
+    scenario.drain()
+    moved = f"{left}-workload"
+    plain = f"api:{ns}/{project}-zz-a-b-c"
+    assert plain in catalog(scenario.state_path)[scenario.ref("Component", left)]
+
+    world.delete_workload(ns, moved)
+    if apart:
+        scenario.send(event("Workload", moved, ns, "deleted"))
+        scenario.drain()
+    world.add_workload(ns, moved, component=joined, endpoints={joined_endpoint: _http(80)})
+    scenario.send(event("Workload", moved, ns, "created"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found == expected_catalog(scenario.world)
+    assert found[scenario.ref("Component", joined)] == {plain}
+    assert found[scenario.ref("Component", left)] == set()
+
+
+def test_a_component_event_of_the_one_a_workload_joined_leaves_none_to_the_one_it_left(
+    scenario: Scenario,
+) -> None:
+    """The Component event alone (the Workload's lost): the one it joined takes the API name,
+    and the one it left, displaced, is mapped again as it now is: without the workload, which
+    its stored row still gave it until this event's rows are written."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, "zz-a-b", endpoints={"c": _http(80)})
+    world.add_component(ns, project, "zz-a", endpoints={})
+    world.delete_workload(ns, "zz-a-workload")
+    scenario.send(*(event("Component", c, ns, "created") for c in ("zz-a-b", "zz-a")))
+    scenario.drain()
+    world.delete_workload(ns, "zz-a-b-workload")
+    world.add_workload(ns, "zz-a-b-workload", component="zz-a", endpoints={"b-c": _http(80)})
+
+    scenario.send(event("Component", "zz-a", ns, "updated"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found[scenario.ref("Component", "zz-a")] == {f"api:{ns}/{project}-zz-a-b-c"}
+    assert found[scenario.ref("Component", "zz-a-b")] == set()
+    assert found == expected_catalog(scenario.world)
+
+
+@pytest.mark.parametrize("case", ["to-another-project", "the-one-it-left-deleted-too"])
+def test_a_workload_that_moves_leaves_the_catalog_as_a_walk_would(
+    scenario: Scenario, case: str
+) -> None:
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    other = next(
+        name
+        for p in world.v1_projects(ns)
+        if (name := p["metadata"]["name"]) != project or case != "to-another-project"
+    )
+    world.add_component(ns, project, "zz-old", endpoints={"e": _http(80)})
+    world.add_component(ns, other, "zz-new", endpoints={})
+    scenario.send(*(event("Component", c, ns, "created") for c in ("zz-old", "zz-new")))
+    scenario.drain()
+    world.delete_workload(ns, "zz-old-workload")
+    world.add_workload(ns, "zz-old-workload", component="zz-new", endpoints={"f": _http(80)})
+    if case == "the-one-it-left-deleted-too":
+        world.delete_component(ns, project, "zz-old")
+
+    scenario.send(event("Workload", "zz-old-workload", ns, "created"))
+    scenario.drain()
+
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
+
 def _indexed_workloads(scenario: Scenario, component: str) -> list[str]:
     with Store.open(scenario.state_path, readonly=True) as store:
         group = f"{scenario.namespace}/{component}"
