@@ -146,7 +146,7 @@ def read_secret_file(path: SecretPath | None, key: str) -> str | None:
         reason = error.strerror or str(error)
         raise ConfigError(f"cannot read {secret_file_shown(path)}: {reason}", path=key) from None
     if len(raw) > LARGEST_SECRET_FILE:
-        raise ConfigError(f"{path}: larger than 64 KiB, not a secret file", path=key)
+        raise ConfigError(f"{secret_file_shown(path)}: over 64 KiB, not a secret file", path=key)
     return secret_in(raw, path, key)
 
 

@@ -191,17 +191,14 @@ def apply_refresh_request(
     )
 
 
-def dropped_for_a_walk(
-    store: Store,
-    provider: str,
-    max_pending: int,
-    clock: Clock,
-    flooding: Callable[[str], float | None] | None,
+def backlog_dropped(
+    store: Store, provider: str, max_pending: int, clock: Clock, flooding: float | None
 ) -> int | None:
     """How many of `provider`'s pending events were dropped for a fresh walk, as they arrive
-    as a flood or are past its limit (`backlog_limit`); None when they are to be re-read."""
+    as a flood (for `flooding` seconds, `ArrivalRate.flooding`) or are past its limit
+    (`backlog_limit`); None when they are to be re-read."""
     count = store.pending_event_count(provider)
-    flood = count > 0 and flooding is not None and flooding(provider) is not None
+    flood = flooding is not None and count > 0
     if count > max_pending or flood:
         limit = backlog_limit(store, provider, max_pending)
         if count > limit.count or flood:

@@ -28,7 +28,7 @@ from choreo_ingest.errors import (
     UnsupportedEvent,
     needs_mending,
 )
-from choreo_ingest.event_backlog import dropped_for_a_walk, request_refresh
+from choreo_ingest.event_backlog import backlog_dropped, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.event_retries import EventRetries, may_fail_alone, rereads
 from choreo_ingest.logs import get_logger, scrub_secrets
@@ -237,16 +237,15 @@ def drain_inbox(
     other failure of a `created`/`updated` event is that event's (bad data, a bug): the events
     after it still apply (retried, it re-reads the state, so applying it late cannot undo a
     newer event). A failed `deleted` event (which could) stops the drain. Running out of time,
-    or being asked to stop, counts no attempt, unless the event had a whole `burstLength`.
-    """
+    or being asked to stop, counts no attempt, unless the event had a whole `burstLength`."""
     stats = DrainStats()
     checking = provider if isinstance(provider, EventCheckingProvider) else None
     max_pending = checking.max_pending_events if checking is not None else None
-    watched: Callable[[str], float | None] = (
+    floods: Callable[[str], float | None] = (
         flooding if flooding is not None and max_pending is not None else lambda name: None
     )
     if max_pending is not None:
-        dropped = dropped_for_a_walk(store, provider.name, max_pending, clock, flooding)
+        dropped = backlog_dropped(store, provider.name, max_pending, clock, floods(provider.name))
         if dropped is not None:
             stats.dropped = dropped
             return stats
@@ -276,7 +275,7 @@ def drain_inbox(
     )
     with provider.around(context) as provider_context:
         for number, item in enumerate(pending):
-            if cancelled() or context.remaining() <= 0 or watched(provider.name) is not None:
+            if cancelled() or context.remaining() <= 0 or floods(provider.name) is not None:
                 break
             if number % READ_AHEAD_EVENTS == 1:  # the first goes alone: it may need it all
                 ahead = pending[number : number + READ_AHEAD_EVENTS]
@@ -335,7 +334,8 @@ def drain_inbox(
                 shown = "while the API answered the event after it"
                 _wait_alone(store, provider.name, retries, suspect[0], config, clock, shown)
                 suspect = None
-        stopped = cancelled() or context.remaining() <= 0 or watched(provider.name) is not None
+        flooded = floods(provider.name)  # asked once: its window may close meanwhile
+        stopped = cancelled() or context.remaining() <= 0 or flooded is not None
         if suspect is not None and unwell is None and not stopped:
             # No event after it read: the provider's probe of its own tells, where it has one.
             answered, failure = _probe(provider, provider_context, cancelled)
@@ -346,8 +346,8 @@ def drain_inbox(
             elif failure is not None:
                 unwell = suspect[0], failure
     _save_retries(store, provider.name, retries, clock.now())
-    if max_pending is not None and watched(provider.name) is not None:  # began while re-read
-        dropped = dropped_for_a_walk(store, provider.name, max_pending, clock, watched)
+    if max_pending is not None and flooded is not None:  # it began while they were re-read
+        dropped = backlog_dropped(store, provider.name, max_pending, clock, flooded)
         if dropped is not None:
             stats.dropped, unwell, suspect = dropped, None, None
     if unwell is None and suspect is not None:  # no event after it read: taken for the API's

@@ -989,7 +989,7 @@ class TestSecrets:
             read_secret_file(tmp_path / "token", "openchoreo.auth.tokenFile")
 
         assert caught.value.path == "openchoreo.auth.tokenFile"
-        assert "larger than 64 KiB" in str(caught.value)
+        assert "over 64 KiB" in str(caught.value)
         assert "tttt" not in str(caught.value)
 
     @pytest.mark.parametrize("shown", [4, 9, 15])

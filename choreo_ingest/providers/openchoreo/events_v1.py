@@ -33,6 +33,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     every_item,
     name_of,
 )
+from choreo_ingest.providers.openchoreo.index_overlay import with_rows
 from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
@@ -187,8 +188,14 @@ def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
     their own `created` events come after the namespace's. A project without a creation time
     counts as new."""
     path = _listing_path(namespace, "projects")
+    listed: list[Resource] = []
+    cursor: str | None = None
     limit = min(PROJECTS_PROBED, event_page_size(walk, "v1"))  # chunkSize holds here too
-    listed = read_page(walk.client, path, {"limit": limit}, None).items
+    for _ in range(PROJECTS_PROBED):  # pages: one may be empty, with a cursor
+        page = read_page(walk.client, path, {"limit": limit}, cursor)
+        listed += page.items
+        if len(listed) >= PROJECTS_PROBED or not (cursor := page.next_cursor):
+            break
     keys = [f"{namespace}/{name_of(project, path)}" for project in listed]
     if not keys or walk.index.by_key(PROJECT_OWNERS, keys):
         return False
@@ -276,7 +283,7 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     # New to the catalog (its components were left out), or its owner changed (its components
     # without an owner of their own take the project's): map its components again.
     components = _listed(walk, namespace, "components", project=project)
-    harvest = component_harvest(_with_rows(walk, [row]), namespace, components, listed=False)
+    harvest = component_harvest(with_rows(walk, [row]), namespace, components, listed=False)
     return Delta(
         upserts=[*domain.entities, entity, *harvest.entities],
         removals=harvest.removals,
@@ -309,7 +316,7 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     released = _released_claims(walk, namespace, component, [project, *left], indexed)
     system = _missing_project(walk, namespace, project)
     # The fresh rows are committed with the delta; the join must see them already.
-    overlay = _with_rows(walk, [*stale, *released, *system.index, *listed])
+    overlay = with_rows(walk, [*stale, *released, *system.index, *listed])
     harvest = component_harvest(overlay, namespace, [resource], listed=False)
     return Delta(
         upserts=[*system.entities, *harvest.entities],
@@ -363,7 +370,7 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
     first = _component_delta(walk, namespace, owners[0])
     if len(owners) == 1:
         return first
-    return first.then(_component_delta(_with_rows(walk, first.index), namespace, owners[1]))
+    return first.then(_component_delta(with_rows(walk, first.index), namespace, owners[1]))
 
 
 def _workloads_of(
@@ -459,42 +466,3 @@ def _released_claims(
         for endpoint in endpoints
     ]
     return [IndexEntry(CLAIMS, claim_key(claim)) for claim in claims]
-
-
-class _OverlayIndex:
-    """The walk's index with the rows a delta is about to write laid over it, as `write_index`
-    writes them: the last entry of a key stands, and one without a value deletes its row."""
-
-    def __init__(self, walk: Walk, entries: Sequence[IndexEntry]):
-        written = {(row.table, row.key): row for row in entries}
-        self._index = walk.index
-        self._rows = [row for row in written.values() if row.value is not None]
-        self._removed = {key for key, row in written.items() if row.value is None}
-
-    def by_key(
-        self, table: str, keys: Sequence[str], *, current_only: bool = False
-    ) -> dict[str, IndexEntry]:
-        found = self._index.by_key(table, keys, current_only=current_only)
-        for row in self._rows:
-            if row.table == table and row.key in keys:
-                found[row.key] = row
-        return {k: v for k, v in found.items() if (table, k) not in self._removed}
-
-    def by_group(
-        self, table: str, groups: Sequence[str], *, current_only: bool = False
-    ) -> dict[str, list[IndexEntry]]:
-        found = self._index.by_group(table, groups, current_only=current_only)
-        gone = self._removed | {(row.table, row.key) for row in self._rows}  # moved too
-        for group in groups:
-            mine = {row.key: row for row in self._rows if row.table == table and row.group == group}
-            kept = [row for row in found[group] if (table, row.key) not in gone]
-            found[group] = sorted([*kept, *mine.values()], key=lambda row: row.key)
-        return found
-
-    def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
-        return self._index.entity_scopes(refs)
-
-
-def _with_rows(walk: Walk, entries: Sequence[IndexEntry]) -> Walk:
-    overlay = _OverlayIndex(walk, entries)
-    return Walk(walk.client, walk.queues, overlay, walk.config, walk.provider, walk.clock)

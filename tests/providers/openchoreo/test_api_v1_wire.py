@@ -1067,6 +1067,26 @@ def project_made(name: str, created: str | None) -> dict[str, Any]:
     return project
 
 
+def served_again(httpx_mock: HTTPXMock, projects: list[dict[str, Any]], limit: int) -> None:
+    """`acme`, served, and its projects `limit` a page."""
+    pages = {"/namespaces/acme": [{"json": namespace("acme", **SERVED)}]}
+    for start in range(0, len(projects), limit):
+        query = f"limit={limit}" + (f"&cursor=p{start}" if start else "")
+        more = start + limit < len(projects)
+        page = items(*projects[start : start + limit], cursor=f"p{start + limit}" if more else None)
+        pages[f"/namespaces/acme/projects?{query}"] = [page]
+    walk_pages(httpx_mock, pages)
+
+
+def namespace_event(fake_engine, config_for, clock, known: list[str], chunk_size: int) -> Delta:
+    config = config_for(api="v1", chunk_size=chunk_size)
+    engine = fake_engine(OpenChoreoProvider(config), clock, config)
+    engine.index.apply([IndexEntry("project", key, "", {"owner": None}) for key in known])
+    with engine.provider.around(engine.burst) as context:
+        return engine.provider.handle_event(context, Event("Namespace", "acme", "updated", ""))
+
+
+@pytest.mark.parametrize("chunk_size", [50, 1])
 @pytest.mark.parametrize(
     ("known", "created", "refresh"),
     [
@@ -1094,29 +1114,39 @@ def test_a_namespace_served_again_with_projects_the_catalog_lacks_asks_for_a_wal
     known: list[str],
     created: str | None,
     refresh: bool,
+    chunk_size: int,
 ) -> None:
     """Its label put back, a namespace is served again with all it held, and no event comes
     for any of that: the event asks for a fresh walk. One the catalog knows (the forwarder's
     `created` for every namespace at its start), or one made together with its projects (their
     own `created` events follow the namespace's), asks for none."""
-    walk_pages(
-        httpx_mock,
-        {
-            "/namespaces/acme": [{"json": namespace("acme", **SERVED)}],
-            "/namespaces/acme/projects?limit=20": [
-                items(project_made("pay", created), project_made("shop", created), cursor="p2")
-            ],
-        },
-    )
-    config = config_for(api="v1")
-    engine = fake_engine(OpenChoreoProvider(config), clock, config)
-    engine.index.apply([IndexEntry("project", key, "", {"owner": None}) for key in known])
+    projects = [project_made("pay", created), project_made("shop", created)]
+    served_again(httpx_mock, projects, min(20, chunk_size))
 
-    with engine.provider.around(engine.burst) as context:
-        delta = engine.provider.handle_event(context, Event("Namespace", "acme", "updated", ""))
+    delta = namespace_event(fake_engine, config_for, clock, known, chunk_size)
 
     assert [entity.ref for entity in delta.upserts] == ["domain:default/acme"]
     assert delta.refresh is refresh
+
+
+@pytest.mark.httpx_mock(assert_all_responses_were_requested=False)
+@pytest.mark.parametrize("chunk_size", [50, 1])
+def test_a_namespace_event_reads_up_to_20_projects_in_the_pages_chunk_size_asks_for(
+    httpx_mock: HTTPXMock, fake_engine, config_for, clock, chunk_size: int
+) -> None:
+    """A new project listed first does not make the namespace a new one: the probe reads on,
+    page by page (as chunkSize asks), until 20 projects or the listing's end, and no further
+    (the 21st, which would say the same, is not asked for)."""
+    projects = [project_made(f"new-{n:02}", JUST_NOW) for n in range(19)]
+    projects += [project_made("shop", LONG_AGO), project_made("unread", LONG_AGO)]
+    served_again(httpx_mock, projects, min(20, chunk_size))
+
+    delta = namespace_event(fake_engine, config_for, clock, [], chunk_size)
+
+    assert delta.refresh
+    asked = [request.url.params.get("cursor") for request in httpx_mock.get_requests()]
+    wanted = [f"p{n}" for n in range(1, 20)] if chunk_size == 1 else []
+    assert [cursor for cursor in asked if cursor is not None] == wanted
 
 
 def test_a_deleted_components_event_takes_a_404_on_its_workload_listing_for_none(
