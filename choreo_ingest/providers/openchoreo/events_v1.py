@@ -17,7 +17,7 @@ from choreo_ingest.clock import parse_rfc3339
 from choreo_ingest.errors import AuthError, NotFoundError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
-from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim_key
+from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_key
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
     namespace_entity,
@@ -38,11 +38,11 @@ from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     namespace_name,
-    v1_api_entity_name,
 )
 from choreo_ingest.providers.openchoreo.resources_v1 import (
     PROJECT_OWNERS,
     WORKLOADS,
+    api_claim,
     as_object,
     component_harvest,
     first_workload,
@@ -455,14 +455,5 @@ def _released_claims(
     """Deletions of the component's claims on API names, as a member of each of `projects`,
     for the endpoints of its `indexed` workloads' first (the one its APIs came from)."""
     endpoints = api_endpoint_names(first_workload(indexed), walk.config.mapping) if projects else []
-    claims = [
-        ApiClaim(
-            namespace=namespace_name(namespace),
-            owner=(project, component),
-            endpoint=endpoint,
-            plain=v1_api_entity_name(project, component, endpoint),
-        )
-        for project in projects
-        for endpoint in endpoints
-    ]
+    claims = [api_claim(namespace, p, component, e) for p in projects for e in endpoints]
     return [IndexEntry(CLAIMS, claim_key(claim)) for claim in claims]

@@ -152,12 +152,7 @@ def component_harvest(
     chosen = {name: first_workload(workloads[f"{namespace}/{name}"]) for name in names}
     endpoints = {name: api_endpoints(chosen[name], mapping) for name in names}
     claims = [
-        ApiClaim(
-            namespace=namespace_name(namespace),
-            owner=(project, name),
-            endpoint=endpoint,
-            plain=v1_api_entity_name(project, name, endpoint),
-        )
+        api_claim(namespace, project, name, endpoint)
         for (_, project), name in zip(placed, names, strict=True)
         for endpoint, _, _ in endpoints[name]
     ]
@@ -306,6 +301,12 @@ def _api_ref(namespace: str, project: str, component: str, endpoint: str) -> str
     """The ref of an endpoint's API under its plain name."""
     plain = v1_api_entity_name(project, component, endpoint)
     return entity_ref("API", namespace_name(namespace), plain)
+
+
+def api_claim(namespace: str, project: str, component: str, endpoint: str) -> ApiClaim:
+    """A component's claim on the plain name of its endpoint's API."""
+    plain = v1_api_entity_name(project, component, endpoint)
+    return ApiClaim(namespace_name(namespace), (project, component), endpoint, plain)
 
 
 def first_workload(rows: Sequence[IndexEntry]) -> Mapping[str, Any] | None:

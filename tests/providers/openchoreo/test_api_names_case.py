@@ -24,7 +24,7 @@ from choreo_ingest.event_input import parse_events
 from choreo_ingest.events import stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import IndexEntry
-from choreo_ingest.providers.openchoreo import OpenChoreoProvider, events_v1, resources_v1
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider, resources_v1
 from choreo_ingest.providers.openchoreo.api_names import (
     CLAIMS,
     ApiClaim,
@@ -191,7 +191,6 @@ class TestUpgradeFromHashedCapitals:
     ) -> None:
         with monkeypatch.context() as old:
             old.setattr(resources_v1, "v1_api_entity_name", old_v1_api_entity_name)
-            old.setattr(events_v1, "v1_api_entity_name", old_v1_api_entity_name)
             cycle(state, world, clock)
 
     def test_an_api_with_capitals_is_renamed_once_to_its_plain_name(
