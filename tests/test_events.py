@@ -96,7 +96,13 @@ REFUSED = GrantRefused(
 )
 
 
-def run(config: Config, clock: FakeClock, *providers: IncrementalEntityProvider) -> RunResult:
+def run(
+    config: Config,
+    clock: FakeClock,
+    *providers: IncrementalEntityProvider,
+    flooding: Callable[[str], float | None] | None = None,
+) -> RunResult:
+    """A `run` (`flooding`: as `serve` tells it whether events arrive as a flood)."""
     assert config.state_path is not None
     return run_once(
         config,
@@ -104,6 +110,7 @@ def run(config: Config, clock: FakeClock, *providers: IncrementalEntityProvider)
         clock,
         providers={provider.name: provider for provider in providers},
         rng=random.Random(0),
+        events_flooding=flooding,
     )
 
 
@@ -1046,20 +1053,9 @@ class TestDrain:
         provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=3)
         run(config, clock, provider)
         feed(config, clock, *(component_event(f"e{i}", "updated") for i in range(2)))
-        assert config.state_path is not None
 
-        def run_while(flood: bool) -> RunResult:
-            return run_once(
-                config,
-                config.state_path,
-                clock,
-                providers={provider.name: provider},
-                rng=random.Random(0),
-                events_flooding=lambda _provider: 0.0 if flood else None,
-            )
-
-        result = run_while(flooding)
-        after_it = run_while(False)
+        result = run(config, clock, provider, flooding=lambda _: 0.0 if flooding else None)
+        after_it = run(config, clock, provider, flooding=lambda _: None)
 
         assert (result.events.dropped, result.events.applied) == ((2, 0) if flooding else (0, 2))
         assert [outcome.action for outcome in result.providers] == ["waiting"]
@@ -1077,21 +1073,13 @@ class TestDrain:
         provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=30)
         run(config, clock, provider)
         feed(config, clock, *(component_event(f"e{i}", "created") for i in range(5)))
-        assert config.state_path is not None
         provider.handled.clear()
 
-        def run_while(flood: Callable[[str], float | None]) -> RunResult:
-            return run_once(
-                config,
-                config.state_path,
-                clock,
-                providers={provider.name: provider},
-                rng=random.Random(0),
-                events_flooding=flood,
-            )
+        def after_two(_: str) -> float | None:  # the flood, seen once two are re-read
+            return 0.0 if provider.handled[1:] else None
 
-        result = run_while(lambda _provider: 0.0 if len(provider.handled) >= 2 else None)
-        after_it = run_while(lambda _provider: None)
+        result = run(config, clock, provider, flooding=after_two)
+        after_it = run(config, clock, provider, flooding=lambda _: None)
 
         assert (result.events.applied, result.events.dropped) == (2, 3)
         assert inbox(config) == []
