@@ -302,6 +302,32 @@ class TestUnexpectedError:
         )
 
 
+class TestSecretsInErrors:
+    @pytest.mark.parametrize(
+        "args", [["status", "--json"], ["run", "--json"]], ids=["status", "run"]
+    )
+    def test_an_error_never_shows_the_token_a_path_holds(
+        self, tmp_path: Path, args: list[str]
+    ) -> None:
+        """A token pasted into `state.path` too (here as a directory): the state store's error
+        quotes the path, and is said with the token masked, on stderr and in the document."""
+        token = "Zk3q9X7vLm2Pw8Rt5Yh1Nc"
+        config = tmp_path / "choreo-ingest.yaml"
+        state = tmp_path / token / "x.db"
+        config.write_text(
+            f"openchoreo: {{baseUrl: 'http://openchoreo.test', token: {token}}}\n"
+            f"state: {{path: '{state}'}}\n",
+            encoding="utf-8",
+        )
+        config.chmod(0o600)
+
+        done = run_cli("--config", config, *args, cwd=tmp_path)
+
+        assert done.returncode == ExitCode.STATE_ERROR
+        assert token not in done.stdout + done.stderr
+        assert f"{tmp_path}/***/x.db" in json.loads(done.stdout)["error"]
+
+
 class TestStdoutEncoding:
     @pytest.mark.parametrize(
         "args", [["export"], ["export", "--format", "yaml"]], ids=["ndjson", "yaml"]

@@ -48,17 +48,18 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
     """Say what went wrong; returns the exit code. A bug is named as one, its traceback at -vv.
     A stdout that cannot be written is said on stderr alone; when it fails only as the JSON
     document is printed, the error's own code stands, the failed write said beside it."""
+    from choreo_ingest.logs import get_logger, scrub_secrets  # not on the idle path
+
     if isinstance(error, (ChoreoIngestError, StdoutFailed)):
         message, code = str(error), exit_code_for(error)
     elif isinstance(error, KeyboardInterrupt):
         message, code = "interrupted", ExitCode.INTERRUPTED
     else:
-        from choreo_ingest.logs import get_logger, scrub_secrets  # not on the idle path
-
         get_logger("choreo_ingest.cli").debug("internal_error", exc_info=error)
-        shown = scrub_secrets(f"{type(error).__name__}: {error}")  # a bug's text may hold one
+        shown = f"{type(error).__name__}: {error}"
         message = f"internal error: {shown} (a bug; run with -vv for details)"
         code = ExitCode.INTERNAL_ERROR
+    message = scrub_secrets(message)  # a path or a value may hold the token (`state.path`)
     error_line(message)
     if as_json and not isinstance(error, StdoutFailed):
         if "outcome" in fields and code in _OUTCOME_OF:  # the outcome says what happened
