@@ -164,7 +164,7 @@ def _delta(walk: Walk, event: Event) -> Delta:
     if event.kind == "Project":
         return _project_delta(walk, namespace, event.name)
     if event.kind == "Component":
-        return _component_delta(walk, namespace, event.name)
+        return _component_event_delta(walk, namespace, event.name)
     if event.kind == "Workload":
         return _workload_delta(walk, namespace, event.name)
     return Delta()
@@ -358,19 +358,31 @@ def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
-    key = f"{namespace}/{workload}"
-    row = walk.index.by_key(WORKLOADS, [key]).get(key)
-    was = row.group.partition("/")[2] if row is not None else None
     resource = _read(walk, _object_path(namespace, "workloads", workload))
-    now = was if resource is None else spec_owner(resource, "componentName")
-    if not (owners := [component for component in dict.fromkeys([was, now]) if component]):
+    if resource is not None and (component := spec_owner(resource, "componentName")):
+        return _component_event_delta(walk, namespace, component)
+    key = f"{namespace}/{workload}"
+    row = walk.index.by_key(WORKLOADS, [key]).get(key)  # gone, or owned by none: where it was
+    if row is None:
         return Delta(index=[IndexEntry(WORKLOADS, key)])
-    # Made again for another (an owner is immutable; a name is not): the one it left first,
-    # and the one it joined as the rows of the first will stand (the names it freed, say).
-    first = _component_delta(walk, namespace, owners[0])
-    if len(owners) == 1:
-        return first
-    return first.then(_component_delta(with_rows(walk, first.index), namespace, owners[1]))
+    return _component_delta(walk, namespace, row.group.partition("/")[2])
+
+
+def _component_event_delta(walk: Walk, namespace: str, component: str) -> Delta:
+    """The component as it is now, and first the components a workload it lists was indexed
+    for: deleted and made again under its name for this one (an owner is immutable, so that is
+    how a workload moves), it is no longer theirs. Each is mapped on the rows those before it
+    will have written (an API name one gave up is free for the next)."""
+    delta, group = _component_delta(walk, namespace, component), f"{namespace}/{component}"
+    listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
+    rows = walk.index.by_key(WORKLOADS, listed).values()
+    left = sorted({row.group.partition("/")[2] for row in rows if row.group != group})
+    if not left:
+        return delta
+    done = Delta()
+    for name in [*left, component]:
+        done = done.then(_component_delta(with_rows(walk, done.index), namespace, name))
+    return done
 
 
 def _workloads_of(

@@ -246,28 +246,34 @@ def test_a_workload_that_moves_between_components_whose_api_names_clash(
     assert found[scenario.ref("Component", left)] == set()
 
 
-def test_a_component_event_of_the_one_a_workload_joined_leaves_none_to_the_one_it_left(
-    scenario: Scenario,
+@pytest.mark.parametrize(
+    ("left", "joined", "left_endpoint", "joined_endpoint"),
+    [("zz-a-b", "zz-a", "c", "b-c"), ("zz-a", "zz-a-b", "b-c", "c")],
+    ids=["the-one-it-joined-takes-the-name", "the-one-it-left-frees-the-name"],
+)
+def test_a_component_event_of_the_one_a_workload_joined_takes_it_from_the_one_it_left(
+    scenario: Scenario, left: str, joined: str, left_endpoint: str, joined_endpoint: str
 ) -> None:
-    """The Component event alone (the Workload's lost): the one it joined takes the API name,
-    and the one it left, displaced, is mapped again as it now is: without the workload, which
-    its stored row still gave it until this event's rows are written."""
+    """The Component event alone (the Workload's lost): a workload it lists was indexed for
+    another, which is mapped again first, without it; the API name goes as a walk gives it."""
     ns, world, project = scenario.namespace, scenario.world, scenario.project
-    world.add_component(ns, project, "zz-a-b", endpoints={"c": _http(80)})
-    world.add_component(ns, project, "zz-a", endpoints={})
-    world.delete_workload(ns, "zz-a-workload")
-    scenario.send(*(event("Component", c, ns, "created") for c in ("zz-a-b", "zz-a")))
+    world.add_component(ns, project, left, endpoints={left_endpoint: _http(80)})
+    world.add_component(ns, project, joined, endpoints={})
+    world.delete_workload(ns, f"{joined}-workload")
+    scenario.send(*(event("Component", c, ns, "created") for c in (left, joined)))
     scenario.drain()
-    world.delete_workload(ns, "zz-a-b-workload")
-    world.add_workload(ns, "zz-a-b-workload", component="zz-a", endpoints={"b-c": _http(80)})
+    moved = f"{left}-workload"
+    world.delete_workload(ns, moved)
+    world.add_workload(ns, moved, component=joined, endpoints={joined_endpoint: _http(80)})
 
-    scenario.send(event("Component", "zz-a", ns, "updated"))
+    scenario.send(event("Component", joined, ns, "updated"))
     scenario.drain()
 
     found = catalog(scenario.state_path)
-    assert found[scenario.ref("Component", "zz-a")] == {f"api:{ns}/{project}-zz-a-b-c"}
-    assert found[scenario.ref("Component", "zz-a-b")] == set()
+    assert found[scenario.ref("Component", joined)] == {f"api:{ns}/{project}-zz-a-b-c"}
+    assert found[scenario.ref("Component", left)] == set()
     assert found == expected_catalog(scenario.world)
+    assert moved in _indexed_workloads(scenario, joined)
 
 
 @pytest.mark.parametrize("case", ["to-another-project", "the-one-it-left-deleted-too"])
