@@ -147,6 +147,19 @@ def predicted_names(
     return names
 
 
+def waiting_claimants(walk: Walk, index: Sequence[IndexEntry]) -> list[Owner]:
+    """The owners whose claims wait on a plain name that the rows `index` (a delta's) leave
+    free: a claim that held it is released and not written again. One of them holds it now, and
+    is to be read again (its API leaves its hashed name), as a walk would name it."""
+    final = {row.key: row for row in index if row.table == CLAIMS}
+    released = [key for key, row in final.items() if row.value is None]
+    held = walk.index.by_key(CLAIMS, released) if released else {}
+    freed = sorted({row.group for row in held.values() if _value(row).get("holds")})
+    claims = walk.index.by_group(CLAIMS, freed) if freed else {}
+    waiting = [row for rows in claims.values() for row in rows if row.key not in final]
+    return sorted({_claim_key(row)[:-1] for row in waiting})
+
+
 def claim_key(claim: ApiClaim) -> str:
     """The index key of a claim (to release it, write an IndexEntry with this key and no value)."""
     return f"{claim.group}|{'/'.join(claim.sort_key)}"

@@ -17,7 +17,7 @@ from choreo_ingest.clock import parse_rfc3339
 from choreo_ingest.errors import AuthError, NotFoundError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
-from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_key
+from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_key, waiting_claimants
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
     namespace_entity,
@@ -365,23 +365,28 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
     row = walk.index.by_key(WORKLOADS, [key]).get(key)  # gone, or owned by none: where it was
     if row is None:
         return Delta(index=[IndexEntry(WORKLOADS, key)])
-    return _component_delta(walk, namespace, row.group.partition("/")[2])
+    return _component_event_delta(walk, namespace, row.group.partition("/")[2])
 
 
 def _component_event_delta(walk: Walk, namespace: str, component: str) -> Delta:
-    """The component as it is now, and first the components a workload it lists was indexed
-    for: deleted and made again under its name for this one (an owner is immutable, so that is
-    how a workload moves), it is no longer theirs. Each is mapped on the rows those before it
-    will have written (an API name one gave up is free for the next)."""
+    """The component as it is now; first the components a workload it lists was indexed for
+    (deleted and made again under its name for this one: an owner is immutable, so that is how
+    a workload moves, and it is no longer theirs); then those whose claims wait on an API name
+    it gave up (one of them holds it now). Each is mapped on the rows those before it will have
+    written, as a walk would map them."""
     delta, group = _component_delta(walk, namespace, component), f"{namespace}/{component}"
     listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
     rows = walk.index.by_key(WORKLOADS, listed).values()
     left = sorted({row.group.partition("/")[2] for row in rows if row.group != group})
-    if not left:
-        return delta
-    done = Delta()
-    for name in [*left, component]:
-        done = done.then(_component_delta(with_rows(walk, done.index), namespace, name))
+    done, mapped = delta, {*left, component}
+    if left:
+        done = Delta()
+        for name in [*left, component]:
+            done = done.then(_component_delta(with_rows(walk, done.index), namespace, name))
+    for *_, name in waiting_claimants(walk, done.index):
+        if name not in mapped:
+            mapped.add(name)
+            done = done.then(_component_delta(with_rows(walk, done.index), namespace, name))
     return done
 
 
