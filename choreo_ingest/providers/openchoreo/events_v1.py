@@ -429,7 +429,8 @@ def _component_gone(
     walk: Walk, namespace: str, component: str, workloads: Sequence[Resource]
 ) -> Delta:
     """A component that answered 404: it leaves with its APIs, its indexed workloads and its
-    claims on API names (a component that lost a name to it gets it back at its next read).
+    claims on API names (a component that lost a name to it takes it back: see
+    `_component_event_delta`).
     A workload of it that is still listed (left behind: an orphan) keeps its row, as the walk
     indexes every workload listed: a consumer's dependency on it names what the walk names."""
     group = f"{namespace}/{component}"
