@@ -369,25 +369,34 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
 
 
 def _component_event_delta(walk: Walk, namespace: str, component: str) -> Delta:
-    """The component as it is now; first the components a workload it lists was indexed for
-    (deleted and made again under its name for this one: an owner is immutable, so that is how
-    a workload moves, and it is no longer theirs); then those whose claims wait on an API name
-    it gave up (one of them holds it now). Each is mapped on the rows those before it will have
-    written, as a walk would map them."""
-    delta, group = _component_delta(walk, namespace, component), f"{namespace}/{component}"
-    listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
-    rows = walk.index.by_key(WORKLOADS, listed).values()
-    left = sorted({row.group.partition("/")[2] for row in rows if row.group != group})
-    done, mapped = delta, {*left, component}
-    if left:
-        done = Delta()
-        for name in [*left, component]:
-            done = done.then(_component_delta(with_rows(walk, done.index), namespace, name))
+    """The component as it is now (`_taken_back`), then those whose claims wait on an API name
+    it gave up (one of them holds it now, as a walk would name it), each mapped on the rows
+    those before it will have written."""
+    mapped: set[str] = set()
+    done = _taken_back(walk, namespace, component, Delta(), mapped)
     for *_, name in waiting_claimants(walk, done.index):
         if name not in mapped:
-            mapped.add(name)
-            done = done.then(_component_delta(with_rows(walk, done.index), namespace, name))
+            done = _taken_back(walk, namespace, name, done, mapped)
     return done
+
+
+def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped: set[str]) -> Delta:
+    """`done`, then the component mapped on the rows `done` will have written; first, the same
+    way, each component that a workload it lists was indexed for: deleted and made again under
+    its name for this one (an owner is immutable, so that is how a workload moves), it is no
+    longer theirs, and they may have taken another's in turn. `mapped`: those mapped so far."""
+    mapped.add(component)
+    overlay = with_rows(walk, done.index)
+    delta, group = _component_delta(overlay, namespace, component), f"{namespace}/{component}"
+    listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
+    rows = overlay.index.by_key(WORKLOADS, listed).values()
+    left = sorted({row.group.partition("/")[2] for row in rows if row.group != group} - mapped)
+    if not left:
+        return done.then(delta)
+    for name in left:
+        if name not in mapped:
+            done = _taken_back(walk, namespace, name, done, mapped)
+    return done.then(_component_delta(with_rows(walk, done.index), namespace, component))
 
 
 def _workloads_of(

@@ -226,3 +226,37 @@ def test_an_api_name_freed_by_its_holder_goes_to_the_claim_that_waited(
 
     assert catalog(scenario.state_path)[scenario.ref("Component", "b")] == {plain}
     assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+
+
+@pytest.mark.parametrize("drained_apart", [False, True], ids=["one-batch", "drained-apart"])
+def test_workloads_moved_along_a_chain_take_each_components_apis_along(
+    scenario: Scenario, drained_apart: bool
+) -> None:
+    """`zz-y`'s workload goes to `zz-z`, and `zz-x`'s to `zz-y`: the first event maps `zz-y`
+    (the component its workload left), whose listing holds `zz-x`'s already, so `zz-x` is
+    mapped before it in turn; the second event finds every row where it belongs."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, "zz-x", endpoints={"e": _http()})
+    world.add_component(ns, project, "zz-y", endpoints={"f": _http()})
+    world.add_component(ns, project, "zz-z", endpoints={})
+    world.delete_workload(ns, "zz-z-workload")
+    scenario.send(*(event("Component", c, ns, "created") for c in ("zz-x", "zz-y", "zz-z")))
+    scenario.drain()
+    for name, joined in (("zz-y-workload", "zz-z"), ("zz-x-workload", "zz-y")):
+        endpoints = {"e": _http()} if name == "zz-x-workload" else {"f": _http()}
+        world.delete_workload(ns, name)
+        world.add_workload(ns, name, component=joined, endpoints=endpoints)
+    bodies = [
+        event("Workload", name, ns, action)
+        for name in ("zz-y-workload", "zz-x-workload")
+        for action in ("deleted", "created")
+    ]
+
+    for batch in [[body] for body in bodies] if drained_apart else [bodies]:
+        scenario.send(*batch)
+        scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found[scenario.ref("Component", "zz-x")] == set()
+    assert found == expected_catalog(scenario.world)
+    assert _bodies(scenario.state_path) == _fresh_walk(scenario)
