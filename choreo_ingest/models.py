@@ -245,9 +245,17 @@ class Delta:
 
     def then(self, later: Delta) -> Delta:
         """One delta that does this one's work, then `later`'s: where both write an entity or
-        an index row, `later`'s stands (a ref either removes and either upserts stays, as
-        within one delta)."""
-        upserts = {entity.ref: entity for entity in [*self.upserts, *later.upserts]}
+        an index row, `later`'s stands, and an entity this one upserts that `later` removes
+        (by ref, or in a scope it removes) leaves, unless `later` upserts it too."""
+        scopes = tuple(later.removal_scopes)
+        removed = set(later.removals)
+        kept = [
+            entity
+            for entity in self.upserts
+            if entity.ref not in removed
+            and not any(entity.scope == s or entity.scope.startswith(f"{s}/") for s in scopes)
+        ]
+        upserts = {entity.ref: entity for entity in [*kept, *later.upserts]}
         return Delta(
             upserts=list(upserts.values()),
             removals=[*self.removals, *later.removals],

@@ -36,3 +36,17 @@ def test_a_delta_then_another_keeps_the_later_entity_and_index_row() -> None:
     assert list(both.removal_scopes) == ["ns/p/mine", "ns/p/theirs"]
     assert [entry.group for entry in both.index] == ["ns/mine", "ns/theirs"]  # the last one wins
     assert both.refresh
+
+
+def test_what_an_earlier_delta_upserts_and_a_later_removes_leaves() -> None:
+    """By ref, or within a scope the later one removes; unless the later one upserts it too."""
+    named, scoped, again = make_entity("named"), make_entity("in-scope"), make_entity("again")
+    scoped = replace(scoped, scope="ns/p/x/api")
+    again = replace(again, scope="ns/p/x")
+    first = Delta(upserts=[named, scoped, again, make_entity("kept")])
+    later = Delta(upserts=[again], removals=[named.ref], removal_scopes=["ns/p/x"])
+
+    both = first.then(later)
+
+    assert sorted(entity.name for entity in both.upserts) == ["again", "kept"]
+    assert list(both.removals) == [named.ref]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.generation import Harvest, Walk
+from choreo_ingest.providers.openchoreo.index_overlay import with_rows
 
 CLAIMS = "api-name"
 """The index table of claims: grouped by `<namespace>/<plain name, lower-cased>`."""
@@ -148,15 +149,19 @@ def predicted_names(
 
 
 def waiting_claimants(walk: Walk, index: Sequence[IndexEntry]) -> list[Owner]:
-    """The owners whose claims wait on a plain name that the rows `index` (a delta's) leave
-    free: a claim that held it is released and not written again. One of them holds it now, and
-    is to be read again (its API leaves its hashed name), as a walk would name it."""
-    final = {row.key: row for row in index if row.table == CLAIMS}
-    released = [key for key, row in final.items() if row.value is None]
+    """The owners of the claims on each plain name that a claim held before the rows `index`
+    (a delta's) and none holds after them: one of them is to hold it, read again (its API
+    leaves its hashed name), as a walk would name it."""
+    released = [row.key for row in index if row.table == CLAIMS and row.value is None]
     held = walk.index.by_key(CLAIMS, released) if released else {}
     freed = sorted({row.group for row in held.values() if _value(row).get("holds")})
-    claims = walk.index.by_group(CLAIMS, freed) if freed else {}
-    waiting = [row for rows in claims.values() for row in rows if row.key not in final]
+    after = with_rows(walk, index).index.by_group(CLAIMS, freed) if freed else {}
+    waiting = [
+        row
+        for rows in after.values()
+        if not any(_value(row).get("holds") for row in rows)
+        for row in rows
+    ]
     return sorted({_claim_key(row)[:-1] for row in waiting})
 
 

@@ -33,7 +33,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     every_item,
     name_of,
 )
-from choreo_ingest.providers.openchoreo.index_overlay import with_rows
+from choreo_ingest.providers.openchoreo.index_overlay import stored, with_rows
 from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
@@ -45,7 +45,6 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
     api_claim,
     as_object,
     component_harvest,
-    first_workload,
     owner_row,
     read_page,
     segment,
@@ -58,6 +57,9 @@ log = get_logger("choreo_ingest.providers.openchoreo")
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
 PROJECTS_PROBED = 20
 """Projects a Namespace event reads (at most) to tell whether the catalog knows the namespace."""
+MOST_NAMES_HANDED_ON = 8
+"""Rounds of `_component_event_delta` beyond one a component, each mapping the claimants that
+wait on a name freed: a bound, though each round leaves a freed name held."""
 NEW_PROJECT_SECONDS = 600.0
 """A project made this recently has its own `created` event coming (`_holds_unknown_projects`)."""
 CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
@@ -310,10 +312,11 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     stale = [IndexEntry(WORKLOADS, row.key) for row in indexed if row.key not in fresh]
     project = spec_owner(resource, "projectName") or ""
     # Made again in another project, its APIs there go too (the indexed workloads say where it
-    # was). Its claims on names go, the harvest claims again those it still has: one it has no
-    # more is free for another at once, not only once the cycle prunes it.
-    left = sorted(_projects_of(row.value for row in indexed) - {project})
-    released = _released_claims(walk, namespace, component, [project, *left], indexed)
+    # was, before this event too: an earlier part may have taken them). Its claims on names go,
+    # the harvest claims again those it still has: one it has no more is free at once.
+    was = [*stored(walk).by_group(WORKLOADS, [group])[group], *indexed]
+    left = sorted(_projects_of(row.value for row in was) - {project})
+    released = _released_claims(walk, namespace, component, [project, *left], was)
     system = _missing_project(walk, namespace, project)
     # The fresh rows are committed with the delta; the join must see them already.
     overlay = with_rows(walk, [*stale, *released, *system.index, *listed])
@@ -370,12 +373,14 @@ def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
 
 def _component_event_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now (`_taken_back`), then those whose claims wait on an API name
-    it gave up (one of them holds it now, as a walk would name it), each mapped on the rows
-    those before it will have written."""
+    that no claim holds any more (it gave one up): mapped again, one of them takes it, as a
+    walk names it. Each is mapped on the rows those before it will have written."""
     mapped: set[str] = set()
     done = _taken_back(walk, namespace, component, Delta(), mapped)
-    for *_, name in waiting_claimants(walk, done.index):
-        if name not in mapped:
+    for _ in range(len(mapped) + MOST_NAMES_HANDED_ON):
+        if not (waiting := waiting_claimants(walk, done.index)):
+            break
+        for *_, name in waiting:
             done = _taken_back(walk, namespace, name, done, mapped)
     return done
 
@@ -384,19 +389,24 @@ def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped:
     """`done`, then the component mapped on the rows `done` will have written; first, the same
     way, each component that a workload it lists was indexed for: deleted and made again under
     its name for this one (an owner is immutable, so that is how a workload moves), it is no
-    longer theirs, and they may have taken another's in turn. `mapped`: those mapped so far."""
+    longer theirs, and they may have taken another's in turn (a chain, mapped from its end).
+    `mapped`: those mapped so far in this event, each taken from at most once."""
     mapped.add(component)
-    overlay = with_rows(walk, done.index)
-    delta, group = _component_delta(overlay, namespace, component), f"{namespace}/{component}"
-    listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
-    rows = overlay.index.by_key(WORKLOADS, listed).values()
-    left = sorted({row.group.partition("/")[2] for row in rows if row.group != group} - mapped)
-    if not left:
-        return done.then(delta)
-    for name in left:
-        if name not in mapped:
-            done = _taken_back(walk, namespace, name, done, mapped)
-    return done.then(_component_delta(with_rows(walk, done.index), namespace, component))
+    todo = [component]
+    while todo:
+        name = todo[-1]
+        overlay = with_rows(walk, done.index)
+        delta, group = _component_delta(overlay, namespace, name), f"{namespace}/{name}"
+        listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
+        rows = overlay.index.by_key(WORKLOADS, listed).values()
+        left = sorted({row.group.partition("/")[2] for row in rows if row.group != group} - mapped)
+        if left:  # those first; this one again after them
+            mapped.update(left)
+            todo.extend(reversed(left))
+            continue
+        done = done.then(delta)
+        todo.pop()
+    return done
 
 
 def _workloads_of(
@@ -480,7 +490,9 @@ def _released_claims(
     indexed: Sequence[IndexEntry],
 ) -> list[IndexEntry]:
     """Deletions of the component's claims on API names, as a member of each of `projects`,
-    for the endpoints of its `indexed` workloads' first (the one its APIs came from)."""
-    endpoints = api_endpoint_names(first_workload(indexed), walk.config.mapping) if projects else []
+    for the endpoints of its `indexed` workloads: its claims are those of the first one by name
+    (as stored, or as overlaid), and deleting one it never made deletes nothing."""
+    loads = [row.value for row in indexed if isinstance(row.value, Mapping)] if projects else []
+    endpoints = sorted({e for w in loads for e in api_endpoint_names(w, walk.config.mapping)})
     claims = [api_claim(namespace, p, component, e) for p in projects for e in endpoints]
     return [IndexEntry(CLAIMS, claim_key(claim)) for claim in claims]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from choreo_ingest.models import IndexEntry
+from choreo_ingest.providers.base import IndexReader
 from choreo_ingest.providers.openchoreo.generation import Walk
 
 
@@ -42,6 +43,18 @@ class OverlayIndex:
 
     def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
         return self._index.entity_scopes(refs)
+
+    @property
+    def under(self) -> IndexReader:
+        return self._index
+
+
+def stored(walk: Walk) -> IndexReader:
+    """The index `walk` reads as committed, under any overlays laid on it."""
+    index = walk.index
+    while isinstance(index, OverlayIndex):
+        index = index.under
+    return index
 
 
 def with_rows(walk: Walk, entries: Sequence[IndexEntry]) -> Walk:

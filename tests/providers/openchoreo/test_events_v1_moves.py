@@ -4,13 +4,19 @@ a fresh walk's, over the simulator's world), each kept as the shortest sequence 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MemoryIndex
 from test_events_v1 import SCHEMA, Scenario, event
 from test_walk_v1 import catalog, config_for, run, simulator
 
+from choreo_ingest.models import Delta, IndexEntry
+from choreo_ingest.providers.openchoreo import events_v1
+from choreo_ingest.providers.openchoreo.generation import Walk
+from choreo_ingest.providers.openchoreo.resources_v1 import WORKLOADS
 from choreo_ingest.store import Store
 
 from sim_support import expected_catalog
@@ -260,3 +266,145 @@ def test_workloads_moved_along_a_chain_take_each_components_apis_along(
     assert found[scenario.ref("Component", "zz-x")] == set()
     assert found == expected_catalog(scenario.world)
     assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+
+
+def _collision(scenario: Scenario) -> None:
+    """`(p, a, b-c)` holds `p-a-b-c`; `(p-a, b, c)` waits (hashed). `b` has a second workload
+    `b-zz` (no endpoints; `b-workload` sorts first and gives `b` its API)."""
+    ns, world = scenario.namespace, scenario.world
+    for project in ("p", "p-a"):
+        world.add_project(ns, project)
+    world.add_component(ns, "p-a", "b", endpoints={"c": _http()})
+    world.add_workload(ns, "b-zz", component="b", endpoints={})
+    world.add_component(ns, "p", "a", endpoints={"b-c": _http()})
+    scenario.send(
+        *(event("Project", p, ns, "created") for p in ("p", "p-a")),
+        *(event("Component", c, ns, "created") for c in ("b", "a")),
+    )
+    scenario.drain()
+    assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+
+
+def test_a_waiting_claimant_mapped_earlier_in_the_same_event_takes_the_name_freed_later(
+    scenario: Scenario,
+) -> None:
+    """`b-zz` moves from `b` to `a`, and `a-workload` (endpoint `b-c`) goes: `a` gives up
+    `p-a-b-c`. `a`'s event maps `b` first (the workload left it), which claims `c` again while
+    `a` still holds the name; then `a` releases it, and `b`, the claim that waits on it now,
+    is mapped again and takes it."""
+    ns, world = scenario.namespace, scenario.world
+    _collision(scenario)
+    world.delete_workload(ns, "a-workload")
+    world.delete_workload(ns, "b-zz")
+    world.add_workload(ns, "b-zz", component="a", endpoints={})
+
+    scenario.send(
+        event("Component", "a", ns, "updated"),
+        event("Workload", "a-workload", ns, "deleted"),
+        event("Workload", "b-zz", ns, "deleted"),
+        event("Workload", "b-zz", ns, "created"),
+    )
+    scenario.drain()
+
+    assert catalog(scenario.state_path)[scenario.ref("Component", "b")] == {
+        scenario.ref("API", "p-a-b-c")
+    }
+    assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+
+
+def test_an_api_upserted_by_an_earlier_part_of_the_event_and_lost_by_a_later_one_leaves(
+    scenario: Scenario,
+) -> None:
+    """`(p-a, b, C)` holds `p-a-b-C`. `b-zz` moves from `b` to `a` (whose only workload it
+    becomes) with endpoint `b-c`: `(p, a, b-c)`, without capitals, takes the name. `a`'s event
+    maps `b` first, which upserts `p-a-b-C`; then `a`, which displaces `b` and removes that
+    ref: it leaves (the store keeps any ref a delta upserts, so the merge drops it)."""
+    ns, world = scenario.namespace, scenario.world
+    for project in ("p", "p-a"):
+        world.add_project(ns, project)
+    world.add_component(ns, "p-a", "b", endpoints={"C": _http()})
+    world.add_workload(ns, "b-zz", component="b", endpoints={})
+    world.add_component(ns, "p", "a", endpoints={})
+    scenario.send(
+        *(event("Project", p, ns, "created") for p in ("p", "p-a")),
+        *(event("Component", c, ns, "created") for c in ("b", "a")),
+    )
+    scenario.drain()
+    assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+    world.delete_workload(ns, "a-workload")
+    world.delete_workload(ns, "b-zz")
+    world.add_workload(ns, "b-zz", component="a", endpoints={"b-c": _http()})
+
+    scenario.send(event("Component", "a", ns, "updated"))
+    scenario.drain()
+
+    assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+
+
+def test_components_that_swap_workloads_release_the_names_they_gave_up(
+    scenario: Scenario,
+) -> None:
+    """`a` (holding `p-a-b-c`) and `x` swap workloads (each made again for the other):
+    `a`'s event maps `x` first, which takes `a-workload`'s row into its group; `a`, mapped on
+    that overlay, has no indexed workload left, but its claims are those of the workloads it
+    had before the event: released, and `(p-a, b, c)` takes the name, as a walk gives it."""
+    ns, world = scenario.namespace, scenario.world
+    _collision(scenario)
+    world.add_component(ns, "p", "x", endpoints={"q": _http()})
+    scenario.send(event("Component", "x", ns, "created"))
+    scenario.drain()
+    world.delete_workload(ns, "a-workload")
+    world.delete_workload(ns, "x-workload")
+    world.add_workload(ns, "a-workload", component="x", endpoints={"q": _http()})
+    world.add_workload(ns, "x-workload", component="a", endpoints={})
+
+    scenario.send(
+        event("Component", "a", ns, "updated"),
+        event("Component", "x", ns, "updated"),
+        *(
+            event("Workload", w, ns, a)
+            for w in ("a-workload", "x-workload")
+            for a in ("deleted", "created")
+        ),
+    )
+    scenario.drain()
+
+    with sqlite3.connect(scenario.state_path) as conn:
+        held = conn.execute(
+            "SELECT key FROM provider_index WHERE tbl = 'api-name' AND key LIKE '%|p/a/b-c'"
+        ).fetchall()
+    assert held == []  # `a` has no endpoint `b-c` any more
+
+    assert _bodies(scenario.state_path) == _fresh_walk(scenario)
+
+
+LINKS = 1200
+
+
+def test_a_long_chain_of_moved_workloads_is_mapped_without_recursing_per_link(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`c<i>`'s workload `w<i-1>` was `c<i-1>`'s (each made again for the next component): the
+    chain is mapped from its end, a work list and not a call per link (which ran out of stack
+    at about a thousand)."""
+    index = MemoryIndex()
+    index.apply(
+        [IndexEntry(WORKLOADS, f"ns/w{i}", f"ns/c{i}", {"spec": {}}) for i in range(LINKS + 1)]
+    )
+
+    def component_delta(walk: Walk, namespace: str, component: str) -> Delta:
+        i = int(component[1:])
+        rows = [IndexEntry(WORKLOADS, f"ns/w{i}")]
+        if i:
+            rows.append(IndexEntry(WORKLOADS, f"ns/w{i - 1}", f"ns/c{i}", {"spec": {}}))
+        return Delta(index=rows)
+
+    monkeypatch.setattr(events_v1, "_component_delta", component_delta)
+    monkeypatch.setattr(events_v1, "waiting_claimants", lambda walk, index: [])
+    walk = Walk(None, None, index, None, "openchoreo", None)  # type: ignore[arg-type]
+
+    delta = events_v1._component_event_delta(walk, "ns", f"c{LINKS}")
+
+    assert {row.group for row in delta.index if row.value is not None} == {
+        f"ns/c{i}" for i in range(1, LINKS + 1)
+    }
