@@ -50,6 +50,13 @@ def _fresh_walk(scenario: Scenario) -> dict[str, Any]:
     return _bodies(path)
 
 
+def _deliver(scenario: Scenario, bodies: list[dict[str, Any]], *, apart: bool) -> None:
+    """The events in one batch, or each drained before the next is sent."""
+    for batch in [[body] for body in bodies] if apart else [bodies]:
+        scenario.send(*batch)
+        scenario.drain()
+
+
 def _moved_workload(scenario: Scenario, endpoints: dict[str, Any]) -> None:
     """`zz-x` (with `endpoints`) and `zz-y` (none) mirrored; then `zz-x-workload` is deleted
     and made again under its name for `zz-y` (where it sorts first)."""
@@ -80,13 +87,7 @@ def test_a_component_event_before_a_moved_workloads_own_takes_its_apis_from_the_
     bodies = [event("Component", "zz-y", ns, component_action)]
     bodies += [event("Workload", "zz-x-workload", ns, action) for action in workload_actions]
 
-    if drained_apart:
-        for body in bodies:
-            scenario.send(body)
-            scenario.drain()
-    else:
-        scenario.send(*bodies)
-        scenario.drain()
+    _deliver(scenario, bodies, apart=drained_apart)
 
     found = catalog(scenario.state_path)
     assert found[scenario.ref("Component", "zz-x")] == set()
@@ -154,13 +155,7 @@ def test_a_workload_event_of_the_joined_component_first_takes_the_moved_ones_api
         event("Workload", "zz-x-workload", ns, "created"),
     ]
 
-    if drained_apart:
-        for body in bodies:
-            scenario.send(body)
-            scenario.drain()
-    else:
-        scenario.send(*bodies)
-        scenario.drain()
+    _deliver(scenario, bodies, apart=drained_apart)
 
     found = catalog(scenario.state_path)
     assert found[scenario.ref("Component", "zz-x")] == set()
@@ -258,9 +253,7 @@ def test_workloads_moved_along_a_chain_take_each_components_apis_along(
         for action in ("deleted", "created")
     ]
 
-    for batch in [[body] for body in bodies] if drained_apart else [bodies]:
-        scenario.send(*batch)
-        scenario.drain()
+    _deliver(scenario, bodies, apart=drained_apart)
 
     found = catalog(scenario.state_path)
     assert found[scenario.ref("Component", "zz-x")] == set()
