@@ -225,6 +225,11 @@ class Event:
         return body
 
 
+def in_scope(name: str, scope: str) -> bool:
+    """Whether `name` (an entity's scope, an index key) is `scope` or below it."""
+    return name == scope or name.startswith(scope + "/")
+
+
 @dataclass(frozen=True)
 class Delta:
     """What handling one event produced: entities to upsert and refs to remove."""
@@ -252,8 +257,7 @@ class Delta:
         kept = [
             entity
             for entity in self.upserts
-            if entity.ref not in removed
-            and not any(entity.scope == s or entity.scope.startswith(f"{s}/") for s in scopes)
+            if entity.ref not in removed and not any(in_scope(entity.scope, s) for s in scopes)
         ]
         upserts = {entity.ref: entity for entity in [*kept, *later.upserts]}
         return Delta(

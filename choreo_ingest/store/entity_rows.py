@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from choreo_ingest.models import Entity, PageStats
+from choreo_ingest.models import Entity, PageStats, in_scope
 from choreo_ingest.store.connection import canonical_json
 from choreo_ingest.store.dialect import AnyConnection, in_values, is_postgres, row_key
 
@@ -191,11 +191,6 @@ def refs_in_scope(conn: AnyConnection, provider: str, scope: str) -> list[str]:
         )
         if in_scope(found, scope)
     ]
-
-
-def in_scope(name: str, scope: str) -> bool:
-    """Whether `name` (an entity's scope, an index key) is `scope` or below it."""
-    return name == scope or name.startswith(scope + "/")
 
 
 def remove_refs_where(

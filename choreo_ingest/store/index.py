@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from choreo_ingest.models import IndexEntry
+from choreo_ingest.models import IndexEntry, in_scope
 from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, in_values
-from choreo_ingest.store.entity_rows import in_scope
 
 
 def write_index(

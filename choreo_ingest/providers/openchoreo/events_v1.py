@@ -314,9 +314,11 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     # Made again in another project, its APIs there go too (the indexed workloads say where it
     # was, before this event too: an earlier part may have taken them). Its claims on names go,
     # the harvest claims again those it still has: one it has no more is free at once.
-    was = [*stored(walk).by_group(WORKLOADS, [group])[group], *indexed]
-    left = sorted(_projects_of(row.value for row in was) - {project})
-    released = _released_claims(walk, namespace, component, [project, *left], was)
+    had = indexed
+    if (before := stored(walk)) is not walk.index:  # an overlay: as stored, too
+        had = [*before.by_group(WORKLOADS, [group])[group], *indexed]
+    left = sorted(_projects_of(row.value for row in had) - {project})
+    released = _released_claims(walk, namespace, component, [project, *left], had)
     system = _missing_project(walk, namespace, project)
     # The fresh rows are committed with the delta; the join must see them already.
     overlay = with_rows(walk, [*stale, *released, *system.index, *listed])
@@ -395,7 +397,7 @@ def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped:
     todo = [component]
     while todo:
         name = todo[-1]
-        overlay = with_rows(walk, done.index)
+        overlay = with_rows(walk, done.index) if done.index else walk
         delta, group = _component_delta(overlay, namespace, name), f"{namespace}/{name}"
         listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
         rows = overlay.index.by_key(WORKLOADS, listed).values()
