@@ -387,6 +387,33 @@ def test_events_move_a_workload_and_delete_a_project(here: Path) -> None:
     assert_catalog_consistent(list(catalog.values()))
 
 
+def test_a_workload_made_again_for_a_component_of_another_project_moves_its_apis(
+    here: Path,
+) -> None:
+    """A workload's owner cannot change (`spec.owner` is immutable), so a workload moves by
+    being deleted and made again under its name: the free-form `cart-7d9f6b` goes from `cart`
+    (project `shop`) to `worker` (project `internal`). Only its `created` event arrives (the
+    forwarder's `deleted` lost): `cart` drops the APIs it served, `worker` serves its own."""
+    with showcase_ingested(here) as (server, config):
+        api = server.api
+        api.delete("workloads", "acme", "cart-7d9f6b")
+        served = {"rest": {"type": "HTTP", "port": 8080, "schema": {"content": OPENAPI}}}
+        api.put("workloads", "acme", workload("cart-7d9f6b", "internal", "worker", served))
+        events = [
+            {"kind": "Workload", "name": "cart-7d9f6b", "namespace": "acme", "action": "created"}
+        ]
+        catalog = apply_events(config, events)
+    cart, worker = catalog["component:acme/cart"], catalog["component:acme/worker"]
+    assert not cart["spec"].get("providesApis")
+    assert "openchoreo.io/workload" not in annotations(cart)
+    assert not [ref for ref in catalog if ref.startswith("api:acme/shop-cart-")]
+    assert [full_ref(r, "api", "acme") for r in worker["spec"]["providesApis"]] == [
+        "api:acme/internal-worker-rest"
+    ]
+    assert annotations(worker)["openchoreo.io/workload"] == "cart-7d9f6b"
+    assert_catalog_consistent(list(catalog.values()))
+
+
 def test_a_component_deleted_after_its_workload_leaves_with_what_is_left_of_it(
     here: Path,
 ) -> None:
