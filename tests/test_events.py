@@ -1086,6 +1086,33 @@ class TestDrain:
         assert events_total(config)["dropped"] == 3
         assert [outcome.action for outcome in after_it.providers] == ["burst"]
 
+    def test_a_flood_whose_window_closes_before_the_drain_asks_again_loses_no_event(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """The drain stops for a flood seen before its third event, but by the time it asks
+        once more (to drop the rest) the flood's window has passed: nothing is dropped, and
+        the next drain applies the three it stopped short of, each once."""
+        config = make_config(tmp_path)
+        provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=30)
+        run(config, clock, provider)
+        feed(config, clock, *(component_event(f"e{i}", "created") for i in range(5)))
+        provider.handled.clear()
+        answers: list[float | None] = []
+
+        def seen_once(_: str) -> float | None:  # a flood, for one answer once two are re-read
+            answers.append(0.0 if provider.handled[1:] and 0.0 not in answers else None)
+            return answers[-1]
+
+        result = run(config, clock, provider, flooding=seen_once)
+        assert (result.events.applied, result.events.dropped) == (2, 0)
+        assert len(inbox(config)) == 3
+        after_it = run(config, clock, provider, flooding=lambda _: None)
+
+        assert (after_it.events.applied, after_it.events.dropped) == (3, 0)
+        assert sorted(event.name for event in provider.handled) == [f"e{i}" for i in range(5)]
+        assert inbox(config) == []
+        assert events_total(config)["dropped"] == 0
+
     def test_backlog_within_the_pages_of_the_last_walk_is_applied_past_max_pending(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
