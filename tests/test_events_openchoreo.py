@@ -163,6 +163,7 @@ def platform(tmp_path: Path) -> Platform:
 
 
 CHECKOUT = {"component:acme/checkout", "api:acme/checkout-rest"}
+GRPC = {"type": "gRPC", "port": 9090}
 BASKET = {"component:acme/basket", "api:acme/basket-rest"}
 
 
@@ -556,3 +557,131 @@ def test_an_event_the_servers_api_does_not_have_is_parked_at_its_first_attempt(
     assert (first.events.parked, first.events.retried) == (1, 0)
     assert (second.events.parked, second.events.retried) == (0, 0)
     assert parked_count(platform) == 1
+
+
+class TestComponentMovedToAnotherProject:
+    """A component's name is unique in its org, so one made again in another project is the
+    same Component entity: its event maps it there, and the APIs it had in the project it left
+    go with that event too, even when the `deleted` about the old project never applies (the
+    inbox keeps only the newest of two events without `project`, and an event can be lost)."""
+
+    def move_cart_to_web(self, platform: Platform) -> None:
+        platform.world.delete_component("acme", "shop", "cart")
+        platform.world.add_component("acme", "web", "cart", endpoints={"grpc": GRPC})
+
+    def test_deleted_and_created_without_project_leave_no_api_behind(
+        self, platform: Platform
+    ) -> None:
+        self.move_cart_to_web(platform)
+        platform.feed("Component", "cart", "deleted", namespace="acme")
+        platform.feed("Component", "cart", "created", namespace="acme")
+
+        platform.run()
+
+        assert "api:acme/cart-rest" not in platform.refs()
+        assert platform.refs() == expected_refs(platform.world)
+        component = platform.body("component:acme/cart")
+        assert component is not None
+        assert component["spec"]["system"] == "web"
+        assert component["spec"]["providesApis"] == ["api:acme/cart-grpc"]
+
+    def test_created_in_its_new_project_alone_leaves_no_api_behind(
+        self, platform: Platform
+    ) -> None:
+        self.move_cart_to_web(platform)
+        platform.feed_component("cart", "created", project="web")
+
+        platform.run()
+
+        assert "api:acme/cart-rest" not in platform.refs()
+        assert platform.refs() == expected_refs(platform.world)
+
+    def test_an_api_it_keeps_moves_with_it(self, platform: Platform) -> None:
+        platform.world.delete_component("acme", "shop", "cart")
+        platform.world.add_component("acme", "web", "cart", endpoints={"rest": REST})
+        platform.feed_component("cart", "created", project="web")
+
+        platform.run()
+
+        assert platform.refs() == expected_refs(platform.world)
+        api = platform.body("api:acme/cart-rest")
+        assert api is not None
+        assert api["spec"]["system"] == "web"
+        platform.end_rest()
+        platform.complete_cycle()
+        assert platform.refs() == expected_refs(platform.world)
+
+    def test_deleted_then_created_keeps_the_name_of_an_api_it_keeps(
+        self, platform: Platform
+    ) -> None:
+        """Both events, in order: the claim it made on `cart-rest` as a member of `shop`
+        (which sorts before `web`) does not keep the name from it as a member of `web`."""
+        platform.world.delete_component("acme", "shop", "cart")
+        platform.world.add_component("acme", "web", "cart", endpoints={"rest": REST})
+        platform.feed_component("cart", "deleted", project="shop")
+        platform.feed_component("cart", "created", project="web")
+
+        platform.run()
+
+        assert platform.refs() == expected_refs(platform.world)
+        component = platform.body("component:acme/cart")
+        assert component is not None
+        assert component["spec"]["providesApis"] == ["api:acme/cart-rest"]
+
+    def test_a_cycle_alone_moves_it_with_the_names_of_its_apis(self, platform: Platform) -> None:
+        platform.world.delete_component("acme", "shop", "cart")
+        platform.world.add_component("acme", "web", "cart", endpoints={"rest": REST})
+
+        platform.end_rest()
+        platform.complete_cycle()
+
+        assert platform.refs() == expected_refs(platform.world)
+
+    def test_moved_then_deleted_goes_on_the_404_of_its_new_project(
+        self, platform: Platform
+    ) -> None:
+        """The `deleted` about `shop` was lost; `created` in `web` answers 404 (deleted since)."""
+        self.move_cart_to_web(platform)
+        platform.world.delete_component("acme", "web", "cart")
+        platform.feed_component("cart", "created", project="web")
+
+        platform.run()
+
+        assert {"component:acme/cart", "api:acme/cart-rest"}.isdisjoint(platform.refs())
+        assert platform.refs() == expected_refs(platform.world)
+
+    def test_a_404_in_another_project_leaves_it_where_it_is(self, platform: Platform) -> None:
+        """An event naming a project the component is not in changes nothing of it."""
+        before = platform.refs()
+        platform.feed_component("cart", "updated", project="web")
+
+        platform.run()
+
+        assert platform.refs() == before == expected_refs(platform.world)
+
+    def test_moved_then_deleted_goes_on_the_deleted_about_its_new_project(
+        self, platform: Platform
+    ) -> None:
+        """The `deleted` about `shop` was lost; the inbox keeps only the newest of `created` and
+        `deleted` about `web`, and a `deleted` reads nothing where the catalog holds it."""
+        self.move_cart_to_web(platform)
+        platform.world.delete_component("acme", "web", "cart")
+        platform.feed_component("cart", "created", project="web")
+        platform.feed_component("cart", "deleted", project="web")
+
+        platform.run()
+
+        assert {"component:acme/cart", "api:acme/cart-rest"}.isdisjoint(platform.refs())
+        assert platform.refs() == expected_refs(platform.world)
+
+    def test_a_deleted_about_a_project_it_left_leaves_it_where_it_is(
+        self, platform: Platform
+    ) -> None:
+        """Moved back to `shop` after the catalog had it in `web`: a late `deleted` about `web`
+        reads it in `shop` and keeps it."""
+        before = platform.refs()
+        platform.feed_component("cart", "deleted", project="web")
+
+        platform.run()
+
+        assert platform.refs() == before == expected_refs(platform.world)

@@ -74,6 +74,7 @@ def resolve_api_names(
     pending: Pending | None = None,
     *,
     whole: bool = False,
+    identity: Callable[[Owner], Owner] | None = None,
 ) -> tuple[dict[ClaimKey, str], Harvest, list[Owner], list[tuple[ClaimKey, ClaimKey]]]:
     """Names for `claims`, the index rows that record them, the owners displaced from a plain
     name they held (to be re-read and renamed by the caller), and every claim, of `claims` or
@@ -84,13 +85,19 @@ def resolve_api_names(
     components). A stored claim of such an owner that is not among them is stale (its endpoint
     gone, or no API any more): it is released, and decides nothing. Else it would keep the name
     from the owner's other spelling of it (`httpApi` beside a removed `httpapi`) until the
-    cycle's end prunes it, and the name would come free a cycle late."""
+    cycle's end prunes it, and the name would come free a cycle late.
+
+    `identity`: what makes two owners one (the org era's component name, unique in its org:
+    a component made again in another project is the same one). With `whole`, a stored claim
+    of an owner one with an owner of `claims` is stale as well: the claims it made as a member
+    of the project it left would keep its names from it."""
     pending = {} if pending is None else pending
+    same = identity or (lambda owner: owner)
     by_group: dict[str, list[ApiClaim]] = {}
     for claim in claims:
         by_group.setdefault(claim.group, []).append(claim)
     stored = walk.index.by_group(CLAIMS, sorted(by_group))
-    owners = {claim.owner for claim in claims} if whole else set()
+    owners = {same(claim.owner) for claim in claims} if whole else set()
     current = {claim.sort_key for claim in claims}
     names: dict[ClaimKey, str] = {}
     harvest = Harvest()
@@ -100,14 +107,14 @@ def resolve_api_names(
         known: dict[ClaimKey, Standing] = {}
         for row in rows:
             key = _claim_key(row)
-            if key[:-1] in owners and key not in current:
+            if same(key[:-1]) in owners and key not in current:
                 harvest.index.append(IndexEntry(CLAIMS, row.key, group, None))
             else:
                 known[key] = _standing(row)
         known.update(
             (key, standing)
             for key, standing in pending.get(group, {}).items()
-            if key[:-1] not in owners or key in current
+            if same(key[:-1]) not in owners or key in current
         )
         ours = by_group[group]
         cased = {key: standing.cased for key, standing in known.items()}

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from choreo_ingest.errors import CursorRejected, NotFoundError, PermanentError
-from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
+from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
@@ -43,7 +43,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     queued_text,
 )
 from choreo_ingest.providers.openchoreo.many_reads import Gone
-from choreo_ingest.providers.openchoreo.naming import hashed_entity_name
+from choreo_ingest.providers.openchoreo.naming import entity_name, hashed_entity_name
 
 ORG_QUEUE = "orgs"
 PROJECT_QUEUE = "projects"
@@ -206,7 +206,7 @@ def component_harvest(
         for endpoint in endpoint_names(detail)
     ]
     names, harvest, displaced, _ = resolve_api_names(
-        walk, claims, _hashed_name, pending, whole=True
+        walk, claims, _hashed_name, pending, whole=True, identity=_component_of
     )
     for detail in details:
         harvest.entities += component_entities(
@@ -227,6 +227,11 @@ def component_harvest(
             continue
         harvest.add(component_harvest(walk, org, project_name, [detail], pending, displacing=False))
     return harvest
+
+
+def _component_of(owner: tuple[str, ...]) -> tuple[str, ...]:
+    """A claim's owner as one component: its name is unique in its org, in whichever project."""
+    return owner[-1:]
 
 
 def _hashed_name(owner: tuple[str, ...], endpoint: str) -> str:
@@ -329,26 +334,59 @@ class OrgsGeneration:
             return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
         if not event.project:
             return _component_in_some_project(walk, org_name, event)
-        scope = f"{org_name}/{event.project}/{event.name}"
         if event.action == "deleted":
-            return Delta(removal_scopes=[scope])
-        return _component_delta(walk, org_name, event.project, event.name) or Delta(
-            removal_scopes=[scope]
+            # Read nothing, unless the catalog holds it in another project (`_component_gone`).
+            return _component_gone(walk, org_name, event.project, event.name)
+        return _component_delta(walk, org_name, event.project, event.name) or _component_gone(
+            walk, org_name, event.project, event.name
         )
 
 
 def _component_delta(walk: Walk, org: str, project: str, component: str) -> Delta | None:
-    """The component read again with its endpoints; None when it answers 404."""
+    """The component read again with its endpoints; None when it answers 404.
+
+    A component's name is unique in its org, so one the catalog holds in another project was
+    made again in this one (a move): the APIs it had there go with this event (its claims
+    there on the names it still has go with its harvest: `_component_of`). Else they would stay
+    until the cycle's end whenever the `deleted` event about the project it left does not
+    apply: two events without `project` are one object to the inbox, which keeps only the
+    newest, and an event can be lost."""
     path = f"/orgs/{_segment(org)}/projects/{_segment(project)}/components/{_segment(component)}"
     try:
         detail = get_object(walk.client, path, DETAIL_PARAMS)
     except NotFoundError as missing:
         confirm_gone(missing, NOT_FOUND_CODES)
         return None
+    left = [p for p in _stored_projects(walk, org, component) if p != project]
     harvest = _missing_project(walk, org, project)
     harvest.add(component_harvest(walk, org, project, [detail]))
-    scope = f"{org}/{project}/{component}"
-    return Delta(upserts=harvest.entities, removal_scopes=[scope], index=harvest.index)
+    scopes = [f"{org}/{p}/{component}" for p in [project, *left]]
+    return Delta(upserts=harvest.entities, removal_scopes=scopes, index=harvest.index)
+
+
+def _component_gone(walk: Walk, org: str, project: str, component: str) -> Delta:
+    """A component that answered 404 in `project`, or was deleted there: what it had there
+    goes. Where the catalog holds it in another project (a move whose `deleted` did not apply),
+    it is read there: mapped there if it is there, else it goes from there as well."""
+    gone = Delta(removal_scopes=[f"{org}/{project}/{component}"])
+    for other in _stored_projects(walk, org, component):
+        if other == project:
+            continue
+        found = _component_delta(walk, org, other, component)
+        if found is not None:
+            return gone.then(found)
+        return Delta(removal_scopes=[*gone.removal_scopes, f"{org}/{other}/{component}"])
+    return gone
+
+
+def _stored_projects(walk: Walk, org: str, component: str) -> list[str]:
+    """The project the catalog holds the component in (its Component's scope), if any."""
+    ref = entity_ref("Component", organization_namespace(org), entity_name(component))
+    scope = walk.index.entity_scopes([ref]).get(ref, "")
+    parts = scope.split("/")
+    if len(parts) == 3 and parts[0] == org and parts[2] == component and parts[1]:
+        return [parts[1]]
+    return []
 
 
 def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:
@@ -362,7 +400,9 @@ def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:
             delta = _component_delta(walk, org, project, event.name)
             if delta is not None:
                 return delta
-    return Delta(removal_scopes=[f"{org}/{project}/{event.name}" for project in projects])
+    # Where the catalog holds it too: its project may be gone with no event about it yet.
+    held = [p for p in _stored_projects(walk, org, event.name) if p not in projects]
+    return Delta(removal_scopes=[f"{org}/{project}/{event.name}" for project in [*projects, *held]])
 
 
 def _project_names(walk: Walk, org: str) -> list[str]:
