@@ -40,8 +40,10 @@ from choreo_ingest.providers.openchoreo.naming import (
     namespace_name,
 )
 from choreo_ingest.providers.openchoreo.resources_v1 import (
+    PROJECT_OWNER_CHANGED,
     PROJECT_OWNERS,
     WORKLOADS,
+    WORKLOADS_LEFT,
     api_claim,
     as_object,
     component_harvest,
@@ -271,6 +273,8 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     # Only a row this cycle wrote vouches for the namespace: one from an earlier cycle may
     # outlive it (its label taken off: the Namespace event removed its entities, not its rows).
     known = walk.index.by_key(PROJECT_OWNERS, [row.key], current_only=True).get(row.key)
+    # A walk's page of this cycle found the owner changed, and wrote its row before this event.
+    listed_change = walk.index.by_key(PROJECT_OWNER_CHANGED, [row.key], current_only=True)
     domain = Harvest()
     if known is None:
         served = _namespace_domain(walk, namespace)
@@ -280,16 +284,17 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
                 index=[IndexEntry(PROJECT_OWNERS, row.key)],
             )
         domain = served
-    elif known.value == row.value:
+    elif known.value == row.value and not listed_change:
         return Delta(upserts=[*domain.entities, entity], index=[row])
     # New to the catalog (its components were left out), or its owner changed (its components
     # without an owner of their own take the project's): map its components again.
     components = _listed(walk, namespace, "components", project=project)
     harvest = component_harvest(with_rows(walk, [row]), namespace, components, listed=False)
+    forget = [IndexEntry(PROJECT_OWNER_CHANGED, row.key)] if listed_change else []
     return Delta(
         upserts=[*domain.entities, entity, *harvest.entities],
         removals=harvest.removals,
-        index=[row, *harvest.index],
+        index=[row, *harvest.index, *forget],
     )
 
 
@@ -314,10 +319,14 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     # Made again in another project, its APIs there go too (the indexed workloads say where it
     # was, before this event too: an earlier part may have taken them). Its claims on names go,
     # the harvest claims again those it still has: one it has no more is free at once.
-    had = indexed
+    # A workload a walk's page indexed for another component before this event (`moved`)
+    # was this one's all the same: where it was, and its claims, as for the others.
+    moved = _moved_away(walk, group)
+    had = [*indexed, *moved]
     if (before := stored(walk)) is not walk.index:  # an overlay: as stored, too
-        had = [*before.by_group(WORKLOADS, [group])[group], *indexed]
-    left = sorted(_projects_of(row.value for row in had) - {project})
+        had = [*before.by_group(WORKLOADS, [group])[group], *had]
+    was = _stored_projects(walk, namespace, component)
+    left = sorted((_projects_of(row.value for row in had) | was) - {project})
     released = _released_claims(walk, namespace, component, [project, *left], had)
     system = _missing_project(walk, namespace, project)
     # The fresh rows are committed with the delta; the join must see them already.
@@ -327,8 +336,28 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
         upserts=[*system.entities, *harvest.entities],
         removals=harvest.removals,
         removal_scopes=[f"{namespace}/{p}/{component}" for p in [project, *left]],
-        index=[*stale, *listed, *released, *system.index, *harvest.index],
+        index=[*stale, *listed, *released, *system.index, *harvest.index, *_forgotten(moved)],
     )
+
+
+def _stored_projects(walk: Walk, namespace: str, component: str) -> set[str]:
+    """The project the stored Component is in (its scope `<ns>/<project>/<component>`): an
+    event whose reads met the component before it was made again in another project, and its
+    workloads after, wrote it (and its APIs) there, while its rows name the other project."""
+    ref = entity_ref("Component", namespace_name(namespace), entity_name(component))
+    scopes = stored(walk).entity_scopes([ref]).values()
+    return {parts[1] for scope in scopes if len(parts := scope.split("/")) == 3 and parts[1]}
+
+
+def _moved_away(walk: Walk, group: str) -> list[IndexEntry]:
+    """The rows, as this component (`group`) had them, of the workloads a walk's page of this
+    cycle indexed for another component since (`WORKLOADS_LEFT`)."""
+    return walk.index.by_group(WORKLOADS_LEFT, [group], current_only=True)[group]
+
+
+def _forgotten(moved: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """Deletions of `moved` rows: the component they left is mapped in this delta."""
+    return [IndexEntry(WORKLOADS_LEFT, row.key) for row in moved]
 
 
 def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
@@ -348,7 +377,14 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     if resource is None:
         return gone
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
-    return Harvest(entities=[*domain.entities, entity], index=[owner_row(namespace, resource)])
+    row = owner_row(namespace, resource)
+    # Its owner changed since its row was written (an earlier cycle's): this event maps only
+    # its own component, and the Project event, applied after, finds the row it writes here;
+    # it says so, as a walk's page does (`api_v1._Projects`), so that one maps the others.
+    before = walk.index.by_key(PROJECT_OWNERS, [key]).get(key)
+    changed = before is not None and before.value != row.value
+    said = [IndexEntry(PROJECT_OWNER_CHANGED, key, "", before.value)] if changed else []
+    return Harvest(entities=[*domain.entities, entity], index=[row, *said])
 
 
 def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
@@ -400,7 +436,11 @@ def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped:
         overlay = with_rows(walk, done.index) if done.index else walk
         delta, group = _component_delta(overlay, namespace, name), f"{namespace}/{name}"
         listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
-        rows = overlay.index.by_key(WORKLOADS, listed).values()
+        rows = [
+            *overlay.index.by_key(WORKLOADS, listed).values(),
+            # indexed for this one by a walk's page already: the row it wrote over says where
+            *overlay.index.by_key(WORKLOADS_LEFT, listed, current_only=True).values(),
+        ]
         left = sorted({row.group.partition("/")[2] for row in rows if row.group != group} - mapped)
         if left:  # those first; this one again after them
             mapped.update(left)
@@ -455,11 +495,17 @@ def _component_gone(
     A workload of it that is still listed (left behind: an orphan) keeps its row, as the walk
     indexes every workload listed: a consumer's dependency on it names what the walk names."""
     group = f"{namespace}/{component}"
-    known = walk.index.by_group(WORKLOADS, [group])[group]
+    indexed = walk.index.by_group(WORKLOADS, [group])[group]
+    moved = _moved_away(walk, group)
+    known = [*indexed, *moved]
     left = [row for w in workloads if (row := workload_row(namespace, w))]
     kept = {row.key for row in left}
     ref = entity_ref("Component", namespace_name(namespace), entity_name(component))
-    projects = sorted(_projects_of([*workloads, *(row.value for row in known)]))
+    # where its workloads say it was, and where its stored Component is (`_stored_projects`)
+    projects = sorted(
+        _projects_of([*workloads, *(row.value for row in known)])
+        | _stored_projects(walk, namespace, component)
+    )
     scopes = [f"{namespace}/{project}/{component}" for project in projects]
     if not scopes:  # no workload says where it was (they went to another component in a
         # rename, or it had none): its stored Component does, and its APIs share its scope
@@ -468,9 +514,10 @@ def _component_gone(
         removals=[ref],
         removal_scopes=scopes,
         index=[
-            *(IndexEntry(WORKLOADS, row.key) for row in known if row.key not in kept),
+            *(IndexEntry(WORKLOADS, row.key) for row in indexed if row.key not in kept),
             *left,
             *_released_claims(walk, namespace, component, projects, known),
+            *_forgotten(moved),
         ],
     )
 
