@@ -382,8 +382,9 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     # its own component, and the Project event, applied after, finds the row it writes here;
     # it says so, as a walk's page does (`api_v1._Projects`), so that one maps the others.
     before = walk.index.by_key(PROJECT_OWNERS, [key]).get(key)
-    changed = before is not None and before.value != row.value
-    said = [IndexEntry(PROJECT_OWNER_CHANGED, key, "", before.value)] if changed else []
+    said = []
+    if before is not None and before.value != row.value:
+        said = [IndexEntry(PROJECT_OWNER_CHANGED, key, "", before.value)]
     return Harvest(entities=[*domain.entities, entity], index=[row, *said])
 
 

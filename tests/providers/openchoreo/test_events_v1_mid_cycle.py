@@ -36,9 +36,7 @@ def _burst_until(scenario: Scenario, key: str) -> None:
     ref or an index row's key)."""
     config = scenario.config
     inner = OpenChoreoProvider(config, transport=simulator_transport(scenario.api))
-    provider = PausingProvider(
-        inner, scenario.clock, burst_length=config.incremental.burst_length
-    )
+    provider = PausingProvider(inner, scenario.clock, burst_length=config.incremental.burst_length)
     provider.pause_after = key
     scenario.clock.advance(config.incremental.rest_length + 1)
     assert config.state_path is not None
@@ -221,7 +219,9 @@ def _owners_walked(scenario: Scenario) -> dict[str, str]:
     fresh = Scenario.__new__(Scenario)
     fresh.state_path = path
     config = config_for(path)
-    assert run(config, simulator(scenario.world, scenario.clock), scenario.clock).providers[
-        0
-    ].cycle_completed
+    assert (
+        run(config, simulator(scenario.world, scenario.clock), scenario.clock)
+        .providers[0]
+        .cycle_completed
+    )
     return _owners(fresh)
