@@ -305,11 +305,20 @@ def _project_gone(namespace: str, project: str) -> Delta:
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now, with its workloads read again (its APIs follow them)."""
-    resource = _read(walk, _object_path(namespace, "components", component))
+    path = _object_path(namespace, "components", component)
+    resource = _read(walk, path)
     if resource is None:
         workloads = _workloads_of(walk, namespace, component, gone=True)
         return _component_gone(walk, namespace, component, workloads)
     workloads = _workloads_of(walk, namespace, component)
+    named = _projects_of(workloads)
+    if named and (spec_owner(resource, "projectName") or "") not in named:
+        # Its workloads, listed after it was read, name another project: it was made again
+        # there in between (a read kept ahead is older still). Read once more, rather than
+        # write its APIs where it no longer is, with rows that say where it went.
+        resource = _read(walk, path)
+        if resource is None:
+            return _component_gone(walk, namespace, component, workloads)
     listed = [row for w in workloads if (row := workload_row(namespace, w))]
     group = f"{namespace}/{component}"
     indexed = walk.index.by_group(WORKLOADS, [group])[group]
