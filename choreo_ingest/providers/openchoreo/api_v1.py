@@ -28,14 +28,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem
+from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities_v1 import namespace_entity, project_entity
+from choreo_ingest.providers.openchoreo.event_reads_v1 import read_ahead
 from choreo_ingest.providers.openchoreo.events_v1 import (
     INGESTED_KINDS,
     NOT_FOUND,
     event_delta,
-    read_ahead,
 )
 from choreo_ingest.providers.openchoreo.generation import (
     KUBERNETES_NAME,
@@ -47,12 +47,9 @@ from choreo_ingest.providers.openchoreo.generation import (
     name_of,
     queued_text,
 )
+from choreo_ingest.providers.openchoreo.listed_first import owners_changed, workloads_left
 from choreo_ingest.providers.openchoreo.resources_v1 import (
     MAX_LIMIT,
-    PROJECT_OWNER_CHANGED,
-    PROJECT_OWNERS,
-    WORKLOADS,
-    WORKLOADS_LEFT,
     component_harvest,
     owner_row,
     read_page,
@@ -113,15 +110,8 @@ class _Projects(_InNamespace):
                 project_entity(project, walk.config.mapping, walk.provider, namespace=namespace)
             )
             harvest.index.append(owner_row(namespace, project))
-        # An owner changed since its row was written: say so, for the Project event that may
-        # be applied after this page (`events_v1._project_delta`).
-        keys = [row.key for row in harvest.index]
-        before = walk.index.by_key(PROJECT_OWNERS, keys) if keys else {}
-        harvest.index += [
-            IndexEntry(PROJECT_OWNER_CHANGED, row.key, "", old.value)
-            for row in list(harvest.index)
-            if (old := before.get(row.key)) is not None and old.value != row.value
-        ]
+        # An owner changed since its row was written: kept for the Project event after this page.
+        harvest.index += owners_changed(walk, harvest.index)
         return harvest
 
 
@@ -130,19 +120,12 @@ class _Workloads(_InNamespace):
     name: str = "workloads"
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
-        """The workloads' rows; for one indexed for another component before (made again
-        under its name for this one), also the row as that component had it
-        (`WORKLOADS_LEFT`): the move's event, applied after this page, finds the component it
-        left there, as the row this page writes over no longer says it."""
+        """The workloads' rows, and for one indexed for another component before (made again
+        under its name for this one) the row as that one had it, for the move's event after
+        this page (`listed_first`)."""
         namespace = queued_text(item, "namespace")
         rows = [row for w in resources if (row := workload_row(namespace, w))]
-        before = walk.index.by_key(WORKLOADS, [row.key for row in rows]) if rows else {}
-        left = [
-            IndexEntry(WORKLOADS_LEFT, row.key, old.group, old.value)
-            for row in rows
-            if (old := before.get(row.key)) is not None and old.group != row.group
-        ]
-        return Harvest(index=[*rows, *left])
+        return Harvest(index=[*rows, *workloads_left(walk, rows)])
 
 
 @dataclass(frozen=True)

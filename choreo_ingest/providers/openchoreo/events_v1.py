@@ -23,6 +23,11 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
     namespace_entity,
     project_entity,
 )
+from choreo_ingest.providers.openchoreo.event_reads_v1 import (
+    listing_path,
+    namespace_path,
+    object_path,
+)
 from choreo_ingest.providers.openchoreo.generation import (
     Harvest,
     ListPage,
@@ -34,22 +39,27 @@ from choreo_ingest.providers.openchoreo.generation import (
     name_of,
 )
 from choreo_ingest.providers.openchoreo.index_overlay import stored, with_rows
+from choreo_ingest.providers.openchoreo.listed_first import (
+    left_for,
+    moved_away,
+    moved_done,
+    owner_change_done,
+    owner_change_listed,
+    owners_changed,
+)
 from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     namespace_name,
 )
 from choreo_ingest.providers.openchoreo.resources_v1 import (
-    PROJECT_OWNER_CHANGED,
     PROJECT_OWNERS,
     WORKLOADS,
-    WORKLOADS_LEFT,
     api_claim,
     as_object,
     component_harvest,
     owner_row,
     read_page,
-    segment,
     spec_owner,
     workload_row,
 )
@@ -68,7 +78,6 @@ CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
 """The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
 NOT_FOUND = ("NOT_FOUND",)
 """The code of the API's own 404 (`{"error": "<Resource> not found", "code": "NOT_FOUND"}`)."""
-Request = tuple[str, Mapping[str, str | int]]
 
 
 def event_delta(walk: Walk, event: Event) -> Delta:
@@ -104,61 +113,11 @@ def _deleted_behind_roles(walk: Walk, event: Event, error: AuthError) -> Delta |
     it was deleted, and hidden or gone, the walk leaves it out: it goes, as at a 404."""
     namespace, name = event.namespace or "", event.name
     if event.action == "deleted" and event.kind == "Namespace":
-        return _namespace_gone(walk, name) if error.path == _namespace_path(name) else None
+        return _namespace_gone(walk, name) if error.path == namespace_path(name) else None
     if event.action == "deleted" and event.kind == "Project":
-        own = error.path == _object_path(namespace, "projects", name)
+        own = error.path == object_path(namespace, "projects", name)
         return _project_gone(namespace, name) if own else None
     return None
-
-
-def read_ahead(walk: Walk, events: Sequence[Event]) -> None:
-    """Read at once what handling `events` will read first (`OpenChoreoClient.read_ahead`, as
-    many at a time as `maxConcurrentRequests`; one at a time from a server that answers at
-    once): a Project's or a Component's object and the component's workloads, a Workload's
-    object and then those of the component it names. Each read is asked for once per event that
-    will make it, so that events needing the same read share it. The answers come after every
-    one of these events was sent, so each event sees its change, as a read of its own would."""
-    first: list[Request] = []
-    workloads: list[str | None] = []  # per request: the namespace of a Workload's read
-    for event in events:
-        namespace = event.namespace or ""
-        if event.kind == "Component":
-            reads = _component_reads(walk, namespace, event.name)
-        elif event.kind in ("Project", "Workload"):
-            reads = [(_object_path(namespace, f"{event.kind.lower()}s", event.name), {})]
-        else:
-            reads = []
-        first += reads
-        workloads += [namespace if event.kind == "Workload" else None] * len(reads)
-    then: list[Request] = []
-    answers = walk.client.read_ahead(first)
-    for owner_namespace, answer in zip(workloads, answers, strict=True):
-        if owner_namespace is not None and isinstance(answer, dict):
-            component = spec_owner(answer, "componentName")
-            then += _component_reads(walk, owner_namespace, component) if component else []
-    if then:
-        walk.client.read_ahead(then, adding=True)
-
-
-def _component_reads(walk: Walk, namespace: str, component: str) -> list[Request]:
-    """The requests `_component_delta` begins with: the component, its workloads' first page."""
-    workloads: dict[str, str | int] = {"component": component, "limit": event_page_size(walk, "v1")}
-    return [
-        (_object_path(namespace, "components", component), {}),
-        (_listing_path(namespace, "workloads"), workloads),
-    ]
-
-
-def _namespace_path(namespace: str) -> str:
-    return f"/namespaces/{segment(namespace)}"
-
-
-def _listing_path(namespace: str, listing: str) -> str:
-    return f"{_namespace_path(namespace)}/{listing}"
-
-
-def _object_path(namespace: str, listing: str, name: str) -> str:
-    return f"{_listing_path(namespace, listing)}/{segment(name)}"
 
 
 def _delta(walk: Walk, event: Event) -> Delta:
@@ -191,7 +150,7 @@ def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
     start), nor for one new and empty, nor for one made with its projects (a GitOps bundle):
     their own `created` events come after the namespace's. A project without a creation time
     counts as new."""
-    path = _listing_path(namespace, "projects")
+    path = listing_path(namespace, "projects")
     listed: list[Resource] = []
     cursor: str | None = None
     limit = min(PROJECTS_PROBED, event_page_size(walk, "v1"))  # chunkSize holds here too
@@ -244,7 +203,7 @@ def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
     that reads any namespace, or leaves labels out) is settled by the listing, which is what
     the walk takes.
     """
-    resource = _read(walk, _namespace_path(namespace))
+    resource = _read(walk, namespace_path(namespace))
     if resource is None:
         return None
     metadata = resource.get("metadata")
@@ -265,7 +224,7 @@ def _read(walk: Walk, path: str) -> Resource | None:
 
 
 def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
-    resource = _read(walk, _object_path(namespace, "projects", project))
+    resource = _read(walk, object_path(namespace, "projects", project))
     if resource is None:
         return _project_gone(namespace, project)
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
@@ -273,8 +232,7 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     # Only a row this cycle wrote vouches for the namespace: one from an earlier cycle may
     # outlive it (its label taken off: the Namespace event removed its entities, not its rows).
     known = walk.index.by_key(PROJECT_OWNERS, [row.key], current_only=True).get(row.key)
-    # A walk's page of this cycle found the owner changed, and wrote its row before this event.
-    listed_change = walk.index.by_key(PROJECT_OWNER_CHANGED, [row.key], current_only=True)
+    listed_change = owner_change_listed(walk, row.key)  # by a page before this event
     domain = Harvest()
     if known is None:
         served = _namespace_domain(walk, namespace)
@@ -290,7 +248,7 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     # without an owner of their own take the project's): map its components again.
     components = _listed(walk, namespace, "components", project=project)
     harvest = component_harvest(with_rows(walk, [row]), namespace, components, listed=False)
-    forget = [IndexEntry(PROJECT_OWNER_CHANGED, row.key)] if listed_change else []
+    forget = [owner_change_done(row.key)] if listed_change else []
     return Delta(
         upserts=[*domain.entities, entity, *harvest.entities],
         removals=harvest.removals,
@@ -305,7 +263,7 @@ def _project_gone(namespace: str, project: str) -> Delta:
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now, with its workloads read again (its APIs follow them)."""
-    path = _object_path(namespace, "components", component)
+    path = object_path(namespace, "components", component)
     resource = _read(walk, path)
     if resource is None:
         workloads = _workloads_of(walk, namespace, component, gone=True)
@@ -330,7 +288,7 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     # the harvest claims again those it still has: one it has no more is free at once.
     # A workload a walk's page indexed for another component before this event (`moved`)
     # was this one's all the same: where it was, and its claims, as for the others.
-    moved = _moved_away(walk, group)
+    moved = moved_away(walk, group)
     had = [*indexed, *moved]
     if (before := stored(walk)) is not walk.index:  # an overlay: as stored, too
         had = [*before.by_group(WORKLOADS, [group])[group], *had]
@@ -345,7 +303,7 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
         upserts=[*system.entities, *harvest.entities],
         removals=harvest.removals,
         removal_scopes=[f"{namespace}/{p}/{component}" for p in [project, *left]],
-        index=[*stale, *listed, *released, *system.index, *harvest.index, *_forgotten(moved)],
+        index=[*stale, *listed, *released, *system.index, *harvest.index, *moved_done(moved)],
     )
 
 
@@ -356,17 +314,6 @@ def _stored_projects(walk: Walk, namespace: str, component: str) -> set[str]:
     ref = entity_ref("Component", namespace_name(namespace), entity_name(component))
     scopes = stored(walk).entity_scopes([ref]).values()
     return {parts[1] for scope in scopes if len(parts := scope.split("/")) == 3 and parts[1]}
-
-
-def _moved_away(walk: Walk, group: str) -> list[IndexEntry]:
-    """The rows, as this component (`group`) had them, of the workloads a walk's page of this
-    cycle indexed for another component since (`WORKLOADS_LEFT`)."""
-    return walk.index.by_group(WORKLOADS_LEFT, [group], current_only=True)[group]
-
-
-def _forgotten(moved: Sequence[IndexEntry]) -> list[IndexEntry]:
-    """Deletions of `moved` rows: the component they left is mapped in this delta."""
-    return [IndexEntry(WORKLOADS_LEFT, row.key) for row in moved]
 
 
 def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
@@ -382,19 +329,15 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     domain = _namespace_domain(walk, namespace)
     if domain is None:
         return gone
-    resource = _read(walk, _object_path(namespace, "projects", project))
+    resource = _read(walk, object_path(namespace, "projects", project))
     if resource is None:
         return gone
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     row = owner_row(namespace, resource)
-    # Its owner changed since its row was written (an earlier cycle's): this event maps only
-    # its own component, and the Project event, applied after, finds the row it writes here;
-    # it says so, as a walk's page does (`api_v1._Projects`), so that one maps the others.
-    before = walk.index.by_key(PROJECT_OWNERS, [key]).get(key)
-    said = []
-    if before is not None and before.value != row.value:
-        said = [IndexEntry(PROJECT_OWNER_CHANGED, key, "", before.value)]
-    return Harvest(entities=[*domain.entities, entity], index=[row, *said])
+    # An owner changed since its row was written: this event maps only its own component, so
+    # it keeps the change for the Project event after it, as a walk's page does.
+    changed = owners_changed(walk, [row])
+    return Harvest(entities=[*domain.entities, entity], index=[row, *changed])
 
 
 def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
@@ -409,7 +352,7 @@ def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
-    resource = _read(walk, _object_path(namespace, "workloads", workload))
+    resource = _read(walk, object_path(namespace, "workloads", workload))
     if resource is not None and (component := spec_owner(resource, "componentName")):
         return _component_event_delta(walk, namespace, component)
     key = f"{namespace}/{workload}"
@@ -449,7 +392,7 @@ def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped:
         rows = [
             *overlay.index.by_key(WORKLOADS, listed).values(),
             # indexed for this one by a walk's page already: the row it wrote over says where
-            *overlay.index.by_key(WORKLOADS_LEFT, listed, current_only=True).values(),
+            *left_for(overlay, listed),
         ]
         left = sorted({row.group.partition("/")[2] for row in rows if row.group != group} - mapped)
         if left:  # those first; this one again after them
@@ -478,7 +421,7 @@ def _listed(
     document's answer for a project that does not exist), or to any filter naming a resource
     that is `gone`, says there is nothing to list; any other 404 fails the event, which is tried
     again, rather than take its workloads for none."""
-    path = _listing_path(namespace, listing)
+    path = listing_path(namespace, listing)
     return _items(walk, path, only, missing_is_empty=gone or "project" in only)
 
 
@@ -506,7 +449,7 @@ def _component_gone(
     indexes every workload listed: a consumer's dependency on it names what the walk names."""
     group = f"{namespace}/{component}"
     indexed = walk.index.by_group(WORKLOADS, [group])[group]
-    moved = _moved_away(walk, group)
+    moved = moved_away(walk, group)
     known = [*indexed, *moved]
     left = [row for w in workloads if (row := workload_row(namespace, w))]
     kept = {row.key for row in left}
@@ -527,7 +470,7 @@ def _component_gone(
             *(IndexEntry(WORKLOADS, row.key) for row in indexed if row.key not in kept),
             *left,
             *_released_claims(walk, namespace, component, projects, known),
-            *_forgotten(moved),
+            *moved_done(moved),
         ],
     )
 

@@ -51,20 +51,8 @@ log = get_logger("choreo_ingest.providers.openchoreo")
 
 PROJECT_OWNERS = "project"
 """Index: `<ns>/<project>` -> {owner}: the project's owner annotation, for its components."""
-PROJECT_OWNER_CHANGED = "project-owner-changed"
-"""Index: `<ns>/<project>` -> {owner: as it was}: a walk's page found the project's owner changed
-against its stored row, which it wrote over. The Project event, applied after that page, maps
-the project's components again all the same (the row no longer says the owner changed); the
-rows of the cycle the change was listed in count (`current_only`): the cycle's components
-listing maps them again anyway."""
 WORKLOADS = "workload"
 """Index: `<ns>/<workload>` grouped by `<ns>/<component>` -> the trimmed workload."""
-WORKLOADS_LEFT = "workload-left"
-"""Index: `<ns>/<workload>` grouped by `<ns>/<component>` -> the workload as that component
-had it, before a walk's page indexed it for another (made again under its name for that one).
-An event finds there the component a workload left when the walk listed the move before the
-event was applied; the rows of the cycle the move was listed in count (`current_only`): the
-cycle's components listing maps that component again anyway."""
 MAX_LIMIT = 100
 
 

@@ -1,0 +1,73 @@
+"""What a v1 walk's page keeps for the events applied after it, about changes it listed first.
+
+A page writes over the index rows by which an event finds what changed: a workload made again
+for another component (its row names that one now), a project whose owner changed (its row
+holds the new owner). An event applied after such a page in the same cycle must still reach
+the component the workload left, and the project's components. So the page keeps, beside its
+rows, what it wrote over; the event that acts on it deletes it. Only this cycle's count
+(`current_only`): the cycle's components listing maps those components again anyway, and the
+completion of the cycle after prunes the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from choreo_ingest.models import IndexEntry
+from choreo_ingest.providers.openchoreo.generation import Walk
+from choreo_ingest.providers.openchoreo.resources_v1 import PROJECT_OWNERS, WORKLOADS
+
+WORKLOADS_LEFT = "workload-left"
+"""Index: `<ns>/<workload>` grouped by `<ns>/<component>` -> the workload as that component
+had it, before a walk's page indexed it for another (made again under its name for that one)."""
+PROJECT_OWNER_CHANGED = "project-owner-changed"
+"""Index: `<ns>/<project>` -> {owner: as it was}: a walk's page (or an event's read of the
+project, `events_v1._missing_project`) found the project's owner changed against its row."""
+
+
+def workloads_left(walk: Walk, rows: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """For each workload row of `rows` indexed for another component before, the row as that
+    component had it (`WORKLOADS_LEFT`)."""
+    before = walk.index.by_key(WORKLOADS, [row.key for row in rows]) if rows else {}
+    return [
+        IndexEntry(WORKLOADS_LEFT, row.key, old.group, old.value)
+        for row in rows
+        if (old := before.get(row.key)) is not None and old.group != row.group
+    ]
+
+
+def owners_changed(walk: Walk, rows: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """For each project owner row of `rows` whose stored row holds another owner, a mark
+    (`PROJECT_OWNER_CHANGED`) that keeps the owner it had."""
+    before = walk.index.by_key(PROJECT_OWNERS, [row.key for row in rows]) if rows else {}
+    return [
+        IndexEntry(PROJECT_OWNER_CHANGED, row.key, "", old.value)
+        for row in rows
+        if (old := before.get(row.key)) is not None and old.value != row.value
+    ]
+
+
+def owner_change_listed(walk: Walk, key: str) -> bool:
+    """Whether this cycle found the owner of project `key` changed before its event."""
+    return bool(walk.index.by_key(PROJECT_OWNER_CHANGED, [key], current_only=True))
+
+
+def owner_change_done(key: str) -> IndexEntry:
+    """The deletion of project `key`'s mark: its components are mapped in this delta."""
+    return IndexEntry(PROJECT_OWNER_CHANGED, key)
+
+
+def moved_away(walk: Walk, group: str) -> list[IndexEntry]:
+    """The rows, as component `group` had them, of the workloads a page of this cycle indexed
+    for another component since."""
+    return walk.index.by_group(WORKLOADS_LEFT, [group], current_only=True)[group]
+
+
+def moved_done(moved: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """Deletions of `moved` rows: the component they left is mapped in this delta."""
+    return [IndexEntry(WORKLOADS_LEFT, row.key) for row in moved]
+
+
+def left_for(walk: Walk, keys: Sequence[str]) -> list[IndexEntry]:
+    """The rows, as the component they left had them, of workloads `keys` that a page of this
+    cycle indexed for another component."""
+    return list(walk.index.by_key(WORKLOADS_LEFT, keys, current_only=True).values())
