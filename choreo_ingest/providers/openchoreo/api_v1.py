@@ -120,9 +120,9 @@ class _Workloads(_InNamespace):
     name: str = "workloads"
 
     def harvest(self, walk: Walk, item: QueuedItem | None, resources: list[Resource]) -> Harvest:
-        """The workloads' rows, and for one indexed for another component before (made again
-        under its name for this one) the row as that one had it, for the move's event after
-        this page (`listed_first`)."""
+        """The workloads' rows, and for one indexed before for another component or another
+        project (made again under its name for this one, or with its component there) the row
+        as it was, for the move's event after this page (`listed_first`)."""
         namespace = queued_text(item, "namespace")
         rows = [row for w in resources if (row := workload_row(namespace, w))]
         return Harvest(index=[*rows, *workloads_left(walk, rows)])

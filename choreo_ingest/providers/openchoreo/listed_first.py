@@ -1,38 +1,48 @@
 """What a v1 walk's page keeps for the events applied after it, about changes it listed first.
 
 A page writes over the index rows by which an event finds what changed: a workload made again
-for another component (its row names that one now), a project whose owner changed (its row
-holds the new owner). An event applied after such a page in the same cycle must still reach
-the component the workload left, and the project's components. So the page keeps, beside its
+for another component (its row names that one now) or with its component in another project
+(its row names that project now, and the components page after it writes over the stored
+Component), a project whose owner changed (its row holds the new owner). An event applied after
+such a page in the same cycle must still reach the component the workload left (and the
+project it left), and the project's components. So the page keeps, beside its
 rows, what it wrote over; the event that acts on it deletes it. Only this cycle's count
 (`current_only`): the cycle's components listing maps those components again anyway, and the
 completion of the cycle after prunes the rest."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.generation import Walk
-from choreo_ingest.providers.openchoreo.resources_v1 import PROJECT_OWNERS, WORKLOADS
+from choreo_ingest.providers.openchoreo.resources_v1 import PROJECT_OWNERS, WORKLOADS, spec_owner
 
 WORKLOADS_LEFT = "workload-left"
 """Index: `<ns>/<workload>` grouped by `<ns>/<component>` -> the workload as that component
-had it, before a walk's page indexed it for another (made again under its name for that one)."""
+had it, before a walk's page indexed it for another, or for the same one in another project
+(made again under its name for that one, or with it there)."""
 PROJECT_OWNER_CHANGED = "project-owner-changed"
 """Index: `<ns>/<project>` -> {owner: as it was}: a walk's page (or an event's read of the
 project, `events_v1._missing_project`) found the project's owner changed against its row."""
 
 
 def workloads_left(walk: Walk, rows: Sequence[IndexEntry]) -> list[IndexEntry]:
-    """For each workload row of `rows` indexed for another component before, the row as that
-    component had it (`WORKLOADS_LEFT`)."""
+    """For each workload row of `rows` indexed before for another component, or for one in
+    another project (the component was made again there: the page of the components after
+    this one writes over its stored Component too), the row as that component had it
+    (`WORKLOADS_LEFT`)."""
     before = walk.index.by_key(WORKLOADS, [row.key for row in rows]) if rows else {}
     return [
         IndexEntry(WORKLOADS_LEFT, row.key, old.group, old.value)
         for row in rows
-        if (old := before.get(row.key)) is not None and old.group != row.group
+        if (old := before.get(row.key)) is not None
+        and (old.group != row.group or _project(old) != _project(row))
     ]
+
+
+def _project(row: IndexEntry) -> str | None:
+    return spec_owner(row.value, "projectName") if isinstance(row.value, Mapping) else None
 
 
 def owners_changed(walk: Walk, rows: Sequence[IndexEntry]) -> list[IndexEntry]:

@@ -225,3 +225,39 @@ def _owners_walked(scenario: Scenario) -> dict[str, str]:
         .cycle_completed
     )
     return _owners(fresh)
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [("Component", "deleted"), ("Component", "created")],
+        [("Workload", "deleted"), ("Workload", "created")],
+    ],
+    ids=["component-events", "workload-events"],
+)
+def test_a_component_move_the_walk_mapped_before_its_events_leaves_no_api_in_its_old_project(
+    scenario: Scenario, events: list[tuple[str, str]]
+) -> None:
+    """`zz-x` is made again in another project while a cycle is under way, and the walk lists
+    its workload and maps it there (its components page) before the move's events are applied:
+    the workload row and the stored Component both name the new project by then, and nothing
+    the walk kept says where it was. The events must still take `<project>-zz-x-e` away, as
+    they do when the walk has listed only the workload (`_stored_projects`)."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    other = next(
+        p["metadata"]["name"] for p in world.v1_projects(ns) if p["metadata"]["name"] != project
+    )
+    world.add_component(ns, project, "zz-x", endpoints={"e": _http()})
+    scenario.send(event("Component", "zz-x", ns, "created"))
+    scenario.drain()
+    world.delete_component(ns, project, "zz-x")
+    world.add_component(ns, other, "zz-x", endpoints={"e": _http()})
+
+    _burst_until(scenario, scenario.ref("Component", "zz-x"))
+    names = {"Component": "zz-x", "Workload": "zz-x-workload"}
+    scenario.send(*(event(kind, names[kind], ns, action) for kind, action in events))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("API", f"{project}-zz-x-e") not in found
+    assert found == expected_catalog(scenario.world)
