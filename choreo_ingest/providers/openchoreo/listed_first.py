@@ -5,10 +5,11 @@ for another component (its row names that one now) or with its component in anot
 (its row names that project now, and the components page after it writes over the stored
 Component), a project whose owner changed (its row holds the new owner). An event applied after
 such a page in the same cycle must still reach the component the workload left (and the
-project it left), and the project's components. So the page keeps, beside its
-rows, what it wrote over; the event that acts on it deletes it. Only this cycle's count
-(`current_only`): the cycle's components listing maps those components again anyway, and the
-completion of the cycle after prunes the rest."""
+project it left), and the project's components. So the page keeps, beside its rows, what it
+wrote over; the event that acts on it deletes it. Only this cycle's count (`current_only`):
+the cycle's components listing maps those components again anyway, and the pruning of a later
+completed cycle (whose sweep ran) removes the rest. A mark outlives its components' listing,
+so the project's next event maps its components once more than it needs."""
 
 from __future__ import annotations
 
