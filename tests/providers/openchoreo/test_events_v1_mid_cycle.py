@@ -93,6 +93,18 @@ class ChangingMidRead:
         return self._live.handle_request(request)
 
 
+def _zz_x_mirrored(scenario: Scenario) -> str:
+    """`zz-x` (endpoint `e`) made in the scenario's project and mirrored by its event; returns
+    another project of the namespace, for it to move to."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, "zz-x", endpoints={"e": _http()})
+    scenario.send(event("Component", "zz-x", ns, "created"))
+    scenario.drain()
+    return next(
+        p["metadata"]["name"] for p in world.v1_projects(ns) if p["metadata"]["name"] != project
+    )
+
+
 @pytest.mark.parametrize("during", [False, True], ids=["resting", "cycle-under-way"])
 def test_a_component_moved_between_an_events_reads_leaves_no_api_in_its_old_project(
     scenario: Scenario, during: bool
@@ -104,12 +116,7 @@ def test_a_component_moved_between_an_events_reads_leaves_no_api_in_its_old_proj
     must go, though no row says the component was there (the stored Component does). Applied
     while a cycle is under way, it was seen in that cycle: its end kept it too."""
     ns, world, project = scenario.namespace, scenario.world, scenario.project
-    other = next(
-        p["metadata"]["name"] for p in world.v1_projects(ns) if p["metadata"]["name"] != project
-    )
-    world.add_component(ns, project, "zz-x", endpoints={"e": _http()})
-    scenario.send(event("Component", "zz-x", ns, "created"))
-    scenario.drain()
+    other = _zz_x_mirrored(scenario)
     if during:
         _burst_until(scenario, f"{ns}/zz-x-workload")
 
@@ -244,12 +251,7 @@ def test_a_component_move_the_walk_mapped_before_its_events_leaves_no_api_in_its
     the walk kept says where it was. The events must still take `<project>-zz-x-e` away, as
     they do when the walk has listed only the workload (`_stored_projects`)."""
     ns, world, project = scenario.namespace, scenario.world, scenario.project
-    other = next(
-        p["metadata"]["name"] for p in world.v1_projects(ns) if p["metadata"]["name"] != project
-    )
-    world.add_component(ns, project, "zz-x", endpoints={"e": _http()})
-    scenario.send(event("Component", "zz-x", ns, "created"))
-    scenario.drain()
+    other = _zz_x_mirrored(scenario)
     world.delete_component(ns, project, "zz-x")
     world.add_component(ns, other, "zz-x", endpoints={"e": _http()})
 
