@@ -369,14 +369,13 @@ def _component_gone(walk: Walk, org: str, project: str, component: str) -> Delta
     goes. Where the catalog holds it in another project (a move whose `deleted` did not apply),
     it is read there: mapped there if it is there, else it goes from there as well."""
     gone = Delta(removal_scopes=[f"{org}/{project}/{component}"])
-    for other in _stored_projects(walk, org, component):
-        if other == project:
-            continue
-        found = _component_delta(walk, org, other, component)
-        if found is not None:
-            return gone.then(found)
-        return Delta(removal_scopes=[*gone.removal_scopes, f"{org}/{other}/{component}"])
-    return gone
+    other = next((p for p in _stored_projects(walk, org, component) if p != project), None)
+    if other is None:
+        return gone
+    found = _component_delta(walk, org, other, component)
+    if found is not None:
+        return gone.then(found)
+    return Delta(removal_scopes=[*gone.removal_scopes, f"{org}/{other}/{component}"])
 
 
 def _stored_projects(walk: Walk, org: str, component: str) -> list[str]:
