@@ -174,14 +174,14 @@ def test_a_project_owner_the_walk_listed_before_its_event_still_reaches_its_comp
     scenario.send(event("Project", project, ns, "updated"))
     scenario.drain()
 
-    found = _owners(scenario)
+    found = _owners(scenario.state_path)
     assert found[scenario.ref("Component", "zz-x")] == owner
     assert found[scenario.ref("API", f"{project}-zz-x-e")] == owner
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
 
 
-def _owners(scenario: Scenario) -> dict[str, str]:
-    with Store.open(scenario.state_path, readonly=True) as store:
+def _owners(state_path: Path) -> dict[str, str]:
+    with Store.open(state_path, readonly=True) as store:
         return {
             entity_ref(b["kind"], b["metadata"]["namespace"], b["metadata"]["name"]): b["spec"].get(
                 "owner"
@@ -214,24 +214,18 @@ def test_a_project_owner_read_by_a_component_event_first_still_reaches_the_other
     )
     scenario.drain()
 
-    found = _owners(scenario)
+    found = _owners(scenario.state_path)
     assert found[scenario.ref("Component", "zz-x")] == owner
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
-    assert _owners(scenario) == _owners_walked(scenario)
+    assert _owners(scenario.state_path) == _owners_walked(scenario)
 
 
 def _owners_walked(scenario: Scenario) -> dict[str, str]:
     """`_owners` of a fresh walk of the same world."""
     path = scenario.state_path.parent / "fresh.db"
-    fresh = Scenario.__new__(Scenario)
-    fresh.state_path = path
-    config = config_for(path)
-    assert (
-        run(config, simulator(scenario.world, scenario.clock), scenario.clock)
-        .providers[0]
-        .cycle_completed
-    )
-    return _owners(fresh)
+    walked = run(config_for(path), simulator(scenario.world, scenario.clock), scenario.clock)
+    assert walked.providers[0].cycle_completed
+    return _owners(path)
 
 
 @pytest.mark.parametrize(
