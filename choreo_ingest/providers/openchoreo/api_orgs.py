@@ -41,6 +41,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     every_item,
     org_era_name_of,
     queued_text,
+    scope_projects,
 )
 from choreo_ingest.providers.openchoreo.many_reads import Gone
 from choreo_ingest.providers.openchoreo.naming import entity_name, hashed_entity_name
@@ -378,14 +379,10 @@ def _component_gone(walk: Walk, org: str, project: str, component: str) -> Delta
     return Delta(removal_scopes=[*gone.removal_scopes, f"{org}/{other}/{component}"])
 
 
-def _stored_projects(walk: Walk, org: str, component: str) -> list[str]:
+def _stored_projects(walk: Walk, org: str, component: str) -> set[str]:
     """The project the catalog holds the component in (its Component's scope), if any."""
     ref = entity_ref("Component", organization_namespace(org), entity_name(component))
-    scope = walk.index.entity_scopes([ref]).get(ref, "")
-    parts = scope.split("/")
-    if len(parts) == 3 and parts[0] == org and parts[2] == component and parts[1]:
-        return [parts[1]]
-    return []
+    return scope_projects(walk.index, ref, org, component)
 
 
 def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:

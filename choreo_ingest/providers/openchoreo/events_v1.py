@@ -37,6 +37,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     event_page_size,
     every_item,
     name_of,
+    scope_projects,
 )
 from choreo_ingest.providers.openchoreo.index_overlay import stored, with_rows
 from choreo_ingest.providers.openchoreo.listed_first import (
@@ -312,8 +313,7 @@ def _stored_projects(walk: Walk, namespace: str, component: str) -> set[str]:
     event whose reads met the component before it was made again in another project, and its
     workloads after, wrote it (and its APIs) there, while its rows name the other project."""
     ref = entity_ref("Component", namespace_name(namespace), entity_name(component))
-    scopes = stored(walk).entity_scopes([ref]).values()
-    return {parts[1] for scope in scopes if len(parts := scope.split("/")) == 3 and parts[1]}
+    return scope_projects(stored(walk), ref, namespace, component)
 
 
 def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:

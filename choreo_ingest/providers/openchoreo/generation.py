@@ -337,3 +337,14 @@ def check_parent_gone(
         status=missing.status,
         code=missing.code,
     )
+
+
+def scope_projects(index: IndexReader, ref: str, parent: str, component: str) -> set[str]:
+    """The project the catalog holds component entity `ref` in: its scope names it
+    (`<parent>/<project>/<component>`, the namespace or org, in both API generations)."""
+    scopes = index.entity_scopes([ref]).values()
+    return {
+        parts[1]
+        for scope in scopes
+        if len(parts := scope.split("/")) == 3 and parts[::2] == [parent, component] and parts[1]
+    }
