@@ -38,7 +38,7 @@ def workloads_left(walk: Walk, rows: Sequence[IndexEntry]) -> list[IndexEntry]:
         IndexEntry(WORKLOADS_LEFT, row.key, old.group, old.value)
         for row in rows
         if (old := before.get(row.key)) is not None
-        and (old.group != row.group or _project(old) != _project(row))
+        and (old.group != row.group or (old.value != row.value and _project(old) != _project(row)))
     ]
 
 
