@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_INBOX_CAPACITY",
     "DEFAULT_STATE_FILE",
+    "NO_CONFIG_FOUND",
     "OAUTH_KEY",
     "OPEN_EVENTS_WARNING",
     "SERVE_TOKEN_ENV",
@@ -120,6 +121,9 @@ __all__ = [
 CONFIG_ENV = "CHOREO_INGEST_CONFIG"
 STATE_ENV = "CHOREO_INGEST_DB"
 DEFAULT_CONFIG_FILE = Path("choreo-ingest.yaml")
+NO_CONFIG_FOUND = f"no config file was found (--config, ${CONFIG_ENV}, ./{DEFAULT_CONFIG_FILE})"
+"""Said where a value the config would have given is missing (cron's or sudo's environment
+lacks $CHOREO_INGEST_CONFIG, the usual cause)."""
 DEFAULT_STATE_FILE = Path("choreo-ingest.db")
 
 
@@ -302,9 +306,7 @@ def require_api(config: Config) -> None:
     if not config.openchoreo.base_url:
         if config.source is None:  # the usual cause: cron's or systemd's environment lacks it
             raise ConfigError(
-                f"required to call the API, and no config file was found (--config, "
-                f"${CONFIG_ENV}, ./{DEFAULT_CONFIG_FILE})",
-                path="openchoreo.baseUrl",
+                f"required to call the API, and {NO_CONFIG_FOUND}", path="openchoreo.baseUrl"
             )
         raise ConfigError("required to call the API", path="openchoreo.baseUrl")
     parse_key("openchoreo.baseUrl", config.openchoreo.base_url, {})

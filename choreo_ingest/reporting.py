@@ -29,6 +29,7 @@ from choreo_ingest.schedule import crash_counted, events_held_at, health_problem
 from choreo_ingest.store import (
     InboxCounts,
     PostgresLocation,
+    SqliteLocation,
     StateRef,
     Store,
     noted_damage,
@@ -370,8 +371,11 @@ class StatusReport:
 
 def no_state_health(state: StateRef) -> dict[str, Any]:
     """`health --json` before the first run made a state file: unhealthy."""
-    directory = state_location(state).missing_directory()
-    if directory is None:
+    location = state_location(state)
+    directory = location.missing_directory()
+    if isinstance(location, SqliteLocation) and location.guessed:
+        problem = f"no state yet at {location.path.absolute()}{location.guess_said}"
+    elif directory is None:
         problem = f"no state yet at {state}: run `choreo-ingest run`"
     else:
         problem = (

@@ -401,6 +401,54 @@ class TestStateCommands:
 
     @pytest.mark.parametrize(
         "command",
+        [("status",), ("status", "--json"), ("export",), ("changes",), ("removals",)],
+        ids=" ".join,
+    )
+    def test_no_config_found_and_no_state_here_says_no_config_was_found(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """sudo, cron or a new shell without $CHOREO_INGEST_CONFIG: advice to make a state in
+        the current directory would leave a stray one that `health` then calls healthy."""
+        done = run_cli(*command, cwd=tmp_path)
+
+        assert (done.returncode, plain(done.stderr)) == (
+            4,
+            f"choreo-ingest: error: {tmp_path / 'choreo-ingest.db'}: no state file yet, and no "
+            "config file was found (--config, $CHOREO_INGEST_CONFIG, ./choreo-ingest.yaml) to "
+            "say where the state is\n",
+        )
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+    def test_health_with_no_config_found_and_no_state_here_says_no_config_was_found(
+        self, tmp_path: Path, as_json: bool
+    ) -> None:
+        done = run_cli("health", *(["--json"] if as_json else []), cwd=tmp_path)
+
+        problem = (
+            f"no state yet at {tmp_path / 'choreo-ingest.db'}, and no config file was found "
+            "(--config, $CHOREO_INGEST_CONFIG, ./choreo-ingest.yaml) to say where the state is"
+        )
+        assert done.returncode == 1
+        assert (json.loads(done.stdout)["problems"] if as_json else done.stdout) == (
+            [problem] if as_json else f"{problem}\n"
+        )
+
+    def test_a_config_without_a_state_path_keeps_the_advice_to_make_the_state(
+        self, tmp_path: Path
+    ) -> None:
+        config = write_config(tmp_path / "choreo-ingest.yaml", "http://127.0.0.1:9", token="t")
+
+        done = run_cli("status", "--config", config, cwd=tmp_path)
+
+        assert (done.returncode, plain(done.stderr)) == (
+            4,
+            "choreo-ingest: error: choreo-ingest.db: no state file yet "
+            "(`choreo-ingest run` or `choreo-ingest migrate` creates it)\n",
+        )
+
+    @pytest.mark.parametrize(
+        "command",
         [
             ("reset", "openchoreo", "--yes"),
             ("removals", "approve", "openchoreo", "--yes"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from choreo_ingest.config import Config, read_secret_file
+from choreo_ingest.config import NO_CONFIG_FOUND, Config, read_secret_file
 from choreo_ingest.errors import LockHeld, NotAStateFile, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.damage_note import forget_damage, note_damage, noted_damage
@@ -35,10 +35,18 @@ class SqliteLocation:
     name each caller gives it (`--db link.db`, `state.path: state.db`)."""
 
     path: Path
+    guessed: bool = False
+    """The default `./choreo-ingest.db`, taken because no config file was found: where there is
+    no state, that is said instead of advice to make one here (`configured_location`)."""
 
     def __str__(self) -> str:
         """As shown to people (`stateFile` in `status --json`)."""
         return str(self.path)
+
+    @property
+    def guess_said(self) -> str:
+        """What follows "no state yet" at a `guessed` location (else nothing)."""
+        return f", and {NO_CONFIG_FOUND} to say where the state is" if self.guessed else ""
 
     @property
     def real_path(self) -> Path:
@@ -55,6 +63,10 @@ class SqliteLocation:
 
     def no_state_yet(self) -> StateError:
         """What a command that needs a state already there says when there is none."""
+        if self.guessed:
+            return StateError(
+                f"{self.path.absolute()}: no state file yet{self.guess_said}", path=str(self.path)
+            )
         return no_state_yet(self, self.missing_directory())
 
     def open(
@@ -68,6 +80,8 @@ class SqliteLocation:
                 "forgets it once it finds the file whole)",
                 path=str(self.path),
             )
+        if readonly and self.guessed and not self.exists():
+            raise self.no_state_yet()
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)
 
     def note_damage(self, error: StateError) -> None:
@@ -449,7 +463,8 @@ def configured_location(resolved: Path | str, config: Config, *, origin: str) ->
     `origin` (`state_origin`: `state.url`, `--db`, ...), here, before any work is done; psycopg
     is loaded for a URL only, which is opened next anyway."""
     if isinstance(resolved, Path):
-        return SqliteLocation(resolved)
+        guessed = config.source is None and origin == "state.path" and config.state_path is None
+        return SqliteLocation(resolved, guessed=guessed)
     from choreo_ingest.store.pg_connection import url_options
 
     url_options(resolved, origin=origin)
