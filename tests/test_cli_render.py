@@ -153,6 +153,36 @@ def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
     assert (["provider", "api", "state"] in [cells[:3] for cells in header]) == (width == 200)
 
 
+@pytest.mark.parametrize("width", [80, 120], ids=["narrow", "wide"])
+def test_status_shows_the_end_of_a_long_error_where_its_cause_is(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    width: int,
+) -> None:
+    """A refused grant's cause and advice come after the token URL: cut at 80 characters, the
+    table showed the URL and lost them (an operator review)."""
+    error = (
+        "token request to openchoreo.auth.oauth.tokenUrl (https://thunder.openchoreo.example.com"
+        "/oauth2/token): HTTP 401 invalid_client: the client was refused: check "
+        "openchoreo.auth.oauth.clientId and clientSecretFile"
+    )
+    state = tmp_path / "state.db"
+    with Store.open(state) as store:
+        store.migrate()
+        store.save_provider(
+            ProviderRecord(name="openchoreo", state=ProviderState.BACKING_OFF, last_error=error),
+            T_NOW,
+        )
+    monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
+
+    show_status(status_report(state_location(state), Config(), T_NOW))
+
+    shown = capsys.readouterr().out
+    assert "invalid_client" in shown
+    assert "clientSecretFile" in shown
+
+
 def test_a_table_without_rows_is_drawn_even_where_a_row_would_be_too_wide(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -111,7 +111,7 @@ def show_status(report: StatusReport) -> None:
                 item.record.attempts,
                 item.active_entities,
                 item.removals_blocked or "",
-                shorten(item.record.last_error, 80),
+                shorten(item.record.last_error),
             ]
             for item in report.providers
         ],
