@@ -288,12 +288,15 @@ class CursorRejected(CursorExpired):
 
 TOO_LARGE = "TOO_LARGE"
 """The code of an answer larger than the client reads."""
+NO_API_HERE = "NO_API_HERE"
+"""The code of a server that answers no API generation's first listing before any cycle found
+one: `openchoreo.baseUrl` names something else."""
 
 
 def needs_mending(error: BaseException) -> bool:
     """Whether `error` is a setting to mend (a config error, a token grant refused, a page too
-    large to read at this `chunkSize`) rather than upstream trouble: a run met by nothing else
-    exits 2, as `check` does, not 3."""
-    if isinstance(error, PermanentError) and error.code == TOO_LARGE and error.config_key:
-        return True
+    large to read at this `chunkSize`, a `baseUrl` with no OpenChoreo API behind it) rather
+    than upstream trouble: a run met by nothing else exits 2, as `check` does, not 3."""
+    if isinstance(error, PermanentError) and error.code in (TOO_LARGE, NO_API_HERE):
+        return bool(error.config_key)
     return isinstance(error, ConfigError | GrantRefused | CredentialsMissing | TokenRefused)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import PermanentError, ProviderError
+from choreo_ingest.errors import NO_API_HERE, PermanentError, ProviderError
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 
 if TYPE_CHECKING:
@@ -107,4 +107,6 @@ def first_root_page(
                 raise
             continue
         return generation, page
-    raise PermanentError(no_api_here(client, tried), status=404)
+    raise PermanentError(
+        no_api_here(client, tried), status=404, code=NO_API_HERE, config_key="openchoreo.baseUrl"
+    )

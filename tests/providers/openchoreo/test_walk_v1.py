@@ -181,7 +181,9 @@ class TestFullCycle:
         report = status_report(tmp_path / "state.db", config, clock.now())
         assert report.to_json()["providers"][0]["api"] == "orgs"
 
-    def test_no_api_at_either_path_names_both(self, tmp_path: Path, clock: FakeClock) -> None:
+    def test_no_api_at_either_path_names_both_as_a_setting_to_mend(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
         config = config_for(tmp_path / "state.db")
         gone = httpx.MockTransport(
             lambda request: httpx.Response(404, json={"error": "nope", "code": "NOT_FOUND"})
@@ -196,6 +198,7 @@ class TestFullCycle:
         error = result.providers[0].error or ""
         assert "no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (GET " in error
         assert "/api/v1/namespaces and http://openchoreo.test/api/v1/orgs found" in error
+        assert result.providers[0].misconfigured  # `run` exits 2, as `check` does: a setting
 
     def test_a_base_url_with_half_the_api_prefix_names_the_urls_it_asked(
         self, tmp_path: Path, clock: FakeClock
