@@ -70,6 +70,23 @@ def test_help_paragraphs_wrap_to_the_terminal_not_at_the_sources_line_breaks(
     assert max(map(len, lines)) <= columns - HELP_PADDING
 
 
+@pytest.mark.parametrize(
+    "path", COMMAND_PATHS, ids=[" ".join(path) or "choreo-ingest" for path in COMMAND_PATHS]
+)
+def test_every_option_name_is_shown_whole_on_80_columns(path: tuple[str, ...]) -> None:
+    """rich cuts a name its column cannot hold (`--oauth-client-se…`): an operator cannot type
+    what the help does not show."""
+    done = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+    shown = ANSI.sub("", done.output)
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+
+    names = [name for param in command.params for name in (*param.opts, *param.secondary_opts)]
+
+    assert [name for name in names if name.startswith("-") and name not in shown] == []
+
+
 @pytest.mark.parametrize("columns", [80, 200])
 def test_each_exit_code_of_run_is_a_whole_line(columns: int) -> None:
     lines = description(("run",), columns)

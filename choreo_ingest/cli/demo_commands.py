@@ -158,7 +158,9 @@ def simulate_serve(
     ] = False,
     control: Annotated[
         bool,
-        typer.Option(help="Serve the /_control/ debug routes (stats, world, mutations)."),
+        typer.Option(
+            "--control", help="Serve the /_control/ debug routes (stats, world, mutations)."
+        ),
     ] = False,
     api: Annotated[
         Literal["v1", "orgs"],
