@@ -20,6 +20,7 @@ from types import FrameType, TracebackType
 from typing import Final
 
 from choreo_ingest.simulator.api import SimResponse, SimulatorApi, SimulatorOptions
+from choreo_ingest.simulator.oauth import TOKEN_PATH
 from choreo_ingest.simulator.options import ApiGeneration
 from choreo_ingest.simulator.world import World
 
@@ -300,6 +301,8 @@ def serve_forever(
         # before the URL is announced: a caller may send SIGTERM as soon as it has read it
         signal.signal(signal.SIGTERM, _exit_quietly)
     print(f"openchoreo simulator at {_url(host, server.port, options.api_root)}", file=sys.stderr)
+    if options.oauth:  # a line of its own: callers read the API's URL as the first line's end
+        print(f"its token endpoint: {_url(host, server.port, TOKEN_PATH)}", file=sys.stderr)
     sys.stderr.flush()
     try:
         server.serve()

@@ -255,12 +255,15 @@ def stop(process: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.slow
-def test_simulate_serve_speaks_v1_with_oauth_by_default() -> None:
+def test_simulate_serve_speaks_v1_with_oauth_by_default_and_says_its_token_url() -> None:
     process, url = serve("--control", "--oauth-client-id", "c", "--oauth-client-secret", "s")
     try:
         root = url.removesuffix("/api/v1")
+        assert process.stderr is not None
+        said = process.stderr.readline()
+        assert said == f"its token endpoint: {root}/oauth2/token\n"
         form = {"grant_type": "client_credentials", "client_id": "c", "client_secret": "s"}
-        token = httpx.post(f"{root}/oauth2/token", data=form).json()["access_token"]
+        token = httpx.post(said.split()[-1], data=form).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         assert len(httpx.get(f"{url}/namespaces", headers=headers).json()["items"]) == 3
         stats = httpx.get(f"{root}/_control/stats", headers=headers).json()["data"]
