@@ -77,8 +77,11 @@ class ProviderStatus:
         shown = str(self.record.cycle_id)
         if self.cycle_pages is None:
             return shown
+        pages = f"{self.cycle_pages:,} page{'' if self.cycle_pages == 1 else 's'}"
         if self.last_cycle_pages is None:
-            return f"{shown} ({self.cycle_pages:,} page{'' if self.cycle_pages == 1 else 's'})"
+            return f"{shown} ({pages})"
+        if self.cycle_pages > self.last_cycle_pages:  # the platform grew since the last cycle
+            return f"{shown} ({pages}; the last cycle took {self.last_cycle_pages:,})"
         return f"{shown} ({self.cycle_pages:,} of ~{self.last_cycle_pages:,} pages)"
 
     def to_json(self) -> dict[str, Any]:

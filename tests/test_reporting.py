@@ -58,6 +58,21 @@ def test_a_first_cycle_shows_its_pages_and_a_later_one_them_against_the_last(
     assert progress(status(config, clock)) == (1, 4, "2 (1 of ~4 pages)")
 
 
+def test_a_cycle_past_the_last_ones_pages_says_so_rather_than_more_of_fewer(
+    tmp_path: Path,
+) -> None:
+    """The platform grew: `5 of ~4 pages` read as a broken count."""
+    clock = FakeClock()
+    config = make_config(tmp_path, burst_length=10.0)
+    burst(config, clock, FakeProvider(EIGHT))
+    provider = FakeProvider([*EIGHT, *(make_entity(f"n{i}") for i in range(4))], page_cost=6.0)
+
+    for _ in range(5):
+        burst(config, clock, provider)
+
+    assert progress(status(config, clock)) == (5, 4, "2 (5 pages; the last cycle took 4)")
+
+
 def test_a_walk_whose_removals_are_held_back_is_no_longer_in_progress(tmp_path: Path) -> None:
     """Its last page is committed; what it waits for is `removals approve`, not pages: it is
     the last completed cycle (`blocked`)."""
