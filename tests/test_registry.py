@@ -108,6 +108,15 @@ def test_unknown_provider_error_names_it_and_lists_the_known(config: Config) -> 
     assert "openchoreo" in str(caught.value)
 
 
+def test_a_misspelt_provider_gets_the_name_it_is_near(config: Config) -> None:
+    with pytest.raises(ProviderLoadError) as caught:
+        load_provider("openchoero", config)
+
+    assert str(caught.value).startswith(
+        "provider 'openchoero': not installed: did you mean openchoreo? (known providers: "
+    )
+
+
 @pytest.mark.usefixtures("plugins")
 class TestEntryPoints:
     def test_plugin_is_listed_with_its_source(self) -> None:

@@ -67,5 +67,9 @@ def _factory(name: str) -> ProviderFactory:
         configure_structlog_now()  # a plugin may log through structlog itself, even on import
         loaded: ProviderFactory = point.load()
         return loaded
-    known = ", ".join(info.name for info in available_providers())
-    raise ProviderLoadError(name, f"not installed (known providers: {known})")
+    import difflib  # a typo's error path only
+
+    names = [info.name for info in available_providers()]
+    near = difflib.get_close_matches(name, names, n=1)
+    hint = f": did you mean {near[0]}?" if near else ""
+    raise ProviderLoadError(name, f"not installed{hint} (known providers: {', '.join(names)})")
