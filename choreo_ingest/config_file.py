@@ -38,6 +38,8 @@ from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import make_directories, replace_atomically
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
+STALE_SECONDS = 30 * 86_400
+"""A copy not written for this long is removed when another is written (`_forget_stale`)."""
 CACHE_FORMAT = 5
 """Bumped whenever what a copy may hold changes (`config_document.for_cache`), so that a copy an
 earlier release wrote is not trusted: 3 withholds secret-looking custom options and holds
@@ -169,4 +171,21 @@ def _write_cache(
         # A kill mid-write leaves one temp file, which the next write takes over (files.py).
         replace_atomically(cache, text.encode("utf-8"), 0o600)
     except OSError:  # nowhere to keep it: the next call parses the YAML again
-        pass
+        return
+    _forget_stale(cache)
+
+
+def _forget_stale(written: Path) -> None:
+    """Remove the copies not written for STALE_SECONDS before `written` was: a config file long
+    gone (tests', scripts' temporary ones) leaves its copy behind. One still in use is written
+    again at its next call, which parses its YAML once. The age is the files' own (no clock,
+    and no look at config paths that may sit on a mount that hangs)."""
+    try:
+        now = written.stat().st_mtime
+        copies = list(written.parent.glob("config-*.json"))
+    except OSError:
+        return
+    for copy in copies:
+        with contextlib.suppress(OSError):
+            if copy != written and copy.stat().st_mtime < now - STALE_SECONDS:
+                copy.unlink()

@@ -97,6 +97,28 @@ def test_a_new_file_behind_a_symlink_is_seen(tmp_path: Path) -> None:
     assert load_config(link).openchoreo.base_url == f"{BASE}/two"
 
 
+def test_a_copy_not_written_for_30_days_is_removed_when_another_is_written(
+    tmp_path: Path,
+) -> None:
+    """Temporary configs (tests', scripts') leave a copy each; copies of a month-old write go
+    as soon as any config is copied again, and one still in use is only parsed once more."""
+    for name in ("gone.yaml", "recent.yaml"):
+        (tmp_path / name).write_text(f"openchoreo:\n  baseUrl: {BASE}\n")
+        load_config(tmp_path / name)
+    gone, recent = cached_copies()
+    month = 30 * 86_400
+    os.utime(gone, (gone.stat().st_atime, gone.stat().st_mtime - month - 60))
+    os.utime(recent, (recent.stat().st_atime, recent.stat().st_mtime - month + 3600))
+    kept = {gone: gone.read_text(), recent: recent.read_text()}
+
+    (tmp_path / "new.yaml").write_text(f"openchoreo:\n  baseUrl: {BASE}\n")
+    load_config(tmp_path / "new.yaml")
+
+    copies = cached_copies()
+    assert len(copies) == 2
+    assert {kept.get(copy) for copy in copies} == {kept[recent], None}
+
+
 def test_variables_are_read_at_every_call_not_kept(
     config_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
