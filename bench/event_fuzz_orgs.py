@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import logging
 import random
@@ -60,7 +59,6 @@ from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.event_input import parse_events
 from choreo_ingest.events import SETTLE_SECONDS, stored_events
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
-from choreo_ingest.providers.openchoreo.naming import api_entity_name
 from choreo_ingest.simulator import Hidden, NotFound, SimulatorApi, SimulatorOptions, World
 from choreo_ingest.testing import FakeClock
 
@@ -68,8 +66,6 @@ from sim_support import IN_PROCESS_URL
 
 PROVIDER = "openchoreo"
 MODES = ("plain", "shuffle", "lose_deleted", "dup", "noproj")
-PARTS = ("project", "component", "endpoint-name")
-"""The annotations (`openchoreo.io/...`) that say which endpoint an API is."""
 CYCLE_EVERY = 300.0
 """Simulated seconds between full cycles: events then land on a catalog a cycle refreshed."""
 
@@ -158,19 +154,7 @@ class Fuzz:
 
     def compare(self) -> list[str]:
         assert self.config.state_path is not None
-        self.seen = bodies(self.config.state_path), self.walked()
-        return differences(*self.seen)
-
-    def settled(self) -> bool:
-        """Whether the last difference is the documented one (`late_names`) and one or two
-        cycles mend it: the fuzz plays on from a catalog in step."""
-        if not late_names(*self.seen):
-            return False
-        for _ in range(2):
-            self.cycle()
-            if not self.compare():
-                return True
-        return False
+        return differences(bodies(self.config.state_path), self.walked())
 
     def play(self) -> list[str]:
         if self.clock.now() - self.last_cycle > CYCLE_EVERY:
@@ -191,53 +175,12 @@ class Fuzz:
         return self.compare()
 
 
-def _by_endpoint(catalog: Bodies) -> tuple[Bodies, dict[tuple[str, ...], str]]:
-    """The catalog with API names taken out (APIs, and the `providesApis` that name them, by
-    namespace, project, component and endpoint), and each such key's API name."""
-    names: dict[tuple[str, ...], str] = {}
-    keys: dict[str, str] = {}
-    for body in catalog.values():
-        metadata = body["metadata"]
-        if "openchoreo.io/endpoint-name" in metadata.get("annotations", {}):
-            found = metadata["annotations"]
-            key = (metadata["namespace"], *(found.get(f"openchoreo.io/{a}", "") for a in PARTS))
-            names[key] = metadata["name"]
-            keys[f"api:{metadata['namespace']}/{metadata['name']}"] = str(key)
-    out: Bodies = {}
-    for ref, body in catalog.items():
-        body = copy.deepcopy(body)
-        if ref.startswith("API:"):
-            ref = keys[f"api:{body['metadata']['namespace']}/{body['metadata'].pop('name')}"]
-        elif "providesApis" in body["spec"]:
-            body["spec"]["providesApis"] = sorted(
-                keys.get(r, r) for r in body["spec"]["providesApis"]
-            )
-        out[ref] = body
-    return out, names
-
-
-def late_names(stored: Bodies, walked: Bodies) -> bool:
-    """Whether every difference is the README's documented one: an API the walk gives its plain
-    name keeps a hashed one, and no other stored API holds the plain name (org-era events do
-    not hand a name freed on to the claimant that waits on it: a cycle or two do)."""
-    mine, held = _by_endpoint(stored)
-    theirs, walk_names = _by_endpoint(walked)
-    if mine != theirs:
-        return False
-    taken = {(key[0], name) for key, name in held.items()}
-    return all(
-        name == api_entity_name(key[2], key[3]) and (key[0], name) not in taken
-        for key, name in walk_names.items()
-        if held.get(key) != name
-    )
-
-
 def replay(seed: int, trace: list[Round], tmp: Path) -> tuple[list[str], list[Round]]:
     """The differences left by the first round of `trace` that leaves any, replayed on a fresh
     world of the same seed, and the rounds as delivered: each round's recorded events of the
-    objects its changes still touch (as recorded: lost, doubled, without `project`, in that
-    order), then the changes' own events about objects none of those name. No differences if
-    none is left or a change no longer applies."""
+    objects its changes still touch, to the same end (`_ends_alike`; as recorded: lost,
+    doubled, without `project`, in that order), then the changes' own events about objects
+    none of those name. No differences if none is left or a change no longer applies."""
     fuzz, delivered = Fuzz(seed, tmp, "plain"), []
     for step in trace:
         if fuzz.clock.now() - fuzz.last_cycle > CYCLE_EVERY:
@@ -245,13 +188,25 @@ def replay(seed: int, trace: list[Round], tmp: Path) -> tuple[list[str], list[Ro
         done, posted = fuzz.apply(step.changes)
         if len(done) != len(step.changes):
             return [], delivered
-        kept = [e for e in step.events if any(same_object(e, o) for o in posted)]
+        kept = [e for e in step.events if _ends_alike(e, step.events, posted)]
         kept += [e for e in posted if not any(same_object(e, o) for o in kept)]
         delivered.append(Round(step.changes, kept, step.apart))
         fuzz.deliver(kept, apart=step.apart)
-        if (problems := fuzz.compare()) and not fuzz.settled():
+        if problems := fuzz.compare():
             return problems, delivered
     return [], delivered
+
+
+def _ends_alike(
+    e: dict[str, Any], recorded: list[dict[str, Any]], posted: list[dict[str, Any]]
+) -> bool:
+    """Whether the changes, played again, still post events about `e`'s object and whether
+    they end in its deletion as the recorded ones do (a recorded `deleted` of an object a change
+    no longer deletes would differ for want of an event, not for a defect)."""
+    last = [
+        [o["action"] for o in events if same_object(o, e)][-1:] for events in (recorded, posted)
+    ]
+    return bool(last[1]) and (last[0] == ["deleted"]) == (last[1] == ["deleted"])
 
 
 def droppable(events: list[dict[str, Any]], j: int) -> bool:
@@ -263,10 +218,16 @@ def droppable(events: list[dict[str, Any]], j: int) -> bool:
     return e["action"] == "deleted" and any(same_object(o, e) for o in events[j + 1 :])
 
 
+def kinds(problems: list[str]) -> set[tuple[str, ...]]:
+    """What differs, by kind: ("missing", "API"), ("differs", "Component"), ..."""
+    return {tuple(problem.partition(":")[0].split(" ")[:2]) for problem in problems}
+
+
 def shrink(seed: int, trace: list[Round], tmp: Path) -> list[Round] | None:
-    """Drops changes, then events a delivery may lose, while the replay still differs; the
-    rounds of the shortest as delivered, or None if the whole trace does not differ when
-    replayed."""
+    """Drops changes, then events a delivery may lose, while the replay still differs in the
+    way its first difference does (a recorded event kept for a change that no longer makes it
+    may differ otherwise: a `deleted` of an object that stays); the rounds of the shortest as
+    delivered, or None if the whole trace does not differ when replayed."""
     rounds = [Round(list(r.changes), list(r.events), r.apart) for r in trace]
 
     def smaller() -> Iterator[list[Round]]:
@@ -284,18 +245,20 @@ def shrink(seed: int, trace: list[Round], tmp: Path) -> list[Round] | None:
             if step.apart:
                 yield [*rounds[:i], Round(step.changes, step.events, False), *rounds[i + 1 :]]
 
-    def differs(candidate: list[Round]) -> list[Round] | None:
+    def replayed(candidate: list[Round]) -> tuple[list[str], list[Round]]:
         with tempfile.TemporaryDirectory(dir=tmp) as scratch:
-            problems, delivered = replay(seed, candidate, Path(scratch))
-        return delivered if problems else None
+            return replay(seed, candidate, Path(scratch))
 
-    if (shortest := differs(rounds)) is None:
+    problems, shortest = replayed(rounds)
+    if not problems:
         return None
+    target = kinds(problems[:1])
     shrunk = True
     while shrunk:
         shrunk = False
         for candidate in smaller():
-            if (delivered := differs(candidate)) is not None:
+            problems, delivered = replayed(candidate)
+            if problems and target <= kinds(problems):
                 rounds, shortest, shrunk = candidate, delivered, True
                 break
     return shortest
@@ -310,9 +273,7 @@ def play_seed(seed: int, rounds: int, modes: tuple[str, ...]) -> Outcome:
             outcome.trace = fuzz.trace
             while outcome.rounds < rounds:
                 outcome.rounds += 1
-                if (problems := fuzz.play()) and fuzz.settled():
-                    outcome.documented += 1
-                elif problems:
+                if problems := fuzz.play():
                     outcome.problems = problems
                     break
         except Exception:  # a crash is a finding like any difference
@@ -357,14 +318,13 @@ def main() -> int:
         parser.error(f"--modes: unknown {sorted(unknown)}; known: {', '.join(MODES)}")
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     started = time.monotonic()
-    seeds = rounds = documented = 0
+    seeds = rounds = 0
     failed = []
     for seed in range(first, end):
         if args.seconds is not None and time.monotonic() - started > args.seconds:
             break
         outcome = play_seed(seed, args.rounds, modes)
         seeds, rounds = seeds + 1, rounds + outcome.rounds
-        documented += outcome.documented
         if outcome.problems:
             failed.append(seed)
             report(outcome, shrinking=args.shrink)
@@ -372,7 +332,6 @@ def main() -> int:
     print(
         f"{seeds} seeds, {rounds} rounds in {elapsed:.0f} s: {len(failed)} differ"
         + (f" (seeds {', '.join(map(str, failed))})" if failed else "")
-        + f"; {documented} freed names handed on late (documented)"
     )
     return 1 if failed else 0
 

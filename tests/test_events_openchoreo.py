@@ -685,3 +685,88 @@ class TestComponentMovedToAnotherProject:
         platform.run()
 
         assert platform.refs() == before == expected_refs(platform.world)
+
+
+class TestFreedApiNameHandedOn:
+    """Component `a`'s endpoint `b-c` and component `a-b`'s endpoint `c` both give the API name
+    `a-b-c`: `(shop, a, b-c)` sorts first and holds it, `a-b`'s API has a hashed name. The event
+    that frees the name (its holder gone, or without the endpoint) maps `a-b` again, which
+    takes it, as a walk names it (v1 events alike), not a cycle or two later."""
+
+    def clash(self, platform: Platform, *, by_events: bool = False) -> None:
+        platform.world.add_component("acme", "shop", "a", endpoints={"b-c": REST})
+        platform.world.add_component("acme", "shop", "a-b", endpoints={"c": REST})
+        if by_events:
+            platform.feed_component("a", "created")
+            platform.feed_component("a-b", "created")
+            platform.run()
+        else:
+            platform.end_rest()
+            platform.complete_cycle()
+        assert self.provided(platform, "a") == ["api:acme/a-b-c"]
+        assert self.provided(platform, "a-b") != ["api:acme/a-b-c"]
+
+    def provided(self, platform: Platform, component: str) -> list[str]:
+        body = platform.body(f"component:acme/{component}")
+        assert body is not None
+        return list(body["spec"]["providesApis"])
+
+    def assert_handed_on(self, platform: Platform, hashed: list[str]) -> None:
+        assert self.provided(platform, "a-b") == ["api:acme/a-b-c"]
+        assert hashed[0] not in platform.refs()
+        body = platform.body("api:acme/a-b-c")
+        assert body is not None
+        assert body["metadata"]["annotations"]["openchoreo.io/component"] == "a-b"
+
+    def test_a_deleted_holder_hands_it_on(self, platform: Platform) -> None:
+        self.clash(platform)
+        hashed = self.provided(platform, "a-b")
+        platform.world.delete_component("acme", "shop", "a")
+        platform.feed_component("a", "deleted")
+
+        platform.run()
+
+        assert "component:acme/a" not in platform.refs()
+        self.assert_handed_on(platform, hashed)
+
+    def test_a_holder_gone_from_every_project_hands_it_on(self, platform: Platform) -> None:
+        """An `updated` without `project`, read in each project: a 404 in all of them."""
+        self.clash(platform)
+        hashed = self.provided(platform, "a-b")
+        platform.world.delete_component("acme", "shop", "a")
+        platform.feed("Component", "a", "updated", namespace="acme")
+
+        platform.run()
+
+        self.assert_handed_on(platform, hashed)
+
+    def test_a_holder_without_the_endpoint_hands_it_on(self, platform: Platform) -> None:
+        self.clash(platform, by_events=True)
+        hashed = self.provided(platform, "a-b")
+        platform.world.set_endpoints("acme", "shop", "a", {"d": REST})
+        platform.feed_component("a", "updated")
+
+        platform.run()
+
+        assert self.provided(platform, "a") == ["api:acme/a-d"]
+        self.assert_handed_on(platform, hashed)
+
+    def test_a_holder_moved_to_a_project_that_sorts_after_hands_it_on(
+        self, platform: Platform
+    ) -> None:
+        """Made again in `web` with its endpoint: `(shop, a-b, c)` sorts first now."""
+        self.clash(platform)
+        hashed = self.provided(platform, "a-b")
+        platform.world.delete_component("acme", "shop", "a")
+        platform.world.add_component("acme", "web", "a", endpoints={"b-c": REST})
+        platform.feed_component("a", "created", project="web")
+
+        platform.run()
+
+        self.assert_handed_on(platform, hashed)
+        [moved] = self.provided(platform, "a")
+        assert moved.startswith("api:acme/a-b-c-"), moved  # hashed, as a walk names it
+        platform.end_rest()
+        platform.complete_cycle()
+        assert self.provided(platform, "a") == [moved]
+        assert self.provided(platform, "a-b") == ["api:acme/a-b-c"]

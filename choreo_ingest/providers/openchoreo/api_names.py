@@ -21,12 +21,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from choreo_ingest.models import IndexEntry
+from choreo_ingest.models import Delta, IndexEntry
 from choreo_ingest.providers.openchoreo.generation import Harvest, Walk
 from choreo_ingest.providers.openchoreo.index_overlay import with_rows
 
 CLAIMS = "api-name"
 """The index table of claims: grouped by `<namespace>/<plain name, lower-cased>`."""
+
+MOST_NAMES_HANDED_ON = 8
+"""Rounds of `names_handed_on`, each mapping the claimants that wait on a name freed: a bound,
+though each round leaves a freed name held."""
 
 Owner = tuple[str, ...]
 """Who owns an endpoint, outermost first: (project, component)."""
@@ -170,6 +174,24 @@ def waiting_claimants(walk: Walk, index: Sequence[IndexEntry]) -> list[Owner]:
         for row in rows
     ]
     return sorted({_claim_key(row)[:-1] for row in waiting})
+
+
+def names_handed_on(
+    walk: Walk,
+    done: Delta,
+    take_back: Callable[[Owner, Delta], Delta],
+    more_rounds: int = 0,
+) -> Delta:
+    """`done` (an event's delta), then the owners whose claims wait on an API name it freed
+    (`waiting_claimants`: given up, or its holder gone) mapped again: `take_back(owner, done)`
+    is `done` then the owner mapped on the rows `done` will have written, so that one of them
+    takes the name, as a walk names it. At most `MOST_NAMES_HANDED_ON + more_rounds` rounds."""
+    for _ in range(MOST_NAMES_HANDED_ON + more_rounds):
+        if not (waiting := waiting_claimants(walk, done.index)):
+            break
+        for owner in waiting:
+            done = take_back(owner, done)
+    return done
 
 
 def claim_key(claim: ApiClaim) -> str:

@@ -19,7 +19,15 @@ from urllib.parse import quote
 
 from choreo_ingest.errors import CursorRejected, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
-from choreo_ingest.providers.openchoreo.api_names import ApiClaim, Pending, resolve_api_names
+from choreo_ingest.providers.openchoreo.api_names import (
+    CLAIMS,
+    ApiClaim,
+    Owner,
+    Pending,
+    claim_key,
+    names_handed_on,
+    resolve_api_names,
+)
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
@@ -43,6 +51,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     queued_text,
     scope_projects,
 )
+from choreo_ingest.providers.openchoreo.index_overlay import with_rows
 from choreo_ingest.providers.openchoreo.many_reads import Gone
 from choreo_ingest.providers.openchoreo.naming import entity_name, hashed_entity_name
 
@@ -50,6 +59,9 @@ ORG_QUEUE = "orgs"
 PROJECT_QUEUE = "projects"
 PROJECTS = "project"
 """Index: `<org>/<project>` for every project a cycle listed or an event read."""
+CLAIMED = "claimed"
+"""Index: `<org>/<component>` -> the keys of its claims on API names (`CLAIMS`) as its last
+mapping made them: what a Component event releases (`_released`) before it maps it again."""
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
@@ -209,6 +221,10 @@ def component_harvest(
     names, harvest, displaced, _ = resolve_api_names(
         walk, claims, _hashed_name, pending, whole=True, identity=_component_of
     )
+    made: dict[str, list[str]] = {}
+    for claim in claims:
+        made.setdefault(claim.owner[-1], []).append(claim_key(claim))
+    harvest.index += [IndexEntry(CLAIMED, f"{org}/{c}", org, keys) for c, keys in made.items()]
     for detail in details:
         harvest.entities += component_entities(
             detail,
@@ -334,13 +350,38 @@ class OrgsGeneration:
             entity = project_entity(project, org_name, mapping, provider)
             return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
         if not event.project:
-            return _component_in_some_project(walk, org_name, event)
-        if event.action == "deleted":
+            found = _component_in_some_project(walk, org_name, event)
+        elif event.action == "deleted":
             # Read nothing, unless the catalog holds it in another project (`_component_gone`).
-            return _component_gone(walk, org_name, event.project, event.name)
-        return _component_delta(walk, org_name, event.project, event.name) or _component_gone(
-            walk, org_name, event.project, event.name
-        )
+            found = _component_gone(walk, org_name, event.project, event.name)
+        else:
+            found = _component_mapped(walk, org_name, event.project, event.name)
+        done = Delta(index=_released(walk, org_name, event.name)).then(found)
+
+        def take_back(owner: Owner, done: Delta) -> Delta:
+            overlay = with_rows(walk, done.index)
+            released = Delta(index=_released(overlay, org_name, owner[-1]))
+            return done.then(released.then(_component_mapped(overlay, org_name, *owner)))
+
+        return names_handed_on(walk, done, take_back)
+
+
+def _released(walk: Walk, org: str, component: str) -> list[IndexEntry]:
+    """The component's claims on API names as its last mapping made them (`CLAIMED`), released:
+    an event then maps it again, whose claims stand over these, or it is gone. A name it gave
+    up, or held when it went, is free at once, and the event hands it on (`names_handed_on`)."""
+    key = f"{org}/{component}"
+    row = walk.index.by_key(CLAIMED, [key]).get(key)
+    if row is None:
+        return []
+    made = row.value if isinstance(row.value, list) else []
+    return [*(IndexEntry(CLAIMS, str(claim)) for claim in made), IndexEntry(CLAIMED, key)]
+
+
+def _component_mapped(walk: Walk, org: str, project: str, component: str) -> Delta:
+    """The component read again in `project`, or gone from it (`_component_gone`)."""
+    found = _component_delta(walk, org, project, component)
+    return found if found is not None else _component_gone(walk, org, project, component)
 
 
 def _component_delta(walk: Walk, org: str, project: str, component: str) -> Delta | None:

@@ -17,7 +17,7 @@ from choreo_ingest.clock import parse_rfc3339
 from choreo_ingest.errors import AuthError, NotFoundError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
-from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_key, waiting_claimants
+from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_key, names_handed_on
 from choreo_ingest.providers.openchoreo.entities_v1 import (
     api_endpoint_names,
     namespace_entity,
@@ -70,9 +70,6 @@ log = get_logger("choreo_ingest.providers.openchoreo")
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
 PROJECTS_PROBED = 20
 """Projects a Namespace event reads (at most) to tell whether the catalog knows the namespace."""
-MOST_NAMES_HANDED_ON = 8
-"""Rounds of `_component_event_delta` beyond one a component, each mapping the claimants that
-wait on a name freed: a bound, though each round leaves a freed name held."""
 NEW_PROJECT_SECONDS = 600.0
 """A project made this recently has its own `created` event coming (`_holds_unknown_projects`)."""
 CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
@@ -368,12 +365,11 @@ def _component_event_delta(walk: Walk, namespace: str, component: str) -> Delta:
     walk names it. Each is mapped on the rows those before it will have written."""
     mapped: set[str] = set()
     done = _taken_back(walk, namespace, component, Delta(), mapped)
-    for _ in range(len(mapped) + MOST_NAMES_HANDED_ON):
-        if not (waiting := waiting_claimants(walk, done.index)):
-            break
-        for *_, name in waiting:
-            done = _taken_back(walk, namespace, name, done, mapped)
-    return done
+
+    def take_back(owner: tuple[str, ...], done: Delta) -> Delta:
+        return _taken_back(walk, namespace, owner[-1], done, mapped)
+
+    return names_handed_on(walk, done, take_back, more_rounds=len(mapped))
 
 
 def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped: set[str]) -> Delta:

@@ -14,7 +14,7 @@ from test_events_v1 import SCHEMA, Scenario, event
 from test_walk_v1 import catalog, config_for, run, simulator
 
 from choreo_ingest.models import Delta, IndexEntry
-from choreo_ingest.providers.openchoreo import events_v1
+from choreo_ingest.providers.openchoreo import api_names, events_v1
 from choreo_ingest.providers.openchoreo.generation import Walk
 from choreo_ingest.providers.openchoreo.resources_v1 import WORKLOADS
 from choreo_ingest.store import Store
@@ -393,7 +393,7 @@ def test_a_long_chain_of_moved_workloads_is_mapped_without_recursing_per_link(
         return Delta(index=rows)
 
     monkeypatch.setattr(events_v1, "_component_delta", component_delta)
-    monkeypatch.setattr(events_v1, "waiting_claimants", lambda walk, index: [])
+    monkeypatch.setattr(api_names, "waiting_claimants", lambda walk, index: [])
     walk = Walk(None, None, index, None, "openchoreo", None)  # type: ignore[arg-type]
 
     delta = events_v1._component_event_delta(walk, "ns", f"c{LINKS}")
