@@ -7,6 +7,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from choreo_ingest.clock import Clock
@@ -90,17 +91,30 @@ def openchoreo_checks(
         ) as client:
             checks = [_server_check(client)]
             if unusable is not None:  # a secret to mend: the public routes need none
-                return [*checks, unusable]
+                return [*checks, _unchecked_after(unusable)]
             if not checks[0].ok:
-                return checks
+                grant = credentials.config_key
+                return [
+                    _unchecked_after(checks[0], f"{grant}, {UNCHECKED}" if grant else UNCHECKED)
+                ]
             if credentials.config_key:
                 checks.append(_grant_check(credentials))
                 if not checks[-1].ok:
-                    return checks
+                    return [*checks[:-1], _unchecked_after(checks[-1])]
             checks += _token_cache_check(config)
             return checks + _api_checks(client, config, clock, credentials)
     except ChoreoIngestError as error:
         return [_failed(error)]
+
+
+UNCHECKED = "openchoreo.api and openchoreo.incremental"
+"""The checks that read the API's listings, left out while the way to it fails."""
+
+
+def _unchecked_after(failed: Check, unchecked: str = UNCHECKED) -> Check:
+    """`failed`, saying which checks wait for it (a person reads a list of oks that stops
+    short, not what was left out)."""
+    return replace(failed, detail=f"{failed.detail} ({unchecked}: not checked until this passes)")
 
 
 def _failed(error: ChoreoIngestError) -> Check:

@@ -11,7 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
+from choreo_ingest.config import (
+    AuthConfig,
+    Config,
+    IncrementalConfig,
+    OAuthConfig,
+    OpenChoreoConfig,
+)
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo import client as client_module
 from choreo_ingest.providers.openchoreo import preflight as preflight_module
@@ -227,6 +233,37 @@ def test_a_server_that_does_not_answer_fails_the_check_alone(tmp_path: Path) -> 
 
     assert (server.name, server.ok) == ("openchoreo.server", False)
     assert "unreachable: GET /version: ConnectError: connection refused" in server.detail
+    assert server.detail.endswith(
+        " (openchoreo.token, openchoreo.api and openchoreo.incremental: not checked until "
+        "this passes)"
+    )
+
+
+def test_a_refused_grant_says_the_checks_of_the_listings_wait_for_it(tmp_path: Path) -> None:
+    """On a terminal, `check` showed the oks before it and the error, and nothing of the checks
+    it left out: they read as passed, or as forgotten (an operator review)."""
+    api = SimulatorApi(
+        World.generate(1, 1, 1, seed=3),
+        SimulatorOptions(oauth_client_id="c", oauth_client_secret="right"),
+    )
+    oauth = OAuthConfig(
+        token_url="http://openchoreo.test/oauth2/token", client_id="c", client_secret="wrong"
+    )
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL, auth=AuthConfig(oauth=oauth)),
+        state_path=tmp_path / "state.db",
+    )
+
+    checks = OpenChoreoProvider(config, transport=simulator_transport(api)).preflight(FakeClock())
+
+    assert [(check.name, check.ok) for check in checks] == [
+        ("openchoreo.server", True),
+        ("openchoreo.auth.oauth.clientSecret", False),
+    ]
+    assert "HTTP 401 invalid_client" in checks[1].detail
+    assert checks[1].detail.endswith(
+        " (openchoreo.api and openchoreo.incremental: not checked until this passes)"
+    )
 
 
 def test_a_config_key_a_check_fails_on_is_named_once(tmp_path: Path) -> None:
