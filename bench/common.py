@@ -206,6 +206,10 @@ class SimulatorProcess:
             self.stop()
             raise RuntimeError(f"simulator did not start: {line}{''.join(self._stderr)}")
         self.url = line.rsplit(" ", 1)[-1].strip()
+        if self.oauth_client_id is not None:  # its token endpoint, on a line of its own
+            said = self._process.stderr.readline()
+            if not said.startswith("its token endpoint: "):
+                self._stderr.append(said)
         threading.Thread(target=self._drain, daemon=True).start()
         return self
 

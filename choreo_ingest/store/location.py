@@ -35,7 +35,7 @@ class SqliteLocation:
     name each caller gives it (`--db link.db`, `state.path: state.db`)."""
 
     path: Path
-    guessed: bool = False
+    guessed: bool = field(default=False, compare=False)
     """The default `./choreo-ingest.db`, taken because no config file was found: where there is
     no state, that is said instead of advice to make one here (`configured_location`)."""
 
