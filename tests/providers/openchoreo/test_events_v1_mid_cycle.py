@@ -257,3 +257,35 @@ def test_a_component_move_the_walk_mapped_before_its_events_leaves_no_api_in_its
     found = catalog(scenario.state_path)
     assert scenario.ref("API", f"{project}-zz-x-e") not in found
     assert found == expected_catalog(scenario.world)
+
+
+def test_an_api_name_given_up_in_a_workload_the_walk_listed_first_is_handed_on_by_its_event(
+    scenario: Scenario,
+) -> None:
+    """`a-b` + `c` holds `<project>-a-b-c`, and `a` + `B-c` waits with a hashed name (the
+    same name, but for case). `a-b`'s workload drops `c` while a cycle is under way, and the
+    walk's workloads page lists it before the Workload event is applied: the row the event
+    finds no longer has `c`. The event must still release `a-b`'s claim and hand the name on to
+    `a` (its hashed API leaves), as a fresh walk names it; the cycle's end, and the next
+    cycle, keep one API for `a`'s endpoint."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, "a-b", endpoints={"c": _http()})
+    world.add_component(ns, project, "a", endpoints={"B-c": _http()})
+    scenario.send(*(event("Component", c, ns, "created") for c in ("a-b", "a")))
+    scenario.drain()
+    plain = scenario.ref("API", f"{project}-a-B-c")
+    [hashed] = catalog(scenario.state_path)[scenario.ref("Component", "a")]
+    assert hashed != plain
+    world.update_workload(ns, "a-b-workload", {"endpoints": {"e": _http()}})
+
+    _burst_until(scenario, f"{ns}/a-b-workload")
+    scenario.send(event("Workload", "a-b-workload", ns))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found[scenario.ref("Component", "a")] == {plain}
+    assert hashed not in found
+    assert found == expected_catalog(scenario.world)
+    until_completed(scenario.config, scenario.api, scenario.clock)
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
