@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from choreo_ingest.models import Delta, IndexEntry
+from choreo_ingest.models import Delta, IndexEntry, entity_ref
 from choreo_ingest.providers.openchoreo.generation import Harvest, Walk
 from choreo_ingest.providers.openchoreo.index_overlay import with_rows
 
@@ -84,12 +84,16 @@ def resolve_api_names(
     name they held (to be re-read and renamed by the caller), and every claim, of `claims` or
     of those owners, that lost the plain name it held, with the claim that holds it now (the
     entity of the lost name is to be removed, unless it is the holder's own: the same name).
+    A claim of `claims` that takes the plain name it did not hold gives up its hashed one: the
+    harvest removes that entity (`removals`), so one endpoint never has two APIs in a cycle.
 
     `whole`: `claims` holds every API endpoint of each owner it names (a harvest of those
     components). A stored claim of such an owner that is not among them is stale (its endpoint
     gone, or no API any more): it is released, and decides nothing. Else it would keep the name
     from the owner's other spelling of it (`httpApi` beside a removed `httpapi`) until the
-    cycle's end prunes it, and the name would come free a cycle late.
+    cycle's end prunes it, and the name would come free a cycle late. One that held the name
+    lost it (with `lost`'s other claims): its entity is not to wait for the sweep beside the
+    new holder's, the same name but for case.
 
     `identity`: what makes two owners one (the org era's component name, unique in its org:
     a component made again in another project is the same one). With `whole`, a stored claim
@@ -109,10 +113,12 @@ def resolve_api_names(
     lost: list[tuple[ClaimKey, ClaimKey]] = []
     for group, rows in stored.items():
         known: dict[ClaimKey, Standing] = {}
+        stale: list[ClaimKey] = []  # released, that held the name: its entity leaves too
         for row in rows:
             key = _claim_key(row)
             if same(key[:-1]) in owners and key not in current:
                 harvest.index.append(IndexEntry(CLAIMS, row.key, group, None))
+                stale += [key] if _standing(row).holds else []
             else:
                 known[key] = _standing(row)
         known.update(
@@ -124,13 +130,17 @@ def resolve_api_names(
         cased = {key: standing.cased for key, standing in known.items()}
         cased.update((claim.sort_key, claim.cased) for claim in ours)
         winner = min(cased, key=lambda key: (cased[key], key))
+        lost += [(key, winner) for key in stale]
         for claim in ours:
             holds = claim.sort_key == winner
-            names[claim.sort_key] = claim.plain if holds else hashed(claim.owner, claim.endpoint)
+            hashed_name = hashed(claim.owner, claim.endpoint)
+            names[claim.sort_key] = claim.plain if holds else hashed_name
             harvest.index.append(_row(claim, holds))
             held = known.get(claim.sort_key)
             if held is not None and held.holds and not holds:
                 lost.append((claim.sort_key, winner))
+            if held is not None and holds and not held.holds:  # its API had its hashed name
+                harvest.removals.append(entity_ref("API", claim.namespace, hashed_name))
             known[claim.sort_key] = Standing(holds, claim.cased)
         for key, standing in known.items():
             if standing.holds and key != winner:

@@ -320,7 +320,10 @@ class TestStaleClaims:
         assert names == {("web", "cart", "httpApi"): "web-cart-httpApi"}
         released = [row.key for row in harvest.index if row.value is None]
         assert released == ["acme/web-cart-httpapi|web/cart/httpapi"]
-        assert (displaced, lost) == ([], [])
+        # the released claim held the name: its API leaves with the page (one name but for
+        # case, two refs otherwise); the live one had its hashed name, which leaves too
+        assert (displaced, lost) == ([], [(gone.sort_key, live.sort_key)])
+        assert harvest.removals == [f"api:acme/{hashed('web', 'cart', 'httpApi')}"]
 
     def test_without_whole_claims_a_stored_one_still_decides(self) -> None:
         gone = ApiClaim("acme", ("web", "cart"), "httpapi", "web-cart-httpapi")
@@ -377,11 +380,30 @@ class TestLostNames:
         assert resources_v1.lost_api_refs("shop", lost) == []
 
     def test_a_holder_that_keeps_its_name_loses_nothing(self) -> None:
-        _, _, displaced, lost = resolve_api_names(
+        _, harvest, displaced, lost = resolve_api_names(
             IndexOnly(self.held_by_cased()), [self.CASED], hashed_name, whole=True
         )
 
-        assert (displaced, lost) == ([], [])
+        assert (displaced, lost, harvest.removals) == ([], [], [])
+
+    def test_a_claim_that_takes_the_name_it_waited_on_removes_its_hashed_api(self) -> None:
+        """`c`'s `x-Api` waits with a hashed name while `c-x`'s `api` holds; `c-x` mapped
+        without it, `c`'s API takes the plain name, and its entity under the hashed name leaves
+        in the same page (one endpoint, one API), as the holder's under the plain name does."""
+        index = self.held_by_cased()
+        pending: Pending = {}
+        for claim in (self.NEWCOMER, self.CASED):  # the holder displaced, read again
+            made = resolve_api_names(IndexOnly(index), [claim], hashed_name, pending)
+            index.apply(made[1].index)
+        other = ApiClaim("acme", ("p", "c-x"), "web", "p-c-x-web")
+
+        names, harvest, _, lost = resolve_api_names(
+            IndexOnly(index), [other, self.CASED], hashed_name, whole=True
+        )
+
+        assert names[self.CASED.sort_key] == "p-c-x-Api"
+        assert lost == [(self.NEWCOMER.sort_key, self.CASED.sort_key)]
+        assert harvest.removals == [f"api:acme/{hashed('p', 'c', 'x-Api')}"]
 
 
 def _holding(claim: ApiClaim) -> IndexEntry:

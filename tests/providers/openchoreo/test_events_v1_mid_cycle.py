@@ -289,3 +289,30 @@ def test_an_api_name_given_up_in_a_workload_the_walk_listed_first_is_handed_on_b
     until_completed(scenario.config, scenario.api, scenario.clock)
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
 
+
+def test_an_api_that_takes_its_plain_name_in_a_walks_page_leaves_its_hashed_name_there(
+    scenario: Scenario,
+) -> None:
+    """As above, but the walk's components page maps `a-b` and `a` before the Workload event
+    is applied: the page releases `a-b`'s claim (gone from its workload) and `a`'s API takes
+    the plain name there. Its hashed API must leave with that page, not at the cycle's end
+    (one endpoint, one API), and so must `a-b`'s `<project>-a-b-c` (one name but for case,
+    two refs)."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, "a-b", endpoints={"c": _http()})
+    world.add_component(ns, project, "a", endpoints={"B-c": _http()})
+    scenario.send(*(event("Component", c, ns, "created") for c in ("a-b", "a")))
+    scenario.drain()
+    plain = scenario.ref("API", f"{project}-a-B-c")
+    [hashed] = catalog(scenario.state_path)[scenario.ref("Component", "a")]
+    world.update_workload(ns, "a-b-workload", {"endpoints": {"e": _http()}})
+
+    _burst_until(scenario, scenario.ref("Component", "a"))
+
+    found = catalog(scenario.state_path)
+    assert found[scenario.ref("Component", "a")] == {plain}
+    assert hashed not in found
+    assert scenario.ref("API", f"{project}-a-b-c") not in found
+    scenario.send(event("Workload", "a-b-workload", ns))
+    scenario.drain()
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
