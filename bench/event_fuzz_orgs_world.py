@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from event_fuzz_core import same_object
 from event_fuzz_world import OWNER, SCHEMA
 
 from choreo_ingest.simulator import World
@@ -78,10 +79,6 @@ def _said(key: tuple[str, str, str], action: str, record: dict[str, Any]) -> dic
     kind, name, org = key
     project = record.get("projectName") if kind == "Component" else None
     return event(kind, name, org, action, project)
-
-
-def same_object(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return (a["kind"], a.get("namespace"), a["name"]) == (b["kind"], b.get("namespace"), b["name"])
 
 
 def _at_or_below(e: dict[str, Any], d: dict[str, Any]) -> bool:
