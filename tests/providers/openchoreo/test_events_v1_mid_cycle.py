@@ -259,15 +259,9 @@ def test_a_component_move_the_walk_mapped_before_its_events_leaves_no_api_in_its
     assert found == expected_catalog(scenario.world)
 
 
-def test_an_api_name_given_up_in_a_workload_the_walk_listed_first_is_handed_on_by_its_event(
-    scenario: Scenario,
-) -> None:
-    """`a-b` + `c` holds `<project>-a-b-c`, and `a` + `B-c` waits with a hashed name (the
-    same name, but for case). `a-b`'s workload drops `c` while a cycle is under way, and the
-    walk's workloads page lists it before the Workload event is applied: the row the event
-    finds no longer has `c`. The event must still release `a-b`'s claim and hand the name on to
-    `a` (its hashed API leaves), as a fresh walk names it; the cycle's end, and the next
-    cycle, keep one API for `a`'s endpoint."""
+def _a_b_gives_up_the_name_a_waits_on(scenario: Scenario) -> tuple[str, str]:
+    """`a-b` + `c` holds `<project>-a-b-c`, `a` + `B-c` waits on it with a hashed API; then
+    `a-b`'s workload drops `c` (no event yet). The plain ref `a` is to take, and its hashed one."""
     ns, world, project = scenario.namespace, scenario.world, scenario.project
     world.add_component(ns, project, "a-b", endpoints={"c": _http()})
     world.add_component(ns, project, "a", endpoints={"B-c": _http()})
@@ -277,6 +271,20 @@ def test_an_api_name_given_up_in_a_workload_the_walk_listed_first_is_handed_on_b
     [hashed] = catalog(scenario.state_path)[scenario.ref("Component", "a")]
     assert hashed != plain
     world.update_workload(ns, "a-b-workload", {"endpoints": {"e": _http()}})
+    return plain, hashed
+
+
+def test_an_api_name_given_up_in_a_workload_the_walk_listed_first_is_handed_on_by_its_event(
+    scenario: Scenario,
+) -> None:
+    """`a-b` + `c` holds `<project>-a-b-c`, and `a` + `B-c` waits with a hashed name (the
+    same name, but for case). `a-b`'s workload drops `c` while a cycle is under way, and the
+    walk's workloads page lists it before the Workload event is applied: the row the event
+    finds no longer has `c`. The event must still release `a-b`'s claim and hand the name on to
+    `a` (its hashed API leaves), as a fresh walk names it; the cycle's end, and the next
+    cycle, keep one API for `a`'s endpoint."""
+    ns = scenario.namespace
+    plain, hashed = _a_b_gives_up_the_name_a_waits_on(scenario)
 
     _burst_until(scenario, f"{ns}/a-b-workload")
     scenario.send(event("Workload", "a-b-workload", ns))
@@ -298,14 +306,8 @@ def test_an_api_that_takes_its_plain_name_in_a_walks_page_leaves_its_hashed_name
     the plain name there. Its hashed API must leave with that page, not at the cycle's end
     (one endpoint, one API), and so must `a-b`'s `<project>-a-b-c` (one name but for case,
     two refs)."""
-    ns, world, project = scenario.namespace, scenario.world, scenario.project
-    world.add_component(ns, project, "a-b", endpoints={"c": _http()})
-    world.add_component(ns, project, "a", endpoints={"B-c": _http()})
-    scenario.send(*(event("Component", c, ns, "created") for c in ("a-b", "a")))
-    scenario.drain()
-    plain = scenario.ref("API", f"{project}-a-B-c")
-    [hashed] = catalog(scenario.state_path)[scenario.ref("Component", "a")]
-    world.update_workload(ns, "a-b-workload", {"endpoints": {"e": _http()}})
+    ns, project = scenario.namespace, scenario.project
+    plain, hashed = _a_b_gives_up_the_name_a_waits_on(scenario)
 
     _burst_until(scenario, scenario.ref("Component", "a"))
 
