@@ -377,7 +377,8 @@ def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped:
     way, each component that a workload it lists was indexed for: deleted and made again under
     its name for this one (an owner is immutable, so that is how a workload moves), it is no
     longer theirs, and they may have taken another's in turn (a chain, mapped from its end).
-    `mapped`: those mapped so far in this event, each taken from at most once."""
+    So too one that a walk's page found moved here, and that is gone since (no event may come
+    for the component it left). `mapped`: those mapped so far, each taken from at most once."""
     mapped.add(component)
     todo = [component]
     while todo:
@@ -385,10 +386,12 @@ def _taken_back(walk: Walk, namespace: str, component: str, done: Delta, mapped:
         overlay = with_rows(walk, done.index) if done.index else walk
         delta, group = _component_delta(overlay, namespace, name), f"{namespace}/{name}"
         listed = [row.key for row in delta.index if row.table == WORKLOADS and row.group == group]
+        gone = [row.key for row in delta.index if row.table == WORKLOADS and row.value is None]
         rows = [
             *overlay.index.by_key(WORKLOADS, listed).values(),
-            # indexed for this one by a walk's page already: the row it wrote over says where
-            *left_for(overlay, listed),
+            # indexed for this one by a walk's page already (gone since, too): the row it wrote
+            # over says where
+            *left_for(overlay, [*listed, *gone]),
         ]
         left = sorted({row.group.partition("/")[2] for row in rows if row.group != group} - mapped)
         if left:  # those first; this one again after them

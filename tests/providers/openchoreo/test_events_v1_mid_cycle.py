@@ -318,3 +318,57 @@ def test_an_api_that_takes_its_plain_name_in_a_walks_page_leaves_its_hashed_name
     scenario.send(event("Workload", "a-b-workload", ns))
     scenario.drain()
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [("Workload", "deleted")],
+        [("Workload", "deleted"), ("Workload", "created"), ("Workload", "deleted")],
+        [("Component", "updated")],
+    ],
+    ids=["deleted", "moved-and-deleted", "component-event"],
+)
+def test_a_workload_the_walk_listed_moved_then_deleted_still_leaves_the_component_it_left(
+    scenario: Scenario, events: list[tuple[str, str]]
+) -> None:
+    """`zz-x-workload` (endpoint `e`) is made again for `zz-y` while a cycle is under way, and
+    the walk's workloads page lists it there; then it is deleted, before any of its events is
+    applied (the inbox keeps the last of one object's; or `zz-y`'s event stands in for them).
+    The event reads a 404, and the row, written over by the page, leads to `zz-y` alone, which
+    no longer lists it: `zz-x` must still lose its API and its workload annotation, as the row
+    the page kept (`workload-left`) says it had them (the mid-cycle fuzzer's seeds 2141 and
+    2159: mended only when the cycle completed)."""
+    ns, world, project = scenario.namespace, scenario.world, scenario.project
+    world.add_component(ns, project, "zz-x", endpoints={"e": _http()})
+    world.add_component(ns, project, "zz-y", endpoints={})
+    world.delete_workload(ns, "zz-y-workload")
+    scenario.send(*(event("Component", c, ns, "created") for c in ("zz-x", "zz-y")))
+    scenario.drain()
+    world.delete_workload(ns, "zz-x-workload")
+    world.add_workload(ns, "zz-x-workload", component="zz-y", endpoints={"f": _http(81)})
+
+    _burst_until(scenario, f"{ns}/zz-x-workload")
+    world.delete_workload(ns, "zz-x-workload")
+    names = {"Component": "zz-y", "Workload": "zz-x-workload"}
+    scenario.send(*(event(kind, names[kind], ns, action) for kind, action in events))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("API", f"{project}-zz-x-e") not in found
+    assert found == expected_catalog(scenario.world)
+    assert "openchoreo.io/workload" not in _annotations(scenario, "zz-x")
+    until_completed(scenario.config, scenario.api, scenario.clock)
+    assert catalog(scenario.state_path) == expected_catalog(scenario.world)
+
+
+def _annotations(scenario: Scenario, component: str) -> dict[str, str]:
+    ref = scenario.ref("Component", component)
+    with Store.open(scenario.state_path, readonly=True) as store:
+        [body] = [
+            b
+            for b in store.iter_entities()
+            if entity_ref(b["kind"], b["metadata"]["namespace"], b["metadata"]["name"]) == ref
+        ]
+    annotations: dict[str, str] = body["metadata"].get("annotations", {})
+    return annotations
