@@ -31,12 +31,8 @@ from typing import Any
 from choreo_ingest.models import Delta, Event, QueuedItem, QueueItem
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities_v1 import namespace_entity, project_entity
-from choreo_ingest.providers.openchoreo.event_reads_v1 import read_ahead
-from choreo_ingest.providers.openchoreo.events_v1 import (
-    INGESTED_KINDS,
-    NOT_FOUND,
-    event_delta,
-)
+from choreo_ingest.providers.openchoreo.event_reads_v1 import NOT_FOUND, read_ahead
+from choreo_ingest.providers.openchoreo.events_v1 import INGESTED_KINDS, event_delta
 from choreo_ingest.providers.openchoreo.generation import (
     KUBERNETES_NAME,
     Harvest,

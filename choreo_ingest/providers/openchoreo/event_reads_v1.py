@@ -1,15 +1,31 @@
-"""What v1 events read: the paths of a namespace's objects and listings, and the reads an
-event drain asks for ahead of the events that will make them."""
+"""What v1 events read: the paths of a namespace's objects and listings, an object or every item
+of a listing (the API's own 404 read as gone or as none), and the reads an event drain asks for
+ahead of the events that will make them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from choreo_ingest.errors import NotFoundError
 from choreo_ingest.models import Event
-from choreo_ingest.providers.openchoreo.generation import Walk, event_page_size
-from choreo_ingest.providers.openchoreo.resources_v1 import segment, spec_owner
+from choreo_ingest.providers.openchoreo.generation import (
+    ListPage,
+    Resource,
+    Walk,
+    confirm_gone,
+    event_page_size,
+    every_item,
+)
+from choreo_ingest.providers.openchoreo.resources_v1 import (
+    as_object,
+    read_page,
+    segment,
+    spec_owner,
+)
 
 Request = tuple[str, Mapping[str, str | int]]
+NOT_FOUND = ("NOT_FOUND",)
+"""The code of the API's own 404 (`{"error": "<Resource> not found", "code": "NOT_FOUND"}`)."""
 
 
 def read_ahead(walk: Walk, events: Sequence[Event]) -> None:
@@ -61,3 +77,26 @@ def listing_path(namespace: str, listing: str) -> str:
 
 def object_path(namespace: str, listing: str, name: str) -> str:
     return f"{listing_path(namespace, listing)}/{segment(name)}"
+
+
+def read_object(walk: Walk, path: str) -> Resource | None:
+    """The object at `path`; None when the API answers that it is not there."""
+    try:
+        return as_object(walk.client.get_json(path), path)
+    except NotFoundError as missing:
+        confirm_gone(missing, NOT_FOUND)
+        return None
+
+
+def listed_items(
+    walk: Walk, path: str, only: Mapping[str, str], *, missing_is_empty: bool = False
+) -> list[Resource]:
+    """The items of a listing, every page (`every_item`), as large as the walk's
+    (`event_page_size`): none when its first page answers the API's 404 and `missing_is_empty`.
+    An expired cursor is a 500 to a request that carried one (`read_page`)."""
+    limit = event_page_size(walk, "v1")
+
+    def read(cursor: str | None) -> ListPage:
+        return read_page(walk.client, path, {**only, "limit": limit}, cursor)
+
+    return every_item(read, path, gone_codes=NOT_FOUND, missing_is_empty=missing_is_empty)

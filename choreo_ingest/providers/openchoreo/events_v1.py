@@ -6,15 +6,14 @@ below it; a 404 in another shape (a proxy's) fails the event, which is tried aga
 recomputes its component's APIs, and those of the component the indexed workload -> component
 link names (the workload answers 404, or was made again for another); a project event whose
 owner changed maps its components again, since those without an owner of their own take the
-project's.
+project's. Namespace events: `events_namespace_v1`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from choreo_ingest.clock import parse_rfc3339
-from choreo_ingest.errors import AuthError, NotFoundError
+from choreo_ingest.errors import AuthError
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import Delta, Event, IndexEntry, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_key, names_handed_on
@@ -24,19 +23,21 @@ from choreo_ingest.providers.openchoreo.entities_v1 import (
     project_entity,
 )
 from choreo_ingest.providers.openchoreo.event_reads_v1 import (
+    listed_items,
     listing_path,
     namespace_path,
     object_path,
+    read_object,
+)
+from choreo_ingest.providers.openchoreo.events_namespace_v1 import (
+    namespace_delta,
+    namespace_gone,
+    served_namespace,
 )
 from choreo_ingest.providers.openchoreo.generation import (
     Harvest,
-    ListPage,
     Resource,
     Walk,
-    confirm_gone,
-    event_page_size,
-    every_item,
-    name_of,
     scope_projects,
 )
 from choreo_ingest.providers.openchoreo.index_overlay import stored, with_rows
@@ -48,7 +49,6 @@ from choreo_ingest.providers.openchoreo.listed_first import (
     owner_change_listed,
     owners_changed,
 )
-from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
 from choreo_ingest.providers.openchoreo.naming import (
     entity_name,
     namespace_name,
@@ -57,10 +57,8 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
     PROJECT_OWNERS,
     WORKLOADS,
     api_claim,
-    as_object,
     component_harvest,
     owner_row,
-    read_page,
     spec_owner,
     workload_row,
 )
@@ -68,14 +66,6 @@ from choreo_ingest.providers.openchoreo.resources_v1 import (
 log = get_logger("choreo_ingest.providers.openchoreo")
 
 INGESTED_KINDS = ("Namespace", "Project", "Component", "Workload")
-PROJECTS_PROBED = 20
-"""Projects a Namespace event reads (at most) to tell whether the catalog knows the namespace."""
-NEW_PROJECT_SECONDS = 600.0
-"""A project made this recently has its own `created` event coming (`_holds_unknown_projects`)."""
-CONTROL_PLANE_LABEL = "openchoreo.dev/control-plane"
-"""The label of the namespaces OpenChoreo serves (`/namespaces` lists only those set to "true")."""
-NOT_FOUND = ("NOT_FOUND",)
-"""The code of the API's own 404 (`{"error": "<Resource> not found", "code": "NOT_FOUND"}`)."""
 
 
 def event_delta(walk: Walk, event: Event) -> Delta:
@@ -111,7 +101,7 @@ def _deleted_behind_roles(walk: Walk, event: Event, error: AuthError) -> Delta |
     it was deleted, and hidden or gone, the walk leaves it out: it goes, as at a 404."""
     namespace, name = event.namespace or "", event.name
     if event.action == "deleted" and event.kind == "Namespace":
-        return _namespace_gone(walk, name) if error.path == namespace_path(name) else None
+        return namespace_gone(walk, name) if error.path == namespace_path(name) else None
     if event.action == "deleted" and event.kind == "Project":
         own = error.path == object_path(namespace, "projects", name)
         return _project_gone(namespace, name) if own else None
@@ -120,7 +110,7 @@ def _deleted_behind_roles(walk: Walk, event: Event, error: AuthError) -> Delta |
 
 def _delta(walk: Walk, event: Event) -> Delta:
     if event.kind == "Namespace":
-        return _namespace_delta(walk, event.name)
+        return namespace_delta(walk, event.name)
     namespace = event.namespace or ""
     if event.kind == "Project":
         return _project_delta(walk, namespace, event.name)
@@ -131,98 +121,8 @@ def _delta(walk: Walk, event: Event) -> Delta:
     return Delta()
 
 
-def _namespace_delta(walk: Walk, namespace: str) -> Delta:
-    resource = _served_namespace(walk, namespace)
-    if resource is None:  # gone, or its label taken off: what it had leaves, as at the sweep
-        return _namespace_gone(walk, namespace)
-    domain = namespace_entity(resource, walk.config.mapping, walk.provider)
-    return Delta(upserts=[domain], refresh=_holds_unknown_projects(walk, namespace))
-
-
-def _holds_unknown_projects(walk: Walk, namespace: str) -> bool:
-    """Whether the namespace has projects, made a while ago, while the catalog knows none of
-    it: served again (its label put back) with everything it held all along, for which no event
-    comes. Only a walk brings them, so the event asks for one.
-
-    No walk for a namespace the catalog knows (the forwarder's `created` for each at its
-    start), nor for one new and empty, nor for one made with its projects (a GitOps bundle):
-    their own `created` events come after the namespace's. A project without a creation time
-    counts as new."""
-    path = listing_path(namespace, "projects")
-    listed: list[Resource] = []
-    cursor: str | None = None
-    limit = min(PROJECTS_PROBED, event_page_size(walk, "v1"))  # chunkSize holds here too
-    for _ in range(PROJECTS_PROBED):  # pages: one may be empty, with a cursor
-        page = read_page(walk.client, path, {"limit": limit}, cursor)
-        listed += page.items
-        if len(listed) >= PROJECTS_PROBED or not (cursor := page.next_cursor):
-            break
-    keys = [f"{namespace}/{name_of(project, path)}" for project in listed]
-    if not keys or walk.index.by_key(PROJECT_OWNERS, keys):
-        return False
-    made_before = walk.clock.now() - NEW_PROJECT_SECONDS
-    if not any(_created_before(project, made_before) for project in listed):
-        return False
-    return not _project_keys(walk, namespace)
-
-
-def _created_before(resource: Resource, moment: float) -> bool:
-    created = as_mapping(resource.get("metadata")).get("creationTimestamp")
-    try:
-        return isinstance(created, str) and parse_rfc3339(created) < moment
-    except ValueError:
-        return False
-
-
-def _namespace_gone(walk: Walk, namespace: str) -> Delta:
-    return Delta(removal_scopes=[namespace], index=_project_rows_dropped(walk, namespace))
-
-
-def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:
-    """The namespace's project rows, dropped: one this cycle wrote vouches for the namespace
-    (`_project_delta`, `_missing_project`), and an event for a component of a namespace whose
-    label was taken off (its components still answer) would otherwise bring it back."""
-    return [IndexEntry(PROJECT_OWNERS, key) for key in _project_keys(walk, namespace)]
-
-
-def _project_keys(walk: Walk, namespace: str) -> list[str]:
-    """The keys (`<namespace>/<project>`) of the namespace's indexed projects."""
-    prefix = f"{namespace}/"
-    rows = walk.index.by_group(PROJECT_OWNERS, [""])[""]
-    return [row.key for row in rows if row.key.startswith(prefix)]
-
-
-def _served_namespace(walk: Walk, namespace: str) -> Resource | None:
-    """The namespace when OpenChoreo serves it, else None.
-
-    `/namespaces` lists only the namespaces labelled `openchoreo.dev/control-plane: "true"`,
-    and OpenChoreo's `/namespaces/{ns}` answers 404 for any other (`kube-system`, or one whose
-    label was taken off). The label on the read vouches for it; a read without it (a server
-    that reads any namespace, or leaves labels out) is settled by the listing, which is what
-    the walk takes.
-    """
-    resource = _read(walk, namespace_path(namespace))
-    if resource is None:
-        return None
-    metadata = resource.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, Mapping) else None
-    if isinstance(labels, Mapping) and labels.get(CONTROL_PLANE_LABEL) == "true":
-        return resource
-    listed = _items(walk, "/namespaces", {})
-    return resource if any(name_of(item, "/namespaces") == namespace for item in listed) else None
-
-
-def _read(walk: Walk, path: str) -> Resource | None:
-    """The object at `path`; None when the API answers that it is not there."""
-    try:
-        return as_object(walk.client.get_json(path), path)
-    except NotFoundError as missing:
-        confirm_gone(missing, NOT_FOUND)
-        return None
-
-
 def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
-    resource = _read(walk, object_path(namespace, "projects", project))
+    resource = read_object(walk, object_path(namespace, "projects", project))
     if resource is None:
         return _project_gone(namespace, project)
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
@@ -262,7 +162,7 @@ def _project_gone(namespace: str, project: str) -> Delta:
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
     """The component as it is now, with its workloads read again (its APIs follow them)."""
     path = object_path(namespace, "components", component)
-    resource = _read(walk, path)
+    resource = read_object(walk, path)
     if resource is None:
         workloads = _workloads_of(walk, namespace, component, gone=True)
         return _component_gone(walk, namespace, component, workloads)
@@ -272,7 +172,7 @@ def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:
         # Its workloads, listed after it was read, name another project: it was made again
         # there in between (a read kept ahead is older still). Read once more, rather than
         # write its APIs where it no longer is, with rows that say where it went.
-        resource = _read(walk, path)
+        resource = read_object(walk, path)
         if resource is None:
             return _component_gone(walk, namespace, component, workloads)
     listed = [row for w in workloads if (row := workload_row(namespace, w))]
@@ -326,7 +226,7 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
     domain = _namespace_domain(walk, namespace)
     if domain is None:
         return gone
-    resource = _read(walk, object_path(namespace, "projects", project))
+    resource = read_object(walk, object_path(namespace, "projects", project))
     if resource is None:
         return gone
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
@@ -339,9 +239,9 @@ def _missing_project(walk: Walk, namespace: str, project: str) -> Harvest:
 
 def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
     """The Domain of a namespace an event names before the catalog holds any project of it;
-    None when the namespace is gone or is not one OpenChoreo serves (`_served_namespace`): its
+    None when the namespace is gone or is not one OpenChoreo serves (`served_namespace`): its
     resources stay out, as the walk leaves them."""
-    resource = _served_namespace(walk, namespace)
+    resource = served_namespace(walk, namespace)
     if resource is None:
         log.info("event_outside_catalog", namespace=namespace)
         return None
@@ -349,7 +249,7 @@ def _namespace_domain(walk: Walk, namespace: str) -> Harvest | None:
 
 
 def _workload_delta(walk: Walk, namespace: str, workload: str) -> Delta:
-    resource = _read(walk, object_path(namespace, "workloads", workload))
+    resource = read_object(walk, object_path(namespace, "workloads", workload))
     if resource is not None and (component := spec_owner(resource, "componentName")):
         return _component_event_delta(walk, namespace, component)
     key = f"{namespace}/{workload}"
@@ -421,21 +321,7 @@ def _listed(
     that is `gone`, says there is nothing to list; any other 404 fails the event, which is tried
     again, rather than take its workloads for none."""
     path = listing_path(namespace, listing)
-    return _items(walk, path, only, missing_is_empty=gone or "project" in only)
-
-
-def _items(
-    walk: Walk, path: str, only: Mapping[str, str], *, missing_is_empty: bool = False
-) -> list[Resource]:
-    """The items of a listing, every page (`every_item`), as large as the walk's
-    (`event_page_size`): none when its first page answers the API's 404 and `missing_is_empty`.
-    An expired cursor is a 500 to a request that carried one (`read_page`)."""
-    limit = event_page_size(walk, "v1")
-
-    def read(cursor: str | None) -> ListPage:
-        return read_page(walk.client, path, {**only, "limit": limit}, cursor)
-
-    return every_item(read, path, gone_codes=NOT_FOUND, missing_is_empty=missing_is_empty)
+    return listed_items(walk, path, only, missing_is_empty=gone or "project" in only)
 
 
 def _component_gone(
