@@ -15,7 +15,7 @@ from choreo_ingest.cli.state_commands import show_status
 from choreo_ingest.clock import SystemClock, rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.models import EVENTS_HELD_FACT, ProviderRecord, ProviderState
-from choreo_ingest.reporting import status_report
+from choreo_ingest.reporting import StatusReport, status_report
 from choreo_ingest.store import Store, state_location
 
 MARKUP_ERROR = "HTTP 400: bad [/] [bold red]x[/bold red] [link=http://e]y :smile:"
@@ -118,6 +118,20 @@ def test_status_says_how_many_events_wait_in_the_inbox_and_nothing_when_none(
     assert "eventsHeldUntil" not in provider
 
 
+def status_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: ProviderRecord, width: int
+) -> StatusReport:
+    """`status`'s table of a state holding `record`, on a terminal `width` columns wide."""
+    state = tmp_path / "state.db"
+    with Store.open(state) as store:
+        store.migrate()
+        store.save_provider(record, T_NOW)
+    monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
+    report = status_report(state_location(state), Config(), T_NOW)
+    show_status(report)
+    return report
+
+
 @pytest.mark.parametrize("width", [80, 200], ids=["narrow", "wide"])
 def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
     tmp_path: Path,
@@ -127,22 +141,16 @@ def test_status_keeps_names_states_and_times_whole_on_a_terminal_of_any_width(
 ) -> None:
     """Only the error folds: on 80 columns, where the table's other cells do not fit on one
     line each, each provider is shown as lines of `column value` instead."""
-    state = tmp_path / "state.db"
-    with Store.open(state) as store:
-        store.migrate()
-        record = ProviderRecord(
-            name="openchoreo",
-            state=ProviderState.BACKING_OFF,
-            attempts=1,
-            last_error="HTTP 503: " + "down " * 30,
-            last_burst_at=T_NOW,
-            next_action_at=T_NOW + 30,
-        )
-        store.save_provider(record, T_NOW)
-    monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
-    report = status_report(state_location(state), Config(), T_NOW)
+    record = ProviderRecord(
+        name="openchoreo",
+        state=ProviderState.BACKING_OFF,
+        attempts=1,
+        last_error="HTTP 503: " + "down " * 30,
+        last_burst_at=T_NOW,
+        next_action_at=T_NOW + 30,
+    )
 
-    show_status(report)
+    report = status_shown(tmp_path, monkeypatch, record, width)
 
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= width
@@ -167,16 +175,9 @@ def test_status_shows_the_end_of_a_long_error_where_its_cause_is(
         "/oauth2/token): HTTP 401 invalid_client: the client was refused: check "
         "openchoreo.auth.oauth.clientId and clientSecretFile"
     )
-    state = tmp_path / "state.db"
-    with Store.open(state) as store:
-        store.migrate()
-        store.save_provider(
-            ProviderRecord(name="openchoreo", state=ProviderState.BACKING_OFF, last_error=error),
-            T_NOW,
-        )
-    monkeypatch.setattr(render, "_out", render._StdoutConsole(width=width))
+    record = ProviderRecord(name="openchoreo", state=ProviderState.BACKING_OFF, last_error=error)
 
-    show_status(status_report(state_location(state), Config(), T_NOW))
+    status_shown(tmp_path, monkeypatch, record, width)
 
     shown = capsys.readouterr().out
     assert "invalid_client" in shown
