@@ -204,7 +204,9 @@ def test_check_warns_of_a_token_cache_file_that_is_no_file_and_run_leaves_it(
     ]
     assert row["warning"], row
     assert row["detail"] == (f"{place}: {problem}, so every call asks for a new token (and warns)")
+    assert "token_cache_not_written" not in checked.stderr  # its row says it, once
     assert ran.returncode == 0, ran.stderr
+    assert "token_cache_not_written" in ran.stderr
     assert stat.S_IFMT(place.stat().st_mode) == kind
 
 

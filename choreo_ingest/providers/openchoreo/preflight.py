@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from choreo_ingest.clock import Clock
@@ -198,17 +199,8 @@ def _token_cache_check(config: Config) -> list[Check]:
     path = oauth.token_cache_file if oauth is not None else None
     if path is None:
         return []
-    folder = path.parent
-    special = never_replaced(path)
-    if path.is_dir():  # a new token cannot be renamed over it
-        problem = "it is a directory, not a file"
-    elif special is not None:  # never renamed over (`token_cache`)
-        problem = special.removeprefix(f"{path}: ")
-    elif not folder.is_dir():
-        problem = f"its directory {folder} does not exist"
-    elif not os.access(folder, os.W_OK | os.X_OK):
-        problem = f"its directory {folder} cannot be written"
-    else:
+    problem = _token_cache_problem(path)
+    if problem is None:
         return [Check(TOKEN_CACHE_KEY, True, f"{path}: the token is kept there between calls")]
     return [
         Check(
@@ -218,6 +210,30 @@ def _token_cache_check(config: Config) -> list[Check]:
             warning=True,
         )
     ]
+
+
+def auth_for_check(auth: AuthConfig) -> AuthConfig:
+    """`auth` without a `tokenCacheFile` that cannot be written: `check` says so in its row, and
+    its grant's write would say it again (`token_cache_not_written`)."""
+    oauth = auth.oauth
+    path = oauth.token_cache_file if oauth is not None else None
+    if oauth is None or path is None or _token_cache_problem(path) is None:
+        return auth
+    return replace(auth, oauth=replace(oauth, token_cache_file=None))
+
+
+def _token_cache_problem(path: Path) -> str | None:
+    folder = path.parent
+    special = never_replaced(path)
+    if path.is_dir():  # a new token cannot be renamed over it
+        return "it is a directory, not a file"
+    if special is not None:  # never renamed over (`token_cache`)
+        return special.removeprefix(f"{path}: ")
+    if not folder.is_dir():
+        return f"its directory {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its directory {folder} cannot be written"
+    return None
 
 
 def _api_checks(

@@ -20,7 +20,7 @@ from typing import Any
 
 from choreo_ingest.api_address import source_address
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import Config, effective_chunk_size
+from choreo_ingest.config import AuthConfig, Config, effective_chunk_size
 from choreo_ingest.errors import (
     ConfigError,
     CursorExpired,
@@ -142,10 +142,10 @@ class OpenChoreoProvider:
         return self._config.openchoreo.events.max_pending
 
     def preflight(self, clock: Clock) -> list[Check]:
-        from choreo_ingest.providers.openchoreo.preflight import openchoreo_checks
+        from choreo_ingest.providers.openchoreo.preflight import auth_for_check, openchoreo_checks
 
         try:
-            credentials = self.credentials(clock)
+            credentials = self._credentials_for(auth_for_check(self._config.openchoreo.auth), clock)
         except ConfigError:  # a secret the config cannot give: said after the server's check
             credentials = NoCredentials()
         return openchoreo_checks(self._config, clock, credentials, self._transport)
@@ -158,18 +158,20 @@ class OpenChoreoProvider:
 
     def credentials(self, clock: Clock) -> Credentials:
         """The process's credentials (secrets and files are read only when a request needs them)."""
+        if self._credentials is None:
+            self._credentials = self._credentials_for(self._config.openchoreo.auth, clock)
+        return self._credentials
+
+    def _credentials_for(self, auth: AuthConfig, clock: Clock) -> Credentials:
         if self._config.secrets_withheld:  # a bug: such a config is for calls that send nothing
             raise RuntimeError("a config read without its secrets cannot make requests")
-        if self._credentials is None:
-            settings = self._config.openchoreo
-            self._credentials = credentials_for(
-                settings.auth,
-                clock=clock,
-                post_form=form_poster(settings, clock, self._transport),
-                on_secret=register_secret,  # a client secret read from its file
-                on_token=register_learned_secret,  # token-file contents, issued tokens
-            )
-        return self._credentials
+        return credentials_for(
+            auth,
+            clock=clock,
+            post_form=form_poster(self._config.openchoreo, clock, self._transport),
+            on_secret=register_secret,  # a client secret read from its file
+            on_token=register_learned_secret,  # token-file contents, issued tokens
+        )
 
     @contextmanager
     def _around(self, burst: BurstContext) -> Iterator[OpenChoreoContext]:
