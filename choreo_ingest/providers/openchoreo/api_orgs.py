@@ -20,14 +20,13 @@ from urllib.parse import quote
 from choreo_ingest.errors import CursorRejected, NotFoundError, PermanentError
 from choreo_ingest.models import Delta, Event, IndexEntry, QueuedItem, QueueItem, entity_ref
 from choreo_ingest.providers.openchoreo.api_names import (
-    CLAIMS,
     ApiClaim,
     Owner,
     Pending,
-    claim_key,
     names_handed_on,
     resolve_api_names,
 )
+from choreo_ingest.providers.openchoreo.claimed_orgs import claimed_rows, released
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
@@ -59,9 +58,6 @@ ORG_QUEUE = "orgs"
 PROJECT_QUEUE = "projects"
 PROJECTS = "project"
 """Index: `<org>/<project>` for every project a cycle listed or an event read."""
-CLAIMED = "claimed"
-"""Index: `<org>/<component>` -> the keys of its claims on API names (`CLAIMS`) as its last
-mapping made them: what a Component event releases (`_released`) before it maps it again."""
 DETAIL_PARAMS = {"include": "type,workload"}
 KINDS = ("Organization", "Project", "Component")
 ACTIONS = ("created", "updated", "deleted")
@@ -221,10 +217,7 @@ def component_harvest(
     names, harvest, displaced, _ = resolve_api_names(
         walk, claims, _hashed_name, pending, whole=True, identity=_component_of
     )
-    made: dict[str, list[str]] = {}
-    for claim in claims:
-        made.setdefault(claim.owner[-1], []).append(claim_key(claim))
-    harvest.index += [IndexEntry(CLAIMED, f"{org}/{c}", org, keys) for c, keys in made.items()]
+    harvest.index += claimed_rows(org, claims)
     for detail in details:
         harvest.entities += component_entities(
             detail,
@@ -356,26 +349,14 @@ class OrgsGeneration:
             found = _component_gone(walk, org_name, event.project, event.name)
         else:
             found = _component_mapped(walk, org_name, event.project, event.name)
-        done = Delta(index=_released(walk, org_name, event.name)).then(found)
+        done = Delta(index=released(walk, org_name, event.name)).then(found)
 
         def take_back(owner: Owner, done: Delta) -> Delta:
             overlay = with_rows(walk, done.index)
-            released = Delta(index=_released(overlay, org_name, owner[-1]))
-            return done.then(released.then(_component_mapped(overlay, org_name, *owner)))
+            freed = Delta(index=released(overlay, org_name, owner[-1]))
+            return done.then(freed.then(_component_mapped(overlay, org_name, *owner)))
 
         return names_handed_on(walk, done, take_back)
-
-
-def _released(walk: Walk, org: str, component: str) -> list[IndexEntry]:
-    """The component's claims on API names as its last mapping made them (`CLAIMED`), released:
-    an event then maps it again, whose claims stand over these, or it is gone. A name it gave
-    up, or held when it went, is free at once, and the event hands it on (`names_handed_on`)."""
-    key = f"{org}/{component}"
-    row = walk.index.by_key(CLAIMED, [key]).get(key)
-    if row is None:
-        return []
-    made = row.value if isinstance(row.value, list) else []
-    return [*(IndexEntry(CLAIMS, str(claim)) for claim in made), IndexEntry(CLAIMED, key)]
 
 
 def _component_mapped(walk: Walk, org: str, project: str, component: str) -> Delta:
