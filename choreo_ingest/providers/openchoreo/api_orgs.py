@@ -217,7 +217,7 @@ def component_harvest(
     names, harvest, displaced, _ = resolve_api_names(
         walk, claims, _hashed_name, pending, whole=True, identity=_component_of
     )
-    harvest.index += claimed_rows(org, claims)
+    harvest.index += claimed_rows(org, claims, harvest.index)
     for detail in details:
         harvest.entities += component_entities(
             detail,

@@ -1,0 +1,88 @@
+"""Org-era events applied while a cycle is under way, after the walk's page listed their change:
+the event must still leave the catalog a fresh walk gives (`test_events_v1_mid_cycle` for v1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from test_events_openchoreo import REST, Platform
+
+from choreo_ingest.models import ProviderState
+
+from sim_support import expected_refs
+
+
+@pytest.fixture
+def platform(tmp_path: Path) -> Platform:
+    """`a` (project `shop`, endpoints `b-c` and `d`) holds the API name `a-b-c` that the
+    endpoint `c` of `a-b` (project `web`) gives too, mirrored by a cycle: `a-b`'s API has a
+    hashed name. A cycle walks `a` first of the components, then `cart`, ..., then `a-b`."""
+    platform = Platform(tmp_path)
+    platform.world.add_component("acme", "shop", "a", endpoints={"b-c": REST, "d": REST})
+    platform.world.add_component("acme", "web", "a-b", endpoints={"c": REST})
+    platform.complete_cycle()
+    assert provided(platform, "a") == ["api:acme/a-b-c", "api:acme/a-d"]
+    assert provided(platform, "a-b") != ["api:acme/a-b-c"]
+    return platform
+
+
+def provided(platform: Platform, component: str) -> list[str]:
+    body = platform.body(f"component:acme/{component}")
+    assert body is not None
+    return sorted(body["spec"]["providesApis"])
+
+
+def without_b_c(platform: Platform) -> None:
+    platform.world.set_endpoints("acme", "shop", "a", {"d": REST})
+
+
+def renamed(platform: Platform) -> None:
+    platform.world.set_endpoints("acme", "shop", "a", {"b-e": REST})
+
+
+def renamed_in_case(platform: Platform) -> None:
+    """`a-B-c` is no plain name: its API has a hashed one, and the plain `a-b-c` is free."""
+    platform.world.set_endpoints("acme", "shop", "a", {"B-c": REST})
+
+
+CHANGES: dict[str, Callable[[Platform], None]] = {
+    "endpoint-gone": without_b_c,
+    "endpoint-renamed": renamed,
+    "endpoint-renamed-in-case": renamed_in_case,
+}
+
+
+@pytest.mark.parametrize("action", ["updated", "deleted"])
+@pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+def test_a_holder_the_walk_listed_without_the_endpoint_hands_the_name_on_in_its_event(
+    platform: Platform, change: str, action: str
+) -> None:
+    """`a` gives the name up (its endpoint `b-c` gone, renamed, or renamed in case), and the
+    walk's page lists it so before its event is applied (`deleted`: and `a` is deleted after
+    that page). The page writes over the row of the claims `a` made (`claimed`) with its current
+    ones, while the claim of `b-c` holds the name until the cycle's end: the event must release
+    it too and hand the name on to `a-b`, not leave `a-b` hashed until the next cycle."""
+    hashed = provided(platform, "a-b")
+    CHANGES[change](platform)
+    platform.end_rest()
+    platform.provider.traversed.clear()
+    platform.run(pause_after="component:acme/a")
+    assert platform.state() is ProviderState.INTERSTITIAL
+    assert "component:acme/a-b" not in platform.provider.traversed
+    if action == "deleted":
+        platform.world.delete_component("acme", "shop", "a")
+    platform.feed_component("a", action)
+
+    platform.run(pages=1)  # the event (an `updated` waits 2 s), then `cart`'s page
+
+    assert "component:acme/a-b" not in platform.provider.traversed
+    assert provided(platform, "a-b") == ["api:acme/a-b-c"]
+    assert set(hashed).isdisjoint(platform.refs())
+    body = platform.body("api:acme/a-b-c")
+    assert body is not None
+    assert body["metadata"]["annotations"]["openchoreo.io/component"] == "a-b"
+    platform.complete_cycle()
+    assert platform.refs() == expected_refs(platform.world)
+    assert provided(platform, "a-b") == ["api:acme/a-b-c"]
