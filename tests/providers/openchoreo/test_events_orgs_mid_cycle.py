@@ -34,23 +34,35 @@ def provided(platform: Platform, component: str) -> list[str]:
     return sorted(body["spec"]["providesApis"])
 
 
-def without_b_c(platform: Platform) -> None:
+def without_b_c(platform: Platform) -> str:
     platform.world.set_endpoints("acme", "shop", "a", {"d": REST})
+    return "shop"
 
 
-def renamed(platform: Platform) -> None:
+def renamed(platform: Platform) -> str:
     platform.world.set_endpoints("acme", "shop", "a", {"b-e": REST})
+    return "shop"
 
 
-def renamed_in_case(platform: Platform) -> None:
+def renamed_in_case(platform: Platform) -> str:
     """`a-B-c` is no plain name: its API has a hashed one, and the plain `a-b-c` is free."""
     platform.world.set_endpoints("acme", "shop", "a", {"B-c": REST})
+    return "shop"
 
 
-CHANGES: dict[str, Callable[[Platform], None]] = {
+def moved_without_b_c(platform: Platform) -> str:
+    """Made again in project `api`, listed before `shop`, without `b-c`."""
+    platform.world.delete_component("acme", "shop", "a")
+    platform.world.add_project("acme", "api")
+    platform.world.add_component("acme", "api", "a", endpoints={"d": REST})
+    return "api"
+
+
+CHANGES: dict[str, Callable[[Platform], str]] = {
     "endpoint-gone": without_b_c,
     "endpoint-renamed": renamed,
     "endpoint-renamed-in-case": renamed_in_case,
+    "moved-without-the-endpoint": moved_without_b_c,
 }
 
 
@@ -59,23 +71,23 @@ CHANGES: dict[str, Callable[[Platform], None]] = {
 def test_a_holder_the_walk_listed_without_the_endpoint_hands_the_name_on_in_its_event(
     platform: Platform, change: str, action: str
 ) -> None:
-    """`a` gives the name up (its endpoint `b-c` gone, renamed, or renamed in case), and the
-    walk's page lists it so before its event is applied (`deleted`: and `a` is deleted after
-    that page). The page writes over the row of the claims `a` made (`claimed`) with its current
-    ones, while the claim of `b-c` holds the name until the cycle's end: the event must release
-    it too and hand the name on to `a-b`, not leave `a-b` hashed until the next cycle."""
+    """`a` gives the name up (its endpoint `b-c` gone, renamed, renamed in case, or left behind
+    in a move), and the walk's page lists it so before its event is applied (`deleted`: and `a`
+    is deleted after that page). The page maps `a` without `b-c`, whose claim holds the name
+    until the cycle's sweep: the event must release that claim too and hand the name on to
+    `a-b`, not leave `a-b` hashed until the next cycle."""
     hashed = provided(platform, "a-b")
-    CHANGES[change](platform)
+    project = CHANGES[change](platform)
     platform.end_rest()
     platform.provider.traversed.clear()
     platform.run(pause_after="component:acme/a")
     assert platform.state() is ProviderState.INTERSTITIAL
     assert "component:acme/a-b" not in platform.provider.traversed
     if action == "deleted":
-        platform.world.delete_component("acme", "shop", "a")
-    platform.feed_component("a", action)
+        platform.world.delete_component("acme", project, "a")
+    platform.feed_component("a", action, project=project)
 
-    platform.run(pages=1)  # the event (an `updated` waits 2 s), then `cart`'s page
+    platform.run(pages=1)  # the event (an `updated` waits 2 s), then the next component's page
 
     assert "component:acme/a-b" not in platform.provider.traversed
     assert provided(platform, "a-b") == ["api:acme/a-b-c"]
