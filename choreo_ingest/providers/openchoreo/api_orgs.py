@@ -26,7 +26,11 @@ from choreo_ingest.providers.openchoreo.api_names import (
     names_handed_on,
     resolve_api_names,
 )
-from choreo_ingest.providers.openchoreo.claimed_orgs import claimed_rows, released
+from choreo_ingest.providers.openchoreo.claimed_orgs import (
+    claimed_projects,
+    claimed_rows,
+    released,
+)
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
     api_entity_name,
@@ -217,7 +221,7 @@ def component_harvest(
     names, harvest, displaced, _ = resolve_api_names(
         walk, claims, _hashed_name, pending, whole=True, identity=_component_of
     )
-    harvest.index += claimed_rows(org, claims, harvest.index)
+    harvest.index += claimed_rows(org, claims)
     for detail in details:
         harvest.entities += component_entities(
             detail,
@@ -401,10 +405,13 @@ def _component_gone(walk: Walk, org: str, project: str, component: str) -> Delta
     return Delta(removal_scopes=[*gone.removal_scopes, f"{org}/{other}/{component}"])
 
 
-def _stored_projects(walk: Walk, org: str, component: str) -> set[str]:
-    """The project the catalog holds the component in (its Component's scope), if any."""
+def _stored_projects(walk: Walk, org: str, component: str) -> list[str]:
+    """The project the catalog holds the component in (its Component's scope), if any, then
+    those it made claims in (`claimed_projects`): a walk's page that lists it made again in
+    another project writes its Component over, not the APIs it had in the one it left."""
     ref = entity_ref("Component", organization_namespace(org), entity_name(component))
-    return scope_projects(walk.index, ref, org, component)
+    held = sorted(scope_projects(walk.index, ref, org, component))
+    return held + [p for p in claimed_projects(walk, org, component) if p not in held]
 
 
 def _component_in_some_project(walk: Walk, org: str, event: Event) -> Delta:

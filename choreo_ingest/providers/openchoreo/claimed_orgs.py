@@ -1,13 +1,15 @@
 """The org era's index of the claims on API names each component made (`CLAIMED`): what a
 Component event releases (`released`) before it maps the component again, so that a name it
-gave up, or held when it went, is free at once and the event hands it on (`names_handed_on`).
+gave up, or held when it went, is free at once and the event hands it on (`names_handed_on`),
+and the projects it had APIs in (`claimed_projects`).
 
 One row per claim, as the claims index (`CLAIMS`) has it, grouped by its component, written by
-the same mapping and pruned by the same sweep. A walk's page that finds an endpoint gone (or
-renamed) leaves its claim holding its name until the cycle's sweep, as it leaves its row here:
-an event applied after that page in the same cycle still finds the claim by its component,
-releases it and hands its name on. A page reads nothing for it, and a row of a claim that a
-page releases goes with it."""
+the same mapping and left for the sweep to prune. A walk's page reads nothing for it and writes
+over nothing an event needs: when it finds an endpoint gone (or renamed), the endpoint's claim
+holds its name until the cycle's sweep, and so long its row here lets an event applied after
+that page release it and hand the name on; when it finds the component made again in another
+project, the rows of the claims it made in the one it left (released by the page or not) tell
+an event where its APIs there are, though the page wrote the Component over."""
 
 from __future__ import annotations
 
@@ -18,23 +20,24 @@ from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim
 from choreo_ingest.providers.openchoreo.generation import Walk
 
 CLAIMED = "claimed"
-"""Index: `<claim's key>` grouped by `<org>/<component>` for each claim of the component's
-(`CLAIMS`). A release before this one wrote one row a component instead, keyed
+"""Index: `<claim's key>` grouped by `<org>/<component>` -> its project, for each claim of the
+component's (`CLAIMS`). A release before this one wrote one row a component instead, keyed
 `<org>/<component>` with its claims' keys (read until a completed cycle prunes it)."""
 
 
-def claimed_rows(
-    org: str, claims: Sequence[ApiClaim], index: Sequence[IndexEntry]
-) -> list[IndexEntry]:
-    """The rows of `claims` (an org's components' mapping), and the deletion of the row of each
-    claim `index` (that mapping's rows) releases."""
-    made = [
-        IndexEntry(CLAIMED, claim_key(claim), f"{org}/{claim.owner[-1]}", True) for claim in claims
+def claimed_rows(org: str, claims: Sequence[ApiClaim]) -> list[IndexEntry]:
+    """The rows of `claims` (an org's components' mapping): each names its project."""
+    return [
+        IndexEntry(CLAIMED, claim_key(claim), f"{org}/{claim.owner[-1]}", claim.owner[0])
+        for claim in claims
     ]
-    gone = [
-        IndexEntry(CLAIMED, row.key) for row in index if row.table == CLAIMS and row.value is None
-    ]
-    return [*gone, *made]
+
+
+def claimed_projects(walk: Walk, org: str, component: str) -> list[str]:
+    """The projects the component made claims in since the last completed sweep."""
+    group = f"{org}/{component}"
+    rows = walk.index.by_group(CLAIMED, [group])[group]
+    return sorted({row.value for row in rows if isinstance(row.value, str)})
 
 
 def released(walk: Walk, org: str, component: str) -> list[IndexEntry]:

@@ -8,7 +8,12 @@ from conftest import MemoryIndex
 
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim_key
-from choreo_ingest.providers.openchoreo.claimed_orgs import CLAIMED, claimed_rows, released
+from choreo_ingest.providers.openchoreo.claimed_orgs import (
+    CLAIMED,
+    claimed_projects,
+    claimed_rows,
+    released,
+)
 from choreo_ingest.providers.openchoreo.generation import Walk
 
 B_C = ApiClaim(namespace="acme", owner=("shop", "a"), endpoint="b-c", plain="a-b-c")
@@ -27,16 +32,13 @@ def released_keys(index: MemoryIndex, component: str) -> dict[str, list[str]]:
     return {table: [row.key for row in rows if row.table == table] for table in (CLAIMS, CLAIMED)}
 
 
-def test_a_mapping_indexes_each_claim_by_its_component_and_drops_the_ones_it_releases() -> None:
-    mapping = [IndexEntry(CLAIMS, "acme/a-b-c|shop/a/b-C")]  # a stale claim its harvest releases
-
-    rows = claimed_rows("acme", [B_C, D, OTHER], mapping)
+def test_a_mapping_indexes_each_claim_by_its_component_with_its_project() -> None:
+    rows = claimed_rows("acme", [B_C, D, OTHER])
 
     assert rows == [
-        IndexEntry(CLAIMED, "acme/a-b-c|shop/a/b-C"),
-        IndexEntry(CLAIMED, claim_key(B_C), "acme/a", True),
-        IndexEntry(CLAIMED, claim_key(D), "acme/a", True),
-        IndexEntry(CLAIMED, claim_key(OTHER), "acme/a-b", True),
+        IndexEntry(CLAIMED, claim_key(B_C), "acme/a", "shop"),
+        IndexEntry(CLAIMED, claim_key(D), "acme/a", "shop"),
+        IndexEntry(CLAIMED, claim_key(OTHER), "acme/a-b", "shop"),
     ]
 
 
@@ -44,9 +46,9 @@ def test_a_claim_a_later_mapping_left_out_is_released_until_the_sweep_prunes_it(
     """A walk's page maps `a` without `b-c`: the claim of `b-c` holds its name until the cycle's
     sweep, and so long an event about `a` releases it too."""
     index = MemoryIndex()
-    index.apply(claimed_rows("acme", [B_C, D], []))
+    index.apply(claimed_rows("acme", [B_C, D]))
     index.complete_cycle()
-    index.apply(claimed_rows("acme", [D], []))  # the next cycle's page
+    index.apply(claimed_rows("acme", [D]))  # the next cycle's page
 
     assert released_keys(index, "a") == {
         CLAIMS: [claim_key(B_C), claim_key(D)],
@@ -61,9 +63,23 @@ def test_the_row_a_release_before_this_one_wrote_is_released_too() -> None:
     """That release wrote one row a component, keyed by it, with its claims' keys."""
     index = MemoryIndex()
     index.apply([IndexEntry(CLAIMED, "acme/a", "acme", [claim_key(B_C), claim_key(D)])])
-    index.apply(claimed_rows("acme", [D], []))
+    index.apply(claimed_rows("acme", [D]))
 
     assert released_keys(index, "a") == {
         CLAIMS: [claim_key(D), claim_key(B_C)],
         CLAIMED: [claim_key(D), "acme/a"],
     }
+
+
+def test_the_projects_a_component_made_claims_in_last_until_the_sweep() -> None:
+    """A walk's page lists `a` made again in `web`: its claims in `shop` say where the APIs it
+    had there are until the cycle's sweep."""
+    index = MemoryIndex()
+    index.apply(claimed_rows("acme", [B_C]))
+    index.complete_cycle()
+    index.apply(claimed_rows("acme", [ApiClaim("acme", ("web", "a"), "d", "a-d")]))
+
+    assert claimed_projects(walk_on(index), "acme", "a") == ["shop", "web"]
+    index.complete_cycle()
+    assert claimed_projects(walk_on(index), "acme", "a") == ["web"]
+    assert claimed_projects(walk_on(index), "acme", "a-b") == []

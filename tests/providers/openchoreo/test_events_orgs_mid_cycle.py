@@ -98,3 +98,33 @@ def test_a_holder_the_walk_listed_without_the_endpoint_hands_the_name_on_in_its_
     platform.complete_cycle()
     assert platform.refs() == expected_refs(platform.world)
     assert provided(platform, "a-b") == ["api:acme/a-b-c"]
+
+
+@pytest.mark.parametrize("with_project", [True, False], ids=["created", "created-without-project"])
+def test_a_component_the_walk_listed_moved_takes_its_apis_along_in_its_event(
+    tmp_path: Path, with_project: bool
+) -> None:
+    """`m` (project `web`, endpoint `old`) is made again in project `api` (listed first) with
+    endpoint `new`, and the `deleted` about `web` is lost (or one without `project` stands for
+    both). The walk's page maps `m` in `api` before the `created` is applied, writing its
+    Component over: the event must still find the project it left (its claims there) and take
+    `m-old` along, not leave it until the sweep."""
+    platform = Platform(tmp_path)
+    platform.world.add_project("acme", "api")
+    platform.world.add_component("acme", "web", "m", endpoints={"old": REST})
+    platform.complete_cycle()
+    platform.world.delete_component("acme", "web", "m")
+    platform.world.add_component("acme", "api", "m", endpoints={"new": REST})
+    platform.end_rest()
+    platform.provider.traversed.clear()
+    platform.run(pause_after="component:acme/m")
+    assert "api:acme/m-old" in platform.refs()
+    if with_project:
+        platform.feed_component("m", "created", project="api")
+    else:
+        platform.feed("Component", "m", "created", namespace="acme")
+
+    platform.run(pages=1)
+
+    assert "component:acme/frontend" not in platform.provider.traversed  # web's, still to come
+    assert platform.refs() == expected_refs(platform.world)
