@@ -41,6 +41,7 @@ from choreo_ingest.providers.base import (
     BurstContext,
     IncrementalEntityProvider,
     SourceNamingProvider,
+    SweepFollowingProvider,
 )
 from choreo_ingest.schedule import (
     Burst,
@@ -207,11 +208,10 @@ class BurstEngine:
     ) -> ProviderOutcome:
         started = self.clock.monotonic()
         writer = PageWriter(self.store, record.name, record.cycle_id, record.cursor)
-        named = isinstance(provider, SourceNamingProvider)
         if self._walked(record):  # the run that committed the last page died before the sweep
             log.info("cycle_walked_before", provider=record.name, cycle=record.cycle_id)
             walked = BurstResult(cursor=None, duration=0.0, done=True)
-            return self._end_burst(record, walked, writer, None, named=named)
+            return self._end_burst(record, walked, writer, None, provider)
         context = burst_context(
             self.config,
             self.store,
@@ -256,7 +256,7 @@ class BurstEngine:
             interrupted=interrupted,
             pages=writer.pages,
         )
-        return self._end_burst(record, result, writer, error, named=named)
+        return self._end_burst(record, result, writer, error, provider)
 
     def _end_burst(
         self,
@@ -264,8 +264,7 @@ class BurstEngine:
         result: BurstResult,
         writer: PageWriter,
         error: Exception | None,
-        *,
-        named: bool,
+        provider: IncrementalEntityProvider,
     ) -> ProviderOutcome:
         """Store what `schedule.after_burst` makes of the record, the burst counted by how it
         ended (`metrics.BURST_OUTCOMES`); raise a failure that is a bug."""
@@ -292,7 +291,7 @@ class BurstEngine:
             if bug:
                 raise error
         elif result.done:
-            self._complete_cycle(record, outcome, now, named=named)
+            self._complete_cycle(record, outcome, now, provider)
         else:
             self.store.end_burst(record, "interrupted" if result.interrupted else "ok", now)
             if result.interrupted:
@@ -335,16 +334,23 @@ class BurstEngine:
                 return False
 
     def _complete_cycle(
-        self, record: ProviderRecord, outcome: ProviderOutcome, now: float, *, named: bool
+        self,
+        record: ProviderRecord,
+        outcome: ProviderOutcome,
+        now: float,
+        provider: IncrementalEntityProvider,
     ) -> None:
-        """`named`: the provider names its source (OpenChoreo's, whose every install serves a
-        namespace): a cycle that leaves it nothing is a client that may see nothing."""
+        """A provider that names its source (OpenChoreo's, whose every install serves a
+        namespace): a cycle that leaves it nothing is a client that may see nothing. One that
+        follows its sweep has the events it names queued with it (`SweepFollowingProvider`)."""
+        named = isinstance(provider, SourceNamingProvider)
+        follower = provider.sweep_follower if isinstance(provider, SweepFollowingProvider) else None
         settings = self.config.incremental
         guards = SweepGuards(
             reject_empty_source_collections=settings.reject_empty_source_collections,
             reject_removals_above_percentage=settings.reject_removals_above_percentage,
         )
-        sweep = self.store.complete_cycle(record, guards, now)
+        sweep = self.store.complete_cycle(record, guards, now, follower)
         if sweep.reason:
             log.warning(
                 "removals_blocked", provider=record.name, count=sweep.blocked, reason=sweep.reason

@@ -144,6 +144,10 @@ def run_once(
             if stop.is_set():
                 break
             result.providers.append(_run_provider(engine, name, provider, force))
+            if result.providers[-1].cycle_completed and not stop.is_set():
+                # The events its sweep queued (a name freed, handed on: `SweepFollowingProvider`)
+                # are applied now, not a run later.
+                _drain_all(store, [provider], config, clock, stop, result, None, events_flooding)
         mirror_error = _sync_mirror(config, store, clock, stop, result.providers)
         stopped = stop.is_set()  # a stop from here on cuts nothing short: the run is done
         pruned = prune_change_log(store, config, clock.now())

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 JSON = Any
 """A value that survives `json.dumps` / `json.loads` unchanged."""
@@ -171,6 +171,22 @@ class IndexEntry:
     key: str
     group: str = ""
     value: JSON = None
+
+
+IndexGroups = Callable[[str, Sequence[str]], Mapping[str, list[IndexEntry]]]
+"""Reads the rows of an index table in each of some groups: (table, groups) -> rows by group."""
+
+
+class SweepFollower(Protocol):
+    """What a provider asks of its sweep (`writes.complete_cycle`): the rows of its index
+    `tables` that the sweep prunes are shown to `events`, which names the events to queue in
+    the same transaction (in the provider's inbox, applied by the next drain), reading the rows
+    that stay through `current` (those the cycle wrote)."""
+
+    @property
+    def tables(self) -> Sequence[str]: ...
+
+    def events(self, pruned: Sequence[IndexEntry], current: IndexGroups) -> list[JSON]: ...
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from choreo_ingest.models import (
     Event,
     IndexEntry,
     QueuedItem,
+    SweepFollower,
 )
 
 
@@ -113,6 +114,15 @@ class EventHandlingProvider(IncrementalEntityProvider, Protocol):
     """A provider that can also apply delta updates from events."""
 
     def handle_event(self, context: Any, event: Event) -> Delta: ...
+
+
+@runtime_checkable
+class SweepFollowingProvider(IncrementalEntityProvider, Protocol):
+    """A provider with events to queue when its sweep prunes rows of its index (OpenChoreo:
+    a name freed by a claimant gone, handed on by the next drain)."""
+
+    @property
+    def sweep_follower(self) -> SweepFollower: ...
 
 
 @runtime_checkable

@@ -16,9 +16,10 @@ from choreo_ingest.store.location import (
 )
 from choreo_ingest.store.positions import position_name
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
+from choreo_ingest.store.readers import StoreIndexReader, StoreQueueReader
 from choreo_ingest.store.run_lock import RunLock
 from choreo_ingest.store.schema import MAX_INTEGER, MIGRATION_NAMES, SCHEMA_VERSION
-from choreo_ingest.store.store import Store, StoreIndexReader, StoreQueueReader, no_state_yet
+from choreo_ingest.store.store import Store, no_state_yet
 from choreo_ingest.store.writes import WALKED, SweepGuards
 
 __all__ = [

@@ -15,43 +15,16 @@ a newer event about its object replaces it, or a cycle that began after it arriv
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from choreo_ingest.errors import InboxFull
 from choreo_ingest.models import JSON, Delta, PageStats
-from choreo_ingest.store.connection import canonical_json, storable_text
-from choreo_ingest.store.dialect import AnyConnection, in_values, json_field, take_turn
+from choreo_ingest.store.connection import storable_text
+from choreo_ingest.store.dialect import AnyConnection, take_turn
 from choreo_ingest.store.entity_rows import bump_counters
+from choreo_ingest.store.inbox_rows import insert_events
 from choreo_ingest.store.writes import apply_delta_rows
-
-
-def _event_key(conn: AnyConnection) -> str:
-    """What makes two events about the same object (the fields `event_input.to_event` reads; an
-    empty namespace is no namespace)."""
-    kind, namespace, name, project = (
-        json_field(conn, "body", field) for field in ("kind", "namespace", "name", "project")
-    )
-    return f"{kind}, nullif({namespace}, ''), {name}, {project}"
-
-
-def _event_text(body: JSON) -> str:
-    """An event as the inbox keeps it: U+0000, which JSON may escape but PostgreSQL's JSONB
-    refuses (the batch would fail as a store error, and its sender retry it for ever), becomes
-    U+FFFD, on either store so that both keep the same event. `event_input.parse_events` refuses
-    such events before they come here; this holds for any other caller of the store."""
-    text = canonical_json(body)
-    return canonical_json(_without_nul(body)) if "\\u0000" in text else text
-
-
-def _without_nul(value: JSON) -> JSON:
-    if isinstance(value, str):
-        return value.replace("\0", "\ufffd")
-    if isinstance(value, list):
-        return [_without_nul(item) for item in value]
-    if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
-    return value
 
 
 class InboxEvent(NamedTuple):
@@ -82,20 +55,12 @@ def add_events(
     InboxFull if that would leave more than `capacity` pending events. Returns the new seqs."""
     if not bodies:
         return []
-    seqs = []
     try:
         with conn.transaction():
             # Writers to the inbox take turns, so that the coalescing and the capacity check
             # below see every event stored before (on SQLite, BEGIN IMMEDIATE already does that).
             take_turn(conn, "inbox")
-            for body in bodies:
-                cursor = conn.execute(
-                    "INSERT INTO event_inbox (provider, received_at, body) VALUES (?, ?, ?) "
-                    "RETURNING seq",
-                    [provider, now, _event_text(body)],
-                )
-                seqs.append(int(cursor.fetchone()[0]))
-            _coalesce(conn, provider, bodies)
+            seqs = insert_events(conn, provider, bodies, now)
             if pending_event_count(conn, provider) > capacity:
                 raise _OverCapacity(_batch_left(conn, provider, seqs[0]))
     except _OverCapacity as over:
@@ -123,43 +88,6 @@ def _batch_left(conn: AnyConnection, provider: str, first_seq: int) -> int:
             "SELECT count(*) FROM event_inbox WHERE provider = ? AND parked = 0 AND seq >= ?",
             [provider, first_seq],
         )
-    )
-
-
-def _coalesce(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> None:
-    """Keep only the newest event of each key among the keys of `bodies`, pending or parked (so
-    no object is ever parked twice).
-
-    Two statements, whatever the number of keys. The names of `bodies` pick the candidates first:
-    reading one field of every pending event costs a fifth of reading the whole key (0.1 s, not
-    0.5 s, at 100,000 pending events).
-
-    The newest takes over the most attempts any pending one had made: an object whose re-read
-    keeps failing is parked in the end even when it changes more often than runs retry it (else
-    it would be retried at every run for as long as it keeps changing, and never shown parked).
-    A parked one's attempts are spent: the newer event reports a later change, and gets the
-    attempts of its own (with them carried over, a blip in a later outage would park it at its
-    first failure, in place of waiting out the backoff).
-    """
-    names = [body.get("name") for body in bodies if isinstance(body, Mapping)]
-    named, values = in_values(conn, json_field(conn, "body", "name"), names)
-    ranked = f"""(
-        SELECT seq,
-               row_number() OVER (PARTITION BY {_event_key(conn)} ORDER BY seq DESC) AS newer,
-               max(CASE WHEN parked = 0 THEN attempts ELSE 0 END)
-                   OVER (PARTITION BY {_event_key(conn)}) AS most
-        FROM event_inbox
-        WHERE provider = ? AND {named}
-    ) AS ranked"""
-    conn.execute(
-        f"""UPDATE event_inbox SET attempts = ranked.most FROM {ranked}
-            WHERE event_inbox.seq = ranked.seq AND ranked.newer = 1
-              AND ranked.most > event_inbox.attempts""",
-        [provider, values],
-    )
-    conn.execute(
-        f"DELETE FROM event_inbox WHERE seq IN (SELECT seq FROM {ranked} WHERE newer > 1)",
-        [provider, values],
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from choreo_ingest.models import IndexEntry, in_scope
+from choreo_ingest.models import JSON, IndexEntry, SweepFollower, in_scope
 from choreo_ingest.store.connection import canonical_json, storable_text
 from choreo_ingest.store.dialect import AnyConnection, in_values
 
@@ -49,6 +49,39 @@ def prune_index(conn: AnyConnection, provider: str, cycle_id: int) -> int:
         "DELETE FROM provider_index WHERE provider = ? AND cycle_id < ?", [provider, cycle_id]
     )
     return int(cursor.rowcount)
+
+
+def stale_index_rows(
+    conn: AnyConnection, provider: str, cycle_id: int, tables: Sequence[str]
+) -> list[IndexEntry]:
+    """The rows of `tables` that the completion of cycle `cycle_id` is to prune (written before
+    it): one statement."""
+    if not tables:
+        return []
+    condition, values = in_values(conn, "tbl", tables)
+    rows = conn.execute(
+        f"""SELECT tbl, key, grp, value FROM provider_index WHERE provider = ? AND {condition}
+            AND cycle_id < ? ORDER BY tbl, grp, key""",
+        [provider, values, cycle_id],
+    )
+    return [IndexEntry(table, key, group, json.loads(value)) for table, key, group, value in rows]
+
+
+def followed_events(
+    conn: AnyConnection, provider: str, cycle_id: int, follower: SweepFollower | None
+) -> list[JSON]:
+    """The events `follower` names for the index rows the sweep of cycle `cycle_id` prunes,
+    called before the pruning, in its transaction (one statement when it prunes none of them)."""
+    if follower is None:
+        return []
+    pruned = stale_index_rows(conn, provider, cycle_id, follower.tables)
+    if not pruned:
+        return []
+
+    def current(table: str, groups: Sequence[str]) -> dict[str, list[IndexEntry]]:
+        return index_by_group(conn, provider, table, groups, min_cycle=cycle_id)
+
+    return list(follower.events(pruned, current))
 
 
 def keep_index_scopes(

@@ -13,6 +13,7 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.models import (
     EVENT_ASKED,
     EVENTS_LOST,
+    JSON,
     REFRESH_REASON_FACT,
     REFRESH_REQUESTED_FACT,
     UNAVAILABLE_FACT,
@@ -20,6 +21,7 @@ from choreo_ingest.models import (
     EntityIteratorResult,
     PageStats,
     ProviderRecord,
+    SweepFollower,
     SweepResult,
 )
 from choreo_ingest.store.connection import canonical_json, storable_text
@@ -36,8 +38,10 @@ from choreo_ingest.store.entity_rows import (
     remove_scopes,
     upsert_entities,
 )
+from choreo_ingest.store.inbox_rows import insert_events
 from choreo_ingest.store.index import (
     clear_index,
+    followed_events,
     keep_index_scopes,
     prune_index,
     write_fact_unless,
@@ -182,12 +186,18 @@ def commit_page(
 
 
 def complete_cycle(
-    conn: AnyConnection, record: ProviderRecord, guards: SweepGuards, now: float
+    conn: AnyConnection,
+    record: ProviderRecord,
+    guards: SweepGuards,
+    now: float,
+    follower: SweepFollower | None = None,
 ) -> SweepResult:
     """Sweep what this cycle did not see (unless a guard blocks it), save `record` as given and
     forget the parked events the cycle's walk made stale: the end of the burst that walked the
-    cycle's last page, counted as a burst that ended well (`bursts_ok`)."""
+    cycle's last page, counted as a burst that ended well (`bursts_ok`). The events `follower`
+    names for the index rows the sweep prunes are queued with it."""
     provider, cycle_id = record.name, record.cycle_id
+    followed: list[JSON] = []
     with conn.transaction():
         stale = _count(conn, "provider = ? AND last_seen_cycle < ?", [provider, cycle_id])
         reason = _blocking_reason(conn, provider, cycle_id, stale, guards)
@@ -196,6 +206,7 @@ def complete_cycle(
             if stale >= LARGE_SWEEP:
                 refresh_statistics(conn, REFS, "entities")
             removed = remove_refs_where(conn, provider, "last_seen_cycle < ?", [cycle_id], now)
+            followed = followed_events(conn, provider, cycle_id, follower)
             prune_index(conn, provider, cycle_id)
             record.blocked_removals = 0
             blocked_cycle: int | None = None
@@ -217,6 +228,7 @@ def complete_cycle(
         save_provider(conn, record, now)
         remaining = active_count(conn, provider)
         _forget_parked_events(conn, provider, cycle_id)
+        insert_events(conn, provider, followed, now)  # the inbox's turn is taken just above
     return SweepResult(removed, record.blocked_removals, reason, remaining)
 
 
