@@ -26,7 +26,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.engine import ProviderOutcome
 from choreo_ingest.invocation import run_once
-from choreo_ingest.models import Delta, EntityIteratorResult, Event, entity_ref
+from choreo_ingest.models import Delta, EntityIteratorResult, Event, SweepFollower, entity_ref
 from choreo_ingest.providers.base import BurstContext
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.entities import ORGANIZATION_NAMESPACE, api_entity_name
@@ -327,6 +327,10 @@ class PausingProvider:
 
     def handle_event(self, context: Any, event: Event) -> Delta:
         return self._inner.handle_event(context, event)
+
+    @property
+    def sweep_follower(self) -> SweepFollower:
+        return self._inner.sweep_follower
 
     def next(self, context: Any, cursor: Any) -> EntityIteratorResult:
         page = self._inner.next(context, cursor)

@@ -44,6 +44,9 @@ class ApiClaim:
     owner: Owner
     endpoint: str
     plain: str
+    origin: str = ""
+    """The source's own namespace (org) of the owner, when `namespace` is not its name as
+    written (made valid: `naming.namespace_name`): what an event about the owner names."""
 
     @property
     def sort_key(self) -> ClaimKey:
@@ -214,7 +217,21 @@ def _row(claim: ApiClaim, holds: bool) -> IndexEntry:
     value["holds"] = holds
     if claim.cased:
         value["cased"] = True
+    if claim.origin and claim.origin != claim.namespace:
+        value["in"] = claim.origin
     return IndexEntry(CLAIMS, claim_key(claim), claim.group, value)
+
+
+def claim_owner(row: IndexEntry) -> tuple[str, Owner]:
+    """The source's namespace (org) of a claim row's owner, and the owner."""
+    origin = _value(row).get("in")
+    namespace = origin if isinstance(origin, str) else row.group.partition("/")[0]
+    return namespace, _claim_key(row)[:-1]
+
+
+def holds(row: IndexEntry) -> bool:
+    """Whether a claim row holds its plain name."""
+    return bool(_value(row).get("holds"))
 
 
 def _value(row: IndexEntry) -> Mapping[str, object]:

@@ -214,6 +214,7 @@ def component_harvest(
             owner=(project, org_era_name_of(detail, "component")),
             endpoint=endpoint,
             plain=api_entity_name(org_era_name_of(detail, "component"), endpoint),
+            origin=org,
         )
         for detail in details
         for endpoint in endpoint_names(detail)

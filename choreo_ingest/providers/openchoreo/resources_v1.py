@@ -306,7 +306,7 @@ def _api_ref(namespace: str, project: str, component: str, endpoint: str) -> str
 def api_claim(namespace: str, project: str, component: str, endpoint: str) -> ApiClaim:
     """A component's claim on the plain name of its endpoint's API."""
     plain = v1_api_entity_name(project, component, endpoint)
-    return ApiClaim(namespace_name(namespace), (project, component), endpoint, plain)
+    return ApiClaim(namespace_name(namespace), (project, component), endpoint, plain, namespace)
 
 
 def first_workload(rows: Sequence[IndexEntry]) -> Mapping[str, Any] | None:

@@ -64,6 +64,7 @@ from choreo_ingest.providers.openchoreo.listing_stuck import (
     stale_starts_over,
     young,
 )
+from choreo_ingest.providers.openchoreo.names_freed import NAMES_FREED
 from choreo_ingest.providers.openchoreo.overtaken import EventMarks
 from choreo_ingest.providers.openchoreo.ratelimit import RequestLimiter, request_limiter
 from choreo_ingest.providers.openchoreo.step_over import (
@@ -113,6 +114,8 @@ class OpenChoreoContext:
 
 class OpenChoreoProvider:
     """Walks one OpenChoreo API (whichever generation it serves) into catalog entities."""
+
+    sweep_follower = NAMES_FREED
 
     def __init__(
         self, config: Config, *, name: str = "openchoreo", transport: object | None = None
