@@ -45,6 +45,11 @@ class IndexReader(Protocol):
         """Each group's rows ordered by key (`current_only`: written in the current cycle)."""
         ...
 
+    def by_group_prefix(self, table: str, prefix: str) -> list[IndexEntry]:
+        """The rows of the groups that begin with `prefix`, ordered by group and key: a scan of
+        the table, for what is rare."""
+        ...
+
     def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
         """The scopes of those of `refs` the provider's catalog holds, by ref (where a removed
         entity was, when nothing else says it)."""
@@ -63,6 +68,9 @@ class NoIndex:
         self, table: str, groups: Sequence[str], *, current_only: bool = False
     ) -> dict[str, list[IndexEntry]]:
         return {group: [] for group in groups}
+
+    def by_group_prefix(self, table: str, prefix: str) -> list[IndexEntry]:
+        return []
 
     def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
         return {}

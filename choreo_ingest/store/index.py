@@ -156,6 +156,19 @@ def index_by_group(
     return found
 
 
+def index_by_group_prefix(
+    conn: AnyConnection, provider: str, table: str, prefix: str
+) -> list[IndexEntry]:
+    """The rows of `table` whose group begins with `prefix`, ordered by group and key (a scan of
+    the table's rows: for what is rare, such as a namespace gone)."""
+    rows = conn.execute(
+        """SELECT grp, key, value FROM provider_index WHERE provider = ? AND tbl = ?
+           AND substr(grp, 1, ?) = ? ORDER BY grp, key""",
+        [provider, table, len(prefix), prefix],
+    )
+    return [IndexEntry(table, key, group, json.loads(value)) for group, key, value in rows]
+
+
 def write_facts(
     conn: AnyConnection, provider: str, facts: Mapping[str, str | None], now: float
 ) -> None:

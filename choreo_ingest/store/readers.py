@@ -83,6 +83,11 @@ class StoreIndexReader:
         min_cycle = self._current_cycle if current_only else 0
         return self._store.index_by_group(self._provider, table, groups, min_cycle=min_cycle)
 
+    def by_group_prefix(self, table: str, prefix: str) -> list[IndexEntry]:
+        if self._before_read is not None:
+            self._before_read()
+        return self._store.index_by_group_prefix(self._provider, table, prefix)
+
     def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
         if self._before_read is not None:
             self._before_read()

@@ -369,6 +369,9 @@ class Store:
     ) -> dict[str, list[IndexEntry]]:
         return index.index_by_group(self._conn, provider, table, groups, min_cycle=min_cycle)
 
+    def index_by_group_prefix(self, provider: str, table: str, prefix: str) -> list[IndexEntry]:
+        return index.index_by_group_prefix(self._conn, provider, table, prefix)
+
     def facts(self, provider: str) -> dict[str, str]:
         return index.read_facts(self._conn, provider)
 

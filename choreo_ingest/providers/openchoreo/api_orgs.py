@@ -12,7 +12,7 @@ cursor) means the cursor is gone.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +30,7 @@ from choreo_ingest.providers.openchoreo.claimed_orgs import (
     claimed_projects,
     claimed_rows,
     released,
+    released_in,
 )
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
 from choreo_ingest.providers.openchoreo.entities import (
@@ -327,24 +328,25 @@ class OrgsGeneration:
         mapping, provider = walk.config.mapping, walk.provider
         if event.kind == "Organization":
             if event.action == "deleted":
-                return Delta(removal_scopes=[event.name])
+                return _scope_gone(walk, event.name)
             try:
                 org = get_object(walk.client, f"/orgs/{_segment(event.name)}")
             except NotFoundError as missing:
                 confirm_gone(missing, NOT_FOUND_CODES)
-                return Delta(removal_scopes=[event.name])
+                return _scope_gone(walk, event.name)
             return Delta(upserts=[organization_entity(org, mapping, provider)])
         org_name = _required(event.namespace, event, "namespace")
         org_path = f"/orgs/{_segment(org_name)}"
         if event.kind == "Project":
             scope = f"{org_name}/{event.name}"
             if event.action == "deleted":
-                return Delta(removal_scopes=[scope])
+                return _scope_gone(walk, org_name, event.name)
             try:
                 project = get_object(walk.client, f"{org_path}/projects/{_segment(event.name)}")
             except NotFoundError as missing:
                 confirm_gone(missing, NOT_FOUND_CODES)
-                return Delta(removal_scopes=[scope], index=[IndexEntry(PROJECTS, scope)])
+                gone = _scope_gone(walk, org_name, event.name)
+                return Delta(index=[IndexEntry(PROJECTS, scope)]).then(gone)
             entity = project_entity(project, org_name, mapping, provider)
             return Delta(upserts=[entity], index=[_project_row(org_name, event.name)])
         if not event.project:
@@ -356,12 +358,30 @@ class OrgsGeneration:
             found = _component_mapped(walk, org_name, event.project, event.name)
         done = Delta(index=released(walk, org_name, event.name)).then(found)
 
-        def take_back(owner: Owner, done: Delta) -> Delta:
-            overlay = with_rows(walk, done.index)
-            freed = Delta(index=released(overlay, org_name, owner[-1]))
-            return done.then(freed.then(_component_mapped(overlay, org_name, *owner)))
+        return names_handed_on(walk, done, _taker_back(walk, org_name))
 
-        return names_handed_on(walk, done, take_back)
+
+def _taker_back(walk: Walk, org: str) -> Callable[[Owner, Delta], Delta]:
+    """`names_handed_on`'s `take_back`: the owner's claims released, and the owner mapped again,
+    on the rows `done` will have written."""
+
+    def take_back(owner: Owner, done: Delta) -> Delta:
+        overlay = with_rows(walk, done.index)
+        freed = Delta(index=released(overlay, org, owner[-1]))
+        return done.then(freed.then(_component_mapped(overlay, org, *owner)))
+
+    return take_back
+
+
+def _scope_gone(walk: Walk, org: str, project: str | None = None) -> Delta:
+    """An organization (a project of it) gone with its components, whose claims on API names
+    go too: a component of another project that waits on a name one of them held takes it now
+    (`names_handed_on`), not at the sweep."""
+    done = Delta(
+        removal_scopes=[org if project is None else f"{org}/{project}"],
+        index=released_in(walk, org, project),
+    )
+    return names_handed_on(walk, done, _taker_back(walk, org))
 
 
 def _component_mapped(walk: Walk, org: str, project: str, component: str) -> Delta:

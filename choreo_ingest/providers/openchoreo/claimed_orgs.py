@@ -54,3 +54,27 @@ def released(walk: Walk, org: str, component: str) -> list[IndexEntry]:
         *(IndexEntry(CLAIMS, key) for key in dict.fromkeys(claims)),
         *(IndexEntry(CLAIMED, row.key) for row in rows),
     ]
+
+
+def released_in(walk: Walk, org: str, project: str | None = None) -> list[IndexEntry]:
+    """The claims on API names the org's components made (in `project`, when given), released:
+    the org (or the project) is gone with them. A component made again in another project keeps
+    the claims it made there. A row of the release before (one a component, grouped by the org)
+    says no project: its component's claims are released when it made them in `project`."""
+    rows = [
+        row
+        for row in walk.index.by_group_prefix(CLAIMED, f"{org}/")
+        if project is None or row.value == project
+    ]
+    made = [IndexEntry(CLAIMS, row.key) for row in rows]
+    for old in walk.index.by_group(CLAIMED, [org])[org]:
+        claims = [str(key) for key in old.value] if isinstance(old.value, list) else []
+        if project is None or any(_claim_project(claim) == project for claim in claims):
+            made += [IndexEntry(CLAIMS, claim) for claim in claims]
+            rows.append(old)
+    return [*made, *(IndexEntry(CLAIMED, row.key) for row in rows)]
+
+
+def _claim_project(key: str) -> str:
+    """The project of a claim's key (`<group>|<project>/<component>/<endpoint>`)."""
+    return key.partition("|")[2].split("/", 1)[0]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from choreo_ingest.clock import parse_rfc3339
 from choreo_ingest.models import Delta, IndexEntry
+from choreo_ingest.providers.openchoreo.api_names import CLAIMS, claim_owner
 from choreo_ingest.providers.openchoreo.entities_v1 import namespace_entity
 from choreo_ingest.providers.openchoreo.event_reads_v1 import (
     listed_items,
@@ -17,6 +18,7 @@ from choreo_ingest.providers.openchoreo.event_reads_v1 import (
 )
 from choreo_ingest.providers.openchoreo.generation import Resource, Walk, event_page_size, name_of
 from choreo_ingest.providers.openchoreo.mapping_common import as_mapping
+from choreo_ingest.providers.openchoreo.naming import namespace_name
 from choreo_ingest.providers.openchoreo.resources_v1 import PROJECT_OWNERS, read_page
 
 PROJECTS_PROBED = 20
@@ -71,7 +73,23 @@ def _created_before(resource: Resource, moment: float) -> bool:
 
 
 def namespace_gone(walk: Walk, namespace: str) -> Delta:
-    return Delta(removal_scopes=[namespace], index=_project_rows_dropped(walk, namespace))
+    """What the namespace had leaves, with its claims on API names: no claim of another
+    namespace waits on them, and one made again under its name claims afresh."""
+    released = claims_released(walk, namespace)
+    return Delta(
+        removal_scopes=[namespace], index=[*_project_rows_dropped(walk, namespace), *released]
+    )
+
+
+def claims_released(walk: Walk, namespace: str, project: str | None = None) -> list[IndexEntry]:
+    """Deletions of the claims on API names (`api_names.CLAIMS`) of the components of the
+    namespace (of its `project` only, if given): one scan of the namespace's claims."""
+    rows = walk.index.by_group_prefix(CLAIMS, f"{namespace_name(namespace)}/")
+    return [
+        IndexEntry(CLAIMS, row.key)
+        for row in rows
+        if project is None or claim_owner(row)[1][:1] == (project,)
+    ]
 
 
 def _project_rows_dropped(walk: Walk, namespace: str) -> list[IndexEntry]:

@@ -30,6 +30,7 @@ from choreo_ingest.providers.openchoreo.event_reads_v1 import (
     read_object,
 )
 from choreo_ingest.providers.openchoreo.events_namespace_v1 import (
+    claims_released,
     namespace_delta,
     namespace_gone,
     served_namespace,
@@ -104,7 +105,7 @@ def _deleted_behind_roles(walk: Walk, event: Event, error: AuthError) -> Delta |
         return namespace_gone(walk, name) if error.path == namespace_path(name) else None
     if event.action == "deleted" and event.kind == "Project":
         own = error.path == object_path(namespace, "projects", name)
-        return _project_gone(namespace, name) if own else None
+        return _project_gone(walk, namespace, name) if own else None
     return None
 
 
@@ -124,7 +125,7 @@ def _delta(walk: Walk, event: Event) -> Delta:
 def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     resource = read_object(walk, object_path(namespace, "projects", project))
     if resource is None:
-        return _project_gone(namespace, project)
+        return _project_gone(walk, namespace, project)
     entity = project_entity(resource, walk.config.mapping, walk.provider, namespace=namespace)
     row = owner_row(namespace, resource)
     # Only a row this cycle wrote vouches for the namespace: one from an earlier cycle may
@@ -154,9 +155,19 @@ def _project_delta(walk: Walk, namespace: str, project: str) -> Delta:
     )
 
 
-def _project_gone(namespace: str, project: str) -> Delta:
+def _project_gone(walk: Walk, namespace: str, project: str) -> Delta:
+    """The project leaves with its components, and their claims on API names: a component of
+    another project that waits on a name one of them held takes it now (`names_handed_on`),
+    as when a Component event says one is gone, not at the sweep."""
     key = f"{namespace}/{project}"
-    return Delta(removal_scopes=[key], index=[IndexEntry(PROJECT_OWNERS, key)])
+    released = claims_released(walk, namespace, project)
+    done = Delta(removal_scopes=[key], index=[IndexEntry(PROJECT_OWNERS, key), *released])
+    mapped: set[str] = set()
+
+    def take_back(owner: tuple[str, ...], done: Delta) -> Delta:
+        return _taken_back(walk, namespace, owner[-1], done, mapped)
+
+    return names_handed_on(walk, done, take_back)
 
 
 def _component_delta(walk: Walk, namespace: str, component: str) -> Delta:

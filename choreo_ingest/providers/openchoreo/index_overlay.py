@@ -41,6 +41,16 @@ class OverlayIndex:
             found[group] = sorted([*kept, *mine.values()], key=lambda row: row.key)
         return found
 
+    def by_group_prefix(self, table: str, prefix: str) -> list[IndexEntry]:
+        gone = self._removed | {(row.table, row.key) for row in self._rows}
+        kept = [
+            row
+            for row in self._index.by_group_prefix(table, prefix)
+            if (table, row.key) not in gone
+        ]
+        mine = [row for row in self._rows if row.table == table and row.group.startswith(prefix)]
+        return sorted([*kept, *mine], key=lambda row: (row.group, row.key))
+
     def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
         return self._index.entity_scopes(refs)
 

@@ -120,6 +120,12 @@ class MemoryIndex:
             found[entry.group].append(entry)
         return found
 
+    def by_group_prefix(self, table: str, prefix: str) -> list[IndexEntry]:
+        rows = [
+            e for (t, _), (e, _) in self._rows.items() if t == table and e.group.startswith(prefix)
+        ]
+        return sorted(rows, key=lambda row: (row.group, row.key))
+
     def entity_scopes(self, refs: Sequence[str]) -> dict[str, str]:
         return {ref: self.entities[ref].scope for ref in refs if ref in self.entities}
 

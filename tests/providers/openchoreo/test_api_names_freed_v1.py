@@ -1,5 +1,5 @@
 """v1 API names freed without an event about their holder: the claimant waiting on the name
-takes it at once, not a cycle later (`names_freed`).
+takes it at once, not a cycle later (`names_freed`, and the Project and Namespace events).
 
 Projects `zq` (component `b-c`) and `zq-b` (component `c`), both with endpoint `e`, both want
 `zq-b-c-e`: `zq`'s component sorts first and holds it, `zq-b`'s waits with a hashed name."""
@@ -85,6 +85,47 @@ def test_a_holder_the_walk_finds_gone_hands_its_name_on_right_after_the_cycle(
     assert [op for op, ref in changes if ref == hashed] == ["delete"]
     with Store.open(scenario.state_path, readonly=True) as store:
         assert store.pending_events("openchoreo") == []
+
+
+def test_a_project_deleted_event_hands_the_names_of_its_components_on(
+    scenario: Scenario,
+) -> None:
+    """The Project event removes `zq` with `b-c`: `c` takes `zq-b-c-e` in that event's drain."""
+    hashed = _waiting(scenario)
+    scenario.world.delete_project(scenario.namespace, "zq")
+
+    scenario.send(event("Project", "zq", scenario.namespace, "deleted"))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert found[scenario.ref("Component", "c")] == {_plain(scenario)}
+    assert hashed not in found
+    assert found == expected_catalog(scenario.world)
+
+
+def test_a_namespace_deleted_event_releases_its_claims_on_api_names(
+    scenario: Scenario,
+) -> None:
+    """The namespace goes (and `b-c`'s claim with it), then is made again holding only `zq-b`'s
+    `c`: the events that bring `c` back give it the plain name, not a hashed one that the
+    claim of a component long gone would keep until the sweep."""
+    ns, world = scenario.namespace, scenario.world
+    world.delete_org(ns)
+    scenario.send(event("Namespace", ns, "", "deleted"))
+    scenario.drain()
+    gone = (f"component:{ns}/", f"api:{ns}/")
+    assert not any(ref.startswith(gone) for ref in catalog(scenario.state_path))
+
+    world.add_org(ns)
+    world.add_project(ns, "zq-b")
+    world.add_component(ns, "zq-b", "c", endpoints={"e": _http()})
+    scenario.send(
+        event("Project", "zq-b", ns, "created"),
+        event("Component", "c", ns, "created"),
+    )
+    scenario.drain()
+
+    assert catalog(scenario.state_path)[scenario.ref("Component", "c")] == {_plain(scenario)}
 
 
 def test_a_holder_the_walk_finds_without_the_endpoint_hands_its_name_on_right_after_the_cycle(
