@@ -87,6 +87,8 @@ class ProviderOutcome:
     """The burst failed on a setting to mend (a ConfigError: a secret file gone, a proxy that
     cannot be used; a token grant refused: a wrong client secret; the configured token refused):
     not upstream trouble either."""
+    events_queued: int = 0
+    """Events the completed cycle's sweep queued (`SweepFollowingProvider`), for a drain now."""
 
 
 @dataclass
@@ -372,6 +374,7 @@ class BurstEngine:
         outcome.cycle_completed = True
         outcome.entities_removed = sweep.removed
         outcome.removals_blocked = sweep.blocked
+        outcome.events_queued = sweep.queued
 
     def _record_failure(self, record: ProviderRecord, outcome: ProviderOutcome, now: float) -> None:
         self.store.record_failure(record, now)

@@ -144,7 +144,7 @@ def run_once(
             if stop.is_set():
                 break
             result.providers.append(_run_provider(engine, name, provider, force))
-            if result.providers[-1].cycle_completed and not stop.is_set():
+            if result.providers[-1].events_queued and not stop.is_set():
                 # The events its sweep queued (a name freed, handed on: `SweepFollowingProvider`)
                 # are applied now, not a run later.
                 _drain_all(store, [provider], config, clock, stop, result, None, events_flooding)

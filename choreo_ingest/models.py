@@ -320,6 +320,8 @@ class SweepResult:
     reason: str | None = None
     remaining: int | None = None
     """The provider's active entities once the sweep is done."""
+    queued: int = 0
+    """Events its follower (`SweepFollower`) had queued with it."""
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ def complete_cycle(
         remaining = active_count(conn, provider)
         _forget_parked_events(conn, provider, cycle_id)
         insert_events(conn, provider, followed, now)  # the inbox's turn is taken just above
-    return SweepResult(removed, record.blocked_removals, reason, remaining)
+    return SweepResult(removed, record.blocked_removals, reason, remaining, len(followed))
 
 
 def _forget_parked_events(conn: AnyConnection, provider: str, cycle_id: int) -> None:

@@ -67,7 +67,7 @@ def _page(done: bool, *rows: IndexEntry) -> EntityIteratorResult:
     return EntityIteratorResult(done, [make_entity("e")], index=rows)
 
 
-def _two_cycles_walked(path: Path, tracer: CrashBefore) -> None:
+def _two_cycles_walked(path: Path, tracer: CrashBefore) -> int:
     """Cycle 1 writes `holder`, which holds group `g`; cycle 2 writes only `waiting`, and its
     completion (traced) prunes `holder`."""
     with Store.open(path, tracer=tracer) as store:
@@ -83,7 +83,8 @@ def _two_cycles_walked(path: Path, tracer: CrashBefore) -> None:
             record.state = ProviderState.RESTING
             if cycle == 2:
                 tracer.armed = True
-            store.complete_cycle(record, GUARDS, T0, FreedNames())
+            sweep = store.complete_cycle(record, GUARDS, T0, FreedNames())
+    return sweep.queued
 
 
 def _completion_statements(directory: Path) -> list[str]:
@@ -113,9 +114,10 @@ def _state(path: Path) -> tuple[list[str], list[str], str | None]:
 def test_the_sweep_queues_an_event_about_the_claimant_a_pruned_holder_kept_waiting(
     tmp_path: Path,
 ) -> None:
-    _two_cycles_walked(tmp_path / "state.db", CrashBefore())
+    queued = _two_cycles_walked(tmp_path / "state.db", CrashBefore())
 
     assert _state(tmp_path / "state.db") == (["waiting"], ["waiting"], "completed")
+    assert queued == 1
 
 
 def test_a_sweep_that_prunes_nothing_it_follows_reads_the_index_once(tmp_path: Path) -> None:
@@ -132,9 +134,10 @@ def test_a_sweep_that_prunes_nothing_it_follows_reads_the_index_once(tmp_path: P
             store.commit_page("fake", cycle, _page(True, row), None, T0)
             record.state = ProviderState.RESTING
             tracer.armed = cycle == 2
-            store.complete_cycle(record, GUARDS, T0, FreedNames())
+            queued = store.complete_cycle(record, GUARDS, T0, FreedNames()).queued
 
     assert _state(path) == (["holder"], [], "completed")
+    assert queued == 0
     index_reads = [s for s in tracer.statements if s.startswith("SELECT") and "provider_index" in s]
     assert len(index_reads) == 1
     assert not any(s.startswith("INSERT INTO event_inbox") for s in tracer.statements)
