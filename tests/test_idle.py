@@ -85,11 +85,13 @@ ALLOWED_OWN = {
     "choreo_ingest.store.dialect",
     "choreo_ingest.store.entity_rows",
     "choreo_ingest.store.inbox",
+    "choreo_ingest.store.inbox_rows",  # the inbox's row writing, split off inbox
     "choreo_ingest.store.index",
     "choreo_ingest.store.location",
     "choreo_ingest.store.meta",
     "choreo_ingest.store.positions",
     "choreo_ingest.store.queries",
+    "choreo_ingest.store.readers",  # the providers' store readers, split off store
     "choreo_ingest.store.run_lock",
     "choreo_ingest.store.schema",
     "choreo_ingest.store.state_file",
