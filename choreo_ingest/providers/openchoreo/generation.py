@@ -157,6 +157,11 @@ class Generation(Protocol):
         ...
 
 
+def takes_event(generation: Generation, body: Mapping[str, Any]) -> bool:
+    """Whether `generation` takes the event `body` and ingests what it names."""
+    return generation.event_problem(body) is None and not generation.is_ignored(body)
+
+
 def name_of(resource: Mapping[str, Any], path: str) -> str:
     """A v1 item's name: `metadata.name` (an item without `metadata`: its `name`)."""
     metadata = resource.get("metadata")

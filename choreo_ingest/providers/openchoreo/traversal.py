@@ -50,6 +50,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     ListPage,
     Walk,
     check_parent_gone,
+    takes_event,
 )
 from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
@@ -231,7 +232,7 @@ class OpenChoreoProvider:
             candidates = [generation for generation in candidates if generation.name == spoken]
         body = event.body()
         for generation in candidates:
-            if _takes(generation, body):
+            if takes_event(generation, body):
                 with collecting() as warnings:
                     delta = generation.event_delta(context.walk, event)
                 if warnings:
@@ -251,7 +252,7 @@ class OpenChoreoProvider:
             return
         for generation in self._event_generations(spoken):
             if spoken is None or generation.name == spoken:
-                taken = [event for event in events if _takes(generation, event.body())]
+                taken = [event for event in events if takes_event(generation, event.body())]
                 generation.read_ahead(context.walk, taken)
                 return
 
@@ -491,10 +492,6 @@ class OpenChoreoProvider:
             message = f"openchoreo.incremental.chunkSize: {warning}"
             log.info("chunk_size_capped", provider=self._name, message=message)
         return size
-
-
-def _takes(generation: Generation, body: Mapping[str, Any]) -> bool:
-    return generation.event_problem(body) is None and not generation.is_ignored(body)
 
 
 def _item_after(context: OpenChoreoContext, queue: str, position: int) -> QueuedItem | None:
