@@ -13,6 +13,7 @@ from choreo_ingest.providers.openchoreo.claimed_orgs import (
     claimed_projects,
     claimed_rows,
     released,
+    released_in,
 )
 from choreo_ingest.providers.openchoreo.generation import Walk
 
@@ -83,3 +84,39 @@ def test_the_projects_a_component_made_claims_in_last_until_the_sweep() -> None:
     index.complete_cycle()
     assert claimed_projects(walk_on(index), "acme", "a") == ["web"]
     assert claimed_projects(walk_on(index), "acme", "a-b") == []
+
+
+def test_a_project_gone_releases_the_claims_made_in_it_and_an_org_gone_all_of_them() -> None:
+    """`a` was made again in `web` (its claims in `shop` stay until the sweep): `shop` gone takes
+    those, not the ones it makes in `web`. A row of the release before says its claims' project
+    only in their keys."""
+    moved = ApiClaim("acme", ("web", "a"), "d", "a-d")
+    old = IndexEntry(
+        CLAIMED, "acme/x", "acme", [claim_key(ApiClaim("acme", ("shop", "x"), "e", "x-e"))]
+    )
+    index = MemoryIndex()
+    index.apply([*claimed_rows("acme", [B_C, moved, OTHER]), old])
+    walk = walk_on(index)
+
+    shop = released_in(walk, "acme", "shop")
+    every = released_in(walk, "acme")
+
+    assert all(row.value is None for row in [*shop, *every])
+    assert {(row.table, row.key) for row in shop} == {
+        *((table, claim_key(claim)) for table in (CLAIMS, CLAIMED) for claim in (B_C, OTHER)),
+        *((CLAIMS, key) for key in old.value),
+        (CLAIMED, "acme/x"),
+    }
+    assert {(row.table, row.key) for row in every} == {
+        *(
+            (table, claim_key(claim))
+            for table in (CLAIMS, CLAIMED)
+            for claim in (B_C, moved, OTHER)
+        ),
+        *((CLAIMS, key) for key in old.value),
+        (CLAIMED, "acme/x"),
+    }
+    assert released_in(walk, "acme", "web") == [
+        IndexEntry(CLAIMS, claim_key(moved)),
+        IndexEntry(CLAIMED, claim_key(moved)),
+    ]
