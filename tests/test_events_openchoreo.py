@@ -141,6 +141,12 @@ class Platform:
         with Store.open(self.state_path, readonly=True) as store:
             return store.entity_body(ref)
 
+    def provided(self, component: str) -> list[str]:
+        """The APIs org `acme`'s `component` provides, sorted."""
+        body = self.body(f"component:acme/{component}")
+        assert body is not None
+        return sorted(body["spec"]["providesApis"])
+
     def last_change(self) -> int:
         with Store.open(self.state_path, readonly=True) as store:
             return store.last_change_seq()
@@ -703,16 +709,11 @@ class TestFreedApiNameHandedOn:
         else:
             platform.end_rest()
             platform.complete_cycle()
-        assert self.provided(platform, "a") == ["api:acme/a-b-c"]
-        assert self.provided(platform, "a-b") != ["api:acme/a-b-c"]
-
-    def provided(self, platform: Platform, component: str) -> list[str]:
-        body = platform.body(f"component:acme/{component}")
-        assert body is not None
-        return list(body["spec"]["providesApis"])
+        assert platform.provided("a") == ["api:acme/a-b-c"]
+        assert platform.provided("a-b") != ["api:acme/a-b-c"]
 
     def assert_handed_on(self, platform: Platform, hashed: list[str]) -> None:
-        assert self.provided(platform, "a-b") == ["api:acme/a-b-c"]
+        assert platform.provided("a-b") == ["api:acme/a-b-c"]
         assert hashed[0] not in platform.refs()
         body = platform.body("api:acme/a-b-c")
         assert body is not None
@@ -720,7 +721,7 @@ class TestFreedApiNameHandedOn:
 
     def test_a_deleted_holder_hands_it_on(self, platform: Platform) -> None:
         self.clash(platform)
-        hashed = self.provided(platform, "a-b")
+        hashed = platform.provided("a-b")
         platform.world.delete_component("acme", "shop", "a")
         platform.feed_component("a", "deleted")
 
@@ -732,7 +733,7 @@ class TestFreedApiNameHandedOn:
     def test_a_holder_gone_from_every_project_hands_it_on(self, platform: Platform) -> None:
         """An `updated` without `project`, read in each project: a 404 in all of them."""
         self.clash(platform)
-        hashed = self.provided(platform, "a-b")
+        hashed = platform.provided("a-b")
         platform.world.delete_component("acme", "shop", "a")
         platform.feed("Component", "a", "updated", namespace="acme")
 
@@ -742,13 +743,13 @@ class TestFreedApiNameHandedOn:
 
     def test_a_holder_without_the_endpoint_hands_it_on(self, platform: Platform) -> None:
         self.clash(platform, by_events=True)
-        hashed = self.provided(platform, "a-b")
+        hashed = platform.provided("a-b")
         platform.world.set_endpoints("acme", "shop", "a", {"d": REST})
         platform.feed_component("a", "updated")
 
         platform.run()
 
-        assert self.provided(platform, "a") == ["api:acme/a-d"]
+        assert platform.provided("a") == ["api:acme/a-d"]
         self.assert_handed_on(platform, hashed)
 
     def test_a_holder_moved_to_a_project_that_sorts_after_hands_it_on(
@@ -756,7 +757,7 @@ class TestFreedApiNameHandedOn:
     ) -> None:
         """Made again in `web` with its endpoint: `(shop, a-b, c)` sorts first now."""
         self.clash(platform)
-        hashed = self.provided(platform, "a-b")
+        hashed = platform.provided("a-b")
         platform.world.delete_component("acme", "shop", "a")
         platform.world.add_component("acme", "web", "a", endpoints={"b-c": REST})
         platform.feed_component("a", "created", project="web")
@@ -764,9 +765,9 @@ class TestFreedApiNameHandedOn:
         platform.run()
 
         self.assert_handed_on(platform, hashed)
-        [moved] = self.provided(platform, "a")
+        [moved] = platform.provided("a")
         assert moved.startswith("api:acme/a-b-c-"), moved  # hashed, as a walk names it
         platform.end_rest()
         platform.complete_cycle()
-        assert self.provided(platform, "a") == [moved]
-        assert self.provided(platform, "a-b") == ["api:acme/a-b-c"]
+        assert platform.provided("a") == [moved]
+        assert platform.provided("a-b") == ["api:acme/a-b-c"]

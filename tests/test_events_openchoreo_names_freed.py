@@ -22,24 +22,18 @@ def platform(tmp_path: Path) -> Platform:
     platform.world.add_component("acme", "shop", "a", endpoints={"b-c": REST})
     platform.world.add_component("acme", "web", "a-b", endpoints={"c": REST})
     platform.complete_cycle()
-    assert _provided(platform, "a") == [PLAIN]
+    assert platform.provided("a") == [PLAIN]
     return platform
 
 
-def _provided(platform: Platform, component: str) -> list[str]:
-    body = platform.body(f"component:acme/{component}")
-    assert body is not None
-    return list(body["spec"]["providesApis"])
-
-
 def _waiting(platform: Platform) -> str:
-    [hashed] = _provided(platform, "a-b")
+    [hashed] = platform.provided("a-b")
     assert hashed != PLAIN
     return hashed
 
 
 def _assert_handed_on(platform: Platform, hashed: str) -> None:
-    assert _provided(platform, "a-b") == [PLAIN]
+    assert platform.provided("a-b") == [PLAIN]
     assert hashed not in platform.refs()
     body = platform.body(PLAIN)
     assert body is not None
@@ -99,4 +93,4 @@ def test_an_organization_deleted_event_releases_its_claims_on_api_names(
     platform.feed_component("a-b", "created", project="web")
     platform.run()
 
-    assert _provided(platform, "a-b") == [PLAIN]
+    assert platform.provided("a-b") == [PLAIN]

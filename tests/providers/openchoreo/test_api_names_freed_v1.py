@@ -24,17 +24,22 @@ PLAIN = "zq-b-c-e"
 def scenario(tmp_path: Path) -> Scenario:
     """The world mirrored, then the two claimants added and mapped by their events."""
     scenario = Scenario(tmp_path)
+    _claimants(scenario, ("zq", "b-c"), ("zq-b", "c"))
+    assert catalog(scenario.state_path)[scenario.ref("Component", "b-c")] == {_plain(scenario)}
+    return scenario
+
+
+def _claimants(scenario: Scenario, *owners: tuple[str, str]) -> None:
+    """Each (project, component) added with endpoint `e`, mapped by its events."""
     ns, world = scenario.namespace, scenario.world
-    for project, component in (("zq", "b-c"), ("zq-b", "c")):
+    for project, component in owners:
         world.add_project(ns, project)
         world.add_component(ns, project, component, endpoints={"e": _http()})
     scenario.send(
-        *(event("Project", p, ns, "created") for p in ("zq", "zq-b")),
-        *(event("Component", c, ns, "created") for c in ("b-c", "c")),
+        *(event("Project", project, ns, "created") for project, _ in owners),
+        *(event("Component", component, ns, "created") for _, component in owners),
     )
     scenario.drain()
-    assert catalog(scenario.state_path)[scenario.ref("Component", "b-c")] == {_plain(scenario)}
-    return scenario
 
 
 def _http() -> dict[str, Any]:
@@ -137,14 +142,7 @@ def test_a_holder_the_walk_finds_without_the_endpoint_hands_its_name_on_right_af
     `yy-d`'s page leaves (it claims only the names it has) and the sweep prunes. `d` takes the
     name right after the cycle, not a whole cycle later."""
     ns, world = scenario.namespace, scenario.world
-    for project, component in (("zr", "yy-d"), ("zr-yy", "d")):
-        world.add_project(ns, project)
-        world.add_component(ns, project, component, endpoints={"e": _http()})
-    scenario.send(
-        *(event("Project", p, ns, "created") for p in ("zr", "zr-yy")),
-        *(event("Component", c, ns, "created") for c in ("yy-d", "d")),
-    )
-    scenario.drain()
+    _claimants(scenario, ("zr", "yy-d"), ("zr-yy", "d"))
     plain = scenario.ref("API", "zr-yy-d-e")
     assert catalog(scenario.state_path)[scenario.ref("Component", "yy-d")] == {plain}
     [hashed] = catalog(scenario.state_path)[scenario.ref("Component", "d")]

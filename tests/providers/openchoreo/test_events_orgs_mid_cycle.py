@@ -23,15 +23,9 @@ def platform(tmp_path: Path) -> Platform:
     platform.world.add_component("acme", "shop", "a", endpoints={"b-c": REST, "d": REST})
     platform.world.add_component("acme", "web", "a-b", endpoints={"c": REST})
     platform.complete_cycle()
-    assert provided(platform, "a") == ["api:acme/a-b-c", "api:acme/a-d"]
-    assert provided(platform, "a-b") != ["api:acme/a-b-c"]
+    assert platform.provided("a") == ["api:acme/a-b-c", "api:acme/a-d"]
+    assert platform.provided("a-b") != ["api:acme/a-b-c"]
     return platform
-
-
-def provided(platform: Platform, component: str) -> list[str]:
-    body = platform.body(f"component:acme/{component}")
-    assert body is not None
-    return sorted(body["spec"]["providesApis"])
 
 
 def without_b_c(platform: Platform) -> str:
@@ -76,7 +70,7 @@ def test_a_holder_the_walk_listed_without_the_endpoint_hands_the_name_on_in_its_
     is deleted after that page). The page maps `a` without `b-c`, whose claim holds the name
     until the cycle's sweep: the event must release that claim too and hand the name on to
     `a-b`, not leave `a-b` hashed until the next cycle."""
-    hashed = provided(platform, "a-b")
+    hashed = platform.provided("a-b")
     project = CHANGES[change](platform)
     platform.end_rest()
     platform.provider.traversed.clear()
@@ -90,14 +84,14 @@ def test_a_holder_the_walk_listed_without_the_endpoint_hands_the_name_on_in_its_
     platform.run(pages=1)  # the event (an `updated` waits 2 s), then the next component's page
 
     assert "component:acme/a-b" not in platform.provider.traversed
-    assert provided(platform, "a-b") == ["api:acme/a-b-c"]
+    assert platform.provided("a-b") == ["api:acme/a-b-c"]
     assert set(hashed).isdisjoint(platform.refs())
     body = platform.body("api:acme/a-b-c")
     assert body is not None
     assert body["metadata"]["annotations"]["openchoreo.io/component"] == "a-b"
     platform.complete_cycle()
     assert platform.refs() == expected_refs(platform.world)
-    assert provided(platform, "a-b") == ["api:acme/a-b-c"]
+    assert platform.provided("a-b") == ["api:acme/a-b-c"]
 
 
 @pytest.mark.parametrize("with_project", [True, False], ids=["created", "created-without-project"])
