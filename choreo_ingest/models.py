@@ -321,7 +321,7 @@ class SweepResult:
     remaining: int | None = None
     """The provider's active entities once the sweep is done."""
     queued: int = 0
-    """Events its follower (`SweepFollower`) had queued with it."""
+    """Events its follower (`SweepFollower`) named: queued with it, or pending already."""
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ that a cycle's completion (`writes.complete_cycle`) can queue events in its own 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 from choreo_ingest.models import JSON
@@ -27,6 +28,34 @@ def insert_events(
     if bodies:
         coalesce(conn, provider, bodies)
     return seqs
+
+
+def events_not_pending(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> list[JSON]:
+    """Those of `bodies` about an object no pending event names (its key: `event_key`): one that
+    does re-reads the object anyway, and stored after it one of these would replace it (an
+    org-era `deleted`, which removes without a read, by a `created`, which keeps an object the
+    API still serves). One statement."""
+    names = [body.get("name") for body in bodies if isinstance(body, Mapping)]
+    if not names:
+        return list(bodies)
+    named, values = in_values(conn, json_field(conn, "body", "name"), names)
+    rows = conn.execute(
+        f"SELECT CAST(body AS TEXT) FROM event_inbox WHERE provider = ? AND parked = 0 AND {named}",
+        [provider, values],
+    )
+    pending = {_key(json.loads(text)) for (text,) in rows}
+    return [body for body in bodies if _key(body) not in pending]
+
+
+def _key(body: JSON) -> tuple[object, ...]:
+    """`event_key` of a body, in Python."""
+    fields = body if isinstance(body, Mapping) else {}
+    return (
+        fields.get("kind"),
+        fields.get("namespace") or None,
+        fields.get("name"),
+        fields.get("project"),
+    )
 
 
 def event_key(conn: AnyConnection) -> str:

@@ -38,7 +38,7 @@ from choreo_ingest.store.entity_rows import (
     remove_scopes,
     upsert_entities,
 )
-from choreo_ingest.store.inbox_rows import insert_events
+from choreo_ingest.store.inbox_rows import events_not_pending, insert_events
 from choreo_ingest.store.index import (
     clear_index,
     followed_events,
@@ -228,7 +228,8 @@ def complete_cycle(
         save_provider(conn, record, now)
         remaining = active_count(conn, provider)
         _forget_parked_events(conn, provider, cycle_id)
-        insert_events(conn, provider, followed, now)  # the inbox's turn is taken just above
+        # The inbox's turn is taken just above; one already pending about its object stays.
+        insert_events(conn, provider, events_not_pending(conn, provider, followed), now)
     return SweepResult(removed, record.blocked_removals, reason, remaining, len(followed))
 
 
