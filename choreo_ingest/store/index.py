@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from choreo_ingest.models import JSON, IndexEntry, SweepFollower, in_scope
 from choreo_ingest.store.connection import canonical_json, storable_text
-from choreo_ingest.store.dialect import AnyConnection, in_values
+from choreo_ingest.store.dialect import AnyConnection, in_values, is_postgres
 
 
 def write_index(
@@ -159,12 +159,21 @@ def index_by_group(
 def index_by_group_prefix(
     conn: AnyConnection, provider: str, table: str, prefix: str
 ) -> list[IndexEntry]:
-    """The rows of `table` whose group begins with `prefix`, ordered by group and key (a scan of
-    the table's rows: for what is rare, such as a namespace gone)."""
+    """The rows of `table` whose group begins with `prefix`, ordered by group and key. On SQLite
+    the groups' index finds them (its BINARY order keeps a prefix's groups together, from the
+    prefix to the prefix with its last character the next one): a scan of the table's rows costs
+    0.4 s at 300,000 claims, at every project gone; PostgreSQL's collation may not keep them so,
+    and it scans."""
+    within, bounds = "", []
+    if prefix and ord(prefix[-1]) < 0xD7FF and not is_postgres(conn):
+        within, bounds = (
+            "AND grp >= ? AND grp < ?",
+            [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)],
+        )
     rows = conn.execute(
-        """SELECT grp, key, value FROM provider_index WHERE provider = ? AND tbl = ?
+        f"""SELECT grp, key, value FROM provider_index WHERE provider = ? AND tbl = ? {within}
            AND substr(grp, 1, ?) = ? ORDER BY grp, key""",
-        [provider, table, len(prefix), prefix],
+        [provider, table, *bounds, len(prefix), prefix],
     )
     return [IndexEntry(table, key, group, json.loads(value)) for group, key, value in rows]
 

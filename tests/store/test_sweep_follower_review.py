@@ -3,6 +3,10 @@ what it queues, and what it leaves of the events already waiting in the inbox.""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+from typing import Any
+
 from choreo_ingest.models import EntityIteratorResult, IndexEntry, ProviderState
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS
 from choreo_ingest.providers.openchoreo.names_freed import NAMES_FREED
@@ -75,3 +79,29 @@ def test_a_deleted_event_waiting_about_the_component_is_not_replaced_by_the_swee
     assert queued == 1  # named all the same: the run drains right after the cycle
     actions = [event.body["action"] for event in store.pending_events("openchoreo")]
     assert actions == ["deleted"]
+
+
+def test_a_group_prefix_read_finds_its_rows_through_the_groups_index_on_sqlite(
+    tmp_path: Path,
+) -> None:
+    """A Project or Namespace (Organization) gone reads its claims by group prefix: SQLite
+    finds them through `provider_index_by_group`, not by a scan of every claim (0.4 s at
+    300,000 claims, for each project gone)."""
+    seen: list[tuple[str, Any]] = []
+    with Store.open(
+        tmp_path / "state.db", tracer=lambda sql, params: seen.append((sql, params))
+    ) as store:
+        store.migrate()
+        record = store.load_provider("openchoreo")
+        record.cycle_id, record.state = 1, ProviderState.BURSTING
+        store.start_cycle(record, T0)
+        rows = [_claim("shop", "a", "b-c", True), IndexEntry(CLAIMS, "k", "acme-2/x", {})]
+        store.commit_page("openchoreo", 1, EntityIteratorResult(True, [], index=rows), None, T0)
+        seen.clear()
+        found = store.index_by_group_prefix("openchoreo", CLAIMS, "acme/")
+    assert [row.group for row in found] == [GROUP]
+    [(sql, params)] = [(sql, params) for sql, params in seen if "provider_index" in sql]
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "provider_index_by_group" in plan
+    assert "grp>?" in plan.replace(" ", "")
