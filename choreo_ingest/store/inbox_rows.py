@@ -31,10 +31,10 @@ def insert_events(
 
 
 def events_not_pending(conn: AnyConnection, provider: str, bodies: Sequence[JSON]) -> list[JSON]:
-    """Those of `bodies` about an object no pending event names (its key: `event_key`): one that
-    does re-reads the object anyway, and stored after it one of these would replace it (an
-    org-era `deleted`, which removes without a read, by a `created`, which keeps an object the
-    API still serves). One statement."""
+    """Those of `bodies` about an object no pending event names (its key: `event_key`, or the
+    same without `project`): one that does re-reads (or removes) the object anyway, and one of
+    these stored after it would replace it (an org-era `deleted`, which removes without a read,
+    by a `created`, which keeps an object the API still serves). One statement."""
     names = [body.get("name") for body in bodies if isinstance(body, Mapping)]
     if not names:
         return list(bodies)
@@ -44,17 +44,18 @@ def events_not_pending(conn: AnyConnection, provider: str, bodies: Sequence[JSON
         [provider, values],
     )
     pending = {_key(json.loads(text)) for (text,) in rows}
-    return [body for body in bodies if _key(body) not in pending]
+    # One without `project` names the component wherever it is (v1's forwarder never sends one).
+    return [body for body in bodies if not {_key(body), _key(body, project=None)} & pending]
 
 
-def _key(body: JSON) -> tuple[object, ...]:
-    """`event_key` of a body, in Python."""
-    fields = body if isinstance(body, Mapping) else {}
+def _key(body: JSON, **fields: object) -> tuple[object, ...]:
+    """`event_key` of a body (with `fields` in place of its own), in Python."""
+    found = {**(body if isinstance(body, Mapping) else {}), **fields}
     return (
-        fields.get("kind"),
-        fields.get("namespace") or None,
-        fields.get("name"),
-        fields.get("project"),
+        found.get("kind"),
+        found.get("namespace") or None,
+        found.get("name"),
+        found.get("project"),
     )
 
 

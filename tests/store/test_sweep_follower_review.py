@@ -105,3 +105,16 @@ def test_a_group_prefix_read_finds_its_rows_through_the_groups_index_on_sqlite(
         plan = " ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "provider_index_by_group" in plan
     assert "grp>?" in plan.replace(" ", "")
+
+
+def test_a_forwarder_event_without_project_about_the_component_stands_for_the_sweeps(
+    store: Store,
+) -> None:
+    """v1's forwarder never sends `project`, so its event about `a-b` and the sweep's (which
+    names the claim's project) were two objects to the inbox: `a-b` was re-read twice. The
+    waiting one stands for the sweep's, which is still counted (the run drains after it)."""
+    forwarded = {"kind": "Component", "namespace": "acme", "name": "a-b", "action": "updated"}
+
+    assert _cycles(store, [forwarded]) == 1
+
+    assert [event.body for event in store.pending_events("openchoreo")] == [forwarded]
