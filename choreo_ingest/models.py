@@ -179,12 +179,16 @@ IndexGroups = Callable[[str, Sequence[str]], Mapping[str, list[IndexEntry]]]
 
 class SweepFollower(Protocol):
     """What a provider asks of its sweep (`writes.complete_cycle`): the rows of its index
-    `tables` that the sweep prunes are shown to `events`, which names the events to queue in
-    the same transaction (in the provider's inbox, applied by the next drain), reading the rows
-    that stay through `current` (those the cycle wrote)."""
+    `tables` that the sweep prunes, in the groups where a row the cycle wrote waits (its value's
+    JSON text holds `waiting`), are shown to `events`, which names the events to queue in the
+    same transaction (in the provider's inbox, applied by the next drain), reading the rows that
+    stay through `current` (those the cycle wrote)."""
 
     @property
     def tables(self) -> Sequence[str]: ...
+
+    @property
+    def waiting(self) -> str: ...
 
     def events(self, pruned: Sequence[IndexEntry], current: IndexGroups) -> list[JSON]: ...
 

@@ -52,17 +52,22 @@ def prune_index(conn: AnyConnection, provider: str, cycle_id: int) -> int:
 
 
 def stale_index_rows(
-    conn: AnyConnection, provider: str, cycle_id: int, tables: Sequence[str]
+    conn: AnyConnection, provider: str, cycle_id: int, follower: SweepFollower
 ) -> list[IndexEntry]:
-    """The rows of `tables` that the completion of cycle `cycle_id` is to prune (written before
-    it): one statement."""
-    if not tables:
+    """The rows of the follower's tables that the completion of cycle `cycle_id` is to prune
+    (written before it), in the groups where a row the cycle wrote waits (its value's text holds
+    `follower.waiting`): one statement, which reads no stale row of a group where none waits."""
+    if not follower.tables:
         return []
-    condition, values = in_values(conn, "tbl", tables)
+    tables, values = in_values(conn, "tbl", follower.tables)
+    holds_text = "strpos(value, ?) > 0" if is_postgres(conn) else "instr(value, ?) > 0"
     rows = conn.execute(
-        f"""SELECT tbl, key, grp, value FROM provider_index WHERE provider = ? AND {condition}
-            AND cycle_id < ? ORDER BY tbl, grp, key""",
-        [provider, values, cycle_id],
+        f"""SELECT tbl, key, grp, value FROM provider_index
+            WHERE provider = ? AND {tables} AND cycle_id < ? AND grp IN (
+                SELECT grp FROM provider_index
+                WHERE provider = ? AND {tables} AND cycle_id >= ? AND {holds_text})
+            ORDER BY tbl, grp, key""",
+        [provider, values, cycle_id, provider, values, cycle_id, follower.waiting],
     )
     return [IndexEntry(table, key, group, json.loads(value)) for table, key, group, value in rows]
 
@@ -70,11 +75,12 @@ def stale_index_rows(
 def followed_events(
     conn: AnyConnection, provider: str, cycle_id: int, follower: SweepFollower | None
 ) -> list[JSON]:
-    """The events `follower` names for the index rows the sweep of cycle `cycle_id` prunes,
-    called before the pruning, in its transaction (one statement when it prunes none of them)."""
+    """The events `follower` names for the index rows the sweep of cycle `cycle_id` prunes in
+    the groups where a row it wrote waits, called before the pruning, in its transaction (one
+    statement when it prunes none of them)."""
     if follower is None:
         return []
-    pruned = stale_index_rows(conn, provider, cycle_id, follower.tables)
+    pruned = stale_index_rows(conn, provider, cycle_id, follower)
     if not pruned:
         return []
 

@@ -38,6 +38,7 @@ class FreedNames:
     pruned row held the name."""
 
     tables: Sequence[str] = (TABLE,)
+    waiting = '"holds":false'
 
     def events(self, pruned: Sequence[IndexEntry], current: IndexGroups) -> list[JSON]:
         freed = sorted({row.group for row in pruned if row.value["holds"]})
@@ -161,3 +162,38 @@ def test_a_crash_in_the_completion_leaves_the_pruning_and_its_events_both_or_nei
             record.cycle_id, record.state = 2, ProviderState.RESTING
             store.complete_cycle(record, GUARDS, T0, FreedNames())
     assert _state(path) == (["waiting"], ["waiting"], "completed")
+
+
+class Shown(FreedNames):
+    """FreedNames, keeping the pruned rows the sweep showed it."""
+
+    def __init__(self) -> None:
+        self.pruned: list[str] = []
+
+    def events(self, pruned: Sequence[IndexEntry], current: IndexGroups) -> list[JSON]:
+        self.pruned += [row.key for row in pruned]
+        return super().events(pruned, current)
+
+
+def test_a_sweep_shows_its_follower_the_pruned_rows_of_the_groups_where_a_row_waits_only(
+    tmp_path: Path,
+) -> None:
+    """A large sweep prunes claims by the thousand, nearly all of names no one waits on: it
+    reads (and decodes) only those of the groups where a claim the cycle wrote waits."""
+    follower = Shown()
+    with Store.open(tmp_path / "state.db") as store:
+        store.migrate()
+        record = store.load_provider("fake")
+        for cycle, rows in (
+            (1, [IndexEntry(TABLE, f"holder-{g}", g, {"holds": True}) for g in ("g", "h", "k")]),
+            (2, [IndexEntry(TABLE, "waiting", "g", {"holds": False}),
+                 IndexEntry(TABLE, "holder-k", "k", {"holds": True})]),
+        ):  # fmt: skip
+            record.cycle_id, record.state = cycle, ProviderState.BURSTING
+            store.start_cycle(record, T0)
+            store.commit_page("fake", cycle, _page(True, *rows), None, T0)
+            record.state = ProviderState.RESTING
+            store.complete_cycle(record, GUARDS, T0, follower)
+
+    assert follower.pruned == ["holder-g"]
+    assert _state(tmp_path / "state.db") == (["holder-k", "waiting"], ["waiting"], "completed")

@@ -23,6 +23,9 @@ class NamesFreedAtSweep:
     `namespace`, `name` and `project`."""
 
     tables: Sequence[str] = (CLAIMS,)
+    waiting = '"holds":false'
+    """A claim that waits on its name, as its row's JSON text has it: only a name some claim of
+    the cycle waits on is handed on, and a sweep reads the pruned claims of those names only."""
 
     def events(self, pruned: Sequence[IndexEntry], current: IndexGroups) -> list[JSON]:
         """A Component event about each owner of a claim that the cycle wrote on a name whose
