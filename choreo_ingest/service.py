@@ -124,10 +124,11 @@ class Service:
 
     def run_allowance(self) -> float:
         """How long ticks may not run before `tick_problem` says so: a run holding the lock
-        (each provider's drain and burst, and the mirror, each within `burstLength`), then an
-        operator's command waiting its turn, and some ticks."""
+        (each provider's drain and burst, and the drain of the events its sweep queued, and the
+        mirror, each within `burstLength`), then an operator's command waiting its turn, and
+        some ticks."""
         burst_length = self.config.incremental.burst_length
-        run = (2 * len(self.config.providers) + 1) * burst_length
+        run = (3 * len(self.config.providers) + 1) * burst_length
         return run + burst_length + LOCK_WAIT_GRACE_SECONDS + 10 * self.tick_seconds + 30
 
     def run(self) -> None:

@@ -39,7 +39,10 @@ class NamesFreedAtSweep:
             if not any(holds(row) for row in rows)
             for row in rows
         }
-        return [component_event(namespace, owner) for namespace, owner in sorted(waiting)]
+        # A row that names no (project, component) names no event: it cannot stop the sweep,
+        # which would then never complete (the completion is one transaction with this).
+        named = sorted((namespace, owner) for namespace, owner in waiting if len(owner) >= 2)
+        return [component_event(namespace, owner) for namespace, owner in named]
 
 
 def component_event(namespace: str, owner: Sequence[str]) -> JSON:
