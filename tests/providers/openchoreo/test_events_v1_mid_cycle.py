@@ -5,7 +5,7 @@ differential fuzzing with events delivered between and during the bursts of a cy
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,21 @@ def scenario(tmp_path: Path) -> Scenario:
 
 def _http(port: int = 80) -> dict[str, Any]:
     return {"type": "HTTP", "port": port, "schema": SCHEMA}
+
+
+def _events_take_zz_x_e_away(
+    scenario: Scenario, component: str, events: Sequence[tuple[str, str]]
+) -> None:
+    """`events` (kind, action) about `component` and `zz-x-workload`, drained: the catalog has no
+    `<project>-zz-x-e` API, and is what a walk of the world would give."""
+    names = {"Component": component, "Workload": "zz-x-workload"}
+    ns = scenario.namespace
+    scenario.send(*(event(kind, names[kind], ns, action) for kind, action in events))
+    scenario.drain()
+
+    found = catalog(scenario.state_path)
+    assert scenario.ref("API", f"{scenario.project}-zz-x-e") not in found
+    assert found == expected_catalog(scenario.world)
 
 
 def _burst_until(scenario: Scenario, key: str) -> None:
@@ -250,13 +265,7 @@ def test_a_component_move_the_walk_mapped_before_its_events_leaves_no_api_in_its
     world.add_component(ns, other, "zz-x", endpoints={"e": _http()})
 
     _burst_until(scenario, scenario.ref("Component", "zz-x"))
-    names = {"Component": "zz-x", "Workload": "zz-x-workload"}
-    scenario.send(*(event(kind, names[kind], ns, action) for kind, action in events))
-    scenario.drain()
-
-    found = catalog(scenario.state_path)
-    assert scenario.ref("API", f"{project}-zz-x-e") not in found
-    assert found == expected_catalog(scenario.world)
+    _events_take_zz_x_e_away(scenario, "zz-x", events)
 
 
 def _a_b_gives_up_the_name_a_waits_on(scenario: Scenario) -> tuple[str, str]:
@@ -350,13 +359,7 @@ def test_a_workload_the_walk_listed_moved_then_deleted_still_leaves_the_componen
 
     _burst_until(scenario, f"{ns}/zz-x-workload")
     world.delete_workload(ns, "zz-x-workload")
-    names = {"Component": "zz-y", "Workload": "zz-x-workload"}
-    scenario.send(*(event(kind, names[kind], ns, action) for kind, action in events))
-    scenario.drain()
-
-    found = catalog(scenario.state_path)
-    assert scenario.ref("API", f"{project}-zz-x-e") not in found
-    assert found == expected_catalog(scenario.world)
+    _events_take_zz_x_e_away(scenario, "zz-y", events)
     assert "openchoreo.io/workload" not in _annotations(scenario, "zz-x")
     until_completed(scenario.config, scenario.api, scenario.clock)
     assert catalog(scenario.state_path) == expected_catalog(scenario.world)
