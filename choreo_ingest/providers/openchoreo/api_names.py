@@ -178,13 +178,10 @@ def waiting_claimants(walk: Walk, index: Sequence[IndexEntry]) -> list[Owner]:
     leaves its hashed name), as a walk would name it."""
     released = [row.key for row in index if row.table == CLAIMS and row.value is None]
     held = walk.index.by_key(CLAIMS, released) if released else {}
-    freed = sorted({row.group for row in held.values() if _value(row).get("holds")})
+    freed = sorted({row.group for row in held.values() if holds(row)})
     after = with_rows(walk, index).index.by_group(CLAIMS, freed) if freed else {}
     waiting = [
-        row
-        for rows in after.values()
-        if not any(_value(row).get("holds") for row in rows)
-        for row in rows
+        row for rows in after.values() if not any(holds(row) for row in rows) for row in rows
     ]
     return sorted({_claim_key(row)[:-1] for row in waiting})
 
@@ -210,6 +207,11 @@ def names_handed_on(
 def claim_key(claim: ApiClaim) -> str:
     """The index key of a claim (to release it, write an IndexEntry with this key and no value)."""
     return f"{claim.group}|{'/'.join(claim.sort_key)}"
+
+
+def claim_key_project(key: str) -> str:
+    """The project (the owner's first part) a claim's index key (`claim_key`) names."""
+    return key.partition("|")[2].split("/", 1)[0]
 
 
 def _row(claim: ApiClaim, holds: bool) -> IndexEntry:

@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from choreo_ingest.models import IndexEntry
-from choreo_ingest.providers.openchoreo.api_names import CLAIMS, ApiClaim, claim_key
+from choreo_ingest.providers.openchoreo.api_names import (
+    CLAIMS,
+    ApiClaim,
+    claim_key,
+    claim_key_project,
+)
 from choreo_ingest.providers.openchoreo.generation import Walk
 
 CLAIMED = "claimed"
@@ -69,12 +74,7 @@ def released_in(walk: Walk, org: str, project: str | None = None) -> list[IndexE
     made = [IndexEntry(CLAIMS, row.key) for row in rows]
     for old in walk.index.by_group(CLAIMED, [org])[org]:
         claims = [str(key) for key in old.value] if isinstance(old.value, list) else []
-        if project is None or any(_claim_project(claim) == project for claim in claims):
+        if project is None or any(claim_key_project(claim) == project for claim in claims):
             made += [IndexEntry(CLAIMS, claim) for claim in claims]
             rows.append(old)
     return [*made, *(IndexEntry(CLAIMED, row.key) for row in rows)]
-
-
-def _claim_project(key: str) -> str:
-    """The project of a claim's key (`<group>|<project>/<component>/<endpoint>`)."""
-    return key.partition("|")[2].split("/", 1)[0]
