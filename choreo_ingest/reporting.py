@@ -25,7 +25,13 @@ from choreo_ingest.models import (
 )
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.providers.registry import available_providers
-from choreo_ingest.schedule import crash_counted, events_held_at, health_problems, next_action_time
+from choreo_ingest.schedule import (
+    crash_counted,
+    events_held_at,
+    failures_cause,
+    health_problems,
+    next_action_time,
+)
 from choreo_ingest.store import (
     InboxCounts,
     PostgresLocation,
@@ -35,6 +41,7 @@ from choreo_ingest.store import (
     noted_damage,
     state_location,
 )
+from choreo_ingest.withheld import ERROR_WITHHELD, NAMES_WITHHELD, paths_withheld
 
 PROBLEM_FACTS = (PROBLEM_FACT, SKIPPED_FACT, UNAVAILABLE_FACT, SOURCES_ALTERNATE_FACT)
 """Provider facts that are health problems, shown in `problems` rather than as keys."""
@@ -42,10 +49,6 @@ ERROR_QUOTED_CHARS = 200
 """The last error as a health problem quotes it (`status`'s `lastError` shows more)."""
 ERROR_SHOWN_CHARS = 500
 """`status` shows this much of the last error; the store keeps all of it."""
-ERROR_WITHHELD = "withheld: send the API token"
-"""`lastError` in place of a withheld error's text: there is one; the token reads it. The same
-in place of the names of an object waiting alone (`eventsWaitingAlone`)."""
-NAMES_WITHHELD = frozenset({"namespace", "project", "name"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,19 @@ class ProviderStatus:
         if self.cycle_pages > self.last_cycle_pages:  # the platform grew since the last cycle
             return f"{shown} ({pages}; the last cycle took {self.last_cycle_pages:,})"
         return f"{shown} ({self.cycle_pages:,} of ~{self.last_cycle_pages:,} pages)"
+
+    @property
+    def problems_shown(self) -> list[str]:
+        """`health_problems`, less what the last error's text and the API paths they quote say
+        where `error_withheld` (the namespaces, projects and components those name)."""
+        if not self.error_withheld:
+            return self.health_problems
+        cause = failures_cause(shorten(self.record.last_error, ERROR_QUOTED_CHARS))
+        instead = failures_cause(ERROR_WITHHELD)
+        return [
+            paths_withheld(problem.replace(cause, instead) if cause else problem)
+            for problem in self.health_problems
+        ]
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
@@ -122,7 +138,7 @@ class ProviderStatus:
             },
             **({"eventsWaitingAlone": waiting} if waiting else {}),
             "healthy": not self.health_problems,
-            "problems": self.health_problems,
+            "problems": self.problems_shown,
         }
 
 
@@ -362,7 +378,7 @@ class StatusReport:
                 {
                     "name": item.record.name,
                     "healthy": not item.health_problems,
-                    "problems": item.health_problems,
+                    "problems": item.problems_shown,
                 }
                 for item in self.providers
             ],

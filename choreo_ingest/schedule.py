@@ -398,10 +398,9 @@ def health_problems(
     namespace: owning none after a cycle is a client that may see nothing); None: no matter."""
     problems = []
     if record.attempts >= config.max_attempts:
-        cause = f"; the last: {record.last_error}" if record.last_error else ""
         problems.append(
             f"{record.attempts} consecutive failed bursts (maxAttempts {config.max_attempts})"
-            + cause
+            + failures_cause(record.last_error)
         )
     if blocked_removals:
         problems.append(f"{blocked_removals} removals blocked; see `choreo-ingest removals`")
@@ -434,6 +433,11 @@ def health_problems(
     if last is not None and now - last > gap:
         problems.append(f"the first cycle has had no burst in {now - last:.0f}s {_allowed(gap)}")
     return problems
+
+
+def failures_cause(last_error: str | None) -> str:
+    """How the problem of `maxAttempts` failed bursts in a row quotes the last error."""
+    return f"; the last: {last_error}" if last_error else ""
 
 
 CRON_PERIOD = 60.0

@@ -98,6 +98,7 @@ ALLOWED_OWN = {
     "choreo_ingest.store.store",
     "choreo_ingest.store.writes",
     "choreo_ingest.version",
+    "choreo_ingest.withheld",  # what `status` and `health` withhold from a caller of serve
 }
 # Standard-library modules that cost a lean call more than it does itself.
 FORBIDDEN_STDLIB = {"asyncio", "ssl", "http", "email", "concurrent", "logging", "ctypes", "decimal"}

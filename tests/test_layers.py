@@ -39,6 +39,7 @@ LAYERS = {
     "feed": 3,
     "retention": 3,
     "metrics": 3,
+    "withheld": 3,  # what reporting and serve withhold from a caller without the token
     # the store, the providers and the simulator (siblings), and pure scheduling
     "store": 2,
     "providers": 2,

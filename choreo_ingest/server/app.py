@@ -283,11 +283,13 @@ def _reading_routes(server: Server) -> list[Route]:
         found = _served_report(server, server.clock.now(), only)
         return (found if with_content else found.errors_withheld()).to_json()
 
-    def health_document() -> tuple[dict[str, Any], int]:
+    def health_document(with_content: bool) -> tuple[dict[str, Any], int]:
+        """The health document; without `with_content`, what its problems quote withheld."""
         if not server.state.exists():
             return no_state_health(server.state), 503
         found = _served_report(server, server.clock.now())
-        return found.health_json(), 200 if found.healthy else 503
+        shown = found if with_content else found.errors_withheld()
+        return shown.health_json(), 200 if found.healthy else 503
 
     async def status(request: Request) -> Response:
         only = None
@@ -297,7 +299,9 @@ def _reading_routes(server: Server) -> list[Route]:
 
     async def health(request: Request) -> Response:
         try:
-            document, code = await in_thread(server, health_document)
+            document, code = await in_thread(
+                server, health_document, carries_token(server, request)
+            )
         except HTTPProblem as problem:
             if problem.status != 503:
                 raise

@@ -183,7 +183,7 @@ def _provider(item: ProviderStatus, now: float) -> str:
     )
     problems = (
         '<ul class="problems">'
-        + "".join(f"<li>{_prose(problem)}</li>" for problem in item.health_problems)
+        + "".join(f"<li>{_prose(problem)}</li>" for problem in item.problems_shown)
         + "</ul>"
         if item.health_problems
         else ""

@@ -20,8 +20,11 @@ import pytest
 
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
+from choreo_ingest.errors import CursorExpired
 from choreo_ingest.event_retries import event_key
-from choreo_ingest.models import EVENT_RETRIES_FACT
+from choreo_ingest.models import EVENT_RETRIES_FACT, PROBLEM_FACT, SKIPPED_FACT
+from choreo_ingest.providers.openchoreo.listing_stuck import stale_starts_problem
+from choreo_ingest.providers.openchoreo.step_over import skipped_problem
 from choreo_ingest.reporting import ERROR_WITHHELD
 from choreo_ingest.server.app import build_app
 from choreo_ingest.server.context import Server
@@ -240,7 +243,7 @@ class TestLastErrorTextNeedsTheToken:
     def test_no_open_reading_route_shows_the_last_errors_text_without_the_token(
         self, config: Config, failing: Path, clock: FakeClock
     ) -> None:
-        """`/health` and the listings of providers never carried it; the status documents and
+        """`/health` and the listings of providers have no `lastError`; the status documents and
         the page did."""
         with client_of(config, failing, clock, Credentials(TOKEN)) as client:
             answers = {path: client.get(path) for path in [*READING_ROUTES, "/"]}
@@ -267,6 +270,68 @@ class TestLastErrorTextNeedsTheToken:
         for shown in (with_token, open_to_all):
             assert "GET /orgs/acme/projects/payments-ledger/components/refund-worker" in shown
             assert "withheld" not in shown
+
+
+@pytest.fixture
+def failing_often(failing: Path, config: Config, clock: FakeClock) -> Path:
+    """The state of `failing` after `maxAttempts` failed bursts, whose health problem quotes the
+    last error, with two problems that name listings: one stepped over, one whose stored cursor
+    kept expiring."""
+    expired = CursorExpired("expired", path="/api/v1/namespaces/acme/projects?cursor=abc")
+    with Store.open(failing) as store:
+        record = store.load_provider(PROVIDER)
+        attempts = config.incremental.max_attempts
+        store.save_provider(replace(record, attempts=attempts), clock.now())
+        facts = {
+            SKIPPED_FACT: skipped_problem(["/api/v1/namespaces/acme/components"], 0),
+            PROBLEM_FACT: stale_starts_problem("projects", 3, expired),
+        }
+        store.set_facts(PROVIDER, facts, clock.now())
+    return failing
+
+
+class TestProblemsQuoteNoContentWithoutTheToken:
+    """A health problem may quote the last error (`maxAttempts` failed bursts) or name the
+    listings a walk stepped over or cannot finish: their paths name namespaces, projects and
+    components, which `/health`, the status documents and the page withhold as `lastError`."""
+
+    @pytest.mark.parametrize("route", [*READING_ROUTES, "/"])
+    def test_no_reading_route_quotes_a_problems_names_without_the_token(
+        self, config: Config, failing_often: Path, clock: FakeClock, route: str
+    ) -> None:
+        with client_of(config, failing_often, clock, Credentials(TOKEN)) as client:
+            answer = client.get(route)
+
+        assert answer.status_code in (200, 503), route
+        for name in ("refund-worker", "payments-ledger", "acme/", "GET /"):
+            assert name not in answer.text, (route, name)
+
+    @pytest.mark.parametrize("route", ["/health", "/incremental/health", "/status"])
+    def test_the_problems_say_what_they_withhold_and_the_token_reads_them_whole(
+        self, config: Config, failing_often: Path, clock: FakeClock, route: str
+    ) -> None:
+        with client_of(config, failing_often, clock, Credentials(TOKEN)) as client:
+            without = client.get(route).json()
+            with_token = client.get(route, headers=AUTH).json()
+        with client_of(config, failing_often, clock, Credentials()) as client:
+            open_to_all = client.get(route).json()
+
+        [withheld] = [provider["problems"] for provider in without["providers"]]
+        [whole] = [provider["problems"] for provider in with_token["providers"]]
+        assert [provider["problems"] for provider in open_to_all["providers"]] == [whole]
+        assert len(withheld) == len(whole) == 3
+        failures, stuck, skipped = withheld  # the facts' problems in `PROBLEM_FACTS` order
+        assert failures.endswith(f"; the last: {ERROR_WITHHELD}")
+        assert f"GET ({ERROR_WITHHELD})" in skipped
+        assert f"(GET ({ERROR_WITHHELD}))" in stuck
+        assert whole[0].endswith(f"; the last: {LAST_ERROR}")
+        assert "(GET /api/v1/namespaces/acme/projects?cursor=abc)" in whole[1]
+        assert "GET /api/v1/namespaces/acme/components" in whole[2]
+        assert failures.startswith(whole[0].partition("; the last: ")[0])
+        for kept, full in ((stuck, whole[1]), (skipped, whole[2])):  # the advice stays
+            before, _, after = full.partition("GET /")
+            assert kept.startswith(before)
+            assert kept.endswith(after[after.index(" ") :])
 
 
 class TestEventsAreJson:
