@@ -853,8 +853,17 @@ class TestReported:
             (["--bogus", "run", "--json"], RUN_ERROR_FIELDS, "No such option: --bogus"),
             (["health", "--json", "-c"], {"healthy": False}, "Option '-c' requires"),
             (["--db", "run", "status", "--json", "--db"], {}, "Option '--db' requires"),
+            (["refresh", "p", "--json", "--now", "-c"], RUN_ERROR_FIELDS, "Option '-c' requires"),
+            (["refresh", "p", "--json", "-c"], {}, "Option '-c' requires"),
         ],
-        ids=["run-missing-value", "global-before-run", "health-missing-value", "db-named-run"],
+        ids=[
+            "run-missing-value",
+            "global-before-run",
+            "health-missing-value",
+            "db-named-run",
+            "refresh-now-runs",
+            "refresh-alone-runs-nothing",
+        ],
     )
     def test_a_usage_error_click_finds_before_the_command_still_carries_its_keys(
         self, tmp_path: Path, args: list[str], fields: dict[str, Any], error: str
@@ -864,6 +873,20 @@ class TestReported:
         assert done.returncode == 2
         document = json.loads(done.stdout)
         assert document.pop("error").startswith(error)
+        assert document == {**fields, "exitCode": 2}
+
+    @pytest.mark.parametrize(
+        ("now", "fields"), [([], {}), (["--now"], RUN_ERROR_FIELDS)], ids=["alone", "now"]
+    )
+    def test_refresh_reports_an_error_with_a_runs_keys_only_when_it_runs(
+        self, tmp_path: Path, now: list[str], fields: dict[str, Any]
+    ) -> None:
+        """`refresh --json` prints `{provider, state, due}`; with `--now`, a `run` document."""
+        done = run_cli("refresh", "nope", "--json", *now, cwd=tmp_path)
+
+        assert done.returncode == 2
+        document = json.loads(done.stdout)
+        assert document.pop("error").startswith("provider 'nope' is not configured")
         assert document == {**fields, "exitCode": 2}
 
     @pytest.mark.parametrize(

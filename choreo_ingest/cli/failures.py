@@ -23,7 +23,7 @@ RUN_ERROR_FIELDS = {"outcome": RunOutcome.ERROR.value, "providers": [], "events"
 keys of every `run --json` document."""
 ERROR_FIELDS: dict[str, Mapping[str, Any]] = {
     "run": RUN_ERROR_FIELDS,
-    "refresh": RUN_ERROR_FIELDS,
+    "refresh": RUN_ERROR_FIELDS,  # with --now, which runs; without it, none (as `reset`)
     "health": {"healthy": False},
     "check": {"ok": False, "checks": []},
     "event": {"stored": 0, "rejected": []},
@@ -41,6 +41,8 @@ def command_fields(args: list[str]) -> tuple[bool, Mapping[str, Any]]:
     values = {index + 1 for index, arg in enumerate(options) if arg in _GLOBAL_OPTIONS_WITH_VALUES}
     named = (arg for index, arg in enumerate(options) if index not in values)
     command = next((arg for arg in named if arg in ERROR_FIELDS), "")
+    if command == "refresh" and "--now" not in options:
+        return "--json" in options, {}
     return "--json" in options, ERROR_FIELDS.get(command, {})
 
 

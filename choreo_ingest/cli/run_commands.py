@@ -62,7 +62,7 @@ def refresh_command(
     db: DbOption = None,
 ) -> None:
     """Make PROVIDER due at once (ends a rest or a backoff); the next `run` acts on it."""
-    with reported_errors(json_output, **ERROR_FIELDS["run"]):
+    with reported_errors(json_output, **(ERROR_FIELDS["refresh"] if now else {})):
         session = open_session(ctx, config, db)
         checked_provider(session.config, session.state, provider)
         if now:
