@@ -145,10 +145,13 @@ def in_mode(rng: random.Random, mode: str, posted: list[dict[str, Any]]) -> list
 
 
 class Changes:
-    """Random world changes over the clash-prone names, each with its text for the report."""
+    """Random world changes over the clash-prone names, each with its text for the report;
+    `kinds`: the kinds a pick draws from, one as often as it is listed (a fuzzer may add to
+    them: `event_fuzz_orgs_mid_cycle.py` sets endpoints and makes components more often)."""
 
     def __init__(self, rng: random.Random, world: World, org: str) -> None:
         self.rng, self.world, self.org = rng, world, org
+        self.kinds = list(KINDS)
 
     def endpoints(self, most: int = 2) -> dict[str, Any]:
         made: dict[str, Any] = {}
@@ -169,7 +172,7 @@ class Changes:
         orgs = [o["name"] for o in w.orgs()]
         projects = [(o, p["name"]) for o in orgs for p in w.projects(o)]
         components = [(o, p, c["name"]) for o, p in projects for c in w.components(o, p)]
-        kind = r.choice(KINDS)
+        kind = r.choice(self.kinds)
         if kind == "add_component" and projects:
             (o, p), c, e = r.choice(projects), r.choice(COMPONENTS), self.endpoints()
             return f"add_component({o!r}, {p!r}, {c!r}, {sorted(e)})", lambda w: w.add_component(
