@@ -46,12 +46,16 @@ def test_component_events_applied_as_nothing_leave_a_difference_it_reports(
 
 
 @pytest.mark.parametrize(
-    "seed", [62, 17], ids=["a-move-before-the-page-lists-it", "a-move-four-cycles-in"]
+    "seed",
+    [915, 62, 17],
+    ids=["a-freed-name-a-page-met-first", "a-move-a-page-met-first", "a-move-four-cycles-in"],
 )
 def test_a_seed_whose_difference_claimed_orgs_mends_stays_clean(seed: int) -> None:
-    """Seeds that differed before session 50's fix (`claimed_orgs.claimed_projects`: a component
-    a page listed in its new project kept its APIs in the old one after its event): seed 62 in
-    its first cycle, 17 in its fourth."""
+    """Seeds that differed before session 50's fixes in `claimed_orgs`: 915 (in its third cycle)
+    before f086595 (a page wrote a component's claimed row with its current claims only, so its
+    event released no claim of an endpoint the page found gone, and the name's waiting claimant
+    kept its hashed API), 62 and 17 (in their first and fourth) before 10bcf6c (a component a
+    page listed in its new project kept its APIs in the old one after its event)."""
     with structlog.testing.capture_logs():
         outcome = event_fuzz_orgs_mid_cycle.play_seed(seed, 4, event_fuzz_orgs_mid_cycle.MODES)
 
