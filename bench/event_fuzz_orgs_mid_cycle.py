@@ -20,7 +20,7 @@ provider rests) and cannot replay bursts and the points between them where event
 applied; a finding's steps are printed instead (`--last`), and `--seeds N:N+1` plays seed N
 again alike (a fake clock; the world, changes and pages follow the seed).
 
-    python bench/event_fuzz_orgs_mid_cycle.py                  # seeds 0-39, 4 cycles (~20 s)
+    python bench/event_fuzz_orgs_mid_cycle.py                  # seeds 0-39, 4 cycles (~25 s)
     python bench/event_fuzz_orgs_mid_cycle.py --seeds 0:100 --cycles 6 --last 30
     python bench/event_fuzz_orgs_mid_cycle.py --seeds 1000:3000 --seconds 900
 
