@@ -23,8 +23,10 @@ from choreo_ingest.config_database_url import (
     looks_like_url,
 )
 from choreo_ingest.config_document import (
+    SECRET_FILES,
     WITHHELD,
     build,
+    dig,
     file_warnings,
     for_cache,
     parse_key,
@@ -156,9 +158,26 @@ def load_config(
         return replace(config, warnings=file_warnings(path, document, config))
 
     config, withheld = read_document(
-        path, parse=parse_yaml, check=check, for_cache=for_cache, secrets=secrets
+        path,
+        parse=parse_yaml,
+        check=check,
+        for_cache=lambda document: _kept_copy(document, path.parent),
+        secrets=secrets,
     )
     return replace(config, source=path, secrets_withheld=withheld)
+
+
+def _kept_copy(document: dict[Any, Any], base: Path) -> tuple[dict[Any, Any] | None, bool]:
+    """`for_cache(document)`, or no copy (None) while a secret file's path is a bare name no
+    file in `base` (the config file's directory) has: what was written may be the secret itself
+    (`tokenFile: <the token>`), which errors do not show either (`secret_file_shown`). Once
+    the file is there, it is a name, and the document is copied."""
+    for key in SECRET_FILES:
+        raw = dig(document, key)
+        name = raw.strip() if isinstance(raw, str) and "/" not in raw and "${" not in raw else ""
+        if name and not (base / name).exists():
+            return None, False
+    return for_cache(document)
 
 
 def _check_provider_names(document: dict[Any, Any], config: Config, secrets: set[str]) -> None:

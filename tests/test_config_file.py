@@ -258,6 +258,39 @@ def test_a_password_in_the_state_url_is_never_copied(
     assert cached_copies() == []
 
 
+SECRET_FILE_KEYS = [
+    ("  auth:\n    tokenFile: {}\n", "openchoreo.auth.tokenFile"),
+    (
+        "  auth:\n    oauth:\n      tokenUrl: http://idp.test/token\n"
+        "      clientId: reader\n      clientSecretFile: {}\n",
+        "openchoreo.auth.oauth.clientSecretFile",
+    ),
+    ("serve:\n  auth:\n    tokenFile: {}\n", "serve.auth.tokenFile"),
+    ("serve:\n  events:\n    secretFile: {}\n", "serve.events.secretFile"),
+    ("state:\n  url: postgresql://u@db.test/x\n  passwordFile: {}\n", "state.passwordFile"),
+]
+
+
+@pytest.mark.parametrize(("section", "key"), SECRET_FILE_KEYS, ids=[k for _, k in SECRET_FILE_KEYS])
+def test_a_secret_written_where_its_files_name_belongs_is_never_copied(
+    config_file: Path, section: str, key: str
+) -> None:
+    """`tokenFile: <the token>`: a bare name no file has may be the secret itself, which errors
+    do not show either (`secret_file_shown`); once the file is there, it is a name."""
+    secret = "BareNameSecret-Q7x2"
+    config_file.write_text(f"openchoreo:\n  baseUrl: {BASE}\n{section.format(secret)}")
+    config_file.chmod(0o600)
+
+    load_config(config_file)
+    load_config(config_file, secrets=False)
+
+    assert [copy for copy in cached_copies() if secret in copy.read_text()] == []
+    (config_file.parent / secret).write_text("the-secret\n")
+    load_config(config_file)
+    [copy] = cached_copies()
+    assert secret in copy.read_text()
+
+
 def test_a_copy_an_earlier_release_kept_of_a_password_is_removed(config_file: Path) -> None:
     url = "postgresql://reader:pg-pass-123@db.test/choreo"
     load_config(config_file)
