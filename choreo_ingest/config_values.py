@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from choreo_ingest.config_model import AUTH_KEY, MAX_CHUNK_SIZE, OAUTH_KEY
 from choreo_ingest.errors import ConfigError
@@ -62,7 +62,13 @@ def without_credentials(text: str) -> str:
     user, _, password = userinfo.partition(":")
     if at and password:
         rest = f"{user}:***@{after}"
-    return scheme + "://" + _SECRET_QUERY_VALUE.sub(r"\g<1>***", rest)
+    return scheme + "://" + _QUERY_VALUE.sub(_secret_value_hidden, rest)
+
+
+def _secret_value_hidden(pair: re.Match[str]) -> str:
+    """A query parameter as a message shows it: its value masked where its name, decoded as
+    libpq decodes it (`pass%77ord` is `password`), names a credential."""
+    return f"{pair[1]}***" if _SECRET_PARAMETER.search(unquote(pair[2])) else pair[0]
 
 
 LONGEST_SECONDS = 365 * 86_400
@@ -260,10 +266,9 @@ def as_http_url(value: object) -> str:
 
 _SECRET_PARAMETER = re.compile(r"secret|password|passwd|token|api[-_]?key", re.IGNORECASE)
 """A query parameter of a token URL that holds a credential (`client_secret=...`)."""
-_SECRET_QUERY_VALUE = re.compile(
-    rf"([?&][^=&#]*(?:{_SECRET_PARAMETER.pattern})[^=&#]*=)[^&#]+", re.IGNORECASE
-)
-"""The value of such a query parameter in any URL, for a message to leave out."""
+_QUERY_VALUE = re.compile(r"([?&]([^=&#]*)=)[^&#]+")
+"""A query parameter's name and value in any URL: a value a message leaves out when the name
+is a credential's (`_secret_value_hidden`)."""
 
 
 def as_token_url(value: object) -> str:

@@ -196,6 +196,7 @@ def test_a_snapshot_writes_nothing(conn: PgConnection, pg_url: str) -> None:
         ("postgresql://u:s3/cr@db/x", "postgresql://u:***@db/x"),
         ("postgresql://weird:p@ss:w/rd%41#?x@db:5439/ci", "postgresql://weird:***@db:5439/ci"),
         ("postgresql://u@db/x?sslmode=verify-full&password=s3", "postgresql://u@db/x?sslmode=verify-full&password=***"),
+        ("postgresql://u@db/x?pass%77ord=s3&sslmode=require", "postgresql://u@db/x?pass%77ord=***&sslmode=require"),
         ("postgres://:s3@[::1]/x", "postgres://:***@[::1]/x"),
         ("postgresql://u@h1:5432,h2:5433/x", "postgresql://u@h1:5432,h2:5433/x"),
         ("host=db user=u password='s 3' dbname=x", "host=db user=u password=*** dbname=x"),
