@@ -176,6 +176,17 @@ from choreo_ingest.cli import main
 main()
 """
 
+INTERRUPT_AS_TYPER_PARSES = """
+import typer.core
+
+def interrupted(self, ctx, args):
+    raise KeyboardInterrupt  # as SIGTERM lands while typer reads the command's options
+
+typer.core.TyperCommand.parse_args = interrupted
+from choreo_ingest.cli import main
+main()
+"""
+
 
 SIGNAL_AFTER_THE_RUN = """
 import atexit, os, signal, sys
@@ -271,6 +282,31 @@ class TestInterruptedCall:
         self, tmp_path: Path, args: list[str], document: Any
     ) -> None:
         done = run_cli(*args, cwd=tmp_path, entry=("-c", INTERRUPT_AS_TYPER_BUILDS))
+
+        assert done.returncode == ExitCode.INTERRUPTED
+        assert plain(done.stderr) == INTERRUPTED_LINE + "\n"
+        assert (json.loads(done.stdout) if document is not None else done.stdout) == (
+            document if document is not None else ""
+        )
+
+    @pytest.mark.parametrize(
+        ("args", "document"),
+        [
+            (
+                ["check", "--json"],
+                {"ok": False, "checks": [], "exitCode": 130, "error": "interrupted"},
+            ),
+            (["reset", "openchoreo", "--yes", "--json"], {"exitCode": 130, "error": "interrupted"}),
+            (["reset", "openchoreo", "--yes"], None),
+        ],
+        ids=["check --json", "reset --json", "reset"],
+    )
+    def test_as_typer_reads_the_commands_options_is_reported(
+        self, tmp_path: Path, args: list[str], document: Any
+    ) -> None:
+        """typer turns an interrupt in its own parsing into a silent exit 130 (click before it
+        into its Abort): no line on stderr, and no document for a script to read."""
+        done = run_cli(*args, cwd=tmp_path, entry=("-c", INTERRUPT_AS_TYPER_PARSES))
 
         assert done.returncode == ExitCode.INTERRUPTED
         assert plain(done.stderr) == INTERRUPTED_LINE + "\n"

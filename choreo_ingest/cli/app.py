@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from choreo_ingest.cli import (
     demo_commands,
@@ -59,6 +60,27 @@ def _flags_show_no_type() -> None:
 
 _flags_show_no_type()
 
+
+class _Interrupted(BaseException):
+    """A KeyboardInterrupt (SIGINT, SIGTERM) raised in typer's hands: as it reads the options,
+    or outside a command's `reported_errors`. typer's `main` turns one into a silent exit 130
+    (click's into its Abort); carried past it, it is reported as any interrupt is."""
+
+
+class _Group(TyperGroup):
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as error:
+            raise _Interrupted from error
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as error:
+            raise _Interrupted from error
+
+
 app = typer.Typer(
     name=PROG_NAME,
     help=(
@@ -66,6 +88,7 @@ app = typer.Typer(
         "cron or a systemd timer calls `choreo-ingest run` every minute; all state lives in one "
         "state store: an SQLite file, or a PostgreSQL schema."
     ),
+    cls=_Group,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -199,6 +222,8 @@ def _invoke(args: list[str]) -> int:
         raise
     except typer.TyperException as error:  # a usage error: typer found it before any command ran
         return _usage_error(error, args)
+    except _Interrupted:
+        raise KeyboardInterrupt from None  # `main` reports it
     except typer.Abort:  # Ctrl-C (or an EOFError) in a command: click raises Abort for it
         render.error_line("aborted")
         return ExitCode.INTERRUPTED
