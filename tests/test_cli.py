@@ -855,6 +855,9 @@ class TestReported:
             (["--db", "run", "status", "--json", "--db"], {}, "Option '--db' requires"),
             (["refresh", "p", "--json", "--now", "-c"], RUN_ERROR_FIELDS, "Option '-c' requires"),
             (["refresh", "p", "--json", "-c"], {}, "Option '-c' requires"),
+            (["refresh", "--json"], {}, "Missing argument 'PROVIDER'"),
+            (["refresh", "p", "--json", "--bogus"], {}, "No such option: --bogus"),
+            (["refresh", "--json", "--now"], RUN_ERROR_FIELDS, "Missing argument 'PROVIDER'"),
         ],
         ids=[
             "run-missing-value",
@@ -863,6 +866,9 @@ class TestReported:
             "db-named-run",
             "refresh-now-runs",
             "refresh-alone-runs-nothing",
+            "refresh-alone-missing-provider",
+            "refresh-alone-unknown-option",
+            "refresh-now-missing-provider",
         ],
     )
     def test_a_usage_error_click_finds_before_the_command_still_carries_its_keys(

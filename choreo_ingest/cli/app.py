@@ -29,8 +29,8 @@ from choreo_ingest.cli import (
 from choreo_ingest.cli.common import ConfigOption, DbOption, GlobalOptions
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import (
-    ERROR_FIELDS,
     command_fields,
+    error_fields,
     print_error_document,
     reported,
 )
@@ -265,13 +265,14 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     command = context.command_path.removeprefix(PROG_NAME).strip() if context else ""
     help_hint = f" (see `{context.command_path} --help`)" if context else ""
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
-    as_json, fields = command_fields(list(args))
+    options = list(args[: args.index("--")] if "--" in args else args)
+    as_json, fields = command_fields(options)
     if as_json:
         # click names the command when it refused one of its options, or a global option once
         # the command was known (`--log-json --log-console run`); else the arguments do.
         if context is not None and context.parent is not None:
-            fields = ERROR_FIELDS.get(context.command.name or "", {})
+            fields = error_fields(context.command.name or "", options)
         elif context is not None and context.invoked_subcommand:
-            fields = ERROR_FIELDS.get(context.invoked_subcommand, {})
+            fields = error_fields(context.invoked_subcommand, options)
         print_error_document({**fields, "exitCode": code, "error": message})
     return code

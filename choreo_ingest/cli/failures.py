@@ -41,9 +41,15 @@ def command_fields(args: list[str]) -> tuple[bool, Mapping[str, Any]]:
     values = {index + 1 for index, arg in enumerate(options) if arg in _GLOBAL_OPTIONS_WITH_VALUES}
     named = (arg for index, arg in enumerate(options) if index not in values)
     command = next((arg for arg in named if arg in ERROR_FIELDS), "")
+    return "--json" in options, error_fields(command, options)
+
+
+def error_fields(command: str, options: list[str]) -> Mapping[str, Any]:
+    """The usual keys of `command`'s `--json` error document: a `refresh` has a run's only with
+    `--now`, which runs; without it, none (as `reset`)."""
     if command == "refresh" and "--now" not in options:
-        return "--json" in options, {}
-    return "--json" in options, ERROR_FIELDS.get(command, {})
+        return {}
+    return ERROR_FIELDS.get(command, {})
 
 
 def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:
