@@ -187,6 +187,35 @@ from choreo_ingest.cli import main
 main()
 """
 
+SECOND_SIGNAL = """
+import atexit, os, signal, sys
+import typer.core
+from choreo_ingest.cli import failures, lean
+
+entry, when = sys.argv.pop(1), sys.argv.pop(1)
+
+def term():
+    os.kill(os.getpid(), signal.SIGTERM)
+
+def interrupted(*args):
+    raise KeyboardInterrupt  # the first signal
+
+if entry == "lean":  # as the lean entry loads
+    lean.lean_main = interrupted
+else:  # as typer reads the command's options
+    typer.core.TyperCommand.parse_args = interrupted
+if when == "report":
+    fields = failures.command_fields
+    def signalled(args):
+        term()  # the second, as the first is reported
+        return fields(args)
+    failures.command_fields = signalled
+else:  # the second as Python ends, once the first was reported
+    atexit.register(term)
+from choreo_ingest.cli import main
+main()
+"""
+
 
 SIGNAL_AFTER_THE_RUN = """
 import atexit, os, signal, sys
@@ -313,6 +342,22 @@ class TestInterruptedCall:
         assert (json.loads(done.stdout) if document is not None else done.stdout) == (
             document if document is not None else ""
         )
+
+    @pytest.mark.parametrize("when", ["report", "python-ends"])
+    @pytest.mark.parametrize(
+        ("entry", "args"), [("lean", ["status"]), ("typer", ["check"])], ids=["lean", "typer"]
+    )
+    def test_a_second_signal_leaves_the_first_ones_report_whole(
+        self, tmp_path: Path, entry: str, args: list[str], when: str
+    ) -> None:
+        """A second SIGTERM as the first was reported left no document and no line (or a
+        traceback, in the instant before the report began), or, as Python ended, killed the
+        call (143) after its document said 130: the default handler was back."""
+        done = run_cli(entry, when, *args, "--json", cwd=tmp_path, entry=("-c", SECOND_SIGNAL))
+
+        assert done.returncode == ExitCode.INTERRUPTED
+        assert plain(done.stderr) == INTERRUPTED_LINE + "\n"
+        assert json.loads(done.stdout)["error"] == "interrupted"
 
 
 class TestUnexpectedError:

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
             import_libraries_lightly()
             from choreo_ingest.cli.app import main as run
     except KeyboardInterrupt:
+        ignore_late_signals()  # the code is decided: a second signal must not cut its report
         if code is None:  # nothing answered yet
             report_early_interrupt(args)
         sys.exit(INTERRUPTED)

@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except render.StdoutFailed as failed:  # outside a command: the help, a usage error's JSON
         code = reported(failed, False, {})
     except KeyboardInterrupt:  # before or after typer's own handling (as it builds its commands)
+        ignore_late_signals()  # the code is decided: a second signal must not cut its report
         report_early_interrupt(args)
         code = ExitCode.INTERRUPTED
     ignore_late_signals()  # the code is decided: a signal now must not end the process as killed
