@@ -208,7 +208,7 @@ PROC_LOCKS = Path("/proc/locks")
 def _held_in_proc_locks(major: int, minor: int, inode: int) -> bool | None:
     """Whether /proc/locks lists a flock on that file; None if /proc/locks cannot be read."""
     try:
-        lines = PROC_LOCKS.read_text().splitlines()
+        lines = PROC_LOCKS.read_text(encoding="ascii", errors="replace").splitlines()
     except OSError:
         return None
     wanted = f"{major:02x}:{minor:02x}:{inode}"

@@ -48,6 +48,13 @@ with RunLock(Path(sys.argv[1])):
     pass
 """
 
+IS_HELD = """
+import sys
+from pathlib import Path
+from choreo_ingest.store.run_lock import RunLock
+print(RunLock(Path(sys.argv[1])).is_held_elsewhere())
+"""
+
 
 @contextmanager
 def lock_held_by_another_process(state_path: Path) -> Iterator[subprocess.Popen[str]]:
@@ -109,6 +116,23 @@ def test_lock_held_by_another_process_is_refused_until_it_exits(state_path: Path
 
     with RunLock(state_path):
         pass
+
+
+@pytest.mark.slow
+def test_is_read_from_proc_locks_without_an_encoding_warning(state_path: Path) -> None:
+    """`status` and `health` read /proc/locks in the locale's encoding, not named: under
+    `-X warn_default_encoding` (what `-X dev` checks leave out) an EncodingWarning on stderr."""
+    with lock_held_by_another_process(state_path):
+        flags = ["-X", "warn_default_encoding", "-W", "default"]
+        done = subprocess.run(
+            [sys.executable, *flags, "-c", IS_HELD, str(state_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "True\n")
 
 
 @pytest.mark.slow
