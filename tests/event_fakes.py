@@ -6,8 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from choreo_ingest.models import Delta, Event
 from choreo_ingest.providers.base import BurstContext
+from choreo_ingest.providers.openchoreo.api_orgs import OrgsGeneration
 
 from fakes import FakeProvider, make_entity
 
@@ -24,6 +27,19 @@ def component_event(name: str, action: str = "updated", **other: Any) -> dict[st
         "action": action,
         **other,
     }
+
+
+def org_component_events_applied_as_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The org era's Component events change nothing (the others as they are): what the
+    org-era fuzzers must find a difference in."""
+    real = OrgsGeneration.event_delta
+
+    def components_ignored(self: OrgsGeneration, walk: object, event: object) -> Delta:
+        if getattr(event, "kind", None) == "Component":
+            return Delta()
+        return real(self, walk, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OrgsGeneration, "event_delta", components_ignored)
 
 
 @dataclass

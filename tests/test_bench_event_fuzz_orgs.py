@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from choreo_ingest.models import Delta
-from choreo_ingest.providers.openchoreo.api_orgs import OrgsGeneration
+from event_fakes import org_component_events_applied_as_nothing
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -22,14 +21,7 @@ import event_fuzz_orgs  # noqa: E402 - bench/ is not a package; its path is adde
 def test_component_events_applied_as_nothing_leave_a_difference_it_reports_and_shrinks(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = OrgsGeneration.event_delta
-
-    def components_ignored(self: OrgsGeneration, walk: object, event: object) -> Delta:
-        if getattr(event, "kind", None) == "Component":
-            return Delta()
-        return real(self, walk, event)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(OrgsGeneration, "event_delta", components_ignored)
+    org_component_events_applied_as_nothing(monkeypatch)
 
     with structlog.testing.capture_logs():
         outcome = event_fuzz_orgs.play_seed(0, 6, event_fuzz_orgs.MODES)

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from choreo_ingest.models import Delta
-from choreo_ingest.providers.openchoreo.api_orgs import OrgsGeneration
+from event_fakes import org_component_events_applied_as_nothing
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -23,14 +22,7 @@ import event_fuzz_orgs_mid_cycle  # noqa: E402 - bench/ is not a package; its pa
 def test_component_events_applied_as_nothing_leave_a_difference_it_reports(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = OrgsGeneration.event_delta
-
-    def components_ignored(self: OrgsGeneration, walk: object, event: object) -> Delta:
-        if getattr(event, "kind", None) == "Component":
-            return Delta()
-        return real(self, walk, event)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(OrgsGeneration, "event_delta", components_ignored)
+    org_component_events_applied_as_nothing(monkeypatch)
 
     with structlog.testing.capture_logs():
         outcome = event_fuzz_orgs_mid_cycle.play_seed(0, 2, event_fuzz_orgs_mid_cycle.MODES)
