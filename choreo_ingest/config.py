@@ -62,6 +62,7 @@ from choreo_ingest.config_model import (
     Secret,
     SecretPath,
     ServeConfig,
+    in_directory,
     reveal,
 )
 from choreo_ingest.config_secrets import (
@@ -168,14 +169,16 @@ def load_config(
 
 
 def _kept_copy(document: dict[Any, Any], base: Path) -> tuple[dict[Any, Any] | None, bool]:
-    """`for_cache(document)`, or no copy (None) while a secret file's path is a bare name no
-    file in `base` (the config file's directory) has: what was written may be the secret itself
-    (`tokenFile: <the token>`), which errors do not show either (`secret_file_shown`). Once
-    the file is there, it is a name, and the document is copied."""
+    """`for_cache(document)`, or no copy (None) while a secret file's path is one an error would
+    not show (`secret_file_shown`): a bare name no file in `base` (the config file's directory)
+    has may be the secret itself (`tokenFile: <the token>`). Once the file is there, it is a
+    name, and the document is copied."""
     for key in SECRET_FILES:
         raw = dig(document, key)
-        name = raw.strip() if isinstance(raw, str) and "/" not in raw and "${" not in raw else ""
-        if name and not (base / name).exists():
+        if not isinstance(raw, str) or not raw.strip() or "${" in raw:
+            continue
+        file = in_directory(base, Path(raw.strip()), secret_file=True)
+        if secret_file_shown(file) != str(file):
             return None, False
     return for_cache(document)
 
