@@ -266,14 +266,13 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     command = context.command_path.removeprefix(PROG_NAME).strip() if context else ""
     help_hint = f" (see `{context.command_path} --help`)" if context else ""
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
-    options = list(args[: args.index("--")] if "--" in args else args)
-    as_json, fields = command_fields(options)
+    as_json, fields = command_fields(list(args))
     if as_json:
         # click names the command when it refused one of its options, or a global option once
         # the command was known (`--log-json --log-console run`); else the arguments do.
         if context is not None and context.parent is not None:
-            fields = error_fields(context.command.name or "", options)
+            fields = error_fields(context.command.name or "", list(args))
         elif context is not None and context.invoked_subcommand:
-            fields = error_fields(context.invoked_subcommand, options)
+            fields = error_fields(context.invoked_subcommand, list(args))
         print_error_document({**fields, "exitCode": code, "error": message})
     return code

@@ -37,19 +37,24 @@ def command_fields(args: list[str]) -> tuple[bool, Mapping[str, Any]]:
     """(whether `args` ask for --json, the usual keys of the command they name) for an error
     found before any command could say it: an interrupt while modules load, an option click
     refused before it knew the command (`run --json --config` with no path)."""
-    options = args[: args.index("--")] if "--" in args else args
+    options = _options(args)
     values = {index + 1 for index, arg in enumerate(options) if arg in _GLOBAL_OPTIONS_WITH_VALUES}
     named = (arg for index, arg in enumerate(options) if index not in values)
     command = next((arg for arg in named if arg in ERROR_FIELDS), "")
     return "--json" in options, error_fields(command, options)
 
 
-def error_fields(command: str, options: list[str]) -> Mapping[str, Any]:
+def error_fields(command: str, args: list[str]) -> Mapping[str, Any]:
     """The usual keys of `command`'s `--json` error document: a `refresh` has a run's only with
     `--now`, which runs; without it, none (as `reset`)."""
-    if command == "refresh" and "--now" not in options:
+    if command == "refresh" and "--now" not in _options(args):
         return {}
     return ERROR_FIELDS.get(command, {})
+
+
+def _options(args: list[str]) -> list[str]:
+    """`args` before a `--`, after which nothing is an option."""
+    return args[: args.index("--")] if "--" in args else args
 
 
 def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> int:
