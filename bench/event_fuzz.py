@@ -37,7 +37,6 @@ from typing import Any, ClassVar
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import event_fuzz_core as core
-from event_fuzz_core import PROVIDER, bodies, differences, run  # noqa: F401 - the mid-cycle fuzzer's
 from event_fuzz_world import (
     PROJECTS,
     Change,

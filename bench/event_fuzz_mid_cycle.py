@@ -48,7 +48,8 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import event_fuzz
-from event_fuzz import PROVIDER, bodies, config_for, differences, only_consumed_apis
+from event_fuzz import config_for, only_consumed_apis
+from event_fuzz_core import PROVIDER, bodies, differences
 from event_fuzz_mid_cycle_support import (
     Artefact,
     Finding,
@@ -324,7 +325,8 @@ class Fuzz:
         changed, self.unsent_since = self.unsent_since or {}, None
         covered = {(e["kind"], e["name"]) for e in posted}
         # event_fuzz.Fuzz's delivery modes read only the rng, mode, world and namespace
-        self.send(event_fuzz.Fuzz.in_mode(self, posted, changed), settled=settled, covered=covered)
+        delivered = event_fuzz.Fuzz.in_mode(self, posted, changed)  # type: ignore[arg-type]
+        self.send(delivered, settled=settled, covered=covered)
 
     def send(
         self, posted: list[dict[str, Any]], *, settled: bool, covered: set[tuple[str, str]]
@@ -458,7 +460,8 @@ def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     started = time.monotonic()
     totals: Counter[str] = Counter()
-    failed, artefacts = [], []
+    failed: list[int] = []
+    artefacts: list[int] = []
     for seed in range(first, end):
         if args.seconds is not None and time.monotonic() - started > args.seconds:
             break

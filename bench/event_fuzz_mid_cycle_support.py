@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from event_fuzz import PROVIDER, bodies, config_for, run
+from event_fuzz import config_for
+from event_fuzz_core import PROVIDER, bodies, run
 
 from choreo_ingest.config import Config
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
@@ -108,14 +109,17 @@ class Listings(httpx.BaseTransport):
         more = {"nextCursor": f"snapshot:{listing}:{end}"} if end < len(items) else {}
         return httpx.Response(200, json={"items": items[start:end], "pagination": more})
 
-    def _read(self, request: httpx.Request, query: dict[str, str], cursor: str | None) -> Any:
+    def _read(
+        self, request: httpx.Request, query: dict[str, str], cursor: str | None
+    ) -> httpx.Response:
         params = {k: v for k, v in query.items() if k != "limit"} | {"limit": LARGEST_PAGE}
         if cursor is not None:
             params["cursor"] = cursor
         assert self.reader is not None
-        return self.reader.handle_request(
+        read: httpx.Response = self.reader.handle_request(
             httpx.Request("GET", request.url.copy_with(params=params), headers=request.headers)
         )
+        return read
 
     def _every_item(self, request: httpx.Request, query: dict[str, str], page: Any) -> list[Any]:
         items = list(page["items"])

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ class Fuzz(core.Fuzz):
 
     def first_changes(self) -> list[Change]:
         return [
-            (f"add_project({p!r})", lambda w, p=p: w.add_project(self.org, p)) for p in ("p", "p-a")
+            (f"add_project({p!r})", partial(World.add_project, org=self.org, name=p))
+            for p in ("p", "p-a")
         ]
 
     def change(self, fn: Callable[[World], Any]) -> None:

@@ -64,7 +64,7 @@ def events_between(before: Snapshot, after: Snapshot) -> list[dict[str, Any]]:
     for key in [*before, *(k for k in after if k not in before)]:
         old, new = before.get(key), after.get(key)
         if new is None:
-            posted.append(_said(key, "deleted", old))
+            posted.append(_said(key, "deleted", before[key]))
         elif old is None:
             posted.append(_said(key, "created", new))
         elif old != new:
@@ -85,14 +85,14 @@ def _at_or_below(e: dict[str, Any], d: dict[str, Any]) -> bool:
     """Whether `e`'s object is `d`'s or lies below it (org > project > component); a Component
     event without `project` counts as below every project of its org."""
     if d["kind"] == "Organization":
-        return (e["name"] if e["kind"] == "Organization" else e.get("namespace")) == d["name"]
+        return bool((e["name"] if e["kind"] == "Organization" else e.get("namespace")) == d["name"])
     if e["kind"] == "Organization" or e.get("namespace") != d.get("namespace"):
         return False
     if d["kind"] == "Project":
         if e["kind"] == "Project":
             return bool(e["name"] == d["name"])
         return e.get("project") in (None, d["name"])
-    return e["kind"] == "Component" and e["name"] == d["name"]
+    return bool(e["kind"] == "Component" and e["name"] == d["name"])
 
 
 def _ordered(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -186,15 +186,15 @@ class Changes:
             others = [q for oo, q in projects if oo == o and q != p]
             if not others:
                 return None
-            q, e = r.choice(others), None if r.random() < 0.5 else self.endpoints()
+            q, kept = r.choice(others), None if r.random() < 0.5 else self.endpoints()
 
             def move(w: World) -> None:
                 had = w.component(o, p, c).get("workload", {}).get("endpoints", {})
                 w.delete_component(o, p, c)
-                w.add_component(o, q, c, endpoints=had if e is None else e)
+                w.add_component(o, q, c, endpoints=had if kept is None else kept)
 
-            kept = "kept" if e is None else sorted(e)
-            return f"move_component({o!r}, {c!r}: {p!r} -> {q!r}, {kept})", move
+            shown = "kept" if kept is None else sorted(kept)
+            return f"move_component({o!r}, {c!r}: {p!r} -> {q!r}, {shown})", move
         if kind == "rename_component" and components:
             (o, p, c), n = r.choice(components), r.choice(COMPONENTS)
             return f"rename_component({o!r}, {p!r}, {c!r} -> {n!r})", lambda w: w.rename_component(
@@ -207,7 +207,7 @@ class Changes:
             )
         if kind == "update_component" and components:
             o, p, c = r.choice(components)
-            change = r.choice(
+            change: dict[str, Any] = r.choice(
                 [
                     {"displayName": r.choice(["X", None])},
                     {"description": r.choice(["d", None])},

@@ -193,13 +193,13 @@ class Changes:
                 n, p, c, e
             )
         if kind == "clash" and (clash := self.clashing(projects)):
-            p, c, e = clash
-            return f"clash({p!r}, {c!r}, {e!r})", lambda w, n: w.add_component(
+            p, c, clashing = clash
+            return f"clash({p!r}, {c!r}, {clashing!r})", lambda w, n: w.add_component(
                 n,
                 p,
                 c,
                 endpoints={
-                    e: {
+                    clashing: {
                         "type": "HTTP",
                         "port": 80,
                         "schema": {"type": "openapi", "content": SCHEMA},

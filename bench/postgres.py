@@ -265,7 +265,7 @@ class CompleteCycleTimer:
             finally:
                 timings.append(time.perf_counter() - began)
 
-        Store.complete_cycle = timed  # type: ignore[method-assign]
+        Store.complete_cycle = timed  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc_info: object) -> None:

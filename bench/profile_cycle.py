@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import lean
-from common import World, cli, compile_package, scratch
+from common import World, cli, compile_package, fetch_token, scratch
 
 CPU_RUNNER = """
 import cProfile, runpy, sys, time
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     with lean.simulator_for(args.api, size) as simulator, scratch("profile") as directory:
         token = None
         if args.api == "v1":
-            token = lean.fetch_token(simulator, lean.OAUTH_CLIENT, lean.OAUTH_SECRET)
+            token = fetch_token(simulator, lean.OAUTH_CLIENT, lean.OAUTH_SECRET)
         lean.floor_walk(simulator, token)
         config = lean.config_for(
             directory, simulator, burstLength=86_400, chunkSize=lean.CHUNK_SIZE
