@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from choreo_ingest.clock import Clock, rfc3339
+from choreo_ingest.clock import Clock, parsed_time, rfc3339
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import (
     EVENT_ASKED,
     EVENTS_LOST,
+    FLOOD_SINCE_FACT,
     REFRESH_REASON_FACT,
     REFRESH_REQUESTED_FACT,
     ProviderState,
@@ -118,12 +119,58 @@ REFRESH_REASONS = {
 }
 
 
-def request_refresh(store: Store, provider: str, now: float) -> None:
+def request_refresh(
+    store: Store, provider: str, now: float, flood_since: float | None = None
+) -> None:
     """Ask for a fresh walk of `provider` in place of events it will not apply (`refreshRequested`
     in `status --json`): the run applies the request once no burst of it is in flight
-    (`invocation.run_once`), as a new cycle."""
-    requested = {REFRESH_REQUESTED_FACT: rfc3339(now), REFRESH_REASON_FACT: EVENTS_LOST}
+    (`invocation.run_once`), as a new cycle. `flood_since`: the events dropped arrived as a
+    flood that began then (`FLOOD_SINCE_FACT`, for a `run` that cannot see it)."""
+    requested = {
+        REFRESH_REQUESTED_FACT: rfc3339(now),
+        REFRESH_REASON_FACT: EVENTS_LOST,
+        FLOOD_SINCE_FACT: rfc3339(flood_since),
+    }
     store.set_facts(provider, requested, now)
+
+
+def flood_check(
+    store: Store,
+    provider: str,
+    clock: Clock,
+    flooding: Callable[[str], float | None] | None,
+    *,
+    checks: bool,
+) -> Callable[[str], float | None]:
+    """How a drain of `provider`'s events asks whether they arrive as a flood (None: they do
+    not), when it `checks` (its provider has a `maxPending`): `flooding` (`serve`'s
+    `ArrivalRate`), else (a `run`, which sees no events arrive) the flood `serve`'s drops say
+    (`stored_flood`), as it stood when the drain began."""
+    if not checks:
+        return lambda name: None
+    if flooding is not None:
+        return flooding
+    seen = stored_flood(store.facts(provider), clock.now())
+    return lambda name: seen
+
+
+def stored_flood(facts: Mapping[str, str], now: float) -> float | None:
+    """How long the flood another process (`serve`) drops events for has lasted, in seconds, as
+    the request its drops renew says: None once no drop has renewed it for FLOOD_SECONDS (the
+    flood is over), or when the request was not a flood's.
+
+    `serve` alone sees events arrive (`ArrivalRate`); a cron `run` beside it does not, and,
+    applying the request at once, began the walk in the middle of the flood: a second such run
+    gave up that cycle for another, also begun mid-flood, and the request `serve` made at the
+    flood's end was then taken for one already under way (`refresh_in_progress`). The events
+    dropped after that walk had passed their listings (an `updated` among the `created`) stayed
+    out of the catalog until the next cycle."""
+    since = parsed_time(facts.get(FLOOD_SINCE_FACT) or "")
+    requested = parsed_time(facts.get(REFRESH_REQUESTED_FACT) or "")
+    # Either way: a `run` on another host (a PostgreSQL state) may read another clock.
+    if since is None or requested is None or abs(now - requested) > FLOOD_SECONDS:
+        return None
+    return max(0.0, now - since)
 
 
 def apply_refresh_request(
@@ -140,8 +187,9 @@ def apply_refresh_request(
     between applies it again, which changes nothing before a burst.
 
     While `flooding(name)` says its events still arrive as a flood, the request waits: one walk
-    after the flood stands in for all of it. Applied as it came, a walk shorter than the flood
-    (an event forwarder's start posts for a minute or more) was followed by another, and
+    after the flood stands in for all of it (without `flooding`, a `run`, which sees no events
+    arrive, asks `serve`'s drops: `stored_flood`). Applied as it came, a walk shorter than the
+    flood (an event forwarder's start posts for a minute or more) was followed by another, and
     another, each in place of the rest. A flood that goes on for `longest_flood` seconds (a
     rest's length) or more has its walk all the same, with a warning.
 
@@ -155,7 +203,11 @@ def apply_refresh_request(
     requested, reason = facts.get(REFRESH_REQUESTED_FACT), facts.get(REFRESH_REASON_FACT)
     if requested is None:
         return
-    cleared: dict[str, str | None] = {REFRESH_REQUESTED_FACT: None, REFRESH_REASON_FACT: None}
+    cleared: dict[str, str | None] = {
+        REFRESH_REQUESTED_FACT: None,
+        REFRESH_REASON_FACT: None,
+        FLOOD_SINCE_FACT: None,
+    }
     now = clock.now()
     record = store.load_provider(name)
     if refresh_waits(record):
@@ -166,7 +218,7 @@ def apply_refresh_request(
         store.set_facts(name, cleared, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
         return
-    flood = None if flooding is None else flooding(name)
+    flood = stored_flood(facts, now) if flooding is None else flooding(name)
     if flood is not None and flood < longest_flood:
         log.debug("refresh_after_flood", provider=name, requested_at=requested)
         return
@@ -202,20 +254,24 @@ def backlog_dropped(
     if count > max_pending or flood:
         limit = backlog_limit(store, provider, max_pending)
         if count > limit.count or flood:
-            return drop_backlog(store, provider, limit, clock, flood=flood)
+            return drop_backlog(store, provider, limit, clock, flooding if flood else None)
     return None
 
 
-def drop_backlog(store: Store, provider: str, limit: Limit, clock: Clock, *, flood: bool) -> int:
+def drop_backlog(
+    store: Store, provider: str, limit: Limit, clock: Clock, flooding: float | None
+) -> int:
     """Too many events to re-read one by one (an event forwarder that just started sends one per
     object): drop them and ask for a fresh walk instead.
 
     The request is stored before the drop: a run killed between the two leaves the request and
     the events (the next run drops them again, and walks anyway), never the events gone without
     a request. It is not applied here: a drain between a burst's pages (`serve`) runs while
-    that burst holds the provider's record, which it stores when it ends."""
+    that burst holds the provider's record, which it stores when it ends. `flooding`: how long
+    the events have arrived as a flood (None: the backlog is past its limit)."""
     now = clock.now()
-    request_refresh(store, provider, now)
+    flood = flooding is not None
+    request_refresh(store, provider, now, None if flooding is None else now - flooding)
     dropped = store.drop_events(provider)
     # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
     # warning (`refresh_requested`), once.

@@ -28,7 +28,7 @@ from choreo_ingest.errors import (
     UnsupportedEvent,
     needs_mending,
 )
-from choreo_ingest.event_backlog import backlog_dropped, request_refresh
+from choreo_ingest.event_backlog import backlog_dropped, flood_check, request_refresh
 from choreo_ingest.event_input import Rejected, parse_events, to_event
 from choreo_ingest.event_retries import EventRetries, may_fail_alone, rereads
 from choreo_ingest.logs import get_logger, scrub_secrets
@@ -241,9 +241,7 @@ def drain_inbox(
     stats = DrainStats()
     checking = provider if isinstance(provider, EventCheckingProvider) else None
     max_pending = checking.max_pending_events if checking is not None else None
-    floods: Callable[[str], float | None] = (
-        flooding if flooding is not None and max_pending is not None else lambda name: None
-    )
+    floods = flood_check(store, provider.name, clock, flooding, checks=max_pending is not None)
     if max_pending is not None:
         dropped = backlog_dropped(store, provider.name, max_pending, clock, floods(provider.name))
         if dropped is not None:

@@ -132,8 +132,8 @@ def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
 
 def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str]) -> dict[str, str]:
     """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
-    `sourceBefore*`, `eventRetries` or `listingsSkippedPaths`, and `source` only when it was
-    stored for cycle `cycle_id`, the one the record is in."""
+    `sourceBefore*`, `eventRetries`, `listingsSkippedPaths` or `refreshFloodSince`, and `source`
+    only when it was stored for cycle `cycle_id`, the one the record is in."""
     stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
     left_out = {
         *unshown,
@@ -142,6 +142,7 @@ def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str])
         SOURCE_BEFORE_CYCLE_FACT,
         EVENT_RETRIES_FACT,
         SKIPPED_PATHS_FACT,
+        FLOOD_SINCE_FACT,
         stale,
     }
     return {name: value for name, value in facts.items() if name not in left_out}
@@ -156,6 +157,11 @@ EVENTS_LOST = "events-lost"
 """Events were refused (the inbox was full) or dropped (too many pending)."""
 EVENT_ASKED = "event-asked"
 """An event named what only a walk brings (`Delta.refresh`: a namespace served again)."""
+FLOOD_SINCE_FACT = "refreshFloodSince"
+"""Set with `refreshRequested` by a drain that dropped events arriving as a flood (`serve`'s,
+which sees them arrive): when the flood began. A `run` beside `serve` sees no arrivals; while
+the drops go on (the request renewed within a flood's window) it waits for the flood's end as
+`serve` does, rather than begin the walk in the middle of it."""
 
 
 @dataclass(frozen=True)

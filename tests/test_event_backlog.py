@@ -166,6 +166,28 @@ class TestRefreshDuringAFlood:
         assert [line["event"] for line in logs] == ["flood_ongoing", "refresh_requested"]
         assert logs[0]["log_level"] == "warning"
 
+    @pytest.mark.parametrize(
+        ("flood_since", "later", "applied"),
+        [
+            (T0 - 60, 1.0, False),
+            (T0 - 60, FLOOD_SECONDS + 1, True),
+            (T0 - REST, 1.0, True),
+            (None, 1.0, True),
+        ],
+        ids=["serve-still-drops", "drops-stopped", "lasted-a-rest", "no-flood"],
+    )
+    def test_a_run_that_sees_no_arrivals_asks_the_drops_of_serve(
+        self, store: Store, flood_since: float | None, later: float, applied: bool
+    ) -> None:
+        """A `run` (no `flooding`) beside `serve`: the flood lasts while serve's drops renew
+        the request, and has its walk all the same once it has lasted a rest."""
+        request_refresh(store, "fake", T0, flood_since)
+        clock = FakeClock(T0 + later)
+
+        apply_refresh_request(store, "fake", clock, None, self.REST)
+
+        assert (REFRESH_REQUESTED_FACT not in store.facts("fake")) is applied
+
     def test_a_request_that_waits_for_the_first_cycle_says_nothing_of_the_flood(
         self, tmp_path: Path
     ) -> None:

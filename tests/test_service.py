@@ -15,6 +15,7 @@ import structlog
 from choreo_ingest.errors import LockHeld, StateError, TransientError
 from choreo_ingest.event_backlog import FLOOD_EVENTS, FLOOD_SECONDS
 from choreo_ingest.events import stored_events
+from choreo_ingest.invocation import run_once
 from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
@@ -205,6 +206,40 @@ class TestFlood:
             assert store.load_provider(provider.name).cycle_id == 2
         assert len(provider.calls) == 2 * pages, "one walk after it"
         assert [line["event"] for line in logs].count("refresh_requested") == 1
+
+    def test_a_cron_run_beside_serve_waits_for_the_floods_end_as_serve_does(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A `run` sees no events arrive: serve's drops tell it the flood goes on. Applying the
+        request at once, a run began the walk in the middle of the flood, and a second gave up
+        that cycle for one of its own, which then stood in for the walk serve asked for at the
+        flood's end: what the flood's events said after it had passed their listings (an
+        `updated` among the `created`) stayed out of the catalog until the next cycle."""
+        provider = CheckingEvents([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        pages = len(provider.calls)
+
+        for second in range(30):
+            created = {**deleting(f"x{second}"), "action": "created"}
+            stored_events(service.state.path, provider.name, [created], clock)
+            service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS)
+            service.tick()
+            clock.advance(1.0)
+            if second % 10 == 5:  # cron's run, beside serve, with an event serve has not seen
+                created = {**deleting(f"y{second}"), "action": "created"}
+                stored_events(service.state.path, provider.name, [created], clock)
+                run_once(service.config, service.state, clock, providers={provider.name: provider})
+        assert len(provider.calls) == pages, "no walk while the flood lasts, a run's neither"
+        assert provider.handled == [], "a run drops the flood's events as serve does"
+        clock.advance(FLOOD_SECONDS)
+        service.tick()
+        service.tick()
+
+        assert len(provider.calls) == 2 * pages, "one walk after it"
+        with Store.open(service.state.path, readonly=True) as store:
+            assert store.load_provider(provider.name).cycle_id == 2
+            assert store.facts(provider.name) == {}  # the request, and its flood, are done
 
     def test_as_many_updates_at_once_are_applied_not_dropped(
         self, tmp_path: Path, clock: FakeClock
