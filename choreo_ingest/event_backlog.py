@@ -48,7 +48,8 @@ class ArrivalRate:
     walk instead. As many `updated` events (a deploy) are applied: dropping them gave up the
     cycle in progress for a walk of the whole platform. Each provider's events are counted
     apart: one's flood is no reason to drop another's events. Events are counted by whoever
-    stores them (another thread); safe to share."""
+    receives them (another thread), those of kinds not ingested too (`Service.events_ignored`);
+    safe to share."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

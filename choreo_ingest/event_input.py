@@ -38,6 +38,8 @@ class ParsedEvents:
     rejected: list[Rejected] = field(default_factory=list)
     ignored: int = 0
     """Valid events about kinds the provider does not ingest: acknowledged, not stored."""
+    ignored_created: int = 0
+    """Of the ignored events, the `created` ones."""
 
 
 def decode_events(data: bytes, source: str) -> str:
@@ -88,6 +90,7 @@ def parse_events(text: str, provider: IncrementalEntityProvider | None = None) -
             parsed.rejected.append(Rejected(index, problem))
         elif checking is not None and checking.is_ignored(item):
             parsed.ignored += 1
+            parsed.ignored_created += item.get("action") == "created"
         else:
             parsed.valid.append(item)
     # NDJSON lines that are not JSON were rejected before the events checked above: in input order

@@ -73,6 +73,7 @@ class EventReceipt:
     rejected: list[Rejected]
     created: int = 0
     """Of those stored, the `created` events (what `ArrivalRate` tells a replay by)."""
+    ignored_created: int = 0  # of those ignored (a forwarder's start sends them too)
     made_state: bool = False
     """No state was there: one was made for these events (a new install's, or a mistyped
     `--db`'s)."""
@@ -111,7 +112,8 @@ def receive_events(
             capacity=config.inbox_capacity,
         )
     created = sum(body.get("action") == "created" for body in parsed.valid) if stored else 0
-    return EventReceipt(provider_name, stored, parsed.ignored, parsed.rejected, created, made)
+    counts = (parsed.ignored, parsed.rejected, created, parsed.ignored_created)
+    return EventReceipt(provider_name, stored, *counts, made)
 
 
 @dataclass(frozen=True)

@@ -270,6 +270,14 @@ class Service:
         self.events_arrived.set()
         self._wake.set()
 
+    def events_ignored(self, provider: str, count: int, created: int = 0) -> None:
+        """`count` events for `provider` about kinds it does not ingest (`created` of them
+        `created`) were acknowledged: nothing to apply, but arrivals all the same. A forwarder's
+        start sends them with the rest, and a platform may hold many more of them (releases,
+        bindings, workflow runs) than of the kinds ingested: counted alone, those came slower
+        than a flood, and each was re-read, one object at a time, in place of one walk."""
+        self.arrivals.add(provider, count, created)
+
     def while_locked(self, action: Callable[[], T]) -> T:
         """Run `action` (which takes the run lock itself), waiting for a burst in progress to end
         rather than failing at once; new ticks wait meanwhile. LockHeld after the wait, or as

@@ -250,6 +250,8 @@ def _event_routes(server: Server) -> list[Route]:
         except ConfigError as error:
             raise HTTPProblem(400, str(error)) from None
         receipt = await in_thread(server, _receive, server, provider, text)
+        if receipt.ignored:
+            server.service.events_ignored(provider, receipt.ignored, receipt.ignored_created)
         if receipt.stored:
             server.service.events_stored(provider, receipt.stored, receipt.created)
         return _json(receipt.to_json(), 400 if receipt.rejected else 202)

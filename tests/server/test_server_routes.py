@@ -196,6 +196,26 @@ class TestEvents:
 
         assert (service.arrivals.flooding("openchoreo") is not None) is flood
 
+    @pytest.mark.parametrize(("action", "flood"), [("created", True), ("updated", False)])
+    def test_events_of_kinds_not_ingested_count_toward_the_forwarders_start(
+        self, config: Config, ingested: Path, clock: FakeClock, action: str, flood: bool
+    ) -> None:
+        """The forwarder's start sends `created` for objects of every kind, most of them
+        (releases, bindings, workflow runs) of kinds not ingested: counted alone, the ingested
+        ones came slower than a flood, and each was re-read in place of one walk."""
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
+        bindings = [
+            {"kind": "ReleaseBinding", "name": f"b{number}", "namespace": "acme", "action": action}
+            for number in range(FLOOD_EVENTS)
+        ]
+
+        with AsgiClient(build_app(server)) as client:
+            answer = client.post("/events/openchoreo", json=[component_event("c1"), *bindings])
+            assert answer.json() == {"stored": 1, "ignored": FLOOD_EVENTS, "rejected": []}
+
+        assert (service.arrivals.flooding("openchoreo") is not None) is flood
+
     @pytest.mark.parametrize("action", ["patched", "Updated"])
     def test_an_event_with_an_action_of_its_own_is_stored_to_be_re_read(
         self, client: AsgiClient, ingested: Path, action: str
