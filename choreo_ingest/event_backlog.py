@@ -118,6 +118,10 @@ REFRESH_REASONS = {
     EVENTS_LOST: "events were refused (the inbox was full) or dropped (too many pending)",
     EVENT_ASKED: "an event named what only a walk brings (a namespace served again, say)",
 }
+FLOOD_DROPPED = (
+    "events arrived as a flood (an event forwarder's start posts one for every object) "
+    "and were dropped"
+)
 
 
 def request_refresh(
@@ -235,12 +239,14 @@ def apply_refresh_request(
     store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
     store.set_facts(name, cleared, now)
     asked = reason == EVENT_ASKED
+    said = REFRESH_REASONS[EVENT_ASKED if asked else EVENTS_LOST]
+    if not asked and facts.get(FLOOD_SINCE_FACT):
+        said = FLOOD_DROPPED
     (log.info if asked else log.warning)(  # only lost events are a problem
         "refresh_requested",
         provider=name,
         requested_at=requested,
-        message=f"{REFRESH_REASONS[EVENT_ASKED if asked else EVENTS_LOST]}: "
-        "a new cycle walks the platform again",
+        message=f"{said}: a new cycle walks the platform again",
     )
 
 

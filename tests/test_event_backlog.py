@@ -167,6 +167,22 @@ class TestRefreshDuringAFlood:
         assert logs[0]["log_level"] == "warning"
 
     @pytest.mark.parametrize(
+        ("flood_since", "said"),
+        [(T0 - 60, "events arrived as a flood"), (None, "events were refused")],
+        ids=["flood", "backlog"],
+    )
+    def test_the_walk_after_a_flood_says_the_flood_dropped_its_events(
+        self, store: Store, flood_since: float | None, said: str
+    ) -> None:
+        """Neither refused nor past `maxPending`: the forwarder's start was dropped as a flood."""
+        request_refresh(store, "fake", T0, flood_since)
+
+        with structlog.testing.capture_logs() as logs:
+            assert self.applied(store, FakeClock(T0 + FLOOD_SECONDS + 1), flood=None)
+
+        assert [line["message"].split(" (")[0] for line in logs] == [said]
+
+    @pytest.mark.parametrize(
         ("flood_since", "later", "applied"),
         [
             (T0 - 60, 1.0, False),
