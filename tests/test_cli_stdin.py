@@ -132,7 +132,8 @@ class TestClosedStdin:
 
         assert done.returncode == 2
         document = json.loads(done.stdout)
-        assert (document["exitCode"], document["stored"]) == (2, 0)
+        assert (document["exitCode"], document["stored"], document["ignored"]) == (2, 0, 0)
+        assert set(document) == {"stored", "ignored", "rejected", "exitCode", "error"}
         assert document["error"].startswith("stdin: closed")
 
     @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ ERROR_FIELDS: dict[str, Mapping[str, Any]] = {
     "refresh": RUN_ERROR_FIELDS,  # with --now, which runs; without it, none (as `reset`)
     "health": {"healthy": False},
     "check": {"ok": False, "checks": []},
-    "event": {"stored": 0, "rejected": []},
+    "event": {"stored": 0, "ignored": 0, "rejected": []},
 }
 """A command's usual keys that its `--json` error document carries (a usage error's too)."""
 
