@@ -152,6 +152,23 @@ class TestEventsBetweenPages:
         assert catalog(service.state.path) == set(NAMES)
 
 
+def flood_for_30_seconds(
+    service: Service, provider: FakeProvider, clock: FakeClock, *, cron_runs: bool = False
+) -> None:
+    """A flood `serve` sees arrive, one of its events stored a second; with `cron_runs`, cron's
+    `run` beside serve every 10 s, with an event serve has not seen."""
+    for second in range(30):
+        created = {**deleting(f"x{second}"), "action": "created"}
+        stored_events(service.state.path, provider.name, [created], clock)
+        service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS)
+        service.tick()
+        clock.advance(1.0)
+        if cron_runs and second % 10 == 5:
+            created = {**deleting(f"y{second}"), "action": "created"}
+            stored_events(service.state.path, provider.name, [created], clock)
+            run_once(service.config, service.state, clock, providers={provider.name: provider})
+
+
 class TestFlood:
     def test_events_arriving_as_a_flood_are_dropped_for_a_fresh_walk(
         self, tmp_path: Path, clock: FakeClock
@@ -191,12 +208,7 @@ class TestFlood:
         pages = len(provider.calls)
 
         with structlog.testing.capture_logs() as logs:
-            for second in range(30):
-                created = {**deleting(f"x{second}"), "action": "created"}
-                stored_events(service.state.path, provider.name, [created], clock)
-                service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS)
-                service.tick()
-                clock.advance(1.0)
+            flood_for_30_seconds(service, provider, clock)
             assert len(provider.calls) == pages, "no walk while the flood lasts"
             clock.advance(FLOOD_SECONDS)
             service.tick()
@@ -220,16 +232,7 @@ class TestFlood:
         service.tick()
         pages = len(provider.calls)
 
-        for second in range(30):
-            created = {**deleting(f"x{second}"), "action": "created"}
-            stored_events(service.state.path, provider.name, [created], clock)
-            service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS)
-            service.tick()
-            clock.advance(1.0)
-            if second % 10 == 5:  # cron's run, beside serve, with an event serve has not seen
-                created = {**deleting(f"y{second}"), "action": "created"}
-                stored_events(service.state.path, provider.name, [created], clock)
-                run_once(service.config, service.state, clock, providers={provider.name: provider})
+        flood_for_30_seconds(service, provider, clock, cron_runs=True)
         assert len(provider.calls) == pages, "no walk while the flood lasts, a run's neither"
         assert provider.handled == [], "a run drops the flood's events as serve does"
         clock.advance(FLOOD_SECONDS)
