@@ -61,6 +61,10 @@ def mask_short_secret(text: str, secret: str, mask: str) -> str:
 _APART = r"""\s'"`=:,;()\[\]{}<>&?#/\\"""
 _BEFORE = rf"(?:(?<![^{_APART}])|(?<=\\[nrt]))"
 _AFTER = rf"""(?=[{_APART}]|[.!]?$|[.!][\s'"\\])"""  # a full stop or ! that ends a sentence
+_APART_BEFORE = re.compile(_BEFORE)
+"""Matches at a secret's start when it stands apart from what comes before it."""
+_APART_AFTER = re.compile(_AFTER)
+"""Matches at a secret's end when it stands apart from what comes after it."""
 
 
 def spellings(secret: str) -> set[str]:
@@ -86,7 +90,8 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        self._searched: tuple[str, ...] = ()
+        """Every spelling of every secret, the longest first."""
         self._lock = threading.Lock()
         self._kept: frozenset[str] = frozenset()
         self._learned: tuple[str, ...] = ()
@@ -105,17 +110,24 @@ class Redactor:
             else:
                 self._kept |= spellings(secret)
             secrets = self._kept.union(*(spellings(value) for value in self._learned))
-            searched = sorted(secrets, key=len)
-            alternatives = "|".join(re.escape(s) for s in reversed(searched))  # longest first
-            pattern = re.compile(f"{_BEFORE}(?:{alternatives}){_AFTER}") if searched else None
-            self._secrets, self._pattern = secrets, pattern
+            # Searched as plain text, not compiled into a pattern of them all: `re` keeps the
+            # last 512 patterns it compiled, and `serve` learns a token at every renewal, so
+            # each token's pattern (tens of KB) stayed, the process growing for weeks.
+            searched = tuple(sorted(secrets, key=len, reverse=True))
+            self._secrets, self._searched = secrets, searched
 
     def scrub(self, text: str) -> str:
         """`text` with every registered secret that stands as a whole token replaced by `***`."""
         if text in self._secrets:
             return REDACTED
-        pattern = self._pattern
-        return pattern.sub(REDACTED, text) if pattern is not None else text
+        searched = self._searched
+        pieces: list[str] = []
+        done = 0
+        while (found := _first_standing(text, done, searched)) is not None:
+            start, end = found
+            pieces += [text[done:start], REDACTED]
+            done = end
+        return "".join([*pieces, text[done:]]) if pieces else text
 
     def __call__(
         self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
@@ -132,6 +144,21 @@ class Redactor:
         if isinstance(value, list | tuple | set | frozenset):
             return [self._clean(None, item) for item in value]
         return value
+
+
+def _first_standing(text: str, at: int, searched: Iterable[str]) -> tuple[int, int] | None:
+    """(start, end) of the first secret of `searched` (the longest first) that stands as a whole
+    token in `text` from `at` on: the earliest, and of those starting there the longest."""
+    first: tuple[int, int] | None = None
+    for secret in searched:
+        start = text.find(secret, at)
+        while start != -1 and (first is None or start < first[0]):
+            end = start + len(secret)
+            if _APART_BEFORE.match(text, start) and _APART_AFTER.match(text, end):
+                first = (start, end)
+                break
+            start = text.find(secret, start + 1)
+    return first
 
 
 _REDACTOR = Redactor()

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -521,6 +522,28 @@ class TestLearnedSecrets:
         shown = redactor.scrub(" ".join(["configured-secret-1", *learned]))
 
         assert shown.split() == ["***", learned[0], learned[1]] + ["***"] * MAX_LEARNED_SECRETS
+
+    def test_learning_token_after_token_holds_no_more_memory_than_the_latest_need(self) -> None:
+        """`serve` learns a token at every renewal for as long as it runs: what the redactor
+        holds for them stays as much as the latest MAX_LEARNED_SECRETS need, however many came
+        before (each used to be compiled into a pattern of them all, which the `re` module's
+        cache kept, 512 of them: tens of megabytes over weeks)."""
+        redactor = Redactor()
+        tokens = [f"issued-token-{n:05d}-{'x' * 400}" for n in range(2 * MAX_LEARNED_SECRETS + 100)]
+        for token in tokens[: 2 * MAX_LEARNED_SECRETS]:
+            redactor.register(token, learned=True)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for token in tokens[2 * MAX_LEARNED_SECRETS :]:
+                redactor.register(token, learned=True)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+
+        # the 100 patterns it used to compile held 6 MB, kept by `re`
+        assert grown < 256 * 1024
+        assert redactor.scrub(f"Bearer {tokens[-1]}") == "Bearer ***"
 
 
 def test_the_openchoreo_provider_tells_the_log_of_the_tokens_it_is_issued(
