@@ -264,6 +264,20 @@ def _counted_deletes(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA user_version = 6")
 
 
+@migration("0007_inbox_by_name")
+def _inbox_by_name(db: sqlite3.Connection) -> None:
+    # Storing an event finds the older ones about its object by name (`inbox_rows.coalesce`) and
+    # counts the pending ones: without these, by reading every event waiting, about 10 ms an
+    # event at 10,000 waiting and 0.1 s at 100,000 (the inbox grows while the API is down).
+    # The expression is `dialect.json_field`'s: SQLite uses an index on an expression written
+    # alike.
+    db.execute(
+        "CREATE INDEX event_inbox_by_name ON event_inbox (provider, json_extract(body, '$.name'))"
+    )
+    db.execute("CREATE INDEX event_inbox_waiting ON event_inbox (provider, parked)")
+    db.execute("PRAGMA user_version = 7")
+
+
 _ENTITY_ADD = """
     INSERT INTO entity_counts (provider, kind, count) VALUES (new.provider, new.kind, 1)
         ON CONFLICT (provider, kind) DO UPDATE SET count = count + 1;"""

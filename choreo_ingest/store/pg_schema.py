@@ -304,6 +304,15 @@ def _counted_deletes(conn: PgConnection) -> None:
     statements keep; PostgreSQL's statement triggers (0005) count a delete once already."""
 
 
+def _inbox_by_name(conn: PgConnection) -> None:
+    """SQLite's 0007 (its comment says why); the expression is `dialect.json_field`'s."""
+    _run(
+        conn,
+        "CREATE INDEX event_inbox_by_name ON event_inbox (provider, (body ->> 'name'))",
+        "CREATE INDEX event_inbox_waiting ON event_inbox (provider, parked)",
+    )
+
+
 MIGRATIONS: tuple[tuple[str, Callable[[PgConnection], None]], ...] = (
     ("0001_initial", _initial),
     ("0002_positions", _positions),
@@ -311,6 +320,7 @@ MIGRATIONS: tuple[tuple[str, Callable[[PgConnection], None]], ...] = (
     ("0004_feed", _feed),
     ("0005_counts", _counts),
     ("0006_counted_deletes", _counted_deletes),
+    ("0007_inbox_by_name", _inbox_by_name),
 )
 """In order; the names are `schema.MIGRATION_NAMES`, the SQLite migrations' own."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MAX_INTEGER = 2**63 - 1
 """The largest whole number a column holds (SQLite INTEGER, PostgreSQL BIGINT): the bound of
 any count or sequence number a command or a request passes to the store."""
@@ -20,6 +20,7 @@ MIGRATION_NAMES = (
     "0004_feed",
     "0005_counts",
     "0006_counted_deletes",
+    "0007_inbox_by_name",
 )
 MIGRATION_TABLES: dict[str, tuple[str, ...]] = {
     "0001_initial": (
@@ -37,6 +38,7 @@ MIGRATION_TABLES: dict[str, tuple[str, ...]] = {
     "0004_feed": ("store_meta",),
     "0005_counts": ("entity_counts", "ref_counts"),
     "0006_counted_deletes": (),
+    "0007_inbox_by_name": (),
 }
 """The tables each migration makes (on either backend; migrations only ever add): a state
 missing one of those its applied migrations made is not a usable state (a table dropped by

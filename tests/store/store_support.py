@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlite_utils.migrations import Migrations
 
 from choreo_ingest.models import Entity, EntityIteratorResult, ProviderState
-from choreo_ingest.store import Store, SweepGuards
+from choreo_ingest.store import PostgresLocation, SqliteLocation, StateLocation, Store, SweepGuards
 from choreo_ingest.store.migrations import MIGRATIONS
 from choreo_ingest.store.schema import MIGRATION_SET
 
@@ -163,3 +163,22 @@ def sqlite_steps(store: Store, read: Callable[[], T]) -> tuple[T, int]:
         return read(), steps
     finally:
         store._conn.raw.set_progress_handler(None, 1)
+
+
+def query_plan(location: StateLocation, sql: str, params: Sequence[object]) -> str:
+    """How the backend of `location` would run `sql` (as the store ran it, traced): SQLite's
+    `EXPLAIN QUERY PLAN` lines, or PostgreSQL's plan where a scan is the last resort (a table of
+    a few rows would be scanned whatever its indexes)."""
+    if isinstance(location, PostgresLocation):
+        import psycopg
+
+        from choreo_ingest.store.pg_placeholders import translate_placeholders
+
+        with psycopg.connect(location.url, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {location.schema}")
+            conn.execute("SET enable_seqscan = off")
+            rows = conn.execute(f"EXPLAIN {translate_placeholders(sql)}", list(params)).fetchall()
+        return "\n".join(str(row[0]) for row in rows)
+    assert isinstance(location, SqliteLocation)
+    with closing(sqlite3.connect(location.path)) as conn:
+        return "\n".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))

@@ -91,7 +91,8 @@ def _pk(row: tuple[Any, ...]) -> int:
 
 
 def pg_schema_of(conn: PgConnection) -> dict[str, Any]:
-    """The same, read from the catalog of the connection's schema (its tables only)."""
+    """The same, read from the catalog of the connection's schema (its tables only); an index's
+    expression is a column named None, as SQLite's `index_info` gives it."""
     columns: dict[str, dict[str, Any]] = {}
     identities, collations = set(), set()
     for table, name, kind, nullable, default, identity, collation in conn.execute(
@@ -130,7 +131,7 @@ def pg_schema_of(conn: PgConnection) -> dict[str, Any]:
         for index, table, names in conn.execute(
             """SELECT ic.relname, t.relname, array(
                    SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n)
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                   LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                    ORDER BY k.n)
                FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
                JOIN pg_class t ON t.oid = i.indrelid

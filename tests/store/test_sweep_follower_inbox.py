@@ -3,14 +3,14 @@ what it queues, and what it leaves of the events already waiting in the inbox.""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
+
+from store_support import query_plan
 
 from choreo_ingest.models import EntityIteratorResult, IndexEntry, ProviderState
 from choreo_ingest.providers.openchoreo.api_names import CLAIMS
 from choreo_ingest.providers.openchoreo.names_freed import NAMES_FREED
-from choreo_ingest.store import PostgresLocation, SqliteLocation, StateLocation, Store, SweepGuards
-from choreo_ingest.store.pg_placeholders import translate_placeholders
+from choreo_ingest.store import PostgresLocation, StateLocation, Store, SweepGuards
 
 from fakes import make_entity
 
@@ -99,30 +99,13 @@ def test_a_group_prefix_read_finds_its_rows_through_the_groups_index(
         found = store.index_by_group_prefix("openchoreo", CLAIMS, "acme/")
     assert [row.group for row in found] == [GROUP]
     [(sql, params)] = [(sql, params) for sql, params in seen if "provider_index" in sql]
+    plan = query_plan(any_location, sql, params)
+    assert "provider_index_by_group" in plan, plan
     if isinstance(any_location, PostgresLocation):
-        plan = _postgres_plan(any_location, sql, params)
-        assert "provider_index_by_group" in plan, plan
         [condition] = [line for line in plan.splitlines() if "Index Cond" in line]
         assert "grp >=" in condition, plan
     else:
-        assert isinstance(any_location, SqliteLocation)
-        with sqlite3.connect(any_location.path) as conn:
-            explained = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)
-            plan = " ".join(str(row[-1]) for row in explained)
-        assert "provider_index_by_group" in plan
         assert "grp>?" in plan.replace(" ", "")
-
-
-def _postgres_plan(location: PostgresLocation, sql: str, params: Any) -> str:
-    """The plan PostgreSQL makes of `sql` where a scan is the last resort (a table of two rows
-    would be scanned whatever its indexes)."""
-    import psycopg
-
-    with psycopg.connect(location.url, autocommit=True) as conn:
-        conn.execute(f"SET search_path TO {location.schema}")
-        conn.execute("SET enable_seqscan = off")
-        rows = conn.execute(f"EXPLAIN {translate_placeholders(sql)}", list(params)).fetchall()
-    return "\n".join(str(row[0]) for row in rows)
 
 
 def test_a_forwarder_event_without_project_about_the_component_stands_for_the_sweeps(
