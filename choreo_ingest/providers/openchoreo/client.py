@@ -102,6 +102,7 @@ class OpenChoreoClient:
         self.server_root = self._base_url.removesuffix(API_PREFIX)
         self._clock = clock
         self._deadline = deadline
+        self._burst = None if deadline is None else max(0.0, deadline - clock.monotonic())
         self._cancelled = cancelled
         self._request_timeout = config.incremental.request_timeout
         self._rng = rng
@@ -165,8 +166,7 @@ class OpenChoreoClient:
         kept = MISSING if expired_on else self.kept.take(path, params)
         if kept is not MISSING:
             return kept
-        response = self._send("GET", path, params, expired_on)
-        return self._json(path, response)
+        return self._json(path, self._send("GET", path, params, expired_on))
 
     def read_ahead(
         self, requests: Sequence[tuple[str, Params]], *, adding: bool = False
@@ -290,6 +290,7 @@ class OpenChoreoClient:
             given=timed_out.given,
             timeout=self._request_timeout,
             answering=timed_out.answering,
+            burst=self._burst,
         )
         if isinstance(failure, DeadlineExceeded):
             raise failure from None
@@ -364,9 +365,8 @@ class OpenChoreoClient:
 
     def _timeout_now(self) -> float:
         """The request timeout, cut to the time left before the burst deadline."""
-        if self._deadline is None:
-            return self._request_timeout
-        return min(self._request_timeout, self._deadline - self._clock.monotonic())
+        left = float("inf") if self._deadline is None else self._deadline - self._clock.monotonic()
+        return min(self._request_timeout, left)
 
     def _check_deadline(self, method: str, path: str) -> None:
         """No request begins after the deadline, or once the run was asked to stop (SIGTERM: a

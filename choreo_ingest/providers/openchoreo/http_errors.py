@@ -93,9 +93,10 @@ class Answer(Protocol):
 FAIR_CONNECT_SECONDS = 1.0
 """A connect given less time than this (or requestTimeout) says nothing of the way there."""
 STALLED_SHARE = 0.9
-"""A request cut by the burst deadline after this share of requestTimeout or more: the server
-stalled (with burstLength and requestTimeout both 10 s, as by default, the first request of a
-burst has just under the whole timeout)."""
+"""A request cut by the burst deadline after this share of the longest wait a request could
+have (requestTimeout, or the whole burst when burstLength is the shorter) or more, with no
+answer: the server stalled (with burstLength and requestTimeout both 10 s, as by default, the
+first request of a burst has just under the whole timeout)."""
 
 
 def timeout_failure(
@@ -110,12 +111,13 @@ def timeout_failure(
     given: float,
     timeout: float,
     answering: bool,
+    burst: float | None = None,
 ) -> TransientError:
     """A request that timed out after `given` seconds (of requestTimeout `timeout`) once it had
     its place: to retry, or past the burst deadline (`late`) one to raise (a DeadlineExceeded).
     A connect not done in a fair time is the way to the server, not the page; an answer whose
     body came too slowly (`answering`: its headers were in) is a page too large or slow, never
-    a stalled server."""
+    a stalled server. `burst`: the seconds the burst had in all (None: no deadline)."""
     fair = given >= min(timeout, FAIR_CONNECT_SECONDS)
     if connect and (fair or not late):
         message = (
@@ -126,7 +128,7 @@ def timeout_failure(
             return ConnectDeadlineExceeded(message, method=method, path=path)
         return TransientError(message, method=method, path=path, code="CONNECT_TIMEOUT")
     if late:
-        return deadline_exceeded(method, path, before, 0.0 if answering else given, timeout)
+        return deadline_exceeded(method, path, before, 0.0 if answering else given, timeout, burst)
     said, code = (
         ("timed out reading the answer", "SLOW_ANSWER") if answering else ("timed out", "TIMEOUT")
     )
@@ -134,21 +136,31 @@ def timeout_failure(
 
 
 def deadline_exceeded(
-    method: str, path: str, before: ProviderError | None, waited: float, timeout: float
+    method: str,
+    path: str,
+    before: ProviderError | None,
+    waited: float,
+    timeout: float,
+    burst: float | None = None,
 ) -> DeadlineExceeded:
     """A request that timed out at the burst deadline after `waited` seconds (of `timeout`), with
     how the attempt before it was answered (by the API, or by the token endpoint for its token):
     a server answering 500 is failing, not slow, and the error then carries that status, which
     says so (no advice to raise burstLength); one that kept the request (or the attempt before
-    it) waiting about as long as requestTimeout allows has stalled, and a longer burst would not
-    help either."""
+    it) waiting about as long as requestTimeout allows, or the whole burst (`burst` seconds)
+    when that is shorter, has stalled, and a longer burst would not help either (a burst shorter
+    than requestTimeout could otherwise never tell a hung server, and an event drain would
+    charge each event its attempts for it)."""
     said, status = "", None
+    longest, limit = timeout, "requestTimeout"
+    if burst is not None and burst < timeout:
+        longest, limit = burst, "the whole burst"
     if before is not None and before.status is not None:
         asked = "the token request" if isinstance(before, TokenUnavailable) else "the attempt"
         said = f", {asked} before it answered HTTP {before.status} {before.code or ''}".rstrip()
         status = before.status
-    elif waited >= STALLED_SHARE * timeout:
-        message = f"{method} {path}: timed out: no answer in {waited:.3g} s (requestTimeout)"
+    elif waited >= STALLED_SHARE * longest:
+        message = f"{method} {path}: timed out: no answer in {waited:.3g} s ({limit})"
         return ServerStalled(message, method=method, path=path, code="TIMEOUT")
     elif before is not None and before.code == "TIMEOUT":
         message = (

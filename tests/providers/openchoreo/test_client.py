@@ -1080,6 +1080,40 @@ class TestDeadline:
 
         assert (isinstance(raised.value, ServerStalled), str(raised.value)) == (stalled, said)
 
+    @pytest.mark.parametrize(
+        ("left", "stalled", "said"),
+        [
+            (3.95, True, "GET /orgs: timed out: no answer in 3.95 s (the whole burst)"),
+            (2.0, False, "GET /orgs: timed out at the burst deadline"),
+        ],
+        ids=["just-under-the-burst-left", "half-the-burst-left"],
+    )
+    def test_a_request_unanswered_for_a_whole_burst_shorter_than_its_timeout_is_a_stalled_server(
+        self,
+        httpx_mock: HTTPXMock,
+        make_client: MakeClient,
+        clock,
+        left: float,
+        stalled: bool,
+        said: str,
+    ) -> None:
+        """burstLength 4 s, requestTimeout 10 s: no request of the burst can wait 90% of its
+        timeout, so a hung server looked like a burst too short for a page, and an event drain
+        charged each event an attempt for it, at every drain, without holding the others."""
+
+        def hang(request: httpx.Request) -> httpx.Response:
+            clock.advance(request.extensions["timeout"]["read"])
+            raise httpx.ReadTimeout("read timed out", request=request)
+
+        httpx_mock.add_callback(hang)
+        client = make_client(deadline_in=4.0, request_timeout=10.0)
+        clock.advance(4.0 - left)
+
+        with pytest.raises(DeadlineExceeded) as raised:
+            client.get_json("/orgs")
+
+        assert (isinstance(raised.value, ServerStalled), str(raised.value)) == (stalled, said)
+
     def test_an_answer_whose_body_outlasts_the_timeout_is_not_a_stalled_server(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
     ) -> None:

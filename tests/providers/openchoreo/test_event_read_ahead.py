@@ -406,14 +406,20 @@ def test_a_first_event_that_never_fits_is_parked_and_the_rest_applied(tmp_path: 
     assert platform.runs(6) == (2, 1)
 
 
+@pytest.mark.parametrize("burst_length", [10.0, 4.0], ids=["as-requestTimeout", "shorter"])
 def test_a_first_event_whose_server_stalls_holds_every_event_until_it_answers(
-    tmp_path: Path,
+    tmp_path: Path, burst_length: float
 ) -> None:
-    """Its read unanswered for all of requestTimeout (10 s, as burstLength): the server has
-    stalled, and no longer burst would help. The events wait out backoff steps, as for any
-    outage (before, each run charged the first an attempt and parked it in 5 minutes), and all
-    are applied once the server answers."""
+    """Its read unanswered for all of requestTimeout (10 s, as burstLength), or for the whole
+    burst when burstLength is shorter: the server has stalled, and no longer burst would help.
+    The events wait out backoff steps, as for any outage (before, each run charged the first an
+    attempt and parked it in 5 minutes; with the shorter burst, it was never held, so every
+    drain charged it, and the attempts it piled up made the hold after the API came back the
+    longest step), and all are applied once the server answers."""
     platform = HangingPlatform(tmp_path / "stall")
+    platform.config = config_for(
+        platform.state_path, max_concurrent_requests=4, burst_length=burst_length
+    )
     first = platform.queue_events_for_first(3)
     platform.hanging = f"/components/{first}"
 
