@@ -101,6 +101,10 @@ class StopSignal:
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, seconds: float) -> bool:
+        """Whether it was set within `seconds` (returns at once when it is)."""
+        return self._event.wait(seconds)
+
     def set(self, signal_number: int | None = None) -> None:
         self.signal_number = signal_number
         self._event.set()

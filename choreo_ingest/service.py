@@ -41,6 +41,12 @@ T = TypeVar("T")
 
 TICK_SECONDS = 1.0
 """How often the service asks whether a provider is due (an event wakes it at once)."""
+WOKEN_TICK_PAUSE_SECONDS = 0.1
+"""A tick woken early (an event stored, an operator's command) waits this long first, so that
+what else arrives meanwhile is drained with it: under a storm of events each POST woke a tick
+of its own (the state opened and locked, the backlog counted, the metrics written), whose cost
+grows with the inbox (7.5 ms of CPU a POST with 25,000 events held by an API that is down,
+4.4 ms with none)."""
 LOCK_WAIT_GRACE_SECONDS = 5.0
 """An operator's command waits for a burst in progress this long past `burstLength`."""
 
@@ -139,7 +145,8 @@ class Service:
                 self.heartbeat = self.clock.monotonic()
                 if not self._operators_waiting:
                     self.tick()
-                self._wake.wait(self.tick_seconds)
+                if self._wake.wait(self.tick_seconds):
+                    self.stop_signal.wait(WOKEN_TICK_PAUSE_SECONDS)
                 self._wake.clear()
         finally:
             self.run_holder.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from choreo_ingest.invocation import run_once
 from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event
 from choreo_ingest.providers.base import BurstContext
-from choreo_ingest.service import RepeatedFailures, Service
+from choreo_ingest.service import WOKEN_TICK_PAUSE_SECONDS, RepeatedFailures, Service
 from choreo_ingest.store import Store
 from choreo_ingest.store.run_lock import RunLock
 
@@ -592,6 +593,39 @@ class TestLoop:
         assert first
         assert not thread.is_alive()
         assert service.alive()
+
+    def test_events_arriving_together_wake_one_tick_after_a_pause(
+        self, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A storm of POSTs (a deploy, a forwarder's start, an outage that holds the events)
+        woke a tick for each: each opened and locked the state, counted the backlog and wrote
+        the metrics, a cost that grows with the inbox. The tick they wake waits a moment and
+        drains what arrived meanwhile."""
+        provider = FakeProvider([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick_seconds = 3600.0  # only a wake-up can make it go round again
+        began: list[float] = []
+        tick = service.tick
+
+        def timed_tick() -> Any:
+            began.append(time.monotonic())
+            return tick()
+
+        monkeypatch.setattr(service, "tick", timed_tick)
+        thread = threading.Thread(target=service.run)
+        thread.start()
+        try:
+            assert _wait_for(lambda: len(began) == 1 and service.last_tick is not None)
+            woken = time.monotonic()
+            for _ in range(50):
+                service.events_stored(provider.name, 1)
+            assert _wait_for(lambda: len(began) == 2)
+            time.sleep(2 * WOKEN_TICK_PAUSE_SECONDS)
+        finally:
+            service.stop()
+            thread.join(timeout=10)
+        assert len(began) == 2
+        assert began[1] - woken >= WOKEN_TICK_PAUSE_SECONDS
 
 
 def _wait_for(condition: Any, timeout: float = 10.0) -> bool:

@@ -158,11 +158,28 @@ def fail_event(
 
 
 def inbox_counts(conn: AnyConnection, provider: str | None = None) -> InboxCounts:
-    counted = """SELECT count(*) - coalesce(sum(parked), 0), coalesce(sum(parked), 0),
-        min(CASE WHEN parked = 0 THEN received_at END) FROM event_inbox"""
-    if provider is None:
-        row = conn.execute(counted).fetchone()
-    else:
-        row = conn.execute(counted + " WHERE provider = ?", [provider]).fetchone()
-    oldest = None if row[2] is None else float(row[2])
-    return InboxCounts(pending=int(row[0]), parked=int(row[1]), oldest_pending_at=oldest)
+    if provider is None:  # `status`: every provider's, once a call
+        row = conn.execute(
+            """SELECT count(*) - coalesce(sum(parked), 0), coalesce(sum(parked), 0),
+               min(CASE WHEN parked = 0 THEN received_at END) FROM event_inbox"""
+        ).fetchone()
+        oldest = None if row[2] is None else float(row[2])
+        return InboxCounts(pending=int(row[0]), parked=int(row[1]), oldest_pending_at=oldest)
+    # A provider's, at every `serve` tick (its metrics): from `event_inbox_waiting` alone, and
+    # the oldest is the first pending in arrival order, without reading every event waiting.
+    counts = dict(
+        conn.execute(
+            "SELECT parked, count(*) FROM event_inbox WHERE provider = ? GROUP BY parked",
+            [provider],
+        ).fetchall()
+    )
+    oldest = conn.scalar(
+        """SELECT received_at FROM event_inbox WHERE provider = ? AND parked = 0
+           ORDER BY seq LIMIT 1""",
+        [provider],
+    )
+    return InboxCounts(
+        pending=int(counts.get(0, 0)),
+        parked=sum(int(count) for parked, count in counts.items() if parked),
+        oldest_pending_at=None if oldest is None else float(oldest),
+    )
