@@ -218,8 +218,7 @@ def apply_refresh_request(
     if refresh_waits(record):
         log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
         return
-    completed = store.last_cycle(name, completed=True)
-    if record.cycle_id - (completed.cycle_id if completed else 0) > 1:
+    if cycle_given_up(store, name, record.cycle_id):
         store.set_facts(name, cleared, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
         return
@@ -250,6 +249,13 @@ def apply_refresh_request(
     )
 
 
+def cycle_given_up(store: Store, name: str, cycle_id: int) -> bool:
+    """Whether cycle `cycle_id` of `name` was begun in place of one given up since the last
+    completed cycle (`apply_refresh_request` gives a cycle up once between two at the most)."""
+    completed = store.last_cycle(name, completed=True)
+    return cycle_id - (completed.cycle_id if completed else 0) > 1
+
+
 def backlog_dropped(
     store: Store, provider: str, max_pending: int, clock: Clock, flooding: float | None
 ) -> int | None:
@@ -278,6 +284,12 @@ def drop_backlog(
     the events have arrived as a flood (None: the backlog is past its limit)."""
     now = clock.now()
     flood = flooding is not None
+    # Asked before this drop's own request: one already waiting, or a cycle already begun in
+    # place of a given-up one (which dismisses this request), says the drops go on, as while
+    # the API is down and events keep coming: warned of once, not at every drop.
+    again = REFRESH_REQUESTED_FACT in store.facts(provider) or cycle_given_up(
+        store, provider, store.load_provider(provider).cycle_id
+    )
     request_refresh(store, provider, now, None if flooding is None else now - flooding)
     dropped = store.drop_events(provider)
     # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
@@ -286,7 +298,7 @@ def drop_backlog(
         message, passed = f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s", {}
     else:
         message, passed = f"{dropped} pending events are more than {limit}", {"limit": limit.count}
-    (log.info if flood else log.warning)(
+    (log.info if flood or again else log.warning)(
         "event_backlog_dropped",
         provider=provider,
         dropped=dropped,

@@ -1148,6 +1148,28 @@ class TestDrain:
             "the last complete walk: a full walk catches up instead"
         )
 
+    def test_backlogs_dropped_again_before_the_walk_they_asked_for_completes_warn_once(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """Events keep coming while the API is down, and a drop every few seconds asked for
+        a walk each: a warning while its request restarts the walk (the first, and the one
+        that gives up the cycle begun for it), then INFO, as the request is dismissed
+        (`refresh_in_progress`): 41 warnings in 4 minutes of an outage under `serve` before."""
+        config = make_config(tmp_path)
+        provider = CheckingFake(list(FIVE), page_size=1, max_pending_events=3)
+        run(config, clock, provider)
+        levels = []
+        for round_ in range(4):
+            feed(config, clock, *(component_event(f"r{round_}e{i}", "updated") for i in range(6)))
+            provider.fail_at = {0: TransientError("GET /a: HTTP 503")}  # the walk gets nowhere
+            with structlog.testing.capture_logs() as logs:
+                assert run(config, clock, provider).events.dropped == 6
+            dropped = [line for line in logs if line["event"] == "event_backlog_dropped"]
+            levels += [line["log_level"] for line in dropped]
+            clock.advance(3600.0)
+
+        assert levels == ["warning", "warning", "info", "info"]
+
     def test_backlog_at_the_limit_is_applied(self, tmp_path: Path, clock: FakeClock) -> None:
         config = make_config(tmp_path)
         provider = CheckingFake(list(FIVE), page_size=5, max_pending_events=3)
