@@ -39,7 +39,8 @@ class InboxCounts(NamedTuple):
     pending: int
     parked: int
     oldest_pending_at: float | None = None
-    """When the oldest pending event arrived (`received_at`); None when none is pending."""
+    """When the oldest pending event arrived (`received_at`); None when none is pending, and in
+    the counts of every provider together."""
 
 
 def add_events(
@@ -158,26 +159,21 @@ def fail_event(
 
 
 def inbox_counts(conn: AnyConnection, provider: str | None = None) -> InboxCounts:
-    if provider is None:  # `status`: every provider's, once a call
-        row = conn.execute(
-            """SELECT count(*) - coalesce(sum(parked), 0), coalesce(sum(parked), 0),
-               min(CASE WHEN parked = 0 THEN received_at END) FROM event_inbox"""
-        ).fetchone()
-        oldest = None if row[2] is None else float(row[2])
-        return InboxCounts(pending=int(row[0]), parked=int(row[1]), oldest_pending_at=oldest)
-    # A provider's, at every `serve` tick (its metrics): from `event_inbox_waiting` alone, and
-    # the oldest is the first pending in arrival order, without reading every event waiting.
+    """From `event_inbox_waiting` alone (a provider's are read at every `serve` tick, for its
+    metrics), never every event waiting; its oldest is the first pending in arrival order."""
+    where, params = ("WHERE provider = ?", [provider]) if provider is not None else ("", [])
     counts = dict(
         conn.execute(
-            "SELECT parked, count(*) FROM event_inbox WHERE provider = ? GROUP BY parked",
-            [provider],
+            f"SELECT parked, count(*) FROM event_inbox {where} GROUP BY parked", params
         ).fetchall()
     )
-    oldest = conn.scalar(
-        """SELECT received_at FROM event_inbox WHERE provider = ? AND parked = 0
-           ORDER BY seq LIMIT 1""",
-        [provider],
-    )
+    oldest = None
+    if provider is not None:
+        oldest = conn.scalar(
+            """SELECT received_at FROM event_inbox WHERE provider = ? AND parked = 0
+               ORDER BY seq LIMIT 1""",
+            [provider],
+        )
     return InboxCounts(
         pending=int(counts.get(0, 0)),
         parked=sum(int(count) for parked, count in counts.items() if parked),
