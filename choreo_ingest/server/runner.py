@@ -38,7 +38,7 @@ from choreo_ingest.server.context import Server
 from choreo_ingest.server.loop_log import loop_log
 from choreo_ingest.server.security import answered_hosts, check_exposure, load_credentials
 from choreo_ingest.service import Service
-from choreo_ingest.store import StateLocation, StateRef, keeping_readers, state_location
+from choreo_ingest.store import StateLocation, StateRef, keeping_sessions, state_location
 
 log = get_logger("choreo_ingest.server")
 
@@ -80,7 +80,7 @@ def serve(
     most = connection_cap(raise_open_file_limit())
     connections = Connections(config.serve.read_timeout, most, clock)
     sock = _bind(address, given_by, connections)
-    with keeping_readers(state) as location:
+    with keeping_sessions(state) as location:
         service = Service(config, location, clock)
         hosts = answered_hosts(address, credentials, config)
         app = build_app(Server(config, service.state, clock, service, credentials, hosts))

@@ -11,7 +11,7 @@ from choreo_ingest.store.location import (
     StateLocation,
     StateRef,
     configured_location,
-    keeping_readers,
+    keeping_sessions,
     state_location,
 )
 from choreo_ingest.store.positions import position_name
@@ -45,7 +45,7 @@ __all__ = [
     "canonical_json",
     "configured_location",
     "gap_after",
-    "keeping_readers",
+    "keeping_sessions",
     "no_state_yet",
     "noted_damage",
     "position_name",

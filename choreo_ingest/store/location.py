@@ -148,7 +148,7 @@ class SqliteLocation:
 if TYPE_CHECKING:  # psycopg is an optional extra: loaded only for a PostgreSQL location
     from choreo_ingest.store.pg_connection import PgConnection
     from choreo_ingest.store.pg_fence import RunHolder
-    from choreo_ingest.store.pg_readers import ReaderSessions
+    from choreo_ingest.store.pg_sessions import KeptSessions
 
 DEFAULT_PG_SCHEMA = "choreo_ingest"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -169,12 +169,14 @@ class PostgresLocation:
     url: str
     schema: str = DEFAULT_PG_SCHEMA
     password: str | None = field(default=None, repr=False)
-    readers: ReaderSessions | None = field(default=None, compare=False, repr=False)
-    """Read-only sessions kept from one read to the next (`pg_readers`; `serve` sets them)."""
+    readers: KeptSessions | None = field(default=None, compare=False, repr=False)
+    """Read-only sessions kept from one read to the next (`pg_sessions`; `serve` sets them)."""
+    writers: KeptSessions | None = field(default=None, compare=False, repr=False)
+    """Writing sessions kept from one `open()` to the next (`serve`'s event posts), likewise."""
 
     def __str__(self) -> str:
         """As shown to people: the URL with its password redacted."""
-        from choreo_ingest.store.pg_connection import redact_url
+        from choreo_ingest.store.pg_url import redact_url
 
         return redact_url(self.url)
 
@@ -222,7 +224,7 @@ class PostgresLocation:
         read-only session of `readers` when the location has them (and the schema is there to
         connect to), else on a connection to `pg_catalog` of its own."""
         if self.readers is not None:
-            with suppress(StateError), closing(self._kept_reader(self.readers, None)) as conn:
+            with suppress(StateError), closing(self._kept(self.readers, True, None)) as conn:
                 return conn.scalar(statement, params)
         with self._connect(readonly=True, schema="pg_catalog") as conn:
             return conn.scalar(statement, params)
@@ -232,24 +234,25 @@ class PostgresLocation:
     ) -> Store:
         """The store in the schema (made unless `readonly`); schema is not migrated. Refused
         like a foreign or newer SQLite file: a schema that is not a choreo-ingest state
-        (NotAStateFile), or one a newer choreo-ingest migrated (SchemaTooNew). A read-only
-        store goes through `readers` when the location has them. (`despite_damage`: as a
+        (NotAStateFile), or one a newer choreo-ingest migrated (SchemaTooNew). The store goes
+        through `readers` (`writers`) when the location has them. (`despite_damage`: as a
         file's; PostgreSQL keeps no note of damage.)"""
-        if readonly and self.readers is not None:
-            return Store(self._kept_reader(self.readers, tracer))
+        sessions = self.readers if readonly else self.writers
+        if sessions is not None:
+            return Store(self._kept(sessions, readonly, tracer))
         return Store(self._checked(self._connect(readonly=readonly, tracer=tracer)))
 
-    def _kept_reader(self, readers: ReaderSessions, tracer: Tracer | None) -> PgConnection:
-        """A kept read-only session, checked as a new one is (one the server has ended since
-        fails its check), else a new one; handed back to `readers` when the store closes."""
+    def _kept(self, sessions: KeptSessions, readonly: bool, tracer: Tracer | None) -> PgConnection:
+        """A kept session, checked as a new one is (one the server has ended since fails its
+        check), else a new one; handed back to `sessions` when the store closes."""
         conn = None
-        kept = readers.take()
+        kept = sessions.take()
         if kept is not None:
             with suppress(StateError):
                 conn = self._checked(kept)
         if conn is None:
-            conn = self._checked(self._connect(readonly=True, tracer=tracer))
-        conn.keeper = readers.keep
+            conn = self._checked(self._connect(readonly=readonly, tracer=tracer))
+        conn.keeper = sessions.keep
         return conn
 
     @staticmethod
@@ -439,21 +442,22 @@ StateRef = StateLocation | Path
 
 
 @contextmanager
-def keeping_readers(state: StateRef) -> Iterator[StateLocation]:
-    """`state`'s location, with its read-only sessions kept from one read to the next
-    (PostgreSQL: `pg_readers`; a file is opened for each read), ended on exit: for a long-lived
-    process that reads often (`serve`)."""
+def keeping_sessions(state: StateRef) -> Iterator[StateLocation]:
+    """`state`'s location, with its sessions kept from one use to the next (PostgreSQL:
+    `pg_sessions`, read-only and writing ones apart; a file is opened each time), ended on exit:
+    for a long-lived process that reads and stores events often (`serve`)."""
     location = state_location(state)
     if not isinstance(location, PostgresLocation):
         yield location
         return
-    from choreo_ingest.store.pg_readers import ReaderSessions
+    from choreo_ingest.store.pg_sessions import KeptSessions
 
-    readers = ReaderSessions()
+    readers, writers = KeptSessions(), KeptSessions()
     try:
-        yield replace(location, readers=readers)
+        yield replace(location, readers=readers, writers=writers)
     finally:
         readers.close()
+        writers.close()
 
 
 def configured_location(resolved: Path | str, config: Config, *, origin: str) -> StateLocation:

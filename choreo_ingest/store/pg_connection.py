@@ -25,13 +25,11 @@ Not thread-safe, like the SQLite one: one thread at a time.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
-from choreo_ingest.config_values import without_credentials
 from choreo_ingest.errors import ConfigError, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
@@ -42,6 +40,7 @@ from choreo_ingest.store.pg_url import (
     option_value_problem,
     password_hint,
     problem_hint,
+    redact_url,
     unreadable_url_problem,
     url_password_candidates,
 )
@@ -77,25 +76,11 @@ KEEPALIVES = {
 }
 """TCP keepalives unless the URL sets its own: a server gone without a word (a network cut,
 a failover) ends a waiting statement with StateError in about a minute instead of never."""
-REDACTED = "***"
 STREAM_ROWS = 1000
 """Rows fetched at a time by `stream`'s server-side cursor."""
 
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR, TransactionStatus.ACTIVE)
 _BIGINT = range(-(2**63), 2**63)
-
-
-def redact_url(url: str) -> str:
-    """`url` fit to be shown: the password in it (`user:secret@`, `?password=secret`) is `***`.
-
-    Also takes libpq's `key=value` connection strings (`host=db password=secret`).
-    """
-    if "://" not in url:
-        return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
-    return without_credentials(url)
-
-
-_KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
 
 
 def url_options(url: str, *, origin: str = "state.url") -> dict[str, Any]:
@@ -157,7 +142,9 @@ class PgConnection:
         self.fence: RunFence | None = None
         """Set on the connection that holds the run lock (`PostgresLocation.open_locked`)."""
         self.keeper: Callable[[PgConnection], bool] | None = None
-        """Set on a kept read-only session (`pg_readers`): `close()` hands it back."""
+        """Set on a kept session (`pg_sessions`): `close()` hands it back."""
+        self.failed = False
+        """A statement failed on this session: it is not used again (`reusable`)."""
         self.raw: psycopg.Connection[tuple[Any, ...]] | None = None
         options = url_options(url)
         if options.get("password"):
@@ -244,7 +231,7 @@ class PgConnection:
         self.close()
 
     def close(self) -> None:
-        """Closes the session, unless its `keeper` (`ReaderSessions.keep`) keeps it."""
+        """Closes the session, unless its `keeper` (`KeptSessions.keep`) keeps it."""
         keeper, self.keeper = self.keeper, None
         if keeper is not None and keeper(self):
             return
@@ -416,11 +403,12 @@ class PgConnection:
         return bool(self._lock_call("SELECT pg_try_advisory_lock(CAST(%s AS bigint))", key))
 
     def reusable(self) -> bool:
-        """Open, no transaction left open: a kept session may serve again (`RunHolder`,
-        `ReaderSessions`); one the server closed unseen fails its next check."""
+        """Open, no transaction left open, no statement failed: a kept session may serve again
+        (`RunHolder`, `KeptSessions`); one the server closed unseen fails its next check."""
         raw = self.raw
-        idle = psycopg.pq.TransactionStatus.IDLE
-        return raw is not None and not raw.closed and raw.info.transaction_status == idle
+        if raw is None or raw.closed or self.failed:
+            return False
+        return raw.info.transaction_status == TransactionStatus.IDLE
 
     def advisory_unlock(self, key: int) -> bool:
         """Release `key` once; False when this session did not hold it."""
@@ -440,6 +428,7 @@ class PgConnection:
         try:
             yield
         except psycopg.Error as error:
+            self.failed = True
             raise self._state_error(error) from error
 
     def _state_error(self, error: psycopg.Error, *, doing: str = "") -> StateError:

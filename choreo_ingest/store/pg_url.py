@@ -18,9 +18,11 @@ from typing import Any
 from urllib.parse import unquote
 
 from choreo_ingest.config_database_url import DATABASE_URL_FORM, raw_url_parts
+from choreo_ingest.config_values import without_credentials
 from choreo_ingest.store.dialect import LOCK_NOT_AVAILABLE
 
 EXPECTED = f"expected {DATABASE_URL_FORM}"
+REDACTED = "***"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 CHOICE_OPTIONS = {
     "sslmode": SSLMODES,
@@ -53,6 +55,19 @@ LIBPQ_ALIASES = ("requiressl",)
 _KEYWORD_SHAPED = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _INTEGER = re.compile(r"\s*[-+]?[0-9]+\s*")
 MISREAD_HINT = "percent-encode a `/` or `@` in the password (`%2F`, `%40`)"
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to be shown: the password in it (`user:secret@`, `?password=secret`) is `***`.
+
+    Also takes libpq's `key=value` connection strings (`host=db password=secret`).
+    """
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(rf"\g<1>{REDACTED}", url)
+    return without_credentials(url)
+
+
+_KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
 
 
 def option_value_problem(options: Mapping[str, Any]) -> str | None:

@@ -159,8 +159,8 @@ class Store:
         return conn.damage(thorough=thorough) if isinstance(conn, Connection) else None
 
     def close(self) -> None:
-        """Closes its connection once: a PostgreSQL reader's goes back to be used again
-        (`pg_readers`), where a second close would end it under another reader."""
+        """Closes its connection once: a kept PostgreSQL session goes back to be used again
+        (`pg_sessions`), where a second close would end it under another user."""
         if not self._closed:
             self._closed = True
             self._conn.close()

@@ -21,12 +21,8 @@ require_psycopg()
 import psycopg  # noqa: E402
 
 from choreo_ingest.errors import ConfigError, StateError  # noqa: E402
-from choreo_ingest.store.pg_connection import (  # noqa: E402
-    PgConnection,
-    advisory_key,
-    redact_url,
-)
-from choreo_ingest.store.pg_url import url_password_candidates  # noqa: E402
+from choreo_ingest.store.pg_connection import PgConnection, advisory_key  # noqa: E402
+from choreo_ingest.store.pg_url import redact_url, url_password_candidates  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

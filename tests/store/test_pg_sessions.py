@@ -1,6 +1,7 @@
-"""`serve`'s reads of a PostgreSQL state keep their read-only sessions from one read to the
-next (`pg_readers`): no connection a request, a session the server ended replaced unseen, none
-kept past `most`, in a transaction, or once the sessions are closed; writes never kept."""
+"""`serve` keeps its sessions to a PostgreSQL state from one use to the next (`pg_sessions`):
+the reads' read-only ones and the event posts' writing ones apart; no connection a request, a
+session the server ended replaced unseen, none kept past `most`, in a transaction, after a
+statement failed on it, or once the sessions are closed."""
 
 from __future__ import annotations
 
@@ -16,23 +17,28 @@ from pg_support import PgCluster, require_psycopg
 
 require_psycopg()
 
+from choreo_ingest.errors import StateError  # noqa: E402
+from choreo_ingest.events import stored_events  # noqa: E402
 from choreo_ingest.reporting import status_report  # noqa: E402
-from choreo_ingest.store import PostgresLocation, keeping_readers  # noqa: E402
-from choreo_ingest.store.pg_readers import ReaderSessions  # noqa: E402
+from choreo_ingest.store import PostgresLocation, keeping_sessions  # noqa: E402
+from choreo_ingest.store.pg_sessions import KeptSessions  # noqa: E402
 
-from fakes import make_config  # noqa: E402
+from fakes import FakeClock, make_config  # noqa: E402
 from pg_tracing import TracingLocation  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+T0 = 1_800_000_000.0
 
 
 @pytest.fixture
 def location(pg_url: str) -> Iterator[TracingLocation]:
     with PostgresLocation(pg_url).open() as store:
         store.migrate()
-    readers = ReaderSessions(most=2)
-    yield TracingLocation(pg_url, readers=readers)
+    readers, writers = KeptSessions(most=2), KeptSessions(most=2)
+    yield TracingLocation(pg_url, readers=readers, writers=writers)
     readers.close()
+    writers.close()
 
 
 def read(location: PostgresLocation) -> int:
@@ -87,14 +93,53 @@ def test_a_session_left_in_a_transaction_is_not_kept(location: TracingLocation) 
     assert conn.raw.closed
 
 
-def test_writes_are_never_kept(location: TracingLocation) -> None:
-    with location.open() as store:
-        store.bump_counters("fake", {"pages": 1})
+def test_writes_one_after_another_go_through_one_writing_session_apart_from_reads(
+    location: TracingLocation,
+) -> None:
+    for _ in range(3):
+        with location.open() as store:
+            store.bump_counters("fake", {"pages": 1})
+        read(location)
+
+    writer, reader = location.connections
+    assert not writer.readonly
+    assert reader.readonly
+    assert location.writers is not None
+    assert len(location.writers) == 1
+    assert location.readers is not None
+    assert len(location.readers) == 1
+
+
+def test_a_session_a_statement_failed_on_is_not_kept(location: TracingLocation) -> None:
+    with pytest.raises(StateError), location.open() as store:
+        store._conn.execute("SELECT * FROM no_such_table")
     [conn] = location.connections
+    assert location.writers is not None
+    assert len(location.writers) == 0
     assert conn.raw is not None
     assert conn.raw.closed
-    assert location.readers is not None
-    assert len(location.readers) == 0
+
+
+def test_a_writing_session_that_turned_read_only_is_replaced_after_one_refused_write(
+    location: TracingLocation,
+) -> None:
+    """A primary demoted to a standby refuses every write of its sessions: one event post is
+    refused (the forwarder's own retries, or the next cycle, carry it), the next connects anew
+    (to the new primary, through the URL's host list or a proxy) instead of failing forever."""
+    clock = FakeClock(T0)
+    stored_events(location, "fake", [{"name": "a"}], clock)
+    [kept] = location.connections
+    assert kept.raw is not None
+    kept.raw.execute("SET default_transaction_read_only = on")  # as a standby answers
+
+    with pytest.raises(StateError, match="read-only transaction"):
+        stored_events(location, "fake", [{"name": "b"}], clock)
+    assert stored_events(location, "fake", [{"name": "c"}], clock) == (1, False)
+
+    assert len(location.connections) == 2
+    assert kept.raw.closed
+    with location.open(readonly=True) as store:
+        assert [event.body["name"] for event in store.pending_events("fake")] == ["a", "c"]
 
 
 def test_closing_the_sessions_ends_the_kept_ones_and_any_handed_back_after(
@@ -113,13 +158,13 @@ def test_closing_the_sessions_ends_the_kept_ones_and_any_handed_back_after(
 
 
 def test_serve_keeps_one_session_for_reads_from_many_threads(pg_url: str, tmp_path: Path) -> None:
-    """`keeping_readers`, as `serve` opens its state: the status document, read by request
+    """`keeping_sessions`, as `serve` opens its state: the status document, read by request
     threads one after another and at once, connects only for reads made at once."""
     with PostgresLocation(pg_url).open() as store:
         store.migrate()
     config = make_config(tmp_path)
     traced = TracingLocation(pg_url)
-    with keeping_readers(traced) as location:
+    with keeping_sessions(traced) as location:
         assert isinstance(location, TracingLocation)
         for _ in range(3):
             status_report(location, config, 0.0)
@@ -136,6 +181,20 @@ def test_serve_keeps_one_session_for_reads_from_many_threads(pg_url: str, tmp_pa
     assert all(conn.raw is not None and conn.raw.closed for conn in kept)
 
 
+def test_serve_stores_event_posts_one_after_another_through_one_session(pg_url: str) -> None:
+    with PostgresLocation(pg_url).open() as store:
+        store.migrate()
+    traced = TracingLocation(pg_url)
+    with keeping_sessions(traced) as location:
+        for name in ("a", "b", "c", "d"):
+            stored_events(location, "fake", [{"name": name}], FakeClock(T0))
+        assert len(traced.connections) == 1
+        [kept] = traced.connections
+        assert not kept.readonly
+    assert kept.raw is not None
+    assert kept.raw.closed
+
+
 def test_a_location_without_sessions_connects_for_each_read(pg_url: str) -> None:
     with PostgresLocation(pg_url).open() as store:
         store.migrate()
@@ -143,7 +202,7 @@ def test_a_location_without_sessions_connects_for_each_read(pg_url: str) -> None
     for _ in range(3):
         read(traced)
     assert len(traced.connections) == 3
-    assert replace(traced, readers=None) == traced  # sessions take no part in equality
+    assert replace(traced, readers=None, writers=None) == traced  # sessions take no part in it
 
 
 def test_a_store_closed_twice_hands_its_session_back_once(location: TracingLocation) -> None:
