@@ -40,6 +40,7 @@ from choreo_ingest.config_values import (
     as_backoff,
     as_chunk_size,
     as_count,
+    as_delay,
     as_file_path,
     as_flag,
     as_host_names,
@@ -55,6 +56,7 @@ from choreo_ingest.config_values import (
     as_seconds,
     as_text,
     as_token_url,
+    check_ca_bundle,
     choice,
     describe,
     expand,
@@ -110,6 +112,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "serve.events.secretFile": _FILE_PATH,
     "serve.maxBodyBytes": as_count,
     "serve.readTimeout": as_seconds,
+    "serve.shutdownDelay": as_delay,
     "serve.allowedHosts": as_host_names,
     "changes.retainDays": as_positive,
     "changes.maxRows": as_count,
@@ -237,7 +240,7 @@ def build(found: dict[str, Any], base: Path, source: Path | None = None) -> Conf
         for target, v in found.items()
     }
     if (ca_bundle := found.get("openchoreo.ca_bundle")) is not None:
-        _check_ca_bundle(ca_bundle)
+        check_ca_bundle(ca_bundle, _CA_BUNDLE)
         found["openchoreo.ca_bundle"] = str(ca_bundle)
 
     def fields(prefix: str) -> dict[str, Any]:
@@ -363,25 +366,6 @@ def _auth(fields: Callable[[str], dict[str, Any]]) -> AuthConfig:
                 )
         auth["oauth"] = OAuthConfig(**oauth)
     return AuthConfig(**auth)
-
-
-_PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
-
-
-def _check_ca_bundle(path: Path) -> None:
-    """Refuse a CA bundle that cannot be used: every command would otherwise load, and `run`
-    would fail only once it builds its HTTP client."""
-    try:
-        content = path.read_bytes()
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a PEM file", path=_CA_BUNDLE) from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=_CA_BUNDLE) from None
-    if not _PEM_CERTIFICATE.search(content):
-        raise ConfigError(
-            f"{path}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
-            path=_CA_BUNDLE,
-        )
 
 
 def parse_yaml(file: Path, text: str) -> dict[Any, Any]:

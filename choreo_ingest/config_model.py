@@ -282,6 +282,9 @@ class ServeConfig:
     read_timeout: float = 10.0
     """Seconds a client has to send a request's headers, from its connection's start or from the
     previous response (else the connection is closed), and then as long for its body (408)."""
+    shutdown_delay: float = 0.0
+    """Seconds `serve` goes on answering after SIGTERM, every answer closing its connection and
+    `/readyz` not ready, so that callers move to another replica before its port closes."""
     allowed_hosts: tuple[str, ...] = ()
     """Names besides localhost and IP addresses a loopback `serve` without a token answers
     (`Host`); `*`: any (its other requests are refused: a page rebound to 127.0.0.1)."""

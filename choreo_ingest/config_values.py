@@ -73,6 +73,8 @@ def _secret_value_hidden(pair: re.Match[str]) -> str:
 
 LONGEST_SECONDS = 365 * 86_400
 """The longest duration a setting takes: a year."""
+LONGEST_DELAY_SECONDS = 3_600
+"""The longest delay a setting that may be 0 takes (`serve.shutdownDelay`): an hour."""
 MAX_COUNT = 2**63 - 1
 """The largest count a setting takes: what the state store's integer columns hold (the store's
 `MAX_INTEGER`)."""
@@ -99,6 +101,15 @@ def as_seconds(value: object) -> float:
     arithmetic somewhere: a timeout of 1e12 s, a rest of 1e10 s)."""
     if (number := as_positive(value)) > LONGEST_SECONDS:
         raise Invalid(f"must be at most {LONGEST_SECONDS:,} seconds (a year)", value)
+    return number
+
+
+def as_delay(value: object) -> float:
+    """Seconds to wait, 0 for none, at most an hour."""
+    if (number := as_number(value)) < 0:
+        raise Invalid("must be 0 or more", value)
+    if number > LONGEST_DELAY_SECONDS:
+        raise Invalid(f"must be at most {LONGEST_DELAY_SECONDS:,} seconds (an hour)", value)
     return number
 
 
@@ -444,3 +455,21 @@ def uses_environment(text: str) -> bool:
     return bool(references) and all(
         match.group(2) and REFERENCE.fullmatch(match.group(1)) for match in references
     )
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
+
+
+def check_ca_bundle(path: Path, key: str) -> None:
+    """Refuse a CA bundle (`key`'s) that cannot be used: every command would otherwise load, and
+    `run` would fail only once it builds its HTTP client."""
+    try:
+        content = path.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a PEM file", path=key) from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=key) from None
+    if not _PEM_CERTIFICATE.search(content):
+        raise ConfigError(
+            f"{path}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)", path=key
+        )

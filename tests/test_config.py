@@ -160,6 +160,7 @@ class TestExample:
             "serve.events.secretFile",
             "serve.maxBodyBytes",
             "serve.readTimeout",
+            "serve.shutdownDelay",
             "serve.allowedHosts",
             "providers",
         }
@@ -312,6 +313,11 @@ class TestValues:
             ("on", "eu-1"),  # merged keys are read as written too
             ("platform", "p"),
         )
+
+    @pytest.mark.parametrize(("written", "seconds"), [("0", 0.0), ("7.5", 7.5), ("'5'", 5.0)])
+    def test_a_shutdown_delay_may_be_0(self, tmp_path: Path, written: str, seconds: float) -> None:
+        config = load_text(tmp_path, f"serve: {{shutdownDelay: {written}}}\n")
+        assert config.serve.shutdown_delay == seconds
 
     def test_allowed_hosts_are_kept_as_a_host_header_names_them(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "serve: {allowedHosts: [Ingest.Example., '*', a-b_c]}\n")
@@ -529,6 +535,8 @@ BAD_CONFIGS = [
     ),
     ("openchoreo: {events: {maxPendng: 5}}", "openchoreo.events.maxPendng", "did you mean"),
     ("events: {inboxCapacity: -1}", "events.inboxCapacity", "must be greater than 0"),
+    ("serve: {shutdownDelay: -1}", "serve.shutdownDelay", "must be 0 or more, got -1"),
+    ("serve: {shutdownDelay: 4000}", "serve.shutdownDelay", "must be at most 3,600 seconds"),
     ("serve: {listen: localhost}", "serve.listen", "expected host:port"),
     ("serve: {listen: '127.0.0.1:70000'}", "serve.listen", "expected host:port"),
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),

@@ -13,6 +13,7 @@ included (but `/health`: its unhealthy document, the reason in `problems`; `/rea
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.event_input import decode_events
@@ -108,7 +109,26 @@ def build_app(server: Server) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
     guarded = CrossSiteGuard(app, credentials=server.credentials, hosts=server.hosts)
-    return RequestLog(guarded, server.clock, server.requests)
+    return RequestLog(ClosingWhenStopping(guarded, server.stopping), server.clock, server.requests)
+
+
+class ClosingWhenStopping:
+    """Once `stopping` is set, every answer says `Connection: close` (uvicorn then closes the
+    connection after it): a client's next request opens a connection, which the Service sends
+    to another replica, instead of meeting this one's port closed on a kept-alive connection."""
+
+    def __init__(self, app: ASGIApp, stopping: threading.Event) -> None:
+        self.app = app
+        self.stopping = stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.stopping.is_set():
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 # -- documents and errors ----------------------------------------------------------------------
@@ -159,6 +179,8 @@ def _readyz(server: Server) -> Handler:
             return None
 
     async def readyz(request: Request) -> Response:
+        if server.stopping.is_set():
+            return _json({"ready": False, "error": "serve is stopping"}, 503)
         try:
             found = await run_in_threadpool(problem)
         except ChoreoIngestError as error:

@@ -63,6 +63,9 @@ class Server:
     """Made in the event loop of the first operator request (`as_operator`), with that loop."""
     inbox_writes: threading.Lock = field(default_factory=threading.Lock)
     """Taken by each event request while it writes an inbox in SQLite (`event_turn`)."""
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set at SIGTERM while `serve.shutdownDelay` runs: every answer closes its connection and
+    `/readyz` is not ready, so that callers move to another replica before the port closes."""
 
     def __post_init__(self) -> None:
         # No `choreo_ingest_http_requests_created`: `/metrics` is the textfile's series plus

@@ -1,7 +1,10 @@
 """Run `serve`: the service loop in a thread, uvicorn in the main one, one orderly stop.
 
-SIGTERM (or SIGINT) stops both at once: the burst in flight ends after its page, uvicorn stops
-accepting connections and finishes the requests it has, and the process exits 0.
+SIGTERM (or SIGINT) stops both: the burst in flight ends after its page, uvicorn stops accepting
+connections and finishes the requests it has, and the process exits 0. With
+`serve.shutdownDelay`, uvicorn goes on answering for that long first, each answer closing its
+connection and `/readyz` not ready (`Server.stopping`), while a Service stops sending it new
+ones; a second signal ends the delay.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ def serve(
     with keeping_sessions(state) as location:
         service = Service(config, location, clock)
         hosts = answered_hosts(address, credentials, config)
-        app = build_app(Server(config, service.state, clock, service, credentials, hosts))
-        server = http_server(app, connections)
+        context = Server(config, service.state, clock, service, credentials, hosts)
+        server = http_server(build_app(context), connections)
         loop_thread = threading.Thread(
             target=service.run, name="choreo-ingest-service", daemon=True
         )
@@ -92,7 +95,7 @@ def serve(
         log.info("serving", listen=str(address), state_file=str(state))
         try:
             with loop_log(clock):
-                asyncio.run(_serve(server, service, sock))
+                asyncio.run(_serve(server, context, sock))
         finally:
             service.stop()  # the burst in flight ends after its page
             loop_thread.join(timeout=config.incremental.burst_length + 30)
@@ -118,12 +121,19 @@ def http_server(app: ASGIApp, connections: Connections) -> uvicorn.Server:
     )
 
 
-async def _serve(server: uvicorn.Server, service: Service, sock: socket.socket) -> None:
+async def _serve(server: uvicorn.Server, context: Server, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
+    delay = context.config.serve.shutdown_delay
 
     def stop(number: int) -> None:
-        log.info("stopping", signal=signal.Signals(number).name)
-        service.stop()
+        name = signal.Signals(number).name
+        context.service.stop()
+        if delay and not context.stopping.is_set():
+            log.info("stopping", signal=name, after_seconds=delay)
+            context.stopping.set()
+            loop.call_later(delay, setattr, server, "should_exit", True)
+            return
+        log.info("stopping", signal=name)
         server.should_exit = True
 
     for number in (signal.SIGTERM, signal.SIGINT):

@@ -194,6 +194,78 @@ def test_healthz_is_answered_while_idle_connections_outnumber_the_open_file_limi
     assert len(err.splitlines()) <= 4, err  # a line a minute, at most, about refused accepts
 
 
+def answer_on_a_kept_connection(conn: socket.socket, path: str) -> tuple[bytes, bytes]:
+    """A GET on an open connection: the answer's head, and what the connection gives after the
+    body (b"" once the server closed it, nothing while it keeps it: a timeout)."""
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += conn.recv(65536)
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += conn.recv(65536)
+    conn.settimeout(0.5)
+    try:
+        after = conn.recv(1)
+    except TimeoutError:
+        after = b"(open)"
+    conn.settimeout(20)
+    return head, after
+
+
+def test_with_a_shutdown_delay_it_answers_on_each_closing_its_connection_then_stops(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    """What a Deployment of several replicas needs: after SIGTERM, while the Service stops
+    sending it new connections, the forwarder's kept-alive ones get an answer that closes
+    them (its next request goes elsewhere) instead of a reset once the port closes."""
+    process, url = serve_process(tmp_path, simulator.url, serve={"shutdownDelay": 2})
+    address = ("127.0.0.1", int(url.rpartition(":")[2]))
+    try:
+        ready(process, url)
+        with socket.create_connection(address, timeout=20) as kept:
+            head, after = answer_on_a_kept_connection(kept, "/healthz")
+            assert head.startswith(b"HTTP/1.1 200")
+            assert after == b"(open)"
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            wait_until(lambda: call("GET", url + "/readyz")[0] == 503, 1.5, "not ready")
+            head, after = answer_on_a_kept_connection(kept, "/healthz")
+        body = {"kind": "Component", "name": "x", "namespace": NAMESPACE, "action": "updated"}
+        status, receipt, headers = call("POST", url + "/api/events/http/openchoreo", body, None)
+        _, err = process.communicate(timeout=15)
+        stopped = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in head.lower()
+    assert after == b""
+    assert (status, receipt["stored"], headers["connection"]) == (202, 1, "close")
+    assert process.returncode == 0, err
+    assert 2 <= stopped < 2 + 10
+
+
+def test_a_second_signal_ends_the_shutdown_delay(tmp_path: Path, simulator: RunningServer) -> None:
+    process, url = serve_process(tmp_path, simulator.url, serve={"shutdownDelay": 600})
+    try:
+        ready(process, url)
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: call("GET", url + "/readyz")[0] == 503, 1.5, "not ready")
+        signalled = time.monotonic()
+        code, _, err = stop(process)
+        stopped = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert code == 0, err
+    assert stopped < 10
+
+
 def test_a_post_whose_body_is_still_coming_at_the_stop_is_told_to_come_again(
     tmp_path: Path, simulator: RunningServer
 ) -> None:
