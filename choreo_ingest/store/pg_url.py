@@ -4,9 +4,9 @@
 no psycopg, words what libpq refused (`unreadable_url_problem`) and what it would refuse only
 when connecting (`option_value_problem`), as the config's own URL checks word theirs
 (`config_values.database_url_problem`): the problem, then the form expected. It also finds what
-in a URL's text may be a password, to mask it (`url_password_candidates`), says where the
-password of a refused connection came from (`password_hint`) and what to do about a statement
-the server refused (`problem_hint`).
+in a URL's text may be a password, to mask it (`url_password_candidates`), shows a URL with its
+password redacted (`redact_url`), says where the password of a refused connection came from
+(`password_hint`) and what to do about a statement the server refused (`problem_hint`).
 """
 
 from __future__ import annotations
