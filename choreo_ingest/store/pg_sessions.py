@@ -8,8 +8,8 @@ writing ones for `open()`. Either takes a kept session of its kind, checks it as
 checked (one the server has ended since fails its check, and a new one is opened in its place),
 and the store's `close()` hands it back: kept while it is sound (open, no transaction left open,
 no statement failed on it: a primary demoted to a standby refuses every write of its sessions)
-and fewer than `most` are kept, else closed. The run lock's session is never one of them
-(`RunHolder`).
+and fewer than `most` are kept, else closed; a session a statement failed on ends the idle ones
+of its kind with it. The run lock's session is never one of them (`RunHolder`).
 """
 
 from __future__ import annotations
@@ -48,8 +48,14 @@ class KeptSessions:
 
     def keep(self, conn: PgConnection) -> bool:
         """Keep `conn` for a later use; False (the caller closes it) when it is not sound, or
-        enough are kept, or the sessions are closed."""
+        enough are kept, or the sessions are closed. A statement failed on `conn`: the idle ones
+        are ended too, as they are sessions to the same server (a primary demoted to a standby
+        refuses the writes of each: one refused post each, where a new session reaches the new
+        primary; a restart ended them all). A new session costs a connection, a refused post an
+        event."""
         if not conn.reusable():
+            if conn.failed:
+                self._end_idle()
             return False
         with self._lock:
             if self._closed or len(self._idle) >= self.most:
@@ -60,6 +66,10 @@ class KeptSessions:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+        self._end_idle()
+
+    def _end_idle(self) -> None:
+        with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()

@@ -142,6 +142,29 @@ def test_a_writing_session_that_turned_read_only_is_replaced_after_one_refused_w
         assert [event.body["name"] for event in store.pending_events("fake")] == ["a", "c"]
 
 
+def test_after_a_refused_write_the_other_kept_writing_sessions_connect_anew_too(
+    location: TracingLocation,
+) -> None:
+    """The sessions kept beside the one refused are sessions to the same demoted server: each
+    would refuse one more post (`most` posts lost in all, not one) before a new one connects."""
+    clock = FakeClock(T0)
+    with location.open() as first, location.open() as second:  # two kept, as posts at once
+        first.bump_counters("fake", {"pages": 1})
+        second.bump_counters("fake", {"pages": 1})
+    assert location.writers is not None
+    assert len(location.writers) == 2
+    for kept in location.connections:
+        assert kept.raw is not None
+        kept.raw.execute("SET default_transaction_read_only = on")  # as a standby answers
+
+    with pytest.raises(StateError, match="read-only transaction"):
+        stored_events(location, "fake", [{"name": "a"}], clock)
+    assert stored_events(location, "fake", [{"name": "b"}], clock) == (1, False)
+
+    assert len(location.connections) == 3
+    assert all(kept.raw is not None and kept.raw.closed for kept in location.connections[:2])
+
+
 def test_closing_the_sessions_ends_the_kept_ones_and_any_handed_back_after(
     location: TracingLocation,
 ) -> None:
