@@ -88,6 +88,10 @@ def refresh_statistics(conn: AnyConnection, *tables: str) -> None:
     statement after plans without the hint then."""
     if not is_postgres(conn):
         return
+    from choreo_ingest.store.pg_connection import PgConnection
+
+    assert isinstance(conn, PgConnection)
+    failed = conn.failed
     saved = conn.scalar("SELECT current_setting('lock_timeout')")
     conn.execute("SAVEPOINT refresh_statistics")
     try:
@@ -103,6 +107,7 @@ def refresh_statistics(conn: AnyConnection, *tables: str) -> None:
             raise
         conn.execute("ROLLBACK TO SAVEPOINT refresh_statistics")  # and its lock_timeout
         conn.execute("RELEASE SAVEPOINT refresh_statistics")
+        conn.failed = failed  # expected, and undone: the session is as fit to keep as before
         return
     conn.execute("RELEASE SAVEPOINT refresh_statistics")
     conn.execute("SELECT set_config('lock_timeout', ?, true)", [saved])

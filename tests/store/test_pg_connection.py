@@ -531,6 +531,23 @@ def test_statistics_are_not_waited_for_behind_a_vacuum(conn: PgConnection, pg_ur
         assert conn.scalar("SHOW lock_timeout") == "10s"
 
 
+def test_statistics_skipped_behind_a_vacuum_leave_the_session_fit_to_keep(
+    conn: PgConnection, pg_url: str
+) -> None:
+    """The lock timeout is expected there, and undone: `serve`'s tick (`RunHolder`) keeps its
+    session after such a sweep, rather than connecting anew at the next tick."""
+    from choreo_ingest.store.dialect import refresh_statistics
+
+    with PgConnection(pg_url) as vacuum, vacuum.transaction():
+        vacuum.execute("LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE")
+        with conn.transaction():
+            refresh_statistics(conn, "t")
+            conn.execute("INSERT INTO t (id) VALUES (1)")
+
+    assert conn.reusable()
+    assert count(pg_url) == 1
+
+
 def test_statistics_wait_no_longer_than_the_session_would(pg_url: str) -> None:
     from choreo_ingest.store.dialect import refresh_statistics
 
