@@ -163,7 +163,9 @@ async def _internal_error_response(request: Request, error: Exception) -> Respon
 
 def _healthz(server: Server) -> Handler:
     async def healthz(request: Request) -> Response:
-        alive = server.service.alive()
+        # The loop stopped on purpose during `serve.shutdownDelay` (up to an hour): a liveness
+        # probe must not take the replica handing its callers over for a hung one.
+        alive = server.stopping.is_set() or server.service.alive()
         return _json({"alive": alive}, 200 if alive else 503)
 
     return healthz

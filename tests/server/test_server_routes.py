@@ -490,6 +490,22 @@ class TestReading:
         with make_client(config, tmp_path / "none.db", clock) as fresh:
             assert fresh.get("/readyz").status_code == 503
 
+    def test_during_the_shutdown_delay_it_is_alive_and_not_ready_however_long_the_delay(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """SIGTERM stopped the loop on purpose (`serve.shutdownDelay`, up to an hour): its
+        heartbeat no longer moves, yet a liveness probe (docker's HEALTHCHECK, a monitor) must
+        not take the replica that is handing its callers over for a hung one."""
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials())
+        server.stopping.set()  # as `serve`'s stop handler does at SIGTERM, the loop stopped
+        clock.advance(3_600)
+        with AsgiClient(build_app(server)) as stopping:
+            alive, ready = stopping.get("/healthz"), stopping.get("/readyz")
+        assert (alive.status_code, alive.json()) == (200, {"alive": True})
+        assert alive.headers["connection"] == "close"
+        assert (ready.status_code, ready.json()["error"]) == (503, "serve is stopping")
+
     def test_metrics_has_the_textfile_series_and_the_request_counter(
         self, client: AsgiClient
     ) -> None:
