@@ -109,7 +109,8 @@ def build_app(server: Server) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
     guarded = CrossSiteGuard(app, credentials=server.credentials, hosts=server.hosts)
-    return RequestLog(ClosingWhenStopping(guarded, server.stopping), server.clock, server.requests)
+    logged = RequestLog(guarded, server.clock, server.requests)
+    return ClosingWhenStopping(logged, server.stopping)  # its own 500 too
 
 
 class ClosingWhenStopping:
