@@ -30,7 +30,8 @@ import structlog
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.simulator import Hidden, NotFound, SimulatorApi, SimulatorOptions, World

@@ -68,7 +68,8 @@ from event_fuzz_mid_cycle_support import (
 from event_fuzz_world import PROJECTS, Changes, Snapshot, events_between, project_adder, snapshot
 
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.invocation import run_once
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.simulator import Hidden, NotFound, SimulatorApi, SimulatorOptions, World

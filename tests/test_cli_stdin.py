@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from choreo_ingest.events import stored_events
+from choreo_ingest.event_intake import stored_events
 from choreo_ingest.simulator import World
 from choreo_ingest.store import Store
 

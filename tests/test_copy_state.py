@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from choreo_ingest.errors import ConfigError, LockHeld
-from choreo_ingest.events import stored_events
+from choreo_ingest.event_intake import stored_events
 from choreo_ingest.feed import changes_page, entities_page
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.simulator.world import World

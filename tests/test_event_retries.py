@@ -29,8 +29,9 @@ from choreo_ingest.errors import (
     TokenUnavailable,
     TransientError,
 )
+from choreo_ingest.event_intake import stored_events
 from choreo_ingest.event_retries import EventRetries, event_key, may_fail_alone, object_path
-from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox, stored_events
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, drain_inbox
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.metrics import ProviderMetrics
 from choreo_ingest.models import EVENT_RETRIES_FACT, EVENTS_HELD_FACT, Facts, RunOutcome

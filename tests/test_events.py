@@ -34,7 +34,8 @@ from choreo_ingest.errors import (
     TokenRefused,
     TransientError,
 )
-from choreo_ingest.events import MAX_EVENT_ATTEMPTS, SETTLE_SECONDS, drain_inbox, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS, SETTLE_SECONDS, drain_inbox
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import (
     REFRESH_REQUESTED_FACT,

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.events import MAX_EVENT_ATTEMPTS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import MAX_EVENT_ATTEMPTS
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import ProviderState, RunOutcome
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider

@@ -20,7 +20,7 @@ import structlog
 
 from choreo_ingest.config import Config
 from choreo_ingest.errors import InboxFull
-from choreo_ingest.events import stored_events
+from choreo_ingest.event_intake import stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import (
     REFRESH_REQUESTED_FACT,

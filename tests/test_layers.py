@@ -28,6 +28,7 @@ LAYERS = {
     "cycle_source": 3,
     "page_writer": 3,
     "events": 3,
+    "event_intake": 3,
     "event_backlog": 3,
     "event_retries": 3,
     "event_input": 3,

@@ -15,7 +15,7 @@ import structlog
 
 from choreo_ingest.errors import LockHeld, StateError, TransientError
 from choreo_ingest.event_backlog import FLOOD_EVENTS, FLOOD_SECONDS
-from choreo_ingest.events import stored_events
+from choreo_ingest.event_intake import stored_events
 from choreo_ingest.invocation import run_once
 from choreo_ingest.logs import QUIET_SECONDS
 from choreo_ingest.models import Delta, EntityIteratorResult, Event

@@ -22,7 +22,7 @@ from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.event_input import decode_events
-from choreo_ingest.events import purge_events, receive_events
+from choreo_ingest.event_intake import purge_events, receive_events
 from choreo_ingest.provider_scope import ProviderScope, checked_provider
 from choreo_ingest.store import PostgresLocation
 

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.event_input import decode_events
-from choreo_ingest.events import EventReceipt, receive_events
+from choreo_ingest.event_intake import EventReceipt, receive_events
 from choreo_ingest.feed import changes_page, entities_batch, entities_page
 from choreo_ingest.invocation import (
     approval_json,

@@ -18,7 +18,8 @@ from sqlite_utils import Database
 from store_support import earlier_release_migrations, query_plan, store_sql
 
 from choreo_ingest.errors import InboxFull
-from choreo_ingest.events import SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.invocation import run_once
 from choreo_ingest.models import Delta, EntityIteratorResult, Event, ProviderState
 from choreo_ingest.providers.base import BurstContext

@@ -24,7 +24,7 @@ import psycopg  # noqa: E402
 
 from choreo_ingest.config import IncrementalConfig  # noqa: E402
 from choreo_ingest.errors import StateError  # noqa: E402
-from choreo_ingest.events import stored_events  # noqa: E402
+from choreo_ingest.event_intake import stored_events  # noqa: E402
 from choreo_ingest.invocation import (  # noqa: E402
     approve_removals,
     copy_state,

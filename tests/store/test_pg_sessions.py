@@ -18,7 +18,7 @@ from pg_support import PgCluster, require_psycopg
 require_psycopg()
 
 from choreo_ingest.errors import StateError  # noqa: E402
-from choreo_ingest.events import stored_events  # noqa: E402
+from choreo_ingest.event_intake import stored_events  # noqa: E402
 from choreo_ingest.reporting import status_report  # noqa: E402
 from choreo_ingest.store import PostgresLocation, keeping_sessions  # noqa: E402
 from choreo_ingest.store.pg_sessions import KeptSessions  # noqa: E402

@@ -21,7 +21,7 @@ from choreo_ingest.config import (
     OpenChoreoConfig,
 )
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import stored_events
+from choreo_ingest.event_intake import stored_events
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import IndexEntry
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider, resources_v1

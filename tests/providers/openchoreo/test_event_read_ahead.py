@@ -21,7 +21,8 @@ from test_walk_v1 import PROVIDER, config_for, simulator
 from choreo_ingest.config import IncrementalConfig, OpenChoreoConfig
 from choreo_ingest.errors import AuthError, NotFoundError
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import READ_AHEAD_EVENTS, SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import READ_AHEAD_EVENTS, SETTLE_SECONDS
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient

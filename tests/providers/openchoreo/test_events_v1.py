@@ -14,7 +14,8 @@ from test_walk_v1 import PROVIDER, catalog, config_for, run, simulator
 
 from choreo_ingest.config import Config
 from choreo_ingest.event_input import parse_events
-from choreo_ingest.events import SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.providers.openchoreo.overtaken import EVENT_MARKS

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig
-from choreo_ingest.events import SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import Delta, IndexEntry, ProviderState
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider

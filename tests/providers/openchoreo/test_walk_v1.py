@@ -23,7 +23,8 @@ from choreo_ingest.config import (
     OAuthConfig,
     OpenChoreoConfig,
 )
-from choreo_ingest.events import SETTLE_SECONDS, stored_events
+from choreo_ingest.event_intake import stored_events
+from choreo_ingest.events import SETTLE_SECONDS
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.models import entity_ref
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
