@@ -5,6 +5,7 @@ a fresh walk's, over the simulator's world), each kept as the shortest sequence 
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +363,7 @@ def test_components_that_swap_workloads_release_the_names_they_gave_up(
     )
     scenario.drain()
 
-    with sqlite3.connect(scenario.state_path) as conn:
+    with closing(sqlite3.connect(scenario.state_path)) as conn:  # `with` alone leaves it open
         held = conn.execute(
             "SELECT key FROM provider_index WHERE tbl = 'api-name' AND key LIKE '%|p/a/b-c'"
         ).fetchall()
