@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -175,7 +176,7 @@ def last_change_seq(state: Path) -> int:
 
 def parked_errors(state: Path) -> list[str]:
     """The last error of each parked event (the store reads no more of them than a count)."""
-    with sqlite3.connect(state) as conn:
+    with closing(sqlite3.connect(state)) as conn:  # `with` alone leaves it open
         rows = conn.execute("SELECT last_error FROM event_inbox WHERE parked = 1").fetchall()
     return [row[0] or "" for row in rows]
 
