@@ -272,6 +272,11 @@ class NotFoundError(PermanentError):
     """HTTP 404: the resource is gone, typically deleted while the platform was being walked."""
 
 
+class WebPageAnswer(PermanentError):
+    """A success whose body is a web page (a web app's, a proxy's), not the API's JSON: at a
+    root listing, a base URL that names something else, such as Backstage's own address."""
+
+
 class UnsupportedEvent(PermanentError):
     """An event of a kind the API the server speaks does not have (a `Namespace` event at an
     org-era server): it can never apply, so it is parked at its first attempt."""
@@ -289,8 +294,8 @@ class CursorRejected(CursorExpired):
 TOO_LARGE = "TOO_LARGE"
 """The code of an answer larger than the client reads."""
 NO_API_HERE = "NO_API_HERE"
-"""The code of a server that answers no API generation's first listing before any cycle found
-one: `openchoreo.baseUrl` names something else."""
+"""The code of a server that answers no API generation's first listing (a 404, a web page):
+before any cycle found the API at that address, `openchoreo.baseUrl` names something else."""
 
 
 def needs_mending(error: BaseException) -> bool:

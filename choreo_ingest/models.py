@@ -113,6 +113,10 @@ differ."""
 SOURCE_BEFORE_CYCLE_FACT = "sourceBeforeCycle"
 """A provider fact, not shown: the cycle `sourceBefore` and `sourcesAlternate` were set for
 (a release before them, taking turns on the state, leaves them as they were)."""
+API_SOURCE_FACT = "apiSource"
+"""A provider fact, not shown: the source where a cycle last found the API it reads (the
+OpenChoreo provider under `api: auto`), so that none found there later is not taken for a
+setting to mend."""
 SOURCES_ALTERNATE_FACT = "sourcesAlternate"
 """A provider fact that is a health problem: cycles read two sources in turn (two callers of
 one state that name different sources)."""
@@ -132,14 +136,15 @@ def cycle_source(facts: Mapping[str, str], cycle_id: int) -> str | None:
 
 def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str]) -> dict[str, str]:
     """The facts `status` shows as keys of their own: not those `unshown`, nor `sourceCycle`,
-    `sourceBefore*`, `eventRetries`, `listingsSkippedPaths` or `refreshFloodSince`, and `source`
-    only when it was stored for cycle `cycle_id`, the one the record is in."""
+    `sourceBefore*`, `apiSource`, `eventRetries`, `listingsSkippedPaths` or `refreshFloodSince`,
+    and `source` only when it was stored for cycle `cycle_id`, the one the record is in."""
     stale = SOURCE_FACT if cycle_source(facts, cycle_id) is None else None
     left_out = {
         *unshown,
         SOURCE_CYCLE_FACT,
         SOURCE_BEFORE_FACT,
         SOURCE_BEFORE_CYCLE_FACT,
+        API_SOURCE_FACT,
         EVENT_RETRIES_FACT,
         SKIPPED_PATHS_FACT,
         FLOOD_SINCE_FACT,

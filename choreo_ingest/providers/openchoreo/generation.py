@@ -24,6 +24,7 @@ from choreo_ingest.errors import (
     NotFoundError,
     PermanentError,
     ProviderError,
+    WebPageAnswer,
 )
 from choreo_ingest.logs import get_logger, scrub_secrets
 from choreo_ingest.models import Delta, Entity, Event, IndexEntry, QueuedItem, QueueItem
@@ -312,12 +313,13 @@ that method not allowed there, or not implemented."""
 
 def says_absent(error: ProviderError) -> bool:
     """Whether the first listing's failure says the server does not serve that generation (so
-    `auto` tries the next one), rather than that it serves it and refused (401, 403, 429, 5xx).
-    A failed token request (an AuthError, even a 404 from a wrong token URL) says nothing of the
+    `auto` tries the next one), rather than that it serves it and refused (401, 403, 429, 5xx):
+    a 404, or a web page where the listing's JSON was due (a web app answers every path). A
+    failed token request (an AuthError, even a 404 from a wrong token URL) says nothing of the
     API."""
     if isinstance(error, AuthError):
         return False
-    return isinstance(error, NotFoundError) or (
+    return isinstance(error, NotFoundError | WebPageAnswer) or (
         isinstance(error, PermanentError) and error.status in ABSENT_STATUSES
     )
 

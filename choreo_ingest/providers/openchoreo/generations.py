@@ -6,15 +6,19 @@ server never loads the organization era's (about 8 ms of a busy call's start-up)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import NO_API_HERE, PermanentError, ProviderError
+from choreo_ingest.errors import NO_API_HERE, PermanentError, ProviderError, WebPageAnswer
+from choreo_ingest.logs import get_logger
+from choreo_ingest.models import API_SOURCE_FACT
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 
 if TYPE_CHECKING:
     from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
+
+log = get_logger("choreo_ingest.providers.openchoreo")
 
 
 def _v1() -> Generation:
@@ -72,15 +76,26 @@ def spoken_instead(
     return None
 
 
-def no_api_here(client: OpenChoreoClient, tried: list[Generation]) -> str:
-    """What a server that answers none of `tried` generations' first listings is told, with the
-    URLs asked (a `baseUrl` of `https://host/api` asks for `/api/api/v1/...`)."""
-    urls = " and ".join(client.base_url + generation.phases[0].path(None) for generation in tried)
+def no_api_here(
+    client: OpenChoreoClient, tried: list[Generation], answers: list[ProviderError]
+) -> str:
+    """What a server that answers none of `tried` generations' first listings is told: a
+    setting to mend."""
     return (
-        f"no OpenChoreo API at openchoreo.baseUrl {client.server_root} (GET {urls} found "
-        "nothing): set it to the server's address (https://host) or its API root "
-        "(https://host/api/v1)"
+        f"{_nothing_found(client, tried, answers)}: set it to the server's address "
+        "(https://host) or its API root (https://host/api/v1)"
     )
+
+
+def _nothing_found(
+    client: OpenChoreoClient, tried: list[Generation], answers: list[ProviderError]
+) -> str:
+    """The URLs asked (a `baseUrl` of `https://host/api` asks for `/api/api/v1/...`) and, when
+    every one of `answers` was a web page, that."""
+    urls = " and ".join(client.base_url + generation.phases[0].path(None) for generation in tried)
+    pages = answers and all(isinstance(answer, WebPageAnswer) for answer in answers)
+    found = "answered a web page, not the API" if pages else "found nothing"
+    return f"no OpenChoreo API at openchoreo.baseUrl {client.server_root} (GET {urls} {found})"
 
 
 def first_root_page(
@@ -89,13 +104,16 @@ def first_root_page(
     limit: Callable[[Generation], int],
     *,
     unknown: bool = True,
+    found_here: str | None = None,
 ) -> tuple[Generation, ListPage]:
     """The first of `candidates` whose root listing (namespaces, or the org era's organizations)
     answers, with its first page of `limit(generation)` items. `unknown`: no API is known yet
     (`auto` before a cycle said which), so one that says it is not there gives way to the next
-    (read lazily: a later one's module is not loaded before); none answering is a 404 naming
-    what was tried."""
-    tried = []
+    (read lazily: a later one's module is not loaded before). None answering is a 404 naming
+    what was tried: a setting to mend, unless a cycle found the API at this address before
+    (`found_here`, the name of its generation): then the server's trouble, or a proxy's."""
+    tried: list[Generation] = []
+    answers: list[ProviderError] = []
     for generation in candidates:
         tried.append(generation)
         try:
@@ -105,8 +123,31 @@ def first_root_page(
         except PermanentError as error:
             if not (unknown and says_absent(error)):
                 raise
+            answers.append(error)
             continue
         return generation, page
-    raise PermanentError(
-        no_api_here(client, tried), status=404, code=NO_API_HERE, config_key="openchoreo.baseUrl"
+    if found_here is None:
+        mend = no_api_here(client, tried, answers)
+        raise PermanentError(mend, status=404, code=NO_API_HERE, config_key="openchoreo.baseUrl")
+    gone = (
+        f"{_nothing_found(client, tried, answers)}, where earlier cycles read its {found_here} "
+        "API: is the server, or a proxy in front of it, down or changed?"
     )
+    raise PermanentError(gone, status=404, code=NO_API_HERE)
+
+
+def detect(
+    client: OpenChoreoClient,
+    facts: Mapping[str, str],
+    source: str,
+    limit: Callable[[Generation], int],
+    provider: str,
+) -> tuple[Generation, ListPage]:
+    """`auto`'s generation for a new cycle of `provider`, which reads `source` and has `facts`
+    stored, and the first page of its root listing (`first_root_page`)."""
+    before = facts.get("api")
+    found = before if facts.get(API_SOURCE_FACT) == source else None
+    generation, page = first_root_page(client, generations(), limit, found_here=found)
+    if before not in (None, generation.name):
+        log.warning("openchoreo_api_changed", provider=provider, before=before, now=generation.name)
+    return generation, page

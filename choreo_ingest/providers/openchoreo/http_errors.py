@@ -38,6 +38,7 @@ from choreo_ingest.errors import (
     TokenRefused,
     TokenUnavailable,
     TransientError,
+    WebPageAnswer,
 )
 from choreo_ingest.logs import MIN_SUBSTRING_LENGTH, mask_short_secret
 from choreo_ingest.providers.openchoreo.auth import Credentials
@@ -312,9 +313,10 @@ class ErrorTranslator:
         begins = one_line(self.redact(answer.text)[:400], 80)
         shown = f"{content_type}, begins {begins!r}" if begins else f"{content_type}, empty"
         message = f"response body is not JSON ({shown})"
-        if _is_html(answer, answer.text.lstrip()):
-            message = f"{message}: a web page, not the API; is {where} the API's address?"
-        return self.error(PermanentError, method, path, answer.status_code, None, message)
+        if not _is_html(answer, answer.text.lstrip()):
+            return self.error(PermanentError, method, path, answer.status_code, None, message)
+        message = f"{message}: a web page, not the API; is {where} the API's address?"
+        return self.error(WebPageAnswer, method, path, answer.status_code, None, message)
 
     def redact(self, text: str) -> str:
         for secret in sorted(self._credentials.secrets(), key=len, reverse=True):

@@ -241,6 +241,7 @@ def _api_checks(
 ) -> list[Check]:
     api = config.openchoreo.api
     candidates = list(generations()) if api == "auto" else [generation_named(api)]
+    absent: list[ProviderError] = []
     for generation in candidates:
         path = generation.phases[0].path(None)
         try:
@@ -250,6 +251,7 @@ def _api_checks(
                 return [Check("openchoreo.api", False, str(error))]
             if api != "auto" and (mend := spoken_instead(client, generation, error)):
                 return [Check("openchoreo.api", False, mend)]  # the advice `run` gives
+            absent.append(error)
             continue
         started = clock.monotonic()
         try:  # the second page where there is one: the cursor a page gives must lead on
@@ -281,7 +283,7 @@ def _api_checks(
             *_chunk_check(config, generation),
             *page_memory_check(largest, chunk),
         ]
-    return [Check("openchoreo.api", False, no_api_here(client, candidates))]
+    return [Check("openchoreo.api", False, no_api_here(client, candidates, absent))]
 
 
 def _full_page_time(

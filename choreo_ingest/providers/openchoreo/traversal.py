@@ -32,6 +32,7 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.logs import get_logger, register_learned_secret, register_secret
 from choreo_ingest.models import (
+    API_SOURCE_FACT,
     JSON,
     PROBLEM_FACT,
     Check,
@@ -54,6 +55,7 @@ from choreo_ingest.providers.openchoreo.generation import (
 )
 from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
+    detect,
     first_root_page,
     generation_named,
     generations,
@@ -318,6 +320,7 @@ class OpenChoreoProvider:
         first: ListPage | None = None
         if api == "auto":
             generation, first = self._detect(context)
+            facts[API_SOURCE_FACT] = self.source
         else:
             generation = generation_named(api)
         facts["api"] = generation.name
@@ -325,16 +328,9 @@ class OpenChoreoProvider:
         return TraversalCursor(api=generation.name), generation, first
 
     def _detect(self, context: OpenChoreoContext) -> tuple[Generation, ListPage]:
-        generation, page = first_root_page(context.client, generations(), self._limit)
+        detected = detect(context.client, context.facts, self.source, self._limit, self._name)
         context.listed_once = True
-        if context.facts.get("api") not in (None, generation.name):
-            log.warning(
-                "openchoreo_api_changed",
-                provider=self._name,
-                before=context.facts.get("api"),
-                now=generation.name,
-            )
-        return generation, page
+        return detected
 
     def _step(
         self,

@@ -40,7 +40,9 @@ from choreo_ingest.testing import FakeClock
 DETAIL = "include=type,workload"
 USER_AGENT_PREFIX = "choreo-ingest/"
 DELETION_TIMESTAMP = "openchoreo.io/deletion-timestamp"
-FIRST_PAGE_FACTS = {"api": "orgs", "problem": None}
+DETECTED_AT = "https://openchoreo.test/api/v1"
+"""The source where `auto` finds the API (`conftest.BASE_URL`, as the provider names it)."""
+FIRST_PAGE_FACTS = {"api": "orgs", "apiSource": DETECTED_AT, "problem": None}
 EXPIRED = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
 """The org era's answer to an expired cursor (410)."""
 
@@ -173,7 +175,7 @@ class TestTinyWorld:
         assert sent(httpx_mock, base_url) == ["/namespaces?limit=2", *TINY_WALK]
         assert dict(results[0].counters) == {"requests": 2}
         assert results[0].facts == FIRST_PAGE_FACTS
-        assert engine.facts == {"api": "orgs"}
+        assert engine.facts == {"api": "orgs", "apiSource": DETECTED_AT}
 
     def test_one_listing_page_per_call_with_entities_by_phase(self, tiny_world: None, walk) -> None:
         engine = walk()
@@ -219,7 +221,8 @@ class TestTinyWorld:
     def test_only_the_first_page_of_a_cycle_states_the_api(self, tiny_world: None, walk) -> None:
         results = walk().run()
 
-        assert [result.facts for result in results] == [FIRST_PAGE_FACTS] + [{}] * 4
+        stated = {"api": "orgs", "problem": None}  # no request said it: no `apiSource`
+        assert [result.facts for result in results] == [stated] + [{}] * 4
 
     def test_api_names_are_claimed_in_the_index(self, tiny_world: None, walk) -> None:
         engine = walk()
@@ -1250,7 +1253,7 @@ class TestAgainstSimulator:
 
         first = engine.page()
 
-        assert first.facts == {"api": "v1", "problem": None}
+        assert first.facts == {"api": "v1", "apiSource": DETECTED_AT, "problem": None}
         assert dict(first.counters) == {"requests": 1}
         assert api.stats.total_requests == 1
         assert first.cursor["api"] == "v1"

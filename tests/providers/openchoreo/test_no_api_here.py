@@ -1,0 +1,107 @@
+"""A `baseUrl` with no OpenChoreo API behind it, under `openchoreo.api: auto`: a setting to mend
+(`run` exits 2, as `check` says) while no cycle has found the API there, whether the address
+answers 404 or a web page (Backstage's own address, say); upstream trouble (exit 3) once a cycle
+has read the API at that address."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from test_walk_v1 import PROVIDER, config_for, run, simulator, v1_world
+
+from choreo_ingest.config import AuthConfig, Config
+from choreo_ingest.invocation import run_once
+from choreo_ingest.providers.openchoreo import OpenChoreoProvider
+from choreo_ingest.reporting import status_report
+
+from fakes import FakeClock
+
+WEB_PAGE = httpx.Response(200, text="<!doctype html><html><body>Backstage</body></html>")
+"""What a web app answers every path with (no content type: the body says it)."""
+NOT_FOUND = httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
+ANSWERS = pytest.mark.parametrize("answer", [WEB_PAGE, NOT_FOUND], ids=["web-page", "404"])
+
+
+def answering(answer: httpx.Response) -> httpx.MockTransport:
+    return httpx.MockTransport(
+        lambda request: httpx.Response(answer.status_code, content=answer.content)
+    )
+
+
+def run_against(config: Config, answer: httpx.Response, clock: FakeClock) -> tuple[str, bool]:
+    """One forced run whose every request gets `answer`: (its error, whether it is to mend)."""
+    assert config.state_path is not None
+    provider = OpenChoreoProvider(config, transport=answering(answer))
+    result = run_once(config, config.state_path, clock, force=True, providers={PROVIDER: provider})
+    [outcome] = result.providers
+    assert outcome.action == "failed"
+    return outcome.error or "", outcome.misconfigured
+
+
+def without_auth(config: Config, **openchoreo: str) -> Config:
+    settings = replace(config.openchoreo, auth=AuthConfig(), **openchoreo)
+    return replace(config, openchoreo=settings)
+
+
+def test_a_web_page_at_every_path_is_a_base_url_to_mend(tmp_path: Path) -> None:
+    config = without_auth(config_for(tmp_path / "state.db"))
+
+    error, to_mend = run_against(config, WEB_PAGE, FakeClock())
+
+    assert error == (
+        "no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (GET "
+        "http://openchoreo.test/api/v1/namespaces and http://openchoreo.test/api/v1/orgs "
+        "answered a web page, not the API): set it to the server's address (https://host) or "
+        "its API root (https://host/api/v1)"
+    )
+    assert to_mend  # `run` exits 2
+
+
+@ANSWERS
+def test_no_api_where_a_cycle_read_it_is_upstream_trouble(
+    tmp_path: Path, answer: httpx.Response
+) -> None:
+    clock = FakeClock()
+    config = config_for(tmp_path / "state.db")
+    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+
+    error, to_mend = run_against(without_auth(config), answer, clock)
+
+    assert error.startswith("no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (")
+    assert error.endswith(
+        "), where earlier cycles read its v1 API: is the server, or a proxy in front of it, "
+        "down or changed?"
+    )
+    assert not to_mend  # `run` exits 3 and backs off, as in any outage
+    [shown] = status_report(tmp_path / "state.db", config, clock.now()).to_json()["providers"]
+    assert shown["api"] == "v1"
+    assert "apiSource" not in shown
+
+
+@ANSWERS
+def test_no_api_at_a_new_base_url_is_a_setting_to_mend_after_cycles_elsewhere(
+    tmp_path: Path, answer: httpx.Response
+) -> None:
+    clock = FakeClock()
+    config = config_for(tmp_path / "state.db")
+    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+    moved = without_auth(config, base_url="http://backstage.test:7007")
+
+    error, to_mend = run_against(moved, answer, clock)
+
+    assert error.startswith("no OpenChoreo API at openchoreo.baseUrl http://backstage.test:7007")
+    assert error.endswith("or its API root (https://host/api/v1)")
+    assert to_mend
+
+
+def test_check_says_a_web_page_answered(tmp_path: Path) -> None:
+    config = without_auth(config_for(tmp_path / "state.db"))
+    provider = OpenChoreoProvider(config, transport=answering(WEB_PAGE))
+
+    [api] = [c for c in provider.preflight(FakeClock()) if c.name == "openchoreo.api"]
+
+    assert not api.ok
+    assert "/api/v1/orgs answered a web page, not the API): set it to" in api.detail
