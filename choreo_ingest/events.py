@@ -1,4 +1,5 @@
-"""Event-driven delta updates: draining the inbox (`event_intake` fills it) at the start of a run.
+"""Event-driven delta updates: draining the inbox (`event_intake` fills it) at the start of a run,
+and between the pages of `serve`'s bursts.
 
 An event says what changed, not the new content: the provider re-reads that one resource and the
 resulting delta goes through the same tables as a page, so the sweep, the change log and the
@@ -7,6 +8,7 @@ metrics stay exact.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -373,3 +375,33 @@ def _failure_text(error: Exception) -> str:
     expected = isinstance(error, ChoreoIngestError)
     text = str(error) if expected else f"internal error: {type(error).__name__}: {error}"
     return scrub_secrets(text)
+
+
+EVENT_LOOK_SECONDS = 1.0
+"""How often a burst of `serve` looks in the inbox between its pages for events that another
+process stored (a replica beside it on PostgreSQL, an `event` command): its own wake it at once."""
+
+
+class EventsBetweenPages:
+    """`serve`'s events between a burst's pages: at once for those it stored itself
+    (`arrived`), and at most `EVENT_LOOK_SECONDS` later for those another process stored."""
+
+    def __init__(
+        self,
+        arrived: threading.Event,
+        drain: Callable[[float], None],
+        pending: Callable[[], bool],
+        clock: Clock,
+    ) -> None:
+        self.arrived, self.drain, self.pending, self.clock = arrived, drain, pending, clock
+        self.next_look = clock.monotonic() + EVENT_LOOK_SECONDS
+
+    def wanted(self) -> bool:
+        return self.arrived.is_set() or self.clock.monotonic() >= self.next_look
+
+    def __call__(self, deadline: float) -> None:
+        self.next_look = self.clock.monotonic() + EVENT_LOOK_SECONDS
+        announced = self.arrived.is_set()
+        self.arrived.clear()
+        if announced or self.pending():
+            self.drain(deadline)

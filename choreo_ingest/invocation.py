@@ -14,7 +14,7 @@ from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
 from choreo_ingest.event_backlog import apply_refresh_request
-from choreo_ingest.events import DrainStats, drain_inbox
+from choreo_ingest.events import DrainStats, EventsBetweenPages, drain_inbox
 from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import write_metrics_textfile
 from choreo_ingest.mirror import sync_mirror
@@ -129,11 +129,13 @@ def run_once(
         if events_arrived is not None:
             events_arrived.clear()  # the drain below takes what is stored so far
             handlers = [p for p in loaded.values() if isinstance(p, EventHandlingProvider)]
-            between_pages = _EventsBetweenPages(
+            between_pages = EventsBetweenPages(
                 events_arrived,
                 lambda deadline: _drain_all(
                     store, handlers, config, clock, stop, result, deadline, events_flooding
                 ),
+                lambda: any(store.has_pending_events(handler.name) for handler in handlers),
+                clock,
             )
         engine = BurstEngine(config, store, clock, rng=rng, stop=stop, between_pages=between_pages)
         _drain_all(store, loaded.values(), config, clock, stop, result, None, events_flooding)
@@ -171,19 +173,6 @@ def _load(
     except ChoreoIngestError as error:
         log.info("provider_unavailable", provider=name, error=str(error))
         return error
-
-
-@dataclass(frozen=True)
-class _EventsBetweenPages:
-    arrived: threading.Event
-    drain: Callable[[float], None]
-
-    def wanted(self) -> bool:
-        return self.arrived.is_set()
-
-    def __call__(self, deadline: float) -> None:
-        self.arrived.clear()
-        self.drain(deadline)
 
 
 def _drain_all(

@@ -38,6 +38,8 @@ class EventsMidBurst(FakeProvider):
     event_at_page: int = -1
     event: dict[str, Any] = field(default_factory=dict)
     announce: threading.Event | None = None
+    unannounced: bool = False
+    """Stored by another process (a replica beside it, an `event` command): not announced."""
     state_path: Path | None = None
     deleted: set[str] = field(default_factory=set)
     handled: list[Event] = field(default_factory=list)
@@ -53,7 +55,8 @@ class EventsMidBurst(FakeProvider):
             self.deleted.add(self.event["name"])  # the source deletes it, after serving the page
             context.clock.advance(1.0)  # type: ignore[attr-defined]  # the page took a second
             stored_events(self.state_path, self.name, [self.event], context.clock)
-            self.announce.set()
+            if not self.unannounced:
+                self.announce.set()
         return page
 
     def handle_event(self, context: BurstContext, event: Event) -> Delta:
@@ -102,6 +105,24 @@ class TestEventsBetweenPages:
 
         service.tick()
 
+        assert [event.name for event in provider.handled] == ["e1"]
+        assert catalog(service.state.path) == set(NAMES) - {"e1"}
+
+    def test_an_event_another_process_stored_mid_burst_is_applied_a_second_later(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """A replica beside it on PostgreSQL took the event while this one held the run lock
+        for its burst: nothing announces it here, so the burst looks in the inbox once a
+        second (the page that stored it took one)."""
+        provider = EventsMidBurst([make_entity(n) for n in NAMES], event_at_page=1)
+        service = make_service(tmp_path, clock, provider)
+        provider.state_path, provider.announce = service.state.path, service.events_arrived
+        provider.event, provider.unannounced = deleting("e1"), True
+
+        record = service.tick()
+
+        assert record.result is not None
+        assert record.result.events.applied == 1
         assert [event.name for event in provider.handled] == ["e1"]
         assert catalog(service.state.path) == set(NAMES) - {"e1"}
 

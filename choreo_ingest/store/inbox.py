@@ -112,6 +112,16 @@ def pending_event_count(conn: AnyConnection, provider: str) -> int:
     )
 
 
+def has_pending_events(conn: AnyConnection, provider: str) -> bool:
+    """Whether the provider has an event pending: one index look, however many there are."""
+    return bool(
+        conn.scalar(
+            """SELECT EXISTS (SELECT 1 FROM event_inbox WHERE provider = ? AND parked = 0)""",
+            [provider],
+        )
+    )
+
+
 def drop_events(conn: AnyConnection, provider: str) -> int:
     """Remove the provider's pending events (not the parked ones); returns how many."""
     with conn.transaction():

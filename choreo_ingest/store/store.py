@@ -291,6 +291,9 @@ class Store:
     def pending_event_count(self, provider: str) -> int:
         return inbox.pending_event_count(self._conn, provider)
 
+    def has_pending_events(self, provider: str) -> bool:
+        return inbox.has_pending_events(self._conn, provider)
+
     def drop_events(self, provider: str) -> int:
         return inbox.drop_events(self._conn, provider)
 

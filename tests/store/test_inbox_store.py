@@ -48,6 +48,19 @@ def test_events_wait_in_arrival_order_and_per_provider(store: Store) -> None:
     assert store.pending_event_count("fake") == 3
 
 
+def test_pending_events_are_told_apart_from_parked_ones_and_other_providers(
+    store: Store,
+) -> None:
+    assert not store.has_pending_events("fake")
+    park(store, "a", 1.0)
+    store.add_events("other", [component_event("b", "created")], 2.0)
+
+    assert not store.has_pending_events("fake")  # parked: waits for an operator, not a drain
+    assert store.has_pending_events("other")
+    store.add_events("fake", [component_event("c", "created")], 3.0)
+    assert store.has_pending_events("fake")
+
+
 def test_bodies_come_back_as_stored(store: Store) -> None:
     body = component_event("a", "created", extra={"n": 1.5, "list": [1, "x", None], "u": "é"})
     store.add_events("fake", [body], 1.0)
