@@ -74,15 +74,17 @@ def test_check_gives_the_same_advice_as_run(
     )
 
 
-def test_a_server_that_speaks_neither_is_still_upstream_trouble(
+def test_a_server_that_speaks_neither_names_the_base_url_to_mend(
     tmp_path: Path, url_of: Callable[[str], str]
 ) -> None:
-    """A 404 for both generations says nothing of which to set (a wrong path in baseUrl?)."""
+    """A 404 for both generations says nothing of which to set, but that no cycle found the API
+    at that address (a wrong path in baseUrl): exit 2, as under `auto`."""
     base_url = url_of("v1") + "/not-the-api"
     config = configure(tmp_path, base_url, "v1")
 
     done = run_cli("run", "--config", config, cwd=tmp_path)
 
-    assert done.returncode == 3, done.stderr
-    assert "openchoreo.api" not in done.stderr
-    assert "404" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert "openchoreo.api:" not in done.stderr
+    assert f"no OpenChoreo API at openchoreo.baseUrl {base_url} (GET " in done.stderr
+    assert "/not-the-api/api/v1/namespaces found nothing): set it to" in done.stderr

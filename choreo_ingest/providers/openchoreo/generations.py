@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import NO_API_HERE, PermanentError, ProviderError, WebPageAnswer
+from choreo_ingest.errors import (
+    NO_API_HERE,
+    ChoreoIngestError,
+    ConfigError,
+    PermanentError,
+    ProviderError,
+    WebPageAnswer,
+)
 from choreo_ingest.logs import get_logger
 from choreo_ingest.models import API_SOURCE_FACT
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
@@ -126,14 +133,48 @@ def first_root_page(
             answers.append(error)
             continue
         return generation, page
+    raise no_api_error(client, tried, answers, found_here)
+
+
+def no_api_error(
+    client: OpenChoreoClient,
+    tried: list[Generation],
+    answers: list[ProviderError],
+    found_here: str | None,
+) -> PermanentError:
+    """No API at the address (`tried` gave `answers`): a setting to mend, unless a cycle found
+    the API there before (`found_here`, the name of its generation), which makes it the
+    server's trouble, or a proxy's."""
     if found_here is None:
         mend = no_api_here(client, tried, answers)
-        raise PermanentError(mend, status=404, code=NO_API_HERE, config_key="openchoreo.baseUrl")
+        return PermanentError(mend, status=404, code=NO_API_HERE, config_key="openchoreo.baseUrl")
     gone = (
-        f"{_nothing_found(client, tried, answers)}, where earlier cycles read its {found_here} "
-        "API: is the server, or a proxy in front of it, down or changed?"
+        f"{_nothing_found(client, tried, answers)}, where its {found_here} API answered before: "
+        "is the server, or a proxy in front of it, down or changed?"
     )
-    raise PermanentError(gone, status=404, code=NO_API_HERE)
+    return PermanentError(gone, status=404, code=NO_API_HERE)
+
+
+def found_at(facts: Mapping[str, str], source: str) -> str | None:
+    """The generation a cycle found at `source` (what the provider reads), if one did."""
+    return facts.get("api") if facts.get(API_SOURCE_FACT) == source else None
+
+
+def root_missing(
+    client: OpenChoreoClient,
+    generation: Generation,
+    missing: PermanentError,
+    stated: bool,
+    found_here: str | None,
+) -> ChoreoIngestError:
+    """What a 404 or a web page (`missing`) at a root listing is raised as: where
+    `openchoreo.api` names the generation (`stated`), advice to name the one the server speaks
+    if another answers, else no API at the address, as under `auto` (`no_api_error`)."""
+    if not stated:
+        return missing
+    if mend := spoken_instead(client, generation, missing):
+        return ConfigError(mend, path="openchoreo.api")
+    return no_api_error(client, [generation], [missing], found_here)
 
 
 def detect(
@@ -146,7 +187,7 @@ def detect(
     """`auto`'s generation for a new cycle of `provider`, which reads `source` and has `facts`
     stored, and the first page of its root listing (`first_root_page`)."""
     before = facts.get("api")
-    found = before if facts.get(API_SOURCE_FACT) == source else None
+    found = found_at(facts, source)
     generation, page = first_root_page(client, generations(), limit, found_here=found)
     if before not in (None, generation.name):
         log.warning("openchoreo_api_changed", provider=provider, before=before, now=generation.name)

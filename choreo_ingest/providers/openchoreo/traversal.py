@@ -29,6 +29,7 @@ from choreo_ingest.errors import (
     PermanentError,
     ProviderError,
     UnsupportedEvent,
+    WebPageAnswer,
 )
 from choreo_ingest.logs import get_logger, register_learned_secret, register_secret
 from choreo_ingest.models import (
@@ -57,9 +58,10 @@ from choreo_ingest.providers.openchoreo.generations import (
     configured_api,
     detect,
     first_root_page,
+    found_at,
     generation_named,
     generations,
-    spoken_instead,
+    root_missing,
 )
 from choreo_ingest.providers.openchoreo.listing_stuck import (
     listing_age,
@@ -320,7 +322,6 @@ class OpenChoreoProvider:
         first: ListPage | None = None
         if api == "auto":
             generation, first = self._detect(context)
-            facts[API_SOURCE_FACT] = self.source
         else:
             generation = generation_named(api)
         facts["api"] = generation.name
@@ -366,6 +367,8 @@ class OpenChoreoProvider:
             if isinstance(listed, Harvest):  # restarted, or the parent is gone
                 return listed, False
             context.guard.check(path, state.api_cursor, listed, state.head)
+            if item is None and state.api_cursor is None:  # the API answers at this address
+                facts[API_SOURCE_FACT] = self.source
             state.passed(path)
             state.head = page_head(listed.items) if listed.next_cursor else None
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
@@ -424,13 +427,12 @@ class OpenChoreoProvider:
             if stuck_now:  # once a streak, and only as the page that says it lands: cron mails it
                 log.warning("listing_stuck", provider=self._name, problem=facts.get(PROBLEM_FACT))
             return Harvest()
-        except NotFoundError as missing:
+        except (NotFoundError, WebPageAnswer) as missing:
             phase = generation.phases[state.phase]
-            if phase.queue is None:
+            if phase.queue is None or isinstance(missing, WebPageAnswer):
                 stated = state.phase == 0 and configured_api(self._config) != "auto"
-                if stated and (mend := spoken_instead(context.client, generation, missing)):
-                    raise ConfigError(mend, path="openchoreo.api") from None
-                raise
+                found = found_at(context.facts, self.source)
+                raise root_missing(context.client, generation, missing, stated, found) from None
             check_parent_gone(context.client, generation.gone_codes, path, missing)
             state.api_cursor = state.head = None
             stale_starts_over(state, facts, ended=True)

@@ -1,7 +1,7 @@
-"""A `baseUrl` with no OpenChoreo API behind it, under `openchoreo.api: auto`: a setting to mend
-(`run` exits 2, as `check` says) while no cycle has found the API there, whether the address
-answers 404 or a web page (Backstage's own address, say); upstream trouble (exit 3) once a cycle
-has read the API at that address."""
+"""A `baseUrl` with no OpenChoreo API behind it: a setting to mend (`run` exits 2, as `check`
+says) while no cycle has found the API there, whether the address answers 404 or a web page
+(Backstage's own address, say), under `openchoreo.api: auto` or naming `v1`; upstream trouble
+(exit 3) once a cycle has read the API at that address."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ WEB_PAGE = httpx.Response(200, text="<!doctype html><html><body>Backstage</body>
 """What a web app answers every path with (no content type: the body says it)."""
 NOT_FOUND = httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
 ANSWERS = pytest.mark.parametrize("answer", [WEB_PAGE, NOT_FOUND], ids=["web-page", "404"])
+APIS = pytest.mark.parametrize("api", ["auto", "v1"])
 
 
 def answering(answer: httpx.Response) -> httpx.MockTransport:
@@ -46,34 +47,48 @@ def without_auth(config: Config, **openchoreo: str) -> Config:
     return replace(config, openchoreo=settings)
 
 
-def test_a_web_page_at_every_path_is_a_base_url_to_mend(tmp_path: Path) -> None:
-    config = without_auth(config_for(tmp_path / "state.db"))
+def configured(tmp_path: Path, api: str) -> Config:
+    config = config_for(tmp_path / "state.db")
+    return replace(config, openchoreo=replace(config.openchoreo, api=api))
+
+
+@pytest.mark.parametrize(
+    ("api", "asked"),
+    [
+        ("auto", "/api/v1/namespaces and http://openchoreo.test/api/v1/orgs"),
+        ("v1", "/api/v1/namespaces"),
+    ],
+)
+def test_a_web_page_at_every_path_is_a_base_url_to_mend(
+    tmp_path: Path, api: str, asked: str
+) -> None:
+    config = without_auth(configured(tmp_path, api))
 
     error, to_mend = run_against(config, WEB_PAGE, FakeClock())
 
     assert error == (
-        "no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (GET "
-        "http://openchoreo.test/api/v1/namespaces and http://openchoreo.test/api/v1/orgs "
-        "answered a web page, not the API): set it to the server's address (https://host) or "
-        "its API root (https://host/api/v1)"
+        f"no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (GET "
+        f"http://openchoreo.test{asked} answered a web page, not the API): set it to the "
+        "server's address (https://host) or its API root (https://host/api/v1)"
     )
     assert to_mend  # `run` exits 2
 
 
+@APIS
 @ANSWERS
 def test_no_api_where_a_cycle_read_it_is_upstream_trouble(
-    tmp_path: Path, answer: httpx.Response
+    tmp_path: Path, answer: httpx.Response, api: str
 ) -> None:
     clock = FakeClock()
-    config = config_for(tmp_path / "state.db")
+    config = configured(tmp_path, api)
     assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
 
     error, to_mend = run_against(without_auth(config), answer, clock)
 
     assert error.startswith("no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (")
     assert error.endswith(
-        "), where earlier cycles read its v1 API: is the server, or a proxy in front of it, "
-        "down or changed?"
+        "), where its v1 API answered before: is the server, or a proxy in front of it, down "
+        "or changed?"
     )
     assert not to_mend  # `run` exits 3 and backs off, as in any outage
     [shown] = status_report(tmp_path / "state.db", config, clock.now()).to_json()["providers"]
@@ -81,12 +96,13 @@ def test_no_api_where_a_cycle_read_it_is_upstream_trouble(
     assert "apiSource" not in shown
 
 
+@APIS
 @ANSWERS
 def test_no_api_at_a_new_base_url_is_a_setting_to_mend_after_cycles_elsewhere(
-    tmp_path: Path, answer: httpx.Response
+    tmp_path: Path, answer: httpx.Response, api: str
 ) -> None:
     clock = FakeClock()
-    config = config_for(tmp_path / "state.db")
+    config = configured(tmp_path, api)
     assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
     moved = without_auth(config, base_url="http://backstage.test:7007")
 

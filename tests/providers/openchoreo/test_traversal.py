@@ -221,8 +221,7 @@ class TestTinyWorld:
     def test_only_the_first_page_of_a_cycle_states_the_api(self, tiny_world: None, walk) -> None:
         results = walk().run()
 
-        stated = {"api": "orgs", "problem": None}  # no request said it: no `apiSource`
-        assert [result.facts for result in results] == [stated] + [{}] * 4
+        assert [result.facts for result in results] == [FIRST_PAGE_FACTS] + [{}] * 4
 
     def test_api_names_are_claimed_in_the_index(self, tiny_world: None, walk) -> None:
         engine = walk()
