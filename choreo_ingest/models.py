@@ -115,8 +115,8 @@ SOURCE_BEFORE_CYCLE_FACT = "sourceBeforeCycle"
 (a release before them, taking turns on the state, leaves them as they were)."""
 API_SOURCE_FACT = "apiSource"
 """A provider fact, not shown: the source where a cycle last found the API it reads (the
-OpenChoreo provider under `api: auto`), so that none found there later is not taken for a
-setting to mend."""
+OpenChoreo provider's root listing answered there), so that none found there later is not taken
+for a setting to mend."""
 SOURCES_ALTERNATE_FACT = "sourcesAlternate"
 """A provider fact that is a health problem: cycles read two sources in turn (two callers of
 one state that name different sources)."""
