@@ -35,8 +35,8 @@ def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
         return False  # another package's provider may do its own work when loaded
     try:
         require_api(config)
-        if not state.exists():
-            return False
+        if not state.might_exist():
+            return False  # made by the full run, which says where
         with state.open_locked() as store:
             if not nothing_to_do(store, config, clock.now()):
                 return False

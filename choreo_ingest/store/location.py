@@ -57,6 +57,10 @@ class SqliteLocation:
         """Whether any state is there yet (read-only commands say "no state yet" otherwise)."""
         return state_file_exists(self.path)
 
+    def might_exist(self) -> bool:
+        """`exists()`, for a caller that would open the store next (a stat is cheap)."""
+        return self.exists()
+
     def missing_directory(self) -> Path | None:
         """The directory of a state file that is not there yet, when that is missing too."""
         return missing_directory(self.real_path)
@@ -209,6 +213,10 @@ class PostgresLocation:
         """What a command that needs a state already there says when there is none: a schema
         is no file."""
         return no_state_yet(self, None, what="state")
+
+    def might_exist(self) -> bool:
+        """True: telling would cost a session of its own, and opening the store tells."""
+        return True
 
     def exists(self) -> bool:
         """Whether the schema holds a state (our migrations table) yet; nothing is made."""

@@ -20,6 +20,7 @@ import psycopg  # noqa: E402
 from choreo_ingest.clock import Clock  # noqa: E402
 from choreo_ingest.config import Config, IncrementalConfig, OpenChoreoConfig  # noqa: E402
 from choreo_ingest.errors import LockHeld, NotAStateFile, SchemaTooNew, StateError  # noqa: E402
+from choreo_ingest.idle import run_if_idle  # noqa: E402
 from choreo_ingest.invocation import run_once  # noqa: E402
 from choreo_ingest.models import EntityIteratorResult  # noqa: E402
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider  # noqa: E402
@@ -429,3 +430,30 @@ def test_a_large_sweep_first_refreshes_the_planners_statistics(
     assert any(sql.startswith("ANALYZE") for sql in location.statements) is analyzed
     with location.open(readonly=True) as store:
         assert store.active_count("fake") == 0
+
+
+def test_a_run_with_nothing_due_opens_one_session(pg_url: str, tmp_path: Path) -> None:
+    """Cron's call every minute: the locked store's session, not one before it to ask whether
+    the schema is there (a connection, a backend and, to a remote server, a TLS handshake)."""
+    location, clock = TracingLocation(pg_url), FakeClock()
+    assert run_world(location, WORLD, clock).providers[0].cycle_completed
+    config = Config(
+        openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL),
+        providers=(PROVIDER,),
+        metrics_textfile=tmp_path / "choreo_ingest.prom",
+    )
+    location.connections.clear()
+
+    assert run_if_idle(config, location, clock)
+
+    assert len(location.connections) == 1
+    assert (tmp_path / "choreo_ingest.prom").exists()
+
+
+def test_a_run_on_an_empty_database_is_left_to_the_full_run(pg_url: str) -> None:
+    location = PostgresLocation(pg_url)
+    config = Config(openchoreo=OpenChoreoConfig(base_url=IN_PROCESS_URL), providers=(PROVIDER,))
+
+    assert not run_if_idle(config, location, FakeClock())
+
+    assert run_world(location, WORLD, FakeClock()).providers[0].cycle_completed
