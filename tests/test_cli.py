@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import textwrap
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -919,3 +920,61 @@ class TestReported:
             assert out == ""
         else:
             assert json.loads(out) == {**document, "error": "interrupted"}
+
+    def test_an_interrupt_a_class_statement_wraps_is_an_interrupt_not_a_bug(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = reported(interrupt_as_a_class_is_made(), True, {})
+
+        out, err = capsys.readouterr()
+        assert code == 130
+        assert plain(err) == "choreo-ingest: error: interrupted\n"
+        assert json.loads(out) == {"exitCode": 130, "error": "interrupted"}
+
+    @pytest.mark.parametrize("entry", ["cli.lean.lean_main", "cli.app._invoke"])
+    def test_a_sigterm_that_lands_as_a_module_loads_exits_130(
+        self, tmp_path: Path, entry: str
+    ) -> None:
+        """Python 3.11 wraps an interrupt raised in a field's `__set_name__` (a dataclass being
+        made, as the lean entry or the typer application is imported) in a RuntimeError: it
+        exited 1 with a traceback (a regression check: 2 SIGTERMs in 300)."""
+        module, name = entry.rsplit(".", 1)
+        wrapper = textwrap.dedent(f"""
+            import sys
+            import choreo_ingest.cli.lean as lean
+            import choreo_ingest.{module} as target
+
+            class Landing:
+                def __set_name__(self, owner, name):
+                    raise KeyboardInterrupt  # SIGTERM, as a dataclass is made
+
+            def loading(*args):
+                type("Loading", (), {{"field": Landing()}})
+
+            lean.lean_main = lambda args: None  # else the lean entry answers `status`
+            setattr(target, {name!r}, loading)
+            from choreo_ingest.cli import main
+            main(sys.argv[1:])
+        """)
+
+        done = run_cli("status", "--json", cwd=tmp_path, entry=("-c", wrapper))
+
+        assert done.returncode == 130, done.stderr
+        assert one_error_line(done.stderr).endswith("interrupted")
+        assert json.loads(done.stdout) == {"exitCode": 130, "error": "interrupted"}
+
+
+def interrupt_as_a_class_is_made() -> BaseException:
+    """What a SIGTERM that lands in a descriptor's `__set_name__` (a dataclass's field, as its
+    module loads) raises: on Python 3.11 a RuntimeError around the interrupt, from 3.12 on the
+    interrupt itself."""
+
+    class Landing:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    try:
+        type("Loading", (), {"field": Landing()})
+    except (KeyboardInterrupt, RuntimeError) as error:
+        return error
+    raise AssertionError("the class was made")

@@ -19,6 +19,7 @@ from choreo_ingest.cli import (
     demo_commands,
     event_commands,
     ignore_late_signals,
+    interrupted,
     mirror_commands,
     render,
     report_early_interrupt,
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = ExitCode.OK
     except render.StdoutFailed as failed:  # outside a command: the help, a usage error's JSON
         code = reported(failed, False, {})
-    except KeyboardInterrupt:  # before or after typer's own handling (as it builds its commands)
+    except (KeyboardInterrupt, RuntimeError) as error:  # before or after typer's own handling
+        if not interrupted(error):  # (as it builds its commands)
+            raise
         ignore_late_signals()  # the code is decided: a second signal must not cut its report
         report_early_interrupt(args)
         code = ExitCode.INTERRUPTED

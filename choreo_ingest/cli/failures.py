@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from choreo_ingest.cli import interrupted
 from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
 from choreo_ingest.cli.output import StdoutFailed, document_written, error_line, print_json
 from choreo_ingest.errors import ChoreoIngestError
@@ -65,7 +66,7 @@ def reported(error: BaseException, as_json: bool, fields: Mapping[str, Any]) -> 
 
     if isinstance(error, (ChoreoIngestError, StdoutFailed)):
         message, code = str(error), exit_code_for(error)
-    elif isinstance(error, KeyboardInterrupt):
+    elif interrupted(error):
         message, code = "interrupted", ExitCode.INTERRUPTED
     else:
         get_logger("choreo_ingest.cli").debug("internal_error", exc_info=error)
