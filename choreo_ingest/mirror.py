@@ -361,6 +361,11 @@ _Yaml12SafeDumper.add_implicit_resolver(
 _Yaml12SafeDumper.add_implicit_resolver(
     "tag:yaml.org,2002:int", re.compile(r"^(?:0o[0-7]+|0x[0-9a-fA-F]+)$"), ["0"]
 )
+# YAML 1.1's own booleans that PyYAML leaves out: a parser in 1.1 mode (Backstage's `yaml` can
+# be set to it) reads a plain `y` or `n` as true or false.
+_Yaml12SafeDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN")
+)
 
 
 _UNICODE_BREAKS = ("\x85", "\u2028", "\u2029")

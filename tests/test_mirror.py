@@ -156,6 +156,13 @@ class TestYaml:
         assert dumped == f"metadata:\n  name: '{text}'\n"
         assert yaml.safe_load(dumped) == {"metadata": {"name": text}}
 
+    @pytest.mark.parametrize("text", ["y", "Y", "n", "N"])
+    def test_yaml_11_one_letter_booleans_are_quoted(self, text: str) -> None:
+        """PyYAML reads a plain `y` as text, YAML 1.1 as a boolean (a component named `y`)."""
+        dumped = entity_yaml({"metadata": {"name": text}}).decode()
+        assert dumped == f"metadata:\n  name: '{text}'\n"
+        assert yaml.safe_load(dumped) == {"metadata": {"name": text}}
+
     @pytest.mark.parametrize(
         "text",
         ["Orders\u2028API", "Line one\x85Line two", "first\n\x85second", "a\u2029", "plain"],
