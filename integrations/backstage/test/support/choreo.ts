@@ -38,6 +38,8 @@ export type Choreo = {
   serve(method: string, route: string, body?: unknown): Promise<{ status: number; json: any }>;
   /** The refs `choreo-ingest export` prints, in Backstage's spelling, sorted. */
   exportRefs(): Promise<string[]>;
+  /** The entities `choreo-ingest export` prints, by ref in Backstage's spelling. */
+  exportEntities(): Promise<Map<string, Entity>>;
   /** The feed's newest seq and storeId. */
   feedHead(): Promise<{ storeId: string; newestSeq: number }>;
   stop(): Promise<void>;
@@ -172,6 +174,14 @@ export async function startChoreo(options: ChoreoOptions): Promise<Choreo> {
       }
     }, 'serve to be ready');
 
+    const exportEntities = async () => {
+      const out = await cli(dir, 'export', '--config', config);
+      const entities = out
+        .split('\n')
+        .filter(line => line.trim())
+        .map(line => JSON.parse(line) as Entity);
+      return new Map(entities.map(entity => [stringifyEntityRef(entity), entity]));
+    };
     const serve = async (method: string, route: string, body?: unknown) => {
       const response = await fetch(`${serveUrl}${route}`, {
         method,
@@ -198,13 +208,9 @@ export async function startChoreo(options: ChoreoOptions): Promise<Choreo> {
         return answer.data;
       },
       async exportRefs() {
-        const out = await cli(dir, 'export', '--config', config);
-        return out
-          .split('\n')
-          .filter(line => line.trim())
-          .map(line => stringifyEntityRef(JSON.parse(line) as Entity))
-          .sort();
+        return [...(await exportEntities()).keys()].sort();
       },
+      exportEntities,
       async feedHead() {
         const { status, json } = await serve('GET', '/entities?limit=1');
         if (status !== 200) {
