@@ -41,7 +41,7 @@ DETAIL = "include=type,workload"
 USER_AGENT_PREFIX = "choreo-ingest/"
 DELETION_TIMESTAMP = "openchoreo.io/deletion-timestamp"
 DETECTED_AT = "https://openchoreo.test/api/v1"
-"""The source where `auto` finds the API (`conftest.BASE_URL`, as the provider names it)."""
+"""The source where the walk finds the API (`conftest.BASE_URL`, as the provider names it)."""
 FIRST_PAGE_FACTS = {"api": "orgs", "apiSource": DETECTED_AT, "problem": None}
 EXPIRED = {"success": False, "error": "expired", "code": "CONTINUE_TOKEN_EXPIRED"}
 """The org era's answer to an expired cursor (410)."""
