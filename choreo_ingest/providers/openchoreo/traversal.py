@@ -430,7 +430,8 @@ class OpenChoreoProvider:
         except (NotFoundError, WebPageAnswer) as missing:
             phase = generation.phases[state.phase]
             if phase.queue is None or isinstance(missing, WebPageAnswer):
-                stated = state.phase == 0 and configured_api(self._config) != "auto"
+                first = state.phase == 0 and state.api_cursor is None  # the listing's first page
+                stated = first and configured_api(self._config) != "auto"
                 found = found_at(context.facts, self.source)
                 raise root_missing(context.client, generation, missing, stated, found) from None
             check_parent_gone(context.client, generation.gone_codes, path, missing)

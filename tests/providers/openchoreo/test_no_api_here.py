@@ -18,6 +18,7 @@ from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.reporting import status_report
 
 from fakes import FakeClock
+from sim_support import simulator_transport
 
 WEB_PAGE = httpx.Response(200, text="<!doctype html><html><body>Backstage</body></html>")
 """What a web app answers every path with (no content type: the body says it)."""
@@ -121,3 +122,30 @@ def test_check_says_a_web_page_answered(tmp_path: Path) -> None:
 
     assert not api.ok
     assert "/api/v1/orgs answered a web page, not the API): set it to" in api.detail
+
+
+@APIS
+def test_a_404_past_the_root_listings_first_page_is_upstream_trouble(
+    tmp_path: Path, api: str
+) -> None:
+    """The listing's first page answered in this very burst: its second page's 404 says nothing
+    of the address (a proxy's hiccup, a server being replaced), whatever was stored before."""
+    clock = FakeClock()
+    config = replace(configured(tmp_path, api), providers=(PROVIDER,))
+    settings = replace(config.openchoreo.incremental, chunk_size=1)
+    config = replace(config, openchoreo=replace(config.openchoreo, incremental=settings))
+    served = simulator_transport(simulator(v1_world(namespaces=2), clock))
+
+    def second_namespace_page_gone(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/namespaces") and "cursor" in request.url.params:
+            return httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
+        return served.handle_request(request)
+
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(second_namespace_page_gone))
+    assert config.state_path is not None
+    result = run_once(config, config.state_path, clock, providers={PROVIDER: provider})
+
+    [outcome] = result.providers
+    assert outcome.action == "failed"
+    assert (outcome.error or "").startswith("GET /namespaces: HTTP 404")
+    assert not outcome.misconfigured
