@@ -17,10 +17,12 @@ from choreo_ingest.clock import Clock, parsed_time, rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.engine import burst_context
 from choreo_ingest.errors import (
+    NO_API_HERE,
     AuthError,
     ChoreoIngestError,
     ConfigError,
     DeadlineExceeded,
+    PermanentError,
     ProviderError,
     ServerStalled,
     TransientError,
@@ -241,8 +243,10 @@ def drain_inbox(
 
 def _api_unwell(error: Exception) -> bool:
     """Whether a failed re-read says the API is unwell, or a setting to mend concerns every
-    event: then the events wait (`eventsHeldUntil`) rather than spend their attempts."""
-    return isinstance(error, (TransientError, AuthError, ConfigError))
+    event (no API at `baseUrl` too): then the events wait (`eventsHeldUntil`) rather than spend
+    their attempts."""
+    no_api = isinstance(error, PermanentError) and error.code == NO_API_HERE
+    return no_api or isinstance(error, (TransientError, AuthError, ConfigError))
 
 
 def _probe(

@@ -19,7 +19,12 @@ from choreo_ingest.errors import (
     WebPageAnswer,
 )
 from choreo_ingest.logs import get_logger
-from choreo_ingest.models import API_SOURCE_FACT
+from choreo_ingest.models import (
+    API_SOURCE_FACT,
+    SOURCE_BEFORE_CYCLE_FACT,
+    SOURCE_CYCLE_FACT,
+    SOURCE_FACT,
+)
 from choreo_ingest.providers.openchoreo.generation import Generation, ListPage, says_absent
 
 if TYPE_CHECKING:
@@ -155,9 +160,15 @@ def no_api_error(
     return PermanentError(gone, status=404, code=NO_API_HERE)
 
 
-def found_at(facts: Mapping[str, str], source: str) -> str | None:
-    """The generation a cycle found at `source` (what the provider reads), if one did."""
-    return facts.get("api") if facts.get(API_SOURCE_FACT) == source else None
+def api_found_at(facts: Mapping[str, str], source: str) -> bool:
+    """Whether a cycle found the API at `source` (what the provider reads). A state from before
+    `apiSource`: whether a first page stored the `api`, and the cycle under way began at the
+    address of the one before it."""
+    if API_SOURCE_FACT in facts:
+        return facts[API_SOURCE_FACT] == source
+    cycle = facts.get(SOURCE_CYCLE_FACT)
+    moved = cycle is not None and facts.get(SOURCE_BEFORE_CYCLE_FACT) == cycle
+    return not moved and facts.get(SOURCE_FACT) == source and "api" in facts
 
 
 def root_missing(
@@ -187,7 +198,7 @@ def detect(
     """`auto`'s generation for a new cycle of `provider`, which reads `source` and has `facts`
     stored, and the first page of its root listing (`first_root_page`)."""
     before = facts.get("api")
-    found = found_at(facts, source)
+    found = before if api_found_at(facts, source) else None
     generation, page = first_root_page(client, generations(), limit, found_here=found)
     if before not in (None, generation.name):
         log.warning("openchoreo_api_changed", provider=provider, before=before, now=generation.name)

@@ -55,10 +55,10 @@ from choreo_ingest.providers.openchoreo.generation import (
     takes_event,
 )
 from choreo_ingest.providers.openchoreo.generations import (
+    api_found_at,
     configured_api,
     detect,
     first_root_page,
-    found_at,
     generation_named,
     generations,
     root_missing,
@@ -96,7 +96,7 @@ class OpenChoreoContext:
     """What `around()` yields for one burst: the walk's tools and what this burst has seen."""
 
     walk: Walk
-    facts: Mapping[str, str]
+    facts: dict[str, str]
     clock: Clock
     restarts: dict[str, int] = field(default_factory=dict)
     failed_at: dict[str, list[tuple[int, int] | None]] = field(default_factory=dict)
@@ -196,9 +196,8 @@ class OpenChoreoProvider:
         ) as client:
             walk = Walk(client, burst.queues, burst.index, self._config, self._name, burst.clock)
             self._marks.forget()
-            yield OpenChoreoContext(
-                walk=walk, facts=burst.facts, clock=burst.clock, last_failure=burst.last_failure
-            )
+            facts = dict(burst.facts)  # with `apiSource` once this burst finds the API
+            yield OpenChoreoContext(walk, facts, burst.clock, last_failure=burst.last_failure)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -368,7 +367,7 @@ class OpenChoreoProvider:
                 return listed, False
             context.guard.check(path, state.api_cursor, listed, state.head)
             if item is None and state.api_cursor is None:  # the API answers at this address
-                facts[API_SOURCE_FACT] = self.source
+                facts[API_SOURCE_FACT] = context.facts[API_SOURCE_FACT] = self.source
             state.passed(path)
             state.head = page_head(listed.items) if listed.next_cursor else None
             context.place = place_after(context.place, path, state.api_cursor, len(listed.items))
@@ -432,7 +431,7 @@ class OpenChoreoProvider:
             if phase.queue is None or isinstance(missing, WebPageAnswer):
                 first = state.phase == 0 and state.api_cursor is None  # the listing's first page
                 stated = first and configured_api(self._config) != "auto"
-                found = found_at(context.facts, self.source)
+                found = generation.name if api_found_at(context.facts, self.source) else None
                 raise root_missing(context.client, generation, missing, stated, found) from None
             check_parent_gone(context.client, generation.gone_codes, path, missing)
             state.api_cursor = state.head = None

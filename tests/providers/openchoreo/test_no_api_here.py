@@ -16,7 +16,9 @@ from choreo_ingest.config import AuthConfig, Config
 from choreo_ingest.invocation import run_once
 from choreo_ingest.providers.openchoreo import OpenChoreoProvider
 from choreo_ingest.reporting import status_report
+from choreo_ingest.store import Store
 
+from event_fakes import component_event
 from fakes import FakeClock
 from sim_support import simulator_transport
 
@@ -149,3 +151,82 @@ def test_a_404_past_the_root_listings_first_page_is_upstream_trouble(
     assert outcome.action == "failed"
     assert (outcome.error or "").startswith("GET /namespaces: HTTP 404")
     assert not outcome.misconfigured
+
+
+def one_page_at_a_time(config: Config) -> Config:
+    settings = replace(config.openchoreo.incremental, chunk_size=1)
+    return replace(config, openchoreo=replace(config.openchoreo, incremental=settings))
+
+
+@APIS
+def test_a_404_where_a_restarted_listing_begins_again_is_upstream_trouble(
+    tmp_path: Path, api: str
+) -> None:
+    """The namespaces' first page answered in this very burst; the next page's cursor expired
+    (500 twice) and the listing's first page, asked again, answers 404: the API was here."""
+    clock = FakeClock()
+    config = one_page_at_a_time(configured(tmp_path, api))
+    served = simulator_transport(simulator(v1_world(namespaces=2), clock))
+    firsts = 0
+
+    def restart_meets_404(request: httpx.Request) -> httpx.Response:
+        nonlocal firsts
+        if request.url.path.endswith("/namespaces"):
+            if "cursor" in request.url.params:
+                return httpx.Response(500, json={"error": "boom", "code": "INTERNAL_ERROR"})
+            firsts += 1
+            if firsts > 1:
+                return NOT_FOUND
+        return served.handle_request(request)
+
+    provider = OpenChoreoProvider(config, transport=httpx.MockTransport(restart_meets_404))
+    assert config.state_path is not None
+    result = run_once(config, config.state_path, clock, providers={PROVIDER: provider})
+
+    [outcome] = result.providers
+    assert (outcome.action, firsts) == ("failed", 2)
+    assert not outcome.misconfigured, outcome.error
+
+
+@APIS
+def test_a_state_from_before_api_source_keeps_what_its_cycles_read(
+    tmp_path: Path, api: str
+) -> None:
+    """An earlier release kept no `apiSource`: the `api` its cycles stored at this address
+    says the API was read here."""
+    clock = FakeClock()
+    config = configured(tmp_path, api)
+    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+    with Store.open(tmp_path / "state.db") as store:
+        store.set_facts(PROVIDER, {"apiSource": None}, clock.now())
+
+    error, to_mend = run_against(without_auth(config), NOT_FOUND, clock)
+
+    assert error.endswith(
+        "), where its v1 API answered before: is the server, or a proxy in "
+        "front of it, down or changed?"
+    )
+    assert not to_mend
+
+
+@ANSWERS
+def test_events_wait_for_a_base_url_with_no_api_and_say_it_is_to_mend(
+    tmp_path: Path, answer: httpx.Response
+) -> None:
+    """Before any cycle found the API, a drain under `auto` asks the server first: no API there
+    is the setting's, not the event's, so the events wait rather than spend their attempts."""
+    clock = FakeClock()
+    config = without_auth(configured(tmp_path, "auto"))
+    assert run_against(config, answer, clock)[1]
+    with Store.open(tmp_path / "state.db") as store:
+        store.add_events(PROVIDER, [component_event("c1", "created")], clock.now())
+    clock.advance(5)
+    provider = OpenChoreoProvider(config, transport=answering(answer))
+
+    assert config.state_path is not None
+    result = run_once(config, config.state_path, clock, providers={PROVIDER: provider})
+
+    assert [held.mendable for held in result.events.held] == [True]  # `run` exits 2
+    with Store.open(tmp_path / "state.db", readonly=True) as store:
+        [waiting] = store.pending_events(PROVIDER)
+    assert waiting.attempts == 1  # as for an unwell API: the wait grows with its attempts
