@@ -55,6 +55,14 @@ def configured(tmp_path: Path, api: str) -> Config:
     return replace(config, openchoreo=replace(config.openchoreo, api=api))
 
 
+def after_a_cycle(tmp_path: Path, api: str) -> tuple[Config, FakeClock]:
+    """The config and clock of a state whose first cycle read the simulator's v1 API."""
+    clock = FakeClock()
+    config = configured(tmp_path, api)
+    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+    return config, clock
+
+
 @pytest.mark.parametrize(
     ("api", "asked"),
     [
@@ -82,9 +90,7 @@ def test_a_web_page_at_every_path_is_a_base_url_to_mend(
 def test_no_api_where_a_cycle_read_it_is_upstream_trouble(
     tmp_path: Path, answer: httpx.Response, api: str
 ) -> None:
-    clock = FakeClock()
-    config = configured(tmp_path, api)
-    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+    config, clock = after_a_cycle(tmp_path, api)
 
     error, to_mend = run_against(without_auth(config), answer, clock)
 
@@ -104,9 +110,7 @@ def test_no_api_where_a_cycle_read_it_is_upstream_trouble(
 def test_no_api_at_a_new_base_url_is_a_setting_to_mend_after_cycles_elsewhere(
     tmp_path: Path, answer: httpx.Response, api: str
 ) -> None:
-    clock = FakeClock()
-    config = configured(tmp_path, api)
-    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+    config, clock = after_a_cycle(tmp_path, api)
     moved = without_auth(config, base_url="http://backstage.test:7007")
 
     error, to_mend = run_against(moved, answer, clock)
@@ -194,9 +198,7 @@ def test_a_state_from_before_api_source_keeps_what_its_cycles_read(
 ) -> None:
     """An earlier release kept no `apiSource`: the `api` its cycles stored at this address
     says the API was read here."""
-    clock = FakeClock()
-    config = configured(tmp_path, api)
-    assert run(config, simulator(v1_world(), clock), clock).providers[0].cycle_completed
+    config, clock = after_a_cycle(tmp_path, api)
     with Store.open(tmp_path / "state.db") as store:
         store.set_facts(PROVIDER, {"apiSource": None}, clock.now())
 
