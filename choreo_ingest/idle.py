@@ -7,8 +7,9 @@ rewrite the metrics textfile, it does that and returns True. When there is anyth
 a migration, a provider that is not built in) or anything is wrong (the lock held, a config or
 state error), it changes nothing (on PostgreSQL, opening a database without the schema makes the
 empty schema, as the full run's open would next) and returns False: the full run
-(`invocation.run_once`) then does the work, or reports the problem, as it always has. The two cannot disagree on what is due:
-both ask `schedule.decide`, and neither waits out a cycle begun on another server (`baseUrl`).
+(`invocation.run_once`) then does the work, or reports the problem, as it always has. The two
+cannot disagree on what is due: both ask `schedule.decide`, and neither waits out a cycle begun
+on another server (`baseUrl`).
 
 This module's imports are the idle call's whole cost; `tests/test_idle.py` pins them.
 """
