@@ -365,6 +365,25 @@ class TestCsvOptions:
         assert message in str(failure.value)
         assert isinstance(failure.value.__cause__, ConfigError)
 
+    def test_an_interrupt_as_the_provider_loads_is_an_interrupt(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A SIGTERM that lands in a dataclass field's `__set_name__` as the provider's module
+        loads: Python 3.11 wraps it in a RuntimeError, which `check` and `event` reported as a
+        provider that failed to load (exit 2), not as the interrupt it is (130)."""
+
+        class Landing:
+            def __set_name__(self, owner: type, name: str) -> None:
+                raise KeyboardInterrupt
+
+        def loading(name: str) -> Any:
+            type("Loading", (), {"field": Landing()})
+
+        monkeypatch.setattr(registry, "_factory", loading)
+
+        with pytest.raises(KeyboardInterrupt):
+            load_provider("openchoreo", make_config(tmp_path))
+
 
 class TestNextToAnotherProvider:
     def test_full_cycle_runs_both_providers_each_with_its_own_state(

@@ -45,6 +45,8 @@ def load_provider(name: str, config: Config) -> IncrementalEntityProvider:
     except ProviderLoadError:
         raise
     except Exception as error:
+        if isinstance(error.__cause__, KeyboardInterrupt):  # Python 3.11's wrapping of a SIGTERM
+            raise error.__cause__ from None  # that lands as a class is made (`cli.interrupted`)
         raise ProviderLoadError(name, f"failed to load: {type(error).__name__}: {error}") from error
     missing = [attr for attr in ("name", "around", "next") if not hasattr(provider, attr)]
     if missing:
