@@ -410,14 +410,15 @@ def approve_removals(
     *,
     config: Config | None = None,
     cycle: int | None = None,
-) -> int:
+) -> tuple[int, int | None]:
     """Remove what the blocked sweep held back; with `cycle`, only if the blocked sweep is still
-    that cycle's (the one reviewed), else a ConfigError saying what is blocked now."""
+    that cycle's (the one reviewed), else a ConfigError saying what is blocked now. Returns how
+    many were removed and the cycle whose sweep held them back (None: none was blocked)."""
     with changing_state(state, config, clock) as store:
+        blocked = store.blocked_removals(name)
         removed = store.approve_removals(name, clock.now(), cycle=cycle)
         if removed is not None:
-            return removed
-        blocked = store.blocked_removals(name)
+            return removed, blocked.cycle_id
     now_blocked = (
         f"cycle {blocked.cycle_id}'s {blocked.count:,} removals are blocked now"
         if blocked.cycle_id is not None

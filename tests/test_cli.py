@@ -523,6 +523,7 @@ class TestStateCommands:
         assert len(pending["refs"]) == min(pending["count"], 100)
         assert unconfirmed.exit_code == 2
         assert document(approved)["removed"] == pending["count"]
+        assert document(approved)["cycle"] == pending["cycle"]  # the sweep that held them back
         assert document(after)["providers"][0]["blocked"] is False
         assert list(iter_export(blocked)) == []
 

@@ -482,12 +482,12 @@ class TestOperatorCommands:
         blocked = run(config, state_path, clock, FakeProvider(TEN[5:], page_size=5))
         assert blocked.providers[0].removals_blocked == 5
 
-        assert approve_removals(state_path, "fake", clock) == 5
+        assert approve_removals(state_path, "fake", clock) == (5, 2)  # cycle 2's sweep
 
         with state_location(state_path).open(readonly=True) as store:
             assert store.active_count("fake") == 5
             assert store.blocked_removals("fake").count == 0
-        assert approve_removals(state_path, "fake", clock) == 0
+        assert approve_removals(state_path, "fake", clock) == (0, None)
 
     @pytest.mark.parametrize("command", ["approve", "reset", "forget"])
     def test_a_change_to_a_state_not_there_yet_says_so_in_its_store_s_words(

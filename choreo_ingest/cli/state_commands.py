@@ -368,7 +368,7 @@ def removals(
                     f"{shown.cycle} did not see?",
                     yes,
                 )
-            removed = approve_removals(
+            removed, approved = approve_removals(
                 session.state,
                 approved_provider,
                 session.clock,
@@ -376,7 +376,7 @@ def removals(
                 cycle=cycle,
             )
             if json_output:
-                render.print_json(approval_json(approved_provider, removed, cycle))
+                render.print_json(approval_json(approved_provider, removed, approved))
             elif render.stdout_is_tty():
                 render.print_text(f"{approved_provider}: {removed} entities removed")
             return

@@ -385,7 +385,7 @@ def _operator_routes(server: Server) -> list[Route]:
 
     def approved(provider: str, cycle: int | None) -> dict[str, Any]:
         try:
-            removed = server.service.while_locked(
+            removed, approved = server.service.while_locked(
                 lambda: approve_removals(
                     server.state, provider, server.clock, config=server.config, cycle=cycle
                 )
@@ -395,7 +395,7 @@ def _operator_routes(server: Server) -> list[Route]:
                 raise
             refused = str(error).removeprefix(f"{error.path}: ")
             raise ConfigError(refused, path="cycle") from None  # the parameter, not the flag
-        return approval_json(provider, removed, cycle)
+        return approval_json(provider, removed, approved)
 
     async def refresh_route(request: Request) -> Response:
         require_token(server, request)
