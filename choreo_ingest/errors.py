@@ -305,3 +305,12 @@ def needs_mending(error: BaseException) -> bool:
     if isinstance(error, PermanentError) and error.code in (TOO_LARGE, NO_API_HERE):
         return bool(error.config_key)
     return isinstance(error, ConfigError | GrantRefused | CredentialsMissing | TokenRefused)
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` is an interrupt: a KeyboardInterrupt, or on Python 3.11 the RuntimeError
+    a class statement wraps one in when it lands in a field's `__set_name__` (a dataclass's, as
+    a module loads)."""
+    if isinstance(error, RuntimeError):
+        return isinstance(error.__cause__, KeyboardInterrupt)
+    return isinstance(error, KeyboardInterrupt)

@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             import_libraries_lightly()
             from choreo_ingest.cli.app import main as run
     except (KeyboardInterrupt, RuntimeError) as error:
+        from choreo_ingest.errors import interrupted
+
         if not interrupted(error):
             raise
         ignore_late_signals()  # the code is decided: a second signal must not cut its report
@@ -50,15 +52,6 @@ def main(argv: list[str] | None = None) -> None:
             report_early_interrupt(args)
         sys.exit(INTERRUPTED)
     run(args)  # ignores late signals itself, once its code is decided
-
-
-def interrupted(error: BaseException) -> bool:
-    """Whether `error` is an interrupt: a KeyboardInterrupt, or on Python 3.11 the RuntimeError
-    a class statement wraps one in when it lands in a field's `__set_name__` (a dataclass's, as
-    a module loads)."""
-    if isinstance(error, RuntimeError):
-        return isinstance(error.__cause__, KeyboardInterrupt)
-    return isinstance(error, KeyboardInterrupt)
 
 
 def ignore_late_signals() -> None:

@@ -19,7 +19,6 @@ from choreo_ingest.cli import (
     demo_commands,
     event_commands,
     ignore_late_signals,
-    interrupted,
     mirror_commands,
     render,
     report_early_interrupt,
@@ -35,6 +34,7 @@ from choreo_ingest.cli.failures import (
     print_error_document,
     reported,
 )
+from choreo_ingest.errors import interrupted
 from choreo_ingest.logs import configure_logging
 from choreo_ingest.version import __version__
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from choreo_ingest.cli import interrupted
 from choreo_ingest.cli.exit_codes import ExitCode, exit_code_for
 from choreo_ingest.cli.output import StdoutFailed, document_written, error_line, print_json
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import ChoreoIngestError, interrupted
 from choreo_ingest.models import RunOutcome
 
 EVENT_COUNTS = ("applied", "retried", "parked", "dropped")

@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, NamedTuple
 
 from choreo_ingest.config import Config
-from choreo_ingest.errors import ProviderLoadError
+from choreo_ingest.errors import ProviderLoadError, interrupted
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoints
@@ -45,8 +45,8 @@ def load_provider(name: str, config: Config) -> IncrementalEntityProvider:
     except ProviderLoadError:
         raise
     except Exception as error:
-        if isinstance(error.__cause__, KeyboardInterrupt):  # Python 3.11's wrapping of a SIGTERM
-            raise error.__cause__ from None  # that lands as a class is made (`cli.interrupted`)
+        if interrupted(error):  # a SIGTERM as the provider's module loads
+            raise KeyboardInterrupt from error
         raise ProviderLoadError(name, f"failed to load: {type(error).__name__}: {error}") from error
     missing = [attr for attr in ("name", "around", "next") if not hasattr(provider, attr)]
     if missing:
