@@ -2,15 +2,17 @@
 
 The public surface for provider authors is re-exported here, each name loaded when first asked
 for: importing any module of the package runs this file first, and a `run` with nothing due
-must not pay for the provider interfaces (see `choreo_ingest/idle.py`).
+must not pay for the provider interfaces (see `choreo_ingest/idle.py`), nor for `typing`
+(see `choreo_ingest/idle_answer.py`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
+"""`typing.TYPE_CHECKING`, without importing typing (mypy takes any name so spelt as True)."""
 if TYPE_CHECKING:
+    from typing import Any
+
     from choreo_ingest.errors import (
         AuthError,
         ChoreoIngestError,
@@ -68,6 +70,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

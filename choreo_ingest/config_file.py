@@ -29,15 +29,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from choreo_ingest.cache_files import ANSWER_SUFFIX, COPY_SUFFIX, file_identity, kept_file
+from choreo_ingest.cache_files import cache_directory as kept_directory
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import make_directories, replace_atomically
 
-CACHE_SUBDIRECTORY = "choreo-ingest"
 STALE_SECONDS = 30 * 86_400
 """A copy not written for this long is removed when another is written (`_forget_stale`)."""
 CACHE_FORMAT = 5
@@ -70,7 +70,7 @@ def read_document(
     out.
     """
     absolute = str(path.absolute())  # not resolve(): a symlink swapped later must be seen
-    identity = _identity(path)
+    identity = file_identity(absolute)
     cache = _cache_file(absolute)
     cached = None
     if cache is not None and identity is not None:
@@ -107,33 +107,15 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read: not UTF-8 text") from None
 
 
-def _identity(path: Path) -> list[int] | None:
-    try:
-        found = path.stat()
-    except OSError:
-        return None  # reading it fails next, and says why
-    return [found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns]
-
-
-def cache_directory(env: dict[str, str] | None = None) -> Path | None:
+def cache_directory(env: Mapping[str, str] | None = None) -> Path | None:
     """Where the parsed copies go (None: nowhere to put them)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("CACHE_DIRECTORY"):  # systemd's CacheDirectory=, already ours alone
-        return Path(env["CACHE_DIRECTORY"].split(":")[0])
-    xdg, home = Path(env.get("XDG_CACHE_HOME", "")), Path(env.get("HOME", ""))  # unset: "."
-    if xdg.is_absolute():  # the XDG spec: a relative one is ignored
-        return xdg / CACHE_SUBDIRECTORY
-    if home.is_absolute() and home.is_dir():  # a home that is not there is not made
-        return home / ".cache" / CACHE_SUBDIRECTORY
-    return None
+    directory = kept_directory(os.environ if env is None else env)
+    return None if directory is None else Path(directory)
 
 
 def _cache_file(absolute: str) -> Path | None:
-    directory = cache_directory()
-    if directory is None:
-        return None
-    # The name only spreads files out: the copy holds the path, and is used only for that path.
-    return directory / f"config-{zlib.crc32(os.fsencode(absolute)):08x}.json"
+    file = kept_file(absolute, COPY_SUFFIX, os.environ)
+    return None if file is None else Path(file)
 
 
 def _read_cache(cache: Path, absolute: str, identity: list[int]) -> tuple[Document, bool] | None:
@@ -182,7 +164,10 @@ def _forget_stale(written: Path) -> None:
     and no look at config paths that may sit on a mount that hangs)."""
     try:
         now = written.stat().st_mtime
-        copies = list(written.parent.glob("config-*.json"))
+        copies = [
+            *written.parent.glob(f"config-*{COPY_SUFFIX}"),
+            *written.parent.glob(f"config-*{ANSWER_SUFFIX}"),  # `idle_answer`'s
+        ]
     except OSError:
         return
     for copy in copies:

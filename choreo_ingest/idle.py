@@ -11,28 +11,71 @@ empty schema, as the full run's open would next) and returns False: the full run
 cannot disagree on what is due: both ask `schedule.decide`, and neither waits out a cycle begun
 on another server (`baseUrl`).
 
+Having found nothing due, it keeps its answer (`keep_answer`), which the next calls take
+before any of this is imported (`idle_answer`) while nothing it read has changed.
+
 This module's imports are the idle call's whole cost; `tests/test_idle.py` pins them.
 """
 
 from __future__ import annotations
 
+import marshal
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
 from choreo_ingest.api_address import source_address
+from choreo_ingest.cache_files import ANSWER_SUFFIX, file_identity, kept_file
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.errors import ChoreoIngestError
-from choreo_ingest.metrics import write_metrics_textfile
+from choreo_ingest.files import make_directories, replace_atomically
+from choreo_ingest.idle_answer import (
+    CHOOSING_VARIABLES,
+    KEPT_SECONDS,
+    environment_digest,
+    go_float,
+    installed,
+)
+from choreo_ingest.metrics import TEXTFILE_MODE, render_metrics, write_textfile
 from choreo_ingest.mirror_marker import read_marker
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT, cycle_source
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import run_metrics
 from choreo_ingest.retention import change_log_prunable
-from choreo_ingest.schedule import Burst, decide, in_cycle, refresh_waits
-from choreo_ingest.store import SCHEMA_VERSION, StateLocation, Store, position_name
+from choreo_ingest.schedule import Burst, Wait, decide, in_cycle, refresh_waits
+from choreo_ingest.store import (
+    SCHEMA_VERSION,
+    SqliteLocation,
+    StateLocation,
+    Store,
+    noted_damage,
+    position_name,
+)
+from choreo_ingest.store.run_lock import lock_path_for
+from choreo_ingest.store.write_mark import state_identity
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+"""A `${VAR}` (or `${VAR:-default}`) in the config file's text."""
 
 
-def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
+class Keeping(NamedTuple):  # not a dataclass: each costs this entry a millisecond to define
+    """What a `run` that may keep its answer knew before it loaded the config."""
+
+    config: str
+    """The config file's absolute path, as `idle_answer.config_path` gives it."""
+    identity: list[int]
+    """Its identity before it was read: a change while it was read then shows."""
+
+
+def run_if_idle(
+    config: Config, state: StateLocation, clock: Clock, keeping: Keeping | None = None
+) -> bool:
     """Do what a `run` with nothing to do does (rewrite the metrics textfile) and return True,
-    or change nothing and return False (the full run has work to do, or a problem to report)."""
+    or change nothing and return False (the full run has work to do, or a problem to report).
+    With `keeping` (a plain `run` of a config file, its state not given apart), keep the answer
+    for the calls that follow (`keep_answer`)."""
     if any(name not in BUILT_IN for name in config.providers):
         return False  # another package's provider may do its own work when loaded
     try:
@@ -40,11 +83,18 @@ def run_if_idle(config: Config, state: StateLocation, clock: Clock) -> bool:
         if not state.might_exist():
             return False  # made by the full run, which says where
         with state.open_locked() as store:
-            if not nothing_to_do(store, config, clock.now()):
+            mark = store.write_mark()  # first: whatever is committed after it changes it
+            if mark is None and keeping is not None and isinstance(state, SqliteLocation):
+                mark = store.new_write_mark()  # once, for a state from before marks
+            now = clock.now()
+            if not nothing_to_do(store, config, now):
                 return False
+            data = None
             if config.metrics_textfile is not None:
-                metrics = run_metrics(store, config, clock.now())
-                write_metrics_textfile(config.metrics_textfile, metrics, config.metrics_labels)
+                data = render_metrics(run_metrics(store, config, now), config.metrics_labels)
+                write_textfile(config.metrics_textfile, data)
+            if keeping is not None and mark is not None and isinstance(state, SqliteLocation):
+                keep_answer(keeping, store, config, state, now, mark, data)
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False
     return True
@@ -82,3 +132,100 @@ def nothing_to_do(store: Store, config: Config, now: float) -> bool:
 def _source(config: Config) -> str:
     """What the built-in provider (the only one the idle call answers for) reads."""
     return source_address(config.openchoreo.base_url or "")
+
+
+def keep_answer(
+    keeping: Keeping,
+    store: Store,
+    config: Config,
+    state: SqliteLocation,
+    now: float,
+    mark: tuple[str, int],
+    data: bytes | None,
+) -> None:
+    """Keep the answer of this idle run (`idle_answer`), read from the state at `mark`: until
+    the first wait ends (at most KEPT_SECONDS), if a run then would still find nothing to do
+    and write the same textfile but for its time; else remove an answer kept before. Nothing
+    is kept for what the kept answer cannot check (a mirror, a state noted damaged)."""
+    kept_at = kept_file(keeping.config, ANSWER_SUFFIX, os.environ)
+    if kept_at is None:
+        return
+    answer = Path(kept_at)
+    kept = None
+    if config.catalog_directory is None and noted_damage(state.real_path) is None:
+        kept = _answer(keeping, store, config, state, now, mark, data)
+    try:
+        if kept is None:
+            answer.unlink(missing_ok=True)
+            return
+        make_directories(answer.parent, 0o700)
+        replace_atomically(answer, marshal.dumps(kept), 0o600)
+    except OSError:  # nowhere to keep it: the next call decides afresh, as this one did
+        return
+
+
+def _answer(
+    keeping: Keeping,
+    store: Store,
+    config: Config,
+    state: SqliteLocation,
+    now: float,
+    mark: tuple[str, int],
+    data: bytes | None,
+) -> dict[str, object] | None:
+    until = now + KEPT_SECONDS
+    for name in config.providers:
+        decision = decide(store.load_provider(name), config.incremental, now)
+        if not isinstance(decision, Wait) or decision.until is None:
+            return None
+        until = min(until, decision.until)
+    # What a run decides and writes changes as time passes only where a time is crossed (a
+    # wait's end, a health problem's allowance): the same at both ends, the same between.
+    last = max(now, until - 0.001)
+    if until <= now or not nothing_to_do(store, config, last):
+        return None
+    chunks: list[str] = []
+    if data is not None:
+        chunks = data.decode().split(go_float(now))
+        metrics = run_metrics(store, config, last)
+        later = render_metrics(metrics, config.metrics_labels)
+        if len(chunks) != len(metrics) + 1 or later != go_float(last).join(chunks).encode():
+            return None
+    variables = _variables(keeping)
+    if variables is None:
+        return None
+    real = state.real_path.absolute()
+    identity = state_identity(str(real))
+    if identity is None:
+        return None
+    textfile = config.metrics_textfile
+    return {
+        "format": installed(),
+        "config": keeping.config,
+        "identity": keeping.identity,
+        "cwd": str(Path.cwd()),
+        "user": os.geteuid(),
+        "variables": variables,
+        "environment": environment_digest(variables, os.environ),
+        "state": str(real),
+        "state_identity": identity,
+        "lock": str(lock_path_for(real).absolute()),
+        "mark": mark,
+        "made": now,
+        "until": until,
+        "textfile": None if textfile is None else str(textfile.absolute()),
+        "chunks": chunks,
+        "mode": TEXTFILE_MODE,
+    }
+
+
+def _variables(keeping: Keeping) -> list[str] | None:
+    """The environment variables the config file refers to, and those that choose the config,
+    the state and the cache; None if the file changed since it was loaded."""
+    try:
+        text = Path(keeping.config).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if file_identity(keeping.config) != keeping.identity:
+        return None
+    return sorted({*_REFERENCE.findall(text), *CHOOSING_VARIABLES})

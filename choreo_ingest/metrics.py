@@ -30,13 +30,13 @@ event inbox `status` counts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.files import replace_atomically
+from choreo_ingest.idle_answer import go_float
 from choreo_ingest.models import ProviderState
 
 PREFIX = "choreo_ingest"
@@ -136,7 +136,11 @@ def write_metrics_textfile(
 
     Readers (node_exporter's textfile collector) see the old file or the new one, never a part.
     """
-    data = render_metrics(providers, labels)
+    write_textfile(path, render_metrics(providers, labels))
+
+
+def write_textfile(path: Path, data: bytes) -> None:
+    """Write rendered metrics (`render_metrics`) to `path`, as `write_metrics_textfile` does."""
     try:
         replace_atomically(path, data, TEXTFILE_MODE)
     except OSError as exc:
@@ -166,27 +170,11 @@ class _Family:
     def _sample(self, pairs: Labels, value: float, constant: Labels) -> str:
         text = ",".join(f'{k}="{_escaped_label(v)}"' for k, v in sorted([*pairs, *constant]))
         labels = f"{{{text}}}" if text else ""
-        return f"{self.name}{labels} {_go_float(value)}\n"
+        return f"{self.name}{labels} {go_float(value)}\n"
 
 
 def _escaped_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _go_float(value: float) -> str:
-    """A sample value as prometheus-client writes it (Go's formatting, which uses an exponent
-    from 1e7 where Python's repr waits until 1e16)."""
-    number = float(value)
-    if math.isinf(number):
-        return "+Inf" if number > 0 else "-Inf"
-    if math.isnan(number):
-        return "NaN"
-    text = repr(number)
-    dot = text.find(".")
-    if number > 0 and dot > 6:
-        mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1 :]}".rstrip("0.")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return text
 
 
 def _gauge(suffix: str, help_text: str, *labels: str) -> _Family:

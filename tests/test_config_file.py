@@ -398,7 +398,7 @@ def test_a_missing_cache_home_is_made_private_whatever_the_umask(
 KILLED_BEFORE_THE_COPY_IS_RENAMED = """
 import os, pathlib, signal, sys
 from choreo_ingest.config import load_config
-pathlib.Path.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)  # the rename
 load_config(pathlib.Path(sys.argv[1]))
 """
 

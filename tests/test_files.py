@@ -96,7 +96,7 @@ def test_a_run_writes_metrics_and_mirror_readable_by_others(tmp_path: Path, umas
 KILLED_BEFORE_ITS_RENAME = """
 import os, pathlib, signal, sys
 from choreo_ingest.files import replace_atomically
-pathlib.Path.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)  # the rename
 replace_atomically(pathlib.Path(sys.argv[1]), b"killed\\n", 0o644)
 """
 

@@ -51,6 +51,8 @@ ALLOWED_THIRD_PARTY: set[str] = set()
 ALLOWED_OWN = {
     "choreo_ingest",
     "choreo_ingest.api_address",  # a cycle begun on another server is due (urllib.parse only)
+    "choreo_ingest.atomic_file",  # the textfile's writer, split off files (no pathlib)
+    "choreo_ingest.cache_files",  # where the parsed config and the kept answer are
     "choreo_ingest.cli",
     "choreo_ingest.cli.exit_codes",
     "choreo_ingest.cli.failures",
@@ -69,6 +71,7 @@ ALLOWED_OWN = {
     "choreo_ingest.event_retries",  # the objects `status` shows waiting alone (json only)
     "choreo_ingest.files",
     "choreo_ingest.idle",
+    "choreo_ingest.idle_answer",  # the kept answer, looked at before anything else
     "choreo_ingest.metrics",
     "choreo_ingest.mirror_marker",
     "choreo_ingest.models",
@@ -96,6 +99,7 @@ ALLOWED_OWN = {
     "choreo_ingest.store.schema",
     "choreo_ingest.store.state_file",
     "choreo_ingest.store.store",
+    "choreo_ingest.store.write_mark",  # what tells the kept answer nothing was written since
     "choreo_ingest.store.writes",
     "choreo_ingest.version",
     "choreo_ingest.withheld",  # what `status` and `health` withhold from a caller of serve

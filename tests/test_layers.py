@@ -40,6 +40,7 @@ LAYERS = {
     "feed": 3,
     "retention": 3,
     "metrics": 3,
+    "idle_answer": 3,  # the kept answer of an idle run: reads the state's write mark
     "withheld": 3,  # what reporting and serve withhold from a caller without the token
     # the store, the providers and the simulator (siblings), and pure scheduling
     "store": 2,
@@ -62,6 +63,8 @@ LAYERS = {
     "clock": 1,
     "version": 1,
     "files": 1,
+    "atomic_file": 1,  # one file replaced, split off files (no pathlib: see idle_answer)
+    "cache_files": 1,  # where the parsed config and the idle answer are kept
     "heap": 1,
     "logs": 1,  # every layer logs; structlog itself is loaded by log_setup, for a line to write
     "log_setup": 1,

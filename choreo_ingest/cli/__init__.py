@@ -2,19 +2,26 @@
 
 `main` is what the `choreo-ingest` script runs. It takes SIGTERM as an interrupt (exit 130)
 before it imports anything else, so a call stopped in its first moments ends like any other
-interrupted call. The calls made most often (a `run` with nothing due, `status --json`, ...) are
-answered by the lean entry (`cli/lean.py`); the rest by the typer application (`cli/app.py`),
-whose imports (typer, rich, the commands) take a few tenths of a second.
+interrupted call. A `run` with nothing due that the previous one answered alike is answered from
+what it kept (`idle_answer`), before anything else is imported. The calls made most often (a
+`run` with nothing due, `status --json`, ...) are answered by the lean entry (`cli/lean.py`); the
+rest by the typer application (`cli/app.py`), whose imports (typer, rich, the commands) take a
+few tenths of a second.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import Any
+import time
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy: True)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
 
 INTERRUPTED = 130
 """`ExitCode.INTERRUPTED`, spelt out: the enum lives in the module this one has not loaded yet."""
@@ -26,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     code: int | None = None
     try:
+        if answered_as_kept(args):
+            ignore_late_signals()
+            sys.exit(code := 0)
         with _no_collection():
             from choreo_ingest.cli.failures import reported
             from choreo_ingest.cli.lean import lean_main
@@ -54,6 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     run(args)  # ignores late signals itself, once its code is decided
 
 
+def answered_as_kept(args: list[str]) -> bool:
+    """Whether `args` was a `run` with nothing due, answered from what the last such run kept
+    (`idle_answer`): a few milliseconds, where deciding costs the imports of everything below."""
+    from choreo_ingest.idle_answer import answered
+
+    # The one wall-clock read outside clock.py, whose datetime and typing this call does not
+    # need; `answered` takes the time as an argument, as everything else takes a Clock.
+    now = time.time()  # noqa: TID251
+    try:
+        return answered(args, os.environ, now)
+    except Exception:  # a kept answer only saves time: the lean entry decides, and reports
+        return False
+
+
 def ignore_late_signals() -> None:
     """Ignore SIGTERM and SIGINT once the command has its exit code: Python's own end puts back
     the default handlers of those it handles, and a signal then would end the process as killed
@@ -66,10 +90,12 @@ def report_early_interrupt(args: list[str]) -> None:
     """An interrupt that landed before any command could report it (while modules load), said
     as a command says one: a line on stderr, and with --json the one document a script waits
     for."""
-    with suppress(KeyboardInterrupt):  # a second signal: leave quietly
+    try:
         from choreo_ingest.cli.failures import command_fields, reported
 
         reported(KeyboardInterrupt(), *command_fields(args))
+    except KeyboardInterrupt:  # a second signal: leave quietly
+        pass
 
 
 def import_libraries_lightly() -> None:
@@ -82,14 +108,20 @@ def import_libraries_lightly() -> None:
     import_without("httpcore", ("trio",))  # httpx imports it when it first builds a client
 
 
-@contextmanager
-def _no_collection() -> Iterator[None]:
+class _no_collection:  # noqa: N801 - used as a function is: `with _no_collection():`
     """Imports allocate much and free next to nothing: a cycle collection meanwhile (one per 700
-    new objects) is wasted work, a tenth of what a `run` with nothing due costs."""
-    gc.disable()
-    try:
-        yield
-    finally:
+    new objects) is wasted work, a tenth of what a `run` with nothing due costs. (A class, not
+    a `contextmanager`: contextlib is not loaded yet when a kept answer ends the call.)"""
+
+    def __enter__(self) -> None:
+        gc.disable()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         gc.enable()
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from choreo_ingest.cache_files import file_identity
 from choreo_ingest.change_listing import ChangeListing, changes_json, list_changes
 from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS, reported
@@ -50,7 +51,7 @@ from choreo_ingest.config import (
     with_secrets,
 )
 from choreo_ingest.errors import ChoreoIngestError
-from choreo_ingest.idle import run_if_idle
+from choreo_ingest.idle import Keeping, run_if_idle
 from choreo_ingest.reporting import iter_export, no_state_health, status_report
 from choreo_ingest.store import MAX_INTEGER, StateLocation, configured_location
 
@@ -69,6 +70,8 @@ class _Call(NamedTuple):  # not a dataclass: each costs this entry a millisecond
     """`-v` (and `--verbose`) given before the command, counted."""
     log_json: bool | None = None
     """`--log-json` (True) or `--log-console` (False) before the command."""
+    keeping: Keeping | None = None
+    """A plain `run` of a config file, its state not given apart: it may keep its answer."""
 
 
 _Handler = Callable[[_Call, Config, StateLocation], "int | None"]
@@ -83,7 +86,9 @@ def lean_main(args: Sequence[str]) -> int | None:
     try:
         # No call here makes a request before `_run` knows it must: the kept copy of a file with
         # a token or client secret in it (withheld there) answers without PyYAML.
-        config = load_config(find_config_path(_path(call.options.get("config"))), secrets=False)
+        path = find_config_path(_path(call.options.get("config")))
+        call = call._replace(keeping=_keeping(call, path))  # before the file is read
+        config = load_config(path, secrets=False)
         if config_warnings(config) and (call.verbosity or stderr_is_tty()):
             return None  # the full command says them to a person; cron is not told every minute
         db = call.options.get("db")
@@ -99,6 +104,14 @@ def lean_main(args: Sequence[str]) -> int | None:
 
 def _path(value: str | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _keeping(call: _Call, path: Path | None) -> Keeping | None:
+    if call.command != "run" or "db" in call.options or path is None:
+        return None
+    absolute = str(path.absolute())
+    identity = file_identity(absolute)
+    return None if identity is None else Keeping(absolute, identity)
 
 
 def _parse(args: Sequence[str]) -> _Call | None:
@@ -148,7 +161,7 @@ def _parse(args: Sequence[str]) -> _Call | None:
 def _run(call: _Call, config: Config, state: StateLocation) -> int:
     plain = not (call.flags or call.options.keys() - {"config", "db"} or call.verbosity)
     quiet = plain and call.log_json is None and not (stdout_is_tty() or stderr_is_tty())
-    if quiet and run_if_idle(config, state, SystemClock()):
+    if quiet and run_if_idle(config, state, SystemClock(), call.keeping):
         return int(ExitCode.OK)
     from choreo_ingest.cli import import_libraries_lightly
 

@@ -37,6 +37,7 @@ from choreo_ingest.store.state_file import (
     keep_wal_files,
     unreadable_wal_files,
 )
+from choreo_ingest.store.write_mark import HAS_MARK_TABLE, MARK_WRITE
 
 BUSY_TIMEOUT_MS = 10_000
 Tracer = Callable[[str, Any], None]
@@ -98,6 +99,9 @@ class Connection:
         self._tracer = tracer
         self.lock_check: Callable[[], None] | None = None
         """Called at the start of each write transaction: the run lock's `check_held`."""
+        self._marks: bool | None = None
+        """Whether write transactions replace the write mark (`write_mark`): the file has a
+        `store_meta` (None: not looked yet)."""
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise StateError(
                 f"{path}: choreo-ingest needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or "
@@ -183,6 +187,10 @@ class Connection:
             self.lock_check()
         self.execute("BEGIN IMMEDIATE")
         try:
+            if self._marks is None:
+                self._marks = bool(self.scalar(HAS_MARK_TABLE))
+            if self._marks:
+                self.execute(MARK_WRITE)
             yield
             self.execute("COMMIT")  # may fail too (a full disk): then roll back, as for the rest
         except BaseException:
@@ -237,6 +245,8 @@ class Connection:
                 apply_migrations(self.raw)
             except sqlite3.Error as error:
                 raise state_error(self.path, error, doing="migration failed") from error
+            finally:
+                self._marks = None  # `store_meta` may be new
         return pending
 
     def require_current_schema(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.store.dialect import AnyConnection, is_postgres
 from choreo_ingest.store.meta import RUN_HOLDER
+from choreo_ingest.store.write_mark import WRITE_MARK
 
 BATCH_ROWS = 1000
 BATCH_CHARS = 16 * 1024 * 1024
@@ -97,10 +98,11 @@ STATE_TABLES: dict[str, tuple[Sequence[str], Sequence[str]]] = {
     "provider_facts": (("provider", "name", "value", "updated_at"), ("provider", "name")),
     "store_meta": (("name", "value"), ("name",)),
 }
-STATE_ROWS = {"store_meta": f"name <> '{RUN_HOLDER}'"}
+STATE_ROWS = {"store_meta": f"name NOT IN ('{RUN_HOLDER}', '{WRITE_MARK}')"}
 """Which rows are the state's, in a table where some are the store's own: which run holds a
 PostgreSQL store (`pg_fence`) is neither copied nor replaced (the target's is the copying
-run's claim, which the copy's transaction checks)."""
+run's claim, which the copy's transaction checks), nor is a state file's write mark (the
+target's is the one the copy's transaction gave it)."""
 SEQUENCED = {"changes": "seq", "event_inbox": "seq"}
 """Tables whose key a counter hands out: the target's counter must go on after the source's."""
 JSONB_COLUMNS = {("event_inbox", "body")}

@@ -24,6 +24,10 @@ from fakes import make_entity
 
 Tables = dict[str, list[tuple[Any, ...]]]
 STORE_ID = "<store id>"
+WRITE_MARK = "<write mark>"
+STANDING_IN = {"store_id": STORE_ID, "write_mark": WRITE_MARK}
+"""Values random in every state file (the write mark: in every write transaction), read as
+these, so that two files that went through the same operations compare equal."""
 
 
 def earlier_release_migrations() -> Migrations:
@@ -46,8 +50,8 @@ def read_tables(path: Path) -> Tables:
     """Every row of every table in the state DB (migration bookkeeping aside), sorted.
 
     Read through a separate read-only connection, so it shows what another process would see.
-    The store id, random in every state file, reads as `STORE_ID`, so that two files that went
-    through the same operations compare equal.
+    The store id and the write mark, random in every state file, read as `STANDING_IN` says, so
+    that two files that went through the same operations compare equal.
     """
     uri = f"{path.resolve().as_uri()}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as conn:
@@ -64,8 +68,7 @@ def read_tables(path: Path) -> Tables:
         }
     if "store_meta" in tables:
         tables["store_meta"] = [
-            (name, STORE_ID if name == "store_id" else value)
-            for name, value in tables["store_meta"]
+            (name, STANDING_IN.get(name, value)) for name, value in tables["store_meta"]
         ]
     return tables
 
@@ -114,8 +117,7 @@ def read_pg_tables(url: str, schema: str = "choreo_ingest") -> Tables:
         }
     if "store_meta" in tables:
         tables["store_meta"] = [
-            (name, STORE_ID if name == "store_id" else value)
-            for name, value in tables["store_meta"]
+            (name, STANDING_IN.get(name, value)) for name, value in tables["store_meta"]
         ]
     return tables
 
