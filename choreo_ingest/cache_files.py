@@ -13,6 +13,12 @@ import zlib
 from collections.abc import Mapping
 
 CACHE_SUBDIRECTORY = "choreo-ingest"
+CONFIG_ENV = "CHOREO_INGEST_CONFIG"
+"""The config file, where no `--config` names one (`config.find_config_path`)."""
+STATE_ENV = "CHOREO_INGEST_DB"
+"""The state, where no `--db` names one (`config.resolve_state_path`)."""
+DEFAULT_CONFIG_NAME = "choreo-ingest.yaml"
+"""The config file looked for in the working directory when nothing else names one."""
 COPY_SUFFIX = ".json"
 """The parsed config's copy (`config_file`)."""
 ANSWER_SUFFIX = ".idle"

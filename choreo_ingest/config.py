@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from choreo_ingest.cache_files import CONFIG_ENV, DEFAULT_CONFIG_NAME, STATE_ENV
 from choreo_ingest.config_database_url import (
     NOT_A_POSTGRESQL_URL,
     database_url_problem,
@@ -121,9 +122,7 @@ __all__ = [
     "with_secrets",
 ]
 
-CONFIG_ENV = "CHOREO_INGEST_CONFIG"
-STATE_ENV = "CHOREO_INGEST_DB"
-DEFAULT_CONFIG_FILE = Path("choreo-ingest.yaml")
+DEFAULT_CONFIG_FILE = Path(DEFAULT_CONFIG_NAME)
 NO_CONFIG_FOUND = f"no config file was found (--config, ${CONFIG_ENV}, ./{DEFAULT_CONFIG_FILE})"
 """Said where a value the config would have given is missing (cron's or sudo's environment
 lacks $CHOREO_INGEST_CONFIG, the usual cause)."""

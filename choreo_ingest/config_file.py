@@ -93,6 +93,15 @@ def read_document(
     return checked, False
 
 
+def kept_document(path: Path, identity: list[int]) -> Document | None:
+    """The document kept of the config file at `path` as it was when it had `identity` (before
+    `${VAR}` interpolation; a secret in the file left out), or None: none kept of that file."""
+    absolute = str(path.absolute())
+    cache = _cache_file(absolute)
+    kept = None if cache is None else _read_cache(cache, absolute, identity)
+    return None if kept is None else kept[0]
+
+
 def _forget(cache: Path) -> None:
     with contextlib.suppress(OSError):
         cache.unlink(missing_ok=True)

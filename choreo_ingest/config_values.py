@@ -449,6 +449,21 @@ def expand(value: object, env: Mapping[str, str], *, secret: bool, hidden: bool 
     return value
 
 
+def referenced_variables(value: object) -> set[str]:
+    """The environment variables the strings of `value` (a config document, at any depth)
+    refer to, as `interpolate` reads them: `${NAME}` and `${NAME:-default}`."""
+    if isinstance(value, str):
+        found = (
+            REFERENCE.fullmatch(match.group(1) or "") for match in SUBSTITUTION.finditer(value)
+        )
+        return {reference.group(1) for reference in found if reference is not None}
+    if isinstance(value, dict):
+        return set().union(*map(referenced_variables, value.values()))
+    if isinstance(value, list):
+        return set().union(*map(referenced_variables, value))
+    return set()
+
+
 def uses_environment(text: str) -> bool:
     """Whether `text` holds a `${...}` reference and all of them are well formed."""
     references = [match for match in SUBSTITUTION.finditer(text) if match.group(0) != "$$"]

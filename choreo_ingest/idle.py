@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import marshal
 import os
-import re
 from pathlib import Path
 from typing import NamedTuple
 
 from choreo_ingest.api_address import source_address
-from choreo_ingest.cache_files import ANSWER_SUFFIX, file_identity, kept_file
+from choreo_ingest.cache_files import ANSWER_SUFFIX, kept_file
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
+from choreo_ingest.config_file import kept_document
+from choreo_ingest.config_values import referenced_variables
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.files import make_directories, replace_atomically
 from choreo_ingest.idle_answer import (
@@ -40,7 +41,13 @@ from choreo_ingest.idle_answer import (
 )
 from choreo_ingest.metrics import TEXTFILE_MODE, render_metrics, write_textfile
 from choreo_ingest.mirror_marker import read_marker
-from choreo_ingest.models import REFRESH_REQUESTED_FACT, UNAVAILABLE_FACT, cycle_source
+from choreo_ingest.models import (
+    EVENT_RETRIES_FACT,
+    EVENTS_HELD_FACT,
+    REFRESH_REQUESTED_FACT,
+    UNAVAILABLE_FACT,
+    cycle_source,
+)
 from choreo_ingest.providers.registry import BUILT_IN
 from choreo_ingest.reporting import run_metrics
 from choreo_ingest.retention import change_log_prunable
@@ -54,10 +61,12 @@ from choreo_ingest.store import (
     position_name,
 )
 from choreo_ingest.store.run_lock import lock_path_for
-from choreo_ingest.store.write_mark import state_identity
+from choreo_ingest.store.write_mark import Look, state_identity
 
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
-"""A `${VAR}` (or `${VAR:-default}`) in the config file's text."""
+WINDOWED_FACTS = (EVENTS_HELD_FACT, EVENT_RETRIES_FACT)
+"""Facts whose say changes within a window of time (events held until a time no further than
+the longest backoff step ahead, an object's events waiting alone): no answer is kept while a
+provider has one."""
 
 
 class Keeping(NamedTuple):  # not a dataclass: each costs this entry a millisecond to define
@@ -83,9 +92,9 @@ def run_if_idle(
         if not state.might_exist():
             return False  # made by the full run, which says where
         with state.open_locked() as store:
-            mark = store.write_mark()  # first: whatever is committed after it changes it
-            if mark is None and keeping is not None and isinstance(state, SqliteLocation):
-                mark = store.new_write_mark()  # once, for a state from before marks
+            look = store.look()  # first: whatever is committed after it changes it
+            if look is None and keeping is not None and isinstance(state, SqliteLocation):
+                look = store.new_write_mark()  # once, for a state from before marks
             now = clock.now()
             if not nothing_to_do(store, config, now):
                 return False
@@ -93,8 +102,8 @@ def run_if_idle(
             if config.metrics_textfile is not None:
                 data = render_metrics(run_metrics(store, config, now), config.metrics_labels)
                 write_textfile(config.metrics_textfile, data)
-            if keeping is not None and mark is not None and isinstance(state, SqliteLocation):
-                keep_answer(keeping, store, config, state, now, mark, data)
+            if keeping is not None and look is not None and isinstance(state, SqliteLocation):
+                keep_answer(keeping, store, config, state, now, look, data)
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False
     return True
@@ -140,37 +149,39 @@ def keep_answer(
     config: Config,
     state: SqliteLocation,
     now: float,
-    mark: tuple[str, int],
+    look: Look,
     data: bytes | None,
 ) -> None:
-    """Keep the answer of this idle run (`idle_answer`), read from the state at `mark`: until
+    """Keep the answer of this idle run (`idle_answer`), read from the state at `look`: until
     the first wait ends (at most KEPT_SECONDS), if a run then would still find nothing to do
     and write the same textfile but for its time; else remove an answer kept before. Nothing
-    is kept for what the kept answer cannot check (a mirror, a state noted damaged)."""
+    is kept for what the kept answer cannot check (a mirror, a state noted damaged). Keeping
+    only saves later calls time: a failure here (no working directory any more, a full disk)
+    leaves the next call to decide, as this one did."""
     kept_at = kept_file(keeping.config, ANSWER_SUFFIX, os.environ)
     if kept_at is None:
         return
     answer = Path(kept_at)
-    kept = None
-    if config.catalog_directory is None and noted_damage(state.real_path) is None:
-        kept = _answer(keeping, store, config, state, now, mark, data)
     try:
+        kept = None
+        if config.catalog_directory is None and noted_damage(state.real_path) is None:
+            kept = _answer_to_keep(keeping, store, config, state, now, look, data)
         if kept is None:
             answer.unlink(missing_ok=True)
             return
         make_directories(answer.parent, 0o700)
         replace_atomically(answer, marshal.dumps(kept), 0o600)
-    except OSError:  # nowhere to keep it: the next call decides afresh, as this one did
+    except OSError:
         return
 
 
-def _answer(
+def _answer_to_keep(
     keeping: Keeping,
     store: Store,
     config: Config,
     state: SqliteLocation,
     now: float,
-    mark: tuple[str, int],
+    look: Look,
     data: bytes | None,
 ) -> dict[str, object] | None:
     until = now + KEPT_SECONDS
@@ -179,8 +190,12 @@ def _answer(
         if not isinstance(decision, Wait) or decision.until is None:
             return None
         until = min(until, decision.until)
-    # What a run decides and writes changes as time passes only where a time is crossed (a
-    # wait's end, a health problem's allowance): the same at both ends, the same between.
+    names = {*config.providers, *store.provider_names()}
+    if any(fact in store.facts(name) for name in names for fact in WINDOWED_FACTS):
+        return None
+    # Past WINDOWED_FACTS, what a run decides and writes changes as time passes only once a
+    # time is crossed (a wait's end, a health problem's allowance): if it is the same at both
+    # ends of the answer's time, it is the same between them.
     last = max(now, until - 0.001)
     if until <= now or not nothing_to_do(store, config, last):
         return None
@@ -194,7 +209,7 @@ def _answer(
     variables = _variables(keeping)
     if variables is None:
         return None
-    real = state.real_path.absolute()
+    real = Path(os.path.realpath(state.path))
     identity = state_identity(str(real))
     if identity is None:
         return None
@@ -207,10 +222,11 @@ def _answer(
         "user": os.geteuid(),
         "variables": variables,
         "environment": environment_digest(variables, os.environ),
+        "state_given": str(state.path.absolute()),
         "state": str(real),
         "state_identity": identity,
         "lock": str(lock_path_for(real).absolute()),
-        "mark": mark,
+        "look": look,
         "made": now,
         "until": until,
         "textfile": None if textfile is None else str(textfile.absolute()),
@@ -220,12 +236,10 @@ def _answer(
 
 
 def _variables(keeping: Keeping) -> list[str] | None:
-    """The environment variables the config file refers to, and those that choose the config,
-    the state and the cache; None if the file changed since it was loaded."""
-    try:
-        text = Path(keeping.config).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    """The environment variables the config file refers to (in its kept parsed copy, of the
+    file as it was loaded), and those that choose the config, the state and the cache; None
+    where no such copy is kept."""
+    document = kept_document(Path(keeping.config), keeping.identity)
+    if document is None:
         return None
-    if file_identity(keeping.config) != keeping.identity:
-        return None
-    return sorted({*_REFERENCE.findall(text), *CHOOSING_VARIABLES})
+    return sorted({*referenced_variables(document), *CHOOSING_VARIABLES})

@@ -40,16 +40,26 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from choreo_ingest.atomic_file import replace_atomically
-from choreo_ingest.cache_files import ANSWER_SUFFIX, absolute_path, file_identity, kept_file
-from choreo_ingest.store.write_mark import read_mark, state_identity, try_run_lock
+from choreo_ingest.cache_files import (
+    ANSWER_SUFFIX,
+    CONFIG_ENV,
+    DEFAULT_CONFIG_NAME,
+    STATE_ENV,
+    absolute_path,
+    file_identity,
+    kept_file,
+)
+from choreo_ingest.store.write_mark import read_look, state_identity, try_run_lock
+
+try:
+    from _blake2 import blake2b  # CPython's own: hashlib would load OpenSSL
+except ImportError:  # another Python
+    from hashlib import blake2b
 
 FORMAT = 1
 """Bumped whenever what an answer holds changes (`installed` says more)."""
 KEPT_SECONDS = 3600.0
 """The longest an answer is kept: a decision is made afresh at least this often."""
-CONFIG_ENV = "CHOREO_INGEST_CONFIG"
-STATE_ENV = "CHOREO_INGEST_DB"
-DEFAULT_CONFIG_FILE = "choreo-ingest.yaml"
 CHOOSING_VARIABLES = (CONFIG_ENV, STATE_ENV, "HOME", "CACHE_DIRECTORY", "XDG_CACHE_HOME")
 """What chooses the config, the state, a `~` in a path, or where answers are kept."""
 _CONFIG_OPTIONS = ("--config", "-c")
@@ -73,17 +83,17 @@ def go_float(value: float) -> str:
 
 def installed() -> list[int]:
     """This answer's format, the Python and this installation of choreo-ingest: an upgrade or
-    a reinstall rewrites this file (a new inode or change time), so that a textfile an earlier
-    release rendered is not written again."""
-    found = os.stat(__file__)
-    return [FORMAT, *sys.version_info[:2], found.st_dev, found.st_ino, found.st_ctime_ns]
+    a reinstall rewrites this file (a new inode or change time), and a checkout that replaces
+    any module of the package changes its directory, so that a textfile an earlier release
+    rendered is not written again (an edit in place of another module is seen within
+    KEPT_SECONDS)."""
+    found, package = os.stat(__file__), os.stat(os.path.dirname(__file__))
+    return [FORMAT, *sys.version_info[:2], found.st_ino, found.st_ctime_ns, package.st_mtime_ns]
 
 
 def environment_digest(names: Sequence[str], env: Mapping[str, str]) -> bytes:
     """A digest of the values of `names` in `env` (unset and empty told apart): never the
     values themselves, which may be secrets."""
-    from _blake2 import blake2b  # CPython's own module: hashlib would load OpenSSL
-
     digest = blake2b(digest_size=16)
     for name in names:
         value = env.get(name)
@@ -117,7 +127,7 @@ def config_path(given: str | None, env: Mapping[str, str]) -> str | None:
     none, or one only the full entry can find (a `~` to expand)."""
     path = given if given is not None else env.get(CONFIG_ENV) or None
     if path is None:
-        path = DEFAULT_CONFIG_FILE if os.path.exists(DEFAULT_CONFIG_FILE) else None
+        path = DEFAULT_CONFIG_NAME if os.path.exists(DEFAULT_CONFIG_NAME) else None
     if path is None or path.startswith("~"):
         return None
     return absolute_path(path)
@@ -137,7 +147,10 @@ def answered(args: Sequence[str], env: Mapping[str, str], now: float) -> bool:
         return False
     try:
         with open(answer, "rb") as file:
-            kept = marshal.load(file)  # noqa: S302 - this user's own file, in a directory of mode 0700
+            found = os.fstat(file.fileno())
+            if found.st_uid != os.geteuid() or found.st_mode & 0o077:
+                return False  # not written by this user alone (a shared cache directory)
+            kept = marshal.load(file)  # noqa: S302 - this user's own file, mode 0600
     except (OSError, EOFError, ValueError, TypeError):
         return False
     return isinstance(kept, dict) and _still_holds(kept, config, env, now) and _answer(kept, now)
@@ -162,16 +175,16 @@ def _still_holds(kept: dict[str, object], config: str, env: Mapping[str, str], n
 
 def _answer(kept: dict[str, object], now: float) -> bool:
     """Under the run lock: the state unchanged since the answer was kept, the textfile written."""
-    state, lock_file = kept.get("state"), kept.get("lock")
-    if not isinstance(state, str) or not isinstance(lock_file, str):
+    given, state, lock_file = kept.get("state_given"), kept.get("state"), kept.get("lock")
+    if not (isinstance(given, str) and isinstance(state, str) and isinstance(lock_file, str)):
         return False
-    if state_identity(state) != kept.get("state_identity"):
-        return False
+    if os.path.realpath(given) != state or state_identity(state) != kept.get("state_identity"):
+        return False  # a symlink moved to another file, or the file replaced
     lock = try_run_lock(lock_file)
     if lock is None:
         return False  # another run holds it, or it is not as kept: the full run says which
     try:
-        if os.path.exists(state + ".damaged") or read_mark(state) != kept.get("mark"):
+        if os.path.exists(state + ".damaged") or read_look(state) != kept.get("look"):
             return False
         return _write_textfile(kept, now)
     finally:

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from choreo_ingest.cli.lean import lean_main
 from choreo_ingest.clock import SystemClock
 from choreo_ingest.config import load_config
 from choreo_ingest.idle_answer import KEPT_SECONDS, answered, go_float
-from choreo_ingest.models import REFRESH_REQUESTED_FACT
+from choreo_ingest.models import EVENTS_HELD_FACT, REFRESH_REQUESTED_FACT
 from choreo_ingest.store import RunLock, SqliteLocation, Store
 
 from sim_support import run_cli
@@ -72,6 +73,12 @@ def now() -> float:
 
 def ask(config_file: Path, *, at: float | None = None, **env: str) -> bool:
     return answered(["--config", str(config_file), "run"], {**os.environ, **env}, at or now())
+
+
+def resting_state_at(config_file: Path, state: Path) -> None:
+    """`resting_state` of the config, at `state` (a config whose `state.path` is a link)."""
+    config = load_config(config_file)
+    resting_state(replace(config, state_path=state), clock_at_now())
 
 
 @pytest.fixture
@@ -176,8 +183,8 @@ class TestTheKeptAnswer:
         assert answered(["run"], os.environ, now()) is True
 
 
-def store_an_event(config_file: Path) -> None:
-    with SqliteLocation(config_file.parent / "state.db").open() as store:
+def store_an_event(config_file: Path, state: Path | None = None) -> None:
+    with SqliteLocation(state or config_file.parent / "state.db").open() as store:
         body = {"kind": "Component", "namespace": "acme", "name": "cart"}
         store.add_events(PROVIDER, [body], now())
 
@@ -224,6 +231,54 @@ def tear_the_answer(config_file: Path) -> None:
     answer.write_bytes(answer.read_bytes()[:40])
 
 
+def store_an_event_without_the_mark(config_file: Path) -> None:
+    """As a writer that does not replace the mark would (an earlier release's `event`)."""
+    with closing(sqlite3.connect(config_file.parent / "state.db")) as raw, raw:
+        body = '{"kind": "Component", "namespace": "acme", "name": "cart"}'
+        raw.execute(
+            "INSERT INTO event_inbox (provider, body, received_at) VALUES (?, ?, 0)",
+            [PROVIDER, body],
+        )
+
+
+def request_a_refresh_without_the_mark(config_file: Path) -> None:
+    with closing(sqlite3.connect(config_file.parent / "state.db")) as raw, raw:
+        raw.execute(
+            "INSERT INTO provider_facts (provider, name, value, updated_at) VALUES (?, ?, ?, 0)",
+            [PROVIDER, REFRESH_REQUESTED_FACT, "yes"],
+        )
+
+
+def damage_the_providers_table(config_file: Path) -> None:
+    """A page of the table every decision reads overwritten: the file's inode, size and
+    mark are as they were; SQLite meets the damage once it reads that page."""
+    state = config_file.parent / "state.db"
+    with closing(sqlite3.connect(state)) as raw:
+        [(root,)] = raw.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?",
+            ["openchoreo_incremental_ingestion_state"],
+        ).fetchall()
+        [(size,)] = raw.execute("PRAGMA page_size").fetchall()
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    descriptor = os.open(state, os.O_WRONLY)
+    try:
+        os.pwrite(descriptor, b"\xff" * size, (root - 1) * size)
+    finally:
+        os.close(descriptor)
+
+
+def point_the_state_link_elsewhere(config_file: Path) -> None:
+    link = config_file.parent / "current.db"
+    shutil.copy2(config_file.parent / "state.db", config_file.parent / "other.db")
+    store_an_event(config_file, config_file.parent / "other.db")
+    link.unlink()
+    link.symlink_to("other.db")
+
+
+def open_the_answer_to_others(config_file: Path) -> None:
+    kept_path(config_file).chmod(0o644)
+
+
 CHANGES: dict[str, Callable[[Path], None]] = {
     "an event stored": store_an_event,
     "a refresh requested": request_a_refresh,
@@ -234,6 +289,10 @@ CHANGES: dict[str, Callable[[Path], None]] = {
     "the state noted damaged": note_damage,
     "the answer file torn": tear_the_answer,
     "kept by another installation": upgrade_the_installation,
+    "an event stored by a writer of no mark": store_an_event_without_the_mark,
+    "a refresh requested by a writer of no mark": request_a_refresh_without_the_mark,
+    "a damaged page the decision reads": damage_the_providers_table,
+    "the answer file writable by others": open_the_answer_to_others,
 }
 
 
@@ -249,6 +308,54 @@ class TestWhatEndsIt:
 
         assert ask(answer_kept) is False
         assert textfile.read_bytes() == before  # nothing done
+
+    def test_a_state_link_pointed_at_another_file_leaves_the_run_to_the_lean_entry(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_config(tmp_path, state={"path": "current.db"})
+        (tmp_path / "state.db").touch()
+        resting_state_at(path, tmp_path / "state.db")
+        (tmp_path / "current.db").symlink_to("state.db")
+        idle_run(path)
+        assert ask(path) is True
+
+        point_the_state_link_elsewhere(path)
+
+        assert ask(path) is False
+
+    def test_a_variable_the_file_names_through_a_yaml_escape_is_seen(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("DEPLOY_ENV", "blue")
+        path = write_config(tmp_path)
+        text = path.read_text().replace(
+            "metrics:\n", 'metrics:\n  labels: {env: "\\x24{DEPLOY_ENV}"}\n'
+        )
+        path.write_text(text)
+        resting_state(load_config(path), clock_at_now())
+        idle_run(path)
+        assert ask(path) is True
+        assert 'env="blue"' in (tmp_path / "metrics.prom").read_text()
+
+        assert ask(path, DEPLOY_ENV="green") is False
+
+    def test_events_held_keep_no_answer(self, config_file: Path) -> None:
+        """Held events show in the metrics only within a window of time."""
+        with SqliteLocation(config_file.parent / "state.db").open() as store:
+            store.set_facts(PROVIDER, {EVENTS_HELD_FACT: "2999-01-01T00:00:00Z"}, now())
+        idle_run(config_file)
+
+        assert not kept_path(config_file).exists()
+
+    def test_an_idle_run_from_a_directory_since_removed_still_answers(
+        self, config_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        monkeypatch.chdir(gone)
+        gone.rmdir()
+
+        idle_run(config_file)  # exit 0, as before answers were kept
 
     @pytest.mark.parametrize(
         "env",
@@ -353,7 +460,7 @@ class TestTheWriteMark:
 
         def mark() -> Any:
             with location.open(readonly=True) as store:
-                return store.write_mark()
+                return store.look()
 
         first = mark()
         store_an_event(config_file)
@@ -377,9 +484,9 @@ class TestTheWriteMark:
 
         assert copied_by.returncode == 0, copied_by.stderr
         with source.open(readonly=True) as store:
-            original = store.write_mark()
+            original = store.look()
         with SqliteLocation(target).open(readonly=True) as store:
-            copied = store.write_mark()
+            copied = store.look()
 
         assert copied is not None
         assert original is not None

@@ -39,7 +39,7 @@ from choreo_ingest.store.dialect import AnyConnection
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
 from choreo_ingest.store.schema import SCHEMA_VERSION
-from choreo_ingest.store.write_mark import current_mark
+from choreo_ingest.store.write_mark import Look, current_look
 from choreo_ingest.store.writes import SweepGuards
 
 if TYPE_CHECKING:
@@ -401,16 +401,17 @@ class Store:
     def store_id(self) -> str:
         return meta.store_id(self._conn)
 
-    def write_mark(self) -> tuple[str, int] | None:
-        """The state file's write mark and schema version (`write_mark`), or None."""
-        return current_mark(self._conn)
+    def look(self) -> Look | None:
+        """The state file's write mark, schema version and decision rows (`write_mark`), or
+        None (PostgreSQL, or no mark yet)."""
+        return current_look(self._conn)
 
-    def new_write_mark(self) -> tuple[str, int] | None:
+    def new_write_mark(self) -> Look | None:
         """A write mark for a state file that has none yet (written before marks were): an
         empty write transaction gives it one."""
         with self._conn.transaction():
             pass
-        return current_mark(self._conn)
+        return current_look(self._conn)
 
     def renew_store_id(self, now: float) -> str:
         with self._conn.transaction():

@@ -1,4 +1,5 @@
-"""The state file's write mark: a random value every write transaction replaces.
+"""The state file's write mark: a random value every write transaction replaces; and the look
+of a state that an answer kept from reading it is checked against.
 
 An answer kept from reading the state (`idle_answer`: what a `run` with nothing due does until
 when) holds for as long as the state is what it read. Every write transaction of a state file
@@ -8,7 +9,7 @@ an equal mark means nothing was committed since it was read: by a burst, an even
 read with it. A copy (`copy-to`) never carries a mark over (`copy.STATE_ROWS`): the target's is
 its own.
 
-`read_mark`, `state_identity` and `try_run_lock` are how a kept answer of a `run` with nothing
+`read_look`, `state_identity` and `try_run_lock` are how a kept answer of a `run` with nothing
 due (`idle_answer`) looks at the state before anything else is imported: with `sqlite3` and
 `fcntl` alone (importing this module does not import the rest of the store).
 """
@@ -16,13 +17,22 @@ due (`idle_answer`) looks at the state before anything else is imported: with `s
 from __future__ import annotations
 
 import fcntl
+import marshal
 import os
 import sqlite3
 import stat
 
+try:
+    from _blake2 import blake2b as _blake2b  # CPython's own: hashlib would load OpenSSL
+except ImportError:  # another Python
+    from hashlib import blake2b as _blake2b
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy: True)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from choreo_ingest.store.dialect import AnyConnection
 
 WRITE_MARK = "write_mark"
@@ -32,30 +42,38 @@ MARK_WRITE = (
 )
 """The first statement of every write transaction of a state file that has a `store_meta`."""
 HAS_MARK_TABLE = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'"
-_READ = (
+_MARK = (
     "SELECT (SELECT value FROM store_meta WHERE name = ?), "
     "(SELECT user_version FROM pragma_user_version)"
 )
+DECISION_ROWS = (
+    "SELECT * FROM openchoreo_incremental_ingestion_state ORDER BY provider",
+    "SELECT * FROM provider_facts ORDER BY provider, name",
+    "SELECT max(seq) FROM event_inbox",
+)
+"""What a decision reads first, read again with the mark: the providers' records and facts (a
+refresh, a burst, a hold), and the newest event stored. A writer that does not replace the mark
+(an earlier release's `serve` or `event`, still running after an upgrade) is seen in them, and
+a damaged page among them is met here, as the full run would meet it."""
+
+Look = tuple[str, int, bytes]
+"""The mark, the schema version and a digest of `DECISION_ROWS`."""
 
 
-def current_mark(conn: AnyConnection) -> tuple[str, int] | None:
-    """The mark and schema version as `conn` reads them now; None on PostgreSQL (whose
-    transactions keep no mark), or where no write has made one yet."""
+def current_look(conn: AnyConnection) -> Look | None:
+    """The look as `conn` reads it now, in one read; None on PostgreSQL (whose transactions
+    keep no mark), or where no write has made a mark yet."""
     if conn.dialect != "sqlite":
         return None
-    return _mark(conn.execute(_READ, [WRITE_MARK]).fetchone())
+    with conn.snapshot():
+        return _look(conn.execute)
 
 
-def _mark(row: tuple[object, object]) -> tuple[str, int] | None:
-    mark, version = row
-    return (mark, version) if isinstance(mark, str) and isinstance(version, int) else None
-
-
-def read_mark(path: str) -> tuple[str, int] | None:
-    """The mark and schema version of the state file at `path` (absolute, symlinks resolved),
-    read on a read-only connection (which, unlike a writer's, never checkpoints or removes the
-    WAL when it closes); None where there is none, or anything is in the way (the caller then
-    reads the state as it always does, and says what is wrong)."""
+def read_look(path: str) -> Look | None:
+    """The look of the state file at `path` (absolute, symlinks resolved), read on a read-only
+    connection (which, unlike a writer's, never checkpoints or removes the WAL when it closes);
+    None where there is none, or anything is in the way (the caller then reads the state as it
+    always does, and says what is wrong)."""
     if any(character in path for character in "?#%") or not path.startswith("/"):
         return None  # as a URI it would need quoting: not worth the imports here
     try:
@@ -63,12 +81,22 @@ def read_mark(path: str) -> tuple[str, int] | None:
     except sqlite3.Error:
         return None
     try:
-        row = connection.execute(_READ, [WRITE_MARK]).fetchone()
+        connection.execute("BEGIN")
+        return _look(connection.execute)
     except sqlite3.Error:
         return None
     finally:
         connection.close()
-    return _mark(row)
+
+
+def _look(execute: Callable[..., Any]) -> Look | None:
+    mark, version = execute(_MARK, [WRITE_MARK]).fetchone()
+    if not isinstance(mark, str) or not isinstance(version, int):
+        return None
+    digest = _blake2b(digest_size=16)
+    for statement in DECISION_ROWS:
+        digest.update(marshal.dumps(execute(statement).fetchall()))
+    return mark, version, digest.digest()
 
 
 def state_identity(path: str) -> list[int] | None:

@@ -16,7 +16,7 @@ import pytest
 from choreo_ingest.invocation import approve_removals, forget, refresh, reset, run_once
 from choreo_ingest.store import SqliteLocation
 from choreo_ingest.store.connection import Connection
-from choreo_ingest.store.write_mark import read_mark, state_identity, try_run_lock
+from choreo_ingest.store.write_mark import read_look, state_identity, try_run_lock
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 
@@ -78,12 +78,12 @@ def test_the_look_of_an_idle_run_at_the_state(tmp_path: Path) -> None:
         "fake": FakeProvider(TEN, page_size=5),
     })  # fmt: skip
     with SqliteLocation(state).open(readonly=True) as store:
-        mark = store.write_mark()
+        look = store.look()
 
-    assert mark is not None
-    assert read_mark(str(state)) == mark
-    assert read_mark(str(tmp_path / "none.db")) is None
-    assert read_mark("state.db") is None  # not absolute
+    assert look is not None
+    assert read_look(str(state)) == look
+    assert read_look(str(tmp_path / "none.db")) is None
+    assert read_look("state.db") is None  # not absolute
     assert state_identity(str(state)) == [state.stat().st_dev, state.stat().st_ino]
     assert state_identity(str(tmp_path)) is None  # not a regular file
     lock = try_run_lock(str(state) + ".lock")
