@@ -28,6 +28,7 @@ from choreo_ingest.api_address import source_address
 from choreo_ingest.cache_files import ANSWER_SUFFIX, kept_file
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
+from choreo_ingest.config_document import without_secrets
 from choreo_ingest.config_file import kept_document
 from choreo_ingest.config_values import referenced_variables
 from choreo_ingest.errors import ChoreoIngestError
@@ -237,9 +238,10 @@ def _answer_to_keep(
 
 def _variables(keeping: Keeping) -> list[str] | None:
     """The environment variables the config file refers to (in its kept parsed copy, of the
-    file as it was loaded), and those that choose the config, the state and the cache; None
-    where no such copy is kept."""
+    file as it was loaded) but for its API secrets (a call with nothing due reads none: their
+    digest would only be something to guess them against), and those that choose the config,
+    the state and the cache; None where no such copy is kept."""
     document = kept_document(Path(keeping.config), keeping.identity)
     if document is None:
         return None
-    return sorted({*referenced_variables(document), *CHOOSING_VARIABLES})
+    return sorted({*referenced_variables(without_secrets(document)), *CHOOSING_VARIABLES})

@@ -339,6 +339,20 @@ class TestWhatEndsIt:
 
         assert ask(path, DEPLOY_ENV="green") is False
 
+    def test_a_variable_only_the_api_secret_names_is_not_among_those_checked(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("OC_TOKEN", "token-from-the-environment-0c3a")
+        path = write_config(
+            tmp_path,
+            openchoreo={"baseUrl": "http://openchoreo.test/api/v1", "token": "${OC_TOKEN}"},
+        )
+        resting_state(load_config(path), clock_at_now())
+        idle_run(path)
+
+        assert "OC_TOKEN" not in kept(path)["variables"]
+        assert ask(path, OC_TOKEN="a-rotated-token") is True  # no request: the token is not read
+
     def test_events_held_keep_no_answer(self, config_file: Path) -> None:
         """Held events show in the metrics only within a window of time."""
         with SqliteLocation(config_file.parent / "state.db").open() as store:
