@@ -223,7 +223,10 @@ def run_idle(size: World = IDLE_SIZE, runs: int = IDLE_RUNS) -> list[Result]:
             for measured, forget in ((deciding, True), (idle, False)):
                 if forget:  # as after any change: the run decides, and keeps its answer again
                     answer.unlink(missing_ok=True)
+                kept_before = answer.stat().st_mtime_ns if answer.exists() else None
                 idle_run = ingest(config, "run")
+                if not forget and answer.stat().st_mtime_ns != kept_before:
+                    problems.append("the second run decided afresh: the kept answer was not taken")
                 measured.append(idle_run)
                 if idle_run.returncode != 0:
                     problems.append(f"run exited {idle_run.returncode}: {idle_run.stderr[-300:]}")
@@ -294,9 +297,10 @@ def run_idle(size: World = IDLE_SIZE, runs: int = IDLE_RUNS) -> list[Result]:
         ),
         Result(
             f"{name}: `run` did nothing",
-            "exit 0, state unchanged, 0 requests, textfile rewritten",
+            "exit 0, state unchanged, 0 requests, textfile rewritten, answer kept and taken",
             "; ".join(problems)
-            or f"yes ({runs} runs; the textfile's entities sum to {textfile_entities:,.0f})",
+            or f"yes ({2 * runs} runs, each deciding one keeping an answer the next took; "
+            f"the textfile's entities sum to {textfile_entities:,.0f})",
             not problems,
         ),
         Result(

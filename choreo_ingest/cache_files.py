@@ -12,6 +12,17 @@ import os
 import zlib
 from collections.abc import Mapping
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy: True)
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Digest(Protocol):
+        def update(self, data: bytes, /) -> None: ...
+
+        def digest(self) -> bytes: ...
+
+
 CACHE_SUBDIRECTORY = "choreo-ingest"
 CONFIG_ENV = "CHOREO_INGEST_CONFIG"
 """The config file, where no `--config` names one (`config.find_config_path`)."""
@@ -45,6 +56,33 @@ def kept_file(absolute: str, suffix: str, env: Mapping[str, str]) -> str | None:
     if directory is None:
         return None
     return os.path.join(directory, f"config-{zlib.crc32(os.fsencode(absolute)):08x}{suffix}")
+
+
+def new_digest(salt: bytes = b"") -> Digest:
+    """A hash of what a kept file is checked against (BLAKE2b, else SHA-256), `salt` first."""
+    digest: Digest
+    try:
+        from _blake2 import blake2b  # CPython's own: hashlib would load OpenSSL
+    except ImportError:  # a Python built without it (whose hashlib logs that at import)
+        digest = _sha256()
+    else:
+        digest = blake2b(digest_size=16)
+    digest.update(salt)
+    return digest
+
+
+def _sha256() -> Digest:
+    """SHA-256 from CPython's own module (`_sha2` from 3.12, `_sha256` before), else
+    hashlib's."""
+    for module in ("_sha2", "_sha256"):
+        try:
+            found: Digest = __import__(module).sha256()
+        except ImportError:
+            continue
+        return found
+    import hashlib
+
+    return hashlib.sha256()
 
 
 def file_identity(path: str) -> list[int] | None:

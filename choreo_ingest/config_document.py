@@ -460,15 +460,6 @@ def dig(document: dict[Any, Any], path: str) -> object:
     return found
 
 
-def without_secrets(document: dict[Any, Any]) -> dict[Any, Any]:
-    """`document` with its API secrets (`SECRET_KEYS`) left out: what a call that makes no
-    request reads of it (the rest shared)."""
-    for path in SECRET_KEYS:
-        if dig(document, path) is not None:
-            document = _replaced(document, path.split("."), None)
-    return document
-
-
 def _replaced(document: dict[Any, Any], keys: list[str], value: object) -> dict[Any, Any]:
     """A copy of `document` with the value at `keys` set to `value` (the rest shared)."""
     head, *rest = keys

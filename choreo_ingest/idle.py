@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from choreo_ingest.api_address import source_address
-from choreo_ingest.cache_files import ANSWER_SUFFIX, kept_file
+from choreo_ingest.cache_files import ANSWER_SUFFIX, file_identity, kept_file
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
-from choreo_ingest.config_document import without_secrets
 from choreo_ingest.config_file import kept_document
 from choreo_ingest.config_values import referenced_variables
 from choreo_ingest.errors import ChoreoIngestError
@@ -61,6 +60,7 @@ from choreo_ingest.store import (
     noted_damage,
     position_name,
 )
+from choreo_ingest.store.damage_note import SUFFIX as DAMAGE_SUFFIX
 from choreo_ingest.store.run_lock import lock_path_for
 from choreo_ingest.store.write_mark import Look, state_identity
 
@@ -165,7 +165,7 @@ def keep_answer(
     answer = Path(kept_at)
     try:
         kept = None
-        if config.catalog_directory is None and noted_damage(state.real_path) is None:
+        if config.catalog_directory is None and not _damage_noted(state):
             kept = _answer_to_keep(keeping, store, config, state, now, look, data)
         if kept is None:
             answer.unlink(missing_ok=True)
@@ -214,7 +214,7 @@ def _answer_to_keep(
     identity = state_identity(str(real))
     if identity is None:
         return None
-    textfile = config.metrics_textfile
+    textfile, salt = config.metrics_textfile, os.urandom(16)
     return {
         "format": installed(),
         "config": keeping.config,
@@ -222,7 +222,9 @@ def _answer_to_keep(
         "cwd": str(Path.cwd()),
         "user": os.geteuid(),
         "variables": variables,
-        "environment": environment_digest(variables, os.environ),
+        "salt": salt,
+        "environment": environment_digest(variables, os.environ, salt),
+        "files": [[path, file_identity(path)] for path in _files_read(config)],
         "state_given": str(state.path.absolute()),
         "state": str(real),
         "state_identity": identity,
@@ -238,10 +240,25 @@ def _answer_to_keep(
 
 def _variables(keeping: Keeping) -> list[str] | None:
     """The environment variables the config file refers to (in its kept parsed copy, of the
-    file as it was loaded) but for its API secrets (a call with nothing due reads none: their
-    digest would only be something to guess them against), and those that choose the config,
-    the state and the cache; None where no such copy is kept."""
+    file as it was loaded; the API secrets' too: a run refuses one unset or unusable), and
+    those that choose the config, the state and the cache; None where no such copy is kept."""
     document = kept_document(Path(keeping.config), keeping.identity)
     if document is None:
         return None
-    return sorted({*referenced_variables(without_secrets(document)), *CHOOSING_VARIABLES})
+    return sorted({*referenced_variables(document), *CHOOSING_VARIABLES})
+
+
+def _damage_noted(state: SqliteLocation) -> bool:
+    """A note of damage beside the state, even one a `check` would find stale (it names another
+    file): the kept answer's look-up sees only that one is there."""
+    real = state.real_path
+    return noted_damage(real) is not None or real.with_name(real.name + DAMAGE_SUFFIX).exists()
+
+
+def _files_read(config: Config) -> list[str]:
+    """The files a run reads before it decides (`config.load_config`'s CA bundle check,
+    `require_api`'s secret files): one gone, replaced or edited since may be a run's error."""
+    auth = config.openchoreo.auth
+    oauth_file = None if auth.oauth is None else auth.oauth.client_secret_file
+    found = (config.openchoreo.ca_bundle, auth.token_file, oauth_file)
+    return [str(Path(path).absolute()) for path in found if isinstance(path, str | Path)]

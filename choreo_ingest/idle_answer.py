@@ -12,11 +12,15 @@ still the one read:
 
 - the command line is a plain `run` (with `--config`/`-c` at most), off a terminal;
 - the config file (the one `--config`, `$CHOREO_INGEST_CONFIG` or `./choreo-ingest.yaml`
-  names), by its identity (device, inode, size, modification and change times); the working
-  directory; the user; and a digest (never the values) of the environment variables the file
-  refers to and of those that choose the state or the cache; the installation (`installed`);
-- the state file, by its identity and its write mark (`store.write_mark`), which every write
-  transaction of any process replaces: an equal mark means nothing was committed since;
+  names), by its identity (device, inode, size, modification and change times), and the
+  files a run reads before it decides (the CA bundle, the secret files) by theirs; the working
+  directory; the user; the installation (`installed`); and a digest, salted and never the
+  values, of the environment variables the file refers to and of those that choose the state
+  or the cache (a token unset or replaced since is seen: a run would refuse it);
+- the state: the file its path leads to now, by its identity, and its look
+  (`store.write_mark`): a mark every write transaction of any process replaces (an equal mark
+  means nothing was committed since) and the providers' records, facts and newest event,
+  read again with it (a writer that does not replace the mark, a damaged page there);
 - the clock: no earlier than when the answer was kept, and before it ends.
 
 It then takes the run lock, as the full run does, rewrites the textfile with this run's time,
@@ -24,7 +28,9 @@ and the call ends: exit 0, nothing said. Anything else (an input that differs, n
 a torn file, the lock held, an error of any kind) leaves the call to the lean entry, which
 decides as it always has, and keeps a new answer when it finds nothing due. What a kept answer
 cannot check this way is never kept: a mirror (`catalog.directory`, whose files are looked at),
-a PostgreSQL state, providers other than the built-in one, a state noted damaged.
+a PostgreSQL state, providers other than the built-in one, a state noted damaged, events held or
+waiting alone (their say in the metrics changes within a window of time). An answer file
+another user could write is never read.
 
 Nothing here imports typing, pathlib, json, re or dataclasses: beyond the interpreter's own,
 a kept answer costs `sqlite3` (`store.write_mark`), `fcntl` and the textfile's writer
@@ -48,13 +54,9 @@ from choreo_ingest.cache_files import (
     absolute_path,
     file_identity,
     kept_file,
+    new_digest,
 )
 from choreo_ingest.store.write_mark import read_look, state_identity, try_run_lock
-
-try:
-    from _blake2 import blake2b  # CPython's own: hashlib would load OpenSSL
-except ImportError:  # another Python
-    from hashlib import blake2b
 
 FORMAT = 1
 """Bumped whenever what an answer holds changes (`installed` says more)."""
@@ -91,10 +93,11 @@ def installed() -> list[int]:
     return [FORMAT, *sys.version_info[:2], found.st_ino, found.st_ctime_ns, package.st_mtime_ns]
 
 
-def environment_digest(names: Sequence[str], env: Mapping[str, str]) -> bytes:
-    """A digest of the values of `names` in `env` (unset and empty told apart): never the
-    values themselves, which may be secrets."""
-    digest = blake2b(digest_size=16)
+def environment_digest(names: Sequence[str], env: Mapping[str, str], salt: bytes) -> bytes:
+    """A digest of the values of `names` in `env` (unset and empty told apart), salted with
+    the answer's own random `salt`: never the values themselves, which may be secrets (a token
+    unset or replaced since must be seen: the full run would refuse it)."""
+    digest = new_digest(salt)
     for name in names:
         value = env.get(name)
         digest.update(marshal.dumps((name, value)))
@@ -124,13 +127,13 @@ def config_argument(args: Sequence[str]) -> str | bool | None:
 
 def config_path(given: str | None, env: Mapping[str, str]) -> str | None:
     """The config file a call reads (`config.find_config_path`), as an absolute path; None for
-    none, or one only the full entry can find (a `~` to expand)."""
+    none."""
     path = given if given is not None else env.get(CONFIG_ENV) or None
     if path is None:
         path = DEFAULT_CONFIG_NAME if os.path.exists(DEFAULT_CONFIG_NAME) else None
-    if path is None or path.startswith("~"):
+    if path is None:
         return None
-    return absolute_path(path)
+    return absolute_path(os.path.expanduser(path) if path.startswith("~") else path)
 
 
 def answered(args: Sequence[str], env: Mapping[str, str], now: float) -> bool:
@@ -157,7 +160,7 @@ def answered(args: Sequence[str], env: Mapping[str, str], now: float) -> bool:
 
 
 def _still_holds(kept: dict[str, object], config: str, env: Mapping[str, str], now: float) -> bool:
-    names = kept.get("variables")
+    names, salt, files = kept.get("variables"), kept.get("salt"), kept.get("files")
     made, until = kept.get("made"), kept.get("until")
     return (
         kept.get("format") == installed()
@@ -166,7 +169,10 @@ def _still_holds(kept: dict[str, object], config: str, env: Mapping[str, str], n
         and kept.get("cwd") == os.getcwd()
         and kept.get("user") == os.geteuid()
         and isinstance(names, list)
-        and kept.get("environment") == environment_digest(names, env)
+        and isinstance(salt, bytes)
+        and kept.get("environment") == environment_digest(names, env, salt)
+        and isinstance(files, list)
+        and all(file_identity(path) == identity for path, identity in files)
         and isinstance(made, float)
         and isinstance(until, float)
         and made <= now < until

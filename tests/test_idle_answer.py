@@ -4,10 +4,12 @@ anything else."""
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import shutil
 import sqlite3
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import replace
@@ -48,6 +50,7 @@ QUICK_OWN = {
 }
 QUICK_FORBIDDEN_STDLIB = {
     "typing", "pathlib", "urllib", "json", "dataclasses", "re", "enum", "inspect", "ast",
+    "hashlib", "logging", "subprocess", "ssl", "asyncio", "email", "http", "decimal",
 }  # fmt: skip
 
 
@@ -55,6 +58,12 @@ def kept_path(config_file: Path) -> Path:
     found = kept_file(absolute_path(str(config_file)), ANSWER_SUFFIX, os.environ)
     assert found is not None
     return Path(found)
+
+
+def token_bytes(answer: Path) -> list[str]:
+    """The test tokens found in a kept answer's bytes."""
+    held = answer.read_bytes()
+    return [token for token in ("token-from-the-environment-0c3a",) if token.encode() in held]
 
 
 def kept(config_file: Path) -> dict[str, Any]:
@@ -339,19 +348,44 @@ class TestWhatEndsIt:
 
         assert ask(path, DEPLOY_ENV="green") is False
 
-    def test_a_variable_only_the_api_secret_names_is_not_among_those_checked(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize("token", [None, "a-token with-a-space"], ids=["unset", "unusable"])
+    def test_a_token_the_environment_no_longer_gives_as_it_did_ends_it(
+        self, tmp_path: Path, token: str | None, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        """A run refuses it (exit 2): the kept answer must not hide that."""
         monkeypatch.setenv("OC_TOKEN", "token-from-the-environment-0c3a")
-        path = write_config(
-            tmp_path,
-            openchoreo={"baseUrl": "http://openchoreo.test/api/v1", "token": "${OC_TOKEN}"},
-        )
+        openchoreo = {"baseUrl": "http://openchoreo.test/api/v1", "token": "${OC_TOKEN}"}
+        path = write_config(tmp_path, openchoreo=openchoreo)
         resting_state(load_config(path), clock_at_now())
         idle_run(path)
+        assert ask(path) is True
+        env = {key: value for key, value in os.environ.items() if key != "OC_TOKEN"}
+        if token is not None:
+            env["OC_TOKEN"] = token
 
-        assert "OC_TOKEN" not in kept(path)["variables"]
-        assert ask(path, OC_TOKEN="a-rotated-token") is True  # no request: the token is not read
+        assert answered(["--config", str(path), "run"], env, now()) is False
+        assert token_bytes(kept_path(path)) == []  # a salted digest of it, never the token
+
+    def test_a_token_file_removed_ends_it(self, tmp_path: Path) -> None:
+        (tmp_path / "token").write_text("token-in-a-file-9d2e\n")
+        (tmp_path / "token").chmod(0o600)
+        openchoreo = {"baseUrl": "http://openchoreo.test/api/v1", "auth": {"tokenFile": "token"}}
+        path = write_config(tmp_path, openchoreo=openchoreo)
+        resting_state(load_config(path), clock_at_now())
+        idle_run(path)
+        assert ask(path) is True
+
+        (tmp_path / "token").unlink()
+
+        assert ask(path) is False
+
+    def test_a_stale_note_of_damage_keeps_no_answer_it_would_not_take(
+        self, config_file: Path
+    ) -> None:
+        note_damage(config_file)  # names no file: `health` ignores it, the look-up would not
+        idle_run(config_file)
+
+        assert not kept_path(config_file).exists()
 
     def test_events_held_keep_no_answer(self, config_file: Path) -> None:
         """Held events show in the metrics only within a window of time."""
@@ -526,17 +560,44 @@ class TestWhatItLoads:
         assert quick_violations(modules) == []
         assert "choreo_ingest.idle_answer" in modules
 
-    def test_the_pin_catches_a_heavy_import(self, tmp_path: Path, config_file: Path) -> None:
+    @pytest.mark.parametrize(
+        ("heavy", "said"),
+        [
+            ("choreo_ingest.config", "own: choreo_ingest.config"),
+            ("yaml", "third-party: yaml"),
+            ("logging", "stdlib: logging"),
+        ],
+        ids=["own", "third-party", "stdlib"],
+    )
+    def test_the_pin_catches_a_heavy_import(
+        self, tmp_path: Path, config_file: Path, heavy: str, said: str
+    ) -> None:
         lean_call(tmp_path, "--config", str(config_file), "run")
-        _, modules = lean_call(
-            tmp_path, "--config", str(config_file), "run", prelude="import choreo_ingest.config"
+        done, modules = lean_call(
+            tmp_path, "--config", str(config_file), "run", prelude=f"import {heavy}"
         )
-        assert "own: choreo_ingest.config" in quick_violations(modules)
+        assert done.returncode == 0
+        assert said in quick_violations(modules)
+
+    def test_a_python_without_blake2_runs_every_command_as_before(
+        self, tmp_path: Path, config_file: Path
+    ) -> None:
+        without = "sys.modules['_blake2'] = None"  # as a Python built without it
+        for _ in range(2):  # deciding, keeping (SHA-256), then answered
+            done, _ = lean_call(tmp_path, "--config", str(config_file), "run", prelude=without)
+            assert (done.returncode, done.stderr) == (0, "")
+        status, _ = lean_call(
+            tmp_path, "--config", str(config_file), "status", "--json", prelude=without
+        )
+        assert status.returncode == 0
+        assert json.loads(status.stdout)["providers"][0]["state"] == "resting"
 
 
 def quick_violations(modules: set[str]) -> list[str]:
     own = {name for name in modules if name.startswith("choreo_ingest")}
     top_level = {name.partition(".")[0] for name in modules}
-    problems = [f"own: {name}" for name in sorted(own - QUICK_OWN)]
+    third_party = top_level - set(sys.stdlib_module_names) - {"__main__", "choreo_ingest"}
+    problems = [f"third-party: {name}" for name in sorted(third_party)]
+    problems += [f"own: {name}" for name in sorted(own - QUICK_OWN)]
     problems += [f"stdlib: {name}" for name in sorted(top_level & QUICK_FORBIDDEN_STDLIB)]
     return problems

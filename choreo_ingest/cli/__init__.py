@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> None:
 def answered_as_kept(args: list[str]) -> bool:
     """Whether `args` was a `run` with nothing due, answered from what the last such run kept
     (`idle_answer`): a few milliseconds, where deciding costs the imports of everything below."""
-    from choreo_ingest.idle_answer import answered
-
     # The one wall-clock read outside clock.py, whose datetime and typing this call does not
     # need; `answered` takes the time as an argument, as everything else takes a Clock.
     now = time.time()  # noqa: TID251
     try:
+        from choreo_ingest.idle_answer import answered
+
         return answered(args, os.environ, now)
     except Exception:  # a kept answer only saves time: the lean entry decides, and reports
         return False

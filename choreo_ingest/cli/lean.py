@@ -23,6 +23,7 @@ built by the same core functions, and `health` and `changes` by the same rendere
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError
 from choreo_ingest.idle import Keeping, run_if_idle
+from choreo_ingest.idle_answer import config_path
 from choreo_ingest.reporting import iter_export, no_state_health, status_report
 from choreo_ingest.store import MAX_INTEGER, StateLocation, configured_location
 
@@ -107,9 +109,13 @@ def _path(value: str | None) -> Path | None:
 
 
 def _keeping(call: _Call, path: Path | None) -> Keeping | None:
+    """What a `run` needs to keep its answer, if the next call would find it: a config file it
+    names as the kept answer's look-up does (`idle_answer.config_path`), no `--db`."""
     if call.command != "run" or "db" in call.options or path is None:
         return None
     absolute = str(path.absolute())
+    if config_path(call.options.get("config"), os.environ) != absolute:
+        return None
     identity = file_identity(absolute)
     return None if identity is None else Keeping(absolute, identity)
 

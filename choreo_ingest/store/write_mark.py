@@ -22,10 +22,7 @@ import os
 import sqlite3
 import stat
 
-try:
-    from _blake2 import blake2b as _blake2b  # CPython's own: hashlib would load OpenSSL
-except ImportError:  # another Python
-    from hashlib import blake2b as _blake2b
+from choreo_ingest.cache_files import new_digest
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy: True)
 
@@ -93,7 +90,7 @@ def _look(execute: Callable[..., Any]) -> Look | None:
     mark, version = execute(_MARK, [WRITE_MARK]).fetchone()
     if not isinstance(mark, str) or not isinstance(version, int):
         return None
-    digest = _blake2b(digest_size=16)
+    digest = new_digest()
     for statement in DECISION_ROWS:
         digest.update(marshal.dumps(execute(statement).fetchall()))
     return mark, version, digest.digest()
