@@ -8,11 +8,11 @@ must not pay for the provider interfaces (see `choreo_ingest/idle.py`), nor for 
 
 from __future__ import annotations
 
+from choreo_ingest.lazy_exports import lazy_exports
+
 TYPE_CHECKING = False
 """`typing.TYPE_CHECKING`, without importing typing (mypy takes any name so spelt as True)."""
 if TYPE_CHECKING:
-    from typing import Any
-
     from choreo_ingest.errors import (
         AuthError,
         ChoreoIngestError,
@@ -66,16 +66,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "AuthError",

@@ -72,6 +72,7 @@ ALLOWED_OWN = {
     "choreo_ingest.files",
     "choreo_ingest.idle",
     "choreo_ingest.idle_answer",  # the kept answer, looked at before anything else
+    "choreo_ingest.lazy_exports",  # the package's and the store's names, loaded when asked for
     "choreo_ingest.metrics",
     "choreo_ingest.mirror_marker",
     "choreo_ingest.models",

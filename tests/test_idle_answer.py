@@ -45,6 +45,7 @@ QUICK_OWN = {
     "choreo_ingest.cache_files",
     "choreo_ingest.cli",
     "choreo_ingest.idle_answer",
+    "choreo_ingest.lazy_exports",
     "choreo_ingest.store",
     "choreo_ingest.store.write_mark",
 }

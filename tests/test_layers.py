@@ -69,6 +69,7 @@ LAYERS = {
     "logs": 1,  # every layer logs; structlog itself is loaded by log_setup, for a line to write
     "log_setup": 1,
     "light_imports": 1,
+    "lazy_exports": 1,  # the package's and the store's names, loaded when asked for
     "api_address": 1,
     "__init__": 1,
 }

@@ -7,11 +7,11 @@ nothing due reads the state's write mark (`write_mark`) without the rest of the 
 
 from __future__ import annotations
 
+from choreo_ingest.lazy_exports import lazy_exports
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy: True)
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from choreo_ingest.store.change_log import gap_after
     from choreo_ingest.store.connection import Tracer, canonical_json
     from choreo_ingest.store.damage_note import noted_damage
@@ -64,16 +64,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "MAX_INTEGER",
