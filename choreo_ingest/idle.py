@@ -57,7 +57,6 @@ from choreo_ingest.store import (
     SqliteLocation,
     StateLocation,
     Store,
-    noted_damage,
     position_name,
 )
 from choreo_ingest.store.damage_note import SUFFIX as DAMAGE_SUFFIX
@@ -68,6 +67,19 @@ WINDOWED_FACTS = (EVENTS_HELD_FACT, EVENT_RETRIES_FACT)
 """Facts whose say changes within a window of time (events held until a time no further than
 the longest backoff step ahead, an object's events waiting alone): no answer is kept while a
 provider has one."""
+
+
+class IdleRead(NamedTuple):
+    """What an idle run read and wrote, which its kept answer is made of."""
+
+    store: Store
+    config: Config
+    state: SqliteLocation
+    now: float
+    look: Look
+    """Read first (`Store.look`): whatever is committed after it changes it."""
+    data: bytes | None
+    """The textfile written (None: no `metrics.textfile`)."""
 
 
 class Keeping(NamedTuple):  # not a dataclass: each costs this entry a millisecond to define
@@ -104,7 +116,7 @@ def run_if_idle(
                 data = render_metrics(run_metrics(store, config, now), config.metrics_labels)
                 write_textfile(config.metrics_textfile, data)
             if keeping is not None and look is not None and isinstance(state, SqliteLocation):
-                keep_answer(keeping, store, config, state, now, look, data)
+                keep_answer(keeping, IdleRead(store, config, state, now, look, data))
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False
     return True
@@ -144,15 +156,7 @@ def _source(config: Config) -> str:
     return source_address(config.openchoreo.base_url or "")
 
 
-def keep_answer(
-    keeping: Keeping,
-    store: Store,
-    config: Config,
-    state: SqliteLocation,
-    now: float,
-    look: Look,
-    data: bytes | None,
-) -> None:
+def keep_answer(keeping: Keeping, read: IdleRead) -> None:
     """Keep the answer of this idle run (`idle_answer`), read from the state at `look`: until
     the first wait ends (at most KEPT_SECONDS), if a run then would still find nothing to do
     and write the same textfile but for its time; else remove an answer kept before. Nothing
@@ -165,8 +169,8 @@ def keep_answer(
     answer = Path(kept_at)
     try:
         kept = None
-        if config.catalog_directory is None and not _damage_noted(state):
-            kept = _answer_to_keep(keeping, store, config, state, now, look, data)
+        if read.config.catalog_directory is None and not _damage_noted(read.state):
+            kept = _answer_to_keep(keeping, read)
         if kept is None:
             answer.unlink(missing_ok=True)
             return
@@ -176,15 +180,8 @@ def keep_answer(
         return
 
 
-def _answer_to_keep(
-    keeping: Keeping,
-    store: Store,
-    config: Config,
-    state: SqliteLocation,
-    now: float,
-    look: Look,
-    data: bytes | None,
-) -> dict[str, object] | None:
+def _answer_to_keep(keeping: Keeping, read: IdleRead) -> dict[str, object] | None:
+    store, config, state, now = read.store, read.config, read.state, read.now
     until = now + KEPT_SECONDS
     for name in config.providers:
         decision = decide(store.load_provider(name), config.incremental, now)
@@ -201,8 +198,8 @@ def _answer_to_keep(
     if until <= now or not nothing_to_do(store, config, last):
         return None
     chunks: list[str] = []
-    if data is not None:
-        chunks = data.decode().split(go_float(now))
+    if read.data is not None:
+        chunks = read.data.decode().split(go_float(now))
         metrics = run_metrics(store, config, last)
         later = render_metrics(metrics, config.metrics_labels)
         if len(chunks) != len(metrics) + 1 or later != go_float(last).join(chunks).encode():
@@ -229,7 +226,7 @@ def _answer_to_keep(
         "state": str(real),
         "state_identity": identity,
         "lock": str(lock_path_for(real).absolute()),
-        "look": look,
+        "look": read.look,
         "made": now,
         "until": until,
         "textfile": None if textfile is None else str(textfile.absolute()),
@@ -252,7 +249,7 @@ def _damage_noted(state: SqliteLocation) -> bool:
     """A note of damage beside the state, even one a `check` would find stale (it names another
     file): the kept answer's look-up sees only that one is there."""
     real = state.real_path
-    return noted_damage(real) is not None or real.with_name(real.name + DAMAGE_SUFFIX).exists()
+    return real.with_name(real.name + DAMAGE_SUFFIX).exists()
 
 
 def _files_read(config: Config) -> list[str]:
