@@ -52,6 +52,7 @@ from choreo_ingest.providers.openchoreo.generation import (
     ListPage,
     Walk,
     check_parent_gone,
+    says_absent,
     takes_event,
 )
 from choreo_ingest.providers.openchoreo.generations import (
@@ -402,10 +403,9 @@ class OpenChoreoProvider:
         path: str,
         facts: dict[str, str | None],
     ) -> ListPage | Harvest:
-        """One page of the current listing; instead, nothing when the listing restarts (its
-        cursor expired) or its parent is gone (deleted while the platform was walked: the walk
-        goes on with the next parent, and the cycle's sweep, behind its guards, removes what the
-        parent held); the state already says what comes next."""
+        """One page of the current listing; instead, nothing when the listing restarts (its cursor
+        expired) or its parent is gone (deleted mid-walk: the walk goes on with the next parent, and
+        the sweep, behind its guards, removes what it held); the state says what comes next."""
         stored = not context.listed_once and state.api_cursor is not None
         context.listed_once = True
         if state.api_cursor is None:
@@ -426,10 +426,13 @@ class OpenChoreoProvider:
             if stuck_now:  # once a streak, and only as the page that says it lands: cron mails it
                 log.warning("listing_stuck", provider=self._name, problem=facts.get(PROBLEM_FACT))
             return Harvest()
-        except (NotFoundError, WebPageAnswer) as missing:
+        except PermanentError as missing:
             phase = generation.phases[state.phase]
-            if phase.queue is None or isinstance(missing, WebPageAnswer):
-                first = state.phase == 0 and state.api_cursor is None  # the listing's first page
+            first = state.phase == 0 and state.api_cursor is None  # the root listing's first page
+            absent = first and says_absent(missing)  # there a 405 or 501 too, as `auto` takes it
+            if not (absent or isinstance(missing, NotFoundError | WebPageAnswer)):
+                raise
+            if phase.queue is None or not isinstance(missing, NotFoundError):
                 stated = first and configured_api(self._config) != "auto"
                 found = generation.name if api_found_at(context.facts, self.source) else None
                 raise root_missing(context.client, generation, missing, stated, found) from None

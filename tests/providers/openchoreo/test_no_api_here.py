@@ -1,7 +1,7 @@
 """A `baseUrl` with no OpenChoreo API behind it: a setting to mend (`run` exits 2, as `check`
-says) while no cycle has found the API there, whether the address answers 404 or a web page
-(Backstage's own address, say), under `openchoreo.api: auto` or naming `v1`; upstream trouble
-(exit 3) once a cycle has read the API at that address."""
+says) while no cycle has found the API there, whether the address answers 404, 405, 501 or a web
+page (Backstage's own address, say), under `openchoreo.api: auto` or naming `v1`; upstream
+trouble (exit 3) once a cycle has read the API at that address."""
 
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ from sim_support import simulator_transport
 WEB_PAGE = httpx.Response(200, text="<!doctype html><html><body>Backstage</body></html>")
 """What a web app answers every path with (no content type: the body says it)."""
 NOT_FOUND = httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
-ANSWERS = pytest.mark.parametrize("answer", [WEB_PAGE, NOT_FOUND], ids=["web-page", "404"])
+NOT_ALLOWED = httpx.Response(405, text="Method Not Allowed")
+NOT_IMPLEMENTED = httpx.Response(501, text="Not Implemented")
+ANSWERS = pytest.mark.parametrize(
+    "answer",
+    [WEB_PAGE, NOT_FOUND, NOT_ALLOWED, NOT_IMPLEMENTED],
+    ids=["web-page", "404", "405", "501"],
+)
 APIS = pytest.mark.parametrize("api", ["auto", "v1"])
 
 
@@ -70,16 +76,27 @@ def after_a_cycle(tmp_path: Path, api: str) -> tuple[Config, FakeClock]:
         ("v1", "/api/v1/namespaces"),
     ],
 )
-def test_a_web_page_at_every_path_is_a_base_url_to_mend(
-    tmp_path: Path, api: str, asked: str
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (WEB_PAGE, "answered a web page, not the API"),
+        (NOT_ALLOWED, "found nothing"),
+        (NOT_IMPLEMENTED, "found nothing"),
+    ],
+    ids=["web-page", "405", "501"],
+)
+def test_a_web_page_or_a_route_not_served_at_every_path_is_a_base_url_to_mend(
+    tmp_path: Path, api: str, asked: str, answer: httpx.Response, said: str
 ) -> None:
+    """Whether `openchoreo.api` names the generation or not (`auto` takes a 405 or a 501 at the
+    first listing for no API there, as a 404)."""
     config = without_auth(configured(tmp_path, api))
 
-    error, to_mend = run_against(config, WEB_PAGE, FakeClock())
+    error, to_mend = run_against(config, answer, FakeClock())
 
     assert error == (
         f"no OpenChoreo API at openchoreo.baseUrl http://openchoreo.test (GET "
-        f"http://openchoreo.test{asked} answered a web page, not the API): set it to the "
+        f"http://openchoreo.test{asked} {said}): set it to the "
         "server's address (https://host) or its API root (https://host/api/v1)"
     )
     assert to_mend  # `run` exits 2
@@ -131,11 +148,13 @@ def test_check_says_a_web_page_answered(tmp_path: Path) -> None:
 
 
 @APIS
-def test_a_404_past_the_root_listings_first_page_is_upstream_trouble(
-    tmp_path: Path, api: str
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_404_or_405_past_the_root_listings_first_page_is_upstream_trouble(
+    tmp_path: Path, api: str, status: int
 ) -> None:
-    """The listing's first page answered in this very burst: its second page's 404 says nothing
-    of the address (a proxy's hiccup, a server being replaced), whatever was stored before."""
+    """The listing's first page answered in this very burst: its second page's 404 (or 405)
+    says nothing of the address (a proxy's hiccup, a server being replaced), whatever was
+    stored before."""
     clock = FakeClock()
     config = replace(configured(tmp_path, api), providers=(PROVIDER,))
     settings = replace(config.openchoreo.incremental, chunk_size=1)
@@ -144,7 +163,7 @@ def test_a_404_past_the_root_listings_first_page_is_upstream_trouble(
 
     def second_namespace_page_gone(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/namespaces") and "cursor" in request.url.params:
-            return httpx.Response(404, json={"error": "Not found", "code": "NOT_FOUND"})
+            return httpx.Response(status, json={"error": "Not found", "code": "NOT_FOUND"})
         return served.handle_request(request)
 
     provider = OpenChoreoProvider(config, transport=httpx.MockTransport(second_namespace_page_gone))
@@ -153,7 +172,7 @@ def test_a_404_past_the_root_listings_first_page_is_upstream_trouble(
 
     [outcome] = result.providers
     assert outcome.action == "failed"
-    assert (outcome.error or "").startswith("GET /namespaces: HTTP 404")
+    assert (outcome.error or "").startswith(f"GET /namespaces: HTTP {status}")
     assert not outcome.misconfigured
 
 
