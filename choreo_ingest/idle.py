@@ -40,7 +40,7 @@ from choreo_ingest.idle_answer import (
     installed,
 )
 from choreo_ingest.metrics import TEXTFILE_MODE, render_metrics, write_textfile
-from choreo_ingest.mirror_marker import read_marker
+from choreo_ingest.mirror_marker import MARKER, first_entity_file, read_marker
 from choreo_ingest.models import (
     EVENT_RETRIES_FACT,
     EVENTS_HELD_FACT,
@@ -80,6 +80,9 @@ class IdleRead(NamedTuple):
     """Read first (`Store.look`): whatever is committed after it changes it."""
     data: bytes | None
     """The textfile written (None: no `metrics.textfile`)."""
+    mirror: list[list[object]]
+    """The mirror's files the decision read, by identity, as they were before it read them
+    (`mirror_identities`)."""
 
 
 class Keeping(NamedTuple):  # not a dataclass: each costs this entry a millisecond to define
@@ -108,6 +111,7 @@ def run_if_idle(
             look = store.look()  # first: whatever is committed after it changes it
             if look is None and keeping is not None and isinstance(state, SqliteLocation):
                 look = store.new_write_mark()  # once, for a state from before marks
+            mirror = [] if keeping is None else mirror_identities(config)  # before it is read
             now = clock.now()
             if not nothing_to_do(store, config, now):
                 return False
@@ -116,7 +120,7 @@ def run_if_idle(
                 data = render_metrics(run_metrics(store, config, now), config.metrics_labels)
                 write_textfile(config.metrics_textfile, data)
             if keeping is not None and look is not None and isinstance(state, SqliteLocation):
-                keep_answer(keeping, IdleRead(store, config, state, now, look, data))
+                keep_answer(keeping, IdleRead(store, config, state, now, look, data, mirror))
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False
     return True
@@ -160,7 +164,7 @@ def keep_answer(keeping: Keeping, read: IdleRead) -> None:
     """Keep the answer of this idle run (`idle_answer`), read from the state at `look`: until
     the first wait ends (at most KEPT_SECONDS), if a run then would still find nothing to do
     and write the same textfile but for its time; else remove an answer kept before. Nothing
-    is kept for what the kept answer cannot check (a mirror, a state noted damaged). Keeping
+    is kept for what the kept answer cannot check (a state noted damaged). Keeping
     only saves later calls time: a failure here (no working directory any more, a full disk)
     leaves the next call to decide, as this one did."""
     kept_at = kept_file(keeping.config, ANSWER_SUFFIX, os.environ)
@@ -169,7 +173,7 @@ def keep_answer(keeping: Keeping, read: IdleRead) -> None:
     answer = Path(kept_at)
     try:
         kept = None
-        if read.config.catalog_directory is None and not _damage_noted(read.state):
+        if not _damage_noted(read.state):
             kept = _answer_to_keep(keeping, read)
         if kept is None:
             answer.unlink(missing_ok=True)
@@ -221,7 +225,7 @@ def _answer_to_keep(keeping: Keeping, read: IdleRead) -> dict[str, object] | Non
         "variables": variables,
         "salt": salt,
         "environment": environment_digest(variables, os.environ, salt),
-        "files": [[path, file_identity(path)] for path in _files_read(config)],
+        "files": [*([path, file_identity(path)] for path in _files_read(config)), *read.mirror],
         "state_given": str(state.path.absolute()),
         "state": str(real),
         "state_identity": identity,
@@ -250,6 +254,21 @@ def _damage_noted(state: SqliteLocation) -> bool:
     file): the kept answer's look-up sees only that one is there."""
     real = state.real_path
     return real.with_name(real.name + DAMAGE_SUFFIX).exists()
+
+
+def mirror_identities(config: Config) -> list[list[object]]:
+    """What `nothing_to_do` reads of the YAML mirror, by identity (`file_identity`): the
+    directory (replaced, remounted, an entry added or removed there: `rm -r catalog/*`), its
+    marker, and the first entity file in it (`holds_entity_files` found it, so while it is
+    there its answer stands). Empty without a mirror."""
+    directory = config.catalog_directory
+    if directory is None:
+        return []
+    watched = [str(directory.absolute()), str((directory / MARKER).absolute())]
+    first = first_entity_file(directory)
+    if first is not None:
+        watched.append(str(Path(first).absolute()))
+    return [[path, file_identity(path)] for path in watched]
 
 
 def _files_read(config: Config) -> list[str]:

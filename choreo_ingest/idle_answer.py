@@ -17,6 +17,9 @@ still the one read:
   directory; the user; the installation (`installed`); and a digest, salted and never the
   values, of the environment variables the file refers to and of those that choose the state
   or the cache (a token unset or replaced since is seen: a run would refuse it);
+- the YAML mirror (`catalog.directory`), where there is one: its directory, its marker and the
+  first entity file in it, by identity, as they were before the kept run read them
+  (`idle.mirror_identities`);
 - the state: the file its path leads to now, by its identity, and its look
   (`store.write_mark`): a mark every write transaction of any process replaces (an equal mark
   means nothing was committed since) and the providers' records, facts and newest event,
@@ -27,10 +30,9 @@ It then takes the run lock, as the full run does, rewrites the textfile with thi
 and the call ends: exit 0, nothing said. Anything else (an input that differs, no answer kept,
 a torn file, the lock held, an error of any kind) leaves the call to the lean entry, which
 decides as it always has, and keeps a new answer when it finds nothing due. What a kept answer
-cannot check this way is never kept: a mirror (`catalog.directory`, whose files are looked at),
-a PostgreSQL state, providers other than the built-in one, a state noted damaged, events held or
-waiting alone (their say in the metrics changes within a window of time). An answer file
-another user could write is never read.
+cannot check this way is never kept: a PostgreSQL state, providers other than the built-in one,
+a state noted damaged, events held or waiting alone (their say in the metrics changes within a
+window of time). An answer file another user could write is never read.
 
 Nothing here imports typing, pathlib, json, re or dataclasses: beyond the interpreter's own,
 a kept answer costs `sqlite3` (`store.write_mark`), `fcntl` and the textfile's writer

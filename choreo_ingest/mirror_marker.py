@@ -123,11 +123,21 @@ def holds_entity_files(directory: Path) -> bool:
     """Whether `directory` holds an entity's file (`<kind>/<namespace>/<name>.yaml`), looking no
     further than the first: the idle call asks, and a namespace may hold 100,000 files (a glob
     lists each directory whole)."""
-    return any(
-        _is_entity_file(entry)
-        for kind in _directories(str(directory))
-        for namespace in _directories(kind.path)
-        for entry in _entries(namespace.path)
+    return first_entity_file(directory) is not None
+
+
+def first_entity_file(directory: Path) -> str | None:
+    """The path of the first entity file `holds_entity_files` meets; None for none. While that
+    file is there, `directory` holds one (a kept idle answer looks at it alone)."""
+    return next(
+        (
+            entry.path
+            for kind in _directories(str(directory))
+            for namespace in _directories(kind.path)
+            for entry in _entries(namespace.path)
+            if _is_entity_file(entry)
+        ),
+        None,
     )
 
 

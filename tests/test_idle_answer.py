@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_idle import (
     PROVIDER,
@@ -480,17 +479,6 @@ class TestWhatIsNotKept:
     def test_a_run_with_its_state_given_apart_keeps_nothing(self, config_file: Path) -> None:
         idle_run(config_file, "--db", str(config_file.parent / "state.db"))
         assert not kept_path(config_file).exists()
-
-    def test_a_mirror_is_looked_at_by_every_run_and_ends_an_answer_kept_before(
-        self, answer_kept: Path
-    ) -> None:
-        document = yaml.safe_load(answer_kept.read_text())
-        answer_kept.write_text(yaml.safe_dump({**document, "catalog": {"directory": "catalog"}}))
-        assert lean_main(["--config", str(answer_kept), "run"]) == 0  # mirrors the catalog
-        idle_run(answer_kept)  # nothing due
-
-        assert not kept_path(answer_kept).exists()
-        assert ask(answer_kept) is False
 
     def test_a_state_from_before_write_marks_is_given_one_once(self, config_file: Path) -> None:
         with closing(sqlite3.connect(config_file.parent / "state.db")) as raw, raw:
