@@ -80,9 +80,9 @@ class IdleRead(NamedTuple):
     """Read first (`Store.look`): whatever is committed after it changes it."""
     data: bytes | None
     """The textfile written (None: no `metrics.textfile`)."""
-    mirror: list[list[object]]
+    mirror: list[list[object]] | None
     """The mirror's files the decision read, by identity, as they were before it read them
-    (`mirror_identities`)."""
+    (`mirror_identities`; None: none to keep an answer by)."""
 
 
 class Keeping(NamedTuple):  # not a dataclass: each costs this entry a millisecond to define
@@ -185,7 +185,9 @@ def keep_answer(keeping: Keeping, read: IdleRead) -> None:
 
 
 def _answer_to_keep(keeping: Keeping, read: IdleRead) -> dict[str, object] | None:
-    store, config, state, now = read.store, read.config, read.state, read.now
+    store, config, state, now, mirror = read.store, read.config, read.state, read.now, read.mirror
+    if mirror is None:
+        return None
     until = now + KEPT_SECONDS
     for name in config.providers:
         decision = decide(store.load_provider(name), config.incremental, now)
@@ -225,7 +227,7 @@ def _answer_to_keep(keeping: Keeping, read: IdleRead) -> dict[str, object] | Non
         "variables": variables,
         "salt": salt,
         "environment": environment_digest(variables, os.environ, salt),
-        "files": [*([path, file_identity(path)] for path in _files_read(config)), *read.mirror],
+        "files": [*([path, file_identity(path)] for path in _files_read(config)), *mirror],
         "state_given": str(state.path.absolute()),
         "state": str(real),
         "state_identity": identity,
@@ -256,19 +258,20 @@ def _damage_noted(state: SqliteLocation) -> bool:
     return real.with_name(real.name + DAMAGE_SUFFIX).exists()
 
 
-def mirror_identities(config: Config) -> list[list[object]]:
+def mirror_identities(config: Config) -> list[list[object]] | None:
     """What `nothing_to_do` reads of the YAML mirror, by identity (`file_identity`): the
     directory (replaced, remounted, an entry added or removed there: `rm -r catalog/*`), its
     marker, and the first entity file in it (`holds_entity_files` found it, so while it is
-    there its answer stands). Empty without a mirror."""
+    there its answer stands). Empty without a mirror; None for a mirror with no entity file,
+    which keeps no answer: a decision that found it in step may have seen one written since."""
     directory = config.catalog_directory
     if directory is None:
         return []
-    watched = [str(directory.absolute()), str((directory / MARKER).absolute())]
     first = first_entity_file(directory)
-    if first is not None:
-        watched.append(str(Path(first).absolute()))
-    return [[path, file_identity(path)] for path in watched]
+    if first is None:
+        return None
+    watched = [str(directory.absolute()), str((directory / MARKER).absolute()), first]
+    return [[str(Path(path).absolute()), file_identity(path)] for path in watched]
 
 
 def _files_read(config: Config) -> list[str]:

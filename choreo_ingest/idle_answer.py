@@ -31,8 +31,9 @@ and the call ends: exit 0, nothing said. Anything else (an input that differs, n
 a torn file, the lock held, an error of any kind) leaves the call to the lean entry, which
 decides as it always has, and keeps a new answer when it finds nothing due. What a kept answer
 cannot check this way is never kept: a PostgreSQL state, providers other than the built-in one,
-a state noted damaged, events held or waiting alone (their say in the metrics changes within a
-window of time). An answer file another user could write is never read.
+a state noted damaged, a mirror with no entity file to watch, events held or waiting alone
+(their say in the metrics changes within a window of time). An answer file another user could
+write is never read.
 
 Nothing here imports typing, pathlib, json, re or dataclasses: beyond the interpreter's own,
 a kept answer costs `sqlite3` (`store.write_mark`), `fcntl` and the textfile's writer

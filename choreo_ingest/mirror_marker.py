@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -142,7 +142,7 @@ def first_entity_file(directory: Path) -> str | None:
 
 
 def _directories(path: str) -> Iterator[os.DirEntry[str]]:
-    return (entry for entry in _entries(path) if entry.is_dir() and entry.name[0] != ".")
+    return (entry for entry in _entries(path) if entry.name[0] != "." and _is(entry.is_dir))
 
 
 def _entries(path: str) -> Iterator[os.DirEntry[str]]:
@@ -154,4 +154,13 @@ def _entries(path: str) -> Iterator[os.DirEntry[str]]:
 
 
 def _is_entity_file(entry: os.DirEntry[str]) -> bool:
-    return entry.name.endswith(".yaml") and entry.name[0] != "." and entry.is_file()
+    return entry.name.endswith(".yaml") and entry.name[0] != "." and _is(entry.is_file)
+
+
+def _is(test: Callable[[], bool]) -> bool:
+    """`DirEntry.is_dir` or `is_file`, False for an entry that cannot be looked at (a symlink
+    loop, a link into a directory this user may not read): no file of the mirror's own."""
+    try:
+        return test()
+    except OSError:
+        return False

@@ -5,6 +5,7 @@ full run then mends as it always has."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -153,3 +154,63 @@ def test_a_config_that_adds_a_mirror_ends_the_answer_kept_without_one(tmp_path: 
     assert ask(config_file) is False
     assert lean_main(["--config", str(config_file), "run"]) == 0  # mirrors the catalog
     assert entity_files(tmp_path / "catalog")
+
+
+def marked_without_files(catalog: Path) -> None:
+    """The mirror of a catalog with no entities, in step: no entity file, a marker that says so."""
+    empty_it_but_the_marker(catalog)
+    marker = json.loads((catalog / MARKER).read_text())
+    (catalog / MARKER).write_text(json.dumps({**marker, "files": False}))
+
+
+def test_a_mirror_without_an_entity_file_keeps_no_answer(mirrored: Path) -> None:
+    """In step, but with no file to watch: an entity file written while the run decided could
+    be what it found in step, and then go unseen."""
+    marked_without_files(mirrored.parent / "catalog")
+
+    idle_run(mirrored)  # nothing due, the mirror in step
+
+    assert not kept_path(mirrored).exists()  # the answer kept before is gone too
+    assert ask(mirrored) is False
+
+
+def test_entity_files_written_while_the_run_decides_are_not_taken_on_trust(
+    mirrored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No entity file when the run looked (its marker says it held some), the files back when
+    it decided (written meanwhile by something else): no answer may hide that they go again."""
+    catalog = mirrored.parent / "catalog"
+    files = {path: path.read_bytes() for path in entity_files(catalog)}
+    for path in files:
+        path.unlink()
+    looked = idle.mirror_identities
+
+    def files_back_meanwhile(*args: Any) -> Any:
+        found = looked(*args)
+        for path, data in files.items():
+            path.write_bytes(data)
+        return found
+
+    monkeypatch.setattr(idle, "mirror_identities", files_back_meanwhile)
+    idle_run(mirrored)  # in step when it decided
+    monkeypatch.setattr(idle, "mirror_identities", looked)
+    for path in files:
+        path.unlink()
+
+    assert ask(mirrored) is False  # the full run says the mirror was emptied, and mends it
+
+
+@pytest.mark.parametrize("with_files", [True, False], ids=["files", "no-files"])
+def test_an_entry_that_cannot_be_looked_at_is_passed_over(mirrored: Path, with_files: bool) -> None:
+    """A symlink loop in the mirror (`is_dir` raises ELOOP) is no file of the mirror's: the
+    idle run neither fails on it (exit 1, `a bug`) nor takes it for an entity."""
+    catalog = mirrored.parent / "catalog"
+    if not with_files:
+        marked_without_files(catalog)
+    (catalog / "aaa").symlink_to("aaa")
+    (catalog / "component").mkdir(exist_ok=True)
+    (catalog / "component" / "zz-loop").symlink_to("zz-loop")
+
+    assert lean_main(["--config", str(mirrored), "run"]) == 0
+
+    assert kept_path(mirrored).exists() is with_files
