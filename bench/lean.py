@@ -214,17 +214,25 @@ def run_idle(size: World = IDLE_SIZE, runs: int = IDLE_RUNS) -> list[Result]:
         bare: list[Measured] = []
         idle: list[Measured] = []
         deciding: list[Measured] = []
+        given_db: list[Measured] = []
         status: list[Measured] = []
         health: list[Measured] = []
         problems: list[str] = []
         answer = kept_answer(config)
         for _ in range(runs):
             bare.append(run_measured([sys.executable, "-c", "pass"]).check())
-            for measured, forget in ((deciding, True), (idle, False)):
+            db = ("--db", str(database))  # the state given apart, as some crontabs do
+            calls: list[tuple[list[Measured], bool, tuple[str, ...]]] = [
+                (deciding, True, ()),
+                (idle, False, ()),
+                ([], True, db),
+                (given_db, False, db),
+            ]
+            for measured, forget, more in calls:
                 if forget:  # as after any change: the run decides, and keeps its answer again
                     answer.unlink(missing_ok=True)
                 kept_before = answer.stat().st_mtime_ns if answer.exists() else None
-                idle_run = ingest(config, "run")
+                idle_run = ingest(config, "run", *more)
                 if not forget and answer.stat().st_mtime_ns != kept_before:
                     problems.append("the second run decided afresh: the kept answer was not taken")
                 measured.append(idle_run)
@@ -296,10 +304,16 @@ def run_idle(size: World = IDLE_SIZE, runs: int = IDLE_RUNS) -> list[Result]:
             None,
         ),
         Result(
+            f"{name}: `run --db STATE`, nothing due, wall",
+            f"<= {IDLE_RATIO_TARGET:g}x python -c pass",
+            f"{median([m.wall for m in given_db]) / bare_wall:.1f}x ({figures(given_db)})",
+            median([m.wall for m in given_db]) <= IDLE_RATIO_TARGET * bare_wall,
+        ),
+        Result(
             f"{name}: `run` did nothing",
             "exit 0, state unchanged, 0 requests, textfile rewritten, answer kept and taken",
             "; ".join(problems)
-            or f"yes ({2 * runs} runs, each deciding one keeping an answer the next took; "
+            or f"yes ({4 * runs} runs, each deciding one keeping an answer the next took; "
             f"the textfile's entities sum to {textfile_entities:,.0f})",
             not problems,
         ),

@@ -92,6 +92,9 @@ class Keeping(NamedTuple):  # not a dataclass: each costs this entry a milliseco
     """The config file's absolute path, as `idle_answer.config_path` gives it."""
     identity: list[int]
     """Its identity before it was read: a change while it was read then shows."""
+    db: str | None = None
+    """The `--db` given, as given (with the working directory, which the answer holds, it
+    names the state the same way again)."""
 
 
 def run_if_idle(
@@ -99,7 +102,7 @@ def run_if_idle(
 ) -> bool:
     """Do what a `run` with nothing to do does (rewrite the metrics textfile) and return True,
     or change nothing and return False (the full run has work to do, or a problem to report).
-    With `keeping` (a plain `run` of a config file, its state not given apart), keep the answer
+    With `keeping` (a plain `run` of a config file), keep the answer
     for the calls that follow (`keep_answer`)."""
     if any(name not in BUILT_IN for name in config.providers):
         return False  # another package's provider may do its own work when loaded
@@ -222,6 +225,7 @@ def _answer_to_keep(keeping: Keeping, read: IdleRead) -> dict[str, object] | Non
         "format": installed(),
         "config": keeping.config,
         "identity": keeping.identity,
+        "db": keeping.db,
         "cwd": str(Path.cwd()),
         "user": os.geteuid(),
         "variables": variables,

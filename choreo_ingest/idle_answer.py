@@ -10,7 +10,8 @@ first wait, at most KEPT_SECONDS ahead), what it was read from, and the textfile
 where the time of the run goes. The next `run` (`answered`) takes it only if every input is
 still the one read:
 
-- the command line is a plain `run` (with `--config`/`-c` at most), off a terminal;
+- the command line is a plain `run` (with `--config`/`-c` and `--db` at most), off a terminal,
+  and gives the same `--db` as the kept run, or none as it did;
 - the config file (the one `--config`, `$CHOREO_INGEST_CONFIG` or `./choreo-ingest.yaml`
   names), by its identity (device, inode, size, modification and change times), and the
   files a run reads before it decides (the CA bundle, the secret files) by theirs; the working
@@ -61,13 +62,13 @@ from choreo_ingest.cache_files import (
 )
 from choreo_ingest.store.write_mark import read_look, state_identity, try_run_lock
 
-FORMAT = 1
+FORMAT = 2
 """Bumped whenever what an answer holds changes (`installed` says more)."""
 KEPT_SECONDS = 3600.0
 """The longest an answer is kept: a decision is made afresh at least this often."""
 CHOOSING_VARIABLES = (CONFIG_ENV, STATE_ENV, "HOME", "CACHE_DIRECTORY", "XDG_CACHE_HOME")
 """What chooses the config, the state, a `~` in a path, or where answers are kept."""
-_CONFIG_OPTIONS = ("--config", "-c")
+_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
 
 
 def go_float(value: float) -> str:
@@ -107,25 +108,27 @@ def environment_digest(names: Sequence[str], env: Mapping[str, str], salt: bytes
     return digest.digest()
 
 
-def config_argument(args: Sequence[str]) -> str | bool | None:
-    """The `--config` of a plain `run` command line (None: none given); False for any other
-    command line."""
-    config: str | None = None
+def run_arguments(args: Sequence[str]) -> tuple[str | None, str | None] | None:
+    """The `--config` and `--db` of a plain `run` command line (None where one is not given);
+    None for any other command line."""
+    given: dict[str, str] = {}
     command = False
     rest = list(args)
     while rest:
         arg = rest.pop(0)
+        name, equals, value = arg.partition("=")
+        option = _OPTIONS.get(name)
         if arg == "run" and not command:
             command = True
-        elif arg in _CONFIG_OPTIONS and rest and config is None:
-            config = rest.pop(0)
-        elif arg.startswith("--config=") and config is None:
-            config = arg.removeprefix("--config=")
+        elif option is not None and not equals and rest and option not in given:
+            given[option] = rest.pop(0)
+        elif option is not None and equals and name.startswith("--") and option not in given:
+            given[option] = value
         else:
-            return False
-        if config == "":
-            return False
-    return config if command else False
+            return None
+        if "" in given.values():
+            return None
+    return (given.get("config"), given.get("db")) if command else None
 
 
 def config_path(given: str | None, env: Mapping[str, str]) -> str | None:
@@ -144,10 +147,10 @@ def answered(args: Sequence[str], env: Mapping[str, str], now: float) -> bool:
     textfile written); False, having done nothing, for every other call."""
     if os.isatty(1) or os.isatty(2):
         return False  # a person is told what the run does
-    given = config_argument(args)
-    if given is False:
+    given = run_arguments(args)
+    if given is None:
         return False
-    config = config_path(given if isinstance(given, str) else None, env)
+    config = config_path(given[0], env)
     answer = None if config is None else kept_file(config, ANSWER_SUFFIX, env)
     if config is None or answer is None:
         return False
@@ -159,7 +162,12 @@ def answered(args: Sequence[str], env: Mapping[str, str], now: float) -> bool:
             kept = marshal.load(file)  # noqa: S302 - this user's own file, mode 0600
     except (OSError, EOFError, ValueError, TypeError):
         return False
-    return isinstance(kept, dict) and _still_holds(kept, config, env, now) and _answer(kept, now)
+    return (
+        isinstance(kept, dict)
+        and kept.get("db") == given[1]
+        and _still_holds(kept, config, env, now)
+        and _answer(kept, now)
+    )
 
 
 def _still_holds(kept: dict[str, object], config: str, env: Mapping[str, str], now: float) -> bool:

@@ -476,10 +476,6 @@ class TestWhatEndsIt:
 
 
 class TestWhatIsNotKept:
-    def test_a_run_with_its_state_given_apart_keeps_nothing(self, config_file: Path) -> None:
-        idle_run(config_file, "--db", str(config_file.parent / "state.db"))
-        assert not kept_path(config_file).exists()
-
     def test_a_state_from_before_write_marks_is_given_one_once(self, config_file: Path) -> None:
         with closing(sqlite3.connect(config_file.parent / "state.db")) as raw, raw:
             raw.execute("DELETE FROM store_meta WHERE name = 'write_mark'")

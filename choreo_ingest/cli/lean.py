@@ -73,7 +73,7 @@ class _Call(NamedTuple):  # not a dataclass: each costs this entry a millisecond
     log_json: bool | None = None
     """`--log-json` (True) or `--log-console` (False) before the command."""
     keeping: Keeping | None = None
-    """A plain `run` of a config file, its state not given apart: it may keep its answer."""
+    """A plain `run` of a config file: it may keep its answer."""
 
 
 _Handler = Callable[[_Call, Config, StateLocation], "int | None"]
@@ -110,14 +110,14 @@ def _path(value: str | None) -> Path | None:
 
 def _keeping(call: _Call, path: Path | None) -> Keeping | None:
     """What a `run` needs to keep its answer, if the next call would find it: a config file it
-    names as the kept answer's look-up does (`idle_answer.config_path`), no `--db`."""
-    if call.command != "run" or "db" in call.options or path is None:
+    names as the kept answer's look-up does (`idle_answer.config_path`)."""
+    if call.command != "run" or path is None:
         return None
     absolute = str(path.absolute())
     if config_path(call.options.get("config"), os.environ) != absolute:
         return None
     identity = file_identity(absolute)
-    return None if identity is None else Keeping(absolute, identity)
+    return None if identity is None else Keeping(absolute, identity, call.options.get("db"))
 
 
 def _parse(args: Sequence[str]) -> _Call | None:
