@@ -10,7 +10,14 @@ API_PREFIX = "/api/v1"
 
 
 def api_root(base_url: str) -> str:
-    """The configured base URL with the `/api/v1` prefix, whether or not it was given with it."""
+    """The configured base URL with the `/api/v1` prefix, whether or not it was given with it,
+    its path's repeated slashes made one (`http://host//api/v1`: a Go server answers such a
+    path with a redirect, which no API client follows)."""
+    scheme, separator, rest = base_url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if separator and slash:
+        path = "/".join(segment for segment in path.split("/") if segment)
+        base_url = f"{scheme}://{authority}/{path}"
     base = base_url.rstrip("/")
     return base if base.endswith(API_PREFIX) else base + API_PREFIX
 

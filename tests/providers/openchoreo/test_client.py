@@ -1758,8 +1758,17 @@ class TestConstruction:
             ("https://openchoreo.test/api/v1/", "https://openchoreo.test"),
             ("https://gw.test/choreo", "https://gw.test/choreo"),
             ("https://gw.test/choreo/api/v1", "https://gw.test/choreo"),
+            ("https://gw.test//choreo//api/v1//", "https://gw.test/choreo"),
         ],
-        ids=["bare", "bare-slash", "with-api", "with-api-slash", "prefix", "prefix-with-api"],
+        ids=[
+            "bare",
+            "bare-slash",
+            "with-api",
+            "with-api-slash",
+            "prefix",
+            "prefix-with-api",
+            "slashes-doubled",  # a Go server redirects `//api/v1/...`: never sent so
+        ],
     )
     def test_api_prefix_is_appended_unless_given(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, configured: str, root: str

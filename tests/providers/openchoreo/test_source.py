@@ -23,6 +23,8 @@ from fakes import make_config
         "https://api.choreo.test/api/v1/",
         "HTTPS://API.Choreo.Test:443/api/v1",
         " https://api.choreo.test ",
+        "https://api.choreo.test//api/v1//",
+        "https://api.choreo.test//",
     ],
 )
 def test_spellings_of_one_server_are_one_source(spelling: str) -> None:
@@ -35,6 +37,7 @@ def test_spellings_of_one_server_are_one_source(spelling: str) -> None:
         ("http://api.choreo.test", "http://api.choreo.test/api/v1"),
         ("https://api.choreo.test:8443", "https://api.choreo.test:8443/api/v1"),
         ("https://choreo.test/platform-b", "https://choreo.test/platform-b/api/v1"),
+        ("https://choreo.test//platform-b//", "https://choreo.test/platform-b/api/v1"),
         ("http://[::1]:8080", "http://[::1]:8080/api/v1"),
     ],
 )
