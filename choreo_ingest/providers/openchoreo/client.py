@@ -457,10 +457,10 @@ def form_poster(
             cause = one_line(masked(error_cause(error), secrets))
             if isinstance(error, httpx.TimeoutException) and time_left and time_left() <= 0:
                 fair = timeout >= min(config.incremental.request_timeout, FAIR_CONNECT_SECONDS)
-                late = ConnectDeadlineExceeded if fair else DeadlineExceeded
-                raise late(  # a fair time: not the page's size but the way to a token
-                    f"POST {where}: no token granted by the burst deadline ({cause}): check "
-                    "openchoreo.auth.oauth.tokenUrl, or run `choreo-ingest check`",
+                left = "" if fair else f"; it had {timeout:.1f} s of the burst left"
+                raise ConnectDeadlineExceeded(  # the way to a token, never the page's size
+                    f"POST {where}: no token granted by the burst deadline ({cause}{left}): "
+                    "check openchoreo.auth.oauth.tokenUrl, or run `choreo-ingest check`",
                     method="POST",
                     path=where,
                 ) from None

@@ -1472,16 +1472,18 @@ class TestTokenRequestDeadline:
         assert timeouts == []
 
     @pytest.mark.parametrize(
-        ("deadline_in", "raised"),
-        [(2.0, ConnectDeadlineExceeded), (0.5, DeadlineExceeded)],
+        ("deadline_in", "left"),
+        [(2.0, ""), (0.5, "; it had 0.5 s of the burst left")],
         ids=["a-fair-time", "a-moment-left"],
     )
     def test_a_token_endpoint_that_does_not_answer_by_the_deadline_is_named(
-        self, make_client: MakeClient, config_for, clock, deadline_in: float, raised: type
+        self, make_client: MakeClient, config_for, clock, deadline_in: float, left: str
     ) -> None:
         """Not a failure of the token endpoint to retry (TokenUnavailable, charged to an event
-        and holding the inbox), nor advice to raise burstLength: where to look. Given only a
-        moment before the deadline, its time out is the burst's end, as a request's is."""
+        and holding the inbox), nor advice about the page (`ConnectDeadlineExceeded`: no
+        `lower chunkSize`, the burst's failure message adds none): where to look. Given only a
+        moment before the deadline, its time out is the burst's end, as a request's is, and
+        the message says how little time it had."""
 
         def hang(request: httpx.Request) -> httpx.Response:
             clock.advance(request.extensions["timeout"]["read"])
@@ -1493,10 +1495,10 @@ class TestTokenRequestDeadline:
         with pytest.raises(DeadlineExceeded) as caught:
             client.get_json("/namespaces")
 
-        assert type(caught.value) is raised
-
+        assert type(caught.value) is ConnectDeadlineExceeded
         assert str(caught.value) == (
-            f"POST {TOKEN_URL}: no token granted by the burst deadline (ReadTimeout: timed out): "
+            f"POST {TOKEN_URL}: no token granted by the burst deadline "
+            f"(ReadTimeout: timed out{left}): "
             "check openchoreo.auth.oauth.tokenUrl, or run `choreo-ingest check`"
         )
         assert client.requests_sent == 0
