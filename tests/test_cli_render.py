@@ -211,3 +211,30 @@ def test_status_says_a_bursting_provider_no_run_holds_was_killed(tmp_path: Path)
     assert shown.exit_code == 0, shown.output
     assert "bursting (no run holds the lock)" in " ".join(shown.stdout.split())
     assert '"state": "bursting"' in document.stdout  # scripts read the stored state
+
+
+def test_status_says_the_health_problems_under_its_table(tmp_path: Path) -> None:
+    """A row such as `interstitial | 1 (144 pages) | attempts 0` reads as progress while a
+    listing can never finish (an operator QA pass): the problems `health` reports follow it."""
+    state = tmp_path / "state.db"
+    with Store.open(state) as store:
+        store.migrate()
+        failing = ProviderRecord(
+            name="openchoreo",
+            state=ProviderState.BACKING_OFF,
+            attempts=9,
+            last_error="HTTP 503: down",
+            last_burst_at=T_NOW,
+            next_action_at=T_NOW + 30,
+        )
+        store.save_provider(failing, T_NOW)
+    healthy = failing_state(tmp_path / "healthy.db", error="down")
+
+    shown = invoke("status", "--db", state)
+    quiet = invoke("status", "--db", healthy)
+
+    assert shown.exit_code == quiet.exit_code == 0, shown.output
+    assert shown.stdout.splitlines()[-1] == (
+        "health: openchoreo: 9 consecutive failed bursts (maxAttempts 5); the last: HTTP 503: down"
+    )
+    assert "health:" not in quiet.stdout

@@ -117,6 +117,9 @@ def show_status(report: StatusReport) -> None:
         ],
         folding="error",
     )
+    for item in report.providers:  # as `health` says them: a table row can look like progress
+        for problem in item.problems_shown:
+            render.print_text(f"health: {item.record.name}: {problem}")
     if report.events.pending or report.events.parked:
         waiting = [
             f"{item.record.name}'s wait until {held} (the last re-read failed)"
