@@ -17,7 +17,7 @@ from choreo_ingest.event_backlog import apply_refresh_request
 from choreo_ingest.events import DrainStats, EventsBetweenPages, drain_inbox
 from choreo_ingest.logs import get_logger
 from choreo_ingest.metrics import write_metrics_textfile
-from choreo_ingest.mirror import sync_mirror
+from choreo_ingest.mirror import rebuild_after_renewal, sync_mirror
 from choreo_ingest.models import (
     UNAVAILABLE_FACT,
     ProviderAction,
@@ -381,13 +381,23 @@ def changing_state(
 
 
 def reset(
-    state: StateRef, name: str, clock: Clock, *, purge: bool, config: Config | None = None
+    state: StateRef,
+    name: str,
+    clock: Clock,
+    *,
+    purge: bool,
+    config: Config | None = None,
+    mirror: bool = False,
 ) -> int:
-    """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`."""
+    """Back to idle: the next run starts a fresh cycle. Returns entities removed by `purge`
+    (with `mirror`, the YAML mirror is then rebuilt: `mirror.rebuild_after_renewal`)."""
     with changing_state(state, config, clock) as store:
         stored = store.load_provider(name, strict=False)
         record, crashed = after_reset(stored), stored.state is ProviderState.BURSTING
-        return store.reset_provider(record, purge=purge, now=clock.now(), crashed_burst=crashed)
+        removed = store.reset_provider(record, purge=purge, now=clock.now(), crashed_burst=crashed)
+        if purge and mirror:
+            rebuild_after_renewal(config.catalog_directory if config else None, store)
+        return removed
 
 
 def refresh(
@@ -431,10 +441,16 @@ def approve_removals(
     )
 
 
-def forget(state: StateRef, name: str, clock: Clock, *, config: Config | None = None) -> int:
-    """Remove what the state holds of a provider the config dropped. Returns entities removed."""
+def forget(
+    state: StateRef, name: str, clock: Clock, *, config: Config | None = None, mirror: bool = False
+) -> int:
+    """Remove what the state holds of a provider the config dropped. Returns entities removed
+    (with `mirror`, the YAML mirror is then rebuilt: `mirror.rebuild_after_renewal`)."""
     with changing_state(state, config, clock) as store:
-        return store.forget_provider(name, clock.now())
+        removed = store.forget_provider(name, clock.now())
+        if mirror:
+            rebuild_after_renewal(config.catalog_directory if config else None, store)
+        return removed
 
 
 def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> CopyReport:

@@ -145,6 +145,19 @@ def sync_mirror(
     return writer.stats(position, caught_up=caught_up)
 
 
+def rebuild_after_renewal(directory: Path | None, store: Store) -> None:
+    """The YAML mirror in use, rebuilt after `reset --purge` or `--forget` renewed the store id:
+    else the next run, finding the directory marked with the old id, replays it from the start
+    and warns (a cron mail for what the operator just did). A failure is said, and left to that
+    run."""
+    if directory is None or not directory.is_dir():
+        return
+    try:
+        sync_mirror(store, directory)
+    except ConfigError as error:  # the directory cannot be written
+        log.warning("mirror_not_written", error=str(error), advice="run `choreo-ingest mirror`")
+
+
 def _replay_reason(marker: Marker) -> str:
     return "a rebuild did not finish" if marker.rebuilding else "position past the end of the log"
 

@@ -210,13 +210,20 @@ def reset_command(
             confirm_or_abort(
                 f"forget provider {provider!r}: remove its state, entities and metrics?", yes
             )
-            removed = forget_provider(session.state, provider, session.clock, config=session.config)
+            removed = forget_provider(
+                session.state, provider, session.clock, config=session.config, mirror=True
+            )
         else:
             checked_provider(session.config, session.state, provider)
             what = "reset" + (" and PURGE all entities of" if purge else "")
             confirm_or_abort(f"{what} provider {provider!r}?", yes)
             removed = reset(
-                session.state, provider, session.clock, purge=purge, config=session.config
+                session.state,
+                provider,
+                session.clock,
+                purge=purge,
+                config=session.config,
+                mirror=True,
             )
         if json_output:
             render.print_json(reset_json(provider, forgotten=forget, removed=removed))
