@@ -25,7 +25,7 @@ from choreo_ingest.models import (
     REFRESH_REQUESTED_FACT,
     ProviderState,
 )
-from choreo_ingest.schedule import after_refresh, refresh_waits
+from choreo_ingest.schedule import after_refresh, in_cycle, refresh_waits
 from choreo_ingest.store import Store
 
 log = get_logger("choreo_ingest.events")  # the drain's lines, under the name they always had
@@ -235,17 +235,20 @@ def apply_refresh_request(
             "walk asked for in their place begins all the same",
         )
     crashed = record.state is ProviderState.BURSTING
+    given_up = record.cycle_id if in_cycle(record) else None
     store.save_provider(after_refresh(record, now, new_cycle=True), now, crashed_burst=crashed)
     store.set_facts(name, cleared, now)
     asked = reason == EVENT_ASKED
     said = REFRESH_REASONS[EVENT_ASKED if asked else EVENTS_LOST]
     if not asked and facts.get(FLOOD_SINCE_FACT):
         said = FLOOD_DROPPED
+    instead = "" if given_up is None else f"cycle {given_up}, in progress, is given up and "
     (log.info if asked else log.warning)(  # only lost events are a problem
         "refresh_requested",
         provider=name,
         requested_at=requested,
-        message=f"{said}: a new cycle walks the platform again",
+        abandoned_cycle=given_up,
+        message=f"{said}: {instead}a new cycle walks the platform again",
     )
 
 

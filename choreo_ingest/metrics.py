@@ -11,6 +11,8 @@ A timestamp or duration that was never recorded (None) is left out rather than w
 Cycle outcomes (`choreo_ingest_cycles_total{outcome}`):
     completed   the cycle completed and its sweep was applied
     blocked     the cycle completed but its removals were blocked by a guard
+    abandoned   the cycle was given up before it completed, never to be swept (a refresh in
+                place of events that were dropped began a new one, or a `reset`)
 A failed burst does not end a cycle (the cycle resumes from its cursor), so there is no `failed`
 outcome: failures show in `choreo_ingest_bursts_total`, `choreo_ingest_consecutive_failures` and
 `choreo_ingest_state`.
@@ -44,7 +46,7 @@ Labels = tuple[tuple[str, str], ...]
 """Label (name, value) pairs."""
 TEXTFILE_MODE = 0o644
 """node_exporter reads the textfile as another user, whatever our umask."""
-CYCLE_OUTCOMES = ("completed", "blocked")
+CYCLE_OUTCOMES = ("completed", "blocked", "abandoned")
 BURST_OUTCOMES = ("ok", "failed", "interrupted")
 EVENT_OUTCOMES = ("applied", "rejected", "parked", "retried", "ignored", "dropped")
 ENTITY_KINDS = ("Domain", "System", "Component", "API")
@@ -74,7 +76,7 @@ class ProviderMetrics:
     removals_blocked: int = 0
     """Removals currently held back by a sweep guard."""
     cycles_total: Mapping[str, int] = field(default_factory=dict)
-    """Outcome (`CYCLE_OUTCOMES`) -> completed cycles."""
+    """Outcome (`CYCLE_OUTCOMES`) -> cycles ended."""
     cursor_resets_total: int = 0
     events_total: Mapping[str, int] = field(default_factory=dict)
     """Outcome (`EVENT_OUTCOMES`) -> events handled."""
@@ -285,7 +287,7 @@ def _counters(providers: Sequence[ProviderMetrics]) -> Iterator[_Family]:
     removed = _counter("entities_removed_total", "Entities removed by sweeps and events.")
     pages = _counter("pages_total", "Provider pages committed.")
     resets = _counter("cursor_resets_total", "Listings restarted because their API cursor expired.")
-    cycles = _counter("cycles_total", "Ingestion cycles completed, by outcome.", "outcome")
+    cycles = _counter("cycles_total", "Ingestion cycles ended, by outcome.", "outcome")
     events = _counter("events_total", "Change events handled, by outcome.", "outcome")
     bursts = _counter("bursts_total", "Bursts ended, by outcome.", "outcome")
     for provider in providers:

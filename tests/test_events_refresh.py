@@ -162,6 +162,7 @@ def assert_abandoned(config: Config, cycle_id: int) -> None:
         counters = store.counters("fake")
     # one sweep per cycle that completed: cycle 1 and the new one, not the abandoned one
     assert counters.get("cycles_completed", 0) + counters.get("cycles_blocked", 0) == 2
+    assert counters.get("cycles_abandoned") == 1  # counted once, whatever was replayed
     with closing(sqlite3.connect(config.state_path)) as conn:
         row = conn.execute(
             "SELECT outcome, completed_at, removed FROM cycles WHERE cycle_id = ?", [cycle_id]
@@ -181,12 +182,19 @@ def test_a_dropped_backlog_is_replaced_by_a_walk_that_begins_after_it(
     assert config.state_path is not None
     stored_events(config.state_path, "fake", backlog(), clock)
 
-    first = run(config, clock, provider)
+    with structlog.testing.capture_logs() as logs:  # (`run` captures its own)
+        providers = {"fake": provider}
+        first = run_once(
+            config, config.state_path, clock, providers=providers, rng=random.Random(0)
+        )
     run_until_resting(config, clock, provider)
 
     assert (first.events.dropped, provider.handled) == (6, [])
     assert first.providers[0].action == "burst"
     assert_caught_up(config, last_cycle=3 if mid_cycle else 2, dropped=6)
+    [said] = [line for line in logs if line["event"] == "refresh_requested"]
+    assert said["abandoned_cycle"] == (2 if mid_cycle else None)
+    assert ("cycle 2, in progress, is given up" in said["message"]) == mid_cycle
     if mid_cycle:
         assert_abandoned(config, 2)
 

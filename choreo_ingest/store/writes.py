@@ -403,11 +403,12 @@ def _abandon_open_cycles(conn: AnyConnection, provider: str, before: int | None 
     """Mark the provider's cycles (those before cycle `before`) that were neither completed nor
     given up `ABANDONED`: none of them will ever be swept."""
     below, bound = ("AND cycle_id < ?", [before]) if before is not None else ("", [])
-    conn.execute(
+    given_up = conn.execute(
         f"""UPDATE cycles SET outcome = ? WHERE provider = ? {below}
            AND completed_at IS NULL AND (outcome IS NULL OR outcome = ?)""",
         [ABANDONED, provider, *bound, WALKED],
-    )
+    ).rowcount
+    bump_counters(conn, provider, {f"cycles_{ABANDONED}": int(given_up)})
 
 
 def forget_provider(conn: AnyConnection, provider: str, now: float) -> int:
