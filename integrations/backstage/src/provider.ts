@@ -48,7 +48,14 @@ import {
   type SyncResult,
   checkedSettings,
 } from './options';
-import { type FeedState, StateStore, StateSuperseded, chunks } from './state';
+import {
+  CATALOG_ENTITIES_TABLE,
+  CATALOG_REFERENCES_TABLE,
+  type FeedState,
+  StateStore,
+  StateSuperseded,
+  chunks,
+} from './state';
 import { Sweeper } from './sweep';
 
 const PROVIDER_NAME = 'choreo-ingest';
@@ -98,8 +105,18 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       timeoutMs: settings.requestTimeoutMs,
     });
     this.logger = options.logger;
+    let catalogUnreadSaid = false;
     this.store = new StateStore(options.database, PROVIDER_NAME, {
       skipMigrations: options.skipMigrations,
+      catalogUnread: error => {
+        if (!catalogUnreadSaid) {
+          catalogUnreadSaid = true; // once a process: it fails the same way at every step
+          this.logger.warn(
+            `choreo-ingest: the catalog's tables (${CATALOG_ENTITIES_TABLE}, ${CATALOG_REFERENCES_TABLE}) could not be read as this ` +
+              `module expects, so its checks of what the catalog holds are left out: ${error}`,
+          );
+        }
+      },
     });
     this.baseUrl = options.baseUrl;
     this.batchSize = settings.batchSize;

@@ -92,12 +92,33 @@ export class StateStore {
   private readonly skipMigrations: boolean;
   private migrated: Promise<void> | undefined;
   private referencesTable: Promise<boolean> | undefined;
+  private readonly catalogUnread: ((error: unknown) => void) | undefined;
 
-  /** `skipMigrations`: the backend skips database migrations; the tables must exist. */
-  constructor(db: Knex, provider: string, options: { skipMigrations?: boolean } = {}) {
+  /**
+   * `skipMigrations`: the backend skips database migrations; the tables must exist.
+   * `catalogUnread`: told when a query of the catalog's own tables fails (they are not its API:
+   * a catalog release may rename a column); the check it served is then left out, as where the
+   * tables are missing, rather than fail every step.
+   */
+  constructor(
+    db: Knex,
+    provider: string,
+    options: { skipMigrations?: boolean; catalogUnread?: (error: unknown) => void } = {},
+  ) {
     this.db = db;
     this.provider = provider;
     this.skipMigrations = options.skipMigrations ?? false;
+    this.catalogUnread = options.catalogUnread;
+  }
+
+  /** `query`'s answer, or `otherwise` where it failed (`catalogUnread` is told). */
+  private async catalogRead<T>(query: () => Promise<T>, otherwise: T): Promise<T> {
+    try {
+      return await query();
+    } catch (error) {
+      this.catalogUnread?.(error);
+      return otherwise;
+    }
   }
 
   /** Create or update the tables, or with migrations skipped check that they exist (once). */
@@ -239,14 +260,20 @@ export class StateStore {
       return undefined;
     }
     await this.ready();
-    const rows: Array<{ key: string | null; total: unknown; held: unknown }> = await this.db(
-      `${APPLIED_TABLE} as applied`,
-    )
-      .leftJoin(`${CATALOG_ENTITIES_TABLE} as held`, 'held.entity_ref', 'applied.ref')
-      .where('applied.provider', this.provider)
-      .groupBy('held.location_key')
-      .select({ key: 'held.location_key' })
-      .count({ total: '*', held: 'held.entity_ref' });
+    type Row = { key: string | null; total: unknown; held: unknown };
+    const rows: Row[] | undefined = await this.catalogRead<Row[] | undefined>(
+      async () =>
+        await this.db(`${APPLIED_TABLE} as applied`)
+          .leftJoin(`${CATALOG_ENTITIES_TABLE} as held`, 'held.entity_ref', 'applied.ref')
+          .where('applied.provider', this.provider)
+          .groupBy('held.location_key')
+          .select({ key: 'held.location_key' })
+          .count({ total: '*', held: 'held.entity_ref' }),
+      undefined,
+    );
+    if (rows === undefined) {
+      return undefined;
+    }
     const holding: CatalogHolding = { applied: 0, missing: 0, elsewhere: [] };
     for (const row of rows) {
       const [total, held] = [Number(row.total), Number(row.held)];
@@ -274,8 +301,10 @@ export class StateStore {
     if (!(await this.referencesReady())) {
       return 0;
     }
-    const row = await this.orphans().countDistinct({ count: 'refs.target_entity_ref' }).first();
-    return Number(row?.count ?? 0);
+    return this.catalogRead(async () => {
+      const row = await this.orphans().countDistinct({ count: 'refs.target_entity_ref' }).first();
+      return Number(row?.count ?? 0);
+    }, 0);
   }
 
   /** The first `limit` orphans (see `orphanCount`) after `after`, in ref order. */
@@ -283,12 +312,14 @@ export class StateStore {
     if (!(await this.referencesReady())) {
       return [];
     }
-    const rows: Array<{ ref: string }> = await this.orphans()
-      .where('refs.target_entity_ref', '>', after)
-      .distinct({ ref: 'refs.target_entity_ref' })
-      .orderBy('ref')
-      .limit(limit);
-    return rows.map(row => row.ref);
+    return this.catalogRead(async () => {
+      const rows: Array<{ ref: string }> = await this.orphans()
+        .where('refs.target_entity_ref', '>', after)
+        .distinct({ ref: 'refs.target_entity_ref' })
+        .orderBy('ref')
+        .limit(limit);
+      return rows.map(row => row.ref);
+    }, [] as string[]);
   }
 
   /** Whether the catalog's references table is in this database (asked once: the catalog's
