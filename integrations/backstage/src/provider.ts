@@ -355,10 +355,12 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       try {
         page = await this.client.entitiesPage(resync.cursor, limit, this.signal);
       } catch (error) {
+        // serve's 400 for a cursor it cannot read (another release's) names the parameter; a
+        // 400 of a proxy before it does not, and restarting would lose the walk at every step.
         const expired =
           resync.cursor !== undefined &&
           error instanceof FeedError &&
-          (error.status === 410 || error.status === 400);
+          (error.status === 410 || (error.status === 400 && error.detail.startsWith('cursor')));
         if (!expired) {
           throw error;
         }

@@ -35,6 +35,8 @@ export class FakeFeed {
    * (serve ends a page before a delete whose case twin's upsert comes next).
    */
   changesShortBy = 0;
+  /** Answered once, in place of the page, to the next `/entities` request with a cursor. */
+  cursorAnswer: { status: number; document: unknown } | undefined;
   /** The `catalogComplete` of its answers (undefined: left out, as a serve before it). */
   catalogComplete: boolean | undefined = undefined;
   url = '';
@@ -127,6 +129,11 @@ export class FakeFeed {
         });
       }
       if (url.pathname === '/entities') {
+        const refused = url.searchParams.has('cursor') ? this.cursorAnswer : undefined;
+        if (refused) {
+          this.cursorAnswer = undefined;
+          return send(refused.status, refused.document);
+        }
         const limit = Number(url.searchParams.get('limit'));
         const start = Number(url.searchParams.get('cursor') ?? 0);
         const refs = [...this.entities.keys()].sort();
