@@ -3,6 +3,7 @@
  * changes, or once `REPEAT_LOG_INTERVAL_MS` has passed, and a line when it ends.
  */
 import type { LoggerService } from '@backstage/backend-plugin-api';
+import { FeedError } from './feedClient';
 
 /** How often a failure or a refusal that goes on unchanged is reported again. */
 export const REPEAT_LOG_INTERVAL_MS = 10 * 60 * 1000;
@@ -67,7 +68,7 @@ export class StepFailures {
    */
   failed(error: unknown): Error | undefined {
     const message = error instanceof Error ? error.message : String(error);
-    const { due, count, since, again } = this.repeats.seen(message);
+    const { due, count, since, again } = this.repeats.seen(failureKind(error, message));
     if (!due) {
       this.logger.debug(`choreo-ingest: sync failed again (${count} times): ${message}`);
       return undefined;
@@ -94,4 +95,16 @@ export class StepFailures {
       );
     }
   }
+}
+
+/**
+ * What tells one failure from another: a feed's answer by its route, status and whether it was
+ * cut off in transit, not by its text, which quotes the answer's body (a gateway's error page
+ * with a request id or a time in it differs at every step); anything else by its message.
+ */
+function failureKind(error: unknown, message: string): string {
+  if (error instanceof FeedError) {
+    return `feed ${error.route} ${error.status ?? 'unanswered'}${error.inTransit ? ' cut off' : ''}`;
+  }
+  return message;
 }

@@ -3,6 +3,7 @@
  * or every REPEAT_LOG_INTERVAL_MS, and their end is said; a failure still reaches the scheduler
  * (module.test.ts checks the task throws it).
  */
+import { FeedError } from '../src/feedClient';
 import { REPEAT_LOG_INTERVAL_MS, StepFailures } from '../src/repeats';
 import { providerOnFakeFeed, stopFakeFeeds } from './support/fakeFeedProvider';
 import { TestLogger } from './support/logger';
@@ -44,6 +45,20 @@ test('a repeated failure is handed on once, again after the interval or when it 
   ]);
   // A failure after the recovery is new again.
   expect(failures.failed(refused)).toBeDefined();
+});
+
+test("a feed's failure repeats while its route and status do, whatever its body quotes", () => {
+  const logger = new TestLogger();
+  let clock = Date.parse('2026-12-01T00:00:00Z');
+  const failures = new StepFailures(logger, () => clock);
+  const gateway = (request: number) =>
+    new FeedError('GET /changes', 502, `<html>Bad Gateway (request id ${request})</html>`);
+
+  expect(failures.failed(gateway(1))).toBeDefined();
+  clock += 30_000;
+  expect(failures.failed(gateway(2))).toBeUndefined(); // a new request id, the same failure
+  expect(failures.failed(new FeedError('GET /changes', 503, 'unavailable'))).toBeDefined();
+  expect(failures.failed(new FeedError('GET /entities', 503, 'unavailable'))).toBeDefined();
 });
 
 test('a refused removal is logged once, again after the interval, and when it goes through', async () => {
