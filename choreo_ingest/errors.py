@@ -166,6 +166,11 @@ class NotAStateFile(StateError):
     """The file exists but is not a choreo-ingest state DB (or is corrupt)."""
 
 
+class LockWaitTimedOut(StateError):
+    """A statement waited past `lock_timeout` for a lock another session held (PostgreSQL): a
+    call that met it reports it, where trying again at once would wait as long again."""
+
+
 class LockHeld(StateError):
     """Another `choreo-ingest run` holds the run lock."""
 

@@ -30,7 +30,7 @@ from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.config_file import kept_document
 from choreo_ingest.config_values import referenced_variables
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import ChoreoIngestError, LockWaitTimedOut
 from choreo_ingest.files import make_directories, replace_atomically
 from choreo_ingest.idle_answer import (
     CHOOSING_VARIABLES,
@@ -124,6 +124,8 @@ def run_if_idle(
                 write_textfile(config.metrics_textfile, data)
             if keeping is not None and look is not None and isinstance(state, SqliteLocation):
                 keep_answer(keeping, IdleRead(store, config, state, now, look, data, mirror))
+    except LockWaitTimedOut:  # the full run would wait out lock_timeout again: said now
+        raise
     except ChoreoIngestError:  # the lock held, a config or state problem: the full run says so
         return False
     return True

@@ -51,7 +51,7 @@ from choreo_ingest.config import (
     state_origin,
     with_secrets,
 )
-from choreo_ingest.errors import ChoreoIngestError
+from choreo_ingest.errors import ChoreoIngestError, LockWaitTimedOut
 from choreo_ingest.idle import Keeping, run_if_idle
 from choreo_ingest.idle_answer import config_path
 from choreo_ingest.reporting import iter_export, no_state_health, status_report
@@ -97,6 +97,8 @@ def lean_main(args: Sequence[str]) -> int | None:
         origin = state_origin(db, config)
         state = configured_location(resolve_state_path(db, config), config, origin=origin)
         return _COMMANDS[call.command].handler(call, config, state)
+    except LockWaitTimedOut as error:  # met again, it would wait out lock_timeout again
+        return reported(error, "--json" in call.flags, _COMMANDS[call.command].json_fields)
     except ChoreoIngestError:
         return None  # met again, and reported, by the full command
     except (KeyboardInterrupt, Exception) as error:  # SIGINT or SIGTERM, or a bug: said as the

@@ -30,9 +30,10 @@ from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
-from choreo_ingest.errors import ConfigError, StateError
+from choreo_ingest.errors import ConfigError, LockWaitTimedOut, StateError
 from choreo_ingest.logs import masked
 from choreo_ingest.store.connection import Tracer
+from choreo_ingest.store.dialect import LOCK_NOT_AVAILABLE
 from choreo_ingest.store.pg_fence import RunFence
 from choreo_ingest.store.pg_placeholders import translate_placeholders
 from choreo_ingest.store.pg_url import (
@@ -445,7 +446,8 @@ class PgConnection:
         if self.url:
             problem = problem.replace(self.url, self.display_url)
         problem = masked(problem, self._secrets)
-        return StateError(f"state store {self.display_url}: {problem}", path=self.display_url)
+        kind = LockWaitTimedOut if error.sqlstate == LOCK_NOT_AVAILABLE else StateError
+        return kind(f"state store {self.display_url}: {problem}", path=self.display_url)
 
 
 class PgCursor:
