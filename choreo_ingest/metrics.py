@@ -12,7 +12,8 @@ Cycle outcomes (`choreo_ingest_cycles_total{outcome}`):
     completed   the cycle completed and its sweep was applied
     blocked     the cycle completed but its removals were blocked by a guard
     abandoned   the cycle was given up before it completed, never to be swept (a refresh in
-                place of events that were dropped began a new one, or a `reset`)
+                place of events that were dropped began a new one, as did another `baseUrl`,
+                or a `reset`)
 A failed burst does not end a cycle (the cycle resumes from its cursor), so there is no `failed`
 outcome: failures show in `choreo_ingest_bursts_total`, `choreo_ingest_consecutive_failures` and
 `choreo_ingest_state`.
