@@ -446,7 +446,10 @@ def status_report(
         names = [only] if only is not None else provider_names(store, config)
         running = held if held is not None else location.lock_held_elsewhere()
         return StatusReport(
-            state_file=str(location),
+            # Absolute, as a config's state.path is: a relative --db names no file to a script.
+            state_file=str(
+                location.path.absolute() if isinstance(location, SqliteLocation) else location
+            ),
             state_schema=location.schema if isinstance(location, PostgresLocation) else None,
             schema_version=store.schema_version(),
             running=running,

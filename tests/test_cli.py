@@ -322,6 +322,17 @@ class TestStateCommands:
             ingested.resolve()
         }
 
+    def test_status_json_names_a_state_file_given_relative_by_its_absolute_path(
+        self, ingested: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A script that reads `stateFile` may run elsewhere: `var/state.db` named no file."""
+        monkeypatch.chdir(ingested.parent)
+
+        result = invoke("status", "--json", "--db", ingested.name)
+
+        assert result.exit_code == 0, result.output
+        assert document(result)["stateFile"] == str(ingested.absolute())
+
     def test_status_json_has_api_null_until_a_cycle_finds_the_api(self, tmp_path: Path) -> None:
         """A script reads `api` as a key: it is there, null, while no burst has reached the API."""
         config = write_config(

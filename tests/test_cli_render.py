@@ -57,7 +57,7 @@ def test_status_of_a_state_file_with_brackets_in_its_path_names_it(tmp_path: Pat
     result = invoke("status", "--db", "x[/]y.db")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0].startswith("x[/]y.db (schema version ")
+    assert result.stdout.splitlines()[0].startswith(f"{tmp_path}/x[/]y.db (schema version ")
     assert state.exists()
 
 
