@@ -57,7 +57,8 @@ def test_status_of_a_state_file_with_brackets_in_its_path_names_it(tmp_path: Pat
     result = invoke("status", "--db", "x[/]y.db")
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0].startswith(f"{tmp_path}/x[/]y.db (schema version ")
+    title = f"{tmp_path}/x[/]y.db (schema version"  # folded where the terminal is narrower
+    assert "".join(result.stdout.split()).startswith("".join(title.split()))
     assert state.exists()
 
 
