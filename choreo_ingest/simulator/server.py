@@ -95,6 +95,7 @@ class _LoopbackServer:
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._stop_asked = False
         self.accepted_connections = 0
 
     def serve(self) -> None:
@@ -102,7 +103,7 @@ class _LoopbackServer:
         # process-directed signal) runs its Python handler only once the main thread leaves
         # accept(). A connection accepted from it still blocks (no default socket timeout).
         self._listener.settimeout(ACCEPT_WAKE_SECONDS)
-        while not self._closing.is_set():
+        while not (self._stop_asked or self._closing.is_set()):
             try:
                 connection, _ = self._listener.accept()
             except TimeoutError:
@@ -117,6 +118,13 @@ class _LoopbackServer:
                 self._connections.add(connection)
                 self.accepted_connections += 1
             threading.Thread(target=self._serve_connection, args=(connection,), daemon=True).start()
+
+    def stop_soon(self, signum: int, frame: FrameType | None) -> None:
+        """SIGTERM's handler: `serve` returns at its next wake, and the caller closes. Raised
+        from the handler, SystemExit could land inside `Thread.start`'s wait on a condition,
+        between its release and its restore, and end as `RuntimeError: release unlocked lock`
+        (exit 1); no lock is taken here either (the main thread may hold the one it needs)."""
+        self._stop_asked = True
 
     def close(self) -> None:
         self._closing.set()
@@ -299,7 +307,7 @@ def serve_forever(
         raise
     if threading.current_thread() is threading.main_thread():
         # before the URL is announced: a caller may send SIGTERM as soon as it has read it
-        signal.signal(signal.SIGTERM, _exit_quietly)
+        signal.signal(signal.SIGTERM, server.stop_soon)
     print(f"openchoreo simulator at {_url(host, server.port, options.api_root)}", file=sys.stderr)
     if options.oauth:  # a line of its own: callers read the API's URL as the first line's end
         print(f"its token endpoint: {_url(host, server.port, TOKEN_PATH)}", file=sys.stderr)
@@ -311,7 +319,3 @@ def serve_forever(
     finally:
         server.close()
         api_handler.close()
-
-
-def _exit_quietly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
