@@ -68,7 +68,8 @@ KEPT_SECONDS = 3600.0
 """The longest an answer is kept: a decision is made afresh at least this often."""
 CHOOSING_VARIABLES = (CONFIG_ENV, STATE_ENV, "HOME", "CACHE_DIRECTORY", "XDG_CACHE_HOME")
 """What chooses the config, the state, a `~` in a path, or where answers are kept."""
-_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
+SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
+"""The options every command takes, by the name they are kept under (`cli.lean` parses them too)."""
 
 
 def go_float(value: float) -> str:
@@ -117,7 +118,7 @@ def run_arguments(args: Sequence[str]) -> tuple[str | None, str | None] | None:
     while rest:
         arg = rest.pop(0)
         name, equals, value = arg.partition("=")
-        option = _OPTIONS.get(name)
+        option = SHARED_OPTIONS.get(name)
         if arg == "run" and not command:
             command = True
         elif option is not None and not equals and rest and option not in given:

@@ -53,11 +53,10 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.errors import ChoreoIngestError, LockWaitTimedOut
 from choreo_ingest.idle import Keeping, run_if_idle
-from choreo_ingest.idle_answer import config_path
+from choreo_ingest.idle_answer import SHARED_OPTIONS, config_path
 from choreo_ingest.reporting import iter_export, no_state_health, status_report
 from choreo_ingest.store import MAX_INTEGER, StateLocation, configured_location
 
-_SHARED_OPTIONS = {"--config": "config", "-c": "config", "--db": "db"}
 MAX_COUNT = MAX_INTEGER
 """The largest count or seq an option takes (`--limit`, `--since`)."""
 MAX_COUNT_DIGITS = len(str(MAX_COUNT))
@@ -142,7 +141,7 @@ def _parse(args: Sequence[str]) -> _Call | None:
             log_json = arg == "--log-json"
             index += 1
             continue
-        known = _SHARED_OPTIONS.get(name)
+        known = SHARED_OPTIONS.get(name)
         if known is None and command is not None:
             known = _COMMANDS[command].options.get(name)
         if known is not None:

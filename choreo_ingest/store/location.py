@@ -40,7 +40,7 @@ class SqliteLocation:
     no state, that is said instead of advice to make one here (`configured_location`)."""
 
     def __str__(self) -> str:
-        """As shown to people (`stateFile` in `status --json`)."""
+        """As shown to people: as given (`status` names it by its absolute path)."""
         return str(self.path)
 
     @property

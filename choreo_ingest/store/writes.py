@@ -408,7 +408,7 @@ def _abandon_open_cycles(conn: AnyConnection, provider: str, before: int | None 
            AND completed_at IS NULL AND (outcome IS NULL OR outcome = ?)""",
         [ABANDONED, provider, *bound, WALKED],
     ).rowcount
-    bump_counters(conn, provider, {f"cycles_{ABANDONED}": int(given_up)})
+    bump_counters(conn, provider, {f"cycles_{ABANDONED}": max(int(given_up), 0)})  # -1: unknown
 
 
 def forget_provider(conn: AnyConnection, provider: str, now: float) -> int:

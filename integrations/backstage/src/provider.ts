@@ -111,9 +111,10 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       catalogUnread: error => {
         if (!catalogUnreadSaid) {
           catalogUnreadSaid = true; // once a process: it fails the same way at every step
+          const tables = `${CATALOG_ENTITIES_TABLE}, ${CATALOG_REFERENCES_TABLE}`;
           this.logger.warn(
-            `choreo-ingest: the catalog's tables (${CATALOG_ENTITIES_TABLE}, ${CATALOG_REFERENCES_TABLE}) could not be read as this ` +
-              `module expects, so its checks of what the catalog holds are left out: ${error}`,
+            `choreo-ingest: the catalog's tables (${tables}) could not be read as this module ` +
+              `expects, so its checks of what the catalog holds are left out: ${error}`,
           );
         }
       },
