@@ -64,7 +64,12 @@ def run_checks(
     location = state_location(state)
     if state_key is None:
         state_key = "state.url" if isinstance(location, PostgresLocation) else "state.path"
-    checks.append(_state_check(location, state_key))
+    if isinstance(location, PostgresLocation) and location.password_error is not None:
+        problem = str(location.password_error).removeprefix("state.passwordFile: ")
+        detail = f"{problem} ({state_key}: not checked until this passes)"
+        checks.append(Check("state.passwordFile", False, detail))
+    else:
+        checks.append(_state_check(location, state_key))
     if isinstance(location, SqliteLocation):
         wanted = state_room_wanted(location.real_path)
         checks.append(space_check(state_key, location.real_path, wanted=wanted, state_store=True))

@@ -41,6 +41,32 @@ def test_the_password_comes_from_the_password_file_and_is_never_shown(
     assert pg_cluster.password not in migrated.stdout + migrated.stderr
 
 
+def test_check_fails_an_unreadable_password_file_and_still_runs_its_other_checks(
+    tmp_path: Path,
+) -> None:
+    """Exit 2, a setting to mend, as `run` would exit: the state store's check, which would
+    need the password, is left out and says so; the API and output paths are still checked.
+    Nothing listens on either port: no server is needed to tell."""
+    require_psycopg()
+    write_config(
+        tmp_path / "choreo-ingest.yaml",
+        "http://127.0.0.1:9",
+        state={"url": "postgresql://ingest@127.0.0.1:9/db", "passwordFile": "pg-password"},
+        metrics={"textfile": str(tmp_path / "choreo_ingest.prom")},
+    )
+
+    done = run_cli("check", "--json", cwd=tmp_path, unset=["PGPASSWORD"])
+
+    assert done.returncode == 2, done.stderr
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    failed = checks["state.passwordFile"]
+    assert not failed["ok"]
+    assert failed["detail"].startswith("cannot read ")
+    assert failed["detail"].endswith("(state.url: not checked until this passes)")
+    assert "state.url" not in checks
+    assert {"openchoreo.server", "metrics.textfile"} <= set(checks)
+
+
 def test_without_the_postgres_extra_a_url_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     without_psycopg = (
         "import sys; sys.modules['psycopg'] = None; "

@@ -50,12 +50,18 @@ class GlobalOptions:
 
 
 def open_session(
-    ctx: typer.Context, config: Path | None, db: str | None, *, log_warnings: bool = True
+    ctx: typer.Context,
+    config: Path | None,
+    db: str | None,
+    *,
+    log_warnings: bool = True,
+    checking: bool = False,
 ) -> Session:
-    """Config and state from the command's options, else the global ones, else defaults."""
+    """Config and state from the command's options, else the global ones, else defaults
+    (`checking`: see `load_session`)."""
     shared = ctx.find_object(GlobalOptions) or GlobalOptions()
     db = db if db is not None else shared.db  # an empty `--db` is refused, not passed over
-    return load_session(config or shared.config, db, log_warnings=log_warnings)
+    return load_session(config or shared.config, db, log_warnings=log_warnings, checking=checking)
 
 
 @contextmanager

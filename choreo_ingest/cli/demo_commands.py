@@ -265,7 +265,8 @@ def check(
     from choreo_ingest.preflight import run_checks
 
     with reported_errors(json_output, **ERROR_FIELDS["check"]):
-        session = open_session(ctx, config, db, log_warnings=False)  # they are checks here
+        # Its warnings, and an unreadable state.passwordFile, are checks here.
+        session = open_session(ctx, config, db, log_warnings=False, checking=True)
         checks = run_checks(
             session.config, session.state, session.clock, state_key=session.state_origin
         )

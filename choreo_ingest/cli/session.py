@@ -32,14 +32,20 @@ class Session:
     `state.path` (`config.state_origin`)."""
 
 
-def load_session(config: Path | None, db: str | None, *, log_warnings: bool = True) -> Session:
+def load_session(
+    config: Path | None, db: str | None, *, log_warnings: bool = True, checking: bool = False
+) -> Session:
     """The config (`--config`, else the defaults' search) and the state (`--db`, else the
     config's), with the config's secrets kept out of the logs and its warnings logged (unless
-    the command reports them itself)."""
-    return session_of(load_config(find_config_path(config)), db, log_warnings=log_warnings)
+    the command reports them itself). `checking` (`check`): a `state.passwordFile` that cannot
+    be read is one of its failed checks, not an error here."""
+    loaded = load_config(find_config_path(config))
+    return session_of(loaded, db, log_warnings=log_warnings, checking=checking)
 
 
-def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> Session:
+def session_of(
+    loaded: Config, db: str | None, *, log_warnings: bool = True, checking: bool = False
+) -> Session:
     for secret in secret_values(loaded):
         register_secret(secret)
     for warning in config_warnings(loaded) if log_warnings else ():
@@ -47,5 +53,6 @@ def session_of(loaded: Config, db: str | None, *, log_warnings: bool = True) -> 
         # `insecureSkipVerify` every minute, for good.
         (log.warning if stderr_is_tty() else log.info)("config_warning", message=warning)
     origin = state_origin(db, loaded)
-    state = configured_location(resolve_state_path(db, loaded), loaded, origin=origin)
+    resolved = resolve_state_path(db, loaded)
+    state = configured_location(resolved, loaded, origin=origin, defer_password_error=checking)
     return Session(loaded, state, SystemClock(), origin)

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from choreo_ingest.config import NO_CONFIG_FOUND, Config, read_secret_file
-from choreo_ingest.errors import LockHeld, NotAStateFile, StateError
+from choreo_ingest.errors import ConfigError, LockHeld, NotAStateFile, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.damage_note import forget_damage, note_damage, noted_damage
 from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
@@ -173,6 +173,9 @@ class PostgresLocation:
     url: str
     schema: str = DEFAULT_PG_SCHEMA
     password: str | None = field(default=None, repr=False)
+    password_error: ConfigError | None = field(default=None, compare=False, repr=False)
+    """Why `state.passwordFile` could not be read, kept for `check` to report among its checks
+    (`configured_location(defer_password_error=True)`); any session opened here raises it."""
     readers: KeptSessions | None = field(default=None, compare=False, repr=False)
     """Read-only sessions kept from one read to the next (`pg_sessions`; `serve` sets them)."""
     writers: KeptSessions | None = field(default=None, compare=False, repr=False)
@@ -192,6 +195,8 @@ class PostgresLocation:
     ) -> PgConnection:
         from choreo_ingest.store.pg_connection import PgConnection
 
+        if self.password_error is not None:
+            raise self.password_error
         return PgConnection(
             self.url,
             schema=self.schema if schema is None else schema,
@@ -468,17 +473,26 @@ def keeping_sessions(state: StateRef) -> Iterator[StateLocation]:
         writers.close()
 
 
-def configured_location(resolved: Path | str, config: Config, *, origin: str) -> StateLocation:
+def configured_location(
+    resolved: Path | str, config: Config, *, origin: str, defer_password_error: bool = False
+) -> StateLocation:
     """The location `--db`, $CHOREO_INGEST_DB or `state.*` name (`resolve_state_path`): a state
     file, or a PostgreSQL schema (its password from `state.passwordFile`, else libpq's
     PGPASSWORD or ~/.pgpass). A URL libpq cannot read (`url_options`) is a ConfigError naming
     `origin` (`state_origin`: `state.url`, `--db`, ...), here, before any work is done; psycopg
-    is loaded for a URL only, which is opened next anyway."""
+    is loaded for a URL only, which is opened next anyway. So is a `state.passwordFile` that
+    cannot be read, unless `defer_password_error`: then it is kept in the location's
+    `password_error`, for `check`, whose other checks still run."""
     if isinstance(resolved, Path):
         guessed = config.source is None and origin == "state.path" and config.state_path is None
         return SqliteLocation(resolved, guessed=guessed)
     from choreo_ingest.store.pg_connection import url_options
 
     url_options(resolved, origin=origin)
-    password = read_secret_file(config.state_password_file, "state.passwordFile")
+    try:
+        password = read_secret_file(config.state_password_file, "state.passwordFile")
+    except ConfigError as error:
+        if not defer_password_error:
+            raise
+        return PostgresLocation(resolved, schema=config.state_schema, password_error=error)
     return PostgresLocation(resolved, schema=config.state_schema, password=password)
