@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import Config
 from choreo_ingest.engine import BurstEngine, ProviderOutcome, StopSignal
-from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
+from choreo_ingest.errors import ChoreoIngestError, ConfigError, LockHeld, StateError
 from choreo_ingest.event_backlog import apply_refresh_request
 from choreo_ingest.events import DrainStats, EventsBetweenPages, drain_inbox
 from choreo_ingest.logs import get_logger
@@ -33,6 +33,7 @@ from choreo_ingest.schedule import after_loaded, after_refresh, after_reset, aft
 from choreo_ingest.store import (
     MIGRATION_NAMES,
     SCHEMA_VERSION,
+    PostgresLocation,
     SqliteLocation,
     StateLocation,
     StateRef,
@@ -462,8 +463,24 @@ def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> Co
         raise StateError(f"no state at {copied}: nothing to copy")
     if _same_store(copied, copy):
         raise ConfigError(f"{copy} is the state being copied", path="--copy-to")
-    with locked_store(source) as origin, locked_store(target) as destination:
+    with ExitStack() as stack:
+        origin = stack.enter_context(locked_store(source))
+        try:
+            destination = stack.enter_context(locked_store(target))
+        except LockHeld:
+            if _locked_by(copy, origin):  # the same schema of the same database, spelt otherwise
+                raise ConfigError(f"{copy} is the state being copied", path="--copy-to") from None
+            raise
         return origin.copy_to(destination, force=force)
+
+
+def _locked_by(location: StateLocation, store: Store) -> bool:
+    """Whether `store`'s own session holds `location`'s run lock: PostgreSQL URLs that differ
+    (`localhost` for `127.0.0.1`, an added `?sslmode=`) but reach one schema."""
+    if not isinstance(location, PostgresLocation):
+        return False
+    session = store.server_session()
+    return session is not None and location.run_lock_holder() == session
 
 
 def _same_store(one: StateLocation, other: StateLocation) -> bool:

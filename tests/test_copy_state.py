@@ -195,6 +195,29 @@ def test_the_command_copies_to_a_postgresql_url(source: Path, tmp_path: Path, pg
     assert json.loads(status.stdout)["providers"][0]["activeEntities"] > 0
 
 
+def test_a_copy_onto_the_same_postgresql_schema_spelt_otherwise_is_a_usage_error(
+    source: Path, tmp_path: Path, pg_url: str
+) -> None:
+    """Its own lock on the source turned the copy away as "another run holds the run lock"
+    (exit 75: try again later, which could never succeed). A lock another session holds on
+    that schema is still exit 75."""
+    copy_state(source, PostgresLocation(pg_url))
+    before = snapshot(PostgresLocation(pg_url))
+    spelt_otherwise = f"{pg_url}?sslmode=disable"
+
+    done = run_cli(
+        "--db", pg_url, "migrate", "--copy-to", spelt_otherwise, "--force", "--json", cwd=tmp_path
+    )  # fmt: skip
+    with PostgresLocation(spelt_otherwise).run_lock():
+        held = run_cli("--db", "source.db", "migrate", "--copy-to", pg_url, "--force", cwd=tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error == f"--copy-to: {spelt_otherwise} is the state being copied"
+    assert snapshot(PostgresLocation(pg_url)) == before
+    assert held.returncode == 75, held.stderr
+
+
 def test_a_copy_to_url_with_a_port_out_of_range_is_a_usage_error_naming_copy_to(
     source: Path, tmp_path: Path
 ) -> None:

@@ -359,6 +359,20 @@ class PostgresLocation:
             )
         )
 
+    def run_lock_holder(self) -> str | None:
+        """The session holding the run lock, as `Store.server_session` names one (the server's
+        start and the session's pid), or None when none holds it."""
+        key = self._lock_key()
+        holder = self._catalog_read(
+            """SELECT CAST(pg_postmaster_start_time() AS TEXT) || ' ' || CAST(pid AS TEXT)
+               FROM pg_locks WHERE locktype = 'advisory' AND granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ? AND objsubid = 1
+               LIMIT 1""",
+            [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
+        )
+        return None if holder is None else str(holder)
+
     def write_problem(self) -> str | None:
         """Why a run could not write the state here (for `check`), or None."""
         try:

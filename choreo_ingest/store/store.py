@@ -154,6 +154,18 @@ class Store:
         if isinstance(self._conn, Connection) and self._conn.lock_check is not None:
             self._conn.lock_check()
 
+    def server_session(self) -> str | None:
+        """PostgreSQL: this store's session, by the server's start and its pid, as
+        `PostgresLocation.run_lock_holder` names the one holding a lock; SQLite: None."""
+        if isinstance(self._conn, Connection):
+            return None
+        return str(
+            self._conn.scalar(
+                "SELECT CAST(pg_postmaster_start_time() AS TEXT) || ' ' || "
+                "CAST(pg_backend_pid() AS TEXT)"
+            )
+        )
+
     def damage(self, *, thorough: bool = False) -> str | None:
         """A state file's damage `quick_check` (`thorough`: `integrity_check`) finds, or None."""
         conn = self._conn
