@@ -380,18 +380,25 @@ class PostgresLocation:
                 has_schema = conn.scalar(
                     "SELECT count(*) FROM pg_namespace WHERE nspname = ?", [self.schema]
                 )
-                if has_schema:
-                    allowed = conn.scalar("SELECT has_schema_privilege(?, 'CREATE')", [self.schema])
+                if has_schema:  # USAGE first: `run` refuses a schema without it before all
+                    missing = [
+                        right
+                        for right in ("USAGE", "CREATE")
+                        if not conn.scalar(
+                            "SELECT has_schema_privilege(?, ?)", [self.schema, right]
+                        )
+                    ]
                     where = f"schema {self.schema!r}"
                 else:
                     allowed = conn.scalar(
                         "SELECT has_database_privilege(current_database(), 'CREATE')"
                     )
+                    missing = [] if allowed else ["CREATE"]
                     where = f"the database (to make schema {self.schema!r})"
         except StateError as error:
             return str(error)
-        if not allowed:
-            return f"{self}: no CREATE right on {where}"
+        if missing:
+            return f"{self}: no {' or '.join(missing)} right on {where}"
         return None
 
 

@@ -310,14 +310,20 @@ class TestOtherRoles:
     def test_a_role_without_create_on_the_schema_is_a_write_problem(
         self, pg_cluster: PgCluster, pg_url: str
     ) -> None:
+        """Each right the role lacks, USAGE first, as `run` names it when it refuses."""
         with PostgresLocation(pg_url).open() as store:  # the schema, made by its owner
             store.migrate()
         as_other = pg_cluster.password_url(pg_url)
         location = PostgresLocation(as_other, password=pg_cluster.password)
         problem = location.write_problem()
+        with pg_cluster.admin(pg_url.rsplit("/", 1)[1]) as admin:
+            admin.execute(f"GRANT USAGE ON SCHEMA choreo_ingest TO {pg_cluster.password_user}")
+        with_usage = location.write_problem()
         assert problem is not None
-        assert "no CREATE right on schema 'choreo_ingest'" in problem
+        assert "no USAGE or CREATE right on schema 'choreo_ingest'" in problem
         assert pg_cluster.password not in problem
+        assert with_usage is not None
+        assert with_usage.endswith("no CREATE right on schema 'choreo_ingest'")
         assert (
             PostgresLocation(as_other, schema="own", password=pg_cluster.password).write_problem()
             is None
