@@ -95,11 +95,11 @@ def text(value: object) -> str | None:
 
 
 def port(value: object) -> str | None:
-    """A port as the string an annotation holds; None when it is not a number."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    """A port as the string an annotation holds; None when it is not a port number (1-65535)."""
     if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        return value.strip()
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
+        return str(value)
     return None
 
 
@@ -178,7 +178,7 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
         ):
             return None
         netloc = parts.netloc.rpartition("@")[2]  # without user and password
-        url = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        url = urlunsplit((parts.scheme, netloc, _escaped_path(parts.path), "", ""))
     revision = as_mapping(repository.get("revision")) or as_mapping(parameters.get("revision"))
     branch = text(revision.get("branch")) if tree else None
     base = url.rstrip("/").removesuffix(".git")
@@ -187,6 +187,14 @@ def source_location(parameters: Mapping[str, Any], *, tree: bool = True) -> str 
         return f"url:{base}{path}{quote(branch, safe='/')}/"
     return f"url:{url}"
 
+
+def _escaped_path(path: str) -> str:
+    """`path` as a URL carries it: spaces and other characters a URL cannot hold
+    percent-encoded (UTF-8), its escapes left as they are, a `%` that starts none escaped."""
+    return quote(_LONE_PERCENT.sub("%25", path), safe="/%:@!$&'()*+,;=~")
+
+
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _SSH_FORGE = re.compile(r"(?:ssh://)?git@(github\.com|gitlab\.com)[:/](?P<path>[^\s?#]+)")
 """A GitHub or GitLab SSH address: `git@github.com:org/repo.git`, `ssh://git@gitlab.com/g/r`."""

@@ -287,6 +287,22 @@ class TestComponent:
             ),
             ({"url": "https://exa mple.com/r"}, None),
             (
+                {"url": "https://git.example.com/acme/my orders", "revision": {"branch": "m"}},
+                "url:https://git.example.com/acme/my%20orders",
+            ),
+            (
+                {"url": "https://github.com/acme/my orders", "revision": {"branch": "m"}},
+                "url:https://github.com/acme/my%20orders/tree/m/",
+            ),
+            (
+                {"url": "https://git.example.com/acme/%C3%A9t%C3%A9/100%"},
+                "url:https://git.example.com/acme/%C3%A9t%C3%A9/100%25",
+            ),
+            (
+                {"url": "https://git.example.com/acme/été"},
+                "url:https://git.example.com/acme/%C3%A9t%C3%A9",
+            ),
+            (
                 {"url": "https://github.com", "revision": {"branch": "main"}},
                 "url:https://github.com",
             ),
@@ -311,6 +327,10 @@ class TestComponent:
             "query-and-fragment-left-out-other-host",
             "query-left-out-without-a-branch",
             "space-in-host",
+            "space-in-path-escaped",
+            "space-in-path-escaped-forge-tree",
+            "escapes-kept-lone-percent-escaped",
+            "non-ascii-path-escaped",
             "forge-without-a-repository-has-no-tree",
             "line-break-dropped-as-browsers-do",
             "port-not-a-number",
@@ -451,8 +471,30 @@ class TestApi:
 
     @pytest.mark.parametrize(
         ("port", "annotation"),
-        [(8080, "8080"), ("8080", "8080"), (None, None), (True, None), ("http", None)],
-        ids=["int", "digits", "missing", "bool", "word"],
+        [
+            (8080, "8080"),
+            (" 08080 ", "8080"),
+            (65535, "65535"),
+            (None, None),
+            (True, None),
+            ("http", None),
+            (0, None),
+            (-1, None),
+            (65536, None),
+            ("99999", None),
+        ],
+        ids=[
+            "int",
+            "digits",
+            "highest",
+            "missing",
+            "bool",
+            "word",
+            "zero",
+            "negative",
+            "too-high",
+            "too-high-digits",
+        ],
     )
     def test_port_annotation_is_a_string_or_absent(self, port: Any, annotation: str | None) -> None:
         _, api = map_component(component(**endpoints(ep={"type": "TCP", "port": port})))
