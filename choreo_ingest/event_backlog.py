@@ -301,7 +301,10 @@ def drop_backlog(
         message, passed = f"events arrive faster than {FLOOD_EVENTS} in {FLOOD_SECONDS:g} s", {}
     else:
         message, passed = f"{dropped} pending events are more than {limit}", {"limit": limit.count}
-    (log.info if flood or again else log.warning)(
+    # The same flood dropped again at a later drain (a hundred times in a forwarder's start)
+    # is said at DEBUG: its first drop was said, and its refresh is the warning.
+    say = log.debug if flood and again else log.info if flood or again else log.warning
+    say(
         "event_backlog_dropped",
         provider=provider,
         dropped=dropped,

@@ -218,6 +218,28 @@ class TestFlood:
         assert "limit" not in dropped  # no backlog limit was passed: the arrival rate was
         assert levels["refresh_requested"] == "warning"
 
+    def test_a_flood_dropped_again_at_each_drain_says_so_at_info_once(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """About 100 INFO lines at `-v` in a forwarder's start before: one per drain."""
+        provider = CheckingEvents([make_entity(n) for n in NAMES])
+        service = make_service(tmp_path, clock, provider)
+        service.tick()
+        levels = []
+        for round_ in range(3):
+            stored_events(service.state.path, provider.name, [deleting(f"e{round_}")], clock)
+            service.events_stored(provider.name, FLOOD_EVENTS, created=FLOOD_EVENTS)
+            with structlog.testing.capture_logs() as logs:
+                record = service.tick()
+            assert record.result is not None
+            assert record.result.events.dropped == 1
+            levels += [
+                line["log_level"] for line in logs if line["event"] == "event_backlog_dropped"
+            ]
+            clock.advance(1.0)
+
+        assert levels == ["info", "debug", "debug"]
+
     def test_a_flood_longer_than_a_walk_costs_one_walk_after_it(
         self, tmp_path: Path, clock: FakeClock
     ) -> None:
