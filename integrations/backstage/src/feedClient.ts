@@ -348,29 +348,3 @@ function describe(error: unknown): string {
   }
   return String(error);
 }
-
-/**
- * The refs of a page's changes, by the last op each ref had in it. Refs that differ only in case
- * are one entity to Backstage (it compares refs case-insensitively): the last change of any
- * spelling wins, under its own spelling.
- */
-export function lastOpPerRef(page: ChangesPage): { upserts: string[]; deletes: string[] } {
-  const last = new Map<string, { ref: string; op: string }>();
-  for (const change of page.changes) {
-    const key = change.ref.toLocaleLowerCase('en-US');
-    last.delete(key);
-    last.set(key, { ref: change.ref, op: change.op });
-  }
-  const upserts: string[] = [];
-  const deletes: string[] = [];
-  for (const { ref, op } of last.values()) {
-    if (op === 'upsert') {
-      upserts.push(ref);
-    } else if (op === 'delete') {
-      deletes.push(ref);
-    } else {
-      throw new FeedError('GET /changes', 200, `unknown op "${op}" for ${ref}`);
-    }
-  }
-  return { upserts, deletes };
-}

@@ -32,6 +32,7 @@
 import type { LoggerService } from '@backstage/backend-plugin-api';
 import type { EntityProvider, EntityProviderConnection } from '@backstage/plugin-catalog-node';
 import { CatalogWatch } from './catalogWatch';
+import { type OddChange, pageOps } from './changePage';
 import { locationKeyFor, normalizeRef, refKey, refOfEntity, uniqueRefs } from './entities';
 import {
   FeedClient,
@@ -39,7 +40,6 @@ import {
   FeedGoneError,
   MAX_BATCH_REFS,
   MAX_PAGE_ENTITIES,
-  lastOpPerRef,
 } from './feedClient';
 import { MutationWriter } from './mutations';
 import {
@@ -74,6 +74,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
   /** The key of this step's mutations: the stored one (see `FeedState.locationKey`). */
   private locationKey = '';
   private readonly batchSize: number;
+  /** The kinds of odd change (`OddChange.problem`) warned of in this process. */
+  private readonly oddSaid = new Set<OddChange['problem']>();
   /** The time from one completed resync to the next periodic one, in milliseconds. */
   readonly resyncIntervalMs: number;
   /** How long one feed request may take, its answer read whole, in milliseconds. */
@@ -431,7 +433,8 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       if (!page.changes.length) {
         return state;
       }
-      const { upserts, deletes } = lastOpPerRef(page);
+      const { upserts, deletes, odd } = pageOps(page);
+      this.sayOdd(odd);
       // Each answer of bodies goes to the catalog before the next is asked for: a page of large
       // entities (inline API definitions) is never held whole. The page's deletes go with its
       // first mutation: one removal per ref as Backstage tells them apart (case-insensitively),
@@ -476,6 +479,24 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       if (last.seq >= page.newestSeq || page.changes.length < this.batchSize - 1) {
         return state;
       }
+    }
+  }
+
+  /** A warning for the first odd change of each kind (`OddChange.problem`) in this process. */
+  private sayOdd(odd: OddChange[]): void {
+    for (const change of odd) {
+      if (this.oddSaid.has(change.problem)) {
+        continue;
+      }
+      this.oddSaid.add(change.problem);
+      const what =
+        change.problem === 'op'
+          ? 'its entity is read again, as for an upsert'
+          : 'it is left out, and the next resync puts the catalog right';
+      this.logger.warn(
+        `choreo-ingest: change ${change.seq} of the feed: ${change.detail}: ${what} ` +
+          '(said once a process, for the first such change)',
+      );
     }
   }
 

@@ -64,6 +64,15 @@ export class FakeFeed {
     this.changes.push({ seq: ++this.seq, at: this.madeAt(), op: 'upsert', ref, provider: 'fake' });
   }
 
+  /**
+   * A change as a serve this module does not know might log it: its `op` and `ref` as given
+   * (anything, or left out), the entity held as it is.
+   */
+  oddChange(fields: { op?: unknown; ref?: unknown }): void {
+    const change = { seq: ++this.seq, at: this.madeAt(), provider: 'fake', ...fields };
+    this.changes.push(change as Change);
+  }
+
   remove(name: string): void {
     const ref = `component:default/${name}`;
     this.entities.delete(ref);
