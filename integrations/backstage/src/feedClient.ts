@@ -243,8 +243,14 @@ export class FeedClient {
     }
     let text: string;
     try {
-      text = await response.text();
+      text = await readCapped(response, MAX_ANSWER_BYTES);
     } catch (error) {
+      if (error instanceof AnswerTooLarge) {
+        const why =
+          `the answer is over ${MAX_ANSWER_BYTES / 2 ** 20} MiB, more than serve sends: ` +
+          'is baseUrl the address of choreo-ingest serve?';
+        throw new FeedError(route, response.status, why);
+      }
       // A timeout or a dropped connection while the body streams in.
       const why = `reading the answer failed (${describe(error)})`;
       throw new FeedError(route, response.status, this.shown(why), { inTransit: true });
@@ -283,6 +289,43 @@ export class FeedClient {
     const line = masked.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim();
     return line.length > DETAIL_CHARS ? `${line.slice(0, DETAIL_CHARS)}…` : line;
   }
+}
+
+/**
+ * The most of one answer read: serve's largest, an `/entities` page, ends after 16 MiB of
+ * entity text and one entity more (which the walk read at most 64 MiB of); something else at
+ * `baseUrl` could send without end, and the backend would hold it all.
+ */
+export const MAX_ANSWER_BYTES = 256 * 2 ** 20;
+
+export class AnswerTooLarge extends Error {}
+
+/** The answer's body as text, read up to `limit` bytes (AnswerTooLarge past it). */
+export async function readCapped(response: Response, limit: number): Promise<string> {
+  const declared = Number(response.headers.get('content-length') ?? Number.NaN);
+  if (declared > limit) {
+    await response.body?.cancel();
+    throw new AnswerTooLarge();
+  }
+  if (!response.body) {
+    return '';
+  }
+  const reader = response.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) {
+      break;
+    }
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw new AnswerTooLarge();
+    }
+    parts.push(value);
+  }
+  return new TextDecoder().decode(Buffer.concat(parts, size)); // a BOM dropped, as text() does
 }
 
 /** A redirect's `Location` as an address (it may be relative to the URL asked). */
