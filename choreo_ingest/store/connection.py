@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -99,6 +100,8 @@ class Connection:
         self._tracer = tracer
         self.lock_check: Callable[[], None] | None = None
         """Called at the start of each write transaction: the run lock's `check_held`."""
+        self._cursors: weakref.WeakSet[_Cursor] = weakref.WeakSet()
+        """Every cursor `execute` made that is still referenced (`close`)."""
         self._marks: bool | None = None
         """Whether write transactions replace the write mark (`write_mark`): the file has a
         `store_meta` (None: not looked yet)."""
@@ -151,6 +154,12 @@ class Connection:
             raise
 
     def close(self) -> None:
+        # A statement still open (a cursor an error's traceback holds, or a read half done)
+        # defers SQLite's close, and the checkpoint it makes, to whenever Python frees it: a
+        # note of damage taken meanwhile (`damage_note`) then spoke of a file written since.
+        for cursor in list(self._cursors):
+            with suppress(sqlite3.Error):
+                cursor.close()
         self.raw.close()
         if not self.readonly:
             keep_wal_files(self.path, create=True)
@@ -159,6 +168,7 @@ class Connection:
         if self._tracer is not None:
             self._tracer(sql, params)
         cursor = self.raw.cursor(_Cursor)
+        self._cursors.add(cursor)
         cursor.state_path = self.path
         with translated_errors(self.path):
             cursor.execute(sql, params)
@@ -178,7 +188,10 @@ class Connection:
 
     def stream(self, sql: str, params: Sequence[Any] = ()) -> Generator[Any]:
         """The rows of a query read as they are iterated, never all in memory (for exports)."""
-        yield from self.execute(sql, params)
+        # Not `yield from`: it would close the cursor when the stream is closed, which fails
+        # once the connection is (an export's stream, freed after the error that ended it).
+        for row in self.execute(sql, params):  # noqa: UP028
+            yield row
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -3,6 +3,7 @@ damage only, read by the read-only opens, and silent about a file put back or wr
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 from choreo_ingest.errors import NotAStateFile, StateError
 from choreo_ingest.store import SqliteLocation
 from choreo_ingest.store.damage_note import note_path
+
+from broken_states import ingested
+from fakes import FakeClock
 
 
 def damage_of(path: Path) -> StateError:
@@ -57,3 +61,25 @@ def test_a_note_says_nothing_of_the_file_once_it_was_replaced_or_written(
 
     state.open(readonly=True).close()
     assert state.noted_damage() is None
+
+
+def test_a_store_closed_in_the_middle_of_a_read_writes_its_file_no_more_once_closed(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A cursor still open (one an error's traceback holds) deferred SQLite's close, and its
+    checkpoint, to whenever Python freed it: the note a failed run then took of the file
+    spoke of another one, and `status`, `health` and the idle runs read the damaged state
+    as sound (exit 0, health green)."""
+    state = SqliteLocation(ingested(tmp_path / "state.db", clock))
+    store = state.open()
+    store.set_facts("openchoreo", {"probe": "1"}, clock.now())  # frames for the checkpoint
+    reading = store.iter_entities()
+    next(reading)
+
+    store.close()
+    closed = state.path.stat()
+    del reading
+    gc.collect()
+
+    after = state.path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (closed.st_size, closed.st_mtime_ns)
