@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 from choreo_ingest.change_listing import check_since_at, rollback_seen
 from choreo_ingest.clock import rfc3339
 from choreo_ingest.errors import AnswerTooLarge, ChangesGone, ConfigError
+from choreo_ingest.models import PURGED_FACT
 from choreo_ingest.store import ChangeRow, Store, gap_after
 
 MAX_CHANGES = 10_000
@@ -127,11 +128,14 @@ def changes_page(
 
 
 def catalog_complete(store: Store, providers: Collection[str] | None = None) -> bool:
-    """Whether every one of `providers` (default: the state's) has completed a cycle; one the
-    state holds no record of has not, nor has a catalog of no provider."""
+    """Whether every one of `providers` (default: the state's) has completed a cycle since its
+    catalog was last purged (`reset --purge`); one the state holds no record of has not, nor
+    has a catalog of no provider."""
     names = store.provider_names() if providers is None else providers
     return bool(names) and all(
-        store.load_provider(name, strict=False).last_completed_at is not None for name in names
+        store.load_provider(name, strict=False).last_completed_at is not None
+        and PURGED_FACT not in store.facts(name)
+        for name in names
     )
 
 

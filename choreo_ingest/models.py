@@ -153,6 +153,10 @@ def facts_shown(facts: Mapping[str, str], cycle_id: int, unshown: Sequence[str])
     return {name: value for name, value in facts.items() if name not in left_out}
 
 
+PURGED_FACT = "purgedAt"
+"""When `reset --purge` emptied the provider's catalog; cleared when its next cycle completes.
+Until then its completed cycles speak of a catalog that is gone: the feed does not call the
+catalog complete, and `health` does not blame the source for owning nothing."""
 REFRESH_REQUESTED_FACT = "refreshRequested"
 """A provider fact set without the run lock (by an event refused because the inbox was full):
 the next run makes the provider due at once, as `refresh` would, and clears it."""

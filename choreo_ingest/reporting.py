@@ -14,6 +14,7 @@ from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES
 from choreo_ingest.models import (
     EVENTS_HELD_FACT,
     PROBLEM_FACT,
+    PURGED_FACT,
     SKIPPED_FACT,
     SOURCE_FACT,
     SOURCES_ALTERNATE_FACT,
@@ -208,7 +209,8 @@ def _problems(
             f"not among the configured providers: its {active:,} entities are kept as they are; "
             f"`choreo-ingest reset {record.name} --forget --yes` removes them"
         ]
-    owned = active if SOURCE_FACT in facts else None  # a source that is never empty
+    # A source that is never empty; not since a purge emptied it (its cycle is still to come).
+    owned = active if SOURCE_FACT in facts and PURGED_FACT not in facts else None
     quoted = replace(record, last_error=shorten(record.last_error, ERROR_QUOTED_CHARS))
     problems = health_problems(quoted, config, now, blocked_removals=blocked, owned=owned)
     said = [name for name in PROBLEM_FACTS if name in facts and name != SOURCES_ALTERNATE_FACT]

@@ -25,6 +25,7 @@ from choreo_ingest.errors import (
     RetryAfter,
     TransientError,
 )
+from choreo_ingest.feed import catalog_complete
 from choreo_ingest.invocation import RunResult, refresh, reset, run_once
 from choreo_ingest.models import EntityIteratorResult, ProviderRecord, ProviderState
 from choreo_ingest.providers.base import BurstContext
@@ -91,6 +92,12 @@ def stored(state_path: Path, name: str = "fake") -> ProviderRecord:
 def upserts_by_ref(state_path: Path) -> Counter[str]:
     with state_location(state_path).open(readonly=True) as store:
         return Counter(change.ref for change in store.changes() if change.op == "upsert")
+
+
+def complete(state_path: Path) -> bool:
+    """Whether the feed calls the catalog complete (`catalogComplete`)."""
+    with state_location(state_path).open(readonly=True) as store:
+        return catalog_complete(store)
 
 
 def health(config: Config, state_path: Path, clock: FakeClock) -> list[str]:
@@ -296,6 +303,27 @@ class TestEmptyCatalog:
         reset(state_path, "fake", clock, purge=True, config=config)
 
         assert health(config, state_path, clock) == []
+
+    def test_a_purged_catalog_is_incomplete_and_not_blamed_on_its_source_until_it_is_walked(
+        self, tmp_path: Path, clock: FakeClock, state_path: Path
+    ) -> None:
+        """After `reset --purge` the feed called the empty catalog complete (a consumer told
+        that removes what it lacks), and a failed first burst made `health` say the last
+        completed cycle had left nothing: a source listing nothing, where a 401 was the cause."""
+        config = make_config(tmp_path)
+        run_one(config, state_path, clock, SourcedProvider(TEN))
+        reset(state_path, "fake", clock, purge=True, config=config)
+
+        refused = SourcedProvider(TEN, fail_at={0: PermanentError("GET /a: HTTP 401")})
+        assert run_one(config, state_path, clock, refused).error
+        purged = (complete(state_path), health(config, state_path, clock))
+        clock.advance(3600.0)
+        assert run_one(config, state_path, clock, SourcedProvider(TEN)).cycle_completed
+
+        assert purged == (False, [])
+        assert complete(state_path)
+        with state_location(state_path).open(readonly=True) as store:
+            assert "purgedAt" not in store.facts("fake")
 
 
 class TestBlockedRemovals:

@@ -29,7 +29,7 @@ from choreo_ingest.invocation import run_once
 from choreo_ingest.mirror import position_name, sync_mirror
 from choreo_ingest.models import Delta, Entity, ProviderRecord, ProviderState
 from choreo_ingest.retention import prune_change_log
-from choreo_ingest.store import StateLocation, Store
+from choreo_ingest.store import StateLocation, Store, SweepGuards
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
 from mirror_support import exported, mirrored
@@ -477,6 +477,9 @@ def bounds(state_path: Path) -> tuple[int, int]:
         return store.change_bounds()
 
 
+GUARDS = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=None)
+
+
 class TestCatalogComplete:
     """`catalogComplete`: whether an entity the catalog does not hold is gone (every provider
     completed a cycle) or maybe not read yet (a new state's first cycle, many bursts long)."""
@@ -520,14 +523,24 @@ class TestCatalogComplete:
         assert said("first") == (True, True)
         assert said("first", "not-begun") == (False, False)
 
-    def test_a_reset_provider_stays_complete(self, writer: Store, reader: Store) -> None:
-        """Its entities went out through the change log (`--purge`); none is to come back that
-        a consumer would remove for not seeing it."""
+    @pytest.mark.parametrize("purge", [False, True], ids=["reset", "purged"])
+    def test_a_purged_provider_is_incomplete_until_its_next_cycle_completes(
+        self, writer: Store, reader: Store, purge: bool
+    ) -> None:
+        """A reset keeps the catalog, which stays complete. A purge empties it and the next
+        cycle walks it all again: what a consumer lacks then is not read yet, not gone (called
+        complete, the empty catalog told a consumer that resynced, as its new store id makes
+        it, to remove everything)."""
         upsert(writer, entities("a"))
         self.completes(writer, "fake")
 
-        writer.reset_provider(writer.load_provider("fake"), purge=True, now=T0 + 1)
+        writer.reset_provider(writer.load_provider("fake"), purge=purge, now=T0 + 1)
+        after_reset = self.said(reader)
+        upsert(writer, entities("a"), T0 + 2)
+        record = writer.load_provider("fake")
+        writer.complete_cycle(replace(record, last_completed_at=T0 + 3), GUARDS, T0 + 3)
 
+        assert after_reset == (not purge, not purge)
         assert self.said(reader) == (True, True)
 
 

@@ -14,6 +14,7 @@ from choreo_ingest.models import (
     EVENT_ASKED,
     EVENTS_LOST,
     JSON,
+    PURGED_FACT,
     REFRESH_REASON_FACT,
     REFRESH_REQUESTED_FACT,
     UNAVAILABLE_FACT,
@@ -225,6 +226,7 @@ def complete_cycle(
             [now, removed, record.blocked_removals, outcome, provider, cycle_id],
         )
         bump_counters(conn, provider, {f"cycles_{outcome}": 1, "bursts_ok": 1})
+        write_facts(conn, provider, {PURGED_FACT: None}, now)  # the catalog is whole again
         save_provider(conn, record, now)
         remaining = active_count(conn, provider)
         _forget_parked_events(conn, provider, cycle_id)
@@ -388,6 +390,7 @@ def reset_provider(
             delete_entities(conn, record.name, "provider = ?", [record.name])
             clear_index(conn, record.name)
             renew_store_id(conn, now)
+            write_facts(conn, record.name, {PURGED_FACT: rfc3339(now)}, now)
         conn.execute("DELETE FROM queue_items WHERE provider = ?", [record.name])
         _abandon_open_cycles(conn, record.name)  # not shown as in progress while idle
         conn.execute(
