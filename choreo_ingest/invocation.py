@@ -75,6 +75,8 @@ class MigrationReport:
     applied: list[str]
     pending: list[str]
     applied_now: list[str]
+    exists: bool = True
+    """Whether a state is there (`--status` reports on a location with none: all pending)."""
 
 
 @contextmanager
@@ -345,7 +347,7 @@ def migrate(state: StateRef, *, apply: bool = True) -> MigrationReport:
     """Apply pending migrations under the run lock (or only report them)."""
     if not apply:
         if not state_location(state).exists():
-            return MigrationReport(0, SCHEMA_VERSION, [], list(MIGRATION_NAMES), [])
+            return MigrationReport(0, SCHEMA_VERSION, [], list(MIGRATION_NAMES), [], exists=False)
         with state_location(state).open(readonly=True) as store:
             return _migration_report(store, [])
     with state_location(state).open_locked() as store:

@@ -41,6 +41,7 @@ from choreo_ingest.store import (
     Store,
     noted_damage,
     state_location,
+    state_shown,
 )
 from choreo_ingest.withheld import ERROR_WITHHELD, NAMES_WITHHELD, paths_withheld
 
@@ -449,9 +450,7 @@ def status_report(
         running = held if held is not None else location.lock_held_elsewhere()
         return StatusReport(
             # Absolute, as a config's state.path is: a relative --db names no file to a script.
-            state_file=str(
-                location.path.absolute() if isinstance(location, SqliteLocation) else location
-            ),
+            state_file=state_shown(location),
             state_schema=location.schema if isinstance(location, PostgresLocation) else None,
             schema_version=store.schema_version(),
             running=running,

@@ -656,6 +656,23 @@ class TestMigrateStatus:
         assert before.stdout.splitlines()[1:] == [f"{name} pending" for name in MIGRATION_NAMES]
         assert after.stdout.splitlines()[1:] == [f"{name} applied" for name in MIGRATION_NAMES]
         assert "schema version 0 (supported " in before.stdout.splitlines()[0]
+        assert before.stdout.splitlines()[0].endswith(
+            "; no state there yet (`run` or `migrate` makes it)"
+        )
+        assert "no state there yet" not in after.stdout
+
+    def test_says_in_json_whether_a_state_is_there_and_names_it_absolutely(
+        self, cli: Any, state_path: Path
+    ) -> None:
+        """A mistyped `--db` read as an unmigrated state, named as typed."""
+        before = json.loads(cli("--db", "typo.db", "migrate", "--status", "--json").stdout)
+        cli("migrate")
+        after = json.loads(cli("migrate", "--status", "--json").stdout)
+
+        assert (before["exists"], after["exists"]) == (False, True)
+        assert Path(before["stateFile"]).is_absolute()
+        assert before["stateFile"].endswith("typo.db")
+        assert after["stateFile"] == str(state_path.absolute())
 
 
 class TestSigterm:

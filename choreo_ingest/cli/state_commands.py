@@ -52,7 +52,13 @@ from choreo_ingest.reporting import (
     shorten,
     status_report,
 )
-from choreo_ingest.store import PostgresLocation, StateRef, configured_location, state_location
+from choreo_ingest.store import (
+    PostgresLocation,
+    StateRef,
+    configured_location,
+    state_location,
+    state_shown,
+)
 
 ProviderArgument = Annotated[
     str | None, typer.Argument(metavar="PROVIDER", help="Only this provider.")
@@ -266,7 +272,8 @@ def migrate_command(
         if json_output:
             render.print_json(
                 {
-                    "stateFile": str(session.state),
+                    "stateFile": state_shown(session.state),
+                    "exists": report.exists,
                     "schemaVersion": report.schema_version,
                     "supportedVersion": report.supported_version,
                     "applied": report.applied,
@@ -293,9 +300,10 @@ def _migrated_heading(state: StateRef, report: MigrationReport) -> str:
     too: "schema 6" alone read as the name of one)."""
     location = state_location(state)
     schema = f" (schema {location.schema!r})" if isinstance(location, PostgresLocation) else ""
+    missing = "" if report.exists else "; no state there yet (`run` or `migrate` makes it)"
     return (
         f"{location}{schema}: schema version {report.schema_version} "
-        f"(supported {report.supported_version})"
+        f"(supported {report.supported_version}){missing}"
     )
 
 

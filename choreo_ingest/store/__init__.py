@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         configured_location,
         keeping_sessions,
         state_location,
+        state_shown,
     )
     from choreo_ingest.store.positions import position_name
     from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow
@@ -61,6 +62,7 @@ _EXPORTS = {
     "noted_damage": "choreo_ingest.store.damage_note",
     "position_name": "choreo_ingest.store.positions",
     "state_location": "choreo_ingest.store.location",
+    "state_shown": "choreo_ingest.store.location",
 }
 
 
@@ -94,4 +96,5 @@ __all__ = [
     "noted_damage",
     "position_name",
     "state_location",
+    "state_shown",
 ]

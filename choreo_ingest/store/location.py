@@ -457,6 +457,12 @@ StateLocation = SqliteLocation | PostgresLocation
 """Where a state is kept: an SQLite file or a PostgreSQL schema."""
 
 
+def state_shown(location: StateLocation) -> str:
+    """The location as a document for scripts names it (`stateFile`): a file by its absolute
+    path (a relative `--db` names no file to a script run elsewhere), a URL redacted."""
+    return str(location.path.absolute() if isinstance(location, SqliteLocation) else location)
+
+
 def is_postgres_url(text: str) -> bool:
     return text.startswith(POSTGRES_SCHEMES)
 
