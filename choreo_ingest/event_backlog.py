@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 
 from choreo_ingest.clock import Clock, parsed_time, rfc3339
 from choreo_ingest.logs import get_logger
@@ -23,6 +24,7 @@ from choreo_ingest.models import (
     FLOOD_SINCE_FACT,
     REFRESH_REASON_FACT,
     REFRESH_REQUESTED_FACT,
+    ProviderRecord,
     ProviderState,
 )
 from choreo_ingest.schedule import after_refresh, in_cycle, refresh_waits
@@ -178,6 +180,33 @@ def stored_flood(facts: Mapping[str, str], now: float) -> float | None:
     return max(0.0, now - since)
 
 
+class RefreshVerdict(Enum):
+    """What the next run makes of a stored refresh request (`apply_refresh_request`)."""
+
+    AFTER_FIRST_CYCLE = "after-first-cycle"
+    """It waits: the provider's first cycle is under way."""
+    IN_PROGRESS = "in-progress"
+    """It is dismissed: the cycle under way was begun in place of one given up."""
+    AFTER_FLOOD = "after-flood"
+    """It waits for the flood of events that asked for it to end."""
+    APPLIED = "applied"
+    """A new cycle begins at once."""
+
+
+def refresh_verdict(
+    store: Store, record: ProviderRecord, flood: float | None, longest_flood: float
+) -> RefreshVerdict:
+    """What a refresh request stored for `record`'s provider comes to now, while its events
+    have arrived as a flood for `flood` seconds (None: they do not)."""
+    if refresh_waits(record):
+        return RefreshVerdict.AFTER_FIRST_CYCLE
+    if cycle_given_up(store, record.name, record.cycle_id):
+        return RefreshVerdict.IN_PROGRESS
+    if flood is not None and flood < longest_flood:
+        return RefreshVerdict.AFTER_FLOOD
+    return RefreshVerdict.APPLIED
+
+
 def apply_refresh_request(
     store: Store,
     name: str,
@@ -215,15 +244,16 @@ def apply_refresh_request(
     }
     now = clock.now()
     record = store.load_provider(name)
-    if refresh_waits(record):
+    flood = stored_flood(facts, now) if flooding is None else flooding(name)
+    verdict = refresh_verdict(store, record, flood, longest_flood)
+    if verdict is RefreshVerdict.AFTER_FIRST_CYCLE:
         log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
         return
-    if cycle_given_up(store, name, record.cycle_id):
+    if verdict is RefreshVerdict.IN_PROGRESS:
         store.set_facts(name, cleared, now)
         log.info("refresh_in_progress", provider=name, requested_at=requested)
         return
-    flood = stored_flood(facts, now) if flooding is None else flooding(name)
-    if flood is not None and flood < longest_flood:
+    if verdict is RefreshVerdict.AFTER_FLOOD:
         log.debug("refresh_after_flood", provider=name, requested_at=requested)
         return
     if flood is not None:

@@ -15,6 +15,7 @@ from choreo_ingest.models import (
     EVENTS_HELD_FACT,
     PROBLEM_FACT,
     PURGED_FACT,
+    REFRESH_REQUESTED_FACT,
     SKIPPED_FACT,
     SOURCE_FACT,
     SOURCES_ALTERNATE_FACT,
@@ -174,14 +175,20 @@ def provider_status(
     stored = store.load_provider(name)
     record = stored if running else crash_counted(stored)
     blocked = store.blocked_removals(name)
-    facts = _facts_in_force(store.facts(name), now, config.incremental)
+    all_facts = store.facts(name)
+    facts = _facts_in_force(all_facts, now, config.incremental)
+    next_action_at = next_action_time(stored, config.incremental, now, running=running)
+    if REFRESH_REQUESTED_FACT in all_facts and _refresh_applies(
+        store, stored, all_facts, config, now
+    ):
+        next_action_at = now  # the next run begins the cycle asked for, whatever the schedule
     active = store.active_count(name)
     configured = name in config.providers
     problems = _problems(record, config.incremental, now, blocked.count, active, facts, configured)
     cycle_pages, last_cycle_pages = _cycle_pages(store, name, stored.cycle_id)
     return ProviderStatus(
         record=record,
-        next_action_at=next_action_time(stored, config.incremental, now, running=running),
+        next_action_at=next_action_at,
         active_entities=active,
         removals_blocked=blocked.count,
         removals_reason=blocked.reason,
@@ -192,6 +199,17 @@ def provider_status(
         last_cycle_pages=last_cycle_pages,
         events_waiting_alone=EventRetries.from_facts(facts).waits(now, config.incremental),
     )
+
+
+def _refresh_applies(
+    store: Store, record: ProviderRecord, facts: Mapping[str, str], config: Config, now: float
+) -> bool:
+    """Whether the next `run` applies the refresh request stored (`apply_refresh_request`)."""
+    from choreo_ingest.event_backlog import RefreshVerdict, refresh_verdict, stored_flood
+
+    flood = stored_flood(facts, now)
+    verdict = refresh_verdict(store, record, flood, config.incremental.rest_length)
+    return verdict is RefreshVerdict.APPLIED
 
 
 def _problems(

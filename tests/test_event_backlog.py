@@ -4,6 +4,7 @@ re-read than a walk (the drains that use them are in test_events.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,13 @@ from choreo_ingest.event_backlog import (
     request_refresh,
 )
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, EntityIteratorResult, ProviderState
+from choreo_ingest.reporting import provider_status
 from choreo_ingest.store import Store, SweepGuards
 
-from fakes import FakeClock, make_entity
+from fakes import FakeClock, make_config, make_entity
 
 T0 = 1_800_000_000.0
+DAY = 86_400.0
 GUARDS = SweepGuards(reject_empty_source_collections=False, reject_removals_above_percentage=100)
 
 
@@ -203,6 +206,36 @@ class TestRefreshDuringAFlood:
         apply_refresh_request(store, "fake", clock, None, self.REST)
 
         assert (REFRESH_REQUESTED_FACT not in store.facts("fake")) is applied
+
+    @pytest.mark.parametrize(
+        ("flood_since", "later", "applied"),
+        [
+            (T0 - 60, 1.0, False),
+            (T0 - 60, FLOOD_SECONDS + 1, True),
+            (T0 - REST, 1.0, True),
+            (None, 1.0, True),
+        ],
+        ids=["serve-still-drops", "drops-stopped", "lasted-a-rest", "no-flood"],
+    )
+    def test_status_says_the_next_run_begins_the_walk_when_it_will(
+        self,
+        store: Store,
+        tmp_path: Path,
+        flood_since: float | None,
+        later: float,
+        applied: bool,
+    ) -> None:
+        """`status` said the rest's end while the next run would begin a new cycle at once."""
+        store.save_provider(replace(store.load_provider("fake"), next_action_at=T0 + DAY), T0)
+        request_refresh(store, "fake", T0, flood_since)
+        now = T0 + later
+        config = make_config(tmp_path, rest_length=self.REST)
+
+        said = provider_status(store, config, "fake", now).next_action_at
+        apply_refresh_request(store, "fake", FakeClock(now), None, self.REST)
+
+        assert (REFRESH_REQUESTED_FACT not in store.facts("fake")) is applied
+        assert said == (now if applied else T0 + DAY)
 
     def test_a_request_that_waits_for_the_first_cycle_says_nothing_of_the_flood(
         self, tmp_path: Path
