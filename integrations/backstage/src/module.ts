@@ -81,6 +81,7 @@ export const catalogModuleChoreoIngest = createBackendModule({
           settings.has(key)
             ? durationToMilliseconds(readDurationFromConfig(config, { key: `${CONFIG_PATH}.${key}` }))
             : undefined;
+        const stepBudgetMs = Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout));
         const provider = new ChoreoIngestEntityProvider({
           baseUrl: settings.getString('baseUrl'),
           token: settings.getOptionalString('token'),
@@ -88,12 +89,23 @@ export const catalogModuleChoreoIngest = createBackendModule({
           maxRemovalRatio: settings.getOptionalNumber('maxRemovalRatio'),
           resyncIntervalMs: optionalMilliseconds('resyncInterval'),
           requestTimeoutMs: optionalMilliseconds('requestTimeout'),
-          stepBudgetMs: Math.floor(STEP_BUDGET_SHARE * milliseconds(schedule.timeout)),
+          stepBudgetMs,
           logger,
           database: await database.getClient(),
           skipMigrations: database.migrations?.skip,
           configPath: CONFIG_PATH,
         });
+        if (provider.requestTimeoutMs >= stepBudgetMs) {
+          // A slow answer then outlives the step's turn: another replica's step may apply a
+          // newer page before this one's lands, and the next change or resync mends it only.
+          logger.warn(
+            `choreo-ingest: ${CONFIG_PATH}.requestTimeout ` +
+              `(${provider.requestTimeoutMs / 1000} s) ` +
+              `is not shorter than a step's budget (${STEP_BUDGET_SHARE * 100}% of ` +
+              `schedule.timeout: ${stepBudgetMs / 1000} s): shorten it, or lengthen ` +
+              'the timeout',
+          );
+        }
         catalog.addEntityProvider(provider);
         const failures = new StepFailures(logger);
         await scheduler.scheduleTask({

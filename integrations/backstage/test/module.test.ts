@@ -28,6 +28,7 @@ afterAll(async () => {
 async function startModule(choreoIngest: JsonObject, migrations?: { skip?: boolean }) {
   const providers: EntityProvider[] = [];
   const scheduler = mockServices.scheduler.mock();
+  const logger = mockServices.logger.mock();
   const knex = sqlite();
   const backend = await startTestBackend({
     extensionPoints: [
@@ -36,6 +37,7 @@ async function startModule(choreoIngest: JsonObject, migrations?: { skip?: boole
     features: [
       catalogModuleChoreoIngest,
       scheduler.factory,
+      logger.factory,
       mockServices.database.factory({ knex, migrations }),
       mockServices.rootConfig.factory({ data: { catalog: { providers: { choreoIngest } } } }),
     ],
@@ -44,7 +46,7 @@ async function startModule(choreoIngest: JsonObject, migrations?: { skip?: boole
     await backend.stop();
     await knex.destroy();
   };
-  return { providers, scheduler, stop, knex };
+  return { providers, scheduler, stop, knex, logger };
 }
 
 test('the module adds the provider and its scheduled task syncs the catalog', async () => {
@@ -136,6 +138,25 @@ test('batchSize: up to 10,000 changes per /changes page; /entities pages hold 1,
   } finally {
     await knex.destroy();
   }
+});
+
+test('a requestTimeout as long as a step may take is warned of', async () => {
+  const warned = async (choreoIngest: JsonObject) => {
+    const { logger, stop } = await startModule({ baseUrl: choreo.serveUrl, ...choreoIngest });
+    await stop();
+    const messages = logger.warn.mock.calls.map(([message]) => message);
+    return messages.filter(message => /requestTimeout/.test(message));
+  };
+
+  const schedule = { frequency: '30s', timeout: '2m' };
+  const tooLong = await warned({ requestTimeout: '2m', schedule });
+  const fits = await warned({ requestTimeout: '1m', schedule });
+
+  expect(tooLong).toEqual([
+    'choreo-ingest: catalog.providers.choreoIngest.requestTimeout (120 s) is not shorter than ' +
+      "a step's budget (80% of schedule.timeout: 96 s): shorten it, or lengthen the timeout",
+  ]);
+  expect(fits).toEqual([]);
 });
 
 test('a backend that skips migrations gets no tables, and is told why', async () => {
