@@ -193,11 +193,22 @@ class RefreshVerdict(Enum):
     """A new cycle begins at once."""
 
 
+def current_flood(
+    facts: Mapping[str, str],
+    name: str,
+    now: float,
+    flooding: Callable[[str], float | None] | None,
+) -> float | None:
+    """How long `name`'s events have arrived as a flood (None: they do not), as `serve` sees
+    them arrive (`flooding`: `ArrivalRate.flooding`), else as its drops stored it."""
+    return stored_flood(facts, now) if flooding is None else flooding(name)
+
+
 def refresh_verdict(
     store: Store, record: ProviderRecord, flood: float | None, longest_flood: float
 ) -> RefreshVerdict:
     """What a refresh request stored for `record`'s provider comes to now, while its events
-    have arrived as a flood for `flood` seconds (None: they do not)."""
+    have arrived as a flood for `flood` seconds (`current_flood`)."""
     if refresh_waits(record):
         return RefreshVerdict.AFTER_FIRST_CYCLE
     if cycle_given_up(store, record.name, record.cycle_id):
@@ -244,7 +255,7 @@ def apply_refresh_request(
     }
     now = clock.now()
     record = store.load_provider(name)
-    flood = stored_flood(facts, now) if flooding is None else flooding(name)
+    flood = current_flood(facts, name, now, flooding)
     verdict = refresh_verdict(store, record, flood, longest_flood)
     if verdict is RefreshVerdict.AFTER_FIRST_CYCLE:
         log.debug("refresh_after_first_cycle", provider=name, requested_at=requested)
@@ -320,9 +331,11 @@ def drop_backlog(
     # Asked before this drop's own request: one already waiting, or a cycle already begun in
     # place of a given-up one (which dismisses this request), says the drops go on, as while
     # the API is down and events keep coming: warned of once, not at every drop.
-    again = REFRESH_REQUESTED_FACT in store.facts(provider) or cycle_given_up(
+    facts = store.facts(provider)
+    again = REFRESH_REQUESTED_FACT in facts or cycle_given_up(
         store, provider, store.load_provider(provider).cycle_id
     )
+    flood_said = flood and FLOOD_SINCE_FACT in facts  # an earlier drain dropped this flood
     request_refresh(store, provider, now, None if flooding is None else now - flooding)
     dropped = store.drop_events(provider)
     # A flood is dropped again at every drain while it lasts: the refresh it asks for is the
@@ -333,7 +346,7 @@ def drop_backlog(
         message, passed = f"{dropped} pending events are more than {limit}", {"limit": limit.count}
     # The same flood dropped again at a later drain (a hundred times in a forwarder's start)
     # is said at DEBUG: its first drop was said, and its refresh is the warning.
-    say = log.debug if flood and again else log.info if flood or again else log.warning
+    say = log.debug if flood_said else log.info if flood or again else log.warning
     say(
         "event_backlog_dropped",
         provider=provider,

@@ -463,26 +463,31 @@ def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> Co
     copied, copy = state_location(source), state_location(target)
     if not copied.exists():
         raise StateError(f"no state at {copied}: nothing to copy")
+    itself = ConfigError(f"{copy} is the state being copied", path="--copy-to")
     if _same_store(copied, copy):
-        raise ConfigError(f"{copy} is the state being copied", path="--copy-to")
+        raise itself
     with ExitStack() as stack:
         origin = stack.enter_context(locked_store(source))
         try:
             destination = stack.enter_context(locked_store(target))
         except LockHeld:
             if _locked_by(copy, origin):  # the same schema of the same database, spelt otherwise
-                raise ConfigError(f"{copy} is the state being copied", path="--copy-to") from None
+                raise itself from None
             raise
         return origin.copy_to(destination, force=force)
 
 
 def _locked_by(location: StateLocation, store: Store) -> bool:
     """Whether `store`'s own session holds `location`'s run lock: PostgreSQL URLs that differ
-    (`localhost` for `127.0.0.1`, an added `?sslmode=`) but reach one schema."""
+    (`localhost` for `127.0.0.1`, an added `?sslmode=`) but reach one schema. A look that
+    fails says no: the lock held elsewhere is what there is to report."""
     if not isinstance(location, PostgresLocation):
         return False
-    session = store.server_session()
-    return session is not None and location.run_lock_holder() == session
+    try:
+        session = store.server_session()
+        return session is not None and location.run_lock_holder() == session
+    except StateError:
+        return False
 
 
 def _same_store(one: StateLocation, other: StateLocation) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -168,19 +168,25 @@ def _facts_in_force(facts: dict[str, str], now: float, config: IncrementalConfig
 
 
 def provider_status(
-    store: Store, config: Config, name: str, now: float, *, running: bool = False
+    store: Store,
+    config: Config,
+    name: str,
+    now: float,
+    *,
+    running: bool = False,
+    flooding: Callable[[str], float | None] | None = None,
 ) -> ProviderStatus:
     """What `status` says of a provider; `running`: a run holds the lock (so a `bursting`
-    provider is bursting now, not a burst that did not finish)."""
+    provider is bursting now, not a burst that did not finish); `flooding`: `serve`'s arrivals
+    (`ArrivalRate.flooding`), which its runs wait on as `status` then does."""
     stored = store.load_provider(name)
     record = stored if running else crash_counted(stored)
     blocked = store.blocked_removals(name)
     all_facts = store.facts(name)
     facts = _facts_in_force(all_facts, now, config.incremental)
     next_action_at = next_action_time(stored, config.incremental, now, running=running)
-    if REFRESH_REQUESTED_FACT in all_facts and _refresh_applies(
-        store, stored, all_facts, config, now
-    ):
+    refresh = REFRESH_REQUESTED_FACT in all_facts and name in config.providers
+    if refresh and _refresh_applies(store, stored, all_facts, config, now, flooding):
         next_action_at = now  # the next run begins the cycle asked for, whatever the schedule
     active = store.active_count(name)
     configured = name in config.providers
@@ -202,12 +208,17 @@ def provider_status(
 
 
 def _refresh_applies(
-    store: Store, record: ProviderRecord, facts: Mapping[str, str], config: Config, now: float
+    store: Store,
+    record: ProviderRecord,
+    facts: Mapping[str, str],
+    config: Config,
+    now: float,
+    flooding: Callable[[str], float | None] | None,
 ) -> bool:
     """Whether the next `run` applies the refresh request stored (`apply_refresh_request`)."""
-    from choreo_ingest.event_backlog import RefreshVerdict, refresh_verdict, stored_flood
+    from choreo_ingest.event_backlog import RefreshVerdict, current_flood, refresh_verdict
 
-    flood = stored_flood(facts, now)
+    flood = current_flood(facts, record.name, now, flooding)
     verdict = refresh_verdict(store, record, flood, config.incremental.rest_length)
     return verdict is RefreshVerdict.APPLIED
 
@@ -454,7 +465,12 @@ def reading(state: StateRef) -> Iterator[Store]:
 
 
 def status_report(
-    state: StateRef, config: Config, now: float, *, only: str | None = None
+    state: StateRef,
+    config: Config,
+    now: float,
+    *,
+    only: str | None = None,
+    flooding: Callable[[str], float | None] | None = None,
 ) -> StatusReport:
     if only is not None:
         checked_provider(config, state, only, ProviderScope.KNOWN)
@@ -473,7 +489,8 @@ def status_report(
             schema_version=store.schema_version(),
             running=running,
             providers=[
-                provider_status(store, config, name, now, running=running) for name in names
+                provider_status(store, config, name, now, running=running, flooding=flooding)
+                for name in names
             ],
             events=store.inbox_counts(),
         )

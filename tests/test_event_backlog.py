@@ -18,12 +18,14 @@ from choreo_ingest.event_backlog import (
     Limit,
     apply_refresh_request,
     backlog_limit,
+    drop_backlog,
     request_refresh,
 )
 from choreo_ingest.models import REFRESH_REQUESTED_FACT, EntityIteratorResult, ProviderState
 from choreo_ingest.reporting import provider_status
 from choreo_ingest.store import Store, SweepGuards
 
+from event_fakes import component_event
 from fakes import FakeClock, make_config, make_entity
 
 T0 = 1_800_000_000.0
@@ -237,6 +239,24 @@ class TestRefreshDuringAFlood:
         assert (REFRESH_REQUESTED_FACT not in store.facts("fake")) is applied
         assert said == (now if applied else T0 + DAY)
 
+    def test_status_waits_as_its_caller_does(self, store: Store, tmp_path: Path) -> None:
+        """`serve` waits for a flood its arrivals show (a full inbox stores no flood's start),
+        and no run applies a request of a provider the config no longer names: `status` said
+        the next action was now for both."""
+        store.save_provider(replace(store.load_provider("fake"), next_action_at=T0 + DAY), T0)
+        request_refresh(store, "fake", T0)
+        config = make_config(tmp_path, rest_length=self.REST)
+
+        def flooding(_name: str) -> float:
+            return 30.0
+
+        under_serve = provider_status(store, config, "fake", T0, flooding=flooding)
+        unnamed = provider_status(store, replace(config, providers=("other",)), "fake", T0)
+        apply_refresh_request(store, "fake", FakeClock(T0), flooding, self.REST)
+
+        assert REFRESH_REQUESTED_FACT in store.facts("fake")  # serve's run waits
+        assert (under_serve.next_action_at, unnamed.next_action_at) == (T0 + DAY, T0 + DAY)
+
     def test_a_request_that_waits_for_the_first_cycle_says_nothing_of_the_flood(
         self, tmp_path: Path
     ) -> None:
@@ -250,6 +270,25 @@ class TestRefreshDuringAFlood:
                 assert not self.applied(store, FakeClock(T0), flood=self.REST * 3)
 
         assert [line["event"] for line in logs] == ["refresh_after_first_cycle"]
+
+
+def test_a_floods_first_drop_is_said_at_info_whatever_waits_already(tmp_path: Path) -> None:
+    """A refresh already asked for (events lost before) made the flood's very first drop a
+    DEBUG line: at `-v` it left none. Its later drops are DEBUG."""
+    with Store.open(tmp_path / "state.db") as store:
+        store.migrate()
+        walk(store, pages=2, complete=True)
+        request_refresh(store, "fake", T0)  # lost events, no flood
+        levels = []
+        for round_ in range(2):
+            store.add_events("fake", [component_event(f"e{round_}", "created")], T0)
+            with structlog.testing.capture_logs() as logs:
+                drop_backlog(store, "fake", Limit(3, 0), FakeClock(T0 + round_), flooding=5.0)
+            levels += [
+                line["log_level"] for line in logs if line["event"] == "event_backlog_dropped"
+            ]
+
+    assert levels == ["info", "debug"]
 
 
 class TestFloodLength:

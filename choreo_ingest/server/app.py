@@ -253,7 +253,8 @@ def _served_report(server: Server, now: float, only: str | None = None) -> Statu
     """The status report, with the service's own problem when its ticks do not run (skipped:
     another process holds the run lock; or failing): what `/health`, `/status` and the page
     say, as the metrics' last run stops moving."""
-    report = status_report(server.state, server.config, now, only=only)
+    flooding = server.service.arrivals.flooding
+    report = status_report(server.state, server.config, now, only=only, flooding=flooding)
     problem = server.service.tick_problem()
     return report if problem is None else replace(report, problems=[problem])
 

@@ -27,6 +27,12 @@ LOCK_NOT_AVAILABLE = "55P03"
 """PostgreSQL's SQLSTATE for a statement that waited for a lock past `lock_timeout`."""
 
 
+def pg_session_identity(pid: str) -> str:
+    """A PostgreSQL session's identity as text, for the session whose pid `pid` (an SQL
+    expression) gives: the server's start and the pid, unique across a server's restarts."""
+    return f"CAST(pg_postmaster_start_time() AS TEXT) || ' ' || CAST({pid} AS TEXT)"
+
+
 def is_postgres(conn: AnyConnection) -> bool:
     return conn.dialect == POSTGRES
 

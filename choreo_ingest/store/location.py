@@ -16,6 +16,7 @@ from choreo_ingest.config import NO_CONFIG_FOUND, Config, read_secret_file
 from choreo_ingest.errors import ConfigError, LockHeld, NotAStateFile, StateError
 from choreo_ingest.store.connection import Tracer
 from choreo_ingest.store.damage_note import forget_damage, note_damage, noted_damage
+from choreo_ingest.store.dialect import pg_session_identity
 from choreo_ingest.store.run_lock import RunLock, lock_problem, real_path
 from choreo_ingest.store.store import (
     Store,
@@ -348,30 +349,24 @@ class PostgresLocation:
 
     def lock_held_elsewhere(self) -> bool:
         """Whether another session holds the run lock (for `status`), read from `pg_locks`."""
-        key = self._lock_key()
-        return bool(
-            self._catalog_read(
-                """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ?
-                   AND objsubid = 1 AND pid <> pg_backend_pid()""",
-                [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
-            )
-        )
+        return bool(self._lock_holders("count(*)", "AND pid <> pg_backend_pid()"))
 
     def run_lock_holder(self) -> str | None:
         """The session holding the run lock, as `Store.server_session` names one (the server's
         start and the session's pid), or None when none holds it."""
+        holder = self._lock_holders(pg_session_identity("pid"), "LIMIT 1")
+        return None if holder is None else str(holder)
+
+    def _lock_holders(self, selected: str, rest: str) -> object:
+        """`selected` of the sessions holding the run lock, from `pg_locks`."""
         key = self._lock_key()
-        holder = self._catalog_read(
-            """SELECT CAST(pg_postmaster_start_time() AS TEXT) || ' ' || CAST(pid AS TEXT)
-               FROM pg_locks WHERE locktype = 'advisory' AND granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ? AND objsubid = 1
-               LIMIT 1""",
+        return self._catalog_read(
+            f"""SELECT {selected} FROM pg_locks WHERE locktype = 'advisory' AND granted
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND CAST(classid AS BIGINT) = ? AND CAST(objid AS BIGINT) = ?
+                AND objsubid = 1 {rest}""",
             [(key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF],
         )
-        return None if holder is None else str(holder)
 
     def write_problem(self) -> str | None:
         """Why a run could not write the state here (for `check`), or None."""

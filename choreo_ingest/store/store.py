@@ -35,7 +35,7 @@ from choreo_ingest.store import (
     writes,
 )
 from choreo_ingest.store.connection import Connection, Tracer
-from choreo_ingest.store.dialect import AnyConnection
+from choreo_ingest.store.dialect import AnyConnection, pg_session_identity
 from choreo_ingest.store.inbox import InboxCounts, InboxEvent
 from choreo_ingest.store.queries import BlockedRemovals, ChangeRow, CycleRow, EntityLocation
 from choreo_ingest.store.schema import SCHEMA_VERSION
@@ -159,12 +159,7 @@ class Store:
         `PostgresLocation.run_lock_holder` names the one holding a lock; SQLite: None."""
         if isinstance(self._conn, Connection):
             return None
-        return str(
-            self._conn.scalar(
-                "SELECT CAST(pg_postmaster_start_time() AS TEXT) || ' ' || "
-                "CAST(pg_backend_pid() AS TEXT)"
-            )
-        )
+        return str(self._conn.scalar(f"SELECT {pg_session_identity('pg_backend_pid()')}"))
 
     def damage(self, *, thorough: bool = False) -> str | None:
         """A state file's damage `quick_check` (`thorough`: `integrity_check`) finds, or None."""

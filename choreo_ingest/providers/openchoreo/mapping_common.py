@@ -96,8 +96,10 @@ def text(value: object) -> str | None:
 
 def port(value: object) -> str | None:
     """A port as the string an annotation holds; None when it is not a port number (1-65535)."""
-    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
-        value = int(value)
+    if isinstance(value, str):
+        digits = value.strip()
+        # A port has at most 5 digits: int() of 4,300 or more raises (CPython's limit).
+        value = int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 5 else None
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
         return str(value)
     return None
@@ -207,8 +209,12 @@ def _forge_https(url: str) -> str:
 
 
 def _is_simple(url: str) -> bool:
-    """A printable ASCII URL with no user, query, fragment or space: taken as it stands."""
-    return url.isascii() and url.isprintable() and not any(mark in url for mark in "@?# ")
+    """A printable ASCII URL with no user, query, fragment, nor a character its path would
+    escape (`_escaped_path`): taken as it stands."""
+    return url.isascii() and url.isprintable() and not any(mark in url for mark in _NOT_SIMPLE)
+
+
+_NOT_SIMPLE = frozenset('@?# %"<>\\^`{|}')
 
 
 _FORGE_PREFIXES = {

@@ -2,7 +2,7 @@
  * What one `GET /changes` page asks of the catalog: the refs to read and upsert, and the refs
  * to remove, by the last op each ref had in it, with every change checked first.
  */
-import { normalizeRef } from './entities';
+import { normalizeRef, refKey } from './entities';
 import { type ChangesPage, FeedError } from './feedClient';
 
 /** A change the page holds that is not applied as it stands, and why. */
@@ -12,7 +12,12 @@ export type PageOps = {
   upserts: string[];
   deletes: string[];
   /**
-   * Changes left out (a ref that is no entity ref) or read again as an upsert (an op this module
+   * The upserts whose last change was of an op this module does not know, as refKeys: their
+   * entity is read again, and one serve no longer has is removed.
+   */
+  rereads: Set<string>;
+  /**
+   * Changes left out (a ref that is no entity ref) or read again (an op this module
    * does not know, from a newer serve, say): one odd change must not stop every later one.
    */
   odd: OddChange[];
@@ -23,7 +28,7 @@ export type PageOps = {
  * are one entity to Backstage (it compares refs case-insensitively): the last change of any
  * spelling wins, under its own spelling. A change whose ref is no entity ref is left out (the
  * next resync puts the catalog right); one of another op than `upsert` or `delete` has its ref's
- * body read again, which upserts it as it is now (a ref gone since is left to its delete). A
+ * body read again (`rereads`): upserted as it is now, or removed when serve has it no more. A
  * `seq` that is no integer is a FeedError: the stored position could not move past it.
  */
 export function pageOps(page: ChangesPage): PageOps {
@@ -47,14 +52,18 @@ export function pageOps(page: ChangesPage): PageOps {
     }
     const key = ref.toLocaleLowerCase('en-US');
     last.delete(key);
-    last.set(key, { ref, op: op === 'delete' ? 'delete' : 'upsert' });
+    last.set(key, { ref, op: op === 'upsert' || op === 'delete' ? op : 'reread' });
   }
   const upserts: string[] = [];
   const deletes: string[] = [];
+  const rereads = new Set<string>();
   for (const { ref, op } of last.values()) {
     (op === 'delete' ? deletes : upserts).push(ref);
+    if (op === 'reread') {
+      rereads.add(refKey(normalizeRef(ref)));
+    }
   }
-  return { upserts, deletes, odd };
+  return { upserts, deletes, rereads, odd };
 }
 
 function parsedRef(ref: string): string | undefined {

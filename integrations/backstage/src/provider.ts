@@ -433,7 +433,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       if (!page.changes.length) {
         return state;
       }
-      const { upserts, deletes, odd } = pageOps(page);
+      const { upserts, deletes, rereads, odd } = pageOps(page);
       this.sayOdd(odd);
       // Each answer of bodies goes to the catalog before the next is asked for: a page of large
       // entities (inline API definitions) is never held whole. The page's deletes go with its
@@ -449,6 +449,9 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
         // Split while serve refuses a batch as too large (413): see `entitiesBatches`.
         for await (const batch of this.client.entitiesBatches(refs, this.signal)) {
           this.requireStore(state, batch.storeId);
+          // A ref read again for an op this module does not know, and gone: removed now.
+          const gone = batch.missing.map(normalizeRef).filter(ref => rereads.has(refKey(ref)));
+          removals = uniqueRefs([...removals, ...gone]);
           const { added } = this.writer.acceptable(batch.entities, this.locationKey);
           if (added.length || removals.length) {
             await this.writer.apply(connection, this.writer.delta(added, removals, this.locationKey));
@@ -491,7 +494,7 @@ export class ChoreoIngestEntityProvider implements EntityProvider {
       this.oddSaid.add(change.problem);
       const what =
         change.problem === 'op'
-          ? 'its entity is read again, as for an upsert'
+          ? 'its entity is read again: upserted, or removed if serve has it no more'
           : 'it is left out, and the next resync puts the catalog right';
       this.logger.warn(
         `choreo-ingest: change ${change.seq} of the feed: ${change.detail}: ${what} ` +

@@ -35,6 +35,7 @@ test('odd changes are left out or read again, by the last op of each ref', () =>
   expect(ops).toEqual({
     upserts: ['component:default/b', 'component:default/c'],
     deletes: ['component:default/A'],
+    rereads: new Set(['component:default/b']),
     odd: [
       { seq: 2, problem: 'ref', detail: 'it has no ref' },
       { seq: 3, problem: 'ref', detail: '"component:default/" is not an entity ref' },
@@ -47,6 +48,19 @@ test.each([['7'], [1.5], [undefined]])('a change whose seq is %p fails the page'
   expect(() => pageOps(page([{ seq, op: 'upsert', ref: 'component:default/a' }]))).toThrow(
     FeedError,
   );
+});
+
+test('a ref read again for an unknown op that serve no longer has is removed', async () => {
+  const { feed, connection, provider } = await providerOnFakeFeed(2, { batchSize: 100 });
+  expect(await provider.run()).toEqual({ applied: 2, removed: 0, resynced: true });
+  feed.remove('c1');
+  feed.oddChange({ op: 'touch', ref: 'component:default/c1' }); // after its delete, in one page
+
+  expect(await provider.run()).toEqual({ applied: 0, removed: 1, resynced: false });
+
+  expect(connection.summaries[connection.summaries.length - 1].removed).toEqual([
+    'component:default/c1',
+  ]);
 });
 
 test('a step applies the changes after odd ones, and warns once of each kind', async () => {
