@@ -197,29 +197,7 @@ class TestRefreshDuringAFlood:
         ],
         ids=["serve-still-drops", "drops-stopped", "lasted-a-rest", "no-flood"],
     )
-    def test_a_run_that_sees_no_arrivals_asks_the_drops_of_serve(
-        self, store: Store, flood_since: float | None, later: float, applied: bool
-    ) -> None:
-        """A `run` (no `flooding`) beside `serve`: the flood lasts while serve's drops renew
-        the request, and has its walk all the same once it has lasted a rest."""
-        request_refresh(store, "fake", T0, flood_since)
-        clock = FakeClock(T0 + later)
-
-        apply_refresh_request(store, "fake", clock, None, self.REST)
-
-        assert (REFRESH_REQUESTED_FACT not in store.facts("fake")) is applied
-
-    @pytest.mark.parametrize(
-        ("flood_since", "later", "applied"),
-        [
-            (T0 - 60, 1.0, False),
-            (T0 - 60, FLOOD_SECONDS + 1, True),
-            (T0 - REST, 1.0, True),
-            (None, 1.0, True),
-        ],
-        ids=["serve-still-drops", "drops-stopped", "lasted-a-rest", "no-flood"],
-    )
-    def test_status_says_the_next_run_begins_the_walk_when_it_will(
+    def test_a_run_that_sees_no_arrivals_asks_the_drops_of_serve_and_status_says_so(
         self,
         store: Store,
         tmp_path: Path,
@@ -227,7 +205,9 @@ class TestRefreshDuringAFlood:
         later: float,
         applied: bool,
     ) -> None:
-        """`status` said the rest's end while the next run would begin a new cycle at once."""
+        """A `run` (no `flooding`) beside `serve`: the flood lasts while serve's drops renew
+        the request, and has its walk all the same once it has lasted a rest. `status` said
+        the rest's end where the next run would begin a new cycle at once."""
         store.save_provider(replace(store.load_provider("fake"), next_action_at=T0 + DAY), T0)
         request_refresh(store, "fake", T0, flood_since)
         now = T0 + later
