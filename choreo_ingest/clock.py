@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -19,11 +20,19 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", None)
+"""Linux's monotonic clock that also counts a suspend, which `time.monotonic` leaves out: a
+burst across a laptop's night would be dated back to the evening (its rest skipped, `health`
+red for a cycle that just completed)."""
+
+
 class SystemClock:
     def now(self) -> float:
         return time.time()
 
     def monotonic(self) -> float:
+        if _BOOT_CLOCK is not None:
+            return time.clock_gettime(_BOOT_CLOCK)
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
@@ -59,3 +68,9 @@ def parsed_time(text: str) -> float | None:
         return parse_rfc3339(text)
     except ValueError:
         return None
+
+
+def rfc3339_due(timestamp: float | None) -> str | None:
+    """When something is due, as `rfc3339` says a time, rounded up to the second: a `run`
+    at the time shown finds it due (truncated, one a moment after it still waited)."""
+    return rfc3339(None if timestamp is None else math.ceil(timestamp))

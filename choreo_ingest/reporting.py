@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from choreo_ingest.clock import parsed_time, rfc3339
+from choreo_ingest.clock import parsed_time, rfc3339, rfc3339_due
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.event_retries import EventRetries
 from choreo_ingest.metrics import BURST_OUTCOMES, CYCLE_OUTCOMES, EVENT_OUTCOMES, ProviderMetrics
@@ -126,7 +126,7 @@ class ProviderStatus:
             "cycleStartedAt": rfc3339(record.cycle_started_at),
             "cyclePages": self.cycle_pages,
             "lastCyclePages": self.last_cycle_pages,
-            "nextActionAt": rfc3339(self.next_action_at),
+            "nextActionAt": rfc3339_due(self.next_action_at),
             "attempts": record.attempts,
             "lastError": error,
             "lastBurstAt": rfc3339(record.last_burst_at),

@@ -52,7 +52,7 @@ def decide(
         return Burst(new_cycle=True, reason="no cycle yet")
     if state is ProviderState.BURSTING:
         began = record.last_burst_at
-        if began is not None and began <= now and not force:
+        if began is not None and began <= now + CLOCK_SKEW and not force:
             resume_at = began + crash_backoff(record.attempts, config)
             if now < resume_at:
                 return Wait(until=resume_at, reason="backing off after a burst that did not finish")
@@ -79,7 +79,7 @@ def _rest_ended(record: ProviderRecord, config: IncrementalConfig, now: float) -
     """Why a resting provider is due: its rest is over, or it was made due sooner (a refresh,
     which leaves no other trace in the record, or a time stored under a shorter restLength)."""
     began = record.last_completed_at
-    if began is None or began > now or now >= began + config.rest_length:
+    if began is None or began > now + CLOCK_SKEW or now >= began + config.rest_length:
         return "rest is over"
     return "due before restLength has passed (a refresh, or a shorter restLength then)"
 
@@ -103,11 +103,17 @@ def next_action_time(
     return due if due is None or due <= now else now
 
 
+CLOCK_SKEW = 300.0
+"""How far ahead of `now` a stored time may lie and be taken for another host's clock a little
+ahead of this one's (a state in PostgreSQL, shared), whose waits hold here too: further ahead,
+this host's clock was set back, and a wait it began ends at once."""
+
+
 def latest_due(record: ProviderRecord, config: IncrementalConfig, now: float) -> float | None:
     """When a resting, interstitial or backing-off provider is due: its stored time, but no
     later than the longest wait the configuration allows after the event that began it (a
-    completed cycle, the end of a burst); at once when that event lies ahead of `now` (the
-    clock was set back)."""
+    completed cycle, the end of a burst); at once when that event lies further ahead of `now`
+    than `CLOCK_SKEW` (the clock was set back)."""
     due = record.next_action_at
     if record.state is ProviderState.RESTING:
         began, longest = record.last_completed_at, config.rest_length
@@ -122,7 +128,7 @@ def latest_due(record: ProviderRecord, config: IncrementalConfig, now: float) ->
         )
     if due is None or began is None:
         return due
-    if began > now:
+    if began > now + CLOCK_SKEW:
         return now
     return min(due, began + longest)
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from choreo_ingest.clock import Clock, rfc3339
+from choreo_ingest.clock import Clock, rfc3339, rfc3339_due
 from choreo_ingest.config import Config
 from choreo_ingest.engine import StopSignal
 from choreo_ingest.errors import ChoreoIngestError, LockHeld
@@ -323,7 +323,7 @@ def _log_failures(result: RunResult) -> None:
             log.warning(
                 "provider_failed",
                 provider=outcome.name,
-                next_action_at=rfc3339(outcome.next_action_at),
+                next_action_at=rfc3339_due(outcome.next_action_at),
                 error=outcome.error,
             )
     for held in result.events.held:  # set once a backoff step: the drains in between skip

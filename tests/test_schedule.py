@@ -15,6 +15,7 @@ from choreo_ingest.config import IncrementalConfig
 from choreo_ingest.errors import IllegalTransition
 from choreo_ingest.models import ProviderRecord, ProviderState
 from choreo_ingest.schedule import (
+    CLOCK_SKEW,
     CRASHED,
     JITTER,
     Burst,
@@ -150,6 +151,36 @@ class TestDecide:
             {"state": S.BURSTING, "last_burst_at": NOW + YEAR, "attempts": 2},
             ("burst", False),
         ),
+        # Another host's clock a little ahead (a state in PostgreSQL): its waits hold here.
+        (
+            "resting-completed-on-a-clock-ahead-rests",
+            {"state": S.RESTING, "next_action_at": NOW + 780, "last_completed_at": NOW + 180},
+            ("wait", NOW + 780),
+        ),
+        (
+            "backing-off-begun-on-a-clock-ahead-backs-off",
+            {
+                "state": S.BACKING_OFF,
+                "next_action_at": NOW + 190,
+                "last_burst_at": NOW + 170,
+                "last_burst_duration": 10.0,
+            },
+            ("wait", NOW + 190),
+        ),
+        (
+            "crashed-burst-begun-on-a-clock-ahead-waits-out-the-first-step",
+            {"state": S.BURSTING, "last_burst_at": NOW + 180},
+            ("wait", NOW + 190),
+        ),
+        (
+            "resting-completed-past-the-skew-the-clock-was-set-back",
+            {
+                "state": S.RESTING,
+                "next_action_at": NOW + CLOCK_SKEW + 601,
+                "last_completed_at": NOW + CLOCK_SKEW + 1,
+            },
+            ("burst", True),
+        ),
     ]
 
     @pytest.mark.parametrize(
@@ -218,7 +249,7 @@ class TestDecide:
         ("refreshed-earlier-mid-rest", NOW - 30, NOW - 10, EARLY),
         # stored when restLength was 300 s, raised to 600 s since
         ("stored-under-a-shorter-rest", NOW - 300, NOW, EARLY),
-        ("clock-set-back-past-completion", NOW + 100, NOW + 700, "rest is over"),
+        ("clock-set-back-past-completion", NOW + CLOCK_SKEW + 1, NOW + 700, "rest is over"),
         ("no-completed-cycle", None, NOW, "rest is over"),
     ]
 

@@ -21,7 +21,7 @@ from choreo_ingest.cli.output import (
     stdout_is_tty,
 )
 from choreo_ingest.cli.session import Session, session_of
-from choreo_ingest.clock import rfc3339
+from choreo_ingest.clock import rfc3339, rfc3339_due
 from choreo_ingest.config import Config, require_api
 from choreo_ingest.engine import ProviderOutcome, StopSignal
 from choreo_ingest.errors import LockHeld
@@ -198,13 +198,13 @@ def outcome_json(outcome: ProviderOutcome) -> dict[str, Any]:
         "entitiesRemoved": outcome.entities_removed,
         "removalsBlocked": outcome.removals_blocked,
         "cycleCompleted": outcome.cycle_completed,
-        "nextActionAt": rfc3339(outcome.next_action_at),
+        "nextActionAt": rfc3339_due(outcome.next_action_at),
         "error": outcome.error,
     }
 
 
 def outcome_line(outcome: ProviderOutcome) -> str:
-    until = rfc3339(outcome.next_action_at) or "-"
+    until = rfc3339_due(outcome.next_action_at) or "-"
     if outcome.action is ProviderAction.WAITING:
         hint = "; `choreo-ingest run --force` bursts now" if outcome.next_action_at else ""
         return f"{outcome.name}: nothing due ({outcome.reason}) until {until}{hint}"

@@ -25,7 +25,7 @@ from choreo_ingest.cli.exit_codes import ExitCode
 from choreo_ingest.cli.failures import ERROR_FIELDS
 from choreo_ingest.cli.lean import MAX_COUNT, show_changes, show_health
 from choreo_ingest.cli.session import Session
-from choreo_ingest.clock import rfc3339
+from choreo_ingest.clock import rfc3339_due
 from choreo_ingest.config import resolve_state_path
 from choreo_ingest.errors import ConfigError
 from choreo_ingest.event_retries import object_path
@@ -113,7 +113,7 @@ def show_status(report: StatusReport) -> None:
                 item.facts.get("api", ""),
                 _state_shown(item.record.state, running=report.running),
                 item.cycle_shown,
-                rfc3339(item.next_action_at),
+                rfc3339_due(item.next_action_at),
                 item.record.attempts,
                 item.active_entities,
                 item.removals_blocked or "",
