@@ -224,3 +224,19 @@ def not_a_regular_file(path: StrPath, mode: int) -> str | None:
         return None
     kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), None)
     return f"{path}: not a regular file" + (f" ({kind})" if kind else "")
+
+
+def read_regular_file(path: StrPath, limit: int) -> bytes:
+    """Up to `limit` + 1 bytes of the regular file at `path` (more than `limit`: the caller's
+    to refuse), opened without waiting: a FIFO named where a file belongs (a secret, the
+    config) blocked every call for ever, each cron minute one more. A FIFO, device or socket
+    is an OSError whose `strerror` says so; a directory, IsADirectoryError."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as file:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        problem = not_a_regular_file(path, mode)
+        if problem is not None:
+            raise OSError(errno.EINVAL, problem.removeprefix(f"{path}: "), str(path))
+        return file.read(limit + 1)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from choreo_ingest.atomic_file import read_regular_file
 from choreo_ingest.cache_files import ANSWER_SUFFIX, COPY_SUFFIX, file_identity, kept_file
 from choreo_ingest.cache_files import cache_directory as kept_directory
 from choreo_ingest.errors import ConfigError
@@ -107,9 +108,17 @@ def _forget(cache: Path) -> None:
         cache.unlink(missing_ok=True)
 
 
+LARGEST_CONFIG_FILE = 4 * 1024 * 1024
+"""A config file holds no more (a large one is a few KiB): `/dev/zero` ran the machine out of
+memory."""
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        raw = read_regular_file(path, LARGEST_CONFIG_FILE)
+        if len(raw) > LARGEST_CONFIG_FILE:
+            raise ConfigError(f"{path}: over 4 MiB, not a config file")
+        return raw.decode("utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
     except UnicodeDecodeError:

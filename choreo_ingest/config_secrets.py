@@ -12,6 +12,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from choreo_ingest.atomic_file import read_regular_file
 from choreo_ingest.config_document import SECRET_FILES, SECRET_KEYS, dig
 from choreo_ingest.config_model import BareFileName, DeferredSecret, SecretPath
 from choreo_ingest.config_values import Invalid, home_expanded, interpolate
@@ -140,8 +141,7 @@ def read_secret_file(path: SecretPath | None, key: str) -> str | None:
     if path is None:
         return None
     try:
-        with Path(path).open("rb") as file:
-            raw = file.read(LARGEST_SECRET_FILE + 1)
+        raw = read_regular_file(path, LARGEST_SECRET_FILE)
     except OSError as error:
         reason = error.strerror or str(error)
         raise ConfigError(f"cannot read {secret_file_shown(path)}: {reason}", path=key) from None

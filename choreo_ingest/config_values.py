@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
+from choreo_ingest.atomic_file import read_regular_file
 from choreo_ingest.config_model import AUTH_KEY, MAX_CHUNK_SIZE, OAUTH_KEY
 from choreo_ingest.errors import ConfigError
 
@@ -122,9 +123,37 @@ def as_minutes(value: object) -> float:
 def as_count(value: object) -> int:
     if not (number := as_positive(value)).is_integer():
         raise Invalid("expected a whole number", value)
-    if number > MAX_COUNT:
+    # Compared as written where it is written whole: as a float, 2**63 - 2 is 2**63.
+    if isinstance(value, int):
+        count = value
+    elif isinstance(value, str) and value.strip().lstrip("+").isdigit():
+        count = int(value)
+    else:
+        count = int(number)
+    if count > MAX_COUNT:
         raise Invalid(f"must be at most {MAX_COUNT:,}", value)
-    return int(number)
+    return count
+
+
+MAX_REQUEST_RATE = 1_000_000
+"""The most requests a second `maxRequestsPerSecond` takes (no server answers more; its window
+holds one entry a request)."""
+
+
+def as_request_rate(value: object) -> float:
+    if (number := as_positive(value)) > MAX_REQUEST_RATE:
+        raise Invalid(f"must be at most {MAX_REQUEST_RATE:,}", value)
+    return number
+
+
+LONGEST_RETENTION_DAYS = 3650
+
+
+def as_retention_days(value: object) -> float:
+    """Days of the change log kept: at most ten years (a larger number is a typo)."""
+    if (number := as_positive(value)) > LONGEST_RETENTION_DAYS:
+        raise Invalid(f"must be at most {LONGEST_RETENTION_DAYS:,} (ten years)", value)
+    return number
 
 
 def as_chunk_size(value: object) -> int:
@@ -227,7 +256,10 @@ def as_file_path(value: object) -> Path:
 
 def home_expanded(text: str) -> Path:
     """`text` as a path, a leading `~` expanded; Invalid where there is no home to expand it to
-    ($HOME unset for a user the passwd database does not know: a container's random UID)."""
+    ($HOME unset for a user the passwd database does not know: a container's random UID), or
+    where it holds a NUL byte, which no path can."""
+    if "\x00" in text:
+        raise Invalid("holds a NUL byte, which no path can")
     try:
         return Path(text).expanduser()
     except RuntimeError:
@@ -257,6 +289,8 @@ def as_schema_name(value: object) -> str:
 def as_listen(value: object) -> str:
     """host:port, the port 1-65535; an IPv6 host in brackets."""
     text = as_text(value).strip()
+    if "://" in text:
+        raise Invalid("expected host:port, not a URL (e.g. 127.0.0.1:8080)", value)
     host, colon, port = text.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise Invalid("expected host:port (e.g. 127.0.0.1:8080 or [::1]:8080)", value)
@@ -472,6 +506,9 @@ def uses_environment(text: str) -> bool:
     )
 
 
+LARGEST_CA_BUNDLE = 16 * 1024 * 1024
+"""A CA bundle holds no more (a system's, every public CA, is about 200 KiB)."""
+
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----")
 
 
@@ -479,11 +516,13 @@ def check_ca_bundle(path: Path, key: str) -> None:
     """Refuse a CA bundle (`key`'s) that cannot be used: every command would otherwise load, and
     `run` would fail only once it builds its HTTP client."""
     try:
-        content = path.read_bytes()
+        content = read_regular_file(path, LARGEST_CA_BUNDLE)
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a PEM file", path=key) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror or err}", path=key) from None
+    if len(content) > LARGEST_CA_BUNDLE:
+        raise ConfigError(f"{path}: over 16 MiB, not a CA bundle", path=key)
     if not _PEM_CERTIFICATE.search(content):
         raise ConfigError(
             f"{path}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)", path=key

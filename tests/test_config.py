@@ -8,7 +8,7 @@ import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path, PosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,6 +72,31 @@ def write_bytes(path: Path, content: bytes) -> Path:
 
 def load_text(directory: Path, text: str, env: dict[str, str] | None = None) -> Config:
     return load_config(write(directory, text), env=env or {})
+
+
+def refuse_to_open(monkeypatch: pytest.MonkeyPatch, refused: Path) -> None:
+    """`os.open` of `refused` fails as for a file this user may not read (root reads all)."""
+    real_open = os.open
+
+    def opened(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path) == refused:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", opened)
+
+
+def fifo(path: Path) -> Path:
+    """A FIFO no one writes to: read as a file, it blocks for ever."""
+    os.mkfifo(path)
+    return path
+
+
+def sparse(path: Path, size: int) -> Path:
+    """A file of `size` zero bytes that takes no room on disk."""
+    with path.open("wb") as file:
+        file.truncate(size)
+    return path
 
 
 def write_ca_bundle(path: Path) -> Path:
@@ -540,6 +565,15 @@ BAD_CONFIGS = [
     ("serve: {listen: localhost}", "serve.listen", "expected host:port"),
     ("serve: {listen: '127.0.0.1:70000'}", "serve.listen", "expected host:port"),
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
+    ("serve: {listen: 'http://127.0.0.1:8080'}", "serve.listen", "expected host:port, not a URL"),
+    ('state: {path: "a\\0b.db"}', "state.path", "holds a NUL byte, which no path can"),
+    ('metrics: {textfile: "m\\0.prom"}', "metrics.textfile", "holds a NUL byte"),
+    (
+        "openchoreo: {incremental: {maxRequestsPerSecond: 1e19}}",
+        "openchoreo.incremental.maxRequestsPerSecond",
+        "must be at most 1,000,000",
+    ),
+    ("changes: {retainDays: 1e300}", "changes.retainDays", "must be at most 3,650 (ten years)"),
     ("serve: {allowedHosts: ingest.example}", "serve.allowedHosts", "expected a list of host"),
     ("metrics: {labels: [platform]}", "metrics.labels", "expected a mapping of label names"),
     ("metrics: {labels: {1x: a}}", "metrics.labels.1x", "expected a label name (letters, digit"),
@@ -695,20 +729,20 @@ class TestErrors:
                 lambda tmp: write_bytes(tmp / "x.yaml", b"\xff\xfe"),
                 "UTF-8",
             ),
+            (lambda tmp: fifo(tmp / "config.fifo"), r"not a regular file \(a FIFO\)"),
         ],
-        ids=["missing", "directory", "not-utf8"],
+        ids=["missing", "directory", "not-utf8", "fifo"],
     )
     def test_unreadable_file_says_why(self, tmp_path: Path, make: Any, problem: str) -> None:
         path = make(tmp_path)
         with pytest.raises(ConfigError, match=f"^{path}: cannot read: .*{problem}"):
             load_config(path, env={})
 
-    def test_permission_denied_is_reported(self, tmp_path: Path) -> None:
-        class Unreadable(PosixPath):
-            def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-
-        path = Unreadable(tmp_path / "choreo-ingest.yaml")
+    def test_permission_denied_is_reported(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = write(tmp_path, "openchoreo: {}\n")
+        refuse_to_open(monkeypatch, path)
         with pytest.raises(ConfigError) as caught:
             load_config(path, env={})
         assert str(caught.value) == f"{path}: cannot read: Permission denied"
@@ -990,6 +1024,32 @@ class TestSecrets:
         assert caught.value.path == "openchoreo.baseUrl"
         assert secret[:LONG_SECRET_SHOWN] not in str(caught.value)
 
+    def test_a_config_file_over_4_mib_is_refused(self, tmp_path: Path) -> None:
+        """`--config /dev/zero` ran the machine out of memory."""
+        path = sparse(tmp_path / "config.yaml", 4 * 2**20 + 1)
+
+        with pytest.raises(ConfigError, match=f"^{path}: over 4 MiB, not a config file$"):
+            load_config(path, env={})
+
+    def test_a_secret_file_that_is_a_fifo_is_refused_at_once(self, tmp_path: Path) -> None:
+        """Read, it blocked every call for ever (under cron, one more stuck process a minute)."""
+        path = fifo(tmp_path / "token")
+
+        with pytest.raises(ConfigError) as caught:
+            read_secret_file(path, "openchoreo.auth.tokenFile")
+
+        assert str(caught.value) == (
+            f"openchoreo.auth.tokenFile: cannot read {path}: not a regular file (a FIFO)"
+        )
+
+    def test_a_count_at_the_largest_is_taken_as_written(self, tmp_path: Path) -> None:
+        """Compared as a float, 2**63 - 2 was refused as more than 2**63 - 1."""
+        config = load_text(
+            tmp_path, "openchoreo: {incremental: {maxAttempts: 9223372036854775806}}"
+        )
+
+        assert config.openchoreo.incremental.max_attempts == 2**63 - 2
+
     def test_a_secret_file_over_64_kib_is_refused_where_it_is_used(self, tmp_path: Path) -> None:
         (tmp_path / "token").write_bytes(b"t" * (64 * 1024 + 1))
 
@@ -1243,8 +1303,10 @@ class TestCaBundle:
                 lambda tmp: write_bytes(tmp / "x.pem", b"not a certificate\n"),
                 "no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
             ),
+            (lambda tmp: fifo(tmp / "ca.fifo"), "cannot read: not a regular file (a FIFO)"),
+            (lambda tmp: sparse(tmp / "big.pem", 16 * 2**20 + 1), "over 16 MiB, not a CA bundle"),
         ],
-        ids=["missing", "directory", "not-pem"],
+        ids=["missing", "directory", "not-pem", "fifo", "too-large"],
     )
     def test_an_unusable_bundle_names_the_key_and_the_file(
         self, tmp_path: Path, make: Any, problem: str
@@ -1260,14 +1322,7 @@ class TestCaBundle:
     ) -> None:
         """(As uid 65534 through the command line: test_readonly.py.)"""
         bundle = write_ca_bundle(tmp_path / "ca.pem")
-        real_read_bytes = Path.read_bytes
-
-        def refused(self: Path) -> bytes:
-            if self == bundle:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
-            return real_read_bytes(self)
-
-        monkeypatch.setattr(Path, "read_bytes", refused)
+        refuse_to_open(monkeypatch, bundle)
         with pytest.raises(ConfigError) as caught:
             load_text(tmp_path, "openchoreo: {caBundle: ca.pem}\n")
         assert str(caught.value) == f"openchoreo.caBundle: {bundle}: cannot read: Permission denied"
