@@ -117,8 +117,9 @@ class Platform:
         return {f"{b['kind'].lower()}:acme/{b['metadata']['name']}": b for b in bodies}
 
     def complete_cycle(self) -> None:
-        """Runs until the cycle in progress completes (none, if it has)."""
-        for _ in range(20):
+        """Runs until the cycle in progress completes (none, if it has). A wait begun on a
+        clock since set back a minute holds that minute (`schedule.CLOCK_SKEW`)."""
+        for _ in range(100):
             [outcome] = self.run().providers
             if outcome.cycle_completed or outcome.state is ProviderState.RESTING:
                 return
