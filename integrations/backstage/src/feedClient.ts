@@ -71,12 +71,14 @@ export class FeedError extends Error {
   readonly detail: string;
   /** The request failed in transit (no answer, or its body cut off): an abort does that too. */
   readonly inTransit: boolean;
+  /** No whole answer came within the request timeout (`requestTimeout`). */
+  readonly timedOut: boolean;
 
   constructor(
     route: string,
     status: number | undefined,
     detail: string,
-    options: { inTransit?: boolean } = {},
+    options: { inTransit?: boolean; timedOut?: boolean } = {},
   ) {
     super(
       status === undefined
@@ -88,6 +90,7 @@ export class FeedError extends Error {
     this.status = status;
     this.detail = detail;
     this.inTransit = options.inTransit ?? status === undefined;
+    this.timedOut = options.timedOut ?? false;
   }
 }
 
@@ -238,6 +241,9 @@ export class FeedClient {
           : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (error) {
+      if (timedOut(error)) {
+        throw new FeedError(route, undefined, this.timeoutSaid('no answer'), { timedOut: true });
+      }
       const why = `${this.baseUrl} unreachable (${describe(error)})`;
       throw new FeedError(route, undefined, this.shown(why));
     }
@@ -251,7 +257,11 @@ export class FeedClient {
           'is baseUrl the address of choreo-ingest serve?';
         throw new FeedError(route, response.status, why);
       }
-      // A timeout or a dropped connection while the body streams in.
+      if (timedOut(error)) {
+        const why = this.timeoutSaid('the answer did not come whole');
+        throw new FeedError(route, response.status, why, { inTransit: true, timedOut: true });
+      }
+      // A dropped connection while the body streams in.
       const why = `reading the answer failed (${describe(error)})`;
       throw new FeedError(route, response.status, this.shown(why), { inTransit: true });
     }
@@ -278,6 +288,14 @@ export class FeedClient {
     } catch {
       throw new FeedError(route, response.status, 'the answer is not JSON');
     }
+  }
+
+  /** What a request cut short by its timeout says: serve may be up but slow, not unreachable. */
+  private timeoutSaid(what: string): string {
+    return (
+      `${what} from ${this.shown(this.baseUrl)} within ${this.timeoutMs / 1000} s ` +
+      '(requestTimeout): serve is slow or its answer large; raise requestTimeout if it goes on'
+    );
   }
 
   /** `text` as an error shows it: the token masked, on one line, at most DETAIL_CHARS long. */
@@ -326,6 +344,16 @@ export async function readCapped(response: Response, limit: number): Promise<str
     parts.push(value);
   }
   return new TextDecoder().decode(Buffer.concat(parts, size)); // a BOM dropped, as text() does
+}
+
+/**
+ * Whether `error` is the request's own timeout firing (not the step's signal aborting it): a
+ * DOMException, which is no `Error` of another realm's (a test runner's sandbox).
+ */
+function timedOut(error: unknown): boolean {
+  return (
+    typeof error === 'object' && error !== null && 'name' in error && error.name === 'TimeoutError'
+  );
 }
 
 /** A redirect's `Location` as an address (it may be relative to the URL asked). */

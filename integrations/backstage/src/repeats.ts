@@ -104,7 +104,8 @@ export class StepFailures {
  */
 function failureKind(error: unknown, message: string): string {
   if (error instanceof FeedError) {
-    return `feed ${error.route} ${error.status ?? 'unanswered'}${error.inTransit ? ' cut off' : ''}`;
+    const how = `${error.inTransit ? ' cut off' : ''}${error.timedOut ? ' timed out' : ''}`;
+    return `feed ${error.route} ${error.status ?? 'unanswered'}${how}`;
   }
   return message;
 }

@@ -46,6 +46,9 @@ beforeAll(async () => {
       response.end();
       return;
     }
+    if (request.url?.startsWith('/changes?since=6&')) {
+      return; // up, but no answer at all: the request timeout ends it
+    }
     if (request.url?.startsWith('/changes?since=5&')) {
       // Whole, but `changes` is not a list (a proxy's rewrite, another service at the URL).
       response.writeHead(200, { 'Content-Type': 'application/json' });
@@ -86,10 +89,26 @@ test('a body that stops coming fails as a FeedError with the route and the statu
   expect(error).toBeInstanceOf(FeedError);
   expect((error as FeedError).route).toBe('GET /changes');
   expect((error as FeedError).status).toBe(200);
-  expect((error as Error).message).toMatch(
-    /^choreo-ingest GET \/changes answered HTTP 200: reading the answer failed \(/,
+  expect((error as Error).message).toBe(
+    'choreo-ingest GET /changes answered HTTP 200: the answer did not come whole from ' +
+      `${baseUrl} within 0.3 s (requestTimeout): serve is slow or its answer large; raise ` +
+      'requestTimeout if it goes on',
   );
-  expect((error as Error).message).not.toContain(TOKEN);
+  expect((error as FeedError).timedOut).toBe(true);
+});
+
+test('a serve that answers nothing in time is said to be slow, not unreachable', async () => {
+  const client = new FeedClient({ baseUrl, token: TOKEN, timeoutMs: 300 });
+
+  const error = await failure(client.changes(6, 10));
+
+  expect(error).toBeInstanceOf(FeedError);
+  expect((error as FeedError).status).toBeUndefined();
+  expect((error as FeedError).timedOut).toBe(true);
+  expect((error as Error).message).toBe(
+    `choreo-ingest GET /changes failed: no answer from ${baseUrl} within 0.3 s (requestTimeout): ` +
+      'serve is slow or its answer large; raise requestTimeout if it goes on',
+  );
 });
 
 test('a connection dropped in the body fails as a FeedError with route and status', async () => {

@@ -61,6 +61,16 @@ test("a feed's failure repeats while its route and status do, whatever its body 
   expect(failures.failed(new FeedError('GET /entities', 503, 'unavailable'))).toBeDefined();
 });
 
+test('a serve down, then up but too slow, is two failures, each handed on', () => {
+  const failures = new StepFailures(new TestLogger(), () => Date.parse('2026-12-01T00:00:00Z'));
+  const down = () => new FeedError('GET /changes', undefined, 'http://serve unreachable');
+  const slow = new FeedError('GET /changes', undefined, 'no answer', { timedOut: true });
+
+  expect(failures.failed(down())).toBeDefined();
+  expect(failures.failed(down())).toBeUndefined();
+  expect(failures.failed(slow)).toBeDefined();
+});
+
 test('a refused removal is logged once, again after the interval, and when it goes through', async () => {
   const { feed, logger, clock, provider } = await providerOnFakeFeed(10, { batchSize: 4 });
   await provider.run();
