@@ -67,6 +67,36 @@ def test_check_fails_an_unreadable_password_file_and_still_runs_its_other_checks
     assert {"openchoreo.server", "metrics.textfile"} <= set(checks)
 
 
+def test_a_schema_of_another_programs_tables_is_refused_by_check_and_health_too(
+    tmp_path: Path, pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """As a state file that is not a choreo-ingest state: `check` said "writable" (exit 0) and
+    `health` "no state yet: run `choreo-ingest run`" (exit 1) where every other command
+    refuses the schema (exit 4)."""
+    database = pg_url.rsplit("/", 1)[1]
+    with pg_cluster.admin(database) as admin:
+        admin.execute("CREATE SCHEMA other")
+        admin.execute("CREATE TABLE other.notes (body text)")
+    write_config(
+        tmp_path / "choreo-ingest.yaml",
+        "http://127.0.0.1:9",
+        state={"url": pg_url, "schema": "other"},
+    )
+
+    checked = run_cli("check", "--json", cwd=tmp_path)
+    healthy = run_cli("health", "--json", cwd=tmp_path)
+    status = run_cli("status", "--json", cwd=tmp_path)
+
+    refused = "(schema 'other'): holds tables, but not a choreo-ingest state; left untouched"
+    assert checked.returncode == 4, checked.stdout
+    state_check = next(c for c in json.loads(checked.stdout)["checks"] if c["name"] == "state.url")
+    assert state_check["detail"].endswith(refused)
+    assert (healthy.returncode, status.returncode) == (4, 4), healthy.stdout
+    assert json.loads(healthy.stdout)["error"].endswith(refused)
+    with pg_cluster.admin(database) as admin:
+        assert admin.execute("SELECT count(*) FROM other.notes").fetchone() == (0,)
+
+
 def test_without_the_postgres_extra_a_url_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     without_psycopg = (
         "import sys; sys.modules['psycopg'] = None; "

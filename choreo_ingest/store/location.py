@@ -225,12 +225,11 @@ class PostgresLocation:
         return True
 
     def exists(self) -> bool:
-        """Whether the schema holds a state (our migrations table) yet; nothing is made."""
+        """Whether the schema holds any table yet, a state's or another program's (which
+        opening it refuses, as for a foreign file: `check` and `health` said "writable" and "no
+        state yet" of it); nothing is made."""
         return bool(
-            self._catalog_read(
-                "SELECT count(*) FROM pg_tables WHERE schemaname = ? AND tablename = ?",
-                [self.schema, _PG_MIGRATIONS_TABLE],
-            )
+            self._catalog_read("SELECT count(*) FROM pg_tables WHERE schemaname = ?", [self.schema])
         )
 
     def _catalog_read(self, statement: str, params: list[object]) -> object:
@@ -395,9 +394,6 @@ class PostgresLocation:
         if missing:
             return f"{self}: no {' or '.join(missing)} right on {where}"
         return None
-
-
-_PG_MIGRATIONS_TABLE = "_migrations"  # pg_schema.PG_MIGRATIONS_TABLE, without loading psycopg
 
 
 class PgRunLock:
