@@ -97,12 +97,17 @@ def as_positive(value: object) -> float:
     return number
 
 
+def as_positive_at_most(value: object, limit: int, unit: str = "") -> float:
+    """A number greater than 0 and at most `limit` (`unit`: what follows the limit said)."""
+    if (number := as_positive(value)) > limit:
+        raise Invalid(f"must be at most {limit:,}{unit}", value)
+    return number
+
+
 def as_seconds(value: object) -> float:
     """A duration in seconds, at most a year (a longer one is a typo, and overflows the clock's
     arithmetic somewhere: a timeout of 1e12 s, a rest of 1e10 s)."""
-    if (number := as_positive(value)) > LONGEST_SECONDS:
-        raise Invalid(f"must be at most {LONGEST_SECONDS:,} seconds (a year)", value)
-    return number
+    return as_positive_at_most(value, LONGEST_SECONDS, " seconds (a year)")
 
 
 def as_delay(value: object) -> float:
@@ -140,20 +145,12 @@ MAX_REQUEST_RATE = 1_000_000
 holds one entry a request)."""
 
 
-def as_request_rate(value: object) -> float:
-    if (number := as_positive(value)) > MAX_REQUEST_RATE:
-        raise Invalid(f"must be at most {MAX_REQUEST_RATE:,}", value)
-    return number
-
+as_request_rate = partial(as_positive_at_most, limit=MAX_REQUEST_RATE)
 
 LONGEST_RETENTION_DAYS = 3650
+"""Days of the change log kept at most: ten years (a larger number is a typo)."""
 
-
-def as_retention_days(value: object) -> float:
-    """Days of the change log kept: at most ten years (a larger number is a typo)."""
-    if (number := as_positive(value)) > LONGEST_RETENTION_DAYS:
-        raise Invalid(f"must be at most {LONGEST_RETENTION_DAYS:,} (ten years)", value)
-    return number
+as_retention_days = partial(as_positive_at_most, limit=LONGEST_RETENTION_DAYS, unit=" (ten years)")
 
 
 def as_chunk_size(value: object) -> int:
