@@ -73,7 +73,7 @@ from choreo_ingest.config_secrets import (
     secret_in,
     secrets_masked,
 )
-from choreo_ingest.config_values import Invalid, home_expanded, parse_listen
+from choreo_ingest.config_values import Invalid, file_path_text, home_expanded, parse_listen
 from choreo_ingest.errors import ConfigError
 
 __all__ = [
@@ -239,14 +239,14 @@ def resolve_state_path(
         return url
     if looks_like_url(given):  # never shown: taken as a path, it would be, password and all
         raise ConfigError(NOT_A_POSTGRESQL_URL, path=origin)
-    state = _expanded(given, origin)
+    state = _expanded(given, origin, file=True)
     refuse_rewritten_state(state, config, origin)
     return state
 
 
-def _expanded(given: str, origin: str) -> Path:
+def _expanded(given: str, origin: str, *, file: bool = False) -> Path:
     try:
-        return home_expanded(given)
+        return home_expanded(file_path_text(given) if file else given)
     except Invalid as invalid:
         raise ConfigError(invalid.problem, path=origin) from None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from choreo_ingest.config_model import DATABASE_URL_SCHEMES
-from choreo_ingest.config_values import Invalid, as_text, home_expanded
+from choreo_ingest.config_values import Invalid, as_text, file_path_text, home_expanded
 
 
 def is_database_url(text: str) -> bool:
@@ -42,7 +42,7 @@ def as_state_file_path(value: object) -> Path:
         if is_database_url(text.strip()):
             raise Invalid("takes a file path; a postgresql:// URL goes in state.url")
         raise Invalid(NOT_A_POSTGRESQL_URL)
-    return home_expanded(text)
+    return home_expanded(file_path_text(text))
 
 
 DATABASE_URL_FORM = "postgresql://[user[:password]@]host[:port]/database[?sslmode=...]"

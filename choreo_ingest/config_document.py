@@ -41,6 +41,7 @@ from choreo_ingest.config_values import (
     as_chunk_size,
     as_count,
     as_delay,
+    as_directory_path,
     as_file_path,
     as_flag,
     as_host_names,
@@ -70,7 +71,8 @@ from choreo_ingest.errors import ConfigError
 
 _CA_BUNDLE = "openchoreo.caBundle"
 _FILE_PATH = optional(as_file_path)
-"""The parser of every key naming a file or directory (`_check_rewritten_files` looks for it)."""
+"""The parser of every key naming a file (`_check_rewritten_files` looks for it)."""
+_DIRECTORY_PATH = optional(as_directory_path)
 _STATE_FILE_PATH = optional(as_state_file_path)
 """`state.path`'s: a file path, as `_FILE_PATH`'s, that is no URL (it would be shown whole)."""
 
@@ -123,7 +125,7 @@ _SCHEMA: dict[str, Callable[[object], object]] = {
     "state.schema": as_schema_name,
     "metrics.textfile": _FILE_PATH,
     "metrics.labels": as_metric_labels,
-    "catalog.directory": _FILE_PATH,
+    "catalog.directory": _DIRECTORY_PATH,
     "providers": lambda value: _providers(as_providers(value)),
 }
 _TARGETS = {
@@ -291,7 +293,11 @@ def _check_rewritten_files(found: dict[str, Any], source: Path | None) -> None:
     """A file choreo-ingest replaces whole (`_REWRITTEN`) may not be a file the tool reads or
     writes besides (the state file, a secret, the config file itself would be lost), nor lie in
     `catalog.directory`, whose files are the catalog."""
-    files = [key for key, parse in _SCHEMA.items() if parse in (_FILE_PATH, _STATE_FILE_PATH)]
+    files = [
+        key
+        for key, parse in _SCHEMA.items()
+        if parse in (_FILE_PATH, _STATE_FILE_PATH, _DIRECTORY_PATH)
+    ]
     state = found.get(_target("state.path"))
     for key, (writer, content) in _REWRITTEN.items():
         written = found.get(_target(key))

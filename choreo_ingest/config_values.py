@@ -248,7 +248,19 @@ def optional(parse: Callable[[object], T]) -> Callable[[object], T | None]:
 
 
 def as_file_path(value: object) -> Path:
+    return home_expanded(file_path_text(as_text(value)))
+
+
+def as_directory_path(value: object) -> Path:
     return home_expanded(as_text(value))
+
+
+def file_path_text(text: str) -> str:
+    """`text`, a file's path; Invalid where it ends in `/`, which names a directory: taken as a
+    file, `sub/` would make a file `sub` where the operator meant a directory."""
+    if text.rstrip().endswith("/"):
+        raise Invalid("ends in /, naming a directory; give a file's path", text)
+    return text
 
 
 def home_expanded(text: str) -> Path:
@@ -341,7 +353,8 @@ def _url_parts(url: str, value: object, *, hint: str) -> SplitResult:
     expected = "expected an http:// or https:// URL with a host"
     try:
         parts = urlsplit(url)
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        port = parts.port
     except ValueError:  # a bad port or IPv6 literal, or a password holding `/` (not shown)
         said = f"{expected}, its port (if any) digits"
         raise Invalid(said, NOTHING if "@" in url else value) from None
@@ -349,6 +362,8 @@ def _url_parts(url: str, value: object, *, hint: str) -> SplitResult:
         raise Invalid(expected, value)
     if parts.username or parts.password:
         raise Invalid(f"must not hold credentials; {hint}")
+    if port == 0:
+        raise Invalid("expected a port from 1 to 65535, not 0", value)
     if not url.isprintable() or any(c.isspace() for c in url):
         raise Invalid("must not hold spaces or control characters", value)
     if not _is_host_name(parts.hostname or "", bracketed="[" in parts.netloc):

@@ -507,6 +507,7 @@ BAD_CONFIGS = [
     ),
     ("openchoreo: {baseUrl: ftp://x/api}", "openchoreo.baseUrl", "expected an http:// or https://"),
     ("openchoreo: {baseUrl: 'http:///api'}", "openchoreo.baseUrl", "with a host"),
+    ("openchoreo: {baseUrl: 'http://h:0/api'}", "openchoreo.baseUrl", "port from 1 to 65535"),
     ("openchoreo: {baseUrl: 'http://h/api?x=1'}", "openchoreo.baseUrl", "no query"),
     ("openchoreo: {baseUrl: 'http://h/api#x'}", "openchoreo.baseUrl", "with no fragment (#...)"),
     (
@@ -567,6 +568,8 @@ BAD_CONFIGS = [
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
     ("serve: {listen: 'http://127.0.0.1:8080'}", "serve.listen", "expected host:port, not a URL"),
     ('state: {path: "a\\0b.db"}', "state.path", "holds a NUL byte, which no path can"),
+    ("state: {path: data/}", "state.path", "ends in /, naming a directory; give a file's path"),
+    ("metrics: {textfile: /var/lib/node/}", "metrics.textfile", "ends in /, naming a directory"),
     ('metrics: {textfile: "m\\0.prom"}', "metrics.textfile", "holds a NUL byte"),
     (
         "openchoreo: {incremental: {maxRequestsPerSecond: 1e19}}",
@@ -1874,6 +1877,13 @@ class TestResolveStatePath:
             resolve_state_path("", self.CONFIGURED, env={})
 
         assert str(caught.value) == "--db: empty; give a state file or a PostgreSQL URL"
+
+    def test_a_db_option_naming_a_directory_is_refused_not_made_a_file(self) -> None:
+        """`--db /var/lib/choreo-ingest/` would otherwise make a state file of that name."""
+        with pytest.raises(ConfigError) as caught:
+            resolve_state_path("data/", self.CONFIGURED, env={})
+
+        assert str(caught.value) == "--db: ends in /, naming a directory; give a file's path"
 
     def test_relative_config_path_is_relative_to_the_file(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "state: {path: data/ingest.db}\n")
