@@ -226,6 +226,14 @@ def not_a_regular_file(path: StrPath, mode: int) -> str | None:
     return f"{path}: not a regular file" + (f" ({kind})" if kind else "")
 
 
+def absent_directory(directory: StrPath) -> str:
+    """What is wrong with `directory`, which a file should be made in and is not a directory:
+    that it does not exist, or (the advice to create it would fail) that a file is there."""
+    if os.path.lexists(directory):
+        return f"{directory} is not a directory"
+    return f"directory {directory} does not exist"
+
+
 def read_regular_file(path: StrPath, limit: int) -> bytes:
     """Up to `limit` + 1 bytes of the regular file at `path` (more than `limit`: the caller's
     to refuse), opened without waiting: a FIFO named where a file belongs (a secret, the

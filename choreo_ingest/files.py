@@ -16,6 +16,7 @@ from types import TracebackType
 from choreo_ingest.atomic_file import (
     TEMP_SLOTS,
     TEMP_SUFFIX,
+    absent_directory,
     not_a_regular_file,
     replace_atomically,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "TEMP_SLOTS",
     "TEMP_SUFFIX",
     "DurableBatch",
+    "absent_directory",
     "flush_to_disk",
     "make_directories",
     "not_a_regular_file",

@@ -25,7 +25,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.disk_space import space_check, state_room_wanted
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
-from choreo_ingest.files import not_a_regular_file
+from choreo_ingest.files import absent_directory, not_a_regular_file
 from choreo_ingest.logs import scrub_secrets
 from choreo_ingest.models import Check
 from choreo_ingest.providers.base import CheckingProvider
@@ -175,7 +175,7 @@ def _creatable(key: str, directory: Path) -> Check:
 def _writable(key: str, path: Path) -> Check:
     directory = path.parent
     if not directory.is_dir():
-        return Check(key, False, f"{path}: directory {directory} does not exist")
+        return Check(key, False, f"{path}: {absent_directory(directory)}")
     if not os.access(directory, os.W_OK | os.X_OK):
         return Check(key, False, f"{path}: directory {directory} is not writable")
     problem = _not_a_file(path)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from choreo_ingest.atomic_file import absent_directory
 from choreo_ingest.clock import parsed_time, rfc3339, rfc3339_due
 from choreo_ingest.config import Config, IncrementalConfig
 from choreo_ingest.event_retries import EventRetries
@@ -428,11 +429,15 @@ def no_state_health(state: StateRef) -> dict[str, Any]:
         problem = f"no state yet at {location.path.absolute()}{location.guess_said}"
     elif directory is None:
         problem = f"no state yet at {state}: run `choreo-ingest run`"
+    elif directory.exists():
+        problem = f"no state yet at {state}, and {absent_directory(directory)}"
     else:
         problem = (
-            f"no state yet at {state}, and its directory {directory} does not exist: create it, "
+            f"no state yet at {state}, and {absent_directory(directory)}: create it, "
             "then run `choreo-ingest run`"
         )
+    if location.given_by:
+        problem += f" ({location.given_by} gave this state)"
     return {"healthy": False, "providers": [], "problems": [problem]}
 
 

@@ -382,10 +382,45 @@ class TestStateCommands:
 
         assert done.returncode == 4
         assert plain(done.stderr).splitlines()[0] == (
-            f"choreo-ingest: error: {state}: no state file yet, and its directory "
+            f"choreo-ingest: error: {state}: no state file yet, and directory "
             f"{state.parent} does not exist: create it (`choreo-ingest run` and `migrate` do not)"
         )
         assert not (tmp_path / "nodir").exists()
+
+    @pytest.mark.parametrize(
+        "command", [("status",), ("export",), ("changes",), ("check",)], ids=" ".join
+    )
+    def test_a_state_file_below_a_regular_file_says_that_is_no_directory(
+        self, tmp_path: Path, command: tuple[str, ...]
+    ) -> None:
+        """Told "create it", the operator would find the file there already."""
+        (tmp_path / "afile").write_text("")
+        state = tmp_path / "afile" / "state.db"
+
+        done = run_cli(*command, "--db", state, cwd=tmp_path)
+
+        assert done.returncode == 4
+        assert f"{tmp_path / 'afile'} is not a directory" in plain(done.stderr)
+        assert "does not exist" not in plain(done.stderr)
+        assert "create it" not in plain(done.stderr)
+
+    def test_a_state_named_by_the_environment_says_so_where_there_is_none(
+        self, tmp_path: Path
+    ) -> None:
+        """A `$CHOREO_INGEST_DB` left set in a shell points away from the config's state file;
+        the error must say where the path it names came from."""
+        configured = tmp_path / "configured.db"
+        assert run_cli("migrate", "--db", configured, cwd=tmp_path).returncode == 0
+        (tmp_path / "choreo-ingest.yaml").write_text(f"state: {{path: {configured}}}\n")
+        stray = tmp_path / "stray.db"
+
+        for command in (("status",), ("export",), ("changes",), ("health",)):
+            done = run_cli(*command, cwd=tmp_path, env={"CHOREO_INGEST_DB": str(stray)})
+
+            said = plain(done.stdout if command == ("health",) else done.stderr)
+            assert str(stray) in said, command
+            assert "$CHOREO_INGEST_DB gave this state" in said, command
+        assert run_cli("status", cwd=tmp_path).returncode == 0
 
     def test_health_of_a_state_whose_directory_is_missing_says_to_create_it(
         self, tmp_path: Path
@@ -396,7 +431,7 @@ class TestStateCommands:
 
         assert done.returncode == 1
         assert json.loads(done.stdout)["problems"] == [
-            f"no state yet at {state}, and its directory {state.parent} does not exist: "
+            f"no state yet at {state}, and directory {state.parent} does not exist: "
             "create it, then run `choreo-ingest run`"
         ]
 
@@ -847,6 +882,37 @@ class TestReported:
         document = json.loads(done.stdout)
         assert document.pop("error").startswith("No such option: --bogus")
         assert document == {**fields, "exitCode": 2}
+
+    def test_a_json_flag_given_to_a_command_without_it_prints_no_document(
+        self, tmp_path: Path
+    ) -> None:
+        """`export > catalog.ndjson` must not find an error document where its data goes."""
+        done = run_cli("export", "--json", "--db", tmp_path / "state.db", cwd=tmp_path)
+
+        assert (done.returncode, done.stdout) == (2, "")
+        assert one_error_line(done.stderr).startswith(
+            "choreo-ingest: error: export: No such option: --json"
+        )
+
+    @pytest.mark.parametrize(
+        ("given", "named"),
+        [
+            ("-v", "-v"),
+            ("-vv", "-v"),
+            ("--log-json", "--log-json"),
+            ("--log-console", "--log-console"),
+        ],
+    )
+    def test_choreo_ingests_own_option_after_the_command_says_where_it_goes(
+        self, tmp_path: Path, given: str, named: str
+    ) -> None:
+        """`run --help` does not list `-v`, so sending the operator there would not help."""
+        done = run_cli("run", given, cwd=tmp_path)
+
+        assert done.returncode == 2
+        assert one_error_line(done.stderr).endswith(
+            f"({named} is choreo-ingest's own option: give it before `run`)"
+        )
 
     def test_a_value_not_among_an_options_choices_is_named_in_plain_words(
         self, tmp_path: Path

@@ -258,6 +258,11 @@ def _names_no_command(args: Sequence[str]) -> bool:
     return not args or (len(args) == 1 and args[0] in groups)
 
 
+def _options_of(context: typer.Context) -> set[str]:
+    """The options of `context`'s command, each by every name it has."""
+    return {name for param in context.command.params for name in param.opts}
+
+
 def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     """One line on stderr (and, with --json, the one JSON document the caller waits for)."""
     code = int(getattr(error, "exit_code", ExitCode.USAGE))
@@ -268,13 +273,21 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     context = getattr(error, "ctx", None)
     command = context.command_path.removeprefix(PROG_NAME).strip() if context else ""
     help_hint = f" (see `{context.command_path} --help`)" if context else ""
+    # Set where click refused an option of the command (not of choreo-ingest itself).
+    in_command = context if context is not None and context.parent is not None else None
+    option = getattr(error, "option_name", None)
+    if in_command is not None and option in _options_of(in_command.find_root()):
+        # `run -v`: the command's help does not list it, so say where it goes
+        help_hint = f" ({option} is choreo-ingest's own option: give it before `{command}`)"
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
     as_json, fields = command_fields(list(args))
+    if in_command is not None:  # --json is the command's, or none: a command without it
+        as_json = as_json and "--json" in _options_of(in_command)  # (`export`) prints none
     if as_json:
         # click names the command when it refused one of its options, or a global option once
         # the command was known (`--log-json --log-console run`); else the arguments do.
-        if context is not None and context.parent is not None:
-            fields = error_fields(context.command.name or "", list(args))
+        if in_command is not None:
+            fields = error_fields(in_command.command.name or "", list(args))
         elif context is not None and context.invoked_subcommand:
             fields = error_fields(context.invoked_subcommand, list(args))
         print_error_document({**fields, "exitCode": code, "error": message})

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from choreo_ingest.atomic_file import absent_directory
 from choreo_ingest.config import NO_CONFIG_FOUND, Config, read_secret_file
 from choreo_ingest.errors import ConfigError, LockHeld, NotAStateFile, StateError
 from choreo_ingest.store.connection import Tracer
@@ -39,6 +40,8 @@ class SqliteLocation:
     guessed: bool = field(default=False, compare=False)
     """The default `./choreo-ingest.db`, taken because no config file was found: where there is
     no state, that is said instead of advice to make one here (`configured_location`)."""
+    given_by: str | None = field(default=None, compare=False)
+    """`$CHOREO_INGEST_DB` where the location came from it (not the command line or config)."""
 
     def __str__(self) -> str:
         """As shown to people: as given (`status` names it by its absolute path)."""
@@ -72,7 +75,7 @@ class SqliteLocation:
             return StateError(
                 f"{self.path.absolute()}: no state file yet{self.guess_said}", path=str(self.path)
             )
-        return no_state_yet(self, self.missing_directory())
+        return no_state_yet(self, self.missing_directory(), given_by=self.given_by)
 
     def open(
         self, *, readonly: bool = False, tracer: Tracer | None = None, despite_damage: bool = False
@@ -85,8 +88,8 @@ class SqliteLocation:
                 "forgets it once it finds the file whole)",
                 path=str(self.path),
             )
-        if readonly and self.guessed and not self.exists():
-            raise self.no_state_yet()
+        if readonly and (self.guessed or self.given_by) and not self.exists():
+            raise self.no_state_yet()  # said with where the location came from
         return Store.open(self.real_path, readonly=readonly, tracer=tracer)
 
     def note_damage(self, error: StateError) -> None:
@@ -142,7 +145,7 @@ class SqliteLocation:
             return str(error)
         directory = self.real_path.parent
         if not directory.is_dir():
-            return f"{path}: directory {directory} does not exist"
+            return f"{path}: {absent_directory(directory)}"
         if not os.access(directory, os.W_OK | os.X_OK):
             return f"{path}: directory {directory} is not writable"
         if exists and not os.access(path, os.W_OK):
@@ -177,6 +180,8 @@ class PostgresLocation:
     password_error: ConfigError | None = field(default=None, compare=False, repr=False)
     """Why `state.passwordFile` could not be read, kept for `check` to report among its checks
     (`configured_location(defer_password_error=True)`); any session opened here raises it."""
+    given_by: str | None = field(default=None, compare=False)
+    """`$CHOREO_INGEST_DB` where the location came from it (not the command line or config)."""
     readers: KeptSessions | None = field(default=None, compare=False, repr=False)
     """Read-only sessions kept from one read to the next (`pg_sessions`; `serve` sets them)."""
     writers: KeptSessions | None = field(default=None, compare=False, repr=False)
@@ -218,7 +223,7 @@ class PostgresLocation:
     def no_state_yet(self) -> StateError:
         """What a command that needs a state already there says when there is none: a schema
         is no file."""
-        return no_state_yet(self, None, what="state")
+        return no_state_yet(self, None, what="state", given_by=self.given_by)
 
     def might_exist(self) -> bool:
         """True: telling would cost a session of its own, and opening the store tells."""
@@ -501,9 +506,10 @@ def configured_location(
     is loaded for a URL only, which is opened next anyway. So is a `state.passwordFile` that
     cannot be read, unless `defer_password_error`: then it is kept in the location's
     `password_error`, for `check`, whose other checks still run."""
+    given_by = origin if origin.startswith("$") else None  # not typed in the command line
     if isinstance(resolved, Path):
         guessed = config.source is None and origin == "state.path" and config.state_path is None
-        return SqliteLocation(resolved, guessed=guessed)
+        return SqliteLocation(resolved, guessed=guessed, given_by=given_by)
     from choreo_ingest.store.pg_connection import url_options
 
     url_options(resolved, origin=origin)
@@ -512,5 +518,9 @@ def configured_location(
     except ConfigError as error:
         if not defer_password_error:
             raise
-        return PostgresLocation(resolved, schema=config.state_schema, password_error=error)
-    return PostgresLocation(resolved, schema=config.state_schema, password=password)
+        return PostgresLocation(
+            resolved, schema=config.state_schema, password_error=error, given_by=given_by
+        )
+    return PostgresLocation(
+        resolved, schema=config.state_schema, password=password, given_by=given_by
+    )

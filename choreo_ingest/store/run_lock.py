@@ -13,6 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
+from choreo_ingest.atomic_file import absent_directory
 from choreo_ingest.errors import LockHeld, LockLost, StateError
 
 LOCK_FILE_MODE = 0o640
@@ -64,7 +65,7 @@ class RunLock:
             if isinstance(error, FileNotFoundError) and not self.path.parent.is_dir():
                 # As the store says when it opens the state file.
                 raise StateError(
-                    f"{self.path}: directory {self.path.parent} does not exist",
+                    f"{self.path}: {absent_directory(self.path.parent)}",
                     path=str(self.path),
                 ) from None
             raise StateError(_cannot_open(self.path, error), path=str(self.path)) from error

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from choreo_ingest.config import DEFAULT_INBOX_CAPACITY
 from choreo_ingest.errors import StateError
-from choreo_ingest.files import not_a_regular_file
+from choreo_ingest.files import absent_directory, not_a_regular_file
 from choreo_ingest.models import (
     JSON,
     Delta,
@@ -90,7 +90,7 @@ def check_openable(path: Path, *, readonly: bool) -> None:
     if readonly:
         raise no_state_yet(path, missing_directory(path))
     if _looked_up(path.parent) is None:
-        raise StateError(f"{path}: directory {path.parent} does not exist", path=str(path))
+        raise StateError(f"{path}: {absent_directory(path.parent)}", path=str(path))
 
 
 def missing_directory(path: Path) -> Path | None:
@@ -100,20 +100,29 @@ def missing_directory(path: Path) -> Path | None:
 
 
 def no_state_yet(
-    state: object, missing_directory: Path | None, *, what: str = "state file"
+    state: object,
+    missing_directory: Path | None,
+    *,
+    what: str = "state file",
+    given_by: str | None = None,
 ) -> StateError:
     """For a command that needs a state already there (`what`: "state" for a PostgreSQL schema,
     which is no file). `run` and `migrate` make a state file, never its directory: when that is
     missing too (`missing_directory`), it is named, or the advice would send the operator to a
-    command that fails as well."""
+    command that fails as well. `given_by`: `$CHOREO_INGEST_DB` where the location came from it:
+    a variable left set in a shell points away from the config's state, and only this says so."""
+    given = f"; {given_by} gave this {what}" if given_by else ""
     if missing_directory is not None:
-        return StateError(
-            f"{state}: no {what} yet, and its directory {missing_directory} does not exist: "
-            "create it (`choreo-ingest run` and `migrate` do not)",
-            path=str(state),
+        absent = absent_directory(missing_directory)
+        advice = (
+            ""
+            if missing_directory.exists()
+            else ": create it (`choreo-ingest run` and `migrate` do not)"
         )
+        return StateError(f"{state}: no {what} yet, and {absent}{advice}{given}", path=str(state))
     return StateError(
-        f"{state}: no {what} yet (`choreo-ingest run` or `choreo-ingest migrate` creates it)",
+        f"{state}: no {what} yet (`choreo-ingest run` or `choreo-ingest migrate` creates it)"
+        f"{given}",
         path=str(state),
     )
 

@@ -29,6 +29,7 @@ from choreo_ingest.errors import (
     NotFoundError,
     ProviderError,
 )
+from choreo_ingest.files import absent_directory
 from choreo_ingest.models import Check, QueuedItem
 from choreo_ingest.providers.openchoreo.auth import ClientCredentials, Credentials
 from choreo_ingest.providers.openchoreo.client import OpenChoreoClient
@@ -230,7 +231,7 @@ def _token_cache_problem(path: Path) -> str | None:
     if special is not None:  # never renamed over (`token_cache`)
         return special.removeprefix(f"{path}: ")
     if not folder.is_dir():
-        return f"its directory {folder} does not exist"
+        return absent_directory(folder)
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"its directory {folder} cannot be written"
     return None
