@@ -16,6 +16,7 @@
         │   ├── DeadlineExceeded    the burst deadline passed inside a page
         │   │   └── ServerStalled   ... while the server kept it waiting all of requestTimeout
         │   └── TokenUnavailable    the token endpoint failed so (retried as a request is)
+        │       └── TokenRetryAfter  ... and said when to come back (also a RetryAfter)
         ├── PermanentError          retrying will not help (400, 401, 403, bad data)
         │   ├── AuthError           401/403: the credentials in openchoreo.auth
         │   │   ├── GrantRefused    the token grant refused (`run`: 2, a setting to mend)
@@ -236,6 +237,11 @@ class ConnectDeadlineExceeded(ServerStalled):
 class TokenUnavailable(TransientError):
     """The OAuth2 token endpoint could not grant a token for now: 5xx, 408, 429, a timeout or a
     failed connection. The request that needed the token is retried as if it had failed so."""
+
+
+class TokenRetryAfter(RetryAfter, TokenUnavailable):
+    """The token endpoint could not grant a token for now and said when to ask again (a 429 or
+    503 with `Retry-After`): waited out as the API's own `Retry-After` is."""
 
 
 class PermanentError(ProviderError):

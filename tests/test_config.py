@@ -36,7 +36,7 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.config_values import MAX_COUNT
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.providers.openchoreo.auth import credentials_for
+from choreo_ingest.providers.openchoreo.auth import FormAnswer, credentials_for
 from choreo_ingest.store import MAX_INTEGER
 
 from fakes import FakeClock
@@ -1224,7 +1224,7 @@ class TestDeferredSecrets:
 
         with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
             credentials_for(
-                auth, clock=FakeClock(), post_form=lambda url, form, headers: (500, None)
+                auth, clock=FakeClock(), post_form=lambda url, form, headers: FormAnswer(500, None)
             )
 
     @pytest.mark.parametrize(("text", "key"), DEFERRED_FILES.values(), ids=DEFERRED_FILES)
@@ -1238,7 +1238,7 @@ class TestDeferredSecrets:
         auth = config.openchoreo.auth
         with pytest.raises(ConfigError, match=f"^{re.escape(key)}: environment variable"):
             credentials_for(
-                auth, clock=FakeClock(), post_form=lambda url, form, headers: (500, None)
+                auth, clock=FakeClock(), post_form=lambda url, form, headers: FormAnswer(500, None)
             ).bearer()
 
     @pytest.mark.parametrize(("text", "key"), DEFERRED_FILES.values(), ids=DEFERRED_FILES)

@@ -32,7 +32,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import (
@@ -48,6 +48,7 @@ from choreo_ingest.errors import (
     ConfigError,
     GrantRefused,
     ProviderError,
+    TokenRetryAfter,
     TokenUnavailable,
     TransientError,
 )
@@ -63,9 +64,19 @@ from choreo_ingest.providers.openchoreo.client_auth import (
 from choreo_ingest.providers.openchoreo.token_cache import TokenCache
 from choreo_ingest.providers.openchoreo.token_lifetime import refresh_point
 
-PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], tuple[int, Any]]
-"""POST a form to an absolute URL with these extra headers -> (HTTP status, parsed JSON body or
-None).
+
+class FormAnswer(NamedTuple):
+    """The token endpoint's answer to one POST."""
+
+    status: int
+    body: Any
+    """The parsed JSON body, or None."""
+    retry_after: float | None = None
+    """Seconds its `Retry-After` asks to wait before the next request, where it says."""
+
+
+PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], FormAnswer]
+"""POST a form to an absolute URL with these extra headers -> its answer.
 
 Raises TransientError itself on connection errors and timeouts."""
 OnSecret = Callable[[str], None]
@@ -290,15 +301,16 @@ class ClientCredentials:
         secret = self._client_secret()
         granted_at = self._clock.now()
         ways = [self._way] if self._way else ways_to_try(self._methods, oauth.client_id, secret)
-        refused: list[tuple[Way, int, Any]] = []
+        refused: list[tuple[Way, FormAnswer]] = []
         for way in ways:
-            status, body = self._post(way, secret)
+            answer = self._post(way, secret)
+            status, body = answer.status, answer.body
             if 200 <= status < 300:
                 self._way = way
                 if way.method != ways[0].method:
                     self.learned_method = way.method
                 break
-            refused.append((way, status, body))
+            refused.append((way, answer))
             if not client_auth_refused(status, body):
                 break
         else:
@@ -327,7 +339,7 @@ class ClientCredentials:
             self._cache.store(token, self._refresh_at)
         return token
 
-    def _post(self, way: Way, secret: str) -> tuple[int, Any]:
+    def _post(self, way: Way, secret: str) -> FormAnswer:
         """One token request, the client secret sent `way`; logged at debug as the client logs
         the API's requests. A connection failure names the token URL's key."""
         oauth = self._oauth
@@ -342,7 +354,7 @@ class ClientCredentials:
         where = oauth.token_url.partition("?")[0]
         started = self._clock.monotonic()
         try:
-            status, body = self._post_form(oauth.token_url, fields, request.headers)
+            answer = self._post_form(oauth.token_url, fields, request.headers)
         except TransientError as error:
             if type(error) is not TransientError:  # a deadline, a Retry-After: kept as they are
                 raise
@@ -351,19 +363,20 @@ class ClientCredentials:
                 text, method="POST", path=where, code=error.code, config_key=_TOKEN_URL_KEY
             ) from None
         seconds = round(self._clock.monotonic() - started, 3)
-        log.debug("token_request", method="POST", path=where, status=status, seconds=seconds)
-        return status, body
+        log.debug("token_request", method="POST", path=where, status=answer.status, seconds=seconds)
+        return answer
 
-    def _refused(self, answers: list[tuple[Way, int, Any]]) -> ProviderError:
+    def _refused(self, answers: list[tuple[Way, FormAnswer]]) -> ProviderError:
         """The error of a grant refused in each way tried (`answers`, in order). The answer
         shown is the last when it is not about the client's authentication (what stopped the
         tries: trouble of the server's, a scope), else the first that says `invalid_client`,
         else the first: a provider that refuses a way the client is not registered for
-        (Thunder: `unauthorized_client`) says nothing of the secret."""
-        _, status, body = answers[-1]
+        (Thunder: `unauthorized_client`) says nothing of the secret. Trouble of the server's
+        that says when to come back (`Retry-After`) is waited out so (`TokenRetryAfter`)."""
+        _, (status, body, retry_after) = answers[-1]
         if client_auth_refused(status, body):
-            _, status, body = next(
-                (answer for answer in answers if error_code(answer[2]) == "invalid_client"),
+            _, (status, body, retry_after) = next(
+                (answer for answer in answers if error_code(answer[1].body) == "invalid_client"),
                 answers[0],
             )
         fields = body if isinstance(body, dict) else {}
@@ -372,6 +385,11 @@ class ClientCredentials:
         problem = f"HTTP {status}" + (f" {code}" if code else "")
         problem += f": {description}" if description else ""
         if status >= 500 or status in (408, 429):
+            if retry_after is not None:
+                problem += f" (Retry-After: {retry_after:g} s)"
+                return self._error(
+                    TokenRetryAfter, problem, status, code, _TOKEN_URL_KEY, retry_after=retry_after
+                )
             return self._error(TokenUnavailable, problem, status, code, _TOKEN_URL_KEY)
         key, advice = self._advice(status, code)
         if len(answers) > 1:
@@ -385,8 +403,8 @@ class ClientCredentials:
             )
         return self._error(GrantRefused, f"{problem}; {advice}", status, code, key)
 
-    def _answered(self, answer: tuple[Way, int, Any]) -> str:
-        way, status, body = answer
+    def _answered(self, answer: tuple[Way, FormAnswer]) -> str:
+        way, (status, body, _) = answer
         code = self._shown(error_code(body), 64)
         return f"{way.label}: HTTP {status}" + (f" {code}" if code else "")
 
@@ -419,12 +437,15 @@ class ClientCredentials:
         status: int | None = None,
         code: str | None = None,
         key: str | None = None,
+        **fields: Any,
     ) -> ProviderError:
         url = self._oauth.token_url
         shown = query_values_hidden(url)
         text = self._known.redact(f"token request to {_TOKEN_URL_KEY} ({shown}): {problem}")
         where = url.partition("?")[0]
-        return kind(text, method="POST", path=where, status=status, code=code, config_key=key)
+        return kind(
+            text, method="POST", path=where, status=status, code=code, config_key=key, **fields
+        )
 
 
 class _Known:

@@ -34,7 +34,12 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.logs import get_logger, masked
-from choreo_ingest.providers.openchoreo.auth import Credentials, PostForm, credentials_for
+from choreo_ingest.providers.openchoreo.auth import (
+    Credentials,
+    FormAnswer,
+    PostForm,
+    credentials_for,
+)
 from choreo_ingest.providers.openchoreo.connection_settings import (
     default_user_agent,
     proxy_note,
@@ -51,6 +56,7 @@ from choreo_ingest.providers.openchoreo.http_errors import (
     backoff_delay,
     error_cause,
     one_line,
+    retry_after_seconds,
     timeout_failure,
 )
 from choreo_ingest.providers.openchoreo.kept_answers import MISSING, KeptAnswers, request_key
@@ -433,9 +439,7 @@ def form_poster(
     """A `PostForm` for the OAuth token endpoint: one short-lived connection per grant (a grant
     is rare), with the API's TLS settings, so credentials can outlive any one burst's client."""
 
-    def post_form(
-        url: str, fields: Mapping[str, str], headers: Mapping[str, str]
-    ) -> tuple[int, Any]:
+    def post_form(url: str, fields: Mapping[str, str], headers: Mapping[str, str]) -> FormAnswer:
         where = url.partition("?")[0]
         time_left = _TOKEN_TIMEOUT.get()
         timeout = config.incremental.request_timeout if time_left is None else time_left()
@@ -474,7 +478,8 @@ def form_poster(
             body = response.json() if whole else None
         except (ValueError, RecursionError):
             body = None
-        return response.status_code, body
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"), clock)
+        return FormAnswer(response.status_code, body, retry_after)
 
     return post_form
 

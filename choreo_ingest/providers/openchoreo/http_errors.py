@@ -242,7 +242,7 @@ class ErrorTranslator:
             return self.error(NotFoundError, method, path, status, code, message)
         transient = (status >= 500 and status != 501) or status == 408
         if status == 429 or transient:
-            retry_after = _retry_after_seconds(answer.headers.get("Retry-After"), self._clock)
+            retry_after = retry_after_seconds(answer.headers.get("Retry-After"), self._clock)
             if retry_after is None and transient:
                 return self.error(TransientError, method, path, status, code, message)
             return RetryAfter(
@@ -420,7 +420,7 @@ def _is_html(answer: Answer, text: str) -> bool:
     return "html" in content_type or text.startswith("<")
 
 
-def _retry_after_seconds(value: str | None, clock: Clock) -> float | None:
+def retry_after_seconds(value: str | None, clock: Clock) -> float | None:
     """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or bad."""
     if not value:
         return None

@@ -16,6 +16,7 @@ from choreo_ingest.errors import AuthError, ConfigError, TransientError, needs_m
 from choreo_ingest.providers.openchoreo.auth import (
     TOKENS_KNOWN,
     ClientCredentials,
+    FormAnswer,
     NoCredentials,
     StaticToken,
     TokenFile,
@@ -44,11 +45,12 @@ class FakeTokenEndpoint:
     `always`, answers every request with it.
 
     `accepts` (`client_secret_post` or `client_secret_basic`) refuses the client secret sent the
-    other way with 401 `invalid_client`, as a provider holds a client to its registered method."""
+    other way with 401 `invalid_client`, as a provider holds a client to its registered method.
+    A response is (status, body) or (status, body, seconds its `Retry-After` says)."""
 
     def __init__(
         self,
-        *responses: tuple[int, Any],
+        *responses: tuple[int, Any] | tuple[int, Any, float],
         expires_in: object = 3600,
         accepts: str | None = None,
         always: tuple[int, Any] | None = None,
@@ -63,19 +65,21 @@ class FakeTokenEndpoint:
 
     def __call__(
         self, url: str, fields: Mapping[str, str], headers: Mapping[str, str]
-    ) -> tuple[int, Any]:
+    ) -> FormAnswer:
         with self._lock:
             self.calls.append((url, dict(fields)))
             self.headers.append(dict(headers))
             basic = "Authorization" in headers
             if self.accepts is not None and basic != (self.accepts == "client_secret_basic"):
-                return 401, {"error": "invalid_client", "error_description": "auth failed"}
+                return FormAnswer(
+                    401, {"error": "invalid_client", "error_description": "auth failed"}
+                )
             if self.always is not None:
-                return self.always
+                return FormAnswer(*self.always)
             if self.responses:
-                return self.responses.pop(0)
+                return FormAnswer(*self.responses.pop(0))
             body = {"access_token": f"access-{len(self.calls)}", "token_type": "Bearer"}
-            return 200, body | {"expires_in": self.expires_in}
+            return FormAnswer(200, body | {"expires_in": self.expires_in})
 
 
 def oauth_config(**overrides: Any) -> OAuthConfig:
@@ -557,7 +561,7 @@ class TestReuse:
 
         def slow_endpoint(
             url: str, fields: Mapping[str, str], headers: Mapping[str, str]
-        ) -> tuple[int, Any]:
+        ) -> FormAnswer:
             entered.set()
             release.wait(timeout=5)
             return endpoint(url, fields, headers)
@@ -664,7 +668,7 @@ class TestEndpointErrors:
     def test_a_connection_failure_names_the_token_url_key(self) -> None:
         def unreachable(
             url: str, fields: Mapping[str, str], headers: Mapping[str, str]
-        ) -> tuple[int, Any]:
+        ) -> FormAnswer:
             raise TransientError("POST http://thunder/oauth2/token: ConnectError")
 
         credentials = credentials_for(

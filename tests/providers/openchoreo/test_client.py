@@ -30,7 +30,7 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
-from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
+from choreo_ingest.providers.openchoreo.auth import Credentials, FormAnswer, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
     MAX_ATTEMPTS,
     OpenChoreoClient,
@@ -1415,9 +1415,8 @@ class TestTokenRequestFailures:
         )
         basic = {"Authorization": "Basic Y2xpZW50OnNlY3JldA=="}
 
-        assert post_form("https://idp.test/token", {"grant_type": "x"}, basic) == (
-            200,
-            {"access_token": "t"},
+        assert post_form("https://idp.test/token", {"grant_type": "x"}, basic) == FormAnswer(
+            200, {"access_token": "t"}
         )
         with pytest.raises(TransientError) as caught:
             post_form("https://idp.test/token", {"grant_type": "x"}, basic)
@@ -1525,20 +1524,20 @@ class TokenEndpoint:
     """A `PostForm` that answers from `answers` in turn (a status and body, or an error to
     raise), then grants `granted-token-N`."""
 
-    def __init__(self, *answers: tuple[int, Any] | TransientError) -> None:
+    def __init__(self, *answers: tuple[int, Any] | tuple[int, Any, float] | TransientError) -> None:
         self.answers = list(answers)
         self.calls = 0
 
     def __call__(
         self, url: str, fields: Mapping[str, str], headers: Mapping[str, str]
-    ) -> tuple[int, Any]:
+    ) -> FormAnswer:
         self.calls += 1
         if self.answers:
             answer = self.answers.pop(0)
             if isinstance(answer, TransientError):
                 raise answer
-            return answer
-        return 200, {"access_token": f"granted-token-{self.calls}", "expires_in": 3600}
+            return FormAnswer(*answer)
+        return FormAnswer(200, {"access_token": f"granted-token-{self.calls}", "expires_in": 3600})
 
 
 def oauth_credentials(endpoint: TokenEndpoint, clock) -> Credentials:
@@ -1626,6 +1625,52 @@ class TestTokenEndpointTrouble:
 
         assert not caught.value.exhausted  # a retry that did not fit: a pause after pages
         assert endpoint.calls == 1
+
+    @pytest.mark.parametrize("status", [429, 503])
+    def test_a_retry_after_is_waited_out_not_asked_again_at_once(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock, status: int
+    ) -> None:
+        """An identity provider that rate-limits asks for minutes; four grants within a second
+        each run is what it meant to stop. The burst ends asking the backoff for that long."""
+        endpoint = TokenEndpoint((status, {"error": "slow_down"}, 300.0))
+        client = make_client(deadline_in=30, credentials=oauth_credentials(endpoint, clock))
+
+        with pytest.raises(RetryAfter) as caught:
+            client.get_json("/namespaces")
+
+        assert isinstance(caught.value, TokenUnavailable)
+        assert caught.value.retry_after == 300.0
+        assert str(caught.value) == (
+            f"token request to openchoreo.auth.oauth.tokenUrl ({TOKEN_URL}): "
+            f"HTTP {status} slow_down (Retry-After: 300 s)"
+        )
+        assert endpoint.calls == 1
+        assert client.requests_sent == 0
+
+    def test_a_short_retry_after_is_waited_within_the_burst(
+        self, httpx_mock: HTTPXMock, make_client: MakeClient, clock
+    ) -> None:
+        endpoint = TokenEndpoint((429, {"error": "slow_down"}, 2.0))
+        httpx_mock.add_response(
+            match_headers={"Authorization": "Bearer granted-token-2"}, json={"items": []}
+        )
+        started = clock.monotonic()
+        client = make_client(deadline_in=30, credentials=oauth_credentials(endpoint, clock))
+
+        assert client.get_json("/namespaces") == {"items": []}
+
+        assert endpoint.calls == 2
+        assert clock.monotonic() - started == pytest.approx(2.0)
+
+    def test_the_form_poster_reads_the_retry_after_header(self, base_url: str) -> None:
+        def busy(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(429, headers={"Retry-After": "120"}, json={"error": "slow"})
+
+        post_form = form_poster(
+            OpenChoreoConfig(base_url=base_url), FakeClock(), httpx.MockTransport(busy)
+        )
+
+        assert post_form(TOKEN_URL, {}, {}) == FormAnswer(429, {"error": "slow"}, 120.0)
 
     def test_a_refused_secret_is_not_retried(
         self, httpx_mock: HTTPXMock, make_client: MakeClient, clock

@@ -198,7 +198,7 @@ def test_no_proxy_networks_are_bypassed_as_curl_bypasses_them(
         assert api.get_public("/version") == {"version": "v1.2.3"}
     assert proxy_variable(version_server) is None
     post = form_poster(OpenChoreoConfig(base_url=version_server), FakeClock())
-    status, body = post(f"{version_server}/oauth2/token", {}, {})
+    status, body, _ = post(f"{version_server}/oauth2/token", {}, {})
     assert (status, body) == (200, {"version": "v1.2.3"})
 
 
