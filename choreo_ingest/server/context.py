@@ -140,8 +140,11 @@ async def provider_of(server: Server, request: Request, scope: ProviderScope) ->
     return checked
 
 
-EVENT_TURN_SECONDS = 10.0
-"""How long an event post waits for its turn to write the inbox (SQLite's own busy wait)."""
+EVENT_TURN_SECONDS = 7.0
+"""How long an event post waits for its turn to write the inbox: under the 10 s OpenChoreo's
+event forwarder gives a whole request, so that its 503 reaches a sender still waiting (one that
+has hung up takes the post as cancelled, and does not retry even where retries are set), with
+time left for the write itself."""
 
 
 @contextmanager
