@@ -34,6 +34,8 @@ an entity ref says about a malformed one, handled where it is parsed.
 
 from __future__ import annotations
 
+from choreo_ingest.version import __version__
+
 
 class ChoreoIngestError(Exception):
     """Base class of every error choreo-ingest raises on purpose."""
@@ -158,7 +160,7 @@ class SchemaTooNew(StateError):
         self.supported = supported
         super().__init__(
             f"{path}: state schema version {found} is newer than this choreo-ingest supports "
-            f"({supported}); upgrade choreo-ingest",
+            f"({supported}, release {__version__}); upgrade choreo-ingest",
             path=path,
         )
 

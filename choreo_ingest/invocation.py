@@ -459,10 +459,23 @@ def forget(
 def copy_state(source: StateRef, target: StateRef, *, force: bool = False) -> CopyReport:
     """The whole state of `source` copied to `target` (both migrated first), holding both run
     locks; a target that holds a state is refused unless `force`, and a source with none (a
-    mistyped `--db`) is refused before anything is created or copied."""
+    mistyped `--db`) is refused before anything is created or copied. So is a source an older
+    release wrote, which migrating would take out of that release's reach, and the copy too:
+    the copy an operator makes before an upgrade is the one to roll back with."""
     copied, copy = state_location(source), state_location(target)
     if not copied.exists():
         raise StateError(f"no state at {copied}: nothing to copy")
+    report = migrate(source, apply=False)
+    if report.pending:
+        raise StateError(
+            f"{copied}: schema version {report.schema_version}, an older release's (this one's "
+            f"is {report.supported_version}): the copy would migrate it and itself first, and "
+            "neither could go back to that release. For a copy to roll back with, run "
+            "`migrate --copy-to` with that release (or copy the file with its -wal and -shm "
+            "while no call runs); to copy it at this release's schema, run `choreo-ingest "
+            "migrate` first",
+            path=str(copied),
+        )
     itself = ConfigError(f"{copy} is the state being copied", path="--copy-to")
     if _same_store(copied, copy):
         raise itself

@@ -144,20 +144,30 @@ def _state_check(location: StateLocation, key: str) -> Check:
     lock, and a state already there opened read-only as `status` opens it, so that a file that
     is not a choreo-ingest state, or one of a newer schema, is refused here in `run`'s words; a
     state file's pages are read through (`quick_check`), so that damage `status` does not meet
-    is found before a run meets it."""
+    is found before a run meets it. A state an older release wrote passes with a warning: the
+    next run migrates it, and until then the reading commands refuse it."""
     problem = location.write_problem()
     if problem is None and isinstance(location, SqliteLocation):
         problem = _not_a_file(location.path)
+    pending: list[str] = []
     if problem is None:
         try:
             if location.exists():
                 noted = location.noted_damage()
                 with location.open(readonly=True, despite_damage=True) as store:
                     problem = store.damage(thorough=noted is not None)
+                    pending = store.pending_migrations()
                 if problem is None:  # what a run met is gone, or the note is of another file
                     location.forget_damage()
         except StateError as error:
             problem = str(error)
+    if problem is None and pending:
+        detail = (
+            f"{location}: writable; {len(pending)} pending schema migration(s) of an older "
+            "release's state, which the next `run` applies (until then `status`, `health`, "
+            "`export` and `changes` refuse it): run `choreo-ingest migrate`"
+        )
+        return Check(key, True, detail, warning=True, state_store=True)
     detail = problem or f"{location}: writable"
     return Check(key, problem is None, detail, state_store=True)
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 from choreo_ingest.clock import Clock, rfc3339, rfc3339_due
 from choreo_ingest.config import Config
 from choreo_ingest.engine import StopSignal
-from choreo_ingest.errors import ChoreoIngestError, LockHeld
+from choreo_ingest.errors import ChoreoIngestError, LockHeld, SchemaTooNew
 from choreo_ingest.event_backlog import ArrivalRate
 from choreo_ingest.invocation import RunResult, run_once
 from choreo_ingest.logs import Throttle, get_logger
@@ -105,6 +105,10 @@ class Service:
         self._unloadable: dict[str, tuple[int, float]] = {}
         """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
         load them again: a tick a second would count (and log) a failure a second."""
+        self.ended_by: SchemaTooNew | None = None
+        """Why the loop ended by itself: a newer release migrated the state (`serve` exits 4)."""
+        self.on_end: Callable[[], None] = lambda: None
+        """Called from the loop's thread when it ends by itself (`serve` stops answering)."""
 
     def alive(self) -> bool:
         """The loop went round recently enough: a burst, its mirror and a tick fit in between."""
@@ -179,6 +183,11 @@ class Service:
         except LockHeld:
             record.skipped = True
             log.debug("tick_skipped", reason="another run holds the lock")
+        except SchemaTooNew as error:  # a newer release migrated the state: no tick of this
+            record.error = str(error)  # process can ever run again, so it ends (exit 4), for
+            self.ended_by = error  # its supervisor to start the release installed now
+            self.stop()
+            self.on_end()
         except ChoreoIngestError as error:
             record.error = str(error)
             if failures := self._failures.count(record.error):

@@ -1,3 +1,3 @@
 """The version of choreo-ingest: a leaf, so that any layer may name it."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -4,6 +4,8 @@ two read as `nobody`: root reads anything)."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from ports import free_port
@@ -21,6 +23,17 @@ PASSWORD = "pg-password-for-tests"
 def ingested(path: Path, clock: FakeClock) -> Path:
     """A state file at `path` holding one small completed cycle."""
     ingest_world(path, World.generate(1, 1, 2, seed=4), clock)
+    return path
+
+
+def as_schema_6_left_it(path: Path) -> Path:
+    """The state file at `path` taken back to schema version 6, as the releases before
+    migration 0007 left it (its indexes dropped, its row gone): an older release's state."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP INDEX event_inbox_by_name")
+        conn.execute("DROP INDEX event_inbox_waiting")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0007_inbox_by_name'")
+        conn.execute("PRAGMA user_version = 6")
     return path
 
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -26,8 +27,9 @@ from choreo_ingest.config import DEFAULT_INBOX_CAPACITY as INBOX_CAPACITY
 from choreo_ingest.metrics import ENTITY_KINDS
 from choreo_ingest.models import EntityIteratorResult
 from choreo_ingest.simulator import World
-from choreo_ingest.store import MIGRATION_NAMES, Store
+from choreo_ingest.store import MIGRATION_NAMES, SCHEMA_VERSION, Store
 from choreo_ingest.store.run_lock import RunLock
+from choreo_ingest.version import __version__
 
 from fakes import FakeClock, make_entity
 from sim_support import (
@@ -673,6 +675,17 @@ class TestMigrateStatus:
         assert Path(before["stateFile"]).is_absolute()
         assert before["stateFile"].endswith("typo.db")
         assert after["stateFile"] == str(state_path.absolute())
+
+    def test_names_the_release_that_reads_it(self, cli: Any, state_path: Path) -> None:
+        """Rolling back takes a release of the same schema: the one installed is named."""
+        cli("migrate")
+        said = cli("migrate", "--status").stdout.splitlines()[0]
+        document = json.loads(cli("migrate", "--status", "--json").stdout)
+
+        assert said.endswith(f"(supported {SCHEMA_VERSION}, by choreo-ingest {__version__})")
+        assert document["release"] == __version__
+        packaged = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+        assert packaged["project"]["version"] == __version__  # else pip says already installed
 
 
 class TestSigterm:

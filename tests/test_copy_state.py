@@ -14,7 +14,9 @@ from choreo_ingest.feed import changes_page, entities_page
 from choreo_ingest.invocation import copy_state
 from choreo_ingest.simulator.world import World
 from choreo_ingest.store import PostgresLocation, RunLock, state_location
+from choreo_ingest.store.schema import SCHEMA_VERSION
 
+from broken_states import as_schema_6_left_it
 from fakes import FakeClock
 from sim_support import ingest_world, plain, run_cli, write_config
 
@@ -231,3 +233,24 @@ def test_a_copy_to_url_with_a_port_out_of_range_is_a_usage_error_naming_copy_to(
         "--copy-to: a port is out of range (1-65535)"
     )
     assert "4f2a9c" not in done.stdout + done.stderr
+
+
+def test_a_state_an_older_release_wrote_is_left_as_it_was_not_migrated_to_copy_it(
+    source: Path, tmp_path: Path
+) -> None:
+    """The copy an operator makes for a rollback: migrated (source and copy), neither could go
+    back to the release that wrote the state."""
+    as_schema_6_left_it(source)
+    before = source.read_bytes()
+    target = tmp_path / "target.db"
+
+    done = run_cli("migrate", "--db", source, "--copy-to", target, cwd=tmp_path)
+
+    assert done.returncode == 4
+    assert plain(done.stderr).startswith(
+        f"choreo-ingest: error: {source}: schema version 6, an older release's (this one's is "
+        f"{SCHEMA_VERSION}): the copy would migrate it and itself first"
+    )
+    assert "run `choreo-ingest migrate` first" in plain(done.stderr)
+    assert source.read_bytes() == before
+    assert not target.exists()

@@ -20,7 +20,7 @@ from choreo_ingest.models import Check
 from choreo_ingest.preflight import run_checks
 from choreo_ingest.store import SCHEMA_VERSION, PostgresLocation, RunLock, Store
 
-from broken_states import ingested
+from broken_states import as_schema_6_left_it, ingested
 from fakes import FakeClock
 from privileges import as_nobody, reachable_directory
 
@@ -152,6 +152,22 @@ class TestStateFileAsRunFindsIt:
 
         assert (check.ok, check.detail) == (False, self.refusal(state))
         assert f"version {SCHEMA_VERSION + 1} is newer" in check.detail
+
+    def test_a_state_an_older_release_wrote_passes_with_a_warning_to_migrate(
+        self, tmp_path: Path
+    ) -> None:
+        """`status`, `health`, `export` and `changes` refuse it until a run migrates it: a
+        `check` that said only "writable" left the operator wondering."""
+        state = tmp_path / "state.db"
+        with Store.open(state) as store:
+            store.migrate()
+        as_schema_6_left_it(state)
+
+        check = checks_of(tmp_path, tmp_path / "metrics.prom", state=state)["state.path"]
+
+        assert (check.ok, check.warning) == (True, True)
+        assert check.detail.startswith(f"{state}: writable; 1 pending schema migration(s)")
+        assert check.detail.endswith("run `choreo-ingest migrate`")
 
     def test_a_run_lock_this_user_may_not_open_is_refused_as_run_refuses_it(
         self, reachable: Path

@@ -59,6 +59,7 @@ from choreo_ingest.store import (
     state_location,
     state_shown,
 )
+from choreo_ingest.version import __version__
 
 ProviderArgument = Annotated[
     str | None, typer.Argument(metavar="PROVIDER", help="Only this provider.")
@@ -276,6 +277,7 @@ def migrate_command(
                     "exists": report.exists,
                     "schemaVersion": report.schema_version,
                     "supportedVersion": report.supported_version,
+                    "release": __version__,
                     "applied": report.applied,
                     "pending": report.pending,
                     "appliedNow": report.applied_now,
@@ -303,7 +305,7 @@ def _migrated_heading(state: StateRef, report: MigrationReport) -> str:
     missing = "" if report.exists else "; no state there yet (`run` or `migrate` makes it)"
     return (
         f"{location}{schema}: schema version {report.schema_version} "
-        f"(supported {report.supported_version}){missing}"
+        f"(supported {report.supported_version}, by choreo-ingest {__version__}){missing}"
     )
 
 

@@ -88,6 +88,7 @@ def serve(
         hosts = answered_hosts(address, credentials, config)
         context = Server(config, service.state, clock, service, credentials, hosts)
         server = http_server(build_app(context), connections)
+        service.on_end = lambda: setattr(server, "should_exit", True)
         loop_thread = threading.Thread(
             target=service.run, name="choreo-ingest-service", daemon=True
         )
@@ -100,6 +101,8 @@ def serve(
             service.stop()  # the burst in flight ends after its page
             loop_thread.join(timeout=config.incremental.burst_length + 30)
             sock.close()
+        if service.ended_by is not None:
+            raise service.ended_by
 
 
 def http_server(app: ASGIApp, connections: Connections) -> uvicorn.Server:

@@ -7,10 +7,12 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from choreo_ingest.simulator.api import SimulatorApi
 from choreo_ingest.simulator.options import SimulatorOptions
 from choreo_ingest.simulator.server import RunningServer, start_server
 from choreo_ingest.simulator.world import World
+from choreo_ingest.store.schema import SCHEMA_VERSION
 
 from sim_support import run_cli, wait_until, write_config
 
@@ -147,6 +150,25 @@ def test_serve_ingests_applies_events_over_http_and_stops_with_0(
     assert code == 0, err
     assert time.monotonic() - started < 2 + 10  # burstLength, and then some
     assert TOKEN not in err
+
+
+def test_serve_ends_with_4_once_a_newer_release_migrated_its_state(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    """An upgrade in place whose cron `run` migrated the state beside a `serve` of the release
+    before: no tick of that process can run again, and `/healthz` alive kept it up for good."""
+    process, url = serve_process(tmp_path, simulator.url)
+    try:
+        ready(process, url)
+        with closing(sqlite3.connect(tmp_path / "state.db", timeout=30)) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        out, err = process.communicate(timeout=START_SECONDS)
+    finally:
+        if process.poll() is None:
+            stop(process)
+    assert process.returncode == 4, err
+    assert out == ""
+    assert f"state schema version {SCHEMA_VERSION + 1} is newer than this choreo-ingest" in err
 
 
 def test_a_cron_run_beside_serve_is_turned_away_or_runs_but_never_overlaps(
