@@ -187,6 +187,28 @@ class CrossSiteGuard:
         await JSONResponse({"error": problem}, status_code=403)(scope, receive, send)
 
 
+class FramingGuard:
+    """Answers 400, and closes the connection, to a request that gives both `Content-Length`
+    and `Transfer-Encoding` (RFC 9112 6.1): a proxy in front that went by the length would take
+    what follows the chunks for the body, where the connection would serve it as a request of
+    its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            names = {name for name, _ in scope["headers"]}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                problem = "both Content-Length and Transfer-Encoding given: send one"
+                answer = JSONResponse(
+                    {"error": problem}, status_code=400, headers={"Connection": "close"}
+                )
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def load_credentials(config: Config, env: Mapping[str, str] | None = None) -> Credentials:
     """Read the token (`serve.auth.tokenFile`, else $CHOREO_INGEST_SERVE_TOKEN) and the events
     secret (`serve.events.secretFile`); an unreadable or empty file, or a secret no request

@@ -157,6 +157,28 @@ def test_a_body_that_does_not_come_whole_in_time_is_answered_408_and_closed(
     assert b"request body not sent whole within 0.5 s" in answer
 
 
+def test_a_request_giving_both_a_length_and_chunks_is_refused_and_nothing_after_it_served(
+    config: Config, tmp_path: Path
+) -> None:
+    """Request smuggling: a proxy that went by Content-Length took the request behind the
+    chunks for this one's body; served, it would pass the proxy's rules for its path."""
+    clock = SystemClock()
+    service = Service(config, tmp_path / "state.db", clock)
+    app = build_app(Server(config, service.state, clock, service, Credentials()))
+    behind = b"GET /status/smuggled HTTP/1.1\r\nHost: serve\r\n\r\n"
+    body = b"0\r\n\r\n" + behind
+    with serving(app, read_timeout=PATIENCE) as address, connected(address) as client:
+        client.sendall(
+            b"POST /api/events/http/openchoreo HTTP/1.1\r\nHost: serve\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % len(body) + body
+        )
+        answer = read_to_the_end(client)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"both Content-Length and Transfer-Encoding given" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1
+
+
 def test_past_the_cap_the_connection_waiting_longest_is_closed_and_the_new_one_answered() -> None:
     with (
         serving(read_timeout=60, most_connections=3) as address,
