@@ -104,11 +104,20 @@ class ProviderStatus:
             for problem in self.health_problems
         ]
 
+    @property
+    def facts_shown(self) -> dict[str, str]:
+        """The facts shown as keys of their own (`facts_shown`); where the API is (`source`)
+        withheld with the error's text: the deployment's, not the provider's state."""
+        facts = facts_shown(self.facts, self.record.cycle_id, PROBLEM_FACTS)
+        if self.error_withheld and SOURCE_FACT in facts:
+            facts[SOURCE_FACT] = ERROR_WITHHELD
+        return facts
+
     def to_json(self) -> dict[str, Any]:
         record = self.record
         withheld = self.error_withheld and record.last_error is not None
         error = ERROR_WITHHELD if withheld else shorten(record.last_error)
-        facts = facts_shown(self.facts, record.cycle_id, PROBLEM_FACTS)
+        facts = self.facts_shown
         waiting = self.events_waiting_alone
         if self.error_withheld:  # the objects' names are catalog content, as the error's text
             waiting = [
@@ -397,9 +406,14 @@ class StatusReport:
     def errors_withheld(self) -> StatusReport:
         """The report for a caller who may not read catalog content (`serve` without its token,
         when one is set): each provider's last error is said to be there, not what it says,
-        since its text can name the API path that failed (namespaces, projects, components)."""
+        since its text can name the API path that failed (namespaces, projects, components);
+        nor where the state and the API are (the deployment's, not providers, counts, times and
+        states)."""
         return replace(
-            self, providers=[replace(item, error_withheld=True) for item in self.providers]
+            self,
+            state_file=ERROR_WITHHELD,
+            state_schema=None if self.state_schema is None else ERROR_WITHHELD,
+            providers=[replace(item, error_withheld=True) for item in self.providers],
         )
 
     def health_json(self) -> dict[str, Any]:

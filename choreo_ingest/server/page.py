@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from choreo_ingest.clock import parsed_time, rfc3339
 from choreo_ingest.event_retries import object_path
-from choreo_ingest.models import EVENTS_HELD_FACT, facts_shown
-from choreo_ingest.reporting import PROBLEM_FACTS, ProviderStatus, StatusReport, shorten
+from choreo_ingest.models import EVENTS_HELD_FACT
+from choreo_ingest.reporting import ProviderStatus, StatusReport, shorten
 from choreo_ingest.store import ChangeRow
 
 PAGE_CSP = (
@@ -188,7 +188,7 @@ def _provider(item: ProviderStatus, now: float) -> str:
         if item.health_problems
         else ""
     )
-    facts = facts_shown(item.facts, item.record.cycle_id, PROBLEM_FACTS)  # as `status` shows
+    facts = item.facts_shown  # as `status` shows them
     rows: list[tuple[str, str]] = []
     if "api" in facts:
         rows.append(("API", f"<code>{_text(facts.pop('api'))}</code>"))

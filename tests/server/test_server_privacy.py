@@ -198,6 +198,24 @@ class TestRefsNeedTheToken:
             named = [ref for ref in expected_refs(world) if ref in answer.text]
             assert named == [], path
 
+    def test_the_open_status_names_neither_the_state_nor_the_apis_address(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        """Where the state file and the OpenChoreo API are is the deployment's, not a provider's
+        counts, times and states: the token reads them."""
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            without = client.get("/status").json()
+            page = client.get("/").text
+            with_token = client.get("/status", headers=AUTH).json()
+
+        assert with_token["providers"][0]["source"].startswith("http")
+        assert (without["stateFile"], without["providers"][0]["source"]) == (
+            ERROR_WITHHELD,
+            ERROR_WITHHELD,
+        )
+        assert str(ingested) not in page
+        assert with_token["providers"][0]["source"] not in page
+
 
 def last_errors(document: dict[str, Any]) -> list[object]:
     return [provider["lastError"] for provider in document["providers"]]
@@ -217,7 +235,8 @@ class TestLastErrorTextNeedsTheToken:
         headers: dict[str, str],
     ) -> None:
         """The same keys and values as with the token, but the text of `lastError`: a dashboard
-        still tells a failing provider from a well one (`lastError` not null)."""
+        still tells a failing provider from a well one (`lastError` not null). Nor where the
+        state and the API are: the deployment's details."""
         with client_of(config, failing, clock, Credentials(TOKEN)) as client:
             without = client.get(route, headers=headers)
             with_token = client.get(route, headers=AUTH).json()
@@ -237,8 +256,10 @@ class TestLastErrorTextNeedsTheToken:
             "eventsWaitingAlone": [
                 {**waiting, "namespace": ERROR_WITHHELD, "name": ERROR_WITHHELD}
             ],
+            **({"source": ERROR_WITHHELD} if "source" in with_token["providers"][0] else {}),
         }
-        assert without.json() == {**with_token, "providers": [withheld]}
+        document = {**with_token, "providers": [withheld]}
+        assert without.json() == document | {"stateFile": ERROR_WITHHELD}
 
     def test_no_open_reading_route_shows_the_last_errors_text_without_the_token(
         self, config: Config, failing: Path, clock: FakeClock

@@ -387,7 +387,7 @@ class TestReading:
     def test_status_is_the_status_json_document(
         self, client: AsgiClient, tmp_path: Path, clock: FakeClock
     ) -> None:
-        answer = client.get("/status")
+        answer = client.get("/status", headers=AUTH)
 
         assert answer.status_code == 200
         served, printed = answer.json(), cli_json(tmp_path, "status")
@@ -911,7 +911,7 @@ class TestOnPostgres:
         for name, location in (("sqlite", state_location(ingested)), ("postgres", postgres)):
             with make_client(config, location, clock, Credentials(TOKEN, None)) as client:
                 assert client.get("/readyz").json() == {"ready": True}
-                status = client.get("/status").json()
+                status = client.get("/status", headers=AUTH).json()
                 status.pop("stateFile")
                 schema = status.pop("stateSchema", None)
                 assert schema == ("choreo_ingest" if name == "postgres" else None)
