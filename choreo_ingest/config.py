@@ -370,6 +370,22 @@ def serve_secret(secret: str | None, key: str) -> str | None:
     return secret
 
 
+SERVE_SECRET_MIN_CHARS = 12
+"""`serve`'s token or events secret shorter than this is warned of: its routes count failed
+attempts, nothing slows them down."""
+
+
+def short_secret(secret: str) -> str | None:
+    """What `check` and `serve` warn of a token or events secret too short to resist guessing
+    (never quoting it); None when long enough."""
+    if len(secret) >= SERVE_SECRET_MIN_CHARS:
+        return None
+    return (
+        f"{len(secret)} characters long, which a caller may guess: use {SERVE_SECRET_MIN_CHARS} "
+        "or more random characters (`openssl rand -hex 32`)"
+    )
+
+
 def token_problem(token: str) -> str | None:
     """Why `token` cannot be sent as `Authorization: Bearer <token>`, never quoting it; None
     when it can: one word of visible ASCII characters."""

@@ -22,6 +22,7 @@ from choreo_ingest.config import (
     read_serve_secret,
     secret_files,
     serve_secret,
+    short_secret,
 )
 from choreo_ingest.disk_space import space_check, state_room_wanted
 from choreo_ingest.errors import ChoreoIngestError, ConfigError, StateError
@@ -116,11 +117,14 @@ def _serve_checks(config: Config) -> list[Check]:
     checks = []
     for key, read in secrets:
         try:
-            read(key)
+            secret = read(key)
         except ConfigError as error:
             problem = str(error).removeprefix(f"{key}: ")
             detail = f"{problem}: `serve` would not start (`run` does not read it)"
             checks.append(Check(key, True, detail, warning=True))
+            continue
+        if secret is not None and (short := short_secret(secret)) is not None:
+            checks.append(Check(key, True, f"the secret is {short}", warning=True))
     address = Address.parse(config.serve.listen)
     if config.serve.token_file is None and not token_env and not address.is_loopback:
         detail = (

@@ -268,7 +268,9 @@ def test_a_secret_file_others_may_read_is_a_warning(
 
 
 @pytest.mark.parametrize("key", ["serve.auth.tokenFile", "serve.events.secretFile"])
-@pytest.mark.parametrize("content", [None, "", "t0ken-5c1a\n"], ids=["missing", "empty", "set"])
+@pytest.mark.parametrize(
+    "content", [None, "", "t0ken-5c1a-9e7f\n"], ids=["missing", "empty", "set"]
+)
 def test_serves_secret_files_are_checked_as_serve_reads_them_at_its_start(
     tmp_path: Path, key: str, content: str | None
 ) -> None:
@@ -292,6 +294,24 @@ def test_serves_secret_files_are_checked_as_serve_reads_them_at_its_start(
     assert problem in warned[key]
     assert warned[key].endswith(": `serve` would not start (`run` does not read it)")
     assert not warned[key].startswith(key)
+
+
+@pytest.mark.parametrize("key", ["serve.auth.tokenFile", "serve.events.secretFile"])
+def test_a_serve_secret_short_enough_to_guess_is_a_warning(tmp_path: Path, key: str) -> None:
+    """Failed attempts are counted, never slowed down: `changeme` would be found."""
+    secret = tmp_path / "serve-secret"
+    secret.write_text("changeme\n")
+    secret.chmod(0o600)
+    field = "token_file" if key == "serve.auth.tokenFile" else "events_secret_file"
+    config = Config(providers=(), serve=ServeConfig(**{field: secret}))
+
+    found = run_checks(config, tmp_path / "state.db", FakeClock())
+
+    warned = {item.name: item.detail for item in found if item.warning}
+    assert warned == {
+        key: "the secret is 8 characters long, which a caller may guess: use 12 or more random "
+        "characters (`openssl rand -hex 32`)"
+    }
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from choreo_ingest.clock import Clock
-from choreo_ingest.config import OPEN_EVENTS_WARNING, Address, Config
+from choreo_ingest.config import OPEN_EVENTS_WARNING, Address, Config, short_secret
 from choreo_ingest.errors import (
     AddressInUse,
     ConfigError,
@@ -79,6 +79,12 @@ def serve(
         )
     if not address.is_loopback and credentials.events_secret is None:
         log.warning("events_open", listen=str(address), message=OPEN_EVENTS_WARNING)
+    for what, secret in (
+        ("token", credentials.api_token),
+        ("events secret", credentials.events_secret),
+    ):
+        if secret is not None and (short := short_secret(secret)) is not None:
+            log.warning("serve_secret_short", secret=what, message=f"the {what} is {short}")
     _refuse_what_holds_no_state(state_location(state))
     most = connection_cap(raise_open_file_limit())
     connections = Connections(config.serve.read_timeout, most, clock)

@@ -152,6 +152,22 @@ def test_serve_ingests_applies_events_over_http_and_stops_with_0(
     assert TOKEN not in err
 
 
+def test_a_token_short_enough_to_guess_is_warned_of_at_the_start(
+    tmp_path: Path, simulator: RunningServer
+) -> None:
+    process, url = serve_process(
+        tmp_path, simulator.url, env={"CHOREO_INGEST_SERVE_TOKEN": "changeme"}
+    )
+    try:
+        ready(process, url)
+    finally:
+        code, _, err = stop(process)
+    assert code == 0, err
+    assert "serve_secret_short" in err
+    assert "the token is 8 characters long, which a caller may guess" in err
+    assert "changeme" not in err
+
+
 def test_serve_ends_with_4_once_a_newer_release_migrated_its_state(
     tmp_path: Path, simulator: RunningServer
 ) -> None:
