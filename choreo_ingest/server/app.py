@@ -82,6 +82,7 @@ from choreo_ingest.server.security import (
     EVENTS_SECRET_HEADER,
     CrossSiteGuard,
     FramingGuard,
+    PrivateAnswers,
 )
 
 log = get_logger("choreo_ingest.server")
@@ -110,7 +111,7 @@ def build_app(server: Server) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
     guarded = CrossSiteGuard(app, credentials=server.credentials, hosts=server.hosts)
-    logged = RequestLog(FramingGuard(guarded), server.clock, server.requests)
+    logged = RequestLog(PrivateAnswers(FramingGuard(guarded)), server.clock, server.requests)
     return ClosingWhenStopping(logged, server.stopping)  # its own 500 too
 
 

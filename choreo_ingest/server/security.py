@@ -9,10 +9,11 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from choreo_ingest.config import (
     SERVE_TOKEN_ENV,
@@ -185,6 +186,29 @@ class CrossSiteGuard:
             await self.app(scope, receive, send)
             return
         await JSONResponse({"error": problem}, status_code=403)(scope, receive, send)
+
+
+class PrivateAnswers:
+    """Every answer says `Cache-Control: no-store` (a catalog page or a status read with the
+    token must not be kept by a proxy or browser cache, and each changes by the tick) and
+    `X-Content-Type-Options: nosniff` (a JSON answer that echoes input is never read as a
+    page)."""
+
+    HEADERS: ClassVar[list[tuple[bytes, bytes]]] = [
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class FramingGuard:

@@ -384,6 +384,20 @@ class TestEvents:
 
 
 class TestReading:
+    @pytest.mark.parametrize(
+        ("path", "headers"),
+        [("/", AUTH), ("/status", AUTH), ("/changes", AUTH), ("/metrics", {}), ("/nope", {})],
+    )
+    def test_no_answer_may_be_cached_or_sniffed(
+        self, client: AsgiClient, path: str, headers: dict[str, str]
+    ) -> None:
+        """A catalog page read with the token kept by a proxy's cache would be served without
+        it; a JSON answer echoing input must never be read as a page."""
+        answer = client.get(path, headers=headers)
+
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
     def test_status_is_the_status_json_document(
         self, client: AsgiClient, tmp_path: Path, clock: FakeClock
     ) -> None:
