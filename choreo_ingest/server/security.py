@@ -7,6 +7,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -123,7 +124,8 @@ def host_problem(host: str | None, allowed: frozenset[str]) -> str | None:
     if host is None or "*" in allowed:
         return None
     name = _name_of(host)
-    if name in allowed or name == "localhost" or name.endswith(".localhost"):
+    named = _HOST_NAME.fullmatch(name) is not None  # not `evil.example#.localhost`
+    if named and (name in allowed or name == "localhost" or name.endswith(".localhost")):
         return None
     try:
         ipaddress.ip_address(name)
@@ -134,6 +136,10 @@ def host_problem(host: str | None, allowed: frozenset[str]) -> str | None:
             "rebound to 127.0.0.1 could read it); add the name to serve.allowedHosts"
         )
     return None
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
+"""A host name as a request names it (in lower case, without its port and final dot)."""
 
 
 def _name_of(host: str) -> str:

@@ -114,6 +114,10 @@ def test_a_star_answers_every_name_and_no_check_answers_every_name(
         "127.0.0.1.evil.example:80",
         "evil.example:\u00b2",  # a digit to str.isdigit, no port
         "",
+        "evil.example#.localhost",
+        "evil.example?.localhost:80",
+        "evil.example/.localhost",
+        "user@evil.example.localhost",
     ],
 )
 def test_names_that_only_look_local_are_refused(host: str) -> None:
