@@ -229,6 +229,8 @@ def not_a_regular_file(path: StrPath, mode: int) -> str | None:
 def absent_directory(directory: StrPath) -> str:
     """What is wrong with `directory`, which a file should be made in and is not a directory:
     that it does not exist, or (the advice to create it would fail) that a file is there."""
+    if os.path.islink(directory) and not os.path.exists(directory):
+        return f"{directory} is a symlink to {os.readlink(directory)}, which does not exist"
     if os.path.lexists(directory):
         return f"{directory} is not a directory"
     return f"directory {directory} does not exist"

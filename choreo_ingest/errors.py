@@ -10,6 +10,7 @@
     │   ├── SchemaTooNew            written by a newer choreo-ingest
     │   ├── NotAStateFile           not a choreo-ingest DB, or corrupt
     │   └── LockHeld                another run holds the run lock (exit 75)
+    ├── StateOutgrown               a newer release migrated a running serve's state (exit 75)
     └── ProviderError               a burst failed (exit 3)
         ├── TransientError          worth retrying (5xx, timeouts, connection errors)
         │   ├── RetryAfter          rate limited; come back after `retry_after` seconds
@@ -163,6 +164,12 @@ class SchemaTooNew(StateError):
             f"({supported}, release {__version__}); upgrade choreo-ingest",
             path=path,
         )
+
+
+class StateOutgrown(ChoreoIngestError):
+    """A newer release migrated the state a running `serve` uses: it ends, exit 75 (worth
+    starting again: its supervisor then starts the release installed now, or, if that is still
+    this one, meets SchemaTooNew at the start, exit 4)."""
 
 
 class NotAStateFile(StateError):

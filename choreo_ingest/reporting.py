@@ -18,6 +18,7 @@ from choreo_ingest.models import (
     PURGED_FACT,
     REFRESH_REQUESTED_FACT,
     SKIPPED_FACT,
+    SOURCE_BEFORE_FACT,
     SOURCE_FACT,
     SOURCES_ALTERNATE_FACT,
     UNAVAILABLE_FACT,
@@ -99,10 +100,14 @@ class ProviderStatus:
             return self.health_problems
         cause = failures_cause(shorten(self.record.last_error, ERROR_QUOTED_CHARS))
         instead = failures_cause(ERROR_WITHHELD)
-        return [
-            paths_withheld(problem.replace(cause, instead) if cause else problem)
-            for problem in self.health_problems
-        ]
+        sources = [self.facts.get(name) for name in (SOURCE_FACT, SOURCE_BEFORE_FACT)]
+        shown = []
+        for problem in self.health_problems:
+            problem = paths_withheld(problem.replace(cause, instead) if cause else problem)
+            for source in filter(None, sources):  # the API's address: cycles that read two
+                problem = problem.replace(source, ERROR_WITHHELD)
+            shown.append(problem)
+        return shown
 
     @property
     def facts_shown(self) -> dict[str, str]:

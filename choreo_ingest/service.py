@@ -106,7 +106,7 @@ class Service:
         """Providers that could not be loaded: how many ticks in a row, and when (monotonic) to
         load them again: a tick a second would count (and log) a failure a second."""
         self.ended_by: SchemaTooNew | None = None
-        """Why the loop ended by itself: a newer release migrated the state (`serve` exits 4)."""
+        """Why the loop ended by itself: a newer release migrated the state (`serve` exits 75)."""
         self.on_end: Callable[[], None] = lambda: None
         """Called from the loop's thread when it ends by itself (`serve` stops answering)."""
 
@@ -184,7 +184,7 @@ class Service:
             record.skipped = True
             log.debug("tick_skipped", reason="another run holds the lock")
         except SchemaTooNew as error:  # a newer release migrated the state: no tick of this
-            record.error = str(error)  # process can ever run again, so it ends (exit 4), for
+            record.error = str(error)  # process can ever run again, so it ends (exit 75), for
             self.ended_by = error  # its supervisor to start the release installed now
             self.stop()
             self.on_end()

@@ -388,7 +388,9 @@ class TestStateCommands:
         assert not (tmp_path / "nodir").exists()
 
     @pytest.mark.parametrize(
-        "command", [("status",), ("export",), ("changes",), ("check",)], ids=" ".join
+        "command",
+        [("status",), ("export",), ("changes",), ("check",), ("run",), ("migrate",)],
+        ids=" ".join,
     )
     def test_a_state_file_below_a_regular_file_says_that_is_no_directory(
         self, tmp_path: Path, command: tuple[str, ...]
@@ -396,6 +398,9 @@ class TestStateCommands:
         """Told "create it", the operator would find the file there already."""
         (tmp_path / "afile").write_text("")
         state = tmp_path / "afile" / "state.db"
+        (tmp_path / "choreo-ingest.yaml").write_text(
+            "openchoreo: {baseUrl: 'http://127.0.0.1:9'}\n"
+        )
 
         done = run_cli(*command, "--db", state, cwd=tmp_path)
 

@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from choreo_ingest import files
-from choreo_ingest.files import TEMP_SLOTS, DurableBatch, make_directories, replace_atomically
+from choreo_ingest.files import (
+    TEMP_SLOTS,
+    DurableBatch,
+    absent_directory,
+    make_directories,
+    replace_atomically,
+)
 from choreo_ingest.invocation import run_once
 
 from fakes import FakeClock, FakeProvider, make_config, make_entity
@@ -392,3 +398,17 @@ class TestDurableBatch:
 
         assert flushed == [{tmp_path / "kind"}]
         assert tree(tmp_path) == ["kind", "kind/ns2"]
+
+
+def test_a_directory_that_is_not_there_is_said_as_what_is_there_instead(tmp_path: Path) -> None:
+    """The advice to create it would fail where a file, or a symlink to nothing, is there."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+
+    assert (
+        absent_directory(tmp_path / "nothing") == f"directory {tmp_path / 'nothing'} does not exist"
+    )
+    assert absent_directory(tmp_path / "afile") == f"{tmp_path / 'afile'} is not a directory"
+    assert absent_directory(tmp_path / "dangling") == (
+        f"{tmp_path / 'dangling'} is a symlink to {tmp_path / 'gone'}, which does not exist"
+    )

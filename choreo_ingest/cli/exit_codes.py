@@ -13,6 +13,7 @@ from choreo_ingest.errors import (
     LockHeld,
     ProviderError,
     StateError,
+    StateOutgrown,
 )
 from choreo_ingest.models import Check, RunOutcome
 
@@ -25,7 +26,8 @@ class ExitCode(enum.IntEnum):
     BURST_FAILED = 3  # upstream trouble; backoff scheduled
     STATE_ERROR = 4  # state store unreadable, newer schema, not writable
     OUTPUT_FAILED = 74  # stdout could not be written; what was done stands (EX_IOERR)
-    LOCKED = 75  # another run holds the lock, or serve's port; nothing done (EX_TEMPFAIL)
+    LOCKED = 75  # another run holds the lock, or serve's port; nothing done (EX_TEMPFAIL); or
+    # a newer release migrated a running serve's state: start it again
     INTERRUPTED = 130  # SIGTERM/SIGINT; the last page was checkpointed
 
 
@@ -43,7 +45,7 @@ the error's (`exit_code_for`)."""
 def exit_code_for(error: BaseException) -> ExitCode:
     if isinstance(error, StdoutFailed):
         return ExitCode.OUTPUT_FAILED
-    if isinstance(error, LockHeld | AddressInUse):
+    if isinstance(error, LockHeld | AddressInUse | StateOutgrown):
         return ExitCode.LOCKED
     if isinstance(error, StateError):
         return ExitCode.STATE_ERROR

@@ -16,6 +16,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from functools import partial
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -28,6 +29,7 @@ from choreo_ingest.errors import (
     NotAStateFile,
     SchemaTooNew,
     StateError,
+    StateOutgrown,
 )
 from choreo_ingest.logs import get_logger
 from choreo_ingest.server.app import build_app
@@ -94,7 +96,6 @@ def serve(
         hosts = answered_hosts(address, credentials, config)
         context = Server(config, service.state, clock, service, credentials, hosts)
         server = http_server(build_app(context), connections)
-        service.on_end = lambda: setattr(server, "should_exit", True)
         loop_thread = threading.Thread(
             target=service.run, name="choreo-ingest-service", daemon=True
         )
@@ -108,7 +109,10 @@ def serve(
             loop_thread.join(timeout=config.incremental.burst_length + 30)
             sock.close()
         if service.ended_by is not None:
-            raise service.ended_by
+            raise StateOutgrown(
+                f"{service.ended_by}: serve ends, to be started again (with the release that "
+                "migrated the state, once installed here)"
+            )
 
 
 def http_server(app: ASGIApp, connections: Connections) -> uvicorn.Server:
@@ -134,19 +138,24 @@ async def _serve(server: uvicorn.Server, context: Server, sock: socket.socket) -
     loop = asyncio.get_running_loop()
     delay = context.config.serve.shutdown_delay
 
-    def stop(number: int) -> None:
-        name = signal.Signals(number).name
+    def stop(**why: str) -> None:
         context.service.stop()
         if delay and not context.stopping.is_set():
-            log.info("stopping", signal=name, after_seconds=delay)
+            log.info("stopping", **why, after_seconds=delay)
             context.stopping.set()
             loop.call_later(delay, setattr, server, "should_exit", True)
             return
-        log.info("stopping", signal=name)
+        log.info("stopping", **why)
         server.should_exit = True
 
     for number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(number, stop, number)
+        loop.add_signal_handler(number, partial(stop, signal=signal.Signals(number).name))
+    outgrown = partial(stop, reason="a newer release migrated the state")
+
+    def on_end() -> None:  # from the service's thread
+        loop.call_soon_threadsafe(outgrown)
+
+    context.service.on_end = on_end
     await server.serve(sockets=[sock])
 
 

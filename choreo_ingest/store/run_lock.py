@@ -62,7 +62,8 @@ class RunLock:
         try:
             return _open_lock_file(self.path)
         except OSError as error:
-            if isinstance(error, FileNotFoundError) and not self.path.parent.is_dir():
+            missing = isinstance(error, FileNotFoundError | NotADirectoryError)
+            if missing and not self.path.parent.is_dir():
                 # As the store says when it opens the state file.
                 raise StateError(
                     f"{self.path}: {absent_directory(self.path.parent)}",

@@ -22,7 +22,16 @@ from choreo_ingest.clock import rfc3339
 from choreo_ingest.config import Config
 from choreo_ingest.errors import CursorExpired
 from choreo_ingest.event_retries import event_key
-from choreo_ingest.models import EVENT_RETRIES_FACT, PROBLEM_FACT, SKIPPED_FACT
+from choreo_ingest.models import (
+    EVENT_RETRIES_FACT,
+    PROBLEM_FACT,
+    SKIPPED_FACT,
+    SOURCE_BEFORE_CYCLE_FACT,
+    SOURCE_BEFORE_FACT,
+    SOURCE_CYCLE_FACT,
+    SOURCE_FACT,
+    SOURCES_ALTERNATE_FACT,
+)
 from choreo_ingest.providers.openchoreo.listing_stuck import stale_starts_problem
 from choreo_ingest.providers.openchoreo.step_over import skipped_problem
 from choreo_ingest.reporting import ERROR_WITHHELD
@@ -215,6 +224,33 @@ class TestRefsNeedTheToken:
         )
         assert str(ingested) not in page
         assert with_token["providers"][0]["source"] not in page
+
+    def test_sources_read_in_turn_are_a_problem_said_without_their_addresses(
+        self, config: Config, ingested: Path, clock: FakeClock
+    ) -> None:
+        with Store.open(ingested) as store:
+            facts = store.facts(PROVIDER)
+            source, cycle = facts[SOURCE_FACT], facts[SOURCE_CYCLE_FACT]
+            other = "https://api-b.internal:8443/api/v1"
+            said = f"cycles read {other} and {source} in turn"
+            store.set_facts(
+                PROVIDER,
+                {
+                    SOURCE_BEFORE_FACT: other,
+                    SOURCE_BEFORE_CYCLE_FACT: cycle,
+                    SOURCES_ALTERNATE_FACT: said,
+                },
+                clock.now(),
+            )
+        with client_of(config, ingested, clock, Credentials(TOKEN)) as client:
+            answers = [client.get(path) for path in ("/status", "/health", "/")]
+            with_token = client.get("/health", headers=AUTH).json()
+
+        assert said in with_token["providers"][0]["problems"]
+        for answer in answers:
+            assert other not in answer.text, answer.request.url
+            assert source not in answer.text, answer.request.url
+        assert f"cycles read {ERROR_WITHHELD} and {ERROR_WITHHELD} in turn" in answers[1].text
 
 
 def last_errors(document: dict[str, Any]) -> list[object]:
