@@ -256,10 +256,12 @@ def as_directory_path(value: object) -> Path:
 
 
 def file_path_text(text: str) -> str:
-    """`text`, a file's path; Invalid where it ends in `/`, which names a directory: taken as a
-    file, `sub/` would make a file `sub` where the operator meant a directory."""
-    if text.rstrip().endswith("/"):
-        raise Invalid("ends in /, naming a directory; give a file's path", text)
+    """`text`, a file's path; Invalid where it ends in `/` (or `/.`, `/..`), which names a
+    directory: taken as a file, `sub/` would make a file `sub` where the operator meant a
+    directory."""
+    last = text.rstrip().rpartition("/")[2]
+    if last in ("", ".", ".."):
+        raise Invalid("names a directory (it ends in /, . or ..); give a file's path", text)
     return text
 
 

@@ -888,16 +888,23 @@ class TestReported:
         assert document.pop("error").startswith("No such option: --bogus")
         assert document == {**fields, "exitCode": 2}
 
+    @pytest.mark.parametrize(
+        ("args", "said"),
+        [
+            (["export", "--json"], "export: No such option: --json"),
+            (["--bogus", "export", "--json"], "No such option: --bogus"),
+            (["--log-json", "--log-console", "export", "--json"], "cannot be combined"),
+        ],
+        ids=["refused-by-export", "refused-before-export", "global-options-clash"],
+    )
     def test_a_json_flag_given_to_a_command_without_it_prints_no_document(
-        self, tmp_path: Path
+        self, tmp_path: Path, args: list[str], said: str
     ) -> None:
         """`export > catalog.ndjson` must not find an error document where its data goes."""
-        done = run_cli("export", "--json", "--db", tmp_path / "state.db", cwd=tmp_path)
+        done = run_cli(*args, "--db", tmp_path / "state.db", cwd=tmp_path)
 
         assert (done.returncode, done.stdout) == (2, "")
-        assert one_error_line(done.stderr).startswith(
-            "choreo-ingest: error: export: No such option: --json"
-        )
+        assert said in one_error_line(done.stderr)
 
     @pytest.mark.parametrize(
         ("given", "named"),

@@ -568,8 +568,9 @@ BAD_CONFIGS = [
     ("serve: {listen: '::1:8080'}", "serve.listen", "IPv6 host goes in brackets"),
     ("serve: {listen: 'http://127.0.0.1:8080'}", "serve.listen", "expected host:port, not a URL"),
     ('state: {path: "a\\0b.db"}', "state.path", "holds a NUL byte, which no path can"),
-    ("state: {path: data/}", "state.path", "ends in /, naming a directory; give a file's path"),
-    ("metrics: {textfile: /var/lib/node/}", "metrics.textfile", "ends in /, naming a directory"),
+    ("state: {path: data/}", "state.path", "names a directory (it ends in /, . or ..); give a"),
+    ("state: {path: data/.}", "state.path", "names a directory (it ends in /, . or ..)"),
+    ("metrics: {textfile: /var/lib/node/}", "metrics.textfile", "names a directory (it ends in /"),
     ('metrics: {textfile: "m\\0.prom"}', "metrics.textfile", "holds a NUL byte"),
     (
         "openchoreo: {incremental: {maxRequestsPerSecond: 1e19}}",
@@ -1883,7 +1884,9 @@ class TestResolveStatePath:
         with pytest.raises(ConfigError) as caught:
             resolve_state_path("data/", self.CONFIGURED, env={})
 
-        assert str(caught.value) == "--db: ends in /, naming a directory; give a file's path"
+        assert str(caught.value) == (
+            "--db: names a directory (it ends in /, . or ..); give a file's path"
+        )
 
     def test_relative_config_path_is_relative_to_the_file(self, tmp_path: Path) -> None:
         config = load_text(tmp_path, "state: {path: data/ingest.db}\n")

@@ -263,6 +263,18 @@ def _options_of(context: typer.Context) -> set[str]:
     return {name for param in context.command.params for name in param.opts}
 
 
+def _takes_json(context: typer.Context | None, args: Sequence[str]) -> bool:
+    """Whether the command `args` name takes `--json`: the one click refused an option of, or,
+    refused before it (`--bogus export --json`), the first argument that names a command."""
+    if context is None:
+        return True
+    if context.parent is not None:
+        return "--json" in _options_of(context)
+    commands = getattr(context.command, "commands", {})
+    named = next((commands[arg] for arg in args if arg in commands), None)
+    return named is None or any("--json" in param.opts for param in named.params)
+
+
 def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
     """One line on stderr (and, with --json, the one JSON document the caller waits for)."""
     code = int(getattr(error, "exit_code", ExitCode.USAGE))
@@ -281,8 +293,8 @@ def _usage_error(error: typer.TyperException, args: Sequence[str]) -> int:
         help_hint = f" ({option} is choreo-ingest's own option: give it before `{command}`)"
     render.error_line(f"{command}: {message}{help_hint}" if command else message + help_hint)
     as_json, fields = command_fields(list(args))
-    if in_command is not None:  # --json is the command's, or none: a command without it
-        as_json = as_json and "--json" in _options_of(in_command)  # (`export`) prints none
+    if as_json and not _takes_json(in_command or context, args):  # `export > catalog.ndjson`
+        as_json = False  # must not find an error document where its data goes
     if as_json:
         # click names the command when it refused one of its options, or a global option once
         # the command was known (`--log-json --log-console run`); else the arguments do.
