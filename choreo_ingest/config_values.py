@@ -190,9 +190,13 @@ def as_host_names(value: object) -> tuple[str, ...]:
     return tuple(within(f"[{i}]", partial(_host_name, name)) for i, name in enumerate(value))
 
 
+HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
+"""A host name in lower case, without its port and final dot (`serve.allowedHosts`, `Host`)."""
+
+
 def _host_name(value: object) -> str:
     name = as_text(value).strip().lower().removesuffix(".")
-    if name != "*" and not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", name):
+    if name != "*" and not HOST_NAME.fullmatch(name):
         raise Invalid("expected a host name without a port (ingest.example.com), or *", value)
     return name
 

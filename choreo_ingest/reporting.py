@@ -110,9 +110,9 @@ class ProviderStatus:
         return shown
 
     @property
-    def facts_shown(self) -> dict[str, str]:
-        """The facts shown as keys of their own (`facts_shown`); where the API is (`source`)
-        withheld with the error's text: the deployment's, not the provider's state."""
+    def shown_facts(self) -> dict[str, str]:
+        """The facts shown as keys of their own (`models.facts_shown`); where the API is
+        (`source`) withheld with the error's text: the deployment's, not the provider's state."""
         facts = facts_shown(self.facts, self.record.cycle_id, PROBLEM_FACTS)
         if self.error_withheld and SOURCE_FACT in facts:
             facts[SOURCE_FACT] = ERROR_WITHHELD
@@ -122,7 +122,7 @@ class ProviderStatus:
         record = self.record
         withheld = self.error_withheld and record.last_error is not None
         error = ERROR_WITHHELD if withheld else shorten(record.last_error)
-        facts = self.facts_shown
+        facts = self.shown_facts
         waiting = self.events_waiting_alone
         if self.error_withheld:  # the objects' names are catalog content, as the error's text
             waiting = [

@@ -36,7 +36,8 @@ from choreo_ingest.config import (
 )
 from choreo_ingest.config_values import MAX_COUNT
 from choreo_ingest.errors import ConfigError
-from choreo_ingest.providers.openchoreo.auth import FormAnswer, credentials_for
+from choreo_ingest.providers.openchoreo.auth import credentials_for
+from choreo_ingest.providers.openchoreo.client_auth import FormAnswer
 from choreo_ingest.store import MAX_INTEGER
 
 from fakes import FakeClock

@@ -111,8 +111,8 @@ def build_app(server: Server) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.router.redirect_slashes = False  # its redirect is built from the client's Host header
     guarded = CrossSiteGuard(app, credentials=server.credentials, hosts=server.hosts)
-    logged = RequestLog(PrivateAnswers(FramingGuard(guarded)), server.clock, server.requests)
-    return ClosingWhenStopping(logged, server.stopping)  # its own 500 too
+    logged = RequestLog(FramingGuard(guarded), server.clock, server.requests)
+    return PrivateAnswers(ClosingWhenStopping(logged, server.stopping))  # its own 500 too
 
 
 class ClosingWhenStopping:

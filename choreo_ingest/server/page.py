@@ -188,7 +188,7 @@ def _provider(item: ProviderStatus, now: float) -> str:
         if item.health_problems
         else ""
     )
-    facts = item.facts_shown  # as `status` shows them
+    facts = item.shown_facts  # as `status` shows them
     rows: list[tuple[str, str]] = []
     if "api" in facts:
         rows.append(("API", f"<code>{_text(facts.pop('api'))}</code>"))

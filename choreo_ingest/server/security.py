@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -23,6 +22,7 @@ from choreo_ingest.config import (
     read_serve_secret,
     serve_secret,
 )
+from choreo_ingest.config_values import HOST_NAME
 from choreo_ingest.errors import ConfigError
 
 EVENTS_SECRET_HEADER = "x-choreo-ingest-secret"  # noqa: S105 (a header name)
@@ -124,7 +124,7 @@ def host_problem(host: str | None, allowed: frozenset[str]) -> str | None:
     if host is None or "*" in allowed:
         return None
     name = _name_of(host)
-    named = _HOST_NAME.fullmatch(name) is not None  # not `evil.example#.localhost`
+    named = HOST_NAME.fullmatch(name) is not None  # not `evil.example#.localhost`
     if named and (name in allowed or name == "localhost" or name.endswith(".localhost")):
         return None
     try:
@@ -136,10 +136,6 @@ def host_problem(host: str | None, allowed: frozenset[str]) -> str | None:
             "rebound to 127.0.0.1 could read it); add the name to serve.allowedHosts"
         )
     return None
-
-
-_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
-"""A host name as a request names it (in lower case, without its port and final dot)."""
 
 
 def _name_of(host: str) -> str:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from choreo_ingest.clock import Clock
 from choreo_ingest.config import (
@@ -54,6 +54,8 @@ from choreo_ingest.errors import (
 )
 from choreo_ingest.logs import MIN_SUBSTRING_LENGTH, get_logger, mask_short_secret, spellings
 from choreo_ingest.providers.openchoreo.client_auth import (
+    FormAnswer,
+    PostForm,
     Way,
     client_auth_refused,
     configured_methods,
@@ -64,21 +66,6 @@ from choreo_ingest.providers.openchoreo.client_auth import (
 from choreo_ingest.providers.openchoreo.token_cache import TokenCache
 from choreo_ingest.providers.openchoreo.token_lifetime import refresh_point
 
-
-class FormAnswer(NamedTuple):
-    """The token endpoint's answer to one POST."""
-
-    status: int
-    body: Any
-    """The parsed JSON body, or None."""
-    retry_after: float | None = None
-    """Seconds its `Retry-After` asks to wait before the next request, where it says."""
-
-
-PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], FormAnswer]
-"""POST a form to an absolute URL with these extra headers -> its answer.
-
-Raises TransientError itself on connection errors and timeouts."""
 OnSecret = Callable[[str], None]
 """Told a secret value as it is learned: `on_secret` of a lasting one (a client secret read from
 its file; the provider passes `logs.register_secret`), `on_token` of each token (an issued access

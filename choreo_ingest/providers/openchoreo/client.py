@@ -2,11 +2,11 @@
 
 One `OpenChoreoClient` lives for one burst. It sends every request through a shared
 `RequestLimiter`, caps its timeouts at the time left before the burst deadline, sends the bearer
-token its `Credentials` hold (refreshed once on a 401), retries what is worth retrying (a request
-whose token could not be granted too), and translates every failure once into the errors of
-`choreo_ingest.errors`. It knows no API generation: the generation modules (`api_v1`,
-`api_orgs`) read the parsed bodies' envelopes and pagination, and say which statuses mean an
-expired cursor. Error texts name method, path, status and the API's code, never a secret.
+token its `Credentials` hold (refreshed once on a 401), retries what is worth retrying (a
+request whose token could not be granted too), and translates every failure once. It knows no
+API generation: the generation modules (`api_v1`, `api_orgs`) read the parsed bodies' envelopes
+and pagination, and say which statuses mean an expired cursor. Error texts name method, path,
+status and the API's code, never a secret.
 """
 
 from __future__ import annotations
@@ -34,12 +34,8 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.logs import get_logger, masked
-from choreo_ingest.providers.openchoreo.auth import (
-    Credentials,
-    FormAnswer,
-    PostForm,
-    credentials_for,
-)
+from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
+from choreo_ingest.providers.openchoreo.client_auth import FormAnswer, PostForm
 from choreo_ingest.providers.openchoreo.connection_settings import (
     default_user_agent,
     proxy_note,
@@ -478,8 +474,8 @@ def form_poster(
             body = response.json() if whole else None
         except (ValueError, RecursionError):
             body = None
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"), clock)
-        return FormAnswer(response.status_code, body, retry_after)
+        later = retry_after_seconds(response.headers.get("Retry-After"), clock)
+        return FormAnswer(response.status_code, body, later)
 
     return post_form
 

@@ -12,7 +12,7 @@ tries Basic first).
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import quote_plus
 
@@ -43,6 +43,22 @@ class Request(NamedTuple):
     headers: dict[str, str]
     credential: str | None
     """The Basic credential (base64), a secret to mask like the client secret."""
+
+
+class FormAnswer(NamedTuple):
+    """The token endpoint's answer to one POST."""
+
+    status: int
+    body: Any
+    """The parsed JSON body, or None."""
+    retry_after: float | None = None
+    """Seconds its `Retry-After` asks to wait before the next request, where it says."""
+
+
+PostForm = Callable[[str, Mapping[str, str], Mapping[str, str]], FormAnswer]
+"""POST a form to an absolute URL with these extra headers -> its answer.
+
+Raises TransientError itself on connection errors and timeouts."""
 
 
 def configured_methods(configured: str) -> tuple[str, ...]:

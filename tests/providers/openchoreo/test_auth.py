@@ -16,12 +16,12 @@ from choreo_ingest.errors import AuthError, ConfigError, TransientError, needs_m
 from choreo_ingest.providers.openchoreo.auth import (
     TOKENS_KNOWN,
     ClientCredentials,
-    FormAnswer,
     NoCredentials,
     StaticToken,
     TokenFile,
     credentials_for,
 )
+from choreo_ingest.providers.openchoreo.client_auth import FormAnswer
 from choreo_ingest.providers.openchoreo.token_lifetime import jwt_claims
 
 from fakes import FakeClock

@@ -30,12 +30,13 @@ from choreo_ingest.errors import (
     TransientError,
 )
 from choreo_ingest.providers.openchoreo.api_orgs import ORGS, get_object
-from choreo_ingest.providers.openchoreo.auth import Credentials, FormAnswer, credentials_for
+from choreo_ingest.providers.openchoreo.auth import Credentials, credentials_for
 from choreo_ingest.providers.openchoreo.client import (
     MAX_ATTEMPTS,
     OpenChoreoClient,
     form_poster,
 )
+from choreo_ingest.providers.openchoreo.client_auth import FormAnswer
 from choreo_ingest.providers.openchoreo.connection_settings import default_user_agent
 from choreo_ingest.providers.openchoreo.generation import ListPage
 from choreo_ingest.providers.openchoreo.many_reads import FAST_ANSWER_SECONDS, Gone
