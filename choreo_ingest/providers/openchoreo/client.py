@@ -4,9 +4,8 @@ One `OpenChoreoClient` lives for one burst. It sends every request through a sha
 `RequestLimiter`, caps its timeouts at the time left before the burst deadline, sends the bearer
 token its `Credentials` hold (refreshed once on a 401), retries what is worth retrying (a
 request whose token could not be granted too), and translates every failure once. It knows no
-API generation: the generation modules (`api_v1`, `api_orgs`) read the parsed bodies' envelopes
-and pagination, and say which statuses mean an expired cursor. Error texts name method, path,
-status and the API's code, never a secret.
+API generation: the generation modules (`api_v1`, `api_orgs`) read the bodies' envelopes and
+pagination, and which statuses mean an expired cursor. Errors never name a secret.
 """
 
 from __future__ import annotations
