@@ -64,7 +64,7 @@ from choreo_ingest.providers.openchoreo.client_auth import (
     ways_to_try,
 )
 from choreo_ingest.providers.openchoreo.token_cache import TokenCache
-from choreo_ingest.providers.openchoreo.token_lifetime import refresh_point
+from choreo_ingest.providers.openchoreo.token_lifetime import GrantPause, refresh_point
 
 OnSecret = Callable[[str], None]
 """Told a secret value as it is learned: `on_secret` of a lasting one (a client secret read from
@@ -230,6 +230,7 @@ class ClientCredentials:
         self._cache_read = oauth.token_cache_file is None
         self._methods = configured_methods(oauth.client_auth_method)
         self._way: Way | None = None  # the way the secret was taken, once it was
+        self._pause = GrantPause()
         self.learned_method: str | None = None
         """The method `auto` found the provider takes the secret by, after the first was refused."""
 
@@ -283,6 +284,7 @@ class ClientCredentials:
 
     def _grant(self) -> str:
         """Ask the token endpoint for a new access token (the caller holds the lock)."""
+        self._pause.check(self._clock.monotonic())  # its Retry-After, told another caller
         self._token, self._refresh_at = None, -math.inf
         oauth = self._oauth
         secret = self._client_secret()
@@ -303,7 +305,7 @@ class ClientCredentials:
         else:
             raise self._refused(refused)
         if not 200 <= status < 300:
-            raise self._refused(refused)
+            raise self._pause.note(self._refused(refused), self._clock.monotonic())
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token.strip():
             shape = "no access_token" if isinstance(body, dict) else "a body that is not JSON"

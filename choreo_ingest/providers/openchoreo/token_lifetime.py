@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from choreo_ingest.errors import TokenRetryAfter
+
 REFRESH_MARGIN = 60.0
 """Seconds before `exp` to replace a token (OpenChoreo's own plugins use the same 60 s)."""
 DEFAULT_LIFETIME = 300.0
@@ -66,3 +68,34 @@ def _seconds(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+class GrantPause:
+    """The token endpoint's `Retry-After`, kept for every caller of one credentials object: the
+    threads that waited on a refused grant (an org-era burst's detail calls, an event drain's
+    reads) must not each ask again at once. Not thread-safe: used under the grant's lock."""
+
+    def __init__(self) -> None:
+        self._said: TokenRetryAfter | None = None
+        self._until = -math.inf
+
+    def check(self, now: float) -> None:
+        """Raise what the endpoint said, with the time left, until `now` (monotonic) is past."""
+        if self._said is None or now >= self._until:
+            return
+        said = self._said
+        raise TokenRetryAfter(
+            str(said),
+            retry_after=self._until - now,
+            method=said.method,
+            path=said.path,
+            status=said.status,
+            code=said.code,
+            config_key=said.config_key,
+        )
+
+    def note(self, error: Exception, now: float) -> Exception:
+        """`error`, kept when it says when to come back."""
+        if isinstance(error, TokenRetryAfter):
+            self._said, self._until = error, now + error.retry_after
+        return error

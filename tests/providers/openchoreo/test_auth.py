@@ -12,7 +12,13 @@ import pytest
 import structlog
 
 from choreo_ingest.config import AuthConfig, OAuthConfig
-from choreo_ingest.errors import AuthError, ConfigError, TransientError, needs_mending
+from choreo_ingest.errors import (
+    AuthError,
+    ConfigError,
+    TokenRetryAfter,
+    TransientError,
+    needs_mending,
+)
 from choreo_ingest.providers.openchoreo.auth import (
     TOKENS_KNOWN,
     ClientCredentials,
@@ -664,6 +670,22 @@ class TestEndpointErrors:
         assert not isinstance(caught.value, AuthError)
         assert f"HTTP {status} temporarily_unavailable" in str(caught.value)
         assert caught.value.status == status
+
+    def test_a_retry_after_holds_every_caller_until_it_has_passed(self) -> None:
+        """Threads that waited on the refused grant (detail calls, an event drain's reads)
+        must not each ask again at once, as the endpoint asked them not to."""
+        clock = FakeClock()
+        endpoint = FakeTokenEndpoint(always=(429, {"error": "slow_down"}, 300.0))
+        credentials = client_credentials(endpoint, clock)
+        waits = []
+        for _ in range(4):
+            with pytest.raises(TokenRetryAfter) as caught:
+                credentials.bearer()
+            waits.append(caught.value.retry_after)
+            clock.advance(100)
+
+        assert len(endpoint.calls) == 2  # the first, and the fourth, 300 s on
+        assert waits == [300.0, 200.0, 100.0, 300.0]
 
     def test_a_connection_failure_names_the_token_url_key(self) -> None:
         def unreachable(
