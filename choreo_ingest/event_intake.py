@@ -49,14 +49,15 @@ def receive_events(
     clock: Clock,
     *,
     provider: IncrementalEntityProvider | None = None,
-    storing: AbstractContextManager[object] | None = None,
+    storing: AbstractContextManager[float | None] | None = None,
 ) -> EventReceipt:
     """Check events as the provider (loaded, unless given) would apply them and store the valid
-    ones in its inbox (no run lock, no API call), within `storing` (`serve`'s turns). InboxFull
-    when the inbox is full: then a refresh is scheduled."""
+    ones in its inbox (no run lock, no API call), within `storing` (`serve`'s turns, which say
+    how long the write may wait for SQLite's lock). InboxFull when the inbox is full: then a
+    refresh is scheduled."""
     provider = provider or load_provider(provider_name, config)
     parsed = parse_events(text, provider)
-    with storing or nullcontext():
+    with storing or nullcontext() as busy_seconds:
         stored, made = stored_events(
             state,
             provider_name,
@@ -65,6 +66,7 @@ def receive_events(
             rejected=len(parsed.rejected),
             ignored=parsed.ignored,
             capacity=config.inbox_capacity,
+            busy_seconds=busy_seconds,
         )
     created = sum(body.get("action") == "created" for body in parsed.valid) if stored else 0
     return EventReceipt(
@@ -87,14 +89,18 @@ def stored_events(
     rejected: int = 0,
     ignored: int = 0,
     capacity: int = DEFAULT_INBOX_CAPACITY,
+    busy_seconds: float | None = None,
 ) -> tuple[int, bool]:
     """Put events in the inbox without the run lock (a burst may be running); count `rejected`
     and `ignored` ones (for `choreo_ingest_events_total{outcome}`). Returns how many were stored,
     and whether the state was made for them (none was there).
 
     Past `capacity` pending events the new ones are refused (InboxFull) and the next run
-    refreshes the provider: the changes they carried reach the catalog through a fresh walk."""
+    refreshes the provider: the changes they carried reach the catalog through a fresh walk.
+    `busy_seconds`: how long to wait for SQLite's write lock (else its usual 10 s)."""
     with state_location(state).open() as store:
+        if busy_seconds is not None:
+            store.limit_lock_wait(busy_seconds)
         pending = store.pending_migrations()
         made = bool(pending) and not store.applied_migrations()  # asked only of a schema behind
         if pending:

@@ -141,26 +141,32 @@ async def provider_of(server: Server, request: Request, scope: ProviderScope) ->
 
 
 EVENT_TURN_SECONDS = 7.0
-"""How long an event post waits for its turn to write the inbox: under the 10 s OpenChoreo's
-event forwarder gives a whole request, so that its 503 reaches a sender still waiting (one that
-has hung up takes the post as cancelled, and does not retry even where retries are set), with
-time left for the write itself."""
+"""How long an event post waits for its turn to write the inbox."""
+EVENT_ANSWER_SECONDS = 9.0
+"""How long its turn and its write may take together: under the 10 s OpenChoreo's event
+forwarder gives a whole request, so that its 503 reaches a sender still waiting (one that has
+hung up takes the post as cancelled, and does not retry even where retries are set)."""
+LEAST_WRITE_SECONDS = 0.5
+"""The wait for SQLite's write lock a post that had its turn late still gets."""
 
 
 @contextmanager
-def event_turn(server: Server) -> Iterator[None]:
-    """For a worker thread: an event post's turn to write an inbox in SQLite. Concurrent posts
+def event_turn(server: Server) -> Iterator[float | None]:
+    """For a worker thread: an event post's turn to write an inbox in SQLite, and how long its
+    write may wait for SQLite's lock (a cron `run`'s page, a checkpoint). Concurrent posts
     (the forwarder has 4 workers; a flood more) take turns here rather than poll SQLite's busy
     lock, which lets one wait past its timeout (a 503: the forwarder tries once) while others
     write; past EVENT_TURN_SECONDS without one, a 503 as SQLite's busy timeout gave. PostgreSQL
     takes concurrent writers as they come: no turns (one would wait for another's connect)."""
     if not isinstance(server.state, SqliteLocation):
-        yield
+        yield None
         return
+    started = server.clock.monotonic()
     if not server.inbox_writes.acquire(timeout=EVENT_TURN_SECONDS):
         raise StateError(f"state store {server.state}: busy (other event posts are being stored)")
     try:
-        yield
+        waited = server.clock.monotonic() - started
+        yield max(EVENT_ANSWER_SECONDS - waited, LEAST_WRITE_SECONDS)
     finally:
         server.inbox_writes.release()
 

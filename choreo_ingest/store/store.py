@@ -151,6 +151,12 @@ class Store:
         lock, say): the idle `run` pays for one stat of the state file, not two."""
         return cls(Connection(path, readonly=readonly, tracer=tracer))
 
+    def limit_lock_wait(self, seconds: float) -> None:
+        """Wait at most `seconds` for a state file's write lock (SQLite's busy timeout) from now
+        on; PostgreSQL's `lock_timeout` stays as it is."""
+        if isinstance(self._conn, Connection):
+            self._conn.execute(f"PRAGMA busy_timeout = {max(int(seconds * 1000), 1)}")
+
     def check_lock_before_writes(self, check: Callable[[], None]) -> None:
         """Call `check` (the run lock's `check_held`) at the start of every write transaction of
         a state file (PostgreSQL fences its run lock itself: `pg_fence`)."""

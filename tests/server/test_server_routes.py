@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -163,6 +166,30 @@ class TestEvents:
         assert sorted(body["name"] for body in pending(ingested)) == sorted(
             f"c{n}" for n in range(24)
         )
+
+    def test_a_post_whose_write_waits_on_another_writer_answers_within_the_forwarders_time(
+        self,
+        config: Config,
+        ingested: Path,
+        clock: FakeClock,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Its turn is not all: a cron `run`'s page holds SQLite's write lock, and SQLite's own
+        10 s wait came after it, past the 10 s the forwarder waits for an answer."""
+        monkeypatch.setattr("choreo_ingest.server.context.EVENT_ANSWER_SECONDS", 1.0)
+        service = Service(config, ingested, clock)
+        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
+        with closing(sqlite3.connect(ingested, isolation_level=None)) as writer:
+            writer.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            with AsgiClient(build_app(server)) as client:
+                answer = post_within(client, component_event("late"), seconds=10)
+            waited = time.monotonic() - started
+            writer.execute("ROLLBACK")
+
+        assert answer.status_code == 503
+        assert 0.9 < waited < 5
+        assert pending(ingested) == []
 
     def test_a_post_that_gets_no_turn_in_time_is_503_and_stores_nothing(
         self,
