@@ -1,4 +1,5 @@
-"""How long an access token serves: when to replace one, from its JWT claims or `expires_in`.
+"""How long an access token serves: when to replace one, from its JWT claims or `expires_in`;
+and when the token endpoint said to ask again (`GrantPause`).
 
 A JWT is decoded, not verified (the API verifies it); a token that is no JWT, or says nothing
 of its expiry, is kept DEFAULT_LIFETIME.
