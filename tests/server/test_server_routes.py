@@ -177,12 +177,10 @@ class TestEvents:
         """Its turn is not all: a cron `run`'s page holds SQLite's write lock, and SQLite's own
         10 s wait came after it, past the 10 s the forwarder waits for an answer."""
         monkeypatch.setattr("choreo_ingest.server.context.EVENT_ANSWER_SECONDS", 1.0)
-        service = Service(config, ingested, clock)
-        server = Server(config, service.state, clock, service, Credentials(TOKEN, None))
         with closing(sqlite3.connect(ingested, isolation_level=None)) as writer:
             writer.execute("BEGIN IMMEDIATE")
             started = time.monotonic()
-            with AsgiClient(build_app(server)) as client:
+            with make_client(config, ingested, clock, Credentials(TOKEN, None)) as client:
                 answer = post_within(client, component_event("late"), seconds=10)
             waited = time.monotonic() - started
             writer.execute("ROLLBACK")
